@@ -1,0 +1,59 @@
+# SHARP: the two entry points are `make run` and `make test`; both install
+# what they need (Debian packages) and build first.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+MESON      ?= meson
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST     := /usr/bin/python3 -m pytest
+
+# Everything the build, the tests and the benchmarks use, from Debian.
+DEB_PACKAGES := build-essential pkg-config meson ninja-build \
+	libuv1-dev node-llhttp libnghttp2-dev libssl-dev libc-ares-dev libyaml-dev \
+	protobuf-c-compiler libprotobuf-c-dev libcmocka-dev \
+	python3 python3-pytest python3-yaml curl wrk nginx haproxy nghttp2-client \
+	openssl procps iproute2 gnuplot-nox
+
+.PHONY: all deps build run test unit integration asan clean
+
+all: build
+
+# Installs only what is missing, so repeated runs cost one dpkg query.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	@./scripts/run.sh $(BUILD)
+
+unit: build
+	$(MESON) test -C $(BUILD) --print-errorlogs
+
+integration: build
+	SHARP_BUILD=$(abspath $(BUILD)) $(PYTEST) -q test/integration
+
+$(ASAN_BUILD)/build.ninja:
+	$(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+
+asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+# Every test: unit tests and integration tests on the normal build, then the
+# whole suite once more under ASan+UBSan. Ends with "N passed, N failed".
+test: build asan
+	@./scripts/test.sh $(BUILD) $(ASAN_BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

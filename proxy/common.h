@@ -1,0 +1,48 @@
+/* common.h: small helpers every SHARP module uses. No module state lives here. */
+#ifndef SHARP_COMMON_H
+#define SHARP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+#include <stdlib.h>
+
+#define sharp_container_of(ptr, type, member) \
+    ((type *)((char *)(1 ? (ptr) : &((type *)0)->member) - offsetof(type, member)))
+
+#define SHARP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define SHARP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SHARP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define sharp_likely(x) __builtin_expect(!!(x), 1)
+#define sharp_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* A non-owning byte string. */
+typedef struct {
+    const char *p;
+    size_t len;
+} sharp_str_t;
+
+#define SHARP_STR(lit) ((sharp_str_t){(lit), sizeof(lit) - 1})
+
+static inline bool sharp_str_eq(sharp_str_t a, const char *b, size_t blen)
+{
+    return a.len == blen && memcmp(a.p, b, blen) == 0;
+}
+
+/* Zeroed allocation that aborts only on true memory exhaustion. Out of memory
+ * is the one condition SHARP does not try to survive: every other failure is
+ * a return code. */
+void *sharp_calloc(size_t n, size_t size);
+void *sharp_realloc(void *p, size_t size);
+char *sharp_strndup(const char *s, size_t n);
+static inline char *sharp_strdup(const char *s)
+{
+    return sharp_strndup(s, strlen(s));
+}
+
+/* Monotonic clock in nanoseconds and wall clock in microseconds. */
+uint64_t sharp_now_ns(void);
+uint64_t sharp_wall_us(void);
+
+#endif

@@ -1,0 +1,156 @@
+/* headers.c: see headers.h. Removal compacts the entry array but leaves the
+ * bytes in the buffer; a map lives for one message, so the waste is bounded
+ * by what that message added. */
+#include "http/headers.h"
+
+#include <ctype.h>
+#include <strings.h>
+
+void sharp_headers_init(sharp_headers_t *h)
+{
+    memset(h, 0, sizeof *h);
+}
+
+void sharp_headers_clear(sharp_headers_t *h)
+{
+    h->n = 0;
+    h->blen = 0;
+}
+
+void sharp_headers_free(sharp_headers_t *h)
+{
+    free(h->e);
+    free(h->buf);
+    memset(h, 0, sizeof *h);
+}
+
+static uint32_t buf_put(sharp_headers_t *h, const char *p, size_t n)
+{
+    if (h->blen + n > h->bcap) {
+        uint32_t cap = h->bcap ? h->bcap : 512;
+        while (cap < h->blen + n) cap *= 2;
+        h->buf = sharp_realloc(h->buf, cap);
+        h->bcap = cap;
+    }
+    uint32_t off = h->blen;
+    if (n) memcpy(h->buf + off, p, n);
+    h->blen += (uint32_t)n;
+    return off;
+}
+
+void sharp_headers_copy(sharp_headers_t *dst, const sharp_headers_t *src)
+{
+    sharp_headers_clear(dst);
+    for (uint32_t i = 0; i < src->n; i++) {
+        sharp_str_t nm = sharp_headers_name(src, i), v = sharp_headers_value(src, i);
+        sharp_headers_add(dst, nm.p, nm.len, v.p, v.len);
+    }
+}
+
+void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const char *value,
+                       size_t vlen)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 16;
+        h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
+    }
+    sharp_header_entry_t *e = &h->e[h->n++];
+    e->name_off = buf_put(h, name, nlen);
+    e->name_len = (uint32_t)nlen;
+    for (size_t i = 0; i < nlen; i++)
+        h->buf[e->name_off + i] = (char)tolower((unsigned char)h->buf[e->name_off + i]);
+    e->value_off = buf_put(h, value, vlen);
+    e->value_len = (uint32_t)vlen;
+}
+
+/* The last entry's value (or name, while its value is still empty) is always
+ * at the end of the buffer, so appending extends it in place. */
+void sharp_headers_append_last_value(sharp_headers_t *h, const char *p, size_t n)
+{
+    if (!h->n) return;
+    buf_put(h, p, n);
+    h->e[h->n - 1].value_len += (uint32_t)n;
+}
+
+void sharp_headers_append_last_name(sharp_headers_t *h, const char *p, size_t n)
+{
+    if (!h->n) return;
+    sharp_header_entry_t *e = &h->e[h->n - 1];
+    uint32_t off = buf_put(h, p, n);
+    for (size_t i = 0; i < n; i++) h->buf[off + i] = (char)tolower((unsigned char)h->buf[off + i]);
+    e->name_len += (uint32_t)n;
+    e->value_off = h->blen; /* value starts after the name */
+}
+
+int sharp_headers_find(const sharp_headers_t *h, const char *name, size_t nlen, uint32_t from)
+{
+    for (uint32_t i = from; i < h->n; i++)
+        if (h->e[i].name_len == nlen && strncasecmp(h->buf + h->e[i].name_off, name, nlen) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool sharp_headers_get(const sharp_headers_t *h, const char *name, size_t nlen, sharp_str_t *out)
+{
+    int i = sharp_headers_find(h, name, nlen, 0);
+    if (i < 0) return false;
+    if (out) *out = sharp_headers_value(h, (uint32_t)i);
+    return true;
+}
+
+size_t sharp_headers_remove(sharp_headers_t *h, const char *name, size_t nlen)
+{
+    uint32_t w = 0;
+    size_t removed = 0;
+    for (uint32_t r = 0; r < h->n; r++) {
+        if (h->e[r].name_len == nlen && strncasecmp(h->buf + h->e[r].name_off, name, nlen) == 0) {
+            removed++;
+            continue;
+        }
+        h->e[w++] = h->e[r];
+    }
+    h->n = w;
+    return removed;
+}
+
+void sharp_headers_set(sharp_headers_t *h, const char *name, size_t nlen, const char *value,
+                       size_t vlen)
+{
+    int i = sharp_headers_find(h, name, nlen, 0);
+    if (i < 0) {
+        sharp_headers_add(h, name, nlen, value, vlen);
+        return;
+    }
+    /* Keep the position of the first occurrence, drop the others. */
+    h->e[i].value_off = buf_put(h, value, vlen);
+    h->e[i].value_len = (uint32_t)vlen;
+    uint32_t w = (uint32_t)i + 1;
+    for (uint32_t r = (uint32_t)i + 1; r < h->n; r++) {
+        if (h->e[r].name_len == nlen && strncasecmp(h->buf + h->e[r].name_off, name, nlen) == 0)
+            continue;
+        h->e[w++] = h->e[r];
+    }
+    h->n = w;
+}
+
+size_t sharp_headers_byte_size(const sharp_headers_t *h)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < h->n; i++) n += h->e[i].name_len + h->e[i].value_len;
+    return n;
+}
+
+bool sharp_header_value_has_token(sharp_str_t v, const char *token)
+{
+    size_t tl = strlen(token);
+    size_t i = 0;
+    while (i < v.len) {
+        while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ',')) i++;
+        size_t s = i;
+        while (i < v.len && v.p[i] != ',') i++;
+        size_t e = i;
+        while (e > s && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t')) e--;
+        if (e - s == tl && strncasecmp(v.p + s, token, tl) == 0) return true;
+    }
+    return false;
+}

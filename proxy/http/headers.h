@@ -1,0 +1,78 @@
+/* headers.h: an ordered HTTP header map, the one representation the codecs,
+ * filters and router share. Names are stored lower-case (HTTP/2 style);
+ * request pseudo-headers are entries named ":method", ":path", ":authority",
+ * ":scheme", response ones ":status", exactly as in Envoy. The map owns one
+ * growable byte buffer, so a request costs two allocations however many
+ * headers it has; a sharp_str_t returned by a getter stays valid until the
+ * next change to the map. */
+#ifndef SHARP_HTTP_HEADERS_H
+#define SHARP_HTTP_HEADERS_H
+
+#include "common.h"
+
+typedef struct {
+    uint32_t name_off, name_len;
+    uint32_t value_off, value_len;
+} sharp_header_entry_t;
+
+typedef struct sharp_headers {
+    sharp_header_entry_t *e;
+    uint32_t n, cap;
+    char *buf;
+    uint32_t blen, bcap;
+} sharp_headers_t;
+
+void sharp_headers_init(sharp_headers_t *h);
+void sharp_headers_clear(sharp_headers_t *h); /* keeps the memory for reuse */
+void sharp_headers_free(sharp_headers_t *h);
+void sharp_headers_copy(sharp_headers_t *dst, const sharp_headers_t *src);
+
+/* Appends a header; the name is lower-cased. */
+void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const char *value,
+                       size_t vlen);
+static inline void sharp_headers_add_cstr(sharp_headers_t *h, const char *name, const char *value)
+{
+    sharp_headers_add(h, name, strlen(name), value, strlen(value));
+}
+/* Appends to the value of the last header (for values that arrive in pieces). */
+void sharp_headers_append_last_value(sharp_headers_t *h, const char *p, size_t n);
+void sharp_headers_append_last_name(sharp_headers_t *h, const char *p, size_t n);
+/* Replaces every header of that name with one (or adds it). */
+void sharp_headers_set(sharp_headers_t *h, const char *name, size_t nlen, const char *value,
+                       size_t vlen);
+static inline void sharp_headers_set_cstr(sharp_headers_t *h, const char *name, const char *value)
+{
+    sharp_headers_set(h, name, strlen(name), value, strlen(value));
+}
+/* Removes every header of that name (case-insensitive); returns how many. */
+size_t sharp_headers_remove(sharp_headers_t *h, const char *name, size_t nlen);
+static inline size_t sharp_headers_remove_cstr(sharp_headers_t *h, const char *name)
+{
+    return sharp_headers_remove(h, name, strlen(name));
+}
+/* First value of a header (case-insensitive name); false if absent. */
+bool sharp_headers_get(const sharp_headers_t *h, const char *name, size_t nlen, sharp_str_t *out);
+static inline bool sharp_headers_get_cstr(const sharp_headers_t *h, const char *name,
+                                          sharp_str_t *out)
+{
+    return sharp_headers_get(h, name, strlen(name), out);
+}
+/* Index of the n-th header with that name at or after `from`, or -1. */
+int sharp_headers_find(const sharp_headers_t *h, const char *name, size_t nlen, uint32_t from);
+
+static inline sharp_str_t sharp_headers_name(const sharp_headers_t *h, uint32_t i)
+{
+    return (sharp_str_t){h->buf + h->e[i].name_off, h->e[i].name_len};
+}
+static inline sharp_str_t sharp_headers_value(const sharp_headers_t *h, uint32_t i)
+{
+    return (sharp_str_t){h->buf + h->e[i].value_off, h->e[i].value_len};
+}
+/* Bytes of names and values, the measure Envoy's max_request_headers_kb uses. */
+size_t sharp_headers_byte_size(const sharp_headers_t *h);
+
+/* Comma-separated token search in a header value ("close" in "keep-alive, close"),
+ * case-insensitive. */
+bool sharp_header_value_has_token(sharp_str_t value, const char *token);
+
+#endif

@@ -1,0 +1,70 @@
+/* stream_info.h: what is known about one stream when it completes, the input
+ * of access logs and of every filter's completion callback. Field meanings
+ * follow Envoy's StreamInfo. */
+#ifndef SHARP_HTTP_STREAM_INFO_H
+#define SHARP_HTTP_STREAM_INFO_H
+
+#include "common.h"
+#include "http/headers.h"
+
+/* Envoy's response flags, one bit each, with their short codes. */
+enum {
+    SHARP_RF_FAILED_LOCAL_HEALTHCHECK = 1u << 0,    /* LH */
+    SHARP_RF_NO_HEALTHY_UPSTREAM = 1u << 1,         /* UH */
+    SHARP_RF_UPSTREAM_REQUEST_TIMEOUT = 1u << 2,    /* UT */
+    SHARP_RF_LOCAL_RESET = 1u << 3,                 /* LR */
+    SHARP_RF_UPSTREAM_REMOTE_RESET = 1u << 4,       /* UR */
+    SHARP_RF_UPSTREAM_CONNECTION_FAILURE = 1u << 5, /* UF */
+    SHARP_RF_UPSTREAM_CONNECTION_TERMINATION = 1u << 6, /* UC */
+    SHARP_RF_UPSTREAM_OVERFLOW = 1u << 7,           /* UO */
+    SHARP_RF_NO_ROUTE_FOUND = 1u << 8,              /* NR */
+    SHARP_RF_DELAY_INJECTED = 1u << 9,              /* DI */
+    SHARP_RF_FAULT_INJECTED = 1u << 10,             /* FI */
+    SHARP_RF_RATE_LIMITED = 1u << 11,               /* RL */
+    SHARP_RF_UNAUTHORIZED_EXTERNAL_SERVICE = 1u << 12, /* UAEX */
+    SHARP_RF_RATELIMIT_SERVICE_ERROR = 1u << 13,    /* RLSE */
+    SHARP_RF_DOWNSTREAM_CONNECTION_TERMINATION = 1u << 14, /* DC */
+    SHARP_RF_UPSTREAM_RETRY_LIMIT_EXCEEDED = 1u << 15, /* URX */
+    SHARP_RF_STREAM_IDLE_TIMEOUT = 1u << 16,        /* SI */
+    SHARP_RF_INVALID_ENVOY_REQUEST_HEADERS = 1u << 17, /* IH */
+    SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR = 1u << 18,  /* DPE */
+    SHARP_RF_UPSTREAM_MAX_STREAM_DURATION_REACHED = 1u << 19, /* UMSDR */
+    SHARP_RF_RESPONSE_FROM_CACHE_FILTER = 1u << 20, /* RFCF */
+    SHARP_RF_NO_FILTER_CONFIG_FOUND = 1u << 21,     /* NFCF */
+    SHARP_RF_DURATION_TIMEOUT = 1u << 22,           /* DT */
+    SHARP_RF_UPSTREAM_PROTOCOL_ERROR = 1u << 23,    /* UPE */
+    SHARP_RF_NO_CLUSTER_FOUND = 1u << 24,           /* NC */
+    SHARP_RF_OVERLOAD_MANAGER = 1u << 25,           /* OM */
+    SHARP_RF_DNS_RESOLUTION_FAILURE = 1u << 26,     /* DF */
+};
+
+/* Writes the flags as Envoy prints them ("UF,URX"), or "-" when none.
+ * Returns the length written (always NUL-terminated, truncated to cap). */
+size_t sharp_response_flags_str(uint32_t flags, char *out, size_t cap);
+
+typedef struct sharp_stream_info {
+    uint64_t start_wall_us; /* wall clock when the first byte of the request arrived */
+    uint64_t start_ns;      /* monotonic, same instant */
+    uint64_t end_ns;        /* monotonic, when the stream completed (0 while open) */
+    uint64_t upstream_first_byte_ns;  /* 0 if no upstream response */
+    uint64_t request_complete_ns;     /* last downstream request byte */
+    const char *protocol;   /* "HTTP/1.1", "HTTP/1.0", "HTTP/2" */
+    uint32_t response_code; /* 0 if none was sent */
+    uint32_t response_flags;
+    const char *response_code_details; /* Envoy's details string ("via_upstream", "route_not_found") */
+    uint64_t bytes_received; /* request body bytes */
+    uint64_t bytes_sent;     /* response body bytes */
+    char upstream_host[64];  /* "ip:port" of the chosen host, "" if none */
+    char upstream_local_address[64];
+    char downstream_remote_address[64]; /* "ip:port" */
+    char downstream_local_address[64];
+    const char *upstream_cluster; /* NULL if none */
+    const char *route_name;       /* NULL if none */
+    const sharp_headers_t *request_headers;   /* may be NULL */
+    const sharp_headers_t *response_headers;  /* may be NULL */
+    const sharp_headers_t *response_trailers; /* may be NULL */
+    char request_id[40];
+    uint32_t attempt_count;
+} sharp_stream_info_t;
+
+#endif

@@ -1,0 +1,27 @@
+/* sbuf.h: a growable byte buffer for building responses and text output
+ * (admin pages, access log lines, config dumps). Not for the data path's
+ * body bytes, which move in libuv buffers. */
+#ifndef SHARP_SBUF_H
+#define SHARP_SBUF_H
+
+#include "common.h"
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} sharp_sbuf_t;
+
+void sharp_sbuf_append(sharp_sbuf_t *b, const char *p, size_t n);
+static inline void sharp_sbuf_puts(sharp_sbuf_t *b, const char *s)
+{
+    sharp_sbuf_append(b, s, strlen(s));
+}
+void sharp_sbuf_printf(sharp_sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as the inside of a JSON string (quotes not included). */
+void sharp_sbuf_json_escape(sharp_sbuf_t *b, const char *s, size_t n);
+/* Keeps a terminating NUL after data (not counted in len). */
+const char *sharp_sbuf_cstr(sharp_sbuf_t *b);
+void sharp_sbuf_reset(sharp_sbuf_t *b);
+void sharp_sbuf_free(sharp_sbuf_t *b);
+
+#endif

@@ -1,0 +1,46 @@
+/* util.c: allocation and clocks (see common.h). */
+#include "common.h"
+
+#include <stdio.h>
+#include <time.h>
+
+void *sharp_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("sharp: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *sharp_realloc(void *p, size_t size)
+{
+    void *q = realloc(p, size ? size : 1);
+    if (!q) {
+        fputs("sharp: out of memory\n", stderr);
+        abort();
+    }
+    return q;
+}
+
+char *sharp_strndup(const char *s, size_t n)
+{
+    char *d = sharp_calloc(1, n + 1);
+    memcpy(d, s, n);
+    return d;
+}
+
+uint64_t sharp_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t sharp_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
+}
