@@ -1,1 +1,132 @@
-int main(void) { return 0; }
+/* main.c: command line (Envoy's flags) and process entry. */
+#include "common.h"
+#include "log.h"
+#include "server.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#define SHARP_VERSION_STRING "sharp/0.1.0"
+
+static void usage(FILE *f)
+{
+    fputs("Usage: sharp [options]\n"
+          "  -c, --config-path PATH          Envoy v3 bootstrap (YAML or JSON)\n"
+          "      --config-yaml YAML          inline bootstrap YAML\n"
+          "      --mode serve|validate       validate checks the config and exits 0 or 1\n"
+          "      --concurrency N             worker threads (default: number of cores)\n"
+          "  -l, --log-level LEVEL           trace|debug|info|warning|error|critical|off\n"
+          "      --log-path PATH             write logs to PATH instead of stderr\n"
+          "      --service-cluster NAME      node.cluster when the bootstrap has none\n"
+          "      --service-node NAME         node.id when the bootstrap has none\n"
+          "      --drain-time-s N            graceful drain bound on SIGTERM (default 600)\n"
+          "      --parent-shutdown-time-s N  accepted for compatibility (default 900)\n"
+          "      --version                   print the version and exit\n"
+          "  -h, --help                      this text\n"
+          "Without -c or --config-yaml, SHARP runs its embedded default bootstrap:\n"
+          "listener 0.0.0.0:10000 -> cluster local_service (127.0.0.1:8080), admin 127.0.0.1:9901.\n",
+          f);
+}
+
+static int parse_uint(const char *s, unsigned *out)
+{
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (!*s || *end || v > 1000000) return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_CONFIG_YAML = 256, O_MODE, O_CONCURRENCY, O_LOG_PATH, O_SERVICE_CLUSTER,
+           O_SERVICE_NODE, O_DRAIN_TIME, O_PARENT_SHUTDOWN, O_VERSION, O_IGNORED };
+    static const struct option longopts[] = {
+        {"config-path", required_argument, NULL, 'c'},
+        {"config-yaml", required_argument, NULL, O_CONFIG_YAML},
+        {"mode", required_argument, NULL, O_MODE},
+        {"concurrency", required_argument, NULL, O_CONCURRENCY},
+        {"log-level", required_argument, NULL, 'l'},
+        {"log-path", required_argument, NULL, O_LOG_PATH},
+        {"service-cluster", required_argument, NULL, O_SERVICE_CLUSTER},
+        {"service-node", required_argument, NULL, O_SERVICE_NODE},
+        {"drain-time-s", required_argument, NULL, O_DRAIN_TIME},
+        {"parent-shutdown-time-s", required_argument, NULL, O_PARENT_SHUTDOWN},
+        {"version", no_argument, NULL, O_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {"base-id", required_argument, NULL, O_IGNORED},
+        {"disable-hot-restart", no_argument, NULL, O_IGNORED},
+        {NULL, 0, NULL, 0},
+    };
+    sharp_options_t o = {0};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    o.concurrency = cores > 0 ? (unsigned)cores : 1;
+    o.log_level = SHARP_LOG_INFO;
+    o.drain_time_s = 600;
+    o.parent_shutdown_time_s = 900;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:l:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': o.config_path = optarg; break;
+        case O_CONFIG_YAML: o.config_yaml = optarg; break;
+        case O_MODE:
+            if (strcmp(optarg, "validate") == 0) o.validate_only = true;
+            else if (strcmp(optarg, "serve") != 0) {
+                fprintf(stderr, "sharp: --mode must be serve or validate, got '%s'\n", optarg);
+                return 1;
+            }
+            break;
+        case O_CONCURRENCY:
+            if (parse_uint(optarg, &o.concurrency) < 0 || o.concurrency == 0 || o.concurrency > 256) {
+                fprintf(stderr, "sharp: --concurrency must be an integer in [1, 256], got '%s'\n", optarg);
+                return 1;
+            }
+            break;
+        case 'l':
+            o.log_level = sharp_log_level_parse(optarg);
+            if (o.log_level < 0) {
+                fprintf(stderr, "sharp: unknown log level '%s'\n", optarg);
+                return 1;
+            }
+            break;
+        case O_LOG_PATH: o.log_path = optarg; break;
+        case O_SERVICE_CLUSTER: o.service_cluster = optarg; break;
+        case O_SERVICE_NODE: o.service_node = optarg; break;
+        case O_DRAIN_TIME:
+            if (parse_uint(optarg, &o.drain_time_s) < 0) {
+                fprintf(stderr, "sharp: --drain-time-s must be a non-negative integer\n");
+                return 1;
+            }
+            break;
+        case O_PARENT_SHUTDOWN:
+            if (parse_uint(optarg, &o.parent_shutdown_time_s) < 0) {
+                fprintf(stderr, "sharp: --parent-shutdown-time-s must be a non-negative integer\n");
+                return 1;
+            }
+            break;
+        case O_VERSION: printf("%s\n", SHARP_VERSION_STRING); return 0;
+        case O_IGNORED: break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sharp: unexpected argument '%s'\n", argv[optind]);
+        return 1;
+    }
+    sharp_log_level = (sharp_log_level_t)o.log_level;
+    if (o.log_path && sharp_log_open(o.log_path) < 0) {
+        fprintf(stderr, "sharp: cannot open log path '%s'\n", o.log_path);
+        return 1;
+    }
+    sharp_server_t srv;
+    if (sharp_server_init(&srv, &o) < 0) {
+        sharp_server_free(&srv);
+        return 1;
+    }
+    int rc = 0;
+    if (!o.validate_only) rc = sharp_server_run(&srv);
+    sharp_server_free(&srv);
+    return rc;
+}

@@ -1,0 +1,562 @@
+/* bootstrap.c: from an Envoy v3 Bootstrap message to a runtime snapshot.
+ *
+ * The generic mapper (mapper.c) has already rejected unknown fields, bad
+ * enums and malformed values; this file checks what the schema alone cannot
+ * (a listener without an address, a route to nothing, a cluster type not
+ * supported yet) and builds listeners, HCM configs, filter chains and
+ * clusters. Every error names the field path and, when the text had it, the
+ * line and column. */
+#include "config/bootstrap.h"
+#include "config/mapper.h"
+#include "config/route_config.h"
+#include "config/types.h"
+#include "http/access_log_emit.h"
+#include "log.h"
+#include "net.h"
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+typedef Envoy__Config__Bootstrap__V3__Bootstrap bootstrap_t;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager hcm_pb_t;
+typedef Envoy__Config__Cluster__V3__Cluster cluster_pb_t;
+
+#define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+typedef struct build_ctx {
+    sharp_config_t *cfg;
+    sharp_server_t *srv;
+    char *err;
+    size_t errlen;
+    uint32_t next_log_slot;
+} build_ctx_t;
+
+/* Formats "source:line:col: path: message" (line part only when known). */
+static int fail(build_ctx_t *b, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(build_ctx_t *b, const char *path, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int line = 0, col = 0;
+    /* walk up the path until a known position is found */
+    char p[512];
+    snprintf(p, sizeof p, "%s", path);
+    while (p[0] && !sharp_config_doc_where(b->cfg->doc, p, &line, &col)) {
+        char *dot = strrchr(p, '.'), *br = strrchr(p, '[');
+        char *cut = dot > br ? dot : br;
+        if (!cut) {
+            p[0] = '\0';
+            break;
+        }
+        *cut = '\0';
+    }
+    if (line) snprintf(b->err, b->errlen, "%s:%d:%d: %s: %s", b->cfg->source, line, col, path, msg);
+    else snprintf(b->err, b->errlen, "%s: %s: %s", b->cfg->source, path, msg);
+    return -1;
+}
+
+static uint64_t duration_ms(const Google__Protobuf__Duration *d, uint64_t dflt)
+{
+    if (!d) return dflt;
+    if (d->seconds < 0) return 0;
+    return (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+}
+
+/* ---- loading ---- */
+
+int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err, size_t errlen)
+{
+    sharp_config_types_register();
+    sharp_config_t *c = sharp_calloc(1, sizeof *c);
+    sharp_config_error_t e = {{0}};
+    const ProtobufCMessageDescriptor *d = &envoy__config__bootstrap__v3__bootstrap__descriptor;
+    if (o->config_path && o->config_yaml) {
+        snprintf(err, errlen, "give either -c or --config-yaml, not both");
+        free(c);
+        return -1;
+    }
+    if (o->config_path) {
+        snprintf(c->source, sizeof c->source, "%s", o->config_path);
+        if (sharp_config_parse_file(o->config_path, d, &c->doc, &e) < 0) c->doc = NULL;
+    } else {
+        const char *text = o->config_yaml ? o->config_yaml : sharp_default_bootstrap_yaml;
+        snprintf(c->source, sizeof c->source, "%s", o->config_yaml ? "--config-yaml" : "<default bootstrap>");
+        c->doc = sharp_config_parse(text, strlen(text), c->source, d, &e);
+    }
+    if (!c->doc) {
+        snprintf(err, errlen, "%s", e.msg);
+        free(c);
+        return -1;
+    }
+    c->bootstrap = sharp_config_doc_message(c->doc);
+    *out = c;
+    return 0;
+}
+
+void sharp_config_free(sharp_config_t *c)
+{
+    if (c->doc) sharp_config_doc_free(c->doc);
+    free(c);
+}
+
+static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address *a, const char *path,
+                          struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return fail(b, path, "a socket_address is required");
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    char p[512];
+    snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
+        return fail(b, p, "only TCP is supported");
+    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+        return fail(b, p, "port_value is required (named_port is not supported)");
+    if (sa->port_value > 65535) return fail(b, p, "port_value %u is out of range", sa->port_value);
+    if (sharp_addr_parse(sa->address, sa->port_value, ss, len) < 0)
+        return fail(b, p, "address '%s' is not a numeric IPv4 or IPv6 address", sa->address);
+    return 0;
+}
+
+/* ---- HTTP connection manager ---- */
+
+static int build_filters(build_ctx_t *b, const hcm_pb_t *pb, sharp_hcm_config_t *h, const char *path)
+{
+    if (pb->n_http_filters == 0) return fail(b, path, "http_filters must end with the router filter");
+    h->filters = sharp_calloc(pb->n_http_filters, sizeof *h->filters);
+    for (size_t i = 0; i < pb->n_http_filters; i++) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *hf = pb->http_filters[i];
+        char p[512];
+        snprintf(p, sizeof p, "%s.http_filters[%zu]", path, i);
+        if (hf->disabled) continue;
+        const sharp_filter_factory_t *fac = NULL;
+        ProtobufCMessage *msg = NULL;
+        if (hf->config_type_case ==
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+            const Google__Protobuf__Any *any = hf->typed_config;
+            fac = sharp_filter_find_by_type_url(any->type_url, strlen(any->type_url));
+            if (!fac) {
+                if (hf->is_optional) continue;
+                return fail(b, p, "filter '%s': no HTTP filter handles typed_config type '%s'", hf->name,
+                            any->type_url);
+            }
+            sharp_config_error_t e = {{0}};
+            msg = sharp_any_unpack(&any->base, NULL, &e);
+            if (!msg) return fail(b, p, "typed_config: %s", e.msg);
+        } else if (hf->config_type_case ==
+                   ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY) {
+            return fail(b, p, "config_discovery is not supported");
+        } else {
+            fac = sharp_filter_find_by_name(hf->name);
+            if (!fac) {
+                if (hf->is_optional) continue;
+                return fail(b, p, "unknown HTTP filter '%s'", hf->name);
+            }
+        }
+        sharp_filter_config_ctx_t fctx = {.server = b->srv, .stat_prefix = h->stat_prefix};
+        char ferr[512] = "";
+        void *fcfg = fac->create_config ? fac->create_config(msg, &fctx, ferr, sizeof ferr) : NULL;
+        if (msg) protobuf_c_message_free_unpacked(msg, NULL);
+        if (fac->create_config && !fcfg) return fail(b, p, "%s", ferr[0] ? ferr : "invalid filter config");
+        sharp_filter_entry_t *fe = &h->filters[h->nfilters++];
+        fe->name = sharp_strdup(hf->name);
+        fe->factory = fac;
+        fe->config = fcfg;
+        bool last = true;
+        for (size_t k = i + 1; k < pb->n_http_filters; k++)
+            if (!pb->http_filters[k]->disabled) last = false;
+        if (fac->terminal && !last) return fail(b, p, "terminal filter '%s' must be the last one", hf->name);
+        if (!fac->terminal && last)
+            return fail(b, p, "the last HTTP filter must be a terminal filter (envoy.filters.http.router), not '%s'",
+                        hf->name);
+    }
+    if (h->nfilters == 0) return fail(b, path, "http_filters must end with the router filter");
+    return 0;
+}
+
+static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
+{
+    sharp_hcm_stats_t *st = &h->st;
+    const char *p = h->stat_prefix;
+#define C(f, n) st->f = sharp_stats_counterf(s, "http.%s." n, p)
+#define G(f, n) st->f = sharp_stats_gaugef(s, "http.%s." n, p)
+    C(rq_total, "downstream_rq_total");
+    for (int i = 1; i <= 5; i++) st->rq_xx[i] = sharp_stats_counterf(s, "http.%s.downstream_rq_%dxx", p, i);
+    st->rq_time = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "http.%s.downstream_rq_time", p);
+    st->cx_length = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "http.%s.downstream_cx_length_ms", p);
+    G(rq_active, "downstream_rq_active");
+    C(cx_total, "downstream_cx_total");
+    G(cx_active, "downstream_cx_active");
+    C(cx_http1_total, "downstream_cx_http1_total");
+    G(cx_http1_active, "downstream_cx_http1_active");
+    C(cx_destroy, "downstream_cx_destroy");
+    C(cx_destroy_remote, "downstream_cx_destroy_remote");
+    C(cx_destroy_local, "downstream_cx_destroy_local");
+    C(cx_protocol_error, "downstream_cx_protocol_error");
+    C(cx_idle_timeout, "downstream_cx_idle_timeout");
+    C(cx_drain_close, "downstream_cx_drain_close");
+    C(rq_timeout, "downstream_rq_timeout");
+    C(rq_idle_timeout, "downstream_rq_idle_timeout");
+    C(rx_bytes_total, "downstream_cx_rx_bytes_total");
+    C(tx_bytes_total, "downstream_cx_tx_bytes_total");
+    C(rq_http1_total, "downstream_rq_http1_total");
+    C(rq_completed, "downstream_rq_completed");
+    C(rq_rx_reset, "downstream_rq_rx_reset");
+    C(rq_tx_reset, "downstream_rq_tx_reset");
+    C(rq_overload_close, "downstream_rq_overload_close");
+    C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
+    C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
+    C(rq_too_large, "downstream_rq_too_large");
+    C(no_route, "no_route");
+    C(no_cluster, "no_cluster");
+    C(rq_direct_response, "rq_direct_response");
+    C(rq_redirect, "rq_redirect");
+#undef C
+#undef G
+}
+
+static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
+{
+    sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
+    char p[512];
+    if (!pb->stat_prefix[0]) {
+        fail(b, path, "stat_prefix is required");
+        goto bad;
+    }
+    h->stat_prefix = sharp_strdup(pb->stat_prefix);
+    if (pb->codec_type == ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2 ||
+        pb->codec_type == ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP3) {
+        fail(b, path, "codec_type: only AUTO and HTTP1 are supported yet (HTTP/2 is not implemented)");
+        goto bad;
+    }
+    const Envoy__Config__Core__V3__HttpProtocolOptions *common = pb->common_http_protocol_options;
+    h->idle_timeout_ms = duration_ms(common ? common->idle_timeout : NULL, 3600 * 1000);
+    h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : 100;
+    h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
+    h->request_timeout_ms = duration_ms(pb->request_timeout, 0);
+    h->request_headers_timeout_ms = duration_ms(pb->request_headers_timeout, 0);
+    h->drain_timeout_ms = duration_ms(pb->drain_timeout, 5000);
+    h->max_request_headers_kb = pb->max_request_headers_kb ? pb->max_request_headers_kb->value : 60;
+    if (h->max_request_headers_kb == 0 || h->max_request_headers_kb > 8192) {
+        fail(b, path, "max_request_headers_kb must be in [1, 8192]");
+        goto bad;
+    }
+    h->use_remote_address = pb->use_remote_address && pb->use_remote_address->value;
+    h->xff_num_trusted_hops = pb->xff_num_trusted_hops;
+    h->skip_xff_append = pb->skip_xff_append;
+    h->generate_request_id = !pb->generate_request_id || pb->generate_request_id->value;
+    h->preserve_external_request_id = pb->preserve_external_request_id;
+    h->always_set_request_id_in_response = pb->always_set_request_id_in_response;
+    h->server_name = sharp_strdup(pb->server_name[0] ? pb->server_name : "sharp");
+    h->server_header_transformation = (int)pb->server_header_transformation;
+    h->via = pb->via[0] ? sharp_strdup(pb->via) : NULL;
+    if (pb->http_protocol_options) {
+        h->accept_http_10 = pb->http_protocol_options->accept_http_10;
+        if (pb->http_protocol_options->default_host_for_http_10[0])
+            h->default_host_for_http_10 = sharp_strdup(pb->http_protocol_options->default_host_for_http_10);
+    }
+    if (pb->route_specifier_case ==
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG) {
+        char rerr[1024] = "";
+        h->routes = sharp_route_table_create(pb->route_config, rerr, sizeof rerr);
+        snprintf(p, sizeof p, "%s.route_config", path);
+        if (!h->routes) {
+            /* the route translator's message starts with its own sub-path */
+            char sub[512];
+            const char *colon = strstr(rerr, ": ");
+            if (colon && (size_t)(colon - rerr) < sizeof sub - 1) {
+                snprintf(sub, sizeof sub, "%s.%.*s", p, (int)(colon - rerr), rerr);
+                fail(b, sub, "%s", colon + 2);
+            } else {
+                fail(b, p, "%s", rerr);
+            }
+            goto bad;
+        }
+    } else if (pb->route_specifier_case ==
+               ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS) {
+        fail(b, path, "rds is not supported yet: use an inline route_config");
+        goto bad;
+    } else {
+        fail(b, path, "route_config is required");
+        goto bad;
+    }
+    hcm_stats_init(h, b->srv->stats);
+    if (build_filters(b, pb, h, path) < 0) goto bad;
+    if (pb->n_access_log) {
+        h->access_logs = sharp_calloc(pb->n_access_log, sizeof *h->access_logs);
+        for (size_t i = 0; i < pb->n_access_log; i++) {
+            snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
+            char aerr[512] = "";
+            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot, aerr, sizeof aerr);
+            if (!al) {
+                fail(b, p, "%s", aerr);
+                goto bad;
+            }
+            b->next_log_slot++;
+            h->access_logs[h->naccess_logs++] = al;
+        }
+    }
+    return h;
+bad:
+    for (uint32_t i = 0; i < h->nfilters; i++) {
+        if (h->filters[i].factory->destroy_config && h->filters[i].config)
+            h->filters[i].factory->destroy_config(h->filters[i].config);
+        free(h->filters[i].name);
+    }
+    free(h->filters);
+    for (uint32_t i = 0; i < h->naccess_logs; i++) sharp_access_log_free(h->access_logs[i]);
+    free(h->access_logs);
+    if (h->routes) sharp_route_table_free(h->routes);
+    free(h->stat_prefix);
+    free(h->server_name);
+    free(h->via);
+    free(h->default_host_for_http_10);
+    free(h);
+    return NULL;
+}
+
+/* ---- listeners ---- */
+
+static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
+                          sharp_listener_config_t *l, const char *path)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s.address", path);
+    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen) < 0) return -1;
+    sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
+    sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
+    l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
+    l->buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
+    if (pb->n_filter_chains != 1)
+        return fail(b, path, "exactly one filter_chains entry is supported (got %zu)", pb->n_filter_chains);
+    const Envoy__Config__Listener__V3__FilterChain *fc = pb->filter_chains[0];
+    snprintf(p, sizeof p, "%s.filter_chains[0]", path);
+    if (fc->transport_socket) return fail(b, p, "transport_socket (TLS) is not supported yet");
+    if (fc->n_filters != 1)
+        return fail(b, p, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager");
+    const Envoy__Config__Listener__V3__Filter *f = fc->filters[0];
+    snprintf(p, sizeof p, "%s.filter_chains[0].filters[0]", path);
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
+        return fail(b, p, "typed_config is required");
+    const char *slash = strrchr(f->typed_config->type_url, '/');
+    const char *t = slash ? slash + 1 : f->typed_config->type_url;
+    if (strcmp(t, HCM_TYPE) != 0)
+        return fail(b, p, "network filter '%s' (%s) is not supported: only %s", f->name, t, HCM_TYPE);
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base,
+        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor, &e);
+    if (!m) return fail(b, p, "typed_config: %s", e.msg);
+    snprintf(p, sizeof p, "%s.filter_chains[0].filters[0].typed_config", path);
+    l->hcm = build_hcm(b, (const hcm_pb_t *)m, p);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (!l->hcm) return -1;
+    sharp_stats_t *s = b->srv->stats;
+    l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
+    l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
+    l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
+    return 0;
+}
+
+/* ---- clusters ---- */
+
+static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
+{
+    char p[512];
+    if (!pb->name[0]) {
+        fail(b, path, "name is required");
+        return NULL;
+    }
+    sharp_cluster_t *c = sharp_calloc(1, sizeof *c);
+    c->name = sharp_strdup(pb->name);
+    c->index = index;
+    if (pb->cluster_discovery_type_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
+        fail(b, path, "cluster_type extensions are not supported");
+        goto bad;
+    }
+    switch (pb->type) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS:
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS:
+        snprintf(p, sizeof p, "%s.type", path);
+        fail(b, p, "%s clusters are not supported yet (DNS resolution is not implemented): use STATIC with IP addresses",
+             pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS ? "STRICT_DNS" : "LOGICAL_DNS");
+        goto bad;
+    default:
+        snprintf(p, sizeof p, "%s.type", path);
+        fail(b, p, "only STATIC clusters are supported yet");
+        goto bad;
+    }
+    c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
+    if (c->connect_timeout_ms == 0) c->connect_timeout_ms = 1;
+    switch (pb->lb_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN: c->lb_policy = SHARP_LB_ROUND_ROBIN; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST: c->lb_policy = SHARP_LB_LEAST_REQUEST; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM: c->lb_policy = SHARP_LB_RANDOM; break;
+    default:
+        snprintf(p, sizeof p, "%s.lb_policy", path);
+        fail(b, p, "only ROUND_ROBIN, LEAST_REQUEST and RANDOM are supported yet");
+        goto bad;
+    }
+    c->choice_count = 2;
+    if (pb->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
+        pb->least_request_lb_config->choice_count) {
+        c->choice_count = pb->least_request_lb_config->choice_count->value;
+        if (c->choice_count < 2) {
+            snprintf(p, sizeof p, "%s.least_request_lb_config.choice_count", path);
+            fail(b, p, "must be at least 2");
+            goto bad;
+        }
+    }
+    c->panic_threshold = 50.0;
+    if (pb->common_lb_config && pb->common_lb_config->healthy_panic_threshold)
+        c->panic_threshold = pb->common_lb_config->healthy_panic_threshold->value;
+    c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
+    c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
+    c->idle_timeout_ms = 3600 * 1000;
+    if (pb->common_http_protocol_options) {
+        c->idle_timeout_ms = duration_ms(pb->common_http_protocol_options->idle_timeout, c->idle_timeout_ms);
+        if (pb->common_http_protocol_options->max_requests_per_connection)
+            c->max_requests_per_connection = pb->common_http_protocol_options->max_requests_per_connection->value;
+    }
+    for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
+        const char *key = pb->typed_extension_protocol_options[i]->key;
+        snprintf(p, sizeof p, "%s.typed_extension_protocol_options.%s", path, key);
+        if (strcmp(key, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions") != 0) {
+            fail(b, p, "unsupported protocol options extension");
+            goto bad;
+        }
+        if (sharp_config_apply_upstream_http_options(pb->typed_extension_protocol_options[i]->value, c, p,
+                                                     b->err, b->errlen) < 0)
+            goto bad;
+    }
+    c->cb = (sharp_cb_thresholds_t){1024, 1024, 1024, 3};
+    if (pb->circuit_breakers) {
+        for (size_t i = 0; i < pb->circuit_breakers->n_thresholds; i++) {
+            const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = pb->circuit_breakers->thresholds[i];
+            if (t->priority != ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__DEFAULT) continue;
+            if (t->max_connections) c->cb.max_connections = t->max_connections->value;
+            if (t->max_pending_requests) c->cb.max_pending_requests = t->max_pending_requests->value;
+            if (t->max_requests) c->cb.max_requests = t->max_requests->value;
+            if (t->max_retries) c->cb.max_retries = t->max_retries->value;
+        }
+    }
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
+    size_t n = 0;
+    for (size_t i = 0; la && i < la->n_endpoints; i++) n += la->endpoints[i]->n_lb_endpoints;
+    c->hosts = sharp_calloc(n ? n : 1, sizeof *c->hosts);
+    for (size_t i = 0; la && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        for (size_t j = 0; j < le->n_lb_endpoints; j++) {
+            const Envoy__Config__Endpoint__V3__LbEndpoint *e = le->lb_endpoints[j];
+            snprintf(p, sizeof p, "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
+            if (e->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT) {
+                fail(b, p, "endpoint is required");
+                goto bad;
+            }
+            sharp_host_t *h = sharp_calloc(1, sizeof *h);
+            c->hosts[c->nhosts] = h;
+            h->index = c->nhosts++;
+            char ap[600];
+            snprintf(ap, sizeof ap, "%s.endpoint.address", p);
+            if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen) < 0) goto bad;
+            sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
+            snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
+            h->weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
+            if (h->weight == 0) {
+                snprintf(ap, sizeof ap, "%s.load_balancing_weight", p);
+                fail(b, ap, "must be at least 1");
+                goto bad;
+            }
+            h->priority = le->priority;
+            if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
+                e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
+                e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
+                h->health_flags = SHARP_HOST_FAILED_EDS_HEALTH;
+        }
+    }
+    sharp_cluster_stats_init(c, b->srv->stats);
+    return c;
+bad:
+    sharp_cluster_free(c);
+    return NULL;
+}
+
+sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
+{
+    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen};
+    const bootstrap_t *bs = (const bootstrap_t *)cfg->bootstrap;
+    sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
+    s->refs = 1;
+    s->version = 1;
+    if (bs->node) {
+        snprintf(srv->node_id, sizeof srv->node_id, "%s", bs->node->id);
+        snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", bs->node->cluster);
+    }
+    if (!srv->node_id[0] && srv->opts.service_node) snprintf(srv->node_id, sizeof srv->node_id, "%s", srv->opts.service_node);
+    if (!srv->node_cluster[0] && srv->opts.service_cluster)
+        snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", srv->opts.service_cluster);
+    if (bs->admin && bs->admin->address) {
+        if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen) < 0) goto bad;
+        sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);
+        cfg->has_admin = true;
+    }
+    if (bs->dynamic_resources) {
+        fail(&b, "dynamic_resources", "xDS (lds/cds/ads) is not supported yet");
+        goto bad;
+    }
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
+    size_t ncl = sr ? sr->n_clusters : 0, nli = sr ? sr->n_listeners : 0;
+    s->clusters = sharp_calloc(ncl ? ncl : 1, sizeof *s->clusters);
+    for (size_t i = 0; i < ncl; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "static_resources.clusters[%zu]", i);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(sr->clusters[k]->name, sr->clusters[i]->name) == 0) {
+                fail(&b, p, "duplicate cluster name '%s'", sr->clusters[i]->name);
+                goto bad;
+            }
+        sharp_cluster_t *c = build_cluster(&b, sr->clusters[i], (uint32_t)i, p);
+        if (!c) goto bad;
+        s->clusters[s->nclusters++] = c;
+    }
+    s->listeners = sharp_calloc(nli ? nli : 1, sizeof *s->listeners);
+    for (size_t i = 0; i < nli; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "static_resources.listeners[%zu]", i);
+        sharp_listener_config_t *l = &s->listeners[s->nlisteners++];
+        if (build_listener(&b, sr->listeners[i], l, p) < 0) goto bad;
+        for (size_t k = 0; k + 1 < s->nlisteners; k++)
+            if (strcmp(s->listeners[k].name, l->name) == 0) {
+                fail(&b, p, "duplicate listener name '%s'", l->name);
+                goto bad;
+            }
+        /* every route's cluster must exist, as Envoy checks for static clusters */
+        sharp_route_table_t *rt = l->hcm->routes;
+        for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
+            for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
+                const sharp_route_t *ro = &rt->vhosts[v].routes[r];
+                char rp[256];
+                snprintf(rp, sizeof rp, "%s.filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, v, r);
+                if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
+                if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster)) {
+                    fail(&b, rp, "unknown cluster '%s'", ro->cluster);
+                    goto bad;
+                }
+                for (uint32_t w = 0; w < ro->nweighted; w++)
+                    if (!sharp_snapshot_cluster(s, ro->weighted[w].name)) {
+                        fail(&b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
+                        goto bad;
+                    }
+            }
+    }
+    return s;
+bad:
+    sharp_snapshot_unref(s);
+    return NULL;
+}

@@ -1,0 +1,34 @@
+/* bootstrap.h: loading an Envoy v3 bootstrap (file, --config-yaml, or the
+ * embedded default) and translating it into the runtime snapshot. */
+#ifndef SHARP_CONFIG_BOOTSTRAP_H
+#define SHARP_CONFIG_BOOTSTRAP_H
+
+#include "server.h"
+
+#include <sys/socket.h>
+
+typedef struct sharp_config {
+    struct sharp_config_doc *doc;
+    const ProtobufCMessage *bootstrap; /* envoy.config.bootstrap.v3.Bootstrap, owned by doc */
+    bool has_admin;
+    char admin_address[80];
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addrlen;
+    char source[512];
+} sharp_config_t;
+
+/* The bootstrap used when neither -c nor --config-yaml is given. */
+extern const char sharp_default_bootstrap_yaml[];
+
+/* Parses the bootstrap named by the options (or the default one); with both
+ * -c and --config-yaml, the YAML is merged over the file as in Envoy (here:
+ * only one of them may be given). Returns 0, or -1 with a message naming the
+ * field path and line in err. */
+int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err, size_t errlen);
+/* Validates and translates the bootstrap into a snapshot, registering stats
+ * in srv->stats. Returns NULL with a message in err. */
+sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *c, sharp_server_t *srv, char *err,
+                                              size_t errlen);
+void sharp_config_free(sharp_config_t *c);
+
+#endif

@@ -1,0 +1,87 @@
+/* types.c: see types.h. */
+#include "config/types.h"
+#include "config/mapper.h"
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
+#include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/empty.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+
+#include <stdio.h>
+
+void sharp_config_types_register(void)
+{
+    static bool done;
+    if (done) return;
+    done = true;
+    const ProtobufCMessageDescriptor *const all[] = {
+        &envoy__config__bootstrap__v3__bootstrap__descriptor,
+        &envoy__config__listener__v3__listener__descriptor,
+        &envoy__config__cluster__v3__cluster__descriptor,
+        &envoy__config__route__v3__route_configuration__descriptor,
+        &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+        &envoy__extensions__filters__http__router__v3__router__descriptor,
+        &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
+        &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
+        &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
+        &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,
+        &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,
+        &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
+        &google__protobuf__duration__descriptor,
+        &google__protobuf__struct__descriptor,
+        &google__protobuf__value__descriptor,
+        &google__protobuf__list_value__descriptor,
+        &google__protobuf__empty__descriptor,
+        &google__protobuf__timestamp__descriptor,
+        &google__protobuf__bool_value__descriptor,
+        &google__protobuf__string_value__descriptor,
+        &google__protobuf__uint32_value__descriptor,
+        &google__protobuf__uint64_value__descriptor,
+        &google__protobuf__int32_value__descriptor,
+        &google__protobuf__int64_value__descriptor,
+        &google__protobuf__double_value__descriptor,
+        &google__protobuf__float_value__descriptor,
+        &google__protobuf__bytes_value__descriptor,
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sharp_type_registry_add(all[i]);
+}
+
+int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
+                                             const char *path, char *err, size_t errlen)
+{
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m =
+        sharp_any_unpack(any, &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, &e);
+    if (!m) {
+        snprintf(err, errlen, "%s: %s", path, e.msg);
+        return -1;
+    }
+    const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o = (const void *)m;
+    int rc = 0;
+    if (o->common_http_protocol_options) {
+        const Envoy__Config__Core__V3__HttpProtocolOptions *h = o->common_http_protocol_options;
+        if (h->idle_timeout)
+            c->idle_timeout_ms = (uint64_t)h->idle_timeout->seconds * 1000 + (uint64_t)h->idle_timeout->nanos / 1000000;
+        if (h->max_requests_per_connection) c->max_requests_per_connection = h->max_requests_per_connection->value;
+    }
+    if (o->upstream_protocol_options_case ==
+            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG &&
+        o->explicit_http_config->protocol_config_case !=
+            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
+        snprintf(err, errlen, "%s: explicit_http_config: only http_protocol_options (HTTP/1.1) is supported yet", path);
+        rc = -1;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}

@@ -1,0 +1,19 @@
+/* types.h: the message types SHARP knows inside google.protobuf.Any
+ * (typed_config and friends), registered in the mapper's type-URL registry,
+ * and translation of the small extension messages that are not filters. */
+#ifndef SHARP_CONFIG_TYPES_H
+#define SHARP_CONFIG_TYPES_H
+
+#include "upstream/cluster.h"
+
+#include <protobuf-c/protobuf-c.h>
+
+/* Idempotent. */
+void sharp_config_types_register(void);
+
+/* Applies envoy.extensions.upstreams.http.v3.HttpProtocolOptions (an Any)
+ * to a cluster. Returns 0, or -1 with "path: message" in err. */
+int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
+                                             const char *path, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,29 @@
+/* access_log_emit.h: access loggers configured on a connection manager
+ * (envoy.access_loggers.file / stdout / stderr) and the per-worker buffers
+ * they write through. Formatting lives in access_log.c; this file owns the
+ * files and the buffering: each worker appends lines to its own buffer and
+ * writes it with one write(2) when it passes 64 KiB and every second. */
+#ifndef SHARP_HTTP_ACCESS_LOG_EMIT_H
+#define SHARP_HTTP_ACCESS_LOG_EMIT_H
+
+#include "http/stream_info.h"
+
+#include <protobuf-c/protobuf-c.h>
+
+struct sharp_worker;
+struct sharp_hcm_config;
+typedef struct sharp_access_log sharp_access_log_t;
+
+/* From an envoy.config.accesslog.v3.AccessLog message; `slot` numbers the
+ * logs of one snapshot from 0 (each worker keeps a buffer per slot). */
+sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *access_log, uint32_t slot, char *err,
+                                            size_t errlen);
+void sharp_access_log_free(sharp_access_log_t *l);
+
+void sharp_access_log_emit_all(struct sharp_worker *w, const struct sharp_hcm_config *hcm,
+                               const sharp_stream_info_t *si);
+void sharp_access_log_worker_init(struct sharp_worker *w);
+void sharp_access_log_worker_flush(struct sharp_worker *w);
+void sharp_access_log_worker_free(struct sharp_worker *w);
+
+#endif

@@ -1,0 +1,913 @@
+/* conn_manager.c: downstream HTTP/1.1 connections and their streams.
+ *
+ * One stream at a time per connection (HTTP/1). Pipelined requests are
+ * parsed only after the current stream ends: the parser pauses at each
+ * message end and the bytes after it wait in `pipeline`. Memory of a
+ * connection is released in its close callback, of a stream once its
+ * timers have closed; neither is freed inside a callback that may still
+ * touch it (the `busy` guard defers a close requested during parsing). */
+#include "http/conn_manager.h"
+#include "http/hcm_internal.h"
+#include "http/stream.h"
+#include "http/access_log_emit.h"
+#include "log.h"
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <strings.h>
+#include <time.h>
+
+typedef struct sharp_conn {
+    uv_tcp_t tcp;
+    uv_timer_t idle_timer;
+    sharp_worker_t *worker;
+    const sharp_listener_config_t *listener;
+    sharp_snapshot_t *snap;
+    sharp_dlist_t link;
+    llhttp_t parser;
+    sharp_writer_t writer;
+    sharp_stream_t *stream;
+    sharp_sbuf_t url;
+    sharp_sbuf_t pipeline; /* unparsed bytes after a paused message */
+    size_t header_bytes;
+    bool in_value;
+    bool closing;
+    bool close_after_response;
+    bool read_stopped;
+    bool read_disabled_by_stream;
+    bool above_watermark;
+    bool parsing;           /* inside llhttp_execute */
+    bool paused;            /* parser paused at a message end */
+    bool eof;
+    bool shutdown;          /* closing once written data has left */
+    int handles_open;
+    char remote[64], local[64];
+    struct sockaddr_storage remote_ss;
+} sharp_conn_t;
+
+static llhttp_settings_t settings;
+static void conn_close(sharp_conn_t *c);
+static void conn_update_reading(sharp_conn_t *c);
+static void stream_destroy(sharp_stream_t *s);
+static void stream_maybe_finish(sharp_stream_t *s);
+static void conn_resume_pipeline(sharp_conn_t *c);
+
+#define STATS(c) ((c)->worker->stats)
+#define HCM(c) ((c)->listener->hcm)
+
+/* ------------------------------------------------------------------ */
+/* connection                                                           */
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    sharp_conn_t *c = h->data;
+    if (--c->handles_open > 0) return;
+    sharp_sbuf_free(&c->url);
+    sharp_sbuf_free(&c->pipeline);
+    sharp_snapshot_unref(c->snap);
+    atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
+    free(c);
+}
+
+static void conn_close(sharp_conn_t *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    const sharp_listener_config_t *l = c->listener;
+    sharp_stats_shard_t *sh = STATS(c);
+    sharp_gauge_add(sh, HCM(c)->st.cx_active, -1);
+    sharp_gauge_add(sh, HCM(c)->st.cx_http1_active, -1);
+    sharp_counter_inc(sh, HCM(c)->st.cx_destroy);
+    sharp_gauge_add(sh, l->cx_active, -1);
+    sharp_counter_inc(sh, l->cx_destroy);
+    if (c->stream) {
+        sharp_stream_t *s = c->stream;
+        if (!s->response_complete) {
+            s->info.response_flags |= SHARP_RF_DOWNSTREAM_CONNECTION_TERMINATION;
+            sharp_counter_inc(sh, HCM(c)->st.rq_rx_reset);
+        }
+        stream_destroy(s);
+    }
+    sharp_dlist_remove(&c->link);
+    uv_timer_stop(&c->idle_timer);
+    uv_close((uv_handle_t *)&c->idle_timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+static void on_conn_idle(uv_timer_t *t)
+{
+    sharp_conn_t *c = t->data;
+    if (c->stream) return;
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_idle_timeout);
+    conn_close(c);
+}
+
+static void conn_arm_idle(sharp_conn_t *c)
+{
+    uint64_t ms = HCM(c)->idle_timeout_ms;
+    if (ms) uv_timer_start(&c->idle_timer, on_conn_idle, ms, 0);
+}
+
+/* Closes once everything written has left (used after "connection: close"). */
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    sharp_conn_t *c = req->data;
+    free(req);
+    conn_close(c);
+}
+
+static void conn_close_after_write(sharp_conn_t *c)
+{
+    if (c->closing || c->shutdown) return;
+    c->shutdown = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->read_stopped = true;
+    uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        free(req);
+        conn_close(c);
+    }
+}
+
+static void on_writer_drain(sharp_writer_t *w)
+{
+    sharp_conn_t *c = sharp_container_of(w, sharp_conn_t, writer);
+    if (!c->above_watermark) return;
+    c->above_watermark = false;
+    sharp_stream_t *s = c->stream;
+    if (!s) return;
+    for (uint32_t i = 0; i < s->nfilters; i++)
+        if (s->filters[i].factory->on_downstream_watermark)
+            s->filters[i].factory->on_downstream_watermark(&s->filters[i], false);
+}
+
+static void on_writer_error(sharp_writer_t *w, int status)
+{
+    (void)status;
+    sharp_conn_t *c = sharp_container_of(w, sharp_conn_t, writer);
+    conn_close(c);
+}
+
+static void check_write_watermark(sharp_conn_t *c)
+{
+    if (c->above_watermark || c->writer.queued <= c->listener->buffer_limit) return;
+    c->above_watermark = true;
+    sharp_stream_t *s = c->stream;
+    if (!s) return;
+    for (uint32_t i = 0; i < s->nfilters; i++)
+        if (s->filters[i].factory->on_downstream_watermark)
+            s->filters[i].factory->on_downstream_watermark(&s->filters[i], true);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    buf->base = malloc(65536);
+    buf->len = buf->base ? 65536 : 0;
+}
+
+/* Sends a 400/413/431-style error for a request that never became a stream
+ * (or whose stream cannot continue) and closes the connection. */
+static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *details)
+{
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_protocol_error);
+    sharp_stream_t *s = c->stream;
+    if (s && !s->response_started) {
+        s->info.response_flags |= SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR;
+        s->closes_connection = true;
+        c->close_after_response = true;
+        sharp_filter_t *first = s->nfilters ? &s->filters[0] : NULL;
+        if (first) {
+            s->request_complete = true; /* nothing more will be read */
+            sharp_stream_send_local_reply(first, code, details, SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR,
+                                          details);
+            return;
+        }
+    }
+    /* No stream yet: answer directly. */
+    sharp_sbuf_t out = {0};
+    const char *body = details;
+    sharp_sbuf_printf(&out, "HTTP/1.1 %u %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n"
+                      "connection: close\r\n\r\n%s", code, sharp_h1_reason(code), strlen(body), body);
+    uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+    sharp_writer_write(&c->writer, &b, 1);
+    sharp_sbuf_free(&out);
+    if (s) {
+        s->info.response_code = code;
+        s->info.response_flags |= SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR;
+        s->response_complete = s->request_complete = true;
+        stream_destroy(s);
+    }
+    conn_close_after_write(c);
+}
+
+/* Feeds bytes to the parser. The parser pauses at the end of every request;
+ * when that request's stream has already finished (a fast local reply, say),
+ * parsing goes straight on with the rest, otherwise the rest waits. */
+static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
+{
+    sharp_sbuf_t own = {0};
+    for (;;) {
+        c->parsing = true;
+        llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
+        c->parsing = false;
+        if (c->closing || c->shutdown) break;
+        if (e == HPE_PAUSED) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            c->paused = true;
+            if (pos && pos >= p && pos < p + n) sharp_sbuf_append(&c->pipeline, pos, (size_t)(p + n - pos));
+            if (c->stream) break;
+            /* the stream is done: continue with what followed it */
+            c->paused = false;
+            llhttp_resume(&c->parser);
+            sharp_sbuf_free(&own);
+            own = c->pipeline;
+            memset(&c->pipeline, 0, sizeof c->pipeline);
+            if (!own.len) break;
+            p = own.data;
+            n = own.len;
+            continue;
+        }
+        if (e == HPE_OK) break;
+        if (e == HPE_PAUSED_UPGRADE) {
+            conn_protocol_error(c, 403, "upgrade not supported");
+            break;
+        }
+        if (e == HPE_USER) {
+            const char *r = llhttp_get_error_reason(&c->parser);
+            if (r && strcmp(r, "431") == 0) {
+                conn_protocol_error(c, 431, "request headers too large");
+                break;
+            }
+            if (r && strcmp(r, "stop") == 0) break;
+        }
+        conn_protocol_error(c, 400, "Bad Request");
+        break;
+    }
+    sharp_sbuf_free(&own);
+    conn_update_reading(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    sharp_conn_t *c = st->data;
+    if (nread > 0 && !c->closing) {
+        sharp_counter_add(STATS(c), HCM(c)->st.rx_bytes_total, (uint64_t)nread);
+        uv_timer_stop(&c->idle_timer);
+        if (c->paused) {
+            sharp_sbuf_append(&c->pipeline, buf->base, (size_t)nread);
+            conn_update_reading(c);
+        } else {
+            conn_execute(c, buf->base, (size_t)nread);
+        }
+    } else if (nread < 0 && !c->closing) {
+        c->eof = true;
+        if (c->stream && !c->stream->request_complete && nread == UV_EOF) {
+            /* Let llhttp end a request whose body runs to EOF (HTTP/1.0). */
+            c->parsing = true;
+            llhttp_finish(&c->parser);
+            c->parsing = false;
+        }
+        if (!c->closing) {
+            if (c->stream) {
+                sharp_counter_inc(STATS(c), HCM(c)->st.cx_destroy_remote);
+                conn_close(c); /* downstream went away mid-stream */
+            } else {
+                conn_close(c);
+            }
+        }
+    }
+    free(buf->base);
+}
+
+/* Reading stops while the stream asked for it (backpressure) or while
+ * pipelined bytes wait beyond a small bound. */
+static void conn_update_reading(sharp_conn_t *c)
+{
+    if (c->closing) return;
+    if (c->shutdown) return;
+    bool stop = c->read_disabled_by_stream || (c->paused && c->pipeline.len > 65536);
+    if (stop && !c->read_stopped) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->read_stopped = true;
+    } else if (!stop && c->read_stopped) {
+        c->read_stopped = false;
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    }
+}
+
+void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server)
+{
+    sharp_conn_t *c = sharp_calloc(1, sizeof *c);
+    uv_tcp_init(&w->loop, &c->tcp);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        c->tcp.data = c;
+        c->handles_open = 1;
+        c->worker = w;
+        c->snap = sharp_snapshot_ref(w->snap);
+        atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
+        uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+        return;
+    }
+    c->worker = w;
+    c->listener = l;
+    c->snap = sharp_snapshot_ref(w->snap);
+    atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
+    uv_timer_init(&w->loop, &c->idle_timer);
+    c->tcp.data = c->idle_timer.data = c;
+    c->handles_open = 2;
+    sharp_dlist_init(&c->link);
+    sharp_dlist_push(&w->connections, &c->link);
+    sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->remote_ss, &len) == 0)
+        sharp_addr_str((struct sockaddr *)&c->remote_ss, c->remote, sizeof c->remote);
+    len = sizeof ss;
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sharp_addr_str((struct sockaddr *)&ss, c->local, sizeof c->local);
+    uv_tcp_nodelay(&c->tcp, 1);
+    sharp_stats_shard_t *sh = STATS(c);
+    sharp_counter_inc(sh, l->cx_total);
+    sharp_gauge_add(sh, l->cx_active, 1);
+    sharp_counter_inc(sh, l->hcm->st.cx_total);
+    sharp_gauge_add(sh, l->hcm->st.cx_active, 1);
+    sharp_counter_inc(sh, l->hcm->st.cx_http1_total);
+    sharp_gauge_add(sh, l->hcm->st.cx_http1_active, 1);
+    if (w->draining) c->close_after_response = true;
+    conn_arm_idle(c);
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+}
+
+void sharp_conn_drain_all(sharp_worker_t *w)
+{
+    sharp_dlist_t *n = w->connections.next;
+    while (n != &w->connections) {
+        sharp_dlist_t *next = n->next;
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        c->close_after_response = true;
+        if (!c->stream && !c->parsing) {
+            sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
+            conn_close(c);
+        }
+        n = next;
+    }
+}
+
+void sharp_conn_close_all(sharp_worker_t *w)
+{
+    while (!sharp_dlist_empty(&w->connections))
+        conn_close(sharp_container_of(w->connections.next, sharp_conn_t, link));
+}
+
+/* ------------------------------------------------------------------ */
+/* stream lifecycle                                                     */
+
+static void on_stream_timer_closed(uv_handle_t *h)
+{
+    sharp_stream_t *s = h->data;
+    if (--s->timers_open > 0) return;
+    sharp_snapshot_unref(s->snap);
+    free(s);
+}
+
+static void on_stream_idle(uv_timer_t *t)
+{
+    sharp_stream_t *s = t->data;
+    sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_idle_timeout);
+    if (!s->response_started && s->nfilters) {
+        s->closes_connection = true;
+        sharp_stream_send_local_reply(&s->filters[0], 408, "stream timeout",
+                                      SHARP_RF_STREAM_IDLE_TIMEOUT, "stream_idle_timeout");
+    } else {
+        sharp_stream_reset(s, SHARP_RF_STREAM_IDLE_TIMEOUT);
+    }
+}
+
+static void on_request_timeout(uv_timer_t *t)
+{
+    sharp_stream_t *s = t->data;
+    if (s->request_complete) return;
+    sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_timeout);
+    s->closes_connection = true;
+    if (!s->response_started && s->nfilters)
+        sharp_stream_send_local_reply(&s->filters[0], 408, "request timeout", 0,
+                                      "request_overall_timeout");
+    else
+        sharp_stream_reset(s, 0);
+}
+
+static void stream_touch(sharp_stream_t *s)
+{
+    if (s->hcm->stream_idle_timeout_ms && !s->destroyed && !s->finish_scheduled)
+        uv_timer_start(&s->idle_timer, on_stream_idle, s->hcm->stream_idle_timeout_ms, 0);
+}
+
+static sharp_stream_t *stream_create(sharp_conn_t *c)
+{
+    const sharp_hcm_config_t *hcm = HCM(c);
+    size_t state_bytes = 0;
+    for (uint32_t i = 0; i < hcm->nfilters; i++)
+        state_bytes += (hcm->filters[i].factory->state_size + 15) & ~(size_t)15;
+    size_t fbytes = hcm->nfilters * sizeof(sharp_filter_t);
+    sharp_stream_t *s = sharp_calloc(1, sizeof *s + fbytes + state_bytes + 16);
+    s->conn = c;
+    s->snap = sharp_snapshot_ref(c->snap);
+    s->hcm = hcm;
+    s->nfilters = hcm->nfilters;
+    s->filters = (sharp_filter_t *)(s + 1);
+    char *state = (char *)(s->filters + hcm->nfilters);
+    state = (char *)(((uintptr_t)state + 15) & ~(uintptr_t)15);
+    for (uint32_t i = 0; i < hcm->nfilters; i++) {
+        sharp_filter_t *f = &s->filters[i];
+        f->factory = hcm->filters[i].factory;
+        f->config = hcm->filters[i].config;
+        f->stream = s;
+        f->index = i;
+        f->state = state;
+        state += (f->factory->state_size + 15) & ~(size_t)15;
+    }
+    s->dec_data_stop = -1;
+    s->enc_next = (int32_t)hcm->nfilters - 1;
+    sharp_headers_init(&s->req);
+    sharp_headers_init(&s->resp);
+    sharp_headers_init(&s->req_trailers);
+    s->info.start_wall_us = sharp_wall_us();
+    s->info.start_ns = sharp_now_ns();
+    s->info.request_headers = &s->req;
+    snprintf(s->info.downstream_remote_address, sizeof s->info.downstream_remote_address, "%s",
+             c->remote);
+    snprintf(s->info.downstream_local_address, sizeof s->info.downstream_local_address, "%s",
+             c->local);
+    uv_timer_init(&c->worker->loop, &s->idle_timer);
+    uv_timer_init(&c->worker->loop, &s->request_timer);
+    s->idle_timer.data = s->request_timer.data = s;
+    s->timers_open = 2;
+    sharp_stats_shard_t *sh = STATS(c);
+    sharp_counter_inc(sh, hcm->st.rq_total);
+    sharp_counter_inc(sh, hcm->st.rq_http1_total);
+    sharp_gauge_add(sh, hcm->st.rq_active, 1);
+    stream_touch(s);
+    if (hcm->request_timeout_ms) uv_timer_start(&s->request_timer, on_request_timeout, hcm->request_timeout_ms, 0);
+    return s;
+}
+
+/* Final accounting, access logs, filter completion and release. Runs once,
+ * whether the stream completed or was reset. */
+static void stream_destroy(sharp_stream_t *s)
+{
+    if (s->destroyed) return;
+    s->destroyed = true;
+    sharp_conn_t *c = s->conn;
+    s->info.end_ns = sharp_now_ns();
+    s->info.response_headers = s->response_started ? &s->resp : NULL;
+    sharp_stats_shard_t *sh = STATS(c);
+    sharp_gauge_add(sh, s->hcm->st.rq_active, -1);
+    if (s->response_complete) {
+        uint32_t code = s->info.response_code;
+        if (code >= 100 && code < 600) sharp_counter_inc(sh, s->hcm->st.rq_xx[code / 100]);
+        sharp_counter_inc(sh, s->hcm->st.rq_completed);
+    } else {
+        sharp_counter_inc(sh, s->hcm->st.rq_tx_reset);
+    }
+    sharp_histogram_record(sh, s->hcm->st.rq_time, (s->info.end_ns - s->info.start_ns) / 1000000);
+    for (uint32_t i = 0; i < s->nfilters; i++)
+        if (s->filters[i].factory->on_complete) s->filters[i].factory->on_complete(&s->filters[i], &s->info);
+    sharp_access_log_emit_all(c->worker, s->hcm, &s->info);
+    for (uint32_t i = 0; i < s->nfilters; i++)
+        if (s->filters[i].factory->on_destroy) s->filters[i].factory->on_destroy(&s->filters[i]);
+    if (c->stream == s) c->stream = NULL;
+    sharp_headers_free(&s->req);
+    sharp_headers_free(&s->resp);
+    sharp_headers_free(&s->req_trailers);
+    sharp_sbuf_free(&s->dec_buf);
+    sharp_sbuf_free(&s->enc_buf);
+    uv_timer_stop(&s->idle_timer);
+    uv_timer_stop(&s->request_timer);
+    uv_close((uv_handle_t *)&s->idle_timer, on_stream_timer_closed);
+    uv_close((uv_handle_t *)&s->request_timer, on_stream_timer_closed);
+}
+
+/* A stream is done when its response is complete. Finishing is deferred to
+ * the next loop turn: the call usually comes from deep inside a filter's
+ * callback (the router delivering the last byte), and the stream, its
+ * filters and their state must outlive that callback. */
+static void on_stream_finish(uv_timer_t *t)
+{
+    sharp_stream_t *s = t->data;
+    sharp_conn_t *c = s->conn;
+    /* If the request was not complete (an early response), the connection
+     * cannot carry another request. */
+    bool close = s->closes_connection || !s->request_complete || c->close_after_response;
+    if (!s->request_complete) sharp_counter_inc(STATS(c), s->hcm->st.rq_response_before_rq_complete);
+    c->read_disabled_by_stream = false;
+    stream_destroy(s);
+    if (c->closing) return;
+    if (close) {
+        conn_close_after_write(c);
+        return;
+    }
+    conn_arm_idle(c);
+    if (c->paused) conn_resume_pipeline(c);
+    else conn_update_reading(c);
+}
+
+static void stream_maybe_finish(sharp_stream_t *s)
+{
+    if (!s->response_complete || s->destroyed || s->finish_scheduled) return;
+    s->finish_scheduled = true;
+    uv_timer_stop(&s->request_timer);
+    uv_timer_start(&s->idle_timer, on_stream_finish, 0, 0);
+}
+
+/* Parses pipelined bytes held while the previous stream ran. Runs from the
+ * loop (not from inside the finishing stream's callbacks). */
+static void conn_resume_pipeline(sharp_conn_t *c)
+{
+    c->paused = false;
+    llhttp_resume(&c->parser);
+    if (c->pipeline.len) {
+        sharp_sbuf_t pending = c->pipeline;
+        memset(&c->pipeline, 0, sizeof c->pipeline);
+        conn_execute(c, pending.data, pending.len);
+        sharp_sbuf_free(&pending);
+        return;
+    }
+    conn_update_reading(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* request parsing                                                      */
+
+static int p_on_message_begin(llhttp_t *p)
+{
+    sharp_conn_t *c = p->data;
+    if (c->stream) return -1; /* cannot happen: the parser pauses between messages */
+    c->stream = stream_create(c);
+    c->header_bytes = 0;
+    c->in_value = false;
+    sharp_sbuf_reset(&c->url);
+    uv_timer_stop(&c->idle_timer);
+    return 0;
+}
+
+static int too_large(llhttp_t *p)
+{
+    llhttp_set_error_reason(p, "431");
+    return HPE_USER;
+}
+
+static int p_on_url(llhttp_t *p, const char *at, size_t n)
+{
+    sharp_conn_t *c = p->data;
+    c->header_bytes += n;
+    if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    sharp_sbuf_append(&c->url, at, n);
+    return 0;
+}
+
+static int p_on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    sharp_conn_t *c = p->data;
+    sharp_headers_t *h = &c->stream->req;
+    c->header_bytes += n;
+    if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    if (c->in_value || h->n == 0) {
+        if (h->n >= HCM(c)->max_headers_count) return too_large(p);
+        sharp_headers_add(h, at, n, "", 0);
+        c->in_value = false;
+    } else {
+        sharp_headers_append_last_name(h, at, n);
+    }
+    return 0;
+}
+
+static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    sharp_conn_t *c = p->data;
+    c->header_bytes += n;
+    if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    c->in_value = true;
+    sharp_headers_append_last_value(&c->stream->req, at, n);
+    return 0;
+}
+
+static int p_on_headers_complete(llhttp_t *p)
+{
+    sharp_conn_t *c = p->data;
+    sharp_stream_t *s = c->stream;
+    if (h1_request_head(c, s, p) != 0 || c->closing || c->shutdown || !c->stream) {
+        llhttp_set_error_reason(p, "stop");
+        return HPE_USER;
+    }
+    return 0;
+}
+
+/* Turns the HTTP/1 request line and Host into Envoy's pseudo-headers and
+ * hands the stream to the filter chain. Returns -1 when the request was
+ * rejected (a local reply is on its way). */
+static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
+{
+    const sharp_hcm_config_t *hcm = HCM(c);
+    sharp_headers_t *h = &s->req;
+    s->info.protocol = p->http_minor == 0 && p->http_major == 1 ? "HTTP/1.0" : "HTTP/1.1";
+    const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+    s->is_head = strcmp(method, "HEAD") == 0;
+    if (p->flags & F_CONNECTION_UPGRADE || llhttp_get_method(p) == HTTP_CONNECT) {
+        conn_protocol_error(c, 403, "upgrade not supported");
+        return -1;
+    }
+    if (p->http_major == 1 && p->http_minor == 0 && !hcm->accept_http_10) {
+        conn_protocol_error(c, 426, "Upgrade Required");
+        return -1;
+    }
+    const char *url = sharp_sbuf_cstr(&c->url);
+    size_t ulen = c->url.len;
+    const char *path = url;
+    size_t plen = ulen;
+    sharp_str_t authority = {NULL, 0};
+    if (ulen && url[0] != '/' && !(ulen == 1 && url[0] == '*')) {
+        /* absolute-form: scheme://authority/path */
+        const char *sep = strstr(url, "://");
+        if (!sep) {
+            conn_protocol_error(c, 400, "Bad Request");
+            return -1;
+        }
+        const char *a = sep + 3;
+        const char *slash = strchr(a, '/');
+        authority = (sharp_str_t){a, slash ? (size_t)(slash - a) : strlen(a)};
+        path = slash ? slash : "/";
+        plen = slash ? (size_t)(url + ulen - slash) : 1;
+    }
+    sharp_str_t host;
+    bool has_host = sharp_headers_get_cstr(h, "host", &host);
+    char hostbuf[512];
+    size_t hlen = 0;
+    if (authority.p) {
+        hlen = SHARP_MIN(authority.len, sizeof hostbuf);
+        memcpy(hostbuf, authority.p, hlen);
+    } else if (has_host) {
+        hlen = SHARP_MIN(host.len, sizeof hostbuf);
+        memcpy(hostbuf, host.p, hlen);
+    } else if (p->http_minor == 0 && hcm->default_host_for_http_10) {
+        hlen = SHARP_MIN(strlen(hcm->default_host_for_http_10), sizeof hostbuf);
+        memcpy(hostbuf, hcm->default_host_for_http_10, hlen);
+    } else {
+        conn_protocol_error(c, 400, "missing required header: :authority");
+        return -1;
+    }
+    sharp_headers_remove_cstr(h, "host");
+    /* pseudo-headers first, as in an HTTP/2 header block */
+    uint32_t before = h->n;
+    char pathcopy[1];
+    (void)pathcopy;
+    sharp_sbuf_t tmp = {0};
+    sharp_sbuf_append(&tmp, path, plen);
+    sharp_headers_add(h, ":method", 7, method, strlen(method));
+    sharp_headers_add(h, ":path", 5, tmp.data, tmp.len);
+    sharp_headers_add(h, ":authority", 10, hostbuf, hlen);
+    sharp_headers_add(h, ":scheme", 7, "http", 4);
+    sharp_sbuf_free(&tmp);
+    sharp_header_entry_t pseudo[4];
+    memcpy(pseudo, &h->e[before], sizeof pseudo);
+    memmove(&h->e[4], &h->e[0], before * sizeof pseudo[0]);
+    memcpy(&h->e[0], pseudo, sizeof pseudo);
+
+    sharp_str_t expect;
+    if (sharp_headers_get_cstr(h, "expect", &expect) && expect.len == 12 &&
+        strncasecmp(expect.p, "100-continue", 12) == 0) {
+        sharp_headers_remove_cstr(h, "expect");
+        if (p->http_minor >= 1) sharp_codec_send_continue(s);
+    }
+    bool end_stream = !(p->flags & F_CHUNKED) &&
+                      !((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
+    return 0;
+}
+
+static int p_on_body(llhttp_t *p, const char *at, size_t n)
+{
+    sharp_conn_t *c = p->data;
+    sharp_stream_t *s = c->stream;
+    if (!s || s->destroyed) return 0;
+    s->info.bytes_received += n;
+    stream_touch(s);
+    if (s->response_complete) return 0; /* answered already: discard */
+    dec_run_data(s, 0, at, n, false);
+    if (c->closing) {
+        llhttp_set_error_reason(p, "stop");
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int p_on_message_complete(llhttp_t *p)
+{
+    sharp_conn_t *c = p->data;
+    sharp_stream_t *s = c->stream;
+    if (!s) return HPE_PAUSED;
+    s->request_complete = true;
+    s->info.request_complete_ns = sharp_now_ns();
+    uv_timer_stop(&s->request_timer);
+    if (!llhttp_should_keep_alive(p)) s->closes_connection = true;
+    if (!s->response_complete) {
+        dec_run_data(s, 0, NULL, 0, true);
+    }
+    if (c->closing) {
+        llhttp_set_error_reason(p, "stop");
+        return HPE_USER;
+    }
+    stream_maybe_finish(s);
+    return HPE_PAUSED;
+}
+
+__attribute__((constructor)) static void init_settings(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = p_on_message_begin;
+    settings.on_url = p_on_url;
+    settings.on_header_field = p_on_header_field;
+    settings.on_header_value = p_on_header_value;
+    settings.on_headers_complete = p_on_headers_complete;
+    settings.on_body = p_on_body;
+    settings.on_message_complete = p_on_message_complete;
+}
+
+/* ------------------------------------------------------------------ */
+/* codec: response encoding                                             */
+
+static const struct {
+    uint32_t code;
+    const char *reason;
+} reasons[] = {
+    {100, "Continue"}, {101, "Switching Protocols"}, {200, "OK"}, {201, "Created"},
+    {202, "Accepted"}, {203, "Non-Authoritative Information"}, {204, "No Content"},
+    {205, "Reset Content"}, {206, "Partial Content"}, {300, "Multiple Choices"},
+    {301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
+    {307, "Temporary Redirect"}, {308, "Permanent Redirect"}, {400, "Bad Request"},
+    {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
+    {406, "Not Acceptable"}, {408, "Request Timeout"}, {409, "Conflict"}, {410, "Gone"},
+    {411, "Length Required"}, {412, "Precondition Failed"}, {413, "Payload Too Large"},
+    {414, "URI Too Long"}, {415, "Unsupported Media Type"}, {416, "Range Not Satisfiable"},
+    {417, "Expectation Failed"}, {421, "Misdirected Request"}, {422, "Unprocessable Entity"},
+    {426, "Upgrade Required"}, {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"}, {500, "Internal Server Error"},
+    {501, "Not Implemented"}, {502, "Bad Gateway"}, {503, "Service Unavailable"},
+    {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+};
+
+const char *sharp_h1_reason(uint32_t code)
+{
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(reasons); i++)
+        if (reasons[i].code == code) return reasons[i].reason;
+    return "Unknown";
+}
+
+static void conn_write(sharp_conn_t *c, const uv_buf_t *b, unsigned n)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) total += b[i].len;
+    sharp_counter_add(STATS(c), HCM(c)->st.tx_bytes_total, total);
+    if (sharp_writer_write(&c->writer, b, n) < 0) return; /* the read side sees the close */
+    check_write_watermark(c);
+}
+
+void sharp_codec_send_continue(sharp_stream_t *s)
+{
+    uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+    conn_write(s->conn, &b, 1);
+}
+
+static bool is_connection_specific(sharp_str_t n)
+{
+    return sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "transfer-encoding", 17) ||
+           sharp_str_eq(n, "keep-alive", 10) || sharp_str_eq(n, "proxy-connection", 16) ||
+           sharp_str_eq(n, "upgrade", 7);
+}
+
+/* Writes the status line and headers and decides the body framing:
+ * no body (HEAD, 1xx, 204, 304), content-length as given, chunked for an
+ * HTTP/1.1 peer, or delimited by closing the connection for HTTP/1.0. */
+void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_stream)
+{
+    sharp_conn_t *c = s->conn;
+    if (c->closing || s->response_started) return;
+    sharp_str_t st = SHARP_STR("200");
+    sharp_headers_get_cstr(h, ":status", &st);
+    uint32_t code = 0;
+    for (size_t i = 0; i < st.len && i < 3; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    s->info.response_code = code;
+    s->response_started = true;
+    bool http10 = s->info.protocol && strcmp(s->info.protocol, "HTTP/1.0") == 0;
+    bool no_body = s->is_head || code == 204 || code == 304 || (code >= 100 && code < 200);
+    bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
+    s->resp_chunked = false;
+    s->resp_close_delimited = false;
+    if (!no_body && !has_cl) {
+        if (end_stream) sharp_headers_add(h, "content-length", 14, "0", 1);
+        else if (!http10) s->resp_chunked = true;
+        else s->resp_close_delimited = true;
+    }
+    if (c->close_after_response || s->resp_close_delimited) s->closes_connection = true;
+    sharp_sbuf_t out = {0};
+    sharp_sbuf_printf(&out, "HTTP/1.1 %u %s\r\n", code, sharp_h1_reason(code));
+    for (uint32_t i = 0; i < h->n; i++) {
+        sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
+        if ((n.len && n.p[0] == ':') || is_connection_specific(n)) continue;
+        sharp_sbuf_append(&out, n.p, n.len);
+        sharp_sbuf_append(&out, ": ", 2);
+        sharp_sbuf_append(&out, v.p, v.len);
+        sharp_sbuf_append(&out, "\r\n", 2);
+    }
+    if (s->resp_chunked) sharp_sbuf_puts(&out, "transfer-encoding: chunked\r\n");
+    if (s->closes_connection || !s->request_complete) {
+        /* an early response ends the connection: say so */
+        if (!s->request_complete) s->closes_connection = true;
+        sharp_sbuf_puts(&out, "connection: close\r\n");
+    } else if (http10) {
+        sharp_sbuf_puts(&out, "connection: keep-alive\r\n");
+    }
+    sharp_sbuf_append(&out, "\r\n", 2);
+    uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+    conn_write(c, &b, 1);
+    sharp_sbuf_free(&out);
+    if (end_stream) {
+        s->response_complete = true;
+        stream_maybe_finish(s);
+    }
+}
+
+void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_stream)
+{
+    sharp_conn_t *c = s->conn;
+    if (c->closing || !s->response_started || s->response_complete) return;
+    uint32_t code = s->info.response_code;
+    bool no_body = s->is_head || code == 204 || code == 304;
+    if (no_body) n = 0;
+    uv_buf_t b[3];
+    unsigned nb = 0;
+    char head[24];
+    if (n) {
+        s->info.bytes_sent += n;
+        if (s->resp_chunked) {
+            int hl = snprintf(head, sizeof head, "%zx\r\n", n);
+            b[nb++] = uv_buf_init(head, (unsigned)hl);
+        }
+        b[nb++] = uv_buf_init((char *)p, (unsigned)n);
+        if (s->resp_chunked) b[nb++] = end_stream ? uv_buf_init("\r\n0\r\n\r\n", 7) : uv_buf_init("\r\n", 2);
+    } else if (end_stream && s->resp_chunked) {
+        b[nb++] = uv_buf_init("0\r\n\r\n", 5);
+    }
+    if (nb) conn_write(c, b, nb);
+    if (end_stream) {
+        s->response_complete = true;
+        stream_maybe_finish(s);
+    }
+}
+
+void sharp_codec_read_disable(sharp_stream_t *s, bool disable)
+{
+    sharp_conn_t *c = s->conn;
+    c->read_disabled_by_stream = disable;
+    conn_update_reading(c);
+}
+
+bool sharp_codec_downstream_above_watermark(sharp_stream_t *s)
+{
+    return s->conn->above_watermark;
+}
+
+static void on_stream_reset(uv_timer_t *t)
+{
+    sharp_stream_t *s = t->data;
+    conn_close(s->conn);
+}
+
+/* Resets a stream whose response cannot be completed: on HTTP/1 the only
+ * way to tell the client is to close the connection. Deferred, like
+ * finishing, so the caller's filter state stays valid. */
+void sharp_codec_reset(sharp_stream_t *s)
+{
+    if (s->destroyed || s->finish_scheduled) return;
+    s->finish_scheduled = true;
+    s->closes_connection = true;
+    uv_timer_stop(&s->request_timer);
+    uv_timer_start(&s->idle_timer, on_stream_reset, 0, 0);
+}
+
+sharp_worker_t *sharp_stream_worker(sharp_stream_t *s)
+{
+    return s->conn->worker;
+}
+
+uint32_t sharp_stream_buffer_limit(sharp_stream_t *s)
+{
+    return s->conn->listener->buffer_limit;
+}

@@ -1,0 +1,20 @@
+/* conn_manager.h: the HTTP connection manager (Envoy's HCM) for a downstream
+ * HTTP/1.1 connection: codec (llhttp, strict), streams, the filter chain,
+ * Envoy's request/response header mutations, local replies, timeouts, stats
+ * and access logs. */
+#ifndef SHARP_HTTP_CONN_MANAGER_H
+#define SHARP_HTTP_CONN_MANAGER_H
+
+#include "snapshot.h"
+#include "worker.h"
+
+#include <uv.h>
+
+/* Takes an accepted connection: `fd` is already accepted, non-blocking. */
+void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server);
+/* Drain: idle connections close now; busy ones close after their response. */
+void sharp_conn_drain_all(sharp_worker_t *w);
+/* Close every connection at once (shutdown). */
+void sharp_conn_close_all(sharp_worker_t *w);
+
+#endif

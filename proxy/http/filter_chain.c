@@ -1,0 +1,469 @@
+/* filter_chain.c: the protocol-independent half of the connection manager:
+ * Envoy's request and response header mutations, route resolution, the
+ * decode and encode iteration over the filter chain with stop/continue and
+ * buffering, local replies, and the filter registry.
+ *
+ * Iteration contract (see filter.h): no filter sees request data before all
+ * filters have seen the request headers; while the chain is stopped on
+ * headers, data waits in dec_buf. A filter that stops on data keeps seeing
+ * later chunks (its status is then ignored) while they accumulate in
+ * dec_buf, and continue_decoding hands the accumulated data to the filters
+ * after it. On the encode side a stop on headers holds the response data the
+ * same way; encode_data's status is advisory (response data always flows:
+ * no built-in filter needs to hold a response body yet). */
+#include "http/filter.h"
+#include "http/hcm_internal.h"
+#include "http/stream.h"
+#include "log.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------ */
+/* registry                                                             */
+
+#define MAX_FILTER_FACTORIES 64
+static const sharp_filter_factory_t *factories[MAX_FILTER_FACTORIES];
+static unsigned nfactories;
+
+void sharp_filter_register(const sharp_filter_factory_t *f)
+{
+    for (unsigned i = 0; i < nfactories; i++)
+        if (factories[i] == f) return;
+    if (nfactories < MAX_FILTER_FACTORIES) factories[nfactories++] = f;
+}
+
+const sharp_filter_factory_t *sharp_filter_find_by_name(const char *name)
+{
+    for (unsigned i = 0; i < nfactories; i++)
+        if (strcmp(factories[i]->name, name) == 0) return factories[i];
+    return NULL;
+}
+
+const sharp_filter_factory_t *sharp_filter_find_by_type_url(const char *type_url, size_t len)
+{
+    /* Any accepts any prefix before the last '/'. */
+    const char *slash = memrchr(type_url, '/', len);
+    const char *t = slash ? slash + 1 : type_url;
+    size_t tl = len - (size_t)(t - type_url);
+    for (unsigned i = 0; i < nfactories; i++) {
+        const char *u = strrchr(factories[i]->type_url, '/');
+        u = u ? u + 1 : factories[i]->type_url;
+        if (strlen(u) == tl && memcmp(u, t, tl) == 0) return factories[i];
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* accessors                                                            */
+
+sharp_stream_info_t *sharp_stream_info(sharp_stream_t *s)
+{
+    return &s->info;
+}
+const struct sharp_route *sharp_stream_route(sharp_stream_t *s)
+{
+    return s->route;
+}
+sharp_headers_t *sharp_stream_request_headers(sharp_stream_t *s)
+{
+    return &s->req;
+}
+bool sharp_stream_request_complete(sharp_stream_t *s)
+{
+    return s->request_complete;
+}
+bool sharp_stream_is_head(sharp_stream_t *s)
+{
+    return s->is_head;
+}
+const struct sharp_hcm_config *sharp_stream_hcm(sharp_stream_t *s)
+{
+    return s->hcm;
+}
+const sharp_vhost_t *sharp_stream_vhost(sharp_stream_t *s)
+{
+    return s->vhost;
+}
+sharp_snapshot_t *sharp_stream_snapshot(sharp_stream_t *s)
+{
+    return s->snap;
+}
+
+/* ------------------------------------------------------------------ */
+/* header mutations                                                     */
+
+static bool is_internal_address(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+        return (a >> 24) == 10 || (a >> 24) == 127 || (a >> 20) == (172u << 4 | 1) ||
+               (a >> 16) == (192u << 8 | 168);
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (a->s6_addr[0] & 0xfe) == 0xfc;
+    }
+    return false;
+}
+
+static void ip_only(const struct sockaddr *sa, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+/* A version-4 UUID from the worker's PRNG, as x-request-id. */
+static void make_uuid(sharp_worker_t *w, char out[37])
+{
+    uint64_t a = sharp_worker_random(w), b = sharp_worker_random(w);
+    a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull;
+    b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)((a >> 16) & 0xffff),
+             (unsigned)(a & 0xffff), (unsigned)(b >> 48), (unsigned long long)(b & 0xffffffffffffull));
+}
+
+/* Envoy's x-envoy-* request headers that only trusted (internal) clients may set. */
+static const char *const envoy_internal_headers[] = {
+    "x-envoy-retry-on", "x-envoy-retry-grpc-on", "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms", "x-envoy-ip-tags", "x-envoy-original-url",
+    "x-envoy-force-trace", "x-envoy-decorator-operation", "x-envoy-hedge-on-per-try-timeout",
+};
+
+/* Removes hop-by-hop headers, including those named by Connection. */
+static void remove_hop_by_hop(sharp_headers_t *h)
+{
+    sharp_str_t conn;
+    if (sharp_headers_get_cstr(h, "connection", &conn)) {
+        char tok[64];
+        size_t i = 0;
+        while (i < conn.len) {
+            while (i < conn.len && (conn.p[i] == ' ' || conn.p[i] == ',')) i++;
+            size_t st = i;
+            while (i < conn.len && conn.p[i] != ',' && conn.p[i] != ' ') i++;
+            size_t l = i - st;
+            if (l && l < sizeof tok && !(l == 2 && strncasecmp(conn.p + st, "te", 2) == 0)) {
+                memcpy(tok, conn.p + st, l);
+                tok[l] = '\0';
+                if (tok[0] != ':') {
+                    sharp_headers_remove(h, tok, l);
+                    if (!sharp_headers_get_cstr(h, "connection", &conn)) break;
+                }
+            }
+        }
+    }
+    sharp_headers_remove_cstr(h, "connection");
+    sharp_headers_remove_cstr(h, "keep-alive");
+    sharp_headers_remove_cstr(h, "proxy-connection");
+    sharp_headers_remove_cstr(h, "transfer-encoding");
+    sharp_headers_remove_cstr(h, "upgrade");
+    sharp_str_t te;
+    if (sharp_headers_get_cstr(h, "te", &te)) {
+        if (sharp_header_value_has_token(te, "trailers")) sharp_headers_set_cstr(h, "te", "trailers");
+        else sharp_headers_remove_cstr(h, "te");
+    }
+}
+
+static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
+{
+    const sharp_hcm_config_t *hcm = s->hcm;
+    sharp_headers_t *h = &s->req;
+    remove_hop_by_hop(h);
+    bool internal = is_internal_address(remote);
+    if (hcm->use_remote_address) {
+        char ip[INET6_ADDRSTRLEN];
+        ip_only(remote, ip, sizeof ip);
+        if (!hcm->skip_xff_append) {
+            sharp_str_t xff;
+            if (sharp_headers_get_cstr(h, "x-forwarded-for", &xff) && xff.len) {
+                char buf[1024];
+                int n = snprintf(buf, sizeof buf, "%.*s,%s", (int)xff.len, xff.p, ip);
+                if (n > 0 && (size_t)n < sizeof buf) sharp_headers_set(h, "x-forwarded-for", 15, buf, (size_t)n);
+            } else {
+                sharp_headers_set_cstr(h, "x-forwarded-for", ip);
+            }
+        }
+        sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+        if (internal) {
+            sharp_headers_set_cstr(h, "x-envoy-internal", "true");
+        } else {
+            sharp_headers_remove_cstr(h, "x-envoy-internal");
+            for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_internal_headers); i++)
+                sharp_headers_remove_cstr(h, envoy_internal_headers[i]);
+            if (hcm->routes)
+                for (uint32_t i = 0; i < hcm->routes->ninternal_only_headers; i++)
+                    sharp_headers_remove_cstr(h, hcm->routes->internal_only_headers[i]);
+        }
+    } else if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) {
+        sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+    }
+    sharp_str_t rid;
+    bool has_rid = sharp_headers_get_cstr(h, "x-request-id", &rid) && rid.len;
+    bool regenerate = has_rid && hcm->use_remote_address && !internal && !hcm->preserve_external_request_id;
+    if (hcm->generate_request_id && (!has_rid || regenerate)) {
+        char uuid[37];
+        make_uuid(s->conn ? sharp_stream_worker(s) : NULL, uuid);
+        sharp_headers_set(h, "x-request-id", 12, uuid, 36);
+    }
+    if (sharp_headers_get_cstr(h, "x-request-id", &rid))
+        snprintf(s->info.request_id, sizeof s->info.request_id, "%.*s", (int)rid.len, rid.p);
+}
+
+/* The HTTP date, recomputed at most once a second per thread. */
+static const char *http_date(void)
+{
+    static __thread time_t last;
+    static __thread char buf[40];
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+static void mutate_response(sharp_stream_t *s, sharp_headers_t *h)
+{
+    const sharp_hcm_config_t *hcm = s->hcm;
+    switch (hcm->server_header_transformation) {
+    case 0: sharp_headers_set_cstr(h, "server", hcm->server_name); break;
+    case 1:
+        if (!sharp_headers_get_cstr(h, "server", NULL)) sharp_headers_add_cstr(h, "server", hcm->server_name);
+        break;
+    default: break;
+    }
+    if (!sharp_headers_get_cstr(h, "date", NULL)) sharp_headers_add_cstr(h, "date", http_date());
+    if (hcm->always_set_request_id_in_response && s->info.request_id[0])
+        sharp_headers_set_cstr(h, "x-request-id", s->info.request_id);
+}
+
+/* ------------------------------------------------------------------ */
+/* decode iteration                                                     */
+
+static bool stream_done(sharp_stream_t *s)
+{
+    return s->destroyed || s->local_reply || s->response_complete;
+}
+
+static void dec_buffer(sharp_stream_t *s, const char *p, size_t n, bool end)
+{
+    if (n) sharp_sbuf_append(&s->dec_buf, p, n);
+    if (end) s->dec_end_pending = true;
+    if (s->dec_buf.len > sharp_stream_buffer_limit(s)) sharp_codec_read_disable(s, true);
+}
+
+void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, bool end)
+{
+    if (stream_done(s)) return;
+    if (end && !n && s->dec_end_sent) return;
+    if (s->dec_stopped) {
+        dec_buffer(s, p, n, end);
+        return;
+    }
+    uint32_t upto = s->dec_data_stop >= 0 ? (uint32_t)s->dec_data_stop + 1 : s->nfilters;
+    for (uint32_t i = from; i < upto; i++) {
+        sharp_filter_t *f = &s->filters[i];
+        sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        if (f->factory->decode_data) st = f->factory->decode_data(f, p, n, end);
+        if (stream_done(s)) return;
+        if (st == SHARP_FILTER_STOP && s->dec_data_stop < 0) {
+            s->dec_data_stop = (int32_t)i;
+            upto = i + 1;
+        }
+    }
+    if (s->dec_data_stop >= 0) {
+        dec_buffer(s, p, n, end);
+        return;
+    }
+    if (end) s->dec_end_sent = true;
+}
+
+static void dec_flush_buffer(sharp_stream_t *s, uint32_t from)
+{
+    sharp_sbuf_t b = s->dec_buf;
+    bool end = s->dec_end_pending;
+    memset(&s->dec_buf, 0, sizeof s->dec_buf);
+    s->dec_end_pending = false;
+    if (b.len || end) dec_run_data(s, from, b.data, b.len, end);
+    sharp_sbuf_free(&b);
+    if (!s->dec_stopped && s->dec_data_stop < 0 && !s->destroyed) sharp_codec_read_disable(s, false);
+}
+
+static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
+{
+    bool end = s->dec_end_sent;
+    for (uint32_t i = from; i < s->nfilters; i++) {
+        sharp_filter_t *f = &s->filters[i];
+        sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        if (f->factory->decode_headers) st = f->factory->decode_headers(f, &s->req, end);
+        if (stream_done(s)) return;
+        if (st == SHARP_FILTER_STOP) {
+            s->dec_next = i + 1;
+            s->dec_stopped = true;
+            return;
+        }
+    }
+    s->dec_next = s->nfilters;
+    s->dec_stopped = false;
+    dec_flush_buffer(s, 0);
+}
+
+void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
+{
+    mutate_request(s, remote);
+    const sharp_hcm_config_t *hcm = s->hcm;
+    sharp_str_t authority = {"", 0};
+    sharp_headers_get_cstr(&s->req, ":authority", &authority);
+    s->vhost = hcm->routes ? sharp_route_table_find_vhost(hcm->routes, authority) : NULL;
+    s->route = s->vhost ? sharp_vhost_match(s->vhost, &s->req) : NULL;
+    if (s->route) s->info.route_name = s->route->name;
+    if (end_stream) s->dec_end_sent = true;
+    dec_iterate_headers(s, 0);
+}
+
+void sharp_stream_continue_decoding(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (stream_done(s)) return;
+    if (s->dec_stopped && s->dec_next == f->index + 1) {
+        s->dec_stopped = false;
+        dec_iterate_headers(s, f->index + 1);
+    } else if (s->dec_data_stop == (int32_t)f->index) {
+        s->dec_data_stop = -1;
+        dec_flush_buffer(s, f->index + 1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* encode iteration                                                     */
+
+static void enc_to_codec_headers(sharp_stream_t *s, sharp_headers_t *h, bool end)
+{
+    mutate_response(s, h);
+    sharp_codec_encode_headers(s, h, end);
+}
+
+static void enc_iterate_headers(sharp_stream_t *s, int32_t from, sharp_headers_t *h, bool end)
+{
+    for (int32_t i = from; i >= 0; i--) {
+        sharp_filter_t *f = &s->filters[i];
+        sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        if (f->factory->encode_headers) st = f->factory->encode_headers(f, h, end);
+        if (s->destroyed) return;
+        if (st == SHARP_FILTER_STOP) {
+            /* keep our own copy: the caller's map may not outlive this call */
+            if (h != &s->resp) sharp_headers_copy(&s->resp, h);
+            s->enc_next = i;
+            s->enc_stopped = true;
+            s->enc_headers_end = end;
+            return;
+        }
+    }
+    s->enc_stopped = false;
+    enc_to_codec_headers(s, h, end);
+}
+
+static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t n, bool end)
+{
+    if (s->destroyed) return;
+    if (s->enc_stopped) {
+        if (n) sharp_sbuf_append(&s->enc_buf, p, n);
+        if (end) s->enc_end_pending = true;
+        return;
+    }
+    for (int32_t i = from; i >= 0; i--) {
+        sharp_filter_t *f = &s->filters[i];
+        if (f->factory->encode_data) (void)f->factory->encode_data(f, p, n, end);
+        if (s->destroyed) return;
+    }
+    sharp_codec_encode_data(s, p, n, end);
+}
+
+void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed || s->response_started || s->enc_stopped) return;
+    enc_iterate_headers(s, (int32_t)f->index - 1, h, end_stream);
+}
+
+void sharp_stream_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+{
+    enc_run_data(f->stream, (int32_t)f->index - 1, p, n, end_stream);
+}
+
+void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t)
+{
+    /* HTTP/1 responses are sent without trailers (chunked trailers are
+     * optional for the peer); the body simply ends. */
+    (void)t;
+    enc_run_data(f->stream, (int32_t)f->index - 1, NULL, 0, true);
+}
+
+void sharp_stream_continue_encoding(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed || !s->enc_stopped || s->enc_next != (int32_t)f->index) return;
+    s->enc_stopped = false;
+    enc_iterate_headers(s, (int32_t)f->index - 1, &s->resp, s->enc_headers_end);
+    if (s->enc_stopped || s->destroyed) return;
+    sharp_sbuf_t b = s->enc_buf;
+    bool end = s->enc_end_pending;
+    memset(&s->enc_buf, 0, sizeof s->enc_buf);
+    s->enc_end_pending = false;
+    if (b.len || end) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, end);
+    sharp_sbuf_free(&b);
+}
+
+/* ------------------------------------------------------------------ */
+/* local replies, resets, flow control                                  */
+
+void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const char *body,
+                                   uint32_t response_flag, const char *details)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return;
+    s->info.response_flags |= response_flag;
+    if (details) s->info.response_code_details = details;
+    if (s->response_started) {
+        sharp_stream_reset(s, 0);
+        return;
+    }
+    s->local_reply = true;
+    s->enc_stopped = false;
+    size_t blen = body ? strlen(body) : 0;
+    char cl[24];
+    snprintf(cl, sizeof cl, "%zu", blen);
+    char code[8];
+    snprintf(code, sizeof code, "%u", status);
+    sharp_headers_t *h = &s->resp;
+    sharp_headers_clear(h);
+    sharp_headers_add_cstr(h, ":status", code);
+    if (blen) {
+        sharp_headers_add_cstr(h, "content-length", cl);
+        sharp_headers_add_cstr(h, "content-type", "text/plain");
+    }
+    bool end = blen == 0 || s->is_head;
+    enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
+    if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, body, blen, true);
+}
+
+void sharp_stream_read_disable(sharp_stream_t *s, bool disable)
+{
+    if (!s->destroyed) sharp_codec_read_disable(s, disable);
+}
+
+void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag)
+{
+    s->info.response_flags |= response_flag;
+    sharp_codec_reset(s);
+}

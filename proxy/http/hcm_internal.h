@@ -1,0 +1,25 @@
+/* hcm_internal.h: the seam between the HTTP/1 connection (conn_manager.c)
+ * and the protocol-independent stream logic (filter_chain.c). An HTTP/2
+ * codec implements the same four codec functions for its streams. */
+#ifndef SHARP_HTTP_HCM_INTERNAL_H
+#define SHARP_HTTP_HCM_INTERNAL_H
+
+#include "http/stream.h"
+
+/* codec side (conn_manager.c) */
+void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_stream);
+void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_stream);
+void sharp_codec_read_disable(sharp_stream_t *s, bool disable);
+void sharp_codec_reset(sharp_stream_t *s);
+/* Sends "100 Continue" on the wire. */
+void sharp_codec_send_continue(sharp_stream_t *s);
+const char *sharp_h1_reason(uint32_t code);
+bool sharp_codec_downstream_above_watermark(sharp_stream_t *s);
+
+/* stream side (filter_chain.c) */
+/* Request headers are complete: header mutations, route resolution, decode
+ * chain. `remote` is the peer address. */
+void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote);
+void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, bool end);
+
+#endif

@@ -1,0 +1,58 @@
+/* stream.h: one HTTP request/response exchange inside the connection manager
+ * (private to proxy/http; filters use the accessors in filter.h). */
+#ifndef SHARP_HTTP_STREAM_H
+#define SHARP_HTTP_STREAM_H
+
+#include "http/filter.h"
+#include "http/route.h"
+#include "sbuf.h"
+#include "snapshot.h"
+
+#include <uv.h>
+
+struct sharp_conn;
+
+struct sharp_stream {
+    struct sharp_conn *conn;
+    sharp_snapshot_t *snap; /* reference held for the stream's life */
+    const sharp_hcm_config_t *hcm;
+    const sharp_vhost_t *vhost;
+    const sharp_route_t *route;
+    sharp_stream_info_t info;
+    sharp_headers_t req;
+    sharp_headers_t resp;
+    sharp_headers_t req_trailers;
+    sharp_filter_t *filters;
+    uint32_t nfilters;
+    /* decode side: filters [0, dec_next) have seen the request headers; the
+     * chain is stopped at dec_next - 1 while dec_stopped */
+    uint32_t dec_next;
+    bool dec_stopped;
+    bool dec_end_sent;        /* end of request passed through the whole chain */
+    int32_t dec_data_stop;    /* filter that stopped on data (buffering), -1 if none */
+    sharp_sbuf_t dec_buf;     /* request body held while the chain is stopped */
+    bool dec_end_pending;     /* end of request not yet passed through the chain */
+    /* encode side: filters (enc_next, nfilters) have seen the response headers,
+     * counting down; enc_next == -1 when all have */
+    int32_t enc_next;
+    bool enc_stopped;
+    sharp_sbuf_t enc_buf;
+    bool enc_end_pending;
+    bool enc_headers_end;
+    bool request_complete;
+    bool response_started;    /* codec wrote the response head */
+    bool response_complete;
+    bool local_reply;
+    bool is_head;
+    bool expect_continue;
+    bool destroyed;
+    bool finish_scheduled;
+    bool resp_chunked;
+    bool resp_close_delimited;
+    bool closes_connection;
+    uv_timer_t idle_timer;    /* stream_idle_timeout */
+    uv_timer_t request_timer; /* request_timeout */
+    int timers_open;
+};
+
+#endif

@@ -1,0 +1,127 @@
+/* net.c: see net.h. */
+#include "net.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+
+char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(out, cap, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, cap, "-");
+    }
+    return out;
+}
+
+char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap)
+{
+    sharp_addr_str(sa, out, cap);
+    char *colon = strrchr(out, ':');
+    if (colon) *colon = '_';
+    return out;
+}
+
+int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    if (port > 65535) return -1;
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, ip, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof *in;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+        return 0;
+    }
+    return -1;
+}
+
+typedef struct {
+    uv_write_t req;
+    sharp_writer_t *w;
+    size_t len;
+    char data[];
+} write_req_t;
+
+void sharp_writer_init(sharp_writer_t *w, uv_stream_t *stream, sharp_writer_drain_cb on_drain,
+                       sharp_writer_error_cb on_error)
+{
+    memset(w, 0, sizeof *w);
+    w->stream = stream;
+    w->on_drain = on_drain;
+    w->on_error = on_error;
+}
+
+/* The handle outlives its write requests: libuv cancels pending writes with
+ * UV_ECANCELED before a close callback runs, so `w` is still valid here. */
+static void on_write(uv_write_t *req, int status)
+{
+    write_req_t *wr = sharp_container_of(req, write_req_t, req);
+    sharp_writer_t *w = wr->w;
+    w->queued -= wr->len;
+    free(wr);
+    if (status < 0) {
+        if (!w->failed) {
+            w->failed = true;
+            if (w->on_error && status != UV_ECANCELED) w->on_error(w, status);
+        }
+        return;
+    }
+    if (w->queued == 0 && w->on_drain) w->on_drain(w);
+}
+
+int sharp_writer_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
+{
+    if (w->failed) return UV_EPIPE;
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    if (total == 0) return 0;
+    size_t done = 0;
+    if (w->queued == 0) {
+        int n = uv_try_write(w->stream, bufs, nbufs);
+        if (n < 0 && n != UV_EAGAIN) {
+            w->failed = true;
+            return n;
+        }
+        if (n > 0) done = (size_t)n;
+        if (done == total) return 0;
+    }
+    write_req_t *wr = sharp_calloc(1, sizeof *wr + (total - done));
+    size_t skip = done, off = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        if (skip >= bufs[i].len) {
+            skip -= bufs[i].len;
+            continue;
+        }
+        memcpy(wr->data + off, bufs[i].base + skip, bufs[i].len - skip);
+        off += bufs[i].len - skip;
+        skip = 0;
+    }
+    wr->w = w;
+    wr->len = off;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)off);
+    int rc = uv_write(&wr->req, w->stream, &b, 1, on_write);
+    if (rc < 0) {
+        free(wr);
+        w->failed = true;
+        return rc;
+    }
+    w->queued += off;
+    return 0;
+}

@@ -1,0 +1,40 @@
+/* net.h: socket helpers shared by downstream and upstream connections:
+ * address formatting/parsing and a writer that tries a direct write first and
+ * copies only what the kernel did not take, tracking the bytes still queued
+ * so callers can apply watermarks (backpressure). */
+#ifndef SHARP_NET_H
+#define SHARP_NET_H
+
+#include "common.h"
+
+#include <uv.h>
+#include <sys/socket.h>
+
+/* "ip:port" ("[v6]:port" for IPv6) into out; returns out. */
+char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap);
+/* Envoy's listener stat name for an address: "0.0.0.0_10000", "[::]_10000". */
+char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
+/* Parses a numeric IPv4/IPv6 address and port; returns 0 or -1. */
+int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
+
+typedef struct sharp_writer sharp_writer_t;
+/* Called when queued bytes fall to zero after having been above zero. */
+typedef void (*sharp_writer_drain_cb)(sharp_writer_t *w);
+/* Called when an asynchronous write fails (peer gone). */
+typedef void (*sharp_writer_error_cb)(sharp_writer_t *w, int status);
+
+struct sharp_writer {
+    uv_stream_t *stream;
+    size_t queued; /* bytes handed to uv_write and not yet completed */
+    sharp_writer_drain_cb on_drain;
+    sharp_writer_error_cb on_error;
+    bool failed;
+};
+
+void sharp_writer_init(sharp_writer_t *w, uv_stream_t *stream, sharp_writer_drain_cb on_drain,
+                       sharp_writer_error_cb on_error);
+/* Writes the buffers in order: as much as possible synchronously, the rest is
+ * copied and queued. Returns 0, or a negative uv error if the stream is dead. */
+int sharp_writer_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
+
+#endif

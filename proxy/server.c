@@ -1,0 +1,261 @@
+/* server.c: the main thread. Startup: load and validate the bootstrap, build
+ * the snapshot, open every listening socket (so a busy port fails the start
+ * with a clear message), start the workers and the admin listener. Shutdown:
+ * SIGTERM/SIGINT drain (stop accepting, let in-flight requests finish, close
+ * idle keep-alive connections) bounded by --drain-time-s, then stop. */
+#include "server.h"
+#include "admin/admin.h"
+#include "config/bootstrap.h"
+#include "http/filter.h"
+#include "log.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <unistd.h>
+
+const ProtobufCMessage *sharp_server_bootstrap(const sharp_server_t *s)
+{
+    return s->config ? s->config->bootstrap : NULL;
+}
+
+const char *sharp_server_admin_address(const sharp_server_t *s)
+{
+    return s->config && s->config->has_admin ? s->config->admin_address : "";
+}
+
+int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
+{
+    memset(s, 0, sizeof *s);
+    s->opts = *opts;
+    s->state = SHARP_SERVER_PRE_INITIALIZING;
+    s->start_ns = sharp_now_ns();
+    s->start_wall_s = sharp_wall_us() / 1000000;
+    s->nworkers = opts->concurrency;
+    s->stats = sharp_stats_create(s->nworkers + 1);
+    sharp_filters_register_builtin();
+    char err[2048];
+    const char *what = opts->config_path ? opts->config_path : opts->config_yaml ? "--config-yaml" : "<default>";
+    if (sharp_config_load(opts, &s->config, err, sizeof err) < 0) {
+        fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+        return -1;
+    }
+    s->snap = sharp_config_build_snapshot(s->config, s, err, sizeof err);
+    if (!s->snap) {
+        fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+        return -1;
+    }
+    if (opts->validate_only) {
+        printf("configuration '%s' OK\n", what);
+        return 0;
+    }
+    s->st.live = sharp_stats_gauge(s->stats, "server.live");
+    s->st.uptime = sharp_stats_gauge(s->stats, "server.uptime");
+    s->st.concurrency = sharp_stats_gauge(s->stats, "server.concurrency");
+    s->st.state = sharp_stats_gauge(s->stats, "server.state");
+    s->st.version = sharp_stats_gauge(s->stats, "server.version");
+    s->st.total_connections = sharp_stats_gauge(s->stats, "server.total_connections");
+    s->st.days_until_first_cert_expiring = sharp_stats_gauge(s->stats, "server.days_until_first_cert_expiring");
+    s->st.memory_allocated = sharp_stats_gauge(s->stats, "server.memory_allocated");
+    s->st.hot_restart_epoch = sharp_stats_gauge(s->stats, "server.hot_restart_epoch");
+    s->st.drain_listeners = sharp_stats_counter(s->stats, "listener_manager.listener_stopped");
+    sharp_gauge_set(s->stats, s->st.concurrency, s->nworkers);
+    sharp_gauge_set(s->stats, s->st.state, 2); /* PRE_INITIALIZING */
+    return 0;
+}
+
+/* One SO_REUSEPORT socket per worker and listener; the kernel spreads new
+ * connections across them. */
+static int open_listen_socket(const sharp_listener_config_t *l, char *err, size_t errlen)
+{
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (l->addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0) {
+        snprintf(err, errlen, "cannot bind '%s': %s", l->address, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 4096) < 0) {
+        snprintf(err, errlen, "cannot listen on '%s': %s", l->address, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int64_t sharp_server_downstream_connections(sharp_server_t *s)
+{
+    int64_t n = 0;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        n += atomic_load_explicit(&s->workers[i].active_connections, memory_order_relaxed);
+    return n;
+}
+
+static void stop_everything(sharp_server_t *s)
+{
+    if (s->shutting_down) return;
+    s->shutting_down = true;
+    sharp_log_info("shutting down");
+    for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_stop(&s->workers[i]);
+    if (s->admin) sharp_admin_stop(s->admin);
+    s->admin = NULL;
+    uv_timer_stop(&s->housekeeping);
+    uv_timer_stop(&s->drain_deadline);
+    uv_close((uv_handle_t *)&s->housekeeping, NULL);
+    uv_close((uv_handle_t *)&s->drain_deadline, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+}
+
+static void on_housekeeping(uv_timer_t *t)
+{
+    sharp_server_t *s = t->data;
+    sharp_gauge_set(s->stats, s->st.uptime, (int64_t)((sharp_now_ns() - s->start_ns) / 1000000000ull));
+    sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
+    if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {
+        sharp_log_info("drain complete");
+        stop_everything(s);
+    }
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    sharp_server_t *s = t->data;
+    sharp_log_info("drain time elapsed with %lld connections open",
+                   (long long)sharp_server_downstream_connections(s));
+    stop_everything(s);
+}
+
+void sharp_server_drain_listeners(sharp_server_t *s)
+{
+    sharp_counter_inc(sharp_stats_shard(s->stats, 0), s->st.drain_listeners);
+    for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_drain(&s->workers[i]);
+}
+
+void sharp_server_shutdown(sharp_server_t *s, bool drain)
+{
+    if (s->shutting_down) return;
+    if (!drain) {
+        stop_everything(s);
+        return;
+    }
+    if (s->state == SHARP_SERVER_DRAINING) return;
+    s->state = SHARP_SERVER_DRAINING;
+    sharp_gauge_set(s->stats, s->st.live, 0);
+    sharp_gauge_set(s->stats, s->st.state, 1);
+    sharp_log_info("draining: %lld connections open, drain time %us",
+                   (long long)sharp_server_downstream_connections(s), s->opts.drain_time_s);
+    sharp_server_drain_listeners(s);
+    uv_timer_start(&s->housekeeping, on_housekeeping, 50, 100);
+    uv_timer_start(&s->drain_deadline, on_drain_deadline, (uint64_t)s->opts.drain_time_s * 1000, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    sharp_server_t *s = h->data;
+    sharp_log_info("caught %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (s->state == SHARP_SERVER_DRAINING) stop_everything(s); /* a second signal: stop now */
+    else sharp_server_shutdown(s, true);
+}
+
+int sharp_server_run(sharp_server_t *s)
+{
+    char err[512];
+    sharp_snapshot_t *snap = s->snap;
+    s->loop = uv_default_loop();
+    s->workers = sharp_calloc(s->nworkers, sizeof *s->workers);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        sharp_worker_t *w = &s->workers[i];
+        w->index = i;
+        w->server = s;
+        w->stats = sharp_stats_shard(s->stats, i + 1);
+        w->snap = sharp_snapshot_ref(snap);
+        w->nlisteners = snap->nlisteners;
+        w->listen_fds = sharp_calloc(snap->nlisteners ? snap->nlisteners : 1, sizeof(int));
+        for (uint32_t l = 0; l < snap->nlisteners; l++) {
+            w->listen_fds[l] = open_listen_socket(&snap->listeners[l], err, sizeof err);
+            if (w->listen_fds[l] < 0) {
+                sharp_log_error("listener '%s': %s", snap->listeners[l].name, err);
+                fprintf(stderr, "error: listener '%s': %s\n", snap->listeners[l].name, err);
+                s->nworkers = i; /* workers [0, i) were not started: just release them */
+                for (unsigned k = 0; k <= i; k++) {
+                    for (uint32_t m = 0; m < snap->nlisteners; m++)
+                        if (s->workers[k].listen_fds[m] > 0) close(s->workers[k].listen_fds[m]);
+                    free(s->workers[k].listen_fds);
+                    sharp_snapshot_unref(s->workers[k].snap);
+                }
+                free(s->workers);
+                s->workers = NULL;
+                s->nworkers = 0;
+                return 1;
+            }
+        }
+    }
+    uv_timer_init(s->loop, &s->housekeeping);
+    uv_timer_init(s->loop, &s->drain_deadline);
+    s->housekeeping.data = s->drain_deadline.data = s;
+    uv_signal_init(s->loop, &s->sigterm);
+    uv_signal_init(s->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    signal(SIGPIPE, SIG_IGN);
+    if (s->config->has_admin) {
+        s->admin = sharp_admin_start(s, s->loop, (const struct sockaddr *)&s->config->admin_addr, err, sizeof err);
+        if (!s->admin) {
+            fprintf(stderr, "error: admin listener %s: %s\n", s->config->admin_address, err);
+            s->exit_code = 1;
+            stop_everything(s);
+            uv_run(s->loop, UV_RUN_DEFAULT);
+            return 1;
+        }
+    }
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if (sharp_worker_start(&s->workers[i]) != 0) {
+            fprintf(stderr, "error: worker %u failed to start\n", i);
+            s->nworkers = i;
+            s->exit_code = 1;
+            stop_everything(s);
+            break;
+        }
+    }
+    if (!s->shutting_down) {
+        s->state = SHARP_SERVER_LIVE;
+        sharp_gauge_set(s->stats, s->st.live, 1);
+        sharp_gauge_set(s->stats, s->st.state, 0);
+        uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
+        for (uint32_t l = 0; l < snap->nlisteners; l++)
+            sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
+        if (s->config->has_admin) sharp_log_info("admin on http://%s/", s->config->admin_address);
+        sharp_log_info("sharp started: %u workers", s->nworkers);
+    }
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
+    return s->exit_code;
+}
+
+void sharp_server_free(sharp_server_t *s)
+{
+    if (s->workers) {
+        for (unsigned i = 0; i < s->nworkers; i++) {
+            free(s->workers[i].listen_fds);
+            sharp_snapshot_unref(s->workers[i].snap);
+        }
+        free(s->workers);
+    }
+    if (s->loop) {
+        uv_run(s->loop, UV_RUN_NOWAIT);
+        uv_loop_close(s->loop);
+    }
+    sharp_snapshot_unref(s->snap);
+    if (s->config) sharp_config_free(s->config);
+    if (s->stats) sharp_stats_destroy(s->stats);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,80 @@
+/* server.h: the main thread: options, bootstrap, snapshot, workers, admin,
+ * signals and the drain/shutdown sequence. */
+#ifndef SHARP_SERVER_H
+#define SHARP_SERVER_H
+
+#include "common.h"
+#include "snapshot.h"
+#include "stats.h"
+#include "worker.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <uv.h>
+
+typedef struct sharp_options {
+    const char *config_path;
+    const char *config_yaml;
+    bool validate_only;
+    unsigned concurrency;
+    int log_level;
+    const char *log_path;
+    const char *service_cluster;
+    const char *service_node;
+    unsigned drain_time_s;            /* default 600 as Envoy; SIGTERM drain bound */
+    unsigned parent_shutdown_time_s;  /* default 900 */
+} sharp_options_t;
+
+typedef enum {
+    SHARP_SERVER_LIVE,
+    SHARP_SERVER_DRAINING,
+    SHARP_SERVER_PRE_INITIALIZING,
+    SHARP_SERVER_INITIALIZING,
+} sharp_server_state_t;
+
+struct sharp_config;
+
+typedef struct sharp_server {
+    sharp_options_t opts;
+    uv_loop_t *loop;
+    sharp_stats_t *stats;
+    sharp_snapshot_t *snap;
+    struct sharp_config *config; /* parsed bootstrap and its runtime translation */
+    sharp_worker_t *workers;
+    unsigned nworkers;
+    int **listen_fds; /* [worker][listener] */
+    sharp_server_state_t state;
+    bool healthcheck_failed;
+    bool shutting_down;
+    uint64_t start_wall_s;
+    uint64_t start_ns;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t housekeeping; /* uptime gauge, drain progress */
+    uv_timer_t drain_deadline;
+    struct sharp_admin *admin;
+    char node_id[256], node_cluster[256];
+    struct {
+        sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
+            days_until_first_cert_expiring, memory_allocated, hot_restart_epoch, drain_listeners;
+    } st;
+    int exit_code;
+} sharp_server_t;
+
+/* Loads the bootstrap, builds the snapshot. With --mode validate, returns
+ * after validation. Returns 0 or -1 (message already printed). */
+int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts);
+/* Binds listeners, starts workers and admin, runs until shutdown. Returns
+ * the process exit code. */
+int sharp_server_run(sharp_server_t *s);
+void sharp_server_free(sharp_server_t *s);
+
+/* Admin actions (main thread). */
+void sharp_server_drain_listeners(sharp_server_t *s);
+void sharp_server_shutdown(sharp_server_t *s, bool drain);
+int64_t sharp_server_downstream_connections(sharp_server_t *s);
+
+#endif
+
+/* The loaded bootstrap message (for /config_dump), NULL before init. */
+const ProtobufCMessage *sharp_server_bootstrap(const sharp_server_t *s);
+/* Admin listener address from the bootstrap, "" when there is none. */
+const char *sharp_server_admin_address(const sharp_server_t *s);

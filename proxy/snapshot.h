@@ -1,0 +1,89 @@
+/* snapshot.h: the immutable, reference-counted configuration the workers
+ * run on. The main thread builds a snapshot from the bootstrap (and, later,
+ * from xDS updates) and publishes it; a stream keeps a reference to the
+ * snapshot it started with until it ends, so a config change never breaks a
+ * request in flight. */
+#ifndef SHARP_SNAPSHOT_H
+#define SHARP_SNAPSHOT_H
+
+#include "common.h"
+#include "stats.h"
+#include "http/filter.h"
+#include "http/route.h"
+#include "upstream/cluster.h"
+
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+typedef struct sharp_access_log sharp_access_log_t;
+
+typedef struct sharp_hcm_stats {
+    sharp_stat_id_t rq_total, rq_xx[6], rq_time, rq_active, cx_total, cx_active, cx_http1_total,
+        cx_http1_active, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_protocol_error,
+        cx_idle_timeout, cx_drain_close, rq_timeout, rq_idle_timeout, rx_bytes_total,
+        tx_bytes_total, rq_http1_total, rq_completed, rq_rx_reset, rq_tx_reset, rq_overload_close,
+        rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large;
+    sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
+} sharp_hcm_stats_t;
+
+typedef struct sharp_filter_entry {
+    char *name;
+    const sharp_filter_factory_t *factory;
+    void *config;
+} sharp_filter_entry_t;
+
+typedef struct sharp_hcm_config {
+    char *stat_prefix;
+    sharp_route_table_t *routes;
+    sharp_filter_entry_t *filters;
+    uint32_t nfilters;
+    sharp_access_log_t **access_logs;
+    uint32_t naccess_logs;
+    uint64_t idle_timeout_ms;         /* connection idle, default 1h */
+    uint64_t stream_idle_timeout_ms;  /* default 5 min */
+    uint64_t request_timeout_ms;      /* default 0 = off */
+    uint64_t request_headers_timeout_ms; /* default 0 = off */
+    uint64_t drain_timeout_ms;        /* default 5000 */
+    uint32_t max_request_headers_kb;  /* default 60 */
+    uint32_t max_headers_count;       /* default 100 */
+    bool use_remote_address;
+    uint32_t xff_num_trusted_hops;
+    bool skip_xff_append;
+    bool generate_request_id;         /* default true */
+    bool preserve_external_request_id;
+    bool always_set_request_id_in_response;
+    char *server_name;                /* default "sharp" */
+    int server_header_transformation; /* 0 overwrite, 1 append if absent, 2 pass through */
+    char *via;
+    bool accept_http_10;              /* http_protocol_options.accept_http_10 */
+    char *default_host_for_http_10;
+    sharp_hcm_stats_t st;
+} sharp_hcm_config_t;
+
+typedef struct sharp_listener_config {
+    char *name;
+    char stat_name[80]; /* "0.0.0.0_10000" */
+    char address[80];   /* "0.0.0.0:10000" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
+    sharp_hcm_config_t *hcm;
+    sharp_stat_id_t cx_total, cx_active, cx_destroy;
+} sharp_listener_config_t;
+
+typedef struct sharp_snapshot {
+    _Atomic int refs;
+    uint64_t version;
+    sharp_listener_config_t *listeners;
+    uint32_t nlisteners;
+    sharp_cluster_t **clusters;
+    uint32_t nclusters;
+} sharp_snapshot_t;
+
+sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
+void sharp_snapshot_unref(sharp_snapshot_t *s);
+/* Cluster by name, NULL if absent. Linear: clusters per snapshot are few and
+ * the router caches the answer per route. */
+sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name);
+
+#endif

@@ -1,0 +1,40 @@
+/* host.h: one upstream endpoint of a cluster. Hosts are immutable config
+ * except for their counters and health bits, which are atomics shared by all
+ * workers (the way Envoy keeps per-host stats). */
+#ifndef SHARP_UPSTREAM_HOST_H
+#define SHARP_UPSTREAM_HOST_H
+
+#include "common.h"
+#include "stats.h"
+
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+/* Health bits (any set bit makes the host unhealthy for load balancing). */
+enum {
+    SHARP_HOST_FAILED_ACTIVE_HC = 1u << 0,   /* active health check failed */
+    SHARP_HOST_FAILED_OUTLIER = 1u << 1,     /* ejected by outlier detection */
+    SHARP_HOST_FAILED_EDS_HEALTH = 1u << 2,  /* load_assignment health_status says unhealthy */
+    SHARP_HOST_PENDING_REMOVAL = 1u << 3,
+};
+
+typedef struct sharp_host {
+    char address[64];              /* "ip:port" as printed by /clusters and %UPSTREAM_HOST% */
+    char hostname[128];            /* endpoint.hostname, may be empty */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint32_t weight;               /* load_balancing_weight, >= 1 */
+    uint32_t priority;             /* locality priority */
+    uint32_t index;                /* position in the cluster's host array */
+    _Atomic uint32_t health_flags; /* SHARP_HOST_* */
+    _Atomic int64_t active_rq;     /* requests in flight on all workers (least-request LB) */
+    _Atomic int64_t active_cx;
+    _Atomic uint64_t rq_total, rq_success, rq_error, cx_total, cx_connect_fail, rq_timeout;
+} sharp_host_t;
+
+static inline bool sharp_host_healthy(const sharp_host_t *h)
+{
+    return atomic_load_explicit(&h->health_flags, memory_order_relaxed) == 0;
+}
+
+#endif

@@ -1,0 +1,48 @@
+/* lb.h: load balancers over a cluster's hosts (Envoy's ROUND_ROBIN with
+ * weights, LEAST_REQUEST with power-of-two choices, RANDOM). One sharp_lb_t
+ * lives per worker and cluster, so choosing a host takes no lock. Unhealthy
+ * hosts are skipped unless fewer than healthy_panic_threshold percent of the
+ * hosts are healthy, in which case all hosts are used (Envoy's panic mode). */
+#ifndef SHARP_UPSTREAM_LB_H
+#define SHARP_UPSTREAM_LB_H
+
+#include "upstream/host.h"
+
+typedef enum {
+    SHARP_LB_ROUND_ROBIN,
+    SHARP_LB_LEAST_REQUEST,
+    SHARP_LB_RANDOM,
+} sharp_lb_policy_t;
+
+typedef struct sharp_lb {
+    sharp_lb_policy_t policy;
+    sharp_host_t *const *hosts; /* not owned */
+    uint32_t nhosts;
+    uint32_t choice_count;      /* least request: hosts sampled, default 2 */
+    double panic_threshold;     /* percent, default 50 */
+    double active_request_bias; /* least request with unequal weights, default 1.0 */
+    uint64_t rng;               /* per-worker xorshift state */
+    bool in_panic;              /* the last choice was made in panic mode (for lb_healthy_panic) */
+    /* Private state. Weighted round robin is smooth weighted round robin:
+     * `current` holds each host's running credit. */
+    int64_t *current;
+    uint64_t rr_index;
+    bool all_equal_weights;
+    uint32_t *scratch;          /* candidate host indices, nhosts long */
+    uint32_t nlevels;           /* distinct priorities, ascending */
+    uint32_t *level_of;         /* host index -> level */
+    uint32_t *level_total, *level_healthy;
+} sharp_lb_t;
+
+void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,
+                   uint32_t nhosts, uint64_t seed);
+void sharp_lb_destroy(sharp_lb_t *lb);
+/* Picks a host: first a priority level (Envoy's priority load with the
+ * 1.4 overprovisioning factor), then a host of that level by the policy,
+ * among its healthy hosts or, in panic, all of them. NULL when there are no
+ * hosts at all, or none is healthy and the panic threshold is 0. */
+sharp_host_t *sharp_lb_choose(sharp_lb_t *lb);
+/* Next value of the per-worker PRNG (also used for weighted clusters). */
+uint64_t sharp_lb_random(sharp_lb_t *lb);
+
+#endif

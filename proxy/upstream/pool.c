@@ -1,0 +1,622 @@
+/* pool.c: per-worker HTTP/1.1 connection pool and upstream client codec.
+ *
+ * A connection is in exactly one of the pool's lists: connecting, idle or
+ * busy (bound to a request). Re-entrancy: the bound request's callbacks may
+ * cancel the request or reset the connection from inside an llhttp callback;
+ * the connection is then marked closing and the parser callbacks stop, and
+ * its memory is freed only in the uv_close callback. */
+#include "upstream/pool.h"
+#include "log.h"
+#include "net.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+
+typedef enum { CX_CONNECTING, CX_IDLE, CX_BUSY, CX_CLOSING } cx_state_t;
+
+struct sharp_upstream_cx {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_timer_t timer; /* connect timeout, then idle timeout */
+    sharp_pool_t *pool;
+    sharp_dlist_t link;
+    cx_state_t state;
+    llhttp_t parser;
+    sharp_writer_t writer;
+    sharp_upstream_request_t *req;
+    sharp_headers_t resp;
+    bool in_value;
+    bool chunked_request;
+    bool request_complete;
+    bool response_started;
+    bool response_complete;
+    bool end_sent; /* end_stream already delivered */
+    bool informational;
+    bool read_disabled;
+    bool above_watermark;
+    bool is_head;      /* the bound request is HEAD: its response has no body */
+    bool keep_alive;   /* decided at message completion */
+    bool in_execute;   /* inside llhttp_execute: parser state must not be reset */
+    bool connected;
+    uint32_t requests;
+    int handles_open;
+    char local_addr[64];
+};
+
+struct sharp_pool {
+    sharp_worker_t *worker;
+    sharp_cluster_t *cluster;
+    sharp_host_t *host;
+    sharp_dlist_t connecting, idle, busy, pending;
+    uint32_t nconnecting, npending, ncx;
+    bool destroying;
+};
+
+static llhttp_settings_t parser_settings;
+static void cx_close(sharp_upstream_cx_t *cx);
+static void cx_start_reading(sharp_upstream_cx_t *cx);
+
+#define CX(link_ptr) sharp_container_of(link_ptr, sharp_upstream_cx_t, link)
+#define REQ(link_ptr) sharp_container_of(link_ptr, sharp_upstream_request_t, link)
+
+static sharp_stats_shard_t *shard(sharp_pool_t *p)
+{
+    return p->worker->stats;
+}
+
+sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h)
+{
+    sharp_pool_t *p = sharp_calloc(1, sizeof *p);
+    p->worker = w;
+    p->cluster = c;
+    p->host = h;
+    sharp_dlist_init(&p->connecting);
+    sharp_dlist_init(&p->idle);
+    sharp_dlist_init(&p->busy);
+    sharp_dlist_init(&p->pending);
+    return p;
+}
+
+static void fail_pending(sharp_pool_t *p, sharp_pool_failure_t why, const char *detail)
+{
+    sharp_upstream_request_t *r = REQ(p->pending.next);
+    sharp_dlist_remove(&r->link);
+    r->pending = false;
+    p->npending--;
+    sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
+    r->cb->on_pool_failure(r->ctx, why, detail);
+}
+
+static void maybe_free_pool(sharp_pool_t *p)
+{
+    if (p->destroying && p->ncx == 0) free(p);
+}
+
+void sharp_pool_destroy(sharp_pool_t *p)
+{
+    p->destroying = true;
+    while (p->npending) fail_pending(p, SHARP_POOL_FAIL_CONNECT, "pool removed");
+    sharp_dlist_t *lists[] = {&p->connecting, &p->idle, &p->busy};
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(lists); i++) {
+        sharp_dlist_t *n = lists[i]->next;
+        while (n != lists[i]) {
+            sharp_dlist_t *next = n->next;
+            cx_close(CX(n));
+            n = next;
+        }
+    }
+    maybe_free_pool(p);
+}
+
+void sharp_pool_close_idle(sharp_pool_t *p)
+{
+    while (!sharp_dlist_empty(&p->idle)) cx_close(CX(p->idle.next));
+}
+
+/* ---- connection lifecycle ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    sharp_upstream_cx_t *cx = h->data;
+    if (--cx->handles_open > 0) return;
+    sharp_pool_t *p = cx->pool;
+    sharp_headers_free(&cx->resp);
+    free(cx);
+    p->ncx--;
+    maybe_free_pool(p);
+}
+
+static void move_to(sharp_upstream_cx_t *cx, sharp_dlist_t *list, cx_state_t st)
+{
+    sharp_dlist_remove(&cx->link);
+    sharp_dlist_push(list, &cx->link);
+    cx->state = st;
+}
+
+/* Closes the connection; a bound request learns of it through on_reset
+ * unless it is the one closing it (cancel clears cx->req first). */
+static void cx_close(sharp_upstream_cx_t *cx)
+{
+    if (cx->state == CX_CLOSING) return;
+    sharp_pool_t *p = cx->pool;
+    if (cx->state == CX_CONNECTING) p->nconnecting--;
+    sharp_dlist_remove(&cx->link);
+    cx->state = CX_CLOSING;
+    sharp_stats_shard_t *sh = shard(p);
+    sharp_gauge_add(sh, p->cluster->st.cx_active, -1);
+    sharp_counter_inc(sh, p->cluster->st.cx_destroy);
+    atomic_fetch_sub_explicit(&p->host->active_cx, 1, memory_order_relaxed);
+    uv_timer_stop(&cx->timer);
+    uv_close((uv_handle_t *)&cx->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&cx->tcp, on_handle_closed);
+}
+
+static void reset_bound(sharp_upstream_cx_t *cx, sharp_reset_reason_t why, const char *detail)
+{
+    sharp_upstream_request_t *r = cx->req;
+    cx_close(cx);
+    if (r) {
+        cx->req = NULL;
+        r->cx = NULL;
+        r->cb->on_reset(r->ctx, why, detail);
+    }
+}
+
+static void on_idle_timeout(uv_timer_t *t)
+{
+    sharp_upstream_cx_t *cx = t->data;
+    sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_idle_timeout);
+    cx_close(cx);
+}
+
+static void bind_request(sharp_upstream_cx_t *cx, sharp_upstream_request_t *r)
+{
+    sharp_pool_t *p = cx->pool;
+    uv_timer_stop(&cx->timer);
+    move_to(cx, &p->busy, CX_BUSY);
+    cx->req = r;
+    r->cx = cx;
+    cx->request_complete = cx->response_started = cx->response_complete = false;
+    cx->end_sent = cx->informational = cx->chunked_request = false;
+    cx->requests++;
+    sharp_headers_clear(&cx->resp);
+    llhttp_init(&cx->parser, HTTP_RESPONSE, &parser_settings);
+    cx->parser.data = cx;
+    if (cx->read_disabled) {
+        cx->read_disabled = false;
+        cx_start_reading(cx);
+    }
+    r->cb->on_ready(r->ctx, cx);
+}
+
+/* Gives an idle connection to the oldest pending request, if any. */
+static bool serve_pending(sharp_upstream_cx_t *cx)
+{
+    sharp_pool_t *p = cx->pool;
+    if (!p->npending) return false;
+    sharp_upstream_request_t *r = REQ(p->pending.next);
+    sharp_dlist_remove(&r->link);
+    r->pending = false;
+    p->npending--;
+    sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
+    bind_request(cx, r);
+    return true;
+}
+
+static void make_idle(sharp_upstream_cx_t *cx)
+{
+    sharp_pool_t *p = cx->pool;
+    move_to(cx, &p->idle, CX_IDLE);
+    if (serve_pending(cx)) return;
+    if (p->destroying || p->worker->stopping) {
+        cx_close(cx);
+        return;
+    }
+    if (p->cluster->idle_timeout_ms)
+        uv_timer_start(&cx->timer, on_idle_timeout, p->cluster->idle_timeout_ms, 0);
+}
+
+static void on_writer_drain(sharp_writer_t *w)
+{
+    sharp_upstream_cx_t *cx = sharp_container_of(w, sharp_upstream_cx_t, writer);
+    if (cx->above_watermark) {
+        cx->above_watermark = false;
+        if (cx->req && cx->req->cb->on_write_watermark)
+            cx->req->cb->on_write_watermark(cx->req->ctx, false);
+    }
+}
+
+static void on_writer_error(sharp_writer_t *w, int status)
+{
+    sharp_upstream_cx_t *cx = sharp_container_of(w, sharp_upstream_cx_t, writer);
+    if (cx->state == CX_CLOSING) return;
+    reset_bound(cx, SHARP_RESET_CONNECTION_TERMINATION, uv_strerror(status));
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    /* A per-worker read buffer would save this allocation; a read of 64 KiB
+     * is consumed synchronously by the parser, so one malloc per read. */
+    buf->base = malloc(65536);
+    buf->len = buf->base ? 65536 : 0;
+}
+
+/* After a complete response: reuse the connection when both sides allow it
+ * and nothing unexpected followed the response, else close it. */
+static void finish_response(sharp_upstream_cx_t *cx, bool extra_bytes)
+{
+    sharp_upstream_request_t *r = cx->req;
+    if (r) { /* the request owner did not release it: do it for them */
+        cx->req = NULL;
+        r->cx = NULL;
+    }
+    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->pool->worker->draining)
+        make_idle(cx);
+    else
+        cx_close(cx);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sharp_upstream_cx_t *cx = s->data;
+    if (nread > 0 && cx->state != CX_CLOSING) {
+        if (cx->state != CX_BUSY) {
+            /* Bytes on an idle connection: the server broke the protocol. */
+            cx_close(cx);
+        } else {
+            cx->in_execute = true;
+            llhttp_errno_t e = llhttp_execute(&cx->parser, buf->base, (size_t)nread);
+            cx->in_execute = false;
+            if (cx->state == CX_CLOSING) {
+                /* a callback closed it */
+            } else if (e == HPE_PAUSED && cx->response_complete) {
+                const char *end = llhttp_get_error_pos(&cx->parser);
+                bool extra = end && end < buf->base + nread;
+                finish_response(cx, extra);
+            } else if (e != HPE_OK) {
+                sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_protocol_error);
+                reset_bound(cx, SHARP_RESET_PROTOCOL_ERROR,
+                            e == HPE_PAUSED_UPGRADE ? "upgrade not supported" : llhttp_errno_name(e));
+            }
+        }
+    } else if (nread < 0 && cx->state != CX_CLOSING) {
+        if (cx->state == CX_BUSY) {
+            if (nread == UV_EOF && cx->response_started && !cx->response_complete) {
+                cx->in_execute = true;
+                llhttp_finish(&cx->parser); /* ends a close-delimited body */
+                cx->in_execute = false;
+                if (cx->state != CX_CLOSING && cx->response_complete) finish_response(cx, false);
+            }
+            if (cx->state != CX_CLOSING && !cx->response_complete) {
+                sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_destroy_remote);
+                reset_bound(cx, nread == UV_ECONNRESET ? SHARP_RESET_REMOTE
+                                                       : SHARP_RESET_CONNECTION_TERMINATION,
+                            nread == UV_ECONNRESET ? "remote reset" : "connection termination");
+            }
+        }
+        if (cx->state != CX_CLOSING) cx_close(cx);
+    }
+    free(buf->base);
+}
+
+static void cx_start_reading(sharp_upstream_cx_t *cx)
+{
+    uv_read_start((uv_stream_t *)&cx->tcp, alloc_cb, on_read);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    sharp_upstream_cx_t *cx = t->data;
+    sharp_pool_t *p = cx->pool;
+    sharp_stats_shard_t *sh = shard(p);
+    sharp_counter_inc(sh, p->cluster->st.cx_connect_timeout);
+    sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
+    atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+    cx_close(cx);
+    if (p->npending) fail_pending(p, SHARP_POOL_FAIL_TIMEOUT, "connection timeout");
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    sharp_upstream_cx_t *cx = req->data;
+    if (status == UV_ECANCELED || cx->state == CX_CLOSING) return;
+    sharp_pool_t *p = cx->pool;
+    if (status < 0) {
+        sharp_stats_shard_t *sh = shard(p);
+        sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
+        atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+        char detail[128];
+        snprintf(detail, sizeof detail, "delayed connect error: %s", uv_err_name(status));
+        cx_close(cx);
+        if (p->npending) fail_pending(p, SHARP_POOL_FAIL_CONNECT, detail);
+        return;
+    }
+    p->nconnecting--;
+    cx->connected = true;
+    uv_timer_stop(&cx->timer);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getsockname(&cx->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sharp_addr_str((struct sockaddr *)&ss, cx->local_addr, sizeof cx->local_addr);
+    uv_tcp_nodelay(&cx->tcp, 1);
+    cx_start_reading(cx);
+    move_to(cx, &p->idle, CX_IDLE);
+    cx->state = CX_IDLE;
+    make_idle(cx);
+}
+
+static void new_connection(sharp_pool_t *p)
+{
+    sharp_cluster_t *c = p->cluster;
+    sharp_stats_shard_t *sh = shard(p);
+    sharp_upstream_cx_t *cx = sharp_calloc(1, sizeof *cx);
+    cx->pool = p;
+    sharp_dlist_init(&cx->link);
+    sharp_headers_init(&cx->resp);
+    uv_tcp_init(&p->worker->loop, &cx->tcp);
+    uv_timer_init(&p->worker->loop, &cx->timer);
+    cx->tcp.data = cx->timer.data = cx->connect_req.data = cx;
+    cx->handles_open = 2;
+    sharp_writer_init(&cx->writer, (uv_stream_t *)&cx->tcp, on_writer_drain, on_writer_error);
+    p->ncx++;
+    p->nconnecting++;
+    sharp_dlist_push(&p->connecting, &cx->link);
+    cx->state = CX_CONNECTING;
+    sharp_counter_inc(sh, c->st.cx_total);
+    sharp_gauge_add(sh, c->st.cx_active, 1);
+    atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);
+    int rc = uv_tcp_connect(&cx->connect_req, &cx->tcp, (struct sockaddr *)&p->host->addr, on_connect);
+    if (rc < 0) {
+        /* Report asynchronously through the connect timer firing at once. */
+        sharp_log_debug("connect to %s failed: %s", p->host->address, uv_strerror(rc));
+        uv_timer_start(&cx->timer, on_connect_timeout, 0, 0);
+        return;
+    }
+    uv_timer_start(&cx->timer, on_connect_timeout, c->connect_timeout_ms, 0);
+}
+
+void sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
+                        const sharp_upstream_callbacks_t *cb, void *ctx)
+{
+    req->cb = cb;
+    req->ctx = ctx;
+    req->pool = p;
+    req->cx = NULL;
+    sharp_dlist_init(&req->link);
+    if (!sharp_dlist_empty(&p->idle)) {
+        sharp_upstream_cx_t *cx = CX(p->idle.next);
+        req->pending = false;
+        bind_request(cx, req);
+        return;
+    }
+    sharp_stats_shard_t *sh = shard(p);
+    sharp_counter_inc(sh, p->cluster->st.rq_pending_total);
+    sharp_gauge_add(sh, p->cluster->st.rq_pending_active, 1);
+    req->pending = true;
+    sharp_dlist_push(&p->pending, &req->link);
+    p->npending++;
+    if (p->nconnecting < p->npending) {
+        if (p->ncx < p->cluster->cb.max_connections) new_connection(p);
+        else sharp_counter_inc(sh, p->cluster->st.cx_overflow);
+    }
+}
+
+void sharp_pool_cancel(sharp_upstream_request_t *req)
+{
+    if (req->pending) {
+        sharp_pool_t *p = req->pool;
+        sharp_dlist_remove(&req->link);
+        req->pending = false;
+        p->npending--;
+        sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
+        return;
+    }
+    sharp_upstream_cx_t *cx = req->cx;
+    if (!cx) return;
+    cx->req = NULL;
+    req->cx = NULL;
+    if (cx->state == CX_CLOSING) return;
+    if (!cx->response_complete) cx_close(cx); /* mid-response: cannot be reused */
+    else if (!cx->in_execute) finish_response(cx, false);
+    /* else on_read finishes it once the parser returns */
+}
+
+/* ---- request encoding ---- */
+
+static bool skip_request_header(sharp_str_t n)
+{
+    /* Pseudo-headers are written as the request line and Host; hop-by-hop
+     * headers were removed by the connection manager. */
+    return n.len && n.p[0] == ':';
+}
+
+void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers_t *h, bool end_stream)
+{
+    sharp_str_t method = SHARP_STR("GET"), path = SHARP_STR("/"), authority = SHARP_STR("");
+    sharp_headers_get_cstr(h, ":method", &method);
+    sharp_headers_get_cstr(h, ":path", &path);
+    sharp_headers_get_cstr(h, ":authority", &authority);
+    bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
+    cx->chunked_request = !end_stream && !has_cl;
+    cx->is_head = sharp_str_eq(method, "HEAD", 4);
+    size_t cap = method.len + path.len + authority.len + 64 + sharp_headers_byte_size(h) + 4 * h->n;
+    char stackbuf[8192];
+    char *out = cap <= sizeof stackbuf ? stackbuf : sharp_calloc(1, cap);
+    size_t o = 0;
+#define PUT(p_, n_)                                                                                \
+    do {                                                                                           \
+        memcpy(out + o, (p_), (n_));                                                               \
+        o += (n_);                                                                                 \
+    } while (0)
+    PUT(method.p, method.len);
+    PUT(" ", 1);
+    PUT(path.p, path.len);
+    PUT(" HTTP/1.1\r\nhost: ", 17);
+    PUT(authority.p, authority.len);
+    PUT("\r\n", 2);
+    for (uint32_t i = 0; i < h->n; i++) {
+        sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
+        if (skip_request_header(n)) continue;
+        PUT(n.p, n.len);
+        PUT(": ", 2);
+        PUT(v.p, v.len);
+        PUT("\r\n", 2);
+    }
+    if (cx->chunked_request) PUT("transfer-encoding: chunked\r\n", 28);
+    PUT("\r\n", 2);
+#undef PUT
+    uv_buf_t b = uv_buf_init(out, (unsigned)o);
+    sharp_writer_write(&cx->writer, &b, 1);
+    sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_tx_bytes_total, o);
+    if (out != stackbuf) free(out);
+    if (end_stream) cx->request_complete = true;
+}
+
+void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t n, bool end_stream)
+{
+    uv_buf_t bufs[3];
+    unsigned nb = 0;
+    char head[24];
+    if (cx->chunked_request && n) {
+        int hl = snprintf(head, sizeof head, "%zx\r\n", n);
+        bufs[nb++] = uv_buf_init(head, (unsigned)hl);
+    }
+    if (n) bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
+    if (cx->chunked_request) {
+        if (n && end_stream) bufs[nb++] = uv_buf_init("\r\n0\r\n\r\n", 7);
+        else if (n) bufs[nb++] = uv_buf_init("\r\n", 2);
+        else if (end_stream) bufs[nb++] = uv_buf_init("0\r\n\r\n", 5);
+    }
+    if (nb) sharp_writer_write(&cx->writer, bufs, nb);
+    sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_tx_bytes_total, n);
+    if (end_stream) cx->request_complete = true;
+    if (!cx->above_watermark && cx->writer.queued > cx->pool->cluster->per_connection_buffer_limit) {
+        cx->above_watermark = true;
+        if (cx->req && cx->req->cb->on_write_watermark)
+            cx->req->cb->on_write_watermark(cx->req->ctx, true);
+    }
+}
+
+void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable)
+{
+    if (cx->state == CX_CLOSING || disable == cx->read_disabled) return;
+    cx->read_disabled = disable;
+    if (disable) uv_read_stop((uv_stream_t *)&cx->tcp);
+    else cx_start_reading(cx);
+}
+
+const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx)
+{
+    return cx->local_addr;
+}
+
+/* ---- response parsing ---- */
+
+static int on_message_begin(llhttp_t *ps)
+{
+    sharp_upstream_cx_t *cx = ps->data;
+    sharp_headers_clear(&cx->resp);
+    cx->in_value = false;
+    cx->response_started = true;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *ps, const char *at, size_t n)
+{
+    sharp_upstream_cx_t *cx = ps->data;
+    if (cx->in_value || cx->resp.n == 0) {
+        sharp_headers_add(&cx->resp, at, n, "", 0);
+        cx->in_value = false;
+    } else {
+        sharp_headers_append_last_name(&cx->resp, at, n);
+    }
+    if (cx->resp.n > 200 || sharp_headers_byte_size(&cx->resp) > 96 * 1024) return -1;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *ps, const char *at, size_t n)
+{
+    sharp_upstream_cx_t *cx = ps->data;
+    cx->in_value = true;
+    sharp_headers_append_last_value(&cx->resp, at, n);
+    if (sharp_headers_byte_size(&cx->resp) > 96 * 1024) return -1;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *ps)
+{
+    sharp_upstream_cx_t *cx = ps->data;
+    unsigned status = ps->status_code;
+    if (status >= 100 && status < 200 && status != 101) {
+        cx->informational = true; /* 100 Continue and friends: swallowed */
+        return 0;
+    }
+    cx->informational = false;
+    if (!cx->req) return -1;
+    char code[8];
+    int cl = snprintf(code, sizeof code, "%u", status);
+    /* :status goes first, as in an HTTP/2 header block. */
+    sharp_headers_t *h = &cx->resp;
+    sharp_headers_add(h, ":status", 7, code, (size_t)cl);
+    if (h->n > 1) {
+        sharp_header_entry_t st = h->e[h->n - 1];
+        memmove(&h->e[1], &h->e[0], (h->n - 1) * sizeof st);
+        h->e[0] = st;
+    }
+    bool is_head = cx->is_head; /* HEAD responses have no body whatever they say */
+    bool no_body = status == 204 || status == 304 || is_head ||
+                   ((ps->flags & F_CONTENT_LENGTH) && ps->content_length == 0 && !(ps->flags & F_CHUNKED));
+    cx->end_sent = no_body;
+    sharp_upstream_request_t *r = cx->req;
+    r->cb->on_headers(r->ctx, h, no_body);
+    if (cx->state == CX_CLOSING) return -1;
+    return no_body ? 1 : 0;
+}
+
+static int on_body(llhttp_t *ps, const char *at, size_t n)
+{
+    sharp_upstream_cx_t *cx = ps->data;
+    if (cx->informational) return 0;
+    sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_rx_bytes_total, n);
+    if (!cx->req) return -1;
+    cx->req->cb->on_data(cx->req->ctx, at, n, false);
+    return cx->state == CX_CLOSING ? -1 : 0;
+}
+
+static int on_message_complete(llhttp_t *ps)
+{
+    sharp_upstream_cx_t *cx = ps->data;
+    if (cx->informational) {
+        cx->informational = false;
+        return 0;
+    }
+    cx->response_complete = true;
+    sharp_upstream_request_t *r = cx->req;
+    if (!r) return -1;
+    cx->keep_alive = llhttp_should_keep_alive(ps);
+    uint32_t maxr = cx->pool->cluster->max_requests_per_connection;
+    if (maxr && cx->requests >= maxr) {
+        cx->keep_alive = false;
+        sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_max_requests);
+    }
+    if (!cx->end_sent) {
+        cx->end_sent = true;
+        r->cb->on_data(r->ctx, NULL, 0, true);
+    }
+    /* One response per request: stop here; on_read decides about reuse. */
+    return cx->state == CX_CLOSING ? -1 : HPE_PAUSED;
+}
+
+__attribute__((constructor)) static void init_settings(void)
+{
+    llhttp_settings_init(&parser_settings);
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+}

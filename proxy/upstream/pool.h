@@ -1,0 +1,79 @@
+/* pool.h: per-worker HTTP/1.1 connection pool for one upstream host, and the
+ * upstream connection with its client codec (llhttp, strict mode).
+ *
+ * Lifetimes: a pool belongs to its worker and lives as long as the worker's
+ * view of the cluster. A connection belongs to its pool; while it serves a
+ * request it is "bound" to one sharp_upstream_request_t whose callbacks get
+ * the response. Memory of a connection is released only in its close
+ * callback. Circuit breaker counters (connections, pending, requests) are
+ * cluster-wide atomics, as in Envoy. */
+#ifndef SHARP_UPSTREAM_POOL_H
+#define SHARP_UPSTREAM_POOL_H
+
+#include "common.h"
+#include "http/headers.h"
+#include "upstream/cluster.h"
+#include "worker.h"
+
+typedef enum {
+    SHARP_POOL_FAIL_CONNECT,   /* connection refused or other connect error (UF) */
+    SHARP_POOL_FAIL_TIMEOUT,   /* connect_timeout elapsed (UF) */
+    SHARP_POOL_FAIL_OVERFLOW,  /* max_pending_requests reached (UO) */
+} sharp_pool_failure_t;
+
+typedef enum {
+    SHARP_RESET_CONNECTION_TERMINATION, /* peer closed (UC) */
+    SHARP_RESET_REMOTE,                 /* peer reset the connection (UR) */
+    SHARP_RESET_PROTOCOL_ERROR,         /* malformed response (UPE) */
+    SHARP_RESET_LOCAL,
+} sharp_reset_reason_t;
+
+typedef struct sharp_upstream_cx sharp_upstream_cx_t;
+typedef struct sharp_pool sharp_pool_t;
+
+typedef struct sharp_upstream_callbacks {
+    void (*on_ready)(void *ctx, sharp_upstream_cx_t *cx);
+    void (*on_pool_failure)(void *ctx, sharp_pool_failure_t why, const char *detail);
+    void (*on_headers)(void *ctx, sharp_headers_t *h, bool end_stream); /* includes :status */
+    void (*on_data)(void *ctx, const char *p, size_t n, bool end_stream);
+    void (*on_reset)(void *ctx, sharp_reset_reason_t why, const char *detail);
+    /* Upstream write buffer above/below its watermark: pause/resume the downstream. */
+    void (*on_write_watermark)(void *ctx, bool above);
+} sharp_upstream_callbacks_t;
+
+/* A request waiting for, or bound to, an upstream connection. Embedded in
+ * the router's per-stream state. */
+typedef struct sharp_upstream_request {
+    const sharp_upstream_callbacks_t *cb;
+    void *ctx;
+    sharp_dlist_t link; /* in the pool's pending list */
+    sharp_pool_t *pool;
+    sharp_upstream_cx_t *cx;
+    bool pending;
+} sharp_upstream_request_t;
+
+sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h);
+/* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
+ * The pool frees itself once its last connection has closed. */
+void sharp_pool_destroy(sharp_pool_t *p);
+/* Closes idle connections (drain). */
+void sharp_pool_close_idle(sharp_pool_t *p);
+
+/* Asks for a connection. The answer always comes through the callbacks:
+ * on_ready (possibly before this returns, when an idle connection exists) or
+ * on_pool_failure (never before this returns). */
+void sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req, const sharp_upstream_callbacks_t *cb,
+                        void *ctx);
+/* Withdraws a pending request, or unbinds a bound one; a connection whose
+ * response was not complete is closed (it cannot be reused). */
+void sharp_pool_cancel(sharp_upstream_request_t *req);
+
+/* Sends the request head. `h` has :method, :path, :authority; body framing
+ * is chosen here (content-length if present, else chunked unless end_stream). */
+void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers_t *h, bool end_stream);
+void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t n, bool end_stream);
+/* Stops/resumes reading the response (downstream backpressure). */
+void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable);
+const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx);
+
+#endif

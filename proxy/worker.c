@@ -1,0 +1,155 @@
+/* worker.c: worker threads. Each runs its own loop with its own listening
+ * sockets (SO_REUSEPORT, opened by the main thread so bind errors surface
+ * at startup), connections, pools and stats shard. The main thread talks to
+ * a worker only through atomics and its uv_async handle. */
+#include "worker.h"
+#include "http/conn_manager.h"
+#include "http/access_log_emit.h"
+#include "log.h"
+#include "server.h"
+#include "upstream/pool.h"
+
+#include <unistd.h>
+
+uint64_t sharp_worker_random(sharp_worker_t *w)
+{
+    /* xorshift64* */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    sharp_worker_t *w = server->loop->data;
+    if (status < 0 || w->draining) return;
+    const sharp_listener_config_t *l = server->data;
+    sharp_conn_accept(w, l, server);
+}
+
+static void close_listeners(sharp_worker_t *w)
+{
+    for (uint32_t i = 0; i < w->nlisteners; i++)
+        if (!uv_is_closing((uv_handle_t *)&w->listeners[i])) uv_close((uv_handle_t *)&w->listeners[i], NULL);
+}
+
+static void setup_clusters(sharp_worker_t *w)
+{
+    sharp_snapshot_t *s = w->snap;
+    w->clusters = sharp_calloc(s->nclusters ? s->nclusters : 1, sizeof *w->clusters);
+    for (uint32_t i = 0; i < s->nclusters; i++) {
+        sharp_cluster_t *c = s->clusters[i];
+        sharp_cluster_local_t *cl = &w->clusters[i];
+        cl->cluster = c;
+        sharp_lb_init(&cl->lb, c->lb_policy, c->hosts, c->nhosts, sharp_worker_random(w));
+        cl->lb.choice_count = c->choice_count;
+        cl->lb.panic_threshold = c->panic_threshold;
+        cl->pools = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->pools);
+        for (uint32_t h = 0; h < c->nhosts; h++) cl->pools[h] = sharp_pool_create(w, c, c->hosts[h]);
+    }
+}
+
+static void teardown_clusters(sharp_worker_t *w)
+{
+    for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
+        sharp_cluster_local_t *cl = &w->clusters[i];
+        for (uint32_t h = 0; h < cl->cluster->nhosts; h++) sharp_pool_destroy(cl->pools[h]);
+        free(cl->pools);
+        sharp_lb_destroy(&cl->lb);
+    }
+    free(w->clusters);
+    w->clusters = NULL;
+}
+
+static void begin_drain(sharp_worker_t *w)
+{
+    if (w->draining) return;
+    w->draining = true;
+    close_listeners(w);
+    sharp_conn_drain_all(w);
+    for (uint32_t i = 0; i < w->snap->nclusters; i++)
+        for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
+            sharp_pool_close_idle(w->clusters[i].pools[h]);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    sharp_worker_t *w = a->data;
+    if (atomic_load(&w->drain_requested)) begin_drain(w);
+    if (atomic_load(&w->stop_requested) && !w->stopping) {
+        w->stopping = true;
+        begin_drain(w);
+        sharp_conn_close_all(w);
+        teardown_clusters(w);
+        sharp_access_log_worker_flush(w);
+        uv_timer_stop(&w->tick);
+        uv_close((uv_handle_t *)&w->tick, NULL);
+        uv_close((uv_handle_t *)&w->wakeup, NULL);
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    sharp_worker_t *w = t->data;
+    sharp_access_log_worker_flush(w);
+}
+
+static void worker_main(void *arg)
+{
+    sharp_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* drain what close callbacks remain */
+    while (uv_run(&w->loop, UV_RUN_NOWAIT)) {
+    }
+}
+
+int sharp_worker_start(sharp_worker_t *w)
+{
+    uv_loop_init(&w->loop);
+    w->loop.data = w;
+    sharp_dlist_init(&w->connections);
+    w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, on_tick, 1000, 1000);
+    sharp_access_log_worker_init(w);
+    setup_clusters(w);
+    w->listeners = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->listeners);
+    for (uint32_t i = 0; i < w->nlisteners; i++) {
+        uv_tcp_init(&w->loop, &w->listeners[i]);
+        w->listeners[i].data = &w->snap->listeners[i];
+        int rc = uv_tcp_open(&w->listeners[i], w->listen_fds[i]);
+        if (rc == 0) rc = uv_listen((uv_stream_t *)&w->listeners[i], 4096, on_connection);
+        if (rc < 0) {
+            sharp_log_error("worker %u: listen on %s failed: %s", w->index, w->snap->listeners[i].address,
+                            uv_strerror(rc));
+            return -1;
+        }
+    }
+    return uv_thread_create(&w->thread, worker_main, w);
+}
+
+void sharp_worker_drain(sharp_worker_t *w)
+{
+    atomic_store(&w->drain_requested, true);
+    uv_async_send(&w->wakeup);
+}
+
+void sharp_worker_stop(sharp_worker_t *w)
+{
+    atomic_store(&w->stop_requested, true);
+    uv_async_send(&w->wakeup);
+}
+
+void sharp_worker_join(sharp_worker_t *w)
+{
+    uv_thread_join(&w->thread);
+    sharp_access_log_worker_free(w);
+    free(w->listeners);
+    uv_loop_close(&w->loop);
+}

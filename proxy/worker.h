@@ -1,0 +1,84 @@
+/* worker.h: a worker thread: one libuv loop, its own listening sockets
+ * (SO_REUSEPORT), downstream connections, upstream connection pools and
+ * stats shard. Nothing on a worker is touched by another thread except
+ * through uv_async messages and atomics. */
+#ifndef SHARP_WORKER_H
+#define SHARP_WORKER_H
+
+#include "common.h"
+#include "snapshot.h"
+#include "stats.h"
+#include "upstream/lb.h"
+
+#include <uv.h>
+
+struct sharp_server;
+struct sharp_pool;
+struct sharp_access_log_writer;
+
+/* Per worker, per cluster: load balancer and one pool per host. */
+typedef struct sharp_cluster_local {
+    sharp_cluster_t *cluster;
+    sharp_lb_t lb;
+    struct sharp_pool **pools; /* indexed like cluster->hosts */
+} sharp_cluster_local_t;
+
+typedef struct sharp_dlist {
+    struct sharp_dlist *prev, *next;
+} sharp_dlist_t;
+
+static inline void sharp_dlist_init(sharp_dlist_t *l)
+{
+    l->prev = l->next = l;
+}
+static inline bool sharp_dlist_empty(const sharp_dlist_t *l)
+{
+    return l->next == l;
+}
+static inline void sharp_dlist_push(sharp_dlist_t *head, sharp_dlist_t *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+static inline void sharp_dlist_remove(sharp_dlist_t *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+
+typedef struct sharp_worker {
+    unsigned index; /* 0-based */
+    struct sharp_server *server;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;
+    uv_timer_t tick; /* 1 s housekeeping: access log flush, drain checks */
+    sharp_stats_shard_t *stats;
+    sharp_snapshot_t *snap;
+    sharp_cluster_local_t *clusters; /* indexed by cluster->index */
+    uv_tcp_t *listeners;             /* one per snapshot listener */
+    int *listen_fds;
+    uint32_t nlisteners;
+    sharp_dlist_t connections;       /* downstream connections */
+    struct sharp_access_log_writer **log_writers; /* one per access log of the snapshot (flat) */
+    uint32_t nlog_writers;
+    uint64_t rng;
+    _Atomic bool stop_requested;
+    _Atomic bool drain_requested;
+    bool draining;
+    bool stopping;
+    _Atomic uint32_t active_connections;
+} sharp_worker_t;
+
+int sharp_worker_start(sharp_worker_t *w);
+/* Asks the worker to stop accepting and close idle connections (thread-safe). */
+void sharp_worker_drain(sharp_worker_t *w);
+/* Asks the worker to close everything and leave its loop (thread-safe). */
+void sharp_worker_stop(sharp_worker_t *w);
+void sharp_worker_join(sharp_worker_t *w);
+uint64_t sharp_worker_random(sharp_worker_t *w);
+
+#endif
