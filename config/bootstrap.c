@@ -46,7 +46,7 @@ static int fail(build_ctx_t *b, const char *path, const char *fmt, ...)
     va_end(ap);
     int line = 0, col = 0;
     /* walk up the path until a known position is found */
-    char p[512];
+    char p[1024];
     snprintf(p, sizeof p, "%s", path);
     while (p[0] && !sharp_config_doc_where(b->cfg->doc, p, &line, &col)) {
         char *dot = strrchr(p, '.'), *br = strrchr(p, '[');
@@ -112,7 +112,7 @@ static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
     if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
         return fail(b, path, "a socket_address is required");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
-    char p[512];
+    char p[1024];
     snprintf(p, sizeof p, "%s.socket_address", path);
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
         return fail(b, p, "only TCP is supported");
@@ -132,7 +132,7 @@ static int build_filters(build_ctx_t *b, const hcm_pb_t *pb, sharp_hcm_config_t 
     h->filters = sharp_calloc(pb->n_http_filters, sizeof *h->filters);
     for (size_t i = 0; i < pb->n_http_filters; i++) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *hf = pb->http_filters[i];
-        char p[512];
+        char p[1024];
         snprintf(p, sizeof p, "%s.http_filters[%zu]", path, i);
         if (hf->disabled) continue;
         const sharp_filter_factory_t *fac = NULL;
@@ -224,7 +224,7 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
 {
     sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
-    char p[512];
+    char p[1024];
     if (!pb->stat_prefix[0]) {
         fail(b, path, "stat_prefix is required");
         goto bad;
@@ -268,7 +268,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         snprintf(p, sizeof p, "%s.route_config", path);
         if (!h->routes) {
             /* the route translator's message starts with its own sub-path */
-            char sub[512];
+            char sub[2048];
             const char *colon = strstr(rerr, ": ");
             if (colon && (size_t)(colon - rerr) < sizeof sub - 1) {
                 snprintf(sub, sizeof sub, "%s.%.*s", p, (int)(colon - rerr), rerr);
@@ -326,7 +326,7 @@ bad:
 static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
                           sharp_listener_config_t *l, const char *path)
 {
-    char p[512];
+    char p[1024];
     snprintf(p, sizeof p, "%s.address", path);
     if (socket_address(b, pb->address, p, &l->addr, &l->addrlen) < 0) return -1;
     sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
@@ -367,7 +367,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
 
 static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
 {
-    char p[512];
+    char p[1024];
     if (!pb->name[0]) {
         fail(b, path, "name is required");
         return NULL;
@@ -431,7 +431,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             fail(b, p, "unsupported protocol options extension");
             goto bad;
         }
-        if (sharp_config_apply_upstream_http_options(pb->typed_extension_protocol_options[i]->value, c, p,
+        if (sharp_config_apply_upstream_http_options(&pb->typed_extension_protocol_options[i]->value->base, c, p,
                                                      b->err, b->errlen) < 0)
             goto bad;
     }
@@ -462,7 +462,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             sharp_host_t *h = sharp_calloc(1, sizeof *h);
             c->hosts[c->nhosts] = h;
             h->index = c->nhosts++;
-            char ap[600];
+            char ap[1200];
             snprintf(ap, sizeof ap, "%s.endpoint.address", p);
             if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen) < 0) goto bad;
             sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);

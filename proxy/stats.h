@@ -66,7 +66,7 @@ void sharp_histogram_record(sharp_stats_shard_t *sh, sharp_stat_id_t id, uint64_
 /* Merged reads (any thread). */
 uint64_t sharp_stats_counter_value(sharp_stats_t *s, sharp_stat_id_t id);
 int64_t sharp_stats_gauge_value(sharp_stats_t *s, sharp_stat_id_t id);
-/* Looks a stat up by full name; returns 0 and sets *id/*kind, or -1. */
+/* Looks a stat up by full name; returns 0 and fills id and kind, or -1. */
 int sharp_stats_find(sharp_stats_t *s, const char *name, sharp_stat_id_t *id,
                      sharp_stat_kind_t *kind);
 /* Quantile q in [0,1] of the merged histogram since start; NAN if empty. */

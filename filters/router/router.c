@@ -176,7 +176,7 @@ static void send_direct_response(sharp_filter_t *f, const sharp_route_t *r)
 {
     sharp_stream_t *s = f->stream;
     sharp_headers_t *h = &s->resp;
-    char code[8], cl[24];
+    char code[16], cl[24];
     snprintf(code, sizeof code, "%u", r->direct_status);
     sharp_headers_clear(h);
     sharp_headers_add_cstr(h, ":status", code);
@@ -229,7 +229,7 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
     if (q && !rd->strip_query && !(rd->path && strchr(rd->path, '?')))
         sharp_sbuf_append(&loc, q, path.len - plen);
     sharp_headers_t *h = &s->resp;
-    char code[8];
+    char code[16];
     snprintf(code, sizeof code, "%u", rd->code ? rd->code : 301);
     sharp_headers_clear(h);
     sharp_headers_add_cstr(h, ":status", code);

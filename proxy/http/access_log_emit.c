@@ -10,26 +10,38 @@
 #include "envoy/config/accesslog/v3/accesslog.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
-#include <unistd.h>
-
-#define FLUSH_BYTES (64 * 1024)
 
 struct sharp_access_log {
     uint32_t slot;
-    int fd;        /* shared by all workers; O_APPEND keeps their writes whole */
-    bool owns_fd;
-    char *path;
+    sharp_access_log_file_t *file; /* shared by all workers; O_APPEND keeps their writes whole */
     sharp_access_log_format_t *fmt;
 };
 
-typedef struct sharp_access_log_writer {
-    sharp_sbuf_t buf;
-    int fd;
-} sharp_access_log_writer_t;
+/* json_format: a flat Struct of key -> format string (nested objects are not
+ * supported yet). */
+static sharp_access_log_format_t *compile_struct(const Google__Protobuf__Struct *st, char *err, size_t errlen)
+{
+    const char **keys = sharp_calloc(st->n_fields + 1, sizeof *keys);
+    const char **fmts = sharp_calloc(st->n_fields + 1, sizeof *fmts);
+    sharp_access_log_format_t *f = NULL;
+    for (size_t i = 0; i < st->n_fields; i++) {
+        const Google__Protobuf__Value *v = st->fields[i]->value;
+        if (!v || v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
+            snprintf(err, errlen, "json_format.%s: only string values are supported", st->fields[i]->key);
+            goto out;
+        }
+        keys[i] = st->fields[i]->key;
+        fmts[i] = v->string_value;
+    }
+    f = sharp_access_log_format_compile_json(keys, fmts, st->n_fields, err, errlen);
+out:
+    free(keys);
+    free(fmts);
+    return f;
+}
 
 /* The text format of a SubstitutionFormatString, or its JSON map. */
 static sharp_access_log_format_t *compile_sfs(const Envoy__Config__Core__V3__SubstitutionFormatString *f,
@@ -44,9 +56,9 @@ static sharp_access_log_format_t *compile_sfs(const Envoy__Config__Core__V3__Sub
         snprintf(err, errlen, "text_format_source: only inline_string is supported");
         return NULL;
     case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
-        return sharp_access_log_format_compile_struct(&f->json_format->base, err, errlen);
+        return compile_struct(f->json_format, err, errlen);
     default:
-        return sharp_access_log_format_compile(NULL, err, errlen);
+        return sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
     }
 }
 
@@ -69,7 +81,6 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
     }
     sharp_access_log_t *l = sharp_calloc(1, sizeof *l);
     l->slot = slot;
-    l->fd = -1;
     const char *path = NULL;
     const char *tn = m->descriptor->name;
     if (strcmp(tn, "envoy.extensions.access_loggers.file.v3.FileAccessLog") == 0) {
@@ -80,15 +91,15 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
             l->fmt = sharp_access_log_format_compile(f->format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_JSON_FORMAT:
-            l->fmt = sharp_access_log_format_compile_struct(&f->json_format->base, err, errlen);
+            l->fmt = compile_struct(f->json_format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_TYPED_JSON_FORMAT:
-            l->fmt = sharp_access_log_format_compile_struct(&f->typed_json_format->base, err, errlen);
+            l->fmt = compile_struct(f->typed_json_format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT:
             l->fmt = compile_sfs(f->log_format, err, errlen);
             break;
-        default: l->fmt = sharp_access_log_format_compile(NULL, err, errlen); break;
+        default: l->fmt = sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen); break;
         }
         if (!path[0]) {
             snprintf(err, errlen, "path is required");
@@ -100,26 +111,16 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
         const Envoy__Extensions__AccessLoggers__Stream__V3__StdoutAccessLog *so = (const void *)m;
         const Envoy__Extensions__AccessLoggers__Stream__V3__StderrAccessLog *se = (const void *)m;
         const Envoy__Config__Core__V3__SubstitutionFormatString *sfs = out ? so->log_format : se->log_format;
-        l->fmt = sfs ? compile_sfs(sfs, err, errlen) : sharp_access_log_format_compile(NULL, err, errlen);
-        l->fd = out ? 1 : 2;
+        l->fmt = sfs ? compile_sfs(sfs, err, errlen)
+                     : sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
+        path = out ? "/dev/stdout" : "/dev/stderr";
     } else {
         snprintf(err, errlen, "unsupported access logger type '%s'", tn);
         goto bad;
     }
     if (!l->fmt) goto bad;
-    if (path) {
-        if (strcmp(path, "/dev/stdout") == 0) l->fd = 1;
-        else if (strcmp(path, "/dev/stderr") == 0) l->fd = 2;
-        else {
-            l->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-            if (l->fd < 0) {
-                snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
-                goto bad;
-            }
-            l->owns_fd = true;
-        }
-        l->path = sharp_strdup(path);
-    }
+    l->file = sharp_access_log_file_open(path, err, errlen);
+    if (!l->file) goto bad;
     protobuf_c_message_free_unpacked(m, NULL);
     return l;
 bad:
@@ -131,24 +132,9 @@ bad:
 void sharp_access_log_free(sharp_access_log_t *l)
 {
     if (!l) return;
-    if (l->owns_fd) close(l->fd);
+    if (l->file) sharp_access_log_file_close(l->file);
     if (l->fmt) sharp_access_log_format_free(l->fmt);
-    free(l->path);
     free(l);
-}
-
-static void writer_flush(sharp_access_log_writer_t *w)
-{
-    size_t off = 0;
-    while (off < w->buf.len) {
-        ssize_t n = write(w->fd, w->buf.data + off, w->buf.len - off);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            break; /* a full disk loses log lines, never requests */
-        }
-        off += (size_t)n;
-    }
-    sharp_sbuf_reset(&w->buf);
 }
 
 void sharp_access_log_emit_all(sharp_worker_t *w, const sharp_hcm_config_t *hcm, const sharp_stream_info_t *si)
@@ -157,9 +143,8 @@ void sharp_access_log_emit_all(sharp_worker_t *w, const sharp_hcm_config_t *hcm,
         const sharp_access_log_t *l = hcm->access_logs[i];
         if (l->slot >= w->nlog_writers) continue;
         sharp_access_log_writer_t *wr = w->log_writers[l->slot];
-        wr->fd = l->fd;
-        sharp_access_log_format_render(l->fmt, si, &wr->buf);
-        if (wr->buf.len >= FLUSH_BYTES) writer_flush(wr);
+        if (!wr->file) sharp_access_log_writer_init(wr, l->file);
+        sharp_access_log_writer_log(wr, l->fmt, si);
     }
 }
 
@@ -173,23 +158,19 @@ void sharp_access_log_worker_init(sharp_worker_t *w)
     }
     w->nlog_writers = n;
     w->log_writers = sharp_calloc(n ? n : 1, sizeof *w->log_writers);
-    for (uint32_t i = 0; i < n; i++) {
-        w->log_writers[i] = sharp_calloc(1, sizeof(sharp_access_log_writer_t));
-        w->log_writers[i]->fd = -1;
-    }
+    for (uint32_t i = 0; i < n; i++) w->log_writers[i] = sharp_calloc(1, sizeof(sharp_access_log_writer_t));
 }
 
 void sharp_access_log_worker_flush(sharp_worker_t *w)
 {
     for (uint32_t i = 0; i < w->nlog_writers; i++)
-        if (w->log_writers[i]->buf.len && w->log_writers[i]->fd >= 0) writer_flush(w->log_writers[i]);
+        if (w->log_writers[i]->file) sharp_access_log_writer_flush(w->log_writers[i]);
 }
 
 void sharp_access_log_worker_free(sharp_worker_t *w)
 {
-    sharp_access_log_worker_flush(w);
     for (uint32_t i = 0; i < w->nlog_writers; i++) {
-        sharp_sbuf_free(&w->log_writers[i]->buf);
+        if (w->log_writers[i]->file) sharp_access_log_writer_destroy(w->log_writers[i]);
         free(w->log_writers[i]);
     }
     free(w->log_writers);

@@ -52,6 +52,7 @@ static void conn_close(sharp_conn_t *c);
 static void conn_update_reading(sharp_conn_t *c);
 static void stream_destroy(sharp_stream_t *s);
 static void stream_maybe_finish(sharp_stream_t *s);
+static int h1_request_head(struct sharp_conn *c, sharp_stream_t *s, llhttp_t *p);
 static void conn_resume_pipeline(sharp_conn_t *c);
 
 #define STATS(c) ((c)->worker->stats)

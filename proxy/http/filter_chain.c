@@ -443,7 +443,7 @@ void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const cha
     size_t blen = body ? strlen(body) : 0;
     char cl[24];
     snprintf(cl, sizeof cl, "%zu", blen);
-    char code[8];
+    char code[16];
     snprintf(code, sizeof code, "%u", status);
     sharp_headers_t *h = &s->resp;
     sharp_headers_clear(h);

@@ -36,6 +36,7 @@ enum {
     SHARP_RF_NO_CLUSTER_FOUND = 1u << 24,           /* NC */
     SHARP_RF_OVERLOAD_MANAGER = 1u << 25,           /* OM */
     SHARP_RF_DNS_RESOLUTION_FAILURE = 1u << 26,     /* DF */
+    SHARP_RF_DROP_OVERLOAD = 1u << 27,              /* DO */
 };
 
 /* Writes the flags as Envoy prints them ("UF,URX"), or "-" when none.
@@ -60,6 +61,7 @@ typedef struct sharp_stream_info {
     char downstream_local_address[64];
     const char *upstream_cluster; /* NULL if none */
     const char *route_name;       /* NULL if none */
+    const char *upstream_transport_failure_reason; /* NULL if none (TLS/connect error text) */
     const sharp_headers_t *request_headers;   /* may be NULL */
     const sharp_headers_t *response_headers;  /* may be NULL */
     const sharp_headers_t *response_trailers; /* may be NULL */

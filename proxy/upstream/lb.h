@@ -29,6 +29,7 @@ typedef struct sharp_lb {
     uint64_t rr_index;
     bool all_equal_weights;
     uint32_t *scratch;          /* candidate host indices, nhosts long */
+    int64_t *wscratch;          /* candidate weights, nhosts long */
     uint32_t nlevels;           /* distinct priorities, ascending */
     uint32_t *level_of;         /* host index -> level */
     uint32_t *level_total, *level_healthy;

@@ -556,7 +556,7 @@ static int on_headers_complete(llhttp_t *ps)
     }
     cx->informational = false;
     if (!cx->req) return -1;
-    char code[8];
+    char code[16];
     int cl = snprintf(code, sizeof code, "%u", status);
     /* :status goes first, as in an HTTP/2 header block. */
     sharp_headers_t *h = &cx->resp;

@@ -1,0 +1,505 @@
+/* doc.c: parsing YAML/JSON text into a sharp_config_doc_t: libyaml loading,
+ * the pre-check against alias bombs and cycles, the source map, error
+ * formatting and path bookkeeping shared by the mapper. See mapper.h. */
+#include "mapper_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+struct srcmap_entry {
+    char *path;
+    int line, col;
+};
+
+struct cfg_srcmap {
+    struct srcmap_entry *slots;
+    size_t cap, used;
+};
+
+struct sharp_config_doc {
+    ProtobufCMessage *msg;
+    char *source;
+    cfg_srcmap_t map;
+};
+
+/* ---- source map --------------------------------------------------------- */
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static struct srcmap_entry *srcmap_slot(const cfg_srcmap_t *m, const char *path, size_t len)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = hash_bytes(path, len) & mask;; i = (i + 1) & mask) {
+        struct srcmap_entry *e = &m->slots[i];
+        if (!e->path || (strlen(e->path) == len && memcmp(e->path, path, len) == 0)) return e;
+    }
+}
+
+/* Adds path -> (line, col); the first position recorded for a path wins. */
+void sharp_cfg_srcmap_put(cfg_srcmap_t *m, const char *path, size_t len, int line, int col)
+{
+    if ((m->used + 1) * 2 > m->cap) {
+        cfg_srcmap_t grown = {sharp_calloc(m->cap ? m->cap * 2 : 64, sizeof *grown.slots),
+                              m->cap ? m->cap * 2 : 64, m->used};
+        for (size_t i = 0; i < m->cap; i++) {
+            if (m->slots[i].path) *srcmap_slot(&grown, m->slots[i].path, strlen(m->slots[i].path)) = m->slots[i];
+        }
+        free(m->slots);
+        *m = grown;
+    }
+    struct srcmap_entry *e = srcmap_slot(m, path, len);
+    if (e->path) return;
+    e->path = sharp_strndup(path, len);
+    e->line = line;
+    e->col = col;
+    m->used++;
+}
+
+static void srcmap_free(cfg_srcmap_t *m)
+{
+    for (size_t i = 0; i < m->cap; i++) free(m->slots[i].path);
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- errors and paths ---------------------------------------------------- */
+
+int sharp_cfg_fail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
+{
+    if (!c->err || c->err->msg[0]) return -1;
+    char what[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    size_t line = node ? node->start_mark.line + 1 : 1, col = node ? node->start_mark.column + 1 : 1;
+    const char *path = c->path.len ? c->path.data : "";
+    snprintf(c->err->msg, sizeof c->err->msg, "%s:%zu:%zu: %s%s%s", c->source, line, col, path,
+             c->path.len ? ": " : "", what);
+    return -1;
+}
+
+size_t sharp_cfg_push_field(cfg_ctx_t *c, const char *name)
+{
+    size_t old = c->path.len;
+    if (old) sharp_sbuf_append(&c->path, ".", 1);
+    sharp_sbuf_puts(&c->path, name);
+    return old;
+}
+
+size_t sharp_cfg_push_index(cfg_ctx_t *c, size_t i)
+{
+    size_t old = c->path.len;
+    sharp_sbuf_printf(&c->path, "[%zu]", i);
+    return old;
+}
+
+size_t sharp_cfg_push_key(cfg_ctx_t *c, const char *key, size_t len)
+{
+    size_t old = c->path.len;
+    sharp_sbuf_append(&c->path, "[\"", 2);
+    sharp_sbuf_append(&c->path, key, len);
+    sharp_sbuf_append(&c->path, "\"]", 2);
+    return old;
+}
+
+void sharp_cfg_pop(cfg_ctx_t *c, size_t old_len)
+{
+    c->path.len = old_len;
+    if (c->path.data) c->path.data[old_len] = '\0';
+}
+
+/* Records the current path at node's position in the source map. */
+void sharp_cfg_note(cfg_ctx_t *c, const yaml_node_t *node)
+{
+    if (c->map && node)
+        sharp_cfg_srcmap_put(c->map, c->path.len ? c->path.data : "", c->path.len,
+                             (int)node->start_mark.line + 1, (int)node->start_mark.column + 1);
+}
+
+/* ---- node helpers -------------------------------------------------------- */
+
+bool sharp_cfg_scalar_of(const yaml_node_t *n, cfg_scalar_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!n) {
+        out->s = "";
+        out->null = true;
+        return true;
+    }
+    if (n->type != YAML_SCALAR_NODE) return false;
+    out->s = (const char *)n->data.scalar.value;
+    out->len = n->data.scalar.length;
+    out->quoted = n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    if (!out->quoted) {
+        const char *s = out->s;
+        size_t l = out->len;
+        out->null = l == 0 || (l == 1 && s[0] == '~') ||
+                    (l == 4 && (!memcmp(s, "null", 4) || !memcmp(s, "Null", 4) || !memcmp(s, "NULL", 4)));
+    }
+    return true;
+}
+
+const char *sharp_cfg_node_kind(const yaml_node_t *n)
+{
+    if (!n) return "null";
+    switch (n->type) {
+    case YAML_MAPPING_NODE: return "a mapping";
+    case YAML_SEQUENCE_NODE: return "a list";
+    default: return "a scalar";
+    }
+}
+
+static bool is_merge_key(const yaml_node_t *k)
+{
+    return k && k->type == YAML_SCALAR_NODE && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           k->data.scalar.length == 2 && !memcmp(k->data.scalar.value, "<<", 2);
+}
+
+static bool is_ignored_key(const yaml_node_t *k)
+{
+    return k && k->tag && !strcmp((const char *)k->tag, "!ignore");
+}
+
+static void pairs_append(cfg_pair_t **arr, size_t *n, size_t *cap, cfg_pair_t p)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        *arr = sharp_realloc(*arr, *cap * sizeof **arr);
+    }
+    (*arr)[(*n)++] = p;
+}
+
+/* Appends m's own pairs, then the pairs of its merge sources, in order. */
+static int collect_pairs(cfg_ctx_t *c, yaml_node_t *m, bool merged, cfg_pair_t **arr, size_t *n,
+                         size_t *cap)
+{
+    yaml_node_pair_t *p;
+    for (p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(c->ydoc, p->key);
+        if (is_ignored_key(k) || is_merge_key(k)) continue;
+        pairs_append(arr, n, cap,
+                     (cfg_pair_t){k, yaml_document_get_node(c->ydoc, p->value), merged});
+    }
+    for (p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(c->ydoc, p->key);
+        if (is_ignored_key(k) || !is_merge_key(k)) continue;
+        yaml_node_t *v = yaml_document_get_node(c->ydoc, p->value);
+        if (v && v->type == YAML_MAPPING_NODE) {
+            if (collect_pairs(c, v, true, arr, n, cap) < 0) return -1;
+        } else if (v && v->type == YAML_SEQUENCE_NODE) {
+            for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+                yaml_node_t *src = yaml_document_get_node(c->ydoc, *it);
+                if (!src || src->type != YAML_MAPPING_NODE)
+                    return sharp_cfg_fail(c, src ? src : v, "merge key \"<<\" needs mappings, got %s",
+                                          sharp_cfg_node_kind(src));
+                if (collect_pairs(c, src, true, arr, n, cap) < 0) return -1;
+            }
+        } else {
+            return sharp_cfg_fail(c, v ? v : k, "merge key \"<<\" needs a mapping or a list of mappings");
+        }
+    }
+    return 0;
+}
+
+int sharp_cfg_pairs(cfg_ctx_t *c, yaml_node_t *mapping, cfg_pair_t **out, size_t *n)
+{
+    size_t cap = 0;
+    *out = NULL;
+    *n = 0;
+    if (collect_pairs(c, mapping, false, out, n, &cap) < 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- pre-check ----------------------------------------------------------- */
+
+struct precheck {
+    cfg_ctx_t *c;
+    size_t *size;   /* expanded size per node, saturating at MAX_NODES + 1 */
+    uint8_t *state; /* 0 new, 1 in progress, 2 done */
+};
+
+/* Computes how many nodes walking `idx` visits once aliases are expanded,
+ * rejecting cycles (an alias inside its own anchor) and deep nesting. */
+static int precheck_node(struct precheck *pc, int idx, int depth, size_t *out)
+{
+    yaml_node_t *n = yaml_document_get_node(pc->c->ydoc, idx);
+    if (!n) {
+        *out = 0;
+        return 0;
+    }
+    size_t i = (size_t)idx - 1;
+    if (pc->state[i] == 2) {
+        *out = pc->size[i];
+        return 0;
+    }
+    if (pc->state[i] == 1) return sharp_cfg_fail(pc->c, n, "alias refers to a node that contains it");
+    if (depth > SHARP_CONFIG_MAX_DEPTH)
+        return sharp_cfg_fail(pc->c, n, "nesting deeper than %d levels", SHARP_CONFIG_MAX_DEPTH);
+    pc->state[i] = 1;
+    size_t total = 1, sub;
+    if (n->type == YAML_SEQUENCE_NODE) {
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+            if (precheck_node(pc, *it, depth + 1, &sub) < 0) return -1;
+            total = SHARP_MIN(total + sub, (size_t)SHARP_CONFIG_MAX_NODES + 1);
+        }
+    } else if (n->type == YAML_MAPPING_NODE) {
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            if (precheck_node(pc, p->key, depth + 1, &sub) < 0) return -1;
+            total = SHARP_MIN(total + sub, (size_t)SHARP_CONFIG_MAX_NODES + 1);
+            if (precheck_node(pc, p->value, depth + 1, &sub) < 0) return -1;
+            total = SHARP_MIN(total + sub, (size_t)SHARP_CONFIG_MAX_NODES + 1);
+        }
+    }
+    pc->state[i] = 2;
+    pc->size[i] = total;
+    *out = total;
+    return 0;
+}
+
+static int precheck(cfg_ctx_t *c)
+{
+    size_t nodes = (size_t)(c->ydoc->nodes.top - c->ydoc->nodes.start), total = 0;
+    struct precheck pc = {c, sharp_calloc(nodes, sizeof(size_t)), sharp_calloc(nodes, 1)};
+    int rc = precheck_node(&pc, 1, 0, &total);
+    free(pc.size);
+    free(pc.state);
+    if (rc == 0 && total > SHARP_CONFIG_MAX_NODES)
+        rc = sharp_cfg_fail(c, yaml_document_get_root_node(c->ydoc),
+                            "document expands to more than %d nodes through aliases",
+                            SHARP_CONFIG_MAX_NODES);
+    return rc;
+}
+
+/* ---- parsing ------------------------------------------------------------- */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+static long hex4(const char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* JSON writes characters beyond the BMP as a UTF-16 surrogate pair
+ * ("\ud83d\ude00"), which libyaml rejects; rewrite each such escaped pair
+ * as the equivalent "\U0001f600". Returns a new buffer, or NULL when the
+ * text has no pair to rewrite. */
+static char *rewrite_surrogates(const char *text, size_t len, size_t *out_len)
+{
+    char *out = NULL;
+    size_t o = 0, i = 0, copied = 0;
+    while (i + 12 <= len) {
+        if (text[i] == '\\' && text[i + 1] == 'u' && text[i + 6] == '\\' && text[i + 7] == 'u') {
+            size_t bs = 0;
+            while (bs < i && text[i - 1 - bs] == '\\') bs++;
+            long hi = hex4(text + i + 2), lo = hex4(text + i + 8);
+            if (bs % 2 == 0 && hi >= 0xD800 && hi <= 0xDBFF && lo >= 0xDC00 && lo <= 0xDFFF) {
+                if (!out) out = sharp_calloc(1, len + 1);
+                memcpy(out + o, text + copied, i - copied);
+                o += i - copied;
+                long cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                o += (size_t)snprintf(out + o, 11, "\\U%08lx", cp);
+                i += 12;
+                copied = i;
+                continue;
+            }
+        }
+        i++;
+    }
+    if (!out) return NULL;
+    memcpy(out + o, text + copied, len - copied);
+    *out_len = o + len - copied;
+    return out;
+}
+
+static void yaml_error(sharp_config_error_t *err, const char *source, const yaml_parser_t *p)
+{
+    snprintf(err->msg, sizeof err->msg, "%s:%zu:%zu: YAML syntax error: %s%s%s", source,
+             p->problem_mark.line + 1, p->problem_mark.column + 1,
+             p->problem ? p->problem : "invalid document", p->context ? " " : "",
+             p->context ? p->context : "");
+}
+
+/* Loads the single document of the text into *ydoc (root may be NULL for an
+ * empty text). Returns -1 with err filled on syntax errors or extra documents. */
+static int load_document(const char *text, size_t len, const char *source, yaml_document_t *ydoc,
+                         sharp_config_error_t *err)
+{
+    yaml_parser_t p;
+    int rc = -1;
+    if (!yaml_parser_initialize(&p)) {
+        snprintf(err->msg, sizeof err->msg, "%s: cannot initialize the YAML parser", source);
+        return -1;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&p, ydoc)) {
+        yaml_error(err, source, &p);
+        goto out;
+    }
+    if (yaml_document_get_root_node(ydoc)) {
+        yaml_document_t extra;
+        if (!yaml_parser_load(&p, &extra)) {
+            yaml_error(err, source, &p);
+            yaml_document_delete(ydoc);
+            goto out;
+        }
+        yaml_node_t *root2 = yaml_document_get_root_node(&extra);
+        if (root2) {
+            snprintf(err->msg, sizeof err->msg,
+                     "%s:%zu:%zu: more than one YAML document; a config file holds exactly one",
+                     source, root2->start_mark.line + 1, root2->start_mark.column + 1);
+            yaml_document_delete(&extra);
+            yaml_document_delete(ydoc);
+            goto out;
+        }
+        yaml_document_delete(&extra);
+    }
+    rc = 0;
+out:
+    yaml_parser_delete(&p);
+    return rc;
+}
+
+sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char *source_name,
+                                       const ProtobufCMessageDescriptor *desc,
+                                       sharp_config_error_t *err)
+{
+    sharp_config_error_t local;
+    if (!err) err = &local;
+    err->msg[0] = '\0';
+    if (!source_name) source_name = "<config>";
+    if (!desc || desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
+        snprintf(err->msg, sizeof err->msg, "%s: no message type to parse into", source_name);
+        return NULL;
+    }
+    size_t fixed_len = 0;
+    char *fixed = rewrite_surrogates(text, len, &fixed_len);
+    yaml_document_t ydoc;
+    int rc = load_document(fixed ? fixed : text, fixed ? fixed_len : len, source_name, &ydoc, err);
+    free(fixed);
+    if (rc < 0) return NULL;
+
+    sharp_config_doc_t *doc = sharp_calloc(1, sizeof *doc);
+    doc->source = sharp_strdup(source_name);
+    doc->msg = sharp_cfg_new_message(desc);
+    cfg_ctx_t c = {.ydoc = &ydoc, .source = doc->source, .err = err, .map = &doc->map};
+    yaml_node_t *root = yaml_document_get_root_node(&ydoc);
+    if (root) {
+        sharp_cfg_note(&c, root);
+        rc = precheck(&c);
+        if (rc == 0) rc = sharp_cfg_map_message(&c, root, doc->msg);
+    }
+    sharp_sbuf_free(&c.path);
+    yaml_document_delete(&ydoc);
+    if (rc < 0) {
+        sharp_config_doc_free(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
+                            sharp_config_doc_t **out, sharp_config_error_t *err)
+{
+    sharp_config_error_t local;
+    if (!err) err = &local;
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err->msg, sizeof err->msg, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    sharp_sbuf_t buf = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) sharp_sbuf_append(&buf, chunk, n);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        snprintf(err->msg, sizeof err->msg, "%s: read error", path);
+        sharp_sbuf_free(&buf);
+        return -1;
+    }
+    *out = sharp_config_parse(buf.data ? buf.data : "", buf.len, path, desc, err);
+    sharp_sbuf_free(&buf);
+    return *out ? 0 : -1;
+}
+
+ProtobufCMessage *sharp_config_doc_message(sharp_config_doc_t *doc)
+{
+    return doc->msg;
+}
+
+ProtobufCMessage *sharp_config_doc_take_message(sharp_config_doc_t *doc)
+{
+    ProtobufCMessage *m = doc->msg;
+    doc->msg = NULL;
+    return m;
+}
+
+const char *sharp_config_doc_source(const sharp_config_doc_t *doc)
+{
+    return doc->source;
+}
+
+bool sharp_config_doc_where(const sharp_config_doc_t *doc, const char *path, int *line, int *col)
+{
+    if (!doc || !path || !doc->map.cap) return false;
+    const struct srcmap_entry *e = srcmap_slot(&doc->map, path, strlen(path));
+    if (!e->path) return false;
+    *line = e->line;
+    *col = e->col;
+    return true;
+}
+
+void sharp_config_doc_error(const sharp_config_doc_t *doc, const char *path,
+                            sharp_config_error_t *err, const char *fmt, ...)
+{
+    char what[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    int line, col;
+    const char *sep = path && *path ? ": " : "";
+    if (!path) path = "";
+    if (sharp_config_doc_where(doc, path, &line, &col))
+        snprintf(err->msg, sizeof err->msg, "%s:%d:%d: %s%s%s", doc->source, line, col, path, sep, what);
+    else
+        snprintf(err->msg, sizeof err->msg, "%s: %s%s%s", doc->source, path, sep, what);
+}
+
+void sharp_config_doc_free(sharp_config_doc_t *doc)
+{
+    if (!doc) return;
+    if (doc->msg) protobuf_c_message_free_unpacked(doc->msg, NULL);
+    srcmap_free(&doc->map);
+    free(doc->source);
+    free(doc);
+}

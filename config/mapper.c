@@ -1,0 +1,315 @@
+/* mapper.c: the generic walk of a libyaml node tree onto a protobuf-c message
+ * through its descriptor: field lookup by proto or JSON name, singular,
+ * repeated and map fields, oneofs, presence. Scalars are converted in
+ * scalar.c and well-known types in wkt.c. */
+#include "mapper_internal.h"
+
+ProtobufCMessage *sharp_cfg_new_message(const ProtobufCMessageDescriptor *d)
+{
+    ProtobufCMessage *m = sharp_calloc(1, d->sizeof_message);
+    protobuf_c_message_init(d, m);
+    return m;
+}
+
+const ProtobufCFieldDescriptor *sharp_cfg_field(const ProtobufCMessageDescriptor *d, const char *name)
+{
+    return protobuf_c_message_descriptor_get_field_by_name(d, name);
+}
+
+void *sharp_cfg_member(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    return (char *)m + f->offset;
+}
+
+static void *quantifier(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    return (char *)m + f->quantifier_offset;
+}
+
+void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        *(uint32_t *)quantifier(msg, f) = f->id;
+    } else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
+               f->type != PROTOBUF_C_TYPE_MESSAGE) {
+        *(protobuf_c_boolean *)quantifier(msg, f) = 1;
+    }
+}
+
+/* Size of one element of a repeated field's array. */
+static size_t elem_size(ProtobufCType t)
+{
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_ENUM:
+        return 4;
+    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+        return 8;
+    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(ProtobufCMessage *);
+    }
+    return 8;
+}
+
+/* lowerCamelCase JSON name of a proto field name, compared without
+ * building it: '_' is dropped and the letter after it upper-cased. */
+static bool json_name_eq(const char *proto, const char *key, size_t len)
+{
+    size_t k = 0;
+    bool upper = false;
+    for (const char *p = proto; *p; p++) {
+        if (*p == '_') {
+            upper = true;
+            continue;
+        }
+        char ch = *p;
+        if (upper && ch >= 'a' && ch <= 'z') ch = (char)(ch - 'a' + 'A');
+        upper = false;
+        if (k >= len || key[k] != ch) return false;
+        k++;
+    }
+    return k == len;
+}
+
+static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescriptor *d, const char *key,
+                                                  size_t len)
+{
+    if (strlen(key) == len) {
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
+        if (f) return f;
+    }
+    for (unsigned i = 0; i < d->n_fields; i++)
+        if (json_name_eq(d->fields[i].name, key, len)) return &d->fields[i];
+    return NULL;
+}
+
+/* True if `f` is a proto map field: a repeated message named after the field
+ * ("foo_bar" -> "FooBarEntry") with key = 1 and value = 2, nested in `owner`. */
+static bool is_map_field(const ProtobufCMessageDescriptor *owner, const ProtobufCFieldDescriptor *f)
+{
+    if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE) return false;
+    const ProtobufCMessageDescriptor *e = f->descriptor;
+    if (e->n_fields != 2 || e->fields[0].id != 1 || e->fields[1].id != 2) return false;
+    if (strcmp(e->fields[0].name, "key") || strcmp(e->fields[1].name, "value")) return false;
+    size_t on = strlen(owner->name);
+    if (strncmp(e->name, owner->name, on) || e->name[on] != '.') return false;
+    const char *s = e->short_name;
+    bool upper = true;
+    for (const char *p = f->name; *p; p++) {
+        if (*p == '_') {
+            upper = true;
+            continue;
+        }
+        char ch = *p;
+        if (upper && ch >= 'a' && ch <= 'z') ch = (char)(ch - 'a' + 'A');
+        upper = false;
+        if (*s++ != ch) return false;
+    }
+    return !strcmp(s, "Entry");
+}
+
+static bool null_allowed_as_element(const ProtobufCFieldDescriptor *f)
+{
+    return f->type == PROTOBUF_C_TYPE_MESSAGE && sharp_cfg_wkt_kind(f->descriptor) == WKT_VALUE;
+}
+
+/* Maps a YAML list onto repeated field f of msg. The array is sized up
+ * front and n_<field> counts the finished elements, so freeing msg midway
+ * releases exactly what was built. */
+static int map_repeated(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
+                        const ProtobufCFieldDescriptor *f)
+{
+    cfg_scalar_t sc;
+    if (sharp_cfg_scalar_of(node, &sc) && sc.null) return 0;
+    if (node->type != YAML_SEQUENCE_NODE)
+        return sharp_cfg_fail(c, node, "expected a list for repeated field \"%s\", got %s", f->name,
+                              sharp_cfg_node_kind(node));
+    size_t count = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (!count) return 0;
+    size_t esz = elem_size(f->type);
+    char *arr = sharp_calloc(count, esz);
+    size_t *n = quantifier(msg, f);
+    *(void **)sharp_cfg_member(msg, f) = arr;
+    *n = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yaml_document_get_node(c->ydoc, node->data.sequence.items.start[i]);
+        size_t old = sharp_cfg_push_index(c, i);
+        sharp_cfg_note(c, item);
+        int rc = sharp_cfg_map_value(c, item, f, arr + i * esz);
+        if (rc == 0 && !null_allowed_as_element(f))
+            rc = sharp_cfg_fail(c, item, "null is not allowed as a list element");
+        if (rc < 0) return -1;
+        sharp_cfg_pop(c, old);
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Maps a YAML mapping onto map field f: one <Field>Entry per pair, keys
+ * converted to the key type, duplicate keys rejected. */
+static int map_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    cfg_scalar_t sc;
+    if (sharp_cfg_scalar_of(node, &sc) && sc.null) return 0;
+    if (node->type != YAML_MAPPING_NODE)
+        return sharp_cfg_fail(c, node, "expected a mapping for map field \"%s\", got %s", f->name,
+                              sharp_cfg_node_kind(node));
+    const ProtobufCMessageDescriptor *ed = f->descriptor;
+    const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
+    cfg_pair_t *pairs;
+    size_t np;
+    if (sharp_cfg_pairs(c, node, &pairs, &np) < 0) return -1;
+    int rc = 0;
+    if (!np) goto out;
+    ProtobufCMessage **arr = sharp_calloc(np, sizeof *arr);
+    size_t *n = quantifier(msg, f);
+    *(void **)sharp_cfg_member(msg, f) = arr;
+    *n = 0;
+    for (size_t i = 0; i < np && rc == 0; i++) {
+        cfg_scalar_t k;
+        if (!sharp_cfg_scalar_of(pairs[i].key, &k)) {
+            rc = sharp_cfg_fail(c, pairs[i].key, "map keys must be scalars");
+            break;
+        }
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++) {
+            cfg_scalar_t o;
+            sharp_cfg_scalar_of(pairs[j].key, &o);
+            dup = o.len == k.len && !memcmp(o.s, k.s, k.len);
+        }
+        size_t old = sharp_cfg_push_key(c, k.s, k.len);
+        if (dup && pairs[i].merged) {
+            sharp_cfg_pop(c, old);
+            continue;
+        }
+        if (dup) {
+            rc = sharp_cfg_fail(c, pairs[i].key, "duplicate key \"%.*s\"", (int)k.len, k.s);
+            break;
+        }
+        sharp_cfg_note(c, pairs[i].key);
+        ProtobufCMessage *entry = sharp_cfg_new_message(ed);
+        arr[(*n)++] = entry;
+        if (sharp_cfg_scalar_value(c, pairs[i].key, kf, sharp_cfg_member(entry, kf), true) < 0) {
+            rc = -1;
+            break;
+        }
+        int vr = sharp_cfg_map_value(c, pairs[i].value, vf, sharp_cfg_member(entry, vf));
+        if (vr == 0 && !null_allowed_as_element(vf))
+            vr = sharp_cfg_fail(c, pairs[i].value, "null is not allowed as a map value");
+        if (vr < 0) {
+            rc = -1;
+            break;
+        }
+        sharp_cfg_pop(c, old);
+    }
+out:
+    free(pairs);
+    return rc;
+}
+
+/* Maps one key/value onto field f of msg (the path already names f). */
+static int map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
+                     const ProtobufCFieldDescriptor *f)
+{
+    if (f->label == PROTOBUF_C_LABEL_REPEATED)
+        return is_map_field(msg->descriptor, f) ? map_map(c, value, msg, f) : map_repeated(c, value, msg, f);
+    int rc = sharp_cfg_map_value(c, value, f, sharp_cfg_member(msg, f));
+    if (rc > 0) sharp_cfg_mark_present(msg, f);
+    return rc < 0 ? -1 : 0;
+}
+
+int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *msg, const char *skip)
+{
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    cfg_pair_t *pairs;
+    size_t np;
+    if (sharp_cfg_pairs(c, mapping, &pairs, &np) < 0) return -1;
+    const ProtobufCFieldDescriptor **seen = sharp_calloc(d->n_fields ? d->n_fields : 1, sizeof *seen);
+    int rc = 0;
+    for (size_t i = 0; i < np && rc == 0; i++) {
+        cfg_scalar_t k;
+        if (!sharp_cfg_scalar_of(pairs[i].key, &k) || k.null) {
+            rc = sharp_cfg_fail(c, pairs[i].key, "field names must be strings, got %s",
+                                k.null ? "null" : sharp_cfg_node_kind(pairs[i].key));
+            break;
+        }
+        if (skip && strlen(skip) == k.len && !memcmp(skip, k.s, k.len)) continue;
+        const ProtobufCFieldDescriptor *f = find_field(d, k.s, k.len);
+        if (!f) {
+            size_t old = c->path.len;
+            if (old) sharp_sbuf_append(&c->path, ".", 1);
+            sharp_sbuf_append(&c->path, k.s, k.len);
+            rc = sharp_cfg_fail(c, pairs[i].key, "unknown field \"%.*s\" in %s", (int)k.len, k.s, d->name);
+            break;
+        }
+        unsigned fi = (unsigned)(f - d->fields);
+        size_t old = sharp_cfg_push_field(c, f->name);
+        if (seen[fi]) {
+            if (!pairs[i].merged)
+                rc = sharp_cfg_fail(c, pairs[i].key, "duplicate field \"%s\"", f->name);
+            sharp_cfg_pop(c, old);
+            continue;
+        }
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            for (unsigned j = 0; j < d->n_fields; j++) {
+                const ProtobufCFieldDescriptor *o = seen[j];
+                if (!o || o == f || !(o->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+                    o->quantifier_offset != f->quantifier_offset)
+                    continue;
+                if (pairs[i].merged) break;
+                rc = sharp_cfg_fail(c, pairs[i].key,
+                                    "\"%s\" and \"%s\" are members of the same oneof; set only one",
+                                    o->name, f->name);
+                break;
+            }
+            if (rc < 0) break;
+            uint32_t cs = *(uint32_t *)quantifier(msg, f);
+            if (cs != 0 && cs != f->id) { /* a merged sibling lost to an explicit one */
+                sharp_cfg_pop(c, old);
+                continue;
+            }
+        }
+        seen[fi] = f;
+        sharp_cfg_note(c, pairs[i].key);
+        rc = map_field(c, pairs[i].value, msg, f);
+        if (rc == 0) sharp_cfg_pop(c, old);
+    }
+    free(seen);
+    free(pairs);
+    return rc;
+}
+
+int sharp_cfg_map_message(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg)
+{
+    cfg_wkt_t kind = sharp_cfg_wkt_kind(msg->descriptor);
+    if (kind != WKT_NONE) {
+        int rc = sharp_cfg_wkt_map(c, node, msg, kind);
+        if (rc <= 0) return rc;
+    }
+    cfg_scalar_t sc;
+    if (sharp_cfg_scalar_of(node, &sc) && sc.null) return 0;
+    if (node->type != YAML_MAPPING_NODE)
+        return sharp_cfg_fail(c, node, "expected a mapping for %s, got %s", msg->descriptor->name,
+                              sharp_cfg_node_kind(node));
+    return sharp_cfg_map_fields(c, node, msg, NULL);
+}
+
+int sharp_cfg_map_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f, void *slot)
+{
+    if (f->type != PROTOBUF_C_TYPE_MESSAGE) return sharp_cfg_scalar_value(c, node, f, slot, false);
+    const ProtobufCMessageDescriptor *d = f->descriptor;
+    cfg_scalar_t sc;
+    bool is_null = sharp_cfg_scalar_of(node, &sc) && sc.null;
+    if (is_null && sharp_cfg_wkt_kind(d) != WKT_VALUE) return 0;
+    ProtobufCMessage *sub = sharp_cfg_new_message(d);
+    if (sharp_cfg_map_message(c, node, sub) < 0) {
+        protobuf_c_message_free_unpacked(sub, NULL);
+        return -1;
+    }
+    *(ProtobufCMessage **)slot = sub;
+    return 1;
+}

@@ -1,0 +1,127 @@
+/* mapper.h: YAML/JSON text -> protobuf-c messages, and messages -> JSON.
+ *
+ * The mapper walks protobuf-c descriptors only; it knows no generated type.
+ * It applies the proto3 JSON mapping the way Envoy loads a v3 bootstrap:
+ * proto (snake_case) or JSON (lowerCamelCase) field names, enums by name or
+ * number, 64-bit integers as numbers or strings, bytes as base64, and the
+ * well-known types google.protobuf.{Duration, Timestamp, FieldMask, the
+ * wrappers, Struct, Value, ListValue, Any, Empty} recognized by full name.
+ * Unknown fields, duplicate keys and two members of one oneof are errors.
+ *
+ * Field paths (in errors and in sharp_config_doc_where) use proto field
+ * names: "static_resources.listeners[0].address", map entries as
+ * `metadata["key"]`, Struct members as "meta.key", list items as "[i]", and
+ * fields of a message packed in an Any continue below the Any field
+ * ("typed_config.stat_prefix"). The root message has the empty path.
+ *
+ * Allocation: every message the mapper builds, and every string, bytes and
+ * array inside it, is malloc'ed, so protobuf_c_message_free_unpacked(m, NULL)
+ * releases it. Nothing here aborts on bad input; only out of memory aborts.
+ */
+#ifndef SHARP_CONFIG_MAPPER_H
+#define SHARP_CONFIG_MAPPER_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "common.h"
+#include "sbuf.h"
+
+/* The first error found, formatted "file:line:col: path.to.field[2].x: what
+ * is wrong" (the path part is left out for errors at the document root). */
+typedef struct sharp_config_error {
+    char msg[1024];
+} sharp_config_error_t;
+
+/* ---- Any type-URL registry --------------------------------------------- */
+
+/* Registers a message type for Any resolution under its full name. Adding a
+ * name twice keeps the latest descriptor. Not thread-safe: register
+ * everything at startup, before any thread looks types up. */
+void sharp_type_registry_add(const ProtobufCMessageDescriptor *d);
+
+/* Finds the descriptor for a type URL such as
+ * "type.googleapis.com/envoy.config.listener.v3.Listener": everything up to
+ * the last '/' is a prefix and ignored, the rest must be a registered full
+ * name. A URL without '/' is not accepted. Returns NULL if unknown. */
+const ProtobufCMessageDescriptor *sharp_type_registry_find(const char *type_url, size_t len);
+
+/* Forgets every registered type and releases the registry's memory. */
+void sharp_type_registry_reset(void);
+
+/* ---- Parsed documents ---------------------------------------------------- */
+
+/* A parsed document: the message plus a source map from field path to the
+ * line and column (1-based) where the field's key (or list item) was. */
+typedef struct sharp_config_doc sharp_config_doc_t;
+
+/* Parses one YAML (or JSON) document of `len` bytes onto a new message of
+ * type `desc`. `source_name` names the text in errors ("bootstrap.yaml").
+ * An empty document gives a message with every field at its default.
+ * Returns NULL and fills `err` (if not NULL) on any error: YAML syntax
+ * (position from libyaml), more than one document, a document that expands
+ * through aliases to more than SHARP_CONFIG_MAX_NODES nodes or nests deeper
+ * than SHARP_CONFIG_MAX_DEPTH, or anything the mapping rejects. */
+sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char *source_name,
+                                       const ProtobufCMessageDescriptor *desc,
+                                       sharp_config_error_t *err);
+
+#define SHARP_CONFIG_MAX_NODES 1000000
+#define SHARP_CONFIG_MAX_DEPTH 100
+
+/* Reads the file at `path` and parses it with sharp_config_parse (YAML and
+ * JSON alike; the file name appears in errors as given). On success stores
+ * the document in *out and returns 0; on failure returns -1, *out = NULL. */
+int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
+                            sharp_config_doc_t **out, sharp_config_error_t *err);
+
+/* The parsed message, owned by the document (NULL after take_message). */
+ProtobufCMessage *sharp_config_doc_message(sharp_config_doc_t *doc);
+
+/* Hands the message to the caller, who frees it with
+ * protobuf_c_message_free_unpacked(m, NULL). The source map stays usable. */
+ProtobufCMessage *sharp_config_doc_take_message(sharp_config_doc_t *doc);
+
+/* The source name the document was parsed under. */
+const char *sharp_config_doc_source(const sharp_config_doc_t *doc);
+
+/* Looks up where `path` (the syntax of error paths, e.g.
+ * "static_resources.listeners[0].address") appeared in the text. Returns
+ * false, leaving *line and *col alone, if the path was not in the text. */
+bool sharp_config_doc_where(const sharp_config_doc_t *doc, const char *path, int *line, int *col);
+
+/* Formats a later (semantic) error the same way the parser does:
+ * "file:line:col: path: message" when `path` is in the source map, else
+ * "file: path: message". */
+void sharp_config_doc_error(const sharp_config_doc_t *doc, const char *path,
+                            sharp_config_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Frees the document and the message it still owns. NULL is fine. */
+void sharp_config_doc_free(sharp_config_doc_t *doc);
+
+/* ---- Any ------------------------------------------------------------------ */
+
+/* Unpacks a google.protobuf.Any message. With `expected`, the type URL's
+ * name must equal expected->name; with expected NULL the type comes from the
+ * registry. Returns a new message the caller frees with
+ * protobuf_c_message_free_unpacked(m, NULL), or NULL with `err` filled (not
+ * an Any, type mismatch, unknown type, bytes that do not decode). */
+ProtobufCMessage *sharp_any_unpack(const ProtobufCMessage *any,
+                                   const ProtobufCMessageDescriptor *expected,
+                                   sharp_config_error_t *err);
+
+/* ---- JSON output ---------------------------------------------------------- */
+
+/* Appends `m` as compact proto3 JSON: proto field names in field-number
+ * order, fields at their default left out (oneof members and proto2
+ * has_-fields are printed when set), enums by name (number if unknown),
+ * 64-bit integers as strings, bytes as base64, NaN/Infinity as strings,
+ * Duration "1.5s", Timestamp RFC 3339, wrappers as bare values, Struct /
+ * Value / ListValue as plain JSON, Any as {"@type": ..., fields} when the
+ * type is registered and the bytes decode (else {"@type", "value": base64}). */
+void sharp_config_to_json(const ProtobufCMessage *m, sharp_sbuf_t *out);
+
+/* Same, pretty-printed with two-space indentation (for /config_dump). */
+void sharp_config_to_json_pretty(const ProtobufCMessage *m, sharp_sbuf_t *out);
+
+#endif

@@ -1,0 +1,300 @@
+/* scalar.c: converting YAML scalars into protobuf-c scalar field values
+ * under the proto3 JSON rules: range-checked integers from numbers or
+ * strings, floats with NaN/Infinity, strict booleans, base64 bytes, enums
+ * by name or number. */
+#include "mapper_internal.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+
+static const char *type_name(ProtobufCType t)
+{
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT32: return "int32";
+    case PROTOBUF_C_TYPE_SINT32: return "sint32";
+    case PROTOBUF_C_TYPE_SFIXED32: return "sfixed32";
+    case PROTOBUF_C_TYPE_INT64: return "int64";
+    case PROTOBUF_C_TYPE_SINT64: return "sint64";
+    case PROTOBUF_C_TYPE_SFIXED64: return "sfixed64";
+    case PROTOBUF_C_TYPE_UINT32: return "uint32";
+    case PROTOBUF_C_TYPE_FIXED32: return "fixed32";
+    case PROTOBUF_C_TYPE_UINT64: return "uint64";
+    case PROTOBUF_C_TYPE_FIXED64: return "fixed64";
+    case PROTOBUF_C_TYPE_FLOAT: return "float";
+    case PROTOBUF_C_TYPE_DOUBLE: return "double";
+    case PROTOBUF_C_TYPE_BOOL: return "bool";
+    case PROTOBUF_C_TYPE_ENUM: return "enum";
+    case PROTOBUF_C_TYPE_STRING: return "string";
+    case PROTOBUF_C_TYPE_BYTES: return "bytes";
+    case PROTOBUF_C_TYPE_MESSAGE: return "message";
+    }
+    return "?";
+}
+
+/* Strict JSON number syntax (sign, digits, fraction, exponent), also
+ * accepting a leading '+' and a bare fraction like ".5" as YAML does. */
+bool sharp_cfg_parse_double(const char *s, size_t len, double *out)
+{
+    size_t i = 0;
+    bool digits = false;
+    if (i < len && (s[i] == '-' || s[i] == '+')) i++;
+    while (i < len && s[i] >= '0' && s[i] <= '9') i++, digits = true;
+    if (i < len && s[i] == '.') {
+        i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9') i++, digits = true;
+    }
+    if (!digits) return false;
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '-' || s[i] == '+')) i++;
+        bool exp = false;
+        while (i < len && s[i] >= '0' && s[i] <= '9') i++, exp = true;
+        if (!exp) return false;
+    }
+    if (i != len || len > 400) return false;
+    char buf[401];
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    *out = strtod(buf, NULL);
+    return true;
+}
+
+/* NaN / Infinity spellings of proto3 JSON and YAML. */
+static bool parse_special_float(const char *s, size_t len, double *out)
+{
+    static const struct { const char *t; int v; } names[] = {
+        {"NaN", 0}, {".nan", 0}, {".NaN", 0}, {".NAN", 0},
+        {"Infinity", 1}, {"+Infinity", 1}, {".inf", 1}, {".Inf", 1}, {".INF", 1}, {"+.inf", 1},
+        {"-Infinity", -1}, {"-.inf", -1}, {"-.Inf", -1}, {"-.INF", -1},
+    };
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(names); i++) {
+        if (strlen(names[i].t) == len && !memcmp(names[i].t, s, len)) {
+            *out = names[i].v == 0 ? NAN : names[i].v > 0 ? INFINITY : -INFINITY;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Parses an integer in [min, max] (signed) or [0, umax] (unsigned) from
+ * decimal digits, or from a number with fraction/exponent whose value is
+ * integral. Returns 0, or -1 with the error recorded. */
+static int parse_int(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, bool is_signed,
+                     int64_t min, int64_t max, uint64_t umax, const char *tname, int64_t *sv, uint64_t *uv)
+{
+    char buf[64];
+    if (sc->len == 0 || sc->len >= sizeof buf) goto not_int;
+    memcpy(buf, sc->s, sc->len);
+    buf[sc->len] = '\0';
+    size_t i = buf[0] == '-' ? 1 : 0;
+    bool plain_digits = buf[i] != '\0';
+    for (size_t j = i; buf[j]; j++)
+        if (buf[j] < '0' || buf[j] > '9') plain_digits = false;
+    if (plain_digits) {
+        if (buf[0] == '-' && !is_signed) {
+            if (strspn(buf + 1, "0") == strlen(buf + 1)) {
+                *uv = 0;
+                return 0;
+            }
+            return sharp_cfg_fail(c, node, "negative value %s for %s field", buf, tname);
+        }
+        errno = 0;
+        if (is_signed) {
+            long long v = strtoll(buf, NULL, 10);
+            if (errno == ERANGE || v < min || v > max) goto range;
+            *sv = v;
+        } else {
+            unsigned long long v = strtoull(buf, NULL, 10);
+            if (errno == ERANGE || v > umax) goto range;
+            *uv = v;
+        }
+        return 0;
+    }
+    double d;
+    if (!sharp_cfg_parse_double(sc->s, sc->len, &d)) goto not_int;
+    if (!isfinite(d) || floor(d) != d) goto not_int;
+    if (is_signed) {
+        if (d < (double)min || d >= -(double)INT64_MIN || d > (double)max) goto range;
+        *sv = (int64_t)d;
+    } else {
+        if (d < 0) return sharp_cfg_fail(c, node, "negative value %s for %s field", buf, tname);
+        if (d >= 18446744073709551616.0 || d > (double)umax) goto range;
+        *uv = (uint64_t)d;
+    }
+    return 0;
+range:
+    return sharp_cfg_fail(c, node, "value %.*s is out of range for %s", (int)sc->len, sc->s, tname);
+not_int:
+    return sharp_cfg_fail(c, node, "expected an integer (%s), got \"%.*s\"", tname, (int)sc->len, sc->s);
+}
+
+static int parse_float(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, bool is_float, double *out)
+{
+    bool numeric = sharp_cfg_parse_double(sc->s, sc->len, out);
+    if (!numeric && !parse_special_float(sc->s, sc->len, out))
+        return sharp_cfg_fail(c, node, "expected a number, got \"%.*s\"", (int)sc->len, sc->s);
+    if (numeric && (!isfinite(*out) || (is_float && !isfinite((float)*out))))
+        return sharp_cfg_fail(c, node, "value %.*s is out of range for %s", (int)sc->len, sc->s,
+                              is_float ? "float" : "double");
+    return 0;
+}
+
+static int parse_bool(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, protobuf_c_boolean *out)
+{
+    static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(t); i++) {
+        if (strlen(t[i]) == sc->len && !memcmp(t[i], sc->s, sc->len)) return *out = 1, 0;
+        if (strlen(f[i]) == sc->len && !memcmp(f[i], sc->s, sc->len)) return *out = 0, 0;
+    }
+    return sharp_cfg_fail(c, node, "expected true or false, got \"%.*s\"", (int)sc->len, sc->s);
+}
+
+static int b64val(char ch)
+{
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '+' || ch == '-') return 62;
+    if (ch == '/' || ch == '_') return 63;
+    return -1;
+}
+
+uint8_t *sharp_cfg_base64_decode(const char *s, size_t len, size_t *out_len)
+{
+    while (len && s[len - 1] == '=') len--;
+    if (len % 4 == 1) return NULL;
+    uint8_t *out = sharp_calloc(1, len * 3 / 4 + 1);
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64val(s[i]);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *out_len = o;
+    return out;
+}
+
+void sharp_cfg_base64_encode(sharp_sbuf_t *b, const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        char q[4] = {tab[v >> 18], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
+                     i + 2 < n ? tab[v & 63] : '='};
+        sharp_sbuf_append(b, q, 4);
+    }
+}
+
+/* Enum value by exact name or by number; unknown names list the valid ones. */
+static int parse_enum(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc,
+                      const ProtobufCEnumDescriptor *ed, int *out)
+{
+    int64_t v;
+    uint64_t unused;
+    bool numeric = sc->len > 0 && (sc->s[0] == '-' || (sc->s[0] >= '0' && sc->s[0] <= '9'));
+    if (numeric) {
+        if (parse_int(c, node, sc, true, INT32_MIN, INT32_MAX, 0, "enum", &v, &unused) < 0) return -1;
+        *out = (int)v;
+        return 0;
+    }
+    char name[256];
+    if (sc->len < sizeof name) {
+        memcpy(name, sc->s, sc->len);
+        name[sc->len] = '\0';
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, name);
+        if (ev) {
+            *out = ev->value;
+            return 0;
+        }
+    }
+    sharp_sbuf_t names = {0};
+    for (unsigned i = 0; i < ed->n_values; i++) {
+        if (i) sharp_sbuf_puts(&names, ", ");
+        sharp_sbuf_puts(&names, ed->values[i].name);
+    }
+    sharp_cfg_fail(c, node, "unknown value \"%.*s\" for enum %s; valid values: %s", (int)sc->len, sc->s,
+                   ed->name, names.data ? names.data : "(none)");
+    sharp_sbuf_free(&names);
+    return -1;
+}
+
+int sharp_cfg_scalar_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f, void *slot,
+                           bool is_key)
+{
+    cfg_scalar_t sc;
+    if (!sharp_cfg_scalar_of(node, &sc))
+        return sharp_cfg_fail(c, node, "expected a %s value, got %s", type_name(f->type),
+                              sharp_cfg_node_kind(node));
+    if (sc.null && !is_key) {
+        if (f->type == PROTOBUF_C_TYPE_ENUM &&
+            !strcmp(((const ProtobufCEnumDescriptor *)f->descriptor)->name, "google.protobuf.NullValue")) {
+            *(int *)slot = 0;
+            return 1;
+        }
+        return 0;
+    }
+    int64_t sv = 0;
+    uint64_t uv = 0;
+    double d;
+    const char *tn = type_name(f->type);
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+        if (parse_int(c, node, &sc, true, INT32_MIN, INT32_MAX, 0, tn, &sv, &uv) < 0) return -1;
+        *(int32_t *)slot = (int32_t)sv;
+        return 1;
+    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+        if (parse_int(c, node, &sc, true, INT64_MIN, INT64_MAX, 0, tn, &sv, &uv) < 0) return -1;
+        *(int64_t *)slot = sv;
+        return 1;
+    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+        if (parse_int(c, node, &sc, false, 0, 0, UINT32_MAX, tn, &sv, &uv) < 0) return -1;
+        *(uint32_t *)slot = (uint32_t)uv;
+        return 1;
+    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+        if (parse_int(c, node, &sc, false, 0, 0, UINT64_MAX, tn, &sv, &uv) < 0) return -1;
+        *(uint64_t *)slot = uv;
+        return 1;
+    case PROTOBUF_C_TYPE_FLOAT:
+        if (parse_float(c, node, &sc, true, &d) < 0) return -1;
+        *(float *)slot = (float)d;
+        return 1;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        if (parse_float(c, node, &sc, false, &d) < 0) return -1;
+        *(double *)slot = d;
+        return 1;
+    case PROTOBUF_C_TYPE_BOOL:
+        return parse_bool(c, node, &sc, slot) < 0 ? -1 : 1;
+    case PROTOBUF_C_TYPE_ENUM:
+        return parse_enum(c, node, &sc, f->descriptor, slot) < 0 ? -1 : 1;
+    case PROTOBUF_C_TYPE_STRING: {
+        *(char **)slot = sharp_strndup(sc.s, sc.len);
+        return 1;
+    }
+    case PROTOBUF_C_TYPE_BYTES: {
+        size_t n = 0;
+        uint8_t *data = sharp_cfg_base64_decode(sc.s, sc.len, &n);
+        if (!data) return sharp_cfg_fail(c, node, "invalid base64 for bytes field");
+        ProtobufCBinaryData *bd = slot;
+        bd->data = data;
+        bd->len = n;
+        return 1;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE:
+        break;
+    }
+    return sharp_cfg_fail(c, node, "internal: field \"%s\" is not a scalar", f->name);
+}

@@ -1,0 +1,318 @@
+/* access_log_ops.c: rendering compiled access-log formats (see
+ * access_log.h), and the file sink with its per-worker writers. */
+#include "http/access_log_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- operator values ---- */
+
+static void put_cstr(sharp_sbuf_t *out, const char *s)
+{
+    sharp_sbuf_append(out, s, strlen(s));
+}
+
+static void put_u64(sharp_sbuf_t *out, uint64_t v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof b, "%" PRIu64, v);
+    sharp_sbuf_append(out, b, (size_t)n);
+}
+
+/* "1.2.3.4:80" -> "1.2.3.4", "[::1]:80" -> "::1"; text without a port
+ * (or a bare IPv6 address) is returned whole. */
+static sharp_str_t without_port(const char *a)
+{
+    size_t n = strlen(a);
+    if (n && a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
+    }
+    const char *colon = memchr(a, ':', n);
+    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - a))) return (sharp_str_t){a, (size_t)(colon - a)};
+    return (sharp_str_t){a, n};
+}
+
+static bool put_addr(sharp_sbuf_t *out, const char *a, bool strip)
+{
+    if (!a[0]) return false;
+    if (!strip) {
+        put_cstr(out, a);
+        return true;
+    }
+    sharp_str_t s = without_port(a);
+    sharp_sbuf_append(out, s.p, s.len);
+    return true;
+}
+
+static bool put_opt(sharp_sbuf_t *out, const char *s)
+{
+    if (!s || !s[0]) return false;
+    put_cstr(out, s);
+    return true;
+}
+
+/* The first value of the header, else of the alternative header. */
+static bool put_header(sharp_sbuf_t *out, const sharp_headers_t *h, const al_piece_t *p)
+{
+    sharp_str_t v;
+    if (!h) return false;
+    if (!sharp_headers_get(h, p->text, p->len, &v) && (!p->alt || !sharp_headers_get(h, p->alt, p->alt_len, &v)))
+        return false;
+    sharp_sbuf_append(out, v.p, p->has_max ? SHARP_MIN(v.len, p->max_len) : v.len);
+    return true;
+}
+
+static bool put_ms_since_start(sharp_sbuf_t *out, const sharp_stream_info_t *si, uint64_t t_ns)
+{
+    if (!t_ns || !si->start_ns) return false;
+    put_u64(out, t_ns > si->start_ns ? (t_ns - si->start_ns) / 1000000 : 0);
+    return true;
+}
+
+static void put_fraction(sharp_sbuf_t *out, uint64_t ns, int digits, bool trim)
+{
+    char b[16];
+    snprintf(b, sizeof b, "%09" PRIu64, ns);
+    size_t n = (size_t)digits;
+    if (trim) {
+        n = 9;
+        while (n > 1 && b[n - 1] == '0') n--;
+    }
+    sharp_sbuf_append(out, b, n);
+}
+
+static void put_time(sharp_sbuf_t *out, const al_piece_t *p, uint64_t wall_us)
+{
+    time_t secs = (time_t)(wall_us / 1000000);
+    uint64_t ns = (wall_us % 1000000) * 1000;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    for (uint32_t i = 0; i < p->nsegs; i++) {
+        const al_time_seg_t *sg = &p->segs[i];
+        switch (sg->kind) {
+        case TS_STRFTIME: {
+            char b[512];
+            size_t n = strftime(b, sizeof b, sg->text, &tm);
+            sharp_sbuf_append(out, b, n);
+            break;
+        }
+        case TS_EPOCH: sharp_sbuf_printf(out, "%lld", (long long)secs); break;
+        case TS_FRACTION: put_fraction(out, ns, sg->digits, false); break;
+        case TS_FRACTION_TRIM: put_fraction(out, ns, 9, true); break;
+        case TS_FRACTION_DOT:
+            sharp_sbuf_append(out, ".", 1);
+            put_fraction(out, ns, sg->digits, false);
+            break;
+        case TS_FRACTION_TRIM_DOT:
+            if (ns) {
+                sharp_sbuf_append(out, ".", 1);
+                put_fraction(out, ns, 9, true);
+            }
+            break;
+        }
+    }
+}
+
+/* Appends the operator's value and returns true, or appends nothing and
+ * returns false when the stream has no such value. */
+static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
+                      const sharp_stream_info_t *si, sharp_sbuf_t *out)
+{
+    if (p->op == OP_LITERAL) {
+        sharp_sbuf_append(out, p->text, p->len);
+        return true;
+    }
+    if (p->op == OP_HOSTNAME) return put_opt(out, f->hostname);
+    if (!si) return false;
+    switch (p->op) {
+    case OP_START_TIME: put_time(out, p, si->start_wall_us); return true;
+    case OP_REQ: return put_header(out, si->request_headers, p);
+    case OP_RESP: return put_header(out, si->response_headers, p);
+    case OP_TRAILER: return put_header(out, si->response_trailers, p);
+    case OP_RESPONSE_CODE: put_u64(out, si->response_code); return true;
+    case OP_RESPONSE_FLAGS: {
+        char b[160];
+        size_t n = sharp_response_flags_str(si->response_flags, b, sizeof b);
+        sharp_sbuf_append(out, b, n);
+        return true;
+    }
+    case OP_RESPONSE_CODE_DETAILS: return put_opt(out, si->response_code_details);
+    case OP_BYTES_RECEIVED: put_u64(out, si->bytes_received); return true;
+    case OP_BYTES_SENT: put_u64(out, si->bytes_sent); return true;
+    case OP_DURATION:
+        /* an open stream reports its duration so far, as Envoy does */
+        return put_ms_since_start(out, si, si->end_ns ? si->end_ns : sharp_now_ns());
+    case OP_REQUEST_DURATION: return put_ms_since_start(out, si, si->request_complete_ns);
+    case OP_RESPONSE_DURATION: return put_ms_since_start(out, si, si->upstream_first_byte_ns);
+    case OP_ATTEMPT_COUNT: put_u64(out, si->attempt_count); return true;
+    case OP_UPSTREAM_HOST: return put_addr(out, si->upstream_host, false);
+    case OP_UPSTREAM_HOST_NOPORT: return put_addr(out, si->upstream_host, true);
+    case OP_UPSTREAM_CLUSTER: return put_opt(out, si->upstream_cluster);
+    case OP_UPSTREAM_LOCAL: return put_addr(out, si->upstream_local_address, false);
+    case OP_UPSTREAM_LOCAL_NOPORT: return put_addr(out, si->upstream_local_address, true);
+    case OP_UPSTREAM_FAILURE_REASON: return put_opt(out, si->upstream_transport_failure_reason);
+    case OP_DOWNSTREAM_REMOTE: return put_addr(out, si->downstream_remote_address, false);
+    case OP_DOWNSTREAM_REMOTE_NOPORT: return put_addr(out, si->downstream_remote_address, true);
+    case OP_DOWNSTREAM_LOCAL: return put_addr(out, si->downstream_local_address, false);
+    case OP_DOWNSTREAM_LOCAL_NOPORT: return put_addr(out, si->downstream_local_address, true);
+    case OP_PROTOCOL: return put_opt(out, si->protocol);
+    case OP_ROUTE_NAME: return put_opt(out, si->route_name);
+    default: return false;
+    }
+}
+
+/* ---- rendering ---- */
+
+/* JSON-escapes out[start..len) in place. Values rarely need escaping, so
+ * the common case only scans. */
+static void escape_tail(sharp_sbuf_t *out, size_t start)
+{
+    size_t i = start;
+    while (i < out->len) {
+        unsigned char c = (unsigned char)out->data[i];
+        if (c == '"' || c == '\\' || c < 0x20) break;
+        i++;
+    }
+    if (i == out->len) return;
+    size_t n = out->len - i;
+    char *raw = sharp_strndup(out->data + i, n);
+    out->len = i;
+    sharp_sbuf_json_escape(out, raw, n);
+    free(raw);
+}
+
+static void render_text(const sharp_access_log_format_t *f, const al_field_t *fl,
+                        const sharp_stream_info_t *si, sharp_sbuf_t *out, const char *missing,
+                        bool json_escape)
+{
+    for (uint32_t i = 0; i < fl->n; i++) {
+        size_t start = out->len;
+        if (!put_value(f, &fl->pieces[i], si, out)) put_cstr(out, missing);
+        else if (json_escape) escape_tail(out, start);
+    }
+}
+
+/* A field that is a single operator keeps its type: a number stays a number,
+ * a missing value becomes null. */
+static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si, sharp_sbuf_t *out)
+{
+    sharp_sbuf_append(out, "{", 1);
+    for (uint32_t k = 0; k < f->nfields; k++) {
+        const al_field_t *fl = &f->fields[k];
+        if (k) sharp_sbuf_append(out, ",", 1);
+        sharp_sbuf_append(out, "\"", 1);
+        sharp_sbuf_json_escape(out, fl->key, strlen(fl->key));
+        sharp_sbuf_append(out, "\":", 2);
+        if (fl->single && fl->pieces[0].numeric) {
+            if (!put_value(f, &fl->pieces[0], si, out)) put_cstr(out, "null");
+            continue;
+        }
+        if (fl->single) {
+            size_t at = out->len;
+            sharp_sbuf_append(out, "\"", 1);
+            if (!put_value(f, &fl->pieces[0], si, out)) {
+                out->len = at;
+                put_cstr(out, "null");
+                continue;
+            }
+            escape_tail(out, at + 1);
+            sharp_sbuf_append(out, "\"", 1);
+            continue;
+        }
+        sharp_sbuf_append(out, "\"", 1);
+        render_text(f, fl, si, out, "-", true);
+        sharp_sbuf_append(out, "\"", 1);
+    }
+    sharp_sbuf_append(out, "}\n", 2);
+}
+
+void sharp_access_log_format_render(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
+                                    sharp_sbuf_t *out)
+{
+    if (f->json) render_json(f, si, out);
+    else render_text(f, &f->fields[0], si, out, "-", false);
+}
+
+void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,
+                                           const sharp_stream_info_t *si, sharp_sbuf_t *out)
+{
+    if (f->json) render_json(f, si, out);
+    else render_text(f, &f->fields[0], si, out, "", false);
+}
+
+/* ---- file sink ---- */
+
+sharp_access_log_file_t *sharp_access_log_file_open(const char *path, char *err, size_t errlen)
+{
+    int fd;
+    if (strcmp(path, "/dev/stdout") == 0) fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    else if (strcmp(path, "/dev/stderr") == 0) fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    else fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (err && errlen) snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    sharp_access_log_file_t *f = sharp_calloc(1, sizeof *f);
+    f->fd = fd;
+    f->path = sharp_strdup(path);
+    return f;
+}
+
+void sharp_access_log_file_close(sharp_access_log_file_t *f)
+{
+    if (!f) return;
+    if (f->fd >= 0) close(f->fd);
+    free(f->path);
+    free(f);
+}
+
+void sharp_access_log_writer_init(sharp_access_log_writer_t *w, sharp_access_log_file_t *file)
+{
+    memset(w, 0, sizeof *w);
+    w->file = file;
+}
+
+int sharp_access_log_writer_flush(sharp_access_log_writer_t *w)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (w->file && off < w->buf.len) {
+        ssize_t n = write(w->file->fd, w->buf.data + off, w->buf.len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            atomic_fetch_add_explicit(&w->file->write_errors, 1, memory_order_relaxed);
+            rc = -1;
+            break;
+        }
+        off += (size_t)n;
+    }
+    sharp_sbuf_reset(&w->buf);
+    return rc;
+}
+
+void sharp_access_log_writer_append(sharp_access_log_writer_t *w, const char *p, size_t n)
+{
+    sharp_sbuf_append(&w->buf, p, n);
+    w->lines++;
+    if (w->buf.len >= SHARP_ACCESS_LOG_FLUSH_BYTES) sharp_access_log_writer_flush(w);
+}
+
+void sharp_access_log_writer_log(sharp_access_log_writer_t *w, const sharp_access_log_format_t *f,
+                                 const sharp_stream_info_t *si)
+{
+    sharp_access_log_format_render(f, si, &w->buf);
+    w->lines++;
+    if (w->buf.len >= SHARP_ACCESS_LOG_FLUSH_BYTES) sharp_access_log_writer_flush(w);
+}
+
+void sharp_access_log_writer_destroy(sharp_access_log_writer_t *w)
+{
+    sharp_access_log_writer_flush(w);
+    sharp_sbuf_free(&w->buf);
+    w->file = NULL;
+}

@@ -1,0 +1,241 @@
+/* lb.c: see lb.h. A choice is two steps, as in Envoy: pick a priority level
+ * from the levels' health, then a host inside that level by the policy.
+ * Health bits are atomics other threads flip at any time, so every choice
+ * re-reads them (one relaxed load per host); per-worker scratch arrays keep
+ * the choice free of allocation. */
+#include "upstream/lb.h"
+
+#include <math.h>
+
+/* Envoy's default overprovisioning factor, in percent. */
+#define OVERPROVISIONING 140
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* xorshift64*: fast, 64 bits of state, good enough for load balancing. */
+uint64_t sharp_lb_random(sharp_lb_t *lb)
+{
+    uint64_t x = lb->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    lb->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Maps each host's priority to a dense level index (levels ascending by
+ * priority, so level 0 is the most preferred). */
+static void build_levels(sharp_lb_t *lb)
+{
+    uint32_t n = lb->nhosts;
+    uint32_t *prio = sharp_calloc(n ? n : 1, sizeof *prio);
+    for (uint32_t i = 0; i < n; i++) prio[i] = lb->hosts[i]->priority;
+    qsort(prio, n, sizeof *prio, cmp_u32);
+    uint32_t nl = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (i == 0 || prio[i] != prio[i - 1]) prio[nl++] = prio[i];
+    lb->nlevels = nl;
+    lb->level_of = sharp_calloc(n ? n : 1, sizeof *lb->level_of);
+    lb->level_total = sharp_calloc(nl ? nl : 1, sizeof *lb->level_total);
+    lb->level_healthy = sharp_calloc(nl ? nl : 1, sizeof *lb->level_healthy);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t *at = bsearch(&lb->hosts[i]->priority, prio, nl, sizeof *prio, cmp_u32);
+        lb->level_of[i] = (uint32_t)(at - prio);
+        lb->level_total[lb->level_of[i]]++;
+    }
+    free(prio);
+}
+
+void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,
+                   uint32_t nhosts, uint64_t seed)
+{
+    memset(lb, 0, sizeof *lb);
+    lb->policy = policy;
+    lb->hosts = hosts;
+    lb->nhosts = nhosts;
+    lb->choice_count = 2;
+    lb->panic_threshold = 50;
+    lb->active_request_bias = 1.0;
+    uint64_t s = seed;
+    lb->rng = splitmix64(&s);
+    if (!lb->rng) lb->rng = 0x9E3779B97F4A7C15ull;
+    lb->current = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->current);
+    lb->scratch = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->scratch);
+    lb->wscratch = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->wscratch);
+    lb->all_equal_weights = true;
+    for (uint32_t i = 1; i < nhosts; i++)
+        if (hosts[i]->weight != hosts[0]->weight) lb->all_equal_weights = false;
+    build_levels(lb);
+    /* Each worker starts its rotation at a different host, so a fleet of
+     * freshly started workers does not send its first requests to one host. */
+    lb->rr_index = nhosts ? sharp_lb_random(lb) % nhosts : 0;
+}
+
+void sharp_lb_destroy(sharp_lb_t *lb)
+{
+    free(lb->current);
+    free(lb->scratch);
+    free(lb->wscratch);
+    free(lb->level_of);
+    free(lb->level_total);
+    free(lb->level_healthy);
+    memset(lb, 0, sizeof *lb);
+}
+
+static bool level_in_panic(const sharp_lb_t *lb, uint32_t l)
+{
+    uint32_t total = lb->level_total[l];
+    double healthy_pct = total ? 100.0 * lb->level_healthy[l] / total : 0.0;
+    return healthy_pct < lb->panic_threshold;
+}
+
+/* Envoy's priority load: each level's health is min(100, 1.4 * healthy%);
+ * load goes to levels in order, each taking up to its share of the total
+ * health, and the rounding remainder goes to the first level with any
+ * health. When no level has health at all, every level is in panic and the
+ * load follows the host counts. Returns the chosen level, or -1 when nothing
+ * may be chosen (no health and panic disabled). */
+static int choose_level(sharp_lb_t *lb, bool *panic)
+{
+    uint32_t nl = lb->nlevels;
+    uint32_t health[nl], sum = 0;
+    for (uint32_t l = 0; l < nl; l++) {
+        uint32_t t = lb->level_total[l];
+        uint64_t h = t ? (uint64_t)OVERPROVISIONING * lb->level_healthy[l] / t : 0;
+        health[l] = (uint32_t)SHARP_MIN(h, 100);
+        sum += health[l];
+    }
+    uint32_t norm = SHARP_MIN(sum, 100);
+    if (norm == 0) {
+        if (lb->panic_threshold <= 0) return -1;
+        *panic = true;
+        if (nl == 1) return 0;
+        uint64_t r = sharp_lb_random(lb) % lb->nhosts;
+        for (uint32_t l = 0; l < nl; l++) {
+            if (r < lb->level_total[l]) return (int)l;
+            r -= lb->level_total[l];
+        }
+        return 0;
+    }
+    if (nl == 1) {
+        *panic = level_in_panic(lb, 0);
+        return 0;
+    }
+    uint32_t load[nl], remaining = 100;
+    int first = -1;
+    for (uint32_t l = 0; l < nl; l++) {
+        if (first < 0 && health[l] > 0) first = (int)l;
+        load[l] = SHARP_MIN(remaining, health[l] * 100 / norm);
+        remaining -= load[l];
+    }
+    load[first] += remaining;
+    uint32_t r = (uint32_t)(sharp_lb_random(lb) % 100);
+    uint32_t chosen = 0;
+    for (uint32_t l = 0; l < nl; l++) {
+        if (r < load[l]) {
+            chosen = l;
+            break;
+        }
+        r -= load[l];
+    }
+    *panic = level_in_panic(lb, chosen);
+    return (int)chosen;
+}
+
+/* Smooth weighted round robin over the candidates: each gains its weight in
+ * credit, the richest is chosen and pays the total. Over any window of
+ * sum(weights) picks each host is chosen exactly weight times, and picks are
+ * spread out (5:1:1 gives a a b a c a a), like Envoy's EDF scheduler. */
+static uint32_t pick_swrr(sharp_lb_t *lb, const uint32_t *cand, uint32_t n, const int64_t *w)
+{
+    int64_t total = 0;
+    uint32_t best = cand[0];
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = cand[k];
+        lb->current[i] += w[k];
+        total += w[k];
+        if (lb->current[i] > lb->current[best]) best = i;
+    }
+    lb->current[best] -= total;
+    return best;
+}
+
+static uint32_t pick_round_robin(sharp_lb_t *lb, const uint32_t *cand, uint32_t n)
+{
+    if (lb->all_equal_weights) return cand[lb->rr_index++ % n];
+    int64_t *w = lb->wscratch;
+    for (uint32_t k = 0; k < n; k++) w[k] = lb->hosts[cand[k]]->weight ? lb->hosts[cand[k]]->weight : 1;
+    return pick_swrr(lb, cand, n, w);
+}
+
+/* Equal weights: power of `choice_count` choices (sampling with
+ * replacement), keeping the sample with the fewest active requests; ties
+ * keep the earlier sample. Unequal weights: smooth weighted round robin on
+ * weight / (active + 1)^bias, so a loaded host's share shrinks with its
+ * load. */
+static uint32_t pick_least_request(sharp_lb_t *lb, const uint32_t *cand, uint32_t n)
+{
+    if (lb->all_equal_weights) {
+        uint32_t choices = lb->choice_count ? lb->choice_count : 2;
+        uint32_t best = cand[sharp_lb_random(lb) % n];
+        int64_t best_rq = atomic_load_explicit(&lb->hosts[best]->active_rq, memory_order_relaxed);
+        for (uint32_t c = 1; c < choices; c++) {
+            uint32_t i = cand[sharp_lb_random(lb) % n];
+            int64_t rq = atomic_load_explicit(&lb->hosts[i]->active_rq, memory_order_relaxed);
+            if (rq < best_rq) {
+                best = i;
+                best_rq = rq;
+            }
+        }
+        return best;
+    }
+    int64_t *w = lb->wscratch;
+    double bias = lb->active_request_bias;
+    for (uint32_t k = 0; k < n; k++) {
+        const sharp_host_t *h = lb->hosts[cand[k]];
+        int64_t rq = atomic_load_explicit(&h->active_rq, memory_order_relaxed);
+        double denom = rq > 0 ? (bias == 1.0 ? (double)(rq + 1) : pow((double)(rq + 1), bias)) : 1.0;
+        double eff = (h->weight ? h->weight : 1) * 1000.0 / denom;
+        w[k] = eff < 1.0 ? 1 : (int64_t)eff;
+    }
+    return pick_swrr(lb, cand, n, w);
+}
+
+sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+{
+    lb->in_panic = false;
+    if (!lb->nhosts) return NULL;
+    memset(lb->level_healthy, 0, lb->nlevels * sizeof *lb->level_healthy);
+    for (uint32_t i = 0; i < lb->nhosts; i++)
+        if (sharp_host_healthy(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
+    bool panic = false;
+    int level = choose_level(lb, &panic);
+    if (level < 0) return NULL;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        if (lb->level_of[i] != (uint32_t)level) continue;
+        if (panic || sharp_host_healthy(lb->hosts[i])) lb->scratch[n++] = i;
+    }
+    if (!n) return NULL; /* a host turned unhealthy between the two scans */
+    lb->in_panic = panic;
+    uint32_t pick;
+    switch (lb->policy) {
+    case SHARP_LB_LEAST_REQUEST: pick = pick_least_request(lb, lb->scratch, n); break;
+    case SHARP_LB_RANDOM: pick = lb->scratch[sharp_lb_random(lb) % n]; break;
+    case SHARP_LB_ROUND_ROBIN:
+    default: pick = pick_round_robin(lb, lb->scratch, n); break;
+    }
+    return lb->hosts[pick];
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs every test: cmocka unit tests and pytest integration tests against the
+# normal build, then both again against the ASan+UBSan build. Prints one
+# closing line "N passed, N failed" and exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+ASAN_BUILD=${2:-build-asan}
+passed=0
+failed=0
+skipped=0
+
+# cmocka tests speak TAP with CMOCKA_MESSAGE_OUTPUT=TAP: count ok / not ok lines.
+run_unit() {
+    local dir=$1 label=$2
+    for t in "$dir"/test/unit/test_*; do
+        [ -x "$t" ] && [ -f "$t" ] || continue
+        local out
+        out=$(CMOCKA_MESSAGE_OUTPUT=TAP timeout 300 "$t" 2>&1)
+        local rc=$?
+        local ok nok
+        ok=$(grep -cE '^ok ' <<<"$out")
+        nok=$(grep -cE '^not ok ' <<<"$out")
+        if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ]; then nok=1; fi
+        passed=$((passed + ok))
+        failed=$((failed + nok))
+        if [ "$nok" -ne 0 ]; then
+            echo "FAILED [$label] $(basename "$t"):"
+            grep -E -A5 '^not ok ' <<<"$out" | head -50
+            [ "$rc" -ne 0 ] && tail -20 <<<"$out"
+        else
+            echo "[$label] $(basename "$t"): $ok passed"
+        fi
+    done
+}
+
+# pytest's summary line: "3 passed, 1 failed, 2 skipped in 4.2s"
+run_integration() {
+    local dir=$1 label=$2
+    local log
+    log=$(mktemp)
+    SHARP_BUILD=$(cd "$dir" && pwd) timeout 1500 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+        test/integration 2>&1 | tee "$log" | grep -E '^(FAILED|ERROR)|passed|failed' | tail -40
+    local summary
+    summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log" | tail -1)
+    local p f e s
+    p=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    f=$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    e=$(grep -oE '[0-9]+ errors?' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    s=$(grep -oE '[0-9]+ skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    if [ -z "$summary" ]; then
+        echo "[$label] integration: no pytest summary"
+        tail -30 "$log"
+        f=1
+    fi
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0} + ${e:-0}))
+    skipped=$((skipped + ${s:-0}))
+    echo "[$label] integration: $summary"
+    rm -f "$log"
+}
+
+run_unit "$BUILD" release
+run_integration "$BUILD" release
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+run_unit "$ASAN_BUILD" asan
+SHARP_SANITIZED=1 run_integration "$ASAN_BUILD" asan
+
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]

@@ -1,0 +1,195 @@
+"""Fixtures for integration tests: the real `sharp` binary, the project's
+test upstream and nginx, all on 127.0.0.1 with ports picked per test, every
+process bounded in time and stopped by PID at teardown."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+BUILD = os.environ.get("SHARP_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+SHARP = os.path.join(BUILD, "proxy", "sharp")
+UPSTREAM = os.path.join(BUILD, "test", "upstream", "sharp-test-upstream")
+SANITIZED = os.environ.get("SHARP_SANITIZED") == "1"
+# Sanitized builds are several times slower: scale loads, not assertions.
+SLOW = 3 if SANITIZED else 1
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+class Proc:
+    """A child process we started; stopped by PID."""
+
+    def __init__(self, args, **kw):
+        self.args = args
+        self.log = tempfile.NamedTemporaryFile(prefix="sharp-it-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(args, stdout=kw.pop("stdout", self.log), stderr=subprocess.STDOUT, **kw)
+
+    def output(self):
+        with open(self.log.name, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        return self.p.returncode
+
+
+class Upstream(Proc):
+    def __init__(self, name="upstream", extra=()):
+        self.port = None
+        super().__init__([UPSTREAM, "--address", "127.0.0.1", "--port", "0", "--name", name, "--quiet", *extra],
+                         stdout=subprocess.PIPE)
+        line = self.p.stdout.readline().decode()
+        assert line.startswith("listening on"), line
+        self.port = int(line.strip().rsplit(":", 1)[1])
+
+
+def bootstrap_yaml(listen_port, admin_port, clusters, routes=None, hcm_extra="", vhost_extra="",
+                   access_log=None, listener_extra="", cluster_extra=""):
+    """An Envoy v3 bootstrap: one listener, an HCM with the router, and
+    STATIC clusters given as {name: [port, ...]}."""
+    if routes is None:
+        first = next(iter(clusters))
+        routes = f'- match: {{ prefix: "/" }}\n  route: {{ cluster: {first} }}\n'
+    al = ""
+    if access_log:
+        al = textwrap.dedent(f"""\
+            access_log:
+            - name: envoy.access_loggers.file
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                path: {access_log}
+            """)
+    cl = ""
+    for name, ports in clusters.items():
+        eps = "".join(
+            f"        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }}\n"
+            for p in ports)
+        cl += (f"  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n{textwrap.indent(cluster_extra, '    ')}"
+               f"    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{eps}")
+    return f"""\
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }}
+static_resources:
+  listeners:
+  - name: listener_0
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen_port} }} }}
+{textwrap.indent(listener_extra, '    ')}    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+{textwrap.indent(al, '          ')}{textwrap.indent(hcm_extra, '          ')}          route_config:
+            name: local_route
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+{textwrap.indent(vhost_extra, '              ')}              routes:
+{textwrap.indent(routes, '              ')}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{cl}"""
+
+
+class Sharp(Proc):
+    def __init__(self, yaml_text, concurrency=2, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="sharp-it-")
+        self.config = os.path.join(self.dir, "bootstrap.yaml")
+        with open(self.config, "w") as f:
+            f.write(yaml_text)
+        super().__init__([SHARP, "-c", self.config, "--concurrency", str(concurrency), "-l", "info", *extra])
+
+    def wait_ready(self, admin_port, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.p.poll() is not None:
+                raise RuntimeError("sharp exited: " + self.output())
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except Exception:
+                time.sleep(0.05)
+        raise TimeoutError("sharp not ready: " + self.output())
+
+
+def admin_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def stat(admin_port, name):
+    data = json.loads(admin_get(admin_port, "/stats?format=json"))
+    for s in data["stats"]:
+        if s.get("name") == name:
+            return s["value"]
+    return None
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield started
+    for p in reversed(started):
+        p.stop(signal.SIGKILL if isinstance(p, Upstream) else signal.SIGTERM)
+
+
+@pytest.fixture
+def upstream(procs):
+    u = Upstream()
+    procs.append(u)
+    return u
+
+
+@pytest.fixture
+def proxy(procs, upstream):
+    """SHARP in front of one test upstream; returns an object with ports."""
+    class P:
+        pass
+    p = P()
+    p.listen = free_port()
+    p.admin = free_port()
+    p.upstream = upstream
+    p.access_log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
+    p.sharp = Sharp(bootstrap_yaml(p.listen, p.admin, {"backend": [upstream.port]}, access_log=p.access_log))
+    procs.append(p.sharp)
+    p.sharp.wait_ready(p.admin)
+    p.url = f"http://127.0.0.1:{p.listen}"
+    return p
+
+
+def run_sharp_config(procs, yaml_text, admin_port, concurrency=2):
+    s = Sharp(yaml_text, concurrency=concurrency)
+    procs.append(s)
+    s.wait_ready(admin_port)
+    return s

@@ -1,0 +1,120 @@
+"""Configuration: Envoy-format bootstraps, validation errors with paths and lines, CLI flags."""
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import SHARP, bootstrap_yaml, free_port, run_sharp_config, admin_get
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "config", "examples")
+
+
+def validate(text, suffix=".yaml"):
+    d = tempfile.mkdtemp()
+    p = os.path.join(d, "c" + suffix)
+    with open(p, "w") as f:
+        f.write(text)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", p], capture_output=True, timeout=20)
+    return r.returncode, (r.stdout + r.stderr).decode()
+
+
+GOOD = bootstrap_yaml(10000, 9901, {"b": [8080]})
+
+
+def test_validate_ok():
+    rc, out = validate(GOOD)
+    assert rc == 0, out
+    assert "OK" in out
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(EXAMPLES)) if os.path.isdir(EXAMPLES) else [])
+def test_examples_validate(name):
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", os.path.join(EXAMPLES, name)],
+                       capture_output=True, timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_unknown_field_names_path_and_line():
+    bad = GOOD.replace("    connect_timeout: 1s\n", "    connect_timeout: 1s\n    conect_timeout: 2s\n")
+    rc, out = validate(bad)
+    assert rc == 1
+    assert "static_resources.clusters[0]" in out and "conect_timeout" in out
+    line = bad.splitlines().index("    conect_timeout: 2s") + 1
+    assert f":{line}:" in out, out
+
+
+def test_bad_enum_and_duration():
+    rc, out = validate(GOOD.replace("type: STATIC", "type: STATICK"))
+    assert rc == 1 and "STATICK" in out and "STATIC" in out
+    rc, out = validate(GOOD.replace("connect_timeout: 1s", "connect_timeout: 10"))
+    assert rc == 1 and "connect_timeout" in out
+
+
+def test_unknown_any_type():
+    rc, out = validate(GOOD.replace("envoy.extensions.filters.http.router.v3.Router",
+                                    "envoy.extensions.filters.http.nope.v3.Nope"))
+    assert rc == 1 and "envoy.extensions.filters.http.nope.v3.Nope" in out
+
+
+def test_route_to_unknown_cluster():
+    rc, out = validate(GOOD.replace("route: { cluster: b }", "route: { cluster: missing }"))
+    assert rc == 1 and "missing" in out
+
+
+def test_dns_cluster_not_supported_yet():
+    rc, out = validate(GOOD.replace("type: STATIC", "type: STRICT_DNS"))
+    assert rc == 1 and "not supported yet" in out
+
+
+def test_yaml_syntax_error():
+    rc, out = validate("static_resources:\n  listeners: [\n")
+    assert rc == 1 and ":" in out
+
+
+def test_json_bootstrap(procs, upstream):
+    import json, yaml
+    listen, admin = free_port(), free_port()
+    doc = yaml.safe_load(bootstrap_yaml(listen, admin, {"b": [upstream.port]}))
+    d = tempfile.mkdtemp()
+    p = os.path.join(d, "b.json")
+    with open(p, "w") as f:
+        json.dump(doc, f)
+    from conftest import Proc
+    s = Proc([SHARP, "-c", p, "--concurrency", "1"])
+    procs.append(s)
+    import time, urllib.request
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5) as r:
+        assert r.status == 200
+
+
+def test_config_yaml_flag_and_version_help():
+    r = subprocess.run([SHARP, "--version"], capture_output=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.startswith(b"sharp/")
+    r = subprocess.run([SHARP, "--help"], capture_output=True, timeout=10)
+    assert r.returncode == 0 and b"--config-path" in r.stdout
+    r = subprocess.run([SHARP, "--mode", "validate", "--config-yaml", GOOD], capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([SHARP, "--bogus-flag"], capture_output=True, timeout=10)
+    assert r.returncode == 1
+
+
+def test_port_in_use_fails_cleanly(procs, upstream):
+    listen, admin = free_port(), free_port()
+    import socket
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", listen))
+    blocker.listen(1)
+    try:
+        p = subprocess.run([SHARP, "--config-yaml", bootstrap_yaml(listen, admin, {"b": [upstream.port]}),
+                            "--concurrency", "1"], capture_output=True, timeout=20)
+        assert p.returncode == 1
+        assert b"cannot bind" in p.stderr
+    finally:
+        blocker.close()

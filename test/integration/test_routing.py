@@ -1,0 +1,174 @@
+"""Route configuration features: matchers, actions, rewrites, header mutations."""
+import http.client
+import json
+from collections import Counter
+
+from conftest import Upstream, bootstrap_yaml, free_port, run_sharp_config
+
+
+def setup(procs, routes, clusters, vhost_extra="", hcm_extra=""):
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, clusters, routes=routes, vhost_extra=vhost_extra,
+                                           hcm_extra=hcm_extra), admin)
+    return listen, admin
+
+
+def req(port, path, method="GET", headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request(method, path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def echo_headers(body):
+    return {k.lower(): v for k, v in json.loads(body)["headers"]}
+
+
+def test_prefix_path_regex_header_query_matching(procs):
+    a, b = Upstream("a"), Upstream("b")
+    procs += [a, b]
+    routes = """\
+- match: { path: "/exact" }
+  route: { cluster: a }
+- match: { safe_regex: { regex: "/re/[0-9]+" } }
+  route: { cluster: b }
+- match:
+    prefix: "/h"
+    headers: [{ name: x-tenant, string_match: { exact: gold } }]
+  route: { cluster: b }
+- match:
+    prefix: "/q"
+    query_parameters: [{ name: debug, present_match: true }]
+  route: { cluster: b }
+- match: { prefix: "/CASE", case_sensitive: false }
+  route: { cluster: b }
+- match: { prefix: "/" }
+  route: { cluster: a }
+"""
+    port, _ = setup(procs, routes, {"a": [a.port], "b": [b.port]})
+    who = lambda path, h=None: req(port, path, headers=h)[0].getheader("x-upstream-name")
+    assert who("/exact") == "a"
+    assert who("/exact/no") == "a"
+    assert who("/re/123") == "b"
+    assert who("/re/12x") == "a"
+    assert who("/h", {"x-tenant": "gold"}) == "b"
+    assert who("/h", {"x-tenant": "silver"}) == "a"
+    assert who("/q?debug=1") == "b"
+    assert who("/q?x=1") == "a"
+    assert who("/case/x") == "b"
+
+
+def test_domains_and_vhost_selection(procs, upstream):
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"b": [upstream.port]})
+    # add a second virtual host ahead of the catch-all
+    y = y.replace("            virtual_hosts:\n", """            virtual_hosts:
+            - name: api
+              domains: ["api.example.com", "*.svc.local"]
+              routes:
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: "api vhost" } }
+""")
+    run_sharp_config(procs, y, admin)
+    assert req(listen, "/", headers={"Host": "api.example.com"})[1] == b"api vhost"
+    assert req(listen, "/", headers={"Host": "API.EXAMPLE.COM"})[1] == b"api vhost"
+    assert req(listen, "/", headers={"Host": "x.svc.local"})[1] == b"api vhost"
+    assert req(listen, "/", headers={"Host": "other"})[1] == b"hello from upstream\n"
+
+
+def test_direct_response_and_redirect(procs, upstream):
+    routes = """\
+- match: { prefix: "/direct" }
+  direct_response: { status: 418, body: { inline_string: "teapot" } }
+- match: { prefix: "/old" }
+  redirect: { prefix_rewrite: "/new", response_code: FOUND }
+- match: { prefix: "/secure" }
+  redirect: { https_redirect: true }
+- match: { prefix: "/" }
+  route: { cluster: b }
+"""
+    port, _ = setup(procs, routes, {"b": [upstream.port]})
+    r, body = req(port, "/direct")
+    assert r.status == 418 and body == b"teapot"
+    r, _ = req(port, "/old/page?x=1", headers={"Host": "example.com"})
+    assert r.status == 302
+    assert r.getheader("location") == "http://example.com/new/page?x=1"
+    r, _ = req(port, "/secure", headers={"Host": "example.com"})
+    assert r.status == 301
+    assert r.getheader("location") == "https://example.com/secure"
+
+
+def test_rewrites_and_header_mutations(procs, upstream):
+    routes = """\
+- match: { prefix: "/api/" }
+  route: { cluster: b, prefix_rewrite: "/echo/", host_rewrite_literal: "internal.svc" }
+  request_headers_to_add:
+  - header: { key: x-route, value: r1 }
+  response_headers_to_add:
+  - header: { key: x-resp, value: added }
+  response_headers_to_remove: [x-upstream-name]
+  request_headers_to_remove: [x-secret]
+"""
+    vhost_extra = """\
+request_headers_to_add:
+- header: { key: x-vhost, value: v1 }
+  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+"""
+    port, _ = setup(procs, routes, {"b": [upstream.port]}, vhost_extra=vhost_extra)
+    r, body = req(port, "/api/thing", headers={"x-secret": "s", "x-vhost": "client"})
+    assert r.status == 200
+    echo = json.loads(body)
+    h = echo_headers(body)
+    assert echo["path"] == "/echo/thing"
+    assert h["host"] == "internal.svc"
+    assert h["x-envoy-original-path"] == "/api/thing"
+    assert h["x-route"] == "r1"
+    assert h["x-vhost"] == "v1"
+    assert "x-secret" not in h
+    assert r.getheader("x-resp") == "added"
+    assert r.getheader("x-upstream-name") is None
+
+
+def test_weighted_clusters(procs):
+    a, b = Upstream("a"), Upstream("b")
+    procs += [a, b]
+    routes = """\
+- match: { prefix: "/" }
+  route:
+    weighted_clusters:
+      clusters:
+      - { name: a, weight: 80 }
+      - { name: b, weight: 20 }
+"""
+    port, _ = setup(procs, routes, {"a": [a.port], "b": [b.port]})
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    seen = Counter()
+    for _ in range(400):
+        c.request("GET", "/")
+        r = c.getresponse()
+        r.read()
+        seen[r.getheader("x-upstream-name")] += 1
+    assert 250 < seen["a"] < 370, seen
+    assert seen["a"] + seen["b"] == 400
+
+
+def test_round_robin_and_least_request(procs):
+    ups = [Upstream(f"u{i}") for i in range(3)]
+    procs += ups
+    for policy in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"):
+        listen, admin = free_port(), free_port()
+        y = bootstrap_yaml(listen, admin, {"b": [u.port for u in ups]}, cluster_extra=f"lb_policy: {policy}\n")
+        s = run_sharp_config(procs, y, admin, concurrency=1)
+        c = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
+        seen = Counter()
+        for _ in range(300):
+            c.request("GET", "/")
+            r = c.getresponse()
+            r.read()
+            seen[r.getheader("x-upstream-name")] += 1
+        assert set(seen) == {"u0", "u1", "u2"}, (policy, seen)
+        if policy == "ROUND_ROBIN":
+            assert all(v == 100 for v in seen.values()), seen
+        s.stop()
