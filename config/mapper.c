@@ -211,9 +211,8 @@ out:
     return rc;
 }
 
-/* Maps one key/value onto field f of msg (the path already names f). */
-static int map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
-                     const ProtobufCFieldDescriptor *f)
+int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
+                        const ProtobufCFieldDescriptor *f)
 {
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
         return is_map_field(msg->descriptor, f) ? map_map(c, value, msg, f) : map_repeated(c, value, msg, f);
@@ -275,7 +274,7 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
         }
         seen[fi] = f;
         sharp_cfg_note(c, pairs[i].key);
-        rc = map_field(c, pairs[i].value, msg, f);
+        rc = sharp_cfg_map_field(c, pairs[i].value, msg, f);
         if (rc == 0) sharp_cfg_pop(c, old);
     }
     free(seen);

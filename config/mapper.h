@@ -10,7 +10,7 @@
  *
  * Field paths (in errors and in sharp_config_doc_where) use proto field
  * names: "static_resources.listeners[0].address", map entries as
- * `metadata["key"]`, Struct members as "meta.key", list items as "[i]", and
+ * `metadata["key"]` (Struct members too), list items as "[i]", and
  * fields of a message packed in an Any continue below the Any field
  * ("typed_config.stat_prefix"). The root message has the empty path.
  *

@@ -68,6 +68,11 @@ int sharp_cfg_map_message(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg
 int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *msg,
                          const char *skip);
 
+/* Maps `node` onto field f of msg, whatever its shape (singular, repeated
+ * or map), and marks it present. The path must already name f. 0 or -1. */
+int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
+                        const ProtobufCFieldDescriptor *f);
+
 /* Converts `node` into one value of field `f` stored at `slot` (the member
  * itself, or one element of a repeated array). Returns 1 when a value was
  * stored, 0 when the node is null and the field stays unset, -1 on error. */

@@ -1,0 +1,394 @@
+/* wkt.c: the google.protobuf well-known types, recognized by full name and
+ * handled through their descriptors only: Duration and Timestamp strings,
+ * FieldMask strings, bare wrapper values, Struct/Value/ListValue from any
+ * YAML, and Any with "@type" packed from the registry. */
+#include "mapper_internal.h"
+
+#include <stdio.h>
+
+#define MAX_DURATION_SECONDS 315576000000ll
+
+static const struct {
+    const char *name;
+    cfg_wkt_t kind;
+} wkt_names[] = {
+    {"google.protobuf.Duration", WKT_DURATION},       {"google.protobuf.Timestamp", WKT_TIMESTAMP},
+    {"google.protobuf.FieldMask", WKT_FIELD_MASK},    {"google.protobuf.Struct", WKT_STRUCT},
+    {"google.protobuf.Value", WKT_VALUE},             {"google.protobuf.ListValue", WKT_LIST_VALUE},
+    {"google.protobuf.Any", WKT_ANY},                 {"google.protobuf.Empty", WKT_EMPTY},
+    {"google.protobuf.DoubleValue", WKT_WRAPPER},     {"google.protobuf.FloatValue", WKT_WRAPPER},
+    {"google.protobuf.Int64Value", WKT_WRAPPER},      {"google.protobuf.UInt64Value", WKT_WRAPPER},
+    {"google.protobuf.Int32Value", WKT_WRAPPER},      {"google.protobuf.UInt32Value", WKT_WRAPPER},
+    {"google.protobuf.BoolValue", WKT_WRAPPER},       {"google.protobuf.StringValue", WKT_WRAPPER},
+    {"google.protobuf.BytesValue", WKT_WRAPPER},
+};
+
+cfg_wkt_t sharp_cfg_wkt_kind(const ProtobufCMessageDescriptor *d)
+{
+    if (!d || strncmp(d->name, "google.protobuf.", 16)) return WKT_NONE;
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(wkt_names); i++)
+        if (!strcmp(d->name, wkt_names[i].name)) return wkt_names[i].kind;
+    return WKT_NONE;
+}
+
+bool sharp_cfg_wkt_special_in_any(cfg_wkt_t k)
+{
+    return k != WKT_NONE && k != WKT_EMPTY;
+}
+
+/* Sets an int64 or int32 member by name (Duration/Timestamp seconds, nanos). */
+static void set_int(ProtobufCMessage *m, const char *name, int64_t v)
+{
+    const ProtobufCFieldDescriptor *f = sharp_cfg_field(m->descriptor, name);
+    if (!f) return;
+    if (f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_SINT64 ||
+        f->type == PROTOBUF_C_TYPE_SFIXED64)
+        *(int64_t *)sharp_cfg_member(m, f) = v;
+    else
+        *(int32_t *)sharp_cfg_member(m, f) = (int32_t)v;
+    sharp_cfg_mark_present(m, f);
+}
+
+/* Parses [-]seconds[.fraction]s with up to 9 fractional digits. */
+static bool parse_duration(const char *s, size_t len, int64_t *sec, int32_t *nanos)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (i < len && s[i] == '-') neg = true, i++;
+    int64_t v = 0;
+    size_t start = i;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        if (i - start >= 12) return false;
+        v = v * 10 + (s[i++] - '0');
+    }
+    if (i == start) return false;
+    int32_t n = 0;
+    if (i < len && s[i] == '.') {
+        size_t fs = ++i;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            if (i - fs >= 9) return false;
+            n = n * 10 + (s[i++] - '0');
+        }
+        if (i == fs) return false;
+        for (size_t k = i - fs; k < 9; k++) n *= 10;
+    }
+    if (i + 1 != len || s[i] != 's' || v > MAX_DURATION_SECONDS) return false;
+    *sec = neg ? -v : v;
+    *nanos = neg ? -n : n;
+    return true;
+}
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *out)
+{
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM), years 1..9999. */
+static bool parse_timestamp(const char *s, size_t len, int64_t *sec, int32_t *nanos)
+{
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    unsigned y, mo, d, h, mi, se, oh = 0, om = 0;
+    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
+        return false;
+    if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
+        !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || se > 59)
+        return false;
+    size_t i = 19;
+    int32_t n = 0;
+    if (i < len && s[i] == '.') {
+        size_t fs = ++i;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            if (i - fs >= 9) return false;
+            n = n * 10 + (s[i++] - '0');
+        }
+        if (i == fs) return false;
+        for (size_t k = i - fs; k < 9; k++) n *= 10;
+    }
+    int sign = 0;
+    if (i + 1 == len && (s[i] == 'Z' || s[i] == 'z')) {
+        sign = 0;
+    } else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':' &&
+               digits(s + i + 1, 2, &oh) && digits(s + i + 4, 2, &om) && oh < 24 && om < 60) {
+        sign = s[i] == '+' ? 1 : -1;
+    } else {
+        return false;
+    }
+    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    t -= sign * (int64_t)(oh * 3600 + om * 60);
+    *sec = t;
+    *nanos = n;
+    return true;
+}
+
+/* FieldMask JSON form: "fooBar,baz.quxQuux" -> paths foo_bar, baz.qux_quux. */
+static int map_field_mask(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, ProtobufCMessage *m)
+{
+    const ProtobufCFieldDescriptor *f = sharp_cfg_field(m->descriptor, "paths");
+    if (!f || f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_STRING)
+        return sharp_cfg_fail(c, node, "google.protobuf.FieldMask has no repeated string \"paths\"");
+    if (sc->len == 0) return 0;
+    size_t count = 1;
+    for (size_t i = 0; i < sc->len; i++) count += sc->s[i] == ',';
+    char **arr = sharp_calloc(count, sizeof *arr);
+    *(char ***)sharp_cfg_member(m, f) = arr;
+    size_t *n = (size_t *)((char *)m + f->quantifier_offset);
+    for (size_t i = 0, start = 0; i <= sc->len; i++) {
+        if (i < sc->len && sc->s[i] != ',') continue;
+        sharp_sbuf_t p = {0};
+        sharp_sbuf_append(&p, "", 0);
+        for (size_t k = start; k < i; k++) {
+            char ch = sc->s[k];
+            if (ch >= 'A' && ch <= 'Z') {
+                sharp_sbuf_append(&p, "_", 1);
+                ch = (char)(ch - 'A' + 'a');
+            }
+            sharp_sbuf_append(&p, &ch, 1);
+        }
+        arr[(*n)++] = p.data;
+        start = i + 1;
+    }
+    return 0;
+}
+
+/* google.protobuf.Value from any node: null, bool, number, string, mapping
+ * (struct_value) or list (list_value). */
+static int map_value_wkt(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *m)
+{
+    cfg_scalar_t sc;
+    const char *member;
+    double num = 0;
+    protobuf_c_boolean b = 0;
+    if (!sharp_cfg_scalar_of(node, &sc)) {
+        member = node->type == YAML_MAPPING_NODE ? "struct_value" : "list_value";
+    } else if (sc.null) {
+        member = "null_value";
+    } else if (!sc.quoted && ((sc.len == 4 && (!memcmp(sc.s, "true", 4) || !memcmp(sc.s, "True", 4))) ||
+                              (sc.len == 5 && (!memcmp(sc.s, "false", 5) || !memcmp(sc.s, "False", 5))))) {
+        member = "bool_value";
+        b = sc.s[0] == 't' || sc.s[0] == 'T';
+    } else if (!sc.quoted && sharp_cfg_parse_double(sc.s, sc.len, &num)) {
+        member = "number_value";
+    } else {
+        member = "string_value";
+    }
+    const ProtobufCFieldDescriptor *f = sharp_cfg_field(m->descriptor, member);
+    if (!f) return sharp_cfg_fail(c, node, "google.protobuf.Value has no field \"%s\"", member);
+    void *slot = sharp_cfg_member(m, f);
+    if (f->type == PROTOBUF_C_TYPE_BOOL) {
+        *(protobuf_c_boolean *)slot = b;
+    } else if (f->type == PROTOBUF_C_TYPE_DOUBLE) {
+        *(double *)slot = num;
+    } else if (f->type == PROTOBUF_C_TYPE_STRING) {
+        *(char **)slot = sharp_strndup(sc.s, sc.len);
+    } else if (f->type == PROTOBUF_C_TYPE_ENUM) {
+        *(int *)slot = 0;
+    } else if (sharp_cfg_map_value(c, node, f, slot) < 0) {
+        return -1;
+    }
+    sharp_cfg_mark_present(m, f);
+    return 0;
+}
+
+/* Struct from a mapping and ListValue from a list, via their map / repeated
+ * member ("fields" / "values"). */
+static int map_container(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *m, const char *member,
+                         yaml_node_type_t want)
+{
+    cfg_scalar_t sc;
+    if (sharp_cfg_scalar_of(node, &sc) && sc.null) return 0;
+    if (node->type != want)
+        return sharp_cfg_fail(c, node, "expected %s for %s, got %s",
+                              want == YAML_MAPPING_NODE ? "a mapping" : "a list", m->descriptor->name,
+                              sharp_cfg_node_kind(node));
+    const ProtobufCFieldDescriptor *f = sharp_cfg_field(m->descriptor, member);
+    if (!f) return sharp_cfg_fail(c, node, "%s has no field \"%s\"", m->descriptor->name, member);
+    return sharp_cfg_map_field(c, node, m, f);
+}
+
+/* Any: {"@type": url, fields of that type...}, or {"@type": url, "value": x}
+ * for well-known types; the message is built, packed into `value`, freed. */
+static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
+{
+    cfg_scalar_t sc;
+    if (sharp_cfg_scalar_of(node, &sc) && sc.null) return 0;
+    if (node->type != YAML_MAPPING_NODE)
+        return sharp_cfg_fail(c, node, "expected a mapping with \"@type\" for google.protobuf.Any, got %s",
+                              sharp_cfg_node_kind(node));
+    const ProtobufCFieldDescriptor *uf = sharp_cfg_field(any->descriptor, "type_url"),
+                                   *vf = sharp_cfg_field(any->descriptor, "value");
+    if (!uf || !vf || uf->type != PROTOBUF_C_TYPE_STRING || vf->type != PROTOBUF_C_TYPE_BYTES)
+        return sharp_cfg_fail(c, node, "google.protobuf.Any lacks type_url/value fields");
+    cfg_pair_t *pairs;
+    size_t np;
+    if (sharp_cfg_pairs(c, node, &pairs, &np) < 0) return -1;
+    yaml_node_t *type_node = NULL, *value_node = NULL, *extra = NULL;
+    for (size_t i = 0; i < np; i++) {
+        cfg_scalar_t k;
+        if (!sharp_cfg_scalar_of(pairs[i].key, &k)) continue;
+        if (k.len == 5 && !memcmp(k.s, "@type", 5)) {
+            if (!type_node) type_node = pairs[i].value;
+        } else if (k.len == 5 && !memcmp(k.s, "value", 5)) {
+            if (!value_node) value_node = pairs[i].value;
+        } else if (!extra) {
+            extra = pairs[i].key;
+        }
+    }
+    free(pairs);
+    if (!type_node) {
+        if (!np) return 0;
+        return sharp_cfg_fail(c, node, "missing \"@type\" in google.protobuf.Any");
+    }
+    cfg_scalar_t url;
+    if (!sharp_cfg_scalar_of(type_node, &url) || url.null || !url.len)
+        return sharp_cfg_fail(c, type_node, "\"@type\" must be a type URL string");
+    const ProtobufCMessageDescriptor *td = sharp_type_registry_find(url.s, url.len);
+    if (!td) return sharp_cfg_fail(c, type_node, "unknown type URL \"%.*s\"", (int)url.len, url.s);
+
+    ProtobufCMessage *inner = sharp_cfg_new_message(td);
+    int rc;
+    cfg_wkt_t kind = sharp_cfg_wkt_kind(td);
+    if (sharp_cfg_wkt_special_in_any(kind)) {
+        if (extra) {
+            size_t old = c->path.len;
+            cfg_scalar_t k;
+            sharp_cfg_scalar_of(extra, &k);
+            sharp_sbuf_printf(&c->path, "%s%.*s", old ? "." : "", (int)k.len, k.s);
+            rc = sharp_cfg_fail(c, extra, "unknown field \"%.*s\": an Any holding %s takes only "
+                                "\"@type\" and \"value\"", (int)k.len, k.s, td->name);
+        } else {
+            size_t old = sharp_cfg_push_field(c, "value");
+            sharp_cfg_note(c, value_node);
+            rc = value_node ? sharp_cfg_map_message(c, value_node, inner) : 0;
+            if (rc == 0) sharp_cfg_pop(c, old);
+        }
+    } else {
+        rc = sharp_cfg_map_fields(c, node, inner, "@type");
+    }
+    if (rc == 0) {
+        size_t sz = protobuf_c_message_get_packed_size(inner);
+        ProtobufCBinaryData *bd = sharp_cfg_member(any, vf);
+        if (sz) {
+            bd->data = sharp_calloc(1, sz);
+            bd->len = protobuf_c_message_pack(inner, bd->data);
+        }
+        sharp_cfg_mark_present(any, vf);
+        *(char **)sharp_cfg_member(any, uf) = sharp_strndup(url.s, url.len);
+        sharp_cfg_mark_present(any, uf);
+    }
+    protobuf_c_message_free_unpacked(inner, NULL);
+    return rc;
+}
+
+int sharp_cfg_wkt_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, cfg_wkt_t kind)
+{
+    cfg_scalar_t sc;
+    bool scalar = sharp_cfg_scalar_of(node, &sc);
+    switch (kind) {
+    case WKT_DURATION:
+    case WKT_TIMESTAMP: {
+        if (!scalar || sc.null) return 1;
+        int64_t s;
+        int32_t n;
+        bool ok = kind == WKT_DURATION ? parse_duration(sc.s, sc.len, &s, &n) : parse_timestamp(sc.s, sc.len, &s, &n);
+        if (!ok)
+            return sharp_cfg_fail(c, node,
+                                  kind == WKT_DURATION ? "expected a duration like \"1.5s\", got \"%.*s\""
+                                                       : "expected an RFC 3339 timestamp like "
+                                                         "\"2024-01-02T03:04:05Z\", got \"%.*s\"",
+                                  (int)sc.len, sc.s);
+        set_int(msg, "seconds", s);
+        set_int(msg, "nanos", n);
+        return 0;
+    }
+    case WKT_FIELD_MASK:
+        if (!scalar || sc.null) return 1;
+        return map_field_mask(c, node, &sc, msg);
+    case WKT_WRAPPER: {
+        if (!scalar)
+            return sharp_cfg_fail(c, node, "expected a bare value for %s, got %s", msg->descriptor->name,
+                                  sharp_cfg_node_kind(node));
+        const ProtobufCFieldDescriptor *f = sharp_cfg_field(msg->descriptor, "value");
+        if (!f) return 1;
+        int rc = sharp_cfg_scalar_value(c, node, f, sharp_cfg_member(msg, f), false);
+        if (rc > 0) sharp_cfg_mark_present(msg, f);
+        return rc < 0 ? -1 : 0;
+    }
+    case WKT_STRUCT:
+        return map_container(c, node, msg, "fields", YAML_MAPPING_NODE);
+    case WKT_LIST_VALUE:
+        return map_container(c, node, msg, "values", YAML_SEQUENCE_NODE);
+    case WKT_VALUE:
+        return map_value_wkt(c, node, msg);
+    case WKT_ANY:
+        return map_any(c, node, msg);
+    case WKT_EMPTY:
+    case WKT_NONE:
+        break;
+    }
+    return 1;
+}
+
+void sharp_cfg_format_duration(sharp_sbuf_t *b, int64_t s, int32_t nanos)
+{
+    bool neg = s < 0 || nanos < 0;
+    uint64_t us = s < 0 ? (uint64_t)0 - (uint64_t)s : (uint64_t)s;
+    uint32_t un = nanos < 0 ? (uint32_t)-(int64_t)nanos : (uint32_t)nanos;
+    sharp_sbuf_printf(b, "%s%llu", neg ? "-" : "", (unsigned long long)us);
+    if (un % 1000000000u == 0) {
+        /* whole seconds */
+    } else if (un % 1000000 == 0) {
+        sharp_sbuf_printf(b, ".%03u", un / 1000000);
+    } else if (un % 1000 == 0) {
+        sharp_sbuf_printf(b, ".%06u", un / 1000);
+    } else {
+        sharp_sbuf_printf(b, ".%09u", un);
+    }
+    sharp_sbuf_append(b, "s", 1);
+}
+
+bool sharp_cfg_format_timestamp(sharp_sbuf_t *b, int64_t s, int32_t nanos)
+{
+    if (nanos < 0 || nanos > 999999999 || s < -62135596800ll || s > 253402300799ll) return false;
+    int64_t days = s >= 0 ? s / 86400 : (s - 86399) / 86400, rem = s - days * 86400;
+    /* civil date from days since 1970-01-01 */
+    int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    sharp_sbuf_printf(b, "%04lld-%02u-%02uT%02u:%02u:%02u", (long long)y, m, d, (unsigned)(rem / 3600),
+                      (unsigned)(rem / 60 % 60), (unsigned)(rem % 60));
+    if (nanos % 1000000000 == 0) {
+    } else if (nanos % 1000000 == 0) {
+        sharp_sbuf_printf(b, ".%03d", nanos / 1000000);
+    } else if (nanos % 1000 == 0) {
+        sharp_sbuf_printf(b, ".%06d", nanos / 1000);
+    } else {
+        sharp_sbuf_printf(b, ".%09d", nanos);
+    }
+    sharp_sbuf_append(b, "Z", 1);
+    return true;
+}

@@ -1,0 +1,38 @@
+/* handlers.h: the admin endpoints, internal to proxy/admin. admin.c owns the
+ * sockets and HTTP/1.1 framing; handlers.c turns one parsed request into one
+ * complete response. Everything runs on the main thread. */
+#ifndef SHARP_ADMIN_HANDLERS_H
+#define SHARP_ADMIN_HANDLERS_H
+
+#include "admin/query.h"
+#include "sbuf.h"
+#include "server.h"
+
+#define SHARP_ADMIN_CT_TEXT "text/plain; charset=UTF-8"
+#define SHARP_ADMIN_CT_JSON "application/json"
+#define SHARP_ADMIN_CT_PROMETHEUS "text/plain; version=0.0.4; charset=UTF-8"
+
+typedef struct sharp_admin_request {
+    sharp_server_t *srv;
+    const char *method; /* "GET", "POST", ... as llhttp names it */
+    sharp_str_t path;   /* without the query, not decoded */
+    sharp_query_t query;
+} sharp_admin_request_t;
+
+typedef struct sharp_admin_response {
+    unsigned status;          /* 200 unless the handler says otherwise */
+    const char *content_type; /* static string */
+    sharp_sbuf_t body;
+    bool quit_after;          /* shut the server down once the response is written */
+} sharp_admin_response_t;
+
+/* Routes `rq` to its endpoint and fills `rsp` (status, content type, body).
+ * `rsp` must arrive zeroed; the caller frees rsp->body. Never fails: unknown
+ * paths give 404 with the help text, mutating endpoints asked with another
+ * method than POST give 405. */
+void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
+
+/* HTTP reason phrase for the status codes the admin server sends. */
+const char *sharp__admin_reason(unsigned status);
+
+#endif
