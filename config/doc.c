@@ -338,6 +338,24 @@ static char *rewrite_surrogates(const char *text, size_t len, size_t *out_len)
     return out;
 }
 
+/* libyaml refuses a tab before the opening '{' or '[' of a JSON document
+ * (block context); turn tabs in that leading whitespace into spaces. Works
+ * in place on a buffer the caller owns, or copies into *owned. */
+static const char *untab_json_start(const char *text, size_t len, char **owned)
+{
+    size_t i = 0;
+    bool tab = false;
+    while (i < len && strchr(" \t\r\n", text[i]) && text[i]) tab |= text[i++] == '\t';
+    if (!tab || i == len || (text[i] != '{' && text[i] != '[')) return text;
+    if (!*owned) {
+        *owned = sharp_calloc(1, len + 1);
+        memcpy(*owned, text, len);
+    }
+    for (size_t k = 0; k < i; k++)
+        if ((*owned)[k] == '\t') (*owned)[k] = ' ';
+    return *owned;
+}
+
 static void yaml_error(sharp_config_error_t *err, const char *source, const yaml_parser_t *p)
 {
     snprintf(err->msg, sizeof err->msg, "%s:%zu:%zu: YAML syntax error: %s%s%s", source,
@@ -398,10 +416,11 @@ sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char 
         snprintf(err->msg, sizeof err->msg, "%s: no message type to parse into", source_name);
         return NULL;
     }
-    size_t fixed_len = 0;
+    size_t fixed_len = len;
     char *fixed = rewrite_surrogates(text, len, &fixed_len);
+    const char *input = untab_json_start(fixed ? fixed : text, fixed_len, &fixed);
     yaml_document_t ydoc;
-    int rc = load_document(fixed ? fixed : text, fixed ? fixed_len : len, source_name, &ydoc, err);
+    int rc = load_document(input, fixed_len, source_name, &ydoc, err);
     free(fixed);
     if (rc < 0) return NULL;
 

@@ -221,6 +221,10 @@ int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
     return rc < 0 ? -1 : 0;
 }
 
+/* Maps each key of `mapping` to a field of msg by proto or JSON name. An
+ * explicit key naming a field twice, or a second member of a oneof, is an
+ * error; a key that came in through "<<" silently yields to one already set.
+ * Unknown keys are errors whose path ends in the unknown key. */
 int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *msg, const char *skip)
 {
     const ProtobufCMessageDescriptor *d = msg->descriptor;
@@ -282,6 +286,8 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
     return rc;
 }
 
+/* Well-known types first (they may hand back to the generic path), then a
+ * mapping onto fields; null leaves msg as it is. */
 int sharp_cfg_map_message(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg)
 {
     cfg_wkt_t kind = sharp_cfg_wkt_kind(msg->descriptor);
@@ -297,6 +303,9 @@ int sharp_cfg_map_message(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg
     return sharp_cfg_map_fields(c, node, msg, NULL);
 }
 
+/* One value of field f: scalars go to scalar.c; a message is built in full
+ * and stored in the slot only when it mapped without error, so a failure
+ * leaves the owner consistent for protobuf_c_message_free_unpacked. */
 int sharp_cfg_map_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f, void *slot)
 {
     if (f->type != PROTOBUF_C_TYPE_MESSAGE) return sharp_cfg_scalar_value(c, node, f, slot, false);

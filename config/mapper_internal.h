@@ -22,7 +22,6 @@ typedef struct cfg_ctx {
     sharp_config_error_t *err;
     cfg_srcmap_t *map; /* may be NULL */
     sharp_sbuf_t path;
-    int depth;
 } cfg_ctx_t;
 
 /* One key/value of a mapping after YAML merge keys ("<<") are expanded and
@@ -87,6 +86,9 @@ void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescripto
  * sharp_cfg_map_value. */
 int sharp_cfg_scalar_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f,
                            void *slot, bool is_key);
+
+/* true/True/TRUE or false/False/FALSE; false if s is none of them. */
+bool sharp_cfg_bool_word(const char *s, size_t len, bool *out);
 
 /* Parses a JSON-style number; true if the whole text is one. */
 bool sharp_cfg_parse_double(const char *s, size_t len, double *out);

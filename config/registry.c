@@ -49,12 +49,10 @@ void sharp_type_registry_add(const ProtobufCMessageDescriptor *d)
 const ProtobufCMessageDescriptor *sharp_type_registry_find(const char *type_url, size_t len)
 {
     if (!type_url || !registry.cap) return NULL;
-    const char *slash = memrchr(type_url, '/', len);
-    if (!slash) return NULL;
-    const char *name = slash + 1;
-    size_t n = len - (size_t)(name - type_url);
-    if (!n) return NULL;
-    return *find_slot(name, n);
+    size_t slash = len;
+    while (slash > 0 && type_url[slash - 1] != '/') slash--;
+    if (slash == 0 || slash == len) return NULL;
+    return *find_slot(type_url + slash, len - slash);
 }
 
 void sharp_type_registry_reset(void)

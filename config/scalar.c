@@ -140,14 +140,23 @@ static int parse_float(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, 
     return 0;
 }
 
-static int parse_bool(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, protobuf_c_boolean *out)
+bool sharp_cfg_bool_word(const char *s, size_t len, bool *out)
 {
     static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(t); i++) {
-        if (strlen(t[i]) == sc->len && !memcmp(t[i], sc->s, sc->len)) return *out = 1, 0;
-        if (strlen(f[i]) == sc->len && !memcmp(f[i], sc->s, sc->len)) return *out = 0, 0;
+        if (strlen(t[i]) == len && !memcmp(t[i], s, len)) return *out = true, true;
+        if (strlen(f[i]) == len && !memcmp(f[i], s, len)) return *out = false, true;
     }
-    return sharp_cfg_fail(c, node, "expected true or false, got \"%.*s\"", (int)sc->len, sc->s);
+    return false;
+}
+
+static int parse_bool(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, protobuf_c_boolean *out)
+{
+    bool v;
+    if (!sharp_cfg_bool_word(sc->s, sc->len, &v))
+        return sharp_cfg_fail(c, node, "expected true or false, got \"%.*s\"", (int)sc->len, sc->s);
+    *out = v;
+    return 0;
 }
 
 static int b64val(char ch)
@@ -231,12 +240,14 @@ static int parse_enum(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc,
     return -1;
 }
 
+/* Dispatches on the field type; see mapper_internal.h for the contract.
+ * Null leaves the field unset except for google.protobuf.NullValue. */
 int sharp_cfg_scalar_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f, void *slot,
                            bool is_key)
 {
     cfg_scalar_t sc;
     if (!sharp_cfg_scalar_of(node, &sc))
-        return sharp_cfg_fail(c, node, "expected a %s value, got %s", type_name(f->type),
+        return sharp_cfg_fail(c, node, "expected a scalar of type %s, got %s", type_name(f->type),
                               sharp_cfg_node_kind(node));
     if (sc.null && !is_key) {
         if (f->type == PROTOBUF_C_TYPE_ENUM &&

@@ -179,14 +179,14 @@ static int map_value_wkt(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *m)
     const char *member;
     double num = 0;
     protobuf_c_boolean b = 0;
+    bool bv;
     if (!sharp_cfg_scalar_of(node, &sc)) {
         member = node->type == YAML_MAPPING_NODE ? "struct_value" : "list_value";
     } else if (sc.null) {
         member = "null_value";
-    } else if (!sc.quoted && ((sc.len == 4 && (!memcmp(sc.s, "true", 4) || !memcmp(sc.s, "True", 4))) ||
-                              (sc.len == 5 && (!memcmp(sc.s, "false", 5) || !memcmp(sc.s, "False", 5))))) {
+    } else if (!sc.quoted && sharp_cfg_bool_word(sc.s, sc.len, &bv)) {
         member = "bool_value";
-        b = sc.s[0] == 't' || sc.s[0] == 'T';
+        b = bv;
     } else if (!sc.quoted && sharp_cfg_parse_double(sc.s, sc.len, &num)) {
         member = "number_value";
     } else {
@@ -300,6 +300,8 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
     return rc;
 }
 
+/* Dispatch by kind; returns 1 for shapes the generic mapping handles
+ * (a Duration/Timestamp/FieldMask given as a mapping, Empty). */
 int sharp_cfg_wkt_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, cfg_wkt_t kind)
 {
     cfg_scalar_t sc;
@@ -349,6 +351,7 @@ int sharp_cfg_wkt_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, cf
     return 1;
 }
 
+/* "1.5s" with 0, 3, 6 or 9 fractional digits, sign from either part. */
 void sharp_cfg_format_duration(sharp_sbuf_t *b, int64_t s, int32_t nanos)
 {
     bool neg = s < 0 || nanos < 0;
@@ -367,6 +370,8 @@ void sharp_cfg_format_duration(sharp_sbuf_t *b, int64_t s, int32_t nanos)
     sharp_sbuf_append(b, "s", 1);
 }
 
+/* RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits; false outside
+ * years 0001..9999 or with nanos out of range. */
 bool sharp_cfg_format_timestamp(sharp_sbuf_t *b, int64_t s, int32_t nanos)
 {
     if (nanos < 0 || nanos > 999999999 || s < -62135596800ll || s > 253402300799ll) return false;
