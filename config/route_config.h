@@ -15,7 +15,8 @@
  * Defaults are Envoy's: a route timeout of 15 s when unset (0 disables it),
  * one retry when a retry policy leaves num_retries unset, 301 for redirects.
  * Cluster names are not checked here (the caller knows the clusters). */
-sharp_route_table_t *sharp_route_table_create(const Envoy__Config__Route__V3__RouteConfiguration *rc,
-                                              char *err, size_t errlen);
+sharp_route_table_t *
+sharp_route_table_create(const Envoy__Config__Route__V3__RouteConfiguration *rc, char *err,
+                         size_t errlen);
 
 #endif

@@ -46,7 +46,8 @@ static const struct {
     {"HOSTNAME", OP_HOSTNAME, 0},
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || !errlen) return;
@@ -85,7 +86,8 @@ static void add_literal(al_field_t *fl, const char *s, size_t n)
 static char *lower_dup(const char *s, size_t n)
 {
     char *d = sharp_strndup(s, n);
-    for (size_t i = 0; i < n; i++) d[i] = (char)tolower((unsigned char)d[i]);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (char)tolower((unsigned char)d[i]);
     return d;
 }
 
@@ -156,8 +158,10 @@ static void compile_time_format(al_piece_t *p, const char *f, size_t n)
             int digits = star ? 9 : f[i + 2] - '0';
             if (f[i + 3] == 'S') {
                 sharp_sbuf_append(&b.text, "%S", 2);
-                if (star) seg_push(&b, TS_FRACTION_TRIM_DOT, 9);
-                else if (digits) seg_push(&b, TS_FRACTION_DOT, digits);
+                if (star)
+                    seg_push(&b, TS_FRACTION_TRIM_DOT, 9);
+                else if (digits)
+                    seg_push(&b, TS_FRACTION_DOT, digits);
             } else {
                 seg_push(&b, star ? TS_FRACTION_TRIM : TS_FRACTION, digits);
             }
@@ -179,11 +183,15 @@ static void compile_time_format(al_piece_t *p, const char *f, size_t n)
     p->nsegs = b.n;
 }
 
+/* Parses one operator, %NAME%, %NAME(arg)% or %NAME(arg):N%, starting at
+ * the '%' at fmt[*pos], appends it to the field as a piece and moves *pos
+ * past its closing '%'. False with a message naming the operator on error. */
 static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *err, size_t errlen)
 {
     size_t start = *pos, i = start + 1;
     size_t name_start = i;
-    while (fmt[i] && (isupper((unsigned char)fmt[i]) || isdigit((unsigned char)fmt[i]) || fmt[i] == '_'))
+    while (fmt[i] &&
+           (isupper((unsigned char)fmt[i]) || isdigit((unsigned char)fmt[i]) || fmt[i] == '_'))
         i++;
     size_t name_len = i - name_start;
     const char *arg = NULL;
@@ -203,7 +211,8 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
     if (fmt[i] == ':') {
         i++;
         if (!isdigit((unsigned char)fmt[i])) {
-            seterr(err, errlen, "expected a length after ':' in command operator at offset %zu", start);
+            seterr(err, errlen, "expected a length after ':' in command operator at offset %zu",
+                   start);
             return false;
         }
         while (isdigit((unsigned char)fmt[i])) {
@@ -214,13 +223,15 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
         has_len = true;
     }
     if (!name_len || fmt[i] != '%') {
-        seterr(err, errlen, "invalid or unterminated command operator at offset %zu (text \"%.*s\")",
-               start, (int)SHARP_MIN(strlen(fmt + start), 32), fmt + start);
+        seterr(err, errlen,
+               "invalid or unterminated command operator at offset %zu (text \"%.*s\")", start,
+               (int)SHARP_MIN(strlen(fmt + start), 32), fmt + start);
         return false;
     }
     int cmd = -1;
     for (size_t k = 0; k < SHARP_ARRAY_SIZE(commands); k++)
-        if (strlen(commands[k].name) == name_len && memcmp(commands[k].name, fmt + name_start, name_len) == 0)
+        if (strlen(commands[k].name) == name_len &&
+            memcmp(commands[k].name, fmt + name_start, name_len) == 0)
             cmd = (int)k;
     if (cmd < 0) {
         seterr(err, errlen, "unknown command operator %%%.*s%% at offset %zu", (int)name_len,
@@ -261,13 +272,16 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
             p->alt_len = arg_len - main_len - 1;
         }
     } else if (p->op == OP_START_TIME) {
-        if (arg && arg_len) compile_time_format(p, arg, arg_len);
-        else compile_time_format(p, "%Y-%m-%dT%H:%M:%E3SZ", 20);
+        if (arg && arg_len)
+            compile_time_format(p, arg, arg_len);
+        else
+            compile_time_format(p, "%Y-%m-%dT%H:%M:%E3SZ", 20);
     }
     *pos = i + 1;
     return true;
 }
 
+/* Splits a format into literal and operator pieces; "%%" is a literal '%'. */
 static bool compile_field(al_field_t *fl, const char *fmt, char *err, size_t errlen)
 {
     size_t i = 0, lit = 0;
@@ -295,7 +309,8 @@ static void free_field(al_field_t *fl)
         al_piece_t *p = &fl->pieces[i];
         free(p->text);
         free(p->alt);
-        for (uint32_t s = 0; s < p->nsegs; s++) free(p->segs[s].text);
+        for (uint32_t s = 0; s < p->nsegs; s++)
+            free(p->segs[s].text);
         free(p->segs);
     }
     free(fl->pieces);
@@ -305,7 +320,8 @@ static void free_field(al_field_t *fl)
 void sharp_access_log_format_free(sharp_access_log_format_t *f)
 {
     if (!f) return;
-    for (uint32_t i = 0; i < f->nfields; i++) free_field(&f->fields[i]);
+    for (uint32_t i = 0; i < f->nfields; i++)
+        free_field(&f->fields[i]);
     free(f->fields);
     free(f->hostname);
     free(f);
@@ -322,7 +338,8 @@ static sharp_access_log_format_t *new_format(uint32_t nfields)
     return f;
 }
 
-sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char *err, size_t errlen)
+sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char *err,
+                                                           size_t errlen)
 {
     if (!fmt) fmt = SHARP_ACCESS_LOG_DEFAULT_FORMAT;
     sharp_access_log_format_t *f = new_format(1);

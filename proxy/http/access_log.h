@@ -22,10 +22,10 @@
 #include <stdatomic.h>
 
 /* Envoy's default format, used when an access log names none. */
-#define SHARP_ACCESS_LOG_DEFAULT_FORMAT                                                           \
-    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "           \
-    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "                 \
-    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" "    \
+#define SHARP_ACCESS_LOG_DEFAULT_FORMAT                                                            \
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "             \
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "                   \
+    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" "      \
     "\"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
 
 typedef struct sharp_access_log_format sharp_access_log_format_t;
@@ -43,12 +43,11 @@ sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char
  * string. NULL on error, with the key named in the message. */
 sharp_access_log_format_t *sharp_access_log_format_compile_json(const char *const *keys,
                                                                 const char *const *formats,
-                                                                size_t n, char *err,
-                                                                size_t errlen);
+                                                                size_t n, char *err, size_t errlen);
 /* Appends the rendering for `si` to `out`. `si` may be NULL (every
  * stream-dependent operator is then missing). */
-void sharp_access_log_format_render(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
-                                    sharp_sbuf_t *out);
+void sharp_access_log_format_render(const sharp_access_log_format_t *f,
+                                    const sharp_stream_info_t *si, sharp_sbuf_t *out);
 /* Like render, but missing values are rendered as nothing instead of "-"
  * (the header mutation flavour). Text formats only. */
 void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,

@@ -33,7 +33,8 @@ static sharp_str_t without_port(const char *a)
         if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
     }
     const char *colon = memchr(a, ':', n);
-    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - a))) return (sharp_str_t){a, (size_t)(colon - a)};
+    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - a)))
+        return (sharp_str_t){a, (size_t)(colon - a)};
     return (sharp_str_t){a, n};
 }
 
@@ -61,7 +62,8 @@ static bool put_header(sharp_sbuf_t *out, const sharp_headers_t *h, const al_pie
 {
     sharp_str_t v;
     if (!h) return false;
-    if (!sharp_headers_get(h, p->text, p->len, &v) && (!p->alt || !sharp_headers_get(h, p->alt, p->alt_len, &v)))
+    if (!sharp_headers_get(h, p->text, p->len, &v) &&
+        (!p->alt || !sharp_headers_get(h, p->alt, p->alt_len, &v)))
         return false;
     sharp_sbuf_append(out, v.p, p->has_max ? SHARP_MIN(v.len, p->max_len) : v.len);
     return true;
@@ -81,7 +83,8 @@ static void put_fraction(sharp_sbuf_t *out, uint64_t ns, int digits, bool trim)
     size_t n = (size_t)digits;
     if (trim) {
         n = 9;
-        while (n > 1 && b[n - 1] == '0') n--;
+        while (n > 1 && b[n - 1] == '0')
+            n--;
     }
     sharp_sbuf_append(out, b, n);
 }
@@ -101,9 +104,15 @@ static void put_time(sharp_sbuf_t *out, const al_piece_t *p, uint64_t wall_us)
             sharp_sbuf_append(out, b, n);
             break;
         }
-        case TS_EPOCH: sharp_sbuf_printf(out, "%lld", (long long)secs); break;
-        case TS_FRACTION: put_fraction(out, ns, sg->digits, false); break;
-        case TS_FRACTION_TRIM: put_fraction(out, ns, 9, true); break;
+        case TS_EPOCH:
+            sharp_sbuf_printf(out, "%lld", (long long)secs);
+            break;
+        case TS_FRACTION:
+            put_fraction(out, ns, sg->digits, false);
+            break;
+        case TS_FRACTION_TRIM:
+            put_fraction(out, ns, 9, true);
+            break;
         case TS_FRACTION_DOT:
             sharp_sbuf_append(out, ".", 1);
             put_fraction(out, ns, sg->digits, false);
@@ -130,39 +139,68 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
     if (p->op == OP_HOSTNAME) return put_opt(out, f->hostname);
     if (!si) return false;
     switch (p->op) {
-    case OP_START_TIME: put_time(out, p, si->start_wall_us); return true;
-    case OP_REQ: return put_header(out, si->request_headers, p);
-    case OP_RESP: return put_header(out, si->response_headers, p);
-    case OP_TRAILER: return put_header(out, si->response_trailers, p);
-    case OP_RESPONSE_CODE: put_u64(out, si->response_code); return true;
+    case OP_START_TIME:
+        put_time(out, p, si->start_wall_us);
+        return true;
+    case OP_REQ:
+        return put_header(out, si->request_headers, p);
+    case OP_RESP:
+        return put_header(out, si->response_headers, p);
+    case OP_TRAILER:
+        return put_header(out, si->response_trailers, p);
+    case OP_RESPONSE_CODE:
+        put_u64(out, si->response_code);
+        return true;
     case OP_RESPONSE_FLAGS: {
         char b[160];
         size_t n = sharp_response_flags_str(si->response_flags, b, sizeof b);
         sharp_sbuf_append(out, b, n);
         return true;
     }
-    case OP_RESPONSE_CODE_DETAILS: return put_opt(out, si->response_code_details);
-    case OP_BYTES_RECEIVED: put_u64(out, si->bytes_received); return true;
-    case OP_BYTES_SENT: put_u64(out, si->bytes_sent); return true;
+    case OP_RESPONSE_CODE_DETAILS:
+        return put_opt(out, si->response_code_details);
+    case OP_BYTES_RECEIVED:
+        put_u64(out, si->bytes_received);
+        return true;
+    case OP_BYTES_SENT:
+        put_u64(out, si->bytes_sent);
+        return true;
     case OP_DURATION:
         /* an open stream reports its duration so far, as Envoy does */
         return put_ms_since_start(out, si, si->end_ns ? si->end_ns : sharp_now_ns());
-    case OP_REQUEST_DURATION: return put_ms_since_start(out, si, si->request_complete_ns);
-    case OP_RESPONSE_DURATION: return put_ms_since_start(out, si, si->upstream_first_byte_ns);
-    case OP_ATTEMPT_COUNT: put_u64(out, si->attempt_count); return true;
-    case OP_UPSTREAM_HOST: return put_addr(out, si->upstream_host, false);
-    case OP_UPSTREAM_HOST_NOPORT: return put_addr(out, si->upstream_host, true);
-    case OP_UPSTREAM_CLUSTER: return put_opt(out, si->upstream_cluster);
-    case OP_UPSTREAM_LOCAL: return put_addr(out, si->upstream_local_address, false);
-    case OP_UPSTREAM_LOCAL_NOPORT: return put_addr(out, si->upstream_local_address, true);
-    case OP_UPSTREAM_FAILURE_REASON: return put_opt(out, si->upstream_transport_failure_reason);
-    case OP_DOWNSTREAM_REMOTE: return put_addr(out, si->downstream_remote_address, false);
-    case OP_DOWNSTREAM_REMOTE_NOPORT: return put_addr(out, si->downstream_remote_address, true);
-    case OP_DOWNSTREAM_LOCAL: return put_addr(out, si->downstream_local_address, false);
-    case OP_DOWNSTREAM_LOCAL_NOPORT: return put_addr(out, si->downstream_local_address, true);
-    case OP_PROTOCOL: return put_opt(out, si->protocol);
-    case OP_ROUTE_NAME: return put_opt(out, si->route_name);
-    default: return false;
+    case OP_REQUEST_DURATION:
+        return put_ms_since_start(out, si, si->request_complete_ns);
+    case OP_RESPONSE_DURATION:
+        return put_ms_since_start(out, si, si->upstream_first_byte_ns);
+    case OP_ATTEMPT_COUNT:
+        put_u64(out, si->attempt_count);
+        return true;
+    case OP_UPSTREAM_HOST:
+        return put_addr(out, si->upstream_host, false);
+    case OP_UPSTREAM_HOST_NOPORT:
+        return put_addr(out, si->upstream_host, true);
+    case OP_UPSTREAM_CLUSTER:
+        return put_opt(out, si->upstream_cluster);
+    case OP_UPSTREAM_LOCAL:
+        return put_addr(out, si->upstream_local_address, false);
+    case OP_UPSTREAM_LOCAL_NOPORT:
+        return put_addr(out, si->upstream_local_address, true);
+    case OP_UPSTREAM_FAILURE_REASON:
+        return put_opt(out, si->upstream_transport_failure_reason);
+    case OP_DOWNSTREAM_REMOTE:
+        return put_addr(out, si->downstream_remote_address, false);
+    case OP_DOWNSTREAM_REMOTE_NOPORT:
+        return put_addr(out, si->downstream_remote_address, true);
+    case OP_DOWNSTREAM_LOCAL:
+        return put_addr(out, si->downstream_local_address, false);
+    case OP_DOWNSTREAM_LOCAL_NOPORT:
+        return put_addr(out, si->downstream_local_address, true);
+    case OP_PROTOCOL:
+        return put_opt(out, si->protocol);
+    case OP_ROUTE_NAME:
+        return put_opt(out, si->route_name);
+    default:
+        return false;
     }
 }
 
@@ -192,14 +230,17 @@ static void render_text(const sharp_access_log_format_t *f, const al_field_t *fl
 {
     for (uint32_t i = 0; i < fl->n; i++) {
         size_t start = out->len;
-        if (!put_value(f, &fl->pieces[i], si, out)) put_cstr(out, missing);
-        else if (json_escape) escape_tail(out, start);
+        if (!put_value(f, &fl->pieces[i], si, out))
+            put_cstr(out, missing);
+        else if (json_escape)
+            escape_tail(out, start);
     }
 }
 
 /* A field that is a single operator keeps its type: a number stays a number,
  * a missing value becomes null. */
-static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si, sharp_sbuf_t *out)
+static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
+                        sharp_sbuf_t *out)
 {
     sharp_sbuf_append(out, "{", 1);
     for (uint32_t k = 0; k < f->nfields; k++) {
@@ -231,18 +272,22 @@ static void render_json(const sharp_access_log_format_t *f, const sharp_stream_i
     sharp_sbuf_append(out, "}\n", 2);
 }
 
-void sharp_access_log_format_render(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
-                                    sharp_sbuf_t *out)
+void sharp_access_log_format_render(const sharp_access_log_format_t *f,
+                                    const sharp_stream_info_t *si, sharp_sbuf_t *out)
 {
-    if (f->json) render_json(f, si, out);
-    else render_text(f, &f->fields[0], si, out, "-", false);
+    if (f->json)
+        render_json(f, si, out);
+    else
+        render_text(f, &f->fields[0], si, out, "-", false);
 }
 
 void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,
                                            const sharp_stream_info_t *si, sharp_sbuf_t *out)
 {
-    if (f->json) render_json(f, si, out);
-    else render_text(f, &f->fields[0], si, out, "", false);
+    if (f->json)
+        render_json(f, si, out);
+    else
+        render_text(f, &f->fields[0], si, out, "", false);
 }
 
 /* ---- file sink ---- */
@@ -250,11 +295,15 @@ void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,
 sharp_access_log_file_t *sharp_access_log_file_open(const char *path, char *err, size_t errlen)
 {
     int fd;
-    if (strcmp(path, "/dev/stdout") == 0) fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
-    else if (strcmp(path, "/dev/stderr") == 0) fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
-    else fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (strcmp(path, "/dev/stdout") == 0)
+        fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    else if (strcmp(path, "/dev/stderr") == 0)
+        fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    else
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        if (err && errlen) snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
+        if (err && errlen)
+            snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
         return NULL;
     }
     sharp_access_log_file_t *f = sharp_calloc(1, sizeof *f);

@@ -689,6 +689,9 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     }
     bool end_stream = !(p->flags & F_CHUNKED) &&
                       !((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    /* A body-less request is complete with its headers (llhttp reports the
+     * message end right after), so a reply given now keeps the connection. */
+    if (end_stream) s->request_complete = true;
     sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
     return 0;
 }

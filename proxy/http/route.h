@@ -11,6 +11,9 @@
 
 #include <regex.h>
 
+struct sharp_stream_info;
+struct sharp_access_log_format;
+
 typedef enum {
     SHARP_SM_EXACT,
     SHARP_SM_PREFIX,
@@ -59,8 +62,9 @@ typedef enum {
 } sharp_header_append_t;
 
 typedef struct {
-    char *name;
-    char *value; /* literal; Envoy's %VAR% substitutions are expanded by sharp_header_ops_apply */
+    char *name; /* lower-case */
+    char *value; /* as configured; Envoy's %VAR% substitutions are expanded when applied */
+    struct sharp_access_log_format *fmt; /* compiled value when it has operators, else NULL */
     sharp_header_append_t action;
     bool keep_empty_value;
 } sharp_header_op_t;
@@ -115,7 +119,8 @@ typedef struct sharp_route {
     char *name;
     /* match */
     sharp_route_match_kind_t match_kind;
-    char *path; /* prefix or exact path or separated prefix */
+    char *path; /* prefix, exact path, separated prefix, or the regex text (set only
+                 * once path_re is compiled: it says path_re needs regfree) */
     size_t path_len;
     regex_t path_re; /* SHARP_ROUTE_MATCH_REGEX: whole path (without query) */
     bool case_sensitive; /* default true */
@@ -123,6 +128,9 @@ typedef struct sharp_route {
     uint32_t nheaders;
     sharp_query_matcher_t *query;
     uint32_t nquery;
+    bool match_grpc; /* match.grpc: content-type application/grpc[+...|;...] */
+    bool has_runtime_fraction; /* match.runtime_fraction default value */
+    uint32_t runtime_numerator, runtime_denominator; /* random % denominator < numerator */
     /* action */
     sharp_route_action_kind_t action;
     char *cluster; /* single cluster, NULL if weighted */
@@ -163,22 +171,76 @@ typedef struct sharp_route_table {
     sharp_header_ops_t req_ops, resp_ops;
     char **internal_only_headers;
     uint32_t ninternal_only_headers;
-    /* Domain index built at creation: exact names hashed or sorted, wildcards by length. */
+    bool ignore_port_in_host_matching;        /* match "host:port" as "host" */
+    bool most_specific_header_mutations_wins; /* table, vhost, route, cluster order */
+    /* Domain index built by sharp_route_table_build_index: exact names
+     * sorted, wildcards longest first. Without it lookups scan every domain. */
     void *domain_index;
 } sharp_route_table_t;
 
 /* Finds the virtual host for an authority ("Host" header, may carry a port).
+ * Case-insensitive; a wildcard never matches an empty remainder ("*.foo.com"
+ * does not match ".foo.com"). The authority is matched as given, port
+ * included, unless the table sets ignore_port_in_host_matching: "foo.com:8080"
+ * does not match a "foo.com" domain but does match "foo.*" and "*" (Envoy;
+ * the HCM's strip_matching_host_port / strip_any_host_port remove the port
+ * from the Host header before routing, which is the usual fix).
  * NULL when no virtual host matches. */
 const sharp_vhost_t *sharp_route_table_find_vhost(const sharp_route_table_t *t, sharp_str_t authority);
 /* First route of the vhost matching the request headers (:path, :method and
- * the rest). `random` selects nothing here but is kept for runtime_fraction. */
+ * the rest); routes with a runtime_fraction are evaluated with random 0. */
 const sharp_route_t *sharp_vhost_match(const sharp_vhost_t *vh, const sharp_headers_t *req);
+/* Same, with the per-request random value runtime_fraction uses. */
+const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sharp_headers_t *req,
+                                              uint64_t random);
 /* Picks the cluster for a route; for weighted clusters `random` chooses. */
 const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
                                      const sharp_weighted_cluster_t **picked);
 bool sharp_string_matcher_match(const sharp_string_matcher_t *m, sharp_str_t value);
+/* One HeaderMatcher against a header map (values of a repeated header are
+ * joined with "," first, as Envoy does). */
+bool sharp_header_matcher_match(const sharp_header_matcher_t *m, const sharp_headers_t *h);
 /* Applies header operations (remove first, then add with the append action). */
 void sharp_header_ops_apply(const sharp_header_ops_t *ops, sharp_headers_t *h);
+/* Same, expanding %VAR% values from the stream (NULL: every variable empty). */
+void sharp_header_ops_apply_si(const sharp_header_ops_t *ops, sharp_headers_t *h,
+                               const struct sharp_stream_info *si);
+/* All request (or response) header mutations for a routed request, in
+ * Envoy's order: weighted cluster, route, virtual host, table, so the outer
+ * level has the last word; most_specific_header_mutations_wins reverses it.
+ * Any of vh, r, wc may be NULL. */
+void sharp_route_apply_request_headers(const sharp_route_table_t *t, const sharp_vhost_t *vh,
+                                       const sharp_route_t *r, const sharp_weighted_cluster_t *wc,
+                                       sharp_headers_t *h, const struct sharp_stream_info *si);
+void sharp_route_apply_response_headers(const sharp_route_table_t *t, const sharp_vhost_t *vh,
+                                        const sharp_route_t *r, const sharp_weighted_cluster_t *wc,
+                                        sharp_headers_t *h, const struct sharp_stream_info *si);
 void sharp_route_table_free(sharp_route_table_t *t);
+
+/* ---- building (config translation and tests) ---- */
+
+/* Compiles an RE2-syntax regex for whole-value matching with POSIX ERE
+ * (regcomp wraps it as ^(...)$). Translated: \d \D \w \W \s \S (also in
+ * brackets where POSIX allows), (?:...) and (?P<name>...) as plain groups, a
+ * leading (?i), lazy quantifiers (*? +? ?? {n,m}? match the same whole values
+ * as greedy ones), \A \z, \n \t \r \f \v \xHH. Rejected with a message:
+ * \p{...} classes, other (?flags), lookaround. POSIX has leftmost-longest
+ * alternation, which cannot change whether a whole value matches. */
+int sharp_regex_compile(regex_t *re, const char *pattern, char *err, size_t errlen);
+/* Initializes a string matcher (copies `value`; compiles it for REGEX). */
+int sharp_string_matcher_init(sharp_string_matcher_t *m, sharp_string_match_kind_t kind,
+                              const char *value, size_t len, bool ignore_case, char *err,
+                              size_t errlen);
+void sharp_string_matcher_free(sharp_string_matcher_t *m);
+/* Initializes a header operation: lower-cases the name, compiles the value
+ * as a substitution format when it contains '%' ("%%" is a literal '%'). */
+int sharp_header_op_init(sharp_header_op_t *op, const char *name, const char *value,
+                         sharp_header_append_t action, bool keep_empty_value, char *err,
+                         size_t errlen);
+/* Builds the domain index. Errors, as in Envoy: a domain repeated (in one
+ * virtual host or across them, compared case-insensitively) and more than
+ * one "*" domain; the message starts with the offending field's path,
+ * "virtual_hosts[1].domains[0]: Only unique values for domains ...". */
+int sharp_route_table_build_index(sharp_route_table_t *t, char *err, size_t errlen);
 
 #endif

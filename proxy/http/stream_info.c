@@ -2,10 +2,12 @@
 #include "http/stream_info.h"
 
 /* Short codes in Envoy's order, which is also the bit order. */
+/* clang-format off */
 static const char *const flag_codes[] = {
     "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
     "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO",
 };
+/* clang-format on */
 
 size_t sharp_response_flags_str(uint32_t flags, char *out, size_t cap)
 {

@@ -41,7 +41,8 @@ static void build_levels(sharp_lb_t *lb)
 {
     uint32_t n = lb->nhosts;
     uint32_t *prio = sharp_calloc(n ? n : 1, sizeof *prio);
-    for (uint32_t i = 0; i < n; i++) prio[i] = lb->hosts[i]->priority;
+    for (uint32_t i = 0; i < n; i++)
+        prio[i] = lb->hosts[i]->priority;
     qsort(prio, n, sizeof *prio, cmp_u32);
     uint32_t nl = 0;
     for (uint32_t i = 0; i < n; i++)
@@ -176,7 +177,8 @@ static uint32_t pick_round_robin(sharp_lb_t *lb, const uint32_t *cand, uint32_t 
 {
     if (lb->all_equal_weights) return cand[lb->rr_index++ % n];
     int64_t *w = lb->wscratch;
-    for (uint32_t k = 0; k < n; k++) w[k] = lb->hosts[cand[k]]->weight ? lb->hosts[cand[k]]->weight : 1;
+    for (uint32_t k = 0; k < n; k++)
+        w[k] = lb->hosts[cand[k]]->weight ? lb->hosts[cand[k]]->weight : 1;
     return pick_swrr(lb, cand, n, w);
 }
 
@@ -206,7 +208,8 @@ static uint32_t pick_least_request(sharp_lb_t *lb, const uint32_t *cand, uint32_
     for (uint32_t k = 0; k < n; k++) {
         const sharp_host_t *h = lb->hosts[cand[k]];
         int64_t rq = atomic_load_explicit(&h->active_rq, memory_order_relaxed);
-        double denom = rq > 0 ? (bias == 1.0 ? (double)(rq + 1) : pow((double)(rq + 1), bias)) : 1.0;
+        double denom =
+            rq > 0 ? (bias == 1.0 ? (double)(rq + 1) : pow((double)(rq + 1), bias)) : 1.0;
         double eff = (h->weight ? h->weight : 1) * 1000.0 / denom;
         w[k] = eff < 1.0 ? 1 : (int64_t)eff;
     }
@@ -232,10 +235,16 @@ sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
     lb->in_panic = panic;
     uint32_t pick;
     switch (lb->policy) {
-    case SHARP_LB_LEAST_REQUEST: pick = pick_least_request(lb, lb->scratch, n); break;
-    case SHARP_LB_RANDOM: pick = lb->scratch[sharp_lb_random(lb) % n]; break;
+    case SHARP_LB_LEAST_REQUEST:
+        pick = pick_least_request(lb, lb->scratch, n);
+        break;
+    case SHARP_LB_RANDOM:
+        pick = lb->scratch[sharp_lb_random(lb) % n];
+        break;
     case SHARP_LB_ROUND_ROBIN:
-    default: pick = pick_round_robin(lb, lb->scratch, n); break;
+    default:
+        pick = pick_round_robin(lb, lb->scratch, n);
+        break;
     }
     return lb->hosts[pick];
 }

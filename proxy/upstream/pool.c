@@ -570,6 +570,9 @@ static int on_headers_complete(llhttp_t *ps)
     bool no_body = status == 204 || status == 304 || is_head ||
                    ((ps->flags & F_CONTENT_LENGTH) && ps->content_length == 0 && !(ps->flags & F_CHUNKED));
     cx->end_sent = no_body;
+    /* A body-less response is complete now: a release from inside on_headers
+     * must keep the connection for reuse, not close it. */
+    if (no_body) cx->response_complete = true;
     sharp_upstream_request_t *r = cx->req;
     r->cb->on_headers(r->ctx, h, no_body);
     if (cx->state == CX_CLOSING) return -1;
@@ -594,15 +597,14 @@ static int on_message_complete(llhttp_t *ps)
         return 0;
     }
     cx->response_complete = true;
-    sharp_upstream_request_t *r = cx->req;
-    if (!r) return -1;
     cx->keep_alive = llhttp_should_keep_alive(ps);
     uint32_t maxr = cx->pool->cluster->max_requests_per_connection;
     if (maxr && cx->requests >= maxr) {
         cx->keep_alive = false;
         sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_max_requests);
     }
-    if (!cx->end_sent) {
+    sharp_upstream_request_t *r = cx->req;
+    if (r && !cx->end_sent) {
         cx->end_sent = true;
         r->cb->on_data(r->ctx, NULL, 0, true);
     }

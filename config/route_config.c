@@ -1,0 +1,663 @@
+/* route_config.c: RouteConfiguration (protobuf-c) -> sharp_route_table_t.
+ *
+ * Every error names the field path inside the RouteConfiguration. Fields
+ * that would change which route or cluster a request gets but that SHARP
+ * does not implement are rejected rather than ignored (a silently different
+ * routing decision is worse than a config error); fields that only tune
+ * features SHARP lacks (hash policies, rate limits, tracing, metadata) are
+ * accepted and ignored. */
+#include "config/route_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef Envoy__Config__Route__V3__RouteConfiguration rc_pb_t;
+typedef Envoy__Config__Route__V3__VirtualHost vh_pb_t;
+typedef Envoy__Config__Route__V3__Route route_pb_t;
+typedef Envoy__Config__Route__V3__RouteMatch match_pb_t;
+typedef Envoy__Config__Route__V3__RouteAction action_pb_t;
+typedef Envoy__Config__Route__V3__RetryPolicy retry_pb_t;
+typedef Envoy__Config__Route__V3__HeaderMatcher hm_pb_t;
+typedef Envoy__Config__Route__V3__QueryParameterMatcher qm_pb_t;
+typedef Envoy__Type__Matcher__V3__StringMatcher sm_pb_t;
+typedef Envoy__Config__Core__V3__HeaderValueOption hvo_pb_t;
+
+#define DEFAULT_TIMEOUT_MS 15000
+#define DEFAULT_MAX_DIRECT_BODY 4096
+
+typedef struct {
+    char *err;
+    size_t errlen;
+    uint32_t max_body; /* max_direct_response_body_size_bytes */
+} ctx_t;
+
+static int fail(ctx_t *c, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(ctx_t *c, const char *path, const char *fmt, ...)
+{
+    if (!c->err || !c->errlen) return -1;
+    int n = snprintf(c->err, c->errlen, "%s: ", path);
+    if (n < 0 || (size_t)n >= c->errlen) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* path + "." + formatted suffix, or just the suffix at the top level. */
+static const char *sub(char *buf, size_t cap, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static const char *sub(char *buf, size_t cap, const char *path, const char *fmt, ...)
+{
+    int n = path[0] ? snprintf(buf, cap, "%s.", path) : 0;
+    if (n < 0 || (size_t)n >= cap) return buf;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, cap - (size_t)n, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+static uint64_t duration_ms(const Google__Protobuf__Duration *d)
+{
+    if (!d || d->seconds < 0 || d->nanos < 0) return 0;
+    return (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+}
+
+static char *lower_dup(const char *s)
+{
+    char *d = sharp_strdup(s);
+    for (char *p = d; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return d;
+}
+
+/* ---- matchers ---- */
+
+static int regex_from(ctx_t *c, const char *path, const Envoy__Type__Matcher__V3__RegexMatcher *rx,
+                      sharp_string_matcher_t *out)
+{
+    char p[512], msg[256] = "";
+    snprintf(p, sizeof p, "%s.regex", path);
+    if (!rx || !rx->regex[0]) return fail(c, p, "a regex is required");
+    if (sharp_string_matcher_init(out, SHARP_SM_REGEX, rx->regex, strlen(rx->regex), false, msg,
+                                  sizeof msg) < 0)
+        return fail(c, p, "invalid regex '%s': %s", rx->regex, msg);
+    return 0;
+}
+
+static int string_matcher_from(ctx_t *c, const char *path, const sm_pb_t *pb,
+                               sharp_string_matcher_t *out)
+{
+    char p[512];
+    const char *v = NULL;
+    sharp_string_match_kind_t kind;
+    if (!pb) return fail(c, path, "a string matcher is required");
+    switch (pb->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        kind = SHARP_SM_EXACT, v = pb->exact;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        kind = SHARP_SM_PREFIX, v = pb->prefix;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        kind = SHARP_SM_SUFFIX, v = pb->suffix;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+        kind = SHARP_SM_CONTAINS, v = pb->contains;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
+        snprintf(p, sizeof p, "%s.safe_regex", path);
+        return regex_from(c, p, pb->safe_regex, out);
+    default:
+        return fail(c, path, "one of exact, prefix, suffix, contains, safe_regex is required");
+    }
+    if (kind != SHARP_SM_EXACT && !v[0]) {
+        static const char *const names[] = {"exact", "prefix", "suffix", "contains"};
+        return fail(c, path, "%s must not be empty", names[kind]);
+    }
+    return sharp_string_matcher_init(out, kind, v, strlen(v), pb->ignore_case, NULL, 0);
+}
+
+static int header_matcher_from(ctx_t *c, const char *path, const hm_pb_t *pb,
+                               sharp_header_matcher_t *m)
+{
+    char p[512];
+    if (!pb->name[0]) {
+        snprintf(p, sizeof p, "%s.name", path);
+        return fail(c, p, "a header name is required");
+    }
+    m->name = lower_dup(pb->name);
+    m->invert = pb->invert_match;
+    m->treat_missing_as_empty = pb->treat_missing_header_as_empty;
+    m->kind = SHARP_HM_STRING;
+    const char *v = NULL;
+    sharp_string_match_kind_t kind = SHARP_SM_EXACT;
+    switch (pb->header_match_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_EXACT_MATCH:
+        if (!pb->exact_match[0]) { /* Envoy: an empty exact_match accepts any value */
+            m->kind = SHARP_HM_PRESENT;
+            m->present = true;
+            return 0;
+        }
+        v = pb->exact_match;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PREFIX_MATCH:
+        kind = SHARP_SM_PREFIX, v = pb->prefix_match;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SUFFIX_MATCH:
+        kind = SHARP_SM_SUFFIX, v = pb->suffix_match;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_CONTAINS_MATCH:
+        kind = SHARP_SM_CONTAINS, v = pb->contains_match;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SAFE_REGEX_MATCH:
+        snprintf(p, sizeof p, "%s.safe_regex_match", path);
+        return regex_from(c, p, pb->safe_regex_match, &m->sm);
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_STRING_MATCH:
+        snprintf(p, sizeof p, "%s.string_match", path);
+        return string_matcher_from(c, p, pb->string_match, &m->sm);
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_RANGE_MATCH:
+        m->kind = SHARP_HM_RANGE;
+        if (pb->range_match) {
+            m->range_start = pb->range_match->start;
+            m->range_end = pb->range_match->end;
+        }
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PRESENT_MATCH:
+        m->kind = SHARP_HM_PRESENT;
+        m->present = pb->present_match;
+        return 0;
+    default: /* only a name: the header must be present */
+        m->kind = SHARP_HM_PRESENT;
+        m->present = true;
+        return 0;
+    }
+    return sharp_string_matcher_init(&m->sm, kind, v, strlen(v), false, NULL, 0);
+}
+
+static int query_matcher_from(ctx_t *c, const char *path, const qm_pb_t *pb,
+                              sharp_query_matcher_t *q)
+{
+    char p[512];
+    if (!pb->name[0]) {
+        snprintf(p, sizeof p, "%s.name", path);
+        return fail(c, p, "a query parameter name is required");
+    }
+    q->name = sharp_strdup(pb->name);
+    if (pb->query_parameter_match_specifier_case ==
+        ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__QUERY_PARAMETER_MATCH_SPECIFIER_STRING_MATCH) {
+        snprintf(p, sizeof p, "%s.string_match", path);
+        return string_matcher_from(c, p, pb->string_match, &q->sm);
+    }
+    q->present_match = true; /* present_match (either value) or nothing: presence only */
+    return 0;
+}
+
+/* ---- header mutations ---- */
+
+static int ops_from(ctx_t *c, const char *path, const char *add_field, hvo_pb_t *const *add,
+                    size_t nadd, const char *remove_field, char *const *remove, size_t nremove,
+                    sharp_header_ops_t *ops)
+{
+    char p[512], msg[256];
+    ops->add = sharp_calloc(nadd ? nadd : 1, sizeof *ops->add);
+    for (size_t i = 0; i < nadd; i++) {
+        sub(p, sizeof p, path, "%s[%zu]", add_field, i);
+        const hvo_pb_t *o = add[i];
+        if (!o->header || !o->header->key[0]) return fail(c, p, "header.key is required");
+        const char *key = o->header->key;
+        if (key[0] == ':' || strcasecmp(key, "host") == 0)
+            return fail(c, p, ":-prefixed or host headers may not be modified");
+        sharp_header_append_t action = (sharp_header_append_t)o->append_action;
+        if (o->append) {
+            if (o->append_action !=
+                ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD)
+                return fail(c, p, "Both append and append_action are set and it's not allowed");
+            action =
+                o->append->value ? SHARP_APPEND_IF_EXISTS_OR_ADD : SHARP_OVERWRITE_IF_EXISTS_OR_ADD;
+        }
+        char *raw = NULL;
+        const char *value = o->header->value;
+        if (!value[0] && o->header->raw_value.len) {
+            raw = sharp_strndup((const char *)o->header->raw_value.data, o->header->raw_value.len);
+            value = raw;
+        }
+        int rc = sharp_header_op_init(&ops->add[ops->nadd], key, value, action, o->keep_empty_value,
+                                      msg, sizeof msg);
+        free(raw);
+        if (rc < 0) return fail(c, p, "header.value: %s", msg);
+        ops->nadd++;
+    }
+    ops->remove = sharp_calloc(nremove ? nremove : 1, sizeof *ops->remove);
+    for (size_t i = 0; i < nremove; i++) {
+        sub(p, sizeof p, path, "%s[%zu]", remove_field, i);
+        if (!remove[i][0]) return fail(c, p, "a header name is required");
+        if (remove[i][0] == ':' || strcasecmp(remove[i], "host") == 0)
+            return fail(c, p, ":-prefixed or host headers may not be removed");
+        ops->remove[ops->nremove++] = lower_dup(remove[i]);
+    }
+    return 0;
+}
+
+#define OPS(c, path, msg, dir, ops)                                                                \
+    ops_from(c, path, #dir "_headers_to_add", (msg)->dir##_headers_to_add,                         \
+             (msg)->n_##dir##_headers_to_add, #dir "_headers_to_remove",                           \
+             (msg)->dir##_headers_to_remove, (msg)->n_##dir##_headers_to_remove, ops)
+
+/* ---- retry policy ---- */
+
+static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_retry_policy_t *rp)
+{
+    char p[512];
+    rp->retry_on = sharp_strdup(pb->retry_on);
+    rp->num_retries = pb->num_retries ? pb->num_retries->value : 1;
+    rp->per_try_timeout_ms = duration_ms(pb->per_try_timeout);
+    rp->retriable_status_codes =
+        sharp_calloc(pb->n_retriable_status_codes ? pb->n_retriable_status_codes : 1,
+                     sizeof *rp->retriable_status_codes);
+    for (size_t i = 0; i < pb->n_retriable_status_codes; i++)
+        rp->retriable_status_codes[rp->nretriable_status_codes++] = pb->retriable_status_codes[i];
+    rp->backoff_base_ms = 25;
+    if (pb->retry_back_off) {
+        snprintf(p, sizeof p, "%s.retry_back_off", path);
+        if (!pb->retry_back_off->base_interval ||
+            duration_ms(pb->retry_back_off->base_interval) < 1)
+            return fail(c, p, "base_interval is required and must be at least 1ms");
+        rp->backoff_base_ms = duration_ms(pb->retry_back_off->base_interval);
+    }
+    rp->backoff_max_ms = rp->backoff_base_ms * 10;
+    if (pb->retry_back_off && pb->retry_back_off->max_interval) {
+        rp->backoff_max_ms = duration_ms(pb->retry_back_off->max_interval);
+        if (rp->backoff_max_ms < rp->backoff_base_ms)
+            return fail(c, p, "max_interval must be greater than or equal to the base_interval");
+    }
+    return 0;
+}
+
+static void retry_copy(sharp_retry_policy_t *dst, const sharp_retry_policy_t *src)
+{
+    *dst = *src;
+    dst->retry_on = sharp_strdup(src->retry_on);
+    dst->retriable_status_codes =
+        sharp_calloc(src->nretriable_status_codes ? src->nretriable_status_codes : 1,
+                     sizeof *dst->retriable_status_codes);
+    memcpy(dst->retriable_status_codes, src->retriable_status_codes,
+           src->nretriable_status_codes * sizeof *src->retriable_status_codes);
+}
+
+/* ---- routes ---- */
+
+static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_route_t *r)
+{
+    char p[512];
+    if (!m) return fail(c, path, "a match is required");
+    r->case_sensitive = m->case_sensitive ? m->case_sensitive->value : true;
+    const char *v = NULL;
+    switch (m->path_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX:
+        r->match_kind = SHARP_ROUTE_MATCH_PREFIX, v = m->prefix;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH:
+        r->match_kind = SHARP_ROUTE_MATCH_PATH, v = m->path;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH_SEPARATED_PREFIX:
+        r->match_kind = SHARP_ROUTE_MATCH_PATH_SEPARATED_PREFIX, v = m->path_separated_prefix;
+        sub(p, sizeof p, path, "path_separated_prefix");
+        if (!v[0] || strpbrk(v, "?#") || v[strlen(v) - 1] == '/')
+            return fail(c, p, "must be non-empty, without '?' or '#', and not end with '/'");
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_SAFE_REGEX: {
+        r->match_kind = SHARP_ROUTE_MATCH_REGEX;
+        sharp_string_matcher_t sm = {0};
+        if (regex_from(c, sub(p, sizeof p, path, "safe_regex"), m->safe_regex, &sm) < 0) return -1;
+        r->path_re = sm.re; /* the matcher's regex moves into the route */
+        r->path = sm.value;
+        r->path_len = sm.len;
+        break;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_CONNECT_MATCHER:
+        return fail(c, sub(p, sizeof p, path, "connect_matcher"), "not supported");
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH_MATCH_POLICY:
+        return fail(c, sub(p, sizeof p, path, "path_match_policy"), "not supported");
+    default:
+        return fail(c, path, "one of prefix, path, safe_regex, path_separated_prefix is required");
+    }
+    if (v) {
+        r->path = sharp_strdup(v);
+        r->path_len = strlen(v);
+    }
+    if (m->tls_context) return fail(c, sub(p, sizeof p, path, "tls_context"), "not supported");
+    r->match_grpc = m->grpc != NULL;
+    if (m->runtime_fraction) {
+        const Envoy__Type__V3__FractionalPercent *fp = m->runtime_fraction->default_value;
+        if (!fp)
+            return fail(c, sub(p, sizeof p, path, "runtime_fraction.default_value"), "required");
+        static const uint32_t denominators[] = {100, 10000, 1000000};
+        if ((unsigned)fp->denominator >= SHARP_ARRAY_SIZE(denominators))
+            return fail(c, sub(p, sizeof p, path, "runtime_fraction.default_value.denominator"),
+                        "unknown");
+        r->has_runtime_fraction = true;
+        r->runtime_numerator = fp->numerator;
+        r->runtime_denominator = denominators[fp->denominator];
+    }
+    r->headers = sharp_calloc(m->n_headers + 1, sizeof *r->headers);
+    for (size_t i = 0; i < m->n_headers; i++) {
+        r->nheaders++;
+        if (header_matcher_from(c, sub(p, sizeof p, path, "headers[%zu]", i), m->headers[i],
+                                &r->headers[i]) < 0)
+            return -1;
+    }
+    r->query = sharp_calloc(m->n_query_parameters + 1, sizeof *r->query);
+    for (size_t i = 0; i < m->n_query_parameters; i++) {
+        r->nquery++;
+        if (query_matcher_from(c, sub(p, sizeof p, path, "query_parameters[%zu]", i),
+                               m->query_parameters[i], &r->query[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int weighted_from(ctx_t *c, const char *path,
+                         const Envoy__Config__Route__V3__WeightedCluster *w, sharp_route_t *r)
+{
+    char p[512];
+    if (!w->n_clusters)
+        return fail(c, sub(p, sizeof p, path, "clusters"), "at least one cluster is required");
+    r->weighted = sharp_calloc(w->n_clusters, sizeof *r->weighted);
+    for (size_t i = 0; i < w->n_clusters; i++) {
+        const Envoy__Config__Route__V3__WeightedCluster__ClusterWeight *cw = w->clusters[i];
+        sub(p, sizeof p, path, "clusters[%zu]", i);
+        sharp_weighted_cluster_t *wc = &r->weighted[r->nweighted++];
+        if (cw->cluster_header[0]) return fail(c, p, "cluster_header is not supported");
+        if (!cw->name[0]) return fail(c, p, "name is required");
+        wc->name = sharp_strdup(cw->name);
+        wc->weight = cw->weight ? cw->weight->value : 0;
+        r->total_weight += wc->weight;
+        if (OPS(c, p, cw, request, &wc->req_ops) < 0 || OPS(c, p, cw, response, &wc->resp_ops) < 0)
+            return -1;
+    }
+    if (r->total_weight == 0)
+        return fail(c, path, "Sum of weights in the weighted_cluster must be greater than 0");
+    if (r->total_weight > UINT32_MAX)
+        return fail(c, path, "Sum of weights in the weighted_cluster must not exceed %u",
+                    UINT32_MAX);
+    if (w->total_weight && w->total_weight->value && w->total_weight->value != r->total_weight)
+        return fail(c, sub(p, sizeof p, path, "total_weight"),
+                    "Sum of weights in the weighted_cluster should add up to %u",
+                    w->total_weight->value);
+    return 0;
+}
+
+static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_route_t *r)
+{
+    char p[512];
+    r->action = SHARP_ROUTE_ACTION_ROUTE;
+    switch (a->cluster_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
+        if (!a->cluster[0]) return fail(c, sub(p, sizeof p, path, "cluster"), "must not be empty");
+        r->cluster = sharp_strdup(a->cluster);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS:
+        if (weighted_from(c, sub(p, sizeof p, path, "weighted_clusters"), a->weighted_clusters, r) <
+            0)
+            return -1;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER_HEADER:
+        return fail(c, sub(p, sizeof p, path, "cluster_header"), "not supported");
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER_SPECIFIER_PLUGIN:
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_INLINE_CLUSTER_SPECIFIER_PLUGIN:
+        return fail(c, path, "cluster specifier plugins are not supported");
+    default:
+        return fail(c, path, "one of cluster, weighted_clusters is required");
+    }
+    static const uint32_t not_found[] = {503, 404, 500};
+    r->cluster_not_found_code =
+        (unsigned)a->cluster_not_found_response_code < SHARP_ARRAY_SIZE(not_found)
+            ? not_found[a->cluster_not_found_response_code]
+            : 503;
+    if ((a->timeout && (a->timeout->seconds < 0 || a->timeout->nanos < 0)) ||
+        (a->idle_timeout && (a->idle_timeout->seconds < 0 || a->idle_timeout->nanos < 0)))
+        return fail(c, path, "timeouts must not be negative");
+    r->timeout_ms = a->timeout ? duration_ms(a->timeout) : DEFAULT_TIMEOUT_MS;
+    if (a->idle_timeout) {
+        r->has_idle_timeout = true;
+        r->idle_timeout_ms = duration_ms(a->idle_timeout);
+    }
+    if (a->regex_rewrite) return fail(c, sub(p, sizeof p, path, "regex_rewrite"), "not supported");
+    if (a->path_rewrite_policy)
+        return fail(c, sub(p, sizeof p, path, "path_rewrite_policy"), "not supported");
+    if (a->prefix_rewrite[0]) r->prefix_rewrite = sharp_strdup(a->prefix_rewrite);
+    switch (a->host_rewrite_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL:
+        if (a->host_rewrite_literal[0]) r->host_rewrite = sharp_strdup(a->host_rewrite_literal);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_AUTO_HOST_REWRITE:
+        r->auto_host_rewrite = a->auto_host_rewrite && a->auto_host_rewrite->value;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_HEADER:
+        return fail(c, sub(p, sizeof p, path, "host_rewrite_header"), "not supported");
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_PATH_REGEX:
+        return fail(c, sub(p, sizeof p, path, "host_rewrite_path_regex"), "not supported");
+    default:
+        break;
+    }
+    if (a->retry_policy) {
+        r->has_retry_policy = true;
+        if (retry_from(c, sub(p, sizeof p, path, "retry_policy"), a->retry_policy, &r->retry) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int redirect_from(ctx_t *c, const char *path,
+                         const Envoy__Config__Route__V3__RedirectAction *rd, sharp_route_t *r)
+{
+    char p[512];
+    r->action = SHARP_ROUTE_ACTION_REDIRECT;
+    sharp_redirect_t *o = &r->redirect;
+    if (rd->scheme_rewrite_specifier_case ==
+            ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__SCHEME_REWRITE_SPECIFIER_HTTPS_REDIRECT &&
+        rd->https_redirect)
+        o->scheme = sharp_strdup("https");
+    else if (
+        rd->scheme_rewrite_specifier_case ==
+            ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__SCHEME_REWRITE_SPECIFIER_SCHEME_REDIRECT &&
+        rd->scheme_redirect[0])
+        o->scheme = lower_dup(rd->scheme_redirect);
+    if (rd->host_redirect[0]) o->host = sharp_strdup(rd->host_redirect);
+    o->port = rd->port_redirect;
+    switch (rd->path_rewrite_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_PATH_REDIRECT:
+        o->path = sharp_strdup(rd->path_redirect);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_PREFIX_REWRITE:
+        o->prefix_rewrite = sharp_strdup(rd->prefix_rewrite);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_REGEX_REWRITE:
+        return fail(c, sub(p, sizeof p, path, "regex_rewrite"), "not supported");
+    default:
+        break;
+    }
+    static const uint32_t codes[] = {301, 302, 303, 307, 308};
+    if ((unsigned)rd->response_code >= SHARP_ARRAY_SIZE(codes))
+        return fail(c, sub(p, sizeof p, path, "response_code"), "unknown");
+    o->code = codes[rd->response_code];
+    o->strip_query = rd->strip_query;
+    return 0;
+}
+
+static int direct_from(ctx_t *c, const char *path,
+                       const Envoy__Config__Route__V3__DirectResponseAction *d, sharp_route_t *r)
+{
+    char p[512];
+    r->action = SHARP_ROUTE_ACTION_DIRECT;
+    if (d->status < 200 || d->status > 599)
+        return fail(c, sub(p, sizeof p, path, "status"), "must be in [200, 599], got %u",
+                    d->status);
+    r->direct_status = d->status;
+    const Envoy__Config__Core__V3__DataSource *b = d->body;
+    if (!b) return 0;
+    sub(p, sizeof p, path, "body");
+    const char *data = NULL;
+    size_t len = 0;
+    char *file = NULL;
+    switch (b->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        data = b->inline_string, len = strlen(b->inline_string);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        data = (const char *)b->inline_bytes.data, len = b->inline_bytes.len;
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        data = getenv(b->environment_variable);
+        if (!data)
+            return fail(c, p, "environment variable '%s' is not set", b->environment_variable);
+        len = strlen(data);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
+        FILE *fp = fopen(b->filename, "rb");
+        if (!fp)
+            return fail(c, p, "response body file %s cannot be read: %s", b->filename,
+                        strerror(errno));
+        file = sharp_calloc(1, (size_t)c->max_body + 2);
+        len = fread(file, 1, (size_t)c->max_body + 1, fp);
+        fclose(fp);
+        data = file;
+        break;
+    }
+    default:
+        return 0;
+    }
+    if (len > c->max_body) {
+        free(file);
+        return fail(c, p, "response body size is more than %u bytes (the maximum)", c->max_body);
+    }
+    if (len) {
+        r->direct_body = sharp_strndup(data, len);
+        r->direct_body_len = len;
+    }
+    free(file);
+    return 0;
+}
+
+static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_route_t *r)
+{
+    char p[512];
+    r->name = pb->name[0] ? sharp_strdup(pb->name) : NULL;
+    r->case_sensitive = true;
+    r->timeout_ms = DEFAULT_TIMEOUT_MS;
+    if (match_from(c, sub(p, sizeof p, path, "match"), pb->match, r) < 0) return -1;
+    switch (pb->action_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE:
+        if (action_from(c, sub(p, sizeof p, path, "route"), pb->route, r) < 0) return -1;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_REDIRECT:
+        if (redirect_from(c, sub(p, sizeof p, path, "redirect"), pb->redirect, r) < 0) return -1;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_DIRECT_RESPONSE:
+        if (direct_from(c, sub(p, sizeof p, path, "direct_response"), pb->direct_response, r) < 0)
+            return -1;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_FILTER_ACTION:
+        return fail(c, sub(p, sizeof p, path, "filter_action"), "not supported");
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_NON_FORWARDING_ACTION:
+        return fail(c, sub(p, sizeof p, path, "non_forwarding_action"), "not supported");
+    default:
+        return fail(c, path,
+                    "the route has no action: set one of route, redirect, direct_response");
+    }
+    if (OPS(c, path, pb, request, &r->req_ops) < 0 || OPS(c, path, pb, response, &r->resp_ops) < 0)
+        return -1;
+    return 0;
+}
+
+static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh)
+{
+    char path[64], p[512];
+    snprintf(path, sizeof path, "virtual_hosts[%zu]", idx);
+    if (!pb->name[0])
+        return fail(c, sub(p, sizeof p, path, "name"), "a virtual host name is required");
+    vh->name = sharp_strdup(pb->name);
+    if (!pb->n_domains)
+        return fail(c, sub(p, sizeof p, path, "domains"), "at least one domain is required");
+    vh->domains = sharp_calloc(pb->n_domains, sizeof *vh->domains);
+    for (size_t i = 0; i < pb->n_domains; i++) {
+        if (!pb->domains[i][0])
+            return fail(c, sub(p, sizeof p, path, "domains[%zu]", i), "must not be empty");
+        vh->domains[vh->ndomains++] = sharp_strdup(pb->domains[i]);
+    }
+    if (pb->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE)
+        return fail(c, sub(p, sizeof p, path, "require_tls"), "not supported");
+    if (OPS(c, path, pb, request, &vh->req_ops) < 0 ||
+        OPS(c, path, pb, response, &vh->resp_ops) < 0)
+        return -1;
+    if (pb->retry_policy) {
+        vh->has_retry_policy = true;
+        if (retry_from(c, sub(p, sizeof p, path, "retry_policy"), pb->retry_policy, &vh->retry) < 0)
+            return -1;
+    }
+    vh->routes = sharp_calloc(pb->n_routes + 1, sizeof *vh->routes);
+    for (size_t i = 0; i < pb->n_routes; i++) {
+        sharp_route_t *r = &vh->routes[vh->nroutes++];
+        if (route_from(c, sub(p, sizeof p, path, "routes[%zu]", i), pb->routes[i], r) < 0)
+            return -1;
+        /* a route without its own retry policy uses the virtual host's */
+        if (r->action == SHARP_ROUTE_ACTION_ROUTE && !r->has_retry_policy && vh->has_retry_policy) {
+            r->has_retry_policy = true;
+            retry_copy(&r->retry, &vh->retry);
+        }
+    }
+    return 0;
+}
+
+sharp_route_table_t *sharp_route_table_create(const rc_pb_t *rc, char *err, size_t errlen)
+{
+    ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
+    if (err && errlen) err[0] = '\0';
+    if (!rc) {
+        fail(&c, "route_config", "missing");
+        return NULL;
+    }
+    if (rc->max_direct_response_body_size_bytes)
+        c.max_body = rc->max_direct_response_body_size_bytes->value;
+    sharp_route_table_t *t = sharp_calloc(1, sizeof *t);
+    t->name = sharp_strdup(rc->name);
+    t->ignore_port_in_host_matching = rc->ignore_port_in_host_matching;
+    t->most_specific_header_mutations_wins = rc->most_specific_header_mutations_wins;
+    if (rc->ignore_path_parameters_in_path_matching) {
+        fail(&c, "ignore_path_parameters_in_path_matching", "not supported");
+        goto bad;
+    }
+    if (rc->vhds) {
+        fail(&c, "vhds", "not supported: list virtual_hosts inline");
+        goto bad;
+    }
+    if (rc->n_cluster_specifier_plugins) {
+        fail(&c, "cluster_specifier_plugins", "not supported");
+        goto bad;
+    }
+    t->internal_only_headers =
+        sharp_calloc(rc->n_internal_only_headers + 1, sizeof *t->internal_only_headers);
+    for (size_t i = 0; i < rc->n_internal_only_headers; i++)
+        t->internal_only_headers[t->ninternal_only_headers++] =
+            lower_dup(rc->internal_only_headers[i]);
+    if (OPS(&c, "", rc, request, &t->req_ops) < 0 || OPS(&c, "", rc, response, &t->resp_ops) < 0)
+        goto bad;
+    t->vhosts = sharp_calloc(rc->n_virtual_hosts + 1, sizeof *t->vhosts);
+    for (size_t i = 0; i < rc->n_virtual_hosts; i++) {
+        t->nvhosts++;
+        if (vhost_from(&c, i, rc->virtual_hosts[i], &t->vhosts[i]) < 0) goto bad;
+    }
+    if (sharp_route_table_build_index(t, err, errlen) < 0) goto bad;
+    return t;
+bad:
+    sharp_route_table_free(t);
+    return NULL;
+}

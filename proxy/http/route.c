@@ -1,0 +1,466 @@
+/* route.c: matching requests against a route table (see route.h), with
+ * Envoy's semantics: virtual hosts by authority, then the first route whose
+ * path, headers, query parameters and the rest all accept the request.
+ * Building helpers, header mutations and freeing are in route_build.c. */
+#include "http/route.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <strings.h>
+
+#include "sbuf.h"
+
+/* ---- virtual hosts ---- */
+
+typedef struct {
+    const char *key; /* lower-case, without the '*' for wildcards */
+    size_t len;
+    const sharp_vhost_t *vh;
+    uint32_t vi, di; /* where it was configured, for error messages */
+} dom_entry_t;
+
+/* Exact domains sorted by (length, bytes) for binary search; wildcards
+ * sorted longest first so the first hit is the longest match. */
+typedef struct {
+    dom_entry_t *exact, *suffix, *prefix;
+    uint32_t nexact, nsuffix, nprefix;
+    const sharp_vhost_t *catch_all;
+    char *keys; /* one block holding every key */
+} dom_index_t;
+
+/* Where the port starts in an authority (the ':'), or len when there is
+ * none; "[::1]" has no port, "[::1]:80" does. */
+static size_t port_start(sharp_str_t a)
+{
+    const char *colon = memrchr(a.p, ':', a.len);
+    if (!colon) return a.len;
+    const char *v6_end = memrchr(a.p, ']', a.len);
+    if (v6_end && v6_end > colon) return a.len;
+    return (size_t)(colon - a.p);
+}
+
+/* Equal keys stay in configuration order, so a duplicate is reported at
+ * its second occurrence. */
+static int dom_cmp_pos(const dom_entry_t *x, const dom_entry_t *y)
+{
+    if (x->vi != y->vi) return x->vi < y->vi ? -1 : 1;
+    return x->di < y->di ? -1 : x->di > y->di;
+}
+
+static int dom_cmp_exact(const void *a, const void *b)
+{
+    const dom_entry_t *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    int c = memcmp(x->key, y->key, x->len);
+    return c ? c : dom_cmp_pos(x, y);
+}
+
+static int dom_cmp_wild(const void *a, const void *b)
+{
+    const dom_entry_t *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    int c = memcmp(x->key, y->key, x->len);
+    return c ? c : dom_cmp_pos(x, y);
+}
+
+/* Host against a key that is already lower-case. */
+static bool ieq(const char *host, const char *key, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tolower((unsigned char)host[i]) != (unsigned char)key[i]) return false;
+    return true;
+}
+
+static const sharp_vhost_t *find_indexed(const dom_index_t *ix, sharp_str_t host)
+{
+    uint32_t lo = 0, hi = ix->nexact;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        const dom_entry_t *e = &ix->exact[mid];
+        int c = 0;
+        if (e->len != host.len) c = e->len < host.len ? -1 : 1;
+        for (size_t i = 0; !c && i < host.len; i++) {
+            int hc = tolower((unsigned char)host.p[i]);
+            c = (unsigned char)e->key[i] - hc;
+        }
+        if (!c) return e->vh;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (uint32_t i = 0; i < ix->nsuffix; i++) {
+        const dom_entry_t *e = &ix->suffix[i];
+        if (e->len < host.len && ieq(host.p + host.len - e->len, e->key, e->len)) return e->vh;
+    }
+    for (uint32_t i = 0; i < ix->nprefix; i++) {
+        const dom_entry_t *e = &ix->prefix[i];
+        if (e->len < host.len && ieq(host.p, e->key, e->len)) return e->vh;
+    }
+    return ix->catch_all;
+}
+
+/* The same order without an index: one pass keeping the best candidate of
+ * each kind. */
+static const sharp_vhost_t *find_scan(const sharp_route_table_t *t, sharp_str_t host)
+{
+    const sharp_vhost_t *suffix = NULL, *prefix = NULL, *any = NULL;
+    size_t suffix_len = 0, prefix_len = 0;
+    for (uint32_t v = 0; v < t->nvhosts; v++) {
+        const sharp_vhost_t *vh = &t->vhosts[v];
+        for (uint32_t d = 0; d < vh->ndomains; d++) {
+            const char *dom = vh->domains[d];
+            size_t n = strlen(dom);
+            if (n == 1 && dom[0] == '*') {
+                if (!any) any = vh;
+            } else if (n && dom[0] == '*') {
+                if (n - 1 < host.len && n - 1 > suffix_len &&
+                    strncasecmp(host.p + host.len - (n - 1), dom + 1, n - 1) == 0) {
+                    suffix = vh;
+                    suffix_len = n - 1;
+                }
+            } else if (n && dom[n - 1] == '*') {
+                if (n - 1 < host.len && n - 1 > prefix_len &&
+                    strncasecmp(host.p, dom, n - 1) == 0) {
+                    prefix = vh;
+                    prefix_len = n - 1;
+                }
+            } else if (n == host.len && strncasecmp(host.p, dom, n) == 0) {
+                return vh;
+            }
+        }
+    }
+    return suffix ? suffix : prefix ? prefix : any;
+}
+
+const sharp_vhost_t *sharp_route_table_find_vhost(const sharp_route_table_t *t,
+                                                  sharp_str_t authority)
+{
+    if (!t) return NULL;
+    if (t->ignore_port_in_host_matching) authority.len = port_start(authority);
+    return t->domain_index ? find_indexed(t->domain_index, authority) : find_scan(t, authority);
+}
+
+/* Envoy's checks, plus the index. Keys are lower-cased copies owned by the
+ * index (one allocation holds all of them). */
+int sharp_route_table_build_index(sharp_route_table_t *t, char *err, size_t errlen)
+{
+    uint32_t total = 0;
+    size_t bytes = 0;
+    for (uint32_t v = 0; v < t->nvhosts; v++)
+        for (uint32_t d = 0; d < t->vhosts[v].ndomains; d++) {
+            total++;
+            bytes += strlen(t->vhosts[v].domains[d]) + 1;
+        }
+    dom_index_t *ix = sharp_calloc(1, sizeof *ix);
+    ix->exact = sharp_calloc(total ? total : 1, sizeof *ix->exact);
+    ix->suffix = sharp_calloc(total ? total : 1, sizeof *ix->suffix);
+    ix->prefix = sharp_calloc(total ? total : 1, sizeof *ix->prefix);
+    char *keys = sharp_calloc(bytes ? bytes : 1, 1), *kp = keys;
+    ix->keys = keys;
+    for (uint32_t v = 0; v < t->nvhosts; v++) {
+        const sharp_vhost_t *vh = &t->vhosts[v];
+        for (uint32_t d = 0; d < vh->ndomains; d++) {
+            const char *dom = vh->domains[d];
+            size_t n = strlen(dom);
+            for (size_t i = 0; i <= n; i++)
+                kp[i] = (char)tolower((unsigned char)dom[i]);
+            if (n == 1 && dom[0] == '*') {
+                if (ix->catch_all) {
+                    if (err && errlen)
+                        snprintf(err, errlen,
+                                 "virtual_hosts[%u].domains[%u]: Only a single wildcard domain is "
+                                 "permitted in route %s",
+                                 v, d, t->name ? t->name : "");
+                    goto bad;
+                }
+                ix->catch_all = vh;
+            } else if (n && dom[0] == '*') {
+                ix->suffix[ix->nsuffix++] = (dom_entry_t){kp + 1, n - 1, vh, v, d};
+            } else if (n && dom[n - 1] == '*') {
+                ix->prefix[ix->nprefix++] = (dom_entry_t){kp, n - 1, vh, v, d};
+            } else {
+                ix->exact[ix->nexact++] = (dom_entry_t){kp, n, vh, v, d};
+            }
+            kp += n + 1;
+        }
+    }
+    qsort(ix->exact, ix->nexact, sizeof *ix->exact, dom_cmp_exact);
+    qsort(ix->suffix, ix->nsuffix, sizeof *ix->suffix, dom_cmp_wild);
+    qsort(ix->prefix, ix->nprefix, sizeof *ix->prefix, dom_cmp_wild);
+    struct {
+        dom_entry_t *v;
+        uint32_t n;
+        const char *fmt;
+    } kinds[] = {{ix->exact, ix->nexact, "%.*s"},
+                 {ix->suffix, ix->nsuffix, "*%.*s"},
+                 {ix->prefix, ix->nprefix, "%.*s*"}};
+    for (size_t k = 0; k < SHARP_ARRAY_SIZE(kinds); k++)
+        for (uint32_t i = 1; i < kinds[k].n; i++) {
+            const dom_entry_t *a = &kinds[k].v[i - 1], *b = &kinds[k].v[i];
+            if (a->len == b->len && memcmp(a->key, b->key, a->len) == 0) {
+                char dom[300];
+                snprintf(dom, sizeof dom, kinds[k].fmt, (int)a->len, a->key);
+                if (err && errlen)
+                    snprintf(err, errlen,
+                             "virtual_hosts[%u].domains[%u]: Only unique values for domains are "
+                             "permitted. Duplicate entry of domain %s in route %s",
+                             b->vi, b->di, dom, t->name ? t->name : "");
+                goto bad;
+            }
+        }
+    t->domain_index = ix;
+    return 0;
+bad:
+    free(ix->exact);
+    free(ix->suffix);
+    free(ix->prefix);
+    free(keys);
+    free(ix);
+    return -1;
+}
+
+/* Frees the index built above (called by sharp_route_table_free). */
+void sharp__route_index_free(void *p)
+{
+    dom_index_t *ix = p;
+    if (!ix) return;
+    free(ix->keys);
+    free(ix->exact);
+    free(ix->suffix);
+    free(ix->prefix);
+    free(ix);
+}
+
+/* ---- string and header matchers ---- */
+
+/* regexec needs a NUL-terminated string (REG_STARTEND is a glibc/BSD
+ * extension, and sanitizers read up to the NUL regardless), so short values
+ * are copied to the stack. A value with a NUL byte in it is not valid HTTP
+ * and never matches (a C string would stop at it). */
+static bool regex_match(const regex_t *re, sharp_str_t v)
+{
+    if (v.len && memchr(v.p, '\0', v.len)) return false;
+    char local[256];
+    char *s = v.len < sizeof local ? local : sharp_calloc(1, v.len + 1);
+    if (v.len) memcpy(s, v.p, v.len);
+    s[v.len] = '\0';
+    bool ok = regexec(re, s, 0, NULL, 0) == 0;
+    if (s != local) free(s);
+    return ok;
+}
+
+static bool contains(sharp_str_t v, const char *pat, size_t n, bool icase)
+{
+    if (n > v.len) return false;
+    for (size_t i = 0; i + n <= v.len; i++)
+        if (icase ? strncasecmp(v.p + i, pat, n) == 0 : memcmp(v.p + i, pat, n) == 0) return true;
+    return false;
+}
+
+bool sharp_string_matcher_match(const sharp_string_matcher_t *m, sharp_str_t v)
+{
+    size_t n = m->len;
+    bool ic = m->ignore_case;
+    switch (m->kind) {
+    case SHARP_SM_EXACT:
+        return v.len == n &&
+               (ic ? strncasecmp(v.p, m->value, n) == 0 : memcmp(v.p, m->value, n) == 0);
+    case SHARP_SM_PREFIX:
+        return v.len >= n &&
+               (ic ? strncasecmp(v.p, m->value, n) == 0 : memcmp(v.p, m->value, n) == 0);
+    case SHARP_SM_SUFFIX: {
+        const char *tail = v.p + v.len - n;
+        return v.len >= n &&
+               (ic ? strncasecmp(tail, m->value, n) == 0 : memcmp(tail, m->value, n) == 0);
+    }
+    case SHARP_SM_CONTAINS:
+        return contains(v, m->value, n, ic);
+    case SHARP_SM_REGEX:
+        return m->has_regex && regex_match(&m->re, v);
+    }
+    return false;
+}
+
+/* absl::SimpleAtoi: optional surrounding ASCII whitespace, optional sign,
+ * decimal digits, no overflow. */
+static bool parse_i64(sharp_str_t v, int64_t *out)
+{
+    size_t i = 0, e = v.len;
+    while (i < e && isspace((unsigned char)v.p[i]))
+        i++;
+    while (e > i && isspace((unsigned char)v.p[e - 1]))
+        e--;
+    bool neg = false;
+    if (i < e && (v.p[i] == '+' || v.p[i] == '-')) neg = v.p[i++] == '-';
+    if (i == e) return false;
+    uint64_t x = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; i < e; i++) {
+        if (!isdigit((unsigned char)v.p[i])) return false;
+        uint64_t d = (uint64_t)(v.p[i] - '0');
+        if (x > (limit - d) / 10) return false;
+        x = x * 10 + d;
+    }
+    *out = neg ? (int64_t)(0 - x) : (int64_t)x;
+    return true;
+}
+
+/* Envoy's HeaderUtility::matchHeaders: a missing header matches only a
+ * present_match: false (or, inverted, present_match: true), unless
+ * treat_missing_header_as_empty makes it the empty string. Repeated
+ * headers are joined with ",". (Envoy's legacy exact_match "" accepts any
+ * value: the config translation turns it into present_match: true, which
+ * behaves identically.) */
+bool sharp_header_matcher_match(const sharp_header_matcher_t *m, const sharp_headers_t *h)
+{
+    size_t nlen = strlen(m->name);
+    int first = sharp_headers_find(h, m->name, nlen, 0);
+    if (first < 0 && !m->treat_missing_as_empty) {
+        bool present_kind = m->kind == SHARP_HM_PRESENT;
+        return m->invert ? present_kind && m->present : present_kind && !m->present;
+    }
+    sharp_str_t v = first < 0 ? SHARP_STR("") : sharp_headers_value(h, (uint32_t)first);
+    char *joined = NULL;
+    if (first >= 0 && sharp_headers_find(h, m->name, nlen, (uint32_t)first + 1) >= 0) {
+        sharp_sbuf_t b = {0};
+        for (int i = first; i >= 0; i = sharp_headers_find(h, m->name, nlen, (uint32_t)i + 1)) {
+            if (b.len) sharp_sbuf_append(&b, ",", 1);
+            sharp_str_t x = sharp_headers_value(h, (uint32_t)i);
+            sharp_sbuf_append(&b, x.p, x.len);
+        }
+        joined = b.data;
+        v = (sharp_str_t){b.data, b.len};
+    }
+    bool match = false;
+    switch (m->kind) {
+    case SHARP_HM_STRING:
+        match = sharp_string_matcher_match(&m->sm, v);
+        break;
+    case SHARP_HM_PRESENT:
+        match = m->present;
+        break;
+    case SHARP_HM_RANGE: {
+        int64_t x;
+        match = parse_i64(v, &x) && x >= m->range_start && x < m->range_end;
+        break;
+    }
+    }
+    free(joined);
+    return match != m->invert;
+}
+
+/* First value of query parameter `name` in the raw (not percent-decoded)
+ * query string, as Envoy's route matching sees it; "?flag" has value "". */
+static bool query_param(sharp_str_t q, const char *name, sharp_str_t *val)
+{
+    size_t nlen = strlen(name), i = 0;
+    while (i < q.len) {
+        const char *amp = memchr(q.p + i, '&', q.len - i);
+        size_t end = amp ? (size_t)(amp - q.p) : q.len;
+        const char *eq = memchr(q.p + i, '=', end - i);
+        size_t kend = eq ? (size_t)(eq - q.p) : end;
+        if (kend - i == nlen && memcmp(q.p + i, name, nlen) == 0) {
+            *val = eq ? (sharp_str_t){eq + 1, end - kend - 1} : SHARP_STR("");
+            return true;
+        }
+        i = end + 1;
+    }
+    return false;
+}
+
+/* ---- routes ---- */
+
+static bool is_grpc(const sharp_headers_t *req)
+{
+    sharp_str_t ct;
+    if (!sharp_headers_get_cstr(req, "content-type", &ct)) return false;
+    static const char g[] = "application/grpc";
+    size_t n = sizeof g - 1;
+    return ct.len >= n && memcmp(ct.p, g, n) == 0 &&
+           (ct.len == n || ct.p[n] == '+' || ct.p[n] == ';');
+}
+
+static bool path_prefix(const sharp_route_t *r, sharp_str_t path)
+{
+    if (path.len < r->path_len) return false;
+    return r->case_sensitive ? memcmp(path.p, r->path, r->path_len) == 0
+                             : strncasecmp(path.p, r->path, r->path_len) == 0;
+}
+
+/* Path matching sees :path without its query and fragment, as Envoy's
+ * PathMatcher does. */
+static bool path_matches(const sharp_route_t *r, sharp_str_t full)
+{
+    size_t n = 0;
+    while (n < full.len && full.p[n] != '?' && full.p[n] != '#')
+        n++;
+    sharp_str_t path = {full.p, n};
+    switch (r->match_kind) {
+    case SHARP_ROUTE_MATCH_PREFIX:
+        return path_prefix(r, path);
+    case SHARP_ROUTE_MATCH_PATH:
+        return path.len == r->path_len && path_prefix(r, path);
+    case SHARP_ROUTE_MATCH_REGEX:
+        return regex_match(&r->path_re, path);
+    case SHARP_ROUTE_MATCH_PATH_SEPARATED_PREFIX:
+        return path_prefix(r, path) && (path.len == r->path_len || path.p[r->path_len] == '/');
+    }
+    return false;
+}
+
+static bool route_matches(const sharp_route_t *r, const sharp_headers_t *req, uint64_t random)
+{
+    if (r->has_runtime_fraction &&
+        !(r->runtime_denominator && random % r->runtime_denominator < r->runtime_numerator))
+        return false;
+    if (r->match_grpc && !is_grpc(req)) return false;
+    for (uint32_t i = 0; i < r->nheaders; i++)
+        if (!sharp_header_matcher_match(&r->headers[i], req)) return false;
+    sharp_str_t path;
+    if (!sharp_headers_get_cstr(req, ":path", &path)) return false;
+    if (r->nquery) {
+        const char *qm = memchr(path.p, '?', path.len);
+        sharp_str_t q =
+            qm ? (sharp_str_t){qm + 1, path.len - (size_t)(qm + 1 - path.p)} : SHARP_STR("");
+        for (uint32_t i = 0; i < r->nquery; i++) {
+            sharp_str_t val;
+            if (!query_param(q, r->query[i].name, &val)) return false;
+            if (!r->query[i].present_match && !sharp_string_matcher_match(&r->query[i].sm, val))
+                return false;
+        }
+    }
+    return path_matches(r, path);
+}
+
+const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sharp_headers_t *req,
+                                              uint64_t random)
+{
+    if (!vh) return NULL;
+    for (uint32_t i = 0; i < vh->nroutes; i++)
+        if (route_matches(&vh->routes[i], req, random)) return &vh->routes[i];
+    return NULL;
+}
+
+const sharp_route_t *sharp_vhost_match(const sharp_vhost_t *vh, const sharp_headers_t *req)
+{
+    return sharp_vhost_match_random(vh, req, 0);
+}
+
+/* Envoy's weighted pick: random % total, then the cluster whose cumulative
+ * weight range holds it. */
+const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
+                                     const sharp_weighted_cluster_t **picked)
+{
+    if (picked) *picked = NULL;
+    if (!r->nweighted) return r->cluster;
+    if (!r->total_weight) return NULL;
+    uint64_t sel = random % r->total_weight, end = 0;
+    for (uint32_t i = 0; i < r->nweighted; i++) {
+        end += r->weighted[i].weight;
+        if (sel < end) {
+            if (picked) *picked = &r->weighted[i];
+            return r->weighted[i].name;
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,165 @@
+/* test_headers.c: the header map (add/get/set/remove, pieces, tokens). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "http/headers.h"
+
+static bool value_is(const sharp_headers_t *h, const char *name, const char *want)
+{
+    sharp_str_t v;
+    if (!sharp_headers_get_cstr(h, name, &v)) return false;
+    return v.len == strlen(want) && memcmp(v.p, want, v.len) == 0;
+}
+
+static void test_add_get_lowercases(void **state)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "Content-Type", "text/plain");
+    sharp_headers_add_cstr(&h, ":path", "/a");
+    assert_int_equal(h.n, 2);
+    sharp_str_t n = sharp_headers_name(&h, 0);
+    assert_int_equal(n.len, 12);
+    assert_memory_equal(n.p, "content-type", 12);
+    assert_true(value_is(&h, "CONTENT-TYPE", "text/plain"));
+    assert_true(value_is(&h, ":path", "/a"));
+    assert_false(sharp_headers_get_cstr(&h, "content", NULL));
+    assert_true(sharp_headers_get_cstr(&h, "content-type", NULL));
+    sharp_headers_free(&h);
+}
+
+static void test_repeated_and_find(void **state)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "x-a", "1");
+    sharp_headers_add_cstr(&h, "x-b", "2");
+    sharp_headers_add_cstr(&h, "X-A", "3");
+    assert_true(value_is(&h, "x-a", "1")); /* first value */
+    int i = sharp_headers_find(&h, "x-a", 3, 0);
+    assert_int_equal(i, 0);
+    i = sharp_headers_find(&h, "x-a", 3, (uint32_t)i + 1);
+    assert_int_equal(i, 2);
+    assert_int_equal(sharp_headers_find(&h, "x-a", 3, 3), -1);
+    sharp_headers_free(&h);
+}
+
+static void test_set_replaces_all_keeps_position(void **state)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "a", "1");
+    sharp_headers_add_cstr(&h, "b", "2");
+    sharp_headers_add_cstr(&h, "a", "3");
+    sharp_headers_add_cstr(&h, "c", "4");
+    sharp_headers_set_cstr(&h, "A", "new");
+    assert_int_equal(h.n, 3);
+    sharp_str_t n0 = sharp_headers_name(&h, 0), v0 = sharp_headers_value(&h, 0);
+    assert_memory_equal(n0.p, "a", 1);
+    assert_memory_equal(v0.p, "new", 3);
+    assert_memory_equal(sharp_headers_name(&h, 2).p, "c", 1);
+    sharp_headers_set_cstr(&h, "d", "5"); /* absent: added at the end */
+    assert_int_equal(h.n, 4);
+    assert_true(value_is(&h, "d", "5"));
+    sharp_headers_free(&h);
+}
+
+static void test_remove(void **state)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "a", "1");
+    sharp_headers_add_cstr(&h, "b", "2");
+    sharp_headers_add_cstr(&h, "A", "3");
+    assert_int_equal(sharp_headers_remove_cstr(&h, "a"), 2);
+    assert_int_equal(h.n, 1);
+    assert_true(value_is(&h, "b", "2"));
+    assert_int_equal(sharp_headers_remove_cstr(&h, "zz"), 0);
+    sharp_headers_free(&h);
+}
+
+static void test_append_pieces(void **state)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_append_last_value(&h, "x", 1); /* no header yet: ignored */
+    sharp_headers_add(&h, "Us", 2, "", 0);
+    sharp_headers_append_last_name(&h, "ER-Agent", 8);
+    sharp_headers_append_last_value(&h, "curl/", 5);
+    sharp_headers_append_last_value(&h, "8.0", 3);
+    assert_int_equal(h.n, 1);
+    assert_true(value_is(&h, "user-agent", "curl/8.0"));
+    sharp_headers_add(&h, "host", 4, "ex", 2);
+    sharp_headers_append_last_value(&h, "ample.com", 9);
+    assert_true(value_is(&h, "host", "example.com"));
+    assert_true(value_is(&h, "user-agent", "curl/8.0"));
+    sharp_headers_free(&h);
+}
+
+static void test_copy_clear_and_size(void **state)
+{
+    sharp_headers_t a, b;
+    sharp_headers_init(&a);
+    sharp_headers_init(&b);
+    sharp_headers_add_cstr(&a, "ab", "cde");
+    sharp_headers_add_cstr(&a, "f", "");
+    assert_int_equal(sharp_headers_byte_size(&a), 6);
+    sharp_headers_add_cstr(&b, "old", "x");
+    sharp_headers_copy(&b, &a);
+    assert_int_equal(b.n, 2);
+    assert_false(sharp_headers_get_cstr(&b, "old", NULL));
+    assert_true(value_is(&b, "ab", "cde"));
+    sharp_headers_clear(&a);
+    assert_int_equal(a.n, 0);
+    assert_int_equal(sharp_headers_byte_size(&a), 0);
+    sharp_headers_add_cstr(&a, "z", "1");
+    assert_true(value_is(&a, "z", "1"));
+    sharp_headers_free(&a);
+    sharp_headers_free(&b);
+}
+
+static void test_many_headers_grow(void **state)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    char name[16], val[64];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "h%d", i);
+        snprintf(val, sizeof val, "value-%d-%040d", i, i);
+        sharp_headers_add_cstr(&h, name, val);
+    }
+    assert_int_equal(h.n, 200);
+    snprintf(val, sizeof val, "value-%d-%040d", 137, 137);
+    assert_true(value_is(&h, "H137", val));
+    sharp_headers_free(&h);
+}
+
+static void test_has_token(void **state)
+{
+    assert_true(sharp_header_value_has_token(SHARP_STR("keep-alive, close"), "close"));
+    assert_true(sharp_header_value_has_token(SHARP_STR("Keep-Alive,Upgrade"), "upgrade"));
+    assert_true(sharp_header_value_has_token(SHARP_STR(" close "), "close"));
+    assert_true(sharp_header_value_has_token(SHARP_STR("a,\tclose\t,b"), "CLOSE"));
+    assert_false(sharp_header_value_has_token(SHARP_STR("closed"), "close"));
+    assert_false(sharp_header_value_has_token(SHARP_STR("keep-alive"), "close"));
+    assert_false(sharp_header_value_has_token(SHARP_STR(""), "close"));
+    assert_false(sharp_header_value_has_token(SHARP_STR("x close"), "close"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_add_get_lowercases),
+        cmocka_unit_test(test_repeated_and_find),
+        cmocka_unit_test(test_set_replaces_all_keeps_position),
+        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_append_pieces),
+        cmocka_unit_test(test_copy_clear_and_size),
+        cmocka_unit_test(test_many_headers_grow),
+        cmocka_unit_test(test_has_token),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,272 @@
+/* test_lb.c: load balancer policies, health filtering and panic mode. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "upstream/lb.h"
+
+#define MAXH 8
+
+typedef struct {
+    sharp_host_t h[MAXH];
+    sharp_host_t *ptr[MAXH];
+    uint32_t n;
+} hostset_t;
+
+static void hosts_init(hostset_t *s, uint32_t n, const uint32_t *weights)
+{
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(s->h[i].address, sizeof s->h[i].address, "10.0.0.%u:80", i + 1);
+        s->h[i].weight = weights ? weights[i] : 1;
+        s->ptr[i] = &s->h[i];
+    }
+}
+
+static int index_of(const hostset_t *s, const sharp_host_t *h)
+{
+    for (uint32_t i = 0; i < s->n; i++)
+        if (s->ptr[i] == h) return (int)i;
+    return -1;
+}
+
+static void count(sharp_lb_t *lb, const hostset_t *s, int picks, int *out)
+{
+    memset(out, 0, sizeof(int) * MAXH);
+    for (int i = 0; i < picks; i++) {
+        sharp_host_t *h = sharp_lb_choose(lb);
+        assert_non_null(h);
+        out[index_of(s, h)]++;
+    }
+}
+
+static void test_empty(void **state)
+{
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, NULL, 0, 1);
+    assert_null(sharp_lb_choose(&lb));
+    sharp_lb_destroy(&lb);
+}
+
+static void test_rr_rotation(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 4, NULL);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 42);
+    int prev = index_of(&s, sharp_lb_choose(&lb));
+    for (int i = 0; i < 20; i++) {
+        int cur = index_of(&s, sharp_lb_choose(&lb));
+        assert_int_equal(cur, (prev + 1) % 4);
+        prev = cur;
+    }
+    sharp_lb_destroy(&lb);
+}
+
+static void test_rr_start_differs_by_seed(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 8, NULL);
+    bool seen[MAXH] = {false};
+    for (uint64_t seed = 0; seed < 64; seed++) {
+        sharp_lb_t lb;
+        sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, seed);
+        seen[index_of(&s, sharp_lb_choose(&lb))] = true;
+        sharp_lb_destroy(&lb);
+    }
+    int distinct = 0;
+    for (int i = 0; i < MAXH; i++)
+        distinct += seen[i];
+    assert_true(distinct >= 4);
+}
+
+static void test_rr_weighted_exact_and_spread(void **state)
+{
+    hostset_t s;
+    uint32_t w[] = {5, 1, 1};
+    hosts_init(&s, 3, w);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 7);
+    int c[MAXH];
+    count(&lb, &s, 7000, c);
+    assert_int_equal(c[0], 5000);
+    assert_int_equal(c[1], 1000);
+    assert_int_equal(c[2], 1000);
+    /* spread: the light hosts never come back to back within a cycle */
+    int last = -1, runs = 0;
+    for (int i = 0; i < 70; i++) {
+        int cur = index_of(&s, sharp_lb_choose(&lb));
+        if (cur != 0 && last != 0 && last >= 0) runs++;
+        last = cur;
+    }
+    assert_int_equal(runs, 0);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_rr_skips_unhealthy(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 3, NULL);
+    atomic_store(&s.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 3);
+    int c[MAXH];
+    count(&lb, &s, 100, c);
+    assert_int_equal(c[1], 0);
+    assert_int_equal(c[0], 50);
+    assert_int_equal(c[2], 50);
+    assert_false(lb.in_panic);
+    /* recovery is seen on the next choice */
+    atomic_store(&s.h[1].health_flags, 0);
+    count(&lb, &s, 99, c);
+    assert_int_equal(c[1], 33);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_panic_threshold(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 4, NULL);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 3);
+    int c[MAXH];
+    /* 2 of 4 healthy = 50%: not below the threshold, unhealthy hosts skipped */
+    atomic_store(&s.h[0].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    atomic_store(&s.h[1].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    count(&lb, &s, 100, c);
+    assert_int_equal(c[0] + c[1], 0);
+    assert_false(lb.in_panic);
+    /* 1 of 4 healthy = 25% < 50%: panic, every host gets traffic */
+    atomic_store(&s.h[2].health_flags, SHARP_HOST_FAILED_EDS_HEALTH);
+    count(&lb, &s, 100, c);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(c[i], 25);
+    assert_true(lb.in_panic);
+    /* none healthy: still panic */
+    atomic_store(&s.h[3].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    count(&lb, &s, 100, c);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(c[i], 25);
+    /* panic disabled (threshold 0): no host at all */
+    lb.panic_threshold = 0;
+    assert_null(sharp_lb_choose(&lb));
+    /* threshold 0 with one healthy host: only that one */
+    atomic_store(&s.h[3].health_flags, 0);
+    count(&lb, &s, 10, c);
+    assert_int_equal(c[3], 10);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_random_distribution(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 4, NULL);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_RANDOM, s.ptr, s.n, 99);
+    int c[MAXH];
+    count(&lb, &s, 40000, c);
+    for (int i = 0; i < 4; i++)
+        assert_in_range(c[i], 9000, 11000);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_p2c_prefers_less_loaded(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 3, NULL);
+    atomic_store(&s.h[0].active_rq, 50);
+    atomic_store(&s.h[1].active_rq, 5);
+    atomic_store(&s.h[2].active_rq, 0);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_LEAST_REQUEST, s.ptr, s.n, 5);
+    int c[MAXH];
+    count(&lb, &s, 9000, c);
+    /* with two samples out of three, host 0 wins only when sampled twice
+     * (1/9), host 2 whenever sampled (5/9) */
+    assert_in_range(c[0], 700, 1300);
+    assert_in_range(c[1], 2600, 3400);
+    assert_in_range(c[2], 4600, 5400);
+    /* more choices concentrate on the idle host */
+    lb.choice_count = 5;
+    count(&lb, &s, 9000, c);
+    assert_true(c[2] > 7500);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_least_request_weighted(void **state)
+{
+    hostset_t s;
+    uint32_t w[] = {2, 1};
+    hosts_init(&s, 2, w);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_LEAST_REQUEST, s.ptr, s.n, 5);
+    int c[MAXH];
+    count(&lb, &s, 3000, c);
+    assert_int_equal(c[0], 2000);
+    assert_int_equal(c[1], 1000);
+    /* host 0 busy: effective weight 2/(3+1) = 0.5 against 1 */
+    atomic_store(&s.h[0].active_rq, 3);
+    count(&lb, &s, 3000, c);
+    assert_in_range(c[0], 950, 1050);
+    assert_in_range(c[1], 1950, 2050);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_priorities(void **state)
+{
+    hostset_t s;
+    hosts_init(&s, 4, NULL);
+    s.h[2].priority = 1;
+    s.h[3].priority = 1;
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 11);
+    int c[MAXH];
+    count(&lb, &s, 1000, c);
+    assert_int_equal(c[0] + c[1], 1000);
+    /* P0 half healthy: health min(100, 1.4 * 50) = 70%, the rest spills to P1 */
+    atomic_store(&s.h[0].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    count(&lb, &s, 10000, c);
+    assert_int_equal(c[0], 0);
+    assert_in_range(c[1], 6600, 7400);
+    assert_in_range(c[2] + c[3], 2600, 3400);
+    /* P0 all down: everything to P1 */
+    atomic_store(&s.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    count(&lb, &s, 1000, c);
+    assert_int_equal(c[2] + c[3], 1000);
+    sharp_lb_destroy(&lb);
+}
+
+static void test_random_is_deterministic_per_seed(void **state)
+{
+    sharp_lb_t a, b;
+    sharp_lb_init(&a, SHARP_LB_RANDOM, NULL, 0, 1234);
+    sharp_lb_init(&b, SHARP_LB_RANDOM, NULL, 0, 1234);
+    for (int i = 0; i < 10; i++)
+        assert_true(sharp_lb_random(&a) == sharp_lb_random(&b));
+    sharp_lb_destroy(&b);
+    sharp_lb_init(&b, SHARP_LB_RANDOM, NULL, 0, 1235);
+    assert_true(sharp_lb_random(&a) != sharp_lb_random(&b));
+    sharp_lb_destroy(&a);
+    sharp_lb_destroy(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_rr_rotation),
+        cmocka_unit_test(test_rr_start_differs_by_seed),
+        cmocka_unit_test(test_rr_weighted_exact_and_spread),
+        cmocka_unit_test(test_rr_skips_unhealthy),
+        cmocka_unit_test(test_panic_threshold),
+        cmocka_unit_test(test_random_distribution),
+        cmocka_unit_test(test_p2c_prefers_less_loaded),
+        cmocka_unit_test(test_least_request_weighted),
+        cmocka_unit_test(test_priorities),
+        cmocka_unit_test(test_random_is_deterministic_per_seed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

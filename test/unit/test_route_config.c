@@ -1,0 +1,363 @@
+/* test_route_config.c: RouteConfiguration (from YAML through the mapper)
+ * -> runtime route table: defaults, translation and validation errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "config/mapper.h"
+#include "config/route_config.h"
+
+typedef struct {
+    sharp_config_doc_t *doc;
+    sharp_route_table_t *t;
+    char err[1024];
+} built_t;
+
+/* Parses `yaml` as a RouteConfiguration and translates it. */
+static void build(built_t *b, const char *yaml)
+{
+    sharp_config_error_t perr;
+    memset(b, 0, sizeof *b);
+    b->doc = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                                &envoy__config__route__v3__route_configuration__descriptor, &perr);
+    if (!b->doc) fail_msg("parse: %s", perr.msg);
+    const Envoy__Config__Route__V3__RouteConfiguration *rc =
+        (const void *)sharp_config_doc_message(b->doc);
+    b->t = sharp_route_table_create(rc, b->err, sizeof b->err);
+}
+
+static void release(built_t *b)
+{
+    sharp_route_table_free(b->t);
+    sharp_config_doc_free(b->doc);
+}
+
+static void expect_error(const char *yaml, const char *want_prefix)
+{
+    built_t b;
+    build(&b, yaml);
+    if (b.t) fail_msg("expected error '%s', got a table", want_prefix);
+    if (strncmp(b.err, want_prefix, strlen(want_prefix)) != 0)
+        fail_msg("error '%s' does not start with '%s'", b.err, want_prefix);
+    release(&b);
+}
+
+static const sharp_route_t *route_for(const sharp_route_table_t *t, const char *host,
+                                      const char *path)
+{
+    const sharp_vhost_t *vh = sharp_route_table_find_vhost(t, (sharp_str_t){host, strlen(host)});
+    if (!vh) return NULL;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":path", path);
+    const sharp_route_t *r = sharp_vhost_match(vh, &h);
+    sharp_headers_free(&h);
+    return r;
+}
+
+static void test_full_translation(void **state)
+{
+    built_t b;
+    build(&b, "name: local_route\n"
+              "ignore_port_in_host_matching: true\n"
+              "internal_only_headers: [X-Internal]\n"
+              "request_headers_to_add:\n"
+              "- header: {key: x-table, value: t}\n"
+              "response_headers_to_remove: [x-secret]\n"
+              "virtual_hosts:\n"
+              "- name: backend\n"
+              "  domains: ['*.example.com', example.com]\n"
+              "  retry_policy: {retry_on: 5xx, num_retries: 3}\n"
+              "  request_headers_to_add:\n"
+              "  - header: {key: x-client, value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%'}\n"
+              "    append_action: OVERWRITE_IF_EXISTS_OR_ADD\n"
+              "  - header: {key: x-legacy, value: v}\n"
+              "    append: false\n"
+              "  routes:\n"
+              "  - name: api\n"
+              "    match:\n"
+              "      prefix: /api\n"
+              "      case_sensitive: false\n"
+              "      headers:\n"
+              "      - {name: X-Version, exact_match: v2}\n"
+              "      - {name: x-any, exact_match: ''}\n"
+              "      - {name: x-range, range_match: {start: 1, end: 10}, invert_match: true}\n"
+              "      query_parameters:\n"
+              "      - {name: debug, present_match: true}\n"
+              "      - {name: mode, string_match: {prefix: fa, ignore_case: true}}\n"
+              "    route:\n"
+              "      cluster: api_v2\n"
+              "      timeout: 2.5s\n"
+              "      idle_timeout: 0s\n"
+              "      prefix_rewrite: /v2\n"
+              "      host_rewrite_literal: api.internal\n"
+              "      cluster_not_found_response_code: NOT_FOUND\n"
+              "      retry_policy:\n"
+              "        retry_on: connect-failure,retriable-status-codes\n"
+              "        retriable_status_codes: [503, 429]\n"
+              "        per_try_timeout: 0.5s\n"
+              "        retry_back_off: {base_interval: 0.1s}\n"
+              "  - match: {safe_regex: {regex: '/users/\\d+'}}\n"
+              "    route: {cluster: users, timeout: 0s}\n"
+              "  - match: {path_separated_prefix: /split, grpc: {}}\n"
+              "    route:\n"
+              "      weighted_clusters:\n"
+              "        clusters:\n"
+              "        - name: a\n"
+              "          weight: 30\n"
+              "          request_headers_to_add: [{header: {key: x-wc, value: a}}]\n"
+              "        - {name: b, weight: 70}\n"
+              "  - match: {path: /moved}\n"
+              "    redirect: {https_redirect: true, host_redirect: new.example.com, response_code: "
+              "PERMANENT_REDIRECT, strip_query: true}\n"
+              "  - match: {prefix: /health}\n"
+              "    direct_response: {status: 200, body: {inline_string: ok}}\n"
+              "  - match:\n"
+              "      prefix: /canary\n"
+              "      runtime_fraction: {default_value: {numerator: 5, denominator: TEN_THOUSAND}, "
+              "runtime_key: k}\n"
+              "    route: {cluster: canary}\n");
+    if (!b.t) fail_msg("%s", b.err);
+    sharp_route_table_t *t = b.t;
+    assert_string_equal(t->name, "local_route");
+    assert_true(t->ignore_port_in_host_matching);
+    assert_int_equal(t->ninternal_only_headers, 1);
+    assert_string_equal(t->internal_only_headers[0], "x-internal");
+    assert_int_equal(t->req_ops.nadd, 1);
+    assert_int_equal(t->resp_ops.nremove, 1);
+    assert_non_null(t->domain_index);
+    const sharp_vhost_t *vh = sharp_route_table_find_vhost(t, SHARP_STR("EXAMPLE.com:8443"));
+    assert_non_null(vh);
+    assert_string_equal(vh->name, "backend");
+    assert_true(vh->has_retry_policy);
+    assert_int_equal(vh->req_ops.nadd, 2);
+    assert_non_null(vh->req_ops.add[0].fmt);
+    assert_int_equal(vh->req_ops.add[0].action, SHARP_OVERWRITE_IF_EXISTS_OR_ADD);
+    assert_int_equal(vh->req_ops.add[1].action, SHARP_OVERWRITE_IF_EXISTS_OR_ADD);
+    assert_int_equal(vh->nroutes, 6);
+
+    const sharp_route_t *r = &vh->routes[0];
+    assert_string_equal(r->name, "api");
+    assert_int_equal(r->match_kind, SHARP_ROUTE_MATCH_PREFIX);
+    assert_false(r->case_sensitive);
+    assert_int_equal(r->nheaders, 3);
+    assert_string_equal(r->headers[0].name, "x-version");
+    assert_int_equal(r->headers[1].kind, SHARP_HM_PRESENT);
+    assert_int_equal(r->headers[2].kind, SHARP_HM_RANGE);
+    assert_true(r->headers[2].invert);
+    assert_int_equal(r->nquery, 2);
+    assert_true(r->query[0].present_match);
+    assert_true(r->query[1].sm.ignore_case);
+    assert_string_equal(r->cluster, "api_v2");
+    assert_int_equal(r->timeout_ms, 2500);
+    assert_true(r->has_idle_timeout);
+    assert_int_equal(r->idle_timeout_ms, 0);
+    assert_string_equal(r->prefix_rewrite, "/v2");
+    assert_string_equal(r->host_rewrite, "api.internal");
+    assert_int_equal(r->cluster_not_found_code, 404);
+    assert_true(r->has_retry_policy);
+    assert_string_equal(r->retry.retry_on, "connect-failure,retriable-status-codes");
+    assert_int_equal(r->retry.num_retries, 1); /* unset: Envoy's default */
+    assert_int_equal(r->retry.nretriable_status_codes, 2);
+    assert_int_equal(r->retry.per_try_timeout_ms, 500);
+    assert_int_equal(r->retry.backoff_base_ms, 100);
+    assert_int_equal(r->retry.backoff_max_ms, 1000);
+
+    r = &vh->routes[1];
+    assert_int_equal(r->match_kind, SHARP_ROUTE_MATCH_REGEX);
+    assert_int_equal(r->timeout_ms, 0);
+    assert_true(r->has_retry_policy); /* inherited from the virtual host */
+    assert_int_equal(r->retry.num_retries, 3);
+    assert_ptr_equal(route_for(t, "a.example.com", "/users/42?x"), r);
+    assert_null(route_for(t, "a.example.com", "/users/4x"));
+
+    r = &vh->routes[2];
+    assert_int_equal(r->match_kind, SHARP_ROUTE_MATCH_PATH_SEPARATED_PREFIX);
+    assert_true(r->match_grpc);
+    assert_null(r->cluster);
+    assert_int_equal(r->nweighted, 2);
+    assert_int_equal(r->total_weight, 100);
+    assert_int_equal(r->weighted[0].req_ops.nadd, 1);
+    assert_int_equal(r->timeout_ms, 15000); /* unset: Envoy's default */
+
+    r = &vh->routes[3];
+    assert_int_equal(r->action, SHARP_ROUTE_ACTION_REDIRECT);
+    assert_string_equal(r->redirect.scheme, "https");
+    assert_string_equal(r->redirect.host, "new.example.com");
+    assert_int_equal(r->redirect.code, 308);
+    assert_true(r->redirect.strip_query);
+    assert_false(r->has_retry_policy);
+
+    r = &vh->routes[4];
+    assert_int_equal(r->action, SHARP_ROUTE_ACTION_DIRECT);
+    assert_int_equal(r->direct_status, 200);
+    assert_int_equal(r->direct_body_len, 2);
+    assert_memory_equal(r->direct_body, "ok", 2);
+    assert_ptr_equal(route_for(t, "example.com", "/health/x"), r);
+
+    r = &vh->routes[5];
+    assert_true(r->has_runtime_fraction);
+    assert_int_equal(r->runtime_numerator, 5);
+    assert_int_equal(r->runtime_denominator, 10000);
+    release(&b);
+}
+
+static void test_defaults(void **state)
+{
+    built_t b;
+    build(&b, "virtual_hosts:\n"
+              "- name: v\n"
+              "  domains: ['*']\n"
+              "  routes:\n"
+              "  - match: {prefix: /}\n"
+              "    route: {cluster: c}\n"
+              "  - match: {prefix: /r}\n"
+              "    redirect: {path_redirect: /x}\n");
+    if (!b.t) fail_msg("%s", b.err);
+    const sharp_route_t *r = route_for(b.t, "anything", "/q");
+    assert_non_null(r);
+    assert_null(r->name);
+    assert_true(r->case_sensitive);
+    assert_int_equal(r->timeout_ms, 15000);
+    assert_int_equal(r->cluster_not_found_code, 503);
+    assert_false(r->has_retry_policy);
+    assert_false(r->has_idle_timeout);
+    assert_int_equal(b.t->vhosts[0].routes[1].redirect.code, 301);
+    assert_string_equal(b.t->vhosts[0].routes[1].redirect.path, "/x");
+    release(&b);
+}
+
+#define VH "virtual_hosts:\n- name: v\n  domains: [a.com]\n  routes:\n"
+
+static void test_errors(void **state)
+{
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "  - match: {safe_regex: {regex: '(unclosed'}}\n"
+                    "    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[0]: the route has no action");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c}\n"
+                    "  - match: {prefix: /}\n"
+                    "    route: {cluster: c}\n"
+                    "  - match: {safe_regex: {regex: '(unclosed'}}\n"
+                    "    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[2].match.safe_regex.regex: invalid regex '(unclosed'");
+    expect_error(VH
+                 "  - match: {prefix: /}\n"
+                 "    route: {weighted_clusters: {clusters: [{name: a, weight: 0}, {name: b}]}}\n",
+                 "virtual_hosts[0].routes[0].route.weighted_clusters: Sum of weights in the "
+                 "weighted_cluster must be greater than 0");
+    expect_error(
+        VH "  - match: {prefix: /}\n"
+           "    route: {weighted_clusters: {clusters: [{name: a, weight: 1}], total_weight: 5}}\n",
+        "virtual_hosts[0].routes[0].route.weighted_clusters.total_weight: Sum of weights");
+    expect_error(
+        VH "  - match: {prefix: /}\n"
+           "    route: {weighted_clusters: {clusters: []}}\n",
+        "virtual_hosts[0].routes[0].route.weighted_clusters.clusters: at least one cluster");
+    expect_error(VH "  - match: {headers: [{name: x}]}\n"
+                    "    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[0].match: one of prefix, path, safe_regex");
+    expect_error(
+        VH "  - match: {prefix: /, headers: [{name: x, string_match: {safe_regex: {regex: "
+           "'\\p{L}'}}}]}\n"
+           "    route: {cluster: c}\n",
+        "virtual_hosts[0].routes[0].match.headers[0].string_match.safe_regex.regex: invalid regex");
+    expect_error(VH "  - match: {prefix: /, query_parameters: [{name: ''}]}\n"
+                    "    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[0].match.query_parameters[0].name:");
+    expect_error(VH "  - match: {path_separated_prefix: /a/}\n"
+                    "    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[0].match.path_separated_prefix:");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster_header: x-cluster}\n",
+                 "virtual_hosts[0].routes[0].route.cluster_header: not supported");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    direct_response: {status: 99}\n",
+                 "virtual_hosts[0].routes[0].direct_response.status:");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c}\n"
+                    "    request_headers_to_add: [{header: {key: ':path', value: /x}}]\n",
+                 "virtual_hosts[0].routes[0].request_headers_to_add[0]: :-prefixed or host headers "
+                 "may not be modified");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c}\n"
+                    "    response_headers_to_remove: [Host]\n",
+                 "virtual_hosts[0].routes[0].response_headers_to_remove[0]: :-prefixed or host "
+                 "headers may not be removed");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c}\n"
+                    "    request_headers_to_add: [{header: {key: x, value: '%BOGUS%'}}]\n",
+                 "virtual_hosts[0].routes[0].request_headers_to_add[0]: header.value: unknown "
+                 "command operator %BOGUS%");
+    expect_error(
+        VH "  - match: {prefix: /}\n"
+           "    route: {cluster: c}\n"
+           "    request_headers_to_add: [{header: {key: x, value: y}, append: true, append_action: "
+           "ADD_IF_ABSENT}]\n",
+        "virtual_hosts[0].routes[0].request_headers_to_add[0]: Both append and append_action");
+    expect_error("response_headers_to_add: [{header: {key: ':status', value: '1'}}]\n",
+                 "response_headers_to_add[0]: :-prefixed");
+    expect_error("virtual_hosts:\n- name: v\n  domains: []\n",
+                 "virtual_hosts[0].domains: at least one domain");
+    expect_error("virtual_hosts:\n- domains: [x]\n", "virtual_hosts[0].name:");
+    expect_error("name: rt\n"
+                 "virtual_hosts:\n"
+                 "- {name: a, domains: [a.com, '*']}\n"
+                 "- {name: b, domains: [b.com, A.COM]}\n",
+                 "virtual_hosts[1].domains[1]: Only unique values for domains are permitted. "
+                 "Duplicate entry of domain a.com in route rt");
+    expect_error(
+        "name: rt\n"
+        "virtual_hosts:\n"
+        "- {name: a, domains: ['*']}\n"
+        "- {name: b, domains: ['*']}\n",
+        "virtual_hosts[1].domains[0]: Only a single wildcard domain is permitted in route rt");
+    expect_error("virtual_hosts:\n- {name: a, domains: [x], require_tls: ALL}\n",
+                 "virtual_hosts[0].require_tls: not supported");
+}
+
+static void test_direct_response_body_limit(void **state)
+{
+    char yaml[8192];
+    char body[5000];
+    memset(body, 'b', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    snprintf(
+        yaml, sizeof yaml,
+        VH
+        "  - match: {prefix: /}\n    direct_response: {status: 503, body: {inline_string: %s}}\n",
+        body);
+    expect_error(
+        yaml,
+        "virtual_hosts[0].routes[0].direct_response.body: response body size is more than 4096");
+    built_t b;
+    snprintf(
+        yaml, sizeof yaml,
+        "max_direct_response_body_size_bytes: 6000\n" VH
+        "  - match: {prefix: /}\n    direct_response: {status: 503, body: {inline_string: %s}}\n",
+        body);
+    build(&b, yaml);
+    if (!b.t) fail_msg("%s", b.err);
+    assert_int_equal(b.t->vhosts[0].routes[0].direct_body_len, 4999);
+    release(&b);
+}
+
+static void test_null_config(void **state)
+{
+    char err[128];
+    assert_null(sharp_route_table_create(NULL, err, sizeof err));
+    assert_true(err[0] != '\0');
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_translation), cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_direct_response_body_limit),
+        cmocka_unit_test(test_null_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
