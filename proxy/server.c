@@ -165,6 +165,20 @@ static void on_signal(uv_signal_t *h, int signum)
     else sharp_server_shutdown(s, true);
 }
 
+/* Undoes the socket setup of workers [0, n) that never started. */
+static void release_unstarted_workers(sharp_server_t *s, unsigned n)
+{
+    for (unsigned k = 0; k < n; k++) {
+        for (uint32_t m = 0; m < s->workers[k].nlisteners; m++)
+            if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
+        free(s->workers[k].listen_fds);
+        sharp_snapshot_unref(s->workers[k].snap);
+    }
+    free(s->workers);
+    s->workers = NULL;
+    s->nworkers = 0;
+}
+
 int sharp_server_run(sharp_server_t *s)
 {
     char err[512];
@@ -179,23 +193,24 @@ int sharp_server_run(sharp_server_t *s)
         w->snap = sharp_snapshot_ref(snap);
         w->nlisteners = snap->nlisteners;
         w->listen_fds = sharp_calloc(snap->nlisteners ? snap->nlisteners : 1, sizeof(int));
+        for (uint32_t l = 0; l < snap->nlisteners; l++) w->listen_fds[l] = -1;
         for (uint32_t l = 0; l < snap->nlisteners; l++) {
             w->listen_fds[l] = open_listen_socket(&snap->listeners[l], err, sizeof err);
             if (w->listen_fds[l] < 0) {
                 sharp_log_error("listener '%s': %s", snap->listeners[l].name, err);
                 fprintf(stderr, "error: listener '%s': %s\n", snap->listeners[l].name, err);
-                s->nworkers = i; /* workers [0, i) were not started: just release them */
-                for (unsigned k = 0; k <= i; k++) {
-                    for (uint32_t m = 0; m < snap->nlisteners; m++)
-                        if (s->workers[k].listen_fds[m] > 0) close(s->workers[k].listen_fds[m]);
-                    free(s->workers[k].listen_fds);
-                    sharp_snapshot_unref(s->workers[k].snap);
-                }
-                free(s->workers);
-                s->workers = NULL;
-                s->nworkers = 0;
+                release_unstarted_workers(s, i + 1);
                 return 1;
             }
+        }
+    }
+    if (s->config->has_admin) {
+        s->admin = sharp_admin_start(s, s->loop, (const struct sockaddr *)&s->config->admin_addr, err, sizeof err);
+        if (!s->admin) {
+            fprintf(stderr, "error: admin listener %s: %s\n", s->config->admin_address, err);
+            release_unstarted_workers(s, s->nworkers);
+            uv_run(s->loop, UV_RUN_NOWAIT);
+            return 1;
         }
     }
     uv_timer_init(s->loop, &s->housekeeping);
@@ -207,16 +222,6 @@ int sharp_server_run(sharp_server_t *s)
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
-    if (s->config->has_admin) {
-        s->admin = sharp_admin_start(s, s->loop, (const struct sockaddr *)&s->config->admin_addr, err, sizeof err);
-        if (!s->admin) {
-            fprintf(stderr, "error: admin listener %s: %s\n", s->config->admin_address, err);
-            s->exit_code = 1;
-            stop_everything(s);
-            uv_run(s->loop, UV_RUN_DEFAULT);
-            return 1;
-        }
-    }
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);

@@ -1,1 +1,643 @@
+/* stats.c: the stat store, per-worker shards and histogram arithmetic. The
+ * admin renderers live in stats_render.c.
+ *
+ * Memory layout and the threading contract:
+ *
+ * - Every stat has an id, handed out in registration order. Its metadata
+ *   (name, kind, the absolute part of a gauge, the "used" flag) lives in
+ *   fixed-size pages of STATS_PAGE_SLOTS entries; each shard has its own pages
+ *   of 64-bit slots indexed by the same id. Pages are allocated under the
+ *   registration lock for the metadata and every shard *before* the id is
+ *   returned, and are never moved or freed until sharp_stats_destroy, so a
+ *   writer indexing a page can never race with a realloc.
+ * - A shard is written only by its owning thread. A slot holds a counter's
+ *   value, a gauge's delta (two's complement), or a pointer to the shard's
+ *   histogram data, which the owner allocates on its first record. Writes are
+ *   a relaxed load plus a relaxed store (no read-modify-write, no fence): on
+ *   x86 and arm64 they compile to plain moves, and readers on other threads
+ *   use relaxed loads, so there is no data race in the C11 sense.
+ * - Pointers that cross threads (pages, histogram data, histogram rows) are
+ *   published with release stores and read with acquire loads, so the zeroed
+ *   memory behind them is visible to the reader.
+ * - Readers sum shards without a lock, so a merged value is not an atomic
+ *   snapshot across shards; each shard's own value is always exact.
+ */
+#include "stats.h"
+#include "log.h"
 
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#define STATS_PAGE_BITS 10
+#define STATS_PAGE_SLOTS (1u << STATS_PAGE_BITS)
+#define STATS_MAX_PAGES 1024 /* 1M stats */
+#define STATS_MAX (STATS_PAGE_SLOTS * STATS_MAX_PAGES)
+#define HIST_SUB (1u << SHARP_HIST_SUB_BITS)
+
+#define RELAXED memory_order_relaxed
+#define ACQUIRE memory_order_acquire
+#define RELEASE memory_order_release
+
+/* Placeholder ids, one per kind: targets of registrations that failed (kind
+ * conflict, store full). Hidden from enumeration and lookups. */
+enum { DUMMY_COUNTER, DUMMY_GAUGE, DUMMY_HISTOGRAM, STATS_RESERVED };
+
+/* One shard's data for one histogram, and also the main thread's interval
+ * snapshots. Rows of HIST_SUB buckets are allocated when first touched. */
+typedef struct {
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum;
+    _Atomic(_Atomic uint64_t *) rows[SHARP_HIST_ROWS];
+} hist_data_t;
+
+typedef struct {
+    char *name;          /* NULL for placeholders */
+    uint8_t kind;        /* sharp_stat_kind_t */
+    uint8_t unit;        /* sharp_hist_unit_t */
+    _Atomic bool used;   /* gauges, and counters added 0: see stat_used() */
+    _Atomic int64_t abs; /* gauge: absolute part set by sharp_gauge_set */
+    /* Histograms, guarded by flush_mu: cumulative values at the last flush
+     * and the values recorded between the last two flushes. */
+    hist_data_t *flushed_cum;
+    hist_data_t *flushed_interval;
+} stat_meta_t;
+
+struct sharp_stats_shard {
+    sharp_stats_t *store;
+    _Atomic(_Atomic uint64_t *) pages[STATS_MAX_PAGES];
+};
+
+struct sharp_stats {
+    unsigned nshards;
+    sharp_stats_shard_t **shards;
+    _Atomic uint32_t nstats; /* ids below this are fully initialized */
+    _Atomic(stat_meta_t *) meta[STATS_MAX_PAGES];
+
+    pthread_mutex_t mu; /* registration: name table, page allocation */
+    uint32_t *table;    /* open addressing, id + 1 (0 = empty) */
+    size_t table_cap, table_len;
+
+    pthread_mutex_t flush_mu; /* interval snapshots */
+    _Atomic bool flushed;
+};
+
+static const char *const kind_names[] = {"counter", "gauge", "histogram"};
+
+/* ---- addressing ------------------------------------------------------- */
+
+static inline stat_meta_t *meta_of(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    stat_meta_t *page = atomic_load_explicit(&s->meta[id >> STATS_PAGE_BITS], ACQUIRE);
+    return &page[id & (STATS_PAGE_SLOTS - 1)];
+}
+
+static inline _Atomic uint64_t *slot_of(sharp_stats_shard_t *sh, sharp_stat_id_t id)
+{
+    _Atomic uint64_t *page = atomic_load_explicit(&sh->pages[id >> STATS_PAGE_BITS], ACQUIRE);
+    return &page[id & (STATS_PAGE_SLOTS - 1)];
+}
+
+/* A valid, registered id of the given kind (placeholders included). */
+static bool is_kind(sharp_stats_t *s, sharp_stat_id_t id, sharp_stat_kind_t kind)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return false;
+    return meta_of(s, id)->kind == kind;
+}
+
+/* ---- histogram buckets -------------------------------------------------- */
+
+static inline void hist_index(uint64_t v, unsigned *row, unsigned *sub)
+{
+    if (v < HIST_SUB) {
+        *row = 0;
+        *sub = (unsigned)v;
+        return;
+    }
+    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= SHARP_HIST_SUB_BITS */
+    *row = e - SHARP_HIST_SUB_BITS + 1;
+    *sub = (unsigned)(v >> (e - SHARP_HIST_SUB_BITS)) & (HIST_SUB - 1);
+}
+
+/* Smallest value of bucket i, and how many integers it holds. */
+static inline uint64_t bucket_lower(unsigned i)
+{
+    unsigned row = i >> SHARP_HIST_SUB_BITS, sub = i & (HIST_SUB - 1);
+    return row == 0 ? sub : ((uint64_t)(HIST_SUB + sub) << (row - 1));
+}
+
+static inline uint64_t bucket_width(unsigned i)
+{
+    unsigned row = i >> SHARP_HIST_SUB_BITS;
+    return row == 0 ? 1 : (uint64_t)1 << (row - 1);
+}
+
+static _Atomic uint64_t *hist_row(hist_data_t *h, unsigned row, bool create)
+{
+    _Atomic uint64_t *r = atomic_load_explicit(&h->rows[row], ACQUIRE);
+    if (!r && create) {
+        r = sharp_calloc(HIST_SUB, sizeof *r);
+        atomic_store_explicit(&h->rows[row], r, RELEASE);
+    }
+    return r;
+}
+
+static void hist_data_free(hist_data_t *h)
+{
+    if (!h) return;
+    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) free((void *)h->rows[r]);
+    free(h);
+}
+
+/* Adds one shard's (or snapshot's) buckets into a dense merged histogram. */
+static void hist_accumulate(sharp_hist_merged_t *m, hist_data_t *h)
+{
+    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) {
+        _Atomic uint64_t *row = hist_row(h, r, false);
+        if (!row) continue;
+        uint64_t *dst = &m->buckets[r << SHARP_HIST_SUB_BITS];
+        for (unsigned i = 0; i < HIST_SUB; i++) {
+            uint64_t c = atomic_load_explicit(&row[i], RELAXED);
+            dst[i] += c;
+            m->count += c;
+        }
+    }
+    m->sum += atomic_load_explicit(&h->sum, RELAXED);
+}
+
+/* Stores a dense histogram into a snapshot (main thread, under flush_mu). */
+static void hist_store(hist_data_t *h, const sharp_hist_merged_t *m)
+{
+    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) {
+        const uint64_t *src = &m->buckets[r << SHARP_HIST_SUB_BITS];
+        bool any = false;
+        for (unsigned i = 0; i < HIST_SUB && !any; i++) any = src[i] != 0;
+        _Atomic uint64_t *row = hist_row(h, r, any);
+        if (!row) continue;
+        for (unsigned i = 0; i < HIST_SUB; i++) atomic_store_explicit(&row[i], src[i], RELAXED);
+    }
+    atomic_store_explicit(&h->count, m->count, RELAXED);
+    atomic_store_explicit(&h->sum, m->sum, RELAXED);
+}
+
+/* ---- store lifecycle ---------------------------------------------------- */
+
+static void alloc_page(sharp_stats_t *s, unsigned page)
+{
+    atomic_store_explicit(&s->meta[page], sharp_calloc(STATS_PAGE_SLOTS, sizeof(stat_meta_t)),
+                          RELEASE);
+    for (unsigned i = 0; i < s->nshards; i++)
+        atomic_store_explicit(&s->shards[i]->pages[page],
+                              sharp_calloc(STATS_PAGE_SLOTS, sizeof(_Atomic uint64_t)), RELEASE);
+}
+
+sharp_stats_t *sharp_stats_create(unsigned nshards)
+{
+    sharp_stats_t *s = sharp_calloc(1, sizeof *s);
+    s->nshards = nshards ? nshards : 1;
+    s->shards = sharp_calloc(s->nshards, sizeof *s->shards);
+    for (unsigned i = 0; i < s->nshards; i++) {
+        s->shards[i] = sharp_calloc(1, sizeof(sharp_stats_shard_t));
+        s->shards[i]->store = s;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->flush_mu, NULL);
+    alloc_page(s, 0);
+    for (unsigned id = 0; id < STATS_RESERVED; id++) {
+        stat_meta_t *m = meta_of(s, id);
+        m->kind = (uint8_t)(id == DUMMY_COUNTER     ? SHARP_STAT_COUNTER
+                            : id == DUMMY_GAUGE     ? SHARP_STAT_GAUGE
+                                                    : SHARP_STAT_HISTOGRAM);
+        m->unit = SHARP_HIST_UNSPECIFIED;
+    }
+    atomic_store_explicit(&s->nstats, STATS_RESERVED, RELEASE);
+    return s;
+}
+
+void sharp_stats_destroy(sharp_stats_t *s)
+{
+    if (!s) return;
+    uint32_t n = atomic_load_explicit(&s->nstats, ACQUIRE);
+    for (uint32_t id = 0; id < n; id++) {
+        stat_meta_t *m = meta_of(s, id);
+        if (m->kind == SHARP_STAT_HISTOGRAM) {
+            for (unsigned i = 0; i < s->nshards; i++)
+                hist_data_free((hist_data_t *)(uintptr_t)atomic_load_explicit(
+                    slot_of(s->shards[i], id), ACQUIRE));
+            hist_data_free(m->flushed_cum);
+            hist_data_free(m->flushed_interval);
+        }
+        free(m->name);
+    }
+    for (unsigned p = 0; p < STATS_MAX_PAGES; p++) {
+        free(s->meta[p]);
+        for (unsigned i = 0; i < s->nshards; i++) free((void *)s->shards[i]->pages[p]);
+    }
+    for (unsigned i = 0; i < s->nshards; i++) free(s->shards[i]);
+    free(s->shards);
+    free(s->table);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->flush_mu);
+    free(s);
+}
+
+sharp_stats_shard_t *sharp_stats_shard(sharp_stats_t *s, unsigned idx)
+{
+    return idx < s->nshards ? s->shards[idx] : NULL;
+}
+
+unsigned sharp_stats_nshards(const sharp_stats_t *s)
+{
+    return s->nshards;
+}
+
+/* ---- registration ------------------------------------------------------- */
+
+static uint64_t hash_name(const char *p)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+/* Returns the table position holding `name`, or the empty position where it
+ * would go. Caller holds mu and keeps the table at most half full. */
+static size_t table_find(sharp_stats_t *s, const char *name)
+{
+    size_t mask = s->table_cap - 1, i = (size_t)hash_name(name) & mask;
+    while (s->table[i] && strcmp(meta_of(s, s->table[i] - 1)->name, name) != 0) i = (i + 1) & mask;
+    return i;
+}
+
+static void table_grow(sharp_stats_t *s)
+{
+    uint32_t *old = s->table;
+    size_t old_cap = s->table_cap;
+    s->table_cap = old_cap ? old_cap * 2 : 1024;
+    s->table = sharp_calloc(s->table_cap, sizeof *s->table);
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i]) s->table[table_find(s, meta_of(s, old[i] - 1)->name)] = old[i];
+    free(old);
+}
+
+static sharp_stat_id_t do_register(sharp_stats_t *s, const char *name, sharp_stat_kind_t kind,
+                                   sharp_hist_unit_t unit)
+{
+    sharp_stat_id_t dummy = (sharp_stat_id_t)kind; /* DUMMY_* follow the kind order */
+    if (!name || !*name) {
+        sharp_log_error("stats: refusing to register a %s with an empty name", kind_names[kind]);
+        return dummy;
+    }
+    pthread_mutex_lock(&s->mu);
+    if ((s->table_len + 1) * 2 > s->table_cap) table_grow(s);
+    size_t pos = table_find(s, name);
+    if (s->table[pos]) {
+        sharp_stat_id_t id = s->table[pos] - 1;
+        stat_meta_t *m = meta_of(s, id);
+        pthread_mutex_unlock(&s->mu);
+        if (m->kind == kind) return id;
+        sharp_log_error("stats: '%s' is already registered as a %s, not a %s; writes through this "
+                        "registration are dropped",
+                        name, kind_names[m->kind], kind_names[kind]);
+        return dummy;
+    }
+    uint32_t id = atomic_load_explicit(&s->nstats, RELAXED);
+    if (id >= STATS_MAX) {
+        pthread_mutex_unlock(&s->mu);
+        sharp_log_error("stats: store is full (%u stats); '%s' is dropped", STATS_MAX, name);
+        return dummy;
+    }
+    if ((id & (STATS_PAGE_SLOTS - 1)) == 0) alloc_page(s, id >> STATS_PAGE_BITS);
+    stat_meta_t *m = meta_of(s, id);
+    m->name = sharp_strdup(name);
+    m->kind = (uint8_t)kind;
+    m->unit = (uint8_t)unit;
+    s->table[pos] = id + 1;
+    s->table_len++;
+    atomic_store_explicit(&s->nstats, id + 1, RELEASE);
+    pthread_mutex_unlock(&s->mu);
+    return id;
+}
+
+static sharp_stat_id_t register_v(sharp_stats_t *s, sharp_stat_kind_t kind, sharp_hist_unit_t unit,
+                                  const char *fmt, va_list ap)
+{
+    char small[256];
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    sharp_stat_id_t id;
+    if (n < 0) {
+        id = do_register(s, NULL, kind, unit);
+    } else if ((size_t)n < sizeof small) {
+        id = do_register(s, small, kind, unit);
+    } else {
+        char *big = malloc((size_t)n + 1);
+        if (!big) abort();
+        vsnprintf(big, (size_t)n + 1, fmt, ap2);
+        id = do_register(s, big, kind, unit);
+        free(big);
+    }
+    va_end(ap2);
+    return id;
+}
+
+sharp_stat_id_t sharp_stats_counter(sharp_stats_t *s, const char *name)
+{
+    return do_register(s, name, SHARP_STAT_COUNTER, SHARP_HIST_UNSPECIFIED);
+}
+
+sharp_stat_id_t sharp_stats_gauge(sharp_stats_t *s, const char *name)
+{
+    return do_register(s, name, SHARP_STAT_GAUGE, SHARP_HIST_UNSPECIFIED);
+}
+
+sharp_stat_id_t sharp_stats_histogram(sharp_stats_t *s, const char *name, sharp_hist_unit_t unit)
+{
+    return do_register(s, name, SHARP_STAT_HISTOGRAM, unit);
+}
+
+sharp_stat_id_t sharp_stats_counterf(sharp_stats_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sharp_stat_id_t id = register_v(s, SHARP_STAT_COUNTER, SHARP_HIST_UNSPECIFIED, fmt, ap);
+    va_end(ap);
+    return id;
+}
+
+sharp_stat_id_t sharp_stats_gaugef(sharp_stats_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sharp_stat_id_t id = register_v(s, SHARP_STAT_GAUGE, SHARP_HIST_UNSPECIFIED, fmt, ap);
+    va_end(ap);
+    return id;
+}
+
+sharp_stat_id_t sharp_stats_histogramf(sharp_stats_t *s, sharp_hist_unit_t unit, const char *fmt,
+                                       ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sharp_stat_id_t id = register_v(s, SHARP_STAT_HISTOGRAM, unit, fmt, ap);
+    va_end(ap);
+    return id;
+}
+
+/* ---- hot path ----------------------------------------------------------- */
+
+static inline void mark_used(stat_meta_t *m)
+{
+    if (!atomic_load_explicit(&m->used, RELAXED)) atomic_store_explicit(&m->used, true, RELAXED);
+}
+
+void sharp_counter_add(sharp_stats_shard_t *sh, sharp_stat_id_t id, uint64_t n)
+{
+    _Atomic uint64_t *v = slot_of(sh, id);
+    atomic_store_explicit(v, atomic_load_explicit(v, RELAXED) + n, RELAXED);
+    /* A counter with a non-zero value is used; only add(0) needs the flag. */
+    if (sharp_unlikely(n == 0)) mark_used(meta_of(sh->store, id));
+}
+
+void sharp_gauge_add(sharp_stats_shard_t *sh, sharp_stat_id_t id, int64_t delta)
+{
+    _Atomic uint64_t *v = slot_of(sh, id);
+    atomic_store_explicit(v, atomic_load_explicit(v, RELAXED) + (uint64_t)delta, RELAXED);
+    mark_used(meta_of(sh->store, id));
+}
+
+void sharp_gauge_set(sharp_stats_t *s, sharp_stat_id_t id, int64_t value)
+{
+    if (!is_kind(s, id, SHARP_STAT_GAUGE)) return;
+    stat_meta_t *m = meta_of(s, id);
+    atomic_store_explicit(&m->abs, value, RELAXED);
+    mark_used(m);
+}
+
+void sharp_histogram_record(sharp_stats_shard_t *sh, sharp_stat_id_t id, uint64_t value)
+{
+    /* A zero-initialized id must not be taken for a histogram slot. */
+    if (sharp_unlikely(id < STATS_RESERVED)) id = DUMMY_HISTOGRAM;
+    _Atomic uint64_t *slot = slot_of(sh, id);
+    hist_data_t *h = (hist_data_t *)(uintptr_t)atomic_load_explicit(slot, ACQUIRE);
+    if (sharp_unlikely(!h)) {
+        h = sharp_calloc(1, sizeof *h);
+        atomic_store_explicit(slot, (uint64_t)(uintptr_t)h, RELEASE);
+    }
+    unsigned row, sub;
+    hist_index(value, &row, &sub);
+    _Atomic uint64_t *b = atomic_load_explicit(&h->rows[row], ACQUIRE);
+    if (sharp_unlikely(!b)) b = hist_row(h, row, true);
+    atomic_store_explicit(&b[sub], atomic_load_explicit(&b[sub], RELAXED) + 1, RELAXED);
+    atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, RELAXED) + 1, RELAXED);
+    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, RELAXED) + value, RELAXED);
+}
+
+/* ---- merged reads ------------------------------------------------------- */
+
+static uint64_t sum_slots(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < s->nshards; i++)
+        total += atomic_load_explicit(slot_of(s->shards[i], id), RELAXED);
+    return total;
+}
+
+static hist_data_t *shard_hist(sharp_stats_t *s, unsigned shard, sharp_stat_id_t id)
+{
+    return (hist_data_t *)(uintptr_t)atomic_load_explicit(slot_of(s->shards[shard], id), ACQUIRE);
+}
+
+uint64_t sharp_stats_counter_value(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    return is_kind(s, id, SHARP_STAT_COUNTER) ? sum_slots(s, id) : 0;
+}
+
+int64_t sharp_stats_gauge_value(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    if (!is_kind(s, id, SHARP_STAT_GAUGE)) return 0;
+    uint64_t v = sum_slots(s, id) + (uint64_t)atomic_load_explicit(&meta_of(s, id)->abs, RELAXED);
+    return (int64_t)v;
+}
+
+uint64_t sharp_stats_histogram_count(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    if (!is_kind(s, id, SHARP_STAT_HISTOGRAM)) return 0;
+    uint64_t n = 0;
+    for (unsigned i = 0; i < s->nshards; i++) {
+        hist_data_t *h = shard_hist(s, i, id);
+        if (h) n += atomic_load_explicit(&h->count, RELAXED);
+    }
+    return n;
+}
+
+int sharp_stats_find(sharp_stats_t *s, const char *name, sharp_stat_id_t *id,
+                     sharp_stat_kind_t *kind)
+{
+    int rc = -1;
+    pthread_mutex_lock(&s->mu);
+    if (s->table_cap) {
+        size_t pos = table_find(s, name);
+        if (s->table[pos]) {
+            sharp_stat_id_t found = s->table[pos] - 1;
+            if (id) *id = found;
+            if (kind) *kind = (sharp_stat_kind_t)meta_of(s, found)->kind;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+uint32_t sharp_stats_size(sharp_stats_t *s)
+{
+    return atomic_load_explicit(&s->nstats, ACQUIRE);
+}
+
+const char *sharp_stats_name(sharp_stats_t *s, sharp_stat_id_t id, sharp_stat_kind_t *kind)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return NULL;
+    stat_meta_t *m = meta_of(s, id);
+    if (kind) *kind = (sharp_stat_kind_t)m->kind;
+    return m->name;
+}
+
+bool sharp_stats_used(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return false;
+    stat_meta_t *m = meta_of(s, id);
+    switch ((sharp_stat_kind_t)m->kind) {
+    case SHARP_STAT_COUNTER:
+        return atomic_load_explicit(&m->used, RELAXED) || sum_slots(s, id) != 0;
+    case SHARP_STAT_GAUGE:
+        return atomic_load_explicit(&m->used, RELAXED);
+    case SHARP_STAT_HISTOGRAM:
+        return sharp_stats_histogram_count(s, id) != 0;
+    }
+    return false;
+}
+
+/* ---- merged histograms -------------------------------------------------- */
+
+static void merge_shards(sharp_stats_t *s, sharp_stat_id_t id, sharp_hist_merged_t *m)
+{
+    memset(m, 0, sizeof *m);
+    for (unsigned i = 0; i < s->nshards; i++) {
+        hist_data_t *h = shard_hist(s, i, id);
+        if (h) hist_accumulate(m, h);
+    }
+}
+
+int sharp_stats_histogram_merge(sharp_stats_t *s, sharp_stat_id_t id,
+                                sharp_hist_merged_t *cumulative, sharp_hist_merged_t *interval)
+{
+    if (!is_kind(s, id, SHARP_STAT_HISTOGRAM)) return -1;
+    if (cumulative) merge_shards(s, id, cumulative);
+    if (!interval) return 0;
+    if (!atomic_load_explicit(&s->flushed, ACQUIRE)) {
+        if (cumulative) memcpy(interval, cumulative, sizeof *interval);
+        else merge_shards(s, id, interval);
+        return 0;
+    }
+    memset(interval, 0, sizeof *interval);
+    pthread_mutex_lock(&s->flush_mu);
+    hist_data_t *iv = meta_of(s, id)->flushed_interval;
+    if (iv) hist_accumulate(interval, iv);
+    pthread_mutex_unlock(&s->flush_mu);
+    return 0;
+}
+
+void sharp_stats_flush(sharp_stats_t *s)
+{
+    sharp_hist_merged_t *cur = sharp_calloc(1, sizeof *cur);
+    sharp_hist_merged_t *prev = sharp_calloc(1, sizeof *prev);
+    uint32_t n = atomic_load_explicit(&s->nstats, ACQUIRE);
+    for (uint32_t id = STATS_RESERVED; id < n; id++) {
+        stat_meta_t *m = meta_of(s, id);
+        if (m->kind != SHARP_STAT_HISTOGRAM) continue;
+        merge_shards(s, id, cur);
+        pthread_mutex_lock(&s->flush_mu);
+        if (!m->flushed_cum) {
+            m->flushed_cum = sharp_calloc(1, sizeof(hist_data_t));
+            m->flushed_interval = sharp_calloc(1, sizeof(hist_data_t));
+        }
+        memset(prev, 0, sizeof *prev);
+        hist_accumulate(prev, m->flushed_cum);
+        hist_store(m->flushed_cum, cur);
+        /* cur - prev, bucket by bucket; shards only grow, but a bucket read
+         * racing with its writer could make a difference look negative. */
+        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++)
+            prev->buckets[i] = cur->buckets[i] > prev->buckets[i]
+                                   ? cur->buckets[i] - prev->buckets[i] : 0;
+        uint64_t sum = cur->sum > prev->sum ? cur->sum - prev->sum : 0;
+        prev->count = 0;
+        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++) prev->count += prev->buckets[i];
+        prev->sum = sum;
+        hist_store(m->flushed_interval, prev);
+        pthread_mutex_unlock(&s->flush_mu);
+    }
+    atomic_store_explicit(&s->flushed, true, RELEASE);
+    free(cur);
+    free(prev);
+}
+
+/* The value at rank q*count, interpolated linearly over the integers the
+ * bucket holds: a bucket [lo, lo+w) of integer values spans lo..lo+w-1, so
+ * single-integer buckets (all values below 64) give exact answers and wider
+ * ones stay within w/lo <= 1/32 of the true value. q=0 gives the lower bound
+ * of the smallest bucket, q=1 the upper bound of the largest. */
+double sharp_hist_merged_quantile(const sharp_hist_merged_t *h, double q)
+{
+    if (h->count == 0 || isnan(q)) return NAN;
+    if (q < 0) q = 0;
+    if (q > 1) q = 1;
+    double target = q * (double)h->count, cum = 0;
+    unsigned last = 0;
+    for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++) {
+        uint64_t c = h->buckets[i];
+        if (!c) continue;
+        last = i;
+        if (cum + (double)c >= target) {
+            double frac = (target - cum) / (double)c;
+            if (frac < 0) frac = 0;
+            if (frac > 1) frac = 1;
+            return (double)bucket_lower(i) + frac * (double)(bucket_width(i) - 1);
+        }
+        cum += (double)c;
+    }
+    /* Rounding left target a hair above the total: the largest value. */
+    return (double)bucket_lower(last) + (double)(bucket_width(last) - 1);
+}
+
+uint64_t sharp_hist_merged_count_le(const sharp_hist_merged_t *h, double le)
+{
+    if (isnan(le) || le < 0) return 0;
+    if (le >= 18446744073709551615.0) return h->count;
+    uint64_t limit = (uint64_t)floor(le), n = 0;
+    for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++) {
+        uint64_t c = h->buckets[i];
+        if (!c) continue;
+        uint64_t lo = bucket_lower(i), w = bucket_width(i);
+        if (lo > limit) break;
+        if (lo + (w - 1) <= limit) {
+            n += c;
+        } else {
+            unsigned __int128 part = (unsigned __int128)c * (limit - lo + 1) / w;
+            n += (uint64_t)part;
+        }
+    }
+    return n;
+}
+
+double sharp_stats_histogram_quantile(sharp_stats_t *s, sharp_stat_id_t id, double q)
+{
+    if (!is_kind(s, id, SHARP_STAT_HISTOGRAM)) return NAN;
+    sharp_hist_merged_t *m = sharp_calloc(1, sizeof *m);
+    merge_shards(s, id, m);
+    double v = sharp_hist_merged_quantile(m, q);
+    free(m);
+    return v;
+}

@@ -38,7 +38,9 @@ sharp_stats_shard_t *sharp_stats_shard(sharp_stats_t *s, unsigned idx);
 unsigned sharp_stats_nshards(const sharp_stats_t *s);
 
 /* Registration: returns the existing id when the name is already known with
- * the same kind. Thread-safe. */
+ * the same kind. Thread-safe. Registering a known name with another kind is a
+ * programming error: it is logged and the id of a hidden placeholder of the
+ * requested kind is returned, so writes through it are harmless. */
 sharp_stat_id_t sharp_stats_counter(sharp_stats_t *s, const char *name);
 sharp_stat_id_t sharp_stats_gauge(sharp_stats_t *s, const char *name);
 sharp_stat_id_t sharp_stats_histogram(sharp_stats_t *s, const char *name, sharp_hist_unit_t unit);
@@ -57,7 +59,9 @@ static inline void sharp_counter_inc(sharp_stats_shard_t *sh, sharp_stat_id_t id
     sharp_counter_add(sh, id, 1);
 }
 /* Gauges are the sum of per-shard deltas plus one absolute part set with
- * sharp_gauge_set (any thread, atomic). */
+ * sharp_gauge_set (any thread, atomic). set replaces only the absolute part:
+ * a gauge is meant to be either set (server.uptime) or moved by deltas
+ * (downstream_cx_active), not both. */
 void sharp_gauge_add(sharp_stats_shard_t *sh, sharp_stat_id_t id, int64_t delta);
 void sharp_gauge_set(sharp_stats_t *s, sharp_stat_id_t id, int64_t value);
 /* Records one value (milliseconds for SHARP_HIST_MILLISECONDS). */
@@ -73,9 +77,62 @@ int sharp_stats_find(sharp_stats_t *s, const char *name, sharp_stat_id_t *id,
 double sharp_stats_histogram_quantile(sharp_stats_t *s, sharp_stat_id_t id, double q);
 uint64_t sharp_stats_histogram_count(sharp_stats_t *s, sharp_stat_id_t id);
 
+/* Enumeration for renderers and exporters (any thread). Ids below
+ * sharp_stats_size() are valid; sharp_stats_name returns NULL for the few
+ * internal placeholder ids (the targets of failed registrations). */
+uint32_t sharp_stats_size(sharp_stats_t *s);
+const char *sharp_stats_name(sharp_stats_t *s, sharp_stat_id_t id, sharp_stat_kind_t *kind);
+/* Envoy's notion of "used": a counter or gauge has been written at least once
+ * (add, even of 0, or set), a histogram has recorded at least one value. */
+bool sharp_stats_used(sharp_stats_t *s, sharp_stat_id_t id);
+
+/* Histogram buckets are log-linear: values below 32 get one bucket each, and
+ * every power of two above that is split into 32 equal buckets, so a bucket's
+ * width is at most 1/32 of its lower bound (~3% relative error) over the whole
+ * uint64 range. A merged histogram is a dense copy of all buckets (15 KB);
+ * shards keep only the 32-bucket rows they have touched. */
+#define SHARP_HIST_SUB_BITS 5
+#define SHARP_HIST_ROWS 60
+#define SHARP_HIST_NBUCKETS (SHARP_HIST_ROWS << SHARP_HIST_SUB_BITS)
+typedef struct {
+    uint64_t count; /* sum of buckets */
+    uint64_t sum;   /* exact sum of recorded values */
+    uint64_t buckets[SHARP_HIST_NBUCKETS];
+} sharp_hist_merged_t;
+
+/* Merges all shards of histogram `id` into `cumulative` (values since start)
+ * and `interval` (values between the last two sharp_stats_flush calls, or the
+ * cumulative values when the store was never flushed); either may be NULL.
+ * Returns -1 when id is not a histogram. */
+int sharp_stats_histogram_merge(sharp_stats_t *s, sharp_stat_id_t id,
+                                sharp_hist_merged_t *cumulative, sharp_hist_merged_t *interval);
+/* Quantile q in [0,1] (NAN when empty), interpolated inside the bucket. */
+double sharp_hist_merged_quantile(const sharp_hist_merged_t *h, double q);
+/* Number of recorded values <= le (interpolated inside a straddling bucket). */
+uint64_t sharp_hist_merged_count_le(const sharp_hist_merged_t *h, double le);
+/* Closes a histogram interval, like Envoy's stats flush (stats_flush_interval,
+ * 5 s by default). Call from one thread (the main thread's timer). */
+void sharp_stats_flush(sharp_stats_t *s);
+
+/* Envoy's default tag extraction: writes the tag-extracted name of `name` to
+ * `out` (e.g. "cluster.upstream_rq_xx") and up to `max` tags as (tag name,
+ * value) pairs in Envoy's order (e.g. {"envoy.response_code_class", "2"},
+ * {"envoy.cluster_name", "local_service"}); values point into `name` with
+ * their length in tag_len. Returns the number of tags. */
+typedef struct {
+    const char *tag;   /* "envoy.cluster_name" */
+    const char *value; /* inside the stat name, not NUL-terminated */
+    size_t len;
+} sharp_stat_tag_t;
+size_t sharp_stats_extract_tags(const char *name, sharp_sbuf_t *out, sharp_stat_tag_t *tags,
+                                size_t max);
+
 /* Renderers for the admin endpoints. `filter` is an extended regex (NULL for
- * all); returns 0, or -1 with a message in `err` when the regex is invalid.
- * used_only mirrors Envoy's ?usedonly. */
+ * all) searched anywhere in the full stat name; returns 0, or -1 with a
+ * message in `err` when the regex is invalid. used_only mirrors Envoy's
+ * ?usedonly. Output is appended to `out`. Text and JSON show each histogram's
+ * interval and cumulative quantiles (see sharp_stats_flush); Prometheus uses
+ * the cumulative ones, as Envoy does. */
 int sharp_stats_render_text(sharp_stats_t *s, const char *filter, bool used_only, sharp_sbuf_t *out,
                             char *err, size_t errlen);
 int sharp_stats_render_json(sharp_stats_t *s, const char *filter, bool used_only, sharp_sbuf_t *out,

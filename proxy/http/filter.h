@@ -13,9 +13,12 @@
  *   next filter at once.
  * - SHARP_FILTER_STOP: iteration stops here; the filter resumes it later with
  *   sharp_stream_continue_decoding()/..._encoding() (from a timer or an
- *   asynchronous answer), or ends the stream with a local reply. Data that
- *   arrives meanwhile is buffered by the connection manager (bounded by the
- *   connection's buffer limit, beyond which the downstream stops being read).
+ *   asynchronous answer), or ends the stream with a local reply. Request data
+ *   that arrives meanwhile still reaches the filters up to the stopped one
+ *   and is then held by the connection manager (bounded by the connection's
+ *   buffer limit, beyond which the downstream stops being read); on continue
+ *   it goes on to the filters after it. The terminal filter returns STOP from
+ *   every callback: it consumes what it is given.
  * A filter may call sharp_stream_send_local_reply() from any callback; it then
  *   returns SHARP_FILTER_STOP. A filter never frees its stream: the connection
  *   manager owns it and calls on_destroy exactly once, after on_complete.

@@ -4,11 +4,11 @@
  * buffering, local replies, and the filter registry.
  *
  * Iteration contract (see filter.h): no filter sees request data before all
- * filters have seen the request headers; while the chain is stopped on
- * headers, data waits in dec_buf. A filter that stops on data keeps seeing
- * later chunks (its status is then ignored) while they accumulate in
- * dec_buf, and continue_decoding hands the accumulated data to the filters
- * after it. On the encode side a stop on headers holds the response data the
+ * filters before it have seen the request headers; while the chain is
+ * stopped at a filter (on headers or on data), request data still reaches
+ * that filter and accumulates in dec_buf behind it (the terminal filter
+ * consumes it instead), and continue_decoding hands the held data to the
+ * filters after it. On the encode side a stop on headers holds the response data the
  * same way; encode_data's status is advisory (response data always flows:
  * no built-in filter needs to hold a response body yet). */
 #include "http/filter.h"
@@ -262,26 +262,28 @@ static void dec_buffer(sharp_stream_t *s, const char *p, size_t n, bool end)
     if (s->dec_buf.len > sharp_stream_buffer_limit(s)) sharp_codec_read_disable(s, true);
 }
 
+/* Delivers request data to filters [from, ...]. Data goes as far as the
+ * filter that holds the chain (stopped on headers, or stopped on data) and is
+ * buffered there, unless that filter is the terminal one, which consumes it. */
 void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, bool end)
 {
     if (stream_done(s)) return;
     if (end && !n && s->dec_end_sent) return;
-    if (s->dec_stopped) {
-        dec_buffer(s, p, n, end);
-        return;
-    }
-    uint32_t upto = s->dec_data_stop >= 0 ? (uint32_t)s->dec_data_stop + 1 : s->nfilters;
-    for (uint32_t i = from; i < upto; i++) {
+    int32_t hold = -1;
+    if (s->dec_stopped) hold = (int32_t)s->dec_next - 1;
+    if (s->dec_data_stop >= 0 && (hold < 0 || s->dec_data_stop < hold)) hold = s->dec_data_stop;
+    int32_t last = hold >= 0 ? hold : (int32_t)s->nfilters - 1;
+    for (int32_t i = (int32_t)from; i <= last; i++) {
         sharp_filter_t *f = &s->filters[i];
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->decode_data) st = f->factory->decode_data(f, p, n, end);
         if (stream_done(s)) return;
-        if (st == SHARP_FILTER_STOP && s->dec_data_stop < 0) {
-            s->dec_data_stop = (int32_t)i;
-            upto = i + 1;
+        if (st == SHARP_FILTER_STOP && hold < 0 && i != (int32_t)s->nfilters - 1) {
+            s->dec_data_stop = i;
+            hold = last = i;
         }
     }
-    if (s->dec_data_stop >= 0) {
+    if (hold >= 0 && hold != (int32_t)s->nfilters - 1) {
         dec_buffer(s, p, n, end);
         return;
     }
@@ -315,7 +317,7 @@ static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
     }
     s->dec_next = s->nfilters;
     s->dec_stopped = false;
-    dec_flush_buffer(s, 0);
+    dec_flush_buffer(s, from); /* filters before `from` saw the held data already */
 }
 
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)

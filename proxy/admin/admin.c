@@ -1,0 +1,469 @@
+/* admin.c: the admin listener and its HTTP/1.1 connections on the main
+ * thread's loop. Requests are parsed with llhttp; bodies are read and
+ * dropped; one request is answered at a time per connection, in order, with
+ * keep-alive unless the client asked to close. handlers.c builds the
+ * responses.
+ *
+ * Lifetimes: the sharp_admin_t lives until sharp_admin_stop has been called
+ * and the listener and every connection have finished closing. A connection
+ * owns two handles (its socket and a timer) and is freed when both close
+ * callbacks have run; nothing else frees it.
+ *
+ * Flow control: the parser is paused after every complete request, so a
+ * read buffer holding several pipelined requests is worked through one
+ * response at a time. While the socket's write queue is above a high-water
+ * mark the connection stops reading and parsing, and resumes from the write
+ * callback; a client that pipelines requests without reading responses
+ * therefore costs bounded memory. */
+#include "admin/admin.h"
+#include "admin/handlers.h"
+#include "log.h"
+#include "sbuf.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <time.h>
+
+#define ADMIN_MAX_REQUEST (64 * 1024)  /* request line + headers + body */
+#define ADMIN_READ_BUF (16 * 1024)
+#define ADMIN_WRITE_HIGH (1024 * 1024) /* stop parsing while more is queued */
+#define ADMIN_IDLE_MS (5 * 60 * 1000)  /* close connections idle this long */
+#define ADMIN_LINGER_MS 2000           /* drain input this long before a close */
+
+struct sharp_admin {
+    sharp_server_t *srv;
+    uv_tcp_t listener;
+    sharp_dlist_t conns;
+    unsigned open;  /* the listener plus connections not yet freed */
+    bool stopping;  /* sharp_admin_stop was called (or start failed) */
+};
+
+typedef struct admin_conn {
+    sharp_dlist_t link; /* in admin->conns while not closing */
+    sharp_admin_t *admin;
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* idle timeout, then the linger bound */
+    uv_shutdown_t shutdown_req;
+    llhttp_t parser;
+    sharp_sbuf_t url;    /* target of the request being parsed */
+    size_t req_bytes;    /* URL + header bytes + body bytes of that request */
+    unsigned fail_status; /* set by a callback that rejected the request */
+    unsigned handles;    /* handles still open (tcp, timer) */
+    bool reading;        /* uv_read_start is in effect */
+    bool finishing;      /* last response queued: read no more requests */
+    bool lingering;      /* FIN sent: reading and discarding until EOF */
+    bool closing;        /* uv_close called on both handles */
+    char rbuf[ADMIN_READ_BUF];
+    size_t roff, rlen;   /* unparsed bytes are rbuf[roff, rlen) */
+} admin_conn_t;
+
+typedef struct admin_write {
+    uv_write_t req;
+    admin_conn_t *conn;
+    sharp_sbuf_t head, body;
+    bool quit_after;
+} admin_write_t;
+
+static llhttp_settings_t parser_settings;
+static bool parser_settings_ready;
+
+static void conn_process(admin_conn_t *c);
+static void conn_update_reading(admin_conn_t *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+static void admin_maybe_free(sharp_admin_t *a)
+{
+    if (a->stopping && a->open == 0) free(a);
+}
+
+static void on_listener_close(uv_handle_t *h)
+{
+    sharp_admin_t *a = sharp_container_of((uv_tcp_t *)h, sharp_admin_t, listener);
+    a->open--;
+    admin_maybe_free(a);
+}
+
+static void on_conn_handle_close(uv_handle_t *h)
+{
+    admin_conn_t *c = h->data;
+    if (--c->handles) return;
+    sharp_admin_t *a = c->admin;
+    sharp_sbuf_free(&c->url);
+    free(c);
+    a->open--;
+    admin_maybe_free(a);
+}
+
+/* Closes both handles; pending writes complete with UV_ECANCELED first. Safe
+ * to call more than once and from any callback of the connection. */
+static void conn_close(admin_conn_t *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    sharp_dlist_remove(&c->link);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    admin_conn_t *c = s->data;
+    if (nread < 0) conn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    admin_conn_t *c = req->data;
+    if (c->closing) return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    /* Closing a socket with unread input makes the kernel send a reset,
+     * which can destroy the response still in flight to the client (a 413
+     * while it is still sending its body). Read and drop until the client
+     * closes, for a bounded time. */
+    c->lingering = true;
+    c->roff = c->rlen = 0;
+    uv_timer_start(&c->timer, on_timer, ADMIN_LINGER_MS, 0);
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_linger_read) != 0) conn_close(c);
+}
+
+/* No more requests on this connection: send FIN once every queued response
+ * is written, then linger (see on_shutdown). */
+static void conn_finish(admin_conn_t *c)
+{
+    if (c->finishing || c->closing) return;
+    c->finishing = true;
+    conn_update_reading(c);
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
+}
+
+/* ---- responses ------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    admin_write_t *w = sharp_container_of(req, admin_write_t, req);
+    admin_conn_t *c = w->conn;
+    sharp_server_t *srv = c->admin->srv;
+    bool quit = w->quit_after;
+    sharp_sbuf_free(&w->head);
+    sharp_sbuf_free(&w->body);
+    free(w);
+    if (status < 0) conn_close(c);
+    else if (!c->closing && !c->finishing && c->tcp.write_queue_size < ADMIN_WRITE_HIGH)
+        conn_process(c);
+    /* Last: the shutdown may stop the admin server and close this
+     * connection, which stays allocated until its close callbacks. */
+    if (quit) sharp_server_shutdown(srv, false);
+}
+
+static void http_date(char *out, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+/* Queues one response. Takes the body (rsp->body is left empty). With
+ * `head_only` (HEAD requests) the body is counted in content-length but not
+ * sent. */
+static void conn_respond(admin_conn_t *c, sharp_admin_response_t *rsp, bool keep_alive,
+                         bool http10, bool head_only)
+{
+    if (c->closing) {
+        sharp_sbuf_free(&rsp->body);
+        return;
+    }
+    admin_write_t *w = sharp_calloc(1, sizeof *w);
+    w->conn = c;
+    w->quit_after = rsp->quit_after;
+    w->body = rsp->body;
+    memset(&rsp->body, 0, sizeof rsp->body);
+    char date[64];
+    http_date(date, sizeof date);
+    sharp_sbuf_printf(&w->head,
+                      "HTTP/1.1 %u %s\r\n"
+                      "content-type: %s\r\n"
+                      "cache-control: no-cache, max-age=0\r\n"
+                      "x-content-type-options: nosniff\r\n"
+                      "date: %s\r\n"
+                      "server: sharp\r\n"
+                      "content-length: %zu\r\n",
+                      rsp->status, sharp__admin_reason(rsp->status),
+                      rsp->content_type ? rsp->content_type : SHARP_ADMIN_CT_TEXT, date,
+                      w->body.len);
+    if (!keep_alive) sharp_sbuf_puts(&w->head, "connection: close\r\n");
+    else if (http10) sharp_sbuf_puts(&w->head, "connection: keep-alive\r\n");
+    sharp_sbuf_puts(&w->head, "\r\n");
+    uv_buf_t bufs[2] = {uv_buf_init(w->head.data, (unsigned)w->head.len),
+                        uv_buf_init(w->body.data, (unsigned)w->body.len)};
+    unsigned nbufs = head_only || w->body.len == 0 ? 1 : 2;
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
+    if (r != 0) {
+        /* The socket is unusable; the quit request still counts. */
+        bool quit = w->quit_after;
+        sharp_sbuf_free(&w->head);
+        sharp_sbuf_free(&w->body);
+        free(w);
+        sharp_server_t *srv = c->admin->srv;
+        conn_close(c);
+        if (quit) sharp_server_shutdown(srv, false);
+        return;
+    }
+    if (!keep_alive) conn_finish(c);
+}
+
+/* Sends an error for a request that could not be parsed and ends the
+ * connection. */
+static void conn_fail(admin_conn_t *c, unsigned status)
+{
+    sharp_admin_response_t rsp = {.status = status, .content_type = SHARP_ADMIN_CT_TEXT};
+    sharp_sbuf_printf(&rsp.body, "%s\n", sharp__admin_reason(status));
+    conn_respond(c, &rsp, false, false, false);
+}
+
+/* ---- request parsing ------------------------------------------------------- */
+
+static int count_bytes(admin_conn_t *c, size_t n, unsigned status)
+{
+    c->req_bytes += n;
+    if (c->req_bytes > ADMIN_MAX_REQUEST) {
+        c->fail_status = status;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    admin_conn_t *c = p->data;
+    sharp_sbuf_reset(&c->url);
+    c->req_bytes = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    admin_conn_t *c = p->data;
+    if (count_bytes(c, n, 431) < 0) return -1;
+    sharp_sbuf_append(&c->url, at, n);
+    return 0;
+}
+
+static int on_header_bytes(llhttp_t *p, const char *at, size_t n)
+{
+    return count_bytes(p->data, n + 2, 431);
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    return count_bytes(p->data, n, 413);
+}
+
+/* The request target as a path: origin-form as is; absolute-form
+ * ("http://host/path") reduced to its path. */
+static void target_path(const char *url, size_t len, sharp_str_t *path, sharp_str_t *query)
+{
+    const char *scheme = len > 3 ? memchr(url, ':', len) : NULL;
+    if (url[0] != '/' && scheme && scheme + 3 <= url + len && memcmp(scheme, "://", 3) == 0) {
+        const char *host = scheme + 3;
+        const char *slash = memchr(host, '/', (size_t)(url + len - host));
+        if (!slash) {
+            sharp_url_split("/", 1, path, query);
+            return;
+        }
+        len -= (size_t)(slash - url);
+        url = slash;
+    }
+    sharp_url_split(url, len, path, query);
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    admin_conn_t *c = p->data;
+    sharp_admin_request_t rq = {.srv = c->admin->srv};
+    rq.method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+    sharp_str_t query;
+    target_path(sharp_sbuf_cstr(&c->url), c->url.len, &rq.path, &query);
+    sharp_query_parse(query.p, query.len, &rq.query);
+    sharp_admin_response_t rsp = {0};
+    sharp__admin_handle(&rq, &rsp);
+    sharp_log_debug("admin: %s %.*s -> %u", rq.method, (int)c->url.len, c->url.data, rsp.status);
+    sharp_query_free(&rq.query);
+    bool keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->admin->stopping;
+    bool http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
+    conn_respond(c, &rsp, keep_alive, http10, llhttp_get_method(p) == HTTP_HEAD);
+    return HPE_PAUSED; /* one request at a time; conn_process resumes */
+}
+
+/* Feeds buffered input to the parser until it is used up, the connection
+ * ends, or too much output is queued. */
+static void conn_process(admin_conn_t *c)
+{
+    while (!c->closing && !c->finishing && c->roff < c->rlen) {
+        if (c->tcp.write_queue_size >= ADMIN_WRITE_HIGH) break;
+        const char *p = c->rbuf + c->roff;
+        size_t n = c->rlen - c->roff;
+        llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
+        if (e == HPE_OK) {
+            c->roff = c->rlen;
+        } else if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            size_t used = pos && pos >= p && pos <= p + n ? (size_t)(pos - p) : n;
+            c->roff += used;
+            llhttp_resume(&c->parser);
+            if (e == HPE_PAUSED_UPGRADE) conn_finish(c);
+        } else {
+            if (!c->closing && !c->finishing) {
+                sharp_log_debug("admin: bad request: %s", llhttp_errno_name(e));
+                conn_fail(c, c->fail_status ? c->fail_status : 400);
+            }
+            c->roff = c->rlen;
+        }
+    }
+    if (c->roff >= c->rlen) c->roff = c->rlen = 0;
+    conn_update_reading(c);
+}
+
+/* ---- reading --------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    admin_conn_t *c = h->data;
+    if (c->lingering) {
+        /* Input after our FIN is dropped: reuse the whole buffer. */
+        *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+        return;
+    }
+    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(sizeof c->rbuf - c->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    admin_conn_t *c = s->data;
+    if (c->closing) return;
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        /* The client half-closed: answer what is complete, then close. A
+         * request cut short is dropped without an answer. */
+        c->reading = false;
+        uv_read_stop(s);
+        conn_finish(c);
+        return;
+    }
+    if (nread == 0) return;
+    uv_timer_start(&c->timer, on_timer, ADMIN_IDLE_MS, 0);
+    c->rlen += (size_t)nread;
+    conn_process(c);
+}
+
+/* Reads only when every buffered byte has been parsed and the connection
+ * still takes requests. */
+static void conn_update_reading(admin_conn_t *c)
+{
+    if (c->closing || c->lingering) return;
+    bool want = !c->finishing && c->roff >= c->rlen;
+    if (want == c->reading) return;
+    if (want) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+    } else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    c->reading = want;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    sharp_admin_t *a = sharp_container_of((uv_tcp_t *)server, sharp_admin_t, listener);
+    if (status < 0) {
+        sharp_log_warn("admin: accept failed: %s", uv_strerror(status));
+        return;
+    }
+    if (a->stopping) return;
+    admin_conn_t *c = sharp_calloc(1, sizeof *c);
+    c->admin = a;
+    uv_tcp_init(server->loop, &c->tcp);
+    uv_timer_init(server->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    a->open++;
+    sharp_dlist_init(&c->link);
+    sharp_dlist_push(&a->conns, &c->link);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    uv_timer_start(&c->timer, on_timer, ADMIN_IDLE_MS, 0);
+    conn_update_reading(c);
+}
+
+/* ---- public API ------------------------------------------------------------ */
+
+/* Binds and listens; on failure the half-made admin is closed through the
+ * loop (it frees itself once the listener's close callback runs) and NULL is
+ * returned with the reason in `err`. */
+sharp_admin_t *sharp_admin_start(sharp_server_t *srv, uv_loop_t *loop, const struct sockaddr *addr,
+                                 char *err, size_t errlen)
+{
+    if (!parser_settings_ready) {
+        llhttp_settings_init(&parser_settings);
+        parser_settings.on_message_begin = on_message_begin;
+        parser_settings.on_url = on_url;
+        parser_settings.on_header_field = on_header_bytes;
+        parser_settings.on_header_value = on_header_bytes;
+        parser_settings.on_body = on_body;
+        parser_settings.on_message_complete = on_message_complete;
+        parser_settings_ready = true;
+    }
+    sharp_admin_t *a = sharp_calloc(1, sizeof *a);
+    a->srv = srv;
+    sharp_dlist_init(&a->conns);
+    int r = uv_tcp_init(loop, &a->listener);
+    if (r != 0) {
+        snprintf(err, errlen, "uv_tcp_init: %s", uv_strerror(r));
+        free(a);
+        return NULL;
+    }
+    a->open = 1;
+    r = uv_tcp_bind(&a->listener, addr, 0);
+    if (r == 0) r = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot listen on admin address: %s", uv_strerror(r));
+        a->stopping = true;
+        uv_close((uv_handle_t *)&a->listener, on_listener_close);
+        return NULL;
+    }
+    return a;
+}
+
+void sharp_admin_stop(sharp_admin_t *a)
+{
+    if (!a || a->stopping) return;
+    a->stopping = true;
+    uv_close((uv_handle_t *)&a->listener, on_listener_close);
+    while (!sharp_dlist_empty(&a->conns)) {
+        admin_conn_t *c = sharp_container_of(a->conns.next, admin_conn_t, link);
+        conn_close(c); /* unlinks c */
+    }
+}

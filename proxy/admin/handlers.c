@@ -1,0 +1,757 @@
+/* handlers.c: the admin endpoints with Envoy's paths, texts and JSON shapes.
+ *
+ * Each handler builds its whole response in memory: the admin pages are
+ * small next to the proxy's traffic and are read by people and scrapers a
+ * few times a minute. JSON is built compact and pretty-printed at the end
+ * where Envoy pretty-prints (one space per level). */
+#include "admin/handlers.h"
+#include "admin/json.h"
+#include "config/mapper.h"
+#include "log.h"
+#include "upstream/cluster.h"
+
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <time.h>
+#include <uv.h>
+
+#ifndef SHARP_VERSION
+#define SHARP_VERSION "0.1.0"
+#endif
+
+typedef void (*handler_fn)(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
+
+typedef struct {
+    const char *id, *help;
+} param_help_t;
+
+typedef struct {
+    const char *prefix;
+    const char *help;
+    bool mutates; /* POST required, as Envoy marks state-changing endpoints */
+    handler_fn fn;
+    param_help_t params[5];
+} handler_t;
+
+static void help_text(sharp_sbuf_t *b);
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static void text(sharp_admin_response_t *rsp, unsigned status, const char *s)
+{
+    rsp->status = status;
+    rsp->content_type = SHARP_ADMIN_CT_TEXT;
+    sharp_sbuf_puts(&rsp->body, s);
+}
+
+/* Replaces the body with its pretty-printed form and marks it JSON. */
+static void finish_json(sharp_admin_response_t *rsp, sharp_sbuf_t *compact)
+{
+    rsp->content_type = SHARP_ADMIN_CT_JSON;
+    sharp_json_pretty(compact->data ? compact->data : "", compact->len, &rsp->body);
+    sharp_sbuf_free(compact);
+}
+
+/* Envoy's server state, where a failed health check turns LIVE into
+ * DRAINING. */
+static const char *state_name(const sharp_server_t *srv)
+{
+    switch (srv->state) {
+    case SHARP_SERVER_LIVE: return srv->healthcheck_failed ? "DRAINING" : "LIVE";
+    case SHARP_SERVER_DRAINING: return "DRAINING";
+    case SHARP_SERVER_PRE_INITIALIZING: return "PRE_INITIALIZING";
+    case SHARP_SERVER_INITIALIZING: return "INITIALIZING";
+    }
+    return "DRAINING";
+}
+
+static const char *const level_names[] = {"trace", "debug", "info",    "warning",
+                                          "error", "critical", "off"};
+
+static const char *level_name(int lvl)
+{
+    return lvl >= 0 && (size_t)lvl < SHARP_ARRAY_SIZE(level_names) ? level_names[lvl] : "info";
+}
+
+/* Writes {"socket_address":{"address":"1.2.3.4","port_value":80}} for an
+ * IPv4 or IPv6 socket address ({} for anything else). */
+static void socket_address_json(sharp_sbuf_t *b, const struct sockaddr_storage *ss)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    unsigned port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        port = ntohs(in6->sin6_port);
+    } else {
+        sharp_sbuf_puts(b, "{}");
+        return;
+    }
+    sharp_sbuf_printf(b, "{\"socket_address\":{\"address\":\"%s\",\"port_value\":%u}}", ip, port);
+}
+
+/* RFC 3339 UTC with whole seconds, as protobuf prints a Timestamp. */
+static void rfc3339(char *out, size_t n, uint64_t wall_s)
+{
+    time_t t = (time_t)wall_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- /, /help, 404 -------------------------------------------------------- */
+
+static void h_help(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    help_text(&rsp->body);
+}
+
+/* ---- server state -------------------------------------------------------- */
+
+static void h_ready(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const char *st = state_name(rq->srv);
+    rsp->status = strcmp(st, "LIVE") == 0 ? 200 : 503;
+    sharp_sbuf_printf(&rsp->body, "%s\n", st);
+}
+
+static void h_server_info(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const sharp_server_t *srv = rq->srv;
+    const sharp_options_t *o = &srv->opts;
+    uint64_t up = (sharp_now_ns() - srv->start_ns) / 1000000000ull;
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, "{\"version\":");
+    sharp_json_str(&b, "sharp/" SHARP_VERSION "/Clean/RELEASE/OpenSSL");
+    sharp_sbuf_printf(&b, ",\"state\":\"%s\"", state_name(srv));
+    sharp_sbuf_printf(&b, ",\"uptime_current_epoch\":\"%llus\",\"uptime_all_epochs\":\"%llus\"",
+                      (unsigned long long)up, (unsigned long long)up);
+    sharp_sbuf_puts(&b, ",\"hot_restart_version\":\"disabled\"");
+    sharp_sbuf_printf(&b, ",\"command_line_options\":{\"base_id\":\"0\",\"concurrency\":%u",
+                      srv->nworkers);
+    sharp_sbuf_puts(&b, ",\"config_path\":");
+    sharp_json_str(&b, o->config_path ? o->config_path : "");
+    sharp_sbuf_puts(&b, ",\"config_yaml\":");
+    sharp_json_str(&b, o->config_yaml ? o->config_yaml : "");
+    sharp_sbuf_puts(&b, ",\"allow_unknown_static_fields\":false,\"reject_unknown_dynamic_fields\":"
+                        "false,\"admin_address_path\":\"\",\"local_address_ip_version\":\"v4\"");
+    sharp_sbuf_printf(&b, ",\"log_level\":\"%s\",\"component_log_level\":\"\"",
+                      level_name(o->log_level));
+    sharp_sbuf_puts(&b, ",\"log_path\":");
+    sharp_json_str(&b, o->log_path ? o->log_path : "");
+    sharp_sbuf_puts(&b, ",\"service_cluster\":");
+    sharp_json_str(&b, o->service_cluster ? o->service_cluster : "");
+    sharp_sbuf_puts(&b, ",\"service_node\":");
+    sharp_json_str(&b, o->service_node ? o->service_node : "");
+    sharp_sbuf_printf(&b,
+                      ",\"service_zone\":\"\",\"file_flush_interval\":\"10s\",\"drain_time\":"
+                      "\"%us\",\"parent_shutdown_time\":\"%us\",\"mode\":\"%s\",\"disable_hot_"
+                      "restart\":true,\"enable_mutex_tracing\":false,\"restart_epoch\":0,"
+                      "\"cpuset_threads\":false,\"disabled_extensions\":[],\"drain_strategy\":"
+                      "\"Gradual\"}",
+                      o->drain_time_s, o->parent_shutdown_time_s,
+                      o->validate_only ? "Validate" : "Serve");
+    sharp_sbuf_puts(&b, ",\"node\":{\"id\":");
+    sharp_json_str(&b, srv->node_id);
+    sharp_sbuf_puts(&b, ",\"cluster\":");
+    sharp_json_str(&b, srv->node_cluster);
+    sharp_sbuf_puts(&b, ",\"user_agent_name\":\"sharp\"}}");
+    finish_json(rsp, &b);
+}
+
+static void h_hot_restart_version(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_sbuf_puts(&rsp->body, "disabled");
+}
+
+static void h_memory(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    struct mallinfo2 mi = mallinfo2();
+    unsigned long long allocated = mi.uordblks + mi.hblkhd, heap = mi.arena + mi.hblkhd;
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_printf(&b,
+                      "{\"allocated\":\"%llu\",\"heap_size\":\"%llu\",\"pageheap_unmapped\":\"0\","
+                      "\"pageheap_free\":\"%llu\",\"total_thread_cache\":\"0\","
+                      "\"total_physical_bytes\":\"%llu\"}",
+                      allocated, heap, (unsigned long long)mi.fordblks, heap);
+    finish_json(rsp, &b);
+}
+
+static void h_certs(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, "{\"certificates\":[]}");
+    finish_json(rsp, &b);
+}
+
+static void h_runtime(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, "{\"layers\":[],\"entries\":{}}");
+    finish_json(rsp, &b);
+}
+
+static void h_init_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, "{}");
+    finish_json(rsp, &b);
+}
+
+/* ---- mutating commands ---------------------------------------------------- */
+
+static void h_healthcheck_fail(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    rq->srv->healthcheck_failed = true;
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
+static void h_healthcheck_ok(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    rq->srv->healthcheck_failed = false;
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
+static void h_drain_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    /* graceful and inboundonly are accepted; every listener is inbound here
+     * and the workers' drain is always the graceful one. */
+    sharp_server_drain_listeners(rq->srv);
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
+static void h_quitquitquit(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_log_info("admin: shutdown requested via /quitquitquit");
+    rsp->quit_after = true;
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
+/* SHARP has one log level for the whole process. The per-logger names Envoy
+ * offers are accepted so its tooling works, and any change applies to all. */
+static const char *const logger_names[] = {"admin",  "config",  "connection", "filter",
+                                           "http",   "main",    "pool",       "router",
+                                           "runtime", "upstream"};
+
+static bool known_logger(const char *name)
+{
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(logger_names); i++)
+        if (strcmp(name, logger_names[i]) == 0) return true;
+    return false;
+}
+
+/* Applies a /logging query: level=<l>, paths=<name>:<l>,..., or <name>=<l>.
+ * Returns NULL on success or the error message. */
+static const char *change_log_level(const sharp_query_t *q)
+{
+    if (q->n != 1) return "invalid number of parameters";
+    const sharp_query_param_t *p = &q->params[0];
+    int lvl = -1;
+    if (strcmp(p->key, "paths") == 0) {
+        char *copy = sharp_strdup(p->value), *save = NULL;
+        const char *err = NULL;
+        for (char *item = strtok_r(copy, ",", &save); item && !err;
+             item = strtok_r(NULL, ",", &save)) {
+            char *colon = strchr(item, ':');
+            if (!colon || colon == item || !colon[1]) {
+                err = "empty logger name or empty logger level";
+                break;
+            }
+            *colon = '\0';
+            int l = sharp_log_level_parse(colon + 1);
+            if (l < 0) err = "unknown logger level";
+            else if (!known_logger(item)) err = "unknown logger name";
+            else if (lvl < 0 || l < lvl) lvl = l; /* the most verbose one asked for */
+        }
+        free(copy);
+        if (err) return err;
+        if (lvl < 0) return "empty logger name or empty logger level";
+    } else {
+        lvl = sharp_log_level_parse(p->value);
+        if (lvl < 0) return "unknown logger level";
+        if (strcmp(p->key, "level") != 0 && !known_logger(p->key)) return "unknown logger name";
+    }
+    sharp_log_level = (sharp_log_level_t)lvl;
+    sharp_log_info("admin: change all log levels: level='%s'", level_name(lvl));
+    return NULL;
+}
+
+static void h_logging(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    if (rq->query.n) {
+        const char *err = change_log_level(&rq->query);
+        if (err) {
+            rsp->status = 400;
+            sharp_sbuf_printf(&rsp->body, "error: %s\n\n", err);
+            sharp_sbuf_puts(&rsp->body,
+                            "usage: /logging?<name>=<level> (change single level)\n"
+                            "usage: /logging?paths=name1:level1,name2:level2,... (change multiple "
+                            "levels)\n"
+                            "usage: /logging?level=<level> (change all levels)\n"
+                            "levels: ");
+            for (size_t i = 0; i < SHARP_ARRAY_SIZE(level_names); i++)
+                sharp_sbuf_printf(&rsp->body, "%s ", level_names[i]);
+            sharp_sbuf_puts(&rsp->body, "\n");
+        }
+    }
+    sharp_sbuf_puts(&rsp->body, "active loggers:\n");
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(logger_names); i++)
+        sharp_sbuf_printf(&rsp->body, "  %s: %s\n", logger_names[i], level_name(sharp_log_level));
+    sharp_sbuf_puts(&rsp->body, "\n");
+}
+
+/* ---- stats ----------------------------------------------------------------- */
+
+typedef int (*render_fn)(sharp_stats_t *, const char *, bool, sharp_sbuf_t *, char *, size_t);
+
+static void render_stats(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp,
+                         render_fn render, const char *ctype)
+{
+    const char *filter = sharp_query_get(&rq->query, "filter");
+    if (filter && !*filter) filter = NULL;
+    bool used_only = sharp_query_has(&rq->query, "usedonly");
+    char err[256] = "";
+    if (!rq->srv->stats) {
+        text(rsp, 503, "stats are not available yet\n");
+        return;
+    }
+    if (render(rq->srv->stats, filter, used_only, &rsp->body, err, sizeof err) < 0) {
+        sharp_sbuf_reset(&rsp->body);
+        rsp->status = 400;
+        rsp->content_type = SHARP_ADMIN_CT_TEXT;
+        sharp_sbuf_printf(&rsp->body, "Invalid re2 regex%s%s\n", err[0] ? ": " : "", err);
+        return;
+    }
+    rsp->content_type = ctype;
+}
+
+static void h_stats(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const char *type = sharp_query_get(&rq->query, "type");
+    if (type && strcmp(type, "All") != 0 && strcmp(type, "Counters") != 0 &&
+        strcmp(type, "Gauges") != 0 && strcmp(type, "Histograms") != 0 &&
+        strcmp(type, "TextReadouts") != 0) {
+        text(rsp, 400, "invalid &type= param");
+        return;
+    }
+    const char *format = sharp_query_get(&rq->query, "format");
+    if (!format || strcmp(format, "text") == 0)
+        render_stats(rq, rsp, sharp_stats_render_text, SHARP_ADMIN_CT_TEXT);
+    else if (strcmp(format, "json") == 0)
+        render_stats(rq, rsp, sharp_stats_render_json, SHARP_ADMIN_CT_JSON);
+    else if (strcmp(format, "prometheus") == 0)
+        render_stats(rq, rsp, sharp_stats_render_prometheus, SHARP_ADMIN_CT_PROMETHEUS);
+    else if (strcmp(format, "html") == 0 || strcmp(format, "active-html") == 0)
+        text(rsp, 400, "HTML output is not supported by this server");
+    else
+        text(rsp, 400, "usage: /stats?format=(html|active-html|json|prometheus|text)\n\n");
+}
+
+static void h_stats_prometheus(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    render_stats(rq, rsp, sharp_stats_render_prometheus, SHARP_ADMIN_CT_PROMETHEUS);
+}
+
+/* ---- clusters -------------------------------------------------------------- */
+
+/* Envoy's high-priority thresholds default to the same numbers as the
+ * default priority; SHARP reads only the DEFAULT thresholds from config. */
+static const sharp_cb_thresholds_t high_priority_defaults = {1024, 1024, 1024, 3};
+
+static void health_flags_text(sharp_sbuf_t *b, uint32_t f)
+{
+    if (!f) {
+        sharp_sbuf_puts(b, "healthy");
+        return;
+    }
+    if (f & SHARP_HOST_FAILED_ACTIVE_HC) sharp_sbuf_puts(b, "/failed_active_hc");
+    if (f & SHARP_HOST_FAILED_OUTLIER) sharp_sbuf_puts(b, "/failed_outlier_check");
+    if (f & SHARP_HOST_FAILED_EDS_HEALTH) sharp_sbuf_puts(b, "/failed_eds_health");
+    if (f & SHARP_HOST_PENDING_REMOVAL) sharp_sbuf_puts(b, "/pending_dynamic_removal");
+}
+
+typedef struct {
+    uint64_t cx_active, cx_connect_fail, cx_total, rq_active, rq_error, rq_success, rq_timeout,
+        rq_total;
+} host_counts_t;
+
+static host_counts_t host_counts(const sharp_host_t *h)
+{
+    host_counts_t c;
+    int64_t cx = atomic_load_explicit(&h->active_cx, memory_order_relaxed);
+    int64_t rq = atomic_load_explicit(&h->active_rq, memory_order_relaxed);
+    c.cx_active = cx > 0 ? (uint64_t)cx : 0;
+    c.rq_active = rq > 0 ? (uint64_t)rq : 0;
+    c.cx_connect_fail = atomic_load_explicit(&h->cx_connect_fail, memory_order_relaxed);
+    c.cx_total = atomic_load_explicit(&h->cx_total, memory_order_relaxed);
+    c.rq_error = atomic_load_explicit(&h->rq_error, memory_order_relaxed);
+    c.rq_success = atomic_load_explicit(&h->rq_success, memory_order_relaxed);
+    c.rq_timeout = atomic_load_explicit(&h->rq_timeout, memory_order_relaxed);
+    c.rq_total = atomic_load_explicit(&h->rq_total, memory_order_relaxed);
+    return c;
+}
+
+static void thresholds_text(sharp_sbuf_t *b, const char *cluster, const char *prio,
+                            const sharp_cb_thresholds_t *t)
+{
+    sharp_sbuf_printf(b, "%s::%s_priority::max_connections::%u\n", cluster, prio,
+                      t->max_connections);
+    sharp_sbuf_printf(b, "%s::%s_priority::max_pending_requests::%u\n", cluster, prio,
+                      t->max_pending_requests);
+    sharp_sbuf_printf(b, "%s::%s_priority::max_requests::%u\n", cluster, prio, t->max_requests);
+    sharp_sbuf_printf(b, "%s::%s_priority::max_retries::%u\n", cluster, prio, t->max_retries);
+}
+
+static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
+{
+    for (uint32_t i = 0; snap && i < snap->nclusters; i++) {
+        const sharp_cluster_t *c = snap->clusters[i];
+        sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->name);
+        thresholds_text(b, c->name, "default", &c->cb);
+        thresholds_text(b, c->name, "high", &high_priority_defaults);
+        sharp_sbuf_printf(b, "%s::added_via_api::false\n", c->name);
+        for (uint32_t k = 0; k < c->nhosts; k++) {
+            const sharp_host_t *h = c->hosts[k];
+            host_counts_t n = host_counts(h);
+            const char *cn = c->name, *a = h->address;
+            sharp_sbuf_printf(b, "%s::%s::cx_active::%llu\n", cn, a, (unsigned long long)n.cx_active);
+            sharp_sbuf_printf(b, "%s::%s::cx_connect_fail::%llu\n", cn, a,
+                              (unsigned long long)n.cx_connect_fail);
+            sharp_sbuf_printf(b, "%s::%s::cx_total::%llu\n", cn, a, (unsigned long long)n.cx_total);
+            sharp_sbuf_printf(b, "%s::%s::rq_active::%llu\n", cn, a, (unsigned long long)n.rq_active);
+            sharp_sbuf_printf(b, "%s::%s::rq_error::%llu\n", cn, a, (unsigned long long)n.rq_error);
+            sharp_sbuf_printf(b, "%s::%s::rq_success::%llu\n", cn, a,
+                              (unsigned long long)n.rq_success);
+            sharp_sbuf_printf(b, "%s::%s::rq_timeout::%llu\n", cn, a,
+                              (unsigned long long)n.rq_timeout);
+            sharp_sbuf_printf(b, "%s::%s::rq_total::%llu\n", cn, a, (unsigned long long)n.rq_total);
+            sharp_sbuf_printf(b, "%s::%s::hostname::%s\n", cn, a, h->hostname);
+            sharp_sbuf_printf(b, "%s::%s::health_flags::", cn, a);
+            health_flags_text(b, atomic_load_explicit(&h->health_flags, memory_order_relaxed));
+            sharp_sbuf_puts(b, "\n");
+            sharp_sbuf_printf(b, "%s::%s::weight::%u\n", cn, a, h->weight);
+            sharp_sbuf_printf(b, "%s::%s::region::\n", cn, a);
+            sharp_sbuf_printf(b, "%s::%s::zone::\n", cn, a);
+            sharp_sbuf_printf(b, "%s::%s::sub_zone::\n", cn, a);
+            sharp_sbuf_printf(b, "%s::%s::canary::false\n", cn, a);
+            sharp_sbuf_printf(b, "%s::%s::priority::%u\n", cn, a, h->priority);
+            sharp_sbuf_printf(b, "%s::%s::success_rate::-1\n", cn, a);
+            sharp_sbuf_printf(b, "%s::%s::local_origin_success_rate::-1\n", cn, a);
+        }
+    }
+}
+
+static void thresholds_json(sharp_sbuf_t *b, const char *prio, const sharp_cb_thresholds_t *t)
+{
+    sharp_sbuf_puts(b, "{");
+    if (prio) sharp_sbuf_printf(b, "\"priority\":\"%s\",", prio);
+    sharp_sbuf_printf(b,
+                      "\"max_connections\":%u,\"max_pending_requests\":%u,\"max_requests\":%u,"
+                      "\"max_retries\":%u}",
+                      t->max_connections, t->max_pending_requests, t->max_requests,
+                      t->max_retries);
+}
+
+static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
+{
+    sharp_sbuf_puts(b, "{\"cluster_statuses\":[");
+    for (uint32_t i = 0; snap && i < snap->nclusters; i++) {
+        const sharp_cluster_t *c = snap->clusters[i];
+        if (i) sharp_sbuf_puts(b, ",");
+        sharp_sbuf_puts(b, "{\"name\":");
+        sharp_json_str(b, c->name);
+        sharp_sbuf_puts(b, ",\"host_statuses\":[");
+        for (uint32_t k = 0; k < c->nhosts; k++) {
+            const sharp_host_t *h = c->hosts[k];
+            host_counts_t n = host_counts(h);
+            uint32_t f = atomic_load_explicit(&h->health_flags, memory_order_relaxed);
+            if (k) sharp_sbuf_puts(b, ",");
+            sharp_sbuf_puts(b, "{\"address\":");
+            socket_address_json(b, &h->addr);
+            sharp_sbuf_printf(b,
+                              ",\"stats\":[{\"name\":\"cx_connect_fail\",\"value\":\"%llu\"},"
+                              "{\"name\":\"cx_total\",\"value\":\"%llu\"},"
+                              "{\"name\":\"rq_error\",\"value\":\"%llu\"},"
+                              "{\"name\":\"rq_success\",\"value\":\"%llu\"},"
+                              "{\"name\":\"rq_timeout\",\"value\":\"%llu\"},"
+                              "{\"name\":\"rq_total\",\"value\":\"%llu\"},"
+                              "{\"type\":\"GAUGE\",\"name\":\"cx_active\",\"value\":\"%llu\"},"
+                              "{\"type\":\"GAUGE\",\"name\":\"rq_active\",\"value\":\"%llu\"}]",
+                              (unsigned long long)n.cx_connect_fail,
+                              (unsigned long long)n.cx_total, (unsigned long long)n.rq_error,
+                              (unsigned long long)n.rq_success, (unsigned long long)n.rq_timeout,
+                              (unsigned long long)n.rq_total, (unsigned long long)n.cx_active,
+                              (unsigned long long)n.rq_active);
+            sharp_sbuf_puts(b, ",\"health_status\":{");
+            if (f & SHARP_HOST_FAILED_ACTIVE_HC)
+                sharp_sbuf_puts(b, "\"failed_active_health_check\":true,");
+            if (f & SHARP_HOST_FAILED_OUTLIER) sharp_sbuf_puts(b, "\"failed_outlier_check\":true,");
+            sharp_sbuf_printf(b, "\"eds_health_status\":\"%s\"",
+                              f & SHARP_HOST_FAILED_EDS_HEALTH ? "UNHEALTHY" : "HEALTHY");
+            if (f & SHARP_HOST_PENDING_REMOVAL)
+                sharp_sbuf_puts(b, ",\"pending_dynamic_removal\":true");
+            sharp_sbuf_printf(b, "},\"weight\":%u", h->weight);
+            if (h->hostname[0]) {
+                sharp_sbuf_puts(b, ",\"hostname\":");
+                sharp_json_str(b, h->hostname);
+            }
+            if (h->priority) sharp_sbuf_printf(b, ",\"priority\":%u", h->priority);
+            sharp_sbuf_puts(b, ",\"locality\":{}}");
+        }
+        sharp_sbuf_puts(b, "],\"circuit_breakers\":{\"thresholds\":[");
+        thresholds_json(b, NULL, &c->cb);
+        sharp_sbuf_puts(b, ",");
+        thresholds_json(b, "HIGH", &high_priority_defaults);
+        sharp_sbuf_puts(b, "]},\"observability_name\":");
+        sharp_json_str(b, c->name);
+        sharp_sbuf_puts(b, "}");
+    }
+    sharp_sbuf_puts(b, "]}");
+}
+
+static void h_clusters(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const char *format = sharp_query_get(&rq->query, "format");
+    if (format && strcmp(format, "json") == 0) {
+        sharp_sbuf_t b = {0};
+        clusters_json(rq->srv->snap, &b);
+        finish_json(rsp, &b);
+    } else {
+        clusters_text(rq->srv->snap, &rsp->body);
+    }
+}
+
+/* ---- listeners ------------------------------------------------------------- */
+
+static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const sharp_snapshot_t *snap = rq->srv->snap;
+    const char *format = sharp_query_get(&rq->query, "format");
+    if (format && strcmp(format, "json") == 0) {
+        sharp_sbuf_t b = {0};
+        sharp_sbuf_puts(&b, "{\"listener_statuses\":[");
+        for (uint32_t i = 0; snap && i < snap->nlisteners; i++) {
+            const sharp_listener_config_t *l = &snap->listeners[i];
+            if (i) sharp_sbuf_puts(&b, ",");
+            sharp_sbuf_puts(&b, "{\"name\":");
+            sharp_json_str(&b, l->name ? l->name : "");
+            sharp_sbuf_puts(&b, ",\"local_address\":");
+            socket_address_json(&b, &l->addr);
+            sharp_sbuf_puts(&b, "}");
+        }
+        sharp_sbuf_puts(&b, "]}");
+        finish_json(rsp, &b);
+        return;
+    }
+    for (uint32_t i = 0; snap && i < snap->nlisteners; i++)
+        sharp_sbuf_printf(&rsp->body, "%s::%s\n", snap->listeners[i].name ? snap->listeners[i].name : "",
+                          snap->listeners[i].address);
+}
+
+/* ---- config_dump ----------------------------------------------------------- */
+
+/* The message-typed field `name` of `m`, NULL when unset or not a message. */
+static const ProtobufCMessage *sub_message(const ProtobufCMessage *m, const char *name)
+{
+    if (!m) return NULL;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED) return NULL;
+    return *(const ProtobufCMessage *const *)((const char *)m + f->offset);
+}
+
+/* The elements of the repeated message field `name` of `m`; 0 if none. */
+static size_t repeated_messages(const ProtobufCMessage *m, const char *name,
+                                const ProtobufCMessage *const **items)
+{
+    *items = NULL;
+    if (!m) return 0;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label != PROTOBUF_C_LABEL_REPEATED) return 0;
+    size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+    *items = *(const ProtobufCMessage *const *const *)((const char *)m + f->offset);
+    return *items ? n : 0;
+}
+
+/* Appends `m` as JSON with "@type" first, the way an Any-packed message
+ * prints. */
+static void typed_json(sharp_sbuf_t *b, const ProtobufCMessage *m)
+{
+    sharp_sbuf_t inner = {0};
+    sharp_config_to_json(m, &inner);
+    sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", m->descriptor->name);
+    /* inner is "{...}": splice its members after @type. */
+    if (inner.len > 2 && inner.data[0] == '{') {
+        sharp_sbuf_puts(b, ",");
+        sharp_sbuf_append(b, inner.data + 1, inner.len - 1);
+    } else {
+        sharp_sbuf_puts(b, "}");
+    }
+    sharp_sbuf_free(&inner);
+}
+
+/* Appends the static_<kind> entries ({"<item>": {...}, "last_updated": ts})
+ * of one repeated field of static_resources, comma-separated. */
+static void static_entries(sharp_sbuf_t *b, const ProtobufCMessage *const *items, size_t n,
+                           const char *item, const char *ts)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i) sharp_sbuf_puts(b, ",");
+        sharp_sbuf_printf(b, "{\"%s\":", item);
+        typed_json(b, items[i]);
+        sharp_sbuf_printf(b, ",\"last_updated\":\"%s\"}", ts);
+    }
+}
+
+static void h_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const ProtobufCMessage *bs = sharp_server_bootstrap(rq->srv);
+    if (!bs) {
+        text(rsp, 503, "configuration is not loaded\n");
+        return;
+    }
+    char ts[40];
+    rfc3339(ts, sizeof ts, rq->srv->start_wall_s);
+    const ProtobufCMessage *sr = sub_message(bs, "static_resources");
+    const ProtobufCMessage *const *clusters, *const *listeners;
+    size_t nclusters = repeated_messages(sr, "clusters", &clusters);
+    size_t nlisteners = repeated_messages(sr, "listeners", &listeners);
+
+    const char *resource = sharp_query_get(&rq->query, "resource");
+    sharp_sbuf_t b = {0};
+    if (resource && *resource) {
+        /* ?resource= lists the entries of one repeated field of the dump. */
+        sharp_sbuf_puts(&b, "{\"configs\":[");
+        if (strcmp(resource, "static_clusters") == 0) {
+            static_entries(&b, clusters, nclusters, "cluster", ts);
+        } else if (strcmp(resource, "static_listeners") == 0) {
+            static_entries(&b, listeners, nlisteners, "listener", ts);
+        } else if (strcmp(resource, "dynamic_active_clusters") != 0 &&
+                   strcmp(resource, "dynamic_warming_clusters") != 0 &&
+                   strcmp(resource, "dynamic_listeners") != 0 &&
+                   strcmp(resource, "static_route_configs") != 0 &&
+                   strcmp(resource, "dynamic_route_configs") != 0) {
+            sharp_sbuf_free(&b);
+            rsp->status = 404;
+            sharp_sbuf_printf(&rsp->body, "%s not found in config dump", resource);
+            return;
+        }
+        sharp_sbuf_puts(&b, "]}");
+        finish_json(rsp, &b);
+        return;
+    }
+    sharp_sbuf_puts(&b, "{\"configs\":[{\"@type\":\"type.googleapis.com/"
+                        "envoy.admin.v3.BootstrapConfigDump\",\"bootstrap\":");
+    sharp_config_to_json(bs, &b);
+    sharp_sbuf_printf(&b, ",\"last_updated\":\"%s\"}", ts);
+    sharp_sbuf_puts(&b, ",{\"@type\":\"type.googleapis.com/envoy.admin.v3.ClustersConfigDump\","
+                        "\"static_clusters\":[");
+    static_entries(&b, clusters, nclusters, "cluster", ts);
+    sharp_sbuf_puts(&b, "]},{\"@type\":\"type.googleapis.com/envoy.admin.v3.ListenersConfigDump\","
+                        "\"static_listeners\":[");
+    static_entries(&b, listeners, nlisteners, "listener", ts);
+    sharp_sbuf_puts(&b, "]}]}");
+    finish_json(rsp, &b);
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+/* Sorted by path, which is also the order /help prints them in. */
+static const handler_t handlers[] = {
+    {"/", "Admin home page", false, h_help, {{0}}},
+    {"/certs", "print certs on machine", false, h_certs, {{0}}},
+    {"/clusters", "upstream cluster status", false, h_clusters,
+     {{"format", "File format to use; One of (text, json)"}, {0}}},
+    {"/config_dump", "dump current Envoy configs (experimental)", false, h_config_dump,
+     {{"resource", "The resource to dump"}, {0}}},
+    {"/drain_listeners", "drain listeners", true, h_drain_listeners,
+     {{"graceful", "When draining listeners, enter a graceful drain period prior to closing "
+                   "listeners."},
+      {"inboundonly", "Drains all inbound listeners."},
+      {0}}},
+    {"/healthcheck/fail", "cause the server to fail health checks", true, h_healthcheck_fail, {{0}}},
+    {"/healthcheck/ok", "cause the server to pass health checks", true, h_healthcheck_ok, {{0}}},
+    {"/help", "print out list of admin commands", false, h_help, {{0}}},
+    {"/hot_restart_version", "print the hot restart compatibility version", false,
+     h_hot_restart_version, {{0}}},
+    {"/init_dump", "dump current Envoy init manager information (experimental)", false,
+     h_init_dump, {{0}}},
+    {"/listeners", "print listener info", false, h_listeners,
+     {{"format", "File format to use; One of (text, json)"}, {0}}},
+    {"/logging", "query/change logging levels", true, h_logging,
+     {{"paths", "Change multiple logging levels by setting to "
+                "<logger_name1>:<desired_level1>,<logger_name2>:<desired_level2>."},
+      {"level", "desired logging level; One of (, trace, debug, info, warning, error, critical, "
+                "off)"},
+      {0}}},
+    {"/memory", "print current allocation/heap usage", false, h_memory, {{0}}},
+    {"/quitquitquit", "exit the server", true, h_quitquitquit, {{0}}},
+    {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready,
+     {{0}}},
+    {"/runtime", "print runtime values", false, h_runtime, {{0}}},
+    {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
+    {"/stats", "print server stats", false, h_stats,
+     {{"usedonly", "Only include stats that have been written by system since restart"},
+      {"filter", "Regular expression (POSIX extended) for filtering stats"},
+      {"format", "Format to use; One of (text, json, prometheus)"},
+      {0}}},
+    {"/stats/prometheus", "print server stats in prometheus format", false, h_stats_prometheus,
+     {{"usedonly", "Only include stats that have been written by system since restart"},
+      {"filter", "Regular expression (POSIX extended) for filtering stats"},
+      {0}}},
+};
+static const size_t nhandlers = SHARP_ARRAY_SIZE(handlers);
+
+static void help_text(sharp_sbuf_t *b)
+{
+    sharp_sbuf_puts(b, "admin commands are:\n");
+    for (size_t i = 0; i < nhandlers; i++) {
+        const handler_t *h = &handlers[i];
+        sharp_sbuf_printf(b, "  %s%s: %s\n", h->prefix, h->mutates ? " (POST)" : "", h->help);
+        for (const param_help_t *p = h->params; p->id; p++)
+            sharp_sbuf_printf(b, "      %s: %s\n", p->id, p->help);
+    }
+}
+
+
+void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    rsp->status = 200;
+    rsp->content_type = SHARP_ADMIN_CT_TEXT;
+    for (size_t i = 0; i < nhandlers; i++) {
+        const handler_t *h = &handlers[i];
+        if (!sharp_str_eq(rq->path, h->prefix, strlen(h->prefix))) continue;
+        if (h->mutates && strcmp(rq->method, "POST") != 0) {
+            sharp_log_warn("admin path \"%s\" mutates state, method=%s rather than POST", h->prefix,
+                           rq->method);
+            sharp_sbuf_printf(&rsp->body, "Method %s not allowed, POST required.", rq->method);
+            rsp->status = 405;
+            return;
+        }
+        h->fn(rq, rsp);
+        return;
+    }
+    rsp->status = 404;
+    sharp_sbuf_puts(&rsp->body, "invalid path. ");
+    help_text(&rsp->body);
+}
+
+const char *sharp__admin_reason(unsigned status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
