@@ -147,7 +147,8 @@ static _Atomic uint64_t *hist_row(hist_data_t *h, unsigned row, bool create)
 static void hist_data_free(hist_data_t *h)
 {
     if (!h) return;
-    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) free((void *)h->rows[r]);
+    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++)
+        free((void *)h->rows[r]);
     free(h);
 }
 
@@ -173,10 +174,12 @@ static void hist_store(hist_data_t *h, const sharp_hist_merged_t *m)
     for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) {
         const uint64_t *src = &m->buckets[r << SHARP_HIST_SUB_BITS];
         bool any = false;
-        for (unsigned i = 0; i < HIST_SUB && !any; i++) any = src[i] != 0;
+        for (unsigned i = 0; i < HIST_SUB && !any; i++)
+            any = src[i] != 0;
         _Atomic uint64_t *row = hist_row(h, r, any);
         if (!row) continue;
-        for (unsigned i = 0; i < HIST_SUB; i++) atomic_store_explicit(&row[i], src[i], RELAXED);
+        for (unsigned i = 0; i < HIST_SUB; i++)
+            atomic_store_explicit(&row[i], src[i], RELAXED);
     }
     atomic_store_explicit(&h->count, m->count, RELAXED);
     atomic_store_explicit(&h->sum, m->sum, RELAXED);
@@ -207,9 +210,9 @@ sharp_stats_t *sharp_stats_create(unsigned nshards)
     alloc_page(s, 0);
     for (unsigned id = 0; id < STATS_RESERVED; id++) {
         stat_meta_t *m = meta_of(s, id);
-        m->kind = (uint8_t)(id == DUMMY_COUNTER     ? SHARP_STAT_COUNTER
-                            : id == DUMMY_GAUGE     ? SHARP_STAT_GAUGE
-                                                    : SHARP_STAT_HISTOGRAM);
+        m->kind = (uint8_t)(id == DUMMY_COUNTER ? SHARP_STAT_COUNTER
+                            : id == DUMMY_GAUGE ? SHARP_STAT_GAUGE
+                                                : SHARP_STAT_HISTOGRAM);
         m->unit = SHARP_HIST_UNSPECIFIED;
     }
     atomic_store_explicit(&s->nstats, STATS_RESERVED, RELEASE);
@@ -233,9 +236,11 @@ void sharp_stats_destroy(sharp_stats_t *s)
     }
     for (unsigned p = 0; p < STATS_MAX_PAGES; p++) {
         free(s->meta[p]);
-        for (unsigned i = 0; i < s->nshards; i++) free((void *)s->shards[i]->pages[p]);
+        for (unsigned i = 0; i < s->nshards; i++)
+            free((void *)s->shards[i]->pages[p]);
     }
-    for (unsigned i = 0; i < s->nshards; i++) free(s->shards[i]);
+    for (unsigned i = 0; i < s->nshards; i++)
+        free(s->shards[i]);
     free(s->shards);
     free(s->table);
     pthread_mutex_destroy(&s->mu);
@@ -258,7 +263,8 @@ unsigned sharp_stats_nshards(const sharp_stats_t *s)
 static uint64_t hash_name(const char *p)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
     return h;
 }
 
@@ -267,7 +273,8 @@ static uint64_t hash_name(const char *p)
 static size_t table_find(sharp_stats_t *s, const char *name)
 {
     size_t mask = s->table_cap - 1, i = (size_t)hash_name(name) & mask;
-    while (s->table[i] && strcmp(meta_of(s, s->table[i] - 1)->name, name) != 0) i = (i + 1) & mask;
+    while (s->table[i] && strcmp(meta_of(s, s->table[i] - 1)->name, name) != 0)
+        i = (i + 1) & mask;
     return i;
 }
 
@@ -538,8 +545,10 @@ int sharp_stats_histogram_merge(sharp_stats_t *s, sharp_stat_id_t id,
     if (cumulative) merge_shards(s, id, cumulative);
     if (!interval) return 0;
     if (!atomic_load_explicit(&s->flushed, ACQUIRE)) {
-        if (cumulative) memcpy(interval, cumulative, sizeof *interval);
-        else merge_shards(s, id, interval);
+        if (cumulative)
+            memcpy(interval, cumulative, sizeof *interval);
+        else
+            merge_shards(s, id, interval);
         return 0;
     }
     memset(interval, 0, sizeof *interval);
@@ -570,11 +579,12 @@ void sharp_stats_flush(sharp_stats_t *s)
         /* cur - prev, bucket by bucket; shards only grow, but a bucket read
          * racing with its writer could make a difference look negative. */
         for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++)
-            prev->buckets[i] = cur->buckets[i] > prev->buckets[i]
-                                   ? cur->buckets[i] - prev->buckets[i] : 0;
+            prev->buckets[i] =
+                cur->buckets[i] > prev->buckets[i] ? cur->buckets[i] - prev->buckets[i] : 0;
         uint64_t sum = cur->sum > prev->sum ? cur->sum - prev->sum : 0;
         prev->count = 0;
-        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++) prev->count += prev->buckets[i];
+        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++)
+            prev->count += prev->buckets[i];
         prev->sum = sum;
         hist_store(m->flushed_interval, prev);
         pthread_mutex_unlock(&s->flush_mu);

@@ -118,7 +118,7 @@ void sharp_stats_flush(sharp_stats_t *s);
  * `out` (e.g. "cluster.upstream_rq_xx") and up to `max` tags as (tag name,
  * value) pairs in Envoy's order (e.g. {"envoy.response_code_class", "2"},
  * {"envoy.cluster_name", "local_service"}); values point into `name` with
- * their length in tag_len. Returns the number of tags. */
+ * their length in `len`. Returns the number of tags (at most max). */
 typedef struct {
     const char *tag;   /* "envoy.cluster_name" */
     const char *value; /* inside the stat name, not NUL-terminated */

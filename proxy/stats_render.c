@@ -25,8 +25,8 @@ static const char *const quantile_labels[] = {"P0",  "P25", "P50",   "P75",   "P
 #define NQUANTILES SHARP_ARRAY_SIZE(quantiles)
 
 /* Envoy's default Prometheus bucket bounds (milliseconds for time). */
-static const double prom_buckets[] = {0.5,  1,    5,     10,    25,     50,     100,
-                                      250,  500,  1000,  2500,  5000,   10000,  30000,
+static const double prom_buckets[] = {0.5,   1,      5,      10,      25,     50,    100,
+                                      250,   500,    1000,   2500,    5000,   10000, 30000,
                                       60000, 300000, 600000, 1800000, 3600000};
 
 /* ---- selection ---------------------------------------------------------- */
@@ -36,9 +36,9 @@ typedef struct {
     sharp_stat_kind_t kind;
     const char *name;
     /* Prometheus only */
-    char *family;      /* tag-extracted name */
-    char *metric;      /* "envoy_" + sanitized family */
-    char *labels;      /* k="v",k2="v2" */
+    char *family; /* tag-extracted name */
+    char *metric; /* "envoy_" + sanitized family */
+    char *labels; /* k="v",k2="v2" */
 } entry_t;
 
 typedef struct {
@@ -138,8 +138,10 @@ static void put_shortest(sharp_sbuf_t *b, double v)
  * for NaN. */
 static void put_json_number(sharp_sbuf_t *b, double v)
 {
-    if (isnan(v) || isinf(v)) sharp_sbuf_puts(b, "null");
-    else sharp_sbuf_printf(b, "%.6g", v);
+    if (isnan(v) || isinf(v))
+        sharp_sbuf_puts(b, "null");
+    else
+        sharp_sbuf_printf(b, "%.6g", v);
 }
 
 /* ---- text --------------------------------------------------------------- */
@@ -171,7 +173,8 @@ int sharp_stats_render_text(sharp_stats_t *s, const char *filter, bool used_only
     for (size_t i = 0; i < e.n; i++) {
         const entry_t *x = &e.v[i];
         if (x->kind == SHARP_STAT_COUNTER)
-            sharp_sbuf_printf(out, "%s: %" PRIu64 "\n", x->name, sharp_stats_counter_value(s, x->id));
+            sharp_sbuf_printf(out, "%s: %" PRIu64 "\n", x->name,
+                              sharp_stats_counter_value(s, x->id));
         else if (x->kind == SHARP_STAT_GAUGE)
             sharp_sbuf_printf(out, "%s: %" PRId64 "\n", x->name, sharp_stats_gauge_value(s, x->id));
     }
@@ -219,7 +222,8 @@ int sharp_stats_render_json(sharp_stats_t *s, const char *filter, bool used_only
         first = false;
         sharp_sbuf_json_escape(out, x->name, strlen(x->name));
         if (x->kind == SHARP_STAT_COUNTER)
-            sharp_sbuf_printf(out, "\",\"value\":%" PRIu64 "}", sharp_stats_counter_value(s, x->id));
+            sharp_sbuf_printf(out, "\",\"value\":%" PRIu64 "}",
+                              sharp_stats_counter_value(s, x->id));
         else
             sharp_sbuf_printf(out, "\",\"value\":%" PRId64 "}", sharp_stats_gauge_value(s, x->id));
     }
@@ -265,8 +269,7 @@ int sharp_stats_render_json(sharp_stats_t *s, const char *filter, bool used_only
  * expressions (reporting the span to remove from the name and the span of the
  * tag value), or a token pattern in Envoy's tokenized form: "*" is any one
  * token, "**" any run of tokens, "$" the token that becomes the value. */
-typedef bool (*match_fn)(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs,
-                         size_t *ve);
+typedef bool (*match_fn)(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs, size_t *ve);
 
 typedef struct {
     const char *tag;
@@ -320,9 +323,12 @@ static bool ssl_tail(const char *n, size_t len, bool cluster_ok, const char *kw,
                      size_t *rs, size_t *re, size_t *vs, size_t *ve)
 {
     size_t plen;
-    if (has_prefix(n, len, "listener.")) plen = 9;
-    else if (cluster_ok && has_prefix(n, len, "cluster.")) plen = 8;
-    else return false;
+    if (has_prefix(n, len, "listener."))
+        plen = 9;
+    else if (cluster_ok && has_prefix(n, len, "cluster."))
+        plen = 8;
+    else
+        return false;
     size_t dot;
     if (version) {
         if (len < 8) return false;
@@ -358,8 +364,7 @@ static bool m_ssl_sigalg(const char *n, size_t len, size_t *rs, size_t *re, size
     return ssl_tail(n, len, true, ".ssl.sigalgs", false, rs, re, vs, ve);
 }
 
-static bool m_ssl_version(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs,
-                          size_t *ve)
+static bool m_ssl_version(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs, size_t *ve)
 {
     return ssl_tail(n, len, true, ".ssl.versions", true, rs, re, vs, ve);
 }
@@ -409,7 +414,8 @@ static size_t parse_address(const char *n, size_t len, size_t p)
     } else {
         for (int oct = 0; oct < 4; oct++) {
             size_t s = i;
-            while (i < len && i - s < 3 && is_digit(n[i])) i++;
+            while (i < len && i - s < 3 && is_digit(n[i]))
+                i++;
             if (i == s) return 0;
             if (oct < 3) {
                 if (i >= len || n[i] != '.') return 0;
@@ -419,7 +425,8 @@ static size_t parse_address(const char *n, size_t len, size_t p)
     }
     if (i >= len || n[i] != '_') return 0;
     size_t s = ++i;
-    while (i < len && is_digit(n[i])) i++;
+    while (i < len && is_digit(n[i]))
+        i++;
     return i == s ? 0 : i;
 }
 
@@ -429,7 +436,8 @@ static bool worker_at(const char *n, size_t len, size_t p, size_t *rs, size_t *r
 {
     if (p > len || !has_prefix(n + p, len - p, "worker_")) return false;
     size_t d = p + 7, e = d;
-    while (e < len && is_digit(n[e])) e++;
+    while (e < len && is_digit(n[e]))
+        e++;
     if (e == d || e >= len || n[e] != '.') return false;
     return SPAN(d, e + 1, d, e);
 }
@@ -543,8 +551,8 @@ static bool tok_is(const xctx_t *x, size_t i, const char *s)
 /* Matches pattern tokens from `pi` against name tokens from `in`; `ci` is the
  * character offset of token `in`. Records the offset and index of the "$"
  * token. A "**" that is not last tries every split of the remaining input. */
-static bool tok_search(const xctx_t *x, const char *const *pat, size_t npat, size_t match, size_t in,
-                       size_t pi, size_t ci, size_t *start, size_t *mi)
+static bool tok_search(const xctx_t *x, const char *const *pat, size_t npat, size_t match,
+                       size_t in, size_t pi, size_t ci, size_t *start, size_t *mi)
 {
     for (; in < x->ntok && pi < npat; ++in, ++pi) {
         if (pi == match) {
@@ -582,8 +590,10 @@ static bool tok_match(const xctx_t *x, const char *const *pat, size_t *rs, size_
     *ve = start + x->tok[mi].len;
     *rs = start;
     *re = *ve;
-    if (mi + 1 < x->ntok) ++*re;
-    else if (start > 0) --*rs;
+    if (mi + 1 < x->ntok)
+        ++*re;
+    else if (start > 0)
+        --*rs;
     return true;
 }
 
@@ -592,7 +602,8 @@ size_t sharp_stats_extract_tags(const char *name, sharp_sbuf_t *out, sharp_stat_
 {
     xctx_t x = {.name = name, .len = strlen(name)};
     x.ntok = 1;
-    for (size_t i = 0; i < x.len; i++) x.ntok += name[i] == '.';
+    for (size_t i = 0; i < x.len; i++)
+        x.ntok += name[i] == '.';
     x.tok = sharp_calloc(x.ntok, sizeof *x.tok);
     x.removed = sharp_calloc(x.len + 1, 1);
     for (size_t i = 0, t = 0, st = 0; i <= x.len; i++) {
@@ -617,7 +628,8 @@ size_t sharp_stats_extract_tags(const char *name, sharp_sbuf_t *out, sharp_stat_
                                 memcmp(e->prefix, name, first_len) != 0)
                 continue;
             bool dup = false;
-            for (size_t k = 0; k < ntags && !dup; k++) dup = strcmp(seen[k], e->tag) == 0;
+            for (size_t k = 0; k < ntags && !dup; k++)
+                dup = strcmp(seen[k], e->tag) == 0;
             if (dup) continue;
             size_t rs, re, vs, ve;
             bool ok = e->fn ? e->fn(name, x.len, &rs, &re, &vs, &ve)
@@ -651,10 +663,14 @@ static void put_sanitized(sharp_sbuf_t *b, const char *s, size_t n)
 static void put_label_value(sharp_sbuf_t *b, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\') sharp_sbuf_puts(b, "\\\\");
-        else if (s[i] == '\n') sharp_sbuf_puts(b, "\\n");
-        else if (s[i] == '"') sharp_sbuf_puts(b, "\\\"");
-        else sharp_sbuf_append(b, s + i, 1);
+        if (s[i] == '\\')
+            sharp_sbuf_puts(b, "\\\\");
+        else if (s[i] == '\n')
+            sharp_sbuf_puts(b, "\\n");
+        else if (s[i] == '"')
+            sharp_sbuf_puts(b, "\\\"");
+        else
+            sharp_sbuf_append(b, s + i, 1);
     }
 }
 
@@ -717,14 +733,15 @@ int sharp_stats_render_prometheus(sharp_stats_t *s, const char *filter, bool use
     static const char *const types[] = {"counter", "gauge", "histogram"};
     entries_t e = {0};
     if (collect(s, filter, used_only, &e, err, errlen) < 0) return -1;
-    for (size_t i = 0; i < e.n; i++) prepare_prometheus(&e.v[i]);
+    for (size_t i = 0; i < e.n; i++)
+        prepare_prometheus(&e.v[i]);
     if (e.n) qsort(e.v, e.n, sizeof *e.v, by_family);
 
     sharp_hist_merged_t *cum = NULL;
     for (size_t i = 0; i < e.n; i++) {
         const entry_t *x = &e.v[i];
-        bool new_family = i == 0 || x->kind != e.v[i - 1].kind ||
-                          strcmp(x->family, e.v[i - 1].family) != 0;
+        bool new_family =
+            i == 0 || x->kind != e.v[i - 1].kind || strcmp(x->family, e.v[i - 1].family) != 0;
         if (new_family) {
             if (i) sharp_sbuf_puts(out, "\n");
             sharp_sbuf_printf(out, "# TYPE %s %s\n", x->metric, types[x->kind]);
@@ -746,8 +763,8 @@ int sharp_stats_render_prometheus(sharp_stats_t *s, const char *filter, bool use
                 sharp_sbuf_printf(out, "%s_bucket{%s%sle=\"%.32g\"} %" PRIu64 "\n", x->metric,
                                   x->labels, sep, prom_buckets[k],
                                   sharp_hist_merged_count_le(cum, prom_buckets[k]));
-            sharp_sbuf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", x->metric,
-                              x->labels, sep, cum->count);
+            sharp_sbuf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", x->metric, x->labels,
+                              sep, cum->count);
             sharp_sbuf_printf(out, "%s_sum{%s} %.32g\n", x->metric, x->labels, (double)cum->sum);
             sharp_sbuf_printf(out, "%s_count{%s} %" PRIu64 "\n", x->metric, x->labels, cum->count);
             break;

@@ -352,6 +352,9 @@ void sharp_stream_continue_decoding(sharp_filter_t *f)
 static void enc_to_codec_headers(sharp_stream_t *s, sharp_headers_t *h, bool end)
 {
     mutate_response(s, h);
+    /* The stream keeps the response head for access logs and completion
+     * callbacks; the caller's map (the upstream connection's) is reused. */
+    if (h != &s->resp) sharp_headers_copy(&s->resp, h);
     sharp_codec_encode_headers(s, h, end);
 }
 

@@ -26,8 +26,7 @@ static char *render(int (*fn)(sharp_stats_t *, const char *, bool, sharp_sbuf_t 
 
 #define contains(hay, needle)                                                                      \
     do {                                                                                           \
-        if (!strstr((hay), (needle)))                                                              \
-            fail_msg("missing:\n%s\n--- in ---\n%s", (needle), (hay));                             \
+        if (!strstr((hay), (needle))) fail_msg("missing:\n%s\n--- in ---\n%s", (needle), (hay));   \
     } while (0)
 #define lacks(hay, needle)                                                                         \
     do {                                                                                           \
@@ -47,8 +46,10 @@ static void test_registration(void **state)
     sharp_stat_id_t g = sharp_stats_gauge(s, "cluster.a.upstream_rq_active");
     assert_int_not_equal(g, a);
     assert_int_equal(sharp_stats_gaugef(s, "cluster.%s.upstream_rq_%s", "a", "active"), g);
-    sharp_stat_id_t h = sharp_stats_histogram(s, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
-    assert_int_equal(sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "cluster.%s.upstream_rq_time", "a"), h);
+    sharp_stat_id_t h =
+        sharp_stats_histogram(s, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    assert_int_equal(
+        sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "cluster.%s.upstream_rq_time", "a"), h);
 
     /* A long name goes through the heap path of the printf helper. */
     char longname[600];
@@ -62,7 +63,8 @@ static void test_registration(void **state)
     sharp_log_level_t saved = sharp_log_level;
     sharp_log_level = SHARP_LOG_OFF;
     sharp_stat_id_t bad_g = sharp_stats_gauge(s, "cluster.a.upstream_rq_total");
-    sharp_stat_id_t bad_h = sharp_stats_histogram(s, "cluster.a.upstream_rq_total", SHARP_HIST_UNSPECIFIED);
+    sharp_stat_id_t bad_h =
+        sharp_stats_histogram(s, "cluster.a.upstream_rq_total", SHARP_HIST_UNSPECIFIED);
     sharp_stat_id_t bad_c = sharp_stats_counter(s, "cluster.a.upstream_rq_time");
     sharp_log_level = saved;
     assert_int_not_equal(bad_g, a);
@@ -273,11 +275,12 @@ static void test_text_format(void **state)
     sharp_stat_id_t xx = sharp_stats_counter(s, "cluster.local_service.upstream_rq_2xx");
     sharp_stat_id_t active = sharp_stats_gauge(s, "cluster.local_service.upstream_rq_active");
     sharp_stats_gauge(s, "server.live");
-    sharp_stat_id_t t = sharp_stats_histogram(s, "cluster.local_service.upstream_rq_time",
-                                              SHARP_HIST_MILLISECONDS);
-    sharp_stats_histogram(s, "cluster.local_service.upstream_cx_length_ms", SHARP_HIST_MILLISECONDS);
-    sharp_stat_id_t wide = sharp_stats_histogram(s, "http.ingress_http.downstream_rq_time",
-                                                 SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t t =
+        sharp_stats_histogram(s, "cluster.local_service.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    sharp_stats_histogram(s, "cluster.local_service.upstream_cx_length_ms",
+                          SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t wide =
+        sharp_stats_histogram(s, "http.ingress_http.downstream_rq_time", SHARP_HIST_MILLISECONDS);
     sharp_counter_add(w, total, 7);
     sharp_counter_add(w, xx, 6);
     sharp_gauge_add(w, active, 1);
@@ -371,7 +374,8 @@ static const char *json_value(const char *p);
 
 static const char *json_ws(const char *p)
 {
-    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+        p++;
     return p;
 }
 
@@ -429,7 +433,8 @@ static void test_json_format(void **state)
     sharp_counter_add(w, sharp_stats_counter(s, "cluster.a.upstream_rq_total"), 3);
     sharp_gauge_set(s, sharp_stats_gauge(s, "server.live"), 1);
     sharp_stats_counter(s, "weird.\"quoted\"\\name");
-    sharp_stat_id_t h = sharp_stats_histogram(s, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t h =
+        sharp_stats_histogram(s, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
     sharp_stats_histogram(s, "cluster.a.upstream_cx_length_ms", SHARP_HIST_MILLISECONDS);
     sharp_histogram_record(w, h, 10);
 
@@ -497,7 +502,8 @@ static void test_tag_extraction(void **state)
          "envoy.listener_address=my_listener"},
         {"listener_manager.worker_3.dispatcher.loop_duration_us",
          "listener_manager.worker_dispatcher.loop_duration_us", "envoy.worker_id=3"},
-        {"listener.0.0.0.0_80.worker_1.downstream_cx_active", "listener.worker_downstream_cx_active",
+        {"listener.0.0.0.0_80.worker_1.downstream_cx_active",
+         "listener.worker_downstream_cx_active",
          "envoy.worker_id=1,envoy.listener_address=0.0.0.0_80"},
         {"server.live", "server.live", ""},
         {"http.ingress_http.adaptive_concurrency.gradient_controller.rq_blocked",
@@ -550,18 +556,22 @@ static void test_prometheus_format(void **state)
     sharp_counter_add(w, sharp_stats_counter(s, "http.ingress_http.downstream_rq_total"), 9);
     sharp_counter_add(w, sharp_stats_counter(s, "listener.0.0.0.0_10000.downstream_cx_total"), 4);
     sharp_gauge_set(s, sharp_stats_gauge(s, "server.live"), 1);
-    sharp_stat_id_t h = sharp_stats_histogram(s, "cluster.local_service.upstream_rq_time",
-                                              SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t h =
+        sharp_stats_histogram(s, "cluster.local_service.upstream_rq_time", SHARP_HIST_MILLISECONDS);
     const uint64_t vals[] = {0, 1, 3, 7, 20, 40, 2000};
-    for (size_t i = 0; i < SHARP_ARRAY_SIZE(vals); i++) sharp_histogram_record(w, h, vals[i]);
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(vals); i++)
+        sharp_histogram_record(w, h, vals[i]);
 
     char *out = render(sharp_stats_render_prometheus, s, NULL, false);
     assert_string_equal(
         out,
         "# TYPE envoy_cluster_upstream_rq_xx counter\n"
-        "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"another\"} 2\n"
-        "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"local_service\"} 5\n"
-        "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"5\",envoy_cluster_name=\"local_service\"} 1\n"
+        "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name="
+        "\"another\"} 2\n"
+        "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"local_"
+        "service\"} 5\n"
+        "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"5\",envoy_cluster_name=\"local_"
+        "service\"} 1\n"
         "\n"
         "# TYPE envoy_http_downstream_rq_total counter\n"
         "envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"ingress_http\"} 9\n"
@@ -582,17 +592,28 @@ static void test_prometheus_format(void **state)
         "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"100\"} 6\n"
         "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"250\"} 6\n"
         "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"500\"} 6\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"1000\"} 6\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"2500\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"5000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"10000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"30000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"60000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"300000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"600000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"1800000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"3600000\"} 7\n"
-        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"+Inf\"} 7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"1000\"} "
+        "6\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"2500\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"5000\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"10000\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"30000\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"60000\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"300000\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"600000\"} "
+        "7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"1800000\"}"
+        " 7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"3600000\"}"
+        " 7\n"
+        "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"local_service\",le=\"+Inf\"} "
+        "7\n"
         "envoy_cluster_upstream_rq_time_sum{envoy_cluster_name=\"local_service\"} 2071\n"
         "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"local_service\"} 7\n"
         "\n");
@@ -651,7 +672,8 @@ static void test_threads(void **state)
     sharp_stats_t *s = sharp_stats_create(WRITERS + 1);
     sharp_stat_id_t c = sharp_stats_counter(s, "cluster.x.upstream_rq_total");
     sharp_stat_id_t g = sharp_stats_gauge(s, "cluster.x.upstream_rq_active");
-    sharp_stat_id_t h = sharp_stats_histogram(s, "cluster.x.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t h =
+        sharp_stats_histogram(s, "cluster.x.upstream_rq_time", SHARP_HIST_MILLISECONDS);
     _Atomic int go = 0, stop = 0;
     pthread_t th[WRITERS];
     writer_t w[WRITERS];
@@ -664,7 +686,8 @@ static void test_threads(void **state)
      * allocate fresh pages under the writers' feet. */
     uint64_t last = 0;
     for (int round = 0; round < 20; round++) {
-        for (int k = 0; k < 200; k++) sharp_stats_counterf(s, "extra.%d.%d", round, k);
+        for (int k = 0; k < 200; k++)
+            sharp_stats_counterf(s, "extra.%d.%d", round, k);
         sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "extra.%d.time", round);
         char *out = render(sharp_stats_render_text, s, "cluster", false);
         free(out);
@@ -686,7 +709,8 @@ static void test_threads(void **state)
         sum += w[i].sum;
     }
     int64_t active = 0;
-    for (int i = 0; i < WRITERS; i++) active += (int64_t)(w[i].iters - w[i].iters / 2);
+    for (int i = 0; i < WRITERS; i++)
+        active += (int64_t)(w[i].iters - w[i].iters / 2);
     assert_int_equal(sharp_stats_counter_value(s, c), iters);
     assert_int_equal(sharp_stats_gauge_value(s, g), active);
     assert_int_equal(sharp_stats_histogram_count(s, h), iters);
@@ -706,16 +730,11 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_registration),
-        cmocka_unit_test(test_many_stats),
-        cmocka_unit_test(test_counters_and_gauges),
-        cmocka_unit_test(test_histogram_quantiles),
-        cmocka_unit_test(test_text_format),
-        cmocka_unit_test(test_filter),
-        cmocka_unit_test(test_json_format),
-        cmocka_unit_test(test_tag_extraction),
-        cmocka_unit_test(test_prometheus_format),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_registration),        cmocka_unit_test(test_many_stats),
+        cmocka_unit_test(test_counters_and_gauges), cmocka_unit_test(test_histogram_quantiles),
+        cmocka_unit_test(test_text_format),         cmocka_unit_test(test_filter),
+        cmocka_unit_test(test_json_format),         cmocka_unit_test(test_tag_extraction),
+        cmocka_unit_test(test_prometheus_format),   cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
