@@ -52,6 +52,15 @@ int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss,
     return -1;
 }
 
+void sharp_read_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static __thread char rbuf[65536];
+    (void)h;
+    (void)suggested;
+    buf->base = rbuf;
+    buf->len = sizeof rbuf;
+}
+
 typedef struct {
     uv_write_t req;
     sharp_writer_t *w;

@@ -17,6 +17,12 @@ char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 /* Parses a numeric IPv4/IPv6 address and port; returns 0 or -1. */
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
 
+/* libuv alloc callback handing out one 64 KiB read buffer per thread. Read
+ * callbacks never nest and always consume (parse or copy) what they were
+ * given before returning, so one buffer serves every connection of a loop
+ * and a read costs no allocation. */
+void sharp_read_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
 typedef struct sharp_writer sharp_writer_t;
 /* Called when queued bytes fall to zero after having been above zero. */
 typedef void (*sharp_writer_drain_cb)(sharp_writer_t *w);

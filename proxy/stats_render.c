@@ -63,7 +63,7 @@ static int collect(sharp_stats_t *s, const char *filter, bool used_only, entries
         if (rc != 0) {
             char msg[256];
             regerror(rc, &re, msg, sizeof msg);
-            set_err(err, errlen, "invalid regex '%s': %s", filter, msg);
+            set_err(err, errlen, "'%s': %s", filter, msg);
             return -1;
         }
     }

@@ -22,6 +22,7 @@
 
 #include <llhttp.h>
 #include <stdio.h>
+#include <strings.h>
 #include <time.h>
 
 #define ADMIN_MAX_REQUEST (64 * 1024)  /* request line + headers + body */
@@ -48,6 +49,9 @@ typedef struct admin_conn {
     sharp_sbuf_t url;    /* target of the request being parsed */
     size_t req_bytes;    /* URL + header bytes + body bytes of that request */
     unsigned fail_status; /* set by a callback that rejected the request */
+    char hname[8], hvalue[16]; /* current header, kept only while short */
+    uint8_t hname_len, hvalue_len;
+    bool expect_continue;  /* the request carries Expect: 100-continue */
     unsigned handles;    /* handles still open (tcp, timer) */
     bool reading;        /* uv_read_start is in effect */
     bool finishing;      /* last response queued: read no more requests */
@@ -251,6 +255,8 @@ static int on_message_begin(llhttp_t *p)
     admin_conn_t *c = p->data;
     sharp_sbuf_reset(&c->url);
     c->req_bytes = 0;
+    c->hname_len = c->hvalue_len = 0;
+    c->expect_continue = false;
     return 0;
 }
 
@@ -265,6 +271,66 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
 static int on_header_bytes(llhttp_t *p, const char *at, size_t n)
 {
     return count_bytes(p->data, n + 2, 431);
+}
+
+/* Keeps up to cap-1 bytes of a header name or value (llhttp may deliver one
+ * in pieces); a longer one is marked by len == cap and never matches. */
+static void keep_short(char *buf, uint8_t *len, size_t cap, const char *at, size_t n)
+{
+    if (*len + n >= cap) {
+        *len = (uint8_t)cap;
+        return;
+    }
+    memcpy(buf + *len, at, n);
+    *len = (uint8_t)(*len + n);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    admin_conn_t *c = p->data;
+    keep_short(c->hname, &c->hname_len, sizeof c->hname, at, n);
+    return on_header_bytes(p, at, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    admin_conn_t *c = p->data;
+    keep_short(c->hvalue, &c->hvalue_len, sizeof c->hvalue, at, n);
+    return on_header_bytes(p, at, n);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    admin_conn_t *c = p->data;
+    if (c->hname_len == 6 && strncasecmp(c->hname, "expect", 6) == 0 && c->hvalue_len == 12 &&
+        strncasecmp(c->hvalue, "100-continue", 12) == 0)
+        c->expect_continue = true;
+    c->hname_len = c->hvalue_len = 0;
+    return 0;
+}
+
+/* A client that waits for "100 Continue" before sending its body gets it at
+ * once: bodies are read (and dropped) on every endpoint. */
+static int on_headers_complete(llhttp_t *p)
+{
+    admin_conn_t *c = p->data;
+    c->hname_len = c->hvalue_len = 0;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > ADMIN_MAX_REQUEST - c->req_bytes) {
+        c->fail_status = 413; /* refuse before the body is sent or read */
+        return -1;
+    }
+    if (!c->expect_continue || c->closing) return 0;
+    c->expect_continue = false;
+    admin_write_t *w = sharp_calloc(1, sizeof *w);
+    w->conn = c;
+    sharp_sbuf_puts(&w->head, "HTTP/1.1 100 Continue\r\n\r\n");
+    uv_buf_t b = uv_buf_init(w->head.data, (unsigned)w->head.len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        sharp_sbuf_free(&w->head);
+        free(w);
+        return -1; /* the socket is gone; the parse error ends the connection */
+    }
+    return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
@@ -430,8 +496,10 @@ sharp_admin_t *sharp_admin_start(sharp_server_t *srv, uv_loop_t *loop, const str
         llhttp_settings_init(&parser_settings);
         parser_settings.on_message_begin = on_message_begin;
         parser_settings.on_url = on_url;
-        parser_settings.on_header_field = on_header_bytes;
-        parser_settings.on_header_value = on_header_bytes;
+        parser_settings.on_header_field = on_header_field;
+        parser_settings.on_header_value = on_header_value;
+        parser_settings.on_header_value_complete = on_header_value_complete;
+        parser_settings.on_headers_complete = on_headers_complete;
         parser_settings.on_body = on_body;
         parser_settings.on_message_complete = on_message_complete;
         parser_settings_ready = true;

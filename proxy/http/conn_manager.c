@@ -164,14 +164,6 @@ static void check_write_watermark(sharp_conn_t *c)
             s->filters[i].factory->on_downstream_watermark(&s->filters[i], true);
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    (void)suggested;
-    buf->base = malloc(65536);
-    buf->len = buf->base ? 65536 : 0;
-}
-
 /* Sends a 400/413/431-style error for a request that never became a stream
  * (or whose stream cannot continue) and closes the connection. */
 static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *details)
@@ -283,7 +275,6 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             }
         }
     }
-    free(buf->base);
 }
 
 /* Reading stops while the stream asked for it (backpressure) or while
@@ -298,7 +289,7 @@ static void conn_update_reading(sharp_conn_t *c)
         c->read_stopped = true;
     } else if (!stop && c->read_stopped) {
         c->read_stopped = false;
-        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+        uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
     }
 }
 
@@ -344,7 +335,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     sharp_gauge_add(sh, l->hcm->st.cx_http1_active, 1);
     if (w->draining) c->close_after_response = true;
     conn_arm_idle(c);
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
 }
 
 void sharp_conn_drain_all(sharp_worker_t *w)

@@ -233,16 +233,6 @@ static void on_writer_error(sharp_writer_t *w, int status)
     reset_bound(cx, SHARP_RESET_CONNECTION_TERMINATION, uv_strerror(status));
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    (void)suggested;
-    /* A per-worker read buffer would save this allocation; a read of 64 KiB
-     * is consumed synchronously by the parser, so one malloc per read. */
-    buf->base = malloc(65536);
-    buf->len = buf->base ? 65536 : 0;
-}
-
 /* After a complete response: reuse the connection when both sides allow it
  * and nothing unexpected followed the response, else close it. */
 static void finish_response(sharp_upstream_cx_t *cx, bool extra_bytes)
@@ -298,12 +288,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (cx->state != CX_CLOSING) cx_close(cx);
     }
-    free(buf->base);
 }
 
 static void cx_start_reading(sharp_upstream_cx_t *cx)
 {
-    uv_read_start((uv_stream_t *)&cx->tcp, alloc_cb, on_read);
+    uv_read_start((uv_stream_t *)&cx->tcp, sharp_read_alloc, on_read);
 }
 
 static void on_connect_timeout(uv_timer_t *t)

@@ -21,10 +21,26 @@ SANITIZED = os.environ.get("SHARP_SANITIZED") == "1"
 SLOW = 3 if SANITIZED else 1
 
 
+_used_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, so an outgoing
+    connection cannot take it between this check and the bind."""
+    import random
+    lo, _ = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    for _ in range(1000):
+        port = random.randint(10000, max(10001, lo - 1))
+        if port in _used_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 def wait_port(port, timeout=10.0):

@@ -178,4 +178,6 @@ def test_large_bodies_stream_with_flat_rss(proxy):
         stop.set()
         th.join()
     grown_mb = (peak[0] - base) / 1024
-    assert grown_mb < 64, f"RSS grew by {grown_mb:.1f} MiB"
+    # AddressSanitizer keeps freed memory in quarantine, so RSS says nothing there.
+    if SLOW == 1:
+        assert grown_mb < 64, f"RSS grew by {grown_mb:.1f} MiB"
