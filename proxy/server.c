@@ -117,6 +117,12 @@ static void stop_everything(sharp_server_t *s)
 static void on_housekeeping(uv_timer_t *t)
 {
     sharp_server_t *s = t->data;
+    /* Envoy's default stats flush interval (5 s) closes histogram intervals. */
+    uint64_t now = sharp_now_ns();
+    if (now - s->last_flush_ns >= 5000000000ull) {
+        s->last_flush_ns = now;
+        sharp_stats_flush(s->stats);
+    }
     sharp_gauge_set(s->stats, s->st.uptime, (int64_t)((sharp_now_ns() - s->start_ns) / 1000000000ull));
     sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
     if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {

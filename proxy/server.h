@@ -47,6 +47,7 @@ typedef struct sharp_server {
     bool shutting_down;
     uint64_t start_wall_s;
     uint64_t start_ns;
+    uint64_t last_flush_ns;
     uv_signal_t sigterm, sigint;
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
     uv_timer_t drain_deadline;

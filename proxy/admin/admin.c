@@ -25,7 +25,7 @@
 #include <strings.h>
 #include <time.h>
 
-#define ADMIN_MAX_REQUEST (64 * 1024)  /* request line + headers + body */
+#define ADMIN_MAX_REQUEST (64 * 1024) /* request line + headers + body */
 #define ADMIN_READ_BUF (16 * 1024)
 #define ADMIN_WRITE_HIGH (1024 * 1024) /* stop parsing while more is queued */
 #define ADMIN_IDLE_MS (5 * 60 * 1000)  /* close connections idle this long */
@@ -35,8 +35,8 @@ struct sharp_admin {
     sharp_server_t *srv;
     uv_tcp_t listener;
     sharp_dlist_t conns;
-    unsigned open;  /* the listener plus connections not yet freed */
-    bool stopping;  /* sharp_admin_stop was called (or start failed) */
+    unsigned open; /* the listener plus connections not yet freed */
+    bool stopping; /* sharp_admin_stop was called (or start failed) */
 };
 
 typedef struct admin_conn {
@@ -46,19 +46,19 @@ typedef struct admin_conn {
     uv_timer_t timer; /* idle timeout, then the linger bound */
     uv_shutdown_t shutdown_req;
     llhttp_t parser;
-    sharp_sbuf_t url;    /* target of the request being parsed */
-    size_t req_bytes;    /* URL + header bytes + body bytes of that request */
-    unsigned fail_status; /* set by a callback that rejected the request */
+    sharp_sbuf_t url;          /* target of the request being parsed */
+    size_t req_bytes;          /* URL + header bytes + body bytes of that request */
+    unsigned fail_status;      /* set by a callback that rejected the request */
     char hname[8], hvalue[16]; /* current header, kept only while short */
     uint8_t hname_len, hvalue_len;
-    bool expect_continue;  /* the request carries Expect: 100-continue */
-    unsigned handles;    /* handles still open (tcp, timer) */
-    bool reading;        /* uv_read_start is in effect */
-    bool finishing;      /* last response queued: read no more requests */
-    bool lingering;      /* FIN sent: reading and discarding until EOF */
-    bool closing;        /* uv_close called on both handles */
+    bool expect_continue; /* the request carries Expect: 100-continue */
+    unsigned handles;     /* handles still open (tcp, timer) */
+    bool reading;         /* uv_read_start is in effect */
+    bool finishing;       /* last response queued: read no more requests */
+    bool lingering;       /* FIN sent: reading and discarding until EOF */
+    bool closing;         /* uv_close called on both handles */
     char rbuf[ADMIN_READ_BUF];
-    size_t roff, rlen;   /* unparsed bytes are rbuf[roff, rlen) */
+    size_t roff, rlen; /* unparsed bytes are rbuf[roff, rlen) */
 } admin_conn_t;
 
 typedef struct admin_write {
@@ -164,7 +164,8 @@ static void on_write(uv_write_t *req, int status)
     sharp_sbuf_free(&w->head);
     sharp_sbuf_free(&w->body);
     free(w);
-    if (status < 0) conn_close(c);
+    if (status < 0)
+        conn_close(c);
     else if (!c->closing && !c->finishing && c->tcp.write_queue_size < ADMIN_WRITE_HIGH)
         conn_process(c);
     /* Last: the shutdown may stop the admin server and close this
@@ -183,8 +184,8 @@ static void http_date(char *out, size_t n)
 /* Queues one response. Takes the body (rsp->body is left empty). With
  * `head_only` (HEAD requests) the body is counted in content-length but not
  * sent. */
-static void conn_respond(admin_conn_t *c, sharp_admin_response_t *rsp, bool keep_alive,
-                         bool http10, bool head_only)
+static void conn_respond(admin_conn_t *c, sharp_admin_response_t *rsp, bool keep_alive, bool http10,
+                         bool head_only)
 {
     if (c->closing) {
         sharp_sbuf_free(&rsp->body);
@@ -208,8 +209,10 @@ static void conn_respond(admin_conn_t *c, sharp_admin_response_t *rsp, bool keep
                       rsp->status, sharp__admin_reason(rsp->status),
                       rsp->content_type ? rsp->content_type : SHARP_ADMIN_CT_TEXT, date,
                       w->body.len);
-    if (!keep_alive) sharp_sbuf_puts(&w->head, "connection: close\r\n");
-    else if (http10) sharp_sbuf_puts(&w->head, "connection: keep-alive\r\n");
+    if (!keep_alive)
+        sharp_sbuf_puts(&w->head, "connection: close\r\n");
+    else if (http10)
+        sharp_sbuf_puts(&w->head, "connection: keep-alive\r\n");
     sharp_sbuf_puts(&w->head, "\r\n");
     uv_buf_t bufs[2] = {uv_buf_init(w->head.data, (unsigned)w->head.len),
                         uv_buf_init(w->body.data, (unsigned)w->body.len)};

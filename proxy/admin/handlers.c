@@ -59,15 +59,19 @@ static void finish_json(sharp_admin_response_t *rsp, sharp_sbuf_t *compact)
 static const char *state_name(const sharp_server_t *srv)
 {
     switch (srv->state) {
-    case SHARP_SERVER_LIVE: return srv->healthcheck_failed ? "DRAINING" : "LIVE";
-    case SHARP_SERVER_DRAINING: return "DRAINING";
-    case SHARP_SERVER_PRE_INITIALIZING: return "PRE_INITIALIZING";
-    case SHARP_SERVER_INITIALIZING: return "INITIALIZING";
+    case SHARP_SERVER_LIVE:
+        return srv->healthcheck_failed ? "DRAINING" : "LIVE";
+    case SHARP_SERVER_DRAINING:
+        return "DRAINING";
+    case SHARP_SERVER_PRE_INITIALIZING:
+        return "PRE_INITIALIZING";
+    case SHARP_SERVER_INITIALIZING:
+        return "INITIALIZING";
     }
     return "DRAINING";
 }
 
-static const char *const level_names[] = {"trace", "debug", "info",    "warning",
+static const char *const level_names[] = {"trace", "debug",    "info", "warning",
                                           "error", "critical", "off"};
 
 static const char *level_name(int lvl)
@@ -235,9 +239,8 @@ static void h_quitquitquit(const sharp_admin_request_t *rq, sharp_admin_response
 
 /* SHARP has one log level for the whole process. The per-logger names Envoy
  * offers are accepted so its tooling works, and any change applies to all. */
-static const char *const logger_names[] = {"admin",  "config",  "connection", "filter",
-                                           "http",   "main",    "pool",       "router",
-                                           "runtime", "upstream"};
+static const char *const logger_names[] = {"admin", "config", "connection", "filter",  "http",
+                                           "main",  "pool",   "router",     "runtime", "upstream"};
 
 static bool known_logger(const char *name)
 {
@@ -265,9 +268,12 @@ static const char *change_log_level(const sharp_query_t *q)
             }
             *colon = '\0';
             int l = sharp_log_level_parse(colon + 1);
-            if (l < 0) err = "unknown logger level";
-            else if (!known_logger(item)) err = "unknown logger name";
-            else if (lvl < 0 || l < lvl) lvl = l; /* the most verbose one asked for */
+            if (l < 0)
+                err = "unknown logger level";
+            else if (!known_logger(item))
+                err = "unknown logger name";
+            else if (lvl < 0 || l < lvl)
+                lvl = l; /* the most verbose one asked for */
         }
         free(copy);
         if (err) return err;
@@ -420,11 +426,13 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             const sharp_host_t *h = c->hosts[k];
             host_counts_t n = host_counts(h);
             const char *cn = c->name, *a = h->address;
-            sharp_sbuf_printf(b, "%s::%s::cx_active::%llu\n", cn, a, (unsigned long long)n.cx_active);
+            sharp_sbuf_printf(b, "%s::%s::cx_active::%llu\n", cn, a,
+                              (unsigned long long)n.cx_active);
             sharp_sbuf_printf(b, "%s::%s::cx_connect_fail::%llu\n", cn, a,
                               (unsigned long long)n.cx_connect_fail);
             sharp_sbuf_printf(b, "%s::%s::cx_total::%llu\n", cn, a, (unsigned long long)n.cx_total);
-            sharp_sbuf_printf(b, "%s::%s::rq_active::%llu\n", cn, a, (unsigned long long)n.rq_active);
+            sharp_sbuf_printf(b, "%s::%s::rq_active::%llu\n", cn, a,
+                              (unsigned long long)n.rq_active);
             sharp_sbuf_printf(b, "%s::%s::rq_error::%llu\n", cn, a, (unsigned long long)n.rq_error);
             sharp_sbuf_printf(b, "%s::%s::rq_success::%llu\n", cn, a,
                               (unsigned long long)n.rq_success);
@@ -454,8 +462,7 @@ static void thresholds_json(sharp_sbuf_t *b, const char *prio, const sharp_cb_th
     sharp_sbuf_printf(b,
                       "\"max_connections\":%u,\"max_pending_requests\":%u,\"max_requests\":%u,"
                       "\"max_retries\":%u}",
-                      t->max_connections, t->max_pending_requests, t->max_requests,
-                      t->max_retries);
+                      t->max_connections, t->max_pending_requests, t->max_requests, t->max_retries);
 }
 
 static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
@@ -483,11 +490,10 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
                               "{\"name\":\"rq_total\",\"value\":\"%llu\"},"
                               "{\"type\":\"GAUGE\",\"name\":\"cx_active\",\"value\":\"%llu\"},"
                               "{\"type\":\"GAUGE\",\"name\":\"rq_active\",\"value\":\"%llu\"}]",
-                              (unsigned long long)n.cx_connect_fail,
-                              (unsigned long long)n.cx_total, (unsigned long long)n.rq_error,
-                              (unsigned long long)n.rq_success, (unsigned long long)n.rq_timeout,
-                              (unsigned long long)n.rq_total, (unsigned long long)n.cx_active,
-                              (unsigned long long)n.rq_active);
+                              (unsigned long long)n.cx_connect_fail, (unsigned long long)n.cx_total,
+                              (unsigned long long)n.rq_error, (unsigned long long)n.rq_success,
+                              (unsigned long long)n.rq_timeout, (unsigned long long)n.rq_total,
+                              (unsigned long long)n.cx_active, (unsigned long long)n.rq_active);
             sharp_sbuf_puts(b, ",\"health_status\":{");
             if (f & SHARP_HOST_FAILED_ACTIVE_HC)
                 sharp_sbuf_puts(b, "\"failed_active_health_check\":true,");
@@ -550,7 +556,8 @@ static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t 
         return;
     }
     for (uint32_t i = 0; snap && i < snap->nlisteners; i++)
-        sharp_sbuf_printf(&rsp->body, "%s::%s\n", snap->listeners[i].name ? snap->listeners[i].name : "",
+        sharp_sbuf_printf(&rsp->body, "%s::%s\n",
+                          snap->listeners[i].name ? snap->listeners[i].name : "",
                           snap->listeners[i].address);
 }
 
@@ -560,8 +567,10 @@ static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t 
 static const ProtobufCMessage *sub_message(const ProtobufCMessage *m, const char *name)
 {
     if (!m) return NULL;
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED) return NULL;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return NULL;
     return *(const ProtobufCMessage *const *)((const char *)m + f->offset);
 }
 
@@ -571,7 +580,8 @@ static size_t repeated_messages(const ProtobufCMessage *m, const char *name,
 {
     *items = NULL;
     if (!m) return 0;
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
     if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label != PROTOBUF_C_LABEL_REPEATED) return 0;
     size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
     *items = *(const ProtobufCMessage *const *const *)((const char *)m + f->offset);
@@ -665,25 +675,50 @@ static void h_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_
 static const handler_t handlers[] = {
     {"/", "Admin home page", false, h_help, {{0}}},
     {"/certs", "print certs on machine", false, h_certs, {{0}}},
-    {"/clusters", "upstream cluster status", false, h_clusters,
+    {"/clusters",
+     "upstream cluster status",
+     false,
+     h_clusters,
      {{"format", "File format to use; One of (text, json)"}, {0}}},
-    {"/config_dump", "dump current Envoy configs (experimental)", false, h_config_dump,
+    {"/config_dump",
+     "dump current Envoy configs (experimental)",
+     false,
+     h_config_dump,
      {{"resource", "The resource to dump"}, {0}}},
-    {"/drain_listeners", "drain listeners", true, h_drain_listeners,
+    {"/drain_listeners",
+     "drain listeners",
+     true,
+     h_drain_listeners,
      {{"graceful", "When draining listeners, enter a graceful drain period prior to closing "
                    "listeners."},
       {"inboundonly", "Drains all inbound listeners."},
       {0}}},
-    {"/healthcheck/fail", "cause the server to fail health checks", true, h_healthcheck_fail, {{0}}},
+    {"/healthcheck/fail",
+     "cause the server to fail health checks",
+     true,
+     h_healthcheck_fail,
+     {{0}}},
     {"/healthcheck/ok", "cause the server to pass health checks", true, h_healthcheck_ok, {{0}}},
     {"/help", "print out list of admin commands", false, h_help, {{0}}},
-    {"/hot_restart_version", "print the hot restart compatibility version", false,
-     h_hot_restart_version, {{0}}},
-    {"/init_dump", "dump current Envoy init manager information (experimental)", false,
-     h_init_dump, {{0}}},
-    {"/listeners", "print listener info", false, h_listeners,
+    {"/hot_restart_version",
+     "print the hot restart compatibility version",
+     false,
+     h_hot_restart_version,
+     {{0}}},
+    {"/init_dump",
+     "dump current Envoy init manager information (experimental)",
+     false,
+     h_init_dump,
+     {{0}}},
+    {"/listeners",
+     "print listener info",
+     false,
+     h_listeners,
      {{"format", "File format to use; One of (text, json)"}, {0}}},
-    {"/logging", "query/change logging levels", true, h_logging,
+    {"/logging",
+     "query/change logging levels",
+     true,
+     h_logging,
      {{"paths", "Change multiple logging levels by setting to "
                 "<logger_name1>:<desired_level1>,<logger_name2>:<desired_level2>."},
       {"level", "desired logging level; One of (, trace, debug, info, warning, error, critical, "
@@ -691,16 +726,25 @@ static const handler_t handlers[] = {
       {0}}},
     {"/memory", "print current allocation/heap usage", false, h_memory, {{0}}},
     {"/quitquitquit", "exit the server", true, h_quitquitquit, {{0}}},
-    {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready,
+    {"/ready",
+     "print server state, return 200 if LIVE, otherwise return 503",
+     false,
+     h_ready,
      {{0}}},
     {"/runtime", "print runtime values", false, h_runtime, {{0}}},
     {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
-    {"/stats", "print server stats", false, h_stats,
+    {"/stats",
+     "print server stats",
+     false,
+     h_stats,
      {{"usedonly", "Only include stats that have been written by system since restart"},
       {"filter", "Regular expression (POSIX extended) for filtering stats"},
       {"format", "Format to use; One of (text, json, prometheus)"},
       {0}}},
-    {"/stats/prometheus", "print server stats in prometheus format", false, h_stats_prometheus,
+    {"/stats/prometheus",
+     "print server stats in prometheus format",
+     false,
+     h_stats_prometheus,
      {{"usedonly", "Only include stats that have been written by system since restart"},
       {"filter", "Regular expression (POSIX extended) for filtering stats"},
       {0}}},
@@ -717,7 +761,6 @@ static void help_text(sharp_sbuf_t *b)
             sharp_sbuf_printf(b, "      %s: %s\n", p->id, p->help);
     }
 }
-
 
 void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
@@ -744,14 +787,23 @@ void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t
 const char *sharp__admin_reason(unsigned status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }

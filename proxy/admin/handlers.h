@@ -23,7 +23,7 @@ typedef struct sharp_admin_response {
     unsigned status;          /* 200 unless the handler says otherwise */
     const char *content_type; /* static string */
     sharp_sbuf_t body;
-    bool quit_after;          /* shut the server down once the response is written */
+    bool quit_after; /* shut the server down once the response is written */
 } sharp_admin_response_t;
 
 /* Routes `rq` to its endpoint and fills `rsp` (status, content type, body).

@@ -9,7 +9,8 @@ static bool is_ws(char c)
 static void newline(sharp_sbuf_t *out, int depth)
 {
     sharp_sbuf_append(out, "\n", 1);
-    for (int i = 0; i < depth; i++) sharp_sbuf_append(out, " ", 1);
+    for (int i = 0; i < depth; i++)
+        sharp_sbuf_append(out, " ", 1);
 }
 
 void sharp_json_pretty(const char *in, size_t n, sharp_sbuf_t *out)
@@ -21,7 +22,8 @@ void sharp_json_pretty(const char *in, size_t n, sharp_sbuf_t *out)
         case '"': {
             /* Copy the whole string, skipping over escaped characters. */
             size_t j = i + 1;
-            while (j < n && in[j] != '"') j += in[j] == '\\' ? 2 : 1;
+            while (j < n && in[j] != '"')
+                j += in[j] == '\\' ? 2 : 1;
             if (j >= n) j = n - 1;
             sharp_sbuf_append(out, in + i, j - i + 1);
             i = j;
@@ -30,7 +32,8 @@ void sharp_json_pretty(const char *in, size_t n, sharp_sbuf_t *out)
         case '{':
         case '[': {
             size_t j = i + 1;
-            while (j < n && is_ws(in[j])) j++;
+            while (j < n && is_ws(in[j]))
+                j++;
             if (j < n && in[j] == (c == '{' ? '}' : ']')) {
                 sharp_sbuf_append(out, c == '{' ? "{}" : "[]", 2);
                 i = j;
@@ -50,7 +53,9 @@ void sharp_json_pretty(const char *in, size_t n, sharp_sbuf_t *out)
             sharp_sbuf_append(out, ",", 1);
             newline(out, depth);
             break;
-        case ':': sharp_sbuf_append(out, ": ", 2); break;
+        case ':':
+            sharp_sbuf_append(out, ": ", 2);
+            break;
         default:
             if (!is_ws(c)) sharp_sbuf_append(out, &c, 1);
         }

@@ -46,10 +46,10 @@ static void test_url_decode(void **state)
     decode("a%20b", "a b");
     decode("%2f%2F", "//");
     decode("cluster%5C..%2B", "cluster\\..+");
-    decode("a+b", "a+b");             /* '+' is not a space */
-    decode("100%", "100%");           /* truncated escapes stay literal */
+    decode("a+b", "a+b");   /* '+' is not a space */
+    decode("100%", "100%"); /* truncated escapes stay literal */
     decode("100%2", "100%2");
-    decode("%zz%4", "%zz%4");         /* non-hex digits stay literal */
+    decode("%zz%4", "%zz%4"); /* non-hex digits stay literal */
     decode("%41%42%43", "ABC");
     decode("%%41", "%A");
 }
@@ -110,7 +110,8 @@ static void test_query_parse_edges(void **state)
 
     /* Many parameters grow the array. */
     sharp_sbuf_t b = {0};
-    for (int i = 0; i < 100; i++) sharp_sbuf_printf(&b, "%sk%d=%d", i ? "&" : "", i, i);
+    for (int i = 0; i < 100; i++)
+        sharp_sbuf_printf(&b, "%sk%d=%d", i ? "&" : "", i, i);
     sharp_query_parse(b.data, b.len, &q);
     assert_int_equal(q.n, 100);
     assert_string_equal(sharp_query_get(&q, "k99"), "99");
@@ -142,7 +143,8 @@ static void test_json_pretty(void **state)
 static void test_json_pretty_garbage(void **state)
 {
     /* Not JSON: must not crash or read past the end. */
-    const char *inputs[] = {"\"unterminated", "\"ends with backslash\\", "}}]]", "{{{[", ":::", ","};
+    const char *inputs[] = {
+        "\"unterminated", "\"ends with backslash\\", "}}]]", "{{{[", ":::", ","};
     for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
         sharp_sbuf_t b = {0};
         sharp_json_pretty(inputs[i], strlen(inputs[i]), &b);
@@ -161,14 +163,10 @@ static void test_json_str(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_split),
-        cmocka_unit_test(test_url_decode),
-        cmocka_unit_test(test_url_decode_nul),
-        cmocka_unit_test(test_query_parse),
-        cmocka_unit_test(test_query_parse_edges),
-        cmocka_unit_test(test_json_pretty),
-        cmocka_unit_test(test_json_pretty_garbage),
-        cmocka_unit_test(test_json_str),
+        cmocka_unit_test(test_url_split),           cmocka_unit_test(test_url_decode),
+        cmocka_unit_test(test_url_decode_nul),      cmocka_unit_test(test_query_parse),
+        cmocka_unit_test(test_query_parse_edges),   cmocka_unit_test(test_json_pretty),
+        cmocka_unit_test(test_json_pretty_garbage), cmocka_unit_test(test_json_str),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
