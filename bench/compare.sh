@@ -57,7 +57,7 @@ nginx_conf "$W/np" "$PN" proxy
 cat > "$W/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 10000
+    maxconn 4000
 defaults
     mode http
     timeout connect 5s

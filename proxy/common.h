@@ -41,6 +41,20 @@ static inline char *sharp_strdup(const char *s)
     return sharp_strndup(s, strlen(s));
 }
 
+/* Writes v in decimal (no terminator); returns the number of digits.
+ * out must hold 20 bytes. Used on the request path instead of snprintf. */
+static inline size_t sharp_u64_to_str(uint64_t v, char *out)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 /* Monotonic clock in nanoseconds and wall clock in microseconds. */
 uint64_t sharp_now_ns(void);
 uint64_t sharp_wall_us(void);

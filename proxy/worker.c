@@ -87,8 +87,15 @@ static void on_wakeup(uv_async_t *a)
         sharp_access_log_worker_flush(w);
         uv_timer_stop(&w->tick);
         uv_close((uv_handle_t *)&w->tick, NULL);
+        uv_check_stop(&w->flush_check);
+        uv_close((uv_handle_t *)&w->flush_check, NULL);
         uv_close((uv_handle_t *)&w->wakeup, NULL);
     }
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    sharp_conn_flush_pending(h->data);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -116,6 +123,10 @@ int sharp_worker_start(sharp_worker_t *w)
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
+    sharp_dlist_init(&w->flush_list);
+    uv_check_init(&w->loop, &w->flush_check);
+    w->flush_check.data = w;
+    uv_check_start(&w->flush_check, on_flush_check);
     uv_timer_start(&w->tick, on_tick, 1000, 1000);
     sharp_access_log_worker_init(w);
     setup_clusters(w);

@@ -63,6 +63,8 @@ typedef struct sharp_worker {
     int *listen_fds;
     uint32_t nlisteners;
     sharp_dlist_t connections;       /* downstream connections */
+    sharp_dlist_t flush_list;        /* connections holding a response head not yet written */
+    uv_check_t flush_check;          /* writes those heads at the end of each loop turn */
     struct sharp_access_log_writer **log_writers; /* one per access log of the snapshot (flat) */
     uint32_t nlog_writers;
     uint64_t rng;

@@ -335,9 +335,9 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     else if (r->auto_host_rewrite && host->hostname[0]) sharp_headers_set_cstr(h, ":authority", host->hostname);
     if (!cfg || !cfg->suppress_envoy_headers) {
         if (rs->timeout_ms) {
-            char t[24];
-            snprintf(t, sizeof t, "%llu", (unsigned long long)rs->timeout_ms);
-            sharp_headers_set_cstr(h, "x-envoy-expected-rq-timeout-ms", t);
+            char t[20];
+            size_t tl = sharp_u64_to_str(rs->timeout_ms, t);
+            sharp_headers_set(h, "x-envoy-expected-rq-timeout-ms", 30, t, tl);
         }
     }
     request_header_ops(s, r, wc, h);
@@ -437,9 +437,9 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     if (code >= 500) atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
     if (!cfg || !cfg->suppress_envoy_headers) {
-        char t[24];
-        snprintf(t, sizeof t, "%llu", (unsigned long long)((now - rs->upstream_start_ns) / 1000000));
-        sharp_headers_set_cstr(h, "x-envoy-upstream-service-time", t);
+        char t[20];
+        size_t tl = sharp_u64_to_str((now - rs->upstream_start_ns) / 1000000, t);
+        sharp_headers_set(h, "x-envoy-upstream-service-time", 29, t, tl);
     }
     response_header_ops(s, s->route, h);
     s->info.response_code_details = "via_upstream";

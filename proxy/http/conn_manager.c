@@ -31,6 +31,8 @@ typedef struct sharp_conn {
     sharp_stream_t *stream;
     sharp_sbuf_t url;
     sharp_sbuf_t pipeline; /* unparsed bytes after a paused message */
+    sharp_sbuf_t head;     /* a response head waiting to go out with the first body bytes */
+    sharp_dlist_t flush_link; /* in worker->flush_list while head is pending */
     size_t header_bytes;
     bool in_value;
     bool closing;
@@ -67,6 +69,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->handles_open > 0) return;
     sharp_sbuf_free(&c->url);
     sharp_sbuf_free(&c->pipeline);
+    sharp_sbuf_free(&c->head);
     sharp_snapshot_unref(c->snap);
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
     free(c);
@@ -92,6 +95,7 @@ static void conn_close(sharp_conn_t *c)
         stream_destroy(s);
     }
     sharp_dlist_remove(&c->link);
+    sharp_dlist_remove(&c->flush_link);
     uv_timer_stop(&c->idle_timer);
     uv_close((uv_handle_t *)&c->idle_timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
@@ -300,6 +304,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         c->tcp.data = c;
         c->handles_open = 1;
+        sharp_dlist_init(&c->flush_link);
         c->worker = w;
         c->snap = sharp_snapshot_ref(w->snap);
         atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
@@ -314,6 +319,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     c->tcp.data = c->idle_timer.data = c;
     c->handles_open = 2;
     sharp_dlist_init(&c->link);
+    sharp_dlist_init(&c->flush_link);
     sharp_dlist_push(&w->connections, &c->link);
     sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
@@ -811,8 +817,14 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
         else s->resp_close_delimited = true;
     }
     if (c->close_after_response || s->resp_close_delimited) s->closes_connection = true;
-    sharp_sbuf_t out = {0};
-    sharp_sbuf_printf(&out, "HTTP/1.1 %u %s\r\n", code, sharp_h1_reason(code));
+    sharp_sbuf_t *out_p = &c->head;
+    sharp_sbuf_reset(out_p);
+#define out (*out_p)
+    char status[8] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), ' '};
+    sharp_sbuf_append(&out, "HTTP/1.1 ", 9);
+    sharp_sbuf_append(&out, status, 4);
+    sharp_sbuf_puts(&out, sharp_h1_reason(code));
+    sharp_sbuf_append(&out, "\r\n", 2);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if ((n.len && n.p[0] == ':') || is_connection_specific(n)) continue;
@@ -830,13 +842,34 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
         sharp_sbuf_puts(&out, "connection: keep-alive\r\n");
     }
     sharp_sbuf_append(&out, "\r\n", 2);
-    uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
-    conn_write(c, &b, 1);
-    sharp_sbuf_free(&out);
+#undef out
     if (end_stream) {
+        uv_buf_t b = uv_buf_init(c->head.data, (unsigned)c->head.len);
+        conn_write(c, &b, 1);
+        sharp_sbuf_reset(&c->head);
         s->response_complete = true;
         stream_maybe_finish(s);
+    } else {
+        /* Held back to share one write with the first body bytes; the
+         * worker's check handle writes it if none come this loop turn. */
+        sharp_dlist_remove(&c->flush_link);
+        sharp_dlist_push(&c->worker->flush_list, &c->flush_link);
     }
+}
+
+static void conn_flush_head(sharp_conn_t *c)
+{
+    sharp_dlist_remove(&c->flush_link);
+    if (!c->head.len) return;
+    uv_buf_t b = uv_buf_init(c->head.data, (unsigned)c->head.len);
+    conn_write(c, &b, 1);
+    sharp_sbuf_reset(&c->head);
+}
+
+void sharp_conn_flush_pending(sharp_worker_t *w)
+{
+    while (!sharp_dlist_empty(&w->flush_list))
+        conn_flush_head(sharp_container_of(w->flush_list.next, sharp_conn_t, flush_link));
 }
 
 void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_stream)
@@ -846,9 +879,14 @@ void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool en
     uint32_t code = s->info.response_code;
     bool no_body = s->is_head || code == 204 || code == 304;
     if (no_body) n = 0;
-    uv_buf_t b[3];
+    uv_buf_t b[4];
     unsigned nb = 0;
     char head[24];
+    bool with_head = c->head.len > 0;
+    if (with_head) {
+        b[nb++] = uv_buf_init(c->head.data, (unsigned)c->head.len);
+        sharp_dlist_remove(&c->flush_link);
+    }
     if (n) {
         s->info.bytes_sent += n;
         if (s->resp_chunked) {
@@ -861,6 +899,7 @@ void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool en
         b[nb++] = uv_buf_init("0\r\n\r\n", 5);
     }
     if (nb) conn_write(c, b, nb);
+    if (with_head) sharp_sbuf_reset(&c->head);
     if (end_stream) {
         s->response_complete = true;
         stream_maybe_finish(s);

@@ -122,11 +122,17 @@ static void ip_only(const struct sockaddr *sa, char *out, size_t cap)
 /* A version-4 UUID from the worker's PRNG, as x-request-id. */
 static void make_uuid(sharp_worker_t *w, char out[37])
 {
+    static const char hex[] = "0123456789abcdef";
     uint64_t a = sharp_worker_random(w), b = sharp_worker_random(w);
-    a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull;
-    b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)((a >> 16) & 0xffff),
-             (unsigned)(a & 0xffff), (unsigned)(b >> 48), (unsigned long long)(b & 0xffffffffffffull));
+    a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull; /* version 4 */
+    b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull; /* RFC 4122 variant */
+    char *o = out;
+    for (int i = 0; i < 32; i++) {
+        if (i == 8 || i == 12 || i == 16 || i == 20) *o++ = '-';
+        uint64_t word = i < 16 ? a : b;
+        *o++ = hex[(word >> (60 - 4 * (i % 16))) & 0xf];
+    }
+    *o = '\0';
 }
 
 /* Envoy's x-envoy-* request headers that only trusted (internal) clients may set. */
@@ -349,12 +355,20 @@ void sharp_stream_continue_decoding(sharp_filter_t *f)
 /* ------------------------------------------------------------------ */
 /* encode iteration                                                     */
 
+static bool stream_keeps_response_head(const sharp_stream_t *s)
+{
+    if (s->hcm->naccess_logs) return true;
+    for (uint32_t i = 0; i < s->nfilters; i++)
+        if (s->filters[i].factory->on_complete) return true;
+    return false;
+}
+
 static void enc_to_codec_headers(sharp_stream_t *s, sharp_headers_t *h, bool end)
 {
     mutate_response(s, h);
     /* The stream keeps the response head for access logs and completion
      * callbacks; the caller's map (the upstream connection's) is reused. */
-    if (h != &s->resp) sharp_headers_copy(&s->resp, h);
+    if (h != &s->resp && stream_keeps_response_head(s)) sharp_headers_copy(&s->resp, h);
     sharp_codec_encode_headers(s, h, end);
 }
 

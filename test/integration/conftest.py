@@ -172,12 +172,28 @@ def stat(admin_port, name):
     return None
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 @pytest.fixture
 def procs():
+    """Processes a test started. At teardown every SHARP gets SIGTERM and
+    must exit 0 (drain) with no sanitizer report in its output."""
     started = []
     yield started
+    problems = []
     for p in reversed(started):
-        p.stop(signal.SIGKILL if isinstance(p, Upstream) else signal.SIGTERM)
+        if isinstance(p, Upstream):
+            p.stop(signal.SIGKILL)
+            continue
+        already = p.p.poll() is not None
+        rc = p.stop(signal.SIGTERM)
+        out = p.output()
+        if any(m in out for m in SANITIZER_MARKS):
+            problems.append(f"sanitizer report from {p.args[0]}:\n{out[-4000:]}")
+        elif not already and rc != 0 and isinstance(p, Sharp):
+            problems.append(f"sharp exited {rc} after SIGTERM:\n{out[-2000:]}")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
