@@ -109,8 +109,14 @@ static void on_conn_idle(uv_timer_t *t)
     conn_close(c);
 }
 
+static void on_drain_idle(uv_timer_t *t);
+
 static void conn_arm_idle(sharp_conn_t *c)
 {
+    if (c->close_after_response && c->worker->draining && HCM(c)->drain_timeout_ms) {
+        uv_timer_start(&c->idle_timer, on_drain_idle, HCM(c)->drain_timeout_ms, 0);
+        return;
+    }
     uint64_t ms = HCM(c)->idle_timeout_ms;
     if (ms) uv_timer_start(&c->idle_timer, on_conn_idle, ms, 0);
 }
@@ -344,6 +350,18 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
 }
 
+static void on_drain_idle(uv_timer_t *t)
+{
+    sharp_conn_t *c = t->data;
+    if (c->stream || c->parsing) return;
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
+    conn_close(c);
+}
+
+/* Drain, as Envoy does for HTTP/1: every further response carries
+ * "connection: close" and its connection closes after it; a connection that
+ * stays idle for the HCM's drain_timeout is closed. Closing idle connections
+ * at once would race with clients that are just sending their next request. */
 void sharp_conn_drain_all(sharp_worker_t *w)
 {
     sharp_dlist_t *n = w->connections.next;
@@ -352,8 +370,9 @@ void sharp_conn_drain_all(sharp_worker_t *w)
         sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
         c->close_after_response = true;
         if (!c->stream && !c->parsing) {
-            sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
-            conn_close(c);
+            uint64_t ms = HCM(c)->drain_timeout_ms;
+            if (ms == 0) on_drain_idle(&c->idle_timer);
+            else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
         }
         n = next;
     }

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat, wait_port
 
 
 def test_admin_endpoints(proxy):
@@ -68,7 +68,8 @@ def test_quitquitquit(procs, upstream):
 def test_sigterm_drains_in_flight_requests(procs, upstream):
     """Requests accepted before SIGTERM all complete; then the process exits 0."""
     listen, admin = free_port(), free_port()
-    s = run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]}), admin)
+    s = run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                                               hcm_extra="drain_timeout: 0.5s\n"), admin)
     results = []
 
     def slow_request(i):
@@ -181,3 +182,143 @@ def test_large_bodies_stream_with_flat_rss(proxy):
     # AddressSanitizer keeps freed memory in quarantine, so RSS says nothing there.
     if SLOW == 1:
         assert grown_mb < 64, f"RSS grew by {grown_mb:.1f} MiB"
+
+
+def test_sigterm_drain_under_load_loses_no_accepted_request(procs, upstream):
+    """Keep-alive clients hammer the proxy; SIGTERM arrives mid-load. Every
+    request sent on a connection the proxy had accepted gets a full 200; a
+    connection that is refused after the listener closed was never accepted."""
+    listen, admin = free_port(), free_port()
+    s = run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                                               hcm_extra="drain_timeout: 1s\n"), admin)
+    stop = threading.Event()
+    ok, closes, failures, refused = [0], [0], [], [0]
+    lock = threading.Lock()
+
+    def client():
+        while not stop.is_set():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
+                c.connect()
+            except OSError:
+                with lock:
+                    refused[0] += 1
+                return  # listener gone: the drain is on
+            answered = 0
+            while not stop.is_set():
+                try:
+                    c.request("GET", "/?delay_ms=5")
+                    r = c.getresponse()
+                    body = r.read()
+                except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected) as e:
+                    if answered == 0:
+                        with lock:
+                            refused[0] += 1  # a connection the proxy never served
+                        return
+                    with lock:
+                        failures.append(repr(e))
+                    return
+                except Exception as e:  # noqa
+                    with lock:
+                        failures.append(repr(e))
+                    return
+                answered += 1
+                with lock:
+                    if r.status == 200 and body == b"hello from upstream\n":
+                        ok[0] += 1
+                    else:
+                        failures.append((r.status, body[:80]))
+                if r.getheader("connection") == "close":
+                    with lock:
+                        closes[0] += 1
+                    break
+            c.close()
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    before = ok[0]
+    s.p.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=30)
+    stop.set()
+    assert before > 50
+    assert failures == [], failures[:5]
+    assert closes[0] >= 1
+    assert s.p.wait(timeout=20) == 0
+
+
+def test_request_timeout_408(procs, upstream):
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                                           hcm_extra="request_timeout: 0.4s\n"), admin)
+    sk = socket.create_connection(("127.0.0.1", listen), timeout=5)
+    sk.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    out = sk.recv(4096)
+    assert out.startswith(b"HTTP/1.1 408"), out
+    assert stat(admin, "http.ingress_http.downstream_rq_timeout") == 1
+
+
+def test_connection_idle_timeout(procs, upstream):
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                                           hcm_extra="common_http_protocol_options: { idle_timeout: 0.3s }\n"), admin)
+    sk = socket.create_connection(("127.0.0.1", listen), timeout=5)
+    t0 = time.time()
+    assert sk.recv(10) == b""
+    assert time.time() - t0 < 3
+    assert stat(admin, "http.ingress_http.downstream_cx_idle_timeout") == 1
+
+
+def test_nginx_as_upstream(procs, tmp_path):
+    """A real nginx from Debian behind SHARP: keep-alive, a static file and a large body."""
+    import shutil
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "html").mkdir()
+    (tmp_path / "html" / "index.html").write_text("<h1>nginx behind sharp</h1>\n")
+    (tmp_path / "html" / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024))
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's files
+    (tmp_path / "nginx.conf").write_text(f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {tmp_path}/html; location /status {{ return 201 "created\\n"; }} }}
+}}
+""")
+    from conftest import Proc
+    ng = Proc([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    procs.append(ng)
+    wait_port(port)
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"web": [port]}), admin)
+    c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
+    for _ in range(5):
+        c.request("GET", "/index.html")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"<h1>nginx behind sharp</h1>\n"
+        assert r.getheader("server") == "sharp"
+    c.request("GET", "/big.bin")
+    r = c.getresponse()
+    assert r.read() == (tmp_path / "html" / "big.bin").read_bytes()
+    c.request("GET", "/status")
+    r = c.getresponse()
+    assert r.status == 201 and r.read() == b"created\n"
+    c.request("GET", "/missing")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 404
+    assert stat(admin, "cluster.web.upstream_cx_total") == 1
+    assert stat(admin, "cluster.web.upstream_rq_4xx") == 1
