@@ -304,20 +304,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     return h;
 bad:
-    for (uint32_t i = 0; i < h->nfilters; i++) {
-        if (h->filters[i].factory->destroy_config && h->filters[i].config)
-            h->filters[i].factory->destroy_config(h->filters[i].config);
-        free(h->filters[i].name);
-    }
-    free(h->filters);
-    for (uint32_t i = 0; i < h->naccess_logs; i++) sharp_access_log_free(h->access_logs[i]);
-    free(h->access_logs);
-    if (h->routes) sharp_route_table_free(h->routes);
-    free(h->stat_prefix);
-    free(h->server_name);
-    free(h->via);
-    free(h->default_host_for_http_10);
-    free(h);
+    sharp_hcm_config_free(h);
     return NULL;
 }
 

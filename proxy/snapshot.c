@@ -8,7 +8,7 @@ sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
     return s;
 }
 
-static void hcm_free(sharp_hcm_config_t *h)
+void sharp_hcm_config_free(sharp_hcm_config_t *h)
 {
     if (!h) return;
     for (uint32_t i = 0; i < h->nfilters; i++) {
@@ -31,7 +31,7 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
     for (uint32_t i = 0; i < s->nlisteners; i++) {
-        hcm_free(s->listeners[i].hcm);
+        sharp_hcm_config_free(s->listeners[i].hcm);
         free(s->listeners[i].name);
     }
     free(s->listeners);

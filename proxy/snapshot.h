@@ -81,6 +81,8 @@ typedef struct sharp_snapshot {
 } sharp_snapshot_t;
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
+/* Frees an HCM config and everything it owns (filter configs, logs, routes). */
+void sharp_hcm_config_free(sharp_hcm_config_t *h);
 void sharp_snapshot_unref(sharp_snapshot_t *s);
 /* Cluster by name, NULL if absent. Linear: clusters per snapshot are few and
  * the router caches the answer per route. */
