@@ -322,3 +322,28 @@ http {{
     assert r.status == 404
     assert stat(admin, "cluster.web.upstream_cx_total") == 1
     assert stat(admin, "cluster.web.upstream_rq_4xx") == 1
+
+
+def test_stream_idle_timeout_408(procs, upstream):
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                                           hcm_extra="stream_idle_timeout: 0.4s\n"), admin)
+    sk = socket.create_connection(("127.0.0.1", listen), timeout=5)
+    sk.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+    out = sk.recv(4096)
+    assert out.startswith(b"HTTP/1.1 408"), out
+    assert stat(admin, "http.ingress_http.downstream_rq_idle_timeout") == 1
+
+
+def test_drain_listeners_stops_accepting(procs, upstream):
+    listen, admin = free_port(), free_port()
+    s = run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]}), admin)
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}/drain_listeners", method="POST")
+    assert urllib.request.urlopen(req).status == 200
+    time.sleep(0.3)
+    try:
+        socket.create_connection(("127.0.0.1", listen), timeout=2).close()
+        raise AssertionError("listener still accepting")
+    except ConnectionRefusedError:
+        pass
+    assert admin_get(admin, "/ready").strip() == "LIVE"  # the admin stays up
