@@ -12,6 +12,7 @@
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
+#include "sharp/extensions/filters/http/adaptive_concurrency/v1/aimd.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -34,6 +35,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__router__v3__router__descriptor,
         &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
+        &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
         &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,
         &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,

@@ -522,7 +522,11 @@ static void on_stream_finish(uv_timer_t *t)
     sharp_conn_t *c = s->conn;
     /* If the request was not complete (an early response), the connection
      * cannot carry another request. */
-    bool close = s->closes_connection || !s->request_complete || c->close_after_response;
+    /* Close only when the response said so: a drain that began after the
+     * response head went out must not close under a client that was told
+     * keep-alive and may be sending its next request; that connection gets
+     * "connection: close" on its next response, or the drain idle timer. */
+    bool close = s->closes_connection || !s->request_complete;
     if (!s->request_complete) sharp_counter_inc(STATS(c), s->hcm->st.rq_response_before_rq_complete);
     c->read_disabled_by_stream = false;
     stream_destroy(s);
