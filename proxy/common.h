@@ -55,6 +55,18 @@ static inline size_t sharp_u64_to_str(uint64_t v, char *out)
     return n;
 }
 
+/* xorshift64*: fast, 64 bits of state, good enough for load balancing and
+ * request ids. The state must not be zero. */
+static inline uint64_t sharp_xorshift64s(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
 /* Monotonic clock in nanoseconds and wall clock in microseconds. */
 uint64_t sharp_now_ns(void);
 uint64_t sharp_wall_us(void);

@@ -13,13 +13,7 @@
 
 uint64_t sharp_worker_random(sharp_worker_t *w)
 {
-    /* xorshift64* */
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return sharp_xorshift64s(&w->rng);
 }
 
 static void on_connection(uv_stream_t *server, int status)

@@ -18,15 +18,9 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-/* xorshift64*: fast, 64 bits of state, good enough for load balancing. */
 uint64_t sharp_lb_random(sharp_lb_t *lb)
 {
-    uint64_t x = lb->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    lb->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return sharp_xorshift64s(&lb->rng);
 }
 
 static int cmp_u32(const void *a, const void *b)
