@@ -3,6 +3,7 @@
 
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
+    c->stats = s;
     sharp_cluster_stats_t *st = &c->st;
     const char *n = c->name;
 #define C(field, stat) st->field = sharp_stats_counterf(s, "cluster.%s." stat, n)
@@ -46,9 +47,17 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     sharp_gauge_set(s, st->membership_healthy, healthy);
 }
 
-void sharp_cluster_count_response(const sharp_cluster_t *c, sharp_stats_shard_t *sh, uint32_t code)
+/* Counts upstream_rq_<class>xx and, as Envoy does, upstream_rq_<code>. */
+void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, uint32_t code)
 {
-    if (code >= 100 && code < 600) sharp_counter_inc(sh, c->st.rq_xx[code / 100]);
+    if (code < 100 || code >= 600) return;
+    sharp_counter_inc(sh, c->st.rq_xx[code / 100]);
+    sharp_stat_id_t id = atomic_load_explicit(&c->rq_code[code], memory_order_acquire);
+    if (!id) {
+        id = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->name, code);
+        atomic_store_explicit(&c->rq_code[code], id, memory_order_release);
+    }
+    sharp_counter_inc(sh, id);
 }
 
 void sharp_cluster_free(sharp_cluster_t *c)

@@ -52,6 +52,10 @@ typedef struct sharp_cluster {
     sharp_host_t **hosts;
     uint32_t nhosts;
     sharp_cluster_stats_t st;
+    /* upstream_rq_<code> ids, registered on first use of each code (a
+     * registration takes the stats lock once per code, never again). */
+    _Atomic sharp_stat_id_t rq_code[600];
+    sharp_stats_t *stats;
     _Atomic int64_t rq_open; /* requests in flight on all workers (max_requests breaker) */
 } sharp_cluster_t;
 
@@ -59,6 +63,6 @@ typedef struct sharp_cluster {
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *stats);
 void sharp_cluster_free(sharp_cluster_t *c);
 /* Counts a completed upstream response code into upstream_rq_<class>xx. */
-void sharp_cluster_count_response(const sharp_cluster_t *c, sharp_stats_shard_t *sh, uint32_t code);
+void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, uint32_t code);
 
 #endif

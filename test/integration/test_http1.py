@@ -273,4 +273,5 @@ def test_curl_and_stats_counters(proxy):
         assert out == b"200"
     assert stat(proxy.admin, "http.ingress_http.downstream_rq_2xx") == 3
     assert stat(proxy.admin, "cluster.backend.upstream_rq_2xx") == 3
+    assert stat(proxy.admin, "cluster.backend.upstream_rq_200") == 3
     assert stat(proxy.admin, "listener.127.0.0.1_%d.downstream_cx_total" % proxy.listen) == 3
