@@ -33,6 +33,7 @@ typedef struct router_state {
     sharp_cluster_t *cluster;
     sharp_cluster_local_t *cl;
     sharp_host_t *host;
+    const sharp_weighted_cluster_t *wc; /* the weighted cluster picked, if any */
     sharp_upstream_request_t ureq;
     router_timer_t *timer;
     uint64_t timeout_ms;
@@ -149,27 +150,10 @@ static void free_timer(uv_handle_t *h)
     free(sharp_container_of((uv_timer_t *)h, router_timer_t, t));
 }
 
-static void apply_ops(const sharp_header_ops_t *ops, sharp_headers_t *h)
+static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r,
+                                const sharp_weighted_cluster_t *wc, sharp_headers_t *h)
 {
-    if (ops && (ops->nadd || ops->nremove)) sharp_header_ops_apply(ops, h);
-}
-
-/* Route-level mutations first, then the virtual host's, then the table's:
- * the outer level has the last word, as Envoy does by default. */
-static void request_header_ops(sharp_stream_t *s, const sharp_route_t *r,
-                               const sharp_weighted_cluster_t *wc, sharp_headers_t *h)
-{
-    if (wc) apply_ops(&wc->req_ops, h);
-    apply_ops(&r->req_ops, h);
-    if (s->vhost) apply_ops(&s->vhost->req_ops, h);
-    if (s->hcm->routes) apply_ops(&s->hcm->routes->req_ops, h);
-}
-
-static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r, sharp_headers_t *h)
-{
-    apply_ops(&r->resp_ops, h);
-    if (s->vhost) apply_ops(&s->vhost->resp_ops, h);
-    if (s->hcm->routes) apply_ops(&s->hcm->routes->resp_ops, h);
+    sharp_route_apply_response_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
 }
 
 static void send_direct_response(sharp_filter_t *f, const sharp_route_t *r)
@@ -186,7 +170,7 @@ static void send_direct_response(sharp_filter_t *f, const sharp_route_t *r)
         sharp_headers_add_cstr(h, "content-length", cl);
         sharp_headers_add_cstr(h, "content-type", "text/plain");
     }
-    response_header_ops(s, r, h);
+    response_header_ops(s, r, NULL, h);
     s->info.response_code_details = "direct_response";
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_direct_response);
     bool end = blen == 0 || s->is_head;
@@ -235,7 +219,7 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
     sharp_headers_add_cstr(h, ":status", code);
     sharp_headers_add(h, "location", 8, loc.data, loc.len);
     sharp_sbuf_free(&loc);
-    response_header_ops(s, r, h);
+    response_header_ops(s, r, NULL, h);
     s->info.response_code_details = "direct_response";
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_redirect);
     sharp_stream_encode_headers(f, h, true);
@@ -340,7 +324,8 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
             sharp_headers_set(h, "x-envoy-expected-rq-timeout-ms", 30, t, tl);
         }
     }
-    request_header_ops(s, r, wc, h);
+    sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
+    rs->wc = wc;
 
     rs->request_end_seen = end_stream;
     rs->upstream_active = true;
@@ -441,7 +426,7 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
         size_t tl = sharp_u64_to_str((now - rs->upstream_start_ns) / 1000000, t);
         sharp_headers_set(h, "x-envoy-upstream-service-time", 29, t, tl);
     }
-    response_header_ops(s, s->route, h);
+    response_header_ops(s, s->route, rs->wc, h);
     s->info.response_code_details = "via_upstream";
     if (end_stream) {
         rs->response_done = true;
