@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SHARP_VERSION_STRING "sharp/0.1.0"
 
 static void usage(FILE *f)
 {
@@ -105,7 +104,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             break;
-        case O_VERSION: printf("%s\n", SHARP_VERSION_STRING); return 0;
+        case O_VERSION: printf("sharp/%s\n", SHARP_VERSION); return 0;
         case O_IGNORED: break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;

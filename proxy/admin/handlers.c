@@ -17,9 +17,6 @@
 #include <time.h>
 #include <uv.h>
 
-#ifndef SHARP_VERSION
-#define SHARP_VERSION "0.1.0"
-#endif
 
 typedef void (*handler_fn)(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
 
