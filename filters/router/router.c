@@ -46,7 +46,6 @@ typedef struct router_state {
     bool response_headers;  /* upstream response headers went downstream */
     bool response_done;
     bool counted_active;
-    bool downstream_paused_upstream; /* upstream reading paused by downstream watermark */
 } router_state_t;
 
 static const sharp_upstream_callbacks_t upstream_cbs;
@@ -140,8 +139,6 @@ static void start_timer(router_state_t *rs)
         uv_timer_init(&sharp_stream_worker(rs->f->stream)->loop, &rs->timer->t);
         rs->timer->rs = rs;
     }
-    uint64_t elapsed = (sharp_now_ns() - rs->upstream_start_ns) / 1000000;
-    (void)elapsed;
     uv_timer_start(&rs->timer->t, on_timeout, rs->timeout_ms, 0);
 }
 
@@ -370,9 +367,6 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
              sharp_upstream_cx_local_address(cx));
     bool body_pending = rs->pending_body.len > 0 || rs->pending_end;
     bool end_with_headers = rs->request_end_seen && !body_pending;
-    if (rs->request_end_seen && !body_pending && !sharp_headers_get_cstr(&s->req, "content-length", NULL)) {
-        /* headers-only request: no framing */
-    }
     sharp_upstream_cx_send_headers(cx, &s->req, end_with_headers);
     if (body_pending) {
         sharp_sbuf_t b = rs->pending_body;
@@ -382,7 +376,6 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         if (rs->upstream_active) sharp_stream_read_disable(s, false);
     }
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
-        rs->downstream_paused_upstream = true;
         sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     }
 }
@@ -503,7 +496,6 @@ static void router_on_downstream_watermark(sharp_filter_t *f, bool above)
 {
     router_state_t *rs = f->state;
     if (!rs->bound || !rs->ureq.cx) return;
-    rs->downstream_paused_upstream = above;
     sharp_upstream_cx_read_disable(rs->ureq.cx, above);
 }
 

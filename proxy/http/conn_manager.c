@@ -42,7 +42,6 @@ typedef struct sharp_conn {
     bool above_watermark;
     bool parsing;           /* inside llhttp_execute */
     bool paused;            /* parser paused at a message end */
-    bool eof;
     bool shutdown;          /* closing once written data has left */
     int handles_open;
     char remote[64], local[64];
@@ -269,7 +268,6 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             conn_execute(c, buf->base, (size_t)nread);
         }
     } else if (nread < 0 && !c->closing) {
-        c->eof = true;
         if (c->stream && !c->stream->request_complete && nread == UV_EOF) {
             /* Let llhttp end a request whose body runs to EOF (HTTP/1.0). */
             c->parsing = true;
@@ -687,15 +685,12 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     sharp_headers_remove_cstr(h, "host");
     /* pseudo-headers first, as in an HTTP/2 header block */
     uint32_t before = h->n;
-    char pathcopy[1];
-    (void)pathcopy;
-    sharp_sbuf_t tmp = {0};
-    sharp_sbuf_append(&tmp, path, plen);
+    /* `path` points into c->url, not into the header map, so it stays valid
+     * while the map grows. */
     sharp_headers_add(h, ":method", 7, method, strlen(method));
-    sharp_headers_add(h, ":path", 5, tmp.data, tmp.len);
+    sharp_headers_add(h, ":path", 5, path, plen);
     sharp_headers_add(h, ":authority", 10, hostbuf, hlen);
     sharp_headers_add(h, ":scheme", 7, "http", 4);
-    sharp_sbuf_free(&tmp);
     sharp_header_entry_t pseudo[4];
     memcpy(pseudo, &h->e[before], sizeof pseudo);
     memmove(&h->e[4], &h->e[0], before * sizeof pseudo[0]);
@@ -840,32 +835,30 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
         else s->resp_close_delimited = true;
     }
     if (c->close_after_response || s->resp_close_delimited) s->closes_connection = true;
-    sharp_sbuf_t *out_p = &c->head;
-    sharp_sbuf_reset(out_p);
-#define out (*out_p)
+    sharp_sbuf_t *out = &c->head;
+    sharp_sbuf_reset(out);
     char status[8] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), ' '};
-    sharp_sbuf_append(&out, "HTTP/1.1 ", 9);
-    sharp_sbuf_append(&out, status, 4);
-    sharp_sbuf_puts(&out, sharp_h1_reason(code));
-    sharp_sbuf_append(&out, "\r\n", 2);
+    sharp_sbuf_append(out, "HTTP/1.1 ", 9);
+    sharp_sbuf_append(out, status, 4);
+    sharp_sbuf_puts(out, sharp_h1_reason(code));
+    sharp_sbuf_append(out, "\r\n", 2);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if ((n.len && n.p[0] == ':') || is_connection_specific(n)) continue;
-        sharp_sbuf_append(&out, n.p, n.len);
-        sharp_sbuf_append(&out, ": ", 2);
-        sharp_sbuf_append(&out, v.p, v.len);
-        sharp_sbuf_append(&out, "\r\n", 2);
+        sharp_sbuf_append(out, n.p, n.len);
+        sharp_sbuf_append(out, ": ", 2);
+        sharp_sbuf_append(out, v.p, v.len);
+        sharp_sbuf_append(out, "\r\n", 2);
     }
-    if (s->resp_chunked) sharp_sbuf_puts(&out, "transfer-encoding: chunked\r\n");
+    if (s->resp_chunked) sharp_sbuf_puts(out, "transfer-encoding: chunked\r\n");
     if (s->closes_connection || !s->request_complete) {
         /* an early response ends the connection: say so */
         if (!s->request_complete) s->closes_connection = true;
-        sharp_sbuf_puts(&out, "connection: close\r\n");
+        sharp_sbuf_puts(out, "connection: close\r\n");
     } else if (http10) {
-        sharp_sbuf_puts(&out, "connection: keep-alive\r\n");
+        sharp_sbuf_puts(out, "connection: keep-alive\r\n");
     }
-    sharp_sbuf_append(&out, "\r\n", 2);
-#undef out
+    sharp_sbuf_append(out, "\r\n", 2);
     if (end_stream) {
         uv_buf_t b = uv_buf_init(c->head.data, (unsigned)c->head.len);
         conn_write(c, &b, 1);

@@ -44,7 +44,6 @@ struct sharp_stream {
     bool response_complete;
     bool local_reply;
     bool is_head;
-    bool expect_continue;
     bool destroyed;
     bool finish_scheduled;
     bool resp_chunked;
