@@ -275,3 +275,27 @@ def test_curl_and_stats_counters(proxy):
     assert stat(proxy.admin, "cluster.backend.upstream_rq_2xx") == 3
     assert stat(proxy.admin, "cluster.backend.upstream_rq_200") == 3
     assert stat(proxy.admin, "listener.127.0.0.1_%d.downstream_cx_total" % proxy.listen) == 3
+
+
+def test_max_requests_circuit_breaker_503_uo(procs, upstream):
+    import threading
+    listen, admin = free_port(), free_port()
+    cb = "circuit_breakers:\n  thresholds:\n  - { priority: DEFAULT, max_requests: 2 }\n"
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=cb), admin)
+    codes = []
+
+    def one():
+        c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
+        c.request("GET", "/?delay_ms=400")
+        r = c.getresponse()
+        codes.append((r.status, r.read()))
+    ts = [threading.Thread(target=one) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    ok = [c for c in codes if c[0] == 200]
+    over = [c for c in codes if c[0] == 503]
+    assert len(ok) + len(over) == 8 and 1 <= len(ok) <= 2 * 2, codes
+    assert over and all(b"reset reason: overflow" in b for _, b in over)
+    assert stat(admin, "cluster.b.upstream_rq_pending_overflow") == len(over)
