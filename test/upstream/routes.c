@@ -261,6 +261,12 @@ static void parse_query(conn_t *c, const char *q, size_t n)
                     c->chunked = x != 0;
                 else if (path_is(k, kl, "checksum"))
                     c->want_checksum = x != 0;
+                else if (path_is(k, kl, "status"))
+                    c->q_status = x;
+                else if (path_is(k, kl, "reset"))
+                    c->q_reset = x;
+                else if (path_is(k, kl, "hang"))
+                    c->q_hang = x;
             }
         }
         q = end + 1;
@@ -283,6 +289,7 @@ int route_headers(conn_t *c)
     c->delay_ms = c->chunk_delay_ms = c->ms = c->n = 0;
     c->has_ms = c->chunked = c->want_checksum = c->delayed = 0;
     c->status_code = 0;
+    c->q_status = c->q_reset = c->q_hang = 0;
 
     if ((pl >= 7 && strncasecmp(path, "http://", 7) == 0) ||
         (pl >= 8 && strncasecmp(path, "https://", 8) == 0)) {
@@ -328,6 +335,18 @@ int route_headers(conn_t *c)
         r = R_ADMIN_SERVICE_TIME;
     else if (path_is(path, pl, "/admin/stats"))
         r = R_ADMIN_STATS;
+    else if (path_is(path, pl, "/admin/fault"))
+        r = R_ADMIN_FAULT;
+    if (r != R_ADMIN_SERVICE_TIME && r != R_ADMIN_STATS && r != R_ADMIN_FAULT) {
+        if (g.fault_reset)
+            r = R_RESET;
+        else if (g.fault_hang)
+            c->delay_ms = MS_MAX;
+        else if (g.fault_status) {
+            c->status_code = (int)g.fault_status;
+            r = R_STATUS;
+        }
+    }
     c->route = r;
     c->hashing = r == R_UPLOAD;
 
@@ -614,6 +633,20 @@ void route_dispatch(conn_t *c)
         break;
     case R_ADMIN_STATS:
         stats(c);
+        break;
+    case R_ADMIN_FAULT:
+        g.fault_status = c->q_status >= 100 && c->q_status <= 999 ? c->q_status : 0;
+        g.fault_reset = c->q_reset;
+        g.fault_hang = c->q_hang;
+        sb_len = 0;
+        sb_str("{\"status\": ");
+        sb_u64(g.fault_status);
+        sb_str(", \"reset\": ");
+        sb_u64(g.fault_reset ? 1 : 0);
+        sb_str(", \"hang\": ");
+        sb_u64(g.fault_hang ? 1 : 0);
+        sb_str("}\n");
+        resp_json(c);
         break;
     case R_RESET:
     case R_CLOSE:

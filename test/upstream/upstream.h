@@ -33,7 +33,7 @@ typedef enum {
 
 typedef enum {
     R_HELLO, R_ECHO, R_STATUS, R_BYTES, R_UPLOAD, R_RESET, R_CLOSE, R_CLOSE_MID,
-    R_GARBAGE, R_SLOW_HEADERS, R_WORK, R_ADMIN_SERVICE_TIME, R_ADMIN_STATS, R_BAD,
+    R_GARBAGE, R_SLOW_HEADERS, R_WORK, R_ADMIN_SERVICE_TIME, R_ADMIN_STATS, R_ADMIN_FAULT, R_BAD,
 } route_t;
 
 typedef enum { CM_NONE, CM_GRACEFUL, CM_RESET } close_mode_t;
@@ -71,6 +71,7 @@ typedef struct conn {
     uint64_t body_bytes, body_hash;
     uint64_t delay_ms, chunk_delay_ms, ms, n;
     int status_code;
+    uint64_t q_status, q_reset, q_hang; /* /admin/fault query */
 
     /* /bytes streaming and checksum */
     uint64_t pos, remaining, sum;
@@ -92,6 +93,8 @@ typedef struct {
     size_t name_len;
     int quiet;
     uint64_t slots, service_ms;
+    /* /admin/fault: applied to every non-admin request while set */
+    uint64_t fault_status, fault_reset, fault_hang;
     uint64_t requests, accepted, active, in_service, queued;
     conn_t *wq_head, *wq_tail;
     char *hello;
