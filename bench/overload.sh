@@ -6,7 +6,8 @@
 # behind SHARP in four set-ups: no limiter, a static circuit-breaker limit
 # (max_requests), Envoy's gradient controller and SHARP's AIMD controller. For
 # each, the open-loop sharp-loadgen offers 0.5x, 1x and 3x the capacity, then
-# runs a slowdown phase in which the service time doubles and later recovers.
+# runs a slowdown phase in which the service time doubles and later recovers,
+# and a capacity phase in which half the service's slots go away and come back.
 # Prints one table (goodput, admitted success, shed rate, admitted latency,
 # pass/fail of the 3x targets) and writes raw JSON, CSV time series and PNG
 # plots to bench/results/. A variant whose bootstrap does not validate
@@ -262,9 +263,10 @@ done
 [ "${#RUN[@]}" -gt 0 ] || { echo "nothing to run"; exit 0; }
 
 nload=$(wc -w <<<"$LOADS")
-est=$(( BASE_DUR + WARMUP + ${#RUN[@]} * (nload * (DUR + WARMUP + 2) + 3 * SLOW_SEG + WARMUP + 2) ))
+est=$(( BASE_DUR + WARMUP + ${#RUN[@]} * (nload * (DUR + WARMUP + 2) + 2 * (3 * SLOW_SEG + WARMUP + 2)) ))
 echo "service: $SLOTS slots x ${SERVICE_MS} ms = capacity $CAP req/s; SHARP $WORKERS workers; $ARRIVAL arrivals"
 echo "per level: ${WARMUP}s warm-up + ${DUR}s; slowdown: ${SLOW_SEG}s normal, ${SLOW_SEG}s at $((2 * SERVICE_MS)) ms, ${SLOW_SEG}s recovered, at ${SLOW_LOAD}x"
+echo "halfcap: ${SLOW_SEG}s normal, ${SLOW_SEG}s with $((SLOTS / 2)) of $SLOTS slots, ${SLOW_SEG}s recovered, at ${SLOW_LOAD}x"
 echo "running: ${RUN[*]}; estimated time ~$(( est / 60 ))m$(( est % 60 ))s; results in $RESULTS/"
 rm -f "$RESULTS"/overload-*
 
@@ -295,17 +297,25 @@ for v in "${RUN[@]}"; do
     sleep_until $(( LOAD_T0 + (WARMUP + 2 * SLOW_SEG) * 1000 ))
     curl -s "http://127.0.0.1:$UPORT/admin/service-time?ms=$SERVICE_MS" > /dev/null
     finish_load "$v" slowdown
+    wait_upstream_idle
+    # Capacity: SLOW_SEG s normal, SLOW_SEG s with half the slots, SLOW_SEG s recovered.
+    run_load "$v" halfcap "$(rate_of "$SLOW_LOAD")" "$(( 3 * SLOW_SEG ))" 500
+    sleep_until $(( LOAD_T0 + (WARMUP + SLOW_SEG) * 1000 ))
+    curl -s "http://127.0.0.1:$UPORT/admin/service-time?slots=$(( SLOTS / 2 ))" > /dev/null
+    sleep_until $(( LOAD_T0 + (WARMUP + 2 * SLOW_SEG) * 1000 ))
+    curl -s "http://127.0.0.1:$UPORT/admin/service-time?slots=$SLOTS" > /dev/null
+    finish_load "$v" halfcap
     stop "$SHARP_PID"; stop "$UP_PID"
 done
 
 # ---- report ---------------------------------------------------------------------
 
-python3 - "$RESULTS" "$CAP" "$WARMUP" "$SLOW_SEG" "$SERVICE_MS" "$LOADS" "${RUN[@]}" \
+python3 - "$RESULTS" "$CAP" "$WARMUP" "$SLOW_SEG" "$SERVICE_MS" "$LOADS" "$SLOTS" "${RUN[@]}" \
     <<'PY' | tee "$RESULTS/overload-summary.txt"
 import csv, json, statistics, sys
-res, cap, warm, seg, svc, loads = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), \
-    float(sys.argv[4]), sys.argv[5], sys.argv[6].split()
-ran = sys.argv[7:]
+res, cap, warm, seg, svc, loads, slots = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), \
+    float(sys.argv[4]), sys.argv[5], sys.argv[6].split(), int(sys.argv[7])
+ran = sys.argv[8:]
 base = json.load(open(f"{res}/overload-baseline-unloaded.json"))
 unloaded_p99 = base["latency_ms"]["p99"]
 print(f"\ncapacity {cap:.0f} req/s; unloaded p99 {unloaded_p99:.1f} ms "
@@ -318,7 +328,7 @@ hdr = ("setup", "load", "offered/s", "goodput/s", "admit ok%", "shed/s", "shed%"
 fmt = "{:<9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7}  {}"
 print(fmt.format(*hdr))
 for v in ran:
-    for ph in [f"{x}x" for x in loads] + ["slowdown"]:
+    for ph in [f"{x}x" for x in loads] + ["slowdown", "halfcap"]:
         d = json.load(open(f"{res}/overload-{v}-{ph}.json"))
         t, lat = d["totals"], d["latency_ms"]
         ok = d["admitted_success_rate"]
@@ -334,21 +344,22 @@ for v in ran:
                          f(100 * d["shed_fraction"], "{:.1f}"), f(lat["p50"], "{:.1f}"),
                          f(lat["p99"], "{:.1f}"), f(lat["p99.9"], "{:.1f}"),
                          t["timeouts"] + t["errors"], t["client_dropped"], verdict))
-print(f"\nslowdown: {seg:.0f} s at {svc} ms, {seg:.0f} s at {2 * int(svc)} ms, {seg:.0f} s at {svc} ms "
-      "(medians over the second half of each segment)")
-print("{:<9} {:>26} {:>26} {:>26}".format("setup", "limit normal/slow/recov", "in-flight normal/slow/recov",
-                                          "p99 ms normal/slow/recov"))
-for v in ran:
-    rows = [r for r in csv.DictReader(open(f"{res}/overload-{v}-limit.csv")) if r["phase"] == "slowdown"]
-    ser = [r for r in csv.DictReader(open(f"{res}/overload-{v}-series.csv")) if r["phase"] == "slowdown"]
-    def med(rs, key, k):
-        lo, hi = warm + (k + 0.5) * seg, warm + (k + 1) * seg
-        xs = [float(r[key]) for r in rs if r[key] not in ("", None) and lo <= float(r["t_s"]) <= hi]
-        return "-" if not xs else f"{statistics.median(xs):.0f}"
-    print("{:<9} {:>26} {:>26} {:>26}".format(
-        v, "/".join(med(rows, "concurrency_limit", k) for k in range(3)),
-        "/".join(med(rows, "upstream_rq_active", k) for k in range(3)),
-        "/".join(med(ser, "p99_ms", k) for k in range(3))))
+def med(rs, key, k):
+    lo, hi = warm + (k + 0.5) * seg, warm + (k + 1) * seg
+    xs = [float(r[key]) for r in rs if r[key] not in ("", None) and lo <= float(r["t_s"]) <= hi]
+    return "-" if not xs else f"{statistics.median(xs):.0f}"
+for ph, what in (("slowdown", f"{seg:.0f} s at {svc} ms, {seg:.0f} s at {2 * int(svc)} ms, {seg:.0f} s at {svc} ms"),
+                 ("halfcap", f"{seg:.0f} s with {slots} slots, {seg:.0f} s with {slots // 2}, {seg:.0f} s with {slots}")):
+    print(f"\n{ph}: {what} (medians over the second half of each segment)")
+    print("{:<9} {:>26} {:>26} {:>26}".format("setup", "limit normal/fault/recov", "in-flight normal/fault/recov",
+                                              "p99 ms normal/fault/recov"))
+    for v in ran:
+        rows = [r for r in csv.DictReader(open(f"{res}/overload-{v}-limit.csv")) if r["phase"] == ph]
+        ser = [r for r in csv.DictReader(open(f"{res}/overload-{v}-series.csv")) if r["phase"] == ph]
+        print("{:<9} {:>26} {:>26} {:>26}".format(
+            v, "/".join(med(rows, "concurrency_limit", k) for k in range(3)),
+            "/".join(med(rows, "upstream_rq_active", k) for k in range(3)),
+            "/".join(med(ser, "p99_ms", k) for k in range(3))))
 PY
 for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "$s" | tee -a "$RESULTS/overload-summary.txt"; done
 
@@ -356,7 +367,7 @@ for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "$s" | tee -a "$RESULTS/overlo
 # flight to the service (left axis; dashed: the service's slots), admitted p99
 # per interval (right, log) ---------------------------------------------------------
 if [ "$HAVE_GNUPLOT" = 1 ]; then
-    phases=""; for x in $LOADS; do phases="$phases ${x}x"; done; phases="$phases slowdown"
+    phases=""; for x in $LOADS; do phases="$phases ${x}x"; done; phases="$phases slowdown halfcap"
     n=$(wc -w <<<"$phases")
     s1=$(( WARMUP + SLOW_SEG )); s2=$(( WARMUP + 2 * SLOW_SEG ))
     for v in "${RUN[@]}"; do
@@ -372,6 +383,11 @@ if [ "$HAVE_GNUPLOT" = 1 ]; then
             if [ "$ph" = slowdown ]; then
                 cmds="$cmds set xrange [0:$(( WARMUP + 3 * SLOW_SEG ))];
                       set title 'slowdown at ${SLOW_LOAD}x: service time $((2 * SERVICE_MS)) ms between the dashed lines';
+                      set arrow 1 from $s1, graph 0 to $s1, graph 1 nohead dt 2;
+                      set arrow 2 from $s2, graph 0 to $s2, graph 1 nohead dt 2;"
+            elif [ "$ph" = halfcap ]; then
+                cmds="$cmds set xrange [0:$(( WARMUP + 3 * SLOW_SEG ))];
+                      set title 'capacity at ${SLOW_LOAD}x: $((SLOTS / 2)) of $SLOTS slots between the dashed lines';
                       set arrow 1 from $s1, graph 0 to $s1, graph 1 nohead dt 2;
                       set arrow 2 from $s2, graph 0 to $s2, graph 1 nohead dt 2;"
             else

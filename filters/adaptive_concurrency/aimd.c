@@ -20,6 +20,11 @@
 #define REBASE_IN_FLIGHT 0.85
 /* ...while latency stayed above this share of that breach's latency. */
 #define REBASE_LATENCY 0.95
+/* After a rebase, a window this far below the baseline is taken as the
+ * service recovering (see lower_baseline). */
+#define RECOVERY_DROP 0.85
+/* Weight of a new window in the loaded-latency average kept after a rebase. */
+#define SLOW_LAT_WEIGHT 0.2
 
 typedef struct {
     uint64_t t;         /* when the decrease was made */
@@ -33,6 +38,7 @@ typedef struct {
     uint64_t window_start_ns, next_window_ns;
     double baseline_ns; /* 0 until the first judged window */
     double prior_ns;    /* lowest baseline a rebase replaced; 0: none */
+    double slow_lat_ns; /* average latency of in-use windows since that rebase */
     bool slow_start;
     uint64_t hold_until_ns; /* no latency decrease before (one per latency) */
     breach_t run[RUN_MAX];  /* decreases of the current run of breaches */
@@ -171,18 +177,25 @@ static bool rebase_evidence(const aimd_t *a, uint64_t now, uint32_t in_flight, u
 }
 
 /* A window with lat below the baseline: the service is faster than
- * believed. If lat is back within tolerance of a baseline that a rebase
- * replaced, the slowdown that caused the rebase is over and the older, lower
- * baseline returns: under sustained load the loaded latency seen now is all
- * there is to observe, and it would otherwise become the baseline. */
+ * believed. Normally lat becomes the baseline. After a rebase, the baseline
+ * came from loaded windows and the latency seen under the same load now
+ * includes the same queueing: a clear drop (below RECOVERY_DROP of the
+ * baseline) means the service sped up by about lat / slow_lat, so the
+ * baseline is scaled by that ratio instead of taking lat itself, which would
+ * keep the queueing in it. If the result is within tolerance of the baseline
+ * the rebase replaced, the slowdown is over and that baseline returns. */
 static void lower_baseline(aimd_t *a, uint64_t lat)
 {
-    a->baseline_ns = (double)lat;
-    if (a->prior_ns > 0 && (double)lat <= a->cfg.latency_tolerance * a->prior_ns) {
+    double l = (double)lat;
+    if (a->prior_ns > 0 && a->slow_lat_ns > a->baseline_ns && l <= RECOVERY_DROP * a->baseline_ns)
+        l = a->baseline_ns * l / a->slow_lat_ns;
+    a->baseline_ns = l;
+    if (a->prior_ns > 0 && l <= a->cfg.latency_tolerance * a->prior_ns) {
         a->baseline_ns = SHARP_MIN(a->baseline_ns, a->prior_ns);
         a->prior_ns = 0;
     }
     if (a->baseline_ns <= a->prior_ns) a->prior_ns = 0;
+    if (a->prior_ns == 0) a->slow_lat_ns = 0;
 }
 
 static void remember_breach(aimd_t *a, uint64_t now, uint32_t in_flight, uint64_t latency)
@@ -192,6 +205,15 @@ static void remember_breach(aimd_t *a, uint64_t now, uint32_t in_flight, uint64_
         a->run_len--;
     }
     a->run[a->run_len++] = (breach_t){now, in_flight, latency};
+}
+
+/* Folds an in-use window into the loaded-latency average kept while a
+ * rebase is in force (after lower_baseline has judged it). */
+static void update_slow_lat(aimd_t *a, uint64_t lat, bool used)
+{
+    if (a->prior_ns == 0 || !used) return;
+    a->slow_lat_ns = a->slow_lat_ns > 0 ? a->slow_lat_ns + SLOW_LAT_WEIGHT * ((double)lat - a->slow_lat_ns)
+                                        : (double)lat;
 }
 
 /* Judges one window with a latency (lat, the window's percentile of OK
@@ -209,9 +231,11 @@ static void judge(aimd_t *a, uint64_t now, uint64_t dt, uint64_t lat, bool used,
             lower_baseline(a, lat);
         else if (!used)
             drift(a, lat, dt);
+        update_slow_lat(a, lat, used);
         if (used) increase(a);
         return;
     }
+    update_slow_lat(a, lat, used);
     if (!used) {
         drift(a, lat, dt);
         return;
@@ -220,6 +244,7 @@ static void judge(aimd_t *a, uint64_t now, uint64_t dt, uint64_t lat, bool used,
     if (rebase_evidence(a, now, in_flight, lat)) {
         a->prior_ns = a->prior_ns > 0 ? SHARP_MIN(a->prior_ns, a->baseline_ns) : a->baseline_ns;
         a->baseline_ns = (double)lat;
+        a->slow_lat_ns = (double)lat;
         a->run_len = 0;
         return;
     }

@@ -744,6 +744,34 @@ static void test_aimd_rebase(void **state)
     awin(c, &clk, 30, 60, MS(17), SHARP_AC_OK);
     assert_true(fabs((double)snap(c).min_rtt_ns - MS(17)) < 0.02 * MS(17));
     sharp_ac_destroy(c);
+
+    /* Recovery under load: after the rebase the loaded latency rises to
+     * 30 ms as the limit grows. When the service recovers, the same load
+     * sees 17 ms, still beyond tolerance of the old 10 ms baseline; scaled by
+     * the drop (17/~29) it is within it, and the old baseline returns rather
+     * than the queueing-laden 17 ms. */
+    c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
+    awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
+    for (int i = 0; i < 3; i++)
+        awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
+    assert_int_equal(snap(c).min_rtt_msecs, 25);
+    for (int i = 0; i < 8; i++)
+        awin(c, &clk, 30, 60, MS(30), SHARP_AC_OK);
+    assert_int_equal(snap(c).min_rtt_msecs, 25);
+    awin(c, &clk, 30, 60, MS(17), SHARP_AC_OK);
+    assert_int_equal(snap(c).min_rtt_msecs, 10);
+    /* A window only slightly below the rebased baseline is noise, not a
+     * recovery: it lowers the baseline to itself. */
+    sharp_ac_destroy(c);
+    c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
+    awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
+    for (int i = 0; i < 3; i++)
+        awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
+    for (int i = 0; i < 8; i++)
+        awin(c, &clk, 30, 60, MS(30), SHARP_AC_OK);
+    awin(c, &clk, 30, 60, MS(23), SHARP_AC_OK);
+    assert_true(fabs((double)snap(c).min_rtt_ns - MS(23)) < 0.02 * MS(23));
+    sharp_ac_destroy(c);
 }
 
 int main(void)

@@ -267,6 +267,10 @@ static void parse_query(conn_t *c, const char *q, size_t n)
                     c->q_reset = x;
                 else if (path_is(k, kl, "hang"))
                     c->q_hang = x;
+                else if (path_is(k, kl, "slots")) {
+                    c->q_slots = x;
+                    c->has_slots = 1;
+                }
             }
         }
         q = end + 1;
@@ -289,7 +293,8 @@ int route_headers(conn_t *c)
     c->delay_ms = c->chunk_delay_ms = c->ms = c->n = 0;
     c->has_ms = c->chunked = c->want_checksum = c->delayed = 0;
     c->status_code = 0;
-    c->q_status = c->q_reset = c->q_hang = 0;
+    c->q_status = c->q_reset = c->q_hang = c->q_slots = 0;
+    c->has_slots = 0;
 
     if ((pl >= 7 && strncasecmp(path, "http://", 7) == 0) ||
         (pl >= 8 && strncasecmp(path, "https://", 8) == 0)) {
@@ -573,6 +578,8 @@ static void stats(conn_t *c)
     resp_json(c);
 }
 
+static void work_kick(void);
+
 void route_dispatch(conn_t *c)
 {
     if (c->delay_ms && !c->delayed) {
@@ -625,9 +632,15 @@ void route_dispatch(conn_t *c)
     case R_ADMIN_SERVICE_TIME:
         if (c->has_ms)
             g.service_ms = c->ms;
+        if (c->has_slots) {
+            g.slots = c->q_slots;
+            work_kick(); /* more slots: queued requests start now */
+        }
         sb_len = 0;
         sb_str("{\"service_time_ms\": ");
         sb_u64(g.service_ms);
+        sb_str(", \"slots\": ");
+        sb_u64(g.slots);
         sb_str("}\n");
         resp_json(c);
         break;

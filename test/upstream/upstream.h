@@ -71,7 +71,8 @@ typedef struct conn {
     uint64_t body_bytes, body_hash;
     uint64_t delay_ms, chunk_delay_ms, ms, n;
     int status_code;
-    uint64_t q_status, q_reset, q_hang; /* /admin/fault query */
+    uint64_t q_status, q_reset, q_hang, q_slots; /* /admin/fault, /admin/service-time query */
+    unsigned has_slots : 1;
 
     /* /bytes streaming and checksum */
     uint64_t pos, remaining, sum;
