@@ -8,11 +8,13 @@
  * line and column. */
 #include "config/bootstrap.h"
 #include "config/mapper.h"
+#include "config/health_check_config.h"
 #include "config/route_config.h"
 #include "config/types.h"
 #include "http/access_log_emit.h"
 #include "log.h"
 #include "net.h"
+#include "upstream/outlier.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
@@ -422,7 +424,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                                                      b->err, b->errlen) < 0)
             goto bad;
     }
-    c->cb = (sharp_cb_thresholds_t){1024, 1024, 1024, 3};
+    c->cb = (sharp_cb_thresholds_t){.max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
     if (pb->circuit_breakers) {
         for (size_t i = 0; i < pb->circuit_breakers->n_thresholds; i++) {
             const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = pb->circuit_breakers->thresholds[i];
@@ -431,6 +433,18 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             if (t->max_pending_requests) c->cb.max_pending_requests = t->max_pending_requests->value;
             if (t->max_requests) c->cb.max_requests = t->max_requests->value;
             if (t->max_retries) c->cb.max_retries = t->max_retries->value;
+            c->cb.track_remaining = t->track_remaining;
+            if (t->retry_budget) {
+                c->cb.has_retry_budget = true;
+                c->cb.budget_percent = t->retry_budget->budget_percent ? t->retry_budget->budget_percent->value : 20.0;
+                c->cb.min_retry_concurrency =
+                    t->retry_budget->min_retry_concurrency ? t->retry_budget->min_retry_concurrency->value : 3;
+                if (!(c->cb.budget_percent >= 0 && c->cb.budget_percent <= 100)) {
+                    snprintf(p, sizeof p, "%s.circuit_breakers.thresholds[%zu].retry_budget.budget_percent", path, i);
+                    fail(b, p, "must be in [0, 100]");
+                    goto bad;
+                }
+            }
         }
     }
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
@@ -467,7 +481,21 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                 h->health_flags = SHARP_HOST_FAILED_EDS_HEALTH;
         }
     }
+    char hc_path[1200], hc_msg[512];
+    if (sharp_config_health_checks(c, pb->health_checks, pb->n_health_checks, path, b->srv->stats, hc_path,
+                                   sizeof hc_path, hc_msg, sizeof hc_msg) < 0) {
+        fail(b, hc_path, "%s", hc_msg);
+        goto bad;
+    }
     sharp_cluster_stats_init(c, b->srv->stats);
+    if (pb->outlier_detection) {
+        char od_path[1200], od_msg[512];
+        if (sharp_outlier_configure(c, &pb->outlier_detection->base, path, od_path, sizeof od_path,
+                                    od_msg, sizeof od_msg) < 0) {
+            fail(b, od_path, "%s", od_msg);
+            goto bad;
+        }
+    }
     return c;
 bad:
     sharp_cluster_free(c);

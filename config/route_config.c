@@ -257,7 +257,44 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
 {
     char p[512];
     rp->retry_on = sharp_strdup(pb->retry_on);
+    rp->retry_on_bits = sharp_retry_on_parse(pb->retry_on, strlen(pb->retry_on));
     rp->num_retries = pb->num_retries ? pb->num_retries->value : 1;
+    rp->host_selection_max_attempts = 1;
+    if (pb->host_selection_retry_max_attempts > 1)
+        rp->host_selection_max_attempts = (uint32_t)SHARP_MIN(pb->host_selection_retry_max_attempts, 16);
+    for (size_t i = 0; i < pb->n_retry_host_predicate; i++) {
+        const char *n = pb->retry_host_predicate[i]->name;
+        if (strcmp(n, "envoy.retry_host_predicates.previous_hosts") == 0) {
+            rp->previous_hosts = true;
+            continue;
+        }
+        return fail(c, sub(p, sizeof p, path, "retry_host_predicate[%zu].name", i),
+                    "unsupported retry host predicate '%s' (supported: envoy.retry_host_predicates.previous_hosts)", n);
+    }
+    if (pb->retry_priority)
+        return fail(c, sub(p, sizeof p, path, "retry_priority"), "not supported yet");
+    if (pb->n_retry_options_predicates)
+        return fail(c, sub(p, sizeof p, path, "retry_options_predicates"), "not supported yet");
+    if (pb->rate_limited_retry_back_off)
+        return fail(c, sub(p, sizeof p, path, "rate_limited_retry_back_off"), "not supported yet");
+    if (pb->per_try_idle_timeout)
+        return fail(c, sub(p, sizeof p, path, "per_try_idle_timeout"), "not supported yet");
+    rp->retriable_headers = sharp_calloc(pb->n_retriable_headers + 1, sizeof *rp->retriable_headers);
+    for (size_t i = 0; i < pb->n_retriable_headers; i++) {
+        if (header_matcher_from(c, sub(p, sizeof p, path, "retriable_headers[%zu]", i), pb->retriable_headers[i],
+                                &rp->retriable_headers[rp->nretriable_headers]) < 0)
+            return -1;
+        rp->nretriable_headers++;
+    }
+    rp->retriable_request_headers =
+        sharp_calloc(pb->n_retriable_request_headers + 1, sizeof *rp->retriable_request_headers);
+    for (size_t i = 0; i < pb->n_retriable_request_headers; i++) {
+        if (header_matcher_from(c, sub(p, sizeof p, path, "retriable_request_headers[%zu]", i),
+                                pb->retriable_request_headers[i],
+                                &rp->retriable_request_headers[rp->nretriable_request_headers]) < 0)
+            return -1;
+        rp->nretriable_request_headers++;
+    }
     rp->per_try_timeout_ms = duration_ms(pb->per_try_timeout);
     rp->retriable_status_codes =
         sharp_calloc(pb->n_retriable_status_codes ? pb->n_retriable_status_codes : 1,
@@ -279,17 +316,6 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
             return fail(c, p, "max_interval must be greater than or equal to the base_interval");
     }
     return 0;
-}
-
-static void retry_copy(sharp_retry_policy_t *dst, const sharp_retry_policy_t *src)
-{
-    *dst = *src;
-    dst->retry_on = sharp_strdup(src->retry_on);
-    dst->retriable_status_codes =
-        sharp_calloc(src->nretriable_status_codes ? src->nretriable_status_codes : 1,
-                     sizeof *dst->retriable_status_codes);
-    memcpy(dst->retriable_status_codes, src->retriable_status_codes,
-           src->nretriable_status_codes * sizeof *src->retriable_status_codes);
 }
 
 /* ---- routes ---- */
@@ -598,6 +624,8 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
     if (OPS(c, path, pb, request, &vh->req_ops) < 0 ||
         OPS(c, path, pb, response, &vh->resp_ops) < 0)
         return -1;
+    vh->include_request_attempt_count = pb->include_request_attempt_count;
+    vh->include_attempt_count_in_response = pb->include_attempt_count_in_response;
     if (pb->retry_policy) {
         vh->has_retry_policy = true;
         if (retry_from(c, sub(p, sizeof p, path, "retry_policy"), pb->retry_policy, &vh->retry) < 0)
@@ -611,7 +639,8 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
         /* a route without its own retry policy uses the virtual host's */
         if (r->action == SHARP_ROUTE_ACTION_ROUTE && !r->has_retry_policy && vh->has_retry_policy) {
             r->has_retry_policy = true;
-            retry_copy(&r->retry, &vh->retry);
+            if (retry_from(c, sub(p, sizeof p, path, "retry_policy"), pb->retry_policy, &r->retry) < 0)
+                return -1;
         }
     }
     return 0;
@@ -660,4 +689,22 @@ sharp_route_table_t *sharp_route_table_create(const rc_pb_t *rc, char *err, size
 bad:
     sharp_route_table_free(t);
     return NULL;
+}
+
+/* ---- for other config translators (filters, health checks) ---- */
+
+int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb, const char *path,
+                                sharp_header_matcher_t *m, char *err, size_t errlen)
+{
+    ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
+    return header_matcher_from(&c, path, pb, m);
+}
+
+int sharp_config_header_ops(const char *path, const char *add_field,
+                            Envoy__Config__Core__V3__HeaderValueOption *const *add, size_t nadd,
+                            const char *remove_field, char *const *remove, size_t nremove,
+                            sharp_header_ops_t *ops, char *err, size_t errlen)
+{
+    ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
+    return ops_from(&c, path, add_field, add, nadd, remove_field, remove, nremove, ops);
 }

@@ -19,4 +19,17 @@ sharp_route_table_t *
 sharp_route_table_create(const Envoy__Config__Route__V3__RouteConfiguration *rc, char *err,
                          size_t errlen);
 
+/* One HeaderMatcher, for translators outside route tables (the health
+ * check filter). Returns 0, or -1 with "path[.field]: message" in err; on
+ * error `m` may hold allocations (free its name and string matcher). */
+int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb, const char *path,
+                                sharp_header_matcher_t *m, char *err, size_t errlen);
+/* *_headers_to_add / *_headers_to_remove lists as header operations, with the
+ * route table's checks; `path` prefixes the field names in errors. On error
+ * free `ops` with sharp_header_ops_free. */
+int sharp_config_header_ops(const char *path, const char *add_field,
+                            Envoy__Config__Core__V3__HeaderValueOption *const *add, size_t nadd,
+                            const char *remove_field, char *const *remove, size_t nremove,
+                            sharp_header_ops_t *ops, char *err, size_t errlen);
+
 #endif

@@ -7,6 +7,7 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
@@ -35,6 +36,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__router__v3__router__descriptor,
         &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
+        &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
         &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,

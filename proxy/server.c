@@ -8,6 +8,8 @@
 #include "config/bootstrap.h"
 #include "http/filter.h"
 #include "log.h"
+#include "upstream/outlier.h"
+#include "upstream/health_check.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -106,6 +108,8 @@ static void stop_everything(sharp_server_t *s)
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_stop(&s->workers[i]);
     if (s->admin) sharp_admin_stop(s->admin);
     s->admin = NULL;
+    sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
+    s->health_checker = NULL;
     uv_timer_stop(&s->housekeeping);
     uv_timer_stop(&s->drain_deadline);
     uv_close((uv_handle_t *)&s->housekeeping, NULL);
@@ -125,6 +129,7 @@ static void on_housekeeping(uv_timer_t *t)
     }
     sharp_gauge_set(s->stats, s->st.uptime, (int64_t)((sharp_now_ns() - s->start_ns) / 1000000000ull));
     sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
+    for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) sharp_cluster_refresh_gauges(s->snap->clusters[i]);
     if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {
         sharp_log_info("drain complete");
         stop_everything(s);
@@ -228,6 +233,10 @@ int sharp_server_run(sharp_server_t *s)
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
+    /* Outlier detectors: started before the workers can report results and
+     * closed only after they are joined (their wake-ups outlive the loop
+     * run; both handles are unreferenced). */
+    for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_start(snap->clusters[c], s->loop);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);
@@ -242,6 +251,8 @@ int sharp_server_run(sharp_server_t *s)
         sharp_gauge_set(s->stats, s->st.live, 1);
         sharp_gauge_set(s->stats, s->st.state, 0);
         uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
+        /* health checks run on this loop, once the workers serve traffic */
+        s->health_checker = sharp_health_checker_start(s->loop, snap, s->stats);
         for (uint32_t l = 0; l < snap->nlisteners; l++)
             sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
         if (s->config->has_admin) sharp_log_info("admin on http://%s/", s->config->admin_address);
@@ -249,6 +260,7 @@ int sharp_server_run(sharp_server_t *s)
     }
     uv_run(s->loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
+    for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_close(snap->clusters[c]);
     return s->exit_code;
 }
 

@@ -52,6 +52,7 @@ typedef struct sharp_server {
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
     uv_timer_t drain_deadline;
     struct sharp_admin *admin;
+    struct sharp_health_checker *health_checker; /* active health checks, NULL without any */
     char node_id[256], node_cluster[256];
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,

@@ -43,6 +43,7 @@ typedef struct {
     uint64_t hold_until_ns; /* no latency decrease before (one per latency) */
     breach_t run[RUN_MAX];  /* decreases of the current run of breaches */
     unsigned run_len;
+    unsigned evidence;      /* consecutive windows for which rebase_evidence held */
 } aimd_t;
 
 void sharp_aimd_config_default(sharp_aimd_config_t *cfg)
@@ -163,10 +164,11 @@ static void drift(aimd_t *a, uint64_t latency, uint64_t dt)
 /* True when an earlier decrease of this run of breaches shows that latency
  * does not follow concurrency: in-flight fell clearly below that window's,
  * long enough ago for requests admitted since to have finished, and latency
- * did not fall with it. */
+ * did not fall with it. The run's first breach is not a reference: its
+ * window straddles the change and understates the latency that followed. */
 static bool rebase_evidence(const aimd_t *a, uint64_t now, uint32_t in_flight, uint64_t latency)
 {
-    for (unsigned i = 0; i < a->run_len; i++) {
+    for (unsigned i = 1; i < a->run_len; i++) {
         const breach_t *e = &a->run[i];
         if (now - e->t >= 2 * e->latency &&
             (double)in_flight <= REBASE_IN_FLIGHT * (double)e->in_flight &&
@@ -191,7 +193,7 @@ static void lower_baseline(aimd_t *a, uint64_t lat)
         l = a->baseline_ns * l / a->slow_lat_ns;
     a->baseline_ns = l;
     if (a->prior_ns > 0 && l <= a->cfg.latency_tolerance * a->prior_ns) {
-        a->baseline_ns = SHARP_MIN(a->baseline_ns, a->prior_ns);
+        a->baseline_ns = a->prior_ns; /* never below it: the scaled estimate is rough */
         a->prior_ns = 0;
     }
     if (a->baseline_ns <= a->prior_ns) a->prior_ns = 0;
@@ -227,6 +229,7 @@ static void judge(aimd_t *a, uint64_t now, uint64_t dt, uint64_t lat, bool used,
     }
     if ((double)lat <= a->cfg.latency_tolerance * a->baseline_ns) {
         a->run_len = 0;
+        a->evidence = 0;
         if ((double)lat < a->baseline_ns)
             lower_baseline(a, lat);
         else if (!used)
@@ -242,12 +245,17 @@ static void judge(aimd_t *a, uint64_t now, uint64_t dt, uint64_t lat, bool used,
     }
     if (now < a->hold_until_ns) return;
     if (rebase_evidence(a, now, in_flight, lat)) {
+        /* One window of evidence holds the limit; a second in a row
+         * rebases (a single window's percentile is noisy). */
+        if (++a->evidence < 2) return;
         a->prior_ns = a->prior_ns > 0 ? SHARP_MIN(a->prior_ns, a->baseline_ns) : a->baseline_ns;
         a->baseline_ns = (double)lat;
         a->slow_lat_ns = (double)lat;
         a->run_len = 0;
+        a->evidence = 0;
         return;
     }
+    a->evidence = 0;
     decrease(a);
     remember_breach(a, now, in_flight, lat);
     a->hold_until_ns = now + lat;
@@ -278,9 +286,11 @@ static void judge(aimd_t *a, uint64_t now, uint64_t dt, uint64_t lat, bool used,
  * - while the limit is in use B never rises by drift, so queueing under
  *   sustained load cannot pull the baseline up (no skew);
  * - rebase: if, during a run of breaching windows, in-flight has fallen to
- *   85% of an earlier decrease's window (at least two of that window's
- *   latencies ago) and latency is still >= 95% of that window's, latency
- *   does not follow concurrency: the service itself got slower, and B = lat.
+ *   85% of an earlier decrease's window (not the run's first, at least two
+ *   of that window's latencies ago) and latency is still >= 95% of that
+ *   window's, latency does not follow concurrency: the service itself got
+ *   slower. The first such window holds the limit, the second in a row sets
+ *   B = lat.
  *   This takes the place of the gradient controller's minRTT re-measurement
  *   without pinning the limit.
  *
@@ -291,7 +301,8 @@ static void judge(aimd_t *a, uint64_t now, uint64_t dt, uint64_t lat, bool used,
  *   capped at max_limit;
  * - lat > latency_tolerance * B and in use: the same decrease, unless a
  *   decrease was made less than one latency ago (those samples predate its
- *   effect), or the rebase test holds (B = lat instead). Not in use: no
+ *   effect), or the rebase test holds (no step; B = lat on its second
+ *   window). Not in use: no
  *   decrease, B drifts as above.
  */
 static void close_window(aimd_t *a, uint64_t now)

@@ -5,14 +5,23 @@
  * connection, stream the request up and the response down with backpressure
  * both ways, and turn upstream failures into Envoy's local replies and
  * response flags (UF, UO, UH, NC, UT, UC, UR, UPE). Direct responses and
- * redirects are answered here too, as in Envoy. Retries (parsed into the
- * route) are not enforced yet. */
+ * redirects are answered here too, as in Envoy.
+ *
+ * Retries follow the route's (or virtual host's) retry_policy and the
+ * x-envoy-retry-on family of request headers: a try that fails in a way
+ * retry_on names is ended and, after a fully jittered exponential back-off,
+ * replayed on a host the load balancer picks again (avoiding earlier hosts
+ * with the previous_hosts predicate), while the cluster's max_retries or
+ * retry_budget breaker has room. The request body sent so far is kept for
+ * the replay up to the stream's buffer limit; beyond it the request is not
+ * retried. A response is never retried once its headers went downstream. */
 #include "filters/router/router.h"
 #include "http/filter.h"
 #include "http/hcm_internal.h"
 #include "http/route.h"
 #include "http/stream.h"
 #include "log.h"
+#include "upstream/outlier.h"
 #include "upstream/pool.h"
 #include "worker.h"
 
@@ -28,24 +37,42 @@ typedef struct router_timer {
     struct router_state *rs; /* NULL once the stream is gone */
 } router_timer_t;
 
+#define ROUTER_MAX_TRIED 8 /* hosts remembered for the previous_hosts predicate */
+#define ROUTER_MAX_CODES 8 /* x-envoy-retriable-status-codes entries */
+
 typedef struct router_state {
     sharp_filter_t *f;
     sharp_cluster_t *cluster;
     sharp_cluster_local_t *cl;
-    sharp_host_t *host;
+    sharp_host_t *host;                 /* host of the current try */
     const sharp_weighted_cluster_t *wc; /* the weighted cluster picked, if any */
     sharp_upstream_request_t ureq;
-    router_timer_t *timer;
-    uint64_t timeout_ms;
+    router_timer_t *timer;         /* route timeout */
+    router_timer_t *try_timer;     /* per-try timeout */
+    router_timer_t *backoff_timer; /* retry back-off */
+    uint64_t timeout_ms, per_try_timeout_ms;
     uint64_t upstream_start_ns;
-    sharp_sbuf_t pending_body; /* request body received before the connection was ready */
-    bool pending_end;
+    sharp_sbuf_t pending_body; /* request body not yet sent on this try */
+    sharp_sbuf_t replay;       /* request body sent on this try, kept for a retry */
+    bool pending_end;          /* the request has ended (to be sent with the last bytes) */
     bool request_end_seen;
-    bool upstream_active;   /* acquire issued and not yet released */
+    bool upstream_active;   /* a try's acquire issued and not yet released */
     bool bound;             /* a connection is bound */
     bool response_headers;  /* upstream response headers went downstream */
     bool response_done;
     bool counted_active;
+    /* retries */
+    const sharp_retry_policy_t *policy; /* NULL: none configured */
+    uint32_t retry_on;                  /* SHARP_RETRY_* of the policy and x-envoy-retry-on */
+    uint32_t retries_left;
+    uint32_t attempt;                   /* 1 for the first try */
+    bool can_replay;                    /* retries are on and the body sent so far is kept */
+    bool retry_slot;                    /* holds one of the cluster's retry slots */
+    bool backing_off;
+    bool include_attempt_count;         /* x-envoy-attempt-count on upstream requests */
+    uint32_t extra_codes[ROUTER_MAX_CODES], nextra_codes;
+    sharp_host_t *tried[ROUTER_MAX_TRIED];
+    uint32_t ntried;
 } router_state_t;
 
 static const sharp_upstream_callbacks_t upstream_cbs;
@@ -78,8 +105,51 @@ static void router_destroy_config(void *c)
 
 /* ---- helpers ---- */
 
+static bool suppress_headers(const router_state_t *rs)
+{
+    const router_config_t *cfg = rs->f->config;
+    return cfg && cfg->suppress_envoy_headers;
+}
+
+static router_timer_t *timer_get(router_state_t *rs, router_timer_t **slot)
+{
+    if (!*slot) {
+        *slot = sharp_calloc(1, sizeof **slot);
+        uv_timer_init(&sharp_stream_worker(rs->f->stream)->loop, &(*slot)->t);
+        (*slot)->rs = rs;
+    }
+    return *slot;
+}
+
+static void timer_stop(router_timer_t *t)
+{
+    if (t) uv_timer_stop(&t->t);
+}
+
+static void free_timer(uv_handle_t *h)
+{
+    free(sharp_container_of((uv_timer_t *)h, router_timer_t, t));
+}
+
+static void timer_free(router_timer_t **slot)
+{
+    if (!*slot) return;
+    (*slot)->rs = NULL;
+    uv_timer_stop(&(*slot)->t);
+    uv_close((uv_handle_t *)&(*slot)->t, free_timer);
+    *slot = NULL;
+}
+
+/* Ends the current try: withdraws or unbinds its upstream request (a
+ * connection whose response was not complete is closed), gives back its
+ * request and retry slots. */
 static void release_upstream(router_state_t *rs)
 {
+    timer_stop(rs->try_timer);
+    if (rs->retry_slot) {
+        rs->retry_slot = false;
+        sharp_cluster_retry_release(rs->cluster);
+    }
     if (!rs->upstream_active) return;
     rs->upstream_active = false;
     rs->bound = false;
@@ -90,11 +160,6 @@ static void release_upstream(router_state_t *rs)
         atomic_fetch_sub_explicit(&rs->host->active_rq, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&rs->cluster->rq_open, 1, memory_order_relaxed);
     }
-}
-
-static void stop_timer(router_state_t *rs)
-{
-    if (rs->timer) uv_timer_stop(&rs->timer->t);
 }
 
 /* Envoy counts a locally generated upstream failure as that status in the
@@ -108,9 +173,139 @@ static void charge_local_upstream_code(router_state_t *rs, uint32_t code)
 static void upstream_failure_reply(router_state_t *rs, uint32_t code, const char *body,
                                    uint32_t flag, const char *details)
 {
-    stop_timer(rs);
+    timer_stop(rs->timer);
+    timer_stop(rs->backoff_timer);
+    rs->backing_off = false;
     release_upstream(rs);
-    sharp_stream_send_local_reply(rs->f, code, body, flag, details);
+    static const char *const overloaded[] = {"x-envoy-overloaded", "true", NULL};
+    sharp_stream_send_local_reply_ex(rs->f, code, body, flag, details,
+                                     (flag & SHARP_RF_UPSTREAM_OVERFLOW) && !suppress_headers(rs) ? overloaded
+                                                                                                   : NULL);
+}
+
+static void overflow_reply(router_state_t *rs)
+{
+    upstream_failure_reply(rs, 503,
+                           "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                           SHARP_RF_UPSTREAM_OVERFLOW, "upstream_reset_before_response_started{overflow}");
+}
+
+/* ---- retries ---- */
+
+typedef enum {
+    RETRY_NO,
+    RETRY_YES,
+    RETRY_NO_LIMIT,    /* retriable, but num_retries are used up (URX) */
+    RETRY_NO_OVERFLOW, /* retriable, but the cluster's retry breaker is full (UO) */
+} retry_status_t;
+
+/* How a try failed without a response. */
+typedef enum {
+    FAIL_CONNECT,  /* no connection (refused, connect timeout) */
+    FAIL_RESET,    /* reset or closed before the response headers */
+    FAIL_TIMEOUT,  /* per-try timeout */
+} try_failure_t;
+
+static bool code_listed(const router_state_t *rs, uint32_t code)
+{
+    const sharp_retry_policy_t *p = rs->policy;
+    for (uint32_t i = 0; p && i < p->nretriable_status_codes; i++)
+        if (p->retriable_status_codes[i] == code) return true;
+    for (uint32_t i = 0; i < rs->nextra_codes; i++)
+        if (rs->extra_codes[i] == code) return true;
+    return false;
+}
+
+/* Envoy's retry conditions on a response. */
+static bool response_retriable(const router_state_t *rs, uint32_t code, const sharp_headers_t *h)
+{
+    uint32_t on = rs->retry_on;
+    if ((on & SHARP_RETRY_5XX) && code >= 500 && code <= 599) return true;
+    if ((on & SHARP_RETRY_GATEWAY_ERROR) && code >= 502 && code <= 504) return true;
+    if ((on & SHARP_RETRY_RETRIABLE_4XX) && code == 409) return true;
+    if ((on & SHARP_RETRY_RETRIABLE_STATUS_CODES) && code_listed(rs, code)) return true;
+    sharp_str_t v;
+    if ((on & SHARP_RETRY_ENVOY_RATELIMITED) && sharp_headers_get_cstr(h, "x-envoy-ratelimited", &v)) return true;
+    if ((on & SHARP_RETRY_RETRIABLE_HEADERS) && rs->policy) {
+        for (uint32_t i = 0; i < rs->policy->nretriable_headers; i++)
+            if (sharp_header_matcher_match(&rs->policy->retriable_headers[i], h)) return true;
+    }
+    return false;
+}
+
+/* Envoy's retry conditions on a try that got no response. */
+static bool failure_retriable(const router_state_t *rs, try_failure_t why)
+{
+    uint32_t on = rs->retry_on;
+    if (on & (SHARP_RETRY_5XX | SHARP_RETRY_GATEWAY_ERROR | SHARP_RETRY_RESET)) return true;
+    if (why == FAIL_CONNECT && (on & (SHARP_RETRY_CONNECT_FAILURE | SHARP_RETRY_RESET_BEFORE_REQUEST))) return true;
+    return false;
+}
+
+/* Decides whether a retriable outcome is retried, counting why not. On
+ * RETRY_YES the retry holds one of the cluster's retry slots. */
+static retry_status_t should_retry(router_state_t *rs, bool retriable)
+{
+    if (!retriable || !rs->can_replay) return RETRY_NO;
+    if (rs->retries_left == 0) {
+        sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_limit_exceeded);
+        rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_RETRY_LIMIT_EXCEEDED;
+        return RETRY_NO_LIMIT;
+    }
+    if (!sharp_cluster_retry_acquire(rs->cluster)) {
+        sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_overflow);
+        rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_OVERFLOW;
+        return RETRY_NO_OVERFLOW;
+    }
+    return RETRY_YES;
+}
+
+/* Envoy's fully jittered exponential back-off: the n-th retry waits a
+ * random time below (2^n - 1) * base, and never more than max. */
+static uint64_t backoff_ms(router_state_t *rs)
+{
+    uint64_t base = rs->policy ? rs->policy->backoff_base_ms : 25;
+    uint64_t max = rs->policy ? rs->policy->backoff_max_ms : 250;
+    uint32_t n = rs->attempt < 32 ? rs->attempt : 32; /* the retry about to be made */
+    uint64_t cap = ((1ull << n) - 1) * base;
+    if (cap == 0) return 0;
+    uint64_t d = sharp_worker_random(sharp_stream_worker(rs->f->stream)) % cap;
+    return d < max ? d : max;
+}
+
+static void start_try(router_state_t *rs);
+
+static void on_backoff(uv_timer_t *t)
+{
+    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
+    router_state_t *rs = rt->rs;
+    if (!rs || !rs->backing_off) return;
+    rs->backing_off = false;
+    start_try(rs);
+}
+
+/* The current try failed in a retriable way and should_retry said yes: end
+ * it and start the next one after the back-off. The next try replays the
+ * request body sent so far. */
+static void schedule_retry(router_state_t *rs)
+{
+    release_upstream(rs);   /* gives back the slot of the try that failed, if it was a retry */
+    rs->retry_slot = true; /* taken by should_retry for the next try */
+    rs->retries_left--;
+    rs->attempt++;
+    sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry);
+    sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_backoff_exponential);
+    if (rs->replay.len) {
+        sharp_sbuf_t b = {0};
+        sharp_sbuf_append(&b, rs->replay.data, rs->replay.len);
+        if (rs->pending_body.len) sharp_sbuf_append(&b, rs->pending_body.data, rs->pending_body.len);
+        sharp_sbuf_free(&rs->pending_body);
+        sharp_sbuf_free(&rs->replay);
+        rs->pending_body = b;
+    }
+    if (rs->request_end_seen) rs->pending_end = true;
+    rs->backing_off = true;
+    uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, backoff_ms(rs), 0);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -119,9 +314,13 @@ static void on_timeout(uv_timer_t *t)
     router_state_t *rs = rt->rs;
     if (!rs || rs->response_done) return;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_timeout);
-    atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
+    if (rs->upstream_active) {
+        atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
+        /* as Envoy: only a try still waiting for its response headers */
+        if (!rs->response_headers) sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
+    }
     if (!rs->response_headers) {
-        charge_local_upstream_code(rs, 504);
+        if (rs->upstream_active) charge_local_upstream_code(rs, 504);
         upstream_failure_reply(rs, 504, "upstream request timeout",
                                SHARP_RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout");
     } else {
@@ -130,21 +329,38 @@ static void on_timeout(uv_timer_t *t)
     }
 }
 
-/* The route timeout runs from the end of the downstream request, as in Envoy. */
+/* The route timeout runs from the end of the downstream request and covers
+ * every try and back-off, as in Envoy. */
 static void start_timer(router_state_t *rs)
 {
-    if (!rs->timeout_ms || !rs->upstream_active || rs->response_done) return;
-    if (!rs->timer) {
-        rs->timer = sharp_calloc(1, sizeof *rs->timer);
-        uv_timer_init(&sharp_stream_worker(rs->f->stream)->loop, &rs->timer->t);
-        rs->timer->rs = rs;
-    }
-    uv_timer_start(&rs->timer->t, on_timeout, rs->timeout_ms, 0);
+    if (!rs->timeout_ms || rs->response_done) return;
+    uv_timer_start(&timer_get(rs, &rs->timer)->t, on_timeout, rs->timeout_ms, 0);
 }
 
-static void free_timer(uv_handle_t *h)
+static void on_per_try_timeout(uv_timer_t *t)
 {
-    free(sharp_container_of((uv_timer_t *)h, router_timer_t, t));
+    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
+    router_state_t *rs = rt->rs;
+    if (!rs || !rs->upstream_active || rs->response_headers) return;
+    sharp_counter_inc(shard(rs), rs->cluster->st.upstream_rq_per_try_timeout);
+    atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
+    sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
+    charge_local_upstream_code(rs, 504);
+    if (should_retry(rs, failure_retriable(rs, FAIL_TIMEOUT)) == RETRY_YES) {
+        schedule_retry(rs);
+        return;
+    }
+    upstream_failure_reply(rs, 504, "upstream request timeout", SHARP_RF_UPSTREAM_REQUEST_TIMEOUT,
+                           "upstream_per_try_timeout");
+}
+
+/* The per-try timeout runs from when the whole request has been handed to
+ * the upstream connection (Envoy starts it when the request is complete and
+ * the connection is ready). */
+static void start_try_timer(router_state_t *rs)
+{
+    if (!rs->per_try_timeout_ms || !rs->upstream_active || !rs->bound || rs->response_headers) return;
+    uv_timer_start(&timer_get(rs, &rs->try_timer)->t, on_per_try_timeout, rs->per_try_timeout_ms, 0);
 }
 
 static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r,
@@ -235,10 +451,132 @@ static uint64_t parse_u64(sharp_str_t v, bool *ok)
 
 /* ---- decode ---- */
 
+/* Picks the host of a try. With the previous_hosts predicate a retry asks
+ * the load balancer again, up to host_selection_retry_max_attempts more
+ * times, for a host no earlier try used; failing that it takes the last
+ * pick, as Envoy does. */
+static sharp_host_t *choose_host(router_state_t *rs)
+{
+    uint32_t picks = 1;
+    if (rs->policy && rs->policy->previous_hosts && rs->ntried) picks += rs->policy->host_selection_max_attempts;
+    sharp_host_t *h = NULL;
+    for (uint32_t i = 0; i < picks; i++) {
+        h = sharp_lb_choose(&rs->cl->lb);
+        if (!h) return NULL;
+        bool seen = false;
+        for (uint32_t k = 0; k < rs->ntried && !seen; k++) seen = rs->tried[k] == h;
+        if (!seen || !(rs->policy && rs->policy->previous_hosts)) break;
+    }
+    return h;
+}
+
+/* Starts a try: host, request breaker, pooled connection. The first try
+ * comes from decode_headers, retries from the back-off timer. */
+static void start_try(router_state_t *rs)
+{
+    sharp_filter_t *f = rs->f;
+    sharp_stream_t *s = f->stream;
+    sharp_worker_t *w = sharp_stream_worker(s);
+    sharp_cluster_t *c = rs->cluster;
+    sharp_host_t *host = choose_host(rs);
+    if (!host) {
+        if (rs->retry_slot) {
+            rs->retry_slot = false;
+            sharp_cluster_retry_release(c);
+        }
+        timer_stop(rs->timer);
+        sharp_stream_send_local_reply(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
+                                      "no_healthy_upstream");
+        return;
+    }
+    /* cluster-wide request circuit breaker */
+    int64_t open = atomic_fetch_add_explicit(&c->rq_open, 1, memory_order_relaxed);
+    if ((uint64_t)open >= c->cb.max_requests) {
+        atomic_fetch_sub_explicit(&c->rq_open, 1, memory_order_relaxed);
+        sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
+        overflow_reply(rs);
+        return;
+    }
+    rs->host = host;
+    if (rs->ntried < ROUTER_MAX_TRIED) rs->tried[rs->ntried++] = host;
+    rs->counted_active = true;
+    rs->response_headers = false;
+    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
+    snprintf(s->info.upstream_host, sizeof s->info.upstream_host, "%s", host->address);
+    sharp_counter_inc(w->stats, c->st.rq_total);
+    sharp_gauge_add(w->stats, c->st.rq_active, 1);
+    if (rs->include_attempt_count) {
+        char n[16];
+        size_t nl = sharp_u64_to_str(rs->attempt, n);
+        sharp_headers_set(&s->req, "x-envoy-attempt-count", 21, n, nl);
+    }
+    rs->upstream_active = true;
+    rs->upstream_start_ns = sharp_now_ns();
+    if (!sharp_pool_acquire(rs->cl->pools[host->index], &rs->ureq, &upstream_cbs, rs)) {
+        /* max_pending_requests: nothing was queued */
+        sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
+        overflow_reply(rs);
+    }
+}
+
+/* The retry policy of the route (or its virtual host), amended by the
+ * x-envoy-retry-on / x-envoy-max-retries / x-envoy-retriable-status-codes /
+ * x-envoy-upstream-rq-per-try-timeout-ms request headers, which are consumed. */
+static void setup_retries(router_state_t *rs, const sharp_route_t *r, sharp_headers_t *h)
+{
+    sharp_str_t v;
+    rs->policy = r->has_retry_policy ? &r->retry : NULL;
+    if (rs->policy) {
+        rs->retry_on = rs->policy->retry_on_bits;
+        rs->retries_left = rs->policy->num_retries;
+        rs->per_try_timeout_ms = rs->policy->per_try_timeout_ms;
+    } else {
+        rs->retries_left = 1; /* x-envoy-retry-on alone: one retry */
+    }
+    if (sharp_headers_get_cstr(h, "x-envoy-retry-on", &v)) {
+        rs->retry_on |= sharp_retry_on_parse(v.p, v.len);
+        sharp_headers_remove_cstr(h, "x-envoy-retry-on");
+    }
+    if (sharp_headers_get_cstr(h, "x-envoy-max-retries", &v)) {
+        bool ok;
+        uint64_t n = parse_u64(v, &ok);
+        if (ok) rs->retries_left = (uint32_t)SHARP_MIN(n, 100);
+        sharp_headers_remove_cstr(h, "x-envoy-max-retries");
+    }
+    if (sharp_headers_get_cstr(h, "x-envoy-retriable-status-codes", &v)) {
+        size_t i = 0;
+        while (i < v.len && rs->nextra_codes < ROUTER_MAX_CODES) {
+            size_t j = i;
+            while (j < v.len && v.p[j] != ',') j++;
+            size_t a = i, b = j;
+            while (a < b && v.p[a] == ' ') a++;
+            while (b > a && v.p[b - 1] == ' ') b--;
+            bool ok;
+            uint64_t code = parse_u64((sharp_str_t){v.p + a, b - a}, &ok);
+            if (ok && code >= 100 && code <= 599) rs->extra_codes[rs->nextra_codes++] = (uint32_t)code;
+            i = j + 1;
+        }
+        sharp_headers_remove_cstr(h, "x-envoy-retriable-status-codes");
+    }
+    if (sharp_headers_get_cstr(h, "x-envoy-upstream-rq-per-try-timeout-ms", &v)) {
+        bool ok;
+        uint64_t t = parse_u64(v, &ok);
+        if (ok) rs->per_try_timeout_ms = t;
+        sharp_headers_remove_cstr(h, "x-envoy-upstream-rq-per-try-timeout-ms");
+    }
+    if (rs->policy && rs->policy->nretriable_request_headers) {
+        bool match = false;
+        for (uint32_t i = 0; i < rs->policy->nretriable_request_headers && !match; i++)
+            match = sharp_header_matcher_match(&rs->policy->retriable_request_headers[i], h);
+        if (!match) rs->retry_on = 0;
+    }
+    rs->can_replay = rs->retry_on != 0;
+}
+
 static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
 {
     router_state_t *rs = f->state;
-    const router_config_t *cfg = f->config;
     sharp_stream_t *s = f->stream;
     sharp_worker_t *w = sharp_stream_worker(s);
     rs->f = f;
@@ -267,32 +605,9 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     }
     rs->cluster = c;
     s->info.upstream_cluster = c->name;
-    sharp_cluster_local_t *cl = &w->clusters[c->index];
-    rs->cl = cl;
-    sharp_host_t *host = sharp_lb_choose(&cl->lb);
-    if (!host) {
-        sharp_stream_send_local_reply(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
-                                      "no_healthy_upstream");
-        return SHARP_FILTER_STOP;
-    }
-    /* cluster-wide request circuit breaker */
-    int64_t open = atomic_fetch_add_explicit(&c->rq_open, 1, memory_order_relaxed);
-    if ((uint64_t)open >= c->cb.max_requests) {
-        atomic_fetch_sub_explicit(&c->rq_open, 1, memory_order_relaxed);
-        sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
-        sharp_stream_send_local_reply(f, 503,
-                                      "upstream connect error or disconnect/reset before headers. "
-                                      "reset reason: overflow",
-                                      SHARP_RF_UPSTREAM_OVERFLOW, "upstream_reset_before_response_started{overflow}");
-        return SHARP_FILTER_STOP;
-    }
-    rs->host = host;
-    rs->counted_active = true;
-    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
-    snprintf(s->info.upstream_host, sizeof s->info.upstream_host, "%s", host->address);
-    sharp_counter_inc(w->stats, c->st.rq_total);
-    sharp_gauge_add(w->stats, c->st.rq_active, 1);
+    rs->cl = &w->clusters[c->index];
+    rs->attempt = 1;
+    rs->include_attempt_count = s->vhost && s->vhost->include_request_attempt_count;
 
     /* request headers for the upstream */
     rs->timeout_ms = r->timeout_ms;
@@ -303,6 +618,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         if (ok) rs->timeout_ms = t;
         sharp_headers_remove_cstr(h, "x-envoy-upstream-rq-timeout-ms");
     }
+    setup_retries(rs, r, h);
     if (r->prefix_rewrite && r->match_kind == SHARP_ROUTE_MATCH_PREFIX &&
         sharp_headers_get_cstr(h, ":path", &v) && v.len >= r->path_len) {
         sharp_sbuf_t np = {0};
@@ -313,36 +629,58 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         sharp_sbuf_free(&np);
     }
     if (r->host_rewrite) sharp_headers_set_cstr(h, ":authority", r->host_rewrite);
-    else if (r->auto_host_rewrite && host->hostname[0]) sharp_headers_set_cstr(h, ":authority", host->hostname);
-    if (!cfg || !cfg->suppress_envoy_headers) {
-        if (rs->timeout_ms) {
+    if (!suppress_headers(rs)) {
+        /* the per-try timeout when it is the tighter one, as Envoy does */
+        uint64_t expected = rs->timeout_ms;
+        if (rs->per_try_timeout_ms && (!expected || rs->per_try_timeout_ms < expected))
+            expected = rs->per_try_timeout_ms;
+        if (expected) {
             char t[20];
-            size_t tl = sharp_u64_to_str(rs->timeout_ms, t);
+            size_t tl = sharp_u64_to_str(expected, t);
             sharp_headers_set(h, "x-envoy-expected-rq-timeout-ms", 30, t, tl);
         }
     }
     sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
     rs->wc = wc;
-
     rs->request_end_seen = end_stream;
-    rs->upstream_active = true;
-    rs->upstream_start_ns = sharp_now_ns();
-    sharp_pool_acquire(cl->pools[host->index], &rs->ureq,
-                       &upstream_cbs, rs);
-    if (end_stream && rs->upstream_active) start_timer(rs);
+    rs->pending_end = end_stream;
+
+    start_try(rs);
+    if (!rs->upstream_active) return SHARP_FILTER_STOP; /* answered locally */
+    /* auto_host_rewrite needs the host: only the first try's is used */
+    if (!r->host_rewrite && r->auto_host_rewrite && rs->host->hostname[0])
+        sharp_headers_set_cstr(h, ":authority", rs->host->hostname);
+    if (end_stream) start_timer(rs);
     return SHARP_FILTER_STOP;
+}
+
+/* Keeps what was sent for a retry, while the whole body fits the buffer
+ * limit; beyond it the request can no longer be replayed, as in Envoy. */
+static void keep_for_replay(router_state_t *rs, const char *p, size_t n)
+{
+    if (!rs->can_replay || !n) return;
+    if (rs->replay.len + n > sharp_stream_buffer_limit(rs->f->stream)) {
+        rs->can_replay = false;
+        sharp_sbuf_free(&rs->replay);
+        return;
+    }
+    sharp_sbuf_append(&rs->replay, p, n);
 }
 
 static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end)
 {
     router_state_t *rs = f->state;
-    if (!rs->upstream_active) return SHARP_FILTER_STOP;
-    if (end) rs->request_end_seen = true;
+    if (!rs->upstream_active && !rs->backing_off) return SHARP_FILTER_STOP;
+    if (end) {
+        rs->request_end_seen = true;
+        rs->pending_end = true;
+    }
     if (rs->bound) {
+        keep_for_replay(rs, p, n);
         sharp_upstream_cx_send_data(rs->ureq.cx, p, n, end);
+        if (end) start_try_timer(rs);
     } else {
         if (n) sharp_sbuf_append(&rs->pending_body, p, n);
-        if (end) rs->pending_end = true;
         if (rs->pending_body.len > sharp_stream_buffer_limit(f->stream))
             sharp_stream_read_disable(f->stream, true);
     }
@@ -365,16 +703,19 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     rs->bound = true;
     snprintf(s->info.upstream_local_address, sizeof s->info.upstream_local_address, "%s",
              sharp_upstream_cx_local_address(cx));
-    bool body_pending = rs->pending_body.len > 0 || rs->pending_end;
-    bool end_with_headers = rs->request_end_seen && !body_pending;
+    bool body_pending = rs->pending_body.len > 0;
+    bool end_with_headers = rs->pending_end && !body_pending;
     sharp_upstream_cx_send_headers(cx, &s->req, end_with_headers);
     if (body_pending) {
         sharp_sbuf_t b = rs->pending_body;
         memset(&rs->pending_body, 0, sizeof rs->pending_body);
+        keep_for_replay(rs, b.data, b.len);
         sharp_upstream_cx_send_data(cx, b.data, b.len, rs->pending_end);
         sharp_sbuf_free(&b);
         if (rs->upstream_active) sharp_stream_read_disable(s, false);
     }
+    if (!rs->upstream_active) return;
+    if (rs->pending_end) start_try_timer(rs);
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
         sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     }
@@ -384,14 +725,11 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
 {
     router_state_t *rs = ctx;
     (void)detail;
-    if (why == SHARP_POOL_FAIL_OVERFLOW) {
-        sharp_counter_inc(shard(rs), rs->cluster->st.rq_pending_overflow);
-        upstream_failure_reply(rs, 503,
-                               "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-                               SHARP_RF_UPSTREAM_OVERFLOW, "upstream_reset_before_response_started{overflow}");
+    charge_local_upstream_code(rs, 503);
+    if (should_retry(rs, failure_retriable(rs, FAIL_CONNECT)) == RETRY_YES) {
+        schedule_retry(rs);
         return;
     }
-    charge_local_upstream_code(rs, 503);
     upstream_failure_reply(rs, 503,
                            "upstream connect error or disconnect/reset before headers. reset reason: "
                            "connection failure",
@@ -399,14 +737,20 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
                            "upstream_reset_before_response_started{connection_failure}");
 }
 
+static void finish_response(router_state_t *rs, uint64_t now)
+{
+    rs->response_done = true;
+    timer_stop(rs->timer);
+    sharp_histogram_record(shard(rs), rs->cluster->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
+    sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
+    release_upstream(rs);
+}
+
 static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
 {
     router_state_t *rs = ctx;
     sharp_stream_t *s = rs->f->stream;
-    const router_config_t *cfg = rs->f->config;
     uint64_t now = sharp_now_ns();
-    s->info.upstream_first_byte_ns = now;
-    rs->response_headers = true;
     sharp_str_t st;
     uint32_t code = 0;
     if (sharp_headers_get_cstr(h, ":status", &st))
@@ -414,34 +758,40 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     sharp_cluster_count_response(rs->cluster, shard(rs), code);
     if (code >= 500) atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
-    if (!cfg || !cfg->suppress_envoy_headers) {
+    sharp_outlier_put_http(rs->cluster, rs->host, code);
+    bool retriable = rs->retry_on && response_retriable(rs, code, h);
+    if (retriable) {
+        retry_status_t rst = should_retry(rs, true);
+        if (rst == RETRY_YES) {
+            schedule_retry(rs);
+            return;
+        }
+    } else if (rs->attempt > 1) {
+        sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_success);
+    }
+    s->info.upstream_first_byte_ns = now;
+    rs->response_headers = true;
+    timer_stop(rs->try_timer);
+    if (!suppress_headers(rs)) {
         char t[20];
         size_t tl = sharp_u64_to_str((now - rs->upstream_start_ns) / 1000000, t);
         sharp_headers_set(h, "x-envoy-upstream-service-time", 29, t, tl);
     }
     response_header_ops(s, s->route, rs->wc, h);
     s->info.response_code_details = "via_upstream";
-    if (end_stream) {
-        rs->response_done = true;
-        stop_timer(rs);
-        sharp_histogram_record(shard(rs), rs->cluster->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
-        sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
-        release_upstream(rs);
+    if (s->vhost && s->vhost->include_attempt_count_in_response) {
+        char n[16];
+        size_t nl = sharp_u64_to_str(rs->attempt, n);
+        sharp_headers_set(h, "x-envoy-attempt-count", 21, n, nl);
     }
+    if (end_stream) finish_response(rs, now);
     sharp_stream_encode_headers(rs->f, h, end_stream);
 }
 
 static void up_on_data(void *ctx, const char *p, size_t n, bool end_stream)
 {
     router_state_t *rs = ctx;
-    if (end_stream) {
-        rs->response_done = true;
-        stop_timer(rs);
-        sharp_histogram_record(shard(rs), rs->cluster->st.rq_time,
-                               (sharp_now_ns() - rs->upstream_start_ns) / 1000000);
-        sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
-        release_upstream(rs);
-    }
+    if (end_stream) finish_response(rs, sharp_now_ns());
     sharp_stream_encode_data(rs->f, p, n, end_stream);
 }
 
@@ -455,6 +805,7 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
                                                         : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_rx_reset);
     if (!rs->response_headers) {
+        sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
         const char *body = why == SHARP_RESET_REMOTE
                                ? "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
                            : why == SHARP_RESET_PROTOCOL_ERROR
@@ -466,10 +817,14 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
                                   : "upstream_reset_before_response_started{connection_termination}";
         uint32_t code = why == SHARP_RESET_PROTOCOL_ERROR ? 502 : 503;
         charge_local_upstream_code(rs, code);
+        if (should_retry(rs, failure_retriable(rs, FAIL_RESET)) == RETRY_YES) {
+            schedule_retry(rs);
+            return;
+        }
         upstream_failure_reply(rs, code, body, flag, details);
         return;
     }
-    stop_timer(rs);
+    timer_stop(rs->timer);
     release_upstream(rs);
     rs->f->stream->info.response_code_details = "upstream_reset_after_response_started";
     sharp_stream_reset(rs->f->stream, flag);
@@ -503,16 +858,15 @@ static void router_on_destroy(sharp_filter_t *f)
 {
     router_state_t *rs = f->state;
     if (!rs->f) return; /* never started */
-    if (rs->upstream_active && !rs->response_done && rs->cluster)
+    if ((rs->upstream_active || rs->backing_off) && !rs->response_done && rs->cluster)
         sharp_counter_inc(shard(rs), rs->cluster->st.rq_tx_reset);
+    rs->backing_off = false;
     release_upstream(rs);
-    if (rs->timer) {
-        rs->timer->rs = NULL;
-        uv_timer_stop(&rs->timer->t);
-        uv_close((uv_handle_t *)&rs->timer->t, free_timer);
-        rs->timer = NULL;
-    }
+    timer_free(&rs->timer);
+    timer_free(&rs->try_timer);
+    timer_free(&rs->backoff_timer);
     sharp_sbuf_free(&rs->pending_body);
+    sharp_sbuf_free(&rs->replay);
 }
 
 const sharp_filter_factory_t sharp_router_filter = {

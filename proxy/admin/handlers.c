@@ -9,6 +9,7 @@
 #include "config/mapper.h"
 #include "log.h"
 #include "upstream/cluster.h"
+#include "upstream/outlier.h"
 
 #include <arpa/inet.h>
 #include <malloc.h>
@@ -324,6 +325,8 @@ static void render_stats(const sharp_admin_request_t *rq, sharp_admin_response_t
         text(rsp, 503, "stats are not available yet\n");
         return;
     }
+    for (uint32_t i = 0; rq->srv->snap && i < rq->srv->snap->nclusters; i++)
+        sharp_cluster_refresh_gauges(rq->srv->snap->clusters[i]);
     if (render(rq->srv->stats, filter, used_only, &rsp->body, err, sizeof err) < 0) {
         sharp_sbuf_reset(&rsp->body);
         rsp->status = 400;
@@ -365,7 +368,8 @@ static void h_stats_prometheus(const sharp_admin_request_t *rq, sharp_admin_resp
 
 /* Envoy's high-priority thresholds default to the same numbers as the
  * default priority; SHARP reads only the DEFAULT thresholds from config. */
-static const sharp_cb_thresholds_t high_priority_defaults = {1024, 1024, 1024, 3};
+static const sharp_cb_thresholds_t high_priority_defaults = {
+    .max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
 
 static void health_flags_text(sharp_sbuf_t *b, uint32_t f)
 {
@@ -411,11 +415,50 @@ static void thresholds_text(sharp_sbuf_t *b, const char *cluster, const char *pr
     sharp_sbuf_printf(b, "%s::%s_priority::max_retries::%u\n", cluster, prio, t->max_retries);
 }
 
+/* The shortest decimal that reads back as v, as Envoy's fmt prints a
+ * double ("-1", "100", "43.2", "66.66666666666667"); %g's exponent form
+ * only where plain digits cannot do it. */
+static void double_text(sharp_sbuf_t *b, double v)
+{
+    char s[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(s, sizeof s, "%.*g", prec, v);
+        if (strtod(s, NULL) == v && (!strchr(s, 'e') || prec == 17)) break;
+    }
+    sharp_sbuf_puts(b, s);
+}
+
+/* Envoy's addOutlierInfo: the last interval's success-rate numbers, -1
+ * when they were not computed. */
+static void outlier_text(sharp_sbuf_t *b, const sharp_cluster_t *c)
+{
+    const sharp_outlier_t *od = c->outlier;
+    if (!od) return;
+    sharp_sbuf_printf(b, "%s::outlier::success_rate_average::%g\n", c->name,
+                      od->sr_average[SHARP_OUTLIER_EXTERNAL]);
+    sharp_sbuf_printf(b, "%s::outlier::success_rate_ejection_threshold::%g\n", c->name,
+                      od->sr_threshold[SHARP_OUTLIER_EXTERNAL]);
+    sharp_sbuf_printf(b, "%s::outlier::local_origin_success_rate_average::%g\n", c->name,
+                      od->sr_average[SHARP_OUTLIER_LOCAL]);
+    sharp_sbuf_printf(b, "%s::outlier::local_origin_success_rate_ejection_threshold::%g\n", c->name,
+                      od->sr_threshold[SHARP_OUTLIER_LOCAL]);
+}
+
+/* `,"name":{"value":v}` when v is set (Envoy's Percent fields). */
+static void percent_json(sharp_sbuf_t *b, const char *name, double v, bool set)
+{
+    if (!set) return;
+    sharp_sbuf_printf(b, ",\"%s\":{\"value\":", name);
+    double_text(b, v);
+    sharp_sbuf_puts(b, "}");
+}
+
 static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
 {
     for (uint32_t i = 0; snap && i < snap->nclusters; i++) {
         const sharp_cluster_t *c = snap->clusters[i];
         sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->name);
+        outlier_text(b, c);
         thresholds_text(b, c->name, "default", &c->cb);
         thresholds_text(b, c->name, "high", &high_priority_defaults);
         sharp_sbuf_printf(b, "%s::added_via_api::false\n", c->name);
@@ -446,8 +489,15 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             sharp_sbuf_printf(b, "%s::%s::sub_zone::\n", cn, a);
             sharp_sbuf_printf(b, "%s::%s::canary::false\n", cn, a);
             sharp_sbuf_printf(b, "%s::%s::priority::%u\n", cn, a, h->priority);
-            sharp_sbuf_printf(b, "%s::%s::success_rate::-1\n", cn, a);
-            sharp_sbuf_printf(b, "%s::%s::local_origin_success_rate::-1\n", cn, a);
+            sharp_sbuf_printf(b, "%s::%s::success_rate::", cn, a);
+            double_text(b, sharp_outlier_success_rate(c, h, SHARP_OUTLIER_EXTERNAL));
+            sharp_sbuf_printf(b, "\n%s::%s::local_origin_success_rate::", cn, a);
+            double_text(b, sharp_outlier_success_rate(c, h, SHARP_OUTLIER_LOCAL));
+            sharp_sbuf_puts(b, "\n");
+            /* SHARP: the outlier breaker's view of the host */
+            if (c->outlier)
+                sharp_sbuf_printf(b, "%s::%s::outlier_state::%s\n", cn, a,
+                                  sharp_outlier_breaker_name(sharp_outlier_breaker(h)));
         }
     }
 }
@@ -470,6 +520,11 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
         if (i) sharp_sbuf_puts(b, ",");
         sharp_sbuf_puts(b, "{\"name\":");
         sharp_json_str(b, c->name);
+        const sharp_outlier_t *od = c->outlier;
+        if (od)
+            percent_json(b, "success_rate_ejection_threshold",
+                         od->sr_threshold[SHARP_OUTLIER_EXTERNAL],
+                         od->sr_threshold[SHARP_OUTLIER_EXTERNAL] > 0);
         sharp_sbuf_puts(b, ",\"host_statuses\":[");
         for (uint32_t k = 0; k < c->nhosts; k++) {
             const sharp_host_t *h = c->hosts[k];
@@ -499,15 +554,29 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
                               f & SHARP_HOST_FAILED_EDS_HEALTH ? "UNHEALTHY" : "HEALTHY");
             if (f & SHARP_HOST_PENDING_REMOVAL)
                 sharp_sbuf_puts(b, ",\"pending_dynamic_removal\":true");
-            sharp_sbuf_printf(b, "},\"weight\":%u", h->weight);
+            sharp_sbuf_puts(b, "}");
+            double sr = sharp_outlier_success_rate(c, h, SHARP_OUTLIER_EXTERNAL);
+            percent_json(b, "success_rate", sr, sr >= 0);
+            sharp_sbuf_printf(b, ",\"weight\":%u", h->weight);
             if (h->hostname[0]) {
                 sharp_sbuf_puts(b, ",\"hostname\":");
                 sharp_json_str(b, h->hostname);
             }
             if (h->priority) sharp_sbuf_printf(b, ",\"priority\":%u", h->priority);
-            sharp_sbuf_puts(b, ",\"locality\":{}}");
+            sr = sharp_outlier_success_rate(c, h, SHARP_OUTLIER_LOCAL);
+            percent_json(b, "local_origin_success_rate", sr, sr >= 0);
+            sharp_sbuf_puts(b, ",\"locality\":{}");
+            /* SHARP: the outlier breaker's view of the host */
+            if (od)
+                sharp_sbuf_printf(b, ",\"outlier_state\":\"%s\"",
+                                  sharp_outlier_breaker_name(sharp_outlier_breaker(h)));
+            sharp_sbuf_puts(b, "}");
         }
-        sharp_sbuf_puts(b, "],\"circuit_breakers\":{\"thresholds\":[");
+        sharp_sbuf_puts(b, "]");
+        if (od)
+            percent_json(b, "local_origin_success_rate_ejection_threshold",
+                         od->sr_threshold[SHARP_OUTLIER_LOCAL], od->sr_threshold[SHARP_OUTLIER_LOCAL] > 0);
+        sharp_sbuf_puts(b, ",\"circuit_breakers\":{\"thresholds\":[");
         thresholds_json(b, NULL, &c->cb);
         sharp_sbuf_puts(b, ",");
         thresholds_json(b, "HIGH", &high_priority_defaults);

@@ -99,6 +99,9 @@ void sharp_stream_continue_encoding(sharp_filter_t *f);
  * encode chain of the filters before `f` sees it. */
 void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const char *body,
                                    uint32_t response_flag, const char *details);
+/* The same with extra response headers: name, value, ..., NULL. */
+void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const char *body,
+                                      uint32_t response_flag, const char *details, const char *const *headers);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);

@@ -449,6 +449,12 @@ void sharp_stream_continue_encoding(sharp_filter_t *f)
 void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const char *body,
                                    uint32_t response_flag, const char *details)
 {
+    sharp_stream_send_local_reply_ex(f, status, body, response_flag, details, NULL);
+}
+
+void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const char *body,
+                                      uint32_t response_flag, const char *details, const char *const *headers)
+{
     sharp_stream_t *s = f->stream;
     if (s->destroyed) return;
     s->info.response_flags |= response_flag;
@@ -471,6 +477,8 @@ void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const cha
         sharp_headers_add_cstr(h, "content-length", cl);
         sharp_headers_add_cstr(h, "content-type", "text/plain");
     }
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        sharp_headers_add_cstr(h, headers[i], headers[i + 1]);
     bool end = blen == 0 || s->is_head;
     enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, body, blen, true);

@@ -96,13 +96,38 @@ typedef struct {
     sharp_header_ops_t req_ops, resp_ops;
 } sharp_weighted_cluster_t;
 
+/* retry_on conditions (Envoy's names in the comments). */
+enum {
+    SHARP_RETRY_5XX = 1u << 0,                    /* 5xx */
+    SHARP_RETRY_GATEWAY_ERROR = 1u << 1,          /* gateway-error */
+    SHARP_RETRY_RESET = 1u << 2,                  /* reset */
+    SHARP_RETRY_CONNECT_FAILURE = 1u << 3,        /* connect-failure */
+    SHARP_RETRY_RETRIABLE_4XX = 1u << 4,          /* retriable-4xx (409) */
+    SHARP_RETRY_REFUSED_STREAM = 1u << 5,         /* refused-stream */
+    SHARP_RETRY_RETRIABLE_STATUS_CODES = 1u << 6, /* retriable-status-codes */
+    SHARP_RETRY_RETRIABLE_HEADERS = 1u << 7,      /* retriable-headers */
+    SHARP_RETRY_ENVOY_RATELIMITED = 1u << 8,      /* envoy-ratelimited */
+    SHARP_RETRY_RESET_BEFORE_REQUEST = 1u << 9,   /* reset-before-request */
+};
+
+/* Parses a comma-separated retry_on list (x-envoy-retry-on has the same
+ * syntax) into SHARP_RETRY_* bits; unknown names are ignored, as Envoy does. */
+uint32_t sharp_retry_on_parse(const char *p, size_t n);
+
 typedef struct {
-    char *retry_on; /* comma-separated Envoy retry conditions; enforced by the router later */
+    char *retry_on;        /* as configured */
+    uint32_t retry_on_bits; /* SHARP_RETRY_* */
     uint32_t num_retries;  /* default 1 when a policy exists */
     uint64_t per_try_timeout_ms;
     uint32_t *retriable_status_codes;
     uint32_t nretriable_status_codes;
     uint64_t backoff_base_ms, backoff_max_ms;
+    bool previous_hosts;   /* retry_host_predicate envoy.retry_host_predicates.previous_hosts */
+    uint32_t host_selection_max_attempts; /* default 1 */
+    sharp_header_matcher_t *retriable_headers; /* on the response */
+    uint32_t nretriable_headers;
+    sharp_header_matcher_t *retriable_request_headers; /* the request must match one, if any */
+    uint32_t nretriable_request_headers;
 } sharp_retry_policy_t;
 
 typedef struct {
@@ -162,6 +187,8 @@ typedef struct sharp_vhost {
     sharp_header_ops_t req_ops, resp_ops;
     bool has_retry_policy;
     sharp_retry_policy_t retry;
+    bool include_request_attempt_count;    /* x-envoy-attempt-count to the upstream */
+    bool include_attempt_count_in_response; /* ... and in the response */
 } sharp_vhost_t;
 
 typedef struct sharp_route_table {
@@ -232,6 +259,8 @@ int sharp_string_matcher_init(sharp_string_matcher_t *m, sharp_string_match_kind
                               const char *value, size_t len, bool ignore_case, char *err,
                               size_t errlen);
 void sharp_string_matcher_free(sharp_string_matcher_t *m);
+/* Frees what a sharp_header_ops_t owns (for ops built outside a route table). */
+void sharp_header_ops_free(sharp_header_ops_t *ops);
 /* Initializes a header operation: lower-cases the name, compiles the value
  * as a substitution format when it contains '%' ("%%" is a literal '%'). */
 int sharp_header_op_init(sharp_header_op_t *op, const char *name, const char *value,

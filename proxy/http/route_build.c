@@ -2,8 +2,11 @@
  * header mutations (Envoy's HeaderParser). */
 #include "http/route.h"
 
+#include <strings.h>
+
 #include <ctype.h>
 #include <stdio.h>
+#include <strings.h>
 
 #include "http/access_log.h"
 #include "sbuf.h"
@@ -170,10 +173,59 @@ static void free_ops(sharp_header_ops_t *ops)
     memset(ops, 0, sizeof *ops);
 }
 
+void sharp_header_ops_free(sharp_header_ops_t *ops)
+{
+    free_ops(ops);
+}
+
+static void free_matchers(sharp_header_matcher_t *m, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free(m[i].name);
+        sharp_string_matcher_free(&m[i].sm);
+    }
+    free(m);
+}
+
 static void free_retry(sharp_retry_policy_t *rp)
 {
     free(rp->retry_on);
     free(rp->retriable_status_codes);
+    free_matchers(rp->retriable_headers, rp->nretriable_headers);
+    free_matchers(rp->retriable_request_headers, rp->nretriable_request_headers);
+}
+
+uint32_t sharp_retry_on_parse(const char *p, size_t n)
+{
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } names[] = {
+        {"5xx", SHARP_RETRY_5XX},
+        {"gateway-error", SHARP_RETRY_GATEWAY_ERROR},
+        {"reset", SHARP_RETRY_RESET},
+        {"connect-failure", SHARP_RETRY_CONNECT_FAILURE},
+        {"retriable-4xx", SHARP_RETRY_RETRIABLE_4XX},
+        {"refused-stream", SHARP_RETRY_REFUSED_STREAM},
+        {"retriable-status-codes", SHARP_RETRY_RETRIABLE_STATUS_CODES},
+        {"retriable-headers", SHARP_RETRY_RETRIABLE_HEADERS},
+        {"envoy-ratelimited", SHARP_RETRY_ENVOY_RATELIMITED},
+        {"reset-before-request", SHARP_RETRY_RESET_BEFORE_REQUEST},
+    };
+    uint32_t bits = 0;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && p[j] != ',') j++;
+        size_t a = i, b = j;
+        while (a < b && (p[a] == ' ' || p[a] == '\t')) a++;
+        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t')) b--;
+        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (strlen(names[k].name) == b - a && strncasecmp(names[k].name, p + a, b - a) == 0)
+                bits |= names[k].bit;
+        i = j + 1;
+    }
+    return bits;
 }
 
 static void free_route(sharp_route_t *r)
@@ -181,11 +233,7 @@ static void free_route(sharp_route_t *r)
     free(r->name);
     free(r->path);
     if (r->match_kind == SHARP_ROUTE_MATCH_REGEX && r->path) regfree(&r->path_re);
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        free(r->headers[i].name);
-        sharp_string_matcher_free(&r->headers[i].sm);
-    }
-    free(r->headers);
+    free_matchers(r->headers, r->nheaders);
     for (uint32_t i = 0; i < r->nquery; i++) {
         free(r->query[i].name);
         sharp_string_matcher_free(&r->query[i].sm);

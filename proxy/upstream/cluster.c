@@ -1,5 +1,9 @@
 /* cluster.c: cluster stats registration and teardown. */
 #include "upstream/cluster.h"
+#include "upstream/health_check.h"
+#include "upstream/outlier.h"
+
+static uint64_t retry_limit(const sharp_cluster_t *c);
 
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
@@ -39,8 +43,30 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(upstream_rq_per_try_timeout, "upstream_rq_per_try_timeout");
     C(rq_retry, "upstream_rq_retry");
     C(rq_maintenance_mode, "upstream_rq_maintenance_mode");
+    C(rq_retry_success, "upstream_rq_retry_success");
+    C(rq_retry_overflow, "upstream_rq_retry_overflow");
+    C(rq_retry_limit_exceeded, "upstream_rq_retry_limit_exceeded");
+    C(rq_retry_backoff_exponential, "upstream_rq_retry_backoff_exponential");
 #undef C
 #undef G
+    static const char *const prio[2] = {"default", "high"};
+    for (int i = 0; i < 2; i++) {
+#define B(field, stat) c->cbg[i].field = sharp_stats_gaugef(s, "cluster.%s.circuit_breakers.%s." stat, n, prio[i])
+        B(cx_open, "cx_open");
+        B(cx_pool_open, "cx_pool_open");
+        B(rq_pending_open, "rq_pending_open");
+        B(rq_open, "rq_open");
+        B(rq_retry_open, "rq_retry_open");
+        if (c->cb.track_remaining) {
+            B(remaining_cx, "remaining_cx");
+            B(remaining_pending, "remaining_pending");
+            B(remaining_rq, "remaining_rq");
+            B(remaining_retries, "remaining_retries");
+            B(remaining_cx_pools, "remaining_cx_pools");
+        }
+#undef B
+    }
+    sharp_cluster_refresh_gauges(c);
     sharp_gauge_set(s, st->membership_total, c->nhosts);
     uint32_t healthy = 0;
     for (uint32_t i = 0; i < c->nhosts; i++) healthy += sharp_host_healthy(c->hosts[i]);
@@ -60,11 +86,66 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
     sharp_counter_inc(sh, id);
 }
 
+/* Envoy's retry budget: the concurrent retries allowed are budget_percent of
+ * the active plus pending requests, but at least min_retry_concurrency. */
+static uint64_t retry_limit(const sharp_cluster_t *c)
+{
+    if (!c->cb.has_retry_budget) return c->cb.max_retries;
+    int64_t active = atomic_load_explicit(&c->rq_open, memory_order_relaxed);
+    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * c->cb.budget_percent / 100.0);
+    return budget > c->cb.min_retry_concurrency ? budget : c->cb.min_retry_concurrency;
+}
+
+bool sharp_cluster_retry_acquire(sharp_cluster_t *c)
+{
+    return sharp_cluster_slot_acquire(&c->rq_retry_open, retry_limit(c));
+}
+
+void sharp_cluster_retry_release(sharp_cluster_t *c)
+{
+    atomic_fetch_sub_explicit(&c->rq_retry_open, 1, memory_order_relaxed);
+}
+
+static void breaker_gauges(sharp_cluster_t *c, int i, int64_t cx, uint64_t cx_max, int64_t pending,
+                           uint64_t pending_max, int64_t rq, uint64_t rq_max, int64_t retries, uint64_t retries_max)
+{
+    sharp_stats_t *s = c->stats;
+#define OPEN(v, max) ((v) > 0 && (uint64_t)(v) >= (max) ? 1 : 0)
+#define LEFT(v, max) ((v) > 0 ? ((uint64_t)(v) >= (max) ? 0 : (int64_t)((max) - (uint64_t)(v))) : (int64_t)(max))
+    sharp_gauge_set(s, c->cbg[i].cx_open, OPEN(cx, cx_max));
+    sharp_gauge_set(s, c->cbg[i].cx_pool_open, 0);
+    sharp_gauge_set(s, c->cbg[i].rq_pending_open, OPEN(pending, pending_max));
+    sharp_gauge_set(s, c->cbg[i].rq_open, OPEN(rq, rq_max));
+    sharp_gauge_set(s, c->cbg[i].rq_retry_open, OPEN(retries, retries_max));
+    if (c->cb.track_remaining) {
+        sharp_gauge_set(s, c->cbg[i].remaining_cx, LEFT(cx, cx_max));
+        sharp_gauge_set(s, c->cbg[i].remaining_pending, LEFT(pending, pending_max));
+        sharp_gauge_set(s, c->cbg[i].remaining_rq, LEFT(rq, rq_max));
+        sharp_gauge_set(s, c->cbg[i].remaining_retries, LEFT(retries, retries_max));
+        sharp_gauge_set(s, c->cbg[i].remaining_cx_pools, (int64_t)UINT32_MAX);
+    }
+#undef OPEN
+#undef LEFT
+}
+
+void sharp_cluster_refresh_gauges(sharp_cluster_t *c)
+{
+    if (!c->stats) return;
+    breaker_gauges(c, 0, atomic_load(&c->cx_open), c->cb.max_connections, atomic_load(&c->rq_pending_open),
+                   c->cb.max_pending_requests, atomic_load(&c->rq_open), c->cb.max_requests,
+                   atomic_load(&c->rq_retry_open), retry_limit(c));
+    /* Nothing runs at HIGH priority: its counters are zero under Envoy's
+     * default high thresholds. */
+    breaker_gauges(c, 1, 0, 1024, 0, 1024, 0, 1024, 0, 3);
+}
+
 void sharp_cluster_free(sharp_cluster_t *c)
 {
     if (!c) return;
     for (uint32_t i = 0; i < c->nhosts; i++) free(c->hosts[i]);
     free(c->hosts);
+    sharp_hc_config_free(c->health_check);
+    sharp_outlier_free(c->outlier);
     free(c->name);
     free(c);
 }

@@ -26,6 +26,10 @@ typedef struct {
     uint32_t max_pending_requests; /* 1024 */
     uint32_t max_requests;         /* 1024 */
     uint32_t max_retries;          /* 3 */
+    bool has_retry_budget;         /* retry_budget: replaces max_retries */
+    double budget_percent;         /* of active + pending requests, default 20 */
+    uint32_t min_retry_concurrency; /* default 3 */
+    bool track_remaining;
 } sharp_cb_thresholds_t;
 
 typedef struct sharp_cluster_stats {
@@ -34,7 +38,8 @@ typedef struct sharp_cluster_stats {
         rq_completed, cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_destroy,
         cx_destroy_local, cx_destroy_remote, cx_rx_bytes_total, cx_tx_bytes_total, cx_overflow,
         cx_protocol_error, cx_idle_timeout, cx_max_requests, membership_total, membership_healthy,
-        lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode;
+        lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
+        rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential;
 } sharp_cluster_stats_t;
 
 typedef struct sharp_cluster {
@@ -51,18 +56,48 @@ typedef struct sharp_cluster {
     sharp_cb_thresholds_t cb;
     sharp_host_t **hosts;
     uint32_t nhosts;
+    /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
+    struct sharp_hc_config *health_check;
     sharp_cluster_stats_t st;
     /* upstream_rq_<code> ids, registered on first use of each code (a
      * registration takes the stats lock once per code, never again). */
     _Atomic sharp_stat_id_t rq_code[600];
+    /* circuit_breakers.<priority>.* gauges, [0] default, [1] high */
+    struct {
+        sharp_stat_id_t cx_open, cx_pool_open, rq_pending_open, rq_open, rq_retry_open, remaining_cx,
+            remaining_pending, remaining_rq, remaining_retries, remaining_cx_pools;
+    } cbg[2];
     sharp_stats_t *stats;
     _Atomic int64_t rq_open; /* requests in flight on all workers (max_requests breaker) */
+    _Atomic int64_t rq_retry_open; /* retries scheduled or in flight (max_retries / retry_budget) */
+    _Atomic int64_t cx_open;         /* upstream connections of all workers (max_connections) */
+    _Atomic int64_t rq_pending_open; /* requests waiting for a connection (max_pending_requests) */
+    struct sharp_outlier *outlier; /* outlier_detection, NULL without it (upstream/outlier.h) */
 } sharp_cluster_t;
 
 /* Registers the cluster's stats (cluster.<name>.*) in the store. */
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *stats);
 void sharp_cluster_free(sharp_cluster_t *c);
+/* Sets the circuit_breakers.* gauges from the cluster-wide counters (main
+ * thread: housekeeping and before admin renders stats). */
+void sharp_cluster_refresh_gauges(sharp_cluster_t *c);
 /* Counts a completed upstream response code into upstream_rq_<class>xx. */
 void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, uint32_t code);
+/* Takes one unit of a cluster-wide breaker counter unless it is at `limit`.
+ * Any thread; the count never exceeds the limit. */
+static inline bool sharp_cluster_slot_acquire(_Atomic int64_t *open, uint64_t limit)
+{
+    int64_t cur = atomic_load_explicit(open, memory_order_relaxed);
+    do {
+        if (cur >= 0 && (uint64_t)cur >= limit) return false;
+    } while (!atomic_compare_exchange_weak_explicit(open, &cur, cur + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* Takes one retry slot of the cluster's max_retries (or retry_budget)
+ * breaker; false when it is full. Any thread. */
+bool sharp_cluster_retry_acquire(sharp_cluster_t *c);
+void sharp_cluster_retry_release(sharp_cluster_t *c);
 
 #endif

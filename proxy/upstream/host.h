@@ -18,6 +18,16 @@ enum {
     SHARP_HOST_PENDING_REMOVAL = 1u << 3,
 };
 
+/* The outlier breaker's view of a host (upstream/outlier.h). Closed: normal
+ * traffic. Open: ejected (SHARP_HOST_FAILED_OUTLIER is set, or about to be).
+ * Half-open: the ejection time is over; the load balancer admits at most
+ * `probe_budget` requests until a result closes or reopens the breaker. */
+typedef enum {
+    SHARP_HOST_BREAKER_CLOSED,
+    SHARP_HOST_BREAKER_OPEN,
+    SHARP_HOST_BREAKER_HALF_OPEN,
+} sharp_host_breaker_t;
+
 typedef struct sharp_host {
     char address[64];              /* "ip:port" as printed by /clusters and %UPSTREAM_HOST% */
     char hostname[128];            /* endpoint.hostname, may be empty */
@@ -30,6 +40,8 @@ typedef struct sharp_host {
     _Atomic int64_t active_rq;     /* requests in flight on all workers (least-request LB) */
     _Atomic int64_t active_cx;
     _Atomic uint64_t rq_total, rq_success, rq_error, cx_total, cx_connect_fail, rq_timeout;
+    _Atomic uint32_t breaker;      /* sharp_host_breaker_t, written by outlier.c */
+    _Atomic int32_t probe_budget;  /* half-open: requests still admitted (lb.c takes them) */
 } sharp_host_t;
 
 static inline bool sharp_host_healthy(const sharp_host_t *h)

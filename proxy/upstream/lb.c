@@ -210,20 +210,44 @@ static uint32_t pick_least_request(sharp_lb_t *lb, const uint32_t *cand, uint32_
     return pick_swrr(lb, cand, n, w);
 }
 
-sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+/* A host the balancer may pick: no health flag, and an outlier breaker
+ * that is closed, or half-open with probes left. */
+static bool host_usable(const sharp_host_t *h)
+{
+    if (!sharp_host_healthy(h)) return false;
+    uint32_t b = atomic_load_explicit(&h->breaker, memory_order_acquire);
+    return b == SHARP_HOST_BREAKER_CLOSED ||
+           (b == SHARP_HOST_BREAKER_HALF_OPEN &&
+            atomic_load_explicit(&h->probe_budget, memory_order_relaxed) > 0);
+}
+
+/* Takes one probe of a half-open host; true for any other host. */
+static bool take_probe(sharp_host_t *h)
+{
+    if (atomic_load_explicit(&h->breaker, memory_order_acquire) != SHARP_HOST_BREAKER_HALF_OPEN)
+        return true;
+    int32_t left = atomic_load_explicit(&h->probe_budget, memory_order_relaxed);
+    while (left > 0)
+        if (atomic_compare_exchange_weak_explicit(&h->probe_budget, &left, left - 1,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return true;
+    return false;
+}
+
+static sharp_host_t *choose_once(sharp_lb_t *lb)
 {
     lb->in_panic = false;
     if (!lb->nhosts) return NULL;
     memset(lb->level_healthy, 0, lb->nlevels * sizeof *lb->level_healthy);
     for (uint32_t i = 0; i < lb->nhosts; i++)
-        if (sharp_host_healthy(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
+        if (host_usable(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
     bool panic = false;
     int level = choose_level(lb, &panic);
     if (level < 0) return NULL;
     uint32_t n = 0;
     for (uint32_t i = 0; i < lb->nhosts; i++) {
         if (lb->level_of[i] != (uint32_t)level) continue;
-        if (panic || sharp_host_healthy(lb->hosts[i])) lb->scratch[n++] = i;
+        if (panic || host_usable(lb->hosts[i])) lb->scratch[n++] = i;
     }
     if (!n) return NULL; /* a host turned unhealthy between the two scans */
     lb->in_panic = panic;
@@ -241,4 +265,26 @@ sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
         break;
     }
     return lb->hosts[pick];
+}
+
+bool sharp_lb_host_usable(const sharp_host_t *h)
+{
+    return host_usable(h);
+}
+
+bool sharp_lb_take_probe(sharp_host_t *h)
+{
+    return take_probe(h);
+}
+
+/* A half-open host admits only its probe budget: a pick that loses the race
+ * for the last probe chooses again, and the host is no longer a candidate.
+ * In panic every host is used, probes or not. */
+sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+{
+    for (uint32_t attempt = 0; attempt <= lb->nhosts; attempt++) {
+        sharp_host_t *h = choose_once(lb);
+        if (!h || take_probe(h) || lb->in_panic) return h;
+    }
+    return NULL;
 }

@@ -40,9 +40,18 @@ void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const
 void sharp_lb_destroy(sharp_lb_t *lb);
 /* Picks a host: first a priority level (Envoy's priority load with the
  * 1.4 overprovisioning factor), then a host of that level by the policy,
- * among its healthy hosts or, in panic, all of them. NULL when there are no
- * hosts at all, or none is healthy and the panic threshold is 0. */
+ * among its healthy hosts or, in panic, all of them. A host whose outlier
+ * breaker is open counts as unhealthy, and a half-open one as healthy only
+ * while it has probes left; choosing it takes one (host.h). NULL when there
+ * are no hosts at all, or none is healthy and the panic threshold is 0. */
 sharp_host_t *sharp_lb_choose(sharp_lb_t *lb);
+/* The health notion sharp_lb_choose uses, for balancers built on it
+ * (upstream/shard_lb.h): a host is usable when no health flag is set and its
+ * outlier breaker is closed, or half-open with probes left. Choosing a
+ * usable host must take a probe; false means a half-open host's last probe
+ * went to another request, and the host is not to be used. */
+bool sharp_lb_host_usable(const sharp_host_t *h);
+bool sharp_lb_take_probe(sharp_host_t *h);
 /* Next value of the per-worker PRNG (also used for weighted clusters). */
 uint64_t sharp_lb_random(sharp_lb_t *lb);
 

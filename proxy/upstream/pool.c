@@ -6,6 +6,7 @@
  * the connection is then marked closing and the parser callbacks stop, and
  * its memory is freed only in the uv_close callback. */
 #include "upstream/pool.h"
+#include "upstream/outlier.h"
 #include "log.h"
 #include "net.h"
 
@@ -38,6 +39,7 @@ struct sharp_upstream_cx {
     bool keep_alive;   /* decided at message completion */
     bool in_execute;   /* inside llhttp_execute: parser state must not be reset */
     bool connected;
+    bool connect_error; /* uv_tcp_connect failed at once: the timer reports it */
     uint32_t requests;
     int handles_open;
     char local_addr[64];
@@ -54,6 +56,7 @@ struct sharp_pool {
 
 static llhttp_settings_t parser_settings;
 static void cx_close(sharp_upstream_cx_t *cx);
+static void maybe_connect(sharp_pool_t *p);
 static void cx_start_reading(sharp_upstream_cx_t *cx);
 
 #define CX(link_ptr) sharp_container_of(link_ptr, sharp_upstream_cx_t, link)
@@ -83,6 +86,7 @@ static void fail_pending(sharp_pool_t *p, sharp_pool_failure_t why, const char *
     sharp_dlist_remove(&r->link);
     r->pending = false;
     p->npending--;
+    atomic_fetch_sub_explicit(&p->cluster->rq_pending_open, 1, memory_order_relaxed);
     sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
     r->cb->on_pool_failure(r->ctx, why, detail);
 }
@@ -139,6 +143,7 @@ static void cx_close(sharp_upstream_cx_t *cx)
 {
     if (cx->state == CX_CLOSING) return;
     sharp_pool_t *p = cx->pool;
+    bool was_connected = cx->state != CX_CONNECTING;
     if (cx->state == CX_CONNECTING) p->nconnecting--;
     sharp_dlist_remove(&cx->link);
     cx->state = CX_CLOSING;
@@ -146,9 +151,13 @@ static void cx_close(sharp_upstream_cx_t *cx)
     sharp_gauge_add(sh, p->cluster->st.cx_active, -1);
     sharp_counter_inc(sh, p->cluster->st.cx_destroy);
     atomic_fetch_sub_explicit(&p->host->active_cx, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->cluster->cx_open, 1, memory_order_relaxed);
     uv_timer_stop(&cx->timer);
     uv_close((uv_handle_t *)&cx->timer, on_handle_closed);
     uv_close((uv_handle_t *)&cx->tcp, on_handle_closed);
+    /* Requests still waiting may now get a connection; not after a failed
+     * connect, whose caller fails the waiting requests next. */
+    if (was_connected) maybe_connect(p);
 }
 
 static void reset_bound(sharp_upstream_cx_t *cx, sharp_reset_reason_t why, const char *detail)
@@ -179,6 +188,9 @@ static void bind_request(sharp_upstream_cx_t *cx, sharp_upstream_request_t *r)
     cx->request_complete = cx->response_started = cx->response_complete = false;
     cx->end_sent = cx->informational = cx->chunked_request = false;
     cx->requests++;
+    /* Envoy's pool-ready result: the try has a connection (split mode
+     * counts it as a local-origin success; otherwise it is ignored). */
+    sharp_outlier_put_local(p->cluster, p->host, SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS);
     sharp_headers_clear(&cx->resp);
     llhttp_init(&cx->parser, HTTP_RESPONSE, &parser_settings);
     cx->parser.data = cx;
@@ -198,6 +210,7 @@ static bool serve_pending(sharp_upstream_cx_t *cx)
     sharp_dlist_remove(&r->link);
     r->pending = false;
     p->npending--;
+    atomic_fetch_sub_explicit(&p->cluster->rq_pending_open, 1, memory_order_relaxed);
     sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
     bind_request(cx, r);
     return true;
@@ -304,7 +317,14 @@ static void on_connect_timeout(uv_timer_t *t)
     sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
     atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
     cx_close(cx);
-    if (p->npending) fail_pending(p, SHARP_POOL_FAIL_TIMEOUT, "connection timeout");
+    if (p->npending) {
+        /* One outlier result per request the failure reaches, as Envoy's
+         * router reports pool failures. */
+        sharp_outlier_put_local(p->cluster, p->host,
+                                cx->connect_error ? SHARP_OUTLIER_LOCAL_CONNECT_FAILED
+                                                  : SHARP_OUTLIER_LOCAL_TIMEOUT);
+        fail_pending(p, SHARP_POOL_FAIL_TIMEOUT, "connection timeout");
+    }
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -319,7 +339,10 @@ static void on_connect(uv_connect_t *req, int status)
         char detail[128];
         snprintf(detail, sizeof detail, "delayed connect error: %s", uv_err_name(status));
         cx_close(cx);
-        if (p->npending) fail_pending(p, SHARP_POOL_FAIL_CONNECT, detail);
+        if (p->npending) {
+            sharp_outlier_put_local(p->cluster, p->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+            fail_pending(p, SHARP_POOL_FAIL_CONNECT, detail);
+        }
         return;
     }
     p->nconnecting--;
@@ -361,13 +384,14 @@ static void new_connection(sharp_pool_t *p)
     if (rc < 0) {
         /* Report asynchronously through the connect timer firing at once. */
         sharp_log_debug("connect to %s failed: %s", p->host->address, uv_strerror(rc));
+        cx->connect_error = true;
         uv_timer_start(&cx->timer, on_connect_timeout, 0, 0);
         return;
     }
     uv_timer_start(&cx->timer, on_connect_timeout, c->connect_timeout_ms, 0);
 }
 
-void sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
+bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
                         const sharp_upstream_callbacks_t *cb, void *ctx)
 {
     req->cb = cb;
@@ -379,18 +403,29 @@ void sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
         sharp_upstream_cx_t *cx = CX(p->idle.next);
         req->pending = false;
         bind_request(cx, req);
-        return;
+        return true;
     }
+    if (!sharp_cluster_slot_acquire(&p->cluster->rq_pending_open, p->cluster->cb.max_pending_requests))
+        return false;
     sharp_stats_shard_t *sh = shard(p);
     sharp_counter_inc(sh, p->cluster->st.rq_pending_total);
     sharp_gauge_add(sh, p->cluster->st.rq_pending_active, 1);
     req->pending = true;
     sharp_dlist_push(&p->pending, &req->link);
     p->npending++;
-    if (p->nconnecting < p->npending) {
-        if (p->ncx < p->cluster->cb.max_connections) new_connection(p);
-        else sharp_counter_inc(sh, p->cluster->st.cx_overflow);
-    }
+    maybe_connect(p);
+    return true;
+}
+
+/* Opens a connection for the waiting requests while the cluster's
+ * max_connections breaker has room. Otherwise they keep waiting for a
+ * connection of this pool to become free (bounded by max_pending_requests
+ * and the route timeout), and upstream_cx_overflow counts it, as in Envoy. */
+static void maybe_connect(sharp_pool_t *p)
+{
+    if (p->destroying || p->nconnecting >= p->npending) return;
+    if (sharp_cluster_slot_acquire(&p->cluster->cx_open, p->cluster->cb.max_connections)) new_connection(p);
+    else sharp_counter_inc(shard(p), p->cluster->st.cx_overflow);
 }
 
 void sharp_pool_cancel(sharp_upstream_request_t *req)
@@ -400,6 +435,7 @@ void sharp_pool_cancel(sharp_upstream_request_t *req)
         sharp_dlist_remove(&req->link);
         req->pending = false;
         p->npending--;
+        atomic_fetch_sub_explicit(&p->cluster->rq_pending_open, 1, memory_order_relaxed);
         sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
         return;
     }

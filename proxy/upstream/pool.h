@@ -18,7 +18,6 @@
 typedef enum {
     SHARP_POOL_FAIL_CONNECT,   /* connection refused or other connect error (UF) */
     SHARP_POOL_FAIL_TIMEOUT,   /* connect_timeout elapsed (UF) */
-    SHARP_POOL_FAIL_OVERFLOW,  /* max_pending_requests reached (UO) */
 } sharp_pool_failure_t;
 
 typedef enum {
@@ -59,10 +58,12 @@ void sharp_pool_destroy(sharp_pool_t *p);
 /* Closes idle connections (drain). */
 void sharp_pool_close_idle(sharp_pool_t *p);
 
-/* Asks for a connection. The answer always comes through the callbacks:
- * on_ready (possibly before this returns, when an idle connection exists) or
- * on_pool_failure (never before this returns). */
-void sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req, const sharp_upstream_callbacks_t *cb,
+/* Asks for a connection. The answer comes through the callbacks: on_ready
+ * (possibly before this returns, when an idle connection exists) or
+ * on_pool_failure (never before this returns). Returns false, and keeps
+ * nothing, when the request would have to wait and the cluster's
+ * max_pending_requests breaker is full (the caller answers overflow). */
+bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req, const sharp_upstream_callbacks_t *cb,
                         void *ctx);
 /* Withdraws a pending request, or unbinds a bound one; a connection whose
  * response was not complete is closed (it cannot be reused). */

@@ -707,8 +707,20 @@ static void test_aimd_baseline(void **state)
     sharp_ac_destroy(c);
 }
 
-/* The service gets slower under load: latency stops following concurrency,
- * and after two decreases the baseline is reset instead of shedding more. */
+/* Runs windows at `lat` (all in use) until the baseline becomes lat; returns
+ * how many it took, 0 if not within `max`. */
+static int slow_until_rebase(sharp_ac_controller_t *c, fake_clock_t *clk, uint64_t lat, int max)
+{
+    for (int i = 1; i <= max; i++) {
+        awin(c, clk, 30, 60, lat, SHARP_AC_OK);
+        if (snap(c).min_rtt_msecs == lat / 1000000) return i;
+    }
+    return 0;
+}
+
+/* The service gets slower under load: latency stops following concurrency.
+ * The run's first breach is not a reference, one window of evidence holds
+ * the limit and the second in a row resets the baseline. */
 static void test_aimd_rebase(void **state)
 {
     (void)state;
@@ -717,30 +729,46 @@ static void test_aimd_rebase(void **state)
     sharp_ac_controller_t *c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
     awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
     assert_int_equal(limit_of(c), 21);
-    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
+    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK); /* first breach: 21 in flight */
     assert_int_equal(limit_of(c), 18);
-    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
+    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK); /* 16 <= 0.85 * 21, but 21 was the first */
     assert_int_equal(limit_of(c), 16);
-    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
-    assert_int_equal(limit_of(c), 16);
+    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK); /* 16 > 0.85 * 18 */
+    assert_int_equal(limit_of(c), 14);
+    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK); /* 14 <= 0.85 * 18: evidence, hold */
+    assert_int_equal(limit_of(c), 14);
+    assert_int_equal(snap(c).min_rtt_msecs, 10);
+    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK); /* again: rebase */
+    assert_int_equal(limit_of(c), 14);
     assert_int_equal(snap(c).min_rtt_msecs, 25);
     awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
-    assert_int_equal(limit_of(c), 17);
+    assert_int_equal(limit_of(c), 15);
     /* The service recovers: a window within tolerance of the baseline the
      * rebase replaced (10 ms) brings that baseline back, even though its own
      * latency still includes some queueing. */
     awin(c, &clk, 30, 60, MS(14), SHARP_AC_OK);
     assert_int_equal(snap(c).min_rtt_msecs, 10);
-    assert_int_equal(limit_of(c), 18);
+    assert_int_equal(limit_of(c), 16);
+    sharp_ac_destroy(c);
+
+    /* Evidence that is not repeated does not rebase: latency that follows
+     * concurrency again (a noisy window) resets the count. */
+    c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
+    awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
+    for (int i = 0; i < 3; i++)
+        awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
+    awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK); /* evidence, hold at 14 */
+    assert_int_equal(limit_of(c), 14);
+    awin(c, &clk, 30, 60, MS(20), SHARP_AC_OK); /* 20 < 0.95 * 25: it follows */
+    assert_int_equal(limit_of(c), 12);
+    assert_int_equal(snap(c).min_rtt_msecs, 10);
     sharp_ac_destroy(c);
 
     /* A partial recovery (lat beyond tolerance of the old baseline) only
      * lowers the baseline to what it sees. */
     c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
     awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
-    for (int i = 0; i < 3; i++)
-        awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
-    assert_int_equal(snap(c).min_rtt_msecs, 25);
+    assert_int_equal(slow_until_rebase(c, &clk, MS(25), 8), 5);
     awin(c, &clk, 30, 60, MS(17), SHARP_AC_OK);
     assert_true(fabs((double)snap(c).min_rtt_ns - MS(17)) < 0.02 * MS(17));
     sharp_ac_destroy(c);
@@ -752,25 +780,35 @@ static void test_aimd_rebase(void **state)
      * than the queueing-laden 17 ms. */
     c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
     awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
-    for (int i = 0; i < 3; i++)
-        awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
-    assert_int_equal(snap(c).min_rtt_msecs, 25);
+    assert_int_equal(slow_until_rebase(c, &clk, MS(25), 8), 5);
     for (int i = 0; i < 8; i++)
         awin(c, &clk, 30, 60, MS(30), SHARP_AC_OK);
     assert_int_equal(snap(c).min_rtt_msecs, 25);
     awin(c, &clk, 30, 60, MS(17), SHARP_AC_OK);
     assert_int_equal(snap(c).min_rtt_msecs, 10);
+    sharp_ac_destroy(c);
     /* A window only slightly below the rebased baseline is noise, not a
      * recovery: it lowers the baseline to itself. */
-    sharp_ac_destroy(c);
     c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
     awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK);
-    for (int i = 0; i < 3; i++)
-        awin(c, &clk, 30, 60, MS(25), SHARP_AC_OK);
+    assert_int_equal(slow_until_rebase(c, &clk, MS(25), 8), 5);
     for (int i = 0; i < 8; i++)
         awin(c, &clk, 30, 60, MS(30), SHARP_AC_OK);
     awin(c, &clk, 30, 60, MS(23), SHARP_AC_OK);
     assert_true(fabs((double)snap(c).min_rtt_ns - MS(23)) < 0.02 * MS(23));
+    sharp_ac_destroy(c);
+
+    /* Capacity halves (latency follows concurrency all the way down): no
+     * rebase, the limit keeps falling until latency is within tolerance. */
+    c = sharp_ac_aimd_create(&cfg, 1, fake_clock, &clk, 7);
+    awin(c, &clk, 30, 60, MS(10), SHARP_AC_OK); /* limit 21, 10 ms: 1 ms per request in flight beyond ~10 */
+    for (int i = 0; i < 15; i++) {
+        uint32_t l = limit_of(c);
+        uint64_t lat = MS(10) + (l > 10 ? (uint64_t)(l - 10) * MS(2) : 0) + MS(5);
+        awin(c, &clk, 30, 60, lat, SHARP_AC_OK);
+    }
+    assert_int_equal(snap(c).min_rtt_msecs, 10);
+    assert_true(limit_of(c) <= 11);
     sharp_ac_destroy(c);
 }
 

@@ -164,6 +164,9 @@ static void test_full_translation(void **state)
     assert_int_equal(r->retry.per_try_timeout_ms, 500);
     assert_int_equal(r->retry.backoff_base_ms, 100);
     assert_int_equal(r->retry.backoff_max_ms, 1000);
+    assert_int_equal(r->retry.retry_on_bits, SHARP_RETRY_CONNECT_FAILURE | SHARP_RETRY_RETRIABLE_STATUS_CODES);
+    assert_false(r->retry.previous_hosts);
+    assert_int_equal(r->retry.host_selection_max_attempts, 1);
 
     r = &vh->routes[1];
     assert_int_equal(r->match_kind, SHARP_ROUTE_MATCH_REGEX);
@@ -230,6 +233,64 @@ static void test_defaults(void **state)
 }
 
 #define VH "virtual_hosts:\n- name: v\n  domains: [a.com]\n  routes:\n"
+
+static void test_retry_on_parse(void **state)
+{
+    (void)state;
+    const char *s = " 5xx,gateway-error , RESET,connect-failure,retriable-4xx,refused-stream,"
+                    "retriable-status-codes,retriable-headers,envoy-ratelimited,reset-before-request,nope,";
+    assert_int_equal(sharp_retry_on_parse(s, strlen(s)),
+                     SHARP_RETRY_5XX | SHARP_RETRY_GATEWAY_ERROR | SHARP_RETRY_RESET | SHARP_RETRY_CONNECT_FAILURE |
+                         SHARP_RETRY_RETRIABLE_4XX | SHARP_RETRY_REFUSED_STREAM |
+                         SHARP_RETRY_RETRIABLE_STATUS_CODES | SHARP_RETRY_RETRIABLE_HEADERS |
+                         SHARP_RETRY_ENVOY_RATELIMITED | SHARP_RETRY_RESET_BEFORE_REQUEST);
+    assert_int_equal(sharp_retry_on_parse("", 0), 0);
+    assert_int_equal(sharp_retry_on_parse("5xx", 2), 0); /* only n bytes count */
+    assert_int_equal(sharp_retry_on_parse("grpc-unavailable,5xx", 20), SHARP_RETRY_5XX);
+
+    built_t b;
+    build(&b, "virtual_hosts:\n"
+              "- name: v\n"
+              "  domains: ['*']\n"
+              "  include_request_attempt_count: true\n"
+              "  retry_policy:\n"
+              "    retry_on: retriable-headers\n"
+              "    retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]\n"
+              "    host_selection_retry_max_attempts: 5\n"
+              "    retriable_headers: [{name: x-retry-me, exact_match: yes}]\n"
+              "    retriable_request_headers: [{name: ':method', exact_match: GET}]\n"
+              "  routes:\n"
+              "  - match: {prefix: /}\n"
+              "    route: {cluster: c}\n");
+    if (!b.t) fail_msg("%s", b.err);
+    const sharp_vhost_t *vh = &b.t->vhosts[0];
+    assert_true(vh->include_request_attempt_count);
+    assert_false(vh->include_attempt_count_in_response);
+    const sharp_route_t *r = &vh->routes[0];
+    assert_true(r->has_retry_policy); /* the virtual host's, rebuilt for the route */
+    assert_true(r->retry.previous_hosts);
+    assert_int_equal(r->retry.host_selection_max_attempts, 5);
+    assert_int_equal(r->retry.nretriable_headers, 1);
+    assert_int_equal(r->retry.nretriable_request_headers, 1);
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "x-retry-me", "yes");
+    assert_true(sharp_header_matcher_match(&r->retry.retriable_headers[0], &h));
+    sharp_headers_free(&h);
+    release(&b);
+
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route:\n"
+                    "      cluster: c\n"
+                    "      retry_policy: {retry_host_predicate: [{name: envoy.retry_host_predicates.omit_canary_hosts}]}\n",
+                 "virtual_hosts[0].routes[0].route.retry_policy.retry_host_predicate[0].name: unsupported retry host "
+                 "predicate 'envoy.retry_host_predicates.omit_canary_hosts'");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route:\n"
+                    "      cluster: c\n"
+                    "      retry_policy: {retry_priority: {name: envoy.retry_priorities.previous_priorities}}\n",
+                 "virtual_hosts[0].routes[0].route.retry_policy.retry_priority: not supported yet");
+}
 
 static void test_errors(void **state)
 {
@@ -356,7 +417,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_translation), cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_errors),           cmocka_unit_test(test_direct_response_body_limit),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_retry_on_parse),
+        cmocka_unit_test(test_direct_response_body_limit),
         cmocka_unit_test(test_null_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

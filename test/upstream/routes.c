@@ -381,9 +381,16 @@ static int slot_free(void)
     return g.slots == 0 || g.in_service < g.slots;
 }
 
+static void work_peak(void)
+{
+    if (g.in_service + g.queued > g.work_peak)
+        g.work_peak = g.in_service + g.queued;
+}
+
 static void work_start(conn_t *c)
 {
     g.in_service++;
+    work_peak();
     c->phase = PH_SERVICE;
     conn_timer_start(c, c->has_ms ? c->ms : g.service_ms);
 }
@@ -418,6 +425,7 @@ static void work_enqueue(conn_t *c)
         g.wq_head = c;
     g.wq_tail = c;
     g.queued++;
+    work_peak();
 }
 
 static void work_done(conn_t *c)
@@ -570,6 +578,8 @@ static void stats(conn_t *c)
     sb_u64(g.in_service);
     sb_str(", \"queued\": ");
     sb_u64(g.queued);
+    sb_str(", \"work_peak\": ");
+    sb_u64(g.work_peak);
     sb_str(", \"service_time_ms\": ");
     sb_u64(g.service_ms);
     sb_str(", \"slots\": ");

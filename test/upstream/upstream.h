@@ -97,6 +97,7 @@ typedef struct {
     /* /admin/fault: applied to every non-admin request while set */
     uint64_t fault_status, fault_reset, fault_hang;
     uint64_t requests, accepted, active, in_service, queued;
+    uint64_t work_peak; /* most /work requests present at once (in service + queued) */
     conn_t *wq_head, *wq_tail;
     char *hello;
     size_t hello_len;

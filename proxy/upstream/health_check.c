@@ -1,0 +1,666 @@
+/* health_check.c: see health_check.h. The state machine first (pure), then
+ * the checker that drives it on the main loop.
+ *
+ * Lifetimes: the checker owns its sessions (an array, freed with it) and
+ * every connection it opened. A session has two timers for its whole life
+ * and at most one connection at a time; a connection the session lets go
+ * (timeout, failure, no reuse) is detached from it (conn->s = NULL) and
+ * closed, and its memory is released in its close callback. The checker
+ * counts its open handles; stop closes them all and the last close callback
+ * frees the checker, so stopping never waits and never leaks. */
+#include "upstream/health_check.h"
+#include "upstream/outlier.h"
+#include "upstream/cluster.h"
+#include "log.h"
+#include "net.h"
+#include "sbuf.h"
+#include "snapshot.h"
+
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <strings.h>
+
+/* ---- config ---- */
+
+void sharp_hc_config_free(sharp_hc_config_t *cfg)
+{
+    if (!cfg) return;
+    free(cfg->method);
+    free(cfg->path);
+    free(cfg->host);
+    free(cfg->expected);
+    free(cfg->retriable);
+    sharp_header_ops_free(&cfg->headers);
+    free(cfg->send.data);
+    for (uint32_t i = 0; i < cfg->nreceive; i++)
+        free(cfg->receive[i].data);
+    free(cfg->receive);
+    free(cfg);
+}
+
+void sharp_hc_stats_init(sharp_hc_config_t *cfg, sharp_stats_t *s, const char *cluster)
+{
+    sharp_hc_stats_t *st = &cfg->st;
+#define C(f) st->f = sharp_stats_counterf(s, "cluster.%s.health_check." #f, cluster)
+#define G(f) st->f = sharp_stats_gaugef(s, "cluster.%s.health_check." #f, cluster)
+    C(attempt);
+    C(success);
+    C(failure);
+    C(network_failure);
+    C(passive_failure);
+    C(verify_cluster);
+    G(healthy);
+    G(degraded);
+#undef C
+#undef G
+    sharp_gauge_set(s, st->healthy, 0);
+    sharp_gauge_set(s, st->degraded, 0);
+}
+
+/* ---- state machine (Envoy's ActiveHealthCheckSession) ---- */
+
+void sharp_hc_state_init(sharp_hc_state_t *st)
+{
+    memset(st, 0, sizeof *st);
+    st->failed = true;
+    st->first_check = true;
+}
+
+/* Success: a failed host becomes healthy on its very first result, or
+ * after healthy_threshold consecutive successes. Failure: a healthy host
+ * fails at once on an active (status/payload) failure, or after
+ * unhealthy_threshold consecutive network failures, timeouts or retriable
+ * statuses. The counters compare with == as Envoy's do, so they only count
+ * while the host is on the other side. */
+sharp_hc_transition_t sharp_hc_state_put(const sharp_hc_config_t *cfg, sharp_hc_state_t *st,
+                                         sharp_hc_result_t r)
+{
+    sharp_hc_transition_t t = SHARP_HC_UNCHANGED;
+    if (sharp_hc_result_ok(r)) {
+        st->num_unhealthy = 0;
+        if (st->failed) {
+            if (st->first_check || ++st->num_healthy == cfg->healthy_threshold) {
+                st->failed = false;
+                t = SHARP_HC_CHANGED;
+            } else {
+                t = SHARP_HC_CHANGE_PENDING;
+            }
+        }
+        bool degraded = r == SHARP_HC_DEGRADED;
+        if (degraded != st->degraded) {
+            st->degraded = degraded;
+            if (t == SHARP_HC_UNCHANGED) t = SHARP_HC_CHANGED;
+        }
+    } else {
+        st->num_healthy = 0;
+        if (!st->failed) {
+            bool counted =
+                r == SHARP_HC_NETWORK || r == SHARP_HC_TIMEOUT || r == SHARP_HC_FAILED_RETRIABLE;
+            if (!counted || ++st->num_unhealthy == cfg->unhealthy_threshold) {
+                st->failed = true;
+                t = SHARP_HC_CHANGED;
+            } else {
+                t = SHARP_HC_CHANGE_PENDING;
+            }
+        }
+    }
+    st->first_check = false;
+    return t;
+}
+
+uint64_t sharp_hc_jitter(const sharp_hc_config_t *cfg, uint64_t base_ms, uint64_t jitter_ms,
+                         uint64_t *rng)
+{
+    uint64_t mod = (uint64_t)cfg->interval_jitter_percent * base_ms / 100;
+    if (mod) base_ms += sharp_xorshift64s(rng) % mod;
+    if (jitter_ms) base_ms += sharp_xorshift64s(rng) % jitter_ms;
+    return base_ms ? base_ms : 1; /* never 0: a zero interval would spin */
+}
+
+uint64_t sharp_hc_interval(const sharp_hc_config_t *cfg, bool has_traffic, bool ok,
+                           sharp_hc_transition_t t, uint64_t *rng)
+{
+    uint64_t base;
+    bool pending = t == SHARP_HC_CHANGE_PENDING;
+    if (!has_traffic)
+        base = ok && !pending ? cfg->no_traffic_healthy_interval_ms : cfg->no_traffic_interval_ms;
+    else if (ok)
+        base = pending ? cfg->healthy_edge_interval_ms : cfg->interval_ms;
+    else
+        base = pending ? cfg->unhealthy_edge_interval_ms : cfg->unhealthy_interval_ms;
+    return sharp_hc_jitter(cfg, base, cfg->interval_jitter_ms, rng);
+}
+
+uint64_t sharp_hc_initial_delay(const sharp_hc_config_t *cfg, uint64_t *rng)
+{
+    return cfg->initial_jitter_ms ? sharp_hc_jitter(cfg, 0, cfg->initial_jitter_ms, rng) : 0;
+}
+
+static bool in_ranges(const sharp_hc_range_t *r, uint32_t n, uint32_t status)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (status >= r[i].start && status < r[i].end) return true;
+    return false;
+}
+
+bool sharp_hc_status_expected(const sharp_hc_config_t *cfg, uint32_t status)
+{
+    if (!cfg->nexpected) return status == 200;
+    return in_ranges(cfg->expected, cfg->nexpected, status);
+}
+
+bool sharp_hc_status_retriable(const sharp_hc_config_t *cfg, uint32_t status)
+{
+    return in_ranges(cfg->retriable, cfg->nretriable, status);
+}
+
+bool sharp_hc_payload_match(const sharp_hc_payload_t *want, uint32_t nwant, const uint8_t *buf,
+                            size_t len)
+{
+    size_t pos = 0;
+    for (uint32_t i = 0; i < nwant; i++) {
+        if (!want[i].len) continue;
+        if (pos > len) return false;
+        const uint8_t *hit = memmem(buf + pos, len - pos, want[i].data, want[i].len);
+        if (!hit) return false;
+        pos = (size_t)(hit - buf) + want[i].len;
+    }
+    return true;
+}
+
+/* ---- the checker ---- */
+
+typedef struct hc_session hc_session_t;
+
+/* One connection to a host; see the lifetime note at the top. */
+typedef struct hc_conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    sharp_writer_t writer;
+    llhttp_t parser;
+    sharp_health_checker_t *hc;
+    hc_session_t *s; /* NULL once detached */
+    bool closing;
+    bool connected;
+    /* the HTTP response being parsed */
+    bool message_done; /* the parser paused at its end */
+    bool keep_alive;
+    bool degraded; /* x-envoy-degraded was present */
+    uint32_t status;
+    char name[32]; /* header name so far (only short names matter) */
+    size_t name_len;
+    /* TCP: bytes received, matched against the receive payloads */
+    sharp_sbuf_t rx;
+} hc_conn_t;
+
+struct hc_session {
+    sharp_health_checker_t *hc;
+    sharp_cluster_t *cluster;
+    sharp_host_t *host;
+    const sharp_hc_config_t *cfg;
+    uv_timer_t interval_timer;
+    uv_timer_t timeout_timer;
+    hc_conn_t *conn;
+    sharp_hc_state_t st;
+    bool in_flight;       /* a check is running (between its start and its result) */
+    bool head;            /* the HTTP method is HEAD: answers have no body */
+    sharp_sbuf_t request; /* the HTTP request, built once */
+    struct sockaddr_storage addr;
+};
+
+struct sharp_health_checker {
+    uv_loop_t *loop;
+    sharp_snapshot_t *snap;
+    sharp_stats_t *stats;
+    sharp_stats_shard_t *shard; /* the main thread's */
+    hc_session_t *sessions;
+    uint32_t nsessions;
+    uint32_t open_handles; /* timers and connections not yet closed */
+    bool stopping;
+    uint64_t rng;
+};
+
+#define RX_LIMIT (64 * 1024)
+
+static llhttp_settings_t parser_settings;
+static void conn_close(hc_conn_t *conn);
+static void session_send(hc_session_t *s);
+static void on_interval(uv_timer_t *t);
+
+static void checker_free(sharp_health_checker_t *hc)
+{
+    for (uint32_t i = 0; i < hc->nsessions; i++)
+        sharp_sbuf_free(&hc->sessions[i].request);
+    free(hc->sessions);
+    sharp_snapshot_unref(hc->snap);
+    free(hc);
+}
+
+static void handle_closed(sharp_health_checker_t *hc)
+{
+    if (--hc->open_handles == 0 && hc->stopping) checker_free(hc);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    hc_session_t *s = h->data;
+    handle_closed(s->hc);
+}
+
+/* Envoy's notion of traffic: the cluster ever opened an upstream connection
+ * or moved upstream bytes. Health check connections do not count. */
+static bool cluster_has_traffic(sharp_health_checker_t *hc, const sharp_cluster_t *c)
+{
+    return sharp_stats_used(hc->stats, c->st.cx_total) ||
+           sharp_stats_used(hc->stats, c->st.cx_tx_bytes_total) ||
+           sharp_stats_used(hc->stats, c->st.cx_rx_bytes_total);
+}
+
+/* healthy/degraded gauges of the cluster's checker and the cluster's
+ * membership_healthy, recounted after any change. */
+static void update_gauges(sharp_health_checker_t *hc, const sharp_cluster_t *c)
+{
+    int64_t healthy = 0, degraded = 0, members_healthy = 0;
+    for (uint32_t i = 0; i < hc->nsessions; i++) {
+        const hc_session_t *s = &hc->sessions[i];
+        if (s->cluster != c) continue;
+        healthy += !s->st.failed;
+        degraded += s->st.degraded;
+    }
+    for (uint32_t i = 0; i < c->nhosts; i++)
+        members_healthy += sharp_host_healthy(c->hosts[i]);
+    sharp_gauge_set(hc->stats, c->health_check->st.healthy, healthy);
+    sharp_gauge_set(hc->stats, c->health_check->st.degraded, degraded);
+    sharp_gauge_set(hc->stats, c->st.membership_healthy, members_healthy);
+}
+
+static const char *result_name(sharp_hc_result_t r)
+{
+    switch (r) {
+    case SHARP_HC_OK:
+        return "ok";
+    case SHARP_HC_DEGRADED:
+        return "degraded";
+    case SHARP_HC_FAILED:
+        return "unexpected answer";
+    case SHARP_HC_FAILED_RETRIABLE:
+        return "retriable status";
+    case SHARP_HC_NETWORK:
+        return "network failure";
+    case SHARP_HC_TIMEOUT:
+        return "timeout";
+    }
+    return "?";
+}
+
+/* The end of one check: counts it, moves the host's health, and arms the
+ * next check. `status` is the HTTP status when there was one (for the log). */
+static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status)
+{
+    sharp_health_checker_t *hc = s->hc;
+    if (!s->in_flight || hc->stopping) return;
+    s->in_flight = false;
+    uv_timer_stop(&s->timeout_timer);
+    const sharp_hc_stats_t *st = &s->cfg->st;
+    if (sharp_hc_result_ok(r)) {
+        sharp_counter_inc(hc->shard, st->success);
+    } else {
+        sharp_counter_inc(hc->shard, st->failure);
+        if (r == SHARP_HC_NETWORK || r == SHARP_HC_TIMEOUT)
+            sharp_counter_inc(hc->shard, st->network_failure);
+    }
+    bool was_failed = s->st.failed;
+    sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
+    if (s->st.failed != was_failed) {
+        if (s->st.failed)
+            atomic_fetch_or_explicit(&s->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC,
+                                     memory_order_relaxed);
+        else
+            atomic_fetch_and_explicit(&s->host->health_flags,
+                                      ~(uint32_t)SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
+        if (status)
+            sharp_log_info("health check: cluster '%s' host %s is now %s (%s, status %u)",
+                           s->cluster->name, s->host->address,
+                           s->st.failed ? "unhealthy" : "healthy", result_name(r), status);
+        else
+            sharp_log_info("health check: cluster '%s' host %s is now %s (%s)", s->cluster->name,
+                           s->host->address, s->st.failed ? "unhealthy" : "healthy",
+                           result_name(r));
+    }
+    if (t == SHARP_HC_CHANGED) update_gauges(hc, s->cluster);
+    /* Envoy: a passing check of a host not failing active checks un-ejects
+     * it (successful_active_health_check_uneject_host). */
+    if (sharp_hc_result_ok(r) && !s->st.failed)
+        sharp_outlier_on_health_check_success(s->cluster, s->host, uv_now(s->interval_timer.loop));
+    uint64_t next = sharp_hc_interval(s->cfg, cluster_has_traffic(hc, s->cluster),
+                                      sharp_hc_result_ok(r), t, &hc->rng);
+    uv_timer_start(&s->interval_timer, on_interval, next, 0);
+}
+
+/* ---- connections ---- */
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    hc_conn_t *conn = h->data;
+    sharp_health_checker_t *hc = conn->hc;
+    sharp_sbuf_free(&conn->rx);
+    free(conn);
+    handle_closed(hc);
+}
+
+/* Detaches the connection from its session and closes it (idempotent). A
+ * pending connect or write is cancelled by libuv before the close callback;
+ * their callbacks see `closing` and do nothing. */
+static void conn_close(hc_conn_t *conn)
+{
+    if (conn->closing) return;
+    conn->closing = true;
+    if (conn->s && conn->s->conn == conn) conn->s->conn = NULL;
+    conn->s = NULL;
+    uv_close((uv_handle_t *)&conn->tcp, on_conn_closed);
+}
+
+/* Ends the running check with a failure and drops the connection. */
+static void conn_fail(hc_conn_t *conn, sharp_hc_result_t r)
+{
+    hc_session_t *s = conn->s;
+    conn_close(conn);
+    if (s) session_result(s, r, 0);
+}
+
+static void on_write_error(sharp_writer_t *w, int status)
+{
+    (void)status;
+    hc_conn_t *conn = sharp_container_of(w, hc_conn_t, writer);
+    if (!conn->closing) conn_fail(conn, SHARP_HC_NETWORK);
+}
+
+/* ---- HTTP: the response status and two header names, body discarded ---- */
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    hc_conn_t *conn = p->data;
+    if (conn->name_len + len <= sizeof conn->name) memcpy(conn->name + conn->name_len, at, len);
+    conn->name_len += len;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    hc_conn_t *conn = p->data;
+    static const char degraded[] = "x-envoy-degraded";
+    if (conn->name_len == sizeof degraded - 1 &&
+        strncasecmp(conn->name, degraded, conn->name_len) == 0)
+        conn->degraded = true;
+    conn->name_len = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    hc_conn_t *conn = p->data;
+    conn->status = p->status_code;
+    return conn->s && conn->s->head ? 1 : 0; /* 1: a HEAD answer has no body */
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    hc_conn_t *conn = p->data;
+    if (conn->status >= 100 && conn->status < 200 && conn->status != 101) {
+        conn->degraded = false; /* an interim answer: the real one follows */
+        return 0;
+    }
+    conn->message_done = true;
+    conn->keep_alive = llhttp_should_keep_alive(p);
+    return HPE_PAUSED; /* stop here: anything after it is not ours */
+}
+
+static void http_done(hc_session_t *s, hc_conn_t *conn)
+{
+    uint32_t status = conn->status;
+    sharp_hc_result_t r;
+    if (!sharp_hc_status_expected(s->cfg, status))
+        r = sharp_hc_status_retriable(s->cfg, status) ? SHARP_HC_FAILED_RETRIABLE : SHARP_HC_FAILED;
+    else
+        r = conn->degraded ? SHARP_HC_DEGRADED : SHARP_HC_OK;
+    if (!s->cfg->reuse_connection || !conn->keep_alive) conn_close(conn);
+    session_result(s, r, status);
+}
+
+static void http_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, bool eof)
+{
+    if (!s->in_flight) { /* unsolicited bytes, or the peer closed an idle connection */
+        conn_close(conn);
+        return;
+    }
+    llhttp_errno_t e = eof ? llhttp_finish(&conn->parser) : llhttp_execute(&conn->parser, p, n);
+    if (conn->message_done) {
+        http_done(s, conn);
+        if (eof) conn_close(conn);
+        return;
+    }
+    if (eof || e != HPE_OK) conn_fail(conn, SHARP_HC_NETWORK);
+}
+
+/* ---- TCP: connect, send, find the receive payloads ---- */
+
+static void tcp_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, bool eof)
+{
+    if (eof) {
+        if (s->in_flight)
+            conn_fail(conn, SHARP_HC_NETWORK);
+        else
+            conn_close(conn);
+        return;
+    }
+    if (conn->rx.len + n > RX_LIMIT) sharp_sbuf_reset(&conn->rx);
+    sharp_sbuf_append(&conn->rx, p, n);
+    if (!s->in_flight) return;
+    const sharp_hc_config_t *cfg = s->cfg;
+    if (!sharp_hc_payload_match(cfg->receive, cfg->nreceive, (const uint8_t *)conn->rx.data,
+                                conn->rx.len))
+        return;
+    sharp_sbuf_reset(&conn->rx);
+    if (!cfg->reuse_connection) conn_close(conn);
+    session_result(s, SHARP_HC_OK, 0);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    hc_conn_t *conn = stream->data;
+    if (conn->closing || nread == 0) return;
+    hc_session_t *s = conn->s;
+    if (!s) {
+        conn_close(conn);
+        return;
+    }
+    bool eof = nread < 0;
+    size_t n = eof ? 0 : (size_t)nread;
+    if (s->cfg->type == SHARP_HC_HTTP)
+        http_read(s, conn, buf->base, n, eof);
+    else
+        tcp_read(s, conn, buf->base, n, eof);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    hc_conn_t *conn = req->data;
+    if (conn->closing) return;
+    hc_session_t *s = conn->s;
+    if (status < 0) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    conn->connected = true;
+    uv_read_start((uv_stream_t *)&conn->tcp, sharp_read_alloc, on_read);
+    if (s->cfg->type == SHARP_HC_TCP && !s->cfg->nreceive) {
+        /* a connect-only check: the connection was the answer */
+        conn_close(conn);
+        session_result(s, SHARP_HC_OK, 0);
+        return;
+    }
+    session_send(s);
+}
+
+static int conn_open(hc_session_t *s)
+{
+    sharp_health_checker_t *hc = s->hc;
+    hc_conn_t *conn = sharp_calloc(1, sizeof *conn);
+    conn->hc = hc;
+    conn->s = s;
+    uv_tcp_init(hc->loop, &conn->tcp);
+    hc->open_handles++;
+    conn->tcp.data = conn;
+    conn->connect_req.data = conn;
+    s->conn = conn;
+    uv_tcp_nodelay(&conn->tcp, 1);
+    sharp_writer_init(&conn->writer, (uv_stream_t *)&conn->tcp, NULL, on_write_error);
+    int rc = uv_tcp_connect(&conn->connect_req, &conn->tcp, (const struct sockaddr *)&s->addr,
+                            on_connect);
+    if (rc < 0) {
+        conn_close(conn);
+        return rc;
+    }
+    return 0;
+}
+
+/* Sends the check on the session's connected connection. */
+static void session_send(hc_session_t *s)
+{
+    hc_conn_t *conn = s->conn;
+    const sharp_hc_config_t *cfg = s->cfg;
+    uv_buf_t b;
+    if (cfg->type == SHARP_HC_HTTP) {
+        llhttp_init(&conn->parser, HTTP_RESPONSE, &parser_settings);
+        conn->parser.data = conn;
+        conn->message_done = conn->keep_alive = conn->degraded = false;
+        conn->status = 0;
+        conn->name_len = 0;
+        b = uv_buf_init(s->request.data, (unsigned)s->request.len);
+    } else {
+        if (!cfg->send.len) return;
+        b = uv_buf_init((char *)cfg->send.data, (unsigned)cfg->send.len);
+    }
+    if (sharp_writer_write(&conn->writer, &b, 1) < 0) conn_fail(conn, SHARP_HC_NETWORK);
+}
+
+/* ---- timers ---- */
+
+static void on_timeout(uv_timer_t *t)
+{
+    hc_session_t *s = t->data;
+    if (s->conn) conn_close(s->conn); /* whatever it was doing is abandoned */
+    session_result(s, SHARP_HC_TIMEOUT, 0);
+}
+
+/* One check: the timeout covers connecting and the answer. */
+static void on_interval(uv_timer_t *t)
+{
+    hc_session_t *s = t->data;
+    sharp_health_checker_t *hc = s->hc;
+    if (hc->stopping) return;
+    s->in_flight = true;
+    sharp_counter_inc(hc->shard, s->cfg->st.attempt);
+    uv_timer_start(&s->timeout_timer, on_timeout, s->cfg->timeout_ms, 0);
+    if (!s->conn) {
+        if (conn_open(s) < 0) session_result(s, SHARP_HC_NETWORK, 0);
+        return; /* sent once connected */
+    }
+    if (s->conn->connected) session_send(s);
+}
+
+/* ---- start and stop ---- */
+
+static void build_request(hc_session_t *s)
+{
+    const sharp_hc_config_t *cfg = s->cfg;
+    sharp_sbuf_t *b = &s->request;
+    sharp_sbuf_printf(b, "%s %s HTTP/1.1\r\nhost: %s\r\n", cfg->method, cfg->path,
+                      cfg->host ? cfg->host : s->cluster->name);
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "user-agent", "Envoy/HC");
+    sharp_header_ops_apply(&cfg->headers, &h);
+    for (uint32_t i = 0; i < h.n; i++) {
+        sharp_str_t n = sharp_headers_name(&h, i), v = sharp_headers_value(&h, i);
+        sharp_sbuf_append(b, n.p, n.len);
+        sharp_sbuf_append(b, ": ", 2);
+        sharp_sbuf_append(b, v.p, v.len);
+        sharp_sbuf_append(b, "\r\n", 2);
+    }
+    sharp_headers_free(&h);
+    sharp_sbuf_append(b, "\r\n", 2);
+}
+
+static void session_init(sharp_health_checker_t *hc, hc_session_t *s, sharp_cluster_t *c,
+                         sharp_host_t *h)
+{
+    s->hc = hc;
+    s->cluster = c;
+    s->host = h;
+    s->cfg = c->health_check;
+    sharp_hc_state_init(&s->st);
+    atomic_fetch_or_explicit(&h->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
+    memcpy(&s->addr, &h->addr, h->addrlen);
+    if (s->cfg->alt_port) {
+        if (s->addr.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&s->addr)->sin6_port = htons((uint16_t)s->cfg->alt_port);
+        else
+            ((struct sockaddr_in *)&s->addr)->sin_port = htons((uint16_t)s->cfg->alt_port);
+    }
+    if (s->cfg->type == SHARP_HC_HTTP) {
+        s->head = strcmp(s->cfg->method, "HEAD") == 0;
+        build_request(s);
+    }
+    uv_timer_init(hc->loop, &s->interval_timer);
+    uv_timer_init(hc->loop, &s->timeout_timer);
+    hc->open_handles += 2;
+    s->interval_timer.data = s->timeout_timer.data = s;
+    uv_timer_start(&s->interval_timer, on_interval, sharp_hc_initial_delay(s->cfg, &hc->rng), 0);
+}
+
+sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapshot_t *snap,
+                                                   sharp_stats_t *stats)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < snap->nclusters; i++)
+        if (snap->clusters[i]->health_check) n += snap->clusters[i]->nhosts;
+    if (!n) return NULL;
+    if (!parser_settings.on_message_complete) {
+        llhttp_settings_init(&parser_settings);
+        parser_settings.on_header_field = on_header_field;
+        parser_settings.on_header_field_complete = on_header_field_complete;
+        parser_settings.on_headers_complete = on_headers_complete;
+        parser_settings.on_message_complete = on_message_complete;
+    }
+    sharp_health_checker_t *hc = sharp_calloc(1, sizeof *hc);
+    hc->loop = loop;
+    hc->snap = sharp_snapshot_ref(snap);
+    hc->stats = stats;
+    hc->shard = sharp_stats_shard(stats, 0);
+    hc->rng = sharp_now_ns() | 1;
+    hc->sessions = sharp_calloc(n, sizeof *hc->sessions);
+    for (uint32_t i = 0; i < snap->nclusters; i++) {
+        sharp_cluster_t *c = snap->clusters[i];
+        if (!c->health_check) continue;
+        for (uint32_t k = 0; k < c->nhosts; k++)
+            session_init(hc, &hc->sessions[hc->nsessions++], c, c->hosts[k]);
+        update_gauges(hc, c);
+    }
+    return hc;
+}
+
+void sharp_health_checker_stop(sharp_health_checker_t *hc)
+{
+    if (!hc || hc->stopping) return;
+    hc->stopping = true;
+    for (uint32_t i = 0; i < hc->nsessions; i++) {
+        hc_session_t *s = &hc->sessions[i];
+        if (s->conn) conn_close(s->conn);
+        uv_timer_stop(&s->interval_timer);
+        uv_timer_stop(&s->timeout_timer);
+        uv_close((uv_handle_t *)&s->interval_timer, on_timer_closed);
+        uv_close((uv_handle_t *)&s->timeout_timer, on_timer_closed);
+    }
+}

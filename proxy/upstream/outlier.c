@@ -1,0 +1,736 @@
+/* outlier.c: see outlier.h. Envoy's outlier detector restated for SHARP's
+ * threads.
+ *
+ * Workers (sharp_outlier_put_*) only touch the per-host atomics of
+ * sharp_outlier_host_t and the host's breaker: they count results into the
+ * interval's bucket, keep the consecutive-error counters, and when an
+ * increment lands exactly on a threshold they set a bit in `pending` and
+ * wake the main thread. Everything that decides (max_ejection_percent, the
+ * enforcing roll, ejection times, stats) runs on the main thread, in
+ * sharp_outlier_process_pending and sharp_outlier_on_interval, which take
+ * the time as an argument so tests drive them with a fake clock.
+ *
+ * The breaker (host.h) adds one step to Envoy's ejection cycle: when the
+ * ejection time is over the host is un-ejected as in Envoy (flag cleared,
+ * ejections_active decremented, counters reset) but turns half-open, not
+ * closed. The load balancer then admits at most SHARP_OUTLIER_HALF_OPEN_PROBES
+ * requests per interval to it; the first result decides: a success closes
+ * the breaker, a failure opens it again, and the main thread re-ejects the
+ * host for its next, longer ejection time. The budget is refilled on every
+ * interval, so a probe that never reports (a cancelled request) holds the
+ * host back for one interval at most. */
+#include "upstream/outlier.h"
+#include "log.h"
+
+#include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+typedef Envoy__Config__Cluster__V3__OutlierDetection od_pb_t;
+
+/* Bits of sharp_outlier_host_t.pending: (1 << type) for a consecutive
+ * detector that tripped, and the result of a half-open probe. */
+#define PENDING_PROBE_FAILED (1u << 16)
+#define PENDING_PROBE_PASSED (1u << 17)
+
+#define RELAXED memory_order_relaxed
+
+static const char *const type_names[SHARP_OUTLIER_NTYPES] = {
+    [SHARP_OUTLIER_CONSECUTIVE_5XX] = "consecutive_5xx",
+    [SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = "consecutive_gateway_failure",
+    [SHARP_OUTLIER_SUCCESS_RATE] = "success_rate",
+    [SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = "consecutive_local_origin_failure",
+    [SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = "local_origin_success_rate",
+    [SHARP_OUTLIER_FAILURE_PERCENTAGE] = "failure_percentage",
+    [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = "local_origin_failure_percentage",
+};
+
+void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->interval_ms = 10000;
+    cfg->base_ejection_time_ms = 30000;
+    cfg->max_ejection_time_ms = 300000;
+    cfg->consecutive_5xx = 5;
+    cfg->consecutive_gateway_failure = 5;
+    cfg->consecutive_local_origin_failure = 5;
+    cfg->max_ejection_percent = 10;
+    cfg->enforcing[SHARP_OUTLIER_CONSECUTIVE_5XX] = 100;
+    cfg->enforcing[SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = 0;
+    cfg->enforcing[SHARP_OUTLIER_SUCCESS_RATE] = 100;
+    cfg->enforcing[SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = 100;
+    cfg->enforcing[SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = 100;
+    cfg->enforcing[SHARP_OUTLIER_FAILURE_PERCENTAGE] = 0;
+    cfg->enforcing[SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = 0;
+    cfg->success_rate_minimum_hosts = 5;
+    cfg->success_rate_request_volume = 100;
+    cfg->success_rate_stdev_factor = 1900;
+    cfg->failure_percentage_threshold = 85;
+    cfg->failure_percentage_minimum_hosts = 5;
+    cfg->failure_percentage_request_volume = 50;
+    cfg->successful_active_health_check_uneject_host = true;
+}
+
+/* ---- configuration ---- */
+
+typedef struct {
+    const char *path;
+    char *errpath, *err;
+    size_t errpathlen, errlen;
+} cfg_err_t;
+
+static int bad(cfg_err_t *e, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(cfg_err_t *e, const char *field, const char *fmt, ...)
+{
+    snprintf(e->errpath, e->errpathlen, "%s.outlier_detection.%s", e->path, field);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, e->errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* A Duration in milliseconds. `positive` is Envoy's `gt {}` rule; a
+ * positive duration below a millisecond becomes 1 ms, the timers'
+ * resolution. */
+static int duration(cfg_err_t *e, const Google__Protobuf__Duration *d, const char *field,
+                    bool positive, uint64_t *out)
+{
+    if (!d) return 0;
+    if (d->seconds < 0 || d->nanos < 0) return bad(e, field, "must not be negative");
+    if (positive && d->seconds == 0 && d->nanos == 0)
+        return bad(e, field, "must be greater than 0s");
+    uint64_t ms = (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+    *out = positive && ms == 0 ? 1 : ms;
+    return 0;
+}
+
+static int percent(cfg_err_t *e, const Google__Protobuf__UInt32Value *v, const char *field,
+                   uint32_t *out)
+{
+    if (!v) return 0;
+    if (v->value > 100) return bad(e, field, "must be at most 100");
+    *out = v->value;
+    return 0;
+}
+
+int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *msg, const char *path,
+                            char *errpath, size_t errpathlen, char *err, size_t errlen)
+{
+    const od_pb_t *pb = (const od_pb_t *)msg;
+    cfg_err_t e = {path, errpath, err, errpathlen, errlen};
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    if (pb->n_monitors)
+        return bad(&e, "monitors", "outlier detection monitor extensions are not supported");
+    if (duration(&e, pb->interval, "interval", true, &cfg.interval_ms) < 0 ||
+        duration(&e, pb->base_ejection_time, "base_ejection_time", true,
+                 &cfg.base_ejection_time_ms) < 0 ||
+        duration(&e, pb->max_ejection_time_jitter, "max_ejection_time_jitter", false,
+                 &cfg.max_ejection_time_jitter_ms) < 0)
+        return -1;
+    /* Envoy: an unset max_ejection_time is 300 s or base_ejection_time,
+     * whichever is larger; a set one below base_ejection_time is an error. */
+    cfg.max_ejection_time_ms = SHARP_MAX(cfg.max_ejection_time_ms, cfg.base_ejection_time_ms);
+    if (duration(&e, pb->max_ejection_time, "max_ejection_time", true, &cfg.max_ejection_time_ms) <
+        0)
+        return -1;
+    if (cfg.max_ejection_time_ms < cfg.base_ejection_time_ms)
+        return bad(
+            &e, "max_ejection_time",
+            "outlier detector's max_ejection_time cannot be smaller than base_ejection_time");
+#define U32(field)                                                                                 \
+    if (pb->field) cfg.field = pb->field->value
+    U32(consecutive_5xx);
+    U32(consecutive_gateway_failure);
+    U32(consecutive_local_origin_failure);
+    U32(success_rate_minimum_hosts);
+    U32(success_rate_request_volume);
+    U32(success_rate_stdev_factor);
+    U32(failure_percentage_minimum_hosts);
+    U32(failure_percentage_request_volume);
+#undef U32
+    if (percent(&e, pb->max_ejection_percent, "max_ejection_percent", &cfg.max_ejection_percent) <
+            0 ||
+        percent(&e, pb->failure_percentage_threshold, "failure_percentage_threshold",
+                &cfg.failure_percentage_threshold) < 0)
+        return -1;
+    const struct {
+        const Google__Protobuf__UInt32Value *v;
+        const char *field;
+        sharp_outlier_type_t type;
+    } enforcing[] = {
+        {pb->enforcing_consecutive_5xx, "enforcing_consecutive_5xx", SHARP_OUTLIER_CONSECUTIVE_5XX},
+        {pb->enforcing_consecutive_gateway_failure, "enforcing_consecutive_gateway_failure",
+         SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE},
+        {pb->enforcing_success_rate, "enforcing_success_rate", SHARP_OUTLIER_SUCCESS_RATE},
+        {pb->enforcing_consecutive_local_origin_failure,
+         "enforcing_consecutive_local_origin_failure",
+         SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE},
+        {pb->enforcing_local_origin_success_rate, "enforcing_local_origin_success_rate",
+         SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN},
+        {pb->enforcing_failure_percentage, "enforcing_failure_percentage",
+         SHARP_OUTLIER_FAILURE_PERCENTAGE},
+        {pb->enforcing_failure_percentage_local_origin, "enforcing_failure_percentage_local_origin",
+         SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN},
+    };
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(enforcing); i++)
+        if (percent(&e, enforcing[i].v, enforcing[i].field, &cfg.enforcing[enforcing[i].type]) < 0)
+            return -1;
+    cfg.split_external_local_origin_errors = pb->split_external_local_origin_errors;
+    if (pb->successful_active_health_check_uneject_host)
+        cfg.successful_active_health_check_uneject_host =
+            pb->successful_active_health_check_uneject_host->value;
+    if (pb->always_eject_one_host) cfg.always_eject_one_host = pb->always_eject_one_host->value;
+    sharp_outlier_create(c, &cfg, c->stats, sharp_now_ns() ^ ((uint64_t)c->index << 32));
+    return 0;
+}
+
+sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_config_t *cfg,
+                                      sharp_stats_t *stats, uint64_t seed)
+{
+    sharp_outlier_t *od = sharp_calloc(1, sizeof *od);
+    od->cfg = *cfg;
+    od->cluster = c;
+    od->nhosts = c->nhosts;
+    size_t n = c->nhosts ? c->nhosts : 1;
+    od->hosts = sharp_calloc(n, sizeof *od->hosts);
+    od->rates = sharp_calloc(n, sizeof *od->rates);
+    od->sr_hosts = sharp_calloc(n, sizeof *od->sr_hosts);
+    od->fp_hosts = sharp_calloc(n, sizeof *od->fp_hosts);
+    for (uint32_t i = 0; i < c->nhosts; i++)
+        for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++)
+            od->hosts[i].success_rate[m] = -1;
+    for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++)
+        od->sr_average[m] = od->sr_threshold[m] = -1;
+    od->rng = seed ^ 0x9E3779B97F4A7C15ull;
+    if (!od->rng) od->rng = 0x9E3779B97F4A7C15ull;
+    od->stats = stats;
+    const char *nm = c->name;
+#define C(field, stat)                                                                             \
+    od->st.field = sharp_stats_counterf(stats, "cluster.%s.outlier_detection." stat, nm)
+    od->st.active = sharp_stats_gaugef(stats, "cluster.%s.outlier_detection.ejections_active", nm);
+    od->st.half_open =
+        sharp_stats_gaugef(stats, "cluster.%s.outlier_detection.half_open_active", nm);
+    C(total, "ejections_total");
+    C(overflow, "ejections_overflow");
+    C(enforced_total, "ejections_enforced_total");
+    C(consecutive_5xx, "ejections_consecutive_5xx");
+    C(success_rate, "ejections_success_rate");
+#undef C
+    for (int t = 0; t < SHARP_OUTLIER_NTYPES; t++) {
+        od->st.detected[t] = sharp_stats_counterf(
+            stats, "cluster.%s.outlier_detection.ejections_detected_%s", nm, type_names[t]);
+        od->st.enforced[t] = sharp_stats_counterf(
+            stats, "cluster.%s.outlier_detection.ejections_enforced_%s", nm, type_names[t]);
+    }
+    c->outlier = od;
+    return od;
+}
+
+void sharp_outlier_free(sharp_outlier_t *od)
+{
+    if (!od) return;
+    free(od->hosts);
+    free(od->rates);
+    free(od->sr_hosts);
+    free(od->fp_hosts);
+    free(od);
+}
+
+/* ---- workers: results ---- */
+
+static sharp_outlier_host_t *host_state(const sharp_cluster_t *c, const sharp_host_t *h)
+{
+    sharp_outlier_t *od = c->outlier;
+    if (!od || h->index >= od->nhosts) return NULL;
+    return &od->hosts[h->index];
+}
+
+static void notify(sharp_outlier_t *od, sharp_outlier_host_t *oh, uint32_t bits)
+{
+    atomic_fetch_or_explicit(&oh->pending, bits, memory_order_release);
+    if (od->started) uv_async_send(&od->async);
+}
+
+static void bucket_add(sharp_outlier_host_t *oh, int monitor, bool success)
+{
+    atomic_fetch_add_explicit(&oh->bucket[monitor], (1ull << 32) | (success ? 1u : 0u), RELAXED);
+}
+
+/* Successes write only when there is something to reset, so a healthy
+ * host's counters are not a cache line every worker keeps writing. */
+static void reset_counter(_Atomic uint32_t *ctr)
+{
+    if (atomic_load_explicit(ctr, RELAXED)) atomic_store_explicit(ctr, 0, RELAXED);
+}
+
+/* Counts one failure; true for the one result that reaches the threshold
+ * (Envoy's `++counter == threshold`): later failures go past it and trip
+ * nothing until the main thread resets the counter. */
+static bool count_failure(_Atomic uint32_t *ctr, uint32_t threshold)
+{
+    return atomic_fetch_add_explicit(ctr, 1, RELAXED) + 1 == threshold;
+}
+
+/* The first result of a half-open host decides its breaker: the worker that
+ * wins the compare-and-swap closes it (success) or opens it (failure); the
+ * main thread then re-ejects an opened host. */
+static void probe_result(sharp_outlier_t *od, sharp_host_t *h, sharp_outlier_host_t *oh, bool ok)
+{
+    uint32_t st = SHARP_HOST_BREAKER_HALF_OPEN;
+    if (atomic_load_explicit(&h->breaker, RELAXED) != st) return;
+    uint32_t to = ok ? SHARP_HOST_BREAKER_CLOSED : SHARP_HOST_BREAKER_OPEN;
+    if (atomic_compare_exchange_strong_explicit(&h->breaker, &st, to, memory_order_acq_rel,
+                                                RELAXED))
+        notify(od, oh, ok ? PENDING_PROBE_PASSED : PENDING_PROBE_FAILED);
+}
+
+/* Envoy's putHttpResponseCode: 5xx counts against the 5xx detector, 502,
+ * 503 and 504 also against the gateway-failure one; anything else is a
+ * success that resets both. */
+static void put_code(sharp_outlier_t *od, sharp_host_t *h, sharp_outlier_host_t *oh, uint32_t code)
+{
+    const sharp_outlier_config_t *cfg = &od->cfg;
+    if (code >= 500 && code < 600) {
+        uint32_t bits = 0;
+        bucket_add(oh, SHARP_OUTLIER_EXTERNAL, false);
+        if (code >= 502 && code <= 504) {
+            if (count_failure(&oh->consecutive_gateway_failure, cfg->consecutive_gateway_failure))
+                bits |= 1u << SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE;
+        } else {
+            reset_counter(&oh->consecutive_gateway_failure);
+        }
+        if (count_failure(&oh->consecutive_5xx, cfg->consecutive_5xx))
+            bits |= 1u << SHARP_OUTLIER_CONSECUTIVE_5XX;
+        if (bits) notify(od, oh, bits);
+        probe_result(od, h, oh, false);
+    } else {
+        bucket_add(oh, SHARP_OUTLIER_EXTERNAL, true);
+        reset_counter(&oh->consecutive_5xx);
+        reset_counter(&oh->consecutive_gateway_failure);
+        probe_result(od, h, oh, true);
+    }
+}
+
+void sharp_outlier_put_http(sharp_cluster_t *c, sharp_host_t *h, uint32_t code)
+{
+    sharp_outlier_host_t *oh = host_state(c, h);
+    if (oh) put_code(c->outlier, h, oh, code);
+}
+
+/* Without split_external_local_origin_errors, local results are mapped to
+ * HTTP codes as Envoy does (connect success: nothing, final success: 200,
+ * timeout: 504, connect failure: 503). With it, they feed the local-origin
+ * counter and success-rate monitor only. */
+void sharp_outlier_put_local(sharp_cluster_t *c, sharp_host_t *h, sharp_outlier_local_t r)
+{
+    sharp_outlier_host_t *oh = host_state(c, h);
+    if (!oh) return;
+    sharp_outlier_t *od = c->outlier;
+    if (!od->cfg.split_external_local_origin_errors) {
+        switch (r) {
+        case SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS:
+            break;
+        case SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS_FINAL:
+            put_code(od, h, oh, 200);
+            break;
+        case SHARP_OUTLIER_LOCAL_TIMEOUT:
+            put_code(od, h, oh, 504);
+            break;
+        case SHARP_OUTLIER_LOCAL_CONNECT_FAILED:
+            put_code(od, h, oh, 503);
+            break;
+        }
+        return;
+    }
+    switch (r) {
+    case SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS:
+    case SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS_FINAL:
+        bucket_add(oh, SHARP_OUTLIER_LOCAL, true);
+        reset_counter(&oh->consecutive_local_origin_failure);
+        /* A connection alone proves nothing about a probe; a finished try does. */
+        if (r == SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS_FINAL) probe_result(od, h, oh, true);
+        break;
+    case SHARP_OUTLIER_LOCAL_TIMEOUT:
+    case SHARP_OUTLIER_LOCAL_CONNECT_FAILED:
+        bucket_add(oh, SHARP_OUTLIER_LOCAL, false);
+        if (count_failure(&oh->consecutive_local_origin_failure,
+                          od->cfg.consecutive_local_origin_failure))
+            notify(od, oh, 1u << SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE);
+        probe_result(od, h, oh, false);
+        break;
+    }
+}
+
+/* ---- pure helpers ---- */
+
+void sharp_outlier_success_rate_threshold(const double *rates, size_t n, double stdev_factor,
+                                          double *mean, double *threshold)
+{
+    double sum = 0, var = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += rates[i];
+    double m = n ? sum / (double)n : 0;
+    for (size_t i = 0; i < n; i++)
+        var += (rates[i] - m) * (rates[i] - m);
+    if (n) var /= (double)n;
+    *mean = m;
+    *threshold = m - stdev_factor * sqrt(var);
+}
+
+uint64_t sharp_outlier_ejection_ms(const sharp_outlier_config_t *cfg, uint32_t backoff,
+                                   uint64_t jitter_ms)
+{
+    uint64_t t = cfg->base_ejection_time_ms * backoff;
+    return SHARP_MIN(t, cfg->max_ejection_time_ms) + jitter_ms;
+}
+
+/* Envoy counts the host about to be ejected: (active + 1) / hosts must not
+ * exceed max_ejection_percent, so with the default 10% a cluster needs ten
+ * hosts before one can be ejected, unless always_eject_one_host. */
+bool sharp_outlier_may_eject(const sharp_outlier_config_t *cfg, uint32_t active, uint32_t nhosts)
+{
+    if (!nhosts) return false;
+    uint32_t max_pct = SHARP_MIN(cfg->max_ejection_percent, 100u);
+    bool ok = 100.0 * (active + 1) / nhosts <= max_pct;
+    return ok || (cfg->always_eject_one_host && active == 0);
+}
+
+/* ---- main thread: decisions ---- */
+
+static void count(sharp_outlier_t *od, sharp_stat_id_t id)
+{
+    sharp_counter_inc(sharp_stats_shard(od->stats, 0), id);
+}
+
+/* Envoy's runtime featureEnabled(percent): a roll of 0..99 below it. */
+static bool roll(sharp_outlier_t *od, uint32_t pct)
+{
+    if (pct >= 100) return true;
+    return pct && sharp_xorshift64s(&od->rng) % 100 < pct;
+}
+
+static uint32_t host_flags(const sharp_host_t *h)
+{
+    return atomic_load_explicit(&h->health_flags, memory_order_acquire);
+}
+
+static void set_gauges(sharp_outlier_t *od)
+{
+    sharp_cluster_t *c = od->cluster;
+    int64_t half_open = 0, healthy = 0;
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        half_open +=
+            atomic_load_explicit(&c->hosts[i]->breaker, RELAXED) == SHARP_HOST_BREAKER_HALF_OPEN;
+        healthy += sharp_host_healthy(c->hosts[i]);
+    }
+    if (od->shown_active != od->ejections_active) {
+        od->shown_active = od->ejections_active;
+        sharp_gauge_set(od->stats, od->st.active, od->shown_active);
+    }
+    if (od->shown_half_open != half_open) {
+        od->shown_half_open = half_open;
+        sharp_gauge_set(od->stats, od->st.half_open, half_open);
+    }
+    if (c->stats) sharp_gauge_set(c->stats, c->st.membership_healthy, healthy);
+}
+
+/* Envoy's ejectHost. `forced` is a failed half-open probe: the host already
+ * failed the detector that ejected it, so the enforcing roll is skipped, but
+ * max_ejection_percent still holds. Returns whether the host was ejected. */
+static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, uint64_t now,
+                  bool forced)
+{
+    const sharp_outlier_config_t *cfg = &od->cfg;
+    sharp_host_t *h = od->cluster->hosts[i];
+    sharp_outlier_host_t *oh = &od->hosts[i];
+    if (!sharp_outlier_may_eject(cfg, od->ejections_active, od->nhosts)) {
+        count(od, od->st.overflow);
+        return false;
+    }
+    if (type == SHARP_OUTLIER_CONSECUTIVE_5XX || type == SHARP_OUTLIER_SUCCESS_RATE)
+        count(od, od->st.total);
+    if (!forced && !roll(od, cfg->enforcing[type])) return false;
+    od->ejections_active++;
+    count(od, od->st.enforced_total);
+    count(od, od->st.enforced[type]);
+    atomic_fetch_or_explicit(&h->health_flags, SHARP_HOST_FAILED_OUTLIER, memory_order_release);
+    atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_OPEN, memory_order_release);
+    oh->last_ejection_ms = now;
+    oh->type = type;
+    oh->jitter_ms = sharp_xorshift64s(&od->rng) % (cfg->max_ejection_time_jitter_ms + 1);
+    /* Envoy grows the multiplier while it still lengthens the ejection
+     * (one step past the cap, so forgiving starts from the cap). */
+    if ((uint64_t)oh->backoff * cfg->base_ejection_time_ms <
+        cfg->max_ejection_time_ms + cfg->base_ejection_time_ms)
+        oh->backoff++;
+    sharp_log_info("outlier detection: cluster '%s' host %s ejected (%s) for %llu ms",
+                   od->cluster->name, h->address, type_names[type],
+                   (unsigned long long)sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms));
+    return true;
+}
+
+/* Envoy's unejectHost, to `to`: half-open after the ejection time, closed
+ * after a successful active health check. */
+static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_breaker_t to)
+{
+    sharp_host_t *h = od->cluster->hosts[i];
+    sharp_outlier_host_t *oh = &od->hosts[i];
+    od->ejections_active--;
+    atomic_store_explicit(&oh->consecutive_5xx, 0, RELAXED);
+    atomic_store_explicit(&oh->consecutive_gateway_failure, 0, RELAXED);
+    atomic_store_explicit(&oh->consecutive_local_origin_failure, 0, RELAXED);
+    oh->last_unejection_ms = now;
+    oh->unejected = true;
+    /* Budget, then state, then the flag: a balancer that sees the flag
+     * cleared sees the breaker it may use. */
+    atomic_store_explicit(&h->probe_budget, SHARP_OUTLIER_HALF_OPEN_PROBES, memory_order_release);
+    atomic_store_explicit(&h->breaker, to, memory_order_release);
+    atomic_fetch_and_explicit(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_OUTLIER,
+                              memory_order_release);
+    sharp_log_info("outlier detection: cluster '%s' host %s un-ejected (%s)", od->cluster->name,
+                   h->address, sharp_outlier_breaker_name(to));
+}
+
+/* Envoy's onConsecutiveErrorWorker. */
+static void on_consecutive_error(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type,
+                                 uint64_t now)
+{
+    sharp_outlier_host_t *oh = &od->hosts[i];
+    if (host_flags(od->cluster->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) return;
+    count(od, od->st.detected[type]);
+    eject(od, i, type, now, false);
+    /* Reset whatever the outcome, so a refused ejection needs a new bout. */
+    switch (type) {
+    case SHARP_OUTLIER_CONSECUTIVE_5XX:
+        count(od, od->st.consecutive_5xx);
+        atomic_store_explicit(&oh->consecutive_5xx, 0, RELAXED);
+        break;
+    case SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE:
+        atomic_store_explicit(&oh->consecutive_gateway_failure, 0, RELAXED);
+        break;
+    case SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE:
+        atomic_store_explicit(&oh->consecutive_local_origin_failure, 0, RELAXED);
+        break;
+    default:
+        break;
+    }
+}
+
+/* A half-open probe failed and a worker opened the breaker: eject the host
+ * again as a new ejection of the type that first ejected it (its ejection
+ * time has grown). If max_ejection_percent refuses, the host closes. */
+static void on_probe_failed(sharp_outlier_t *od, uint32_t i, uint64_t now)
+{
+    sharp_host_t *h = od->cluster->hosts[i];
+    if (atomic_load_explicit(&h->breaker, memory_order_acquire) != SHARP_HOST_BREAKER_OPEN ||
+        (host_flags(h) & SHARP_HOST_FAILED_OUTLIER))
+        return;
+    sharp_outlier_type_t type = od->hosts[i].type;
+    count(od, od->st.detected[type]);
+    if (!eject(od, i, type, now, true))
+        atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_CLOSED, memory_order_release);
+}
+
+void sharp_outlier_process_pending(sharp_outlier_t *od, uint64_t now_ms)
+{
+    static const sharp_outlier_type_t consecutive[] = {
+        SHARP_OUTLIER_CONSECUTIVE_5XX,
+        SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE,
+        SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
+    };
+    bool any = false;
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        uint32_t bits = atomic_exchange_explicit(&od->hosts[i].pending, 0, memory_order_acquire);
+        if (!bits) continue;
+        any = true;
+        if (bits & PENDING_PROBE_FAILED) on_probe_failed(od, i, now_ms);
+        if ((bits & PENDING_PROBE_PASSED) &&
+            atomic_load_explicit(&od->cluster->hosts[i]->breaker, RELAXED) ==
+                SHARP_HOST_BREAKER_CLOSED)
+            sharp_log_info(
+                "outlier detection: cluster '%s' host %s closed after a successful probe",
+                od->cluster->name, od->cluster->hosts[i]->address);
+        for (size_t k = 0; k < SHARP_ARRAY_SIZE(consecutive); k++)
+            if (bits & (1u << consecutive[k])) on_consecutive_error(od, i, consecutive[k], now_ms);
+    }
+    if (any) set_gauges(od);
+}
+
+/* Envoy's processSuccessRateEjections for one monitor, over the buckets of
+ * the interval just finished (oh->interval). */
+static void process_rates(sharp_outlier_t *od, int m, uint64_t now)
+{
+    const sharp_outlier_config_t *cfg = &od->cfg;
+    uint32_t n = od->nhosts, nsr = 0, nfp = 0;
+    od->sr_average[m] = od->sr_threshold[m] = -1;
+    if (n < cfg->success_rate_minimum_hosts && n < cfg->failure_percentage_minimum_hosts) return;
+    uint64_t min_volume =
+        SHARP_MIN(cfg->success_rate_request_volume, cfg->failure_percentage_request_volume);
+    for (uint32_t i = 0; i < n; i++) {
+        sharp_outlier_host_t *oh = &od->hosts[i];
+        if (host_flags(od->cluster->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) continue;
+        uint64_t total = oh->interval[m] >> 32, ok = oh->interval[m] & 0xffffffffu;
+        if (!total) continue;
+        double rate = (double)ok * 100.0 / (double)total;
+        if (total >= min_volume) oh->success_rate[m] = rate;
+        if (total >= cfg->success_rate_request_volume) {
+            od->rates[nsr] = rate;
+            od->sr_hosts[nsr++] = i;
+        }
+        if (total >= cfg->failure_percentage_request_volume) od->fp_hosts[nfp++] = i;
+    }
+    if (nsr && nsr >= cfg->success_rate_minimum_hosts) {
+        sharp_outlier_type_t type = m == SHARP_OUTLIER_EXTERNAL
+                                        ? SHARP_OUTLIER_SUCCESS_RATE
+                                        : SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN;
+        sharp_outlier_success_rate_threshold(od->rates, nsr,
+                                             cfg->success_rate_stdev_factor / 1000.0,
+                                             &od->sr_average[m], &od->sr_threshold[m]);
+        for (uint32_t k = 0; k < nsr; k++) {
+            if (od->rates[k] >= od->sr_threshold[m]) continue;
+            count(od, od->st.success_rate);
+            count(od, od->st.detected[type]);
+            eject(od, od->sr_hosts[k], type, now, false);
+        }
+    }
+    if (nfp && nfp >= cfg->failure_percentage_minimum_hosts) {
+        sharp_outlier_type_t type = m == SHARP_OUTLIER_EXTERNAL
+                                        ? SHARP_OUTLIER_FAILURE_PERCENTAGE
+                                        : SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN;
+        for (uint32_t k = 0; k < nfp; k++) {
+            uint32_t i = od->fp_hosts[k];
+            /* A host the success-rate pass just ejected is not ejected twice. */
+            if (host_flags(od->cluster->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) continue;
+            if (100.0 - od->hosts[i].success_rate[m] < cfg->failure_percentage_threshold) continue;
+            count(od, od->st.detected[type]);
+            eject(od, i, type, now, false);
+        }
+    }
+}
+
+void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
+{
+    const sharp_outlier_config_t *cfg = &od->cfg;
+    sharp_outlier_process_pending(od, now_ms);
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        sharp_host_t *h = od->cluster->hosts[i];
+        sharp_outlier_host_t *oh = &od->hosts[i];
+        if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) &&
+            sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms) <=
+                now_ms - oh->last_ejection_ms)
+            uneject(od, i, now_ms, SHARP_HOST_BREAKER_HALF_OPEN);
+        else if (atomic_load_explicit(&h->breaker, RELAXED) == SHARP_HOST_BREAKER_HALF_OPEN)
+            atomic_store_explicit(&h->probe_budget, SHARP_OUTLIER_HALF_OPEN_PROBES, RELAXED);
+        for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++) {
+            oh->interval[m] = atomic_exchange_explicit(&oh->bucket[m], 0, RELAXED);
+            oh->success_rate[m] = -1;
+        }
+    }
+    process_rates(od, SHARP_OUTLIER_EXTERNAL, now_ms);
+    process_rates(od, SHARP_OUTLIER_LOCAL, now_ms);
+    /* Forgive one step of the ejection multiplier per interval a host has
+     * been back. SHARP counts only closed hosts as back: a half-open host
+     * has not proved anything yet. */
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        sharp_host_t *h = od->cluster->hosts[i];
+        sharp_outlier_host_t *oh = &od->hosts[i];
+        if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) ||
+            atomic_load_explicit(&h->breaker, RELAXED) != SHARP_HOST_BREAKER_CLOSED)
+            continue;
+        if (oh->unejected && now_ms - oh->last_unejection_ms >= cfg->interval_ms && oh->backoff)
+            oh->backoff--;
+    }
+    set_gauges(od);
+}
+
+void sharp_outlier_on_health_check_success(sharp_cluster_t *c, sharp_host_t *h, uint64_t now_ms)
+{
+    sharp_outlier_t *od = c->outlier;
+    if (!od || h->index >= od->nhosts || !od->cfg.successful_active_health_check_uneject_host)
+        return;
+    uint32_t f = host_flags(h);
+    if (f & SHARP_HOST_FAILED_ACTIVE_HC) return;
+    if (f & SHARP_HOST_FAILED_OUTLIER) {
+        uneject(od, h->index, now_ms, SHARP_HOST_BREAKER_CLOSED);
+    } else {
+        uint32_t st = SHARP_HOST_BREAKER_HALF_OPEN;
+        atomic_compare_exchange_strong_explicit(&h->breaker, &st, SHARP_HOST_BREAKER_CLOSED,
+                                                memory_order_acq_rel, RELAXED);
+    }
+    set_gauges(od);
+}
+
+/* ---- readers ---- */
+
+sharp_host_breaker_t sharp_outlier_breaker(const sharp_host_t *h)
+{
+    return (sharp_host_breaker_t)atomic_load_explicit(&h->breaker, RELAXED);
+}
+
+const char *sharp_outlier_breaker_name(sharp_host_breaker_t b)
+{
+    switch (b) {
+    case SHARP_HOST_BREAKER_OPEN:
+        return "open";
+    case SHARP_HOST_BREAKER_HALF_OPEN:
+        return "half_open";
+    case SHARP_HOST_BREAKER_CLOSED:
+        break;
+    }
+    return "closed";
+}
+
+double sharp_outlier_success_rate(const sharp_cluster_t *c, const sharp_host_t *h, int monitor)
+{
+    const sharp_outlier_t *od = c->outlier;
+    if (!od || h->index >= od->nhosts || monitor < 0 || monitor >= SHARP_OUTLIER_NMONITORS)
+        return -1;
+    return od->hosts[h->index].success_rate[monitor];
+}
+
+/* ---- main loop glue ---- */
+
+static void on_handle_closed(uv_handle_t *hd)
+{
+    sharp_outlier_t *od = hd->data;
+    od->handles_open--;
+}
+
+static void on_async(uv_async_t *a)
+{
+    sharp_outlier_process_pending(a->data, uv_now(a->loop));
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    sharp_outlier_on_interval(t->data, uv_now(t->loop));
+}
+
+void sharp_outlier_start(sharp_cluster_t *c, uv_loop_t *loop)
+{
+    sharp_outlier_t *od = c->outlier;
+    if (!od || od->started) return;
+    uv_timer_init(loop, &od->timer);
+    uv_async_init(loop, &od->async, on_async);
+    od->timer.data = od->async.data = od;
+    od->handles_open = 2;
+    uv_timer_start(&od->timer, on_timer, od->cfg.interval_ms, od->cfg.interval_ms);
+    uv_unref((uv_handle_t *)&od->timer);
+    uv_unref((uv_handle_t *)&od->async);
+    od->started = true;
+}
+
+void sharp_outlier_close(sharp_cluster_t *c)
+{
+    sharp_outlier_t *od = c->outlier;
+    if (!od || !od->started) return;
+    od->started = false;
+    uv_timer_stop(&od->timer);
+    uv_close((uv_handle_t *)&od->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&od->async, on_handle_closed);
+}

@@ -1,0 +1,176 @@
+/* outlier.h: outlier detection over a cluster's hosts (Envoy's
+ * cluster.outlier_detection), and the closed / open / half-open breaker view
+ * over it.
+ *
+ * Workers report every upstream result of every try with the two put
+ * functions below; they only touch per-host atomics. Consecutive-error
+ * detectors trip on the reporting worker (the atomic increment that reaches
+ * the threshold elects one trip), which hands it to the main thread through
+ * a uv_async; the main thread decides and ejects, as Envoy posts to its main
+ * dispatcher. Success-rate and failure-percentage detectors run on the main
+ * thread's interval timer. An ejected host carries SHARP_HOST_FAILED_OUTLIER
+ * in its health flags, so load balancers skip it; when its ejection time is
+ * over it turns half-open (host.h) before it is trusted again. */
+#ifndef SHARP_UPSTREAM_OUTLIER_H
+#define SHARP_UPSTREAM_OUTLIER_H
+
+#include "upstream/cluster.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <uv.h>
+
+/* Results that did not come with an HTTP status from the upstream (Envoy's
+ * Outlier::Result local-origin values). */
+typedef enum {
+    SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS,       /* a connection was established */
+    SHARP_OUTLIER_LOCAL_CONNECT_FAILED,        /* refused, reset or closed before a response */
+    SHARP_OUTLIER_LOCAL_TIMEOUT,               /* connect timeout, request or per-try timeout */
+    SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS_FINAL, /* the try ended with a response (local-origin success) */
+} sharp_outlier_local_t;
+
+/* Any thread. An HTTP status the host answered with. */
+void sharp_outlier_put_http(sharp_cluster_t *c, sharp_host_t *h, uint32_t code);
+/* Any thread. A local-origin result for the host. */
+void sharp_outlier_put_local(sharp_cluster_t *c, sharp_host_t *h, sharp_outlier_local_t r);
+
+/* ---- detector (main thread unless stated) ---- */
+
+/* Envoy's OutlierEjectionType, in its order; names give the stats
+ * (ejections_detected_<name>, ejections_enforced_<name>). */
+typedef enum {
+    SHARP_OUTLIER_CONSECUTIVE_5XX,
+    SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE,
+    SHARP_OUTLIER_SUCCESS_RATE,
+    SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
+    SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN,
+    SHARP_OUTLIER_FAILURE_PERCENTAGE,
+    SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN,
+    SHARP_OUTLIER_NTYPES,
+} sharp_outlier_type_t;
+
+/* The two success-rate monitors of a host: external origin (HTTP codes, and
+ * every result when local-origin errors are not split) and local origin. */
+enum { SHARP_OUTLIER_EXTERNAL, SHARP_OUTLIER_LOCAL, SHARP_OUTLIER_NMONITORS };
+
+/* Requests a half-open host admits per interval (see docs/architecture.md). */
+#define SHARP_OUTLIER_HALF_OPEN_PROBES 1
+
+/* cluster.outlier_detection with Envoy's defaults filled in. */
+typedef struct sharp_outlier_config {
+    uint64_t interval_ms;                       /* 10 s */
+    uint64_t base_ejection_time_ms;             /* 30 s */
+    uint64_t max_ejection_time_ms;              /* max(300 s, base_ejection_time) */
+    uint64_t max_ejection_time_jitter_ms;       /* 0 */
+    uint32_t consecutive_5xx;                   /* 5 */
+    uint32_t consecutive_gateway_failure;       /* 5 */
+    uint32_t consecutive_local_origin_failure;  /* 5, only with split */
+    uint32_t max_ejection_percent;              /* 10 */
+    uint32_t enforcing[SHARP_OUTLIER_NTYPES];   /* percent: 100 100 100 100 100 0 0, gateway 0 */
+    uint32_t success_rate_minimum_hosts;        /* 5 */
+    uint32_t success_rate_request_volume;       /* 100 */
+    uint32_t success_rate_stdev_factor;         /* thousandths, 1900 */
+    uint32_t failure_percentage_threshold;      /* 85 */
+    uint32_t failure_percentage_minimum_hosts;  /* 5 */
+    uint32_t failure_percentage_request_volume; /* 50 */
+    bool split_external_local_origin_errors;
+    bool successful_active_health_check_uneject_host; /* true */
+    bool always_eject_one_host;                       /* false */
+} sharp_outlier_config_t;
+
+/* Per-host detector state. The first group is written by workers (atomics
+ * only); the rest belongs to the main thread. */
+typedef struct sharp_outlier_host {
+    _Atomic uint32_t consecutive_5xx, consecutive_gateway_failure, consecutive_local_origin_failure;
+    /* Results of the running interval per monitor: total << 32 | successes,
+     * so one atomic add counts both and one exchange reads both. */
+    _Atomic uint64_t bucket[SHARP_OUTLIER_NMONITORS];
+    _Atomic uint32_t pending; /* events for the main thread: see outlier.c */
+    uint32_t backoff;         /* Envoy's ejectTimeBackoff: multiplier of base_ejection_time */
+    uint64_t last_ejection_ms, last_unejection_ms, jitter_ms;
+    bool unejected;                               /* last_unejection_ms is set */
+    sharp_outlier_type_t type;                    /* of the last ejection */
+    uint64_t interval[SHARP_OUTLIER_NMONITORS];   /* bucket of the interval just finished */
+    double success_rate[SHARP_OUTLIER_NMONITORS]; /* last interval's, -1 when not computed */
+} sharp_outlier_host_t;
+
+typedef struct sharp_outlier {
+    sharp_outlier_config_t cfg;
+    sharp_cluster_t *cluster;
+    sharp_outlier_host_t *hosts; /* indexed like cluster->hosts */
+    uint32_t nhosts;
+    uint32_t ejections_active;
+    double sr_average[SHARP_OUTLIER_NMONITORS],
+        sr_threshold[SHARP_OUTLIER_NMONITORS]; /* -1: none */
+    uint64_t rng;                              /* enforcement rolls and jitter */
+    double *rates;                             /* nhosts scratch for the interval sweep */
+    uint32_t *sr_hosts, *fp_hosts;
+    sharp_stats_t *stats;
+    int64_t shown_active, shown_half_open; /* gauge values last set */
+    struct {
+        sharp_stat_id_t active, half_open, total, overflow, enforced_total, consecutive_5xx,
+            success_rate, detected[SHARP_OUTLIER_NTYPES], enforced[SHARP_OUTLIER_NTYPES];
+    } st;
+    /* Main loop handles: the interval timer and the wake-up workers send
+     * after a consecutive-error trip or a probe result. `started` is set
+     * before the workers start and cleared only after they are joined. */
+    uv_timer_t timer;
+    uv_async_t async;
+    bool started;
+    int handles_open;
+} sharp_outlier_t;
+
+void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg);
+/* Validates `od` (an envoy.config.cluster.v3.OutlierDetection) and attaches
+ * a detector to the cluster, whose hosts and stats must already be set up.
+ * On error returns -1 with the offending field's full path in `errpath`
+ * (path + ".outlier_detection.<field>") and the message in `err`. */
+int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *od, const char *path,
+                            char *errpath, size_t errpathlen, char *err, size_t errlen);
+/* Creates the detector for c (c->outlier) and registers its stats
+ * (cluster.<name>.outlier_detection.*) in `stats`. */
+sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_config_t *cfg,
+                                      sharp_stats_t *stats, uint64_t seed);
+/* Frees the detector; its handles must be closed (sharp_outlier_close and
+ * a loop turn) or never started. */
+void sharp_outlier_free(sharp_outlier_t *od);
+/* Starts the interval timer and the wake-up on the main loop; both are
+ * unreferenced, so they do not keep the loop alive. No-op without a
+ * detector. Call before the workers start. */
+void sharp_outlier_start(sharp_cluster_t *c, uv_loop_t *loop);
+/* Closes the handles. Call after the workers are joined. */
+void sharp_outlier_close(sharp_cluster_t *c);
+
+/* Handles what workers reported since the last call: consecutive-error
+ * trips (Envoy's onConsecutiveErrorWorker) and half-open probe results. */
+void sharp_outlier_process_pending(sharp_outlier_t *od, uint64_t now_ms);
+/* One interval sweep (Envoy's onIntervalTimer): un-ejects hosts whose time
+ * is over (to half-open), refills half-open probe budgets, runs the
+ * success-rate and failure-percentage detectors on the interval's results
+ * and forgives one ejection step of hosts healthy for an interval. */
+void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms);
+/* A successful active health check of h (the health checker calls it): an
+ * ejected host is restored at once, closed, when
+ * successful_active_health_check_uneject_host is on. */
+void sharp_outlier_on_health_check_success(sharp_cluster_t *c, sharp_host_t *h, uint64_t now_ms);
+
+/* ---- pure helpers (exposed for tests) ---- */
+
+/* Envoy's success-rate threshold over n rates: mean - factor * stdev
+ * (population stdev). */
+void sharp_outlier_success_rate_threshold(const double *rates, size_t n, double stdev_factor,
+                                          double *mean, double *threshold);
+/* How long an ejection lasts: min(base * backoff, max) + jitter. */
+uint64_t sharp_outlier_ejection_ms(const sharp_outlier_config_t *cfg, uint32_t backoff,
+                                   uint64_t jitter_ms);
+/* max_ejection_percent check for one more ejection out of nhosts. */
+bool sharp_outlier_may_eject(const sharp_outlier_config_t *cfg, uint32_t active, uint32_t nhosts);
+
+/* ---- readers (main thread, admin) ---- */
+
+sharp_host_breaker_t sharp_outlier_breaker(const sharp_host_t *h);
+const char *sharp_outlier_breaker_name(sharp_host_breaker_t b); /* "closed", "open", "half_open" */
+/* The host's success rate of the last interval, -1 when not computed (or
+ * no detector). */
+double sharp_outlier_success_rate(const sharp_cluster_t *c, const sharp_host_t *h, int monitor);
+
+#endif

@@ -1,0 +1,271 @@
+"""Outlier detection end to end: three test upstreams behind SHARP (ROUND_ROBIN),
+consecutive_5xx 3, interval 200 ms, base_ejection_time 1 s.
+
+max_ejection_percent is 50 here: Envoy counts the host about to be ejected
+((active + 1) / hosts <= max_ejection_percent), so with its default of 10% a
+three-host cluster never ejects anything (ejections_overflow instead).
+
+Which tests need the router's outlier calls (filters/router/router.c calling
+sharp_outlier_put_http on every upstream response head, and
+sharp_outlier_put_local(..., SHARP_OUTLIER_LOCAL_CONNECT_FAILED) on a reset
+before the response head): test_consecutive_5xx_eject_half_open_close,
+test_success_rate_ejection_and_clusters_values and
+test_reset_before_headers_ejects. The others only need the pool's own calls
+(connect failures) or no traffic at all."""
+import http.client
+import json
+import time
+import urllib.request
+from collections import Counter
+
+from conftest import SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat
+
+OD = """\
+outlier_detection:
+  consecutive_5xx: 3
+  interval: 0.2s
+  base_ejection_time: 1s
+  max_ejection_percent: 50
+"""
+
+P = "cluster.backend.outlier_detection."
+
+
+def get(port, path="/"):
+    """One request on its own connection: (status, x-upstream-name)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        return r.status, r.getheader("x-upstream-name")
+    finally:
+        c.close()
+
+
+def fault(upstream, query=""):
+    with urllib.request.urlopen(f"http://127.0.0.1:{upstream.port}/admin/fault{query}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def host_value(admin, port, key):
+    prefix = f"backend::127.0.0.1:{port}::{key}::"
+    for line in admin_get(admin, "/clusters").splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return None
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start(procs, ports, extra=OD, concurrency=2):
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": ports}, cluster_extra="lb_policy: ROUND_ROBIN\n" + extra)
+    run_sharp_config(procs, y, admin, concurrency=concurrency)
+    return listen, admin
+
+
+def three_upstreams(procs):
+    ups = [Upstream(n) for n in ("a", "b", "c")]
+    procs += ups
+    return ups
+
+
+def test_clusters_output_without_traffic(procs):
+    a, b, c = three_upstreams(procs)
+    listen, admin = start(procs, [a.port, b.port, c.port])
+    text = admin_get(admin, "/clusters")
+    for line in ("backend::outlier::success_rate_average::-1",
+                 "backend::outlier::success_rate_ejection_threshold::-1",
+                 "backend::outlier::local_origin_success_rate_average::-1",
+                 "backend::outlier::local_origin_success_rate_ejection_threshold::-1",
+                 f"backend::127.0.0.1:{b.port}::success_rate::-1",
+                 f"backend::127.0.0.1:{b.port}::local_origin_success_rate::-1",
+                 f"backend::127.0.0.1:{b.port}::outlier_state::closed",
+                 f"backend::127.0.0.1:{b.port}::health_flags::healthy"):
+        assert line in text.splitlines(), (line, text)
+    # Envoy's order: the outlier lines follow observability_name
+    lines = text.splitlines()
+    assert lines.index("backend::outlier::success_rate_average::-1") == \
+        lines.index("backend::observability_name::backend") + 1
+    js = json.loads(admin_get(admin, "/clusters?format=json"))
+    cs = js["cluster_statuses"][0]
+    assert "success_rate_ejection_threshold" not in cs
+    for hs in cs["host_statuses"]:
+        assert hs["outlier_state"] == "closed"
+        assert "success_rate" not in hs
+    assert stat(admin, P + "ejections_active") == 0
+    assert stat(admin, P + "ejections_enforced_total") == 0
+    # a cluster without outlier_detection has no outlier lines or stats
+    listen2, admin2 = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen2, admin2, {"plain": [a.port]}), admin2)
+    text2 = admin_get(admin2, "/clusters")
+    assert "::outlier::" not in text2 and "outlier_state" not in text2
+    assert f"plain::127.0.0.1:{a.port}::success_rate::-1" in text2
+    assert stat(admin2, "cluster.plain.outlier_detection.ejections_active") is None
+
+
+def test_connect_failures_eject(procs):
+    """Pool-side results only: a dead endpoint's connect failures count as
+    503s (split_external_local_origin_errors is off) and eject it."""
+    a, c = Upstream("a"), Upstream("c")
+    procs += [a, c]
+    dead = free_port()  # nothing listens there
+    listen, admin = start(procs, [a.port, dead, c.port], concurrency=1)
+    statuses = Counter()
+    for _ in range(30):
+        st, _ = get(listen)
+        statuses[st] += 1
+        if stat(admin, P + "ejections_enforced_consecutive_5xx") == 1:
+            break
+    assert stat(admin, P + "ejections_enforced_consecutive_5xx") == 1, statuses
+    assert statuses[503] == 3, statuses
+    assert host_value(admin, dead, "health_flags") == "/failed_outlier_check"
+    assert host_value(admin, dead, "outlier_state") == "open"
+    assert stat(admin, P + "ejections_active") == 1
+    assert stat(admin, "cluster.backend.membership_healthy") == 2
+    t0 = time.time()
+    seen = Counter(get(listen)[1] for _ in range(20))
+    if time.time() - t0 < 0.8:  # still inside the 1 s ejection
+        assert set(seen) == {"a", "c"}, seen
+
+
+def test_consecutive_5xx_eject_half_open_close(procs):
+    """Needs the router's sharp_outlier_put_http on every response head."""
+    a, b, c = three_upstreams(procs)
+    listen, admin = start(procs, [a.port, b.port, c.port])
+    seen = Counter(get(listen)[1] for _ in range(30))
+    assert set(seen) == {"a", "b", "c"}, seen
+
+    # b answers 503 from now on: three in a row eject it
+    fault(b, "?status=503")
+    got503 = 0
+    deadline = time.time() + 5 * SLOW
+    while stat(admin, P + "ejections_enforced_consecutive_5xx") != 1:
+        assert time.time() < deadline, "b was not ejected"
+        for _ in range(3):
+            got503 += get(listen)[0] == 503
+    t_ejected = time.time()
+    assert 3 <= got503 <= 6, got503
+    assert stat(admin, P + "ejections_detected_consecutive_5xx") == 1
+    assert stat(admin, P + "ejections_enforced_total") == 1
+    assert stat(admin, P + "ejections_total") == 1
+    assert stat(admin, P + "ejections_consecutive_5xx") == 1
+    assert stat(admin, P + "ejections_overflow") == 0
+    assert stat(admin, P + "ejections_active") == 1
+    assert host_value(admin, b.port, "health_flags") == "/failed_outlier_check"
+    assert host_value(admin, b.port, "outlier_state") == "open"
+    # ejected: no traffic to b
+    res = [get(listen) for _ in range(20)]
+    if time.time() - t_ejected < 0.8:
+        assert all(st == 200 and name in ("a", "c") for st, name in res), res
+
+    # with no traffic b turns half-open once its ejection time is over
+    wait_for(lambda: host_value(admin, b.port, "outlier_state") == "half_open", 3, "b half-open")
+    assert host_value(admin, b.port, "health_flags") == "healthy"
+    assert stat(admin, P + "ejections_active") == 0
+    wait_for(lambda: stat(admin, P + "half_open_active") == 1, 1, "half_open_active gauge")
+    # still failing: the one probe gets a 503 and b is ejected again, longer
+    res = [get(listen) for _ in range(9)]
+    assert 1 <= sum(st == 503 for st, _ in res) <= 2, res
+    wait_for(lambda: stat(admin, P + "ejections_enforced_consecutive_5xx") == 2, 2, "re-ejection")
+    assert host_value(admin, b.port, "outlier_state") == "open"
+    assert stat(admin, P + "ejections_active") == 1
+    t_reejected = time.time()
+
+    # b recovers; after its (now 2 s) ejection it is half-open, then the
+    # first successful probe closes it and it gets its share again
+    fault(b)
+    wait_for(lambda: host_value(admin, b.port, "outlier_state") == "half_open", 4, "b half-open again")
+    assert time.time() - t_reejected > 1.5
+    seen = Counter()
+    for _ in range(30):
+        st, name = get(listen)
+        assert st == 200
+        seen[name] += 1
+    assert seen["b"] >= 5, seen
+    assert host_value(admin, b.port, "outlier_state") == "closed"
+    assert host_value(admin, b.port, "health_flags") == "healthy"
+    wait_for(lambda: stat(admin, P + "half_open_active") == 0, 1, "half_open_active back to 0")
+    assert stat(admin, P + "ejections_active") == 0
+    assert stat(admin, P + "ejections_enforced_total") == 2
+
+
+def test_success_rate_ejection_and_clusters_values(procs):
+    """Needs the router's sharp_outlier_put_http. b answers 500 to all:
+    rates 100, 0, 100: mean 66.67, stdev 47.14, threshold (factor 1.0)
+    19.53, so b is a success-rate outlier."""
+    a, b, c = three_upstreams(procs)
+    extra = ("outlier_detection:\n  consecutive_5xx: 100000\n  interval: 1s\n  base_ejection_time: 30s\n"
+             "  max_ejection_percent: 50\n  success_rate_minimum_hosts: 3\n  success_rate_request_volume: 5\n"
+             "  success_rate_stdev_factor: 1000\n")
+    listen, admin = start(procs, [a.port, b.port, c.port], extra=extra)
+    fault(b, "?status=500")
+    deadline = time.time() + 6 * SLOW
+    while stat(admin, P + "ejections_enforced_success_rate") != 1:
+        assert time.time() < deadline, "b was not ejected"
+        for _ in range(30):
+            get(listen)
+    text = admin_get(admin, "/clusters")
+    lines = text.splitlines()
+    assert "backend::outlier::success_rate_average::66.6667" in lines, text
+    assert "backend::outlier::success_rate_ejection_threshold::19.5262" in lines, text
+    assert f"backend::127.0.0.1:{a.port}::success_rate::100" in lines, text
+    assert f"backend::127.0.0.1:{b.port}::success_rate::0" in lines, text
+    assert host_value(admin, b.port, "health_flags") == "/failed_outlier_check"
+    js = json.loads(admin_get(admin, "/clusters?format=json"))["cluster_statuses"][0]
+    if "success_rate_ejection_threshold" in js:  # until the next interval
+        assert abs(js["success_rate_ejection_threshold"]["value"] - 19.526) < 0.01
+    assert stat(admin, P + "ejections_detected_success_rate") == 1
+    assert stat(admin, P + "ejections_success_rate") == 1
+    assert stat(admin, P + "ejections_total") == 1
+    assert stat(admin, P + "ejections_detected_consecutive_5xx") == 0
+    fault(b)
+
+
+def test_reset_before_headers_ejects(procs):
+    """Needs the router's sharp_outlier_put_local(CONNECT_FAILED) on a reset
+    before the response head (counted as a 503 without split)."""
+    a, b, c = three_upstreams(procs)
+    listen, admin = start(procs, [a.port, b.port, c.port])
+    fault(b, "?reset=1")
+    deadline = time.time() + 5 * SLOW
+    while stat(admin, P + "ejections_enforced_consecutive_5xx") != 1:
+        assert time.time() < deadline, "b was not ejected"
+        for _ in range(3):
+            get(listen)
+    assert host_value(admin, b.port, "outlier_state") == "open"
+    fault(b)
+
+
+def test_config_errors(procs):
+    import subprocess
+    import tempfile
+    from conftest import SHARP
+    for extra, path, msg in (
+        ("outlier_detection: { max_ejection_percent: 101 }\n",
+         "static_resources.clusters[0].outlier_detection.max_ejection_percent", "must be at most 100"),
+        ("outlier_detection: { enforcing_consecutive_5xx: 200 }\n",
+         "static_resources.clusters[0].outlier_detection.enforcing_consecutive_5xx", "must be at most 100"),
+        ("outlier_detection: { interval: 0s }\n",
+         "static_resources.clusters[0].outlier_detection.interval", "must be greater than 0s"),
+        ("outlier_detection: { base_ejection_time: 60s, max_ejection_time: 10s }\n",
+         "static_resources.clusters[0].outlier_detection.max_ejection_time",
+         "outlier detector's max_ejection_time cannot be smaller than base_ejection_time"),
+    ):
+        d = tempfile.mkdtemp()
+        p = d + "/c.yaml"
+        with open(p, "w") as f:
+            f.write(bootstrap_yaml(10000, 9901, {"backend": [8080]}, cluster_extra=extra))
+        r = subprocess.run([SHARP, "--mode", "validate", "-c", p], capture_output=True, timeout=20)
+        out = (r.stdout + r.stderr).decode()
+        assert r.returncode == 1, out
+        assert f"{path}: {msg}" in out, out

@@ -1,0 +1,950 @@
+/* test_outlier.c: outlier detection driven by a fake clock: every detector,
+ * max_ejection_percent, ejection time growth and cap, un-ejection, the
+ * enforcing roll, the half-open breaker with the load balancer, and config
+ * validation. The main-thread functions take the time as an argument; no
+ * loop runs here (the detector is never started, so workers' wake-ups are
+ * replaced by explicit sharp_outlier_process_pending calls). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "log.h"
+#include "upstream/lb.h"
+#include "upstream/outlier.h"
+
+#include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
+
+#define MAXH 12
+
+typedef struct {
+    sharp_cluster_t c;
+    sharp_host_t h[MAXH];
+    sharp_host_t *ptr[MAXH];
+    sharp_stats_t *stats;
+    sharp_outlier_t *od;
+} fixture_t;
+
+/* A cluster "c" of n hosts with a detector configured by cfg (NULL: Envoy's
+ * defaults with max_ejection_percent 100, so single ejections are allowed). */
+static fixture_t *setup(uint32_t n, const sharp_outlier_config_t *cfg)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->c.name = "c";
+    f->c.nhosts = n;
+    f->c.hosts = f->ptr;
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(f->h[i].address, sizeof f->h[i].address, "10.0.0.%u:80", i + 1);
+        f->h[i].weight = 1;
+        f->h[i].index = i;
+        f->ptr[i] = &f->h[i];
+    }
+    f->stats = sharp_stats_create(1);
+    sharp_outlier_config_t d;
+    if (!cfg) {
+        sharp_outlier_config_defaults(&d);
+        d.max_ejection_percent = 100;
+        cfg = &d;
+    }
+    f->od = sharp_outlier_create(&f->c, cfg, f->stats, 42);
+    return f;
+}
+
+static void teardown(fixture_t *f)
+{
+    sharp_outlier_free(f->od);
+    sharp_stats_destroy(f->stats);
+    free(f);
+}
+
+static uint64_t counter(fixture_t *f, const char *suffix)
+{
+    char name[256];
+    snprintf(name, sizeof name, "cluster.c.outlier_detection.%s", suffix);
+    sharp_stat_id_t id;
+    sharp_stat_kind_t kind;
+    if (sharp_stats_find(f->stats, name, &id, &kind) != 0) fail_msg("no stat %s", name);
+    assert_int_equal(kind, SHARP_STAT_COUNTER);
+    return sharp_stats_counter_value(f->stats, id);
+}
+
+static int64_t gauge(fixture_t *f, const char *suffix)
+{
+    char name[256];
+    snprintf(name, sizeof name, "cluster.c.outlier_detection.%s", suffix);
+    sharp_stat_id_t id;
+    sharp_stat_kind_t kind;
+    if (sharp_stats_find(f->stats, name, &id, &kind) != 0) fail_msg("no stat %s", name);
+    assert_int_equal(kind, SHARP_STAT_GAUGE);
+    return sharp_stats_gauge_value(f->stats, id);
+}
+
+static bool ejected(fixture_t *f, uint32_t i)
+{
+    return (atomic_load(&f->h[i].health_flags) & SHARP_HOST_FAILED_OUTLIER) != 0;
+}
+
+static sharp_host_breaker_t breaker(fixture_t *f, uint32_t i)
+{
+    return sharp_outlier_breaker(&f->h[i]);
+}
+
+static void put_n(fixture_t *f, uint32_t i, uint32_t code, int n)
+{
+    for (int k = 0; k < n; k++)
+        sharp_outlier_put_http(&f->c, &f->h[i], code);
+}
+
+/* total results on host i, `ok` of them successes, spread evenly */
+static void put_mix(fixture_t *f, uint32_t i, int total, int ok)
+{
+    for (int k = 0; k < total; k++) {
+        bool success = (k + 1) * ok / total > k * ok / total;
+        sharp_outlier_put_http(&f->c, &f->h[i], success ? 200 : 500);
+    }
+}
+
+/* Defaults for the interval detectors' tests: single ejections allowed and
+ * the consecutive detectors out of the way. */
+static sharp_outlier_config_t rate_cfg(void)
+{
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.consecutive_5xx = cfg.consecutive_gateway_failure = cfg.consecutive_local_origin_failure =
+        100000;
+    return cfg;
+}
+
+/* ---- consecutive detectors ---- */
+
+static void test_consecutive_5xx_trip_and_reset(void **state)
+{
+    (void)state;
+    fixture_t *f = setup(4, NULL);
+    put_n(f, 0, 503, 4);
+    put_n(f, 0, 200, 1); /* a success resets the run */
+    put_n(f, 0, 500, 4);
+    sharp_outlier_process_pending(f->od, 1000);
+    assert_false(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 0);
+    put_n(f, 0, 500, 1);         /* the fifth in a row */
+    assert_false(ejected(f, 0)); /* the decision is the main thread's */
+    sharp_outlier_process_pending(f->od, 1000);
+    assert_true(ejected(f, 0));
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_OPEN);
+    assert_false(ejected(f, 1));
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_total"), 1);
+    assert_int_equal(counter(f, "ejections_total"), 1);
+    assert_int_equal(counter(f, "ejections_consecutive_5xx"), 1);
+    assert_int_equal(counter(f, "ejections_overflow"), 0);
+    assert_int_equal(gauge(f, "ejections_active"), 1);
+    /* more 5xx on an ejected host trip nothing new */
+    put_n(f, 0, 500, 10);
+    sharp_outlier_process_pending(f->od, 1001);
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 1);
+    /* 4xx is a success for the detector */
+    put_n(f, 1, 500, 4);
+    put_n(f, 1, 404, 1);
+    put_n(f, 1, 500, 4);
+    sharp_outlier_process_pending(f->od, 1002);
+    assert_false(ejected(f, 1));
+    teardown(f);
+}
+
+static void test_gateway_failure_only_502_503_504(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.consecutive_5xx = 1000; /* keep the 5xx detector out of the way */
+    fixture_t *f = setup(4, &cfg);
+    /* default enforcing_consecutive_gateway_failure is 0: detected only */
+    put_n(f, 0, 502, 2);
+    put_n(f, 0, 503, 2);
+    put_n(f, 0, 504, 1);
+    sharp_outlier_process_pending(f->od, 10);
+    assert_false(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_detected_consecutive_gateway_failure"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_gateway_failure"), 0);
+    assert_int_equal(counter(f, "ejections_total"), 0); /* only 5xx and success rate count there */
+    teardown(f);
+
+    cfg.enforcing[SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = 100;
+    f = setup(4, &cfg);
+    /* 500 is a 5xx but not a gateway failure: it breaks the run */
+    put_n(f, 0, 503, 4);
+    put_n(f, 0, 500, 1);
+    put_n(f, 0, 504, 4);
+    sharp_outlier_process_pending(f->od, 10);
+    assert_false(ejected(f, 0));
+    put_n(f, 0, 502, 1);
+    sharp_outlier_process_pending(f->od, 10);
+    assert_true(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_gateway_failure"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_total"), 1);
+    /* a 200 resets the gateway run too */
+    put_n(f, 1, 503, 4);
+    put_n(f, 1, 200, 1);
+    put_n(f, 1, 503, 4);
+    sharp_outlier_process_pending(f->od, 10);
+    assert_false(ejected(f, 1));
+    teardown(f);
+}
+
+static void test_local_origin_not_split(void **state)
+{
+    (void)state;
+    fixture_t *f = setup(4, NULL);
+    sharp_cluster_t *c = &f->c;
+    /* connect failures and timeouts count as 503 and 504 */
+    sharp_outlier_put_local(c, &f->h[0], SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+    sharp_outlier_put_local(c, &f->h[0], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    /* a connection alone is nothing: it does not reset the run */
+    sharp_outlier_put_local(c, &f->h[0], SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS);
+    sharp_outlier_put_local(c, &f->h[0], SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+    sharp_outlier_put_local(c, &f->h[0], SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+    put_n(f, 0, 500, 1);
+    sharp_outlier_process_pending(f->od, 5);
+    assert_true(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 1);
+    assert_int_equal(counter(f, "ejections_detected_consecutive_local_origin_failure"), 0);
+    /* a final success is a 200: it resets the run */
+    for (int k = 0; k < 4; k++)
+        sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS_FINAL);
+    for (int k = 0; k < 4; k++)
+        sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    sharp_outlier_process_pending(f->od, 5);
+    assert_false(ejected(f, 1));
+    /* local results land in the external success-rate bucket */
+    uint64_t b = atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_EXTERNAL]);
+    assert_int_equal(b >> 32, 9);
+    assert_int_equal(b & 0xffffffffu, 1);
+    assert_int_equal(atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_LOCAL]), 0);
+    teardown(f);
+}
+
+static void test_local_origin_split(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.split_external_local_origin_errors = true;
+    cfg.consecutive_local_origin_failure = 3;
+    fixture_t *f = setup(4, &cfg);
+    sharp_cluster_t *c = &f->c;
+    /* local failures do not touch the 5xx detector ... */
+    for (int k = 0; k < 4; k++)
+        sharp_outlier_put_local(c, &f->h[0], SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+    /* ... but trip their own at 3 (the fourth goes past it) */
+    sharp_outlier_process_pending(f->od, 5);
+    assert_true(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_detected_consecutive_local_origin_failure"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_local_origin_failure"), 1);
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 0);
+    assert_int_equal(counter(f, "ejections_total"), 0);
+    /* a connection (pool ready) resets the local run */
+    sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS);
+    sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    sharp_outlier_put_local(c, &f->h[1], SHARP_OUTLIER_LOCAL_TIMEOUT);
+    /* HTTP 5xx stays external: 4 of them plus local events are no trip */
+    put_n(f, 1, 503, 4);
+    sharp_outlier_process_pending(f->od, 5);
+    assert_false(ejected(f, 1));
+    put_n(f, 1, 503, 1);
+    sharp_outlier_process_pending(f->od, 5);
+    assert_true(ejected(f, 1));
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 1);
+    /* buckets: local events in the local monitor only */
+    uint64_t lb = atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_LOCAL]);
+    uint64_t eb = atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_EXTERNAL]);
+    assert_int_equal(lb >> 32, 5);
+    assert_int_equal(lb & 0xffffffffu, 1);
+    assert_int_equal(eb >> 32, 5);
+    assert_int_equal(eb & 0xffffffffu, 0);
+    teardown(f);
+}
+
+/* ---- success rate and failure percentage ---- */
+
+static void test_success_rate_threshold_math(void **state)
+{
+    (void)state;
+    /* Envoy's documented example: {50, 100, 100, 100, 100}: mean 90,
+     * stdev 20, threshold with 1.9: 52. */
+    double rates[] = {50, 100, 100, 100, 100}, mean, thr;
+    sharp_outlier_success_rate_threshold(rates, 5, 1.9, &mean, &thr);
+    assert_true(fabs(mean - 90) < 1e-9);
+    assert_true(fabs(thr - 52) < 1e-9);
+    sharp_outlier_success_rate_threshold(rates, 5, 1.0, &mean, &thr);
+    assert_true(fabs(thr - 70) < 1e-9);
+    double same[] = {80, 80, 80};
+    sharp_outlier_success_rate_threshold(same, 3, 1.9, &mean, &thr);
+    assert_true(fabs(thr - 80) < 1e-9); /* no spread: nobody is below */
+}
+
+static void test_success_rate_ejection(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = rate_cfg();
+    fixture_t *f = setup(6, &cfg);
+    put_mix(f, 0, 100, 50);
+    for (uint32_t i = 1; i < 5; i++)
+        put_mix(f, i, 100, 100);
+    put_mix(f, 5, 99, 0); /* below request_volume: not in the statistics */
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_true(fabs(f->od->sr_average[SHARP_OUTLIER_EXTERNAL] - 90) < 1e-9);
+    assert_true(fabs(f->od->sr_threshold[SHARP_OUTLIER_EXTERNAL] - 52) < 1e-9);
+    assert_true(ejected(f, 0));
+    for (uint32_t i = 1; i < 6; i++)
+        assert_false(ejected(f, i));
+    assert_int_equal(counter(f, "ejections_detected_success_rate"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_success_rate"), 1);
+    assert_int_equal(counter(f, "ejections_success_rate"), 1);
+    assert_int_equal(counter(f, "ejections_total"), 1);
+    /* per-host success rate of the interval, as /clusters shows it: host 5
+     * had the failure-percentage volume (50), so it has one */
+    assert_true(fabs(sharp_outlier_success_rate(&f->c, &f->h[0], SHARP_OUTLIER_EXTERNAL) - 50) <
+                1e-9);
+    assert_true(fabs(sharp_outlier_success_rate(&f->c, &f->h[1], SHARP_OUTLIER_EXTERNAL) - 100) <
+                1e-9);
+    assert_true(fabs(sharp_outlier_success_rate(&f->c, &f->h[5], SHARP_OUTLIER_EXTERNAL) - 0) <
+                1e-9);
+    assert_true(sharp_outlier_success_rate(&f->c, &f->h[1], SHARP_OUTLIER_LOCAL) == -1);
+    /* the failure-percentage detector saw host 5 at 100% failures, but its
+     * default enforcing is 0 */
+    assert_int_equal(counter(f, "ejections_detected_failure_percentage"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_failure_percentage"), 0);
+    assert_false(ejected(f, 5));
+    /* next interval without traffic: nothing computed */
+    sharp_outlier_on_interval(f->od, 20000);
+    assert_true(f->od->sr_average[SHARP_OUTLIER_EXTERNAL] == -1);
+    assert_true(sharp_outlier_success_rate(&f->c, &f->h[1], SHARP_OUTLIER_EXTERNAL) == -1);
+    teardown(f);
+}
+
+static void test_success_rate_gating(void **state)
+{
+    (void)state;
+    /* minimum_hosts: 4 hosts with volume < 5 */
+    sharp_outlier_config_t cfg = rate_cfg();
+    fixture_t *f = setup(4, &cfg);
+    put_mix(f, 0, 200, 0);
+    for (uint32_t i = 1; i < 4; i++)
+        put_mix(f, i, 200, 200);
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_true(f->od->sr_average[SHARP_OUTLIER_EXTERNAL] == -1);
+    assert_false(ejected(f, 0));
+    /* fewer hosts than both minimums: Envoy does not even record rates */
+    assert_true(sharp_outlier_success_rate(&f->c, &f->h[0], SHARP_OUTLIER_EXTERNAL) == -1);
+    teardown(f);
+
+    /* request_volume: 6 hosts, only 4 with 100 requests */
+    f = setup(6, &cfg);
+    put_mix(f, 0, 100, 0);
+    for (uint32_t i = 1; i < 4; i++)
+        put_mix(f, i, 100, 100);
+    put_mix(f, 4, 99, 99);
+    put_mix(f, 5, 10, 10);
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_true(f->od->sr_average[SHARP_OUTLIER_EXTERNAL] == -1);
+    assert_int_equal(counter(f, "ejections_detected_success_rate"), 0);
+    assert_true(fabs(sharp_outlier_success_rate(&f->c, &f->h[4], SHARP_OUTLIER_EXTERNAL) - 100) <
+                1e-9);
+    assert_true(sharp_outlier_success_rate(&f->c, &f->h[5], SHARP_OUTLIER_EXTERNAL) == -1);
+    teardown(f);
+
+    /* minimum_hosts 3 makes the same data sufficient; stdev factor 1.0 */
+    cfg.success_rate_minimum_hosts = 3;
+    cfg.success_rate_stdev_factor = 1000;
+    f = setup(4, &cfg);
+    put_mix(f, 0, 100, 40);
+    for (uint32_t i = 1; i < 4; i++)
+        put_mix(f, i, 100, 100);
+    sharp_outlier_on_interval(f->od, 10000);
+    /* mean 85, stdev sqrt(675) = 25.98, threshold 59.02 */
+    assert_true(fabs(f->od->sr_threshold[SHARP_OUTLIER_EXTERNAL] - (85 - sqrt(675))) < 1e-9);
+    assert_true(ejected(f, 0));
+    teardown(f);
+}
+
+static void test_failure_percentage(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = rate_cfg();
+    cfg.enforcing[SHARP_OUTLIER_SUCCESS_RATE] = 0;
+    cfg.enforcing[SHARP_OUTLIER_FAILURE_PERCENTAGE] = 100;
+    fixture_t *f = setup(6, &cfg);
+    put_mix(f, 0, 60, 9);  /* 85% failures: at the threshold, ejected */
+    put_mix(f, 1, 60, 10); /* 83.3%: kept */
+    put_mix(f, 2, 49, 0);  /* below failure_percentage_request_volume */
+    for (uint32_t i = 3; i < 6; i++)
+        put_mix(f, i, 60, 60);
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_true(ejected(f, 0));
+    assert_false(ejected(f, 1));
+    assert_false(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_detected_failure_percentage"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_failure_percentage"), 1);
+    assert_int_equal(counter(f, "ejections_total"), 0);
+    teardown(f);
+
+    /* minimum hosts: only 4 hosts with the volume */
+    f = setup(6, &cfg);
+    put_mix(f, 0, 60, 0);
+    for (uint32_t i = 1; i < 4; i++)
+        put_mix(f, i, 60, 60);
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_false(ejected(f, 0));
+    teardown(f);
+
+    /* local origin variant with split */
+    cfg.split_external_local_origin_errors = true;
+    cfg.enforcing[SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = 100;
+    f = setup(5, &cfg);
+    for (uint32_t i = 0; i < 5; i++)
+        for (int k = 0; k < 50; k++)
+            sharp_outlier_put_local(&f->c, &f->h[i],
+                                    i == 2 ? SHARP_OUTLIER_LOCAL_CONNECT_FAILED
+                                           : SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS);
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_true(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_enforced_local_origin_failure_percentage"), 1);
+    assert_true(fabs(sharp_outlier_success_rate(&f->c, &f->h[2], SHARP_OUTLIER_LOCAL) - 0) < 1e-9);
+    assert_true(sharp_outlier_success_rate(&f->c, &f->h[2], SHARP_OUTLIER_EXTERNAL) == -1);
+    teardown(f);
+}
+
+static void test_local_origin_success_rate(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = rate_cfg();
+    cfg.split_external_local_origin_errors = true;
+    fixture_t *f = setup(5, &cfg);
+    for (uint32_t i = 0; i < 5; i++)
+        for (int k = 0; k < 100; k++)
+            sharp_outlier_put_local(&f->c, &f->h[i],
+                                    i == 3 && k % 2 ? SHARP_OUTLIER_LOCAL_TIMEOUT
+                                                    : SHARP_OUTLIER_LOCAL_CONNECT_SUCCESS);
+    sharp_outlier_on_interval(f->od, 10000);
+    assert_true(ejected(f, 3));
+    assert_true(fabs(f->od->sr_average[SHARP_OUTLIER_LOCAL] - 90) < 1e-9);
+    assert_true(f->od->sr_average[SHARP_OUTLIER_EXTERNAL] == -1);
+    assert_int_equal(counter(f, "ejections_detected_local_origin_success_rate"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_local_origin_success_rate"), 1);
+    assert_int_equal(counter(f, "ejections_success_rate"),
+                     1); /* Envoy's deprecated counter counts both */
+    assert_int_equal(counter(f, "ejections_total"), 0);
+    teardown(f);
+}
+
+/* ---- limits, times, enforcement ---- */
+
+static void test_max_ejection_percent(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    /* Envoy counts the host to eject: 1 of 3 is 33% > 10%: refused */
+    assert_false(sharp_outlier_may_eject(&cfg, 0, 3));
+    assert_true(sharp_outlier_may_eject(&cfg, 0, 10));
+    assert_false(sharp_outlier_may_eject(&cfg, 1, 10));
+    cfg.always_eject_one_host = true;
+    assert_true(sharp_outlier_may_eject(&cfg, 0, 3));
+    assert_false(sharp_outlier_may_eject(&cfg, 1, 3));
+    cfg.always_eject_one_host = false;
+    cfg.max_ejection_percent = 50;
+    assert_true(sharp_outlier_may_eject(&cfg, 0, 3));
+    assert_false(sharp_outlier_may_eject(&cfg, 1, 3));
+    assert_true(sharp_outlier_may_eject(&cfg, 1, 4));
+    cfg.max_ejection_percent = 0;
+    assert_false(sharp_outlier_may_eject(&cfg, 0, 1));
+
+    sharp_outlier_config_defaults(&cfg);
+    fixture_t *f = setup(3, &cfg);
+    put_n(f, 0, 500, 5);
+    sharp_outlier_process_pending(f->od, 1);
+    assert_false(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 1);
+    assert_int_equal(counter(f, "ejections_overflow"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_total"), 0);
+    /* the counter was reset: a new bout is needed */
+    put_n(f, 0, 500, 4);
+    sharp_outlier_process_pending(f->od, 2);
+    assert_int_equal(counter(f, "ejections_overflow"), 1);
+    teardown(f);
+
+    cfg.max_ejection_percent = 50;
+    f = setup(3, &cfg);
+    put_n(f, 0, 500, 5);
+    put_n(f, 1, 500, 5);
+    sharp_outlier_process_pending(f->od, 1);
+    assert_true(ejected(f, 0));
+    assert_false(ejected(f, 1));
+    assert_int_equal(counter(f, "ejections_overflow"), 1);
+    assert_int_equal(gauge(f, "ejections_active"), 1);
+    teardown(f);
+}
+
+static void test_enforcing_0_and_100(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.enforcing[SHARP_OUTLIER_CONSECUTIVE_5XX] = 0;
+    fixture_t *f = setup(2, &cfg);
+    for (int round = 0; round < 20; round++) {
+        put_n(f, 0, 500, 5);
+        sharp_outlier_process_pending(f->od, (uint64_t)round);
+    }
+    assert_false(ejected(f, 0));
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 20);
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 0);
+    assert_int_equal(counter(f, "ejections_total"), 20); /* Envoy counts before the roll */
+    teardown(f);
+
+    cfg.enforcing[SHARP_OUTLIER_CONSECUTIVE_5XX] = 100;
+    f = setup(2, &cfg);
+    put_n(f, 0, 500, 5);
+    sharp_outlier_process_pending(f->od, 0);
+    assert_true(ejected(f, 0));
+    teardown(f);
+
+    /* 50: roughly half of many detections are enforced */
+    cfg.enforcing[SHARP_OUTLIER_CONSECUTIVE_5XX] = 50;
+    cfg.base_ejection_time_ms = 1;
+    cfg.max_ejection_time_ms = 1;
+    f = setup(2, &cfg);
+    uint64_t now = 0;
+    for (int round = 0; round < 400; round++) {
+        put_n(f, 0, 500, 5);
+        sharp_outlier_process_pending(f->od, now);
+        now += 10;
+        sharp_outlier_on_interval(f->od, now); /* un-eject (half-open) */
+        put_n(f, 0, 200, 1);                   /* probe passes: closed */
+        sharp_outlier_process_pending(f->od, now);
+    }
+    uint64_t enforced = counter(f, "ejections_enforced_consecutive_5xx");
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 400);
+    assert_true(enforced > 140 && enforced < 260);
+    teardown(f);
+}
+
+static void test_ejection_time_growth_and_cap(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    assert_int_equal(sharp_outlier_ejection_ms(&cfg, 1, 0), 30000);
+    assert_int_equal(sharp_outlier_ejection_ms(&cfg, 3, 0), 90000);
+    assert_int_equal(sharp_outlier_ejection_ms(&cfg, 11, 0), 300000);
+    assert_int_equal(sharp_outlier_ejection_ms(&cfg, 11, 7), 300007);
+
+    cfg.max_ejection_percent = 100;
+    cfg.interval_ms = 100;
+    cfg.base_ejection_time_ms = 1000;
+    cfg.max_ejection_time_ms = 3000;
+    fixture_t *f = setup(2, &cfg);
+    sharp_outlier_host_t *oh = &f->od->hosts[0];
+    uint64_t now = 0;
+    /* every probe fails: 1000, 2000, 3000, 3000 (capped) */
+    uint64_t expect[] = {1000, 2000, 3000, 3000, 3000};
+    put_n(f, 0, 500, 5);
+    sharp_outlier_process_pending(f->od, now);
+    for (size_t k = 0; k < SHARP_ARRAY_SIZE(expect); k++) {
+        assert_true(ejected(f, 0));
+        uint64_t start = now;
+        /* still open one interval before the time is up */
+        now = start + expect[k] - 100;
+        sharp_outlier_on_interval(f->od, now);
+        assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_OPEN);
+        now = start + expect[k];
+        sharp_outlier_on_interval(f->od, now);
+        assert_false(ejected(f, 0));
+        assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_HALF_OPEN);
+        put_n(f, 0, 503, 1); /* the probe fails */
+        assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_OPEN);
+        sharp_outlier_process_pending(f->od, now);
+    }
+    /* the multiplier stops one step past the cap (Envoy: base * backoff <
+     * max + base) */
+    assert_int_equal(oh->backoff, 4);
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 6);
+    teardown(f);
+}
+
+static void test_unejection_and_backoff_decrement(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.interval_ms = 100;
+    cfg.base_ejection_time_ms = 1000;
+    fixture_t *f = setup(3, &cfg);
+    sharp_outlier_host_t *oh = &f->od->hosts[1];
+    put_n(f, 1, 500, 5);
+    sharp_outlier_process_pending(f->od, 0);
+    assert_int_equal(oh->backoff, 1);
+    for (uint64_t t = 100; t < 1000; t += 100) {
+        sharp_outlier_on_interval(f->od, t);
+        assert_true(ejected(f, 1));
+    }
+    sharp_outlier_on_interval(f->od, 1000);
+    assert_false(ejected(f, 1));
+    assert_int_equal(breaker(f, 1), SHARP_HOST_BREAKER_HALF_OPEN);
+    assert_int_equal(gauge(f, "ejections_active"), 0);
+    assert_int_equal(gauge(f, "half_open_active"), 1);
+    /* a half-open host is not forgiven: it has proved nothing */
+    sharp_outlier_on_interval(f->od, 1100);
+    sharp_outlier_on_interval(f->od, 1200);
+    assert_int_equal(oh->backoff, 1);
+    put_n(f, 1, 200, 1);
+    assert_int_equal(breaker(f, 1), SHARP_HOST_BREAKER_CLOSED);
+    sharp_outlier_process_pending(f->od, 1250);
+    assert_int_equal(gauge(f, "half_open_active"), 0);
+    /* closed and an interval past the un-ejection: one step forgiven */
+    sharp_outlier_on_interval(f->od, 1300);
+    assert_int_equal(oh->backoff, 0);
+    /* the next ejection starts from the base again */
+    put_n(f, 1, 500, 5);
+    sharp_outlier_process_pending(f->od, 2000);
+    assert_int_equal(oh->backoff, 1);
+    sharp_outlier_on_interval(f->od, 3000);
+    assert_int_equal(breaker(f, 1), SHARP_HOST_BREAKER_HALF_OPEN);
+    teardown(f);
+}
+
+static void test_jitter(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.base_ejection_time_ms = 1000;
+    cfg.max_ejection_time_jitter_ms = 500;
+    fixture_t *f = setup(2, &cfg);
+    bool some_jitter = false;
+    uint64_t now = 0;
+    for (int round = 0; round < 20; round++) {
+        put_n(f, 0, 500, 5);
+        sharp_outlier_process_pending(f->od, now);
+        uint64_t j = f->od->hosts[0].jitter_ms;
+        assert_true(j <= 500);
+        some_jitter |= j > 0;
+        sharp_outlier_on_interval(f->od, now + 1000 * f->od->hosts[0].backoff + j - 1);
+        assert_true(ejected(f, 0));
+        now += 1000 * f->od->hosts[0].backoff + j;
+        sharp_outlier_on_interval(f->od, now);
+        assert_false(ejected(f, 0));
+        put_n(f, 0, 200, 1);
+        sharp_outlier_process_pending(f->od, now);
+    }
+    assert_true(some_jitter);
+    teardown(f);
+}
+
+/* ---- the half-open breaker with the load balancer ---- */
+
+static void half_open_fixture(fixture_t **fp, sharp_lb_t *lb)
+{
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.interval_ms = 100;
+    cfg.base_ejection_time_ms = 1000;
+    fixture_t *f = setup(3, &cfg);
+    sharp_lb_init(lb, SHARP_LB_ROUND_ROBIN, f->c.hosts, f->c.nhosts, 7);
+    lb->panic_threshold = 0;
+    put_n(f, 0, 500, 5);
+    sharp_outlier_process_pending(f->od, 0);
+    for (int k = 0; k < 30; k++)
+        assert_ptr_not_equal(sharp_lb_choose(lb), &f->h[0]);
+    sharp_outlier_on_interval(f->od, 1000);
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_HALF_OPEN);
+    *fp = f;
+}
+
+static int picks_of(sharp_lb_t *lb, sharp_host_t *h, int n)
+{
+    int got = 0;
+    for (int k = 0; k < n; k++)
+        got += sharp_lb_choose(lb) == h;
+    return got;
+}
+
+static void test_half_open_probe_success(void **state)
+{
+    (void)state;
+    fixture_t *f;
+    sharp_lb_t lb;
+    half_open_fixture(&f, &lb);
+    /* exactly one probe is admitted */
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), SHARP_OUTLIER_HALF_OPEN_PROBES);
+    put_n(f, 0, 200, 1);
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_CLOSED);
+    sharp_outlier_process_pending(f->od, 1050);
+    assert_int_equal(gauge(f, "half_open_active"), 0);
+    /* closed: full share again */
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), 10);
+    assert_int_equal(counter(f, "ejections_enforced_total"), 1);
+    sharp_lb_destroy(&lb);
+    teardown(f);
+}
+
+static void test_half_open_probe_failure(void **state)
+{
+    (void)state;
+    fixture_t *f;
+    sharp_lb_t lb;
+    half_open_fixture(&f, &lb);
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), 1);
+    sharp_outlier_put_local(&f->c, &f->h[0], SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+    /* the worker opens it at once, before the main thread re-ejects it */
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_OPEN);
+    assert_false(ejected(f, 0));
+    sharp_outlier_on_interval(f->od, 1100); /* a refill must not admit an open host */
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), 0);
+    assert_true(ejected(f, 0));
+    assert_int_equal(f->od->hosts[0].backoff, 2);
+    assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 2);
+    assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 2);
+    assert_int_equal(gauge(f, "ejections_active"), 1);
+    assert_int_equal(gauge(f, "half_open_active"), 0);
+    /* ejected for 2 x base from the re-ejection */
+    sharp_outlier_on_interval(f->od, 3000);
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_OPEN);
+    sharp_outlier_on_interval(f->od, 3100);
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_HALF_OPEN);
+    sharp_lb_destroy(&lb);
+    teardown(f);
+}
+
+static void test_half_open_stuck_probe(void **state)
+{
+    (void)state;
+    fixture_t *f;
+    sharp_lb_t lb;
+    half_open_fixture(&f, &lb);
+    /* the probe is taken and never reports (the client went away) */
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), 1);
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), 0);
+    /* the next interval refills the budget */
+    sharp_outlier_on_interval(f->od, 1100);
+    assert_int_equal(picks_of(&lb, &f->h[0], 30), 1);
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_HALF_OPEN);
+    /* a late result of a request sent while closed still decides */
+    put_n(f, 0, 204, 1);
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_CLOSED);
+    sharp_lb_destroy(&lb);
+    teardown(f);
+}
+
+static void test_half_open_panic(void **state)
+{
+    (void)state;
+    fixture_t *f;
+    sharp_lb_t lb;
+    half_open_fixture(&f, &lb);
+    /* other hosts ejected too (100% allowed): in panic every host is used */
+    lb.panic_threshold = 50;
+    put_n(f, 1, 500, 5);
+    put_n(f, 2, 500, 5);
+    sharp_outlier_process_pending(f->od, 1000);
+    assert_true(ejected(f, 1) && ejected(f, 2));
+    int got = picks_of(&lb, &f->h[0], 30);
+    assert_true(got >= 1); /* its probe, then whatever panic gives it */
+    sharp_lb_destroy(&lb);
+    teardown(f);
+}
+
+static void test_health_check_uneject(void **state)
+{
+    (void)state;
+    fixture_t *f = setup(3, NULL);
+    put_n(f, 0, 500, 5);
+    sharp_outlier_process_pending(f->od, 0);
+    assert_true(ejected(f, 0));
+    sharp_outlier_on_health_check_success(&f->c, &f->h[0], 10);
+    assert_false(ejected(f, 0));
+    assert_int_equal(breaker(f, 0), SHARP_HOST_BREAKER_CLOSED);
+    assert_int_equal(gauge(f, "ejections_active"), 0);
+    teardown(f);
+
+    sharp_outlier_config_t cfg;
+    sharp_outlier_config_defaults(&cfg);
+    cfg.max_ejection_percent = 100;
+    cfg.successful_active_health_check_uneject_host = false;
+    f = setup(3, &cfg);
+    put_n(f, 0, 500, 5);
+    sharp_outlier_process_pending(f->od, 0);
+    sharp_outlier_on_health_check_success(&f->c, &f->h[0], 10);
+    assert_true(ejected(f, 0));
+    teardown(f);
+}
+
+static void test_no_detector(void **state)
+{
+    (void)state;
+    sharp_cluster_t c = {.name = "plain"};
+    sharp_host_t h = {.index = 0};
+    sharp_host_t *hp = &h;
+    c.hosts = &hp;
+    c.nhosts = 1;
+    sharp_outlier_put_http(&c, &h, 503);
+    sharp_outlier_put_local(&c, &h, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+    assert_true(sharp_outlier_success_rate(&c, &h, SHARP_OUTLIER_EXTERNAL) == -1);
+    sharp_outlier_start(&c, NULL);
+    sharp_outlier_close(&c);
+}
+
+/* ---- configuration ---- */
+
+static int configure(fixture_t *f, const Envoy__Config__Cluster__V3__OutlierDetection *pb,
+                     char *path, char *msg)
+{
+    sharp_outlier_free(f->od);
+    f->od = NULL;
+    f->c.outlier = NULL;
+    f->c.stats = f->stats;
+    int rc = sharp_outlier_configure(&f->c, &pb->base, "static_resources.clusters[0]", path, 256,
+                                     msg, 256);
+    f->od = f->c.outlier;
+    return rc;
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    fixture_t *f = setup(2, NULL);
+    char path[256], msg[256];
+    Envoy__Config__Cluster__V3__OutlierDetection pb =
+        ENVOY__CONFIG__CLUSTER__V3__OUTLIER_DETECTION__INIT;
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    const sharp_outlier_config_t *g = &f->od->cfg;
+    assert_int_equal(g->interval_ms, 10000);
+    assert_int_equal(g->base_ejection_time_ms, 30000);
+    assert_int_equal(g->max_ejection_time_ms, 300000);
+    assert_int_equal(g->max_ejection_time_jitter_ms, 0);
+    assert_int_equal(g->consecutive_5xx, 5);
+    assert_int_equal(g->consecutive_gateway_failure, 5);
+    assert_int_equal(g->consecutive_local_origin_failure, 5);
+    assert_int_equal(g->max_ejection_percent, 10);
+    static const uint32_t enforcing[SHARP_OUTLIER_NTYPES] = {100, 0, 100, 100, 100, 0, 0};
+    assert_memory_equal(g->enforcing, enforcing, sizeof enforcing);
+    assert_int_equal(g->success_rate_minimum_hosts, 5);
+    assert_int_equal(g->success_rate_request_volume, 100);
+    assert_int_equal(g->success_rate_stdev_factor, 1900);
+    assert_int_equal(g->failure_percentage_threshold, 85);
+    assert_int_equal(g->failure_percentage_minimum_hosts, 5);
+    assert_int_equal(g->failure_percentage_request_volume, 50);
+    assert_false(g->split_external_local_origin_errors);
+    assert_true(g->successful_active_health_check_uneject_host);
+    assert_false(g->always_eject_one_host);
+
+    Google__Protobuf__UInt32Value big = GOOGLE__PROTOBUF__UINT32_VALUE__INIT;
+    big.value = 101;
+    pb.max_ejection_percent = &big;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path,
+                        "static_resources.clusters[0].outlier_detection.max_ejection_percent");
+    assert_string_equal(msg, "must be at most 100");
+    pb.max_ejection_percent = NULL;
+    pb.enforcing_failure_percentage_local_origin = &big;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(
+        path,
+        "static_resources.clusters[0].outlier_detection.enforcing_failure_percentage_local_origin");
+    pb.enforcing_failure_percentage_local_origin = NULL;
+
+    Google__Protobuf__Duration zero = GOOGLE__PROTOBUF__DURATION__INIT,
+                               d40 = GOOGLE__PROTOBUF__DURATION__INIT,
+                               d20 = GOOGLE__PROTOBUF__DURATION__INIT,
+                               ms = GOOGLE__PROTOBUF__DURATION__INIT;
+    pb.interval = &zero;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.interval");
+    assert_string_equal(msg, "must be greater than 0s");
+    ms.nanos = 200000000;
+    pb.interval = &ms;
+    /* base 400s without max: max becomes 400s */
+    d40.seconds = 400;
+    pb.base_ejection_time = &d40;
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    assert_int_equal(f->od->cfg.interval_ms, 200);
+    assert_int_equal(f->od->cfg.max_ejection_time_ms, 400000);
+    d20.seconds = 20;
+    pb.max_ejection_time = &d20;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.max_ejection_time");
+    assert_string_equal(
+        msg, "outlier detector's max_ejection_time cannot be smaller than base_ejection_time");
+    /* the default base (30 s) is above 20 s too */
+    pb.base_ejection_time = NULL;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    d40.seconds = 10;
+    pb.base_ejection_time = &d40;
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    assert_int_equal(f->od->cfg.max_ejection_time_ms, 20000);
+
+    Google__Protobuf__UInt32Value three = GOOGLE__PROTOBUF__UINT32_VALUE__INIT,
+                                  zero32 = GOOGLE__PROTOBUF__UINT32_VALUE__INIT;
+    three.value = 3;
+    pb.consecutive_5xx = &three;
+    pb.enforcing_consecutive_gateway_failure = &three;
+    pb.enforcing_success_rate = &zero32;
+    pb.split_external_local_origin_errors = true;
+    Google__Protobuf__BoolValue no = GOOGLE__PROTOBUF__BOOL_VALUE__INIT,
+                                yes = GOOGLE__PROTOBUF__BOOL_VALUE__INIT;
+    yes.value = true;
+    pb.successful_active_health_check_uneject_host = &no;
+    pb.always_eject_one_host = &yes;
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    assert_int_equal(f->od->cfg.consecutive_5xx, 3);
+    assert_int_equal(f->od->cfg.enforcing[SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE], 3);
+    assert_int_equal(f->od->cfg.enforcing[SHARP_OUTLIER_SUCCESS_RATE], 0);
+    assert_true(f->od->cfg.split_external_local_origin_errors);
+    assert_false(f->od->cfg.successful_active_health_check_uneject_host);
+    assert_true(f->od->cfg.always_eject_one_host);
+    teardown(f);
+}
+
+int main(void)
+{
+    sharp_log_level = SHARP_LOG_OFF;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_consecutive_5xx_trip_and_reset),
+        cmocka_unit_test(test_gateway_failure_only_502_503_504),
+        cmocka_unit_test(test_local_origin_not_split),
+        cmocka_unit_test(test_local_origin_split),
+        cmocka_unit_test(test_success_rate_threshold_math),
+        cmocka_unit_test(test_success_rate_ejection),
+        cmocka_unit_test(test_success_rate_gating),
+        cmocka_unit_test(test_failure_percentage),
+        cmocka_unit_test(test_local_origin_success_rate),
+        cmocka_unit_test(test_max_ejection_percent),
+        cmocka_unit_test(test_enforcing_0_and_100),
+        cmocka_unit_test(test_ejection_time_growth_and_cap),
+        cmocka_unit_test(test_unejection_and_backoff_decrement),
+        cmocka_unit_test(test_jitter),
+        cmocka_unit_test(test_half_open_probe_success),
+        cmocka_unit_test(test_half_open_probe_failure),
+        cmocka_unit_test(test_half_open_stuck_probe),
+        cmocka_unit_test(test_half_open_panic),
+        cmocka_unit_test(test_health_check_uneject),
+        cmocka_unit_test(test_no_detector),
+        cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
