@@ -35,6 +35,9 @@ NHOSTS=4
 
 # ---- the two set-ups (the only place to edit them) ---------------------------
 # Envoy's fields; the route part goes under route:, the cluster part under the cluster.
+# The retry budget matters: with Envoy's default max_retries (3 concurrent
+# retries) the burst of per-try timeouts when a host starts hanging overflows
+# the retry breaker and those requests fail.
 PROTECTED_ROUTE='
                   retry_policy:
                     retry_on: 5xx,reset,connect-failure
@@ -43,6 +46,10 @@ PROTECTED_ROUTE='
                     retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]
                     host_selection_retry_max_attempts: 3'
 PROTECTED_CLUSTER='
+    circuit_breakers:
+      thresholds:
+      - priority: DEFAULT
+        retry_budget: { budget_percent: { value: 25 }, min_retry_concurrency: 10 }
     outlier_detection:
       consecutive_5xx: 5
       interval: 1s
@@ -58,36 +65,14 @@ for b in "$SHARP" "$UPSTREAM" "$LOADGEN"; do
 done
 for t in curl python3; do command -v $t >/dev/null || { echo "missing $t (make deps)"; exit 1; }; done
 
+. bench/lib.sh
 mkdir -p "$RESULTS"
 W=$(mktemp -d /tmp/sharp-failover.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now_ms() { date +%s%3N; }
-stop() { # pid: stop one process this script started
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
 
 UP_PIDS=(); UP_PORTS=()
 start_host() { # index [port]
-    local i=$1 p=${2:-0}
-    : > "$W/up$i.out"
-    "$UPSTREAM" --address 127.0.0.1 --port "$p" --name "host$i" --quiet > "$W/up$i.out" &
-    UP_PIDS[$i]=$!; PIDS+=("${UP_PIDS[$i]}")
-    for _ in $(seq 100); do grep -q listening "$W/up$i.out" && break; sleep 0.05; done
-    UP_PORTS[$i]=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$W/up$i.out")
-    [ -n "${UP_PORTS[$i]}" ] || { echo "host$i did not start"; exit 1; }
+    start_test_upstream "$UPSTREAM" "$W/up$1.out" --port "${2:-0}" --name "host$1"
+    UP_PIDS[$1]=$STARTED_PID; UP_PORTS[$1]=$STARTED_PORT
 }
 
 bootstrap() { # setup listen_port admin_port
@@ -139,12 +124,8 @@ SHARP_PID=; LPORT=; APORT=
 start_sharp() { # setup
     LPORT=$(port); APORT=$(port)
     bootstrap "$1" "$LPORT" "$APORT" > "$W/$1.yaml"
-    "$SHARP" -c "$W/$1.yaml" --concurrency "$WORKERS" -l error 2> "$W/$1.sharp.log" &
-    SHARP_PID=$!; PIDS+=("$SHARP_PID")
-    for p in "$LPORT" "$APORT"; do
-        for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
-    done
-    kill -0 "$SHARP_PID" 2>/dev/null || { echo "sharp exited:"; tail -5 "$W/$1.sharp.log"; exit 1; }
+    start_sharp_on "$SHARP" "$W/$1.yaml" "$W/$1.sharp.log" "$WORKERS" "$LPORT" "$APORT"
+    SHARP_PID=$STARTED_PID
 }
 
 # Polls the ejection gauge every 100 ms: "t_ms value" lines.
@@ -196,6 +177,7 @@ for f in $FAULTS; do
         load "$FAULT_S" "$out-during.json"
         fault_off "$f"
         load "$POST_S" "$out-after.json"
+        curl -s "http://127.0.0.1:$APORT/stats?filter=^cluster\.service\." > "$out-stats.txt"
         stop "$POLL"
         stop "$SHARP_PID"
         for i in $(seq 0 $(( NHOSTS - 1 ))); do stop "${UP_PIDS[$i]}"; done

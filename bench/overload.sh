@@ -78,43 +78,18 @@ HAVE_GNUPLOT=1
 command -v gnuplot >/dev/null || { HAVE_GNUPLOT=0; echo "gnuplot not found (make deps): no plots"; }
 
 CAP=$(( SLOTS * 1000 / SERVICE_MS ))
+. bench/lib.sh
 mkdir -p "$RESULTS"
 W=$(mktemp -d /tmp/sharp-overload.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rate_of() { awk -v x="$1" -v c="$CAP" 'BEGIN { printf "%g", x * c }'; }
-now_ms() { date +%s%3N; }
-sleep_until() { # epoch ms
-    local d; d=$(( $1 - $(now_ms) ))
-    [ "$d" -gt 0 ] && sleep "$(awk -v d="$d" 'BEGIN { printf "%.3f", d / 1000 }')" || true
-}
-stop() { # pid: stop one process this script started
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
 
 # ---- processes ----------------------------------------------------------------
 
 UP_PID=; UPORT=
 start_upstream() {
-    : > "$W/upstream.out"
-    "$UPSTREAM" --address 127.0.0.1 --port 0 --slots "$SLOTS" --service-time-ms "$SERVICE_MS" \
-        --name overload --quiet > "$W/upstream.out" &
-    UP_PID=$!; PIDS+=("$UP_PID")
-    for _ in $(seq 100); do grep -q listening "$W/upstream.out" && break; sleep 0.05; done
-    UPORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$W/upstream.out")
-    [ -n "$UPORT" ] || { echo "upstream did not start"; exit 1; }
+    start_test_upstream "$UPSTREAM" "$W/upstream.out" --port 0 --slots "$SLOTS" \
+        --service-time-ms "$SERVICE_MS" --name overload
+    UP_PID=$STARTED_PID; UPORT=$STARTED_PORT
 }
 
 # Waits until the service has neither requests in service nor queued.
@@ -189,12 +164,8 @@ SHARP_PID=; LPORT=; APORT=
 start_sharp() { # variant
     LPORT=$(port); APORT=$(port)
     bootstrap "$1" "$LPORT" "$APORT" "$UPORT" > "$W/$1.yaml"
-    "$SHARP" -c "$W/$1.yaml" --concurrency "$WORKERS" -l error 2> "$W/$1.sharp.log" &
-    SHARP_PID=$!; PIDS+=("$SHARP_PID")
-    for p in "$LPORT" "$APORT"; do
-        for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
-    done
-    kill -0 "$SHARP_PID" 2>/dev/null || { echo "sharp exited:"; tail -5 "$W/$1.sharp.log"; exit 1; }
+    start_sharp_on "$SHARP" "$W/$1.yaml" "$W/$1.sharp.log" "$WORKERS" "$LPORT" "$APORT"
+    SHARP_PID=$STARTED_PID
 }
 
 # Polls SHARP's admin every POLL_S into the variant's CSV until killed.
