@@ -10,6 +10,7 @@
 #include "config/mapper.h"
 #include "config/health_check_config.h"
 #include "config/route_config.h"
+#include "config/shuffle_shard_config.h"
 #include "config/types.h"
 #include "http/access_log_emit.h"
 #include "log.h"
@@ -485,6 +486,12 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     if (sharp_config_health_checks(c, pb->health_checks, pb->n_health_checks, path, b->srv->stats, hc_path,
                                    sizeof hc_path, hc_msg, sizeof hc_msg) < 0) {
         fail(b, hc_path, "%s", hc_msg);
+        goto bad;
+    }
+    char lb_path[1200], lb_msg[512];
+    if (sharp_config_load_balancing_policy(c, pb, path, b->srv->stats, lb_path, sizeof lb_path, lb_msg,
+                                           sizeof lb_msg) < 0) {
+        fail(b, lb_path, "%s", lb_msg);
         goto bad;
     }
     sharp_cluster_stats_init(c, b->srv->stats);

@@ -4,8 +4,9 @@
  * that would change which route or cluster a request gets but that SHARP
  * does not implement are rejected rather than ignored (a silently different
  * routing decision is worse than a config error); fields that only tune
- * features SHARP lacks (hash policies, rate limits, tracing, metadata) are
- * accepted and ignored. */
+ * features SHARP lacks (rate limits, tracing, metadata) are accepted and
+ * ignored. Hash policies are read for shuffle-shard clusters
+ * (http/hash_policy.h); other balancers ignore them, as Envoy's do. */
 #include "config/route_config.h"
 
 #include <ctype.h>
@@ -421,6 +422,62 @@ static int weighted_from(ctx_t *c, const char *path,
     return 0;
 }
 
+/* RouteAction.hash_policy. Envoy's validation (a name of at least one
+ * character, a policy specifier); what SHARP cannot do is rejected: header
+ * regex_rewrite, cookies generated for a ttl, filter_state. A
+ * connection_properties without source_ip adds nothing, as in Envoy. */
+static int hash_policies_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_route_t *r)
+{
+    char p[512];
+    r->hash_policies = sharp_calloc(a->n_hash_policy ? a->n_hash_policy : 1, sizeof *r->hash_policies);
+    for (size_t i = 0; i < a->n_hash_policy; i++) {
+        const Envoy__Config__Route__V3__RouteAction__HashPolicy *hp = a->hash_policy[i];
+        sharp_hash_policy_t *out = &r->hash_policies[r->nhash_policies];
+        const char *name = NULL;
+        out->terminal = hp->terminal;
+        switch (hp->policy_specifier_case) {
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_HEADER:
+            if (hp->header->regex_rewrite)
+                return fail(c, sub(p, sizeof p, path, "hash_policy[%zu].header.regex_rewrite", i), "not supported");
+            if (!hp->header->header_name[0])
+                return fail(c, sub(p, sizeof p, path, "hash_policy[%zu].header.header_name", i),
+                            "must not be empty");
+            out->kind = SHARP_HASH_HEADER;
+            out->name = lower_dup(hp->header->header_name);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_COOKIE:
+            if (hp->cookie->ttl)
+                return fail(c, sub(p, sizeof p, path, "hash_policy[%zu].cookie.ttl", i),
+                            "not supported: SHARP never generates hash cookies, leave ttl unset");
+            name = hp->cookie->name;
+            if (!name[0])
+                return fail(c, sub(p, sizeof p, path, "hash_policy[%zu].cookie.name", i), "must not be empty");
+            out->kind = SHARP_HASH_COOKIE;
+            out->name = sharp_strdup(name);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_CONNECTION_PROPERTIES:
+            if (!hp->connection_properties->source_ip) continue;
+            out->kind = SHARP_HASH_SOURCE_IP;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_QUERY_PARAMETER:
+            name = hp->query_parameter->name;
+            if (!name[0])
+                return fail(c, sub(p, sizeof p, path, "hash_policy[%zu].query_parameter.name", i),
+                            "must not be empty");
+            out->kind = SHARP_HASH_QUERY_PARAMETER;
+            out->name = sharp_strdup(name);
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_FILTER_STATE:
+            return fail(c, sub(p, sizeof p, path, "hash_policy[%zu].filter_state", i), "not supported");
+        default:
+            return fail(c, sub(p, sizeof p, path, "hash_policy[%zu]", i),
+                        "one of header, cookie, connection_properties, query_parameter is required");
+        }
+        r->nhash_policies++;
+    }
+    return 0;
+}
+
 static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_route_t *r)
 {
     char p[512];
@@ -479,6 +536,7 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
         if (retry_from(c, sub(p, sizeof p, path, "retry_policy"), a->retry_policy, &r->retry) < 0)
             return -1;
     }
+    if (a->n_hash_policy && hash_policies_from(c, path, a, r) < 0) return -1;
     return 0;
 }
 

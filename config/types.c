@@ -14,6 +14,7 @@
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "sharp/extensions/filters/http/adaptive_concurrency/v1/aimd.pb-c.h"
+#include "sharp/extensions/load_balancing_policies/shuffle_shard/v1/shuffle_shard.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -38,6 +39,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
+        &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
         &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
         &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,
         &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,

@@ -14,7 +14,11 @@
  * with the previous_hosts predicate), while the cluster's max_retries or
  * retry_budget breaker has room. The request body sent so far is kept for
  * the replay up to the stream's buffer limit; beyond it the request is not
- * retried. A response is never retried once its headers went downstream. */
+ * retried. A response is never retried once its headers went downstream.
+ *
+ * A cluster with the shuffle-shard policy picks its host among the cells of
+ * the customer's shard (upstream/shard_lb.h); the customer key comes from
+ * the route's hash_policy (http/hash_policy.h), computed once per request. */
 #include "filters/router/router.h"
 #include "http/filter.h"
 #include "http/hcm_internal.h"
@@ -23,6 +27,7 @@
 #include "log.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
+#include "upstream/shard_lb.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -73,6 +78,7 @@ typedef struct router_state {
     uint32_t extra_codes[ROUTER_MAX_CODES], nextra_codes;
     sharp_host_t *tried[ROUTER_MAX_TRIED];
     uint32_t ntried;
+    sharp_sbuf_t shard_key; /* the customer key of a shuffle-shard cluster */
 } router_state_t;
 
 static const sharp_upstream_callbacks_t upstream_cbs;
@@ -457,6 +463,13 @@ static uint64_t parse_u64(sharp_str_t v, bool *ok)
  * pick, as Envoy does. */
 static sharp_host_t *choose_host(router_state_t *rs)
 {
+    if (rs->cluster->shuffle_shard) {
+        /* the shard balancer applies previous_hosts itself, within the shard */
+        bool ph = rs->policy && rs->policy->previous_hosts;
+        return sharp_shard_lb_choose(rs->cluster->shuffle_shard, &rs->cl->lb,
+                                     rs->shard_key.data ? rs->shard_key.data : "", rs->shard_key.len,
+                                     ph ? rs->tried : NULL, ph ? rs->ntried : 0, shard(rs));
+    }
     uint32_t picks = 1;
     if (rs->policy && rs->policy->previous_hosts && rs->ntried) picks += rs->policy->host_selection_max_attempts;
     sharp_host_t *h = NULL;
@@ -468,6 +481,30 @@ static sharp_host_t *choose_host(router_state_t *rs)
         if (!seen || !(rs->policy && rs->policy->previous_hosts)) break;
     }
     return h;
+}
+
+/* The customer key of a request to a shuffle-shard cluster, from the
+ * route's hash_policy (http/hash_policy.h), computed once per request from
+ * the headers as they arrived, before the route's header mutations (Envoy
+ * hashes when it picks the host, before it finalizes the request headers).
+ * Without a key the cluster's no_key decides: the downstream address, or a
+ * 400. Returns false when the request was answered. */
+static bool shard_key(router_state_t *rs, const sharp_route_t *r, const sharp_headers_t *h)
+{
+    sharp_stream_t *s = rs->f->stream;
+    if (sharp_hash_policy_key(r->hash_policies, r->nhash_policies, h, s->info.downstream_remote_address,
+                              &rs->shard_key))
+        return true;
+    if (rs->cluster->shuffle_shard->no_key == SHARP_SHARD_NO_KEY_REJECT) {
+        sharp_stream_send_local_reply(rs->f, 400,
+                                      "shuffle shard: the request has no customer key (none of the route's "
+                                      "hash_policy values is present)",
+                                      0, "shuffle_shard_no_key");
+        return false;
+    }
+    sharp_str_t ip = sharp_hash_source_ip(s->info.downstream_remote_address);
+    sharp_sbuf_append(&rs->shard_key, ip.p, ip.len);
+    return true;
 }
 
 /* Starts a try: host, request breaker, pooled connection. The first try
@@ -607,6 +644,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     s->info.upstream_cluster = c->name;
     rs->cl = &w->clusters[c->index];
     rs->attempt = 1;
+    if (c->shuffle_shard && !shard_key(rs, r, h)) return SHARP_FILTER_STOP;
     rs->include_attempt_count = s->vhost && s->vhost->include_request_attempt_count;
 
     /* request headers for the upstream */
@@ -867,6 +905,7 @@ static void router_on_destroy(sharp_filter_t *f)
     timer_free(&rs->backoff_timer);
     sharp_sbuf_free(&rs->pending_body);
     sharp_sbuf_free(&rs->replay);
+    sharp_sbuf_free(&rs->shard_key);
 }
 
 const sharp_filter_factory_t sharp_router_filter = {

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
+#include "upstream/shard_lb.h"
 
 #include <arpa/inet.h>
 #include <malloc.h>
@@ -462,6 +463,8 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
         thresholds_text(b, c->name, "default", &c->cb);
         thresholds_text(b, c->name, "high", &high_priority_defaults);
         sharp_sbuf_printf(b, "%s::added_via_api::false\n", c->name);
+        if (c->shuffle_shard) /* SHARP */
+            sharp_sbuf_printf(b, "%s::shuffle_shard::shard_size::%u\n", c->name, c->shuffle_shard->shard_size);
         for (uint32_t k = 0; k < c->nhosts; k++) {
             const sharp_host_t *h = c->hosts[k];
             host_counts_t n = host_counts(h);
@@ -735,6 +738,66 @@ static void h_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_
     finish_json(rsp, &b);
 }
 
+/* ---- shuffle_shard ---------------------------------------------------------- */
+
+/* SHARP: a customer's cells in a shuffle-shard cluster, in the customer's
+ * order, with what the balancer would pick for it now (shard_lb.h). */
+static void h_shuffle_shard(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const char *name = sharp_query_get(&rq->query, "cluster");
+    const char *key = sharp_query_get(&rq->query, "key");
+    if (!name || !name[0]) {
+        text(rsp, 400, "usage: /shuffle_shard?cluster=<name>&key=<customer key>\n");
+        return;
+    }
+    const sharp_cluster_t *c = rq->srv->snap ? sharp_snapshot_cluster(rq->srv->snap, name) : NULL;
+    if (!c) {
+        rsp->status = 404;
+        sharp_sbuf_printf(&rsp->body, "unknown cluster '%s'\n", name);
+        return;
+    }
+    const sharp_shard_policy_t *p = c->shuffle_shard;
+    if (!p) {
+        rsp->status = 400;
+        sharp_sbuf_printf(&rsp->body, "cluster '%s' does not use the shuffle-shard load balancing policy\n", name);
+        return;
+    }
+    if (!key) {
+        text(rsp, 400, "missing key: /shuffle_shard?cluster=<name>&key=<customer key>\n");
+        return;
+    }
+    uint32_t n = p->ss ? c->nhosts : 0;
+    uint32_t *order = sharp_calloc(n ? n : 1, sizeof *order);
+    if (n) n = sharp_shuffle_shard_order(p->ss, key, strlen(key), order, n);
+    uint32_t k = SHARP_MIN(p->shard_size, n);
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, "{\"cluster\":");
+    sharp_json_str(&b, c->name);
+    sharp_sbuf_puts(&b, ",\"key\":");
+    sharp_json_str(&b, key);
+    sharp_sbuf_printf(&b, ",\"shard_size\":%u,\"seed\":\"%llu\",\"on_shard_unhealthy\":\"%s\",\"pick\":\"%s\",\"cells\":[",
+                      p->shard_size, (unsigned long long)p->seed,
+                      p->on_unhealthy == SHARP_SHARD_SPILL ? "SPILL" : "FAIL",
+                      p->pick == SHARP_SHARD_PICK_FIRST_HEALTHY ? "FIRST_HEALTHY" : "LEAST_REQUEST");
+    for (uint32_t i = 0; i < n; i++) {
+        const sharp_host_t *h = c->hosts[order[i]];
+        if (i) sharp_sbuf_puts(&b, ",");
+        sharp_sbuf_puts(&b, "{\"address\":");
+        sharp_json_str(&b, h->address);
+        sharp_sbuf_puts(&b, ",\"hostname\":");
+        sharp_json_str(&b, h->hostname);
+        sharp_sbuf_printf(&b, ",\"in_shard\":%s,\"healthy\":%s}", i < k ? "true" : "false",
+                          sharp_lb_host_usable(h) ? "true" : "false");
+    }
+    const sharp_host_t *chosen = n ? sharp_shard_lb_peek(p, c->hosts, order, n) : NULL;
+    sharp_sbuf_puts(&b, "],\"chosen_if_now\":");
+    if (chosen) sharp_json_str(&b, chosen->address);
+    else sharp_sbuf_puts(&b, "null");
+    sharp_sbuf_puts(&b, "}");
+    free(order);
+    finish_json(rsp, &b);
+}
+
 /* ---- the table ------------------------------------------------------------- */
 
 /* Sorted by path, which is also the order /help prints them in. */
@@ -799,6 +862,13 @@ static const handler_t handlers[] = {
      {{0}}},
     {"/runtime", "print runtime values", false, h_runtime, {{0}}},
     {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
+    {"/shuffle_shard",
+     "SHARP: a customer's cells in a shuffle-shard cluster, in its order",
+     false,
+     h_shuffle_shard,
+     {{"cluster", "The shuffle-shard cluster"},
+      {"key", "The customer key (the route's hash_policy value; several joined by a newline)"},
+      {0}}},
     {"/stats",
      "print server stats",
      false,

@@ -7,6 +7,7 @@
 #define SHARP_HTTP_ROUTE_H
 
 #include "common.h"
+#include "http/hash_policy.h"
 #include "http/headers.h"
 
 #include <regex.h>
@@ -171,6 +172,8 @@ typedef struct sharp_route {
     bool auto_host_rewrite;
     bool has_retry_policy;
     sharp_retry_policy_t retry;
+    sharp_hash_policy_t *hash_policies; /* RouteAction.hash_policy, in order (http/hash_policy.h) */
+    uint32_t nhash_policies;
     uint32_t direct_status;
     char *direct_body; /* may be NULL */
     size_t direct_body_len;

@@ -249,6 +249,9 @@ static void free_route(sharp_route_t *r)
     free(r->prefix_rewrite);
     free(r->host_rewrite);
     free_retry(&r->retry);
+    for (uint32_t i = 0; i < r->nhash_policies; i++)
+        free(r->hash_policies[i].name);
+    free(r->hash_policies);
     free(r->direct_body);
     free(r->redirect.scheme);
     free(r->redirect.host);

@@ -2,6 +2,7 @@
 #include "upstream/cluster.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
+#include "upstream/shard_lb.h"
 
 static uint64_t retry_limit(const sharp_cluster_t *c);
 
@@ -146,6 +147,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     free(c->hosts);
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
+    sharp_shard_policy_free(c->shuffle_shard);
     free(c->name);
     free(c);
 }

@@ -73,6 +73,8 @@ typedef struct sharp_cluster {
     _Atomic int64_t cx_open;         /* upstream connections of all workers (max_connections) */
     _Atomic int64_t rq_pending_open; /* requests waiting for a connection (max_pending_requests) */
     struct sharp_outlier *outlier; /* outlier_detection, NULL without it (upstream/outlier.h) */
+    /* load_balancing_policy ShuffleShard, NULL for the other balancers (upstream/shard_lb.h) */
+    struct sharp_shard_policy *shuffle_shard;
 } sharp_cluster_t;
 
 /* Registers the cluster's stats (cluster.<name>.*) in the store. */

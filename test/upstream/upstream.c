@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 server_t g;
 
@@ -544,9 +546,24 @@ static int cb_span_complete(llhttp_t *p)
     return 0;
 }
 
+/* --exit-on-header: a request carrying the header kills the process at
+ * once (exit 3, no response), like a cell crashing on a poison request. */
+static void exit_on_poison(const conn_t *c)
+{
+    size_t n = strlen(g.exit_on_header);
+    for (uint32_t i = 0; i < c->nhdrs; i++)
+        if (c->hdrs[i].name_len == n && !strncasecmp(c->hbuf + c->hdrs[i].name_off, g.exit_on_header, n)) {
+            if (!g.quiet)
+                fprintf(stderr, "sharp-test-upstream: %s: request with %s, exiting\n", g.name, g.exit_on_header);
+            _exit(3);
+        }
+}
+
 static int cb_headers_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
+    if (g.exit_on_header)
+        exit_on_poison(c);
     g.requests++;
     c->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
     c->is_head = p->method == HTTP_HEAD;
@@ -617,7 +634,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: sharp-test-upstream [--address 127.0.0.1] [--port 8080] [--slots N]\n"
-            "                           [--service-time-ms T] [--name NAME] [--quiet]\n");
+            "                           [--service-time-ms T] [--name NAME] [--quiet]\n"
+            "                           [--exit-on-header NAME]\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -670,6 +688,8 @@ int main(int argc, char **argv)
             bad = parse_u64(v, 86400000, &g.service_ms);
         else if (!strcmp(key, "--name"))
             g.name = v;
+        else if (!strcmp(key, "--exit-on-header"))
+            g.exit_on_header = v;
         else
             bad = 1;
         if (bad) {

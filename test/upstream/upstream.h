@@ -93,6 +93,7 @@ typedef struct {
     const char *name;
     size_t name_len;
     int quiet;
+    const char *exit_on_header; /* --exit-on-header: lower-case name, NULL when unset */
     uint64_t slots, service_ms;
     /* /admin/fault: applied to every non-admin request while set */
     uint64_t fault_status, fault_reset, fault_hang;
