@@ -6,6 +6,19 @@
 #include <netinet/in.h>
 #include <stdio.h>
 
+sharp_str_t sharp_addr_without_port(const char *a)
+{
+    size_t n = strlen(a);
+    if (n && a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
+    }
+    const char *colon = memchr(a, ':', n);
+    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - a)))
+        return (sharp_str_t){a, (size_t)(colon - a)};
+    return (sharp_str_t){a, n};
+}
+
 char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN] = "";

@@ -12,6 +12,9 @@
 
 /* "ip:port" ("[v6]:port" for IPv6) into out; returns out. */
 char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap);
+/* "1.2.3.4:80" -> "1.2.3.4", "[::1]:80" -> "::1"; text without a port
+ * (or a bare IPv6 address) is returned whole. */
+sharp_str_t sharp_addr_without_port(const char *a);
 /* Envoy's listener stat name for an address: "0.0.0.0_10000", "[::]_10000". */
 char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 /* Parses a numeric IPv4/IPv6 address and port; returns 0 or -1. */

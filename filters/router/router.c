@@ -20,6 +20,7 @@
  * the customer's shard (upstream/shard_lb.h); the customer key comes from
  * the route's hash_policy (http/hash_policy.h), computed once per request. */
 #include "filters/router/router.h"
+#include "net.h"
 #include "http/filter.h"
 #include "http/hcm_internal.h"
 #include "http/route.h"
@@ -502,7 +503,7 @@ static bool shard_key(router_state_t *rs, const sharp_route_t *r, const sharp_he
                                       0, "shuffle_shard_no_key");
         return false;
     }
-    sharp_str_t ip = sharp_hash_source_ip(s->info.downstream_remote_address);
+    sharp_str_t ip = sharp_addr_without_port(s->info.downstream_remote_address);
     sharp_sbuf_append(&rs->shard_key, ip.p, ip.len);
     return true;
 }

@@ -1,6 +1,7 @@
 /* access_log_ops.c: rendering compiled access-log formats (see
  * access_log.h), and the file sink with its per-worker writers. */
 #include "http/access_log_internal.h"
+#include "net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,20 +24,6 @@ static void put_u64(sharp_sbuf_t *out, uint64_t v)
     sharp_sbuf_append(out, b, (size_t)n);
 }
 
-/* "1.2.3.4:80" -> "1.2.3.4", "[::1]:80" -> "::1"; text without a port
- * (or a bare IPv6 address) is returned whole. */
-static sharp_str_t without_port(const char *a)
-{
-    size_t n = strlen(a);
-    if (n && a[0] == '[') {
-        const char *close = memchr(a, ']', n);
-        if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
-    }
-    const char *colon = memchr(a, ':', n);
-    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - a)))
-        return (sharp_str_t){a, (size_t)(colon - a)};
-    return (sharp_str_t){a, n};
-}
 
 static bool put_addr(sharp_sbuf_t *out, const char *a, bool strip)
 {
@@ -45,7 +32,7 @@ static bool put_addr(sharp_sbuf_t *out, const char *a, bool strip)
         put_cstr(out, a);
         return true;
     }
-    sharp_str_t s = without_port(a);
+    sharp_str_t s = sharp_addr_without_port(a);
     sharp_sbuf_append(out, s.p, s.len);
     return true;
 }

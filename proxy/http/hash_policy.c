@@ -2,21 +2,9 @@
  * shuffle-shard cluster, before the route's header mutations (Envoy computes
  * the hash when it picks the host, before finalizing the request headers). */
 #include "http/hash_policy.h"
+#include "net.h"
 
 #include <stdlib.h>
-
-sharp_str_t sharp_hash_source_ip(const char *a)
-{
-    size_t n = strlen(a);
-    if (n && a[0] == '[') {
-        const char *close = memchr(a, ']', n);
-        if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
-    }
-    const char *colon = memchr(a, ':', n);
-    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - a)))
-        return (sharp_str_t){a, (size_t)(colon - a)};
-    return (sharp_str_t){a, n};
-}
 
 static int cmp_str(const void *x, const void *y)
 {
@@ -131,7 +119,7 @@ bool sharp_hash_policy_key(const sharp_hash_policy_t *hp, uint32_t n, const shar
             got = query_value(req, hp[i].name, out);
             break;
         case SHARP_HASH_SOURCE_IP: {
-            sharp_str_t ip = remote ? sharp_hash_source_ip(remote) : (sharp_str_t){"", 0};
+            sharp_str_t ip = remote ? sharp_addr_without_port(remote) : (sharp_str_t){"", 0};
             if (ip.len) sharp_sbuf_append(out, ip.p, ip.len);
             got = ip.len > 0;
             break;

@@ -44,7 +44,4 @@ typedef struct {
 bool sharp_hash_policy_key(const sharp_hash_policy_t *hp, uint32_t n, const sharp_headers_t *req,
                            const char *remote, sharp_sbuf_t *out);
 
-/* The address part of "ip:port" / "[v6]:port" (the whole text if it has no port). */
-sharp_str_t sharp_hash_source_ip(const char *remote);
-
 #endif

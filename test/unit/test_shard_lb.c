@@ -1,6 +1,7 @@
 /* test_shard_lb.c: the shuffle-shard balancer (shard membership, failover,
  * spill, previous hosts, half-open probes, counters) and the hash-policy key. */
 #include <setjmp.h>
+#include "net.h"
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -217,7 +218,7 @@ static void test_hash_policy_key(void **state)
     key_of(list, 3, &h, "s-9");
     list[0].terminal = true; /* no value yet: not the end */
     key_of(list, 3, &h, "s-9");
-    sharp_str_t v6 = sharp_hash_source_ip("[::1]:80");
+    sharp_str_t v6 = sharp_addr_without_port("[::1]:80");
     assert_int_equal(v6.len, 3);
     assert_memory_equal(v6.p, "::1", 3);
     sharp_headers_free(&h);
