@@ -389,6 +389,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST: c->lb_policy = SHARP_LB_LEAST_REQUEST; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM: c->lb_policy = SHARP_LB_RANDOM; break;
     default:
+        /* Envoy ignores lb_policy when load_balancing_policy is set */
+        if (pb->load_balancing_policy) break;
         snprintf(p, sizeof p, "%s.lb_policy", path);
         fail(b, p, "only ROUND_ROBIN, LEAST_REQUEST and RANDOM are supported yet");
         goto bad;

@@ -466,6 +466,9 @@ def test_config_errors():
     base = edge_yaml(10000, 9901, [("a", 8001), ("b", 8002), ("c", 8003)], hc=False)
     rc, out = validate(base)
     assert rc == 0, out
+    # lb_policy is ignored when load_balancing_policy is set, as in Envoy
+    rc, out = validate(base.replace("    load_balancing_policy:", "    lb_policy: RING_HASH\n    load_balancing_policy:", 1))
+    assert rc == 0, out
     lbp = "static_resources.clusters[0].load_balancing_policy"
     rc, out = validate(base.replace("shard_size: 2", "shard_size: 0"))
     assert rc == 1 and f"{lbp}.policies[0].typed_extension_config.typed_config.shard_size: must be at least 1" in out, out
