@@ -798,6 +798,11 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     if (code >= 500) atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
     sharp_outlier_put_http(rs->cluster, rs->host, code);
+    /* Envoy: an upstream whose own health check fails says so on every
+     * response; with active health checking the host is failed at once and
+     * comes back through the checks. */
+    if (rs->cluster->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", &st))
+        atomic_fetch_or_explicit(&rs->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
     bool retriable = rs->retry_on && response_retriable(rs, code, h);
     if (retriable) {
         retry_status_t rst = should_retry(rs, true);

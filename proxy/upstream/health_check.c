@@ -310,6 +310,13 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
         if (r == SHARP_HC_NETWORK || r == SHARP_HC_TIMEOUT)
             sharp_counter_inc(hc->shard, st->network_failure);
     }
+    /* A worker failed the host at once (x-envoy-immediate-health-check-fail
+     * from the upstream): from here it needs healthy_threshold passes. */
+    if (!s->st.failed && !s->st.first_check &&
+        (atomic_load_explicit(&s->host->health_flags, memory_order_relaxed) & SHARP_HOST_FAILED_ACTIVE_HC)) {
+        s->st.failed = true;
+        s->st.num_healthy = s->st.num_unhealthy = 0;
+    }
     bool was_failed = s->st.failed;
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
     if (s->st.failed != was_failed) {

@@ -22,9 +22,12 @@
  *
  * Not modelled: an answer with x-envoy-degraded counts in the degraded gauge
  * but the host stays an ordinary healthy host (SHARP's load balancers have
- * no degraded tier), and x-envoy-immediate-health-check-fail in an answer
- * has no extra effect (Envoy's EXCLUDED_VIA_IMMEDIATE_HC_FAIL); the answer's
- * status alone decides. */
+ * no degraded tier), and x-envoy-immediate-health-check-fail in a check's
+ * answer has no extra effect (Envoy's EXCLUDED_VIA_IMMEDIATE_HC_FAIL); the
+ * answer's status alone decides. The same header on an ordinary response
+ * makes the router set SHARP_HOST_FAILED_ACTIVE_HC at once; the session
+ * then treats the host as failed, to be restored by healthy_threshold
+ * passing checks. */
 #ifndef SHARP_UPSTREAM_HEALTH_CHECK_H
 #define SHARP_UPSTREAM_HEALTH_CHECK_H
 

@@ -263,3 +263,28 @@ def test_health_check_filter_min_healthy(procs):
     wait_for(lambda: get(url)[0] == 200, 3 * SLOW, "both hosts healthy")
     ups[1].stop(signal.SIGKILL)
     wait_for(lambda: get(url)[0] == 503, INTERVAL * UNHEALTHY_THRESHOLD + SLACK, "filter fails below 100% healthy")
+
+
+def test_upstream_immediate_health_check_fail(procs):
+    """A SHARP in front of u0 is failed through its admin; its responses then
+    carry x-envoy-immediate-health-check-fail, and the SHARP in front of it
+    fails that host at once instead of waiting for the next (slow) check."""
+    inner_listen, inner_admin, _ = start_filter(procs, pass_through=False)
+    other = Upstream(name="u1")
+    procs.append(other)
+    listen, admin = free_port(), free_port()
+    slow_hc = HC.replace(f"interval: {INTERVAL}s", "interval: 30s").replace(
+        f"no_traffic_interval: {INTERVAL}s", "no_traffic_interval: 30s")
+    s = Sharp(bootstrap_yaml(listen, admin, {"backend": [inner_listen, other.port]}, cluster_extra=slow_hc),
+              concurrency=1)
+    procs.append(s)
+    s.wait_ready(admin)
+    inner = f"127.0.0.1:{inner_listen}"
+    wait_for(lambda: health_flags(admin).get(inner) == "healthy" and
+             health_flags(admin).get(f"127.0.0.1:{other.port}") == "healthy", 3 * SLOW, "both hosts healthy")
+    assert sorted(upstream_names(listen, 4)) == ["u0", "u0", "u1", "u1"]
+    assert admin_post(inner_admin, "/healthcheck/fail")[0] == 200
+    names = upstream_names(listen, 6)
+    first = names.index("u0") if "u0" in names else len(names)
+    assert first <= 1 and "u0" not in names[first + 1:], names
+    assert health_flags(admin)[inner] == "/failed_active_hc"
