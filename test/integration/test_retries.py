@@ -229,3 +229,31 @@ def test_route_timeout_covers_retries(procs):
     assert 0.6 < took < 2.5, took
     assert 1 <= stat(admin, "cluster.b.upstream_rq_retry") <= 4
     assert stat(admin, "cluster.b.upstream_rq_timeout") == 1
+
+
+def test_retry_while_the_body_still_streams(procs):
+    """The first try is reset while the client is still sending its chunked
+    body: the retry replays what was sent and streams the rest."""
+    bad, good = ups(procs, "bad", "good")
+    fault(bad, "?reset=1")
+    listen, admin = start(procs, [bad.port, good.port], "retry_on: reset\nnum_retries: 2\n"
+                          "retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts }]\n"
+                          "retry_back_off: { base_interval: 0.005s }")
+    for _ in range(3):
+        c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
+        c.putrequest("POST", "/echo")
+        c.putheader("transfer-encoding", "chunked")
+        c.endheaders()
+        total = 0
+        for i in range(5):
+            piece = bytes([65 + i]) * 3000
+            c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            total += len(piece)
+            time.sleep(0.05)
+        c.send(b"0\r\n\r\n")
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        assert r.status == 200, body
+        assert json.loads(body)["body_bytes"] == total
+    assert stat(admin, "cluster.b.upstream_rq_retry") >= 1
