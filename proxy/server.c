@@ -105,7 +105,8 @@ static void stop_everything(sharp_server_t *s)
     if (s->shutting_down) return;
     s->shutting_down = true;
     sharp_log_info("shutting down");
-    for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_stop(&s->workers[i]);
+    if (s->workers_started)
+        for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_stop(&s->workers[i]);
     if (s->admin) sharp_admin_stop(s->admin);
     s->admin = NULL;
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
@@ -146,6 +147,7 @@ static void on_drain_deadline(uv_timer_t *t)
 
 void sharp_server_drain_listeners(sharp_server_t *s)
 {
+    if (!s->workers_started) return;
     sharp_counter_inc(sharp_stats_shard(s->stats, 0), s->st.drain_listeners);
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_drain(&s->workers[i]);
 }
@@ -153,7 +155,7 @@ void sharp_server_drain_listeners(sharp_server_t *s)
 void sharp_server_shutdown(sharp_server_t *s, bool drain)
 {
     if (s->shutting_down) return;
-    if (!drain) {
+    if (!drain || !s->workers_started) { /* nothing served yet: nothing to drain */
         stop_everything(s);
         return;
     }
@@ -188,6 +190,44 @@ static void release_unstarted_workers(sharp_server_t *s, unsigned n)
     free(s->workers);
     s->workers = NULL;
     s->nworkers = 0;
+}
+
+/* Starts the workers (they accept on their listening sockets) and goes LIVE. */
+static void start_serving(sharp_server_t *s)
+{
+    sharp_snapshot_t *snap = s->snap;
+    if (s->shutting_down || s->workers_started) return;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if (sharp_worker_start(&s->workers[i]) != 0) {
+            fprintf(stderr, "error: worker %u failed to start\n", i);
+            for (unsigned k = i; k < s->nworkers; k++) { /* never started */
+                for (uint32_t m = 0; m < s->workers[k].nlisteners; m++)
+                    if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
+                free(s->workers[k].listen_fds);
+                sharp_snapshot_unref(s->workers[k].snap);
+            }
+            s->nworkers = i;
+            s->workers_started = true;
+            s->exit_code = 1;
+            stop_everything(s);
+            return;
+        }
+    }
+    s->workers_started = true;
+    s->state = SHARP_SERVER_LIVE;
+    sharp_gauge_set(s->stats, s->st.live, 1);
+    sharp_gauge_set(s->stats, s->st.state, 0);
+    for (uint32_t l = 0; l < snap->nlisteners; l++)
+        sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
+    if (s->config->has_admin) sharp_log_info("admin on http://%s/", s->config->admin_address);
+    sharp_log_info("sharp started: %u workers", s->nworkers);
+}
+
+static void on_initial_health_checks(void *arg)
+{
+    sharp_server_t *s = arg;
+    sharp_log_info("first round of health checks done");
+    start_serving(s);
 }
 
 int sharp_server_run(sharp_server_t *s)
@@ -237,29 +277,20 @@ int sharp_server_run(sharp_server_t *s)
      * closed only after they are joined (their wake-ups outlive the loop
      * run; both handles are unreferenced). */
     for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_start(snap->clusters[c], s->loop);
-    for (unsigned i = 0; i < s->nworkers; i++) {
-        if (sharp_worker_start(&s->workers[i]) != 0) {
-            fprintf(stderr, "error: worker %u failed to start\n", i);
-            s->nworkers = i;
-            s->exit_code = 1;
-            stop_everything(s);
-            break;
-        }
-    }
-    if (!s->shutting_down) {
-        s->state = SHARP_SERVER_LIVE;
-        sharp_gauge_set(s->stats, s->st.live, 1);
-        sharp_gauge_set(s->stats, s->st.state, 0);
-        uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
-        /* health checks run on this loop, once the workers serve traffic */
-        s->health_checker = sharp_health_checker_start(s->loop, snap, s->stats);
-        for (uint32_t l = 0; l < snap->nlisteners; l++)
-            sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
-        if (s->config->has_admin) sharp_log_info("admin on http://%s/", s->config->admin_address);
-        sharp_log_info("sharp started: %u workers", s->nworkers);
-    }
+    uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
+    /* Envoy's cluster initialization: with active health checks the
+     * workers start once every checked host has had its first result, so
+     * the first requests see real health rather than panic routing. */
+    s->state = SHARP_SERVER_INITIALIZING;
+    sharp_gauge_set(s->stats, s->st.state, 3); /* INITIALIZING */
+    s->health_checker = sharp_health_checker_start(s->loop, snap, s->stats, on_initial_health_checks, s);
+    if (!s->health_checker) start_serving(s);
+    else sharp_log_info("waiting for the first round of health checks");
     uv_run(s->loop, UV_RUN_DEFAULT);
-    for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
+    if (s->workers_started)
+        for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
+    else
+        release_unstarted_workers(s, s->nworkers);
     for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_close(snap->clusters[c]);
     return s->exit_code;
 }

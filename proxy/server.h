@@ -44,6 +44,7 @@ typedef struct sharp_server {
     int **listen_fds; /* [worker][listener] */
     sharp_server_state_t state;
     bool healthcheck_failed;
+    bool workers_started; /* after the first round of health checks, if any */
     bool shutting_down;
     uint64_t start_wall_s;
     uint64_t start_ns;

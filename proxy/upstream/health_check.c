@@ -219,6 +219,9 @@ struct sharp_health_checker {
     uint32_t open_handles; /* timers and connections not yet closed */
     bool stopping;
     uint64_t rng;
+    uint32_t awaiting_first; /* hosts without a first result yet */
+    void (*on_initialized)(void *);
+    void *init_arg;
 };
 
 #define RX_LIMIT (64 * 1024)
@@ -317,7 +320,7 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
         s->st.failed = true;
         s->st.num_healthy = s->st.num_unhealthy = 0;
     }
-    bool was_failed = s->st.failed;
+    bool was_failed = s->st.failed, was_first = s->st.first_check;
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
     if (s->st.failed != was_failed) {
         if (s->st.failed)
@@ -343,6 +346,8 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     uint64_t next = sharp_hc_interval(s->cfg, cluster_has_traffic(hc, s->cluster),
                                       sharp_hc_result_ok(r), t, &hc->rng);
     uv_timer_start(&s->interval_timer, on_interval, next, 0);
+    if (was_first && hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
+        hc->on_initialized(hc->init_arg);
 }
 
 /* ---- connections ---- */
@@ -628,7 +633,8 @@ static void session_init(sharp_health_checker_t *hc, hc_session_t *s, sharp_clus
 }
 
 sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapshot_t *snap,
-                                                   sharp_stats_t *stats)
+                                                   sharp_stats_t *stats, void (*on_initialized)(void *),
+                                                   void *arg)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < snap->nclusters; i++)
@@ -648,6 +654,9 @@ sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapsh
     hc->shard = sharp_stats_shard(stats, 0);
     hc->rng = sharp_now_ns() | 1;
     hc->sessions = sharp_calloc(n, sizeof *hc->sessions);
+    hc->awaiting_first = n;
+    hc->on_initialized = on_initialized;
+    hc->init_arg = arg;
     for (uint32_t i = 0; i < snap->nclusters; i++) {
         sharp_cluster_t *c = snap->clusters[i];
         if (!c->health_check) continue;

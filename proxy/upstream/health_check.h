@@ -160,9 +160,13 @@ typedef struct sharp_health_checker sharp_health_checker_t;
 
 /* Starts a session for every host of every cluster of `snap` that has a
  * health check (the snapshot is referenced until the checker is freed).
- * Returns NULL when no cluster has one. */
+ * Returns NULL when no cluster has one. `on_initialized(arg)` is called
+ * once, from the loop, when every host has had its first result (Envoy's
+ * initial health-check round, which cluster initialization waits for);
+ * never after sharp_health_checker_stop. */
 sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, struct sharp_snapshot *snap,
-                                                   sharp_stats_t *stats);
+                                                   sharp_stats_t *stats, void (*on_initialized)(void *),
+                                                   void *arg);
 /* Stops every check and closes every handle; the checker frees itself in
  * the last close callback, so the loop ends with nothing of it left. */
 void sharp_health_checker_stop(sharp_health_checker_t *hc);

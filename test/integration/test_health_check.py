@@ -288,3 +288,58 @@ def test_upstream_immediate_health_check_fail(procs):
     first = names.index("u0") if "u0" in names else len(names)
     assert first <= 1 and "u0" not in names[first + 1:], names
     assert health_flags(admin)[inner] == "/failed_active_hc"
+
+
+def test_startup_waits_for_the_first_round(procs):
+    """As Envoy's cluster initialization: the listeners serve once every
+    checked host has had its first result; /ready says INITIALIZING until
+    then, and the first requests already avoid the host that failed."""
+    hung, good = Upstream(name="hung"), Upstream(name="good")
+    procs.extend([hung, good])
+    c = urllib.request.urlopen(f"http://127.0.0.1:{hung.port}/admin/fault?hang=1", timeout=5)
+    c.read()
+    listen, admin = free_port(), free_port()
+    hc = HC.replace("timeout: 0.5s", "timeout: 1.5s")
+    s = Sharp(bootstrap_yaml(listen, admin, {"backend": [hung.port, good.port]}, cluster_extra=hc))
+    procs.append(s)
+    t0 = time.time()
+    states = set()
+    while time.time() - t0 < 10 * SLOW:
+        try:
+            st, _, body = get(f"http://127.0.0.1:{admin}/ready")
+        except OSError:
+            time.sleep(0.02)
+            continue
+        states.add((st, body.strip()))
+        if st == 200:
+            break
+        time.sleep(0.02)
+    took = time.time() - t0
+    assert (503, "INITIALIZING") in states and (200, "LIVE") in states, states
+    assert took >= 1.2, took  # the hung host's first check had to time out
+    assert stat(admin, "server.state") == 0
+    assert upstream_names(listen, 4) == ["good"] * 4
+    assert health_flags(admin)[f"127.0.0.1:{hung.port}"] == "/failed_active_hc"
+
+
+def test_sigterm_while_initializing(procs):
+    hung = Upstream(name="hung")
+    procs.append(hung)
+    urllib.request.urlopen(f"http://127.0.0.1:{hung.port}/admin/fault?hang=1", timeout=5).read()
+    listen, admin = free_port(), free_port()
+    hc = HC.replace("timeout: 0.5s", "timeout: 30s")
+    s = Sharp(bootstrap_yaml(listen, admin, {"backend": [hung.port]}, cluster_extra=hc))
+    procs.append(s)
+    wait_for(lambda: get(f"http://127.0.0.1:{admin}/ready")[0] == 503 if _up(admin) else False, 5 * SLOW,
+             "admin up, initializing")
+    t0 = time.time()
+    assert s.stop(signal.SIGTERM) == 0
+    assert time.time() - t0 < 3 * SLOW
+
+
+def _up(admin):
+    try:
+        get(f"http://127.0.0.1:{admin}/ready")
+        return True
+    except OSError:
+        return False
