@@ -436,6 +436,35 @@ def test_retry_fails_over_to_the_other_shard_cell(procs):
     assert counter(admin, "spill") == 0
 
 
+def test_health_checked_cell_fails_over_and_comes_back(procs):
+    """A cell failing its health checks loses its customers to their other
+    shard cell within about one interval, and gets them back once it
+    passes again (FIRST_HEALTHY: the customer's first cell when usable)."""
+    cells = start_cells(procs, 6)
+    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", retry=False)
+    wait_all_healthy(admin, 6)
+    by_name = {c.args[c.args.index("--name") + 1]: c for c in cells}
+    key = "comes-back"
+    first, second = shard_names(admin, key)
+    assert req(listen, headers={"x-customer-id": key})[1]["x-upstream-name"] == first
+    fault(by_name[first], "?status=503")
+    t0 = time.time()
+    wait_unhealthy(admin, key, [first])
+    assert time.time() - t0 < 1.0 * SLOW  # one 0.2 s interval, unhealthy_threshold 1
+    for _ in range(3):
+        st, h, _ = req(listen, headers={"x-customer-id": key})
+        assert st == 200 and h["x-upstream-name"] == second
+    fault(by_name[first])
+    deadline = time.time() + 5 * SLOW
+    while time.time() < deadline:
+        if req(listen, headers={"x-customer-id": key})[1]["x-upstream-name"] == first:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the recovered cell never got its customer back")
+    assert counter(admin, "spill") == 0
+
+
 def test_outlier_ejected_cell_is_skipped(procs):
     cells = start_cells(procs, 6)
     listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", hc=False, od=True, retry=False)
