@@ -60,8 +60,7 @@ typedef struct router_state {
     uint64_t upstream_start_ns;
     sharp_sbuf_t pending_body; /* request body not yet sent on this try */
     sharp_sbuf_t replay;       /* request body sent on this try, kept for a retry */
-    bool pending_end;          /* the request has ended (to be sent with the last bytes) */
-    bool request_end_seen;
+    bool request_end_seen;     /* the downstream request has ended */
     bool upstream_active;   /* a try's acquire issued and not yet released */
     bool bound;             /* a connection is bound */
     bool response_headers;  /* upstream response headers went downstream */
@@ -310,7 +309,6 @@ static void schedule_retry(router_state_t *rs)
         sharp_sbuf_free(&rs->replay);
         rs->pending_body = b;
     }
-    if (rs->request_end_seen) rs->pending_end = true;
     rs->backing_off = true;
     uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, backoff_ms(rs), 0);
 }
@@ -528,9 +526,7 @@ static void start_try(router_state_t *rs)
         return;
     }
     /* cluster-wide request circuit breaker */
-    int64_t open = atomic_fetch_add_explicit(&c->rq_open, 1, memory_order_relaxed);
-    if ((uint64_t)open >= c->cb.max_requests) {
-        atomic_fetch_sub_explicit(&c->rq_open, 1, memory_order_relaxed);
+    if (!sharp_cluster_slot_acquire(&c->rq_open, c->cb.max_requests)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
         return;
@@ -583,17 +579,11 @@ static void setup_retries(router_state_t *rs, const sharp_route_t *r, sharp_head
         sharp_headers_remove_cstr(h, "x-envoy-max-retries");
     }
     if (sharp_headers_get_cstr(h, "x-envoy-retriable-status-codes", &v)) {
-        size_t i = 0;
-        while (i < v.len && rs->nextra_codes < ROUTER_MAX_CODES) {
-            size_t j = i;
-            while (j < v.len && v.p[j] != ',') j++;
-            size_t a = i, b = j;
-            while (a < b && v.p[a] == ' ') a++;
-            while (b > a && v.p[b - 1] == ' ') b--;
+        sharp_str_t rest = v, item;
+        while (rs->nextra_codes < ROUTER_MAX_CODES && sharp_list_next(&rest, &item)) {
             bool ok;
-            uint64_t code = parse_u64((sharp_str_t){v.p + a, b - a}, &ok);
+            uint64_t code = parse_u64(item, &ok);
             if (ok && code >= 100 && code <= 599) rs->extra_codes[rs->nextra_codes++] = (uint32_t)code;
-            i = j + 1;
         }
         sharp_headers_remove_cstr(h, "x-envoy-retriable-status-codes");
     }
@@ -682,7 +672,6 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
     rs->wc = wc;
     rs->request_end_seen = end_stream;
-    rs->pending_end = end_stream;
 
     start_try(rs);
     if (!rs->upstream_active) return SHARP_FILTER_STOP; /* answered locally */
@@ -710,10 +699,7 @@ static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p
 {
     router_state_t *rs = f->state;
     if (!rs->upstream_active && !rs->backing_off) return SHARP_FILTER_STOP;
-    if (end) {
-        rs->request_end_seen = true;
-        rs->pending_end = true;
-    }
+    if (end) rs->request_end_seen = true;
     if (rs->bound) {
         keep_for_replay(rs, p, n);
         sharp_upstream_cx_send_data(rs->ureq.cx, p, n, end);
@@ -743,18 +729,18 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     snprintf(s->info.upstream_local_address, sizeof s->info.upstream_local_address, "%s",
              sharp_upstream_cx_local_address(cx));
     bool body_pending = rs->pending_body.len > 0;
-    bool end_with_headers = rs->pending_end && !body_pending;
+    bool end_with_headers = rs->request_end_seen && !body_pending;
     sharp_upstream_cx_send_headers(cx, &s->req, end_with_headers);
     if (body_pending) {
         sharp_sbuf_t b = rs->pending_body;
         memset(&rs->pending_body, 0, sizeof rs->pending_body);
         keep_for_replay(rs, b.data, b.len);
-        sharp_upstream_cx_send_data(cx, b.data, b.len, rs->pending_end);
+        sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen);
         sharp_sbuf_free(&b);
         if (rs->upstream_active) sharp_stream_read_disable(s, false);
     }
     if (!rs->upstream_active) return;
-    if (rs->pending_end) start_try_timer(rs);
+    if (rs->request_end_seen) start_try_timer(rs);
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
         sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     }

@@ -140,17 +140,28 @@ size_t sharp_headers_byte_size(const sharp_headers_t *h)
     return n;
 }
 
+bool sharp_list_next(sharp_str_t *rest, sharp_str_t *item)
+{
+    while (rest->len) {
+        const char *p = rest->p, *comma = memchr(p, ',', rest->len);
+        size_t n = comma ? (size_t)(comma - p) : rest->len;
+        rest->p += comma ? n + 1 : n;
+        rest->len -= comma ? n + 1 : n;
+        while (n && (*p == ' ' || *p == '\t')) p++, n--;
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+        if (n) {
+            *item = (sharp_str_t){p, n};
+            return true;
+        }
+    }
+    return false;
+}
+
 bool sharp_header_value_has_token(sharp_str_t v, const char *token)
 {
     size_t tl = strlen(token);
-    size_t i = 0;
-    while (i < v.len) {
-        while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ',')) i++;
-        size_t s = i;
-        while (i < v.len && v.p[i] != ',') i++;
-        size_t e = i;
-        while (e > s && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t')) e--;
-        if (e - s == tl && strncasecmp(v.p + s, token, tl) == 0) return true;
-    }
+    sharp_str_t item;
+    while (sharp_list_next(&v, &item))
+        if (item.len == tl && strncasecmp(item.p, token, tl) == 0) return true;
     return false;
 }

@@ -74,5 +74,9 @@ size_t sharp_headers_byte_size(const sharp_headers_t *h);
 /* Comma-separated token search in a header value ("close" in "keep-alive, close"),
  * case-insensitive. */
 bool sharp_header_value_has_token(sharp_str_t value, const char *token);
+/* Walks a comma-separated list (a header value, a retry_on string): stores
+ * the next item, trimmed of spaces and tabs, in *item and advances *rest
+ * past it. Empty items are skipped; false at the end of the list. */
+bool sharp_list_next(sharp_str_t *rest, sharp_str_t *item);
 
 #endif

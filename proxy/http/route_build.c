@@ -213,18 +213,11 @@ uint32_t sharp_retry_on_parse(const char *p, size_t n)
         {"reset-before-request", SHARP_RETRY_RESET_BEFORE_REQUEST},
     };
     uint32_t bits = 0;
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && p[j] != ',') j++;
-        size_t a = i, b = j;
-        while (a < b && (p[a] == ' ' || p[a] == '\t')) a++;
-        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t')) b--;
+    sharp_str_t rest = {p, n}, item;
+    while (sharp_list_next(&rest, &item))
         for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
-            if (strlen(names[k].name) == b - a && strncasecmp(names[k].name, p + a, b - a) == 0)
+            if (strlen(names[k].name) == item.len && strncasecmp(names[k].name, item.p, item.len) == 0)
                 bits |= names[k].bit;
-        i = j + 1;
-    }
     return bits;
 }
 

@@ -149,6 +149,25 @@ static void test_has_token(void **state)
     assert_false(sharp_header_value_has_token(SHARP_STR("x close"), "close"));
 }
 
+static void test_list_next(void **state)
+{
+    (void)state;
+    sharp_str_t rest = SHARP_STR(" 5xx,, gateway-error ,\treset\t,"), item;
+    const char *want[] = {"5xx", "gateway-error", "reset"};
+    for (int i = 0; i < 3; i++) {
+        assert_true(sharp_list_next(&rest, &item));
+        assert_int_equal(item.len, strlen(want[i]));
+        assert_memory_equal(item.p, want[i], item.len);
+    }
+    assert_false(sharp_list_next(&rest, &item));
+    rest = SHARP_STR(" , ,");
+    assert_false(sharp_list_next(&rest, &item));
+    rest = (sharp_str_t){"503,418", 3}; /* only the given length */
+    assert_true(sharp_list_next(&rest, &item));
+    assert_int_equal(item.len, 3);
+    assert_false(sharp_list_next(&rest, &item));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_copy_clear_and_size),
         cmocka_unit_test(test_many_headers_grow),
         cmocka_unit_test(test_has_token),
+        cmocka_unit_test(test_list_next),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
