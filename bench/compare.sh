@@ -18,12 +18,8 @@ for t in nginx haproxy wrk; do command -v $t >/dev/null || [ -x /usr/sbin/$t ] |
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
+. bench/lib.sh
 W=$(mktemp -d /tmp/sharp-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$W"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port); PS=$(port); PH=$(port); PN=$(port); ADMIN=$(port)
 
 nginx_conf() { # $1 dir, $2 port, $3 body: 'upstream' or 'proxy'
@@ -73,40 +69,7 @@ backend be
 CONF
 "$HAPROXY" -f "$W/haproxy.cfg" -db & PIDS+=($!); HAPROXY_PID=$!
 
-cat > "$W/sharp.yaml" <<CONF
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN } }
-static_resources:
-  listeners:
-  - name: bench
-    address: { socket_address: { address: 127.0.0.1, port_value: $PS } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: up }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP } } }
-CONF
+bench_bootstrap bench "$PS" "$ADMIN" 1s "" "" "" "$UP" > "$W/sharp.yaml"
 "$SHARP" -c "$W/sharp.yaml" --concurrency 1 -l error & PIDS+=($!); SHARP_PID=$!
 
 for p in $UP $PS $PH $PN; do

@@ -76,48 +76,11 @@ start_host() { # index [port]
 }
 
 bootstrap() { # setup listen_port admin_port
-    local route="" cluster="" eps="" i
-    if [ "$1" = protected ]; then route=$PROTECTED_ROUTE; cluster=$PROTECTED_CLUSTER; fi
-    for i in $(seq 0 $(( NHOSTS - 1 ))); do
-        eps="$eps
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${UP_PORTS[$i]} } } }"
-    done
-    cat <<CONF
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: $3 } }
-static_resources:
-  listeners:
-  - name: failover
-    address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: failover
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route:
-                  cluster: service
-                  timeout: 1.5s$route
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: service
-    type: STATIC
-    connect_timeout: 0.25s
-    lb_policy: ROUND_ROBIN$cluster
-    load_assignment:
-      cluster_name: service
-      endpoints:
-      - lb_endpoints:$eps
-CONF
+    local route="
+                  timeout: 1.5s" cluster="
+    lb_policy: ROUND_ROBIN"
+    if [ "$1" = protected ]; then route="$route$PROTECTED_ROUTE"; cluster="$cluster$PROTECTED_CLUSTER"; fi
+    bench_bootstrap failover "$2" "$3" 0.25s "$route" "" "$cluster" "${UP_PORTS[@]}"
 }
 
 SHARP_PID=; LPORT=; APORT=

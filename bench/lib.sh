@@ -52,3 +52,51 @@ start_sharp_on() { # binary yaml log workers listen_port admin_port
     done
     kill -0 "$STARTED_PID" 2>/dev/null || { echo "sharp exited:"; tail -5 "$3"; exit 1; }
 }
+
+# An Envoy v3 bootstrap for the benchmarks: admin, one listener whose HCM
+# routes "/" to the STATIC cluster `service` over the given ports. The extra
+# pieces are YAML appended, each starting with a newline and indented for
+# its place: route_extra under `route:` (10 + 8 spaces), filters_extra before
+# the router in `http_filters:`, cluster_extra under the cluster.
+bench_bootstrap() { # stat_prefix listen_port admin_port connect_timeout route_extra filters_extra cluster_extra port...
+    local prefix=$1 listen=$2 admin=$3 ct=$4 route=$5 filters=$6 cluster=$7 eps="" p
+    shift 7
+    for p in "$@"; do
+        eps="$eps
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $p } } }"
+    done
+    cat <<CONF
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: $admin } }
+static_resources:
+  listeners:
+  - name: $prefix
+    address: { socket_address: { address: 127.0.0.1, port_value: $listen } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: $prefix
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route:
+                  cluster: service$route
+          http_filters:$filters
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: service
+    type: STATIC
+    connect_timeout: $ct$cluster
+    load_assignment:
+      cluster_name: service
+      endpoints:
+      - lb_endpoints:$eps
+CONF
+}

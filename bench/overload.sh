@@ -124,40 +124,7 @@ bootstrap() { # variant listener_port admin_port upstream_port
     circuit_breakers:
       thresholds:
       - { max_connections: $big, max_pending_requests: $big, max_requests: $maxrq, max_retries: 3 }"
-    cat <<CONF
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: $3 } }
-static_resources:
-  listeners:
-  - name: overload
-    address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: $STAT_PREFIX
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: service }
-          http_filters:$filter
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: service
-    type: STATIC
-    connect_timeout: 1s$breakers
-    load_assignment:
-      cluster_name: service
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $4 } } }
-CONF
+    bench_bootstrap "$STAT_PREFIX" "$2" "$3" 1s "" "$filter" "$breakers" "$4"
 }
 
 SHARP_PID=; LPORT=; APORT=
