@@ -475,9 +475,7 @@ static sharp_host_t *choose_host(router_state_t *rs)
     for (uint32_t i = 0; i < picks; i++) {
         h = sharp_lb_choose(&rs->cl->lb);
         if (!h) return NULL;
-        bool seen = false;
-        for (uint32_t k = 0; k < rs->ntried && !seen; k++) seen = rs->tried[k] == h;
-        if (!seen || !(rs->policy && rs->policy->previous_hosts)) break;
+        if (!(rs->policy && rs->policy->previous_hosts) || !sharp_host_listed(h, rs->tried, rs->ntried)) break;
     }
     return h;
 }

@@ -44,6 +44,14 @@ typedef struct sharp_host {
     _Atomic int32_t probe_budget;  /* half-open: requests still admitted (lb.c takes them) */
 } sharp_host_t;
 
+/* Whether h is one of set[0..n) (hosts earlier tries used, for example). */
+static inline bool sharp_host_listed(const sharp_host_t *h, sharp_host_t *const *set, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (set[i] == h) return true;
+    return false;
+}
+
 static inline bool sharp_host_healthy(const sharp_host_t *h)
 {
     return atomic_load_explicit(&h->health_flags, memory_order_relaxed) == 0;

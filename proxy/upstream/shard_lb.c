@@ -24,13 +24,6 @@ void sharp_shard_policy_free(sharp_shard_policy_t *p)
     free(p);
 }
 
-static bool listed(const sharp_host_t *h, sharp_host_t *const *set, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        if (set[i] == h) return true;
-    return false;
-}
-
 /* The cells a try may use among order[from, to): usable, not lost in a
  * probe race, and (strict) not used by an earlier try. */
 typedef struct {
@@ -44,8 +37,8 @@ typedef struct {
 
 static bool eligible(const pick_ctx_t *x, const sharp_host_t *h, bool strict)
 {
-    if (!sharp_lb_host_usable(h) || listed(h, x->lost, x->nlost)) return false;
-    return !strict || !listed(h, x->avoid, x->navoid);
+    if (!sharp_lb_host_usable(h) || sharp_host_listed(h, x->lost, x->nlost)) return false;
+    return !strict || !sharp_host_listed(h, x->avoid, x->navoid);
 }
 
 /* The k-th (from 0) eligible cell of order[from, to). */
