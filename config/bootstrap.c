@@ -7,6 +7,7 @@
  * clusters. Every error names the field path and, when the text had it, the
  * line and column. */
 #include "config/bootstrap.h"
+#include "config/support.h"
 #include "config/mapper.h"
 #include "config/health_check_config.h"
 #include "config/route_config.h"
@@ -99,6 +100,14 @@ int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err,
         return -1;
     }
     c->bootstrap = sharp_config_doc_message(c->doc);
+    /* Nothing reaches a translator before the support table has passed it:
+     * every set field is implemented, every value within Envoy's rules. */
+    if (sharp_config_check_support(c->bootstrap, c->doc, NULL, &e) < 0) {
+        snprintf(err, errlen, "%s", e.msg);
+        sharp_config_doc_free(c->doc);
+        free(c);
+        return -1;
+    }
     *out = c;
     return 0;
 }

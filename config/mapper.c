@@ -3,6 +3,7 @@
  * repeated and map fields, oneofs, presence. Scalars are converted in
  * scalar.c and well-known types in wkt.c. */
 #include "mapper_internal.h"
+#include "config/support.h"
 
 ProtobufCMessage *sharp_cfg_new_message(const ProtobufCMessageDescriptor *d)
 {
@@ -211,14 +212,34 @@ out:
     return rc;
 }
 
+/* True if node holds nothing: null, or an empty list or mapping. */
+static bool empty_node(const yaml_node_t *node)
+{
+    cfg_scalar_t sc;
+    if (sharp_cfg_scalar_of(node, &sc)) return sc.null;
+    if (node->type == YAML_SEQUENCE_NODE) return node->data.sequence.items.top == node->data.sequence.items.start;
+    return false;
+}
+
 int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
                         const ProtobufCFieldDescriptor *f)
 {
-    if (f->label == PROTOBUF_C_LABEL_REPEATED)
-        return is_map_field(msg->descriptor, f) ? map_map(c, value, msg, f) : map_repeated(c, value, msg, f);
-    int rc = sharp_cfg_map_value(c, value, f, sharp_cfg_member(msg, f));
-    if (rc > 0) sharp_cfg_mark_present(msg, f);
-    return rc < 0 ? -1 : 0;
+    char ctx[320];
+    const char *old_ctx = c->msg_ctx;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        snprintf(ctx, sizeof ctx, "%s.%s", msg->descriptor->name, f->name);
+        c->msg_ctx = ctx;
+    }
+    int rc;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+        rc = is_map_field(msg->descriptor, f) ? map_map(c, value, msg, f) : map_repeated(c, value, msg, f);
+    } else {
+        rc = sharp_cfg_map_value(c, value, f, sharp_cfg_member(msg, f));
+        if (rc > 0) sharp_cfg_mark_present(msg, f);
+        rc = rc < 0 ? -1 : 0;
+    }
+    c->msg_ctx = old_ctx;
+    return rc;
 }
 
 /* Maps each key of `mapping` to a field of msg by proto or JSON name. An
@@ -246,7 +267,12 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
             size_t old = c->path.len;
             if (old) sharp_sbuf_append(&c->path, ".", 1);
             sharp_sbuf_append(&c->path, k.s, k.len);
-            rc = sharp_cfg_fail(c, pairs[i].key, "unknown field \"%.*s\" in %s", (int)k.len, k.s, d->name);
+            /* A real Envoy field SHARP's protos leave out names its feature. */
+            const sharp_support_field_t *e = sharp_support_field(d->name, k.s, k.len);
+            if (e && e->status == SHARP_FIELD_NO)
+                rc = sharp_cfg_fail(c, pairs[i].key, "%s is not supported by SHARP (%s)", e->field, e->note);
+            else
+                rc = sharp_cfg_fail(c, pairs[i].key, "unknown field \"%.*s\" in %s", (int)k.len, k.s, d->name);
             break;
         }
         unsigned fi = (unsigned)(f - d->fields);
@@ -278,6 +304,16 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
         }
         seen[fi] = f;
         sharp_cfg_note(c, pairs[i].key);
+        /* A message field SHARP refuses is refused here, before its contents
+         * are mapped: an extension inside it that SHARP does not know, or an
+         * Envoy field its protos leave out, would otherwise hide the reason. */
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE && !empty_node(pairs[i].value)) {
+            const sharp_support_field_t *e = sharp_support_field_in(d->name, c->msg_ctx, f->name);
+            if (e && e->status == SHARP_FIELD_NO) {
+                rc = sharp_cfg_fail(c, pairs[i].key, "%s is not supported by SHARP (%s)", f->name, e->note);
+                break;
+            }
+        }
         rc = sharp_cfg_map_field(c, pairs[i].value, msg, f);
         if (rc == 0) sharp_cfg_pop(c, old);
     }

@@ -11,6 +11,8 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "sharp/extensions/filters/http/adaptive_concurrency/v1/aimd.pb-c.h"
@@ -44,6 +46,8 @@ void sharp_config_types_register(void)
         &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,
         &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,
         &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
+        &envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor,
+        &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
         &google__protobuf__duration__descriptor,
         &google__protobuf__struct__descriptor,
         &google__protobuf__value__descriptor,

@@ -3,6 +3,7 @@
  * FieldMask strings, bare wrapper values, Struct/Value/ListValue from any
  * YAML, and Any with "@type" packed from the registry. */
 #include "mapper_internal.h"
+#include "config/support.h"
 
 #include <stdio.h>
 
@@ -263,7 +264,12 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
     if (!sharp_cfg_scalar_of(type_node, &url) || url.null || !url.len)
         return sharp_cfg_fail(c, type_node, "\"@type\" must be a type URL string");
     const ProtobufCMessageDescriptor *td = sharp_type_registry_find(url.s, url.len);
-    if (!td) return sharp_cfg_fail(c, type_node, "unknown type URL \"%.*s\"", (int)url.len, url.s);
+    if (!td) {
+        const sharp_support_extension_t *x = sharp_support_extension(url.s, url.len);
+        if (x)
+            return sharp_cfg_fail(c, type_node, "%s is not supported by SHARP (%s)", x->type, x->note);
+        return sharp_cfg_fail(c, type_node, "unknown type URL \"%.*s\"", (int)url.len, url.s);
+    }
 
     ProtobufCMessage *inner = sharp_cfg_new_message(td);
     int rc;
@@ -283,7 +289,10 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
             if (rc == 0) sharp_cfg_pop(c, old);
         }
     } else {
+        const char *old_ctx = c->msg_ctx;
+        c->msg_ctx = NULL; /* an extension's fields have no outer context */
         rc = sharp_cfg_map_fields(c, node, inner, "@type");
+        c->msg_ctx = old_ctx;
     }
     if (rc == 0) {
         size_t sz = protobuf_c_message_get_packed_size(inner);

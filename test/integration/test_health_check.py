@@ -166,9 +166,9 @@ def test_config_errors():
     assert rc == 1 and "health_checks[0].healthy_threshold: is required" in out, out
     rc, out = validate(cfg(HC.replace("http_health_check:\n    path: /healthz",
                                       "grpc_health_check: { service_name: x }")))
-    assert rc == 1 and "health_checks[0].grpc_health_check: not supported yet" in out, out
+    assert rc == 1 and "health_checks[0].grpc_health_check: grpc_health_check is not supported by SHARP (gRPC health checks)" in out, out
     rc, out = validate(cfg(HC + "  event_log_path: /tmp/hc.log\n"))
-    assert rc == 1 and "health_checks[0].event_log_path: not supported yet" in out, out
+    assert rc == 1 and "health_checks[0].event_log_path: event_log_path is not supported by SHARP" in out, out
     rc, out = validate(cfg(HC + "    expected_statuses: [ { start: 300, end: 200 } ]\n"))
     assert rc == 1 and "expected_statuses[0]: Invalid http expected status range" in out, out
     rc, out = validate(cfg(HC + HC.replace("health_checks:\n", "")))

@@ -521,12 +521,12 @@ def test_config_errors():
     route = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config." \
             "virtual_hosts[0].routes[0].route"
     for hp, field, msg in [
-        ("- cookie: { name: s, ttl: 60s }", "hash_policy[0].cookie.ttl", "not supported"),
-        ("- filter_state: { key: k }", "hash_policy[0].filter_state", "not supported"),
+        ("- cookie: { name: s, ttl: 60s }", "hash_policy[0].cookie.ttl", "ttl is not supported by SHARP"),
+        ("- filter_state: { key: k }", "hash_policy[0].filter_state", "filter_state is not supported by SHARP"),
         ("- header: { header_name: x, regex_rewrite: { pattern: { regex: a }, substitution: b } }",
-         "hash_policy[0].header.regex_rewrite", "not supported"),
+         "hash_policy[0].header.regex_rewrite", "regex_rewrite is not supported by SHARP"),
         ("- header: { header_name: x-a }\n- query_parameter: { name: \"\" }", "hash_policy[1].query_parameter.name",
-         "must not be empty"),
+         "must be at least 1 character long"),
         ("- terminal: true", "hash_policy[0]", "one of header, cookie"),
     ]:
         rc, out = validate(edge_yaml(10000, 9901, [("a", 8001)], hc=False, hash_policy=hp))

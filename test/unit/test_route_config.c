@@ -34,8 +34,18 @@ static void release(built_t *b)
     sharp_config_doc_free(b->doc);
 }
 
+/* The error of the translator, or of the loader's support check when it
+ * refuses the field first (its message has "file:line:col: " in front). */
 static void expect_error(const char *yaml, const char *want_prefix)
 {
+    sharp_config_error_t perr;
+    sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                                               &envoy__config__route__v3__route_configuration__descriptor, &perr);
+    if (!d) {
+        if (!strstr(perr.msg, want_prefix)) fail_msg("error '%s' lacks '%s'", perr.msg, want_prefix);
+        return;
+    }
+    sharp_config_doc_free(d);
     built_t b;
     build(&b, yaml);
     if (b.t) fail_msg("expected error '%s', got a table", want_prefix);
@@ -289,7 +299,7 @@ static void test_retry_on_parse(void **state)
                     "    route:\n"
                     "      cluster: c\n"
                     "      retry_policy: {retry_priority: {name: envoy.retry_priorities.previous_priorities}}\n",
-                 "virtual_hosts[0].routes[0].route.retry_policy.retry_priority: not supported yet");
+                 "virtual_hosts[0].routes[0].route.retry_policy.retry_priority: retry_priority is not supported by SHARP");
 }
 
 static void test_errors(void **state)

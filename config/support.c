@@ -1,0 +1,470 @@
+/* support.c: see support.h. The walk mirrors the mapper's path syntax
+ * ("a.b[2].c", map entries as `m["key"]`, Any contents continuing below the
+ * Any field), so a path found here is a path the source map knows. */
+#include "config/support.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "config/mapper_internal.h"
+
+/* ---- lookup ---------------------------------------------------------------- */
+
+/* snake_case of a JSON lowerCamelCase name ("connectTimeout" ->
+ * "connect_timeout"); proto names pass through unchanged. */
+static void snake_of(const char *s, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 2 < cap; i++) {
+        char ch = s[i];
+        if (ch >= 'A' && ch <= 'Z') {
+            out[o++] = '_';
+            ch = (char)(ch - 'A' + 'a');
+        }
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+}
+
+static int field_cmp(const char *msg, const char *field, const sharp_support_field_t *e)
+{
+    int c = strcmp(msg, e->message);
+    return c ? c : strcmp(field, e->field);
+}
+
+const sharp_support_field_t *sharp_support_field(const char *message, const char *field, size_t len)
+{
+    char name[256];
+    snake_of(field, len, name, sizeof name);
+    size_t lo = 0, hi = sharp_support_nfields;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = field_cmp(message, name, &sharp_support_fields[mid]);
+        if (c == 0) return &sharp_support_fields[mid];
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
+    return NULL;
+}
+
+const sharp_support_field_t *sharp_support_field_in(const char *message, const char *ctx, const char *field)
+{
+    if (ctx) {
+        char key[512];
+        snprintf(key, sizeof key, "%s@%s", message, ctx);
+        const sharp_support_field_t *e = sharp_support_field(key, field, strlen(field));
+        if (e) return e;
+    }
+    return sharp_support_field(message, field, strlen(field));
+}
+
+const sharp_support_extension_t *sharp_support_extension(const char *type, size_t len)
+{
+    const char *slash = memrchr(type, '/', len);
+    if (slash) {
+        len -= (size_t)(slash + 1 - type);
+        type = slash + 1;
+    }
+    size_t lo = 0, hi = sharp_support_nextensions;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *t = sharp_support_extensions[mid].type;
+        int c = strncmp(type, t, len);
+        if (c == 0 && t[len]) c = -1;
+        if (c == 0) return &sharp_support_extensions[mid];
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* ---- the walk -------------------------------------------------------------- */
+
+typedef struct walk {
+    const sharp_config_doc_t *doc;
+    sharp_config_error_t *err;
+    sharp_sbuf_t path;
+} walk_t;
+
+static int failf(walk_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int failf(walk_t *w, const char *fmt, ...)
+{
+    char what[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *path = w->path.len ? sharp_sbuf_cstr(&w->path) : "";
+    if (w->doc) {
+        sharp_config_doc_error(w->doc, path, w->err, "%s", what);
+    } else {
+        snprintf(w->err->msg, sizeof w->err->msg, "%s%s%s", path, *path ? ": " : "", what);
+    }
+    return -1;
+}
+
+static size_t push_field(walk_t *w, const char *name)
+{
+    size_t old = w->path.len;
+    if (old) sharp_sbuf_append(&w->path, ".", 1);
+    sharp_sbuf_append(&w->path, name, strlen(name));
+    return old;
+}
+
+static void pop(walk_t *w, size_t old)
+{
+    w->path.len = old;
+    if (w->path.data) w->path.data[old] = '\0';
+}
+
+static void *member(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    return (char *)m + f->offset;
+}
+
+static size_t count_of(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    return *(const size_t *)((const char *)m + f->quantifier_offset);
+}
+
+static size_t elem_size(ProtobufCType t)
+{
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_ENUM:
+        return 4;
+    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+        return 8;
+    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(ProtobufCMessage *);
+    }
+    return 8;
+}
+
+/* A scalar value (or a message's pointer) read as a number; false for
+ * strings and bytes. */
+static bool scalar_number(ProtobufCType t, const void *p, double *out)
+{
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_ENUM:
+        *out = *(const int32_t *)p;
+        return true;
+    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+        *out = *(const uint32_t *)p;
+        return true;
+    case PROTOBUF_C_TYPE_FLOAT: *out = *(const float *)p; return true;
+    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+        *out = (double)*(const int64_t *)p;
+        return true;
+    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+        *out = (double)*(const uint64_t *)p;
+        return true;
+    case PROTOBUF_C_TYPE_DOUBLE: *out = *(const double *)p; return true;
+    case PROTOBUF_C_TYPE_BOOL: *out = *(const protobuf_c_boolean *)p ? 1 : 0; return true;
+    default: return false;
+    }
+}
+
+/* The number a message value stands for in a comparison: a Duration in
+ * seconds, a wrapper's value; false for other messages. *is_duration tells
+ * how to print it. */
+static bool message_number(const ProtobufCMessage *m, double *out, bool *is_duration)
+{
+    cfg_wkt_t k = sharp_cfg_wkt_kind(m->descriptor);
+    if (k == WKT_DURATION) {
+        const ProtobufCFieldDescriptor *s = sharp_cfg_field(m->descriptor, "seconds"),
+                                       *n = sharp_cfg_field(m->descriptor, "nanos");
+        *out = (double)*(const int64_t *)member(m, s) + *(const int32_t *)member(m, n) / 1e9;
+        *is_duration = true;
+        return true;
+    }
+    if (k == WKT_WRAPPER) {
+        const ProtobufCFieldDescriptor *v = sharp_cfg_field(m->descriptor, "value");
+        return v && scalar_number(v->type, member(m, v), out);
+    }
+    return false;
+}
+
+/* Whether field f of m holds something other than its default: a present
+ * message (an empty one too: `tcp_keepalive: {}` turns a feature on), a
+ * chosen oneof member, a proto2/optional field with its has-flag, a
+ * non-empty string, bytes or list, a non-zero number. */
+static bool field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    const void *p = member(m, f);
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) return count_of(m, f) > 0;
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        return *(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_MESSAGE: return *(ProtobufCMessage *const *)p != NULL;
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(const char *const *)p;
+        return s && *s && s != f->default_value;
+    }
+    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)p)->len > 0;
+    default:
+        if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset)
+            return *(const protobuf_c_boolean *)((const char *)m + f->quantifier_offset);
+        double v;
+        return scalar_number(f->type, p, &v) && v != 0;
+    }
+}
+
+static void format_number(char *buf, size_t cap, double v, bool duration)
+{
+    if (duration) snprintf(buf, cap, "%.9gs", v);
+    else snprintf(buf, cap, "%.17g", v);
+}
+
+static const char *rule_words(sharp_rule_op_t op)
+{
+    switch (op) {
+    case SHARP_RULE_GT: return "greater than";
+    case SHARP_RULE_GTE: return "at least";
+    case SHARP_RULE_LT: return "less than";
+    case SHARP_RULE_LTE: return "at most";
+    default: return "";
+    }
+}
+
+/* The number in a rule's text after '=' ("gte=1ms" -> "1ms"). */
+static const char *rule_operand(const sharp_support_rule_t *r)
+{
+    const char *eq = strchr(r->text, '=');
+    return eq ? eq + 1 : r->text;
+}
+
+static int check_compare(walk_t *w, const sharp_support_rule_t *r, double v, bool duration)
+{
+    bool ok = true;
+    switch (r->op) {
+    case SHARP_RULE_GT: ok = v > r->x; break;
+    case SHARP_RULE_GTE: ok = v >= r->x; break;
+    case SHARP_RULE_LT: ok = v < r->x; break;
+    case SHARP_RULE_LTE: ok = v <= r->x; break;
+    default: break;
+    }
+    if (ok) return 0;
+    char got[64];
+    format_number(got, sizeof got, v, duration);
+    return failf(w, "must be %s %s, got %s", rule_words(r->op), rule_operand(r), got);
+}
+
+static bool enum_defined(const ProtobufCFieldDescriptor *f, int32_t v)
+{
+    const ProtobufCEnumDescriptor *e = f->descriptor;
+    for (unsigned i = 0; i < e->n_values; i++)
+        if (e->values[i].value == v) return true;
+    return false;
+}
+
+/* One element (or the single value) of field f at p against rule r. */
+static int check_value(walk_t *w, const ProtobufCFieldDescriptor *f, const sharp_support_rule_t *r,
+                       const void *p)
+{
+    double v;
+    bool duration = false;
+    if (r->op == SHARP_RULE_DEFINED) {
+        if (f->type == PROTOBUF_C_TYPE_ENUM && !enum_defined(f, *(const int32_t *)p))
+            return failf(w, "value %d is not a defined value of %s", *(const int32_t *)p,
+                         ((const ProtobufCEnumDescriptor *)f->descriptor)->name);
+        return 0;
+    }
+    if (r->op == SHARP_RULE_CONST) {
+        bool ok;
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+            ok = !m || !message_number(m, &v, &duration) || v == r->x;
+        } else {
+            ok = !scalar_number(f->type, p, &v) || v == r->x;
+        }
+        if (ok) return 0;
+        if (f->type == PROTOBUF_C_TYPE_ENUM) {
+            const ProtobufCEnumValue *ev =
+                protobuf_c_enum_descriptor_get_value(f->descriptor, (int)v);
+            return failf(w, "%s %s is not supported by SHARP (%s)", f->name, ev ? ev->name : "?",
+                         r->note ? r->note : "only the default is");
+        }
+        char got[64];
+        format_number(got, sizeof got, v, duration);
+        return failf(w, "%s %s is not supported by SHARP (%s)", f->name, got, r->note ? r->note : "only the default is");
+    }
+    if (r->op == SHARP_RULE_MIN_LEN) {
+        const char *s = f->type == PROTOBUF_C_TYPE_STRING ? *(const char *const *)p : NULL;
+        if (f->type == PROTOBUF_C_TYPE_STRING && (!s || strlen(s) < (size_t)r->x))
+            return failf(w, "must be at least %.0f character%s long", r->x, r->x == 1 ? "" : "s");
+        return 0;
+    }
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+        if (!m || !message_number(m, &v, &duration)) return 0;
+    } else if (!scalar_number(f->type, p, &v)) {
+        return 0;
+    }
+    return check_compare(w, r, v, duration);
+}
+
+static int check_rules(walk_t *w, const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                       const sharp_support_field_t *e, bool set)
+{
+    for (unsigned i = 0; i < e->nrules; i++) {
+        const sharp_support_rule_t *r = &e->rules[i];
+        if (r->op == SHARP_RULE_REQUIRED) {
+            if (!set) return failf(w, "is required");
+            continue;
+        }
+        if (r->op == SHARP_RULE_MIN_ITEMS && f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = count_of(m, f);
+            if (n < (size_t)r->x)
+                return failf(w, "%s needs at least %.0f item%s", f->name, r->x, r->x == 1 ? "" : "s");
+            continue;
+        }
+        /* A message, a oneof member or an optional scalar is checked only
+         * when present; a plain proto3 scalar always (its default is a value). */
+        bool presence = f->type == PROTOBUF_C_TYPE_MESSAGE || (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+                        (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset);
+        if (presence && !set) continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            const char *arr = *(const char *const *)member(m, f);
+            size_t n = count_of(m, f), esz = elem_size(f->type);
+            for (size_t k = 0; k < n; k++) {
+                size_t old = w->path.len;
+                sharp_sbuf_printf(&w->path, "[%zu]", k);
+                int rc = check_value(w, f, r, arr + k * esz);
+                if (rc < 0) return rc;
+                pop(w, old);
+            }
+        } else if (check_value(w, f, r, member(m, f)) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int walk_message(walk_t *w, const ProtobufCMessage *m, const char *ctx);
+
+/* An Any: its type must be an extension SHARP implements; its contents are
+ * checked below the Any's own path, as the mapper writes them. */
+static int walk_any(walk_t *w, const ProtobufCMessage *any)
+{
+    const ProtobufCFieldDescriptor *uf = sharp_cfg_field(any->descriptor, "type_url");
+    const char *url = uf ? *(const char *const *)member(any, uf) : NULL;
+    if (!url || !*url) return 0;
+    size_t len = strlen(url);
+    const ProtobufCMessageDescriptor *td = sharp_type_registry_find(url, len);
+    if (td && sharp_cfg_wkt_kind(td) != WKT_NONE) return 0; /* a value, checked by whoever reads it */
+    const sharp_support_extension_t *x = sharp_support_extension(url, len);
+    if (!x) return failf(w, "unknown type URL \"%s\"", url);
+    if (x->status != SHARP_FIELD_YES)
+        return failf(w, "%s is not supported by SHARP (%s)", x->type, x->note ? x->note : "extension");
+    if (!td) return failf(w, "%s is listed as supported but has no registered type", x->type);
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *inner = sharp_any_unpack(any, td, &e);
+    if (!inner) return failf(w, "%s", e.msg);
+    int rc = walk_message(w, inner, NULL);
+    protobuf_c_message_free_unpacked(inner, NULL);
+    return rc;
+}
+
+/* A value of a message-typed field: Any, a well-known type (a leaf), or a
+ * message walked field by field. */
+static int walk_value(walk_t *w, const ProtobufCMessage *v, const char *ctx)
+{
+    if (!v) return 0;
+    cfg_wkt_t k = sharp_cfg_wkt_kind(v->descriptor);
+    if (k == WKT_ANY) return walk_any(w, v);
+    if (k != WKT_NONE) return 0;
+    return walk_message(w, v, ctx);
+}
+
+/* A map field: a repeated <Field>Entry with key 1 and value 2. */
+static bool is_map_entry(const ProtobufCMessageDescriptor *e)
+{
+    size_t n = strlen(e->short_name);
+    return e->n_fields == 2 && e->fields[0].id == 1 && e->fields[1].id == 2 && !strcmp(e->fields[0].name, "key") &&
+           !strcmp(e->fields[1].name, "value") && n > 5 && !strcmp(e->short_name + n - 5, "Entry");
+}
+
+static void push_map_key(walk_t *w, const ProtobufCMessage *entry)
+{
+    const ProtobufCFieldDescriptor *kf = &entry->descriptor->fields[0];
+    const void *kp = member(entry, kf);
+    double num;
+    if (kf->type == PROTOBUF_C_TYPE_STRING) {
+        const char *k = *(const char *const *)kp;
+        sharp_sbuf_printf(&w->path, "[\"%s\"]", k ? k : "");
+    } else if (scalar_number(kf->type, kp, &num)) {
+        sharp_sbuf_printf(&w->path, "[\"%.17g\"]", num);
+    }
+}
+
+/* Field f of m, whose values are walked with the context "<m's type>.<f>". */
+static int walk_field(walk_t *w, const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    if (f->type != PROTOBUF_C_TYPE_MESSAGE) return 0;
+    char ctx[320];
+    snprintf(ctx, sizeof ctx, "%s.%s", m->descriptor->name, f->name);
+    if (f->label != PROTOBUF_C_LABEL_REPEATED) return walk_value(w, *(ProtobufCMessage *const *)member(m, f), ctx);
+    ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *)member(m, f);
+    size_t n = count_of(m, f);
+    bool map = is_map_entry(f->descriptor);
+    for (size_t i = 0; i < n; i++) {
+        size_t old = w->path.len;
+        int rc;
+        if (map) {
+            push_map_key(w, arr[i]);
+            const ProtobufCFieldDescriptor *vf = &arr[i]->descriptor->fields[1];
+            rc = vf->type == PROTOBUF_C_TYPE_MESSAGE
+                     ? walk_value(w, *(ProtobufCMessage *const *)member(arr[i], vf), ctx)
+                     : 0;
+        } else {
+            sharp_sbuf_printf(&w->path, "[%zu]", i);
+            rc = walk_value(w, arr[i], ctx);
+        }
+        if (rc < 0) return rc;
+        pop(w, old);
+    }
+    return 0;
+}
+
+static int walk_message(walk_t *w, const ProtobufCMessage *m, const char *ctx)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    if (m->n_unknown_fields)
+        return failf(w, "field number %u of %s is not supported by SHARP", m->unknown_fields[0].tag, d->name);
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        const sharp_support_field_t *e = sharp_support_field_in(d->name, ctx, f->name);
+        bool set = field_set(m, f);
+        size_t old = push_field(w, f->name);
+        if (e && e->nrules && check_rules(w, m, f, e, set) < 0) return -1;
+        if (set) {
+            if (!e)
+                return failf(w, "%s.%s is not supported by SHARP", d->name, f->name);
+            if (e->status == SHARP_FIELD_NO)
+                return failf(w, "%s is not supported by SHARP (%s)", f->name, e->note ? e->note : "this feature");
+            if (e->status == SHARP_FIELD_YES && walk_field(w, m, f) < 0) return -1;
+        }
+        pop(w, old);
+    }
+    return 0;
+}
+
+int sharp_config_check_support(const ProtobufCMessage *m, const sharp_config_doc_t *doc,
+                               const char *base_path, sharp_config_error_t *err)
+{
+    sharp_config_error_t local;
+    if (!err) err = &local;
+    err->msg[0] = '\0';
+    walk_t w = {.doc = doc, .err = err};
+    if (base_path && *base_path) sharp_sbuf_append(&w.path, base_path, strlen(base_path));
+    int rc = walk_value(&w, m, NULL);
+    sharp_sbuf_free(&w.path);
+    return rc;
+}
