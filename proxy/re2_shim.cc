@@ -27,7 +27,8 @@ extern "C" sharp_re2_t *sharp_re2_compile(const char *pattern, size_t len, char 
         // Envoy builds its matchers with RE2::Quiet (default options that do
         // not log errors): the message goes into the config error instead.
         re2::RE2::Options opts(re2::RE2::Quiet);
-        sharp_re2 *r = new sharp_re2(re2::StringPiece(pattern ? pattern : "", pattern ? len : 0), opts);
+        sharp_re2 *r =
+            new sharp_re2(re2::StringPiece(pattern ? pattern : "", pattern ? len : 0), opts);
         if (!r->re.ok()) {
             set_err(err, errlen, r->re.error());
             delete r;
@@ -60,7 +61,8 @@ extern "C" bool sharp_re2_partial_match(const sharp_re2_t *re, const char *s, si
     return re2::RE2::PartialMatch(re2::StringPiece(s, len), re->re);
 }
 
-extern "C" int sharp_re2_check_rewrite(const sharp_re2_t *re, const char *rewrite, char *err, size_t errlen)
+extern "C" int sharp_re2_check_rewrite(const sharp_re2_t *re, const char *rewrite, char *err,
+                                       size_t errlen)
 {
     try {
         std::string msg;
@@ -72,8 +74,8 @@ extern "C" int sharp_re2_check_rewrite(const sharp_re2_t *re, const char *rewrit
     return -1;
 }
 
-extern "C" int sharp_re2_replace_all(const sharp_re2_t *re, const char *s, size_t len, const char *rewrite,
-                                     char **out, size_t *outlen)
+extern "C" int sharp_re2_replace_all(const sharp_re2_t *re, const char *s, size_t len,
+                                     const char *rewrite, char **out, size_t *outlen)
 {
     try {
         std::string str = s ? std::string(s, len) : std::string();

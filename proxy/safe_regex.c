@@ -45,16 +45,18 @@ sharp_re2_t *sharp_regex_compile(const char *pattern, const sharp_regex_opts_t *
         return re;
     }
     if (size > error_level) {
-        snprintf(err, errlen,
-                 "regex '%s' RE2 program size of %u > max program size of %u set for the error level "
-                 "threshold. Increase configured max program size if necessary.",
-                 pattern, size, error_level);
+        snprintf(
+            err, errlen,
+            "regex '%s' RE2 program size of %u > max program size of %u set for the error level "
+            "threshold. Increase configured max program size if necessary.",
+            pattern, size, error_level);
         sharp_re2_free(re);
         return NULL;
     }
     if (size > warn_level)
-        sharp_log_warn("regex '%s' RE2 program size of %u > max program size of %u set for the warn "
-                       "level threshold. Increase configured max program size if necessary.",
-                       pattern, size, warn_level);
+        sharp_log_warn(
+            "regex '%s' RE2 program size of %u > max program size of %u set for the warn "
+            "level threshold. Increase configured max program size if necessary.",
+            pattern, size, warn_level);
     return re;
 }

@@ -130,10 +130,11 @@ static void test_program_size_limit(void **state)
     /* runtime error level: default 100 */
     sharp_regex_set_runtime_limits(SHARP_REGEX_DEFAULT_ERROR_LEVEL, UINT32_MAX);
     assert_null(sharp_regex_compile("\\p{L}+", NULL, err, sizeof err));
-    snprintf(want, sizeof want,
-             "regex '\\p{L}+' RE2 program size of %d > max program size of 100 set for the error level "
-             "threshold. Increase configured max program size if necessary.",
-             s2);
+    snprintf(
+        want, sizeof want,
+        "regex '\\p{L}+' RE2 program size of %d > max program size of 100 set for the error level "
+        "threshold. Increase configured max program size if necessary.",
+        s2);
     assert_string_equal(err, want);
     sharp_re2_t *re = sharp_regex_compile("abc", NULL, err, sizeof err);
     assert_non_null(re);
@@ -204,8 +205,9 @@ static void test_rewrite_substitution(void **state)
     sharp_re2_t *re = compile("(a)");
     assert_int_equal(sharp_re2_check_rewrite(re, "\\1-\\0", err, sizeof err), 0);
     assert_int_equal(sharp_re2_check_rewrite(re, "\\2", err, sizeof err), -1);
-    assert_string_equal(err, "Rewrite schema requests 2 matches, but the regexp only has 1 parenthesized "
-                             "subexpressions.");
+    assert_string_equal(
+        err, "Rewrite schema requests 2 matches, but the regexp only has 1 parenthesized "
+             "subexpressions.");
     assert_int_equal(sharp_re2_check_rewrite(re, "\\x", err, sizeof err), -1);
     assert_string_equal(err, "Rewrite schema error: '\\' must be followed by a digit or '\\'.");
     sharp_re2_free(re);
