@@ -9,7 +9,7 @@ PYTEST     := /usr/bin/python3 -m pytest
 
 # Everything the build, the tests and the benchmarks use, from Debian.
 DEB_PACKAGES := build-essential pkg-config meson ninja-build \
-	libuv1-dev node-llhttp libnghttp2-dev libssl-dev libc-ares-dev libyaml-dev \
+	libuv1-dev node-llhttp libnghttp2-dev libssl-dev libc-ares-dev libyaml-dev libre2-dev \
 	protobuf-c-compiler libprotobuf-c-dev libcmocka-dev \
 	python3 python3-pytest python3-yaml curl wrk nginx haproxy nghttp2-client \
 	openssl procps iproute2 gnuplot-nox

@@ -16,11 +16,15 @@
 #include "http/access_log_emit.h"
 #include "log.h"
 #include "net.h"
+#include "safe_regex.h"
 #include "upstream/outlier.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -520,6 +524,86 @@ bad:
     return NULL;
 }
 
+/* ---- regex engine and its runtime keys ---- */
+
+#define GOOGLE_RE2_TYPE "envoy.extensions.regex_engines.v3.GoogleRE2"
+
+/* A runtime value Envoy's getInteger reads: a whole non-negative number, or
+ * a string holding one. Larger than 32 bits counts as no limit. */
+static int runtime_u32(build_ctx_t *b, const char *path, const Google__Protobuf__Value *v, uint32_t *out)
+{
+    double d = -1;
+    if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE) {
+        d = v->number_value;
+    } else if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && v->string_value[0] >= '0' &&
+               v->string_value[0] <= '9') {
+        char *end;
+        errno = 0;
+        unsigned long long u = strtoull(v->string_value, &end, 10);
+        if (!*end) d = errno == ERANGE ? (double)UINT64_MAX : (double)u;
+    }
+    if (!(d >= 0) || d != floor(d)) return fail(b, path, "must be a non-negative integer");
+    *out = d >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    return 0;
+}
+
+/* Walks a static layer as Envoy flattens it (nested structs are dotted
+ * keys) for re2.max_program_size.error_level and .warn_level. */
+static int runtime_walk(build_ctx_t *b, const Google__Protobuf__Struct *st, const char *prefix,
+                        const char *path, uint32_t *error_level, uint32_t *warn_level)
+{
+    for (size_t i = 0; st && i < st->n_fields; i++) {
+        const Google__Protobuf__Struct__FieldsEntry *f = st->fields[i];
+        if (!f->value) continue;
+        char key[512], p[1200];
+        snprintf(key, sizeof key, "%s%s", prefix, f->key);
+        snprintf(p, sizeof p, "%s.%s", path, f->key);
+        if (f->value->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE) {
+            char sub[520];
+            snprintf(sub, sizeof sub, "%s.", key);
+            if (runtime_walk(b, f->value->struct_value, sub, p, error_level, warn_level) < 0) return -1;
+        } else if (strcmp(key, "re2.max_program_size.error_level") == 0) {
+            if (runtime_u32(b, p, f->value, error_level) < 0) return -1;
+        } else if (strcmp(key, "re2.max_program_size.warn_level") == 0) {
+            if (runtime_u32(b, p, f->value, warn_level) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+/* default_regex_engine (GoogleRE2 only: it is what SHARP always uses) and
+ * the runtime limits on regex program sizes, set before any regex of this
+ * configuration is compiled. */
+static int configure_regex(build_ctx_t *b, const bootstrap_t *bs)
+{
+    uint32_t error_level = SHARP_REGEX_DEFAULT_ERROR_LEVEL, warn_level = UINT32_MAX;
+    const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
+    for (size_t i = 0; lr && i < lr->n_layers; i++) {
+        const Envoy__Config__Bootstrap__V3__RuntimeLayer *l = lr->layers[i];
+        if (l->layer_specifier_case != ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_STATIC_LAYER)
+            continue;
+        char p[128];
+        snprintf(p, sizeof p, "layered_runtime.layers[%zu].static_layer", i);
+        if (runtime_walk(b, l->static_layer, "", p, &error_level, &warn_level) < 0) return -1;
+    }
+    sharp_regex_set_runtime_limits(error_level, warn_level);
+    const Envoy__Config__Core__V3__TypedExtensionConfig *e = bs->default_regex_engine;
+    if (!e) return 0;
+    if (!e->typed_config || !e->typed_config->type_url)
+        return fail(b, "default_regex_engine.typed_config", "a regex engine is required");
+    const char *slash = strrchr(e->typed_config->type_url, '/');
+    const char *t = slash ? slash + 1 : e->typed_config->type_url;
+    if (strcmp(t, GOOGLE_RE2_TYPE) != 0)
+        return fail(b, "default_regex_engine.typed_config",
+                    "regex engine '%s' is not supported by SHARP: only " GOOGLE_RE2_TYPE, t);
+    sharp_config_error_t err = {{0}};
+    ProtobufCMessage *m =
+        sharp_any_unpack(&e->typed_config->base, &envoy__extensions__regex_engines__v3__google_re2__descriptor, &err);
+    if (!m) return fail(b, "default_regex_engine.typed_config", "%s", err.msg);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return 0;
+}
+
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
     build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen};
@@ -534,6 +618,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (!srv->node_id[0] && srv->opts.service_node) snprintf(srv->node_id, sizeof srv->node_id, "%s", srv->opts.service_node);
     if (!srv->node_cluster[0] && srv->opts.service_cluster)
         snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", srv->opts.service_cluster);
+    if (configure_regex(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {
         if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen) < 0) goto bad;
         sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);

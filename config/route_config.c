@@ -81,15 +81,44 @@ static char *lower_dup(const char *s)
 
 /* ---- matchers ---- */
 
+/* A RegexMatcher: Envoy's google_re2 engine (the only one), with its
+ * deprecated max_program_size honoured. Errors name "<path>.regex". */
 static int regex_from(ctx_t *c, const char *path, const Envoy__Type__Matcher__V3__RegexMatcher *rx,
                       sharp_string_matcher_t *out)
 {
-    char p[512], msg[256] = "";
+    char p[512], msg[1024] = "";
     snprintf(p, sizeof p, "%s.regex", path);
     if (!rx || !rx->regex[0]) return fail(c, p, "a regex is required");
-    if (sharp_string_matcher_init(out, SHARP_SM_REGEX, rx->regex, strlen(rx->regex), false, msg,
-                                  sizeof msg) < 0)
-        return fail(c, p, "invalid regex '%s': %s", rx->regex, msg);
+    sharp_regex_opts_t opts = {0};
+    if (rx->engine_type_case == ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
+        rx->google_re2 && rx->google_re2->max_program_size) {
+        opts.has_max_program_size = true;
+        opts.max_program_size = rx->google_re2->max_program_size->value;
+    }
+    if (sharp_string_matcher_init_regex(out, rx->regex, &opts, msg, sizeof msg) < 0)
+        return fail(c, p, "%s", msg);
+    return 0;
+}
+
+/* RegexMatchAndSubstitute (regex_rewrite): the pattern as any RegexMatcher,
+ * and a substitution RE2 can apply with it (\0..\9 of groups the pattern
+ * has, \\ for a backslash). */
+static int rewrite_from(ctx_t *c, const char *path,
+                        const Envoy__Type__Matcher__V3__RegexMatchAndSubstitute *rw, sharp_re2_t **re,
+                        char **subst)
+{
+    char p[512], msg[256] = "";
+    sharp_string_matcher_t sm = {0};
+    if (regex_from(c, sub(p, sizeof p, path, "pattern"), rw->pattern, &sm) < 0) return -1;
+    if (sharp_re2_check_rewrite(sm.re, rw->substitution, msg, sizeof msg) < 0) {
+        sharp_string_matcher_free(&sm);
+        return fail(c, sub(p, sizeof p, path, "substitution"), "invalid substitution '%s': %s",
+                    rw->substitution, msg);
+    }
+    *re = sm.re; /* the matcher's regex moves into the rewrite */
+    sm.re = NULL;
+    sharp_string_matcher_free(&sm);
+    *subst = sharp_strdup(rw->substitution);
     return 0;
 }
 
@@ -344,7 +373,7 @@ static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_rou
         r->match_kind = SHARP_ROUTE_MATCH_REGEX;
         sharp_string_matcher_t sm = {0};
         if (regex_from(c, sub(p, sizeof p, path, "safe_regex"), m->safe_regex, &sm) < 0) return -1;
-        r->path_re = sm.re; /* the matcher's regex moves into the route */
+        r->path_re = sm.re; /* the matcher's regex and text move into the route */
         r->path = sm.value;
         r->path_len = sm.len;
         break;
@@ -513,10 +542,14 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
         r->has_idle_timeout = true;
         r->idle_timeout_ms = duration_ms(a->idle_timeout);
     }
-    if (a->regex_rewrite) return fail(c, sub(p, sizeof p, path, "regex_rewrite"), "not supported");
     if (a->path_rewrite_policy)
         return fail(c, sub(p, sizeof p, path, "path_rewrite_policy"), "not supported");
+    if (a->prefix_rewrite[0] && a->regex_rewrite)
+        return fail(c, path, "Specify only one of prefix_rewrite, regex_rewrite or path_rewrite_policy");
     if (a->prefix_rewrite[0]) r->prefix_rewrite = sharp_strdup(a->prefix_rewrite);
+    if (a->regex_rewrite && rewrite_from(c, sub(p, sizeof p, path, "regex_rewrite"), a->regex_rewrite,
+                                         &r->regex_rewrite, &r->regex_rewrite_sub) < 0)
+        return -1;
     switch (a->host_rewrite_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL:
         if (a->host_rewrite_literal[0]) r->host_rewrite = sharp_strdup(a->host_rewrite_literal);
@@ -565,7 +598,10 @@ static int redirect_from(ctx_t *c, const char *path,
         o->prefix_rewrite = sharp_strdup(rd->prefix_rewrite);
         break;
     case ENVOY__CONFIG__ROUTE__V3__REDIRECT_ACTION__PATH_REWRITE_SPECIFIER_REGEX_REWRITE:
-        return fail(c, sub(p, sizeof p, path, "regex_rewrite"), "not supported");
+        if (rewrite_from(c, sub(p, sizeof p, path, "regex_rewrite"), rd->regex_rewrite,
+                         &o->regex_rewrite, &o->regex_rewrite_sub) < 0)
+            return -1;
+        break;
     default:
         break;
     }

@@ -127,7 +127,7 @@ typedef struct {
 size_t sharp_stats_extract_tags(const char *name, sharp_sbuf_t *out, sharp_stat_tag_t *tags,
                                 size_t max);
 
-/* Renderers for the admin endpoints. `filter` is an extended regex (NULL for
+/* Renderers for the admin endpoints. `filter` is an RE2 regex (NULL for
  * all) searched anywhere in the full stat name; returns 0, or -1 with a
  * message in `err` when the regex is invalid. used_only mirrors Envoy's
  * ?usedonly. Output is appended to `out`. Text and JSON show each histogram's

@@ -12,10 +12,10 @@
  * in both columns rather than "nan".
  */
 #include "stats.h"
+#include "re2_shim.h"
 
 #include <inttypes.h>
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 
 /* Envoy's supported quantiles, in the order every view prints them. */
@@ -56,13 +56,13 @@ static void set_err(char *err, size_t errlen, const char *fmt, const char *a, co
 static int collect(sharp_stats_t *s, const char *filter, bool used_only, entries_t *out, char *err,
                    size_t errlen)
 {
-    regex_t re;
-    bool have_re = filter && *filter;
-    if (have_re) {
-        int rc = regcomp(&re, filter, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-            char msg[256];
-            regerror(rc, &re, msg, sizeof msg);
+    /* Envoy's admin compiles the filter with RE2 (no program size limit)
+     * and keeps the stats it matches anywhere in the name. */
+    sharp_re2_t *re = NULL;
+    if (filter && *filter) {
+        char msg[256];
+        re = sharp_re2_compile(filter, strlen(filter), msg, sizeof msg);
+        if (!re) {
             set_err(err, errlen, "'%s': %s", filter, msg);
             return -1;
         }
@@ -73,14 +73,14 @@ static int collect(sharp_stats_t *s, const char *filter, bool used_only, entries
         const char *name = sharp_stats_name(s, id, &kind);
         if (!name) continue;
         if (used_only && !sharp_stats_used(s, id)) continue;
-        if (have_re && regexec(&re, name, 0, NULL, 0) != 0) continue;
+        if (re && !sharp_re2_partial_match(re, name, strlen(name))) continue;
         if (out->n == out->cap) {
             out->cap = out->cap ? out->cap * 2 : 256;
             out->v = sharp_realloc(out->v, out->cap * sizeof *out->v);
         }
         out->v[out->n++] = (entry_t){.id = id, .kind = kind, .name = name};
     }
-    if (have_re) regfree(&re);
+    sharp_re2_free(re);
     return 0;
 }
 

@@ -421,6 +421,12 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
         sharp_sbuf_append(&loc, auth.p + hostlen, auth.len - hostlen);
     if (rd->path) {
         sharp_sbuf_puts(&loc, rd->path);
+    } else if (rd->regex_rewrite) {
+        size_t n, outlen;
+        char *np = sharp_regex_rewrite_path(rd->regex_rewrite, rd->regex_rewrite_sub, path, &n, &outlen);
+        if (np) sharp_sbuf_append(&loc, np, outlen);
+        else sharp_sbuf_append(&loc, path.p, plen);
+        free(np);
     } else if (rd->prefix_rewrite && r->match_kind == SHARP_ROUTE_MATCH_PREFIX &&
                plen >= r->path_len) {
         sharp_sbuf_puts(&loc, rd->prefix_rewrite);
@@ -654,6 +660,19 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         sharp_headers_set(h, "x-envoy-original-path", 21, v.p, v.len);
         sharp_headers_set(h, ":path", 5, np.data, np.len);
         sharp_sbuf_free(&np);
+    } else if (r->regex_rewrite && sharp_headers_get_cstr(h, ":path", &v)) {
+        /* Envoy rewrites the path before any '?' or '#' and keeps the rest */
+        size_t n, outlen;
+        char *np = sharp_regex_rewrite_path(r->regex_rewrite, r->regex_rewrite_sub, v, &n, &outlen);
+        if (np) {
+            sharp_sbuf_t full = {0};
+            sharp_sbuf_append(&full, np, outlen);
+            sharp_sbuf_append(&full, v.p + n, v.len - n);
+            sharp_headers_set(h, "x-envoy-original-path", 21, v.p, v.len);
+            sharp_headers_set(h, ":path", 5, full.data, full.len);
+            sharp_sbuf_free(&full);
+            free(np);
+        }
     }
     if (r->host_rewrite) sharp_headers_set_cstr(h, ":authority", r->host_rewrite);
     if (!suppress_headers(rs)) {

@@ -874,7 +874,7 @@ static const handler_t handlers[] = {
      false,
      h_stats,
      {{"usedonly", "Only include stats that have been written by system since restart"},
-      {"filter", "Regular expression (POSIX extended) for filtering stats"},
+      {"filter", "Regular expression (Google re2) for filtering stats"},
       {"format", "Format to use; One of (text, json, prometheus)"},
       {0}}},
     {"/stats/prometheus",
@@ -882,7 +882,7 @@ static const handler_t handlers[] = {
      false,
      h_stats_prometheus,
      {{"usedonly", "Only include stats that have been written by system since restart"},
-      {"filter", "Regular expression (POSIX extended) for filtering stats"},
+      {"filter", "Regular expression (Google re2) for filtering stats"},
       {0}}},
 };
 static const size_t nhandlers = SHARP_ARRAY_SIZE(handlers);

@@ -234,20 +234,16 @@ void sharp__route_index_free(void *p)
 
 /* ---- string and header matchers ---- */
 
-/* regexec needs a NUL-terminated string (REG_STARTEND is a glibc/BSD
- * extension, and sanitizers read up to the NUL regardless), so short values
- * are copied to the stack. A value with a NUL byte in it is not valid HTTP
- * and never matches (a C string would stop at it). */
-static bool regex_match(const regex_t *re, sharp_str_t v)
+char *sharp_regex_rewrite_path(const sharp_re2_t *re, const char *sub, sharp_str_t path,
+                               size_t *pathlen, size_t *outlen)
 {
-    if (v.len && memchr(v.p, '\0', v.len)) return false;
-    char local[256];
-    char *s = v.len < sizeof local ? local : sharp_calloc(1, v.len + 1);
-    if (v.len) memcpy(s, v.p, v.len);
-    s[v.len] = '\0';
-    bool ok = regexec(re, s, 0, NULL, 0) == 0;
-    if (s != local) free(s);
-    return ok;
+    size_t n = 0;
+    while (n < path.len && path.p[n] != '?' && path.p[n] != '#')
+        n++;
+    *pathlen = n;
+    char *out = NULL;
+    if (sharp_re2_replace_all(re, path.p, n, sub, &out, outlen) < 0) return NULL;
+    return out;
 }
 
 static bool contains(sharp_str_t v, const char *pat, size_t n, bool icase)
@@ -277,7 +273,7 @@ bool sharp_string_matcher_match(const sharp_string_matcher_t *m, sharp_str_t v)
     case SHARP_SM_CONTAINS:
         return contains(v, m->value, n, ic);
     case SHARP_SM_REGEX:
-        return m->has_regex && regex_match(&m->re, v);
+        return m->re && sharp_re2_full_match(m->re, v.p, v.len);
     }
     return false;
 }
@@ -401,7 +397,7 @@ static bool path_matches(const sharp_route_t *r, sharp_str_t full)
     case SHARP_ROUTE_MATCH_PATH:
         return path.len == r->path_len && path_prefix(r, path);
     case SHARP_ROUTE_MATCH_REGEX:
-        return regex_match(&r->path_re, path);
+        return r->path_re && sharp_re2_full_match(r->path_re, path.p, path.len);
     case SHARP_ROUTE_MATCH_PATH_SEPARATED_PREFIX:
         return path_prefix(r, path) && (path.len == r->path_len || path.p[r->path_len] == '/');
     }

@@ -9,8 +9,7 @@
 #include "common.h"
 #include "http/hash_policy.h"
 #include "http/headers.h"
-
-#include <regex.h>
+#include "safe_regex.h"
 
 struct sharp_stream_info;
 struct sharp_access_log_format;
@@ -29,8 +28,7 @@ typedef struct {
     char *value; /* pattern text (also for regex, for config_dump) */
     size_t len;
     bool ignore_case;
-    bool has_regex;
-    regex_t re; /* whole-value match for SHARP_SM_REGEX */
+    sharp_re2_t *re; /* SHARP_SM_REGEX: the whole value must match (RE2::FullMatch) */
 } sharp_string_matcher_t;
 
 typedef enum {
@@ -137,6 +135,8 @@ typedef struct {
     uint32_t port;    /* 0: keep */
     char *path;       /* path_redirect, NULL: keep */
     char *prefix_rewrite;
+    sharp_re2_t *regex_rewrite; /* regex_rewrite.pattern, NULL: none */
+    char *regex_rewrite_sub;    /* regex_rewrite.substitution */
     uint32_t code;    /* 301 (default), 302, 303, 307, 308 */
     bool strip_query;
 } sharp_redirect_t;
@@ -145,10 +145,9 @@ typedef struct sharp_route {
     char *name;
     /* match */
     sharp_route_match_kind_t match_kind;
-    char *path; /* prefix, exact path, separated prefix, or the regex text (set only
-                 * once path_re is compiled: it says path_re needs regfree) */
+    char *path; /* prefix, exact path, separated prefix, or the regex text */
     size_t path_len;
-    regex_t path_re; /* SHARP_ROUTE_MATCH_REGEX: whole path (without query) */
+    sharp_re2_t *path_re; /* SHARP_ROUTE_MATCH_REGEX: whole path (without query) */
     bool case_sensitive; /* default true */
     sharp_header_matcher_t *headers;
     uint32_t nheaders;
@@ -168,6 +167,10 @@ typedef struct sharp_route {
     bool has_idle_timeout;
     uint64_t idle_timeout_ms;
     char *prefix_rewrite;
+    /* regex_rewrite: every match in the path (without query) is replaced
+     * by the substitution (RE2::GlobalReplace, \1 for groups) */
+    sharp_re2_t *regex_rewrite;
+    char *regex_rewrite_sub;
     char *host_rewrite;
     bool auto_host_rewrite;
     bool has_retry_policy;
@@ -249,18 +252,22 @@ void sharp_route_table_free(sharp_route_table_t *t);
 
 /* ---- building (config translation and tests) ---- */
 
-/* Compiles an RE2-syntax regex for whole-value matching with POSIX ERE
- * (regcomp wraps it as ^(...)$). Translated: \d \D \w \W \s \S (also in
- * brackets where POSIX allows), (?:...) and (?P<name>...) as plain groups, a
- * leading (?i), lazy quantifiers (*? +? ?? {n,m}? match the same whole values
- * as greedy ones), \A \z, \n \t \r \f \v \xHH. Rejected with a message:
- * \p{...} classes, other (?flags), lookaround. POSIX has leftmost-longest
- * alternation, which cannot change whether a whole value matches. */
-int sharp_regex_compile(regex_t *re, const char *pattern, char *err, size_t errlen);
-/* Initializes a string matcher (copies `value`; compiles it for REGEX). */
+/* Initializes a string matcher (copies `value`; compiles it for REGEX as a
+ * RegexMatcher without google_re2). */
 int sharp_string_matcher_init(sharp_string_matcher_t *m, sharp_string_match_kind_t kind,
                               const char *value, size_t len, bool ignore_case, char *err,
                               size_t errlen);
+/* A SHARP_SM_REGEX matcher from a RegexMatcher's regex (sharp_regex_compile:
+ * `opts` NULL when google_re2 is unset); `err` gets the compile error. */
+int sharp_string_matcher_init_regex(sharp_string_matcher_t *m, const char *pattern,
+                                    const sharp_regex_opts_t *opts, char *err, size_t errlen);
+/* regex_rewrite (route or redirect), as Envoy applies it: the part of `path`
+ * before any '?' or '#' (its length goes to *pathlen) with every match of
+ * `re` replaced by `sub` (RE2::GlobalReplace). Returns that new part (the
+ * caller frees it and appends path[*pathlen..], the query, when it keeps
+ * it), or NULL when memory ran out. */
+char *sharp_regex_rewrite_path(const sharp_re2_t *re, const char *sub, sharp_str_t path,
+                               size_t *pathlen, size_t *outlen);
 void sharp_string_matcher_free(sharp_string_matcher_t *m);
 /* Frees what a sharp_header_ops_t owns (for ops built outside a route table). */
 void sharp_header_ops_free(sharp_header_ops_t *ops);

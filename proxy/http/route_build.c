@@ -23,19 +23,31 @@ int sharp_string_matcher_init(sharp_string_matcher_t *m, sharp_string_match_kind
     m->len = value ? len : 0;
     m->ignore_case = ignore_case && kind != SHARP_SM_REGEX; /* Envoy ignores it for regexes */
     if (kind == SHARP_SM_REGEX) {
-        if (sharp_regex_compile(&m->re, m->value, err, errlen) < 0) {
+        m->re = sharp_regex_compile(m->value, NULL, err, errlen);
+        if (!m->re) {
             free(m->value);
             m->value = NULL;
             return -1;
         }
-        m->has_regex = true;
     }
+    return 0;
+}
+
+int sharp_string_matcher_init_regex(sharp_string_matcher_t *m, const char *pattern,
+                                    const sharp_regex_opts_t *opts, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    m->kind = SHARP_SM_REGEX;
+    m->re = sharp_regex_compile(pattern, opts, err, errlen);
+    if (!m->re) return -1;
+    m->value = sharp_strdup(pattern);
+    m->len = strlen(pattern);
     return 0;
 }
 
 void sharp_string_matcher_free(sharp_string_matcher_t *m)
 {
-    if (m->has_regex) regfree(&m->re);
+    sharp_re2_free(m->re);
     free(m->value);
     memset(m, 0, sizeof *m);
 }
@@ -225,7 +237,7 @@ static void free_route(sharp_route_t *r)
 {
     free(r->name);
     free(r->path);
-    if (r->match_kind == SHARP_ROUTE_MATCH_REGEX && r->path) regfree(&r->path_re);
+    sharp_re2_free(r->path_re);
     free_matchers(r->headers, r->nheaders);
     for (uint32_t i = 0; i < r->nquery; i++) {
         free(r->query[i].name);
@@ -240,6 +252,8 @@ static void free_route(sharp_route_t *r)
     }
     free(r->weighted);
     free(r->prefix_rewrite);
+    sharp_re2_free(r->regex_rewrite);
+    free(r->regex_rewrite_sub);
     free(r->host_rewrite);
     free_retry(&r->retry);
     for (uint32_t i = 0; i < r->nhash_policies; i++)
@@ -250,6 +264,8 @@ static void free_route(sharp_route_t *r)
     free(r->redirect.host);
     free(r->redirect.path);
     free(r->redirect.prefix_rewrite);
+    sharp_re2_free(r->redirect.regex_rewrite);
+    free(r->redirect.regex_rewrite_sub);
     free_ops(&r->req_ops);
     free_ops(&r->resp_ops);
 }

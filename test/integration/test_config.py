@@ -2,6 +2,7 @@
 import os
 import subprocess
 import tempfile
+import urllib.request
 
 import pytest
 
@@ -118,3 +119,32 @@ def test_port_in_use_fails_cleanly(procs, upstream):
         assert b"cannot bind" in p.stderr
     finally:
         blocker.close()
+
+
+def test_default_regex_engine(procs, upstream):
+    """default_regex_engine: Envoy's GoogleRE2 is the engine SHARP always
+    uses; any other engine is refused."""
+    engine = ("default_regex_engine:\n  name: envoy.regex_engines.google_re2\n  typed_config:\n"
+              "    \"@type\": type.googleapis.com/envoy.extensions.regex_engines.v3.GoogleRE2\n")
+    listen, admin = free_port(), free_port()
+    routes = ("- match: { safe_regex: { regex: '/r/\\d+' } }\n"
+              "  direct_response: { status: 200, body: { inline_string: re2 } }\n"
+              "- match: { prefix: / }\n  route: { cluster: b }\n")
+    run_sharp_config(procs, engine + bootstrap_yaml(listen, admin, {"b": [upstream.port]}, routes=routes), admin)
+    assert urllib.request.urlopen(f"http://127.0.0.1:{listen}/r/42", timeout=5).read() == b"re2"
+    assert urllib.request.urlopen(f"http://127.0.0.1:{listen}/r/4x", timeout=5).read() == b"hello from upstream\n"
+    # a registered type that is no regex engine
+    other = engine.replace("envoy.extensions.regex_engines.v3.GoogleRE2",
+                           "envoy.extensions.filters.http.router.v3.Router")
+    rc, out = validate(other + GOOD)
+    assert rc == 1
+    assert ("default_regex_engine.typed_config: regex engine 'envoy.extensions.filters.http.router.v3.Router' "
+            "is not supported by SHARP") in out, out
+    # Envoy's other engine
+    rc, out = validate(engine.replace("envoy.extensions.regex_engines.v3.GoogleRE2",
+                                      "envoy.extensions.regex_engines.hyperscan.v3alpha.Hyperscan") + GOOD)
+    assert rc == 1
+    assert ("default_regex_engine.typed_config: envoy.extensions.regex_engines.hyperscan.v3alpha"
+            ".Hyperscan is not supported by SHARP (Hyperscan regex engine)") in out, out
+    rc, out = validate("default_regex_engine: { name: x }\n" + GOOD)
+    assert rc == 1 and "default_regex_engine.typed_config: a regex engine is required" in out, out

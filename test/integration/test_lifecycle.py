@@ -9,7 +9,10 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+
+import pytest
 
 from conftest import SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat, wait_port
 
@@ -37,6 +40,25 @@ def test_admin_endpoints(proxy):
     dump = json.loads(admin_get(proxy.admin, "/config_dump"))
     assert "static_resources" in json.dumps(dump)
     assert "/ready" in admin_get(proxy.admin, "/help")
+
+
+def test_stats_filter_is_re2(proxy):
+    """/stats?filter= is an RE2 regex searched anywhere in the name, as in
+    Envoy: Perl classes and (?i) work, a bad regex is a 400."""
+    urllib.request.urlopen(proxy.url + "/").read()
+    q = urllib.parse.quote
+    for path in ("/stats?filter=", "/stats?format=json&filter=", "/stats/prometheus?filter="):
+        text = admin_get(proxy.admin, path + q(r"(?i)DOWNSTREAM_RQ_\dXX"))
+        assert "downstream_rq_2xx" in text or "downstream_rq_xx" in text, text[:500]
+        assert "upstream_rq_total" not in text
+    lines = admin_get(proxy.admin, "/stats?filter=" + q(r"^cluster\.\w+\.upstream_rq_total$")).split("\n")
+    assert [l for l in lines if l] == ["cluster.backend.upstream_rq_total: 1"], lines
+    lines = admin_get(proxy.admin, "/stats?filter=" + q(r"[[:digit:]]xx$")).strip().splitlines()
+    assert lines and all(re.search(r"[0-9]xx:", l) for l in lines), lines
+    with pytest.raises(urllib.error.HTTPError) as e:
+        admin_get(proxy.admin, "/stats?filter=" + q("a(?=b)"))
+    assert e.value.code == 400
+    assert e.value.read().decode().startswith("Invalid re2 regex")
 
 
 def test_healthcheck_fail_ok(proxy):

@@ -60,6 +60,121 @@ def test_prefix_path_regex_header_query_matching(procs):
     assert who("/case/x") == "b"
 
 
+def test_safe_regex_re2_syntax(procs):
+    """safe_regex is RE2 with full-match semantics: Perl classes, (?i),
+    POSIX bracket classes, non-greedy operators, Unicode classes."""
+    a, b = Upstream("a"), Upstream("b")
+    procs += [a, b]
+    routes = r"""- match: { safe_regex: { regex: '/users/\d+' } }
+  route: { cluster: b }
+- match: { safe_regex: { regex: '(?i)/Admin/.*' } }
+  route: { cluster: b }
+- match: { safe_regex: { regex: '/tags/[[:alpha:]]+' } }
+  route: { cluster: b }
+- match: { safe_regex: { regex: '/lazy/.+?-end' } }
+  route: { cluster: b }
+- match: { safe_regex: { regex: '/l/\p{Greek}+' } }
+  route: { cluster: b }
+- match:
+    prefix: /h
+    headers:
+    - { name: x-id, safe_regex_match: { regex: '\w+-\d{3}' } }
+    - { name: x-mode, string_match: { safe_regex: { regex: '(?i)fast|slow' } } }
+  route: { cluster: b }
+- match:
+    prefix: /q
+    query_parameters: [{ name: v, string_match: { safe_regex: { regex: 'v\d+(\.\d+)?' } } }]
+  route: { cluster: b }
+- match: { prefix: "/" }
+  route: { cluster: a }
+"""
+    port, _ = start(procs, routes, {"a": [a.port], "b": [b.port]})
+    who = lambda path, h=None: req(port, path, headers=h)[0].getheader("x-upstream-name")
+    assert who("/users/123") == "b"
+    assert who("/users/123?x=abc") == "b"       # the query is not part of the path
+    assert who("/users/123/x") == "a"           # full match, not a search
+    assert who("/users/") == "a"
+    assert who("/ADMIN/panel") == "b"
+    assert who("/admin/") == "b"
+    assert who("/tags/abcXYZ") == "b"
+    assert who("/tags/abc1") == "a"
+    assert who("/lazy/a-end-b-end") == "b"
+    assert who("/lazy/a-end-b") == "a"
+    assert who("/l/%CE%B1") == "a"              # not decoded: '%' is no Greek letter
+    assert who("/h", {"x-id": "ab_9-123", "x-mode": "FAST"}) == "b"
+    assert who("/h", {"x-id": "ab-12", "x-mode": "fast"}) == "a"
+    assert who("/h", {"x-id": "ab-123", "x-mode": "faster"}) == "a"
+    assert who("/q?v=v2.1") == "b"
+    assert who("/q?v=v2.") == "a"
+
+
+def test_regex_rewrite(procs, upstream):
+    """RouteAction.regex_rewrite and RedirectAction.regex_rewrite: RE2's
+    GlobalReplace on the path with \\N groups; the query is kept."""
+    routes = r"""- match: { prefix: /svc/ }
+  route:
+    cluster: b
+    regex_rewrite: { pattern: { regex: '^/svc/([a-z]+)/v(\d+)$' }, substitution: '/\1' }
+- match: { prefix: /X }
+  route:
+    cluster: b
+    regex_rewrite: { pattern: { regex: 'X+' }, substitution: '' }
+- match: { prefix: /old/ }
+  redirect:
+    regex_rewrite: { pattern: { regex: '^/old/(\d+)/(.*)$' }, substitution: '/new/\2/\1' }
+    response_code: FOUND
+"""
+    port, _ = start(procs, routes, {"b": [upstream.port]})
+    r, body = req(port, "/svc/echo/v2?x=/svc/a/v1")
+    assert r.status == 200, body
+    echo = json.loads(body)
+    assert echo["path"] == "/echo?x=/svc/a/v1"
+    assert echo_headers(body)["x-envoy-original-path"] == "/svc/echo/v2?x=/svc/a/v1"
+    # every match is replaced
+    r, body = req(port, "/XXeXcXhXoX?a=X")
+    assert r.status == 200, body
+    assert json.loads(body)["path"] == "/echo?a=X"
+    # no match: the path is left alone
+    r, body = req(port, "/svc/echo/latest")
+    assert r.status == 200 and body == b"hello from upstream\n"
+    r, _ = req(port, "/old/12/page?q=1", headers={"Host": "example.com"})
+    assert r.status == 302
+    assert r.getheader("location") == "http://example.com/new/page/12?q=1"
+
+
+def test_regex_config_errors(procs):
+    """RE2's error text and Envoy's program size limits, with the field path."""
+    import subprocess
+    import tempfile
+    from conftest import SHARP
+
+    def validate(routes, extra=""):
+        y = extra + bootstrap_yaml(free_port(), free_port(), {"b": [1]}, routes=routes)
+        d = tempfile.mkdtemp()
+        with open(d + "/c.yaml", "w") as f:
+            f.write(y)
+        r = subprocess.run([SHARP, "--mode", "validate", "-c", d + "/c.yaml"], capture_output=True, timeout=20)
+        return r.returncode, (r.stdout + r.stderr).decode()
+
+    rc, out = validate("- match: { safe_regex: { regex: '/a(' } }\n  route: { cluster: b }\n")
+    assert rc == 1
+    assert "routes[0].match.safe_regex.regex: invalid regex '/a(': missing ): /a(" in out, out
+    big = r"- match: { safe_regex: { regex: '/\p{L}+' } }" + "\n  route: { cluster: b }\n"
+    rc, out = validate(big)
+    assert rc == 1
+    assert "routes[0].match.safe_regex.regex: regex '/\\p{L}+' RE2 program size of " in out, out
+    assert ("> max program size of 100 set for the error level threshold. Increase configured max "
+            "program size if necessary.") in out, out
+    # the deprecated per-matcher limit, and the runtime's error level
+    rc, out = validate(big.replace("safe_regex: {", "safe_regex: { google_re2: { max_program_size: 5000 },"))
+    assert rc == 0, out
+    rc, out = validate(big.replace("safe_regex: {", "safe_regex: { google_re2: { max_program_size: 50 },"))
+    assert rc == 1 and "> max program size of 50. Increase configured" in out, out
+    rc, out = validate("- match: { prefix: / }\n  route: { cluster: b, regex_rewrite: "
+                       "{ pattern: { regex: '(a)' }, substitution: '\\3' } }\n")
+    assert rc == 1 and "route.regex_rewrite.substitution: invalid substitution" in out, out
+
+
 def test_domains_and_vhost_selection(procs, upstream):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"b": [upstream.port]})

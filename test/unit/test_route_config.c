@@ -333,9 +333,10 @@ static void test_errors(void **state)
                  "virtual_hosts[0].routes[0].match: one of prefix, path, safe_regex");
     expect_error(
         VH "  - match: {prefix: /, headers: [{name: x, string_match: {safe_regex: {regex: "
-           "'\\p{L}'}}}]}\n"
+           "'a(?=b)'}}}]}\n"
            "    route: {cluster: c}\n",
-        "virtual_hosts[0].routes[0].match.headers[0].string_match.safe_regex.regex: invalid regex");
+        "virtual_hosts[0].routes[0].match.headers[0].string_match.safe_regex.regex: invalid regex "
+        "'a(?=b)': invalid perl operator: (?=");
     expect_error(VH "  - match: {prefix: /, query_parameters: [{name: ''}]}\n"
                     "    route: {cluster: c}\n",
                  "virtual_hosts[0].routes[0].match.query_parameters[0].name:");
@@ -390,6 +391,79 @@ static void test_errors(void **state)
                  "virtual_hosts[0].require_tls: not supported");
 }
 
+/* Envoy's RE2 rules: program size limits (google_re2.max_program_size, else
+ * the runtime error level), errors with RE2's text, and regex_rewrite. */
+static void test_regex_rules(void **state)
+{
+    /* \p{L} is a valid RE2 class, but its program (1197) is over the default 100 */
+    expect_error(VH "  - match: {safe_regex: {regex: '\\p{L}+'}}\n"
+                    "    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[0].match.safe_regex.regex: regex '\\p{L}+' RE2 program size of ");
+    built_t b;
+    build(&b, VH "  - match: {safe_regex: {regex: '\\p{L}+'}}\n    route: {cluster: c}\n");
+    assert_null(b.t);
+    assert_non_null(strstr(b.err, " > max program size of 100 set for the error level threshold. Increase "
+                                  "configured max program size if necessary."));
+    release(&b);
+    /* the deprecated per-matcher limit replaces the runtime one, both ways */
+    build(&b, VH "  - match: {safe_regex: {google_re2: {max_program_size: 5000}, regex: '\\p{L}+'}}\n"
+                 "    route: {cluster: c}\n");
+    if (!b.t) fail_msg("%s", b.err);
+    assert_true(route_for(b.t, "a.com", "/\xc3\xa9t\xc3\xa9") == NULL); /* '/' is not a letter */
+    release(&b);
+    build(&b, VH "  - match: {prefix: /, headers: [{name: x, safe_regex_match: {google_re2: "
+                 "{max_program_size: 3}, regex: 'abcdef'}}]}\n"
+                 "    route: {cluster: c}\n");
+    assert_null(b.t);
+    assert_non_null(strstr(b.err, "virtual_hosts[0].routes[0].match.headers[0].safe_regex_match.regex: "
+                                  "regex 'abcdef' RE2 program size of "));
+    assert_non_null(strstr(b.err, " > max program size of 3. Increase configured max program size if "
+                                  "necessary."));
+    release(&b);
+    /* the runtime limit (the bootstrap's re2.max_program_size.error_level) */
+    sharp_regex_set_runtime_limits(5000, UINT32_MAX);
+    build(&b, VH "  - match: {safe_regex: {regex: '/\\p{L}+'}}\n    route: {cluster: c}\n");
+    if (!b.t) fail_msg("%s", b.err);
+    assert_non_null(route_for(b.t, "a.com", "/\xc3\xa9t\xc3\xa9"));
+    assert_null(route_for(b.t, "a.com", "/123"));
+    release(&b);
+    sharp_regex_set_runtime_limits(5, UINT32_MAX);
+    expect_error(VH "  - match: {safe_regex: {regex: '/abcdef'}}\n    route: {cluster: c}\n",
+                 "virtual_hosts[0].routes[0].match.safe_regex.regex: regex '/abcdef' RE2 program size of ");
+    sharp_regex_set_runtime_limits(SHARP_REGEX_DEFAULT_ERROR_LEVEL, UINT32_MAX);
+
+    /* regex_rewrite: route and redirect */
+    build(&b, VH "  - match: {prefix: /service}\n"
+                 "    route: {cluster: c, regex_rewrite: {pattern: {regex: '^/service/([^/]+)(/.*)$'}, "
+                 "substitution: '\\2/instance/\\1'}}\n"
+                 "  - match: {prefix: /old}\n"
+                 "    redirect: {regex_rewrite: {pattern: {regex: '^/old/(.*)'}, substitution: '/new/\\1'}}\n");
+    if (!b.t) fail_msg("%s", b.err);
+    const sharp_route_t *r = &b.t->vhosts[0].routes[0];
+    assert_non_null(r->regex_rewrite);
+    assert_string_equal(r->regex_rewrite_sub, "\\2/instance/\\1");
+    assert_non_null(b.t->vhosts[0].routes[1].redirect.regex_rewrite);
+    assert_string_equal(b.t->vhosts[0].routes[1].redirect.regex_rewrite_sub, "/new/\\1");
+    release(&b);
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c, regex_rewrite: {pattern: {regex: '(a)'}, substitution: '\\2'}}\n",
+                 "virtual_hosts[0].routes[0].route.regex_rewrite.substitution: invalid substitution '\\2': "
+                 "Rewrite schema requests 2 matches, but the regexp only has 1 parenthesized subexpressions.");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c, regex_rewrite: {pattern: {regex: '(a'}, substitution: x}}\n",
+                 "virtual_hosts[0].routes[0].route.regex_rewrite.pattern.regex: invalid regex '(a': "
+                 "missing ): (a");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    route: {cluster: c, prefix_rewrite: /x, regex_rewrite: {pattern: {regex: a}, "
+                    "substitution: b}}\n",
+                 "virtual_hosts[0].routes[0].route: Specify only one of prefix_rewrite, regex_rewrite or "
+                 "path_rewrite_policy");
+    expect_error(VH "  - match: {prefix: /}\n"
+                    "    redirect: {regex_rewrite: {pattern: {regex: '[z-a]'}, substitution: b}}\n",
+                 "virtual_hosts[0].routes[0].redirect.regex_rewrite.pattern.regex: invalid regex '[z-a]': "
+                 "invalid character class range: z-a");
+}
+
 static void test_direct_response_body_limit(void **state)
 {
     char yaml[8192];
@@ -430,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_retry_on_parse),
         cmocka_unit_test(test_direct_response_body_limit),
         cmocka_unit_test(test_null_config),
+        cmocka_unit_test(test_regex_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
