@@ -97,7 +97,7 @@ static int parse_int(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, bo
                 *uv = 0;
                 return 0;
             }
-            return sharp_cfg_fail(c, node, "negative value %s for %s field", buf, tname);
+            return sharp_cfg_fail(c, node, "value %s is out of range for %s (negative)", buf, tname);
         }
         errno = 0;
         if (is_signed) {
@@ -118,7 +118,7 @@ static int parse_int(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, bo
         if (d < (double)min || d >= -(double)INT64_MIN || d > (double)max) goto range;
         *sv = (int64_t)d;
     } else {
-        if (d < 0) return sharp_cfg_fail(c, node, "negative value %s for %s field", buf, tname);
+        if (d < 0) return sharp_cfg_fail(c, node, "value %s is out of range for %s (negative)", buf, tname);
         if (d >= 18446744073709551616.0 || d > (double)umax) goto range;
         *uv = (uint64_t)d;
     }
@@ -207,35 +207,78 @@ void sharp_cfg_base64_encode(sharp_sbuf_t *b, const uint8_t *p, size_t n)
     }
 }
 
-/* Enum value by exact name or by number; unknown names list the valid ones. */
+/* absl::SimpleAtoi for int32 as protobuf's JSON parser applies it to a
+ * quoted enum value: optional surrounding whitespace, an optional sign,
+ * decimal digits only, in int32 range. */
+static bool simple_atoi32(const char *s, size_t len, int32_t *out)
+{
+    size_t i = 0, end = len;
+    while (i < end && strchr(" \t\n\v\f\r", s[i])) i++;
+    while (end > i && strchr(" \t\n\v\f\r", s[end - 1])) end--;
+    bool neg = false;
+    if (i < end && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    if (i == end) return false;
+    int64_t v = 0;
+    for (; i < end; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        v = v * 10 + (s[i] - '0');
+        if (v > (int64_t)INT32_MAX + 1) return false;
+    }
+    if (neg) v = -v;
+    if (v < INT32_MIN || v > INT32_MAX) return false;
+    *out = (int32_t)v;
+    return true;
+}
+
+static bool ascii_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t i = 0;
+    for (; i < alen && b[i]; i++) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z') x = (char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = (char)(y - 'A' + 'a');
+        if (x != y) return false;
+    }
+    return i == alen && !b[i];
+}
+
+/* An enum value the way Envoy loads one: protobuf's JSON parser with
+ * case_insensitive_enum_parsing (MessageUtil::loadFromJson sets it), so a
+ * name matches its declared value ignoring ASCII case ("round_robin",
+ * "auto"), the first declared match winning. A name that matches nothing
+ * may be a decimal number in quotes ("2"). A YAML number is a JSON number:
+ * any int32, declared or not (proto3 enums are open). Unknown names list
+ * the valid ones. */
 static int parse_enum(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc,
                       const ProtobufCEnumDescriptor *ed, int *out)
 {
     int64_t v;
     uint64_t unused;
-    bool numeric = sc->len > 0 && (sc->s[0] == '-' || (sc->s[0] >= '0' && sc->s[0] <= '9'));
+    bool numeric = !sc->quoted && sc->len > 0 &&
+                   (sc->s[0] == '-' || sc->s[0] == '+' || sc->s[0] == '.' || (sc->s[0] >= '0' && sc->s[0] <= '9'));
     if (numeric) {
         if (parse_int(c, node, sc, true, INT32_MIN, INT32_MAX, 0, "enum", &v, &unused) < 0) return -1;
         *out = (int)v;
         return 0;
     }
-    char name[256];
-    if (sc->len < sizeof name) {
-        memcpy(name, sc->s, sc->len);
-        name[sc->len] = '\0';
-        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, name);
-        if (ev) {
-            *out = ev->value;
+    for (unsigned i = 0; i < ed->n_values; i++) {
+        if (ascii_ieq(sc->s, sc->len, ed->values[i].name)) {
+            *out = ed->values[i].value;
             return 0;
         }
+    }
+    int32_t n;
+    if (simple_atoi32(sc->s, sc->len, &n)) {
+        *out = n;
+        return 0;
     }
     sharp_sbuf_t names = {0};
     for (unsigned i = 0; i < ed->n_values; i++) {
         if (i) sharp_sbuf_puts(&names, ", ");
         sharp_sbuf_puts(&names, ed->values[i].name);
     }
-    sharp_cfg_fail(c, node, "unknown value \"%.*s\" for enum %s; valid values: %s", (int)sc->len, sc->s,
-                   ed->name, names.data ? names.data : "(none)");
+    sharp_cfg_fail(c, node, "unknown value \"%.*s\" for enum %s; valid values (any case): %s", (int)sc->len,
+                   sc->s, ed->name, names.data ? names.data : "(none)");
     sharp_sbuf_free(&names);
     return -1;
 }
