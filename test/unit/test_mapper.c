@@ -421,6 +421,8 @@ static void test_duration(void **state)
     static const struct { const char *text; int64_t s; int32_t n; } ok[] = {
         {"1.5s", 1, 500000000}, {"0.25s", 0, 250000000}, {"10s", 10, 0}, {"-1s", -1, 0},
         {"1.000340012s", 1, 340012}, {"-0.5s", 0, -500000000}, {"315576000000s", 315576000000ll, 0},
+        {"0s", 0, 0}, {"-5s", -5, 0}, {"-315576000000.999999999s", -315576000000ll, -999999999},
+        {"007s", 7, 0}, {"-1.5s", -1, -500000000},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char text[64];
@@ -436,12 +438,24 @@ static void test_duration(void **state)
     assert_int_equal(msg_of(d)->timeout->seconds, 3);
     assert_int_equal(msg_of(d)->timeout->nanos, 7);
     sharp_config_doc_free(d);
-    static const char *const bad[] = {"10", "1m", "1.s", "s", "1.0000000001s", "--1s", "1.5 s", "315576000001s"};
+    /* protobuf's ParseDuration: each kind of mistake has its own reason */
+    static const struct { const char *text, *why; } bad[] = {
+        {"10", "must end with a single 's'"}, {"1m", "must end with a single 's'"},
+        {"1.5 s", "must end with a single 's'"}, {"1.5S", "must end with a single 's'"},
+        {"1.5ss", "must end with a single 's'"}, {"1.s", "bad fraction"},
+        {"1.0000000001s", "bad fraction"}, {"s", "must start with an integer"},
+        {"+1s", "must start with an integer"}, {".5s", "must start with an integer"},
+        {"--1s", "bad seconds"}, {"1-2s", "bad seconds"}, {"-s", "bad seconds"},
+        {"315576000001s", "out of range"}, {"-315576000001s", "out of range"},
+        {"99999999999999999999999s", "out of range"},
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char text[64];
-        snprintf(text, sizeof text, "timeout: %s\n", bad[i]);
-        expect_error(text, "t.yaml:1:10: timeout: expected a duration like \"1.5s\"", NULL);
+        char text[64], want[96];
+        snprintf(text, sizeof text, "timeout: %s\n", bad[i].text);
+        snprintf(want, sizeof want, "t.yaml:1:10: timeout: bad duration \"%s\": ", bad[i].text);
+        expect_error(text, want, bad[i].why, NULL);
     }
+    expect_error("timeout: 315576000001s\n", "out of range", NULL);
     expect_error("timeout: [1]\n", "expected a mapping for google.protobuf.Duration", NULL);
 }
 
@@ -455,8 +469,21 @@ static void test_timestamp(void **state)
     d = parse("when: '2024-02-29T01:00:00+01:00'\n");
     assert_int_equal(msg_of(d)->when->seconds, 1709164800);
     sharp_config_doc_free(d);
-    expect_error("when: 2023-02-29T00:00:00Z\n", "RFC 3339", NULL);
+    d = parse("when: 0001-01-01T00:00:00Z\n");
+    assert_int_equal(msg_of(d)->when->seconds, -62135596800ll);
+    sharp_config_doc_free(d);
+    d = parse("when: 9999-12-31T23:59:59.999999999Z\n");
+    assert_int_equal(msg_of(d)->when->seconds, 253402300799ll);
+    assert_int_equal(msg_of(d)->when->nanos, 999999999);
+    sharp_config_doc_free(d);
+    expect_error("when: 2023-02-29T00:00:00Z\n", "t.yaml:1:7: when: bad timestamp", "no such date", NULL);
     expect_error("when: yesterday\n", "RFC 3339", NULL);
+    expect_error("when: 2024-01-01t00:00:00Z\n", "RFC 3339", NULL);  /* protobuf wants 'T' */
+    expect_error("when: 2024-01-01T00:00:00z\n", "bad time zone", NULL); /* and 'Z' */
+    expect_error("when: 2024-01-01T00:00:00\n", "RFC 3339", NULL);
+    expect_error("when: 2024-01-01T00:00:00.Z\n", "bad fraction", NULL);
+    expect_error("when: 0001-01-01T00:00:00+00:01\n", "bad timestamp", "out of range", NULL);
+    expect_error("when: 9999-12-31T23:59:59-00:01\n", "out of range", NULL);
 }
 
 static void test_wrappers(void **state)
@@ -584,7 +611,7 @@ static void test_any_errors(void **state)
     expect_error("typed: {'@type': type.googleapis.com/sharp.test.v1.Inner, nam: x}\n",
                  "typed.nam: unknown field \"nam\" in sharp.test.v1.Inner", NULL);
     expect_error("typed: {'@type': type.googleapis.com/google.protobuf.Duration, value: 5}\n",
-                 "typed.value: expected a duration like", NULL);
+                 "typed.value: bad duration \"5\": a duration must end with a single 's'", NULL);
     expect_error("typed: {'@type': type.googleapis.com/google.protobuf.Duration, value: 1s, x: 1}\n",
                  "typed.x: unknown field \"x\"", NULL);
     expect_error("typed: [1]\n", "expected a mapping with \"@type\"", NULL);
