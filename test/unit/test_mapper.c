@@ -763,40 +763,121 @@ static void test_where(void **state)
     protobuf_c_message_free_unpacked(own, NULL);
 }
 
+/* Writes text to a new file under /tmp whose name ends in `suffix`. */
+static void write_temp(char *path, size_t size, const char *suffix, const char *text)
+{
+    snprintf(path, size, "/tmp/sharp_mapper_XXXXXX%s", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* Parses a file expecting failure; the error must hold every `want`
+ * substring, where "%s" in one stands for the path. */
+static void expect_file_error(const char *path, const char *want, const char *want2)
+{
+    sharp_config_doc_t *d;
+    sharp_config_error_t err = {{0}};
+    assert_int_equal(sharp_config_parse_file(path, all_desc, &d, &err), -1);
+    assert_null(d);
+    char w[512];
+    snprintf(w, sizeof w, want, path);
+    if (!strstr(err.msg, w)) fail_msg("error \"%s\" lacks \"%s\"", err.msg, w);
+    if (want2 && !strstr(err.msg, want2)) fail_msg("error \"%s\" lacks \"%s\"", err.msg, want2);
+}
+
 static void test_empty_and_file(void **state)
 {
     (void)state;
     sharp_config_doc_t *d = parse("");
     assert_int_equal(msg_of(d)->f_int32, 0);
+    assert_true(sharp_config_doc_empty(d));
     sharp_config_doc_free(d);
     d = parse("# only a comment\n");
+    assert_true(sharp_config_doc_empty(d));
+    sharp_config_doc_free(d);
+    d = parse("{}");
+    assert_false(sharp_config_doc_empty(d));
     sharp_config_doc_free(d);
 
-    char path[] = "/tmp/sharp_mapper_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    const char *text = "{\"fInt32\": 77, \"timeout\": \"1s\"}";
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
+    char path[128];
+    write_temp(path, sizeof path, ".json", "{\"fInt32\": 77, \"timeout\": \"1s\"}");
     sharp_config_error_t err = {{0}};
     assert_int_equal(sharp_config_parse_file(path, all_desc, &d, &err), 0);
     assert_int_equal(msg_of(d)->f_int32, 77);
     sharp_config_doc_free(d);
-
-    fd = open(path, O_WRONLY | O_TRUNC);
-    assert_true(fd >= 0);
-    text = "f_int32: 1\nf_uint32: x\n";
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    assert_int_equal(sharp_config_parse_file(path, all_desc, &d, &err), -1);
-    assert_null(d);
-    char want[128];
-    snprintf(want, sizeof want, "%s:2:11: f_uint32: expected an integer", path);
-    assert_non_null(strstr(err.msg, want));
     unlink(path);
 
-    assert_int_equal(sharp_config_parse_file("/nonexistent/x.yaml", all_desc, &d, &err), -1);
-    assert_non_null(strstr(err.msg, "/nonexistent/x.yaml: cannot open"));
+    /* YAML by name (any case), as Envoy's loadFromFile decides */
+    static const char *const yaml_names[] = {".yaml", ".yml", ".YAML", ".Yml"};
+    for (size_t i = 0; i < 4; i++) {
+        write_temp(path, sizeof path, yaml_names[i], "f_int32: 1\nf_uint32: x\n");
+        expect_file_error(path, "%s:2:11: f_uint32: expected an integer", NULL);
+        unlink(path);
+    }
+    /* anything else is strict JSON: YAML text there is a JSON error */
+    static const char *const json_names[] = {".json", ".conf", "", ".JSON"};
+    for (size_t i = 0; i < 4; i++) {
+        write_temp(path, sizeof path, json_names[i], "f_int32: 1\n");
+        expect_file_error(path, "%s:1:1: JSON syntax error: unexpected character",
+                          "is read as strict JSON, as Envoy does");
+        unlink(path);
+    }
+    write_temp(path, sizeof path, ".json", "");
+    expect_file_error(path, "%s:1:1: JSON syntax error: unexpected end of input", NULL);
+    unlink(path);
+    write_temp(path, sizeof path, ".pb", "x");
+    expect_file_error(path, "%s: binary (.pb) and text (.pb_text) protobuf config files are not supported", NULL);
+    unlink(path);
+
+    expect_file_error("/nonexistent/x.yaml", "/nonexistent/x.yaml: no such file", NULL);
+    expect_file_error("/tmp", "/tmp: is a directory", NULL);
+}
+
+/* JSON files: protobuf's JSON lexer rules, each mistake at its own place */
+static void test_strict_json(void **state)
+{
+    (void)state;
+    static const struct { const char *text, *want; } bad[] = {
+        {"{\n  \"f_int32\": 1, // one\n  \"f_uint32\": 2\n}", "t.json:2:17: JSON syntax error: comments are not allowed"},
+        {"/* header */\n{}", "t.json:1:1: JSON syntax error: comments are not allowed"},
+        {"{\"f_int32\": 1,\n}", "t.json:2:1: JSON syntax error: trailing comma before '}'"},
+        {"{\"r_int32\": [1, 2, ]}", "t.json:1:20: JSON syntax error: trailing comma before ']'"},
+        {"{f_int32: 1}", "t.json:1:2: JSON syntax error: expected a quoted key"},
+        {"{\"f_int32\" 1}", "t.json:1:12: JSON syntax error: expected ':' after the key"},
+        {"{\"f_int32\": 1 \"f_uint32\": 2}", "t.json:1:15: JSON syntax error: expected ',' or '}'"},
+        {"{\"f_int32\": 01}", "t.json:1:13: JSON syntax error: number cannot have extraneous leading zero"},
+        {"{\"f_double\": 1.}", "t.json:1:14: JSON syntax error: number cannot have trailing period"},
+        {"{\"f_string\": \"a\\qb\"}", "t.json:1:17: JSON syntax error: invalid escape"},
+        {"{\"f_string\": \"abc}", "unterminated string"},
+        {"{\"f_int32\": 1}\n{}", "t.json:2:1: JSON syntax error: extraneous characters"},
+        {"{\"f_bool\": True}", "t.json:1:12: JSON syntax error: unexpected character"},
+        {"{\"f_int32\": 1", "unexpected end of input: missing '}'"},
+        {"{\"f_string\": \"\xc3\xa9\xc3\xa9\", x}", "t.json:1:20: JSON syntax error: expected a quoted key"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sharp_config_error_t err = {{0}};
+        sharp_config_doc_t *d = sharp_config_parse_json(bad[i].text, strlen(bad[i].text), "t.json", all_desc, &err);
+        if (d) fail_msg("<<%s>> should fail", bad[i].text);
+        if (!strstr(err.msg, bad[i].want)) fail_msg("error \"%s\" lacks \"%s\"", err.msg, bad[i].want);
+    }
+    /* legacy single quotes, a byte order mark, and semantic errors keep their positions */
+    const char *ok = "\xEF\xBB\xBF{'f_string': 'x', \"r_int32\": [], \"inner\": {}}";
+    sharp_config_error_t err = {{0}};
+    sharp_config_doc_t *d = sharp_config_parse_json(ok, strlen(ok), "t.json", all_desc, &err);
+    if (!d) fail_msg("%s", err.msg);
+    assert_string_equal(msg_of(d)->f_string, "x");
+    sharp_config_doc_free(d);
+    const char *sem = "{\n  \"inner\": {\n    \"nme\": 1\n  }\n}";
+    assert_null(sharp_config_parse_json(sem, strlen(sem), "t.json", all_desc, &err));
+    assert_string_equal(err.msg, "t.json:3:5: inner.nme: unknown field \"nme\" in sharp.test.v1.Inner");
+    /* YAML input in JSON form gets the JSON checker's account of a syntax
+     * error rather than libyaml's */
+    const char *y = "{\n  \"f_int32\": 1, // one\n  \"f_uint32\": 2\n}\n";
+    assert_null(sharp_config_parse(y, strlen(y), "t.yaml", all_desc, &err));
+    if (!strstr(err.msg, "t.yaml:2:17: JSON syntax error: comments are not allowed in JSON (the text is in JSON form)"))
+        fail_msg("%s", err.msg);
 }
 
 /* ---- registry and JSON output ------------------------------------------------------------ */
@@ -952,6 +1033,7 @@ int main(void)
         cmocka_unit_test(test_json_input),
         cmocka_unit_test(test_where),
         cmocka_unit_test(test_empty_and_file),
+        cmocka_unit_test(test_strict_json),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_to_json),
         cmocka_unit_test(test_json_round_trip),
