@@ -434,14 +434,19 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
-        snprintf(p, sizeof p, "%s.typed_extension_protocol_options.%s", path, key);
+        snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);
         if (strcmp(key, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions") != 0) {
             fail(b, p, "unsupported protocol options extension");
             goto bad;
         }
-        if (sharp_config_apply_upstream_http_options(&pb->typed_extension_protocol_options[i]->value->base, c, p,
-                                                     b->err, b->errlen) < 0)
+        char sub[64] = "", msg[512];
+        if (sharp_config_apply_upstream_http_options(&pb->typed_extension_protocol_options[i]->value->base, c,
+                                                     sub, sizeof sub, msg, sizeof msg) < 0) {
+            char sp[1200];
+            snprintf(sp, sizeof sp, "%s%s%s", p, sub[0] ? "." : "", sub);
+            fail(b, sp, "%s", msg);
             goto bad;
+        }
     }
     c->cb = (sharp_cb_thresholds_t){.max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
     if (pb->circuit_breakers) {

@@ -221,3 +221,17 @@ def test_durations_out_of_range_and_negative_stored():
     assert rc == 1 and "must end with a single 's'" in out, out
     rc, out = validate(GOOD.replace("port_value: 10000", "port_value: 4294967296"))
     assert rc == 1 and "out of range for uint32" in out, out
+
+
+def test_protocol_options_error_has_line_and_map_key_path():
+    text = bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra="""typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config:
+      http2_protocol_options: {}
+""")
+    rc, out = validate(text)
+    line = text.splitlines().index("        explicit_http_config:") + 1
+    assert rc == 1
+    assert (f":{line}:9: static_resources.clusters[0].typed_extension_protocol_options"
+            '["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config: ') in out, out
