@@ -551,11 +551,6 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);
         cfg->has_admin = true;
     }
-    if (!cfg->has_admin) sharp_log_warn("No admin address given, so no admin HTTP server started.");
-    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr0 = bs->static_resources;
-    if (!bs->dynamic_resources && (!sr0 || (!sr0->n_listeners && !sr0->n_clusters)))
-        sharp_log_warn("%s: the bootstrap configures no listeners, no clusters and no dynamic_resources: "
-                       "nothing will be served%s", cfg->source, cfg->has_admin ? " but the admin interface" : "");
     if (bs->dynamic_resources) {
         fail(&b, "dynamic_resources", "xDS (lds/cds/ads) is not supported yet");
         goto bad;
@@ -625,6 +620,11 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                     }
             }
     }
+    /* warnings only for a config that loads, so they never precede its error */
+    if (!cfg->has_admin) sharp_log_warn("No admin address given, so no admin HTTP server started.");
+    if (!bs->dynamic_resources && !nli && !ncl)
+        sharp_log_warn("%s: the bootstrap configures no listeners, no clusters and no dynamic_resources: "
+                       "nothing will be served%s", cfg->source, cfg->has_admin ? " but the admin interface" : "");
     return s;
 bad:
     sharp_snapshot_unref(s);
