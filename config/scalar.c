@@ -5,6 +5,7 @@
 #include "mapper_internal.h"
 
 #include <errno.h>
+#include <strings.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -140,23 +141,59 @@ static int parse_float(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, 
     return 0;
 }
 
+/* yaml-cpp's convert<bool>, which Envoy's YAML loader applies to every
+ * unquoted scalar first: y/n, yes/no, true/false, on/off, each in lower,
+ * UPPER or Capitalized case. */
 bool sharp_cfg_bool_word(const char *s, size_t len, bool *out)
 {
-    static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
+    static const char *const t[] = {"y", "yes", "true", "on"}, *const f[] = {"n", "no", "false", "off"};
+    char low[8];
+    if (len == 0 || len >= sizeof low) return false;
+    bool all_low = true, all_up = true, cap = s[0] >= 'A' && s[0] <= 'Z';
+    for (size_t i = 0; i < len; i++) {
+        bool up = s[i] >= 'A' && s[i] <= 'Z', lo = s[i] >= 'a' && s[i] <= 'z';
+        if (!up && !lo) return false;
+        all_low &= lo;
+        all_up &= up;
+        if (i > 0) cap &= lo;
+        low[i] = up ? (char)(s[i] - 'A' + 'a') : s[i];
+    }
+    if (!all_low && !all_up && !cap) return false;
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(t); i++) {
-        if (strlen(t[i]) == len && !memcmp(t[i], s, len)) return *out = true, true;
-        if (strlen(f[i]) == len && !memcmp(f[i], s, len)) return *out = false, true;
+        if (strlen(t[i]) == len && !memcmp(t[i], low, len)) return *out = true, true;
+        if (strlen(f[i]) == len && !memcmp(f[i], low, len)) return *out = false, true;
     }
     return false;
 }
 
+/* absl::SimpleAtob, which protobuf's JSON parser (legacy syntax) applies to
+ * a quoted bool: true/t/yes/y/1 or false/f/no/n/0 in any case. */
+static bool simple_atob(const char *s, size_t len, bool *out)
+{
+    static const char *const t[] = {"true", "t", "yes", "y", "1"}, *const f[] = {"false", "f", "no", "n", "0"};
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(t); i++) {
+        if (strlen(t[i]) == len && !strncasecmp(t[i], s, len)) return *out = true, true;
+        if (strlen(f[i]) == len && !strncasecmp(f[i], s, len)) return *out = false, true;
+    }
+    return false;
+}
+
+/* A bool as Envoy's loader reads it: an unquoted yaml-cpp bool word is a
+ * JSON bool; an unquoted number is a JSON number, which protobuf refuses for
+ * a bool; any other text is a JSON string, taken through SimpleAtob. */
 static int parse_bool(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, protobuf_c_boolean *out)
 {
     bool v;
-    if (!sharp_cfg_bool_word(sc->s, sc->len, &v))
-        return sharp_cfg_fail(c, node, "expected true or false, got \"%.*s\"", (int)sc->len, sc->s);
-    *out = v;
-    return 0;
+    double d;
+    if (!sc->quoted && sharp_cfg_bool_word(sc->s, sc->len, &v)) {
+        *out = v;
+        return 0;
+    }
+    if ((sc->quoted || !sharp_cfg_parse_double(sc->s, sc->len, &d)) && simple_atob(sc->s, sc->len, &v)) {
+        *out = v;
+        return 0;
+    }
+    return sharp_cfg_fail(c, node, "expected true or false, got \"%.*s\"", (int)sc->len, sc->s);
 }
 
 static int b64val(char ch)
