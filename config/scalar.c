@@ -78,6 +78,52 @@ static bool parse_special_float(const char *s, size_t len, double *out)
     return false;
 }
 
+/* yaml-cpp's convert<int64_t> as Envoy's YAML loader applies it to an
+ * unquoted scalar: the stream picks the base from the prefix, so "0x1F" is
+ * hexadecimal and "017" octal (decimal digits stay decimal). True with the
+ * value when the text is such a hexadecimal or octal integer. */
+static bool yaml_cpp_radix_int(const char *s, size_t len, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (i < len && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+    int base;
+    if (len - i > 2 && s[i] == '0' && (s[i + 1] == 'x' || s[i + 1] == 'X')) base = 16, i += 2;
+    else if (len - i > 1 && s[i] == '0') base = 8, i += 1;
+    else return false;
+    uint64_t v = 0;
+    for (; i < len; i++) {
+        int d = s[i] >= '0' && s[i] <= '9' ? s[i] - '0'
+              : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
+              : s[i] >= 'A' && s[i] <= 'F' ? s[i] - 'A' + 10 : 99;
+        if (d >= base) return false;
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base) return false;
+        v = v * (uint64_t)base + (uint64_t)d;
+    }
+    if (v > (uint64_t)INT64_MAX + (neg ? 1 : 0)) return false;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
+/* True when Envoy's YAML loader would turn this unquoted scalar into a JSON
+ * number or bool rather than a string: yaml-cpp's bool words, its integers
+ * (decimal, 0x hexadecimal, 0 octal) and its decimal floats, .inf and .nan. */
+static bool yaml_cpp_non_string(const cfg_scalar_t *sc, const char **what)
+{
+    bool b;
+    double d;
+    int64_t i;
+    static const char *const special[] = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf",
+                                          "-.INF", ".nan", ".NaN", ".NAN"};
+    if (sc->quoted) return false;
+    if (sharp_cfg_bool_word(sc->s, sc->len, &b)) return *what = "bool", true;
+    if (yaml_cpp_radix_int(sc->s, sc->len, &i) || sharp_cfg_parse_double(sc->s, sc->len, &d))
+        return *what = "number", true;
+    for (size_t k = 0; k < SHARP_ARRAY_SIZE(special); k++)
+        if (strlen(special[k]) == sc->len && !memcmp(special[k], sc->s, sc->len)) return *what = "number", true;
+    return false;
+}
+
 /* Parses an integer in [min, max] (signed) or [0, umax] (unsigned) from
  * decimal digits, or from a number with fraction/exponent whose value is
  * integral. Returns 0, or -1 with the error recorded. */
@@ -88,6 +134,14 @@ static int parse_int(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc, bo
     if (sc->len == 0 || sc->len >= sizeof buf) goto not_int;
     memcpy(buf, sc->s, sc->len);
     buf[sc->len] = '\0';
+    int64_t radix;
+    if (!sc->quoted && yaml_cpp_radix_int(sc->s, sc->len, &radix)) {
+        /* Envoy's YAML loader has already turned 0x1F / 017 into a number */
+        if (is_signed ? radix < min || radix > max : radix < 0 || (uint64_t)radix > umax) goto range;
+        if (is_signed) *sv = radix;
+        else *uv = (uint64_t)radix;
+        return 0;
+    }
     size_t i = buf[0] == '-' ? 1 : 0;
     bool plain_digits = buf[i] != '\0';
     for (size_t j = i; buf[j]; j++)
@@ -370,11 +424,21 @@ int sharp_cfg_scalar_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCField
         return parse_bool(c, node, &sc, slot) < 0 ? -1 : 1;
     case PROTOBUF_C_TYPE_ENUM:
         return parse_enum(c, node, &sc, f->descriptor, slot) < 0 ? -1 : 1;
-    case PROTOBUF_C_TYPE_STRING: {
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_BYTES: {
+        const char *what;
+        if (!is_key && yaml_cpp_non_string(&sc, &what))
+            return sharp_cfg_fail(c, node, "expected a string, got the %s %.*s: Envoy's YAML loader reads "
+                                  "it unquoted as a JSON %s, which protobuf refuses for a %s field; quote it",
+                                  what, (int)sc.len, sc.s, what, tn);
+        if (f->type == PROTOBUF_C_TYPE_BYTES) break;
         *(char **)slot = sharp_strndup(sc.s, sc.len);
         return 1;
     }
-    case PROTOBUF_C_TYPE_BYTES: {
+    case PROTOBUF_C_TYPE_MESSAGE:
+        break;
+    }
+    if (f->type == PROTOBUF_C_TYPE_BYTES) {
         size_t n = 0;
         uint8_t *data = sharp_cfg_base64_decode(sc.s, sc.len, &n);
         if (!data) return sharp_cfg_fail(c, node, "invalid base64 for bytes field");
@@ -382,9 +446,6 @@ int sharp_cfg_scalar_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCField
         bd->data = data;
         bd->len = n;
         return 1;
-    }
-    case PROTOBUF_C_TYPE_MESSAGE:
-        break;
     }
     return sharp_cfg_fail(c, node, "internal: field \"%s\" is not a scalar", f->name);
 }

@@ -154,7 +154,7 @@ static void test_number_forms(void **state)
     sharp_config_doc_t *d = parse("f_int32: \"42\"\n"  /* quoted number for an int */
                                   "f_int64: 1e3\n"     /* integral exponent form */
                                   "f_uint32: 2.0\n"
-                                  "f_string: 0123\n"   /* plain number text as a string */
+                                  "f_string: '0123'\n" /* quoted number text is a string */
                                   "f_float: NaN\n"
                                   "f_double: -Infinity\n"
                                   "r_double: [Infinity, '1.5', .5, -0]\n"
@@ -189,11 +189,48 @@ static void test_integer_errors(void **state)
     expect_error("f_int32: 1.5\n", "expected an integer (int32), got \"1.5\"", NULL);
     expect_error("f_int32: abc\n", "expected an integer", NULL);
     expect_error("f_int32: \"\"\n", "expected an integer", NULL);
-    expect_error("f_fixed64: 0x10\n", "expected an integer", NULL);
+    expect_error("f_fixed64: '0x10'\n", "expected an integer", NULL); /* a string: SimpleAtoi has no 0x */
+    /* unquoted, yaml-cpp reads the base from the prefix, as in Envoy */
+    sharp_config_doc_t *r = parse("f_fixed64: 0x10\nf_int32: -0x1F\nf_uint32: 017\nf_int64: 09\n");
+    assert_int_equal(msg_of(r)->f_fixed64, 16);
+    assert_int_equal(msg_of(r)->f_int32, -31);
+    assert_int_equal(msg_of(r)->f_uint32, 15);
+    assert_int_equal(msg_of(r)->f_int64, 9); /* not octal: yaml-cpp falls back to a decimal float */
+    sharp_config_doc_free(r);
+    expect_error("f_int32: 0x80000000\n", "out of range for int32", NULL);
     expect_error("f_int32: [1]\n", "expected a scalar of type int32, got a list", NULL);
     expect_error("f_float: 1e39\n", "out of range for float", NULL);
     expect_error("f_double: 1e999\n", "out of range for double", NULL);
     expect_error("f_double: inf\n", "expected a number", NULL);
+}
+
+/* Envoy's YAML loader turns unquoted numbers and yaml-cpp bool words into
+ * JSON numbers and bools, which protobuf refuses for string and bytes
+ * fields; quoted, they are strings. Map keys are always strings. */
+static void test_strings_need_quotes_for_numbers_and_bools(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"123", "-1.5", "1e3", "0x1F", "017", ".inf", "yes", "Off", "y", "TRUE"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[64], want[96];
+        snprintf(text, sizeof text, "f_string: %s\n", bad[i]);
+        snprintf(want, sizeof want, "t.yaml:1:11: f_string: expected a string, got the ");
+        expect_error(text, want, bad[i], "quote it", NULL);
+    }
+    expect_error("name_w: 5\n", "name_w: expected a string, got the number 5", NULL);
+    expect_error("r_string: [a, 7]\n", "r_string[1]: expected a string", NULL);
+    expect_error("f_bytes: 1234\n", "f_bytes: expected a string", NULL);
+    sharp_config_doc_t *d = parse("f_string: '123'\nr_string: [\"yes\", 1a, Infinity, .5x, 'on']\n"
+                                  "labels: {1: a, true: b}\nchild:\n  f_string: |\n    7\n");
+    All *m = msg_of(d);
+    assert_string_equal(m->f_string, "123");
+    assert_int_equal(m->n_r_string, 5);
+    assert_string_equal(m->r_string[1], "1a");
+    assert_string_equal(m->r_string[2], "Infinity"); /* not a yaml-cpp float */
+    assert_string_equal(m->child->f_string, "7\n"); /* a block scalar is a string */
+    assert_string_equal(m->labels[0]->key, "1");
+    assert_string_equal(m->labels[1]->key, "true");
+    sharp_config_doc_free(d);
 }
 
 static void test_bool_and_bytes(void **state)
@@ -366,7 +403,7 @@ static void test_nested_and_repeated(void **state)
 static void test_maps(void **state)
 {
     (void)state;
-    sharp_config_doc_t *d = parse("labels: {a: '1', b: 2, \"c d\": x}\n"
+    sharp_config_doc_t *d = parse("labels: {a: '1', b: \"2\", \"c d\": x}\n"
                                   "inners:\n"
                                   "  one: {name: n1}\n"
                                   "  two: {}\n"
@@ -746,7 +783,7 @@ static void test_where(void **state)
                                   "  name: x\n"
                                   "r_inner:\n"
                                   "  - value: 1\n"
-                                  "  - name: y\n"
+                                  "  - name: yy\n"
                                   "    value: 2\n"
                                   "labels:\n"
                                   "  key1: v\n"
@@ -925,11 +962,11 @@ static void test_to_json(void **state)
     (void)state;
     sharp_config_doc_t *d = parse("f_int32: -1\nf_int64: 5\nf_uint64: 6\nf_float: 0.1\nf_double: NaN\n"
                                   "f_bool: false\nf_string: \"a\\\"b\"\nf_bytes: AQI\ncolor: RED\n"
-                                  "r_color: [BLUE, 9]\nlabels: {x: y}\nby_num: {3: three}\n"
+                                  "r_color: [BLUE, 9]\nlabels: {x: 'y'}\nby_num: {3: three}\n"
                                   "timeout: 1.5s\nmax_count: 0\ni64_w: 7\nchoice_num: 0\n"
                                   "when: 2024-01-02T03:04:05.5Z\n"
                                   "meta: {k: [1, 'a', null, true, {}]}\n"
-                                  "typed: {'@type': type.googleapis.com/sharp.test.v1.Inner, name: n, value: 2}\n"
+                                  "typed: {'@type': type.googleapis.com/sharp.test.v1.Inner, name: 'n', value: 2}\n"
                                   "r_any: [{'@type': type.googleapis.com/google.protobuf.Duration, value: -0.001s}]\n");
     char *js = to_json(sharp_config_doc_message(d));
     assert_string_equal(js,
@@ -1034,6 +1071,7 @@ int main(void)
         cmocka_unit_test(test_json_names),
         cmocka_unit_test(test_number_forms),
         cmocka_unit_test(test_integer_errors),
+        cmocka_unit_test(test_strings_need_quotes_for_numbers_and_bools),
         cmocka_unit_test(test_bool_and_bytes),
         cmocka_unit_test(test_enums),
         cmocka_unit_test(test_null_handling),
