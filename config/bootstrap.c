@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -77,6 +78,13 @@ static uint64_t duration_ms(const Google__Protobuf__Duration *d, uint64_t dflt)
     return (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
 }
 
+static unsigned sockaddr_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
 /* ---- loading ---- */
 
 int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err, size_t errlen)
@@ -101,6 +109,14 @@ int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err,
     if (!c->doc) {
         snprintf(err, errlen, "%s", e.msg);
         free(c);
+        return -1;
+    }
+    if (sharp_config_doc_empty(c->doc)) {
+        /* Envoy's loadFromYaml turns an empty or null document into a JSON
+         * null, which is not a message: "Unable to convert YAML as JSON" */
+        snprintf(err, errlen, "%s: the config holds no document (empty, or only comments): Envoy cannot "
+                 "convert it to a bootstrap; an empty bootstrap is written {}", c->source);
+        sharp_config_free(c);
         return -1;
     }
     c->bootstrap = sharp_config_doc_message(c->doc);
@@ -431,14 +447,19 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
-        snprintf(p, sizeof p, "%s.typed_extension_protocol_options.%s", path, key);
+        snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);
         if (strcmp(key, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions") != 0) {
             fail(b, p, "unsupported protocol options extension");
             goto bad;
         }
-        if (sharp_config_apply_upstream_http_options(&pb->typed_extension_protocol_options[i]->value->base, c, p,
-                                                     b->err, b->errlen) < 0)
+        char sub[64] = "", msg[512];
+        if (sharp_config_apply_upstream_http_options(&pb->typed_extension_protocol_options[i]->value->base, c,
+                                                     sub, sizeof sub, msg, sizeof msg) < 0) {
+            char sp[1200];
+            snprintf(sp, sizeof sp, "%s%s%s", p, sub[0] ? "." : "", sub);
+            fail(b, sp, "%s", msg);
             goto bad;
+        }
     }
     c->cb = (sharp_cb_thresholds_t){.max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
     if (pb->circuit_breakers) {
@@ -635,8 +656,11 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         char p[128];
         snprintf(p, sizeof p, "static_resources.clusters[%zu]", i);
         for (size_t k = 0; k < i; k++)
-            if (strcmp(sr->clusters[k]->name, sr->clusters[i]->name) == 0) {
-                fail(&b, p, "duplicate cluster name '%s'", sr->clusters[i]->name);
+            if (sr->clusters[i]->name[0] && strcmp(sr->clusters[k]->name, sr->clusters[i]->name) == 0) {
+                char np[160];
+                snprintf(np, sizeof np, "%s.name", p);
+                fail(&b, np, "cluster manager: duplicate cluster '%s' (static_resources.clusters[%zu] has it too)",
+                     sr->clusters[i]->name, k);
                 goto bad;
             }
         sharp_cluster_t *c = build_cluster(&b, sr->clusters[i], (uint32_t)i, p);
@@ -649,11 +673,28 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         snprintf(p, sizeof p, "static_resources.listeners[%zu]", i);
         sharp_listener_config_t *l = &s->listeners[s->nlisteners++];
         if (build_listener(&b, sr->listeners[i], l, p) < 0) goto bad;
-        for (size_t k = 0; k + 1 < s->nlisteners; k++)
-            if (strcmp(s->listeners[k].name, l->name) == 0) {
-                fail(&b, p, "duplicate listener name '%s'", l->name);
+        for (size_t k = 0; k + 1 < s->nlisteners; k++) {
+            const sharp_listener_config_t *o = &s->listeners[k];
+            char np[160];
+            /* Envoy's ListenerImpl::hasDuplicatedAddress: the same address and
+             * port (port 0 aside); a wildcard and a specific address may share
+             * a port, as both sockets use SO_REUSEPORT */
+            if (strcmp(o->address, l->address) == 0 && sockaddr_port(&l->addr) != 0) {
+                snprintf(np, sizeof np, "%s.address", p);
+                fail(&b, np, "error adding listener: '%s' has duplicate address '%s' as existing listener "
+                     "(static_resources.listeners[%zu] '%s')", l->name, l->address, k, o->name);
                 goto bad;
             }
+            if (strcmp(o->name, l->name) == 0) {
+                /* Envoy keeps the first static listener of a name and skips
+                 * the rest with only a debug log; SHARP refuses rather than
+                 * ignore a listener */
+                snprintf(np, sizeof np, "%s.name", p);
+                fail(&b, np, "duplicate listener name '%s' (static_resources.listeners[%zu] has it too; "
+                     "Envoy would silently ignore this listener)", l->name, k);
+                goto bad;
+            }
+        }
         /* every route's cluster must exist, as Envoy checks for static clusters */
         sharp_route_table_t *rt = l->hcm->routes;
         for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
@@ -673,6 +714,11 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                     }
             }
     }
+    /* warnings only for a config that loads, so they never precede its error */
+    if (!cfg->has_admin) sharp_log_warn("No admin address given, so no admin HTTP server started.");
+    if (!bs->dynamic_resources && !nli && !ncl)
+        sharp_log_warn("%s: the bootstrap configures no listeners, no clusters and no dynamic_resources: "
+                       "nothing will be served%s", cfg->source, cfg->has_admin ? " but the admin interface" : "");
     return s;
 bad:
     sharp_snapshot_unref(s);

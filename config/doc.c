@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 struct srcmap_entry {
     char *path;
@@ -21,6 +23,7 @@ struct sharp_config_doc {
     ProtobufCMessage *msg;
     char *source;
     cfg_srcmap_t map;
+    bool empty; /* no document, or a null one */
 };
 
 /* ---- source map --------------------------------------------------------- */
@@ -356,6 +359,195 @@ static const char *untab_json_start(const char *text, size_t len, char **owned)
     return *owned;
 }
 
+/* ---- strict JSON syntax ---------------------------------------------------- */
+
+/* A JSON syntax check with the rules of protobuf's JSON lexer as Envoy uses
+ * it (JsonStringToMessage, legacy syntax on): RFC 8259 plus single-quoted
+ * strings (without escapes here, as libyaml reads them differently) and raw
+ * control characters in strings; no comments, trailing commas or bare keys.
+ * The mapping itself then goes through libyaml, which reads JSON as YAML.
+ * Lines and columns are 1-based; columns count characters, not bytes. */
+struct jscan {
+    const char *s;
+    size_t len, i;
+    size_t line, col;
+    const char *problem;
+    size_t pline, pcol;
+};
+
+static void js_adv(struct jscan *j)
+{
+    if (j->s[j->i] == '\n') {
+        j->line++;
+        j->col = 1;
+    } else if (((unsigned char)j->s[j->i] & 0xC0) != 0x80) {
+        j->col++;
+    }
+    j->i++;
+}
+
+static bool js_fail(struct jscan *j, const char *what)
+{
+    if (!j->problem) {
+        j->problem = what;
+        j->pline = j->line;
+        j->pcol = j->col;
+    }
+    return false;
+}
+
+/* Skips whitespace; a '/' here starts a comment, which JSON does not have. */
+static bool js_ws(struct jscan *j)
+{
+    while (j->i < j->len && strchr(" \t\r\n", j->s[j->i]) && j->s[j->i]) js_adv(j);
+    if (j->i + 1 < j->len && j->s[j->i] == '/' && (j->s[j->i + 1] == '/' || j->s[j->i + 1] == '*'))
+        return js_fail(j, "comments are not allowed in JSON");
+    return true;
+}
+
+static bool js_string(struct jscan *j)
+{
+    char q = j->s[j->i];
+    js_adv(j);
+    while (j->i < j->len) {
+        char ch = j->s[j->i];
+        if (ch == q) {
+            js_adv(j);
+            return true;
+        }
+        if (ch == '\\') {
+            if (q == '\'') return js_fail(j, "escapes in single-quoted strings are not supported: use double quotes");
+            js_adv(j);
+            if (j->i >= j->len) break;
+            ch = j->s[j->i];
+            if (ch == 'u' || ch == 'U') {
+                js_adv(j);
+                for (int k = 0; k < 4; k++) {
+                    if (j->i >= j->len || !strchr("0123456789abcdefABCDEF", j->s[j->i]) || !j->s[j->i])
+                        return js_fail(j, "invalid Unicode escape");
+                    js_adv(j);
+                }
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", ch) || !ch) return js_fail(j, "invalid escape in string");
+        }
+        js_adv(j);
+    }
+    return js_fail(j, "unterminated string");
+}
+
+static bool js_fail_at(struct jscan *j, size_t line, size_t col, const char *what)
+{
+    if (!j->problem) {
+        j->line = line;
+        j->col = col;
+    }
+    return js_fail(j, what);
+}
+
+static bool js_number(struct jscan *j)
+{
+    size_t sline = j->line, scol = j->col; /* number errors point at its start */
+    if (j->s[j->i] == '-') js_adv(j);
+    if (j->i >= j->len || j->s[j->i] < '0' || j->s[j->i] > '9') return js_fail_at(j, sline, scol, "expected a number");
+    bool zero = j->s[j->i] == '0';
+    js_adv(j);
+    if (zero && j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9')
+        return js_fail_at(j, sline, scol, "number cannot have extraneous leading zero");
+    while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9') js_adv(j);
+    if (j->i < j->len && j->s[j->i] == '.') {
+        js_adv(j);
+        if (j->i >= j->len || j->s[j->i] < '0' || j->s[j->i] > '9')
+            return js_fail_at(j, sline, scol, "number cannot have trailing period");
+        while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9') js_adv(j);
+    }
+    if (j->i < j->len && (j->s[j->i] == 'e' || j->s[j->i] == 'E')) {
+        js_adv(j);
+        if (j->i < j->len && (j->s[j->i] == '+' || j->s[j->i] == '-')) js_adv(j);
+        if (j->i >= j->len || j->s[j->i] < '0' || j->s[j->i] > '9') return js_fail_at(j, sline, scol, "bad exponent in number");
+        while (j->i < j->len && j->s[j->i] >= '0' && j->s[j->i] <= '9') js_adv(j);
+    }
+    return true;
+}
+
+static bool js_value(struct jscan *j, int depth);
+
+/* An object or array: `close` is '}' or ']'. */
+static bool js_container(struct jscan *j, int depth, char close)
+{
+    if (depth > SHARP_CONFIG_MAX_DEPTH) return js_fail(j, "JSON content was too deeply nested");
+    js_adv(j);
+    if (!js_ws(j)) return false;
+    if (j->i < j->len && j->s[j->i] == close) {
+        js_adv(j);
+        return true;
+    }
+    for (;;) {
+        if (!js_ws(j)) return false;
+        if (j->i >= j->len) return js_fail(j, close == '}' ? "unexpected end of input: missing '}'"
+                                                          : "unexpected end of input: missing ']'");
+        if (close == '}') {
+            char ch = j->s[j->i];
+            if (ch == '}') return js_fail(j, "trailing comma before '}'");
+            if (ch != '"' && ch != '\'') return js_fail(j, "expected a quoted key");
+            if (!js_string(j) || !js_ws(j)) return false;
+            if (j->i >= j->len || j->s[j->i] != ':') return js_fail(j, "expected ':' after the key");
+            js_adv(j);
+        } else if (j->s[j->i] == ']') {
+            return js_fail(j, "trailing comma before ']'");
+        }
+        if (!js_value(j, depth + 1) || !js_ws(j)) return false;
+        if (j->i < j->len && j->s[j->i] == ',') {
+            js_adv(j);
+            continue;
+        }
+        if (j->i < j->len && j->s[j->i] == close) {
+            js_adv(j);
+            return true;
+        }
+        if (j->i >= j->len) return js_fail(j, close == '}' ? "unexpected end of input: missing '}'"
+                                                          : "unexpected end of input: missing ']'");
+        return js_fail(j, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static bool js_word(struct jscan *j, const char *w)
+{
+    size_t n = strlen(w);
+    if (j->len - j->i < n || memcmp(j->s + j->i, w, n)) return js_fail(j, "unexpected character");
+    for (size_t k = 0; k < n; k++) js_adv(j);
+    return true;
+}
+
+static bool js_value(struct jscan *j, int depth)
+{
+    if (!js_ws(j)) return false;
+    if (j->i >= j->len) return js_fail(j, "unexpected end of input: expected a value");
+    switch (j->s[j->i]) {
+    case '{': return js_container(j, depth, '}');
+    case '[': return js_container(j, depth, ']');
+    case '"': case '\'': return js_string(j);
+    case 't': return js_word(j, "true");
+    case 'f': return js_word(j, "false");
+    case 'n': return js_word(j, "null");
+    default:
+        if (j->s[j->i] == '-' || (j->s[j->i] >= '0' && j->s[j->i] <= '9')) return js_number(j);
+        return js_fail(j, "unexpected character");
+    }
+}
+
+/* Checks that text is exactly one JSON value. Returns false with the
+ * problem and its position in *j. */
+static bool json_check(struct jscan *j, const char *text, size_t len)
+{
+    *j = (struct jscan){.s = text, .len = len, .line = 1, .col = 1};
+    if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) j->i = 3; /* UTF-8 byte order mark */
+    if (!js_value(j, 0)) return false;
+    if (!js_ws(j)) return false;
+    if (j->i < j->len) return js_fail(j, "extraneous characters after the end of the JSON value");
+    return true;
+}
+
 static void yaml_error(sharp_config_error_t *err, const char *source, const yaml_parser_t *p)
 {
     snprintf(err->msg, sizeof err->msg, "%s:%zu:%zu: YAML syntax error: %s%s%s", source,
@@ -404,9 +596,25 @@ out:
     return rc;
 }
 
-sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char *source_name,
-                                       const ProtobufCMessageDescriptor *desc,
-                                       sharp_config_error_t *err)
+static void json_error(sharp_config_error_t *err, const char *source, const struct jscan *j, const char *why)
+{
+    snprintf(err->msg, sizeof err->msg, "%s:%zu:%zu: JSON syntax error: %s%s", source, j->pline, j->pcol,
+             j->problem, why);
+}
+
+static bool looks_like_json(const char *text, size_t len)
+{
+    size_t i = 0;
+    if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) i = 3;
+    while (i < len && strchr(" \t\r\n", text[i]) && text[i]) i++;
+    return i < len && (text[i] == '{' || text[i] == '[');
+}
+
+enum parse_mode { PARSE_YAML, PARSE_JSON };
+
+static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *source_name,
+                                      const ProtobufCMessageDescriptor *desc, sharp_config_error_t *err,
+                                      enum parse_mode mode)
 {
     sharp_config_error_t local;
     if (!err) err = &local;
@@ -416,19 +624,34 @@ sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char 
         snprintf(err->msg, sizeof err->msg, "%s: no message type to parse into", source_name);
         return NULL;
     }
+    struct jscan js;
+    if (mode == PARSE_JSON && !json_check(&js, text, len)) {
+        json_error(err, source_name, &js,
+                   " (a file whose name does not end in .yaml or .yml is read as strict JSON, as Envoy does)");
+        return NULL;
+    }
     size_t fixed_len = len;
     char *fixed = rewrite_surrogates(text, len, &fixed_len);
     const char *input = untab_json_start(fixed ? fixed : text, fixed_len, &fixed);
     yaml_document_t ydoc;
     int rc = load_document(input, fixed_len, source_name, &ydoc, err);
     free(fixed);
-    if (rc < 0) return NULL;
+    if (rc < 0) {
+        /* libyaml's account of broken JSON (a comment, a trailing comma) is
+         * often far from the mistake; YAML text in JSON form gets the JSON
+         * checker's position instead */
+        if (mode == PARSE_YAML && looks_like_json(text, len) && !json_check(&js, text, len))
+            json_error(err, source_name, &js, " (the text is in JSON form)");
+        return NULL;
+    }
 
     sharp_config_doc_t *doc = sharp_calloc(1, sizeof *doc);
     doc->source = sharp_strdup(source_name);
     doc->msg = sharp_cfg_new_message(desc);
     cfg_ctx_t c = {.ydoc = &ydoc, .source = doc->source, .err = err, .map = &doc->map};
     yaml_node_t *root = yaml_document_get_root_node(&ydoc);
+    cfg_scalar_t sc;
+    doc->empty = !root || (sharp_cfg_scalar_of(root, &sc) && sc.null);
     if (root) {
         sharp_cfg_note(&c, root);
         rc = precheck(&c);
@@ -443,12 +666,52 @@ sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char 
     return doc;
 }
 
+sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char *source_name,
+                                       const ProtobufCMessageDescriptor *desc,
+                                       sharp_config_error_t *err)
+{
+    return parse_text(text, len, source_name, desc, err, PARSE_YAML);
+}
+
+sharp_config_doc_t *sharp_config_parse_json(const char *text, size_t len, const char *source_name,
+                                            const ProtobufCMessageDescriptor *desc,
+                                            sharp_config_error_t *err)
+{
+    return parse_text(text, len, source_name, desc, err, PARSE_JSON);
+}
+
+static bool ends_with_nocase(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcasecmp(s + n - m, suffix);
+}
+
 int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
                             sharp_config_doc_t **out, sharp_config_error_t *err)
 {
     sharp_config_error_t local;
     if (!err) err = &local;
     *out = NULL;
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        if (errno == ENOENT)
+            snprintf(err->msg, sizeof err->msg, "%s: no such file (the config path does not exist)", path);
+        else
+            snprintf(err->msg, sizeof err->msg, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err->msg, sizeof err->msg, "%s: is a directory, not a config file", path);
+        return -1;
+    }
+    /* Envoy's MessageUtil::loadFromFile picks the format by extension */
+    if (ends_with_nocase(path, ".pb") || ends_with_nocase(path, ".pb_text")) {
+        snprintf(err->msg, sizeof err->msg,
+                 "%s: binary (.pb) and text (.pb_text) protobuf config files are not supported: use YAML "
+                 "(.yaml/.yml) or JSON", path);
+        return -1;
+    }
+    bool yaml = ends_with_nocase(path, ".yaml") || ends_with_nocase(path, ".yml");
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err->msg, sizeof err->msg, "%s: cannot open: %s", path, strerror(errno));
@@ -465,9 +728,14 @@ int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *
         sharp_sbuf_free(&buf);
         return -1;
     }
-    *out = sharp_config_parse(buf.data ? buf.data : "", buf.len, path, desc, err);
+    *out = parse_text(buf.data ? buf.data : "", buf.len, path, desc, err, yaml ? PARSE_YAML : PARSE_JSON);
     sharp_sbuf_free(&buf);
     return *out ? 0 : -1;
+}
+
+bool sharp_config_doc_empty(const sharp_config_doc_t *doc)
+{
+    return doc->empty;
 }
 
 ProtobufCMessage *sharp_config_doc_message(sharp_config_doc_t *doc)

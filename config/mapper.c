@@ -118,40 +118,87 @@ static bool null_allowed_as_element(const ProtobufCFieldDescriptor *f)
     return f->type == PROTOBUF_C_TYPE_MESSAGE && sharp_cfg_wkt_kind(f->descriptor) == WKT_VALUE;
 }
 
-/* Maps a YAML list onto repeated field f of msg. The array is sized up
- * front and n_<field> counts the finished elements, so freeing msg midway
- * releases exactly what was built. */
+struct item_list {
+    yaml_node_t **v;
+    size_t n, cap;
+};
+
+static void items_push(struct item_list *l, yaml_node_t *node)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->v = sharp_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = node;
+}
+
+/* The elements of a repeated field's value as Envoy reads them: protobuf's
+ * JsonStringToMessage always runs its parser with allow_legacy_syntax, which
+ * takes a single non-list value as a one-element list ("domains: '*'", one
+ * mapping for a list of messages) and flattens a list nested in the list
+ * into it, except where the element type is google.protobuf.Value (a list
+ * is then one element). Nesting depth is bounded by the document pre-check. */
+static void collect_items(cfg_ctx_t *c, yaml_node_t *node, bool flatten, struct item_list *out)
+{
+    if (node->type != YAML_SEQUENCE_NODE) {
+        items_push(out, node);
+        return;
+    }
+    for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
+        yaml_node_t *item = yaml_document_get_node(c->ydoc, *it);
+        if (flatten && item && item->type == YAML_SEQUENCE_NODE) collect_items(c, item, flatten, out);
+        else items_push(out, item);
+    }
+}
+
+/* The element a JSON null inside a list stands for under protobuf's legacy
+ * syntax: the type's default (0, "", false, the first enum number, an empty
+ * message). */
+static void default_element(const ProtobufCFieldDescriptor *f, void *slot)
+{
+    if (f->type == PROTOBUF_C_TYPE_STRING) *(char **)slot = sharp_strdup("");
+    else if (f->type == PROTOBUF_C_TYPE_MESSAGE) *(ProtobufCMessage **)slot = sharp_cfg_new_message(f->descriptor);
+    /* numbers, bools, enums and bytes are already zero */
+}
+
+/* Maps a YAML value onto repeated field f of msg (see collect_items). The
+ * array is sized up front and n_<field> counts the finished elements, so
+ * freeing msg midway releases exactly what was built. */
 static int map_repeated(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
                         const ProtobufCFieldDescriptor *f)
 {
     cfg_scalar_t sc;
     if (sharp_cfg_scalar_of(node, &sc) && sc.null) return 0;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return sharp_cfg_fail(c, node, "expected a list for repeated field \"%s\", got %s", f->name,
-                              sharp_cfg_node_kind(node));
-    size_t count = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    if (!count) return 0;
+    struct item_list items = {0};
+    collect_items(c, node, !null_allowed_as_element(f), &items);
+    if (!items.n) {
+        free(items.v);
+        return 0;
+    }
     size_t esz = elem_size(f->type);
-    char *arr = sharp_calloc(count, esz);
+    char *arr = sharp_calloc(items.n, esz);
     size_t *n = quantifier(msg, f);
     *(void **)sharp_cfg_member(msg, f) = arr;
     *n = 0;
-    for (size_t i = 0; i < count; i++) {
-        yaml_node_t *item = yaml_document_get_node(c->ydoc, node->data.sequence.items.start[i]);
+    int rc = 0;
+    for (size_t i = 0; i < items.n; i++) {
+        yaml_node_t *item = items.v[i];
         size_t old = sharp_cfg_push_index(c, i);
         sharp_cfg_note(c, item);
-        int rc = sharp_cfg_map_value(c, item, f, arr + i * esz);
-        if (rc == 0 && !null_allowed_as_element(f))
-            rc = sharp_cfg_fail(c, item, "null is not allowed as a list element");
-        if (rc < 0) return -1;
+        rc = sharp_cfg_map_value(c, item, f, arr + i * esz);
+        if (rc < 0) break;
+        if (rc == 0) default_element(f, arr + i * esz);
         sharp_cfg_pop(c, old);
         (*n)++;
+        rc = 0;
     }
-    return 0;
+    free(items.v);
+    return rc;
 }
 
 /* Maps a YAML mapping onto map field f: one <Field>Entry per pair, keys
- * converted to the key type, duplicate keys rejected. */
+ * converted to the key type, duplicate keys rejected, a null value taken as
+ * the value type's default (as protobuf's JSON parser does). */
 static int map_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
 {
     cfg_scalar_t sc;
@@ -199,8 +246,7 @@ static int map_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, const
             break;
         }
         int vr = sharp_cfg_map_value(c, pairs[i].value, vf, sharp_cfg_member(entry, vf));
-        if (vr == 0 && !null_allowed_as_element(vf))
-            vr = sharp_cfg_fail(c, pairs[i].value, "null is not allowed as a map value");
+        if (vr == 0) default_element(vf, sharp_cfg_member(entry, vf)); /* protobuf: null is the default */
         if (vr < 0) {
             rc = -1;
             break;

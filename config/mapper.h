@@ -68,11 +68,26 @@ sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char 
 #define SHARP_CONFIG_MAX_NODES 1000000
 #define SHARP_CONFIG_MAX_DEPTH 100
 
-/* Reads the file at `path` and parses it with sharp_config_parse (YAML and
- * JSON alike; the file name appears in errors as given). On success stores
- * the document in *out and returns 0; on failure returns -1, *out = NULL. */
+/* Like sharp_config_parse, for text that must be strict JSON: a syntax
+ * check with the rules of protobuf's JSON lexer (which Envoy uses for JSON
+ * files) comes first, so comments, trailing commas, bare keys and the like
+ * are errors at their own line and column. */
+sharp_config_doc_t *sharp_config_parse_json(const char *text, size_t len, const char *source_name,
+                                            const ProtobufCMessageDescriptor *desc,
+                                            sharp_config_error_t *err);
+
+/* Reads the file at `path` and parses it by its name, as Envoy's
+ * MessageUtil::loadFromFile does: *.yaml and *.yml (any case) as YAML, *.pb
+ * and *.pb_text refused, anything else as strict JSON. A missing path or a
+ * directory gets its own error. The file name appears in errors as given.
+ * On success stores the document in *out and returns 0; on failure returns
+ * -1, *out = NULL. */
 int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
                             sharp_config_doc_t **out, sharp_config_error_t *err);
+
+/* True when the text held no document at all (empty, only comments) or a
+ * null one; the message then has every field at its default. */
+bool sharp_config_doc_empty(const sharp_config_doc_t *doc);
 
 /* The parsed message, owned by the document (NULL after take_message). */
 ProtobufCMessage *sharp_config_doc_message(sharp_config_doc_t *doc);

@@ -91,7 +91,8 @@ void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescripto
 int sharp_cfg_scalar_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f,
                            void *slot, bool is_key);
 
-/* true/True/TRUE or false/False/FALSE; false if s is none of them. */
+/* yaml-cpp's bool words (y/n, yes/no, true/false, on/off in lower, UPPER or
+ * Capitalized case); false if s is none of them. */
 bool sharp_cfg_bool_word(const char *s, size_t len, bool *out);
 
 /* Parses a JSON-style number; true if the whole text is one. */

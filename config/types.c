@@ -73,13 +73,14 @@ void sharp_config_types_register(void)
 }
 
 int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
-                                             const char *path, char *err, size_t errlen)
+                                             char *sub, size_t sublen, char *err, size_t errlen)
 {
+    snprintf(sub, sublen, "%s", "");
     sharp_config_error_t e = {{0}};
     ProtobufCMessage *m =
         sharp_any_unpack(any, &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, &e);
     if (!m) {
-        snprintf(err, errlen, "%s: %s", path, e.msg);
+        snprintf(err, errlen, "%s", e.msg);
         return -1;
     }
     const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o = (const void *)m;
@@ -94,7 +95,8 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
             ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG &&
         o->explicit_http_config->protocol_config_case !=
             ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
-        snprintf(err, errlen, "%s: explicit_http_config: only http_protocol_options (HTTP/1.1) is supported yet", path);
+        snprintf(sub, sublen, "explicit_http_config");
+        snprintf(err, errlen, "only http_protocol_options (HTTP/1.1) is supported yet");
         rc = -1;
     }
     protobuf_c_message_free_unpacked(m, NULL);

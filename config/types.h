@@ -12,8 +12,10 @@
 void sharp_config_types_register(void);
 
 /* Applies envoy.extensions.upstreams.http.v3.HttpProtocolOptions (an Any)
- * to a cluster. Returns 0, or -1 with "path: message" in err. */
+ * to a cluster. Returns 0, or -1 with the message in err and the path of the
+ * offending field below the Any (maybe empty) in sub, so that the caller
+ * can place the error in the source. */
 int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
-                                             const char *path, char *err, size_t errlen);
+                                             char *sub, size_t sublen, char *err, size_t errlen);
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdio.h>
 
 #define MAX_DURATION_SECONDS 315576000000ll
+#define MIN_TIMESTAMP_SECONDS (-62135596800ll) /* 0001-01-01T00:00:00Z */
+#define MAX_TIMESTAMP_SECONDS 253402300799ll   /* 9999-12-31T23:59:59Z */
 
 static const struct {
     const char *name;
@@ -50,33 +52,48 @@ static void set_int(ProtobufCMessage *m, const char *name, int64_t v)
     sharp_cfg_mark_present(m, f);
 }
 
-/* Parses [-]seconds[.fraction]s with up to 9 fractional digits. */
-static bool parse_duration(const char *s, size_t len, int64_t *sec, int32_t *nanos)
+/* Up to 9 fractional digits after a '.', scaled to nanoseconds; protobuf's
+ * TakeNanosAndAdvance. Advances *i; false when the fraction is malformed. */
+static bool take_nanos(const char *s, size_t len, size_t *i, int32_t *nanos)
+{
+    int32_t n = 0;
+    if (*i < len && s[*i] == '.') {
+        size_t fs = ++*i;
+        while (*i < len && s[*i] >= '0' && s[*i] <= '9') (*i)++;
+        size_t digits = *i - fs;
+        if (digits == 0 || digits > 9) return false;
+        for (size_t k = fs; k < *i; k++) n = n * 10 + (s[k] - '0');
+        for (size_t k = digits; k < 9; k++) n *= 10;
+    }
+    *nanos = n;
+    return true;
+}
+
+/* A Duration string under protobuf's JSON rules (ParseDuration): an integer
+ * part of digits and '-', seconds within +-315,576,000,000, up to 9
+ * fractional digits, then exactly "s"; a leading '-' makes the nanos
+ * negative too ("-0.5s"). Returns NULL, or what is wrong. */
+static const char *parse_duration(const char *s, size_t len, int64_t *sec, int32_t *nanos)
 {
     size_t i = 0;
-    bool neg = false;
-    if (i < len && s[i] == '-') neg = true, i++;
+    while (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '-')) i++;
+    if (i == 0) return "a duration must start with an integer";
+    bool neg = s[0] == '-';
+    size_t d = neg ? 1 : 0;
+    if (d == i) return "bad seconds";
     int64_t v = 0;
-    size_t start = i;
-    while (i < len && s[i] >= '0' && s[i] <= '9') {
-        if (i - start >= 12) return false;
-        v = v * 10 + (s[i++] - '0');
+    for (size_t k = d; k < i; k++) {
+        if (s[k] == '-') return "bad seconds";
+        if (v > MAX_DURATION_SECONDS) continue; /* keep scanning; range is reported below */
+        v = v * 10 + (s[k] - '0');
     }
-    if (i == start) return false;
-    int32_t n = 0;
-    if (i < len && s[i] == '.') {
-        size_t fs = ++i;
-        while (i < len && s[i] >= '0' && s[i] <= '9') {
-            if (i - fs >= 9) return false;
-            n = n * 10 + (s[i++] - '0');
-        }
-        if (i == fs) return false;
-        for (size_t k = i - fs; k < 9; k++) n *= 10;
-    }
-    if (i + 1 != len || s[i] != 's' || v > MAX_DURATION_SECONDS) return false;
+    if (v > MAX_DURATION_SECONDS) return "out of range (protobuf's limit is +-315576000000s, about 10000 years)";
+    int32_t n;
+    if (!take_nanos(s, len, &i, &n)) return "bad fraction (1 to 9 digits after the '.')";
+    if (i + 1 != len || s[i] != 's') return "a duration must end with a single 's' (seconds)";
     *sec = neg ? -v : v;
     *nanos = neg ? -n : n;
-    return true;
+    return NULL;
 }
 
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
@@ -100,46 +117,43 @@ static bool digits(const char *s, size_t n, unsigned *out)
     return true;
 }
 
-/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM), years 1..9999. */
-static bool parse_timestamp(const char *s, size_t len, int64_t *sec, int32_t *nanos)
+/* RFC 3339 as protobuf's JSON parser takes it: YYYY-MM-DDTHH:MM:SS
+ * [.f{1,9}](Z|+HH:MM|-HH:MM) with an upper-case 'T' and 'Z'; the date must
+ * exist and the instant lie within 0001-01-01T00:00:00Z ..
+ * 9999-12-31T23:59:59.999999999Z (Timestamp's range). Returns NULL, or what
+ * is wrong. */
+static const char *parse_timestamp(const char *s, size_t len, int64_t *sec, int32_t *nanos)
 {
     static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     unsigned y, mo, d, h, mi, se, oh = 0, om = 0;
-    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
-        s[16] != ':')
-        return false;
+    if (len < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+        return "expected an RFC 3339 timestamp like \"2024-01-02T03:04:05Z\"";
     if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
         !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
-        return false;
+        return "expected an RFC 3339 timestamp like \"2024-01-02T03:04:05Z\"";
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
         h > 23 || mi > 59 || se > 59)
-        return false;
+        return "no such date or time of day";
     size_t i = 19;
-    int32_t n = 0;
-    if (i < len && s[i] == '.') {
-        size_t fs = ++i;
-        while (i < len && s[i] >= '0' && s[i] <= '9') {
-            if (i - fs >= 9) return false;
-            n = n * 10 + (s[i++] - '0');
-        }
-        if (i == fs) return false;
-        for (size_t k = i - fs; k < 9; k++) n *= 10;
-    }
+    int32_t n;
+    if (!take_nanos(s, len, &i, &n)) return "bad fraction (1 to 9 digits after the '.')";
     int sign = 0;
-    if (i + 1 == len && (s[i] == 'Z' || s[i] == 'z')) {
+    if (i + 1 == len && s[i] == 'Z') {
         sign = 0;
     } else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':' &&
                digits(s + i + 1, 2, &oh) && digits(s + i + 4, 2, &om) && oh < 24 && om < 60) {
         sign = s[i] == '+' ? 1 : -1;
     } else {
-        return false;
+        return "bad time zone: expected 'Z' or +HH:MM / -HH:MM";
     }
     int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
     t -= sign * (int64_t)(oh * 3600 + om * 60);
+    if (t < MIN_TIMESTAMP_SECONDS || t > MAX_TIMESTAMP_SECONDS)
+        return "out of range (Timestamp holds 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z)";
     *sec = t;
     *nanos = n;
-    return true;
+    return NULL;
 }
 
 /* FieldMask JSON form: "fooBar,baz.quxQuux" -> paths foo_bar, baz.qux_quux. */
@@ -319,15 +333,13 @@ int sharp_cfg_wkt_map(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg, cf
     case WKT_DURATION:
     case WKT_TIMESTAMP: {
         if (!scalar || sc.null) return 1;
-        int64_t s;
-        int32_t n;
-        bool ok = kind == WKT_DURATION ? parse_duration(sc.s, sc.len, &s, &n) : parse_timestamp(sc.s, sc.len, &s, &n);
-        if (!ok)
-            return sharp_cfg_fail(c, node,
-                                  kind == WKT_DURATION ? "expected a duration like \"1.5s\", got \"%.*s\""
-                                                       : "expected an RFC 3339 timestamp like "
-                                                         "\"2024-01-02T03:04:05Z\", got \"%.*s\"",
-                                  (int)sc.len, sc.s);
+        int64_t s = 0;
+        int32_t n = 0;
+        const char *bad = kind == WKT_DURATION ? parse_duration(sc.s, sc.len, &s, &n)
+                                               : parse_timestamp(sc.s, sc.len, &s, &n);
+        if (bad)
+            return sharp_cfg_fail(c, node, "%s \"%.*s\": %s",
+                                  kind == WKT_DURATION ? "bad duration" : "bad timestamp", (int)sc.len, sc.s, bad);
         set_int(msg, "seconds", s);
         set_int(msg, "nanos", n);
         return 0;

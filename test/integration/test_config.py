@@ -148,3 +148,121 @@ def test_default_regex_engine(procs, upstream):
             ".Hyperscan is not supported by SHARP (Hyperscan regex engine)") in out, out
     rc, out = validate("default_regex_engine: { name: x }\n" + GOOD)
     assert rc == 1 and "default_regex_engine.typed_config: a regex engine is required" in out, out
+
+
+# ---- Envoy's loader rules: file kinds, enums, lists, duplicates -------------------------------
+
+
+def test_config_path_directory_missing_and_pb():
+    d = tempfile.mkdtemp()
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", d], capture_output=True, timeout=10)
+    assert r.returncode == 1 and f"{d}: is a directory".encode() in r.stderr, r.stderr
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", os.path.join(d, "none.yaml")], capture_output=True,
+                       timeout=10)
+    assert r.returncode == 1 and b"none.yaml: no such file" in r.stderr, r.stderr
+    rc, out = validate("x", suffix=".pb")
+    assert rc == 1 and "not supported" in out
+
+
+@pytest.mark.parametrize("text,suffix", [("", ".yaml"), ("# nothing yet\n", ".yml"), ("~\n", ".yaml")])
+def test_empty_file_is_an_error_as_in_envoy(text, suffix):
+    rc, out = validate(text, suffix)
+    assert rc == 1 and "holds no document" in out and "{}" in out, out
+
+
+def test_empty_bootstrap_loads_with_warnings(procs):
+    rc, out = validate("{}\n")
+    assert rc == 0, out
+    assert "No admin address given" in out
+    assert "configures no listeners, no clusters and no dynamic_resources" in out
+    rc, out = validate("{}", suffix=".json")
+    assert rc == 0 and "nothing will be served" in out
+    # an admin-only bootstrap serves its admin interface
+    admin = free_port()
+    s = run_sharp_config(procs, f"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}\n",
+                         admin)
+    assert "LIVE" in admin_get(admin, "/ready")  # run_sharp_config waited for it
+    assert "nothing will be served but the admin interface" in s.output()
+
+
+def test_json_file_comment_error_line_and_col():
+    import json, yaml
+    doc = yaml.safe_load(GOOD)
+    text = json.dumps(doc, indent=2).splitlines()
+    text.insert(3, "    // the admin listener")
+    rc, out = validate("\n".join(text), suffix=".json")
+    assert rc == 1
+    assert ".json:4:5: JSON syntax error: comments are not allowed in JSON" in out, out
+    # a trailing comma, reported where it is
+    rc, out = validate('{"admin": {},\n}', suffix=".json")
+    assert rc == 1 and ".json:2:1: JSON syntax error: trailing comma before '}'" in out, out
+    # YAML text in a file Envoy reads as JSON
+    rc, out = validate(GOOD, suffix=".conf")
+    assert rc == 1 and ".conf:1:1: JSON syntax error" in out and "read as strict JSON" in out, out
+
+
+def test_lower_case_enums_and_single_values_serve(procs, upstream):
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                          hcm_extra="codec_type: auto\n", cluster_extra="lb_policy: least_request\n")
+    text = text.replace("type: STATIC", "type: static").replace('domains: ["*"]', 'domains: "*"')
+    assert "codec_type: auto" in text and "domains: \"*\"" in text
+    # one cluster given as a mapping instead of a list of one
+    text = text.replace("  clusters:\n  - name: b\n", "  clusters:\n    name: b\n")
+    assert "  clusters:\n    name: b\n    type: static\n" in text
+    rc, out = validate(text)
+    assert rc == 0, out + text
+    run_sharp_config(procs, text, admin)
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5) as r:
+        assert r.status == 200
+    cfg = admin_get(admin, "/config_dump")
+    assert '"LEAST_REQUEST"' in cfg, cfg  # lower case in, the declared name out
+    assert '"domains": [\n' in cfg or '"domains":["*"]' in cfg.replace(" ", "").replace("\n", ""), cfg
+
+
+def test_duplicate_cluster_and_listener_errors():
+    bad = GOOD.replace("  clusters:\n", "  clusters:\n  - name: b\n    type: STATIC\n    connect_timeout: 1s\n")
+    rc, out = validate(bad)
+    assert rc == 1 and "cluster manager: duplicate cluster 'b'" in out, out
+    assert "static_resources.clusters[1].name" in out
+    listeners = GOOD.split("  listeners:\n")[1].split("  clusters:\n")[0]
+    second = listeners.replace("name: listener_0", "name: listener_1")
+    rc, out = validate(GOOD.replace(listeners, listeners + second))
+    assert rc == 1, out
+    assert "error adding listener: 'listener_1' has duplicate address '127.0.0.1:10000' as existing listener" in out
+    assert "static_resources.listeners[1].address" in out
+    lno = GOOD.replace(listeners, listeners + second).splitlines().index("  - name: listener_1") + 2
+    assert f":{lno}:5: static_resources.listeners[1].address" in out, out
+    # same name, another port
+    third = listeners.replace("port_value: 10000", "port_value: 10001")
+    rc, out = validate(GOOD.replace(listeners, listeners + third))
+    assert rc == 1 and "duplicate listener name 'listener_0'" in out and "static_resources.listeners[1].name" in out
+    # a wildcard and a specific address on one port are not duplicates (SO_REUSEPORT, as in Envoy)
+    fourth = listeners.replace("name: listener_0", "name: listener_1").replace("address: 127.0.0.1", "address: 0.0.0.0", 1)
+    rc, out = validate(GOOD.replace(listeners, listeners + fourth))
+    assert rc == 0, out
+
+
+def test_durations_out_of_range_and_negative_stored():
+    rc, out = validate(GOOD.replace("connect_timeout: 1s", "connect_timeout: 315576000001s"))
+    assert rc == 1 and "connect_timeout: bad duration" in out and "out of range" in out, out
+    rc, out = validate(GOOD.replace("connect_timeout: 1s", "connect_timeout: 1.5"))
+    assert rc == 1 and "must end with a single 's'" in out, out
+    rc, out = validate(GOOD.replace("port_value: 10000", "port_value: 4294967296"))
+    assert rc == 1 and "out of range for uint32" in out, out
+
+
+def test_protocol_options_error_has_line_and_map_key_path():
+    text = bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra="""typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config:
+      http2_protocol_options: {}
+""")
+    rc, out = validate(text)
+    line = text.splitlines().index("          http2_protocol_options: {}") + 1
+    assert rc == 1
+    assert (f":{line}:11: static_resources.clusters[0].typed_extension_protocol_options"
+            '["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http2_protocol_options: '
+            'http2_protocol_options is not supported by SHARP') in out, out

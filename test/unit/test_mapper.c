@@ -154,7 +154,7 @@ static void test_number_forms(void **state)
     sharp_config_doc_t *d = parse("f_int32: \"42\"\n"  /* quoted number for an int */
                                   "f_int64: 1e3\n"     /* integral exponent form */
                                   "f_uint32: 2.0\n"
-                                  "f_string: 0123\n"   /* plain number text as a string */
+                                  "f_string: '0123'\n" /* quoted number text is a string */
                                   "f_float: NaN\n"
                                   "f_double: -Infinity\n"
                                   "r_double: [Infinity, '1.5', .5, -0]\n"
@@ -179,24 +179,82 @@ static void test_integer_errors(void **state)
     expect_error("f_int32: 2147483648\n", "t.yaml:1:10: f_int32: ", "out of range for int32", NULL);
     expect_error("f_int32: -2147483649\n", "out of range for int32", NULL);
     expect_error("f_uint32: 4294967296\n", "out of range for uint32", NULL);
-    expect_error("f_uint32: -1\n", "negative value -1 for uint32", NULL);
+    expect_error("f_uint32: -1\n", "t.yaml:1:11: f_uint32: value -1 is out of range for uint32", NULL);
+    expect_error("f_uint64: -5e0\n", "out of range for uint64", NULL);
+    expect_error("f_int64: -9223372036854775809\n", "out of range for int64", NULL);
+    expect_error("f_fixed32: 4294967296\n", "out of range for fixed32", NULL);
+    expect_error("f_sint32: 3e9\n", "out of range for sint32", NULL);
     expect_error("f_uint64: 18446744073709551616\n", "out of range for uint64", NULL);
     expect_error("f_int64: \"9223372036854775808\"\n", "out of range for int64", NULL);
     expect_error("f_int32: 1.5\n", "expected an integer (int32), got \"1.5\"", NULL);
     expect_error("f_int32: abc\n", "expected an integer", NULL);
     expect_error("f_int32: \"\"\n", "expected an integer", NULL);
-    expect_error("f_fixed64: 0x10\n", "expected an integer", NULL);
+    expect_error("f_fixed64: '0x10'\n", "expected an integer", NULL); /* a string: SimpleAtoi has no 0x */
+    /* unquoted, yaml-cpp reads the base from the prefix, as in Envoy */
+    sharp_config_doc_t *r = parse("f_fixed64: 0x10\nf_int32: -0x1F\nf_uint32: 017\nf_int64: 09\n");
+    assert_int_equal(msg_of(r)->f_fixed64, 16);
+    assert_int_equal(msg_of(r)->f_int32, -31);
+    assert_int_equal(msg_of(r)->f_uint32, 15);
+    assert_int_equal(msg_of(r)->f_int64, 9); /* not octal: yaml-cpp falls back to a decimal float */
+    sharp_config_doc_free(r);
+    expect_error("f_int32: 0x80000000\n", "out of range for int32", NULL);
     expect_error("f_int32: [1]\n", "expected a scalar of type int32, got a list", NULL);
     expect_error("f_float: 1e39\n", "out of range for float", NULL);
     expect_error("f_double: 1e999\n", "out of range for double", NULL);
     expect_error("f_double: inf\n", "expected a number", NULL);
 }
 
+/* Envoy's YAML loader turns unquoted numbers and yaml-cpp bool words into
+ * JSON numbers and bools, which protobuf refuses for string and bytes
+ * fields; quoted, they are strings. Map keys are always strings. */
+static void test_strings_need_quotes_for_numbers_and_bools(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"123", "-1.5", "1e3", "0x1F", "017", ".inf", "yes", "Off", "y", "TRUE"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[64], want[96];
+        snprintf(text, sizeof text, "f_string: %s\n", bad[i]);
+        snprintf(want, sizeof want, "t.yaml:1:11: f_string: expected a string, got the ");
+        expect_error(text, want, bad[i], "quote it", NULL);
+    }
+    expect_error("name_w: 5\n", "name_w: expected a string, got the number 5", NULL);
+    expect_error("r_string: [a, 7]\n", "r_string[1]: expected a string", NULL);
+    expect_error("f_bytes: 1234\n", "f_bytes: expected a string", NULL);
+    sharp_config_doc_t *d = parse("f_string: '123'\nr_string: [\"yes\", 1a, Infinity, .5x, 'on']\n"
+                                  "labels: {1: a, true: b}\nchild:\n  f_string: |\n    7\n");
+    All *m = msg_of(d);
+    assert_string_equal(m->f_string, "123");
+    assert_int_equal(m->n_r_string, 5);
+    assert_string_equal(m->r_string[1], "1a");
+    assert_string_equal(m->r_string[2], "Infinity"); /* not a yaml-cpp float */
+    assert_string_equal(m->child->f_string, "7\n"); /* a block scalar is a string */
+    assert_string_equal(m->labels[0]->key, "1");
+    assert_string_equal(m->labels[1]->key, "true");
+    sharp_config_doc_free(d);
+}
+
 static void test_bool_and_bytes(void **state)
 {
     (void)state;
-    expect_error("f_bool: yes\n", "expected true or false, got \"yes\"", NULL);
-    expect_error("f_bool: 1\n", "expected true or false", NULL);
+    /* Envoy's YAML loader: yaml-cpp bool words unquoted, then protobuf's
+     * SimpleAtob for a string; an unquoted number is a JSON number, refused */
+    static const struct { const char *text; bool v; } words[] = {
+        {"yes", true}, {"No", false}, {"ON", true}, {"off", false}, {"y", true}, {"N", false},
+        {"'1'", true}, {"\"0\"", false}, {"t", true}, {"'YES'", true}, {"F", false}, {"'tRuE'", true},
+        {"yEs", true}, /* not a yaml-cpp case, so a string; SimpleAtob ignores case */
+    };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "f_bool: %s\n", words[i].text);
+        sharp_config_doc_t *b = parse(text);
+        if (msg_of(b)->f_bool != words[i].v) fail_msg("%s read as %d", words[i].text, msg_of(b)->f_bool);
+        sharp_config_doc_free(b);
+    }
+    expect_error("f_bool: 1\n", "t.yaml:1:9: f_bool: expected true or false, got \"1\"", NULL);
+    expect_error("f_bool: maybe\n", "expected true or false", NULL);
+    sharp_config_doc_t *v = parse("value: on\n"); /* a Value too: Envoy's parseYamlNode makes it a bool */
+    assert_int_equal(msg_of(v)->value->kind_case, GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE);
+    sharp_config_doc_free(v);
     sharp_config_doc_t *d = parse("f_bool: True\nr_bytes: ['-_8', '+/8=', 'YQ', 'YWI', '']\n");
     All *m = msg_of(d);
     assert_true(m->f_bool);
@@ -223,9 +281,25 @@ static void test_enums(void **state)
     assert_int_equal(m->r_color[1], SHARP__TEST__V1__COLOR__GREEN);
     assert_int_equal(m->r_color[3], 77); /* proto3 enums are open */
     sharp_config_doc_free(d);
+    /* Envoy parses enums with case_insensitive_enum_parsing: any ASCII case
+     * matches, quoted decimal numbers too (declared or not), and JSON number
+     * forms of an integer are numbers */
+    d = parse("color: blue\nr_color: [red, Green, bLuE, '2', \" 3 \", \"-4\", color_unspecified, 2.0, 1e0]\n");
+    m = msg_of(d);
+    assert_int_equal(m->color, SHARP__TEST__V1__COLOR__BLUE);
+    assert_int_equal(m->n_r_color, 9);
+    int want[] = {1, 2, 3, 2, 3, -4, 0, 2, 1};
+    for (size_t i = 0; i < 9; i++) assert_int_equal((int)m->r_color[i], want[i]);
+    sharp_config_doc_free(d);
+    d = parse_as("{\"color\": \"green\"}", "t.json");
+    assert_int_equal(msg_of(d)->color, SHARP__TEST__V1__COLOR__GREEN);
+    sharp_config_doc_free(d);
     expect_error("color: PURPLE\n", "t.yaml:1:8: color: unknown value \"PURPLE\" for enum sharp.test.v1.Color",
-                 "valid values: COLOR_UNSPECIFIED, RED, GREEN, BLUE", NULL);
-    expect_error("color: red\n", "unknown value \"red\"", NULL);
+                 "valid values (any case): COLOR_UNSPECIFIED, RED, GREEN, BLUE", NULL);
+    expect_error("color: re d\n", "unknown value \"re d\"", NULL);
+    expect_error("color: '2.0'\n", "unknown value \"2.0\"", NULL); /* a quoted non-integer is a name */
+    expect_error("color: 2147483648\n", "out of range for enum", NULL);
+    expect_error("color: '2147483648'\n", "unknown value", NULL);
     expect_error("r_color: [RED, 1.5]\n", "r_color[1]", NULL);
 }
 
@@ -248,7 +322,24 @@ static void test_null_handling(void **state)
     d = parse("f_string: \"null\"\n");
     assert_string_equal(msg_of(d)->f_string, "null");
     sharp_config_doc_free(d);
-    expect_error("r_int32: [1, null]\n", "r_int32[1]: null is not allowed as a list element", NULL);
+    /* protobuf's legacy JSON syntax (always on in JsonStringToMessage): a
+     * null list element or map value is the type's default */
+    d = parse("r_int32: [1, null]\nr_string: [null, a]\nr_inner: [null]\nr_color: [~]\n"
+              "labels: {a: null}\ninners: {b: ~}\n");
+    m = msg_of(d);
+    assert_int_equal(m->n_r_int32, 2);
+    assert_int_equal(m->r_int32[1], 0);
+    assert_int_equal(m->n_r_string, 2);
+    assert_string_equal(m->r_string[0], "");
+    assert_int_equal(m->n_r_inner, 1);
+    assert_string_equal(m->r_inner[0]->name, "");
+    assert_int_equal(m->n_r_color, 1);
+    assert_string_equal(m->labels[0]->value, "");
+    assert_non_null(m->inners[0]->value);
+    char *js = to_json(&m->base);
+    assert_non_null(strstr(js, "\"r_string\":[\"\",\"a\"]"));
+    free(js);
+    sharp_config_doc_free(d);
 }
 
 /* ---- messages, repeated, maps, oneofs ----------------------------------------- */
@@ -278,7 +369,32 @@ static void test_nested_and_repeated(void **state)
     assert_string_equal(m->child->f_string, "deep");
     assert_int_equal(m->child->child->f_int32, 5);
     sharp_config_doc_free(d);
-    expect_error("r_int32: 5\n", "expected a list for repeated field \"r_int32\", got a scalar", NULL);
+    /* protobuf's legacy JSON syntax, which Envoy's loader always gets: a
+     * single value stands for a one-element list, and a list nested in a
+     * list is flattened into it */
+    d = parse("r_int32: 5\nr_string: '*'\nr_inner: {name: solo}\nr_double: [[1, [2]], 3]\n"
+              "r_color: green\n");
+    m = msg_of(d);
+    assert_int_equal(m->n_r_int32, 1);
+    assert_int_equal(m->r_int32[0], 5);
+    assert_int_equal(m->n_r_string, 1);
+    assert_string_equal(m->r_string[0], "*");
+    assert_int_equal(m->n_r_inner, 1);
+    assert_string_equal(m->r_inner[0]->name, "solo");
+    assert_int_equal(m->n_r_double, 3);
+    assert_true(m->r_double[1] == 2.0 && m->r_double[2] == 3.0);
+    assert_int_equal(m->n_r_color, 1);
+    int line = 0, col = 0;
+    assert_true(sharp_config_doc_where(d, "r_inner[0]", &line, &col));
+    assert_int_equal(line, 3);
+    assert_int_equal(col, 10);
+    sharp_config_doc_free(d);
+    d = parse("list: [[1, 2], 3]\n"); /* a ListValue keeps nested lists */
+    assert_int_equal(msg_of(d)->list->n_values, 2);
+    assert_int_equal(msg_of(d)->list->values[0]->kind_case, GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE);
+    sharp_config_doc_free(d);
+    expect_error("r_inner: {nam: b}\n", "t.yaml:1:11: r_inner[0].nam: unknown field \"nam\"", NULL);
+    expect_error("r_int32: [1, [x]]\n", "r_int32[1]: expected an integer", NULL);
     expect_error("inner: 5\n", "inner: expected a mapping for sharp.test.v1.Inner, got a scalar", NULL);
     expect_error("r_inner: [{name: a}, {nam: b}]\n", "r_inner[1].nam: unknown field \"nam\" in sharp.test.v1.Inner",
                  NULL);
@@ -287,7 +403,7 @@ static void test_nested_and_repeated(void **state)
 static void test_maps(void **state)
 {
     (void)state;
-    sharp_config_doc_t *d = parse("labels: {a: '1', b: 2, \"c d\": x}\n"
+    sharp_config_doc_t *d = parse("labels: {a: '1', b: \"2\", \"c d\": x}\n"
                                   "inners:\n"
                                   "  one: {name: n1}\n"
                                   "  two: {}\n"
@@ -315,7 +431,7 @@ static void test_maps(void **state)
     expect_error("by_num: {x: y}\n", "by_num[\"x\"]: expected an integer", NULL);
     expect_error("by_bool: {maybe: 1}\n", "expected true or false", NULL);
     expect_error("labels: [a]\n", "expected a mapping for map field \"labels\"", NULL);
-    expect_error("inners: {a: null}\n", "inners[\"a\"]: null is not allowed as a map value", NULL);
+    expect_error("labels: x\n", "expected a mapping for map field \"labels\"", NULL);
 }
 
 static void test_oneof(void **state)
@@ -359,6 +475,8 @@ static void test_duration(void **state)
     static const struct { const char *text; int64_t s; int32_t n; } ok[] = {
         {"1.5s", 1, 500000000}, {"0.25s", 0, 250000000}, {"10s", 10, 0}, {"-1s", -1, 0},
         {"1.000340012s", 1, 340012}, {"-0.5s", 0, -500000000}, {"315576000000s", 315576000000ll, 0},
+        {"0s", 0, 0}, {"-5s", -5, 0}, {"-315576000000.999999999s", -315576000000ll, -999999999},
+        {"007s", 7, 0}, {"-1.5s", -1, -500000000},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char text[64];
@@ -374,12 +492,24 @@ static void test_duration(void **state)
     assert_int_equal(msg_of(d)->timeout->seconds, 3);
     assert_int_equal(msg_of(d)->timeout->nanos, 7);
     sharp_config_doc_free(d);
-    static const char *const bad[] = {"10", "1m", "1.s", "s", "1.0000000001s", "--1s", "1.5 s", "315576000001s"};
+    /* protobuf's ParseDuration: each kind of mistake has its own reason */
+    static const struct { const char *text, *why; } bad[] = {
+        {"10", "must end with a single 's'"}, {"1m", "must end with a single 's'"},
+        {"1.5 s", "must end with a single 's'"}, {"1.5S", "must end with a single 's'"},
+        {"1.5ss", "must end with a single 's'"}, {"1.s", "bad fraction"},
+        {"1.0000000001s", "bad fraction"}, {"s", "must start with an integer"},
+        {"+1s", "must start with an integer"}, {".5s", "must start with an integer"},
+        {"--1s", "bad seconds"}, {"1-2s", "bad seconds"}, {"-s", "bad seconds"},
+        {"315576000001s", "out of range"}, {"-315576000001s", "out of range"},
+        {"99999999999999999999999s", "out of range"},
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char text[64];
-        snprintf(text, sizeof text, "timeout: %s\n", bad[i]);
-        expect_error(text, "t.yaml:1:10: timeout: expected a duration like \"1.5s\"", NULL);
+        char text[64], want[96];
+        snprintf(text, sizeof text, "timeout: %s\n", bad[i].text);
+        snprintf(want, sizeof want, "t.yaml:1:10: timeout: bad duration \"%s\": ", bad[i].text);
+        expect_error(text, want, bad[i].why, NULL);
     }
+    expect_error("timeout: 315576000001s\n", "out of range", NULL);
     expect_error("timeout: [1]\n", "expected a mapping for google.protobuf.Duration", NULL);
 }
 
@@ -393,8 +523,21 @@ static void test_timestamp(void **state)
     d = parse("when: '2024-02-29T01:00:00+01:00'\n");
     assert_int_equal(msg_of(d)->when->seconds, 1709164800);
     sharp_config_doc_free(d);
-    expect_error("when: 2023-02-29T00:00:00Z\n", "RFC 3339", NULL);
+    d = parse("when: 0001-01-01T00:00:00Z\n");
+    assert_int_equal(msg_of(d)->when->seconds, -62135596800ll);
+    sharp_config_doc_free(d);
+    d = parse("when: 9999-12-31T23:59:59.999999999Z\n");
+    assert_int_equal(msg_of(d)->when->seconds, 253402300799ll);
+    assert_int_equal(msg_of(d)->when->nanos, 999999999);
+    sharp_config_doc_free(d);
+    expect_error("when: 2023-02-29T00:00:00Z\n", "t.yaml:1:7: when: bad timestamp", "no such date", NULL);
     expect_error("when: yesterday\n", "RFC 3339", NULL);
+    expect_error("when: 2024-01-01t00:00:00Z\n", "RFC 3339", NULL);  /* protobuf wants 'T' */
+    expect_error("when: 2024-01-01T00:00:00z\n", "bad time zone", NULL); /* and 'Z' */
+    expect_error("when: 2024-01-01T00:00:00\n", "RFC 3339", NULL);
+    expect_error("when: 2024-01-01T00:00:00.Z\n", "bad fraction", NULL);
+    expect_error("when: 0001-01-01T00:00:00+00:01\n", "bad timestamp", "out of range", NULL);
+    expect_error("when: 9999-12-31T23:59:59-00:01\n", "out of range", NULL);
 }
 
 static void test_wrappers(void **state)
@@ -413,8 +556,11 @@ static void test_wrappers(void **state)
     assert_int_equal(m->bytes_w->value.len, 2);
     sharp_config_doc_free(d);
     expect_error("max_count: {value: 3}\n", "expected a bare value for google.protobuf.UInt32Value", NULL);
-    expect_error("max_count: -3\n", "max_count: negative value", NULL);
-    expect_error("enabled: on\n", "expected true or false", NULL);
+    expect_error("max_count: -3\n", "max_count: value -3 is out of range for uint32", NULL);
+    sharp_config_doc_t *on = parse("enabled: on\n"); /* yaml-cpp's bool word, as Envoy reads it */
+    assert_true(msg_of(on)->enabled->value);
+    sharp_config_doc_free(on);
+    expect_error("enabled: 2\n", "expected true or false", NULL);
 }
 
 static void test_struct_value_list(void **state)
@@ -522,7 +668,7 @@ static void test_any_errors(void **state)
     expect_error("typed: {'@type': type.googleapis.com/sharp.test.v1.Inner, nam: x}\n",
                  "typed.nam: unknown field \"nam\" in sharp.test.v1.Inner", NULL);
     expect_error("typed: {'@type': type.googleapis.com/google.protobuf.Duration, value: 5}\n",
-                 "typed.value: expected a duration like", NULL);
+                 "typed.value: bad duration \"5\": a duration must end with a single 's'", NULL);
     expect_error("typed: {'@type': type.googleapis.com/google.protobuf.Duration, value: 1s, x: 1}\n",
                  "typed.x: unknown field \"x\"", NULL);
     expect_error("typed: [1]\n", "expected a mapping with \"@type\"", NULL);
@@ -637,7 +783,7 @@ static void test_where(void **state)
                                   "  name: x\n"
                                   "r_inner:\n"
                                   "  - value: 1\n"
-                                  "  - name: y\n"
+                                  "  - name: yy\n"
                                   "    value: 2\n"
                                   "labels:\n"
                                   "  key1: v\n"
@@ -674,40 +820,121 @@ static void test_where(void **state)
     protobuf_c_message_free_unpacked(own, NULL);
 }
 
+/* Writes text to a new file under /tmp whose name ends in `suffix`. */
+static void write_temp(char *path, size_t size, const char *suffix, const char *text)
+{
+    snprintf(path, size, "/tmp/sharp_mapper_XXXXXX%s", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* Parses a file expecting failure; the error must hold every `want`
+ * substring, where "%s" in one stands for the path. */
+static void expect_file_error(const char *path, const char *want, const char *want2)
+{
+    sharp_config_doc_t *d;
+    sharp_config_error_t err = {{0}};
+    assert_int_equal(sharp_config_parse_file(path, all_desc, &d, &err), -1);
+    assert_null(d);
+    char w[512];
+    snprintf(w, sizeof w, want, path);
+    if (!strstr(err.msg, w)) fail_msg("error \"%s\" lacks \"%s\"", err.msg, w);
+    if (want2 && !strstr(err.msg, want2)) fail_msg("error \"%s\" lacks \"%s\"", err.msg, want2);
+}
+
 static void test_empty_and_file(void **state)
 {
     (void)state;
     sharp_config_doc_t *d = parse("");
     assert_int_equal(msg_of(d)->f_int32, 0);
+    assert_true(sharp_config_doc_empty(d));
     sharp_config_doc_free(d);
     d = parse("# only a comment\n");
+    assert_true(sharp_config_doc_empty(d));
+    sharp_config_doc_free(d);
+    d = parse("{}");
+    assert_false(sharp_config_doc_empty(d));
     sharp_config_doc_free(d);
 
-    char path[] = "/tmp/sharp_mapper_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    const char *text = "{\"fInt32\": 77, \"timeout\": \"1s\"}";
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
+    char path[128];
+    write_temp(path, sizeof path, ".json", "{\"fInt32\": 77, \"timeout\": \"1s\"}");
     sharp_config_error_t err = {{0}};
     assert_int_equal(sharp_config_parse_file(path, all_desc, &d, &err), 0);
     assert_int_equal(msg_of(d)->f_int32, 77);
     sharp_config_doc_free(d);
-
-    fd = open(path, O_WRONLY | O_TRUNC);
-    assert_true(fd >= 0);
-    text = "f_int32: 1\nf_uint32: x\n";
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    assert_int_equal(sharp_config_parse_file(path, all_desc, &d, &err), -1);
-    assert_null(d);
-    char want[128];
-    snprintf(want, sizeof want, "%s:2:11: f_uint32: expected an integer", path);
-    assert_non_null(strstr(err.msg, want));
     unlink(path);
 
-    assert_int_equal(sharp_config_parse_file("/nonexistent/x.yaml", all_desc, &d, &err), -1);
-    assert_non_null(strstr(err.msg, "/nonexistent/x.yaml: cannot open"));
+    /* YAML by name (any case), as Envoy's loadFromFile decides */
+    static const char *const yaml_names[] = {".yaml", ".yml", ".YAML", ".Yml"};
+    for (size_t i = 0; i < 4; i++) {
+        write_temp(path, sizeof path, yaml_names[i], "f_int32: 1\nf_uint32: x\n");
+        expect_file_error(path, "%s:2:11: f_uint32: expected an integer", NULL);
+        unlink(path);
+    }
+    /* anything else is strict JSON: YAML text there is a JSON error */
+    static const char *const json_names[] = {".json", ".conf", "", ".JSON"};
+    for (size_t i = 0; i < 4; i++) {
+        write_temp(path, sizeof path, json_names[i], "f_int32: 1\n");
+        expect_file_error(path, "%s:1:1: JSON syntax error: unexpected character",
+                          "is read as strict JSON, as Envoy does");
+        unlink(path);
+    }
+    write_temp(path, sizeof path, ".json", "");
+    expect_file_error(path, "%s:1:1: JSON syntax error: unexpected end of input", NULL);
+    unlink(path);
+    write_temp(path, sizeof path, ".pb", "x");
+    expect_file_error(path, "%s: binary (.pb) and text (.pb_text) protobuf config files are not supported", NULL);
+    unlink(path);
+
+    expect_file_error("/nonexistent/x.yaml", "/nonexistent/x.yaml: no such file", NULL);
+    expect_file_error("/tmp", "/tmp: is a directory", NULL);
+}
+
+/* JSON files: protobuf's JSON lexer rules, each mistake at its own place */
+static void test_strict_json(void **state)
+{
+    (void)state;
+    static const struct { const char *text, *want; } bad[] = {
+        {"{\n  \"f_int32\": 1, // one\n  \"f_uint32\": 2\n}", "t.json:2:17: JSON syntax error: comments are not allowed"},
+        {"/* header */\n{}", "t.json:1:1: JSON syntax error: comments are not allowed"},
+        {"{\"f_int32\": 1,\n}", "t.json:2:1: JSON syntax error: trailing comma before '}'"},
+        {"{\"r_int32\": [1, 2, ]}", "t.json:1:20: JSON syntax error: trailing comma before ']'"},
+        {"{f_int32: 1}", "t.json:1:2: JSON syntax error: expected a quoted key"},
+        {"{\"f_int32\" 1}", "t.json:1:12: JSON syntax error: expected ':' after the key"},
+        {"{\"f_int32\": 1 \"f_uint32\": 2}", "t.json:1:15: JSON syntax error: expected ',' or '}'"},
+        {"{\"f_int32\": 01}", "t.json:1:13: JSON syntax error: number cannot have extraneous leading zero"},
+        {"{\"f_double\": 1.}", "t.json:1:14: JSON syntax error: number cannot have trailing period"},
+        {"{\"f_string\": \"a\\qb\"}", "t.json:1:17: JSON syntax error: invalid escape"},
+        {"{\"f_string\": \"abc}", "unterminated string"},
+        {"{\"f_int32\": 1}\n{}", "t.json:2:1: JSON syntax error: extraneous characters"},
+        {"{\"f_bool\": True}", "t.json:1:12: JSON syntax error: unexpected character"},
+        {"{\"f_int32\": 1", "unexpected end of input: missing '}'"},
+        {"{\"f_string\": \"\xc3\xa9\xc3\xa9\", x}", "t.json:1:20: JSON syntax error: expected a quoted key"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sharp_config_error_t err = {{0}};
+        sharp_config_doc_t *d = sharp_config_parse_json(bad[i].text, strlen(bad[i].text), "t.json", all_desc, &err);
+        if (d) fail_msg("<<%s>> should fail", bad[i].text);
+        if (!strstr(err.msg, bad[i].want)) fail_msg("error \"%s\" lacks \"%s\"", err.msg, bad[i].want);
+    }
+    /* legacy single quotes, a byte order mark, and semantic errors keep their positions */
+    const char *ok = "\xEF\xBB\xBF{'f_string': 'x', \"r_int32\": [], \"inner\": {}}";
+    sharp_config_error_t err = {{0}};
+    sharp_config_doc_t *d = sharp_config_parse_json(ok, strlen(ok), "t.json", all_desc, &err);
+    if (!d) fail_msg("%s", err.msg);
+    assert_string_equal(msg_of(d)->f_string, "x");
+    sharp_config_doc_free(d);
+    const char *sem = "{\n  \"inner\": {\n    \"nme\": 1\n  }\n}";
+    assert_null(sharp_config_parse_json(sem, strlen(sem), "t.json", all_desc, &err));
+    assert_string_equal(err.msg, "t.json:3:5: inner.nme: unknown field \"nme\" in sharp.test.v1.Inner");
+    /* YAML input in JSON form gets the JSON checker's account of a syntax
+     * error rather than libyaml's */
+    const char *y = "{\n  \"f_int32\": 1, // one\n  \"f_uint32\": 2\n}\n";
+    assert_null(sharp_config_parse(y, strlen(y), "t.yaml", all_desc, &err));
+    if (!strstr(err.msg, "t.yaml:2:17: JSON syntax error: comments are not allowed in JSON (the text is in JSON form)"))
+        fail_msg("%s", err.msg);
 }
 
 /* ---- registry and JSON output ------------------------------------------------------------ */
@@ -735,11 +962,11 @@ static void test_to_json(void **state)
     (void)state;
     sharp_config_doc_t *d = parse("f_int32: -1\nf_int64: 5\nf_uint64: 6\nf_float: 0.1\nf_double: NaN\n"
                                   "f_bool: false\nf_string: \"a\\\"b\"\nf_bytes: AQI\ncolor: RED\n"
-                                  "r_color: [BLUE, 9]\nlabels: {x: y}\nby_num: {3: three}\n"
+                                  "r_color: [BLUE, 9]\nlabels: {x: 'y'}\nby_num: {3: three}\n"
                                   "timeout: 1.5s\nmax_count: 0\ni64_w: 7\nchoice_num: 0\n"
                                   "when: 2024-01-02T03:04:05.5Z\n"
                                   "meta: {k: [1, 'a', null, true, {}]}\n"
-                                  "typed: {'@type': type.googleapis.com/sharp.test.v1.Inner, name: n, value: 2}\n"
+                                  "typed: {'@type': type.googleapis.com/sharp.test.v1.Inner, name: 'n', value: 2}\n"
                                   "r_any: [{'@type': type.googleapis.com/google.protobuf.Duration, value: -0.001s}]\n");
     char *js = to_json(sharp_config_doc_message(d));
     assert_string_equal(js,
@@ -844,6 +1071,7 @@ int main(void)
         cmocka_unit_test(test_json_names),
         cmocka_unit_test(test_number_forms),
         cmocka_unit_test(test_integer_errors),
+        cmocka_unit_test(test_strings_need_quotes_for_numbers_and_bools),
         cmocka_unit_test(test_bool_and_bytes),
         cmocka_unit_test(test_enums),
         cmocka_unit_test(test_null_handling),
@@ -863,6 +1091,7 @@ int main(void)
         cmocka_unit_test(test_json_input),
         cmocka_unit_test(test_where),
         cmocka_unit_test(test_empty_and_file),
+        cmocka_unit_test(test_strict_json),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_to_json),
         cmocka_unit_test(test_json_round_trip),

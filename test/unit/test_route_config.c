@@ -267,7 +267,7 @@ static void test_retry_on_parse(void **state)
               "    retry_on: retriable-headers\n"
               "    retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]\n"
               "    host_selection_retry_max_attempts: 5\n"
-              "    retriable_headers: [{name: x-retry-me, exact_match: yes}]\n"
+              "    retriable_headers: [{name: x-retry-me, exact_match: \"yes\"}]\n"
               "    retriable_request_headers: [{name: ':method', exact_match: GET}]\n"
               "  routes:\n"
               "  - match: {prefix: /}\n"
@@ -367,7 +367,7 @@ static void test_errors(void **state)
     expect_error(
         VH "  - match: {prefix: /}\n"
            "    route: {cluster: c}\n"
-           "    request_headers_to_add: [{header: {key: x, value: y}, append: true, append_action: "
+           "    request_headers_to_add: [{header: {key: x, value: \"y\"}, append: true, append_action: "
            "ADD_IF_ABSENT}]\n",
         "virtual_hosts[0].routes[0].request_headers_to_add[0]: Both append and append_action");
     expect_error("response_headers_to_add: [{header: {key: ':status', value: '1'}}]\n",
