@@ -296,7 +296,8 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         for (size_t i = 0; i < pb->n_access_log; i++) {
             snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
             char aerr[512] = "";
-            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot, aerr, sizeof aerr);
+            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot,
+                                                              !b->srv->opts.validate_only, aerr, sizeof aerr);
             if (!al) {
                 fail(b, p, "%s", aerr);
                 goto bad;

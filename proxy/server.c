@@ -6,6 +6,7 @@
 #include "server.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
+#include "http/access_log_emit.h"
 #include "http/filter.h"
 #include "log.h"
 #include "upstream/outlier.h"
@@ -117,6 +118,8 @@ static void stop_everything(sharp_server_t *s)
     uv_close((uv_handle_t *)&s->drain_deadline, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigusr1, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 static void on_housekeeping(uv_timer_t *t)
@@ -176,6 +179,40 @@ static void on_signal(uv_signal_t *h, int signum)
     sharp_log_info("caught %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (s->state == SHARP_SERVER_DRAINING) stop_everything(s); /* a second signal: stop now */
     else sharp_server_shutdown(s, true);
+}
+
+int sharp_server_reopen_logs(sharp_server_t *s)
+{
+    int rc = 0;
+    char err[512];
+    const sharp_snapshot_t *snap = s->snap;
+    for (uint32_t l = 0; snap && l < snap->nlisteners; l++) {
+        const sharp_hcm_config_t *h = snap->listeners[l].hcm;
+        for (uint32_t k = 0; h && k < h->naccess_logs; k++) {
+            if (sharp_access_log_reopen(h->access_logs[k], err, sizeof err) < 0) {
+                sharp_error(file, "%s", err);
+                rc = -1;
+            }
+        }
+    }
+    if (sharp_log_reopen() < 0) {
+        sharp_error(file, "cannot reopen log path '%s': %s", s->opts.log_path, strerror(errno));
+        rc = -1;
+    }
+    return rc;
+}
+
+/* SIGUSR1 reopens the access logs and the log file (logrotate's
+ * postrotate); SIGHUP is eaten, as Envoy does: neither stops the server. */
+static void on_signal_logs(uv_signal_t *h, int signum)
+{
+    sharp_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        sharp_warn(main, "caught and eating SIGHUP. See documentation for how to hot restart.");
+        return;
+    }
+    sharp_info(main, "caught SIGUSR1. Reopening access logs.");
+    sharp_server_reopen_logs(s);
 }
 
 /* Undoes the socket setup of workers [0, n) that never started. */
@@ -272,6 +309,11 @@ int sharp_server_run(sharp_server_t *s)
     s->sigterm.data = s->sigint.data = s;
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_init(s->loop, &s->sigusr1);
+    uv_signal_init(s->loop, &s->sighup);
+    s->sigusr1.data = s->sighup.data = s;
+    uv_signal_start(&s->sigusr1, on_signal_logs, SIGUSR1);
+    uv_signal_start(&s->sighup, on_signal_logs, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     /* Outlier detectors: started before the workers can report results and
      * closed only after they are joined (their wake-ups outlive the loop
