@@ -99,6 +99,18 @@ void sharp_config_doc_error(const sharp_config_doc_t *doc, const char *path,
 /* Frees the document and the message it still owns. NULL is fine. */
 void sharp_config_doc_free(sharp_config_doc_t *doc);
 
+/* ---- merge ----------------------------------------------------------------- */
+
+/* Protobuf's MergeFrom(src) on `dst` (same type), as Envoy merges
+ * --config-yaml over the -c file: singular scalars, strings and bytes set in
+ * src replace dst's (proto3 fields without presence count as set when not
+ * at their default), singular messages merge recursively, repeated fields
+ * are appended, map entries replace dst's entry with the same key, and a
+ * oneof member set in src replaces whichever member dst had (merging when
+ * it is the same message member). Values are moved out of src, which is
+ * left valid to free. */
+void sharp_config_merge(ProtobufCMessage *dst, ProtobufCMessage *src);
+
 /* ---- Any ------------------------------------------------------------------ */
 
 /* Unpacks a google.protobuf.Any message. With `expected`, the type URL's
