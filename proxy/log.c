@@ -368,6 +368,18 @@ int sharp_log_reopen(void)
     return rc;
 }
 
+static _Atomic uint64_t next_cx_id, next_stream_id;
+
+uint64_t sharp_log_next_connection_id(void)
+{
+    return atomic_fetch_add_explicit(&next_cx_id, 1, memory_order_relaxed);
+}
+
+uint64_t sharp_log_next_stream_id(void)
+{
+    return atomic_fetch_add_explicit(&next_stream_id, 1, memory_order_relaxed);
+}
+
 static long thread_id(void)
 {
     static _Thread_local long tid;
@@ -379,7 +391,7 @@ void sharp_log_write(int logger, sharp_log_level_t lvl, const char *file, int li
                      const char *fmt, ...)
 {
     pthread_once(&default_once, compile_default);
-    char msg[2048], buf[4096];
+    char msg[8192], buf[9216];
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(msg, sizeof msg, fmt, ap);

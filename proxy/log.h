@@ -98,6 +98,11 @@ int sharp_log_open(const char *path);
  * to a file created under the same name. 0 when there is no log file. */
 int sharp_log_reopen(void);
 
+/* Ids for log lines: every connection, downstream and upstream, gets the
+ * next number ("[C12]"), every stream too ("[C12][S40]"), as in Envoy. */
+uint64_t sharp_log_next_connection_id(void);
+uint64_t sharp_log_next_stream_id(void);
+
 void sharp_log_write(int logger, sharp_log_level_t lvl, const char *file, int line, const char *func,
                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
