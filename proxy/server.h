@@ -61,7 +61,8 @@ typedef struct sharp_server {
     char node_id[256], node_cluster[256];
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
-            days_until_first_cert_expiring, memory_allocated, hot_restart_epoch, drain_listeners;
+            days_until_first_cert_expiring, memory_allocated, memory_heap_size, hot_restart_epoch,
+            drain_listeners, active_clusters, listeners_active;
     } st;
     int exit_code;
 } sharp_server_t;
@@ -82,6 +83,12 @@ int64_t sharp_server_downstream_connections(sharp_server_t *s);
  * /reopen_logs). Returns 0, or -1 when one could not be reopened (logged;
  * the others are reopened all the same). */
 int sharp_server_reopen_logs(sharp_server_t *s);
+/* Sets server.live and server.state from the state and the health check
+ * flag (/healthcheck/fail), as Envoy does. Main thread. */
+void sharp_server_update_state_gauges(sharp_server_t *s);
+/* server.version: the bootstrap's stats_server_version_override when set,
+ * else SHARP's version as major * 1000000 + minor * 1000 + patch. */
+uint64_t sharp_server_version_number(const sharp_server_t *s);
 
 #endif
 

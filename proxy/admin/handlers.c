@@ -207,12 +207,14 @@ static void h_init_dump(const sharp_admin_request_t *rq, sharp_admin_response_t 
 static void h_healthcheck_fail(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
     rq->srv->healthcheck_failed = true;
+    sharp_server_update_state_gauges(rq->srv);
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
 static void h_healthcheck_ok(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
     rq->srv->healthcheck_failed = false;
+    sharp_server_update_state_gauges(rq->srv);
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
@@ -221,6 +223,12 @@ static void h_drain_listeners(const sharp_admin_request_t *rq, sharp_admin_respo
     /* graceful and inboundonly are accepted; every listener is inbound here
      * and the workers' drain is always the graceful one. */
     sharp_server_drain_listeners(rq->srv);
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
+static void h_reset_counters(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    if (rq->srv->stats) sharp_stats_reset_counters(rq->srv->stats);
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
@@ -865,16 +873,17 @@ static const handler_t handlers[] = {
       {0}}},
     {"/memory", "print current allocation/heap usage", false, h_memory, {{0}}},
     {"/quitquitquit", "exit the server", true, h_quitquitquit, {{0}}},
-    {"/reopen_logs",
-     "reopen access logs",
-     true,
-     h_reopen_logs,
-     {{0}}},
     {"/ready",
      "print server state, return 200 if LIVE, otherwise return 503",
      false,
      h_ready,
      {{0}}},
+    {"/reopen_logs",
+     "reopen access logs",
+     true,
+     h_reopen_logs,
+     {{0}}},
+    {"/reset_counters", "reset all counters to zero", true, h_reset_counters, {{0}}},
     {"/runtime", "print runtime values", false, h_runtime, {{0}}},
     {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
     {"/shuffle_shard",
