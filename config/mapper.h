@@ -111,6 +111,16 @@ void sharp_config_doc_free(sharp_config_doc_t *doc);
  * left valid to free. */
 void sharp_config_merge(ProtobufCMessage *dst, ProtobufCMessage *src);
 
+/* google.protobuf.FieldMask, as Envoy's /config_dump?mask= applies it. A
+ * path ("static_resources.clusters") names fields by proto name and walks
+ * only through singular message fields. */
+bool sharp_config_mask_path_valid(const ProtobufCMessageDescriptor *d, const char *path);
+/* A deep copy of m (free with protobuf_c_message_free_unpacked(x, NULL))
+ * trimmed to the valid `paths` as FieldMaskUtil::TrimMessage does: fields
+ * not named are cleared, a path through a message keeps only what it names
+ * inside. paths NULL: an untrimmed copy. NULL if m does not re-encode. */
+ProtobufCMessage *sharp_config_trimmed_copy(const ProtobufCMessage *m, const char *const *paths, size_t n);
+
 /* ---- Any ------------------------------------------------------------------ */
 
 /* Unpacks a google.protobuf.Any message. With `expected`, the type URL's

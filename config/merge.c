@@ -188,3 +188,102 @@ void sharp_config_merge(ProtobufCMessage *dst, ProtobufCMessage *src)
             *(protobuf_c_boolean *)((char *)dst + f->quantifier_offset) = 1;
     }
 }
+
+/* ---- FieldMask ---------------------------------------------------------------- */
+
+static const ProtobufCFieldDescriptor *field_named(const ProtobufCMessageDescriptor *d, const char *name,
+                                                  size_t len)
+{
+    for (unsigned i = 0; i < d->n_fields; i++)
+        if (strlen(d->fields[i].name) == len && memcmp(d->fields[i].name, name, len) == 0) return &d->fields[i];
+    return NULL;
+}
+
+bool sharp_config_mask_path_valid(const ProtobufCMessageDescriptor *d, const char *path)
+{
+    const char *p = path;
+    if (!*p) return false;
+    for (;;) {
+        const char *dot = strchr(p, '.');
+        size_t len = dot ? (size_t)(dot - p) : strlen(p);
+        const ProtobufCFieldDescriptor *f = field_named(d, p, len);
+        if (!f) return false;
+        if (!dot) return true;
+        /* Only singular message fields can be walked through. */
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED) return false;
+        d = f->descriptor;
+        p = dot + 1;
+    }
+}
+
+static void clear_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    void *slot = (char *)m + f->offset;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+        size_t *n = (size_t *)((char *)m + f->quantifier_offset);
+        char **arr = slot;
+        size_t es = elem_size(f);
+        for (size_t i = 0; i < *n; i++) {
+            void *e = *arr + i * es;
+            if (f->type == PROTOBUF_C_TYPE_MESSAGE) protobuf_c_message_free_unpacked(*(ProtobufCMessage **)e, NULL);
+            else if (f->type == PROTOBUF_C_TYPE_STRING) free(*(char **)e);
+            else if (f->type == PROTOBUF_C_TYPE_BYTES) free(((ProtobufCBinaryData *)e)->data);
+        }
+        free(*arr);
+        *arr = NULL;
+        *n = 0;
+        return;
+    }
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        uint32_t *c = (uint32_t *)((char *)m + f->quantifier_offset);
+        if (*c != f->id) return; /* the union holds another member */
+        free_value(f, slot);
+        *c = 0;
+        return;
+    }
+    free_value(f, slot);
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+        f->type != PROTOBUF_C_TYPE_STRING)
+        *(protobuf_c_boolean *)((char *)m + f->quantifier_offset) = 0;
+}
+
+/* FieldMaskUtil::TrimMessage on m, in place, with paths already checked. */
+static void trim(ProtobufCMessage *m, const char *const *paths, size_t n)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char **sub = sharp_calloc(n ? n : 1, sizeof *sub);
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        size_t fl = strlen(f->name), nsub = 0;
+        bool whole = false, named = false;
+        for (size_t k = 0; k < n; k++) {
+            if (strncmp(paths[k], f->name, fl) != 0) continue;
+            if (paths[k][fl] == '\0') whole = named = true;
+            else if (paths[k][fl] == '.') {
+                named = true;
+                sub[nsub++] = paths[k] + fl + 1;
+            }
+        }
+        if (whole) continue;
+        if (!named) {
+            clear_field(m, f);
+            continue;
+        }
+        bool present = !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+                       *(uint32_t *)((char *)m + f->quantifier_offset) == f->id;
+        ProtobufCMessage *child = present ? *(ProtobufCMessage **)((char *)m + f->offset) : NULL;
+        if (child) trim(child, sub, nsub);
+    }
+    free(sub);
+}
+
+ProtobufCMessage *sharp_config_trimmed_copy(const ProtobufCMessage *m, const char *const *paths, size_t n)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = sharp_calloc(len ? len : 1, 1);
+    protobuf_c_message_pack(m, buf);
+    ProtobufCMessage *copy = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    free(buf);
+    if (copy && paths) trim(copy, paths, n);
+    return copy;
+}

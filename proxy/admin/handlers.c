@@ -91,14 +91,6 @@ static void socket_address_json(sharp_sbuf_t *b, const struct sockaddr_storage *
     sharp_sbuf_printf(b, "{\"socket_address\":{\"address\":\"%s\",\"port_value\":%u}}", ip, port);
 }
 
-/* RFC 3339 UTC with whole seconds, as protobuf prints a Timestamp. */
-static void rfc3339(char *out, size_t n, uint64_t wall_s)
-{
-    time_t t = (time_t)wall_s;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 /* ---- /, /help, 404 -------------------------------------------------------- */
 
@@ -648,114 +640,6 @@ static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t 
                           snap->listeners[i].address);
 }
 
-/* ---- config_dump ----------------------------------------------------------- */
-
-/* The message-typed field `name` of `m`, NULL when unset or not a message. */
-static const ProtobufCMessage *sub_message(const ProtobufCMessage *m, const char *name)
-{
-    if (!m) return NULL;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
-        return NULL;
-    return *(const ProtobufCMessage *const *)((const char *)m + f->offset);
-}
-
-/* The elements of the repeated message field `name` of `m`; 0 if none. */
-static size_t repeated_messages(const ProtobufCMessage *m, const char *name,
-                                const ProtobufCMessage *const **items)
-{
-    *items = NULL;
-    if (!m) return 0;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label != PROTOBUF_C_LABEL_REPEATED) return 0;
-    size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
-    *items = *(const ProtobufCMessage *const *const *)((const char *)m + f->offset);
-    return *items ? n : 0;
-}
-
-/* Appends `m` as JSON with "@type" first, the way an Any-packed message
- * prints. */
-static void typed_json(sharp_sbuf_t *b, const ProtobufCMessage *m)
-{
-    sharp_sbuf_t inner = {0};
-    sharp_config_to_json(m, &inner);
-    sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", m->descriptor->name);
-    /* inner is "{...}": splice its members after @type. */
-    if (inner.len > 2 && inner.data[0] == '{') {
-        sharp_sbuf_puts(b, ",");
-        sharp_sbuf_append(b, inner.data + 1, inner.len - 1);
-    } else {
-        sharp_sbuf_puts(b, "}");
-    }
-    sharp_sbuf_free(&inner);
-}
-
-/* Appends the static_<kind> entries ({"<item>": {...}, "last_updated": ts})
- * of one repeated field of static_resources, comma-separated. */
-static void static_entries(sharp_sbuf_t *b, const ProtobufCMessage *const *items, size_t n,
-                           const char *item, const char *ts)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (i) sharp_sbuf_puts(b, ",");
-        sharp_sbuf_printf(b, "{\"%s\":", item);
-        typed_json(b, items[i]);
-        sharp_sbuf_printf(b, ",\"last_updated\":\"%s\"}", ts);
-    }
-}
-
-static void h_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
-{
-    const ProtobufCMessage *bs = sharp_server_bootstrap(rq->srv);
-    if (!bs) {
-        text(rsp, 503, "configuration is not loaded\n");
-        return;
-    }
-    char ts[40];
-    rfc3339(ts, sizeof ts, rq->srv->start_wall_s);
-    const ProtobufCMessage *sr = sub_message(bs, "static_resources");
-    const ProtobufCMessage *const *clusters, *const *listeners;
-    size_t nclusters = repeated_messages(sr, "clusters", &clusters);
-    size_t nlisteners = repeated_messages(sr, "listeners", &listeners);
-
-    const char *resource = sharp_query_get(&rq->query, "resource");
-    sharp_sbuf_t b = {0};
-    if (resource && *resource) {
-        /* ?resource= lists the entries of one repeated field of the dump. */
-        sharp_sbuf_puts(&b, "{\"configs\":[");
-        if (strcmp(resource, "static_clusters") == 0) {
-            static_entries(&b, clusters, nclusters, "cluster", ts);
-        } else if (strcmp(resource, "static_listeners") == 0) {
-            static_entries(&b, listeners, nlisteners, "listener", ts);
-        } else if (strcmp(resource, "dynamic_active_clusters") != 0 &&
-                   strcmp(resource, "dynamic_warming_clusters") != 0 &&
-                   strcmp(resource, "dynamic_listeners") != 0 &&
-                   strcmp(resource, "static_route_configs") != 0 &&
-                   strcmp(resource, "dynamic_route_configs") != 0) {
-            sharp_sbuf_free(&b);
-            rsp->status = 404;
-            sharp_sbuf_printf(&rsp->body, "%s not found in config dump", resource);
-            return;
-        }
-        sharp_sbuf_puts(&b, "]}");
-        finish_json(rsp, &b);
-        return;
-    }
-    sharp_sbuf_puts(&b, "{\"configs\":[{\"@type\":\"type.googleapis.com/"
-                        "envoy.admin.v3.BootstrapConfigDump\",\"bootstrap\":");
-    sharp_config_to_json(bs, &b);
-    sharp_sbuf_printf(&b, ",\"last_updated\":\"%s\"}", ts);
-    sharp_sbuf_puts(&b, ",{\"@type\":\"type.googleapis.com/envoy.admin.v3.ClustersConfigDump\","
-                        "\"static_clusters\":[");
-    static_entries(&b, clusters, nclusters, "cluster", ts);
-    sharp_sbuf_puts(&b, "]},{\"@type\":\"type.googleapis.com/envoy.admin.v3.ListenersConfigDump\","
-                        "\"static_listeners\":[");
-    static_entries(&b, listeners, nlisteners, "listener", ts);
-    sharp_sbuf_puts(&b, "]}]}");
-    finish_json(rsp, &b);
-}
-
 /* ---- shuffle_shard ---------------------------------------------------------- */
 
 /* SHARP: a customer's cells in a shuffle-shard cluster, in the customer's
@@ -830,8 +714,16 @@ static const handler_t handlers[] = {
     {"/config_dump",
      "dump current Envoy configs (experimental)",
      false,
-     h_config_dump,
-     {{"resource", "The resource to dump"}, {0}}},
+     sharp__admin_config_dump,
+     {{"resource", "The resource to dump"},
+      {"mask", "The mask to apply. When both resource and mask are specified, the mask is applied to "
+               "every element in the desired repeated field so that only a subset of fields are "
+               "returned. The mask is parsed as a ProtobufWkt::FieldMask"},
+      {"name_regex", "Dump only the currently loaded configurations whose names match the specified "
+                     "regex. Can be used with both resource and mask query parameters."},
+      {"include_eds", "Dump currently loaded configuration including EDS. See the response definition "
+                      "for more information"},
+      {0}}},
     {"/drain_listeners",
      "drain listeners",
      true,
