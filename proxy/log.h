@@ -99,7 +99,8 @@ int sharp_log_open(const char *path);
 int sharp_log_reopen(void);
 
 /* Ids for log lines: every connection, downstream and upstream, gets the
- * next number ("[C12]"), every stream too ("[C12][S40]"), as in Envoy. */
+ * next number ("[C12]"), as in Envoy; streams get ids unique in the process
+ * ("[C12][S40]"; Envoy's are random) from a per-thread counter. */
 uint64_t sharp_log_next_connection_id(void);
 uint64_t sharp_log_next_stream_id(void);
 
