@@ -57,7 +57,7 @@ static int fail(build_ctx_t *b, const char *path, const char *fmt, ...)
     /* walk up the path until a known position is found */
     char p[1024];
     snprintf(p, sizeof p, "%s", path);
-    while (p[0] && !sharp_config_doc_where(b->cfg->doc, p, &line, &col)) {
+    while (p[0] && !b->cfg->merged && !sharp_config_doc_where(b->cfg->doc, p, &line, &col)) {
         char *dot = strrchr(p, '.'), *br = strrchr(p, '[');
         char *cut = dot > br ? dot : br;
         if (!cut) {
@@ -93,14 +93,26 @@ int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err,
     sharp_config_t *c = sharp_calloc(1, sizeof *c);
     sharp_config_error_t e = {{0}};
     const ProtobufCMessageDescriptor *d = &envoy__config__bootstrap__v3__bootstrap__descriptor;
-    if (o->config_path && o->config_yaml) {
-        snprintf(err, errlen, "give either -c or --config-yaml, not both");
-        free(c);
-        return -1;
-    }
     if (o->config_path) {
         snprintf(c->source, sizeof c->source, "%s", o->config_path);
         if (sharp_config_parse_file(o->config_path, d, &c->doc, &e) < 0) c->doc = NULL;
+        if (c->doc && o->config_yaml) {
+            /* Envoy: bootstrap.MergeFrom(the --config-yaml bootstrap). Both
+             * texts are checked on their own first, so an error names the
+             * text it is in. */
+            sharp_config_doc_t *over = sharp_config_parse(o->config_yaml, strlen(o->config_yaml),
+                                                          "--config-yaml", d, &e);
+            if (!over) {
+                sharp_config_doc_free(c->doc);
+                c->doc = NULL;
+            } else {
+                sharp_config_merge(sharp_config_doc_message(c->doc), sharp_config_doc_message(over));
+                sharp_config_doc_free(over);
+                /* Later errors cannot tell which text a field came from. */
+                snprintf(c->source, sizeof c->source, "%s merged with --config-yaml", o->config_path);
+                c->merged = true;
+            }
+        }
     } else {
         const char *text = o->config_yaml ? o->config_yaml : sharp_default_bootstrap_yaml;
         snprintf(c->source, sizeof c->source, "%s", o->config_yaml ? "--config-yaml" : "<default bootstrap>");
@@ -325,7 +337,8 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         for (size_t i = 0; i < pb->n_access_log; i++) {
             snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
             char aerr[512] = "";
-            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot, aerr, sizeof aerr);
+            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot,
+                                                              !b->srv->opts.validate_only, aerr, sizeof aerr);
             if (!al) {
                 fail(b, p, "%s", aerr);
                 goto bad;
@@ -379,6 +392,8 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
     l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
     l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
+    l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
+                                             l->stat_name);
     return 0;
 }
 

@@ -15,14 +15,15 @@ typedef struct sharp_config {
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;
     char source[512];
+    bool merged; /* -c and --config-yaml: no line numbers in later errors */
 } sharp_config_t;
 
 /* The bootstrap used when neither -c nor --config-yaml is given. */
 extern const char sharp_default_bootstrap_yaml[];
 
 /* Parses the bootstrap named by the options (or the default one); with both
- * -c and --config-yaml, the YAML is merged over the file as in Envoy (here:
- * only one of them may be given). Returns 0, or -1 with a message naming the
+ * -c and --config-yaml, the YAML is merged over the file as in Envoy
+ * (protobuf MergeFrom, see sharp_config_merge). Returns 0, or -1 with a message naming the
  * field path and line in err. */
 int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err, size_t errlen);
 /* Validates and translates the bootstrap into a snapshot, registering stats

@@ -114,6 +114,28 @@ void sharp_config_doc_error(const sharp_config_doc_t *doc, const char *path,
 /* Frees the document and the message it still owns. NULL is fine. */
 void sharp_config_doc_free(sharp_config_doc_t *doc);
 
+/* ---- merge ----------------------------------------------------------------- */
+
+/* Protobuf's MergeFrom(src) on `dst` (same type), as Envoy merges
+ * --config-yaml over the -c file: singular scalars, strings and bytes set in
+ * src replace dst's (proto3 fields without presence count as set when not
+ * at their default), singular messages merge recursively, repeated fields
+ * are appended, map entries replace dst's entry with the same key, and a
+ * oneof member set in src replaces whichever member dst had (merging when
+ * it is the same message member). Values are moved out of src, which is
+ * left valid to free. */
+void sharp_config_merge(ProtobufCMessage *dst, ProtobufCMessage *src);
+
+/* google.protobuf.FieldMask, as Envoy's /config_dump?mask= applies it. A
+ * path ("static_resources.clusters") names fields by proto name and walks
+ * only through singular message fields. */
+bool sharp_config_mask_path_valid(const ProtobufCMessageDescriptor *d, const char *path);
+/* A deep copy of m (free with protobuf_c_message_free_unpacked(x, NULL))
+ * trimmed to the valid `paths` as FieldMaskUtil::TrimMessage does: fields
+ * not named are cleared, a path through a message keeps only what it names
+ * inside. paths NULL: an untrimmed copy. NULL if m does not re-encode. */
+ProtobufCMessage *sharp_config_trimmed_copy(const ProtobufCMessage *m, const char *const *paths, size_t n);
+
 /* ---- Any ------------------------------------------------------------------ */
 
 /* Unpacks a google.protobuf.Any message. With `expected`, the type URL's

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "server.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -15,14 +16,21 @@ static void usage(FILE *f)
           "      --config-yaml YAML          inline bootstrap YAML\n"
           "      --mode serve|validate       validate checks the config and exits 0 or 1\n"
           "      --concurrency N             worker threads (default: number of cores)\n"
-          "  -l, --log-level LEVEL           trace|debug|info|warning|error|critical|off\n"
-          "      --log-path PATH             write logs to PATH instead of stderr\n"
+          "  -l, --log-level LEVEL           trace|debug|info|warning|error|critical|off (all loggers)\n"
+          "      --component-log-level L     per-logger levels: upstream:debug,connection:trace\n"
+          "      --log-format FORMAT         log line layout (Envoy's flags; default\n"
+          "                                  \"" SHARP_DEFAULT_LOG_FORMAT "\")\n"
+          "      --log-path PATH             write logs to PATH instead of stderr (reopened on SIGUSR1)\n"
           "      --service-cluster NAME      node.cluster when the bootstrap has none\n"
           "      --service-node NAME         node.id when the bootstrap has none\n"
           "      --drain-time-s N            graceful drain bound on SIGTERM (default 600)\n"
           "      --parent-shutdown-time-s N  accepted for compatibility (default 900)\n"
+          "      --restart-epoch N           hot restart epoch: only 0 (hot restart is not supported)\n"
+          "      --base-id N                 accepted for compatibility (no shared memory is used)\n"
+          "      --disable-hot-restart       accepted for compatibility\n"
           "      --version                   print the version and exit\n"
           "  -h, --help                      this text\n"
+          "With both -c and --config-yaml, the YAML is merged over the file (proto MergeFrom).\n"
           "Without -c or --config-yaml, SHARP runs its embedded default bootstrap:\n"
           "listener 0.0.0.0:10000 -> cluster local_service (127.0.0.1:8080), admin 127.0.0.1:9901.\n",
           f);
@@ -40,7 +48,8 @@ static int parse_uint(const char *s, unsigned *out)
 int main(int argc, char **argv)
 {
     enum { O_CONFIG_YAML = 256, O_MODE, O_CONCURRENCY, O_LOG_PATH, O_SERVICE_CLUSTER,
-           O_SERVICE_NODE, O_DRAIN_TIME, O_PARENT_SHUTDOWN, O_VERSION, O_IGNORED };
+           O_SERVICE_NODE, O_DRAIN_TIME, O_PARENT_SHUTDOWN, O_VERSION, O_IGNORED,
+           O_COMPONENT_LOG_LEVEL, O_LOG_FORMAT, O_RESTART_EPOCH, O_BASE_ID };
     static const struct option longopts[] = {
         {"config-path", required_argument, NULL, 'c'},
         {"config-yaml", required_argument, NULL, O_CONFIG_YAML},
@@ -54,7 +63,10 @@ int main(int argc, char **argv)
         {"parent-shutdown-time-s", required_argument, NULL, O_PARENT_SHUTDOWN},
         {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, 'h'},
-        {"base-id", required_argument, NULL, O_IGNORED},
+        {"component-log-level", required_argument, NULL, O_COMPONENT_LOG_LEVEL},
+        {"log-format", required_argument, NULL, O_LOG_FORMAT},
+        {"restart-epoch", required_argument, NULL, O_RESTART_EPOCH},
+        {"base-id", required_argument, NULL, O_BASE_ID},
         {"disable-hot-restart", no_argument, NULL, O_IGNORED},
         {NULL, 0, NULL, 0},
     };
@@ -85,7 +97,37 @@ int main(int argc, char **argv)
         case 'l':
             o.log_level = sharp_log_level_parse(optarg);
             if (o.log_level < 0) {
-                fprintf(stderr, "sharp: unknown log level '%s'\n", optarg);
+                fprintf(stderr, "error: invalid log level specified '%s'\n", optarg);
+                return 1;
+            }
+            break;
+        case O_COMPONENT_LOG_LEVEL: {
+            char err[512];
+            if (sharp_log_component_levels(optarg, false, err, sizeof err) < 0) {
+                fprintf(stderr, "%s\n", err);
+                return 1;
+            }
+            o.component_log_level = optarg;
+            break;
+        }
+        case O_LOG_FORMAT: o.log_format = optarg; break;
+        case O_RESTART_EPOCH:
+            if (parse_uint(optarg, &o.restart_epoch) < 0) {
+                fprintf(stderr, "error: --restart-epoch must be a non-negative integer, got '%s'\n", optarg);
+                return 1;
+            }
+            if (o.restart_epoch != 0) {
+                fprintf(stderr,
+                        "error: --restart-epoch %u: hot restart is not supported by sharp; start a "
+                        "new process with --restart-epoch 0 (or without the flag) and drain the old "
+                        "one with SIGTERM\n",
+                        o.restart_epoch);
+                return 1;
+            }
+            break;
+        case O_BASE_ID:
+            if (parse_uint(optarg, &o.base_id) < 0) {
+                fprintf(stderr, "error: --base-id must be a non-negative integer, got '%s'\n", optarg);
                 return 1;
             }
             break;
@@ -114,9 +156,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "sharp: unexpected argument '%s'\n", argv[optind]);
         return 1;
     }
-    sharp_log_level = (sharp_log_level_t)o.log_level;
-    if (o.log_path && sharp_log_open(o.log_path) < 0) {
-        fprintf(stderr, "sharp: cannot open log path '%s'\n", o.log_path);
+    /* -l sets every logger, then --component-log-level the named ones,
+     * whatever their order on the command line (as Envoy). */
+    sharp_log_set_all((sharp_log_level_t)o.log_level);
+    char err[512];
+    sharp_log_component_levels(o.component_log_level, true, err, sizeof err);
+    if (o.log_format) {
+        sharp_log_pattern_t *p = sharp_log_pattern_compile(o.log_format, err, sizeof err);
+        if (!p) {
+            fprintf(stderr, "error: %s\n", err);
+            return 1;
+        }
+        sharp_log_set_pattern(p);
+    }
+    /* --mode validate creates no file: logs stay on stderr. */
+    if (o.log_path && !o.validate_only && sharp_log_open(o.log_path) < 0) {
+        fprintf(stderr, "Failed to open log-file '%s': %s\n", o.log_path, strerror(errno));
         return 1;
     }
     sharp_server_t srv;

@@ -6,12 +6,16 @@
 #include "server.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
+#include "http/access_log_emit.h"
 #include "http/filter.h"
 #include "log.h"
 #include "upstream/outlier.h"
 #include "upstream/health_check.h"
 
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -24,6 +28,45 @@ const ProtobufCMessage *sharp_server_bootstrap(const sharp_server_t *s)
 const char *sharp_server_admin_address(const sharp_server_t *s)
 {
     return s->config && s->config->has_admin ? s->config->admin_address : "";
+}
+
+uint64_t sharp_server_version_number(const sharp_server_t *s)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs =
+        s->config ? (const Envoy__Config__Bootstrap__V3__Bootstrap *)s->config->bootstrap : NULL;
+    if (bs && bs->stats_server_version_override && bs->stats_server_version_override->value > 0)
+        return bs->stats_server_version_override->value;
+    unsigned major = 0, minor = 0, patch = 0;
+    sscanf(SHARP_VERSION, "%u.%u.%u", &major, &minor, &patch);
+    return (uint64_t)major * 1000000 + (uint64_t)minor * 1000 + patch;
+}
+
+/* Envoy's Memory::Stats from glibc: allocated = bytes in use (small chunks
+ * plus mmapped ones), heap size = bytes taken from the system. mallinfo2
+ * walks every arena under its lock: once a second is cheap. */
+static void update_memory_gauges(sharp_server_t *s)
+{
+    struct mallinfo2 mi = mallinfo2();
+    sharp_gauge_set(s->stats, s->st.memory_allocated, (int64_t)(mi.uordblks + mi.hblkhd));
+    sharp_gauge_set(s->stats, s->st.memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
+}
+
+void sharp_server_update_state_gauges(sharp_server_t *s)
+{
+    /* Envoy: live is the inverse of the health-check-failed flag (set at
+     * initialization, so it is 1 while initializing); state is the init
+     * state, with a failed health check turning LIVE into DRAINING. SHARP's
+     * SIGTERM drain also counts as draining. */
+    bool draining = s->state == SHARP_SERVER_DRAINING;
+    sharp_gauge_set(s->stats, s->st.live, !s->healthcheck_failed && !draining);
+    int64_t st;
+    switch (s->state) {
+    case SHARP_SERVER_LIVE: st = s->healthcheck_failed ? 1 : 0; break;
+    case SHARP_SERVER_DRAINING: st = 1; break;
+    case SHARP_SERVER_PRE_INITIALIZING: st = 2; break;
+    default: st = 3; break;
+    }
+    sharp_gauge_set(s->stats, s->st.state, st);
 }
 
 int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
@@ -59,10 +102,18 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     s->st.total_connections = sharp_stats_gauge(s->stats, "server.total_connections");
     s->st.days_until_first_cert_expiring = sharp_stats_gauge(s->stats, "server.days_until_first_cert_expiring");
     s->st.memory_allocated = sharp_stats_gauge(s->stats, "server.memory_allocated");
+    s->st.memory_heap_size = sharp_stats_gauge(s->stats, "server.memory_heap_size");
+    s->st.active_clusters = sharp_stats_gauge(s->stats, "cluster_manager.active_clusters");
+    s->st.listeners_active = sharp_stats_gauge(s->stats, "listener_manager.total_listeners_active");
     s->st.hot_restart_epoch = sharp_stats_gauge(s->stats, "server.hot_restart_epoch");
     s->st.drain_listeners = sharp_stats_counter(s->stats, "listener_manager.listener_stopped");
     sharp_gauge_set(s->stats, s->st.concurrency, s->nworkers);
-    sharp_gauge_set(s->stats, s->st.state, 2); /* PRE_INITIALIZING */
+    sharp_gauge_set(s->stats, s->st.hot_restart_epoch, opts->restart_epoch);
+    sharp_gauge_set(s->stats, s->st.version, (int64_t)sharp_server_version_number(s));
+    sharp_gauge_set(s->stats, s->st.active_clusters, s->snap->nclusters);
+    sharp_gauge_set(s->stats, s->st.listeners_active, 0); /* until the workers serve */
+    update_memory_gauges(s);
+    sharp_server_update_state_gauges(s);
     return 0;
 }
 
@@ -117,6 +168,8 @@ static void stop_everything(sharp_server_t *s)
     uv_close((uv_handle_t *)&s->drain_deadline, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigusr1, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 static void on_housekeeping(uv_timer_t *t)
@@ -130,6 +183,7 @@ static void on_housekeeping(uv_timer_t *t)
     }
     sharp_gauge_set(s->stats, s->st.uptime, (int64_t)((sharp_now_ns() - s->start_ns) / 1000000000ull));
     sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
+    update_memory_gauges(s);
     for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) sharp_cluster_refresh_gauges(s->snap->clusters[i]);
     if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {
         sharp_log_info("drain complete");
@@ -161,8 +215,7 @@ void sharp_server_shutdown(sharp_server_t *s, bool drain)
     }
     if (s->state == SHARP_SERVER_DRAINING) return;
     s->state = SHARP_SERVER_DRAINING;
-    sharp_gauge_set(s->stats, s->st.live, 0);
-    sharp_gauge_set(s->stats, s->st.state, 1);
+    sharp_server_update_state_gauges(s);
     sharp_log_info("draining: %lld connections open, drain time %us",
                    (long long)sharp_server_downstream_connections(s), s->opts.drain_time_s);
     sharp_server_drain_listeners(s);
@@ -176,6 +229,40 @@ static void on_signal(uv_signal_t *h, int signum)
     sharp_log_info("caught %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (s->state == SHARP_SERVER_DRAINING) stop_everything(s); /* a second signal: stop now */
     else sharp_server_shutdown(s, true);
+}
+
+int sharp_server_reopen_logs(sharp_server_t *s)
+{
+    int rc = 0;
+    char err[512];
+    const sharp_snapshot_t *snap = s->snap;
+    for (uint32_t l = 0; snap && l < snap->nlisteners; l++) {
+        const sharp_hcm_config_t *h = snap->listeners[l].hcm;
+        for (uint32_t k = 0; h && k < h->naccess_logs; k++) {
+            if (sharp_access_log_reopen(h->access_logs[k], err, sizeof err) < 0) {
+                sharp_error(file, "%s", err);
+                rc = -1;
+            }
+        }
+    }
+    if (sharp_log_reopen() < 0) {
+        sharp_error(file, "cannot reopen log path '%s': %s", s->opts.log_path, strerror(errno));
+        rc = -1;
+    }
+    return rc;
+}
+
+/* SIGUSR1 reopens the access logs and the log file (logrotate's
+ * postrotate); SIGHUP is eaten, as Envoy does: neither stops the server. */
+static void on_signal_logs(uv_signal_t *h, int signum)
+{
+    sharp_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        sharp_warn(main, "caught and eating SIGHUP. See documentation for how to hot restart.");
+        return;
+    }
+    sharp_info(main, "caught SIGUSR1. Reopening access logs.");
+    sharp_server_reopen_logs(s);
 }
 
 /* Undoes the socket setup of workers [0, n) that never started. */
@@ -215,8 +302,8 @@ static void start_serving(sharp_server_t *s)
     }
     s->workers_started = true;
     s->state = SHARP_SERVER_LIVE;
-    sharp_gauge_set(s->stats, s->st.live, 1);
-    sharp_gauge_set(s->stats, s->st.state, 0);
+    sharp_server_update_state_gauges(s);
+    sharp_gauge_set(s->stats, s->st.listeners_active, snap->nlisteners);
     for (uint32_t l = 0; l < snap->nlisteners; l++)
         sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
     if (s->config->has_admin) sharp_log_info("admin on http://%s/", s->config->admin_address);
@@ -272,6 +359,11 @@ int sharp_server_run(sharp_server_t *s)
     s->sigterm.data = s->sigint.data = s;
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_init(s->loop, &s->sigusr1);
+    uv_signal_init(s->loop, &s->sighup);
+    s->sigusr1.data = s->sighup.data = s;
+    uv_signal_start(&s->sigusr1, on_signal_logs, SIGUSR1);
+    uv_signal_start(&s->sighup, on_signal_logs, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     /* Outlier detectors: started before the workers can report results and
      * closed only after they are joined (their wake-ups outlive the loop
@@ -282,7 +374,7 @@ int sharp_server_run(sharp_server_t *s)
      * workers start once every checked host has had its first result, so
      * the first requests see real health rather than panic routing. */
     s->state = SHARP_SERVER_INITIALIZING;
-    sharp_gauge_set(s->stats, s->st.state, 3); /* INITIALIZING */
+    sharp_server_update_state_gauges(s);
     s->health_checker = sharp_health_checker_start(s->loop, snap, s->stats, on_initial_health_checks, s);
     if (!s->health_checker) start_serving(s);
     else sharp_log_info("waiting for the first round of health checks");

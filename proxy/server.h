@@ -17,7 +17,11 @@ typedef struct sharp_options {
     bool validate_only;
     unsigned concurrency;
     int log_level;
+    const char *component_log_level; /* "upstream:debug,connection:trace", NULL if none */
+    const char *log_format;          /* NULL: SHARP_DEFAULT_LOG_FORMAT */
     const char *log_path;
+    unsigned restart_epoch;          /* always 0: hot restart is refused */
+    unsigned base_id;
     const char *service_cluster;
     const char *service_node;
     unsigned drain_time_s;            /* default 600 as Envoy; SIGTERM drain bound */
@@ -49,7 +53,7 @@ typedef struct sharp_server {
     uint64_t start_wall_s;
     uint64_t start_ns;
     uint64_t last_flush_ns;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sigusr1, sighup;
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
     uv_timer_t drain_deadline;
     struct sharp_admin *admin;
@@ -57,7 +61,8 @@ typedef struct sharp_server {
     char node_id[256], node_cluster[256];
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
-            days_until_first_cert_expiring, memory_allocated, hot_restart_epoch, drain_listeners;
+            days_until_first_cert_expiring, memory_allocated, memory_heap_size, hot_restart_epoch,
+            drain_listeners, active_clusters, listeners_active;
     } st;
     int exit_code;
 } sharp_server_t;
@@ -74,6 +79,16 @@ void sharp_server_free(sharp_server_t *s);
 void sharp_server_drain_listeners(sharp_server_t *s);
 void sharp_server_shutdown(sharp_server_t *s, bool drain);
 int64_t sharp_server_downstream_connections(sharp_server_t *s);
+/* Reopens every access log file and the --log-path file (SIGUSR1,
+ * /reopen_logs). Returns 0, or -1 when one could not be reopened (logged;
+ * the others are reopened all the same). */
+int sharp_server_reopen_logs(sharp_server_t *s);
+/* Sets server.live and server.state from the state and the health check
+ * flag (/healthcheck/fail), as Envoy does. Main thread. */
+void sharp_server_update_state_gauges(sharp_server_t *s);
+/* server.version: the bootstrap's stats_server_version_override when set,
+ * else SHARP's version as major * 1000000 + minor * 1000 + patch. */
+uint64_t sharp_server_version_number(const sharp_server_t *s);
 
 #endif
 

@@ -68,7 +68,7 @@ typedef struct sharp_listener_config {
     socklen_t addrlen;
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     sharp_hcm_config_t *hcm;
-    sharp_stat_id_t cx_total, cx_active, cx_destroy;
+    sharp_stat_id_t cx_total, cx_active, cx_destroy, cx_length_ms;
 } sharp_listener_config_t;
 
 typedef struct sharp_snapshot {

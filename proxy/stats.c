@@ -59,6 +59,7 @@ typedef struct {
     uint8_t unit;        /* sharp_hist_unit_t */
     _Atomic bool used;   /* gauges, and counters added 0: see stat_used() */
     _Atomic int64_t abs; /* gauge: absolute part set by sharp_gauge_set */
+    _Atomic uint64_t reset_base; /* counter: sum of the shards at the last reset */
     /* Histograms, guarded by flush_mu: cumulative values at the last flush
      * and the values recorded between the last two flushes. */
     hist_data_t *flushed_cum;
@@ -460,7 +461,17 @@ static hist_data_t *shard_hist(sharp_stats_t *s, unsigned shard, sharp_stat_id_t
 
 uint64_t sharp_stats_counter_value(sharp_stats_t *s, sharp_stat_id_t id)
 {
-    return is_kind(s, id, SHARP_STAT_COUNTER) ? sum_slots(s, id) : 0;
+    if (!is_kind(s, id, SHARP_STAT_COUNTER)) return 0;
+    /* Each shard only grows, so the sum never drops below the base. */
+    return sum_slots(s, id) - atomic_load_explicit(&meta_of(s, id)->reset_base, RELAXED);
+}
+
+void sharp_stats_reset_counters(sharp_stats_t *s)
+{
+    uint32_t n = atomic_load_explicit(&s->nstats, ACQUIRE);
+    for (sharp_stat_id_t id = STATS_RESERVED; id < n; id++)
+        if (meta_of(s, id)->kind == SHARP_STAT_COUNTER)
+            atomic_store_explicit(&meta_of(s, id)->reset_base, sum_slots(s, id), RELAXED);
 }
 
 int64_t sharp_stats_gauge_value(sharp_stats_t *s, sharp_stat_id_t id)

@@ -67,6 +67,12 @@ void sharp_gauge_set(sharp_stats_t *s, sharp_stat_id_t id, int64_t value);
 /* Records one value (milliseconds for SHARP_HIST_MILLISECONDS). */
 void sharp_histogram_record(sharp_stats_shard_t *sh, sharp_stat_id_t id, uint64_t value);
 
+/* Envoy's /reset_counters: every counter reads 0 from now on (gauges and
+ * histograms are left alone, and a counter stays "used"). The workers'
+ * shards are not written: each counter remembers the sum it had, and reads
+ * subtract it. Main thread. */
+void sharp_stats_reset_counters(sharp_stats_t *s);
+
 /* Merged reads (any thread). */
 uint64_t sharp_stats_counter_value(sharp_stats_t *s, sharp_stat_id_t id);
 int64_t sharp_stats_gauge_value(sharp_stats_t *s, sharp_stat_id_t id);

@@ -295,6 +295,7 @@ static void on_backoff(uv_timer_t *t)
  * request body sent so far. */
 static void schedule_retry(router_state_t *rs)
 {
+    sharp_stream_t *s = rs->f->stream;
     release_upstream(rs);   /* gives back the slot of the try that failed, if it was a retry */
     rs->retry_slot = true; /* taken by should_retry for the next try */
     rs->retries_left--;
@@ -310,7 +311,10 @@ static void schedule_retry(router_state_t *rs)
         rs->pending_body = b;
     }
     rs->backing_off = true;
-    uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, backoff_ms(rs), 0);
+    uint64_t wait = backoff_ms(rs);
+    sharp_debug(router, "[C%llu][S%llu] performing retry %u of cluster '%s' after %llu ms back-off (%u left)",
+                s->conn_id, s->id, rs->attempt - 1, rs->cluster->name, (unsigned long long)wait, rs->retries_left);
+    uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, wait, 0);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -318,6 +322,8 @@ static void on_timeout(uv_timer_t *t)
     router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
     router_state_t *rs = rt->rs;
     if (!rs || rs->response_done) return;
+    sharp_debug(router, "[C%llu][S%llu] upstream timeout (%llu ms)", rs->f->stream->conn_id, rs->f->stream->id,
+                (unsigned long long)rs->timeout_ms);
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_timeout);
     if (rs->upstream_active) {
         atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
@@ -347,6 +353,8 @@ static void on_per_try_timeout(uv_timer_t *t)
     router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
     router_state_t *rs = rt->rs;
     if (!rs || !rs->upstream_active || rs->response_headers) return;
+    sharp_debug(router, "[C%llu][S%llu] upstream per try timeout (%llu ms, host %s)", rs->f->stream->conn_id,
+                rs->f->stream->id, (unsigned long long)rs->per_try_timeout_ms, rs->host->address);
     sharp_counter_inc(shard(rs), rs->cluster->st.upstream_rq_per_try_timeout);
     atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
     sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
@@ -520,6 +528,7 @@ static void start_try(router_state_t *rs)
     sharp_cluster_t *c = rs->cluster;
     sharp_host_t *host = choose_host(rs);
     if (!host) {
+        sharp_debug(router, "[C%llu][S%llu] no healthy host for cluster '%s'", s->conn_id, s->id, c->name);
         if (rs->retry_slot) {
             rs->retry_slot = false;
             sharp_cluster_retry_release(c);
@@ -536,6 +545,8 @@ static void start_try(router_state_t *rs)
         return;
     }
     rs->host = host;
+    sharp_debug(router, "[C%llu][S%llu] try %u: host %s chosen in cluster '%s'", s->conn_id, s->id, rs->attempt,
+                host->address, c->name);
     if (rs->ntried < ROUTER_MAX_TRIED) rs->tried[rs->ntried++] = host;
     rs->counted_active = true;
     rs->response_headers = false;
@@ -614,6 +625,12 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     rs->f = f;
     const sharp_route_t *r = s->route;
     if (!r) {
+        if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
+            sharp_str_t path = {"", 0};
+            sharp_headers_get_cstr(h, ":path", &path);
+            sharp_debug(router, "[C%llu][S%llu] no route match for URL '%.*s'", s->conn_id, s->id, (int)path.len,
+                        path.p);
+        }
         sharp_counter_inc(w->stats, s->hcm->st.no_route);
         sharp_stream_send_local_reply(f, 404, NULL, SHARP_RF_NO_ROUTE_FOUND, "route_not_found");
         return SHARP_FILTER_STOP;
@@ -630,12 +647,20 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     const char *cname = sharp_route_pick_cluster(r, sharp_worker_random(w), &wc);
     sharp_cluster_t *c = cname ? sharp_snapshot_cluster(s->snap, cname) : NULL;
     if (!c) {
+        sharp_debug(router, "[C%llu][S%llu] unknown cluster '%s'", s->conn_id, s->id, cname ? cname : "");
         sharp_counter_inc(w->stats, s->hcm->st.no_cluster);
         sharp_stream_send_local_reply(f, r->cluster_not_found_code ? r->cluster_not_found_code : 503,
                                       NULL, SHARP_RF_NO_CLUSTER_FOUND, "cluster_not_found");
         return SHARP_FILTER_STOP;
     }
     rs->cluster = c;
+    if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
+        sharp_str_t path = {"", 0};
+        sharp_headers_get_cstr(h, ":path", &path);
+        sharp_debug(router, "[C%llu][S%llu] cluster '%s' match for URL '%.*s' (virtual host '%s', route '%s')",
+                    s->conn_id, s->id, c->name, (int)path.len, path.p, s->vhost && s->vhost->name ? s->vhost->name : "",
+                    r->name ? r->name : "");
+    }
     s->info.upstream_cluster = c->name;
     rs->cl = &w->clusters[c->index];
     rs->attempt = 1;
@@ -689,6 +714,12 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
     rs->wc = wc;
     rs->request_end_seen = end_stream;
+    if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
+        sharp_sbuf_t d = {0};
+        sharp_headers_dump(h, &d);
+        sharp_debug(router, "[C%llu][S%llu] router decoding headers:%s", s->conn_id, s->id, d.data ? d.data : "");
+        sharp_sbuf_free(&d);
+    }
 
     start_try(rs);
     if (!rs->upstream_active) return SHARP_FILTER_STOP; /* answered locally */
@@ -766,7 +797,8 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
 static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
 {
     router_state_t *rs = ctx;
-    (void)detail;
+    sharp_debug(router, "[C%llu][S%llu] upstream connection failure to %s: %s", rs->f->stream->conn_id,
+                rs->f->stream->id, rs->host->address, detail ? detail : "");
     charge_local_upstream_code(rs, 503);
     if (should_retry(rs, failure_retriable(rs, FAIL_CONNECT)) == RETRY_YES) {
         schedule_retry(rs);
@@ -797,6 +829,8 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     uint32_t code = 0;
     if (sharp_headers_get_cstr(h, ":status", &st))
         for (size_t i = 0; i < st.len; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    sharp_debug(router, "[C%llu][S%llu] upstream headers complete: status %u end_stream=%s (host %s)", s->conn_id,
+                s->id, code, end_stream ? "true" : "false", rs->host->address);
     sharp_cluster_count_response(rs->cluster, shard(rs), code);
     if (code >= 500) atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
@@ -845,7 +879,8 @@ static void up_on_data(void *ctx, const char *p, size_t n, bool end_stream)
 static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 {
     router_state_t *rs = ctx;
-    (void)detail;
+    sharp_debug(router, "[C%llu][S%llu] upstream reset: %s (host %s)", rs->f->stream->conn_id, rs->f->stream->id,
+                detail ? detail : "", rs->host ? rs->host->address : "-");
     rs->bound = false;
     uint32_t flag = why == SHARP_RESET_REMOTE           ? SHARP_RF_UPSTREAM_REMOTE_RESET
                     : why == SHARP_RESET_PROTOCOL_ERROR ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR

@@ -70,14 +70,6 @@ static const char *state_name(const sharp_server_t *srv)
     return "DRAINING";
 }
 
-static const char *const level_names[] = {"trace", "debug",    "info", "warning",
-                                          "error", "critical", "off"};
-
-static const char *level_name(int lvl)
-{
-    return lvl >= 0 && (size_t)lvl < SHARP_ARRAY_SIZE(level_names) ? level_names[lvl] : "info";
-}
-
 /* Writes {"socket_address":{"address":"1.2.3.4","port_value":80}} for an
  * IPv4 or IPv6 socket address ({} for anything else). */
 static void socket_address_json(sharp_sbuf_t *b, const struct sockaddr_storage *ss)
@@ -99,14 +91,6 @@ static void socket_address_json(sharp_sbuf_t *b, const struct sockaddr_storage *
     sharp_sbuf_printf(b, "{\"socket_address\":{\"address\":\"%s\",\"port_value\":%u}}", ip, port);
 }
 
-/* RFC 3339 UTC with whole seconds, as protobuf prints a Timestamp. */
-static void rfc3339(char *out, size_t n, uint64_t wall_s)
-{
-    time_t t = (time_t)wall_s;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 /* ---- /, /help, 404 -------------------------------------------------------- */
 
@@ -136,16 +120,19 @@ static void h_server_info(const sharp_admin_request_t *rq, sharp_admin_response_
     sharp_sbuf_printf(&b, ",\"uptime_current_epoch\":\"%llus\",\"uptime_all_epochs\":\"%llus\"",
                       (unsigned long long)up, (unsigned long long)up);
     sharp_sbuf_puts(&b, ",\"hot_restart_version\":\"disabled\"");
-    sharp_sbuf_printf(&b, ",\"command_line_options\":{\"base_id\":\"0\",\"concurrency\":%u",
-                      srv->nworkers);
+    sharp_sbuf_printf(&b, ",\"command_line_options\":{\"base_id\":\"%u\",\"concurrency\":%u",
+                      o->base_id, srv->nworkers);
     sharp_sbuf_puts(&b, ",\"config_path\":");
     sharp_json_str(&b, o->config_path ? o->config_path : "");
     sharp_sbuf_puts(&b, ",\"config_yaml\":");
     sharp_json_str(&b, o->config_yaml ? o->config_yaml : "");
     sharp_sbuf_puts(&b, ",\"allow_unknown_static_fields\":false,\"reject_unknown_dynamic_fields\":"
                         "false,\"admin_address_path\":\"\",\"local_address_ip_version\":\"v4\"");
-    sharp_sbuf_printf(&b, ",\"log_level\":\"%s\",\"component_log_level\":\"\"",
-                      level_name(o->log_level));
+    sharp_sbuf_printf(&b, ",\"log_level\":\"%s\",\"component_log_level\":",
+                      sharp_log_level_name(o->log_level));
+    sharp_json_str(&b, o->component_log_level ? o->component_log_level : "");
+    sharp_sbuf_puts(&b, ",\"log_format\":");
+    sharp_json_str(&b, o->log_format ? o->log_format : SHARP_DEFAULT_LOG_FORMAT);
     sharp_sbuf_puts(&b, ",\"log_path\":");
     sharp_json_str(&b, o->log_path ? o->log_path : "");
     sharp_sbuf_puts(&b, ",\"service_cluster\":");
@@ -155,11 +142,11 @@ static void h_server_info(const sharp_admin_request_t *rq, sharp_admin_response_
     sharp_sbuf_printf(&b,
                       ",\"service_zone\":\"\",\"file_flush_interval\":\"10s\",\"drain_time\":"
                       "\"%us\",\"parent_shutdown_time\":\"%us\",\"mode\":\"%s\",\"disable_hot_"
-                      "restart\":true,\"enable_mutex_tracing\":false,\"restart_epoch\":0,"
+                      "restart\":true,\"enable_mutex_tracing\":false,\"restart_epoch\":%u,"
                       "\"cpuset_threads\":false,\"disabled_extensions\":[],\"drain_strategy\":"
                       "\"Gradual\"}",
                       o->drain_time_s, o->parent_shutdown_time_s,
-                      o->validate_only ? "Validate" : "Serve");
+                      o->validate_only ? "Validate" : "Serve", o->restart_epoch);
     sharp_sbuf_puts(&b, ",\"node\":{\"id\":");
     sharp_json_str(&b, srv->node_id);
     sharp_sbuf_puts(&b, ",\"cluster\":");
@@ -212,12 +199,14 @@ static void h_init_dump(const sharp_admin_request_t *rq, sharp_admin_response_t 
 static void h_healthcheck_fail(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
     rq->srv->healthcheck_failed = true;
+    sharp_server_update_state_gauges(rq->srv);
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
 static void h_healthcheck_ok(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
     rq->srv->healthcheck_failed = false;
+    sharp_server_update_state_gauges(rq->srv);
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
@@ -229,6 +218,18 @@ static void h_drain_listeners(const sharp_admin_request_t *rq, sharp_admin_respo
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
+static void h_reset_counters(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    if (rq->srv->stats) sharp_stats_reset_counters(rq->srv->stats);
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
+static void h_reopen_logs(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_server_reopen_logs(rq->srv);
+    sharp_sbuf_puts(&rsp->body, "OK\n");
+}
+
 static void h_quitquitquit(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
     sharp_log_info("admin: shutdown requested via /quitquitquit");
@@ -236,30 +237,29 @@ static void h_quitquitquit(const sharp_admin_request_t *rq, sharp_admin_response
     sharp_sbuf_puts(&rsp->body, "OK\n");
 }
 
-/* SHARP has one log level for the whole process. The per-logger names Envoy
- * offers are accepted so its tooling works, and any change applies to all. */
-static const char *const logger_names[] = {"admin", "config", "connection", "filter",  "http",
-                                           "main",  "pool",   "router",     "runtime", "upstream"};
-
-static bool known_logger(const char *name)
-{
-    for (size_t i = 0; i < SHARP_ARRAY_SIZE(logger_names); i++)
-        if (strcmp(name, logger_names[i]) == 0) return true;
-    return false;
-}
-
-/* Applies a /logging query: level=<l>, paths=<name>:<l>,..., or <name>=<l>.
- * Returns NULL on success or the error message. */
+/* Envoy's /logging: level=<l> sets every logger, paths=<name>:<l>,... and
+ * <name>=<l> set only the named ones. Every name and level is checked
+ * before anything changes. Returns NULL on success or Envoy's message. */
 static const char *change_log_level(const sharp_query_t *q)
 {
     if (q->n != 1) return "invalid number of parameters";
     const sharp_query_param_t *p = &q->params[0];
-    int lvl = -1;
+    if (strcmp(p->key, "level") == 0) {
+        int lvl = sharp_log_level_parse(p->value);
+        if (lvl < 0) return "unknown logger level";
+        sharp_info(admin, "change all log levels: level='%s'", sharp_log_level_name(lvl));
+        sharp_log_set_all((sharp_log_level_t)lvl);
+        return NULL;
+    }
+    int ids[SHARP_LOGGER_COUNT], lvls[SHARP_LOGGER_COUNT];
+    size_t n = 0;
     if (strcmp(p->key, "paths") == 0) {
         char *copy = sharp_strdup(p->value), *save = NULL;
         const char *err = NULL;
         for (char *item = strtok_r(copy, ",", &save); item && !err;
              item = strtok_r(NULL, ",", &save)) {
+            while (*item == ' ' || *item == '\t') item++;
+            if (!*item) continue; /* absl::SkipWhitespace */
             char *colon = strchr(item, ':');
             if (!colon || colon == item || !colon[1]) {
                 err = "empty logger name or empty logger level";
@@ -267,23 +267,32 @@ static const char *change_log_level(const sharp_query_t *q)
             }
             *colon = '\0';
             int l = sharp_log_level_parse(colon + 1);
-            if (l < 0)
-                err = "unknown logger level";
-            else if (!known_logger(item))
-                err = "unknown logger name";
-            else if (lvl < 0 || l < lvl)
-                lvl = l; /* the most verbose one asked for */
+            int id = sharp_logger_find(item);
+            if (l < 0) err = "unknown logger level";
+            else if (id < 0) err = "unknown logger name";
+            else {
+                size_t k = 0;
+                while (k < n && ids[k] != id) k++;
+                ids[k] = id;
+                lvls[k] = l;
+                if (k == n) n++;
+            }
         }
         free(copy);
         if (err) return err;
-        if (lvl < 0) return "empty logger name or empty logger level";
     } else {
-        lvl = sharp_log_level_parse(p->value);
-        if (lvl < 0) return "unknown logger level";
-        if (strcmp(p->key, "level") != 0 && !known_logger(p->key)) return "unknown logger name";
+        int l = sharp_log_level_parse(p->value);
+        if (l < 0) return "unknown logger level";
+        int id = sharp_logger_find(p->key);
+        if (id < 0) return "unknown logger name";
+        ids[n] = id;
+        lvls[n++] = l;
     }
-    sharp_log_level = (sharp_log_level_t)lvl;
-    sharp_log_info("admin: change all log levels: level='%s'", level_name(lvl));
+    for (size_t k = 0; k < n; k++) {
+        sharp_info(admin, "change log level: name='%s' level='%s'", sharp_logger_name(ids[k]),
+                   sharp_log_level_name(lvls[k]));
+        sharp_log_set(ids[k], (sharp_log_level_t)lvls[k]);
+    }
     return NULL;
 }
 
@@ -300,14 +309,15 @@ static void h_logging(const sharp_admin_request_t *rq, sharp_admin_response_t *r
                             "levels)\n"
                             "usage: /logging?level=<level> (change all levels)\n"
                             "levels: ");
-            for (size_t i = 0; i < SHARP_ARRAY_SIZE(level_names); i++)
-                sharp_sbuf_printf(&rsp->body, "%s ", level_names[i]);
+            for (int i = SHARP_LOG_TRACE; i <= SHARP_LOG_OFF; i++)
+                sharp_sbuf_printf(&rsp->body, "%s ", sharp_log_level_name(i));
             sharp_sbuf_puts(&rsp->body, "\n");
         }
     }
     sharp_sbuf_puts(&rsp->body, "active loggers:\n");
-    for (size_t i = 0; i < SHARP_ARRAY_SIZE(logger_names); i++)
-        sharp_sbuf_printf(&rsp->body, "  %s: %s\n", logger_names[i], level_name(sharp_log_level));
+    for (int i = 0; i < SHARP_LOGGER_COUNT; i++)
+        sharp_sbuf_printf(&rsp->body, "  %s: %s\n", sharp_logger_name(i),
+                          sharp_log_level_name(sharp_log_get(i)));
     sharp_sbuf_puts(&rsp->body, "\n");
 }
 
@@ -630,114 +640,6 @@ static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t 
                           snap->listeners[i].address);
 }
 
-/* ---- config_dump ----------------------------------------------------------- */
-
-/* The message-typed field `name` of `m`, NULL when unset or not a message. */
-static const ProtobufCMessage *sub_message(const ProtobufCMessage *m, const char *name)
-{
-    if (!m) return NULL;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
-        return NULL;
-    return *(const ProtobufCMessage *const *)((const char *)m + f->offset);
-}
-
-/* The elements of the repeated message field `name` of `m`; 0 if none. */
-static size_t repeated_messages(const ProtobufCMessage *m, const char *name,
-                                const ProtobufCMessage *const **items)
-{
-    *items = NULL;
-    if (!m) return 0;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label != PROTOBUF_C_LABEL_REPEATED) return 0;
-    size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
-    *items = *(const ProtobufCMessage *const *const *)((const char *)m + f->offset);
-    return *items ? n : 0;
-}
-
-/* Appends `m` as JSON with "@type" first, the way an Any-packed message
- * prints. */
-static void typed_json(sharp_sbuf_t *b, const ProtobufCMessage *m)
-{
-    sharp_sbuf_t inner = {0};
-    sharp_config_to_json(m, &inner);
-    sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", m->descriptor->name);
-    /* inner is "{...}": splice its members after @type. */
-    if (inner.len > 2 && inner.data[0] == '{') {
-        sharp_sbuf_puts(b, ",");
-        sharp_sbuf_append(b, inner.data + 1, inner.len - 1);
-    } else {
-        sharp_sbuf_puts(b, "}");
-    }
-    sharp_sbuf_free(&inner);
-}
-
-/* Appends the static_<kind> entries ({"<item>": {...}, "last_updated": ts})
- * of one repeated field of static_resources, comma-separated. */
-static void static_entries(sharp_sbuf_t *b, const ProtobufCMessage *const *items, size_t n,
-                           const char *item, const char *ts)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (i) sharp_sbuf_puts(b, ",");
-        sharp_sbuf_printf(b, "{\"%s\":", item);
-        typed_json(b, items[i]);
-        sharp_sbuf_printf(b, ",\"last_updated\":\"%s\"}", ts);
-    }
-}
-
-static void h_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
-{
-    const ProtobufCMessage *bs = sharp_server_bootstrap(rq->srv);
-    if (!bs) {
-        text(rsp, 503, "configuration is not loaded\n");
-        return;
-    }
-    char ts[40];
-    rfc3339(ts, sizeof ts, rq->srv->start_wall_s);
-    const ProtobufCMessage *sr = sub_message(bs, "static_resources");
-    const ProtobufCMessage *const *clusters, *const *listeners;
-    size_t nclusters = repeated_messages(sr, "clusters", &clusters);
-    size_t nlisteners = repeated_messages(sr, "listeners", &listeners);
-
-    const char *resource = sharp_query_get(&rq->query, "resource");
-    sharp_sbuf_t b = {0};
-    if (resource && *resource) {
-        /* ?resource= lists the entries of one repeated field of the dump. */
-        sharp_sbuf_puts(&b, "{\"configs\":[");
-        if (strcmp(resource, "static_clusters") == 0) {
-            static_entries(&b, clusters, nclusters, "cluster", ts);
-        } else if (strcmp(resource, "static_listeners") == 0) {
-            static_entries(&b, listeners, nlisteners, "listener", ts);
-        } else if (strcmp(resource, "dynamic_active_clusters") != 0 &&
-                   strcmp(resource, "dynamic_warming_clusters") != 0 &&
-                   strcmp(resource, "dynamic_listeners") != 0 &&
-                   strcmp(resource, "static_route_configs") != 0 &&
-                   strcmp(resource, "dynamic_route_configs") != 0) {
-            sharp_sbuf_free(&b);
-            rsp->status = 404;
-            sharp_sbuf_printf(&rsp->body, "%s not found in config dump", resource);
-            return;
-        }
-        sharp_sbuf_puts(&b, "]}");
-        finish_json(rsp, &b);
-        return;
-    }
-    sharp_sbuf_puts(&b, "{\"configs\":[{\"@type\":\"type.googleapis.com/"
-                        "envoy.admin.v3.BootstrapConfigDump\",\"bootstrap\":");
-    sharp_config_to_json(bs, &b);
-    sharp_sbuf_printf(&b, ",\"last_updated\":\"%s\"}", ts);
-    sharp_sbuf_puts(&b, ",{\"@type\":\"type.googleapis.com/envoy.admin.v3.ClustersConfigDump\","
-                        "\"static_clusters\":[");
-    static_entries(&b, clusters, nclusters, "cluster", ts);
-    sharp_sbuf_puts(&b, "]},{\"@type\":\"type.googleapis.com/envoy.admin.v3.ListenersConfigDump\","
-                        "\"static_listeners\":[");
-    static_entries(&b, listeners, nlisteners, "listener", ts);
-    sharp_sbuf_puts(&b, "]}]}");
-    finish_json(rsp, &b);
-}
-
 /* ---- shuffle_shard ---------------------------------------------------------- */
 
 /* SHARP: a customer's cells in a shuffle-shard cluster, in the customer's
@@ -812,8 +714,16 @@ static const handler_t handlers[] = {
     {"/config_dump",
      "dump current Envoy configs (experimental)",
      false,
-     h_config_dump,
-     {{"resource", "The resource to dump"}, {0}}},
+     sharp__admin_config_dump,
+     {{"resource", "The resource to dump"},
+      {"mask", "The mask to apply. When both resource and mask are specified, the mask is applied to "
+               "every element in the desired repeated field so that only a subset of fields are "
+               "returned. The mask is parsed as a ProtobufWkt::FieldMask"},
+      {"name_regex", "Dump only the currently loaded configurations whose names match the specified "
+                     "regex. Can be used with both resource and mask query parameters."},
+      {"include_eds", "Dump currently loaded configuration including EDS. See the response definition "
+                      "for more information"},
+      {0}}},
     {"/drain_listeners",
      "drain listeners",
      true,
@@ -860,6 +770,12 @@ static const handler_t handlers[] = {
      false,
      h_ready,
      {{0}}},
+    {"/reopen_logs",
+     "reopen access logs",
+     true,
+     h_reopen_logs,
+     {{0}}},
+    {"/reset_counters", "reset all counters to zero", true, h_reset_counters, {{0}}},
     {"/runtime", "print runtime values", false, h_runtime, {{0}}},
     {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
     {"/shuffle_shard",

@@ -32,6 +32,9 @@ typedef struct sharp_admin_response {
  * method than POST give 405. */
 void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
 
+/* /config_dump (config_dump.c). */
+void sharp__admin_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
+
 /* HTTP reason phrase for the status codes the admin server sends. */
 const char *sharp__admin_reason(unsigned status);
 

@@ -67,6 +67,13 @@ typedef struct sharp_access_log_file {
  * whatever fd 1 and 2 are (pipe, socket, tty). NULL with a message on error. */
 sharp_access_log_file_t *sharp_access_log_file_open(const char *path, char *err, size_t errlen);
 void sharp_access_log_file_close(sharp_access_log_file_t *f);
+/* For --mode validate, which creates no file: 0 when `path` could be opened
+ * for appending (it exists and is writable, or its directory lets us create
+ * it), else -1 with the same message open would give. */
+int sharp_access_log_file_check(const char *path, char *err, size_t errlen);
+/* Reopens the file under its path (logrotate moved it away: the next writes
+ * create and fill a new file). The standard streams are left alone. */
+int sharp_access_log_file_reopen(sharp_access_log_file_t *f, char *err, size_t errlen);
 
 #define SHARP_ACCESS_LOG_FLUSH_BYTES (64 * 1024)
 

@@ -62,7 +62,8 @@ static sharp_access_log_format_t *compile_sfs(const Envoy__Config__Core__V3__Sub
     }
 }
 
-sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_t slot, char *err, size_t errlen)
+sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_t slot, bool open_file,
+                                            char *err, size_t errlen)
 {
     const Envoy__Config__Accesslog__V3__AccessLog *al = (const void *)msg;
     if (al->filter) {
@@ -119,6 +120,11 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
         goto bad;
     }
     if (!l->fmt) goto bad;
+    if (!open_file) { /* --mode validate */
+        if (sharp_access_log_file_check(path, err, errlen) < 0) goto bad;
+        protobuf_c_message_free_unpacked(m, NULL);
+        return l;
+    }
     l->file = sharp_access_log_file_open(path, err, errlen);
     if (!l->file) goto bad;
     protobuf_c_message_free_unpacked(m, NULL);
@@ -135,6 +141,11 @@ void sharp_access_log_free(sharp_access_log_t *l)
     if (l->file) sharp_access_log_file_close(l->file);
     if (l->fmt) sharp_access_log_format_free(l->fmt);
     free(l);
+}
+
+int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen)
+{
+    return sharp_access_log_file_reopen(l->file, err, errlen);
 }
 
 void sharp_access_log_emit_all(sharp_worker_t *w, const sharp_hcm_config_t *hcm, const sharp_stream_info_t *si)

@@ -15,9 +15,13 @@ struct sharp_hcm_config;
 typedef struct sharp_access_log sharp_access_log_t;
 
 /* From an envoy.config.accesslog.v3.AccessLog message; `slot` numbers the
- * logs of one snapshot from 0 (each worker keeps a buffer per slot). */
-sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *access_log, uint32_t slot, char *err,
-                                            size_t errlen);
+ * logs of one snapshot from 0 (each worker keeps a buffer per slot). With
+ * `open_file` false (--mode validate) the file is only checked, not created,
+ * and the log must not be used. */
+sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *access_log, uint32_t slot,
+                                            bool open_file, char *err, size_t errlen);
+/* SIGUSR1 and /reopen_logs: see sharp_access_log_file_reopen. */
+int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen);
 void sharp_access_log_free(sharp_access_log_t *l);
 
 void sharp_access_log_emit_all(struct sharp_worker *w, const struct sharp_hcm_config *hcm,

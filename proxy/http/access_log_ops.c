@@ -299,6 +299,50 @@ sharp_access_log_file_t *sharp_access_log_file_open(const char *path, char *err,
     return f;
 }
 
+static bool is_std_stream(const char *path)
+{
+    return strcmp(path, "/dev/stdout") == 0 || strcmp(path, "/dev/stderr") == 0;
+}
+
+int sharp_access_log_file_check(const char *path, char *err, size_t errlen)
+{
+    if (is_std_stream(path)) return 0;
+    if (access(path, F_OK) == 0) {
+        if (access(path, W_OK) == 0) return 0;
+    } else {
+        /* Not there yet: its directory must let us create it. */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else if (slash == dir) dir[1] = '\0';
+        else *slash = '\0';
+        if (access(dir, W_OK | X_OK) == 0) return 0;
+    }
+    if (err && errlen) snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
+    return -1;
+}
+
+int sharp_access_log_file_reopen(sharp_access_log_file_t *f, char *err, size_t errlen)
+{
+    if (!f || is_std_stream(f->path)) return 0;
+    int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (err && errlen) snprintf(err, errlen, "cannot reopen access log '%s': %s", f->path, strerror(errno));
+        return -1;
+    }
+    /* The workers keep writing to f->fd: dup3 swaps the file behind that
+     * number atomically, so each write lands whole in the old file or in
+     * the new one, and nothing needs to tell the workers. */
+    int rc = 0;
+    if (dup3(fd, f->fd, O_CLOEXEC) < 0) {
+        if (err && errlen) snprintf(err, errlen, "cannot reopen access log '%s': %s", f->path, strerror(errno));
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}
+
 void sharp_access_log_file_close(sharp_access_log_file_t *f)
 {
     if (!f) return;

@@ -43,7 +43,10 @@ typedef struct sharp_conn {
     bool parsing;           /* inside llhttp_execute */
     bool paused;            /* parser paused at a message end */
     bool shutdown;          /* closing once written data has left */
+    bool rejected;          /* a parser callback answered and stopped the parser */
     int handles_open;
+    unsigned long long id; /* "[C<id>]" in log lines */
+    uint64_t start_ns;
     char remote[64], local[64];
     struct sockaddr_storage remote_ss;
 } sharp_conn_t;
@@ -85,6 +88,11 @@ static void conn_close(sharp_conn_t *c)
     sharp_counter_inc(sh, HCM(c)->st.cx_destroy);
     sharp_gauge_add(sh, l->cx_active, -1);
     sharp_counter_inc(sh, l->cx_destroy);
+    uint64_t length_ms = (sharp_now_ns() - c->start_ns) / 1000000;
+    sharp_histogram_record(sh, l->cx_length_ms, length_ms);
+    sharp_histogram_record(sh, HCM(c)->st.cx_length, length_ms);
+    sharp_debug(connection, "[C%llu] closing downstream connection after %llu ms", c->id,
+                (unsigned long long)length_ms);
     if (c->stream) {
         sharp_stream_t *s = c->stream;
         if (!s->response_complete) {
@@ -104,6 +112,7 @@ static void on_conn_idle(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
     if (c->stream) return;
+    sharp_debug(connection, "[C%llu] idle timeout", c->id);
     sharp_counter_inc(STATS(c), HCM(c)->st.cx_idle_timeout);
     conn_close(c);
 }
@@ -175,10 +184,26 @@ static void check_write_watermark(sharp_conn_t *c)
 
 /* Sends a 400/413/431-style error for a request that never became a stream
  * (or whose stream cannot continue) and closes the connection. */
+/* A request rejected by the codec still gets its request line into the
+ * access log when it had one ("GET /x HTTP/1.0" 426), as in Envoy. */
+static void stream_fill_request_line(sharp_conn_t *c, sharp_stream_t *s)
+{
+    sharp_str_t v;
+    if (!c->url.len || sharp_headers_get_cstr(&s->req, ":method", &v)) return;
+    if (!s->info.protocol && c->parser.http_major == 1)
+        s->info.protocol = c->parser.http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser));
+    sharp_headers_add(&s->req, ":method", 7, method, strlen(method));
+    sharp_headers_add(&s->req, ":path", 5, c->url.data, c->url.len);
+    if (sharp_headers_get_cstr(&s->req, "host", &v)) sharp_headers_add(&s->req, ":authority", 10, v.p, v.len);
+}
+
 static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *details)
 {
     sharp_counter_inc(STATS(c), HCM(c)->st.cx_protocol_error);
     sharp_stream_t *s = c->stream;
+    sharp_debug(http, "[C%llu] dispatch error: %u %s", c->id, code, details);
+    if (s) stream_fill_request_line(c, s);
     if (s && !s->response_started) {
         s->info.response_flags |= SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR;
         s->closes_connection = true;
@@ -236,6 +261,10 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
             continue;
         }
         if (e == HPE_OK) break;
+        /* llhttp turns an error returned from on_headers_complete into
+         * HPE_CB_HEADERS_COMPLETE and drops our reason: the flag says the
+         * request was already answered, so no second response is sent. */
+        if (c->rejected) break;
         if (e == HPE_PAUSED_UPGRADE) {
             conn_protocol_error(c, 403, "upgrade not supported");
             break;
@@ -258,6 +287,7 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     sharp_conn_t *c = st->data;
+    if (nread > 0) sharp_trace(connection, "[C%llu] read %zd bytes", c->id, nread);
     if (nread > 0 && !c->closing) {
         sharp_counter_add(STATS(c), HCM(c)->st.rx_bytes_total, (uint64_t)nread);
         uv_timer_stop(&c->idle_timer);
@@ -268,6 +298,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             conn_execute(c, buf->base, (size_t)nread);
         }
     } else if (nread < 0 && !c->closing) {
+        sharp_debug(connection, "[C%llu] remote close (%s)", c->id, uv_err_name((int)nread));
         if (c->stream && !c->stream->request_complete && nread == UV_EOF) {
             /* Let llhttp end a request whose body runs to EOF (HTTP/1.0). */
             c->parsing = true;
@@ -318,6 +349,8 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     c->worker = w;
     c->listener = l;
     c->snap = sharp_snapshot_ref(w->snap);
+    c->id = sharp_log_next_connection_id();
+    c->start_ns = sharp_now_ns();
     atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
     uv_timer_init(&w->loop, &c->idle_timer);
     c->tcp.data = c->idle_timer.data = c;
@@ -336,6 +369,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
         sharp_addr_str((struct sockaddr *)&ss, c->local, sizeof c->local);
     uv_tcp_nodelay(&c->tcp, 1);
+    sharp_debug(conn_handler, "[C%llu] new connection from %s on listener '%s'", c->id, c->remote, l->name);
     sharp_stats_shard_t *sh = STATS(c);
     sharp_counter_inc(sh, l->cx_total);
     sharp_gauge_add(sh, l->cx_active, 1);
@@ -434,6 +468,9 @@ static sharp_stream_t *stream_create(sharp_conn_t *c)
     size_t fbytes = hcm->nfilters * sizeof(sharp_filter_t);
     sharp_stream_t *s = sharp_calloc(1, sizeof *s + fbytes + state_bytes + 16);
     s->conn = c;
+    s->conn_id = c->id;
+    s->id = sharp_log_next_stream_id();
+    sharp_debug(http, "[C%llu][S%llu] new stream", s->conn_id, s->id);
     s->snap = sharp_snapshot_ref(c->snap);
     s->hcm = hcm;
     s->nfilters = hcm->nfilters;
@@ -623,6 +660,7 @@ static int p_on_headers_complete(llhttp_t *p)
     sharp_conn_t *c = p->data;
     sharp_stream_t *s = c->stream;
     if (h1_request_head(c, s, p) != 0 || c->closing || c->shutdown || !c->stream) {
+        c->rejected = true;
         llhttp_set_error_reason(p, "stop");
         return HPE_USER;
     }
@@ -707,6 +745,13 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     /* A body-less request is complete with its headers (llhttp reports the
      * message end right after), so a reply given now keeps the connection. */
     if (end_stream) s->request_complete = true;
+    if (SHARP_LOG_ON(http, SHARP_LOG_DEBUG)) {
+        sharp_sbuf_t d = {0};
+        sharp_headers_dump(h, &d);
+        sharp_debug(http, "[C%llu][S%llu] request headers complete (end_stream=%s):%s", s->conn_id, s->id,
+                    end_stream ? "true" : "false", d.data ? d.data : "");
+        sharp_sbuf_free(&d);
+    }
     sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
     return 0;
 }

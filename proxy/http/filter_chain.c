@@ -366,6 +366,13 @@ static bool stream_keeps_response_head(const sharp_stream_t *s)
 static void enc_to_codec_headers(sharp_stream_t *s, sharp_headers_t *h, bool end)
 {
     mutate_response(s, h);
+    if (SHARP_LOG_ON(http, SHARP_LOG_DEBUG)) {
+        sharp_sbuf_t d = {0};
+        sharp_headers_dump(h, &d);
+        sharp_debug(http, "[C%llu][S%llu] encoding headers via codec (end_stream=%s):%s", s->conn_id, s->id,
+                    end ? "true" : "false", d.data ? d.data : "");
+        sharp_sbuf_free(&d);
+    }
     /* The stream keeps the response head for access logs and completion
      * callbacks; the caller's map (the upstream connection's) is reused. */
     if (h != &s->resp && stream_keeps_response_head(s)) sharp_headers_copy(&s->resp, h);
@@ -457,6 +464,8 @@ void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const 
 {
     sharp_stream_t *s = f->stream;
     if (s->destroyed) return;
+    sharp_debug(http, "[C%llu][S%llu] Sending local reply with details %s (status %u, from %s)", s->conn_id,
+                s->id, details ? details : "-", status, f->factory->name);
     s->info.response_flags |= response_flag;
     if (details) s->info.response_code_details = details;
     if (s->response_started) {

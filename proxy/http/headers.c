@@ -165,3 +165,12 @@ bool sharp_header_value_has_token(sharp_str_t v, const char *token)
         if (item.len == tl && strncasecmp(item.p, token, tl) == 0) return true;
     return false;
 }
+
+void sharp_headers_dump(const sharp_headers_t *h, sharp_sbuf_t *out)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        const sharp_header_entry_t *e = &h->e[i];
+        sharp_sbuf_printf(out, "\n'%.*s', '%.*s'", (int)e->name_len, h->buf + e->name_off,
+                          (int)e->value_len, h->buf + e->value_off);
+    }
+}

@@ -9,6 +9,7 @@
 #define SHARP_HTTP_HEADERS_H
 
 #include "common.h"
+#include "sbuf.h"
 
 typedef struct {
     uint32_t name_off, name_len;
@@ -26,6 +27,9 @@ void sharp_headers_init(sharp_headers_t *h);
 void sharp_headers_clear(sharp_headers_t *h); /* keeps the memory for reuse */
 void sharp_headers_free(sharp_headers_t *h);
 void sharp_headers_copy(sharp_headers_t *dst, const sharp_headers_t *src);
+/* Appends the map the way Envoy's debug logs print one: a line
+ * "'name', 'value'" per header, each preceded by a newline. */
+void sharp_headers_dump(const sharp_headers_t *h, sharp_sbuf_t *out);
 
 /* Appends a header; the name is lower-cased. */
 void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const char *value,

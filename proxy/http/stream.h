@@ -14,6 +14,7 @@ struct sharp_conn;
 
 struct sharp_stream {
     struct sharp_conn *conn;
+    unsigned long long id, conn_id; /* "[C<conn_id>][S<id>]" in log lines */
     sharp_snapshot_t *snap; /* reference held for the stream's life */
     const sharp_hcm_config_t *hcm;
     const sharp_vhost_t *vhost;

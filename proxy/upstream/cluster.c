@@ -16,6 +16,8 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(rq_total, "upstream_rq_total");
     for (int i = 1; i <= 5; i++) st->rq_xx[i] = sharp_stats_counterf(s, "cluster.%s.upstream_rq_%dxx", n, i);
     st->rq_time = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "cluster.%s.upstream_rq_time", n);
+    st->cx_connect_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "cluster.%s.upstream_cx_connect_ms", n);
+    st->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "cluster.%s.upstream_cx_length_ms", n);
     C(rq_timeout, "upstream_rq_timeout");
     G(rq_active, "upstream_rq_active");
     C(rq_pending_total, "upstream_rq_pending_total");

@@ -39,7 +39,8 @@ typedef struct sharp_cluster_stats {
         cx_destroy_local, cx_destroy_remote, cx_rx_bytes_total, cx_tx_bytes_total, cx_overflow,
         cx_protocol_error, cx_idle_timeout, cx_max_requests, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
-        rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential;
+        rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
+        cx_connect_ms, cx_length_ms;
 } sharp_cluster_stats_t;
 
 typedef struct sharp_cluster {

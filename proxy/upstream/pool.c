@@ -42,6 +42,8 @@ struct sharp_upstream_cx {
     bool connect_error; /* uv_tcp_connect failed at once: the timer reports it */
     uint32_t requests;
     int handles_open;
+    unsigned long long id;       /* "[C<id>]" in log lines */
+    uint64_t start_ns, connected_ns;
     char local_addr[64];
 };
 
@@ -144,12 +146,16 @@ static void cx_close(sharp_upstream_cx_t *cx)
     if (cx->state == CX_CLOSING) return;
     sharp_pool_t *p = cx->pool;
     bool was_connected = cx->state != CX_CONNECTING;
+    sharp_debug(connection, "[C%llu] closing upstream connection to %s (%u requests)", cx->id,
+                p->host->address, cx->requests);
     if (cx->state == CX_CONNECTING) p->nconnecting--;
     sharp_dlist_remove(&cx->link);
     cx->state = CX_CLOSING;
     sharp_stats_shard_t *sh = shard(p);
     sharp_gauge_add(sh, p->cluster->st.cx_active, -1);
     sharp_counter_inc(sh, p->cluster->st.cx_destroy);
+    if (cx->connected)
+        sharp_histogram_record(sh, p->cluster->st.cx_length_ms, (sharp_now_ns() - cx->connected_ns) / 1000000);
     atomic_fetch_sub_explicit(&p->host->active_cx, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->cluster->cx_open, 1, memory_order_relaxed);
     uv_timer_stop(&cx->timer);
@@ -174,6 +180,7 @@ static void reset_bound(sharp_upstream_cx_t *cx, sharp_reset_reason_t why, const
 static void on_idle_timeout(uv_timer_t *t)
 {
     sharp_upstream_cx_t *cx = t->data;
+    sharp_debug(pool, "[C%llu] idle timeout", cx->id);
     sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_idle_timeout);
     cx_close(cx);
 }
@@ -198,6 +205,7 @@ static void bind_request(sharp_upstream_cx_t *cx, sharp_upstream_request_t *r)
         cx->read_disabled = false;
         cx_start_reading(cx);
     }
+    sharp_debug(pool, "[C%llu] attaching to next stream (request %u on this connection)", cx->id, cx->requests);
     r->cb->on_ready(r->ctx, cx);
 }
 
@@ -255,18 +263,25 @@ static void finish_response(sharp_upstream_cx_t *cx, bool extra_bytes)
         cx->req = NULL;
         r->cx = NULL;
     }
-    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->pool->worker->draining)
+    sharp_debug(pool, "[C%llu] response complete", cx->id);
+    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->pool->worker->draining) {
         make_idle(cx);
-    else
+    } else {
+        sharp_debug(pool, "[C%llu] not reusable (%s)", cx->id,
+                    !cx->keep_alive ? "connection: close" : !cx->request_complete ? "request not complete"
+                    : extra_bytes ? "bytes after the response" : "draining");
         cx_close(cx);
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sharp_upstream_cx_t *cx = s->data;
+    if (nread > 0) sharp_trace(connection, "[C%llu] read %zd bytes", cx->id, nread);
     if (nread > 0 && cx->state != CX_CLOSING) {
         if (cx->state != CX_BUSY) {
             /* Bytes on an idle connection: the server broke the protocol. */
+            sharp_debug(connection, "[C%llu] unexpected bytes on an idle connection", cx->id);
             cx_close(cx);
         } else {
             cx->in_execute = true;
@@ -285,6 +300,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             }
         }
     } else if (nread < 0 && cx->state != CX_CLOSING) {
+        sharp_debug(connection, "[C%llu] remote close (%s)", cx->id, uv_err_name((int)nread));
         if (cx->state == CX_BUSY) {
             if (nread == UV_EOF && cx->response_started && !cx->response_complete) {
                 cx->in_execute = true;
@@ -313,6 +329,8 @@ static void on_connect_timeout(uv_timer_t *t)
     sharp_upstream_cx_t *cx = t->data;
     sharp_pool_t *p = cx->pool;
     sharp_stats_shard_t *sh = shard(p);
+    sharp_debug(pool, "[C%llu] connect %s to %s", cx->id, cx->connect_error ? "failed" : "timeout",
+                p->host->address);
     sharp_counter_inc(sh, p->cluster->st.cx_connect_timeout);
     sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
     atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
@@ -338,6 +356,7 @@ static void on_connect(uv_connect_t *req, int status)
         atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
         char detail[128];
         snprintf(detail, sizeof detail, "delayed connect error: %s", uv_err_name(status));
+        sharp_debug(connection, "[C%llu] %s (%s)", cx->id, detail, p->host->address);
         cx_close(cx);
         if (p->npending) {
             sharp_outlier_put_local(p->cluster, p->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
@@ -347,6 +366,9 @@ static void on_connect(uv_connect_t *req, int status)
     }
     p->nconnecting--;
     cx->connected = true;
+    cx->connected_ns = sharp_now_ns();
+    sharp_histogram_record(shard(p), p->cluster->st.cx_connect_ms, (cx->connected_ns - cx->start_ns) / 1000000);
+    sharp_debug(connection, "[C%llu] connected to %s", cx->id, p->host->address);
     uv_timer_stop(&cx->timer);
     struct sockaddr_storage ss;
     int len = sizeof ss;
@@ -365,6 +387,10 @@ static void new_connection(sharp_pool_t *p)
     sharp_stats_shard_t *sh = shard(p);
     sharp_upstream_cx_t *cx = sharp_calloc(1, sizeof *cx);
     cx->pool = p;
+    cx->id = sharp_log_next_connection_id();
+    cx->start_ns = sharp_now_ns();
+    sharp_debug(pool, "[C%llu] creating a new connection to %s (cluster '%s')", cx->id, p->host->address,
+                c->name);
     sharp_dlist_init(&cx->link);
     sharp_headers_init(&cx->resp);
     uv_tcp_init(&p->worker->loop, &cx->tcp);
@@ -383,7 +409,7 @@ static void new_connection(sharp_pool_t *p)
     int rc = uv_tcp_connect(&cx->connect_req, &cx->tcp, (struct sockaddr *)&p->host->addr, on_connect);
     if (rc < 0) {
         /* Report asynchronously through the connect timer firing at once. */
-        sharp_log_debug("connect to %s failed: %s", p->host->address, uv_strerror(rc));
+        sharp_debug(connection, "[C%llu] connect to %s failed: %s", cx->id, p->host->address, uv_strerror(rc));
         cx->connect_error = true;
         uv_timer_start(&cx->timer, on_connect_timeout, 0, 0);
         return;
@@ -401,6 +427,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
     sharp_dlist_init(&req->link);
     if (!sharp_dlist_empty(&p->idle)) {
         sharp_upstream_cx_t *cx = CX(p->idle.next);
+        sharp_debug(pool, "[C%llu] using existing connection to %s", cx->id, p->host->address);
         req->pending = false;
         bind_request(cx, req);
         return true;
@@ -410,6 +437,8 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
     sharp_stats_shard_t *sh = shard(p);
     sharp_counter_inc(sh, p->cluster->st.rq_pending_total);
     sharp_gauge_add(sh, p->cluster->st.rq_pending_active, 1);
+    sharp_debug(pool, "queueing stream due to no available connections (host %s, %u waiting)",
+                p->host->address, p->npending + 1);
     req->pending = true;
     sharp_dlist_push(&p->pending, &req->link);
     p->npending++;
@@ -460,6 +489,7 @@ static bool skip_request_header(sharp_str_t n)
 
 void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers_t *h, bool end_stream)
 {
+    sharp_trace(pool, "[C%llu] encoding request headers (end_stream=%s)", cx->id, end_stream ? "true" : "false");
     sharp_str_t method = SHARP_STR("GET"), path = SHARP_STR("/"), authority = SHARP_STR("");
     sharp_headers_get_cstr(h, ":method", &method);
     sharp_headers_get_cstr(h, ":path", &path);

@@ -922,7 +922,7 @@ static void test_config(void **state)
 
 int main(void)
 {
-    sharp_log_level = SHARP_LOG_OFF;
+    sharp_log_set_all(SHARP_LOG_OFF);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consecutive_5xx_trip_and_reset),
         cmocka_unit_test(test_gateway_failure_only_502_503_504),

@@ -60,13 +60,12 @@ static void test_registration(void **state)
 
     /* Kind conflicts return harmless placeholders of the requested kind (and
      * log an error, muted here). */
-    sharp_log_level_t saved = sharp_log_level;
-    sharp_log_level = SHARP_LOG_OFF;
+    sharp_log_set_all(SHARP_LOG_OFF);
     sharp_stat_id_t bad_g = sharp_stats_gauge(s, "cluster.a.upstream_rq_total");
     sharp_stat_id_t bad_h =
         sharp_stats_histogram(s, "cluster.a.upstream_rq_total", SHARP_HIST_UNSPECIFIED);
     sharp_stat_id_t bad_c = sharp_stats_counter(s, "cluster.a.upstream_rq_time");
-    sharp_log_level = saved;
+    sharp_log_set_all(SHARP_LOG_INFO);
     assert_int_not_equal(bad_g, a);
     assert_int_not_equal(bad_h, a);
     assert_int_not_equal(bad_c, h);

@@ -1,0 +1,432 @@
+/* config_dump.c: /config_dump with Envoy's shapes and query parameters.
+ *
+ * The dump is Envoy's envoy.admin.v3.ConfigDump: a BootstrapConfigDump, a
+ * ClustersConfigDump, an EndpointsConfigDump (only with ?include_eds), a
+ * ListenersConfigDump and a RoutesConfigDump whose static_route_configs are
+ * the route configurations inline in the listeners' connection managers.
+ * Those admin messages are not compiled in: their few fields are described
+ * by the tables below, and the resources inside them (Bootstrap, Cluster,
+ * ...) are the real protobuf-c messages of the loaded bootstrap.
+ *
+ * ?resource=<repeated field> lists that field's entries, each packed as an
+ * Any; ?mask= applies a FieldMask to every dump (without ?resource; a dump
+ * the mask does not fit is left out) or to every entry (with ?resource; a
+ * path "cluster.name" reaches into the entry's Any, as Envoy does);
+ * ?name_regex= keeps the resources whose name matches the whole regex. */
+#include "admin/handlers.h"
+#include "admin/json.h"
+#include "config/mapper.h"
+#include "re2_shim.h"
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+
+#include <stdio.h>
+#include <time.h>
+
+#define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+/* One repeated field of a dump: its entries wrap one resource in an Any. */
+typedef struct {
+    const char *field;      /* "static_clusters" */
+    const char *entry_type; /* "envoy.admin.v3.ClustersConfigDump.StaticCluster" */
+    const char *any_field;  /* "cluster" */
+    const ProtobufCMessageDescriptor *resource; /* what the Any holds */
+    const ProtobufCMessage **items;
+    size_t n;
+} rlist_t;
+
+typedef struct {
+    const char *type;        /* "envoy.admin.v3.ClustersConfigDump" */
+    const ProtobufCMessage *msg; /* BootstrapConfigDump.bootstrap */
+    const char *msg_field;
+    bool has_version_info;   /* a string field, always empty here */
+    bool has_last_updated;
+    rlist_t lists[3];
+    size_t nlists;
+} dump_t;
+
+typedef struct {
+    char ts[40];
+    sharp_re2_t *re; /* ?name_regex=, RE2 full match as in Envoy; NULL: all */
+    ProtobufCMessage **owned; /* unpacked HCMs and endpoint copies */
+    size_t nowned;
+    dump_t dumps[5];
+    size_t ndumps;
+} ctx_t;
+
+static void own(ctx_t *c, ProtobufCMessage *m)
+{
+    c->owned = sharp_realloc(c->owned, (c->nowned + 1) * sizeof *c->owned);
+    c->owned[c->nowned++] = m;
+}
+
+static bool name_ok(ctx_t *c, const char *name)
+{
+    return !c->re || sharp_re2_full_match(c->re, name ? name : "", name ? strlen(name) : 0);
+}
+
+static void push(rlist_t *l, const ProtobufCMessage *m)
+{
+    l->items = sharp_realloc(l->items, (l->n + 1) * sizeof *l->items);
+    l->items[l->n++] = m;
+}
+
+static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)sharp_server_bootstrap(srv);
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
+    size_t ncl = sr ? sr->n_clusters : 0, nli = sr ? sr->n_listeners : 0;
+
+    dump_t *d = &c->dumps[c->ndumps++];
+    *d = (dump_t){.type = "envoy.admin.v3.BootstrapConfigDump", .msg = &bs->base, .msg_field = "bootstrap",
+                  .has_last_updated = true};
+
+    d = &c->dumps[c->ndumps++];
+    *d = (dump_t){.type = "envoy.admin.v3.ClustersConfigDump", .has_version_info = true, .nlists = 3};
+    d->lists[0] = (rlist_t){"static_clusters", "envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster",
+                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0};
+    d->lists[1] = (rlist_t){"dynamic_active_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0};
+    d->lists[2] = (rlist_t){"dynamic_warming_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0};
+    for (size_t i = 0; i < ncl; i++)
+        if (name_ok(c, sr->clusters[i]->name)) push(&d->lists[0], &sr->clusters[i]->base);
+
+    if (include_eds) {
+        d = &c->dumps[c->ndumps++];
+        *d = (dump_t){.type = "envoy.admin.v3.EndpointsConfigDump", .nlists = 2};
+        d->lists[0] = (rlist_t){"static_endpoint_configs", "envoy.admin.v3.EndpointsConfigDump.StaticEndpointConfig",
+                                "endpoint_config", &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+                                NULL, 0};
+        d->lists[1] = (rlist_t){"dynamic_endpoint_configs",
+                                "envoy.admin.v3.EndpointsConfigDump.DynamicEndpointConfig", "endpoint_config",
+                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0};
+        for (size_t i = 0; i < ncl; i++) {
+            const Envoy__Config__Cluster__V3__Cluster *cl = sr->clusters[i];
+            if (!name_ok(c, cl->name)) continue;
+            /* The cluster's endpoints named after the cluster, as Envoy's
+             * dump names a static cluster's ClusterLoadAssignment. */
+            Envoy__Config__Endpoint__V3__ClusterLoadAssignment *cla;
+            if (cl->load_assignment) {
+                cla = (void *)sharp_config_trimmed_copy(&cl->load_assignment->base, NULL, 0);
+                if (!cla) continue;
+            } else {
+                cla = sharp_calloc(1, sizeof *cla);
+                envoy__config__endpoint__v3__cluster_load_assignment__init(cla);
+            }
+            if (cla->cluster_name != protobuf_c_empty_string) free(cla->cluster_name);
+            cla->cluster_name = sharp_strdup(cl->name);
+            own(c, &cla->base);
+            push(&d->lists[0], &cla->base);
+        }
+    }
+
+    d = &c->dumps[c->ndumps++];
+    *d = (dump_t){.type = "envoy.admin.v3.ListenersConfigDump", .has_version_info = true, .nlists = 2};
+    d->lists[0] = (rlist_t){"static_listeners", "envoy.admin.v3.ListenersConfigDump.StaticListener", "listener",
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0};
+    d->lists[1] = (rlist_t){"dynamic_listeners", "envoy.admin.v3.ListenersConfigDump.DynamicListener", "name",
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0};
+    for (size_t i = 0; i < nli; i++)
+        if (name_ok(c, sr->listeners[i]->name)) push(&d->lists[0], &sr->listeners[i]->base);
+
+    d = &c->dumps[c->ndumps++];
+    *d = (dump_t){.type = "envoy.admin.v3.RoutesConfigDump", .nlists = 2};
+    d->lists[0] = (rlist_t){"static_route_configs", "envoy.admin.v3.RoutesConfigDump.StaticRouteConfig",
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0};
+    d->lists[1] = (rlist_t){"dynamic_route_configs", "envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig",
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0};
+    for (size_t i = 0; i < nli; i++) {
+        const Envoy__Config__Listener__V3__Listener *l = sr->listeners[i];
+        for (size_t k = 0; k < l->n_filter_chains; k++) {
+            const Envoy__Config__Listener__V3__FilterChain *fc = l->filter_chains[k];
+            for (size_t j = 0; j < fc->n_filters; j++) {
+                const Envoy__Config__Listener__V3__Filter *f = fc->filters[j];
+                if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG) continue;
+                const char *slash = strrchr(f->typed_config->type_url, '/');
+                if (strcmp(slash ? slash + 1 : f->typed_config->type_url, HCM_TYPE) != 0) continue;
+                sharp_config_error_t e;
+                ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base, NULL, &e);
+                if (!m) continue;
+                own(c, m);
+                const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager *h =
+                    (const void *)m;
+                if (h->route_specifier_case ==
+                        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG &&
+                    name_ok(c, h->route_config->name))
+                    push(&d->lists[0], &h->route_config->base);
+            }
+        }
+    }
+}
+
+static void ctx_free(ctx_t *c)
+{
+    for (size_t i = 0; i < c->ndumps; i++)
+        for (size_t k = 0; k < c->dumps[i].nlists; k++) free(c->dumps[i].lists[k].items);
+    for (size_t i = 0; i < c->nowned; i++) protobuf_c_message_free_unpacked(c->owned[i], NULL);
+    free(c->owned);
+    sharp_re2_free(c->re);
+}
+
+/* Appends `m` as JSON with "@type" first (an Any), trimmed to `paths`. */
+static void any_json(sharp_sbuf_t *b, const ProtobufCMessage *m, const char *const *paths, size_t n)
+{
+    ProtobufCMessage *copy = paths ? sharp_config_trimmed_copy(m, paths, n) : NULL;
+    sharp_sbuf_t inner = {0};
+    sharp_config_to_json(copy ? copy : m, &inner);
+    sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", m->descriptor->name);
+    if (inner.len > 2 && inner.data[0] == '{') {
+        sharp_sbuf_puts(b, ",");
+        sharp_sbuf_append(b, inner.data + 1, inner.len - 1);
+    } else {
+        sharp_sbuf_puts(b, "}");
+    }
+    sharp_sbuf_free(&inner);
+    if (copy) protobuf_c_message_free_unpacked(copy, NULL);
+}
+
+/* ---- masks ---- */
+
+typedef struct {
+    char *buf;
+    const char **paths;
+    size_t n;
+} mask_t;
+
+static void mask_parse(mask_t *m, const char *text)
+{
+    m->buf = sharp_strdup(text);
+    m->paths = sharp_calloc(strlen(text) + 1, sizeof *m->paths);
+    char *save = NULL;
+    for (char *p = strtok_r(m->buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) m->paths[m->n++] = p;
+}
+
+static void mask_free(mask_t *m)
+{
+    free(m->buf);
+    free(m->paths);
+}
+
+static bool is_field(const char *path, const char *field)
+{
+    size_t n = strlen(field);
+    return strncmp(path, field, n) == 0 && (path[n] == '\0' || path[n] == '.');
+}
+
+static bool last_updated_path_valid(const char *p)
+{
+    return !strcmp(p, "last_updated") || !strcmp(p, "last_updated.seconds") || !strcmp(p, "last_updated.nanos");
+}
+
+/* Whether `path` is a valid mask path of the dump message (walking only
+ * through singular message fields). */
+static bool dump_path_valid(const dump_t *d, const char *path)
+{
+    if (d->msg && is_field(path, d->msg_field)) {
+        size_t n = strlen(d->msg_field);
+        return path[n] == '\0' || sharp_config_mask_path_valid(d->msg->descriptor, path + n + 1);
+    }
+    if (d->has_last_updated && is_field(path, "last_updated")) return last_updated_path_valid(path);
+    if (d->has_version_info && !strcmp(path, "version_info")) return true;
+    for (size_t i = 0; i < d->nlists; i++)
+        if (!strcmp(path, d->lists[i].field)) return true; /* repeated: no further */
+    return false;
+}
+
+static bool entry_path_valid(const rlist_t *l, const char *path)
+{
+    if (is_field(path, l->any_field)) {
+        size_t n = strlen(l->any_field);
+        return path[n] == '\0' || sharp_config_mask_path_valid(l->resource, path + n + 1);
+    }
+    return last_updated_path_valid(path);
+}
+
+static bool mask_keeps(const mask_t *m, const char *field)
+{
+    if (!m) return true;
+    for (size_t i = 0; i < m->n; i++)
+        if (is_field(m->paths[i], field)) return true;
+    return false;
+}
+
+/* The paths below `field` ("bootstrap.node" -> "node"); NULL when the
+ * field is named whole or there is no mask (keep everything). */
+static size_t sub_paths(const mask_t *m, const char *field, const char **out)
+{
+    size_t n = 0, fl = strlen(field);
+    if (!m) return 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (!strcmp(m->paths[i], field)) return 0;
+        if (is_field(m->paths[i], field)) out[n++] = m->paths[i] + fl + 1;
+    }
+    return n;
+}
+
+static void entry_json(sharp_sbuf_t *b, const rlist_t *l, const ProtobufCMessage *item, const char *ts,
+                       const mask_t *m, bool typed)
+{
+    sharp_sbuf_puts(b, "{");
+    bool first = true;
+    if (typed) {
+        sharp_sbuf_printf(b, "\"@type\":\"type.googleapis.com/%s\"", l->entry_type);
+        first = false;
+    }
+    if (mask_keeps(m, l->any_field)) {
+        const char **sub = sharp_calloc(m ? m->n + 1 : 1, sizeof *sub);
+        size_t n = sub_paths(m, l->any_field, sub);
+        sharp_sbuf_printf(b, "%s\"%s\":", first ? "" : ",", l->any_field);
+        any_json(b, item, n ? sub : NULL, n);
+        free(sub);
+        first = false;
+    }
+    if (mask_keeps(m, "last_updated")) sharp_sbuf_printf(b, "%s\"last_updated\":\"%s\"", first ? "" : ",", ts);
+    sharp_sbuf_puts(b, "}");
+}
+
+static void dump_json(sharp_sbuf_t *b, const dump_t *d, const char *ts, const mask_t *m)
+{
+    sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", d->type);
+    if (d->msg && mask_keeps(m, d->msg_field)) {
+        const char **sub = sharp_calloc(m ? m->n + 1 : 1, sizeof *sub);
+        size_t n = sub_paths(m, d->msg_field, sub);
+        ProtobufCMessage *copy = n ? sharp_config_trimmed_copy(d->msg, sub, n) : NULL;
+        sharp_sbuf_printf(b, ",\"%s\":", d->msg_field);
+        sharp_config_to_json(copy ? copy : d->msg, b);
+        if (copy) protobuf_c_message_free_unpacked(copy, NULL);
+        free(sub);
+    }
+    for (size_t i = 0; i < d->nlists; i++) {
+        const rlist_t *l = &d->lists[i];
+        if (!l->n || !mask_keeps(m, l->field)) continue; /* empty repeated fields are not printed */
+        sharp_sbuf_printf(b, ",\"%s\":[", l->field);
+        for (size_t k = 0; k < l->n; k++) {
+            if (k) sharp_sbuf_puts(b, ",");
+            entry_json(b, l, l->items[k], ts, NULL, false);
+        }
+        sharp_sbuf_puts(b, "]");
+    }
+    if (d->has_last_updated && mask_keeps(m, "last_updated")) sharp_sbuf_printf(b, ",\"last_updated\":\"%s\"", ts);
+    sharp_sbuf_puts(b, "}");
+}
+
+static void fail(sharp_admin_response_t *rsp, unsigned status, const char *msg)
+{
+    rsp->status = status;
+    rsp->content_type = SHARP_ADMIN_CT_TEXT;
+    sharp_sbuf_puts(&rsp->body, msg);
+}
+
+static void mask_debug_string(const mask_t *m, sharp_sbuf_t *out)
+{
+    for (size_t i = 0; i < m->n; i++) sharp_sbuf_printf(out, "paths: \"%s\"\n", m->paths[i]);
+}
+
+void sharp__admin_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    if (!sharp_server_bootstrap(rq->srv)) {
+        fail(rsp, 503, "configuration is not loaded\n");
+        return;
+    }
+    const char *resource = sharp_query_get(&rq->query, "resource");
+    const char *mask_text = sharp_query_get(&rq->query, "mask");
+    const char *name_regex = sharp_query_get(&rq->query, "name_regex");
+    bool include_eds = sharp_query_has(&rq->query, "include_eds");
+    ctx_t c = {0};
+    time_t t = (time_t)rq->srv->start_wall_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(c.ts, sizeof c.ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (name_regex && *name_regex) {
+        /* Envoy matches the whole name (RE2 full match). */
+        char e[256];
+        c.re = sharp_re2_compile(name_regex, strlen(name_regex), e, sizeof e);
+        if (!c.re) {
+            rsp->status = 400;
+            rsp->content_type = SHARP_ADMIN_CT_TEXT;
+            sharp_sbuf_printf(&rsp->body, "INVALID_ARGUMENT: Error while parsing name_regex from %s: %s",
+                              name_regex, e);
+            return;
+        }
+    }
+    gather(&c, rq->srv, include_eds);
+    mask_t mask = {0}, *m = NULL;
+    if (mask_text) {
+        mask_parse(&mask, mask_text);
+        m = &mask;
+    }
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, "{\"configs\":[");
+    if (resource) {
+        const rlist_t *found = NULL;
+        for (size_t i = 0; i < c.ndumps && !found; i++) {
+            const dump_t *d = &c.dumps[i];
+            bool scalar = (d->msg && !strcmp(resource, d->msg_field)) ||
+                          (d->has_last_updated && !strcmp(resource, "last_updated")) ||
+                          (d->has_version_info && !strcmp(resource, "version_info"));
+            if (scalar) {
+                sharp_sbuf_free(&b);
+                rsp->status = 400;
+                rsp->content_type = SHARP_ADMIN_CT_TEXT;
+                sharp_sbuf_printf(&rsp->body, "%s is not a repeated field. Use ?mask=%s to get only this field",
+                                  resource, resource);
+                goto out;
+            }
+            for (size_t k = 0; k < d->nlists; k++)
+                if (!strcmp(resource, d->lists[k].field)) found = &d->lists[k];
+        }
+        if (!found) {
+            sharp_sbuf_free(&b);
+            rsp->status = 404;
+            rsp->content_type = SHARP_ADMIN_CT_TEXT;
+            sharp_sbuf_printf(&rsp->body, "%s not found in config dump", resource);
+            goto out;
+        }
+        if (m) {
+            for (size_t i = 0; i < m->n; i++) {
+                if (found->n && !entry_path_valid(found, m->paths[i])) {
+                    sharp_sbuf_free(&b);
+                    rsp->status = 400;
+                    rsp->content_type = SHARP_ADMIN_CT_TEXT;
+                    sharp_sbuf_puts(&rsp->body, "FieldMask ");
+                    mask_debug_string(m, &rsp->body);
+                    sharp_sbuf_puts(&rsp->body, " could not be successfully used.");
+                    goto out;
+                }
+            }
+        }
+        for (size_t k = 0; k < found->n; k++) {
+            if (k) sharp_sbuf_puts(&b, ",");
+            entry_json(&b, found, found->items[k], c.ts, m, true);
+        }
+    } else {
+        size_t shown = 0;
+        for (size_t i = 0; i < c.ndumps; i++) {
+            const dump_t *d = &c.dumps[i];
+            bool fits = true;
+            for (size_t k = 0; m && k < m->n && fits; k++) fits = dump_path_valid(d, m->paths[k]);
+            if (!fits) continue; /* this dump has no such fields: left out */
+            if (shown++) sharp_sbuf_puts(&b, ",");
+            dump_json(&b, d, c.ts, m);
+        }
+        if (m && !shown) {
+            sharp_sbuf_free(&b);
+            rsp->status = 400;
+            rsp->content_type = SHARP_ADMIN_CT_TEXT;
+            sharp_sbuf_printf(&rsp->body, "FieldMask %s could not be successfully applied to any configs.",
+                              mask_text);
+            goto out;
+        }
+    }
+    sharp_sbuf_puts(&b, "]}");
+    rsp->content_type = SHARP_ADMIN_CT_JSON;
+    sharp_json_pretty(b.data, b.len, &rsp->body);
+    sharp_sbuf_free(&b);
+out:
+    if (m) mask_free(&mask);
+    ctx_free(&c);
+}
