@@ -355,6 +355,16 @@ bad:
 
 /* ---- listeners ---- */
 
+/* No transport socket, or raw_buffer: plaintext, which is all SHARP speaks.
+ * A typed_config has passed the support table, whose only implemented
+ * transport socket is RawBuffer; a bare name must name raw_buffer. */
+static bool plaintext_transport_socket(const Envoy__Config__Core__V3__TransportSocket *ts)
+{
+    if (!ts) return true;
+    if (ts->typed_config) return true;
+    return !strcmp(ts->name, "envoy.transport_sockets.raw_buffer") || !strcmp(ts->name, "raw_buffer");
+}
+
 static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
                           sharp_listener_config_t *l, const char *path)
 {
@@ -369,7 +379,11 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         return fail(b, path, "exactly one filter_chains entry is supported (got %zu)", pb->n_filter_chains);
     const Envoy__Config__Listener__V3__FilterChain *fc = pb->filter_chains[0];
     snprintf(p, sizeof p, "%s.filter_chains[0]", path);
-    if (fc->transport_socket) return fail(b, p, "transport_socket (TLS) is not supported yet");
+    if (!plaintext_transport_socket(fc->transport_socket)) {
+        snprintf(p, sizeof p, "%s.filter_chains[0].transport_socket", path);
+        return fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext)",
+                    fc->transport_socket->name);
+    }
     if (fc->n_filters != 1)
         return fail(b, p, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager");
     const Envoy__Config__Listener__V3__Filter *f = fc->filters[0];
@@ -424,6 +438,12 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     default:
         snprintf(p, sizeof p, "%s.type", path);
         fail(b, p, "only STATIC clusters are supported yet");
+        goto bad;
+    }
+    if (!plaintext_transport_socket(pb->transport_socket)) {
+        snprintf(p, sizeof p, "%s.transport_socket", path);
+        fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext)",
+             pb->transport_socket->name);
         goto bad;
     }
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);

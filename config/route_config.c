@@ -294,7 +294,9 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
         rp->host_selection_max_attempts = (uint32_t)SHARP_MIN(pb->host_selection_retry_max_attempts, 16);
     for (size_t i = 0; i < pb->n_retry_host_predicate; i++) {
         const char *n = pb->retry_host_predicate[i]->name;
-        if (strcmp(n, "envoy.retry_host_predicates.previous_hosts") == 0) {
+        /* A typed_config has passed the support table, which implements
+         * only PreviousHostsPredicate among host predicates. */
+        if (pb->retry_host_predicate[i]->typed_config || strcmp(n, "envoy.retry_host_predicates.previous_hosts") == 0) {
             rp->previous_hosts = true;
             continue;
         }

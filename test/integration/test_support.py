@@ -77,3 +77,125 @@ def test_envoy_negative_corpus_is_refused():
         rc, out = validate(f)
         assert rc == 1, (f, out)
         assert not re.search(r"Sanitizer|runtime error:", out), (f, out)
+
+
+# ---- fields that used to validate and do nothing are startup errors ---------
+
+from conftest import bootstrap_yaml, free_port, run_sharp_config  # noqa: E402
+import tempfile  # noqa: E402
+import urllib.request  # noqa: E402
+
+
+def validate_text(text):
+    d = tempfile.mkdtemp()
+    p = os.path.join(d, "c.yaml")
+    with open(p, "w") as f:
+        f.write(text)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", p], capture_output=True, text=True,
+                       timeout=60 if SANITIZED else 20)
+    return r.returncode, r.stdout + r.stderr
+
+
+LISTENER = "static_resources.listeners[0]"
+HCM = LISTENER + ".filter_chains[0].filters[0].typed_config"
+ROUTE = HCM + ".route_config.virtual_hosts[0].routes[0]"
+CLUSTER = "static_resources.clusters[0]"
+
+REFUSED = [
+    # (bootstrap_yaml keyword, text, path, feature words)
+    ("listener_extra", "freebind: true\n", LISTENER + ".freebind", "freebind"),
+    ("listener_extra", "use_original_dst: true\n", LISTENER + ".use_original_dst", "original destination"),
+    ("hcm_extra", "local_reply_config: { mappers: [] }\n", HCM + ".local_reply_config", "local reply"),
+    ("hcm_extra", "forward_client_cert_details: SANITIZE_SET\n", HCM + ".forward_client_cert_details", "TLS"),
+    ("hcm_extra", "upgrade_configs: [{ upgrade_type: websocket }]\n", HCM + ".upgrade_configs", "WebSocket"),
+    ("hcm_extra", "http2_protocol_options: {}\n", HCM + ".http2_protocol_options", "HTTP/2"),
+    ("cluster_extra", "http2_protocol_options: {}\n", CLUSTER + ".http2_protocol_options", "HTTP/2"),
+    ("cluster_extra", "upstream_connection_options: { tcp_keepalive: {} }\n",
+     CLUSTER + ".upstream_connection_options", "keepalive"),
+    ("cluster_extra", "close_connections_on_host_health_failure: true\n",
+     CLUSTER + ".close_connections_on_host_health_failure", "close_connections_on_host_health_failure"),
+    ("cluster_extra", "circuit_breakers: { thresholds: [{ priority: HIGH, max_requests: 5 }] }\n",
+     CLUSTER + ".circuit_breakers.thresholds[0].priority", "HIGH"),
+]
+
+
+@pytest.mark.parametrize("kw,text,path,feature", REFUSED, ids=[r[2].split(".")[-1] for r in REFUSED])
+def test_unimplemented_field_is_refused_with_path_position_and_feature(kw, text, path, feature):
+    rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, **{kw: text}))
+    assert rc == 1, out
+    assert re.search(r"c\.yaml:\d+:\d+: " + re.escape(path) + r": .*is not supported by SHARP", out), out
+    assert feature in out, out
+
+
+def test_refusals_in_routes_and_bootstrap():
+    routes = ('- match: { prefix: "/" }\n  route: { cluster: b, priority: HIGH }\n')
+    rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes))
+    assert rc == 1 and ROUTE + ".route.priority: priority HIGH is not supported by SHARP" in out, out
+    routes = ('- match: { prefix: "/" }\n  route: { cluster: b, request_mirror_policies: [{ cluster: b }] }\n')
+    rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes))
+    assert rc == 1 and ROUTE + ".route.request_mirror_policies: request_mirror_policies is not supported" in out, out
+    for top, feature in [("watchdog: { miss_timeout: 1s }\n", "watchdog"),
+                         ("layered_runtime: { layers: [] }\n", "runtime")]:
+        rc, out = validate_text(top + bootstrap_yaml(10000, 9901, {"b": [8080]}))
+        assert rc == 1 and "is not supported by SHARP" in out and feature in out, out
+
+
+def test_refused_field_stops_a_serving_start_too(procs):
+    """Not only --mode validate: the proxy does not start on such a config."""
+    text = bootstrap_yaml(free_port(), free_port(), {"b": [8080]}, listener_extra="freebind: true\n")
+    d = tempfile.mkdtemp()
+    p = os.path.join(d, "c.yaml")
+    with open(p, "w") as f:
+        f.write(text)
+    r = subprocess.run([SHARP, "-c", p], capture_output=True, text=True, timeout=60 if SANITIZED else 20)
+    assert r.returncode == 1 and "freebind is not supported by SHARP" in r.stdout + r.stderr
+
+
+def test_envoy_validation_rules():
+    cases = [
+        ("cluster_extra", None, "connect_timeout: -5s", CLUSTER + ".connect_timeout: must be greater than 0s"),
+        ("routes", '- match: { prefix: "/" }\n  route: { cluster: b, retry_policy: { per_try_timeout: -1s } }\n',
+         None, ROUTE + ".route.retry_policy.per_try_timeout: must be at least 0s"),
+        ("cluster_extra", "outlier_detection: { max_ejection_percent: 101 }\n", None,
+         CLUSTER + ".outlier_detection.max_ejection_percent: must be at most 100, got 101"),
+        ("cluster_extra", "common_lb_config: { healthy_panic_threshold: { value: 150 } }\n", None,
+         CLUSTER + ".common_lb_config.healthy_panic_threshold.value: must be at most 100, got 150"),
+    ]
+    for kw, extra, replace, want in cases:
+        text = bootstrap_yaml(10000, 9901, {"b": [8080]}, **({kw: extra} if extra else {}))
+        if replace:
+            text = text.replace("connect_timeout: 1s", replace)
+        rc, out = validate_text(text)
+        assert rc == 1 and want in out, (want, out)
+    text = bootstrap_yaml(10000, 9901, {"b": [8080]}).replace("port_value: 8080", "port_value: 70000")
+    rc, out = validate_text(text)
+    assert rc == 1 and "port_value: must be at most 65535, got 70000" in out, out
+
+
+def test_raw_buffer_transport_socket_serves_and_tls_is_refused_by_name(procs, upstream):
+    listen, admin = free_port(), free_port()
+    raw = ("transport_socket:\n  name: envoy.transport_sockets.raw_buffer\n  typed_config:\n"
+           "    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer\n")
+    text = bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=raw)
+    text = text.replace("    filter_chains:\n    - filters:\n",
+                        "    filter_chains:\n    - " + raw.replace("\n  ", "\n        ").rstrip() + "\n      filters:\n")
+    rc, out = validate_text(text)
+    assert rc == 0, out + text
+    run_sharp_config(procs, text, admin)
+    with urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5) as r:
+        assert r.status == 200
+    tls = raw.replace("raw_buffer.v3.RawBuffer", "tls.v3.UpstreamTlsContext")
+    rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=tls))
+    assert rc == 1 and (CLUSTER + ".transport_socket.typed_config: envoy.extensions.transport_sockets.tls.v3."
+                        "UpstreamTlsContext is not supported by SHARP (TLS to upstreams)") in out, out
+    rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]},
+                                           cluster_extra="transport_socket: { name: envoy.transport_sockets.tls }\n"))
+    assert rc == 1 and "transport socket 'envoy.transport_sockets.tls' is not supported by SHARP" in out, out
+
+
+def test_previous_hosts_predicate_as_typed_config():
+    routes = ('- match: { prefix: "/" }\n  route:\n    cluster: b\n    retry_policy:\n      retry_host_predicate:\n'
+              '      - name: envoy.retry_host_predicates.previous_hosts\n        typed_config:\n'
+              '          "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate\n')
+    rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes))
+    assert rc == 0, out
