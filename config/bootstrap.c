@@ -660,6 +660,33 @@ static int configure_regex(build_ctx_t *b, const bootstrap_t *bs)
     return 0;
 }
 
+/* Envoy's InitialImpl::initAdminAccessLog: every admin.access_log entry, then
+ * a file logger with the default format for the deprecated access_log_path
+ * (both may be given). As in Envoy the files are opened whether or not the
+ * admin has an address; --mode validate only checks them. */
+static int build_admin_access_logs(build_ctx_t *b, const Envoy__Config__Bootstrap__V3__Admin *a,
+                                   sharp_snapshot_t *s)
+{
+    size_t n = a->n_access_log + (a->access_log_path && a->access_log_path[0] ? 1 : 0);
+    if (!n) return 0;
+    s->admin_access_logs = sharp_calloc(n, sizeof *s->admin_access_logs);
+    bool open_file = !b->srv->opts.validate_only;
+    char p[64], aerr[512] = "";
+    for (size_t i = 0; i < a->n_access_log; i++) {
+        snprintf(p, sizeof p, "admin.access_log[%zu]", i);
+        sharp_access_log_t *al = sharp_access_log_create(&a->access_log[i]->base, UINT32_MAX, open_file, aerr,
+                                                          sizeof aerr);
+        if (!al) return fail(b, p, "%s", aerr);
+        s->admin_access_logs[s->nadmin_access_logs++] = al;
+    }
+    if (a->access_log_path && a->access_log_path[0]) {
+        sharp_access_log_t *al = sharp_access_log_create_path(a->access_log_path, open_file, aerr, sizeof aerr);
+        if (!al) return fail(b, "admin.access_log_path", "%s", aerr);
+        s->admin_access_logs[s->nadmin_access_logs++] = al;
+    }
+    return 0;
+}
+
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
     build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen};
@@ -680,6 +707,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);
         cfg->has_admin = true;
     }
+    if (bs->admin && build_admin_access_logs(&b, bs->admin, s) < 0) goto bad;
     if (bs->dynamic_resources) {
         fail(&b, "dynamic_resources", "xDS (lds/cds/ads) is not supported yet");
         goto bad;

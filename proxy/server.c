@@ -245,6 +245,12 @@ int sharp_server_reopen_logs(sharp_server_t *s)
             }
         }
     }
+    for (uint32_t k = 0; snap && k < snap->nadmin_access_logs; k++) {
+        if (sharp_access_log_reopen(snap->admin_access_logs[k], err, sizeof err) < 0) {
+            sharp_error(file, "%s", err);
+            rc = -1;
+        }
+    }
     if (sharp_log_reopen() < 0) {
         sharp_error(file, "cannot reopen log path '%s': %s", s->opts.log_path, strerror(errno));
         rc = -1;

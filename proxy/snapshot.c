@@ -37,6 +37,8 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
     free(s->listeners);
     for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_free(s->clusters[i]);
     free(s->clusters);
+    for (uint32_t i = 0; i < s->nadmin_access_logs; i++) sharp_access_log_free(s->admin_access_logs[i]);
+    free(s->admin_access_logs);
     free(s);
 }
 

@@ -78,6 +78,10 @@ typedef struct sharp_snapshot {
     uint32_t nlisteners;
     sharp_cluster_t **clusters;
     uint32_t nclusters;
+    /* admin.access_log then admin.access_log_path, in Envoy's order; written
+     * by the admin server on the main thread only */
+    sharp_access_log_t **admin_access_logs;
+    uint32_t nadmin_access_logs;
 } sharp_snapshot_t;
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);

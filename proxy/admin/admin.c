@@ -14,10 +14,19 @@
  * response at a time. While the socket's write queue is above a high-water
  * mark the connection stops reading and parsing, and resumes from the write
  * callback; a client that pipelines requests without reading responses
- * therefore costs bounded memory. */
+ * therefore costs bounded memory.
+ *
+ * Access logs (admin.access_log, admin.access_log_path): every answered
+ * request, including one refused by the parser, is logged once its response
+ * is queued, as Envoy's connection manager logs an admin stream when it
+ * ends. The request headers are kept in a header map for the formatter, with
+ * the pseudo-headers Envoy's HTTP/1 codec makes (:method, :path,
+ * :authority from Host); their size is bounded by ADMIN_MAX_REQUEST. */
 #include "admin/admin.h"
 #include "admin/handlers.h"
+#include "http/access_log_emit.h"
 #include "log.h"
+#include "net.h"
 #include "sbuf.h"
 
 #include <llhttp.h>
@@ -52,6 +61,12 @@ typedef struct admin_conn {
     char hname[8], hvalue[16]; /* current header, kept only while short */
     uint8_t hname_len, hvalue_len;
     bool expect_continue; /* the request carries Expect: 100-continue */
+    sharp_headers_t req_headers; /* of the request being parsed, for access logs */
+    bool new_header;             /* the next header-name byte starts a new header */
+    bool in_message;             /* a request has begun and is not answered yet */
+    bool headers_done;           /* its headers are complete */
+    uint64_t start_wall_us, start_ns, body_bytes;
+    char remote[64], local[64];  /* downstream addresses, "ip:port" */
     unsigned handles;     /* handles still open (tcp, timer) */
     bool reading;         /* uv_read_start is in effect */
     bool finishing;       /* last response queued: read no more requests */
@@ -95,6 +110,7 @@ static void on_conn_handle_close(uv_handle_t *h)
     if (--c->handles) return;
     sharp_admin_t *a = c->admin;
     sharp_sbuf_free(&c->url);
+    sharp_headers_free(&c->req_headers);
     free(c);
     a->open--;
     admin_maybe_free(a);
@@ -181,6 +197,32 @@ static void http_date(char *out, size_t n)
     strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
+/* Writes the admin access log entries for the request being answered. The
+ * request headers are given only once complete (a request refused by the
+ * parser before that logs "-" for them, as in Envoy). */
+static void conn_access_log(admin_conn_t *c, unsigned status, uint64_t bytes_sent)
+{
+    const sharp_snapshot_t *snap = c->admin->srv->snap;
+    if (!c->in_message) return;
+    c->in_message = false;
+    if (!snap || !snap->nadmin_access_logs) return;
+    sharp_stream_info_t si = {0};
+    si.start_wall_us = c->start_wall_us;
+    si.start_ns = c->start_ns;
+    si.end_ns = si.request_complete_ns = sharp_now_ns();
+    si.protocol = llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0
+                      ? "HTTP/1.0"
+                      : "HTTP/1.1";
+    si.response_code = status;
+    si.bytes_received = c->body_bytes;
+    si.bytes_sent = bytes_sent;
+    snprintf(si.downstream_remote_address, sizeof si.downstream_remote_address, "%s", c->remote);
+    snprintf(si.downstream_local_address, sizeof si.downstream_local_address, "%s", c->local);
+    si.request_headers = c->headers_done ? &c->req_headers : NULL;
+    for (uint32_t i = 0; i < snap->nadmin_access_logs; i++)
+        sharp_access_log_write_now(snap->admin_access_logs[i], &si);
+}
+
 /* Queues one response. Takes the body (rsp->body is left empty). With
  * `head_only` (HEAD requests) the body is counted in content-length but not
  * sent. */
@@ -238,6 +280,7 @@ static void conn_fail(admin_conn_t *c, unsigned status)
 {
     sharp_admin_response_t rsp = {.status = status, .content_type = SHARP_ADMIN_CT_TEXT};
     sharp_sbuf_printf(&rsp.body, "%s\n", sharp__admin_reason(status));
+    conn_access_log(c, status, rsp.body.len);
     conn_respond(c, &rsp, false, false, false);
 }
 
@@ -260,6 +303,13 @@ static int on_message_begin(llhttp_t *p)
     c->req_bytes = 0;
     c->hname_len = c->hvalue_len = 0;
     c->expect_continue = false;
+    sharp_headers_clear(&c->req_headers);
+    c->new_header = true; /* the first field starts a new header */
+    c->in_message = true;
+    c->headers_done = false;
+    c->body_bytes = 0;
+    c->start_wall_us = sharp_wall_us();
+    c->start_ns = sharp_now_ns();
     return 0;
 }
 
@@ -292,14 +342,22 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     admin_conn_t *c = p->data;
     keep_short(c->hname, &c->hname_len, sizeof c->hname, at, n);
-    return on_header_bytes(p, at, n);
+    if (on_header_bytes(p, at, n) < 0) return -1;
+    if (c->new_header) /* a new header (a name may arrive in pieces) */
+        sharp_headers_add(&c->req_headers, at, n, "", 0);
+    else
+        sharp_headers_append_last_name(&c->req_headers, at, n);
+    c->new_header = false;
+    return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     admin_conn_t *c = p->data;
     keep_short(c->hvalue, &c->hvalue_len, sizeof c->hvalue, at, n);
-    return on_header_bytes(p, at, n);
+    if (on_header_bytes(p, at, n) < 0) return -1;
+    sharp_headers_append_last_value(&c->req_headers, at, n);
+    return 0;
 }
 
 static int on_header_value_complete(llhttp_t *p)
@@ -309,7 +367,35 @@ static int on_header_value_complete(llhttp_t *p)
         strncasecmp(c->hvalue, "100-continue", 12) == 0)
         c->expect_continue = true;
     c->hname_len = c->hvalue_len = 0;
+    c->new_header = true;
     return 0;
+}
+
+/* The pseudo-headers Envoy's HTTP/1 codec makes, for %REQ(:METHOD)%,
+ * %REQ(:PATH)% and %REQ(:AUTHORITY)% in the access logs: :path is the
+ * request target (an absolute-form target reduced to its path and query),
+ * :authority the Host header, which it replaces. */
+static void add_pseudo_headers(admin_conn_t *c, llhttp_t *p)
+{
+    sharp_headers_t *h = &c->req_headers;
+    const char *url = sharp_sbuf_cstr(&c->url);
+    size_t len = c->url.len;
+    const char *scheme = len > 3 && url[0] != '/' ? memchr(url, ':', len) : NULL;
+    if (scheme && scheme + 3 <= url + len && memcmp(scheme, "://", 3) == 0) {
+        const char *slash = memchr(scheme + 3, '/', (size_t)(url + len - scheme - 3));
+        len = slash ? (size_t)(url + len - slash) : 1;
+        url = slash ? slash : "/";
+    }
+    sharp_str_t host;
+    if (sharp_headers_get_cstr(h, "host", &host)) {
+        /* host points into the map's buffer, which adding may move */
+        char *v = sharp_strndup(host.p, host.len);
+        sharp_headers_remove_cstr(h, "host");
+        sharp_headers_set(h, ":authority", 10, v, host.len);
+        free(v);
+    }
+    sharp_headers_set_cstr(h, ":method", llhttp_method_name((llhttp_method_t)llhttp_get_method(p)));
+    sharp_headers_set(h, ":path", 5, url, len);
 }
 
 /* A client that waits for "100 Continue" before sending its body gets it at
@@ -318,6 +404,8 @@ static int on_headers_complete(llhttp_t *p)
 {
     admin_conn_t *c = p->data;
     c->hname_len = c->hvalue_len = 0;
+    add_pseudo_headers(c, p);
+    c->headers_done = true;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > ADMIN_MAX_REQUEST - c->req_bytes) {
         c->fail_status = 413; /* refuse before the body is sent or read */
         return -1;
@@ -338,7 +426,9 @@ static int on_headers_complete(llhttp_t *p)
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
-    return count_bytes(p->data, n, 413);
+    admin_conn_t *c = p->data;
+    c->body_bytes += n;
+    return count_bytes(c, n, 413);
 }
 
 /* The request target as a path: origin-form as is; absolute-form
@@ -369,6 +459,7 @@ static int on_message_complete(llhttp_t *p)
     sharp_query_parse(query.p, query.len, &rq.query);
     sharp_admin_response_t rsp = {0};
     sharp__admin_handle(&rq, &rsp);
+    conn_access_log(c, rsp.status, llhttp_get_method(p) == HTTP_HEAD ? 0 : rsp.body.len);
     sharp_log_debug("admin: %s %.*s -> %u", rq.method, (int)c->url.len, c->url.data, rsp.status);
     sharp_query_free(&rq.query);
     bool keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->admin->stopping;
@@ -481,6 +572,13 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+        sharp_addr_str((struct sockaddr *)&ss, c->remote, sizeof c->remote);
+    sl = sizeof ss;
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+        sharp_addr_str((struct sockaddr *)&ss, c->local, sizeof c->local);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
     uv_timer_start(&c->timer, on_timer, ADMIN_IDLE_MS, 0);

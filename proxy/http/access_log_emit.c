@@ -135,6 +135,34 @@ bad:
     return NULL;
 }
 
+sharp_access_log_t *sharp_access_log_create_path(const char *path, bool open_file, char *err,
+                                                 size_t errlen)
+{
+    sharp_access_log_t *l = sharp_calloc(1, sizeof *l);
+    l->slot = UINT32_MAX; /* never a worker's buffer */
+    l->fmt = sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
+    if (!l->fmt) goto bad;
+    if (!open_file) {
+        if (sharp_access_log_file_check(path, err, errlen) < 0) goto bad;
+        return l;
+    }
+    l->file = sharp_access_log_file_open(path, err, errlen);
+    if (!l->file) goto bad;
+    return l;
+bad:
+    sharp_access_log_free(l);
+    return NULL;
+}
+
+void sharp_access_log_write_now(const sharp_access_log_t *l, const sharp_stream_info_t *si)
+{
+    if (!l->file) return; /* --mode validate opens nothing */
+    sharp_access_log_writer_t w;
+    sharp_access_log_writer_init(&w, l->file);
+    sharp_access_log_writer_log(&w, l->fmt, si);
+    sharp_access_log_writer_destroy(&w);
+}
+
 void sharp_access_log_free(sharp_access_log_t *l)
 {
     if (!l) return;
@@ -145,6 +173,7 @@ void sharp_access_log_free(sharp_access_log_t *l)
 
 int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen)
 {
+    if (!l->file) return 0;
     return sharp_access_log_file_reopen(l->file, err, errlen);
 }
 

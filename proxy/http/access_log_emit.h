@@ -20,6 +20,14 @@ typedef struct sharp_access_log sharp_access_log_t;
  * and the log must not be used. */
 sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *access_log, uint32_t slot,
                                             bool open_file, char *err, size_t errlen);
+/* The admin's deprecated access_log_path: a file logger with Envoy's default
+ * format. `open_file` as above. */
+sharp_access_log_t *sharp_access_log_create_path(const char *path, bool open_file, char *err,
+                                                 size_t errlen);
+/* Renders one entry and writes it at once (one write(2)): for the admin
+ * server on the main thread, whose requests are few and must not wait for a
+ * worker's flush timer. */
+void sharp_access_log_write_now(const sharp_access_log_t *l, const sharp_stream_info_t *si);
 /* SIGUSR1 and /reopen_logs: see sharp_access_log_file_reopen. */
 int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen);
 void sharp_access_log_free(sharp_access_log_t *l);
