@@ -216,6 +216,8 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
     C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
     C(rq_too_large, "downstream_rq_too_large");
+    C(rq_failed_path_normalization, "downstream_rq_failed_path_normalization");
+    C(rq_redirected_with_normalized_path, "downstream_rq_redirected_with_normalized_path");
     C(no_route, "no_route");
     C(no_cluster, "no_cluster");
     C(rq_direct_response, "rq_direct_response");
@@ -240,6 +242,15 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     const Envoy__Config__Core__V3__HttpProtocolOptions *common = pb->common_http_protocol_options;
     h->idle_timeout_ms = duration_ms(common ? common->idle_timeout : NULL, 3600 * 1000);
+    /* Envoy's default comes from the runtime key
+     * http_connection_manager.normalize_path, which is off unless set. */
+    h->normalize_path = pb->normalize_path && pb->normalize_path->value;
+    h->merge_slashes = pb->merge_slashes;
+    h->path_with_escaped_slashes_action = (int)pb->path_with_escaped_slashes_action;
+    if (h->path_with_escaped_slashes_action < 0 || h->path_with_escaped_slashes_action > 4) {
+        fail(b, path, "path_with_escaped_slashes_action: unknown value %d", h->path_with_escaped_slashes_action);
+        goto bad;
+    }
     h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : 100;
     h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
     h->request_timeout_ms = duration_ms(pb->request_timeout, 0);

@@ -22,7 +22,8 @@ typedef struct sharp_hcm_stats {
         cx_http1_active, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_protocol_error,
         cx_idle_timeout, cx_drain_close, rq_timeout, rq_idle_timeout, rx_bytes_total,
         tx_bytes_total, rq_http1_total, rq_completed, rq_rx_reset, rq_tx_reset, rq_overload_close,
-        rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large;
+        rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
+        rq_failed_path_normalization, rq_redirected_with_normalized_path;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
 } sharp_hcm_stats_t;
 
@@ -57,6 +58,9 @@ typedef struct sharp_hcm_config {
     char *via;
     bool accept_http_10;              /* http_protocol_options.accept_http_10 */
     char *default_host_for_http_10;
+    bool normalize_path;              /* default false, as Envoy's runtime default */
+    bool merge_slashes;
+    int path_with_escaped_slashes_action; /* sharp_escaped_slashes_action_t */
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 

@@ -13,6 +13,7 @@
  * no built-in filter needs to hold a response body yet). */
 #include "http/filter.h"
 #include "http/hcm_internal.h"
+#include "http/path_util.h"
 #include "http/stream.h"
 #include "log.h"
 #include "worker.h"
@@ -326,8 +327,53 @@ static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
     dec_flush_buffer(s, from); /* filters before `from` saw the held data already */
 }
 
+/* Envoy's Grpc::Common::hasGrpcContentType. */
+static bool has_grpc_content_type(const sharp_headers_t *h)
+{
+    sharp_str_t ct;
+    if (!sharp_headers_get_cstr(h, "content-type", &ct) || ct.len < 16 ||
+        strncasecmp(ct.p, "application/grpc", 16) != 0)
+        return false;
+    return ct.len == 16 || ct.p[16] == '+' || ct.p[16] == ';';
+}
+
+/* Path normalization before anything looks at the path (Envoy's
+ * maybeNormalizePath in ActiveStream::decodeHeaders): the normalized :path
+ * is what routing, filters and the upstream see. Returns false when the
+ * stream has been answered (400, or the 307 of UNESCAPE_AND_REDIRECT). */
+static bool normalize_request_path(sharp_stream_t *s)
+{
+    const sharp_hcm_config_t *hcm = s->hcm;
+    sharp_str_t path;
+    if (!sharp_headers_get_cstr(&s->req, ":path", &path)) return true;
+    sharp_escaped_slashes_action_t esc = (sharp_escaped_slashes_action_t)hcm->path_with_escaped_slashes_action;
+    bool escaped = esc != SHARP_ESCAPED_SLASHES_DEFAULT && esc != SHARP_ESCAPED_SLASHES_KEEP;
+    if (!hcm->normalize_path && !hcm->merge_slashes && !escaped && !memchr(path.p, '#', path.len)) return true;
+    sharp_sbuf_t out = {0};
+    sharp_path_action_t act = sharp_path_normalize(path.p, path.len, hcm->normalize_path, hcm->merge_slashes, esc, &out);
+    /* gRPC clients do not follow redirects */
+    if (act == SHARP_PATH_REDIRECT && has_grpc_content_type(&s->req)) act = SHARP_PATH_REJECT;
+    sharp_stats_shard_t *sh = sharp_stream_worker(s)->stats;
+    if (act == SHARP_PATH_REJECT) {
+        sharp_counter_inc(sh, hcm->st.rq_failed_path_normalization);
+        /* a 400 local reply ends an HTTP/1 connection (onLocalReply) */
+        s->closes_connection = true;
+        sharp_stream_send_local_reply(&s->filters[0], 400, NULL, 0, "path_normalization_failed");
+    } else if (act == SHARP_PATH_REDIRECT) {
+        sharp_counter_inc(sh, hcm->st.rq_redirected_with_normalized_path);
+        const char *hdrs[] = {"location", sharp_sbuf_cstr(&out), NULL};
+        sharp_stream_send_local_reply_ex(&s->filters[0], 307, NULL, 0, "path_normalization_failed", hdrs);
+    } else if (out.len != path.len || memcmp(out.data, path.p, out.len) != 0) {
+        sharp_headers_set(&s->req, ":path", 5, out.data, out.len);
+    }
+    sharp_sbuf_free(&out);
+    return act == SHARP_PATH_CONTINUE;
+}
+
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
+    if (end_stream) s->dec_end_sent = true;
+    if (!normalize_request_path(s)) return;
     mutate_request(s, remote);
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_str_t authority = {"", 0};
@@ -335,7 +381,6 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     s->vhost = hcm->routes ? sharp_route_table_find_vhost(hcm->routes, authority) : NULL;
     s->route = s->vhost ? sharp_vhost_match(s->vhost, &s->req) : NULL;
     if (s->route) s->info.route_name = s->route->name;
-    if (end_stream) s->dec_end_sent = true;
     dec_iterate_headers(s, 0);
 }
 
