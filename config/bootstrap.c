@@ -251,6 +251,22 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         fail(b, path, "path_with_escaped_slashes_action: unknown value %d", h->path_with_escaped_slashes_action);
         goto bad;
     }
+    if (pb->internal_address_config) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__InternalAddressConfig
+            *iac = pb->internal_address_config;
+        h->has_internal_address_config = true;
+        if (iac->n_cidr_ranges) h->internal_cidrs = sharp_calloc(iac->n_cidr_ranges, sizeof *h->internal_cidrs);
+        for (size_t i = 0; i < iac->n_cidr_ranges; i++) {
+            const Envoy__Config__Core__V3__CidrRange *cr = iac->cidr_ranges[i];
+            uint32_t len = cr->prefix_len ? cr->prefix_len->value : 0;
+            snprintf(p, sizeof p, "%s.internal_address_config.cidr_ranges[%zu]", path, i);
+            if (sharp_cidr_parse(cr->address_prefix, len, &h->internal_cidrs[i]) < 0) {
+                fail(b, p, "invalid ip/mask combo '%s/%u'", cr->address_prefix, len);
+                goto bad;
+            }
+            h->ninternal_cidrs++;
+        }
+    }
     h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : 100;
     h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
     h->request_timeout_ms = duration_ms(pb->request_timeout, 0);

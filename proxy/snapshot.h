@@ -7,6 +7,7 @@
 #define SHARP_SNAPSHOT_H
 
 #include "common.h"
+#include "net.h"
 #include "stats.h"
 #include "http/filter.h"
 #include "http/route.h"
@@ -61,6 +62,10 @@ typedef struct sharp_hcm_config {
     bool normalize_path;              /* default false, as Envoy's runtime default */
     bool merge_slashes;
     int path_with_escaped_slashes_action; /* sharp_escaped_slashes_action_t */
+    /* internal_address_config: without it no address is internal (Envoy >= 1.33) */
+    bool has_internal_address_config;
+    sharp_cidr_t *internal_cidrs;
+    uint32_t ninternal_cidrs;
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 

@@ -459,6 +459,8 @@ static sharp_stream_t *stream_create(sharp_conn_t *c)
     s->info.request_headers = &s->req;
     snprintf(s->info.downstream_remote_address, sizeof s->info.downstream_remote_address, "%s",
              c->remote);
+    snprintf(s->info.downstream_direct_remote_address, sizeof s->info.downstream_direct_remote_address, "%s",
+             c->remote);
     snprintf(s->info.downstream_local_address, sizeof s->info.downstream_local_address, "%s",
              c->local);
     uv_timer_init(&c->worker->loop, &s->idle_timer);

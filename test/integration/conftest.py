@@ -100,6 +100,9 @@ class PathEchoUpstream:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def version_string(self):
+                return "upstream-server"
+
             def _answer(self):
                 n = int(self.headers.get("content-length") or 0)
                 if n:
