@@ -24,7 +24,10 @@ typedef struct sharp_hcm_stats {
         cx_idle_timeout, cx_drain_close, rq_timeout, rq_idle_timeout, rx_bytes_total,
         tx_bytes_total, rq_http1_total, rq_completed, rq_rx_reset, rq_tx_reset, rq_overload_close,
         rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
-        rq_failed_path_normalization, rq_redirected_with_normalized_path;
+        rq_failed_path_normalization, rq_redirected_with_normalized_path, rq_max_duration_reached,
+        cx_max_duration_reached, cx_delayed_close_timeout;
+    /* HTTP/1 codec stats, rooted at "http1." as in Envoy (shared by every HCM) */
+    sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
 } sharp_hcm_stats_t;
 
@@ -66,6 +69,11 @@ typedef struct sharp_hcm_config {
     bool has_internal_address_config;
     sharp_cidr_t *internal_cidrs;
     uint32_t ninternal_cidrs;
+    int headers_with_underscores_action;  /* 0 allow, 1 reject request, 2 drop header */
+    uint64_t delayed_close_timeout_ms;   /* default 1000, 0 disables */
+    uint64_t max_connection_duration_ms; /* 0 = none */
+    bool http1_safe_max_connection_duration;
+    uint64_t max_stream_duration_ms;     /* 0 = none */
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 
