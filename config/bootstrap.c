@@ -250,6 +250,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     const Envoy__Config__Core__V3__HttpProtocolOptions *common = pb->common_http_protocol_options;
     h->idle_timeout_ms = duration_ms(common ? common->idle_timeout : NULL, 3600 * 1000);
+    h->has_max_connection_duration = common && common->max_connection_duration;
     h->max_connection_duration_ms = duration_ms(common ? common->max_connection_duration : NULL, 0);
     h->max_stream_duration_ms = duration_ms(common ? common->max_stream_duration : NULL, 0);
     h->headers_with_underscores_action = common ? (int)common->headers_with_underscores_action : 0;

@@ -71,7 +71,8 @@ typedef struct sharp_hcm_config {
     uint32_t ninternal_cidrs;
     int headers_with_underscores_action;  /* 0 allow, 1 reject request, 2 drop header */
     uint64_t delayed_close_timeout_ms;   /* default 1000, 0 disables */
-    uint64_t max_connection_duration_ms; /* 0 = none */
+    bool has_max_connection_duration;    /* set, even to 0 (drain at once), as Envoy */
+    uint64_t max_connection_duration_ms;
     bool http1_safe_max_connection_duration;
     uint64_t max_stream_duration_ms;     /* 0 = none */
     sharp_hcm_stats_t st;

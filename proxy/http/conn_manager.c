@@ -407,7 +407,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     sharp_counter_inc(sh, l->hcm->st.cx_http1_total);
     sharp_gauge_add(sh, l->hcm->st.cx_http1_active, 1);
     if (w->draining) c->close_after_response = true;
-    if (l->hcm->max_connection_duration_ms)
+    if (l->hcm->has_max_connection_duration)
         uv_timer_start(&c->duration_timer, on_conn_max_duration, l->hcm->max_connection_duration_ms, 0);
     conn_arm_idle(c);
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);

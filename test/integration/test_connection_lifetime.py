@@ -322,3 +322,13 @@ def test_no_delay_when_the_client_asked_for_the_close(procs, upstream):
     assert stat(admin, "http.ingress_http.downstream_cx_active") == 1
     s.close()
     assert wait_stat(admin, "http.ingress_http.downstream_cx_active", 0, 1)
+
+
+def test_max_connection_duration_zero_drains_at_once(procs, upstream):
+    # set to 0 (not unset): Envoy's timer fires at once and the drain begins
+    listen, admin, _ = start(procs, upstream.port, "drain_timeout: 0.2s\n"
+                             "common_http_protocol_options: { max_connection_duration: 0s }\n")
+    s = socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW)
+    assert closed_by_peer(s, 3 * SLOW)
+    s.close()
+    assert stat(admin, "http.ingress_http.downstream_cx_max_duration_reached") == 1
