@@ -257,12 +257,22 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
     C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
     C(rq_too_large, "downstream_rq_too_large");
+    C(rq_failed_path_normalization, "downstream_rq_failed_path_normalization");
+    C(rq_redirected_with_normalized_path, "downstream_rq_redirected_with_normalized_path");
+    C(rq_max_duration_reached, "downstream_rq_max_duration_reached");
+    C(cx_max_duration_reached, "downstream_cx_max_duration_reached");
+    C(cx_delayed_close_timeout, "downstream_cx_delayed_close_timeout");
     C(no_route, "no_route");
     C(no_cluster, "no_cluster");
     C(rq_direct_response, "rq_direct_response");
     C(rq_redirect, "rq_redirect");
 #undef C
 #undef G
+    /* Envoy roots the downstream HTTP/1 codec stats at "http1." (the
+     * listener's scope), so every connection manager shares them. */
+    st->http1_dropped_headers_with_underscores = sharp_stats_counterf(s, "http1.dropped_headers_with_underscores");
+    st->http1_requests_rejected_with_underscores =
+        sharp_stats_counterf(s, "http1.requests_rejected_with_underscores_in_headers");
 }
 
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
@@ -281,6 +291,42 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     const Envoy__Config__Core__V3__HttpProtocolOptions *common = pb->common_http_protocol_options;
     h->idle_timeout_ms = duration_ms(common ? common->idle_timeout : NULL, 3600 * 1000);
+    h->has_max_connection_duration = common && common->max_connection_duration;
+    h->max_connection_duration_ms = duration_ms(common ? common->max_connection_duration : NULL, 0);
+    h->max_stream_duration_ms = duration_ms(common ? common->max_stream_duration : NULL, 0);
+    h->headers_with_underscores_action = common ? (int)common->headers_with_underscores_action : 0;
+    if (h->headers_with_underscores_action < 0 || h->headers_with_underscores_action > 2) {
+        fail(b, path, "common_http_protocol_options.headers_with_underscores_action: unknown value %d",
+             h->headers_with_underscores_action);
+        goto bad;
+    }
+    h->http1_safe_max_connection_duration = pb->http1_safe_max_connection_duration;
+    h->delayed_close_timeout_ms = duration_ms(pb->delayed_close_timeout, 1000);
+    /* Envoy's default comes from the runtime key
+     * http_connection_manager.normalize_path, which is off unless set. */
+    h->normalize_path = pb->normalize_path && pb->normalize_path->value;
+    h->merge_slashes = pb->merge_slashes;
+    h->path_with_escaped_slashes_action = (int)pb->path_with_escaped_slashes_action;
+    if (h->path_with_escaped_slashes_action < 0 || h->path_with_escaped_slashes_action > 4) {
+        fail(b, path, "path_with_escaped_slashes_action: unknown value %d", h->path_with_escaped_slashes_action);
+        goto bad;
+    }
+    if (pb->internal_address_config) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__InternalAddressConfig
+            *iac = pb->internal_address_config;
+        h->has_internal_address_config = true;
+        if (iac->n_cidr_ranges) h->internal_cidrs = sharp_calloc(iac->n_cidr_ranges, sizeof *h->internal_cidrs);
+        for (size_t i = 0; i < iac->n_cidr_ranges; i++) {
+            const Envoy__Config__Core__V3__CidrRange *cr = iac->cidr_ranges[i];
+            uint32_t len = cr->prefix_len ? cr->prefix_len->value : 0;
+            snprintf(p, sizeof p, "%s.internal_address_config.cidr_ranges[%zu]", path, i);
+            if (sharp_cidr_parse(cr->address_prefix, len, &h->internal_cidrs[i]) < 0) {
+                fail(b, p, "invalid ip/mask combo '%s/%u'", cr->address_prefix, len);
+                goto bad;
+            }
+            h->ninternal_cidrs++;
+        }
+    }
     h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : 100;
     h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
     h->request_timeout_ms = duration_ms(pb->request_timeout, 0);

@@ -74,6 +74,43 @@ void sharp_read_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof rbuf;
 }
 
+int sharp_cidr_parse(const char *ip, uint32_t prefix_len, sharp_cidr_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, ip, out->addr) == 1) {
+        out->family = AF_INET;
+        if (prefix_len > 32) return -1;
+    } else if (inet_pton(AF_INET6, ip, out->addr) == 1) {
+        out->family = AF_INET6;
+        if (prefix_len > 128) return -1;
+    } else {
+        return -1;
+    }
+    out->prefix_len = prefix_len;
+    size_t bytes = out->family == AF_INET ? 4 : 16;
+    for (size_t i = 0; i < bytes; i++) {
+        uint32_t bit = (uint32_t)i * 8;
+        if (bit >= prefix_len) out->addr[i] = 0;
+        else if (prefix_len - bit < 8) out->addr[i] &= (uint8_t)(0xff << (8 - (prefix_len - bit)));
+    }
+    return 0;
+}
+
+bool sharp_cidr_contains(const sharp_cidr_t *c, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    if (sa->sa_family == AF_INET && c->family == AF_INET)
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+    else if (sa->sa_family == AF_INET6 && c->family == AF_INET6)
+        a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    else
+        return false;
+    uint32_t full = c->prefix_len / 8, rest = c->prefix_len % 8;
+    if (memcmp(a, c->addr, full) != 0) return false;
+    if (rest && (a[full] & (uint8_t)(0xff << (8 - rest))) != c->addr[full]) return false;
+    return true;
+}
+
 typedef struct {
     uv_write_t req;
     sharp_writer_t *w;

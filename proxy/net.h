@@ -20,6 +20,20 @@ char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 /* Parses a numeric IPv4/IPv6 address and port; returns 0 or -1. */
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
 
+/* An address range (Envoy's CidrRange): family AF_INET or AF_INET6, the
+ * address already masked to prefix_len bits. */
+typedef struct sharp_cidr {
+    int family;
+    uint8_t addr[16];
+    uint32_t prefix_len;
+} sharp_cidr_t;
+
+/* Parses "10.0.0.0" with a prefix length; returns 0, or -1 when the address
+ * is not numeric or the length exceeds 32 (IPv4) / 128 (IPv6). */
+int sharp_cidr_parse(const char *ip, uint32_t prefix_len, sharp_cidr_t *out);
+/* Whether the address (IPv4 or IPv6, port ignored) lies in the range. */
+bool sharp_cidr_contains(const sharp_cidr_t *c, const struct sockaddr *sa);
+
 /* libuv alloc callback handing out one 64 KiB read buffer per thread. Read
  * callbacks never nest and always consume (parse or copy) what they were
  * given before returning, so one buffer serves every connection of a loop

@@ -24,6 +24,7 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     free(h->server_name);
     free(h->via);
     free(h->default_host_for_http_10);
+    free(h->internal_cidrs);
     free(h);
 }
 

@@ -7,6 +7,7 @@
 #define SHARP_SNAPSHOT_H
 
 #include "common.h"
+#include "net.h"
 #include "stats.h"
 #include "http/filter.h"
 #include "http/route.h"
@@ -22,7 +23,11 @@ typedef struct sharp_hcm_stats {
         cx_http1_active, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_protocol_error,
         cx_idle_timeout, cx_drain_close, rq_timeout, rq_idle_timeout, rx_bytes_total,
         tx_bytes_total, rq_http1_total, rq_completed, rq_rx_reset, rq_tx_reset, rq_overload_close,
-        rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large;
+        rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
+        rq_failed_path_normalization, rq_redirected_with_normalized_path, rq_max_duration_reached,
+        cx_max_duration_reached, cx_delayed_close_timeout;
+    /* HTTP/1 codec stats, rooted at "http1." as in Envoy (shared by every HCM) */
+    sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
 } sharp_hcm_stats_t;
 
@@ -57,6 +62,19 @@ typedef struct sharp_hcm_config {
     char *via;
     bool accept_http_10;              /* http_protocol_options.accept_http_10 */
     char *default_host_for_http_10;
+    bool normalize_path;              /* default false, as Envoy's runtime default */
+    bool merge_slashes;
+    int path_with_escaped_slashes_action; /* sharp_escaped_slashes_action_t */
+    /* internal_address_config: without it no address is internal (Envoy >= 1.33) */
+    bool has_internal_address_config;
+    sharp_cidr_t *internal_cidrs;
+    uint32_t ninternal_cidrs;
+    int headers_with_underscores_action;  /* 0 allow, 1 reject request, 2 drop header */
+    uint64_t delayed_close_timeout_ms;   /* default 1000, 0 disables */
+    bool has_max_connection_duration;    /* set, even to 0 (drain at once), as Envoy */
+    uint64_t max_connection_duration_ms;
+    bool http1_safe_max_connection_duration;
+    uint64_t max_stream_duration_ms;     /* 0 = none */
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 

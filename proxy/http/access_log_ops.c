@@ -178,6 +178,10 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_addr(out, si->downstream_remote_address, false);
     case OP_DOWNSTREAM_REMOTE_NOPORT:
         return put_addr(out, si->downstream_remote_address, true);
+    case OP_DOWNSTREAM_DIRECT_REMOTE:
+        return put_addr(out, si->downstream_direct_remote_address, false);
+    case OP_DOWNSTREAM_DIRECT_REMOTE_NOPORT:
+        return put_addr(out, si->downstream_direct_remote_address, true);
     case OP_DOWNSTREAM_LOCAL:
         return put_addr(out, si->downstream_local_address, false);
     case OP_DOWNSTREAM_LOCAL_NOPORT:

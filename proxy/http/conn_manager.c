@@ -21,7 +21,8 @@
 
 typedef struct sharp_conn {
     uv_tcp_t tcp;
-    uv_timer_t idle_timer;
+    uv_timer_t idle_timer;     /* idle timeout, drain timeout, delayed close */
+    uv_timer_t duration_timer; /* max_connection_duration */
     sharp_worker_t *worker;
     const sharp_listener_config_t *listener;
     sharp_snapshot_t *snap;
@@ -44,6 +45,11 @@ typedef struct sharp_conn {
     bool paused;            /* parser paused at a message end */
     bool shutdown;          /* closing once written data has left */
     bool rejected;          /* a parser callback answered and stopped the parser */
+    bool delayed_close;     /* after the flush, wait for the peer's FIN (delayed_close_timeout) */
+    bool flushed;           /* the shutdown completed: everything written has left */
+    bool peer_closed;       /* FIN seen while the flush was still pending */
+    bool duration_draining; /* max_connection_duration reached: drain like a server drain */
+    bool underscore_rejected; /* headers_with_underscores_action REJECT_REQUEST hit */
     int handles_open;
     unsigned long long id; /* "[C<id>]" in log lines */
     uint64_t start_ns;
@@ -53,6 +59,7 @@ typedef struct sharp_conn {
 
 static llhttp_settings_t settings;
 static void conn_close(sharp_conn_t *c);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void conn_update_reading(sharp_conn_t *c);
 static void stream_destroy(sharp_stream_t *s);
 static void stream_maybe_finish(sharp_stream_t *s);
@@ -104,7 +111,9 @@ static void conn_close(sharp_conn_t *c)
     sharp_dlist_remove(&c->link);
     sharp_dlist_remove(&c->flush_link);
     uv_timer_stop(&c->idle_timer);
+    uv_timer_stop(&c->duration_timer);
     uv_close((uv_handle_t *)&c->idle_timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->duration_timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
@@ -118,10 +127,11 @@ static void on_conn_idle(uv_timer_t *t)
 }
 
 static void on_drain_idle(uv_timer_t *t);
+static void on_conn_max_duration(uv_timer_t *t);
 
 static void conn_arm_idle(sharp_conn_t *c)
 {
-    if (c->close_after_response && c->worker->draining && HCM(c)->drain_timeout_ms) {
+    if (c->close_after_response && (c->worker->draining || c->duration_draining) && HCM(c)->drain_timeout_ms) {
         uv_timer_start(&c->idle_timer, on_drain_idle, HCM(c)->drain_timeout_ms, 0);
         return;
     }
@@ -129,21 +139,52 @@ static void conn_arm_idle(sharp_conn_t *c)
     if (ms) uv_timer_start(&c->idle_timer, on_conn_idle, ms, 0);
 }
 
-/* Closes once everything written has left (used after "connection: close"). */
-static void on_shutdown(uv_shutdown_t *req, int status)
+static void on_delayed_close_timeout(uv_timer_t *t)
 {
-    (void)status;
-    sharp_conn_t *c = req->data;
-    free(req);
+    sharp_conn_t *c = t->data;
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_delayed_close_timeout);
     conn_close(c);
 }
 
-static void conn_close_after_write(sharp_conn_t *c)
+/* Everything written has left and our FIN is sent. A delayed close now
+ * waits delayed_close_timeout for the peer's FIN (the timer restarts: the
+ * flush was progress), unless that FIN already came. */
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    sharp_conn_t *c = req->data;
+    free(req);
+    c->flushed = true;
+    if (status == 0 && c->delayed_close && !c->peer_closed && !c->closing) {
+        uv_timer_start(&c->idle_timer, on_delayed_close_timeout, HCM(c)->delayed_close_timeout_ms, 0);
+        return;
+    }
+    conn_close(c);
+}
+
+/* Closes once everything written has left (used after "connection: close").
+ * With `delay` (Envoy's FlushWriteAndDelay) and a delayed_close_timeout, the
+ * socket then stays open, reading and discarding, until the peer closes or
+ * the timeout passes: closing a socket with unread bytes in it sends a RST,
+ * which can destroy the response before the client has read it. The timer
+ * also runs while the flush is pending, so a peer that stops reading does
+ * not hold the connection forever. */
+static void conn_close_after_write(sharp_conn_t *c, bool delay)
 {
     if (c->closing || c->shutdown) return;
     c->shutdown = true;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->read_stopped = true;
+    uint64_t ms = HCM(c)->delayed_close_timeout_ms;
+    c->delayed_close = delay && ms > 0;
+    uv_timer_stop(&c->idle_timer);
+    if (c->delayed_close) {
+        if (c->read_stopped) {
+            c->read_stopped = false;
+            uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
+        }
+        uv_timer_start(&c->idle_timer, on_delayed_close_timeout, ms, 0);
+    } else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->read_stopped = true;
+    }
     uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
     req->data = c;
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
@@ -198,7 +239,7 @@ static void stream_fill_request_line(sharp_conn_t *c, sharp_stream_t *s)
     if (sharp_headers_get_cstr(&s->req, "host", &v)) sharp_headers_add(&s->req, ":authority", 10, v.p, v.len);
 }
 
-static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *details)
+static void conn_protocol_error_ex(sharp_conn_t *c, uint32_t code, const char *body, const char *details)
 {
     sharp_counter_inc(STATS(c), HCM(c)->st.cx_protocol_error);
     sharp_stream_t *s = c->stream;
@@ -207,18 +248,18 @@ static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *deta
     if (s && !s->response_started) {
         s->info.response_flags |= SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR;
         s->closes_connection = true;
+        s->force_delayed_close = true; /* Envoy's codec error close: FlushWriteAndDelay */
         c->close_after_response = true;
         sharp_filter_t *first = s->nfilters ? &s->filters[0] : NULL;
         if (first) {
             s->request_complete = true; /* nothing more will be read */
-            sharp_stream_send_local_reply(first, code, details, SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR,
+            sharp_stream_send_local_reply(first, code, body, SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR,
                                           details);
             return;
         }
     }
     /* No stream yet: answer directly. */
     sharp_sbuf_t out = {0};
-    const char *body = details;
     sharp_sbuf_printf(&out, "HTTP/1.1 %u %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n"
                       "connection: close\r\n\r\n%s", code, sharp_h1_reason(code), strlen(body), body);
     uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
@@ -230,7 +271,12 @@ static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *deta
         s->response_complete = s->request_complete = true;
         stream_destroy(s);
     }
-    conn_close_after_write(c);
+    conn_close_after_write(c, true);
+}
+
+static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *details)
+{
+    conn_protocol_error_ex(c, code, details, details);
 }
 
 /* Feeds bytes to the parser. The parser pauses at the end of every request;
@@ -261,6 +307,10 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
             continue;
         }
         if (e == HPE_OK) break;
+        if (c->underscore_rejected) {
+            conn_protocol_error_ex(c, 400, "Bad Request", "http1.unexpected_underscore");
+            break;
+        }
         /* llhttp turns an error returned from on_headers_complete into
          * HPE_CB_HEADERS_COMPLETE and drops our reason: the flag says the
          * request was already answered, so no second response is sent. */
@@ -276,6 +326,7 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
                 break;
             }
             if (r && strcmp(r, "stop") == 0) break;
+
         }
         conn_protocol_error(c, 400, "Bad Request");
         break;
@@ -288,6 +339,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     sharp_conn_t *c = st->data;
     if (nread > 0) sharp_trace(connection, "[C%llu] read %zd bytes", c->id, nread);
+    if (c->shutdown) {
+        /* delayed close: what the peer still sends is dropped; its FIN
+         * ends the wait (once our own data has left) */
+        if (nread < 0 && !c->closing) {
+            uv_read_stop(st);
+            c->read_stopped = true;
+            if (c->flushed) conn_close(c);
+            else c->peer_closed = true;
+        }
+        return;
+    }
     if (nread > 0 && !c->closing) {
         sharp_counter_add(STATS(c), HCM(c)->st.rx_bytes_total, (uint64_t)nread);
         uv_timer_stop(&c->idle_timer);
@@ -353,8 +415,9 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     c->start_ns = sharp_now_ns();
     atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
     uv_timer_init(&w->loop, &c->idle_timer);
-    c->tcp.data = c->idle_timer.data = c;
-    c->handles_open = 2;
+    uv_timer_init(&w->loop, &c->duration_timer);
+    c->tcp.data = c->idle_timer.data = c->duration_timer.data = c;
+    c->handles_open = 3;
     sharp_dlist_init(&c->link);
     sharp_dlist_init(&c->flush_link);
     sharp_dlist_push(&w->connections, &c->link);
@@ -378,6 +441,8 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     sharp_counter_inc(sh, l->hcm->st.cx_http1_total);
     sharp_gauge_add(sh, l->hcm->st.cx_http1_active, 1);
     if (w->draining) c->close_after_response = true;
+    if (l->hcm->has_max_connection_duration)
+        uv_timer_start(&c->duration_timer, on_conn_max_duration, l->hcm->max_connection_duration_ms, 0);
     conn_arm_idle(c);
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
 }
@@ -386,8 +451,31 @@ static void on_drain_idle(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
     if (c->stream || c->parsing) return;
-    sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
+    /* a server drain counts downstream_cx_drain_close; a max duration drain
+     * was counted as downstream_cx_max_duration_reached */
+    if (!c->duration_draining) sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
     conn_close(c);
+}
+
+/* max_connection_duration (Envoy's onConnectionDurationTimeout): the HTTP/1
+ * drain sequence. Every later response carries "connection: close" and the
+ * connection closes after it; an idle connection is closed once the HCM's
+ * drain_timeout has passed. With http1_safe_max_connection_duration only
+ * the next response closes it: an idle connection is left to its client. */
+static void on_conn_max_duration(uv_timer_t *t)
+{
+    sharp_conn_t *c = t->data;
+    if (c->closing || c->shutdown) return;
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_max_duration_reached);
+    if (c->close_after_response) return; /* already draining */
+    c->close_after_response = true;
+    if (HCM(c)->http1_safe_max_connection_duration) return;
+    c->duration_draining = true;
+    if (!c->stream && !c->parsing) {
+        uint64_t ms = HCM(c)->drain_timeout_ms;
+        if (ms == 0) on_drain_idle(&c->idle_timer);
+        else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
+    }
 }
 
 /* Drain, as Envoy does for HTTP/1: every further response carries
@@ -401,7 +489,7 @@ void sharp_conn_drain_all(sharp_worker_t *w)
         sharp_dlist_t *next = n->next;
         sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
         c->close_after_response = true;
-        if (!c->stream && !c->parsing) {
+        if (!c->stream && !c->parsing && !c->shutdown) {
             uint64_t ms = HCM(c)->drain_timeout_ms;
             if (ms == 0) on_drain_idle(&c->idle_timer);
             else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
@@ -453,6 +541,23 @@ static void on_request_timeout(uv_timer_t *t)
         sharp_stream_reset(s, 0);
 }
 
+/* max_stream_duration (Envoy's onStreamMaxDurationReached): a local reply
+ * while no response has started, 504 once the request is complete (the
+ * wait is upstream's), 408 while it is still arriving; a reset after. */
+static void on_stream_max_duration(uv_timer_t *t)
+{
+    sharp_stream_t *s = t->data;
+    if (s->destroyed || s->finish_scheduled) return;
+    sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_max_duration_reached);
+    if (!s->response_started && s->nfilters) {
+        sharp_stream_send_local_reply(&s->filters[0], s->request_complete ? 504 : 408,
+                                      "downstream duration timeout", 0, "max_duration_timeout");
+    } else {
+        s->info.response_code_details = "max_duration_timeout";
+        sharp_stream_reset(s, 0);
+    }
+}
+
 static void stream_touch(sharp_stream_t *s)
 {
     if (s->hcm->stream_idle_timeout_ms && !s->destroyed && !s->finish_scheduled)
@@ -496,18 +601,23 @@ static sharp_stream_t *stream_create(sharp_conn_t *c)
     s->info.request_headers = &s->req;
     snprintf(s->info.downstream_remote_address, sizeof s->info.downstream_remote_address, "%s",
              c->remote);
+    snprintf(s->info.downstream_direct_remote_address, sizeof s->info.downstream_direct_remote_address, "%s",
+             c->remote);
     snprintf(s->info.downstream_local_address, sizeof s->info.downstream_local_address, "%s",
              c->local);
     uv_timer_init(&c->worker->loop, &s->idle_timer);
     uv_timer_init(&c->worker->loop, &s->request_timer);
-    s->idle_timer.data = s->request_timer.data = s;
-    s->timers_open = 2;
+    uv_timer_init(&c->worker->loop, &s->duration_timer);
+    s->idle_timer.data = s->request_timer.data = s->duration_timer.data = s;
+    s->timers_open = 3;
     sharp_stats_shard_t *sh = STATS(c);
     sharp_counter_inc(sh, hcm->st.rq_total);
     sharp_counter_inc(sh, hcm->st.rq_http1_total);
     sharp_gauge_add(sh, hcm->st.rq_active, 1);
     stream_touch(s);
     if (hcm->request_timeout_ms) uv_timer_start(&s->request_timer, on_request_timeout, hcm->request_timeout_ms, 0);
+    if (hcm->max_stream_duration_ms)
+        uv_timer_start(&s->duration_timer, on_stream_max_duration, hcm->max_stream_duration_ms, 0);
     return s;
 }
 
@@ -543,8 +653,10 @@ static void stream_destroy(sharp_stream_t *s)
     sharp_sbuf_free(&s->enc_buf);
     uv_timer_stop(&s->idle_timer);
     uv_timer_stop(&s->request_timer);
+    uv_timer_stop(&s->duration_timer);
     uv_close((uv_handle_t *)&s->idle_timer, on_stream_timer_closed);
     uv_close((uv_handle_t *)&s->request_timer, on_stream_timer_closed);
+    uv_close((uv_handle_t *)&s->duration_timer, on_stream_timer_closed);
 }
 
 /* A stream is done when its response is complete. Finishing is deferred to
@@ -562,12 +674,17 @@ static void on_stream_finish(uv_timer_t *t)
      * keep-alive and may be sending its next request; that connection gets
      * "connection: close" on its next response, or the drain idle timer. */
     bool close = s->closes_connection || !s->request_complete;
+    /* Envoy delays the close (FlushWriteAndDelay) unless the client asked
+     * for it and sent its whole request, or the response is framed by the
+     * close: then nothing is left unread to turn the close into a RST. */
+    bool delay = s->force_delayed_close ||
+                 !(s->saw_connection_close && (s->request_complete || s->resp_close_delimited));
     if (!s->request_complete) sharp_counter_inc(STATS(c), s->hcm->st.rq_response_before_rq_complete);
     c->read_disabled_by_stream = false;
     stream_destroy(s);
     if (c->closing) return;
     if (close) {
-        conn_close_after_write(c);
+        conn_close_after_write(c, delay);
         return;
     }
     conn_arm_idle(c);
@@ -580,6 +697,7 @@ static void stream_maybe_finish(sharp_stream_t *s)
     if (!s->response_complete || s->destroyed || s->finish_scheduled) return;
     s->finish_scheduled = true;
     uv_timer_stop(&s->request_timer);
+    uv_timer_stop(&s->duration_timer);
     uv_timer_start(&s->idle_timer, on_stream_finish, 0, 0);
 }
 
@@ -653,6 +771,28 @@ static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
     c->in_value = true;
     sharp_headers_append_last_value(&c->stream->req, at, n);
     return 0;
+}
+
+/* common_http_protocol_options.headers_with_underscores_action, checked
+ * once a header is complete as Envoy's HTTP/1 codec does. */
+static int p_on_header_value_complete(llhttp_t *p)
+{
+    sharp_conn_t *c = p->data;
+    sharp_headers_t *h = &c->stream->req;
+    c->in_value = true; /* an empty value gets no on_header_value call */
+    int action = HCM(c)->headers_with_underscores_action;
+    if (action == 0 || h->n == 0) return 0;
+    sharp_str_t name = sharp_headers_name(h, h->n - 1);
+    if (!memchr(name.p, '_', name.len)) return 0;
+    if (action == 2) { /* DROP_HEADER */
+        sharp_counter_inc(STATS(c), HCM(c)->st.http1_dropped_headers_with_underscores);
+        h->n--;
+        return 0;
+    }
+    sharp_counter_inc(STATS(c), HCM(c)->st.http1_requests_rejected_with_underscores);
+    /* llhttp replaces the reason of a *_complete callback's error */
+    c->underscore_rejected = true;
+    return HPE_USER;
 }
 
 static int p_on_headers_complete(llhttp_t *p)
@@ -780,7 +920,7 @@ static int p_on_message_complete(llhttp_t *p)
     s->request_complete = true;
     s->info.request_complete_ns = sharp_now_ns();
     uv_timer_stop(&s->request_timer);
-    if (!llhttp_should_keep_alive(p)) s->closes_connection = true;
+    if (!llhttp_should_keep_alive(p)) s->closes_connection = s->saw_connection_close = true;
     if (!s->response_complete) {
         dec_run_data(s, 0, NULL, 0, true);
     }
@@ -799,6 +939,7 @@ __attribute__((constructor)) static void init_settings(void)
     settings.on_url = p_on_url;
     settings.on_header_field = p_on_header_field;
     settings.on_header_value = p_on_header_value;
+    settings.on_header_value_complete = p_on_header_value_complete;
     settings.on_headers_complete = p_on_headers_complete;
     settings.on_body = p_on_body;
     settings.on_message_complete = p_on_message_complete;
@@ -869,6 +1010,9 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
     for (size_t i = 0; i < st.len && i < 3; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
     s->info.response_code = code;
     s->response_started = true;
+    /* Envoy's onLocalReply: a 400 means a messaging error, after which an
+     * HTTP/1 connection is not trusted with another request. */
+    if (s->local_reply && code == 400) s->closes_connection = s->saw_connection_close = true;
     bool http10 = s->info.protocol && strcmp(s->info.protocol, "HTTP/1.0") == 0;
     bool no_body = s->is_head || code == 204 || code == 304 || (code >= 100 && code < 200);
     bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
@@ -994,6 +1138,7 @@ void sharp_codec_reset(sharp_stream_t *s)
     s->finish_scheduled = true;
     s->closes_connection = true;
     uv_timer_stop(&s->request_timer);
+    uv_timer_stop(&s->duration_timer);
     uv_timer_start(&s->idle_timer, on_stream_reset, 0, 0);
 }
 

@@ -13,8 +13,10 @@
  * no built-in filter needs to hold a response body yet). */
 #include "http/filter.h"
 #include "http/hcm_internal.h"
+#include "http/path_util.h"
 #include "http/stream.h"
 #include "log.h"
+#include "net.h"
 #include "worker.h"
 
 #include <arpa/inet.h>
@@ -96,18 +98,35 @@ sharp_snapshot_t *sharp_stream_snapshot(sharp_stream_t *s)
 /* ------------------------------------------------------------------ */
 /* header mutations                                                     */
 
-static bool is_internal_address(const struct sockaddr *sa)
+/* Envoy's Network::Utility::isInternalAddress: RFC 1918, 127.0.0.1, fd00::/8
+ * and ::1. */
+static bool is_rfc1918_or_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) {
         uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
-        return (a >> 24) == 10 || (a >> 24) == 127 || (a >> 20) == (172u << 4 | 1) ||
-               (a >> 16) == (192u << 8 | 168);
+        return (a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) || (a >> 16) == (192u << 8 | 168) ||
+               a == INADDR_LOOPBACK;
     }
     if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) || (a->s6_addr[0] & 0xfe) == 0xfc;
+        return IN6_IS_ADDR_LOOPBACK(a) || a->s6_addr[0] == 0xfd;
     }
     return false;
+}
+
+/* internal_address_config: without it no address is internal (Envoy's
+ * default since 1.33); with it, cidr_ranges when given, else RFC 1918 and
+ * loopback. unix_sockets concerns pipe peers, which SHARP's TCP-only
+ * listeners never have. */
+static bool is_internal_address(const sharp_hcm_config_t *hcm, const struct sockaddr *sa)
+{
+    if (!hcm->has_internal_address_config) return false;
+    if (hcm->ninternal_cidrs) {
+        for (uint32_t i = 0; i < hcm->ninternal_cidrs; i++)
+            if (sharp_cidr_contains(&hcm->internal_cidrs[i], sa)) return true;
+        return false;
+    }
+    return is_rfc1918_or_loopback(sa);
 }
 
 static void ip_only(const struct sockaddr *sa, char *out, size_t cap)
@@ -135,13 +154,18 @@ static void make_uuid(sharp_worker_t *w, char out[37])
     *o = '\0';
 }
 
-/* Envoy's x-envoy-* request headers that only trusted (internal) clients may set. */
+/* The request headers Envoy removes from every request that is not
+ * internal (ConnectionManagerUtility::cleanInternalHeaders)... */
 static const char *const envoy_internal_headers[] = {
-    "x-envoy-retry-on", "x-envoy-retry-grpc-on", "x-envoy-max-retries",
-    "x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-expected-rq-timeout-ms", "x-envoy-ip-tags", "x-envoy-original-url",
-    "x-envoy-force-trace", "x-envoy-decorator-operation", "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-retriable-status-codes", "x-envoy-retriable-header-names", "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on", "x-envoy-max-retries", "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response", "x-envoy-expected-rq-timeout-ms", "x-envoy-force-trace",
+    "x-envoy-ip-tags", "x-envoy-original-url", "x-envoy-hedge-on-per-try-timeout",
+};
+/* ... and those it removes from edge requests only. */
+static const char *const envoy_edge_headers[] = {
+    "x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
 };
 
 /* Removes hop-by-hop headers, including those named by Connection. */
@@ -178,16 +202,74 @@ static void remove_hop_by_hop(sharp_headers_t *h)
     }
 }
 
+/* Envoy's Utility::getLastAddressFromXFF: the address `skip` entries from
+ * the right of x-forwarded-for (several header lines count as one list).
+ * *single tells whether it was the only entry and nothing was skipped. */
+static bool xff_address(const sharp_headers_t *h, uint32_t skip, struct sockaddr_storage *out, bool *single)
+{
+    *single = false;
+    char buf[1024];
+    size_t len = 0;
+    bool any = false;
+    for (int i = sharp_headers_find(h, "x-forwarded-for", 15, 0); i >= 0;
+         i = sharp_headers_find(h, "x-forwarded-for", 15, (uint32_t)i + 1)) {
+        sharp_str_t v = sharp_headers_value(h, (uint32_t)i);
+        if (any) {
+            if (len + 1 >= sizeof buf) return false;
+            buf[len++] = ',';
+        }
+        if (len + v.len >= sizeof buf) return false;
+        memcpy(buf + len, v.p, v.len);
+        len += v.len;
+        any = true;
+    }
+    if (!any) return false;
+    for (uint32_t i = 0; i < skip; i++) {
+        char *comma = memrchr(buf, ',', len);
+        if (!comma) return false;
+        len = (size_t)(comma - buf);
+    }
+    const char *st = buf;
+    size_t n = len;
+    char *comma = memrchr(buf, ',', len);
+    if (comma && (size_t)(comma - buf) + 1 < len) {
+        st = comma + 1;
+        n = len - (size_t)(st - buf);
+    }
+    while (n && (*st == ' ' || *st == '\t')) st++, n--;
+    while (n && (st[n - 1] == ' ' || st[n - 1] == '\t')) n--;
+    char ip[INET6_ADDRSTRLEN + 1];
+    if (n == 0 || n >= sizeof ip) return false;
+    memcpy(ip, st, n);
+    ip[n] = '\0';
+    socklen_t sl;
+    if (sharp_addr_parse(ip, 0, out, &sl) < 0) return false;
+    *single = !comma && skip == 0;
+    return true;
+}
+
+/* Envoy's ConnectionManagerUtility::mutateRequestHeaders: XFF, the trusted
+ * client address, internal/external, header sanitizing, x-request-id. The
+ * trusted client address becomes the stream's downstream remote address
+ * (%DOWNSTREAM_REMOTE_ADDRESS%, source IP hashing). */
 static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
 {
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_headers_t *h = &s->req;
     remove_hop_by_hop(h);
-    bool internal = is_internal_address(remote);
+    sharp_headers_remove_cstr(h, "x-envoy-internal");
+    struct sockaddr_storage final;
+    bool have_final = false, allow_trusted = false;
     if (hcm->use_remote_address) {
-        char ip[INET6_ADDRSTRLEN];
-        ip_only(remote, ip, sizeof ip);
+        allow_trusted = !sharp_headers_get_cstr(h, "x-forwarded-for", NULL);
+        bool single;
+        /* Trusted proxies in front of us: the client is the entry they
+         * appended, read before we append ours. */
+        if (hcm->xff_num_trusted_hops > 0)
+            have_final = xff_address(h, hcm->xff_num_trusted_hops - 1, &final, &single);
         if (!hcm->skip_xff_append) {
+            char ip[INET6_ADDRSTRLEN];
+            ip_only(remote, ip, sizeof ip);
             sharp_str_t xff;
             if (sharp_headers_get_cstr(h, "x-forwarded-for", &xff) && xff.len) {
                 char buf[1024];
@@ -197,24 +279,47 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
                 sharp_headers_set_cstr(h, "x-forwarded-for", ip);
             }
         }
-        sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
-        if (internal) {
-            sharp_headers_set_cstr(h, "x-envoy-internal", "true");
-        } else {
-            sharp_headers_remove_cstr(h, "x-envoy-internal");
-            for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_internal_headers); i++)
-                sharp_headers_remove_cstr(h, envoy_internal_headers[i]);
-            if (hcm->routes)
-                for (uint32_t i = 0; i < hcm->routes->ninternal_only_headers; i++)
-                    sharp_headers_remove_cstr(h, hcm->routes->internal_only_headers[i]);
-        }
-    } else if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) {
-        sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+        /* An untrusted peer's x-forwarded-proto is overwritten. */
+        if (hcm->xff_num_trusted_hops == 0 || !sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
+            sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+    } else {
+        /* Envoy's default original IP detection: x-forwarded-for with
+         * xff_num_trusted_hops; internal only if it holds a single address. */
+        have_final = xff_address(h, hcm->xff_num_trusted_hops, &final, &allow_trusted);
     }
+    if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+    if (!have_final && hcm->use_remote_address) {
+        memcpy(&final, remote, remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        have_final = true;
+    }
+    bool internal = allow_trusted && have_final && is_internal_address(hcm, (const struct sockaddr *)&final);
+    if (!have_final)
+        memcpy(&final, remote, remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    bool edge = !internal && hcm->use_remote_address;
+    if (internal) {
+        sharp_headers_set_cstr(h, "x-envoy-internal", "true");
+    } else {
+        if (edge)
+            for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_edge_headers); i++)
+                sharp_headers_remove_cstr(h, envoy_edge_headers[i]);
+        for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_internal_headers); i++)
+            sharp_headers_remove_cstr(h, envoy_internal_headers[i]);
+        if (hcm->routes)
+            for (uint32_t i = 0; i < hcm->routes->ninternal_only_headers; i++)
+                sharp_headers_remove_cstr(h, hcm->routes->internal_only_headers[i]);
+    }
+    if (edge) {
+        /* first ingress point into the trusted network */
+        char ip[INET6_ADDRSTRLEN];
+        ip_only((const struct sockaddr *)&final, ip, sizeof ip);
+        sharp_headers_set_cstr(h, "x-envoy-external-address", ip);
+    }
+    sharp_addr_str((const struct sockaddr *)&final, s->info.downstream_remote_address,
+                   sizeof s->info.downstream_remote_address);
     sharp_str_t rid;
     bool has_rid = sharp_headers_get_cstr(h, "x-request-id", &rid) && rid.len;
-    bool regenerate = has_rid && hcm->use_remote_address && !internal && !hcm->preserve_external_request_id;
-    if (hcm->generate_request_id && (!has_rid || regenerate)) {
+    bool force = edge && !hcm->preserve_external_request_id;
+    if (hcm->generate_request_id && (!has_rid || force)) {
         char uuid[37];
         make_uuid(s->conn ? sharp_stream_worker(s) : NULL, uuid);
         sharp_headers_set(h, "x-request-id", 12, uuid, 36);
@@ -326,8 +431,53 @@ static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
     dec_flush_buffer(s, from); /* filters before `from` saw the held data already */
 }
 
+/* Envoy's Grpc::Common::hasGrpcContentType. */
+static bool has_grpc_content_type(const sharp_headers_t *h)
+{
+    sharp_str_t ct;
+    if (!sharp_headers_get_cstr(h, "content-type", &ct) || ct.len < 16 ||
+        strncasecmp(ct.p, "application/grpc", 16) != 0)
+        return false;
+    return ct.len == 16 || ct.p[16] == '+' || ct.p[16] == ';';
+}
+
+/* Path normalization before anything looks at the path (Envoy's
+ * maybeNormalizePath in ActiveStream::decodeHeaders): the normalized :path
+ * is what routing, filters and the upstream see. Returns false when the
+ * stream has been answered (400, or the 307 of UNESCAPE_AND_REDIRECT). */
+static bool normalize_request_path(sharp_stream_t *s)
+{
+    const sharp_hcm_config_t *hcm = s->hcm;
+    sharp_str_t path;
+    if (!sharp_headers_get_cstr(&s->req, ":path", &path)) return true;
+    sharp_escaped_slashes_action_t esc = (sharp_escaped_slashes_action_t)hcm->path_with_escaped_slashes_action;
+    bool escaped = esc != SHARP_ESCAPED_SLASHES_DEFAULT && esc != SHARP_ESCAPED_SLASHES_KEEP;
+    if (!hcm->normalize_path && !hcm->merge_slashes && !escaped && !memchr(path.p, '#', path.len)) return true;
+    sharp_sbuf_t out = {0};
+    sharp_path_action_t act = sharp_path_normalize(path.p, path.len, hcm->normalize_path, hcm->merge_slashes, esc, &out);
+    /* gRPC clients do not follow redirects */
+    if (act == SHARP_PATH_REDIRECT && has_grpc_content_type(&s->req)) act = SHARP_PATH_REJECT;
+    sharp_stats_shard_t *sh = sharp_stream_worker(s)->stats;
+    if (act == SHARP_PATH_REJECT) {
+        sharp_counter_inc(sh, hcm->st.rq_failed_path_normalization);
+        /* a 400 local reply ends an HTTP/1 connection (onLocalReply) */
+        s->closes_connection = true;
+        sharp_stream_send_local_reply(&s->filters[0], 400, NULL, 0, "path_normalization_failed");
+    } else if (act == SHARP_PATH_REDIRECT) {
+        sharp_counter_inc(sh, hcm->st.rq_redirected_with_normalized_path);
+        const char *hdrs[] = {"location", sharp_sbuf_cstr(&out), NULL};
+        sharp_stream_send_local_reply_ex(&s->filters[0], 307, NULL, 0, "path_normalization_failed", hdrs);
+    } else if (out.len != path.len || memcmp(out.data, path.p, out.len) != 0) {
+        sharp_headers_set(&s->req, ":path", 5, out.data, out.len);
+    }
+    sharp_sbuf_free(&out);
+    return act == SHARP_PATH_CONTINUE;
+}
+
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
+    if (end_stream) s->dec_end_sent = true;
+    if (!normalize_request_path(s)) return;
     mutate_request(s, remote);
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_str_t authority = {"", 0};
@@ -335,7 +485,6 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     s->vhost = hcm->routes ? sharp_route_table_find_vhost(hcm->routes, authority) : NULL;
     s->route = s->vhost ? sharp_vhost_match(s->vhost, &s->req) : NULL;
     if (s->route) s->info.route_name = s->route->name;
-    if (end_stream) s->dec_end_sent = true;
     dec_iterate_headers(s, 0);
 }
 

@@ -50,8 +50,14 @@ struct sharp_stream {
     bool resp_chunked;
     bool resp_close_delimited;
     bool closes_connection;
+    /* Envoy's saw_connection_close: the client asked for the close (or the
+     * response is a 400 local reply); with the request complete there is
+     * nothing left to read, so the close is not delayed. */
+    bool saw_connection_close;
+    bool force_delayed_close; /* protocol error: always the delayed close */
     uv_timer_t idle_timer;    /* stream_idle_timeout */
     uv_timer_t request_timer; /* request_timeout */
+    uv_timer_t duration_timer; /* max_stream_duration */
     int timers_open;
 };
 

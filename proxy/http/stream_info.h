@@ -57,7 +57,10 @@ typedef struct sharp_stream_info {
     uint64_t bytes_sent;     /* response body bytes */
     char upstream_host[64];  /* "ip:port" of the chosen host, "" if none */
     char upstream_local_address[64];
-    char downstream_remote_address[64]; /* "ip:port" */
+    /* "ip:port": the trusted client address (x-forwarded-for with
+     * xff_num_trusted_hops, port 0, when the HCM takes it from there) */
+    char downstream_remote_address[64];
+    char downstream_direct_remote_address[64]; /* the connection's peer */
     char downstream_local_address[64];
     const char *upstream_cluster; /* NULL if none */
     const char *route_name;       /* NULL if none */

@@ -87,6 +87,99 @@ class Upstream(Proc):
         self.port = int(line.strip().rsplit(":", 1)[1])
 
 
+class PathEchoUpstream:
+    """An in-process HTTP/1.1 upstream that answers every request with the
+    request target exactly as it arrived on the wire and the headers, as
+    JSON ({"path": ..., "headers": [[name, value], ...]}): the test upstream
+    only echoes /echo, and path tests need to see arbitrary paths."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def version_string(self):
+                return "upstream-server"
+
+            def _answer(self):
+                n = int(self.headers.get("content-length") or 0)
+                if n:
+                    self.rfile.read(n)
+                # the request line as received: self.path has '//' collapsed
+                target = self.requestline.split(" ")[1]
+                body = json.dumps({"path": target, "method": self.command,
+                                   "headers": [[k, v] for k, v in self.headers.items()]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def path_upstream():
+    u = PathEchoUpstream()
+    yield u
+    u.close()
+
+
+def raw_request(port, data, timeout=5):
+    """Sends raw bytes and reads one response (headers and a
+    content-length body) or until the peer closes. Returns (status, headers
+    dict with lower-case names, body, closed) where closed tells whether
+    the proxy closed the connection after the response."""
+    import re
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    closed = False
+    try:
+        while True:
+            c = s.recv(65536)
+            if not c:
+                closed = True
+                break
+            out += c
+            head, sep, body = out.partition(b"\r\n\r\n")
+            if sep:
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if m and len(body) >= int(m.group(1)):
+                    break
+        if not closed:
+            s.settimeout(0.3)
+            try:
+                closed = s.recv(1) == b""
+            except socket.timeout:
+                closed = False
+    finally:
+        s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
+    hdrs = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, body, closed
+
+
 def bootstrap_yaml(listen_port, admin_port, clusters, routes=None, hcm_extra="", vhost_extra="",
                    access_log=None, listener_extra="", cluster_extra=""):
     """An Envoy v3 bootstrap: one listener, an HCM with the router, and

@@ -79,11 +79,14 @@ def test_use_remote_address_xff(procs, upstream):
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]},
                                            hcm_extra="use_remote_address: true\n"), admin)
     c = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
-    c.request("GET", "/echo", headers={"X-Forwarded-For": "10.1.2.3"})
+    c.request("GET", "/echo", headers={"X-Forwarded-For": "10.1.2.3", "X-Envoy-Internal": "true"})
     echo = json.loads(c.getresponse().read())
     names = {k.lower(): v for k, v in echo["headers"]}
     assert names["x-forwarded-for"] == "10.1.2.3,127.0.0.1"
-    assert names["x-envoy-internal"] == "true"
+    # A request that arrives with x-forwarded-for is never internal, and a
+    # client cannot claim x-envoy-internal itself.
+    assert "x-envoy-internal" not in names
+    assert names["x-envoy-external-address"] == "127.0.0.1"
 
 
 def test_head_204_304_no_body(proxy):

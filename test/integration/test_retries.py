@@ -43,13 +43,25 @@ def req(port, path="/", method="GET", headers=None, body=None, timeout=10):
     return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
 
 
-def start(procs, ports, retry_policy=None, cluster_extra="", vhost_extra="", access_log=None):
+# The tests send x-envoy-retry-on and friends, which Envoy honours only from
+# internal clients: the loopback client is made internal as Envoy requires
+# (its own address, no x-forwarded-for, listed in internal_address_config).
+TRUST_LOOPBACK = """\
+use_remote_address: true
+internal_address_config:
+  cidr_ranges: [{ address_prefix: 127.0.0.1, prefix_len: 32 }]
+"""
+
+
+def start(procs, ports, retry_policy=None, cluster_extra="", vhost_extra="", access_log=None,
+          hcm_extra=TRUST_LOOPBACK):
     listen, admin = free_port(), free_port()
     route = "- match: { prefix: \"/\" }\n  route:\n    cluster: b\n"
     if retry_policy:
         route += "    retry_policy:\n" + "".join("      " + l + "\n" for l in retry_policy.strip().splitlines())
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": ports}, routes=route, cluster_extra=cluster_extra,
-                                           vhost_extra=vhost_extra, access_log=access_log), admin)
+                                           vhost_extra=vhost_extra, access_log=access_log, hcm_extra=hcm_extra),
+                     admin)
     return listen, admin
 
 
@@ -102,6 +114,11 @@ def test_retry_on_headers_without_policy(procs):
     codes = [req(listen, "/echo")[0] for _ in range(8)]
     assert set(codes) == {200, 502}, codes
     # x-envoy-retry-on / x-envoy-max-retries: retried, and consumed.
+    # An external client's are removed before routing, as in Envoy: not retried.
+    ext_listen, ext_admin = start(procs, [bad.port, bad.port], hcm_extra="")
+    st, _, _ = req(ext_listen, "/echo", headers={"x-envoy-retry-on": "gateway-error", "x-envoy-max-retries": "3"})
+    assert st == 502
+    assert stat(ext_admin, "cluster.b.upstream_rq_retry") == 0
     for _ in range(6):
         st, h, body = req(listen, "/echo", headers={"x-envoy-retry-on": "gateway-error", "x-envoy-max-retries": "3"})
         assert st == 200, (st, body)
