@@ -37,8 +37,7 @@ void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescripto
     }
 }
 
-/* Size of one element of a repeated field's array. */
-static size_t elem_size(ProtobufCType t)
+size_t sharp_cfg_elem_size(ProtobufCType t)
 {
     switch (t) {
     case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
@@ -175,7 +174,7 @@ static int map_repeated(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
         free(items.v);
         return 0;
     }
-    size_t esz = elem_size(f->type);
+    size_t esz = sharp_cfg_elem_size(f->type);
     char *arr = sharp_calloc(items.n, esz);
     size_t *n = quantifier(msg, f);
     *(void **)sharp_cfg_member(msg, f) = arr;

@@ -82,6 +82,9 @@ int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
 int sharp_cfg_map_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDescriptor *f,
                         void *slot);
 
+/* Size of one element of a repeated field's array of type t. */
+size_t sharp_cfg_elem_size(ProtobufCType t);
+
 /* Marks a singular field as set: oneof case or proto2 has_ flag. */
 void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f);
 

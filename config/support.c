@@ -128,24 +128,6 @@ static size_t count_of(const ProtobufCMessage *m, const ProtobufCFieldDescriptor
     return *(const size_t *)((const char *)m + f->quantifier_offset);
 }
 
-static size_t elem_size(ProtobufCType t)
-{
-    switch (t) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_FLOAT:
-    case PROTOBUF_C_TYPE_ENUM:
-        return 4;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(ProtobufCMessage *);
-    }
-    return 8;
-}
-
 /* A scalar value (or a message's pointer) read as a number; false for
  * strings and bytes. */
 static bool scalar_number(ProtobufCType t, const void *p, double *out)
@@ -332,7 +314,7 @@ static int check_rules(walk_t *w, const ProtobufCMessage *m, const ProtobufCFiel
         if (presence && !set) continue;
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             const char *arr = *(const char *const *)member(m, f);
-            size_t n = count_of(m, f), esz = elem_size(f->type);
+            size_t n = count_of(m, f), esz = sharp_cfg_elem_size(f->type);
             for (size_t k = 0; k < n; k++) {
                 size_t old = w->path.len;
                 sharp_sbuf_printf(&w->path, "[%zu]", k);
