@@ -130,47 +130,6 @@ static void write_value(jw_t *w, const ProtobufCFieldDescriptor *f, const void *
     }
 }
 
-static size_t elem_size(const ProtobufCFieldDescriptor *f)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
-    default: return 4;
-    }
-}
-
-/* True when the singular field f of m holds something worth printing. */
-static bool field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
-{
-    const void *slot = (const char *)m + f->offset;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        return *(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id;
-    if (f->label == PROTOBUF_C_LABEL_REQUIRED) return true;
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE) return *(void *const *)slot != NULL;
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
-        if (f->type == PROTOBUF_C_TYPE_STRING) {
-            const char *s = *(char *const *)slot;
-            return s && s != f->default_value;
-        }
-        return *(const protobuf_c_boolean *)((const char *)m + f->quantifier_offset);
-    }
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_STRING: {
-        const char *s = *(char *const *)slot;
-        return s && *s;
-    }
-    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)slot)->len > 0;
-    case PROTOBUF_C_TYPE_FLOAT: return *(const float *)slot != 0;
-    case PROTOBUF_C_TYPE_DOUBLE: return *(const double *)slot != 0;
-    default: return elem_size(f) == 8 ? *(const uint64_t *)slot != 0 : *(const uint32_t *)slot != 0;
-    }
-}
-
 /* Map entries print as an object keyed by the entry's key as a string. */
 static void write_map(jw_t *w, const ProtobufCFieldDescriptor *f, ProtobufCMessage *const *entries, size_t n)
 {
@@ -230,10 +189,10 @@ static void write_fields(jw_t *w, const ProtobufCMessage *m, bool *first)
             open_c(w, '[', &afirst);
             for (size_t j = 0; j < n; j++) {
                 item(w, &afirst);
-                write_value(w, f, arr + j * elem_size(f));
+                write_value(w, f, arr + j * sharp_cfg_elem_size(f->type));
             }
             close_c(w, ']', afirst);
-        } else if (field_present(m, f)) {
+        } else if (sharp_cfg_field_present(m, f)) {
             key(w, first, f->name, strlen(f->name));
             write_value(w, f, slot);
         }
@@ -252,7 +211,7 @@ static int64_t int_member(const ProtobufCMessage *m, const char *name)
     const ProtobufCFieldDescriptor *f;
     const void *p = member(m, name, &f);
     if (!p) return 0;
-    return elem_size(f) == 8 ? *(const int64_t *)p : *(const int32_t *)p;
+    return sharp_cfg_elem_size(f->type) == 8 ? *(const int64_t *)p : *(const int32_t *)p;
 }
 
 static void write_any(jw_t *w, const ProtobufCMessage *m)
@@ -286,7 +245,7 @@ static void write_value_wkt(jw_t *w, const ProtobufCMessage *m)
     const ProtobufCMessageDescriptor *d = m->descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->label != PROTOBUF_C_LABEL_REPEATED && field_present(m, f)) {
+        if (f->label != PROTOBUF_C_LABEL_REPEATED && sharp_cfg_field_present(m, f)) {
             write_value(w, f, (const char *)m + f->offset);
             return;
         }

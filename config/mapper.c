@@ -27,6 +27,33 @@ static void *quantifier(const ProtobufCMessage *m, const ProtobufCFieldDescripto
     return (char *)m + f->quantifier_offset;
 }
 
+bool sharp_cfg_field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    const void *slot = (const char *)m + f->offset;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) return *(const size_t *)quantifier(m, f) > 0;
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) return *(const uint32_t *)quantifier(m, f) == f->id;
+    if (f->label == PROTOBUF_C_LABEL_REQUIRED) return true;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) return *(void *const *)slot != NULL;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
+        if (f->type == PROTOBUF_C_TYPE_STRING) {
+            const char *s = *(char *const *)slot;
+            return s && s != f->default_value;
+        }
+        return *(const protobuf_c_boolean *)quantifier(m, f);
+    }
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)slot;
+        return s && *s;
+    }
+    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)slot)->len > 0;
+    case PROTOBUF_C_TYPE_FLOAT: return *(const float *)slot != 0;
+    case PROTOBUF_C_TYPE_DOUBLE: return *(const double *)slot != 0;
+    default:
+        return sharp_cfg_elem_size(f->type) == 8 ? *(const uint64_t *)slot != 0 : *(const uint32_t *)slot != 0;
+    }
+}
+
 void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
 {
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {

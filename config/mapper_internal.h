@@ -85,6 +85,12 @@ int sharp_cfg_map_value(cfg_ctx_t *c, yaml_node_t *node, const ProtobufCFieldDes
 /* Size of one element of a repeated field's array of type t. */
 size_t sharp_cfg_elem_size(ProtobufCType t);
 
+/* Whether field f of m holds something, with proto3's rule for fields
+ * without presence (set means different from the default): a non-empty
+ * list, the chosen oneof member, a present message (an empty one too), an
+ * optional field's has-flag, a non-empty string or bytes, a non-zero number. */
+bool sharp_cfg_field_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
 /* Marks a singular field as set: oneof case or proto2 has_ flag. */
 void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f);
 

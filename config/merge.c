@@ -1,19 +1,6 @@
 /* merge.c: protobuf MergeFrom over protobuf-c messages (see mapper.h). */
 #include "config/mapper.h"
-
-static size_t elem_size(const ProtobufCFieldDescriptor *f)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
-    default: return 4;
-    }
-}
+#include "config/mapper_internal.h"
 
 static bool is_map(const ProtobufCFieldDescriptor *f)
 {
@@ -49,7 +36,7 @@ static void free_value(const ProtobufCFieldDescriptor *f, void *slot)
         b->len = 0;
         break;
     }
-    default: memset(slot, 0, elem_size(f)); break;
+    default: memset(slot, 0, sharp_cfg_elem_size(f->type)); break;
     }
 }
 
@@ -58,8 +45,8 @@ static void free_value(const ProtobufCFieldDescriptor *f, void *slot)
 static void move_value(const ProtobufCFieldDescriptor *f, void *dst_slot, void *src_slot)
 {
     free_value(f, dst_slot);
-    memcpy(dst_slot, src_slot, elem_size(f));
-    memset(src_slot, 0, elem_size(f));
+    memcpy(dst_slot, src_slot, sharp_cfg_elem_size(f->type));
+    memset(src_slot, 0, sharp_cfg_elem_size(f->type));
 }
 
 static bool keys_equal(const ProtobufCFieldDescriptor *kf, const ProtobufCMessage *a, const ProtobufCMessage *b)
@@ -69,7 +56,7 @@ static bool keys_equal(const ProtobufCFieldDescriptor *kf, const ProtobufCMessag
         const char *sa = *(char *const *)ka, *sb = *(char *const *)kb;
         return strcmp(sa ? sa : "", sb ? sb : "") == 0;
     }
-    return memcmp(ka, kb, elem_size(kf)) == 0;
+    return memcmp(ka, kb, sharp_cfg_elem_size(kf->type)) == 0;
 }
 
 /* A map merges by key: an entry of src replaces dst's entry with the same
@@ -108,7 +95,7 @@ static void merge_repeated(const ProtobufCFieldDescriptor *f, ProtobufCMessage *
     }
     char **da = (char **)((char *)dst + f->offset);
     char **sa = (char **)((char *)src + f->offset);
-    size_t es = elem_size(f);
+    size_t es = sharp_cfg_elem_size(f->type);
     *da = sharp_realloc(*da, (*dn + *sn) * es);
     memcpy(*da + *dn * es, *sa, *sn * es);
     *dn += *sn;
@@ -122,32 +109,6 @@ static const ProtobufCFieldDescriptor *field_by_id(const ProtobufCMessageDescrip
     for (unsigned i = 0; i < d->n_fields; i++)
         if (d->fields[i].id == id) return &d->fields[i];
     return NULL;
-}
-
-/* Whether singular, non-oneof field f is set in m, with proto3's rule for
- * fields without presence: set means different from the default. */
-static bool singular_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
-{
-    const void *slot = (const char *)m + f->offset;
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE) return *(void *const *)slot != NULL;
-    if (f->label == PROTOBUF_C_LABEL_REQUIRED) return true;
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
-        if (f->type == PROTOBUF_C_TYPE_STRING) {
-            const char *s = *(char *const *)slot;
-            return s && s != f->default_value;
-        }
-        return *(const protobuf_c_boolean *)((const char *)m + f->quantifier_offset);
-    }
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_STRING: {
-        const char *s = *(char *const *)slot;
-        return s && *s;
-    }
-    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)slot)->len > 0;
-    case PROTOBUF_C_TYPE_FLOAT: return *(const float *)slot != 0;
-    case PROTOBUF_C_TYPE_DOUBLE: return *(const double *)slot != 0;
-    default: return elem_size(f) == 8 ? *(const uint64_t *)slot != 0 : *(const uint32_t *)slot != 0;
-    }
 }
 
 void sharp_config_merge(ProtobufCMessage *dst, ProtobufCMessage *src)
@@ -171,13 +132,13 @@ void sharp_config_merge(ProtobufCMessage *dst, ProtobufCMessage *src)
             /* Another member (or none) was set: it goes, src's member comes. */
             const ProtobufCFieldDescriptor *old = *dcase ? field_by_id(d, *dcase) : NULL;
             if (old) free_value(old, dslot);
-            memcpy(dslot, sslot, elem_size(f));
-            memset(sslot, 0, elem_size(f));
+            memcpy(dslot, sslot, sharp_cfg_elem_size(f->type));
+            memset(sslot, 0, sharp_cfg_elem_size(f->type));
             *dcase = f->id;
             *scase = 0;
             continue;
         }
-        if (!singular_set(src, f)) continue;
+        if (!sharp_cfg_field_present(src, f)) continue;
         if (f->type == PROTOBUF_C_TYPE_MESSAGE && *(void **)dslot) {
             sharp_config_merge(*(ProtobufCMessage **)dslot, *(ProtobufCMessage **)sslot);
             continue;
@@ -222,7 +183,7 @@ static void clear_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
         size_t *n = (size_t *)((char *)m + f->quantifier_offset);
         char **arr = slot;
-        size_t es = elem_size(f);
+        size_t es = sharp_cfg_elem_size(f->type);
         for (size_t i = 0; i < *n; i++) {
             void *e = *arr + i * es;
             if (f->type == PROTOBUF_C_TYPE_MESSAGE) protobuf_c_message_free_unpacked(*(ProtobufCMessage **)e, NULL);
