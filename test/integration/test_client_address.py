@@ -50,12 +50,15 @@ class Proxy:
         return out
 
     def log_lines(self, n):
+        """The access log's lines ordered by request path (the last field):
+        each worker flushes its own lines, so the file's order is not the
+        order the requests were sent in."""
         deadline = time.time() + 5
         while time.time() < deadline:
             if os.path.exists(self.log):
                 lines = open(self.log).read().splitlines()
                 if len(lines) >= n:
-                    return lines
+                    return sorted(lines, key=lambda line: line.split()[-1])
             time.sleep(0.05)
         raise AssertionError("access log has fewer than %d lines" % n)
 
