@@ -193,9 +193,6 @@ static int build_filters(build_ctx_t *b, const hcm_pb_t *pb, sharp_hcm_config_t 
             sharp_config_error_t e = {{0}};
             msg = sharp_any_unpack(&any->base, NULL, &e);
             if (!msg) return fail(b, p, "typed_config: %s", e.msg);
-        } else if (hf->config_type_case ==
-                   ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY) {
-            return fail(b, p, "config_discovery is not supported");
         } else {
             fac = sharp_filter_find_by_name(hf->name);
             if (!fac) {
@@ -368,10 +365,6 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
             }
             goto bad;
         }
-    } else if (pb->route_specifier_case ==
-               ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS) {
-        fail(b, path, "rds is not supported yet: use an inline route_config");
-        goto bad;
     } else {
         fail(b, path, "route_config is required");
         goto bad;
@@ -469,10 +462,6 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     sharp_cluster_t *c = sharp_calloc(1, sizeof *c);
     c->name = sharp_strdup(pb->name);
     c->index = index;
-    if (pb->cluster_discovery_type_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
-        fail(b, path, "cluster_type extensions are not supported");
-        goto bad;
-    }
     switch (pb->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS:
@@ -754,10 +743,6 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         cfg->has_admin = true;
     }
     if (bs->admin && build_admin_access_logs(&b, bs->admin, s) < 0) goto bad;
-    if (bs->dynamic_resources) {
-        fail(&b, "dynamic_resources", "xDS (lds/cds/ads) is not supported yet");
-        goto bad;
-    }
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     size_t ncl = sr ? sr->n_clusters : 0, nli = sr ? sr->n_listeners : 0;
     s->clusters = sharp_calloc(ncl ? ncl : 1, sizeof *s->clusters);

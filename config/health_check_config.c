@@ -159,9 +159,6 @@ static int http_from(ctx_t *c, const char *path,
         return fail(c, path, "host", "must not contain spaces or line breaks");
     if (pb->codec_client_type != ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP1)
         return fail(c, path, "codec_client_type", "only HTTP1 is supported yet");
-    if (pb->send) return fail(c, path, "send", "not supported yet");
-    if (pb->n_receive) return fail(c, path, "receive", "not supported yet");
-    if (pb->service_name_matcher) return fail(c, path, "service_name_matcher", "not supported yet");
     const char *m = method_name(pb->method);
     if (!m) return fail(c, path, "method", "CONNECT is not allowed");
     cfg->method = sharp_strdup(m);
@@ -235,15 +232,6 @@ static int hc_from(ctx_t *c, const char *path, const hc_pb_t *pb, sharp_hc_confi
             return fail(c, path, "alt_port", "%u is out of range", pb->alt_port->value);
         cfg->alt_port = pb->alt_port->value;
     }
-    if (pb->event_log_path[0])
-        return fail(c, path, "event_log_path", "not supported yet (health check event logs)");
-    if (pb->n_event_logger)
-        return fail(c, path, "event_logger", "not supported yet (health check event logs)");
-    if (pb->tls_options)
-        return fail(c, path, "tls_options",
-                    "not supported yet (TLS to upstreams is not implemented)");
-    if (pb->transport_socket_match_criteria)
-        return fail(c, path, "transport_socket_match_criteria", "not supported yet");
     switch (pb->health_checker_case) {
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_HTTP_HEALTH_CHECK:
         snprintf(p, sizeof p, "%s.http_health_check", path);
@@ -251,12 +239,6 @@ static int hc_from(ctx_t *c, const char *path, const hc_pb_t *pb, sharp_hc_confi
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK:
         snprintf(p, sizeof p, "%s.tcp_health_check", path);
         return tcp_from(c, p, pb->tcp_health_check, cfg);
-    case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK:
-        return fail(c, path, "grpc_health_check",
-                    "not supported yet: use http_health_check or tcp_health_check");
-    case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_CUSTOM_HEALTH_CHECK:
-        return fail(c, path, "custom_health_check",
-                    "not supported yet: use http_health_check or tcp_health_check");
     default:
         return fail(c, path, NULL, "one of http_health_check, tcp_health_check is required");
     }

@@ -173,31 +173,6 @@ static bool message_number(const ProtobufCMessage *m, double *out, bool *is_dura
     return false;
 }
 
-/* Whether field f of m holds something other than its default: a present
- * message (an empty one too: `tcp_keepalive: {}` turns a feature on), a
- * chosen oneof member, a proto2/optional field with its has-flag, a
- * non-empty string, bytes or list, a non-zero number. */
-static bool field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
-{
-    const void *p = member(m, f);
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) return count_of(m, f) > 0;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        return *(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id;
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_MESSAGE: return *(ProtobufCMessage *const *)p != NULL;
-    case PROTOBUF_C_TYPE_STRING: {
-        const char *s = *(const char *const *)p;
-        return s && *s && s != f->default_value;
-    }
-    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)p)->len > 0;
-    default:
-        if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset)
-            return *(const protobuf_c_boolean *)((const char *)m + f->quantifier_offset);
-        double v;
-        return scalar_number(f->type, p, &v) && v != 0;
-    }
-}
-
 static void format_number(char *buf, size_t cap, double v, bool duration)
 {
     if (duration) snprintf(buf, cap, "%.9gs", v);
@@ -304,7 +279,7 @@ static int check_rules(walk_t *w, const ProtobufCMessage *m, const ProtobufCFiel
         if (r->op == SHARP_RULE_MIN_ITEMS && f->label == PROTOBUF_C_LABEL_REPEATED) {
             size_t n = count_of(m, f);
             if (n < (size_t)r->x)
-                return failf(w, "%s needs at least %.0f item%s", f->name, r->x, r->x == 1 ? "" : "s");
+                return failf(w, "needs at least %.0f item%s", r->x, r->x == 1 ? "" : "s");
             continue;
         }
         /* A message, a oneof member or an optional scalar is checked only
@@ -423,7 +398,7 @@ static int walk_message(walk_t *w, const ProtobufCMessage *m, const char *ctx)
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         const sharp_support_field_t *e = sharp_support_field_in(d->name, ctx, f->name);
-        bool set = field_set(m, f);
+        bool set = sharp_cfg_field_present(m, f);
         size_t old = push_field(w, f->name);
         if (e && e->nrules && check_rules(w, m, f, e, set) < 0) return -1;
         if (set) {

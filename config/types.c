@@ -10,7 +10,6 @@
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
-#include "envoy/extensions/regex_engines/hyperscan/v3alpha/hyperscan.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
@@ -51,8 +50,6 @@ void sharp_config_types_register(void)
         &envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor,
         &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
         &envoy__extensions__regex_engines__v3__google_re2__descriptor,
-        /* known only to be refused as default_regex_engine */
-        &envoy__extensions__regex_engines__hyperscan__v3alpha__hyperscan__descriptor,
         &google__protobuf__duration__descriptor,
         &google__protobuf__struct__descriptor,
         &google__protobuf__value__descriptor,

@@ -66,10 +66,6 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
                                             char *err, size_t errlen)
 {
     const Envoy__Config__Accesslog__V3__AccessLog *al = (const void *)msg;
-    if (al->filter) {
-        snprintf(err, errlen, "filter: access log filters are not supported yet");
-        return NULL;
-    }
     if (al->config_type_case != ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG) {
         snprintf(err, errlen, "typed_config is required");
         return NULL;

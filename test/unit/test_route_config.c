@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "config/mapper.h"
+#include "config/support.h"
 #include "config/route_config.h"
 
 typedef struct {
@@ -34,14 +35,16 @@ static void release(built_t *b)
     sharp_config_doc_free(b->doc);
 }
 
-/* The error of the translator, or of the loader's support check when it
- * refuses the field first (its message has "file:line:col: " in front). */
+/* The error of the translator, or of the mapper or the support table when
+ * they refuse the field first, as the loader would (their messages have
+ * "file:line:col: " in front). */
 static void expect_error(const char *yaml, const char *want_prefix)
 {
     sharp_config_error_t perr;
     sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
                                                &envoy__config__route__v3__route_configuration__descriptor, &perr);
-    if (!d) {
+    if (!d || sharp_config_check_support(sharp_config_doc_message(d), d, NULL, &perr) < 0) {
+        sharp_config_doc_free(d);
         if (!strstr(perr.msg, want_prefix)) fail_msg("error '%s' lacks '%s'", perr.msg, want_prefix);
         return;
     }
@@ -327,7 +330,7 @@ static void test_errors(void **state)
     expect_error(
         VH "  - match: {prefix: /}\n"
            "    route: {weighted_clusters: {clusters: []}}\n",
-        "virtual_hosts[0].routes[0].route.weighted_clusters.clusters: at least one cluster");
+        "virtual_hosts[0].routes[0].route.weighted_clusters.clusters: needs at least 1 item");
     expect_error(VH "  - match: {headers: [{name: x}]}\n"
                     "    route: {cluster: c}\n",
                  "virtual_hosts[0].routes[0].match: one of prefix, path, safe_regex");
@@ -345,7 +348,7 @@ static void test_errors(void **state)
                  "virtual_hosts[0].routes[0].match.path_separated_prefix:");
     expect_error(VH "  - match: {prefix: /}\n"
                     "    route: {cluster_header: x-cluster}\n",
-                 "virtual_hosts[0].routes[0].route.cluster_header: not supported");
+                 "virtual_hosts[0].routes[0].route.cluster_header: cluster_header is not supported by SHARP");
     expect_error(VH "  - match: {prefix: /}\n"
                     "    direct_response: {status: 99}\n",
                  "virtual_hosts[0].routes[0].direct_response.status:");
@@ -373,7 +376,7 @@ static void test_errors(void **state)
     expect_error("response_headers_to_add: [{header: {key: ':status', value: '1'}}]\n",
                  "response_headers_to_add[0]: :-prefixed");
     expect_error("virtual_hosts:\n- name: v\n  domains: []\n",
-                 "virtual_hosts[0].domains: at least one domain");
+                 "virtual_hosts[0].domains: needs at least 1 item");
     expect_error("virtual_hosts:\n- domains: [x]\n", "virtual_hosts[0].name:");
     expect_error("name: rt\n"
                  "virtual_hosts:\n"
@@ -388,7 +391,7 @@ static void test_errors(void **state)
         "- {name: b, domains: ['*']}\n",
         "virtual_hosts[1].domains[0]: Only a single wildcard domain is permitted in route rt");
     expect_error("virtual_hosts:\n- {name: a, domains: [x], require_tls: ALL}\n",
-                 "virtual_hosts[0].require_tls: not supported");
+                 "virtual_hosts[0].require_tls: require_tls is not supported by SHARP");
 }
 
 /* Envoy's RE2 rules: program size limits (google_re2.max_program_size, else
