@@ -14,7 +14,7 @@ DEB_PACKAGES := build-essential pkg-config meson ninja-build \
 	python3 python3-pytest python3-yaml curl wrk nginx haproxy nghttp2-client \
 	openssl procps iproute2 gnuplot-nox
 
-.PHONY: all deps build run test unit integration asan clean
+.PHONY: all deps build run example test unit integration asan clean
 
 all: build
 
@@ -37,6 +37,11 @@ build: deps $(BUILD)/build.ninja
 
 run: build
 	@./scripts/run.sh $(BUILD)
+
+# One of config/examples/ with the upstreams it needs: make example EXAMPLE=sidecar.yaml
+EXAMPLE ?= edge.yaml
+example: build
+	@/usr/bin/python3 scripts/run_example.py config/examples/$(EXAMPLE) --build $(BUILD)
 
 unit: build
 	$(MESON) test -C $(BUILD) --print-errorlogs

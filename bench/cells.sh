@@ -72,7 +72,7 @@ python3 - "$CONFIG" "$W/edge.yaml" "$LPORT" "$APORT" "${CELL_PORTS[@]}" <<'EOF'
 import re, sys
 src, dst, lport, aport, *cells = sys.argv[1:]
 y = open(src).read().replace("0.0.0.0", "127.0.0.1").replace("path: /dev/stdout", "path: /dev/null")
-y = y.replace("port_value: 8000 ", f"port_value: {lport} ").replace("port_value: 9901 ", f"port_value: {aport} ")
+y = y.replace("port_value: 8000 ", f"port_value: {lport} ").replace("port_value: 9902 ", f"port_value: {aport} ")
 for i, p in enumerate(cells):
     y, n = re.subn(rf"port_value: {8100 + i} ", f"port_value: {p} ", y)
     assert n == 1, f"cell{i} (port_value {8100 + i}) not found once in {src}"

@@ -3,7 +3,9 @@
 # nginx as the upstream (small body), then SHARP (1 worker), HAProxy
 # (nbthread 1) and nginx (1 worker) as proxies in front of it, each driven
 # by wrk with 64 keep-alive connections. Prints requests/s, p50 and p99, the
-# proxies' RSS and the ratios SHARP/HAProxy and SHARP/direct.
+# proxies' RSS, each proxy's CPU time per request (utime+stime from
+# /proc/<pid>/stat over the measured run; steadier than req/s on shared
+# cores) and the ratios SHARP/HAProxy, SHARP/nginx and SHARP/direct.
 #
 #   bench/compare.sh [duration_seconds]      (default 10)
 set -euo pipefail
@@ -80,14 +82,22 @@ rss() { awk '/VmRSS/ {print $2}' /proc/$1/status 2>/dev/null || echo 0; }
 # nginx's worker is the child of the master
 nginx_worker() { pgrep -P "$1" | head -1; }
 
-declare -A RPS P50 P99 RSS
+# CPU seconds (user + system) a process has used so far, from /proc.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+
+declare -A RPS P50 P99 RSS CPU
 to_ms() { # wrk prints 1.23ms / 456.00us / 1.20s
     awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
 run() { # name port pid
     wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$2/" > /dev/null  # warm-up
-    local out
+    local out t0=0 t1=0
+    [ -n "$3" ] && t0=$(cpu_ticks "$3")
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$2/")
+    [ -n "$3" ] && t1=$(cpu_ticks "$3")
+    local n; n=$(awk '/requests in/ {print $1}' <<<"$out")
+    CPU[$1]=$([ -n "$3" ] && awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", d / hz / n * 1e6; else print "n/a" }' || echo -)
     RPS[$1]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     P50[$1]=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     P99[$1]=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
@@ -102,12 +112,12 @@ run sharp "$PS" "$SHARP_PID"
 run haproxy "$PH" "$HAPROXY_PID"
 run nginx "$PN" "$(nginx_worker $NGINX_PROXY)"
 
-printf "\n%-10s %12s %10s %10s %10s\n" target "req/s" "p50 ms" "p99 ms" "RSS KiB"
+printf "\n%-10s %12s %10s %10s %10s %12s\n" target "req/s" "p50 ms" "p99 ms" "RSS KiB" "CPU us/req"
 for n in direct sharp haproxy nginx; do
-    printf "%-10s %12s %10s %10s %10s\n" "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}" "${RSS[$n]}"
+    printf "%-10s %12s %10s %10s %10s %12s\n" "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}" "${RSS[$n]}" "${CPU[$n]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-echo "SHARP/HAProxy throughput: $(ratio "${RPS[sharp]}" "${RPS[haproxy]}")   p99: $(ratio "${P99[sharp]}" "${P99[haproxy]}")"
-echo "SHARP/nginx   throughput: $(ratio "${RPS[sharp]}" "${RPS[nginx]}")   p99: $(ratio "${P99[sharp]}" "${P99[nginx]}")"
+echo "SHARP/HAProxy throughput: $(ratio "${RPS[sharp]}" "${RPS[haproxy]}")   p99: $(ratio "${P99[sharp]}" "${P99[haproxy]}")   CPU/req: $(ratio "${CPU[sharp]}" "${CPU[haproxy]}")"
+echo "SHARP/nginx   throughput: $(ratio "${RPS[sharp]}" "${RPS[nginx]}")   p99: $(ratio "${P99[sharp]}" "${P99[nginx]}")   CPU/req: $(ratio "${CPU[sharp]}" "${CPU[nginx]}")"
 echo "SHARP/direct  throughput: $(ratio "${RPS[sharp]}" "${RPS[direct]}")   p99: $(ratio "${P99[sharp]}" "${P99[direct]}")"

@@ -36,6 +36,80 @@ def test_examples_validate(name):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _example_ports():
+    """listen ports and upstream ports of every example, as run_example reads them."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "run_example", os.path.join(EXAMPLES, "..", "..", "scripts", "run_example.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = {}
+    for name in sorted(os.listdir(EXAMPLES)):
+        cfg = mod.load(os.path.join(EXAMPLES, name))
+        out[name] = ([p for _, _, p in mod.listeners(cfg)], [p for _, _, _, p in mod.endpoints(cfg)])
+    return out
+
+
+def test_examples_run_beside_make_run():
+    """No example listens on a port that `make run` (listener 10000, admin 9901,
+    demo upstream 8080), another example, or any example's upstream uses."""
+    ports = _example_ports()
+    owners = {10000: "make run", 9901: "make run", 8080: "make run's demo upstream"}
+    for name, (listen, _) in ports.items():
+        assert listen, name
+        for p in listen:
+            assert p not in owners, f"{name} listens on {p}, used by {owners.get(p)}"
+            owners[p] = name
+    for name, (_, ups) in ports.items():
+        for p in ups:
+            assert owners.get(p) in (None, "make run's demo upstream"), \
+                f"{name} sends to port {p}, where {owners[p]} listens"
+
+
+def test_run_example_starts_the_upstreams_it_needs():
+    """scripts/run_example.py in a network namespace of its own (the examples
+    bind 0.0.0.0): every route of front-proxy.json answers from its upstream."""
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace (needs root)")
+    root = os.path.join(EXAMPLES, "..", "..")
+    build = os.path.dirname(os.path.dirname(SHARP))
+    script = f"""
+ip link set lo up
+/usr/bin/python3 {root}/scripts/run_example.py {EXAMPLES}/front-proxy.json --build {build} --concurrency 1 >/dev/null 2>&1 &
+pid=$!
+for i in $(seq 100); do curl -s -o /dev/null 127.0.0.1:8010/ && break; sleep 0.1; done
+curl -s -o /dev/null -w '%{{http_code}} ' -D - 127.0.0.1:8010/service/1 | grep -i '^x-upstream-name'
+curl -s -o /dev/null -D - 127.0.0.1:8010/service/2 | grep -i '^x-upstream-name'
+kill -TERM $pid; wait $pid; echo "rc=$?"
+"""
+    r = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    assert "x-upstream-name: service1/0" in out and "x-upstream-name: service2/0" in out, out + r.stderr.decode()
+    assert "rc=0" in out, out
+
+
+def test_run_example_dry_run_uses_a_served_upstream():
+    """An endpoint that is already served (make run's demo upstream) is used, not started again."""
+    import socket
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", 8080))
+    except OSError:
+        pytest.skip("127.0.0.1:8080 is in use on this machine")
+    s.listen(1)
+    try:
+        r = subprocess.run(["/usr/bin/python3", os.path.join(EXAMPLES, "..", "..", "scripts", "run_example.py"),
+                            os.path.join(EXAMPLES, "sidecar.yaml"), "--dry-run"], capture_output=True, timeout=30)
+    finally:
+        s.close()
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "127.0.0.1:8080: already served" in out, out
+    assert "127.0.0.2:9080: starting" in out and "127.0.0.3:9080: starting" in out, out
+    assert "virtualInbound: http://127.0.0.1:15006/" in out, out
+
+
 def test_unknown_field_names_path_and_line():
     bad = GOOD.replace("    connect_timeout: 1s\n", "    connect_timeout: 1s\n    conect_timeout: 2s\n")
     rc, out = validate(bad)
