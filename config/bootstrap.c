@@ -722,6 +722,58 @@ static int build_admin_access_logs(build_ctx_t *b, const Envoy__Config__Bootstra
     return 0;
 }
 
+/* ---- the process's own log format (application_log_config) ---- */
+
+/* Envoy: a text_format is --log-format's pattern; a json_format is a Struct
+ * whose values are patterns, printed as compact JSON and then used as the
+ * pattern (so "%j" gives the message escaped for a JSON string; "%v" and
+ * "%_" would break the JSON and are refused). Either conflicts with
+ * --log-format. Set here, before any worker starts. */
+static int configure_application_log(build_ctx_t *b, const bootstrap_t *bs)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap__ApplicationLogConfig *alc = bs->application_log_config;
+    if (!alc || !alc->log_format) return 0;
+    const char *path = "application_log_config.log_format";
+    if (b->srv->opts.log_format)
+        return fail(b, path, "Only one of ApplicationLogConfig.log_format or CLI option --log-format can be "
+                    "specified.");
+    const Envoy__Config__Bootstrap__V3__Bootstrap__ApplicationLogConfig__LogFormat *lf = alc->log_format;
+    sharp_sbuf_t fmt = {0};
+    switch (lf->log_format_case) {
+    case ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__APPLICATION_LOG_CONFIG__LOG_FORMAT__LOG_FORMAT_TEXT_FORMAT:
+        sharp_sbuf_puts(&fmt, lf->text_format);
+        path = "application_log_config.log_format.text_format";
+        break;
+    case ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__APPLICATION_LOG_CONFIG__LOG_FORMAT__LOG_FORMAT_JSON_FORMAT:
+        sharp_config_to_json(&lf->json_format->base, &fmt);
+        path = "application_log_config.log_format.json_format";
+        break;
+    default:
+        return 0; /* log_format: {} sets nothing, as in Envoy */
+    }
+    sharp_sbuf_append(&fmt, "", 1);
+    bool json = lf->log_format_case ==
+                ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__APPLICATION_LOG_CONFIG__LOG_FORMAT__LOG_FORMAT_JSON_FORMAT;
+    for (const char *bad = "v_"; *bad && json; bad++) {
+        char flag[3] = {'%', *bad, 0};
+        if (strstr(fmt.data, flag)) {
+            sharp_sbuf_free(&fmt);
+            return fail(b, path, "setJsonLogFormat error: INVALID_ARGUMENT: Usage of %s is unavailable for JSON "
+                        "log formats", flag);
+        }
+    }
+    char perr[256];
+    sharp_log_pattern_t *pat = sharp_log_pattern_compile(fmt.data, perr, sizeof perr);
+    sharp_sbuf_free(&fmt);
+    if (!pat) {
+        const char *m = perr;
+        if (strncmp(m, "--log-format: ", 14) == 0) m += 14; /* the pattern's origin is the path */
+        return fail(b, path, "%s", m);
+    }
+    sharp_log_set_pattern(pat);
+    return 0;
+}
+
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
     build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen};
@@ -737,6 +789,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (!srv->node_cluster[0] && srv->opts.service_cluster)
         snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", srv->opts.service_cluster);
     if (configure_regex(&b, bs) < 0) goto bad;
+    if (configure_application_log(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {
         if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen) < 0) goto bad;
         sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);

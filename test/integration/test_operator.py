@@ -258,6 +258,49 @@ def test_log_format_and_component_levels(procs, upstream):
     assert info["command_line_options"]["component_log_level"] == "router:debug,pool:trace"
 
 
+def test_application_log_config_formats(procs, upstream):
+    """application_log_config.log_format in the bootstrap: text_format is
+    --log-format's pattern (Istio's, here); json_format prints each line as
+    the Struct with its patterns filled in; either conflicts with --log-format;
+    %v and %_ would break JSON and are refused as Envoy refuses them."""
+    listen, admin = free_port(), free_port()
+    base = bootstrap_yaml(listen, admin, {"b": [upstream.port]})
+    istio = "application_log_config:\n  log_format:\n    text_format: \"%Y-%m-%dT%T.%fZ\\t%l\\tenvoy %n %g:%#\\t%v\\tthread=%t\"\n"
+    s = start(procs, istio + base, admin, concurrency=1, extra=("-l", "debug"))
+    assert get(f"http://127.0.0.1:{listen}/alc")[0] == 200
+    out = wait_for(lambda: (lambda o: o if "cluster 'b' match for URL '/alc'" in o else "")(s.output()))
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\tdebug\tenvoy router [\w/]+\.c:\d+\t"
+                     r"\[C\d+\]\[S\d+\] cluster 'b' match for URL '/alc' \(virtual host 'backend', route ''\)\tthread=\d+$", out, re.M), out[-2000:]
+
+    listen, admin = free_port(), free_port()
+    js = ("application_log_config:\n  log_format:\n    json_format:\n      level: \"%l\"\n"
+          "      logger: \"%n\"\n      message: \"%j\"\n      where: { file: \"%s\", line: \"%#\" }\n")
+    s = start(procs, js + bootstrap_yaml(listen, admin, {"b": [upstream.port]}), admin, concurrency=1,
+              extra=("-l", "debug"))
+    assert get(f"http://127.0.0.1:{listen}/json?q=\"x\"")[0] == 200
+    wait_for(lambda: "/json" in s.output())
+    lines = [json.loads(l) for l in s.output().splitlines()]  # every line is JSON
+    assert any(l["logger"] == "router" and l["level"] == "debug" and "/json?q=\"x\"" in l["message"]
+               for l in lines), lines[-5:]
+    assert all(set(l) == {"level", "logger", "message", "where"} and l["where"]["file"].endswith(".c")
+               for l in lines)
+
+    for text, args, msg in [
+            (js, ("--log-format", "%v"),
+             "application_log_config.log_format: Only one of ApplicationLogConfig.log_format or CLI option "
+             "--log-format can be specified."),
+            (js.replace("%j", "%v"), (), "setJsonLogFormat error: INVALID_ARGUMENT: Usage of %v is unavailable "
+             "for JSON log formats"),
+            (js.replace("%j", "%_"), (), "Usage of %_ is unavailable for JSON log formats"),
+            (istio.replace("%t", "%Q"), (), "application_log_config.log_format.text_format: unsupported flag '%Q'")]:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(text + base)
+        r = subprocess.run([SHARP, "-c", f.name, "--mode", "validate", *args], capture_output=True, text=True,
+                           timeout=20)
+        os.unlink(f.name)
+        assert r.returncode == 1 and msg in r.stderr, (args, r.stderr)
+
+
 # ---- 3. request logs and /logging ---------------------------------------------
 
 def test_debug_logs_follow_a_request(procs, upstream):
