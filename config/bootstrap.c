@@ -13,6 +13,7 @@
 #include "config/route_config.h"
 #include "config/shuffle_shard_config.h"
 #include "config/types.h"
+#include "http/access_log.h"
 #include "http/access_log_emit.h"
 #include "log.h"
 #include "net.h"
@@ -722,6 +723,28 @@ static int build_admin_access_logs(build_ctx_t *b, const Envoy__Config__Bootstra
     return 0;
 }
 
+/* ---- cluster_manager ---- */
+
+/* cluster_manager.outlier_detection.event_log_path: opened once for every
+ * cluster's detector (--mode validate only checks it can be). */
+static int configure_cluster_manager(build_ctx_t *b, const bootstrap_t *bs, sharp_snapshot_t *s)
+{
+    const Envoy__Config__Bootstrap__V3__ClusterManager *cm = bs->cluster_manager;
+    if (!cm || !cm->outlier_detection || !cm->outlier_detection->event_log_path ||
+        !cm->outlier_detection->event_log_path[0])
+        return 0;
+    const char *path = cm->outlier_detection->event_log_path;
+    char aerr[512];
+    if (b->srv->opts.validate_only) {
+        if (sharp_access_log_file_check(path, aerr, sizeof aerr) < 0)
+            return fail(b, "cluster_manager.outlier_detection.event_log_path", "%s", aerr);
+        return 0;
+    }
+    s->outlier_event_log = sharp_access_log_file_open(path, aerr, sizeof aerr);
+    if (!s->outlier_event_log) return fail(b, "cluster_manager.outlier_detection.event_log_path", "%s", aerr);
+    return 0;
+}
+
 /* ---- the process's own log format (application_log_config) ---- */
 
 /* Envoy: a text_format is --log-format's pattern; a json_format is a Struct
@@ -796,6 +819,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         cfg->has_admin = true;
     }
     if (bs->admin && build_admin_access_logs(&b, bs->admin, s) < 0) goto bad;
+    if (configure_cluster_manager(&b, bs, s) < 0) goto bad;
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     size_t ncl = sr ? sr->n_clusters : 0, nli = sr ? sr->n_listeners : 0;
     s->clusters = sharp_calloc(ncl ? ncl : 1, sizeof *s->clusters);
@@ -813,6 +837,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         sharp_cluster_t *c = build_cluster(&b, sr->clusters[i], (uint32_t)i, p);
         if (!c) goto bad;
         s->clusters[s->nclusters++] = c;
+        if (c->outlier) c->outlier->event_log = s->outlier_event_log;
     }
     s->listeners = sharp_calloc(nli ? nli : 1, sizeof *s->listeners);
     for (size_t i = 0; i < nli; i++) {

@@ -6,6 +6,7 @@
 #include "server.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
+#include "http/access_log.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
 #include "log.h"
@@ -250,6 +251,11 @@ int sharp_server_reopen_logs(sharp_server_t *s)
             sharp_error(file, "%s", err);
             rc = -1;
         }
+    }
+    if (snap && snap->outlier_event_log &&
+        sharp_access_log_file_reopen(snap->outlier_event_log, err, sizeof err) < 0) {
+        sharp_error(file, "%s", err);
+        rc = -1;
     }
     if (sharp_log_reopen() < 0) {
         sharp_error(file, "cannot reopen log path '%s': %s", s->opts.log_path, strerror(errno));

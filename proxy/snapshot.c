@@ -1,5 +1,6 @@
 /* snapshot.c: reference counting of config snapshots. */
 #include "snapshot.h"
+#include "http/access_log.h"
 #include "http/access_log_emit.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
@@ -40,6 +41,7 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
     free(s->clusters);
     for (uint32_t i = 0; i < s->nadmin_access_logs; i++) sharp_access_log_free(s->admin_access_logs[i]);
     free(s->admin_access_logs);
+    if (s->outlier_event_log) sharp_access_log_file_close(s->outlier_event_log);
     free(s);
 }
 

@@ -100,6 +100,9 @@ typedef struct sharp_snapshot {
      * by the admin server on the main thread only */
     sharp_access_log_t **admin_access_logs;
     uint32_t nadmin_access_logs;
+    /* cluster_manager.outlier_detection.event_log_path: every cluster's
+     * detector writes its ejection events here, on the main thread */
+    struct sharp_access_log_file *outlier_event_log;
 } sharp_snapshot_t;
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);

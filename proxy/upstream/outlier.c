@@ -20,6 +20,7 @@
  * interval, so a probe that never reports (a cancelled request) holds the
  * host back for one interval at most. */
 #include "upstream/outlier.h"
+#include "http/access_log.h"
 #include "log.h"
 
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
@@ -439,6 +440,111 @@ static void set_gauges(sharp_outlier_t *od)
     if (c->stats) sharp_gauge_set(c->stats, c->st.membership_healthy, healthy);
 }
 
+/* ---- the outlier event log (cluster_manager.outlier_detection) ---- */
+
+/* Envoy's OutlierEjectionType and Action names, for the event log. */
+static const char *const event_type_names[SHARP_OUTLIER_NTYPES] = {
+    [SHARP_OUTLIER_CONSECUTIVE_5XX] = "CONSECUTIVE_5XX",
+    [SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = "CONSECUTIVE_GATEWAY_FAILURE",
+    [SHARP_OUTLIER_SUCCESS_RATE] = "SUCCESS_RATE",
+    [SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = "CONSECUTIVE_LOCAL_ORIGIN_FAILURE",
+    [SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = "SUCCESS_RATE_LOCAL_ORIGIN",
+    [SHARP_OUTLIER_FAILURE_PERCENTAGE] = "FAILURE_PERCENTAGE",
+    [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = "FAILURE_PERCENTAGE_LOCAL_ORIGIN",
+};
+
+static void put_json_string(sharp_sbuf_t *b, const char *s)
+{
+    sharp_sbuf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            char e[2] = {'\\', (char)ch};
+            sharp_sbuf_append(b, e, 2);
+        } else if (ch < 0x20) {
+            char e[8];
+            snprintf(e, sizeof e, "\\u%04x", ch);
+            sharp_sbuf_puts(b, e);
+        } else {
+            sharp_sbuf_append(b, (const char *)&ch, 1);
+        }
+    }
+    sharp_sbuf_append(b, "\"", 1);
+}
+
+/* One OutlierDetectionEvent as Envoy prints it (protobuf JSON with proto
+ * field names and default values printed): `secs_since_last_action` only
+ * when there was a previous opposite action, `enforced` false for a detected
+ * ejection the enforcing roll skipped (and on un-ejections, as in Envoy).
+ * Envoy leaves `type` unset on an un-ejection, so its log always says
+ * CONSECUTIVE_5XX there; SHARP names the type of the ejection that ends.
+ * Written on the main thread, one write per line. */
+static void log_event(sharp_outlier_t *od, uint32_t i, bool eject_action, sharp_outlier_type_t type,
+                      bool enforced, uint64_t now)
+{
+    if (!od->event_log) return;
+    const sharp_outlier_host_t *oh = &od->hosts[i];
+    sharp_sbuf_t b = {0};
+    char tmp[96];
+    sharp_sbuf_puts(&b, "{\"type\":\"");
+    sharp_sbuf_puts(&b, event_type_names[type]);
+    /* protobuf prints a Timestamp with 0, 3, 6 or 9 fraction digits */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+    long ns = ts.tv_nsec;
+    if (ns % 1000000 == 0) snprintf(tmp + n, sizeof tmp - n, ns ? ".%03ldZ" : "Z", ns / 1000000);
+    else if (ns % 1000 == 0) snprintf(tmp + n, sizeof tmp - n, ".%06ldZ", ns / 1000);
+    else snprintf(tmp + n, sizeof tmp - n, ".%09ldZ", ns);
+    sharp_sbuf_puts(&b, "\",\"timestamp\":\"");
+    sharp_sbuf_puts(&b, tmp);
+    sharp_sbuf_puts(&b, "\"");
+    bool have_last = eject_action ? oh->unejected : true; /* an un-ejection follows an ejection */
+    uint64_t last = eject_action ? oh->last_unejection_ms : oh->last_ejection_ms;
+    if (have_last) {
+        snprintf(tmp, sizeof tmp, ",\"secs_since_last_action\":\"%llu\"",
+                 (unsigned long long)((now - last) / 1000));
+        sharp_sbuf_puts(&b, tmp);
+    }
+    sharp_sbuf_puts(&b, ",\"cluster_name\":");
+    put_json_string(&b, od->cluster->name);
+    sharp_sbuf_puts(&b, ",\"upstream_url\":");
+    put_json_string(&b, od->cluster->hosts[i]->address);
+    snprintf(tmp, sizeof tmp, ",\"action\":\"%s\",\"num_ejections\":%u,\"enforced\":%s",
+             eject_action ? "EJECT" : "UNEJECT", oh->num_ejections, enforced ? "true" : "false");
+    sharp_sbuf_puts(&b, tmp);
+    if (eject_action) {
+        int m = type == SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN ||
+                        type == SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN
+                    ? SHARP_OUTLIER_LOCAL
+                    : SHARP_OUTLIER_EXTERNAL;
+        /* the event's rates are uint32 percentages */
+        uint32_t host_sr = oh->success_rate[m] >= 0 ? (uint32_t)oh->success_rate[m] : 0;
+        if (type == SHARP_OUTLIER_SUCCESS_RATE || type == SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN) {
+            snprintf(tmp, sizeof tmp,
+                     ",\"eject_success_rate_event\":{\"host_success_rate\":%u,"
+                     "\"cluster_average_success_rate\":%u,\"cluster_success_rate_ejection_threshold\":%u}",
+                     host_sr, od->sr_average[m] >= 0 ? (uint32_t)od->sr_average[m] : 0,
+                     od->sr_threshold[m] >= 0 ? (uint32_t)od->sr_threshold[m] : 0);
+            sharp_sbuf_puts(&b, tmp);
+        } else if (type == SHARP_OUTLIER_FAILURE_PERCENTAGE ||
+                   type == SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN) {
+            snprintf(tmp, sizeof tmp, ",\"eject_failure_percentage_event\":{\"host_success_rate\":%u}", host_sr);
+            sharp_sbuf_puts(&b, tmp);
+        } else {
+            sharp_sbuf_puts(&b, ",\"eject_consecutive_event\":{}");
+        }
+    }
+    sharp_sbuf_puts(&b, "}\n");
+    sharp_access_log_writer_t w;
+    sharp_access_log_writer_init(&w, od->event_log);
+    sharp_access_log_writer_append(&w, b.data, b.len);
+    sharp_access_log_writer_destroy(&w); /* flushes: one write(2) */
+    sharp_sbuf_free(&b);
+}
+
 /* Envoy's ejectHost. `forced` is a failed half-open probe: the host already
  * failed the detector that ejected it, so the enforcing roll is skipped, but
  * max_ejection_percent still holds. Returns whether the host was ejected. */
@@ -454,8 +560,12 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
     }
     if (type == SHARP_OUTLIER_CONSECUTIVE_5XX || type == SHARP_OUTLIER_SUCCESS_RATE)
         count(od, od->st.total);
-    if (!forced && !roll(od, cfg->enforcing[type])) return false;
+    if (!forced && !roll(od, cfg->enforcing[type])) {
+        log_event(od, i, true, type, false, now);
+        return false;
+    }
     od->ejections_active++;
+    oh->num_ejections++;
     count(od, od->st.enforced_total);
     count(od, od->st.enforced[type]);
     atomic_fetch_or_explicit(&h->health_flags, SHARP_HOST_FAILED_OUTLIER, memory_order_release);
@@ -468,6 +578,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
     if ((uint64_t)oh->backoff * cfg->base_ejection_time_ms <
         cfg->max_ejection_time_ms + cfg->base_ejection_time_ms)
         oh->backoff++;
+    log_event(od, i, true, type, true, now);
     sharp_log_info("outlier detection: cluster '%s' host %s ejected (%s) for %llu ms",
                    od->cluster->name, h->address, type_names[type],
                    (unsigned long long)sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms));
@@ -492,6 +603,7 @@ static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_br
     atomic_store_explicit(&h->breaker, to, memory_order_release);
     atomic_fetch_and_explicit(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_OUTLIER,
                               memory_order_release);
+    log_event(od, i, false, oh->type, false, now);
     sharp_log_info("outlier detection: cluster '%s' host %s un-ejected (%s)", od->cluster->name,
                    h->address, sharp_outlier_breaker_name(to));
 }

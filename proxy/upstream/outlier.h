@@ -86,6 +86,7 @@ typedef struct sharp_outlier_host {
     _Atomic uint64_t bucket[SHARP_OUTLIER_NMONITORS];
     _Atomic uint32_t pending; /* events for the main thread: see outlier.c */
     uint32_t backoff;         /* Envoy's ejectTimeBackoff: multiplier of base_ejection_time */
+    uint32_t num_ejections;   /* enforced ejections so far (the event log's num_ejections) */
     uint64_t last_ejection_ms, last_unejection_ms, jitter_ms;
     bool unejected;                               /* last_unejection_ms is set */
     sharp_outlier_type_t type;                    /* of the last ejection */
@@ -117,6 +118,9 @@ typedef struct sharp_outlier {
     uv_async_t async;
     bool started;
     int handles_open;
+    /* cluster_manager.outlier_detection.event_log_path (not owned; NULL:
+     * none): one JSON OutlierDetectionEvent per line, as Envoy writes them */
+    struct sharp_access_log_file *event_log;
 } sharp_outlier_t;
 
 void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg);

@@ -269,3 +269,101 @@ def test_config_errors(procs):
         out = (r.stdout + r.stderr).decode()
         assert r.returncode == 1, out
         assert f"{path}: {msg}" in out, out
+
+
+def event_log_bootstrap(path, ports, extra=OD):
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": ports}, cluster_extra="lb_policy: ROUND_ROBIN\n" + extra)
+    return listen, admin, f"cluster_manager:\n  outlier_detection:\n    event_log_path: {path}\n" + y
+
+
+def read_events(path):
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f.read().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def test_outlier_event_log(procs, tmp_path):
+    """cluster_manager.outlier_detection.event_log_path: each ejection and
+    un-ejection is one JSON OutlierDetectionEvent line, with Envoy's field
+    names; SIGUSR1 reopens the file after logrotate's mv."""
+    import os
+    import re
+    import signal
+    a, b, c = three_upstreams(procs)
+    log = str(tmp_path / "outlier.log")
+    listen, admin, y = event_log_bootstrap(log, [a.port, b.port, c.port])
+    s = run_sharp_config(procs, y, admin)
+    assert read_events(log) == []
+    fault(b, "?status=503")
+    deadline = time.time() + 5 * SLOW
+    while stat(admin, P + "ejections_enforced_consecutive_5xx") != 1:
+        assert time.time() < deadline, "b was not ejected"
+        for _ in range(3):
+            get(listen)
+    ev = wait_for(lambda: read_events(log), 2, "the ejection event")
+    assert len(ev) == 1, ev
+    e = ev[0]
+    assert e["type"] == "CONSECUTIVE_5XX" and e["action"] == "EJECT" and e["enforced"] is True, e
+    assert e["cluster_name"] == "backend" and e["upstream_url"] == f"127.0.0.1:{b.port}", e
+    assert e["num_ejections"] == 1 and e["eject_consecutive_event"] == {}, e
+    assert "secs_since_last_action" not in e, e  # never un-ejected before
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6}|\.\d{9})?Z", e["timestamp"]), e
+    # after base_ejection_time the host is un-ejected (half-open): one UNEJECT line
+    ev = wait_for(lambda: (lambda v: v if len(v) >= 2 else None)(read_events(log)), 4, "the un-ejection event")
+    u = ev[1]
+    assert u["action"] == "UNEJECT" and u["upstream_url"] == f"127.0.0.1:{b.port}", u
+    assert u["type"] == "CONSECUTIVE_5XX" and u["num_ejections"] == 1 and u["secs_since_last_action"] == "1", u
+    assert "eject_consecutive_event" not in u, u
+
+    # logrotate: mv, SIGUSR1, and the next event goes to a new file
+    os.rename(log, log + ".1")
+    s.p.send_signal(signal.SIGUSR1)
+    time.sleep(0.3 * SLOW)
+    for _ in range(9):  # the half-open probe fails: ejected again
+        get(listen)
+    ev = wait_for(lambda: read_events(log), 3, "the re-ejection event in the new file")
+    assert ev[0]["action"] == "EJECT" and ev[0]["num_ejections"] == 2, ev
+    assert ev[0]["secs_since_last_action"] in ("0", "1"), ev
+    assert len(read_events(log + ".1")) == 2
+    fault(b)
+
+
+def test_outlier_event_log_detected_not_enforced(procs, tmp_path):
+    """enforcing_consecutive_5xx 0: the ejection is detected, logged with
+    enforced false, and the host keeps its traffic."""
+    a, b = Upstream("a"), Upstream("b")
+    procs += [a, b]
+    log = str(tmp_path / "outlier.log")
+    listen, admin, y = event_log_bootstrap(log, [a.port, b.port], extra=OD + "  enforcing_consecutive_5xx: 0\n")
+    run_sharp_config(procs, y, admin)
+    fault(b, "?status=503")
+    deadline = time.time() + 5 * SLOW
+    while not stat(admin, P + "ejections_detected_consecutive_5xx"):
+        assert time.time() < deadline, "nothing detected"
+        for _ in range(3):
+            get(listen)
+    ev = wait_for(lambda: read_events(log), 2, "the detection event")
+    assert ev[0]["action"] == "EJECT" and ev[0]["enforced"] is False and ev[0]["num_ejections"] == 0, ev
+    assert stat(admin, P + "ejections_enforced_total") == 0
+    assert host_value(admin, b.port, "health_flags") == "healthy"
+    fault(b)
+
+
+def test_outlier_event_log_path_errors(tmp_path):
+    import subprocess
+    from conftest import SHARP
+    _, _, y = event_log_bootstrap(str(tmp_path / "no" / "such" / "dir.log"), [8080])
+    p = tmp_path / "c.yaml"
+    p.write_text(y)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, timeout=20)
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode == 1 and "cluster_manager.outlier_detection.event_log_path" in out, out
+    # local_cluster_name (zone-aware routing) stays refused by name
+    p.write_text("cluster_manager: { local_cluster_name: backend }\n" + y.split("\n", 3)[3])
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, timeout=20)
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode == 1 and "local_cluster_name is not supported by SHARP (local_cluster_name: zone-aware routing)" in out, out
+    assert not (tmp_path / "no").exists()
