@@ -38,14 +38,20 @@ typedef Envoy__Config__Cluster__V3__OutlierDetection od_pb_t;
 
 #define RELAXED memory_order_relaxed
 
-static const char *const type_names[SHARP_OUTLIER_NTYPES] = {
-    [SHARP_OUTLIER_CONSECUTIVE_5XX] = "consecutive_5xx",
-    [SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = "consecutive_gateway_failure",
-    [SHARP_OUTLIER_SUCCESS_RATE] = "success_rate",
-    [SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = "consecutive_local_origin_failure",
-    [SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = "local_origin_success_rate",
-    [SHARP_OUTLIER_FAILURE_PERCENTAGE] = "failure_percentage",
-    [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = "local_origin_failure_percentage",
+/* Per OutlierEjectionType: the stat name part (ejections_detected_<stat>)
+ * and Envoy's enum name, which the event log prints. */
+static const struct {
+    const char *stat, *event;
+} type_names[SHARP_OUTLIER_NTYPES] = {
+    [SHARP_OUTLIER_CONSECUTIVE_5XX] = {"consecutive_5xx", "CONSECUTIVE_5XX"},
+    [SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = {"consecutive_gateway_failure", "CONSECUTIVE_GATEWAY_FAILURE"},
+    [SHARP_OUTLIER_SUCCESS_RATE] = {"success_rate", "SUCCESS_RATE"},
+    [SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = {"consecutive_local_origin_failure",
+                                                       "CONSECUTIVE_LOCAL_ORIGIN_FAILURE"},
+    [SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = {"local_origin_success_rate", "SUCCESS_RATE_LOCAL_ORIGIN"},
+    [SHARP_OUTLIER_FAILURE_PERCENTAGE] = {"failure_percentage", "FAILURE_PERCENTAGE"},
+    [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = {"local_origin_failure_percentage",
+                                                      "FAILURE_PERCENTAGE_LOCAL_ORIGIN"},
 };
 
 void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg)
@@ -224,9 +230,9 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
 #undef C
     for (int t = 0; t < SHARP_OUTLIER_NTYPES; t++) {
         od->st.detected[t] = sharp_stats_counterf(
-            stats, "cluster.%s.outlier_detection.ejections_detected_%s", nm, type_names[t]);
+            stats, "cluster.%s.outlier_detection.ejections_detected_%s", nm, type_names[t].stat);
         od->st.enforced[t] = sharp_stats_counterf(
-            stats, "cluster.%s.outlier_detection.ejections_enforced_%s", nm, type_names[t]);
+            stats, "cluster.%s.outlier_detection.ejections_enforced_%s", nm, type_names[t].stat);
     }
     c->outlier = od;
     return od;
@@ -442,16 +448,6 @@ static void set_gauges(sharp_outlier_t *od)
 
 /* ---- the outlier event log (cluster_manager.outlier_detection) ---- */
 
-/* Envoy's OutlierEjectionType and Action names, for the event log. */
-static const char *const event_type_names[SHARP_OUTLIER_NTYPES] = {
-    [SHARP_OUTLIER_CONSECUTIVE_5XX] = "CONSECUTIVE_5XX",
-    [SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = "CONSECUTIVE_GATEWAY_FAILURE",
-    [SHARP_OUTLIER_SUCCESS_RATE] = "SUCCESS_RATE",
-    [SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = "CONSECUTIVE_LOCAL_ORIGIN_FAILURE",
-    [SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = "SUCCESS_RATE_LOCAL_ORIGIN",
-    [SHARP_OUTLIER_FAILURE_PERCENTAGE] = "FAILURE_PERCENTAGE",
-    [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = "FAILURE_PERCENTAGE_LOCAL_ORIGIN",
-};
 
 static void put_json_string(sharp_sbuf_t *b, const char *s)
 {
@@ -487,7 +483,7 @@ static void log_event(sharp_outlier_t *od, uint32_t i, bool eject_action, sharp_
     sharp_sbuf_t b = {0};
     char tmp[96];
     sharp_sbuf_puts(&b, "{\"type\":\"");
-    sharp_sbuf_puts(&b, event_type_names[type]);
+    sharp_sbuf_puts(&b, type_names[type].event);
     /* protobuf prints a Timestamp with 0, 3, 6 or 9 fraction digits */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -580,7 +576,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
         oh->backoff++;
     log_event(od, i, true, type, true, now);
     sharp_log_info("outlier detection: cluster '%s' host %s ejected (%s) for %llu ms",
-                   od->cluster->name, h->address, type_names[type],
+                   od->cluster->name, h->address, type_names[type].stat,
                    (unsigned long long)sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms));
     return true;
 }

@@ -66,6 +66,15 @@ def wait_for(pred, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def drive_until(listen, admin, name, value, timeout=5, what="the ejection"):
+    """Sends requests in threes until stat `name` reaches `value`."""
+    deadline = time.time() + timeout * SLOW
+    while stat(admin, name) != value:
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        for _ in range(3):
+            get(listen)
+
+
 def start(procs, ports, extra=OD, concurrency=2):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": ports}, cluster_extra="lb_policy: ROUND_ROBIN\n" + extra)
@@ -237,11 +246,7 @@ def test_reset_before_headers_ejects(procs):
     a, b, c = three_upstreams(procs)
     listen, admin = start(procs, [a.port, b.port, c.port])
     fault(b, "?reset=1")
-    deadline = time.time() + 5 * SLOW
-    while stat(admin, P + "ejections_enforced_consecutive_5xx") != 1:
-        assert time.time() < deadline, "b was not ejected"
-        for _ in range(3):
-            get(listen)
+    drive_until(listen, admin, P + "ejections_enforced_consecutive_5xx", 1)
     assert host_value(admin, b.port, "outlier_state") == "open"
     fault(b)
 
@@ -298,11 +303,7 @@ def test_outlier_event_log(procs, tmp_path):
     s = run_sharp_config(procs, y, admin)
     assert read_events(log) == []
     fault(b, "?status=503")
-    deadline = time.time() + 5 * SLOW
-    while stat(admin, P + "ejections_enforced_consecutive_5xx") != 1:
-        assert time.time() < deadline, "b was not ejected"
-        for _ in range(3):
-            get(listen)
+    drive_until(listen, admin, P + "ejections_enforced_consecutive_5xx", 1)
     ev = wait_for(lambda: read_events(log), 2, "the ejection event")
     assert len(ev) == 1, ev
     e = ev[0]
@@ -340,11 +341,7 @@ def test_outlier_event_log_detected_not_enforced(procs, tmp_path):
     listen, admin, y = event_log_bootstrap(log, [a.port, b.port], extra=OD + "  enforcing_consecutive_5xx: 0\n")
     run_sharp_config(procs, y, admin)
     fault(b, "?status=503")
-    deadline = time.time() + 5 * SLOW
-    while not stat(admin, P + "ejections_detected_consecutive_5xx"):
-        assert time.time() < deadline, "nothing detected"
-        for _ in range(3):
-            get(listen)
+    drive_until(listen, admin, P + "ejections_detected_consecutive_5xx", 1, what="the detection")
     ev = wait_for(lambda: read_events(log), 2, "the detection event")
     assert ev[0]["action"] == "EJECT" and ev[0]["enforced"] is False and ev[0]["num_ejections"] == 0, ev
     assert stat(admin, P + "ejections_enforced_total") == 0
