@@ -3,6 +3,7 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 MESON      ?= meson
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST     := /usr/bin/python3 -m pytest
@@ -12,9 +13,9 @@ DEB_PACKAGES := build-essential pkg-config meson ninja-build \
 	libuv1-dev node-llhttp libnghttp2-dev libssl-dev libc-ares-dev libyaml-dev libre2-dev \
 	protobuf-c-compiler libprotobuf-c-dev libcmocka-dev \
 	python3 python3-pytest python3-yaml curl wrk nginx haproxy nghttp2-client \
-	openssl procps iproute2 gnuplot-nox
+	openssl procps iproute2 gnuplot-nox clang libclang-rt-14-dev
 
-.PHONY: all deps build run example test unit integration asan clean
+.PHONY: all deps build run example test unit integration asan fuzz clean
 
 all: build
 
@@ -55,10 +56,21 @@ $(ASAN_BUILD)/build.ninja:
 asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
+# libFuzzer targets (clang, ASan+UBSan, every library instrumented); see
+# test/fuzz/meson.build, scripts/fuzz.sh (bounded runs) and bench/fuzz.sh.
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang CXX=clang++ $(MESON) setup $(FUZZ_BUILD) -Dfuzz=true -Dtests=false \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
+		-Dc_args=-fsanitize=fuzzer-no-link -Dcpp_args=-fsanitize=fuzzer-no-link
+
+fuzz: deps $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD) $(patsubst test/fuzz/%.c,test/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
+
 # Every test: unit tests and integration tests on the normal build, then the
-# whole suite once more under ASan+UBSan. Ends with "N passed, N failed".
-test: build asan
-	@./scripts/test.sh $(BUILD) $(ASAN_BUILD)
+# whole suite once more under ASan+UBSan, then each fuzz target for a short
+# bounded run. Ends with "N passed, N failed".
+test: build asan fuzz
+	@./scripts/test.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -6,6 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 ASAN_BUILD=${2:-build-asan}
+FUZZ_BUILD=${3:-}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 passed=0
 failed=0
 skipped=0
@@ -66,6 +68,18 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_unit "$ASAN_BUILD" asan
 SHARP_SANITIZED=1 run_integration "$ASAN_BUILD" asan
+
+# Each fuzz target from its seeds for FUZZ_SECONDS: one test each, failed on
+# any finding.
+if [ -n "$FUZZ_BUILD" ]; then
+    fuzz_out=$(scripts/fuzz.sh "$FUZZ_BUILD" "$FUZZ_SECONDS" 2>&1)
+    echo "$fuzz_out" | sed 's/^/[fuzz] /'
+    ok=$(grep -cE '^fuzz [a-z0-9_]+: .*, 0 findings$' <<<"$fuzz_out")
+    total=$(grep -cE '^fuzz [a-z0-9_]+: ' <<<"$fuzz_out")
+    [ "$total" -eq 0 ] && total=1
+    passed=$((passed + ok))
+    failed=$((failed + total - ok))
+fi
 
 if [ "$skipped" -gt 0 ]; then
     echo "$passed passed, $failed failed, $skipped skipped"
