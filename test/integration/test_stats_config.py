@@ -1,0 +1,300 @@
+"""The bootstrap's stats_config: custom and fixed tags as Envoy's tag
+producer extracts them (seen in /stats/prometheus), use_all_default_tags,
+the stats matcher (stats that are never created, in every admin view) and
+histogram_bucket_settings."""
+import json
+import subprocess
+import textwrap
+import urllib.request
+
+from conftest import SHARP, Sharp, admin_get, bootstrap_yaml, free_port, stat
+
+ISTIO_CLUSTER = "outbound|9080||reviews.default.svc.cluster.local"
+
+# Istio's legacy proxy bootstrap tags (use_all_default_tags: false), the
+# regexes written exactly as Istio ships them. The lookahead "(?=\\.)" is
+# ECMAScript syntax, which Envoy's custom tags use (std::regex).
+ISTIO_TAGS = r"""
+stats_config:
+  use_all_default_tags: false
+  stats_tags:
+  - tag_name: cluster_name
+    regex: '^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)'
+  - tag_name: tcp_prefix
+    regex: '^tcp\.((.*?)\.)\w+?$'
+  - tag_name: response_code
+    regex: '_rq(_(\d{3}))$'
+  - tag_name: response_code_class
+    regex: '_rq(_(\dxx))$'
+  - tag_name: http_conn_manager_listener_prefix
+    regex: '^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)'
+  - tag_name: http_conn_manager_prefix
+    regex: '^http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)'
+  - tag_name: listener_address
+    regex: '^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)'
+"""
+
+
+def start(procs, upstream, stats_config, cluster=ISTIO_CLUSTER, stat_prefix="ingress_http"):
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {cluster: [upstream.port]})
+    y = y.replace("name: " + cluster, f"name: '{cluster}'").replace(
+        "cluster_name: " + cluster, f"cluster_name: '{cluster}'").replace(
+        "cluster: " + cluster + " }", f"cluster: '{cluster}' }}")
+    y = y.replace("stat_prefix: ingress_http", "stat_prefix: " + stat_prefix)
+    s = Sharp(y + textwrap.dedent(stats_config))
+    procs.append(s)
+    s.wait_ready(admin)
+    return listen, admin
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.status
+
+
+def families(prom):
+    return {ln.split()[2]: ln.split()[3] for ln in prom.splitlines() if ln.startswith("# TYPE ")}
+
+
+def validate(yaml_text):
+    """Runs sharp --mode validate on a config; returns (exit code, output)."""
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sharp-sc-")
+    path = os.path.join(d, "b.yaml")
+    with open(path, "w") as f:
+        f.write(yaml_text)
+    r = subprocess.run([SHARP, "-c", path, "--mode", "validate"], capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_istio_tags_give_clean_prometheus_names(procs, upstream):
+    listen, admin = start(procs, upstream, ISTIO_TAGS, stat_prefix="0.0.0.0_9080")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    prom = admin_get(admin, "/stats/prometheus")
+    # The cluster name, dots and '|' included, is one label value and gone
+    # from the metric name.
+    assert (f'envoy_cluster_upstream_rq_total{{cluster_name="{ISTIO_CLUSTER}"}} 1') in prom
+    assert (f'envoy_cluster_upstream_rq{{response_code="200",cluster_name="{ISTIO_CLUSTER}"}} 1'
+            in prom)
+    # as with Istio, the class and the code share one family
+    assert (f'envoy_cluster_upstream_rq{{response_code_class="2xx",cluster_name="{ISTIO_CLUSTER}"}} 1'
+            in prom)
+    # Istio's prefix regexes take address-like HCM prefixes
+    assert 'envoy_http_downstream_rq_total{http_conn_manager_prefix="0.0.0.0_9080"} 1' in prom
+    # no default tags: the names use Istio's tag names only
+    assert "envoy_cluster_name" not in prom
+    assert "envoy_response_code" not in prom
+    fam = families(prom)
+    assert fam["envoy_cluster_upstream_rq_total"] == "counter"
+    assert not any("reviews" in f or "svc" in f for f in fam), [f for f in fam if "svc" in f]
+    # /stats keeps Envoy's full names
+    assert stat(admin, f"cluster.{ISTIO_CLUSTER}.upstream_rq_total") == 1
+    assert f"cluster.{ISTIO_CLUSTER}.upstream_rq_200: 1" in admin_get(admin, "/stats")
+
+
+def test_default_tags_without_stats_config(procs, upstream):
+    listen, admin = start(procs, upstream, "", cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    prom = admin_get(admin, "/stats/prometheus")
+    assert 'envoy_cluster_upstream_rq_total{envoy_cluster_name="backend"} 1' in prom
+
+
+def test_custom_tag_alongside_defaults_and_fixed_tags(procs, upstream):
+    # Defaults stay on (use_all_default_tags unset); a custom tag with a
+    # default's name runs after the default and is skipped when the default
+    # has extracted the tag; a new tag name adds a label; fixed tags label
+    # every stat.
+    listen, admin = start(procs, upstream, r"""
+        stats_config:
+          stats_tags:
+          - tag_name: envoy.cluster_name
+            regex: '^cluster\.((ba)ckend\.)'
+          - tag_name: rq_kind
+            regex: '^cluster\.[^.]+\.upstream_(rq)_total$'
+          - tag_name: mesh
+            fixed_value: prod
+          - tag_name: envoy.response_code
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    prom = admin_get(admin, "/stats/prometheus")
+    # "rq" removed from the name, kept as the rq_kind label; the default
+    # cluster_name tag wins over the custom one of the same name. Labels
+    # come in Envoy's extraction order: extractors without a first-token
+    # prefix (the fixed tag), then those keyed by "cluster", defaults first.
+    assert ('envoy_cluster_upstream__total{mesh="prod",envoy_cluster_name="backend",rq_kind="rq"} 1'
+            in prom), prom
+    assert 'envoy_server_live{mesh="prod"} 1' in prom
+    assert ('envoy_cluster_upstream_rq{envoy_response_code="200",mesh="prod",envoy_cluster_name="backend"} 1'
+            in prom)
+
+
+def test_only_named_defaults(procs, upstream):
+    # use_all_default_tags: false with bare tag names: just those defaults
+    listen, admin = start(procs, upstream, """
+        stats_config:
+          use_all_default_tags: false
+          stats_tags:
+          - tag_name: envoy.cluster_name
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    prom = admin_get(admin, "/stats/prometheus")
+    assert 'envoy_cluster_upstream_rq_200{envoy_cluster_name="backend"} 1' in prom
+    assert 'envoy_http_ingress_http_downstream_rq_total{} 1' in prom
+
+
+def test_inclusion_list(procs, upstream):
+    listen, admin = start(procs, upstream, r"""
+        stats_config:
+          stats_matcher:
+            inclusion_list:
+              patterns:
+              - prefix: server.
+              - suffix: upstream_rq_total
+              - safe_regex: { regex: 'http\.[a-z_]+\.downstream_rq_[0-9]xx' }
+              - exact: CLUSTER_MANAGER.ACTIVE_CLUSTERS
+                ignore_case: true
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    names = [s["name"] for s in json.loads(admin_get(admin, "/stats?format=json"))["stats"] if "name" in s]
+    assert "server.live" in names
+    assert "cluster.backend.upstream_rq_total" in names
+    assert "http.ingress_http.downstream_rq_2xx" in names
+    assert "cluster_manager.active_clusters" in names
+    assert "cluster.backend.upstream_rq_200" not in names
+    assert "http.ingress_http.downstream_rq_total" not in names
+    assert all(n.startswith("server.") or n.endswith("upstream_rq_total") or "downstream_rq_" in n
+               or n == "cluster_manager.active_clusters" for n in names), names
+    assert stat(admin, "cluster.backend.upstream_rq_total") == 1
+    assert stat(admin, "http.ingress_http.downstream_rq_2xx") == 1
+    text = admin_get(admin, "/stats")
+    assert "upstream_rq_200" not in text
+    assert "upstream_rq_time" not in text  # histograms are rejected too
+    prom = admin_get(admin, "/stats/prometheus")
+    assert 'envoy_cluster_upstream_rq_total{envoy_cluster_name="backend"} 1' in prom
+    assert "upstream_rq_time" not in prom
+    assert "envoy_cluster_upstream_rq{" not in prom
+
+
+def test_exclusion_list(procs, upstream):
+    listen, admin = start(procs, upstream, """
+        stats_config:
+          stats_matcher:
+            exclusion_list:
+              patterns:
+              - prefix: cluster.
+              - contains: downstream_cx
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    names = [s["name"] for s in json.loads(admin_get(admin, "/stats?format=json"))["stats"] if "name" in s]
+    assert not [n for n in names if n.startswith("cluster.") or "downstream_cx" in n]
+    assert "http.ingress_http.downstream_rq_total" in names
+    assert "cluster_manager.active_clusters" in names
+    assert stat(admin, "http.ingress_http.downstream_rq_total") == 1
+    prom = admin_get(admin, "/stats/prometheus")
+    assert "envoy_cluster_name" not in prom and "downstream_cx" not in prom
+    assert "envoy_cluster_manager_active_clusters{} 1" in prom
+
+
+def test_reject_all(procs, upstream):
+    listen, admin = start(procs, upstream, """
+        stats_config:
+          stats_matcher: { reject_all: true }
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    assert json.loads(admin_get(admin, "/stats?format=json"))["stats"] == []
+    assert admin_get(admin, "/stats") == ""
+    assert admin_get(admin, "/stats/prometheus").strip() == ""
+
+
+def test_reject_all_false_keeps_everything(procs, upstream):
+    listen, admin = start(procs, upstream, """
+        stats_config:
+          stats_matcher: { reject_all: false }
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    assert stat(admin, "cluster.backend.upstream_rq_total") == 1
+
+
+def test_histogram_bucket_settings(procs, upstream):
+    listen, admin = start(procs, upstream, """
+        stats_config:
+          histogram_bucket_settings:
+          - match: { suffix: upstream_rq_time }
+            buckets: [1000, 0.5, 25]
+          - match: { prefix: cluster. }
+            buckets: [7]
+        """, cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    prom = admin_get(admin, "/stats/prometheus")
+    rq_time = [ln for ln in prom.splitlines() if ln.startswith("envoy_cluster_upstream_rq_time_bucket")]
+    assert [ln.split('le="')[1].split('"')[0] for ln in rq_time] == ["0.5", "25", "1000", "+Inf"]
+    assert rq_time[-1].endswith(" 1")
+    # the first matching rule wins; other cluster histograms get the second
+    cx = [ln for ln in prom.splitlines() if ln.startswith("envoy_cluster_upstream_cx_connect_ms_bucket")]
+    assert [ln.split('le="')[1].split('"')[0] for ln in cx] == ["7", "+Inf"]
+    # others keep Envoy's default bounds
+    ds = [ln for ln in prom.splitlines() if ln.startswith("envoy_http_downstream_rq_time_bucket")]
+    assert len(ds) == 20 and 'le="3600000"' in ds[-2]
+
+
+def base(extra):
+    return bootstrap_yaml(free_port(), free_port(), {"backend": [1]}) + textwrap.dedent(extra)
+
+
+def test_invalid_stats_config_is_refused():
+    rc, out = validate(base(r"""
+        stats_config:
+          stats_tags:
+          - tag_name: bad
+            regex: '^cluster\.((.+?)\.'
+        """))
+    assert rc != 0 and "stats_config.stats_tags[0].regex" in out and "Invalid regex" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          stats_tags:
+          - tag_name: not.a.default
+        """))
+    assert rc != 0 and "no default regex for name: 'not.a.default'" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          stats_tags:
+          - regex: '(x)'
+        """))
+    assert rc != 0 and "tag_name cannot be empty" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          stats_matcher: {}
+        """))
+    assert rc != 0 and "stats_config.stats_matcher" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          stats_matcher: { inclusion_list: { patterns: [ { safe_regex: { regex: '(' } } ] } }
+        """))
+    assert rc != 0 and "stats_matcher.inclusion_list.patterns[0].safe_regex.regex" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          histogram_bucket_settings:
+          - match: { prefix: x }
+            buckets: [1, 0]
+        """))
+    assert rc != 0 and "histogram_bucket_settings[0].buckets" in out and "greater than 0" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          histogram_bucket_settings:
+          - match: { prefix: x }
+            buckets: [5, 5]
+        """))
+    assert rc != 0 and "unique" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          histogram_bucket_settings:
+          - match: { prefix: x }
+            buckets: []
+        """))
+    assert rc != 0 and "histogram_bucket_settings[0]" in out, out
+    rc, out = validate(base("""
+        deferred_stat_options: { enable_deferred_creation_stats: true }
+        """))
+    assert rc != 0 and "deferred_stat_options" in out, out
