@@ -298,3 +298,104 @@ def test_invalid_stats_config_is_refused():
         deferred_stat_options: { enable_deferred_creation_stats: true }
         """))
     assert rc != 0 and "deferred_stat_options" in out, out
+
+
+# ---- real stats_config sections from the corpus ------------------------------
+
+import os  # noqa: E402
+import re  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+CORPUS = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "envoy-corpus"))
+
+
+def corpus_stats_configs():
+    """(file name, stats_config) of every corpus bootstrap that has one."""
+    out = []
+    if not os.path.isdir(CORPUS):
+        return out
+    for f in sorted(os.listdir(CORPUS)):
+        if not re.search(r"\.(ya?ml|json)$", f):
+            continue
+        try:
+            with open(os.path.join(CORPUS, f)) as fh:
+                d = json.load(fh) if f.endswith(".json") else yaml.safe_load(fh)
+        except Exception:
+            continue
+        if isinstance(d, dict) and (d.get("stats_config") or d.get("statsConfig")):
+            out.append((f, d.get("stats_config") or d.get("statsConfig")))
+    return out
+
+
+# One series line of Prometheus' text format: a valid metric name, labels
+# with valid names and quoted values, a number.
+SERIES = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+                    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*)?\} -?[0-9.e+]+$')
+
+
+def check_exposition(prom):
+    for ln in prom.splitlines():
+        if not ln or ln.startswith("# TYPE "):
+            continue
+        assert SERIES.match(ln), ln
+
+
+@pytest.mark.skipif(not corpus_stats_configs(), reason="the Envoy corpus is not next to the project")
+def test_corpus_stats_configs_load():
+    """Istio's, Envoy Gateway's and Kuma's stats_config sections all load
+    (their other fields are refused for unrelated features, so each section
+    is loaded alone)."""
+    found = corpus_stats_configs()
+    assert len(found) >= 50
+    bad = []
+    for name, sc in found:
+        rc, out = validate(json.dumps({"static_resources": {}, "stats_config": sc}))
+        if rc != 0:
+            bad.append(f"{name}: {out.strip().splitlines()[0][:300]}")
+    assert not bad, "\n".join(bad)
+
+
+def corpus_section(name):
+    for f, sc in corpus_stats_configs():
+        if f == name:
+            return sc
+    pytest.skip(f"{name} is not in the corpus")
+
+
+def test_istio_stats_inclusion_golden_live(procs, upstream):
+    """Istio's stats_config with its inclusion list and histogram buckets,
+    in a running proxy: only the included stats exist, the Prometheus text
+    is well-formed, Istio's bucket bounds apply."""
+    sc = corpus_section("istio__pkg__bootstrap__testdata__stats_inclusion_golden.json")
+    listen, admin = start(procs, upstream, "stats_config: " + json.dumps(sc) + "\n",
+                          stat_prefix="'10.3.3.3_8080;'")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    names = [s["name"] for s in json.loads(admin_get(admin, "/stats?format=json"))["stats"] if "name" in s]
+    assert "server.live" in names and "cluster_manager.active_clusters" in names
+    assert f"cluster.{ISTIO_CLUSTER}.upstream_rq_2xx" in names  # suffix upstream_rq_2xx
+    assert f"cluster.{ISTIO_CLUSTER}.upstream_rq_200" not in names
+    # Istio ends stat prefixes with ';' for its regexes to find their end
+    assert "http.10.3.3.3_8080;.downstream_rq_total" in names  # prefix http.10.3.3.3_
+    prom = admin_get(admin, "/stats/prometheus")
+    check_exposition(prom)
+    assert 'envoy_http_downstream_rq_total{http_conn_manager_prefix="10.3.3.3_8080"} 1' in prom
+    assert 'envoy_server_live{} 1' in prom
+    # histogram_bucket_settings match "envoy"/"istio" prefixes, which no
+    # SHARP stat name has: Envoy's default bounds
+    assert 'le="3600000"' in prom
+
+
+def test_envoy_gateway_stats_config_live(procs, upstream):
+    sc = corpus_section("gateway__internal__xds__bootstrap__testdata__render__custom-stats-matcher.yaml")
+    listen, admin = start(procs, upstream, "stats_config: " + json.dumps(sc) + "\n", cluster="backend")
+    assert get(f"http://127.0.0.1:{listen}/") == 200
+    names = [s["name"] for s in json.loads(admin_get(admin, "/stats?format=json"))["stats"] if "name" in s]
+    assert names and all(re.match(r"(http|cluster|virtual)", n) or n.endswith("upstream_rq") for n in names), names
+    assert "server.live" not in names
+    prom = admin_get(admin, "/stats/prometheus")
+    check_exposition(prom)
+    # its "priority" tag: circuit_breakers\.((.+?)\.).+ next to the default tags
+    assert re.search(r'envoy_cluster_circuit_breakers_cx_open\{priority="default",'
+                     r'envoy_cluster_name="backend"\} 0', prom), prom
