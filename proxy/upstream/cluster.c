@@ -81,12 +81,14 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
 {
     if (code < 100 || code >= 600) return;
     sharp_counter_inc(sh, c->st.rq_xx[code / 100]);
-    sharp_stat_id_t id = atomic_load_explicit(&c->rq_code[code], memory_order_acquire);
-    if (!id) {
-        id = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->name, code);
-        atomic_store_explicit(&c->rq_code[code], id, memory_order_release);
+    /* The slot holds id + 1: a stat the stats matcher rejects gets id 0
+     * (the placeholder), and must not be registered again per response. */
+    sharp_stat_id_t id1 = atomic_load_explicit(&c->rq_code[code], memory_order_acquire);
+    if (!id1) {
+        id1 = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->name, code) + 1;
+        atomic_store_explicit(&c->rq_code[code], id1, memory_order_release);
     }
-    sharp_counter_inc(sh, id);
+    sharp_counter_inc(sh, id1 - 1);
 }
 
 /* Envoy's retry budget: the concurrent retries allowed are budget_percent of
