@@ -741,7 +741,8 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     /* stats_config before the first stat is registered (Envoy sets the tag
      * producer and stats matcher right after loading the bootstrap) */
     char spath[160], smsg[1024];
-    if (sharp_config_stats(bs->stats_config, srv->stats, spath, sizeof spath, smsg, sizeof smsg) < 0) {
+    bool deferred = bs->deferred_stat_options && bs->deferred_stat_options->enable_deferred_creation_stats;
+    if (sharp_config_stats(bs->stats_config, deferred, srv->stats, spath, sizeof spath, smsg, sizeof smsg) < 0) {
         fail(&b, spath, "%s", smsg);
         goto bad;
     }

@@ -175,12 +175,13 @@ static int buckets(ctx_t *c, const stats_config_pb_t *pb, sharp_stats_config_t *
     return 0;
 }
 
-int sharp_config_stats(const stats_config_pb_t *pb, sharp_stats_t *stats, char *epath,
-                       size_t epathlen, char *emsg, size_t emsglen)
+int sharp_config_stats(const stats_config_pb_t *pb, bool deferred, sharp_stats_t *stats,
+                       char *epath, size_t epathlen, char *emsg, size_t emsglen)
 {
     ctx_t c = {epath, emsg, epathlen, emsglen};
     bool defaults = !pb || !pb->use_all_default_tags || pb->use_all_default_tags->value;
     sharp_stats_config_t *sc = sharp_stats_config_create(defaults);
+    sharp_stats_config_set_deferred(sc, deferred);
     if (pb && (tags(&c, pb, sc) < 0 || (pb->stats_matcher && matcher(&c, pb->stats_matcher, sc) < 0) ||
                buckets(&c, pb, sc) < 0)) {
         sharp_stats_config_free(sc);

@@ -9,11 +9,14 @@
 #include "envoy/config/metrics/v3/stats.pb-c.h"
 
 /* Builds the tag producer, stats matcher and histogram bucket rules of `pb`
- * (NULL: Envoy's defaults) and installs them in `stats`, which must not have
+ * (NULL: Envoy's defaults), with the bootstrap's
+ * deferred_stat_options.enable_deferred_creation_stats (`deferred`), and
+ * installs them in `stats` (NULL: only validate), which must not have
  * registered any stat yet. Returns 0, or -1 with the offending field's path
  * (below "stats_config") in `epath` and what is wrong in `emsg`; the store
  * is left unchanged then. */
-int sharp_config_stats(const Envoy__Config__Metrics__V3__StatsConfig *pb, sharp_stats_t *stats,
-                       char *epath, size_t epathlen, char *emsg, size_t emsglen);
+int sharp_config_stats(const Envoy__Config__Metrics__V3__StatsConfig *pb, bool deferred,
+                       sharp_stats_t *stats, char *epath, size_t epathlen, char *emsg,
+                       size_t emsglen);
 
 #endif

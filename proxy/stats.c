@@ -68,6 +68,7 @@ typedef struct {
     /* What a renderer derived from the name once (Prometheus names, tags,
      * buckets), set by sharp_stats_set_render_cache; freed with free(). */
     _Atomic(void *) render_cache;
+    _Atomic uint32_t group; /* deferred group (sharp_stats_defer), 0: none */
 } stat_meta_t;
 
 struct sharp_stats_shard {
@@ -89,6 +90,7 @@ struct sharp_stats {
     _Atomic bool flushed;
 
     sharp_stats_config_t *cfg; /* stats_config; NULL: Envoy's defaults */
+    _Atomic uint32_t ngroups;  /* deferred groups handed out */
 };
 
 static const char *const kind_names[] = {"counter", "gauge", "histogram"};
@@ -293,6 +295,33 @@ bool sharp_stats_set_render_cache(sharp_stats_t *s, sharp_stat_id_t id, void *p)
     void *expected = NULL;
     return atomic_compare_exchange_strong_explicit(&meta_of(s, id)->render_cache, &expected, p,
                                                    RELEASE, ACQUIRE);
+}
+
+bool sharp_stats_deferred_creation(sharp_stats_t *s)
+{
+    return sharp_stats_config_deferred(s->cfg);
+}
+
+uint32_t sharp_stats_new_group(sharp_stats_t *s)
+{
+    return atomic_fetch_add_explicit(&s->ngroups, 1, RELAXED) + 1;
+}
+
+void sharp_stats_defer(sharp_stats_t *s, sharp_stat_id_t id, uint32_t group)
+{
+    if (id < STATS_RESERVED || id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return;
+    atomic_store_explicit(&meta_of(s, id)->group, group, RELAXED);
+}
+
+uint32_t sharp_stats_group_of(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return 0;
+    return atomic_load_explicit(&meta_of(s, id)->group, RELAXED);
+}
+
+uint32_t sharp_stats_ngroups(sharp_stats_t *s)
+{
+    return atomic_load_explicit(&s->ngroups, RELAXED);
 }
 
 /* ---- registration ------------------------------------------------------- */

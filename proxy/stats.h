@@ -149,6 +149,21 @@ const sharp_stats_config_t *sharp_stats_get_config(sharp_stats_t *s);
 void *sharp_stats_render_cache(sharp_stats_t *s, sharp_stat_id_t id);
 bool sharp_stats_set_render_cache(sharp_stats_t *s, sharp_stat_id_t id, void *p);
 
+/* Envoy's deferred_stat_options.enable_deferred_creation_stats: Envoy then
+ * creates a cluster's traffic stats (ClusterTrafficStats) on their first use,
+ * so an idle cluster lists none of them. SHARP keeps registering them
+ * eagerly (the hot path is unchanged) and puts them in a deferred group: the
+ * admin views leave a group's stats out until one of them is used, and then
+ * show all of them, zeros included, as Envoy does once the block exists. */
+bool sharp_stats_deferred_creation(sharp_stats_t *s);
+/* A new group id (never 0). Thread-safe. */
+uint32_t sharp_stats_new_group(sharp_stats_t *s);
+/* Puts stat `id` into `group` (placeholder ids are left alone). */
+void sharp_stats_defer(sharp_stats_t *s, sharp_stat_id_t id, uint32_t group);
+/* The stat's group, 0 for none; and the number of groups handed out. */
+uint32_t sharp_stats_group_of(sharp_stats_t *s, sharp_stat_id_t id);
+uint32_t sharp_stats_ngroups(sharp_stats_t *s);
+
 /* Renderers for the admin endpoints. `filter` is an RE2 regex (NULL for
  * all) searched anywhere in the full stat name; returns 0, or -1 with a
  * message in `err` when the regex is invalid. used_only mirrors Envoy's

@@ -51,6 +51,11 @@ int sharp_stats_config_add_buckets(sharp_stats_config_t *c, sharp_string_matcher
 const double *sharp_stats_config_buckets(const sharp_stats_config_t *c, const char *name,
                                          size_t *n);
 
+/* Bootstrap.deferred_stat_options.enable_deferred_creation_stats (see
+ * sharp_stats_deferred_creation); false for a NULL config. */
+void sharp_stats_config_set_deferred(sharp_stats_config_t *c, bool deferred);
+bool sharp_stats_config_deferred(const sharp_stats_config_t *c);
+
 /* Tag extraction with this config (NULL: Envoy's defaults), as
  * sharp_stats_extract_tags. Fixed tag values point into the config. */
 size_t sharp_stats_config_extract_tags(const sharp_stats_config_t *c, const char *name,

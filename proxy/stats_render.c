@@ -70,10 +70,23 @@ static int collect(sharp_stats_t *s, const char *filter, bool used_only, entries
         }
     }
     uint32_t n = sharp_stats_size(s);
+    /* Deferred groups (deferred_stat_options): a group is shown once one of
+     * its stats has been used, as Envoy creates the block on first use. */
+    uint32_t ngroups = sharp_stats_ngroups(s);
+    bool *shown = NULL;
+    if (ngroups) {
+        shown = sharp_calloc(ngroups + 1, sizeof *shown);
+        for (uint32_t id = 0; id < n; id++) {
+            uint32_t g = sharp_stats_group_of(s, id);
+            if (g && g <= ngroups && !shown[g]) shown[g] = sharp_stats_used(s, id);
+        }
+    }
     for (uint32_t id = 0; id < n; id++) {
         sharp_stat_kind_t kind;
         const char *name = sharp_stats_name(s, id, &kind);
         if (!name) continue;
+        uint32_t g = shown ? sharp_stats_group_of(s, id) : 0;
+        if (g && (g > ngroups || !shown[g])) continue;
         if (used_only && !sharp_stats_used(s, id)) continue;
         if (re && !sharp_re2_partial_match(re, name, strlen(name))) continue;
         if (out->n == out->cap) {
@@ -82,6 +95,7 @@ static int collect(sharp_stats_t *s, const char *filter, bool used_only, entries
         }
         out->v[out->n++] = (entry_t){.id = id, .kind = kind, .name = name};
     }
+    free(shown);
     sharp_re2_free(re);
     return 0;
 }

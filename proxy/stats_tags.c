@@ -387,6 +387,7 @@ struct sharp_stats_config {
     size_t npat;
     bucket_rule_t *rules;
     size_t nrules;
+    bool deferred;
 };
 
 static xtor_t *push_xtor(sharp_stats_config_t *c)
@@ -685,4 +686,16 @@ const double *sharp_stats_config_buckets(const sharp_stats_config_t *c, const ch
         }
     }
     return NULL;
+}
+
+/* ---- deferred creation -------------------------------------------------- */
+
+void sharp_stats_config_set_deferred(sharp_stats_config_t *c, bool deferred)
+{
+    c->deferred = deferred;
+}
+
+bool sharp_stats_config_deferred(const sharp_stats_config_t *c)
+{
+    return c && c->deferred;
 }

@@ -771,6 +771,47 @@ static void test_custom_tags_and_buckets_in_prometheus(void **state)
     sharp_stats_destroy(s);
 }
 
+static void test_deferred_groups(void **state)
+{
+    (void)state;
+    sharp_stats_t *s = sharp_stats_create(2);
+    assert_false(sharp_stats_deferred_creation(s));
+    sharp_stats_config_t *c = sharp_stats_config_create(true);
+    sharp_stats_config_set_deferred(c, true);
+    sharp_stats_set_config(s, c);
+    assert_true(sharp_stats_deferred_creation(s));
+    sharp_stats_shard_t *w = sharp_stats_shard(s, 1);
+    sharp_stat_id_t rq = sharp_stats_counter(s, "cluster.a.upstream_rq_total");
+    sharp_stat_id_t act = sharp_stats_gauge(s, "cluster.a.upstream_rq_active");
+    sharp_stat_id_t len = sharp_stats_histogram(s, "cluster.a.upstream_cx_length_ms", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t other = sharp_stats_counter(s, "cluster.b.upstream_rq_total");
+    sharp_stat_id_t m = sharp_stats_gauge(s, "cluster.a.membership_total");
+    uint32_t ga = sharp_stats_new_group(s), gb = sharp_stats_new_group(s);
+    assert_true(ga != 0 && gb != 0 && ga != gb);
+    sharp_stats_defer(s, rq, ga);
+    sharp_stats_defer(s, act, ga);
+    sharp_stats_defer(s, len, ga);
+    sharp_stats_defer(s, other, gb);
+    sharp_stats_defer(s, 0, ga); /* a placeholder: ignored */
+    assert_int_equal(sharp_stats_group_of(s, 0), 0);
+    sharp_gauge_set(s, m, 2);
+    char *t = render(sharp_stats_render_text, s, NULL, false);
+    assert_string_equal(t, "cluster.a.membership_total: 2\n");
+    free(t);
+    /* the first use of any stat of a group shows the whole group */
+    sharp_gauge_add(w, act, 1);
+    t = render(sharp_stats_render_text, s, NULL, false);
+    assert_string_equal(t, "cluster.a.membership_total: 2\ncluster.a.upstream_rq_active: 1\n"
+                           "cluster.a.upstream_rq_total: 0\n"
+                           "cluster.a.upstream_cx_length_ms: No recorded values\n");
+    free(t);
+    t = render(sharp_stats_render_prometheus, s, NULL, false);
+    lacks(t, "envoy_cluster_name=\"b\"");
+    contains(t, "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 0\n");
+    free(t);
+    sharp_stats_destroy(s);
+}
+
 /* ---- Prometheus -------------------------------------------------------- */
 
 static void test_prometheus_format(void **state)
@@ -965,6 +1006,7 @@ int main(void)
         cmocka_unit_test(test_prometheus_format),   cmocka_unit_test(test_threads),
         cmocka_unit_test(test_custom_tags),         cmocka_unit_test(test_stats_matcher),
         cmocka_unit_test(test_custom_tags_and_buckets_in_prometheus),
+        cmocka_unit_test(test_deferred_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
