@@ -37,7 +37,7 @@ extern "C" unsigned sharp_std_regex_groups(const sharp_std_regex_t *re)
 extern "C" bool sharp_std_regex_search(const sharp_std_regex_t *re, const char *s, size_t len,
                                        sharp_std_regex_group_t *groups, size_t n)
 {
-    if (!re) return false;
+    if (!re || len > SHARP_STD_REGEX_MAX_INPUT) return false;
     try {
         std::cmatch m;
         if (!std::regex_search(s, s + len, m, re->re)) return false;

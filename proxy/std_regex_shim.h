@@ -34,9 +34,17 @@ typedef struct {
     size_t start, end;
 } sharp_std_regex_group_t;
 
+/* The longest input searched. libstdc++'s std::regex backtracks by
+ * recursion, a few stack frames per input character, and overflows the
+ * stack (a crash, not an exception) on inputs of tens of kilobytes; longer
+ * inputs are not searched at all. A stat name that long carries a
+ * config-given part (a cluster name, a stat prefix) of kilobytes. */
+#define SHARP_STD_REGEX_MAX_INPUT 4096
+
 /* std::regex_search over s[0..len): true when the pattern matches anywhere;
- * groups[0..n) get groups 1..n of the first match. A search the library
- * gives up on (its complexity or stack limits) counts as no match. */
+ * groups[0..n) get groups 1..n of the first match. An input longer than
+ * SHARP_STD_REGEX_MAX_INPUT, and a search the library gives up on (its
+ * complexity limit), count as no match. */
 bool sharp_std_regex_search(const sharp_std_regex_t *re, const char *s, size_t len,
                             sharp_std_regex_group_t *groups, size_t n);
 

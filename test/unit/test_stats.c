@@ -637,6 +637,23 @@ static void test_custom_tags(void **state)
     assert_tagged(c, "httpx.a.up_rq_total", "httpx.a.up_total {anywhere=_rq}");
     sharp_stats_config_free(c);
 
+    /* names up to the search limit are searched; longer ones (a config-given
+     * part of kilobytes) are not, rather than overflowing the stack */
+    c = sharp_stats_config_create(false);
+    add_regex(c, "cluster_name", "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)");
+    for (size_t len = 4000; len <= 200000; len *= 50) {
+        char *name = malloc(len + 64);
+        memcpy(name, "cluster.", 8);
+        memset(name + 8, 'a', len);
+        strcpy(name + 8 + len, ".upstream_rq_total");
+        sharp_stat_tag_t tg[2];
+        size_t n = sharp_stats_config_extract_tags(c, name, NULL, tg, 2);
+        assert_int_equal(n, len < 4096 ? 1 : 0);
+        if (n) assert_int_equal(tg[0].len, len);
+        free(name);
+    }
+    sharp_stats_config_free(c);
+
     /* bad regexes are refused with std::regex's message */
     c = sharp_stats_config_create(true);
     char err[256] = "";
