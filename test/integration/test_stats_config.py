@@ -335,6 +335,23 @@ def test_invalid_stats_config_is_refused():
             buckets: []
         """))
     assert rc != 0 and "histogram_bucket_settings[0]" in out, out
+    # bins is a hint (Envoy's circllhist sizing), validated as Envoy does
+    rc, out = validate(base("""
+        stats_config:
+          histogram_bucket_settings:
+          - match: { prefix: x }
+            buckets: [1]
+            bins: 0
+        """))
+    assert rc != 0 and "histogram_bucket_settings[0].bins" in out and "greater than 0" in out, out
+    rc, out = validate(base("""
+        stats_config:
+          histogram_bucket_settings:
+          - match: { prefix: x }
+            buckets: [1]
+            bins: 50
+        """))
+    assert rc == 0, out
 
 
 # ---- real stats_config sections from the corpus ------------------------------
