@@ -9,6 +9,7 @@
 #include "config/bootstrap.h"
 #include "config/support.h"
 #include "config/mapper.h"
+#include "config/metrics_config.h"
 #include "config/health_check_config.h"
 #include "config/route_config.h"
 #include "config/shuffle_shard_config.h"
@@ -812,6 +813,14 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (!srv->node_cluster[0] && srv->opts.service_cluster)
         snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", srv->opts.service_cluster);
     if (configure_regex(&b, bs) < 0) goto bad;
+    /* stats_config before the first stat is registered (Envoy sets the tag
+     * producer and stats matcher right after loading the bootstrap) */
+    char spath[160], smsg[1024];
+    bool deferred = bs->deferred_stat_options && bs->deferred_stat_options->enable_deferred_creation_stats;
+    if (sharp_config_stats(bs->stats_config, deferred, srv->stats, spath, sizeof spath, smsg, sizeof smsg) < 0) {
+        fail(&b, spath, "%s", smsg);
+        goto bad;
+    }
     if (configure_application_log(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {
         if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen) < 0) goto bad;

@@ -1,7 +1,7 @@
 /* re2_shim.h: the C interface to RE2, the linear-time regex engine behind
  * Envoy's safe_regex (its google_re2 engine) and the admin's ?filter=.
- * The one C++ file of the project (re2_shim.cc) implements it; everything
- * else stays C. Patterns use RE2's syntax and default options, as Envoy's
+ * re2_shim.cc implements it; everything but the C++ shims stays C.
+ * Patterns use RE2's syntax and default options, as Envoy's
  * (UTF-8, Perl classes such as \d, (?i) flags, [[:alpha:]], non-greedy
  * operators, no backreferences or lookaround), and matching runs in time
  * linear in the input whatever the pattern.

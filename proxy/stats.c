@@ -24,6 +24,7 @@
  */
 #include "stats.h"
 #include "log.h"
+#include "stats_config.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -64,6 +65,10 @@ typedef struct {
      * and the values recorded between the last two flushes. */
     hist_data_t *flushed_cum;
     hist_data_t *flushed_interval;
+    /* What a renderer derived from the name once (Prometheus names, tags,
+     * buckets), set by sharp_stats_set_render_cache; freed with free(). */
+    _Atomic(void *) render_cache;
+    _Atomic uint32_t group; /* deferred group (sharp_stats_defer), 0: none */
 } stat_meta_t;
 
 struct sharp_stats_shard {
@@ -83,6 +88,9 @@ struct sharp_stats {
 
     pthread_mutex_t flush_mu; /* interval snapshots */
     _Atomic bool flushed;
+
+    sharp_stats_config_t *cfg; /* stats_config; NULL: Envoy's defaults */
+    _Atomic uint32_t ngroups;  /* deferred groups handed out */
 };
 
 static const char *const kind_names[] = {"counter", "gauge", "histogram"};
@@ -234,7 +242,9 @@ void sharp_stats_destroy(sharp_stats_t *s)
             hist_data_free(m->flushed_interval);
         }
         free(m->name);
+        free(atomic_load_explicit(&m->render_cache, ACQUIRE));
     }
+    sharp_stats_config_free(s->cfg);
     for (unsigned p = 0; p < STATS_MAX_PAGES; p++) {
         free(s->meta[p]);
         for (unsigned i = 0; i < s->nshards; i++)
@@ -257,6 +267,61 @@ sharp_stats_shard_t *sharp_stats_shard(sharp_stats_t *s, unsigned idx)
 unsigned sharp_stats_nshards(const sharp_stats_t *s)
 {
     return s->nshards;
+}
+
+void sharp_stats_set_config(sharp_stats_t *s, sharp_stats_config_t *cfg)
+{
+    pthread_mutex_lock(&s->mu);
+    sharp_stats_config_t *old = s->cfg;
+    s->cfg = cfg;
+    pthread_mutex_unlock(&s->mu);
+    sharp_stats_config_free(old);
+}
+
+const sharp_stats_config_t *sharp_stats_get_config(sharp_stats_t *s)
+{
+    return s->cfg;
+}
+
+void *sharp_stats_render_cache(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return NULL;
+    return atomic_load_explicit(&meta_of(s, id)->render_cache, ACQUIRE);
+}
+
+bool sharp_stats_set_render_cache(sharp_stats_t *s, sharp_stat_id_t id, void *p)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return false;
+    void *expected = NULL;
+    return atomic_compare_exchange_strong_explicit(&meta_of(s, id)->render_cache, &expected, p,
+                                                   RELEASE, ACQUIRE);
+}
+
+bool sharp_stats_deferred_creation(sharp_stats_t *s)
+{
+    return sharp_stats_config_deferred(s->cfg);
+}
+
+uint32_t sharp_stats_new_group(sharp_stats_t *s)
+{
+    return atomic_fetch_add_explicit(&s->ngroups, 1, RELAXED) + 1;
+}
+
+void sharp_stats_defer(sharp_stats_t *s, sharp_stat_id_t id, uint32_t group)
+{
+    if (id < STATS_RESERVED || id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return;
+    atomic_store_explicit(&meta_of(s, id)->group, group, RELAXED);
+}
+
+uint32_t sharp_stats_group_of(sharp_stats_t *s, sharp_stat_id_t id)
+{
+    if (id >= atomic_load_explicit(&s->nstats, ACQUIRE)) return 0;
+    return atomic_load_explicit(&meta_of(s, id)->group, RELAXED);
+}
+
+uint32_t sharp_stats_ngroups(sharp_stats_t *s)
+{
+    return atomic_load_explicit(&s->ngroups, RELAXED);
 }
 
 /* ---- registration ------------------------------------------------------- */
@@ -298,6 +363,10 @@ static sharp_stat_id_t do_register(sharp_stats_t *s, const char *name, sharp_sta
         sharp_log_error("stats: refusing to register a %s with an empty name", kind_names[kind]);
         return dummy;
     }
+    /* stats_config.stats_matcher: a rejected stat is never created; writes
+     * through its id land in the hidden placeholder, like Envoy's null
+     * stats. Decided here, once per registration, never per request. */
+    if (sharp_stats_config_rejects(s->cfg, name)) return dummy;
     pthread_mutex_lock(&s->mu);
     if ((s->table_len + 1) * 2 > s->table_cap) table_grow(s);
     size_t pos = table_find(s, name);

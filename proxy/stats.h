@@ -133,6 +133,37 @@ typedef struct {
 size_t sharp_stats_extract_tags(const char *name, sharp_sbuf_t *out, sharp_stat_tag_t *tags,
                                 size_t max);
 
+/* The bootstrap's stats_config (stats_config.h). Set once, before the first
+ * registration: the store takes ownership (a previous config is freed), and
+ * from then on the matcher decides which registrations create a stat and
+ * the tag producer and bucket rules shape the Prometheus view. */
+typedef struct sharp_stats_config sharp_stats_config_t;
+void sharp_stats_set_config(sharp_stats_t *s, sharp_stats_config_t *cfg);
+/* NULL when none was set (Envoy's default tags, no matcher). */
+const sharp_stats_config_t *sharp_stats_get_config(sharp_stats_t *s);
+
+/* One pointer per stat for what a renderer derives from the name and config
+ * once (they never change for a stat). set installs p only when the slot is
+ * still empty and returns whether it did (the caller frees p otherwise);
+ * the store frees installed pointers with free(). */
+void *sharp_stats_render_cache(sharp_stats_t *s, sharp_stat_id_t id);
+bool sharp_stats_set_render_cache(sharp_stats_t *s, sharp_stat_id_t id, void *p);
+
+/* Envoy's deferred_stat_options.enable_deferred_creation_stats: Envoy then
+ * creates a cluster's traffic stats (ClusterTrafficStats) on their first use,
+ * so an idle cluster lists none of them. SHARP keeps registering them
+ * eagerly (the hot path is unchanged) and puts them in a deferred group: the
+ * admin views leave a group's stats out until one of them is used, and then
+ * show all of them, zeros included, as Envoy does once the block exists. */
+bool sharp_stats_deferred_creation(sharp_stats_t *s);
+/* A new group id (never 0). Thread-safe. */
+uint32_t sharp_stats_new_group(sharp_stats_t *s);
+/* Puts stat `id` into `group` (placeholder ids are left alone). */
+void sharp_stats_defer(sharp_stats_t *s, sharp_stat_id_t id, uint32_t group);
+/* The stat's group, 0 for none; and the number of groups handed out. */
+uint32_t sharp_stats_group_of(sharp_stats_t *s, sharp_stat_id_t id);
+uint32_t sharp_stats_ngroups(sharp_stats_t *s);
+
 /* Renderers for the admin endpoints. `filter` is an RE2 regex (NULL for
  * all) searched anywhere in the full stat name; returns 0, or -1 with a
  * message in `err` when the regex is invalid. used_only mirrors Envoy's

@@ -52,6 +52,24 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(rq_retry_backoff_exponential, "upstream_rq_retry_backoff_exponential");
 #undef C
 #undef G
+    /* deferred_stat_options: the ones of Envoy's ClusterTrafficStats stay out
+     * of the admin views until the cluster first uses one of them. */
+    if (sharp_stats_deferred_creation(s)) {
+        const sharp_stat_id_t traffic[] = {
+            st->rq_total, st->rq_timeout, st->rq_active, st->rq_pending_total,
+            st->rq_pending_active, st->rq_pending_overflow, st->rq_cancelled, st->rq_rx_reset,
+            st->rq_tx_reset, st->rq_completed, st->cx_total, st->cx_active, st->cx_connect_fail,
+            st->cx_connect_timeout, st->cx_destroy, st->cx_destroy_local, st->cx_destroy_remote,
+            st->cx_rx_bytes_total, st->cx_tx_bytes_total, st->cx_overflow, st->cx_protocol_error,
+            st->cx_idle_timeout, st->cx_max_requests, st->upstream_rq_per_try_timeout, st->rq_retry,
+            st->rq_maintenance_mode, st->rq_retry_success, st->rq_retry_overflow,
+            st->rq_retry_limit_exceeded, st->rq_retry_backoff_exponential, st->cx_connect_ms,
+            st->cx_length_ms,
+        };
+        uint32_t group = sharp_stats_new_group(s);
+        for (size_t i = 0; i < SHARP_ARRAY_SIZE(traffic); i++)
+            sharp_stats_defer(s, traffic[i], group);
+    }
     static const char *const prio[2] = {"default", "high"};
     for (int i = 0; i < 2; i++) {
 #define B(field, stat) c->cbg[i].field = sharp_stats_gaugef(s, "cluster.%s.circuit_breakers.%s." stat, n, prio[i])
@@ -81,12 +99,14 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
 {
     if (code < 100 || code >= 600) return;
     sharp_counter_inc(sh, c->st.rq_xx[code / 100]);
-    sharp_stat_id_t id = atomic_load_explicit(&c->rq_code[code], memory_order_acquire);
-    if (!id) {
-        id = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->name, code);
-        atomic_store_explicit(&c->rq_code[code], id, memory_order_release);
+    /* The slot holds id + 1: a stat the stats matcher rejects gets id 0
+     * (the placeholder), and must not be registered again per response. */
+    sharp_stat_id_t id1 = atomic_load_explicit(&c->rq_code[code], memory_order_acquire);
+    if (!id1) {
+        id1 = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->name, code) + 1;
+        atomic_store_explicit(&c->rq_code[code], id1, memory_order_release);
     }
-    sharp_counter_inc(sh, id);
+    sharp_counter_inc(sh, id1 - 1);
 }
 
 /* Envoy's retry budget: the concurrent retries allowed are budget_percent of

@@ -60,8 +60,9 @@ typedef struct sharp_cluster {
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
     struct sharp_hc_config *health_check;
     sharp_cluster_stats_t st;
-    /* upstream_rq_<code> ids, registered on first use of each code (a
-     * registration takes the stats lock once per code, never again). */
+    /* upstream_rq_<code> ids plus one (0: not registered yet), registered
+     * on first use of each code (a registration takes the stats lock once
+     * per code, never again, also when the stats matcher rejects it). */
     _Atomic sharp_stat_id_t rq_code[600];
     /* circuit_breakers.<priority>.* gauges, [0] default, [1] high */
     struct {

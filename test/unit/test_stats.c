@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "stats.h"
+#include "stats_config.h"
 
 static char *render(int (*fn)(sharp_stats_t *, const char *, bool, sharp_sbuf_t *, char *, size_t),
                     sharp_stats_t *s, const char *filter, bool used_only)
@@ -542,6 +543,292 @@ static void test_tag_extraction(void **state)
     }
 }
 
+/* Tags of `name` with config `c` as "family {k=v,k=v}". */
+static char *tagged(const sharp_stats_config_t *c, const char *name)
+{
+    sharp_sbuf_t fam = {0}, got = {0};
+    sharp_stat_tag_t tags[16];
+    size_t n = sharp_stats_config_extract_tags(c, name, &fam, tags, 16);
+    sharp_sbuf_printf(&got, "%s {", sharp_sbuf_cstr(&fam));
+    for (size_t k = 0; k < n; k++)
+        sharp_sbuf_printf(&got, "%s%s=%.*s", k ? "," : "", tags[k].tag, (int)tags[k].len,
+                          tags[k].value);
+    sharp_sbuf_puts(&got, "}");
+    sharp_sbuf_free(&fam);
+    sharp_sbuf_cstr(&got);
+    return got.data;
+}
+
+#define assert_tagged(c, name, want)                                                               \
+    do {                                                                                           \
+        char *got_ = tagged((c), (name));                                                          \
+        if (strcmp(got_, (want)) != 0) fail_msg("%s: got %s, want %s", (name), got_, (want));      \
+        free(got_);                                                                                \
+    } while (0)
+
+static void add_regex(sharp_stats_config_t *c, const char *tag, const char *re)
+{
+    char err[256] = "";
+    if (sharp_stats_config_add_regex_tag(c, tag, re, err, sizeof err) != 0)
+        fail_msg("%s: %s", re, err);
+}
+
+static void test_custom_tags(void **state)
+{
+    (void)state;
+    /* Istio's legacy tags without Envoy's defaults */
+    sharp_stats_config_t *c = sharp_stats_config_create(false);
+    add_regex(c, "cluster_name", "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)");
+    add_regex(c, "response_code", "_rq(_(\\d{3}))$");
+    add_regex(c, "response_code_class", "_rq(_(\\dxx))$");
+    add_regex(c, "http_conn_manager_listener_prefix",
+              "^listener(?=\\.).*?\\.http\\.(((?:[_.[:digit:]]*|[_\\[\\]aAbBcCdDeEfF[:digit:]]*))\\.)");
+    add_regex(c, "listener_address",
+              "^listener\\.(((?:[_.[:digit:]]*|[_\\[\\]aAbBcCdDeEfF[:digit:]]*))\\.)");
+    assert_tagged(c, "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_200",
+                  "cluster.upstream_rq {response_code=200,"
+                  "cluster_name=outbound|9080||reviews.default.svc.cluster.local}");
+    assert_tagged(c, "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_5xx",
+                  "cluster.upstream_rq {response_code_class=5xx,"
+                  "cluster_name=outbound|9080||reviews.default.svc.cluster.local}");
+    /* a cluster name without the svc suffix: the lazy group stops at the
+     * first dot */
+    assert_tagged(c, "cluster.xds-grpc.upstream_cx_total",
+                  "cluster.upstream_cx_total {cluster_name=xds-grpc}");
+    /* both listener regexes see the original name; their removals add up */
+    assert_tagged(c, "listener.10.0.0.1_15006.http.10.0.0.1_8080.downstream_rq_2xx",
+                  "listener.http.downstream_rq {response_code_class=2xx,"
+                  "http_conn_manager_listener_prefix=10.0.0.1_8080,listener_address=10.0.0.1_15006}");
+    /* no default tags */
+    assert_tagged(c, "http.ingress_http.downstream_rq_total", "http.ingress_http.downstream_rq_total {}");
+    sharp_stats_config_free(c);
+
+    /* one group: it is both removed and the value; no group: never tags */
+    c = sharp_stats_config_create(false);
+    add_regex(c, "first", "^([a-z]+)\\.");
+    add_regex(c, "none", "upstream");
+    add_regex(c, "unmatched", "\\.(x)?(y)?total$");
+    /* groups that took no part: an empty value, nothing removed */
+    assert_tagged(c, "abc.upstream.total", ".upstream.total {first=abc,unmatched=}");
+    sharp_stats_config_free(c);
+
+    /* defaults on: a custom tag named like a default is skipped where the
+     * default tagged, used where it did not; fixed tags tag every stat; a
+     * bare default name adds that default a second time, harmlessly */
+    c = sharp_stats_config_create(true);
+    add_regex(c, "envoy.cluster_name", "^cluster\\.((a)[^.]*\\.)");
+    sharp_stats_config_add_fixed_tag(c, "mesh", "prod");
+    assert_int_equal(sharp_stats_config_add_default_tag(c, "envoy.http_conn_manager_prefix"), 2);
+    assert_int_equal(sharp_stats_config_add_default_tag(c, "no.such.tag"), 0);
+    assert_tagged(c, "cluster.abc.upstream_rq_total",
+                  "cluster.upstream_rq_total {mesh=prod,envoy.cluster_name=abc}");
+    assert_tagged(c, "server.live", "server.live {mesh=prod}");
+    assert_tagged(c, "http.ingress.downstream_rq_2xx",
+                  "http.downstream_rq_xx {envoy.response_code_class=2,mesh=prod,"
+                  "envoy.http_conn_manager_prefix=ingress}");
+    sharp_stats_config_free(c);
+
+    /* a custom extractor keyed by its regex's first token runs only for
+     * stats with that token; a regex without one runs for all */
+    c = sharp_stats_config_create(false);
+    add_regex(c, "keyed", "^http(?=\\.)\\.(([^.]+)\\.)");
+    add_regex(c, "anywhere", "(_rq)_");
+    assert_tagged(c, "http.a.downstream_rq_total", "http.downstream_total {anywhere=_rq,keyed=a}");
+    assert_tagged(c, "httpx.a.up_rq_total", "httpx.a.up_total {anywhere=_rq}");
+    sharp_stats_config_free(c);
+
+    /* names up to the search limit are searched; longer ones (a config-given
+     * part of kilobytes) are not, rather than overflowing the stack */
+    c = sharp_stats_config_create(false);
+    add_regex(c, "cluster_name", "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)");
+    for (size_t len = 4000; len <= 200000; len *= 50) {
+        char *name = malloc(len + 64);
+        memcpy(name, "cluster.", 8);
+        memset(name + 8, 'a', len);
+        strcpy(name + 8 + len, ".upstream_rq_total");
+        sharp_stat_tag_t tg[2];
+        size_t n = sharp_stats_config_extract_tags(c, name, NULL, tg, 2);
+        assert_int_equal(n, len < 4096 ? 1 : 0);
+        if (n) assert_int_equal(tg[0].len, len);
+        free(name);
+    }
+    sharp_stats_config_free(c);
+
+    /* bad regexes are refused with std::regex's message */
+    c = sharp_stats_config_create(true);
+    char err[256] = "";
+    assert_int_equal(sharp_stats_config_add_regex_tag(c, "bad", "((", err, sizeof err), -1);
+    assert_true(err[0] != '\0');
+    sharp_stats_config_free(c);
+}
+
+static void matcher_add(sharp_stats_config_t *c, sharp_string_match_kind_t kind, const char *v,
+                        bool ignore_case)
+{
+    sharp_string_matcher_t m;
+    if (kind == SHARP_SM_REGEX)
+        assert_int_equal(sharp_string_matcher_init_regex(&m, v, NULL, NULL, 0), 0);
+    else
+        assert_int_equal(sharp_string_matcher_init(&m, kind, v, strlen(v), ignore_case, NULL, 0), 0);
+    sharp_stats_config_add_pattern(c, &m);
+}
+
+static void test_stats_matcher(void **state)
+{
+    (void)state;
+    sharp_stats_config_t *c = sharp_stats_config_create(true);
+    sharp_stats_config_set_matcher(c, SHARP_STATS_INCLUSION_LIST);
+    matcher_add(c, SHARP_SM_PREFIX, "server.", false);
+    matcher_add(c, SHARP_SM_SUFFIX, "UPSTREAM_RQ_TOTAL", true);
+    matcher_add(c, SHARP_SM_REGEX, "http\\.[a-z]+\\.downstream_rq_[0-9]xx", false);
+    matcher_add(c, SHARP_SM_CONTAINS, "health_check", false);
+    assert_false(sharp_stats_config_rejects(c, "server.live"));
+    assert_false(sharp_stats_config_rejects(c, "cluster.a.upstream_rq_total"));
+    assert_false(sharp_stats_config_rejects(c, "http.ingress.downstream_rq_2xx"));
+    assert_true(sharp_stats_config_rejects(c, "http.ingress.downstream_rq_2xx.extra")); /* full match */
+    assert_false(sharp_stats_config_rejects(c, "cluster.a.health_check.success"));
+    assert_true(sharp_stats_config_rejects(c, "cluster.a.upstream_rq_200"));
+    assert_true(sharp_stats_config_rejects(c, "Server.live"));
+
+    /* in the store: rejected stats are never created, their writes go
+     * nowhere visible, accepted ones work as before */
+    sharp_stats_t *s = sharp_stats_create(2);
+    sharp_stats_set_config(s, c);
+    sharp_stats_shard_t *w = sharp_stats_shard(s, 1);
+    sharp_stat_id_t ok = sharp_stats_counter(s, "cluster.a.upstream_rq_total");
+    sharp_stat_id_t no = sharp_stats_counter(s, "cluster.a.upstream_rq_200");
+    sharp_stat_id_t no2 = sharp_stats_counter(s, "cluster.b.upstream_rq_200");
+    sharp_stat_id_t hno = sharp_stats_histogram(s, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t gno = sharp_stats_gauge(s, "cluster.a.upstream_cx_active");
+    assert_int_not_equal(ok, no);
+    sharp_counter_add(w, ok, 3);
+    sharp_counter_add(w, no, 5);
+    sharp_counter_add(w, no2, 5);
+    sharp_histogram_record(w, hno, 10);
+    sharp_gauge_add(w, gno, 2);
+    sharp_gauge_set(s, gno, 7);
+    assert_int_equal(sharp_stats_counter_value(s, ok), 3);
+    sharp_stat_id_t id;
+    assert_int_equal(sharp_stats_find(s, "cluster.a.upstream_rq_200", &id, NULL), -1);
+    assert_int_equal(sharp_stats_find(s, "cluster.a.upstream_rq_time", &id, NULL), -1);
+    assert_int_equal(sharp_stats_find(s, "cluster.a.upstream_rq_total", &id, NULL), 0);
+    char *t = render(sharp_stats_render_text, s, NULL, false);
+    assert_string_equal(t, "cluster.a.upstream_rq_total: 3\n");
+    free(t);
+    t = render(sharp_stats_render_prometheus, s, NULL, false);
+    lacks(t, "rq_200");
+    lacks(t, "upstream_rq_time");
+    lacks(t, "cx_active");
+    contains(t, "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 3\n");
+    free(t);
+    sharp_stats_destroy(s);
+
+    /* exclusion list and reject_all */
+    c = sharp_stats_config_create(true);
+    sharp_stats_config_set_matcher(c, SHARP_STATS_EXCLUSION_LIST);
+    matcher_add(c, SHARP_SM_PREFIX, "cluster.", false);
+    assert_true(sharp_stats_config_rejects(c, "cluster.a.upstream_rq_total"));
+    assert_false(sharp_stats_config_rejects(c, "cluster_manager.active_clusters"));
+    sharp_stats_config_set_matcher(c, SHARP_STATS_REJECT_ALL);
+    assert_true(sharp_stats_config_rejects(c, "server.live"));
+    sharp_stats_config_set_matcher(c, SHARP_STATS_ACCEPT_ALL);
+    assert_false(sharp_stats_config_rejects(c, "cluster.a.upstream_rq_total"));
+    sharp_stats_config_free(c);
+    assert_false(sharp_stats_config_rejects(NULL, "anything"));
+}
+
+static void test_custom_tags_and_buckets_in_prometheus(void **state)
+{
+    (void)state;
+    sharp_stats_config_t *c = sharp_stats_config_create(false);
+    add_regex(c, "cluster_name", "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)");
+    sharp_stats_config_add_fixed_tag(c, "zone", "z\"1");
+    sharp_string_matcher_t m;
+    assert_int_equal(sharp_string_matcher_init(&m, SHARP_SM_SUFFIX, "_time", 5, false, NULL, 0), 0);
+    const double b[] = {100, 1, 10};
+    char err[128];
+    assert_int_equal(sharp_stats_config_add_buckets(c, &m, b, 3, err, sizeof err), 0);
+    assert_int_equal(sharp_string_matcher_init(&m, SHARP_SM_PREFIX, "x", 1, false, NULL, 0), 0);
+    const double bad[] = {1, 0};
+    assert_int_equal(sharp_stats_config_add_buckets(c, &m, bad, 2, err, sizeof err), -1);
+    const double dup[] = {2, 1, 2};
+    assert_int_equal(sharp_stats_config_add_buckets(c, &m, dup, 3, err, sizeof err), -1);
+    sharp_string_matcher_free(&m);
+
+    sharp_stats_t *s = sharp_stats_create(2);
+    sharp_stats_set_config(s, c);
+    sharp_stats_shard_t *w = sharp_stats_shard(s, 1);
+    const char *cl = "cluster.outbound|9080||reviews.default.svc.cluster.local.";
+    char name[256];
+    snprintf(name, sizeof name, "%supstream_rq_total", cl);
+    sharp_counter_add(w, sharp_stats_counter(s, name), 2);
+    snprintf(name, sizeof name, "%supstream_rq_time", cl);
+    sharp_stat_id_t h = sharp_stats_histogram(s, name, SHARP_HIST_MILLISECONDS);
+    sharp_histogram_record(w, h, 5);
+    sharp_histogram_record(w, h, 50);
+    sharp_stat_id_t h2 = sharp_stats_histogram(s, "listener.x.downstream_cx_length_ms", SHARP_HIST_MILLISECONDS);
+    sharp_histogram_record(w, h2, 5);
+    for (int round = 0; round < 2; round++) { /* the second one reads the cache */
+        char *t = render(sharp_stats_render_prometheus, s, NULL, false);
+        contains(t, "# TYPE envoy_cluster_upstream_rq_total counter\n"
+                    "envoy_cluster_upstream_rq_total{zone=\"z\\\"1\",cluster_name="
+                    "\"outbound|9080||reviews.default.svc.cluster.local\"} 2\n");
+        contains(t, "envoy_cluster_upstream_rq_time_bucket{zone=\"z\\\"1\",cluster_name="
+                    "\"outbound|9080||reviews.default.svc.cluster.local\",le=\"1\"} 0\n"
+                    "envoy_cluster_upstream_rq_time_bucket{zone=\"z\\\"1\",cluster_name="
+                    "\"outbound|9080||reviews.default.svc.cluster.local\",le=\"10\"} 1\n"
+                    "envoy_cluster_upstream_rq_time_bucket{zone=\"z\\\"1\",cluster_name="
+                    "\"outbound|9080||reviews.default.svc.cluster.local\",le=\"100\"} 2\n"
+                    "envoy_cluster_upstream_rq_time_bucket{zone=\"z\\\"1\",cluster_name="
+                    "\"outbound|9080||reviews.default.svc.cluster.local\",le=\"+Inf\"} 2\n");
+        /* not matched by the rule: Envoy's default bounds */
+        contains(t, "envoy_listener_x_downstream_cx_length_ms_bucket{zone=\"z\\\"1\",le=\"3600000\"} 1\n");
+        free(t);
+    }
+    sharp_stats_destroy(s);
+}
+
+static void test_deferred_groups(void **state)
+{
+    (void)state;
+    sharp_stats_t *s = sharp_stats_create(2);
+    assert_false(sharp_stats_deferred_creation(s));
+    sharp_stats_config_t *c = sharp_stats_config_create(true);
+    sharp_stats_config_set_deferred(c, true);
+    sharp_stats_set_config(s, c);
+    assert_true(sharp_stats_deferred_creation(s));
+    sharp_stats_shard_t *w = sharp_stats_shard(s, 1);
+    sharp_stat_id_t rq = sharp_stats_counter(s, "cluster.a.upstream_rq_total");
+    sharp_stat_id_t act = sharp_stats_gauge(s, "cluster.a.upstream_rq_active");
+    sharp_stat_id_t len = sharp_stats_histogram(s, "cluster.a.upstream_cx_length_ms", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t other = sharp_stats_counter(s, "cluster.b.upstream_rq_total");
+    sharp_stat_id_t m = sharp_stats_gauge(s, "cluster.a.membership_total");
+    uint32_t ga = sharp_stats_new_group(s), gb = sharp_stats_new_group(s);
+    assert_true(ga != 0 && gb != 0 && ga != gb);
+    sharp_stats_defer(s, rq, ga);
+    sharp_stats_defer(s, act, ga);
+    sharp_stats_defer(s, len, ga);
+    sharp_stats_defer(s, other, gb);
+    sharp_stats_defer(s, 0, ga); /* a placeholder: ignored */
+    assert_int_equal(sharp_stats_group_of(s, 0), 0);
+    sharp_gauge_set(s, m, 2);
+    char *t = render(sharp_stats_render_text, s, NULL, false);
+    assert_string_equal(t, "cluster.a.membership_total: 2\n");
+    free(t);
+    /* the first use of any stat of a group shows the whole group */
+    sharp_gauge_add(w, act, 1);
+    t = render(sharp_stats_render_text, s, NULL, false);
+    assert_string_equal(t, "cluster.a.membership_total: 2\ncluster.a.upstream_rq_active: 1\n"
+                           "cluster.a.upstream_rq_total: 0\n"
+                           "cluster.a.upstream_cx_length_ms: No recorded values\n");
+    free(t);
+    t = render(sharp_stats_render_prometheus, s, NULL, false);
+    lacks(t, "envoy_cluster_name=\"b\"");
+    contains(t, "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 0\n");
+    free(t);
+    sharp_stats_destroy(s);
+}
+
 /* ---- Prometheus -------------------------------------------------------- */
 
 static void test_prometheus_format(void **state)
@@ -734,6 +1021,9 @@ int main(void)
         cmocka_unit_test(test_text_format),         cmocka_unit_test(test_filter),
         cmocka_unit_test(test_json_format),         cmocka_unit_test(test_tag_extraction),
         cmocka_unit_test(test_prometheus_format),   cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_custom_tags),         cmocka_unit_test(test_stats_matcher),
+        cmocka_unit_test(test_custom_tags_and_buckets_in_prometheus),
+        cmocka_unit_test(test_deferred_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
