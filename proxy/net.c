@@ -10,10 +10,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+bool sharp_addr_is_pipe(const char *printed)
+{
+    return printed[0] == '/' || printed[0] == '@';
+}
+
 sharp_str_t sharp_addr_without_port(const char *a)
 {
     size_t n = strlen(a);
-    if (n && (a[0] == '/' || a[0] == '@')) return (sharp_str_t){a, n};
+    if (sharp_addr_is_pipe(a)) return (sharp_str_t){a, n};
     if (n && a[0] == '[') {
         const char *close = memchr(a, ']', n);
         if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
