@@ -177,8 +177,13 @@ def test_pipe_listener_to_pipe_upstream(procs, sockdir):
     assert hosts[0]["address"] == {"pipe": {"path": up.path}}
     ls = json.loads(admin_get(admin, "/listeners?format=json"))["listener_statuses"]
     assert ls == [{"name": "l0", "local_address": {"pipe": {"path": lpath}}}]
+    # /config_dump echoes the configured addresses
     dump = json.loads(admin_get(admin, "/config_dump?resource=static_listeners"))
-    assert json.dumps(dump).count(lpath) >= 1
+    assert dump["configs"][0]["listener"]["address"] == {"pipe": {"path": lpath}}
+    dump = json.loads(admin_get(admin, "/config_dump?include_eds"))
+    eds = [c for c in dump["configs"] if c["@type"].endswith("EndpointsConfigDump")][0]
+    ep = eds["static_endpoint_configs"][0]["endpoint_config"]["endpoints"][0]["lb_endpoints"][0]
+    assert ep["endpoint"]["address"] == {"pipe": {"path": up.path}}
 
 
 def test_pipe_mode_applied_to_socket_file(procs, sockdir):
@@ -198,6 +203,36 @@ def test_pipe_mode_applied_to_socket_file(procs, sockdir):
     assert st.S_IMODE(os.stat(pdef).st_mode) == 0o777 & ~um
     for p in (p600, p666, pdef):
         assert curl_unix(p)[0] == 200
+    dump = json.loads(admin_get(admin, "/config_dump?resource=static_listeners"))
+    assert dump["configs"][0]["listener"]["address"] == {"pipe": {"path": p600, "mode": 384}}
+
+
+def test_named_unix_client_is_the_remote_address(procs, sockdir):
+    """A client that binds its own name before connecting is known by it
+    (only an unnamed peer falls back to the listener's path)."""
+    up = UnixUpstream(os.path.join(sockdir, "up.sock"))
+    procs.append(up)
+    lpath = os.path.join(sockdir, "l.sock")
+    cpath = os.path.join(sockdir, "client.sock")
+    admin = free_port()
+    log = os.path.join(sockdir, "access.log")
+    run_sharp_config(procs, pipe_bootstrap(admin, [("l0", ("pipe", lpath))], [("pipe", up.path)], access_log=log,
+                                           log_format="%DOWNSTREAM_REMOTE_ADDRESS%|%DOWNSTREAM_LOCAL_ADDRESS%"),
+                     admin)
+    c = socket.socket(socket.AF_UNIX)
+    c.bind(cpath)
+    c.connect(lpath)
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    assert data.startswith(b"HTTP/1.1 200")
+    assert wait_for(lambda: os.path.exists(log) and open(log).read().strip())
+    assert open(log).read().splitlines()[0] == f"{cpath}|{lpath}"
 
 
 def test_mode_out_of_range_refused(tmp_path):
