@@ -794,6 +794,14 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         snprintf(p, sizeof p, "static_resources.listeners[%zu]", i);
         sharp_listener_config_t *l = &s->listeners[s->nlisteners++];
         if (build_listener(&b, sr->listeners[i], l, p) < 0) goto bad;
+        if (l->addr.ss_family == AF_UNIX && cfg->has_admin && strcmp(l->address, cfg->admin_address) == 0) {
+            /* binding would unlink the admin's socket file (Envoy orphans
+             * its admin that way): refused instead */
+            char np[160];
+            snprintf(np, sizeof np, "%s.address", p);
+            fail(&b, np, "listener '%s' is on the admin's Unix socket path '%s'", l->name, l->address);
+            goto bad;
+        }
         for (size_t k = 0; k + 1 < s->nlisteners; k++) {
             const sharp_listener_config_t *o = &s->listeners[k];
             char np[160];

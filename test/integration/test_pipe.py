@@ -334,8 +334,13 @@ def test_duplicate_pipe_path_refused(tmp_path):
     assert "duplicate address '/tmp/sp-dup.sock'" in r.stderr, r.stderr
     # a path and the abstract name spelled the same are different addresses,
     # and so are two different paths
-    y = pipe_bootstrap(free_port(), [("a", ("pipe", "/tmp/sp-a.sock")), ("b", ("pipe", "/tmp/sp-b.sock"))], [9])
+    y = pipe_bootstrap(free_port(), [("a", ("pipe", "/tmp/sp-a.sock")), ("b", ("pipe", "@/tmp/sp-a.sock"))], [9])
     assert validate(tmp_path, y).returncode == 0
+    # the admin's path is taken too
+    y = pipe_bootstrap(("pipe", "/tmp/sp-adm.sock"), [("a", ("pipe", "/tmp/sp-adm.sock"))], [9])
+    r = validate(tmp_path, y)
+    assert r.returncode != 0
+    assert "listener 'a' is on the admin's Unix socket path '/tmp/sp-adm.sock'" in r.stderr, r.stderr
 
 
 # ---- the HCM and a Unix socket peer ----------------------------------------
