@@ -12,7 +12,18 @@
 
 bool sharp_addr_is_pipe(const char *printed)
 {
-    return printed[0] == '/' || printed[0] == '@';
+    /* An IP prints as "[v6]:port" or "a.b.c.d:port"; anything else that
+     * is not empty is a path (which may be relative: "run/x.sock"). */
+    if (!printed[0] || printed[0] == '[' || !strcmp(printed, "-")) return false;
+    const char *colon = strrchr(printed, ':');
+    if (!colon || colon == printed || (size_t)(colon - printed) >= INET_ADDRSTRLEN || !colon[1]) return true;
+    for (const char *d = colon + 1; *d; d++)
+        if (*d < '0' || *d > '9') return true;
+    char ip[INET_ADDRSTRLEN];
+    struct in_addr a;
+    memcpy(ip, printed, (size_t)(colon - printed));
+    ip[colon - printed] = '\0';
+    return inet_pton(AF_INET, ip, &a) != 1;
 }
 
 sharp_str_t sharp_addr_without_port(const char *a)

@@ -21,9 +21,10 @@
 char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap);
 /* "1.2.3.4:80" -> "1.2.3.4", "[::1]:80" -> "::1"; text without a port
  * (or a bare IPv6 address) is returned whole, and so is a Unix socket path
- * ("/..." or "@..."), which Envoy prints whole with or without port. */
+ * (sharp_addr_is_pipe), which Envoy prints whole with or without port. */
 sharp_str_t sharp_addr_without_port(const char *a);
-/* Whether a printed address (sharp_addr_str) is a Unix socket's. */
+/* Whether a printed address (sharp_addr_str) is a Unix socket's: not empty
+ * and not an IP with a port. */
 bool sharp_addr_is_pipe(const char *printed);
 /* Envoy's listener stat name for an address: the printed address through
  * Stats::Utility::sanitizeStatsName ("0.0.0.0_10000"; a Unix socket keeps

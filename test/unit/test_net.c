@@ -130,7 +130,15 @@ static void test_pipe_printed(void **state)
     assert_int_equal(s.len, strlen("10.0.0.1"));
     assert_true(sharp_addr_is_pipe("/run/a"));
     assert_true(sharp_addr_is_pipe("@a"));
+    assert_true(sharp_addr_is_pipe("run/x.sock")); /* relative paths are allowed */
+    assert_true(sharp_addr_is_pipe("1.sock"));
+    assert_true(sharp_addr_is_pipe("1.2.3.4:80x"));
+    assert_true(sharp_addr_is_pipe("a:80"));
+    s = sharp_addr_without_port("run/a:80");
+    assert_int_equal(s.len, strlen("run/a:80"));
     assert_false(sharp_addr_is_pipe("10.0.0.1:80"));
+    assert_false(sharp_addr_is_pipe("[::1]:80"));
+    assert_false(sharp_addr_is_pipe("-"));
     assert_false(sharp_addr_is_pipe(""));
 }
 
