@@ -420,13 +420,17 @@ def test_pipe_upstream_keepalive_and_tcp_listener(procs, sockdir):
     assert stat(admin, "cluster.app.upstream_rq_total") == 5
 
 
-def test_pipe_hosts_health_checked(procs, sockdir):
+@pytest.mark.parametrize("check", [
+    "http_health_check: { path: /status/200 }",
+    "tcp_health_check: {}",  # connect only: a Unix socket answers at once
+])
+def test_pipe_hosts_health_checked(procs, sockdir, check):
     good = UnixUpstream(os.path.join(sockdir, "good.sock"), name="good")
     procs.append(good)
     bad = os.path.join(sockdir, "bad.sock")  # nothing listens
     listen, admin = free_port(), free_port()
-    hc = ("health_checks:\n- timeout: 1s\n  interval: 0.2s\n  unhealthy_threshold: 1\n  healthy_threshold: 1\n"
-          "  http_health_check: { path: /status/200 }\n")
+    hc = ("health_checks:\n- timeout: 1s\n  interval: 0.2s\n  no_traffic_interval: 0.2s\n"
+          f"  unhealthy_threshold: 1\n  healthy_threshold: 1\n  {check}\n")
     run_sharp_config(procs, pipe_bootstrap(admin, [("l0", listen)], [("pipe", good.path), ("pipe", bad)],
                                            cluster_extra=hc), admin)
     assert stat(admin, "cluster.app.health_check.success") >= 1
@@ -438,6 +442,9 @@ def test_pipe_hosts_health_checked(procs, sockdir):
     for _ in range(6):  # only the healthy host is chosen
         r = subprocess.run(["curl", "-s", f"http://127.0.0.1:{listen}/"], capture_output=True, text=True, timeout=10)
         assert r.stdout == "hello from good\n"
+    # checks keep running over fresh Unix connections
+    n = stat(admin, "cluster.app.health_check.success")
+    assert wait_for(lambda: stat(admin, "cluster.app.health_check.success") >= n + 2)
 
 
 def test_alt_port_with_pipe_host_refused(tmp_path):
