@@ -323,6 +323,11 @@ def test_unbindable_path_is_a_start_error(procs, sockdir):
     s = start_sharp(procs, pipe_bootstrap(admin, [("l0", ("pipe", lpath))], [9]))
     assert s.p.wait(timeout=20) == 1
     assert f"cannot bind '{lpath}': No such file or directory" in s.output()
+    # the admin's too
+    apath = os.path.join(sockdir, "missing-dir", "admin.sock")
+    s = start_sharp(procs, pipe_bootstrap(("pipe", apath), [("l0", free_port())], [9]))
+    assert s.p.wait(timeout=20) == 1
+    assert f"error: admin listener {apath}: cannot bind '{apath}': No such file or directory" in s.output()
 
 
 def test_duplicate_pipe_path_refused(tmp_path):
