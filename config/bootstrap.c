@@ -19,6 +19,7 @@
 #include "log.h"
 #include "net.h"
 #include "safe_regex.h"
+#include "upstream/health_check.h"
 #include "upstream/outlier.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
@@ -152,13 +153,27 @@ void sharp_config_free(sharp_config_t *c)
     free(c);
 }
 
+/* An Address: a numeric socket_address, or a pipe (Envoy's PipeInstance:
+ * a Unix domain socket path, '@' for the abstract namespace, and the mode
+ * its file gets when SHARP binds it). */
 static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address *a, const char *path,
-                          struct sockaddr_storage *ss, socklen_t *len)
+                          struct sockaddr_storage *ss, socklen_t *len, uint32_t *mode)
 {
-    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
-        return fail(b, path, "a socket_address is required");
-    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     char p[1024];
+    if (mode) *mode = 0;
+    if (a && a->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE) {
+        const Envoy__Config__Core__V3__Pipe *pipe = a->pipe;
+        char perr[512];
+        snprintf(p, sizeof p, "%s.pipe", path);
+        if (sharp_pipe_addr(pipe->path, ss, len, perr, sizeof perr) < 0) return fail(b, p, "%s", perr);
+        if (pipe->path[0] == '@' && pipe->mode != 0)
+            return fail(b, p, "Cannot set mode for Abstract AF_UNIX sockets");
+        if (mode) *mode = pipe->mode;
+        return 0;
+    }
+    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return fail(b, path, "a socket_address or a pipe is required");
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     snprintf(p, sizeof p, "%s.socket_address", path);
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
         return fail(b, p, "only TCP is supported");
@@ -314,6 +329,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__InternalAddressConfig
             *iac = pb->internal_address_config;
         h->has_internal_address_config = true;
+        h->internal_unix_sockets = iac->unix_sockets;
         if (iac->n_cidr_ranges) h->internal_cidrs = sharp_calloc(iac->n_cidr_ranges, sizeof *h->internal_cidrs);
         for (size_t i = 0; i < iac->n_cidr_ranges; i++) {
             const Envoy__Config__Core__V3__CidrRange *cr = iac->cidr_ranges[i];
@@ -411,7 +427,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
 {
     char p[1024];
     snprintf(p, sizeof p, "%s.address", path);
-    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen) < 0) return -1;
+    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode) < 0) return -1;
     sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
     sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
     l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
@@ -574,7 +590,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             h->index = c->nhosts++;
             char ap[1200];
             snprintf(ap, sizeof ap, "%s.endpoint.address", p);
-            if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen) < 0) goto bad;
+            if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen, NULL) < 0) goto bad;
             sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
             snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
             h->weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
@@ -596,6 +612,15 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, hc_path, "%s", hc_msg);
         goto bad;
     }
+    /* Envoy moves the checked address to alt_port, which a Unix socket
+     * does not have (Envoy has no IP to change and fails at run time). */
+    for (uint32_t k = 0; c->health_check && c->health_check->alt_port && k < c->nhosts; k++)
+        if (c->hosts[k]->addr.ss_family == AF_UNIX) {
+            snprintf(hc_path, sizeof hc_path, "%s.health_checks[0].alt_port", path);
+            fail(b, hc_path, "host '%s' is a Unix domain socket (pipe), which has no port to check on",
+                 c->hosts[k]->address);
+            goto bad;
+        }
     char lb_path[1200], lb_msg[512];
     if (sharp_config_load_balancing_policy(c, pb, path, b->srv->stats, lb_path, sizeof lb_path, lb_msg,
                                            sizeof lb_msg) < 0) {
@@ -823,7 +848,9 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     }
     if (configure_application_log(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {
-        if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen) < 0) goto bad;
+        if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen,
+                           &cfg->admin_pipe_mode) < 0)
+            goto bad;
         sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);
         cfg->has_admin = true;
     }
@@ -854,13 +881,22 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         snprintf(p, sizeof p, "static_resources.listeners[%zu]", i);
         sharp_listener_config_t *l = &s->listeners[s->nlisteners++];
         if (build_listener(&b, sr->listeners[i], l, p) < 0) goto bad;
+        if (l->addr.ss_family == AF_UNIX && cfg->has_admin && strcmp(l->address, cfg->admin_address) == 0) {
+            /* binding would unlink the admin's socket file (Envoy orphans
+             * its admin that way): refused instead */
+            char np[160];
+            snprintf(np, sizeof np, "%s.address", p);
+            fail(&b, np, "listener '%s' is on the admin's Unix socket path '%s'", l->name, l->address);
+            goto bad;
+        }
         for (size_t k = 0; k + 1 < s->nlisteners; k++) {
             const sharp_listener_config_t *o = &s->listeners[k];
             char np[160];
             /* Envoy's ListenerImpl::hasDuplicatedAddress: the same address and
              * port (port 0 aside); a wildcard and a specific address may share
-             * a port, as both sockets use SO_REUSEPORT */
-            if (strcmp(o->address, l->address) == 0 && sockaddr_port(&l->addr) != 0) {
+             * a port, as both sockets use SO_REUSEPORT. Pipes compare by path. */
+            if (strcmp(o->address, l->address) == 0 &&
+                (sockaddr_port(&l->addr) != 0 || l->addr.ss_family == AF_UNIX)) {
                 snprintf(np, sizeof np, "%s.address", p);
                 fail(&b, np, "error adding listener: '%s' has duplicate address '%s' as existing listener "
                      "(static_resources.listeners[%zu] '%s')", l->name, l->address, k, o->name);

@@ -11,9 +11,10 @@ typedef struct sharp_config {
     struct sharp_config_doc *doc;
     const ProtobufCMessage *bootstrap; /* envoy.config.bootstrap.v3.Bootstrap, owned by doc */
     bool has_admin;
-    char admin_address[80];
+    char admin_address[SHARP_ADDR_STRLEN];
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;
+    uint32_t admin_pipe_mode; /* admin.address.pipe.mode */
     char source[512];
     bool merged; /* -c and --config-yaml: no line numbers in later errors */
 } sharp_config_t;

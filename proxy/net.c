@@ -3,12 +3,33 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+bool sharp_addr_is_pipe(const char *printed)
+{
+    /* An IP prints as "[v6]:port" or "a.b.c.d:port"; anything else that
+     * is not empty is a path (which may be relative: "run/x.sock"). */
+    if (!printed[0] || printed[0] == '[' || !strcmp(printed, "-")) return false;
+    const char *colon = strrchr(printed, ':');
+    if (!colon || colon == printed || (size_t)(colon - printed) >= INET_ADDRSTRLEN || !colon[1]) return true;
+    for (const char *d = colon + 1; *d; d++)
+        if (*d < '0' || *d > '9') return true;
+    char ip[INET_ADDRSTRLEN];
+    struct in_addr a;
+    memcpy(ip, printed, (size_t)(colon - printed));
+    ip[colon - printed] = '\0';
+    return inet_pton(AF_INET, ip, &a) != 1;
+}
 
 sharp_str_t sharp_addr_without_port(const char *a)
 {
     size_t n = strlen(a);
+    if (sharp_addr_is_pipe(a)) return (sharp_str_t){a, n};
     if (n && a[0] == '[') {
         const char *close = memchr(a, ']', n);
         if (close) return (sharp_str_t){a + 1, (size_t)(close - a - 1)};
@@ -30,6 +51,14 @@ char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap)
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
         snprintf(out, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        /* The storage behind sa is zeroed past the name (see
+         * sharp_stream_peer), so an abstract name ends at its first NUL. */
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        if (sharp_pipe_is_abstract(sa))
+            snprintf(out, cap, "@%.*s", (int)strnlen(un->sun_path + 1, sizeof un->sun_path - 1), un->sun_path + 1);
+        else
+            snprintf(out, cap, "%.*s", (int)strnlen(un->sun_path, sizeof un->sun_path), un->sun_path);
     } else {
         snprintf(out, cap, "-");
     }
@@ -39,9 +68,138 @@ char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap)
 char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap)
 {
     sharp_addr_str(sa, out, cap);
-    char *colon = strrchr(out, ':');
-    if (colon) *colon = '_';
+    if (sa->sa_family != AF_UNIX) {
+        char *colon = strrchr(out, ':');
+        if (colon) *colon = '_';
+        return out;
+    }
+    /* sanitizeStatsName: "://", ":/" and ":" each become one '_'. */
+    char *w = out;
+    for (const char *r = out; *r;) {
+        if (*r != ':') {
+            *w++ = *r++;
+            continue;
+        }
+        r += r[1] == '/' && r[2] == '/' ? 3 : r[1] == '/' ? 2 : 1;
+        *w++ = '_';
+    }
+    *w = '\0';
     return out;
+}
+
+bool sharp_pipe_is_abstract(const struct sockaddr *sa)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+    return sa->sa_family == AF_UNIX && un->sun_path[0] == '\0' && un->sun_path[1] != '\0';
+}
+
+int sharp_pipe_addr(const char *path, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_un *un = (struct sockaddr_un *)ss;
+    size_t n = strlen(path);
+    if (n == 0) {
+        snprintf(err, errlen, "path must not be empty");
+        return -1;
+    }
+    if (n >= sizeof un->sun_path) {
+        snprintf(err, errlen, "Path \"%s\" exceeds maximum UNIX domain socket path size of %zu.", path,
+                 sizeof un->sun_path);
+        return -1;
+    }
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') {
+        if (n == 1) {
+            /* "\0" alone would ask the kernel to autobind a random name */
+            snprintf(err, errlen, "an abstract socket path needs a name after '@'");
+            return -1;
+        }
+        un->sun_path[0] = '\0';
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    } else {
+        *len = (socklen_t)sizeof *un;
+    }
+    return 0;
+}
+
+int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
+                        size_t errlen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+    bool unix_path = sa->sa_family == AF_UNIX && !sharp_pipe_is_abstract(sa);
+    if (sa->sa_family == AF_UNIX) {
+        /* Envoy ignores unlink errors: a missing path is fine, and a path
+         * that cannot be removed makes bind fail with a clear errno. */
+        if (unix_path) unlink(un->sun_path);
+    } else {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (bind(fd, sa, len) < 0) {
+        snprintf(err, errlen, "cannot bind '%s': %s", name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (unix_path && mode != 0 && chmod(un->sun_path, (mode_t)mode) < 0) {
+        snprintf(err, errlen, "Failed to create socket with mode %u: %s", mode, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 4096) < 0) {
+        snprintf(err, errlen, "cannot listen on '%s': %s", name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int sharp_stream_peer(const uv_tcp_t *h, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    int len = sizeof *ss;
+    int rc = uv_tcp_getpeername(h, (struct sockaddr *)ss, &len);
+    if (rc < 0) return rc;
+    if (ss->ss_family == AF_UNIX && (size_t)len <= offsetof(struct sockaddr_un, sun_path)) {
+        memset(ss, 0, sizeof *ss);
+        len = sizeof *ss;
+        rc = uv_tcp_getsockname(h, (struct sockaddr *)ss, &len);
+    }
+    return rc;
+}
+
+int sharp_stream_connect(uv_tcp_t *h, uv_connect_t *req, const struct sockaddr *sa, socklen_t len,
+                         uv_connect_cb cb, bool *connected)
+{
+    *connected = false;
+    if (sa->sa_family != AF_UNIX) return uv_tcp_connect(req, h, sa, cb);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return uv_translate_sys_error(errno);
+    int rc;
+    do rc = connect(fd, sa, len);
+    while (rc < 0 && errno == EINTR);
+    /* A full backlog gives EAGAIN: an immediate failure, as in Envoy. */
+    if (rc < 0) {
+        int e = errno;
+        close(fd);
+        return uv_translate_sys_error(e);
+    }
+    /* libuv streams over a connected Unix socket as over TCP: the handle
+     * only reads and writes the fd. */
+    rc = uv_tcp_open(h, fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    *connected = true;
+    return 0;
 }
 
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len)

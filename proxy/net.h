@@ -9,16 +9,60 @@
 
 #include <uv.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
-/* "ip:port" ("[v6]:port" for IPv6) into out; returns out. */
+/* Room for any printed address: "[v6]:port", or a Unix socket path (up to
+ * 107 bytes, an abstract one printed with a leading '@'). */
+#define SHARP_ADDR_STRLEN 112
+
+/* "ip:port" ("[v6]:port" for IPv6) into out; a Unix domain socket prints as
+ * its path, an abstract one as "@name" (Envoy's PipeInstance::asString).
+ * Returns out. */
 char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap);
 /* "1.2.3.4:80" -> "1.2.3.4", "[::1]:80" -> "::1"; text without a port
- * (or a bare IPv6 address) is returned whole. */
+ * (or a bare IPv6 address) is returned whole, and so is a Unix socket path
+ * (sharp_addr_is_pipe), which Envoy prints whole with or without port. */
 sharp_str_t sharp_addr_without_port(const char *a);
-/* Envoy's listener stat name for an address: "0.0.0.0_10000", "[::]_10000". */
+/* Whether a printed address (sharp_addr_str) is a Unix socket's: not empty
+ * and not an IP with a port. */
+bool sharp_addr_is_pipe(const char *printed);
+/* Envoy's listener stat name for an address: the printed address through
+ * Stats::Utility::sanitizeStatsName ("0.0.0.0_10000"; a Unix socket keeps
+ * its path, "/run/x.sock", with ':' turned into '_'). */
 char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 /* Parses a numeric IPv4/IPv6 address and port; returns 0 or -1. */
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
+/* Envoy's PipeInstance: a path into an AF_UNIX address. A leading '@' names
+ * Linux's abstract namespace (the address is then as long as the name, no
+ * trailing NUL). Returns 0, or -1 with Envoy's message in err (empty path,
+ * path too long for sun_path). */
+int sharp_pipe_addr(const char *path, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
+/* Whether an AF_UNIX address is in the abstract namespace. */
+bool sharp_pipe_is_abstract(const struct sockaddr *sa);
+
+/* A listening stream socket as Envoy's SocketImpl::bind and listen make it.
+ * IP: SO_REUSEADDR, SO_REUSEPORT (one socket per worker), IPV6_V6ONLY. Unix:
+ * whatever is at a filesystem path is unlinked first (a stale socket from
+ * a previous run), and a non-zero mode is applied with chmod after bind.
+ * Returns the fd, or -1 with a message in err naming `name`. */
+int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
+                        size_t errlen);
+
+/* The peer of a connected stream socket. An accepted Unix socket's peer is
+ * usually unnamed; Envoy (IoSocketHandleImpl::peerAddress) then uses the
+ * socket's own name, the listener's path, and so does this. Returns 0 or a
+ * negative uv error. The storage is zeroed first. */
+int sharp_stream_peer(const uv_tcp_t *h, struct sockaddr_storage *ss);
+
+/* Connects h (initialized, not open) to sa. IP goes through
+ * uv_tcp_connect. A Unix socket connects at once or fails at once (Linux
+ * has no in-progress state for AF_UNIX, and libuv before 1.46 cannot name
+ * an abstract socket): on success the connected fd is opened into h and
+ * *connected is set, and the caller reports the connection from its next
+ * loop turn, as it reports a failure at once. Returns 0 or a negative uv
+ * error. */
+int sharp_stream_connect(uv_tcp_t *h, uv_connect_t *req, const struct sockaddr *sa, socklen_t len,
+                         uv_connect_cb cb, bool *connected);
 
 /* An address range (Envoy's CidrRange): family AF_INET or AF_INET6, the
  * address already masked to prefix_len bits. */

@@ -16,6 +16,7 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -119,29 +120,19 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
 }
 
 /* One SO_REUSEPORT socket per worker and listener; the kernel spreads new
- * connections across them. */
-static int open_listen_socket(const sharp_listener_config_t *l, char *err, size_t errlen)
+ * connections across them. A Unix socket has no SO_REUSEPORT balancing:
+ * as in Envoy (ListenSocketFactoryImpl turns ReusePort into NoReusePort for
+ * pipes), it is bound once and every other worker gets a dup of it; all
+ * workers then accept from the one queue. */
+static int open_listen_socket(const sharp_listener_config_t *l, int first_fd, char *err, size_t errlen)
 {
-    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket(): %s", strerror(errno));
-        return -1;
+    if (l->addr.ss_family == AF_UNIX && first_fd >= 0) {
+        int fd = fcntl(first_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", l->address, strerror(errno));
+        return fd;
     }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (l->addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0) {
-        snprintf(err, errlen, "cannot bind '%s': %s", l->address, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (listen(fd, 4096) < 0) {
-        snprintf(err, errlen, "cannot listen on '%s': %s", l->address, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return sharp_listen_socket((const struct sockaddr *)&l->addr, l->addrlen, l->pipe_mode, l->address, err,
+                               errlen);
 }
 
 int64_t sharp_server_downstream_connections(sharp_server_t *s)
@@ -318,7 +309,9 @@ static void start_serving(sharp_server_t *s)
     sharp_gauge_set(s->stats, s->st.listeners_active, snap->nlisteners);
     for (uint32_t l = 0; l < snap->nlisteners; l++)
         sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
-    if (s->config->has_admin) sharp_log_info("admin on http://%s/", s->config->admin_address);
+    if (s->config->has_admin)
+        sharp_log_info(s->config->admin_addr.ss_family == AF_UNIX ? "admin on unix:%s" : "admin on http://%s/",
+                       s->config->admin_address);
     sharp_log_info("sharp started: %u workers", s->nworkers);
 }
 
@@ -345,7 +338,8 @@ int sharp_server_run(sharp_server_t *s)
         w->listen_fds = sharp_calloc(snap->nlisteners ? snap->nlisteners : 1, sizeof(int));
         for (uint32_t l = 0; l < snap->nlisteners; l++) w->listen_fds[l] = -1;
         for (uint32_t l = 0; l < snap->nlisteners; l++) {
-            w->listen_fds[l] = open_listen_socket(&snap->listeners[l], err, sizeof err);
+            w->listen_fds[l] = open_listen_socket(&snap->listeners[l], i ? s->workers[0].listen_fds[l] : -1, err,
+                                                  sizeof err);
             if (w->listen_fds[l] < 0) {
                 sharp_log_error("listener '%s': %s", snap->listeners[l].name, err);
                 fprintf(stderr, "error: listener '%s': %s\n", snap->listeners[l].name, err);
@@ -355,7 +349,8 @@ int sharp_server_run(sharp_server_t *s)
         }
     }
     if (s->config->has_admin) {
-        s->admin = sharp_admin_start(s, s->loop, (const struct sockaddr *)&s->config->admin_addr, err, sizeof err);
+        s->admin = sharp_admin_start(s, s->loop, (const struct sockaddr *)&s->config->admin_addr,
+                                     s->config->admin_addrlen, s->config->admin_pipe_mode, err, sizeof err);
         if (!s->admin) {
             fprintf(stderr, "error: admin listener %s: %s\n", s->config->admin_address, err);
             release_unstarted_workers(s, s->nworkers);

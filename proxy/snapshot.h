@@ -69,6 +69,7 @@ typedef struct sharp_hcm_config {
     bool has_internal_address_config;
     sharp_cidr_t *internal_cidrs;
     uint32_t ninternal_cidrs;
+    bool internal_unix_sockets;       /* internal_address_config.unix_sockets: pipe peers are internal */
     int headers_with_underscores_action;  /* 0 allow, 1 reject request, 2 drop header */
     uint64_t delayed_close_timeout_ms;   /* default 1000, 0 disables */
     bool has_max_connection_duration;    /* set, even to 0 (drain at once), as Envoy */
@@ -80,10 +81,11 @@ typedef struct sharp_hcm_config {
 
 typedef struct sharp_listener_config {
     char *name;
-    char stat_name[80]; /* "0.0.0.0_10000" */
-    char address[80];   /* "0.0.0.0:10000" */
+    char stat_name[SHARP_ADDR_STRLEN]; /* "0.0.0.0_10000", "/run/x.sock" */
+    char address[SHARP_ADDR_STRLEN];   /* "0.0.0.0:10000", "/run/x.sock", "@abstract" */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    uint32_t pipe_mode; /* address.pipe.mode: the socket file's permissions, 0 = left to the umask */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     sharp_hcm_config_t *hcm;
     sharp_stat_id_t cx_total, cx_active, cx_destroy, cx_length_ms;

@@ -27,7 +27,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void close_listeners(sharp_worker_t *w)
 {
     for (uint32_t i = 0; i < w->nlisteners; i++)
-        if (!uv_is_closing((uv_handle_t *)&w->listeners[i])) uv_close((uv_handle_t *)&w->listeners[i], NULL);
+        if (!uv_is_closing(&w->listeners[i].handle)) uv_close(&w->listeners[i].handle, NULL);
 }
 
 static void setup_clusters(sharp_worker_t *w)
@@ -126,10 +126,20 @@ int sharp_worker_start(sharp_worker_t *w)
     setup_clusters(w);
     w->listeners = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->listeners);
     for (uint32_t i = 0; i < w->nlisteners; i++) {
-        uv_tcp_init(&w->loop, &w->listeners[i]);
-        w->listeners[i].data = &w->snap->listeners[i];
-        int rc = uv_tcp_open(&w->listeners[i], w->listen_fds[i]);
-        if (rc == 0) rc = uv_listen((uv_stream_t *)&w->listeners[i], 4096, on_connection);
+        /* A Unix listener is a pipe handle; its accepted connections are
+         * plain stream fds that the connection manager reads and writes
+         * as it does TCP ones (libuv accepts a pipe server's connection
+         * into a TCP handle on Unix). */
+        int rc;
+        if (w->snap->listeners[i].addr.ss_family == AF_UNIX) {
+            uv_pipe_init(&w->loop, &w->listeners[i].pipe, 0);
+            rc = uv_pipe_open(&w->listeners[i].pipe, w->listen_fds[i]);
+        } else {
+            uv_tcp_init(&w->loop, &w->listeners[i].tcp);
+            rc = uv_tcp_open(&w->listeners[i].tcp, w->listen_fds[i]);
+        }
+        w->listeners[i].handle.data = &w->snap->listeners[i];
+        if (rc == 0) rc = uv_listen(&w->listeners[i].stream, 4096, on_connection);
         if (rc < 0) {
             sharp_log_error("worker %u: listen on %s failed: %s", w->index, w->snap->listeners[i].address,
                             uv_strerror(rc));

@@ -49,6 +49,14 @@ static inline void sharp_dlist_remove(sharp_dlist_t *n)
     n->prev = n->next = n;
 }
 
+/* A listening socket: TCP, or a Unix domain socket (a pipe address). */
+typedef union sharp_listen_handle {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} sharp_listen_handle_t;
+
 typedef struct sharp_worker {
     unsigned index; /* 0-based */
     struct sharp_server *server;
@@ -59,7 +67,7 @@ typedef struct sharp_worker {
     sharp_stats_shard_t *stats;
     sharp_snapshot_t *snap;
     sharp_cluster_local_t *clusters; /* indexed by cluster->index */
-    uv_tcp_t *listeners;             /* one per snapshot listener */
+    sharp_listen_handle_t *listeners; /* one per snapshot listener */
     int *listen_fds;
     uint32_t nlisteners;
     sharp_dlist_t connections;       /* downstream connections */

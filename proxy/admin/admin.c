@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #define ADMIN_MAX_REQUEST (64 * 1024) /* request line + headers + body */
 #define ADMIN_READ_BUF (16 * 1024)
@@ -66,7 +67,7 @@ typedef struct admin_conn {
     bool in_message;             /* a request has begun and is not answered yet */
     bool headers_done;           /* its headers are complete */
     uint64_t start_wall_us, start_ns, body_bytes;
-    char remote[64], local[64];  /* downstream addresses, "ip:port" */
+    char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN]; /* downstream addresses, "ip:port" */
     unsigned handles;     /* handles still open (tcp, timer) */
     bool reading;         /* uv_read_start is in effect */
     bool finishing;       /* last response queued: read no more requests */
@@ -571,12 +572,12 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
-    int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+    if (sharp_stream_peer(&c->tcp, &ss) == 0)
         sharp_addr_str((struct sockaddr *)&ss, c->remote, sizeof c->remote);
-    sl = sizeof ss;
+    if (ss.ss_family != AF_UNIX) uv_tcp_nodelay(&c->tcp, 1);
+    memset(&ss, 0, sizeof ss);
+    int sl = sizeof ss;
     if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
         sharp_addr_str((struct sockaddr *)&ss, c->local, sizeof c->local);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
@@ -591,7 +592,7 @@ static void on_connection(uv_stream_t *server, int status)
  * loop (it frees itself once the listener's close callback runs) and NULL is
  * returned with the reason in `err`. */
 sharp_admin_t *sharp_admin_start(sharp_server_t *srv, uv_loop_t *loop, const struct sockaddr *addr,
-                                 char *err, size_t errlen)
+                                 socklen_t addrlen, uint32_t pipe_mode, char *err, size_t errlen)
 {
     if (!parser_settings_ready) {
         llhttp_settings_init(&parser_settings);
@@ -615,7 +616,24 @@ sharp_admin_t *sharp_admin_start(sharp_server_t *srv, uv_loop_t *loop, const str
         return NULL;
     }
     a->open = 1;
-    r = uv_tcp_bind(&a->listener, addr, 0);
+    if (addr->sa_family == AF_UNIX) {
+        /* Bound as a listener's Unix socket is (stale path unlinked, mode
+         * applied); libuv then listens and accepts on it through the TCP
+         * handle, which only sees a stream fd. */
+        char lerr[256];
+        int fd = sharp_listen_socket(addr, addrlen, pipe_mode, sharp_server_admin_address(srv), lerr,
+                                     sizeof lerr);
+        if (fd < 0) {
+            snprintf(err, errlen, "%s", lerr);
+            a->stopping = true;
+            uv_close((uv_handle_t *)&a->listener, on_listener_close);
+            return NULL;
+        }
+        r = uv_tcp_open(&a->listener, fd);
+        if (r != 0) close(fd);
+    } else {
+        r = uv_tcp_bind(&a->listener, addr, 0);
+    }
     if (r == 0) r = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
     if (r != 0) {
         snprintf(err, errlen, "cannot listen on admin address: %s", uv_strerror(r));

@@ -7,9 +7,11 @@
 
 typedef struct sharp_admin sharp_admin_t;
 
-/* Binds and listens on addr:port (numeric IP). Returns NULL and fills err. */
+/* Binds and listens on addr:port (numeric IP), or on a Unix domain socket
+ * (addrlen and pipe_mode then matter, as for a listener). Returns NULL and
+ * fills err. */
 sharp_admin_t *sharp_admin_start(sharp_server_t *srv, uv_loop_t *loop, const struct sockaddr *addr,
-                                 char *err, size_t errlen);
+                                 socklen_t addrlen, uint32_t pipe_mode, char *err, size_t errlen);
 /* Closes the listener and all admin connections; frees itself once closed. */
 void sharp_admin_stop(sharp_admin_t *a);
 

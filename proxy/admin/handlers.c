@@ -71,11 +71,21 @@ static const char *state_name(const sharp_server_t *srv)
 }
 
 /* Writes {"socket_address":{"address":"1.2.3.4","port_value":80}} for an
- * IPv4 or IPv6 socket address ({} for anything else). */
+ * IPv4 or IPv6 socket address, {"pipe":{"path":"/run/x.sock"}} for a Unix
+ * one (Envoy's addressToProtobufAddress: the path as printed, no mode), {}
+ * for anything else. */
 static void socket_address_json(sharp_sbuf_t *b, const struct sockaddr_storage *ss)
 {
     char ip[INET6_ADDRSTRLEN] = "";
     unsigned port = 0;
+    if (ss->ss_family == AF_UNIX) {
+        char path[SHARP_ADDR_STRLEN];
+        sharp_addr_str((const struct sockaddr *)ss, path, sizeof path);
+        sharp_sbuf_puts(b, "{\"pipe\":{\"path\":");
+        sharp_json_str(b, path);
+        sharp_sbuf_puts(b, "}}");
+        return;
+    }
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
         inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);

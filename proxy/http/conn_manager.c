@@ -53,7 +53,7 @@ typedef struct sharp_conn {
     int handles_open;
     unsigned long long id; /* "[C<id>]" in log lines */
     uint64_t start_ns;
-    char remote[64], local[64];
+    char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN];
     struct sockaddr_storage remote_ss;
 } sharp_conn_t;
 
@@ -424,9 +424,9 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0}; /* zeroed: an abstract Unix name is not NUL-terminated */
     int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->remote_ss, &len) == 0)
+    if (sharp_stream_peer(&c->tcp, &c->remote_ss) == 0)
         sharp_addr_str((struct sockaddr *)&c->remote_ss, c->remote, sizeof c->remote);
     len = sizeof ss;
     if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)

@@ -115,18 +115,26 @@ static bool is_rfc1918_or_loopback(const struct sockaddr *sa)
 }
 
 /* internal_address_config: without it no address is internal (Envoy's
- * default since 1.33); with it, cidr_ranges when given, else RFC 1918 and
- * loopback. unix_sockets concerns pipe peers, which SHARP's TCP-only
- * listeners never have. */
+ * default since 1.33); with it, a Unix socket peer is internal when
+ * unix_sockets is set, an IP one when in cidr_ranges if given, else when
+ * RFC 1918 or loopback. */
 static bool is_internal_address(const sharp_hcm_config_t *hcm, const struct sockaddr *sa)
 {
     if (!hcm->has_internal_address_config) return false;
+    if (sa->sa_family == AF_UNIX) return hcm->internal_unix_sockets;
     if (hcm->ninternal_cidrs) {
         for (uint32_t i = 0; i < hcm->ninternal_cidrs; i++)
             if (sharp_cidr_contains(&hcm->internal_cidrs[i], sa)) return true;
         return false;
     }
     return is_rfc1918_or_loopback(sa);
+}
+
+static size_t sockaddr_size(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+           : sa->sa_family == AF_UNIX ? sizeof(struct sockaddr_un)
+                                      : sizeof(struct sockaddr_in);
 }
 
 static void ip_only(const struct sockaddr *sa, char *out, size_t cap)
@@ -267,7 +275,9 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
          * appended, read before we append ours. */
         if (hcm->xff_num_trusted_hops > 0)
             have_final = xff_address(h, hcm->xff_num_trusted_hops - 1, &final, &single);
-        if (!hcm->skip_xff_append) {
+        /* Envoy's appendXff adds only IP peers: a Unix socket peer has no
+         * address to forward. */
+        if (!hcm->skip_xff_append && remote->sa_family != AF_UNIX) {
             char ip[INET6_ADDRSTRLEN];
             ip_only(remote, ip, sizeof ip);
             sharp_str_t xff;
@@ -289,12 +299,12 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
     }
     if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
     if (!have_final && hcm->use_remote_address) {
-        memcpy(&final, remote, remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        memcpy(&final, remote, sockaddr_size(remote));
         have_final = true;
     }
     bool internal = allow_trusted && have_final && is_internal_address(hcm, (const struct sockaddr *)&final);
     if (!have_final)
-        memcpy(&final, remote, remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        memcpy(&final, remote, sockaddr_size(remote));
     bool edge = !internal && hcm->use_remote_address;
     if (internal) {
         sharp_headers_set_cstr(h, "x-envoy-internal", "true");
@@ -308,8 +318,8 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
             for (uint32_t i = 0; i < hcm->routes->ninternal_only_headers; i++)
                 sharp_headers_remove_cstr(h, hcm->routes->internal_only_headers[i]);
     }
-    if (edge) {
-        /* first ingress point into the trusted network */
+    if (edge && final.ss_family != AF_UNIX) {
+        /* first ingress point into the trusted network (IP peers only) */
         char ip[INET6_ADDRSTRLEN];
         ip_only((const struct sockaddr *)&final, ip, sizeof ip);
         sharp_headers_set_cstr(h, "x-envoy-external-address", ip);

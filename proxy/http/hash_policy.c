@@ -119,7 +119,10 @@ bool sharp_hash_policy_key(const sharp_hash_policy_t *hp, uint32_t n, const shar
             got = query_value(req, hp[i].name, out);
             break;
         case SHARP_HASH_SOURCE_IP: {
-            sharp_str_t ip = remote ? sharp_addr_without_port(remote) : (sharp_str_t){"", 0};
+            /* Envoy's SourceIpHashMethod: no hash without an IP (a Unix
+             * socket peer) */
+            sharp_str_t ip = remote && !sharp_addr_is_pipe(remote) ? sharp_addr_without_port(remote)
+                                                                   : (sharp_str_t){"", 0};
             if (ip.len) sharp_sbuf_append(out, ip.p, ip.len);
             got = ip.len > 0;
             break;

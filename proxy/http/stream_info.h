@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "http/headers.h"
+#include "net.h"
 
 /* Envoy's response flags, one bit each, with their short codes. */
 enum {
@@ -55,13 +56,13 @@ typedef struct sharp_stream_info {
     const char *response_code_details; /* Envoy's details string ("via_upstream", "route_not_found") */
     uint64_t bytes_received; /* request body bytes */
     uint64_t bytes_sent;     /* response body bytes */
-    char upstream_host[64];  /* "ip:port" of the chosen host, "" if none */
-    char upstream_local_address[64];
+    char upstream_host[SHARP_ADDR_STRLEN];  /* "ip:port" of the chosen host, "" if none */
+    char upstream_local_address[SHARP_ADDR_STRLEN];
     /* "ip:port": the trusted client address (x-forwarded-for with
      * xff_num_trusted_hops, port 0, when the HCM takes it from there) */
-    char downstream_remote_address[64];
-    char downstream_direct_remote_address[64]; /* the connection's peer */
-    char downstream_local_address[64];
+    char downstream_remote_address[SHARP_ADDR_STRLEN];
+    char downstream_direct_remote_address[SHARP_ADDR_STRLEN]; /* the connection's peer */
+    char downstream_local_address[SHARP_ADDR_STRLEN];
     const char *upstream_cluster; /* NULL if none */
     const char *route_name;       /* NULL if none */
     const char *upstream_transport_failure_reason; /* NULL if none (TLS/connect error text) */

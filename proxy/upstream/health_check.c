@@ -526,14 +526,18 @@ static int conn_open(hc_session_t *s)
     conn->tcp.data = conn;
     conn->connect_req.data = conn;
     s->conn = conn;
-    uv_tcp_nodelay(&conn->tcp, 1);
     sharp_writer_init(&conn->writer, (uv_stream_t *)&conn->tcp, NULL, on_write_error);
-    int rc = uv_tcp_connect(&conn->connect_req, &conn->tcp, (const struct sockaddr *)&s->addr,
-                            on_connect);
+    bool at_once;
+    int rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
+                                  s->host->addrlen, on_connect, &at_once);
     if (rc < 0) {
         conn_close(conn);
         return rc;
     }
+    if (s->addr.ss_family != AF_UNIX) uv_tcp_nodelay(&conn->tcp, 1);
+    /* A Unix socket is connected already; the interval timer's callback
+     * (the only caller) may carry on with it at once. */
+    if (at_once) on_connect(&conn->connect_req, 0);
     return 0;
 }
 

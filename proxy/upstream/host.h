@@ -5,6 +5,7 @@
 #define SHARP_UPSTREAM_HOST_H
 
 #include "common.h"
+#include "net.h"
 #include "stats.h"
 
 #include <stdatomic.h>
@@ -29,7 +30,7 @@ typedef enum {
 } sharp_host_breaker_t;
 
 typedef struct sharp_host {
-    char address[64];              /* "ip:port" as printed by /clusters and %UPSTREAM_HOST% */
+    char address[SHARP_ADDR_STRLEN]; /* "ip:port" or a pipe's path, as printed by /clusters and %UPSTREAM_HOST% */
     char hostname[128];            /* endpoint.hostname, may be empty */
     struct sockaddr_storage addr;
     socklen_t addrlen;

@@ -40,11 +40,12 @@ struct sharp_upstream_cx {
     bool in_execute;   /* inside llhttp_execute: parser state must not be reset */
     bool connected;
     bool connect_error; /* uv_tcp_connect failed at once: the timer reports it */
+    bool connected_at_once; /* a Unix socket connected in new_connection: the timer reports it */
     uint32_t requests;
     int handles_open;
     unsigned long long id;       /* "[C<id>]" in log lines */
     uint64_t start_ns, connected_ns;
-    char local_addr[64];
+    char local_addr[SHARP_ADDR_STRLEN];
 };
 
 struct sharp_pool {
@@ -324,9 +325,16 @@ static void cx_start_reading(sharp_upstream_cx_t *cx)
     uv_read_start((uv_stream_t *)&cx->tcp, sharp_read_alloc, on_read);
 }
 
+static void on_connect(uv_connect_t *req, int status);
+
 static void on_connect_timeout(uv_timer_t *t)
 {
     sharp_upstream_cx_t *cx = t->data;
+    if (cx->connected_at_once) {
+        cx->connected_at_once = false;
+        on_connect(&cx->connect_req, 0);
+        return;
+    }
     sharp_pool_t *p = cx->pool;
     sharp_stats_shard_t *sh = shard(p);
     sharp_debug(pool, "[C%llu] connect %s to %s", cx->id, cx->connect_error ? "failed" : "timeout",
@@ -370,11 +378,16 @@ static void on_connect(uv_connect_t *req, int status)
     sharp_histogram_record(shard(p), p->cluster->st.cx_connect_ms, (cx->connected_ns - cx->start_ns) / 1000000);
     sharp_debug(connection, "[C%llu] connected to %s", cx->id, p->host->address);
     uv_timer_stop(&cx->timer);
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getsockname(&cx->tcp, (struct sockaddr *)&ss, &len) == 0)
-        sharp_addr_str((struct sockaddr *)&ss, cx->local_addr, sizeof cx->local_addr);
-    uv_tcp_nodelay(&cx->tcp, 1);
+    /* Envoy gives a Unix socket connection no local address (SocketImpl::
+     * connect records one for IP only: %UPSTREAM_LOCAL_ADDRESS% is "-")
+     * and no TCP_NODELAY. */
+    if (p->host->addr.ss_family != AF_UNIX) {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        if (uv_tcp_getsockname(&cx->tcp, (struct sockaddr *)&ss, &len) == 0)
+            sharp_addr_str((struct sockaddr *)&ss, cx->local_addr, sizeof cx->local_addr);
+        uv_tcp_nodelay(&cx->tcp, 1);
+    }
     cx_start_reading(cx);
     move_to(cx, &p->idle, CX_IDLE);
     cx->state = CX_IDLE;
@@ -406,7 +419,14 @@ static void new_connection(sharp_pool_t *p)
     sharp_gauge_add(sh, c->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);
-    int rc = uv_tcp_connect(&cx->connect_req, &cx->tcp, (struct sockaddr *)&p->host->addr, on_connect);
+    int rc = sharp_stream_connect(&cx->tcp, &cx->connect_req, (struct sockaddr *)&p->host->addr, p->host->addrlen,
+                                  on_connect, &cx->connected_at_once);
+    if (cx->connected_at_once) {
+        /* Reported from the next loop turn, as a callback would be: the
+         * caller may be in the middle of queueing the request. */
+        uv_timer_start(&cx->timer, on_connect_timeout, 0, 0);
+        return;
+    }
     if (rc < 0) {
         /* Report asynchronously through the connect timer firing at once. */
         sharp_debug(connection, "[C%llu] connect to %s failed: %s", cx->id, p->host->address, uv_strerror(rc));

@@ -1,4 +1,5 @@
-/* test_net.c: CIDR ranges (internal_address_config.cidr_ranges). */
+/* test_net.c: CIDR ranges (internal_address_config.cidr_ranges) and Unix
+ * domain socket addresses (Address.pipe). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,12 +65,93 @@ static void test_invalid(void **state)
     assert_int_equal(sharp_cidr_parse("10.0.0.0/8", 8, &c), -1);
 }
 
+static void test_pipe_path(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256], out[SHARP_ADDR_STRLEN];
+    assert_int_equal(sharp_pipe_addr("/run/a:b.sock", &ss, &len, err, sizeof err), 0);
+    assert_int_equal(ss.ss_family, AF_UNIX);
+    assert_int_equal(len, sizeof(struct sockaddr_un));
+    assert_false(sharp_pipe_is_abstract((struct sockaddr *)&ss));
+    assert_string_equal(sharp_addr_str((struct sockaddr *)&ss, out, sizeof out), "/run/a:b.sock");
+    /* Envoy's sanitizeStatsName: ':' becomes '_', the path stays */
+    assert_string_equal(sharp_addr_stat_name((struct sockaddr *)&ss, out, sizeof out), "/run/a_b.sock");
+    assert_int_equal(sharp_pipe_addr("/x://y:/z", &ss, &len, err, sizeof err), 0);
+    assert_string_equal(sharp_addr_stat_name((struct sockaddr *)&ss, out, sizeof out), "/x_y_z");
+}
+
+static void test_pipe_abstract(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256], out[SHARP_ADDR_STRLEN];
+    assert_int_equal(sharp_pipe_addr("@envoy-admin", &ss, &len, err, sizeof err), 0);
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+    /* the name without a trailing NUL: the address is as long as the name */
+    assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) + strlen("@envoy-admin"));
+    assert_int_equal(un->sun_path[0], '\0');
+    assert_memory_equal(un->sun_path + 1, "envoy-admin", 11);
+    assert_true(sharp_pipe_is_abstract((struct sockaddr *)&ss));
+    assert_string_equal(sharp_addr_str((struct sockaddr *)&ss, out, sizeof out), "@envoy-admin");
+    assert_string_equal(sharp_addr_stat_name((struct sockaddr *)&ss, out, sizeof out), "@envoy-admin");
+}
+
+static void test_pipe_invalid(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256], path[200];
+    assert_int_equal(sharp_pipe_addr("", &ss, &len, err, sizeof err), -1);
+    assert_int_equal(sharp_pipe_addr("@", &ss, &len, err, sizeof err), -1);
+    memset(path, 'x', sizeof path);
+    path[0] = '/';
+    path[108] = '\0'; /* 108 bytes: no room for the NUL in sun_path */
+    assert_int_equal(sharp_pipe_addr(path, &ss, &len, err, sizeof err), -1);
+    assert_non_null(strstr(err, "exceeds maximum UNIX domain socket path size of 108"));
+    path[107] = '\0';
+    assert_int_equal(sharp_pipe_addr(path, &ss, &len, err, sizeof err), 0);
+    path[0] = '@'; /* the same limit for an abstract name */
+    assert_int_equal(sharp_pipe_addr(path, &ss, &len, err, sizeof err), 0);
+}
+
+static void test_pipe_printed(void **state)
+{
+    (void)state;
+    /* a printed pipe address has no port to strip */
+    sharp_str_t s = sharp_addr_without_port("/run/a:80");
+    assert_int_equal(s.len, strlen("/run/a:80"));
+    s = sharp_addr_without_port("@name:1");
+    assert_int_equal(s.len, strlen("@name:1"));
+    s = sharp_addr_without_port("10.0.0.1:80");
+    assert_int_equal(s.len, strlen("10.0.0.1"));
+    assert_true(sharp_addr_is_pipe("/run/a"));
+    assert_true(sharp_addr_is_pipe("@a"));
+    assert_true(sharp_addr_is_pipe("run/x.sock")); /* relative paths are allowed */
+    assert_true(sharp_addr_is_pipe("1.sock"));
+    assert_true(sharp_addr_is_pipe("1.2.3.4:80x"));
+    assert_true(sharp_addr_is_pipe("a:80"));
+    s = sharp_addr_without_port("run/a:80");
+    assert_int_equal(s.len, strlen("run/a:80"));
+    assert_false(sharp_addr_is_pipe("10.0.0.1:80"));
+    assert_false(sharp_addr_is_pipe("[::1]:80"));
+    assert_false(sharp_addr_is_pipe("-"));
+    assert_false(sharp_addr_is_pipe(""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ipv4_ranges),
         cmocka_unit_test(test_ipv6_ranges),
         cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_pipe_path),
+        cmocka_unit_test(test_pipe_abstract),
+        cmocka_unit_test(test_pipe_invalid),
+        cmocka_unit_test(test_pipe_printed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -218,6 +218,14 @@ static void test_hash_policy_key(void **state)
     key_of(list, 3, &h, "s-9");
     list[0].terminal = true; /* no value yet: not the end */
     key_of(list, 3, &h, "s-9");
+    /* a Unix socket peer has no IP: no source-IP hash (SourceIpHashMethod) */
+    sharp_sbuf_t b = {0};
+    assert_false(sharp_hash_policy_key(&ip, 1, &h, "/run/envoy.sock", &b));
+    assert_false(sharp_hash_policy_key(&ip, 1, &h, "@abstract", &b));
+    assert_int_equal(b.len, 0);
+    assert_true(sharp_hash_policy_key(list, 3, &h, "/run/envoy.sock", &b));
+    assert_string_equal(sharp_sbuf_cstr(&b), "s-9");
+    sharp_sbuf_free(&b);
     sharp_str_t v6 = sharp_addr_without_port("[::1]:80");
     assert_int_equal(v6.len, 3);
     assert_memory_equal(v6.p, "::1", 3);

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 server_t g;
@@ -635,7 +637,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sharp-test-upstream [--address 127.0.0.1] [--port 8080] [--slots N]\n"
             "                           [--service-time-ms T] [--name NAME] [--quiet]\n"
-            "                           [--exit-on-header NAME]\n");
+            "                           [--exit-on-header NAME] [--unix PATH]\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -651,9 +653,46 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
     return 0;
 }
 
+/* --unix PATH: a Unix domain stream socket instead of TCP; a leading '@'
+ * names the abstract namespace (the address is as long as the name). A
+ * stale file at PATH is removed first. libuv reads, writes and accepts on
+ * it through the TCP handle like any stream fd. */
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un un;
+    memset(&un, 0, sizeof un);
+    un.sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof un.sun_path) {
+        fprintf(stderr, "sharp-test-upstream: bad unix path '%s'\n", path);
+        return -1;
+    }
+    memcpy(un.sun_path, path, n);
+    socklen_t len = sizeof un;
+    if (path[0] == '@') {
+        un.sun_path[0] = 0;
+        len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    } else {
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&un, len) != 0) {
+        fprintf(stderr, "sharp-test-upstream: cannot bind unix:%s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int r;
+    uv_tcp_init(g.loop, &listener);
+    if ((r = uv_tcp_open(&listener, fd)) != 0 || (r = uv_listen((uv_stream_t *)&listener, 4096, on_connection)) != 0) {
+        fprintf(stderr, "sharp-test-upstream: cannot listen on unix:%s: %s\n", path, uv_strerror(r));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *address = "127.0.0.1";
+    const char *unix_path = NULL;
     uint64_t port = 8080;
     g.name = "upstream";
 
@@ -690,6 +729,8 @@ int main(int argc, char **argv)
             g.name = v;
         else if (!strcmp(key, "--exit-on-header"))
             g.exit_on_header = v;
+        else if (!strcmp(key, "--unix"))
+            unix_path = v;
         else
             bad = 1;
         if (bad) {
@@ -716,6 +757,17 @@ int main(int argc, char **argv)
 
     struct sockaddr_storage ss;
     int r;
+    if (unix_path) {
+        if (listen_unix(unix_path) != 0)
+            return 1;
+        uv_signal_init(g.loop, &sig_term);
+        uv_signal_init(g.loop, &sig_int);
+        uv_signal_start(&sig_term, on_signal, SIGTERM);
+        uv_signal_start(&sig_int, on_signal, SIGINT);
+        printf("listening on unix:%s\n", unix_path);
+        fflush(stdout);
+        goto run;
+    }
     if (uv_ip4_addr(address, (int)port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(address, (int)port, (struct sockaddr_in6 *)&ss) != 0) {
         fprintf(stderr, "sharp-test-upstream: bad address '%s'\n", address);
@@ -744,6 +796,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sharp-test-upstream: name=%s slots=%llu service-time-ms=%llu\n", g.name,
                 (unsigned long long)g.slots, (unsigned long long)g.service_ms);
 
+run:
     uv_run(g.loop, UV_RUN_DEFAULT);
 
     if (!g.quiet)
