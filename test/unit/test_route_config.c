@@ -215,8 +215,8 @@ static void test_full_translation(void **state)
 
     r = &vh->routes[5];
     assert_true(r->has_runtime_fraction);
-    assert_int_equal(r->runtime_numerator, 5);
-    assert_int_equal(r->runtime_denominator, 10000);
+    assert_int_equal(r->runtime_fraction.numerator, 5);
+    assert_int_equal(r->runtime_fraction.denominator, 10000);
     release(&b);
 }
 
