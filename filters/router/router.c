@@ -642,22 +642,25 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
     for (uint32_t i = 0; i < m->n; i++) {
         const sharp_mirror_policy_t *mp = &m->p[i];
         if (!sharp_runtime_fraction_enabled(&mp->fraction, rnd)) continue;
-        char name[256];
+        sharp_cluster_t *c;
+        char *name = NULL;
         if (mp->cluster) {
-            snprintf(name, sizeof name, "%s", mp->cluster);
-        } else if (sharp_headers_get_cstr(h, mp->cluster_header, &v) && v.len && v.len < sizeof name) {
-            memcpy(name, v.p, v.len);
-            name[v.len] = '\0';
+            c = sharp_snapshot_cluster(s->snap, mp->cluster);
+        } else if (sharp_headers_get_cstr(h, mp->cluster_header, &v) && v.len) {
+            name = sharp_strndup(v.p, v.len);
+            c = sharp_snapshot_cluster(s->snap, name);
         } else {
             sharp_debug(router, "[C%llu][S%llu] There is no cluster name in header: %s", s->conn_id, s->id,
                         mp->cluster_header);
             continue;
         }
-        sharp_cluster_t *c = sharp_snapshot_cluster(s->snap, name);
         if (!c) {
+            /* a header names a cluster this configuration lacks */
             sharp_debug(router, "[C%llu][S%llu] shadow cluster '%s' does not exist", s->conn_id, s->id, name);
+            free(name);
             continue;
         }
+        free(name);
         sharp_sbuf_t key = {0};
         if (c->shuffle_shard && !sharp_hash_policy_key(r->hash_policies, r->nhash_policies, h,
                                                        s->info.downstream_remote_address, &key) &&

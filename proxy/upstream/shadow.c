@@ -36,13 +36,18 @@ static const sharp_upstream_callbacks_t shadow_cbs;
 
 /* ---- the host and x-forwarded-for of a shadow ---- */
 
-size_t sharp_shadow_host(sharp_str_t a, char *out, size_t cap)
+/* Envoy's HeaderUtility::getPortStart: the last ':' unless it is inside an
+ * IPv6 literal's brackets; the length of the host part. */
+static size_t host_part(sharp_str_t a)
 {
-    /* Envoy's HeaderUtility::getPortStart: the last ':' unless it is inside
-     * an IPv6 literal's brackets */
     const char *colon = a.len ? memrchr(a.p, ':', a.len) : NULL;
     const char *bracket = a.len ? memrchr(a.p, ']', a.len) : NULL;
-    size_t hostlen = colon && (!bracket || bracket < colon) ? (size_t)(colon - a.p) : a.len;
+    return colon && (!bracket || bracket < colon) ? (size_t)(colon - a.p) : a.len;
+}
+
+size_t sharp_shadow_host(sharp_str_t a, char *out, size_t cap)
+{
+    size_t hostlen = host_part(a);
     int n = snprintf(out, cap, "%.*s-shadow%.*s", (int)hostlen, a.p, (int)(a.len - hostlen), a.p + hostlen);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
@@ -73,9 +78,13 @@ static void prepare_headers(sharp_shadow_t *sh, const sharp_shadow_args_t *a)
     if (a->host_suffix) {
         sharp_str_t auth = {"", 0};
         sharp_headers_get_cstr(&sh->h, ":authority", &auth);
-        char buf[1024];
-        size_t n = sharp_shadow_host(auth, buf, sizeof buf);
-        sharp_headers_set(&sh->h, ":authority", 10, buf, n);
+        size_t hostlen = host_part(auth);
+        sharp_sbuf_t v = {0};
+        sharp_sbuf_append(&v, auth.p, hostlen);
+        sharp_sbuf_puts(&v, "-shadow");
+        sharp_sbuf_append(&v, auth.p + hostlen, auth.len - hostlen);
+        sharp_headers_set(&sh->h, ":authority", 10, v.data, v.len);
+        sharp_sbuf_free(&v);
     }
     /* as Envoy's async client: the copy is an internal request of this proxy */
     sharp_headers_set_cstr(&sh->h, "x-envoy-internal", "true");

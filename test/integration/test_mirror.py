@@ -159,14 +159,19 @@ def test_shadow_gets_a_copy_with_the_shadow_host(procs):
         request(listen, headers={"host": "plain"})
         got = shadow.wait(2)
         assert got[1]["headers"]["host"] == "plain-shadow" and got[1]["method"] == "GET"
+        # a long host keeps its port after the suffix
+        long_host = "h" * 400 + ".example"
+        request(listen, headers={"host": long_host + ":9"})
+        got = shadow.wait(3)
+        assert got[2]["headers"]["host"] == long_host + "-shadow:9"
         # the shadow counts in its cluster's stats, the primary in its own
         deadline = time.time() + 3
-        while time.time() < deadline and stat(admin, "cluster.shadow.upstream_rq_completed") != 2:
+        while time.time() < deadline and stat(admin, "cluster.shadow.upstream_rq_completed") != 3:
             time.sleep(0.05)
-        assert stat(admin, "cluster.shadow.upstream_rq_total") == 2
-        assert stat(admin, "cluster.shadow.upstream_rq_200") == 2
+        assert stat(admin, "cluster.shadow.upstream_rq_total") == 3
+        assert stat(admin, "cluster.shadow.upstream_rq_200") == 3
         assert stat(admin, "cluster.shadow.upstream_rq_active") == 0
-        assert stat(admin, "cluster.main.upstream_rq_total") == 2
+        assert stat(admin, "cluster.main.upstream_rq_total") == 3
     finally:
         main.close()
         shadow.close()
