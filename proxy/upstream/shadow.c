@@ -174,10 +174,6 @@ static void sh_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         sharp_upstream_cx_send_data(cx, b.data, b.len, sh->request_end);
         sharp_sbuf_free(&b);
     }
-    if (sh->done) return;
-    /* a body that was held in full when the connection came: it is all in
-     * the connection's queue now, which the request end bounds */
-    if (sh->request_end) start_timer(sh);
 }
 
 static void sh_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
@@ -310,6 +306,9 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
     sharp_debug(router, "[C%llu][S%llu] shadowing the request to cluster '%s' (host %s)", a->conn_id, a->stream_id,
                 c->name, host->address);
+    /* the timeout runs from the end of the request, connecting included, as
+     * the route timeout of the primary */
+    if (sh->request_end) start_timer(sh);
     if (!sharp_pool_acquire(cl->pools[SHARP_PRIORITY_DEFAULT][host->index], &sh->ureq, &shadow_cbs, sh)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         finish(sh);
@@ -334,6 +333,7 @@ bool sharp_shadow_send_data(sharp_shadow_t *sh, const char *p, size_t n, bool en
         if (sh->owner) *sh->owner = NULL; /* detached: it runs on its own now */
         sh->owner = NULL;
     }
+    if (end_stream) start_timer(sh);
     if (sh->bound) {
         sharp_upstream_cx_send_data(sh->ureq.cx, p, n, end_stream);
         if (sh->done) return true;
@@ -341,7 +341,6 @@ bool sharp_shadow_send_data(sharp_shadow_t *sh, const char *p, size_t n, bool en
             give_up(sh);
             return false;
         }
-        if (end_stream) start_timer(sh);
         return true;
     }
     if (n) sharp_sbuf_append(&sh->pending, p, n);
