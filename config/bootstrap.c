@@ -801,6 +801,14 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                 const sharp_route_t *ro = &rt->vhosts[v].routes[r];
                 char rp[256];
                 snprintf(rp, sizeof rp, "%s.filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, v, r);
+                /* as Envoy: every mirror policy that applies to the route
+                 * (its own or inherited, redirects included) names an
+                 * existing cluster; a cluster_header is resolved per request */
+                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
+                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster)) {
+                        fail(&b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
+                        goto bad;
+                    }
                 if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
                 if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster)) {
                     fail(&b, rp, "unknown cluster '%s'", ro->cluster);
@@ -809,14 +817,6 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                 for (uint32_t w = 0; w < ro->nweighted; w++)
                     if (!sharp_snapshot_cluster(s, ro->weighted[w].name)) {
                         fail(&b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
-                        goto bad;
-                    }
-                /* as Envoy: every mirror policy that applies to the route
-                 * (its own or inherited) names an existing cluster; a
-                 * cluster_header is resolved per request */
-                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
-                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster)) {
-                        fail(&b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
                         goto bad;
                     }
             }
