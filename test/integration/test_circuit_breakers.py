@@ -218,3 +218,18 @@ def test_high_priority_connection_pending_and_retry_thresholds(procs):
     get(listen, "/status/503", res)
     assert res[1][0] == 503
     assert stat(admin, "cluster.b.upstream_rq_retry") == 1
+
+
+def test_undefined_priority_is_refused(tmp_path):
+    """Both priority fields take only RoutingPriority's values (PGV defined_only)."""
+    import os
+    from conftest import SHARP
+    for routes, extra, where in (
+            ('- match: { prefix: "/" }\n  route: { cluster: b, priority: 7 }\n', "", "routes[0].route.priority"),
+            (None, "circuit_breakers: { thresholds: [{ priority: 9 }] }\n", "thresholds[0].priority")):
+        p = tmp_path / "c.yaml"
+        p.write_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes, cluster_extra=extra))
+        r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1
+        assert where in r.stdout + r.stderr and "not a defined value of envoy.config.core.v3.RoutingPriority" in (
+            r.stdout + r.stderr)
