@@ -152,7 +152,10 @@ def test_shadow_gets_a_copy_with_the_shadow_host(procs):
         assert s["body"] == body
         assert s["headers"]["x-custom"] == "abc"
         assert s["headers"]["x-envoy-internal"] == "true"  # the async client marks it internal
-        assert "x-forwarded-for" in s["headers"]
+        # ... and appends the proxy's local address to x-forwarded-for
+        import ipaddress
+        assert ipaddress.ip_address(s["headers"]["x-forwarded-for"]).version == 4
+        assert "x-forwarded-for" not in main.requests[0]["headers"]
         assert main.requests[0]["headers"]["host"] == "shop.example:8080"
         assert main.requests[0]["body"] == body
         # a host without a port
