@@ -549,27 +549,32 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             goto bad;
         }
     }
-    c->cb = (sharp_cb_thresholds_t){.max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
-    if (pb->circuit_breakers) {
-        for (size_t i = 0; i < pb->circuit_breakers->n_thresholds; i++) {
+    /* Each priority takes the first thresholds entry naming it, as Envoy's
+     * ResourceManagers do; a priority without one keeps Envoy's defaults. */
+    for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
+        sharp_cb_thresholds_t *cb = &c->cb[prio];
+        *cb = (sharp_cb_thresholds_t){.max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024,
+                                      .max_retries = 3};
+        for (size_t i = 0; pb->circuit_breakers && i < pb->circuit_breakers->n_thresholds; i++) {
             const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = pb->circuit_breakers->thresholds[i];
-            if (t->priority != ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__DEFAULT) continue;
-            if (t->max_connections) c->cb.max_connections = t->max_connections->value;
-            if (t->max_pending_requests) c->cb.max_pending_requests = t->max_pending_requests->value;
-            if (t->max_requests) c->cb.max_requests = t->max_requests->value;
-            if (t->max_retries) c->cb.max_retries = t->max_retries->value;
-            c->cb.track_remaining = t->track_remaining;
+            if ((int)t->priority != prio) continue;
+            if (t->max_connections) cb->max_connections = t->max_connections->value;
+            if (t->max_pending_requests) cb->max_pending_requests = t->max_pending_requests->value;
+            if (t->max_requests) cb->max_requests = t->max_requests->value;
+            if (t->max_retries) cb->max_retries = t->max_retries->value;
+            cb->track_remaining = t->track_remaining;
             if (t->retry_budget) {
-                c->cb.has_retry_budget = true;
-                c->cb.budget_percent = t->retry_budget->budget_percent ? t->retry_budget->budget_percent->value : 20.0;
-                c->cb.min_retry_concurrency =
+                cb->has_retry_budget = true;
+                cb->budget_percent = t->retry_budget->budget_percent ? t->retry_budget->budget_percent->value : 20.0;
+                cb->min_retry_concurrency =
                     t->retry_budget->min_retry_concurrency ? t->retry_budget->min_retry_concurrency->value : 3;
-                if (!(c->cb.budget_percent >= 0 && c->cb.budget_percent <= 100)) {
+                if (!(cb->budget_percent >= 0 && cb->budget_percent <= 100)) {
                     snprintf(p, sizeof p, "%s.circuit_breakers.thresholds[%zu].retry_budget.budget_percent", path, i);
                     fail(b, p, "must be in [0, 100]");
                     goto bad;
                 }
             }
+            break;
         }
     }
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
@@ -919,6 +924,14 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                 const sharp_route_t *ro = &rt->vhosts[v].routes[r];
                 char rp[256];
                 snprintf(rp, sizeof rp, "%s.filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, v, r);
+                /* as Envoy: every mirror policy that applies to the route
+                 * (its own or inherited, redirects included) names an
+                 * existing cluster; a cluster_header is resolved per request */
+                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
+                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster)) {
+                        fail(&b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
+                        goto bad;
+                    }
                 if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
                 if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster)) {
                     fail(&b, rp, "unknown cluster '%s'", ro->cluster);

@@ -27,6 +27,7 @@ typedef Envoy__Config__Route__V3__HeaderMatcher hm_pb_t;
 typedef Envoy__Config__Route__V3__QueryParameterMatcher qm_pb_t;
 typedef Envoy__Type__Matcher__V3__StringMatcher sm_pb_t;
 typedef Envoy__Config__Core__V3__HeaderValueOption hvo_pb_t;
+typedef Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy mirror_pb_t;
 
 #define DEFAULT_TIMEOUT_MS 15000
 #define DEFAULT_MAX_DIRECT_BODY 4096
@@ -344,6 +345,61 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
 
 /* ---- routes ---- */
 
+/* A RuntimeFractionalPercent, read the same way wherever Envoy accepts one
+ * (route match, request mirroring), so runtime support covers them all. */
+static int runtime_fraction_from(ctx_t *c, const char *path,
+                                 const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf,
+                                 sharp_runtime_fraction_t *out)
+{
+    char p[512];
+    const Envoy__Type__V3__FractionalPercent *fp = rf->default_value;
+    if (!fp) return fail(c, sub(p, sizeof p, path, "default_value"), "required");
+    static const uint32_t denominators[] = {100, 10000, 1000000};
+    if ((unsigned)fp->denominator >= SHARP_ARRAY_SIZE(denominators))
+        return fail(c, sub(p, sizeof p, path, "default_value.denominator"), "unknown");
+    out->numerator = fp->numerator;
+    out->denominator = denominators[fp->denominator];
+    return 0;
+}
+
+/* request_mirror_policies of a route, virtual host or route table, with
+ * Envoy's checks (ShadowPolicyImpl): exactly one of cluster and
+ * cluster_header; without runtime_fraction every request is mirrored.
+ * Whether a named cluster exists is checked by the bootstrap, which knows
+ * the clusters. */
+static int mirror_from(ctx_t *c, const char *path, mirror_pb_t *const *pbs, size_t n,
+                       sharp_mirror_policies_t *out)
+{
+    char p[512];
+    if (!n) return 0;
+    out->p = sharp_calloc(n, sizeof *out->p);
+    for (size_t i = 0; i < n; i++) {
+        const mirror_pb_t *pb = pbs[i];
+        sharp_mirror_policy_t *m = &out->p[out->n++];
+        sub(p, sizeof p, path, "request_mirror_policies[%zu]", i);
+        if (pb->cluster[0] && pb->cluster_header[0])
+            return fail(c, p, "Only one of cluster '%s' or cluster_header '%s' in request mirror policy can be specified",
+                        pb->cluster, pb->cluster_header);
+        if (!pb->cluster[0] && !pb->cluster_header[0])
+            return fail(c, p, "Exactly one of cluster or cluster_header in request mirror policy need to be specified");
+        if (strpbrk(pb->cluster_header, "\r\n")) {
+            char hp[600];
+            snprintf(hp, sizeof hp, "%s.cluster_header", p);
+            return fail(c, hp, "not a valid HTTP header name (it must not contain CR or LF)");
+        }
+        if (pb->cluster[0]) m->cluster = sharp_strdup(pb->cluster);
+        else m->cluster_header = lower_dup(pb->cluster_header);
+        m->fraction = (sharp_runtime_fraction_t){.numerator = 100, .denominator = 100};
+        if (pb->runtime_fraction) {
+            char fp[600];
+            snprintf(fp, sizeof fp, "%s.runtime_fraction", p);
+            if (runtime_fraction_from(c, fp, pb->runtime_fraction, &m->fraction) < 0) return -1;
+        }
+        m->disable_host_suffix = pb->disable_shadow_host_suffix_append;
+    }
+    return 0;
+}
+
 static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_route_t *r)
 {
     char p[512];
@@ -381,16 +437,10 @@ static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_rou
     }
     r->match_grpc = m->grpc != NULL;
     if (m->runtime_fraction) {
-        const Envoy__Type__V3__FractionalPercent *fp = m->runtime_fraction->default_value;
-        if (!fp)
-            return fail(c, sub(p, sizeof p, path, "runtime_fraction.default_value"), "required");
-        static const uint32_t denominators[] = {100, 10000, 1000000};
-        if ((unsigned)fp->denominator >= SHARP_ARRAY_SIZE(denominators))
-            return fail(c, sub(p, sizeof p, path, "runtime_fraction.default_value.denominator"),
-                        "unknown");
+        if (runtime_fraction_from(c, sub(p, sizeof p, path, "runtime_fraction"), m->runtime_fraction,
+                                  &r->runtime_fraction) < 0)
+            return -1;
         r->has_runtime_fraction = true;
-        r->runtime_numerator = fp->numerator;
-        r->runtime_denominator = denominators[fp->denominator];
     }
     r->headers = sharp_calloc(m->n_headers + 1, sizeof *r->headers);
     for (size_t i = 0; i < m->n_headers; i++) {
@@ -540,6 +590,9 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
             return -1;
     }
     if (a->n_hash_policy && hash_policies_from(c, path, a, r) < 0) return -1;
+    r->priority = a->priority == ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__HIGH ? 1 : 0;
+    if (mirror_from(c, path, a->request_mirror_policies, a->n_request_mirror_policies, &r->mirror_own) < 0)
+        return -1;
     return 0;
 }
 
@@ -682,6 +735,8 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
     if (OPS(c, path, pb, request, &vh->req_ops) < 0 ||
         OPS(c, path, pb, response, &vh->resp_ops) < 0)
         return -1;
+    if (mirror_from(c, path, pb->request_mirror_policies, pb->n_request_mirror_policies, &vh->mirror_own) < 0)
+        return -1;
     vh->include_request_attempt_count = pb->include_request_attempt_count;
     vh->include_attempt_count_in_response = pb->include_attempt_count_in_response;
     if (pb->retry_policy) {
@@ -727,10 +782,21 @@ sharp_route_table_t *sharp_route_table_create(const rc_pb_t *rc, char *err, size
             lower_dup(rc->internal_only_headers[i]);
     if (OPS(&c, "", rc, request, &t->req_ops) < 0 || OPS(&c, "", rc, response, &t->resp_ops) < 0)
         goto bad;
+    if (mirror_from(&c, "", rc->request_mirror_policies, rc->n_request_mirror_policies, &t->mirror) < 0) goto bad;
     t->vhosts = sharp_calloc(rc->n_virtual_hosts + 1, sizeof *t->vhosts);
     for (size_t i = 0; i < rc->n_virtual_hosts; i++) {
         t->nvhosts++;
         if (vhost_from(&c, i, rc->virtual_hosts[i], &t->vhosts[i]) < 0) goto bad;
+    }
+    /* Mirror policies as Envoy inherits them: a route without its own takes
+     * its virtual host's, a virtual host without its own the table's. */
+    for (uint32_t v = 0; v < t->nvhosts; v++) {
+        sharp_vhost_t *vh = &t->vhosts[v];
+        vh->mirror = vh->mirror_own.n ? &vh->mirror_own : &t->mirror;
+        for (uint32_t i = 0; i < vh->nroutes; i++) {
+            sharp_route_t *r = &vh->routes[i];
+            r->mirror = r->mirror_own.n ? &r->mirror_own : vh->mirror;
+        }
     }
     if (sharp_route_table_build_index(t, err, errlen) < 0) goto bad;
     return t;

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "server.h"
 #include "upstream/pool.h"
+#include "upstream/shadow.h"
 
 #include <unistd.h>
 
@@ -41,8 +42,11 @@ static void setup_clusters(sharp_worker_t *w)
         sharp_lb_init(&cl->lb, c->lb_policy, c->hosts, c->nhosts, sharp_worker_random(w));
         cl->lb.choice_count = c->choice_count;
         cl->lb.panic_threshold = c->panic_threshold;
-        cl->pools = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->pools);
-        for (uint32_t h = 0; h < c->nhosts; h++) cl->pools[h] = sharp_pool_create(w, c, c->hosts[h]);
+        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
+            cl->pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->pools[prio]);
+            for (uint32_t h = 0; h < c->nhosts; h++)
+                cl->pools[prio][h] = sharp_pool_create(w, c, c->hosts[h], (sharp_priority_t)prio);
+        }
     }
 }
 
@@ -50,8 +54,10 @@ static void teardown_clusters(sharp_worker_t *w)
 {
     for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
         sharp_cluster_local_t *cl = &w->clusters[i];
-        for (uint32_t h = 0; h < cl->cluster->nhosts; h++) sharp_pool_destroy(cl->pools[h]);
-        free(cl->pools);
+        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
+            for (uint32_t h = 0; h < cl->cluster->nhosts; h++) sharp_pool_destroy(cl->pools[prio][h]);
+            free(cl->pools[prio]);
+        }
         sharp_lb_destroy(&cl->lb);
     }
     free(w->clusters);
@@ -65,8 +71,9 @@ static void begin_drain(sharp_worker_t *w)
     close_listeners(w);
     sharp_conn_drain_all(w);
     for (uint32_t i = 0; i < w->snap->nclusters; i++)
-        for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
-            sharp_pool_close_idle(w->clusters[i].pools[h]);
+        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
+            for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
+                sharp_pool_close_idle(w->clusters[i].pools[prio][h]);
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -77,6 +84,7 @@ static void on_wakeup(uv_async_t *a)
         w->stopping = true;
         begin_drain(w);
         sharp_conn_close_all(w);
+        sharp_shadow_abort_all(w); /* before their pools go */
         teardown_clusters(w);
         sharp_access_log_worker_flush(w);
         uv_timer_stop(&w->tick);
@@ -112,6 +120,7 @@ int sharp_worker_start(sharp_worker_t *w)
     uv_loop_init(&w->loop);
     w->loop.data = w;
     sharp_dlist_init(&w->connections);
+    sharp_dlist_init(&w->shadows);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;

@@ -16,11 +16,13 @@ struct sharp_server;
 struct sharp_pool;
 struct sharp_access_log_writer;
 
-/* Per worker, per cluster: load balancer and one pool per host. */
+/* Per worker, per cluster: load balancer and one pool per host and
+ * priority (as Envoy, a HIGH-priority route's requests get their own
+ * connections, counted in the HIGH circuit breakers). */
 typedef struct sharp_cluster_local {
     sharp_cluster_t *cluster;
     sharp_lb_t lb;
-    struct sharp_pool **pools; /* indexed like cluster->hosts */
+    struct sharp_pool **pools[SHARP_NPRIORITIES]; /* [priority][i], i indexed like cluster->hosts */
 } sharp_cluster_local_t;
 
 typedef struct sharp_dlist {
@@ -81,6 +83,7 @@ typedef struct sharp_worker {
     bool draining;
     bool stopping;
     _Atomic uint32_t active_connections;
+    sharp_dlist_t shadows;           /* mirrored requests in flight (upstream/shadow.h) */
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);

@@ -18,7 +18,12 @@
  *
  * A cluster with the shuffle-shard policy picks its host among the cells of
  * the customer's shard (upstream/shard_lb.h); the customer key comes from
- * the route's hash_policy (http/hash_policy.h), computed once per request. */
+ * the route's hash_policy (http/hash_policy.h), computed once per request.
+ *
+ * A route's priority picks the circuit breakers and connection pools of
+ * its tries (Envoy's RoutingPriority). Its request_mirror_policies (or its
+ * virtual host's) start fire-and-forget copies of the request to shadow
+ * clusters, which get the body as it streams (upstream/shadow.h). */
 #include "filters/router/router.h"
 #include "net.h"
 #include "http/filter.h"
@@ -28,6 +33,7 @@
 #include "log.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
+#include "upstream/shadow.h"
 #include "upstream/shard_lb.h"
 #include "worker.h"
 
@@ -79,6 +85,9 @@ typedef struct router_state {
     sharp_host_t *tried[ROUTER_MAX_TRIED];
     uint32_t ntried;
     sharp_sbuf_t shard_key; /* the customer key of a shuffle-shard cluster */
+    sharp_priority_t priority; /* the route's: its breakers and pools */
+    sharp_shadow_t **shadows;  /* one slot per mirror policy; set while that shadow streams the body */
+    uint32_t nshadows;
 } router_state_t;
 
 static const sharp_upstream_callbacks_t upstream_cbs;
@@ -154,7 +163,7 @@ static void release_upstream(router_state_t *rs)
     timer_stop(rs->try_timer);
     if (rs->retry_slot) {
         rs->retry_slot = false;
-        sharp_cluster_retry_release(rs->cluster);
+        sharp_cluster_retry_release(rs->cluster, rs->priority);
     }
     if (!rs->upstream_active) return;
     rs->upstream_active = false;
@@ -164,7 +173,7 @@ static void release_upstream(router_state_t *rs)
         rs->counted_active = false;
         sharp_gauge_add(shard(rs), rs->cluster->st.rq_active, -1);
         atomic_fetch_sub_explicit(&rs->host->active_rq, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&rs->cluster->rq_open, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&rs->cluster->open[rs->priority].rq_open, 1, memory_order_relaxed);
     }
 }
 
@@ -258,7 +267,7 @@ static retry_status_t should_retry(router_state_t *rs, bool retriable)
         rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_RETRY_LIMIT_EXCEEDED;
         return RETRY_NO_LIMIT;
     }
-    if (!sharp_cluster_retry_acquire(rs->cluster)) {
+    if (!sharp_cluster_retry_acquire(rs->cluster, rs->priority)) {
         sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_overflow);
         rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_OVERFLOW;
         return RETRY_NO_OVERFLOW;
@@ -531,15 +540,15 @@ static void start_try(router_state_t *rs)
         sharp_debug(router, "[C%llu][S%llu] no healthy host for cluster '%s'", s->conn_id, s->id, c->name);
         if (rs->retry_slot) {
             rs->retry_slot = false;
-            sharp_cluster_retry_release(c);
+            sharp_cluster_retry_release(c, rs->priority);
         }
         timer_stop(rs->timer);
         sharp_stream_send_local_reply(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
                                       "no_healthy_upstream");
         return;
     }
-    /* cluster-wide request circuit breaker */
-    if (!sharp_cluster_slot_acquire(&c->rq_open, c->cb.max_requests)) {
+    /* cluster-wide request circuit breaker of the route's priority */
+    if (!sharp_cluster_slot_acquire(&c->open[rs->priority].rq_open, c->cb[rs->priority].max_requests)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
         return;
@@ -562,7 +571,7 @@ static void start_try(router_state_t *rs)
     }
     rs->upstream_active = true;
     rs->upstream_start_ns = sharp_now_ns();
-    if (!sharp_pool_acquire(rs->cl->pools[host->index], &rs->ureq, &upstream_cbs, rs)) {
+    if (!sharp_pool_acquire(rs->cl->pools[rs->priority][host->index], &rs->ureq, &upstream_cbs, rs)) {
         /* max_pending_requests: nothing was queued */
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
@@ -617,6 +626,80 @@ static void setup_retries(router_state_t *rs, const sharp_route_t *r, sharp_head
     rs->can_replay = rs->retry_on != 0;
 }
 
+/* Envoy's shadowing decision: per mirror policy, its runtime fraction on
+ * one random value per request (Envoy uses the stream id), then the cluster
+ * named by the policy or by its request header (skipped when the header is
+ * absent or names no cluster). CONNECT requests are never mirrored. */
+static void start_shadows(router_state_t *rs, const sharp_route_t *r, const sharp_headers_t *h, bool end_stream)
+{
+    const sharp_mirror_policies_t *m = r->mirror;
+    if (!m || !m->n) return;
+    sharp_stream_t *s = rs->f->stream;
+    sharp_worker_t *w = sharp_stream_worker(s);
+    sharp_str_t v;
+    if (sharp_headers_get_cstr(h, ":method", &v) && sharp_str_eq(v, "CONNECT", 7)) return;
+    uint64_t rnd = sharp_worker_random(w);
+    for (uint32_t i = 0; i < m->n; i++) {
+        const sharp_mirror_policy_t *mp = &m->p[i];
+        if (!sharp_runtime_fraction_enabled(&mp->fraction, rnd)) continue;
+        sharp_cluster_t *c;
+        char *name = NULL;
+        if (mp->cluster) {
+            c = sharp_snapshot_cluster(s->snap, mp->cluster);
+        } else if (sharp_headers_get_cstr(h, mp->cluster_header, &v) && v.len) {
+            name = sharp_strndup(v.p, v.len);
+            c = sharp_snapshot_cluster(s->snap, name);
+        } else {
+            sharp_debug(router, "[C%llu][S%llu] There is no cluster name in header: %s", s->conn_id, s->id,
+                        mp->cluster_header);
+            continue;
+        }
+        if (!c) {
+            /* a header names a cluster this configuration lacks */
+            sharp_debug(router, "[C%llu][S%llu] shadow cluster '%s' does not exist", s->conn_id, s->id, name);
+            free(name);
+            continue;
+        }
+        free(name);
+        sharp_sbuf_t key = {0};
+        if (c->shuffle_shard && !sharp_hash_policy_key(r->hash_policies, r->nhash_policies, h,
+                                                       s->info.downstream_remote_address, &key) &&
+            c->shuffle_shard->no_key != SHARP_SHARD_NO_KEY_REJECT) {
+            sharp_str_t ip = sharp_addr_without_port(s->info.downstream_remote_address);
+            sharp_sbuf_append(&key, ip.p, ip.len);
+        }
+        if (!rs->shadows) {
+            rs->shadows = sharp_calloc(m->n, sizeof *rs->shadows);
+            rs->nshadows = m->n;
+        }
+        sharp_shadow_args_t a = {
+            .worker = w,
+            .cluster = c,
+            .headers = h,
+            .end_stream = end_stream,
+            .host_suffix = !mp->disable_host_suffix,
+            .timeout_ms = rs->timeout_ms,
+            .buffer_limit = sharp_stream_buffer_limit(s),
+            .shard_key = key.data,
+            .shard_key_len = key.len,
+            .conn_id = s->conn_id,
+            .stream_id = s->id,
+        };
+        sharp_shadow_start(&a, &rs->shadows[i]);
+        sharp_sbuf_free(&key);
+    }
+}
+
+/* Request body to the shadows still streaming. One that cannot take it
+ * within its buffer limits is given up, which Envoy counts as
+ * retry_or_shadow_abandoned on the route's cluster. */
+static void shadow_data(router_state_t *rs, const char *p, size_t n, bool end)
+{
+    for (uint32_t i = 0; i < rs->nshadows; i++)
+        if (rs->shadows[i] && !sharp_shadow_send_data(rs->shadows[i], p, n, end))
+            sharp_counter_inc(shard(rs), rs->cluster->st.retry_or_shadow_abandoned);
+}
+
 static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
 {
     router_state_t *rs = f->state;
@@ -664,6 +747,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     s->info.upstream_cluster = c->name;
     rs->cl = &w->clusters[c->index];
     rs->attempt = 1;
+    rs->priority = r->priority == SHARP_PRIORITY_HIGH ? SHARP_PRIORITY_HIGH : SHARP_PRIORITY_DEFAULT;
     if (c->shuffle_shard && !shard_key(rs, r, h)) return SHARP_FILTER_STOP;
     rs->include_attempt_count = s->vhost && s->vhost->include_request_attempt_count;
 
@@ -723,6 +807,9 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
 
     start_try(rs);
     if (!rs->upstream_active) return SHARP_FILTER_STOP; /* answered locally */
+    /* the shadows copy the request as the first try sends it, before the
+     * host-dependent auto_host_rewrite, as Envoy's router does */
+    start_shadows(rs, r, h, end_stream);
     /* auto_host_rewrite needs the host: only the first try's is used */
     if (!r->host_rewrite && r->auto_host_rewrite && rs->host->hostname[0])
         sharp_headers_set_cstr(h, ":authority", rs->host->hostname);
@@ -737,6 +824,7 @@ static void keep_for_replay(router_state_t *rs, const char *p, size_t n)
     if (!rs->can_replay || !n) return;
     if (rs->replay.len + n > sharp_stream_buffer_limit(rs->f->stream)) {
         rs->can_replay = false;
+        sharp_counter_inc(shard(rs), rs->cluster->st.retry_or_shadow_abandoned);
         sharp_sbuf_free(&rs->replay);
         return;
     }
@@ -746,6 +834,7 @@ static void keep_for_replay(router_state_t *rs, const char *p, size_t n)
 static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end)
 {
     router_state_t *rs = f->state;
+    if (rs->nshadows) shadow_data(rs, p, n, end);
     if (!rs->upstream_active && !rs->backing_off) return SHARP_FILTER_STOP;
     if (end) rs->request_end_seen = true;
     if (rs->bound) {
@@ -944,6 +1033,10 @@ static void router_on_destroy(sharp_filter_t *f)
         sharp_counter_inc(shard(rs), rs->cluster->st.rq_tx_reset);
     rs->backing_off = false;
     release_upstream(rs);
+    /* shadows still waiting for the rest of the request go with it */
+    for (uint32_t i = 0; i < rs->nshadows; i++)
+        if (rs->shadows[i]) sharp_shadow_cancel(rs->shadows[i]);
+    free(rs->shadows);
     timer_free(&rs->timer);
     timer_free(&rs->try_timer);
     timer_free(&rs->backoff_timer);

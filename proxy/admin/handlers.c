@@ -387,11 +387,6 @@ static void h_stats_prometheus(const sharp_admin_request_t *rq, sharp_admin_resp
 
 /* ---- clusters -------------------------------------------------------------- */
 
-/* Envoy's high-priority thresholds default to the same numbers as the
- * default priority; SHARP reads only the DEFAULT thresholds from config. */
-static const sharp_cb_thresholds_t high_priority_defaults = {
-    .max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
-
 static void health_flags_text(sharp_sbuf_t *b, uint32_t f)
 {
     if (!f) {
@@ -480,8 +475,8 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
         const sharp_cluster_t *c = snap->clusters[i];
         sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->name);
         outlier_text(b, c);
-        thresholds_text(b, c->name, "default", &c->cb);
-        thresholds_text(b, c->name, "high", &high_priority_defaults);
+        thresholds_text(b, c->name, "default", &c->cb[SHARP_PRIORITY_DEFAULT]);
+        thresholds_text(b, c->name, "high", &c->cb[SHARP_PRIORITY_HIGH]);
         sharp_sbuf_printf(b, "%s::added_via_api::false\n", c->name);
         if (c->shuffle_shard) /* SHARP */
             sharp_sbuf_printf(b, "%s::shuffle_shard::shard_size::%u\n", c->name, c->shuffle_shard->shard_size);
@@ -600,9 +595,9 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             percent_json(b, "local_origin_success_rate_ejection_threshold",
                          od->sr_threshold[SHARP_OUTLIER_LOCAL], od->sr_threshold[SHARP_OUTLIER_LOCAL] > 0);
         sharp_sbuf_puts(b, ",\"circuit_breakers\":{\"thresholds\":[");
-        thresholds_json(b, NULL, &c->cb);
+        thresholds_json(b, NULL, &c->cb[SHARP_PRIORITY_DEFAULT]);
         sharp_sbuf_puts(b, ",");
-        thresholds_json(b, "HIGH", &high_priority_defaults);
+        thresholds_json(b, "HIGH", &c->cb[SHARP_PRIORITY_HIGH]);
         sharp_sbuf_puts(b, "]},\"observability_name\":");
         sharp_json_str(b, c->name);
         sharp_sbuf_puts(b, "}");

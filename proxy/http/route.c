@@ -404,11 +404,14 @@ static bool path_matches(const sharp_route_t *r, sharp_str_t full)
     return false;
 }
 
+bool sharp_runtime_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random)
+{
+    return f->denominator && random % f->denominator < f->numerator;
+}
+
 static bool route_matches(const sharp_route_t *r, const sharp_headers_t *req, uint64_t random)
 {
-    if (r->has_runtime_fraction &&
-        !(r->runtime_denominator && random % r->runtime_denominator < r->runtime_numerator))
-        return false;
+    if (r->has_runtime_fraction && !sharp_runtime_fraction_enabled(&r->runtime_fraction, random)) return false;
     if (r->match_grpc && !is_grpc(req)) return false;
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (!sharp_header_matcher_match(&r->headers[i], req)) return false;

@@ -129,6 +129,34 @@ typedef struct {
     uint32_t nretriable_request_headers;
 } sharp_retry_policy_t;
 
+/* core.v3.RuntimeFractionalPercent: the fraction of requests a feature
+ * applies to (route match runtime_fraction, request mirroring). Only the
+ * default_value today; runtime layers would override it here, for every
+ * user at once. */
+typedef struct {
+    uint32_t numerator;
+    uint32_t denominator; /* 100, 10000 or 1000000 */
+} sharp_runtime_fraction_t;
+
+/* Envoy's featureEnabled on a fractional percent: the request's random
+ * value modulo the denominator is below the numerator. */
+bool sharp_runtime_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random);
+
+/* RouteAction.RequestMirrorPolicy (Envoy's shadow policy): a
+ * fire-and-forget copy of the request to another cluster. */
+typedef struct {
+    char *cluster;        /* the shadow cluster, or NULL ... */
+    char *cluster_header; /* ... the request header naming it (lower-case) */
+    sharp_runtime_fraction_t fraction; /* runtime_fraction, default 100% */
+    bool disable_host_suffix;          /* disable_shadow_host_suffix_append */
+} sharp_mirror_policy_t;
+
+/* The mirror policies of one level (route, virtual host, route table). */
+typedef struct {
+    sharp_mirror_policy_t *p;
+    uint32_t n;
+} sharp_mirror_policies_t;
+
 typedef struct {
     char *scheme;     /* NULL: keep; "https" for https_redirect */
     char *host;       /* NULL: keep */
@@ -154,8 +182,8 @@ typedef struct sharp_route {
     sharp_query_matcher_t *query;
     uint32_t nquery;
     bool match_grpc; /* match.grpc: content-type application/grpc[+...|;...] */
-    bool has_runtime_fraction; /* match.runtime_fraction default value */
-    uint32_t runtime_numerator, runtime_denominator; /* random % denominator < numerator */
+    bool has_runtime_fraction; /* match.runtime_fraction */
+    sharp_runtime_fraction_t runtime_fraction;
     /* action */
     sharp_route_action_kind_t action;
     char *cluster; /* single cluster, NULL if weighted */
@@ -177,6 +205,11 @@ typedef struct sharp_route {
     sharp_retry_policy_t retry;
     sharp_hash_policy_t *hash_policies; /* RouteAction.hash_policy, in order (http/hash_policy.h) */
     uint32_t nhash_policies;
+    uint32_t priority; /* RouteAction.priority: SHARP_PRIORITY_DEFAULT or _HIGH (upstream/cluster.h) */
+    sharp_mirror_policies_t mirror_own; /* RouteAction.request_mirror_policies */
+    /* The policies that apply: the route's own, else its virtual host's,
+     * else the table's (Envoy: a level with policies replaces the outer ones). */
+    const sharp_mirror_policies_t *mirror;
     uint32_t direct_status;
     char *direct_body; /* may be NULL */
     size_t direct_body_len;
@@ -193,6 +226,8 @@ typedef struct sharp_vhost {
     sharp_header_ops_t req_ops, resp_ops;
     bool has_retry_policy;
     sharp_retry_policy_t retry;
+    sharp_mirror_policies_t mirror_own;    /* VirtualHost.request_mirror_policies */
+    const sharp_mirror_policies_t *mirror; /* its own, else the route table's */
     bool include_request_attempt_count;    /* x-envoy-attempt-count to the upstream */
     bool include_attempt_count_in_response; /* ... and in the response */
 } sharp_vhost_t;
@@ -204,6 +239,7 @@ typedef struct sharp_route_table {
     sharp_header_ops_t req_ops, resp_ops;
     char **internal_only_headers;
     uint32_t ninternal_only_headers;
+    sharp_mirror_policies_t mirror; /* RouteConfiguration.request_mirror_policies */
     bool ignore_port_in_host_matching;        /* match "host:port" as "host" */
     bool most_specific_header_mutations_wins; /* table, vhost, route, cluster order */
     /* Domain index built by sharp_route_table_build_index: exact names

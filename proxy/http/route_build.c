@@ -233,8 +233,18 @@ uint32_t sharp_retry_on_parse(const char *p, size_t n)
     return bits;
 }
 
+static void free_mirror(sharp_mirror_policies_t *m)
+{
+    for (uint32_t i = 0; i < m->n; i++) {
+        free(m->p[i].cluster);
+        free(m->p[i].cluster_header);
+    }
+    free(m->p);
+}
+
 static void free_route(sharp_route_t *r)
 {
+    free_mirror(&r->mirror_own);
     free(r->name);
     free(r->path);
     sharp_re2_free(r->path_re);
@@ -285,7 +295,9 @@ void sharp_route_table_free(sharp_route_table_t *t)
         free_ops(&vh->req_ops);
         free_ops(&vh->resp_ops);
         free_retry(&vh->retry);
+        free_mirror(&vh->mirror_own);
     }
+    free_mirror(&t->mirror);
     free(t->vhosts);
     free_ops(&t->req_ops);
     free_ops(&t->resp_ops);

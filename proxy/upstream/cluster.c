@@ -4,7 +4,7 @@
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
 
-static uint64_t retry_limit(const sharp_cluster_t *c);
+static uint64_t retry_limit(sharp_cluster_t *c, sharp_priority_t prio);
 
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
@@ -50,6 +50,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(rq_retry_overflow, "upstream_rq_retry_overflow");
     C(rq_retry_limit_exceeded, "upstream_rq_retry_limit_exceeded");
     C(rq_retry_backoff_exponential, "upstream_rq_retry_backoff_exponential");
+    C(retry_or_shadow_abandoned, "retry_or_shadow_abandoned");
 #undef C
 #undef G
     /* deferred_stat_options: the ones of Envoy's ClusterTrafficStats stay out
@@ -64,21 +65,21 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
             st->cx_idle_timeout, st->cx_max_requests, st->upstream_rq_per_try_timeout, st->rq_retry,
             st->rq_maintenance_mode, st->rq_retry_success, st->rq_retry_overflow,
             st->rq_retry_limit_exceeded, st->rq_retry_backoff_exponential, st->cx_connect_ms,
-            st->cx_length_ms,
+            st->cx_length_ms, st->retry_or_shadow_abandoned,
         };
         uint32_t group = sharp_stats_new_group(s);
         for (size_t i = 0; i < SHARP_ARRAY_SIZE(traffic); i++)
             sharp_stats_defer(s, traffic[i], group);
     }
-    static const char *const prio[2] = {"default", "high"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const prio[SHARP_NPRIORITIES] = {"default", "high"};
+    for (int i = 0; i < SHARP_NPRIORITIES; i++) {
 #define B(field, stat) c->cbg[i].field = sharp_stats_gaugef(s, "cluster.%s.circuit_breakers.%s." stat, n, prio[i])
         B(cx_open, "cx_open");
         B(cx_pool_open, "cx_pool_open");
         B(rq_pending_open, "rq_pending_open");
         B(rq_open, "rq_open");
         B(rq_retry_open, "rq_retry_open");
-        if (c->cb.track_remaining) {
+        if (c->cb[i].track_remaining) {
             B(remaining_cx, "remaining_cx");
             B(remaining_pending, "remaining_pending");
             B(remaining_rq, "remaining_rq");
@@ -110,29 +111,35 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
 }
 
 /* Envoy's retry budget: the concurrent retries allowed are budget_percent of
- * the active plus pending requests, but at least min_retry_concurrency. */
-static uint64_t retry_limit(const sharp_cluster_t *c)
+ * the priority's active plus pending requests, but at least
+ * min_retry_concurrency. */
+static uint64_t retry_limit(sharp_cluster_t *c, sharp_priority_t prio)
 {
-    if (!c->cb.has_retry_budget) return c->cb.max_retries;
-    int64_t active = atomic_load_explicit(&c->rq_open, memory_order_relaxed);
-    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * c->cb.budget_percent / 100.0);
-    return budget > c->cb.min_retry_concurrency ? budget : c->cb.min_retry_concurrency;
+    const sharp_cb_thresholds_t *cb = &c->cb[prio];
+    if (!cb->has_retry_budget) return cb->max_retries;
+    int64_t active = atomic_load_explicit(&c->open[prio].rq_open, memory_order_relaxed);
+    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * cb->budget_percent / 100.0);
+    return budget > cb->min_retry_concurrency ? budget : cb->min_retry_concurrency;
 }
 
-bool sharp_cluster_retry_acquire(sharp_cluster_t *c)
+bool sharp_cluster_retry_acquire(sharp_cluster_t *c, sharp_priority_t prio)
 {
-    return sharp_cluster_slot_acquire(&c->rq_retry_open, retry_limit(c));
+    return sharp_cluster_slot_acquire(&c->open[prio].rq_retry_open, retry_limit(c, prio));
 }
 
-void sharp_cluster_retry_release(sharp_cluster_t *c)
+void sharp_cluster_retry_release(sharp_cluster_t *c, sharp_priority_t prio)
 {
-    atomic_fetch_sub_explicit(&c->rq_retry_open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->open[prio].rq_retry_open, 1, memory_order_relaxed);
 }
 
-static void breaker_gauges(sharp_cluster_t *c, int i, int64_t cx, uint64_t cx_max, int64_t pending,
-                           uint64_t pending_max, int64_t rq, uint64_t rq_max, int64_t retries, uint64_t retries_max)
+static void breaker_gauges(sharp_cluster_t *c, int i)
 {
     sharp_stats_t *s = c->stats;
+    const sharp_cb_thresholds_t *cb = &c->cb[i];
+    int64_t cx = atomic_load(&c->open[i].cx_open), pending = atomic_load(&c->open[i].rq_pending_open),
+            rq = atomic_load(&c->open[i].rq_open), retries = atomic_load(&c->open[i].rq_retry_open);
+    uint64_t cx_max = cb->max_connections, pending_max = cb->max_pending_requests, rq_max = cb->max_requests,
+             retries_max = retry_limit(c, (sharp_priority_t)i);
 #define OPEN(v, max) ((v) > 0 && (uint64_t)(v) >= (max) ? 1 : 0)
 #define LEFT(v, max) ((v) > 0 ? ((uint64_t)(v) >= (max) ? 0 : (int64_t)((max) - (uint64_t)(v))) : (int64_t)(max))
     sharp_gauge_set(s, c->cbg[i].cx_open, OPEN(cx, cx_max));
@@ -140,7 +147,7 @@ static void breaker_gauges(sharp_cluster_t *c, int i, int64_t cx, uint64_t cx_ma
     sharp_gauge_set(s, c->cbg[i].rq_pending_open, OPEN(pending, pending_max));
     sharp_gauge_set(s, c->cbg[i].rq_open, OPEN(rq, rq_max));
     sharp_gauge_set(s, c->cbg[i].rq_retry_open, OPEN(retries, retries_max));
-    if (c->cb.track_remaining) {
+    if (cb->track_remaining) {
         sharp_gauge_set(s, c->cbg[i].remaining_cx, LEFT(cx, cx_max));
         sharp_gauge_set(s, c->cbg[i].remaining_pending, LEFT(pending, pending_max));
         sharp_gauge_set(s, c->cbg[i].remaining_rq, LEFT(rq, rq_max));
@@ -154,12 +161,7 @@ static void breaker_gauges(sharp_cluster_t *c, int i, int64_t cx, uint64_t cx_ma
 void sharp_cluster_refresh_gauges(sharp_cluster_t *c)
 {
     if (!c->stats) return;
-    breaker_gauges(c, 0, atomic_load(&c->cx_open), c->cb.max_connections, atomic_load(&c->rq_pending_open),
-                   c->cb.max_pending_requests, atomic_load(&c->rq_open), c->cb.max_requests,
-                   atomic_load(&c->rq_retry_open), retry_limit(c));
-    /* Nothing runs at HIGH priority: its counters are zero under Envoy's
-     * default high thresholds. */
-    breaker_gauges(c, 1, 0, 1024, 0, 1024, 0, 1024, 0, 3);
+    for (int i = 0; i < SHARP_NPRIORITIES; i++) breaker_gauges(c, i);
 }
 
 void sharp_cluster_free(sharp_cluster_t *c)

@@ -20,7 +20,16 @@ typedef enum {
     SHARP_CLUSTER_EDS,
 } sharp_cluster_type_t;
 
-/* Circuit breaker thresholds for the DEFAULT priority (Envoy's defaults). */
+/* core.v3.RoutingPriority: a route's priority picks the circuit breaker
+ * thresholds (and, as in Envoy, the connection pools) its requests use. */
+typedef enum {
+    SHARP_PRIORITY_DEFAULT = 0,
+    SHARP_PRIORITY_HIGH = 1,
+} sharp_priority_t;
+#define SHARP_NPRIORITIES 2
+
+/* Circuit breaker thresholds of one priority (Envoy's defaults, the same
+ * for both priorities). */
 typedef struct {
     uint32_t max_connections;      /* 1024 */
     uint32_t max_pending_requests; /* 1024 */
@@ -40,8 +49,17 @@ typedef struct sharp_cluster_stats {
         cx_protocol_error, cx_idle_timeout, cx_max_requests, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
-        cx_connect_ms, cx_length_ms;
+        cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned;
 } sharp_cluster_stats_t;
+
+/* The cluster-wide counts one priority's thresholds limit, shared by all
+ * workers. */
+typedef struct {
+    _Atomic int64_t rq_open;         /* requests in flight (max_requests) */
+    _Atomic int64_t rq_retry_open;   /* retries scheduled or in flight (max_retries / retry_budget) */
+    _Atomic int64_t cx_open;         /* upstream connections (max_connections) */
+    _Atomic int64_t rq_pending_open; /* requests waiting for a connection (max_pending_requests) */
+} sharp_cb_counts_t;
 
 typedef struct sharp_cluster {
     char *name;
@@ -54,7 +72,7 @@ typedef struct sharp_cluster {
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     uint64_t idle_timeout_ms;           /* upstream connection idle timeout, default 1h */
-    sharp_cb_thresholds_t cb;
+    sharp_cb_thresholds_t cb[SHARP_NPRIORITIES]; /* indexed by sharp_priority_t */
     sharp_host_t **hosts;
     uint32_t nhosts;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
@@ -70,10 +88,7 @@ typedef struct sharp_cluster {
             remaining_pending, remaining_rq, remaining_retries, remaining_cx_pools;
     } cbg[2];
     sharp_stats_t *stats;
-    _Atomic int64_t rq_open; /* requests in flight on all workers (max_requests breaker) */
-    _Atomic int64_t rq_retry_open; /* retries scheduled or in flight (max_retries / retry_budget) */
-    _Atomic int64_t cx_open;         /* upstream connections of all workers (max_connections) */
-    _Atomic int64_t rq_pending_open; /* requests waiting for a connection (max_pending_requests) */
+    sharp_cb_counts_t open[SHARP_NPRIORITIES]; /* what cb[] limits, per priority */
     struct sharp_outlier *outlier; /* outlier_detection, NULL without it (upstream/outlier.h) */
     /* load_balancing_policy ShuffleShard, NULL for the other balancers (upstream/shard_lb.h) */
     struct sharp_shard_policy *shuffle_shard;
@@ -99,9 +114,9 @@ static inline bool sharp_cluster_slot_acquire(_Atomic int64_t *open, uint64_t li
     return true;
 }
 
-/* Takes one retry slot of the cluster's max_retries (or retry_budget)
+/* Takes one retry slot of the priority's max_retries (or retry_budget)
  * breaker; false when it is full. Any thread. */
-bool sharp_cluster_retry_acquire(sharp_cluster_t *c);
-void sharp_cluster_retry_release(sharp_cluster_t *c);
+bool sharp_cluster_retry_acquire(sharp_cluster_t *c, sharp_priority_t prio);
+void sharp_cluster_retry_release(sharp_cluster_t *c, sharp_priority_t prio);
 
 #endif

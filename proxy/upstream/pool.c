@@ -52,6 +52,9 @@ struct sharp_pool {
     sharp_worker_t *worker;
     sharp_cluster_t *cluster;
     sharp_host_t *host;
+    sharp_priority_t priority; /* whose circuit breaker counts its connections and waiters */
+    sharp_cb_counts_t *open;   /* cluster->open[priority] */
+    const sharp_cb_thresholds_t *cb; /* cluster->cb[priority] */
     sharp_dlist_t connecting, idle, busy, pending;
     uint32_t nconnecting, npending, ncx;
     bool destroying;
@@ -70,12 +73,15 @@ static sharp_stats_shard_t *shard(sharp_pool_t *p)
     return p->worker->stats;
 }
 
-sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h)
+sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio)
 {
     sharp_pool_t *p = sharp_calloc(1, sizeof *p);
     p->worker = w;
     p->cluster = c;
     p->host = h;
+    p->priority = prio;
+    p->open = &c->open[prio];
+    p->cb = &c->cb[prio];
     sharp_dlist_init(&p->connecting);
     sharp_dlist_init(&p->idle);
     sharp_dlist_init(&p->busy);
@@ -89,7 +95,7 @@ static void fail_pending(sharp_pool_t *p, sharp_pool_failure_t why, const char *
     sharp_dlist_remove(&r->link);
     r->pending = false;
     p->npending--;
-    atomic_fetch_sub_explicit(&p->cluster->rq_pending_open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->open->rq_pending_open, 1, memory_order_relaxed);
     sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
     r->cb->on_pool_failure(r->ctx, why, detail);
 }
@@ -158,7 +164,7 @@ static void cx_close(sharp_upstream_cx_t *cx)
     if (cx->connected)
         sharp_histogram_record(sh, p->cluster->st.cx_length_ms, (sharp_now_ns() - cx->connected_ns) / 1000000);
     atomic_fetch_sub_explicit(&p->host->active_cx, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&p->cluster->cx_open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->open->cx_open, 1, memory_order_relaxed);
     uv_timer_stop(&cx->timer);
     uv_close((uv_handle_t *)&cx->timer, on_handle_closed);
     uv_close((uv_handle_t *)&cx->tcp, on_handle_closed);
@@ -219,7 +225,7 @@ static bool serve_pending(sharp_upstream_cx_t *cx)
     sharp_dlist_remove(&r->link);
     r->pending = false;
     p->npending--;
-    atomic_fetch_sub_explicit(&p->cluster->rq_pending_open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->open->rq_pending_open, 1, memory_order_relaxed);
     sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
     bind_request(cx, r);
     return true;
@@ -452,7 +458,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
         bind_request(cx, req);
         return true;
     }
-    if (!sharp_cluster_slot_acquire(&p->cluster->rq_pending_open, p->cluster->cb.max_pending_requests))
+    if (!sharp_cluster_slot_acquire(&p->open->rq_pending_open, p->cb->max_pending_requests))
         return false;
     sharp_stats_shard_t *sh = shard(p);
     sharp_counter_inc(sh, p->cluster->st.rq_pending_total);
@@ -473,7 +479,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
 static void maybe_connect(sharp_pool_t *p)
 {
     if (p->destroying || p->nconnecting >= p->npending) return;
-    if (sharp_cluster_slot_acquire(&p->cluster->cx_open, p->cluster->cb.max_connections)) new_connection(p);
+    if (sharp_cluster_slot_acquire(&p->open->cx_open, p->cb->max_connections)) new_connection(p);
     else sharp_counter_inc(shard(p), p->cluster->st.cx_overflow);
 }
 
@@ -484,7 +490,7 @@ void sharp_pool_cancel(sharp_upstream_request_t *req)
         sharp_dlist_remove(&req->link);
         req->pending = false;
         p->npending--;
-        atomic_fetch_sub_explicit(&p->cluster->rq_pending_open, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&p->open->rq_pending_open, 1, memory_order_relaxed);
         sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
         return;
     }

@@ -51,7 +51,9 @@ typedef struct sharp_upstream_request {
     bool pending;
 } sharp_upstream_request_t;
 
-sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h);
+/* A pool of one priority: its connections and waiting requests count in
+ * that priority's circuit breakers (Envoy keys its pools by priority). */
+sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio);
 /* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
  * The pool frees itself once its last connection has closed. */
 void sharp_pool_destroy(sharp_pool_t *p);

@@ -101,3 +101,135 @@ def test_max_requests_holds_across_workers_under_wrk(procs):
     assert stat(admin, "cluster.b.upstream_rq_200") + over >= total - 64
     # both workers served traffic
     assert stat(admin, "cluster.b.upstream_rq_total") >= 100
+
+
+def test_high_priority_route_uses_high_thresholds_and_its_own_pools(procs):
+    """RouteAction.priority HIGH: its requests count in the HIGH thresholds
+    (circuit_breakers.high.*), so a full DEFAULT breaker does not stop them,
+    and they use their own connections, as Envoy keys pools by priority."""
+    u = Upstream(name="svc")
+    procs.append(u)
+    listen, admin = free_port(), free_port()
+    cb = ("circuit_breakers:\n  thresholds:\n"
+          "  - { priority: DEFAULT, max_requests: 1, track_remaining: true }\n"
+          "  - { priority: HIGH, max_requests: 2, max_retries: 7, track_remaining: true }\n"
+          "  - { priority: HIGH, max_requests: 50 }\n")  # only the first entry of a priority counts
+    routes = ('- match: { prefix: "/high" }\n  route: { cluster: b, priority: HIGH }\n'
+              '- match: { prefix: "/" }\n  route: { cluster: b }\n')
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, routes=routes, cluster_extra=cb),
+                     admin, concurrency=1)
+    d, hi = "cluster.b.circuit_breakers.default.", "cluster.b.circuit_breakers.high."
+    assert stat(admin, d + "remaining_rq") == 1
+    assert stat(admin, hi + "remaining_rq") == 2
+    assert stat(admin, hi + "remaining_retries") == 7
+
+    slow = []
+    t = threading.Thread(target=get, args=(listen, "/slow?delay_ms=1000", slow))
+    t.start()
+    time.sleep(0.3)  # the DEFAULT breaker is full
+    assert stat(admin, d + "rq_open") == 1 and stat(admin, d + "remaining_rq") == 0
+    assert stat(admin, hi + "rq_open") == 0
+    over = []
+    get(listen, "/", over)
+    assert over[0][0] == 503 and over[0][1].get("x-envoy-overloaded") == "true"
+    ok = []
+    get(listen, "/high/x", ok)
+    assert ok[0][0] == 200  # HIGH has its own thresholds
+
+    # two slow HIGH requests fill the HIGH breaker; a third overflows
+    hs = [threading.Thread(target=get, args=(listen, "/high?delay_ms=1000", slow)) for _ in range(2)]
+    for h in hs:
+        h.start()
+    time.sleep(0.3)
+    assert stat(admin, hi + "rq_open") == 1 and stat(admin, hi + "remaining_rq") == 0
+    get(listen, "/high/y", over)
+    assert over[1][0] == 503
+    t.join(10)
+    for h in hs:
+        h.join(10)
+    assert sorted(s for s, _, _ in slow) == [200, 200, 200]
+    assert stat(admin, d + "rq_open") == 0 and stat(admin, hi + "rq_open") == 0
+    assert stat(admin, hi + "remaining_rq") == 2
+    assert stat(admin, "cluster.b.upstream_rq_pending_overflow") == 2
+
+    # separate pools: a DEFAULT and a HIGH request never share a connection
+    seq = []
+    for path in ("/a", "/high/a", "/b", "/high/b"):
+        get(listen, path, seq)
+    cx = [h["x-upstream-connection"] for _, h, _ in seq]
+    # the DEFAULT pool has the one connection the DEFAULT requests used; the
+    # HIGH requests take connections of the HIGH pool
+    assert cx[0] == cx[2] and cx[0] not in (cx[1], cx[3]), cx
+    clusters = admin_get_text(admin, "/clusters")
+    assert "b::high_priority::max_requests::2" in clusters
+    assert "b::default_priority::max_requests::1" in clusters
+
+
+def admin_get_text(port, path):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def test_high_priority_connection_pending_and_retry_thresholds(procs):
+    """Each priority has its own max_connections / max_pending_requests and
+    max_retries: a DEFAULT pool at its connection and pending limits does
+    not hold back a HIGH request, and HIGH's max_retries: 0 stops the HIGH
+    route's retries while the DEFAULT route retries."""
+    u = Upstream(name="svc")
+    procs.append(u)
+    listen, admin = free_port(), free_port()
+    cb = ("circuit_breakers:\n  thresholds:\n"
+          "  - { priority: HIGH, max_retries: 0 }\n"
+          "  - { priority: DEFAULT, max_connections: 1, max_pending_requests: 1 }\n")
+    retry = "retry_policy: { retry_on: 5xx, num_retries: 1 }"
+    routes = (f'- match: {{ prefix: "/", headers: [{{ name: x-prio, string_match: {{ exact: high }} }}] }}\n'
+              f'  route: {{ cluster: b, priority: HIGH, {retry} }}\n'
+              f'- match: {{ prefix: "/" }}\n  route: {{ cluster: b, {retry} }}\n')
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, routes=routes, cluster_extra=cb),
+                     admin, concurrency=1)
+    d, hi = "cluster.b.circuit_breakers.default.", "cluster.b.circuit_breakers.high."
+    out = []
+    first = threading.Thread(target=get, args=(listen, "/a?delay_ms=1000", out))
+    first.start()
+    time.sleep(0.2)
+    second = threading.Thread(target=get, args=(listen, "/b?delay_ms=10", out))
+    second.start()
+    time.sleep(0.2)
+    assert stat(admin, d + "cx_open") == 1 and stat(admin, d + "rq_pending_open") == 1
+    assert stat(admin, hi + "cx_open") == 0 and stat(admin, hi + "rq_pending_open") == 0
+    over = []
+    get(listen, "/c", over)
+    assert over[0][0] == 503  # DEFAULT: pending breaker full
+    t0 = time.time()
+    get(listen, "/now", over, headers={"x-prio": "high"})
+    assert over[1][0] == 200 and time.time() - t0 < 0.5  # HIGH: its own connection at once
+    first.join(10)
+    second.join(10)
+    assert sorted(s for s, _, _ in out) == [200, 200]
+    assert stat(admin, "cluster.b.upstream_cx_total") == 2
+
+    # retries: HIGH has no retry budget left, DEFAULT retries once
+    res = []
+    get(listen, "/status/503", res, headers={"x-prio": "high"})
+    assert res[0][0] == 503
+    assert stat(admin, "cluster.b.upstream_rq_retry_overflow") == 1
+    assert stat(admin, "cluster.b.upstream_rq_retry") == 0
+    get(listen, "/status/503", res)
+    assert res[1][0] == 503
+    assert stat(admin, "cluster.b.upstream_rq_retry") == 1
+
+
+def test_undefined_priority_is_refused(tmp_path):
+    """Both priority fields take only RoutingPriority's values (PGV defined_only)."""
+    import os
+    from conftest import SHARP
+    for routes, extra, where in (
+            ('- match: { prefix: "/" }\n  route: { cluster: b, priority: 7 }\n', "", "routes[0].route.priority"),
+            (None, "circuit_breakers: { thresholds: [{ priority: 9 }] }\n", "thresholds[0].priority")):
+        p = tmp_path / "c.yaml"
+        p.write_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes, cluster_extra=extra))
+        r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1
+        assert where in r.stdout + r.stderr and "not a defined value of envoy.config.core.v3.RoutingPriority" in (
+            r.stdout + r.stderr)

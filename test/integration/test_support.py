@@ -114,8 +114,8 @@ REFUSED = [
      CLUSTER + ".upstream_connection_options", "keepalive"),
     ("cluster_extra", "close_connections_on_host_health_failure: true\n",
      CLUSTER + ".close_connections_on_host_health_failure", "close_connections_on_host_health_failure"),
-    ("cluster_extra", "circuit_breakers: { thresholds: [{ priority: HIGH, max_requests: 5 }] }\n",
-     CLUSTER + ".circuit_breakers.thresholds[0].priority", "HIGH"),
+    ("cluster_extra", "circuit_breakers: { per_host_thresholds: [{ max_connections: 5 }] }\n",
+     CLUSTER + ".circuit_breakers.per_host_thresholds", "per-host"),
 ]
 
 
@@ -128,12 +128,12 @@ def test_unimplemented_field_is_refused_with_path_position_and_feature(kw, text,
 
 
 def test_refusals_in_routes_and_bootstrap():
-    routes = ('- match: { prefix: "/" }\n  route: { cluster: b, priority: HIGH }\n')
+    routes = ('- match: { prefix: "/" }\n  route: { cluster_header: x-cluster }\n')
     rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes))
-    assert rc == 1 and ROUTE + ".route.priority: priority HIGH is not supported by SHARP" in out, out
-    routes = ('- match: { prefix: "/" }\n  route: { cluster: b, request_mirror_policies: [{ cluster: b }] }\n')
+    assert rc == 1 and ROUTE + ".route.cluster_header: cluster_header is not supported by SHARP" in out, out
+    routes = ('- match: { prefix: "/" }\n  route: { cluster: b, hedge_policy: { initial_requests: 2 } }\n')
     rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes))
-    assert rc == 1 and ROUTE + ".route.request_mirror_policies: request_mirror_policies is not supported" in out, out
+    assert rc == 1 and ROUTE + ".route.hedge_policy: hedge_policy is not supported" in out, out
     for top, feature in [("watchdog: { miss_timeout: 1s }\n", "watchdog"),
                          ("layered_runtime: { layers: [] }\n", "runtime")]:
         rc, out = validate_text(top + bootstrap_yaml(10000, 9901, {"b": [8080]}))

@@ -430,8 +430,8 @@ static void test_grpc_and_runtime_fraction(void **state)
     add_route(vh, SHARP_ROUTE_MATCH_PREFIX, "/g", "grpc")->match_grpc = true;
     sharp_route_t *r = add_route(vh, SHARP_ROUTE_MATCH_PREFIX, "/f", "fraction");
     r->has_runtime_fraction = true;
-    r->runtime_numerator = 25;
-    r->runtime_denominator = 100;
+    r->runtime_fraction.numerator = 25;
+    r->runtime_fraction.denominator = 100;
     add_route(vh, SHARP_ROUTE_MATCH_PREFIX, "/", "fallback");
     assert_string_equal(match_name(vh, "/g", "content-type: application/grpc", NULL), "grpc");
     assert_string_equal(match_name(vh, "/g", "content-type: application/grpc+proto", NULL), "grpc");

@@ -215,9 +215,66 @@ static void test_full_translation(void **state)
 
     r = &vh->routes[5];
     assert_true(r->has_runtime_fraction);
-    assert_int_equal(r->runtime_numerator, 5);
-    assert_int_equal(r->runtime_denominator, 10000);
+    assert_int_equal(r->runtime_fraction.numerator, 5);
+    assert_int_equal(r->runtime_fraction.denominator, 10000);
     release(&b);
+}
+
+/* request_mirror_policies: Envoy's checks, defaults (100%, host suffix on)
+ * and inheritance (route over virtual host over table, never merged);
+ * RouteAction.priority. */
+static void test_mirror_policies_and_priority(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "request_mirror_policies: [{cluster: tbl}]\n"
+              "virtual_hosts:\n"
+              "- name: a\n"
+              "  domains: [a]\n"
+              "  request_mirror_policies:\n"
+              "  - {cluster: vh1, runtime_fraction: {default_value: {numerator: 5, denominator: TEN_THOUSAND}}}\n"
+              "  - {cluster_header: X-Shadow, disable_shadow_host_suffix_append: true, trace_sampled: false}\n"
+              "  routes:\n"
+              "  - match: {prefix: /own}\n"
+              "    route: {cluster: c, priority: HIGH, request_mirror_policies: [{cluster: r1}]}\n"
+              "  - match: {prefix: /}\n"
+              "    route: {cluster: c}\n"
+              "- name: b\n"
+              "  domains: [b]\n"
+              "  routes:\n"
+              "  - match: {prefix: /}\n"
+              "    route: {cluster: c}\n");
+    assert_non_null(b.t);
+    const sharp_route_t *r = route_for(b.t, "a", "/own");
+    assert_int_equal(r->priority, 1);
+    assert_int_equal(r->mirror->n, 1);
+    assert_string_equal(r->mirror->p[0].cluster, "r1");
+    assert_int_equal(r->mirror->p[0].fraction.numerator, 100);
+    assert_int_equal(r->mirror->p[0].fraction.denominator, 100);
+    assert_false(r->mirror->p[0].disable_host_suffix);
+    r = route_for(b.t, "a", "/x");
+    assert_int_equal(r->priority, 0);
+    assert_int_equal(r->mirror->n, 2);
+    assert_string_equal(r->mirror->p[0].cluster, "vh1");
+    assert_int_equal(r->mirror->p[0].fraction.numerator, 5);
+    assert_int_equal(r->mirror->p[0].fraction.denominator, 10000);
+    assert_null(r->mirror->p[1].cluster);
+    assert_string_equal(r->mirror->p[1].cluster_header, "x-shadow");
+    assert_true(r->mirror->p[1].disable_host_suffix);
+    r = route_for(b.t, "b", "/x");
+    assert_int_equal(r->mirror->n, 1);
+    assert_string_equal(r->mirror->p[0].cluster, "tbl");
+    release(&b);
+
+    expect_error("virtual_hosts: [{name: a, domains: [a], routes: [{match: {prefix: /}, route: {cluster: c, "
+                 "request_mirror_policies: [{cluster: x, cluster_header: hdr}]}}]}]\n",
+                 "virtual_hosts[0].routes[0].route.request_mirror_policies[0]: Only one of cluster 'x' or "
+                 "cluster_header 'hdr' in request mirror policy can be specified");
+    expect_error("virtual_hosts: [{name: a, domains: [a], request_mirror_policies: [{trace_sampled: true}], "
+                 "routes: [{match: {prefix: /}, route: {cluster: c}}]}]\n",
+                 "virtual_hosts[0].request_mirror_policies[0]: Exactly one of cluster or cluster_header");
+    expect_error("request_mirror_policies: [{cluster: x, runtime_fraction: {}}]\n",
+                 "request_mirror_policies[0].runtime_fraction.default_value: is required");
 }
 
 static void test_defaults(void **state)
@@ -508,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_direct_response_body_limit),
         cmocka_unit_test(test_null_config),
         cmocka_unit_test(test_regex_rules),
+        cmocka_unit_test(test_mirror_policies_and_priority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
