@@ -382,26 +382,14 @@ static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r,
     sharp_route_apply_response_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
 }
 
+/* Envoy sends direct responses and redirects as local replies: the route's
+ * response headers apply, and so does local_reply_config. */
 static void send_direct_response(sharp_filter_t *f, const sharp_route_t *r)
 {
     sharp_stream_t *s = f->stream;
-    sharp_headers_t *h = &s->resp;
-    char code[16], cl[24];
-    snprintf(code, sizeof code, "%u", r->direct_status);
-    sharp_headers_clear(h);
-    sharp_headers_add_cstr(h, ":status", code);
-    size_t blen = r->direct_body ? r->direct_body_len : 0;
-    if (blen) {
-        snprintf(cl, sizeof cl, "%zu", blen);
-        sharp_headers_add_cstr(h, "content-length", cl);
-        sharp_headers_add_cstr(h, "content-type", "text/plain");
-    }
-    response_header_ops(s, r, NULL, h);
-    s->info.response_code_details = "direct_response";
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_direct_response);
-    bool end = blen == 0 || s->is_head;
-    sharp_stream_encode_headers(f, h, end);
-    if (!end) sharp_stream_encode_data(f, r->direct_body, blen, true);
+    sharp_stream_send_local_reply_body(f, r->direct_status, r->direct_body, r->direct_body ? r->direct_body_len : 0,
+                                       0, "direct_response", NULL);
 }
 
 static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
@@ -444,17 +432,11 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
     }
     if (q && !rd->strip_query && !(rd->path && strchr(rd->path, '?')))
         sharp_sbuf_append(&loc, q, path.len - plen);
-    sharp_headers_t *h = &s->resp;
-    char code[16];
-    snprintf(code, sizeof code, "%u", rd->code ? rd->code : 301);
-    sharp_headers_clear(h);
-    sharp_headers_add_cstr(h, ":status", code);
-    sharp_headers_add(h, "location", 8, loc.data, loc.len);
-    sharp_sbuf_free(&loc);
-    response_header_ops(s, r, NULL, h);
-    s->info.response_code_details = "direct_response";
+    sharp_sbuf_append(&loc, "", 1); /* NUL-terminated for the header list */
+    const char *const hdrs[] = {"location", loc.data, NULL};
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_redirect);
-    sharp_stream_encode_headers(f, h, true);
+    sharp_stream_send_local_reply_body(f, rd->code ? rd->code : 301, NULL, 0, 0, "direct_response", hdrs);
+    sharp_sbuf_free(&loc);
 }
 
 static uint64_t parse_u64(sharp_str_t v, bool *ok)
@@ -645,6 +627,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     }
     const sharp_weighted_cluster_t *wc = NULL;
     const char *cname = sharp_route_pick_cluster(r, sharp_worker_random(w), &wc);
+    s->route_wc = wc; /* the route entry's response headers in local replies include its own */
     sharp_cluster_t *c = cname ? sharp_snapshot_cluster(s->snap, cname) : NULL;
     if (!c) {
         sharp_debug(router, "[C%llu][S%llu] unknown cluster '%s'", s->conn_id, s->id, cname ? cname : "");

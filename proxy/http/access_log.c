@@ -44,6 +44,7 @@ static const struct {
     {"PROTOCOL", OP_PROTOCOL, 0},
     {"ROUTE_NAME", OP_ROUTE_NAME, 0},
     {"HOSTNAME", OP_HOSTNAME, 0},
+    {"LOCAL_REPLY_BODY", OP_LOCAL_REPLY_BODY, 0},
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -348,6 +349,11 @@ sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char
         return NULL;
     }
     return f;
+}
+
+void sharp_access_log_format_set_omit_empty(sharp_access_log_format_t *f, bool omit)
+{
+    f->omit_empty = omit;
 }
 
 static int cmp_field_key(const void *a, const void *b)

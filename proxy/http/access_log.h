@@ -5,7 +5,8 @@
  * rendered per stream from its sharp_stream_info_t. Missing values print
  * "-" in text formats and null in JSON formats, as in Envoy. The same
  * formatter expands %VAR% values in request/response header mutations
- * (with missing values rendered empty, as Envoy's header formatter does).
+ * (with missing values rendered empty, as Envoy's header formatter does)
+ * and formats local reply bodies (%LOCAL_REPLY_BODY% is the reply's text).
  *
  * The file sink is shared by all workers (one O_APPEND descriptor); each
  * worker owns a writer that batches lines in a buffer and writes them with a
@@ -53,6 +54,10 @@ void sharp_access_log_format_render(const sharp_access_log_format_t *f,
 void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,
                                            const sharp_stream_info_t *si, sharp_sbuf_t *out);
 void sharp_access_log_format_free(sharp_access_log_format_t *f);
+/* Envoy's omit_empty_values: a text format renders missing values as
+ * nothing instead of "-"; a JSON format leaves out keys whose value is
+ * missing or empty. */
+void sharp_access_log_format_set_omit_empty(sharp_access_log_format_t *f, bool omit);
 
 /* ---- file sink ---- */
 

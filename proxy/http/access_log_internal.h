@@ -35,6 +35,7 @@ typedef enum {
     OP_PROTOCOL,
     OP_ROUTE_NAME,
     OP_HOSTNAME,
+    OP_LOCAL_REPLY_BODY,
 } al_op_t;
 
 /* Command table flags. */
@@ -85,6 +86,7 @@ typedef struct {
 
 struct sharp_access_log_format {
     bool json;
+    bool omit_empty; /* SubstitutionFormatString.omit_empty_values */
     al_field_t *fields;
     uint32_t nfields;
     char *hostname; /* %HOSTNAME%, read once at compile time */

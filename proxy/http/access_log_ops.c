@@ -190,6 +190,10 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_opt(out, si->protocol);
     case OP_ROUTE_NAME:
         return put_opt(out, si->route_name);
+    case OP_LOCAL_REPLY_BODY:
+        /* a value even when empty: Envoy renders "" here, never "-" */
+        if (si->local_reply_body) sharp_sbuf_append(out, si->local_reply_body, si->local_reply_body_len);
+        return true;
     default:
         return false;
     }
@@ -229,36 +233,61 @@ static void render_text(const sharp_access_log_format_t *f, const al_field_t *fl
 }
 
 /* A field that is a single operator keeps its type: a number stays a number,
- * a missing value becomes null. */
+ * a missing value becomes null. With omit_empty a key whose value is missing
+ * or the empty string is left out. */
 static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
                         sharp_sbuf_t *out)
 {
     sharp_sbuf_append(out, "{", 1);
+    bool first = true;
     for (uint32_t k = 0; k < f->nfields; k++) {
         const al_field_t *fl = &f->fields[k];
-        if (k) sharp_sbuf_append(out, ",", 1);
+        size_t key_at = out->len;
+        if (!first) sharp_sbuf_append(out, ",", 1);
         sharp_sbuf_append(out, "\"", 1);
         sharp_sbuf_json_escape(out, fl->key, strlen(fl->key));
         sharp_sbuf_append(out, "\":", 2);
+        size_t at = out->len;
         if (fl->single && fl->pieces[0].numeric) {
-            if (!put_value(f, &fl->pieces[0], si, out)) put_cstr(out, "null");
+            if (!put_value(f, &fl->pieces[0], si, out)) {
+                if (f->omit_empty) {
+                    out->len = key_at;
+                    continue;
+                }
+                put_cstr(out, "null");
+            }
+            first = false;
             continue;
         }
         if (fl->single) {
-            size_t at = out->len;
             sharp_sbuf_append(out, "\"", 1);
             if (!put_value(f, &fl->pieces[0], si, out)) {
+                if (f->omit_empty) {
+                    out->len = key_at;
+                    continue;
+                }
                 out->len = at;
                 put_cstr(out, "null");
+                first = false;
+                continue;
+            }
+            if (f->omit_empty && out->len == at + 1) {
+                out->len = key_at;
                 continue;
             }
             escape_tail(out, at + 1);
             sharp_sbuf_append(out, "\"", 1);
+            first = false;
             continue;
         }
         sharp_sbuf_append(out, "\"", 1);
-        render_text(f, fl, si, out, "-", true);
+        render_text(f, fl, si, out, f->omit_empty ? "" : "-", true);
+        if (f->omit_empty && out->len == at + 1) {
+            out->len = key_at;
+            continue;
+        }
         sharp_sbuf_append(out, "\"", 1);
+        first = false;
     }
     sharp_sbuf_append(out, "}\n", 2);
 }
@@ -269,7 +298,7 @@ void sharp_access_log_format_render(const sharp_access_log_format_t *f,
     if (f->json)
         render_json(f, si, out);
     else
-        render_text(f, &f->fields[0], si, out, "-", false);
+        render_text(f, &f->fields[0], si, out, f->omit_empty ? "" : "-", false);
 }
 
 void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,
