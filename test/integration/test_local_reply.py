@@ -233,6 +233,18 @@ def test_body_from_file(procs, upstream, tmp_path):
     assert st == 503 and h["content-length"] == [str(len(b"<h1>maintenance</h1>\n"))] and body == b""
 
 
+def test_body_format_from_file_source(procs, upstream, tmp_path):
+    fmt = tmp_path / "reply.txt"
+    fmt.write_text("code=%RESPONSE_CODE% body=%LOCAL_REPLY_BODY%")
+    url = start(procs, upstream, f"""\
+        body_format:
+          text_format_source: {{ filename: {fmt} }}
+        """)
+    st, h, body = curl(url + "/direct")
+    assert (st, body) == (200, b"code=200 body=direct body")
+    assert h["content-type"] == ["text/plain"]
+
+
 # ---- route response headers on the router's local replies ---------------------
 
 HEADER_ROUTES = """\
