@@ -3,6 +3,7 @@
 #include "config/route_config.h"
 
 #include <stdio.h>
+#include <string.h>
 
 typedef Envoy__Config__Accesslog__V3__AccessLogFilter alf_pb_t;
 
@@ -114,9 +115,11 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_RESPONSE_FLAG_FILTER: {
         const Envoy__Config__Accesslog__V3__ResponseFlagFilter *r = pb->response_flag_filter;
         f->kind = SHARP_ALF_RESPONSE_FLAG;
+        f->any_flag = r->n_flags == 0;
         for (size_t i = 0; i < r->n_flags && ok; i++) {
             uint32_t bit = sharp_response_flag_from_str(r->flags[i]);
-            if (!bit) {
+            /* DR (downstream remote reset) is an Envoy flag SHARP never sets */
+            if (!bit && strcmp(r->flags[i], "DR") != 0) {
                 snprintf(err, errlen, "%s.response_flag_filter.flags[%zu]: unknown response flag \"%s\"", path, i,
                          r->flags[i]);
                 ok = false;

@@ -75,7 +75,7 @@ bool sharp_alf_evaluate(const sharp_alf_t *f, const sharp_stream_info_t *si, sha
         return m;
     }
     case SHARP_ALF_RESPONSE_FLAG:
-        return f->flags ? (si->response_flags & f->flags) != 0 : si->response_flags != 0;
+        return f->any_flag ? si->response_flags != 0 : (si->response_flags & f->flags) != 0;
     }
     return false;
 }

@@ -51,8 +51,10 @@ typedef struct sharp_alf {
     uint32_t nchildren;
     /* header */
     sharp_header_matcher_t header;
-    /* response_flag: SHARP_RF_* bits, 0 = any flag */
+    /* response_flag: SHARP_RF_* bits of the listed flags; any_flag when
+     * none is listed (a listed flag SHARP never sets adds no bit) */
     uint32_t flags;
+    bool any_flag;
 } sharp_alf_t;
 
 /* A source of random numbers (the worker's generator on the data path). */

@@ -104,6 +104,7 @@ static void not_health_check_and_response_flags(void **state)
     sharp_alf_t *nhc = must("not_health_check_filter: {}");
     sharp_alf_t *any = must("response_flag_filter: {}");
     sharp_alf_t *some = must("response_flag_filter: { flags: [UH, NR] }");
+    sharp_alf_t *dr = must("response_flag_filter: { flags: [DR] }");
     assert_true(eval(nhc, &si));
     si.health_check = true;
     assert_false(eval(nhc, &si));
@@ -111,12 +112,14 @@ static void not_health_check_and_response_flags(void **state)
     assert_false(eval(some, &si));
     si.response_flags = SHARP_RF_UPSTREAM_CONNECTION_FAILURE;
     assert_true(eval(any, &si));
+    assert_false(eval(dr, &si)); /* a flag SHARP never sets matches nothing */
     assert_false(eval(some, &si));
     si.response_flags |= SHARP_RF_NO_ROUTE_FOUND;
     assert_true(eval(some, &si));
     sharp_alf_free(nhc);
     sharp_alf_free(any);
     sharp_alf_free(some);
+    sharp_alf_free(dr);
 }
 
 static void header_filter_reads_request_headers(void **state)
