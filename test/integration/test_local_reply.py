@@ -414,3 +414,23 @@ def test_invalid_local_reply_config_is_refused(procs, upstream, local_reply, exp
 def test_valid_local_reply_config_validates(procs, upstream):
     rc, out = validate(procs, upstream, "mappers:\n- filter: { not_health_check_filter: {} }\n  status_code: 599\n")
     assert rc == 0, out
+
+
+def test_admin_access_log_filter(procs):
+    admin = free_port()
+    log = os.path.join(tempfile.mkdtemp(prefix="sharp-alf-"), "admin.log")
+    y = (f"admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\n"
+         "  access_log:\n"
+         "  - name: envoy.access_loggers.file\n"
+         "    filter: { status_code_filter: { comparison: { op: EQ, value: { default_value: 404, runtime_key: k } } } }\n"
+         "    typed_config:\n"
+         "      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+         f"      path: {log}\n"
+         "      log_format: { text_format: \"%REQ(:PATH)% %RESPONSE_CODE%\\n\" }\n")
+    s = Sharp(y)
+    procs.append(s)
+    s.wait_ready(admin)
+    url = f"http://127.0.0.1:{admin}"
+    assert curl(url + "/ready")[0] == 200
+    assert curl(url + "/no-such-admin-page")[0] == 404
+    assert settle(log, 1) == ["/no-such-admin-page 404"]
