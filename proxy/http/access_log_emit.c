@@ -145,8 +145,9 @@ sharp_access_log_format_t *sharp_access_log_compile_sfs(const Envoy__Config__Cor
         out = compile_struct(f->json_format, err, errlen);
         break;
     default:
-        out = sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
-        break;
+        /* Envoy's validation: the format oneof is required */
+        snprintf(err, errlen, "one of text_format, json_format or text_format_source is required");
+        return NULL;
     }
     if (out) sharp_access_log_format_set_omit_empty(out, f->omit_empty_values);
     return out;

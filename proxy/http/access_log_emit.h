@@ -36,7 +36,8 @@ int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen);
 void sharp_access_log_free(sharp_access_log_t *l);
 
 /* A SubstitutionFormatString (text_format, text_format_source, json_format,
- * omit_empty_values) as a compiled format; unset: Envoy's default format. */
+ * omit_empty_values) as a compiled format. As Envoy's validation, one of the
+ * three formats must be set. */
 sharp_access_log_format_t *sharp_access_log_compile_sfs(const Envoy__Config__Core__V3__SubstitutionFormatString *f,
                                                         char *err, size_t errlen);
 /* The bytes of a DataSource, NUL-terminated (the length excludes the NUL);

@@ -233,8 +233,9 @@ static void render_text(const sharp_access_log_format_t *f, const al_field_t *fl
 }
 
 /* A field that is a single operator keeps its type: a number stays a number,
- * a missing value becomes null. With omit_empty a key whose value is missing
- * or the empty string is left out. */
+ * a missing value becomes null, or with omit_empty (Envoy's omit_empty_values)
+ * the key is left out. A field with several pieces is always a string, its
+ * missing pieces "-", or nothing with omit_empty. */
 static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
                         sharp_sbuf_t *out)
 {
@@ -248,19 +249,9 @@ static void render_json(const sharp_access_log_format_t *f, const sharp_stream_i
         sharp_sbuf_json_escape(out, fl->key, strlen(fl->key));
         sharp_sbuf_append(out, "\":", 2);
         size_t at = out->len;
-        if (fl->single && fl->pieces[0].numeric) {
-            if (!put_value(f, &fl->pieces[0], si, out)) {
-                if (f->omit_empty) {
-                    out->len = key_at;
-                    continue;
-                }
-                put_cstr(out, "null");
-            }
-            first = false;
-            continue;
-        }
         if (fl->single) {
-            sharp_sbuf_append(out, "\"", 1);
+            bool numeric = fl->pieces[0].numeric;
+            if (!numeric) sharp_sbuf_append(out, "\"", 1);
             if (!put_value(f, &fl->pieces[0], si, out)) {
                 if (f->omit_empty) {
                     out->len = key_at;
@@ -268,24 +259,15 @@ static void render_json(const sharp_access_log_format_t *f, const sharp_stream_i
                 }
                 out->len = at;
                 put_cstr(out, "null");
-                first = false;
-                continue;
+            } else if (!numeric) {
+                escape_tail(out, at + 1);
+                sharp_sbuf_append(out, "\"", 1);
             }
-            if (f->omit_empty && out->len == at + 1) {
-                out->len = key_at;
-                continue;
-            }
-            escape_tail(out, at + 1);
-            sharp_sbuf_append(out, "\"", 1);
             first = false;
             continue;
         }
         sharp_sbuf_append(out, "\"", 1);
         render_text(f, fl, si, out, f->omit_empty ? "" : "-", true);
-        if (f->omit_empty && out->len == at + 1) {
-            out->len = key_at;
-            continue;
-        }
         sharp_sbuf_append(out, "\"", 1);
         first = false;
     }

@@ -403,6 +403,7 @@ def validate(procs, upstream, local_reply="", hcm_extra=""):
      "runtime_key"),
     ("mappers:\n- filter: {}\n", "filter"),
     ("body_format: { text_format: \"%NOPE%\" }\n", "unknown command operator %NOPE%"),
+    ("body_format: { content_type: text/html }\n", "one of text_format, json_format or text_format_source"),
     ("mappers:\n- filter: { not_health_check_filter: {} }\n  body: { filename: /nonexistent/x }\n", "/nonexistent/x"),
 ])
 def test_invalid_local_reply_config_is_refused(procs, upstream, local_reply, expect):
