@@ -45,6 +45,13 @@ sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char
 sharp_access_log_format_t *sharp_access_log_format_compile_json(const char *const *keys,
                                                                 const char *const *formats,
                                                                 size_t n, char *err, size_t errlen);
+/* Compiles Envoy's json_format Struct: string values are format strings,
+ * numbers stay numbers, nested objects and lists render as such (keys
+ * sorted at every level); bools and nulls are refused with Envoy's message.
+ * NULL on error, with the value's path ("json_format.a.b[1]: ..."). */
+struct Google__Protobuf__Struct;
+sharp_access_log_format_t *sharp_access_log_format_compile_struct(const struct Google__Protobuf__Struct *st,
+                                                                  char *err, size_t errlen);
 /* Appends the rendering for `si` to `out`. `si` may be NULL (every
  * stream-dependent operator is then missing). */
 void sharp_access_log_format_render(const sharp_access_log_format_t *f,

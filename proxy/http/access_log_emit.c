@@ -25,27 +25,10 @@ struct sharp_access_log {
     sharp_alf_t *filter; /* AccessLog.filter: only entries passing it are written; NULL logs all */
 };
 
-/* json_format: a flat Struct of key -> format string (nested objects are not
- * supported yet). */
+/* json_format: Envoy's structured format (nested objects, lists, numbers). */
 static sharp_access_log_format_t *compile_struct(const Google__Protobuf__Struct *st, char *err, size_t errlen)
 {
-    const char **keys = sharp_calloc(st->n_fields + 1, sizeof *keys);
-    const char **fmts = sharp_calloc(st->n_fields + 1, sizeof *fmts);
-    sharp_access_log_format_t *f = NULL;
-    for (size_t i = 0; i < st->n_fields; i++) {
-        const Google__Protobuf__Value *v = st->fields[i]->value;
-        if (!v || v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
-            snprintf(err, errlen, "json_format.%s: only string values are supported", st->fields[i]->key);
-            goto out;
-        }
-        keys[i] = st->fields[i]->key;
-        fmts[i] = v->string_value;
-    }
-    f = sharp_access_log_format_compile_json(keys, fmts, st->n_fields, err, errlen);
-out:
-    free(keys);
-    free(fmts);
-    return f;
+    return sharp_access_log_format_compile_struct(st, err, errlen);
 }
 
 /* The bytes of a DataSource (inline_string, inline_bytes, filename,

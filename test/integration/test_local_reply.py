@@ -169,6 +169,7 @@ def test_body_format_json(procs, upstream):
             message: "%LOCAL_REPLY_BODY%"
             path: "%REQ(:PATH)%"
             flags: "%RESPONSE_FLAGS%"
+            detail: { list: [ "%REQ(:PATH)%", 7 ], missing: "%REQ(x-none)%" }
         """)
     st, h, body = curl(url + "/dead/x")
     assert st == 503
@@ -179,6 +180,7 @@ def test_body_format_json(procs, upstream):
     assert doc["path"] == "/dead/x"
     assert doc["flags"] == "UF"
     assert doc["message"].startswith("upstream connect error")
+    assert doc["detail"] == {"list": ["/dead/x", 7], "missing": None}
 
 
 def test_body_format_override_and_status_rewrite_in_access_log(procs, upstream):

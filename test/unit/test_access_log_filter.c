@@ -336,6 +336,45 @@ static void local_reply_json_override_and_default(void **state)
     sharp_headers_free(&resp);
 }
 
+static void local_reply_nested_json_format(void **state)
+{
+    (void)state;
+    sharp_local_reply_t *lr = local_reply_from(
+        "body_format:\n"
+        "  json_format:\n"
+        "    v: 2\n"
+        "    error:\n"
+        "      msg: \"%LOCAL_REPLY_BODY%\"\n"
+        "      code: \"%RESPONSE_CODE%\"\n"
+        "      tags: [ a, \"%RESPONSE_CODE%\", 1.5, { k: \"%REQ(x-none)%\" }, -0.1 ]\n");
+    sharp_stream_info_t si = {0};
+    sharp_headers_t resp;
+    sharp_headers_init(&resp);
+    sharp_sbuf_t body = {0};
+    sharp_sbuf_append(&body, "boom", 4);
+    uint32_t code = 503;
+    const char *ct = NULL;
+    sharp_local_reply_rewrite(lr, &si, &resp, &code, &body, &ct, fixed_random, NULL);
+    const char *want = "{\"error\":{\"code\":503,\"msg\":\"boom\",\"tags\":[\"a\",503,1.5,{\"k\":null},-0.1]},\"v\":2}\n";
+    assert_string_equal(sharp_sbuf_cstr(&body), want);
+    assert_string_equal(ct, "application/json");
+    sharp_sbuf_free(&body);
+    sharp_headers_free(&resp);
+    sharp_local_reply_free(lr);
+
+    /* bools have no format meaning: Envoy's error */
+    sharp_config_error_t e = {{0}};
+    const char *bad = "body_format: { json_format: { a: { b: [ \"x\", true ] } } }\n";
+    sharp_config_doc_t *d = sharp_config_parse(
+        bad, strlen(bad), "lr.yaml",
+        &envoy__extensions__filters__network__http_connection_manager__v3__local_reply_config__descriptor, &e);
+    assert_non_null(d);
+    char err[512] = "";
+    assert_null(sharp_config_local_reply((const void *)sharp_config_doc_message(d), err, sizeof err));
+    sharp_config_doc_free(d);
+    assert_non_null(strstr(err, "json_format.a.b[1]: Only string values, nested structs, list values and number"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +387,7 @@ int main(void)
         cmocka_unit_test(bad_filters_are_refused),
         cmocka_unit_test(local_reply_first_matching_mapper_wins),
         cmocka_unit_test(local_reply_json_override_and_default),
+        cmocka_unit_test(local_reply_nested_json_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
