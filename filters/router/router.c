@@ -179,14 +179,28 @@ static void charge_local_upstream_code(router_state_t *rs, uint32_t code)
 static void upstream_failure_reply(router_state_t *rs, uint32_t code, const char *body,
                                    uint32_t flag, const char *details)
 {
+    /* a retry waiting out its back-off has not been attempted yet */
+    uint32_t attempts = rs->backing_off && rs->attempt ? rs->attempt - 1 : rs->attempt;
     timer_stop(rs->timer);
     timer_stop(rs->backoff_timer);
     rs->backing_off = false;
     release_upstream(rs);
-    static const char *const overloaded[] = {"x-envoy-overloaded", "true", NULL};
-    sharp_stream_send_local_reply_ex(rs->f, code, body, flag, details,
-                                     (flag & SHARP_RF_UPSTREAM_OVERFLOW) && !suppress_headers(rs) ? overloaded
-                                                                                                   : NULL);
+    sharp_stream_t *s = rs->f->stream;
+    /* Envoy's onUpstreamAbort: x-envoy-overloaded, then the router's
+     * modify_headers_, which adds the attempt count as on upstream responses */
+    const char *hdrs[5] = {NULL};
+    size_t nh = 0;
+    char n[16];
+    if ((flag & SHARP_RF_UPSTREAM_OVERFLOW) && !suppress_headers(rs)) {
+        hdrs[nh++] = "x-envoy-overloaded";
+        hdrs[nh++] = "true";
+    }
+    if (s->vhost && s->vhost->include_attempt_count_in_response && attempts) {
+        n[sharp_u64_to_str(attempts, n)] = '\0';
+        hdrs[nh++] = "x-envoy-attempt-count";
+        hdrs[nh++] = n;
+    }
+    sharp_stream_send_local_reply_ex(rs->f, code, body, flag, details, hdrs);
 }
 
 static void overflow_reply(router_state_t *rs)
@@ -516,8 +530,17 @@ static void start_try(router_state_t *rs)
             sharp_cluster_retry_release(c);
         }
         timer_stop(rs->timer);
-        sharp_stream_send_local_reply(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
-                                      "no_healthy_upstream");
+        /* Envoy counts an attempt only once it has a connection pool: a try
+         * without a host adds none */
+        const char *hdrs[3] = {NULL};
+        char n[16];
+        if (s->vhost && s->vhost->include_attempt_count_in_response && rs->attempt > 1) {
+            n[sharp_u64_to_str(rs->attempt - 1, n)] = '\0';
+            hdrs[0] = "x-envoy-attempt-count";
+            hdrs[1] = n;
+        }
+        sharp_stream_send_local_reply_ex(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
+                                         "no_healthy_upstream", hdrs);
         return;
     }
     /* cluster-wide request circuit breaker */

@@ -261,13 +261,20 @@ HEADER_ROUTES = """\
   response_headers_to_add: [ { header: { key: x-route, value: slow } } ]
 - match: { prefix: "/only" }
   route: { cluster: backend }
+- match: { prefix: "/retried" }
+  route: { cluster: dead, retry_policy: { retry_on: connect-failure, num_retries: 2 } }
+- match: { prefix: "/empty" }
+  route: { cluster: empty }
+  response_headers_to_add: [ { header: { key: x-route, value: empty } } ]
 """
 
 
 def test_router_local_replies_carry_response_headers_to_add(procs, upstream):
     listen, admin = free_port(), free_port()
-    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "dead": [dead_port()]}, routes=HEADER_ROUTES,
-                       vhost_extra="response_headers_to_add: [ { header: { key: x-vhost, value: v } } ]\n")
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "dead": [dead_port()], "empty": []},
+                       routes=HEADER_ROUTES,
+                       vhost_extra="response_headers_to_add: [ { header: { key: x-vhost, value: v } } ]\n"
+                                   "include_attempt_count_in_response: true\n")
     y = y.replace("            name: local_route\n",
                   "            name: local_route\n"
                   "            response_headers_to_add: [ { header: { key: x-table, value: t } } ]\n")
@@ -277,6 +284,15 @@ def test_router_local_replies_carry_response_headers_to_add(procs, upstream):
     st, h, _ = curl(url + "/dead")
     assert st == 503
     assert h.get("x-route") == ["dead"] and h.get("x-vhost") == ["v"] and h.get("x-table") == ["t"]
+    assert h.get("x-envoy-attempt-count") == ["1"]
+    # after two retries: the attempt count, as on upstream responses
+    st, h, _ = curl(url + "/retried")
+    assert st == 503 and h.get("x-envoy-attempt-count") == ["3"]
+    # no host at all: no attempt was made
+    st, h, body = curl(url + "/empty")
+    assert (st, body) == (503, b"no healthy upstream")
+    assert h.get("x-route") == ["empty"] and h.get("x-vhost") == ["v"] and h.get("x-table") == ["t"]
+    assert "x-envoy-attempt-count" not in h
     # route timeout: 504 from the router
     st, h, _ = curl(url + "/slow?delay_ms=3000")
     assert st == 504
