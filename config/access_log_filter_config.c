@@ -7,7 +7,8 @@
 
 typedef Envoy__Config__Accesslog__V3__AccessLogFilter alf_pb_t;
 
-static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_t errlen, int depth);
+static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_t errlen,
+                          int depth);
 
 static bool comparison(const Envoy__Config__Accesslog__V3__ComparisonFilter *c, const char *path,
                        sharp_alf_t *f, char *err, size_t errlen)
@@ -17,11 +18,18 @@ static bool comparison(const Envoy__Config__Accesslog__V3__ComparisonFilter *c, 
         return false;
     }
     switch (c->op) {
-    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__EQ: f->op = SHARP_ALF_EQ; break;
-    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__GE: f->op = SHARP_ALF_GE; break;
-    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__LE: f->op = SHARP_ALF_LE; break;
+    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__EQ:
+        f->op = SHARP_ALF_EQ;
+        break;
+    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__GE:
+        f->op = SHARP_ALF_GE;
+        break;
+    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__LE:
+        f->op = SHARP_ALF_LE;
+        break;
     default:
-        snprintf(err, errlen, "%s.comparison.op: value %d is not a defined value", path, (int)c->op);
+        snprintf(err, errlen, "%s.comparison.op: value %d is not a defined value", path,
+                 (int)c->op);
         return false;
     }
     /* Without runtime layers the runtime key never overrides the default. */
@@ -29,8 +37,8 @@ static bool comparison(const Envoy__Config__Accesslog__V3__ComparisonFilter *c, 
     return true;
 }
 
-static bool children(const alf_pb_t *const *v, size_t n, const char *path, sharp_alf_t *f, char *err,
-                     size_t errlen, int depth)
+static bool children(const alf_pb_t *const *v, size_t n, const char *path, sharp_alf_t *f,
+                     char *err, size_t errlen, int depth)
 {
     if (n < 2) {
         snprintf(err, errlen, "%s.filters: needs at least 2 items", path);
@@ -79,11 +87,19 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
         if (r->percent_sampled) {
             f->numerator = r->percent_sampled->numerator;
             switch (r->percent_sampled->denominator) {
-            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED: f->denominator = 100; break;
-            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND: f->denominator = 10000; break;
-            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION: f->denominator = 1000000; break;
+            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED:
+                f->denominator = 100;
+                break;
+            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND:
+                f->denominator = 10000;
+                break;
+            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION:
+                f->denominator = 1000000;
+                break;
             default:
-                snprintf(err, errlen, "%s.runtime_filter.percent_sampled.denominator: value %d is not a defined value",
+                snprintf(err, errlen,
+                         "%s.runtime_filter.percent_sampled.denominator: value %d is not a defined "
+                         "value",
                          path, (int)r->percent_sampled->denominator);
                 ok = false;
             }
@@ -93,14 +109,14 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_AND_FILTER:
         f->kind = SHARP_ALF_AND;
         snprintf(p, sizeof p, "%s.and_filter", path);
-        ok = children((const alf_pb_t *const *)pb->and_filter->filters, pb->and_filter->n_filters, p, f, err, errlen,
-                      depth);
+        ok = children((const alf_pb_t *const *)pb->and_filter->filters, pb->and_filter->n_filters,
+                      p, f, err, errlen, depth);
         break;
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_OR_FILTER:
         f->kind = SHARP_ALF_OR;
         snprintf(p, sizeof p, "%s.or_filter", path);
-        ok = children((const alf_pb_t *const *)pb->or_filter->filters, pb->or_filter->n_filters, p, f, err, errlen,
-                      depth);
+        ok = children((const alf_pb_t *const *)pb->or_filter->filters, pb->or_filter->n_filters, p,
+                      f, err, errlen, depth);
         break;
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_HEADER_FILTER:
         f->kind = SHARP_ALF_HEADER;
@@ -109,7 +125,8 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
             snprintf(err, errlen, "%s: is required", p);
             ok = false;
         } else {
-            ok = sharp_config_header_matcher(pb->header_filter->header, p, &f->header, err, errlen) == 0;
+            ok = sharp_config_header_matcher(pb->header_filter->header, p, &f->header, err,
+                                             errlen) == 0;
         }
         break;
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_RESPONSE_FLAG_FILTER: {
@@ -120,8 +137,9 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
             uint32_t bit = sharp_response_flag_from_str(r->flags[i]);
             /* DR (downstream remote reset) is an Envoy flag SHARP never sets */
             if (!bit && strcmp(r->flags[i], "DR") != 0) {
-                snprintf(err, errlen, "%s.response_flag_filter.flags[%zu]: unknown response flag \"%s\"", path, i,
-                         r->flags[i]);
+                snprintf(err, errlen,
+                         "%s.response_flag_filter.flags[%zu]: unknown response flag \"%s\"", path,
+                         i, r->flags[i]);
                 ok = false;
             }
             f->flags |= bit;
@@ -137,8 +155,10 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
         ok = false;
         break;
     default:
-        snprintf(err, errlen, "%s: one of the filter kinds (status_code_filter, duration_filter, ...) is required",
-                 path);
+        snprintf(
+            err, errlen,
+            "%s: one of the filter kinds (status_code_filter, duration_filter, ...) is required",
+            path);
         ok = false;
     }
     if (!ok) {
@@ -148,7 +168,8 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
     return f;
 }
 
-sharp_alf_t *sharp_config_access_log_filter(const alf_pb_t *pb, const char *path, char *err, size_t errlen)
+sharp_alf_t *sharp_config_access_log_filter(const alf_pb_t *pb, const char *path, char *err,
+                                            size_t errlen)
 {
     return build(pb, path, err, errlen, 0);
 }

@@ -11,8 +11,9 @@ typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Response
 
 /* A SubstitutionFormatString as a body format, with Envoy's content type:
  * content_type when set, application/json for json_format, else text/plain. */
-static sharp_local_reply_format_t *body_format(const Envoy__Config__Core__V3__SubstitutionFormatString *pb,
-                                               const char *path, char *err, size_t errlen)
+static sharp_local_reply_format_t *
+body_format(const Envoy__Config__Core__V3__SubstitutionFormatString *pb, const char *path,
+            char *err, size_t errlen)
 {
     char sub[512];
     sharp_access_log_format_t *fmt = sharp_access_log_compile_sfs(pb, sub, sizeof sub);
@@ -22,16 +23,17 @@ static sharp_local_reply_format_t *body_format(const Envoy__Config__Core__V3__Su
     }
     sharp_local_reply_format_t *f = sharp_calloc(1, sizeof *f);
     f->fmt = fmt;
-    const char *ct = pb->content_type[0] ? pb->content_type
-                     : pb->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT
-                         ? "application/json"
-                         : "text/plain";
+    const char *ct =
+        pb->content_type[0] ? pb->content_type
+        : pb->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT
+            ? "application/json"
+            : "text/plain";
     f->content_type = sharp_strdup(ct);
     return f;
 }
 
-static int mapper_from(const mapper_pb_t *pb, const char *path, sharp_local_reply_mapper_t *m, char *err,
-                       size_t errlen)
+static int mapper_from(const mapper_pb_t *pb, const char *path, sharp_local_reply_mapper_t *m,
+                       char *err, size_t errlen)
 {
     char p[512], sub[1024];
     if (!pb->filter) {
@@ -65,11 +67,12 @@ static int mapper_from(const mapper_pb_t *pb, const char *path, sharp_local_repl
         if (!m->format) return -1;
     }
     if (pb->n_headers_to_add > 1000) {
-        snprintf(err, errlen, "%s.headers_to_add: at most 1000 items, got %zu", path, pb->n_headers_to_add);
+        snprintf(err, errlen, "%s.headers_to_add: at most 1000 items, got %zu", path,
+                 pb->n_headers_to_add);
         return -1;
     }
-    if (sharp_config_header_ops(path, "headers_to_add", pb->headers_to_add, pb->n_headers_to_add, "", NULL, 0,
-                                &m->headers, err, errlen) < 0)
+    if (sharp_config_header_ops(path, "headers_to_add", pb->headers_to_add, pb->n_headers_to_add,
+                                "", NULL, 0, &m->headers, err, errlen) < 0)
         return -1;
     return 0;
 }

@@ -10,7 +10,7 @@
 /* NULL on error, with "field.path: message" (relative to the
  * LocalReplyConfig) in err. */
 sharp_local_reply_t *sharp_config_local_reply(
-    const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__LocalReplyConfig *pb, char *err,
-    size_t errlen);
+    const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__LocalReplyConfig *pb,
+    char *err, size_t errlen);
 
 #endif

@@ -24,18 +24,22 @@ static bool request_id_integer(const sharp_headers_t *h, uint64_t *out)
     for (size_t i = 0; i < 8; i++) {
         char c = v.p[i];
         unsigned d;
-        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-        else return false;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return false;
         x = x * 16 + d;
     }
     *out = x;
     return true;
 }
 
-bool sharp_alf_evaluate(const sharp_alf_t *f, const sharp_stream_info_t *si, sharp_alf_random_fn rnd,
-                        void *rnd_ctx)
+bool sharp_alf_evaluate(const sharp_alf_t *f, const sharp_stream_info_t *si,
+                        sharp_alf_random_fn rnd, void *rnd_ctx)
 {
     switch (f->kind) {
     case SHARP_ALF_STATUS_CODE:

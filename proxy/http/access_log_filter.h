@@ -62,8 +62,8 @@ typedef uint64_t (*sharp_alf_random_fn)(void *ctx);
 
 /* Evaluates `f` for the stream; request headers come from si->request_headers
  * (none counts as an empty map). */
-bool sharp_alf_evaluate(const sharp_alf_t *f, const sharp_stream_info_t *si, sharp_alf_random_fn rnd,
-                        void *rnd_ctx);
+bool sharp_alf_evaluate(const sharp_alf_t *f, const sharp_stream_info_t *si,
+                        sharp_alf_random_fn rnd, void *rnd_ctx);
 void sharp_alf_free(sharp_alf_t *f);
 
 #endif

@@ -11,7 +11,8 @@ static void set_status(sharp_headers_t *resp, sharp_stream_info_t *si, uint32_t 
     si->response_code = code;
 }
 
-static void format_body(const sharp_local_reply_format_t *f, sharp_stream_info_t *si, sharp_sbuf_t *body)
+static void format_body(const sharp_local_reply_format_t *f, sharp_stream_info_t *si,
+                        sharp_sbuf_t *body)
 {
     sharp_sbuf_t out = {0};
     si->local_reply_body = body->data ? body->data : "";
@@ -23,9 +24,9 @@ static void format_body(const sharp_local_reply_format_t *f, sharp_stream_info_t
     *body = out;
 }
 
-void sharp_local_reply_rewrite(const sharp_local_reply_t *lr, sharp_stream_info_t *si, sharp_headers_t *resp,
-                               uint32_t *code, sharp_sbuf_t *body, const char **content_type,
-                               sharp_alf_random_fn rnd, void *rnd_ctx)
+void sharp_local_reply_rewrite(const sharp_local_reply_t *lr, sharp_stream_info_t *si,
+                               sharp_headers_t *resp, uint32_t *code, sharp_sbuf_t *body,
+                               const char **content_type, sharp_alf_random_fn rnd, void *rnd_ctx)
 {
     *content_type = "text/plain";
     /* the status filter reads the stream info, %RESP(:STATUS)% the headers */

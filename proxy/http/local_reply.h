@@ -46,9 +46,9 @@ typedef struct sharp_local_reply {
  * (":status" is set here), *code the status, `body` the body; *content_type
  * receives the content type the body calls for (a static or config-owned
  * string). si->response_code follows *code. */
-void sharp_local_reply_rewrite(const sharp_local_reply_t *lr, sharp_stream_info_t *si, sharp_headers_t *resp,
-                               uint32_t *code, sharp_sbuf_t *body, const char **content_type,
-                               sharp_alf_random_fn rnd, void *rnd_ctx);
+void sharp_local_reply_rewrite(const sharp_local_reply_t *lr, sharp_stream_info_t *si,
+                               sharp_headers_t *resp, uint32_t *code, sharp_sbuf_t *body,
+                               const char **content_type, sharp_alf_random_fn rnd, void *rnd_ctx);
 void sharp_local_reply_format_free(sharp_local_reply_format_t *f);
 void sharp_local_reply_free(sharp_local_reply_t *lr);
 

@@ -21,13 +21,14 @@ static sharp_config_doc_t *doc;
 static sharp_alf_t *filter_from(const char *yaml, char *err, size_t errlen)
 {
     sharp_config_error_t e = {{0}};
-    doc = sharp_config_parse(yaml, strlen(yaml), "f.yaml", &envoy__config__accesslog__v3__access_log_filter__descriptor,
-                             &e);
+    doc = sharp_config_parse(yaml, strlen(yaml), "f.yaml",
+                             &envoy__config__accesslog__v3__access_log_filter__descriptor, &e);
     if (!doc) {
         snprintf(err, errlen, "%s", e.msg);
         return NULL;
     }
-    sharp_alf_t *f = sharp_config_access_log_filter((const void *)sharp_config_doc_message(doc), "filter", err, errlen);
+    sharp_alf_t *f = sharp_config_access_log_filter((const void *)sharp_config_doc_message(doc),
+                                                    "filter", err, errlen);
     sharp_config_doc_free(doc);
     doc = NULL;
     return f;
@@ -59,8 +60,10 @@ static void status_code_filter(void **state)
 {
     (void)state;
     sharp_stream_info_t si = {0};
-    sharp_alf_t *ge = must("status_code_filter: { comparison: { op: GE, value: { default_value: 500, runtime_key: k } } }");
-    sharp_alf_t *le = must("status_code_filter: { comparison: { op: LE, value: { default_value: 399, runtime_key: k } } }");
+    sharp_alf_t *ge = must("status_code_filter: { comparison: { op: GE, value: { default_value: "
+                           "500, runtime_key: k } } }");
+    sharp_alf_t *le = must("status_code_filter: { comparison: { op: LE, value: { default_value: "
+                           "399, runtime_key: k } } }");
     sharp_alf_t *eq0 = must("status_code_filter: { comparison: {} }");
     si.response_code = 503;
     assert_true(eval(ge, &si));
@@ -84,7 +87,8 @@ static void duration_filter(void **state)
 {
     (void)state;
     sharp_stream_info_t si = {0};
-    sharp_alf_t *f = must("duration_filter: { comparison: { op: GE, value: { default_value: 100, runtime_key: k } } }");
+    sharp_alf_t *f = must("duration_filter: { comparison: { op: GE, value: { default_value: 100, "
+                          "runtime_key: k } } }");
     si.start_ns = 1000000000ull;
     si.end_ns = si.start_ns + 99 * 1000000ull;
     assert_false(eval(f, &si));
@@ -128,8 +132,10 @@ static void header_filter_reads_request_headers(void **state)
     sharp_headers_t req;
     sharp_headers_init(&req);
     sharp_stream_info_t si = {0};
-    sharp_alf_t *f = must("header_filter: { header: { name: X-Tenant, string_match: { prefix: acme } } }");
-    sharp_alf_t *inv = must("header_filter: { header: { name: x-tenant, present_match: true, invert_match: true } }");
+    sharp_alf_t *f =
+        must("header_filter: { header: { name: X-Tenant, string_match: { prefix: acme } } }");
+    sharp_alf_t *inv = must(
+        "header_filter: { header: { name: x-tenant, present_match: true, invert_match: true } }");
     /* no request headers at all: an empty map */
     assert_false(eval(f, &si));
     assert_true(eval(inv, &si));
@@ -146,12 +152,16 @@ static void and_or_short_circuit(void **state)
 {
     (void)state;
     sharp_stream_info_t si = {.response_code = 503};
-    sharp_alf_t *and_f = must("and_filter: { filters: ["
-                              " { status_code_filter: { comparison: { op: GE, value: { default_value: 500, runtime_key: a } } } },"
-                              " { runtime_filter: { runtime_key: r, percent_sampled: { numerator: 100 } } } ] }");
-    sharp_alf_t *or_f = must("or_filter: { filters: ["
-                             " { status_code_filter: { comparison: { op: GE, value: { default_value: 500, runtime_key: a } } } },"
-                             " { runtime_filter: { runtime_key: r, use_independent_randomness: true } } ] }");
+    sharp_alf_t *and_f =
+        must("and_filter: { filters: ["
+             " { status_code_filter: { comparison: { op: GE, value: { default_value: 500, "
+             "runtime_key: a } } } },"
+             " { runtime_filter: { runtime_key: r, percent_sampled: { numerator: 100 } } } ] }");
+    sharp_alf_t *or_f =
+        must("or_filter: { filters: ["
+             " { status_code_filter: { comparison: { op: GE, value: { default_value: 500, "
+             "runtime_key: a } } } },"
+             " { runtime_filter: { runtime_key: r, use_independent_randomness: true } } ] }");
     random_calls = 0;
     fixed_random_value = 7;
     assert_true(eval(and_f, &si));
@@ -162,7 +172,7 @@ static void and_or_short_circuit(void **state)
     si.response_code = 200;
     assert_false(eval(and_f, &si));
     assert_int_equal(random_calls, 0); /* stopped at the first false */
-    assert_false(eval(or_f, &si)); /* 0% sampled */
+    assert_false(eval(or_f, &si));     /* 0% sampled */
     assert_int_equal(random_calls, 1);
     sharp_alf_free(and_f);
     sharp_alf_free(or_f);
@@ -174,10 +184,13 @@ static void runtime_filter_uses_request_id(void **state)
     sharp_headers_t req;
     sharp_headers_init(&req);
     sharp_stream_info_t si = {.request_headers = &req};
-    sharp_alf_t *half = must("runtime_filter: { runtime_key: r, percent_sampled: { numerator: 50, denominator: HUNDRED } }");
-    sharp_alf_t *indep = must("runtime_filter: { runtime_key: r, percent_sampled: { numerator: 50 },"
-                              " use_independent_randomness: true }");
-    sharp_alf_t *million = must("runtime_filter: { runtime_key: r, percent_sampled: { numerator: 10, denominator: MILLION } }");
+    sharp_alf_t *half = must("runtime_filter: { runtime_key: r, percent_sampled: { numerator: 50, "
+                             "denominator: HUNDRED } }");
+    sharp_alf_t *indep =
+        must("runtime_filter: { runtime_key: r, percent_sampled: { numerator: 50 },"
+             " use_independent_randomness: true }");
+    sharp_alf_t *million = must("runtime_filter: { runtime_key: r, percent_sampled: { numerator: "
+                                "10, denominator: MILLION } }");
     /* 0x31 = 49 -> 49 % 100 < 50 */
     sharp_headers_add_cstr(&req, "x-request-id", "00000031-aaaa-4bbb-8ccc-dddddddddddd");
     random_calls = 0;
@@ -215,9 +228,12 @@ static void bad_filters_are_refused(void **state)
         const char *yaml, *expect;
     } cases[] = {
         {"{}", "filter: one of the filter kinds"},
-        {"and_filter: { filters: [ { not_health_check_filter: {} } ] }", "filter.and_filter.filters: needs at least 2"},
-        {"or_filter: { filters: [ { not_health_check_filter: {} }, {} ] }", "filter.or_filter.filters[1]: one of"},
-        {"response_flag_filter: { flags: [UH, BOGUS] }", "flags[1]: unknown response flag \"BOGUS\""},
+        {"and_filter: { filters: [ { not_health_check_filter: {} } ] }",
+         "filter.and_filter.filters: needs at least 2"},
+        {"or_filter: { filters: [ { not_health_check_filter: {} }, {} ] }",
+         "filter.or_filter.filters[1]: one of"},
+        {"response_flag_filter: { flags: [UH, BOGUS] }",
+         "flags[1]: unknown response flag \"BOGUS\""},
         {"status_code_filter: {}", "status_code_filter.comparison: is required"},
         {"header_filter: {}", "header_filter.header: is required"},
         {"traceable_filter: {}", "not supported"},
@@ -237,10 +253,12 @@ static sharp_local_reply_t *local_reply_from(const char *yaml)
     sharp_config_error_t e = {{0}};
     sharp_config_doc_t *d = sharp_config_parse(
         yaml, strlen(yaml), "lr.yaml",
-        &envoy__extensions__filters__network__http_connection_manager__v3__local_reply_config__descriptor, &e);
+        &envoy__extensions__filters__network__http_connection_manager__v3__local_reply_config__descriptor,
+        &e);
     if (!d) fail_msg("%s", e.msg);
     char err[512] = "";
-    sharp_local_reply_t *lr = sharp_config_local_reply((const void *)sharp_config_doc_message(d), err, sizeof err);
+    sharp_local_reply_t *lr =
+        sharp_config_local_reply((const void *)sharp_config_doc_message(d), err, sizeof err);
     sharp_config_doc_free(d);
     if (!lr) fail_msg("%s", err);
     return lr;
@@ -251,11 +269,13 @@ static void local_reply_first_matching_mapper_wins(void **state)
     (void)state;
     sharp_local_reply_t *lr = local_reply_from(
         "mappers:\n"
-        "- filter: { status_code_filter: { comparison: { op: EQ, value: { default_value: 404, runtime_key: a } } } }\n"
+        "- filter: { status_code_filter: { comparison: { op: EQ, value: { default_value: 404, "
+        "runtime_key: a } } } }\n"
         "  status_code: 410\n"
         "  body: { inline_string: gone }\n"
         "  headers_to_add: [ { header: { key: x-was, value: \"%RESPONSE_CODE%\" } } ]\n"
-        "- filter: { status_code_filter: { comparison: { op: GE, value: { default_value: 400, runtime_key: b } } } }\n"
+        "- filter: { status_code_filter: { comparison: { op: GE, value: { default_value: 400, "
+        "runtime_key: b } } } }\n"
         "  body: { inline_string: second }\n"
         "body_format: { text_format: \"%RESPONSE_CODE%:%LOCAL_REPLY_BODY%\" }\n");
     sharp_stream_info_t si = {0};
@@ -307,7 +327,8 @@ static void local_reply_json_override_and_default(void **state)
     sharp_local_reply_t *lr = local_reply_from(
         "mappers:\n"
         "- filter: { not_health_check_filter: {} }\n"
-        "  body_format_override: { json_format: { m: \"%LOCAL_REPLY_BODY%\", c: \"%RESPONSE_CODE%\","
+        "  body_format_override: { json_format: { m: \"%LOCAL_REPLY_BODY%\", c: "
+        "\"%RESPONSE_CODE%\","
         " x: \"%REQ(x-none)%\", y: \"a%REQ(x-none)%\", z: \"%REQ(x-none)%%REQ(x-none)%\" },"
         " omit_empty_values: true }\n");
     sharp_stream_info_t si = {0};
@@ -355,7 +376,8 @@ static void local_reply_nested_json_format(void **state)
     uint32_t code = 503;
     const char *ct = NULL;
     sharp_local_reply_rewrite(lr, &si, &resp, &code, &body, &ct, fixed_random, NULL);
-    const char *want = "{\"error\":{\"code\":503,\"msg\":\"boom\",\"tags\":[\"a\",503,1.5,{\"k\":null},-0.1]},\"v\":2}\n";
+    const char *want = "{\"error\":{\"code\":503,\"msg\":\"boom\",\"tags\":[\"a\",503,1.5,{\"k\":"
+                       "null},-0.1]},\"v\":2}\n";
     assert_string_equal(sharp_sbuf_cstr(&body), want);
     assert_string_equal(ct, "application/json");
     sharp_sbuf_free(&body);
@@ -367,12 +389,15 @@ static void local_reply_nested_json_format(void **state)
     const char *bad = "body_format: { json_format: { a: { b: [ \"x\", true ] } } }\n";
     sharp_config_doc_t *d = sharp_config_parse(
         bad, strlen(bad), "lr.yaml",
-        &envoy__extensions__filters__network__http_connection_manager__v3__local_reply_config__descriptor, &e);
+        &envoy__extensions__filters__network__http_connection_manager__v3__local_reply_config__descriptor,
+        &e);
     assert_non_null(d);
     char err[512] = "";
-    assert_null(sharp_config_local_reply((const void *)sharp_config_doc_message(d), err, sizeof err));
+    assert_null(
+        sharp_config_local_reply((const void *)sharp_config_doc_message(d), err, sizeof err));
     sharp_config_doc_free(d);
-    assert_non_null(strstr(err, "json_format.a.b[1]: Only string values, nested structs, list values and number"));
+    assert_non_null(strstr(
+        err, "json_format.a.b[1]: Only string values, nested structs, list values and number"));
 }
 
 int main(void)
