@@ -16,6 +16,7 @@
 #include "config/types.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
+#include "config/local_reply_config.h"
 #include "log.h"
 #include "net.h"
 #include "safe_regex.h"
@@ -386,6 +387,23 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     } else {
         fail(b, path, "route_config is required");
         goto bad;
+    }
+    if (pb->local_reply_config) {
+        char lerr[1024] = "";
+        h->local_reply = sharp_config_local_reply(pb->local_reply_config, lerr, sizeof lerr);
+        if (!h->local_reply) {
+            snprintf(p, sizeof p, "%s.local_reply_config", path);
+            /* the translator's message starts with its own sub-path */
+            char sub[2048];
+            const char *colon = strstr(lerr, ": ");
+            if (colon && (size_t)(colon - lerr) < sizeof sub - 1) {
+                snprintf(sub, sizeof sub, "%s.%.*s", p, (int)(colon - lerr), lerr);
+                fail(b, sub, "%s", colon + 2);
+            } else {
+                fail(b, p, "%s", lerr);
+            }
+            goto bad;
+        }
     }
     hcm_stats_init(h, b->srv->stats);
     if (build_filters(b, pb, h, path) < 0) goto bad;

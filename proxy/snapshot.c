@@ -2,6 +2,7 @@
 #include "snapshot.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
+#include "http/local_reply.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -26,6 +27,7 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     free(h->via);
     free(h->default_host_for_http_10);
     free(h->internal_cidrs);
+    sharp_local_reply_free(h->local_reply);
     free(h);
 }
 

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 typedef struct sharp_access_log sharp_access_log_t;
+struct sharp_local_reply;
 
 typedef struct sharp_hcm_stats {
     sharp_stat_id_t rq_total, rq_xx[6], rq_time, rq_active, cx_total, cx_active, cx_http1_total,
@@ -76,6 +77,7 @@ typedef struct sharp_hcm_config {
     uint64_t max_connection_duration_ms;
     bool http1_safe_max_connection_duration;
     uint64_t max_stream_duration_ms;     /* 0 = none */
+    struct sharp_local_reply *local_reply; /* local_reply_config, NULL: Envoy's default */
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 

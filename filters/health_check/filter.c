@@ -177,6 +177,8 @@ static sharp_filter_status_t hcf_decode_headers(sharp_filter_t *f, sharp_headers
     hcf_state_t *st = f->state;
     if (is_health_check(c, h)) {
         st->health_check = true;
+        /* what the access log's not_health_check_filter reads */
+        sharp_stream_info(f->stream)->health_check = true;
         st->handling = !c->pass_through || server_failed(c->server);
     }
     if (!st->handling) return SHARP_FILTER_CONTINUE;

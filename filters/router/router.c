@@ -188,14 +188,28 @@ static void charge_local_upstream_code(router_state_t *rs, uint32_t code)
 static void upstream_failure_reply(router_state_t *rs, uint32_t code, const char *body,
                                    uint32_t flag, const char *details)
 {
+    /* a retry waiting out its back-off has not been attempted yet */
+    uint32_t attempts = rs->backing_off && rs->attempt ? rs->attempt - 1 : rs->attempt;
     timer_stop(rs->timer);
     timer_stop(rs->backoff_timer);
     rs->backing_off = false;
     release_upstream(rs);
-    static const char *const overloaded[] = {"x-envoy-overloaded", "true", NULL};
-    sharp_stream_send_local_reply_ex(rs->f, code, body, flag, details,
-                                     (flag & SHARP_RF_UPSTREAM_OVERFLOW) && !suppress_headers(rs) ? overloaded
-                                                                                                   : NULL);
+    sharp_stream_t *s = rs->f->stream;
+    /* Envoy's onUpstreamAbort: x-envoy-overloaded, then the router's
+     * modify_headers_, which adds the attempt count as on upstream responses */
+    const char *hdrs[5] = {NULL};
+    size_t nh = 0;
+    char n[16];
+    if ((flag & SHARP_RF_UPSTREAM_OVERFLOW) && !suppress_headers(rs)) {
+        hdrs[nh++] = "x-envoy-overloaded";
+        hdrs[nh++] = "true";
+    }
+    if (s->vhost && s->vhost->include_attempt_count_in_response && attempts) {
+        n[sharp_u64_to_str(attempts, n)] = '\0';
+        hdrs[nh++] = "x-envoy-attempt-count";
+        hdrs[nh++] = n;
+    }
+    sharp_stream_send_local_reply_ex(rs->f, code, body, flag, details, hdrs);
 }
 
 static void overflow_reply(router_state_t *rs)
@@ -391,26 +405,14 @@ static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r,
     sharp_route_apply_response_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
 }
 
+/* Envoy sends direct responses and redirects as local replies: the route's
+ * response headers apply, and so does local_reply_config. */
 static void send_direct_response(sharp_filter_t *f, const sharp_route_t *r)
 {
     sharp_stream_t *s = f->stream;
-    sharp_headers_t *h = &s->resp;
-    char code[16], cl[24];
-    snprintf(code, sizeof code, "%u", r->direct_status);
-    sharp_headers_clear(h);
-    sharp_headers_add_cstr(h, ":status", code);
-    size_t blen = r->direct_body ? r->direct_body_len : 0;
-    if (blen) {
-        snprintf(cl, sizeof cl, "%zu", blen);
-        sharp_headers_add_cstr(h, "content-length", cl);
-        sharp_headers_add_cstr(h, "content-type", "text/plain");
-    }
-    response_header_ops(s, r, NULL, h);
-    s->info.response_code_details = "direct_response";
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_direct_response);
-    bool end = blen == 0 || s->is_head;
-    sharp_stream_encode_headers(f, h, end);
-    if (!end) sharp_stream_encode_data(f, r->direct_body, blen, true);
+    sharp_stream_send_local_reply_body(f, r->direct_status, r->direct_body, r->direct_body ? r->direct_body_len : 0,
+                                       0, "direct_response", NULL);
 }
 
 static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
@@ -453,17 +455,11 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
     }
     if (q && !rd->strip_query && !(rd->path && strchr(rd->path, '?')))
         sharp_sbuf_append(&loc, q, path.len - plen);
-    sharp_headers_t *h = &s->resp;
-    char code[16];
-    snprintf(code, sizeof code, "%u", rd->code ? rd->code : 301);
-    sharp_headers_clear(h);
-    sharp_headers_add_cstr(h, ":status", code);
-    sharp_headers_add(h, "location", 8, loc.data, loc.len);
-    sharp_sbuf_free(&loc);
-    response_header_ops(s, r, NULL, h);
-    s->info.response_code_details = "direct_response";
+    sharp_sbuf_append(&loc, "", 1); /* NUL-terminated for the header list */
+    const char *const hdrs[] = {"location", loc.data, NULL};
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_redirect);
-    sharp_stream_encode_headers(f, h, true);
+    sharp_stream_send_local_reply_body(f, rd->code ? rd->code : 301, NULL, 0, 0, "direct_response", hdrs);
+    sharp_sbuf_free(&loc);
 }
 
 static uint64_t parse_u64(sharp_str_t v, bool *ok)
@@ -543,8 +539,17 @@ static void start_try(router_state_t *rs)
             sharp_cluster_retry_release(c, rs->priority);
         }
         timer_stop(rs->timer);
-        sharp_stream_send_local_reply(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
-                                      "no_healthy_upstream");
+        /* Envoy counts an attempt only once it has a connection pool: a try
+         * without a host adds none */
+        const char *hdrs[3] = {NULL};
+        char n[16];
+        if (s->vhost && s->vhost->include_attempt_count_in_response && rs->attempt > 1) {
+            n[sharp_u64_to_str(rs->attempt - 1, n)] = '\0';
+            hdrs[0] = "x-envoy-attempt-count";
+            hdrs[1] = n;
+        }
+        sharp_stream_send_local_reply_ex(f, 503, "no healthy upstream", SHARP_RF_NO_HEALTHY_UPSTREAM,
+                                         "no_healthy_upstream", hdrs);
         return;
     }
     /* cluster-wide request circuit breaker of the route's priority */
@@ -728,6 +733,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     }
     const sharp_weighted_cluster_t *wc = NULL;
     const char *cname = sharp_route_pick_cluster(r, sharp_worker_random(w), &wc);
+    s->route_wc = wc; /* the route entry's response headers in local replies include its own */
     sharp_cluster_t *c = cname ? sharp_snapshot_cluster(s->snap, cname) : NULL;
     if (!c) {
         sharp_debug(router, "[C%llu][S%llu] unknown cluster '%s'", s->conn_id, s->id, cname ? cname : "");

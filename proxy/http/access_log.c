@@ -2,6 +2,8 @@
  * operators' values and the file sink are in access_log_ops.c. */
 #include "http/access_log_internal.h"
 
+#include "google/protobuf/struct.pb-c.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +46,7 @@ static const struct {
     {"PROTOCOL", OP_PROTOCOL, 0},
     {"ROUTE_NAME", OP_ROUTE_NAME, 0},
     {"HOSTNAME", OP_HOSTNAME, 0},
+    {"LOCAL_REPLY_BODY", OP_LOCAL_REPLY_BODY, 0},
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -305,6 +308,9 @@ static bool compile_field(al_field_t *fl, const char *fmt, char *err, size_t err
 
 static void free_field(al_field_t *fl)
 {
+    for (uint32_t i = 0; i < fl->nchildren; i++)
+        free_field(&fl->children[i]);
+    free(fl->children);
     for (uint32_t i = 0; i < fl->n; i++) {
         al_piece_t *p = &fl->pieces[i];
         free(p->text);
@@ -350,6 +356,11 @@ sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char
     return f;
 }
 
+void sharp_access_log_format_set_omit_empty(sharp_access_log_format_t *f, bool omit)
+{
+    f->omit_empty = omit;
+}
+
 static int cmp_field_key(const void *a, const void *b)
 {
     return strcmp(((const al_field_t *)a)->key, ((const al_field_t *)b)->key);
@@ -381,4 +392,102 @@ sharp_access_log_format_t *sharp_access_log_format_compile_json(const char *cons
 bad:
     sharp_access_log_format_free(f);
     return NULL;
+}
+
+/* ---- json_format as Envoy's StructFormatter reads it ---- */
+
+static bool compile_json_value(al_field_t *fl, const Google__Protobuf__Value *v, sharp_sbuf_t *path, int depth,
+                               char *err, size_t errlen);
+
+static bool compile_json_object(al_field_t *fl, const Google__Protobuf__Struct *st, sharp_sbuf_t *path, int depth,
+                                char *err, size_t errlen)
+{
+    fl->kind = AL_JSON_OBJECT;
+    fl->children = sharp_calloc(st->n_fields ? st->n_fields : 1, sizeof *fl->children);
+    for (size_t i = 0; i < st->n_fields; i++) {
+        const char *key = st->fields[i]->key;
+        for (uint32_t k = 0; k < fl->nchildren; k++)
+            if (strcmp(fl->children[k].key, key) == 0) {
+                seterr(err, errlen, "%s: duplicate key \"%s\"", sharp_sbuf_cstr(path), key);
+                return false;
+            }
+        al_field_t *c = &fl->children[fl->nchildren++];
+        c->key = sharp_strdup(key);
+        size_t old = path->len;
+        sharp_sbuf_printf(path, ".%s", key);
+        bool ok = compile_json_value(c, st->fields[i]->value, path, depth + 1, err, errlen);
+        path->len = old;
+        if (!ok) return false;
+    }
+    qsort(fl->children, fl->nchildren, sizeof *fl->children, cmp_field_key);
+    return true;
+}
+
+static bool compile_json_value(al_field_t *fl, const Google__Protobuf__Value *v, sharp_sbuf_t *path, int depth,
+                               char *err, size_t errlen)
+{
+    if (depth > 32) {
+        seterr(err, errlen, "%s: nested more than 32 levels", sharp_sbuf_cstr(path));
+        return false;
+    }
+    switch (v ? v->kind_case : GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET) {
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE: {
+        char sub[256];
+        fl->kind = AL_JSON_FORMAT;
+        if (!compile_field(fl, v->string_value, sub, sizeof sub)) {
+            seterr(err, errlen, "%s: %s", sharp_sbuf_cstr(path), sub);
+            return false;
+        }
+        fl->single = fl->n == 1 && fl->pieces[0].op != OP_LITERAL;
+        return true;
+    }
+    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
+        fl->kind = AL_JSON_NUMBER;
+        fl->number = v->number_value;
+        return true;
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+        return compile_json_object(fl, v->struct_value, path, depth, err, errlen);
+    case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
+        const Google__Protobuf__ListValue *l = v->list_value;
+        fl->kind = AL_JSON_LIST;
+        fl->children = sharp_calloc(l->n_values ? l->n_values : 1, sizeof *fl->children);
+        for (size_t i = 0; i < l->n_values; i++) {
+            size_t old = path->len;
+            sharp_sbuf_printf(path, "[%zu]", i);
+            bool ok = compile_json_value(&fl->children[fl->nchildren++], l->values[i], path, depth + 1, err, errlen);
+            path->len = old;
+            if (!ok) return false;
+        }
+        return true;
+    }
+    default:
+        /* Envoy's message: bools and nulls have no format meaning */
+        seterr(err, errlen,
+               "%s: Only string values, nested structs, list values and number values are supported in "
+               "structured access log format.",
+               sharp_sbuf_cstr(path));
+        return false;
+    }
+}
+
+sharp_access_log_format_t *sharp_access_log_format_compile_struct(const Google__Protobuf__Struct *st, char *err,
+                                                                  size_t errlen)
+{
+    sharp_access_log_format_t *f = new_format(1);
+    f->json = true;
+    sharp_sbuf_t path = {0};
+    sharp_sbuf_puts(&path, "json_format");
+    al_field_t root = {0};
+    bool ok = compile_json_object(&root, st, &path, 0, err, errlen);
+    sharp_sbuf_free(&path);
+    /* the top-level object's members are the format's fields */
+    free(f->fields);
+    f->fields = root.children;
+    f->nfields = root.nchildren;
+    if (!f->fields) f->fields = sharp_calloc(1, sizeof *f->fields);
+    if (!ok) {
+        sharp_access_log_format_free(f);
+        return NULL;
+    }
+    return f;
 }

@@ -5,7 +5,8 @@
  * rendered per stream from its sharp_stream_info_t. Missing values print
  * "-" in text formats and null in JSON formats, as in Envoy. The same
  * formatter expands %VAR% values in request/response header mutations
- * (with missing values rendered empty, as Envoy's header formatter does).
+ * (with missing values rendered empty, as Envoy's header formatter does)
+ * and formats local reply bodies (%LOCAL_REPLY_BODY% is the reply's text).
  *
  * The file sink is shared by all workers (one O_APPEND descriptor); each
  * worker owns a writer that batches lines in a buffer and writes them with a
@@ -44,6 +45,13 @@ sharp_access_log_format_t *sharp_access_log_format_compile(const char *fmt, char
 sharp_access_log_format_t *sharp_access_log_format_compile_json(const char *const *keys,
                                                                 const char *const *formats,
                                                                 size_t n, char *err, size_t errlen);
+/* Compiles Envoy's json_format Struct: string values are format strings,
+ * numbers stay numbers, nested objects and lists render as such (keys
+ * sorted at every level); bools and nulls are refused with Envoy's message.
+ * NULL on error, with the value's path ("json_format.a.b[1]: ..."). */
+struct Google__Protobuf__Struct;
+sharp_access_log_format_t *sharp_access_log_format_compile_struct(const struct Google__Protobuf__Struct *st,
+                                                                  char *err, size_t errlen);
 /* Appends the rendering for `si` to `out`. `si` may be NULL (every
  * stream-dependent operator is then missing). */
 void sharp_access_log_format_render(const sharp_access_log_format_t *f,
@@ -53,6 +61,10 @@ void sharp_access_log_format_render(const sharp_access_log_format_t *f,
 void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,
                                            const sharp_stream_info_t *si, sharp_sbuf_t *out);
 void sharp_access_log_format_free(sharp_access_log_format_t *f);
+/* Envoy's omit_empty_values: a text format renders missing values as
+ * nothing instead of "-"; a JSON format leaves out keys whose value is
+ * missing or empty. */
+void sharp_access_log_format_set_omit_empty(sharp_access_log_format_t *f, bool omit);
 
 /* ---- file sink ---- */
 

@@ -1,6 +1,8 @@
 /* access_log_emit.c: see access_log_emit.h. */
 #include "http/access_log_emit.h"
 #include "http/access_log.h"
+#include "http/access_log_filter.h"
+#include "config/access_log_filter_config.h"
 #include "config/mapper.h"
 #include "log.h"
 #include "sbuf.h"
@@ -12,54 +14,126 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 struct sharp_access_log {
     uint32_t slot;
     sharp_access_log_file_t *file; /* shared by all workers; O_APPEND keeps their writes whole */
     sharp_access_log_format_t *fmt;
+    sharp_alf_t *filter; /* AccessLog.filter: only entries passing it are written; NULL logs all */
 };
 
-/* json_format: a flat Struct of key -> format string (nested objects are not
- * supported yet). */
+/* json_format: Envoy's structured format (nested objects, lists, numbers). */
 static sharp_access_log_format_t *compile_struct(const Google__Protobuf__Struct *st, char *err, size_t errlen)
 {
-    const char **keys = sharp_calloc(st->n_fields + 1, sizeof *keys);
-    const char **fmts = sharp_calloc(st->n_fields + 1, sizeof *fmts);
-    sharp_access_log_format_t *f = NULL;
-    for (size_t i = 0; i < st->n_fields; i++) {
-        const Google__Protobuf__Value *v = st->fields[i]->value;
-        if (!v || v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
-            snprintf(err, errlen, "json_format.%s: only string values are supported", st->fields[i]->key);
-            goto out;
+    return sharp_access_log_format_compile_struct(st, err, errlen);
+}
+
+/* The bytes of a DataSource (inline_string, inline_bytes, filename,
+ * environment_variable), as Envoy's DataSource::read with empty data
+ * allowed. Files larger than 64 MiB are refused. */
+char *sharp_data_source_read(const Envoy__Config__Core__V3__DataSource *ds, size_t *len, char *err, size_t errlen)
+{
+    const char *data = NULL;
+    switch (ds->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        data = ds->inline_string;
+        *len = strlen(data);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        data = (const char *)ds->inline_bytes.data;
+        *len = ds->inline_bytes.len;
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        data = getenv(ds->environment_variable);
+        if (!data) {
+            snprintf(err, errlen, "environment variable '%s' is not set", ds->environment_variable);
+            return NULL;
         }
-        keys[i] = st->fields[i]->key;
-        fmts[i] = v->string_value;
+        *len = strlen(data);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
+        FILE *fp = fopen(ds->filename, "rb");
+        if (!fp) {
+            snprintf(err, errlen, "file %s cannot be read: %s", ds->filename, strerror(errno));
+            return NULL;
+        }
+        size_t cap = 4096, n = 0, max = 64u << 20;
+        char *buf = sharp_realloc(NULL, cap + 1);
+        for (;;) {
+            if (n == cap) {
+                if (cap >= max) {
+                    fclose(fp);
+                    free(buf);
+                    snprintf(err, errlen, "file %s is larger than 64 MiB", ds->filename);
+                    return NULL;
+                }
+                cap *= 2;
+                buf = sharp_realloc(buf, cap + 1);
+            }
+            size_t r = fread(buf + n, 1, cap - n, fp);
+            n += r;
+            if (r == 0) break;
+        }
+        bool bad = ferror(fp);
+        fclose(fp);
+        if (bad) {
+            free(buf);
+            snprintf(err, errlen, "file %s cannot be read", ds->filename);
+            return NULL;
+        }
+        buf[n] = '\0';
+        *len = n;
+        return buf;
     }
-    f = sharp_access_log_format_compile_json(keys, fmts, st->n_fields, err, errlen);
-out:
-    free(keys);
-    free(fmts);
-    return f;
+    default:
+        snprintf(err, errlen, "one of inline_string, inline_bytes, filename or environment_variable is required");
+        return NULL;
+    }
+    char *out = sharp_realloc(NULL, *len + 1);
+    memcpy(out, data, *len);
+    out[*len] = '\0';
+    return out;
 }
 
 /* The text format of a SubstitutionFormatString, or its JSON map. */
-static sharp_access_log_format_t *compile_sfs(const Envoy__Config__Core__V3__SubstitutionFormatString *f,
-                                              char *err, size_t errlen)
+sharp_access_log_format_t *sharp_access_log_compile_sfs(const Envoy__Config__Core__V3__SubstitutionFormatString *f,
+                                                        char *err, size_t errlen)
 {
+    sharp_access_log_format_t *out = NULL;
     switch (f->format_case) {
     case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT:
-        return sharp_access_log_format_compile(f->text_format, err, errlen);
-    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE:
-        if (f->text_format_source->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING)
-            return sharp_access_log_format_compile(f->text_format_source->inline_string, err, errlen);
-        snprintf(err, errlen, "text_format_source: only inline_string is supported");
-        return NULL;
-    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
-        return compile_struct(f->json_format, err, errlen);
-    default:
-        return sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
+        out = sharp_access_log_format_compile(f->text_format, err, errlen);
+        break;
+    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE: {
+        char sub[256];
+        size_t len = 0;
+        char *text = sharp_data_source_read(f->text_format_source, &len, sub, sizeof sub);
+        if (!text) {
+            snprintf(err, errlen, "text_format_source: %s", sub);
+            return NULL;
+        }
+        if (strlen(text) != len) {
+            free(text);
+            snprintf(err, errlen, "text_format_source: the format contains a NUL byte");
+            return NULL;
+        }
+        out = sharp_access_log_format_compile(text, err, errlen);
+        free(text);
+        break;
     }
+    case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
+        out = compile_struct(f->json_format, err, errlen);
+        break;
+    default:
+        /* Envoy's validation: the format oneof is required */
+        snprintf(err, errlen, "one of text_format, json_format or text_format_source is required");
+        return NULL;
+    }
+    if (out) sharp_access_log_format_set_omit_empty(out, f->omit_empty_values);
+    return out;
 }
 
 sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_t slot, bool open_file,
@@ -78,6 +152,14 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
     }
     sharp_access_log_t *l = sharp_calloc(1, sizeof *l);
     l->slot = slot;
+    if (al->filter) {
+        char ferr[512];
+        l->filter = sharp_config_access_log_filter(al->filter, "filter", ferr, sizeof ferr);
+        if (!l->filter) {
+            snprintf(err, errlen, "%s", ferr);
+            goto bad;
+        }
+    }
     const char *path = NULL;
     const char *tn = m->descriptor->name;
     if (strcmp(tn, "envoy.extensions.access_loggers.file.v3.FileAccessLog") == 0) {
@@ -94,7 +176,7 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
             l->fmt = compile_struct(f->typed_json_format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT:
-            l->fmt = compile_sfs(f->log_format, err, errlen);
+            l->fmt = sharp_access_log_compile_sfs(f->log_format, err, errlen);
             break;
         default: l->fmt = sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen); break;
         }
@@ -108,7 +190,7 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
         const Envoy__Extensions__AccessLoggers__Stream__V3__StdoutAccessLog *so = (const void *)m;
         const Envoy__Extensions__AccessLoggers__Stream__V3__StderrAccessLog *se = (const void *)m;
         const Envoy__Config__Core__V3__SubstitutionFormatString *sfs = out ? so->log_format : se->log_format;
-        l->fmt = sfs ? compile_sfs(sfs, err, errlen)
+        l->fmt = sfs ? sharp_access_log_compile_sfs(sfs, err, errlen)
                      : sharp_access_log_format_compile(SHARP_ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
         path = out ? "/dev/stdout" : "/dev/stderr";
     } else {
@@ -150,9 +232,25 @@ bad:
     return NULL;
 }
 
+/* The admin server's access logs run on the main thread, which has no
+ * worker generator. */
+static uint64_t admin_random(void *ctx)
+{
+    (void)ctx;
+    static uint64_t state;
+    if (!state) state = sharp_now_ns() | 1;
+    return sharp_xorshift64s(&state);
+}
+
+static uint64_t worker_random(void *ctx)
+{
+    return sharp_worker_random(ctx);
+}
+
 void sharp_access_log_write_now(const sharp_access_log_t *l, const sharp_stream_info_t *si)
 {
     if (!l->file) return; /* --mode validate opens nothing */
+    if (l->filter && !sharp_alf_evaluate(l->filter, si, admin_random, NULL)) return;
     sharp_access_log_writer_t w;
     sharp_access_log_writer_init(&w, l->file);
     sharp_access_log_writer_log(&w, l->fmt, si);
@@ -164,6 +262,7 @@ void sharp_access_log_free(sharp_access_log_t *l)
     if (!l) return;
     if (l->file) sharp_access_log_file_close(l->file);
     if (l->fmt) sharp_access_log_format_free(l->fmt);
+    sharp_alf_free(l->filter);
     free(l);
 }
 
@@ -178,6 +277,7 @@ void sharp_access_log_emit_all(sharp_worker_t *w, const sharp_hcm_config_t *hcm,
     for (uint32_t i = 0; i < hcm->naccess_logs; i++) {
         const sharp_access_log_t *l = hcm->access_logs[i];
         if (l->slot >= w->nlog_writers) continue;
+        if (l->filter && !sharp_alf_evaluate(l->filter, si, worker_random, w)) continue;
         sharp_access_log_writer_t *wr = w->log_writers[l->slot];
         if (!wr->file) sharp_access_log_writer_init(wr, l->file);
         sharp_access_log_writer_log(wr, l->fmt, si);

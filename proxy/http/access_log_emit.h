@@ -10,6 +10,9 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "envoy/config/core/v3/substitution_format_string.pb-c.h"
+#include "http/access_log.h"
+
 struct sharp_worker;
 struct sharp_hcm_config;
 typedef struct sharp_access_log sharp_access_log_t;
@@ -32,6 +35,16 @@ void sharp_access_log_write_now(const sharp_access_log_t *l, const sharp_stream_
 int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen);
 void sharp_access_log_free(sharp_access_log_t *l);
 
+/* A SubstitutionFormatString (text_format, text_format_source, json_format,
+ * omit_empty_values) as a compiled format. As Envoy's validation, one of the
+ * three formats must be set. */
+sharp_access_log_format_t *sharp_access_log_compile_sfs(const Envoy__Config__Core__V3__SubstitutionFormatString *f,
+                                                        char *err, size_t errlen);
+/* The bytes of a DataSource, NUL-terminated (the length excludes the NUL);
+ * NULL with a message on error. The caller frees. */
+char *sharp_data_source_read(const Envoy__Config__Core__V3__DataSource *ds, size_t *len, char *err, size_t errlen);
+
+/* Writes one entry per access log whose filter accepts the stream. */
 void sharp_access_log_emit_all(struct sharp_worker *w, const struct sharp_hcm_config *hcm,
                                const sharp_stream_info_t *si);
 void sharp_access_log_worker_init(struct sharp_worker *w);

@@ -35,6 +35,7 @@ typedef enum {
     OP_PROTOCOL,
     OP_ROUTE_NAME,
     OP_HOSTNAME,
+    OP_LOCAL_REPLY_BODY,
 } al_op_t;
 
 /* Command table flags. */
@@ -74,17 +75,32 @@ typedef struct {
     uint32_t nsegs;
 } al_piece_t;
 
+/* What a JSON value is: a format string, a nested object or list, or a
+ * number given in the config. */
+typedef enum {
+    AL_JSON_FORMAT,
+    AL_JSON_OBJECT,
+    AL_JSON_LIST,
+    AL_JSON_NUMBER,
+} al_json_kind_t;
+
 /* A text format is one field without a key; a JSON format is one field per
- * key, sorted by key. */
-typedef struct {
+ * key, sorted by key, each a format string or (json_format with nested
+ * values) an object, a list or a number. */
+typedef struct al_field {
     char *key;
     al_piece_t *pieces;
     uint32_t n, cap;
     bool single; /* exactly one operator and no literal text (typed JSON value) */
+    al_json_kind_t kind;
+    struct al_field *children; /* AL_JSON_OBJECT (sorted by key), AL_JSON_LIST */
+    uint32_t nchildren;
+    double number; /* AL_JSON_NUMBER */
 } al_field_t;
 
 struct sharp_access_log_format {
     bool json;
+    bool omit_empty; /* SubstitutionFormatString.omit_empty_values */
     al_field_t *fields;
     uint32_t nfields;
     char *hostname; /* %HOSTNAME%, read once at compile time */

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -190,6 +191,10 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_opt(out, si->protocol);
     case OP_ROUTE_NAME:
         return put_opt(out, si->route_name);
+    case OP_LOCAL_REPLY_BODY:
+        /* a value even when empty: Envoy renders "" here, never "-" */
+        if (si->local_reply_body) sharp_sbuf_append(out, si->local_reply_body, si->local_reply_body_len);
+        return true;
     default:
         return false;
     }
@@ -228,39 +233,98 @@ static void render_text(const sharp_access_log_format_t *f, const al_field_t *fl
     }
 }
 
-/* A field that is a single operator keeps its type: a number stays a number,
- * a missing value becomes null. */
-static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
-                        sharp_sbuf_t *out)
+/* A number from the config, in its shortest form that reads back the same
+ * (integers without a fraction). */
+static void put_number(sharp_sbuf_t *out, double d)
+{
+    if (d != d || d > 1.7976931348623157e308 || d < -1.7976931348623157e308) {
+        put_cstr(out, "null"); /* JSON has no NaN or infinity */
+        return;
+    }
+    char b[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(b, sizeof b, "%.*g", prec, d);
+        if (strtod(b, NULL) == d) break;
+    }
+    put_cstr(out, b);
+}
+
+static void render_object(const sharp_access_log_format_t *f, const al_field_t *fields, uint32_t n,
+                          const sharp_stream_info_t *si, sharp_sbuf_t *out);
+
+/* Appends the JSON value of one field. A format that is a single operator
+ * keeps its type: a number stays a number, a missing value becomes null, or
+ * with omit_empty (Envoy's omit_empty_values) nothing is appended and false
+ * is returned so the key is left out. A format with several pieces is always
+ * a string, its missing pieces "-", or nothing with omit_empty. */
+static bool render_value(const sharp_access_log_format_t *f, const al_field_t *fl, const sharp_stream_info_t *si,
+                         sharp_sbuf_t *out)
+{
+    switch (fl->kind) {
+    case AL_JSON_NUMBER:
+        put_number(out, fl->number);
+        return true;
+    case AL_JSON_OBJECT:
+        render_object(f, fl->children, fl->nchildren, si, out);
+        return true;
+    case AL_JSON_LIST:
+        sharp_sbuf_append(out, "[", 1);
+        for (uint32_t i = 0; i < fl->nchildren; i++) {
+            if (i) sharp_sbuf_append(out, ",", 1);
+            if (!render_value(f, &fl->children[i], si, out)) put_cstr(out, "null");
+        }
+        sharp_sbuf_append(out, "]", 1);
+        return true;
+    case AL_JSON_FORMAT:
+        break;
+    }
+    size_t at = out->len;
+    if (fl->single) {
+        bool numeric = fl->pieces[0].numeric;
+        if (!numeric) sharp_sbuf_append(out, "\"", 1);
+        if (!put_value(f, &fl->pieces[0], si, out)) {
+            out->len = at;
+            if (f->omit_empty) return false;
+            put_cstr(out, "null");
+        } else if (!numeric) {
+            escape_tail(out, at + 1);
+            sharp_sbuf_append(out, "\"", 1);
+        }
+        return true;
+    }
+    sharp_sbuf_append(out, "\"", 1);
+    render_text(f, fl, si, out, f->omit_empty ? "" : "-", true);
+    sharp_sbuf_append(out, "\"", 1);
+    return true;
+}
+
+static void render_object(const sharp_access_log_format_t *f, const al_field_t *fields, uint32_t n,
+                          const sharp_stream_info_t *si, sharp_sbuf_t *out)
 {
     sharp_sbuf_append(out, "{", 1);
-    for (uint32_t k = 0; k < f->nfields; k++) {
-        const al_field_t *fl = &f->fields[k];
-        if (k) sharp_sbuf_append(out, ",", 1);
+    bool first = true;
+    for (uint32_t k = 0; k < n; k++) {
+        const al_field_t *fl = &fields[k];
+        size_t key_at = out->len;
+        if (!first) sharp_sbuf_append(out, ",", 1);
         sharp_sbuf_append(out, "\"", 1);
         sharp_sbuf_json_escape(out, fl->key, strlen(fl->key));
         sharp_sbuf_append(out, "\":", 2);
-        if (fl->single && fl->pieces[0].numeric) {
-            if (!put_value(f, &fl->pieces[0], si, out)) put_cstr(out, "null");
+        if (!render_value(f, fl, si, out)) {
+            out->len = key_at;
             continue;
         }
-        if (fl->single) {
-            size_t at = out->len;
-            sharp_sbuf_append(out, "\"", 1);
-            if (!put_value(f, &fl->pieces[0], si, out)) {
-                out->len = at;
-                put_cstr(out, "null");
-                continue;
-            }
-            escape_tail(out, at + 1);
-            sharp_sbuf_append(out, "\"", 1);
-            continue;
-        }
-        sharp_sbuf_append(out, "\"", 1);
-        render_text(f, fl, si, out, "-", true);
-        sharp_sbuf_append(out, "\"", 1);
+        first = false;
     }
-    sharp_sbuf_append(out, "}\n", 2);
+    sharp_sbuf_append(out, "}", 1);
+}
+
+/* One JSON object on one line. */
+static void render_json(const sharp_access_log_format_t *f, const sharp_stream_info_t *si,
+                        sharp_sbuf_t *out)
+{
+    render_object(f, f->fields, f->nfields, si, out);
+    sharp_sbuf_append(out, "\n", 1);
 }
 
 void sharp_access_log_format_render(const sharp_access_log_format_t *f,
@@ -269,7 +333,7 @@ void sharp_access_log_format_render(const sharp_access_log_format_t *f,
     if (f->json)
         render_json(f, si, out);
     else
-        render_text(f, &f->fields[0], si, out, "-", false);
+        render_text(f, &f->fields[0], si, out, f->omit_empty ? "" : "-", false);
 }
 
 void sharp_access_log_format_render_header(const sharp_access_log_format_t *f,

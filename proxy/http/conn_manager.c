@@ -1012,7 +1012,7 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
     s->response_started = true;
     /* Envoy's onLocalReply: a 400 means a messaging error, after which an
      * HTTP/1 connection is not trusted with another request. */
-    if (s->local_reply && code == 400) s->closes_connection = s->saw_connection_close = true;
+    if (s->local_reply && s->local_reply_code == 400) s->closes_connection = s->saw_connection_close = true;
     bool http10 = s->info.protocol && strcmp(s->info.protocol, "HTTP/1.0") == 0;
     bool no_body = s->is_head || code == 204 || code == 304 || (code >= 100 && code < 200);
     bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);

@@ -102,6 +102,12 @@ void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const cha
 /* The same with extra response headers: name, value, ..., NULL. */
 void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const char *body,
                                       uint32_t response_flag, const char *details, const char *const *headers);
+/* The same with a body of `blen` bytes (which may hold NULs). Every local
+ * reply goes through here: the route's response_headers_to_add (route,
+ * virtual host, route table) when the stream has a route, then `headers`,
+ * then the connection manager's local_reply_config. */
+void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
+                                        uint32_t response_flag, const char *details, const char *const *headers);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);

@@ -15,6 +15,7 @@
 #include "http/hcm_internal.h"
 #include "http/path_util.h"
 #include "http/stream.h"
+#include "http/local_reply.h"
 #include "log.h"
 #include "net.h"
 #include "worker.h"
@@ -621,6 +622,23 @@ void sharp_stream_send_local_reply(sharp_filter_t *f, uint32_t status, const cha
 void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const char *body,
                                       uint32_t response_flag, const char *details, const char *const *headers)
 {
+    sharp_stream_send_local_reply_body(f, status, body, body ? strlen(body) : 0, response_flag, details,
+                                       headers);
+}
+
+static uint64_t stream_random(void *ctx)
+{
+    return sharp_worker_random(ctx);
+}
+
+/* Envoy's Utility::prepareLocalReply/encodeLocalReply, as the filter
+ * manager calls it: the headers get the route's response header mutations
+ * (route entry or direct response) and the caller's, then local_reply_config
+ * rewrites status, body and headers, then the body decides content-length
+ * and content-type. */
+void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
+                                        uint32_t response_flag, const char *details, const char *const *headers)
+{
     sharp_stream_t *s = f->stream;
     if (s->destroyed) return;
     sharp_debug(http, "[C%llu][S%llu] Sending local reply with details %s (status %u, from %s)", s->conn_id,
@@ -632,24 +650,42 @@ void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const 
         return;
     }
     s->local_reply = true;
+    s->local_reply_code = status;
     s->enc_stopped = false;
-    size_t blen = body ? strlen(body) : 0;
-    char cl[24];
-    snprintf(cl, sizeof cl, "%zu", blen);
-    char code[16];
-    snprintf(code, sizeof code, "%u", status);
     sharp_headers_t *h = &s->resp;
     sharp_headers_clear(h);
+    char code[16];
+    snprintf(code, sizeof code, "%u", status);
     sharp_headers_add_cstr(h, ":status", code);
-    if (blen) {
-        sharp_headers_add_cstr(h, "content-length", cl);
-        sharp_headers_add_cstr(h, "content-type", "text/plain");
-    }
+    if (s->route) sharp_route_apply_response_headers(s->hcm->routes, s->vhost, s->route, s->route_wc, h, &s->info);
     for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         sharp_headers_add_cstr(h, headers[i], headers[i + 1]);
-    bool end = blen == 0 || s->is_head;
+    sharp_sbuf_t b = {0}, ct_before = {0};
+    if (blen) sharp_sbuf_append(&b, body, blen);
+    sharp_str_t v;
+    bool had_ct = sharp_headers_get_cstr(h, "content-type", &v);
+    if (had_ct) sharp_sbuf_append(&ct_before, v.p, v.len);
+    const char *content_type = "text/plain";
+    sharp_local_reply_rewrite(s->hcm->local_reply, &s->info, h, &status, &b, &content_type, stream_random,
+                              sharp_stream_worker(s));
+    bool has_ct = sharp_headers_get_cstr(h, "content-type", &v);
+    /* a content type the mapper's headers_to_add set is kept */
+    bool custom_ct = has_ct != had_ct || (has_ct && (v.len != ct_before.len || memcmp(v.p, ct_before.data, v.len)));
+    bool body_changed = b.len != blen || (blen && memcmp(b.data, body, blen) != 0);
+    if (b.len) {
+        char cl[24];
+        snprintf(cl, sizeof cl, "%zu", b.len);
+        sharp_headers_set_cstr(h, "content-length", cl);
+        if (!has_ct || (body_changed && !custom_ct)) sharp_headers_set_cstr(h, "content-type", content_type);
+    } else {
+        sharp_headers_remove_cstr(h, "content-length");
+        sharp_headers_remove_cstr(h, "content-type");
+    }
+    sharp_sbuf_free(&ct_before);
+    bool end = b.len == 0 || s->is_head;
     enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
-    if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, body, blen, true);
+    if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, true);
+    sharp_sbuf_free(&b);
 }
 
 void sharp_stream_read_disable(sharp_stream_t *s, bool disable)

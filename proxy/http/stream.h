@@ -19,6 +19,7 @@ struct sharp_stream {
     const sharp_hcm_config_t *hcm;
     const sharp_vhost_t *vhost;
     const sharp_route_t *route;
+    const sharp_weighted_cluster_t *route_wc; /* the router's pick among weighted clusters, if any */
     sharp_stream_info_t info;
     sharp_headers_t req;
     sharp_headers_t resp;
@@ -44,6 +45,7 @@ struct sharp_stream {
     bool response_started;    /* codec wrote the response head */
     bool response_complete;
     bool local_reply;
+    uint32_t local_reply_code; /* the status asked for, before local_reply_config rewrote it */
     bool is_head;
     bool destroyed;
     bool finish_scheduled;

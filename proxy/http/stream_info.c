@@ -31,3 +31,10 @@ size_t sharp_response_flags_str(uint32_t flags, char *out, size_t cap)
     }
     return len;
 }
+
+uint32_t sharp_response_flag_from_str(const char *code)
+{
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(flag_codes); i++)
+        if (strcmp(flag_codes[i], code) == 0) return 1u << i;
+    return 0;
+}

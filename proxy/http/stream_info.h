@@ -43,6 +43,8 @@ enum {
 /* Writes the flags as Envoy prints them ("UF,URX"), or "-" when none.
  * Returns the length written (always NUL-terminated, truncated to cap). */
 size_t sharp_response_flags_str(uint32_t flags, char *out, size_t cap);
+/* The flag bit of one short code ("UH"), or 0 when Envoy has no such code. */
+uint32_t sharp_response_flag_from_str(const char *code);
 
 typedef struct sharp_stream_info {
     uint64_t start_wall_us; /* wall clock when the first byte of the request arrived */
@@ -71,6 +73,11 @@ typedef struct sharp_stream_info {
     const sharp_headers_t *response_trailers; /* may be NULL */
     char request_id[40];
     uint32_t attempt_count;
+    bool health_check; /* the health check filter answered or marked it (Envoy's healthCheck()) */
+    /* %LOCAL_REPLY_BODY%: the local reply's body while it is being formatted
+     * (NULL otherwise, which renders as an empty value, as in Envoy) */
+    const char *local_reply_body;
+    size_t local_reply_body_len;
 } sharp_stream_info_t;
 
 #endif

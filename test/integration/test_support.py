@@ -105,7 +105,8 @@ REFUSED = [
     # (bootstrap_yaml keyword, text, path, feature words)
     ("listener_extra", "freebind: true\n", LISTENER + ".freebind", "freebind"),
     ("listener_extra", "use_original_dst: true\n", LISTENER + ".use_original_dst", "original destination"),
-    ("hcm_extra", "local_reply_config: { mappers: [] }\n", HCM + ".local_reply_config", "local reply"),
+    ("hcm_extra", "local_reply_config: { mappers: [ { filter: { traceable_filter: {} } } ] }\n",
+     HCM + ".local_reply_config.mappers[0].filter.traceable_filter", "tracing"),
     ("hcm_extra", "forward_client_cert_details: SANITIZE_SET\n", HCM + ".forward_client_cert_details", "TLS"),
     ("hcm_extra", "upgrade_configs: [{ upgrade_type: websocket }]\n", HCM + ".upgrade_configs", "WebSocket"),
     ("hcm_extra", "http2_protocol_options: {}\n", HCM + ".http2_protocol_options", "HTTP/2"),
