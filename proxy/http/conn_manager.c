@@ -1142,6 +1142,7 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
     if (s->resp_chunked) sharp_sbuf_puts(out, "transfer-encoding: chunked\r\n");
     if (upgrade) {
         /* the tunnel ends the connection; the 101 says nothing about it */
+        s->closes_connection = true;
     } else if (s->closes_connection || !s->request_complete) {
         /* an early response ends the connection: say so */
         if (!s->request_complete) s->closes_connection = true;
