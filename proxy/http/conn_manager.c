@@ -105,7 +105,9 @@ static void conn_close(sharp_conn_t *c)
                 (unsigned long long)length_ms);
     if (c->stream) {
         sharp_stream_t *s = c->stream;
-        if (!s->response_complete) {
+        /* a reset of our own (a timeout, an upstream failure) is not the
+         * client going away */
+        if (!s->response_complete && !s->reset_local) {
             s->info.response_flags |= SHARP_RF_DOWNSTREAM_CONNECTION_TERMINATION;
             sharp_counter_inc(sh, HCM(c)->st.rq_rx_reset);
         }
@@ -1240,6 +1242,7 @@ void sharp_codec_reset(sharp_stream_t *s)
 {
     if (s->destroyed || s->finish_scheduled) return;
     s->finish_scheduled = true;
+    s->reset_local = true;
     s->closes_connection = true;
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);

@@ -62,6 +62,7 @@ struct sharp_stream {
     bool upgrade_request;
     bool upgrade_accepted;
     bool upgraded;
+    bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
     uint64_t idle_timeout_ms; /* stream_idle_timeout, or the route's idle_timeout */
     uv_timer_t idle_timer;    /* stream_idle_timeout */
     uv_timer_t request_timer; /* request_timeout */

@@ -487,7 +487,7 @@ def test_idle_timeouts_close_idle_tunnels_only(procs, ws_upstream):
     run(busy())
     assert run(idle("/long")) is None  # the route's idle_timeout replaces the HCM's
     lines = log_lines(p, 3)
-    assert lines[0][0] == "101" and "SI" in lines[0][1].split(",")
+    assert lines[0][:2] == ["101", "SI"]  # a local reset: no DC
     assert lines[1][:2] == ["101", "-"] and lines[2][:2] == ["101", "-"]
     assert stat(p.admin, "http.ingress_http.downstream_rq_idle_timeout") == 1
     assert stat(p.admin, "cluster.backend.upstream_rq_timeout") in (0, None)
@@ -603,3 +603,29 @@ HCM = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
 def test_config_errors(hcm, routes, want):
     rc, out = validate(bootstrap_yaml(10000, 9901, {"b": [8080]}, hcm_extra=hcm, routes=routes))
     assert rc == 1 and want in out, out
+
+
+def test_101_without_an_upgrade_request_is_an_upstream_protocol_error(procs):
+    def script(c):
+        read_head(c)
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        c.recv(1)
+
+    port, t, lsock = raw_upstream(script)
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"backend": [port]},
+                                           hcm_extra="upgrade_configs: [{ upgrade_type: websocket }]\n"), admin,
+                     concurrency=1)
+    status, _, body, _ = raw_request(listen, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    t.join(10)
+    lsock.close()
+    assert status == 502 and b"protocol error" in body, body
+
+
+def test_connection_upgrade_without_upgrade_header_is_a_plain_request(procs, ws_upstream):
+    p = start(procs, ws_upstream, hcm_extra="")
+    status, _, body, closed = raw_request(p.listen, b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n")
+    assert status == 200 and not closed, body
+    seen = {k.lower() for k, _ in json.loads(body)["headers"]}
+    assert "connection" not in seen and "upgrade" not in seen
+    assert stat(p.admin, "http.ingress_http.downstream_rq_ws_on_non_ws_route") in (0, None)
