@@ -521,6 +521,20 @@ static bool skip_request_header(sharp_str_t n)
     return n.len && n.p[0] == ':';
 }
 
+static void on_upstream_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/* The client half-closed its upgrade request: so do we, once what was
+ * written has left; the response keeps coming. */
+static void upgrade_half_close(sharp_upstream_cx_t *cx)
+{
+    uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
+    if (uv_shutdown(req, (uv_stream_t *)&cx->tcp, on_upstream_shutdown) < 0) free(req);
+}
+
 void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers_t *h, bool end_stream)
 {
     sharp_trace(pool, "[C%llu] encoding request headers (end_stream=%s)", cx->id, end_stream ? "true" : "false");
@@ -569,12 +583,7 @@ void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers
     sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_tx_bytes_total, o);
     if (out != stackbuf) free(out);
     if (end_stream) cx->request_complete = true;
-}
-
-static void on_upstream_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status;
-    free(req);
+    if (end_stream && cx->upgrade_request) upgrade_half_close(cx);
 }
 
 void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t n, bool end_stream)
@@ -595,12 +604,7 @@ void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t 
     if (nb) sharp_writer_write(&cx->writer, bufs, nb);
     sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_tx_bytes_total, n);
     if (end_stream) cx->request_complete = true;
-    if (end_stream && cx->upgrade_request) {
-        /* the client half-closed its upgraded connection: so do we, once
-         * what was written has left; the response keeps coming */
-        uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
-        if (uv_shutdown(req, (uv_stream_t *)&cx->tcp, on_upstream_shutdown) < 0) free(req);
-    }
+    if (end_stream && cx->upgrade_request) upgrade_half_close(cx);
     if (!cx->above_watermark && cx->writer.queued > cx->pool->cluster->per_connection_buffer_limit) {
         cx->above_watermark = true;
         if (cx->req && cx->req->cb->on_write_watermark)
