@@ -457,7 +457,8 @@ def test_idle_timeouts_close_idle_tunnels_only(procs, ws_upstream):
 - match: { prefix: "/" }
   route: { cluster: backend, timeout: 0.5s }
 """
-    hcm = "upgrade_configs: [{ upgrade_type: websocket }]\nstream_idle_timeout: 1s\n"
+    # request_timeout waits for a whole request: not for an upgrade's
+    hcm = "upgrade_configs: [{ upgrade_type: websocket }]\nstream_idle_timeout: 1s\nrequest_timeout: 0.5s\n"
     p = start(procs, ws_upstream, hcm_extra=hcm, routes=routes)
 
     async def idle(path):
@@ -491,6 +492,7 @@ def test_idle_timeouts_close_idle_tunnels_only(procs, ws_upstream):
     assert lines[1][:2] == ["101", "-"] and lines[2][:2] == ["101", "-"]
     assert stat(p.admin, "http.ingress_http.downstream_rq_idle_timeout") == 1
     assert stat(p.admin, "cluster.backend.upstream_rq_timeout") in (0, None)
+    assert stat(p.admin, "http.ingress_http.downstream_rq_timeout") in (0, None)
 
 
 def test_route_timeout_bounds_the_wait_for_the_upgrade_answer(procs):
