@@ -27,6 +27,7 @@
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
+#include <strings.h>
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -277,6 +278,8 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rq_max_duration_reached, "downstream_rq_max_duration_reached");
     C(cx_max_duration_reached, "downstream_cx_max_duration_reached");
     C(cx_delayed_close_timeout, "downstream_cx_delayed_close_timeout");
+    C(cx_upgrades_total, "downstream_cx_upgrades_total");
+    G(cx_upgrades_active, "downstream_cx_upgrades_active");
     C(no_route, "no_route");
     C(no_cluster, "no_cluster");
     C(rq_direct_response, "rq_direct_response");
@@ -362,6 +365,27 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     h->server_name = sharp_strdup(pb->server_name[0] ? pb->server_name : "sharp");
     h->server_header_transformation = (int)pb->server_header_transformation;
     h->via = pb->via[0] ? sharp_strdup(pb->via) : NULL;
+    /* upgrade_configs: Envoy refuses a type listed twice (case-insensitively);
+     * CONNECT is an upgrade type to Envoy, not implemented by SHARP. */
+    if (pb->n_upgrade_configs) h->upgrades = sharp_calloc(pb->n_upgrade_configs, sizeof *h->upgrades);
+    for (size_t i = 0; i < pb->n_upgrade_configs; i++) {
+        const char *type = pb->upgrade_configs[i]->upgrade_type;
+        snprintf(p, sizeof p, "%s.upgrade_configs[%zu].upgrade_type", path, i);
+        if (strcasecmp(type, "CONNECT") == 0) {
+            fail(b, p, "CONNECT is not supported by SHARP (CONNECT)");
+            goto bad;
+        }
+        for (uint32_t j = 0; j < h->nupgrades; j++) {
+            if (strcasecmp(h->upgrades[j].type, type) == 0) {
+                fail(b, p, "Error: multiple upgrade configs with the same name: '%s'", type);
+                goto bad;
+            }
+        }
+        h->upgrades[h->nupgrades].type = sharp_strdup(type);
+        h->upgrades[h->nupgrades].enabled =
+            !pb->upgrade_configs[i]->enabled || pb->upgrade_configs[i]->enabled->value;
+        h->nupgrades++;
+    }
     if (pb->http_protocol_options) {
         h->accept_http_10 = pb->http_protocol_options->accept_http_10;
         if (pb->http_protocol_options->default_host_for_http_10[0])

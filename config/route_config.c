@@ -538,6 +538,26 @@ static int hash_policies_from(ctx_t *c, const char *path, const action_pb_t *a, 
     return 0;
 }
 
+/* RouteAction.upgrade_configs: per-route enabling or disabling of an
+ * upgrade type, which overrides the connection manager's (Envoy's
+ * RouteEntryImplBase: types are lowercased, a repeated one is an error). */
+static int upgrades_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_route_t *r)
+{
+    char p[512];
+    r->upgrades = sharp_calloc(a->n_upgrade_configs, sizeof *r->upgrades);
+    for (size_t i = 0; i < a->n_upgrade_configs; i++) {
+        const char *type = a->upgrade_configs[i]->upgrade_type;
+        snprintf(p, sizeof p, "%s.upgrade_configs[%zu].upgrade_type", path, i);
+        if (strcasecmp(type, "CONNECT") == 0) return fail(c, p, "CONNECT is not supported by SHARP (CONNECT)");
+        for (uint32_t j = 0; j < r->nupgrades; j++)
+            if (strcasecmp(r->upgrades[j].type, type) == 0) return fail(c, p, "Duplicate upgrade %s", type);
+        r->upgrades[r->nupgrades].type = sharp_strdup(type);
+        r->upgrades[r->nupgrades].enabled = !a->upgrade_configs[i]->enabled || a->upgrade_configs[i]->enabled->value;
+        r->nupgrades++;
+    }
+    return 0;
+}
+
 static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_route_t *r)
 {
     char p[512];
@@ -593,6 +613,7 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
     r->priority = a->priority == ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__HIGH ? 1 : 0;
     if (mirror_from(c, path, a->request_mirror_policies, a->n_request_mirror_policies, &r->mirror_own) < 0)
         return -1;
+    if (a->n_upgrade_configs && upgrades_from(c, path, a, r) < 0) return -1;
     return 0;
 }
 

@@ -28,6 +28,8 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     free(h->default_host_for_http_10);
     free(h->internal_cidrs);
     sharp_local_reply_free(h->local_reply);
+    for (uint32_t i = 0; i < h->nupgrades; i++) free(h->upgrades[i].type);
+    free(h->upgrades);
     free(h);
 }
 

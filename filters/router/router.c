@@ -72,6 +72,7 @@ typedef struct router_state {
     bool response_headers;  /* upstream response headers went downstream */
     bool response_done;
     bool counted_active;
+    bool upgrade;           /* an accepted upgrade request (WebSocket) */
     /* retries */
     const sharp_retry_policy_t *policy; /* NULL: none configured */
     uint32_t retry_on;                  /* SHARP_RETRY_* of the policy and x-envoy-retry-on */
@@ -368,6 +369,9 @@ static void on_timeout(uv_timer_t *t)
 static void start_timer(router_state_t *rs)
 {
     if (!rs->timeout_ms || rs->response_done) return;
+    /* an upgrade's request never ends: its timeout runs from the request
+     * headers to the upstream's answer and never covers the tunnel */
+    if (rs->upgrade && rs->response_headers) return;
     uv_timer_start(&timer_get(rs, &rs->timer)->t, on_timeout, rs->timeout_ms, 0);
 }
 
@@ -395,7 +399,7 @@ static void on_per_try_timeout(uv_timer_t *t)
  * the connection is ready). */
 static void start_try_timer(router_state_t *rs)
 {
-    if (!rs->per_try_timeout_ms || !rs->upstream_active || !rs->bound || rs->response_headers) return;
+    if (!rs->per_try_timeout_ms || !rs->upstream_active || !rs->bound || rs->response_headers || rs->upgrade) return;
     uv_timer_start(&timer_get(rs, &rs->try_timer)->t, on_per_try_timeout, rs->per_try_timeout_ms, 0);
 }
 
@@ -804,6 +808,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
     rs->wc = wc;
     rs->request_end_seen = end_stream;
+    rs->upgrade = s->upgrade_accepted;
     if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
         sharp_sbuf_t d = {0};
         sharp_headers_dump(h, &d);
@@ -819,7 +824,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     /* auto_host_rewrite needs the host: only the first try's is used */
     if (!r->host_rewrite && r->auto_host_rewrite && rs->host->hostname[0])
         sharp_headers_set_cstr(h, ":authority", rs->host->hostname);
-    if (end_stream) start_timer(rs);
+    if (end_stream || rs->upgrade) start_timer(rs);
     return SHARP_FILTER_STOP;
 }
 
@@ -852,7 +857,7 @@ static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p
         if (rs->pending_body.len > sharp_stream_buffer_limit(f->stream))
             sharp_stream_read_disable(f->stream, true);
     }
-    if (end) start_timer(rs);
+    if (end && !rs->upgrade) start_timer(rs);
     return SHARP_FILTER_STOP;
 }
 
@@ -948,6 +953,7 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     s->info.upstream_first_byte_ns = now;
     rs->response_headers = true;
     timer_stop(rs->try_timer);
+    if (rs->upgrade) timer_stop(rs->timer); /* the answer came: the tunnel has no route timeout */
     if (!suppress_headers(rs)) {
         char t[20];
         size_t tl = sharp_u64_to_str((now - rs->upstream_start_ns) / 1000000, t);

@@ -50,6 +50,8 @@ typedef struct sharp_conn {
     bool peer_closed;       /* FIN seen while the flush was still pending */
     bool duration_draining; /* max_connection_duration reached: drain like a server drain */
     bool underscore_rejected; /* headers_with_underscores_action REJECT_REQUEST hit */
+    bool tunnel;            /* upgraded: bytes after the request go to the stream unparsed */
+    bool peer_eof;          /* the peer half-closed a tunnel: nothing more to read */
     int handles_open;
     unsigned long long id; /* "[C<id>]" in log lines */
     uint64_t start_ns;
@@ -63,6 +65,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void conn_update_reading(sharp_conn_t *c);
 static void stream_destroy(sharp_stream_t *s);
 static void stream_maybe_finish(sharp_stream_t *s);
+static void stream_touch(sharp_stream_t *s);
 static int h1_request_head(struct sharp_conn *c, sharp_stream_t *s, llhttp_t *p);
 static void conn_resume_pipeline(sharp_conn_t *c);
 
@@ -102,7 +105,9 @@ static void conn_close(sharp_conn_t *c)
                 (unsigned long long)length_ms);
     if (c->stream) {
         sharp_stream_t *s = c->stream;
-        if (!s->response_complete) {
+        /* a reset of our own (a timeout, an upstream failure) is not the
+         * client going away */
+        if (!s->response_complete && !s->reset_local) {
             s->info.response_flags |= SHARP_RF_DOWNSTREAM_CONNECTION_TERMINATION;
             sharp_counter_inc(sh, HCM(c)->st.rq_rx_reset);
         }
@@ -279,6 +284,17 @@ static void conn_protocol_error(sharp_conn_t *c, uint32_t code, const char *deta
     conn_protocol_error_ex(c, code, details, details);
 }
 
+/* Upgrade payload from the client: request data of the upgraded stream,
+ * never parsed. */
+static void tunnel_data(sharp_conn_t *c, const char *p, size_t n)
+{
+    sharp_stream_t *s = c->stream;
+    if (!s || s->destroyed || s->response_complete) return;
+    s->info.bytes_received += n;
+    stream_touch(s);
+    dec_run_data(s, 0, p, n, false);
+}
+
 /* Feeds bytes to the parser. The parser pauses at the end of every request;
  * when that request's stream has already finished (a fast local reply, say),
  * parsing goes straight on with the rest, otherwise the rest waits. */
@@ -290,6 +306,14 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
         llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
         c->parsing = false;
         if (c->closing || c->shutdown) break;
+        if (c->tunnel && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
+            /* the upgrade request's HTTP part is over: what follows it is
+             * the upgrade payload, which goes to the stream as it is */
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            c->paused = true;
+            if (pos && pos >= p && pos < p + n) tunnel_data(c, pos, (size_t)(p + n - pos));
+            break;
+        }
         if (e == HPE_PAUSED) {
             const char *pos = llhttp_get_error_pos(&c->parser);
             c->paused = true;
@@ -353,7 +377,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0 && !c->closing) {
         sharp_counter_add(STATS(c), HCM(c)->st.rx_bytes_total, (uint64_t)nread);
         uv_timer_stop(&c->idle_timer);
-        if (c->paused) {
+        if (c->tunnel) {
+            tunnel_data(c, buf->base, (size_t)nread);
+            conn_update_reading(c);
+        } else if (c->paused) {
             sharp_sbuf_append(&c->pipeline, buf->base, (size_t)nread);
             conn_update_reading(c);
         } else {
@@ -361,6 +388,16 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         }
     } else if (nread < 0 && !c->closing) {
         sharp_debug(connection, "[C%llu] remote close (%s)", c->id, uv_err_name((int)nread));
+        sharp_stream_t *ts = c->stream;
+        if (c->tunnel && nread == UV_EOF && ts && !ts->destroyed && !ts->response_complete) {
+            /* Half-close of a tunnel: the end of the request goes upstream
+             * (as a FIN) and the response keeps flowing until it ends. */
+            c->peer_eof = true;
+            conn_update_reading(c);
+            ts->request_complete = true;
+            dec_run_data(ts, 0, NULL, 0, true);
+            return;
+        }
         if (c->stream && !c->stream->request_complete && nread == UV_EOF) {
             /* Let llhttp end a request whose body runs to EOF (HTTP/1.0). */
             c->parsing = true;
@@ -384,7 +421,7 @@ static void conn_update_reading(sharp_conn_t *c)
 {
     if (c->closing) return;
     if (c->shutdown) return;
-    bool stop = c->read_disabled_by_stream || (c->paused && c->pipeline.len > 65536);
+    bool stop = c->read_disabled_by_stream || c->peer_eof || (c->paused && !c->tunnel && c->pipeline.len > 65536);
     if (stop && !c->read_stopped) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->read_stopped = true;
@@ -560,8 +597,14 @@ static void on_stream_max_duration(uv_timer_t *t)
 
 static void stream_touch(sharp_stream_t *s)
 {
-    if (s->hcm->stream_idle_timeout_ms && !s->destroyed && !s->finish_scheduled)
-        uv_timer_start(&s->idle_timer, on_stream_idle, s->hcm->stream_idle_timeout_ms, 0);
+    if (s->destroyed || s->finish_scheduled) return;
+    if (s->idle_timeout_ms) uv_timer_start(&s->idle_timer, on_stream_idle, s->idle_timeout_ms, 0);
+    else uv_timer_stop(&s->idle_timer);
+}
+
+void sharp_codec_touch(sharp_stream_t *s)
+{
+    stream_touch(s);
 }
 
 static sharp_stream_t *stream_create(sharp_conn_t *c)
@@ -610,6 +653,7 @@ static sharp_stream_t *stream_create(sharp_conn_t *c)
     uv_timer_init(&c->worker->loop, &s->duration_timer);
     s->idle_timer.data = s->request_timer.data = s->duration_timer.data = s;
     s->timers_open = 3;
+    s->idle_timeout_ms = hcm->stream_idle_timeout_ms;
     sharp_stats_shard_t *sh = STATS(c);
     sharp_counter_inc(sh, hcm->st.rq_total);
     sharp_counter_inc(sh, hcm->st.rq_http1_total);
@@ -632,6 +676,7 @@ static void stream_destroy(sharp_stream_t *s)
     s->info.response_headers = s->response_started ? &s->resp : NULL;
     sharp_stats_shard_t *sh = STATS(c);
     sharp_gauge_add(sh, s->hcm->st.rq_active, -1);
+    if (s->upgrade_accepted) sharp_gauge_add(sh, s->hcm->st.cx_upgrades_active, -1);
     if (s->response_complete) {
         uint32_t code = s->info.response_code;
         if (code >= 100 && code < 600) sharp_counter_inc(sh, s->hcm->st.rq_xx[code / 100]);
@@ -679,6 +724,8 @@ static void on_stream_finish(uv_timer_t *t)
      * close: then nothing is left unread to turn the close into a RST. */
     bool delay = s->force_delayed_close ||
                  !(s->saw_connection_close && (s->request_complete || s->resp_close_delimited));
+    /* a tunnel whose client half-closed has nothing left to read */
+    if (c->peer_eof) delay = false;
     if (!s->request_complete) sharp_counter_inc(STATS(c), s->hcm->st.rq_response_before_rq_complete);
     c->read_disabled_by_stream = false;
     stream_destroy(s);
@@ -807,6 +854,28 @@ static int p_on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+/* Removes an h2c upgrade (Envoy's HTTP/1 codec): Upgrade, HTTP2-Settings
+ * and their tokens in Connection; Connection goes when nothing is left. */
+static void strip_h2c(sharp_headers_t *h)
+{
+    sharp_headers_remove_cstr(h, "upgrade");
+    sharp_headers_remove_cstr(h, "http2-settings");
+    sharp_str_t conn;
+    if (!sharp_headers_get_cstr(h, "connection", &conn)) return;
+    sharp_sbuf_t out = {0};
+    sharp_str_t rest = conn, tok;
+    while (sharp_list_next(&rest, &tok)) {
+        if ((tok.len == 7 && strncasecmp(tok.p, "upgrade", 7) == 0) ||
+            (tok.len == 14 && strncasecmp(tok.p, "http2-settings", 14) == 0))
+            continue;
+        if (out.len) sharp_sbuf_append(&out, ",", 1);
+        sharp_sbuf_append(&out, tok.p, tok.len);
+    }
+    if (out.len) sharp_headers_set(h, "connection", 10, out.data, out.len);
+    else sharp_headers_remove_cstr(h, "connection");
+    sharp_sbuf_free(&out);
+}
+
 /* Turns the HTTP/1 request line and Host into Envoy's pseudo-headers and
  * hands the stream to the filter chain. Returns -1 when the request was
  * rejected (a local reply is on its way). */
@@ -817,9 +886,21 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     s->info.protocol = p->http_minor == 0 && p->http_major == 1 ? "HTTP/1.0" : "HTTP/1.1";
     const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
     s->is_head = strcmp(method, "HEAD") == 0;
-    if (p->flags & F_CONNECTION_UPGRADE || llhttp_get_method(p) == HTTP_CONNECT) {
+    if (llhttp_get_method(p) == HTTP_CONNECT) {
         conn_protocol_error(c, 403, "upgrade not supported");
         return -1;
+    }
+    /* llhttp's upgrade: "Connection: upgrade" and an Upgrade header, as
+     * Envoy's Utility::isUpgrade. An h2c upgrade is not supported: as Envoy's
+     * codec, drop its headers and serve the request as HTTP/1.1. */
+    if (p->upgrade) {
+        sharp_str_t up;
+        if (sharp_headers_get_cstr(h, "upgrade", &up) && up.len == 3 && strncasecmp(up.p, "h2c", 3) == 0) {
+            strip_h2c(h);
+            p->upgrade = 0;
+        } else {
+            s->upgrade_request = true;
+        }
     }
     if (p->http_major == 1 && p->http_minor == 0 && !hcm->accept_http_10) {
         conn_protocol_error(c, 426, "Upgrade Required");
@@ -880,7 +961,8 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
         sharp_headers_remove_cstr(h, "expect");
         if (p->http_minor >= 1) sharp_codec_send_continue(s);
     }
-    bool end_stream = !(p->flags & F_CHUNKED) &&
+    /* an upgrade request goes on with its payload until the connection ends */
+    bool end_stream = !s->upgrade_request && !(p->flags & F_CHUNKED) &&
                       !((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     /* A body-less request is complete with its headers (llhttp reports the
      * message end right after), so a reply given now keeps the connection. */
@@ -893,6 +975,9 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
         sharp_sbuf_free(&d);
     }
     sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
+    /* request_timeout waits for a whole request, which an upgrade never
+     * completes (Envoy does not apply it to upgrades either) */
+    if (s->upgrade_accepted) uv_timer_stop(&s->request_timer);
     return 0;
 }
 
@@ -917,6 +1002,13 @@ static int p_on_message_complete(llhttp_t *p)
     sharp_conn_t *c = p->data;
     sharp_stream_t *s = c->stream;
     if (!s) return HPE_PAUSED;
+    if (s->upgrade_request) {
+        /* Envoy's codec swallows the end of an upgrade request: the
+         * upgrade payload follows as stream data. A refused upgrade was
+         * answered and its connection closes. */
+        if (s->upgrade_accepted && !s->response_complete) c->tunnel = true;
+        return HPE_PAUSED;
+    }
     s->request_complete = true;
     s->info.request_complete_ns = sharp_now_ns();
     uv_timer_stop(&s->request_timer);
@@ -1015,6 +1107,13 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
     if (s->local_reply && s->local_reply_code == 400) s->closes_connection = s->saw_connection_close = true;
     bool http10 = s->info.protocol && strcmp(s->info.protocol, "HTTP/1.0") == 0;
     bool no_body = s->is_head || code == 204 || code == 304 || (code >= 100 && code < 200);
+    /* An accepted upgrade answered 101: its Connection and Upgrade headers
+     * go to the client and the bytes that follow are the tunnel's. */
+    bool upgrade = s->upgrade_accepted && code == 101 && !end_stream;
+    if (upgrade) {
+        s->upgraded = true;
+        uv_timer_stop(&s->request_timer);
+    }
     bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
     s->resp_chunked = false;
     s->resp_close_delimited = false;
@@ -1033,14 +1132,20 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
     sharp_sbuf_append(out, "\r\n", 2);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
-        if ((n.len && n.p[0] == ':') || is_connection_specific(n)) continue;
+        if ((n.len && n.p[0] == ':') ||
+            (is_connection_specific(n) &&
+             !(upgrade && (sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "upgrade", 7)))))
+            continue;
         sharp_sbuf_append(out, n.p, n.len);
         sharp_sbuf_append(out, ": ", 2);
         sharp_sbuf_append(out, v.p, v.len);
         sharp_sbuf_append(out, "\r\n", 2);
     }
     if (s->resp_chunked) sharp_sbuf_puts(out, "transfer-encoding: chunked\r\n");
-    if (s->closes_connection || !s->request_complete) {
+    if (upgrade) {
+        /* the tunnel ends the connection; the 101 says nothing about it */
+        s->closes_connection = true;
+    } else if (s->closes_connection || !s->request_complete) {
         /* an early response ends the connection: say so */
         if (!s->request_complete) s->closes_connection = true;
         sharp_sbuf_puts(out, "connection: close\r\n");
@@ -1081,6 +1186,7 @@ void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool en
 {
     sharp_conn_t *c = s->conn;
     if (c->closing || !s->response_started || s->response_complete) return;
+    stream_touch(s); /* Envoy resets the stream idle timer on response data too */
     uint32_t code = s->info.response_code;
     bool no_body = s->is_head || code == 204 || code == 304;
     if (no_body) n = 0;
@@ -1136,6 +1242,7 @@ void sharp_codec_reset(sharp_stream_t *s)
 {
     if (s->destroyed || s->finish_scheduled) return;
     s->finish_scheduled = true;
+    s->reset_local = true;
     s->closes_connection = true;
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);

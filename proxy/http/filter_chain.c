@@ -177,10 +177,18 @@ static const char *const envoy_edge_headers[] = {
     "x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
 };
 
-/* Removes hop-by-hop headers, including those named by Connection. */
-static void remove_hop_by_hop(sharp_headers_t *h)
+/* Removes hop-by-hop headers, including those named by Connection. An
+ * upgrade request keeps Connection and Upgrade: Envoy forwards them
+ * verbatim to the upstream (mutateRequestHeaders). */
+static void remove_hop_by_hop(sharp_headers_t *h, bool upgrade)
 {
     sharp_str_t conn;
+    if (upgrade) {
+        sharp_headers_remove_cstr(h, "keep-alive");
+        sharp_headers_remove_cstr(h, "proxy-connection");
+        sharp_headers_remove_cstr(h, "transfer-encoding");
+        return;
+    }
     if (sharp_headers_get_cstr(h, "connection", &conn)) {
         char tok[64];
         size_t i = 0;
@@ -265,7 +273,7 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
 {
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_headers_t *h = &s->req;
-    remove_hop_by_hop(h);
+    remove_hop_by_hop(h, s->upgrade_request);
     sharp_headers_remove_cstr(h, "x-envoy-internal");
     struct sockaddr_storage final;
     bool have_final = false, allow_trusted = false;
@@ -485,6 +493,28 @@ static bool normalize_request_path(sharp_stream_t *s)
     return act == SHARP_PATH_CONTINUE;
 }
 
+/* Envoy's createDownstreamFilterChain for an upgrade request: the route's
+ * upgrade_configs, else the connection manager's, must allow the type;
+ * otherwise a 403 with details upgrade_failed (no response flag) and
+ * downstream_rq_ws_on_non_ws_route. Returns false when answered. */
+static bool accept_upgrade(sharp_stream_t *s)
+{
+    const sharp_hcm_config_t *hcm = s->hcm;
+    sharp_stats_shard_t *sh = sharp_stream_worker(s)->stats;
+    sharp_str_t type = {"", 0};
+    sharp_headers_get_cstr(&s->req, "upgrade", &type);
+    if (!sharp_upgrade_allowed(hcm->upgrades, hcm->nupgrades, s->route, type)) {
+        sharp_debug(http, "[C%llu][S%llu] upgrade '%.*s' not allowed", s->conn_id, s->id, (int)type.len, type.p);
+        sharp_counter_inc(sh, hcm->st.rq_ws_on_non_ws_route);
+        sharp_stream_send_local_reply(&s->filters[0], 403, NULL, 0, "upgrade_failed");
+        return false;
+    }
+    s->upgrade_accepted = true;
+    sharp_counter_inc(sh, hcm->st.cx_upgrades_total);
+    sharp_gauge_add(sh, hcm->st.cx_upgrades_active, 1);
+    return true;
+}
+
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
     if (end_stream) s->dec_end_sent = true;
@@ -496,6 +526,12 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     s->vhost = hcm->routes ? sharp_route_table_find_vhost(hcm->routes, authority) : NULL;
     s->route = s->vhost ? sharp_vhost_match(s->vhost, &s->req) : NULL;
     if (s->route) s->info.route_name = s->route->name;
+    /* the route's idle_timeout replaces stream_idle_timeout (0 disables) */
+    if (s->route && s->route->has_idle_timeout) {
+        s->idle_timeout_ms = s->route->idle_timeout_ms;
+        sharp_codec_touch(s);
+    }
+    if (s->upgrade_request && !accept_upgrade(s)) return;
     dec_iterate_headers(s, 0);
 }
 

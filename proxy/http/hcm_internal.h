@@ -15,6 +15,8 @@ void sharp_codec_reset(sharp_stream_t *s);
 void sharp_codec_send_continue(sharp_stream_t *s);
 const char *sharp_h1_reason(uint32_t code);
 bool sharp_codec_downstream_above_watermark(sharp_stream_t *s);
+/* Restarts the stream idle timer with s->idle_timeout_ms (0 stops it). */
+void sharp_codec_touch(sharp_stream_t *s);
 
 /* stream side (filter_chain.c) */
 /* Request headers are complete: header mutations, route resolution, decode

@@ -463,3 +463,18 @@ const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
     }
     return NULL;
 }
+
+static const sharp_upgrade_t *upgrade_find(const sharp_upgrade_t *u, uint32_t n, sharp_str_t type)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strlen(u[i].type) == type.len && strncasecmp(u[i].type, type.p, type.len) == 0) return &u[i];
+    return NULL;
+}
+
+bool sharp_upgrade_allowed(const sharp_upgrade_t *hcm, uint32_t nhcm, const sharp_route_t *r, sharp_str_t type)
+{
+    const sharp_upgrade_t *ru = r ? upgrade_find(r->upgrades, r->nupgrades, type) : NULL;
+    if (ru) return ru->enabled;
+    const sharp_upgrade_t *hu = upgrade_find(hcm, nhcm, type);
+    return hu && hu->enabled;
+}

@@ -169,6 +169,13 @@ typedef struct {
     bool strip_query;
 } sharp_redirect_t;
 
+/* One entry of upgrade_configs (connection manager or route): an Upgrade
+ * header value, compared case-insensitively, and whether it is allowed. */
+typedef struct sharp_upgrade {
+    char *type;
+    bool enabled;
+} sharp_upgrade_t;
+
 typedef struct sharp_route {
     char *name;
     /* match */
@@ -210,6 +217,8 @@ typedef struct sharp_route {
     /* The policies that apply: the route's own, else its virtual host's,
      * else the table's (Envoy: a level with policies replaces the outer ones). */
     const sharp_mirror_policies_t *mirror;
+    sharp_upgrade_t *upgrades; /* RouteAction.upgrade_configs: overrides the HCM's per type */
+    uint32_t nupgrades;
     uint32_t direct_status;
     char *direct_body; /* may be NULL */
     size_t direct_body_len;
@@ -263,6 +272,11 @@ const sharp_route_t *sharp_vhost_match(const sharp_vhost_t *vh, const sharp_head
 const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sharp_headers_t *req,
                                               uint64_t random);
 /* Picks the cluster for a route; for weighted clusters `random` chooses. */
+/* Envoy's createUpgradeFilterChain: whether an upgrade of `type` may
+ * proceed. The route's entry for the type decides when it has one (false
+ * refuses, true allows even without a connection manager entry); otherwise
+ * the connection manager must list the type as enabled. Case-insensitive. */
+bool sharp_upgrade_allowed(const sharp_upgrade_t *hcm, uint32_t nhcm, const sharp_route_t *r, sharp_str_t type);
 const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
                                      const sharp_weighted_cluster_t **picked);
 bool sharp_string_matcher_match(const sharp_string_matcher_t *m, sharp_str_t value);

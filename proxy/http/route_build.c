@@ -269,6 +269,8 @@ static void free_route(sharp_route_t *r)
     for (uint32_t i = 0; i < r->nhash_policies; i++)
         free(r->hash_policies[i].name);
     free(r->hash_policies);
+    for (uint32_t i = 0; i < r->nupgrades; i++) free(r->upgrades[i].type);
+    free(r->upgrades);
     free(r->direct_body);
     free(r->redirect.scheme);
     free(r->redirect.host);

@@ -57,6 +57,15 @@ struct sharp_stream {
      * nothing left to read, so the close is not delayed. */
     bool saw_connection_close;
     bool force_delayed_close; /* protocol error: always the delayed close */
+    /* HTTP upgrades (WebSocket): the request carries Connection: upgrade and
+     * an Upgrade header (the codec strips h2c); the connection manager
+     * accepted it (upgrade_configs); the upstream's 101 went downstream and
+     * bytes now flow both ways unframed. */
+    bool upgrade_request;
+    bool upgrade_accepted;
+    bool upgraded;
+    bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
+    uint64_t idle_timeout_ms; /* stream_idle_timeout, or the route's idle_timeout */
     uv_timer_t idle_timer;    /* stream_idle_timeout */
     uv_timer_t request_timer; /* request_timeout */
     uv_timer_t duration_timer; /* max_stream_duration */

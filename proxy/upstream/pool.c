@@ -41,6 +41,12 @@ struct sharp_upstream_cx {
     bool connected;
     bool connect_error; /* uv_tcp_connect failed at once: the timer reports it */
     bool connected_at_once; /* a Unix socket connected in new_connection: the timer reports it */
+    /* HTTP upgrade: the bound request asked for one (such a connection is
+     * never reused), the upstream answered 101, and its bytes now flow
+     * unparsed both ways */
+    bool upgrade_request;
+    bool upgraded;
+    bool tunnel;
     uint32_t requests;
     int handles_open;
     unsigned long long id;       /* "[C<id>]" in log lines */
@@ -201,6 +207,7 @@ static void bind_request(sharp_upstream_cx_t *cx, sharp_upstream_request_t *r)
     r->cx = cx;
     cx->request_complete = cx->response_started = cx->response_complete = false;
     cx->end_sent = cx->informational = cx->chunked_request = false;
+    cx->upgrade_request = cx->upgraded = cx->tunnel = false;
     cx->requests++;
     /* Envoy's pool-ready result: the try has a connection (split mode
      * counts it as a local-origin success; otherwise it is ignored). */
@@ -271,14 +278,23 @@ static void finish_response(sharp_upstream_cx_t *cx, bool extra_bytes)
         r->cx = NULL;
     }
     sharp_debug(pool, "[C%llu] response complete", cx->id);
-    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->pool->worker->draining) {
+    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->upgrade_request &&
+        !cx->pool->worker->draining) {
         make_idle(cx);
     } else {
         sharp_debug(pool, "[C%llu] not reusable (%s)", cx->id,
                     !cx->keep_alive ? "connection: close" : !cx->request_complete ? "request not complete"
-                    : extra_bytes ? "bytes after the response" : "draining");
+                    : extra_bytes ? "bytes after the response" : cx->upgrade_request ? "upgrade request"
+                    : "draining");
         cx_close(cx);
     }
+}
+
+/* Upstream bytes of an upgraded connection: response data, unparsed. */
+static void tunnel_data(sharp_upstream_cx_t *cx, const char *p, size_t n)
+{
+    sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_rx_bytes_total, n);
+    if (cx->req) cx->req->cb->on_data(cx->req->ctx, p, n, false);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -290,12 +306,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             /* Bytes on an idle connection: the server broke the protocol. */
             sharp_debug(connection, "[C%llu] unexpected bytes on an idle connection", cx->id);
             cx_close(cx);
+        } else if (cx->tunnel) {
+            tunnel_data(cx, buf->base, (size_t)nread);
         } else {
             cx->in_execute = true;
             llhttp_errno_t e = llhttp_execute(&cx->parser, buf->base, (size_t)nread);
             cx->in_execute = false;
             if (cx->state == CX_CLOSING) {
                 /* a callback closed it */
+            } else if (cx->upgraded && (e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED)) {
+                /* after the 101 the bytes are the tunnel's */
+                cx->tunnel = true;
+                const char *pos = llhttp_get_error_pos(&cx->parser);
+                if (pos && pos >= buf->base && pos < buf->base + nread)
+                    tunnel_data(cx, pos, (size_t)(buf->base + nread - pos));
             } else if (e == HPE_PAUSED && cx->response_complete) {
                 const char *end = llhttp_get_error_pos(&cx->parser);
                 bool extra = end && end < buf->base + nread;
@@ -308,7 +332,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
     } else if (nread < 0 && cx->state != CX_CLOSING) {
         sharp_debug(connection, "[C%llu] remote close (%s)", cx->id, uv_err_name((int)nread));
-        if (cx->state == CX_BUSY) {
+        if (cx->state == CX_BUSY && cx->tunnel && nread == UV_EOF && cx->req) {
+            /* the upstream ended the tunnel: the end of the response */
+            cx->response_complete = cx->end_sent = true;
+            sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_destroy_remote);
+            sharp_upstream_request_t *r = cx->req;
+            r->cb->on_data(r->ctx, NULL, 0, true);
+        }
+        if (cx->state == CX_BUSY && cx->tunnel && cx->response_complete) {
+            /* ended: closed below */
+        } else if (cx->state == CX_BUSY) {
             if (nread == UV_EOF && cx->response_started && !cx->response_complete) {
                 cx->in_execute = true;
                 llhttp_finish(&cx->parser); /* ends a close-delimited body */
@@ -499,7 +532,8 @@ void sharp_pool_cancel(sharp_upstream_request_t *req)
     cx->req = NULL;
     req->cx = NULL;
     if (cx->state == CX_CLOSING) return;
-    if (!cx->response_complete) cx_close(cx); /* mid-response: cannot be reused */
+    /* mid-response, or an upgrade: cannot be reused */
+    if (!cx->response_complete || cx->upgrade_request) cx_close(cx);
     else if (!cx->in_execute) finish_response(cx, false);
     /* else on_read finishes it once the parser returns */
 }
@@ -513,6 +547,20 @@ static bool skip_request_header(sharp_str_t n)
     return n.len && n.p[0] == ':';
 }
 
+static void on_upstream_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/* The client half-closed its upgrade request: so do we, once what was
+ * written has left; the response keeps coming. */
+static void upgrade_half_close(sharp_upstream_cx_t *cx)
+{
+    uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
+    if (uv_shutdown(req, (uv_stream_t *)&cx->tcp, on_upstream_shutdown) < 0) free(req);
+}
+
 void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers_t *h, bool end_stream)
 {
     sharp_trace(pool, "[C%llu] encoding request headers (end_stream=%s)", cx->id, end_stream ? "true" : "false");
@@ -521,7 +569,14 @@ void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers
     sharp_headers_get_cstr(h, ":path", &path);
     sharp_headers_get_cstr(h, ":authority", &authority);
     bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
-    cx->chunked_request = !end_stream && !has_cl;
+    /* The connection manager keeps Upgrade (and Connection) only on an
+     * accepted upgrade request. Its payload follows the head unframed, as
+     * Envoy's HTTP/1 encoder sends it: never chunked. */
+    sharp_str_t conn;
+    cx->upgrade_request = sharp_headers_get_cstr(h, "upgrade", NULL) &&
+                          sharp_headers_get_cstr(h, "connection", &conn) &&
+                          sharp_header_value_has_token(conn, "upgrade");
+    cx->chunked_request = !end_stream && !has_cl && !cx->upgrade_request;
     cx->is_head = sharp_str_eq(method, "HEAD", 4);
     size_t cap = method.len + path.len + authority.len + 64 + sharp_headers_byte_size(h) + 4 * h->n;
     char stackbuf[8192];
@@ -554,6 +609,7 @@ void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers
     sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_tx_bytes_total, o);
     if (out != stackbuf) free(out);
     if (end_stream) cx->request_complete = true;
+    if (end_stream && cx->upgrade_request) upgrade_half_close(cx);
 }
 
 void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t n, bool end_stream)
@@ -574,6 +630,7 @@ void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t 
     if (nb) sharp_writer_write(&cx->writer, bufs, nb);
     sharp_counter_add(shard(cx->pool), cx->pool->cluster->st.cx_tx_bytes_total, n);
     if (end_stream) cx->request_complete = true;
+    if (end_stream && cx->upgrade_request) upgrade_half_close(cx);
     if (!cx->above_watermark && cx->writer.queued > cx->pool->cluster->per_connection_buffer_limit) {
         cx->above_watermark = true;
         if (cx->req && cx->req->cb->on_write_watermark)
@@ -637,6 +694,12 @@ static int on_headers_complete(llhttp_t *ps)
     }
     cx->informational = false;
     if (!cx->req) return -1;
+    if (status == 101) {
+        /* a 101 answers only an upgrade request; its bytes then belong to
+         * the tunnel (on_read hands them over when llhttp stops) */
+        if (!cx->upgrade_request) return -1;
+        cx->upgraded = true;
+    }
     char code[16];
     int cl = snprintf(code, sizeof code, "%u", status);
     /* :status goes first, as in an HTTP/2 header block. */
@@ -648,8 +711,8 @@ static int on_headers_complete(llhttp_t *ps)
         h->e[0] = st;
     }
     bool is_head = cx->is_head; /* HEAD responses have no body whatever they say */
-    bool no_body = status == 204 || status == 304 || is_head ||
-                   ((ps->flags & F_CONTENT_LENGTH) && ps->content_length == 0 && !(ps->flags & F_CHUNKED));
+    bool no_body = !cx->upgraded && (status == 204 || status == 304 || is_head ||
+                   ((ps->flags & F_CONTENT_LENGTH) && ps->content_length == 0 && !(ps->flags & F_CHUNKED)));
     cx->end_sent = no_body;
     /* A body-less response is complete now: a release from inside on_headers
      * must keep the connection for reuse, not close it. */
@@ -677,6 +740,7 @@ static int on_message_complete(llhttp_t *ps)
         cx->informational = false;
         return 0;
     }
+    if (cx->upgraded) return HPE_PAUSED; /* not an end: the tunnel follows */
     cx->response_complete = true;
     cx->keep_alive = llhttp_should_keep_alive(ps);
     uint32_t maxr = cx->pool->cluster->max_requests_per_connection;

@@ -709,6 +709,33 @@ static void test_regex_rewrite_path(void **state)
     sharp_re2_free(re);
 }
 
+/* Envoy's table of HCM and route upgrade settings (createUpgradeFilterChain):
+ * the route's entry for the type decides, else the HCM's; case-insensitive. */
+static void test_upgrade_allowed(void **state)
+{
+    (void)state;
+    sharp_upgrade_t hcm_on[] = {{"WebSocket", true}}, hcm_off[] = {{"websocket", false}};
+    sharp_upgrade_t route_on[] = {{"websocket", true}}, route_off[] = {{"WEBSOCKET", false}};
+    sharp_route_t plain = {0}, enabled = {0}, disabled = {0};
+    enabled.upgrades = route_on;
+    enabled.nupgrades = 1;
+    disabled.upgrades = route_off;
+    disabled.nupgrades = 1;
+    sharp_str_t ws = SHARP_STR("websocket"), other = SHARP_STR("spdy/3.1");
+    /* HCM T, route default: T; HCM T, route F: F */
+    assert_true(sharp_upgrade_allowed(hcm_on, 1, &plain, ws));
+    assert_true(sharp_upgrade_allowed(hcm_on, 1, NULL, ws));
+    assert_false(sharp_upgrade_allowed(hcm_on, 1, &disabled, ws));
+    /* HCM F, route default: F; HCM F, route T: T */
+    assert_false(sharp_upgrade_allowed(hcm_off, 1, &plain, ws));
+    assert_true(sharp_upgrade_allowed(hcm_off, 1, &enabled, ws));
+    /* a type the HCM does not list: only a route that enables it */
+    assert_false(sharp_upgrade_allowed(NULL, 0, &plain, ws));
+    assert_true(sharp_upgrade_allowed(NULL, 0, &enabled, ws));
+    assert_false(sharp_upgrade_allowed(hcm_on, 1, &enabled, other));
+    assert_false(sharp_upgrade_allowed(hcm_on, 1, &plain, SHARP_STR("websocke")));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -728,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_header_levels_order),
         cmocka_unit_test(test_regex_matchers),
         cmocka_unit_test(test_regex_rewrite_path),
+        cmocka_unit_test(test_upgrade_allowed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
