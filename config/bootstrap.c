@@ -11,6 +11,7 @@
 #include "config/mapper.h"
 #include "config/health_check_config.h"
 #include "config/route_config.h"
+#include "config/runtime_config.h"
 #include "config/shuffle_shard_config.h"
 #include "config/types.h"
 #include "http/access_log_emit.h"
@@ -615,69 +616,25 @@ bad:
     return NULL;
 }
 
-/* ---- regex engine and its runtime keys ---- */
+/* ---- runtime and regex engine ---- */
 
 #define GOOGLE_RE2_TYPE "envoy.extensions.regex_engines.v3.GoogleRE2"
-
-/* A runtime value Envoy's getInteger reads: a whole non-negative number, or
- * a string holding one. Larger than 32 bits counts as no limit. */
-static int runtime_u32(build_ctx_t *b, const char *path, const Google__Protobuf__Value *v, uint32_t *out)
-{
-    double d = -1;
-    if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE) {
-        d = v->number_value;
-    } else if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && v->string_value[0] >= '0' &&
-               v->string_value[0] <= '9') {
-        char *end;
-        errno = 0;
-        unsigned long long u = strtoull(v->string_value, &end, 10);
-        if (!*end) d = errno == ERANGE ? (double)UINT64_MAX : (double)u;
-    }
-    if (!(d >= 0) || d != floor(d)) return fail(b, path, "must be a non-negative integer");
-    *out = d >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)d;
-    return 0;
-}
-
-/* Walks a static layer as Envoy flattens it (nested structs are dotted
- * keys) for re2.max_program_size.error_level and .warn_level. */
-static int runtime_walk(build_ctx_t *b, const Google__Protobuf__Struct *st, const char *prefix,
-                        const char *path, uint32_t *error_level, uint32_t *warn_level)
-{
-    for (size_t i = 0; st && i < st->n_fields; i++) {
-        const Google__Protobuf__Struct__FieldsEntry *f = st->fields[i];
-        if (!f->value) continue;
-        char key[512], p[1200];
-        snprintf(key, sizeof key, "%s%s", prefix, f->key);
-        snprintf(p, sizeof p, "%s.%s", path, f->key);
-        if (f->value->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE) {
-            char sub[520];
-            snprintf(sub, sizeof sub, "%s.", key);
-            if (runtime_walk(b, f->value->struct_value, sub, p, error_level, warn_level) < 0) return -1;
-        } else if (strcmp(key, "re2.max_program_size.error_level") == 0) {
-            if (runtime_u32(b, p, f->value, error_level) < 0) return -1;
-        } else if (strcmp(key, "re2.max_program_size.warn_level") == 0) {
-            if (runtime_u32(b, p, f->value, warn_level) < 0) return -1;
-        }
-    }
-    return 0;
-}
 
 /* default_regex_engine (GoogleRE2 only: it is what SHARP always uses) and
  * the runtime limits on regex program sizes, set before any regex of this
  * configuration is compiled. */
 static int configure_regex(build_ctx_t *b, const bootstrap_t *bs)
 {
-    uint32_t error_level = SHARP_REGEX_DEFAULT_ERROR_LEVEL, warn_level = UINT32_MAX;
-    const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
-    for (size_t i = 0; lr && i < lr->n_layers; i++) {
-        const Envoy__Config__Bootstrap__V3__RuntimeLayer *l = lr->layers[i];
-        if (l->layer_specifier_case != ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_STATIC_LAYER)
-            continue;
-        char p[128];
-        snprintf(p, sizeof p, "layered_runtime.layers[%zu].static_layer", i);
-        if (runtime_walk(b, l->static_layer, "", p, &error_level, &warn_level) < 0) return -1;
-    }
-    sharp_regex_set_runtime_limits(error_level, warn_level);
+    /* the runtime first: its re2.max_program_size keys apply to every
+     * regex of this configuration */
+    char rpath[1200], rmsg[512];
+    sharp_runtime_free(b->srv->runtime);
+    b->srv->runtime = sharp_config_layered_runtime(bs->layered_runtime, b->srv->node_cluster, b->srv->stats, rpath,
+                                                   sizeof rpath, rmsg, sizeof rmsg);
+    if (!b->srv->runtime) return fail(b, rpath, "%s", rmsg);
+    if (sharp_config_runtime_regex_limits(b->srv->runtime, bs->layered_runtime, true, rpath, sizeof rpath, rmsg,
+                                          sizeof rmsg) < 0)
+        return fail(b, rpath, "%s", rmsg);
     const Envoy__Config__Core__V3__TypedExtensionConfig *e = bs->default_regex_engine;
     if (!e) return 0;
     if (!e->typed_config || !e->typed_config->type_url)

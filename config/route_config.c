@@ -391,6 +391,8 @@ static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_rou
         r->has_runtime_fraction = true;
         r->runtime_numerator = fp->numerator;
         r->runtime_denominator = denominators[fp->denominator];
+        if (m->runtime_fraction->runtime_key && m->runtime_fraction->runtime_key[0])
+            r->runtime_key = sharp_strdup(m->runtime_fraction->runtime_key);
     }
     r->headers = sharp_calloc(m->n_headers + 1, sizeof *r->headers);
     for (size_t i = 0; i < m->n_headers; i++) {
@@ -423,6 +425,13 @@ static int weighted_from(ctx_t *c, const char *path,
         if (!cw->name[0]) return fail(c, p, "name is required");
         wc->name = sharp_strdup(cw->name);
         wc->weight = cw->weight ? cw->weight->value : 0;
+        if (w->runtime_key_prefix && w->runtime_key_prefix[0]) {
+            /* Envoy: "<runtime_key_prefix>.<cluster name>" */
+            size_t n = strlen(w->runtime_key_prefix) + strlen(cw->name) + 2;
+            wc->runtime_key = sharp_calloc(n, 1);
+            snprintf(wc->runtime_key, n, "%s.%s", w->runtime_key_prefix, cw->name);
+            r->weighted_runtime = true;
+        }
         r->total_weight += wc->weight;
         if (OPS(c, p, cw, request, &wc->req_ops) < 0 || OPS(c, p, cw, response, &wc->resp_ops) < 0)
             return -1;

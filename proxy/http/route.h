@@ -92,6 +92,7 @@ typedef enum {
 typedef struct {
     char *name;
     uint32_t weight;
+    char *runtime_key; /* runtime_key_prefix + "." + name, NULL without a prefix */
     sharp_header_ops_t req_ops, resp_ops;
 } sharp_weighted_cluster_t;
 
@@ -156,12 +157,14 @@ typedef struct sharp_route {
     bool match_grpc; /* match.grpc: content-type application/grpc[+...|;...] */
     bool has_runtime_fraction; /* match.runtime_fraction default value */
     uint32_t runtime_numerator, runtime_denominator; /* random % denominator < numerator */
+    char *runtime_key; /* runtime_fraction.runtime_key, NULL when empty */
     /* action */
     sharp_route_action_kind_t action;
     char *cluster; /* single cluster, NULL if weighted */
     sharp_weighted_cluster_t *weighted;
     uint32_t nweighted;
     uint64_t total_weight;
+    bool weighted_runtime; /* runtime_key_prefix set: weights come from the runtime */
     uint32_t cluster_not_found_code; /* 503 (default) or 404 */
     uint64_t timeout_ms;             /* default 15000; 0 = none */
     bool has_idle_timeout;
@@ -221,12 +224,17 @@ typedef struct sharp_route_table {
  * NULL when no virtual host matches. */
 const sharp_vhost_t *sharp_route_table_find_vhost(const sharp_route_table_t *t, sharp_str_t authority);
 /* First route of the vhost matching the request headers (:path, :method and
- * the rest); routes with a runtime_fraction are evaluated with random 0. */
+ * the rest); routes with a runtime_fraction are evaluated with random 0.
+ * runtime_fraction reads its runtime_key from the thread's runtime
+ * snapshot (runtime.h). */
 const sharp_route_t *sharp_vhost_match(const sharp_vhost_t *vh, const sharp_headers_t *req);
 /* Same, with the per-request random value runtime_fraction uses. */
 const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sharp_headers_t *req,
                                               uint64_t random);
-/* Picks the cluster for a route; for weighted clusters `random` chooses. */
+/* Picks the cluster for a route; for weighted clusters `random` chooses,
+ * with each weight read from the thread's runtime when the route has a
+ * runtime_key_prefix (NULL when those weights add up to 0 or past 2^32,
+ * as Envoy picks no cluster then). */
 const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
                                      const sharp_weighted_cluster_t **picked);
 bool sharp_string_matcher_match(const sharp_string_matcher_t *m, sharp_str_t value);

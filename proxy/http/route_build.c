@@ -245,8 +245,10 @@ static void free_route(sharp_route_t *r)
     }
     free(r->query);
     free(r->cluster);
+    free(r->runtime_key);
     for (uint32_t i = 0; i < r->nweighted; i++) {
         free(r->weighted[i].name);
+        free(r->weighted[i].runtime_key);
         free_ops(&r->weighted[i].req_ops);
         free_ops(&r->weighted[i].resp_ops);
     }

@@ -1,0 +1,340 @@
+"""The bootstrap's layered_runtime: layers, /runtime, /runtime_modify, runtime
+keys read on the data path (route runtime_fraction, weighted clusters'
+runtime_key_prefix, adaptive concurrency's enabled flag), disk layers and
+Envoy's validation errors."""
+import http.client
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+from conftest import SHARP, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+
+
+def req(port, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r
+
+
+def admin(port, path, method="GET", body=None, headers=None):
+    """(status, text) of an admin request."""
+    r = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(r, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def modify(port, query):
+    r = admin(port, "/runtime_modify?" + query, method="POST")
+    # workers take the new snapshot at their next wake-up, as Envoy's
+    # thread-local posts: give them that moment
+    time.sleep(0.05)
+    return r
+
+
+def runtime(port):
+    status, text = admin(port, "/runtime")
+    assert status == 200, text
+    return json.loads(text)
+
+
+def validate(yaml_text):
+    d = tempfile.mkdtemp()
+    with open(d + "/c.yaml", "w") as f:
+        f.write(yaml_text)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", d + "/c.yaml"], capture_output=True, timeout=20)
+    return r.returncode, (r.stdout + r.stderr).decode()
+
+
+def with_runtime(yaml_text, layers):
+    return yaml_text + "layered_runtime:\n  layers:\n" + layers
+
+
+FRACTION_ROUTES = """\
+- match:
+    prefix: /
+    runtime_fraction:
+      default_value: { numerator: 0, denominator: HUNDRED }
+      runtime_key: routing.canary
+  route: { cluster: canary }
+- match: { prefix: / }
+  route: { cluster: stable }
+"""
+
+
+def upstreams(procs, *names):
+    us = [Upstream(n) for n in names]
+    procs.extend(us)
+    return {n: [u.port] for n, u in zip(names, us)}
+
+
+def who(port, n):
+    return Counter(req(port, "/echo").getheader("x-upstream-name") for _ in range(n))
+
+
+def test_runtime_fraction_switched_by_runtime_modify(procs):
+    """A route's runtime_fraction reads its runtime_key from the runtime:
+    the static layer gives 0%, /runtime_modify 100%, a FractionalPercent and
+    removal of the override; every worker sees each change."""
+    clusters = upstreams(procs, "canary", "stable")
+    listen, ap = free_port(), free_port()
+    y = with_runtime(bootstrap_yaml(listen, ap, clusters, routes=FRACTION_ROUTES),
+                     "  - name: base\n    static_layer: { routing: { canary: 0 } }\n"
+                     "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap, concurrency=3)
+    assert who(listen, 20) == Counter({"stable": 20})
+    assert modify(ap, "routing.canary=100") == (200, "OK\n")
+    # a new connection per request: they spread over the three workers
+    assert who(listen, 30) == Counter({"canary": 30})
+    # a FractionalPercent in YAML: 1 in a million is (almost) never
+    assert modify(ap, "routing.canary=%7Bnumerator%3A%201%2C%20denominator%3A%20MILLION%7D")[0] == 200
+    assert runtime(ap)["entries"]["routing.canary"]["final_value"] == "{numerator: 1, denominator: MILLION}"
+    assert who(listen, 20) == Counter({"stable": 20})
+    # above 100 as a whole number: always
+    assert modify(ap, "routing.canary=250")[0] == 200
+    assert who(listen, 10) == Counter({"canary": 10})
+    # about half with 50%
+    assert modify(ap, "routing.canary=50")[0] == 200
+    seen = who(listen, 200)
+    assert 50 < seen["canary"] < 150 and seen["canary"] + seen["stable"] == 200, seen
+    # an empty value removes the override: the static layer's 0 again
+    assert modify(ap, "routing.canary=")[0] == 200
+    assert who(listen, 20) == Counter({"stable": 20})
+    assert "routing.canary" in runtime(ap)["entries"]
+    assert stat(ap, "runtime.admin_overrides_active") == 0
+
+
+def test_runtime_output_and_stats(procs):
+    """/runtime as Envoy prints it: layer names, every key with its value per
+    layer and the final value; static layers flatten nested maps; runtime.*
+    stats."""
+    clusters = upstreams(procs, "b")
+    listen, ap = free_port(), free_port()
+    y = with_runtime(bootstrap_yaml(listen, ap, clusters), """\
+  - name: base
+    static_layer:
+      a.flat: 5000
+      nested: { x: { y: "text" }, flag: true, half: 0.5 }
+      pct: { numerator: 5, denominator: TEN_THOUSAND }
+  - name: over
+    static_layer: { a.flat: 7 }
+  - name: admin
+    admin_layer: {}
+""")
+    run_sharp_config(procs, y, ap)
+    rt = runtime(ap)
+    assert rt["layers"] == ["base", "over", "admin"]
+    e = rt["entries"]
+    assert sorted(e) == ["a.flat", "nested.flag", "nested.half", "nested.x.y", "pct"]
+    assert e["a.flat"] == {"final_value": "7", "layer_values": ["5000", "7", ""]}
+    assert e["nested.x.y"] == {"final_value": "text", "layer_values": ["text", "", ""]}
+    assert e["nested.flag"]["final_value"] == "true"
+    assert e["nested.half"]["final_value"] == "0.5"
+    assert e["pct"]["final_value"] == "denominator: TEN_THOUSAND\nnumerator: 5"
+    assert stat(ap, "runtime.num_layers") == 3
+    assert stat(ap, "runtime.num_keys") == 5
+    assert stat(ap, "runtime.load_success") == 1
+    assert stat(ap, "runtime.load_error") == 0
+    assert stat(ap, "runtime.admin_overrides_active") == 0
+    # an override shows in the admin layer's column; a new key adds a key
+    assert modify(ap, "a.flat=9&new.key=abc") == (200, "OK\n")
+    e = runtime(ap)["entries"]
+    assert e["a.flat"] == {"final_value": "9", "layer_values": ["5000", "7", "9"]}
+    assert e["new.key"] == {"final_value": "abc", "layer_values": ["", "", "abc"]}
+    assert stat(ap, "runtime.num_keys") == 6
+    assert stat(ap, "runtime.admin_overrides_active") == 1
+    assert stat(ap, "runtime.load_success") == 2
+    # form values when there is no query, as Envoy
+    status, text = admin(ap, "/runtime_modify", "POST", b"a.flat=&new.key=",
+                         {"content-type": "application/x-www-form-urlencoded"})
+    assert (status, text) == (200, "OK\n")
+    assert "new.key" not in runtime(ap)["entries"]
+    assert runtime(ap)["entries"]["a.flat"]["final_value"] == "7"
+    assert stat(ap, "runtime.admin_overrides_active") == 0
+    # Envoy's usage text, and POST required
+    status, text = admin(ap, "/runtime_modify", "POST", b"")
+    assert status == 400 and text.startswith("usage: /runtime_modify?key1=value1&key2=value2&keyN=valueN\n")
+    assert "use an empty value to remove a previously added override" in text
+    status, text = admin(ap, "/runtime_modify?a=1")
+    assert status == 405 and "POST required" in text
+    assert runtime(ap)["entries"]["a.flat"]["final_value"] == "7"
+
+
+def test_admin_layer_missing(procs):
+    """Without layered_runtime Envoy has no layers at all, so /runtime_modify
+    fails with 503 "No admin layer specified"; layered_runtime without layers
+    gets one admin layer named ""."""
+    clusters = upstreams(procs, "b")
+    listen, ap = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, ap, clusters), ap)
+    assert runtime(ap) == {"layers": [], "entries": {}}
+    assert modify(ap, "x=1") == (503, "No admin layer specified")
+    assert stat(ap, "runtime.num_layers") == 0
+
+    listen2, ap2 = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen2, ap2, clusters) + "layered_runtime: {}\n", ap2)
+    assert modify(ap2, "x=1") == (200, "OK\n")
+    assert runtime(ap2) == {"layers": [""], "entries": {"x": {"final_value": "1", "layer_values": ["1"]}}}
+
+    # a static layer only: no admin layer either
+    listen3, ap3 = free_port(), free_port()
+    run_sharp_config(procs, with_runtime(bootstrap_yaml(listen3, ap3, clusters),
+                                         "  - name: s\n    static_layer: { k: v }\n"), ap3)
+    assert modify(ap3, "k=w") == (503, "No admin layer specified")
+    assert runtime(ap3)["entries"]["k"]["final_value"] == "v"
+
+
+def test_validation_errors():
+    base = bootstrap_yaml(free_port(), free_port(), {"b": [1]})
+    rc, out = validate(with_runtime(base, "  - name: a\n    admin_layer: {}\n  - name: a\n    static_layer: {}\n"))
+    assert rc == 1 and "layered_runtime.layers[1].name: Duplicate layer name: a" in out, out
+    rc, out = validate(with_runtime(base, "  - name: a\n    admin_layer: {}\n  - name: b\n    admin_layer: {}\n"))
+    assert rc == 1 and ("layered_runtime.layers[1].name: Too many admin layers specified in LayeredRuntime, "
+                        "at most one may be specified") in out, out
+    rc, out = validate(with_runtime(base, "  - name: a\n    static_layer: { x: { y: [1, 2] } }\n"))
+    assert rc == 1 and "layered_runtime.layers[0].static_layer.x.y: Invalid runtime entry value for x.y" in out, out
+    rc, out = validate(with_runtime(base, "  - name: a\n    static_layer: { x: null }\n"))
+    assert rc == 1 and "Invalid runtime entry value for x" in out, out
+    rc, out = validate(with_runtime(base, "  - name: a\n"))
+    assert rc == 1 and "layered_runtime.layers[0]: one of static_layer, disk_layer, admin_layer, rtds_layer " \
+                       "is required" in out, out
+    rc, out = validate(with_runtime(base, "  - name: a\n    static_layer: { a.b: 1, a: { b: 2 } }\n"))
+    assert rc == 1 and "runtime key 'a.b' is given twice in this layer" in out, out
+    # RTDS is xDS: refused by name
+    rc, out = validate(with_runtime(base, "  - name: r\n    rtds_layer: { name: r }\n"))
+    assert rc == 1 and "rtds_layer" in out and "RTDS" in out, out
+    rc, out = validate(with_runtime(base, "  - name: a\n    static_layer: { x: 1 }\n  - name: b\n    admin_layer: {}\n"))
+    assert rc == 0, out
+
+
+def test_weighted_clusters_runtime_key_prefix(procs):
+    """weighted_clusters.runtime_key_prefix: each cluster's weight is the
+    runtime's "<prefix>.<name>" when set, read per request."""
+    clusters = upstreams(procs, "a", "b")
+    listen, ap = free_port(), free_port()
+    routes = """\
+- match: { prefix: / }
+  route:
+    weighted_clusters:
+      runtime_key_prefix: split
+      clusters:
+      - { name: a, weight: 100 }
+      - { name: b, weight: 0 }
+"""
+    y = with_runtime(bootstrap_yaml(listen, ap, clusters, routes=routes), "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+    assert who(listen, 20) == Counter({"a": 20})
+    assert modify(ap, "split.a=0&split.b=1") == (200, "OK\n")
+    assert who(listen, 20) == Counter({"b": 20})
+    assert modify(ap, "split.a=1")[0] == 200
+    seen = who(listen, 100)
+    assert seen["a"] > 20 and seen["b"] > 20, seen
+    # weights adding up to 0 pick no cluster: 503, as Envoy
+    assert modify(ap, "split.a=0&split.b=0")[0] == 200
+    assert req(listen, "/echo").status == 503
+    assert modify(ap, "split.a=&split.b=")[0] == 200
+    assert who(listen, 10) == Counter({"a": 10})
+
+
+def test_adaptive_concurrency_enabled_runtime_key(procs):
+    """The filter's enabled RuntimeFeatureFlag: runtime_key's boolean wins
+    over default_value, read per request."""
+    clusters = upstreams(procs, "b")
+    listen, ap = free_port(), free_port()
+    y = bootstrap_yaml(listen, ap, clusters)
+    # while it measures the minimum RTT the filter admits min_concurrency
+    # (2) requests at a time: a burst against a slow upstream shows whether
+    # it runs
+    y = y.replace("          http_filters:\n", """\
+          http_filters:
+          - name: envoy.filters.http.adaptive_concurrency
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.adaptive_concurrency.v3.AdaptiveConcurrency
+              enabled: { default_value: false, runtime_key: ac.enabled }
+              gradient_controller_config:
+                sample_aggregate_percentile: { value: 50 }
+                concurrency_limit_params:
+                  max_concurrency_limit: 100
+                  concurrency_update_interval: 60s
+                min_rtt_calc_params:
+                  interval: 60s
+                  request_count: 1000
+                  min_concurrency: 2
+""")
+    y = with_runtime(y, "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+
+    import threading
+
+    def burst():
+        codes = []
+
+        def one():
+            codes.append(req(listen, "/?delay_ms=300").status)
+        ts = [threading.Thread(target=one) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return Counter(codes)
+
+    assert burst() == Counter({200: 8})
+    assert modify(ap, "ac.enabled=true")[0] == 200
+    assert burst()[503] >= 1
+    assert modify(ap, "ac.enabled=0")[0] == 200
+    assert burst() == Counter({200: 8})
+
+
+def test_disk_layer(procs):
+    """disk_layer: files under symlink_root/subdirectory are keys (a
+    directory per dot), '#' lines are comments; the layer reloads when the
+    symlink is swapped; a missing directory leaves the layer out."""
+    clusters = upstreams(procs, "canary", "stable")
+    root = tempfile.mkdtemp(prefix="sharp-rt-")
+
+    def tree(name, canary):
+        d = os.path.join(root, name, "envoy", "routing")
+        os.makedirs(d)
+        with open(os.path.join(d, "canary"), "w") as f:
+            f.write("# the canary share\n%s\n" % canary)
+        with open(os.path.join(root, name, "envoy", "plain"), "w") as f:
+            f.write("two\nlines  \n")
+
+    tree("v1", 100)
+    tree("v2", 0)
+    os.symlink(os.path.join(root, "v1"), os.path.join(root, "current"))
+    listen, ap = free_port(), free_port()
+    y = with_runtime(bootstrap_yaml(listen, ap, clusters, routes=FRACTION_ROUTES), f"""\
+  - name: disk
+    disk_layer: {{ symlink_root: {root}/current, subdirectory: envoy }}
+  - name: missing
+    disk_layer: {{ symlink_root: {root}/current, subdirectory: nothing }}
+  - name: admin
+    admin_layer: {{}}
+""")
+    run_sharp_config(procs, y, ap)
+    rt = runtime(ap)
+    assert rt["layers"] == ["disk", "admin"]
+    assert rt["entries"]["routing.canary"]["final_value"] == "100"
+    assert rt["entries"]["plain"]["final_value"] == "two\nlines"
+    assert who(listen, 10) == Counter({"canary": 10})
+    assert stat(ap, "runtime.override_dir_not_exists") == 1
+    # an atomic swap of the symlink, as Envoy expects
+    os.symlink(os.path.join(root, "v2"), os.path.join(root, "next"))
+    os.rename(os.path.join(root, "next"), os.path.join(root, "current"))
+    deadline = time.time() + 5
+    while time.time() < deadline and runtime(ap)["entries"]["routing.canary"]["final_value"] != "0":
+        time.sleep(0.05)
+    assert runtime(ap)["entries"]["routing.canary"]["final_value"] == "0"
+    assert who(listen, 10) == Counter({"stable": 10})
+    assert stat(ap, "runtime.load_success") >= 2
