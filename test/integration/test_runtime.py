@@ -338,3 +338,55 @@ def test_disk_layer(procs):
     assert runtime(ap)["entries"]["routing.canary"]["final_value"] == "0"
     assert who(listen, 10) == Counter({"stable": 10})
     assert stat(ap, "runtime.load_success") >= 2
+
+
+def test_outlier_detection_runtime_keys(procs):
+    """The outlier detector reads Envoy's outlier_detection.* runtime keys
+    over the cluster's settings: consecutive_5xx (on the workers) and
+    enforcing_consecutive_5xx (on the main thread)."""
+    us = [Upstream(n) for n in ("a", "b")]
+    procs.extend(us)
+    a, b = us
+    listen, ap = free_port(), free_port()
+    od = ("outlier_detection: { consecutive_5xx: 1000, interval: 0.2s, base_ejection_time: 30s, "
+          "max_ejection_percent: 50 }\n")
+    y = with_runtime(bootstrap_yaml(listen, ap, {"backend": [a.port, b.port]}, cluster_extra=od),
+                     "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+    P = "cluster.backend.outlier_detection."
+
+    def fault(query):
+        with urllib.request.urlopen(f"http://127.0.0.1:{b.port}/admin/fault{query}", timeout=5) as r:
+            r.read()
+
+    fault("?status=503")
+    codes = Counter(req(listen, "/").status for _ in range(20))
+    assert codes[503] >= 5, codes
+    assert stat(ap, P + "ejections_detected_consecutive_5xx") == 0
+    # b's run of errors restarts with a success, then 3 in a row are enough:
+    # detected, but not enforced at 0%
+    assert modify(ap, "outlier_detection.consecutive_5xx=3&outlier_detection.enforcing_consecutive_5xx=0")[0] == 200
+    fault("")
+    for _ in range(4):
+        req(listen, "/")
+    fault("?status=503")
+    for _ in range(12):
+        req(listen, "/")
+    deadline = time.time() + 5
+    while not stat(ap, P + "ejections_detected_consecutive_5xx") and time.time() < deadline:
+        time.sleep(0.05)
+    # each detection restarts the run: b's six or so errors are one or two
+    assert stat(ap, P + "ejections_detected_consecutive_5xx") in (1, 2)
+    assert stat(ap, P + "ejections_enforced_total") == 0
+    # enforced at the configured 100% once the override is removed
+    assert modify(ap, "outlier_detection.enforcing_consecutive_5xx=")[0] == 200
+    fault("")
+    for _ in range(4):
+        req(listen, "/")
+    fault("?status=503")
+    deadline = time.time() + 5
+    while stat(ap, P + "ejections_enforced_consecutive_5xx") != 1 and time.time() < deadline:
+        for _ in range(4):
+            req(listen, "/")
+    assert stat(ap, P + "ejections_enforced_consecutive_5xx") == 1
+    assert Counter(req(listen, "/").status for _ in range(10)) == Counter({200: 10})
