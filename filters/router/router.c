@@ -539,7 +539,7 @@ static void start_try(router_state_t *rs)
         return;
     }
     /* cluster-wide request circuit breaker */
-    if (!sharp_cluster_slot_acquire(&c->rq_open, c->cb.max_requests)) {
+    if (!sharp_cluster_slot_acquire(&c->rq_open, sharp_cluster_cb_max(c, SHARP_CB_MAX_REQUESTS))) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
         return;

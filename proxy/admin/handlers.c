@@ -534,7 +534,9 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
         const sharp_cluster_t *c = snap->clusters[i];
         sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->name);
         outlier_text(b, c);
-        thresholds_text(b, c->name, "default", &c->cb);
+        sharp_cb_thresholds_t cb; /* the runtime's values, as Envoy's resource manager */
+        sharp_cluster_cb_effective(c, &cb);
+        thresholds_text(b, c->name, "default", &cb);
         thresholds_text(b, c->name, "high", &high_priority_defaults);
         sharp_sbuf_printf(b, "%s::added_via_api::false\n", c->name);
         if (c->shuffle_shard) /* SHARP */
@@ -654,7 +656,9 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             percent_json(b, "local_origin_success_rate_ejection_threshold",
                          od->sr_threshold[SHARP_OUTLIER_LOCAL], od->sr_threshold[SHARP_OUTLIER_LOCAL] > 0);
         sharp_sbuf_puts(b, ",\"circuit_breakers\":{\"thresholds\":[");
-        thresholds_json(b, NULL, &c->cb);
+        sharp_cb_thresholds_t cb;
+        sharp_cluster_cb_effective(c, &cb);
+        thresholds_json(b, NULL, &cb);
         sharp_sbuf_puts(b, ",");
         thresholds_json(b, "HIGH", &high_priority_defaults);
         sharp_sbuf_puts(b, "]},\"observability_name\":");

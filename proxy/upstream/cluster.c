@@ -1,13 +1,71 @@
 /* cluster.c: cluster stats registration and teardown. */
 #include "upstream/cluster.h"
+#include "runtime.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
 
 static uint64_t retry_limit(const sharp_cluster_t *c);
 
+static void runtime_keys_init(sharp_cluster_t *c)
+{
+    static const char *const names[SHARP_CB_NKEYS] = {
+        [SHARP_CB_MAX_CONNECTIONS] = "max_connections",
+        [SHARP_CB_MAX_PENDING_REQUESTS] = "max_pending_requests",
+        [SHARP_CB_MAX_REQUESTS] = "max_requests",
+        [SHARP_CB_MAX_RETRIES] = "max_retries",
+        [SHARP_CB_BUDGET_PERCENT] = "retry_budget.budget_percent",
+        [SHARP_CB_MIN_RETRY_CONCURRENCY] = "retry_budget.min_retry_concurrency",
+    };
+    for (int k = 0; k < SHARP_CB_NKEYS; k++) {
+        if (c->cb_keys[k]) continue;
+        size_t n = strlen(c->name) + strlen(names[k]) + sizeof "circuit_breakers..default.";
+        c->cb_keys[k] = sharp_calloc(n, 1);
+        snprintf(c->cb_keys[k], n, "circuit_breakers.%s.default.%s", c->name, names[k]);
+    }
+}
+
+static uint64_t cb_configured(const sharp_cluster_t *c, sharp_cb_key_t k)
+{
+    switch (k) {
+    case SHARP_CB_MAX_CONNECTIONS: return c->cb.max_connections;
+    case SHARP_CB_MAX_PENDING_REQUESTS: return c->cb.max_pending_requests;
+    case SHARP_CB_MAX_REQUESTS: return c->cb.max_requests;
+    case SHARP_CB_MAX_RETRIES: return c->cb.max_retries;
+    case SHARP_CB_MIN_RETRY_CONCURRENCY: return c->cb.min_retry_concurrency;
+    default: return 0;
+    }
+}
+
+uint64_t sharp_cluster_cb_max(const sharp_cluster_t *c, sharp_cb_key_t k)
+{
+    return sharp_runtime_get_u64(c->cb_keys[k], cb_configured(c, k));
+}
+
+static double budget_percent(const sharp_cluster_t *c)
+{
+    return sharp_runtime_get_double(c->cb_keys[SHARP_CB_BUDGET_PERCENT], c->cb.budget_percent);
+}
+
+static uint32_t cap32(uint64_t v)
+{
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+void sharp_cluster_cb_effective(const sharp_cluster_t *c, sharp_cb_thresholds_t *out)
+{
+    *out = c->cb;
+    out->max_connections = cap32(sharp_cluster_cb_max(c, SHARP_CB_MAX_CONNECTIONS));
+    out->max_pending_requests = cap32(sharp_cluster_cb_max(c, SHARP_CB_MAX_PENDING_REQUESTS));
+    out->max_requests = cap32(sharp_cluster_cb_max(c, SHARP_CB_MAX_REQUESTS));
+    out->max_retries = cap32(sharp_cluster_cb_max(c, SHARP_CB_MAX_RETRIES));
+    out->budget_percent = budget_percent(c);
+    out->min_retry_concurrency = cap32(sharp_cluster_cb_max(c, SHARP_CB_MIN_RETRY_CONCURRENCY));
+}
+
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
+    runtime_keys_init(c);
     c->stats = s;
     sharp_cluster_stats_t *st = &c->st;
     const char *n = c->name;
@@ -93,10 +151,11 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
  * the active plus pending requests, but at least min_retry_concurrency. */
 static uint64_t retry_limit(const sharp_cluster_t *c)
 {
-    if (!c->cb.has_retry_budget) return c->cb.max_retries;
+    if (!c->cb.has_retry_budget) return sharp_cluster_cb_max(c, SHARP_CB_MAX_RETRIES);
     int64_t active = atomic_load_explicit(&c->rq_open, memory_order_relaxed);
-    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * c->cb.budget_percent / 100.0);
-    return budget > c->cb.min_retry_concurrency ? budget : c->cb.min_retry_concurrency;
+    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * budget_percent(c) / 100.0);
+    uint64_t min = sharp_cluster_cb_max(c, SHARP_CB_MIN_RETRY_CONCURRENCY);
+    return budget > min ? budget : min;
 }
 
 bool sharp_cluster_retry_acquire(sharp_cluster_t *c)
@@ -134,8 +193,9 @@ static void breaker_gauges(sharp_cluster_t *c, int i, int64_t cx, uint64_t cx_ma
 void sharp_cluster_refresh_gauges(sharp_cluster_t *c)
 {
     if (!c->stats) return;
-    breaker_gauges(c, 0, atomic_load(&c->cx_open), c->cb.max_connections, atomic_load(&c->rq_pending_open),
-                   c->cb.max_pending_requests, atomic_load(&c->rq_open), c->cb.max_requests,
+    breaker_gauges(c, 0, atomic_load(&c->cx_open), sharp_cluster_cb_max(c, SHARP_CB_MAX_CONNECTIONS),
+                   atomic_load(&c->rq_pending_open), sharp_cluster_cb_max(c, SHARP_CB_MAX_PENDING_REQUESTS),
+                   atomic_load(&c->rq_open), sharp_cluster_cb_max(c, SHARP_CB_MAX_REQUESTS),
                    atomic_load(&c->rq_retry_open), retry_limit(c));
     /* Nothing runs at HIGH priority: its counters are zero under Envoy's
      * default high thresholds. */
@@ -150,6 +210,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);
+    for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[k]);
     free(c->name);
     free(c);
 }

@@ -432,7 +432,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
         bind_request(cx, req);
         return true;
     }
-    if (!sharp_cluster_slot_acquire(&p->cluster->rq_pending_open, p->cluster->cb.max_pending_requests))
+    if (!sharp_cluster_slot_acquire(&p->cluster->rq_pending_open, sharp_cluster_cb_max(p->cluster, SHARP_CB_MAX_PENDING_REQUESTS)))
         return false;
     sharp_stats_shard_t *sh = shard(p);
     sharp_counter_inc(sh, p->cluster->st.rq_pending_total);
@@ -453,7 +453,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
 static void maybe_connect(sharp_pool_t *p)
 {
     if (p->destroying || p->nconnecting >= p->npending) return;
-    if (sharp_cluster_slot_acquire(&p->cluster->cx_open, p->cluster->cb.max_connections)) new_connection(p);
+    if (sharp_cluster_slot_acquire(&p->cluster->cx_open, sharp_cluster_cb_max(p->cluster, SHARP_CB_MAX_CONNECTIONS))) new_connection(p);
     else sharp_counter_inc(shard(p), p->cluster->st.cx_overflow);
 }
 

@@ -390,3 +390,24 @@ def test_outlier_detection_runtime_keys(procs):
             req(listen, "/")
     assert stat(ap, P + "ejections_enforced_consecutive_5xx") == 1
     assert Counter(req(listen, "/").status for _ in range(10)) == Counter({200: 10})
+
+
+def test_circuit_breaker_runtime_keys(procs):
+    """circuit_breakers.<cluster>.default.<threshold> overrides the configured
+    threshold (Envoy's resource manager), on the data path and in /clusters."""
+    clusters = upstreams(procs, "b")
+    listen, ap = free_port(), free_port()
+    y = with_runtime(bootstrap_yaml(listen, ap, clusters), "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+    assert req(listen, "/echo").status == 200
+    assert "b::default_priority::max_requests::1024" in admin(ap, "/clusters")[1]
+    assert modify(ap, "circuit_breakers.b.default.max_requests=0")[0] == 200
+    r = req(listen, "/echo")
+    assert r.status == 503 and r.getheader("x-envoy-overloaded") == "true"
+    assert stat(ap, "cluster.b.upstream_rq_pending_overflow") == 1
+    assert "b::default_priority::max_requests::0" in admin(ap, "/clusters")[1]
+    clusters_json = json.loads(admin(ap, "/clusters?format=json")[1])
+    assert clusters_json["cluster_statuses"][0]["circuit_breakers"]["thresholds"][0]["max_requests"] == 0
+    # another cluster's key changes nothing here
+    assert modify(ap, "circuit_breakers.b.default.max_requests=&circuit_breakers.other.default.max_requests=0")[0] == 200
+    assert req(listen, "/echo").status == 200
