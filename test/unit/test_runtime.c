@@ -15,6 +15,7 @@
 #include "config/runtime_config.h"
 #include "runtime.h"
 #include "safe_regex.h"
+#include "upstream/health_check.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
@@ -303,6 +304,32 @@ static void test_disk_layer(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Active health check intervals are bounded by health_check.min_interval
+ * and .max_interval, as Envoy's intervalWithJitter. */
+static void test_health_check_interval_bounds(void **state)
+{
+    sharp_hc_config_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    uint64_t rng = 1;
+    sharp_runtime_tls = NULL;
+    assert_int_equal(sharp_hc_jitter(&cfg, 5000, 0, &rng), 5000);
+    sharp_runtime_t *rt = sharp_runtime_create();
+    char err[128];
+    sharp_runtime_add_layer(rt, "a", SHARP_RUNTIME_LAYER_ADMIN, err, sizeof err);
+    sharp_runtime_load(rt);
+    const char *keys[] = {"health_check.min_interval", "health_check.max_interval"};
+    const char *vals[] = {"7000", ""};
+    sharp_runtime_merge_admin(rt, keys, vals, 2, err, sizeof err);
+    assert_int_equal(sharp_hc_jitter(&cfg, 5000, 0, &rng), 7000);
+    assert_int_equal(sharp_hc_jitter(&cfg, 9000, 0, &rng), 9000);
+    vals[0] = "";
+    vals[1] = "100";
+    sharp_runtime_merge_admin(rt, keys, vals, 2, err, sizeof err);
+    assert_int_equal(sharp_hc_jitter(&cfg, 5000, 0, &rng), 100);
+    assert_int_equal(sharp_hc_jitter(&cfg, 50, 0, &rng), 50);
+    sharp_runtime_free(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_regex_limits),
         cmocka_unit_test(test_disk_layer),
+        cmocka_unit_test(test_health_check_interval_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
