@@ -16,6 +16,7 @@
 #include "runtime.h"
 #include "safe_regex.h"
 #include "upstream/health_check.h"
+#include "upstream/lb.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
@@ -330,6 +331,50 @@ static void test_health_check_interval_bounds(void **state)
     sharp_runtime_free(rt);
 }
 
+/* upstream.healthy_panic_threshold overrides the cluster's threshold. */
+static void test_panic_threshold_key(void **state)
+{
+    sharp_host_t h[4], *ptr[4];
+    memset(h, 0, sizeof h);
+    for (int i = 0; i < 4; i++) {
+        snprintf(h[i].address, sizeof h[i].address, "10.0.0.%d:80", i + 1);
+        h[i].weight = 1;
+        ptr[i] = &h[i];
+    }
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, ptr, 4, 3);
+    /* 2 of 4 healthy: 50% is not below the default 50 */
+    atomic_store(&h[0].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    atomic_store(&h[1].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    sharp_runtime_tls = NULL;
+    for (int i = 0; i < 8; i++) {
+        const sharp_host_t *c = sharp_lb_choose(&lb);
+        assert_true(c == &h[2] || c == &h[3]);
+    }
+    sharp_runtime_t *rt = sharp_runtime_create();
+    char err[128];
+    sharp_runtime_add_layer(rt, "a", SHARP_RUNTIME_LAYER_ADMIN, err, sizeof err);
+    sharp_runtime_load(rt);
+    const char *keys[] = {"upstream.healthy_panic_threshold"}, *vals[] = {"60"};
+    sharp_runtime_merge_admin(rt, keys, vals, 1, err, sizeof err);
+    /* 50% < 60%: panic, every host gets traffic */
+    int seen[4] = {0};
+    for (int i = 0; i < 40; i++) {
+        const sharp_host_t *c = sharp_lb_choose(&lb);
+        seen[c - h]++;
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(seen[i], 10);
+    /* 0 disables panic: with no healthy host, no host at all */
+    vals[0] = "0";
+    sharp_runtime_merge_admin(rt, keys, vals, 1, err, sizeof err);
+    atomic_store(&h[2].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    atomic_store(&h[3].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    assert_null(sharp_lb_choose(&lb));
+    sharp_runtime_free(rt);
+    sharp_lb_destroy(&lb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_regex_limits),
         cmocka_unit_test(test_disk_layer),
         cmocka_unit_test(test_health_check_interval_bounds),
+        cmocka_unit_test(test_panic_threshold_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
