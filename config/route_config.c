@@ -326,6 +326,7 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
     for (size_t i = 0; i < pb->n_retriable_status_codes; i++)
         rp->retriable_status_codes[rp->nretriable_status_codes++] = pb->retriable_status_codes[i];
     rp->backoff_base_ms = 25;
+    rp->backoff_from_runtime = !pb->retry_back_off;
     if (pb->retry_back_off) {
         snprintf(p, sizeof p, "%s.retry_back_off", path);
         if (!pb->retry_back_off->base_interval ||

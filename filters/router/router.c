@@ -20,6 +20,7 @@
  * the customer's shard (upstream/shard_lb.h); the customer key comes from
  * the route's hash_policy (http/hash_policy.h), computed once per request. */
 #include "filters/router/router.h"
+#include "runtime.h"
 #include "net.h"
 #include "http/filter.h"
 #include "http/hcm_internal.h"
@@ -272,8 +273,19 @@ static uint64_t backoff_ms(router_state_t *rs)
 {
     uint64_t base = rs->policy ? rs->policy->backoff_base_ms : 25;
     uint64_t max = rs->policy ? rs->policy->backoff_max_ms : 250;
-    uint32_t n = rs->attempt < 32 ? rs->attempt : 32; /* the retry about to be made */
-    uint64_t cap = ((1ull << n) - 1) * base;
+    if (!rs->policy || rs->policy->backoff_from_runtime) {
+        /* Envoy's RetryStateImpl: without retry_back_off the base comes
+         * from the runtime (at least 1 ms here: a zero base would mean no
+         * back-off at all) and the max is ten times it */
+        base = SHARP_MAX(sharp_runtime_get_u64("upstream.base_retry_backoff_ms", 25), 1);
+        max = base > UINT64_MAX / 10 ? UINT64_MAX : base * 10;
+    }
+    /* N, the retry about to be made (attempt counts the first try too):
+     * Envoy's range is [0, (2^N - 1) * base), so the first retry waits
+     * less than base */
+    uint32_t n = rs->attempt - 1 < 32 ? rs->attempt - 1 : 32;
+    uint64_t steps = (1ull << n) - 1;
+    uint64_t cap = steps && base > UINT64_MAX / steps ? UINT64_MAX : steps * base;
     if (cap == 0) return 0;
     uint64_t d = sharp_worker_random(sharp_stream_worker(rs->f->stream)) % cap;
     return d < max ? d : max;

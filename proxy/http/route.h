@@ -122,6 +122,9 @@ typedef struct {
     uint32_t *retriable_status_codes;
     uint32_t nretriable_status_codes;
     uint64_t backoff_base_ms, backoff_max_ms;
+    /* no retry_back_off: the base is the runtime's upstream.base_retry_backoff_ms
+     * (default 25) and the max ten times it, read per retry */
+    bool backoff_from_runtime;
     bool previous_hosts;   /* retry_host_predicate envoy.retry_host_predicates.previous_hosts */
     uint32_t host_selection_max_attempts; /* default 1 */
     sharp_header_matcher_t *retriable_headers; /* on the response */

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
-from conftest import SHARP, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import SHARP, SLOW, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
 
 
 def req(port, path, headers=None):
@@ -411,3 +411,31 @@ def test_circuit_breaker_runtime_keys(procs):
     # another cluster's key changes nothing here
     assert modify(ap, "circuit_breakers.b.default.max_requests=&circuit_breakers.other.default.max_requests=0")[0] == 200
     assert req(listen, "/echo").status == 200
+
+
+def test_retry_backoff_base_runtime_key(procs):
+    """Without retry_back_off a retry waits up to the runtime's
+    upstream.base_retry_backoff_ms (Envoy's default 25 ms), fully jittered."""
+    (bad,) = [Upstream("bad")]
+    procs.append(bad)
+    with urllib.request.urlopen(f"http://127.0.0.1:{bad.port}/admin/fault?status=503", timeout=5) as r:
+        r.read()
+    listen, ap = free_port(), free_port()
+    routes = "- match: { prefix: / }\n  route: { cluster: b, retry_policy: { retry_on: 5xx, num_retries: 1 } }\n"
+    y = with_runtime(bootstrap_yaml(listen, ap, {"b": [bad.port]}, routes=routes),
+                     "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+
+    def five():
+        t0 = time.time()
+        for _ in range(5):
+            assert req(listen, "/").status == 503
+        return time.time() - t0
+
+    assert five() < 0.6  # five retries after at most 25 ms each
+    assert modify(ap, "upstream.base_retry_backoff_ms=1000")[0] == 200
+    # the first retry now waits a random time below 1 s: five of them well
+    # over half a second unless all are improbably short, and under 5 s
+    took = five()
+    assert 0.6 < took < 5 + 2 * SLOW, took
+    assert stat(ap, "cluster.b.upstream_rq_retry") == 10
