@@ -15,6 +15,7 @@
 #include "config/shuffle_shard_config.h"
 #include "config/types.h"
 #include "http/access_log_emit.h"
+#include "http/path_util.h"
 #include "log.h"
 #include "net.h"
 #include "safe_regex.h"
@@ -42,6 +43,7 @@ typedef struct build_ctx {
     char *err;
     size_t errlen;
     uint32_t next_log_slot;
+    uint64_t random; /* featureEnabled draws made while building */
 } build_ctx_t;
 
 /* Formats "source:line:col: path: message" (line part only when known). */
@@ -300,14 +302,29 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     h->http1_safe_max_connection_duration = pb->http1_safe_max_connection_duration;
     h->delayed_close_timeout_ms = duration_ms(pb->delayed_close_timeout, 1000);
-    /* Envoy's default comes from the runtime key
-     * http_connection_manager.normalize_path, which is off unless set. */
-    h->normalize_path = pb->normalize_path && pb->normalize_path->value;
+    /* Unset, Envoy's default is the runtime's featureEnabled of
+     * http_connection_manager.normalize_path (default 0%), drawn once when
+     * the connection manager is built. */
+    uint64_t rnd = sharp_xorshift64s(&b->random);
+    h->normalize_path = pb->normalize_path ? pb->normalize_path->value
+                                           : sharp_runtime_percent_enabled("http_connection_manager.normalize_path", 0, rnd);
     h->merge_slashes = pb->merge_slashes;
     h->path_with_escaped_slashes_action = (int)pb->path_with_escaped_slashes_action;
     if (h->path_with_escaped_slashes_action < 0 || h->path_with_escaped_slashes_action > 4) {
         fail(b, path, "path_with_escaped_slashes_action: unknown value %d", h->path_with_escaped_slashes_action);
         goto bad;
+    }
+    /* Envoy's getPathWithEscapedSlashesAction: the action applies if the
+     * runtime's ..._action_enabled fraction (default 100%) says so, drawn
+     * once here; IMPLEMENTATION_SPECIFIC_DEFAULT takes the runtime's
+     * http_connection_manager.path_with_escaped_slashes_action (2 reject,
+     * 3 redirect, 4 forward, anything else keep). */
+    if (!sharp_runtime_fraction_enabled("http_connection_manager.path_with_escaped_slashes_action_enabled", 100, 100,
+                                        sharp_xorshift64s(&b->random))) {
+        h->path_with_escaped_slashes_action = SHARP_ESCAPED_SLASHES_KEEP;
+    } else if (h->path_with_escaped_slashes_action == SHARP_ESCAPED_SLASHES_DEFAULT) {
+        uint64_t v = sharp_runtime_get_u64("http_connection_manager.path_with_escaped_slashes_action", 0);
+        h->path_with_escaped_slashes_action = v >= 2 && v <= 4 ? (int)v : SHARP_ESCAPED_SLASHES_KEEP;
     }
     if (pb->internal_address_config) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__InternalAddressConfig
@@ -325,12 +342,25 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
             h->ninternal_cidrs++;
         }
     }
-    h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : 100;
+    /* unset limits default to Envoy's runtime overrides of its defaults */
+    uint64_t rt_count = sharp_runtime_get_u64("envoy.reloadable_features.max_request_headers_count", 100);
+    uint64_t rt_kb = sharp_runtime_get_u64("envoy.reloadable_features.max_request_headers_size_kb", 60);
+    if ((!common || !common->max_headers_count) && (rt_count == 0 || rt_count > UINT32_MAX)) {
+        fail(b, "layered_runtime", "envoy.reloadable_features.max_request_headers_count: %llu is not in [1, %u]",
+             (unsigned long long)rt_count, UINT32_MAX);
+        goto bad;
+    }
+    h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : (uint32_t)rt_count;
     h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
     h->request_timeout_ms = duration_ms(pb->request_timeout, 0);
     h->request_headers_timeout_ms = duration_ms(pb->request_headers_timeout, 0);
     h->drain_timeout_ms = duration_ms(pb->drain_timeout, 5000);
-    h->max_request_headers_kb = pb->max_request_headers_kb ? pb->max_request_headers_kb->value : 60;
+    if (!pb->max_request_headers_kb && (rt_kb == 0 || rt_kb > 8192)) {
+        fail(b, "layered_runtime", "envoy.reloadable_features.max_request_headers_size_kb: %llu is not in [1, 8192]",
+             (unsigned long long)rt_kb);
+        goto bad;
+    }
+    h->max_request_headers_kb = pb->max_request_headers_kb ? pb->max_request_headers_kb->value : (uint32_t)rt_kb;
     if (h->max_request_headers_kb == 0 || h->max_request_headers_kb > 8192) {
         fail(b, path, "max_request_headers_kb must be in [1, 8192]");
         goto bad;
@@ -681,7 +711,8 @@ static int build_admin_access_logs(build_ctx_t *b, const Envoy__Config__Bootstra
 
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
-    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen};
+    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen,
+                     .random = sharp_now_ns() | 1};
     const bootstrap_t *bs = (const bootstrap_t *)cfg->bootstrap;
     sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
     s->refs = 1;

@@ -439,3 +439,40 @@ def test_retry_backoff_base_runtime_key(procs):
     took = five()
     assert 0.6 < took < 5 + 2 * SLOW, took
     assert stat(ap, "cluster.b.upstream_rq_retry") == 10
+
+
+def test_connection_manager_defaults_from_the_runtime(procs, path_upstream):
+    """Unset, the connection manager's normalize_path,
+    path_with_escaped_slashes_action and header limits take Envoy's runtime
+    defaults when it is built: http_connection_manager.normalize_path (a
+    percentage), ...path_with_escaped_slashes_action (2 reject),
+    envoy.reloadable_features.max_request_headers_count / _size_kb."""
+    from conftest import raw_request
+    listen, ap = free_port(), free_port()
+    y = with_runtime(bootstrap_yaml(listen, ap, {"app": [path_upstream.port]}), """\
+  - name: s
+    static_layer:
+      http_connection_manager: { normalize_path: 100, path_with_escaped_slashes_action: 2 }
+      envoy.reloadable_features.max_request_headers_count: 5
+""")
+    run_sharp_config(procs, y, ap)
+
+    def get(path, extra=b""):
+        return raw_request(listen, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+
+    st, _, body, _ = get("/a/../b")
+    assert st == 200 and json.loads(body)["path"] == "/b"
+    assert get("/a%2Fb")[0] == 400
+    assert get("/ok", b"".join(b"x-h%d: v\r\n" % i for i in range(3)))[0] == 200
+    assert get("/ok", b"".join(b"x-h%d: v\r\n" % i for i in range(10)))[0] == 431
+    # a field set in the connection manager wins over the runtime
+    listen2, ap2 = free_port(), free_port()
+    y2 = with_runtime(bootstrap_yaml(listen2, ap2, {"app": [path_upstream.port]}, hcm_extra="normalize_path: false\n"),
+                      "  - name: s\n    static_layer: { http_connection_manager.normalize_path: 100 }\n")
+    run_sharp_config(procs, y2, ap2)
+    st, _, body, _ = raw_request(listen2, b"GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert st == 200 and json.loads(body)["path"] == "/a/../b"
+    # a limit out of range is a config error
+    rc, out = validate(with_runtime(bootstrap_yaml(free_port(), free_port(), {"b": [1]}),
+                                    "  - name: s\n    static_layer: { envoy.reloadable_features.max_request_headers_size_kb: 0 }\n"))
+    assert rc == 1 and "envoy.reloadable_features.max_request_headers_size_kb: 0 is not in [1, 8192]" in out, out
