@@ -264,6 +264,13 @@ static retry_status_t should_retry(router_state_t *rs, bool retriable)
         rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_OVERFLOW;
         return RETRY_NO_OVERFLOW;
     }
+    /* Envoy's runtime switch for every retry: upstream.use_retry, a
+     * percentage (default 100) */
+    if (!sharp_runtime_percent_enabled("upstream.use_retry", 100,
+                                       sharp_worker_random(sharp_stream_worker(rs->f->stream)))) {
+        sharp_cluster_retry_release(rs->cluster);
+        return RETRY_NO;
+    }
     return RETRY_YES;
 }
 
@@ -674,6 +681,17 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
                     r->name ? r->name : "");
     }
     s->info.upstream_cluster = c->name;
+    /* Envoy's maintenance mode: the runtime's upstream.maintenance_mode.<cluster>
+     * percentage of requests (default 0) is refused at once, counted as a
+     * 503 of the cluster */
+    if (sharp_runtime_percent_enabled(c->maintenance_key, 0, sharp_worker_random(w))) {
+        static const char *const overloaded[] = {"x-envoy-overloaded", "true", NULL};
+        sharp_cluster_count_response(c, w->stats, 503);
+        sharp_counter_inc(w->stats, c->st.rq_maintenance_mode);
+        sharp_stream_send_local_reply_ex(f, 503, "maintenance mode", SHARP_RF_UPSTREAM_OVERFLOW, "maintenance_mode",
+                                         suppress_headers(rs) ? NULL : overloaded);
+        return SHARP_FILTER_STOP;
+    }
     rs->cl = &w->clusters[c->index];
     rs->attempt = 1;
     if (c->shuffle_shard && !shard_key(rs, r, h)) return SHARP_FILTER_STOP;

@@ -17,6 +17,11 @@ static void runtime_keys_init(sharp_cluster_t *c)
         [SHARP_CB_BUDGET_PERCENT] = "retry_budget.budget_percent",
         [SHARP_CB_MIN_RETRY_CONCURRENCY] = "retry_budget.min_retry_concurrency",
     };
+    if (!c->maintenance_key) {
+        size_t n = strlen(c->name) + sizeof "upstream.maintenance_mode.";
+        c->maintenance_key = sharp_calloc(n, 1);
+        snprintf(c->maintenance_key, n, "upstream.maintenance_mode.%s", c->name);
+    }
     for (int k = 0; k < SHARP_CB_NKEYS; k++) {
         if (c->cb_keys[k]) continue;
         size_t n = strlen(c->name) + strlen(names[k]) + sizeof "circuit_breakers..default.";
@@ -211,6 +216,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);
     for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[k]);
+    free(c->maintenance_key);
     free(c->name);
     free(c);
 }

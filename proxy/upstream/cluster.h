@@ -68,6 +68,7 @@ typedef struct sharp_cluster {
     uint64_t idle_timeout_ms;           /* upstream connection idle timeout, default 1h */
     sharp_cb_thresholds_t cb;
     char *cb_keys[SHARP_CB_NKEYS]; /* set by sharp_cluster_stats_init */
+    char *maintenance_key;         /* "upstream.maintenance_mode.<name>", likewise */
     sharp_host_t **hosts;
     uint32_t nhosts;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */

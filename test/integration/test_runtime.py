@@ -476,3 +476,50 @@ def test_connection_manager_defaults_from_the_runtime(procs, path_upstream):
     rc, out = validate(with_runtime(bootstrap_yaml(free_port(), free_port(), {"b": [1]}),
                                     "  - name: s\n    static_layer: { envoy.reloadable_features.max_request_headers_size_kb: 0 }\n"))
     assert rc == 1 and "envoy.reloadable_features.max_request_headers_size_kb: 0 is not in [1, 8192]" in out, out
+
+
+def test_cluster_maintenance_mode(procs):
+    """upstream.maintenance_mode.<cluster>: that percentage of the cluster's
+    requests get Envoy's 503 "maintenance mode" (UO, x-envoy-overloaded)."""
+    clusters = upstreams(procs, "b")
+    listen, ap = free_port(), free_port()
+    y = with_runtime(bootstrap_yaml(listen, ap, clusters), "  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+    assert req(listen, "/echo").status == 200
+    assert modify(ap, "upstream.maintenance_mode.b=100")[0] == 200
+    c = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
+    c.request("GET", "/echo")
+    r = c.getresponse()
+    assert (r.status, r.read()) == (503, b"maintenance mode")
+    assert r.getheader("x-envoy-overloaded") == "true"
+    c.close()
+    assert stat(ap, "cluster.b.upstream_rq_maintenance_mode") == 1
+    assert stat(ap, "cluster.b.upstream_rq_503") == 1
+    assert modify(ap, "upstream.maintenance_mode.b=50")[0] == 200
+    codes = Counter(req(listen, "/echo").status for _ in range(200))
+    assert 50 < codes[503] < 150 and codes[200] + codes[503] == 200, codes
+    assert modify(ap, "upstream.maintenance_mode.b=")[0] == 200
+    assert Counter(req(listen, "/echo").status for _ in range(10)) == Counter({200: 10})
+
+
+def test_use_retry_runtime_key(procs):
+    """upstream.use_retry (a percentage, default 100) switches retries off:
+    the upstream's 503 is passed on after one try."""
+    (bad,) = [Upstream("bad")]
+    procs.append(bad)
+    with urllib.request.urlopen(f"http://127.0.0.1:{bad.port}/admin/fault?status=503", timeout=5) as r:
+        r.read()
+    listen, ap = free_port(), free_port()
+    routes = ("- match: { prefix: / }\n  route: { cluster: b, retry_policy: { retry_on: 5xx, num_retries: 2, "
+              "retry_back_off: { base_interval: 0.001s } } }\n")
+    y = with_runtime(bootstrap_yaml(listen, ap, {"b": [bad.port]}, routes=routes),
+                     "  - name: s\n    static_layer: { upstream.use_retry: 0 }\n  - name: admin\n    admin_layer: {}\n")
+    run_sharp_config(procs, y, ap)
+    for _ in range(3):
+        assert req(listen, "/").status == 503
+    assert stat(ap, "cluster.b.upstream_rq_retry") == 0
+    assert stat(ap, "cluster.b.upstream_rq_503") == 3
+    assert modify(ap, "upstream.use_retry=100")[0] == 200
+    assert req(listen, "/").status == 503
+    assert stat(ap, "cluster.b.upstream_rq_retry") == 2
+    assert stat(ap, "cluster.b.upstream_rq_503") == 6
