@@ -12,11 +12,14 @@
 #include "config/metrics_config.h"
 #include "config/health_check_config.h"
 #include "config/route_config.h"
+#include "config/runtime_config.h"
+#include "runtime.h"
 #include "config/shuffle_shard_config.h"
 #include "config/types.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
 #include "config/local_reply_config.h"
+#include "http/path_util.h"
 #include "log.h"
 #include "net.h"
 #include "safe_regex.h"
@@ -46,6 +49,7 @@ typedef struct build_ctx {
     char *err;
     size_t errlen;
     uint32_t next_log_slot;
+    uint64_t random; /* featureEnabled draws made while building */
 } build_ctx_t;
 
 /* Formats "source:line:col: path: message" (line part only when known). */
@@ -320,14 +324,29 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     h->http1_safe_max_connection_duration = pb->http1_safe_max_connection_duration;
     h->delayed_close_timeout_ms = duration_ms(pb->delayed_close_timeout, 1000);
-    /* Envoy's default comes from the runtime key
-     * http_connection_manager.normalize_path, which is off unless set. */
-    h->normalize_path = pb->normalize_path && pb->normalize_path->value;
+    /* Unset, Envoy's default is the runtime's featureEnabled of
+     * http_connection_manager.normalize_path (default 0%), drawn once when
+     * the connection manager is built. */
+    uint64_t rnd = sharp_xorshift64s(&b->random);
+    h->normalize_path = pb->normalize_path ? pb->normalize_path->value
+                                           : sharp_runtime_percent_enabled("http_connection_manager.normalize_path", 0, rnd);
     h->merge_slashes = pb->merge_slashes;
     h->path_with_escaped_slashes_action = (int)pb->path_with_escaped_slashes_action;
     if (h->path_with_escaped_slashes_action < 0 || h->path_with_escaped_slashes_action > 4) {
         fail(b, path, "path_with_escaped_slashes_action: unknown value %d", h->path_with_escaped_slashes_action);
         goto bad;
+    }
+    /* Envoy's getPathWithEscapedSlashesAction: the action applies if the
+     * runtime's ..._action_enabled fraction (default 100%) says so, drawn
+     * once here; IMPLEMENTATION_SPECIFIC_DEFAULT takes the runtime's
+     * http_connection_manager.path_with_escaped_slashes_action (2 reject,
+     * 3 redirect, 4 forward, anything else keep). */
+    if (!sharp_runtime_fraction_enabled("http_connection_manager.path_with_escaped_slashes_action_enabled", 100, 100,
+                                        sharp_xorshift64s(&b->random))) {
+        h->path_with_escaped_slashes_action = SHARP_ESCAPED_SLASHES_KEEP;
+    } else if (h->path_with_escaped_slashes_action == SHARP_ESCAPED_SLASHES_DEFAULT) {
+        uint64_t v = sharp_runtime_get_u64("http_connection_manager.path_with_escaped_slashes_action", 0);
+        h->path_with_escaped_slashes_action = v >= 2 && v <= 4 ? (int)v : SHARP_ESCAPED_SLASHES_KEEP;
     }
     if (pb->internal_address_config) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__InternalAddressConfig
@@ -346,12 +365,25 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
             h->ninternal_cidrs++;
         }
     }
-    h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : 100;
+    /* unset limits default to Envoy's runtime overrides of its defaults */
+    uint64_t rt_count = sharp_runtime_get_u64("envoy.reloadable_features.max_request_headers_count", 100);
+    uint64_t rt_kb = sharp_runtime_get_u64("envoy.reloadable_features.max_request_headers_size_kb", 60);
+    if ((!common || !common->max_headers_count) && (rt_count == 0 || rt_count > UINT32_MAX)) {
+        fail(b, "layered_runtime", "envoy.reloadable_features.max_request_headers_count: %llu is not in [1, %u]",
+             (unsigned long long)rt_count, UINT32_MAX);
+        goto bad;
+    }
+    h->max_headers_count = common && common->max_headers_count ? common->max_headers_count->value : (uint32_t)rt_count;
     h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
     h->request_timeout_ms = duration_ms(pb->request_timeout, 0);
     h->request_headers_timeout_ms = duration_ms(pb->request_headers_timeout, 0);
     h->drain_timeout_ms = duration_ms(pb->drain_timeout, 5000);
-    h->max_request_headers_kb = pb->max_request_headers_kb ? pb->max_request_headers_kb->value : 60;
+    if (!pb->max_request_headers_kb && (rt_kb == 0 || rt_kb > 8192)) {
+        fail(b, "layered_runtime", "envoy.reloadable_features.max_request_headers_size_kb: %llu is not in [1, 8192]",
+             (unsigned long long)rt_kb);
+        goto bad;
+    }
+    h->max_request_headers_kb = pb->max_request_headers_kb ? pb->max_request_headers_kb->value : (uint32_t)rt_kb;
     if (h->max_request_headers_kb == 0 || h->max_request_headers_kb > 8192) {
         fail(b, path, "max_request_headers_kb must be in [1, 8192]");
         goto bad;
@@ -689,69 +721,26 @@ bad:
     return NULL;
 }
 
-/* ---- regex engine and its runtime keys ---- */
+/* ---- runtime and regex engine ---- */
 
 #define GOOGLE_RE2_TYPE "envoy.extensions.regex_engines.v3.GoogleRE2"
-
-/* A runtime value Envoy's getInteger reads: a whole non-negative number, or
- * a string holding one. Larger than 32 bits counts as no limit. */
-static int runtime_u32(build_ctx_t *b, const char *path, const Google__Protobuf__Value *v, uint32_t *out)
-{
-    double d = -1;
-    if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE) {
-        d = v->number_value;
-    } else if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && v->string_value[0] >= '0' &&
-               v->string_value[0] <= '9') {
-        char *end;
-        errno = 0;
-        unsigned long long u = strtoull(v->string_value, &end, 10);
-        if (!*end) d = errno == ERANGE ? (double)UINT64_MAX : (double)u;
-    }
-    if (!(d >= 0) || d != floor(d)) return fail(b, path, "must be a non-negative integer");
-    *out = d >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)d;
-    return 0;
-}
-
-/* Walks a static layer as Envoy flattens it (nested structs are dotted
- * keys) for re2.max_program_size.error_level and .warn_level. */
-static int runtime_walk(build_ctx_t *b, const Google__Protobuf__Struct *st, const char *prefix,
-                        const char *path, uint32_t *error_level, uint32_t *warn_level)
-{
-    for (size_t i = 0; st && i < st->n_fields; i++) {
-        const Google__Protobuf__Struct__FieldsEntry *f = st->fields[i];
-        if (!f->value) continue;
-        char key[512], p[1200];
-        snprintf(key, sizeof key, "%s%s", prefix, f->key);
-        snprintf(p, sizeof p, "%s.%s", path, f->key);
-        if (f->value->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE) {
-            char sub[520];
-            snprintf(sub, sizeof sub, "%s.", key);
-            if (runtime_walk(b, f->value->struct_value, sub, p, error_level, warn_level) < 0) return -1;
-        } else if (strcmp(key, "re2.max_program_size.error_level") == 0) {
-            if (runtime_u32(b, p, f->value, error_level) < 0) return -1;
-        } else if (strcmp(key, "re2.max_program_size.warn_level") == 0) {
-            if (runtime_u32(b, p, f->value, warn_level) < 0) return -1;
-        }
-    }
-    return 0;
-}
 
 /* default_regex_engine (GoogleRE2 only: it is what SHARP always uses) and
  * the runtime limits on regex program sizes, set before any regex of this
  * configuration is compiled. */
 static int configure_regex(build_ctx_t *b, const bootstrap_t *bs)
 {
-    uint32_t error_level = SHARP_REGEX_DEFAULT_ERROR_LEVEL, warn_level = UINT32_MAX;
-    const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
-    for (size_t i = 0; lr && i < lr->n_layers; i++) {
-        const Envoy__Config__Bootstrap__V3__RuntimeLayer *l = lr->layers[i];
-        if (l->layer_specifier_case != ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_STATIC_LAYER)
-            continue;
-        char p[128];
-        snprintf(p, sizeof p, "layered_runtime.layers[%zu].static_layer", i);
-        if (runtime_walk(b, l->static_layer, "", p, &error_level, &warn_level) < 0) return -1;
-    }
-    sharp_regex_set_runtime_limits(error_level, warn_level);
+    /* the runtime first: its re2.max_program_size keys apply to every
+     * regex of this configuration (the stats matcher's too, so its runtime.*
+     * stats are registered after stats_config, as in Envoy) */
+    char rpath[1200], rmsg[512];
+    sharp_runtime_free(b->srv->runtime);
+    b->srv->runtime = sharp_config_layered_runtime(bs->layered_runtime, b->srv->node_cluster, NULL, rpath,
+                                                   sizeof rpath, rmsg, sizeof rmsg);
+    if (!b->srv->runtime) return fail(b, rpath, "%s", rmsg);
+    if (sharp_config_runtime_regex_limits(b->srv->runtime, bs->layered_runtime, true, rpath, sizeof rpath, rmsg,
+                                          sizeof rmsg) < 0)
+        return fail(b, rpath, "%s", rmsg);
     const Envoy__Config__Core__V3__TypedExtensionConfig *e = bs->default_regex_engine;
     if (!e) return 0;
     if (!e->typed_config || !e->typed_config->type_url)
@@ -872,7 +861,8 @@ static int configure_application_log(build_ctx_t *b, const bootstrap_t *bs)
 
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
-    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen};
+    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen,
+                     .random = sharp_now_ns() | 1};
     const bootstrap_t *bs = (const bootstrap_t *)cfg->bootstrap;
     sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
     s->refs = 1;
@@ -892,6 +882,10 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (sharp_config_stats(bs->stats_config, deferred, srv->stats, spath, sizeof spath, smsg, sizeof smsg) < 0) {
         fail(&b, spath, "%s", smsg);
         goto bad;
+    }
+    if (srv->stats) {
+        sharp_runtime_stats_init(srv->runtime, srv->stats);
+        sharp_runtime_load(srv->runtime); /* counts this load and sets the gauges */
     }
     if (configure_application_log(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {

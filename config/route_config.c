@@ -327,6 +327,7 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
     for (size_t i = 0; i < pb->n_retriable_status_codes; i++)
         rp->retriable_status_codes[rp->nretriable_status_codes++] = pb->retriable_status_codes[i];
     rp->backoff_base_ms = 25;
+    rp->backoff_from_runtime = !pb->retry_back_off;
     if (pb->retry_back_off) {
         snprintf(p, sizeof p, "%s.retry_back_off", path);
         if (!pb->retry_back_off->base_interval ||
@@ -359,6 +360,7 @@ static int runtime_fraction_from(ctx_t *c, const char *path,
         return fail(c, sub(p, sizeof p, path, "default_value.denominator"), "unknown");
     out->numerator = fp->numerator;
     out->denominator = denominators[fp->denominator];
+    if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
     return 0;
 }
 
@@ -473,6 +475,13 @@ static int weighted_from(ctx_t *c, const char *path,
         if (!cw->name[0]) return fail(c, p, "name is required");
         wc->name = sharp_strdup(cw->name);
         wc->weight = cw->weight ? cw->weight->value : 0;
+        if (w->runtime_key_prefix && w->runtime_key_prefix[0]) {
+            /* Envoy: "<runtime_key_prefix>.<cluster name>" */
+            size_t n = strlen(w->runtime_key_prefix) + strlen(cw->name) + 2;
+            wc->runtime_key = sharp_calloc(n, 1);
+            snprintf(wc->runtime_key, n, "%s.%s", w->runtime_key_prefix, cw->name);
+            r->weighted_runtime = true;
+        }
         r->total_weight += wc->weight;
         if (OPS(c, p, cw, request, &wc->req_ops) < 0 || OPS(c, p, cw, response, &wc->resp_ops) < 0)
             return -1;

@@ -7,6 +7,7 @@
 #include "admin/admin.h"
 #include "config/bootstrap.h"
 #include "http/access_log.h"
+#include "config/runtime_config.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
 #include "log.h"
@@ -276,6 +277,7 @@ static void release_unstarted_workers(sharp_server_t *s, unsigned n)
             if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
         free(s->workers[k].listen_fds);
         sharp_snapshot_unref(s->workers[k].snap);
+                sharp_runtime_snapshot_unref(s->workers[k].runtime);
     }
     free(s->workers);
     s->workers = NULL;
@@ -295,6 +297,7 @@ static void start_serving(sharp_server_t *s)
                     if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
                 free(s->workers[k].listen_fds);
                 sharp_snapshot_unref(s->workers[k].snap);
+                sharp_runtime_snapshot_unref(s->workers[k].runtime);
             }
             s->nworkers = i;
             s->workers_started = true;
@@ -313,6 +316,27 @@ static void start_serving(sharp_server_t *s)
         sharp_log_info(s->config->admin_addr.ss_family == AF_UNIX ? "admin on unix:%s" : "admin on http://%s/",
                        s->config->admin_address);
     sharp_log_info("sharp started: %u workers", s->nworkers);
+}
+
+/* A new runtime snapshot (/runtime_modify, a disk layer's symlink swap):
+ * regexes compiled from now on (the admin's ?filter=) use its RE2 limits,
+ * and every worker gets it. Workers not started yet read w->runtime when
+ * they start; stopping workers need nothing more. */
+static void on_runtime_update(void *arg, sharp_runtime_snapshot_t *snap)
+{
+    sharp_server_t *s = arg;
+    char p[16], m[16];
+    sharp_config_runtime_regex_limits(s->runtime, NULL, false, p, sizeof p, m, sizeof m);
+    if (s->shutting_down || !s->workers) return;
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        sharp_worker_t *w = &s->workers[i];
+        if (s->workers_started) {
+            sharp_worker_set_runtime(w, snap);
+        } else {
+            sharp_runtime_snapshot_unref(w->runtime);
+            w->runtime = sharp_runtime_snapshot_ref(snap);
+        }
+    }
 }
 
 static void on_initial_health_checks(void *arg)
@@ -334,6 +358,7 @@ int sharp_server_run(sharp_server_t *s)
         w->server = s;
         w->stats = sharp_stats_shard(s->stats, i + 1);
         w->snap = sharp_snapshot_ref(snap);
+        w->runtime = sharp_runtime_snapshot_ref(s->runtime->current);
         w->nlisteners = snap->nlisteners;
         w->listen_fds = sharp_calloc(snap->nlisteners ? snap->nlisteners : 1, sizeof(int));
         for (uint32_t l = 0; l < snap->nlisteners; l++) w->listen_fds[l] = -1;
@@ -358,6 +383,9 @@ int sharp_server_run(sharp_server_t *s)
             return 1;
         }
     }
+    s->runtime->on_update = on_runtime_update;
+    s->runtime->on_update_arg = s;
+    sharp_runtime_watch(s->runtime, s->loop);
     uv_timer_init(s->loop, &s->housekeeping);
     uv_timer_init(s->loop, &s->drain_deadline);
     s->housekeeping.data = s->drain_deadline.data = s;
@@ -400,9 +428,12 @@ void sharp_server_free(sharp_server_t *s)
         for (unsigned i = 0; i < s->nworkers; i++) {
             free(s->workers[i].listen_fds);
             sharp_snapshot_unref(s->workers[i].snap);
+            sharp_runtime_snapshot_unref(s->workers[i].runtime);
         }
         free(s->workers);
     }
+    sharp_runtime_free(s->runtime); /* after the workers: closes its watches */
+    s->runtime = NULL;
     if (s->loop) {
         uv_run(s->loop, UV_RUN_NOWAIT);
         uv_loop_close(s->loop);

@@ -43,6 +43,7 @@ typedef struct sharp_server {
     sharp_stats_t *stats;
     sharp_snapshot_t *snap;
     struct sharp_config *config; /* parsed bootstrap and its runtime translation */
+    struct sharp_runtime *runtime; /* layered_runtime loader (runtime.h), main thread */
     sharp_worker_t *workers;
     unsigned nworkers;
     int **listen_fds; /* [worker][listener] */

@@ -79,6 +79,12 @@ static void begin_drain(sharp_worker_t *w)
 static void on_wakeup(uv_async_t *a)
 {
     sharp_worker_t *w = a->data;
+    sharp_runtime_snapshot_t *rt = atomic_exchange(&w->runtime_pending, NULL);
+    if (rt) {
+        sharp_runtime_snapshot_unref(w->runtime);
+        w->runtime = rt;
+        sharp_runtime_tls = rt;
+    }
     if (atomic_load(&w->drain_requested)) begin_drain(w);
     if (atomic_load(&w->stop_requested) && !w->stopping) {
         w->stopping = true;
@@ -109,6 +115,7 @@ static void on_tick(uv_timer_t *t)
 static void worker_main(void *arg)
 {
     sharp_worker_t *w = arg;
+    sharp_runtime_tls = w->runtime;
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* drain what close callbacks remain */
     while (uv_run(&w->loop, UV_RUN_NOWAIT)) {
@@ -170,9 +177,19 @@ void sharp_worker_stop(sharp_worker_t *w)
     uv_async_send(&w->wakeup);
 }
 
+void sharp_worker_set_runtime(sharp_worker_t *w, sharp_runtime_snapshot_t *snap)
+{
+    /* an older snapshot the worker has not taken yet is dropped here */
+    sharp_runtime_snapshot_unref(atomic_exchange(&w->runtime_pending, sharp_runtime_snapshot_ref(snap)));
+    uv_async_send(&w->wakeup);
+}
+
 void sharp_worker_join(sharp_worker_t *w)
 {
     uv_thread_join(&w->thread);
+    sharp_runtime_snapshot_unref(atomic_exchange(&w->runtime_pending, NULL));
+    sharp_runtime_snapshot_unref(w->runtime);
+    w->runtime = NULL;
     sharp_access_log_worker_free(w);
     free(w->listeners);
     uv_loop_close(&w->loop);

@@ -6,6 +6,7 @@
 #define SHARP_WORKER_H
 
 #include "common.h"
+#include "runtime.h"
 #include "snapshot.h"
 #include "stats.h"
 #include "upstream/lb.h"
@@ -68,6 +69,11 @@ typedef struct sharp_worker {
     uv_timer_t tick; /* 1 s housekeeping: access log flush, drain checks */
     sharp_stats_shard_t *stats;
     sharp_snapshot_t *snap;
+    /* The runtime snapshot this worker reads (sharp_runtime_tls on its
+     * thread), and the next one the main thread hands over: the worker
+     * takes it at its next wake-up, between two events of its loop. */
+    sharp_runtime_snapshot_t *runtime;
+    _Atomic(sharp_runtime_snapshot_t *) runtime_pending;
     sharp_cluster_local_t *clusters; /* indexed by cluster->index */
     sharp_listen_handle_t *listeners; /* one per snapshot listener */
     int *listen_fds;
@@ -92,6 +98,9 @@ void sharp_worker_drain(sharp_worker_t *w);
 /* Asks the worker to close everything and leave its loop (thread-safe). */
 void sharp_worker_stop(sharp_worker_t *w);
 void sharp_worker_join(sharp_worker_t *w);
+/* Hands a new runtime snapshot to a running worker (main thread; takes a
+ * reference of its own). */
+void sharp_worker_set_runtime(sharp_worker_t *w, sharp_runtime_snapshot_t *snap);
 uint64_t sharp_worker_random(sharp_worker_t *w);
 
 #endif

@@ -24,7 +24,8 @@
 
 typedef struct ac_config {
     sharp_ac_controller_t *ctl;
-    bool enabled;
+    bool enabled;      /* enabled.default_value (true when unset) */
+    char *enabled_key; /* enabled.runtime_key: the runtime's value wins */
     uint32_t exceeded_status;
     sharp_stats_t *stats;
     sharp_stat_id_t rq_blocked, limit, gradient, burst_queue_size, min_rtt, sample_rtt, min_rtt_active;
@@ -74,11 +75,13 @@ static void publish(ac_config_t *c, bool force)
     sharp_gauge_set(c->stats, c->min_rtt_active, snap.min_rtt_calculation_active ? 1 : 0);
 }
 
-/* `enabled` is a RuntimeFeatureFlag; without a runtime its default_value is
- * the answer (true when unset, as in Envoy). */
-static bool feature_enabled(const Envoy__Config__Core__V3__RuntimeFeatureFlag *f)
+/* `enabled` is a RuntimeFeatureFlag: its runtime_key's boolean in the
+ * runtime, read per request, else default_value (true when unset, as in
+ * Envoy). */
+static void feature_flag(ac_config_t *c, const Envoy__Config__Core__V3__RuntimeFeatureFlag *f)
 {
-    return !f || !f->default_value || f->default_value->value;
+    c->enabled = !f || !f->default_value || f->default_value->value;
+    if (f && f->runtime_key && f->runtime_key[0]) c->enabled_key = sharp_strdup(f->runtime_key);
 }
 
 static int exceeded_status(const Envoy__Type__V3__HttpStatus *st, uint32_t *out, char *err, size_t errlen)
@@ -110,7 +113,7 @@ static void *gradient_create_config(const ProtobufCMessage *msg, sharp_filter_co
         free(c);
         return NULL;
     }
-    c->enabled = feature_enabled(pb->enabled);
+    feature_flag(c, pb->enabled);
     c->ctl = sharp_ac_gradient_create(&gc, ctx->server->opts.concurrency + 1, mono_clock, NULL, sharp_now_ns());
     register_stats(c, ctx->server->stats, ctx->stat_prefix, "gradient_controller");
     publish(c, true);
@@ -129,7 +132,7 @@ static void *aimd_create_config(const ProtobufCMessage *msg, sharp_filter_config
         return NULL;
     }
     if (!pb) c->exceeded_status = 503;
-    c->enabled = !pb || feature_enabled(pb->enabled);
+    feature_flag(c, pb ? pb->enabled : NULL);
     c->ctl = sharp_ac_aimd_create(&ac, ctx->server->opts.concurrency + 1, mono_clock, NULL, sharp_now_ns());
     register_stats(c, ctx->server->stats, ctx->stat_prefix, "aimd_controller");
     publish(c, true);
@@ -140,6 +143,7 @@ static void destroy_config(void *p)
 {
     ac_config_t *c = p;
     sharp_ac_destroy(c->ctl);
+    free(c->enabled_key);
     free(c);
 }
 
@@ -149,7 +153,7 @@ static sharp_filter_status_t ac_decode_headers(sharp_filter_t *f, sharp_headers_
     (void)end_stream;
     ac_config_t *c = (ac_config_t *)f->config;
     ac_state_t *st = f->state;
-    if (!c->enabled) return SHARP_FILTER_CONTINUE;
+    if (!sharp_runtime_get_bool(c->enabled_key, c->enabled)) return SHARP_FILTER_CONTINUE;
     sharp_worker_t *w = sharp_stream_worker(f->stream);
     if (!sharp_ac_try_acquire(c->ctl, w->index + 1, &st->start_ns)) {
         sharp_counter_inc(w->stats, c->rq_blocked);

@@ -25,6 +25,7 @@
  * virtual host's) start fire-and-forget copies of the request to shadow
  * clusters, which get the body as it streams (upstream/shadow.h). */
 #include "filters/router/router.h"
+#include "runtime.h"
 #include "net.h"
 #include "http/filter.h"
 #include "http/hcm_internal.h"
@@ -287,6 +288,13 @@ static retry_status_t should_retry(router_state_t *rs, bool retriable)
         rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_OVERFLOW;
         return RETRY_NO_OVERFLOW;
     }
+    /* Envoy's runtime switch for every retry: upstream.use_retry, a
+     * percentage (default 100) */
+    if (!sharp_runtime_percent_enabled("upstream.use_retry", 100,
+                                       sharp_worker_random(sharp_stream_worker(rs->f->stream)))) {
+        sharp_cluster_retry_release(rs->cluster, rs->priority);
+        return RETRY_NO;
+    }
     return RETRY_YES;
 }
 
@@ -296,8 +304,19 @@ static uint64_t backoff_ms(router_state_t *rs)
 {
     uint64_t base = rs->policy ? rs->policy->backoff_base_ms : 25;
     uint64_t max = rs->policy ? rs->policy->backoff_max_ms : 250;
-    uint32_t n = rs->attempt < 32 ? rs->attempt : 32; /* the retry about to be made */
-    uint64_t cap = ((1ull << n) - 1) * base;
+    if (!rs->policy || rs->policy->backoff_from_runtime) {
+        /* Envoy's RetryStateImpl: without retry_back_off the base comes
+         * from the runtime (at least 1 ms here: a zero base would mean no
+         * back-off at all) and the max is ten times it */
+        base = SHARP_MAX(sharp_runtime_get_u64("upstream.base_retry_backoff_ms", 25), 1);
+        max = base > UINT64_MAX / 10 ? UINT64_MAX : base * 10;
+    }
+    /* N, the retry about to be made (attempt counts the first try too):
+     * Envoy's range is [0, (2^N - 1) * base), so the first retry waits
+     * less than base */
+    uint32_t n = rs->attempt - 1 < 32 ? rs->attempt - 1 : 32;
+    uint64_t steps = (1ull << n) - 1;
+    uint64_t cap = steps && base > UINT64_MAX / steps ? UINT64_MAX : steps * base;
     if (cap == 0) return 0;
     uint64_t d = sharp_worker_random(sharp_stream_worker(rs->f->stream)) % cap;
     return d < max ? d : max;
@@ -557,7 +576,7 @@ static void start_try(router_state_t *rs)
         return;
     }
     /* cluster-wide request circuit breaker of the route's priority */
-    if (!sharp_cluster_slot_acquire(&c->open[rs->priority].rq_open, c->cb[rs->priority].max_requests)) {
+    if (!sharp_cluster_slot_acquire(&c->open[rs->priority].rq_open, sharp_cluster_cb_max(c, rs->priority, SHARP_CB_MAX_REQUESTS))) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
         return;
@@ -650,7 +669,7 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
     uint64_t rnd = sharp_worker_random(w);
     for (uint32_t i = 0; i < m->n; i++) {
         const sharp_mirror_policy_t *mp = &m->p[i];
-        if (!sharp_runtime_fraction_enabled(&mp->fraction, rnd)) continue;
+        if (!sharp_fraction_enabled(&mp->fraction, rnd)) continue;
         sharp_cluster_t *c;
         char *name = NULL;
         if (mp->cluster) {
@@ -755,6 +774,17 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
                     r->name ? r->name : "");
     }
     s->info.upstream_cluster = c->name;
+    /* Envoy's maintenance mode: the runtime's upstream.maintenance_mode.<cluster>
+     * percentage of requests (default 0) is refused at once, counted as a
+     * 503 of the cluster */
+    if (sharp_runtime_percent_enabled(c->maintenance_key, 0, sharp_worker_random(w))) {
+        static const char *const overloaded[] = {"x-envoy-overloaded", "true", NULL};
+        sharp_cluster_count_response(c, w->stats, 503);
+        sharp_counter_inc(w->stats, c->st.rq_maintenance_mode);
+        sharp_stream_send_local_reply_ex(f, 503, "maintenance mode", SHARP_RF_UPSTREAM_OVERFLOW, "maintenance_mode",
+                                         suppress_headers(rs) ? NULL : overloaded);
+        return SHARP_FILTER_STOP;
+    }
     rs->cl = &w->clusters[c->index];
     rs->attempt = 1;
     rs->priority = r->priority == SHARP_PRIORITY_HIGH ? SHARP_PRIORITY_HIGH : SHARP_PRIORITY_DEFAULT;

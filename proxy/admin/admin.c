@@ -57,6 +57,7 @@ typedef struct admin_conn {
     uv_shutdown_t shutdown_req;
     llhttp_t parser;
     sharp_sbuf_t url;          /* target of the request being parsed */
+    sharp_sbuf_t req_body;     /* its body (bounded by ADMIN_MAX_REQUEST), for form values */
     size_t req_bytes;          /* URL + header bytes + body bytes of that request */
     unsigned fail_status;      /* set by a callback that rejected the request */
     char hname[8], hvalue[16]; /* current header, kept only while short */
@@ -111,6 +112,7 @@ static void on_conn_handle_close(uv_handle_t *h)
     if (--c->handles) return;
     sharp_admin_t *a = c->admin;
     sharp_sbuf_free(&c->url);
+    sharp_sbuf_free(&c->req_body);
     sharp_headers_free(&c->req_headers);
     free(c);
     a->open--;
@@ -301,6 +303,7 @@ static int on_message_begin(llhttp_t *p)
 {
     admin_conn_t *c = p->data;
     sharp_sbuf_reset(&c->url);
+    sharp_sbuf_reset(&c->req_body);
     c->req_bytes = 0;
     c->hname_len = c->hvalue_len = 0;
     c->expect_continue = false;
@@ -429,7 +432,9 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     admin_conn_t *c = p->data;
     c->body_bytes += n;
-    return count_bytes(c, n, 413);
+    if (count_bytes(c, n, 413) < 0) return -1;
+    sharp_sbuf_append(&c->req_body, at, n);
+    return 0;
 }
 
 /* The request target as a path: origin-form as is; absolute-form
@@ -458,11 +463,18 @@ static int on_message_complete(llhttp_t *p)
     sharp_str_t query;
     target_path(sharp_sbuf_cstr(&c->url), c->url.len, &rq.path, &query);
     sharp_query_parse(query.p, query.len, &rq.query);
+    /* form values, which /runtime_modify reads as Envoy does: only with
+     * exactly this content type */
+    sharp_str_t ct;
+    if (c->req_body.len && sharp_headers_get_cstr(&c->req_headers, "content-type", &ct) &&
+        ct.len == 33 && memcmp(ct.p, "application/x-www-form-urlencoded", 33) == 0)
+        sharp_query_parse(c->req_body.data, c->req_body.len, &rq.form);
     sharp_admin_response_t rsp = {0};
     sharp__admin_handle(&rq, &rsp);
     conn_access_log(c, rsp.status, llhttp_get_method(p) == HTTP_HEAD ? 0 : rsp.body.len);
     sharp_log_debug("admin: %s %.*s -> %u", rq.method, (int)c->url.len, c->url.data, rsp.status);
     sharp_query_free(&rq.query);
+    sharp_query_free(&rq.form);
     bool keep_alive = llhttp_should_keep_alive(p) && !p->upgrade && !c->admin->stopping;
     bool http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
     conn_respond(c, &rsp, keep_alive, http10, llhttp_get_method(p) == HTTP_HEAD);

@@ -8,6 +8,7 @@
 #include "admin/json.h"
 #include "config/mapper.h"
 #include "log.h"
+#include "runtime.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
@@ -190,11 +191,74 @@ static void h_certs(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp
     finish_json(rsp, &b);
 }
 
+/* Envoy's RuntimeHandler: the layers of the current snapshot by name, and
+ * for every key its value in each layer ("" where a layer lacks it) and the
+ * final one (the last non-empty). */
 static void h_runtime(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
+    const sharp_runtime_snapshot_t *s = rq->srv->runtime ? rq->srv->runtime->current : NULL;
     sharp_sbuf_t b = {0};
-    sharp_sbuf_puts(&b, "{\"layers\":[],\"entries\":{}}");
+    sharp_sbuf_puts(&b, "{\"layers\":[");
+    for (uint32_t i = 0; s && i < s->nlayers; i++) {
+        sharp_sbuf_puts(&b, i ? ",\"" : "\"");
+        sharp_sbuf_json_escape(&b, s->layers[i].name, strlen(s->layers[i].name));
+        sharp_sbuf_puts(&b, "\"");
+    }
+    sharp_sbuf_puts(&b, "],\"entries\":{");
+    for (uint32_t k = 0; s && k < s->nmerged; k++) {
+        const char *key = s->merged[k]->key, *final_value = "";
+        sharp_sbuf_puts(&b, k ? ",\"" : "\"");
+        sharp_sbuf_json_escape(&b, key, strlen(key));
+        sharp_sbuf_puts(&b, "\":{\"layer_values\":[");
+        for (uint32_t i = 0; i < s->nlayers; i++) {
+            const sharp_runtime_entry_t *e = sharp_runtime_values_find(&s->layers[i].values, key);
+            const char *v = e ? e->raw : "";
+            if (v[0]) final_value = v;
+            sharp_sbuf_puts(&b, i ? ",\"" : "\"");
+            sharp_sbuf_json_escape(&b, v, strlen(v));
+            sharp_sbuf_puts(&b, "\"");
+        }
+        sharp_sbuf_puts(&b, "],\"final_value\":\"");
+        sharp_sbuf_json_escape(&b, final_value, strlen(final_value));
+        sharp_sbuf_puts(&b, "\"}");
+    }
+    sharp_sbuf_puts(&b, "}}");
     finish_json(rsp, &b);
+}
+
+/* Envoy's handlerRuntimeModify: query parameters, or else the form values
+ * of the body; an empty value removes an override. */
+static void h_runtime_modify(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    const sharp_query_t *q = rq->query.n ? &rq->query : &rq->form;
+    if (!q->n) {
+        text(rsp, 400, "usage: /runtime_modify?key1=value1&key2=value2&keyN=valueN\n"
+                       "       or send the parameters as form values\n"
+                       "use an empty value to remove a previously added override");
+        return;
+    }
+    /* a key given twice takes its first value, as Envoy's parameter map */
+    const char **keys = sharp_calloc(q->n, sizeof *keys), **values = sharp_calloc(q->n, sizeof *values);
+    size_t n = 0;
+    for (size_t i = 0; i < q->n; i++) {
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++)
+            seen = strcmp(keys[k], q->params[i].key) == 0;
+        if (seen) continue;
+        keys[n] = q->params[i].key;
+        values[n++] = q->params[i].value;
+    }
+    char err[256];
+    if (!rq->srv->runtime ||
+        sharp_runtime_merge_admin(rq->srv->runtime, keys, values, n, err, sizeof err) < 0) {
+        text(rsp, 503, rq->srv->runtime ? err : "No admin layer specified");
+    } else {
+        for (size_t i = 0; i < n; i++)
+            sharp_debug(runtime, "admin override %s=%s", keys[i], values[i][0] ? values[i] : "(removed)");
+        text(rsp, 200, "OK\n");
+    }
+    free(keys);
+    free(values);
 }
 
 static void h_init_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
@@ -475,8 +539,11 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
         const sharp_cluster_t *c = snap->clusters[i];
         sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->name);
         outlier_text(b, c);
-        thresholds_text(b, c->name, "default", &c->cb[SHARP_PRIORITY_DEFAULT]);
-        thresholds_text(b, c->name, "high", &c->cb[SHARP_PRIORITY_HIGH]);
+        sharp_cb_thresholds_t cb; /* the runtime's values, as Envoy's resource manager */
+        sharp_cluster_cb_effective(c, SHARP_PRIORITY_DEFAULT, &cb);
+        thresholds_text(b, c->name, "default", &cb);
+        sharp_cluster_cb_effective(c, SHARP_PRIORITY_HIGH, &cb);
+        thresholds_text(b, c->name, "high", &cb);
         sharp_sbuf_printf(b, "%s::added_via_api::false\n", c->name);
         if (c->shuffle_shard) /* SHARP */
             sharp_sbuf_printf(b, "%s::shuffle_shard::shard_size::%u\n", c->name, c->shuffle_shard->shard_size);
@@ -595,9 +662,12 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             percent_json(b, "local_origin_success_rate_ejection_threshold",
                          od->sr_threshold[SHARP_OUTLIER_LOCAL], od->sr_threshold[SHARP_OUTLIER_LOCAL] > 0);
         sharp_sbuf_puts(b, ",\"circuit_breakers\":{\"thresholds\":[");
-        thresholds_json(b, NULL, &c->cb[SHARP_PRIORITY_DEFAULT]);
+        sharp_cb_thresholds_t cb;
+        sharp_cluster_cb_effective(c, SHARP_PRIORITY_DEFAULT, &cb);
+        thresholds_json(b, NULL, &cb);
         sharp_sbuf_puts(b, ",");
-        thresholds_json(b, "HIGH", &c->cb[SHARP_PRIORITY_HIGH]);
+        sharp_cluster_cb_effective(c, SHARP_PRIORITY_HIGH, &cb);
+        thresholds_json(b, "HIGH", &cb);
         sharp_sbuf_puts(b, "]},\"observability_name\":");
         sharp_json_str(b, c->name);
         sharp_sbuf_puts(b, "}");
@@ -782,6 +852,14 @@ static const handler_t handlers[] = {
      {{0}}},
     {"/reset_counters", "reset all counters to zero", true, h_reset_counters, {{0}}},
     {"/runtime", "print runtime values", false, h_runtime, {{0}}},
+    {"/runtime_modify",
+     "Adds or modifies runtime values as passed in query parameters. To delete a previously added key, "
+     "use an empty string as the value. Note that deletion only applies to overrides added via this "
+     "endpoint; values loaded from disk can be modified via override but not deleted. E.g. "
+     "?key1=value1&key2=value2...",
+     true,
+     h_runtime_modify,
+     {{0}}},
     {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
     {"/shuffle_shard",
      "SHARP: a customer's cells in a shuffle-shard cluster, in its order",

@@ -17,6 +17,7 @@ typedef struct sharp_admin_request {
     const char *method; /* "GET", "POST", ... as llhttp names it */
     sharp_str_t path;   /* without the query, not decoded */
     sharp_query_t query;
+    sharp_query_t form; /* an application/x-www-form-urlencoded body's values */
 } sharp_admin_request_t;
 
 typedef struct sharp_admin_response {

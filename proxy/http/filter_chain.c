@@ -524,7 +524,10 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     sharp_str_t authority = {"", 0};
     sharp_headers_get_cstr(&s->req, ":authority", &authority);
     s->vhost = hcm->routes ? sharp_route_table_find_vhost(hcm->routes, authority) : NULL;
-    s->route = s->vhost ? sharp_vhost_match(s->vhost, &s->req) : NULL;
+    /* Envoy matches routes with the stream's random id: runtime_fraction
+     * draws from it */
+    uint64_t random = s->conn ? sharp_worker_random(sharp_stream_worker(s)) : 0;
+    s->route = s->vhost ? sharp_vhost_match_random(s->vhost, &s->req, random) : NULL;
     if (s->route) s->info.route_name = s->route->name;
     /* the route's idle_timeout replaces stream_idle_timeout (0 disables) */
     if (s->route && s->route->has_idle_timeout) {

@@ -3,6 +3,7 @@
  * path, headers, query parameters and the rest all accept the request.
  * Building helpers, header mutations and freeing are in route_build.c. */
 #include "http/route.h"
+#include "runtime.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -404,14 +405,14 @@ static bool path_matches(const sharp_route_t *r, sharp_str_t full)
     return false;
 }
 
-bool sharp_runtime_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random)
+bool sharp_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random)
 {
-    return f->denominator && random % f->denominator < f->numerator;
+    return sharp_runtime_fraction_enabled(f->key, f->numerator, f->denominator, random);
 }
 
 static bool route_matches(const sharp_route_t *r, const sharp_headers_t *req, uint64_t random)
 {
-    if (r->has_runtime_fraction && !sharp_runtime_fraction_enabled(&r->runtime_fraction, random)) return false;
+    if (r->has_runtime_fraction && !sharp_fraction_enabled(&r->runtime_fraction, random)) return false;
     if (r->match_grpc && !is_grpc(req)) return false;
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (!sharp_header_matcher_match(&r->headers[i], req)) return false;
@@ -452,10 +453,23 @@ const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
 {
     if (picked) *picked = NULL;
     if (!r->nweighted) return r->cluster;
-    if (!r->total_weight) return NULL;
-    uint64_t sel = random % r->total_weight, end = 0;
+    uint64_t total = r->total_weight;
+    if (r->weighted_runtime) {
+        /* Envoy's pickWeightedCluster: the runtime's weights, summed per
+         * request; no cluster when they add up to 0 or overflow 32 bits */
+        total = 0;
+        for (uint32_t i = 0; i < r->nweighted; i++) {
+            uint64_t wt = sharp_runtime_get_u64(r->weighted[i].runtime_key, r->weighted[i].weight);
+            if (wt > UINT32_MAX - total) return NULL;
+            total += wt;
+        }
+    }
+    if (!total) return NULL;
+    uint64_t sel = random % total, end = 0;
     for (uint32_t i = 0; i < r->nweighted; i++) {
-        end += r->weighted[i].weight;
+        end += r->weighted_runtime
+                   ? sharp_runtime_get_u64(r->weighted[i].runtime_key, r->weighted[i].weight)
+                   : r->weighted[i].weight;
         if (sel < end) {
             if (picked) *picked = &r->weighted[i];
             return r->weighted[i].name;

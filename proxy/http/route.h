@@ -92,6 +92,7 @@ typedef enum {
 typedef struct {
     char *name;
     uint32_t weight;
+    char *runtime_key; /* runtime_key_prefix + "." + name, NULL without a prefix */
     sharp_header_ops_t req_ops, resp_ops;
 } sharp_weighted_cluster_t;
 
@@ -121,6 +122,9 @@ typedef struct {
     uint32_t *retriable_status_codes;
     uint32_t nretriable_status_codes;
     uint64_t backoff_base_ms, backoff_max_ms;
+    /* no retry_back_off: the base is the runtime's upstream.base_retry_backoff_ms
+     * (default 25) and the max ten times it, read per retry */
+    bool backoff_from_runtime;
     bool previous_hosts;   /* retry_host_predicate envoy.retry_host_predicates.previous_hosts */
     uint32_t host_selection_max_attempts; /* default 1 */
     sharp_header_matcher_t *retriable_headers; /* on the response */
@@ -130,17 +134,17 @@ typedef struct {
 } sharp_retry_policy_t;
 
 /* core.v3.RuntimeFractionalPercent: the fraction of requests a feature
- * applies to (route match runtime_fraction, request mirroring). Only the
- * default_value today; runtime layers would override it here, for every
- * user at once. */
+ * applies to (route match runtime_fraction, request mirroring): the
+ * runtime's value of `key` when the layers have one, else the default. */
 typedef struct {
-    uint32_t numerator;
+    uint32_t numerator;   /* default_value */
     uint32_t denominator; /* 100, 10000 or 1000000 */
+    char *key;            /* runtime_key, NULL when empty */
 } sharp_runtime_fraction_t;
 
-/* Envoy's featureEnabled on a fractional percent: the request's random
- * value modulo the denominator is below the numerator. */
-bool sharp_runtime_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random);
+/* Envoy's featureEnabled(runtime_key, default_value, random) on the
+ * thread's runtime snapshot (proxy/runtime.h). */
+bool sharp_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random);
 
 /* RouteAction.RequestMirrorPolicy (Envoy's shadow policy): a
  * fire-and-forget copy of the request to another cluster. */
@@ -197,6 +201,7 @@ typedef struct sharp_route {
     sharp_weighted_cluster_t *weighted;
     uint32_t nweighted;
     uint64_t total_weight;
+    bool weighted_runtime; /* runtime_key_prefix set: weights come from the runtime */
     uint32_t cluster_not_found_code; /* 503 (default) or 404 */
     uint64_t timeout_ms;             /* default 15000; 0 = none */
     bool has_idle_timeout;
@@ -266,17 +271,22 @@ typedef struct sharp_route_table {
  * NULL when no virtual host matches. */
 const sharp_vhost_t *sharp_route_table_find_vhost(const sharp_route_table_t *t, sharp_str_t authority);
 /* First route of the vhost matching the request headers (:path, :method and
- * the rest); routes with a runtime_fraction are evaluated with random 0. */
+ * the rest); routes with a runtime_fraction are evaluated with random 0.
+ * runtime_fraction reads its runtime_key from the thread's runtime
+ * snapshot (runtime.h). */
 const sharp_route_t *sharp_vhost_match(const sharp_vhost_t *vh, const sharp_headers_t *req);
 /* Same, with the per-request random value runtime_fraction uses. */
 const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sharp_headers_t *req,
                                               uint64_t random);
-/* Picks the cluster for a route; for weighted clusters `random` chooses. */
 /* Envoy's createUpgradeFilterChain: whether an upgrade of `type` may
  * proceed. The route's entry for the type decides when it has one (false
  * refuses, true allows even without a connection manager entry); otherwise
  * the connection manager must list the type as enabled. Case-insensitive. */
 bool sharp_upgrade_allowed(const sharp_upgrade_t *hcm, uint32_t nhcm, const sharp_route_t *r, sharp_str_t type);
+/* Picks the cluster for a route; for weighted clusters `random` chooses,
+ * with each weight read from the thread's runtime when the route has a
+ * runtime_key_prefix (NULL when those weights add up to 0 or past 2^32,
+ * as Envoy picks no cluster then). */
 const char *sharp_route_pick_cluster(const sharp_route_t *r, uint64_t random,
                                      const sharp_weighted_cluster_t **picked);
 bool sharp_string_matcher_match(const sharp_string_matcher_t *m, sharp_str_t value);

@@ -238,6 +238,7 @@ static void free_mirror(sharp_mirror_policies_t *m)
     for (uint32_t i = 0; i < m->n; i++) {
         free(m->p[i].cluster);
         free(m->p[i].cluster_header);
+        free(m->p[i].fraction.key);
     }
     free(m->p);
 }
@@ -255,8 +256,10 @@ static void free_route(sharp_route_t *r)
     }
     free(r->query);
     free(r->cluster);
+    free(r->runtime_fraction.key);
     for (uint32_t i = 0; i < r->nweighted; i++) {
         free(r->weighted[i].name);
+        free(r->weighted[i].runtime_key);
         free_ops(&r->weighted[i].req_ops);
         free_ops(&r->weighted[i].resp_ops);
     }

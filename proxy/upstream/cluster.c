@@ -1,13 +1,78 @@
 /* cluster.c: cluster stats registration and teardown. */
 #include "upstream/cluster.h"
+#include "runtime.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
 
 static uint64_t retry_limit(sharp_cluster_t *c, sharp_priority_t prio);
 
+static void runtime_keys_init(sharp_cluster_t *c)
+{
+    static const char *const names[SHARP_CB_NKEYS] = {
+        [SHARP_CB_MAX_CONNECTIONS] = "max_connections",
+        [SHARP_CB_MAX_PENDING_REQUESTS] = "max_pending_requests",
+        [SHARP_CB_MAX_REQUESTS] = "max_requests",
+        [SHARP_CB_MAX_RETRIES] = "max_retries",
+        [SHARP_CB_BUDGET_PERCENT] = "retry_budget.budget_percent",
+        [SHARP_CB_MIN_RETRY_CONCURRENCY] = "retry_budget.min_retry_concurrency",
+    };
+    if (!c->maintenance_key) {
+        size_t n = strlen(c->name) + sizeof "upstream.maintenance_mode.";
+        c->maintenance_key = sharp_calloc(n, 1);
+        snprintf(c->maintenance_key, n, "upstream.maintenance_mode.%s", c->name);
+    }
+    static const char *const prio_names[SHARP_NPRIORITIES] = {"default", "high"};
+    for (int p = 0; p < SHARP_NPRIORITIES; p++)
+        for (int k = 0; k < SHARP_CB_NKEYS; k++) {
+            if (c->cb_keys[p][k]) continue;
+            size_t n = strlen(c->name) + strlen(names[k]) + sizeof "circuit_breakers..default.";
+            c->cb_keys[p][k] = sharp_calloc(n, 1);
+            snprintf(c->cb_keys[p][k], n, "circuit_breakers.%s.%s.%s", c->name, prio_names[p], names[k]);
+        }
+}
+
+static uint64_t cb_configured(const sharp_cb_thresholds_t *cb, sharp_cb_key_t k)
+{
+    switch (k) {
+    case SHARP_CB_MAX_CONNECTIONS: return cb->max_connections;
+    case SHARP_CB_MAX_PENDING_REQUESTS: return cb->max_pending_requests;
+    case SHARP_CB_MAX_REQUESTS: return cb->max_requests;
+    case SHARP_CB_MAX_RETRIES: return cb->max_retries;
+    case SHARP_CB_MIN_RETRY_CONCURRENCY: return cb->min_retry_concurrency;
+    default: return 0;
+    }
+}
+
+uint64_t sharp_cluster_cb_max(const sharp_cluster_t *c, sharp_priority_t prio, sharp_cb_key_t k)
+{
+    return sharp_runtime_get_u64(c->cb_keys[prio][k], cb_configured(&c->cb[prio], k));
+}
+
+static double budget_percent(const sharp_cluster_t *c, sharp_priority_t prio)
+{
+    return sharp_runtime_get_double(c->cb_keys[prio][SHARP_CB_BUDGET_PERCENT], c->cb[prio].budget_percent);
+}
+
+static uint32_t cap32(uint64_t v)
+{
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+void sharp_cluster_cb_effective(const sharp_cluster_t *c, sharp_priority_t prio, sharp_cb_thresholds_t *out)
+{
+    *out = c->cb[prio];
+    out->max_connections = cap32(sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_CONNECTIONS));
+    out->max_pending_requests = cap32(sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_PENDING_REQUESTS));
+    out->max_requests = cap32(sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_REQUESTS));
+    out->max_retries = cap32(sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_RETRIES));
+    out->budget_percent = budget_percent(c, prio);
+    out->min_retry_concurrency = cap32(sharp_cluster_cb_max(c, prio, SHARP_CB_MIN_RETRY_CONCURRENCY));
+}
+
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
+    runtime_keys_init(c);
     c->stats = s;
     sharp_cluster_stats_t *st = &c->st;
     const char *n = c->name;
@@ -115,11 +180,11 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
  * min_retry_concurrency. */
 static uint64_t retry_limit(sharp_cluster_t *c, sharp_priority_t prio)
 {
-    const sharp_cb_thresholds_t *cb = &c->cb[prio];
-    if (!cb->has_retry_budget) return cb->max_retries;
+    if (!c->cb[prio].has_retry_budget) return sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_RETRIES);
     int64_t active = atomic_load_explicit(&c->open[prio].rq_open, memory_order_relaxed);
-    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * cb->budget_percent / 100.0);
-    return budget > cb->min_retry_concurrency ? budget : cb->min_retry_concurrency;
+    uint64_t budget = (uint64_t)((double)(active > 0 ? active : 0) * budget_percent(c, prio) / 100.0);
+    uint64_t min = sharp_cluster_cb_max(c, prio, SHARP_CB_MIN_RETRY_CONCURRENCY);
+    return budget > min ? budget : min;
 }
 
 bool sharp_cluster_retry_acquire(sharp_cluster_t *c, sharp_priority_t prio)
@@ -138,8 +203,10 @@ static void breaker_gauges(sharp_cluster_t *c, int i)
     const sharp_cb_thresholds_t *cb = &c->cb[i];
     int64_t cx = atomic_load(&c->open[i].cx_open), pending = atomic_load(&c->open[i].rq_pending_open),
             rq = atomic_load(&c->open[i].rq_open), retries = atomic_load(&c->open[i].rq_retry_open);
-    uint64_t cx_max = cb->max_connections, pending_max = cb->max_pending_requests, rq_max = cb->max_requests,
-             retries_max = retry_limit(c, (sharp_priority_t)i);
+    sharp_priority_t prio = (sharp_priority_t)i;
+    uint64_t cx_max = sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_CONNECTIONS),
+             pending_max = sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_PENDING_REQUESTS),
+             rq_max = sharp_cluster_cb_max(c, prio, SHARP_CB_MAX_REQUESTS), retries_max = retry_limit(c, prio);
 #define OPEN(v, max) ((v) > 0 && (uint64_t)(v) >= (max) ? 1 : 0)
 #define LEFT(v, max) ((v) > 0 ? ((uint64_t)(v) >= (max) ? 0 : (int64_t)((max) - (uint64_t)(v))) : (int64_t)(max))
     sharp_gauge_set(s, c->cbg[i].cx_open, OPEN(cx, cx_max));
@@ -172,6 +239,9 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);
+    for (int p = 0; p < SHARP_NPRIORITIES; p++)
+        for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[p][k]);
+    free(c->maintenance_key);
     free(c->name);
     free(c);
 }

@@ -41,6 +41,18 @@ typedef struct {
     bool track_remaining;
 } sharp_cb_thresholds_t;
 
+/* The runtime keys Envoy's resource manager reads over the thresholds:
+ * "circuit_breakers.<cluster>.<default|high>.<name>". */
+typedef enum {
+    SHARP_CB_MAX_CONNECTIONS,
+    SHARP_CB_MAX_PENDING_REQUESTS,
+    SHARP_CB_MAX_REQUESTS,
+    SHARP_CB_MAX_RETRIES,
+    SHARP_CB_BUDGET_PERCENT,        /* retry_budget.budget_percent (a double) */
+    SHARP_CB_MIN_RETRY_CONCURRENCY, /* retry_budget.min_retry_concurrency */
+    SHARP_CB_NKEYS
+} sharp_cb_key_t;
+
 typedef struct sharp_cluster_stats {
     sharp_stat_id_t rq_total, rq_xx[6], rq_time, rq_timeout, rq_active, rq_pending_total,
         rq_pending_active, rq_pending_overflow, rq_cancelled, rq_rx_reset, rq_tx_reset,
@@ -73,6 +85,8 @@ typedef struct sharp_cluster {
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     uint64_t idle_timeout_ms;           /* upstream connection idle timeout, default 1h */
     sharp_cb_thresholds_t cb[SHARP_NPRIORITIES]; /* indexed by sharp_priority_t */
+    char *cb_keys[SHARP_NPRIORITIES][SHARP_CB_NKEYS]; /* set by sharp_cluster_stats_init */
+    char *maintenance_key; /* "upstream.maintenance_mode.<name>", likewise */
     sharp_host_t **hosts;
     uint32_t nhosts;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
@@ -102,6 +116,11 @@ void sharp_cluster_free(sharp_cluster_t *c);
 void sharp_cluster_refresh_gauges(sharp_cluster_t *c);
 /* Counts a completed upstream response code into upstream_rq_<class>xx. */
 void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, uint32_t code);
+/* A threshold of one priority as Envoy's ResourceImpl::max(): the thread's
+ * runtime value of its key, else the configured one. */
+uint64_t sharp_cluster_cb_max(const sharp_cluster_t *c, sharp_priority_t prio, sharp_cb_key_t k);
+/* One priority's thresholds with the runtime applied (admin output). */
+void sharp_cluster_cb_effective(const sharp_cluster_t *c, sharp_priority_t prio, sharp_cb_thresholds_t *out);
 /* Takes one unit of a cluster-wide breaker counter unless it is at `limit`.
  * Any thread; the count never exceeds the limit. */
 static inline bool sharp_cluster_slot_acquire(_Atomic int64_t *open, uint64_t limit)

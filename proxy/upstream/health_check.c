@@ -9,6 +9,7 @@
  * counts its open handles; stop closes them all and the last close callback
  * frees the checker, so stopping never waits and never leaks. */
 #include "upstream/health_check.h"
+#include "runtime.h"
 #include "upstream/outlier.h"
 #include "upstream/cluster.h"
 #include "log.h"
@@ -115,6 +116,11 @@ uint64_t sharp_hc_jitter(const sharp_hc_config_t *cfg, uint64_t base_ms, uint64_
     uint64_t mod = (uint64_t)cfg->interval_jitter_percent * base_ms / 100;
     if (mod) base_ms += sharp_xorshift64s(rng) % mod;
     if (jitter_ms) base_ms += sharp_xorshift64s(rng) % jitter_ms;
+    /* Envoy's intervalWithJitter bounds every interval by the runtime keys
+     * health_check.min_interval and .max_interval (milliseconds) */
+    uint64_t lo = sharp_runtime_get_u64("health_check.min_interval", 0);
+    uint64_t hi = sharp_runtime_get_u64("health_check.max_interval", UINT64_MAX);
+    base_ms = SHARP_MAX(SHARP_MIN(base_ms, hi), lo);
     return base_ms ? base_ms : 1; /* never 0: a zero interval would spin */
 }
 

@@ -141,7 +141,8 @@ static inline bool sharp_hc_result_ok(sharp_hc_result_t r)
  * `rng`; the result is at least 1. */
 uint64_t sharp_hc_interval(const sharp_hc_config_t *cfg, bool has_traffic, bool ok,
                            sharp_hc_transition_t t, uint64_t *rng);
-/* base + random % (percent of base) + random % jitter_ms, at least 1. */
+/* base + random % (percent of base) + random % jitter_ms, bounded by the
+ * runtime keys health_check.min_interval / max_interval, at least 1. */
 uint64_t sharp_hc_jitter(const sharp_hc_config_t *cfg, uint64_t base_ms, uint64_t jitter_ms,
                          uint64_t *rng);
 /* Delay of a session's first check: 0 without initial_jitter. */

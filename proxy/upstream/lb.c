@@ -4,6 +4,7 @@
  * re-reads them (one relaxed load per host); per-worker scratch arrays keep
  * the choice free of allocation. */
 #include "upstream/lb.h"
+#include "runtime.h"
 
 #include <math.h>
 
@@ -89,11 +90,21 @@ void sharp_lb_destroy(sharp_lb_t *lb)
     memset(lb, 0, sizeof *lb);
 }
 
+/* The runtime key upstream.healthy_panic_threshold (a whole percentage,
+ * at most 100) wins over the cluster's healthy_panic_threshold, as in
+ * Envoy's load balancers. */
+static double panic_threshold(const sharp_lb_t *lb)
+{
+    const sharp_runtime_entry_t *e = sharp_runtime_get("upstream.healthy_panic_threshold");
+    if (!e || !e->has_uint) return lb->panic_threshold;
+    return e->uint_value > 100 ? 100.0 : (double)e->uint_value;
+}
+
 static bool level_in_panic(const sharp_lb_t *lb, uint32_t l)
 {
     uint32_t total = lb->level_total[l];
     double healthy_pct = total ? 100.0 * lb->level_healthy[l] / total : 0.0;
-    return healthy_pct < lb->panic_threshold;
+    return healthy_pct < panic_threshold(lb);
 }
 
 /* Envoy's priority load: each level's health is min(100, 1.4 * healthy%);
@@ -114,7 +125,7 @@ static int choose_level(sharp_lb_t *lb, bool *panic)
     }
     uint32_t norm = SHARP_MIN(sum, 100);
     if (norm == 0) {
-        if (lb->panic_threshold <= 0) return -1;
+        if (panic_threshold(lb) <= 0) return -1;
         *panic = true;
         if (nl == 1) return 0;
         uint64_t r = sharp_lb_random(lb) % lb->nhosts;

@@ -22,6 +22,7 @@
 #include "upstream/outlier.h"
 #include "http/access_log.h"
 #include "log.h"
+#include "runtime.h"
 
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
 
@@ -296,6 +297,57 @@ static void probe_result(sharp_outlier_t *od, sharp_host_t *h, sharp_outlier_hos
         notify(od, oh, ok ? PENDING_PROBE_PASSED : PENDING_PROBE_FAILED);
 }
 
+/* Envoy's detector reads every setting through the runtime: the key
+ * "outlier_detection.<setting>" (one value for every cluster) wins over the
+ * cluster's own. Values above 32 bits are capped. */
+static uint32_t rt_u32(const char *key, uint32_t dflt)
+{
+    uint64_t v = sharp_runtime_get_u64(key, dflt);
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+/* The cluster's settings with the thread's runtime applied: `od->cfg`
+ * itself when the runtime has no keys, else a copy in `out`. */
+static const sharp_outlier_config_t *effective(const sharp_outlier_t *od, sharp_outlier_config_t *out)
+{
+    const sharp_outlier_config_t *c = &od->cfg;
+    const sharp_runtime_snapshot_t *rt = sharp_runtime_current();
+    if (!rt || !rt->nmerged) return c;
+    *out = *c;
+#define OD_KEY "outlier_detection."
+    out->interval_ms = SHARP_MAX(sharp_runtime_get_u64(OD_KEY "interval_ms", c->interval_ms), 1);
+    out->base_ejection_time_ms = sharp_runtime_get_u64(OD_KEY "base_ejection_time_ms", c->base_ejection_time_ms);
+    out->max_ejection_time_ms = sharp_runtime_get_u64(OD_KEY "max_ejection_time_ms", c->max_ejection_time_ms);
+    out->max_ejection_time_jitter_ms =
+        sharp_runtime_get_u64(OD_KEY "max_ejection_time_jitter_ms", c->max_ejection_time_jitter_ms);
+    out->consecutive_5xx = rt_u32(OD_KEY "consecutive_5xx", c->consecutive_5xx);
+    out->consecutive_gateway_failure = rt_u32(OD_KEY "consecutive_gateway_failure", c->consecutive_gateway_failure);
+    out->consecutive_local_origin_failure =
+        rt_u32(OD_KEY "consecutive_local_origin_failure", c->consecutive_local_origin_failure);
+    out->max_ejection_percent = rt_u32(OD_KEY "max_ejection_percent", c->max_ejection_percent);
+    static const char *const enforcing[SHARP_OUTLIER_NTYPES] = {
+        [SHARP_OUTLIER_CONSECUTIVE_5XX] = OD_KEY "enforcing_consecutive_5xx",
+        [SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = OD_KEY "enforcing_consecutive_gateway_failure",
+        [SHARP_OUTLIER_SUCCESS_RATE] = OD_KEY "enforcing_success_rate",
+        [SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = OD_KEY "enforcing_consecutive_local_origin_failure",
+        [SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = OD_KEY "enforcing_local_origin_success_rate",
+        [SHARP_OUTLIER_FAILURE_PERCENTAGE] = OD_KEY "enforcing_failure_percentage",
+        [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = OD_KEY "enforcing_failure_percentage_local_origin",
+    };
+    for (int t = 0; t < SHARP_OUTLIER_NTYPES; t++)
+        if (enforcing[t]) out->enforcing[t] = rt_u32(enforcing[t], c->enforcing[t]);
+    out->success_rate_minimum_hosts = rt_u32(OD_KEY "success_rate_minimum_hosts", c->success_rate_minimum_hosts);
+    out->success_rate_request_volume = rt_u32(OD_KEY "success_rate_request_volume", c->success_rate_request_volume);
+    out->success_rate_stdev_factor = rt_u32(OD_KEY "success_rate_stdev_factor", c->success_rate_stdev_factor);
+    out->failure_percentage_threshold =
+        rt_u32(OD_KEY "failure_percentage_threshold", c->failure_percentage_threshold);
+    out->failure_percentage_minimum_hosts =
+        rt_u32(OD_KEY "failure_percentage_minimum_hosts", c->failure_percentage_minimum_hosts);
+    out->failure_percentage_request_volume =
+        rt_u32(OD_KEY "failure_percentage_request_volume", c->failure_percentage_request_volume);
+    return out;
+}
+
 /* Envoy's putHttpResponseCode: 5xx counts against the 5xx detector, 502,
  * 503 and 504 also against the gateway-failure one; anything else is a
  * success that resets both. */
@@ -306,12 +358,13 @@ static void put_code(sharp_outlier_t *od, sharp_host_t *h, sharp_outlier_host_t 
         uint32_t bits = 0;
         bucket_add(oh, SHARP_OUTLIER_EXTERNAL, false);
         if (code >= 502 && code <= 504) {
-            if (count_failure(&oh->consecutive_gateway_failure, cfg->consecutive_gateway_failure))
+            if (count_failure(&oh->consecutive_gateway_failure,
+                              rt_u32(OD_KEY "consecutive_gateway_failure", cfg->consecutive_gateway_failure)))
                 bits |= 1u << SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE;
         } else {
             reset_counter(&oh->consecutive_gateway_failure);
         }
-        if (count_failure(&oh->consecutive_5xx, cfg->consecutive_5xx))
+        if (count_failure(&oh->consecutive_5xx, rt_u32(OD_KEY "consecutive_5xx", cfg->consecutive_5xx)))
             bits |= 1u << SHARP_OUTLIER_CONSECUTIVE_5XX;
         if (bits) notify(od, oh, bits);
         probe_result(od, h, oh, false);
@@ -366,7 +419,7 @@ void sharp_outlier_put_local(sharp_cluster_t *c, sharp_host_t *h, sharp_outlier_
     case SHARP_OUTLIER_LOCAL_CONNECT_FAILED:
         bucket_add(oh, SHARP_OUTLIER_LOCAL, false);
         if (count_failure(&oh->consecutive_local_origin_failure,
-                          od->cfg.consecutive_local_origin_failure))
+                          rt_u32(OD_KEY "consecutive_local_origin_failure", od->cfg.consecutive_local_origin_failure)))
             notify(od, oh, 1u << SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE);
         probe_result(od, h, oh, false);
         break;
@@ -547,7 +600,8 @@ static void log_event(sharp_outlier_t *od, uint32_t i, bool eject_action, sharp_
 static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, uint64_t now,
                   bool forced)
 {
-    const sharp_outlier_config_t *cfg = &od->cfg;
+    sharp_outlier_config_t eff;
+    const sharp_outlier_config_t *cfg = effective(od, &eff);
     sharp_host_t *h = od->cluster->hosts[i];
     sharp_outlier_host_t *oh = &od->hosts[i];
     if (!sharp_outlier_may_eject(cfg, od->ejections_active, od->nhosts)) {
@@ -673,7 +727,8 @@ void sharp_outlier_process_pending(sharp_outlier_t *od, uint64_t now_ms)
  * the interval just finished (oh->interval). */
 static void process_rates(sharp_outlier_t *od, int m, uint64_t now)
 {
-    const sharp_outlier_config_t *cfg = &od->cfg;
+    sharp_outlier_config_t eff;
+    const sharp_outlier_config_t *cfg = effective(od, &eff);
     uint32_t n = od->nhosts, nsr = 0, nfp = 0;
     od->sr_average[m] = od->sr_threshold[m] = -1;
     if (n < cfg->success_rate_minimum_hosts && n < cfg->failure_percentage_minimum_hosts) return;
@@ -723,7 +778,8 @@ static void process_rates(sharp_outlier_t *od, int m, uint64_t now)
 
 void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
 {
-    const sharp_outlier_config_t *cfg = &od->cfg;
+    sharp_outlier_config_t eff;
+    const sharp_outlier_config_t *cfg = effective(od, &eff);
     sharp_outlier_process_pending(od, now_ms);
     for (uint32_t i = 0; i < od->nhosts; i++) {
         sharp_host_t *h = od->cluster->hosts[i];
@@ -816,7 +872,12 @@ static void on_async(uv_async_t *a)
 
 static void on_timer(uv_timer_t *t)
 {
-    sharp_outlier_on_interval(t->data, uv_now(t->loop));
+    sharp_outlier_t *od = t->data;
+    sharp_outlier_on_interval(od, uv_now(t->loop));
+    /* Envoy re-arms the interval with the runtime's interval_ms each time */
+    sharp_outlier_config_t eff;
+    uint64_t iv = effective(od, &eff)->interval_ms;
+    if (iv != uv_timer_get_repeat(t)) uv_timer_start(t, on_timer, iv, iv);
 }
 
 void sharp_outlier_start(sharp_cluster_t *c, uv_loop_t *loop)

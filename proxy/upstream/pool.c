@@ -60,7 +60,6 @@ struct sharp_pool {
     sharp_host_t *host;
     sharp_priority_t priority; /* whose circuit breaker counts its connections and waiters */
     sharp_cb_counts_t *open;   /* cluster->open[priority] */
-    const sharp_cb_thresholds_t *cb; /* cluster->cb[priority] */
     sharp_dlist_t connecting, idle, busy, pending;
     uint32_t nconnecting, npending, ncx;
     bool destroying;
@@ -87,7 +86,6 @@ sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_hos
     p->host = h;
     p->priority = prio;
     p->open = &c->open[prio];
-    p->cb = &c->cb[prio];
     sharp_dlist_init(&p->connecting);
     sharp_dlist_init(&p->idle);
     sharp_dlist_init(&p->busy);
@@ -491,7 +489,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
         bind_request(cx, req);
         return true;
     }
-    if (!sharp_cluster_slot_acquire(&p->open->rq_pending_open, p->cb->max_pending_requests))
+    if (!sharp_cluster_slot_acquire(&p->open->rq_pending_open, sharp_cluster_cb_max(p->cluster, p->priority, SHARP_CB_MAX_PENDING_REQUESTS)))
         return false;
     sharp_stats_shard_t *sh = shard(p);
     sharp_counter_inc(sh, p->cluster->st.rq_pending_total);
@@ -512,7 +510,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
 static void maybe_connect(sharp_pool_t *p)
 {
     if (p->destroying || p->nconnecting >= p->npending) return;
-    if (sharp_cluster_slot_acquire(&p->open->cx_open, p->cb->max_connections)) new_connection(p);
+    if (sharp_cluster_slot_acquire(&p->open->cx_open, sharp_cluster_cb_max(p->cluster, p->priority, SHARP_CB_MAX_CONNECTIONS))) new_connection(p);
     else sharp_counter_inc(shard(p), p->cluster->st.cx_overflow);
 }
 

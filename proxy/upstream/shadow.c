@@ -274,7 +274,7 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     }
     /* shadows run at DEFAULT priority, as Envoy's async client requests */
     if (!sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
-                                    c->cb[SHARP_PRIORITY_DEFAULT].max_requests)) {
+                                    sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT, SHARP_CB_MAX_REQUESTS))) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         sharp_debug(router, "[C%llu][S%llu] shadow: cluster '%s' circuit breaker full", a->conn_id, a->stream_id,
                     c->name);

@@ -170,6 +170,20 @@ def test_regex_config_errors(procs):
     assert rc == 0, out
     rc, out = validate(big.replace("safe_regex: {", "safe_regex: { google_re2: { max_program_size: 50 },"))
     assert rc == 1 and "> max program size of 50. Increase configured" in out, out
+    runtime = "layered_runtime:\n  layers:\n  - name: static\n    static_layer:\n      re2.max_program_size.error_level: %s\n"
+    rc, out = validate(big, runtime % 5000)
+    assert rc == 0, out
+    rc, out = validate("- match: { safe_regex: { regex: '/abcdef' } }\n  route: { cluster: b }\n", runtime % 5)
+    assert rc == 1 and "> max program size of 5 set for the error level threshold" in out, out
+    nested = "layered_runtime:\n  layers:\n  - name: s\n    static_layer: { re2: { max_program_size: { error_level: 5000 } } }\n"
+    rc, out = validate(big, nested)
+    assert rc == 0, out
+    # a later layer overrides an earlier one
+    rc, out = validate(big, nested + "  - name: t\n    static_layer: { re2.max_program_size.error_level: 5 }\n")
+    assert rc == 1 and "> max program size of 5 set for the error level threshold" in out, out
+    rc, out = validate(big, runtime % "-1")
+    assert rc == 1 and "layered_runtime.layers[0].static_layer.re2.max_program_size.error_level: must be a " \
+                       "non-negative integer" in out, out
     rc, out = validate("- match: { prefix: / }\n  route: { cluster: b, regex_rewrite: "
                        "{ pattern: { regex: '(a)' }, substitution: '\\3' } }\n")
     assert rc == 1 and "route.regex_rewrite.substitution: invalid substitution" in out, out

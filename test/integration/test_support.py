@@ -137,7 +137,7 @@ def test_refusals_in_routes_and_bootstrap():
     rc, out = validate_text(bootstrap_yaml(10000, 9901, {"b": [8080]}, routes=routes))
     assert rc == 1 and ROUTE + ".route.hedge_policy: hedge_policy is not supported" in out, out
     for top, feature in [("watchdog: { miss_timeout: 1s }\n", "watchdog"),
-                         ("layered_runtime: { layers: [] }\n", "runtime")]:
+                         ("layered_runtime: { layers: [{ name: r, rtds_layer: { name: r } }] }\n", "RTDS")]:
         rc, out = validate_text(top + bootstrap_yaml(10000, 9901, {"b": [8080]}))
         assert rc == 1 and "is not supported by SHARP" in out and feature in out, out
 

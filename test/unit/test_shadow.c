@@ -40,12 +40,12 @@ static void test_fraction(void **state)
     (void)state;
     sharp_runtime_fraction_t f = {.numerator = 5, .denominator = 10000};
     int hits = 0;
-    for (uint64_t r = 0; r < 20000; r++) hits += sharp_runtime_fraction_enabled(&f, r);
+    for (uint64_t r = 0; r < 20000; r++) hits += sharp_fraction_enabled(&f, r);
     assert_int_equal(hits, 10);
     f = (sharp_runtime_fraction_t){.numerator = 0, .denominator = 100};
-    for (uint64_t r = 0; r < 200; r++) assert_false(sharp_runtime_fraction_enabled(&f, r));
+    for (uint64_t r = 0; r < 200; r++) assert_false(sharp_fraction_enabled(&f, r));
     f = (sharp_runtime_fraction_t){.numerator = 150, .denominator = 100}; /* above 100%: always */
-    for (uint64_t r = 0; r < 200; r++) assert_true(sharp_runtime_fraction_enabled(&f, r));
+    for (uint64_t r = 0; r < 200; r++) assert_true(sharp_fraction_enabled(&f, r));
 }
 
 int main(void)
