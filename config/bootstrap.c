@@ -531,6 +531,15 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             goto bad;
         }
     }
+    if (pb->upstream_connection_options && pb->upstream_connection_options->tcp_keepalive) {
+        /* Envoy: SO_KEEPALIVE, plus each sub-field that is set; the support
+         * table keeps the values within what Linux accepts. */
+        const Envoy__Config__Core__V3__TcpKeepalive *k = pb->upstream_connection_options->tcp_keepalive;
+        c->tcp_keepalive = true;
+        if (k->keepalive_probes) c->keepalive_probes = k->keepalive_probes->value;
+        if (k->keepalive_time) c->keepalive_time_s = k->keepalive_time->value;
+        if (k->keepalive_interval) c->keepalive_interval_s = k->keepalive_interval->value;
+    }
     c->cb = (sharp_cb_thresholds_t){.max_connections = 1024, .max_pending_requests = 1024, .max_requests = 1024, .max_retries = 3};
     if (pb->circuit_breakers) {
         for (size_t i = 0; i < pb->circuit_breakers->n_thresholds; i++) {

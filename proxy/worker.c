@@ -69,9 +69,22 @@ static void begin_drain(sharp_worker_t *w)
             sharp_pool_close_idle(w->clusters[i].pools[h]);
 }
 
+/* Drains the pools of hosts that failed health checks or were ejected
+ * since the last pass (upstream/cluster.h). */
+static void check_host_drains(sharp_worker_t *w)
+{
+    uint64_t epoch = sharp_upstream_drain_epoch();
+    if (epoch == w->drain_epoch || !w->clusters || w->stopping) return;
+    w->drain_epoch = epoch;
+    for (uint32_t i = 0; i < w->snap->nclusters; i++)
+        for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
+            sharp_pool_check_drain(w->clusters[i].pools[h]);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     sharp_worker_t *w = a->data;
+    check_host_drains(w);
     if (atomic_load(&w->drain_requested)) begin_drain(w);
     if (atomic_load(&w->stop_requested) && !w->stopping) {
         w->stopping = true;
@@ -96,6 +109,7 @@ static void on_tick(uv_timer_t *t)
 {
     sharp_worker_t *w = t->data;
     sharp_access_log_worker_flush(w);
+    check_host_drains(w);
 }
 
 static void worker_main(void *arg)
@@ -123,6 +137,7 @@ int sharp_worker_start(sharp_worker_t *w)
     uv_check_start(&w->flush_check, on_flush_check);
     uv_timer_start(&w->tick, on_tick, 1000, 1000);
     sharp_access_log_worker_init(w);
+    w->drain_epoch = sharp_upstream_drain_epoch();
     setup_clusters(w);
     w->listeners = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->listeners);
     for (uint32_t i = 0; i < w->nlisteners; i++) {

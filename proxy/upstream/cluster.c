@@ -6,6 +6,28 @@
 
 static uint64_t retry_limit(const sharp_cluster_t *c);
 
+static _Atomic uint64_t drain_epoch;
+static void (*drain_notify)(void *arg);
+static void *drain_notify_arg;
+
+void sharp_upstream_set_drain_notify(void (*fn)(void *arg), void *arg)
+{
+    drain_notify = fn;
+    drain_notify_arg = arg;
+}
+
+uint64_t sharp_upstream_drain_epoch(void)
+{
+    return atomic_load_explicit(&drain_epoch, memory_order_acquire);
+}
+
+void sharp_host_drain_connections(sharp_host_t *h)
+{
+    atomic_fetch_add_explicit(&h->drain_gen, 1, memory_order_release);
+    atomic_fetch_add_explicit(&drain_epoch, 1, memory_order_release);
+    if (drain_notify) drain_notify(drain_notify_arg);
+}
+
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
     c->stats = s;

@@ -54,6 +54,11 @@ typedef struct sharp_cluster {
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     uint64_t idle_timeout_ms;           /* upstream connection idle timeout, default 1h */
+    /* upstream_connection_options.tcp_keepalive: SO_KEEPALIVE on every
+     * upstream socket, and each of TCP_KEEPCNT / TCP_KEEPIDLE / TCP_KEEPINTVL
+     * that is configured (0 = not configured: the OS default stays). */
+    bool tcp_keepalive;
+    uint32_t keepalive_probes, keepalive_time_s, keepalive_interval_s;
     sharp_cb_thresholds_t cb;
     sharp_host_t **hosts;
     uint32_t nhosts;
@@ -97,6 +102,19 @@ static inline bool sharp_cluster_slot_acquire(_Atomic int64_t *open, uint64_t li
                                                     memory_order_relaxed));
     return true;
 }
+
+/* Envoy's postThreadLocalHealthFailure: a host that active health checking
+ * has just marked failed, or that outlier detection has just ejected, gets
+ * its connection pools drained on every worker (Envoy's
+ * DrainExistingConnections: idle connections close, busy ones close once
+ * their request is done; requests in flight are not reset). Main thread. */
+void sharp_host_drain_connections(sharp_host_t *h);
+/* The function that wakes the workers to act on drains (set once by the
+ * server before the first drain can happen, cleared at shutdown). */
+void sharp_upstream_set_drain_notify(void (*fn)(void *arg), void *arg);
+/* Changes whenever some host asked for a drain: workers compare it with the
+ * value of their last pass over their pools. Any thread. */
+uint64_t sharp_upstream_drain_epoch(void);
 
 /* Takes one retry slot of the cluster's max_retries (or retry_budget)
  * breaker; false when it is full. Any thread. */

@@ -323,10 +323,13 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     bool was_failed = s->st.failed, was_first = s->st.first_check;
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
     if (s->st.failed != was_failed) {
-        if (s->st.failed)
+        if (s->st.failed) {
             atomic_fetch_or_explicit(&s->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC,
                                      memory_order_relaxed);
-        else
+            /* Envoy drains the host's HTTP pools on this transition
+             * (close_connections_on_host_health_failure or not). */
+            sharp_host_drain_connections(s->host);
+        } else
             atomic_fetch_and_explicit(&s->host->health_flags,
                                       ~(uint32_t)SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
         if (status)

@@ -10,8 +10,12 @@
 #include "log.h"
 #include "net.h"
 
+#include <errno.h>
 #include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 typedef enum { CX_CONNECTING, CX_IDLE, CX_BUSY, CX_CLOSING } cx_state_t;
 
@@ -40,6 +44,7 @@ struct sharp_upstream_cx {
     bool in_execute;   /* inside llhttp_execute: parser state must not be reset */
     bool connected;
     bool connect_error; /* uv_tcp_connect failed at once: the timer reports it */
+    bool draining;      /* the host's pool was drained: close after the current request */
     uint32_t requests;
     int handles_open;
     unsigned long long id;       /* "[C<id>]" in log lines */
@@ -53,6 +58,7 @@ struct sharp_pool {
     sharp_host_t *host;
     sharp_dlist_t connecting, idle, busy, pending;
     uint32_t nconnecting, npending, ncx;
+    uint32_t drain_gen; /* the host's drain_gen this pool last acted on */
     bool destroying;
 };
 
@@ -75,6 +81,7 @@ sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_hos
     p->worker = w;
     p->cluster = c;
     p->host = h;
+    p->drain_gen = atomic_load_explicit(&h->drain_gen, memory_order_acquire);
     sharp_dlist_init(&p->connecting);
     sharp_dlist_init(&p->idle);
     sharp_dlist_init(&p->busy);
@@ -117,6 +124,21 @@ void sharp_pool_destroy(sharp_pool_t *p)
 void sharp_pool_close_idle(sharp_pool_t *p)
 {
     while (!sharp_dlist_empty(&p->idle)) cx_close(CX(p->idle.next));
+}
+
+/* Envoy's drainConnections(DrainExistingConnections): idle connections
+ * close now; connections still connecting close unless requests wait for
+ * them; busy ones serve their current request and then close. */
+void sharp_pool_check_drain(sharp_pool_t *p)
+{
+    uint32_t gen = atomic_load_explicit(&p->host->drain_gen, memory_order_acquire);
+    if (gen == p->drain_gen) return;
+    p->drain_gen = gen;
+    sharp_debug(pool, "draining connections to %s", p->host->address);
+    sharp_pool_close_idle(p);
+    if (!p->npending)
+        while (!sharp_dlist_empty(&p->connecting)) cx_close(CX(p->connecting.next));
+    for (sharp_dlist_t *n = p->busy.next; n != &p->busy; n = n->next) CX(n)->draining = true;
 }
 
 /* ---- connection lifecycle ---- */
@@ -264,7 +286,7 @@ static void finish_response(sharp_upstream_cx_t *cx, bool extra_bytes)
         r->cx = NULL;
     }
     sharp_debug(pool, "[C%llu] response complete", cx->id);
-    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->pool->worker->draining) {
+    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->draining && !cx->pool->worker->draining) {
         make_idle(cx);
     } else {
         sharp_debug(pool, "[C%llu] not reusable (%s)", cx->id,
@@ -381,6 +403,32 @@ static void on_connect(uv_connect_t *req, int status)
     make_idle(cx);
 }
 
+/* upstream_connection_options.tcp_keepalive, as Envoy's
+ * buildTcpKeepaliveOptions: SO_KEEPALIVE, then each configured value. */
+static int apply_socket_options(sharp_upstream_cx_t *cx)
+{
+    const sharp_cluster_t *c = cx->pool->cluster;
+    if (!c->tcp_keepalive) return 0;
+    uv_os_fd_t fd;
+    int rc = uv_fileno((uv_handle_t *)&cx->tcp, &fd);
+    if (rc < 0) return rc;
+    struct {
+        int level, name;
+        uint32_t value;
+    } opts[] = {
+        {SOL_SOCKET, SO_KEEPALIVE, 1},
+        {IPPROTO_TCP, TCP_KEEPCNT, c->keepalive_probes},
+        {IPPROTO_TCP, TCP_KEEPINTVL, c->keepalive_interval_s},
+        {IPPROTO_TCP, TCP_KEEPIDLE, c->keepalive_time_s},
+    };
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(opts); i++) {
+        if (!opts[i].value) continue;
+        int v = (int)opts[i].value;
+        if (setsockopt(fd, opts[i].level, opts[i].name, &v, sizeof v) < 0) return -errno;
+    }
+    return 0;
+}
+
 static void new_connection(sharp_pool_t *p)
 {
     sharp_cluster_t *c = p->cluster;
@@ -393,7 +441,10 @@ static void new_connection(sharp_pool_t *p)
                 c->name);
     sharp_dlist_init(&cx->link);
     sharp_headers_init(&cx->resp);
-    uv_tcp_init(&p->worker->loop, &cx->tcp);
+    /* The socket exists before connect so that options apply to the SYN
+     * (Envoy sets its upstream socket options in STATE_PREBIND). */
+    int init_rc = uv_tcp_init_ex(&p->worker->loop, &cx->tcp, p->host->addr.ss_family);
+    if (init_rc < 0) uv_tcp_init(&p->worker->loop, &cx->tcp);
     uv_timer_init(&p->worker->loop, &cx->timer);
     cx->tcp.data = cx->timer.data = cx->connect_req.data = cx;
     cx->handles_open = 2;
@@ -406,7 +457,8 @@ static void new_connection(sharp_pool_t *p)
     sharp_gauge_add(sh, c->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);
-    int rc = uv_tcp_connect(&cx->connect_req, &cx->tcp, (struct sockaddr *)&p->host->addr, on_connect);
+    int rc = init_rc < 0 ? init_rc : apply_socket_options(cx);
+    if (rc == 0) rc = uv_tcp_connect(&cx->connect_req, &cx->tcp, (struct sockaddr *)&p->host->addr, on_connect);
     if (rc < 0) {
         /* Report asynchronously through the connect timer firing at once. */
         sharp_debug(connection, "[C%llu] connect to %s failed: %s", cx->id, p->host->address, uv_strerror(rc));
@@ -425,6 +477,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
     req->pool = p;
     req->cx = NULL;
     sharp_dlist_init(&req->link);
+    sharp_pool_check_drain(p); /* a drain the worker has not acted on yet */
     if (!sharp_dlist_empty(&p->idle)) {
         sharp_upstream_cx_t *cx = CX(p->idle.next);
         sharp_debug(pool, "[C%llu] using existing connection to %s", cx->id, p->host->address);
