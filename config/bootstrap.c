@@ -509,12 +509,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         c->panic_threshold = pb->common_lb_config->healthy_panic_threshold->value;
     c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
     c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
-    c->idle_timeout_ms = 3600 * 1000;
-    if (pb->common_http_protocol_options) {
-        c->idle_timeout_ms = duration_ms(pb->common_http_protocol_options->idle_timeout, c->idle_timeout_ms);
-        if (pb->common_http_protocol_options->max_requests_per_connection)
-            c->max_requests_per_connection = pb->common_http_protocol_options->max_requests_per_connection->value;
-    }
+    sharp_config_upstream_common_http(pb->common_http_protocol_options, c);
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
         snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);

@@ -23,6 +23,7 @@ struct sharp_upstream_cx {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     uv_timer_t timer; /* connect timeout, then idle timeout */
+    uv_timer_t duration_timer; /* max_connection_duration, initialized only when configured */
     sharp_pool_t *pool;
     sharp_dlist_t link;
     cx_state_t state;
@@ -182,6 +183,7 @@ static void cx_close(sharp_upstream_cx_t *cx)
     atomic_fetch_sub_explicit(&p->cluster->cx_open, 1, memory_order_relaxed);
     uv_timer_stop(&cx->timer);
     uv_close((uv_handle_t *)&cx->timer, on_handle_closed);
+    if (p->cluster->has_max_connection_duration) uv_close((uv_handle_t *)&cx->duration_timer, on_handle_closed);
     uv_close((uv_handle_t *)&cx->tcp, on_handle_closed);
     /* Requests still waiting may now get a connection; not after a failed
      * connect, whose caller fails the waiting requests next. */
@@ -205,6 +207,18 @@ static void on_idle_timeout(uv_timer_t *t)
     sharp_debug(pool, "[C%llu] idle timeout", cx->id);
     sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_idle_timeout);
     cx_close(cx);
+}
+
+/* Envoy's onConnectionDurationTimeout: the connection drains (no new
+ * request; closed now if idle, else once its request is done). */
+static void on_duration_timeout(uv_timer_t *t)
+{
+    sharp_upstream_cx_t *cx = t->data;
+    if (cx->state == CX_CLOSING || cx->draining) return;
+    sharp_debug(pool, "[C%llu] max connection duration reached, draining", cx->id);
+    sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_max_duration_reached);
+    cx->draining = true;
+    if (cx->state == CX_IDLE) cx_close(cx);
 }
 
 static void bind_request(sharp_upstream_cx_t *cx, sharp_upstream_request_t *r)
@@ -397,6 +411,9 @@ static void on_connect(uv_connect_t *req, int status)
     if (uv_tcp_getsockname(&cx->tcp, (struct sockaddr *)&ss, &len) == 0)
         sharp_addr_str((struct sockaddr *)&ss, cx->local_addr, sizeof cx->local_addr);
     uv_tcp_nodelay(&cx->tcp, 1);
+    /* Envoy starts the duration timer once the connection is up. */
+    if (p->cluster->has_max_connection_duration)
+        uv_timer_start(&cx->duration_timer, on_duration_timeout, p->cluster->max_connection_duration_ms, 0);
     cx_start_reading(cx);
     move_to(cx, &p->idle, CX_IDLE);
     cx->state = CX_IDLE;
@@ -448,6 +465,11 @@ static void new_connection(sharp_pool_t *p)
     uv_timer_init(&p->worker->loop, &cx->timer);
     cx->tcp.data = cx->timer.data = cx->connect_req.data = cx;
     cx->handles_open = 2;
+    if (c->has_max_connection_duration) {
+        uv_timer_init(&p->worker->loop, &cx->duration_timer);
+        cx->duration_timer.data = cx;
+        cx->handles_open++;
+    }
     sharp_writer_init(&cx->writer, (uv_stream_t *)&cx->tcp, on_writer_drain, on_writer_error);
     p->ncx++;
     p->nconnecting++;
@@ -641,7 +663,11 @@ static int on_header_field(llhttp_t *ps, const char *at, size_t n)
     } else {
         sharp_headers_append_last_name(&cx->resp, at, n);
     }
-    if (cx->resp.n > 200 || sharp_headers_byte_size(&cx->resp) > 96 * 1024) return -1;
+    /* max_headers_count: Envoy's codec fails the response once it has more
+     * header lines than that (a protocol error: 502 UPE). */
+    if (cx->resp.n > cx->pool->cluster->max_response_headers_count ||
+        sharp_headers_byte_size(&cx->resp) > 96 * 1024)
+        return -1;
     return 0;
 }
 

@@ -3,6 +3,7 @@ upstream_connection_options.tcp_keepalive (read back from SHARP's own
 upstream socket), the drain of a host's connections when active health
 checking fails it, and the upstream side of common_http_protocol_options."""
 import ctypes
+import http.client
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ import urllib.request
 from conftest import SHARP, SANITIZED, SLOW, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
 
 libc = ctypes.CDLL(None, use_errno=True)
+http.client._MAXHEADERS = 1000  # responses here may carry more than Python's 100
 SYS_pidfd_getfd = 438
 
 
@@ -211,3 +213,153 @@ def test_health_failure_drains_without_resetting_requests_in_flight(procs):
     total = stat(admin, "cluster.backend.upstream_cx_total")
     get(f"http://127.0.0.1:{listen}/")  # panic routing still reaches the host: on a new connection
     assert stat(admin, "cluster.backend.upstream_cx_total") == total + 1
+
+
+# ---- common_http_protocol_options on the upstream side ---------------------------
+
+LOG_FORMAT = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n"
+
+
+class HeadersUpstream:
+    """Answers GET /<n> with exactly n header lines (content-length first),
+    keeping the connection open."""
+
+    def __init__(self):
+        import socketserver
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    n = int(line.split(b" ")[1].strip(b"/") or b"1")
+                    while self.rfile.readline() not in (b"\r\n", b""):
+                        pass
+                    head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"
+                    head += b"".join(b"x-h-%d: v\r\n" % i for i in range(1, n))
+                    self.wfile.write(head + b"\r\nok\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def with_log(procs, port, cluster_extra):
+    listen, admin = free_port(), free_port()
+    log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
+    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+          "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+          f"    path: {log}\n"
+          f"    log_format: {{ text_format_source: {{ inline_string: \"{LOG_FORMAT}\" }} }}\n")
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"backend": [port]}, hcm_extra=al,
+                                           cluster_extra=cluster_extra), admin, concurrency=1)
+    return listen, admin, log
+
+
+def log_lines(log, n):
+    deadline = time.time() + 5 * SLOW
+    while time.time() < deadline:
+        if os.path.exists(log):
+            lines = open(log).read().splitlines()
+            if len(lines) >= n:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} access log lines")
+
+
+TYPED = """\
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config: { http_protocol_options: {} }
+"""
+
+
+def headers_limit_case(procs, cluster_extra, limit):
+    u = HeadersUpstream()
+    try:
+        listen, admin, log = with_log(procs, u.port, cluster_extra)
+        st, h, body = get(f"http://127.0.0.1:{listen}/{limit}")
+        assert st == 200 and body == "ok\n" and h["x-h-%d" % (limit - 1)] == "v"
+        st, h, body = get(f"http://127.0.0.1:{listen}/{limit + 1}")
+        assert st == 502, (st, body)
+        assert body == "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+        assert log_lines(log, 2)[1] == "502 UPE upstream_reset_before_response_started{protocol_error}"
+        assert stat(admin, "cluster.backend.upstream_cx_protocol_error") == 1
+        assert stat(admin, "cluster.backend.upstream_rq_rx_reset") == 1
+        assert get(f"http://127.0.0.1:{listen}/{limit}")[0] == 200  # on a new connection
+    finally:
+        u.close()
+
+
+def test_upstream_max_headers_count_default_is_100(procs):
+    headers_limit_case(procs, "", 100)
+
+
+def test_upstream_max_headers_count_on_the_cluster(procs):
+    headers_limit_case(procs, "common_http_protocol_options: { max_headers_count: 5 }\n", 5)
+
+
+def test_upstream_max_headers_count_in_http_protocol_options(procs):
+    headers_limit_case(procs, TYPED + "    common_http_protocol_options: { max_headers_count: 7 }\n", 7)
+
+
+def test_http_protocol_options_replace_the_clusters_own(procs):
+    # Envoy takes the extension's common_http_protocol_options whole: the
+    # Cluster's own max_headers_count no longer applies (default 100 again).
+    headers_limit_case(procs, "common_http_protocol_options: { max_headers_count: 5 }\n" + TYPED, 100)
+
+
+def test_upstream_max_connection_duration_closes_an_idle_connection(procs):
+    ups, listen, admin, s = start(procs, cluster_extra=(
+        "common_http_protocol_options: { max_connection_duration: 0.5s }\n"))
+    st, h, _ = get(f"http://127.0.0.1:{listen}/")
+    assert st == 200 and h["x-upstream-connection"] == "1"
+    st, h, _ = get(f"http://127.0.0.1:{listen}/")
+    assert st == 200 and h["x-upstream-connection"] == "1"  # reused within the duration
+    assert stat(admin, "cluster.backend.upstream_cx_max_duration_reached") == 0
+    wait_for(lambda: stat(admin, "cluster.backend.upstream_cx_active") == 0, 2, "connection closed")
+    assert stat(admin, "cluster.backend.upstream_cx_max_duration_reached") == 1
+    assert stat(admin, "cluster.backend.upstream_cx_idle_timeout") == 0
+    st, h, _ = get(f"http://127.0.0.1:{listen}/")
+    assert st == 200 and h["x-upstream-connection"] == "2"
+
+
+def test_upstream_max_connection_duration_lets_the_request_finish(procs):
+    ups, listen, admin, s = start(procs, cluster_extra=(
+        TYPED + "    common_http_protocol_options: { max_connection_duration: 0.3s }\n"))
+    st, h, body = get(f"http://127.0.0.1:{listen}/?delay_ms={int(900 * SLOW)}")
+    assert st == 200 and body.startswith("hello from") and h["x-upstream-connection"] == "1"
+    assert stat(admin, "cluster.backend.upstream_cx_max_duration_reached") == 1
+    assert stat(admin, "cluster.backend.upstream_rq_rx_reset") == 0
+    # drained: closed after its request instead of going back to the pool
+    wait_for(lambda: stat(admin, "cluster.backend.upstream_cx_active") == 0, 2, "drained connection closed")
+    st, h, _ = get(f"http://127.0.0.1:{listen}/")
+    assert st == 200 and h["x-upstream-connection"] == "2"
+
+
+def test_without_max_connection_duration_the_connection_stays(procs):
+    ups, listen, admin, s = start(procs)
+    get(f"http://127.0.0.1:{listen}/")
+    time.sleep(0.8)
+    st, h, _ = get(f"http://127.0.0.1:{listen}/")
+    assert h["x-upstream-connection"] == "1"
+    assert stat(admin, "cluster.backend.upstream_cx_max_duration_reached") == 0
+
+
+def test_upstream_protocol_options_config_errors():
+    def cfg(extra):
+        return bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=extra)
+    rc, out = validate(cfg("common_http_protocol_options: { max_headers_count: 0 }\n"))
+    assert rc == 1 and ("static_resources.clusters[0].common_http_protocol_options.max_headers_count: "
+                        "must be at least 1, got 0") in out, out
+    rc, out = validate(cfg("common_http_protocol_options: { max_connection_duration: -1s }\n"))
+    assert rc == 1 and "common_http_protocol_options.max_connection_duration: must be at least 0s" in out, out
+    rc, out = validate(cfg(TYPED + "    common_http_protocol_options: { max_headers_count: 0 }\n"))
+    assert rc == 1 and "common_http_protocol_options.max_headers_count: must be at least 1, got 0" in out, out
