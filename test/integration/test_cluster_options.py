@@ -233,11 +233,15 @@ class HeadersUpstream:
                     line = self.rfile.readline()
                     if not line:
                         return
-                    n = int(line.split(b" ")[1].strip(b"/") or b"1")
+                    target = line.split(b" ")[1].strip(b"/")
+                    under = target == b"underscore"
+                    n = 1 if under else int(target or b"1")
                     while self.rfile.readline() not in (b"\r\n", b""):
                         pass
                     head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"
                     head += b"".join(b"x-h-%d: v\r\n" % i for i in range(1, n))
+                    if under:
+                        head += b"x_under_score: kept\r\n"
                     self.wfile.write(head + b"\r\nok\n")
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
@@ -314,6 +318,22 @@ def test_http_protocol_options_replace_the_clusters_own(procs):
     # Envoy takes the extension's common_http_protocol_options whole: the
     # Cluster's own max_headers_count no longer applies (default 100 again).
     headers_limit_case(procs, "common_http_protocol_options: { max_headers_count: 5 }\n" + TYPED, 100)
+
+
+def test_headers_with_underscores_action_does_not_touch_upstream_responses(procs):
+    # Envoy: "upstream responses are not affected by this setting ... does
+    # not have any impact if added to cluster config".
+    u = HeadersUpstream()
+    try:
+        listen, admin, log = with_log(procs, u.port, (
+            "common_http_protocol_options: { headers_with_underscores_action: REJECT_REQUEST }\n"))
+        st, h, body = get(f"http://127.0.0.1:{listen}/underscore")
+        assert st == 200 and h["x_under_score"] == "kept", (st, dict(h))
+    finally:
+        u.close()
+    rc, out = validate(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=(
+        TYPED + "    common_http_protocol_options: { headers_with_underscores_action: 7 }\n")))
+    assert rc == 1 and "headers_with_underscores_action: value 7 is not a defined value" in out, out
 
 
 def test_upstream_max_connection_duration_closes_an_idle_connection(procs):
