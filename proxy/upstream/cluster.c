@@ -4,7 +4,35 @@
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 static uint64_t retry_limit(const sharp_cluster_t *c);
+
+int sharp_cluster_socket_options(const sharp_cluster_t *c, uv_tcp_t *tcp)
+{
+    if (!c->tcp_keepalive) return 0;
+    uv_os_fd_t fd;
+    int rc = uv_fileno((uv_handle_t *)tcp, &fd);
+    if (rc < 0) return rc;
+    struct {
+        int level, name;
+        uint32_t value; /* 0: not configured, the OS default stays */
+    } opts[] = {
+        {SOL_SOCKET, SO_KEEPALIVE, 1},
+        {IPPROTO_TCP, TCP_KEEPCNT, c->keepalive_probes},
+        {IPPROTO_TCP, TCP_KEEPINTVL, c->keepalive_interval_s},
+        {IPPROTO_TCP, TCP_KEEPIDLE, c->keepalive_time_s},
+    };
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(opts); i++) {
+        if (!opts[i].value) continue;
+        int v = (int)opts[i].value;
+        if (setsockopt(fd, opts[i].level, opts[i].name, &v, sizeof v) < 0) return -errno;
+    }
+    return 0;
+}
 
 static _Atomic uint64_t drain_epoch;
 static void (*drain_notify)(void *arg);

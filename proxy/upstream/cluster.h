@@ -12,6 +12,7 @@
 #include "upstream/lb.h"
 
 #include <stdatomic.h>
+#include <uv.h>
 
 typedef enum {
     SHARP_CLUSTER_STATIC,
@@ -87,6 +88,12 @@ typedef struct sharp_cluster {
     struct sharp_shard_policy *shuffle_shard;
 } sharp_cluster_t;
 
+/* The cluster's socket options (upstream_connection_options.tcp_keepalive,
+ * as Envoy's buildTcpKeepaliveOptions: SO_KEEPALIVE, then each configured
+ * value) on a socket that exists but is not connected yet. Envoy applies
+ * them to every connection to the cluster's hosts, health checks' included.
+ * Returns 0 or a negative errno. */
+int sharp_cluster_socket_options(const sharp_cluster_t *c, uv_tcp_t *tcp);
 /* Registers the cluster's stats (cluster.<name>.*) in the store. */
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *stats);
 void sharp_cluster_free(sharp_cluster_t *c);

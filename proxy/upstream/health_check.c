@@ -524,15 +524,19 @@ static int conn_open(hc_session_t *s)
     hc_conn_t *conn = sharp_calloc(1, sizeof *conn);
     conn->hc = hc;
     conn->s = s;
-    uv_tcp_init(hc->loop, &conn->tcp);
+    /* The socket exists before connect: the cluster's socket options
+     * (tcp_keepalive) apply to health check connections too, as in Envoy. */
+    int rc = uv_tcp_init_ex(hc->loop, &conn->tcp, ((const struct sockaddr *)&s->addr)->sa_family);
+    if (rc < 0) uv_tcp_init(hc->loop, &conn->tcp);
     hc->open_handles++;
     conn->tcp.data = conn;
     conn->connect_req.data = conn;
     s->conn = conn;
     uv_tcp_nodelay(&conn->tcp, 1);
     sharp_writer_init(&conn->writer, (uv_stream_t *)&conn->tcp, NULL, on_write_error);
-    int rc = uv_tcp_connect(&conn->connect_req, &conn->tcp, (const struct sockaddr *)&s->addr,
-                            on_connect);
+    if (rc == 0) rc = sharp_cluster_socket_options(s->cluster, &conn->tcp);
+    if (rc == 0)
+        rc = uv_tcp_connect(&conn->connect_req, &conn->tcp, (const struct sockaddr *)&s->addr, on_connect);
     if (rc < 0) {
         conn_close(conn);
         return rc;

@@ -10,12 +10,8 @@
 #include "log.h"
 #include "net.h"
 
-#include <errno.h>
 #include <llhttp.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
-#include <sys/socket.h>
 
 typedef enum { CX_CONNECTING, CX_IDLE, CX_BUSY, CX_CLOSING } cx_state_t;
 
@@ -420,32 +416,6 @@ static void on_connect(uv_connect_t *req, int status)
     make_idle(cx);
 }
 
-/* upstream_connection_options.tcp_keepalive, as Envoy's
- * buildTcpKeepaliveOptions: SO_KEEPALIVE, then each configured value. */
-static int apply_socket_options(sharp_upstream_cx_t *cx)
-{
-    const sharp_cluster_t *c = cx->pool->cluster;
-    if (!c->tcp_keepalive) return 0;
-    uv_os_fd_t fd;
-    int rc = uv_fileno((uv_handle_t *)&cx->tcp, &fd);
-    if (rc < 0) return rc;
-    struct {
-        int level, name;
-        uint32_t value;
-    } opts[] = {
-        {SOL_SOCKET, SO_KEEPALIVE, 1},
-        {IPPROTO_TCP, TCP_KEEPCNT, c->keepalive_probes},
-        {IPPROTO_TCP, TCP_KEEPINTVL, c->keepalive_interval_s},
-        {IPPROTO_TCP, TCP_KEEPIDLE, c->keepalive_time_s},
-    };
-    for (size_t i = 0; i < SHARP_ARRAY_SIZE(opts); i++) {
-        if (!opts[i].value) continue;
-        int v = (int)opts[i].value;
-        if (setsockopt(fd, opts[i].level, opts[i].name, &v, sizeof v) < 0) return -errno;
-    }
-    return 0;
-}
-
 static void new_connection(sharp_pool_t *p)
 {
     sharp_cluster_t *c = p->cluster;
@@ -479,7 +449,7 @@ static void new_connection(sharp_pool_t *p)
     sharp_gauge_add(sh, c->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);
-    int rc = init_rc < 0 ? init_rc : apply_socket_options(cx);
+    int rc = init_rc < 0 ? init_rc : sharp_cluster_socket_options(c, &cx->tcp);
     if (rc == 0) rc = uv_tcp_connect(&cx->connect_req, &cx->tcp, (struct sockaddr *)&p->host->addr, on_connect);
     if (rc < 0) {
         /* Report asynchronously through the connect timer firing at once. */

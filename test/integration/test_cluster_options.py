@@ -59,6 +59,17 @@ def start(procs, cluster_extra="", ups=None, concurrency=1, hcm_extra=""):
     return ups, listen, admin, s
 
 
+HC = """\
+health_checks:
+- timeout: 0.5s
+  interval: 0.2s
+  no_traffic_interval: 0.2s
+  unhealthy_threshold: 2
+  healthy_threshold: 2
+  http_health_check: { path: /healthz }
+"""
+
+
 # ---- upstream_connection_options.tcp_keepalive ----------------------------------
 
 def upstream_socket(sharp_pid, upstream_port):
@@ -124,6 +135,17 @@ def test_without_tcp_keepalive_the_socket_has_none(procs):
     assert "keepalive" not in line, line
 
 
+def test_tcp_keepalive_applies_to_health_check_connections(procs):
+    # Envoy's cluster socket options cover every connection to its hosts.
+    ups, listen, admin, s = start(procs, cluster_extra=HC + (
+        "upstream_connection_options: { tcp_keepalive: { keepalive_time: 9, keepalive_interval: 2 } }\n"))
+    wait_for(lambda: stat(admin, "cluster.backend.health_check.success") >= 1, 3, "a passing check")
+    assert stat(admin, "cluster.backend.upstream_cx_total") == 0  # no traffic: the check's connection only
+    sock, line = upstream_socket(s.p.pid, ups[0].port)
+    with sock:
+        assert keepalive_of(sock) == (1, 9, 2, os_default("probes"))
+
+
 def test_tcp_keepalive_config_errors():
     def cfg(ka):
         return bootstrap_yaml(10000, 9901, {"b": [8080]},
@@ -147,15 +169,6 @@ def test_tcp_keepalive_config_errors():
 
 # ---- health check failure drains the host's connections --------------------------
 
-HC = """\
-health_checks:
-- timeout: 0.5s
-  interval: 0.2s
-  no_traffic_interval: 0.2s
-  unhealthy_threshold: 2
-  healthy_threshold: 2
-  http_health_check: { path: /healthz }
-"""
 
 
 def health_flag(admin, addr):
@@ -213,6 +226,19 @@ def test_health_failure_drains_without_resetting_requests_in_flight(procs):
     total = stat(admin, "cluster.backend.upstream_cx_total")
     get(f"http://127.0.0.1:{listen}/")  # panic routing still reaches the host: on a new connection
     assert stat(admin, "cluster.backend.upstream_cx_total") == total + 1
+
+
+def test_outlier_ejection_drains_the_host(procs):
+    # Envoy posts the same drain when outlier detection ejects a host.
+    ups, listen, admin, s = start(procs, cluster_extra=(
+        "outlier_detection: { consecutive_5xx: 2, interval: 60s, base_ejection_time: 30s, "
+        "max_ejection_percent: 100 }\n"))
+    assert get(f"http://127.0.0.1:{listen}/status/500")[0] == 500
+    assert stat(admin, "cluster.backend.upstream_cx_active") == 1
+    assert get(f"http://127.0.0.1:{listen}/status/500")[0] == 500  # the second 5xx ejects
+    wait_for(lambda: stat(admin, "cluster.backend.outlier_detection.ejections_active") == 1, 2, "ejection")
+    wait_for(lambda: stat(admin, "cluster.backend.upstream_cx_active") == 0, 2, "pooled connection closed")
+    assert stat(admin, "cluster.backend.upstream_cx_destroy") == 1
 
 
 # ---- common_http_protocol_options on the upstream side ---------------------------
