@@ -80,6 +80,7 @@ void sharp_config_upstream_common_http(const Envoy__Config__Core__V3__HttpProtoc
     c->max_response_headers_count = h && h->max_headers_count ? h->max_headers_count->value : 100;
     c->has_max_connection_duration = h && h->max_connection_duration;
     c->max_connection_duration_ms = c->has_max_connection_duration ? ms_of(h->max_connection_duration) : 0;
+    c->max_stream_duration_ms = h && h->max_stream_duration ? ms_of(h->max_stream_duration) : 0;
     /* Cluster.max_requests_per_connection (deprecated) keeps its value
      * unless this one is set. */
     if (h && h->max_requests_per_connection) c->max_requests_per_connection = h->max_requests_per_connection->value;

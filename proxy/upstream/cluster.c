@@ -90,6 +90,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_protocol_error, "upstream_cx_protocol_error");
     C(cx_idle_timeout, "upstream_cx_idle_timeout");
     C(cx_max_duration_reached, "upstream_cx_max_duration_reached");
+    C(rq_max_duration_reached, "upstream_rq_max_duration_reached");
     C(cx_max_requests, "upstream_cx_max_requests");
     G(membership_total, "membership_total");
     G(membership_healthy, "membership_healthy");

@@ -38,7 +38,7 @@ typedef struct sharp_cluster_stats {
         rq_pending_active, rq_pending_overflow, rq_cancelled, rq_rx_reset, rq_tx_reset,
         rq_completed, cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_destroy,
         cx_destroy_local, cx_destroy_remote, cx_rx_bytes_total, cx_tx_bytes_total, cx_overflow,
-        cx_protocol_error, cx_idle_timeout, cx_max_requests, cx_max_duration_reached, membership_total, membership_healthy,
+        cx_protocol_error, cx_idle_timeout, cx_max_requests, cx_max_duration_reached, rq_max_duration_reached, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
         cx_connect_ms, cx_length_ms;
@@ -59,6 +59,7 @@ typedef struct sharp_cluster {
     uint32_t max_response_headers_count; /* max_headers_count, default 100 */
     bool has_max_connection_duration;    /* max_connection_duration set (0s included) */
     uint64_t max_connection_duration_ms;
+    uint64_t max_stream_duration_ms;     /* max_stream_duration of each try, 0 = none */
     /* upstream_connection_options.tcp_keepalive: SO_KEEPALIVE on every
      * upstream socket, and each of TCP_KEEPCNT / TCP_KEEPIDLE / TCP_KEEPINTVL
      * that is configured (0 = not configured: the OS default stays). */

@@ -280,14 +280,14 @@ class HeadersUpstream:
         self.server.server_close()
 
 
-def with_log(procs, port, cluster_extra):
+def with_log(procs, port, cluster_extra, routes=None):
     listen, admin = free_port(), free_port()
     log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
     al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
           "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
           f"    path: {log}\n"
           f"    log_format: {{ text_format_source: {{ inline_string: \"{LOG_FORMAT}\" }} }}\n")
-    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"backend": [port]}, hcm_extra=al,
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"backend": [port]}, hcm_extra=al, routes=routes,
                                            cluster_extra=cluster_extra), admin, concurrency=1)
     return listen, admin, log
 
@@ -397,6 +397,80 @@ def test_without_max_connection_duration_the_connection_stays(procs):
     st, h, _ = get(f"http://127.0.0.1:{listen}/")
     assert h["x-upstream-connection"] == "1"
     assert stat(admin, "cluster.backend.upstream_cx_max_duration_reached") == 0
+
+
+def upstream_with_log(procs, cluster_extra, routes=None):
+    u = Upstream()
+    procs.append(u)
+    listen, admin, log = with_log(procs, u.port, cluster_extra, routes=routes)
+    return listen, admin, log
+
+
+def test_upstream_max_stream_duration_504_before_the_response(procs):
+    listen, admin, log = upstream_with_log(procs, "common_http_protocol_options: { max_stream_duration: 0.3s }\n")
+    t0 = time.time()
+    st, h, body = get(f"http://127.0.0.1:{listen}/?delay_ms={int(3000 * SLOW)}")
+    assert st == 504 and body == "upstream max stream duration reached", (st, body)
+    assert time.time() - t0 < 2 * SLOW
+    assert log_lines(log, 1)[0] == "504 UMSDR upstream_max_stream_duration_reached"
+    assert stat(admin, "cluster.backend.upstream_rq_max_duration_reached") == 1
+    # a quick answer is not affected
+    assert get(f"http://127.0.0.1:{listen}/")[0] == 200
+    assert stat(admin, "cluster.backend.upstream_rq_max_duration_reached") == 1
+
+
+def test_upstream_max_stream_duration_408_while_the_request_arrives(procs):
+    listen, admin, log = upstream_with_log(procs, TYPED + "    common_http_protocol_options: { max_stream_duration: 0.3s }\n")
+    with socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW) as c:
+        c.sendall(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert log_lines(log, 1)[0] == "408 UMSDR upstream_max_stream_duration_reached"
+    assert stat(admin, "cluster.backend.upstream_rq_max_duration_reached") == 1
+
+
+def test_upstream_max_stream_duration_resets_a_started_response(procs):
+    listen, admin, log = upstream_with_log(procs, "common_http_protocol_options: { max_stream_duration: 0.4s }\n")
+    with socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW) as c:
+        c.sendall(b"GET /bytes/1000000?chunk_delay_ms=100 HTTP/1.1\r\nhost: x\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:100]
+    assert len(data) < 1000000  # cut short
+    code, flags, details = log_lines(log, 1)[0].split(" ")
+    # (the connection manager adds DC when a reset stream closes the connection)
+    assert code == "200" and "UMSDR" in flags.split(",") and details == "upstream_max_stream_duration_reached"
+    assert stat(admin, "cluster.backend.upstream_rq_max_duration_reached") == 1
+
+
+def test_upstream_max_stream_duration_is_retried_as_a_reset(procs):
+    routes = ('- match: { prefix: "/" }\n'
+              '  route: { cluster: backend, retry_policy: { retry_on: reset, num_retries: 1 } }\n')
+    listen, admin, log = upstream_with_log(procs, "common_http_protocol_options: { max_stream_duration: 0.3s }\n",
+                                           routes=routes)
+    st, h, body = get(f"http://127.0.0.1:{listen}/?delay_ms={int(3000 * SLOW)}")
+    assert st == 504 and body == "upstream max stream duration reached"
+    assert stat(admin, "cluster.backend.upstream_rq_max_duration_reached") == 2  # each try
+    assert stat(admin, "cluster.backend.upstream_rq_retry") == 1
+    assert log_lines(log, 1)[0] == "504 URX,UMSDR upstream_max_stream_duration_reached"
+
+
+def test_without_max_stream_duration_a_slow_answer_arrives(procs):
+    listen, admin, log = upstream_with_log(procs, "common_http_protocol_options: { max_stream_duration: 0s }\n")
+    assert get(f"http://127.0.0.1:{listen}/?delay_ms=700")[0] == 200
+    assert stat(admin, "cluster.backend.upstream_rq_max_duration_reached") == 0
 
 
 def test_upstream_protocol_options_config_errors():
