@@ -49,10 +49,15 @@ uint64_t sharp_upstream_drain_epoch(void)
     return atomic_load_explicit(&drain_epoch, memory_order_acquire);
 }
 
-void sharp_host_drain_connections(sharp_host_t *h)
+void sharp_host_request_drain(sharp_host_t *h)
 {
     atomic_fetch_add_explicit(&h->drain_gen, 1, memory_order_release);
     atomic_fetch_add_explicit(&drain_epoch, 1, memory_order_release);
+}
+
+void sharp_host_drain_connections(sharp_host_t *h)
+{
+    sharp_host_request_drain(h);
     if (drain_notify) drain_notify(drain_notify_arg);
 }
 

@@ -121,6 +121,9 @@ static inline bool sharp_cluster_slot_acquire(_Atomic int64_t *open, uint64_t li
  * DrainExistingConnections: idle connections close, busy ones close once
  * their request is done; requests in flight are not reset). Main thread. */
 void sharp_host_drain_connections(sharp_host_t *h);
+/* The same from any thread, without waking the workers: each acts at its
+ * next request to the host or its next 1 s tick. */
+void sharp_host_request_drain(sharp_host_t *h);
 /* The function that wakes the workers to act on drains (set once by the
  * server before the first drain can happen, cleared at shutdown). */
 void sharp_upstream_set_drain_notify(void (*fn)(void *arg), void *arg);

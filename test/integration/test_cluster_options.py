@@ -241,6 +241,23 @@ def test_outlier_ejection_drains_the_host(procs):
     assert stat(admin, "cluster.backend.upstream_cx_destroy") == 1
 
 
+def test_immediate_health_check_fail_drains_the_host(procs):
+    # x-envoy-immediate-health-check-fail fails the host at once; Envoy's
+    # health callback then drains its pools like any other health failure.
+    u = HeadersUpstream()
+    try:
+        listen, admin, log = with_log(procs, u.port, HC)
+        addr = f"127.0.0.1:{u.port}"
+        wait_for(lambda: health_flag(admin, addr) == "healthy", 3, "host healthy")
+        assert get(f"http://127.0.0.1:{listen}/1")[0] == 200
+        time.sleep(0.3)
+        assert stat(admin, "cluster.backend.upstream_cx_active") == 1
+        assert get(f"http://127.0.0.1:{listen}/immediate")[0] == 200
+        wait_for(lambda: stat(admin, "cluster.backend.upstream_cx_active") == 0, 3, "pooled connection closed")
+    finally:
+        u.close()
+
+
 # ---- common_http_protocol_options on the upstream side ---------------------------
 
 LOG_FORMAT = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n"
@@ -261,13 +278,16 @@ class HeadersUpstream:
                         return
                     target = line.split(b" ")[1].strip(b"/")
                     under = target == b"underscore"
-                    n = 1 if under else int(target or b"1")
+                    immediate = target == b"immediate"
+                    n = int(target) if target.isdigit() else 1
                     while self.rfile.readline() not in (b"\r\n", b""):
                         pass
                     head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"
                     head += b"".join(b"x-h-%d: v\r\n" % i for i in range(1, n))
                     if under:
                         head += b"x_under_score: kept\r\n"
+                    if immediate:
+                        head += b"x-envoy-immediate-health-check-fail: true\r\n"
                     self.wfile.write(head + b"\r\nok\n")
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
