@@ -601,12 +601,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         c->panic_threshold = pb->common_lb_config->healthy_panic_threshold->value;
     c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
     c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
-    c->idle_timeout_ms = 3600 * 1000;
-    if (pb->common_http_protocol_options) {
-        c->idle_timeout_ms = duration_ms(pb->common_http_protocol_options->idle_timeout, c->idle_timeout_ms);
-        if (pb->common_http_protocol_options->max_requests_per_connection)
-            c->max_requests_per_connection = pb->common_http_protocol_options->max_requests_per_connection->value;
-    }
+    sharp_config_upstream_common_http(pb->common_http_protocol_options, c);
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
         snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);
@@ -622,6 +617,15 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             fail(b, sp, "%s", msg);
             goto bad;
         }
+    }
+    if (pb->upstream_connection_options && pb->upstream_connection_options->tcp_keepalive) {
+        /* Envoy: SO_KEEPALIVE, plus each sub-field that is set; the support
+         * table keeps the values within what Linux accepts. */
+        const Envoy__Config__Core__V3__TcpKeepalive *k = pb->upstream_connection_options->tcp_keepalive;
+        c->tcp_keepalive = true;
+        if (k->keepalive_probes) c->keepalive_probes = k->keepalive_probes->value;
+        if (k->keepalive_time) c->keepalive_time_s = k->keepalive_time->value;
+        if (k->keepalive_interval) c->keepalive_interval_s = k->keepalive_interval->value;
     }
     /* Each priority takes the first thresholds entry naming it, as Envoy's
      * ResourceManagers do; a priority without one keeps Envoy's defaults. */

@@ -69,6 +69,23 @@ void sharp_config_types_register(void)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sharp_type_registry_add(all[i]);
 }
 
+static uint64_t ms_of(const Google__Protobuf__Duration *d)
+{
+    return (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+}
+
+void sharp_config_upstream_common_http(const Envoy__Config__Core__V3__HttpProtocolOptions *h, sharp_cluster_t *c)
+{
+    c->idle_timeout_ms = h && h->idle_timeout ? ms_of(h->idle_timeout) : 3600 * 1000;
+    c->max_response_headers_count = h && h->max_headers_count ? h->max_headers_count->value : 100;
+    c->has_max_connection_duration = h && h->max_connection_duration;
+    c->max_connection_duration_ms = c->has_max_connection_duration ? ms_of(h->max_connection_duration) : 0;
+    c->max_stream_duration_ms = h && h->max_stream_duration ? ms_of(h->max_stream_duration) : 0;
+    /* Cluster.max_requests_per_connection (deprecated) keeps its value
+     * unless this one is set. */
+    if (h && h->max_requests_per_connection) c->max_requests_per_connection = h->max_requests_per_connection->value;
+}
+
 int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
                                              char *sub, size_t sublen, char *err, size_t errlen)
 {
@@ -82,12 +99,9 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
     }
     const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o = (const void *)m;
     int rc = 0;
-    if (o->common_http_protocol_options) {
-        const Envoy__Config__Core__V3__HttpProtocolOptions *h = o->common_http_protocol_options;
-        if (h->idle_timeout)
-            c->idle_timeout_ms = (uint64_t)h->idle_timeout->seconds * 1000 + (uint64_t)h->idle_timeout->nanos / 1000000;
-        if (h->max_requests_per_connection) c->max_requests_per_connection = h->max_requests_per_connection->value;
-    }
+    /* Envoy takes the extension's options instead of the Cluster's own
+     * common_http_protocol_options, not field by field over them. */
+    sharp_config_upstream_common_http(o->common_http_protocol_options, c);
     if (o->upstream_protocol_options_case ==
             ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG &&
         o->explicit_http_config->protocol_config_case !=

@@ -18,4 +18,12 @@ void sharp_config_types_register(void);
 int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
                                              char *sub, size_t sublen, char *err, size_t errlen);
 
+struct Envoy__Config__Core__V3__HttpProtocolOptions;
+/* The upstream side of common_http_protocol_options (the Cluster's own, or
+ * the HttpProtocolOptions extension's, which replaces it whole as in Envoy):
+ * idle_timeout, max_headers_count, max_connection_duration,
+ * max_stream_duration and max_requests_per_connection; unset fields get Envoy's defaults (NULL: all). */
+void sharp_config_upstream_common_http(const struct Envoy__Config__Core__V3__HttpProtocolOptions *h,
+                                       sharp_cluster_t *c);
+
 #endif

@@ -339,6 +339,17 @@ static void on_runtime_update(void *arg, sharp_runtime_snapshot_t *snap)
     }
 }
 
+/* A host asked for its connections to be drained (upstream/cluster.h):
+ * wake the workers, which own the pools. Main thread, as the health checker
+ * and the outlier detector that call it; workers that have not started yet
+ * create their pools after the request and have nothing to drain. */
+static void wake_workers_for_drain(void *arg)
+{
+    sharp_server_t *s = arg;
+    if (!s->workers_started || s->shutting_down) return;
+    for (unsigned i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].wakeup);
+}
+
 static void on_initial_health_checks(void *arg)
 {
     sharp_server_t *s = arg;
@@ -410,6 +421,7 @@ int sharp_server_run(sharp_server_t *s)
      * the first requests see real health rather than panic routing. */
     s->state = SHARP_SERVER_INITIALIZING;
     sharp_server_update_state_gauges(s);
+    sharp_upstream_set_drain_notify(wake_workers_for_drain, s);
     s->health_checker = sharp_health_checker_start(s->loop, snap, s->stats, on_initial_health_checks, s);
     if (!s->health_checker) start_serving(s);
     else sharp_log_info("waiting for the first round of health checks");
@@ -418,6 +430,7 @@ int sharp_server_run(sharp_server_t *s)
         for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
     else
         release_unstarted_workers(s, s->nworkers);
+    sharp_upstream_set_drain_notify(NULL, NULL);
     for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_close(snap->clusters[c]);
     return s->exit_code;
 }

@@ -76,6 +76,19 @@ static void begin_drain(sharp_worker_t *w)
                 sharp_pool_close_idle(w->clusters[i].pools[prio][h]);
 }
 
+/* Drains the pools of hosts that failed health checks or were ejected
+ * since the last pass (upstream/cluster.h). */
+static void check_host_drains(sharp_worker_t *w)
+{
+    uint64_t epoch = sharp_upstream_drain_epoch();
+    if (epoch == w->drain_epoch || !w->clusters || w->stopping) return;
+    w->drain_epoch = epoch;
+    for (uint32_t i = 0; i < w->snap->nclusters; i++)
+        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
+            for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
+                sharp_pool_check_drain(w->clusters[i].pools[prio][h]);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     sharp_worker_t *w = a->data;
@@ -85,6 +98,7 @@ static void on_wakeup(uv_async_t *a)
         w->runtime = rt;
         sharp_runtime_tls = rt;
     }
+    check_host_drains(w);
     if (atomic_load(&w->drain_requested)) begin_drain(w);
     if (atomic_load(&w->stop_requested) && !w->stopping) {
         w->stopping = true;
@@ -110,6 +124,7 @@ static void on_tick(uv_timer_t *t)
 {
     sharp_worker_t *w = t->data;
     sharp_access_log_worker_flush(w);
+    check_host_drains(w);
 }
 
 static void worker_main(void *arg)
@@ -139,6 +154,7 @@ int sharp_worker_start(sharp_worker_t *w)
     uv_check_start(&w->flush_check, on_flush_check);
     uv_timer_start(&w->tick, on_tick, 1000, 1000);
     sharp_access_log_worker_init(w);
+    w->drain_epoch = sharp_upstream_drain_epoch();
     setup_clusters(w);
     w->listeners = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->listeners);
     for (uint32_t i = 0; i < w->nlisteners; i++) {

@@ -84,6 +84,7 @@ typedef struct sharp_worker {
     struct sharp_access_log_writer **log_writers; /* one per access log of the snapshot (flat) */
     uint32_t nlog_writers;
     uint64_t rng;
+    uint64_t drain_epoch; /* sharp_upstream_drain_epoch() of the last pass over the pools */
     _Atomic bool stop_requested;
     _Atomic bool drain_requested;
     bool draining;

@@ -62,6 +62,7 @@ typedef struct router_state {
     sharp_upstream_request_t ureq;
     router_timer_t *timer;         /* route timeout */
     router_timer_t *try_timer;     /* per-try timeout */
+    router_timer_t *duration_timer; /* the cluster's max_stream_duration, per try */
     router_timer_t *backoff_timer; /* retry back-off */
     uint64_t timeout_ms, per_try_timeout_ms;
     uint64_t upstream_start_ns;
@@ -163,6 +164,7 @@ static void timer_free(router_timer_t **slot)
 static void release_upstream(router_state_t *rs)
 {
     timer_stop(rs->try_timer);
+    timer_stop(rs->duration_timer);
     if (rs->retry_slot) {
         rs->retry_slot = false;
         sharp_cluster_retry_release(rs->cluster, rs->priority);
@@ -411,6 +413,36 @@ static void on_per_try_timeout(uv_timer_t *t)
     }
     upstream_failure_reply(rs, 504, "upstream request timeout", SHARP_RF_UPSTREAM_REQUEST_TIMEOUT,
                            "upstream_per_try_timeout");
+}
+
+/* Envoy's onStreamMaxDurationReached: the cluster's
+ * common_http_protocol_options.max_stream_duration ran out on this try. The
+ * upstream stream is reset and retried as a reset (retry_on 5xx,
+ * gateway-error or reset); otherwise 408 while the request is still
+ * arriving, else 504, or a reset once the response has started. */
+static void on_max_stream_duration(uv_timer_t *t)
+{
+    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
+    router_state_t *rs = rt->rs;
+    if (!rs || !rs->upstream_active || rs->response_done) return;
+    sharp_stream_t *s = rs->f->stream;
+    sharp_debug(router, "[C%llu][S%llu] upstream max stream duration reached (host %s)", s->conn_id, s->id,
+                rs->host->address);
+    sharp_counter_inc(shard(rs), rs->cluster->st.rq_max_duration_reached);
+    if (!rs->response_headers && should_retry(rs, failure_retriable(rs, FAIL_RESET)) == RETRY_YES) {
+        atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
+        schedule_retry(rs);
+        return;
+    }
+    if (rs->response_headers) {
+        timer_stop(rs->timer);
+        release_upstream(rs);
+        s->info.response_code_details = "upstream_max_stream_duration_reached";
+        sharp_stream_reset(s, SHARP_RF_UPSTREAM_MAX_STREAM_DURATION_REACHED);
+        return;
+    }
+    upstream_failure_reply(rs, rs->request_end_seen ? 504 : 408, "upstream max stream duration reached",
+                           SHARP_RF_UPSTREAM_MAX_STREAM_DURATION_REACHED, "upstream_max_stream_duration_reached");
 }
 
 /* The per-try timeout runs from when the whole request has been handed to
@@ -919,6 +951,10 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     }
     if (!rs->upstream_active) return;
     if (rs->request_end_seen) start_try_timer(rs);
+    /* Envoy arms it when the try gets its connection; 0s means none. */
+    if (rs->cluster->max_stream_duration_ms)
+        uv_timer_start(&timer_get(rs, &rs->duration_timer)->t, on_max_stream_duration,
+                       rs->cluster->max_stream_duration_ms, 0);
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
         sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     }
@@ -968,8 +1004,10 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
      * comes back through the checks. */
-    if (rs->cluster->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", &st))
-        atomic_fetch_or_explicit(&rs->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
+    if (rs->cluster->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", &st) &&
+        !(atomic_fetch_or_explicit(&rs->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed) &
+          SHARP_HOST_FAILED_ACTIVE_HC))
+        sharp_host_request_drain(rs->host); /* a health failure: Envoy drains the host's pools */
     bool retriable = rs->retry_on && response_retriable(rs, code, h);
     if (retriable) {
         retry_status_t rst = should_retry(rs, true);
@@ -1081,6 +1119,7 @@ static void router_on_destroy(sharp_filter_t *f)
     free(rs->shadows);
     timer_free(&rs->timer);
     timer_free(&rs->try_timer);
+    timer_free(&rs->duration_timer);
     timer_free(&rs->backoff_timer);
     sharp_sbuf_free(&rs->pending_body);
     sharp_sbuf_free(&rs->replay);

@@ -5,6 +5,11 @@
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 static uint64_t retry_limit(sharp_cluster_t *c, sharp_priority_t prio);
 
 static void runtime_keys_init(sharp_cluster_t *c)
@@ -70,6 +75,56 @@ void sharp_cluster_cb_effective(const sharp_cluster_t *c, sharp_priority_t prio,
     out->min_retry_concurrency = cap32(sharp_cluster_cb_max(c, prio, SHARP_CB_MIN_RETRY_CONCURRENCY));
 }
 
+int sharp_cluster_socket_options(const sharp_cluster_t *c, uv_tcp_t *tcp)
+{
+    if (!c->tcp_keepalive) return 0;
+    uv_os_fd_t fd;
+    int rc = uv_fileno((uv_handle_t *)tcp, &fd);
+    if (rc < 0) return rc;
+    struct {
+        int level, name;
+        uint32_t value; /* 0: not configured, the OS default stays */
+    } opts[] = {
+        {SOL_SOCKET, SO_KEEPALIVE, 1},
+        {IPPROTO_TCP, TCP_KEEPCNT, c->keepalive_probes},
+        {IPPROTO_TCP, TCP_KEEPINTVL, c->keepalive_interval_s},
+        {IPPROTO_TCP, TCP_KEEPIDLE, c->keepalive_time_s},
+    };
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(opts); i++) {
+        if (!opts[i].value) continue;
+        int v = (int)opts[i].value;
+        if (setsockopt(fd, opts[i].level, opts[i].name, &v, sizeof v) < 0) return -errno;
+    }
+    return 0;
+}
+
+static _Atomic uint64_t drain_epoch;
+static void (*drain_notify)(void *arg);
+static void *drain_notify_arg;
+
+void sharp_upstream_set_drain_notify(void (*fn)(void *arg), void *arg)
+{
+    drain_notify = fn;
+    drain_notify_arg = arg;
+}
+
+uint64_t sharp_upstream_drain_epoch(void)
+{
+    return atomic_load_explicit(&drain_epoch, memory_order_acquire);
+}
+
+void sharp_host_request_drain(sharp_host_t *h)
+{
+    atomic_fetch_add_explicit(&h->drain_gen, 1, memory_order_release);
+    atomic_fetch_add_explicit(&drain_epoch, 1, memory_order_release);
+}
+
+void sharp_host_drain_connections(sharp_host_t *h)
+{
+    sharp_host_request_drain(h);
+    if (drain_notify) drain_notify(drain_notify_arg);
+}
+
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
     runtime_keys_init(c);
@@ -104,6 +159,8 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_overflow, "upstream_cx_overflow");
     C(cx_protocol_error, "upstream_cx_protocol_error");
     C(cx_idle_timeout, "upstream_cx_idle_timeout");
+    C(cx_max_duration_reached, "upstream_cx_max_duration_reached");
+    C(rq_max_duration_reached, "upstream_rq_max_duration_reached");
     C(cx_max_requests, "upstream_cx_max_requests");
     G(membership_total, "membership_total");
     G(membership_healthy, "membership_healthy");

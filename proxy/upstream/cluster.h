@@ -12,6 +12,7 @@
 #include "upstream/lb.h"
 
 #include <stdatomic.h>
+#include <uv.h>
 
 typedef enum {
     SHARP_CLUSTER_STATIC,
@@ -58,7 +59,7 @@ typedef struct sharp_cluster_stats {
         rq_pending_active, rq_pending_overflow, rq_cancelled, rq_rx_reset, rq_tx_reset,
         rq_completed, cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_destroy,
         cx_destroy_local, cx_destroy_remote, cx_rx_bytes_total, cx_tx_bytes_total, cx_overflow,
-        cx_protocol_error, cx_idle_timeout, cx_max_requests, membership_total, membership_healthy,
+        cx_protocol_error, cx_idle_timeout, cx_max_requests, cx_max_duration_reached, rq_max_duration_reached, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
         cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned;
@@ -87,6 +88,16 @@ typedef struct sharp_cluster {
     sharp_cb_thresholds_t cb[SHARP_NPRIORITIES]; /* indexed by sharp_priority_t */
     char *cb_keys[SHARP_NPRIORITIES][SHARP_CB_NKEYS]; /* set by sharp_cluster_stats_init */
     char *maintenance_key; /* "upstream.maintenance_mode.<name>", likewise */
+    /* common_http_protocol_options, upstream side (Envoy's ClusterInfo). */
+    uint32_t max_response_headers_count; /* max_headers_count, default 100 */
+    bool has_max_connection_duration;    /* max_connection_duration set (0s included) */
+    uint64_t max_connection_duration_ms;
+    uint64_t max_stream_duration_ms;     /* max_stream_duration of each try, 0 = none */
+    /* upstream_connection_options.tcp_keepalive: SO_KEEPALIVE on every
+     * upstream socket, and each of TCP_KEEPCNT / TCP_KEEPIDLE / TCP_KEEPINTVL
+     * that is configured (0 = not configured: the OS default stays). */
+    bool tcp_keepalive;
+    uint32_t keepalive_probes, keepalive_time_s, keepalive_interval_s;
     sharp_host_t **hosts;
     uint32_t nhosts;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
@@ -108,6 +119,12 @@ typedef struct sharp_cluster {
     struct sharp_shard_policy *shuffle_shard;
 } sharp_cluster_t;
 
+/* The cluster's socket options (upstream_connection_options.tcp_keepalive,
+ * as Envoy's buildTcpKeepaliveOptions: SO_KEEPALIVE, then each configured
+ * value) on a socket that exists but is not connected yet. Envoy applies
+ * them to every connection to the cluster's hosts, health checks' included.
+ * Returns 0 or a negative errno. */
+int sharp_cluster_socket_options(const sharp_cluster_t *c, uv_tcp_t *tcp);
 /* Registers the cluster's stats (cluster.<name>.*) in the store. */
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *stats);
 void sharp_cluster_free(sharp_cluster_t *c);
@@ -132,6 +149,22 @@ static inline bool sharp_cluster_slot_acquire(_Atomic int64_t *open, uint64_t li
                                                     memory_order_relaxed));
     return true;
 }
+
+/* Envoy's postThreadLocalHealthFailure: a host that active health checking
+ * has just marked failed, or that outlier detection has just ejected, gets
+ * its connection pools drained on every worker (Envoy's
+ * DrainExistingConnections: idle connections close, busy ones close once
+ * their request is done; requests in flight are not reset). Main thread. */
+void sharp_host_drain_connections(sharp_host_t *h);
+/* The same from any thread, without waking the workers: each acts at its
+ * next request to the host or its next 1 s tick. */
+void sharp_host_request_drain(sharp_host_t *h);
+/* The function that wakes the workers to act on drains (set once by the
+ * server before the first drain can happen, cleared at shutdown). */
+void sharp_upstream_set_drain_notify(void (*fn)(void *arg), void *arg);
+/* Changes whenever some host asked for a drain: workers compare it with the
+ * value of their last pass over their pools. Any thread. */
+uint64_t sharp_upstream_drain_epoch(void);
 
 /* Takes one retry slot of the priority's max_retries (or retry_budget)
  * breaker; false when it is full. Any thread. */

@@ -329,10 +329,13 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     bool was_failed = s->st.failed, was_first = s->st.first_check;
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
     if (s->st.failed != was_failed) {
-        if (s->st.failed)
+        if (s->st.failed) {
             atomic_fetch_or_explicit(&s->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC,
                                      memory_order_relaxed);
-        else
+            /* Envoy drains the host's HTTP pools on this transition
+             * (close_connections_on_host_health_failure or not). */
+            sharp_host_drain_connections(s->host);
+        } else
             atomic_fetch_and_explicit(&s->host->health_flags,
                                       ~(uint32_t)SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
         if (status)
@@ -527,14 +530,21 @@ static int conn_open(hc_session_t *s)
     hc_conn_t *conn = sharp_calloc(1, sizeof *conn);
     conn->hc = hc;
     conn->s = s;
-    uv_tcp_init(hc->loop, &conn->tcp);
+    /* The socket exists before connect: the cluster's socket options
+     * (tcp_keepalive) apply to health check connections too, as in Envoy. */
+    int rc = uv_tcp_init_ex(hc->loop, &conn->tcp, ((const struct sockaddr *)&s->addr)->sa_family);
+    if (rc < 0) uv_tcp_init(hc->loop, &conn->tcp);
     hc->open_handles++;
     conn->tcp.data = conn;
     conn->connect_req.data = conn;
     s->conn = conn;
     sharp_writer_init(&conn->writer, (uv_stream_t *)&conn->tcp, NULL, on_write_error);
-    bool at_once;
-    int rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
+    /* Unix sockets take no TCP options (and have no socket before connect) */
+    bool at_once = false;
+    if (rc == 0 && s->addr.ss_family != AF_UNIX) rc = sharp_cluster_socket_options(s->cluster, &conn->tcp);
+    else rc = 0;
+    if (rc == 0)
+        rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
                                   s->host->addrlen, on_connect, &at_once);
     if (rc < 0) {
         conn_close(conn);

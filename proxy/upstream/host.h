@@ -43,6 +43,10 @@ typedef struct sharp_host {
     _Atomic uint64_t rq_total, rq_success, rq_error, cx_total, cx_connect_fail, rq_timeout;
     _Atomic uint32_t breaker;      /* sharp_host_breaker_t, written by outlier.c */
     _Atomic int32_t probe_budget;  /* half-open: requests still admitted (lb.c takes them) */
+    /* Bumped when the host's connections are to be drained (it failed an
+     * active health check, or outlier detection ejected it); each worker's
+     * pool compares it with the value it last acted on (upstream/pool.h). */
+    _Atomic uint32_t drain_gen;
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

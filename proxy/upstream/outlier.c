@@ -632,6 +632,8 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
     sharp_log_info("outlier detection: cluster '%s' host %s ejected (%s) for %llu ms",
                    od->cluster->name, h->address, type_names[type].stat,
                    (unsigned long long)sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms));
+    /* Envoy's ejection callback drains the host's connection pools. */
+    sharp_host_drain_connections(h);
     return true;
 }
 

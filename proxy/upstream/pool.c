@@ -19,6 +19,7 @@ struct sharp_upstream_cx {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     uv_timer_t timer; /* connect timeout, then idle timeout */
+    uv_timer_t duration_timer; /* max_connection_duration, initialized only when configured */
     sharp_pool_t *pool;
     sharp_dlist_t link;
     cx_state_t state;
@@ -47,6 +48,7 @@ struct sharp_upstream_cx {
     bool upgrade_request;
     bool upgraded;
     bool tunnel;
+    bool draining;      /* the host's pool was drained: close after the current request */
     uint32_t requests;
     int handles_open;
     unsigned long long id;       /* "[C<id>]" in log lines */
@@ -62,6 +64,7 @@ struct sharp_pool {
     sharp_cb_counts_t *open;   /* cluster->open[priority] */
     sharp_dlist_t connecting, idle, busy, pending;
     uint32_t nconnecting, npending, ncx;
+    uint32_t drain_gen; /* the host's drain_gen this pool last acted on */
     bool destroying;
 };
 
@@ -86,6 +89,7 @@ sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_hos
     p->host = h;
     p->priority = prio;
     p->open = &c->open[prio];
+    p->drain_gen = atomic_load_explicit(&h->drain_gen, memory_order_acquire);
     sharp_dlist_init(&p->connecting);
     sharp_dlist_init(&p->idle);
     sharp_dlist_init(&p->busy);
@@ -130,6 +134,21 @@ void sharp_pool_close_idle(sharp_pool_t *p)
     while (!sharp_dlist_empty(&p->idle)) cx_close(CX(p->idle.next));
 }
 
+/* Envoy's drainConnections(DrainExistingConnections): idle connections
+ * close now; connections still connecting close unless requests wait for
+ * them; busy ones serve their current request and then close. */
+void sharp_pool_check_drain(sharp_pool_t *p)
+{
+    uint32_t gen = atomic_load_explicit(&p->host->drain_gen, memory_order_acquire);
+    if (gen == p->drain_gen) return;
+    p->drain_gen = gen;
+    sharp_debug(pool, "draining connections to %s", p->host->address);
+    sharp_pool_close_idle(p);
+    if (!p->npending)
+        while (!sharp_dlist_empty(&p->connecting)) cx_close(CX(p->connecting.next));
+    for (sharp_dlist_t *n = p->busy.next; n != &p->busy; n = n->next) CX(n)->draining = true;
+}
+
 /* ---- connection lifecycle ---- */
 
 static void on_handle_closed(uv_handle_t *h)
@@ -171,6 +190,7 @@ static void cx_close(sharp_upstream_cx_t *cx)
     atomic_fetch_sub_explicit(&p->open->cx_open, 1, memory_order_relaxed);
     uv_timer_stop(&cx->timer);
     uv_close((uv_handle_t *)&cx->timer, on_handle_closed);
+    if (p->cluster->has_max_connection_duration) uv_close((uv_handle_t *)&cx->duration_timer, on_handle_closed);
     uv_close((uv_handle_t *)&cx->tcp, on_handle_closed);
     /* Requests still waiting may now get a connection; not after a failed
      * connect, whose caller fails the waiting requests next. */
@@ -194,6 +214,18 @@ static void on_idle_timeout(uv_timer_t *t)
     sharp_debug(pool, "[C%llu] idle timeout", cx->id);
     sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_idle_timeout);
     cx_close(cx);
+}
+
+/* Envoy's onConnectionDurationTimeout: the connection drains (no new
+ * request; closed now if idle, else once its request is done). */
+static void on_duration_timeout(uv_timer_t *t)
+{
+    sharp_upstream_cx_t *cx = t->data;
+    if (cx->state == CX_CLOSING || cx->draining) return;
+    sharp_debug(pool, "[C%llu] max connection duration reached, draining", cx->id);
+    sharp_counter_inc(shard(cx->pool), cx->pool->cluster->st.cx_max_duration_reached);
+    cx->draining = true;
+    if (cx->state == CX_IDLE) cx_close(cx);
 }
 
 static void bind_request(sharp_upstream_cx_t *cx, sharp_upstream_request_t *r)
@@ -276,7 +308,7 @@ static void finish_response(sharp_upstream_cx_t *cx, bool extra_bytes)
         r->cx = NULL;
     }
     sharp_debug(pool, "[C%llu] response complete", cx->id);
-    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->upgrade_request &&
+    if (cx->keep_alive && cx->request_complete && !extra_bytes && !cx->upgrade_request && !cx->draining &&
         !cx->pool->worker->draining) {
         make_idle(cx);
     } else {
@@ -425,6 +457,9 @@ static void on_connect(uv_connect_t *req, int status)
             sharp_addr_str((struct sockaddr *)&ss, cx->local_addr, sizeof cx->local_addr);
         uv_tcp_nodelay(&cx->tcp, 1);
     }
+    /* Envoy starts the duration timer once the connection is up. */
+    if (p->cluster->has_max_connection_duration)
+        uv_timer_start(&cx->duration_timer, on_duration_timeout, p->cluster->max_connection_duration_ms, 0);
     cx_start_reading(cx);
     move_to(cx, &p->idle, CX_IDLE);
     cx->state = CX_IDLE;
@@ -443,10 +478,18 @@ static void new_connection(sharp_pool_t *p)
                 c->name);
     sharp_dlist_init(&cx->link);
     sharp_headers_init(&cx->resp);
-    uv_tcp_init(&p->worker->loop, &cx->tcp);
+    /* The socket exists before connect so that options apply to the SYN
+     * (Envoy sets its upstream socket options in STATE_PREBIND). */
+    int init_rc = uv_tcp_init_ex(&p->worker->loop, &cx->tcp, p->host->addr.ss_family);
+    if (init_rc < 0) uv_tcp_init(&p->worker->loop, &cx->tcp);
     uv_timer_init(&p->worker->loop, &cx->timer);
     cx->tcp.data = cx->timer.data = cx->connect_req.data = cx;
     cx->handles_open = 2;
+    if (c->has_max_connection_duration) {
+        uv_timer_init(&p->worker->loop, &cx->duration_timer);
+        cx->duration_timer.data = cx;
+        cx->handles_open++;
+    }
     sharp_writer_init(&cx->writer, (uv_stream_t *)&cx->tcp, on_writer_drain, on_writer_error);
     p->ncx++;
     p->nconnecting++;
@@ -456,9 +499,14 @@ static void new_connection(sharp_pool_t *p)
     sharp_gauge_add(sh, c->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);
-    int rc = sharp_stream_connect(&cx->tcp, &cx->connect_req, (struct sockaddr *)&p->host->addr, p->host->addrlen,
+    /* A Unix socket has no socket before connect and takes no TCP options. */
+    bool is_unix = p->host->addr.ss_family == AF_UNIX;
+    int rc = init_rc < 0 && !is_unix ? init_rc : 0;
+    if (rc == 0 && !is_unix) rc = sharp_cluster_socket_options(c, &cx->tcp);
+    if (rc == 0)
+        rc = sharp_stream_connect(&cx->tcp, &cx->connect_req, (struct sockaddr *)&p->host->addr, p->host->addrlen,
                                   on_connect, &cx->connected_at_once);
-    if (cx->connected_at_once) {
+    if (rc == 0 && cx->connected_at_once) {
         /* Reported from the next loop turn, as a callback would be: the
          * caller may be in the middle of queueing the request. */
         uv_timer_start(&cx->timer, on_connect_timeout, 0, 0);
@@ -482,6 +530,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
     req->pool = p;
     req->cx = NULL;
     sharp_dlist_init(&req->link);
+    sharp_pool_check_drain(p); /* a drain the worker has not acted on yet */
     if (!sharp_dlist_empty(&p->idle)) {
         sharp_upstream_cx_t *cx = CX(p->idle.next);
         sharp_debug(pool, "[C%llu] using existing connection to %s", cx->id, p->host->address);
@@ -669,7 +718,11 @@ static int on_header_field(llhttp_t *ps, const char *at, size_t n)
     } else {
         sharp_headers_append_last_name(&cx->resp, at, n);
     }
-    if (cx->resp.n > 200 || sharp_headers_byte_size(&cx->resp) > 96 * 1024) return -1;
+    /* max_headers_count: Envoy's codec fails the response once it has more
+     * header lines than that (a protocol error: 502 UPE). */
+    if (cx->resp.n > cx->pool->cluster->max_response_headers_count ||
+        sharp_headers_byte_size(&cx->resp) > 96 * 1024)
+        return -1;
     return 0;
 }
 

@@ -59,6 +59,9 @@ sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_hos
 void sharp_pool_destroy(sharp_pool_t *p);
 /* Closes idle connections (drain). */
 void sharp_pool_close_idle(sharp_pool_t *p);
+/* Drains the pool's connections if its host asked for it
+ * (sharp_host_drain_connections) since the last call. */
+void sharp_pool_check_drain(sharp_pool_t *p);
 
 /* Asks for a connection. The answer comes through the callbacks: on_ready
  * (possibly before this returns, when an idle connection exists) or

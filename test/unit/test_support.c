@@ -223,9 +223,10 @@ static char *with_cluster(const char *extra)
 
 static void refused_field_names_path_position_and_feature(void **state)
 {
-    expect(with_cluster("    upstream_connection_options:\n      tcp_keepalive: {}\n"),
-           "b.yaml:5:5: static_resources.clusters[0].upstream_connection_options");
-    expect(with_cluster("    upstream_connection_options:\n      tcp_keepalive: {}\n"), "is not supported by SHARP");
+    expect(with_cluster("    upstream_connection_options:\n      happy_eyeballs_config: {}\n"),
+           "b.yaml:6:7: static_resources.clusters[0].upstream_connection_options.happy_eyeballs_config");
+    expect(with_cluster("    upstream_connection_options:\n      happy_eyeballs_config: {}\n"),
+           "is not supported by SHARP");
 }
 
 static void default_values_of_refused_fields_pass(void **state)
