@@ -3,9 +3,11 @@
  * (TagProducerImpl, StatsMatcherImpl, HistogramSettingsImpl), so they apply
  * to every stat, server.* included. */
 #include "config/metrics_config.h"
+#include "config/route_config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "stats_config.h"
 
@@ -39,49 +41,20 @@ static void at(ctx_t *c, const char *fmt, ...)
     va_end(ap);
 }
 
-/* A StringMatcher as Envoy's StringMatcherImpl (the table has already
- * checked the lengths of prefix, suffix and contains). */
+/* A StringMatcher as the route tables translate it; the error's path (the
+ * text before ": ") goes back to epath, for its position in the file. */
 static int string_matcher(ctx_t *c, const sm_pb_t *pb, sharp_string_matcher_t *out)
 {
-    const char *v;
-    sharp_string_match_kind_t kind;
-    char msg[512] = "";
-    switch (pb->match_pattern_case) {
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        kind = SHARP_SM_EXACT, v = pb->exact;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        kind = SHARP_SM_PREFIX, v = pb->prefix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        kind = SHARP_SM_SUFFIX, v = pb->suffix;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        kind = SHARP_SM_CONTAINS, v = pb->contains;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX: {
-        const Envoy__Type__Matcher__V3__RegexMatcher *rx = pb->safe_regex;
-        size_t n = strlen(c->epath);
-        snprintf(c->epath + n, c->epathlen - n, ".safe_regex.regex");
-        if (!rx || !rx->regex[0]) return fail(c, "a regex is required");
-        sharp_regex_opts_t opts = {0};
-        if (rx->engine_type_case ==
-                ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
-            rx->google_re2 && rx->google_re2->max_program_size) {
-            opts.has_max_program_size = true;
-            opts.max_program_size = rx->google_re2->max_program_size->value;
-        }
-        if (sharp_string_matcher_init_regex(out, rx->regex, &opts, msg, sizeof msg) < 0)
-            return fail(c, "%s", msg);
-        c->epath[n] = '\0';
-        return 0;
+    char err[1024] = "", path[512];
+    snprintf(path, sizeof path, "%s", c->epath);
+    if (sharp_config_string_matcher(pb, path, out, err, sizeof err) == 0) return 0;
+    char *sep = strstr(err, ": ");
+    if (sep) {
+        *sep = '\0';
+        snprintf(c->epath, c->epathlen, "%s", err);
+        return fail(c, "%s", sep + 2);
     }
-    default:
-        return fail(c, "one of exact, prefix, suffix, contains, safe_regex is required");
-    }
-    if (sharp_string_matcher_init(out, kind, v, strlen(v), pb->ignore_case, msg, sizeof msg) < 0)
-        return fail(c, "%s", msg);
-    return 0;
+    return fail(c, "%s", err);
 }
 
 /* TagProducerImpl's constructor: the defaults (use_all_default_tags), then

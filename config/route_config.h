@@ -24,6 +24,11 @@ sharp_route_table_create(const Envoy__Config__Route__V3__RouteConfiguration *rc,
  * error `m` may hold allocations (free its name and string matcher). */
 int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb, const char *path,
                                 sharp_header_matcher_t *m, char *err, size_t errlen);
+/* One StringMatcher (exact, prefix, suffix, contains, safe_regex as RE2,
+ * ignore_case), for translators outside route tables (the stats matcher).
+ * Returns 0, or -1 with "path[.field]: message" in err. */
+int sharp_config_string_matcher(const Envoy__Type__Matcher__V3__StringMatcher *pb, const char *path,
+                                sharp_string_matcher_t *out, char *err, size_t errlen);
 /* *_headers_to_add / *_headers_to_remove lists as header operations, with the
  * route table's checks; `path` prefixes the field names in errors. On error
  * free `ops` with sharp_header_ops_free. */

@@ -75,7 +75,7 @@ if [ -n "$FUZZ_BUILD" ]; then
     fuzz_out=$(scripts/fuzz.sh "$FUZZ_BUILD" "$FUZZ_SECONDS" 2>&1)
     echo "$fuzz_out" | sed 's/^/[fuzz] /'
     ok=$(grep -cE '^fuzz [a-z0-9_]+: .*, 0 findings$' <<<"$fuzz_out")
-    total=$(grep -cE '^fuzz [a-z0-9_]+: ' <<<"$fuzz_out")
+    total=$(grep -cE '^fuzz [a-z0-9_]+: .* runs in ' <<<"$fuzz_out")
     [ "$total" -eq 0 ] && total=1
     passed=$((passed + ok))
     failed=$((failed + total - ok))

@@ -12,6 +12,7 @@
 #include "config/types.h"
 #include "http/filter.h"
 #include "log.h"
+#include "runtime.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
@@ -59,6 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char err[2048];
         sharp_snapshot_t *snap = sharp_config_build_snapshot(c, &srv, err, sizeof err);
         if (snap) sharp_snapshot_unref(snap);
+        sharp_runtime_free(srv.runtime); /* the server owns the runtime the build made */
         sharp_stats_destroy(srv.stats);
     }
     sharp_config_free(c);
