@@ -267,6 +267,7 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(cx_drain_close, "downstream_cx_drain_close");
     C(rq_timeout, "downstream_rq_timeout");
     C(rq_idle_timeout, "downstream_rq_idle_timeout");
+    C(rq_header_timeout, "downstream_rq_header_timeout");
     C(rx_bytes_total, "downstream_cx_rx_bytes_total");
     C(tx_bytes_total, "downstream_cx_tx_bytes_total");
     C(rq_http1_total, "downstream_rq_http1_total");

@@ -26,7 +26,8 @@ typedef struct sharp_hcm_stats {
         tx_bytes_total, rq_http1_total, rq_completed, rq_rx_reset, rq_tx_reset, rq_overload_close,
         rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
         rq_failed_path_normalization, rq_redirected_with_normalized_path, rq_max_duration_reached,
-        cx_max_duration_reached, cx_delayed_close_timeout, cx_upgrades_total, cx_upgrades_active;
+        cx_max_duration_reached, cx_delayed_close_timeout, cx_upgrades_total, cx_upgrades_active,
+        rq_header_timeout;
     /* HTTP/1 codec stats, rooted at "http1." as in Envoy (shared by every HCM) */
     sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;

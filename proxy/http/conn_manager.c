@@ -578,6 +578,27 @@ static void on_request_timeout(uv_timer_t *t)
         sharp_stream_reset(s, 0);
 }
 
+/* request_headers_timeout (Envoy's onRequestHeaderTimeout): the stream
+ * began with the request's first byte and its headers are still not
+ * complete. The 408 closes the connection: the request was not read whole. */
+static void on_request_headers_timeout(uv_timer_t *t)
+{
+    sharp_stream_t *s = t->data;
+    if (s->destroyed || s->finish_scheduled || s->response_started) return;
+    sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_header_timeout);
+    s->closes_connection = true;
+    if (s->nfilters)
+        sharp_stream_send_local_reply(&s->filters[0], 408, "request header timeout", 0,
+                                      "request_header_timeout");
+    else
+        sharp_stream_reset(s, 0);
+}
+
+void sharp_codec_request_headers_done(sharp_stream_t *s)
+{
+    if (!s->destroyed) uv_timer_stop(&s->headers_timer);
+}
+
 /* max_stream_duration (Envoy's onStreamMaxDurationReached): a local reply
  * while no response has started, 504 once the request is complete (the
  * wait is upstream's), 408 while it is still arriving; a reset after. */
@@ -651,8 +672,9 @@ static sharp_stream_t *stream_create(sharp_conn_t *c)
     uv_timer_init(&c->worker->loop, &s->idle_timer);
     uv_timer_init(&c->worker->loop, &s->request_timer);
     uv_timer_init(&c->worker->loop, &s->duration_timer);
-    s->idle_timer.data = s->request_timer.data = s->duration_timer.data = s;
-    s->timers_open = 3;
+    uv_timer_init(&c->worker->loop, &s->headers_timer);
+    s->idle_timer.data = s->request_timer.data = s->duration_timer.data = s->headers_timer.data = s;
+    s->timers_open = 4;
     s->idle_timeout_ms = hcm->stream_idle_timeout_ms;
     sharp_stats_shard_t *sh = STATS(c);
     sharp_counter_inc(sh, hcm->st.rq_total);
@@ -662,6 +684,8 @@ static sharp_stream_t *stream_create(sharp_conn_t *c)
     if (hcm->request_timeout_ms) uv_timer_start(&s->request_timer, on_request_timeout, hcm->request_timeout_ms, 0);
     if (hcm->max_stream_duration_ms)
         uv_timer_start(&s->duration_timer, on_stream_max_duration, hcm->max_stream_duration_ms, 0);
+    if (hcm->request_headers_timeout_ms)
+        uv_timer_start(&s->headers_timer, on_request_headers_timeout, hcm->request_headers_timeout_ms, 0);
     return s;
 }
 
@@ -699,9 +723,11 @@ static void stream_destroy(sharp_stream_t *s)
     uv_timer_stop(&s->idle_timer);
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
+    uv_timer_stop(&s->headers_timer);
     uv_close((uv_handle_t *)&s->idle_timer, on_stream_timer_closed);
     uv_close((uv_handle_t *)&s->request_timer, on_stream_timer_closed);
     uv_close((uv_handle_t *)&s->duration_timer, on_stream_timer_closed);
+    uv_close((uv_handle_t *)&s->headers_timer, on_stream_timer_closed);
 }
 
 /* A stream is done when its response is complete. Finishing is deferred to
@@ -745,6 +771,7 @@ static void stream_maybe_finish(sharp_stream_t *s)
     s->finish_scheduled = true;
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
+    uv_timer_stop(&s->headers_timer);
     uv_timer_start(&s->idle_timer, on_stream_finish, 0, 0);
 }
 
@@ -1246,6 +1273,7 @@ void sharp_codec_reset(sharp_stream_t *s)
     s->closes_connection = true;
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
+    uv_timer_stop(&s->headers_timer);
     uv_timer_start(&s->idle_timer, on_stream_reset, 0, 0);
 }
 

@@ -517,6 +517,8 @@ static bool accept_upgrade(sharp_stream_t *s)
 
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
+    /* Envoy disables request_headers_timeout first thing in decodeHeaders */
+    if (s->conn) sharp_codec_request_headers_done(s);
     if (end_stream) s->dec_end_sent = true;
     if (!normalize_request_path(s)) return;
     mutate_request(s, remote);

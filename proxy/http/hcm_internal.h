@@ -17,6 +17,8 @@ const char *sharp_h1_reason(uint32_t code);
 bool sharp_codec_downstream_above_watermark(sharp_stream_t *s);
 /* Restarts the stream idle timer with s->idle_timeout_ms (0 stops it). */
 void sharp_codec_touch(sharp_stream_t *s);
+/* the request headers are complete: request_headers_timeout stops */
+void sharp_codec_request_headers_done(sharp_stream_t *s);
 
 /* stream side (filter_chain.c) */
 /* Request headers are complete: header mutations, route resolution, decode

@@ -69,6 +69,7 @@ struct sharp_stream {
     uv_timer_t idle_timer;    /* stream_idle_timeout */
     uv_timer_t request_timer; /* request_timeout */
     uv_timer_t duration_timer; /* max_stream_duration */
+    uv_timer_t headers_timer;  /* request_headers_timeout: first byte to headers complete */
     int timers_open;
 };
 
