@@ -15,6 +15,7 @@
 #include "config/runtime_config.h"
 #include "runtime.h"
 #include "config/shuffle_shard_config.h"
+#include "config/overload_config.h"
 #include "config/types.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
@@ -268,6 +269,7 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rq_timeout, "downstream_rq_timeout");
     C(rq_idle_timeout, "downstream_rq_idle_timeout");
     C(rq_header_timeout, "downstream_rq_header_timeout");
+    C(cx_overload_disable_keepalive, "downstream_cx_overload_disable_keepalive");
     C(rx_bytes_total, "downstream_cx_rx_bytes_total");
     C(tx_bytes_total, "downstream_cx_tx_bytes_total");
     C(rq_http1_total, "downstream_rq_http1_total");
@@ -378,6 +380,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     h->stream_idle_timeout_ms = duration_ms(pb->stream_idle_timeout, 300 * 1000);
     h->request_timeout_ms = duration_ms(pb->request_timeout, 0);
     h->request_headers_timeout_ms = duration_ms(pb->request_headers_timeout, 0);
+    h->append_local_overload = pb->append_local_overload;
     h->drain_timeout_ms = duration_ms(pb->drain_timeout, 5000);
     if (!pb->max_request_headers_kb && (rt_kb == 0 || rt_kb > 8192)) {
         fail(b, "layered_runtime", "envoy.reloadable_features.max_request_headers_size_kb: %llu is not in [1, 8192]",
@@ -534,10 +537,14 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->hcm = build_hcm(b, (const hcm_pb_t *)m, p);
     protobuf_c_message_free_unpacked(m, NULL);
     if (!l->hcm) return -1;
+    l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
+    l->bypass_overload_manager = l->hcm->bypass_overload_manager = pb->bypass_overload_manager;
     sharp_stats_t *s = b->srv->stats;
     l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
     l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
     l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
+    l->cx_global_overflow = sharp_stats_counterf(s, "listener.%s.downstream_global_cx_overflow", l->stat_name);
+    l->cx_overload_reject = sharp_stats_counterf(s, "listener.%s.downstream_cx_overload_reject", l->stat_name);
     l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
                                              l->stat_name);
     return 0;
@@ -902,6 +909,13 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     }
     if (bs->admin && build_admin_access_logs(&b, bs->admin, s) < 0) goto bad;
     if (configure_cluster_manager(&b, bs, s) < 0) goto bad;
+    bool ol_failed;
+    s->overload = sharp_config_overload(bs->overload_manager, srv->stats, &ol_failed, spath, sizeof spath, smsg,
+                                        sizeof smsg);
+    if (ol_failed) {
+        fail(&b, spath, "%s", smsg);
+        goto bad;
+    }
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     size_t ncl = sr ? sr->n_clusters : 0, nli = sr ? sr->n_listeners : 0;
     s->clusters = sharp_calloc(ncl ? ncl : 1, sizeof *s->clusters);

@@ -3,6 +3,9 @@
 #include "config/mapper.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/overload/v3/overload.pb-c.h"
+#include "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.pb-c.h"
+#include "envoy/extensions/resource_monitors/fixed_heap/v3/fixed_heap.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
@@ -50,6 +53,9 @@ void sharp_config_types_register(void)
         &envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor,
         &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
         &envoy__extensions__regex_engines__v3__google_re2__descriptor,
+        &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,
+        &envoy__extensions__resource_monitors__downstream_connections__v3__downstream_connections_config__descriptor,
+        &envoy__config__overload__v3__shrink_heap_config__descriptor,
         &google__protobuf__duration__descriptor,
         &google__protobuf__struct__descriptor,
         &google__protobuf__value__descriptor,

@@ -11,6 +11,7 @@
 #include "http/access_log_emit.h"
 #include "http/filter.h"
 #include "log.h"
+#include "overload.h"
 #include "upstream/outlier.h"
 #include "upstream/health_check.h"
 
@@ -152,6 +153,7 @@ static void stop_everything(sharp_server_t *s)
     if (s->workers_started)
         for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_stop(&s->workers[i]);
     if (s->admin) sharp_admin_stop(s->admin);
+    sharp_overload_stop();
     s->admin = NULL;
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
     s->health_checker = NULL;
@@ -289,6 +291,9 @@ static void start_serving(sharp_server_t *s)
 {
     sharp_snapshot_t *snap = s->snap;
     if (s->shutting_down || s->workers_started) return;
+    /* before the first accept: the global connection limit and the
+     * actions' first states are in place when connections arrive */
+    sharp_overload_start(s->loop, snap->overload, s->stats);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);

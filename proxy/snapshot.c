@@ -3,6 +3,7 @@
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
 #include "http/local_reply.h"
+#include "overload.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -46,6 +47,7 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
     for (uint32_t i = 0; i < s->nadmin_access_logs; i++) sharp_access_log_free(s->admin_access_logs[i]);
     free(s->admin_access_logs);
     if (s->outlier_event_log) sharp_access_log_file_close(s->outlier_event_log);
+    sharp_overload_config_free(s->overload);
     free(s);
 }
 

@@ -27,7 +27,7 @@ typedef struct sharp_hcm_stats {
         rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
         rq_failed_path_normalization, rq_redirected_with_normalized_path, rq_max_duration_reached,
         cx_max_duration_reached, cx_delayed_close_timeout, cx_upgrades_total, cx_upgrades_active,
-        rq_header_timeout;
+        rq_header_timeout, cx_overload_disable_keepalive;
     /* HTTP/1 codec stats, rooted at "http1." as in Envoy (shared by every HCM) */
     sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
@@ -79,6 +79,8 @@ typedef struct sharp_hcm_config {
     bool http1_safe_max_connection_duration;
     uint64_t max_stream_duration_ms;     /* 0 = none */
     struct sharp_local_reply *local_reply; /* local_reply_config, NULL: Envoy's default */
+    bool bypass_overload_manager;     /* the listener's: overload actions do not apply */
+    bool append_local_overload;       /* x-envoy-local-overloaded on overload replies */
     sharp_upgrade_t *upgrades;           /* upgrade_configs */
     uint32_t nupgrades;
     sharp_hcm_stats_t st;
@@ -94,6 +96,9 @@ typedef struct sharp_listener_config {
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     sharp_hcm_config_t *hcm;
     sharp_stat_id_t cx_total, cx_active, cx_destroy, cx_length_ms;
+    bool ignore_global_conn_limit; /* counted in, never refused by, the global connection limit */
+    bool bypass_overload_manager;  /* reject_incoming_connections does not apply */
+    sharp_stat_id_t cx_global_overflow, cx_overload_reject;
 } sharp_listener_config_t;
 
 typedef struct sharp_snapshot {
@@ -110,6 +115,8 @@ typedef struct sharp_snapshot {
     /* cluster_manager.outlier_detection.event_log_path: every cluster's
      * detector writes its ejection events here, on the main thread */
     struct sharp_access_log_file *outlier_event_log;
+    /* Bootstrap.overload_manager, NULL when absent; run by the main thread */
+    struct sharp_overload_config *overload;
 } sharp_snapshot_t;
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);

@@ -12,6 +12,7 @@
 #include "http/access_log_emit.h"
 #include "log.h"
 #include "net.h"
+#include "overload.h"
 
 #include <arpa/inet.h>
 #include <llhttp.h>
@@ -83,6 +84,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     sharp_sbuf_free(&c->pipeline);
     sharp_sbuf_free(&c->head);
     sharp_snapshot_unref(c->snap);
+    if (c->listener) sharp_overload_connection_closed(); /* admitted: counted in the global limit */
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
     free(c);
 }
@@ -435,7 +437,18 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
 {
     sharp_conn_t *c = sharp_calloc(1, sizeof *c);
     uv_tcp_init(&w->loop, &c->tcp);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    int arc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    /* the overload manager's accept checks (Envoy's TcpListenerImpl): a
+     * refused connection is closed before anything is read from it */
+    sharp_ol_admit_t adm = arc < 0 ? SHARP_OL_ADMIT
+                                   : sharp_overload_admit_connection(l->ignore_global_conn_limit,
+                                                                     l->bypass_overload_manager, sharp_worker_random(w));
+    if (adm != SHARP_OL_ADMIT) {
+        sharp_counter_inc(w->stats, adm == SHARP_OL_REJECT_GLOBAL_LIMIT ? l->cx_global_overflow : l->cx_overload_reject);
+        sharp_debug(conn_handler, "closing an accepted connection on listener '%s': %s", l->name,
+                    adm == SHARP_OL_REJECT_GLOBAL_LIMIT ? "global connection limit reached" : "overloaded");
+    }
+    if (arc < 0 || adm != SHARP_OL_ADMIT) {
         c->tcp.data = c;
         c->handles_open = 1;
         sharp_dlist_init(&c->flush_link);
@@ -1148,6 +1161,12 @@ void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_
         if (end_stream) sharp_headers_add(h, "content-length", 14, "0", 1);
         else if (!http10) s->resp_chunked = true;
         else s->resp_close_delimited = true;
+    }
+    /* disable_http_keepalive (Envoy's encodeHeaders): this response closes its connection */
+    if (!c->close_after_response && !upgrade && !HCM(c)->bypass_overload_manager &&
+        sharp_overload_take(SHARP_OL_DISABLE_HTTP_KEEPALIVE, sharp_worker_random(c->worker))) {
+        c->close_after_response = true;
+        sharp_counter_inc(STATS(c), HCM(c)->st.cx_overload_disable_keepalive);
     }
     if (c->close_after_response || s->resp_close_delimited) s->closes_connection = true;
     sharp_sbuf_t *out = &c->head;

@@ -18,6 +18,7 @@
 #include "http/local_reply.h"
 #include "log.h"
 #include "net.h"
+#include "overload.h"
 #include "worker.h"
 
 #include <arpa/inet.h>
@@ -515,10 +516,25 @@ static bool accept_upgrade(sharp_stream_t *s)
     return true;
 }
 
+/* stop_accepting_requests (Envoy's decodeHeaders): as soon as the headers
+ * are decoded, before any filter runs, a 503 "envoy overloaded". */
+static bool overload_reject(sharp_stream_t *s)
+{
+    if (s->hcm->bypass_overload_manager || s->nfilters == 0 ||
+        !sharp_overload_take(SHARP_OL_STOP_ACCEPTING_REQUESTS, sharp_worker_random(sharp_stream_worker(s))))
+        return false;
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_overload_close);
+    static const char *const local_overloaded[] = {"x-envoy-local-overloaded", "true", NULL};
+    sharp_stream_send_local_reply_body(&s->filters[0], 503, "envoy overloaded", 16, SHARP_RF_OVERLOAD_MANAGER,
+                                       "overload", s->hcm->append_local_overload ? local_overloaded : NULL);
+    return true;
+}
+
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
     /* Envoy disables request_headers_timeout first thing in decodeHeaders */
     if (s->conn) sharp_codec_request_headers_done(s);
+    if (s->conn && overload_reject(s)) return;
     if (end_stream) s->dec_end_sent = true;
     if (!normalize_request_path(s)) return;
     mutate_request(s, remote);
