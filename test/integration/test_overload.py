@@ -1,0 +1,315 @@
+"""The overload manager (Bootstrap.overload_manager) through the real
+binary: the fixed_heap monitor with threshold and scaled triggers driving
+stop_accepting_requests, disable_http_keepalive, reject_incoming_connections
+and shrink_heap; the global downstream connection limit; Envoy's overload.*
+and listener stats; listener ignore_global_conn_limit and
+bypass_overload_manager; HCM append_local_overload; and the refusals."""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+from conftest import SHARP, SLOW, bootstrap_yaml, free_port, run_sharp_config, stat
+
+from test_connection_lifetime import LOG_FORMAT, log_lines, read_response, wait_stat
+
+HEAP = "envoy.resource_monitors.fixed_heap"
+GLOBAL_CX = "envoy.resource_monitors.global_downstream_max_connections"
+A = "envoy.overload_actions."
+
+
+def heap_monitor(max_bytes, name=HEAP):
+    return (f"  - name: {name}\n    typed_config:\n"
+            "      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig\n"
+            f"      max_heap_size_bytes: {max_bytes}\n")
+
+
+def cx_monitor(n, name=GLOBAL_CX):
+    return (f"  - name: {name}\n    typed_config:\n"
+            "      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+            "DownstreamConnectionsConfig\n"
+            f"      max_active_downstream_connections: {n}\n")
+
+
+def action(name, trigger, extra=""):
+    return f"  - name: {A}{name}\n    triggers:\n    - name: {HEAP}\n      {trigger}\n{extra}"
+
+
+def overload_yaml(monitors, actions, refresh="0.05s"):
+    out = f"overload_manager:\n  refresh_interval: {refresh}\n  resource_monitors:\n{monitors}"
+    if actions:
+        out += f"  actions:\n{actions}"
+    return out
+
+
+SATURATED = "threshold: { value: 0.5 }"      # with a tiny heap limit
+TINY, HUGE = 1000, 1 << 50
+
+
+def start(procs, upstream, overload, hcm_extra="", listener_extra=""):
+    listen, admin = free_port(), free_port()
+    log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
+    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+          "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+          f"    path: {log}\n"
+          f"    log_format: {{ text_format_source: {{ inline_string: \"{LOG_FORMAT}\" }} }}\n")
+    y = bootstrap_yaml(listen, admin, {"app": [upstream.port]}, hcm_extra=al + hcm_extra,
+                       listener_extra=listener_extra) + overload
+    run_sharp_config(procs, y, admin)
+    return listen, admin, log
+
+
+def get(port, path="/", extra=b""):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nhost: x\r\n" + extra + b"\r\n")
+    head, body = read_response(s)
+    return s, head, body
+
+
+def peer_closed(s, timeout):
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_stop_accepting_requests_saturated(procs, upstream):
+    """Heap in use over a 1000-byte limit: pressure far above the threshold,
+    every request is refused with Envoy's 503 before any filter runs."""
+    listen, admin, log = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("stop_accepting_requests", SATURATED)),
+        hcm_extra="append_local_overload: true\n")
+    s, head, body = get(listen)
+    s.close()
+    assert head.startswith("HTTP/1.1 503 "), head
+    assert body == b"envoy overloaded"
+    assert "x-envoy-local-overloaded: true" in head.lower()
+    assert log_lines(log, 1)[0] == "503 OM overload"
+    assert stat(admin, "http.ingress_http.downstream_rq_overload_close") == 1
+    assert stat(admin, f"overload.{A}stop_accepting_requests.active") == 1
+    assert stat(admin, f"overload.{A}stop_accepting_requests.scale_percent") == 100
+    assert stat(admin, f"overload.{HEAP}.pressure") > 100
+    assert stat(admin, f"overload.{HEAP}.failed_updates") == 0
+    # the upstream never saw a request
+    assert stat(admin, "cluster.app.upstream_rq_total") in (0, None)
+
+
+def test_stop_accepting_requests_inactive_below_threshold(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(HUGE), action("stop_accepting_requests", SATURATED)))
+    s, head, body = get(listen)
+    s.close()
+    assert head.startswith("HTTP/1.1 200 "), head
+    assert "x-envoy-local-overloaded" not in head.lower()
+    assert stat(admin, f"overload.{A}stop_accepting_requests.active") == 0
+    assert stat(admin, f"overload.{A}stop_accepting_requests.scale_percent") == 0
+    assert stat(admin, f"overload.{HEAP}.pressure") == 0
+    assert stat(admin, "http.ingress_http.downstream_rq_overload_close") == 0
+
+
+def test_bypass_overload_manager_listener(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("stop_accepting_requests", SATURATED)),
+        listener_extra="bypass_overload_manager: true\n")
+    s, head, _ = get(listen)
+    s.close()
+    assert head.startswith("HTTP/1.1 200 "), head
+    assert stat(admin, f"overload.{A}stop_accepting_requests.active") == 1
+
+
+def test_scaled_trigger_scale_percent(procs, upstream):
+    """A scaled trigger between 0 and 1 of a limit twice the heap in use
+    puts the action in the scaling state: scale_percent strictly between 0
+    and 100, active 0; a scaled trigger below the pressure saturates."""
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    used = stat(admin, "server.memory_allocated")
+    assert used and used > 0
+    procs[-1].stop()
+    procs.pop()
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(used * 2),
+        action("stop_accepting_requests", "scaled: { scaling_threshold: 0.0, saturation_threshold: 1.0 }") +
+        action("disable_http_keepalive", "scaled: { scaling_threshold: 0.0, saturation_threshold: 0.01 }")))
+    pct = stat(admin, f"overload.{A}stop_accepting_requests.scale_percent")
+    assert 10 <= pct <= 95, pct
+    assert stat(admin, f"overload.{A}stop_accepting_requests.active") == 0
+    assert stat(admin, f"overload.{A}disable_http_keepalive.scale_percent") == 100
+    assert stat(admin, f"overload.{A}disable_http_keepalive.active") == 1
+
+
+def test_scaled_stop_accepting_requests_sheds_a_fraction(procs, upstream):
+    """A scaled state is a probability per request (Envoy's bernoulli)."""
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY),
+        action("stop_accepting_requests", "scaled: { scaling_threshold: 0.0, saturation_threshold: 1.0 }")))
+    # pressure is far above 1: saturated, every request refused
+    codes = []
+    for _ in range(5):
+        s, head, _ = get(listen)
+        s.close()
+        codes.append(head.split()[1])
+    assert codes == ["503"] * 5
+
+
+def test_disable_http_keepalive(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("disable_http_keepalive", SATURATED)))
+    s, head, body = get(listen)
+    assert head.startswith("HTTP/1.1 200 "), head
+    assert "connection: close" in head.lower()
+    assert peer_closed(s, 3 * SLOW)
+    s.close()
+    assert wait_stat(admin, "http.ingress_http.downstream_cx_overload_disable_keepalive", 1)
+
+
+def test_keepalive_kept_when_inactive(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(HUGE), action("disable_http_keepalive", SATURATED)))
+    s, head, _ = get(listen)
+    assert "connection: close" not in head.lower()
+    s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    head2, _ = read_response(s)
+    s.close()
+    assert head2.startswith("HTTP/1.1 200 ")
+    assert stat(admin, "http.ingress_http.downstream_cx_overload_disable_keepalive") == 0
+
+
+def test_reject_incoming_connections(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("reject_incoming_connections", SATURATED)))
+    s = socket.create_connection(("127.0.0.1", listen))
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert peer_closed(s, 3 * SLOW)
+    s.close()
+    lst = f"listener.127.0.0.1_{listen}"
+    assert wait_stat(admin, f"{lst}.downstream_cx_overload_reject", 1)
+    assert stat(admin, f"{lst}.downstream_cx_total") == 0
+    assert stat(admin, "http.ingress_http.downstream_rq_total") == 0
+
+
+def test_global_downstream_max_connections(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(cx_monitor(2), ""))
+    a = socket.create_connection(("127.0.0.1", listen))
+    b = socket.create_connection(("127.0.0.1", listen))
+    for s in (a, b):
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        head, _ = read_response(s)
+        assert head.startswith("HTTP/1.1 200 ")
+    c = socket.create_connection(("127.0.0.1", listen))
+    assert peer_closed(c, 3 * SLOW)
+    c.close()
+    lst = f"listener.127.0.0.1_{listen}"
+    assert wait_stat(admin, f"{lst}.downstream_global_cx_overflow", 1)
+    a.close()
+    # the slot comes back once the closed connection is released
+    deadline = time.time() + 5 * SLOW
+    ok = False
+    while time.time() < deadline and not ok:
+        d = socket.create_connection(("127.0.0.1", listen))
+        d.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        d.settimeout(2 * SLOW)
+        try:
+            ok = d.recv(65536).startswith(b"HTTP/1.1 200 ")
+        except (socket.timeout, ConnectionResetError):
+            ok = False
+        d.close()
+        time.sleep(0.05)
+    b.close()
+    assert ok
+
+
+def test_ignore_global_conn_limit(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(cx_monitor(1), ""),
+                             listener_extra="ignore_global_conn_limit: true\n")
+    socks = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", listen))
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        head, _ = read_response(s)
+        assert head.startswith("HTTP/1.1 200 ")
+        socks.append(s)
+    for s in socks:
+        s.close()
+    assert stat(admin, f"listener.127.0.0.1_{listen}.downstream_global_cx_overflow") == 0
+
+
+def test_shrink_heap(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("shrink_heap", SATURATED,
+                                   "    typed_config:\n"
+                                   "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
+                                   "      timer_interval: 1s\n"
+                                   "      max_unfreed_memory_bytes: 0\n")))
+    assert stat(admin, f"overload.{A}shrink_heap.active") == 1
+    assert wait_stat(admin, f"overload.{A}shrink_heap.shrink_count", 1, timeout=4) or \
+        stat(admin, f"overload.{A}shrink_heap.shrink_count") >= 1
+
+
+def test_shrink_heap_inactive_does_not_trim(procs, upstream):
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(HUGE), action("shrink_heap", SATURATED,
+                                   "    typed_config:\n"
+                                   "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
+                                   "      timer_interval: 1s\n"
+                                   "      max_unfreed_memory_bytes: 0\n")))
+    time.sleep(1.5)
+    assert stat(admin, f"overload.{A}shrink_heap.shrink_count") == 0
+
+
+def validate(yaml_text):
+    d = tempfile.mkdtemp(prefix="sharp-ol-")
+    path = os.path.join(d, "b.yaml")
+    with open(path, "w") as f:
+        f.write(yaml_text)
+    return subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True, timeout=30)
+
+
+BASE = bootstrap_yaml(1, 2, {"app": [3]})
+
+
+@pytest.mark.parametrize("overload,want", [
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED)),
+     "overload action envoy.overload_actions.reduce_timeouts is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("stop_accepting_connections", SATURATED)),
+     "overload action envoy.overload_actions.stop_accepting_connections is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("no_such_thing", SATURATED)),
+     "unknown overload action 'envoy.overload_actions.no_such_thing'"),
+    (overload_yaml(heap_monitor(TINY), action("shrink_heap", SATURATED) + action("shrink_heap", SATURATED)),
+     "Duplicate overload action envoy.overload_actions.shrink_heap"),
+    (overload_yaml(heap_monitor(TINY) + heap_monitor(5), ""), "Duplicate resource monitor " + HEAP),
+    (overload_yaml(heap_monitor(TINY, name="heap"), action("shrink_heap", SATURATED)),
+     "Unknown trigger resource " + HEAP + " for overload action envoy.overload_actions.shrink_heap"),
+    (overload_yaml(heap_monitor(TINY), action("shrink_heap", "scaled: { scaling_threshold: 0.9, saturation_threshold: 0.5 }")),
+     "scaling_threshold must be less than saturation_threshold"),
+    (overload_yaml(heap_monitor(TINY), action("shrink_heap", "threshold: { value: 1.5 }")), "value"),
+    (overload_yaml(heap_monitor(0), ""), "max_heap_size_bytes"),
+    (overload_yaml(cx_monitor(5, name="conns"), ""), "must be named '" + GLOBAL_CX + "'"),
+    (overload_yaml(cx_monitor(0), ""), "max_active_downstream_connections"),
+    (overload_yaml(heap_monitor(TINY), "", refresh="0s"), "refresh_interval"),
+    ("overload_manager:\n  resource_monitors: []\n", "resource_monitors"),
+    (overload_yaml(heap_monitor(TINY), "") + "  loadshed_points:\n  - name: envoy.load_shed_points.tcp_listener_accept\n"
+     "    triggers: [{ name: " + HEAP + ", threshold: { value: 0.9 } }]\n", "load shed points"),
+    (overload_yaml(heap_monitor(TINY), action("stop_accepting_requests", SATURATED,
+                                              "    typed_config:\n"
+                                              "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
+                                              "      timer_interval: 1s\n")),
+     "is not a configuration of overload action envoy.overload_actions.stop_accepting_requests"),
+    (overload_yaml(heap_monitor(TINY), action("reset_high_memory_stream", SATURATED)),
+     "overload action envoy.overload_actions.reset_high_memory_stream is not supported by SHARP"),
+])
+def test_overload_config_refused(overload, want):
+    r = validate(BASE + overload)
+    assert r.returncode != 0, r.stdout
+    assert want in r.stderr, r.stderr
