@@ -16,6 +16,52 @@ static const char *const action_names[SHARP_OL_NACTIONS] = {
 
 #define PPM 1000000u
 
+/* The heap as the allocator sees it. Under AddressSanitizer malloc is
+ * ASan's and glibc's counters stay at zero, so its own allocator counters
+ * stand in: the monitors and actions then behave the same in both builds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SHARP_ASAN_HEAP 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SHARP_ASAN_HEAP 1
+#endif
+#endif
+#ifdef SHARP_ASAN_HEAP
+/* the sanitizer runtime's allocator interface (GCC ships no header for it) */
+size_t __sanitizer_get_current_allocated_bytes(void);
+size_t __sanitizer_get_free_bytes(void);
+void __sanitizer_purge_allocator(void);
+#endif
+
+uint64_t sharp_heap_in_use(void)
+{
+#ifdef SHARP_ASAN_HEAP
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    /* server.memory_allocated's measure: small chunks plus mmapped ones */
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+static uint64_t heap_free_bytes(void)
+{
+#ifdef SHARP_ASAN_HEAP
+    return __sanitizer_get_free_bytes();
+#else
+    return mallinfo2().fordblks;
+#endif
+}
+
+static void heap_release(void)
+{
+#ifdef SHARP_ASAN_HEAP
+    __sanitizer_purge_allocator();
+#else
+    malloc_trim(0);
+#endif
+}
+
 int sharp_overload_action_kind(const char *name)
 {
     for (int i = 0; i < SHARP_OL_NACTIONS; i++)
@@ -127,11 +173,11 @@ static void on_shrink(uv_timer_t *t)
 {
     (void)t;
     if (!mgr.shrink_active) return;
-    struct mallinfo2 mi = mallinfo2();
-    if (mi.fordblks <= mgr.cfg->shrink_max_unfreed) return;
-    malloc_trim(0);
+    uint64_t free_bytes = heap_free_bytes();
+    if (free_bytes <= mgr.cfg->shrink_max_unfreed) return;
+    heap_release();
     sharp_counter_inc(sharp_stats_shard(mgr.stats, 0), mgr.cfg->shrink_count);
-    sharp_debug(main, "shrink_heap: released free heap memory (%zu bytes were free)", (size_t)mi.fordblks);
+    sharp_debug(main, "shrink_heap: released free heap memory (%llu bytes were free)", (unsigned long long)free_bytes);
 }
 
 void sharp_overload_refresh(void)
@@ -148,17 +194,16 @@ void sharp_overload_refresh(void)
     mgr.last_refresh_ns = now;
     double pressures[c->nmonitors ? c->nmonitors : 1];
     bool have_heap = false;
-    struct mallinfo2 mi;
+    uint64_t in_use = 0;
     for (uint32_t i = 0; i < c->nmonitors; i++) {
         const sharp_ol_monitor_t *m = &c->monitors[i];
         pressures[i] = 0;
         if (m->kind != SHARP_OL_MONITOR_FIXED_HEAP) continue;
         if (!have_heap) {
-            mi = mallinfo2();
+            in_use = sharp_heap_in_use();
             have_heap = true;
         }
-        /* as server.memory_allocated: small chunks plus mmapped ones */
-        pressures[i] = (double)(mi.uordblks + mi.hblkhd) / (double)m->max;
+        pressures[i] = (double)in_use / (double)m->max;
         sharp_gauge_set(mgr.stats, m->pressure, (int64_t)(pressures[i] * 100));
     }
     for (uint32_t i = 0; i < c->nactions; i++) {

@@ -68,6 +68,10 @@ typedef struct sharp_overload_config {
     sharp_stat_id_t refresh_interval_delay, shrink_count;
 } sharp_overload_config_t;
 
+/* Heap bytes in use (glibc: mallinfo2 small chunks plus mmapped ones, as
+ * server.memory_allocated; under AddressSanitizer, its allocator's count). */
+uint64_t sharp_heap_in_use(void);
+
 /* Action names (Envoy's) -> kind; -1 for a name SHARP does not implement. */
 int sharp_overload_action_kind(const char *name);
 

@@ -51,7 +51,8 @@ uint64_t sharp_server_version_number(const sharp_server_t *s)
 static void update_memory_gauges(sharp_server_t *s)
 {
     struct mallinfo2 mi = mallinfo2();
-    sharp_gauge_set(s->stats, s->st.memory_allocated, (int64_t)(mi.uordblks + mi.hblkhd));
+    /* sharp_heap_in_use: the same measure as the fixed_heap monitor's */
+    sharp_gauge_set(s->stats, s->st.memory_allocated, (int64_t)sharp_heap_in_use());
     sharp_gauge_set(s->stats, s->st.memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
 }
 

@@ -121,3 +121,98 @@ def test_silent_connection_closed_by_idle_timeout(procs, upstream):
     assert took is not None and 0.8 < took < 3 * SLOW, took
     assert data == b""
     assert wait_stat(admin, "http.ingress_http.downstream_cx_idle_timeout", 1)
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+SANITIZED = bool(os.environ.get("SHARP_SANITIZED"))
+
+
+def test_slow_readers_memory_bounded(procs, upstream):
+    """100 clients each pipeline 10 requests for 8 MiB bodies and never
+    read: 8 GB of responses. The downstream write watermark
+    (per_connection_buffer_limit_bytes) stops reading the upstream, so
+    SHARP holds about one buffer limit per connection, not the bodies; once
+    the clients go, the heap in use returns to where it was and, with
+    shrink_heap saturated, freed pages go back to the system."""
+    listen, admin = free_port(), free_port()
+    limit = 64 * 1024
+    # no route timeout: a response that never completes stays (Envoy's
+    # 15 s route timeout would otherwise reset the stuck streams)
+    y = bootstrap_yaml(listen, admin, {"app": [upstream.port]},
+                       routes='- match: { prefix: "/" }\n  route: { cluster: app, timeout: 0s }\n',
+                       listener_extra=f"per_connection_buffer_limit_bytes: {limit}\n",
+                       cluster_extra=f"per_connection_buffer_limit_bytes: {limit}\n") + (
+        "overload_manager:\n  refresh_interval: 0.1s\n  resource_monitors:\n"
+        "  - name: envoy.resource_monitors.fixed_heap\n    typed_config:\n"
+        "      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig\n"
+        "      max_heap_size_bytes: 1000\n"
+        "  actions:\n  - name: envoy.overload_actions.shrink_heap\n"
+        "    triggers: [{ name: envoy.resource_monitors.fixed_heap, threshold: { value: 0.5 } }]\n"
+        "    typed_config:\n"
+        "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
+        "      timer_interval: 1s\n      max_unfreed_memory_bytes: 0\n")
+    sharp = run_sharp_config(procs, y, admin)
+    pid = sharp.p.pid
+    # warm up: full responses through the workers' pools
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", listen))
+        s.sendall(b"GET /bytes/100000 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        while s.recv(1 << 20):
+            pass
+        s.close()
+    time.sleep(1.2)
+    base_rss = rss_bytes(pid)
+    base_heap = stat(admin, "server.memory_allocated")
+    body = 8 * 1024 * 1024
+    n, per = 100, 10
+    req = b"".join(b"GET /bytes/%d?i=%d HTTP/1.1\r\nhost: x\r\n\r\n" % (body, i) for i in range(per))
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        s.connect(("127.0.0.1", listen))
+        s.sendall(req)
+        socks.append(s)
+    # let every connection fill its pipes: kernel buffers, then SHARP's
+    deadline = time.time() + 3 * SLOW
+    peak = 0
+    while time.time() < deadline:
+        peak = max(peak, rss_bytes(pid) - base_rss)
+        time.sleep(0.2)
+    active = stat(admin, "http.ingress_http.downstream_rq_active")
+    # each connection is stuck in its first response
+    assert active == n, active
+    sent = stat(admin, "http.ingress_http.downstream_cx_tx_bytes_total")
+    # per connection: the write queue up to the limit, one read of the
+    # upstream and the held request pipeline, plus allocator slack; the
+    # 8 GB of bodies must not show
+    bound = n * (4 * limit + 128 * 1024) * (3 if SANITIZED else 1) + 64 * 1024 * 1024
+    assert peak < bound, (peak, bound)
+    assert sent < n * per * body / 10, sent
+    for s in socks:
+        s.close()
+    # everything is released: heap in use back near the baseline
+    deadline = time.time() + 10 * SLOW
+    heap = None
+    while time.time() < deadline:
+        heap = stat(admin, "server.memory_allocated")
+        if stat(admin, "http.ingress_http.downstream_cx_active") == 0 and heap < base_heap + 2 * 1024 * 1024:
+            break
+        time.sleep(0.2)
+    assert stat(admin, "http.ingress_http.downstream_cx_active") == 0
+    assert heap < base_heap + 2 * 1024 * 1024, (heap, base_heap)
+    if not SANITIZED:
+        # shrink_heap gave the freed pages back
+        time.sleep(1.5)
+        assert stat(admin, "overload.envoy.overload_actions.shrink_heap.shrink_count") >= 1
+        rss = rss_bytes(pid)
+        assert rss - base_rss < max(peak // 2, 16 * 1024 * 1024), (rss, base_rss, peak)
+    print(f"peak RSS growth {peak >> 20} MiB for {n * per * body >> 20} MiB of responses; "
+          f"heap {base_heap >> 10} KiB before, {heap >> 10} KiB after")
