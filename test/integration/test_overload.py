@@ -306,6 +306,15 @@ BASE = bootstrap_yaml(1, 2, {"app": [3]})
                                               "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
                                               "      timer_interval: 1s\n")),
      "is not a configuration of overload action envoy.overload_actions.stop_accepting_requests"),
+    (overload_yaml(heap_monitor(TINY), "  - name: " + A + "shrink_heap\n    triggers: [{ name: " + HEAP + " }]\n"),
+     "one of threshold or scaled is required"),
+    (overload_yaml(heap_monitor(TINY), "  - name: " + A + "shrink_heap\n    triggers:\n"
+                   "    - { name: " + HEAP + ", threshold: { value: 0.9 } }\n"
+                   "    - { name: " + HEAP + ", threshold: { value: 0.5 } }\n"),
+     "Duplicate trigger resource for overload action envoy.overload_actions.shrink_heap"),
+    (overload_yaml(heap_monitor(TINY) + cx_monitor(5), "  - name: " + A + "shrink_heap\n    triggers:\n"
+                   "    - { name: " + GLOBAL_CX + ", threshold: { value: 0.9 } }\n"),
+     "is a proactive resource"),
     (overload_yaml(heap_monitor(TINY), action("reset_high_memory_stream", SATURATED)),
      "overload action envoy.overload_actions.reset_high_memory_stream is not supported by SHARP"),
 ])
