@@ -32,7 +32,6 @@ static int fail(ctx_t *c, const char *path, const char *fmt, ...)
 /* Envoy's overload actions that SHARP does not implement: refused by name. */
 static const char *const unsupported_actions[] = {
     "envoy.overload_actions.stop_accepting_connections",
-    "envoy.overload_actions.reduce_timeouts",
     "envoy.overload_actions.reset_high_memory_stream",
     "envoy.overload_actions.close_idle_http_connections",
 };
@@ -91,6 +90,46 @@ done:
     return rc;
 }
 
+/* reduce_timeouts' timers: SHARP scales the downstream connection idle
+ * timeout; Envoy's other timers are refused by name. */
+static int scale_timers(ctx_t *x, const Envoy__Config__Overload__V3__ScaleTimersOverloadActionConfig *st,
+                        const char *path, sharp_overload_config_t *c)
+{
+    char p[600];
+    for (size_t i = 0; i < st->n_timer_scale_factors; i++) {
+        const Envoy__Config__Overload__V3__ScaleTimersOverloadActionConfig__ScaleTimer *t = st->timer_scale_factors[i];
+        snprintf(p, sizeof p, "%s.timer_scale_factors[%zu].timer", path, i);
+        switch (t->timer) {
+        case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__TIMER_TYPE__HTTP_DOWNSTREAM_CONNECTION_IDLE:
+            break;
+        case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__TIMER_TYPE__UNSPECIFIED:
+            return fail(x, p, "a timer type is required (UNSPECIFIED is not one)");
+        default: {
+            const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+                &envoy__config__overload__v3__scale_timers_overload_action_config__timer_type__descriptor, t->timer);
+            return fail(x, p, "scaling the %s timer is not supported by SHARP (only HTTP_DOWNSTREAM_CONNECTION_IDLE)",
+                        v ? v->name : "unknown");
+        }
+        }
+        if (c->scale_idle)
+            return fail(x, p, "Found duplicate entry for timer type HTTP_DOWNSTREAM_CONNECTION_IDLE");
+        snprintf(p, sizeof p, "%s.timer_scale_factors[%zu]", path, i);
+        switch (t->overload_adjust_case) {
+        case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__SCALE_TIMER__OVERLOAD_ADJUST_MIN_TIMEOUT:
+            c->idle_min_ms = ms_of(t->min_timeout);
+            break;
+        case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__SCALE_TIMER__OVERLOAD_ADJUST_MIN_SCALE:
+            c->idle_min_is_scale = true;
+            c->idle_min_scale = t->min_scale->value / 100.0;
+            break;
+        default:
+            return fail(x, p, "one of min_timeout or min_scale is required");
+        }
+        c->scale_idle = true;
+    }
+    return 0;
+}
+
 static int build_action(ctx_t *x, const Envoy__Config__Overload__V3__OverloadAction *pb, const char *path,
                         sharp_overload_config_t *c, sharp_ol_action_t *a, sharp_stats_t *stats)
 {
@@ -145,16 +184,25 @@ static int build_action(ctx_t *x, const Envoy__Config__Overload__V3__OverloadAct
         sharp_config_error_t e = {0};
         ProtobufCMessage *msg = sharp_any_unpack(&pb->typed_config->base, NULL, &e);
         if (!msg) return fail(x, p, "%s", e.msg);
-        if (msg->descriptor != &envoy__config__overload__v3__shrink_heap_config__descriptor ||
+        if (msg->descriptor == &envoy__config__overload__v3__scale_timers_overload_action_config__descriptor &&
+            a->kind == SHARP_OL_REDUCE_TIMEOUTS) {
+            int rc = scale_timers(x, (const void *)msg, p, c);
+            protobuf_c_message_free_unpacked(msg, NULL);
+            if (rc < 0) return -1;
+        } else if (msg->descriptor != &envoy__config__overload__v3__shrink_heap_config__descriptor ||
             a->kind != SHARP_OL_SHRINK_HEAP) {
             fail(x, p, "%s is not a configuration of overload action %s", msg->descriptor->name, pb->name);
             protobuf_c_message_free_unpacked(msg, NULL);
             return -1;
+        } else {
+            const Envoy__Config__Overload__V3__ShrinkHeapConfig *sc = (const void *)msg;
+            if (sc->timer_interval) c->shrink_interval_ms = ms_of(sc->timer_interval);
+            if (sc->max_unfreed_memory_bytes) c->shrink_max_unfreed = sc->max_unfreed_memory_bytes->value;
+            protobuf_c_message_free_unpacked(msg, NULL);
         }
-        const Envoy__Config__Overload__V3__ShrinkHeapConfig *sc = (const void *)msg;
-        if (sc->timer_interval) c->shrink_interval_ms = ms_of(sc->timer_interval);
-        if (sc->max_unfreed_memory_bytes) c->shrink_max_unfreed = sc->max_unfreed_memory_bytes->value;
-        protobuf_c_message_free_unpacked(msg, NULL);
+    } else if (a->kind == SHARP_OL_REDUCE_TIMEOUTS) {
+        /* Envoy: "reduce_timeouts requires a ScaleTimersOverloadActionConfig" */
+        return fail(x, p, "overload action %s requires a ScaleTimersOverloadActionConfig", pb->name);
     }
     a->active = sharp_stats_gaugef(stats, "overload.%s.active", pb->name);
     a->scale_percent = sharp_stats_gaugef(stats, "overload.%s.scale_percent", pb->name);

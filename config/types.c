@@ -56,6 +56,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,
         &envoy__extensions__resource_monitors__downstream_connections__v3__downstream_connections_config__descriptor,
         &envoy__config__overload__v3__shrink_heap_config__descriptor,
+        &envoy__config__overload__v3__scale_timers_overload_action_config__descriptor,
         &google__protobuf__duration__descriptor,
         &google__protobuf__struct__descriptor,
         &google__protobuf__value__descriptor,

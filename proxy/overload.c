@@ -12,6 +12,7 @@ static const char *const action_names[SHARP_OL_NACTIONS] = {
     [SHARP_OL_DISABLE_HTTP_KEEPALIVE] = "envoy.overload_actions.disable_http_keepalive",
     [SHARP_OL_REJECT_INCOMING_CONNECTIONS] = "envoy.overload_actions.reject_incoming_connections",
     [SHARP_OL_SHRINK_HEAP] = "envoy.overload_actions.shrink_heap",
+    [SHARP_OL_REDUCE_TIMEOUTS] = "envoy.overload_actions.reduce_timeouts",
 };
 
 #define PPM 1000000u
@@ -113,6 +114,12 @@ void sharp_overload_config_free(sharp_overload_config_t *c)
 static _Atomic uint32_t action_ppm[SHARP_OL_NACTIONS];
 static _Atomic int64_t cx_open;  /* downstream connections admitted and not yet closed */
 static _Atomic int64_t cx_limit; /* 0: no global limit */
+static _Atomic uint32_t generation;
+static _Atomic uint64_t idle_min_ms;   /* reduce_timeouts: absolute minimum */
+static _Atomic uint32_t idle_min_ppm;  /* or a share of the timeout, millionths */
+static _Atomic int idle_mode;          /* 0 none, 1 absolute, 2 share */
+static void (*waker)(void *);
+static void *waker_arg;
 
 static struct {
     const sharp_overload_config_t *cfg;
@@ -156,6 +163,37 @@ sharp_ol_admit_t sharp_overload_admit_connection(bool ignore_global_limit, bool 
 void sharp_overload_connection_closed(void)
 {
     atomic_fetch_sub_explicit(&cx_open, 1, memory_order_relaxed);
+}
+
+uint64_t sharp_overload_scaled_timeout_ms(uint64_t max_ms, uint64_t min_ms, uint32_t state_ppm)
+{
+    if (min_ms > max_ms) min_ms = max_ms;
+    if (state_ppm >= PPM) return min_ms;
+    return min_ms + (uint64_t)((double)(max_ms - min_ms) * (double)(PPM - state_ppm) / PPM);
+}
+
+uint64_t sharp_overload_idle_remaining_ms(uint64_t max_ms, uint64_t elapsed_ms)
+{
+    int mode = atomic_load_explicit(&idle_mode, memory_order_relaxed);
+    uint64_t total = max_ms;
+    if (mode) {
+        uint64_t min = mode == 1 ? atomic_load_explicit(&idle_min_ms, memory_order_relaxed)
+                                 : (uint64_t)((double)max_ms *
+                                              atomic_load_explicit(&idle_min_ppm, memory_order_relaxed) / PPM);
+        total = sharp_overload_scaled_timeout_ms(max_ms, min, sharp_overload_state(SHARP_OL_REDUCE_TIMEOUTS));
+    }
+    return total > elapsed_ms ? total - elapsed_ms : 0;
+}
+
+uint32_t sharp_overload_generation(void)
+{
+    return atomic_load_explicit(&generation, memory_order_acquire);
+}
+
+void sharp_overload_set_waker(void (*wake)(void *), void *arg)
+{
+    waker = wake;
+    waker_arg = arg;
 }
 
 int64_t sharp_overload_connections(void)
@@ -217,6 +255,10 @@ void sharp_overload_refresh(void)
         sharp_gauge_set(mgr.stats, a->active, ppm >= PPM ? 1 : 0);
         sharp_gauge_set(mgr.stats, a->scale_percent, (int64_t)(st >= 1.0 ? 100 : st * 100));
         if (a->kind == SHARP_OL_SHRINK_HEAP) mgr.shrink_active = ppm >= PPM;
+        if (a->kind == SHARP_OL_REDUCE_TIMEOUTS && old != ppm) {
+            atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+            if (waker) waker(waker_arg);
+        }
     }
 }
 
@@ -230,6 +272,7 @@ void sharp_overload_start(uv_loop_t *loop, const sharp_overload_config_t *cfg, s
 {
     for (int i = 0; i < SHARP_OL_NACTIONS; i++) atomic_store(&action_ppm[i], 0);
     atomic_store(&cx_limit, 0);
+    atomic_store(&idle_mode, 0);
     mgr.cfg = cfg;
     mgr.stats = stats;
     mgr.shrink_active = false;
@@ -238,6 +281,11 @@ void sharp_overload_start(uv_loop_t *loop, const sharp_overload_config_t *cfg, s
     for (uint32_t i = 0; i < cfg->nmonitors; i++)
         if (cfg->monitors[i].kind == SHARP_OL_MONITOR_DOWNSTREAM_CONNECTIONS)
             atomic_store(&cx_limit, (int64_t)cfg->monitors[i].max);
+    if (cfg->scale_idle) {
+        atomic_store(&idle_min_ms, cfg->idle_min_ms);
+        atomic_store(&idle_min_ppm, (uint32_t)(cfg->idle_min_scale * PPM));
+        atomic_store(&idle_mode, cfg->idle_min_is_scale ? 2 : 1);
+    }
     sharp_overload_refresh();
     uv_timer_init(loop, &mgr.refresh);
     uv_timer_init(loop, &mgr.shrink);

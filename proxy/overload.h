@@ -27,6 +27,7 @@ typedef enum {
     SHARP_OL_DISABLE_HTTP_KEEPALIVE,
     SHARP_OL_REJECT_INCOMING_CONNECTIONS,
     SHARP_OL_SHRINK_HEAP,
+    SHARP_OL_REDUCE_TIMEOUTS,
     SHARP_OL_NACTIONS
 } sharp_ol_action_kind_t;
 
@@ -66,6 +67,12 @@ typedef struct sharp_overload_config {
     uint64_t shrink_interval_ms;   /* ShrinkHeapConfig.timer_interval, default 10 s */
     uint64_t shrink_max_unfreed;   /* ShrinkHeapConfig.max_unfreed_memory_bytes, default 100 MiB */
     sharp_stat_id_t refresh_interval_delay, shrink_count;
+    /* reduce_timeouts, HTTP_DOWNSTREAM_CONNECTION_IDLE: the minimum the idle
+     * timeout shrinks to, absolute (min_timeout) or a share of it (min_scale) */
+    bool scale_idle;
+    bool idle_min_is_scale;
+    uint64_t idle_min_ms;
+    double idle_min_scale;
 } sharp_overload_config_t;
 
 /* Heap bytes in use (glibc: mallinfo2 small chunks plus mmapped ones, as
@@ -119,6 +126,18 @@ typedef enum {
  * sharp_overload_connection_closed() when it closes. */
 sharp_ol_admit_t sharp_overload_admit_connection(bool ignore_global_limit, bool bypass, uint64_t random);
 void sharp_overload_connection_closed(void);
+/* reduce_timeouts for the connection idle timeout (Envoy's scaled range
+ * timer): a timer of `max_ms` armed `elapsed_ms` ago is due after
+ * min + (max - min) * (1 - state); returns the time left (0: due now), or
+ * max_ms - elapsed_ms when the action is not configured. */
+uint64_t sharp_overload_idle_remaining_ms(uint64_t max_ms, uint64_t elapsed_ms);
+/* The minimum of a configured scale, as Envoy's ScaledTimerMinimum. */
+uint64_t sharp_overload_scaled_timeout_ms(uint64_t max_ms, uint64_t min_ms, uint32_t state_ppm);
+/* Bumped whenever reduce_timeouts changes state: workers then re-arm their
+ * idle connections' timers. `wake` (main thread) tells them. */
+uint32_t sharp_overload_generation(void);
+void sharp_overload_set_waker(void (*wake)(void *), void *arg);
+
 /* Open downstream connections as the global limit counts them. */
 int64_t sharp_overload_connections(void);
 

@@ -288,12 +288,16 @@ static void release_unstarted_workers(sharp_server_t *s, unsigned n)
 }
 
 /* Starts the workers (they accept on their listening sockets) and goes LIVE. */
+static void wake_workers_for_drain(void *arg);
+
 static void start_serving(sharp_server_t *s)
 {
     sharp_snapshot_t *snap = s->snap;
     if (s->shutting_down || s->workers_started) return;
     /* before the first accept: the global connection limit and the
      * actions' first states are in place when connections arrive */
+    /* reduce_timeouts' state changes reach the workers as host drains do */
+    sharp_overload_set_waker(wake_workers_for_drain, s);
     sharp_overload_start(s->loop, snap->overload, s->stats);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (sharp_worker_start(&s->workers[i]) != 0) {

@@ -6,6 +6,7 @@
 #include "http/conn_manager.h"
 #include "http/access_log_emit.h"
 #include "log.h"
+#include "overload.h"
 #include "server.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
@@ -99,6 +100,11 @@ static void on_wakeup(uv_async_t *a)
         sharp_runtime_tls = rt;
     }
     check_host_drains(w);
+    uint32_t og = sharp_overload_generation();
+    if (og != w->overload_generation) {
+        w->overload_generation = og;
+        sharp_conn_rescale_idle(w);
+    }
     if (atomic_load(&w->drain_requested)) begin_drain(w);
     if (atomic_load(&w->stop_requested) && !w->stopping) {
         w->stopping = true;

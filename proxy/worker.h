@@ -87,6 +87,7 @@ typedef struct sharp_worker {
     uint64_t drain_epoch; /* sharp_upstream_drain_epoch() of the last pass over the pools */
     _Atomic bool stop_requested;
     _Atomic bool drain_requested;
+    uint32_t overload_generation; /* reduce_timeouts state last applied */
     bool draining;
     bool stopping;
     _Atomic uint32_t active_connections;

@@ -56,6 +56,7 @@ typedef struct sharp_conn {
     int handles_open;
     unsigned long long id; /* "[C<id>]" in log lines */
     uint64_t start_ns;
+    uint64_t idle_since_ns; /* the idle timeout was armed (reduce_timeouts re-arms from it) */
     char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN];
     struct sockaddr_storage remote_ss;
 } sharp_conn_t;
@@ -143,7 +144,26 @@ static void conn_arm_idle(sharp_conn_t *c)
         return;
     }
     uint64_t ms = HCM(c)->idle_timeout_ms;
-    if (ms) uv_timer_start(&c->idle_timer, on_conn_idle, ms, 0);
+    if (!ms) return;
+    c->idle_since_ns = sharp_now_ns();
+    /* reduce_timeouts may shorten it (and re-arm it as its state changes) */
+    uv_timer_start(&c->idle_timer, on_conn_idle, sharp_overload_idle_remaining_ms(ms, 0), 0);
+}
+
+/* reduce_timeouts changed state: every connection waiting on its idle
+ * timeout is due at its start plus the newly scaled timeout (Envoy's scaled
+ * range timers move with the action's state), now if that has passed. */
+void sharp_conn_rescale_idle(sharp_worker_t *w)
+{
+    uint64_t now = sharp_now_ns();
+    for (sharp_dlist_t *n = w->connections.next; n != &w->connections; n = n->next) {
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        if (c->closing || c->shutdown || c->stream || !uv_is_active((uv_handle_t *)&c->idle_timer) ||
+            c->idle_timer.timer_cb != on_conn_idle)
+            continue;
+        uint64_t elapsed = (now - c->idle_since_ns) / 1000000;
+        uv_timer_start(&c->idle_timer, on_conn_idle, sharp_overload_idle_remaining_ms(HCM(c)->idle_timeout_ms, elapsed), 0);
+    }
 }
 
 static void on_delayed_close_timeout(uv_timer_t *t)

@@ -268,6 +268,93 @@ def test_shrink_heap_inactive_does_not_trim(procs, upstream):
     assert stat(admin, f"overload.{A}shrink_heap.shrink_count") == 0
 
 
+def scale_timers(timer, adjust, n=1, extra=""):
+    items = "".join(f"      - {{ timer: {timer}, {adjust}{', ' + extra if extra else ''} }}\n" for _ in range(n))
+    return ("    typed_config:\n"
+            "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig\n"
+            "      timer_scale_factors:\n" + items)
+
+
+def idle_closed_after(listen, timeout):
+    """An idle keep-alive connection (one request answered): seconds until
+    SHARP closes it, None if it is still open after `timeout`."""
+    s = socket.create_connection(("127.0.0.1", listen))
+    s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    head, _ = read_response(s)
+    assert head.startswith("HTTP/1.1 200 ")
+    t0 = time.time()
+    closed = peer_closed(s, timeout)
+    s.close()
+    return time.time() - t0 if closed else None
+
+
+def test_reduce_timeouts_connection_idle_saturated(procs, upstream):
+    """Saturated, an idle connection's 1 h idle timeout shrinks to min_timeout."""
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("reduce_timeouts", SATURATED,
+                                   scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 0.3s"))),
+        hcm_extra="common_http_protocol_options: { idle_timeout: 3600s }\n")
+    took = idle_closed_after(listen, 3 * SLOW)
+    assert took is not None and took < 2 * SLOW, took
+    assert wait_stat(admin, "http.ingress_http.downstream_cx_idle_timeout", 1)
+    assert stat(admin, f"overload.{A}reduce_timeouts.active") == 1
+
+
+def test_reduce_timeouts_min_scale_and_inactive(procs, upstream):
+    """min_scale is a share of the configured timeout; inactive, the
+    timeout is the configured one."""
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("reduce_timeouts", SATURATED,
+                                   scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_scale: { value: 10 }"))),
+        hcm_extra="common_http_protocol_options: { idle_timeout: 5s }\n")
+    took = idle_closed_after(listen, 3 * SLOW)
+    assert took is not None and 0.3 < took < 2 * SLOW, took
+    listen2, admin2, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(HUGE), action("reduce_timeouts", SATURATED,
+                                   scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 0.1s"))),
+        hcm_extra="common_http_protocol_options: { idle_timeout: 60s }\n")
+    assert idle_closed_after(listen2, 1.5) is None
+
+
+def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
+    """A connection already idle under a 1 h timeout is closed once memory
+    pressure saturates the action (the heap grows with 60 clients that do
+    not read): armed timers move with the action's state, as Envoy's scaled
+    range timers."""
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    base = stat(admin, "server.memory_allocated")
+    procs[-1].stop()
+    procs.pop()
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(base * 3), action("reduce_timeouts", "threshold: { value: 1.0 }",
+                                       scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 0.2s"))),
+        hcm_extra="common_http_protocol_options: { idle_timeout: 3600s }\n")
+    assert stat(admin, f"overload.{A}reduce_timeouts.active") == 0
+    idle = socket.create_connection(("127.0.0.1", listen))
+    idle.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    head, _ = read_response(idle)
+    assert head.startswith("HTTP/1.1 200 ")
+    assert not peer_closed(idle, 0.5)
+    readers = []
+    req = b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n" * 4
+    for _ in range(60):
+        r = socket.socket()
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        r.connect(("127.0.0.1", listen))
+        r.sendall(req)
+        readers.append(r)
+    assert wait_stat(admin, f"overload.{A}reduce_timeouts.active", 1, timeout=5), \
+        (stat(admin, "server.memory_allocated"), base)
+    assert peer_closed(idle, 3 * SLOW)
+    idle.close()
+    assert stat(admin, "http.ingress_http.downstream_cx_idle_timeout") >= 1
+    # the readers are not idle: their streams keep them
+    assert stat(admin, "http.ingress_http.downstream_cx_active") == 60
+    for r in readers:
+        r.close()
+
+
 def validate(yaml_text):
     d = tempfile.mkdtemp(prefix="sharp-ol-")
     path = os.path.join(d, "b.yaml")
@@ -281,7 +368,16 @@ BASE = bootstrap_yaml(1, 2, {"app": [3]})
 
 @pytest.mark.parametrize("overload,want", [
     (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED)),
-     "overload action envoy.overload_actions.reduce_timeouts is not supported by SHARP"),
+     "overload action envoy.overload_actions.reduce_timeouts requires a ScaleTimersOverloadActionConfig"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_STREAM_IDLE", "min_timeout: 1s"))),
+     "scaling the HTTP_DOWNSTREAM_STREAM_IDLE timer is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 1s", 2))),
+     "Found duplicate entry for timer type HTTP_DOWNSTREAM_CONNECTION_IDLE"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 1s",
+                                                                                     extra="triggers: [{ name: x, threshold: { value: 1 } }]"))),
+     "per-timer triggers"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_scale: { value: 150 }"))),
+     "value"),
     (overload_yaml(heap_monitor(TINY), action("stop_accepting_connections", SATURATED)),
      "overload action envoy.overload_actions.stop_accepting_connections is not supported by SHARP"),
     (overload_yaml(heap_monitor(TINY), action("no_such_thing", SATURATED)),

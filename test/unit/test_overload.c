@@ -63,13 +63,28 @@ static void bernoulli_draws(void **state)
     assert_true(frac > 0.23 && frac < 0.27);
 }
 
+static void scaled_timeouts(void **state)
+{
+    (void)state;
+    /* Envoy's scaled range timer: min + (max - min) * (1 - state) */
+    assert_int_equal(sharp_overload_scaled_timeout_ms(3600000, 2000, 0), 3600000);
+    assert_int_equal(sharp_overload_scaled_timeout_ms(3600000, 2000, 1000000), 2000);
+    assert_int_equal(sharp_overload_scaled_timeout_ms(600000, 2000, 700000), 2000 + 598000 * 3 / 10);
+    /* a minimum above the timeout is the timeout (AbsoluteMinimum) */
+    assert_int_equal(sharp_overload_scaled_timeout_ms(1000, 5000, 1000000), 1000);
+    /* without reduce_timeouts the remaining time is the plain one */
+    assert_int_equal(sharp_overload_idle_remaining_ms(1000, 400), 600);
+    assert_int_equal(sharp_overload_idle_remaining_ms(1000, 1400), 0);
+}
+
 static void action_names(void **state)
 {
     (void)state;
     assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.stop_accepting_requests"),
                      SHARP_OL_STOP_ACCEPTING_REQUESTS);
     assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.shrink_heap"), SHARP_OL_SHRINK_HEAP);
-    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.reduce_timeouts"), -1);
+    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.reduce_timeouts"), SHARP_OL_REDUCE_TIMEOUTS);
+    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.stop_accepting_connections"), -1);
     assert_int_equal(sharp_overload_action_kind("stop_accepting_requests"), -1);
 }
 
@@ -109,6 +124,7 @@ int main(void)
         cmocka_unit_test(scaled_trigger),
         cmocka_unit_test(action_takes_the_largest_trigger),
         cmocka_unit_test(bernoulli_draws),
+        cmocka_unit_test(scaled_timeouts),
         cmocka_unit_test(action_names),
         cmocka_unit_test(global_connection_limit),
     };
