@@ -146,8 +146,10 @@ def test_scaled_trigger_scale_percent(procs, upstream):
     assert stat(admin, f"overload.{A}disable_http_keepalive.active") == 1
 
 
-def test_scaled_stop_accepting_requests_sheds_a_fraction(procs, upstream):
-    """A scaled state is a probability per request (Envoy's bernoulli)."""
+def test_scaled_trigger_saturated_refuses_every_request(procs, upstream):
+    """A scaled trigger whose pressure is past saturation_threshold is
+    saturated: every request is refused (the draw on a scaling state is
+    covered by the unit test's bernoulli_draws)."""
     listen, admin, _ = start(procs, upstream, overload_yaml(
         heap_monitor(TINY),
         action("stop_accepting_requests", "scaled: { scaling_threshold: 0.0, saturation_threshold: 1.0 }")))
