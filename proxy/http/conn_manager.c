@@ -68,6 +68,7 @@ typedef struct sharp_conn {
      * more byte before it reports it (HTTP/0.9), so conn_execute looks for
      * the line end itself. */
     bool version_done;      /* on_version_complete was called */
+    bool head_done;         /* the head went to the filter chain: fields now are trailers */
     const char *url_end;    /* where the last URL span ended */
     unsigned url_gen;       /* exec_gen of that span */
     bool tunnel;            /* upgraded: bytes after the request go to the stream unparsed */
@@ -834,6 +835,7 @@ static int p_on_message_begin(llhttp_t *p)
     c->value_done = false;
     c->value_spans = false;
     c->version_done = false;
+    c->head_done = false;
     c->url_end = NULL;
     /* llhttp sets the version only when it parses one: a request line
      * without a version must not inherit the previous request's. */
@@ -894,9 +896,13 @@ static int p_on_version_complete(llhttp_t *p)
 static int p_on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     sharp_conn_t *c = p->data;
-    sharp_headers_t *h = &c->stream->req;
     c->header_bytes += n;
     if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    /* Trailers of a chunked request are dropped, as by Envoy's codec
+     * without enable_trailers: merged into the header map they would
+     * reach the upstream as header fields (a second Host, say). */
+    if (c->head_done) return 0;
+    sharp_headers_t *h = &c->stream->req;
     c->value_done = false;
     c->value_spans = false;
     if (c->in_value || h->n == 0) {
@@ -914,6 +920,7 @@ static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
     sharp_conn_t *c = p->data;
     c->header_bytes += n;
     if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    if (c->head_done) return 0; /* a trailer */
     /* llhttp 8.1 accepts a header line without a name (": x"); its value
      * would be glued to the previous header. */
     if (c->value_done || c->stream->req.n == 0) return reject(p, 400, "http1.codec_error");
@@ -928,8 +935,9 @@ static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
     }
     /* A fold after an empty first line ("Name:", CRLF, " value") has no
      * span before it, and llhttp starts the span after the fold's
-     * whitespace: a line break before that whitespace gives it away. */
-    if (ends_in_line_break(c->exec_begin, (size_t)(at - c->exec_begin), c->tail_lf_ws))
+     * whitespace: a line break before that whitespace gives it away.
+     * (An empty value gets an empty span after its own line break.) */
+    if (n && ends_in_line_break(c->exec_begin, (size_t)(at - c->exec_begin), c->tail_lf_ws))
         return reject(p, 400, "http1.codec_error");
     c->value_spans = true;
     c->value_gen = c->exec_gen;
@@ -945,6 +953,7 @@ static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
 static int p_on_header_value_complete(llhttp_t *p)
 {
     sharp_conn_t *c = p->data;
+    if (c->head_done) return 0; /* a trailer */
     sharp_headers_t *h = &c->stream->req;
     c->in_value = true; /* an empty value gets no on_header_value call */
     c->value_done = true;
@@ -1025,6 +1034,8 @@ static int p_on_headers_complete(llhttp_t *p)
     const char *details;
     uint32_t code = h1_validate_head(c, p, &details);
     if (code) return reject(p, code, details);
+    c->head_done = true;
+    c->header_bytes = 0; /* trailers have a limit of their own, as in Envoy */
     if (h1_request_head(c, s, p) != 0 || c->closing || c->shutdown || !c->stream) {
         c->rejected = true;
         llhttp_set_error_reason(p, "stop");

@@ -211,7 +211,7 @@ def forwarded(method, path, headers=(), body=b"", chunked=False):
     lines += ["x-forwarded-proto: http", "x-request-id: ID", "x-envoy-expected-rq-timeout-ms: 15000"]
     if chunked:
         lines.append("transfer-encoding: chunked")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def masked(data):
@@ -311,3 +311,159 @@ def test_rejected_head_sends_nothing_upstream(px, backend, data, status, details
     lines = px.log_lines(1)
     assert lines and lines[-1].endswith(f"{status} DPE {details}"), lines
     assert stat(px.admin, PROTOCOL_ERROR) == 1
+
+
+# Valid requests: (id, bytes sent in one write, bytes the backend must
+# receive, masked). Each runs on a fresh proxy, so the upstream connection
+# is still being set up while the whole request is read and a chunked body
+# goes out as one chunk.
+ACCEPTED = [
+    ("content-length", H + b"Content-Length: 3\r\nX-B: c\r\n\r\nabc",
+     forwarded("POST", "/x", [("content-length", "3"), ("x-b", "c")], b"abc")),
+    ("chunked", H + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+     forwarded("POST", "/x", [], b"3\r\nabc\r\n0\r\n\r\n", chunked=True)),
+    ("chunked-case-ows", H + b"transfer-encoding: \tChunKed \r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+     forwarded("POST", "/x", [], b"3\r\nabc\r\n0\r\n\r\n", chunked=True)),
+    ("chunked-extensions", H + b"Transfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n2;c\r\nde\r\n0;z\r\n\r\n",
+     forwarded("POST", "/x", [], b"5\r\nabcde\r\n0\r\n\r\n", chunked=True)),
+    # trailers are dropped (enable_trailers is not supported): a trailer
+    # must never turn into a header field upstream
+    ("chunked-trailers", H + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nHost: evil\r\n"
+     b"X-T: v\r\nX_U: w\r\n\r\n",
+     forwarded("POST", "/x", [], b"3\r\nabc\r\n0\r\n\r\n", chunked=True)),
+    ("empty-value", b"GET /x HTTP/1.1\r\nHost: a\r\nX-E:\r\nX-F: \t\r\n\r\n",
+     forwarded("GET", "/x", [("x-e", ""), ("x-f", "")])),
+    ("value-inner-ws", b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: b \t c\r\n\r\n",
+     forwarded("GET", "/x", [("x-a", "b \t c")])),
+    ("obs-text", b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: caf\xc3\xa9\r\n\r\n",
+     forwarded("GET", "/x", [("x-a", "caf\xc3\xa9")])),
+    ("leading-crlf", b"\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n", forwarded("GET", "/x")),
+]
+
+
+@pytest.mark.parametrize("data,expected", [r[1:] for r in ACCEPTED], ids=[r[0] for r in ACCEPTED])
+def test_valid_request_forwarded_exactly(px, backend, data, expected):
+    resp, _ = px.send(data)
+    assert [r[0] for r in resp] == [200], resp
+    got = masked(backend.received())
+    assert backend.requests == 1
+    assert got == expected
+    assert stat(px.admin, PROTOCOL_ERROR) == 0
+
+
+def test_http10_forwarded_as_http11(procs, backend):
+    p = Proxy(procs, backend, hcm_extra="http_protocol_options: { accept_http_10: true }\n")
+    resp, closed = p.send(b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert [r[0] for r in resp] == [200] and closed
+    assert masked(backend.received()) == forwarded("GET", "/x")
+
+
+def test_pipelined_requests_after_content_length_body(px, backend):
+    """Content-Length ends the body: what follows is the next request, and
+    both reach the upstream as the two requests they are."""
+    data = H + b"Content-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+    resp, closed = px.send(data)
+    assert [r[0] for r in resp] == [200, 200] and not closed
+    assert masked(backend.received()) == forwarded("POST", "/x", [("content-length", "5")], b"hello") + \
+        forwarded("GET", "/b")
+    assert backend.requests == 2
+
+
+def test_pipelined_after_chunked_body(px, backend):
+    data = H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+    resp, closed = px.send(data)
+    assert [r[0] for r in resp] == [200, 200] and not closed
+    assert masked(backend.received()) == forwarded("POST", "/x", [], b"5\r\nhello\r\n0\r\n\r\n", chunked=True) + \
+        forwarded("GET", "/b")
+
+
+@pytest.mark.parametrize("data", [
+    # CL.TE: a front end using Content-Length would pass "0\r\n\r\nGET /admin..."
+    # as body; one using chunked would see a second request
+    H + b"Content-Length: 35\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    # TE.CL: the chunk carries the smuggled request for a Content-Length reader
+    H + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n2a\r\nGET /admin HTTP/1.1\r\nHost: a\r\nX: GET / HTTP\r\n"
+    b"\r\n0\r\n\r\n",
+    # TE.TE: one spelling of Transfer-Encoding hidden from one of the hops
+    H + b"Content-Length: 35\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: identity\r\n\r\n0\r\n\r\n"
+    b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    H + b"Content-Length: 35\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    H + b"Content-Length: 35\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    H + b"Content-Length: 35\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    # a second Content-Length one hop may take over the first
+    H + b"Content-Length: 0\r\nContent-Length: 35\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    # a header line without a name, hiding Transfer-Encoding from a lenient hop
+    H + b"Content-Length: 35\r\n: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+], ids=["cl-te", "te-cl", "te-te-identity", "te-space-colon", "te-obs-fold", "bare-lf-te", "cl-cl", "nameless-te"])
+def test_desync_shapes_refused_whole(px, backend, data):
+    """Ambiguous framing is refused as a whole: one error response, the
+    connection closed, nothing upstream and no second request parsed."""
+    resp, closed = px.send(data)
+    assert len(resp) == 1 and resp[0][0] in (400, 501), resp
+    assert closed
+    assert backend.received() == b""
+    assert stat(px.admin, PROTOCOL_ERROR) == 1
+
+
+@pytest.mark.parametrize("chunk", [b"10000000000000000", b"fffffffffffffffff", b"3\nabc", b"3 \r\nabc", b"-1", b"x"],
+                         ids=["2^64", "overflow-17-digits", "bare-lf", "space", "negative", "not-hex"])
+def test_bad_chunk_answered_and_closed(px, backend, chunk):
+    """A chunk-size the codec refuses comes after a valid head, which may
+    already be upstream: the client still gets its 400 at once, the
+    upstream never gets a complete request, and the connection closes."""
+    head = H + b"Transfer-Encoding: chunked\r\n\r\n"
+    t0 = time.time()
+    resp, closed = px.send(head + chunk + b"\r\n")
+    assert [r[0] for r in resp] == [400], resp
+    assert closed and time.time() - t0 < 3
+    got = masked(backend.received())
+    assert got in (b"", forwarded("POST", "/x", [], chunked=True))
+    assert backend.requests == 0
+    lines = px.log_lines(1)
+    assert lines and lines[-1].endswith("400 DPE http1.codec_error"), lines
+
+
+def test_request_line_without_version_split(px, backend):
+    """The request line end arriving alone, after the rest: still answered."""
+    s = socket.create_connection(("127.0.0.1", px.listen), timeout=OP_TIMEOUT)
+    try:
+        s.sendall(b"GET /x")
+        time.sleep(0.2)
+        s.sendall(b"\r")
+        time.sleep(0.2)
+        s.sendall(b"\n")
+        out = s.recv(4096)
+        assert out.startswith(b"HTTP/1.1 400 "), out
+    finally:
+        s.close()
+    assert backend.received() == b""
+
+
+def test_obs_fold_split_across_reads(px, backend):
+    """obs-fold is found however the bytes are cut into reads."""
+    data = b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n"
+    for cut in range(data.index(b"X-A"), len(data) - 2):
+        s = socket.create_connection(("127.0.0.1", px.listen), timeout=OP_TIMEOUT)
+        try:
+            s.sendall(data[:cut])
+            time.sleep(0.05)
+            s.sendall(data[cut:])
+            out = s.recv(4096)
+            assert out.startswith(b"HTTP/1.1 400 "), (cut, out)
+        finally:
+            s.close()
+    assert backend.received() == b""
+
+
+def test_value_split_across_reads_is_not_a_fold(px, backend):
+    data = b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: bc d\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", px.listen), timeout=OP_TIMEOUT)
+    try:
+        for i in range(len(data)):
+            s.sendall(data[i:i + 1])
+            time.sleep(0.01)
+        out = s.recv(4096)
+        assert out.startswith(b"HTTP/1.1 200 "), out
+    finally:
+        s.close()
+    assert masked(backend.received()) == forwarded("GET", "/x", [("x-a", "bc d")])
