@@ -836,6 +836,7 @@ static int p_on_message_begin(llhttp_t *p)
     c->value_spans = false;
     c->version_done = false;
     c->head_done = false;
+    c->reject_code = 0;
     c->url_end = NULL;
     /* llhttp sets the version only when it parses one: a request line
      * without a version must not inherit the previous request's. */
