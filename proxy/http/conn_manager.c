@@ -868,8 +868,9 @@ static int reject(llhttp_t *p, uint32_t code, const char *details)
 
 /* A request line without an HTTP version ("GET /x" and CRLF) is HTTP/0.9
  * to llhttp, which then waits for headers that such a client never sends.
- * llhttp sets version 0.9 just before this callback on that path only, so
- * the request is answered here, at the end of its request line. */
+ * llhttp sets version 0.9 just before this callback on that path only (it
+ * comes once a byte follows the line end; conn_execute catches a line end
+ * with nothing after it). */
 static int p_on_url_complete(llhttp_t *p)
 {
     if (p->http_major == 0 && p->http_minor == 9) return reject(p, 400, "http1.codec_error");
