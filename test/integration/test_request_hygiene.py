@@ -311,6 +311,7 @@ def test_rejected_head_sends_nothing_upstream(px, backend, data, status, details
     lines = px.log_lines(1)
     assert lines and lines[-1].endswith(f"{status} DPE {details}"), lines
     assert stat(px.admin, PROTOCOL_ERROR) == 1
+    assert stat(px.admin, f"http.ingress_http.downstream_rq_{status // 100}xx") == 1
 
 
 # Valid requests: (id, bytes sent in one write, bytes the backend must
