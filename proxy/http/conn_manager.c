@@ -51,6 +51,27 @@ typedef struct sharp_conn {
     bool peer_closed;       /* FIN seen while the flush was still pending */
     bool duration_draining; /* max_connection_duration reached: drain like a server drain */
     bool underscore_rejected; /* headers_with_underscores_action REJECT_REQUEST hit */
+    /* A parser callback refused the request head: the answer (code and
+     * Envoy's response code details) is sent once llhttp_execute returns. */
+    uint32_t reject_code;
+    const char *reject_details;
+    /* Header value bookkeeping for the checks llhttp 8.1 does not make:
+     * a value that arrives without a name (": x") and obs-fold. */
+    bool value_done;        /* the last header's value is complete */
+    bool value_spans;       /* the current value has had a span */
+    bool value_at_buf_end;  /* ...which ended where its read buffer ended */
+    unsigned value_gen;     /* exec_gen of that span */
+    const char *value_end;  /* where that span ended */
+    unsigned exec_gen;      /* one per llhttp_execute call */
+    const char *exec_begin, *exec_end;
+    bool tail_lf_ws;        /* the bytes fed so far end in LF and SP/HTAB only */
+    /* A request line that ends without a version: llhttp waits for one
+     * more byte before it reports it (HTTP/0.9), so conn_execute looks for
+     * the line end itself. */
+    bool version_done;      /* on_version_complete was called */
+    bool head_done;         /* the head went to the filter chain: fields now are trailers */
+    const char *url_end;    /* where the last URL span ended */
+    unsigned url_gen;       /* exec_gen of that span */
     bool tunnel;            /* upgraded: bytes after the request go to the stream unparsed */
     bool peer_eof;          /* the peer half-closed a tunnel: nothing more to read */
     int handles_open;
@@ -317,6 +338,14 @@ static void tunnel_data(sharp_conn_t *c, const char *p, size_t n)
     dec_run_data(s, 0, p, n, false);
 }
 
+/* Whether bytes that follow earlier ones (which ended so when `before`)
+ * end in a line feed followed by nothing but spaces and tabs. */
+static bool ends_in_line_break(const char *p, size_t n, bool before)
+{
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+    return n ? p[n - 1] == '\n' : before;
+}
+
 /* Feeds bytes to the parser. The parser pauses at the end of every request;
  * when that request's stream has already finished (a fast local reply, say),
  * parsing goes straight on with the rest, otherwise the rest waits. */
@@ -325,9 +354,20 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
     sharp_sbuf_t own = {0};
     for (;;) {
         c->parsing = true;
+        c->exec_gen++;
+        c->exec_begin = p;
+        c->exec_end = p + n;
         llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
         c->parsing = false;
         if (c->closing || c->shutdown) break;
+        c->tail_lf_ws = ends_in_line_break(p, n, c->tail_lf_ws);
+        if (e == HPE_OK && c->stream && !c->version_done && c->url.len) {
+            const char *from = c->url_gen == c->exec_gen ? c->url_end : p;
+            if (from >= p && from <= p + n && memchr(from, '\n', (size_t)(p + n - from))) {
+                conn_protocol_error_ex(c, 400, "Bad Request", "http1.codec_error");
+                break;
+            }
+        }
         if (c->tunnel && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
             /* the upgrade request's HTTP part is over: what follows it is
              * the upgrade payload, which goes to the stream as it is */
@@ -357,6 +397,10 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
             conn_protocol_error_ex(c, 400, "Bad Request", "http1.unexpected_underscore");
             break;
         }
+        if (c->reject_code) {
+            conn_protocol_error_ex(c, c->reject_code, sharp_h1_reason(c->reject_code), c->reject_details);
+            break;
+        }
         /* llhttp turns an error returned from on_headers_complete into
          * HPE_CB_HEADERS_COMPLETE and drops our reason: the flag says the
          * request was already answered, so no second response is sent. */
@@ -372,9 +416,23 @@ static void conn_execute(sharp_conn_t *c, const char *p, size_t n)
                 break;
             }
             if (r && strcmp(r, "stop") == 0) break;
-
         }
-        conn_protocol_error(c, 400, "Bad Request");
+        /* Everything else llhttp refuses is Envoy's generic codec error,
+         * except the framing errors Envoy names itself: a transfer coding
+         * other than a lone "chunked" (501) and Content-Length together
+         * with Transfer-Encoding (400). */
+        uint32_t code = 400;
+        const char *details = "http1.codec_error";
+        if (e == HPE_INVALID_TRANSFER_ENCODING) {
+            code = 501;
+            details = "http1.invalid_transfer_encoding";
+        } else if (e == HPE_UNEXPECTED_CONTENT_LENGTH) {
+            const char *r = llhttp_get_error_reason(&c->parser);
+            if (r && strstr(r, "Transfer-Encoding")) details = "http1.content_length_and_chunked_not_allowed";
+        }
+        sharp_debug(http, "[C%llu] llhttp: %s (%s)", c->id, llhttp_errno_name(e),
+                    llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser) : "");
+        conn_protocol_error_ex(c, code, sharp_h1_reason(code), details);
         break;
     }
     sharp_sbuf_free(&own);
@@ -834,6 +892,15 @@ static int p_on_message_begin(llhttp_t *p)
     c->stream = stream_create(c);
     c->header_bytes = 0;
     c->in_value = false;
+    c->value_done = false;
+    c->value_spans = false;
+    c->version_done = false;
+    c->head_done = false;
+    c->reject_code = 0;
+    c->url_end = NULL;
+    /* llhttp sets the version only when it parses one: a request line
+     * without a version must not inherit the previous request's. */
+    p->http_major = p->http_minor = 0;
     sharp_sbuf_reset(&c->url);
     uv_timer_stop(&c->idle_timer);
     return 0;
@@ -845,21 +912,61 @@ static int too_large(llhttp_t *p)
     return HPE_USER;
 }
 
+/* Refuses the request from a parser callback; conn_execute answers once
+ * llhttp has returned (it replaces the reason of a *_complete callback's
+ * error, so the answer cannot travel in the parser). */
+static int reject(llhttp_t *p, uint32_t code, const char *details)
+{
+    sharp_conn_t *c = p->data;
+    if (!c->reject_code) {
+        c->reject_code = code;
+        c->reject_details = details;
+    }
+    llhttp_set_error_reason(p, "reject");
+    return HPE_USER;
+}
+
+/* A request line without an HTTP version ("GET /x" and CRLF) is HTTP/0.9
+ * to llhttp, which then waits for headers that such a client never sends.
+ * llhttp sets version 0.9 just before this callback on that path only (it
+ * comes once a byte follows the line end; conn_execute catches a line end
+ * with nothing after it). */
+static int p_on_url_complete(llhttp_t *p)
+{
+    if (p->http_major == 0 && p->http_minor == 9) return reject(p, 400, "http1.codec_error");
+    return 0;
+}
+
 static int p_on_url(llhttp_t *p, const char *at, size_t n)
 {
     sharp_conn_t *c = p->data;
     c->header_bytes += n;
     if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
     sharp_sbuf_append(&c->url, at, n);
+    c->url_end = at + n;
+    c->url_gen = c->exec_gen;
+    return 0;
+}
+
+static int p_on_version_complete(llhttp_t *p)
+{
+    sharp_conn_t *c = p->data;
+    c->version_done = true;
     return 0;
 }
 
 static int p_on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     sharp_conn_t *c = p->data;
-    sharp_headers_t *h = &c->stream->req;
     c->header_bytes += n;
     if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    /* Trailers of a chunked request are dropped, as by Envoy's codec
+     * without enable_trailers: merged into the header map they would
+     * reach the upstream as header fields (a second Host, say). */
+    if (c->head_done) return 0;
+    sharp_headers_t *h = &c->stream->req;
+    c->value_done = false;
+    c->value_spans = false;
     if (c->in_value || h->n == 0) {
         if (h->n >= HCM(c)->max_headers_count) return too_large(p);
         sharp_headers_add(h, at, n, "", 0);
@@ -875,6 +982,29 @@ static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
     sharp_conn_t *c = p->data;
     c->header_bytes += n;
     if (c->header_bytes > (size_t)HCM(c)->max_request_headers_kb * 1024) return too_large(p);
+    if (c->head_done) return 0; /* a trailer */
+    /* llhttp 8.1 accepts a header line without a name (": x"); its value
+     * would be glued to the previous header. */
+    if (c->value_done || c->stream->req.n == 0) return reject(p, 400, "http1.codec_error");
+    /* A value comes in one span per read buffer. A second span that does
+     * not continue the first where it (and its buffer) ended skipped a line
+     * break: obs-fold, which llhttp 8.1 accepts and RFC 9112 lets a server
+     * reject with 400, as Envoy's parsers do. */
+    if (c->value_spans) {
+        bool contiguous = c->value_gen == c->exec_gen ? at == c->value_end
+                                                      : c->value_at_buf_end && at == c->exec_begin;
+        if (!contiguous) return reject(p, 400, "http1.codec_error");
+    }
+    /* A fold after an empty first line ("Name:", CRLF, " value") has no
+     * span before it, and llhttp starts the span after the fold's
+     * whitespace: a line break before that whitespace gives it away.
+     * (An empty value gets an empty span after its own line break.) */
+    if (n && ends_in_line_break(c->exec_begin, (size_t)(at - c->exec_begin), c->tail_lf_ws))
+        return reject(p, 400, "http1.codec_error");
+    c->value_spans = true;
+    c->value_gen = c->exec_gen;
+    c->value_end = at + n;
+    c->value_at_buf_end = at + n == c->exec_end;
     c->in_value = true;
     sharp_headers_append_last_value(&c->stream->req, at, n);
     return 0;
@@ -885,11 +1015,25 @@ static int p_on_header_value(llhttp_t *p, const char *at, size_t n)
 static int p_on_header_value_complete(llhttp_t *p)
 {
     sharp_conn_t *c = p->data;
+    if (c->head_done) return 0; /* a trailer */
     sharp_headers_t *h = &c->stream->req;
     c->in_value = true; /* an empty value gets no on_header_value call */
-    int action = HCM(c)->headers_with_underscores_action;
-    if (action == 0 || h->n == 0) return 0;
+    c->value_done = true;
+    c->value_spans = false;
+    if (h->n == 0) return reject(p, 400, "http1.codec_error");
     sharp_str_t name = sharp_headers_name(h, h->n - 1);
+    if (name.len == 0) return reject(p, 400, "http1.codec_error");
+    /* llhttp's strict mode already refuses control characters in values;
+     * checked again here because a value that reaches the filter chain
+     * must hold no NUL, CR or LF whatever the parser lets through
+     * (Envoy's headerValueIsValid, "http1.invalid_characters"). */
+    sharp_str_t value = sharp_headers_value(h, h->n - 1);
+    for (size_t i = 0; i < value.len; i++) {
+        unsigned char ch = (unsigned char)value.p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return reject(p, 400, "http1.invalid_characters");
+    }
+    int action = HCM(c)->headers_with_underscores_action;
+    if (action == 0) return 0;
     if (!memchr(name.p, '_', name.len)) return 0;
     if (action == 2) { /* DROP_HEADER */
         sharp_counter_inc(STATS(c), HCM(c)->st.http1_dropped_headers_with_underscores);
@@ -902,10 +1046,58 @@ static int p_on_header_value_complete(llhttp_t *p)
     return HPE_USER;
 }
 
+static bool token_is(sharp_str_t v, const char *tok)
+{
+    while (v.len && (v.p[0] == ' ' || v.p[0] == '\t')) v.p++, v.len--;
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t')) v.len--;
+    return v.len == strlen(tok) && strncasecmp(v.p, tok, v.len) == 0;
+}
+
+/* Validation of the whole request head, done before the stream reaches the
+ * filter chain: once sharp_hcm_decode_headers runs, the router may already
+ * have written the request upstream, so nothing about the head may be
+ * refused later. llhttp's only check after on_headers_complete (a request
+ * whose Transfer-Encoding does not end in chunked) is a subset of the
+ * transfer coding check here. Returns 0 or the response code, with
+ * Envoy's response code details in *details. */
+static uint32_t h1_validate_head(sharp_conn_t *c, llhttp_t *p, const char **details)
+{
+    const sharp_headers_t *h = &c->stream->req;
+    *details = "http1.codec_error";
+    /* llhttp refuses 1.2 and up but takes 0.9 and 2.0 */
+    if (p->http_major != 1 || p->http_minor > 1) return 400;
+    int host = sharp_headers_find(h, "host", 4, 0);
+    if (host >= 0 && sharp_headers_find(h, "host", 4, (uint32_t)host + 1) >= 0) return 400;
+    int te = sharp_headers_find(h, "transfer-encoding", 17, 0);
+    if (te >= 0 || (p->flags & F_TRANSFER_ENCODING)) {
+        if ((p->flags & F_CONTENT_LENGTH) || sharp_headers_find(h, "content-length", 14, 0) >= 0) {
+            *details = "http1.content_length_and_chunked_not_allowed";
+            return 400;
+        }
+        /* Envoy supports exactly one coding, chunked, and answers any
+         * other (gzip, "gzip, chunked", a second Transfer-Encoding line)
+         * with 501 (RFC 9112 section 6.1); a CONNECT has no body to code. */
+        *details = "http1.invalid_transfer_encoding";
+        if (te < 0 || sharp_headers_find(h, "transfer-encoding", 17, (uint32_t)te + 1) >= 0) return 501;
+        if (!token_is(sharp_headers_value(h, (uint32_t)te), "chunked")) return 501;
+        if (!(p->flags & F_CHUNKED) || llhttp_get_method(p) == HTTP_CONNECT) return 501;
+        *details = "http1.codec_error";
+    }
+    /* Content-Length is a signed 64-bit count in Envoy (and upstream
+     * peers); llhttp takes values up to 2^64 - 1. */
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)INT64_MAX) return 400;
+    return 0;
+}
+
 static int p_on_headers_complete(llhttp_t *p)
 {
     sharp_conn_t *c = p->data;
     sharp_stream_t *s = c->stream;
+    const char *details;
+    uint32_t code = h1_validate_head(c, p, &details);
+    if (code) return reject(p, code, details);
+    c->head_done = true;
+    c->header_bytes = 0; /* trailers have a limit of their own, as in Envoy */
     if (h1_request_head(c, s, p) != 0 || c->closing || c->shutdown || !c->stream) {
         c->rejected = true;
         llhttp_set_error_reason(p, "stop");
@@ -1089,6 +1281,8 @@ __attribute__((constructor)) static void init_settings(void)
     llhttp_settings_init(&settings);
     settings.on_message_begin = p_on_message_begin;
     settings.on_url = p_on_url;
+    settings.on_url_complete = p_on_url_complete;
+    settings.on_version_complete = p_on_version_complete;
     settings.on_header_field = p_on_header_field;
     settings.on_header_value = p_on_header_value;
     settings.on_header_value_complete = p_on_header_value_complete;
