@@ -143,7 +143,7 @@ static void worker_main(void *arg)
     }
 }
 
-int sharp_worker_start(sharp_worker_t *w)
+int sharp_worker_init(sharp_worker_t *w)
 {
     uv_loop_init(&w->loop);
     w->loop.data = w;
@@ -184,6 +184,12 @@ int sharp_worker_start(sharp_worker_t *w)
             return -1;
         }
     }
+    return 0;
+}
+
+int sharp_worker_start(sharp_worker_t *w)
+{
+    if (sharp_worker_init(w) != 0) return -1;
     return uv_thread_create(&w->thread, worker_main, w);
 }
 
@@ -209,6 +215,11 @@ void sharp_worker_set_runtime(sharp_worker_t *w, sharp_runtime_snapshot_t *snap)
 void sharp_worker_join(sharp_worker_t *w)
 {
     uv_thread_join(&w->thread);
+    sharp_worker_release(w);
+}
+
+void sharp_worker_release(sharp_worker_t *w)
+{
     sharp_runtime_snapshot_unref(atomic_exchange(&w->runtime_pending, NULL));
     sharp_runtime_snapshot_unref(w->runtime);
     w->runtime = NULL;

@@ -95,6 +95,14 @@ typedef struct sharp_worker {
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);
+/* The two halves of a worker's life without its thread, for the in-process
+ * fuzz targets (test/fuzz/), which run the loop themselves:
+ * sharp_worker_init sets up the loop, pools and listeners as
+ * sharp_worker_start does before it starts the thread (0 or -1), and
+ * sharp_worker_release frees what sharp_worker_join frees after the thread
+ * has left its loop (after sharp_worker_stop and a loop run to the end). */
+int sharp_worker_init(sharp_worker_t *w);
+void sharp_worker_release(sharp_worker_t *w);
 /* Asks the worker to stop accepting and close idle connections (thread-safe). */
 void sharp_worker_drain(sharp_worker_t *w);
 /* Asks the worker to close everything and leave its loop (thread-safe). */

@@ -24,13 +24,27 @@ void sharp_headers_free(sharp_headers_t *h)
     memset(h, 0, sizeof *h);
 }
 
+/* Whether p points into the map's own buffer: a value copied from another
+ * header of the same map (x-envoy-original-path from :path), which moves
+ * when the buffer grows. Returns its offset in *off. */
+static bool in_buf(const sharp_headers_t *h, const char *p, size_t *off)
+{
+    uintptr_t b = (uintptr_t)h->buf, q = (uintptr_t)p;
+    if (!h->buf || q < b || q >= b + h->bcap) return false;
+    *off = q - b;
+    return true;
+}
+
 static uint32_t buf_put(sharp_headers_t *h, const char *p, size_t n)
 {
     if (h->blen + n > h->bcap) {
+        size_t at;
+        bool own = in_buf(h, p, &at);
         uint32_t cap = h->bcap ? h->bcap : 512;
         while (cap < h->blen + n) cap *= 2;
         h->buf = sharp_realloc(h->buf, cap);
         h->bcap = cap;
+        if (own) p = h->buf + at;
     }
     uint32_t off = h->blen;
     if (n) memcpy(h->buf + off, p, n);
@@ -55,10 +69,13 @@ void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const 
         h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
     }
     sharp_header_entry_t *e = &h->e[h->n++];
+    size_t vat;
+    bool own_value = in_buf(h, value, &vat); /* the name's put may move the buffer */
     e->name_off = buf_put(h, name, nlen);
     e->name_len = (uint32_t)nlen;
     for (size_t i = 0; i < nlen; i++)
         h->buf[e->name_off + i] = (char)tolower((unsigned char)h->buf[e->name_off + i]);
+    if (own_value) value = h->buf + vat;
     e->value_off = buf_put(h, value, vlen);
     e->value_len = (uint32_t)vlen;
 }

@@ -739,6 +739,19 @@ static int on_headers_complete(llhttp_t *ps)
 {
     sharp_upstream_cx_t *cx = ps->data;
     unsigned status = ps->status_code;
+    /* Envoy's client codec (onHeadersCompleteBase): a 1xx or 204 response
+     * has no body, so transfer-encoding in it, or a content-length other
+     * than 0, is a protocol error (502 UPE); a content-length of 0 is
+     * dropped. Forwarded as they were, they would tell the client to expect
+     * a body the proxy never frames as one (after a 101, the tunnel's). */
+    if (status < 200 || status == 204) {
+        if (sharp_headers_get_cstr(&cx->resp, "transfer-encoding", NULL)) return -1;
+        sharp_str_t cl;
+        if (sharp_headers_get_cstr(&cx->resp, "content-length", &cl)) {
+            if (!sharp_str_eq(cl, "0", 1)) return -1;
+            sharp_headers_remove_cstr(&cx->resp, "content-length");
+        }
+    }
     if (status >= 100 && status < 200 && status != 101) {
         cx->informational = true; /* 100 Continue and friends: swallowed */
         return 0;

@@ -168,6 +168,36 @@ static void test_list_next(void **state)
     assert_false(sharp_list_next(&rest, &item));
 }
 
+/* A value taken from the same map (the router sets x-envoy-original-path
+ * from :path) stays valid while the add or set grows the buffer under it:
+ * ASan reported a use after free here. */
+static void test_value_from_same_map_survives_growth(void **state)
+{
+    (void)state;
+    for (size_t fill = 400; fill < 1200; fill += 7) {
+        sharp_headers_t h;
+        sharp_headers_init(&h);
+        char path[1300];
+        path[0] = '/';
+        memset(path + 1, 'p', fill - 1);
+        path[fill] = '\0';
+        sharp_headers_add_cstr(&h, ":path", path);
+        sharp_headers_add_cstr(&h, "host", "a");
+        sharp_str_t v;
+        assert_true(sharp_headers_get_cstr(&h, ":path", &v));
+        sharp_headers_set(&h, "x-envoy-original-path", 21, v.p, v.len);
+        assert_true(value_is(&h, "x-envoy-original-path", path));
+        assert_true(sharp_headers_get_cstr(&h, "host", &v));
+        sharp_headers_add(&h, "x-copied-host-with-a-long-name-to-move-the-buffer", 49, v.p, v.len);
+        assert_true(value_is(&h, "x-copied-host-with-a-long-name-to-move-the-buffer", "a"));
+        assert_true(sharp_headers_get_cstr(&h, ":path", &v));
+        sharp_headers_set(&h, "host", 4, v.p, v.len); /* replacing an existing one */
+        assert_true(value_is(&h, "host", path));
+        assert_true(value_is(&h, ":path", path));
+        sharp_headers_free(&h);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_many_headers_grow),
         cmocka_unit_test(test_has_token),
         cmocka_unit_test(test_list_next),
+        cmocka_unit_test(test_value_from_same_map_survives_growth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

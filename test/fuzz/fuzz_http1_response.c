@@ -1,0 +1,165 @@
+/* fuzz_http1_response.c: libFuzzer target for the upstream HTTP/1 response
+ * path, in process and over real sockets (http1_harness.h): the pool's
+ * client codec (llhttp callbacks, 1xx, upgrades, close-delimited bodies,
+ * connection reuse), the router's handling of what it reports, the
+ * response filter chain, header mutations and the downstream encoder.
+ *
+ * Input: byte 0 is options, byte 1 the split seed (fz_split), the rest is
+ * what the fake upstream answers to the one request the proxy forwards,
+ * written in those chunks with the loop settling between them (each chunk
+ * is a separate read for the pool).
+ *   options & 7: the client's request
+ *     0 GET          1 HEAD          2 POST with content-length
+ *     3 WebSocket upgrade            4 GET, HTTP/1.0
+ *     5 chunked POST                 6 GET on a mirrored route (the
+ *       shadow gets the same answer) 7 GET with connection: close
+ *   options & 8: the upstream closes its connection after its last byte
+ *     (otherwise the client goes away first).
+ *   options & 16: once settled, the client sends a second GET on the same
+ *     connection (an idle upstream connection is reused for it; the
+ *     upstream does not answer it).
+ *
+ * Besides the sanitizers' invariants, one oracle: what the client receives
+ * must parse as strict HTTP/1.1 responses (llhttp; a truncated last one is
+ * fine, the proxy resets a response it cannot finish), up to a 101 (what
+ * follows is the tunnel's), and hold no more final responses than the
+ * client sent requests. */
+#include "http1_harness.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char *const requests[8] = {
+    "GET /r HTTP/1.1\r\nhost: fuzz\r\nuser-agent: fuzz\r\n\r\n",
+    "HEAD /r HTTP/1.1\r\nhost: fuzz\r\n\r\n",
+    "POST /r HTTP/1.1\r\nhost: fuzz\r\ncontent-length: 5\r\n\r\nhello",
+    "GET /ws HTTP/1.1\r\nhost: fuzz\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    "GET /r HTTP/1.0\r\nhost: fuzz\r\n\r\n",
+    "POST /r HTTP/1.1\r\nhost: fuzz\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "GET /mirror/r HTTP/1.1\r\nhost: fuzz\r\n\r\n",
+    "GET /r HTTP/1.1\r\nhost: fuzz\r\nconnection: close\r\n\r\n",
+};
+static const char second_request[] = "GET /second HTTP/1.1\r\nhost: fuzz\r\n\r\n";
+
+typedef struct response_run {
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    bool first_is_head;
+    unsigned requests_sent;
+    unsigned final_responses;
+    bool informational; /* the response being parsed is a 1xx */
+    bool done;          /* upgraded, or the stream stopped being HTTP */
+} response_run_t;
+
+static int on_headers_complete(llhttp_t *p)
+{
+    response_run_t *rr = p->data;
+    unsigned status = llhttp_get_status_code(p);
+    if (status == 101) {
+        /* what follows a 101 is the tunnel's, whether or not the response
+         * names the protocol (llhttp switches only when it does) */
+        rr->done = true;
+        return HPE_PAUSED;
+    }
+    rr->informational = status >= 100 && status < 200;
+    /* the first final response answers the first request */
+    if (!rr->informational && rr->final_responses == 0 && rr->first_is_head) return 1; /* no body */
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    response_run_t *rr = p->data;
+    if (rr->informational) return 0;
+    rr->final_responses++;
+    if (rr->final_responses > rr->requests_sent) {
+        fprintf(stderr, "fuzz_http1_response: the client got %u final responses to %u requests\n",
+                rr->final_responses, rr->requests_sent);
+        abort();
+    }
+    return 0;
+}
+
+static void client_data(fz_run_t *r, const char *data, size_t n)
+{
+    response_run_t *rr = r->target;
+    if (rr->done) return;
+    llhttp_errno_t e = llhttp_execute(&rr->parser, data, n);
+    if (e == HPE_OK) return;
+    if (e == HPE_PAUSED_UPGRADE || rr->done) { /* a 101: the tunnel's bytes follow */
+        rr->done = true;
+        return;
+    }
+    fprintf(stderr, "fuzz_http1_response: the proxy sent the client bytes that are not HTTP/1.1 responses: %s (%s)\n",
+            llhttp_errno_name(e), llhttp_get_error_reason(&rr->parser));
+    fprintf(stderr, "chunk: \"");
+    for (size_t i = 0; i < n && i < 4096; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') fputc(c, stderr);
+        else fprintf(stderr, "\\x%02x", c);
+    }
+    fprintf(stderr, "\"\n");
+    abort();
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    fz_env_init();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2) return 0;
+    uint8_t opts = data[0];
+    uint8_t seed = data[1];
+    const char *resp = (const char *)data + 2;
+    size_t len = size - 2;
+
+    static response_run_t rr;
+    static fz_run_t r;
+    memset(&rr, 0, sizeof rr);
+    memset(&r, 0, sizeof r);
+    llhttp_settings_init(&rr.settings);
+    rr.settings.on_headers_complete = on_headers_complete;
+    rr.settings.on_message_complete = on_message_complete;
+    llhttp_init(&rr.parser, HTTP_RESPONSE, &rr.settings);
+    rr.parser.data = &rr;
+    rr.first_is_head = (opts & 7) == 1;
+    r.target = &rr;
+    r.on_client_data = client_data;
+    fz_start(&r);
+    const char *req = requests[opts & 7];
+    rr.requests_sent = 1;
+    fz_client_send(&r, req, strlen(req));
+    fz_settle(&r); /* accepted, routed, forwarded: the upstream has the request */
+
+    /* the answer, to every connection the proxy opened (a mirrored
+     * request's shadow gets the same one) */
+    size_t ends[9];
+    int nchunks = fz_split(seed, len, ends);
+    size_t at = 0;
+    for (int i = 0; i < nchunks; i++) {
+        for (int k = 0; k < r.nup; k++) fz_upstream_send(&r, k, resp + at, ends[i] - at);
+        at = ends[i];
+        fz_settle(&r);
+    }
+    if (opts & 8) {
+        for (int k = 0; k < r.nup; k++) fz_upstream_close(&r, k);
+        fz_settle(&r);
+    }
+    if (opts & 16) {
+        rr.requests_sent++;
+        fz_client_send(&r, second_request, sizeof second_request - 1);
+        fz_settle(&r);
+    }
+    fz_finish(&r);
+    return 0;
+}

@@ -1,0 +1,93 @@
+/* http1_harness.h: the in-process serving setup shared by the HTTP/1 fuzz
+ * targets (fuzz_http1_request, fuzz_http1_response).
+ *
+ * One process-wide server state is built once from a fixed bootstrap (the
+ * real sharp_server_init: config, support table, snapshot, stats, runtime).
+ * Each input then gets a fresh worker (sharp_worker_init: its own loop,
+ * pools, access log writers and listener) that the harness runs on its own
+ * thread, with real sockets on both sides:
+ *   - the downstream client is a plain non-blocking Unix socket connected
+ *     to the listener (abstract address), so the real accept path
+ *     (sharp_conn_accept), read path and codec run;
+ *   - the upstream is a plain listening Unix socket (abstract address) that
+ *     the cluster's one STATIC endpoint names; the pool really connects to
+ *     it, and the target decides what it answers.
+ * The harness alternates one non-blocking turn of the worker's loop with
+ * one pass over its own sockets (accept, read, answer). "Settled" means
+ * several turns in a row moved no byte, the loop has no ready event and no
+ * due timer. Every phase is bounded in turns, so each input ends in bounded
+ * time; a worker that does not wind down after its stop is reported as a
+ * finding (abort), and so is anything left allocated (LeakSanitizer). */
+#ifndef SHARP_FUZZ_HTTP1_HARNESS_H
+#define SHARP_FUZZ_HTTP1_HARNESS_H
+
+#include "server.h"
+#include "worker.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FZ_MAX_UPSTREAM 8
+
+typedef struct fz_run fz_run_t;
+
+/* What the fake upstream does with the bytes one of its connections
+ * received (the target's part); data is NULL with n 0 on the proxy's EOF. */
+typedef void (*fz_upstream_data_cb)(fz_run_t *r, int idx, const char *data, size_t n);
+/* Called once per accepted upstream connection. */
+typedef void (*fz_upstream_accept_cb)(fz_run_t *r, int idx);
+
+typedef struct fz_upstream {
+    int fd;            /* -1 once closed */
+    bool eof;          /* the proxy closed its side */
+    bool close_after;  /* close once `out` has been sent */
+    char *out;         /* bytes queued for the proxy (sent as the socket takes them) */
+    size_t out_len;
+} fz_upstream_t;
+
+struct fz_run {
+    sharp_worker_t w;
+    int up_listen_fd;
+    int client_fd;             /* -1 once closed */
+    bool client_eof;           /* the proxy closed the downstream connection */
+    size_t client_received;
+    fz_upstream_t up[FZ_MAX_UPSTREAM];
+    int nup;
+    size_t upstream_received;
+    fz_upstream_data_cb on_upstream_data;
+    fz_upstream_accept_cb on_upstream_accept;
+    /* bytes the downstream client received, for the target to check */
+    void (*on_client_data)(fz_run_t *r, const char *data, size_t n);
+    void *target; /* the target's per-input state */
+};
+
+/* Builds the process-wide server state from the fixed bootstrap (once). */
+void fz_env_init(void);
+/* Starts a worker and the fake upstream, connects the client. */
+void fz_start(fz_run_t *r);
+/* Runs loop turns until settled (bounded). */
+void fz_settle(fz_run_t *r);
+/* Sends bytes as the downstream client: all of them, turning the loop
+ * while the socket is full (bounded; what cannot be sent is dropped). */
+void fz_client_send(fz_run_t *r, const char *p, size_t n);
+/* Half-closes the client's sending side (a FIN to the proxy). */
+void fz_client_shutdown(fz_run_t *r);
+/* Queues bytes on upstream connection idx as the fake upstream; they go
+ * out as the socket takes them, on this call and the following turns (so
+ * it may be called from the target's callbacks). */
+void fz_upstream_send(fz_run_t *r, int idx, const char *p, size_t n);
+/* Closes upstream connection idx (the proxy sees EOF) once what is queued
+ * has been sent. */
+void fz_upstream_close(fz_run_t *r, int idx);
+/* Closes both ends, stops the worker, runs its loop to the end and frees
+ * everything the run made. */
+void fz_finish(fz_run_t *r);
+
+/* Splits n bytes into up to 8 chunks whose cut points follow from `seed`
+ * (seed & 7 cuts, positions from a generator seeded by seed and n): fills
+ * ends[] with each chunk's end offset, returns the number of chunks. The
+ * same seed and length always give the same chunks. */
+int fz_split(uint8_t seed, size_t n, size_t ends[9]);
+
+#endif
