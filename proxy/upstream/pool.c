@@ -762,6 +762,16 @@ static int on_headers_complete(llhttp_t *ps)
         /* a 101 answers only an upgrade request; its bytes then belong to
          * the tunnel (on_read hands them over when llhttp stops) */
         if (!cx->upgrade_request) return -1;
+        /* ... and is itself an upgrade (Envoy's codec switches only when
+         * Utility::isUpgrade holds for the response): a 101 without Upgrade
+         * and Connection: upgrade would be tunnelled to a client that keeps
+         * parsing HTTP, so what follows it could be read as a response the
+         * proxy never framed. SHARP answers it as a protocol error. */
+        sharp_str_t up, conn;
+        if (!sharp_headers_get_cstr(&cx->resp, "upgrade", &up) || !up.len ||
+            !sharp_headers_get_cstr(&cx->resp, "connection", &conn) ||
+            !sharp_header_value_has_token(conn, "upgrade"))
+            return -1;
         cx->upgraded = true;
     }
     char code[16];

@@ -101,7 +101,11 @@ def start(procs, answer, tail=b""):
     (GET, b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
     (GET, b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n"),
     (GET, b"HTTP/1.1 100 Continue\r\ncontent-length: 2\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
-], ids=["101-cl", "101-te", "204-cl", "204-te", "100-cl"])
+    # a 101 that is not itself an upgrade (fuzz_http1_response: tunnelled,
+    # the client would read what follows as a response nobody framed)
+    (UPGRADE, b"HTTP/1.1 101 Switching Protocols\r\nx-a: b\r\n\r\n"),
+    (UPGRADE, b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"),
+], ids=["101-cl", "101-te", "204-cl", "204-te", "100-cl", "101-no-upgrade", "101-no-connection-upgrade"])
 def test_framing_headers_in_bodyless_status_are_a_protocol_error(procs, request_bytes, answer):
     up, listen, admin = start(procs, answer, tail=b"\x81\x02hi")
     try:
