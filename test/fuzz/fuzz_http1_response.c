@@ -97,14 +97,7 @@ static void client_data(fz_run_t *r, const char *data, size_t n)
     }
     fprintf(stderr, "fuzz_http1_response: the proxy sent the client bytes that are not HTTP/1.1 responses: %s (%s)\n",
             llhttp_errno_name(e), llhttp_get_error_reason(&rr->parser));
-    fprintf(stderr, "chunk: \"");
-    for (size_t i = 0; i < n && i < 4096; i++) {
-        unsigned char c = (unsigned char)data[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') fputc(c, stderr);
-        else fprintf(stderr, "\\x%02x", c);
-    }
-    fprintf(stderr, "\"\n");
-    abort();
+    fz_abort_with_chunk(data, n);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

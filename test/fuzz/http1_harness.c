@@ -437,3 +437,15 @@ int fz_split(uint8_t seed, size_t n, size_t ends[9])
     ends[m++] = n;
     return m;
 }
+
+void fz_abort_with_chunk(const char *data, size_t n)
+{
+    fprintf(stderr, "chunk: \"");
+    for (size_t i = 0; i < n && i < 4096; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') fputc(c, stderr);
+        else fprintf(stderr, "\\x%02x", c);
+    }
+    fprintf(stderr, "\"\n");
+    abort();
+}

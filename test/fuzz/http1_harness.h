@@ -89,5 +89,8 @@ void fz_finish(fz_run_t *r);
  * ends[] with each chunk's end offset, returns the number of chunks. The
  * same seed and length always give the same chunks. */
 int fz_split(uint8_t seed, size_t n, size_t ends[9]);
+/* An oracle failed: prints the offending bytes (escaped, at most 4 KiB) and
+ * aborts, which libFuzzer reports as a finding. */
+void fz_abort_with_chunk(const char *data, size_t n) __attribute__((noreturn));
 
 #endif
