@@ -1,5 +1,10 @@
 /* default_bootstrap.c: the bootstrap SHARP runs without -c or --config-yaml,
- * written in Envoy's own v3 format. */
+ * written in Envoy's own v3 format, with the limits of Envoy's "configuring
+ * Envoy as an edge proxy" best practices, so that a user who starts from it
+ * is protected from slow, idle and hostile clients: 32 KiB connection
+ * buffers, a heap limit with shrink_heap and stop_accepting_requests, a
+ * global connection limit, header and stream timeouts, headers with
+ * underscores rejected, path normalization on. */
 #include "config/bootstrap.h"
 
 const char sharp_default_bootstrap_yaml[] =
@@ -9,11 +14,32 @@ const char sharp_default_bootstrap_yaml[] =
     "admin:\n"
     "  address:\n"
     "    socket_address: { address: 127.0.0.1, port_value: 9901 }\n"
+    "overload_manager:\n"
+    "  refresh_interval: 0.25s\n"
+    "  resource_monitors:\n"
+    "  - name: envoy.resource_monitors.fixed_heap\n"
+    "    typed_config:\n"
+    "      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig\n"
+    "      max_heap_size_bytes: 1073741824\n"
+    "  - name: envoy.resource_monitors.global_downstream_max_connections\n"
+    "    typed_config:\n"
+    "      \"@type\": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig\n"
+    "      max_active_downstream_connections: 50000\n"
+    "  actions:\n"
+    "  - name: envoy.overload_actions.shrink_heap\n"
+    "    triggers:\n"
+    "    - name: envoy.resource_monitors.fixed_heap\n"
+    "      threshold: { value: 0.95 }\n"
+    "  - name: envoy.overload_actions.stop_accepting_requests\n"
+    "    triggers:\n"
+    "    - name: envoy.resource_monitors.fixed_heap\n"
+    "      threshold: { value: 0.98 }\n"
     "static_resources:\n"
     "  listeners:\n"
     "  - name: listener_0\n"
     "    address:\n"
     "      socket_address: { address: 0.0.0.0, port_value: 10000 }\n"
+    "    per_connection_buffer_limit_bytes: 32768\n"
     "    filter_chains:\n"
     "    - filters:\n"
     "      - name: envoy.filters.network.http_connection_manager\n"
@@ -21,6 +47,16 @@ const char sharp_default_bootstrap_yaml[] =
     "          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n"
     "          stat_prefix: ingress_http\n"
     "          codec_type: AUTO\n"
+    "          use_remote_address: true\n"
+    "          normalize_path: true\n"
+    "          merge_slashes: true\n"
+    "          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\n"
+    "          common_http_protocol_options:\n"
+    "            idle_timeout: 3600s\n"
+    "            headers_with_underscores_action: REJECT_REQUEST\n"
+    "          request_headers_timeout: 10s\n"
+    "          stream_idle_timeout: 300s\n"
+    "          request_timeout: 300s\n"
     "          access_log:\n"
     "          - name: envoy.access_loggers.stdout\n"
     "            typed_config:\n"
@@ -41,6 +77,7 @@ const char sharp_default_bootstrap_yaml[] =
     "  - name: local_service\n"
     "    type: STATIC\n"
     "    connect_timeout: 0.25s\n"
+    "    per_connection_buffer_limit_bytes: 32768\n"
     "    lb_policy: ROUND_ROBIN\n"
     "    load_assignment:\n"
     "      cluster_name: local_service\n"

@@ -110,6 +110,48 @@ def test_run_example_dry_run_uses_a_served_upstream():
     assert "virtualInbound: http://127.0.0.1:15006/" in out, out
 
 
+def test_default_bootstrap_is_protected():
+    """The embedded default bootstrap (make run) carries Envoy's edge best
+    practices: run in a network namespace of its own (it binds 0.0.0.0), a
+    header with an underscore is refused, paths are normalized, and the
+    overload manager and 32 KiB buffers are live."""
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace (needs root)")
+    build = os.path.dirname(os.path.dirname(SHARP))
+    script = rf"""
+ip link set lo up
+{build}/test/upstream/sharp-test-upstream --address 127.0.0.1 --port 8080 --name demo --quiet >/dev/null &
+up=$!
+{SHARP} --concurrency 1 -l error >/dev/null 2>&1 &
+pid=$!
+for i in $(seq 100); do curl -s -o /dev/null 127.0.0.1:9901/ready && break; sleep 0.1; done
+echo "ok=$(curl -s -o /dev/null -w '%{{http_code}}' 127.0.0.1:10000/a)"
+echo "underscore=$(curl -s -o /dev/null -w '%{{http_code}}' -H 'x_bad: 1' 127.0.0.1:10000/a)"
+echo "escaped=$(curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' 127.0.0.1:10000/a%2Fb)"
+curl -s 127.0.0.1:9901/stats | grep -E '^overload\.envoy\.overload_actions\.stop_accepting_requests\.active|^overload\.envoy\.resource_monitors\.fixed_heap\.pressure'
+curl -s 127.0.0.1:9901/config_dump | tr -d ' \n' | grep -o '"per_connection_buffer_limit_bytes":32768' | head -1
+kill -TERM $pid $up; wait $pid; echo "rc=$?"
+"""
+    r = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    assert "ok=200" in out and "underscore=400" in out and "escaped=307 http://127.0.0.1:10000/a/b" in out, out + r.stderr.decode()
+    assert "stop_accepting_requests.active: 0" in out and "fixed_heap.pressure" in out, out
+    assert '"per_connection_buffer_limit_bytes":32768' in out, out
+    assert "rc=0" in out, out
+
+
+def test_examples_set_edge_limits():
+    """Every example bounds its listeners' buffers and slow request heads."""
+    import yaml
+    for name in sorted(os.listdir(EXAMPLES)):
+        with open(os.path.join(EXAMPLES, name)) as f:
+            text = f.read()
+        cfg = yaml.safe_load(text)  # JSON is YAML
+        for lst in cfg.get("static_resources", cfg.get("staticResources", {})).get("listeners", []):
+            assert lst.get("per_connection_buffer_limit_bytes", 0) == 32768, (name, lst.get("name"))
+        assert text.count("request_headers_timeout") >= 1, name
+
+
 def test_unknown_field_names_path_and_line():
     bad = GOOD.replace("    connect_timeout: 1s\n", "    connect_timeout: 1s\n    conect_timeout: 2s\n")
     rc, out = validate(bad)
