@@ -318,3 +318,27 @@ def run_sharp_config(procs, yaml_text, admin_port, concurrency=2):
     procs.append(s)
     s.wait_ready(admin_port)
     return s
+
+
+def file_access_log(fmt):
+    """A connection manager access_log (hcm_extra) writing `fmt` (an Envoy
+    format string, "\\n"-escaped) to a fresh file; returns (yaml, path)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
+    y = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+         "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+         f"    path: {path}\n"
+         f"    log_format: {{ text_format_source: {{ inline_string: \"{fmt}\" }} }}\n")
+    return y, path
+
+
+def log_lines(path, n):
+    """The access log's lines once there are at least n (5 s, scaled)."""
+    deadline = time.time() + 5 * SLOW
+    while time.time() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                lines = f.read().splitlines()
+            if len(lines) >= n:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} access log lines")

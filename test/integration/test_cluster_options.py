@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import SHARP, SANITIZED, SLOW, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import file_access_log, log_lines, SHARP, SANITIZED, SLOW, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
 
 libc = ctypes.CDLL(None, use_errno=True)
 http.client._MAXHEADERS = 1000  # responses here may carry more than Python's 100
@@ -302,25 +302,10 @@ class HeadersUpstream:
 
 def with_log(procs, port, cluster_extra, routes=None):
     listen, admin = free_port(), free_port()
-    log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
-    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
-          "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
-          f"    path: {log}\n"
-          f"    log_format: {{ text_format_source: {{ inline_string: \"{LOG_FORMAT}\" }} }}\n")
+    al, log = file_access_log(LOG_FORMAT)
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"backend": [port]}, hcm_extra=al, routes=routes,
                                            cluster_extra=cluster_extra), admin, concurrency=1)
     return listen, admin, log
-
-
-def log_lines(log, n):
-    deadline = time.time() + 5 * SLOW
-    while time.time() < deadline:
-        if os.path.exists(log):
-            lines = open(log).read().splitlines()
-            if len(lines) >= n:
-                return lines
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} access log lines")
 
 
 TYPED = """\

@@ -3,40 +3,23 @@ real binary: common_http_protocol_options.headers_with_underscores_action,
 max_connection_duration (with http1_safe_max_connection_duration),
 max_stream_duration, and delayed_close_timeout."""
 import json
-import os
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import SLOW, bootstrap_yaml, free_port, raw_request, run_sharp_config, stat
+from conftest import file_access_log, log_lines, SLOW, bootstrap_yaml, free_port, raw_request, run_sharp_config, stat
 
 LOG_FORMAT = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n"
 
 
 def start(procs, upstream_port, hcm_extra="", routes=None):
     listen, admin = free_port(), free_port()
-    log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
-    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
-          "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
-          f"    path: {log}\n"
-          f"    log_format: {{ text_format_source: {{ inline_string: \"{LOG_FORMAT}\" }} }}\n")
+    al, log = file_access_log(LOG_FORMAT)
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream_port]}, routes=routes,
                                            hcm_extra=al + hcm_extra), admin)
     return listen, admin, log
-
-
-def log_lines(log, n):
-    deadline = time.time() + 5 * SLOW
-    while time.time() < deadline:
-        if os.path.exists(log):
-            lines = open(log).read().splitlines()
-            if len(lines) >= n:
-                return lines
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} access log lines")
 
 
 def wait_stat(admin, name, want, timeout=5.0):

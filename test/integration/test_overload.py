@@ -4,19 +4,17 @@ stop_accepting_requests, disable_http_keepalive, reject_incoming_connections
 and shrink_heap; the global downstream connection limit; Envoy's overload.*
 and listener stats; listener ignore_global_conn_limit and
 bypass_overload_manager; HCM append_local_overload; and the refusals."""
-import json
 import os
 import socket
 import subprocess
 import tempfile
-import textwrap
 import time
 
 import pytest
 
-from conftest import SHARP, SLOW, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port, run_sharp_config, stat
 
-from test_connection_lifetime import LOG_FORMAT, log_lines, read_response, wait_stat
+from test_connection_lifetime import LOG_FORMAT, read_response, wait_stat
 
 HEAP = "envoy.resource_monitors.fixed_heap"
 GLOBAL_CX = "envoy.resource_monitors.global_downstream_max_connections"
@@ -53,11 +51,7 @@ TINY, HUGE = 1000, 1 << 50
 
 def start(procs, upstream, overload, hcm_extra="", listener_extra=""):
     listen, admin = free_port(), free_port()
-    log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
-    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
-          "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
-          f"    path: {log}\n"
-          f"    log_format: {{ text_format_source: {{ inline_string: \"{LOG_FORMAT}\" }} }}\n")
+    al, log = file_access_log(LOG_FORMAT)
     y = bootstrap_yaml(listen, admin, {"app": [upstream.port]}, hcm_extra=al + hcm_extra,
                        listener_extra=listener_extra) + overload
     run_sharp_config(procs, y, admin)

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, Upstream, admin_get
+from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat
 
 from test_connection_lifetime import log_lines, start, wait_stat
 
