@@ -740,7 +740,7 @@ bad:
 /* default_regex_engine (GoogleRE2 only: it is what SHARP always uses) and
  * the runtime limits on regex program sizes, set before any regex of this
  * configuration is compiled. */
-static int configure_regex(build_ctx_t *b, const bootstrap_t *bs)
+static int configure_runtime_and_regex(build_ctx_t *b, const bootstrap_t *bs)
 {
     /* the runtime first: its re2.max_program_size keys apply to every
      * regex of this configuration (the stats matcher's too, so its runtime.*
@@ -886,7 +886,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (!srv->node_id[0] && srv->opts.service_node) snprintf(srv->node_id, sizeof srv->node_id, "%s", srv->opts.service_node);
     if (!srv->node_cluster[0] && srv->opts.service_cluster)
         snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", srv->opts.service_cluster);
-    if (configure_regex(&b, bs) < 0) goto bad;
+    if (configure_runtime_and_regex(&b, bs) < 0) goto bad;
     /* stats_config before the first stat is registered (Envoy sets the tag
      * producer and stats matcher right after loading the bootstrap) */
     char spath[160], smsg[1024];

@@ -501,23 +501,10 @@ static void set_gauges(sharp_outlier_t *od)
 
 /* ---- the outlier event log (cluster_manager.outlier_detection) ---- */
 
-
 static void put_json_string(sharp_sbuf_t *b, const char *s)
 {
     sharp_sbuf_append(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            char e[2] = {'\\', (char)ch};
-            sharp_sbuf_append(b, e, 2);
-        } else if (ch < 0x20) {
-            char e[8];
-            snprintf(e, sizeof e, "\\u%04x", ch);
-            sharp_sbuf_puts(b, e);
-        } else {
-            sharp_sbuf_append(b, (const char *)&ch, 1);
-        }
-    }
+    sharp_sbuf_json_escape(b, s, strlen(s));
     sharp_sbuf_append(b, "\"", 1);
 }
 
