@@ -8,6 +8,7 @@
  * ignored. Hash policies are read for shuffle-shard clusters
  * (http/hash_policy.h); other balancers ignore them, as Envoy's do. */
 #include "config/route_config.h"
+#include "http/access_log_emit.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -677,46 +678,22 @@ static int direct_from(ctx_t *c, const char *path,
     r->direct_status = d->status;
     const Envoy__Config__Core__V3__DataSource *b = d->body;
     if (!b) return 0;
+    if (b->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER__NOT_SET) return 0;
     sub(p, sizeof p, path, "body");
-    const char *data = NULL;
+    char msg[512];
     size_t len = 0;
-    char *file = NULL;
-    switch (b->specifier_case) {
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
-        data = b->inline_string, len = strlen(b->inline_string);
-        break;
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
-        data = (const char *)b->inline_bytes.data, len = b->inline_bytes.len;
-        break;
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
-        data = getenv(b->environment_variable);
-        if (!data)
-            return fail(c, p, "environment variable '%s' is not set", b->environment_variable);
-        len = strlen(data);
-        break;
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
-        FILE *fp = fopen(b->filename, "rb");
-        if (!fp)
-            return fail(c, p, "response body file %s cannot be read: %s", b->filename,
-                        strerror(errno));
-        file = sharp_calloc(1, (size_t)c->max_body + 2);
-        len = fread(file, 1, (size_t)c->max_body + 1, fp);
-        fclose(fp);
-        data = file;
-        break;
-    }
-    default:
-        return 0;
-    }
+    char *data = sharp_data_source_read(b, &len, msg, sizeof msg);
+    if (!data) return fail(c, p, "%s", msg);
     if (len > c->max_body) {
-        free(file);
+        free(data);
         return fail(c, p, "response body size is more than %u bytes (the maximum)", c->max_body);
     }
     if (len) {
-        r->direct_body = sharp_strndup(data, len);
+        r->direct_body = data;
         r->direct_body_len = len;
+    } else {
+        free(data);
     }
-    free(file);
     return 0;
 }
 

@@ -25,12 +25,6 @@ struct sharp_access_log {
     sharp_alf_t *filter; /* AccessLog.filter: only entries passing it are written; NULL logs all */
 };
 
-/* json_format: Envoy's structured format (nested objects, lists, numbers). */
-static sharp_access_log_format_t *compile_struct(const Google__Protobuf__Struct *st, char *err, size_t errlen)
-{
-    return sharp_access_log_format_compile_struct(st, err, errlen);
-}
-
 /* The bytes of a DataSource (inline_string, inline_bytes, filename,
  * environment_variable), as Envoy's DataSource::read with empty data
  * allowed. Files larger than 64 MiB are refused. */
@@ -125,7 +119,7 @@ sharp_access_log_format_t *sharp_access_log_compile_sfs(const Envoy__Config__Cor
         break;
     }
     case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
-        out = compile_struct(f->json_format, err, errlen);
+        out = sharp_access_log_format_compile_struct(f->json_format, err, errlen);
         break;
     default:
         /* Envoy's validation: the format oneof is required */
@@ -170,10 +164,10 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
             l->fmt = sharp_access_log_format_compile(f->format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_JSON_FORMAT:
-            l->fmt = compile_struct(f->json_format, err, errlen);
+            l->fmt = sharp_access_log_format_compile_struct(f->json_format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_TYPED_JSON_FORMAT:
-            l->fmt = compile_struct(f->typed_json_format, err, errlen);
+            l->fmt = sharp_access_log_format_compile_struct(f->typed_json_format, err, errlen);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT:
             l->fmt = sharp_access_log_compile_sfs(f->log_format, err, errlen);
