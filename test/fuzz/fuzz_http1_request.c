@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct upstream_state {
@@ -130,14 +129,6 @@ static void upstream_data(fz_run_t *r, int idx, const char *data, size_t n)
     fprintf(stderr, "fuzz_http1_request: the proxy sent upstream bytes that are not HTTP/1.1 requests: %s (%s)\n",
             llhttp_errno_name(e), llhttp_get_error_reason(&u->parser));
     fz_abort_with_chunk(data, n);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fz_env_init();
-    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const requests[8] = {
@@ -98,14 +97,6 @@ static void client_data(fz_run_t *r, const char *data, size_t n)
     fprintf(stderr, "fuzz_http1_response: the proxy sent the client bytes that are not HTTP/1.1 responses: %s (%s)\n",
             llhttp_errno_name(e), llhttp_get_error_reason(&rr->parser));
     fz_abort_with_chunk(data, n);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fz_env_init();
-    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

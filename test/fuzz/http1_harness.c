@@ -165,10 +165,10 @@ void fz_env_init(void)
     env_ready = true;
 }
 
-static void trace(const char *who, const char *p, size_t n)
+/* Bytes as a C string literal on stderr (printable ASCII as is). */
+static void put_escaped(const char *p, size_t n)
 {
-    if (!env_trace) return;
-    fprintf(stderr, "[%s %zu] \"", who, n);
+    fputc('"', stderr);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') fputc(c, stderr);
@@ -177,6 +177,13 @@ static void trace(const char *who, const char *p, size_t n)
         else fprintf(stderr, "\\x%02x", c);
     }
     fputs("\"\n", stderr);
+}
+
+static void trace(const char *who, const char *p, size_t n)
+{
+    if (!env_trace) return;
+    fprintf(stderr, "[%s %zu] ", who, n);
+    put_escaped(p, n);
 }
 
 static int nonblocking_unix_socket(void)
@@ -440,12 +447,7 @@ int fz_split(uint8_t seed, size_t n, size_t ends[9])
 
 void fz_abort_with_chunk(const char *data, size_t n)
 {
-    fprintf(stderr, "chunk: \"");
-    for (size_t i = 0; i < n && i < 4096; i++) {
-        unsigned char c = (unsigned char)data[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') fputc(c, stderr);
-        else fprintf(stderr, "\\x%02x", c);
-    }
-    fprintf(stderr, "\"\n");
+    fprintf(stderr, "chunk: ");
+    put_escaped(data, n < 4096 ? n : 4096);
     abort();
 }
