@@ -7,7 +7,9 @@
 # fuzzer's report and the reproducer's path, and the exit status is 1.
 #
 #   scripts/fuzz.sh [build-fuzz] [seconds per target, 30] [target ...]
-# Env: KEEP=dir keeps the grown corpora and reproducers there.
+# Env: KEEP=dir keeps the grown corpora and reproducers there; SEED=n fixes
+# libFuzzer's seed (make test uses one so that CI repeats the same
+# exploration; bench/fuzz.sh leaves it random to find new inputs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-fuzz}
@@ -32,12 +34,24 @@ for t in "${targets[@]}"; do
         seeds=$(ls test/fuzz/corpus/"$t" | wc -l)
     fi
     log="$W/$t.log"
-    dict=()
-    [ -f "test/fuzz/$t.dict" ] && dict=("-dict=test/fuzz/$t.dict")
+    # Every committed reproducer must run clean before fuzzing starts: a
+    # fixed finding that comes back fails here on every run, not only when
+    # the fuzzer happens to find it again.
+    if [ -d "test/fuzz/findings/$t" ] && [ -n "$(ls "test/fuzz/findings/$t")" ]; then
+        if ! timeout 120 "$bin" -timeout=10 -rss_limit_mb=2048 test/fuzz/findings/"$t"/* > "$log" 2>&1; then
+            rc=1
+            echo "fuzz $t: 0 runs in $SECS s, corpus $seeds -> 0 inputs, 1 findings: a committed reproducer in test/fuzz/findings/$t fails again"
+            grep -E -A40 "Running: |ERROR: |SUMMARY: |runtime error" "$log" | head -80
+            continue
+        fi
+    fi
+    opts=()
+    [ -n "${SEED:-}" ] && opts+=("-seed=$SEED")
+    [ -f "test/fuzz/$t.dict" ] && opts+=("-dict=test/fuzz/$t.dict")
     # -timeout: one input taking over 10 s is a finding (a hang); -rss_limit_mb
     # bounds memory; leaks are findings (ASan's LeakSanitizer).
     timeout $((SECS + 120)) "$bin" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -print_final_stats=1 -artifact_prefix="$art/" "${dict[@]}" "$corpus" > "$log" 2>&1
+        -print_final_stats=1 -artifact_prefix="$art/" "${opts[@]}" "$corpus" > "$log" 2>&1
     code=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     found=$(ls "$art" | wc -l)

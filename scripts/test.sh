@@ -69,10 +69,11 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_unit "$ASAN_BUILD" asan
 SHARP_SANITIZED=1 run_integration "$ASAN_BUILD" asan
 
-# Each fuzz target from its seeds for FUZZ_SECONDS: one test each, failed on
-# any finding.
+# Each fuzz target from its seeds for FUZZ_SECONDS, after replaying its
+# committed reproducers: one test each, failed on any finding. A fixed seed
+# makes the run repeatable; bench/fuzz.sh explores with random ones.
 if [ -n "$FUZZ_BUILD" ]; then
-    fuzz_out=$(scripts/fuzz.sh "$FUZZ_BUILD" "$FUZZ_SECONDS" 2>&1)
+    fuzz_out=$(SEED=${FUZZ_SEED:-1} scripts/fuzz.sh "$FUZZ_BUILD" "$FUZZ_SECONDS" 2>&1)
     echo "$fuzz_out" | sed 's/^/[fuzz] /'
     ok=$(grep -cE '^fuzz [a-z0-9_]+: .*, 0 findings$' <<<"$fuzz_out")
     total=$(grep -cE '^fuzz [a-z0-9_]+: .* runs in ' <<<"$fuzz_out")

@@ -35,9 +35,11 @@ static bool in_buf(const sharp_headers_t *h, const char *p, size_t *off)
     return true;
 }
 
+/* The buffer exists once any header does, even one whose name and value
+ * are empty, so that a name or value span is never an offset from NULL. */
 static uint32_t buf_put(sharp_headers_t *h, const char *p, size_t n)
 {
-    if (h->blen + n > h->bcap) {
+    if (h->blen + n > h->bcap || !h->buf) {
         size_t at;
         bool own = in_buf(h, p, &at);
         uint32_t cap = h->bcap ? h->bcap : 512;

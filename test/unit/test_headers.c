@@ -198,6 +198,23 @@ static void test_value_from_same_map_survives_growth(void **state)
     }
 }
 
+/* Fuzz finding empty-header-name-null-buffer: a first header whose name and
+ * value are both empty left the map without a buffer, and reading its
+ * spans added an offset to NULL (UBSan). */
+static void test_empty_first_header_has_spans(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add(&h, "", 0, "", 0);
+    assert_int_equal(h.n, 1);
+    sharp_str_t nm = sharp_headers_name(&h, 0), v = sharp_headers_value(&h, 0);
+    assert_non_null(nm.p);
+    assert_non_null(v.p);
+    assert_int_equal(nm.len + v.len, 0);
+    sharp_headers_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +228,7 @@ int main(void)
         cmocka_unit_test(test_has_token),
         cmocka_unit_test(test_list_next),
         cmocka_unit_test(test_value_from_same_map_survives_growth),
+        cmocka_unit_test(test_empty_first_header_has_spans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
