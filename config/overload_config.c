@@ -31,8 +31,6 @@ static int fail(ctx_t *c, const char *path, const char *fmt, ...)
 
 /* Envoy's overload actions that SHARP does not implement: refused by name. */
 static const char *const unsupported_actions[] = {
-    "envoy.overload_actions.stop_accepting_connections",
-    "envoy.overload_actions.reset_high_memory_stream",
     "envoy.overload_actions.close_idle_http_connections",
 };
 
@@ -90,8 +88,9 @@ done:
     return rc;
 }
 
-/* reduce_timeouts' timers: SHARP scales the downstream connection idle
- * timeout; Envoy's other timers are refused by name. */
+/* reduce_timeouts' timers. TRANSPORT_SOCKET_CONNECT and
+ * HTTP_DOWNSTREAM_STREAM_FLUSH scale timers SHARP does not have yet (TLS
+ * handshakes, HTTP/2 stream flushes): refused by name. */
 static int scale_timers(ctx_t *x, const Envoy__Config__Overload__V3__ScaleTimersOverloadActionConfig *st,
                         const char *path, sharp_overload_config_t *c)
 {
@@ -99,33 +98,41 @@ static int scale_timers(ctx_t *x, const Envoy__Config__Overload__V3__ScaleTimers
     for (size_t i = 0; i < st->n_timer_scale_factors; i++) {
         const Envoy__Config__Overload__V3__ScaleTimersOverloadActionConfig__ScaleTimer *t = st->timer_scale_factors[i];
         snprintf(p, sizeof p, "%s.timer_scale_factors[%zu].timer", path, i);
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+            &envoy__config__overload__v3__scale_timers_overload_action_config__timer_type__descriptor, t->timer);
+        const char *tname = v ? v->name : "unknown";
+        sharp_ol_timer_t which;
         switch (t->timer) {
         case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__TIMER_TYPE__HTTP_DOWNSTREAM_CONNECTION_IDLE:
+            which = SHARP_OL_TIMER_CONNECTION_IDLE;
+            break;
+        case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__TIMER_TYPE__HTTP_DOWNSTREAM_STREAM_IDLE:
+            which = SHARP_OL_TIMER_STREAM_IDLE;
+            break;
+        case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__TIMER_TYPE__HTTP_DOWNSTREAM_CONNECTION_MAX:
+            which = SHARP_OL_TIMER_CONNECTION_MAX;
             break;
         case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__TIMER_TYPE__UNSPECIFIED:
             return fail(x, p, "a timer type is required (UNSPECIFIED is not one)");
-        default: {
-            const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-                &envoy__config__overload__v3__scale_timers_overload_action_config__timer_type__descriptor, t->timer);
-            return fail(x, p, "scaling the %s timer is not supported by SHARP (only HTTP_DOWNSTREAM_CONNECTION_IDLE)",
-                        v ? v->name : "unknown");
+        default:
+            return fail(x, p, "scaling the %s timer is not supported by SHARP (only HTTP_DOWNSTREAM_CONNECTION_IDLE, "
+                        "HTTP_DOWNSTREAM_STREAM_IDLE and HTTP_DOWNSTREAM_CONNECTION_MAX)", tname);
         }
-        }
-        if (c->scale_idle)
-            return fail(x, p, "Found duplicate entry for timer type HTTP_DOWNSTREAM_CONNECTION_IDLE");
+        sharp_ol_timer_scale_t *ts = &c->timers[which];
+        if (ts->set) return fail(x, p, "Found duplicate entry for timer type %s", tname);
         snprintf(p, sizeof p, "%s.timer_scale_factors[%zu]", path, i);
         switch (t->overload_adjust_case) {
         case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__SCALE_TIMER__OVERLOAD_ADJUST_MIN_TIMEOUT:
-            c->idle_min_ms = ms_of(t->min_timeout);
+            ts->min_ms = ms_of(t->min_timeout);
             break;
         case ENVOY__CONFIG__OVERLOAD__V3__SCALE_TIMERS_OVERLOAD_ACTION_CONFIG__SCALE_TIMER__OVERLOAD_ADJUST_MIN_SCALE:
-            c->idle_min_is_scale = true;
-            c->idle_min_scale = t->min_scale->value / 100.0;
+            ts->is_scale = true;
+            ts->min_scale = t->min_scale->value / 100.0;
             break;
         default:
             return fail(x, p, "one of min_timeout or min_scale is required");
         }
-        c->scale_idle = true;
+        ts->set = true;
     }
     return 0;
 }
@@ -244,6 +251,17 @@ sharp_overload_config_t *sharp_config_overload(const om_pb_t *pb, sharp_stats_t 
         c->nactions++; /* freed with the config, complete or not */
         if (rc < 0) goto bad;
     }
+    if (pb->buffer_factory_config) c->min_account_pow2 = pb->buffer_factory_config->minimum_account_to_track_power_of_two;
+    for (uint32_t i = 0; i < c->nactions; i++) {
+        if (c->actions[i].kind != SHARP_OL_RESET_HIGH_MEMORY_STREAM || c->min_account_pow2) continue;
+        /* Envoy accepts this and, tracking no stream, never resets one */
+        snprintf(p, sizeof p, "overload_manager.actions[%u].name", i);
+        fail(&x, p, "overload action %s needs buffer_factory_config.minimum_account_to_track_power_of_two: "
+             "without it no stream's memory is tracked and the action could never reset one", c->actions[i].name);
+        goto bad;
+    }
+    c->reset_streams_count =
+        sharp_stats_counter(stats, "overload.envoy.overload_actions.reset_high_memory_stream.count");
     c->refresh_interval_delay = sharp_stats_histogram(stats, "overload.refresh_interval_delay", SHARP_HIST_MILLISECONDS);
     return c;
 bad:

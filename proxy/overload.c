@@ -13,6 +13,8 @@ static const char *const action_names[SHARP_OL_NACTIONS] = {
     [SHARP_OL_REJECT_INCOMING_CONNECTIONS] = "envoy.overload_actions.reject_incoming_connections",
     [SHARP_OL_SHRINK_HEAP] = "envoy.overload_actions.shrink_heap",
     [SHARP_OL_REDUCE_TIMEOUTS] = "envoy.overload_actions.reduce_timeouts",
+    [SHARP_OL_RESET_HIGH_MEMORY_STREAM] = "envoy.overload_actions.reset_high_memory_stream",
+    [SHARP_OL_STOP_ACCEPTING_CONNECTIONS] = "envoy.overload_actions.stop_accepting_connections",
 };
 
 #define PPM 1000000u
@@ -115,9 +117,14 @@ static _Atomic uint32_t action_ppm[SHARP_OL_NACTIONS];
 static _Atomic int64_t cx_open;  /* downstream connections admitted and not yet closed */
 static _Atomic int64_t cx_limit; /* 0: no global limit */
 static _Atomic uint32_t generation;
-static _Atomic uint64_t idle_min_ms;   /* reduce_timeouts: absolute minimum */
-static _Atomic uint32_t idle_min_ppm;  /* or a share of the timeout, millionths */
-static _Atomic int idle_mode;          /* 0 none, 1 absolute, 2 share */
+/* reduce_timeouts, per timer: mode 0 not scaled, 1 absolute minimum
+ * (timer_min_ms), 2 a share of the timer (timer_min_ppm, millionths) */
+static _Atomic int timer_mode[SHARP_OL_NTIMERS];
+static _Atomic uint64_t timer_min_ms[SHARP_OL_NTIMERS];
+static _Atomic uint32_t timer_min_ppm[SHARP_OL_NTIMERS];
+static _Atomic uint32_t account_shift; /* 0: no buffer accounting */
+static _Atomic(sharp_stat_id_t) resets_stat;
+static _Atomic bool resets_counted;
 static void (*waker)(void *);
 static void *waker_arg;
 
@@ -172,17 +179,44 @@ uint64_t sharp_overload_scaled_timeout_ms(uint64_t max_ms, uint64_t min_ms, uint
     return min_ms + (uint64_t)((double)(max_ms - min_ms) * (double)(PPM - state_ppm) / PPM);
 }
 
-uint64_t sharp_overload_idle_remaining_ms(uint64_t max_ms, uint64_t elapsed_ms)
+uint64_t sharp_overload_timer_remaining_ms(sharp_ol_timer_t t, uint64_t max_ms, uint64_t elapsed_ms)
 {
-    int mode = atomic_load_explicit(&idle_mode, memory_order_relaxed);
+    int mode = atomic_load_explicit(&timer_mode[t], memory_order_relaxed);
     uint64_t total = max_ms;
     if (mode) {
-        uint64_t min = mode == 1 ? atomic_load_explicit(&idle_min_ms, memory_order_relaxed)
+        uint64_t min = mode == 1 ? atomic_load_explicit(&timer_min_ms[t], memory_order_relaxed)
                                  : (uint64_t)((double)max_ms *
-                                              atomic_load_explicit(&idle_min_ppm, memory_order_relaxed) / PPM);
+                                              atomic_load_explicit(&timer_min_ppm[t], memory_order_relaxed) / PPM);
         total = sharp_overload_scaled_timeout_ms(max_ms, min, sharp_overload_state(SHARP_OL_REDUCE_TIMEOUTS));
     }
     return total > elapsed_ms ? total - elapsed_ms : 0;
+}
+
+int sharp_overload_memory_class(uint64_t bytes)
+{
+    uint32_t shift = atomic_load_explicit(&account_shift, memory_order_relaxed);
+    if (!shift) return -1;
+    /* Envoy's documentation: class 0 holds [2^min, 2^(min+1)), class 7
+     * everything from 2^(min+7). (Its WatermarkBufferFactory shifts by
+     * min - 1, which starts one power of two lower than documented; SHARP
+     * does what the field's documentation says.) */
+    uint64_t v = bytes >> shift;
+    if (!v) return -1;
+    int cls = 63 - __builtin_clzll(v); /* bit width - 1 */
+    return cls > 7 ? 7 : cls;
+}
+
+uint32_t sharp_overload_classes_to_reset(uint32_t state_ppm)
+{
+    if (!state_ppm) return 0;
+    uint32_t n = (uint32_t)((uint64_t)state_ppm * 8 / PPM) + 1;
+    return n > 8 ? 8 : n;
+}
+
+void sharp_overload_count_resets(sharp_stats_shard_t *shard, uint64_t n)
+{
+    if (n && atomic_load_explicit(&resets_counted, memory_order_relaxed))
+        sharp_counter_add(shard, atomic_load_explicit(&resets_stat, memory_order_relaxed), n);
 }
 
 uint32_t sharp_overload_generation(void)
@@ -255,7 +289,8 @@ void sharp_overload_refresh(void)
         sharp_gauge_set(mgr.stats, a->active, ppm >= PPM ? 1 : 0);
         sharp_gauge_set(mgr.stats, a->scale_percent, (int64_t)(st >= 1.0 ? 100 : st * 100));
         if (a->kind == SHARP_OL_SHRINK_HEAP) mgr.shrink_active = ppm >= PPM;
-        if (a->kind == SHARP_OL_REDUCE_TIMEOUTS && old != ppm) {
+        if ((a->kind == SHARP_OL_REDUCE_TIMEOUTS || a->kind == SHARP_OL_RESET_HIGH_MEMORY_STREAM ||
+             a->kind == SHARP_OL_STOP_ACCEPTING_CONNECTIONS) && old != ppm) {
             atomic_fetch_add_explicit(&generation, 1, memory_order_release);
             if (waker) waker(waker_arg);
         }
@@ -272,7 +307,9 @@ void sharp_overload_start(uv_loop_t *loop, const sharp_overload_config_t *cfg, s
 {
     for (int i = 0; i < SHARP_OL_NACTIONS; i++) atomic_store(&action_ppm[i], 0);
     atomic_store(&cx_limit, 0);
-    atomic_store(&idle_mode, 0);
+    for (int i = 0; i < SHARP_OL_NTIMERS; i++) atomic_store(&timer_mode[i], 0);
+    atomic_store(&account_shift, 0);
+    atomic_store(&resets_counted, false);
     mgr.cfg = cfg;
     mgr.stats = stats;
     mgr.shrink_active = false;
@@ -281,11 +318,16 @@ void sharp_overload_start(uv_loop_t *loop, const sharp_overload_config_t *cfg, s
     for (uint32_t i = 0; i < cfg->nmonitors; i++)
         if (cfg->monitors[i].kind == SHARP_OL_MONITOR_DOWNSTREAM_CONNECTIONS)
             atomic_store(&cx_limit, (int64_t)cfg->monitors[i].max);
-    if (cfg->scale_idle) {
-        atomic_store(&idle_min_ms, cfg->idle_min_ms);
-        atomic_store(&idle_min_ppm, (uint32_t)(cfg->idle_min_scale * PPM));
-        atomic_store(&idle_mode, cfg->idle_min_is_scale ? 2 : 1);
+    for (int i = 0; i < SHARP_OL_NTIMERS; i++) {
+        const sharp_ol_timer_scale_t *ts = &cfg->timers[i];
+        if (!ts->set) continue;
+        atomic_store(&timer_min_ms[i], ts->min_ms);
+        atomic_store(&timer_min_ppm[i], (uint32_t)(ts->min_scale * PPM));
+        atomic_store(&timer_mode[i], ts->is_scale ? 2 : 1);
     }
+    atomic_store(&account_shift, cfg->min_account_pow2);
+    atomic_store(&resets_stat, cfg->reset_streams_count);
+    atomic_store(&resets_counted, true);
     sharp_overload_refresh();
     uv_timer_init(loop, &mgr.refresh);
     uv_timer_init(loop, &mgr.shrink);

@@ -28,6 +28,8 @@ typedef enum {
     SHARP_OL_REJECT_INCOMING_CONNECTIONS,
     SHARP_OL_SHRINK_HEAP,
     SHARP_OL_REDUCE_TIMEOUTS,
+    SHARP_OL_RESET_HIGH_MEMORY_STREAM,
+    SHARP_OL_STOP_ACCEPTING_CONNECTIONS,
     SHARP_OL_NACTIONS
 } sharp_ol_action_kind_t;
 
@@ -50,6 +52,23 @@ typedef struct sharp_ol_monitor {
     sharp_stat_id_t pressure, failed_updates, skipped_updates;
 } sharp_ol_monitor_t;
 
+/* The downstream timers reduce_timeouts scales (Envoy's TimerType). */
+typedef enum {
+    SHARP_OL_TIMER_CONNECTION_IDLE, /* HTTP_DOWNSTREAM_CONNECTION_IDLE: idle_timeout */
+    SHARP_OL_TIMER_STREAM_IDLE,     /* HTTP_DOWNSTREAM_STREAM_IDLE: stream_idle_timeout, route idle_timeout */
+    SHARP_OL_TIMER_CONNECTION_MAX,  /* HTTP_DOWNSTREAM_CONNECTION_MAX: max_connection_duration */
+    SHARP_OL_NTIMERS
+} sharp_ol_timer_t;
+
+/* A ScaleTimer: the minimum a timer shrinks to when the action saturates,
+ * absolute (min_timeout) or a share of the timer (min_scale). */
+typedef struct {
+    bool set;
+    bool is_scale;
+    uint64_t min_ms;
+    double min_scale;
+} sharp_ol_timer_scale_t;
+
 typedef struct sharp_ol_action {
     char *name;
     sharp_ol_action_kind_t kind;
@@ -67,12 +86,11 @@ typedef struct sharp_overload_config {
     uint64_t shrink_interval_ms;   /* ShrinkHeapConfig.timer_interval, default 10 s */
     uint64_t shrink_max_unfreed;   /* ShrinkHeapConfig.max_unfreed_memory_bytes, default 100 MiB */
     sharp_stat_id_t refresh_interval_delay, shrink_count;
-    /* reduce_timeouts, HTTP_DOWNSTREAM_CONNECTION_IDLE: the minimum the idle
-     * timeout shrinks to, absolute (min_timeout) or a share of it (min_scale) */
-    bool scale_idle;
-    bool idle_min_is_scale;
-    uint64_t idle_min_ms;
-    double idle_min_scale;
+    /* reduce_timeouts: per timer, the minimum it shrinks to */
+    sharp_ol_timer_scale_t timers[SHARP_OL_NTIMERS];
+    /* buffer_factory_config.minimum_account_to_track_power_of_two (0: unset) */
+    uint32_t min_account_pow2;
+    sharp_stat_id_t reset_streams_count; /* overload.<reset_high_memory_stream>.count */
 } sharp_overload_config_t;
 
 /* Heap bytes in use (glibc: mallinfo2 small chunks plus mmapped ones, as
@@ -126,17 +144,33 @@ typedef enum {
  * sharp_overload_connection_closed() when it closes. */
 sharp_ol_admit_t sharp_overload_admit_connection(bool ignore_global_limit, bool bypass, uint64_t random);
 void sharp_overload_connection_closed(void);
-/* reduce_timeouts for the connection idle timeout (Envoy's scaled range
- * timer): a timer of `max_ms` armed `elapsed_ms` ago is due after
- * min + (max - min) * (1 - state); returns the time left (0: due now), or
- * max_ms - elapsed_ms when the action is not configured. */
-uint64_t sharp_overload_idle_remaining_ms(uint64_t max_ms, uint64_t elapsed_ms);
+/* reduce_timeouts (Envoy's scaled range timers): a timer of type `t` and
+ * `max_ms` armed `elapsed_ms` ago is due after min + (max - min) *
+ * (1 - state); returns the time left (0: due now), or max_ms - elapsed_ms
+ * when that timer is not scaled. */
+uint64_t sharp_overload_timer_remaining_ms(sharp_ol_timer_t t, uint64_t max_ms, uint64_t elapsed_ms);
 /* The minimum of a configured scale, as Envoy's ScaledTimerMinimum. */
 uint64_t sharp_overload_scaled_timeout_ms(uint64_t max_ms, uint64_t min_ms, uint32_t state_ppm);
-/* Bumped whenever reduce_timeouts changes state: workers then re-arm their
- * idle connections' timers. `wake` (main thread) tells them. */
+/* Bumped whenever reduce_timeouts, reset_high_memory_stream or
+ * stop_accepting_connections changes state: workers then re-arm their
+ * scaled timers, reset their largest streams, resume accepting. `wake`
+ * (main thread) tells them. */
 uint32_t sharp_overload_generation(void);
 void sharp_overload_set_waker(void (*wake)(void *), void *arg);
+
+/* reset_high_memory_stream (Envoy's WatermarkBufferFactory accounts): a
+ * stream holding `bytes` of buffers is in memory class 0..7 (class k from
+ * 2^(min_account_pow2 + k) bytes), or -1 when it holds less than
+ * 2^min_account_pow2 or buffer accounting is not configured. */
+int sharp_overload_memory_class(uint64_t bytes);
+/* How many of the classes, from the top one down, a reset at `state_ppm`
+ * clears (Envoy's resetAccountsGivenPressure: floor(state * 8) + 1, at
+ * most 8); 0 while the action is inactive. */
+uint32_t sharp_overload_classes_to_reset(uint32_t state_ppm);
+/* Envoy resets at most this many streams per worker for one state change. */
+#define SHARP_OL_MAX_RESETS_PER_UPDATE 50
+/* Counts streams a worker reset (overload.<action>.count). */
+void sharp_overload_count_resets(sharp_stats_shard_t *shard, uint64_t n);
 
 /* Open downstream connections as the global limit counts them. */
 int64_t sharp_overload_connections(void);

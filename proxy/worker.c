@@ -18,12 +18,38 @@ uint64_t sharp_worker_random(sharp_worker_t *w)
     return sharp_xorshift64s(&w->rng);
 }
 
+static bool accepting_stopped(const sharp_listener_config_t *l)
+{
+    return !l->bypass_overload_manager && sharp_overload_state(SHARP_OL_STOP_ACCEPTING_CONNECTIONS) >= 1000000u;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     sharp_worker_t *w = server->loop->data;
     if (status < 0 || w->draining) return;
     const sharp_listener_config_t *l = server->data;
+    if (accepting_stopped(l)) {
+        /* stop_accepting_connections saturated (Envoy's disableListeners):
+         * the connection is left unaccepted, and libuv stops polling the
+         * listening socket until it is; later ones wait in the kernel's
+         * backlog. */
+        w->accept_paused[(sharp_listen_handle_t *)server - w->listeners] = true;
+        return;
+    }
     sharp_conn_accept(w, l, server);
+}
+
+/* stop_accepting_connections no longer saturated: take the connection each
+ * paused listener left waiting, which makes libuv poll it again. */
+static void resume_accepting(sharp_worker_t *w)
+{
+    for (uint32_t i = 0; i < w->nlisteners; i++) {
+        if (!w->accept_paused[i] || w->draining) continue;
+        const sharp_listener_config_t *l = w->listeners[i].handle.data;
+        if (accepting_stopped(l)) continue;
+        w->accept_paused[i] = false;
+        sharp_conn_accept(w, l, &w->listeners[i].stream);
+    }
 }
 
 static void close_listeners(sharp_worker_t *w)
@@ -103,7 +129,8 @@ static void on_wakeup(uv_async_t *a)
     uint32_t og = sharp_overload_generation();
     if (og != w->overload_generation) {
         w->overload_generation = og;
-        sharp_conn_rescale_idle(w);
+        sharp_conn_overload_update(w);
+        resume_accepting(w);
     }
     if (atomic_load(&w->drain_requested)) begin_drain(w);
     if (atomic_load(&w->stop_requested) && !w->stopping) {
@@ -163,6 +190,7 @@ int sharp_worker_init(sharp_worker_t *w)
     w->drain_epoch = sharp_upstream_drain_epoch();
     setup_clusters(w);
     w->listeners = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->listeners);
+    w->accept_paused = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->accept_paused);
     for (uint32_t i = 0; i < w->nlisteners; i++) {
         /* A Unix listener is a pipe handle; its accepted connections are
          * plain stream fds that the connection manager reads and writes
@@ -225,5 +253,6 @@ void sharp_worker_release(sharp_worker_t *w)
     w->runtime = NULL;
     sharp_access_log_worker_free(w);
     free(w->listeners);
+    free(w->accept_paused);
     uv_loop_close(&w->loop);
 }

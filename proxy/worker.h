@@ -76,6 +76,7 @@ typedef struct sharp_worker {
     _Atomic(sharp_runtime_snapshot_t *) runtime_pending;
     sharp_cluster_local_t *clusters; /* indexed by cluster->index */
     sharp_listen_handle_t *listeners; /* one per snapshot listener */
+    bool *accept_paused; /* per listener: a connection is waiting, not accepted (stop_accepting_connections) */
     int *listen_fds;
     uint32_t nlisteners;
     sharp_dlist_t connections;       /* downstream connections */
@@ -87,7 +88,8 @@ typedef struct sharp_worker {
     uint64_t drain_epoch; /* sharp_upstream_drain_epoch() of the last pass over the pools */
     _Atomic bool stop_requested;
     _Atomic bool drain_requested;
-    uint32_t overload_generation; /* reduce_timeouts state last applied */
+    uint32_t overload_generation; /* overload state changes last applied */
+    uint32_t overload_reset_state; /* reset_high_memory_stream state last acted on */
     bool draining;
     bool stopping;
     _Atomic uint32_t active_connections;

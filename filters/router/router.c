@@ -1126,6 +1126,18 @@ static void router_on_destroy(sharp_filter_t *f)
     sharp_sbuf_free(&rs->shard_key);
 }
 
+/* What the router holds for its stream: the body kept for a retry or not
+ * yet sent, and the upstream connection's unsent bytes (an HTTP/1
+ * connection carries this one request). */
+static uint64_t router_buffered_bytes(sharp_filter_t *f)
+{
+    router_state_t *rs = f->state;
+    if (!rs->f) return 0;
+    uint64_t n = rs->pending_body.cap + rs->replay.cap;
+    if (rs->bound && rs->ureq.cx) n += sharp_upstream_cx_queued(rs->ureq.cx);
+    return n;
+}
+
 const sharp_filter_factory_t sharp_router_filter = {
     .name = "envoy.filters.http.router",
     .type_url = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
@@ -1138,4 +1150,5 @@ const sharp_filter_factory_t sharp_router_filter = {
     .decode_trailers = router_decode_trailers,
     .on_downstream_watermark = router_on_downstream_watermark,
     .on_destroy = router_on_destroy,
+    .buffered_bytes = router_buffered_bytes,
 };

@@ -168,22 +168,111 @@ static void conn_arm_idle(sharp_conn_t *c)
     if (!ms) return;
     c->idle_since_ns = sharp_now_ns();
     /* reduce_timeouts may shorten it (and re-arm it as its state changes) */
-    uv_timer_start(&c->idle_timer, on_conn_idle, sharp_overload_idle_remaining_ms(ms, 0), 0);
+    uv_timer_start(&c->idle_timer, on_conn_idle,
+                   sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, ms, 0), 0);
 }
 
-/* reduce_timeouts changed state: every connection waiting on its idle
- * timeout is due at its start plus the newly scaled timeout (Envoy's scaled
- * range timers move with the action's state), now if that has passed. */
-void sharp_conn_rescale_idle(sharp_worker_t *w)
+static void on_conn_max_duration(uv_timer_t *t);
+static void on_stream_idle(uv_timer_t *t);
+
+/* reduce_timeouts changed state: every scaled timer (connection idle,
+ * stream idle, connection max duration) is due at its start plus the newly
+ * scaled timeout (Envoy's scaled range timers move with the action's
+ * state), now if that has passed. */
+static void rescale_timers(sharp_worker_t *w)
 {
     uint64_t now = sharp_now_ns();
     for (sharp_dlist_t *n = w->connections.next; n != &w->connections; n = n->next) {
         sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
-        if (c->closing || c->shutdown || c->stream || !uv_is_active((uv_handle_t *)&c->idle_timer) ||
-            c->idle_timer.timer_cb != on_conn_idle)
+        if (c->closing || c->shutdown) continue;
+        if (uv_is_active((uv_handle_t *)&c->duration_timer) && !c->close_after_response) {
+            uint64_t elapsed = (now - c->start_ns) / 1000000;
+            uv_timer_start(&c->duration_timer, on_conn_max_duration,
+                           sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
+                                                             HCM(c)->max_connection_duration_ms, elapsed), 0);
+        }
+        sharp_stream_t *s = c->stream;
+        if (s && !s->destroyed && !s->finish_scheduled && s->idle_timeout_ms &&
+            uv_is_active((uv_handle_t *)&s->idle_timer)) {
+            uint64_t elapsed = (now - s->idle_since_ns) / 1000000;
+            uv_timer_start(&s->idle_timer, on_stream_idle,
+                           sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed), 0);
+        }
+        if (c->stream || !uv_is_active((uv_handle_t *)&c->idle_timer) || c->idle_timer.timer_cb != on_conn_idle)
             continue;
         uint64_t elapsed = (now - c->idle_since_ns) / 1000000;
-        uv_timer_start(&c->idle_timer, on_conn_idle, sharp_overload_idle_remaining_ms(HCM(c)->idle_timeout_ms, elapsed), 0);
+        uv_timer_start(&c->idle_timer, on_conn_idle,
+                       sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, HCM(c)->idle_timeout_ms,
+                                                         elapsed), 0);
+    }
+}
+
+/* Bytes a stream holds in buffers: the filter chain's, each filter's (the
+ * router's body kept for retries and not yet sent, its upstream
+ * connection's write queue) and, for HTTP/1 where the connection carries
+ * this one stream, the downstream write queue. Allocated capacity counts,
+ * as Envoy charges its accounts with slice capacity. */
+static uint64_t stream_memory(sharp_conn_t *c, sharp_stream_t *s)
+{
+    uint64_t n = s->dec_buf.cap + s->enc_buf.cap + c->writer.queued + c->pipeline.cap + c->head.cap;
+    for (uint32_t i = 0; i < s->nfilters; i++) {
+        sharp_filter_t *f = &s->filters[i];
+        if (f->factory->buffered_bytes) n += f->factory->buffered_bytes(f);
+    }
+    return n;
+}
+
+/* reset_high_memory_stream (Envoy's resetAccountsGivenPressure): the
+ * streams in the top classes_to_reset memory classes are reset, largest
+ * first, at most SHARP_OL_MAX_RESETS_PER_UPDATE per state change. Envoy
+ * picks within a class in hash order; SHARP takes the largest first.
+ * Unlike Envoy, whose HTTP/1 codec keeps no account, HTTP/1 streams are
+ * tracked too: a slow reader pins as much memory over HTTP/1. */
+static void reset_high_memory_streams(sharp_worker_t *w, uint32_t state_ppm)
+{
+    uint32_t classes = sharp_overload_classes_to_reset(state_ppm);
+    if (!classes) return;
+    int lowest = 8 - (int)classes;
+    typedef struct { sharp_conn_t *c; uint64_t bytes; } victim_t;
+    victim_t *v = NULL;
+    size_t nv = 0, cap = 0;
+    for (sharp_dlist_t *n = w->connections.next; n != &w->connections; n = n->next) {
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        sharp_stream_t *s = c->stream;
+        if (c->closing || !s || s->destroyed || s->finish_scheduled) continue;
+        uint64_t bytes = stream_memory(c, s);
+        if (sharp_overload_memory_class(bytes) < lowest) continue;
+        if (nv == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = sharp_realloc(v, cap * sizeof *v);
+        }
+        v[nv++] = (victim_t){c, bytes};
+    }
+    uint64_t reset = 0;
+    while (reset < SHARP_OL_MAX_RESETS_PER_UPDATE && nv) {
+        size_t best = 0;
+        for (size_t i = 1; i < nv; i++)
+            if (v[i].bytes > v[best].bytes) best = i;
+        sharp_conn_t *c = v[best].c;
+        v[best] = v[--nv];
+        sharp_stream_t *s = c->stream;
+        sharp_log_warn("[C%llu] overload: resetting a stream holding %llu bytes of buffers", c->id,
+                       (unsigned long long)v[best].bytes);
+        s->info.response_code_details = "overload";
+        sharp_stream_reset(s, SHARP_RF_OVERLOAD_MANAGER);
+        reset++;
+    }
+    free(v);
+    sharp_overload_count_resets(w->stats, reset);
+}
+
+void sharp_conn_overload_update(sharp_worker_t *w)
+{
+    rescale_timers(w);
+    uint32_t st = sharp_overload_state(SHARP_OL_RESET_HIGH_MEMORY_STREAM);
+    if (st != w->overload_reset_state) {
+        w->overload_reset_state = st;
+        reset_high_memory_streams(w, st);
     }
 }
 
@@ -570,7 +659,9 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     sharp_gauge_add(sh, l->hcm->st.cx_http1_active, 1);
     if (w->draining) c->close_after_response = true;
     if (l->hcm->has_max_connection_duration)
-        uv_timer_start(&c->duration_timer, on_conn_max_duration, l->hcm->max_connection_duration_ms, 0);
+        uv_timer_start(&c->duration_timer, on_conn_max_duration,
+                       sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
+                                                         l->hcm->max_connection_duration_ms, 0), 0);
     conn_arm_idle(c);
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
 }
@@ -710,8 +801,13 @@ static void on_stream_max_duration(uv_timer_t *t)
 static void stream_touch(sharp_stream_t *s)
 {
     if (s->destroyed || s->finish_scheduled) return;
-    if (s->idle_timeout_ms) uv_timer_start(&s->idle_timer, on_stream_idle, s->idle_timeout_ms, 0);
-    else uv_timer_stop(&s->idle_timer);
+    if (s->idle_timeout_ms) {
+        s->idle_since_ns = sharp_now_ns();
+        uv_timer_start(&s->idle_timer, on_stream_idle,
+                       sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, 0), 0);
+    } else {
+        uv_timer_stop(&s->idle_timer);
+    }
 }
 
 void sharp_codec_touch(sharp_stream_t *s)

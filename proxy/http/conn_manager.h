@@ -14,8 +14,9 @@
 void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server);
 /* Drain: idle connections close now; busy ones close after their response. */
 void sharp_conn_drain_all(sharp_worker_t *w);
-/* reduce_timeouts changed state: re-arm the idle connections' timers */
-void sharp_conn_rescale_idle(sharp_worker_t *w);
+/* An overload action workers act on changed state: reduce_timeouts re-arms
+ * the scaled timers, reset_high_memory_stream resets the largest streams. */
+void sharp_conn_overload_update(sharp_worker_t *w);
 /* Writes response heads held back to share a write with the first body
  * bytes (called once per loop turn from the worker's check handle). */
 void sharp_conn_flush_pending(sharp_worker_t *w);

@@ -72,6 +72,9 @@ struct sharp_filter_factory {
     void (*on_complete)(sharp_filter_t *f, const sharp_stream_info_t *si);
     /* Release per-stream resources (timers, upstream requests). Always called once. */
     void (*on_destroy)(sharp_filter_t *f);
+    /* Optional: bytes of buffers the filter holds for its stream (bodies,
+     * queued upstream writes), for reset_high_memory_stream. */
+    uint64_t (*buffered_bytes)(sharp_filter_t *f);
 };
 
 /* One filter instance in one stream's chain. */

@@ -67,6 +67,7 @@ struct sharp_stream {
     bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
     uint64_t idle_timeout_ms; /* stream_idle_timeout, or the route's idle_timeout */
     uv_timer_t idle_timer;    /* stream_idle_timeout */
+    uint64_t idle_since_ns;   /* the idle timer was armed (reduce_timeouts re-arms from it) */
     uv_timer_t request_timer; /* request_timeout */
     uv_timer_t duration_timer; /* max_stream_duration */
     uv_timer_t headers_timer;  /* request_headers_timeout: first byte to headers complete */

@@ -693,6 +693,11 @@ void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable)
     else cx_start_reading(cx);
 }
 
+size_t sharp_upstream_cx_queued(const sharp_upstream_cx_t *cx)
+{
+    return cx->writer.queued;
+}
+
 const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx)
 {
     return cx->local_addr;

@@ -81,5 +81,7 @@ void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t 
 /* Stops/resumes reading the response (downstream backpressure). */
 void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable);
 const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx);
+/* Bytes written to the connection that the kernel has not taken yet. */
+size_t sharp_upstream_cx_queued(const sharp_upstream_cx_t *cx);
 
 #endif

@@ -351,6 +351,146 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
         r.close()
 
 
+def test_reduce_timeouts_stream_idle(procs, upstream):
+    """Saturated, a stream waiting on a slow upstream is timed out by its
+    scaled stream_idle_timeout (408, SI), not the configured hour."""
+    listen, admin, log = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("reduce_timeouts", SATURATED,
+                                   scale_timers("HTTP_DOWNSTREAM_STREAM_IDLE", "min_timeout: 0.3s"))),
+        hcm_extra="stream_idle_timeout: 3600s\n")
+    t0 = time.time()
+    s, head, _ = get(listen, "/?delay_ms=10000")
+    took = time.time() - t0
+    s.close()
+    assert head.startswith("HTTP/1.1 408 "), head
+    assert took < 2 * SLOW, took
+    assert wait_stat(admin, "http.ingress_http.downstream_rq_idle_timeout", 1)
+    assert log_lines(log, 1)[0] == "408 SI stream_idle_timeout"
+
+
+def test_reduce_timeouts_stream_idle_inactive_keeps_timeout(procs, upstream):
+    listen, _, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(HUGE), action("reduce_timeouts", SATURATED,
+                                   scale_timers("HTTP_DOWNSTREAM_STREAM_IDLE", "min_timeout: 0.1s"))),
+        hcm_extra="stream_idle_timeout: 60s\n")
+    s, head, _ = get(listen, "/?delay_ms=600")
+    s.close()
+    assert head.startswith("HTTP/1.1 200 "), head
+
+
+def test_reduce_timeouts_connection_max(procs, upstream):
+    """Saturated, max_connection_duration shrinks to the scaled minimum:
+    an idle connection is drained and closed, and the next response on a
+    busy one carries connection: close."""
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("reduce_timeouts", SATURATED,
+                                   scale_timers("HTTP_DOWNSTREAM_CONNECTION_MAX", "min_scale: { value: 0 }"))),
+        hcm_extra="drain_timeout: 0.1s\ncommon_http_protocol_options: { max_connection_duration: 3600s }\n")
+    took = idle_closed_after(listen, 3 * SLOW)
+    assert took is not None and took < 2 * SLOW, took
+    assert wait_stat(admin, "http.ingress_http.downstream_cx_max_duration_reached", 1)
+
+
+def test_reset_high_memory_stream(procs, upstream):
+    """Memory pressure from clients that do not read: once the action
+    saturates, the streams holding the most buffer memory (at least
+    2^16 bytes here) are reset, at most 50 per state change, counted in
+    overload.envoy.overload_actions.reset_high_memory_stream.count and
+    logged with OM; a stream holding little (waiting on a slow upstream)
+    is not touched and completes."""
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    base = stat(admin, "server.memory_allocated")
+    procs[-1].stop()
+    procs.pop()
+    listen, admin, log = start(procs, upstream, overload_yaml(
+        # crossed once ~20 of the readers hold their ~1 MiB of response each
+        heap_monitor(base + (20 << 20)), action("reset_high_memory_stream", "threshold: { value: 1.0 }"))
+        + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 16 }\n")
+    assert stat(admin, f"overload.{A}reset_high_memory_stream.count") == 0
+    assert stat(admin, f"overload.{A}reset_high_memory_stream.active") == 0
+    small = socket.create_connection(("127.0.0.1", listen))
+    small.sendall(b"GET /?delay_ms=3000 HTTP/1.1\r\nhost: x\r\n\r\n")
+    readers = []
+    for _ in range(60):
+        r = socket.socket()
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        r.connect(("127.0.0.1", listen))
+        r.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        readers.append(r)
+    deadline = time.time() + 10 * SLOW
+    while not stat(admin, f"overload.{A}reset_high_memory_stream.count") and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    count = stat(admin, f"overload.{A}reset_high_memory_stream.count")
+    assert 10 <= count <= 60, (count, stat(admin, "server.memory_allocated"), base)
+    small.settimeout(10 * SLOW)
+    head, _ = read_response(small)
+    assert head.startswith("HTTP/1.1 200 "), head
+    closed = 0
+    for r in readers:  # a reset stream's connection ends after what was already sent
+        r.settimeout(0.5)
+        try:
+            while r.recv(1 << 20):
+                pass
+            closed += 1
+        except ConnectionResetError:
+            closed += 1
+        except socket.timeout:
+            pass
+        r.close()
+    assert closed >= count
+    lines = log_lines(log, count + 1)
+    assert sum(" OM overload" in line for line in lines) >= count, lines
+    small.close()
+
+
+def test_stop_accepting_connections(procs, upstream):
+    """Saturated, new connections wait unaccepted in the kernel's backlog
+    (no answer) while a bypass_overload_manager listener still serves; once
+    memory is released and the action goes inactive, the waiting
+    connection is accepted and answered."""
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    base = stat(admin, "server.memory_allocated")
+    procs[-1].stop()
+    procs.pop()
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(base + (20 << 20)), action("stop_accepting_connections", "threshold: { value: 1.0 }")))
+    s, head, _ = get(listen)
+    s.close()
+    assert head.startswith("HTTP/1.1 200 "), head
+    readers = []
+    for _ in range(60):
+        r = socket.socket()
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        r.connect(("127.0.0.1", listen))
+        r.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        readers.append(r)
+    assert wait_stat(admin, f"overload.{A}stop_accepting_connections.active", 1, timeout=10), \
+        (stat(admin, "server.memory_allocated"), base)
+    waiting = socket.create_connection(("127.0.0.1", listen))  # the kernel completes the handshake
+    waiting.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    waiting.settimeout(0.7)
+    with pytest.raises(socket.timeout):
+        waiting.recv(1)
+    for r in readers:
+        r.close()
+    assert wait_stat(admin, f"overload.{A}stop_accepting_connections.active", 0, timeout=10)
+    waiting.settimeout(5 * SLOW)
+    head, _ = read_response(waiting)
+    assert head.startswith("HTTP/1.1 200 "), head
+    waiting.close()
+
+
+def test_stop_accepting_connections_bypass_listener(procs, upstream):
+    listen, _, _ = start(procs, upstream, overload_yaml(heap_monitor(TINY), action("stop_accepting_connections", SATURATED)),
+                         listener_extra="bypass_overload_manager: true\n")
+    s, head, _ = get(listen)
+    s.close()
+    assert head.startswith("HTTP/1.1 200 "), head
+
+
 def validate(yaml_text):
     d = tempfile.mkdtemp(prefix="sharp-ol-")
     path = os.path.join(d, "b.yaml")
@@ -365,8 +505,12 @@ BASE = bootstrap_yaml(1, 2, {"app": [3]})
 @pytest.mark.parametrize("overload,want", [
     (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED)),
      "overload action envoy.overload_actions.reduce_timeouts requires a ScaleTimersOverloadActionConfig"),
-    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_STREAM_IDLE", "min_timeout: 1s"))),
-     "scaling the HTTP_DOWNSTREAM_STREAM_IDLE timer is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("TRANSPORT_SOCKET_CONNECT", "min_timeout: 1s"))),
+     "scaling the TRANSPORT_SOCKET_CONNECT timer is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_STREAM_FLUSH", "min_timeout: 1s"))),
+     "scaling the HTTP_DOWNSTREAM_STREAM_FLUSH timer is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_STREAM_IDLE", "min_timeout: 1s", 2))),
+     "Found duplicate entry for timer type HTTP_DOWNSTREAM_STREAM_IDLE"),
     (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 1s", 2))),
      "Found duplicate entry for timer type HTTP_DOWNSTREAM_CONNECTION_IDLE"),
     (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 1s",
@@ -374,8 +518,8 @@ BASE = bootstrap_yaml(1, 2, {"app": [3]})
      "per-timer triggers"),
     (overload_yaml(heap_monitor(TINY), action("reduce_timeouts", SATURATED, scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_scale: { value: 150 }"))),
      "value"),
-    (overload_yaml(heap_monitor(TINY), action("stop_accepting_connections", SATURATED)),
-     "overload action envoy.overload_actions.stop_accepting_connections is not supported by SHARP"),
+    (overload_yaml(heap_monitor(TINY), action("close_idle_http_connections", SATURATED)),
+     "overload action envoy.overload_actions.close_idle_http_connections is not supported by SHARP"),
     (overload_yaml(heap_monitor(TINY), action("no_such_thing", SATURATED)),
      "unknown overload action 'envoy.overload_actions.no_such_thing'"),
     (overload_yaml(heap_monitor(TINY), action("shrink_heap", SATURATED) + action("shrink_heap", SATURATED)),
@@ -408,7 +552,12 @@ BASE = bootstrap_yaml(1, 2, {"app": [3]})
                    "    - { name: " + GLOBAL_CX + ", threshold: { value: 0.9 } }\n"),
      "is a proactive resource"),
     (overload_yaml(heap_monitor(TINY), action("reset_high_memory_stream", SATURATED)),
-     "overload action envoy.overload_actions.reset_high_memory_stream is not supported by SHARP"),
+     "overload action envoy.overload_actions.reset_high_memory_stream needs "
+     "buffer_factory_config.minimum_account_to_track_power_of_two"),
+    (overload_yaml(heap_monitor(TINY), "") + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 9 }\n",
+     "minimum_account_to_track_power_of_two"),
+    (overload_yaml(heap_monitor(TINY), "") + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 57 }\n",
+     "minimum_account_to_track_power_of_two"),
 ])
 def test_overload_config_refused(overload, want):
     r = validate(BASE + overload)

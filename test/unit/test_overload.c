@@ -73,8 +73,8 @@ static void scaled_timeouts(void **state)
     /* a minimum above the timeout is the timeout (AbsoluteMinimum) */
     assert_int_equal(sharp_overload_scaled_timeout_ms(1000, 5000, 1000000), 1000);
     /* without reduce_timeouts the remaining time is the plain one */
-    assert_int_equal(sharp_overload_idle_remaining_ms(1000, 400), 600);
-    assert_int_equal(sharp_overload_idle_remaining_ms(1000, 1400), 0);
+    assert_int_equal(sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, 1000, 400), 600);
+    assert_int_equal(sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, 1000, 1400), 0);
 }
 
 static void action_names(void **state)
@@ -84,7 +84,11 @@ static void action_names(void **state)
                      SHARP_OL_STOP_ACCEPTING_REQUESTS);
     assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.shrink_heap"), SHARP_OL_SHRINK_HEAP);
     assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.reduce_timeouts"), SHARP_OL_REDUCE_TIMEOUTS);
-    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.stop_accepting_connections"), -1);
+    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.reset_high_memory_stream"),
+                     SHARP_OL_RESET_HIGH_MEMORY_STREAM);
+    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.stop_accepting_connections"),
+                     SHARP_OL_STOP_ACCEPTING_CONNECTIONS);
+    assert_int_equal(sharp_overload_action_kind("envoy.overload_actions.close_idle_http_connections"), -1);
     assert_int_equal(sharp_overload_action_kind("stop_accepting_requests"), -1);
 }
 
@@ -117,6 +121,44 @@ static void global_connection_limit(void **state)
     sharp_stats_destroy(stats);
 }
 
+/* reset_high_memory_stream's memory classes (buffer_factory_config) and
+ * how many of them a state clears, as Envoy's resetAccountsGivenPressure. */
+static void memory_classes(void **state)
+{
+    (void)state;
+    sharp_overload_config_t cfg = {.refresh_ms = 1000, .min_account_pow2 = 16};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sharp_stats_t *stats = sharp_stats_create(1);
+    sharp_overload_start(&loop, &cfg, stats);
+    assert_int_equal(sharp_overload_memory_class(0), -1);
+    assert_int_equal(sharp_overload_memory_class(65535), -1);
+    assert_int_equal(sharp_overload_memory_class(65536), 0);
+    assert_int_equal(sharp_overload_memory_class(131071), 0);
+    assert_int_equal(sharp_overload_memory_class(131072), 1);
+    assert_int_equal(sharp_overload_memory_class(1u << 20), 4);
+    assert_int_equal(sharp_overload_memory_class((uint64_t)1 << 23), 7);
+    assert_int_equal(sharp_overload_memory_class((uint64_t)1 << 40), 7);
+    sharp_overload_stop();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* without buffer accounting nothing is tracked */
+    sharp_overload_config_t none = {.refresh_ms = 1000};
+    sharp_overload_start(&loop, &none, stats);
+    assert_int_equal(sharp_overload_memory_class((uint64_t)1 << 40), -1);
+    sharp_overload_stop();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    sharp_stats_destroy(stats);
+    /* floor(state * 8) + 1 classes, at most 8; none while inactive */
+    assert_int_equal(sharp_overload_classes_to_reset(0), 0);
+    assert_int_equal(sharp_overload_classes_to_reset(1), 1);
+    assert_int_equal(sharp_overload_classes_to_reset(124999), 1);
+    assert_int_equal(sharp_overload_classes_to_reset(125000), 2);
+    assert_int_equal(sharp_overload_classes_to_reset(500000), 5);
+    assert_int_equal(sharp_overload_classes_to_reset(999999), 8);
+    assert_int_equal(sharp_overload_classes_to_reset(1000000), 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +169,7 @@ int main(void)
         cmocka_unit_test(scaled_timeouts),
         cmocka_unit_test(action_names),
         cmocka_unit_test(global_connection_limit),
+        cmocka_unit_test(memory_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
