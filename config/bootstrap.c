@@ -273,6 +273,9 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rx_bytes_total, "downstream_cx_rx_bytes_total");
     C(tx_bytes_total, "downstream_cx_tx_bytes_total");
     C(rq_http1_total, "downstream_rq_http1_total");
+    C(rq_http2_total, "downstream_rq_http2_total");
+    C(cx_http2_total, "downstream_cx_http2_total");
+    G(cx_http2_active, "downstream_cx_http2_active");
     C(rq_completed, "downstream_rq_completed");
     C(rq_rx_reset, "downstream_rq_rx_reset");
     C(rq_tx_reset, "downstream_rq_tx_reset");
@@ -298,6 +301,9 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     st->http1_dropped_headers_with_underscores = sharp_stats_counterf(s, "http1.dropped_headers_with_underscores");
     st->http1_requests_rejected_with_underscores =
         sharp_stats_counterf(s, "http1.requests_rejected_with_underscores_in_headers");
+    st->http2_dropped_headers_with_underscores = sharp_stats_counterf(s, "http2.dropped_headers_with_underscores");
+    st->http2_requests_rejected_with_underscores =
+        sharp_stats_counterf(s, "http2.requests_rejected_with_underscores_in_headers");
 }
 
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
@@ -309,10 +315,33 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         goto bad;
     }
     h->stat_prefix = sharp_strdup(pb->stat_prefix);
-    if (pb->codec_type == ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2 ||
-        pb->codec_type == ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP3) {
-        fail(b, path, "codec_type: only AUTO and HTTP1 are supported yet (HTTP/2 is not implemented)");
+    switch (pb->codec_type) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1:
+        h->codec_type = SHARP_CODEC_HTTP1;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2:
+        h->codec_type = SHARP_CODEC_HTTP2;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
+        h->codec_type = SHARP_CODEC_AUTO;
+        break;
+    default:
+        snprintf(p, sizeof p, "%s.codec_type", path);
+        fail(b, p, "codec_type HTTP3 is not supported by SHARP (HTTP/3, QUIC)");
         goto bad;
+    }
+    {
+        /* Http2ProtocolOptions: Envoy's defaults; the table refuses the
+         * fields SHARP does not implement and checks the ranges */
+        const Envoy__Config__Core__V3__Http2ProtocolOptions *o = pb->http2_protocol_options;
+        h->h2.hpack_table_size = o && o->hpack_table_size ? o->hpack_table_size->value : 4096;
+        h->h2.max_concurrent_streams = o && o->max_concurrent_streams ? o->max_concurrent_streams->value : 2147483647u;
+        h->h2.initial_stream_window_size =
+            o && o->initial_stream_window_size ? o->initial_stream_window_size->value : 268435456u;
+        h->h2.initial_connection_window_size =
+            o && o->initial_connection_window_size ? o->initial_connection_window_size->value : 268435456u;
+        h->h2.max_outbound_control_frames =
+            o && o->max_outbound_control_frames ? o->max_outbound_control_frames->value : 1000;
     }
     const Envoy__Config__Core__V3__HttpProtocolOptions *common = pb->common_http_protocol_options;
     h->idle_timeout_ms = duration_ms(common ? common->idle_timeout : NULL, 3600 * 1000);

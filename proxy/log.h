@@ -31,7 +31,7 @@ typedef enum {
 /* The loggers, by Envoy's names (ALL_LOGGER_IDS), in the order /logging
  * lists them. */
 #define SHARP_LOGGERS(X)                                                                           \
-    X(admin) X(config) X(conn_handler) X(connection) X(file) X(filter) X(hc) X(http) X(init)       \
+    X(admin) X(config) X(conn_handler) X(connection) X(file) X(filter) X(hc) X(http) X(http2) X(init)       \
     X(main) X(misc) X(pool) X(router) X(runtime) X(stats) X(upstream)
 
 typedef enum {

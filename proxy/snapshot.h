@@ -27,11 +27,25 @@ typedef struct sharp_hcm_stats {
         rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
         rq_failed_path_normalization, rq_redirected_with_normalized_path, rq_max_duration_reached,
         cx_max_duration_reached, cx_delayed_close_timeout, cx_upgrades_total, cx_upgrades_active,
-        rq_header_timeout, cx_overload_disable_keepalive;
-    /* HTTP/1 codec stats, rooted at "http1." as in Envoy (shared by every HCM) */
+        rq_header_timeout, cx_overload_disable_keepalive, cx_http2_total, cx_http2_active, rq_http2_total;
+    /* HTTP/1 and HTTP/2 codec stats, rooted at "http1." and "http2." as in
+     * Envoy (shared by every HCM) */
     sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
+    sharp_stat_id_t http2_dropped_headers_with_underscores, http2_requests_rejected_with_underscores;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
 } sharp_hcm_stats_t;
+
+/* HttpConnectionManager.codec_type */
+typedef enum { SHARP_CODEC_AUTO, SHARP_CODEC_HTTP1, SHARP_CODEC_HTTP2 } sharp_codec_type_t;
+
+/* Http2ProtocolOptions of a connection manager, with Envoy's defaults. */
+typedef struct sharp_h2_options {
+    uint32_t hpack_table_size;               /* 4096 */
+    uint32_t max_concurrent_streams;         /* 2147483647 */
+    uint32_t initial_stream_window_size;     /* 268435456; SHARP advertises at most the buffer limit */
+    uint32_t initial_connection_window_size; /* 268435456 */
+    uint32_t max_outbound_control_frames;    /* 1000 */
+} sharp_h2_options_t;
 
 typedef struct sharp_filter_entry {
     char *name;
@@ -52,6 +66,8 @@ typedef struct sharp_hcm_config {
     uint64_t request_headers_timeout_ms; /* default 0 = off */
     uint64_t drain_timeout_ms;        /* default 5000 */
     uint32_t max_request_headers_kb;  /* default 60 */
+    sharp_codec_type_t codec_type;
+    sharp_h2_options_t h2;
     uint32_t max_headers_count;       /* default 100 */
     bool use_remote_address;
     uint32_t xff_num_trusted_hops;

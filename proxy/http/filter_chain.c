@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 /* ------------------------------------------------------------------ */
@@ -530,12 +531,36 @@ static bool overload_reject(sharp_stream_t *s)
     return true;
 }
 
+/* Envoy's HeaderUtility::authorityIsValid: the characters RFC 3986 allows
+ * in an authority (a host name, an IP literal, a port, userinfo and
+ * percent-encoding); a Host or :authority with a space, a control
+ * character, a byte above 0x7f or one of "/?#{}<>\"^`|" is refused with 400
+ * http.invalid_authority before anything routes on it. */
+static bool authority_char(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return true;
+    return ch && strchr("-._~!$&'()*+,;=:@[]%", ch) != NULL;
+}
+
+static bool authority_valid(sharp_stream_t *s)
+{
+    sharp_str_t a;
+    if (!sharp_headers_get_cstr(&s->req, ":authority", &a)) return true;
+    for (size_t i = 0; i < a.len; i++) {
+        if (authority_char((unsigned char)a.p[i])) continue;
+        if (s->nfilters) sharp_stream_send_local_reply(&s->filters[0], 400, NULL, 0, "http.invalid_authority");
+        return false;
+    }
+    return true;
+}
+
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
     /* Envoy disables request_headers_timeout first thing in decodeHeaders */
     if (s->conn) sharp_codec_request_headers_done(s);
     if (s->conn && overload_reject(s)) return;
     if (end_stream) s->dec_end_sent = true;
+    if (!authority_valid(s)) return;
     if (!normalize_request_path(s)) return;
     mutate_request(s, remote);
     const sharp_hcm_config_t *hcm = s->hcm;
@@ -629,6 +654,13 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
         if (f->factory->encode_data) (void)f->factory->encode_data(f, p, n, end);
         if (s->destroyed) return;
     }
+    if (end && s->has_resp_trailers) {
+        /* the codec ends the response with the trailers, if its protocol
+         * carries them */
+        if (n) sharp_codec_encode_data(s, p, n, false);
+        if (!s->destroyed) sharp_codec_encode_trailers(s, &s->resp_trailers);
+        return;
+    }
     sharp_codec_encode_data(s, p, n, end);
 }
 
@@ -646,10 +678,11 @@ void sharp_stream_encode_data(sharp_filter_t *f, const char *p, size_t n, bool e
 
 void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 {
-    /* HTTP/1 responses are sent without trailers (chunked trailers are
-     * optional for the peer); the body simply ends. */
-    (void)t;
-    enc_run_data(f->stream, (int32_t)f->index - 1, NULL, 0, true);
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return;
+    if (t != &s->resp_trailers) sharp_headers_copy(&s->resp_trailers, t);
+    s->has_resp_trailers = true;
+    enc_run_data(s, (int32_t)f->index - 1, NULL, 0, true);
 }
 
 void sharp_stream_continue_encoding(sharp_filter_t *f)

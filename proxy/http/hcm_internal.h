@@ -1,14 +1,16 @@
-/* hcm_internal.h: the seam between the HTTP/1 connection (conn_manager.c)
- * and the protocol-independent stream logic (filter_chain.c). An HTTP/2
- * codec implements the same four codec functions for its streams. */
+/* hcm_internal.h: the seam between connections (conn_manager.c, which
+ * hands these calls to the connection's codec, conn_internal.h) and the
+ * protocol-independent stream logic (filter_chain.c). */
 #ifndef SHARP_HTTP_HCM_INTERNAL_H
 #define SHARP_HTTP_HCM_INTERNAL_H
 
 #include "http/stream.h"
 
-/* codec side (conn_manager.c) */
+/* codec side (conn_manager.c, dispatched to the connection's codec) */
 void sharp_codec_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_stream);
 void sharp_codec_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_stream);
+/* Ends the response with trailers (a codec that cannot carry them ends the body). */
+void sharp_codec_encode_trailers(sharp_stream_t *s, sharp_headers_t *t);
 void sharp_codec_read_disable(sharp_stream_t *s, bool disable);
 void sharp_codec_reset(sharp_stream_t *s);
 /* Sends "100 Continue" on the wire. */

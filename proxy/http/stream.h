@@ -7,6 +7,7 @@
 #include "http/route.h"
 #include "sbuf.h"
 #include "snapshot.h"
+#include "worker.h"
 
 #include <uv.h>
 
@@ -14,6 +15,7 @@ struct sharp_conn;
 
 struct sharp_stream {
     struct sharp_conn *conn;
+    sharp_dlist_t conn_link; /* in conn->streams */
     unsigned long long id, conn_id; /* "[C<conn_id>][S<id>]" in log lines */
     sharp_snapshot_t *snap; /* reference held for the stream's life */
     const sharp_hcm_config_t *hcm;
@@ -24,6 +26,9 @@ struct sharp_stream {
     sharp_headers_t req;
     sharp_headers_t resp;
     sharp_headers_t req_trailers;
+    sharp_headers_t resp_trailers;
+    bool has_resp_trailers;  /* the response ends with resp_trailers */
+    void *codec_state;       /* the codec's per-stream state (HTTP/2) */
     sharp_filter_t *filters;
     uint32_t nfilters;
     /* decode side: filters [0, dec_next) have seen the request headers; the

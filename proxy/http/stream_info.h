@@ -38,6 +38,7 @@ enum {
     SHARP_RF_OVERLOAD_MANAGER = 1u << 25,           /* OM */
     SHARP_RF_DNS_RESOLUTION_FAILURE = 1u << 26,     /* DF */
     SHARP_RF_DROP_OVERLOAD = 1u << 27,              /* DO */
+    SHARP_RF_DOWNSTREAM_REMOTE_RESET = 1u << 28,    /* DR */
 };
 
 /* Writes the flags as Envoy prints them ("UF,URX"), or "-" when none.

@@ -219,7 +219,7 @@ static void test_response_flags(void **state)
     sharp_response_flags_str(0xffffffffu, b, sizeof b);
     assert_string_equal(b,
                         "LH,UH,UT,LR,UR,UF,UC,UO,NR,DI,FI,RL,UAEX,RLSE,DC,URX,SI,IH,DPE,UMSDR,RFCF,"
-                        "NFCF,DT,UPE,NC,OM,DF,DO");
+                        "NFCF,DT,UPE,NC,OM,DF,DO,DR");
     char small[6];
     sharp_response_flags_str(SHARP_RF_LOCAL_RESET | SHARP_RF_UPSTREAM_OVERFLOW |
                                  SHARP_RF_NO_ROUTE_FOUND,

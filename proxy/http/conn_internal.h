@@ -1,0 +1,174 @@
+/* conn_internal.h: a downstream connection, shared by the connection
+ * manager (conn_manager.c: the socket, its timers and drains, the streams'
+ * lifecycle and timers) and the server codec that carries its streams on
+ * the wire (http1_server.c; an HTTP/2 codec plugs in the same way). The
+ * connection manager never parses or writes a protocol byte itself: bytes
+ * read go to the codec's dispatch, which creates streams and hands their
+ * request heads, bodies and ends to the filter chain; the filter chain's
+ * response goes back through the codec. Private to proxy/http. */
+#ifndef SHARP_HTTP_CONN_INTERNAL_H
+#define SHARP_HTTP_CONN_INTERNAL_H
+
+#include "http/hcm_internal.h"
+#include "http/stream.h"
+#include "net.h"
+#include "worker.h"
+
+#include <llhttp.h>
+#include <uv.h>
+
+typedef struct sharp_conn sharp_conn_t;
+
+/* What a protocol implements for the connection manager. */
+typedef struct sharp_server_codec {
+    const char *name; /* for logs */
+    /* Bytes read from the client. */
+    void (*dispatch)(sharp_conn_t *c, const char *p, size_t n);
+    /* The client's side ended (`err`: UV_EOF or an error) while the
+     * connection is open: true when the codec keeps the connection (a
+     * tunnel's half-close), false to close it. */
+    bool (*peer_closed)(sharp_conn_t *c, ssize_t err);
+    /* Response side of a stream (hcm_internal.h's sharp_codec_*). */
+    void (*encode_headers)(sharp_stream_t *s, sharp_headers_t *h, bool end_stream);
+    void (*encode_data)(sharp_stream_t *s, const char *p, size_t n, bool end_stream);
+    void (*encode_trailers)(sharp_stream_t *s, sharp_headers_t *t);
+    void (*send_continue)(sharp_stream_t *s);
+    /* Request body backpressure for one stream, and whether the client's
+     * side of a stream is above its write watermark. */
+    void (*read_disable)(sharp_stream_t *s, bool disable);
+    bool (*above_watermark)(sharp_stream_t *s);
+    /* The stream's finish is due (its response complete), or its reset
+     * (`reset`: sharp_codec_reset, deferred to a loop turn of its own): the
+     * codec ends it on the wire, destroys it (sharp_conn_stream_destroy)
+     * and decides what the connection does next. */
+    void (*stream_done)(sharp_conn_t *c, sharp_stream_t *s, bool reset);
+    /* A request is being parsed or in flight: idle and drain closes wait. */
+    bool (*busy)(const sharp_conn_t *c);
+    /* Reading must stop for the codec's own reasons (bytes waiting). */
+    bool (*read_blocked)(const sharp_conn_t *c);
+    /* Writes what was held back to share a write (end of a loop turn). */
+    void (*flush)(sharp_conn_t *c);
+    /* Bytes the codec holds for a stream (reset_high_memory_stream). */
+    uint64_t (*buffered)(const sharp_conn_t *c, const sharp_stream_t *s);
+    /* The connection closed: release the codec's memory. */
+    void (*release)(sharp_conn_t *c);
+    /* Optional. A stream is being destroyed: drop the codec's state of it. */
+    void (*stream_released)(sharp_stream_t *s);
+    /* Optional. A drain began: tell the client (HTTP/2's shutdown notice). */
+    void (*drain)(sharp_conn_t *c);
+    /* Optional. The connection is about to close gracefully: the last word
+     * (HTTP/2's final GOAWAY), written before the close. */
+    void (*goaway)(sharp_conn_t *c);
+} sharp_server_codec_t;
+
+/* HTTP/1 codec state (http1_server.c). One stream at a time; pipelined
+ * requests are parsed only after the current stream ends. */
+typedef struct {
+    llhttp_t parser;
+    sharp_stream_t *stream; /* the request being parsed or answered */
+    sharp_sbuf_t url;
+    sharp_sbuf_t pipeline; /* unparsed bytes after a paused message */
+    sharp_sbuf_t head;     /* a response head waiting to go out with the first body bytes */
+    size_t header_bytes;
+    bool in_value;
+    bool parsing;           /* inside llhttp_execute */
+    bool paused;            /* parser paused at a message end */
+    bool rejected;          /* a parser callback answered and stopped the parser */
+    bool underscore_rejected; /* headers_with_underscores_action REJECT_REQUEST hit */
+    /* A parser callback refused the request head: the answer (code and
+     * Envoy's response code details) is sent once llhttp_execute returns. */
+    uint32_t reject_code;
+    const char *reject_details;
+    /* Header value bookkeeping for the checks llhttp 8.1 does not make:
+     * a value that arrives without a name (": x") and obs-fold. */
+    bool value_done;        /* the last header's value is complete */
+    bool value_spans;       /* the current value has had a span */
+    bool value_at_buf_end;  /* ...which ended where its read buffer ended */
+    unsigned value_gen;     /* exec_gen of that span */
+    const char *value_end;  /* where that span ended */
+    unsigned exec_gen;      /* one per llhttp_execute call */
+    const char *exec_begin, *exec_end;
+    bool tail_lf_ws;        /* the bytes fed so far end in LF and SP/HTAB only */
+    /* A request line that ends without a version: llhttp waits for one
+     * more byte before it reports it (HTTP/0.9), so the codec looks for
+     * the line end itself. */
+    bool version_done;      /* on_version_complete was called */
+    bool head_done;         /* the head went to the filter chain: fields now are trailers */
+    const char *url_end;    /* where the last URL span ended */
+    unsigned url_gen;       /* exec_gen of that span */
+    bool tunnel;            /* upgraded: bytes after the request go to the stream unparsed */
+    bool errored;           /* a protocol error was answered: nothing more is parsed */
+} sharp_h1_conn_t;
+
+struct sharp_conn {
+    uv_tcp_t tcp;
+    uv_timer_t idle_timer;     /* idle timeout, drain timeout, delayed close */
+    uv_timer_t duration_timer; /* max_connection_duration */
+    sharp_worker_t *worker;
+    const sharp_listener_config_t *listener;
+    sharp_snapshot_t *snap;
+    sharp_dlist_t link;       /* in worker->connections */
+    sharp_writer_t writer;
+    const sharp_server_codec_t *codec;
+    sharp_dlist_t streams;    /* live streams (stream->conn_link) */
+    uint32_t nstreams;
+    sharp_dlist_t flush_link; /* in worker->flush_list while the codec holds bytes back */
+    bool closing;
+    bool close_after_response; /* draining: the next response closes the connection */
+    bool read_stopped;
+    bool read_disabled_by_stream;
+    bool above_watermark;
+    bool shutdown;          /* closing once written data has left */
+    bool delayed_close;     /* after the flush, wait for the peer's FIN (delayed_close_timeout) */
+    bool flushed;           /* the shutdown completed: everything written has left */
+    bool peer_closed;       /* FIN seen while the flush was still pending */
+    bool duration_draining; /* max_connection_duration reached: drain like a server drain */
+    bool peer_eof;          /* the peer half-closed a tunnel: nothing more to read */
+    int handles_open;
+    unsigned long long id; /* "[C<id>]" in log lines */
+    uint64_t start_ns;
+    uint64_t idle_since_ns; /* the idle timeout was armed (reduce_timeouts re-arms from it) */
+    char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN];
+    struct sockaddr_storage remote_ss;
+    sharp_h1_conn_t h1;
+    struct sharp_h2_conn *h2; /* HTTP/2 codec state (http2_server.c) */
+    /* codec_type AUTO: the first bytes, until they are or are not the
+     * HTTP/2 connection preface */
+    char sniff[24];
+    uint8_t nsniff;
+};
+
+#define SHARP_CONN_STATS(c) ((c)->worker->stats)
+#define SHARP_CONN_HCM(c) ((c)->listener->hcm)
+
+extern const sharp_server_codec_t sharp_http1_server_codec;
+extern const sharp_server_codec_t sharp_http2_server_codec;
+/* Set up a codec on a new connection. */
+void sharp_http1_server_init(sharp_conn_t *c);
+void sharp_http2_server_init(sharp_conn_t *c);
+
+/* ---- what codecs call on the connection manager ---- */
+
+/* A new stream on the connection (its timers started, counted). */
+sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c);
+/* Final accounting, access logs, filter completion and release; once. */
+void sharp_conn_stream_destroy(sharp_stream_t *s);
+/* The response is complete: the stream finishes on the next loop turn. */
+void sharp_conn_stream_maybe_finish(sharp_stream_t *s);
+/* Restarts the stream idle timer. */
+void sharp_conn_stream_touch(sharp_stream_t *s);
+void sharp_conn_write(sharp_conn_t *c, const uv_buf_t *b, unsigned n);
+void sharp_conn_close(sharp_conn_t *c);
+/* Closes once everything written has left; `delay`: Envoy's
+ * FlushWriteAndDelay (wait for the peer's FIN up to delayed_close_timeout). */
+void sharp_conn_close_after_write(sharp_conn_t *c, bool delay);
+/* Re-evaluates whether to read (stream backpressure, codec, tunnel EOF). */
+void sharp_conn_update_reading(sharp_conn_t *c);
+/* The connection has no stream: idle timeout, or the drain's close. */
+void sharp_conn_arm_idle(sharp_conn_t *c);
+/* Holds the connection in the worker's flush list until the end of this
+ * loop turn (codec->flush runs then). */
+void sharp_conn_defer_flush(sharp_conn_t *c);
+void sharp_conn_cancel_flush(sharp_conn_t *c);
+
+#endif

@@ -1,0 +1,628 @@
+/* http2_server.c: the HTTP/2 server codec (Debian's libnghttp2).
+ *
+ * Many streams per connection. nghttp2 parses frames and validates HTTP
+ * messaging (pseudo-headers, connection-specific headers, content-length
+ * against DATA); a request head is complete when its HEADERS (and
+ * CONTINUATIONs) end, and only then reaches the filter chain, so a refused
+ * head never produces an upstream byte.
+ *
+ * Memory is bounded per stream, in both directions:
+ * - request bodies: window updates are manual. The connection window is
+ *   given back as soon as DATA arrives (its bytes are already in a stream's
+ *   buffers), a stream's window only when the filter chain took the bytes
+ *   and the stream is not read-disabled. The advertised stream window is
+ *   the configured one clamped to the listener's buffer limit, so a stream
+ *   can never be sent more than that ahead of its upstream (Envoy's 256 MiB
+ *   default lets a client park 256 MiB per stream).
+ * - responses: each stream holds what nghttp2 has not taken yet (the peer's
+ *   window, or the socket, is full); above the buffer limit the stream's
+ *   filters are told (the router stops reading its upstream), below half of
+ *   it they resume. The socket's own write queue pauses every stream.
+ * Frames leave in batches: nghttp2_session_mem_send runs at the end of the
+ * loop turn (sharp_conn_defer_flush), and while the socket's write queue is
+ * above its limit nothing more is serialized. */
+#include "http/conn_internal.h"
+#include "log.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define STATS(c) SHARP_CONN_STATS(c)
+#define HCM(c) SHARP_CONN_HCM(c)
+
+struct sharp_h2_conn {
+    nghttp2_session *session;
+    bool goaway_final; /* the last GOAWAY went out: close once streams end */
+    bool notice_sent;  /* drain's shutdown notice (GOAWAY with the highest id) */
+    size_t header_bytes;
+};
+
+/* A stream's HTTP/2 state (stream->codec_state). */
+typedef struct h2_stream {
+    int32_t id;
+    sharp_sbuf_t out;   /* response body nghttp2 has not taken yet */
+    size_t out_off;
+    bool out_end;       /* the body ends after `out` */
+    bool submitted;     /* response headers submitted */
+    bool deferred;      /* the data source said "deferred" */
+    bool closed;        /* nghttp2 closed the stream */
+    bool read_disabled;
+    bool above;         /* `out` above the buffer limit: filters told */
+    bool trailers_pending;
+    sharp_headers_t trailers;
+    size_t unconsumed;  /* request bytes received and not yet given back to the window */
+    size_t header_bytes;
+} h2_stream_t;
+
+static h2_stream_t *H2S(sharp_stream_t *s)
+{
+    return s->codec_state;
+}
+
+static void h2_schedule(sharp_conn_t *c)
+{
+    if (!c->closing) sharp_conn_defer_flush(c);
+}
+
+static void notify_stream_watermark(sharp_stream_t *s, bool above)
+{
+    for (uint32_t i = 0; i < s->nfilters; i++)
+        if (s->filters[i].factory->on_downstream_watermark)
+            s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
+}
+
+static size_t out_pending(const h2_stream_t *h)
+{
+    return h->out.len - h->out_off;
+}
+
+/* ---- nghttp2 callbacks: receiving ---- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    sharp_conn_t *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (c->h2->goaway_final) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    sharp_stream_t *s = sharp_conn_stream_create(c);
+    h2_stream_t *h = sharp_calloc(1, sizeof *h);
+    h->id = frame->hd.stream_id;
+    sharp_headers_init(&h->trailers);
+    s->codec_state = h;
+    s->info.protocol = "HTTP/2";
+    nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+    (void)flags;
+    sharp_conn_t *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    sharp_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!s || s->destroyed) return 0;
+    h2_stream_t *h = H2S(s);
+    h->header_bytes += namelen + valuelen;
+    const sharp_hcm_config_t *hcm = HCM(c);
+    /* max_request_headers_kb and max_headers_count hold for HTTP/2 too:
+     * the stream is reset, as Envoy's codec does */
+    if (h->header_bytes > (size_t)hcm->max_request_headers_kb * 1024) {
+        sharp_debug(http2, "[C%llu][S%llu] headers over max_request_headers_kb", c->id, s->id);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    bool trailers = frame->headers.cat != NGHTTP2_HCAT_REQUEST;
+    sharp_headers_t *dst = trailers ? &s->req_trailers : &s->req;
+    if (dst->n >= hcm->max_headers_count) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (namelen && memchr(name, '_', namelen) && hcm->headers_with_underscores_action) {
+        if (hcm->headers_with_underscores_action == 2) { /* DROP_HEADER */
+            sharp_counter_inc(STATS(c), hcm->st.http2_dropped_headers_with_underscores);
+            return 0;
+        }
+        sharp_counter_inc(STATS(c), hcm->st.http2_requests_rejected_with_underscores);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    sharp_headers_add(dst, (const char *)name, namelen, (const char *)value, valuelen);
+    return 0;
+}
+
+/* The request head is complete: Envoy's pseudo-header order with
+ * :authority (from Host when the client sent none) and on to the chain. */
+static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_stream)
+{
+    sharp_headers_t *h = &s->req;
+    sharp_str_t v;
+    if (!sharp_headers_get_cstr(h, ":authority", &v)) {
+        if (!sharp_headers_get_cstr(h, "host", &v)) {
+            /* nghttp2 requires :authority or host for a non-CONNECT request */
+            sharp_codec_reset(s);
+            return;
+        }
+        char host[512];
+        size_t n = SHARP_MIN(v.len, sizeof host);
+        memcpy(host, v.p, n);
+        sharp_headers_add(h, ":authority", 10, host, n);
+    }
+    sharp_headers_remove_cstr(h, "host");
+    if (sharp_headers_get_cstr(h, ":method", &v)) s->is_head = sharp_str_eq(v, "HEAD", 4);
+    if (sharp_headers_get_cstr(h, ":method", &v) && sharp_str_eq(v, "CONNECT", 7)) {
+        /* CONNECT (and extended CONNECT) is not supported: refused as on HTTP/1 */
+        s->request_complete = true;
+        if (s->nfilters)
+            sharp_stream_send_local_reply(&s->filters[0], 403, "upgrade not supported", 0, "upgrade_failed");
+        return;
+    }
+    sharp_str_t expect;
+    if (sharp_headers_get_cstr(h, "expect", &expect) && expect.len == 12 &&
+        strncasecmp(expect.p, "100-continue", 12) == 0) {
+        sharp_headers_remove_cstr(h, "expect");
+        sharp_codec_send_continue(s);
+    }
+    if (end_stream) {
+        s->request_complete = true;
+        s->info.request_complete_ns = sharp_now_ns();
+    }
+    if (SHARP_LOG_ON(http2, SHARP_LOG_DEBUG)) {
+        sharp_sbuf_t d = {0};
+        sharp_headers_dump(h, &d);
+        sharp_debug(http2, "[C%llu][S%llu] request headers complete (end_stream=%s):%s", s->conn_id, s->id,
+                    end_stream ? "true" : "false", d.data ? d.data : "");
+        sharp_sbuf_free(&d);
+    }
+    sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
+}
+
+static void request_end(sharp_stream_t *s)
+{
+    if (s->request_complete || s->destroyed) return;
+    s->request_complete = true;
+    s->info.request_complete_ns = sharp_now_ns();
+    uv_timer_stop(&s->request_timer);
+    if (!s->response_complete) dec_run_data(s, 0, NULL, 0, true);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    sharp_conn_t *c = user;
+    sharp_stream_t *s = frame->hd.stream_id ? nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) : NULL;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (!s || s->destroyed) return 0;
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            request_head_done(c, s, end);
+        } else if (end) {
+            /* request trailers: kept on the stream (the HTTP/1 upstream
+             * codec cannot carry them) and the request ends */
+            request_end(s);
+        }
+        break;
+    case NGHTTP2_DATA:
+        if (s && end) request_end(s);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                         void *user)
+{
+    (void)flags;
+    sharp_conn_t *c = user;
+    /* the connection's window comes back at once: these bytes now count
+     * against their stream's window only */
+    nghttp2_session_consume_connection(session, len);
+    sharp_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!s || s->destroyed) return 0;
+    h2_stream_t *h = H2S(s);
+    s->info.bytes_received += len;
+    sharp_conn_stream_touch(s);
+    if (!s->response_complete && !s->finish_scheduled) dec_run_data(s, 0, (const char *)data, len, false);
+    if (s->destroyed) return 0;
+    if (h->read_disabled) h->unconsumed += len;
+    else nghttp2_session_consume_stream(session, stream_id, len);
+    h2_schedule(c);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user)
+{
+    sharp_conn_t *c = user;
+    sharp_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!s) return 0;
+    h2_stream_t *h = H2S(s);
+    h->closed = true;
+    if (s->destroyed || s->finish_scheduled) return 0;
+    if (!s->response_complete) {
+        /* the client reset the stream (or the connection failed it) */
+        sharp_debug(http2, "[C%llu][S%llu] stream closed by the peer (%s)", c->id, s->id,
+                    nghttp2_http2_strerror(error_code));
+        s->info.response_flags |= SHARP_RF_DOWNSTREAM_REMOTE_RESET;
+        sharp_counter_inc(STATS(c), HCM(c)->st.rq_rx_reset);
+        sharp_codec_reset(s);
+    }
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    sharp_conn_t *c = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+        /* nghttp2 ends the connection for a protocol error of the client's */
+        sharp_debug(http2, "[C%llu] GOAWAY %s", c->id, nghttp2_http2_strerror(frame->goaway.error_code));
+        sharp_counter_inc(STATS(c), HCM(c)->st.cx_protocol_error);
+        return 0;
+    }
+    if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+    sharp_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!s || s->destroyed) return 0;
+    /* the response's last frame is out: the stream can finish */
+    s->response_complete = true;
+    sharp_conn_stream_maybe_finish(s);
+    return 0;
+}
+
+static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame, int lib_error, void *user)
+{
+    (void)session;
+    sharp_conn_t *c = user;
+    sharp_debug(http2, "[C%llu] invalid frame type %u on stream %d: %s", c->id, frame->hd.type, frame->hd.stream_id,
+                nghttp2_strerror(lib_error));
+    return 0;
+}
+
+/* ---- the response ---- */
+
+static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user)
+{
+    (void)source;
+    sharp_conn_t *c = user;
+    sharp_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    h2_stream_t *h = H2S(s);
+    size_t n = SHARP_MIN(length, out_pending(h));
+    if (n) {
+        memcpy(buf, h->out.data + h->out_off, n);
+        h->out_off += n;
+        if (h->out_off == h->out.len) {
+            h->out_off = 0;
+            sharp_sbuf_reset(&h->out);
+        }
+    }
+    if (h->above && out_pending(h) <= s->conn->listener->buffer_limit / 2) {
+        h->above = false;
+        if (!c->above_watermark) notify_stream_watermark(s, false);
+    }
+    if (!out_pending(h) && h->out_end) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (h->trailers_pending) {
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_nv *nv = sharp_calloc(h->trailers.n ? h->trailers.n : 1, sizeof *nv);
+            size_t nn = 0;
+            for (uint32_t i = 0; i < h->trailers.n; i++) {
+                sharp_str_t k = sharp_headers_name(&h->trailers, i), v = sharp_headers_value(&h->trailers, i);
+                if (k.len && k.p[0] == ':') continue;
+                nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
+            }
+            nghttp2_submit_trailer(session, stream_id, nv, nn);
+            free(nv);
+            h->trailers_pending = false;
+        }
+        return (ssize_t)n;
+    }
+    if (!n) {
+        h->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static bool is_connection_specific(sharp_str_t n)
+{
+    return sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "transfer-encoding", 17) ||
+           sharp_str_eq(n, "keep-alive", 10) || sharp_str_eq(n, "proxy-connection", 16) ||
+           sharp_str_eq(n, "upgrade", 7);
+}
+
+static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_stream)
+{
+    sharp_conn_t *c = s->conn;
+    h2_stream_t *h = H2S(s);
+    if (c->closing || s->response_started || h->closed) return;
+    sharp_str_t st = SHARP_STR("200");
+    sharp_headers_get_cstr(hd, ":status", &st);
+    uint32_t code = 0;
+    for (size_t i = 0; i < st.len && i < 3; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    s->info.response_code = code;
+    s->response_started = true;
+    char status[4] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
+    nghttp2_nv *nv = sharp_calloc(hd->n + 1, sizeof *nv);
+    size_t nn = 0;
+    nv[nn++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (uint32_t i = 0; i < hd->n; i++) {
+        sharp_str_t k = sharp_headers_name(hd, i), v = sharp_headers_value(hd, i);
+        if ((k.len && k.p[0] == ':') || is_connection_specific(k)) continue;
+        nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    /* a HEAD response, a 204 and a 304 have no body on the wire */
+    bool no_body = s->is_head || code == 204 || code == 304;
+    h->submitted = true;
+    if (end_stream || no_body) {
+        h->out_end = true;
+        nghttp2_submit_response(c->h2->session, h->id, nv, nn, NULL);
+    } else {
+        nghttp2_data_provider dp = {.source = {.ptr = NULL}, .read_callback = read_body};
+        nghttp2_submit_response(c->h2->session, h->id, nv, nn, &dp);
+    }
+    free(nv);
+    h2_schedule(c);
+}
+
+static void h2_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_stream)
+{
+    sharp_conn_t *c = s->conn;
+    h2_stream_t *h = H2S(s);
+    if (c->closing || !s->response_started || h->out_end || h->closed) return;
+    sharp_conn_stream_touch(s); /* Envoy resets the stream idle timer on response data too */
+    uint32_t code = s->info.response_code;
+    if (s->is_head || code == 204 || code == 304) n = 0;
+    if (n) {
+        s->info.bytes_sent += n;
+        sharp_sbuf_append(&h->out, p, n);
+    }
+    if (end_stream) h->out_end = true;
+    if (!h->above && out_pending(h) > c->listener->buffer_limit) {
+        h->above = true;
+        if (!c->above_watermark) notify_stream_watermark(s, true);
+    }
+    if (h->deferred) {
+        h->deferred = false;
+        nghttp2_session_resume_data(c->h2->session, h->id);
+    }
+    h2_schedule(c);
+}
+
+static void h2_encode_trailers(sharp_stream_t *s, sharp_headers_t *t)
+{
+    h2_stream_t *h = H2S(s);
+    if (!s->response_started || h->out_end || h->closed) return;
+    sharp_headers_copy(&h->trailers, t);
+    h->trailers_pending = h->trailers.n > 0;
+    h2_encode_data(s, NULL, 0, true);
+}
+
+static void h2_send_continue(sharp_stream_t *s)
+{
+    sharp_conn_t *c = s->conn;
+    h2_stream_t *h = H2S(s);
+    if (s->response_started || h->closed) return;
+    nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
+    nghttp2_submit_headers(c->h2->session, NGHTTP2_FLAG_NONE, h->id, NULL, &nv, 1, NULL);
+    h2_schedule(c);
+}
+
+static void h2_read_disable(sharp_stream_t *s, bool disable)
+{
+    sharp_conn_t *c = s->conn;
+    h2_stream_t *h = H2S(s);
+    h->read_disabled = disable;
+    if (!disable && h->unconsumed && !h->closed) {
+        nghttp2_session_consume_stream(c->h2->session, h->id, h->unconsumed);
+        h->unconsumed = 0;
+        h2_schedule(c);
+    }
+}
+
+static bool h2_above_watermark(sharp_stream_t *s)
+{
+    return s->conn->above_watermark || H2S(s)->above;
+}
+
+/* ---- connection ---- */
+
+/* Serializes what nghttp2 has to send, in batches, while the socket's
+ * write queue has room. */
+static void h2_flush(sharp_conn_t *c)
+{
+    if (c->closing || !c->h2) return;
+    nghttp2_session *ss = c->h2->session;
+    sharp_sbuf_t batch = {0};
+    while (!c->closing && c->writer.queued <= c->listener->buffer_limit) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(ss, &data);
+        if (n < 0) {
+            sharp_debug(http2, "[C%llu] nghttp2_session_mem_send: %s", c->id, nghttp2_strerror((int)n));
+            sharp_sbuf_free(&batch);
+            sharp_conn_close(c);
+            return;
+        }
+        if (n > 0) sharp_sbuf_append(&batch, (const char *)data, (size_t)n);
+        if (n == 0 || batch.len >= 64 * 1024) {
+            if (batch.len) {
+                uv_buf_t b = uv_buf_init(batch.data, (unsigned)batch.len);
+                sharp_conn_write(c, &b, 1);
+                sharp_sbuf_reset(&batch);
+            }
+            if (n == 0) break;
+        }
+    }
+    sharp_sbuf_free(&batch);
+    if (c->closing) return;
+    if (!nghttp2_session_want_read(ss) && !nghttp2_session_want_write(ss)) {
+        /* a GOAWAY (ours or the peer's) ended the session */
+        sharp_conn_close_after_write(c, false);
+        return;
+    }
+    if (c->h2->goaway_final && !c->nstreams && !nghttp2_session_want_write(ss)) sharp_conn_close_after_write(c, false);
+}
+
+static void h2_dispatch(sharp_conn_t *c, const char *p, size_t n)
+{
+    ssize_t r = nghttp2_session_mem_recv(c->h2->session, (const uint8_t *)p, n);
+    if (r < 0) {
+        /* a connection error: nghttp2 has queued its GOAWAY */
+        sharp_debug(http2, "[C%llu] dispatch error: %s", c->id, nghttp2_strerror((int)r));
+        sharp_counter_inc(STATS(c), HCM(c)->st.cx_protocol_error);
+        h2_flush(c);
+        if (!c->closing) sharp_conn_close_after_write(c, true);
+        return;
+    }
+    h2_schedule(c);
+}
+
+static bool h2_peer_closed(sharp_conn_t *c, ssize_t err)
+{
+    (void)c;
+    (void)err;
+    return false;
+}
+
+static void h2_stream_done(sharp_conn_t *c, sharp_stream_t *s, bool reset)
+{
+    h2_stream_t *h = H2S(s);
+    nghttp2_session *ss = c->h2->session;
+    if (!h->closed) {
+        if (reset)
+            nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_INTERNAL_ERROR);
+        else if (!s->request_complete)
+            /* the response is complete before the request: the rest of it
+             * is not wanted (RFC 9113 section 8.1) */
+            nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_NO_ERROR);
+    }
+    sharp_conn_stream_destroy(s);
+    if (c->closing) return;
+    if (!c->nstreams) sharp_conn_arm_idle(c);
+    h2_schedule(c);
+}
+
+static bool h2_busy(const sharp_conn_t *c)
+{
+    (void)c;
+    return false;
+}
+
+static bool h2_read_blocked(const sharp_conn_t *c)
+{
+    (void)c;
+    return false;
+}
+
+static uint64_t h2_buffered(const sharp_conn_t *c, const sharp_stream_t *s)
+{
+    (void)c;
+    const h2_stream_t *h = s->codec_state;
+    return h ? h->out.cap + h->unconsumed : 0;
+}
+
+static void h2_stream_released(sharp_stream_t *s)
+{
+    h2_stream_t *h = H2S(s);
+    if (!h) return;
+    sharp_conn_t *c = s->conn;
+    if (c->h2 && c->h2->session && !h->closed) nghttp2_session_set_stream_user_data(c->h2->session, h->id, NULL);
+    sharp_sbuf_free(&h->out);
+    sharp_headers_free(&h->trailers);
+    free(h);
+    s->codec_state = NULL;
+}
+
+/* Drain (Envoy's HTTP/2 drain sequence): a GOAWAY with the highest stream
+ * id tells the client to open no more streams; the final GOAWAY, with the
+ * last stream the server took, follows when the connection is closed. */
+static void h2_drain(sharp_conn_t *c)
+{
+    if (c->h2->notice_sent || c->closing) return;
+    c->h2->notice_sent = true;
+    nghttp2_submit_shutdown_notice(c->h2->session);
+    h2_schedule(c);
+}
+
+static void h2_goaway(sharp_conn_t *c)
+{
+    if (c->h2->goaway_final || c->closing) return;
+    c->h2->goaway_final = true;
+    nghttp2_submit_goaway(c->h2->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->h2->session), NGHTTP2_NO_ERROR, NULL, 0);
+    h2_flush(c);
+}
+
+static void h2_release(sharp_conn_t *c)
+{
+    if (!c->h2) return;
+    nghttp2_session_del(c->h2->session);
+    free(c->h2);
+    c->h2 = NULL;
+}
+
+static nghttp2_session_callbacks *callbacks;
+
+__attribute__((constructor)) static void init_callbacks(void)
+{
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame);
+}
+
+__attribute__((destructor)) static void free_callbacks(void)
+{
+    nghttp2_session_callbacks_del(callbacks);
+}
+
+const sharp_server_codec_t sharp_http2_server_codec;
+
+void sharp_http2_server_init(sharp_conn_t *c)
+{
+    const sharp_hcm_config_t *hcm = HCM(c);
+    const sharp_h2_options_t *o = &hcm->h2;
+    c->codec = &sharp_http2_server_codec;
+    c->h2 = sharp_calloc(1, sizeof *c->h2);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_outbound_ack(opt, o->max_outbound_control_frames);
+    nghttp2_session_server_new2(&c->h2->session, callbacks, c, opt);
+    nghttp2_option_del(opt);
+    uint32_t limit = c->listener->buffer_limit;
+    uint32_t stream_window = SHARP_MAX(SHARP_MIN(o->initial_stream_window_size, limit), 65535u);
+    uint32_t conn_window = SHARP_MAX(o->initial_connection_window_size, stream_window);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window},
+        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size},
+    };
+    nghttp2_submit_settings(c->h2->session, NGHTTP2_FLAG_NONE, iv, SHARP_ARRAY_SIZE(iv));
+    if (conn_window > 65535)
+        nghttp2_session_set_local_window_size(c->h2->session, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
+    h2_schedule(c);
+}
+
+const sharp_server_codec_t sharp_http2_server_codec = {
+    .name = "HTTP/2",
+    .dispatch = h2_dispatch,
+    .peer_closed = h2_peer_closed,
+    .encode_headers = h2_encode_headers,
+    .encode_data = h2_encode_data,
+    .encode_trailers = h2_encode_trailers,
+    .send_continue = h2_send_continue,
+    .read_disable = h2_read_disable,
+    .above_watermark = h2_above_watermark,
+    .stream_done = h2_stream_done,
+    .busy = h2_busy,
+    .read_blocked = h2_read_blocked,
+    .flush = h2_flush,
+    .buffered = h2_buffered,
+    .release = h2_release,
+    .stream_released = h2_stream_released,
+    .drain = h2_drain,
+    .goaway = h2_goaway,
+};
