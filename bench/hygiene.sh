@@ -51,12 +51,20 @@ W=$(mktemp -d /tmp/sharp-hygiene.XXXXXX)
 OUT=$RESULTS/hygiene
 mkdir -p "$OUT"
 
-# LANES (listen, backend) port pairs per proxy
+# LANES (listen, backend) port pairs per proxy and SHARP's admin port. One
+# call holds all the sockets until it has them all: port() called 6*LANES+1
+# times could hand out the same port twice.
+mapfile -t FREE < <(python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' $((6 * LANES + 1)))
 declare -A LS BE
+k=0
 for p in sharp haproxy nginx; do
-    for i in $(seq 0 $((LANES - 1))); do LS[$p.$i]=$(port); BE[$p.$i]=$(port); done
+    for i in $(seq 0 $((LANES - 1))); do LS[$p.$i]=${FREE[k]}; BE[$p.$i]=${FREE[k + 1]}; k=$((k + 2)); done
 done
-ADMIN=$(port)
+ADMIN=${FREE[k]}
 
 # SHARP: the embedded default bootstrap (edge limits: request_headers_timeout
 # 10s, 32 KiB buffers, ...), one listener + cluster per lane.
