@@ -844,7 +844,7 @@ async def run_corpus(conf, backends, args):
                 flags.append(f"DESYNC:{n}")
             if o == "timeout":
                 flags.append(("HANG:" if r.ref[0] == "complete" else "WAIT:") + n)
-        if i >= n_corpus and not any(f.startswith(("DIFF", "RF", "RP", "INV", "DESYNC", "HANG")) for f in flags):
+        if i >= n_corpus and not any(f.startswith(("DIFF", "RF", "RP", "INV", "DESYNC", "HANG", "WAIT")) for f in flags):
             continue
         ref = rs[names[0]].ref
         d.append(f"{cid}  [{' '.join(flags)}]  ref={ref[0]}" + (f" ({ref[1]})" if ref[0] == "invalid" else ""))
