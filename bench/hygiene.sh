@@ -11,7 +11,7 @@
 #   slow    N slowloris heads and N trickled POST bodies per proxy: RSS and
 #           CPU of the proxy, connections still open after HOLD seconds
 # Summary table on stdout and in $RESULTS/hygiene/hygiene-summary.txt,
-# per-input lines in $RESULTS/hygiene/hygiene-details.txt. About 5 minutes.
+# per-input lines in $RESULTS/hygiene/hygiene-details.txt. About 2 minutes.
 #
 #   bench/hygiene.sh
 #   N=500 MUTATIONS=300 PHASES=corpus bench/hygiene.sh        # quick look

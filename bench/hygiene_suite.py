@@ -369,7 +369,7 @@ async def send_input(port, data, timeout):
 class Result:
     """One proxy's handling of one input."""
     __slots__ = ("statuses", "from_backend", "end", "state", "be_bytes", "be_complete", "be_invalid",
-                 "be_partial", "be_sample", "ref")
+                 "be_partial", "be_sample", "ref", "extra")
 
     def outcome(self):
         if self.from_backend:
@@ -398,6 +398,12 @@ async def run_one(lane_port, backend, data, timeout):
     r = Result()
     r.statuses = [st for st, _ in res]
     r.from_backend = sum(1 for _, fb in res if fb)
+    # a proxy that refuses a request for what it is (4xx, 501) cannot know
+    # where the next request would start: it answers once and closes, and
+    # anything it sends after that answers no request. (After a 502/503 for
+    # an upstream failure a proxy may go on with the connection.)
+    first_err = next((i for i, (st, fb) in enumerate(res) if (400 <= st < 500 or st == 501) and not fb), None)
+    r.extra = 0 if first_err is None else len(res) - first_err - 1
     r.end, r.state = end, state
     r.be_bytes, r.be_complete, r.be_invalid, r.be_partial = len(rec.data), rec.complete, rec.invalid, rec.partial
     r.be_sample = bytes(rec.data[:400]) if rec.invalid else b""
@@ -731,7 +737,7 @@ def desynced(r):
 def analyse(name, cases, res, lo, hi):
     """Counters for cases[lo:hi] of one proxy."""
     k = dict.fromkeys(["inputs", "fwd", "refused", "other", "ref_fwd", "ref_partial", "invalid_up",
-                       "desync", "hang", "waited"], 0)
+                       "desync", "extra", "hang", "waited"], 0)
     for i in range(lo, hi):
         r = res[i]
         o = r.outcome()
@@ -752,6 +758,8 @@ def analyse(name, cases, res, lo, hi):
                 k["ref_partial"] += 1
         if desynced(r):
             k["desync"] += 1
+        if r.extra:
+            k["extra"] += 1
     return k
 
 
@@ -788,7 +796,7 @@ async def run_corpus(conf, backends, args):
       f"({args.incomplete_timeout:g} s for inputs the reference parser finds unfinished)")
     cols = [("inputs", "inputs"), ("fwd", "fwd"), ("refused", "refused"), ("other", "other"),
             ("ref_fwd", "refused+fwd"), ("ref_partial", "refused+partial"), ("invalid_up", "invalid-up"),
-            ("desync", "desync"), ("hang", "hangs"), ("waited", "waited")]
+            ("desync", "desync"), ("extra", "extra-resp"), ("hang", "hangs"), ("waited", "waited")]
     for title, lo, hi in (("hand-written cases", 0, n_corpus), ("mutations", n_corpus, len(cases)),
                           ("all inputs", 0, len(cases))):
         w("")
@@ -819,6 +827,7 @@ async def run_corpus(conf, backends, args):
     d.append("# flags: AMB ambiguous framing case, DIFF sharp and a peer disagree on forward vs refuse,")
     d.append("#   RF refused but a complete request reached the backend, RP refused after a partial request")
     d.append("#   went upstream, INV invalid bytes upstream, DESYNC backend requests != relayed answers,")
+    d.append("#   EXTRA the proxy sent more responses after its own 4xx/501 refusal")
     d.append("#   HANG no answer on a complete valid input, WAIT no answer on unfinished/invalid input")
     d.append("# ref = the reference strict parser's reading of the input")
     d.append("")
@@ -842,9 +851,11 @@ async def run_corpus(conf, backends, args):
                 flags.append(f"RP:{n}")
             if desynced(r):
                 flags.append(f"DESYNC:{n}")
+            if r.extra:
+                flags.append(f"EXTRA:{n}")
             if o == "timeout":
                 flags.append(("HANG:" if r.ref[0] == "complete" else "WAIT:") + n)
-        if i >= n_corpus and not any(f.startswith(("DIFF", "RF", "RP", "INV", "DESYNC", "HANG", "WAIT")) for f in flags):
+        if i >= n_corpus and not any(f.startswith(("DIFF", "RF", "RP", "INV", "DESYNC", "EXTRA", "HANG", "WAIT")) for f in flags):
             continue
         ref = rs[names[0]].ref
         d.append(f"{cid}  [{' '.join(flags)}]  ref={ref[0]}" + (f" ({ref[1]})" if ref[0] == "invalid" else ""))
