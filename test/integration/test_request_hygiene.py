@@ -468,3 +468,36 @@ def test_value_split_across_reads_is_not_a_fold(px, backend):
     finally:
         s.close()
     assert masked(backend.received()) == forwarded("GET", "/x", [("x-a", "bc d")])
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a\tb", b"caf\xc3\xa9", b"a{b}", b"a/b", b"ost: x"],
+                         ids=["space", "tab", "non-ascii", "braces", "slash", "header-like"])
+def test_invalid_host_refused_before_routing(px, backend, host):
+    """Envoy's authorityIsValid: a Host that is not an RFC 3986 authority
+    gets 400 http.invalid_authority and never reaches the upstream."""
+    resp, closed = px.send(b"GET /x HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert [r[0] for r in resp] == [400], resp
+    assert closed
+    assert backend.received() == b""
+    assert px.log_lines(1)[-1].endswith("400 - http.invalid_authority")
+
+
+def test_valid_authority_characters_forwarded(px, backend):
+    resp, _ = px.send(b"GET /x HTTP/1.1\r\nHost: us-er@[::1]:80\r\n\r\n")
+    assert [r[0] for r in resp] == [200], resp
+    assert b"host: us-er@[::1]:80\r\n" in backend.received()
+
+
+@pytest.mark.parametrize("data", [
+    b"GET /c HTTP/1.1\r\nHost: a\r\nX-A: " + b"v" * 65536 + b"\r\n\r\n",
+    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+], ids=["long-header", "long-target"])
+def test_oversized_head_answered_once(px, backend, data):
+    """A head over max_request_headers_kb that arrives in one large write
+    gets one 431 (http1.headers_too_large): the parser reports the error
+    again for every later read, and only the first may be answered."""
+    resp, closed = px.send(data)
+    assert [r[0] for r in resp] == [431], resp
+    assert closed
+    assert backend.received() == b""
+    assert px.log_lines(1)[-1].endswith("431 DPE http1.headers_too_large")
