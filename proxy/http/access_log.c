@@ -47,6 +47,8 @@ static const struct {
     {"ROUTE_NAME", OP_ROUTE_NAME, 0},
     {"HOSTNAME", OP_HOSTNAME, 0},
     {"LOCAL_REPLY_BODY", OP_LOCAL_REPLY_BODY, 0},
+    {"GRPC_STATUS", OP_GRPC_STATUS, CMD_ARG_OPTIONAL},
+    {"GRPC_STATUS_NUMBER", OP_GRPC_STATUS_NUMBER, CMD_NUMERIC},
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -273,6 +275,20 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
         if (q) {
             p->alt = lower_dup(q + 1, arg_len - main_len - 1);
             p->alt_len = arg_len - main_len - 1;
+        }
+    } else if (p->op == OP_GRPC_STATUS && arg) {
+        /* %GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER)% */
+        if (arg_len == 12 && memcmp(arg, "CAMEL_STRING", 12) == 0) {
+        } else if (arg_len == 12 && memcmp(arg, "SNAKE_STRING", 12) == 0) {
+            p->op = OP_GRPC_STATUS_SNAKE;
+        } else if (arg_len == 6 && memcmp(arg, "NUMBER", 6) == 0) {
+            p->op = OP_GRPC_STATUS_NUMBER;
+            p->numeric = true;
+        } else {
+            fl->n--;
+            seterr(err, errlen, "GRPC_STATUS only supports CAMEL_STRING, SNAKE_STRING or NUMBER, not %.*s",
+                   (int)arg_len, arg);
+            return false;
         }
     } else if (p->op == OP_START_TIME) {
         if (arg && arg_len)

@@ -36,6 +36,9 @@ typedef enum {
     OP_ROUTE_NAME,
     OP_HOSTNAME,
     OP_LOCAL_REPLY_BODY,
+    OP_GRPC_STATUS,        /* CAMEL_STRING (default) */
+    OP_GRPC_STATUS_SNAKE,  /* SNAKE_STRING */
+    OP_GRPC_STATUS_NUMBER, /* NUMBER */
 } al_op_t;
 
 /* Command table flags. */

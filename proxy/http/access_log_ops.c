@@ -1,6 +1,7 @@
 /* access_log_ops.c: rendering compiled access-log formats (see
  * access_log.h), and the file sink with its per-worker writers. */
 #include "http/access_log_internal.h"
+#include "http/grpc.h"
 #include "net.h"
 
 #include <errno.h>
@@ -191,6 +192,25 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_opt(out, si->protocol);
     case OP_ROUTE_NAME:
         return put_opt(out, si->route_name);
+    case OP_GRPC_STATUS:
+    case OP_GRPC_STATUS_SNAKE:
+    case OP_GRPC_STATUS_NUMBER: {
+        /* only for a gRPC request (Envoy's validate_grpc_header_before_log_grpc_status) */
+        int64_t code;
+        if (!sharp_grpc_is_request(si->request_headers) ||
+            !sharp_grpc_response_status(si->response_trailers, si->response_headers, si->response_code, &code))
+            return false;
+        const char *name = p->op == OP_GRPC_STATUS_NUMBER ? NULL
+                                                          : sharp_grpc_status_name(code, p->op == OP_GRPC_STATUS_SNAKE);
+        if (name) {
+            sharp_sbuf_puts(out, name);
+        } else {
+            char b[24];
+            int n = snprintf(b, sizeof b, "%lld", (long long)code);
+            sharp_sbuf_append(out, b, (size_t)n);
+        }
+        return true;
+    }
     case OP_LOCAL_REPLY_BODY:
         /* a value even when empty: Envoy renders "" here, never "-" */
         if (si->local_reply_body) sharp_sbuf_append(out, si->local_reply_body, si->local_reply_body_len);

@@ -737,6 +737,7 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     sharp_conn_t *c = s->conn;
     s->info.end_ns = sharp_now_ns();
     s->info.response_headers = s->response_started ? &s->resp : NULL;
+    s->info.response_trailers = s->has_resp_trailers ? &s->resp_trailers : NULL;
     sharp_stats_shard_t *sh = STATS(c);
     sharp_gauge_add(sh, s->hcm->st.rq_active, -1);
     if (s->upgrade_accepted) sharp_gauge_add(sh, s->hcm->st.cx_upgrades_active, -1);

@@ -12,6 +12,7 @@
  * same way; encode_data's status is advisory (response data always flows:
  * no built-in filter needs to hold a response body yet). */
 #include "http/filter.h"
+#include "http/grpc.h"
 #include "http/hcm_internal.h"
 #include "http/path_util.h"
 #include "http/stream.h"
@@ -772,6 +773,28 @@ void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, cons
         sharp_headers_remove_cstr(h, "content-type");
     }
     sharp_sbuf_free(&ct_before);
+    if (sharp_grpc_is_request(&s->req)) {
+        /* Envoy's local reply to a gRPC request: a trailers-only response,
+         * HTTP 200 with grpc-status (mapped from the HTTP status unless set)
+         * and the body as grpc-message */
+        if (!sharp_headers_get_cstr(h, "grpc-status", NULL)) {
+            char gs[12];
+            snprintf(gs, sizeof gs, "%u", sharp_grpc_status_from_http(status));
+            sharp_headers_set_cstr(h, "grpc-status", gs);
+        }
+        sharp_headers_set_cstr(h, ":status", "200");
+        sharp_headers_set_cstr(h, "content-type", "application/grpc");
+        sharp_headers_remove_cstr(h, "content-length");
+        if (b.len && !s->is_head) {
+            sharp_sbuf_t m = {0};
+            sharp_grpc_percent_encode(&m, b.data, b.len);
+            sharp_headers_set(h, "grpc-message", 12, m.data, m.len);
+            sharp_sbuf_free(&m);
+        }
+        sharp_sbuf_free(&b);
+        enc_iterate_headers(s, (int32_t)f->index - 1, h, true);
+        return;
+    }
     bool end = b.len == 0 || s->is_head;
     enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, true);

@@ -1,0 +1,105 @@
+/* grpc.c: see grpc.h. */
+#include "http/grpc.h"
+
+#include <string.h>
+#include <strings.h>
+
+bool sharp_grpc_is_request(const sharp_headers_t *h)
+{
+    sharp_str_t ct;
+    if (!h || !sharp_headers_get_cstr(h, "content-type", &ct)) return false;
+    const size_t n = 16; /* "application/grpc" */
+    if (ct.len < n || strncasecmp(ct.p, "application/grpc", n) != 0) return false;
+    return ct.len == n || ct.p[n] == '+' || ct.p[n] == ';';
+}
+
+uint32_t sharp_grpc_status_from_http(uint32_t http_status)
+{
+    switch (http_status) {
+    case 400: return 13; /* Internal */
+    case 401: return 16; /* Unauthenticated */
+    case 403: return 7;  /* PermissionDenied */
+    case 404: return 12; /* Unimplemented */
+    case 429:
+    case 502:
+    case 503:
+    case 504: return 14; /* Unavailable */
+    default: return 2;   /* Unknown */
+    }
+}
+
+static bool header_status(const sharp_headers_t *h, int64_t *out)
+{
+    sharp_str_t v;
+    if (!h || !sharp_headers_get_cstr(h, "grpc-status", &v) || !v.len) return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9' || i >= 10) {
+            *out = -1; /* InvalidCode */
+            return true;
+        }
+        n = n * 10 + (uint64_t)(v.p[i] - '0');
+    }
+    *out = n > UINT32_MAX ? -1 : (int64_t)n;
+    return true;
+}
+
+bool sharp_grpc_response_status(const sharp_headers_t *trailers, const sharp_headers_t *headers,
+                                uint32_t http_status, int64_t *out)
+{
+    if (header_status(trailers, out) || header_status(headers, out)) return true;
+    if (!http_status) return false;
+    *out = sharp_grpc_status_from_http(http_status);
+    return true;
+}
+
+static const char *const camel[] = {
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+};
+static const char *const snake[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *sharp_grpc_status_name(int64_t code, bool snake_case)
+{
+    if (code < 0 || code > 16) return NULL;
+    return snake_case ? snake[code] : camel[code];
+}
+
+void sharp_grpc_percent_encode(sharp_sbuf_t *out, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
+            sharp_sbuf_append(out, (const char *)&ch, 1);
+        } else {
+            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            sharp_sbuf_append(out, e, 3);
+        }
+    }
+}
+
+bool sharp_grpc_timeout_ms(sharp_str_t v, uint64_t *ms)
+{
+    /* TimeoutValue = 1*8DIGIT, TimeoutUnit = H / M / S / m / u / n */
+    if (v.len < 2 || v.len > 9) return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9') return false;
+        n = n * 10 + (uint64_t)(v.p[i] - '0');
+    }
+    switch (v.p[v.len - 1]) {
+    case 'H': *ms = n * 3600 * 1000; return true;
+    case 'M': *ms = n * 60 * 1000; return true;
+    case 'S': *ms = n * 1000; return true;
+    case 'm': *ms = n; return true;
+    case 'u': *ms = (n + 999) / 1000; return true;
+    case 'n': *ms = (n + 999999) / 1000000; return true;
+    default: return false;
+    }
+}

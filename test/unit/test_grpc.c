@@ -1,0 +1,131 @@
+/* gRPC helpers: Envoy's status mapping, names, grpc-message encoding and
+ * grpc-timeout parsing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "http/grpc.h"
+
+static void request_content_types(void **state)
+{
+    (void)state;
+    const char *yes[] = {"application/grpc", "application/grpc+proto", "application/grpc;charset=utf-8",
+                         "Application/GRPC"};
+    const char *no[] = {"application/grpcx", "application/grpc-web", "application/json", ""};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+        sharp_headers_t h;
+        sharp_headers_init(&h);
+        sharp_headers_add_cstr(&h, "content-type", yes[i]);
+        assert_true(sharp_grpc_is_request(&h));
+        sharp_headers_free(&h);
+    }
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++) {
+        sharp_headers_t h;
+        sharp_headers_init(&h);
+        sharp_headers_add_cstr(&h, "content-type", no[i]);
+        assert_false(sharp_grpc_is_request(&h));
+        sharp_headers_free(&h);
+    }
+    assert_false(sharp_grpc_is_request(NULL));
+}
+
+static void http_to_grpc(void **state)
+{
+    (void)state;
+    assert_int_equal(sharp_grpc_status_from_http(400), 13);
+    assert_int_equal(sharp_grpc_status_from_http(401), 16);
+    assert_int_equal(sharp_grpc_status_from_http(403), 7);
+    assert_int_equal(sharp_grpc_status_from_http(404), 12);
+    assert_int_equal(sharp_grpc_status_from_http(429), 14);
+    assert_int_equal(sharp_grpc_status_from_http(502), 14);
+    assert_int_equal(sharp_grpc_status_from_http(503), 14);
+    assert_int_equal(sharp_grpc_status_from_http(504), 14);
+    assert_int_equal(sharp_grpc_status_from_http(500), 2);
+    assert_int_equal(sharp_grpc_status_from_http(200), 2);
+}
+
+static void response_status_order(void **state)
+{
+    (void)state;
+    sharp_headers_t t, h;
+    sharp_headers_init(&t);
+    sharp_headers_init(&h);
+    int64_t code = 99;
+    assert_false(sharp_grpc_response_status(&t, &h, 0, &code));
+    assert_true(sharp_grpc_response_status(&t, &h, 503, &code));
+    assert_int_equal(code, 14);
+    sharp_headers_add_cstr(&h, "grpc-status", "5");
+    assert_true(sharp_grpc_response_status(&t, &h, 200, &code));
+    assert_int_equal(code, 5);
+    sharp_headers_add_cstr(&t, "grpc-status", "0");
+    assert_true(sharp_grpc_response_status(&t, &h, 200, &code));
+    assert_int_equal(code, 0);
+    sharp_headers_set_cstr(&t, "grpc-status", "x1");
+    assert_true(sharp_grpc_response_status(&t, &h, 200, &code));
+    assert_int_equal(code, -1);
+    sharp_headers_free(&t);
+    sharp_headers_free(&h);
+}
+
+static void names(void **state)
+{
+    (void)state;
+    assert_string_equal(sharp_grpc_status_name(4, false), "DeadlineExceeded");
+    assert_string_equal(sharp_grpc_status_name(4, true), "DEADLINE_EXCEEDED");
+    assert_string_equal(sharp_grpc_status_name(1, false), "Canceled");
+    assert_string_equal(sharp_grpc_status_name(1, true), "CANCELLED");
+    assert_string_equal(sharp_grpc_status_name(16, false), "Unauthenticated");
+    assert_null(sharp_grpc_status_name(17, false));
+    assert_null(sharp_grpc_status_name(-1, true));
+}
+
+static void percent_encoding(void **state)
+{
+    (void)state;
+    sharp_sbuf_t b = {0};
+    sharp_grpc_percent_encode(&b, "no healthy upstream", 19);
+    sharp_grpc_percent_encode(&b, " 100%\n\xc3\xa9", 8);
+    assert_int_equal(b.len, 19 + 16);
+    assert_memory_equal(b.data, "no healthy upstream 100%25%0A%C3%A9", b.len);
+    sharp_sbuf_free(&b);
+}
+
+static void timeouts(void **state)
+{
+    (void)state;
+    uint64_t ms = 0;
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("1S"), &ms));
+    assert_int_equal(ms, 1000);
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("2H"), &ms));
+    assert_int_equal(ms, 7200000);
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("3M"), &ms));
+    assert_int_equal(ms, 180000);
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("250m"), &ms));
+    assert_int_equal(ms, 250);
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("1500u"), &ms));
+    assert_int_equal(ms, 2); /* rounded up, as Envoy */
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("1n"), &ms));
+    assert_int_equal(ms, 1);
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("0m"), &ms));
+    assert_int_equal(ms, 0);
+    assert_true(sharp_grpc_timeout_ms(SHARP_STR("99999999S"), &ms));
+    assert_false(sharp_grpc_timeout_ms(SHARP_STR("100000000S"), &ms)); /* 9 digits */
+    assert_false(sharp_grpc_timeout_ms(SHARP_STR("S"), &ms));
+    assert_false(sharp_grpc_timeout_ms(SHARP_STR("10"), &ms));
+    assert_false(sharp_grpc_timeout_ms(SHARP_STR("1x"), &ms));
+    assert_false(sharp_grpc_timeout_ms(SHARP_STR("-1S"), &ms));
+    assert_false(sharp_grpc_timeout_ms(SHARP_STR(""), &ms));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(request_content_types), cmocka_unit_test(http_to_grpc),
+        cmocka_unit_test(response_status_order), cmocka_unit_test(names),
+        cmocka_unit_test(percent_encoding),      cmocka_unit_test(timeouts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
