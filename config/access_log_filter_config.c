@@ -135,8 +135,7 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
         f->any_flag = r->n_flags == 0;
         for (size_t i = 0; i < r->n_flags && ok; i++) {
             uint32_t bit = sharp_response_flag_from_str(r->flags[i]);
-            /* DR (downstream remote reset) is an Envoy flag SHARP never sets */
-            if (!bit && strcmp(r->flags[i], "DR") != 0) {
+            if (!bit) {
                 snprintf(err, errlen,
                          "%s.response_flag_filter.flags[%zu]: unknown response flag \"%s\"", path,
                          i, r->flags[i]);
@@ -146,8 +145,23 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
         }
         break;
     }
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_GRPC_STATUS_FILTER: {
+        const Envoy__Config__Accesslog__V3__GrpcStatusFilter *g = pb->grpc_status_filter;
+        f->kind = SHARP_ALF_GRPC_STATUS;
+        f->exclude = g->exclude;
+        for (size_t i = 0; i < g->n_statuses && ok; i++) {
+            /* the enum's values are 0..16 (the support table checks "defined") */
+            if ((int)g->statuses[i] < 0 || (int)g->statuses[i] > 16) {
+                snprintf(err, errlen, "%s.grpc_status_filter.statuses[%zu]: unknown status %d", path, i,
+                         (int)g->statuses[i]);
+                ok = false;
+            } else {
+                f->grpc_statuses |= 1u << g->statuses[i];
+            }
+        }
+        break;
+    }
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_TRACEABLE_FILTER:
-    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_GRPC_STATUS_FILTER:
     case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_EXTENSION_FILTER:
         /* refused by the support table before translation; kept for xDS
          * callers that skip it */

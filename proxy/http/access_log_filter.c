@@ -1,5 +1,6 @@
 /* access_log_filter.c: see access_log_filter.h. */
 #include "http/access_log_filter.h"
+#include "http/grpc.h"
 
 static bool compare(const sharp_alf_t *f, uint64_t lhs)
 {
@@ -80,6 +81,16 @@ bool sharp_alf_evaluate(const sharp_alf_t *f, const sharp_stream_info_t *si,
     }
     case SHARP_ALF_RESPONSE_FLAG:
         return f->any_flag ? si->response_flags != 0 : (si->response_flags & f->flags) != 0;
+    case SHARP_ALF_GRPC_STATUS: {
+        /* Envoy's GrpcStatusFilter: no status at all counts as UNKNOWN, a
+         * status beyond the known ones (or not a number) matches none */
+        int64_t code = 2;
+        if (sharp_grpc_response_status(si->response_trailers, si->response_headers, si->response_code, &code) &&
+            (code < 0 || code > 16))
+            return f->exclude;
+        bool found = (f->grpc_statuses >> code) & 1u;
+        return f->exclude ? !found : found;
+    }
     }
     return false;
 }

@@ -13,7 +13,10 @@
  *   set or the header has no such digits (then a fresh random number);
  * - and/or: left to right, stopping at the first false/true;
  * - header: a route HeaderMatcher against the request headers;
- * - response_flag: any of the listed flags, or any flag when none is listed. */
+ * - response_flag: any of the listed flags, or any flag when none is listed;
+ * - grpc_status: the response's gRPC status (trailers, headers, else mapped
+ *   from the HTTP status; UNKNOWN when there is none) is listed, or with
+ *   exclude is not. */
 #ifndef SHARP_HTTP_ACCESS_LOG_FILTER_H
 #define SHARP_HTTP_ACCESS_LOG_FILTER_H
 
@@ -30,6 +33,7 @@ typedef enum {
     SHARP_ALF_OR,
     SHARP_ALF_HEADER,
     SHARP_ALF_RESPONSE_FLAG,
+    SHARP_ALF_GRPC_STATUS,
 } sharp_alf_kind_t;
 
 typedef enum {
@@ -55,6 +59,9 @@ typedef struct sharp_alf {
      * none is listed (a listed flag SHARP never sets adds no bit) */
     uint32_t flags;
     bool any_flag;
+    /* grpc_status: bit k for status k (0..16) */
+    uint32_t grpc_statuses;
+    bool exclude;
 } sharp_alf_t;
 
 /* A source of random numbers (the worker's generator on the data path). */

@@ -58,3 +58,26 @@ def test_grpc_status_not_logged_for_plain_http(procs):
     listen, log = start(procs, {"app": [free_port()]})
     subprocess.run(["curl", "-sS", f"http://127.0.0.1:{listen}/"], capture_output=True, timeout=10)
     assert log_lines(log, 1)[0] == "503 - - - UF"
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_grpc_status_access_log_filter(procs, exclude):
+    """grpc_status_filter: only UNAVAILABLE calls are logged (or, with
+    exclude, all others); a plain HTTP request without a grpc-status counts
+    by its mapped status (404 -> UNIMPLEMENTED)."""
+    import subprocess
+    routes = ('- match: { prefix: "/sharp.test.Echo/" }\n  route: { cluster: app }\n')
+    listen, admin = free_port(), free_port()
+    al, log = file_access_log("%RESPONSE_CODE% %GRPC_STATUS% %REQ(:PATH)%\\n")
+    al += ("  filter: { grpc_status_filter: { statuses: [UNAVAILABLE], exclude: " + ("true" if exclude else "false")
+           + " } }\n")
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [free_port()]}, routes=routes, hcm_extra=al), admin)
+    assert call(listen).code() == grpc.StatusCode.UNAVAILABLE
+    assert call(listen, method="/other.Svc/M").code() == grpc.StatusCode.UNIMPLEMENTED
+    subprocess.run(["curl", "-sS", f"http://127.0.0.1:{listen}/plain"], capture_output=True, timeout=10)
+    import time
+    time.sleep(0.5)
+    if exclude:
+        assert log_lines(log, 2) == ["200 Unimplemented /other.Svc/M", "404 - /plain"]
+    else:
+        assert log_lines(log, 1) == ["200 Unavailable /sharp.test.Echo/Say"]

@@ -416,7 +416,7 @@ def validate(procs, upstream, local_reply="", hcm_extra=""):
     ("mappers:\n- filter: { and_filter: { filters: [ { not_health_check_filter: {} } ] } }\n", "at least 2"),
     ("mappers:\n- filter: { response_flag_filter: { flags: [XX] } }\n", "unknown response flag \"XX\""),
     ("mappers:\n- filter: { traceable_filter: {} }\n", "tracing"),
-    ("mappers:\n- filter: { grpc_status_filter: {} }\n", "gRPC status"),
+    ("mappers:\n- filter: { grpc_status_filter: { statuses: [NOPE] } }\n", "NOPE"),
     ("mappers:\n- filter: { status_code_filter: { comparison: { value: { default_value: 1 } } } }\n",
      "runtime_key"),
     ("mappers:\n- filter: {}\n", "filter"),
