@@ -65,6 +65,28 @@ static void heap_release(void)
 #endif
 }
 
+/* Free heap memory goes back to the system without an overload action, as
+ * tcmalloc's background release does for Envoy: glibc keeps what closed
+ * connections freed in its arenas, so the resident size after a burst
+ * (10,000 slow clients) would stay at the burst's peak. Once a second the
+ * main loop checks: when at least 4 MiB more are free than after the last
+ * release, and the free memory is at least half of what is in use (a burst
+ * has ended, this is not steady churn), malloc_trim returns the free pages
+ * of every arena. */
+static uint64_t free_after_release;
+
+bool sharp_heap_release_idle(void)
+{
+    uint64_t free_bytes = heap_free_bytes(), used = sharp_heap_in_use();
+    if (free_bytes < free_after_release) free_after_release = free_bytes; /* reused since */
+    if (free_bytes < free_after_release + (4u << 20) || free_bytes < used / 2) return false;
+    heap_release();
+    free_after_release = heap_free_bytes();
+    sharp_debug(main, "released free heap memory (%llu bytes were free, %llu in use)",
+                (unsigned long long)free_bytes, (unsigned long long)used);
+    return true;
+}
+
 int sharp_overload_action_kind(const char *name)
 {
     for (int i = 0; i < SHARP_OL_NACTIONS; i++)

@@ -96,6 +96,9 @@ typedef struct sharp_overload_config {
 /* Heap bytes in use (glibc: mallinfo2 small chunks plus mmapped ones, as
  * server.memory_allocated; under AddressSanitizer, its allocator's count). */
 uint64_t sharp_heap_in_use(void);
+/* Returns free heap memory to the system after a burst (main loop, once a
+ * second); true when it did. */
+bool sharp_heap_release_idle(void);
 
 /* Action names (Envoy's) -> kind; -1 for a name SHARP does not implement. */
 int sharp_overload_action_kind(const char *name);

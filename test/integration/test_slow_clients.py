@@ -216,3 +216,49 @@ def test_slow_readers_memory_bounded(procs, upstream):
         assert rss - base_rss < max(peak // 2, 16 * 1024 * 1024), (rss, base_rss, peak)
     print(f"peak RSS growth {peak >> 20} MiB for {n * per * body >> 20} MiB of responses; "
           f"heap {base_heap >> 10} KiB before, {heap >> 10} KiB after")
+
+
+def test_memory_returns_after_burst_without_overload_manager(procs, upstream):
+    """No overload manager: after a burst of 150 clients that never read
+    (each holding its 1 MiB write queue), the freed heap goes back to the
+    system by itself (SHARP's background release, as tcmalloc's for Envoy):
+    the resident size returns near its baseline."""
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"app": [upstream.port]},
+                       routes='- match: { prefix: "/" }\n  route: { cluster: app, timeout: 0s }\n')
+    sharp = run_sharp_config(procs, y, admin)
+    pid = sharp.p.pid
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", listen))
+        s.sendall(b"GET /bytes/100000 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        while s.recv(1 << 20):
+            pass
+        s.close()
+    time.sleep(1.5)
+    base_rss = rss_bytes(pid)
+    socks = []
+    for _ in range(150):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        s.connect(("127.0.0.1", listen))
+        s.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        socks.append(s)
+    deadline = time.time() + 3 * SLOW
+    peak = 0
+    while time.time() < deadline:
+        peak = max(peak, rss_bytes(pid) - base_rss)
+        time.sleep(0.2)
+    assert peak > 64 * 1024 * 1024, peak  # the burst did cost memory
+    for s in socks:
+        s.close()
+    deadline = time.time() + 10 * SLOW
+    rss = None
+    while time.time() < deadline:
+        rss = rss_bytes(pid) - base_rss
+        if stat(admin, "http.ingress_http.downstream_cx_active") == 0 and rss < peak // 5:
+            break
+        time.sleep(0.2)
+    assert stat(admin, "http.ingress_http.downstream_cx_active") == 0
+    if not SANITIZED:
+        assert rss < peak // 5, (rss >> 20, peak >> 20)
+    print(f"RSS: +{peak >> 20} MiB at the peak, +{rss >> 20} MiB after")
