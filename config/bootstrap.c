@@ -610,6 +610,15 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
     c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
     sharp_config_upstream_common_http(pb->common_http_protocol_options, c);
+    /* Envoy (createOptions): one protocol unless protocol_selection says
+     * otherwise; the HttpProtocolOptions extension, when present, replaces
+     * these fields whole (applied below). */
+    if (pb->http_protocol_options && pb->http2_protocol_options) {
+        fail(b, path, "cluster: Both HTTP1 and HTTP2 options may only be configured with non-default "
+                      "'protocol_selection' values");
+        goto bad;
+    }
+    if (pb->http2_protocol_options) sharp_config_upstream_http2(pb->http2_protocol_options, c);
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
         snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);
