@@ -70,7 +70,7 @@ struct h2_conn {
     /* flood accounting, as Envoy's codec */
     uint32_t outbound_frames, outbound_control_frames; /* queued while the socket is backed up */
     uint32_t empty_frames;  /* consecutive inbound frames with an empty payload */
-    uint64_t priority_frames, window_update_frames, data_frames_sent;
+    uint64_t priority_frames, window_update_frames, data_frames_sent, opened_streams;
     sharp_reset_reason_t close_why;
     const char *close_detail;
 };
@@ -216,31 +216,45 @@ static void deliver_headers(h2_conn_t *hc, h2_stream_t *s, bool end_stream)
     if (r) r->cb->on_headers(r->ctx, h, end_stream);
 }
 
+/* Every frame's header, CONTINUATION included, before its payload:
+ * Envoy's check on consecutive frames with an empty payload (DATA, HEADERS
+ * or CONTINUATION without END_STREAM), a connection error. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
+{
+    (void)ng;
+    h2_conn_t *hc = ud;
+    bool empty = (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION) &&
+                 hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM);
+    if (!empty) {
+        hc->empty_frames = 0;
+        return 0;
+    }
+    if (++hc->empty_frames > opts(hc)->max_consecutive_inbound_frames_with_empty_payload) {
+        sharp_debug(pool, "[C%llu] too many consecutive frames with an empty payload", hc->c->id);
+        sharp_counter_inc(sh(hc), st(hc)->h2.inbound_empty_frames_flood);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     h2_conn_t *hc = ud;
     (void)ng;
-    /* Envoy's inbound flood checks (connection errors) */
-    bool empty = (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS ||
-                  frame->hd.type == NGHTTP2_CONTINUATION) &&
-                 frame->hd.length == 0 && !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
-    if (empty) {
-        if (++hc->empty_frames > opts(hc)->max_consecutive_inbound_frames_with_empty_payload) {
-            sharp_counter_inc(sh(hc), st(hc)->h2.inbound_empty_frames_flood);
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
-    } else {
-        hc->empty_frames = 0;
-    }
+    /* Envoy's inbound flood checks (connection errors), counted against
+     * the streams opened (request HEADERS sent) and the DATA frames sent:
+     * PRIORITY frames beyond max_inbound_priority_frames_per_stream *
+     * (1 + opened), WINDOW_UPDATE frames beyond 1 + 2 * (opened +
+     * max_inbound_window_update_frames_per_data_frame_sent * DATA sent) */
     if (frame->hd.type == NGHTTP2_PRIORITY &&
-        ++hc->priority_frames > (uint64_t)opts(hc)->max_inbound_priority_frames_per_stream) {
+        ++hc->priority_frames > (uint64_t)opts(hc)->max_inbound_priority_frames_per_stream * (1 + hc->opened_streams)) {
         sharp_counter_inc(sh(hc), st(hc)->h2.inbound_priority_frames_flood);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     if (frame->hd.type == NGHTTP2_WINDOW_UPDATE &&
         ++hc->window_update_frames >
-            5 + 2 * (uint64_t)opts(hc)->max_inbound_window_update_frames_per_data_frame_sent *
-                    hc->data_frames_sent) {
+            1 + 2 * (hc->opened_streams +
+                     (uint64_t)opts(hc)->max_inbound_window_update_frames_per_data_frame_sent * hc->data_frames_sent)) {
         sharp_counter_inc(sh(hc), st(hc)->h2.inbound_window_update_frames_flood);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -363,20 +377,22 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
     (void)ng;
     h2_conn_t *hc = ud;
     if (frame->hd.type == NGHTTP2_DATA) hc->data_frames_sent++;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) hc->opened_streams++;
     if (frame->hd.type == NGHTTP2_RST_STREAM) sharp_counter_inc(sh(hc), st(hc)->h2.tx_reset);
-    /* Envoy's outbound flood checks: frames queued while the socket does
-     * not take them */
-    if (hc->c->writer.queued > 0) {
-        bool control = frame->hd.type == NGHTTP2_PING || frame->hd.type == NGHTTP2_SETTINGS ||
-                       frame->hd.type == NGHTTP2_RST_STREAM;
-        if (++hc->outbound_frames > opts(hc)->max_outbound_frames) {
-            sharp_counter_inc(sh(hc), st(hc)->h2.outbound_flood);
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
-        if (control && ++hc->outbound_control_frames > opts(hc)->max_outbound_control_frames) {
-            sharp_counter_inc(sh(hc), st(hc)->h2.outbound_control_flood);
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
+    /* Envoy's outbound flood checks: frames pending in the output (made
+     * since it was last written out completely), all types and control
+     * frames (PING, SETTINGS, RST_STREAM) */
+    bool control = frame->hd.type == NGHTTP2_PING || frame->hd.type == NGHTTP2_SETTINGS ||
+                   frame->hd.type == NGHTTP2_RST_STREAM;
+    if (++hc->outbound_frames > opts(hc)->max_outbound_frames) {
+        sharp_debug(pool, "[C%llu] too many pending outbound frames", hc->c->id);
+        sharp_counter_inc(sh(hc), st(hc)->h2.outbound_flood);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    if (control && ++hc->outbound_control_frames > opts(hc)->max_outbound_control_frames) {
+        sharp_debug(pool, "[C%llu] too many pending outbound control frames", hc->c->id);
+        sharp_counter_inc(sh(hc), st(hc)->h2.outbound_control_flood);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;
 }
@@ -386,7 +402,7 @@ static int on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame
     h2_conn_t *hc = ud;
     h2_stream_t *s = stream_of(ng, frame->hd.stream_id);
     if (s) s->protocol_error = true;
-    if (lib_error_code == NGHTTP2_ERR_HTTP_MESSAGING) {
+    if (lib_error_code == NGHTTP2_ERR_HTTP_MESSAGING || lib_error_code == NGHTTP2_ERR_HTTP_HEADER) {
         sharp_counter_inc(sh(hc), st(hc)->h2.rx_messaging_error);
         /* Envoy's default: a malformed message is a connection error */
         if (!opts(hc)->stream_error_on_invalid_http_message) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -451,6 +467,8 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 static void flush(h2_conn_t *hc)
 {
     if (conn_closing(hc)) return;
+    /* everything made before has been written out: nothing is pending */
+    if (hc->c->writer.queued == 0) hc->outbound_frames = hc->outbound_control_frames = 0;
     for (;;) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(hc->ng, &data);
@@ -475,15 +493,21 @@ static void on_flush_timer(uv_timer_t *t)
     h2_conn_t *hc = HC(c);
     hc->flush_scheduled = false;
     if (conn_closing(hc)) return;
-    /* local failures found while the router was calling in */
-    for (sharp_dlist_t *n = hc->streams.next; n != &hc->streams;) {
-        h2_stream_t *s = STREAM(n);
-        n = n->next;
-        if (s->fail_detail && s->s.req) {
+    /* local failures found while the router was calling in: each report
+     * may change the list (a retry starts a stream), so look again */
+    for (bool again = true; again;) {
+        again = false;
+        for (sharp_dlist_t *n = hc->streams.next; n != &hc->streams; n = n->next) {
+            h2_stream_t *s = STREAM(n);
+            if (!s->fail_detail) continue;
             const char *d = s->fail_detail;
             s->fail_detail = NULL;
             stream_reset_notify(s, s->fail_why, d);
+            /* never submitted: the session never had it */
+            if (s->id <= 0) stream_done(s, true);
             if (conn_closing(hc)) return;
+            again = true;
+            break;
         }
     }
     flush(hc);
@@ -547,6 +571,7 @@ static nghttp2_session_callbacks *callbacks;
 __attribute__((constructor)) static void init_callbacks(void)
 {
     nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
@@ -832,6 +857,9 @@ static void h2_on_read(sharp_upstream_conn_t *c, ssize_t nread, const uv_buf_t *
     if (rv < 0) {
         sharp_debug(connection, "[C%llu] HTTP/2 protocol error from upstream: %s", c->id, nghttp2_strerror((int)rv));
         sharp_counter_inc(sharp_conn_shard(c), c->pool->cluster->st.cx_protocol_error);
+        /* the session's own queue of control frames to answer (PING and
+         * SETTINGS acknowledgements) over max_outbound_control_frames */
+        if (rv == NGHTTP2_ERR_FLOODED) sharp_counter_inc(sharp_conn_shard(c), c->pool->cluster->st.h2.outbound_control_flood);
         /* tell the peer why, best effort, before closing */
         nghttp2_session_terminate_session(hc->ng, NGHTTP2_PROTOCOL_ERROR);
         const uint8_t *data;

@@ -467,3 +467,242 @@ def test_valid_options_pass():
             "  connection_keepalive: { interval: 10s, timeout: 1s, interval_jitter: { value: 5 } }\n")
     rc, out = validate(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=opts))
     assert rc == 0, out
+
+
+def test_settings_sent_to_the_upstream(procs):
+    """hpack_table_size, max_concurrent_streams and the two windows as the
+    upstream's session sees them."""
+    u = h2_upstream(procs)
+    opts = ("http2_protocol_options:\n  hpack_table_size: 0\n  max_concurrent_streams: 7\n"
+            "  initial_stream_window_size: 70000\n  initial_connection_window_size: 1000000\n")
+    listen, admin, _ = start(procs, [u.port], cluster_extra=opts)
+    st, _, body = request(listen, "GET", "/admin/stats")
+    s = json.loads(body)
+    assert s["peer_settings"]["header_table_size"] == 0
+    assert s["peer_settings"]["max_concurrent_streams"] == 7
+    assert s["peer_settings"]["initial_window_size"] == 70000
+    assert s["peer_settings"]["enable_push"] == 0
+    assert s["connection_send_window"] == 1000000
+    # Envoy's defaults
+    listen, admin, _ = start(procs, [u.port])
+    s = json.loads(request(listen, "GET", "/admin/stats")[2])
+    assert s["peer_settings"]["header_table_size"] == 4096
+    assert s["peer_settings"]["max_concurrent_streams"] == 2147483647
+    assert s["peer_settings"]["initial_window_size"] == 268435456
+    assert s["connection_send_window"] == 268435456
+
+
+# ---- a hostile upstream: raw frames (python3-hyperframe, python3-hpack) ----
+
+class RawH2Upstream:
+    """Speaks just enough HTTP/2 to get requests; `script(send, stream_id,
+    n)` answers the n-th request (from 0) once it has ended, with whatever
+    frames the test wants."""
+
+    def __init__(self, script):
+        import hpack
+        self.script = script
+        self.enc = hpack.Encoder()
+        self.requests = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def headers(self, sid, pairs, end_stream):
+        from hyperframe.frame import HeadersFrame
+        f = HeadersFrame(sid, self.enc.encode(pairs))
+        f.flags.add("END_HEADERS")
+        if end_stream:
+            f.flags.add("END_STREAM")
+        return f.serialize()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        from hyperframe.frame import Frame, SettingsFrame, HeadersFrame, DataFrame
+        lock = threading.Lock()
+
+        def send(data):
+            with lock:
+                c.sendall(data)
+
+        try:
+            buf = b""
+            while len(buf) < 24:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            buf = buf[24:]
+            send(SettingsFrame(0).serialize())
+            while True:
+                while len(buf) < 9:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                f, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                while len(buf) < 9 + length:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                f.parse_body(memoryview(buf[9:9 + length]))
+                buf = buf[9 + length:]
+                if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                    a = SettingsFrame(0)
+                    a.flags.add("ACK")
+                    send(a.serialize())
+                if isinstance(f, (HeadersFrame, DataFrame)) and "END_STREAM" in f.flags:
+                    n = self.requests
+                    self.requests += 1
+                    self.script(self, send, f.stream_id, n)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def ok_response(up, send, sid):
+    from hyperframe.frame import DataFrame
+    send(up.headers(sid, [(":status", "200"), ("content-length", "2")], False))
+    d = DataFrame(sid, b"ok")
+    d.flags.add("END_STREAM")
+    send(d.serialize())
+
+
+def hostile(procs, script, cluster_extra=H2):
+    up = RawH2Upstream(script)
+    listen, admin, log = start(procs, [up.port], cluster_extra=cluster_extra, access_log=True)
+    return up, listen, admin, log
+
+
+def try_request(listen, method="GET", path="/", body=None):
+    try:
+        return request(listen, method, path, body=body)[0]
+    except (http.client.HTTPException, ConnectionError):
+        return "reset"
+
+
+@pytest.mark.parametrize("limit,ok", [(None, False), (5, True)])
+def test_inbound_empty_frames_flood(procs, limit, ok):
+    from hyperframe.frame import DataFrame
+
+    def script(up, send, sid, n):
+        send(up.headers(sid, [(":status", "200"), ("content-length", "2")], False))
+        for _ in range(3):
+            send(DataFrame(sid, b"").serialize())
+        d = DataFrame(sid, b"ok")
+        d.flags.add("END_STREAM")
+        send(d.serialize())
+
+    extra = H2 if limit is None else \
+        f"http2_protocol_options: {{ max_consecutive_inbound_frames_with_empty_payload: {limit} }}\n"
+    up, listen, admin, log = hostile(procs, script, extra)
+    got = try_request(listen)
+    assert (got == 200) == ok, got
+    assert stat(admin, C + "http2.inbound_empty_frames_flood") == (0 if ok else 1)
+
+
+@pytest.mark.parametrize("limit,ok", [(None, False), (200, True)])
+def test_inbound_priority_frames_flood(procs, limit, ok):
+    from hyperframe.frame import PriorityFrame
+
+    def script(up, send, sid, n):
+        # one stream opened: Envoy allows max_inbound_priority_frames_per_stream * 2
+        send(b"".join(PriorityFrame(sid, depends_on=0, stream_weight=16).serialize() for _ in range(300)))
+        ok_response(up, send, sid)
+
+    extra = H2 if limit is None else f"http2_protocol_options: {{ max_inbound_priority_frames_per_stream: {limit} }}\n"
+    up, listen, admin, log = hostile(procs, script, extra)
+    got = try_request(listen)
+    assert (got == 200) == ok, got
+    assert stat(admin, C + "http2.inbound_priority_frames_flood") == (0 if ok else 1)
+    if not ok:
+        assert got == 502 and log_lines(log, 1)[0].startswith("502 UPE"), log_lines(log, 1)
+
+
+@pytest.mark.parametrize("limit,ok", [(None, False), (30, True)])
+def test_inbound_window_update_frames_flood(procs, limit, ok):
+    from hyperframe.frame import WindowUpdateFrame
+
+    def script(up, send, sid, n):
+        # a 100-byte request body: one or two DATA frames sent, one stream
+        send(b"".join(WindowUpdateFrame(0, 1).serialize() for _ in range(50)))
+        ok_response(up, send, sid)
+
+    extra = H2 if limit is None else \
+        f"http2_protocol_options: {{ max_inbound_window_update_frames_per_data_frame_sent: {limit} }}\n"
+    up, listen, admin, log = hostile(procs, script, extra)
+    got = try_request(listen, "POST", "/", body=b"x" * 100)
+    assert (got == 200) == ok, got
+    assert stat(admin, C + "http2.inbound_window_update_frames_flood") == (0 if ok else 1)
+
+
+@pytest.mark.parametrize("limit,ok", [(100, False), (None, True)])
+def test_outbound_control_flood(procs, limit, ok):
+    from hyperframe.frame import PingFrame
+
+    def script(up, send, sid, n):
+        # 300 PINGs at once: 300 acknowledgements pending at once
+        send(b"".join(PingFrame(0, opaque_data=b"%08d" % i).serialize() for i in range(300)))
+        ok_response(up, send, sid)
+
+    extra = H2 if limit is None else f"http2_protocol_options: {{ max_outbound_control_frames: {limit} }}\n"
+    up, listen, admin, log = hostile(procs, script, extra)
+    got = try_request(listen)
+    assert (got == 200) == ok, got
+    assert stat(admin, C + "http2.outbound_control_flood") == (0 if ok else 1)
+
+
+def test_outbound_frames_limit(procs):
+    """The first flight (SETTINGS, WINDOW_UPDATE for the connection window,
+    the request HEADERS) is three frames pending at once."""
+    u = h2_upstream(procs)
+    listen, admin, log = start(procs, [u.port], cluster_extra="http2_protocol_options: { max_outbound_frames: 2 }\n",
+                               access_log=True)
+    assert try_request(listen) == 502
+    assert stat(admin, C + "http2.outbound_flood") >= 1
+    listen, admin, log = start(procs, [u.port], cluster_extra="http2_protocol_options: { max_outbound_frames: 3 }\n")
+    assert try_request(listen) == 200
+    assert stat(admin, C + "http2.outbound_flood") == 0
+
+
+@pytest.mark.parametrize("extra,stream_error", [
+    (H2, False),
+    ("http2_protocol_options: { override_stream_error_on_invalid_http_message: true }\n", True),
+    ("http2_protocol_options: { stream_error_on_invalid_http_messaging: true }\n", True),
+    ("http2_protocol_options: { stream_error_on_invalid_http_messaging: true, "
+     "override_stream_error_on_invalid_http_message: false }\n", False),
+])
+def test_invalid_http_message(procs, extra, stream_error):
+    """A response without :status: Envoy's default closes the connection;
+    with the stream error options only the stream is reset."""
+
+    def script(up, send, sid, n):
+        if n == 0:
+            send(up.headers(sid, [("x-no-status", "1")], True))
+        else:
+            ok_response(up, send, sid)
+
+    up, listen, admin, log = hostile(procs, script, extra)
+    assert try_request(listen) == 502
+    assert log_lines(log, 1)[0].startswith("502 UPE"), log_lines(log, 1)
+    assert stat(admin, C + "http2.rx_messaging_error") == 1
+    assert try_request(listen) == 200
+    # the connection survived a stream error only
+    assert stat(admin, C + "upstream_cx_total") == (1 if stream_error else 2)

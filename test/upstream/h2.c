@@ -368,13 +368,25 @@ static void start_response(h2stream_t *s)
     }
     case H_ADMIN_H2:
     case H_ADMIN_STATS: {
-        char tmp[256];
+        /* with the client's SETTINGS and connection window, as this
+         * connection sees them */
+        nghttp2_session *ng = s->c->ng;
+        char tmp[640];
         int n = snprintf(tmp, sizeof tmp,
                          "{\"goaway\": %llu, \"refuse\": %llu, \"ping_silent\": %llu, \"connections_accepted\": "
-                         "%llu, \"requests\": %llu, \"streams_peak\": %llu}\n",
+                         "%llu, \"requests\": %llu, \"streams_peak\": %llu, \"peer_settings\": {"
+                         "\"header_table_size\": %u, \"enable_push\": %u, \"max_concurrent_streams\": %u, "
+                         "\"initial_window_size\": %u, \"max_header_list_size\": %u}, "
+                         "\"connection_send_window\": %d}\n",
                          (unsigned long long)f_goaway, (unsigned long long)f_refuse,
                          (unsigned long long)f_ping_silent, (unsigned long long)g.accepted,
-                         (unsigned long long)g.requests, (unsigned long long)h2_streams_peak);
+                         (unsigned long long)g.requests, (unsigned long long)h2_streams_peak,
+                         nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_HEADER_TABLE_SIZE),
+                         nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_ENABLE_PUSH),
+                         nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+                         nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE),
+                         nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE),
+                         nghttp2_session_get_remote_window_size(ng));
         s->body = xmalloc((size_t)n);
         memcpy(s->body, tmp, (size_t)n);
         s->body_len = (size_t)n;
