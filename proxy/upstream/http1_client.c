@@ -481,6 +481,9 @@ static int on_message_complete(llhttp_t *ps)
     if (cx->upgraded) return HPE_PAUSED; /* not an end: the tunnel follows */
     cx->response_complete = true;
     cx->keep_alive = llhttp_should_keep_alive(ps);
+    /* upstream_cx_close_notify: the upstream said it closes (connection:
+     * close, or an HTTP/1.0 response without keep-alive) */
+    if (!cx->keep_alive) sharp_counter_inc(sharp_conn_shard(conn_of(cx)), cluster_of(cx)->st.cx_close_notify);
     sharp_upstream_request_t *r = cx->s.req;
     if (r && !cx->end_sent) {
         cx->end_sent = true;

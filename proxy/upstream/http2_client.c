@@ -345,6 +345,11 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     if (!s) return 0;
     nghttp2_session_set_stream_user_data(ng, id, NULL);
     s->closed = true;
+    /* DATA the router never read back: the connection window gets it */
+    if (s->unconsumed) {
+        nghttp2_session_consume_connection(ng, s->unconsumed);
+        s->unconsumed = 0;
+    }
     if (s->s.req && !s->response_complete) {
         sharp_reset_reason_t why;
         const char *detail;
