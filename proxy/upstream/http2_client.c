@@ -67,6 +67,7 @@ struct h2_conn {
     bool in_recv;
     bool goaway;
     bool ping_outstanding;
+    bool local_error;      /* the session sent a GOAWAY with an error code */
     /* flood accounting, as Envoy's codec */
     uint32_t outbound_frames, outbound_control_frames; /* queued while the socket is backed up */
     uint32_t empty_frames;  /* consecutive inbound frames with an empty payload */
@@ -384,6 +385,12 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (frame->hd.type == NGHTTP2_DATA) hc->data_frames_sent++;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) hc->opened_streams++;
     if (frame->hd.type == NGHTTP2_RST_STREAM) sharp_counter_inc(sh(hc), st(hc)->h2.tx_reset);
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        /* the session found a connection error of its own (HPACK, flow
+         * control, a frame out of place) and ends the connection */
+        sharp_debug(pool, "[C%llu] GOAWAY sent (error %u)", hc->c->id, frame->goaway.error_code);
+        if (frame->goaway.error_code != NGHTTP2_NO_ERROR) hc->local_error = true;
+    }
     /* Envoy's outbound flood checks: frames pending in the output (made
      * since it was last written out completely), all types and control
      * frames (PING, SETTINGS, RST_STREAM) */
@@ -406,6 +413,8 @@ static int on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame
 {
     h2_conn_t *hc = ud;
     h2_stream_t *s = stream_of(ng, frame->hd.stream_id);
+    sharp_debug(pool, "[C%llu] invalid frame (type %u, stream %d) from upstream: %s", hc->c->id, frame->hd.type,
+                frame->hd.stream_id, nghttp2_strerror(lib_error_code));
     if (s) s->protocol_error = true;
     if (lib_error_code == NGHTTP2_ERR_HTTP_MESSAGING || lib_error_code == NGHTTP2_ERR_HTTP_HEADER) {
         sharp_counter_inc(sh(hc), st(hc)->h2.rx_messaging_error);
@@ -488,8 +497,15 @@ static void flush(h2_conn_t *hc)
         sharp_writer_write(&hc->c->writer, &b, 1);
     }
     /* neither side wants more: a drained connection is done */
-    if (!nghttp2_session_want_read(hc->ng) && !nghttp2_session_want_write(hc->ng) && hc->c->writer.queued == 0)
-        conn_fail(hc, SHARP_RESET_CONNECTION_TERMINATION, "connection termination");
+    if (!nghttp2_session_want_read(hc->ng) && !nghttp2_session_want_write(hc->ng) && hc->c->writer.queued == 0) {
+        sharp_debug(pool, "[C%llu] HTTP/2 session done (%u streams)", hc->c->id, hc->nstreams);
+        if (hc->local_error) {
+            sharp_counter_inc(sh(hc), st(hc)->cx_protocol_error);
+            conn_fail(hc, SHARP_RESET_PROTOCOL_ERROR, "protocol error");
+        } else {
+            conn_fail(hc, SHARP_RESET_CONNECTION_TERMINATION, "connection termination");
+        }
+    }
 }
 
 static void on_flush_timer(uv_timer_t *t)

@@ -500,9 +500,8 @@ class RawH2Upstream:
     frames the test wants."""
 
     def __init__(self, script):
-        import hpack
         self.script = script
-        self.enc = hpack.Encoder()
+        self.local = threading.local()  # each connection has its own HPACK state
         self.requests = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -514,7 +513,7 @@ class RawH2Upstream:
 
     def headers(self, sid, pairs, end_stream):
         from hyperframe.frame import HeadersFrame
-        f = HeadersFrame(sid, self.enc.encode(pairs))
+        f = HeadersFrame(sid, self.local.enc.encode(pairs))
         f.flags.add("END_HEADERS")
         if end_stream:
             f.flags.add("END_STREAM")
@@ -530,7 +529,9 @@ class RawH2Upstream:
             threading.Thread(target=self._conn, args=(c,), daemon=True).start()
 
     def _conn(self, c):
+        import hpack
         from hyperframe.frame import Frame, SettingsFrame, HeadersFrame, DataFrame
+        self.local.enc = hpack.Encoder()
         lock = threading.Lock()
 
         def send(data):
@@ -706,3 +707,85 @@ def test_invalid_http_message(procs, extra, stream_error):
     assert try_request(listen) == 200
     # the connection survived a stream error only
     assert stat(admin, C + "upstream_cx_total") == (1 if stream_error else 2)
+
+
+def test_goaway_storm_and_garbage_frames(procs):
+    """A GOAWAY storm that still covers the stream: it is answered and the
+    connection drains once; bytes that are no frame close the connection as
+    a protocol error."""
+    from hyperframe.frame import GoAwayFrame
+
+    def storm(up, send, sid, n):
+        send(b"".join(GoAwayFrame(0, last_stream_id=sid).serialize() for _ in range(1000)))
+        ok_response(up, send, sid)
+
+    up, listen, admin, log = hostile(procs, storm)
+    assert try_request(listen) == 200
+    assert stat(admin, C + "upstream_cx_close_notify") == 1
+    assert try_request(listen) == 200  # on a new connection
+    assert stat(admin, C + "upstream_cx_total") == 2
+
+    def garbage(up, send, sid, n):
+        send(b"\x00\x00\x08\x99\x00\x00\x00\x00\x01" + b"\xff" * 8 + b"\x00\x10\x00\x04\x01" + b"\xff" * 300)
+
+    up, listen, admin, log = hostile(procs, garbage)
+    assert try_request(listen) == 502
+    assert stat(admin, C + "upstream_cx_protocol_error") == 1
+    assert log_lines(log, 1)[0].startswith("502 UPE"), log_lines(log, 1)
+
+    def bad_hpack(up, send, sid, n):
+        from hyperframe.frame import HeadersFrame
+        f = HeadersFrame(sid, b"\xff\xff\xff\xff\xff\x7f")
+        f.flags.add("END_HEADERS")
+        send(f.serialize())
+
+    # an HPACK error is the session's own connection error (COMPRESSION_ERROR)
+    up, listen, admin, log = hostile(procs, bad_hpack)
+    assert try_request(listen) == 502
+    assert stat(admin, C + "upstream_cx_protocol_error") == 1
+    assert log_lines(log, 1)[0].startswith("502 UPE"), log_lines(log, 1)
+
+
+def test_pending_requests_and_overflow_with_one_connection(procs):
+    """max_connections 1 and one stream per connection: the second request
+    waits for the stream to end (upstream_rq_pending_total); with no room
+    to wait it overflows (503 UO)."""
+    u = h2_upstream(procs)
+    cb = ("http2_protocol_options: { max_concurrent_streams: 1 }\n"
+          "circuit_breakers: { thresholds: [{ max_connections: 1, max_pending_requests: 5 }] }\n")
+    listen, admin, _ = start(procs, [u.port], cluster_extra=cb)
+    res = concurrent(listen, ["/echo?delay_ms=300"] * 3)
+    assert all(r[0] == 200 for r in res)
+    assert {r[1]["x-upstream-connection"] for r in res} == {"1"}
+    assert stat(admin, C + "upstream_cx_total") == 1
+    assert stat(admin, C + "upstream_rq_pending_total") >= 2
+    assert stat(admin, C + "upstream_cx_overflow") >= 1
+    # one stream on the connection, one waiting, the third overflows
+    cb1 = cb.replace("max_pending_requests: 5", "max_pending_requests: 1")
+    listen, admin, log = start(procs, [u.port], cluster_extra=cb1, access_log=True)
+    assert request(listen, "GET", "/")[0] == 200  # the connection is up and free
+    res = concurrent(listen, ["/echo?delay_ms=500"] * 3)
+    assert sorted(r[0] for r in res) == [200, 200, 503]
+    assert stat(admin, C + "upstream_rq_pending_overflow") == 1
+    assert sum(line.startswith("503 UO") for line in log_lines(log, 4)) == 1, log_lines(log, 4)
+
+
+def test_idle_timeout_and_max_connection_duration(procs):
+    u = h2_upstream(procs)
+    extra = H2 + "common_http_protocol_options: { idle_timeout: 0.3s }\n"
+    listen, admin, _ = start(procs, [u.port], cluster_extra=extra)
+    assert request(listen, "GET", "/")[0] == 200
+    deadline = time.time() + 5 * SLOW
+    while stat(admin, C + "upstream_cx_idle_timeout") != 1:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert stat(admin, C + "upstream_cx_active") == 0
+    # max_connection_duration: the connection drains; its stream finishes
+    extra = H2 + "common_http_protocol_options: { max_connection_duration: 0.3s }\n"
+    listen, admin, _ = start(procs, [u.port], cluster_extra=extra)
+    st, h, _ = request(listen, "GET", "/?delay_ms=600")
+    assert st == 200
+    assert stat(admin, C + "upstream_cx_max_duration_reached") == 1
+    st, h2, _ = request(listen, "GET", "/")
+    assert st == 200 and h2["x-upstream-connection"] != h["x-upstream-connection"]
+    assert stat(admin, C + "upstream_cx_total") == 2
