@@ -438,8 +438,8 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
     sharp_dlist_init(&req->link);
     sharp_pool_check_drain(p); /* a drain the worker has not acted on yet */
     if (!sharp_dlist_empty(&p->ready)) {
-        /* HTTP/2: the most recently readied connection first, so that
-         * streams gather on few connections and the others can idle out */
+        /* the connection ready the longest (HTTP/2: it has room for
+         * another stream) */
         sharp_upstream_conn_t *c = CONN(p->ready.next);
         sharp_debug(pool, "[C%llu] using existing connection to %s", c->id, p->host->address);
         req->pending = false;
