@@ -789,3 +789,27 @@ def test_idle_timeout_and_max_connection_duration(procs):
     st, h2, _ = request(listen, "GET", "/")
     assert st == 200 and h2["x-upstream-connection"] != h["x-upstream-connection"]
     assert stat(admin, C + "upstream_cx_total") == 2
+
+
+def test_keepalive_interval_and_jitter(procs):
+    """connection_keepalive.interval: a PING that often; interval_jitter
+    adds up to that percent of it (Envoy's default 15%)."""
+
+    def pings_in(extra, seconds=1.5):
+        u = h2_upstream(procs)
+        listen, admin, _ = start(procs, [u.port], cluster_extra=extra)
+        assert request(listen, "GET", "/")[0] == 200  # the connection is up
+        t0 = time.time()
+        first = json.loads(request(listen, "GET", "/admin/stats")[2])["pings"]
+        time.sleep(seconds)
+        last = json.loads(request(listen, "GET", "/admin/stats")[2])["pings"]
+        return (last - first) / (time.time() - t0)
+
+    steady = pings_in("http2_protocol_options:\n  connection_keepalive: { interval: 0.1s, timeout: 5s, "
+                      "interval_jitter: { value: 0 } }\n")
+    jittered = pings_in("http2_protocol_options:\n  connection_keepalive: { interval: 0.1s, timeout: 5s, "
+                        "interval_jitter: { value: 100 } }\n")
+    none = pings_in(H2, seconds=0.5)
+    assert 7 <= steady <= 11, steady        # every 100 ms
+    assert 4 <= jittered <= steady - 1.5, (jittered, steady)  # every 100..200 ms
+    assert none == 0

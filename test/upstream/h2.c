@@ -62,6 +62,7 @@ static nghttp2_session_callbacks *cbs;
 static uint64_t f_goaway, f_refuse, f_ping_silent;
 static uint64_t h2_max_streams_setting; /* --h2-max-streams (0: not sent) */
 static uint64_t h2_streams_now, h2_streams_peak;
+static uint64_t h2_pings; /* PINGs received (not acknowledgements) */
 
 static void h2_flush(h2conn_t *c);
 static void on_stream_timer(uv_timer_t *t);
@@ -374,13 +375,14 @@ static void start_response(h2stream_t *s)
         char tmp[640];
         int n = snprintf(tmp, sizeof tmp,
                          "{\"goaway\": %llu, \"refuse\": %llu, \"ping_silent\": %llu, \"connections_accepted\": "
-                         "%llu, \"requests\": %llu, \"streams_peak\": %llu, \"peer_settings\": {"
+                         "%llu, \"requests\": %llu, \"streams_peak\": %llu, \"pings\": %llu, \"peer_settings\": {"
                          "\"header_table_size\": %u, \"enable_push\": %u, \"max_concurrent_streams\": %u, "
                          "\"initial_window_size\": %u, \"max_header_list_size\": %u}, "
                          "\"connection_send_window\": %d}\n",
                          (unsigned long long)f_goaway, (unsigned long long)f_refuse,
                          (unsigned long long)f_ping_silent, (unsigned long long)g.accepted,
                          (unsigned long long)g.requests, (unsigned long long)h2_streams_peak,
+                         (unsigned long long)h2_pings,
                          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_HEADER_TABLE_SIZE),
                          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_ENABLE_PUSH),
                          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
@@ -564,8 +566,11 @@ static void headers_done(h2conn_t *c, h2stream_t *s)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     h2conn_t *c = ud;
-    if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK) && !f_ping_silent)
-        nghttp2_submit_ping(ng, NGHTTP2_FLAG_ACK, f->ping.opaque_data);
+    if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        h2_pings++;
+        if (!f_ping_silent)
+            nghttp2_submit_ping(ng, NGHTTP2_FLAG_ACK, f->ping.opaque_data);
+    }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     h2stream_t *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
