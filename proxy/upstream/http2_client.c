@@ -36,7 +36,8 @@ typedef struct h2_stream {
     h2_conn_t *hc;
     sharp_dlist_t link;    /* in hc->streams */
     int32_t id;            /* 0 until the request is submitted */
-    sharp_headers_t resp;  /* response headers, then trailers */
+    sharp_headers_t resp;  /* response headers */
+    sharp_headers_t resp_trailers;
     sharp_sbuf_t body;     /* request body not yet taken by the session */
     size_t body_off;
     sharp_headers_t trailers; /* request trailers, sent after the body */
@@ -123,6 +124,7 @@ static void stream_free(h2_stream_t *s)
 {
     sharp_dlist_remove(&s->link);
     sharp_headers_free(&s->resp);
+    sharp_headers_free(&s->resp_trailers);
     sharp_headers_free(&s->trailers);
     sharp_sbuf_free(&s->body);
     free(s);
@@ -166,7 +168,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 {
     (void)ud;
     h2_stream_t *s = stream_of(ng, frame->hd.stream_id);
-    if (s) sharp_headers_clear(&s->resp);
+    /* a block after the final response headers is the trailers' */
+    if (s) sharp_headers_clear(s->headers_done ? &s->resp_trailers : &s->resp);
     return 0;
 }
 
@@ -177,11 +180,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     h2_conn_t *hc = ud;
     h2_stream_t *s = stream_of(ng, frame->hd.stream_id);
     if (!s) return 0;
-    sharp_headers_add(&s->resp, (const char *)name, namelen, (const char *)value, valuelen);
-    /* max_headers_count and the header size limit, as the HTTP/1 codec:
-     * the stream is reset and the request answered as a protocol error */
-    if (s->resp.n > hc->c->pool->cluster->max_response_headers_count + 1 ||
-        sharp_headers_byte_size(&s->resp) > H2_MAX_HEADER_BYTES) {
+    sharp_headers_t *h = s->headers_done ? &s->resp_trailers : &s->resp;
+    sharp_headers_add(h, (const char *)name, namelen, (const char *)value, valuelen);
+    /* max_headers_count (:status aside) and the header size limit, as the
+     * HTTP/1 codec: the stream is reset and answered as a protocol error */
+    if (h->n > hc->c->pool->cluster->max_response_headers_count + 1 ||
+        sharp_headers_byte_size(h) > H2_MAX_HEADER_BYTES) {
         sharp_counter_inc(sh(hc), st(hc)->h2.header_overflow);
         s->protocol_error = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -301,7 +305,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
             s->response_complete = true;
             sharp_upstream_request_t *r = s->s.req;
             if (r) {
-                if (r->cb->on_trailers) r->cb->on_trailers(r->ctx, &s->resp);
+                if (r->cb->on_trailers) r->cb->on_trailers(r->ctx, &s->resp_trailers);
                 else r->cb->on_data(r->ctx, NULL, 0, true);
             }
         }
@@ -707,6 +711,7 @@ static sharp_upstream_cx_t *h2_new_stream(sharp_upstream_conn_t *c, sharp_upstre
     s->s.req = r;
     s->hc = hc;
     sharp_headers_init(&s->resp);
+    sharp_headers_init(&s->resp_trailers);
     sharp_headers_init(&s->trailers);
     sharp_dlist_push(&hc->streams, &s->link);
     s->counted = true;

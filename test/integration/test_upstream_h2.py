@@ -813,3 +813,28 @@ def test_keepalive_interval_and_jitter(procs):
     assert 7 <= steady <= 11, steady        # every 100 ms
     assert 4 <= jittered <= steady - 1.5, (jittered, steady)  # every 100..200 ms
     assert none == 0
+
+
+def test_mirror_to_an_http2_cluster(procs):
+    """Shadow requests use the same pools: an HTTP/2 shadow cluster gets the
+    copy, body included, while the primary answers."""
+    prim, shadow = h2_upstream(procs, "prim"), h2_upstream(procs, "shadow")
+    listen, admin = free_port(), free_port()
+    routes = ('- match: { prefix: "/shadow-stats" }\n'
+              '  route: { cluster: shadow, prefix_rewrite: "/admin/stats" }\n'
+              '- match: { prefix: "/" }\n'
+              '  route:\n    cluster: backend\n    request_mirror_policies:\n    - cluster: shadow\n')
+    y = bootstrap_yaml(listen, admin, {"backend": [prim.port], "shadow": [shadow.port]}, routes=routes,
+                       cluster_extra=H2)
+    run_sharp_config(procs, y, admin, concurrency=1)
+    data = pattern(300000)
+    st, h, body = request(listen, "POST", "/upload", body=data)
+    assert st == 200 and h["x-upstream-name"] == "prim"
+    assert json.loads(body)["checksum"] == fnv(data)
+    deadline = time.time() + 5 * SLOW
+    while stat(admin, "cluster.shadow.upstream_rq_completed") != 1:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    s = json.loads(request(listen, "GET", "/shadow-stats")[2])
+    assert s["requests"] == 2  # the mirrored upload and this one
+    assert stat(admin, "cluster.shadow.upstream_cx_http2_total") == 1
