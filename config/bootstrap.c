@@ -330,19 +330,9 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         fail(b, p, "codec_type HTTP3 is not supported by SHARP (HTTP/3, QUIC)");
         goto bad;
     }
-    {
-        /* Http2ProtocolOptions: Envoy's defaults; the table refuses the
-         * fields SHARP does not implement and checks the ranges */
-        const Envoy__Config__Core__V3__Http2ProtocolOptions *o = pb->http2_protocol_options;
-        h->h2.hpack_table_size = o && o->hpack_table_size ? o->hpack_table_size->value : 4096;
-        h->h2.max_concurrent_streams = o && o->max_concurrent_streams ? o->max_concurrent_streams->value : 2147483647u;
-        h->h2.initial_stream_window_size =
-            o && o->initial_stream_window_size ? o->initial_stream_window_size->value : 268435456u;
-        h->h2.initial_connection_window_size =
-            o && o->initial_connection_window_size ? o->initial_connection_window_size->value : 268435456u;
-        h->h2.max_outbound_control_frames =
-            o && o->max_outbound_control_frames ? o->max_outbound_control_frames->value : 1000;
-    }
+    /* Http2ProtocolOptions: Envoy's defaults; the table refuses the fields
+     * the downstream codec does not implement and checks the ranges */
+    sharp_config_http2_options(pb->http2_protocol_options, &h->h2);
     const Envoy__Config__Core__V3__HttpProtocolOptions *common = pb->common_http_protocol_options;
     h->idle_timeout_ms = duration_ms(common ? common->idle_timeout : NULL, 3600 * 1000);
     h->has_max_connection_duration = common && common->max_connection_duration;
@@ -639,6 +629,15 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
     c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
     sharp_config_upstream_common_http(pb->common_http_protocol_options, c);
+    /* Envoy (createOptions): one protocol unless protocol_selection says
+     * otherwise; the HttpProtocolOptions extension, when present, replaces
+     * these fields whole (applied below). */
+    if (pb->http_protocol_options && pb->http2_protocol_options) {
+        fail(b, path, "cluster: Both HTTP1 and HTTP2 options may only be configured with non-default "
+                      "'protocol_selection' values");
+        goto bad;
+    }
+    if (pb->http2_protocol_options) sharp_config_upstream_http2(pb->http2_protocol_options, c);
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
         snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);

@@ -93,6 +93,46 @@ void sharp_config_upstream_common_http(const Envoy__Config__Core__V3__HttpProtoc
     if (h && h->max_requests_per_connection) c->max_requests_per_connection = h->max_requests_per_connection->value;
 }
 
+void sharp_config_http2_options(const Envoy__Config__Core__V3__Http2ProtocolOptions *o, sharp_h2_options_t *h)
+{
+    static const Envoy__Config__Core__V3__Http2ProtocolOptions none = ENVOY__CONFIG__CORE__V3__HTTP2_PROTOCOL_OPTIONS__INIT;
+    if (!o) o = &none;
+    /* Envoy's defaults (Http2ProtocolOptions and http2/codec_impl.h) */
+    h->hpack_table_size = o->hpack_table_size ? o->hpack_table_size->value : 4096;
+    h->max_concurrent_streams = o->max_concurrent_streams ? o->max_concurrent_streams->value : 2147483647;
+    h->initial_stream_window_size = o->initial_stream_window_size ? o->initial_stream_window_size->value : 268435456;
+    h->initial_connection_window_size =
+        o->initial_connection_window_size ? o->initial_connection_window_size->value : 268435456;
+    h->max_outbound_frames = o->max_outbound_frames ? o->max_outbound_frames->value : 10000;
+    h->max_outbound_control_frames = o->max_outbound_control_frames ? o->max_outbound_control_frames->value : 1000;
+    h->max_consecutive_inbound_frames_with_empty_payload =
+        o->max_consecutive_inbound_frames_with_empty_payload
+            ? o->max_consecutive_inbound_frames_with_empty_payload->value : 1;
+    h->max_inbound_priority_frames_per_stream =
+        o->max_inbound_priority_frames_per_stream ? o->max_inbound_priority_frames_per_stream->value : 100;
+    h->max_inbound_window_update_frames_per_data_frame_sent =
+        o->max_inbound_window_update_frames_per_data_frame_sent
+            ? o->max_inbound_window_update_frames_per_data_frame_sent->value : 10;
+    /* the override, when set, wins over the deprecated bool */
+    h->stream_error_on_invalid_http_message = o->override_stream_error_on_invalid_http_message
+                                                  ? o->override_stream_error_on_invalid_http_message->value
+                                                  : o->stream_error_on_invalid_http_messaging;
+    h->keepalive_interval_ms = h->keepalive_timeout_ms = 0;
+    h->keepalive_jitter_percent = 15;
+    if (o->connection_keepalive) {
+        const Envoy__Config__Core__V3__KeepaliveSettings *k = o->connection_keepalive;
+        h->keepalive_interval_ms = k->interval ? ms_of(k->interval) : 0;
+        h->keepalive_timeout_ms = k->timeout ? ms_of(k->timeout) : 0;
+        if (k->interval_jitter) h->keepalive_jitter_percent = k->interval_jitter->value;
+    }
+}
+
+void sharp_config_upstream_http2(const Envoy__Config__Core__V3__Http2ProtocolOptions *o, sharp_cluster_t *c)
+{
+    c->http2 = true;
+    sharp_config_http2_options(o, &c->h2);
+}
+
 int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_cluster_t *c,
                                              char *sub, size_t sublen, char *err, size_t errlen)
 {
@@ -109,13 +149,19 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
     /* Envoy takes the extension's options instead of the Cluster's own
      * common_http_protocol_options, not field by field over them. */
     sharp_config_upstream_common_http(o->common_http_protocol_options, c);
+    c->http2 = false;
     if (o->upstream_protocol_options_case ==
-            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG &&
-        o->explicit_http_config->protocol_config_case !=
-            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
-        snprintf(sub, sublen, "explicit_http_config");
-        snprintf(err, errlen, "only http_protocol_options (HTTP/1.1) is supported yet");
-        rc = -1;
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG) {
+        const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig *x = o->explicit_http_config;
+        if (x->protocol_config_case ==
+            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
+            sharp_config_upstream_http2(x->http2_protocol_options, c);
+        } else if (x->protocol_config_case !=
+                   ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
+            snprintf(sub, sublen, "explicit_http_config");
+            snprintf(err, errlen, "one of http_protocol_options or http2_protocol_options must be set");
+            rc = -1;
+        }
     }
     protobuf_c_message_free_unpacked(m, NULL);
     return rc;

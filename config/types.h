@@ -19,6 +19,12 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
                                              char *sub, size_t sublen, char *err, size_t errlen);
 
 struct Envoy__Config__Core__V3__HttpProtocolOptions;
+struct Envoy__Config__Core__V3__Http2ProtocolOptions;
+/* Http2ProtocolOptions (validated by the support table) with Envoy's
+ * defaults for every unset field; `o` may be NULL (all defaults). */
+void sharp_config_http2_options(const struct Envoy__Config__Core__V3__Http2ProtocolOptions *o, sharp_h2_options_t *h);
+/* HTTP/2 to the cluster's hosts with these Http2ProtocolOptions. */
+void sharp_config_upstream_http2(const struct Envoy__Config__Core__V3__Http2ProtocolOptions *o, sharp_cluster_t *c);
 /* The upstream side of common_http_protocol_options (the Cluster's own, or
  * the HttpProtocolOptions extension's, which replaces it whole as in Envoy):
  * idle_timeout, max_headers_count, max_connection_duration,

@@ -38,15 +38,6 @@ typedef struct sharp_hcm_stats {
 /* HttpConnectionManager.codec_type */
 typedef enum { SHARP_CODEC_AUTO, SHARP_CODEC_HTTP1, SHARP_CODEC_HTTP2 } sharp_codec_type_t;
 
-/* Http2ProtocolOptions of a connection manager, with Envoy's defaults. */
-typedef struct sharp_h2_options {
-    uint32_t hpack_table_size;               /* 4096 */
-    uint32_t max_concurrent_streams;         /* 2147483647 */
-    uint32_t initial_stream_window_size;     /* 268435456; SHARP advertises at most the buffer limit */
-    uint32_t initial_connection_window_size; /* 268435456 */
-    uint32_t max_outbound_control_frames;    /* 1000 */
-} sharp_h2_options_t;
-
 typedef struct sharp_filter_entry {
     char *name;
     const sharp_filter_factory_t *factory;
@@ -67,7 +58,7 @@ typedef struct sharp_hcm_config {
     uint64_t drain_timeout_ms;        /* default 5000 */
     uint32_t max_request_headers_kb;  /* default 60 */
     sharp_codec_type_t codec_type;
-    sharp_h2_options_t h2;
+    sharp_h2_options_t h2;            /* http2_protocol_options (the stream window is advertised at most the buffer limit) */
     uint32_t max_headers_count;       /* default 100 */
     bool use_remote_address;
     uint32_t xff_num_trusted_hops;

@@ -68,6 +68,8 @@ typedef struct router_state {
     uint64_t upstream_start_ns;
     sharp_sbuf_t pending_body; /* request body not yet sent on this try */
     sharp_sbuf_t replay;       /* request body sent on this try, kept for a retry */
+    sharp_headers_t req_trailers; /* the request's trailers, kept for every try */
+    bool has_req_trailers;
     bool request_end_seen;     /* the downstream request has ended */
     bool upstream_active;   /* a try's acquire issued and not yet released */
     bool bound;             /* a connection is bound */
@@ -236,6 +238,7 @@ typedef enum {
 typedef enum {
     FAIL_CONNECT,  /* no connection (refused, connect timeout) */
     FAIL_RESET,    /* reset or closed before the response headers */
+    FAIL_REFUSED,  /* HTTP/2: the upstream refused the stream (REFUSED_STREAM, GOAWAY) */
     FAIL_TIMEOUT,  /* per-try timeout */
 } try_failure_t;
 
@@ -272,6 +275,7 @@ static bool failure_retriable(const router_state_t *rs, try_failure_t why)
     uint32_t on = rs->retry_on;
     if (on & (SHARP_RETRY_5XX | SHARP_RETRY_GATEWAY_ERROR | SHARP_RETRY_RESET)) return true;
     if (why == FAIL_CONNECT && (on & (SHARP_RETRY_CONNECT_FAILURE | SHARP_RETRY_RESET_BEFORE_REQUEST))) return true;
+    if (why == FAIL_REFUSED && (on & SHARP_RETRY_REFUSED_STREAM)) return true;
     return false;
 }
 
@@ -923,10 +927,22 @@ static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p
     return SHARP_FILTER_STOP;
 }
 
+/* Request trailers end the request: they go up with it (an HTTP/1
+ * upstream drops them, as Envoy's HTTP/1 codec does) and are kept for a
+ * retry. */
 static sharp_filter_status_t router_decode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 {
-    (void)t;
-    return router_decode_data(f, NULL, 0, true);
+    router_state_t *rs = f->state;
+    if (!rs->upstream_active && !rs->backing_off) return router_decode_data(f, NULL, 0, true);
+    sharp_headers_copy(&rs->req_trailers, t);
+    rs->has_req_trailers = true;
+    if (!rs->bound) return router_decode_data(f, NULL, 0, true);
+    if (rs->nshadows) shadow_data(rs, NULL, 0, true);
+    rs->request_end_seen = true;
+    sharp_upstream_cx_send_trailers(rs->ureq.cx, t);
+    start_try_timer(rs);
+    if (!rs->upgrade) start_timer(rs);
+    return SHARP_FILTER_STOP;
 }
 
 /* ---- upstream callbacks ---- */
@@ -939,17 +955,19 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     snprintf(s->info.upstream_local_address, sizeof s->info.upstream_local_address, "%s",
              sharp_upstream_cx_local_address(cx));
     bool body_pending = rs->pending_body.len > 0;
-    bool end_with_headers = rs->request_end_seen && !body_pending;
+    bool trailers = rs->request_end_seen && rs->has_req_trailers;
+    bool end_with_headers = rs->request_end_seen && !body_pending && !trailers;
     sharp_upstream_cx_send_headers(cx, &s->req, end_with_headers);
     if (body_pending) {
         sharp_sbuf_t b = rs->pending_body;
         memset(&rs->pending_body, 0, sizeof rs->pending_body);
         keep_for_replay(rs, b.data, b.len);
-        sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen);
+        sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen && !trailers);
         sharp_sbuf_free(&b);
         if (rs->upstream_active) sharp_stream_read_disable(s, false);
     }
     if (!rs->upstream_active) return;
+    if (trailers) sharp_upstream_cx_send_trailers(cx, &rs->req_trailers);
     if (rs->request_end_seen) start_try_timer(rs);
     /* Envoy arms it when the try gets its connection; 0s means none. */
     if (rs->cluster->max_stream_duration_ms)
@@ -1045,30 +1063,43 @@ static void up_on_data(void *ctx, const char *p, size_t n, bool end_stream)
     sharp_stream_encode_data(rs->f, p, n, end_stream);
 }
 
+/* Response trailers (HTTP/2 upstreams) end the response; the downstream
+ * codec decides what to do with them. */
+static void up_on_trailers(void *ctx, sharp_headers_t *t)
+{
+    router_state_t *rs = ctx;
+    finish_response(rs, sharp_now_ns());
+    sharp_stream_encode_trailers(rs->f, t);
+}
+
 static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 {
     router_state_t *rs = ctx;
     sharp_debug(router, "[C%llu][S%llu] upstream reset: %s (host %s)", rs->f->stream->conn_id, rs->f->stream->id,
                 detail ? detail : "", rs->host ? rs->host->address : "-");
     rs->bound = false;
-    uint32_t flag = why == SHARP_RESET_REMOTE           ? SHARP_RF_UPSTREAM_REMOTE_RESET
-                    : why == SHARP_RESET_PROTOCOL_ERROR ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR
-                                                        : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
+    bool refused = why == SHARP_RESET_REFUSED_STREAM;
+    uint32_t flag = why == SHARP_RESET_REMOTE || refused ? SHARP_RF_UPSTREAM_REMOTE_RESET
+                    : why == SHARP_RESET_PROTOCOL_ERROR  ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR
+                                                         : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_rx_reset);
     if (!rs->response_headers) {
         sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
         const char *body = why == SHARP_RESET_REMOTE
                                ? "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+                           : refused
+                               ? "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
                            : why == SHARP_RESET_PROTOCOL_ERROR
                                ? "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
                                : "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
         const char *details = why == SHARP_RESET_REMOTE ? "upstream_reset_before_response_started{remote_reset}"
+                              : refused ? "upstream_reset_before_response_started{remote_refused_stream_reset}"
                               : why == SHARP_RESET_PROTOCOL_ERROR
                                   ? "upstream_reset_before_response_started{protocol_error}"
                                   : "upstream_reset_before_response_started{connection_termination}";
         uint32_t code = why == SHARP_RESET_PROTOCOL_ERROR ? 502 : 503;
         charge_local_upstream_code(rs, code);
-        if (should_retry(rs, failure_retriable(rs, FAIL_RESET)) == RETRY_YES) {
+        if (should_retry(rs, failure_retriable(rs, refused ? FAIL_REFUSED : FAIL_RESET)) == RETRY_YES) {
             schedule_retry(rs);
             return;
         }
@@ -1092,6 +1123,7 @@ static const sharp_upstream_callbacks_t upstream_cbs = {
     .on_pool_failure = up_on_pool_failure,
     .on_headers = up_on_headers,
     .on_data = up_on_data,
+    .on_trailers = up_on_trailers,
     .on_reset = up_on_reset,
     .on_write_watermark = up_on_write_watermark,
 };
@@ -1123,6 +1155,7 @@ static void router_on_destroy(sharp_filter_t *f)
     timer_free(&rs->backoff_timer);
     sharp_sbuf_free(&rs->pending_body);
     sharp_sbuf_free(&rs->replay);
+    sharp_headers_free(&rs->req_trailers);
     sharp_sbuf_free(&rs->shard_key);
 }
 

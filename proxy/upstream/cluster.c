@@ -173,6 +173,24 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(rq_retry_limit_exceeded, "upstream_rq_retry_limit_exceeded");
     C(rq_retry_backoff_exponential, "upstream_rq_retry_backoff_exponential");
     C(retry_or_shadow_abandoned, "retry_or_shadow_abandoned");
+    C(cx_http1_total, "upstream_cx_http1_total");
+    C(cx_http2_total, "upstream_cx_http2_total");
+    C(cx_close_notify, "upstream_cx_close_notify");
+    if (c->http2) {
+        C(h2.rx_reset, "http2.rx_reset");
+        C(h2.tx_reset, "http2.tx_reset");
+        C(h2.trailers, "http2.trailers");
+        C(h2.keepalive_timeout, "http2.keepalive_timeout");
+        C(h2.stream_refused_errors, "http2.stream_refused_errors");
+        C(h2.rx_messaging_error, "http2.rx_messaging_error");
+        C(h2.header_overflow, "http2.header_overflow");
+        C(h2.outbound_flood, "http2.outbound_flood");
+        C(h2.outbound_control_flood, "http2.outbound_control_flood");
+        C(h2.inbound_empty_frames_flood, "http2.inbound_empty_frames_flood");
+        C(h2.inbound_priority_frames_flood, "http2.inbound_priority_frames_flood");
+        C(h2.inbound_window_update_frames_flood, "http2.inbound_window_update_frames_flood");
+        G(h2.streams_active, "http2.streams_active");
+    }
 #undef C
 #undef G
     /* deferred_stat_options: the ones of Envoy's ClusterTrafficStats stay out
@@ -187,7 +205,8 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
             st->cx_idle_timeout, st->cx_max_requests, st->upstream_rq_per_try_timeout, st->rq_retry,
             st->rq_maintenance_mode, st->rq_retry_success, st->rq_retry_overflow,
             st->rq_retry_limit_exceeded, st->rq_retry_backoff_exponential, st->cx_connect_ms,
-            st->cx_length_ms, st->retry_or_shadow_abandoned,
+            st->cx_length_ms, st->retry_or_shadow_abandoned, st->cx_http1_total, st->cx_http2_total,
+            st->cx_close_notify,
         };
         uint32_t group = sharp_stats_new_group(s);
         for (size_t i = 0; i < SHARP_ARRAY_SIZE(traffic); i++)

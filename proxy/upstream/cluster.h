@@ -62,8 +62,38 @@ typedef struct sharp_cluster_stats {
         cx_protocol_error, cx_idle_timeout, cx_max_requests, cx_max_duration_reached, rq_max_duration_reached, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
-        cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned;
+        cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned, cx_http1_total, cx_http2_total,
+        cx_close_notify;
+    /* cluster.<name>.http2.*, registered for HTTP/2 clusters only (Envoy
+     * creates them with the first HTTP/2 codec) */
+    struct {
+        sharp_stat_id_t rx_reset, tx_reset, trailers, keepalive_timeout, stream_refused_errors,
+            rx_messaging_error, header_overflow, outbound_flood, outbound_control_flood,
+            inbound_empty_frames_flood, inbound_priority_frames_flood, inbound_window_update_frames_flood,
+            streams_active;
+    } h2;
 } sharp_cluster_stats_t;
+
+/* Http2ProtocolOptions of an HTTP/2 cluster or a connection manager
+ * (Envoy's defaults in the comments; validated by the support table). */
+typedef struct sharp_h2_options {
+    uint32_t hpack_table_size;               /* 4096 */
+    uint32_t max_concurrent_streams;         /* 2147483647 */
+    uint32_t initial_stream_window_size;     /* 268435456 */
+    uint32_t initial_connection_window_size; /* 268435456 */
+    uint32_t max_outbound_frames;            /* 10000 */
+    uint32_t max_outbound_control_frames;    /* 1000 */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload; /* 1 */
+    uint32_t max_inbound_priority_frames_per_stream;            /* 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* 10 */
+    /* a malformed HTTP message resets only its stream (true) or closes the
+     * connection (false, Envoy's default) */
+    bool stream_error_on_invalid_http_message;
+    /* connection_keepalive: a PING every interval (0: none), jittered by
+     * interval_jitter percent of it; no answer within timeout closes. */
+    uint64_t keepalive_interval_ms, keepalive_timeout_ms;
+    double keepalive_jitter_percent;         /* 15 */
+} sharp_h2_options_t;
 
 /* The cluster-wide counts one priority's thresholds limit, shared by all
  * workers. */
@@ -98,6 +128,10 @@ typedef struct sharp_cluster {
      * that is configured (0 = not configured: the OS default stays). */
     bool tcp_keepalive;
     uint32_t keepalive_probes, keepalive_time_s, keepalive_interval_s;
+    /* HTTP/2 to the hosts (http2_protocol_options, or the HttpProtocolOptions
+     * extension's explicit_http_config.http2_protocol_options) */
+    bool http2;
+    sharp_h2_options_t h2;
     sharp_host_t **hosts;
     uint32_t nhosts;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */

@@ -1,11 +1,16 @@
-/* pool.h: per-worker HTTP/1.1 connection pool for one upstream host, and the
- * upstream connection with its client codec (llhttp, strict mode).
+/* pool.h: per-worker connection pool for one upstream host, and the
+ * upstream stream a request gets from it.
+ *
+ * The pool speaks the cluster's protocol through a client codec (codec.h):
+ * HTTP/1.1 (http1_client.c, one request at a time per connection) or HTTP/2
+ * (http2_client.c, requests multiplexed as streams up to the effective
+ * max_concurrent_streams).
  *
  * Lifetimes: a pool belongs to its worker and lives as long as the worker's
- * view of the cluster. A connection belongs to its pool; while it serves a
- * request it is "bound" to one sharp_upstream_request_t whose callbacks get
- * the response. Memory of a connection is released only in its close
- * callback. Circuit breaker counters (connections, pending, requests) are
+ * view of the cluster. A connection belongs to its pool; a request bound to
+ * it holds a stream handle (sharp_upstream_cx_t) whose callbacks get the
+ * response. Memory of a connection is released only in its close callback.
+ * Circuit breaker counters (connections, pending, requests) are
  * cluster-wide atomics, as in Envoy. */
 #ifndef SHARP_UPSTREAM_POOL_H
 #define SHARP_UPSTREAM_POOL_H
@@ -25,7 +30,14 @@ typedef enum {
     SHARP_RESET_REMOTE,                 /* peer reset the connection (UR) */
     SHARP_RESET_PROTOCOL_ERROR,         /* malformed response (UPE) */
     SHARP_RESET_LOCAL,
+    /* HTTP/2: the upstream refused the stream (RST_STREAM REFUSED_STREAM,
+     * or a GOAWAY whose last stream id is below it): it did not process
+     * the request, which is safe to retry (UR) */
+    SHARP_RESET_REFUSED_STREAM,
 } sharp_reset_reason_t;
+
+/* The stream handle of a request bound to a connection: on HTTP/1 the
+ * connection's one stream, on HTTP/2 one of its streams. */
 
 typedef struct sharp_upstream_cx sharp_upstream_cx_t;
 typedef struct sharp_pool sharp_pool_t;
@@ -35,6 +47,8 @@ typedef struct sharp_upstream_callbacks {
     void (*on_pool_failure)(void *ctx, sharp_pool_failure_t why, const char *detail);
     void (*on_headers)(void *ctx, sharp_headers_t *h, bool end_stream); /* includes :status */
     void (*on_data)(void *ctx, const char *p, size_t n, bool end_stream);
+    /* Response trailers (HTTP/2): the end of the response. */
+    void (*on_trailers)(void *ctx, sharp_headers_t *t);
     void (*on_reset)(void *ctx, sharp_reset_reason_t why, const char *detail);
     /* Upstream write buffer above/below its watermark: pause/resume the downstream. */
     void (*on_write_watermark)(void *ctx, bool above);
@@ -78,10 +92,15 @@ void sharp_pool_cancel(sharp_upstream_request_t *req);
  * is chosen here (content-length if present, else chunked unless end_stream). */
 void sharp_upstream_cx_send_headers(sharp_upstream_cx_t *cx, const sharp_headers_t *h, bool end_stream);
 void sharp_upstream_cx_send_data(sharp_upstream_cx_t *cx, const char *p, size_t n, bool end_stream);
-/* Stops/resumes reading the response (downstream backpressure). */
+/* Ends the request with trailers. HTTP/2 sends them; HTTP/1 drops them and
+ * ends the body, as Envoy's HTTP/1 codec does without enable_trailers. */
+void sharp_upstream_cx_send_trailers(sharp_upstream_cx_t *cx, const sharp_headers_t *t);
+/* Stops/resumes reading the response (downstream backpressure; HTTP/2:
+ * the stream's flow-control window stops reopening). */
 void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable);
 const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx);
-/* Bytes written to the connection that the kernel has not taken yet. */
+/* Bytes of this stream's request not yet taken by the kernel (HTTP/1:
+ * the connection's write queue; HTTP/2: the stream's unsent body). */
 size_t sharp_upstream_cx_queued(const sharp_upstream_cx_t *cx);
 
 #endif

@@ -374,11 +374,11 @@ def test_protocol_options_error_has_line_and_map_key_path():
   envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
     "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
     explicit_http_config:
-      http2_protocol_options: {}
+      http3_protocol_options: {}
 """)
     rc, out = validate(text)
-    line = text.splitlines().index("          http2_protocol_options: {}") + 1
+    line = text.splitlines().index("          http3_protocol_options: {}") + 1
     assert rc == 1
     assert (f":{line}:11: static_resources.clusters[0].typed_extension_protocol_options"
-            '["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http2_protocol_options: '
-            'http2_protocol_options is not supported by SHARP') in out, out
+            '["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http3_protocol_options: '
+            'http3_protocol_options is not supported by SHARP') in out, out

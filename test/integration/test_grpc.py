@@ -81,3 +81,97 @@ def test_grpc_status_access_log_filter(procs, exclude):
         assert log_lines(log, 2) == ["200 Unimplemented /other.Svc/M", "404 - /plain"]
     else:
         assert log_lines(log, 1) == ["200 Unavailable /sharp.test.Echo/Say"]
+
+
+class EchoServer:
+    """A python3-grpcio server with generic handlers: unary echo, server
+    streaming (n copies), client streaming (joined), bidi (echo each), and
+    a method that fails with a given status."""
+
+    def __init__(self):
+        import concurrent.futures
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        ident = lambda b: b  # noqa: E731
+        handlers = {
+            "Say": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req, ident, ident),
+            "Many": grpc.unary_stream_rpc_method_handler(lambda req, ctx: (req for _ in range(5)), ident, ident),
+            "Join": grpc.stream_unary_rpc_method_handler(lambda it, ctx: b"".join(it), ident, ident),
+            "Chat": grpc.stream_stream_rpc_method_handler(lambda it, ctx: (m.upper() for m in it), ident, ident),
+            "Fail": grpc.unary_unary_rpc_method_handler(self._fail, ident, ident),
+            "Slow": grpc.unary_unary_rpc_method_handler(self._slow, ident, ident),
+        }
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("sharp.test.Echo", handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @staticmethod
+    def _fail(req, ctx):
+        ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too much: " + req.decode())
+
+    @staticmethod
+    def _slow(req, ctx):
+        import time
+        time.sleep(2)
+        return req
+
+    def stop(self):
+        self.server.stop(0)
+
+
+@pytest.fixture
+def echo_server():
+    s = EchoServer()
+    yield s
+    s.stop()
+
+
+def grpc_proxy(procs, echo_server):
+    listen, admin = free_port(), free_port()
+    al, log = file_access_log("%REQ(:PATH)% %RESPONSE_CODE% %GRPC_STATUS% %PROTOCOL% %UPSTREAM_CLUSTER%\\n")
+    y = bootstrap_yaml(listen, admin, {"grpc": [echo_server.port]}, hcm_extra=al,
+                       cluster_extra="http2_protocol_options: {}\n")
+    run_sharp_config(procs, y, admin)
+    return listen, admin, log
+
+
+def test_grpc_end_to_end_all_call_kinds(procs, echo_server):
+    """Unary, server streaming, client streaming and bidi calls through
+    SHARP (HTTP/2 both sides) with grpc-status carried in trailers."""
+    listen, _, log = grpc_proxy(procs, echo_server)
+    ident = lambda b: b  # noqa: E731
+    with grpc.insecure_channel(f"127.0.0.1:{listen}") as ch:
+        say = ch.unary_unary("/sharp.test.Echo/Say", request_serializer=ident, response_deserializer=ident)
+        assert say(b"hello", timeout=10 * SLOW) == b"hello"
+        many = ch.unary_stream("/sharp.test.Echo/Many", request_serializer=ident, response_deserializer=ident)
+        assert list(many(b"x", timeout=10 * SLOW)) == [b"x"] * 5
+        join = ch.stream_unary("/sharp.test.Echo/Join", request_serializer=ident, response_deserializer=ident)
+        assert join(iter([b"a", b"b", b"c"]), timeout=10 * SLOW) == b"abc"
+        chat = ch.stream_stream("/sharp.test.Echo/Chat", request_serializer=ident, response_deserializer=ident)
+        assert list(chat(iter([b"p", b"q"]), timeout=10 * SLOW)) == [b"P", b"Q"]
+        big = bytes(range(256)) * 4096  # 1 MiB message, flow control both ways
+        assert say(big, timeout=20 * SLOW) == big
+    lines = log_lines(log, 5)
+    assert lines[0] == "/sharp.test.Echo/Say 200 OK HTTP/2 grpc", lines
+    assert all(" 200 OK HTTP/2 grpc" in line for line in lines), lines
+
+
+def test_grpc_error_status_from_upstream_trailers(procs, echo_server):
+    listen, _, log = grpc_proxy(procs, echo_server)
+    err = call(listen, method="/sharp.test.Echo/Fail")
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details() == "too much: \n\x02hi"
+    assert log_lines(log, 1)[0] == "/sharp.test.Echo/Fail 200 ResourceExhausted HTTP/2 grpc"
+
+
+def test_grpc_client_deadline_cancels_upstream(procs, echo_server):
+    """The client's deadline passes while the upstream works: the client
+    sees DEADLINE_EXCEEDED and resets its stream, which SHARP logs (DR)."""
+    listen, admin, _ = grpc_proxy(procs, echo_server)
+    err = call(listen, method="/sharp.test.Echo/Slow", timeout=0.3)
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    import time
+    deadline = time.time() + 5
+    from conftest import stat
+    while stat(admin, "http.ingress_http.downstream_rq_rx_reset") != 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert stat(admin, "http.ingress_http.downstream_rq_rx_reset") == 1

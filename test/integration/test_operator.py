@@ -321,12 +321,12 @@ def test_debug_logs_follow_a_request(procs, upstream):
     assert re.search(line % "router" + r"\[C\d+\]\[S\d+\] cluster 'b' match for URL '/first'", out, re.M)
     assert re.search(line % "router" + r"\[C\d+\]\[S\d+\] try 1: host 127\.0\.0\.1:%d chosen in cluster 'b'"
                      % upstream.port, out, re.M)
-    assert re.search(line % "pool" + r"\[C\d+\] creating a new connection to 127\.0\.0\.1:%d" % upstream.port,
+    assert re.search(line % "pool" + r"\[C\d+\] creating a new HTTP/1\.1 connection to 127\.0\.0\.1:%d" % upstream.port,
                      out, re.M)
     assert re.search(line % "connection" + r"\[C\d+\] connected to", out, re.M)
     # The second request and the third connection reuse the pooled connection.
     assert re.search(line % "pool" + r"\[C\d+\] using existing connection", out, re.M)
-    assert len(re.findall(r"creating a new connection", out)) == 1
+    assert len(re.findall(r"creating a new HTTP/1.1 connection", out)) == 1
     assert re.search(line % "http" + r"\[C\d+\]\[S\d+\] encoding headers via codec \(end_stream=false\):\n"
                      r"':status', '200'", out, re.M)
     assert re.search(line % "conn_handler" + r"\[C\d+\] new connection from 127\.0\.0\.1:\d+", out, re.M)

@@ -145,3 +145,17 @@ def test_zero_content_length_in_204_and_101_is_dropped(procs):
         assert rest == b"\x81\x02hi", out
     finally:
         up.close()
+
+
+def test_connection_close_from_upstream_is_a_close_notify(procs):
+    """upstream_cx_close_notify counts an HTTP/1 response that closes its
+    connection (connection: close); the next request opens a new one."""
+    up, listen, admin = start(procs, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    try:
+        for _ in range(2):
+            assert exchange(listen, GET).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert stat(admin, "cluster.raw.upstream_cx_close_notify") == 2
+        assert stat(admin, "cluster.raw.upstream_cx_total") == 2
+        assert stat(admin, "cluster.raw.upstream_cx_http1_total") == 2
+    finally:
+        up.close()

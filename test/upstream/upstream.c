@@ -597,6 +597,10 @@ static void on_connection(uv_stream_t *srv, int status)
 {
     if (status < 0 || stopping)
         return;
+    if (g.h2) {
+        h2_on_connection(srv);
+        return;
+    }
     conn_t *c = calloc(1, sizeof *c);
     if (!c)
         return;
@@ -630,6 +634,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&sig_int, NULL);
     while (all_conns)
         conn_close(all_conns);
+    h2_close_all();
 }
 
 static void usage(FILE *f)
@@ -637,7 +642,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sharp-test-upstream [--address 127.0.0.1] [--port 8080] [--slots N]\n"
             "                           [--service-time-ms T] [--name NAME] [--quiet]\n"
-            "                           [--exit-on-header NAME] [--unix PATH]\n");
+            "                           [--exit-on-header NAME] [--unix PATH]\n"
+            "                           [--h2] [--h2-max-streams N]\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -693,7 +699,7 @@ int main(int argc, char **argv)
 {
     const char *address = "127.0.0.1";
     const char *unix_path = NULL;
-    uint64_t port = 8080;
+    uint64_t port = 8080, h2_max_streams = 0;
     g.name = "upstream";
 
     for (int i = 1; i < argc; i++) {
@@ -707,6 +713,10 @@ int main(int argc, char **argv)
         key[klen] = 0;
         if (!strcmp(key, "--quiet")) {
             g.quiet = 1;
+            continue;
+        }
+        if (!strcmp(key, "--h2")) {
+            g.h2 = 1;
             continue;
         }
         if (!strcmp(key, "-h") || !strcmp(key, "--help")) {
@@ -731,6 +741,8 @@ int main(int argc, char **argv)
             g.exit_on_header = v;
         else if (!strcmp(key, "--unix"))
             unix_path = v;
+        else if (!strcmp(key, "--h2-max-streams"))
+            bad = parse_u64(v, 2147483647, &h2_max_streams);
         else
             bad = 1;
         if (bad) {
@@ -744,6 +756,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     g.loop = uv_default_loop();
     routes_init();
+    h2_init(h2_max_streams);
 
     settings.on_message_begin = cb_message_begin;
     settings.on_url = cb_url;
@@ -804,6 +817,7 @@ run:
                 (unsigned long long)g.requests, (unsigned long long)g.accepted);
     uv_loop_close(g.loop);
     routes_free();
+    h2_free();
     while (wreq_free_list) {
         wreq_t *w = wreq_free_list;
         wreq_free_list = w->next_free;

@@ -94,6 +94,7 @@ typedef struct {
     size_t name_len;
     int quiet;
     const char *exit_on_header; /* --exit-on-header: lower-case name, NULL when unset */
+    int h2;                     /* --h2: every connection speaks HTTP/2 (prior knowledge) */
     uint64_t slots, service_ms;
     /* /admin/fault: applied to every non-admin request while set */
     uint64_t fault_status, fault_reset, fault_hang;
@@ -117,6 +118,12 @@ size_t pending_out(conn_t *c);
 void conn_close(conn_t *c);
 void conn_timer_start(conn_t *c, uint64_t ms);
 void response_done(conn_t *c);
+
+/* h2.c: --h2, HTTP/2 with prior knowledge */
+void h2_init(uint64_t max_streams);
+void h2_on_connection(uv_stream_t *srv);
+void h2_close_all(void);
+void h2_free(void);
 
 /* routes.c */
 void routes_init(void);
