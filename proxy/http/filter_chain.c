@@ -423,13 +423,47 @@ void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, boo
     if (end) s->dec_end_sent = true;
 }
 
+/* Request trailers (HTTP/2) end the request: each filter gets them through
+ * decode_trailers, one without it the end of the body. Held like data
+ * while a filter before the end stopped the chain. */
+void dec_run_trailers(sharp_stream_t *s, uint32_t from)
+{
+    if (stream_done(s) || s->dec_end_sent) return;
+    s->has_req_trailers = true;
+    int32_t hold = -1;
+    if (s->dec_stopped) hold = (int32_t)s->dec_next - 1;
+    if (s->dec_data_stop >= 0 && (hold < 0 || s->dec_data_stop < hold)) hold = s->dec_data_stop;
+    int32_t last = hold >= 0 ? hold : (int32_t)s->nfilters - 1;
+    for (int32_t i = (int32_t)from; i <= last; i++) {
+        sharp_filter_t *f = &s->filters[i];
+        sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        if (f->factory->decode_trailers) st = f->factory->decode_trailers(f, &s->req_trailers);
+        else if (f->factory->decode_data) st = f->factory->decode_data(f, NULL, 0, true);
+        if (stream_done(s)) return;
+        if (st == SHARP_FILTER_STOP && hold < 0 && i != (int32_t)s->nfilters - 1) {
+            s->dec_data_stop = i;
+            hold = last = i;
+        }
+    }
+    if (hold >= 0 && hold != (int32_t)s->nfilters - 1) {
+        s->dec_end_pending = true; /* with has_req_trailers: the trailers follow the held body */
+        return;
+    }
+    s->dec_end_sent = true;
+}
+
 static void dec_flush_buffer(sharp_stream_t *s, uint32_t from)
 {
     sharp_sbuf_t b = s->dec_buf;
     bool end = s->dec_end_pending;
     memset(&s->dec_buf, 0, sizeof s->dec_buf);
     s->dec_end_pending = false;
-    if (b.len || end) dec_run_data(s, from, b.data, b.len, end);
+    if (end && s->has_req_trailers) {
+        if (b.len) dec_run_data(s, from, b.data, b.len, false);
+        if (!stream_done(s)) dec_run_trailers(s, from);
+    } else if (b.len || end) {
+        dec_run_data(s, from, b.data, b.len, end);
+    }
     sharp_sbuf_free(&b);
     if (!s->dec_stopped && s->dec_data_stop < 0 && !s->destroyed) sharp_codec_read_disable(s, false);
 }

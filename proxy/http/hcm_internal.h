@@ -27,5 +27,7 @@ void sharp_codec_request_headers_done(sharp_stream_t *s);
  * chain. `remote` is the peer address. */
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote);
 void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, bool end);
+/* The request ends with trailers (s->req_trailers, filled by the codec). */
+void dec_run_trailers(sharp_stream_t *s, uint32_t from);
 
 #endif

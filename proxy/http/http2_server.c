@@ -193,9 +193,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             request_head_done(c, s, end);
         } else if (end) {
-            /* request trailers: kept on the stream (the HTTP/1 upstream
-             * codec cannot carry them) and the request ends */
-            request_end(s);
+            /* request trailers end the request: through the filter chain
+             * to the upstream (an HTTP/1 upstream drops them) */
+            if (!s->request_complete) {
+                s->request_complete = true;
+                s->info.request_complete_ns = sharp_now_ns();
+                uv_timer_stop(&s->request_timer);
+                if (!s->response_complete) dec_run_trailers(s, 0);
+            }
         }
         break;
     case NGHTTP2_DATA:

@@ -27,6 +27,7 @@ struct sharp_stream {
     sharp_headers_t resp;
     sharp_headers_t req_trailers;
     sharp_headers_t resp_trailers;
+    bool has_req_trailers;   /* the request ended with req_trailers (HTTP/2) */
     bool has_resp_trailers;  /* the response ends with resp_trailers */
     void *codec_state;       /* the codec's per-stream state (HTTP/2) */
     sharp_filter_t *filters;

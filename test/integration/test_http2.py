@@ -376,3 +376,31 @@ def test_http2_options_refused(opt, want):
     r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert want in r.stderr, r.stderr
+
+
+def test_trailers_end_to_end_over_http2(procs):
+    """HTTP/2 on both sides: the client's request trailers reach the
+    upstream, the upstream's response trailers reach the client."""
+    from conftest import Upstream
+    up = Upstream(extra=("--h2",))
+    procs.append(up)
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [up.port]},
+                                           cluster_extra="http2_protocol_options: {}\n"), admin)
+    c = H2Client(listen)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "POST"), (":path", "/echo?trailers=1"), (":scheme", "http"),
+                              (":authority", "x"), ("te", "trailers")])
+    c.conn.send_data(sid, b"abc")
+    c.conn.send_headers(sid, [("x-checksum", "42")], end_stream=True)
+    c.flush()
+    c.pump(c.done(sid))
+    headers, body, ended, _ = c.response(sid)
+    assert headers[":status"] == "200" and ended, headers
+    import json
+    echo = json.loads(body)
+    assert echo["body_bytes"] == 3
+    assert ["x-checksum", "42"] in echo["trailers"], echo
+    trailers = [ev for ev in c.events if isinstance(ev, h2.events.TrailersReceived) and ev.stream_id == sid]
+    assert trailers and ("x-trailer", "done") in trailers[0].headers
+    c.close()
