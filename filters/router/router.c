@@ -618,6 +618,9 @@ static void start_try(router_state_t *rs)
         return;
     }
     rs->host = host;
+    /* %UPSTREAM_REQUEST_ATTEMPT_COUNT%: tries that got a host (Envoy
+     * counts an attempt once it has a connection pool; 0: never tried) */
+    s->info.attempt_count = rs->attempt;
     sharp_debug(router, "[C%llu][S%llu] try %u: host %s chosen in cluster '%s'", s->conn_id, s->id, rs->attempt,
                 host->address, c->name);
     if (rs->ntried < ROUTER_MAX_TRIED) rs->tried[rs->ntried++] = host;
