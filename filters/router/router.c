@@ -1012,10 +1012,7 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     router_state_t *rs = ctx;
     sharp_stream_t *s = rs->f->stream;
     uint64_t now = sharp_now_ns();
-    sharp_str_t st;
-    uint32_t code = 0;
-    if (sharp_headers_get_cstr(h, ":status", &st))
-        for (size_t i = 0; i < st.len; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    uint32_t code = sharp_headers_status(h);
     sharp_debug(router, "[C%llu][S%llu] upstream headers complete: status %u end_stream=%s (host %s)", s->conn_id,
                 s->id, code, end_stream ? "true" : "false", rs->host->address);
     sharp_cluster_count_response(rs->cluster, shard(rs), code);
@@ -1025,7 +1022,7 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
      * comes back through the checks. */
-    if (rs->cluster->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", &st) &&
+    if (rs->cluster->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", NULL) &&
         !(atomic_fetch_or_explicit(&rs->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed) &
           SHARP_HOST_FAILED_ACTIVE_HC))
         sharp_host_request_drain(rs->host); /* a health failure: Envoy drains the host's pools */

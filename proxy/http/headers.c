@@ -193,3 +193,22 @@ void sharp_headers_dump(const sharp_headers_t *h, sharp_sbuf_t *out)
                           (int)e->value_len, h->buf + e->value_off);
     }
 }
+
+uint32_t sharp_headers_status(const sharp_headers_t *h)
+{
+    sharp_str_t st;
+    if (!sharp_headers_get_cstr(h, ":status", &st) || st.len != 3) return 0;
+    uint32_t code = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (st.p[i] < '0' || st.p[i] > '9') return 0;
+        code = code * 10 + (uint32_t)(st.p[i] - '0');
+    }
+    return code;
+}
+
+bool sharp_header_is_connection_specific(sharp_str_t n)
+{
+    return sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "transfer-encoding", 17) ||
+           sharp_str_eq(n, "keep-alive", 10) || sharp_str_eq(n, "proxy-connection", 16) ||
+           sharp_str_eq(n, "upgrade", 7);
+}

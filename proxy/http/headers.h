@@ -75,6 +75,13 @@ static inline sharp_str_t sharp_headers_value(const sharp_headers_t *h, uint32_t
 /* Bytes of names and values, the measure Envoy's max_request_headers_kb uses. */
 size_t sharp_headers_byte_size(const sharp_headers_t *h);
 
+/* The response's :status as a number; 0 when absent or not three digits. */
+uint32_t sharp_headers_status(const sharp_headers_t *h);
+/* The hop-by-hop header fields no HTTP/2 message may carry and no proxy
+ * forwards (RFC 9113 section 8.2.2): connection, keep-alive,
+ * proxy-connection, transfer-encoding, upgrade. */
+bool sharp_header_is_connection_specific(sharp_str_t name);
+
 /* Comma-separated token search in a header value ("close" in "keep-alive, close"),
  * case-insensitive. */
 bool sharp_header_value_has_token(sharp_str_t value, const char *token);

@@ -654,13 +654,6 @@ static void h1_send_continue(sharp_stream_t *s)
     sharp_conn_write(s->conn, &b, 1);
 }
 
-static bool is_connection_specific(sharp_str_t n)
-{
-    return sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "transfer-encoding", 17) ||
-           sharp_str_eq(n, "keep-alive", 10) || sharp_str_eq(n, "proxy-connection", 16) ||
-           sharp_str_eq(n, "upgrade", 7);
-}
-
 /* Writes the status line and headers and decides the body framing:
  * no body (HEAD, 1xx, 204, 304), content-length as given, chunked for an
  * HTTP/1.1 peer, or delimited by closing the connection for HTTP/1.0. */
@@ -668,10 +661,8 @@ static void h1_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_st
 {
     sharp_conn_t *c = s->conn;
     if (c->closing || s->response_started) return;
-    sharp_str_t st = SHARP_STR("200");
-    sharp_headers_get_cstr(h, ":status", &st);
-    uint32_t code = 0;
-    for (size_t i = 0; i < st.len && i < 3; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    uint32_t code = sharp_headers_status(h);
+    if (!code) code = 200;
     s->info.response_code = code;
     s->response_started = true;
     /* Envoy's onLocalReply: a 400 means a messaging error, after which an
@@ -711,7 +702,7 @@ static void h1_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_st
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if ((n.len && n.p[0] == ':') ||
-            (is_connection_specific(n) &&
+            (sharp_header_is_connection_specific(n) &&
              !(upgrade && (sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "upgrade", 7)))))
             continue;
         sharp_sbuf_append(out, n.p, n.len);

@@ -752,10 +752,7 @@ static void fail_later(h2_stream_t *s, sharp_reset_reason_t why, const char *det
  * Host becomes :authority, te stays only as "trailers". */
 static bool connection_specific(sharp_str_t n, sharp_str_t v)
 {
-    static const char *const drop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                       "upgrade", "host"};
-    for (size_t i = 0; i < SHARP_ARRAY_SIZE(drop); i++)
-        if (n.len == strlen(drop[i]) && strncasecmp(n.p, drop[i], n.len) == 0) return true;
+    if (sharp_header_is_connection_specific(n) || sharp_str_eq(n, "host", 4)) return true;
     if (n.len == 2 && strncasecmp(n.p, "te", 2) == 0) return !(v.len == 8 && strncasecmp(v.p, "trailers", 8) == 0);
     return false;
 }

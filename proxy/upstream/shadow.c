@@ -196,17 +196,14 @@ static void complete(sharp_shadow_t *sh)
 static void sh_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
 {
     sharp_shadow_t *sh = ctx;
-    sharp_str_t st;
-    uint32_t code = 0;
-    if (sharp_headers_get_cstr(h, ":status", &st))
-        for (size_t i = 0; i < st.len; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    uint32_t code = sharp_headers_status(h);
     sharp_debug(router, "[C%llu][S%llu] shadow response from cluster '%s': status %u", sh->conn_id, sh->stream_id,
                 sh->c->name, code);
     sharp_cluster_count_response(sh->c, sh->w->stats, code);
     if (code >= 500) atomic_fetch_add_explicit(&sh->host->rq_error, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&sh->host->rq_success, 1, memory_order_relaxed);
     sharp_outlier_put_http(sh->c, sh->host, code);
-    if (sh->c->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", &st))
+    if (sh->c->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", NULL))
         atomic_fetch_or_explicit(&sh->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
     sh->response_headers = true;
     if (end_stream) complete(sh);
