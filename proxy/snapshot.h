@@ -32,6 +32,13 @@ typedef struct sharp_hcm_stats {
      * Envoy (shared by every HCM) */
     sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
     sharp_stat_id_t http2_dropped_headers_with_underscores, http2_requests_rejected_with_underscores;
+    /* HTTP/2 codec protection (Envoy's http2.* of ProtocolConstraints,
+     * keepalive and resets) */
+    sharp_stat_id_t http2_outbound_flood, http2_outbound_control_flood, http2_inbound_empty_frames_flood,
+        http2_inbound_priority_frames_flood, http2_inbound_window_update_frames_flood, http2_rx_reset,
+        http2_tx_reset, http2_header_overflow, http2_rx_messaging_error, http2_keepalive_timeout,
+        http2_streams_active, http2_pending_send_bytes;
+    sharp_stat_id_t rq_too_many_premature_resets;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
 } sharp_hcm_stats_t;
 
@@ -45,6 +52,19 @@ typedef struct sharp_h2_options {
     uint32_t initial_stream_window_size;     /* 268435456; SHARP advertises at most the buffer limit */
     uint32_t initial_connection_window_size; /* 268435456 */
     uint32_t max_outbound_control_frames;    /* 1000 */
+    uint32_t max_outbound_frames;            /* 10000 */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload; /* 1 */
+    uint32_t max_inbound_priority_frames_per_stream;            /* 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* 10 */
+    /* override_stream_error_on_invalid_http_message, else the deprecated
+     * stream_error_on_invalid_http_messaging: false closes the connection
+     * on an invalid HTTP message, true resets only its stream */
+    bool stream_error_on_invalid_http_messaging;
+    /* connection_keepalive */
+    bool has_keepalive;
+    uint64_t keepalive_interval_ms;          /* 0: no interval PINGs */
+    uint64_t keepalive_timeout_ms;
+    double keepalive_interval_jitter_percent; /* 15 */
 } sharp_h2_options_t;
 
 typedef struct sharp_filter_entry {

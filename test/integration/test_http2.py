@@ -363,8 +363,12 @@ def test_malformed_frames_close_only_that_connection(procs, upstream):
 
 @pytest.mark.parametrize("opt,want", [
     ("allow_connect: true", "allow_connect"),
-    ("connection_keepalive: { interval: 1s, timeout: 1s }", "connection_keepalive"),
-    ("max_outbound_frames: 100", "max_outbound_frames"),
+    ("connection_keepalive: { interval: 1s }", "timeout"),
+    ("connection_keepalive: { interval: 0.0001s, timeout: 1s }", "interval"),
+    ("max_outbound_frames: 0", "max_outbound_frames"),
+    ("max_outbound_control_frames: 0", "max_outbound_control_frames"),
+    ("max_inbound_window_update_frames_per_data_frame_sent: 0", "max_inbound_window_update_frames_per_data_frame_sent"),
+    ("custom_settings_parameters: [{ identifier: 9, value: 1 }]", "custom_settings_parameters"),
     ("initial_stream_window_size: 100", "initial_stream_window_size"),
     ("max_concurrent_streams: 0", "max_concurrent_streams"),
 ])
