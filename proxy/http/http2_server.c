@@ -19,8 +19,19 @@
  *   filters are told (the router stops reading its upstream), below half of
  *   it they resume. The socket's own write queue pauses every stream.
  * Frames leave in batches: nghttp2_session_mem_send runs at the end of the
- * loop turn (sharp_conn_defer_flush), and while the socket's write queue is
- * above its limit nothing more is serialized. */
+ * loop turn (sharp_conn_defer_flush); while the socket's write queue is
+ * above its limit DATA waits (the data source defers) and the other frames
+ * still go out, as into Envoy's output buffer.
+ *
+ * Hostile peers are answered as Envoy's codec answers them, with its stats
+ * (http2.*): the outbound frame limits count frames handed to the socket and
+ * not yet written (max_outbound_frames, max_outbound_control_frames); the
+ * inbound ones count empty frames, PRIORITY and WINDOW_UPDATE frames against
+ * Envoy's formulas (ProtocolConstraints); an invalid HTTP message closes the
+ * connection unless stream errors are configured; the premature-reset rule
+ * of Envoy's connection manager closes a rapid-reset connection;
+ * connection_keepalive sends PINGs and closes a connection that does not
+ * answer them. */
 #include "http/conn_internal.h"
 #include "log.h"
 #include "runtime.h"
