@@ -380,3 +380,19 @@ def test_http2_options_refused(opt, want):
     r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert want in r.stderr, r.stderr
+
+
+def test_timer_driven_frames_leave_at_once(procs, upstream):
+    """A response a timer produces (the stream idle timeout's 408) is
+    serialized in the same loop turn: the worker does not wait for the next
+    I/O event or its 1 s tick before flushing HTTP/2 frames."""
+    listen, _, _ = start(procs, upstream, hcm_extra="stream_idle_timeout: 0.2s\n")
+    c = H2Client(listen)
+    for _ in range(3):
+        t0 = time.time()
+        sid = c.request("/?delay_ms=5000")
+        c.pump(c.done(sid))
+        elapsed = time.time() - t0
+        assert c.response(sid)[0][":status"] == "408"
+        assert elapsed < 0.2 + 0.25 * SLOW, elapsed
+    c.close()
