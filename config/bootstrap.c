@@ -279,6 +279,7 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rq_completed, "downstream_rq_completed");
     C(rq_rx_reset, "downstream_rq_rx_reset");
     C(rq_tx_reset, "downstream_rq_tx_reset");
+    C(rq_too_many_premature_resets, "downstream_rq_too_many_premature_resets");
     C(rq_overload_close, "downstream_rq_overload_close");
     C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
     C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
@@ -304,6 +305,19 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     st->http2_dropped_headers_with_underscores = sharp_stats_counterf(s, "http2.dropped_headers_with_underscores");
     st->http2_requests_rejected_with_underscores =
         sharp_stats_counterf(s, "http2.requests_rejected_with_underscores_in_headers");
+    st->http2_outbound_flood = sharp_stats_counterf(s, "http2.outbound_flood");
+    st->http2_outbound_control_flood = sharp_stats_counterf(s, "http2.outbound_control_flood");
+    st->http2_inbound_empty_frames_flood = sharp_stats_counterf(s, "http2.inbound_empty_frames_flood");
+    st->http2_inbound_priority_frames_flood = sharp_stats_counterf(s, "http2.inbound_priority_frames_flood");
+    st->http2_inbound_window_update_frames_flood =
+        sharp_stats_counterf(s, "http2.inbound_window_update_frames_flood");
+    st->http2_rx_reset = sharp_stats_counterf(s, "http2.rx_reset");
+    st->http2_tx_reset = sharp_stats_counterf(s, "http2.tx_reset");
+    st->http2_header_overflow = sharp_stats_counterf(s, "http2.header_overflow");
+    st->http2_rx_messaging_error = sharp_stats_counterf(s, "http2.rx_messaging_error");
+    st->http2_keepalive_timeout = sharp_stats_counterf(s, "http2.keepalive_timeout");
+    st->http2_streams_active = sharp_stats_gaugef(s, "http2.streams_active");
+    st->http2_pending_send_bytes = sharp_stats_gaugef(s, "http2.pending_send_bytes");
 }
 
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)

@@ -32,6 +32,13 @@ typedef struct sharp_hcm_stats {
      * Envoy (shared by every HCM) */
     sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;
     sharp_stat_id_t http2_dropped_headers_with_underscores, http2_requests_rejected_with_underscores;
+    /* HTTP/2 codec protection (Envoy's http2.* of ProtocolConstraints,
+     * keepalive and resets) */
+    sharp_stat_id_t http2_outbound_flood, http2_outbound_control_flood, http2_inbound_empty_frames_flood,
+        http2_inbound_priority_frames_flood, http2_inbound_window_update_frames_flood, http2_rx_reset,
+        http2_tx_reset, http2_header_overflow, http2_rx_messaging_error, http2_keepalive_timeout,
+        http2_streams_active, http2_pending_send_bytes;
+    sharp_stat_id_t rq_too_many_premature_resets;
     sharp_stat_id_t no_route, no_cluster, rq_direct_response, rq_redirect;
 } sharp_hcm_stats_t;
 

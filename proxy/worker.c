@@ -144,13 +144,27 @@ static void on_wakeup(uv_async_t *a)
         uv_close((uv_handle_t *)&w->tick, NULL);
         uv_check_stop(&w->flush_check);
         uv_close((uv_handle_t *)&w->flush_check, NULL);
+        uv_idle_stop(&w->flush_idle);
+        uv_close((uv_handle_t *)&w->flush_idle, NULL);
         uv_close((uv_handle_t *)&w->wakeup, NULL);
     }
 }
 
 static void on_flush_check(uv_check_t *h)
 {
-    sharp_conn_flush_pending(h->data);
+    sharp_worker_t *w = h->data;
+    sharp_conn_flush_pending(w);
+    if (sharp_dlist_empty(&w->flush_list)) uv_idle_stop(&w->flush_idle);
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    (void)h; /* only keeps poll from blocking; the check does the work */
+}
+
+void sharp_worker_want_flush(sharp_worker_t *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->flush_idle)) uv_idle_start(&w->flush_idle, on_flush_idle);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -185,6 +199,8 @@ int sharp_worker_init(sharp_worker_t *w)
     uv_check_init(&w->loop, &w->flush_check);
     w->flush_check.data = w;
     uv_check_start(&w->flush_check, on_flush_check);
+    uv_idle_init(&w->loop, &w->flush_idle);
+    w->flush_idle.data = w;
     uv_timer_start(&w->tick, on_tick, 1000, 1000);
     sharp_access_log_worker_init(w);
     w->drain_epoch = sharp_upstream_drain_epoch();

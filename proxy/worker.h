@@ -82,6 +82,10 @@ typedef struct sharp_worker {
     sharp_dlist_t connections;       /* downstream connections */
     sharp_dlist_t flush_list;        /* connections holding a response head not yet written */
     uv_check_t flush_check;          /* writes those heads at the end of each loop turn */
+    /* active while flush_list is not empty, so that the loop does not block
+     * in poll before the check runs (a flush asked from a timer callback
+     * would otherwise wait for the next I/O event or timer) */
+    uv_idle_t flush_idle;
     struct sharp_access_log_writer **log_writers; /* one per access log of the snapshot (flat) */
     uint32_t nlog_writers;
     uint64_t rng;
@@ -114,5 +118,7 @@ void sharp_worker_join(sharp_worker_t *w);
  * reference of its own). */
 void sharp_worker_set_runtime(sharp_worker_t *w, sharp_runtime_snapshot_t *snap);
 uint64_t sharp_worker_random(sharp_worker_t *w);
+/* A connection joined flush_list: the flush check runs this loop turn. */
+void sharp_worker_want_flush(sharp_worker_t *w);
 
 #endif

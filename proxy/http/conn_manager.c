@@ -861,6 +861,7 @@ void sharp_conn_defer_flush(sharp_conn_t *c)
 {
     sharp_dlist_remove(&c->flush_link);
     sharp_dlist_push(&c->worker->flush_list, &c->flush_link);
+    sharp_worker_want_flush(c->worker);
 }
 
 void sharp_conn_cancel_flush(sharp_conn_t *c)

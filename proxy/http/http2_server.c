@@ -19,10 +19,22 @@
  *   filters are told (the router stops reading its upstream), below half of
  *   it they resume. The socket's own write queue pauses every stream.
  * Frames leave in batches: nghttp2_session_mem_send runs at the end of the
- * loop turn (sharp_conn_defer_flush), and while the socket's write queue is
- * above its limit nothing more is serialized. */
+ * loop turn (sharp_conn_defer_flush); while the socket's write queue is
+ * above its limit DATA waits (the data source defers) and the other frames
+ * still go out, as into Envoy's output buffer.
+ *
+ * Hostile peers are answered as Envoy's codec answers them, with its stats
+ * (http2.*): the outbound frame limits count frames handed to the socket and
+ * not yet written (max_outbound_frames, max_outbound_control_frames); the
+ * inbound ones count empty frames, PRIORITY and WINDOW_UPDATE frames against
+ * Envoy's formulas (ProtocolConstraints); an invalid HTTP message closes the
+ * connection unless stream errors are configured; the premature-reset rule
+ * of Envoy's connection manager closes a rapid-reset connection;
+ * connection_keepalive sends PINGs and closes a connection that does not
+ * answer them. */
 #include "http/conn_internal.h"
 #include "log.h"
+#include "runtime.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -32,11 +44,40 @@
 #define STATS(c) SHARP_CONN_STATS(c)
 #define HCM(c) SHARP_CONN_HCM(c)
 
+/* A frame serialized and handed to the socket: it is still queued until
+ * the socket has taken every byte up to `end`. */
+typedef struct {
+    uint64_t end;
+    bool control;
+} h2_outq_entry_t;
+
+/* connection_keepalive's timers. They outlive the connection's own handles
+ * (released in their close callback), so they are allocated apart. */
+typedef struct {
+    uv_timer_t send, timeout;
+    int open;
+} h2_timers_t;
+
 struct sharp_h2_conn {
     nghttp2_session *session;
     bool goaway_final; /* the last GOAWAY went out: close once streams end */
     bool notice_sent;  /* drain's shutdown notice (GOAWAY with the highest id) */
     size_t header_bytes;
+    sharp_sbuf_t batch;    /* frames serialized in this flush, not yet written */
+    bool socket_blocked;   /* DATA deferred while the socket's queue was full */
+    /* Envoy's ProtocolConstraints. Outbound: frames handed to the socket
+     * and not yet written (a ring of their end offsets); inbound: counts
+     * over the connection's life. */
+    uint64_t tx_total;     /* bytes handed to the socket */
+    h2_outq_entry_t *outq;
+    size_t outq_head, outq_len, outq_cap;
+    uint32_t out_frames, out_control;
+    uint32_t sent_frames, sent_control; /* on_frame_send during one nghttp2_session_mem_send */
+    uint64_t consecutive_empty, priority_frames, window_update_frames, opened_streams, outbound_data_frames;
+    bool flood;            /* a limit was exceeded: the connection ends */
+    /* premature resets (Envoy's HCM: CVE-2023-44487) */
+    uint64_t closed_streams, premature_resets;
+    h2_timers_t *ka;       /* connection_keepalive */
 };
 
 /* A stream's HTTP/2 state (stream->codec_state). */
@@ -54,6 +95,7 @@ typedef struct h2_stream {
     sharp_headers_t trailers;
     size_t unconsumed;  /* request bytes received and not yet given back to the window */
     size_t header_bytes;
+    bool peer_reset;    /* closed by the peer (or by nghttp2 for the peer's error), not by us */
 } h2_stream_t;
 
 static h2_stream_t *H2S(sharp_stream_t *s)
@@ -78,6 +120,119 @@ static size_t out_pending(const h2_stream_t *h)
     return h->out.len - h->out_off;
 }
 
+/* ---- Envoy's ProtocolConstraints ---- */
+
+/* An inbound limit was exceeded: counted once, and the dispatch fails. */
+static int inbound_flood(sharp_conn_t *c, sharp_stat_id_t stat, const char *what)
+{
+    if (!c->h2->flood) {
+        c->h2->flood = true;
+        sharp_counter_inc(STATS(c), stat);
+        sharp_debug(http2, "[C%llu] %s: closing the connection", c->id, what);
+    }
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+/* checkInboundFrameLimits, after each frame is counted. */
+static int check_inbound(sharp_conn_t *c)
+{
+    struct sharp_h2_conn *h2 = c->h2;
+    const sharp_h2_options_t *o = &HCM(c)->h2;
+    const sharp_hcm_stats_t *st = &HCM(c)->st;
+    if (h2->consecutive_empty > o->max_consecutive_inbound_frames_with_empty_payload)
+        return inbound_flood(c, st->http2_inbound_empty_frames_flood, "too many consecutive frames with an empty payload");
+    if (h2->priority_frames > (uint64_t)o->max_inbound_priority_frames_per_stream * (1 + h2->opened_streams))
+        return inbound_flood(c, st->http2_inbound_priority_frames_flood, "too many PRIORITY frames");
+    if (h2->window_update_frames >
+        5 + 2 * (h2->opened_streams +
+                 (uint64_t)o->max_inbound_window_update_frames_per_data_frame_sent * h2->outbound_data_frames))
+        return inbound_flood(c, st->http2_inbound_window_update_frames_flood, "too many WINDOW_UPDATE frames");
+    return 0;
+}
+
+/* trackInboundFrame: HEADERS, CONTINUATION and DATA without payload and
+ * without END_STREAM count as empty (padding is payload for the first
+ * two, as Envoy sees them before their padding is known). */
+static int track_inbound(sharp_conn_t *c, uint8_t type, uint8_t flags, size_t payload)
+{
+    struct sharp_h2_conn *h2 = c->h2;
+    if (h2->flood) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    switch (type) {
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_CONTINUATION:
+    case NGHTTP2_DATA: {
+        bool end_stream = type != NGHTTP2_CONTINUATION && (flags & NGHTTP2_FLAG_END_STREAM);
+        if (payload == 0 && !end_stream) h2->consecutive_empty++;
+        else h2->consecutive_empty = 0;
+        break;
+    }
+    case NGHTTP2_PRIORITY:
+        h2->priority_frames++;
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        h2->window_update_frames++;
+        break;
+    default:
+        return 0;
+    }
+    return check_inbound(c);
+}
+
+/* Frames the socket has written leave the outbound count. */
+static void outq_release(sharp_conn_t *c)
+{
+    struct sharp_h2_conn *h2 = c->h2;
+    uint64_t written = h2->tx_total - c->writer.queued;
+    while (h2->outq_len && h2->outq[h2->outq_head].end <= written) {
+        h2_outq_entry_t *e = &h2->outq[h2->outq_head];
+        h2->out_frames--;
+        if (e->control) h2->out_control--;
+        h2->outq_head = (h2->outq_head + 1) % h2->outq_cap;
+        h2->outq_len--;
+    }
+}
+
+static void outq_push(struct sharp_h2_conn *h2, uint64_t end, bool control)
+{
+    if (h2->outq_len == h2->outq_cap) {
+        size_t cap = h2->outq_cap ? h2->outq_cap * 2 : 64;
+        h2_outq_entry_t *q = sharp_calloc(cap, sizeof *q);
+        for (size_t i = 0; i < h2->outq_len; i++) q[i] = h2->outq[(h2->outq_head + i) % h2->outq_cap];
+        free(h2->outq);
+        h2->outq = q;
+        h2->outq_cap = cap;
+        h2->outq_head = 0;
+    }
+    h2->outq[(h2->outq_head + h2->outq_len) % h2->outq_cap] = (h2_outq_entry_t){end, control};
+    h2->outq_len++;
+    h2->out_frames++;
+    if (control) h2->out_control++;
+}
+
+/* checkOutboundFrameLimits: true (counted once) when the peer lets more
+ * frames pile up than max_outbound_frames, or more PING/SETTINGS
+ * acknowledgements and RST_STREAMs than max_outbound_control_frames. */
+static bool outbound_flooded(sharp_conn_t *c)
+{
+    struct sharp_h2_conn *h2 = c->h2;
+    const sharp_h2_options_t *o = &HCM(c)->h2;
+    if (h2->flood) return true;
+    sharp_stat_id_t stat;
+    if (h2->out_frames > o->max_outbound_frames) stat = HCM(c)->st.http2_outbound_flood;
+    else if (h2->out_control > o->max_outbound_control_frames) stat = HCM(c)->st.http2_outbound_control_flood;
+    else return false;
+    h2->flood = true;
+    sharp_counter_inc(STATS(c), stat);
+    sharp_debug(http2, "[C%llu] too many frames in the outbound queue (%u, %u control): closing the connection", c->id,
+                h2->out_frames, h2->out_control);
+    return true;
+}
+
+static void pending_send_add(sharp_conn_t *c, int64_t n)
+{
+    if (n) sharp_gauge_add(STATS(c), HCM(c)->st.http2_pending_send_bytes, n);
+}
+
 /* ---- nghttp2 callbacks: receiving ---- */
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
@@ -85,7 +240,9 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     sharp_conn_t *c = user;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     if (c->h2->goaway_final) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    c->h2->opened_streams++;
     sharp_stream_t *s = sharp_conn_stream_create(c);
+    sharp_gauge_add(STATS(c), HCM(c)->st.http2_streams_active, 1);
     h2_stream_t *h = sharp_calloc(1, sizeof *h);
     h->id = frame->hd.stream_id;
     sharp_headers_init(&h->trailers);
@@ -110,11 +267,16 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
      * the stream is reset, as Envoy's codec does */
     if (h->header_bytes > (size_t)hcm->max_request_headers_kb * 1024) {
         sharp_debug(http2, "[C%llu][S%llu] headers over max_request_headers_kb", c->id, s->id);
+        sharp_counter_inc(STATS(c), hcm->st.http2_header_overflow);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     bool trailers = frame->headers.cat != NGHTTP2_HCAT_REQUEST;
     sharp_headers_t *dst = trailers ? &s->req_trailers : &s->req;
-    if (dst->n >= hcm->max_headers_count) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (dst->n >= hcm->max_headers_count) {
+        sharp_debug(http2, "[C%llu][S%llu] more headers than max_headers_count", c->id, s->id);
+        sharp_counter_inc(STATS(c), hcm->st.http2_header_overflow);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (namelen && memchr(name, '_', namelen) && hcm->headers_with_underscores_action) {
         if (hcm->headers_with_underscores_action == 2) { /* DROP_HEADER */
             sharp_counter_inc(STATS(c), hcm->st.http2_dropped_headers_with_underscores);
@@ -173,6 +335,71 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
     sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
 }
 
+/* ---- connection_keepalive (Envoy's ConnectionImpl keepalive) ---- */
+
+static void on_keepalive_send(uv_timer_t *t);
+
+/* A PING ACK came (or the connection starts): no PING is outstanding, and
+ * the next goes out after the interval plus up to interval_jitter percent
+ * of it. */
+static void keepalive_response(sharp_conn_t *c)
+{
+    h2_timers_t *ka = c->h2->ka;
+    if (!ka) return;
+    uv_timer_stop(&ka->timeout);
+    const sharp_h2_options_t *o = &HCM(c)->h2;
+    if (!o->keepalive_interval_ms) return;
+    uint64_t ms = o->keepalive_interval_ms;
+    uint64_t jitter = (uint64_t)(o->keepalive_jitter_percent * (double)ms / 100);
+    if (jitter) ms += sharp_worker_random(c->worker) % jitter;
+    uv_timer_start(&ka->send, on_keepalive_send, ms, 0);
+}
+
+static void on_keepalive_timeout(uv_timer_t *t)
+{
+    sharp_conn_t *c = t->data;
+    if (c->closing) return;
+    sharp_debug(http2, "[C%llu] closing the connection: no PING acknowledgement within the keepalive timeout", c->id);
+    sharp_counter_inc(STATS(c), HCM(c)->st.http2_keepalive_timeout);
+    sharp_conn_close(c);
+}
+
+static void on_keepalive_send(uv_timer_t *t)
+{
+    sharp_conn_t *c = t->data;
+    if (c->closing || c->shutdown) return;
+    h2_timers_t *ka = c->h2->ka;
+    if (uv_is_active((uv_handle_t *)&ka->timeout)) return; /* still waiting on the last one */
+    uint64_t ms = sharp_wall_us() / 1000; /* the payload: when it left, for debugging */
+    uint8_t opaque[8];
+    for (int i = 7; i >= 0; i--, ms >>= 8) opaque[i] = (uint8_t)ms;
+    nghttp2_submit_ping(c->h2->session, NGHTTP2_FLAG_NONE, opaque);
+    uv_timer_start(&ka->timeout, on_keepalive_timeout, HCM(c)->h2.keepalive_timeout_ms, 0);
+    h2_schedule(c);
+}
+
+static void on_ka_timer_closed(uv_handle_t *h)
+{
+    h2_timers_t *ka = h->data;
+    if (--ka->open == 0) free(ka);
+}
+
+/* Every frame header that arrives: Envoy's onBeforeFrameReceived. Any
+ * frame but a PING ACK shows the peer alive and extends an outstanding
+ * keepalive timeout (the ACK may be queued behind it); frames other than
+ * DATA (counted once their padding is known) are tracked. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user)
+{
+    (void)session;
+    sharp_conn_t *c = user;
+    if (hd->type == NGHTTP2_PING && (hd->flags & NGHTTP2_FLAG_ACK)) return 0;
+    h2_timers_t *ka = c->h2->ka;
+    if (ka && uv_is_active((uv_handle_t *)&ka->timeout))
+        uv_timer_start(&ka->timeout, on_keepalive_timeout, HCM(c)->h2.keepalive_timeout_ms, 0);
+    if (hd->type == NGHTTP2_DATA) return 0;
+    return track_inbound(c, hd->type, hd->flags, hd->length);
+}
+
 static void request_end(sharp_stream_t *s)
 {
     if (s->request_complete || s->destroyed) return;
@@ -187,7 +414,17 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     sharp_conn_t *c = user;
     sharp_stream_t *s = frame->hd.stream_id ? nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) : NULL;
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (frame->hd.type == NGHTTP2_DATA) {
+        int rv = track_inbound(c, NGHTTP2_DATA, frame->hd.flags, frame->hd.length - frame->data.padlen);
+        if (rv) return rv;
+    }
     switch (frame->hd.type) {
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) keepalive_response(c);
+        break;
+    case NGHTTP2_RST_STREAM:
+        if (s && !s->destroyed) sharp_counter_inc(STATS(c), HCM(c)->st.http2_rx_reset);
+        break;
     case NGHTTP2_HEADERS:
         if (!s || s->destroyed) return 0;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -242,6 +479,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     h->closed = true;
     if (s->destroyed || s->finish_scheduled) return 0;
     if (!s->response_complete) {
+        h->peer_reset = true;
         /* the client reset the stream (or the connection failed it) */
         sharp_debug(http2, "[C%llu][S%llu] stream closed by the peer (%s)", c->id, s->id,
                     nghttp2_http2_strerror(error_code));
@@ -255,6 +493,14 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     sharp_conn_t *c = user;
+    /* the frame is in the batch being serialized (h2_flush queues it) */
+    uint8_t type = frame->hd.type;
+    c->h2->sent_frames++;
+    if (((type == NGHTTP2_PING || type == NGHTTP2_SETTINGS) && (frame->hd.flags & NGHTTP2_FLAG_ACK)) ||
+        type == NGHTTP2_RST_STREAM)
+        c->h2->sent_control++;
+    if (type == NGHTTP2_DATA) c->h2->outbound_data_frames++;
+    if (type == NGHTTP2_RST_STREAM) sharp_counter_inc(STATS(c), HCM(c)->st.http2_tx_reset);
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
         /* nghttp2 ends the connection for a protocol error of the client's */
         sharp_debug(http2, "[C%llu] GOAWAY %s", c->id, nghttp2_http2_strerror(frame->goaway.error_code));
@@ -271,12 +517,20 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+/* Envoy's onInvalidFrame: an invalid HTTP message (a bad header, a
+ * content-length that DATA contradicts) is counted, and closes the
+ * connection unless stream errors were asked for; nghttp2 has queued the
+ * stream's RST_STREAM either way. */
 static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame, int lib_error, void *user)
 {
     (void)session;
     sharp_conn_t *c = user;
     sharp_debug(http2, "[C%llu] invalid frame type %u on stream %d: %s", c->id, frame->hd.type, frame->hd.stream_id,
                 nghttp2_strerror(lib_error));
+    if (lib_error == NGHTTP2_ERR_HTTP_HEADER || lib_error == NGHTTP2_ERR_HTTP_MESSAGING) {
+        sharp_counter_inc(STATS(c), HCM(c)->st.http2_rx_messaging_error);
+        if (!HCM(c)->h2.stream_error_on_invalid_http_message) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     return 0;
 }
 
@@ -290,7 +544,15 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     sharp_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     h2_stream_t *h = H2S(s);
+    if (out_pending(h) && c->writer.queued + c->h2->batch.len > c->listener->buffer_limit) {
+        /* the socket's queue is full: DATA waits (other frames still go
+         * out, and are what the outbound frame limits count) */
+        h->deferred = true;
+        c->h2->socket_blocked = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
     size_t n = SHARP_MIN(length, out_pending(h));
+    pending_send_add(c, -(int64_t)n);
     if (n) {
         memcpy(buf, h->out.data + h->out_off, n);
         h->out_off += n;
@@ -379,6 +641,7 @@ static void h2_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_
     if (n) {
         s->info.bytes_sent += n;
         sharp_sbuf_append(&h->out, p, n);
+        pending_send_add(c, (int64_t)n);
     }
     if (end_stream) h->out_end = true;
     if (!h->above && out_pending(h) > c->listener->buffer_limit) {
@@ -435,40 +698,74 @@ static bool h2_above_watermark(sharp_stream_t *s)
 static void h2_flush(sharp_conn_t *c)
 {
     if (c->closing || !c->h2) return;
-    nghttp2_session *ss = c->h2->session;
-    sharp_sbuf_t batch = {0};
-    while (!c->closing && c->writer.queued <= c->listener->buffer_limit) {
+    struct sharp_h2_conn *h2 = c->h2;
+    nghttp2_session *ss = h2->session;
+    uint32_t limit = c->listener->buffer_limit;
+    if (h2->socket_blocked && c->writer.queued <= limit) {
+        /* the socket has room again: the streams whose DATA waited go on */
+        h2->socket_blocked = false;
+        for (sharp_dlist_t *n = c->streams.next; n != &c->streams; n = n->next) {
+            sharp_stream_t *s = sharp_container_of(n, sharp_stream_t, conn_link);
+            h2_stream_t *h = s->codec_state;
+            if (h && h->deferred && !h->closed && (out_pending(h) || h->out_end)) {
+                h->deferred = false;
+                nghttp2_session_resume_data(ss, h->id);
+            }
+        }
+    }
+    while (!c->closing) {
         const uint8_t *data;
+        h2->sent_frames = h2->sent_control = 0;
         ssize_t n = nghttp2_session_mem_send(ss, &data);
         if (n < 0) {
             sharp_debug(http2, "[C%llu] nghttp2_session_mem_send: %s", c->id, nghttp2_strerror((int)n));
-            sharp_sbuf_free(&batch);
+            sharp_sbuf_reset(&h2->batch);
             sharp_conn_close(c);
             return;
         }
-        if (n > 0) sharp_sbuf_append(&batch, (const char *)data, (size_t)n);
-        if (n == 0 || batch.len >= 64 * 1024) {
-            if (batch.len) {
-                uv_buf_t b = uv_buf_init(batch.data, (unsigned)batch.len);
+        if (n > 0) sharp_sbuf_append(&h2->batch, (const char *)data, (size_t)n);
+        if (h2->sent_frames) {
+            /* frames end with these bytes; the control ones are the last */
+            uint64_t end = h2->tx_total + h2->batch.len;
+            for (uint32_t i = 0; i < h2->sent_frames; i++) outq_push(h2, end, i >= h2->sent_frames - h2->sent_control);
+            outq_release(c);
+            if (outbound_flooded(c)) {
+                /* the peer does not read: nothing more is worth writing
+                 * (Envoy closes without flushing) */
+                sharp_sbuf_reset(&h2->batch);
+                sharp_conn_close(c);
+                return;
+            }
+        }
+        if (n == 0 || h2->batch.len >= 64 * 1024) {
+            if (h2->batch.len) {
+                uv_buf_t b = uv_buf_init(h2->batch.data, (unsigned)h2->batch.len);
+                h2->tx_total += h2->batch.len;
                 sharp_conn_write(c, &b, 1);
-                sharp_sbuf_reset(&batch);
+                sharp_sbuf_reset(&h2->batch);
             }
             if (n == 0) break;
         }
     }
-    sharp_sbuf_free(&batch);
     if (c->closing) return;
+    if (h2->socket_blocked && c->writer.queued <= limit) h2_schedule(c); /* the socket took it all */
     if (!nghttp2_session_want_read(ss) && !nghttp2_session_want_write(ss)) {
         /* a GOAWAY (ours or the peer's) ended the session */
         sharp_conn_close_after_write(c, false);
         return;
     }
-    if (c->h2->goaway_final && !c->nstreams && !nghttp2_session_want_write(ss)) sharp_conn_close_after_write(c, false);
+    if (h2->goaway_final && !c->nstreams && !nghttp2_session_want_write(ss)) sharp_conn_close_after_write(c, false);
 }
 
 static void h2_dispatch(sharp_conn_t *c, const char *p, size_t n)
 {
     ssize_t r = nghttp2_session_mem_recv(c->h2->session, (const uint8_t *)p, n);
+    if (r < 0 && c->h2->flood) {
+        /* an inbound limit (counted): what is already written is flushed,
+         * then the connection closes (Envoy's FlushWriteAndDelay) */
+        if (!c->closing) sharp_conn_close_after_write(c, true);
+        return;
+    }
     if (r < 0) {
         /* a connection error: nghttp2 has queued its GOAWAY */
         sharp_debug(http2, "[C%llu] dispatch error: %s", c->id, nghttp2_strerror((int)r));
@@ -487,10 +784,46 @@ static bool h2_peer_closed(sharp_conn_t *c, ssize_t err)
     return false;
 }
 
+/* Envoy's isPrematureRstStream: the stream lived no longer than
+ * overload.premature_reset_min_stream_lifetime_seconds (whole seconds) and
+ * no response was sent. */
+static bool premature_reset(const sharp_stream_t *s)
+{
+    uint64_t lifetime_s = (sharp_now_ns() - s->info.start_ns) / 1000000000ull;
+    if (lifetime_s > sharp_runtime_get_u64("overload.premature_reset_min_stream_lifetime_seconds", 1)) return false;
+    return s->info.response_code == 0;
+}
+
+/* Envoy's maybeDrainDueToPrematureResets (CVE-2023-44487, rapid reset):
+ * once overload.premature_reset_total_stream_count streams (500) have
+ * closed, a connection where half of them were reset prematurely is
+ * closed; before that count, as soon as the premature ones reach half of
+ * it. Envoy aborts the connection (no GOAWAY, nothing flushed). */
+static void maybe_close_for_premature_resets(sharp_conn_t *c)
+{
+    struct sharp_h2_conn *h2 = c->h2;
+    if (!h2->closed_streams) return;
+    uint64_t limit = sharp_runtime_get_u64("overload.premature_reset_total_stream_count", 500);
+    if (h2->closed_streams < limit) {
+        if (h2->premature_resets * 2 < limit) return;
+    } else if (h2->premature_resets * 2 < h2->closed_streams) {
+        return;
+    }
+    if (c->closing || c->shutdown) return;
+    sharp_counter_inc(STATS(c), HCM(c)->st.rq_too_many_premature_resets);
+    sharp_debug(http2, "[C%llu] closing the connection: %llu of %llu streams reset prematurely", c->id,
+                (unsigned long long)h2->premature_resets, (unsigned long long)h2->closed_streams);
+    sharp_conn_close(c);
+}
+
 static void h2_stream_done(sharp_conn_t *c, sharp_stream_t *s, bool reset)
 {
     h2_stream_t *h = H2S(s);
     nghttp2_session *ss = c->h2->session;
+    /* every stream counts but those the proxy reset itself (Envoy's
+     * internally destroyed ones) and those the connection's close ends */
+    bool counted = !reset || h->peer_reset;
+    bool premature = counted && premature_reset(s);
     if (!h->closed) {
         if (reset)
             nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_INTERNAL_ERROR);
@@ -501,6 +834,12 @@ static void h2_stream_done(sharp_conn_t *c, sharp_stream_t *s, bool reset)
     }
     sharp_conn_stream_destroy(s);
     if (c->closing) return;
+    if (counted) {
+        c->h2->closed_streams++;
+        if (premature) c->h2->premature_resets++;
+        maybe_close_for_premature_resets(c);
+        if (c->closing) return;
+    }
     if (!c->nstreams) sharp_conn_arm_idle(c);
     h2_schedule(c);
 }
@@ -530,6 +869,8 @@ static void h2_stream_released(sharp_stream_t *s)
     if (!h) return;
     sharp_conn_t *c = s->conn;
     if (c->h2 && c->h2->session && !h->closed) nghttp2_session_set_stream_user_data(c->h2->session, h->id, NULL);
+    pending_send_add(c, -(int64_t)out_pending(h));
+    sharp_gauge_add(STATS(c), HCM(c)->st.http2_streams_active, -1);
     sharp_sbuf_free(&h->out);
     sharp_headers_free(&h->trailers);
     free(h);
@@ -560,6 +901,15 @@ static void h2_release(sharp_conn_t *c)
 {
     if (!c->h2) return;
     nghttp2_session_del(c->h2->session);
+    h2_timers_t *ka = c->h2->ka;
+    if (ka) {
+        /* the timers' memory goes with their close; they never see c again */
+        ka->send.data = ka->timeout.data = ka;
+        uv_close((uv_handle_t *)&ka->send, on_ka_timer_closed);
+        uv_close((uv_handle_t *)&ka->timeout, on_ka_timer_closed);
+    }
+    sharp_sbuf_free(&c->h2->batch);
+    free(c->h2->outq);
     free(c->h2);
     c->h2 = NULL;
 }
@@ -576,6 +926,7 @@ __attribute__((constructor)) static void init_callbacks(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
 }
 
 __attribute__((destructor)) static void free_callbacks(void)
@@ -594,7 +945,12 @@ void sharp_http2_server_init(sharp_conn_t *c)
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_max_outbound_ack(opt, o->max_outbound_control_frames);
+    /* Envoy's nghttp2 options: its own outbound accounting
+     * (max_outbound_control_frames, in h2_flush) comes first, nghttp2's
+     * queue limit is the old 10000; CONTINUATIONs are capped at 512 per
+     * header block (a CONTINUATION flood closes the connection) */
+    nghttp2_option_set_max_outbound_ack(opt, 10000);
+    nghttp2_option_set_max_continuations(opt, 512);
     nghttp2_session_server_new2(&c->h2->session, callbacks, c, opt);
     nghttp2_option_del(opt);
     uint32_t limit = c->listener->buffer_limit;
@@ -608,6 +964,15 @@ void sharp_http2_server_init(sharp_conn_t *c)
     nghttp2_submit_settings(c->h2->session, NGHTTP2_FLAG_NONE, iv, SHARP_ARRAY_SIZE(iv));
     if (conn_window > 65535)
         nghttp2_session_set_local_window_size(c->h2->session, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
+    if (o->has_keepalive) {
+        h2_timers_t *ka = sharp_calloc(1, sizeof *ka);
+        uv_timer_init(&c->worker->loop, &ka->send);
+        uv_timer_init(&c->worker->loop, &ka->timeout);
+        ka->send.data = ka->timeout.data = c;
+        ka->open = 2;
+        c->h2->ka = ka;
+        keepalive_response(c); /* the first interval, with jitter */
+    }
     h2_schedule(c);
 }
 

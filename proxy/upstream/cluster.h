@@ -91,6 +91,7 @@ typedef struct sharp_h2_options {
     bool stream_error_on_invalid_http_message;
     /* connection_keepalive: a PING every interval (0: none), jittered by
      * interval_jitter percent of it; no answer within timeout closes. */
+    bool has_keepalive; /* connection_keepalive set (its timeout is required) */
     uint64_t keepalive_interval_ms, keepalive_timeout_ms;
     double keepalive_jitter_percent;         /* 15 */
 } sharp_h2_options_t;

@@ -363,8 +363,12 @@ def test_malformed_frames_close_only_that_connection(procs, upstream):
 
 @pytest.mark.parametrize("opt,want", [
     ("allow_connect: true", "allow_connect"),
-    ("connection_keepalive: { interval: 1s, timeout: 1s }", "connection_keepalive"),
-    ("max_outbound_frames: 100", "max_outbound_frames"),
+    ("connection_keepalive: { interval: 1s }", "timeout"),
+    ("connection_keepalive: { interval: 0.0001s, timeout: 1s }", "interval"),
+    ("max_outbound_frames: 0", "max_outbound_frames"),
+    ("max_outbound_control_frames: 0", "max_outbound_control_frames"),
+    ("max_inbound_window_update_frames_per_data_frame_sent: 0", "max_inbound_window_update_frames_per_data_frame_sent"),
+    ("custom_settings_parameters: [{ identifier: 9, value: 1 }]", "custom_settings_parameters"),
     ("initial_stream_window_size: 100", "initial_stream_window_size"),
     ("max_concurrent_streams: 0", "max_concurrent_streams"),
 ])
@@ -403,4 +407,20 @@ def test_trailers_end_to_end_over_http2(procs):
     assert ["x-checksum", "42"] in echo["trailers"], echo
     trailers = [ev for ev in c.events if isinstance(ev, h2.events.TrailersReceived) and ev.stream_id == sid]
     assert trailers and ("x-trailer", "done") in trailers[0].headers
+    c.close()
+
+
+def test_timer_driven_frames_leave_at_once(procs, upstream):
+    """A response a timer produces (the stream idle timeout's 408) is
+    serialized in the same loop turn: the worker does not wait for the next
+    I/O event or its 1 s tick before flushing HTTP/2 frames."""
+    listen, _, _ = start(procs, upstream, hcm_extra="stream_idle_timeout: 0.2s\n")
+    c = H2Client(listen)
+    for _ in range(3):
+        t0 = time.time()
+        sid = c.request("/?delay_ms=5000")
+        c.pump(c.done(sid))
+        elapsed = time.time() - t0
+        assert c.response(sid)[0][":status"] == "408"
+        assert elapsed < 0.2 + 0.25 * SLOW, elapsed
     c.close()
