@@ -24,6 +24,12 @@ SLOW = 3 if SANITIZED else 1
 _used_ports = set()
 
 
+# Under pytest-xdist each worker takes its own residue class of ports, so two
+# workers never pick the same one between the check and the bind.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 def free_port():
     """A free port below the kernel's ephemeral range, so an outgoing
     connection cannot take it between this check and the bind."""
@@ -31,7 +37,8 @@ def free_port():
     lo, _ = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
     for _ in range(1000):
         port = random.randint(10000, max(10001, lo - 1))
-        if port in _used_ports:
+        port -= port % _WORKERS - _WORKER
+        if port in _used_ports or port < 10000 or port >= lo:
             continue
         with socket.socket() as s:
             try:
