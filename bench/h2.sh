@@ -255,7 +255,7 @@ echo "bench/h2.sh: h2load -c $CONNS -m $STREAMS -D ${DURATION}s (warm-up run ${W
 echo "machine: $(nproc) cores; load before: $(uptime | sed 's/.*load average: //')"
 echo "peers: $(ver "$H2O" --version), $(ver "$NGHTTPX" --version), $(ver "$HAPROXY" -v | cut -d' ' -f1-3), $(h2load --version 2>&1 | head -1)"
 echo "upstreams: sharp-test-upstream HTTP/1.1 on :${UP[1]}, HTTP/2 (--h2) on :${UP[2]}"
-echo "processes counted: $(for k in $(printf '%s\n' "${!TREE[@]}" | sort); do printf '%s=%d ' "$k" "$(wc -w <<<"${TREE[$k]}")"; done)"
+echo "processes counted:$(for k in $(printf '%s\n' "${!TREE[@]}" | sort); do printf ' %s=%d' "$k" "$(wc -w <<<"${TREE[$k]}")"; done)"
 # Idle connections to the fresh processes first (no load served yet), then
 # after every round's load.
 for t in "${TARGETS[@]}"; do
