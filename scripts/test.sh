@@ -41,8 +41,10 @@ run_integration() {
     local dir=$1 label=$2
     local log
     log=$(mktemp)
-    SHARP_BUILD=$(cd "$dir" && pwd) timeout 1500 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-        test/integration 2>&1 | tee "$log" | grep -E '^(FAILED|ERROR)|passed|failed' | tail -40
+    # two pytest-xdist workers: most integration tests wait on timers and
+    # sockets, so two at a time halve the wall time on two cores
+    SHARP_BUILD=$(cd "$dir" && pwd) timeout 1500 /usr/bin/python3 -m pytest -q -n "${PYTEST_WORKERS:-2}" \
+        -p no:cacheprovider test/integration 2>&1 | tee "$log" | grep -E '^(FAILED|ERROR)|passed|failed' | tail -40
     local summary
     summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log" | tail -1)
     local p f e s
