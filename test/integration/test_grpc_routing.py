@@ -1,0 +1,259 @@
+"""gRPC-aware routing with python3-grpcio on both sides of SHARP (HTTP/2
+both ways): retry_on's gRPC conditions and x-envoy-retry-grpc-on, a route's
+max_stream_duration (grpc_timeout_header_max / _offset) and the deprecated
+max_grpc_timeout / grpc_timeout_offset, with grpc-timeout rewritten on the
+upstream request as Envoy's router and connection manager do."""
+import collections
+import json
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, stat
+
+H2 = "http2_protocol_options: {}\n"
+C = "cluster.grpc."
+IDENT = lambda b: b  # noqa: E731
+TRUST_LOOPBACK = """\
+use_remote_address: true
+internal_address_config:
+  cidr_ranges: [{ address_prefix: 127.0.0.1, prefix_len: 32 }]
+"""
+
+
+class Server:
+    """Generic handlers: Flaky fails its first `fail[0]` calls with status
+    `fail[1]` (trailers-only, as grpcio answers an abort before any
+    message), Info answers the deadline it was given and the request
+    metadata as JSON, Slow answers after 2 s."""
+
+    def __init__(self):
+        import concurrent.futures
+        self.lock = threading.Lock()
+        self.calls = collections.Counter()
+        self.fail = (0, grpc.StatusCode.OK)
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        handlers = {
+            "Flaky": grpc.unary_unary_rpc_method_handler(self._flaky, IDENT, IDENT),
+            "Info": grpc.unary_unary_rpc_method_handler(self._info, IDENT, IDENT),
+            "Slow": grpc.unary_unary_rpc_method_handler(self._slow, IDENT, IDENT),
+        }
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("sharp.test.Echo", handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _flaky(self, req, ctx):
+        with self.lock:
+            self.calls["Flaky"] += 1
+            n = self.calls["Flaky"]
+        if n <= self.fail[0]:
+            ctx.abort(self.fail[1], f"failure {n}")
+        return req
+
+    def _info(self, req, ctx):
+        with self.lock:
+            self.calls["Info"] += 1
+        return json.dumps({"remaining": ctx.time_remaining(), "md": dict(ctx.invocation_metadata())}).encode()
+
+    def _slow(self, req, ctx):
+        with self.lock:
+            self.calls["Slow"] += 1
+        time.sleep(2)
+        return req
+
+    def stop(self):
+        self.server.stop(0)
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+# The upstream's own deadline (the grpc-timeout SHARP sends) would race
+# SHARP's timer to end a Slow call: those tests remove the header on the
+# upstream request (the route's header mutations come after the timeouts,
+# as in Envoy), so the stream's limit is SHARP's alone.
+NO_UPSTREAM_DEADLINE = '- match: { prefix: "/sharp.test.Echo/Slow" }\n  request_headers_to_remove: [grpc-timeout]\n'
+
+
+def start(procs, server, route_extra="", hcm_extra=""):
+    listen, admin = free_port(), free_port()
+    al, log = file_access_log("%REQ(:PATH)% %RESPONSE_CODE% %GRPC_STATUS% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n")
+    action = '  route:\n    cluster: grpc\n' + "".join("    " + line + "\n" for line in route_extra.splitlines())
+    routes = NO_UPSTREAM_DEADLINE + action + '- match: { prefix: "/" }\n' + action
+    y = bootstrap_yaml(listen, admin, {"grpc": [server.port]}, routes=routes, hcm_extra=al + hcm_extra,
+                       cluster_extra=H2)
+    run_sharp_config(procs, y, admin)
+    return listen, admin, log
+
+
+def unary(port, method, timeout=10, metadata=None, payload=b"hi"):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = ch.unary_unary(f"/sharp.test.Echo/{method}", request_serializer=IDENT, response_deserializer=IDENT)
+        return stub(payload, timeout=timeout, metadata=metadata)
+
+
+def failing(port, method, **kw):
+    with pytest.raises(grpc.RpcError) as e:
+        unary(port, method, **kw)
+    return e.value
+
+
+# ---- retry_on: gRPC conditions ----
+
+@pytest.mark.parametrize("cond,code", [
+    ("cancelled", grpc.StatusCode.CANCELLED),
+    ("deadline-exceeded", grpc.StatusCode.DEADLINE_EXCEEDED),
+    ("internal", grpc.StatusCode.INTERNAL),
+    ("resource-exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("unavailable", grpc.StatusCode.UNAVAILABLE),
+])
+def test_retry_on_grpc_status(procs, server, cond, code):
+    """A trailers-only response whose grpc-status retry_on names is
+    retried: two failures, then the third try answers."""
+    server.fail = (2, code)
+    listen, admin, log = start(procs, server, f"retry_policy: {{ retry_on: \"{cond}\", num_retries: 3 }}")
+    assert unary(listen, "Flaky") == b"hi"
+    assert server.calls["Flaky"] == 3
+    assert stat(admin, C + "upstream_rq_retry") == 2
+    assert stat(admin, C + "upstream_rq_retry_success") == 1
+    assert log_lines(log, 1)[0] == "/sharp.test.Echo/Flaky 200 OK - via_upstream"
+
+
+def test_grpc_status_not_named_is_not_retried(procs, server):
+    """retry_on names other statuses (and 5xx, which a gRPC error with HTTP
+    200 is not): the failure goes to the client after one try."""
+    server.fail = (1, grpc.StatusCode.UNAVAILABLE)
+    listen, admin, log = start(procs, server, 'retry_policy: { retry_on: "5xx,cancelled,internal", num_retries: 3 }')
+    err = failing(listen, "Flaky")
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "failure 1"
+    assert server.calls["Flaky"] == 1
+    assert not stat(admin, C + "upstream_rq_retry")
+
+
+def test_retry_limit_exceeded_is_urx(procs, server):
+    server.fail = (5, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    listen, admin, log = start(procs, server, 'retry_policy: { retry_on: "resource-exhausted", num_retries: 2 }')
+    err = failing(listen, "Flaky")
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and err.details() == "failure 3"
+    assert server.calls["Flaky"] == 3
+    assert stat(admin, C + "upstream_rq_retry") == 2
+    assert stat(admin, C + "upstream_rq_retry_limit_exceeded") == 1
+    assert log_lines(log, 1)[0] == "/sharp.test.Echo/Flaky 200 ResourceExhausted URX via_upstream"
+
+
+def test_x_envoy_retry_grpc_on_header(procs, server):
+    """x-envoy-retry-grpc-on alone allows one retry; it is consumed. The
+    gRPC names mean nothing in x-envoy-retry-on (Envoy parses each header
+    with its own list). Envoy honours these headers from internal clients
+    only: the loopback client is made one."""
+    server.fail = (1, grpc.StatusCode.UNAVAILABLE)
+    listen, admin, _ = start(procs, server, hcm_extra=TRUST_LOOPBACK)
+    err = failing(listen, "Flaky", metadata=(("x-envoy-retry-on", "unavailable"),))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.calls["Flaky"] == 1
+    server.calls.clear()
+    assert unary(listen, "Flaky", metadata=(("x-envoy-retry-grpc-on", "unavailable"),)) == b"hi"
+    assert server.calls["Flaky"] == 2
+    assert stat(admin, C + "upstream_rq_retry") == 1
+    md = json.loads(unary(listen, "Info", metadata=(("x-envoy-retry-grpc-on", "unavailable"),)))["md"]
+    assert "x-envoy-retry-grpc-on" not in md
+
+
+# ---- route max_stream_duration ----
+
+def test_grpc_timeout_header_max_caps_the_stream(procs, server):
+    """grpc_timeout_header_max: the client's grpc-timeout (10 s) capped to
+    300 ms becomes the stream's limit: a DEADLINE_EXCEEDED local reply,
+    and the upstream is told the capped deadline."""
+    listen, admin, log = start(procs, server, "max_stream_duration: { grpc_timeout_header_max: 0.3s }")
+    t0 = time.time()
+    err = failing(listen, "Slow", timeout=10)
+    took = time.time() - t0
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.details() == "downstream duration timeout"
+    assert took < 1.5 * SLOW, took
+    assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 1
+    assert log_lines(log, 1)[0] == "/sharp.test.Echo/Slow 200 DeadlineExceeded - max_duration_timeout"
+    info = json.loads(unary(listen, "Info", timeout=10))
+    assert 0 < info["remaining"] <= 0.3, info
+
+
+def test_grpc_timeout_header_offset_and_no_cap(procs, server):
+    """grpc_timeout_header_max 0s: the header is used uncapped, less the
+    offset; the upstream sees the reduced deadline."""
+    listen, _, _ = start(procs, server,
+                         "max_stream_duration: { grpc_timeout_header_max: 0s, grpc_timeout_header_offset: 1s }")
+    info = json.loads(unary(listen, "Info", timeout=5))
+    assert 3.0 < info["remaining"] <= 4.0, info
+    # no route timeout applies under max_stream_duration (Envoy's "new timeouts")
+    assert "x-envoy-expected-rq-timeout-ms" not in info["md"], info
+
+
+def test_route_max_stream_duration(procs, server):
+    """max_stream_duration without the gRPC fields limits any stream; the
+    grpc-timeout sent upstream says so."""
+    listen, admin, log = start(procs, server, "max_stream_duration: { max_stream_duration: 0.4s }")
+    info = json.loads(unary(listen, "Info", timeout=10))
+    assert 0 < info["remaining"] <= 0.4, info
+    err = failing(listen, "Slow", timeout=10)
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 1
+
+
+def test_route_max_stream_duration_zero_lifts_the_hcm_limit(procs, server):
+    """The connection manager limits streams to 500 ms; a route with
+    max_stream_duration 0s lifts it, one without a duration keeps it."""
+    hcm = "common_http_protocol_options: { max_stream_duration: 0.5s }\n"
+    listen, admin, _ = start(procs, server, "max_stream_duration: { max_stream_duration: 0s }", hcm_extra=hcm)
+    assert unary(listen, "Slow", timeout=10) == b"hi"
+    assert not stat(admin, "http.ingress_http.downstream_rq_max_duration_reached")
+    listen2, admin2, _ = start(procs, server, "max_stream_duration: {}", hcm_extra=hcm)
+    # the HCM's 500 ms applies and, the route having max_stream_duration, is the upstream's grpc-timeout
+    info = json.loads(unary(listen2, "Info", timeout=10))
+    assert 0 < info["remaining"] <= 0.5, info
+    assert failing(listen2, "Slow", timeout=10).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# ---- the deprecated max_grpc_timeout / grpc_timeout_offset ----
+
+def test_max_grpc_timeout_caps_the_route_timeout(procs, server):
+    """max_grpc_timeout: the grpc-timeout (10 s) capped to 500 ms is the
+    router's timeout (an upstream timeout: 504 as UNAVAILABLE, UT), and the
+    upstream request's grpc-timeout and x-envoy-expected-rq-timeout-ms say
+    500 ms."""
+    listen, admin, log = start(procs, server, "max_grpc_timeout: 0.5s")
+    info = json.loads(unary(listen, "Info", timeout=10))
+    assert info["md"]["x-envoy-expected-rq-timeout-ms"] == "500"
+    assert 0 < info["remaining"] <= 0.5, info
+    t0 = time.time()
+    err = failing(listen, "Slow", timeout=10)
+    assert time.time() - t0 < 1.5 * SLOW
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "upstream request timeout"
+    assert stat(admin, C + "upstream_rq_timeout") == 1
+    assert log_lines(log, 2)[1] == "/sharp.test.Echo/Slow 200 Unavailable UT upstream_response_timeout"
+
+
+def test_grpc_timeout_offset(procs, server):
+    """max_grpc_timeout 0s: the client's grpc-timeout, less the offset,
+    with no cap; without a grpc-timeout there is no timeout at all."""
+    listen, _, _ = start(procs, server, "max_grpc_timeout: 0s\ngrpc_timeout_offset: 1s")
+    info = json.loads(unary(listen, "Info", timeout=5))
+    assert 3000 < int(info["md"]["x-envoy-expected-rq-timeout-ms"]) <= 4000, info
+    assert 3.0 < info["remaining"] <= 4.0, info
+    info = json.loads(unary(listen, "Info", timeout=None))
+    assert "x-envoy-expected-rq-timeout-ms" not in info["md"] and info["remaining"] > 1e6, info
+
+
+def test_route_timeout_without_max_grpc_timeout(procs, server):
+    """Without max_grpc_timeout the route's timeout applies to gRPC too and
+    grpc-timeout passes unchanged."""
+    listen, _, _ = start(procs, server, "timeout: 3s")
+    info = json.loads(unary(listen, "Info", timeout=8))
+    assert info["md"]["x-envoy-expected-rq-timeout-ms"] == "3000"
+    assert 7.0 < info["remaining"] <= 8.0, info
