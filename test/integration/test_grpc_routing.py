@@ -257,3 +257,122 @@ def test_route_timeout_without_max_grpc_timeout(procs, server):
     info = json.loads(unary(listen, "Info", timeout=8))
     assert info["md"]["x-envoy-expected-rq-timeout-ms"] == "3000"
     assert 7.0 < info["remaining"] <= 8.0, info
+
+
+# ---- gRPC active health checks ----
+
+def health_response(status):
+    """HealthCheckResponse{status}, protobuf-encoded by hand."""
+    return b"\x08" + bytes([status]) if status else b""
+
+
+class HealthServer(Server):
+    """Adds grpc.health.v1.Health/Check: `health[service]` is the status to
+    answer (1 SERVING, 2 NOT_SERVING) or a grpc.StatusCode to fail with."""
+
+    def __init__(self):
+        super().__init__()
+        self.health = {}
+        self.checks = []
+        handler = grpc.unary_unary_rpc_method_handler(self._check, IDENT, IDENT)
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": handler}),))
+
+    def _check(self, req, ctx):
+        with self.lock:
+            self.checks.append((req, dict(ctx.invocation_metadata())))
+        service = req[2:].decode() if req[:1] == b"\x0a" else ""
+        st = self.health.get(service, grpc.StatusCode.NOT_FOUND)
+        if isinstance(st, grpc.StatusCode):
+            ctx.abort(st, "unknown service")
+        return health_response(st)
+
+
+@pytest.fixture
+def hserver():
+    s = HealthServer()
+    yield s
+    s.stop()
+
+
+def hc_yaml(grpc_check, interval="0.2s"):
+    return (f"health_checks:\n- timeout: 1s\n  interval: {interval}\n  no_traffic_interval: {interval}\n"
+            f"  unhealthy_threshold: 2\n  healthy_threshold: 1\n  grpc_health_check: {grpc_check}\n")
+
+
+def wait_for(cond, what, timeout=5):
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_grpc_health_check(procs, hserver):
+    """grpc.health.v1 Check with service_name and initial_metadata: SERVING
+    is healthy; NOT_SERVING fails the host at once (no healthy upstream);
+    an error status (the service unknown) fails it too; SERVING again
+    brings it back."""
+    hserver.health["svc.A"] = 1
+    listen, admin = free_port(), free_port()
+    check = '{ service_name: svc.A, initial_metadata: [ { header: { key: x-hc-token, value: t1 } } ] }'
+    # no panic mode: with its one host unhealthy the cluster has none to offer
+    nopanic = "common_lb_config: { healthy_panic_threshold: { value: 0 } }\n"
+    y = bootstrap_yaml(listen, admin, {"grpc": [hserver.port]}, cluster_extra=H2 + nopanic + hc_yaml(check))
+    run_sharp_config(procs, y, admin)
+    wait_for(lambda: stat(admin, C + "membership_healthy") == 1, "healthy")
+    assert stat(admin, C + "health_check.success") >= 1
+    req, md = hserver.checks[0]
+    assert req == b"\x0a\x05svc.A"
+    assert md["x-hc-token"] == "t1" and md["user-agent"].startswith("Envoy/HC"), md
+    with grpc.insecure_channel(f"127.0.0.1:{listen}") as ch:
+        stub = ch.unary_unary("/sharp.test.Echo/Flaky", request_serializer=IDENT, response_deserializer=IDENT)
+        assert stub(b"x", timeout=5) == b"x"
+
+    hserver.health["svc.A"] = 2  # NOT_SERVING: an active failure, no threshold
+    wait_for(lambda: stat(admin, C + "membership_healthy") == 0, "unhealthy")
+    assert stat(admin, C + "health_check.failure") >= 1
+    assert not stat(admin, C + "health_check.network_failure")
+    err = failing(listen, "Flaky")
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "no healthy upstream"
+
+    hserver.health["svc.A"] = 1
+    wait_for(lambda: stat(admin, C + "membership_healthy") == 1, "healthy again")
+    del hserver.health["svc.A"]  # NOT_FOUND from the server: unhealthy
+    wait_for(lambda: stat(admin, C + "membership_healthy") == 0, "unhealthy on an error status")
+
+
+def test_grpc_health_check_server_name_default(procs, hserver):
+    """No service_name checks the server as a whole (an empty request)."""
+    hserver.health[""] = 1
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"grpc": [hserver.port]}, cluster_extra=H2 + hc_yaml("{}"))
+    run_sharp_config(procs, y, admin)
+    wait_for(lambda: stat(admin, C + "membership_healthy") == 1, "healthy")
+    assert hserver.checks[0][0] == b""
+
+
+@pytest.mark.parametrize("authority,healthy", [("hc.example", True), ("other.example", False), (None, False)])
+def test_grpc_health_check_authority(procs, hserver, authority, healthy):
+    """authority (default: the cluster name) is the check's :authority. The
+    checked cluster is SHARP's own listener, which routes only
+    hc.example to the gRPC server and answers others with a 404 (a
+    trailers-only UNIMPLEMENTED: unhealthy)."""
+    hserver.health[""] = 1
+    listen, admin = free_port(), free_port()
+    routes = ('- match: { prefix: "/", headers: [ { name: ":authority", string_match: { exact: hc.example } } ] }\n'
+              '  route: { cluster: grpc }\n'
+              '- match: { prefix: "/" }\n  direct_response: { status: 404 }\n')
+    check = "{ authority: %s }" % authority if authority else "{}"
+    clusters = {"grpc": [hserver.port], "self": [listen]}
+    y = bootstrap_yaml(listen, admin, clusters, routes=routes, cluster_extra=H2)
+    # only the "self" cluster is checked
+    y = y.replace("  - name: self\n    type: STATIC\n    connect_timeout: 1s\n",
+                  "  - name: self\n    type: STATIC\n    connect_timeout: 1s\n" + "".join(
+                      "    " + line + "\n" for line in hc_yaml(check).splitlines()))
+    run_sharp_config(procs, y, admin)
+    wait_for(lambda: (stat(admin, "cluster.self.health_check.success") or 0) +
+             (stat(admin, "cluster.self.health_check.failure") or 0) >= 2, "two checks")
+    assert stat(admin, "cluster.self.membership_healthy") == (1 if healthy else 0)
+    assert bool(hserver.checks) == healthy
