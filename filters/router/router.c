@@ -14,7 +14,15 @@
  * with the previous_hosts predicate), while the cluster's max_retries or
  * retry_budget breaker has room. The request body sent so far is kept for
  * the replay up to the stream's buffer limit; beyond it the request is not
- * retried. A response is never retried once its headers went downstream.
+ * retried. A response is never retried once its headers went downstream;
+ * the gRPC conditions (retry_on, x-envoy-retry-grpc-on) see the grpc-status
+ * of trailers-only responses.
+ *
+ * Timeouts are Envoy's: the route timeout, or a gRPC request's grpc-timeout
+ * with max_grpc_timeout; a route max_stream_duration replaces both with a
+ * limit on the whole stream (the connection manager's, taken over here).
+ * The upstream request says what it may expect in
+ * x-envoy-expected-rq-timeout-ms and, for gRPC, in grpc-timeout.
  *
  * A cluster with the shuffle-shard policy picks its host among the cells of
  * the customer's shard (upstream/shard_lb.h); the customer key comes from
@@ -928,8 +936,10 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     /* request headers for the upstream */
     sharp_str_t v;
     rs->grpc = sharp_grpc_is_request(h);
+    /* Envoy reads grpc-timeout whatever the content-type for the stream's
+     * duration; max_grpc_timeout applies to gRPC requests only */
     uint64_t grpc_ms = 0;
-    bool has_grpc = rs->grpc && sharp_headers_get_cstr(h, "grpc-timeout", &v) && sharp_grpc_timeout_ms(v, &grpc_ms);
+    bool has_grpc = sharp_headers_get_cstr(h, "grpc-timeout", &v) && sharp_grpc_timeout_ms(v, &grpc_ms);
     apply_route_duration(rs, r, h, has_grpc, grpc_ms);
     rs->timeout_ms = sharp_route_timeout_ms(r, rs->grpc, has_grpc, grpc_ms, &rs->grpc_timeout_rewrite);
     if (sharp_headers_get_cstr(h, "x-envoy-upstream-rq-timeout-ms", &v)) {

@@ -220,6 +220,39 @@ def test_route_max_stream_duration_zero_lifts_the_hcm_limit(procs, server):
     assert failing(listen2, "Slow", timeout=10).code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+def test_route_max_stream_duration_plain_http(procs, upstream):
+    """For any request: max_stream_duration ends it with Envoy's 504
+    "downstream duration timeout", and a grpc-timeout header (read whatever
+    the content-type) sets the limit when grpc_timeout_header_max is set;
+    it is not rewritten for a request that is not gRPC."""
+    import subprocess
+    listen, admin = free_port(), free_port()
+    al, log = file_access_log("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %DURATION%\\n")
+    routes = ('- match: { prefix: "/" }\n  route:\n    cluster: b\n'
+              '    max_stream_duration: { max_stream_duration: 3s, grpc_timeout_header_max: 0s }\n')
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [upstream.port]}, routes=routes, hcm_extra=al), admin)
+
+    def curl(path, *hdrs):
+        args = ["curl", "-sS", "-o", "/dev/stderr", "-w", "%{http_code}", f"http://127.0.0.1:{listen}{path}"]
+        for h in hdrs:
+            args += ["-H", h]
+        r = subprocess.run(args, capture_output=True, timeout=20)
+        return r.stdout.decode(), r.stderr.decode()
+
+    t0 = time.time()
+    code, body = curl("/?delay_ms=2000", "grpc-timeout: 300m")
+    assert (code, body) == ("504", "downstream duration timeout") and time.time() - t0 < 1.5 * SLOW
+    code, body = curl("/echo", "grpc-timeout: 300m")
+    assert code == "200" and '["grpc-timeout", "300m"]' in body, body
+    t0 = time.time()
+    code, body = curl("/?delay_ms=5000")
+    assert (code, body) == ("504", "downstream duration timeout")
+    assert 2.5 < time.time() - t0 < 3 + 1.5 * SLOW
+    lines = log_lines(log, 3)
+    assert lines[0].startswith("504 - max_duration_timeout "), lines
+    assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 2
+
+
 # ---- the deprecated max_grpc_timeout / grpc_timeout_offset ----
 
 def test_max_grpc_timeout_caps_the_route_timeout(procs, server):
