@@ -77,6 +77,7 @@ typedef struct router_state {
     uint64_t request_end_ns;       /* when the downstream request ended (0: not yet) */
     bool grpc;                     /* a gRPC request */
     bool grpc_timeout_rewrite;     /* the upstream grpc-timeout carries the router's timeout */
+    bool grpc_result_deferred;     /* the host's success or error waits for the trailers */
     uint64_t timeout_ms, per_try_timeout_ms;
     uint64_t upstream_start_ns;
     sharp_sbuf_t pending_body; /* request body not yet sent on this try */
@@ -1120,9 +1121,20 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     sharp_debug(router, "[C%llu][S%llu] upstream headers complete: status %u end_stream=%s (host %s)", s->conn_id,
                 s->id, code, end_stream ? "true" : "false", rs->host->address);
     sharp_cluster_count_response(rs->cluster, shard(rs), code);
-    if (code >= 500) atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
-    else atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
-    sharp_outlier_put_http(rs->cluster, rs->host, code);
+    /* Envoy: a gRPC request's grpc-status in the response headers (a
+     * trailers-only answer) counts for outlier detection as its HTTP
+     * equivalent, and decides the host's success or error; otherwise a
+     * gRPC answer's success waits for its trailers */
+    int64_t gs;
+    bool has_gs = rs->grpc && sharp_grpc_response_status(NULL, h, 0, &gs);
+    rs->grpc_result_deferred = false;
+    if (code >= 500 || (has_gs && end_stream && sharp_grpc_status_to_http(gs) >= 500))
+        atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
+    else if (rs->grpc && !end_stream)
+        rs->grpc_result_deferred = true;
+    else
+        atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
+    sharp_outlier_put_http(rs->cluster, rs->host, has_gs ? sharp_grpc_status_to_http(gs) : code);
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
      * comes back through the checks. */
@@ -1172,6 +1184,12 @@ static void up_on_data(void *ctx, const char *p, size_t n, bool end_stream)
 static void up_on_trailers(void *ctx, sharp_headers_t *t)
 {
     router_state_t *rs = ctx;
+    int64_t gs;
+    if (rs->grpc_result_deferred) {
+        rs->grpc_result_deferred = false;
+        bool ok = sharp_grpc_response_status(t, NULL, 0, &gs) && sharp_grpc_status_to_http(gs) < 500;
+        atomic_fetch_add_explicit(ok ? &rs->host->rq_success : &rs->host->rq_error, 1, memory_order_relaxed);
+    }
     finish_response(rs, sharp_now_ns());
     sharp_stream_encode_trailers(rs->f, t);
 }

@@ -28,6 +28,30 @@ uint32_t sharp_grpc_status_from_http(uint32_t http_status)
     }
 }
 
+uint32_t sharp_grpc_status_to_http(int64_t st)
+{
+    static const uint16_t http[] = {
+        200, /* OK */
+        499, /* Canceled: client closed request */
+        500, /* Unknown */
+        400, /* InvalidArgument */
+        504, /* DeadlineExceeded */
+        404, /* NotFound */
+        409, /* AlreadyExists */
+        403, /* PermissionDenied */
+        429, /* ResourceExhausted */
+        400, /* FailedPrecondition */
+        409, /* Aborted */
+        400, /* OutOfRange */
+        501, /* Unimplemented */
+        500, /* Internal */
+        503, /* Unavailable */
+        500, /* DataLoss */
+        401, /* Unauthenticated */
+    };
+    return st >= 0 && st <= 16 ? http[st] : 500;
+}
+
 static bool header_status(const sharp_headers_t *h, int64_t *out)
 {
     sharp_str_t v;

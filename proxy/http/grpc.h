@@ -18,6 +18,10 @@ bool sharp_grpc_is_request(const sharp_headers_t *h);
 /* Envoy's Grpc::Utility::httpToGrpcStatus. */
 uint32_t sharp_grpc_status_from_http(uint32_t http_status);
 
+/* Envoy's Grpc::Utility::grpcToHttpStatus (500 for a code it does not
+ * know). */
+uint32_t sharp_grpc_status_to_http(int64_t grpc_status);
+
 /* The grpc-status of a response (Envoy's Common::getGrpcStatus): the
  * trailers', else the headers', else mapped from the HTTP status when there
  * is one. Returns false when there is none; *out is -1 for a value that is

@@ -120,6 +120,15 @@ static void timeouts(void **state)
     assert_false(sharp_grpc_timeout_ms(SHARP_STR(""), &ms));
 }
 
+static void grpc_to_http(void **state)
+{
+    (void)state;
+    static const uint32_t want[] = {200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401};
+    for (int64_t i = 0; i <= 16; i++) assert_int_equal(sharp_grpc_status_to_http(i), want[i]);
+    assert_int_equal(sharp_grpc_status_to_http(17), 500);
+    assert_int_equal(sharp_grpc_status_to_http(-1), 500); /* InvalidCode */
+}
+
 static void timeout_format(void **state)
 {
     (void)state;
@@ -180,6 +189,7 @@ int main(void)
         cmocka_unit_test(response_status_order), cmocka_unit_test(names),
         cmocka_unit_test(percent_encoding),      cmocka_unit_test(timeouts),
         cmocka_unit_test(timeout_format),        cmocka_unit_test(health_messages),
+        cmocka_unit_test(grpc_to_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
