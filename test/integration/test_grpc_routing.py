@@ -287,8 +287,8 @@ def test_route_max_stream_duration_plain_http(procs, upstream):
     code, body = curl("/?delay_ms=5000")
     assert (code, body) == ("504", "downstream duration timeout")
     assert 2.5 < time.time() - t0 < 3 + 1.5 * SLOW
-    lines = log_lines(log, 3)
-    assert lines[0].startswith("504 - max_duration_timeout "), lines
+    lines = log_lines(log, 3)  # each curl on its own connection: any worker's order
+    assert sum(line.startswith("504 - max_duration_timeout ") for line in lines) == 2, lines
     assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 2
 
 
@@ -308,7 +308,7 @@ def test_max_grpc_timeout_caps_the_route_timeout(procs, server):
     assert time.time() - t0 < 1.5 * SLOW
     assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "upstream request timeout"
     assert stat(admin, C + "upstream_rq_timeout") == 1
-    assert log_lines(log, 2)[1] == "/sharp.test.Echo/Slow 200 Unavailable UT upstream_response_timeout"
+    assert "/sharp.test.Echo/Slow 200 Unavailable UT upstream_response_timeout" in log_lines(log, 2)
 
 
 def test_grpc_timeout_offset(procs, server):
