@@ -184,6 +184,30 @@ static int http_from(ctx_t *c, const char *path,
     return 0;
 }
 
+/* GrpcHealthCheck: Envoy's gRPC checker needs an HTTP/2 cluster. */
+static int grpc_from(ctx_t *c, const char *path, const sharp_cluster_t *cluster,
+                     const Envoy__Config__Core__V3__HealthCheck__GrpcHealthCheck *pb, sharp_hc_config_t *cfg)
+{
+    cfg->type = SHARP_HC_GRPC;
+    if (!cluster->http2)
+        return fail(c, path, NULL, "%s cluster must support HTTP/2 for gRPC healthchecking", cluster->name);
+    /* authority: HTTP_HEADER_VALUE (not strict) */
+    if (strpbrk(pb->authority, "\r\n"))
+        return fail(c, path, "authority", "must not contain line breaks");
+    cfg->grpc_service = sharp_strdup(pb->service_name);
+    cfg->grpc_authority = pb->authority[0] ? sharp_strdup(pb->authority) : NULL;
+    char err[1024] = "";
+    if (sharp_config_header_ops(path, "initial_metadata", pb->initial_metadata, pb->n_initial_metadata, NULL, NULL,
+                                0, &cfg->headers, err, sizeof err) < 0) {
+        const char *colon = strstr(err, ": ");
+        if (!colon) return fail(c, path, NULL, "%s", err);
+        snprintf(c->epath, c->epathlen, "%.*s", (int)(colon - err), err);
+        snprintf(c->emsg, c->emsglen, "%s", colon + 2);
+        return -1;
+    }
+    return 0;
+}
+
 static int tcp_from(ctx_t *c, const char *path,
                     const Envoy__Config__Core__V3__HealthCheck__TcpHealthCheck *pb,
                     sharp_hc_config_t *cfg)
@@ -202,7 +226,8 @@ static int tcp_from(ctx_t *c, const char *path,
     return 0;
 }
 
-static int hc_from(ctx_t *c, const char *path, const hc_pb_t *pb, sharp_hc_config_t *cfg)
+static int hc_from(ctx_t *c, const char *path, const sharp_cluster_t *cluster, const hc_pb_t *pb,
+                   sharp_hc_config_t *cfg)
 {
     char p[1024];
     if (required_duration(c, path, "timeout", pb->timeout, &cfg->timeout_ms) < 0 ||
@@ -239,8 +264,11 @@ static int hc_from(ctx_t *c, const char *path, const hc_pb_t *pb, sharp_hc_confi
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK:
         snprintf(p, sizeof p, "%s.tcp_health_check", path);
         return tcp_from(c, p, pb->tcp_health_check, cfg);
+    case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK:
+        snprintf(p, sizeof p, "%s.grpc_health_check", path);
+        return grpc_from(c, p, cluster, pb->grpc_health_check, cfg);
     default:
-        return fail(c, path, NULL, "one of http_health_check, tcp_health_check is required");
+        return fail(c, path, NULL, "one of http_health_check, tcp_health_check, grpc_health_check is required");
     }
 }
 
@@ -255,7 +283,7 @@ int sharp_config_health_checks(sharp_cluster_t *c, Envoy__Config__Core__V3__Heal
     if (n > 1) return fail(&ctx, p, NULL, "Multiple health checks not supported");
     snprintf(p, sizeof p, "%s.health_checks[0]", path);
     sharp_hc_config_t *cfg = sharp_calloc(1, sizeof *cfg);
-    if (hc_from(&ctx, p, hcs[0], cfg) < 0) {
+    if (hc_from(&ctx, p, c, hcs[0], cfg) < 0) {
         sharp_hc_config_free(cfg);
         return -1;
     }

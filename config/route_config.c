@@ -289,7 +289,9 @@ static int retry_from(ctx_t *c, const char *path, const retry_pb_t *pb, sharp_re
 {
     char p[512];
     rp->retry_on = sharp_strdup(pb->retry_on);
-    rp->retry_on_bits = sharp_retry_on_parse(pb->retry_on, strlen(pb->retry_on));
+    /* Envoy parses retry_on with both the HTTP and the gRPC parsers */
+    rp->retry_on_bits = sharp_retry_on_parse(pb->retry_on, strlen(pb->retry_on)) |
+                        sharp_retry_grpc_on_parse(pb->retry_on, strlen(pb->retry_on));
     rp->num_retries = pb->num_retries ? pb->num_retries->value : 1;
     rp->host_selection_max_attempts = 1;
     if (pb->host_selection_retry_max_attempts > 1)
@@ -598,6 +600,20 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
         r->has_idle_timeout = true;
         r->idle_timeout_ms = duration_ms(a->idle_timeout);
     }
+    if (a->max_stream_duration) {
+        const Envoy__Config__Route__V3__RouteAction__MaxStreamDuration *m = a->max_stream_duration;
+        r->has_msd = true;
+        r->has_msd_max = m->max_stream_duration != NULL;
+        r->msd_max_ms = duration_ms(m->max_stream_duration);
+        r->has_grpc_header_max = m->grpc_timeout_header_max != NULL;
+        r->grpc_header_max_ms = duration_ms(m->grpc_timeout_header_max);
+        r->has_grpc_header_offset = m->grpc_timeout_header_offset != NULL;
+        r->grpc_header_offset_ms = duration_ms(m->grpc_timeout_header_offset);
+    }
+    r->has_max_grpc_timeout = a->max_grpc_timeout != NULL;
+    r->max_grpc_timeout_ms = duration_ms(a->max_grpc_timeout);
+    r->has_grpc_timeout_offset = a->grpc_timeout_offset != NULL;
+    r->grpc_timeout_offset_ms = duration_ms(a->grpc_timeout_offset);
     if (a->prefix_rewrite[0] && a->regex_rewrite)
         return fail(c, path, "Specify only one of prefix_rewrite, regex_rewrite or path_rewrite_policy");
     if (a->prefix_rewrite[0]) r->prefix_rewrite = sharp_strdup(a->prefix_rewrite);

@@ -14,7 +14,15 @@
  * with the previous_hosts predicate), while the cluster's max_retries or
  * retry_budget breaker has room. The request body sent so far is kept for
  * the replay up to the stream's buffer limit; beyond it the request is not
- * retried. A response is never retried once its headers went downstream.
+ * retried. A response is never retried once its headers went downstream;
+ * the gRPC conditions (retry_on, x-envoy-retry-grpc-on) see the grpc-status
+ * of trailers-only responses.
+ *
+ * Timeouts are Envoy's: the route timeout, or a gRPC request's grpc-timeout
+ * with max_grpc_timeout; a route max_stream_duration replaces both with a
+ * limit on the whole stream (the connection manager's, taken over here).
+ * The upstream request says what it may expect in
+ * x-envoy-expected-rq-timeout-ms and, for gRPC, in grpc-timeout.
  *
  * A cluster with the shuffle-shard policy picks its host among the cells of
  * the customer's shard (upstream/shard_lb.h); the customer key comes from
@@ -28,6 +36,7 @@
 #include "runtime.h"
 #include "net.h"
 #include "http/filter.h"
+#include "http/grpc.h"
 #include "http/hcm_internal.h"
 #include "http/route.h"
 #include "http/stream.h"
@@ -64,6 +73,11 @@ typedef struct router_state {
     router_timer_t *try_timer;     /* per-try timeout */
     router_timer_t *duration_timer; /* the cluster's max_stream_duration, per try */
     router_timer_t *backoff_timer; /* retry back-off */
+    router_timer_t *route_duration_timer; /* the route's max_stream_duration, for the stream */
+    uint64_t request_end_ns;       /* when the downstream request ended (0: not yet) */
+    bool grpc;                     /* a gRPC request */
+    bool grpc_timeout_rewrite;     /* the upstream grpc-timeout carries the router's timeout */
+    bool grpc_result_deferred;     /* the host's success or error waits for the trailers */
     uint64_t timeout_ms, per_try_timeout_ms;
     uint64_t upstream_start_ns;
     sharp_sbuf_t pending_body; /* request body not yet sent on this try */
@@ -79,7 +93,7 @@ typedef struct router_state {
     bool upgrade;           /* an accepted upgrade request (WebSocket) */
     /* retries */
     const sharp_retry_policy_t *policy; /* NULL: none configured */
-    uint32_t retry_on;                  /* SHARP_RETRY_* of the policy and x-envoy-retry-on */
+    uint32_t retry_on;                  /* SHARP_RETRY_* of the policy, x-envoy-retry-on and -grpc-on */
     uint32_t retries_left;
     uint32_t attempt;                   /* 1 for the first try */
     bool can_replay;                    /* retries are on and the body sent so far is kept */
@@ -260,6 +274,13 @@ static bool response_retriable(const router_state_t *rs, uint32_t code, const sh
     if ((on & SHARP_RETRY_GATEWAY_ERROR) && code >= 502 && code <= 504) return true;
     if ((on & SHARP_RETRY_RETRIABLE_4XX) && code == 409) return true;
     if ((on & SHARP_RETRY_RETRIABLE_STATUS_CODES) && code_listed(rs, code)) return true;
+    /* Envoy reads the gRPC conditions from the response headers only: a
+     * trailers-only response; a status in trailers comes after the
+     * response went downstream */
+    int64_t gs;
+    if ((on & SHARP_RETRY_GRPC_ANY) && sharp_grpc_response_status(NULL, h, 0, &gs) &&
+        sharp_retry_grpc_status_matches(on, gs))
+        return true;
     sharp_str_t v;
     if ((on & SHARP_RETRY_ENVOY_RATELIMITED) && sharp_headers_get_cstr(h, "x-envoy-ratelimited", &v)) return true;
     if ((on & SHARP_RETRY_RETRIABLE_HEADERS) && rs->policy) {
@@ -393,6 +414,7 @@ static void on_timeout(uv_timer_t *t)
  * every try and back-off, as in Envoy. */
 static void start_timer(router_state_t *rs)
 {
+    if (!rs->request_end_ns) rs->request_end_ns = sharp_now_ns();
     if (!rs->timeout_ms || rs->response_done) return;
     /* an upgrade's request never ends: its timeout runs from the request
      * headers to the upstream's answer and never covers the tunnel */
@@ -532,6 +554,86 @@ static uint64_t parse_u64(sharp_str_t v, bool *ok)
     return x;
 }
 
+/* Envoy's FilterUtility::setTimeoutHeaders: the timeout the upstream can
+ * expect, the per-try timeout when it is the tighter one, less what has
+ * elapsed since the request ended (at least 1 ms while a timeout runs), in
+ * x-envoy-expected-rq-timeout-ms and, for a gRPC request on a route with
+ * max_grpc_timeout, in grpc-timeout. Set for the first try and again for
+ * every retry. */
+static void set_timeout_headers(router_state_t *rs, sharp_headers_t *h)
+{
+    uint64_t global = rs->timeout_ms, expected = rs->per_try_timeout_ms;
+    if (!expected) expected = global;
+    if (!expected) return;
+    if (global) {
+        uint64_t elapsed = rs->request_end_ns ? (sharp_now_ns() - rs->request_end_ns) / 1000000 : 0;
+        expected = elapsed >= global ? 1 : SHARP_MIN(expected, global - elapsed);
+    }
+    char t[20];
+    if (!suppress_headers(rs)) {
+        size_t tl = sharp_u64_to_str(expected, t);
+        sharp_headers_set(h, "x-envoy-expected-rq-timeout-ms", 30, t, tl);
+    }
+    if (rs->grpc && rs->grpc_timeout_rewrite) {
+        size_t tl = sharp_grpc_timeout_format(expected, t);
+        sharp_headers_set(h, "grpc-timeout", 12, t, tl);
+    }
+}
+
+/* The route's max_stream_duration ran out: what the connection manager
+ * does for its own (Envoy's onStreamMaxDurationReached), with
+ * DEADLINE_EXCEEDED as a gRPC request's status. */
+static void on_route_duration(uv_timer_t *t)
+{
+    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
+    router_state_t *rs = rt->rs;
+    if (!rs) return;
+    sharp_stream_t *s = rs->f->stream;
+    if (s->destroyed || s->finish_scheduled) return;
+    sharp_debug(router, "[C%llu][S%llu] stream max duration time reached (route)", s->conn_id, s->id);
+    sharp_counter_inc(shard(rs), s->hcm->st.rq_max_duration_reached);
+    if (!s->response_started && s->nfilters) {
+        static const char *const deadline[] = {"grpc-status", "4", NULL};
+        sharp_stream_send_local_reply_ex(&s->filters[0], s->request_complete ? 504 : 408,
+                                         "downstream duration timeout", 0, "max_duration_timeout",
+                                         rs->grpc ? deadline : NULL);
+    } else {
+        s->info.response_code_details = "max_duration_timeout";
+        sharp_stream_reset(s, 0);
+    }
+}
+
+/* Envoy's ActiveStream::refreshDurationTimeout once the route is known:
+ * a route with max_stream_duration replaces the connection manager's limit
+ * (or lifts it), counting from the stream's start, and a gRPC request's
+ * grpc-timeout to the upstream says the limit. */
+static void apply_route_duration(router_state_t *rs, const sharp_route_t *r, sharp_headers_t *h, bool has_grpc,
+                                 uint64_t grpc_ms)
+{
+    sharp_stream_t *s = rs->f->stream;
+    if (!r->has_msd) return;
+    uint64_t ms = 0;
+    sharp_msd_t how = sharp_route_stream_duration(r, has_grpc, grpc_ms, &ms);
+    if (how == SHARP_MSD_HCM) {
+        ms = s->hcm->max_stream_duration_ms;
+        how = ms ? SHARP_MSD_SET : SHARP_MSD_NONE;
+    }
+    if (how == SHARP_MSD_NONE) {
+        /* Envoy drops grpc-timeout only when it had a timer to disable */
+        if (s->hcm->max_stream_duration_ms && rs->grpc) sharp_headers_remove_cstr(h, "grpc-timeout");
+        uv_timer_stop(&s->duration_timer);
+        return;
+    }
+    if (rs->grpc) {
+        char t[12];
+        size_t tl = sharp_grpc_timeout_format(ms, t);
+        sharp_headers_set(h, "grpc-timeout", 12, t, tl);
+    }
+    uint64_t used = (sharp_now_ns() - s->info.start_ns) / 1000000;
+    uv_timer_stop(&s->duration_timer);
+    uv_timer_start(&timer_get(rs, &rs->route_duration_timer)->t, on_route_duration, ms > used ? ms - used : 0, 0);
+}
+
 /* ---- decode ---- */
 
 /* Picks the host of a try. With the previous_hosts predicate a retry asks
@@ -636,6 +738,7 @@ static void start_try(router_state_t *rs)
         size_t nl = sharp_u64_to_str(rs->attempt, n);
         sharp_headers_set(&s->req, "x-envoy-attempt-count", 21, n, nl);
     }
+    if (rs->attempt > 1) set_timeout_headers(rs, &s->req);
     rs->upstream_active = true;
     rs->upstream_start_ns = sharp_now_ns();
     if (!sharp_pool_acquire(rs->cl->pools[rs->priority][host->index], &rs->ureq, &upstream_cbs, rs)) {
@@ -657,11 +760,15 @@ static void setup_retries(router_state_t *rs, const sharp_route_t *r, sharp_head
         rs->retries_left = rs->policy->num_retries;
         rs->per_try_timeout_ms = rs->policy->per_try_timeout_ms;
     } else {
-        rs->retries_left = 1; /* x-envoy-retry-on alone: one retry */
+        rs->retries_left = 1; /* x-envoy-retry-on (or -grpc-on) alone: one retry */
     }
     if (sharp_headers_get_cstr(h, "x-envoy-retry-on", &v)) {
         rs->retry_on |= sharp_retry_on_parse(v.p, v.len);
         sharp_headers_remove_cstr(h, "x-envoy-retry-on");
+    }
+    if (sharp_headers_get_cstr(h, "x-envoy-retry-grpc-on", &v)) {
+        rs->retry_on |= sharp_retry_grpc_on_parse(v.p, v.len);
+        sharp_headers_remove_cstr(h, "x-envoy-retry-grpc-on");
     }
     if (sharp_headers_get_cstr(h, "x-envoy-max-retries", &v)) {
         bool ok;
@@ -831,8 +938,14 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     rs->include_attempt_count = s->vhost && s->vhost->include_request_attempt_count;
 
     /* request headers for the upstream */
-    rs->timeout_ms = r->timeout_ms;
     sharp_str_t v;
+    rs->grpc = sharp_grpc_is_request(h);
+    /* Envoy reads grpc-timeout whatever the content-type for the stream's
+     * duration; max_grpc_timeout applies to gRPC requests only */
+    uint64_t grpc_ms = 0;
+    bool has_grpc = sharp_headers_get_cstr(h, "grpc-timeout", &v) && sharp_grpc_timeout_ms(v, &grpc_ms);
+    apply_route_duration(rs, r, h, has_grpc, grpc_ms);
+    rs->timeout_ms = sharp_route_timeout_ms(r, rs->grpc, has_grpc, grpc_ms, &rs->grpc_timeout_rewrite);
     if (sharp_headers_get_cstr(h, "x-envoy-upstream-rq-timeout-ms", &v)) {
         bool ok;
         uint64_t t = parse_u64(v, &ok);
@@ -863,17 +976,9 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         }
     }
     if (r->host_rewrite) sharp_headers_set_cstr(h, ":authority", r->host_rewrite);
-    if (!suppress_headers(rs)) {
-        /* the per-try timeout when it is the tighter one, as Envoy does */
-        uint64_t expected = rs->timeout_ms;
-        if (rs->per_try_timeout_ms && (!expected || rs->per_try_timeout_ms < expected))
-            expected = rs->per_try_timeout_ms;
-        if (expected) {
-            char t[20];
-            size_t tl = sharp_u64_to_str(expected, t);
-            sharp_headers_set(h, "x-envoy-expected-rq-timeout-ms", 30, t, tl);
-        }
-    }
+    /* a per-try timeout at least the global one is dropped, as Envoy does */
+    if (rs->timeout_ms && rs->per_try_timeout_ms >= rs->timeout_ms) rs->per_try_timeout_ms = 0;
+    set_timeout_headers(rs, h);
     sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
     rs->wc = wc;
     rs->request_end_seen = end_stream;
@@ -1016,9 +1121,20 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     sharp_debug(router, "[C%llu][S%llu] upstream headers complete: status %u end_stream=%s (host %s)", s->conn_id,
                 s->id, code, end_stream ? "true" : "false", rs->host->address);
     sharp_cluster_count_response(rs->cluster, shard(rs), code);
-    if (code >= 500) atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
-    else atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
-    sharp_outlier_put_http(rs->cluster, rs->host, code);
+    /* Envoy: a gRPC request's grpc-status in the response headers (a
+     * trailers-only answer) counts for outlier detection as its HTTP
+     * equivalent, and decides the host's success or error; otherwise a
+     * gRPC answer's success waits for its trailers */
+    int64_t gs;
+    bool has_gs = rs->grpc && sharp_grpc_response_status(NULL, h, 0, &gs);
+    rs->grpc_result_deferred = false;
+    if (code >= 500 || (has_gs && end_stream && sharp_grpc_status_to_http(gs) >= 500))
+        atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
+    else if (rs->grpc && !end_stream)
+        rs->grpc_result_deferred = true;
+    else
+        atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
+    sharp_outlier_put_http(rs->cluster, rs->host, has_gs ? sharp_grpc_status_to_http(gs) : code);
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
      * comes back through the checks. */
@@ -1068,6 +1184,12 @@ static void up_on_data(void *ctx, const char *p, size_t n, bool end_stream)
 static void up_on_trailers(void *ctx, sharp_headers_t *t)
 {
     router_state_t *rs = ctx;
+    int64_t gs;
+    if (rs->grpc_result_deferred) {
+        rs->grpc_result_deferred = false;
+        bool ok = sharp_grpc_response_status(t, NULL, 0, &gs) && sharp_grpc_status_to_http(gs) < 500;
+        atomic_fetch_add_explicit(ok ? &rs->host->rq_success : &rs->host->rq_error, 1, memory_order_relaxed);
+    }
     finish_response(rs, sharp_now_ns());
     sharp_stream_encode_trailers(rs->f, t);
 }
@@ -1153,6 +1275,7 @@ static void router_on_destroy(sharp_filter_t *f)
     timer_free(&rs->try_timer);
     timer_free(&rs->duration_timer);
     timer_free(&rs->backoff_timer);
+    timer_free(&rs->route_duration_timer);
     sharp_sbuf_free(&rs->pending_body);
     sharp_sbuf_free(&rs->replay);
     sharp_headers_free(&rs->req_trailers);

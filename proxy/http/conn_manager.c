@@ -11,6 +11,7 @@
 #include "http/conn_manager.h"
 #include "http/conn_internal.h"
 #include "http/access_log_emit.h"
+#include "http/grpc.h"
 #include "log.h"
 #include "net.h"
 #include "overload.h"
@@ -630,8 +631,11 @@ static void on_stream_max_duration(uv_timer_t *t)
     if (s->destroyed || s->finish_scheduled) return;
     sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_max_duration_reached);
     if (!s->response_started && s->nfilters) {
-        sharp_stream_send_local_reply(&s->filters[0], s->request_complete ? 504 : 408,
-                                      "downstream duration timeout", 0, "max_duration_timeout");
+        /* a gRPC client gets DEADLINE_EXCEEDED, as Envoy's local reply sets it */
+        static const char *const grpc_deadline[] = {"grpc-status", "4", NULL};
+        sharp_stream_send_local_reply_ex(&s->filters[0], s->request_complete ? 504 : 408,
+                                         "downstream duration timeout", 0, "max_duration_timeout",
+                                         sharp_grpc_is_request(&s->req) ? grpc_deadline : NULL);
     } else {
         s->info.response_code_details = "max_duration_timeout";
         sharp_stream_reset(s, 0);

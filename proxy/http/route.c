@@ -492,3 +492,34 @@ bool sharp_upgrade_allowed(const sharp_upgrade_t *hcm, uint32_t nhcm, const shar
     const sharp_upgrade_t *hu = upgrade_find(hcm, nhcm, type);
     return hu && hu->enabled;
 }
+
+/* ---- timeouts ---- */
+
+uint64_t sharp_route_timeout_ms(const sharp_route_t *r, bool grpc, bool has_grpc, uint64_t grpc_ms,
+                                bool *grpc_rewrite)
+{
+    *grpc_rewrite = false;
+    if (r->has_msd) return 0;
+    if (!grpc || !r->has_max_grpc_timeout) return r->timeout_ms;
+    uint64_t t = has_grpc ? grpc_ms : 0;
+    /* the offset only while it leaves time: 0 would mean no timeout */
+    if (r->has_grpc_timeout_offset && r->grpc_timeout_offset_ms < t) t -= r->grpc_timeout_offset_ms;
+    if (r->max_grpc_timeout_ms && (t == 0 || t > r->max_grpc_timeout_ms)) t = r->max_grpc_timeout_ms;
+    *grpc_rewrite = true;
+    return t;
+}
+
+sharp_msd_t sharp_route_stream_duration(const sharp_route_t *r, bool has_grpc, uint64_t grpc_ms, uint64_t *ms)
+{
+    if (!has_grpc || !r->has_grpc_header_max) {
+        if (!r->has_msd_max) return SHARP_MSD_HCM;
+        if (r->msd_max_ms == 0) return SHARP_MSD_NONE; /* an explicit 0s: no limit */
+        *ms = r->msd_max_ms;
+        return SHARP_MSD_SET;
+    }
+    uint64_t t = grpc_ms;
+    if (r->grpc_header_max_ms && t > r->grpc_header_max_ms) t = r->grpc_header_max_ms;
+    if (t && r->has_grpc_header_offset) t = r->grpc_header_offset_ms < t ? t - r->grpc_header_offset_ms : 0;
+    *ms = t;
+    return SHARP_MSD_SET;
+}

@@ -108,11 +108,26 @@ enum {
     SHARP_RETRY_RETRIABLE_HEADERS = 1u << 7,      /* retriable-headers */
     SHARP_RETRY_ENVOY_RATELIMITED = 1u << 8,      /* envoy-ratelimited */
     SHARP_RETRY_RESET_BEFORE_REQUEST = 1u << 9,   /* reset-before-request */
+    /* gRPC conditions: the grpc-status of a trailers-only response */
+    SHARP_RETRY_GRPC_CANCELLED = 1u << 10,          /* cancelled */
+    SHARP_RETRY_GRPC_DEADLINE_EXCEEDED = 1u << 11,  /* deadline-exceeded */
+    SHARP_RETRY_GRPC_RESOURCE_EXHAUSTED = 1u << 12, /* resource-exhausted */
+    SHARP_RETRY_GRPC_UNAVAILABLE = 1u << 13,        /* unavailable */
+    SHARP_RETRY_GRPC_INTERNAL = 1u << 14,           /* internal */
 };
+#define SHARP_RETRY_GRPC_ANY                                                                         \
+    (SHARP_RETRY_GRPC_CANCELLED | SHARP_RETRY_GRPC_DEADLINE_EXCEEDED | SHARP_RETRY_GRPC_RESOURCE_EXHAUSTED | \
+     SHARP_RETRY_GRPC_UNAVAILABLE | SHARP_RETRY_GRPC_INTERNAL)
 
-/* Parses a comma-separated retry_on list (x-envoy-retry-on has the same
- * syntax) into SHARP_RETRY_* bits; unknown names are ignored, as Envoy does. */
+/* Parses a comma-separated list of HTTP retry conditions (x-envoy-retry-on)
+ * into SHARP_RETRY_* bits; unknown names are ignored, as Envoy does. */
 uint32_t sharp_retry_on_parse(const char *p, size_t n);
+/* The same for the gRPC conditions (x-envoy-retry-grpc-on). A route's
+ * retry_on takes both kinds (Envoy parses it with both parsers). */
+uint32_t sharp_retry_grpc_on_parse(const char *p, size_t n);
+/* Whether a response's grpc-status (of trailers-only headers) is one the
+ * SHARP_RETRY_GRPC_* bits in `on` name. */
+bool sharp_retry_grpc_status_matches(uint32_t on, int64_t grpc_status);
 
 typedef struct {
     char *retry_on;        /* as configured */
@@ -204,6 +219,20 @@ typedef struct sharp_route {
     bool weighted_runtime; /* runtime_key_prefix set: weights come from the runtime */
     uint32_t cluster_not_found_code; /* 503 (default) or 404 */
     uint64_t timeout_ms;             /* default 15000; 0 = none */
+    /* RouteAction.max_stream_duration set: Envoy's "new timeouts", under
+     * which neither timeout nor max_grpc_timeout applies */
+    bool has_msd;
+    bool has_msd_max;            /* max_stream_duration.max_stream_duration */
+    uint64_t msd_max_ms;         /* 0: no limit (not even the HCM's) */
+    bool has_grpc_header_max;    /* max_stream_duration.grpc_timeout_header_max */
+    uint64_t grpc_header_max_ms; /* 0: grpc-timeout uncapped */
+    bool has_grpc_header_offset; /* max_stream_duration.grpc_timeout_header_offset */
+    uint64_t grpc_header_offset_ms;
+    /* the deprecated max_grpc_timeout and grpc_timeout_offset */
+    bool has_max_grpc_timeout;
+    uint64_t max_grpc_timeout_ms; /* 0: grpc-timeout uncapped */
+    bool has_grpc_timeout_offset;
+    uint64_t grpc_timeout_offset_ms;
     bool has_idle_timeout;
     uint64_t idle_timeout_ms;
     char *prefix_rewrite;
@@ -283,6 +312,26 @@ const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sha
  * refuses, true allows even without a connection manager entry); otherwise
  * the connection manager must list the type as enabled. Case-insensitive. */
 bool sharp_upgrade_allowed(const sharp_upgrade_t *hcm, uint32_t nhcm, const sharp_route_t *r, sharp_str_t type);
+/* Envoy's FilterUtility::finalTimeout, its route part: the route timeout,
+ * or for a gRPC request on a route with max_grpc_timeout the request's
+ * grpc-timeout (`has_grpc` and `grpc_ms`) less grpc_timeout_offset (only
+ * while that leaves some time), capped by max_grpc_timeout unless it is 0;
+ * no timeout (0) under max_stream_duration. Sets *grpc_rewrite when the
+ * upstream request's grpc-timeout is to carry the timeout the router
+ * applies (max_grpc_timeout configured). */
+uint64_t sharp_route_timeout_ms(const sharp_route_t *r, bool grpc, bool has_grpc, uint64_t grpc_ms,
+                                bool *grpc_rewrite);
+
+/* Envoy's ActiveStream::refreshDurationTimeout for a route: the stream's
+ * duration limit once the route is known. SHARP_MSD_HCM keeps the
+ * connection manager's max_stream_duration, SHARP_MSD_NONE disables it,
+ * SHARP_MSD_SET replaces it with *ms (counted from the stream's start).
+ * With grpc_timeout_header_max set and a grpc-timeout in the request, the
+ * limit is that grpc-timeout capped by the max (0: no cap) less the
+ * offset. */
+typedef enum { SHARP_MSD_HCM, SHARP_MSD_NONE, SHARP_MSD_SET } sharp_msd_t;
+sharp_msd_t sharp_route_stream_duration(const sharp_route_t *r, bool has_grpc, uint64_t grpc_ms, uint64_t *ms);
+
 /* Picks the cluster for a route; for weighted clusters `random` chooses,
  * with each weight read from the thread's runtime when the route has a
  * runtime_key_prefix (NULL when those weights add up to 0 or past 2^32,

@@ -233,6 +233,34 @@ uint32_t sharp_retry_on_parse(const char *p, size_t n)
     return bits;
 }
 
+uint32_t sharp_retry_grpc_on_parse(const char *p, size_t n)
+{
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } names[] = {
+        {"cancelled", SHARP_RETRY_GRPC_CANCELLED},
+        {"deadline-exceeded", SHARP_RETRY_GRPC_DEADLINE_EXCEEDED},
+        {"resource-exhausted", SHARP_RETRY_GRPC_RESOURCE_EXHAUSTED},
+        {"unavailable", SHARP_RETRY_GRPC_UNAVAILABLE},
+        {"internal", SHARP_RETRY_GRPC_INTERNAL},
+    };
+    uint32_t bits = 0;
+    sharp_str_t rest = {p, n}, item;
+    while (sharp_list_next(&rest, &item))
+        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (strlen(names[k].name) == item.len && strncasecmp(names[k].name, item.p, item.len) == 0)
+                bits |= names[k].bit;
+    return bits;
+}
+
+bool sharp_retry_grpc_status_matches(uint32_t on, int64_t st)
+{
+    return (st == 1 && (on & SHARP_RETRY_GRPC_CANCELLED)) || (st == 4 && (on & SHARP_RETRY_GRPC_DEADLINE_EXCEEDED)) ||
+           (st == 8 && (on & SHARP_RETRY_GRPC_RESOURCE_EXHAUSTED)) || (st == 14 && (on & SHARP_RETRY_GRPC_UNAVAILABLE)) ||
+           (st == 13 && (on & SHARP_RETRY_GRPC_INTERNAL));
+}
+
 static void free_mirror(sharp_mirror_policies_t *m)
 {
     for (uint32_t i = 0; i < m->n; i++) {

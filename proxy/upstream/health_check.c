@@ -17,8 +17,11 @@
 #include "sbuf.h"
 #include "snapshot.h"
 
+#include "http/grpc.h"
+
 #include <llhttp.h>
 #include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <strings.h>
 
@@ -30,6 +33,8 @@ void sharp_hc_config_free(sharp_hc_config_t *cfg)
     free(cfg->method);
     free(cfg->path);
     free(cfg->host);
+    free(cfg->grpc_service);
+    free(cfg->grpc_authority);
     free(cfg->expected);
     free(cfg->retriable);
     sharp_header_ops_free(&cfg->headers);
@@ -196,8 +201,19 @@ typedef struct hc_conn {
     uint32_t status;
     char name[32]; /* header name so far (only short names matter) */
     size_t name_len;
-    /* TCP: bytes received, matched against the receive payloads */
+    /* TCP: bytes received, matched against the receive payloads; gRPC:
+     * the response body */
     sharp_sbuf_t rx;
+    /* gRPC: an HTTP/2 session, one stream per check */
+    nghttp2_session *h2;
+    int32_t stream_id;     /* the check's stream, 0 when none is open */
+    bool in_trailers;      /* the header block being received is the trailers */
+    bool grpc_type;        /* content-type application/grpc[+...|;...] */
+    bool has_grpc_status;  /* from the trailers, or a trailers-only response */
+    int64_t grpc_status;
+    bool body_overflow;
+    bool goaway;           /* the server is going away: no more checks on it */
+    size_t req_off;        /* bytes of the request message sent */
 } hc_conn_t;
 
 struct hc_session {
@@ -366,6 +382,7 @@ static void on_conn_closed(uv_handle_t *h)
     hc_conn_t *conn = h->data;
     sharp_health_checker_t *hc = conn->hc;
     sharp_sbuf_free(&conn->rx);
+    if (conn->h2) nghttp2_session_del(conn->h2);
     free(conn);
     handle_closed(hc);
 }
@@ -464,6 +481,238 @@ static void http_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n,
     if (eof || e != HPE_OK) conn_fail(conn, SHARP_HC_NETWORK);
 }
 
+/* ---- gRPC: grpc.health.v1.Health/Check over HTTP/2 (Envoy's
+ * GrpcHealthCheckerImpl) ---- */
+
+/* Writes out what the session has to send; false when the connection
+ * failed (the check's result is given). */
+static bool h2_flush(hc_conn_t *conn)
+{
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(conn->h2, &data);
+        if (n < 0) {
+            conn_fail(conn, SHARP_HC_NETWORK);
+            return false;
+        }
+        if (n == 0) return true;
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+        if (sharp_writer_write(&conn->writer, &b, 1) < 0) {
+            conn_fail(conn, SHARP_HC_NETWORK);
+            return false;
+        }
+        if (conn->closing) return false;
+    }
+}
+
+/* Envoy's onRpcComplete: grpc-status 0 and a SERVING answer pass; any
+ * other end of the call is an active failure. */
+static sharp_hc_result_t grpc_result(hc_conn_t *conn)
+{
+    if (!conn->has_grpc_status || conn->grpc_status != 0 || conn->body_overflow) return SHARP_HC_FAILED;
+    uint64_t st;
+    if (sharp_grpc_health_response_status(conn->rx.data, conn->rx.len, &st) < 0) return SHARP_HC_FAILED;
+    return st == 1 ? SHARP_HC_OK : SHARP_HC_FAILED; /* 1: SERVING */
+}
+
+/* The check's stream is over (ended, reset, or given up): the result, then
+ * the connection kept for the next check or closed. */
+static void grpc_done(hc_conn_t *conn, sharp_hc_result_t r)
+{
+    hc_session_t *s = conn->s;
+    conn->stream_id = 0;
+    if (!s || !s->in_flight) return;
+    if (!s->cfg->reuse_connection || conn->goaway) conn_close(conn);
+    session_result(s, r, conn->status);
+}
+
+static int h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
+{
+    (void)ng;
+    hc_conn_t *conn = user;
+    if (frame->hd.stream_id == conn->stream_id) conn->in_trailers = frame->headers.cat == NGHTTP2_HCAT_HEADERS;
+    return 0;
+}
+
+static int h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+    (void)ng;
+    (void)flags;
+    hc_conn_t *conn = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->hd.stream_id != conn->stream_id) return 0;
+    sharp_str_t v = {(const char *)value, valuelen};
+    if (!conn->in_trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        uint32_t code = 0;
+        for (size_t i = 0; i < valuelen && i < 4; i++) code = code * 10 + (uint32_t)(value[i] - '0');
+        conn->status = code;
+    } else if (!conn->in_trailers && namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        sharp_headers_t h;
+        sharp_headers_init(&h);
+        sharp_headers_add(&h, "content-type", 12, v.p, v.len);
+        conn->grpc_type = sharp_grpc_is_request(&h); /* the same content-type rule */
+        sharp_headers_free(&h);
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        sharp_headers_t h;
+        sharp_headers_init(&h);
+        sharp_headers_add(&h, "grpc-status", 11, v.p, v.len);
+        conn->has_grpc_status = sharp_grpc_response_status(NULL, &h, 0, &conn->grpc_status);
+        sharp_headers_free(&h);
+    }
+    return 0;
+}
+
+static int h2_on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                            void *user)
+{
+    (void)ng;
+    (void)flags;
+    hc_conn_t *conn = user;
+    if (stream_id != conn->stream_id) return 0;
+    if (conn->rx.len + len > RX_LIMIT) {
+        conn->body_overflow = true;
+        return 0;
+    }
+    sharp_sbuf_append(&conn->rx, (const char *)data, len);
+    return 0;
+}
+
+static int h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
+{
+    hc_conn_t *conn = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        conn->goaway = true;
+        return 0;
+    }
+    if (frame->hd.stream_id != conn->stream_id || !conn->stream_id) return 0;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (frame->hd.type == NGHTTP2_HEADERS && !conn->in_trailers) {
+        /* Envoy decides on the headers when they are not a gRPC answer: a
+         * status other than 200 (even with a grpc-status, there is no
+         * SERVING message), or a response that goes on without a gRPC
+         * content-type; then it drops the stream. A trailers-only answer
+         * is judged by its grpc-status below (and fails: no message). */
+        bool fail = conn->status != 200 || (!conn->grpc_type && !end);
+        if (fail && !end) {
+            int32_t id = conn->stream_id;
+            grpc_done(conn, SHARP_HC_FAILED);
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+            return 0;
+        }
+        if (fail) {
+            grpc_done(conn, SHARP_HC_FAILED);
+            return 0;
+        }
+    }
+    if (end && (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA))
+        grpc_done(conn, grpc_result(conn));
+    return 0;
+}
+
+static int h2_on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user)
+{
+    (void)ng;
+    (void)error_code;
+    hc_conn_t *conn = user;
+    /* closed before its end was seen: the server reset the stream */
+    if (stream_id == conn->stream_id) grpc_done(conn, SHARP_HC_NETWORK);
+    return 0;
+}
+
+static ssize_t h2_read_request(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length,
+                               uint32_t *data_flags, nghttp2_data_source *source, void *user)
+{
+    (void)ng;
+    (void)stream_id;
+    (void)source;
+    hc_conn_t *conn = user;
+    const sharp_sbuf_t *req = conn->s ? &conn->s->request : NULL;
+    size_t left = req ? req->len - conn->req_off : 0;
+    size_t n = SHARP_MIN(left, length);
+    if (n) memcpy(buf, req->data + conn->req_off, n);
+    conn->req_off += n;
+    if (conn->req_off >= (req ? req->len : 0)) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static nghttp2_session_callbacks *h2_callbacks;
+
+static void grpc_connected(hc_conn_t *conn)
+{
+    if (!h2_callbacks) {
+        nghttp2_session_callbacks_new(&h2_callbacks);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(h2_callbacks, h2_on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(h2_callbacks, h2_on_header);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(h2_callbacks, h2_on_data_chunk);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(h2_callbacks, h2_on_frame_recv);
+        nghttp2_session_callbacks_set_on_stream_close_callback(h2_callbacks, h2_on_stream_close);
+    }
+    nghttp2_session_client_new(&conn->h2, h2_callbacks, conn);
+    nghttp2_submit_settings(conn->h2, NGHTTP2_FLAG_NONE, NULL, 0);
+}
+
+/* One check: a new stream on the session. */
+static void grpc_send(hc_session_t *s, hc_conn_t *conn)
+{
+    if (conn->goaway) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":method", "POST");
+    sharp_headers_add_cstr(&h, ":scheme", "http");
+    sharp_headers_add_cstr(&h, ":path", "/grpc.health.v1.Health/Check");
+    sharp_headers_add_cstr(&h, ":authority", s->cfg->grpc_authority ? s->cfg->grpc_authority : s->cluster->name);
+    sharp_headers_add_cstr(&h, "content-type", "application/grpc");
+    sharp_headers_add_cstr(&h, "te", "trailers");
+    sharp_headers_add_cstr(&h, "user-agent", "Envoy/HC");
+    sharp_header_ops_apply(&s->cfg->headers, &h);
+    nghttp2_nv *nv = sharp_calloc(h.n ? h.n : 1, sizeof *nv);
+    size_t nn = 0;
+    for (uint32_t i = 0; i < h.n; i++) {
+        sharp_str_t n = sharp_headers_name(&h, i), v = sharp_headers_value(&h, i);
+        /* initial_metadata may not replace the pseudo-headers */
+        if (i >= 4 && n.len && n.p[0] == ':') continue;
+        nv[nn++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)v.p, n.len, v.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    conn->status = 0;
+    conn->in_trailers = conn->grpc_type = conn->has_grpc_status = conn->body_overflow = false;
+    conn->req_off = 0;
+    sharp_sbuf_reset(&conn->rx);
+    nghttp2_data_provider prd = {.read_callback = h2_read_request};
+    int32_t id = nghttp2_submit_request(conn->h2, NULL, nv, nn, &prd, NULL);
+    free(nv);
+    sharp_headers_free(&h);
+    if (id < 0) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    conn->stream_id = id;
+    h2_flush(conn);
+}
+
+static void grpc_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, bool eof)
+{
+    (void)s;
+    if (eof) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    ssize_t rv = nghttp2_session_mem_recv(conn->h2, (const uint8_t *)p, n);
+    if (conn->closing) return;
+    if (rv < 0) {
+        nghttp2_session_terminate_session(conn->h2, NGHTTP2_PROTOCOL_ERROR);
+        h2_flush(conn);
+        if (!conn->closing) conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    if (!h2_flush(conn)) return;
+    /* a server that ended the session (GOAWAY and nothing left to do) */
+    if (!nghttp2_session_want_read(conn->h2) && !nghttp2_session_want_write(conn->h2))
+        conn_fail(conn, SHARP_HC_NETWORK);
+}
+
 /* ---- TCP: connect, send, find the receive payloads ---- */
 
 static void tcp_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, bool eof)
@@ -500,6 +749,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     size_t n = eof ? 0 : (size_t)nread;
     if (s->cfg->type == SHARP_HC_HTTP)
         http_read(s, conn, buf->base, n, eof);
+    else if (s->cfg->type == SHARP_HC_GRPC)
+        grpc_read(s, conn, buf->base, n, eof);
     else
         tcp_read(s, conn, buf->base, n, eof);
 }
@@ -515,6 +766,7 @@ static void on_connect(uv_connect_t *req, int status)
     }
     conn->connected = true;
     uv_read_start((uv_stream_t *)&conn->tcp, sharp_read_alloc, on_read);
+    if (s->cfg->type == SHARP_HC_GRPC) grpc_connected(conn);
     if (s->cfg->type == SHARP_HC_TCP && !s->cfg->nreceive) {
         /* a connect-only check: the connection was the answer */
         conn_close(conn);
@@ -563,6 +815,10 @@ static void session_send(hc_session_t *s)
     hc_conn_t *conn = s->conn;
     const sharp_hc_config_t *cfg = s->cfg;
     uv_buf_t b;
+    if (cfg->type == SHARP_HC_GRPC) {
+        grpc_send(s, conn);
+        return;
+    }
     if (cfg->type == SHARP_HC_HTTP) {
         llhttp_init(&conn->parser, HTTP_RESPONSE, &parser_settings);
         conn->parser.data = conn;
@@ -644,6 +900,8 @@ static void session_init(sharp_health_checker_t *hc, hc_session_t *s, sharp_clus
     if (s->cfg->type == SHARP_HC_HTTP) {
         s->head = strcmp(s->cfg->method, "HEAD") == 0;
         build_request(s);
+    } else if (s->cfg->type == SHARP_HC_GRPC) {
+        sharp_grpc_health_request(&s->request, s->cfg->grpc_service);
     }
     uv_timer_init(hc->loop, &s->interval_timer);
     uv_timer_init(hc->loop, &s->timeout_timer);

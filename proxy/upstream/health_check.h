@@ -10,15 +10,20 @@
  *   clock.
  * - sharp_health_checker_t: one session per checked host on the main loop,
  *   each with an interval timer, a timeout timer and at most one connection
- *   (its own small HTTP/1.1 client on llhttp, or a TCP connect/send/receive
- *   check). A result flips SHARP_HOST_FAILED_ACTIVE_HC in the host's atomic
+ *   (its own small HTTP/1.1 client on llhttp, a TCP connect/send/receive
+ *   check, or for gRPC checks an HTTP/2 client on nghttp2 calling
+ *   grpc.health.v1.Health/Check). A result flips SHARP_HOST_FAILED_ACTIVE_HC in the host's atomic
  *   health flags; the workers' load balancers read them on every pick.
  *
  * Envoy semantics kept here: a host of a checked cluster starts failed and
  * the first result decides at once (one success makes it healthy); after
  * that, healthy_threshold consecutive successes clear the flag; an
  * unexpected HTTP status fails it at once, while timeouts and network
- * failures count towards unhealthy_threshold.
+ * failures count towards unhealthy_threshold. A gRPC check passes when the
+ * call ends with grpc-status 0 and one HealthCheckResponse saying SERVING;
+ * any other answer (NOT_SERVING, UNKNOWN, another grpc-status, a non-200
+ * status, a payload that does not decode) fails the host at once, as
+ * Envoy's GrpcHealthCheckerImpl does.
  *
  * Not modelled: an answer with x-envoy-degraded counts in the degraded gauge
  * but the host stays an ordinary healthy host (SHARP's load balancers have
@@ -43,6 +48,7 @@ struct sharp_snapshot;
 typedef enum {
     SHARP_HC_HTTP,
     SHARP_HC_TCP,
+    SHARP_HC_GRPC,
 } sharp_hc_type_t;
 
 /* A half-open status range [start, end). */
@@ -85,7 +91,10 @@ typedef struct sharp_hc_config {
     uint32_t nexpected;
     sharp_hc_range_t *retriable;
     uint32_t nretriable;
-    sharp_header_ops_t headers; /* request_headers_to_add/remove */
+    sharp_header_ops_t headers; /* request_headers_to_add/remove (gRPC: initial_metadata) */
+    /* gRPC */
+    char *grpc_service;   /* HealthCheckRequest.service ("" checks the server) */
+    char *grpc_authority; /* :authority; NULL: the cluster name */
     /* TCP */
     sharp_hc_payload_t send;     /* len 0: connect only */
     sharp_hc_payload_t *receive; /* each found in order in the reply */

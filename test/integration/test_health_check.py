@@ -166,7 +166,8 @@ def test_config_errors():
     assert rc == 1 and "health_checks[0].healthy_threshold: is required" in out, out
     rc, out = validate(cfg(HC.replace("http_health_check:\n    path: /healthz",
                                       "grpc_health_check: { service_name: x }")))
-    assert rc == 1 and "health_checks[0].grpc_health_check: grpc_health_check is not supported by SHARP (gRPC health checks)" in out, out
+    # Envoy's gRPC checker needs an HTTP/2 cluster
+    assert rc == 1 and "health_checks[0].grpc_health_check: b cluster must support HTTP/2 for gRPC healthchecking" in out, out
     rc, out = validate(cfg(HC + "  event_log_path: /tmp/hc.log\n"))
     assert rc == 1 and "health_checks[0].event_log_path: event_log_path is not supported by SHARP" in out, out
     rc, out = validate(cfg(HC + "    expected_statuses: [ { start: 300, end: 200 } ]\n"))

@@ -120,12 +120,76 @@ static void timeouts(void **state)
     assert_false(sharp_grpc_timeout_ms(SHARP_STR(""), &ms));
 }
 
+static void grpc_to_http(void **state)
+{
+    (void)state;
+    static const uint32_t want[] = {200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401};
+    for (int64_t i = 0; i <= 16; i++) assert_int_equal(sharp_grpc_status_to_http(i), want[i]);
+    assert_int_equal(sharp_grpc_status_to_http(17), 500);
+    assert_int_equal(sharp_grpc_status_to_http(-1), 500); /* InvalidCode */
+}
+
+static void timeout_format(void **state)
+{
+    (void)state;
+    char t[10];
+    size_t n = sharp_grpc_timeout_format(0, t);
+    assert_memory_equal(t, "0m", n);
+    n = sharp_grpc_timeout_format(300, t);
+    assert_memory_equal(t, "300m", n);
+    n = sharp_grpc_timeout_format(99999999, t);
+    assert_memory_equal(t, "99999999m", n);
+    n = sharp_grpc_timeout_format(100000000, t);
+    assert_memory_equal(t, "100000S", n);
+    n = sharp_grpc_timeout_format(UINT64_MAX, t);
+    assert_memory_equal(t, "99999999H", n); /* clipped */
+    assert_int_equal(n, 9);
+    uint64_t ms;
+    n = sharp_grpc_timeout_format(123456, t);
+    assert_true(sharp_grpc_timeout_ms((sharp_str_t){t, n}, &ms));
+    assert_int_equal(ms, 123456);
+}
+
+static void health_messages(void **state)
+{
+    (void)state;
+    sharp_sbuf_t b = {0};
+    sharp_grpc_health_request(&b, "svc.A");
+    assert_int_equal(b.len, 12);
+    assert_memory_equal(b.data, "\0\0\0\0\x07\x0a\x05svc.A", 12);
+    sharp_sbuf_free(&b);
+    sharp_grpc_health_request(&b, "");
+    assert_int_equal(b.len, 5);
+    assert_memory_equal(b.data, "\0\0\0\0\0", 5);
+    sharp_sbuf_free(&b);
+
+    uint64_t st = 99;
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x02\x08\x01", 7, &st), 0);
+    assert_int_equal(st, 1); /* SERVING */
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x02\x08\x02", 7, &st), 0);
+    assert_int_equal(st, 2);
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\0", 5, &st), 0);
+    assert_int_equal(st, 0); /* empty message: UNKNOWN */
+    /* an unknown string field before the status is skipped */
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x05\x12\x01x\x08\x01", 10, &st), 0);
+    assert_int_equal(st, 1);
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x02\x08", 6, &st), -1);   /* short */
+    assert_int_equal(sharp_grpc_health_response_status("\x01\0\0\0\x02\x08\x01", 7, &st), -1); /* compressed */
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x01\x08", 6, &st), -1);   /* truncated varint */
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x02\x12\x05", 7, &st), -1); /* overlong */
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x01\x0b", 6, &st), -1);   /* group */
+    /* two messages: a unary call has one */
+    assert_int_equal(sharp_grpc_health_response_status("\0\0\0\0\x02\x08\x01\0\0\0\0\0", 12, &st), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_content_types), cmocka_unit_test(http_to_grpc),
         cmocka_unit_test(response_status_order), cmocka_unit_test(names),
         cmocka_unit_test(percent_encoding),      cmocka_unit_test(timeouts),
+        cmocka_unit_test(timeout_format),        cmocka_unit_test(health_messages),
+        cmocka_unit_test(grpc_to_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -736,9 +736,88 @@ static void test_upgrade_allowed(void **state)
     assert_false(sharp_upgrade_allowed(hcm_on, 1, &plain, SHARP_STR("websocke")));
 }
 
+/* Envoy's finalTimeout (route part) with max_grpc_timeout / grpc_timeout_offset. */
+static void test_route_timeouts(void **state)
+{
+    (void)state;
+    sharp_route_t r = {.timeout_ms = 15000};
+    bool rw;
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 100, &rw), 15000);
+    assert_false(rw);
+    r.has_max_grpc_timeout = true;
+    r.max_grpc_timeout_ms = 500;
+    assert_int_equal(sharp_route_timeout_ms(&r, false, true, 100, &rw), 15000); /* not gRPC */
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 100, &rw), 100);
+    assert_true(rw);
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 9000, &rw), 500); /* capped */
+    assert_int_equal(sharp_route_timeout_ms(&r, true, false, 0, &rw), 500);   /* no header: the max */
+    r.max_grpc_timeout_ms = 0;                                                 /* no cap */
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 9000, &rw), 9000);
+    assert_int_equal(sharp_route_timeout_ms(&r, true, false, 0, &rw), 0); /* no timeout at all */
+    r.has_grpc_timeout_offset = true;
+    r.grpc_timeout_offset_ms = 1000;
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 9000, &rw), 8000);
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 1000, &rw), 1000); /* would leave nothing */
+    r.max_grpc_timeout_ms = 5000;
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 9000, &rw), 5000); /* offset, then cap */
+    r.has_msd = true; /* max_stream_duration: no router timeout */
+    assert_int_equal(sharp_route_timeout_ms(&r, true, true, 9000, &rw), 0);
+    assert_false(rw);
+}
+
+/* Envoy's refreshDurationTimeout for a route. */
+static void test_route_stream_duration(void **state)
+{
+    (void)state;
+    sharp_route_t r = {.has_msd = true};
+    uint64_t ms = 77;
+    assert_int_equal(sharp_route_stream_duration(&r, true, 100, &ms), SHARP_MSD_HCM);
+    r.has_msd_max = true;
+    r.msd_max_ms = 0;
+    assert_int_equal(sharp_route_stream_duration(&r, false, 0, &ms), SHARP_MSD_NONE);
+    r.msd_max_ms = 400;
+    assert_int_equal(sharp_route_stream_duration(&r, true, 100, &ms), SHARP_MSD_SET);
+    assert_int_equal(ms, 400); /* grpc-timeout ignored without grpc_timeout_header_max */
+    r.has_grpc_header_max = true;
+    r.grpc_header_max_ms = 300;
+    assert_int_equal(sharp_route_stream_duration(&r, true, 100, &ms), SHARP_MSD_SET);
+    assert_int_equal(ms, 100);
+    assert_int_equal(sharp_route_stream_duration(&r, true, 9000, &ms), SHARP_MSD_SET);
+    assert_int_equal(ms, 300);
+    assert_int_equal(sharp_route_stream_duration(&r, false, 0, &ms), SHARP_MSD_SET);
+    assert_int_equal(ms, 400); /* no header: max_stream_duration */
+    r.grpc_header_max_ms = 0;  /* no cap */
+    r.has_grpc_header_offset = true;
+    r.grpc_header_offset_ms = 50;
+    assert_int_equal(sharp_route_stream_duration(&r, true, 9000, &ms), SHARP_MSD_SET);
+    assert_int_equal(ms, 8950);
+    assert_int_equal(sharp_route_stream_duration(&r, true, 50, &ms), SHARP_MSD_SET);
+    assert_int_equal(ms, 0); /* the offset eats it all: expires at once */
+}
+
+static void test_retry_grpc_on(void **state)
+{
+    (void)state;
+    uint32_t on = sharp_retry_grpc_on_parse("cancelled,unavailable, internal", 31);
+    assert_int_equal(on, SHARP_RETRY_GRPC_CANCELLED | SHARP_RETRY_GRPC_UNAVAILABLE | SHARP_RETRY_GRPC_INTERNAL);
+    assert_int_equal(sharp_retry_on_parse("unavailable,5xx", 15), SHARP_RETRY_5XX); /* HTTP list only */
+    assert_int_equal(sharp_retry_grpc_on_parse("5xx,deadline-exceeded,resource-exhausted", 40),
+                     SHARP_RETRY_GRPC_DEADLINE_EXCEEDED | SHARP_RETRY_GRPC_RESOURCE_EXHAUSTED);
+    assert_true(sharp_retry_grpc_status_matches(on, 1));
+    assert_true(sharp_retry_grpc_status_matches(on, 14));
+    assert_true(sharp_retry_grpc_status_matches(on, 13));
+    assert_false(sharp_retry_grpc_status_matches(on, 4));
+    assert_false(sharp_retry_grpc_status_matches(on, 0));
+    assert_false(sharp_retry_grpc_status_matches(on, -1));
+    assert_true(sharp_retry_grpc_status_matches(SHARP_RETRY_GRPC_ANY, 8));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_timeouts),
+        cmocka_unit_test(test_route_stream_duration),
+        cmocka_unit_test(test_retry_grpc_on),
         cmocka_unit_test(test_domain_order_indexed),
         cmocka_unit_test(test_domain_order_scan),
         cmocka_unit_test(test_domain_ignore_port),
