@@ -77,6 +77,7 @@ typedef struct admin_conn {
     bool closing;         /* uv_close called on both handles */
     bool proto_known;     /* HTTP/1 or HTTP/2 decided from the first bytes */
     sharp_grpc_conn_t *h2; /* an HTTP/2 connection: gRPC (grpc/server.h) */
+    bool quit_pending;     /* /quitquitquit over HTTP/2: shut down once written */
     char rbuf[ADMIN_READ_BUF];
     size_t roff, rlen; /* unparsed bytes are rbuf[roff, rlen) */
 } admin_conn_t;
@@ -196,6 +197,10 @@ static void on_write(uv_write_t *req, int status)
     sharp_sbuf_free(&w->head);
     sharp_sbuf_free(&w->body);
     free(w);
+    if (c->quit_pending && (status < 0 || c->tcp.write_queue_size == 0)) {
+        c->quit_pending = false; /* written, or never will be: it counts */
+        quit = true;
+    }
     if (status < 0) {
         conn_close(c);
     } else if (c->h2) {
@@ -532,8 +537,9 @@ static void conn_process(admin_conn_t *c)
 /* ---- HTTP/2: gRPC ---------------------------------------------------------- */
 
 /* The client connection preface (RFC 9113 section 3.4): a connection that
- * starts with it is HTTP/2 with prior knowledge, which only gRPC clients
- * use here; everything else is HTTP/1 as before. */
+ * starts with it is HTTP/2 with prior knowledge (gRPC clients, curl
+ * --http2-prior-knowledge); everything else is HTTP/1 as before. gRPC calls
+ * go to the gRPC server's registry, other requests to the admin handlers. */
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define H2_PREFACE_LEN (sizeof h2_preface - 1)
 
@@ -567,7 +573,68 @@ static void h2_done(void *ctx)
     conn_finish(ctx);
 }
 
-static const sharp_grpc_conn_io_t h2_io = {h2_write, h2_write_queued, h2_done};
+/* /quitquitquit over HTTP/2: its response's last bytes have been handed to
+ * h2_write; the server shuts down once they are written, as on HTTP/1. */
+static void h2_quit(void *arg)
+{
+    admin_conn_t *c = arg;
+    if (c->closing || c->tcp.write_queue_size == 0)
+        sharp_server_shutdown(c->admin->srv, false);
+    else
+        c->quit_pending = true;
+}
+
+/* An admin page over HTTP/2: the same handlers as HTTP/1, the same access
+ * logs (with the request's own pseudo-headers, protocol HTTP/2). */
+static void h2_plain(void *ctx, const sharp_headers_t *req, const char *body, size_t len,
+                     sharp_grpc_plain_response_t *out)
+{
+    admin_conn_t *c = ctx;
+    uint64_t start_wall_us = sharp_wall_us(), start_ns = sharp_now_ns();
+    sharp_admin_request_t rq = {.srv = c->admin->srv};
+    sharp_str_t m = {0}, target = {0}, ct, query;
+    sharp_headers_get_cstr(req, ":method", &m);
+    sharp_headers_get_cstr(req, ":path", &target);
+    char method[24];
+    snprintf(method, sizeof method, "%.*s", (int)SHARP_MIN(m.len, sizeof method - 1), m.p);
+    rq.method = method;
+    if (!target.len) target = SHARP_STR("/");
+    sharp_url_split(target.p, target.len, &rq.path, &query);
+    sharp_query_parse(query.p, query.len, &rq.query);
+    if (len && sharp_headers_get_cstr(req, "content-type", &ct) && ct.len == 33 &&
+        memcmp(ct.p, "application/x-www-form-urlencoded", 33) == 0)
+        sharp_query_parse(body, len, &rq.form);
+    sharp_admin_response_t rsp = {0};
+    sharp__admin_handle(&rq, &rsp);
+    sharp_query_free(&rq.query);
+    sharp_query_free(&rq.form);
+    sharp_log_debug("admin: HTTP/2 %s %.*s -> %u", method, (int)target.len, target.p, rsp.status);
+    const sharp_snapshot_t *snap = c->admin->srv->snap;
+    if (snap && snap->nadmin_access_logs) {
+        sharp_stream_info_t si = {0};
+        si.start_wall_us = start_wall_us;
+        si.start_ns = start_ns;
+        si.end_ns = si.request_complete_ns = sharp_now_ns();
+        si.protocol = "HTTP/2";
+        si.response_code = rsp.status;
+        si.bytes_received = len;
+        si.bytes_sent = strcmp(method, "HEAD") == 0 ? 0 : rsp.body.len;
+        snprintf(si.downstream_remote_address, sizeof si.downstream_remote_address, "%s", c->remote);
+        snprintf(si.downstream_local_address, sizeof si.downstream_local_address, "%s", c->local);
+        si.request_headers = req;
+        for (uint32_t i = 0; i < snap->nadmin_access_logs; i++)
+            sharp_access_log_write_now(snap->admin_access_logs[i], &si);
+    }
+    out->status = rsp.status;
+    out->content_type = rsp.content_type ? rsp.content_type : SHARP_ADMIN_CT_TEXT;
+    out->body = rsp.body;
+    if (rsp.quit_after) {
+        out->after = h2_quit;
+        out->after_arg = c;
+    }
+}
+
+static const sharp_grpc_conn_io_t h2_io = {h2_write, h2_write_queued, h2_done, h2_plain};
 
 /* Decides the protocol from the first bytes read. Returns -1 while they are
  * a proper beginning of the preface (more is needed). */

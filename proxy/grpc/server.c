@@ -66,6 +66,13 @@ struct sharp_grpc_conn {
     bool flushing;
     bool done;            /* `done` was reported */
     bool free_pending;    /* sharp_grpc_conn_free was called with depth > 0 */
+    /* plain responses' `after`s of streams that ended while serializing:
+     * run once those bytes are handed to the owner */
+    struct {
+        void (*fn)(void *);
+        void *arg;
+    } afters[4];
+    unsigned nafters;
 };
 
 struct sharp_grpc_call {
@@ -93,6 +100,9 @@ struct sharp_grpc_call {
     bool deferred;      /* the data provider returned NGHTTP2_ERR_DEFERRED */
     bool request_done;  /* the client ended its side */
     bool stream_closed;
+    bool plain;         /* not a gRPC call: io->plain answers it */
+    void (*after)(void *arg); /* a plain response's, run when the stream is over */
+    void *after_arg;
 };
 
 static void conn_maybe_free(sharp_grpc_conn_t *c);
@@ -197,6 +207,17 @@ static void call_stream_gone(sharp_grpc_call_t *call)
     call_release_input(call);
     uv_timer_stop(&call->deadline);
     uv_close((uv_handle_t *)&call->deadline, on_call_timer_close);
+    if (call->after) {
+        sharp_grpc_conn_t *c = call->conn;
+        void (*fn)(void *) = call->after;
+        call->after = NULL;
+        if (c->flushing && c->nafters < SHARP_ARRAY_SIZE(c->afters)) {
+            c->afters[c->nafters].fn = fn;
+            c->afters[c->nafters++].arg = call->after_arg;
+        } else {
+            fn(call->after_arg); /* may free the connection: it waits for this call */
+        }
+    }
 }
 
 static void conn_schedule(sharp_grpc_conn_t *c)
@@ -478,19 +499,52 @@ static ssize_t plain_read(nghttp2_session *session, int32_t stream_id, uint8_t *
     return (ssize_t)n;
 }
 
-/* A request that is not a gRPC call: only gRPC is served over HTTP/2. */
-static void respond_plain(sharp_grpc_call_t *call, const char *status, const char *body)
+/* A response to a request that is not a gRPC call. Takes `body`. */
+static void respond_plain(sharp_grpc_call_t *call, unsigned status, const char *content_type, sharp_sbuf_t *body,
+                          bool head_only)
 {
+    sharp_grpc_conn_t *c = call->conn;
     call->finished = true;
     call->headers_sent = true;
-    sharp_sbuf_puts(&call->out, body);
-    nghttp2_nv nv[2];
+    call_release_input(call);
+    sharp_sbuf_reset(&call->out);
+    if (!head_only && body->len) sharp_sbuf_append(&call->out, body->data, body->len);
+    char code[12], clen[24];
+    int cl = snprintf(code, sizeof code, "%u", status);
+    int ll = snprintf(clen, sizeof clen, "%zu", body->len);
+    sharp_sbuf_free(body);
+    nghttp2_nv nv[5];
     size_t n = 0;
-    nv_add(nv, &n, ":status", 7, status, strlen(status));
-    NV_LIT(nv, &n, "content-type", "text/plain; charset=UTF-8");
+    nv_add(nv, &n, ":status", 7, code, (size_t)cl);
+    nv_add(nv, &n, "content-type", 12, content_type, strlen(content_type));
+    NV_LIT(nv, &n, "cache-control", "no-cache, max-age=0");
+    NV_LIT(nv, &n, "x-content-type-options", "nosniff");
+    nv_add(nv, &n, "content-length", 14, clen, (size_t)ll);
     nghttp2_data_provider dp = {.source.ptr = call, .read_callback = plain_read};
-    if (nghttp2_submit_response(call->conn->session, call->id, nv, n, &dp) != 0)
-        nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->id, NGHTTP2_INTERNAL_ERROR);
+    if (nghttp2_submit_response(c->session, call->id, nv, n, call->out.len ? &dp : NULL) != 0)
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, call->id, NGHTTP2_INTERNAL_ERROR);
+    conn_schedule(c);
+}
+
+static void respond_plain_text(sharp_grpc_call_t *call, unsigned status, const char *text)
+{
+    sharp_sbuf_t body = {0};
+    sharp_sbuf_puts(&body, text);
+    respond_plain(call, status, "text/plain; charset=UTF-8", &body, false);
+}
+
+/* The whole request of a plain call is in: the owner answers it. */
+static void plain_dispatch(sharp_grpc_call_t *call)
+{
+    sharp_grpc_conn_t *c = call->conn;
+    sharp_grpc_plain_response_t rsp = {0};
+    c->io->plain(c->ctx, &call->req, call->in.data ? call->in.data : "", call->in.len, &rsp);
+    sharp_str_t method;
+    bool head = sharp_headers_get_cstr(&call->req, ":method", &method) && sharp_str_eq(method, "HEAD", 4);
+    call->after = rsp.after;
+    call->after_arg = rsp.after_arg;
+    respond_plain(call, rsp.status ? rsp.status : 200,
+                  rsp.content_type ? rsp.content_type : "text/plain; charset=UTF-8", &rsp.body, head);
 }
 
 /* The request head is complete: route it, check it, arm its deadline. */
@@ -501,12 +555,15 @@ static void call_head_done(sharp_grpc_call_t *call)
     sharp_headers_get_cstr(&call->req, ":method", &method);
     sharp_headers_get_cstr(&call->req, ":path", &path);
     if (!sharp_grpc_is_request(&call->req)) {
-        respond_plain(call, "404",
-                      "only gRPC (content-type application/grpc) is served over HTTP/2 on the admin listener\n");
+        if (c->io && c->io->plain) {
+            call->plain = true; /* answered once its body is in */
+            return;
+        }
+        respond_plain_text(call, 404, "only gRPC (content-type application/grpc) is served here over HTTP/2\n");
         return;
     }
     if (!sharp_str_eq(method, "POST", 4)) {
-        respond_plain(call, "405", "gRPC calls are POST requests\n");
+        respond_plain_text(call, 405, "gRPC calls are POST requests\n");
         return;
     }
     int m;
@@ -551,7 +608,9 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) call_head_done(call);
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         call->request_done = true;
-        if (!call->finished) call_dispatch(call);
+        if (call->finished) return 0;
+        if (!call->plain) call_dispatch(call);
+        else if (call->conn->io) plain_dispatch(call);
     }
     return 0;
 }
@@ -567,9 +626,13 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         call_end(call, SHARP_GRPC_RESOURCE_EXHAUSTED, "too many request bytes buffered on this connection");
         return 0;
     }
+    if (call->plain && call->in.len + len > SHARP_GRPC_PLAIN_BODY_MAX) {
+        respond_plain_text(call, 413, "Payload Too Large\n");
+        return 0;
+    }
     sharp_sbuf_append(&call->in, (const char *)data, len);
     c->buffered += len;
-    call_check_input(call);
+    if (!call->plain) call_check_input(call);
     return 0;
 }
 
@@ -658,6 +721,8 @@ void sharp_grpc_conn_flush(sharp_grpc_conn_t *c)
     if (out.len && c->io) c->io->write(c->ctx, &out);
     sharp_sbuf_free(&out);
     c->flushing = false;
+    for (unsigned i = 0; i < c->nafters; i++) c->afters[i].fn(c->afters[i].arg);
+    c->nafters = 0;
     if (c->io && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
         conn_report_done(c);
     conn_leave(c); /* last: may free c */
@@ -687,7 +752,13 @@ int sharp_grpc_conn_recv(sharp_grpc_conn_t *c, const uint8_t *p, size_t n)
 
 bool sharp_grpc_conn_busy(const sharp_grpc_conn_t *c)
 {
-    return !sharp_dlist_empty(&c->calls);
+    /* only calls a handler has: a request the client never completes does
+     * not keep the connection from its idle timeout */
+    for (const sharp_dlist_t *n = c->calls.next; n != &c->calls; n = n->next) {
+        const sharp_grpc_call_t *call = sharp_container_of(n, sharp_grpc_call_t, link);
+        if (call->dispatched && !call->finished) return true;
+    }
+    return false;
 }
 
 static void conn_maybe_free(sharp_grpc_conn_t *c)

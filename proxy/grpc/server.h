@@ -44,6 +44,7 @@ enum {
 /* gRPC's default maximum receive message size. */
 #define SHARP_GRPC_MAX_RECV_DEFAULT (4u * 1024 * 1024)
 
+struct sharp_headers;
 typedef struct sharp_grpc_registry sharp_grpc_registry_t;
 typedef struct sharp_grpc_call sharp_grpc_call_t;
 typedef struct sharp_grpc_conn sharp_grpc_conn_t;
@@ -98,6 +99,19 @@ void sharp_grpc_call_on_cancel(sharp_grpc_call_t *call, sharp_grpc_cancel_fn fn,
 
 /* ---- connections (the socket owner's side) ---- */
 
+/* A request that is not a gRPC call, answered by the owner (the admin
+ * pages over HTTP/2). */
+typedef struct {
+    unsigned status;
+    const char *content_type; /* static */
+    sharp_sbuf_t body;        /* taken */
+    /* Runs once the stream is over: after its last bytes went to the
+     * owner's `write`, or when the stream or connection is gone
+     * (/quitquitquit's shutdown). */
+    void (*after)(void *arg);
+    void *after_arg;
+} sharp_grpc_plain_response_t;
+
 typedef struct {
     /* Writes `bytes` to the socket and takes the buffer (leaves it empty). */
     void (*write)(void *ctx, sharp_sbuf_t *bytes);
@@ -107,7 +121,15 @@ typedef struct {
     /* The session is over (GOAWAY exchanged, protocol error): the owner
      * stops reading and closes once the queued bytes are written. */
     void (*done)(void *ctx);
+    /* Optional: answers a request whose content-type is not gRPC's, given
+     * its headers (with the pseudo-headers) and body (at most
+     * SHARP_GRPC_PLAIN_BODY_MAX bytes; more is a 413). Without it such a
+     * request gets a 404. */
+    void (*plain)(void *ctx, const struct sharp_headers *req, const char *body, size_t len,
+                  sharp_grpc_plain_response_t *rsp);
 } sharp_grpc_conn_io_t;
+
+#define SHARP_GRPC_PLAIN_BODY_MAX (64u * 1024)
 
 /* Output above this stays unserialized until the socket drains. */
 #define SHARP_GRPC_CONN_WRITE_HIGH (256u * 1024)
@@ -120,7 +142,8 @@ sharp_grpc_conn_t *sharp_grpc_conn_new(sharp_grpc_registry_t *r, uv_loop_t *loop
 int sharp_grpc_conn_recv(sharp_grpc_conn_t *c, const uint8_t *p, size_t n);
 /* Serializes what is pending (call after a write completed). */
 void sharp_grpc_conn_flush(sharp_grpc_conn_t *c);
-/* Calls are in progress (an idle timeout should wait). */
+/* Calls are in their handler's hands (an idle timeout should wait: a
+ * Watch may be quiet for long). */
 bool sharp_grpc_conn_busy(const sharp_grpc_conn_t *c);
 /* Cancels every call and detaches from the owner, which must not call the
  * connection again; the memory goes once the calls' timers are closed. */

@@ -268,15 +268,60 @@ def test_grpc_timeout_honoured_by_server(sharp):
     assert head["grpc-status"] == "13"
 
 
-def test_plain_http2_request_404(sharp):
-    """Only gRPC is served over HTTP/2: another request gets a 404 that
-    says so; a gRPC content type with GET gets a 405."""
-    admin, _ = sharp
-    head, data, _, _ = h2_call(admin, "/ready", b"", method="GET", content_type="text/plain")
-    assert head[":status"] == "404"
-    assert b"only gRPC" in data
+def curl_h2(*args):
+    import subprocess
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_version} %{http_code}",
+                        *args], capture_output=True, timeout=10 * SLOW, text=True)
+    body, _, tail = r.stdout.rpartition("\n")
+    return tail, body
+
+
+def test_admin_pages_over_http2(sharp):
+    """Requests that are not gRPC calls on an HTTP/2 admin connection are
+    the admin pages, as over HTTP/1; a gRPC content type with GET is a
+    405."""
+    admin, ch = sharp
+    url = f"http://127.0.0.1:{admin}"
+    assert curl_h2(url + "/ready") == ("2 200", "LIVE\n")
+    assert curl_h2("-I", url + "/ready")[0] == "2 200"
+    tail, body = curl_h2(url + "/no-such-page")
+    assert tail == "2 404" and "admin commands are:" in body
+    assert curl_h2(url + "/healthcheck/fail")[0] == "2 405"  # mutating: POST only
+    call = raw(ch, WATCH, stream=True)(health_request(""), timeout=20 * SLOW)
+    it = iter(call)
+    assert health_status(next(it)) == SERVING
+    assert curl_h2("-X", "POST", url + "/healthcheck/fail") == ("2 200", "OK\n")
+    assert health_status(next(it)) == NOT_SERVING
+    assert curl_h2("-X", "POST", url + "/healthcheck/ok") == ("2 200", "OK\n")
+    assert health_status(next(it)) == SERVING
+    call.cancel()
+    tail, body = curl_h2("-d", "x" * (64 * 1024 + 1), url + "/healthcheck/ok")
+    assert tail == "2 413"
     head, _, _, _ = h2_call(admin, CHECK, b"", method="GET")
     assert head[":status"] == "405"
+
+
+def test_admin_http2_access_log_and_quit(procs):
+    """Admin pages over HTTP/2 are in the admin access log with protocol
+    HTTP/2 and their pseudo-headers; POST /quitquitquit over HTTP/2 answers,
+    then the server exits 0."""
+    import os
+    import tempfile
+    admin = free_port()
+    log = os.path.join(tempfile.mkdtemp(prefix="sharp-adminlog-"), "admin.log")
+    y = (f"admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\n"
+         f"  access_log_path: {log}\n")
+    s = run_sharp_config(procs, y, admin)
+    url = f"http://127.0.0.1:{admin}"
+    assert curl_h2(url + "/server_info?x=1")[0] == "2 200"
+    deadline = time.time() + 5 * SLOW
+    while time.time() < deadline and "/server_info" not in open(log).read():
+        time.sleep(0.05)
+    line = [l for l in open(log).read().splitlines() if "/server_info" in l][0]
+    assert '"GET /server_info?x=1 HTTP/2" 200' in line
+    assert f'"127.0.0.1:{admin}"' in line  # %REQ(:AUTHORITY)%
+    assert curl_h2("-X", "POST", url + "/quitquitquit") == ("2 200", "OK\n")
+    assert s.p.wait(timeout=10 * SLOW) == 0
 
 
 def test_hostile_client_does_not_hurt_others(sharp):
@@ -381,4 +426,68 @@ def test_concurrent_streams_limited(sharp):
     extra = open_watch()
     s.sendall(conn.data_to_send())
     pump(lambda: extra in answered)
+    s.close()
+
+
+def test_large_request_across_windows(sharp):
+    """A 1 MiB request message, far more than the 64 KiB stream window: it
+    arrives in many DATA frames as the server gives the window back, is
+    reassembled and decoded (an unknown service name: NOT_FOUND)."""
+    admin, ch = sharp
+    name = ("x" * (1 << 20)).encode()
+    msg = b"\x0a" + bytes([0x80, 0x80, 0x40]) + name  # field 1, length 2^20 as a varint
+    with pytest.raises(grpc.RpcError) as e:
+        raw(ch, CHECK)(msg, timeout=10 * SLOW)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_connection_buffer_bound(sharp):
+    """Request bytes buffered by all streams of a connection are bounded (8
+    MiB): three calls each announcing a 4 MiB message and sending 3 MiB of
+    it, in turn; the one that crosses the bound ends with
+    RESOURCE_EXHAUSTED while the others still wait for the rest of theirs."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    admin, _ = sharp
+    s = socket.create_connection(("127.0.0.1", admin), timeout=10 * SLOW)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    hdrs = [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", CHECK),
+            ("content-type", "application/grpc"), ("te", "trailers")]
+    sids = []
+    for _ in range(3):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, hdrs)
+        conn.send_data(sid, b"\x00" + struct.pack(">I", 4 * 1024 * 1024))
+        sids.append(sid)
+    s.sendall(conn.data_to_send())
+    left = {sid: 3 * 1024 * 1024 for sid in sids}
+    statuses = {}
+    while any(left.values()) and len(statuses) < 1:
+        progressed = False
+        for sid in sids:
+            if sid in statuses or not left[sid]:
+                continue
+            n = min(left[sid], conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if n > 0:
+                conn.send_data(sid, b"\x00" * n)
+                left[sid] -= n
+                progressed = True
+        s.sendall(conn.data_to_send())
+        if progressed:
+            continue
+        chunk = s.recv(65536)
+        assert chunk, "connection closed"
+        for ev in conn.receive_data(chunk):
+            if isinstance(ev, h2.events.ResponseReceived):
+                statuses[ev.stream_id] = dict(ev.headers)
+            elif isinstance(ev, h2.events.StreamReset):
+                left[ev.stream_id] = 0
+        s.sendall(conn.data_to_send())
+    assert len(statuses) == 1, statuses
+    (sid, head), = statuses.items()
+    assert sid in sids
+    assert head["grpc-status"] == "8"
+    assert head["grpc-message"] == "too many request bytes buffered on this connection"
     s.close()
