@@ -622,12 +622,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     sharp_grpc_conn_t *c = user;
     sharp_grpc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
     if (!call || call->finished || call->stream_closed) return 0; /* dropped */
-    if (c->buffered + len > GRPC_CONN_BUFFER_MAX) {
-        call_end(call, SHARP_GRPC_RESOURCE_EXHAUSTED, "too many request bytes buffered on this connection");
+    if (call->plain && (call->in.len + len > SHARP_GRPC_PLAIN_BODY_MAX || c->buffered + len > GRPC_CONN_BUFFER_MAX)) {
+        respond_plain_text(call, 413, "Payload Too Large\n");
         return 0;
     }
-    if (call->plain && call->in.len + len > SHARP_GRPC_PLAIN_BODY_MAX) {
-        respond_plain_text(call, 413, "Payload Too Large\n");
+    if (c->buffered + len > GRPC_CONN_BUFFER_MAX) {
+        call_end(call, SHARP_GRPC_RESOURCE_EXHAUSTED, "too many request bytes buffered on this connection");
         return 0;
     }
     sharp_sbuf_append(&call->in, (const char *)data, len);
