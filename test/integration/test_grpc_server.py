@@ -491,3 +491,70 @@ def test_connection_buffer_bound(sharp):
     assert head["grpc-status"] == "8"
     assert head["grpc-message"] == "too many request bytes buffered on this connection"
     s.close()
+
+
+def read_until_closed(s, limit=30):
+    """Reads until the server closes (or resets) the connection; returns
+    what it sent. Fails if it stays open `limit` seconds."""
+    s.settimeout(limit * SLOW)
+    got = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_random_frames_after_preface(sharp):
+    """Frames with random types, flags, stream ids and payloads after a
+    valid preface and SETTINGS: each connection ends (GOAWAY or close) or
+    stays usable, the server keeps serving (run under ASan too)."""
+    import random
+    admin, ch = sharp
+    rnd = random.Random(20261206)
+    for _ in range(40):
+        s = socket.create_connection(("127.0.0.1", admin), timeout=10 * SLOW)
+        data = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        for _ in range(rnd.randint(1, 20)):
+            payload = bytes(rnd.getrandbits(8) for _ in range(rnd.choice([0, 1, 4, 5, 8, 13, 40, 300])))
+            ftype = rnd.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, rnd.randint(0, 255)])
+            sid = rnd.choice([0, 1, 2, 3, 5, 0x7fffffff, rnd.getrandbits(31)])
+            data += struct.pack(">I", len(payload))[1:] + bytes([ftype, rnd.getrandbits(8)]) + struct.pack(">I", sid)
+            data += payload
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        read_until_closed(s)
+        s.close()
+    assert health_status(raw(ch, CHECK)(health_request(""), timeout=5 * SLOW)) == SERVING
+    assert admin_get(admin, "/ready").strip() == "LIVE"
+
+
+def test_ping_flood_without_reading(sharp):
+    """A client that sends PINGs and does not read the ACKs: once the
+    answers back up (the socket's queue is full, nothing more is
+    serialized), nghttp2's flood limit ends the connection instead of
+    queuing answers without end; others are served meanwhile."""
+    admin, ch = sharp
+    s = socket.create_connection(("127.0.0.1", admin), timeout=10 * SLOW)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+    s.settimeout(2 * SLOW)
+    sent = 0
+    try:
+        while sent < 5000000:
+            s.sendall(ping * 1000)
+            sent += 1000
+    except (socket.timeout, BrokenPipeError, ConnectionResetError):
+        pass
+    assert sent < 5000000  # the server stopped taking them
+    assert health_status(raw(ch, CHECK)(health_request(""), timeout=5 * SLOW)) == SERVING
+    got = read_until_closed(s)  # and closed the connection
+    s.close()
+    assert len(got) < sent * 17, (len(got), sent)
