@@ -101,6 +101,7 @@ struct sharp_grpc_call {
     bool request_done;  /* the client ended its side */
     bool stream_closed;
     bool plain;         /* not a gRPC call: io->plain answers it */
+    bool foreign_encoding; /* grpc-encoding other than identity */
     void (*after)(void *arg); /* a plain response's, run when the stream is over */
     void *after_arg;
 };
@@ -442,9 +443,16 @@ static void call_check_input(sharp_grpc_call_t *call)
     default: break;
     }
     if (call->in.len >= SHARP_GRPC_PREFIX_LEN && f.compressed) {
-        /* grpc-encoding is identity (anything else was refused with the
-         * headers): a compressed message cannot be read */
-        call_end(call, SHARP_GRPC_INTERNAL, "compressed message without a grpc-encoding");
+        /* only identity is supported: a message compressed with another
+         * encoding is UNIMPLEMENTED (with the encodings this server
+         * accepts), one flagged compressed without an encoding INTERNAL,
+         * as gRPC's protocol says */
+        if (call->foreign_encoding) {
+            sharp_headers_add_cstr(&call->meta, "grpc-accept-encoding", "identity");
+            call_end(call, SHARP_GRPC_UNIMPLEMENTED, "compressed messages are not supported (grpc-encoding identity only)");
+        } else {
+            call_end(call, SHARP_GRPC_INTERNAL, "compressed message without a grpc-encoding");
+        }
         return;
     }
     if (f.used && call->in.len > f.used)
@@ -583,12 +591,10 @@ static void call_head_done(sharp_grpc_call_t *call)
     call->svc = svc;
     call->method = &svc->desc->methods[m];
     call->impl = &svc->impls[m];
-    if (sharp_headers_get_cstr(&call->req, "grpc-encoding", &enc) && !sharp_str_eq(enc, "identity", 8)) {
-        sharp_headers_add_cstr(&call->meta, "grpc-accept-encoding", "identity");
-        snprintf(msg, sizeof msg, "grpc-encoding %.*s is not supported", (int)SHARP_MIN(enc.len, 64), enc.p);
-        call_end(call, SHARP_GRPC_UNIMPLEMENTED, msg);
-        return;
-    }
+    /* a client with another encoding may still send uncompressed messages
+     * (the flag is per message): only a compressed one is refused */
+    call->foreign_encoding =
+        sharp_headers_get_cstr(&call->req, "grpc-encoding", &enc) && !sharp_str_eq(enc, "identity", 8);
     if (sharp_headers_get_cstr(&call->req, "grpc-timeout", &timeout)) {
         uint64_t ms;
         if (!sharp_grpc_timeout_ms(timeout, &ms)) {

@@ -226,12 +226,21 @@ def test_trailers_only_error(sharp):
 
 
 def test_compressed_message_refused(sharp):
-    admin, _ = sharp
+    admin, ch = sharp
+    # grpcio compresses a message only when that makes it smaller
+    with pytest.raises(grpc.RpcError) as e:
+        raw(ch, CHECK)(health_request("x" * 100), timeout=5 * SLOW, compression=grpc.Compression.Gzip)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert health_status(raw(ch, CHECK)(health_request("sharp"), timeout=5 * SLOW,
+                                        compression=grpc.Compression.Gzip)) == SERVING
     head, _, _, _ = h2_call(admin, CHECK, frame(b"", flag=1))
     assert head["grpc-status"] == "13"  # INTERNAL: no grpc-encoding to decompress with
     head, _, _, _ = h2_call(admin, CHECK, frame(b"", flag=1), headers=[("grpc-encoding", "gzip")])
     assert head["grpc-status"] == "12"  # UNIMPLEMENTED: an encoding this server does not have
     assert head["grpc-accept-encoding"] == "identity"
+    # the flag is per message: with grpc-encoding gzip an uncompressed one is read
+    head, data, trailers, _ = h2_call(admin, CHECK, frame(b""), headers=[("grpc-encoding", "gzip")])
+    assert data == frame(b"\x08\x01") and trailers["grpc-status"] == "0"
 
 
 def test_oversized_message_refused_from_prefix(sharp):
