@@ -14,6 +14,8 @@
 #include "overload.h"
 #include "upstream/outlier.h"
 #include "upstream/health_check.h"
+#include "grpc/health.h"
+#include "grpc/server.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
@@ -56,6 +58,14 @@ static void update_memory_gauges(sharp_server_t *s)
     sharp_gauge_set(s->stats, s->st.memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
 }
 
+/* grpc.health.v1's SERVING for the server itself: what server.live says
+ * (live, health check not failed), while not initializing. */
+static bool grpc_serving(void *arg)
+{
+    const sharp_server_t *s = arg;
+    return s->state == SHARP_SERVER_LIVE && !s->healthcheck_failed && !s->shutting_down;
+}
+
 void sharp_server_update_state_gauges(sharp_server_t *s)
 {
     /* Envoy: live is the inverse of the health-check-failed flag (set at
@@ -72,6 +82,8 @@ void sharp_server_update_state_gauges(sharp_server_t *s)
     default: st = 3; break;
     }
     sharp_gauge_set(s->stats, s->st.state, st);
+    /* grpc.health.v1 Watch calls follow the same state */
+    sharp_grpc_health_changed(s->grpc_health);
 }
 
 int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
@@ -396,6 +408,8 @@ int sharp_server_run(sharp_server_t *s)
         }
     }
     if (s->config->has_admin) {
+        s->grpc = sharp_grpc_registry_new();
+        s->grpc_health = sharp_grpc_health_register(s->grpc, grpc_serving, s);
         s->admin = sharp_admin_start(s, s->loop, (const struct sockaddr *)&s->config->admin_addr,
                                      s->config->admin_addrlen, s->config->admin_pipe_mode, err, sizeof err);
         if (!s->admin) {
@@ -457,6 +471,9 @@ void sharp_server_free(sharp_server_t *s)
         free(s->workers);
     }
     sharp_runtime_free(s->runtime); /* after the workers: closes its watches */
+    sharp_grpc_registry_free(s->grpc); /* the admin connections, and their calls, are gone */
+    s->grpc = NULL;
+    s->grpc_health = NULL;
     s->runtime = NULL;
     if (s->loop) {
         uv_run(s->loop, UV_RUN_NOWAIT);

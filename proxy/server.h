@@ -58,6 +58,8 @@ typedef struct sharp_server {
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
     uv_timer_t drain_deadline;
     struct sharp_admin *admin;
+    struct sharp_grpc_registry *grpc;         /* gRPC services on the admin listener */
+    struct sharp_grpc_health *grpc_health;    /* grpc.health.v1.Health, in `grpc` */
     struct sharp_health_checker *health_checker; /* active health checks, NULL without any */
     char node_id[256], node_cluster[256];
     struct {

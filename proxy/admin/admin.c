@@ -24,6 +24,7 @@
  * :authority from Host); their size is bounded by ADMIN_MAX_REQUEST. */
 #include "admin/admin.h"
 #include "admin/handlers.h"
+#include "grpc/server.h"
 #include "http/access_log_emit.h"
 #include "log.h"
 #include "net.h"
@@ -74,6 +75,9 @@ typedef struct admin_conn {
     bool finishing;       /* last response queued: read no more requests */
     bool lingering;       /* FIN sent: reading and discarding until EOF */
     bool closing;         /* uv_close called on both handles */
+    bool proto_known;     /* HTTP/1 or HTTP/2 decided from the first bytes */
+    sharp_grpc_conn_t *h2; /* an HTTP/2 connection: gRPC (grpc/server.h) */
+    bool quit_pending;     /* /quitquitquit over HTTP/2: shut down once written */
     char rbuf[ADMIN_READ_BUF];
     size_t roff, rlen; /* unparsed bytes are rbuf[roff, rlen) */
 } admin_conn_t;
@@ -126,13 +130,23 @@ static void conn_close(admin_conn_t *c)
     if (c->closing) return;
     c->closing = true;
     sharp_dlist_remove(&c->link);
+    /* calls end now: handlers drop their handles before the admin goes */
+    sharp_grpc_conn_free(c->h2);
+    c->h2 = NULL;
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
 }
 
 static void on_timer(uv_timer_t *t)
 {
-    conn_close(t->data);
+    admin_conn_t *c = t->data;
+    /* an HTTP/2 connection with calls in progress (a health Watch) is not
+     * idle */
+    if (c->h2 && !c->lingering && sharp_grpc_conn_busy(c->h2)) {
+        uv_timer_start(&c->timer, on_timer, ADMIN_IDLE_MS, 0);
+        return;
+    }
+    conn_close(c);
 }
 
 static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -183,10 +197,20 @@ static void on_write(uv_write_t *req, int status)
     sharp_sbuf_free(&w->head);
     sharp_sbuf_free(&w->body);
     free(w);
-    if (status < 0)
+    if (c->quit_pending && (status < 0 || c->tcp.write_queue_size == 0)) {
+        c->quit_pending = false; /* written, or never will be: it counts */
+        quit = true;
+    }
+    if (status < 0) {
         conn_close(c);
-    else if (!c->closing && !c->finishing && c->tcp.write_queue_size < ADMIN_WRITE_HIGH)
+    } else if (c->h2) {
+        if (!c->closing && !c->finishing) {
+            sharp_grpc_conn_flush(c->h2);
+            conn_update_reading(c);
+        }
+    } else if (!c->closing && !c->finishing && c->tcp.write_queue_size < ADMIN_WRITE_HIGH) {
         conn_process(c);
+    }
     /* Last: the shutdown may stop the admin server and close this
      * connection, which stays allocated until its close callbacks. */
     if (quit) sharp_server_shutdown(srv, false);
@@ -510,6 +534,125 @@ static void conn_process(admin_conn_t *c)
     conn_update_reading(c);
 }
 
+/* ---- HTTP/2: gRPC ---------------------------------------------------------- */
+
+/* The client connection preface (RFC 9113 section 3.4): a connection that
+ * starts with it is HTTP/2 with prior knowledge (gRPC clients, curl
+ * --http2-prior-knowledge); everything else is HTTP/1 as before. gRPC calls
+ * go to the gRPC server's registry, other requests to the admin handlers. */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof h2_preface - 1)
+
+static void h2_write(void *ctx, sharp_sbuf_t *bytes)
+{
+    admin_conn_t *c = ctx;
+    if (c->closing) {
+        sharp_sbuf_free(bytes);
+        return;
+    }
+    admin_write_t *w = sharp_calloc(1, sizeof *w);
+    w->conn = c;
+    w->body = *bytes;
+    memset(bytes, 0, sizeof *bytes);
+    uv_buf_t b = uv_buf_init(w->body.data, (unsigned)w->body.len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        sharp_sbuf_free(&w->body);
+        free(w);
+        conn_close(c);
+    }
+}
+
+static size_t h2_write_queued(void *ctx)
+{
+    admin_conn_t *c = ctx;
+    return c->tcp.write_queue_size;
+}
+
+static void h2_done(void *ctx)
+{
+    conn_finish(ctx);
+}
+
+/* /quitquitquit over HTTP/2: its response's last bytes have been handed to
+ * h2_write; the server shuts down once they are written, as on HTTP/1. */
+static void h2_quit(void *arg)
+{
+    admin_conn_t *c = arg;
+    if (c->closing || c->tcp.write_queue_size == 0)
+        sharp_server_shutdown(c->admin->srv, false);
+    else
+        c->quit_pending = true;
+}
+
+/* An admin page over HTTP/2: the same handlers as HTTP/1, the same access
+ * logs (with the request's own pseudo-headers, protocol HTTP/2). */
+static void h2_plain(void *ctx, const sharp_headers_t *req, const char *body, size_t len,
+                     sharp_grpc_plain_response_t *out)
+{
+    admin_conn_t *c = ctx;
+    uint64_t start_wall_us = sharp_wall_us(), start_ns = sharp_now_ns();
+    sharp_admin_request_t rq = {.srv = c->admin->srv};
+    sharp_str_t m = {0}, target = {0}, ct, query;
+    sharp_headers_get_cstr(req, ":method", &m);
+    sharp_headers_get_cstr(req, ":path", &target);
+    char method[24];
+    snprintf(method, sizeof method, "%.*s", (int)SHARP_MIN(m.len, sizeof method - 1), m.p);
+    rq.method = method;
+    if (!target.len) target = SHARP_STR("/");
+    sharp_url_split(target.p, target.len, &rq.path, &query);
+    sharp_query_parse(query.p, query.len, &rq.query);
+    if (len && sharp_headers_get_cstr(req, "content-type", &ct) && ct.len == 33 &&
+        memcmp(ct.p, "application/x-www-form-urlencoded", 33) == 0)
+        sharp_query_parse(body, len, &rq.form);
+    sharp_admin_response_t rsp = {0};
+    sharp__admin_handle(&rq, &rsp);
+    sharp_query_free(&rq.query);
+    sharp_query_free(&rq.form);
+    sharp_log_debug("admin: HTTP/2 %s %.*s -> %u", method, (int)target.len, target.p, rsp.status);
+    const sharp_snapshot_t *snap = c->admin->srv->snap;
+    if (snap && snap->nadmin_access_logs) {
+        sharp_stream_info_t si = {0};
+        si.start_wall_us = start_wall_us;
+        si.start_ns = start_ns;
+        si.end_ns = si.request_complete_ns = sharp_now_ns();
+        si.protocol = "HTTP/2";
+        si.response_code = rsp.status;
+        si.bytes_received = len;
+        si.bytes_sent = strcmp(method, "HEAD") == 0 ? 0 : rsp.body.len;
+        snprintf(si.downstream_remote_address, sizeof si.downstream_remote_address, "%s", c->remote);
+        snprintf(si.downstream_local_address, sizeof si.downstream_local_address, "%s", c->local);
+        si.request_headers = req;
+        for (uint32_t i = 0; i < snap->nadmin_access_logs; i++)
+            sharp_access_log_write_now(snap->admin_access_logs[i], &si);
+    }
+    out->status = rsp.status;
+    out->content_type = rsp.content_type ? rsp.content_type : SHARP_ADMIN_CT_TEXT;
+    out->body = rsp.body;
+    if (rsp.quit_after) {
+        out->after = h2_quit;
+        out->after_arg = c;
+    }
+}
+
+static const sharp_grpc_conn_io_t h2_io = {h2_write, h2_write_queued, h2_done, h2_plain};
+
+/* Decides the protocol from the first bytes read. Returns -1 while they are
+ * a proper beginning of the preface (more is needed). */
+static int conn_sniff(admin_conn_t *c)
+{
+    size_t n = SHARP_MIN(c->rlen, H2_PREFACE_LEN);
+    if (memcmp(c->rbuf, h2_preface, n) != 0) {
+        c->proto_known = true; /* HTTP/1 */
+        return 0;
+    }
+    if (n < H2_PREFACE_LEN) return -1;
+    c->proto_known = true;
+    if (!c->admin->srv->grpc) return 0; /* no gRPC server: llhttp refuses it */
+    c->h2 = sharp_grpc_conn_new(c->admin->srv->grpc, c->tcp.loop, &h2_io, c);
+    sharp_log_debug("admin: HTTP/2 connection from %s", c->remote);
+    return 0;
+}
+
 /* ---- reading --------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -542,15 +685,26 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0) return;
     uv_timer_start(&c->timer, on_timer, ADMIN_IDLE_MS, 0);
     c->rlen += (size_t)nread;
+    if (!c->proto_known && conn_sniff(c) != 0) return; /* a preface's first bytes only */
+    if (c->h2) {
+        size_t n = c->rlen;
+        c->roff = c->rlen = 0;
+        if (sharp_grpc_conn_recv(c->h2, (const uint8_t *)c->rbuf, n) != 0) return; /* `done` follows */
+        conn_update_reading(c);
+        return;
+    }
     conn_process(c);
 }
 
 /* Reads only when every buffered byte has been parsed and the connection
- * still takes requests. */
+ * still takes requests; an HTTP/2 connection reads while its output is
+ * below the high-water mark (nghttp2 answers PINGs and SETTINGS itself, so
+ * a client that does not read must not be able to queue more). */
 static void conn_update_reading(admin_conn_t *c)
 {
     if (c->closing || c->lingering) return;
     bool want = !c->finishing && c->roff >= c->rlen;
+    if (c->h2) want = !c->finishing && c->tcp.write_queue_size < ADMIN_WRITE_HIGH;
     if (want == c->reading) return;
     if (want) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
