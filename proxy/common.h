@@ -41,6 +41,17 @@ static inline char *sharp_strdup(const char *s)
     return sharp_strndup(s, strlen(s));
 }
 
+/* Copies at most cap - 1 bytes of src (n bytes long) and a terminator:
+ * snprintf(dst, cap, "%.*s", n, src) without the formatter, for the
+ * request path. cap must be at least 1. */
+static inline void sharp_copy_str(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+#define SHARP_COPY_CSTR(dst, src) sharp_copy_str((dst), sizeof(dst), (src), strlen(src))
+
 /* Writes v in decimal (no terminator); returns the number of digits.
  * out must hold 20 bytes. Used on the request path instead of snprintf. */
 static inline size_t sharp_u64_to_str(uint64_t v, char *out)

@@ -730,7 +730,7 @@ static void start_try(router_state_t *rs)
     rs->response_headers = false;
     atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
-    snprintf(s->info.upstream_host, sizeof s->info.upstream_host, "%s", host->address);
+    SHARP_COPY_CSTR(s->info.upstream_host, host->address);
     sharp_counter_inc(w->stats, c->st.rq_total);
     sharp_gauge_add(w->stats, c->st.rq_active, 1);
     if (rs->include_attempt_count) {
@@ -1060,8 +1060,7 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     router_state_t *rs = ctx;
     sharp_stream_t *s = rs->f->stream;
     rs->bound = true;
-    snprintf(s->info.upstream_local_address, sizeof s->info.upstream_local_address, "%s",
-             sharp_upstream_cx_local_address(cx));
+    SHARP_COPY_CSTR(s->info.upstream_local_address, sharp_upstream_cx_local_address(cx));
     bool body_pending = rs->pending_body.len > 0;
     bool trailers = rs->request_end_seen && rs->has_req_trailers;
     bool end_with_headers = rs->request_end_seen && !body_pending && !trailers;

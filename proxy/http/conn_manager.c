@@ -110,6 +110,13 @@ void sharp_conn_arm_idle(sharp_conn_t *c)
 static void on_conn_max_duration(uv_timer_t *t);
 static void on_stream_idle(uv_timer_t *t);
 
+/* The loop's clock (uv_now, cached once per loop turn) in nanoseconds:
+ * what the stream idle timer measures activity with. */
+static uint64_t loop_ns(const sharp_stream_t *s)
+{
+    return uv_now(&s->conn->worker->loop) * 1000000ull;
+}
+
 /* reduce_timeouts changed state: every scaled timer (connection idle,
  * stream idle, connection max duration) is due at its start plus the newly
  * scaled timeout (Envoy's scaled range timers move with the action's
@@ -126,12 +133,12 @@ static void rescale_timers(sharp_worker_t *w)
                            sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
                                                              HCM(c)->max_connection_duration_ms, elapsed), 0);
         }
- for (sharp_dlist_t *sn = c->streams.next; sn != &c->streams; sn = sn->next) {
+        for (sharp_dlist_t *sn = c->streams.next; sn != &c->streams; sn = sn->next) {
             sharp_stream_t *s = sharp_container_of(sn, sharp_stream_t, conn_link);
             if (s->destroyed || s->finish_scheduled || !s->idle_timeout_ms ||
                 !uv_is_active((uv_handle_t *)&s->idle_timer) || s->idle_timer.timer_cb != on_stream_idle)
                 continue;
-            uint64_t elapsed = (now - s->idle_since_ns) / 1000000;
+            uint64_t elapsed = (loop_ns(s) - s->idle_since_ns) / 1000000;
             uv_timer_start(&s->idle_timer, on_stream_idle,
                            sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed), 0);
         }
@@ -578,6 +585,14 @@ static void on_stream_timer_closed(uv_handle_t *h)
 static void on_stream_idle(uv_timer_t *t)
 {
     sharp_stream_t *s = t->data;
+    /* activity since the timer was armed only moved idle_since (see
+     * stream_touch): the timer comes due then, and goes on if there was */
+    uint64_t elapsed = (loop_ns(s) - s->idle_since_ns) / 1000000;
+    uint64_t left = sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed);
+    if (left) {
+        uv_timer_start(&s->idle_timer, on_stream_idle, left, 0);
+        return;
+    }
     sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_idle_timeout);
     if (!s->response_started && s->nfilters) {
         s->closes_connection = true;
@@ -642,11 +657,14 @@ static void on_stream_max_duration(uv_timer_t *t)
     }
 }
 
-static void stream_touch(sharp_stream_t *s)
+/* (Re)arms the stream idle timer for the whole timeout from now, or stops
+ * it when the timeout is 0: at the stream's start and when the route
+ * changes the timeout. */
+static void stream_rearm_idle(sharp_stream_t *s)
 {
     if (s->destroyed || s->finish_scheduled) return;
     if (s->idle_timeout_ms) {
-        s->idle_since_ns = sharp_now_ns();
+        s->idle_since_ns = loop_ns(s);
         uv_timer_start(&s->idle_timer, on_stream_idle,
                        sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, 0), 0);
     } else {
@@ -654,14 +672,33 @@ static void stream_touch(sharp_stream_t *s)
     }
 }
 
+/* Activity on the stream (a body chunk either way): only the time is
+ * noted; the armed timer, when it comes due, re-arms itself for what is
+ * left. Re-arming on every chunk would cost two timer heap operations per
+ * read and write. */
+static void stream_touch(sharp_stream_t *s)
+{
+    if (s->destroyed || s->finish_scheduled || !s->idle_timeout_ms) return;
+    s->idle_since_ns = loop_ns(s);
+    if (!uv_is_active((uv_handle_t *)&s->idle_timer) || s->idle_timer.timer_cb != on_stream_idle)
+        stream_rearm_idle(s);
+}
+
 void sharp_codec_touch(sharp_stream_t *s)
 {
-    stream_touch(s);
+    stream_rearm_idle(s);
 }
 
 void sharp_conn_stream_touch(sharp_stream_t *s)
 {
     stream_touch(s);
+}
+
+static void stream_timer_init(sharp_stream_t *s, uv_timer_t *t)
+{
+    uv_timer_init(&s->conn->worker->loop, t);
+    t->data = s;
+    s->timers_open++;
 }
 
 sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
@@ -706,24 +743,25 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     s->info.start_wall_us = sharp_wall_us();
     s->info.start_ns = sharp_now_ns();
     s->info.request_headers = &s->req;
-    snprintf(s->info.downstream_remote_address, sizeof s->info.downstream_remote_address, "%s",
-             c->remote);
-    snprintf(s->info.downstream_direct_remote_address, sizeof s->info.downstream_direct_remote_address, "%s",
-             c->remote);
-    snprintf(s->info.downstream_local_address, sizeof s->info.downstream_local_address, "%s",
-             c->local);
+    SHARP_COPY_CSTR(s->info.downstream_remote_address, c->remote);
+    SHARP_COPY_CSTR(s->info.downstream_direct_remote_address, c->remote);
+    SHARP_COPY_CSTR(s->info.downstream_local_address, c->local);
+    /* The idle timer always exists (it also defers finishing and resets);
+     * the others only when configured: a stream pays for the timers it
+     * uses. An unused one stays zeroed, which uv_timer_stop and
+     * uv_is_active take as inactive. */
     uv_timer_init(&c->worker->loop, &s->idle_timer);
-    uv_timer_init(&c->worker->loop, &s->request_timer);
-    uv_timer_init(&c->worker->loop, &s->duration_timer);
-    uv_timer_init(&c->worker->loop, &s->headers_timer);
-    s->idle_timer.data = s->request_timer.data = s->duration_timer.data = s->headers_timer.data = s;
-    s->timers_open = 4;
+    s->idle_timer.data = s;
+    s->timers_open = 1;
+    if (hcm->request_timeout_ms) stream_timer_init(s, &s->request_timer);
+    if (hcm->max_stream_duration_ms) stream_timer_init(s, &s->duration_timer);
+    if (hcm->request_headers_timeout_ms) stream_timer_init(s, &s->headers_timer);
     s->idle_timeout_ms = hcm->stream_idle_timeout_ms;
     sharp_stats_shard_t *sh = STATS(c);
     sharp_counter_inc(sh, hcm->st.rq_total);
     sharp_counter_inc(sh, c->codec == &sharp_http2_server_codec ? hcm->st.rq_http2_total : hcm->st.rq_http1_total);
     sharp_gauge_add(sh, hcm->st.rq_active, 1);
-    stream_touch(s);
+    stream_rearm_idle(s);
     if (hcm->request_timeout_ms) uv_timer_start(&s->request_timer, on_request_timeout, hcm->request_timeout_ms, 0);
     if (hcm->max_stream_duration_ms)
         uv_timer_start(&s->duration_timer, on_stream_max_duration, hcm->max_stream_duration_ms, 0);
@@ -773,9 +811,9 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
     uv_close((uv_handle_t *)&s->idle_timer, on_stream_timer_closed);
-    uv_close((uv_handle_t *)&s->request_timer, on_stream_timer_closed);
-    uv_close((uv_handle_t *)&s->duration_timer, on_stream_timer_closed);
-    uv_close((uv_handle_t *)&s->headers_timer, on_stream_timer_closed);
+    if (s->request_timer.loop) uv_close((uv_handle_t *)&s->request_timer, on_stream_timer_closed);
+    if (s->duration_timer.loop) uv_close((uv_handle_t *)&s->duration_timer, on_stream_timer_closed);
+    if (s->headers_timer.loop) uv_close((uv_handle_t *)&s->headers_timer, on_stream_timer_closed);
 }
 
 /* A stream is done when its response is complete. Finishing is deferred to

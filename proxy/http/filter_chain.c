@@ -347,7 +347,7 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         sharp_headers_set(h, "x-request-id", 12, uuid, 36);
     }
     if (sharp_headers_get_cstr(h, "x-request-id", &rid))
-        snprintf(s->info.request_id, sizeof s->info.request_id, "%.*s", (int)rid.len, rid.p);
+        sharp_copy_str(s->info.request_id, sizeof s->info.request_id, rid.p, rid.len);
 }
 
 /* The HTTP date, recomputed at most once a second per thread. */

@@ -438,11 +438,11 @@ static int on_headers_complete(llhttp_t *ps)
             return -1;
         cx->upgraded = true;
     }
-    char code[16];
-    int cl = snprintf(code, sizeof code, "%u", status);
+    char code[20];
+    size_t cl = sharp_u64_to_str(status, code);
     /* :status goes first, as in an HTTP/2 header block. */
     sharp_headers_t *h = &cx->resp;
-    sharp_headers_add(h, ":status", 7, code, (size_t)cl);
+    sharp_headers_add(h, ":status", 7, code, cl);
     if (h->n > 1) {
         sharp_header_entry_t st = h->e[h->n - 1];
         memmove(&h->e[1], &h->e[0], (h->n - 1) * sizeof st);
