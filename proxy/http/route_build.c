@@ -207,12 +207,27 @@ static void free_retry(sharp_retry_policy_t *rp)
     free_matchers(rp->retriable_request_headers, rp->nretriable_request_headers);
 }
 
+typedef struct {
+    const char *name;
+    uint32_t bit;
+} retry_name_t;
+
+/* The bits of the comma-separated condition names in p that the table
+ * knows; unknown names add nothing (Envoy ignores them in headers). */
+static uint32_t retry_names_parse(const char *p, size_t n, const retry_name_t *names, size_t count)
+{
+    uint32_t bits = 0;
+    sharp_str_t rest = {p, n}, item;
+    while (sharp_list_next(&rest, &item))
+        for (size_t k = 0; k < count; k++)
+            if (strlen(names[k].name) == item.len && strncasecmp(names[k].name, item.p, item.len) == 0)
+                bits |= names[k].bit;
+    return bits;
+}
+
 uint32_t sharp_retry_on_parse(const char *p, size_t n)
 {
-    static const struct {
-        const char *name;
-        uint32_t bit;
-    } names[] = {
+    static const retry_name_t names[] = {
         {"5xx", SHARP_RETRY_5XX},
         {"gateway-error", SHARP_RETRY_GATEWAY_ERROR},
         {"reset", SHARP_RETRY_RESET},
@@ -224,34 +239,19 @@ uint32_t sharp_retry_on_parse(const char *p, size_t n)
         {"envoy-ratelimited", SHARP_RETRY_ENVOY_RATELIMITED},
         {"reset-before-request", SHARP_RETRY_RESET_BEFORE_REQUEST},
     };
-    uint32_t bits = 0;
-    sharp_str_t rest = {p, n}, item;
-    while (sharp_list_next(&rest, &item))
-        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
-            if (strlen(names[k].name) == item.len && strncasecmp(names[k].name, item.p, item.len) == 0)
-                bits |= names[k].bit;
-    return bits;
+    return retry_names_parse(p, n, names, SHARP_ARRAY_SIZE(names));
 }
 
 uint32_t sharp_retry_grpc_on_parse(const char *p, size_t n)
 {
-    static const struct {
-        const char *name;
-        uint32_t bit;
-    } names[] = {
+    static const retry_name_t names[] = {
         {"cancelled", SHARP_RETRY_GRPC_CANCELLED},
         {"deadline-exceeded", SHARP_RETRY_GRPC_DEADLINE_EXCEEDED},
         {"resource-exhausted", SHARP_RETRY_GRPC_RESOURCE_EXHAUSTED},
         {"unavailable", SHARP_RETRY_GRPC_UNAVAILABLE},
         {"internal", SHARP_RETRY_GRPC_INTERNAL},
     };
-    uint32_t bits = 0;
-    sharp_str_t rest = {p, n}, item;
-    while (sharp_list_next(&rest, &item))
-        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
-            if (strlen(names[k].name) == item.len && strncasecmp(names[k].name, item.p, item.len) == 0)
-                bits |= names[k].bit;
-    return bits;
+    return retry_names_parse(p, n, names, SHARP_ARRAY_SIZE(names));
 }
 
 bool sharp_retry_grpc_status_matches(uint32_t on, int64_t st)

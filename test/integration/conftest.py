@@ -327,6 +327,20 @@ def run_sharp_config(procs, yaml_text, admin_port, concurrency=2):
     return s
 
 
+def non_reading_clients(port, n, request=b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n"):
+    """n clients that send `request` (default: a 50 MB response) and never
+    read, each with a 16 KiB receive buffer: memory pressure on the proxy,
+    its write queues full. The caller closes them."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        s.connect(("127.0.0.1", port))
+        s.sendall(request)
+        socks.append(s)
+    return socks
+
+
 def file_access_log(fmt):
     """A connection manager access_log (hcm_extra) writing `fmt` (an Envoy
     format string, "\\n"-escaped) to a fresh file; returns (yaml, path)."""

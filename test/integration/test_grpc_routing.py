@@ -229,7 +229,7 @@ def test_grpc_timeout_header_offset_and_no_cap(procs, server):
     listen, _, _ = start(procs, server,
                          "max_stream_duration: { grpc_timeout_header_max: 0s, grpc_timeout_header_offset: 1s }")
     info = json.loads(unary(listen, "Info", timeout=5))
-    assert 3.0 < info["remaining"] <= 4.0 + EPS, info
+    assert 2.0 < info["remaining"] <= 4.0 + EPS, info  # lower bound loose: a loaded client may be late
     # no route timeout applies under max_stream_duration (Envoy's "new timeouts")
     assert "x-envoy-expected-rq-timeout-ms" not in info["md"], info
 
@@ -316,8 +316,10 @@ def test_grpc_timeout_offset(procs, server):
     with no cap; without a grpc-timeout there is no timeout at all."""
     listen, _, _ = start(procs, server, "max_grpc_timeout: 0s\ngrpc_timeout_offset: 1s")
     info = json.loads(unary(listen, "Info", timeout=5))
-    assert 3000 < int(info["md"]["x-envoy-expected-rq-timeout-ms"]) <= 4000, info
-    assert 3.0 < info["remaining"] <= 4.0 + EPS, info
+    # at most 5 s less the 1 s offset; a loaded machine may spend a second
+    # before the call leaves the client, so only the upper bound is tight
+    assert 2000 < int(info["md"]["x-envoy-expected-rq-timeout-ms"]) <= 4000, info
+    assert 2.0 < info["remaining"] <= 4.0 + EPS, info
     info = json.loads(unary(listen, "Info", timeout=None))
     assert "x-envoy-expected-rq-timeout-ms" not in info["md"] and info["remaining"] > 1e6, info
 
@@ -328,7 +330,7 @@ def test_route_timeout_without_max_grpc_timeout(procs, server):
     listen, _, _ = start(procs, server, "timeout: 3s")
     info = json.loads(unary(listen, "Info", timeout=8))
     assert info["md"]["x-envoy-expected-rq-timeout-ms"] == "3000"
-    assert 7.0 < info["remaining"] <= 8.0 + EPS, info
+    assert 6.0 < info["remaining"] <= 8.0 + EPS, info  # lower bound loose: a loaded client may be late
 
 
 # ---- gRPC active health checks ----

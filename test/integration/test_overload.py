@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import (file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port, non_reading_clients,
+                      run_sharp_config, stat)
 
 from test_connection_lifetime import LOG_FORMAT, read_response, wait_stat
 
@@ -332,14 +333,7 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
     head, _ = read_response(idle)
     assert head.startswith("HTTP/1.1 200 ")
     assert not peer_closed(idle, 0.5)
-    readers = []
-    req = b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n" * 4
-    for _ in range(60):
-        r = socket.socket()
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        r.connect(("127.0.0.1", listen))
-        r.sendall(req)
-        readers.append(r)
+    readers = non_reading_clients(listen, 60, b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n" * 4)
     assert wait_stat(admin, f"overload.{A}reduce_timeouts.active", 1, timeout=5), \
         (stat(admin, "server.memory_allocated"), base)
     assert peer_closed(idle, 3 * SLOW)
@@ -411,13 +405,7 @@ def test_reset_high_memory_stream(procs, upstream):
     assert stat(admin, f"overload.{A}reset_high_memory_stream.active") == 0
     small = socket.create_connection(("127.0.0.1", listen))
     small.sendall(b"GET /?delay_ms=3000 HTTP/1.1\r\nhost: x\r\n\r\n")
-    readers = []
-    for _ in range(60):
-        r = socket.socket()
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        r.connect(("127.0.0.1", listen))
-        r.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
-        readers.append(r)
+    readers = non_reading_clients(listen, 60)
     deadline = time.time() + 10 * SLOW
     while not stat(admin, f"overload.{A}reset_high_memory_stream.count") and time.time() < deadline:
         time.sleep(0.05)
@@ -460,13 +448,7 @@ def test_stop_accepting_connections(procs, upstream):
     s, head, _ = get(listen)
     s.close()
     assert head.startswith("HTTP/1.1 200 "), head
-    readers = []
-    for _ in range(60):
-        r = socket.socket()
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        r.connect(("127.0.0.1", listen))
-        r.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
-        readers.append(r)
+    readers = non_reading_clients(listen, 60)
     assert wait_stat(admin, f"overload.{A}stop_accepting_connections.active", 1, timeout=10), \
         (stat(admin, "server.memory_allocated"), base)
     waiting = socket.create_connection(("127.0.0.1", listen))  # the kernel completes the handshake

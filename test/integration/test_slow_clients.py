@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import SLOW, bootstrap_yaml, free_port, non_reading_clients, run_sharp_config, stat
 
 from test_connection_lifetime import log_lines, start, wait_stat
 
@@ -236,13 +236,7 @@ def test_memory_returns_after_burst_without_overload_manager(procs, upstream):
         s.close()
     time.sleep(1.5)
     base_rss = rss_bytes(pid)
-    socks = []
-    for _ in range(150):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        s.connect(("127.0.0.1", listen))
-        s.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
-        socks.append(s)
+    socks = non_reading_clients(listen, 150)
     deadline = time.time() + 3 * SLOW
     peak = 0
     while time.time() < deadline:
