@@ -75,19 +75,26 @@ void sharp_conn_close(sharp_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
+/* Closes a connection with no stream (idle timeout, the end of a drain):
+ * a codec with a last word says it first (HTTP/2's GOAWAY, as Envoy), then
+ * the connection closes once it is written. */
+static void conn_close_idle(sharp_conn_t *c)
+{
+    if (c->codec->goaway) {
+        c->codec->goaway(c);
+        if (!c->closing) sharp_conn_close_after_write(c, false);
+        return;
+    }
+    sharp_conn_close(c);
+}
+
 static void on_conn_idle(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
     if (c->nstreams) return;
     sharp_debug(connection, "[C%llu] idle timeout", c->id);
     sharp_counter_inc(STATS(c), HCM(c)->st.cx_idle_timeout);
-    if (c->codec->goaway) {
-        /* HTTP/2 says goodbye first (Envoy's GOAWAY on idle timeout) */
-        c->codec->goaway(c);
-        if (!c->closing) sharp_conn_close_after_write(c, false);
-        return;
-    }
-    sharp_conn_close(c);
+    conn_close_idle(c);
 }
 
 static void on_drain_idle(uv_timer_t *t);
@@ -515,12 +522,7 @@ static void on_drain_idle(uv_timer_t *t)
     /* a server drain counts downstream_cx_drain_close; a max duration drain
      * was counted as downstream_cx_max_duration_reached */
     if (!c->duration_draining) sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
-    if (c->codec->goaway) {
-        c->codec->goaway(c);
-        if (!c->closing) sharp_conn_close_after_write(c, false);
-        return;
-    }
-    sharp_conn_close(c);
+    conn_close_idle(c);
 }
 
 /* max_connection_duration (Envoy's onConnectionDurationTimeout): the HTTP/1

@@ -307,8 +307,10 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
         sharp_headers_add(h, ":authority", 10, host, n);
     }
     sharp_headers_remove_cstr(h, "host");
-    if (sharp_headers_get_cstr(h, ":method", &v)) s->is_head = sharp_str_eq(v, "HEAD", 4);
-    if (sharp_headers_get_cstr(h, ":method", &v) && sharp_str_eq(v, "CONNECT", 7)) {
+    sharp_str_t method = {"", 0};
+    sharp_headers_get_cstr(h, ":method", &method);
+    s->is_head = sharp_str_eq(method, "HEAD", 4);
+    if (sharp_str_eq(method, "CONNECT", 7)) {
         /* CONNECT (and extended CONNECT) is not supported: refused as on HTTP/1 */
         s->request_complete = true;
         if (s->nfilters)
@@ -400,13 +402,18 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
     return track_inbound(c, hd->type, hd->flags, hd->length);
 }
 
-static void request_end(sharp_stream_t *s)
+/* The request's last frame (END_STREAM on DATA or on trailers): the end
+ * goes through the filter chain, with the trailers when there are some
+ * (an HTTP/1 upstream drops them). */
+static void request_end(sharp_stream_t *s, bool trailers)
 {
     if (s->request_complete || s->destroyed) return;
     s->request_complete = true;
     s->info.request_complete_ns = sharp_now_ns();
     uv_timer_stop(&s->request_timer);
-    if (!s->response_complete) dec_run_data(s, 0, NULL, 0, true);
+    if (s->response_complete) return;
+    if (trailers) dec_run_trailers(s, 0);
+    else dec_run_data(s, 0, NULL, 0, true);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
@@ -430,18 +437,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             request_head_done(c, s, end);
         } else if (end) {
-            /* request trailers end the request: through the filter chain
-             * to the upstream (an HTTP/1 upstream drops them) */
-            if (!s->request_complete) {
-                s->request_complete = true;
-                s->info.request_complete_ns = sharp_now_ns();
-                uv_timer_stop(&s->request_timer);
-                if (!s->response_complete) dec_run_trailers(s, 0);
-            }
+            request_end(s, true);
         }
         break;
     case NGHTTP2_DATA:
-        if (s && end) request_end(s);
+        if (s && end) request_end(s, false);
         break;
     default:
         break;
@@ -589,22 +589,13 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     return (ssize_t)n;
 }
 
-static bool is_connection_specific(sharp_str_t n)
-{
-    return sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "transfer-encoding", 17) ||
-           sharp_str_eq(n, "keep-alive", 10) || sharp_str_eq(n, "proxy-connection", 16) ||
-           sharp_str_eq(n, "upgrade", 7);
-}
-
 static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_stream)
 {
     sharp_conn_t *c = s->conn;
     h2_stream_t *h = H2S(s);
     if (c->closing || s->response_started || h->closed) return;
-    sharp_str_t st = SHARP_STR("200");
-    sharp_headers_get_cstr(hd, ":status", &st);
-    uint32_t code = 0;
-    for (size_t i = 0; i < st.len && i < 3; i++) code = code * 10 + (uint32_t)(st.p[i] - '0');
+    uint32_t code = sharp_headers_status(hd);
+    if (!code) code = 200;
     s->info.response_code = code;
     s->response_started = true;
     char status[4] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
@@ -613,7 +604,7 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     nv[nn++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (uint32_t i = 0; i < hd->n; i++) {
         sharp_str_t k = sharp_headers_name(hd, i), v = sharp_headers_value(hd, i);
-        if ((k.len && k.p[0] == ':') || is_connection_specific(k)) continue;
+        if ((k.len && k.p[0] == ':') || sharp_header_is_connection_specific(k)) continue;
         nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
     }
     /* a HEAD response, a 204 and a 304 have no body on the wire */

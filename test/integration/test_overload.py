@@ -48,6 +48,11 @@ def overload_yaml(monitors, actions, refresh="0.05s"):
 
 SATURATED = "threshold: { value: 0.5 }"      # with a tiny heap limit
 TINY, HUGE = 1000, 1 << 50
+# ShrinkHeapConfig: trim every second whatever is free
+SHRINK_EVERY_SECOND = ("    typed_config:\n"
+                       "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
+                       "      timer_interval: 1s\n"
+                       "      max_unfreed_memory_bytes: 0\n")
 
 
 def start(procs, upstream, overload, hcm_extra="", listener_extra=""):
@@ -245,10 +250,7 @@ def test_ignore_global_conn_limit(procs, upstream):
 def test_shrink_heap(procs, upstream):
     listen, admin, _ = start(procs, upstream, overload_yaml(
         heap_monitor(TINY), action("shrink_heap", SATURATED,
-                                   "    typed_config:\n"
-                                   "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
-                                   "      timer_interval: 1s\n"
-                                   "      max_unfreed_memory_bytes: 0\n")))
+                                   SHRINK_EVERY_SECOND)))
     assert stat(admin, f"overload.{A}shrink_heap.active") == 1
     assert wait_stat(admin, f"overload.{A}shrink_heap.shrink_count", 1, timeout=4) or \
         stat(admin, f"overload.{A}shrink_heap.shrink_count") >= 1
@@ -257,10 +259,7 @@ def test_shrink_heap(procs, upstream):
 def test_shrink_heap_inactive_does_not_trim(procs, upstream):
     listen, admin, _ = start(procs, upstream, overload_yaml(
         heap_monitor(HUGE), action("shrink_heap", SATURATED,
-                                   "    typed_config:\n"
-                                   "      \"@type\": type.googleapis.com/envoy.config.overload.v3.ShrinkHeapConfig\n"
-                                   "      timer_interval: 1s\n"
-                                   "      max_unfreed_memory_bytes: 0\n")))
+                                   SHRINK_EVERY_SECOND)))
     time.sleep(1.5)
     assert stat(admin, f"overload.{A}shrink_heap.shrink_count") == 0
 
