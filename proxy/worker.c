@@ -73,17 +73,39 @@ static void setup_clusters(sharp_worker_t *w)
             cl->pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->pools[prio]);
             for (uint32_t h = 0; h < c->nhosts; h++)
                 cl->pools[prio][h] = sharp_pool_create(w, c, c->hosts[h], (sharp_priority_t)prio);
+            if (c->downstream_protocol) {
+                cl->h2_pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->h2_pools[prio]);
+                for (uint32_t h = 0; h < c->nhosts; h++) {
+                    cl->h2_pools[prio][h] = sharp_pool_create(w, c, c->hosts[h], (sharp_priority_t)prio);
+                    sharp_pool_use_http2(cl->h2_pools[prio][h]);
+                }
+            }
         }
+    }
+}
+
+/* Calls fn on every pool of the worker: both protocols' pools of a
+ * use_downstream_protocol_config cluster. */
+static void each_pool(sharp_worker_t *w, void (*fn)(struct sharp_pool *p))
+{
+    for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
+        sharp_cluster_local_t *cl = &w->clusters[i];
+        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
+            for (uint32_t h = 0; h < cl->cluster->nhosts; h++) {
+                fn(cl->pools[prio][h]);
+                if (cl->h2_pools[prio]) fn(cl->h2_pools[prio][h]);
+            }
     }
 }
 
 static void teardown_clusters(sharp_worker_t *w)
 {
+    each_pool(w, sharp_pool_destroy);
     for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
         sharp_cluster_local_t *cl = &w->clusters[i];
         for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
-            for (uint32_t h = 0; h < cl->cluster->nhosts; h++) sharp_pool_destroy(cl->pools[prio][h]);
             free(cl->pools[prio]);
+            free(cl->h2_pools[prio]);
         }
         sharp_lb_destroy(&cl->lb);
     }
@@ -97,10 +119,7 @@ static void begin_drain(sharp_worker_t *w)
     w->draining = true;
     close_listeners(w);
     sharp_conn_drain_all(w);
-    for (uint32_t i = 0; i < w->snap->nclusters; i++)
-        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
-            for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
-                sharp_pool_close_idle(w->clusters[i].pools[prio][h]);
+    each_pool(w, sharp_pool_close_idle);
 }
 
 /* Drains the pools of hosts that failed health checks or were ejected
@@ -110,10 +129,7 @@ static void check_host_drains(sharp_worker_t *w)
     uint64_t epoch = sharp_upstream_drain_epoch();
     if (epoch == w->drain_epoch || !w->clusters || w->stopping) return;
     w->drain_epoch = epoch;
-    for (uint32_t i = 0; i < w->snap->nclusters; i++)
-        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
-            for (uint32_t h = 0; h < w->clusters[i].cluster->nhosts; h++)
-                sharp_pool_check_drain(w->clusters[i].pools[prio][h]);
+    each_pool(w, sharp_pool_check_drain);
 }
 
 static void on_wakeup(uv_async_t *a)

@@ -19,12 +19,29 @@ struct sharp_access_log_writer;
 
 /* Per worker, per cluster: load balancer and one pool per host and
  * priority (as Envoy, a HIGH-priority route's requests get their own
- * connections, counted in the HIGH circuit breakers). */
+ * connections, counted in the HIGH circuit breakers). A cluster with
+ * use_downstream_protocol_config has a second pool per host and priority,
+ * its HTTP/2 one, as Envoy keys its pools by protocol too; pools[] are then
+ * the HTTP/1.1 ones. */
 typedef struct sharp_cluster_local {
     sharp_cluster_t *cluster;
     sharp_lb_t lb;
     struct sharp_pool **pools[SHARP_NPRIORITIES]; /* [priority][i], i indexed like cluster->hosts */
+    struct sharp_pool **h2_pools[SHARP_NPRIORITIES]; /* likewise; NULL unless cluster->downstream_protocol */
 } sharp_cluster_local_t;
+
+/* The pool of host i for a request of this priority whose downstream
+ * protocol is `protocol` (stream_info's "HTTP/2", "HTTP/1.1", "HTTP/1.0"):
+ * Envoy's upstreamHttpProtocol(downstream protocol). Only a
+ * use_downstream_protocol_config cluster looks at the protocol: HTTP/2 goes
+ * over HTTP/2, everything else over HTTP/1.1 (Envoy has no HTTP/1.0
+ * upstream). */
+static inline struct sharp_pool *sharp_cluster_pool(const sharp_cluster_local_t *cl, int prio, uint32_t i,
+                                                    const char *protocol)
+{
+    if (cl->h2_pools[prio] && protocol && strcmp(protocol, "HTTP/2") == 0) return cl->h2_pools[prio][i];
+    return cl->pools[prio][i];
+}
 
 typedef struct sharp_dlist {
     struct sharp_dlist *prev, *next;

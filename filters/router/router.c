@@ -741,7 +741,10 @@ static void start_try(router_state_t *rs)
     if (rs->attempt > 1) set_timeout_headers(rs, &s->req);
     rs->upstream_active = true;
     rs->upstream_start_ns = sharp_now_ns();
-    if (!sharp_pool_acquire(rs->cl->pools[rs->priority][host->index], &rs->ureq, &upstream_cbs, rs)) {
+    /* every try picks the pool of the downstream's protocol anew
+     * (use_downstream_protocol_config) */
+    sharp_pool_t *pool = sharp_cluster_pool(rs->cl, rs->priority, host->index, s->info.protocol);
+    if (!sharp_pool_acquire(pool, &rs->ureq, &upstream_cbs, rs)) {
         /* max_pending_requests: nothing was queued */
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);

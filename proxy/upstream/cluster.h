@@ -130,9 +130,17 @@ typedef struct sharp_cluster {
     bool tcp_keepalive;
     uint32_t keepalive_probes, keepalive_time_s, keepalive_interval_s;
     /* HTTP/2 to the hosts (http2_protocol_options, or the HttpProtocolOptions
-     * extension's explicit_http_config.http2_protocol_options) */
+     * extension's explicit_http_config.http2_protocol_options). With
+     * downstream_protocol it is Envoy's HTTP2 feature instead (the
+     * use_downstream_protocol_config has http2_protocol_options), which
+     * only gRPC health checking reads. */
     bool http2;
-    sharp_h2_options_t h2;
+    /* use_downstream_protocol_config (Envoy's USE_DOWNSTREAM_PROTOCOL): a
+     * request that came over HTTP/2 goes to the host over HTTP/2 with h2,
+     * any other (HTTP/1.1, HTTP/1.0) over HTTP/1.1; each worker keeps one
+     * pool per protocol for each host (worker.h). */
+    bool downstream_protocol;
+    sharp_h2_options_t h2; /* options of the HTTP/2 pools */
     sharp_host_t **hosts;
     uint32_t nhosts;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */

@@ -35,13 +35,20 @@ sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_hos
     p->host = h;
     p->priority = prio;
     p->open = &c->open[prio];
-    p->codec = c->http2 ? &sharp_http2_client_codec : &sharp_http1_client_codec;
+    /* a downstream_protocol cluster's pools are HTTP/1.1 unless the worker
+     * makes them its HTTP/2 ones (sharp_pool_use_http2) */
+    p->codec = c->http2 && !c->downstream_protocol ? &sharp_http2_client_codec : &sharp_http1_client_codec;
     p->drain_gen = atomic_load_explicit(&h->drain_gen, memory_order_acquire);
     sharp_dlist_init(&p->connecting);
     sharp_dlist_init(&p->ready);
     sharp_dlist_init(&p->busy);
     sharp_dlist_init(&p->pending);
     return p;
+}
+
+void sharp_pool_use_http2(sharp_pool_t *p)
+{
+    p->codec = &sharp_http2_client_codec;
 }
 
 static sharp_upstream_request_t *pop_pending(sharp_pool_t *p)
@@ -400,7 +407,7 @@ static void new_connection(sharp_pool_t *p)
     sharp_dlist_push(&p->connecting, &c->link);
     c->state = CX_CONNECTING;
     sharp_counter_inc(sh, cl->st.cx_total);
-    if (cl->http2) sharp_counter_inc(sh, cl->st.cx_http2_total);
+    if (p->codec == &sharp_http2_client_codec) sharp_counter_inc(sh, cl->st.cx_http2_total);
     else sharp_counter_inc(sh, cl->st.cx_http1_total);
     sharp_gauge_add(sh, cl->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
@@ -465,7 +472,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
  * yet) within max_requests_per_connection. */
 static uint64_t connecting_capacity(const sharp_pool_t *p)
 {
-    uint64_t per = p->cluster->http2 ? p->cluster->h2.max_concurrent_streams : 1;
+    uint64_t per = p->codec == &sharp_http2_client_codec ? p->cluster->h2.max_concurrent_streams : 1;
     uint32_t maxr = p->cluster->max_requests_per_connection;
     if (maxr && maxr < per) per = maxr;
     return per * p->nconnecting;

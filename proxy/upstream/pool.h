@@ -4,7 +4,8 @@
  * The pool speaks the cluster's protocol through a client codec (codec.h):
  * HTTP/1.1 (http1_client.c, one request at a time per connection) or HTTP/2
  * (http2_client.c, requests multiplexed as streams up to the effective
- * max_concurrent_streams).
+ * max_concurrent_streams). A cluster with use_downstream_protocol_config
+ * has one pool of each protocol per host (worker.h).
  *
  * Lifetimes: a pool belongs to its worker and lives as long as the worker's
  * view of the cluster. A connection belongs to its pool; a request bound to
@@ -68,6 +69,9 @@ typedef struct sharp_upstream_request {
 /* A pool of one priority: its connections and waiting requests count in
  * that priority's circuit breakers (Envoy keys its pools by priority). */
 sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio);
+/* A new pool of a downstream_protocol cluster becomes the host's HTTP/2
+ * pool (before its first request; the pool is HTTP/1.1 otherwise). */
+void sharp_pool_use_http2(sharp_pool_t *p);
 /* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
  * The pool frees itself once its last connection has closed. */
 void sharp_pool_destroy(sharp_pool_t *p);

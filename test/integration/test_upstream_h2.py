@@ -425,8 +425,6 @@ def validate(yaml_text):
 CL = "static_resources.clusters[0]"
 EXT = CL + '.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]'
 REFUSALS = [
-    (EXT_H2.replace("explicit_http_config:\n      http2_protocol_options:\n%s", "use_downstream_protocol_config: {}\n"),
-     EXT + ".use_downstream_protocol_config", "downstream HTTP/2 codec"),
     (EXT_H2.replace("explicit_http_config:\n      http2_protocol_options:\n%s", "auto_config: {}\n"),
      EXT + ".auto_config", "ALPN"),
     ("http2_protocol_options: { allow_connect: true }\n", CL + ".http2_protocol_options.allow_connect", "CONNECT"),
