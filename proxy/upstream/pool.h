@@ -18,6 +18,7 @@
 #include "common.h"
 #include "http/headers.h"
 #include "upstream/cluster.h"
+#include "upstream/env.h"
 #include "worker.h"
 
 typedef enum {
@@ -67,7 +68,8 @@ typedef struct sharp_upstream_request {
 
 /* A pool of one priority: its connections and waiting requests count in
  * that priority's circuit breakers (Envoy keys its pools by priority). */
-sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio);
+/* `env` (a worker's, or the main thread's) outlives the pool. */
+sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio);
 /* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
  * The pool frees itself once its last connection has closed. */
 void sharp_pool_destroy(sharp_pool_t *p);
