@@ -16,7 +16,8 @@
  *   echo:PATH:N:SIZE   bidi stream: N BytesValue messages of SIZE bytes sent under
  *                      back-pressure, then half-close; the replies are checked
  *   hold:PATH:MS       bidi stream: one message, no half-close; cancelled after MS
- *   retry:PATH:BASE:MAX:MS  retrying stream for MS ms (each open sends one message)
+ *   retry:PATH:BASE:MAX:MS  retrying stream for MS ms, or until a line on stdin when
+ *                      MS is 0 (each open sends one message)
  *   sleep:MS
  *   wait               waits for a line on stdin
  *   destroy-in:MS      destroys the client MS ms later, whatever is in flight, and ends
@@ -279,6 +280,13 @@ static void on_retry_done(uv_timer_t *t)
 
 /* ---- stdin and the end ---- */
 
+static void retry_stop_now(void)
+{
+    on_retry_done(NULL);
+}
+
+static void (*stdin_then)(void);
+
 static void in_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf)
 {
     (void)h;
@@ -292,7 +300,17 @@ static void in_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     if (nread == 0) return;
     uv_read_stop(st);
-    next_soon();
+    stdin_then();
+}
+
+static void read_stdin_line(void)
+{
+    if (!in_pipe_open) {
+        uv_pipe_init(loop, &in_pipe, 0);
+        uv_pipe_open(&in_pipe, 0);
+        in_pipe_open = true;
+    }
+    uv_read_start((uv_stream_t *)&in_pipe, in_alloc, in_read);
 }
 
 static void close_handles(void)
@@ -384,16 +402,18 @@ static void run_next(void)
         retrying = sharp_grpc_retrying_stream_start(client, f[1], &google__protobuf__bytes_value__descriptor,
                                                     &call_md, strtoull(f[2], NULL, 10), strtoull(f[3], NULL, 10),
                                                     &rs_cb, NULL);
-        uv_timer_start(&hold_timer, on_retry_done, strtoull(f[4], NULL, 10), 0);
+        uint64_t ms = strtoull(f[4], NULL, 10);
+        if (ms) {
+            uv_timer_start(&hold_timer, on_retry_done, ms, 0);
+        } else {
+            stdin_then = retry_stop_now;
+            read_stdin_line();
+        }
     } else if (!strcmp(f[0], "sleep") && f[1]) {
         uv_timer_start(&step_timer, (uv_timer_cb)run_next, strtoull(f[1], NULL, 10), 0);
     } else if (!strcmp(f[0], "wait")) {
-        if (!in_pipe_open) {
-            uv_pipe_init(loop, &in_pipe, 0);
-            uv_pipe_open(&in_pipe, 0);
-            in_pipe_open = true;
-        }
-        uv_read_start((uv_stream_t *)&in_pipe, in_alloc, in_read);
+        stdin_then = next_soon;
+        read_stdin_line();
     } else if (!strcmp(f[0], "destroy-in") && f[1]) {
         uv_timer_start(&destroy_timer, on_destroy_timer, strtoull(f[1], NULL, 10), 0);
         next_soon();
