@@ -15,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from conftest import BUILD, SANITIZER_MARKS, SLOW, free_port
+from conftest import BUILD, SANITIZER_MARKS, SLOW, Upstream, free_port
 
 TOOL = os.path.join(BUILD, "test", "tools", "grpc_client_tool")
 IDENT = lambda b: b  # noqa: E731
@@ -335,3 +335,15 @@ def test_destroy_with_calls_in_flight(tmp_path, server, delay, action):
     ev = run_tool(cfg, [f"destroy-in:{delay}", action], timeout=30)
     assert ev[-1]["event"] == "destroyed", ev
     assert not [e for e in ev if e["event"] in ("close", "unary")]
+
+
+@pytest.mark.parametrize("code,name", [(503, "UNAVAILABLE"), (404, "UNIMPLEMENTED"), (429, "UNAVAILABLE"),
+                                       (401, "UNAUTHENTICATED")])
+def test_non_200_status_is_mapped(tmp_path, procs, code, name):
+    """A peer that answers plain HTTP (the test upstream over h2c): Envoy's
+    HTTP-to-gRPC status mapping."""
+    up = Upstream(extra=["--h2"])
+    procs.append(up)
+    cfg = bootstrap(tmp_path, up.port)
+    ev = run_tool(cfg, [f"unary:/status/{code}:1"])
+    assert ev[0]["status_name"] == name and str(code) in ev[0]["message"], ev[0]
