@@ -61,6 +61,12 @@ typedef struct sharp_server {
     struct sharp_grpc_registry *grpc;         /* gRPC services on the admin listener */
     struct sharp_grpc_health *grpc_health;    /* grpc.health.v1.Health, in `grpc` */
     struct sharp_health_checker *health_checker; /* active health checks, NULL without any */
+    /* The main thread's upstream env, for the pools of SHARP's own clients
+     * (grpc/client.h): its loop, stats shard 0, and stopping once the
+     * server shuts down. They do not drain with the listeners: a control
+     * plane stream keeps working through a drain, as in Envoy. */
+    sharp_upstream_env_t upstream_env;
+    uint64_t rng;
     char node_id[256], node_cluster[256];
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,

@@ -72,11 +72,11 @@ static void setup_clusters(sharp_worker_t *w)
         for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
             cl->pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->pools[prio]);
             for (uint32_t h = 0; h < c->nhosts; h++)
-                cl->pools[prio][h] = sharp_pool_create(w, c, c->hosts[h], (sharp_priority_t)prio);
+                cl->pools[prio][h] = sharp_pool_create(&w->upstream_env, c, c->hosts[h], (sharp_priority_t)prio);
             if (c->downstream_protocol) {
                 cl->h2_pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->h2_pools[prio]);
                 for (uint32_t h = 0; h < c->nhosts; h++) {
-                    cl->h2_pools[prio][h] = sharp_pool_create(w, c, c->hosts[h], (sharp_priority_t)prio);
+                    cl->h2_pools[prio][h] = sharp_pool_create(&w->upstream_env, c, c->hosts[h], (sharp_priority_t)prio);
                     sharp_pool_use_http2(cl->h2_pools[prio][h]);
                 }
             }
@@ -207,6 +207,7 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->connections);
     sharp_dlist_init(&w->shadows);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
+    w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->tick);

@@ -9,6 +9,7 @@
 #include "runtime.h"
 #include "snapshot.h"
 #include "stats.h"
+#include "upstream/env.h"
 #include "upstream/lb.h"
 
 #include <uv.h>
@@ -115,6 +116,7 @@ typedef struct sharp_worker {
     bool stopping;
     _Atomic uint32_t active_connections;
     sharp_dlist_t shadows;           /* mirrored requests in flight (upstream/shadow.h) */
+    sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);

@@ -47,7 +47,7 @@ typedef struct sharp_upstream_conn {
 } sharp_upstream_conn_t;
 
 struct sharp_pool {
-    sharp_worker_t *worker;
+    const sharp_upstream_env_t *env; /* the owning thread's loop, stats shard, rng and flags */
     sharp_cluster_t *cluster;
     sharp_host_t *host;
     sharp_priority_t priority; /* whose circuit breaker counts its connections and waiters */
@@ -100,7 +100,7 @@ extern const sharp_client_codec_t sharp_http2_client_codec;
 
 static inline sharp_stats_shard_t *sharp_upstream_conn_shard(const sharp_upstream_conn_t *c)
 {
-    return c->pool->worker->stats;
+    return c->pool->env->stats;
 }
 /* Closes the connection (idempotent). Streams still bound are told by the
  * codec's on_close; a codec resetting its streams itself detaches them

@@ -141,7 +141,7 @@ static void finish_response(h1_cx_t *cx, bool extra_bytes)
     sharp_upstream_conn_t *c = conn_of(cx);
     sharp_debug(pool, "[C%llu] response complete", c->id);
     bool reusable = cx->keep_alive && cx->request_complete && !extra_bytes && !cx->upgrade_request;
-    if (!reusable || c->draining || c->pool->worker->draining)
+    if (!reusable || c->draining || *c->pool->env->draining)
         sharp_debug(pool, "[C%llu] not reusable (%s)", c->id,
                     !cx->keep_alive ? "connection: close" : !cx->request_complete ? "request not complete"
                     : extra_bytes ? "bytes after the response" : cx->upgrade_request ? "upgrade request"

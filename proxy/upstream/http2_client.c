@@ -562,7 +562,7 @@ static void arm_ping(h2_conn_t *hc)
     uint64_t ms = o->keepalive_interval_ms;
     /* Envoy adds a random jitter of up to interval_jitter percent */
     uint64_t jitter = (uint64_t)((double)ms * o->keepalive_jitter_percent / 100.0);
-    if (jitter) ms += sharp_worker_random(hc->c->pool->worker) % (jitter + 1);
+    if (jitter) ms += sharp_upstream_env_random(hc->c->pool->env) % (jitter + 1);
     uv_timer_start(&hc->ping_timer, on_ping_timer, ms, 0);
 }
 
@@ -617,7 +617,7 @@ static void h2_init(sharp_upstream_conn_t *c)
     hc->c = c;
     sharp_dlist_init(&hc->streams);
     c->codec_state = hc;
-    uv_loop_t *loop = &c->pool->worker->loop;
+    uv_loop_t *loop = c->pool->env->loop;
     uv_timer_t *timers[] = {&hc->flush_timer, &hc->ping_timer, &hc->ping_timeout};
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(timers); i++) {
         uv_timer_init(loop, timers[i]);

@@ -24,13 +24,13 @@ static void conn_serve(sharp_upstream_conn_t *c);
 
 static sharp_stats_shard_t *shard(sharp_pool_t *p)
 {
-    return p->worker->stats;
+    return p->env->stats;
 }
 
-sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio)
+sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio)
 {
     sharp_pool_t *p = sharp_calloc(1, sizeof *p);
-    p->worker = w;
+    p->env = env;
     p->cluster = c;
     p->host = h;
     p->priority = prio;
@@ -239,7 +239,7 @@ static void conn_serve(sharp_upstream_conn_t *c)
     sharp_pool_t *p = c->pool;
     while (p->npending && c->state != CX_CLOSING && conn_capacity(c) > 0) attach(c, pop_pending(p));
     if (c->state == CX_CLOSING || c->nactive) return;
-    if (c->draining || p->destroying || p->worker->stopping) {
+    if (c->draining || p->destroying || *p->env->stopping) {
         sharp_upstream_conn_close(c);
         return;
     }
@@ -250,7 +250,7 @@ void sharp_upstream_conn_stream_done(sharp_upstream_conn_t *c, bool reusable)
 {
     if (c->nactive) c->nactive--;
     if (c->state == CX_CLOSING) return;
-    if (!reusable || c->pool->worker->draining) c->draining = true;
+    if (!reusable || *c->pool->env->draining) c->draining = true;
     if (c->draining && (!reusable || c->nactive == 0)) {
         sharp_upstream_conn_close(c);
         return;
@@ -391,13 +391,13 @@ static void new_connection(sharp_pool_t *p)
     sharp_dlist_init(&c->link);
     /* The socket exists before connect so that options apply to the SYN
      * (Envoy sets its upstream socket options in STATE_PREBIND). */
-    int init_rc = uv_tcp_init_ex(&p->worker->loop, &c->tcp, p->host->addr.ss_family);
-    if (init_rc < 0) uv_tcp_init(&p->worker->loop, &c->tcp);
-    uv_timer_init(&p->worker->loop, &c->timer);
+    int init_rc = uv_tcp_init_ex(p->env->loop, &c->tcp, p->host->addr.ss_family);
+    if (init_rc < 0) uv_tcp_init(p->env->loop, &c->tcp);
+    uv_timer_init(p->env->loop, &c->timer);
     c->tcp.data = c->timer.data = c->connect_req.data = c;
     c->handles_open = 2;
     if (cl->has_max_connection_duration) {
-        uv_timer_init(&p->worker->loop, &c->duration_timer);
+        uv_timer_init(p->env->loop, &c->duration_timer);
         c->duration_timer.data = c;
         c->handles_open++;
     }

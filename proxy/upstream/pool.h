@@ -19,6 +19,7 @@
 #include "common.h"
 #include "http/headers.h"
 #include "upstream/cluster.h"
+#include "upstream/env.h"
 #include "worker.h"
 
 typedef enum {
@@ -68,7 +69,8 @@ typedef struct sharp_upstream_request {
 
 /* A pool of one priority: its connections and waiting requests count in
  * that priority's circuit breakers (Envoy keys its pools by priority). */
-sharp_pool_t *sharp_pool_create(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio);
+/* `env` (a worker's, or the main thread's) outlives the pool. */
+sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio);
 /* A new pool of a downstream_protocol cluster becomes the host's HTTP/2
  * pool (before its first request; the pool is HTTP/1.1 otherwise). */
 void sharp_pool_use_http2(sharp_pool_t *p);
