@@ -112,8 +112,8 @@ static void health_free(void *p)
 }
 
 static const sharp_grpc_method_impl_t health_methods[] = {
-    {h_check, false}, /* Check */
-    {h_watch, true},  /* Watch */
+    {.handler = h_check},                          /* Check */
+    {.handler = h_watch, .server_streaming = true}, /* Watch */
 };
 
 sharp_grpc_health_t *sharp_grpc_health_register(sharp_grpc_registry_t *r, sharp_grpc_serving_fn serving, void *arg)

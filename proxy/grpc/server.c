@@ -93,6 +93,10 @@ struct sharp_grpc_call {
     char *status_msg;
     sharp_grpc_cancel_fn cancel_fn;
     void *cancel_arg;
+    /* client-streaming and bidirectional calls */
+    sharp_grpc_message_fn on_message;
+    sharp_grpc_half_close_fn on_half_close;
+    void *message_arg;
     bool headers_sent;  /* response HEADERS submitted with a data provider */
     bool finished;      /* the status is decided: the handler is done with the handle */
     bool dispatched;    /* the handler has been called */
@@ -107,6 +111,7 @@ struct sharp_grpc_call {
 };
 
 static void conn_maybe_free(sharp_grpc_conn_t *c);
+static void call_check_input(sharp_grpc_call_t *call);
 static void conn_enter(sharp_grpc_conn_t *c);
 static void conn_leave(sharp_grpc_conn_t *c);
 
@@ -388,6 +393,14 @@ void sharp_grpc_call_on_cancel(sharp_grpc_call_t *call, sharp_grpc_cancel_fn fn,
     call->cancel_arg = arg;
 }
 
+void sharp_grpc_call_on_message(sharp_grpc_call_t *call, sharp_grpc_message_fn on_message,
+                                sharp_grpc_half_close_fn on_half_close, void *arg)
+{
+    call->on_message = on_message;
+    call->on_half_close = on_half_close;
+    call->message_arg = arg;
+}
+
 /* grpc-timeout passed: the handler stops, the client hears
  * DEADLINE_EXCEEDED (its own deadline usually ends the call first). */
 static void on_deadline(uv_timer_t *t)
@@ -398,9 +411,19 @@ static void on_deadline(uv_timer_t *t)
     call_end(call, SHARP_GRPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
 }
 
-/* The request is complete: exactly one message, unpacked for the handler. */
+/* The request is complete. Unary and server-streaming: exactly one
+ * message, unpacked for the handler. Client-streaming: every message went
+ * to the handler as it came; what is left is the half-close. */
 static void call_dispatch(sharp_grpc_call_t *call)
 {
+    if (call->impl->client_streaming) {
+        if (call->in.len) {
+            call_end(call, SHARP_GRPC_INTERNAL, "incomplete request message");
+            return;
+        }
+        if (call->on_half_close) call->on_half_close(call, call->message_arg);
+        return;
+    }
     sharp_grpc_frame_t f;
     sharp_grpc_frame_result_t r =
         sharp_grpc_deframe((const uint8_t *)call->in.data, call->in.len, SHARP_GRPC_MAX_RECV_DEFAULT, &f);
@@ -422,6 +445,44 @@ static void call_dispatch(sharp_grpc_call_t *call)
     call->dispatched = true;
     call->impl->handler(call, req, call->svc->data);
     protobuf_c_message_free_unpacked(req, NULL);
+}
+
+/* Client-streaming: hands every complete message of the input to the
+ * handler and drops its bytes; a partial one stays buffered. The first
+ * message's prefix has been checked by call_check_input; the loop checks
+ * the following ones. */
+static void call_deliver_messages(sharp_grpc_call_t *call)
+{
+    size_t off = 0;
+    while (!call->finished) {
+        sharp_grpc_frame_t f;
+        sharp_grpc_frame_result_t r = sharp_grpc_deframe((const uint8_t *)call->in.data + off, call->in.len - off,
+                                                         SHARP_GRPC_MAX_RECV_DEFAULT, &f);
+        if (r == SHARP_GRPC_FRAME_BAD_FLAG || r == SHARP_GRPC_FRAME_TOO_LARGE || (r == SHARP_GRPC_FRAME_OK && f.compressed)) {
+            /* drop what was delivered: call_check_input reads the rest from
+             * its start and ends the call with the right status */
+            break;
+        }
+        if (r != SHARP_GRPC_FRAME_OK) break; /* incomplete */
+        if (!call->on_message) {
+            call_end(call, SHARP_GRPC_UNIMPLEMENTED, "the method takes no request messages");
+            return;
+        }
+        ProtobufCMessage *msg = protobuf_c_message_unpack(call->method->input, NULL, f.len, f.msg);
+        off += f.used;
+        if (!msg) {
+            call_end(call, SHARP_GRPC_INTERNAL, "malformed request message");
+            return;
+        }
+        call->on_message(call, msg, call->message_arg);
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    if (call->finished || !off) return; /* finishing released the input */
+    size_t rest = call->in.len - off;
+    memmove(call->in.data, call->in.data + off, rest);
+    call->in.len = rest;
+    call->conn->buffered -= off;
+    if (rest) call_check_input(call); /* the next message's prefix */
 }
 
 /* Checks what has arrived so far, so a bad or oversized message is refused
@@ -453,6 +514,10 @@ static void call_check_input(sharp_grpc_call_t *call)
         } else {
             call_end(call, SHARP_GRPC_INTERNAL, "compressed message without a grpc-encoding");
         }
+        return;
+    }
+    if (call->impl->client_streaming) {
+        call_deliver_messages(call);
         return;
     }
     if (f.used && call->in.len > f.used)
@@ -602,6 +667,10 @@ static void call_head_done(sharp_grpc_call_t *call)
             return;
         }
         uv_timer_start(&call->deadline, on_deadline, ms, 0);
+    }
+    if (call->impl->client_streaming) {
+        call->dispatched = true;
+        call->impl->handler(call, NULL, call->svc->data);
     }
 }
 

@@ -9,9 +9,13 @@
  * session that does not own its socket: the owner feeds it the bytes it reads
  * and writes what it is given (sharp_grpc_conn_io_t).
  *
- * Calls: unary and server-streaming. The request message is read whole (up
- * to the maximum receive size), unpacked and given to the handler with a
- * call handle. The handler answers at once or later (from a timer, or when
+ * Calls of all four kinds. Unary and server-streaming: the request message
+ * is read whole (up to the maximum receive size), unpacked and given to the
+ * handler with a call handle. Client-streaming and bidirectional: the
+ * handler runs once the request headers are in (request NULL) and registers
+ * sharp_grpc_call_on_message; each request message is unpacked and handed
+ * over as soon as it is complete, and the end of the client's side is
+ * reported. The handler answers at once or later (from a timer, or when
  * what it watches changes): sharp_grpc_call_send for each response message,
  * then sharp_grpc_call_finish with a status. A call that ends before the
  * handler finished it (the client reset the stream or went away, its
@@ -55,9 +59,18 @@ typedef void (*sharp_grpc_handler_fn)(sharp_grpc_call_t *call, const ProtobufCMe
                                       void *service_data);
 typedef void (*sharp_grpc_cancel_fn)(sharp_grpc_call_t *call, void *arg);
 
+/* A request message of a client-streaming or bidirectional call; `msg`
+ * is freed when the callback returns. */
+typedef void (*sharp_grpc_message_fn)(sharp_grpc_call_t *call, const ProtobufCMessage *msg, void *arg);
+/* The client ended its side (half-close) after its last message. */
+typedef void (*sharp_grpc_half_close_fn)(sharp_grpc_call_t *call, void *arg);
+
 typedef struct {
     sharp_grpc_handler_fn handler;
-    bool server_streaming; /* else unary: exactly one response message with OK */
+    bool server_streaming; /* else exactly one response message with OK */
+    /* the client sends a stream of messages: `handler` runs at the request
+     * headers with request NULL and registers sharp_grpc_call_on_message */
+    bool client_streaming;
 } sharp_grpc_method_impl_t;
 
 /* ---- registry ---- */
@@ -96,6 +109,12 @@ int sharp_grpc_call_send(sharp_grpc_call_t *call, const ProtobufCMessage *msg);
 void sharp_grpc_call_finish(sharp_grpc_call_t *call, uint32_t status, const char *message);
 /* Called once if the call ends before the handler finished it. */
 void sharp_grpc_call_on_cancel(sharp_grpc_call_t *call, sharp_grpc_cancel_fn fn, void *arg);
+/* Client-streaming and bidirectional calls: each request message as it
+ * completes, then the client's half-close (either may be NULL). A call
+ * whose handler registered no message callback ends with UNIMPLEMENTED at
+ * its first message. Messages are not delivered once the call finished. */
+void sharp_grpc_call_on_message(sharp_grpc_call_t *call, sharp_grpc_message_fn on_message,
+                                sharp_grpc_half_close_fn on_half_close, void *arg);
 
 /* ---- connections (the socket owner's side) ---- */
 

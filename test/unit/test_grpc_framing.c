@@ -89,7 +89,7 @@ static void h_none(sharp_grpc_call_t *call, const ProtobufCMessage *request, voi
 static void registry_paths(void **state)
 {
     (void)state;
-    static const sharp_grpc_method_impl_t impls[] = {{h_none, false}, {h_none, true}};
+    static const sharp_grpc_method_impl_t impls[] = {{.handler = h_none}, {.handler = h_none, .server_streaming = true}};
     sharp_grpc_registry_t *r = sharp_grpc_registry_new();
     assert_int_equal(sharp_grpc_registry_add(r, &grpc__health__v1__health__descriptor, impls, NULL, NULL), 0);
     assert_int_equal(sharp_grpc_registry_add(r, &grpc__health__v1__health__descriptor, impls, NULL, NULL), -1);

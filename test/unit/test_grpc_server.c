@@ -81,7 +81,83 @@ static void h_watch(sharp_grpc_call_t *call, const ProtobufCMessage *request, vo
     last_ticker = t;
 }
 
-static const sharp_grpc_method_impl_t impls[] = {{h_check, false}, {h_watch, true}};
+static const sharp_grpc_method_impl_t impls[] = {{.handler = h_check}, {.handler = h_watch, .server_streaming = true}};
+
+/* ---- the same descriptor served as a client-streaming Check (one answer
+ * at the half-close: the sum of the services' lengths) and a bidirectional
+ * Watch (each message answered at once with its service's length; OK at
+ * the half-close) ---- */
+
+typedef struct streamed {
+    unsigned messages, total, half_closes;
+} streamed_t;
+
+static streamed_t streamed;
+
+static void cs_message(sharp_grpc_call_t *call, const ProtobufCMessage *msg, void *arg)
+{
+    (void)call;
+    streamed_t *st = arg;
+    st->messages++;
+    st->total += (unsigned)strlen(((const Grpc__Health__V1__HealthCheckRequest *)(const void *)msg)->service);
+}
+
+static void cs_half_close(sharp_grpc_call_t *call, void *arg)
+{
+    streamed_t *st = arg;
+    st->half_closes++;
+    Grpc__Health__V1__HealthCheckResponse rsp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    rsp.status = (int)st->total;
+    assert_int_equal(sharp_grpc_call_send(call, &rsp.base), 0);
+    sharp_grpc_call_finish(call, SHARP_GRPC_OK, NULL);
+}
+
+static void h_client_stream(sharp_grpc_call_t *call, const ProtobufCMessage *request, void *data)
+{
+    (void)data;
+    assert_null(request);
+    sharp_grpc_call_on_message(call, cs_message, cs_half_close, &streamed);
+}
+
+static void bidi_message(sharp_grpc_call_t *call, const ProtobufCMessage *msg, void *arg)
+{
+    streamed_t *st = arg;
+    st->messages++;
+    Grpc__Health__V1__HealthCheckResponse rsp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    rsp.status = (int)strlen(((const Grpc__Health__V1__HealthCheckRequest *)(const void *)msg)->service);
+    assert_int_equal(sharp_grpc_call_send(call, &rsp.base), 0);
+}
+
+static void bidi_half_close(sharp_grpc_call_t *call, void *arg)
+{
+    ((streamed_t *)arg)->half_closes++;
+    sharp_grpc_call_finish(call, SHARP_GRPC_OK, NULL);
+}
+
+static void h_bidi(sharp_grpc_call_t *call, const ProtobufCMessage *request, void *data)
+{
+    (void)data;
+    assert_null(request);
+    sharp_grpc_call_on_message(call, bidi_message, bidi_half_close, &streamed);
+}
+
+/* A client-streaming handler that registers nothing. */
+static void h_deaf(sharp_grpc_call_t *call, const ProtobufCMessage *request, void *data)
+{
+    (void)call;
+    (void)request;
+    (void)data;
+}
+
+static const sharp_grpc_method_impl_t streaming_impls[] = {
+    {.handler = h_client_stream, .client_streaming = true},
+    {.handler = h_bidi, .client_streaming = true, .server_streaming = true},
+};
+static const sharp_grpc_method_impl_t deaf_impls[] = {
+    {.handler = h_deaf, .client_streaming = true},
+    {.handler = h_deaf, .client_streaming = true, .server_streaming = true},
+};
+static const sharp_grpc_method_impl_t *serve_impls = impls;
 
 /* ---- the client side ---- */
 
@@ -160,8 +236,8 @@ static void client_init(client_t *cl)
     memset(cl, 0, sizeof *cl);
     uv_loop_init(&cl->loop);
     cl->reg = sharp_grpc_registry_new();
-    assert_int_equal(sharp_grpc_registry_add(cl->reg, &grpc__health__v1__health__descriptor, impls, &cl->loop, NULL),
-                     0);
+    assert_int_equal(
+        sharp_grpc_registry_add(cl->reg, &grpc__health__v1__health__descriptor, serve_impls, &cl->loop, NULL), 0);
     cl->conn = sharp_grpc_conn_new(cl->reg, &cl->loop, &io, cl);
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
@@ -198,6 +274,7 @@ static void pump(client_t *cl)
 typedef struct body_src {
     sharp_sbuf_t b;
     size_t off;
+    bool hold; /* all sent: wait (deferred) instead of ending the stream */
 } body_src_t;
 
 static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
@@ -210,22 +287,30 @@ static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     size_t n = SHARP_MIN(len, b->b.len - b->off);
     if (n) memcpy(buf, b->b.data + b->off, n);
     b->off += n;
-    if (b->off == b->b.len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (b->off == b->b.len) {
+        if (b->hold && n == 0) return NGHTTP2_ERR_DEFERRED;
+        if (!b->hold) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    }
     return (ssize_t)n;
 }
 
-/* Starts a call whose request is HealthCheckRequest{service} and pumps. */
-static int32_t client_call(client_t *cl, const char *path, const char *service)
+static body_src_t body;
+
+/* Starts a call whose request is HealthCheckRequest{service} for each of
+ * services[0..n) and pumps; with hold, the client does not end its side. */
+static int32_t client_call_n(client_t *cl, const char *path, const char *const *services, size_t n, bool hold)
 {
-    static body_src_t body;
     cl->ended = cl->reset = false;
     cl->status[0] = cl->grpc_status[0] = cl->x_test[0] = 0;
     sharp_sbuf_reset(&cl->data);
-    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    rq.service = (char *)service;
     sharp_sbuf_free(&body.b);
     body.off = 0;
-    sharp_grpc_frame_message(&body.b, &rq.base);
+    body.hold = hold;
+    for (size_t i = 0; i < n; i++) {
+        Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+        rq.service = (char *)services[i];
+        sharp_grpc_frame_message(&body.b, &rq.base);
+    }
     nghttp2_nv nv[] = {
         {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
         {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
@@ -239,6 +324,11 @@ static int32_t client_call(client_t *cl, const char *path, const char *service)
     assert_true(id > 0);
     pump(cl);
     return id;
+}
+
+static int32_t client_call(client_t *cl, const char *path, const char *service)
+{
+    return client_call_n(cl, path, &service, 1, false);
 }
 
 /* Runs the loop until the stream ended (or 2 s). */
@@ -363,6 +453,119 @@ static void errors_before_the_handler(void **state)
     client_free(&cl);
 }
 
+/* Client streaming: three messages, one of them larger than a DATA frame
+ * (it arrives in pieces), reach the handler one by one; the answer comes
+ * at the half-close. */
+static void client_streaming(void **state)
+{
+    (void)state;
+    serve_impls = streaming_impls;
+    memset(&streamed, 0, sizeof streamed);
+    client_t cl;
+    client_init(&cl);
+    char *big = malloc(40001);
+    memset(big, 'b', 40000);
+    big[40000] = 0;
+    const char *services[] = {"one", big, "three"};
+    client_call_n(&cl, "/grpc.health.v1.Health/Check", services, 3, false);
+    run_until_ended(&cl);
+    assert_true(cl.ended);
+    assert_string_equal(cl.grpc_status, "0");
+    assert_int_equal(streamed.messages, 3);
+    assert_int_equal(streamed.half_closes, 1);
+    /* HealthCheckResponse{status: 40008}: field 1 varint */
+    assert_int_equal(cl.data.len, 5 + 4);
+    assert_memory_equal(cl.data.data + 5, "\x08\xc8\xb8\x02", 4);
+    client_free(&cl);
+    free(big);
+    serve_impls = impls;
+}
+
+/* Bidirectional: every message is answered before the client half-closes;
+ * the half-close ends the call with OK. */
+static void bidirectional(void **state)
+{
+    (void)state;
+    serve_impls = streaming_impls;
+    memset(&streamed, 0, sizeof streamed);
+    client_t cl;
+    client_init(&cl);
+    const char *services[] = {"a", "bb", "ccc"};
+    int32_t id = client_call_n(&cl, "/grpc.health.v1.Health/Watch", services, 3, true);
+    assert_false(cl.ended);
+    assert_int_equal(streamed.messages, 3);
+    assert_int_equal(cl.data.len, 3 * 7);
+    assert_memory_equal(cl.data.data, "\0\0\0\0\2\x08\x01\0\0\0\0\2\x08\x02\0\0\0\0\2\x08\x03", 21);
+    assert_int_equal(streamed.half_closes, 0);
+    body.hold = false;
+    nghttp2_session_resume_data(cl.session, id);
+    pump(&cl);
+    run_until_ended(&cl);
+    assert_true(cl.ended);
+    assert_false(cl.reset);
+    assert_string_equal(cl.grpc_status, "0");
+    assert_int_equal(streamed.half_closes, 1);
+    client_free(&cl);
+    serve_impls = impls;
+}
+
+/* A message the handler registered no callback for, a malformed message in
+ * a stream and a stream cut inside a message end the call with a status. */
+static void client_streaming_errors(void **state)
+{
+    (void)state;
+    client_t cl;
+    serve_impls = deaf_impls;
+    client_init(&cl);
+    client_call(&cl, "/grpc.health.v1.Health/Check", "x");
+    run_until_ended(&cl);
+    assert_string_equal(cl.grpc_status, "12");
+    client_free(&cl);
+
+    serve_impls = streaming_impls;
+    memset(&streamed, 0, sizeof streamed);
+    /* a valid message, then one whose protobuf is garbage (field 1 as a
+     * length-delimited string running past the message's end) */
+    client_init(&cl);
+    sharp_sbuf_free(&body.b);
+    body.off = 0;
+    body.hold = false;
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rq.service = (char *)"ok";
+    sharp_grpc_frame_message(&body.b, &rq.base);
+    sharp_sbuf_append(&body.b, "\0\0\0\0\2\x0a\x7f", 7);
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+        {(uint8_t *)":authority", (uint8_t *)"x", 10, 1, 0},
+        {(uint8_t *)":path", (uint8_t *)"/grpc.health.v1.Health/Watch", 5, 28, 0},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+    };
+    nghttp2_data_provider dp = {.source.ptr = &body, .read_callback = body_read};
+    assert_true(nghttp2_submit_request(cl.session, NULL, nv, 5, &dp, NULL) > 0);
+    pump(&cl);
+    run_until_ended(&cl);
+    assert_string_equal(cl.grpc_status, "13");
+    assert_int_equal(streamed.messages, 1);
+    client_free(&cl);
+
+    /* the client ends its side inside a message's prefix */
+    memset(&streamed, 0, sizeof streamed);
+    client_init(&cl);
+    sharp_sbuf_free(&body.b);
+    body.off = 0;
+    sharp_grpc_frame_message(&body.b, &rq.base);
+    sharp_sbuf_append(&body.b, "\0\0\0", 3);
+    assert_true(nghttp2_submit_request(cl.session, NULL, nv, 5, &dp, NULL) > 0);
+    pump(&cl);
+    run_until_ended(&cl);
+    assert_string_equal(cl.grpc_status, "13");
+    assert_int_equal(streamed.messages, 1);
+    assert_int_equal(streamed.half_closes, 0);
+    client_free(&cl);
+    serve_impls = impls;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +574,9 @@ int main(void)
         cmocka_unit_test(client_reset_cancels),
         cmocka_unit_test(conn_free_cancels),
         cmocka_unit_test(errors_before_the_handler),
+        cmocka_unit_test(client_streaming),
+        cmocka_unit_test(bidirectional),
+        cmocka_unit_test(client_streaming_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
