@@ -533,29 +533,98 @@ static bool plaintext_transport_socket(const Envoy__Config__Core__V3__TransportS
     return !strcmp(ts->name, "envoy.transport_sockets.raw_buffer") || !strcmp(ts->name, "raw_buffer");
 }
 
-static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
-                          sharp_listener_config_t *l, const char *path)
+/* CidrRanges of a FilterChainMatch field. */
+static int fc_cidrs(build_ctx_t *b, Envoy__Config__Core__V3__CidrRange *const *pb, size_t n, const char *path,
+                    const char *field, sharp_cidr_t **out, uint32_t *nout)
 {
     char p[1024];
-    snprintf(p, sizeof p, "%s.address", path);
-    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode) < 0) return -1;
-    sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
-    sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
-    l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
-    l->buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
-    if (pb->n_filter_chains != 1)
-        return fail(b, path, "exactly one filter_chains entry is supported (got %zu)", pb->n_filter_chains);
-    const Envoy__Config__Listener__V3__FilterChain *fc = pb->filter_chains[0];
-    snprintf(p, sizeof p, "%s.filter_chains[0]", path);
+    *out = n ? sharp_calloc(n, sizeof **out) : NULL;
+    *nout = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = pb[i]->prefix_len ? pb[i]->prefix_len->value : 0;
+        snprintf(p, sizeof p, "%s.%s[%zu]", path, field, i);
+        if (sharp_cidr_parse(pb[i]->address_prefix, len, &(*out)[i]) < 0)
+            return fail(b, p, "malformed IP address: %s/%u", pb[i]->address_prefix, len);
+    }
+    return 0;
+}
+
+static char **fc_strs(char *const *pb, size_t n, uint32_t *nout)
+{
+    char **out = n ? sharp_calloc(n, sizeof *out) : NULL;
+    for (size_t i = 0; i < n; i++) out[i] = sharp_strdup(pb[i]);
+    *nout = (uint32_t)n;
+    return out;
+}
+
+/* FilterChainMatch. Server names, application protocols and the "tls"
+ * transport protocol are only known after a listener filter (TLS or HTTP
+ * inspector) has read the first bytes; Envoy injects a TLS inspector for
+ * them, SHARP has none yet and refuses them rather than never match. */
+static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChainMatch *pb, const char *path,
+                          sharp_fc_match_t *m)
+{
+    char p[1024];
+    if (!pb) return 0;
+    if (pb->n_server_names) {
+        snprintf(p, sizeof p, "%s.server_names", path);
+        return fail(b, p, "server_names is not supported by SHARP (server name matching needs the TLS inspector "
+                          "listener filter)");
+    }
+    if (pb->n_application_protocols) {
+        snprintf(p, sizeof p, "%s.application_protocols", path);
+        return fail(b, p, "application_protocols is not supported by SHARP (application protocol matching needs "
+                          "the TLS or HTTP inspector listener filter)");
+    }
+    if (strcmp(pb->transport_protocol, "tls") == 0) {
+        snprintf(p, sizeof p, "%s.transport_protocol", path);
+        return fail(b, p, "transport_protocol 'tls' is not supported by SHARP (it needs the TLS inspector listener "
+                          "filter)");
+    }
+    if (pb->destination_port) m->destination_port = pb->destination_port->value;
+    if (pb->transport_protocol[0]) m->transport_protocol = sharp_strdup(pb->transport_protocol);
+    m->server_names = fc_strs(pb->server_names, pb->n_server_names, &m->nserver_names);
+    m->application_protocols = fc_strs(pb->application_protocols, pb->n_application_protocols,
+                                       &m->napplication_protocols);
+    m->source_type = (sharp_fc_source_type_t)pb->source_type;
+    if (fc_cidrs(b, pb->prefix_ranges, pb->n_prefix_ranges, path, "prefix_ranges", &m->prefix_ranges,
+                 &m->nprefix_ranges) < 0 ||
+        fc_cidrs(b, pb->direct_source_prefix_ranges, pb->n_direct_source_prefix_ranges, path,
+                 "direct_source_prefix_ranges", &m->direct_source_prefix_ranges,
+                 &m->ndirect_source_prefix_ranges) < 0 ||
+        fc_cidrs(b, pb->source_prefix_ranges, pb->n_source_prefix_ranges, path, "source_prefix_ranges",
+                 &m->source_prefix_ranges, &m->nsource_prefix_ranges) < 0)
+        return -1;
+    if (pb->n_source_ports) m->source_ports = sharp_calloc(pb->n_source_ports, sizeof *m->source_ports);
+    m->nsource_ports = (uint32_t)pb->n_source_ports;
+    for (size_t i = 0; i < pb->n_source_ports; i++) {
+        /* Envoy: repeated uint32 source_ports, items in [1, 65535] */
+        if (pb->source_ports[i] < 1 || pb->source_ports[i] > 65535) {
+            snprintf(p, sizeof p, "%s.source_ports[%zu]", path, i);
+            return fail(b, p, "must be in [1, 65535], got %u", pb->source_ports[i]);
+        }
+        m->source_ports[i] = pb->source_ports[i];
+    }
+    return 0;
+}
+
+/* One filter chain: plaintext transport, one network filter (the HCM). */
+static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
+                              sharp_filter_chain_config_t *out)
+{
+    char p[1024];
+    out->name = sharp_strdup(fc->name ? fc->name : "");
+    snprintf(p, sizeof p, "%s.filter_chain_match", path);
+    if (build_fc_match(b, fc->filter_chain_match, p, &out->match) < 0) return -1;
     if (!plaintext_transport_socket(fc->transport_socket)) {
-        snprintf(p, sizeof p, "%s.filter_chains[0].transport_socket", path);
+        snprintf(p, sizeof p, "%s.transport_socket", path);
         return fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext)",
                     fc->transport_socket->name);
     }
     if (fc->n_filters != 1)
-        return fail(b, p, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager");
+        return fail(b, path, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager");
     const Envoy__Config__Listener__V3__Filter *f = fc->filters[0];
-    snprintf(p, sizeof p, "%s.filter_chains[0].filters[0]", path);
+    snprintf(p, sizeof p, "%s.filters[0]", path);
     if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
         return fail(b, p, "typed_config is required");
     const char *slash = strrchr(f->typed_config->type_url, '/');
@@ -566,12 +635,54 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base,
         &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor, &e);
     if (!m) return fail(b, p, "typed_config: %s", e.msg);
-    snprintf(p, sizeof p, "%s.filter_chains[0].filters[0].typed_config", path);
-    l->hcm = build_hcm(b, (const hcm_pb_t *)m, p);
+    snprintf(p, sizeof p, "%s.filters[0].typed_config", path);
+    out->hcm = build_hcm(b, (const hcm_pb_t *)m, p);
     protobuf_c_message_free_unpacked(m, NULL);
-    if (!l->hcm) return -1;
+    return out->hcm ? 0 : -1;
+}
+
+static bool fc_match_empty(const sharp_fc_match_t *m)
+{
+    return !m->destination_port && !m->nprefix_ranges && !m->nserver_names && !m->transport_protocol &&
+           !m->napplication_protocols && !m->ndirect_source_prefix_ranges && m->source_type == SHARP_FC_SOURCE_ANY &&
+           !m->nsource_prefix_ranges && !m->nsource_ports;
+}
+
+static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
+                          sharp_listener_config_t *l, const char *path)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s.address", path);
+    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode) < 0) return -1;
+    sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
+    sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
+    l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
+    l->buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
+    if (pb->n_filter_chains == 0 && !pb->default_filter_chain)
+        return fail(b, path, "error adding listener '%s': no filter chains specified", l->address);
+    l->nchains = (uint32_t)pb->n_filter_chains;
+    l->has_default_chain = pb->default_filter_chain != NULL;
+    l->chains = sharp_calloc(l->nchains + 1, sizeof *l->chains);
+    l->matches = sharp_calloc(l->nchains ? l->nchains : 1, sizeof *l->matches);
+    for (uint32_t i = 0; i < l->nchains; i++) {
+        snprintf(p, sizeof p, "%s.filter_chains[%u]", path, i);
+        if (build_filter_chain(b, pb->filter_chains[i], p, &l->chains[i]) < 0) return -1;
+        l->matches[i] = &l->chains[i].match;
+        for (uint32_t k = 0; k < i; k++)
+            if (sharp_fc_overlap(&l->chains[k].match, &l->chains[i].match))
+                return fail(b, p, "error adding listener '%s': multiple filter chains with the same matching rules "
+                            "are defined (filter_chains[%u] and [%u])", l->address, k, i);
+    }
+    if (l->has_default_chain) {
+        snprintf(p, sizeof p, "%s.default_filter_chain", path);
+        if (build_filter_chain(b, pb->default_filter_chain, p, &l->chains[l->nchains]) < 0) return -1;
+    }
+    /* the usual listener: one chain, no criteria, no default */
+    l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0].match);
+    for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
+        l->chains[i].hcm->bypass_overload_manager = pb->bypass_overload_manager;
     l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
-    l->bypass_overload_manager = l->hcm->bypass_overload_manager = pb->bypass_overload_manager;
+    l->bypass_overload_manager = pb->bypass_overload_manager;
     sharp_stats_t *s = b->srv->stats;
     l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
     l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
@@ -580,6 +691,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->cx_overload_reject = sharp_stats_counterf(s, "listener.%s.downstream_cx_overload_reject", l->stat_name);
     l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
                                              l->stat_name);
+    l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
     return 0;
 }
 
@@ -1015,12 +1127,16 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             }
         }
         /* every route's cluster must exist, as Envoy checks for static clusters */
-        sharp_route_table_t *rt = l->hcm->routes;
+        for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
+        sharp_route_table_t *rt = l->chains[fc].hcm->routes;
+        char cp[64];
+        if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
+        else snprintf(cp, sizeof cp, "default_filter_chain");
         for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
             for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
                 const sharp_route_t *ro = &rt->vhosts[v].routes[r];
-                char rp[256];
-                snprintf(rp, sizeof rp, "%s.filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, v, r);
+                char rp[320];
+                snprintf(rp, sizeof rp, "%s.%s.filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, cp, v, r);
                 /* as Envoy: every mirror policy that applies to the route
                  * (its own or inherited, redirects included) names an
                  * existing cluster; a cluster_header is resolved per request */
@@ -1040,6 +1156,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                         goto bad;
                     }
             }
+        }
     }
     /* warnings only for a config that loads, so they never precede its error */
     if (!cfg->has_admin) sharp_log_warn("No admin address given, so no admin HTTP server started.");

@@ -246,11 +246,14 @@ int sharp_server_reopen_logs(sharp_server_t *s)
     char err[512];
     const sharp_snapshot_t *snap = s->snap;
     for (uint32_t l = 0; snap && l < snap->nlisteners; l++) {
-        const sharp_hcm_config_t *h = snap->listeners[l].hcm;
-        for (uint32_t k = 0; h && k < h->naccess_logs; k++) {
-            if (sharp_access_log_reopen(h->access_logs[k], err, sizeof err) < 0) {
-                sharp_error(file, "%s", err);
-                rc = -1;
+        const sharp_listener_config_t *lc = &snap->listeners[l];
+        for (uint32_t fc = 0; fc < lc->nchains + lc->has_default_chain; fc++) {
+            const sharp_hcm_config_t *h = lc->chains[fc].hcm;
+            for (uint32_t k = 0; h && k < h->naccess_logs; k++) {
+                if (sharp_access_log_reopen(h->access_logs[k], err, sizeof err) < 0) {
+                    sharp_error(file, "%s", err);
+                    rc = -1;
+                }
             }
         }
     }

@@ -38,8 +38,15 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
     for (uint32_t i = 0; i < s->nlisteners; i++) {
-        sharp_hcm_config_free(s->listeners[i].hcm);
-        free(s->listeners[i].name);
+        sharp_listener_config_t *l = &s->listeners[i];
+        for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++) {
+            sharp_hcm_config_free(l->chains[k].hcm);
+            sharp_fc_match_free(&l->chains[k].match);
+            free(l->chains[k].name);
+        }
+        free(l->chains);
+        free(l->matches);
+        free(l->name);
     }
     free(s->listeners);
     for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_free(s->clusters[i]);
@@ -49,6 +56,20 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
     if (s->outlier_event_log) sharp_access_log_file_close(s->outlier_event_log);
     sharp_overload_config_free(s->overload);
     free(s);
+}
+
+const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_listener_config_t *l,
+                                                               const struct sockaddr *local,
+                                                               const struct sockaddr *remote)
+{
+    if (l->match_any) return &l->chains[0];
+    /* no listener filter has looked at the bytes: no SNI, no ALPN, and the
+     * transport protocol is Envoy's default, raw_buffer */
+    sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = remote, .server_name = "",
+                            .transport_protocol = "raw_buffer"};
+    int i = sharp_fc_select(l->matches, l->nchains, &conn);
+    if (i >= 0) return &l->chains[i];
+    return l->has_default_chain ? &l->chains[l->nchains] : NULL;
 }
 
 sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name)

@@ -12,6 +12,7 @@
 #include "http/filter.h"
 #include "http/route.h"
 #include "upstream/cluster.h"
+#include "listener_match.h"
 
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -100,6 +101,14 @@ typedef struct sharp_hcm_config {
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 
+/* One of a listener's filter chains: its match criteria and its (only)
+ * network filter, the HTTP connection manager. */
+typedef struct sharp_filter_chain_config {
+    char *name;
+    sharp_fc_match_t match;
+    sharp_hcm_config_t *hcm;
+} sharp_filter_chain_config_t;
+
 typedef struct sharp_listener_config {
     char *name;
     char stat_name[SHARP_ADDR_STRLEN]; /* "0.0.0.0_10000", "/run/x.sock" */
@@ -108,8 +117,15 @@ typedef struct sharp_listener_config {
     socklen_t addrlen;
     uint32_t pipe_mode; /* address.pipe.mode: the socket file's permissions, 0 = left to the umask */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
-    sharp_hcm_config_t *hcm;
-    sharp_stat_id_t cx_total, cx_active, cx_destroy, cx_length_ms;
+    /* filter_chains, then default_filter_chain (when set) as the last entry;
+     * a connection takes the chain listener_match.h picks, else the default,
+     * else it is closed (no_filter_chain_match) */
+    sharp_filter_chain_config_t *chains;
+    uint32_t nchains;      /* filter_chains, without the default */
+    bool has_default_chain; /* chains[nchains] is default_filter_chain */
+    const sharp_fc_match_t **matches; /* &chains[i].match, for sharp_fc_select */
+    bool match_any;        /* one chain without criteria: every connection takes it */
+    sharp_stat_id_t cx_total, cx_active, cx_destroy, cx_length_ms, no_filter_chain_match;
     bool ignore_global_conn_limit; /* counted in, never refused by, the global connection limit */
     bool bypass_overload_manager;  /* reject_incoming_connections does not apply */
     sharp_stat_id_t cx_global_overflow, cx_overload_reject;
@@ -132,6 +148,13 @@ typedef struct sharp_snapshot {
     /* Bootstrap.overload_manager, NULL when absent; run by the main thread */
     struct sharp_overload_config *overload;
 } sharp_snapshot_t;
+
+/* The chain a new connection takes (local and remote addresses known; no
+ * TLS or HTTP inspection yet), NULL when none matches and there is no
+ * default chain. */
+const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_listener_config_t *l,
+                                                               const struct sockaddr *local,
+                                                               const struct sockaddr *remote);
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
 /* Frees an HCM config and everything it owns (filter configs, logs, routes). */

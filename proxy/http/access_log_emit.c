@@ -282,9 +282,12 @@ void sharp_access_log_worker_init(sharp_worker_t *w)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < w->snap->nlisteners; i++) {
-        const sharp_hcm_config_t *h = w->snap->listeners[i].hcm;
-        for (uint32_t k = 0; h && k < h->naccess_logs; k++)
-            if (h->access_logs[k]->slot + 1 > n) n = h->access_logs[k]->slot + 1;
+        const sharp_listener_config_t *lc = &w->snap->listeners[i];
+        for (uint32_t fc = 0; fc < lc->nchains + lc->has_default_chain; fc++) {
+            const sharp_hcm_config_t *h = lc->chains[fc].hcm;
+            for (uint32_t k = 0; h && k < h->naccess_logs; k++)
+                if (h->access_logs[k]->slot + 1 > n) n = h->access_logs[k]->slot + 1;
+        }
     }
     w->nlog_writers = n;
     w->log_writers = sharp_calloc(n ? n : 1, sizeof *w->log_writers);

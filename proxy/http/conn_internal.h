@@ -106,6 +106,7 @@ struct sharp_conn {
     uv_timer_t duration_timer; /* max_connection_duration */
     sharp_worker_t *worker;
     const sharp_listener_config_t *listener;
+    const sharp_hcm_config_t *hcm; /* of the filter chain the connection took */
     sharp_snapshot_t *snap;
     sharp_dlist_t link;       /* in worker->connections */
     sharp_writer_t writer;
@@ -139,7 +140,7 @@ struct sharp_conn {
 };
 
 #define SHARP_CONN_STATS(c) ((c)->worker->stats)
-#define SHARP_CONN_HCM(c) ((c)->listener->hcm)
+#define SHARP_CONN_HCM(c) ((c)->hcm)
 
 extern const sharp_server_codec_t sharp_http1_server_codec;
 extern const sharp_server_codec_t sharp_http2_server_codec;

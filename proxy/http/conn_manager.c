@@ -466,8 +466,32 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
         uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
         return;
     }
+    /* the filter chain: from the addresses alone (no listener filter reads
+     * ahead), before anything is counted or read */
+    struct sockaddr_storage local = {0}, peer = {0};
+    int llen = sizeof local;
+    bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
+    bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
+    const sharp_filter_chain_config_t *chain =
+        l->match_any ? &l->chains[0]
+                     : sharp_listener_select_chain(l, have_local ? (struct sockaddr *)&local : NULL,
+                                                   have_peer ? (struct sockaddr *)&peer : NULL);
+    if (!chain) {
+        sharp_counter_inc(w->stats, l->no_filter_chain_match);
+        sharp_debug(conn_handler, "closing a connection on listener '%s': no filter chain matches it", l->name);
+        c->tcp.data = c;
+        c->handles_open = 1;
+        sharp_dlist_init(&c->flush_link);
+        c->worker = w;
+        c->listener = l; /* admitted: released from the global limit when closed */
+        c->snap = sharp_snapshot_ref(w->snap);
+        atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
+        uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+        return;
+    }
     c->worker = w;
     c->listener = l;
+    c->hcm = chain->hcm;
     c->snap = sharp_snapshot_ref(w->snap);
     c->id = sharp_log_next_connection_id();
     c->start_ns = sharp_now_ns();
@@ -481,26 +505,24 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     sharp_dlist_init(&c->streams);
     sharp_dlist_push(&w->connections, &c->link);
     sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
-    struct sockaddr_storage ss = {0}; /* zeroed: an abstract Unix name is not NUL-terminated */
-    int len = sizeof ss;
-    if (sharp_stream_peer(&c->tcp, &c->remote_ss) == 0)
+    if (have_peer) {
+        c->remote_ss = peer;
         sharp_addr_str((struct sockaddr *)&c->remote_ss, c->remote, sizeof c->remote);
-    len = sizeof ss;
-    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-        sharp_addr_str((struct sockaddr *)&ss, c->local, sizeof c->local);
+    }
+    if (have_local) sharp_addr_str((struct sockaddr *)&local, c->local, sizeof c->local);
     uv_tcp_nodelay(&c->tcp, 1);
     sharp_debug(conn_handler, "[C%llu] new connection from %s on listener '%s'", c->id, c->remote, l->name);
     sharp_stats_shard_t *sh = STATS(c);
     sharp_counter_inc(sh, l->cx_total);
     sharp_gauge_add(sh, l->cx_active, 1);
-    sharp_counter_inc(sh, l->hcm->st.cx_total);
-    sharp_gauge_add(sh, l->hcm->st.cx_active, 1);
+    sharp_counter_inc(sh, c->hcm->st.cx_total);
+    sharp_gauge_add(sh, c->hcm->st.cx_active, 1);
     if (w->draining) c->close_after_response = true;
-    if (l->hcm->has_max_connection_duration)
+    if (c->hcm->has_max_connection_duration)
         uv_timer_start(&c->duration_timer, on_conn_max_duration,
                        sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
-                                                         l->hcm->max_connection_duration_ms, 0), 0);
-    switch (l->hcm->codec_type) {
+                                                         c->hcm->max_connection_duration_ms, 0), 0);
+    switch (c->hcm->codec_type) {
     case SHARP_CODEC_HTTP1:
         start_codec(c, false);
         break;
