@@ -393,8 +393,11 @@ def h2_request(port, path="/", method="GET", headers=None, body=None, timeout=10
                                                                            header_encoding="utf-8"))
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
-        hdrs = [(":method", method), (":scheme", "http"), (":authority", f"127.0.0.1:{port}"), (":path", path)]
-        hdrs += [(k.lower(), str(v)) for k, v in (headers or {}).items()]
+        # a Host header is the :authority, as HTTP/2 clients send it
+        given = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        authority = given.pop("host", f"127.0.0.1:{port}")
+        hdrs = [(":method", method), (":scheme", "http"), (":authority", authority), (":path", path)]
+        hdrs += list(given.items())
         pieces = list(chunks) if chunks is not None else ([body] if body else [])
         conn.send_headers(sid, hdrs, end_stream=not pieces)
         s.sendall(conn.data_to_send())
