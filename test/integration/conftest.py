@@ -363,3 +363,169 @@ def log_lines(path, n):
                 return lines
         time.sleep(0.05)
     raise AssertionError(f"fewer than {n} access log lines")
+
+
+# ---- protocol pairs: the data-path suites run over HTTP/1 and HTTP/2 ----
+
+class H2StreamError(ConnectionError):
+    """The HTTP/2 stream ended without a complete response: RST_STREAM
+    (code), GOAWAY below it, or the connection closed."""
+
+    def __init__(self, what, code=None):
+        super().__init__(what)
+        self.code = code
+
+
+def h2_request(port, path="/", method="GET", headers=None, body=None, timeout=10, chunks=None, chunk_delay=0.0):
+    """One request on a fresh HTTP/2 connection with prior knowledge
+    (python3-h2), honouring flow control both ways. `body` is sent whole;
+    `chunks` (a list of bytes) are sent as DATA frames `chunk_delay` seconds
+    apart. Returns (status, headers dict with lower-case names, body) as
+    the http.client helpers do; raises H2StreamError when the stream is
+    reset or the connection ends first."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+    try:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True,
+                                                                           header_encoding="utf-8"))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        # a Host header is the :authority, as HTTP/2 clients send it
+        given = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        authority = given.pop("host", f"127.0.0.1:{port}")
+        hdrs = [(":method", method), (":scheme", "http"), (":authority", authority), (":path", path)]
+        hdrs += list(given.items())
+        pieces = list(chunks) if chunks is not None else ([body] if body else [])
+        conn.send_headers(sid, hdrs, end_stream=not pieces)
+        s.sendall(conn.data_to_send())
+        status, rh, out, done = None, {}, bytearray(), False
+        pending = bytearray(pieces.pop(0)) if pieces else None
+        deadline = time.time() + timeout * SLOW
+
+        def push():
+            nonlocal pending
+            while pending is not None:
+                try:
+                    room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+                    pending = None  # answered or reset already: the rest is not wanted
+                    return
+                if room <= 0 and pending:
+                    return
+                n = min(room, len(pending))
+                last = n == len(pending) and not pieces
+                conn.send_data(sid, bytes(pending[:n]), end_stream=last)
+                del pending[:n]
+                if not pending:
+                    if not pieces:
+                        pending = None
+                    elif chunk_delay:
+                        s.sendall(conn.data_to_send())
+                        time.sleep(chunk_delay)
+                        pending = bytearray(pieces.pop(0))
+                    else:
+                        pending = bytearray(pieces.pop(0))
+
+        while not done:
+            push()
+            data = conn.data_to_send()
+            if data:
+                s.sendall(data)
+            if time.time() > deadline:
+                raise socket.timeout("no complete HTTP/2 response")
+            s.settimeout(max(0.05, deadline - time.time()))
+            data = s.recv(65536)
+            if not data:
+                raise H2StreamError("connection closed")
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    rh = {k: v for k, v in ev.headers}
+                    status = int(rh.pop(":status"))
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    out += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                    done = True
+                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                    raise H2StreamError("stream reset", ev.error_code)
+                elif isinstance(ev, h2.events.ConnectionTerminated) and ev.last_stream_id < sid:
+                    raise H2StreamError("GOAWAY", ev.error_code)
+        return status, rh, bytes(out)
+    finally:
+        s.close()
+
+
+def h1_request(port, path="/", method="GET", headers=None, body=None, timeout=10, chunks=None, chunk_delay=0.0):
+    """The same over HTTP/1.1 with http.client (chunks: chunked encoding)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
+    try:
+        if chunks is None:
+            c.request(method, path, body=body, headers=headers or {})
+        else:
+            c.putrequest(method, path)
+            for k, v in (headers or {}).items():
+                c.putheader(k, v)
+            c.putheader("transfer-encoding", "chunked")
+            c.endheaders()
+            for piece in chunks:
+                c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                time.sleep(chunk_delay)
+            c.send(b"0\r\n\r\n")
+        r = c.getresponse()
+        data = r.read()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+    finally:
+        c.close()
+
+
+class Proto:
+    """A protocol pair: `down` is what the client speaks to SHARP, `up` what
+    SHARP speaks to the test upstream ("h1" or "h2")."""
+
+    def __init__(self, name, down, up):
+        self.name, self.down, self.up = name, down, up
+
+    def __repr__(self):
+        return self.name
+
+    def upstream(self, procs, name="upstream", extra=()):
+        """A test upstream speaking `up` (--h2 for HTTP/2), in procs."""
+        u = Upstream(name=name, extra=(("--h2",) if self.up == "h2" else ()) + tuple(extra))
+        procs.append(u)
+        return u
+
+    @property
+    def cluster(self):
+        """cluster_extra that makes SHARP speak `up` to the cluster."""
+        return "http2_protocol_options: {}\n" if self.up == "h2" else ""
+
+    def request(self, port, path="/", **kw):
+        """(status, headers, body) from SHARP over `down`."""
+        return (h2_request if self.down == "h2" else h1_request)(port, path, **kw)
+
+    @property
+    def access_log_protocol(self):
+        return "HTTP/2" if self.down == "h2" else "HTTP/1.1"
+
+
+PROTOS = {p.name: p for p in (Proto("h1", "h1", "h1"), Proto("h2-down", "h2", "h1"), Proto("h2-up", "h1", "h2"),
+                              Proto("h2-both", "h2", "h2"))}
+
+
+def protos(*names):
+    """@protos("h1", "h2-both"): the test runs once per protocol pair, its
+    `proto` argument a Proto."""
+    return pytest.mark.parametrize("proto", [PROTOS[n] for n in names], ids=list(names))
+
+
+def upstream_admin(u, path, timeout=5):
+    """GET an admin path of a test upstream in its own protocol (an --h2
+    upstream speaks only HTTP/2); returns the body parsed as JSON."""
+    req = h2_request if "--h2" in u.args else h1_request
+    st, _, body = req(u.port, path, timeout=timeout)
+    assert st == 200, (path, st, body)
+    return json.loads(body)

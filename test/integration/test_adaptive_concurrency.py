@@ -1,12 +1,11 @@
 """Adaptive concurrency in the data path: a burst against a slow upstream
 gets 503s from the limiter (never reaching the upstream), admitted requests
 succeed, and the controller's stats use Envoy's names."""
-import http.client
-import json
 import threading
-import urllib.request
 
-from conftest import Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import PROTOS, bootstrap_yaml, free_port, protos, run_sharp_config, stat, upstream_admin
+
+H1 = PROTOS["h1"]
 
 GRADIENT = """\
 - name: envoy.filters.http.adaptive_concurrency
@@ -39,17 +38,14 @@ def with_filter(yaml_text, filt):
                              "          http_filters:\n" + "".join("          " + l + "\n" for l in filt.splitlines()))
 
 
-def burst(port, n, path):
+def burst(port, n, path, proto=H1):
     results = []
     lock = threading.Lock()
 
     def one():
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
+        st, _, body = proto.request(port, path, timeout=20)
         with lock:
-            results.append((r.status, body))
+            results.append((st, body))
     threads = [threading.Thread(target=one) for _ in range(n)]
     for t in threads:
         t.start()
@@ -59,17 +55,16 @@ def burst(port, n, path):
 
 
 def upstream_requests(u):
-    with urllib.request.urlopen(f"http://127.0.0.1:{u.port}/admin/stats", timeout=5) as r:
-        return json.loads(r.read())["requests"]
+    return upstream_admin(u, "/admin/stats")["requests"]
 
 
-def run_burst(procs, filt, stat_prefix):
-    u = Upstream("slow")
-    procs.append(u)
+def run_burst(procs, filt, stat_prefix, proto=H1):
+    u = proto.upstream(procs, "slow")
     listen, admin = free_port(), free_port()
-    run_sharp_config(procs, with_filter(bootstrap_yaml(listen, admin, {"b": [u.port]}), filt), admin)
+    run_sharp_config(procs, with_filter(bootstrap_yaml(listen, admin, {"b": [u.port]}, cluster_extra=proto.cluster),
+                                        filt), admin)
     before = upstream_requests(u)
-    res = burst(listen, 24, "/?delay_ms=400")
+    res = burst(listen, 24, "/?delay_ms=400", proto)
     ok = [r for r in res if r[0] == 200]
     shed = [r for r in res if r[0] == 503]
     assert len(ok) + len(shed) == 24, res
@@ -82,16 +77,15 @@ def run_burst(procs, filt, stat_prefix):
     assert stat(admin, f"http.ingress_http.adaptive_concurrency.{stat_prefix}.concurrency_limit") >= 2
     assert stat(admin, "http.ingress_http.downstream_rq_5xx") == len(shed)
     # after the burst, sequential requests are all admitted
-    c = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
     for _ in range(10):
-        c.request("GET", "/")
-        r = c.getresponse()
-        assert r.status == 200 and r.read() == b"hello from slow\n"
+        st, _, body = proto.request(listen, "/", timeout=5)
+        assert st == 200 and body == b"hello from slow\n"
     return admin
 
 
-def test_gradient_sheds_burst(procs):
-    admin = run_burst(procs, GRADIENT, "gradient_controller")
+@protos("h1", "h2-both")
+def test_gradient_sheds_burst(procs, proto):
+    admin = run_burst(procs, GRADIENT, "gradient_controller", proto)
     for g in ("gradient", "burst_queue_size", "min_rtt_msecs", "sample_rtt_msecs", "min_rtt_calculation_active"):
         assert stat(admin, f"http.ingress_http.adaptive_concurrency.gradient_controller.{g}") is not None
 

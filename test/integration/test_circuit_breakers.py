@@ -2,8 +2,6 @@
 (503 UO with x-envoy-overloaded, without touching the upstream), the
 circuit_breakers.* gauges with track_remaining, and max_requests holding
 across two workers under wrk load."""
-import http.client
-import json
 import re
 import shutil
 import subprocess
@@ -12,30 +10,28 @@ import time
 
 import pytest
 
-from conftest import Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import PROTOS, Upstream, bootstrap_yaml, free_port, protos, run_sharp_config, stat, upstream_admin
+
+H1 = PROTOS["h1"]
 
 
 def upstream_stats(u):
-    c = http.client.HTTPConnection("127.0.0.1", u.port, timeout=5)
-    c.request("GET", "/admin/stats")
-    return json.loads(c.getresponse().read())
+    return upstream_admin(u, "/admin/stats")
 
 
-def get(port, path, out, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    c.request("GET", path, headers=headers or {})
-    r = c.getresponse()
-    out.append((r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()))
-    c.close()
+def get(port, path, out, headers=None, proto=H1):
+    out.append(proto.request(port, path, headers=headers, timeout=15))
 
 
-def test_pending_overflow_and_breaker_gauges(procs):
-    u = Upstream(name="slow")
-    procs.append(u)
+# An HTTP/1 upstream connection carries one request at a time, so the second
+# request waits (pending): the client side also runs over HTTP/2.
+@protos("h1", "h2-down")
+def test_pending_overflow_and_breaker_gauges(procs, proto):
+    u = proto.upstream(procs, "slow")
     listen, admin = free_port(), free_port()
     cb = ("circuit_breakers:\n  thresholds:\n"
           "  - { priority: DEFAULT, max_connections: 1, max_pending_requests: 1, track_remaining: true }\n")
-    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, cluster_extra=cb), admin, concurrency=1)
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, cluster_extra=cb + proto.cluster), admin, concurrency=1)
     pre = "cluster.b.circuit_breakers.default."
     assert stat(admin, pre + "cx_open") == 0
     assert stat(admin, pre + "remaining_cx") == 1
@@ -45,10 +41,10 @@ def test_pending_overflow_and_breaker_gauges(procs):
     assert stat(admin, "cluster.b.circuit_breakers.high.rq_open") == 0
 
     out = []
-    first = threading.Thread(target=get, args=(listen, "/?delay_ms=800", out))
+    first = threading.Thread(target=get, args=(listen, "/?delay_ms=800", out), kwargs={"proto": proto})
     first.start()
     time.sleep(0.2)  # the first request holds the only connection
-    second = threading.Thread(target=get, args=(listen, "/?delay_ms=10", out))
+    second = threading.Thread(target=get, args=(listen, "/?delay_ms=10", out), kwargs={"proto": proto})
     second.start()
     time.sleep(0.2)  # the second waits for it: the pending breaker is full
     assert stat(admin, pre + "cx_open") == 1
@@ -58,7 +54,7 @@ def test_pending_overflow_and_breaker_gauges(procs):
     t0 = time.time()
     over = []
     for _ in range(3):
-        get(listen, "/", over)
+        get(listen, "/", over, proto=proto)
     assert time.time() - t0 < 0.5  # overflow is answered at once
     for st, h, body in over:
         assert st == 503 and h.get("x-envoy-overloaded") == "true"
@@ -103,12 +99,12 @@ def test_max_requests_holds_across_workers_under_wrk(procs):
     assert stat(admin, "cluster.b.upstream_rq_total") >= 100
 
 
-def test_high_priority_route_uses_high_thresholds_and_its_own_pools(procs):
+@protos("h1", "h2-both")
+def test_high_priority_route_uses_high_thresholds_and_its_own_pools(procs, proto):
     """RouteAction.priority HIGH: its requests count in the HIGH thresholds
     (circuit_breakers.high.*), so a full DEFAULT breaker does not stop them,
     and they use their own connections, as Envoy keys pools by priority."""
-    u = Upstream(name="svc")
-    procs.append(u)
+    u = proto.upstream(procs, "svc")
     listen, admin = free_port(), free_port()
     cb = ("circuit_breakers:\n  thresholds:\n"
           "  - { priority: DEFAULT, max_requests: 1, track_remaining: true }\n"
@@ -116,7 +112,7 @@ def test_high_priority_route_uses_high_thresholds_and_its_own_pools(procs):
           "  - { priority: HIGH, max_requests: 50 }\n")  # only the first entry of a priority counts
     routes = ('- match: { prefix: "/high" }\n  route: { cluster: b, priority: HIGH }\n'
               '- match: { prefix: "/" }\n  route: { cluster: b }\n')
-    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, routes=routes, cluster_extra=cb),
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, routes=routes, cluster_extra=cb + proto.cluster),
                      admin, concurrency=1)
     d, hi = "cluster.b.circuit_breakers.default.", "cluster.b.circuit_breakers.high."
     assert stat(admin, d + "remaining_rq") == 1
@@ -124,25 +120,25 @@ def test_high_priority_route_uses_high_thresholds_and_its_own_pools(procs):
     assert stat(admin, hi + "remaining_retries") == 7
 
     slow = []
-    t = threading.Thread(target=get, args=(listen, "/slow?delay_ms=1000", slow))
+    t = threading.Thread(target=get, args=(listen, "/slow?delay_ms=1000", slow), kwargs={"proto": proto})
     t.start()
     time.sleep(0.3)  # the DEFAULT breaker is full
     assert stat(admin, d + "rq_open") == 1 and stat(admin, d + "remaining_rq") == 0
     assert stat(admin, hi + "rq_open") == 0
     over = []
-    get(listen, "/", over)
+    get(listen, "/", over, proto=proto)
     assert over[0][0] == 503 and over[0][1].get("x-envoy-overloaded") == "true"
     ok = []
-    get(listen, "/high/x", ok)
+    get(listen, "/high/x", ok, proto=proto)
     assert ok[0][0] == 200  # HIGH has its own thresholds
 
     # two slow HIGH requests fill the HIGH breaker; a third overflows
-    hs = [threading.Thread(target=get, args=(listen, "/high?delay_ms=1000", slow)) for _ in range(2)]
+    hs = [threading.Thread(target=get, args=(listen, "/high?delay_ms=1000", slow), kwargs={"proto": proto}) for _ in range(2)]
     for h in hs:
         h.start()
     time.sleep(0.3)
     assert stat(admin, hi + "rq_open") == 1 and stat(admin, hi + "remaining_rq") == 0
-    get(listen, "/high/y", over)
+    get(listen, "/high/y", over, proto=proto)
     assert over[1][0] == 503
     t.join(10)
     for h in hs:
@@ -155,7 +151,7 @@ def test_high_priority_route_uses_high_thresholds_and_its_own_pools(procs):
     # separate pools: a DEFAULT and a HIGH request never share a connection
     seq = []
     for path in ("/a", "/high/a", "/b", "/high/b"):
-        get(listen, path, seq)
+        get(listen, path, seq, proto=proto)
     cx = [h["x-upstream-connection"] for _, h, _ in seq]
     # the DEFAULT pool has the one connection the DEFAULT requests used; the
     # HIGH requests take connections of the HIGH pool
@@ -171,13 +167,13 @@ def admin_get_text(port, path):
         return r.read().decode()
 
 
-def test_high_priority_connection_pending_and_retry_thresholds(procs):
+@protos("h1", "h2-down")  # max_connections / pending: an HTTP/1 upstream, as above
+def test_high_priority_connection_pending_and_retry_thresholds(procs, proto):
     """Each priority has its own max_connections / max_pending_requests and
     max_retries: a DEFAULT pool at its connection and pending limits does
     not hold back a HIGH request, and HIGH's max_retries: 0 stops the HIGH
     route's retries while the DEFAULT route retries."""
-    u = Upstream(name="svc")
-    procs.append(u)
+    u = proto.upstream(procs, "svc")
     listen, admin = free_port(), free_port()
     cb = ("circuit_breakers:\n  thresholds:\n"
           "  - { priority: HIGH, max_retries: 0 }\n"
@@ -186,23 +182,23 @@ def test_high_priority_connection_pending_and_retry_thresholds(procs):
     routes = (f'- match: {{ prefix: "/", headers: [{{ name: x-prio, string_match: {{ exact: high }} }}] }}\n'
               f'  route: {{ cluster: b, priority: HIGH, {retry} }}\n'
               f'- match: {{ prefix: "/" }}\n  route: {{ cluster: b, {retry} }}\n')
-    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, routes=routes, cluster_extra=cb),
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"b": [u.port]}, routes=routes, cluster_extra=cb + proto.cluster),
                      admin, concurrency=1)
     d, hi = "cluster.b.circuit_breakers.default.", "cluster.b.circuit_breakers.high."
     out = []
-    first = threading.Thread(target=get, args=(listen, "/a?delay_ms=1000", out))
+    first = threading.Thread(target=get, args=(listen, "/a?delay_ms=1000", out), kwargs={"proto": proto})
     first.start()
     time.sleep(0.2)
-    second = threading.Thread(target=get, args=(listen, "/b?delay_ms=10", out))
+    second = threading.Thread(target=get, args=(listen, "/b?delay_ms=10", out), kwargs={"proto": proto})
     second.start()
     time.sleep(0.2)
     assert stat(admin, d + "cx_open") == 1 and stat(admin, d + "rq_pending_open") == 1
     assert stat(admin, hi + "cx_open") == 0 and stat(admin, hi + "rq_pending_open") == 0
     over = []
-    get(listen, "/c", over)
+    get(listen, "/c", over, proto=proto)
     assert over[0][0] == 503  # DEFAULT: pending breaker full
     t0 = time.time()
-    get(listen, "/now", over, headers={"x-prio": "high"})
+    get(listen, "/now", over, headers={"x-prio": "high"}, proto=proto)
     assert over[1][0] == 200 and time.time() - t0 < 0.5  # HIGH: its own connection at once
     first.join(10)
     second.join(10)
@@ -211,11 +207,11 @@ def test_high_priority_connection_pending_and_retry_thresholds(procs):
 
     # retries: HIGH has no retry budget left, DEFAULT retries once
     res = []
-    get(listen, "/status/503", res, headers={"x-prio": "high"})
+    get(listen, "/status/503", res, headers={"x-prio": "high"}, proto=proto)
     assert res[0][0] == 503
     assert stat(admin, "cluster.b.upstream_rq_retry_overflow") == 1
     assert stat(admin, "cluster.b.upstream_rq_retry") == 0
-    get(listen, "/status/503", res)
+    get(listen, "/status/503", res, proto=proto)
     assert res[1][0] == 503
     assert stat(admin, "cluster.b.upstream_rq_retry") == 1
 

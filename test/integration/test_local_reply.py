@@ -10,12 +10,14 @@ import time
 
 import pytest
 
-from conftest import Sharp, bootstrap_yaml, free_port, run_sharp_config, SHARP
+from conftest import Sharp, bootstrap_yaml, free_port, protos, run_sharp_config, SHARP
 
 
-def curl(url, *args):
-    """(status, {lower-case name: [values]}, body bytes) of one request."""
-    r = subprocess.run(["curl", "-s", "-i", "--max-time", "10", *args, url], capture_output=True, timeout=20)
+def curl(url, *args, proto=None):
+    """(status, {lower-case name: [values]}, body bytes) of one request,
+    over HTTP/2 with prior knowledge when proto's client side is HTTP/2."""
+    h2 = ["--http2-prior-knowledge"] if proto is not None and proto.down == "h2" else []
+    r = subprocess.run(["curl", "-s", "-i", "--max-time", "10", *h2, *args, url], capture_output=True, timeout=20)
     raw = r.stdout
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode(errors="replace").split("\r\n")
@@ -48,6 +50,12 @@ ROUTES = """\
 """
 
 
+# Local replies are encoded by the downstream codec: the tests about their
+# status, headers, body (and HEAD) run with an HTTP/2 client too.
+def curl_over(proto):
+    return lambda url, *args: curl(url, *args, proto=proto)
+
+
 def start(procs, upstream, local_reply="", hcm_extra="", routes=ROUTES, vhost_extra="", concurrency=1):
     listen, admin = free_port(), free_port()
     extra = hcm_extra
@@ -61,7 +69,9 @@ def start(procs, upstream, local_reply="", hcm_extra="", routes=ROUTES, vhost_ex
 
 # ---- local_reply_config -------------------------------------------------------
 
-def test_mapper_by_status_rewrites_code_and_body(procs, upstream):
+@protos("h1", "h2-down")
+def test_mapper_by_status_rewrites_code_and_body(procs, proto, upstream):
+    get = curl_over(proto)
     url = start(procs, upstream, """\
         mappers:
         - filter:
@@ -70,17 +80,17 @@ def test_mapper_by_status_rewrites_code_and_body(procs, upstream):
           status_code: 502
           body: { inline_string: "the backend is away" }
         """)
-    st, h, body = curl(url + "/dead")
+    st, h, body = get(url + "/dead")
     assert st == 502
     assert body == b"the backend is away"
     assert h["content-type"] == ["text/plain"]
     assert h["content-length"] == [str(len(body))]
     # not matched: the router's own 404 stays as it is (no body)
-    st, h, body = curl(url + "/nowhere")
+    st, h, body = get(url + "/nowhere")
     assert st == 404 and body == b""
     assert "content-type" not in h
     # upstream responses are never rewritten
-    st, _, _ = curl(url + "/status/503")
+    st, _, _ = get(url + "/status/503")
     assert st == 503
 
 
@@ -183,7 +193,9 @@ def test_body_format_json(procs, upstream):
     assert doc["detail"] == {"list": ["/dead/x", 7], "missing": None}
 
 
-def test_body_format_override_and_status_rewrite_in_access_log(procs, upstream):
+@protos("h1", "h2-down")
+def test_body_format_override_and_status_rewrite_in_access_log(procs, proto, upstream):
+    get = curl_over(proto)
     log = os.path.join(tempfile.mkdtemp(prefix="sharp-lr-"), "access.log")
     url = start(procs, upstream, """\
         mappers:
@@ -203,18 +215,20 @@ access_log:
     path: {log}
     log_format: {{ text_format: "%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS%\\n" }}
 """)
-    st, h, body = curl(url + "/nowhere")
+    st, h, body = get(url + "/nowhere")
     assert st == 418
     assert h["content-type"] == ["application/json"]
     assert json.loads(body) == {"error": "no such route", "status": 418}
-    st, h, body = curl(url + "/dead")
+    st, h, body = get(url + "/dead")
     assert st == 503 and body.startswith(b"text: upstream connect error")
     lines = wait_lines(log, 2)
     assert "/nowhere 418 NR" in lines
     assert "/dead 503 UF" in lines
 
 
-def test_body_from_file(procs, upstream, tmp_path):
+@protos("h1", "h2-down")
+def test_body_from_file(procs, proto, upstream, tmp_path):
+    get = curl_over(proto)
     page = tmp_path / "maint.html"
     page.write_bytes(b"<h1>maintenance</h1>\n")
     url = start(procs, upstream, f"""\
@@ -225,13 +239,13 @@ def test_body_from_file(procs, upstream, tmp_path):
           headers_to_add:
           - header: {{ key: content-type, value: text/html }}
         """)
-    st, h, body = curl(url + "/dead")
+    st, h, body = get(url + "/dead")
     assert st == 503
     assert body == b"<h1>maintenance</h1>\n"
     # the mapper's own content-type is kept
     assert h["content-type"] == ["text/html"]
     # HEAD: the length of the body, no body
-    st, h, body = curl(url + "/dead", "-I")
+    st, h, body = get(url + "/dead", "-I")
     assert st == 503 and h["content-length"] == [str(len(b"<h1>maintenance</h1>\n"))] and body == b""
 
 
@@ -269,10 +283,13 @@ HEADER_ROUTES = """\
 """
 
 
-def test_router_local_replies_carry_response_headers_to_add(procs, upstream):
+@protos("h1", "h2-both")
+def test_router_local_replies_carry_response_headers_to_add(procs, proto, upstream):
+    get = curl_over(proto)
+    upstream = proto.upstream(procs) if proto.up == "h2" else upstream
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "dead": [dead_port()], "empty": []},
-                       routes=HEADER_ROUTES,
+                       routes=HEADER_ROUTES, cluster_extra=proto.cluster,
                        vhost_extra="response_headers_to_add: [ { header: { key: x-vhost, value: v } } ]\n"
                                    "include_attempt_count_in_response: true\n")
     y = y.replace("            name: local_route\n",
@@ -281,29 +298,29 @@ def test_router_local_replies_carry_response_headers_to_add(procs, upstream):
     run_sharp_config(procs, y, admin)
     url = f"http://127.0.0.1:{listen}"
     # connection failure: 503 from the router
-    st, h, _ = curl(url + "/dead")
+    st, h, _ = get(url + "/dead")
     assert st == 503
     assert h.get("x-route") == ["dead"] and h.get("x-vhost") == ["v"] and h.get("x-table") == ["t"]
     assert h.get("x-envoy-attempt-count") == ["1"]
     # after two retries: the attempt count, as on upstream responses
-    st, h, _ = curl(url + "/retried")
+    st, h, _ = get(url + "/retried")
     assert st == 503 and h.get("x-envoy-attempt-count") == ["3"]
     # no host at all: no attempt was made
-    st, h, body = curl(url + "/empty")
+    st, h, body = get(url + "/empty")
     assert (st, body) == (503, b"no healthy upstream")
     assert h.get("x-route") == ["empty"] and h.get("x-vhost") == ["v"] and h.get("x-table") == ["t"]
     assert "x-envoy-attempt-count" not in h
     # route timeout: 504 from the router
-    st, h, _ = curl(url + "/slow?delay_ms=3000")
+    st, h, _ = get(url + "/slow?delay_ms=3000")
     assert st == 504
     assert h.get("x-route") == ["slow"] and h.get("x-vhost") == ["v"] and h.get("x-table") == ["t"]
     # direct response: once each, with its text/plain body
-    st, h, body = curl(url + "/direct")
+    st, h, body = get(url + "/direct")
     assert (st, body) == (200, b"direct body")
     assert h.get("x-route") == ["direct"] and h.get("x-vhost") == ["v"] and h.get("x-table") == ["t"]
     assert h["content-type"] == ["text/plain"]
     # no route: no route entry, so no route, virtual host or table headers
-    st, h, _ = curl(url + "/none")
+    st, h, _ = get(url + "/none")
     assert st == 404
     assert "x-vhost" not in h and "x-table" not in h and "x-route" not in h
 

@@ -12,13 +12,14 @@ before the response head): test_consecutive_5xx_eject_half_open_close,
 test_success_rate_ejection_and_clusters_values and
 test_reset_before_headers_ejects. The others only need the pool's own calls
 (connect failures) or no traffic at all."""
-import http.client
 import json
 import time
-import urllib.request
 from collections import Counter
 
-from conftest import SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import PROTOS, SLOW, Upstream, admin_get, bootstrap_yaml, free_port, protos, run_sharp_config, stat, \
+    upstream_admin
+
+H1 = PROTOS["h1"]
 
 OD = """\
 outlier_detection:
@@ -31,21 +32,14 @@ outlier_detection:
 P = "cluster.backend.outlier_detection."
 
 
-def get(port, path="/"):
+def get(port, path="/", proto=H1):
     """One request on its own connection: (status, x-upstream-name)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        r.read()
-        return r.status, r.getheader("x-upstream-name")
-    finally:
-        c.close()
+    st, h, _ = proto.request(port, path, timeout=5)
+    return st, h.get("x-upstream-name")
 
 
 def fault(upstream, query=""):
-    with urllib.request.urlopen(f"http://127.0.0.1:{upstream.port}/admin/fault{query}", timeout=5) as r:
-        return json.loads(r.read())
+    return upstream_admin(upstream, "/admin/fault" + query)
 
 
 def host_value(admin, port, key):
@@ -66,26 +60,24 @@ def wait_for(pred, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def drive_until(listen, admin, name, value, timeout=5, what="the ejection"):
+def drive_until(listen, admin, name, value, timeout=5, what="the ejection", proto=H1):
     """Sends requests in threes until stat `name` reaches `value`."""
     deadline = time.time() + timeout * SLOW
     while stat(admin, name) != value:
         assert time.time() < deadline, f"timed out waiting for {what}"
         for _ in range(3):
-            get(listen)
+            get(listen, proto=proto)
 
 
-def start(procs, ports, extra=OD, concurrency=2):
+def start(procs, ports, extra=OD, concurrency=2, proto=H1):
     listen, admin = free_port(), free_port()
-    y = bootstrap_yaml(listen, admin, {"backend": ports}, cluster_extra="lb_policy: ROUND_ROBIN\n" + extra)
+    y = bootstrap_yaml(listen, admin, {"backend": ports}, cluster_extra="lb_policy: ROUND_ROBIN\n" + extra + proto.cluster)
     run_sharp_config(procs, y, admin, concurrency=concurrency)
     return listen, admin
 
 
-def three_upstreams(procs):
-    ups = [Upstream(n) for n in ("a", "b", "c")]
-    procs += ups
-    return ups
+def three_upstreams(procs, proto=H1):
+    return [proto.upstream(procs, n) for n in ("a", "b", "c")]
 
 
 def test_clusters_output_without_traffic(procs):
@@ -147,11 +139,12 @@ def test_connect_failures_eject(procs):
         assert set(seen) == {"a", "c"}, seen
 
 
-def test_consecutive_5xx_eject_half_open_close(procs):
+@protos("h1", "h2-both")
+def test_consecutive_5xx_eject_half_open_close(procs, proto):
     """Needs the router's sharp_outlier_put_http on every response head."""
-    a, b, c = three_upstreams(procs)
-    listen, admin = start(procs, [a.port, b.port, c.port])
-    seen = Counter(get(listen)[1] for _ in range(30))
+    a, b, c = three_upstreams(procs, proto)
+    listen, admin = start(procs, [a.port, b.port, c.port], proto=proto)
+    seen = Counter(get(listen, proto=proto)[1] for _ in range(30))
     assert set(seen) == {"a", "b", "c"}, seen
 
     # b answers 503 from now on: three in a row eject it
@@ -161,7 +154,7 @@ def test_consecutive_5xx_eject_half_open_close(procs):
     while stat(admin, P + "ejections_enforced_consecutive_5xx") != 1:
         assert time.time() < deadline, "b was not ejected"
         for _ in range(3):
-            got503 += get(listen)[0] == 503
+            got503 += get(listen, proto=proto)[0] == 503
     t_ejected = time.time()
     assert 3 <= got503 <= 6, got503
     assert stat(admin, P + "ejections_detected_consecutive_5xx") == 1
@@ -173,7 +166,7 @@ def test_consecutive_5xx_eject_half_open_close(procs):
     assert host_value(admin, b.port, "health_flags") == "/failed_outlier_check"
     assert host_value(admin, b.port, "outlier_state") == "open"
     # ejected: no traffic to b
-    res = [get(listen) for _ in range(20)]
+    res = [get(listen, proto=proto) for _ in range(20)]
     if time.time() - t_ejected < 0.8:
         assert all(st == 200 and name in ("a", "c") for st, name in res), res
 
@@ -183,7 +176,7 @@ def test_consecutive_5xx_eject_half_open_close(procs):
     assert stat(admin, P + "ejections_active") == 0
     wait_for(lambda: stat(admin, P + "half_open_active") == 1, 1, "half_open_active gauge")
     # still failing: the one probe gets a 503 and b is ejected again, longer
-    res = [get(listen) for _ in range(9)]
+    res = [get(listen, proto=proto) for _ in range(9)]
     assert 1 <= sum(st == 503 for st, _ in res) <= 2, res
     wait_for(lambda: stat(admin, P + "ejections_enforced_consecutive_5xx") == 2, 2, "re-ejection")
     assert host_value(admin, b.port, "outlier_state") == "open"
@@ -197,7 +190,7 @@ def test_consecutive_5xx_eject_half_open_close(procs):
     assert time.time() - t_reejected > 1.5
     seen = Counter()
     for _ in range(30):
-        st, name = get(listen)
+        st, name = get(listen, proto=proto)
         assert st == 200
         seen[name] += 1
     assert seen["b"] >= 5, seen
@@ -208,21 +201,22 @@ def test_consecutive_5xx_eject_half_open_close(procs):
     assert stat(admin, P + "ejections_enforced_total") == 2
 
 
-def test_success_rate_ejection_and_clusters_values(procs):
+@protos("h1", "h2-both")
+def test_success_rate_ejection_and_clusters_values(procs, proto):
     """Needs the router's sharp_outlier_put_http. b answers 500 to all:
     rates 100, 0, 100: mean 66.67, stdev 47.14, threshold (factor 1.0)
     19.53, so b is a success-rate outlier."""
-    a, b, c = three_upstreams(procs)
+    a, b, c = three_upstreams(procs, proto)
     extra = ("outlier_detection:\n  consecutive_5xx: 100000\n  interval: 1s\n  base_ejection_time: 30s\n"
              "  max_ejection_percent: 50\n  success_rate_minimum_hosts: 3\n  success_rate_request_volume: 5\n"
              "  success_rate_stdev_factor: 1000\n")
-    listen, admin = start(procs, [a.port, b.port, c.port], extra=extra)
+    listen, admin = start(procs, [a.port, b.port, c.port], extra=extra, proto=proto)
     fault(b, "?status=500")
     deadline = time.time() + 6 * SLOW
     while stat(admin, P + "ejections_enforced_success_rate") != 1:
         assert time.time() < deadline, "b was not ejected"
         for _ in range(30):
-            get(listen)
+            get(listen, proto=proto)
     text = admin_get(admin, "/clusters")
     lines = text.splitlines()
     assert "backend::outlier::success_rate_average::66.6667" in lines, text
@@ -240,13 +234,14 @@ def test_success_rate_ejection_and_clusters_values(procs):
     fault(b)
 
 
-def test_reset_before_headers_ejects(procs):
+@protos("h1", "h2-both")
+def test_reset_before_headers_ejects(procs, proto):
     """Needs the router's sharp_outlier_put_local(CONNECT_FAILED) on a reset
     before the response head (counted as a 503 without split)."""
-    a, b, c = three_upstreams(procs)
-    listen, admin = start(procs, [a.port, b.port, c.port])
+    a, b, c = three_upstreams(procs, proto)
+    listen, admin = start(procs, [a.port, b.port, c.port], proto=proto)
     fault(b, "?reset=1")
-    drive_until(listen, admin, P + "ejections_enforced_consecutive_5xx", 1)
+    drive_until(listen, admin, P + "ejections_enforced_consecutive_5xx", 1, proto=proto)
     assert host_value(admin, b.port, "outlier_state") == "open"
     fault(b)
 

@@ -3,27 +3,40 @@ import http.client
 import json
 from collections import Counter
 
-from conftest import Upstream, bootstrap_yaml, free_port, run_sharp_config
+from conftest import PROTOS, Upstream, bootstrap_yaml, free_port, protos, run_sharp_config
+
+H1 = PROTOS["h1"]
 
 
-def start(procs, routes, clusters, vhost_extra="", hcm_extra=""):
+def start(procs, routes, clusters, vhost_extra="", hcm_extra="", cluster_extra=""):
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, clusters, routes=routes, vhost_extra=vhost_extra,
-                                           hcm_extra=hcm_extra), admin)
+                                           hcm_extra=hcm_extra, cluster_extra=cluster_extra), admin)
     return listen, admin
 
 
-def req(port, path, method="GET", headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request(method, path, headers=headers or {})
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r, body
+class Resp:
+    def __init__(self, status, headers):
+        self.status, self.headers = status, headers
+
+    def getheader(self, name):
+        return self.headers.get(name.lower())
+
+
+def req(port, path, method="GET", headers=None, proto=H1):
+    """(response, body) over proto's client side; a Host header is the
+    :authority over HTTP/2."""
+    st, h, body = proto.request(port, path, method=method, headers=headers, timeout=5)
+    return Resp(st, h), body
 
 
 def echo_headers(body):
-    return {k.lower(): v for k, v in json.loads(body)["headers"]}
+    """The upstream's view of the request headers; over HTTP/2 the
+    :authority is the host."""
+    h = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    if ":authority" in h:
+        h["host"] = h[":authority"]
+    return h
 
 
 def test_prefix_path_regex_header_query_matching(procs):
@@ -189,7 +202,8 @@ def test_regex_config_errors(procs):
     assert rc == 1 and "route.regex_rewrite.substitution: invalid substitution" in out, out
 
 
-def test_domains_and_vhost_selection(procs, upstream):
+@protos("h1", "h2-down")  # the virtual host from :authority
+def test_domains_and_vhost_selection(procs, proto, upstream):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"b": [upstream.port]})
     # add a second virtual host ahead of the catch-all
@@ -201,13 +215,14 @@ def test_domains_and_vhost_selection(procs, upstream):
                 direct_response: { status: 200, body: { inline_string: "api vhost" } }
 """)
     run_sharp_config(procs, y, admin)
-    assert req(listen, "/", headers={"Host": "api.example.com"})[1] == b"api vhost"
-    assert req(listen, "/", headers={"Host": "API.EXAMPLE.COM"})[1] == b"api vhost"
-    assert req(listen, "/", headers={"Host": "x.svc.local"})[1] == b"api vhost"
-    assert req(listen, "/", headers={"Host": "other"})[1] == b"hello from upstream\n"
+    assert req(listen, "/", proto=proto, headers={"Host": "api.example.com"})[1] == b"api vhost"
+    assert req(listen, "/", proto=proto, headers={"Host": "API.EXAMPLE.COM"})[1] == b"api vhost"
+    assert req(listen, "/", proto=proto, headers={"Host": "x.svc.local"})[1] == b"api vhost"
+    assert req(listen, "/", proto=proto, headers={"Host": "other"})[1] == b"hello from upstream\n"
 
 
-def test_direct_response_and_redirect(procs, upstream):
+@protos("h1", "h2-down")  # redirects built from :authority
+def test_direct_response_and_redirect(procs, proto, upstream):
     routes = """\
 - match: { prefix: "/direct" }
   direct_response: { status: 418, body: { inline_string: "teapot" } }
@@ -219,17 +234,18 @@ def test_direct_response_and_redirect(procs, upstream):
   route: { cluster: b }
 """
     port, _ = start(procs, routes, {"b": [upstream.port]})
-    r, body = req(port, "/direct")
+    r, body = req(port, "/direct", proto=proto)
     assert r.status == 418 and body == b"teapot"
-    r, _ = req(port, "/old/page?x=1", headers={"Host": "example.com"})
+    r, _ = req(port, "/old/page?x=1", proto=proto, headers={"Host": "example.com"})
     assert r.status == 302
     assert r.getheader("location") == "http://example.com/new/page?x=1"
-    r, _ = req(port, "/secure", headers={"Host": "example.com"})
+    r, _ = req(port, "/secure", proto=proto, headers={"Host": "example.com"})
     assert r.status == 301
     assert r.getheader("location") == "https://example.com/secure"
 
 
-def test_rewrites_and_header_mutations(procs, upstream):
+@protos("h1", "h2-both")  # host_rewrite_literal becomes the upstream's :authority
+def test_rewrites_and_header_mutations(procs, proto, upstream):
     routes = """\
 - match: { prefix: "/api" }
   route: { cluster: b, prefix_rewrite: "/echo", host_rewrite_literal: "internal.svc" }
@@ -245,8 +261,10 @@ request_headers_to_add:
 - header: { key: x-vhost, value: v1 }
   append_action: OVERWRITE_IF_EXISTS_OR_ADD
 """
-    port, _ = start(procs, routes, {"b": [upstream.port]}, vhost_extra=vhost_extra)
-    r, body = req(port, "/api?thing=1", headers={"x-secret": "s", "x-vhost": "client"})
+    if proto.up == "h2":
+        upstream = proto.upstream(procs)
+    port, _ = start(procs, routes, {"b": [upstream.port]}, vhost_extra=vhost_extra, cluster_extra=proto.cluster)
+    r, body = req(port, "/api?thing=1", proto=proto, headers={"x-secret": "s", "x-vhost": "client"})
     assert r.status == 200
     echo = json.loads(body)
     h = echo_headers(body)

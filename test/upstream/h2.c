@@ -54,7 +54,8 @@ struct h2conn {
     int handles;
 };
 
-enum { H_HELLO, H_ECHO, H_STATUS, H_BYTES, H_UPLOAD, H_RESET, H_CLOSE_MID, H_HUGE_HEADERS, H_ADMIN_H2, H_ADMIN_STATS };
+enum { H_HELLO, H_ECHO, H_STATUS, H_BYTES, H_UPLOAD, H_RESET, H_CLOSE_MID, H_HUGE_HEADERS, H_ADMIN_H2, H_ADMIN_STATS,
+       H_ADMIN_FAULT, H_HANG };
 
 static h2conn_t *h2_conns;
 static nghttp2_session_callbacks *cbs;
@@ -394,6 +395,18 @@ static void start_response(h2stream_t *s)
         s->body_len = (size_t)n;
         break;
     }
+    case H_ADMIN_FAULT: {
+        char tmp[96];
+        int n = snprintf(tmp, sizeof tmp, "{\"status\": %llu, \"reset\": %d, \"hang\": %d}\n",
+                         (unsigned long long)g.fault_status, g.fault_reset ? 1 : 0, g.fault_hang ? 1 : 0);
+        s->body = xmalloc((size_t)n);
+        memcpy(s->body, tmp, (size_t)n);
+        s->body_len = (size_t)n;
+        break;
+    }
+    case H_HANG:
+        s->responded = 1; /* held until the client resets it or the connection ends */
+        return;
     case H_RESET: {
         uint64_t code = NGHTTP2_INTERNAL_ERROR;
         query_u64(s->path, "code", &code);
@@ -527,6 +540,14 @@ static void headers_done(h2conn_t *c, h2stream_t *s)
         s->route = H_ADMIN_STATS;
         return;
     }
+    if (path_is(p, "/admin/fault")) {
+        /* the HTTP/1 server's per-request faults (shared state), per stream */
+        s->route = H_ADMIN_FAULT;
+        g.fault_status = query_u64(p, "status", &v) && v >= 200 && v <= 999 ? v : 0;
+        g.fault_reset = query_u64(p, "reset", &v) ? v : 0;
+        g.fault_hang = query_u64(p, "hang", &v) ? v : 0;
+        return;
+    }
     if (f_goaway) {
         /* this stream and any later one were not processed */
         f_goaway--;
@@ -538,6 +559,19 @@ static void headers_done(h2conn_t *c, h2stream_t *s)
         f_refuse--;
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         s->responded = 1;
+        return;
+    }
+    if (g.fault_reset) {
+        s->route = H_RESET; /* RST_STREAM INTERNAL_ERROR after the headers */
+        return;
+    }
+    if (g.fault_hang) {
+        s->route = H_HANG; /* never answered */
+        return;
+    }
+    if (g.fault_status) {
+        s->route = H_STATUS;
+        s->status = (int)g.fault_status;
         return;
     }
     if (path_is(p, "/echo"))
