@@ -3,6 +3,7 @@ test upstream and nginx, all on 127.0.0.1 with ports picked per test, every
 process bounded in time and stopped by PID at teardown."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +49,35 @@ def free_port():
         _used_ports.add(port)
         return port
     raise RuntimeError("no free port")
+
+
+def validate_config(text, suffix=".yaml"):
+    """`sharp --mode validate` on `text` written to a fresh file named
+    c<suffix> (the suffix picks YAML or JSON, as in Envoy); returns the exit
+    code and stdout + stderr as text."""
+    d = tempfile.mkdtemp(prefix="sharp-validate-")
+    path = os.path.join(d, "c" + suffix)
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True,
+                           timeout=20 * SLOW)
+        return r.returncode, r.stdout + r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_for(cond, timeout, what):
+    """Polls cond() every 20 ms until it returns a true value, which is
+    returned; fails naming `what` after `timeout` seconds (scaled for
+    sanitized builds)."""
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_port(port, timeout=10.0):

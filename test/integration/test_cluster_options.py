@@ -8,13 +8,13 @@ import os
 import re
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 
-from conftest import file_access_log, log_lines, SHARP, SANITIZED, SLOW, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import (bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, SLOW, stat,
+                      Upstream, validate_config as validate, wait_for)
 
 libc = ctypes.CDLL(None, use_errno=True)
 http.client._MAXHEADERS = 1000  # responses here may carry more than Python's 100
@@ -28,25 +28,6 @@ def get(url, headers=None, timeout=10):
             return r.status, r.headers, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read().decode()
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def validate(text):
-    d = tempfile.mkdtemp()
-    p = os.path.join(d, "c.yaml")
-    with open(p, "w") as f:
-        f.write(text)
-    r = subprocess.run([SHARP, "--mode", "validate", "-c", p], capture_output=True, text=True,
-                       timeout=60 if SANITIZED else 20)
-    return r.returncode, r.stdout + r.stderr
 
 
 def start(procs, cluster_extra="", ups=None, concurrency=1, hcm_extra=""):

@@ -6,18 +6,10 @@ import urllib.request
 
 import pytest
 
-from conftest import SHARP, bootstrap_yaml, free_port, run_sharp_config, admin_get
+from conftest import (admin_get, bootstrap_yaml, free_port, run_sharp_config, SHARP, validate_config as
+                      validate)
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "config", "examples")
-
-
-def validate(text, suffix=".yaml"):
-    d = tempfile.mkdtemp()
-    p = os.path.join(d, "c" + suffix)
-    with open(p, "w") as f:
-        f.write(text)
-    r = subprocess.run([SHARP, "--mode", "validate", "-c", p], capture_output=True, timeout=20)
-    return r.returncode, (r.stdout + r.stderr).decode()
 
 
 GOOD = bootstrap_yaml(10000, 9901, {"b": [8080]})

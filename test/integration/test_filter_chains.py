@@ -8,7 +8,7 @@ ports (--local-port); every chain answers with a direct response naming it."""
 import socket
 import subprocess
 
-from conftest import SHARP, SLOW, free_port, run_sharp_config, stat
+from conftest import SLOW, free_port, run_sharp_config, stat, validate_config as validate
 
 
 def chain(name, match=""):
@@ -130,36 +130,29 @@ def test_source_port_and_destination_port(procs):
     assert stat(admin, f"listener.127.0.0.1_{listen}.no_filter_chain_match") == 1
 
 
-def validate(tmp_path, text):
-    p = tmp_path / "b.yaml"
-    p.write_text(text)
-    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, timeout=20 * SLOW)
-    return r.returncode, r.stdout.decode() + r.stderr.decode()
-
-
-def test_config_errors(tmp_path):
+def test_config_errors():
     listen, admin = free_port(), free_port()
     # the same matching rules twice: Envoy's error
-    rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a", "{ source_ports: [1000, 2000] }"),
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ source_ports: [1000, 2000] }"),
                                                            chain("b", "{ source_ports: [2000] }")]))
     assert rc == 1 and "multiple filter chains with the same matching rules are defined" in out, out
-    rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a"), chain("b")]))
+    rc, out = validate(bootstrap(listen, admin, [chain("a"), chain("b")]))
     assert rc == 1 and "multiple filter chains with the same matching rules" in out, out
     # a prefix that is not an address, a port out of range
-    rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a", "{ prefix_ranges: [{ address_prefix: nope, prefix_len: 8 }] }")]))
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ prefix_ranges: [{ address_prefix: nope, prefix_len: 8 }] }")]))
     assert rc == 1 and "filter_chains[0].filter_chain_match.prefix_ranges[0]" in out and "malformed IP address" in out, out
-    rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a", "{ source_ports: [70000] }")]))
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ source_ports: [70000] }")]))
     assert rc == 1 and "source_ports[0]" in out, out
-    rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a", "{ destination_port: 0 }"), chain("b")]))
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ destination_port: 0 }"), chain("b")]))
     assert rc == 1 and "destination_port" in out, out
     # criteria that need a listener filter SHARP does not have are refused by name
     for match, feature in (("{ server_names: [example.com] }", "TLS inspector"),
                            ("{ application_protocols: [h2] }", "inspector"),
                            ("{ transport_protocol: tls }", "TLS inspector")):
-        rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a", match), chain("b")]))
+        rc, out = validate(bootstrap(listen, admin, [chain("a", match), chain("b")]))
         assert rc == 1 and "is not supported by SHARP" in out and feature in out, (match, out)
     # raw_buffer is what every connection has without a TLS inspector
-    rc, out = validate(tmp_path, bootstrap(listen, admin, [chain("a", "{ transport_protocol: raw_buffer }")]))
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ transport_protocol: raw_buffer }")]))
     assert rc == 0, out
 
 

@@ -16,8 +16,8 @@ import json
 import time
 from collections import Counter
 
-from conftest import PROTOS, SLOW, Upstream, admin_get, bootstrap_yaml, free_port, protos, run_sharp_config, stat, \
-    upstream_admin
+from conftest import (PROTOS, SLOW, Upstream, admin_get, bootstrap_yaml, free_port, protos, run_sharp_config, stat,
+                      upstream_admin, wait_for)
 
 H1 = PROTOS["h1"]
 
@@ -48,16 +48,6 @@ def host_value(admin, port, key):
         if line.startswith(prefix):
             return line[len(prefix):]
     return None
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def drive_until(listen, admin, name, value, timeout=5, what="the ejection", proto=H1):

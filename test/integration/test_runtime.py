@@ -5,14 +5,14 @@ Envoy's validation errors."""
 import http.client
 import json
 import os
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 
-from conftest import SHARP, SLOW, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import (bootstrap_yaml, free_port, run_sharp_config, SLOW, stat, Upstream, validate_config as
+                      validate)
 
 
 def req(port, path, headers=None):
@@ -46,14 +46,6 @@ def runtime(port):
     status, text = admin(port, "/runtime")
     assert status == 200, text
     return json.loads(text)
-
-
-def validate(yaml_text):
-    d = tempfile.mkdtemp()
-    with open(d + "/c.yaml", "w") as f:
-        f.write(yaml_text)
-    r = subprocess.run([SHARP, "--mode", "validate", "-c", d + "/c.yaml"], capture_output=True, timeout=20)
-    return r.returncode, (r.stdout + r.stderr).decode()
 
 
 def with_runtime(yaml_text, layers):

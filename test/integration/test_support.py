@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SHARP, SANITIZED
+from conftest import SANITIZED, SHARP, validate_config as validate_text
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CORPUS = os.path.normpath(os.path.join(ROOT, "..", "shared", "envoy-corpus"))
@@ -84,16 +84,6 @@ def test_envoy_negative_corpus_is_refused():
 from conftest import bootstrap_yaml, free_port, run_sharp_config  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
-
-
-def validate_text(text):
-    d = tempfile.mkdtemp()
-    p = os.path.join(d, "c.yaml")
-    with open(p, "w") as f:
-        f.write(text)
-    r = subprocess.run([SHARP, "--mode", "validate", "-c", p], capture_output=True, text=True,
-                       timeout=60 if SANITIZED else 20)
-    return r.returncode, r.stdout + r.stderr
 
 
 LISTENER = "static_resources.listeners[0]"

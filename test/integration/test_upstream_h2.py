@@ -12,15 +12,14 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
 
 import pytest
 
-from conftest import (SANITIZED, SLOW, Upstream, bootstrap_yaml, file_access_log, free_port, log_lines,
-                      run_sharp_config, stat)
+from conftest import (bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, SLOW, stat,
+                      Upstream, validate_config as validate)
 
 H2 = "http2_protocol_options: {}\n"
 EXT_H2 = """typed_extension_protocol_options:
@@ -406,20 +405,6 @@ def test_oversized_response_headers_are_a_protocol_error(procs):
     assert stat(admin, C + "http2.header_overflow") == 1
     assert log_lines(log, 1)[0].startswith("502 UPE"), log_lines(log, 1)
     assert request(listen, "GET", "/")[0] == 200
-
-
-def validate(yaml_text):
-    from conftest import SHARP
-    import tempfile
-    path = os.path.join(tempfile.mkdtemp(prefix="sharp-h2-"), "c.yaml")
-    try:
-        with open(path, "w") as f:
-            f.write(yaml_text)
-        r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True,
-                           timeout=60 if SANITIZED else 20)
-        return r.returncode, r.stdout + r.stderr
-    finally:
-        os.unlink(path)
 
 
 CL = "static_resources.clusters[0]"

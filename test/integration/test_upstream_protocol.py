@@ -7,11 +7,9 @@ test upstream in --h2 mode (the HTTP/2 connection preface) or to one in
 HTTP/1.1 mode (anything else), and counts the connections of each. Clients
 are curl (--http2-prior-knowledge, --http1.1, --http1.0)."""
 import json
-import os
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -19,7 +17,8 @@ import urllib.request
 
 import pytest
 
-from conftest import SANITIZED, SHARP, SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat
+from conftest import (admin_get, bootstrap_yaml, free_port, run_sharp_config, SLOW, stat, Upstream,
+                      validate_config as validate, wait_for)
 
 C = "cluster.backend."
 EXT = """typed_extension_protocol_options:
@@ -154,15 +153,6 @@ def echo_version(listen, proto):
     code, down, body = curl(listen, "/echo", proto)
     assert code == 200, body
     return down, json.loads(body)["version"]  # the HTTP/1 upstream says "1.1", the HTTP/2 one "HTTP/2"
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def test_each_request_goes_over_its_downstream_protocol(procs, backend):
@@ -326,19 +316,6 @@ def test_mirror_to_a_downstream_protocol_cluster(procs, backend):
 
 
 # ---- configuration -------------------------------------------------------------
-
-def validate(yaml_text):
-    fd, path = tempfile.mkstemp(suffix=".yaml")
-    os.close(fd)
-    try:
-        with open(path, "w") as f:
-            f.write(yaml_text)
-        r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True,
-                           timeout=60 if SANITIZED else 20)
-        return r.returncode, r.stdout + r.stderr
-    finally:
-        os.unlink(path)
-
 
 P = ('static_resources.clusters[0].typed_extension_protocol_options'
      '["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].use_downstream_protocol_config')

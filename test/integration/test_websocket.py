@@ -20,7 +20,8 @@ import time
 import pytest
 import websockets
 
-from conftest import (SANITIZED, SHARP, Proc, bootstrap_yaml, free_port, raw_request, run_sharp_config, stat)
+from conftest import (bootstrap_yaml, free_port, Proc, raw_request, run_sharp_config, SANITIZED, stat,
+                      validate_config as validate)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the access log line, as a YAML double-quoted string
@@ -574,16 +575,6 @@ def test_slow_upstream_reader_keeps_memory_bounded(procs, ws_upstream):
 
 
 # ---- configuration ---------------------------------------------------------------
-
-def validate(text):
-    d = tempfile.mkdtemp()
-    path = os.path.join(d, "c.yaml")
-    with open(path, "w") as f:
-        f.write(text)
-    r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True,
-                       timeout=60 if SANITIZED else 20)
-    return r.returncode, r.stdout + r.stderr
-
 
 HCM = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
 
