@@ -17,6 +17,7 @@
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "sharp/extensions/filters/http/adaptive_concurrency/v1/aimd.pb-c.h"
@@ -51,6 +52,11 @@ void sharp_config_types_register(void)
         &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,
         &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
         &envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor,
+        /* TLS parses (so a config names its fields correctly) but stays
+         * refused by the support table until the transport socket is wired. */
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor,
+        &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor,
+        &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
         &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
         &envoy__extensions__regex_engines__v3__google_re2__descriptor,
         &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,

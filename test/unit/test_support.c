@@ -85,13 +85,23 @@ static void visit(walk_t *w, const ProtobufCMessageDescriptor *d, const char *ct
     }
 }
 
+static bool table_lists_message(const char *name)
+{
+    for (size_t i = 0; i < sharp_support_nfields; i++)
+        if (!strcmp(sharp_support_fields[i].message, name)) return true;
+    return false;
+}
+
 static void walk_all(walk_t *w)
 {
     sharp_config_types_register();
     visit(w, &envoy__config__bootstrap__v3__bootstrap__descriptor, NULL);
     for (size_t i = 0; i < sharp_support_nextensions; i++) {
         const sharp_support_extension_t *x = &sharp_support_extensions[i];
-        if (x->status != SHARP_FIELD_YES) continue;
+        /* A refused extension is walked too when the table already lists
+         * its message: its decisions are prepared ahead of the extension
+         * line flipping, and must be as complete as an implemented one's. */
+        if (x->status != SHARP_FIELD_YES && !table_lists_message(x->type)) continue;
         char url[300];
         snprintf(url, sizeof url, "type.googleapis.com/%s", x->type);
         const ProtobufCMessageDescriptor *d = sharp_type_registry_find(url, strlen(url));

@@ -1,0 +1,282 @@
+/* conn.c: see conn.h. */
+#include "tls/internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "common.h"
+
+#define TLS_RECORD_MAX 16384
+
+void sharp_tls_conn_set_failure(sharp_tls_conn_t *c, sharp_tls_failure_t f, const char *fmt, ...)
+{
+    if (c->failure != SHARP_TLS_FAIL_NONE) return;
+    c->failure = f;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof c->error, fmt, ap);
+    va_end(ap);
+}
+
+sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud)
+{
+    SSL *ssl = SSL_new(ctx->ssl_ctx);
+    if (!ssl) return NULL;
+    sharp_tls_conn_t *c = sharp_calloc(1, sizeof *c);
+    sharp_tls_ctx_ref(ctx);
+    c->ctx = ctx;
+    c->ssl = ssl;
+    c->on_data = on_data;
+    c->ud = ud;
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    /* An empty input BIO means "wait for more", not end of file. */
+    BIO_set_mem_eof_return(c->rbio, -1);
+    SSL_set_bio(ssl, c->rbio, c->wbio);
+    SSL_set_app_data(ssl, c);
+    if (ctx->cfg.server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        const char *name = sni && *sni ? sni : ctx->cfg.sni;
+        if (name) {
+            c->sni = sharp_strdup(name);
+            SSL_set_tlsext_host_name(ssl, name);
+        }
+        SSL_SESSION *s = sharp_tls_ctx_take_session(ctx);
+        if (s) {
+            SSL_set_session(ssl, s);
+            SSL_SESSION_free(s);
+        }
+        SSL_set_connect_state(ssl);
+    }
+    return c;
+}
+
+void sharp_tls_conn_free(sharp_tls_conn_t *c)
+{
+    if (!c) return;
+    SSL_free(c->ssl); /* frees both BIOs */
+    sharp_tls_ctx_unref(c->ctx);
+    free(c->sni);
+    free(c);
+}
+
+size_t sharp_tls_conn_feed(sharp_tls_conn_t *c, const void *data, size_t len)
+{
+    if (c->state == SHARP_TLS_FAILED) return 0;
+    size_t held = BIO_ctrl_pending(c->rbio);
+    if (held >= SHARP_TLS_MAX_CIPHERTEXT_IN) return 0;
+    size_t n = len < SHARP_TLS_MAX_CIPHERTEXT_IN - held ? len : SHARP_TLS_MAX_CIPHERTEXT_IN - held;
+    if (!n) return 0;
+    int w = BIO_write(c->rbio, data, (int)n);
+    return w > 0 ? (size_t)w : 0;
+}
+
+/* Classifies a failed handshake or read for the stats and the log. */
+static void failed(sharp_tls_conn_t *c)
+{
+    c->state = SHARP_TLS_FAILED;
+    unsigned long e = ERR_peek_error();
+    if (c->failure == SHARP_TLS_FAIL_NONE) {
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+            sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_VERIFY_NO_CERT, "verify cert failed: peer did not return a certificate");
+        } else {
+            char buf[200] = "connection error";
+            if (e) ERR_error_string_n(e, buf, sizeof buf);
+            sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_CONNECTION, "%s", buf);
+        }
+    }
+    ERR_clear_error();
+}
+
+sharp_tls_state_t sharp_tls_conn_process(sharp_tls_conn_t *c)
+{
+    if (c->state == SHARP_TLS_HANDSHAKING) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return c->state;
+            failed(c);
+            return c->state;
+        }
+        c->state = SHARP_TLS_OPEN;
+        if (c->ctx->cfg.server) {
+            const char *sn = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+            if (sn && !c->sni) c->sni = sharp_strdup(sn);
+        }
+    }
+    if (c->state != SHARP_TLS_OPEN) return c->state;
+    /* Reading also takes in post-handshake messages (TLS 1.3 tickets). */
+    uint8_t buf[TLS_RECORD_MAX];
+    while (!c->paused) {
+        size_t got = 0;
+        ERR_clear_error();
+        if (SSL_read_ex(c->ssl, buf, sizeof buf, &got) == 1) {
+            if (c->on_data && !c->on_data(c->ud, buf, got)) c->paused = true;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, 0);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            c->close_received = true;
+            c->state = SHARP_TLS_PEER_CLOSED;
+            break;
+        }
+        failed(c);
+        break;
+    }
+    return c->state;
+}
+
+void sharp_tls_conn_resume(sharp_tls_conn_t *c)
+{
+    c->paused = false;
+}
+
+size_t sharp_tls_conn_write(sharp_tls_conn_t *c, const void *data, size_t len)
+{
+    if (c->state != SHARP_TLS_OPEN || c->close_sent) return 0;
+    size_t done = 0;
+    while (done < len && BIO_ctrl_pending(c->wbio) < SHARP_TLS_MAX_CIPHERTEXT_OUT) {
+        size_t n = len - done < TLS_RECORD_MAX ? len - done : TLS_RECORD_MAX, w = 0;
+        ERR_clear_error();
+        if (SSL_write_ex(c->ssl, (const uint8_t *)data + done, n, &w) != 1) {
+            int e = SSL_get_error(c->ssl, 0);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) failed(c);
+            break;
+        }
+        done += w;
+    }
+    return done;
+}
+
+size_t sharp_tls_conn_pending(const sharp_tls_conn_t *c)
+{
+    return BIO_ctrl_pending(c->wbio);
+}
+
+size_t sharp_tls_conn_drain(sharp_tls_conn_t *c, void *buf, size_t cap)
+{
+    if (!cap) return 0;
+    int n = BIO_read(c->wbio, buf, cap > INT32_MAX ? INT32_MAX : (int)cap);
+    return n > 0 ? (size_t)n : 0;
+}
+
+void sharp_tls_conn_close(sharp_tls_conn_t *c)
+{
+    if (c->close_sent || c->state == SHARP_TLS_FAILED || c->state == SHARP_TLS_HANDSHAKING) {
+        c->close_sent = true;
+        return;
+    }
+    c->close_sent = true;
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}
+
+sharp_tls_state_t sharp_tls_conn_state(const sharp_tls_conn_t *c)
+{
+    return c->state;
+}
+
+sharp_tls_failure_t sharp_tls_conn_failure(const sharp_tls_conn_t *c)
+{
+    return c->failure;
+}
+
+const char *sharp_tls_conn_error(const sharp_tls_conn_t *c)
+{
+    return c->error;
+}
+
+bool sharp_tls_conn_close_notify_received(const sharp_tls_conn_t *c)
+{
+    return c->close_received;
+}
+
+const char *sharp_tls_conn_version(const sharp_tls_conn_t *c)
+{
+    return c->state == SHARP_TLS_HANDSHAKING ? NULL : SSL_get_version(c->ssl);
+}
+
+const char *sharp_tls_conn_cipher(const sharp_tls_conn_t *c)
+{
+    const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
+    return ci ? SSL_CIPHER_get_name(ci) : NULL;
+}
+
+const char *sharp_tls_conn_alpn(const sharp_tls_conn_t *c)
+{
+    /* The selected protocol is not NUL-terminated inside OpenSSL. */
+    static __thread char buf[256];
+    const unsigned char *p = NULL;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(c->ssl, &p, &len);
+    if (!p || !len) return NULL;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+const char *sharp_tls_conn_sni(const sharp_tls_conn_t *c)
+{
+    return c->sni;
+}
+
+bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c)
+{
+    return c->state != SHARP_TLS_HANDSHAKING && SSL_session_reused(c->ssl);
+}
+
+bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c)
+{
+    return SSL_get0_peer_certificate(c->ssl) != NULL;
+}
+
+static char *name_string(X509_NAME *name)
+{
+    if (!name) return NULL;
+    BIO *b = BIO_new(BIO_s_mem());
+    X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253);
+    char *p;
+    long n = BIO_get_mem_data(b, &p);
+    char *s = sharp_realloc(NULL, (size_t)n + 1);
+    memcpy(s, p, (size_t)n);
+    s[n] = '\0';
+    BIO_free(b);
+    return s;
+}
+
+char *sharp_tls_conn_peer_subject(const sharp_tls_conn_t *c)
+{
+    X509 *x = SSL_get0_peer_certificate(c->ssl);
+    return x ? name_string(X509_get_subject_name(x)) : NULL;
+}
+
+char *sharp_tls_conn_local_subject(const sharp_tls_conn_t *c)
+{
+    X509 *x = SSL_get_certificate(c->ssl);
+    return x ? name_string(X509_get_subject_name(x)) : NULL;
+}
+
+char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c)
+{
+    X509 *x = SSL_get0_peer_certificate(c->ssl);
+    if (!x) return NULL;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    char *out = NULL;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans) && !out; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != GEN_URI) continue;
+        int n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
+        out = sharp_realloc(NULL, (size_t)n + 1);
+        memcpy(out, ASN1_STRING_get0_data(g->d.uniformResourceIdentifier), (size_t)n);
+        out[n] = '\0';
+    }
+    GENERAL_NAMES_free(sans);
+    return out;
+}

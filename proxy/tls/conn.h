@@ -1,0 +1,92 @@
+/* conn.h: one TLS connection over memory BIOs, independent of sockets and
+ * of the event loop. The transport socket feeds it the ciphertext it read
+ * and sends what it drains; plaintext comes out through a callback and
+ * goes in through sharp_tls_conn_write.
+ *
+ *   read from socket -> sharp_tls_conn_feed (takes what fits) ->
+ *   sharp_tls_conn_process (handshake, then plaintext to on_data) ->
+ *   sharp_tls_conn_drain (ciphertext to send: handshake, alerts, records)
+ *   plaintext to send -> sharp_tls_conn_write (takes what fits) -> drain
+ *
+ * Buffering is bounded: feed takes at most SHARP_TLS_MAX_CIPHERTEXT_IN
+ * unprocessed bytes; write stops taking plaintext once
+ * SHARP_TLS_MAX_CIPHERTEXT_OUT bytes wait to be drained; on_data returning
+ * false pauses delivery, leaving the rest in the engine (at most one
+ * record of plaintext plus the bounded ciphertext) until
+ * sharp_tls_conn_resume. The caller stops reading its socket while feed
+ * takes nothing, and stops accepting plaintext while write takes nothing. */
+#ifndef SHARP_TLS_CONN_H
+#define SHARP_TLS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tls/context.h"
+
+#define SHARP_TLS_MAX_CIPHERTEXT_IN (64u * 1024)
+#define SHARP_TLS_MAX_CIPHERTEXT_OUT (64u * 1024)
+
+typedef enum {
+    SHARP_TLS_HANDSHAKING,
+    SHARP_TLS_OPEN,
+    SHARP_TLS_PEER_CLOSED, /* the peer's close_notify arrived */
+    SHARP_TLS_FAILED,
+} sharp_tls_state_t;
+
+/* Why a handshake failed, for Envoy's ssl.* stats. */
+typedef enum {
+    SHARP_TLS_FAIL_NONE,
+    SHARP_TLS_FAIL_VERIFY_ERROR,     /* ssl.fail_verify_error: chain verification */
+    SHARP_TLS_FAIL_VERIFY_SAN,       /* ssl.fail_verify_san */
+    SHARP_TLS_FAIL_VERIFY_CERT_HASH, /* ssl.fail_verify_cert_hash: no hash/SPKI pin matched */
+    SHARP_TLS_FAIL_VERIFY_NO_CERT,   /* ssl.fail_verify_no_cert: a required peer certificate is missing */
+    SHARP_TLS_FAIL_CONNECTION,       /* ssl.connection_error: anything else (protocol, versions, ciphers) */
+} sharp_tls_failure_t;
+
+typedef struct sharp_tls_conn sharp_tls_conn_t;
+
+/* Plaintext for the application; return false to pause delivery. */
+typedef bool (*sharp_tls_on_data_cb)(void *ud, const uint8_t *data, size_t len);
+
+/* A connection of `ctx` (server or client, as the context). `sni` (clients
+ * only, may be NULL) overrides the context's sni: the upstream host's name
+ * for auto_host_sni. */
+sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud);
+void sharp_tls_conn_free(sharp_tls_conn_t *c);
+
+/* Takes up to `len` bytes of ciphertext; returns how many (0 when the
+ * engine already holds SHARP_TLS_MAX_CIPHERTEXT_IN unprocessed bytes). */
+size_t sharp_tls_conn_feed(sharp_tls_conn_t *c, const void *data, size_t len);
+/* Advances the handshake and delivers plaintext. Returns the state. */
+sharp_tls_state_t sharp_tls_conn_process(sharp_tls_conn_t *c);
+void sharp_tls_conn_resume(sharp_tls_conn_t *c);
+/* Encrypts up to `len` bytes once the handshake is done; returns how many
+ * were taken (0 while handshaking, after close or when the output is full). */
+size_t sharp_tls_conn_write(sharp_tls_conn_t *c, const void *data, size_t len);
+/* Ciphertext waiting to be sent, and taking it. */
+size_t sharp_tls_conn_pending(const sharp_tls_conn_t *c);
+size_t sharp_tls_conn_drain(sharp_tls_conn_t *c, void *buf, size_t cap);
+/* Queues close_notify (once); no plaintext is taken afterwards. */
+void sharp_tls_conn_close(sharp_tls_conn_t *c);
+
+sharp_tls_state_t sharp_tls_conn_state(const sharp_tls_conn_t *c);
+sharp_tls_failure_t sharp_tls_conn_failure(const sharp_tls_conn_t *c);
+/* Why it failed ("verify cert failed: SAN matcher", OpenSSL's reason...). */
+const char *sharp_tls_conn_error(const sharp_tls_conn_t *c);
+bool sharp_tls_conn_close_notify_received(const sharp_tls_conn_t *c);
+
+/* After the handshake (NULL / false when not applicable). */
+const char *sharp_tls_conn_version(const sharp_tls_conn_t *c);     /* "TLSv1.3" */
+const char *sharp_tls_conn_cipher(const sharp_tls_conn_t *c);      /* OpenSSL/IANA-style name */
+const char *sharp_tls_conn_alpn(const sharp_tls_conn_t *c);        /* selected protocol */
+const char *sharp_tls_conn_sni(const sharp_tls_conn_t *c);         /* requested (server) or sent (client) */
+bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c);
+bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c);
+/* The peer certificate's subject (RFC 2253), first URI SAN, and the local
+ * certificate's subject; malloc'd, NULL when absent. */
+char *sharp_tls_conn_peer_subject(const sharp_tls_conn_t *c);
+char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c);
+char *sharp_tls_conn_local_subject(const sharp_tls_conn_t *c);
+
+#endif

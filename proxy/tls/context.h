@@ -1,0 +1,46 @@
+/* context.h: a TLS context (OpenSSL 3 SSL_CTX plus what SHARP adds to it)
+ * built from a translated DownstreamTlsContext or UpstreamTlsContext
+ * (config/tls_config.h). A context is shared by every connection of a
+ * listener's filter chain or of a cluster, across worker threads: it is
+ * immutable after creation except for the client session store, which has
+ * its own lock. Connections hold a reference (proxy/tls/conn.h), so a
+ * context replaced by a config change lives until its last connection.
+ *
+ * Server contexts follow Envoy's certificate selection: among the
+ * configured certificates, the ones whose DNS SANs (or CN when there are no
+ * SANs) equal the client's SNI, else the ones whose wildcard covers it, else
+ * the first certificate (every certificate when
+ * full_scan_certs_on_sni_mismatch); among those, an ECDSA certificate whose
+ * curve the client supports, else an RSA one. ALPN picks the first of the
+ * server's alpn_protocols the client offers (no ALPN when none matches).
+ * Session tickets use the configured 80-byte keys (the first encrypts, all
+ * decrypt) or OpenSSL's own key.
+ *
+ * Peer verification follows Envoy's default validator: the trusted CA
+ * chain (with CRLs, allow_expired_certificate), then the SAN matchers (or,
+ * for clients with auto_sni_san_validation, a DNS SAN equal to the SNI
+ * sent), then the hash/SPKI pins (any pin matching passes);
+ * ACCEPT_UNTRUSTED records failures but lets the handshake continue. */
+#ifndef SHARP_TLS_CONTEXT_H
+#define SHARP_TLS_CONTEXT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/tls_config.h"
+
+typedef struct sharp_tls_ctx sharp_tls_ctx_t;
+
+/* Builds a context. On success the context takes over the contents of
+ * `cfg` (which is left zeroed); on error returns NULL with Envoy's message
+ * in err ("Failed to load certificate chain from ...") and `cfg` is left
+ * for the caller to free. */
+sharp_tls_ctx_t *sharp_tls_ctx_create(sharp_tls_config_t *cfg, char *err, size_t errlen);
+void sharp_tls_ctx_ref(sharp_tls_ctx_t *ctx);
+void sharp_tls_ctx_unref(sharp_tls_ctx_t *ctx);
+bool sharp_tls_ctx_is_server(const sharp_tls_ctx_t *ctx);
+const sharp_tls_config_t *sharp_tls_ctx_config(const sharp_tls_ctx_t *ctx);
+/* Client contexts: sessions kept for resumption (at most max_session_keys). */
+size_t sharp_tls_ctx_stored_sessions(sharp_tls_ctx_t *ctx);
+
+#endif

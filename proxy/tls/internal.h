@@ -1,0 +1,55 @@
+/* internal.h: what context.c and conn.c share. */
+#ifndef SHARP_TLS_INTERNAL_H
+#define SHARP_TLS_INTERNAL_H
+
+#include <pthread.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "tls/conn.h"
+
+typedef struct {
+    X509 *leaf;
+    STACK_OF(X509) *chain; /* intermediates */
+    EVP_PKEY *key;
+    int ec_nid;            /* the ECDSA key's curve, NID_undef for RSA */
+    char **names;          /* lower-case server name patterns; "*.x" stored as ".x" */
+    size_t nnames;
+} sharp_tls_cert_t;
+
+struct sharp_tls_ctx {
+    int refs;
+    SSL_CTX *ssl_ctx;
+    sharp_tls_config_t cfg;
+    sharp_tls_cert_t *certs;
+    size_t ncerts;
+    bool verify_ca; /* a trusted CA is loaded: chains are verified */
+
+    /* clients: sessions for resumption, newest last */
+    pthread_mutex_t lock;
+    SSL_SESSION **sessions;
+    size_t nsessions;
+};
+
+struct sharp_tls_conn {
+    sharp_tls_ctx_t *ctx;
+    SSL *ssl;
+    BIO *rbio, *wbio; /* network side: ciphertext in, ciphertext out */
+    sharp_tls_on_data_cb on_data;
+    void *ud;
+    sharp_tls_state_t state;
+    sharp_tls_failure_t failure;
+    char error[256];
+    char *sni; /* requested (server, from the ClientHello) or sent (client) */
+    bool paused, close_sent, close_received;
+};
+
+/* Client contexts: the session to offer on a new connection (a reference
+ * the caller releases), or NULL. */
+SSL_SESSION *sharp_tls_ctx_take_session(sharp_tls_ctx_t *ctx);
+/* Records a failure reason from the verify callback, first one wins. */
+void sharp_tls_conn_set_failure(sharp_tls_conn_t *c, sharp_tls_failure_t f, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
