@@ -14,7 +14,8 @@
 //   {"op":"nack","type_url":T,"count":N}   NACK the next N responses of T
 //   {"op":"close"}                         half-close and exit
 // Events: {"event":"response",...}, {"event":"sent",...},
-// {"event":"status",code,details}, {"event":"open"}.
+// {"event":"status",code,details}, {"event":"open"}, {"event":"done",op} once
+// a command is carried out.
 // With --reconnect, a stream that ends is opened again after MS, resending the
 // subscriptions: SotW with the last accepted version_info, delta with
 // initial_resource_versions of what the client has.
@@ -147,8 +148,9 @@ function command(c) {
         call.end();
         setTimeout(() => process.exit(0), 2000).unref();
         break;
-    default: out({ event: 'error', message: `unknown op ${c.op}` });
+    default: out({ event: 'error', message: `unknown op ${c.op}` }); return;
     }
+    out({ event: 'done', op: c.op });
 }
 
 open();
