@@ -14,22 +14,35 @@ DEB_PACKAGES := build-essential pkg-config meson ninja-build \
 	protobuf-c-compiler libprotobuf-c-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-xdist python3-yaml python3-websockets python3-grpcio python3-h2 python3-hyperframe \
 	python3-hpack curl wrk nginx haproxy nghttp2-client h2o nghttp2-proxy \
-	openssl procps iproute2 gnuplot-nox clang libclang-rt-14-dev
+	openssl procps iproute2 gnuplot-nox clang libclang-rt-14-dev nodejs
 
-.PHONY: all deps build run example test unit integration asan fuzz clean
+.PHONY: all deps npm-deps build run example test unit integration asan fuzz clean
 
 all: build
 
 # Installs only what is missing, so repeated runs cost one dpkg query.
+# Debian ships npm as a package of its own; a nodejs build that bundles npm
+# conflicts with it, so npm is installed only when the command is missing.
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	done); \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# The xDS test tools (test/xds) run on Envoy's official API protos from the
+# npm registry: installed exactly as package-lock.json says, again only when
+# the lock file changes (the stamp is newer otherwise).
+XDS_TEST := test/xds
+$(XDS_TEST)/node_modules/.installed: $(XDS_TEST)/package.json $(XDS_TEST)/package-lock.json | deps
+	cd $(XDS_TEST) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+npm-deps: $(XDS_TEST)/node_modules/.installed
 
 $(BUILD)/build.ninja:
 	$(MESON) setup $(BUILD)
@@ -48,7 +61,7 @@ example: build
 unit: build
 	$(MESON) test -C $(BUILD) --print-errorlogs
 
-integration: build
+integration: build npm-deps
 	SHARP_BUILD=$(abspath $(BUILD)) $(PYTEST) -q test/integration
 
 $(ASAN_BUILD)/build.ninja:
@@ -70,7 +83,7 @@ fuzz: deps $(FUZZ_BUILD)/build.ninja
 # Every test: unit tests and integration tests on the normal build, then the
 # whole suite once more under ASan+UBSan, then each fuzz target for a short
 # bounded run. Ends with "N passed, N failed".
-test: build asan fuzz
+test: build asan fuzz npm-deps
 	@./scripts/test.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 clean:
