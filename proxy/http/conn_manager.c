@@ -88,10 +88,21 @@ static void conn_close_idle(sharp_conn_t *c)
     sharp_conn_close(c);
 }
 
+/* The connection idle timer is not stopped when a stream starts: it comes
+ * due at or before the idle deadline (idle_since_ns plus the scaled
+ * timeout), does nothing while streams are open (sharp_conn_arm_idle starts
+ * it again when the last one ends) and re-arms for what is left when the
+ * connection was busy in between. */
 static void on_conn_idle(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
     if (c->nstreams) return;
+    uint64_t left = sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, HCM(c)->idle_timeout_ms,
+                                                      (sharp_now_ns() - c->idle_since_ns) / 1000000);
+    if (left) {
+        uv_timer_start(&c->idle_timer, on_conn_idle, left, 0);
+        return;
+    }
     sharp_debug(connection, "[C%llu] idle timeout", c->id);
     sharp_counter_inc(STATS(c), HCM(c)->st.cx_idle_timeout);
     conn_close_idle(c);
@@ -109,6 +120,8 @@ void sharp_conn_arm_idle(sharp_conn_t *c)
     uint64_t ms = HCM(c)->idle_timeout_ms;
     if (!ms) return;
     c->idle_since_ns = sharp_now_ns();
+    /* still armed from an earlier idle period: due early, it re-arms */
+    if (uv_is_active((uv_handle_t *)&c->idle_timer) && c->idle_timer.timer_cb == on_conn_idle) return;
     /* reduce_timeouts may shorten it (and re-arm it as its state changes) */
     uv_timer_start(&c->idle_timer, on_conn_idle,
                    sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, ms, 0), 0);
@@ -149,7 +162,9 @@ static void rescale_timers(sharp_worker_t *w)
             uv_timer_start(&s->idle_timer, on_stream_idle,
                            sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed), 0);
         }
-        if (c->nstreams || !uv_is_active((uv_handle_t *)&c->idle_timer) || c->idle_timer.timer_cb != on_conn_idle)
+        /* also while streams are open: the lazily kept timer must not come
+         * due after the newly scaled deadline */
+        if (!uv_is_active((uv_handle_t *)&c->idle_timer) || c->idle_timer.timer_cb != on_conn_idle)
             continue;
         uint64_t elapsed = (now - c->idle_since_ns) / 1000000;
         uv_timer_start(&c->idle_timer, on_conn_idle,
@@ -716,8 +731,10 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     c->nstreams++;
     /* a connection with a stream is not idle (Envoy disables its idle
      * timer on a new stream; frames without one, an HTTP/2 PING or
-     * WINDOW_UPDATE, do not count as activity) */
-    uv_timer_stop(&c->idle_timer);
+     * WINDOW_UPDATE, do not count as activity): the idle timeout's timer
+     * stays armed and ignores a connection with streams (on_conn_idle);
+     * the others (drain, delayed close) stop */
+    if (c->idle_timer.timer_cb != on_conn_idle) uv_timer_stop(&c->idle_timer);
     s->conn_id = c->id;
     s->id = sharp_log_next_stream_id();
     sharp_debug(http, "[C%llu][S%llu] new stream", s->conn_id, s->id);
