@@ -595,7 +595,6 @@ static void on_stream_timer_closed(uv_handle_t *h)
 {
     sharp_stream_t *s = h->data;
     if (--s->timers_open > 0) return;
-    sharp_snapshot_unref(s->snap);
     free(s);
 }
 
@@ -738,7 +737,11 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     s->conn_id = c->id;
     s->id = sharp_log_next_stream_id();
     sharp_debug(http, "[C%llu][S%llu] new stream", s->conn_id, s->id);
-    s->snap = sharp_snapshot_ref(c->snap);
+    /* The connection's reference: the connection keeps its snapshot for its
+     * whole life and outlives every use of its streams' (nothing reads
+     * s->snap once the stream is destroyed), so a stream takes no
+     * reference of its own (an atomic add and subtract per request). */
+    s->snap = c->snap;
     s->hcm = hcm;
     s->nfilters = hcm->nfilters;
     s->filters = (sharp_filter_t *)(s + 1);

@@ -17,7 +17,7 @@ struct sharp_stream {
     struct sharp_conn *conn;
     sharp_dlist_t conn_link; /* in conn->streams */
     unsigned long long id, conn_id; /* "[C<conn_id>][S<id>]" in log lines */
-    sharp_snapshot_t *snap; /* reference held for the stream's life */
+    sharp_snapshot_t *snap; /* the connection's (borrowed: the connection outlives the stream) */
     const sharp_hcm_config_t *hcm;
     const sharp_vhost_t *vhost;
     const sharp_route_t *route;
