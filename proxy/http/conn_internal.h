@@ -104,6 +104,11 @@ struct sharp_conn {
     uv_tcp_t tcp;
     uv_timer_t idle_timer;     /* idle timeout, drain timeout, delayed close */
     uv_timer_t duration_timer; /* max_connection_duration */
+    /* stream_idle_timeout of all its streams: due at or before the earliest
+     * stream's deadline, it scans the streams when it fires (one timer per
+     * connection instead of a timer heap insert and removal per stream) */
+    uv_timer_t stream_idle_timer;
+    uint64_t stream_idle_due; /* loop time (ms) stream_idle_timer is due */
     sharp_worker_t *worker;
     const sharp_listener_config_t *listener;
     const sharp_hcm_config_t *hcm; /* of the filter chain the connection took */

@@ -70,8 +70,10 @@ void sharp_conn_close(sharp_conn_t *c)
     sharp_dlist_remove(&c->flush_link);
     uv_timer_stop(&c->idle_timer);
     uv_timer_stop(&c->duration_timer);
+    uv_timer_stop(&c->stream_idle_timer);
     uv_close((uv_handle_t *)&c->idle_timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->duration_timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->stream_idle_timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
@@ -88,10 +90,21 @@ static void conn_close_idle(sharp_conn_t *c)
     sharp_conn_close(c);
 }
 
+/* The connection idle timer is not stopped when a stream starts: it comes
+ * due at or before the idle deadline (idle_since_ns plus the scaled
+ * timeout), does nothing while streams are open (sharp_conn_arm_idle starts
+ * it again when the last one ends) and re-arms for what is left when the
+ * connection was busy in between. */
 static void on_conn_idle(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
     if (c->nstreams) return;
+    uint64_t left = sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, HCM(c)->idle_timeout_ms,
+                                                      (sharp_now_ns() - c->idle_since_ns) / 1000000);
+    if (left) {
+        uv_timer_start(&c->idle_timer, on_conn_idle, left, 0);
+        return;
+    }
     sharp_debug(connection, "[C%llu] idle timeout", c->id);
     sharp_counter_inc(STATS(c), HCM(c)->st.cx_idle_timeout);
     conn_close_idle(c);
@@ -109,13 +122,16 @@ void sharp_conn_arm_idle(sharp_conn_t *c)
     uint64_t ms = HCM(c)->idle_timeout_ms;
     if (!ms) return;
     c->idle_since_ns = sharp_now_ns();
+    /* still armed from an earlier idle period: due early, it re-arms */
+    if (uv_is_active((uv_handle_t *)&c->idle_timer) && c->idle_timer.timer_cb == on_conn_idle) return;
     /* reduce_timeouts may shorten it (and re-arm it as its state changes) */
     uv_timer_start(&c->idle_timer, on_conn_idle,
                    sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_IDLE, ms, 0), 0);
 }
 
 static void on_conn_max_duration(uv_timer_t *t);
-static void on_stream_idle(uv_timer_t *t);
+static void conn_stream_idle_schedule(sharp_conn_t *c, bool fire);
+static void on_conn_stream_idle(uv_timer_t *t);
 
 /* The loop's clock (uv_now, cached once per loop turn) in nanoseconds:
  * what the stream idle timer measures activity with. */
@@ -140,16 +156,10 @@ static void rescale_timers(sharp_worker_t *w)
                            sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
                                                              HCM(c)->max_connection_duration_ms, elapsed), 0);
         }
-        for (sharp_dlist_t *sn = c->streams.next; sn != &c->streams; sn = sn->next) {
-            sharp_stream_t *s = sharp_container_of(sn, sharp_stream_t, conn_link);
-            if (s->destroyed || s->finish_scheduled || !s->idle_timeout_ms ||
-                !uv_is_active((uv_handle_t *)&s->idle_timer) || s->idle_timer.timer_cb != on_stream_idle)
-                continue;
-            uint64_t elapsed = (loop_ns(s) - s->idle_since_ns) / 1000000;
-            uv_timer_start(&s->idle_timer, on_stream_idle,
-                           sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed), 0);
-        }
-        if (c->nstreams || !uv_is_active((uv_handle_t *)&c->idle_timer) || c->idle_timer.timer_cb != on_conn_idle)
+        conn_stream_idle_schedule(c, false);
+        /* also while streams are open: the lazily kept timer must not come
+         * due after the newly scaled deadline */
+        if (!uv_is_active((uv_handle_t *)&c->idle_timer) || c->idle_timer.timer_cb != on_conn_idle)
             continue;
         uint64_t elapsed = (now - c->idle_since_ns) / 1000000;
         uv_timer_start(&c->idle_timer, on_conn_idle,
@@ -498,8 +508,9 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
     uv_timer_init(&w->loop, &c->idle_timer);
     uv_timer_init(&w->loop, &c->duration_timer);
-    c->tcp.data = c->idle_timer.data = c->duration_timer.data = c;
-    c->handles_open = 3;
+    uv_timer_init(&w->loop, &c->stream_idle_timer);
+    c->tcp.data = c->idle_timer.data = c->duration_timer.data = c->stream_idle_timer.data = c;
+    c->handles_open = 4;
     sharp_dlist_init(&c->link);
     sharp_dlist_init(&c->flush_link);
     sharp_dlist_init(&c->streams);
@@ -602,21 +613,14 @@ static void on_stream_timer_closed(uv_handle_t *h)
 {
     sharp_stream_t *s = h->data;
     if (--s->timers_open > 0) return;
-    sharp_snapshot_unref(s->snap);
     free(s);
 }
 
-static void on_stream_idle(uv_timer_t *t)
+/* stream_idle_timeout reached (Envoy's onIdleTimeout): a 408 while no
+ * response has started, a reset after. */
+static void stream_idle_expired(sharp_stream_t *s)
 {
-    sharp_stream_t *s = t->data;
-    /* activity since the timer was armed only moved idle_since (see
-     * stream_touch): the timer comes due then, and goes on if there was */
-    uint64_t elapsed = (loop_ns(s) - s->idle_since_ns) / 1000000;
-    uint64_t left = sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed);
-    if (left) {
-        uv_timer_start(&s->idle_timer, on_stream_idle, left, 0);
-        return;
-    }
+    s->idle_expired = true;
     sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_idle_timeout);
     if (!s->response_started && s->nfilters) {
         s->closes_connection = true;
@@ -625,6 +629,61 @@ static void on_stream_idle(uv_timer_t *t)
     } else {
         sharp_stream_reset(s, SHARP_RF_STREAM_IDLE_TIMEOUT);
     }
+}
+
+/* Arms the connection's stream idle timer to come due in `ms` at the
+ * latest. */
+static void conn_stream_idle_arm(sharp_conn_t *c, uint64_t ms)
+{
+    uint64_t due = uv_now(&c->worker->loop) + ms;
+    if (uv_is_active((uv_handle_t *)&c->stream_idle_timer) && c->stream_idle_due <= due) return;
+    c->stream_idle_due = due;
+    uv_timer_start(&c->stream_idle_timer, on_conn_stream_idle, ms, 0);
+}
+
+/* Walks the connection's streams: with `fire`, those whose idle deadline
+ * (last activity plus the timeout scaled by reduce_timeouts) has passed
+ * time out; the timer is then due at the earliest deadline left. Activity
+ * only moves a stream's idle_since_ns: the timer comes due early and goes
+ * on for what is left. */
+static void conn_stream_idle_schedule(sharp_conn_t *c, bool fire)
+{
+    uint64_t now = uv_now(&c->worker->loop) * 1000000ull, next = UINT64_MAX;
+    sharp_stream_t *due_one = NULL, **due = NULL;
+    size_t ndue = 0, cap = 0;
+    for (sharp_dlist_t *n = c->streams.next; n != &c->streams; n = n->next) {
+        sharp_stream_t *s = sharp_container_of(n, sharp_stream_t, conn_link);
+        if (s->destroyed || s->finish_scheduled || !s->idle_timeout_ms || s->idle_expired) continue;
+        uint64_t elapsed = now > s->idle_since_ns ? (now - s->idle_since_ns) / 1000000 : 0;
+        uint64_t left = sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, elapsed);
+        if (left || !fire) {
+            next = SHARP_MIN(next, left);
+            continue;
+        }
+        /* timed out: collected first, as a timeout may change the list */
+        if (!due_one) {
+            due_one = s;
+            continue;
+        }
+        if (ndue == cap) {
+            cap = cap ? cap * 2 : 8;
+            due = sharp_realloc(due, cap * sizeof *due);
+        }
+        due[ndue++] = s;
+    }
+    uv_timer_stop(&c->stream_idle_timer);
+    if (next != UINT64_MAX) conn_stream_idle_arm(c, next);
+    /* stream memory outlives this callback (freed by a close callback) */
+    for (size_t i = 0; due_one && i <= ndue && !c->closing; i++) {
+        sharp_stream_t *s = i == 0 ? due_one : due[i - 1];
+        if (!s->destroyed && !s->finish_scheduled) stream_idle_expired(s);
+    }
+    free(due);
+}
+
+static void on_conn_stream_idle(uv_timer_t *t)
+{
+    conn_stream_idle_schedule(t->data, true);
 }
 
 static void on_request_timeout(uv_timer_t *t)
@@ -681,31 +740,26 @@ static void on_stream_max_duration(uv_timer_t *t)
     }
 }
 
-/* (Re)arms the stream idle timer for the whole timeout from now, or stops
- * it when the timeout is 0: at the stream's start and when the route
- * changes the timeout. */
+/* (Re)starts the stream's idle timeout for the whole timeout from now (or
+ * takes the stream out of it when the timeout is 0): at the stream's start
+ * and when the route changes the timeout. */
 static void stream_rearm_idle(sharp_stream_t *s)
 {
-    if (s->destroyed || s->finish_scheduled) return;
-    if (s->idle_timeout_ms) {
-        s->idle_since_ns = loop_ns(s);
-        uv_timer_start(&s->idle_timer, on_stream_idle,
-                       sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, 0), 0);
-    } else {
-        uv_timer_stop(&s->idle_timer);
-    }
+    if (s->destroyed || s->finish_scheduled || !s->idle_timeout_ms) return;
+    s->idle_since_ns = loop_ns(s);
+    s->idle_expired = false;
+    conn_stream_idle_arm(s->conn, sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_STREAM_IDLE, s->idle_timeout_ms, 0));
 }
 
 /* Activity on the stream (a body chunk either way): only the time is
- * noted; the armed timer, when it comes due, re-arms itself for what is
- * left. Re-arming on every chunk would cost two timer heap operations per
- * read and write. */
+ * noted; the connection's timer, when it comes due, re-arms itself for
+ * what is left. Re-arming on every chunk would cost two timer heap
+ * operations per read and write. */
 static void stream_touch(sharp_stream_t *s)
 {
     if (s->destroyed || s->finish_scheduled || !s->idle_timeout_ms) return;
     s->idle_since_ns = loop_ns(s);
-    if (!uv_is_active((uv_handle_t *)&s->idle_timer) || s->idle_timer.timer_cb != on_stream_idle)
-        stream_rearm_idle(s);
+    if (s->idle_expired || !uv_is_active((uv_handle_t *)&s->conn->stream_idle_timer)) stream_rearm_idle(s);
 }
 
 void sharp_codec_touch(sharp_stream_t *s)
@@ -738,12 +792,18 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     c->nstreams++;
     /* a connection with a stream is not idle (Envoy disables its idle
      * timer on a new stream; frames without one, an HTTP/2 PING or
-     * WINDOW_UPDATE, do not count as activity) */
-    uv_timer_stop(&c->idle_timer);
+     * WINDOW_UPDATE, do not count as activity): the idle timeout's timer
+     * stays armed and ignores a connection with streams (on_conn_idle);
+     * the others (drain, delayed close) stop */
+    if (c->idle_timer.timer_cb != on_conn_idle) uv_timer_stop(&c->idle_timer);
     s->conn_id = c->id;
     s->id = sharp_log_next_stream_id();
     sharp_debug(http, "[C%llu][S%llu] new stream", s->conn_id, s->id);
-    s->snap = sharp_snapshot_ref(c->snap);
+    /* The connection's reference: the connection keeps its snapshot for its
+     * whole life and outlives every use of its streams' (nothing reads
+     * s->snap once the stream is destroyed), so a stream takes no
+     * reference of its own (an atomic add and subtract per request). */
+    s->snap = c->snap;
     s->hcm = hcm;
     s->nfilters = hcm->nfilters;
     s->filters = (sharp_filter_t *)(s + 1);
@@ -770,12 +830,12 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     SHARP_COPY_CSTR(s->info.downstream_remote_address, c->remote);
     SHARP_COPY_CSTR(s->info.downstream_direct_remote_address, c->remote);
     SHARP_COPY_CSTR(s->info.downstream_local_address, c->local);
-    /* The idle timer always exists (it also defers finishing and resets);
-     * the others only when configured: a stream pays for the timers it
-     * uses. An unused one stays zeroed, which uv_timer_stop and
-     * uv_is_active take as inactive. */
-    uv_timer_init(&c->worker->loop, &s->idle_timer);
-    s->idle_timer.data = s;
+    /* The defer timer always exists (it defers finishing and resets, and
+     * its close frees the stream); the others only when configured: a
+     * stream pays for the timers it uses. An unused one stays zeroed,
+     * which uv_timer_stop and uv_is_active take as inactive. */
+    uv_timer_init(&c->worker->loop, &s->defer_timer);
+    s->defer_timer.data = s;
     s->timers_open = 1;
     if (hcm->request_timeout_ms) stream_timer_init(s, &s->request_timer);
     if (hcm->max_stream_duration_ms) stream_timer_init(s, &s->duration_timer);
@@ -830,11 +890,11 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     if (c->codec->stream_released) c->codec->stream_released(s);
     sharp_sbuf_free(&s->dec_buf);
     sharp_sbuf_free(&s->enc_buf);
-    uv_timer_stop(&s->idle_timer);
+    uv_timer_stop(&s->defer_timer);
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
-    uv_close((uv_handle_t *)&s->idle_timer, on_stream_timer_closed);
+    uv_close((uv_handle_t *)&s->defer_timer, on_stream_timer_closed);
     if (s->request_timer.loop) uv_close((uv_handle_t *)&s->request_timer, on_stream_timer_closed);
     if (s->duration_timer.loop) uv_close((uv_handle_t *)&s->duration_timer, on_stream_timer_closed);
     if (s->headers_timer.loop) uv_close((uv_handle_t *)&s->headers_timer, on_stream_timer_closed);
@@ -858,7 +918,7 @@ void sharp_conn_stream_maybe_finish(sharp_stream_t *s)
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
-    uv_timer_start(&s->idle_timer, on_stream_finish, 0, 0);
+    uv_timer_start(&s->defer_timer, on_stream_finish, 0, 0);
 }
 
 void sharp_conn_write(sharp_conn_t *c, const uv_buf_t *b, unsigned n)
@@ -920,7 +980,7 @@ void sharp_codec_reset(sharp_stream_t *s)
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
-    uv_timer_start(&s->idle_timer, on_stream_reset, 0, 0);
+    uv_timer_start(&s->defer_timer, on_stream_reset, 0, 0);
 }
 
 void sharp_conn_defer_flush(sharp_conn_t *c)

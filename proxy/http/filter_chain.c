@@ -11,6 +11,7 @@
  * filters after it. On the encode side a stop on headers holds the response data the
  * same way; encode_data's status is advisory (response data always flows:
  * no built-in filter needs to hold a response body yet). */
+#include "http/conn_internal.h"
 #include "http/filter.h"
 #include "http/grpc.h"
 #include "http/hcm_internal.h"
@@ -310,6 +311,7 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         have_final = xff_address(h, hcm->xff_num_trusted_hops, &final, &allow_trusted);
     }
     if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+    bool final_is_remote = !have_final; /* not from x-forwarded-for */
     if (!have_final && hcm->use_remote_address) {
         memcpy(&final, remote, sockaddr_size(remote));
         have_final = true;
@@ -336,8 +338,14 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         ip_only((const struct sockaddr *)&final, ip, sizeof ip);
         sharp_headers_set_cstr(h, "x-envoy-external-address", ip);
     }
-    sharp_addr_str((const struct sockaddr *)&final, s->info.downstream_remote_address,
-                   sizeof s->info.downstream_remote_address);
+    /* The peer's address was printed once, when the connection was
+     * accepted: a request pays for printing only an address it brought in
+     * x-forwarded-for. */
+    if (final_is_remote && s->conn && remote == (const struct sockaddr *)&s->conn->remote_ss && s->conn->remote[0])
+        SHARP_COPY_CSTR(s->info.downstream_remote_address, s->conn->remote);
+    else
+        sharp_addr_str((const struct sockaddr *)&final, s->info.downstream_remote_address,
+                       sizeof s->info.downstream_remote_address);
     sharp_str_t rid;
     bool has_rid = sharp_headers_get_cstr(h, "x-request-id", &rid) && rid.len;
     bool force = edge && !hcm->preserve_external_request_id;

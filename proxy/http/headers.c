@@ -3,7 +3,6 @@
  * by what that message added. */
 #include "http/headers.h"
 
-#include <ctype.h>
 #include <strings.h>
 
 void sharp_headers_init(sharp_headers_t *h)
@@ -15,6 +14,32 @@ void sharp_headers_clear(sharp_headers_t *h)
 {
     h->n = 0;
     h->blen = 0;
+    h->names = 0;
+    h->bytes = 0;
+}
+
+static inline unsigned char lower(unsigned char c)
+{
+    return (unsigned char)((unsigned)(c - 'A') < 26u ? c + 32 : c);
+}
+
+/* The bit of a name in h->names, from its length and its (lower-cased)
+ * first and last bytes: the names a request is searched for differ there. */
+static inline uint64_t name_bit(const char *name, size_t nlen)
+{
+    if (!nlen) return 1;
+    unsigned x = (unsigned)nlen * 7u + lower((unsigned char)name[0]) * 3u + lower((unsigned char)name[nlen - 1]);
+    return (uint64_t)1 << (x & 63);
+}
+
+/* A stored name (lower-case) against a name of any case. */
+static inline bool name_eq(const sharp_headers_t *h, uint32_t i, const char *name, size_t nlen)
+{
+    if (h->e[i].name_len != nlen) return false;
+    const char *st = h->buf + h->e[i].name_off;
+    for (size_t k = 0; k < nlen; k++)
+        if ((unsigned char)st[k] != lower((unsigned char)name[k])) return false;
+    return true;
 }
 
 void sharp_headers_free(sharp_headers_t *h)
@@ -71,15 +96,17 @@ void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const 
         h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
     }
     sharp_header_entry_t *e = &h->e[h->n++];
-    size_t vat;
+    size_t vat = 0;
     bool own_value = in_buf(h, value, &vat); /* the name's put may move the buffer */
     e->name_off = buf_put(h, name, nlen);
     e->name_len = (uint32_t)nlen;
-    for (size_t i = 0; i < nlen; i++)
-        h->buf[e->name_off + i] = (char)tolower((unsigned char)h->buf[e->name_off + i]);
+    char *np = h->buf + e->name_off;
+    for (size_t i = 0; i < nlen; i++) np[i] = (char)lower((unsigned char)np[i]);
+    h->names |= name_bit(np, nlen);
     if (own_value) value = h->buf + vat;
     e->value_off = buf_put(h, value, vlen);
     e->value_len = (uint32_t)vlen;
+    h->bytes += (uint32_t)(nlen + vlen);
 }
 
 /* The last entry's value (or name, while its value is still empty) is always
@@ -89,6 +116,7 @@ void sharp_headers_append_last_value(sharp_headers_t *h, const char *p, size_t n
     if (!h->n) return;
     buf_put(h, p, n);
     h->e[h->n - 1].value_len += (uint32_t)n;
+    h->bytes += (uint32_t)n;
 }
 
 void sharp_headers_append_last_name(sharp_headers_t *h, const char *p, size_t n)
@@ -96,16 +124,18 @@ void sharp_headers_append_last_name(sharp_headers_t *h, const char *p, size_t n)
     if (!h->n) return;
     sharp_header_entry_t *e = &h->e[h->n - 1];
     uint32_t off = buf_put(h, p, n);
-    for (size_t i = 0; i < n; i++) h->buf[off + i] = (char)tolower((unsigned char)h->buf[off + i]);
+    for (size_t i = 0; i < n; i++) h->buf[off + i] = (char)lower((unsigned char)h->buf[off + i]);
     e->name_len += (uint32_t)n;
     e->value_off = h->blen; /* value starts after the name */
+    h->names |= name_bit(h->buf + e->name_off, e->name_len); /* the name so far: its final bit is set last */
+    h->bytes += (uint32_t)n;
 }
 
 int sharp_headers_find(const sharp_headers_t *h, const char *name, size_t nlen, uint32_t from)
 {
+    if (!(h->names & name_bit(name, nlen))) return -1;
     for (uint32_t i = from; i < h->n; i++)
-        if (h->e[i].name_len == nlen && strncasecmp(h->buf + h->e[i].name_off, name, nlen) == 0)
-            return (int)i;
+        if (name_eq(h, i, name, nlen)) return (int)i;
     return -1;
 }
 
@@ -117,19 +147,27 @@ bool sharp_headers_get(const sharp_headers_t *h, const char *name, size_t nlen, 
     return true;
 }
 
-size_t sharp_headers_remove(sharp_headers_t *h, const char *name, size_t nlen)
+/* Drops the entries from `from` on that carry the name; returns how many. */
+static size_t drop_from(sharp_headers_t *h, uint32_t from, const char *name, size_t nlen)
 {
-    uint32_t w = 0;
+    uint32_t w = from;
     size_t removed = 0;
-    for (uint32_t r = 0; r < h->n; r++) {
-        if (h->e[r].name_len == nlen && strncasecmp(h->buf + h->e[r].name_off, name, nlen) == 0) {
+    for (uint32_t r = from; r < h->n; r++) {
+        if (name_eq(h, r, name, nlen)) {
             removed++;
+            h->bytes -= h->e[r].name_len + h->e[r].value_len;
             continue;
         }
         h->e[w++] = h->e[r];
     }
     h->n = w;
     return removed;
+}
+
+size_t sharp_headers_remove(sharp_headers_t *h, const char *name, size_t nlen)
+{
+    int i = sharp_headers_find(h, name, nlen, 0);
+    return i < 0 ? 0 : drop_from(h, (uint32_t)i, name, nlen);
 }
 
 void sharp_headers_set(sharp_headers_t *h, const char *name, size_t nlen, const char *value,
@@ -141,22 +179,10 @@ void sharp_headers_set(sharp_headers_t *h, const char *name, size_t nlen, const 
         return;
     }
     /* Keep the position of the first occurrence, drop the others. */
+    h->bytes += (uint32_t)vlen - h->e[i].value_len;
     h->e[i].value_off = buf_put(h, value, vlen);
     h->e[i].value_len = (uint32_t)vlen;
-    uint32_t w = (uint32_t)i + 1;
-    for (uint32_t r = (uint32_t)i + 1; r < h->n; r++) {
-        if (h->e[r].name_len == nlen && strncasecmp(h->buf + h->e[r].name_off, name, nlen) == 0)
-            continue;
-        h->e[w++] = h->e[r];
-    }
-    h->n = w;
-}
-
-size_t sharp_headers_byte_size(const sharp_headers_t *h)
-{
-    size_t n = 0;
-    for (uint32_t i = 0; i < h->n; i++) n += h->e[i].name_len + h->e[i].value_len;
-    return n;
+    drop_from(h, (uint32_t)i + 1, name, nlen);
 }
 
 bool sharp_list_next(sharp_str_t *rest, sharp_str_t *item)

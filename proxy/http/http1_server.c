@@ -229,7 +229,6 @@ static int p_on_message_begin(llhttp_t *p)
      * without a version must not inherit the previous request's. */
     p->http_major = p->http_minor = 0;
     sharp_sbuf_reset(&c->h1.url);
-    uv_timer_stop(&c->idle_timer);
     return 0;
 }
 

@@ -17,7 +17,7 @@ struct sharp_stream {
     struct sharp_conn *conn;
     sharp_dlist_t conn_link; /* in conn->streams */
     unsigned long long id, conn_id; /* "[C<conn_id>][S<id>]" in log lines */
-    sharp_snapshot_t *snap; /* reference held for the stream's life */
+    sharp_snapshot_t *snap; /* the connection's (borrowed: the connection outlives the stream) */
     const sharp_hcm_config_t *hcm;
     const sharp_vhost_t *vhost;
     const sharp_route_t *route;
@@ -72,8 +72,14 @@ struct sharp_stream {
     bool upgraded;
     bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
     uint64_t idle_timeout_ms; /* stream_idle_timeout, or the route's idle_timeout */
-    uv_timer_t idle_timer;    /* stream_idle_timeout */
-    uint64_t idle_since_ns;   /* the idle timer was armed (reduce_timeouts re-arms from it) */
+    /* stream_idle_timeout runs on the connection's stream_idle_timer: the
+     * stream is due at idle_since_ns (last activity) plus the scaled
+     * timeout, unless idle_expired (it fired; activity re-arms it) */
+    uint64_t idle_since_ns;
+    bool idle_expired;
+    /* Defers the finish or reset to the next loop turn; its close callback
+     * frees the stream (with the optional timers below). */
+    uv_timer_t defer_timer;
     uv_timer_t request_timer; /* request_timeout */
     uv_timer_t duration_timer; /* max_stream_duration */
     uv_timer_t headers_timer;  /* request_headers_timeout: first byte to headers complete */

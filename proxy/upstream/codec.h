@@ -43,6 +43,10 @@ typedef struct sharp_upstream_conn {
     int handles_open;
     unsigned long long id;       /* "[C<id>]" in log lines */
     uint64_t start_ns, connected_ns;
+    /* loop time (ms) the connection last became idle: the idle timer is
+     * not stopped when a request takes the connection, it re-arms itself
+     * from this when it comes due (see on_idle_timeout) */
+    uint64_t idle_since_ms;
     char local_addr[SHARP_ADDR_STRLEN];
 } sharp_upstream_conn_t;
 

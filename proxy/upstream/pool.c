@@ -191,6 +191,15 @@ void sharp_upstream_conn_close(sharp_upstream_conn_t *c)
 static void on_idle_timeout(uv_timer_t *t)
 {
     sharp_upstream_conn_t *c = t->data;
+    /* Armed when the connection last went idle from a timer-less state;
+     * busy since, or idle again later: not yet due. A busy connection's
+     * timer is started again by conn_serve when it next goes idle. */
+    if (c->nactive) return;
+    uint64_t timeout = c->pool->cluster->idle_timeout_ms, idle = uv_now(t->loop) - c->idle_since_ms;
+    if (idle < timeout) {
+        uv_timer_start(t, on_idle_timeout, timeout - idle, 0);
+        return;
+    }
     sharp_debug(pool, "[C%llu] idle timeout", c->id);
     sharp_counter_inc(shard(c->pool), c->pool->cluster->st.cx_idle_timeout);
     sharp_upstream_conn_close(c);
@@ -212,7 +221,9 @@ static void on_duration_timeout(uv_timer_t *t)
 static void attach(sharp_upstream_conn_t *c, sharp_upstream_request_t *r)
 {
     sharp_pool_t *p = c->pool;
-    uv_timer_stop(&c->timer);
+    /* The idle timer keeps running (two timer heap operations per request
+     * saved): on_idle_timeout ignores a busy connection. */
+    if (c->timer.timer_cb != on_idle_timeout) uv_timer_stop(&c->timer);
     c->nactive++;
     c->requests++;
     /* Envoy drains a connection once it has started its last allowed stream
@@ -243,7 +254,11 @@ static void conn_serve(sharp_upstream_conn_t *c)
         sharp_upstream_conn_close(c);
         return;
     }
-    if (p->cluster->idle_timeout_ms) uv_timer_start(&c->timer, on_idle_timeout, p->cluster->idle_timeout_ms, 0);
+    if (p->cluster->idle_timeout_ms) {
+        c->idle_since_ms = uv_now(p->env->loop);
+        if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer.timer_cb != on_idle_timeout)
+            uv_timer_start(&c->timer, on_idle_timeout, p->cluster->idle_timeout_ms, 0);
+    }
 }
 
 void sharp_upstream_conn_stream_done(sharp_upstream_conn_t *c, bool reusable)
