@@ -9,17 +9,30 @@ import time
 
 import pytest
 
-from conftest import file_access_log, log_lines, SLOW, bootstrap_yaml, free_port, raw_request, run_sharp_config, stat
+from conftest import (PROTOS, H2Client, H2StreamError, file_access_log, log_lines, SLOW, bootstrap_yaml, free_port,
+                      raw_request, run_sharp_config, stat)
 
 LOG_FORMAT = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n"
 
 
-def start(procs, upstream_port, hcm_extra="", routes=None):
+def start(procs, upstream_port, hcm_extra="", routes=None, cluster_extra=""):
     listen, admin = free_port(), free_port()
     al, log = file_access_log(LOG_FORMAT)
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream_port]}, routes=routes,
-                                           hcm_extra=al + hcm_extra), admin)
+                                           hcm_extra=al + hcm_extra, cluster_extra=cluster_extra), admin)
     return listen, admin, log
+
+
+H2 = PROTOS["h2-both"]
+# the GOAWAY Envoy (nghttp2's shutdown notice) sends when a drain starts:
+# no stream refused yet, the client should open no new ones
+SHUTDOWN_NOTICE = (2**31 - 1, 0)
+
+
+def start_h2(procs, hcm_extra="", routes=None):
+    """SHARP with HTTP/2 on both sides in front of a test upstream."""
+    u = H2.upstream(procs)
+    return start(procs, u.port, hcm_extra, routes=routes, cluster_extra=H2.cluster)
 
 
 def wait_stat(admin, name, want, timeout=5.0):
@@ -179,6 +192,50 @@ def test_max_connection_duration_unset_keeps_connection(procs, upstream):
     head, _ = read_response(s)
     assert "connection: close" not in head.lower()
     s.close()
+
+
+@pytest.mark.parametrize("http1_safe", [False, True])
+def test_max_connection_duration_over_http2_goaway_then_close(procs, http1_safe):
+    """Envoy over HTTP/2: the duration starts the drain with a GOAWAY
+    shutdown notice (no connection: close header exists); drain_timeout
+    after it, open streams or not, a GOAWAY with the last stream id; the
+    connection closes once its streams are done. Streams opened meanwhile
+    are served but do not hold the connection open.
+    http1_safe_max_connection_duration applies to HTTP/1 only."""
+    extra = "http1_safe_max_connection_duration: true\n" if http1_safe else ""
+    listen, admin, _ = start_h2(procs, extra + "drain_timeout: 0.6s\n"
+                                "common_http_protocol_options: { max_connection_duration: 0.3s }\n")
+    c = H2Client(listen)
+    st, h, _ = c.response(c.send("/"))
+    assert st == 200 and "connection" not in h
+    slow = c.send("/?delay_ms=1600")  # outlives the drain timeout
+    assert c.wait(lambda: c.goaways, 3)
+    assert c.goaways == [SHUTDOWN_NOTICE]
+    assert stat(admin, "http.ingress_http.downstream_cx_max_duration_reached") == 1
+    # a client that goes on opening streams is still served...
+    late = c.send("/")
+    st, _, _ = c.response(late)
+    assert st == 200
+    # ... and the final GOAWAY comes while the slow stream is in flight
+    assert c.wait(lambda: len(c.goaways) == 2, 3)
+    assert c.goaways == [SHUTDOWN_NOTICE, (late, 0)]
+    assert not c.streams[slow]["ended"]
+    st, _, _ = c.response(slow, 5)
+    assert st == 200
+    assert c.closed_by_peer(3)
+    c.close()
+
+
+def test_max_connection_duration_over_http2_idle(procs):
+    listen, admin, _ = start_h2(procs, "drain_timeout: 0.3s\n"
+                                "common_http_protocol_options: { max_connection_duration: 0.3s }\n")
+    t0 = time.time()
+    c = H2Client(listen)
+    assert c.closed_by_peer(5)
+    assert time.time() - t0 >= 0.6  # duration, then the drain grace period
+    assert c.goaways == [SHUTDOWN_NOTICE, (0, 0)]
+    c.close()
+    assert stat(admin, "http.ingress_http.downstream_cx_max_duration_reached") == 1
 
 
 # ---- max_stream_duration ----
