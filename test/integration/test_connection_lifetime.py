@@ -128,6 +128,33 @@ def test_headers_with_underscores_rejected(procs, path_upstream):
     assert stat(admin, "cluster.app.upstream_rq_total") == 1
 
 
+@pytest.mark.parametrize("action", ["DROP_HEADER", "REJECT_REQUEST"])
+def test_headers_with_underscores_over_http2(procs, path_upstream, action):
+    """Over HTTP/2 the http2.* counters count; a rejected request's stream is
+    reset (Envoy's codec refuses the header block), the connection lives."""
+    listen, admin, _ = start(procs, path_upstream.port,
+                             f"common_http_protocol_options: {{ headers_with_underscores_action: {action} }}\n")
+    c = H2Client(listen)
+    sid = c.send("/u", headers={"x-before": "1", "x_under_score": "2", "x-after": "3"})
+    if action == "DROP_HEADER":
+        st, _, body = c.response(sid)
+        assert st == 200
+        names = upstream_header_names(body)
+        assert "x_under_score" not in names and "x-before" in names and "x-after" in names
+        assert stat(admin, "http2.dropped_headers_with_underscores") == 1
+        assert stat(admin, "http2.requests_rejected_with_underscores_in_headers") == 0
+    else:
+        with pytest.raises(H2StreamError) as e:
+            c.response(sid)
+        assert e.value.code is not None  # RST_STREAM, not the connection
+        assert stat(admin, "http2.requests_rejected_with_underscores_in_headers") == 1
+        assert stat(admin, "cluster.app.upstream_rq_total") == 0
+    assert stat(admin, "http1.dropped_headers_with_underscores") == 0
+    st, _, _ = c.response(c.send("/ok", headers={"x-fine": "1"}))
+    assert st == 200 and not c.goaways
+    c.close()
+
+
 # ---- max_connection_duration ----
 
 def test_max_connection_duration_closes_on_next_response(procs, upstream):
@@ -287,6 +314,35 @@ def test_max_stream_duration_resets_a_started_response(procs, upstream):
     assert len(data) < 2000000  # cut short
     assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 1
     assert stat(admin, "http.ingress_http.downstream_rq_tx_reset") == 1
+
+
+def test_max_stream_duration_over_http2(procs):
+    """504 for a slow upstream, 408 while the request body arrives, a reset
+    for a started response: each ends only its stream, the connection and
+    the other streams on it go on."""
+    listen, admin, log = start_h2(procs, "common_http_protocol_options: { max_stream_duration: 0.4s }\n")
+    c = H2Client(listen)
+    t0 = time.time()
+    slow = c.send("/?delay_ms=3000")
+    cut = c.send("/bytes/2000000?chunk_delay_ms=100")
+    arriving = c.send("/upload", method="POST", headers={"content-length": "1000"}, body=b"only-part", end=False)
+    st, _, body = c.response(slow, 5)
+    assert st == 504 and body == b"downstream duration timeout"
+    assert 0.35 < time.time() - t0 < 2.5 * SLOW
+    st, _, body = c.response(arriving, 5)
+    assert st == 408 and body == b"downstream duration timeout"
+    with pytest.raises(H2StreamError):
+        c.response(cut, 5)
+    assert c.streams[cut]["status"] == 200 and 0 < len(c.streams[cut]["body"]) < 2000000
+    st, _, _ = c.response(c.send("/"))
+    assert st == 200 and not c.goaways and not c.eof
+    c.close()
+    assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 3
+    assert stat(admin, "http.ingress_http.downstream_rq_tx_reset") >= 1
+    lines = log_lines(log, 4)
+    for want in ("504 - max_duration_timeout", "408 - max_duration_timeout", "200 - via_upstream"):
+        assert want in lines, lines
+    assert sum(ln.startswith("200 ") for ln in lines) == 2, lines  # the one cut short too
 
 
 # ---- delayed_close_timeout ----
