@@ -535,12 +535,17 @@ class H2Client:
     """A long-lived HTTP/2 client connection (python3-h2, prior knowledge)
     for tests that look at the connection itself: several streams, GOAWAY
     frames (`goaways`: [(last_stream_id, error_code)]), resets, the close.
-    Every received DATA frame is acknowledged at once."""
+    Every received DATA frame is acknowledged at once unless `ack` is False."""
 
-    def __init__(self, port, timeout=5):
+    def __init__(self, port, timeout=5, ack=True, rcvbuf=None):
         import h2.config
         import h2.connection
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+        self.ack = ack  # False: no WINDOW_UPDATE, the peer stalls at its windows
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout * SLOW)
+        self.sock.connect(("127.0.0.1", port))
         self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True,
                                                                                 header_encoding="utf-8"))
         # python3-h2 treats any GOAWAY as the end of the connection and then
@@ -607,6 +612,8 @@ class H2Client:
             elif isinstance(ev, h2.events.DataReceived):
                 if st is not None:
                     st["body"] += ev.data
+                if not self.ack:
+                    continue
                 try:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 except h2.exceptions.StreamClosedError:
