@@ -585,6 +585,21 @@ static void on_conn_max_duration(uv_timer_t *t)
     }
 }
 
+/* Envoy's startDrainSequence for one connection, as disable_http_keepalive
+ * starts it over HTTP/2: the codec's shutdown notice, then the drain timer;
+ * counted as downstream_cx_drain_close when it starts, as Envoy does. */
+void sharp_conn_start_drain(sharp_conn_t *c)
+{
+    if (c->close_after_response || c->closing || c->shutdown) return;
+    c->close_after_response = true;
+    c->duration_draining = true; /* counted now, not again at the close */
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
+    if (c->codec->drain) c->codec->drain(c);
+    uint64_t ms = HCM(c)->drain_timeout_ms;
+    if (ms == 0) on_drain_idle(&c->idle_timer);
+    else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
+}
+
 /* Drain, as Envoy does for HTTP/1: every further response carries
  * "connection: close" and its connection closes after it; a connection that
  * stays idle for the HCM's drain_timeout is closed. Closing idle connections

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from conftest import (file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port, non_reading_clients,
-                      run_sharp_config, stat)
+from conftest import (H2Client, file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port,
+                      non_reading_clients, run_sharp_config, stat)
 
-from test_connection_lifetime import LOG_FORMAT, read_response, wait_stat
+from test_connection_lifetime import LOG_FORMAT, SHUTDOWN_NOTICE, read_response, wait_stat
 
 HEAP = "envoy.resource_monitors.fixed_heap"
 GLOBAL_CX = "envoy.resource_monitors.global_downstream_max_connections"
@@ -171,6 +171,23 @@ def test_disable_http_keepalive(procs, upstream):
     assert peer_closed(s, 3 * SLOW)
     s.close()
     assert wait_stat(admin, "http.ingress_http.downstream_cx_overload_disable_keepalive", 1)
+
+
+def test_disable_http_keepalive_over_http2(procs, upstream):
+    """Envoy over HTTP/2: the response starts the drain (a GOAWAY shutdown
+    notice, no connection header), drain_timeout later the final GOAWAY and
+    the close."""
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("disable_http_keepalive", SATURATED)), hcm_extra="drain_timeout: 0.3s\n")
+    c = H2Client(listen)
+    sid = c.send("/")
+    st, h, _ = c.response(sid)
+    assert st == 200 and "connection" not in h
+    closed = c.closed_by_peer(3)
+    assert (closed, c.goaways) == (True, [SHUTDOWN_NOTICE, (sid, 0)])
+    c.close()
+    assert stat(admin, "http.ingress_http.downstream_cx_overload_disable_keepalive") == 1
+    assert stat(admin, "http.ingress_http.downstream_cx_drain_close") == 1
 
 
 def test_keepalive_kept_when_inactive(procs, upstream):
