@@ -644,7 +644,9 @@ class H2Client:
         st = self.streams[sid]
         self.wait(lambda: st["ended"] or st["reset"] is not None or
                   any(last < sid for last, _ in self.goaways), timeout)
-        if st["reset"] is not None:
+        # a complete response may be followed by RST_STREAM NO_ERROR (the
+        # server wants no more of the request body: RFC 9113 8.1)
+        if st["reset"] is not None and not st["ended"]:
             raise H2StreamError("stream reset", st["reset"])
         if not st["ended"]:
             if any(last < sid for last, _ in self.goaways):
