@@ -128,7 +128,8 @@ struct sharp_conn {
     bool delayed_close;     /* after the flush, wait for the peer's FIN (delayed_close_timeout) */
     bool flushed;           /* the shutdown completed: everything written has left */
     bool peer_closed;       /* FIN seen while the flush was still pending */
-    bool duration_draining; /* max_connection_duration reached: drain like a server drain */
+    bool duration_draining; /* max_connection_duration reached (or another drain of this connection
+                             * alone): drain like a server drain */
     bool peer_eof;          /* the peer half-closed a tunnel: nothing more to read */
     int handles_open;
     unsigned long long id; /* "[C<id>]" in log lines */
@@ -172,6 +173,8 @@ void sharp_conn_close_after_write(sharp_conn_t *c, bool delay);
 void sharp_conn_update_reading(sharp_conn_t *c);
 /* The connection has no stream: idle timeout, or the drain's close. */
 void sharp_conn_arm_idle(sharp_conn_t *c);
+/* Starts this connection's drain (Envoy's startDrainSequence). */
+void sharp_conn_start_drain(sharp_conn_t *c);
 /* Holds the connection in the worker's flush list until the end of this
  * loop turn (codec->flush runs then). */
 void sharp_conn_defer_flush(sharp_conn_t *c);

@@ -113,9 +113,20 @@ static void on_conn_idle(uv_timer_t *t)
 static void on_drain_idle(uv_timer_t *t);
 static void on_conn_max_duration(uv_timer_t *t);
 
+/* A codec with a GOAWAY (HTTP/2) drains as Envoy's startDrainSequence: the
+ * drain timer runs from the start of the drain, streams or not, and neither
+ * a new stream nor the end of one moves it; otherwise a client that keeps
+ * opening streams after the shutdown notice would hold the connection open
+ * for ever. */
+static bool drain_timer_pending(sharp_conn_t *c)
+{
+    return c->codec->goaway && uv_is_active((uv_handle_t *)&c->idle_timer) && c->idle_timer.timer_cb == on_drain_idle;
+}
+
 void sharp_conn_arm_idle(sharp_conn_t *c)
 {
     if (c->close_after_response && (c->worker->draining || c->duration_draining) && HCM(c)->drain_timeout_ms) {
+        if (drain_timer_pending(c)) return;
         uv_timer_start(&c->idle_timer, on_drain_idle, HCM(c)->drain_timeout_ms, 0);
         return;
     }
@@ -551,7 +562,12 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
 static void on_drain_idle(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
-    if (c->nstreams || c->codec->busy(c)) return;
+    if (c->nstreams || c->codec->busy(c)) {
+        /* Envoy's onDrainTimeout: the final GOAWAY now, the codec closes the
+         * connection once its streams end */
+        if (c->codec->goaway) c->codec->goaway(c);
+        return;
+    }
     /* a server drain counts downstream_cx_drain_close; a max duration drain
      * was counted as downstream_cx_max_duration_reached */
     if (!c->duration_draining) sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
@@ -573,11 +589,26 @@ static void on_conn_max_duration(uv_timer_t *t)
     if (c->codec->drain) c->codec->drain(c);
     if (HCM(c)->http1_safe_max_connection_duration && c->codec == &sharp_http1_server_codec) return;
     c->duration_draining = true;
-    if (!c->nstreams && !c->codec->busy(c)) {
+    if ((!c->nstreams && !c->codec->busy(c)) || c->codec->goaway) {
         uint64_t ms = HCM(c)->drain_timeout_ms;
         if (ms == 0) on_drain_idle(&c->idle_timer);
         else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
     }
+}
+
+/* Envoy's startDrainSequence for one connection, as disable_http_keepalive
+ * starts it over HTTP/2: the codec's shutdown notice, then the drain timer;
+ * counted as downstream_cx_drain_close when it starts, as Envoy does. */
+void sharp_conn_start_drain(sharp_conn_t *c)
+{
+    if (c->close_after_response || c->closing || c->shutdown) return;
+    c->close_after_response = true;
+    c->duration_draining = true; /* counted now, not again at the close */
+    sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
+    if (c->codec->drain) c->codec->drain(c);
+    uint64_t ms = HCM(c)->drain_timeout_ms;
+    if (ms == 0) on_drain_idle(&c->idle_timer);
+    else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
 }
 
 /* Drain, as Envoy does for HTTP/1: every further response carries
@@ -592,7 +623,7 @@ void sharp_conn_drain_all(sharp_worker_t *w)
         sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
         c->close_after_response = true;
         if (c->codec->drain && !c->shutdown) c->codec->drain(c);
-        if (!c->nstreams && !c->codec->busy(c) && !c->shutdown) {
+        if (((!c->nstreams && !c->codec->busy(c)) || c->codec->goaway) && !c->shutdown) {
             uint64_t ms = HCM(c)->drain_timeout_ms;
             if (ms == 0) on_drain_idle(&c->idle_timer);
             else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
@@ -793,9 +824,10 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     /* a connection with a stream is not idle (Envoy disables its idle
      * timer on a new stream; frames without one, an HTTP/2 PING or
      * WINDOW_UPDATE, do not count as activity): the idle timeout's timer
-     * stays armed and ignores a connection with streams (on_conn_idle);
-     * the others (drain, delayed close) stop */
-    if (c->idle_timer.timer_cb != on_conn_idle) uv_timer_stop(&c->idle_timer);
+     * stays armed and ignores a connection with streams (on_conn_idle), an
+     * HTTP/2 drain timer keeps running (drain_timer_pending); the others
+     * (an HTTP/1 drain, delayed close) stop */
+    if (c->idle_timer.timer_cb != on_conn_idle && !drain_timer_pending(c)) uv_timer_stop(&c->idle_timer);
     s->conn_id = c->id;
     s->id = sharp_log_next_stream_id();
     sharp_debug(http, "[C%llu][S%llu] new stream", s->conn_id, s->id);

@@ -34,6 +34,7 @@
  * answer them. */
 #include "http/conn_internal.h"
 #include "log.h"
+#include "overload.h"
 #include "runtime.h"
 
 #include <nghttp2/nghttp2.h>
@@ -598,6 +599,13 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     if (!code) code = 200;
     s->info.response_code = code;
     s->response_started = true;
+    /* disable_http_keepalive (Envoy's encodeHeaders): over HTTP/2 the drain
+     * starts, its GOAWAY ahead of this response */
+    if (!c->close_after_response && !HCM(c)->bypass_overload_manager &&
+        sharp_overload_take(SHARP_OL_DISABLE_HTTP_KEEPALIVE, sharp_worker_random(c->worker))) {
+        sharp_counter_inc(STATS(c), HCM(c)->st.cx_overload_disable_keepalive);
+        sharp_conn_start_drain(c);
+    }
     char status[4] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
     nghttp2_nv *nv = sharp_calloc(hd->n + 1, sizeof *nv);
     size_t nn = 0;

@@ -559,3 +559,134 @@ def upstream_admin(u, path, timeout=5):
     st, _, body = req(u.port, path, timeout=timeout)
     assert st == 200, (path, st, body)
     return json.loads(body)
+
+
+class H2Client:
+    """A long-lived HTTP/2 client connection (python3-h2, prior knowledge)
+    for tests that look at the connection itself: several streams, GOAWAY
+    frames (`goaways`: [(last_stream_id, error_code)]), resets, the close.
+    Every received DATA frame is acknowledged at once unless `ack` is False."""
+
+    def __init__(self, port, timeout=5, ack=True, rcvbuf=None):
+        import h2.config
+        import h2.connection
+        self.ack = ack  # False: no WINDOW_UPDATE, the peer stalls at its windows
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout * SLOW)
+        self.sock.connect(("127.0.0.1", port))
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True,
+                                                                                header_encoding="utf-8"))
+        # python3-h2 treats any GOAWAY as the end of the connection and then
+        # refuses the frames of the streams it did not refuse (RFC 9113
+        # 6.8: those go on): keep the connection open on a GOAWAY
+        from h2.connection import ConnectionInputs, ConnectionState
+        sm = self.conn.state_machine
+        sm._transitions = dict(sm._transitions)
+        sm._transitions[(ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY)] = (None, ConnectionState.CLIENT_OPEN)
+        self.conn.initiate_connection()
+        self.streams = {}
+        self.goaways = []
+        self.eof = False
+        self.port = port
+        self._flush()
+
+    def _flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def send(self, path="/", method="GET", headers=None, body=None, end=True):
+        """Opens a stream; ends it after `body` unless `end` is False.
+        Returns the stream id."""
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":scheme", "http"), (":authority", f"127.0.0.1:{self.port}"), (":path", path)]
+        hdrs += [(k.lower(), str(v)) for k, v in (headers or {}).items()]
+        self.streams[sid] = {"status": None, "headers": {}, "body": bytearray(), "ended": False, "reset": None}
+        self.conn.send_headers(sid, hdrs, end_stream=end and not body)
+        if body:
+            self.conn.send_data(sid, body, end_stream=end)
+        self._flush()
+        return sid
+
+    def send_data(self, sid, data, end=False):
+        self.conn.send_data(sid, data, end_stream=end)
+        self._flush()
+
+    def pump(self, timeout=0.1):
+        """Reads what arrives within `timeout`; False once the peer closed."""
+        import h2.events
+        import h2.exceptions
+        if self.eof:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return True
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            events = []
+        for ev in events:
+            st = self.streams.get(getattr(ev, "stream_id", None))
+            if isinstance(ev, h2.events.ResponseReceived) and st is not None:
+                st["headers"] = dict(ev.headers)
+                st["status"] = int(st["headers"].pop(":status"))
+            elif isinstance(ev, h2.events.DataReceived):
+                if st is not None:
+                    st["body"] += ev.data
+                if not self.ack:
+                    continue
+                try:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                except h2.exceptions.StreamClosedError:
+                    pass
+            elif isinstance(ev, h2.events.StreamEnded) and st is not None:
+                st["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset) and st is not None:
+                st["reset"] = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaways.append((ev.last_stream_id, ev.error_code))
+        try:
+            self._flush()
+        except OSError:
+            pass
+        return True
+
+    def wait(self, pred, timeout=5):
+        """Pumps until pred() holds (True) or the time is up (False)."""
+        deadline = time.time() + timeout * SLOW
+        while not pred():
+            if time.time() > deadline or not self.pump(min(0.1, max(0.01, deadline - time.time()))):
+                return pred()
+        return True
+
+    def response(self, sid, timeout=5):
+        """(status, headers, body) of a stream; H2StreamError when it is
+        reset, refused by a GOAWAY or the connection closes first."""
+        st = self.streams[sid]
+        self.wait(lambda: st["ended"] or st["reset"] is not None or
+                  any(last < sid for last, _ in self.goaways), timeout)
+        # a complete response may be followed by RST_STREAM NO_ERROR (the
+        # server wants no more of the request body: RFC 9113 8.1)
+        if st["reset"] is not None and not st["ended"]:
+            raise H2StreamError("stream reset", st["reset"])
+        if not st["ended"]:
+            if any(last < sid for last, _ in self.goaways):
+                raise H2StreamError("GOAWAY", self.goaways[-1][1])
+            raise H2StreamError("connection closed" if self.eof else "no complete response")
+        return st["status"], st["headers"], bytes(st["body"])
+
+    def closed_by_peer(self, timeout):
+        """True once the proxy closed the connection within `timeout`."""
+        return self.wait(lambda: self.eof, timeout)
+
+    def close(self):
+        self.sock.close()

@@ -12,7 +12,11 @@ import time
 
 import pytest
 
-from conftest import SHARP, bootstrap_yaml, free_port, raw_request, run_sharp_config
+from conftest import PROTOS, SHARP, bootstrap_yaml, free_port, protos, raw_request, run_sharp_config
+
+H1 = PROTOS["h1"]
+# the upstream here is an HTTP/1 echo: HTTP/2 on the client side
+DOWN = protos("h1", "h2-down")
 
 LOG_FORMAT = "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT% %REQ(:PATH)%\\n"
 
@@ -26,7 +30,8 @@ PASSED_ON = ["x-envoy-force-trace", "x-envoy-original-url", "x-envoy-ip-tags"]
 
 
 class Proxy:
-    def __init__(self, procs, upstream, hcm_extra="", routes=None, vhost_extra=""):
+    def __init__(self, procs, upstream, hcm_extra="", routes=None, vhost_extra="", proto=H1):
+        self.proto = proto
         self.listen, self.admin = free_port(), free_port()
         self.log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
         al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
@@ -37,6 +42,8 @@ class Proxy:
                                                hcm_extra=al + hcm_extra, vhost_extra=vhost_extra), self.admin)
 
     def get(self, path="/", headers=None):
+        if self.proto.down == "h2":
+            return self.proto.request(self.listen, path, headers=dict({"host": "x"}, **(headers or {})))
         hdr = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         st, h, body, _ = raw_request(self.listen, f"GET {path} HTTP/1.1\r\nHost: x\r\n{hdr}\r\n".encode())
         return st, h, body
@@ -63,8 +70,9 @@ class Proxy:
         raise AssertionError("access log has fewer than %d lines" % n)
 
 
-def test_xff_num_trusted_hops_picks_the_client(procs, path_upstream):
-    p = Proxy(procs, path_upstream, "use_remote_address: true\nxff_num_trusted_hops: 1\n")
+@DOWN
+def test_xff_num_trusted_hops_picks_the_client(procs, path_upstream, proto):
+    p = Proxy(procs, path_upstream, "use_remote_address: true\nxff_num_trusted_hops: 1\n", proto=proto)
     h = p.upstream_headers("/a", {"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"})
     # the entry the trusted proxy appended is the client; ours is appended after it
     assert h["x-envoy-external-address"] == "203.0.113.7"
@@ -82,7 +90,7 @@ def test_xff_num_trusted_hops_picks_the_client(procs, path_upstream):
     assert lines[1].split()[:2] == ["203.0.113.9:0", "203.0.113.9"]
     assert lines[2].split()[1:3] == ["127.0.0.1", "127.0.0.1"]
 
-    p2 = Proxy(procs, path_upstream, "use_remote_address: true\nxff_num_trusted_hops: 2\n")
+    p2 = Proxy(procs, path_upstream, "use_remote_address: true\nxff_num_trusted_hops: 2\n", proto=proto)
     h = p2.upstream_headers("/", {"x-forwarded-for": "192.0.2.44, 198.51.100.1,203.0.113.9"})
     assert h["x-envoy-external-address"] == "198.51.100.1"
     # fewer entries than trusted hops: fall back to the peer
@@ -90,22 +98,24 @@ def test_xff_num_trusted_hops_picks_the_client(procs, path_upstream):
     assert h["x-envoy-external-address"] == "127.0.0.1"
 
 
-def test_no_trusted_hops_means_the_peer(procs, path_upstream):
-    p = Proxy(procs, path_upstream, "use_remote_address: true\n")
+@DOWN
+def test_no_trusted_hops_means_the_peer(procs, path_upstream, proto):
+    p = Proxy(procs, path_upstream, "use_remote_address: true\n", proto=proto)
     h = p.upstream_headers("/", {"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"})
     assert h["x-envoy-external-address"] == "127.0.0.1"
     assert h["x-forwarded-proto"] == "http"  # an untrusted peer's value is overwritten
     assert p.log_lines(1)[0].split()[1] == "127.0.0.1"
 
 
-def test_xff_without_use_remote_address(procs, path_upstream):
+@DOWN
+def test_xff_without_use_remote_address(procs, path_upstream, proto):
     # Envoy's default original IP detection reads x-forwarded-for with
     # xff_num_trusted_hops; internal only if it holds a single internal address.
-    p = Proxy(procs, path_upstream, "xff_num_trusted_hops: 1\ninternal_address_config: {}\n")
+    p = Proxy(procs, path_upstream, "xff_num_trusted_hops: 1\ninternal_address_config: {}\n", proto=proto)
     h = p.upstream_headers("/", {"x-forwarded-for": "8.8.8.8,10.0.0.5"})
     assert "x-envoy-internal" not in h and "x-envoy-external-address" not in h  # not an edge request
     assert p.log_lines(1)[0].split()[:3] == ["8.8.8.8:0", "8.8.8.8", "127.0.0.1"]
-    p0 = Proxy(procs, path_upstream, "internal_address_config: {}\n")
+    p0 = Proxy(procs, path_upstream, "internal_address_config: {}\n", proto=proto)
     h = p0.upstream_headers("/", dict({"x-forwarded-for": "10.0.0.5"}, **SANITIZED))
     assert h["x-envoy-internal"] == "true"
     for k in PASSED_ON:

@@ -9,17 +9,30 @@ import time
 
 import pytest
 
-from conftest import file_access_log, log_lines, SLOW, bootstrap_yaml, free_port, raw_request, run_sharp_config, stat
+from conftest import (PROTOS, H2Client, H2StreamError, file_access_log, log_lines, SLOW, bootstrap_yaml, free_port,
+                      raw_request, run_sharp_config, stat)
 
 LOG_FORMAT = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n"
 
 
-def start(procs, upstream_port, hcm_extra="", routes=None):
+def start(procs, upstream_port, hcm_extra="", routes=None, cluster_extra=""):
     listen, admin = free_port(), free_port()
     al, log = file_access_log(LOG_FORMAT)
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream_port]}, routes=routes,
-                                           hcm_extra=al + hcm_extra), admin)
+                                           hcm_extra=al + hcm_extra, cluster_extra=cluster_extra), admin)
     return listen, admin, log
+
+
+H2 = PROTOS["h2-both"]
+# the GOAWAY Envoy (nghttp2's shutdown notice) sends when a drain starts:
+# no stream refused yet, the client should open no new ones
+SHUTDOWN_NOTICE = (2**31 - 1, 0)
+
+
+def start_h2(procs, hcm_extra="", routes=None):
+    """SHARP with HTTP/2 on both sides in front of a test upstream."""
+    u = H2.upstream(procs)
+    return start(procs, u.port, hcm_extra, routes=routes, cluster_extra=H2.cluster)
 
 
 def wait_stat(admin, name, want, timeout=5.0):
@@ -115,6 +128,33 @@ def test_headers_with_underscores_rejected(procs, path_upstream):
     assert stat(admin, "cluster.app.upstream_rq_total") == 1
 
 
+@pytest.mark.parametrize("action", ["DROP_HEADER", "REJECT_REQUEST"])
+def test_headers_with_underscores_over_http2(procs, path_upstream, action):
+    """Over HTTP/2 the http2.* counters count; a rejected request's stream is
+    reset (Envoy's codec refuses the header block), the connection lives."""
+    listen, admin, _ = start(procs, path_upstream.port,
+                             f"common_http_protocol_options: {{ headers_with_underscores_action: {action} }}\n")
+    c = H2Client(listen)
+    sid = c.send("/u", headers={"x-before": "1", "x_under_score": "2", "x-after": "3"})
+    if action == "DROP_HEADER":
+        st, _, body = c.response(sid)
+        assert st == 200
+        names = upstream_header_names(body)
+        assert "x_under_score" not in names and "x-before" in names and "x-after" in names
+        assert stat(admin, "http2.dropped_headers_with_underscores") == 1
+        assert stat(admin, "http2.requests_rejected_with_underscores_in_headers") == 0
+    else:
+        with pytest.raises(H2StreamError) as e:
+            c.response(sid)
+        assert e.value.code is not None  # RST_STREAM, not the connection
+        assert stat(admin, "http2.requests_rejected_with_underscores_in_headers") == 1
+        assert stat(admin, "cluster.app.upstream_rq_total") == 0
+    assert stat(admin, "http1.dropped_headers_with_underscores") == 0
+    st, _, _ = c.response(c.send("/ok", headers={"x-fine": "1"}))
+    assert st == 200 and not c.goaways
+    c.close()
+
+
 # ---- max_connection_duration ----
 
 def test_max_connection_duration_closes_on_next_response(procs, upstream):
@@ -181,6 +221,50 @@ def test_max_connection_duration_unset_keeps_connection(procs, upstream):
     s.close()
 
 
+@pytest.mark.parametrize("http1_safe", [False, True])
+def test_max_connection_duration_over_http2_goaway_then_close(procs, http1_safe):
+    """Envoy over HTTP/2: the duration starts the drain with a GOAWAY
+    shutdown notice (no connection: close header exists); drain_timeout
+    after it, open streams or not, a GOAWAY with the last stream id; the
+    connection closes once its streams are done. Streams opened meanwhile
+    are served but do not hold the connection open.
+    http1_safe_max_connection_duration applies to HTTP/1 only."""
+    extra = "http1_safe_max_connection_duration: true\n" if http1_safe else ""
+    listen, admin, _ = start_h2(procs, extra + "drain_timeout: 0.6s\n"
+                                "common_http_protocol_options: { max_connection_duration: 0.3s }\n")
+    c = H2Client(listen)
+    st, h, _ = c.response(c.send("/"))
+    assert st == 200 and "connection" not in h
+    slow = c.send("/?delay_ms=1600")  # outlives the drain timeout
+    assert c.wait(lambda: c.goaways, 3)
+    assert c.goaways == [SHUTDOWN_NOTICE]
+    assert stat(admin, "http.ingress_http.downstream_cx_max_duration_reached") == 1
+    # a client that goes on opening streams is still served...
+    late = c.send("/")
+    st, _, _ = c.response(late)
+    assert st == 200
+    # ... and the final GOAWAY comes while the slow stream is in flight
+    assert c.wait(lambda: len(c.goaways) == 2, 3)
+    assert c.goaways == [SHUTDOWN_NOTICE, (late, 0)]
+    assert not c.streams[slow]["ended"]
+    st, _, _ = c.response(slow, 5)
+    assert st == 200
+    assert c.closed_by_peer(3)
+    c.close()
+
+
+def test_max_connection_duration_over_http2_idle(procs):
+    listen, admin, _ = start_h2(procs, "drain_timeout: 0.3s\n"
+                                "common_http_protocol_options: { max_connection_duration: 0.3s }\n")
+    t0 = time.time()
+    c = H2Client(listen)
+    assert c.closed_by_peer(5)
+    assert time.time() - t0 >= 0.6  # duration, then the drain grace period
+    assert c.goaways == [SHUTDOWN_NOTICE, (0, 0)]
+    c.close()
+    assert stat(admin, "http.ingress_http.downstream_cx_max_duration_reached") == 1
+
+
 # ---- max_stream_duration ----
 
 def test_max_stream_duration_504_when_upstream_is_slow(procs, upstream):
@@ -230,6 +314,37 @@ def test_max_stream_duration_resets_a_started_response(procs, upstream):
     assert len(data) < 2000000  # cut short
     assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 1
     assert stat(admin, "http.ingress_http.downstream_rq_tx_reset") == 1
+
+
+def test_max_stream_duration_over_http2(procs):
+    """504 for a slow upstream, 408 while the request body arrives, a reset
+    for a started response: each ends only its stream, the connection and
+    the other streams on it go on."""
+    listen, admin, log = start_h2(procs, "common_http_protocol_options: { max_stream_duration: 0.4s }\n")
+    c = H2Client(listen)
+    t0 = time.time()
+    slow = c.send("/?delay_ms=3000")
+    cut = c.send("/bytes/2000000?chunk_delay_ms=100")
+    arriving = c.send("/upload", method="POST", headers={"content-length": "1000"}, body=b"only-part", end=False)
+    st, _, body = c.response(slow, 5)
+    assert st == 504 and body == b"downstream duration timeout"
+    assert 0.35 < time.time() - t0 < 2.5 * SLOW
+    st, _, body = c.response(arriving, 5)
+    assert st == 408 and body == b"downstream duration timeout"
+    # the rest of that request body is not wanted: at most a NO_ERROR reset
+    assert c.streams[arriving]["reset"] in (None, 0)
+    with pytest.raises(H2StreamError):
+        c.response(cut, 5)
+    assert c.streams[cut]["status"] == 200 and 0 < len(c.streams[cut]["body"]) < 2000000
+    st, _, _ = c.response(c.send("/"))
+    assert st == 200 and not c.goaways and not c.eof
+    c.close()
+    assert stat(admin, "http.ingress_http.downstream_rq_max_duration_reached") == 3
+    assert stat(admin, "http.ingress_http.downstream_rq_tx_reset") >= 1
+    lines = log_lines(log, 4)
+    for want in ("504 - max_duration_timeout", "408 - max_duration_timeout", "200 - via_upstream"):
+        assert want in lines, lines
+    assert sum(ln.startswith("200 ") for ln in lines) == 2, lines  # the one cut short too
 
 
 # ---- delayed_close_timeout ----

@@ -4,22 +4,24 @@ request_mirror_policies): the shadow cluster gets a copy of the request
 a dead, slow or failing shadow never changes or delays the primary answer;
 runtime_fraction, cluster_header, the route-over-virtual-host rule, the
 shadow cluster's stats and circuit breakers, and the body limits."""
-import http.client
 import json
 import socket
 import subprocess
 import threading
 import time
 
-from conftest import (SHARP, Upstream, bootstrap_yaml, free_port, run_sharp_config, stat)
+from conftest import (PROTOS, SHARP, Upstream, bootstrap_yaml, free_port, protos, run_sharp_config, stat)
+
+H1 = PROTOS["h1"]
 
 
 class Recorder:
-    """An in-process HTTP/1.1 upstream that records every request (method,
-    path, headers with lower-case names, body) and answers `status` after
-    `delay` seconds."""
+    """An in-process HTTP/1.1 upstream (HTTP/2 with prior knowledge when
+    `h2`) that records every request (method, path, headers with lower-case
+    names, body) and answers `status` after `delay` seconds. Over HTTP/2
+    the :authority is recorded as "host"."""
 
-    def __init__(self, status=200, delay=0.0):
+    def __init__(self, status=200, delay=0.0, h2=False):
         import http.server
 
         rec = self
@@ -27,6 +29,9 @@ class Recorder:
         self.status = status
         self.delay = delay
         self.lock = threading.Lock()
+        if h2:
+            self._start_h2()
+            return
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -65,6 +70,82 @@ class Recorder:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def _start_h2(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.server = None
+        threading.Thread(target=self._accept_h2, daemon=True).start()
+
+    def _accept_h2(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve_h2, args=(c,), daemon=True).start()
+
+    def _serve_h2(self, sock):
+        import h2.config
+        import h2.connection
+        import h2.events
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False,
+                                                                           header_encoding="utf-8"))
+        send_lock = threading.Lock()
+        streams = {}
+
+        def flush():
+            data = conn.data_to_send()
+            if data:
+                sock.sendall(data)
+
+        def answer(sid):
+            out = b"recorded\n"
+            try:
+                with send_lock:
+                    conn.send_headers(sid, [(":status", str(self.status)), ("content-length", str(len(out)))])
+                    conn.send_data(sid, out, end_stream=True)
+                    flush()
+            except Exception:
+                pass  # the stream was reset or the connection went away meanwhile
+
+        try:
+            with send_lock:
+                conn.initiate_connection()
+                flush()
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                with send_lock:
+                    events = conn.receive_data(data)
+                    for ev in events:
+                        if isinstance(ev, h2.events.RequestReceived):
+                            streams[ev.stream_id] = (dict(ev.headers), bytearray())
+                        elif isinstance(ev, h2.events.DataReceived):
+                            streams[ev.stream_id][1].extend(ev.data)
+                            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        elif isinstance(ev, h2.events.StreamReset):
+                            streams.pop(ev.stream_id, None)
+                    flush()
+                for ev in events:
+                    if isinstance(ev, h2.events.StreamEnded) and ev.stream_id in streams:
+                        hdrs, body = streams.pop(ev.stream_id)
+                        plain = {k: v for k, v in hdrs.items() if not k.startswith(":")}
+                        plain["host"] = hdrs[":authority"]
+                        with self.lock:
+                            self.requests.append({"method": hdrs[":method"], "path": hdrs[":path"],
+                                                  "headers": plain, "body": bytes(body)})
+                        if self.delay:
+                            threading.Timer(self.delay, answer, args=(ev.stream_id,)).start()
+                        else:
+                            answer(ev.stream_id)
+        except OSError:
+            return
+
     def wait(self, n, timeout=5.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -76,6 +157,11 @@ class Recorder:
             return list(self.requests)
 
     def close(self):
+        if self.server is None:
+            self.sock.close()
+            for c in self.conns:
+                c.close()
+            return
         self.server.shutdown()
         self.server.server_close()
 
@@ -109,13 +195,8 @@ class Sink:
             c.close()
 
 
-def request(port, method="GET", path="/", body=None, headers=None, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-    c.close()
-    return out
+def request(port, method="GET", path="/", body=None, headers=None, timeout=10, proto=H1):
+    return proto.request(port, path, method=method, body=body, headers=headers, timeout=timeout)
 
 
 def start(procs, clusters, routes, vhost_extra="", listener_extra="", cluster_extra="", route_config_extra=""):
@@ -135,13 +216,19 @@ def mirror_route(cluster="main", policies="- cluster: shadow\n", prefix="/", ext
             f"    request_mirror_policies:\n{pol}")
 
 
-def test_shadow_gets_a_copy_with_the_shadow_host(procs):
-    main, shadow = Recorder(), Recorder()
+BOTH = protos("h1", "h2-both")
+
+
+@BOTH
+def test_shadow_gets_a_copy_with_the_shadow_host(procs, proto):
+    h2 = proto.up == "h2"
+    main, shadow = Recorder(h2=h2), Recorder(h2=h2)
     try:
-        listen, admin = start(procs, {"main": [main.port], "shadow": [shadow.port]}, mirror_route())
+        listen, admin = start(procs, {"main": [main.port], "shadow": [shadow.port]}, mirror_route(),
+                              cluster_extra=proto.cluster)
         body = b"x" * 3000 + b"end"
         st, h, out = request(listen, "POST", "/orders?id=7", body=body,
-                             headers={"host": "shop.example:8080", "x-custom": "abc"})
+                             headers={"host": "shop.example:8080", "x-custom": "abc"}, proto=proto)
         assert st == 200 and out == b"recorded\n"
         got = shadow.wait(1)
         assert len(got) == 1
@@ -159,12 +246,12 @@ def test_shadow_gets_a_copy_with_the_shadow_host(procs):
         assert main.requests[0]["headers"]["host"] == "shop.example:8080"
         assert main.requests[0]["body"] == body
         # a host without a port
-        request(listen, headers={"host": "plain"})
+        request(listen, headers={"host": "plain"}, proto=proto)
         got = shadow.wait(2)
         assert got[1]["headers"]["host"] == "plain-shadow" and got[1]["method"] == "GET"
         # a long host keeps its port after the suffix
         long_host = "h" * 400 + ".example"
-        request(listen, headers={"host": long_host + ":9"})
+        request(listen, headers={"host": long_host + ":9"}, proto=proto)
         got = shadow.wait(3)
         assert got[2]["headers"]["host"] == long_host + "-shadow:9"
         # the shadow counts in its cluster's stats, the primary in its own
@@ -180,16 +267,18 @@ def test_shadow_gets_a_copy_with_the_shadow_host(procs):
         shadow.close()
 
 
-def test_disable_shadow_host_suffix_append_and_streamed_large_body(procs):
-    main, shadow = Recorder(), Recorder()
+@BOTH
+def test_disable_shadow_host_suffix_append_and_streamed_large_body(procs, proto):
+    h2 = proto.up == "h2"
+    main, shadow = Recorder(h2=h2), Recorder(h2=h2)
     try:
         listen, admin = start(procs, {"main": [main.port], "shadow": [shadow.port]},
                               mirror_route(policies="- cluster: shadow\n  disable_shadow_host_suffix_append: true\n"),
-                              listener_extra="per_connection_buffer_limit_bytes: 65536\n")
+                              listener_extra="per_connection_buffer_limit_bytes: 65536\n", cluster_extra=proto.cluster)
         # a body far larger than the buffer limit still reaches the shadow
         # whole: it streams (Envoy's streaming shadows)
         body = bytes(range(256)) * 4096  # 1 MiB
-        st, _, _ = request(listen, "PUT", "/big", body=body, headers={"host": "svc:81"})
+        st, _, _ = request(listen, "PUT", "/big", body=body, headers={"host": "svc:81"}, proto=proto)
         assert st == 200
         got = shadow.wait(1)
         assert len(got) == 1
@@ -201,16 +290,19 @@ def test_disable_shadow_host_suffix_append_and_streamed_large_body(procs):
         shadow.close()
 
 
-def test_primary_unaffected_by_dead_slow_and_failing_shadows(procs):
-    main, slow, failing = Recorder(), Recorder(delay=3.0), Recorder(status=500)
+@BOTH
+def test_primary_unaffected_by_dead_slow_and_failing_shadows(procs, proto):
+    h2 = proto.up == "h2"
+    main, slow, failing = Recorder(h2=h2), Recorder(delay=3.0, h2=h2), Recorder(status=500, h2=h2)
     dead = free_port()  # nothing listens there
     try:
         policies = "- cluster: dead\n- cluster: slow\n- cluster: failing\n"
         listen, admin = start(procs, {"main": [main.port], "dead": [dead], "slow": [slow.port],
-                                      "failing": [failing.port]}, mirror_route(policies=policies))
+                                      "failing": [failing.port]}, mirror_route(policies=policies),
+                              cluster_extra=proto.cluster)
         for i in range(3):
             t0 = time.time()
-            st, h, out = request(listen, "POST", "/x", body=b"payload-%d" % i)
+            st, h, out = request(listen, "POST", "/x", body=b"payload-%d" % i, proto=proto)
             took = time.time() - t0
             assert st == 200 and out == b"recorded\n"
             assert took < 1.0, took  # the 3 s shadow does not delay the answer
@@ -232,12 +324,15 @@ def test_primary_unaffected_by_dead_slow_and_failing_shadows(procs):
         failing.close()
 
 
-def test_shadow_timeout_is_the_route_timeout(procs):
-    main, slow = Recorder(), Recorder(delay=2.0)
+@BOTH
+def test_shadow_timeout_is_the_route_timeout(procs, proto):
+    h2 = proto.up == "h2"
+    main, slow = Recorder(h2=h2), Recorder(delay=2.0, h2=h2)
     try:
         listen, admin = start(procs, {"main": [main.port], "slow": [slow.port]},
-                              mirror_route(policies="- cluster: slow\n", extra="    timeout: 0.3s\n"))
-        st, _, _ = request(listen)
+                              mirror_route(policies="- cluster: slow\n", extra="    timeout: 0.3s\n"),
+                              cluster_extra=proto.cluster)
+        st, _, _ = request(listen, proto=proto)
         assert st == 200
         deadline = time.time() + 3
         while time.time() < deadline and not stat(admin, "cluster.slow.upstream_rq_timeout"):
@@ -334,15 +429,17 @@ def test_cluster_header(procs):
         a.close()
 
 
-def test_shadow_obeys_its_circuit_breakers(procs):
-    main, slow = Recorder(), Recorder(delay=1.0)
+@BOTH
+def test_shadow_obeys_its_circuit_breakers(procs, proto):
+    h2 = proto.up == "h2"
+    main, slow = Recorder(h2=h2), Recorder(delay=1.0, h2=h2)
     try:
         cb = ("circuit_breakers:\n  thresholds:\n  - { priority: DEFAULT, max_requests: 1 }\n")
         listen, admin = start(procs, {"main": [main.port], "slow": [slow.port]},
-                              mirror_route(policies="- cluster: slow\n"), cluster_extra=cb)
+                              mirror_route(policies="- cluster: slow\n"), cluster_extra=cb + proto.cluster)
         for _ in range(3):
             t0 = time.time()
-            assert request(listen)[0] == 200
+            assert request(listen, proto=proto)[0] == 200
             assert time.time() - t0 < 0.8
         # the first shadow holds the slow cluster's only request slot
         assert stat(admin, "cluster.slow.upstream_rq_pending_overflow") == 2
@@ -355,16 +452,17 @@ def test_shadow_obeys_its_circuit_breakers(procs):
         slow.close()
 
 
-def test_shadow_that_cannot_take_the_body_is_abandoned(procs):
-    main, sink = Recorder(), Sink()
+@BOTH
+def test_shadow_that_cannot_take_the_body_is_abandoned(procs, proto):
+    main, sink = Recorder(h2=proto.up == "h2"), Sink()
     try:
         listen, admin = start(procs, {"main": [main.port], "sink": [sink.port]},
                               mirror_route(policies="- cluster: sink\n"),
                               listener_extra="per_connection_buffer_limit_bytes: 65536\n",
-                              cluster_extra="per_connection_buffer_limit_bytes: 32768\n")
+                              cluster_extra="per_connection_buffer_limit_bytes: 32768\n" + proto.cluster)
         body = b"z" * (8 * 1024 * 1024)
         t0 = time.time()
-        st, _, out = request(listen, "POST", "/upload", body=body, timeout=20)
+        st, _, out = request(listen, "POST", "/upload", body=body, timeout=20, proto=proto)
         assert st == 200
         assert time.time() - t0 < 5
         assert len(main.requests) == 1 and len(main.requests[0]["body"]) == len(body)
@@ -379,19 +477,39 @@ def test_shadow_that_cannot_take_the_body_is_abandoned(procs):
         sink.close()
 
 
-def test_client_gone_mid_body_cancels_the_shadow(procs):
-    main, shadow = Recorder(), Recorder()
+@BOTH
+def test_client_gone_mid_body_cancels_the_shadow(procs, proto):
+    h2 = proto.up == "h2"
+    main, shadow = Recorder(h2=h2), Recorder(h2=h2)
     try:
-        listen, admin = start(procs, {"main": [main.port], "shadow": [shadow.port]}, mirror_route())
+        listen, admin = start(procs, {"main": [main.port], "shadow": [shadow.port]}, mirror_route(),
+                              cluster_extra=proto.cluster)
         s = socket.create_connection(("127.0.0.1", listen))
-        s.sendall(b"POST /p HTTP/1.1\r\nhost: h\r\ncontent-length: 100000\r\n\r\n" + b"a" * 1000)
-        time.sleep(0.3)
-        s.close()
+        if proto.down == "h2":
+            # an HTTP/2 client cancels the stream and keeps its connection
+            import h2.config
+            import h2.connection
+            import h2.errors
+            c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+            c.initiate_connection()
+            c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "h"), (":path", "/p"),
+                               ("content-length", "100000")])
+            c.send_data(1, b"a" * 1000)
+            s.sendall(c.data_to_send())
+            time.sleep(0.3)
+            c.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+            s.sendall(c.data_to_send())
+        else:
+            s.sendall(b"POST /p HTTP/1.1\r\nhost: h\r\ncontent-length: 100000\r\n\r\n" + b"a" * 1000)
+            time.sleep(0.3)
+            s.close()
         deadline = time.time() + 3
         while time.time() < deadline and not stat(admin, "cluster.shadow.upstream_rq_tx_reset"):
             time.sleep(0.05)
         assert stat(admin, "cluster.shadow.upstream_rq_tx_reset") == 1
         assert stat(admin, "cluster.shadow.upstream_rq_active") == 0
+        assert stat(admin, "cluster.main.upstream_rq_active") == 0
+        s.close()
     finally:
         main.close()
         shadow.close()

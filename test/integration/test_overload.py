@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from conftest import (file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port, non_reading_clients,
-                      run_sharp_config, stat)
+from conftest import (H2Client, file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port,
+                      non_reading_clients, run_sharp_config, stat)
 
-from test_connection_lifetime import LOG_FORMAT, read_response, wait_stat
+from test_connection_lifetime import LOG_FORMAT, SHUTDOWN_NOTICE, read_response, wait_stat
 
 HEAP = "envoy.resource_monitors.fixed_heap"
 GLOBAL_CX = "envoy.resource_monitors.global_downstream_max_connections"
@@ -102,6 +102,22 @@ def test_stop_accepting_requests_saturated(procs, upstream):
     assert stat(admin, "cluster.app.upstream_rq_total") in (0, None)
 
 
+def test_stop_accepting_requests_over_http2(procs, upstream):
+    """Per stream over HTTP/2: each stream of a connection gets the 503."""
+    listen, admin, log = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("stop_accepting_requests", SATURATED)),
+        hcm_extra="append_local_overload: true\n")
+    c = H2Client(listen)
+    for sid in (c.send("/a"), c.send("/b", method="POST", body=b"x" * 1000)):
+        st, h, body = c.response(sid)
+        assert st == 503 and body == b"envoy overloaded"
+        assert h.get("x-envoy-local-overloaded") == "true"
+    c.close()
+    assert log_lines(log, 2) == ["503 OM overload"] * 2
+    assert stat(admin, "http.ingress_http.downstream_rq_overload_close") == 2
+    assert stat(admin, "cluster.app.upstream_rq_total") in (0, None)
+
+
 def test_stop_accepting_requests_inactive_below_threshold(procs, upstream):
     listen, admin, _ = start(procs, upstream, overload_yaml(
         heap_monitor(HUGE), action("stop_accepting_requests", SATURATED)))
@@ -171,6 +187,23 @@ def test_disable_http_keepalive(procs, upstream):
     assert peer_closed(s, 3 * SLOW)
     s.close()
     assert wait_stat(admin, "http.ingress_http.downstream_cx_overload_disable_keepalive", 1)
+
+
+def test_disable_http_keepalive_over_http2(procs, upstream):
+    """Envoy over HTTP/2: the response starts the drain (a GOAWAY shutdown
+    notice, no connection header), drain_timeout later the final GOAWAY and
+    the close."""
+    listen, admin, _ = start(procs, upstream, overload_yaml(
+        heap_monitor(TINY), action("disable_http_keepalive", SATURATED)), hcm_extra="drain_timeout: 0.3s\n")
+    c = H2Client(listen)
+    sid = c.send("/")
+    st, h, _ = c.response(sid)
+    assert st == 200 and "connection" not in h
+    closed = c.closed_by_peer(3)
+    assert (closed, c.goaways) == (True, [SHUTDOWN_NOTICE, (sid, 0)])
+    c.close()
+    assert stat(admin, "http.ingress_http.downstream_cx_overload_disable_keepalive") == 1
+    assert stat(admin, "http.ingress_http.downstream_cx_drain_close") == 1
 
 
 def test_keepalive_kept_when_inactive(procs, upstream):
@@ -430,6 +463,45 @@ def test_reset_high_memory_stream(procs, upstream):
     lines = log_lines(log, count + 1)
     assert sum(" OM overload" in line for line in lines) >= count, lines
     small.close()
+
+
+def test_reset_high_memory_stream_http2_streams(procs, upstream):
+    """The same with HTTP/2 clients that do not read, several streams on
+    each connection: the streams holding the most memory are reset
+    (RST_STREAM), each on its own, and a small stream completes."""
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    base = stat(admin, "server.memory_allocated")
+    procs[-1].stop()
+    procs.pop()
+    listen, admin, log = start(procs, upstream, overload_yaml(
+        heap_monitor(base + (20 << 20)), action("reset_high_memory_stream", "threshold: { value: 1.0 }"))
+        + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 16 }\n")
+    small = H2Client(listen)
+    small_sid = small.send("/?delay_ms=3000")
+    readers = []
+    for _ in range(15):
+        r = H2Client(listen, ack=False, rcvbuf=16 * 1024)
+        for _ in range(4):
+            r.send("/bytes/50000000")
+        readers.append(r)
+    deadline = time.time() + 10 * SLOW
+    while not stat(admin, f"overload.{A}reset_high_memory_stream.count") and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    count = stat(admin, f"overload.{A}reset_high_memory_stream.count")
+    assert 10 <= count <= 60, (count, stat(admin, "server.memory_allocated"), base)
+    st, _, _ = small.response(small_sid, 10)
+    assert st == 200
+    small.close()
+    reset = 0
+    for r in readers:
+        r.wait(lambda: all(s["reset"] is not None for s in r.streams.values()), 0.3)
+        reset += sum(s["reset"] is not None for s in r.streams.values())
+        r.close()
+    assert reset >= count, (reset, count)
+    lines = log_lines(log, count + 1)
+    assert sum(" OM overload" in line for line in lines) >= count, lines
 
 
 def test_stop_accepting_connections(procs, upstream):

@@ -15,7 +15,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from conftest import SHARP, SLOW, Upstream, admin_get, free_port, run_sharp_config, stat
+from conftest import (PROTOS, SHARP, SLOW, admin_get, free_port, protos, run_sharp_config, stat,
+                      upstream_admin)
+
+H1 = PROTOS["h1"]
+BOTH = protos("h1", "h2-both")
+# Active health checks speak HTTP/1 only (codec_client_type HTTP2 is
+# refused), so the tests that need them run HTTP/2 on the client side.
+DOWN = protos("h1", "h2-down")
 
 SS_TYPE = "type.googleapis.com/sharp.extensions.load_balancing_policies.shuffle_shard.v1.ShuffleShard"
 PREVIOUS_HOSTS = "[{ name: envoy.retry_host_predicates.previous_hosts }]"
@@ -23,11 +30,12 @@ PREVIOUS_HOSTS = "[{ name: envoy.retry_host_predicates.previous_hosts }]"
 
 def edge_yaml(listen, admin, cells, shard_size=2, on_unhealthy="FAIL", pick="LEAST_REQUEST", no_key="SOURCE_IP",
               seed=0, hash_policy="- header: { header_name: x-customer-id }\n", retry=True, hc=True, od=False,
-              access_log=None):
+              access_log=None, h2=False):
     """An edge bootstrap: one route to the shuffle-shard cluster `cells`
     ([(hostname, port), ...]) with the given hash_policy, retries on 5xx /
     reset / connect-failure with previous_hosts, active health checks every
-    0.2 s (one failure marks a cell down) and optionally outlier detection."""
+    0.2 s (one failure marks a cell down) and optionally outlier detection;
+    `h2`: the cells speak HTTP/2 (then without health checks)."""
     route = ""
     if hash_policy:
         route = "hash_policy:\n" + "".join("  " + l + "\n" for l in hash_policy.splitlines())
@@ -64,6 +72,7 @@ def edge_yaml(listen, admin, cells, shard_size=2, on_unhealthy="FAIL", pick="LEA
                    "      interval: 0.2s\n"
                    "      base_ejection_time: 30s\n"
                    "      max_ejection_percent: 100\n")
+    h2opt = "    http2_protocol_options: {}\n" if h2 else ""
     eps = "".join(f"        - endpoint: {{ hostname: {name}, address: {{ socket_address: "
                   f"{{ address: 127.0.0.1, port_value: {port} }} }} }}\n" for name, port in cells)
     return f"""\
@@ -96,7 +105,7 @@ static_resources:
   - name: cells
     type: STATIC
     connect_timeout: 0.25s
-    load_balancing_policy:
+{h2opt}    load_balancing_policy:
       policies:
       - typed_extension_config:
           name: sharp.load_balancing_policies.shuffle_shard
@@ -123,19 +132,15 @@ def textwrap_indent(text, prefix):
     return "".join(prefix + l + "\n" for l in text.splitlines())
 
 
-def start_cells(procs, n, poison=False):
-    cells = []
-    for i in range(n):
-        u = Upstream(name=f"cell{i}", extra=("--exit-on-header", "x-poison") if poison else ())
-        procs.append(u)
-        cells.append(u)
-    return cells
+def start_cells(procs, n, poison=False, proto=H1):
+    return [proto.upstream(procs, f"cell{i}", extra=("--exit-on-header", "x-poison") if poison else ())
+            for i in range(n)]
 
 
-def start_edge(procs, cells, **kw):
+def start_edge(procs, cells, proto=H1, **kw):
     listen, admin = free_port(), free_port()
     s = run_sharp_config(procs, edge_yaml(listen, admin, [(c.args[c.args.index("--name") + 1], c.port) for c in cells],
-                                          **kw), admin)
+                                          h2=proto.up == "h2", **kw), admin)
     return listen, admin, s
 
 
@@ -167,22 +172,12 @@ def wait_unhealthy(admin, key, names, timeout=10):
     raise TimeoutError(json.dumps(shard_of(admin, key)))
 
 
-def req(port, path="/", headers=None, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request("GET", path, headers=headers or {})
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), body
+def req(port, path="/", headers=None, timeout=10, proto=H1):
+    return proto.request(port, path, headers=headers, timeout=timeout)
 
 
 def fault(u, q=""):
-    c = http.client.HTTPConnection("127.0.0.1", u.port, timeout=5)
-    c.request("GET", "/admin/fault" + q)
-    r = c.getresponse()
-    r.read()
-    c.close()
-    assert r.status == 200
+    upstream_admin(u, "/admin/fault" + q)
 
 
 def counter(admin, name):
@@ -191,9 +186,10 @@ def counter(admin, name):
 
 # ---- (a) a poison customer kills only its own shard --------------------------
 
-def test_poison_customer_takes_down_only_its_shard(procs):
-    cells = start_cells(procs, 8, poison=True)
-    listen, admin, _ = start_edge(procs, cells, shard_size=2, on_unhealthy="FAIL")
+@DOWN
+def test_poison_customer_takes_down_only_its_shard(procs, proto):
+    cells = start_cells(procs, 8, poison=True, proto=proto)
+    listen, admin, _ = start_edge(procs, cells, shard_size=2, on_unhealthy="FAIL", proto=proto)
     wait_all_healthy(admin, 8)
     customers = [f"customer-{i:03d}" for i in range(200)]
     shards = {c: set(shard_names(admin, c)) for c in customers}
@@ -219,12 +215,15 @@ def test_poison_customer_takes_down_only_its_shard(procs):
             i += 1
             ok = False
             try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
-                conn.request("GET", "/", headers={"x-customer-id": cust})
-                r = conn.getresponse()
-                r.read()
-                ok = r.status == 200
+                if proto.down == "h2":
+                    ok = req(listen, headers={"x-customer-id": cust}, timeout=5, proto=proto)[0] == 200
+                else:
+                    if conn is None:
+                        conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
+                    conn.request("GET", "/", headers={"x-customer-id": cust})
+                    r = conn.getresponse()
+                    r.read()
+                    ok = r.status == 200
             except (OSError, http.client.HTTPException):
                 conn = None
             with lock:
@@ -243,7 +242,7 @@ def test_poison_customer_takes_down_only_its_shard(procs):
         if poison:
             h["x-poison"] = "1"
         try:
-            st, _, _ = req(listen, headers=h, timeout=5)
+            st, _, _ = req(listen, headers=h, timeout=5, proto=proto)
         except OSError:
             st = 0
         x_status.append((poison, st))
@@ -327,22 +326,23 @@ def test_admin_errors(procs):
 
 # ---- (c) requests without a key ------------------------------------------------
 
-def test_no_key_source_ip_and_reject(procs):
-    cells = start_cells(procs, 6)
-    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", no_key="SOURCE_IP", hc=False)
+@DOWN
+def test_no_key_source_ip_and_reject(procs, proto):
+    cells = start_cells(procs, 6, proto=proto)
+    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", no_key="SOURCE_IP", hc=False, proto=proto)
     want = shard_names(admin, "127.0.0.1")[0]
     for _ in range(5):
-        st, h, _ = req(listen)
+        st, h, _ = req(listen, proto=proto)
         assert st == 200 and h["x-upstream-name"] == want
     # with the header, the customer's own first cell
-    st, h, _ = req(listen, headers={"x-customer-id": "acme"})
+    st, h, _ = req(listen, headers={"x-customer-id": "acme"}, proto=proto)
     assert st == 200 and h["x-upstream-name"] == shard_names(admin, "acme")[0]
 
     log = os.path.join(tempfile.mkdtemp(prefix="sharp-ss-"), "access.log")
-    listen2, admin2, _ = start_edge(procs, cells, no_key="REJECT", hc=False, access_log=log)
-    st, _, body = req(listen2)
+    listen2, admin2, _ = start_edge(procs, cells, no_key="REJECT", hc=False, access_log=log, proto=proto)
+    st, _, body = req(listen2, proto=proto)
     assert st == 400 and b"no customer key" in body
-    st, _, _ = req(listen2, headers={"x-customer-id": "acme"})
+    st, _, _ = req(listen2, headers={"x-customer-id": "acme"}, proto=proto)
     assert st == 200
     deadline = time.time() + 5
     while time.time() < deadline and "shuffle_shard_no_key" not in open(log).read():
@@ -350,36 +350,38 @@ def test_no_key_source_ip_and_reject(procs):
     assert "400 - shuffle_shard_no_key" in open(log).read()
 
 
-def test_hash_policy_kinds(procs):
+@DOWN
+def test_hash_policy_kinds(procs, proto):
     """cookie and query_parameter keys, policies joined by a newline, terminal."""
-    cells = start_cells(procs, 6)
+    cells = start_cells(procs, 6, proto=proto)
     hp = ("- cookie: { name: tenant }\n  terminal: true\n"
           "- query_parameter: { name: t }\n"
           "- header: { header_name: x-customer-id }\n")
-    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", no_key="REJECT", hash_policy=hp, hc=False)
+    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", no_key="REJECT", hash_policy=hp, hc=False,
+                                  proto=proto)
 
     def first(key):
         return shard_names(admin, key)[0]
     # a cookie is terminal: the other policies are not looked at
-    st, h, _ = req(listen, "/?t=q1", headers={"cookie": "a=b; tenant=\"t-7\"", "x-customer-id": "h"})
+    st, h, _ = req(listen, "/?t=q1", headers={"cookie": "a=b; tenant=\"t-7\"", "x-customer-id": "h"}, proto=proto)
     assert st == 200 and h["x-upstream-name"] == first("t-7")
     # without the cookie: the query parameter and the header, in order
     for i in range(6):
-        st, h, _ = req(listen, f"/x?a=1&t=q{i}", headers={"x-customer-id": f"h{i}"})
+        st, h, _ = req(listen, f"/x?a=1&t=q{i}", headers={"x-customer-id": f"h{i}"}, proto=proto)
         assert st == 200 and h["x-upstream-name"] == first(f"q{i}\nh{i}")
-    st, h, _ = req(listen, "/?t=only")
+    st, h, _ = req(listen, "/?t=only", proto=proto)
     assert st == 200 and h["x-upstream-name"] == first("only")
-    st, _, _ = req(listen, "/?other=1")
+    st, _, _ = req(listen, "/?other=1", proto=proto)
     assert st == 400
 
 
 # ---- (d) a shard with no healthy cell: SPILL and FAIL ----------------------------
 
-def _fail_shard(procs, on_unhealthy):
-    cells = start_cells(procs, 6)
+def _fail_shard(procs, on_unhealthy, proto=H1):
+    cells = start_cells(procs, 6, proto=proto)
     log = os.path.join(tempfile.mkdtemp(prefix="sharp-ss-"), "access.log")
     listen, admin, _ = start_edge(procs, cells, on_unhealthy=on_unhealthy, pick="FIRST_HEALTHY", retry=False,
-                                  access_log=log)
+                                  access_log=log, proto=proto)
     wait_all_healthy(admin, 6)
     key = "unlucky"
     order = shard_of(admin, key)["cells"]
@@ -403,10 +405,11 @@ def test_spill_goes_to_the_next_cell_in_the_customers_order(procs):
     assert counter(admin, "no_healthy_in_shard") == 0
 
 
-def test_fail_answers_503_no_healthy_upstream(procs):
-    listen, admin, log, key, order = _fail_shard(procs, "FAIL")
+@DOWN
+def test_fail_answers_503_no_healthy_upstream(procs, proto):
+    listen, admin, log, key, order = _fail_shard(procs, "FAIL", proto)
     assert shard_of(admin, key)["chosen_if_now"] is None
-    st, _, body = req(listen, headers={"x-customer-id": key})
+    st, _, body = req(listen, headers={"x-customer-id": key}, proto=proto)
     assert st == 503 and body == b"no healthy upstream"
     assert counter(admin, "no_healthy_in_shard") == 1
     assert counter(admin, "spill") == 0
@@ -418,46 +421,48 @@ def test_fail_answers_503_no_healthy_upstream(procs):
 
 # ---- retries stay in the shard; failover is counted -----------------------------
 
-def test_retry_fails_over_to_the_other_shard_cell(procs):
-    cells = start_cells(procs, 6)
-    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", hc=False)
+@BOTH
+def test_retry_fails_over_to_the_other_shard_cell(procs, proto):
+    cells = start_cells(procs, 6, proto=proto)
+    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", hc=False, proto=proto)
     by_name = {c.args[c.args.index("--name") + 1]: c for c in cells}
     key = "retrying"
     first, second = shard_names(admin, key)
     fault(by_name[first], "?status=503")
     for i in range(4):
-        st, h, _ = req(listen, headers={"x-customer-id": key})
+        st, h, _ = req(listen, headers={"x-customer-id": key}, proto=proto)
         assert st == 200 and h["x-upstream-name"] == second
     assert counter(admin, "failover") == 4
     # both shard cells failing: the retries do not leave the shard
     fault(by_name[second], "?status=503")
-    st, _, _ = req(listen, headers={"x-customer-id": key})
+    st, _, _ = req(listen, headers={"x-customer-id": key}, proto=proto)
     assert st == 503
     assert counter(admin, "spill") == 0
 
 
-def test_health_checked_cell_fails_over_and_comes_back(procs):
+@DOWN
+def test_health_checked_cell_fails_over_and_comes_back(procs, proto):
     """A cell failing its health checks loses its customers to their other
     shard cell within about one interval, and gets them back once it
     passes again (FIRST_HEALTHY: the customer's first cell when usable)."""
-    cells = start_cells(procs, 6)
-    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", retry=False)
+    cells = start_cells(procs, 6, proto=proto)
+    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", retry=False, proto=proto)
     wait_all_healthy(admin, 6)
     by_name = {c.args[c.args.index("--name") + 1]: c for c in cells}
     key = "comes-back"
     first, second = shard_names(admin, key)
-    assert req(listen, headers={"x-customer-id": key})[1]["x-upstream-name"] == first
+    assert req(listen, headers={"x-customer-id": key}, proto=proto)[1]["x-upstream-name"] == first
     fault(by_name[first], "?status=503")
     t0 = time.time()
     wait_unhealthy(admin, key, [first])
     assert time.time() - t0 < 1.0 * SLOW  # one 0.2 s interval, unhealthy_threshold 1
     for _ in range(3):
-        st, h, _ = req(listen, headers={"x-customer-id": key})
+        st, h, _ = req(listen, headers={"x-customer-id": key}, proto=proto)
         assert st == 200 and h["x-upstream-name"] == second
     fault(by_name[first])
     deadline = time.time() + 5 * SLOW
     while time.time() < deadline:
-        if req(listen, headers={"x-customer-id": key})[1]["x-upstream-name"] == first:
+        if req(listen, headers={"x-customer-id": key}, proto=proto)[1]["x-upstream-name"] == first:
             break
         time.sleep(0.05)
     else:
@@ -465,17 +470,18 @@ def test_health_checked_cell_fails_over_and_comes_back(procs):
     assert counter(admin, "spill") == 0
 
 
-def test_outlier_ejected_cell_is_skipped(procs):
-    cells = start_cells(procs, 6)
-    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", hc=False, od=True, retry=False)
+@BOTH
+def test_outlier_ejected_cell_is_skipped(procs, proto):
+    cells = start_cells(procs, 6, proto=proto)
+    listen, admin, _ = start_edge(procs, cells, pick="FIRST_HEALTHY", hc=False, od=True, retry=False, proto=proto)
     by_name = {c.args[c.args.index("--name") + 1]: c for c in cells}
     key = "ejected"
     first, second = shard_names(admin, key)
     fault(by_name[first], "?status=500")
-    st, _, _ = req(listen, headers={"x-customer-id": key})
+    st, _, _ = req(listen, headers={"x-customer-id": key}, proto=proto)
     assert st == 500
     wait_unhealthy(admin, key, [first])
-    st, h, _ = req(listen, headers={"x-customer-id": key})
+    st, h, _ = req(listen, headers={"x-customer-id": key}, proto=proto)
     assert st == 200 and h["x-upstream-name"] == second
     assert counter(admin, "failover") == 1
 

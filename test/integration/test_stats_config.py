@@ -7,7 +7,9 @@ import subprocess
 import textwrap
 import urllib.request
 
-from conftest import SHARP, Sharp, admin_get, bootstrap_yaml, free_port, stat
+from conftest import PROTOS, SHARP, Sharp, admin_get, bootstrap_yaml, free_port, protos, stat
+
+H1 = PROTOS["h1"]
 
 ISTIO_CLUSTER = "outbound|9080||reviews.default.svc.cluster.local"
 
@@ -35,9 +37,9 @@ stats_config:
 """
 
 
-def start(procs, upstream, stats_config, cluster=ISTIO_CLUSTER, stat_prefix="ingress_http"):
+def start(procs, upstream, stats_config, cluster=ISTIO_CLUSTER, stat_prefix="ingress_http", cluster_extra=""):
     listen, admin = free_port(), free_port()
-    y = bootstrap_yaml(listen, admin, {cluster: [upstream.port]})
+    y = bootstrap_yaml(listen, admin, {cluster: [upstream.port]}, cluster_extra=cluster_extra)
     y = y.replace("name: " + cluster, f"name: '{cluster}'").replace(
         "cluster_name: " + cluster, f"cluster_name: '{cluster}'").replace(
         "cluster: " + cluster + " }", f"cluster: '{cluster}' }}")
@@ -69,10 +71,17 @@ def validate(yaml_text):
     return r.returncode, r.stdout + r.stderr
 
 
-def test_istio_tags_give_clean_prometheus_names(procs, upstream):
-    listen, admin = start(procs, upstream, ISTIO_TAGS, stat_prefix="0.0.0.0_9080")
-    assert get(f"http://127.0.0.1:{listen}/") == 200
+@protos("h1", "h2-both")
+def test_istio_tags_give_clean_prometheus_names(procs, proto):
+    upstream = proto.upstream(procs)
+    listen, admin = start(procs, upstream, ISTIO_TAGS, stat_prefix="0.0.0.0_9080", cluster_extra=proto.cluster)
+    assert proto.request(listen, "/")[0] == 200
     prom = admin_get(admin, "/stats/prometheus")
+    # the connections' protocol counters, tagged the same way
+    v = proto.up[-1]
+    assert f'envoy_cluster_upstream_cx_http{v}_total{{cluster_name="{ISTIO_CLUSTER}"}} 1' in prom
+    v = proto.down[-1]
+    assert f'envoy_http_downstream_cx_http{v}_total{{http_conn_manager_prefix="0.0.0.0_9080"}} 1' in prom
     # The cluster name, dots and '|' included, is one label value and gone
     # from the metric name.
     assert (f'envoy_cluster_upstream_rq_total{{cluster_name="{ISTIO_CLUSTER}"}} 1') in prom
