@@ -17,6 +17,7 @@
 #include "config/shuffle_shard_config.h"
 #include "config/overload_config.h"
 #include "config/types.h"
+#include "config/tls_config.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
 #include "config/local_reply_config.h"
@@ -26,6 +27,7 @@
 #include "safe_regex.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
+#include "tls/context.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
@@ -523,14 +525,55 @@ bad:
 
 /* ---- listeners ---- */
 
-/* No transport socket, or raw_buffer: plaintext, which is all SHARP speaks.
- * A typed_config has passed the support table, whose only implemented
- * transport socket is RawBuffer; a bare name must name raw_buffer. */
+#define RAW_BUFFER_TYPE "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+#define DOWNSTREAM_TLS_TYPE "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+/* The message name of a transport socket's typed_config, "" without one. */
+static const char *transport_socket_type(const Envoy__Config__Core__V3__TransportSocket *ts)
+{
+    if (!ts || !ts->typed_config || !ts->typed_config->type_url) return "";
+    const char *slash = strrchr(ts->typed_config->type_url, '/');
+    return slash ? slash + 1 : ts->typed_config->type_url;
+}
+
+/* No transport socket, or raw_buffer: plaintext. A typed_config has passed
+ * the support table; only RawBuffer is plaintext (a TLS context where
+ * SHARP does not wire it is refused by the caller, never taken as
+ * plaintext). A bare name must name raw_buffer. */
 static bool plaintext_transport_socket(const Envoy__Config__Core__V3__TransportSocket *ts)
 {
     if (!ts) return true;
-    if (ts->typed_config) return true;
+    if (ts->typed_config) return !strcmp(transport_socket_type(ts), RAW_BUFFER_TYPE);
     return !strcmp(ts->name, "envoy.transport_sockets.raw_buffer") || !strcmp(ts->name, "raw_buffer");
+}
+
+/* A filter chain's DownstreamTlsContext: translated and built into a
+ * server context once, at load; errors name the field's path. */
+static int build_downstream_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path,
+                                sharp_filter_chain_config_t *out)
+{
+    char p[1024], err[768];
+    snprintf(p, sizeof p, "%s.typed_config", path);
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&ts->typed_config->base,
+        &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor, &e);
+    if (!m) return fail(b, p, "%s", e.msg);
+    sharp_tls_config_t cfg;
+    int rc = sharp_tls_config_downstream((const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m,
+                                         &cfg, err, sizeof err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc == 0) {
+        out->tls = sharp_tls_ctx_create(&cfg, err, sizeof err);
+        if (out->tls) return 0;
+        sharp_tls_config_free(&cfg);
+    }
+    /* "field.path: what is wrong": the path goes after the context's */
+    const char *colon = strstr(err, ": ");
+    if (colon && !memchr(err, ' ', (size_t)(colon - err))) {
+        snprintf(p, sizeof p, "%s.typed_config.%.*s", path, (int)(colon - err), err);
+        return fail(b, p, "%s", colon + 2);
+    }
+    return fail(b, p, "%s", err);
 }
 
 /* CidrRanges of a FilterChainMatch field. */
@@ -608,7 +651,7 @@ static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__Fil
     return 0;
 }
 
-/* One filter chain: plaintext transport, one network filter (the HCM). */
+/* One filter chain: plaintext or TLS transport, one network filter (the HCM). */
 static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
                               sharp_filter_chain_config_t *out)
 {
@@ -616,10 +659,12 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
     out->name = sharp_strdup(fc->name ? fc->name : "");
     snprintf(p, sizeof p, "%s.filter_chain_match", path);
     if (build_fc_match(b, fc->filter_chain_match, p, &out->match) < 0) return -1;
-    if (!plaintext_transport_socket(fc->transport_socket)) {
-        snprintf(p, sizeof p, "%s.transport_socket", path);
-        return fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext)",
-                    fc->transport_socket->name);
+    snprintf(p, sizeof p, "%s.transport_socket", path);
+    if (!strcmp(transport_socket_type(fc->transport_socket), DOWNSTREAM_TLS_TYPE)) {
+        if (build_downstream_tls(b, fc->transport_socket, p, out) < 0) return -1;
+    } else if (!plaintext_transport_socket(fc->transport_socket)) {
+        return fail(b, p, "transport socket '%s' is not supported by SHARP on listeners (raw_buffer, or tls with a "
+                    "DownstreamTlsContext)", fc->transport_socket->name);
     }
     if (fc->n_filters != 1)
         return fail(b, path, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager");
@@ -692,6 +737,20 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
                                              l->stat_name);
     l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
+    for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
+        if (l->chains[i].tls) l->has_tls = true;
+    if (l->has_tls) {
+#define SSL_STAT(f) l->ssl.f = sharp_stats_counterf(s, "listener.%s.ssl." #f, l->stat_name)
+        SSL_STAT(connection_error);
+        SSL_STAT(handshake);
+        SSL_STAT(session_reused);
+        SSL_STAT(no_certificate);
+        SSL_STAT(fail_verify_error);
+        SSL_STAT(fail_verify_san);
+        SSL_STAT(fail_verify_cert_hash);
+        SSL_STAT(fail_verify_no_cert);
+#undef SSL_STAT
+    }
     return 0;
 }
 

@@ -305,6 +305,12 @@ static void on_write(uv_write_t *req, int status)
 
 int sharp_writer_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
+    if (w->transport) return w->transport(w, bufs, nbufs); /* TLS: encrypted, then written raw */
+    return sharp_writer_write_raw(w, bufs, nbufs);
+}
+
+int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
+{
     if (w->failed) return UV_EPIPE;
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;

@@ -90,11 +90,17 @@ typedef void (*sharp_writer_drain_cb)(sharp_writer_t *w);
 /* Called when an asynchronous write fails (peer gone). */
 typedef void (*sharp_writer_error_cb)(sharp_writer_t *w, int status);
 
+/* A transport between the writer's users and the socket (TLS): it takes
+ * the bytes sharp_writer_write is given and puts what goes on the wire
+ * through sharp_writer_write_raw. Returns like sharp_writer_write. */
+typedef int (*sharp_writer_transport_cb)(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
+
 struct sharp_writer {
     uv_stream_t *stream;
     size_t queued; /* bytes handed to uv_write and not yet completed */
     sharp_writer_drain_cb on_drain;
     sharp_writer_error_cb on_error;
+    sharp_writer_transport_cb transport; /* NULL: bytes go to the socket as they are */
     bool failed;
 };
 
@@ -103,5 +109,7 @@ void sharp_writer_init(sharp_writer_t *w, uv_stream_t *stream, sharp_writer_drai
 /* Writes the buffers in order: as much as possible synchronously, the rest is
  * copied and queued. Returns 0, or a negative uv error if the stream is dead. */
 int sharp_writer_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
+/* The same, bypassing the transport: what the transport puts on the wire. */
+int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
 
 #endif

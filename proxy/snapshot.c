@@ -4,6 +4,7 @@
 #include "http/access_log_emit.h"
 #include "http/local_reply.h"
 #include "overload.h"
+#include "tls/context.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -42,6 +43,7 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
         for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++) {
             sharp_hcm_config_free(l->chains[k].hcm);
             sharp_fc_match_free(&l->chains[k].match);
+            if (l->chains[k].tls) sharp_tls_ctx_unref(l->chains[k].tls);
             free(l->chains[k].name);
         }
         free(l->chains);

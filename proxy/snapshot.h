@@ -107,7 +107,18 @@ typedef struct sharp_filter_chain_config {
     char *name;
     sharp_fc_match_t match;
     sharp_hcm_config_t *hcm;
+    /* transport_socket envoy.transport_sockets.tls (DownstreamTlsContext):
+     * the server context, built once at load; NULL for plaintext */
+    struct sharp_tls_ctx *tls;
 } sharp_filter_chain_config_t;
+
+/* Envoy's listener.<address>.ssl.* counters (registered when a chain of the
+ * listener has TLS); ciphers.<name>, versions.<v> and curves.<name> are
+ * registered on first use, as Envoy's stat name sets do. */
+typedef struct sharp_listener_ssl_stats {
+    sharp_stat_id_t connection_error, handshake, session_reused, no_certificate, fail_verify_error,
+        fail_verify_san, fail_verify_cert_hash, fail_verify_no_cert;
+} sharp_listener_ssl_stats_t;
 
 typedef struct sharp_listener_config {
     char *name;
@@ -129,6 +140,8 @@ typedef struct sharp_listener_config {
     bool ignore_global_conn_limit; /* counted in, never refused by, the global connection limit */
     bool bypass_overload_manager;  /* reject_incoming_connections does not apply */
     sharp_stat_id_t cx_global_overflow, cx_overload_reject;
+    bool has_tls;                   /* a chain terminates TLS: ssl is registered */
+    sharp_listener_ssl_stats_t ssl;
 } sharp_listener_config_t;
 
 typedef struct sharp_snapshot {

@@ -39,6 +39,13 @@ typedef enum {
     OP_GRPC_STATUS,        /* CAMEL_STRING (default) */
     OP_GRPC_STATUS_SNAKE,  /* SNAKE_STRING */
     OP_GRPC_STATUS_NUMBER, /* NUMBER */
+    /* the downstream connection's TLS (stream_info.h) */
+    OP_DOWNSTREAM_TLS_VERSION,
+    OP_DOWNSTREAM_TLS_CIPHER,
+    OP_REQUESTED_SERVER_NAME,
+    OP_DOWNSTREAM_PEER_URI_SAN,
+    OP_DOWNSTREAM_PEER_SUBJECT,
+    OP_DOWNSTREAM_LOCAL_SUBJECT,
 } al_op_t;
 
 /* Command table flags. */

@@ -190,6 +190,19 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_addr(out, si->downstream_local_address, true);
     case OP_PROTOCOL:
         return put_opt(out, si->protocol);
+    /* TLS: absent ("-") on a plaintext connection, as Envoy */
+    case OP_DOWNSTREAM_TLS_VERSION:
+        return si->downstream_tls && put_opt(out, si->downstream_tls->version);
+    case OP_DOWNSTREAM_TLS_CIPHER:
+        return si->downstream_tls && put_opt(out, si->downstream_tls->cipher);
+    case OP_REQUESTED_SERVER_NAME:
+        return si->downstream_tls && put_opt(out, si->downstream_tls->sni);
+    case OP_DOWNSTREAM_PEER_URI_SAN:
+        return si->downstream_tls && put_opt(out, si->downstream_tls->peer_uri_san);
+    case OP_DOWNSTREAM_PEER_SUBJECT:
+        return si->downstream_tls && put_opt(out, si->downstream_tls->peer_subject);
+    case OP_DOWNSTREAM_LOCAL_SUBJECT:
+        return si->downstream_tls && put_opt(out, si->downstream_tls->local_subject);
     case OP_ROUTE_NAME:
         return put_opt(out, si->route_name);
     case OP_GRPC_STATUS:

@@ -143,6 +143,8 @@ struct sharp_conn {
      * HTTP/2 connection preface */
     char sniff[24];
     uint8_t nsniff;
+    /* TLS transport (proxy/tls/downstream.h): NULL for plaintext */
+    struct sharp_conn_tls *tls;
 };
 
 #define SHARP_CONN_STATS(c) ((c)->worker->stats)
@@ -179,5 +181,14 @@ void sharp_conn_start_drain(sharp_conn_t *c);
  * loop turn (codec->flush runs then). */
 void sharp_conn_defer_flush(sharp_conn_t *c);
 void sharp_conn_cancel_flush(sharp_conn_t *c);
+
+/* ---- what the TLS transport (proxy/tls/downstream.c) calls ---- */
+
+/* Installs the codec of the HCM's codec_type; AUTO takes HTTP/2 for an
+ * ALPN of "h2", HTTP/1 for any other ALPN, and sniffs the first bytes
+ * without one (`alpn` NULL), as Envoy. */
+void sharp_conn_select_codec(sharp_conn_t *c, const char *alpn);
+/* The client's side ended (a socket EOF or error, or TLS close_notify). */
+void sharp_conn_remote_closed(sharp_conn_t *c, ssize_t err);
 
 #endif

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "net.h"
 #include "overload.h"
+#include "tls/downstream.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     sharp_conn_t *c = h->data;
     if (--c->handles_open > 0) return;
     if (c->codec) c->codec->release(c);
+    sharp_conn_tls_free(c); /* TLS */
     sharp_snapshot_unref(c->snap);
     if (c->listener) sharp_overload_connection_closed(); /* admitted: counted in the global limit */
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
@@ -68,6 +70,7 @@ void sharp_conn_close(sharp_conn_t *c)
     }
     sharp_dlist_remove(&c->link);
     sharp_dlist_remove(&c->flush_link);
+    if (c->tls) sharp_conn_tls_close(c); /* TLS: close_notify, best effort */
     uv_timer_stop(&c->idle_timer);
     uv_timer_stop(&c->duration_timer);
     uv_timer_stop(&c->stream_idle_timer);
@@ -298,6 +301,7 @@ void sharp_conn_close_after_write(sharp_conn_t *c, bool delay)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->read_stopped = true;
     }
+    if (c->tls) sharp_conn_tls_shutdown(c); /* TLS: close_notify goes before the FIN */
     uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
     req->data = c;
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
@@ -361,15 +365,22 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread > 0 && !c->closing) {
         sharp_counter_add(STATS(c), HCM(c)->st.rx_bytes_total, (uint64_t)nread);
-        c->codec->dispatch(c, buf->base, (size_t)nread);
+        if (c->tls) sharp_conn_tls_read(c, buf->base, (size_t)nread); /* TLS: plaintext reaches dispatch */
+        else c->codec->dispatch(c, buf->base, (size_t)nread);
     } else if (nread < 0 && !c->closing) {
-        sharp_debug(connection, "[C%llu] remote close (%s)", c->id, uv_err_name((int)nread));
-        if (c->codec->peer_closed(c, nread)) return;
-        if (!c->closing) {
-            /* downstream went away mid-stream */
-            if (c->nstreams) sharp_counter_inc(STATS(c), HCM(c)->st.cx_destroy_remote);
-            sharp_conn_close(c);
-        }
+        sharp_conn_remote_closed(c, nread);
+    }
+}
+
+void sharp_conn_remote_closed(sharp_conn_t *c, ssize_t err)
+{
+    if (c->closing) return;
+    sharp_debug(connection, "[C%llu] remote close (%s)", c->id, uv_err_name((int)err));
+    if (c->codec->peer_closed(c, err)) return;
+    if (!c->closing) {
+        /* downstream went away mid-stream */
+        if (c->nstreams) sharp_counter_inc(STATS(c), HCM(c)->st.cx_destroy_remote);
+        sharp_conn_close(c);
     }
 }
 
@@ -405,8 +416,8 @@ static void start_codec(sharp_conn_t *c, bool http2)
     sharp_debug(connection, "[C%llu] codec %s", c->id, c->codec->name);
 }
 
-/* codec_type AUTO (Envoy's, without TLS): HTTP/2 when the connection
- * starts with the HTTP/2 preface, HTTP/1 as soon as a byte differs. */
+/* codec_type AUTO without ALPN: HTTP/2 when the connection starts with
+ * the HTTP/2 preface, HTTP/1 as soon as a byte differs. */
 static const char h2_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 static void detect_dispatch(sharp_conn_t *c, const char *p, size_t n)
@@ -461,6 +472,24 @@ static const sharp_server_codec_t detect_codec = {
     .buffered = detect_buffered,
     .release = detect_nothing,
 };
+
+void sharp_conn_select_codec(sharp_conn_t *c, const char *alpn)
+{
+    switch (c->hcm->codec_type) {
+    case SHARP_CODEC_HTTP1:
+        start_codec(c, false);
+        break;
+    case SHARP_CODEC_HTTP2:
+        start_codec(c, true);
+        break;
+    default:
+        /* AUTO (Envoy's determineNextProtocol): a negotiated protocol
+         * decides, else the first bytes */
+        if (alpn && *alpn) start_codec(c, strcmp(alpn, "h2") == 0);
+        else c->codec = &detect_codec;
+        break;
+    }
+}
 
 void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server)
 {
@@ -544,16 +573,12 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
         uv_timer_start(&c->duration_timer, on_conn_max_duration,
                        sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
                                                          c->hcm->max_connection_duration_ms, 0), 0);
-    switch (c->hcm->codec_type) {
-    case SHARP_CODEC_HTTP1:
-        start_codec(c, false);
-        break;
-    case SHARP_CODEC_HTTP2:
-        start_codec(c, true);
-        break;
-    default:
-        c->codec = &detect_codec; /* AUTO: the first bytes decide */
-        break;
+    if (chain->tls) {
+        /* TLS: the codec is chosen once the handshake is done (ALPN) */
+        c->codec = &detect_codec;
+        if (!sharp_conn_tls_start(c, chain->tls)) return;
+    } else {
+        sharp_conn_select_codec(c, NULL);
     }
     sharp_conn_arm_idle(c);
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
@@ -862,6 +887,7 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     SHARP_COPY_CSTR(s->info.downstream_remote_address, c->remote);
     SHARP_COPY_CSTR(s->info.downstream_direct_remote_address, c->remote);
     SHARP_COPY_CSTR(s->info.downstream_local_address, c->local);
+    s->info.downstream_tls = sharp_conn_tls_info(c); /* TLS */
     /* The defer timer always exists (it defers finishing and resets, and
      * its close frees the stream); the others only when configured: a
      * stream pays for the timers it uses. An unused one stays zeroed,

@@ -304,13 +304,14 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         }
         /* An untrusted peer's x-forwarded-proto is overwritten. */
         if (hcm->xff_num_trusted_hops == 0 || !sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
-            sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+            sharp_headers_set_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http");
     } else {
         /* Envoy's default original IP detection: x-forwarded-for with
          * xff_num_trusted_hops; internal only if it holds a single address. */
         have_final = xff_address(h, hcm->xff_num_trusted_hops, &final, &allow_trusted);
     }
-    if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) sharp_headers_set_cstr(h, "x-forwarded-proto", "http");
+    if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
+        sharp_headers_set_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http"); /* TLS */
     bool final_is_remote = !have_final; /* not from x-forwarded-for */
     if (!have_final && hcm->use_remote_address) {
         memcpy(&final, remote, sockaddr_size(remote));

@@ -47,6 +47,16 @@ size_t sharp_response_flags_str(uint32_t flags, char *out, size_t cap);
 /* The flag bit of one short code ("UH"), or 0 when Envoy has no such code. */
 uint32_t sharp_response_flag_from_str(const char *code);
 
+/* The downstream connection's TLS, for the access log's DOWNSTREAM_TLS_*,
+ * REQUESTED_SERVER_NAME and DOWNSTREAM_PEER_* / LOCAL_SUBJECT operators.
+ * Owned by the connection (proxy/tls/downstream.c); NULL fields are absent. */
+typedef struct sharp_downstream_tls_info {
+    const char *version; /* "TLSv1.3" */
+    const char *cipher;  /* "TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256" */
+    const char *sni;
+    char *peer_uri_san, *peer_subject, *local_subject;
+} sharp_downstream_tls_info_t;
+
 typedef struct sharp_stream_info {
     uint64_t start_wall_us; /* wall clock when the first byte of the request arrived */
     uint64_t start_ns;      /* monotonic, same instant */
@@ -66,6 +76,7 @@ typedef struct sharp_stream_info {
     char downstream_remote_address[SHARP_ADDR_STRLEN];
     char downstream_direct_remote_address[SHARP_ADDR_STRLEN]; /* the connection's peer */
     char downstream_local_address[SHARP_ADDR_STRLEN];
+    const sharp_downstream_tls_info_t *downstream_tls; /* NULL: a plaintext connection */
     const char *upstream_cluster; /* NULL if none */
     const char *route_name;       /* NULL if none */
     const char *upstream_transport_failure_reason; /* NULL if none (TLS/connect error text) */

@@ -139,7 +139,9 @@ void sharp_tls_conn_resume(sharp_tls_conn_t *c)
 
 size_t sharp_tls_conn_write(sharp_tls_conn_t *c, const void *data, size_t len)
 {
-    if (c->state != SHARP_TLS_OPEN || c->close_sent) return 0;
+    /* After the peer's close_notify our side stays open (a half-close): a
+     * response to what came before it may still be written. */
+    if ((c->state != SHARP_TLS_OPEN && c->state != SHARP_TLS_PEER_CLOSED) || c->close_sent) return 0;
     size_t done = 0;
     while (done < len && BIO_ctrl_pending(c->wbio) < SHARP_TLS_MAX_CIPHERTEXT_OUT) {
         size_t n = len - done < TLS_RECORD_MAX ? len - done : TLS_RECORD_MAX, w = 0;
@@ -207,6 +209,24 @@ const char *sharp_tls_conn_cipher(const sharp_tls_conn_t *c)
 {
     const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
     return ci ? SSL_CIPHER_get_name(ci) : NULL;
+}
+
+const char *sharp_tls_conn_curve(const sharp_tls_conn_t *c)
+{
+    if (c->state == SHARP_TLS_HANDSHAKING) return NULL;
+    int nid = SSL_get_negotiated_group(c->ssl);
+    if (nid == NID_undef || nid == 0) return NULL;
+    /* BoringSSL's names, which Envoy's ssl.curves.<name> use */
+    switch (nid) {
+    case NID_X25519: return "X25519";
+    case NID_X448: return "X448";
+    case NID_X9_62_prime256v1: return "P-256";
+    case NID_secp384r1: return "P-384";
+    case NID_secp521r1: return "P-521";
+    default: break;
+    }
+    const char *n = SSL_group_to_name(c->ssl, nid);
+    return n ? n : OBJ_nid2sn(nid);
 }
 
 const char *sharp_tls_conn_alpn(const sharp_tls_conn_t *c)

@@ -61,8 +61,9 @@ size_t sharp_tls_conn_feed(sharp_tls_conn_t *c, const void *data, size_t len);
 /* Advances the handshake and delivers plaintext. Returns the state. */
 sharp_tls_state_t sharp_tls_conn_process(sharp_tls_conn_t *c);
 void sharp_tls_conn_resume(sharp_tls_conn_t *c);
-/* Encrypts up to `len` bytes once the handshake is done; returns how many
- * were taken (0 while handshaking, after close or when the output is full). */
+/* Encrypts up to `len` bytes once the handshake is done (also after the
+ * peer's close_notify: a half-close); returns how many were taken (0 while
+ * handshaking, after our close, a failure, or when the output is full). */
 size_t sharp_tls_conn_write(sharp_tls_conn_t *c, const void *data, size_t len);
 /* Ciphertext waiting to be sent, and taking it. */
 size_t sharp_tls_conn_pending(const sharp_tls_conn_t *c);
@@ -80,6 +81,7 @@ bool sharp_tls_conn_close_notify_received(const sharp_tls_conn_t *c);
 const char *sharp_tls_conn_version(const sharp_tls_conn_t *c);     /* "TLSv1.3" */
 const char *sharp_tls_conn_cipher(const sharp_tls_conn_t *c);      /* OpenSSL/IANA-style name */
 const char *sharp_tls_conn_alpn(const sharp_tls_conn_t *c);        /* selected protocol */
+const char *sharp_tls_conn_curve(const sharp_tls_conn_t *c);       /* key exchange group, "X25519", "P-256" */
 const char *sharp_tls_conn_sni(const sharp_tls_conn_t *c);         /* requested (server) or sent (client) */
 bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c);
 bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c);

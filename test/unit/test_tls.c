@@ -380,7 +380,7 @@ static void translator_refuses_unsupported_fields(void **state)
 }
 
 /* The support table still refuses the TLS contexts, though they parse. */
-static void tls_contexts_parse_but_stay_refused(void **state)
+static void tls_contexts_pass_the_table_downstream_only(void **state)
 {
     sharp_config_types_register();
     const char *yaml = "static_resources:\n  listeners:\n  - name: l\n    address: {socket_address: {address: 127.0.0.1, port_value: 1}}\n"
@@ -391,8 +391,15 @@ static void tls_contexts_parse_but_stay_refused(void **state)
     sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "b.yaml",
                                                &envoy__config__bootstrap__v3__bootstrap__descriptor, &err);
     if (!d) fail_msg("parse: %s", err.msg);
+    assert_int_equal(sharp_config_check_support(sharp_config_doc_message(d), d, NULL, &err), 0);
+    sharp_config_doc_free(d);
+    yaml = "static_resources:\n  clusters:\n  - name: c\n    transport_socket:\n      name: tls\n      typed_config:\n"
+           "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+           "        sni: x\n";
+    d = sharp_config_parse(yaml, strlen(yaml), "b.yaml", &envoy__config__bootstrap__v3__bootstrap__descriptor, &err);
+    if (!d) fail_msg("parse: %s", err.msg);
     assert_int_equal(sharp_config_check_support(sharp_config_doc_message(d), d, NULL, &err), -1);
-    assert_non_null(strstr(err.msg, "DownstreamTlsContext is not supported by SHARP"));
+    assert_non_null(strstr(err.msg, "UpstreamTlsContext is not supported by SHARP"));
     sharp_config_doc_free(d);
     /* A misspelt field inside the context is a parse error naming it. */
     yaml = "static_resources:\n  clusters:\n  - name: c\n    transport_socket:\n      name: tls\n      typed_config:\n"
@@ -840,7 +847,10 @@ static void data_both_ways_bounded_and_close_notify(void **state)
     pump(p);
     assert_int_equal(sharp_tls_conn_state(p->s), SHARP_TLS_PEER_CLOSED);
     assert_true(sharp_tls_conn_close_notify_received(p->s));
+    /* a half-close: the server may still answer before its own close */
+    assert_int_equal(sharp_tls_conn_write(p->s, "bye", 3), 3);
     sharp_tls_conn_close(p->s);
+    assert_int_equal(sharp_tls_conn_write(p->s, "late", 4), 0);
     pump(p);
     assert_true(sharp_tls_conn_close_notify_received(p->c));
     pair_free(p);
@@ -864,7 +874,7 @@ int main(void)
         cmocka_unit_test(translation_defaults_follow_envoy),
         cmocka_unit_test(translation_errors_are_envoys),
         cmocka_unit_test(translator_refuses_unsupported_fields),
-        cmocka_unit_test(tls_contexts_parse_but_stay_refused),
+        cmocka_unit_test(tls_contexts_pass_the_table_downstream_only),
         cmocka_unit_test(sni_selects_the_certificate),
         cmocka_unit_test(key_type_follows_client_signature_algorithms),
         cmocka_unit_test(alpn_uses_server_preference),

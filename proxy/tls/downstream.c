@@ -1,0 +1,225 @@
+/* downstream.c: see downstream.h. */
+#include "tls/downstream.h"
+
+#include "http/conn_internal.h"
+#include "log.h"
+#include "server.h"
+#include "tls/conn.h"
+
+#include <string.h>
+
+struct sharp_conn_tls {
+    sharp_tls_conn_t *engine;
+    bool open;        /* the handshake completed: counted, codec chosen */
+    bool peer_closed; /* the client's close_notify was handed on */
+    sharp_downstream_tls_info_t info;
+};
+
+/* Writes what the engine has for the wire (handshake, alerts, records):
+ * all of it, so the engine's output never holds bytes between calls and
+ * the writer's queue is the one place ciphertext waits. */
+static int send_ciphertext(sharp_conn_t *c)
+{
+    static __thread char buf[SHARP_TLS_MAX_CIPHERTEXT_OUT];
+    size_t n;
+    while ((n = sharp_tls_conn_drain(c->tls->engine, buf, sizeof buf)) > 0) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        int rc = sharp_writer_write_raw(&c->writer, &b, 1);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* The writer's transport: every write of the codecs is encrypted here. */
+static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
+{
+    sharp_conn_t *c = sharp_container_of(w, sharp_conn_t, writer);
+    struct sharp_conn_tls *t = c->tls;
+    if (w->failed) return UV_EPIPE;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t off = 0;
+        while (off < bufs[i].len) {
+            size_t k = sharp_tls_conn_write(t->engine, bufs[i].base + off, bufs[i].len - off);
+            off += k;
+            int rc = send_ciphertext(c);
+            if (rc < 0) return rc;
+            /* the output was just drained: taking nothing means the
+             * engine is not open (handshaking, closed or failed) */
+            if (!k) {
+                sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id,
+                            bufs[i].len - off);
+                return UV_ENOTCONN;
+            }
+        }
+    }
+    return 0;
+}
+
+static sharp_stats_t *stats_store(sharp_conn_t *c)
+{
+    return c->worker->server->stats;
+}
+
+/* Envoy's ContextImpl::logHandshake: handshake, session_reused,
+ * no_certificate, ciphers.<name>, versions.<v>, curves.<name>. The named
+ * counters are registered on first use (a lookup once per handshake). */
+static void count_handshake(sharp_conn_t *c)
+{
+    struct sharp_conn_tls *t = c->tls;
+    const sharp_listener_ssl_stats_t *st = &c->listener->ssl;
+    sharp_stats_shard_t *sh = SHARP_CONN_STATS(c);
+    sharp_counter_inc(sh, st->handshake);
+    if (sharp_tls_conn_session_reused(t->engine)) sharp_counter_inc(sh, st->session_reused);
+    if (!sharp_tls_conn_peer_has_cert(t->engine)) sharp_counter_inc(sh, st->no_certificate);
+    const char *sn = c->listener->stat_name;
+    if (t->info.cipher)
+        sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.ciphers.%s", sn, t->info.cipher));
+    if (t->info.version)
+        sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.versions.%s", sn, t->info.version));
+    const char *curve = sharp_tls_conn_curve(t->engine);
+    if (curve) sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.curves.%s", sn, curve));
+}
+
+/* Envoy's SslSocket::drainErrorQueue: a failed verification counts its
+ * own fail_verify_* (not connection_error), anything else connection_error. */
+static void count_failure(sharp_conn_t *c)
+{
+    const sharp_listener_ssl_stats_t *st = &c->listener->ssl;
+    sharp_stat_id_t id;
+    switch (sharp_tls_conn_failure(c->tls->engine)) {
+    case SHARP_TLS_FAIL_VERIFY_ERROR: id = st->fail_verify_error; break;
+    case SHARP_TLS_FAIL_VERIFY_SAN: id = st->fail_verify_san; break;
+    case SHARP_TLS_FAIL_VERIFY_CERT_HASH: id = st->fail_verify_cert_hash; break;
+    case SHARP_TLS_FAIL_VERIFY_NO_CERT: id = st->fail_verify_no_cert; break;
+    default: id = st->connection_error; break;
+    }
+    sharp_counter_inc(SHARP_CONN_STATS(c), id);
+}
+
+static void handshake_done(sharp_conn_t *c)
+{
+    struct sharp_conn_tls *t = c->tls;
+    t->open = true;
+    sharp_tls_conn_t *e = t->engine;
+    t->info.version = sharp_tls_conn_version(e);
+    t->info.cipher = sharp_tls_conn_cipher(e);
+    t->info.sni = sharp_tls_conn_sni(e);
+    t->info.peer_uri_san = sharp_tls_conn_peer_uri_san(e);
+    t->info.peer_subject = sharp_tls_conn_peer_subject(e);
+    t->info.local_subject = sharp_tls_conn_local_subject(e);
+    count_handshake(c);
+    const char *alpn = sharp_tls_conn_alpn(e);
+    sharp_debug(connection, "[C%llu] TLS handshake done: %s %s, ALPN %s, SNI %s%s", c->id,
+                t->info.version ? t->info.version : "-", t->info.cipher ? t->info.cipher : "-", alpn ? alpn : "-",
+                t->info.sni ? t->info.sni : "-", sharp_tls_conn_session_reused(e) ? ", resumed" : "");
+    sharp_conn_select_codec(c, alpn);
+}
+
+/* Plaintext from the engine: to the codec, as a plaintext read would go. */
+static bool on_plaintext(void *ud, const uint8_t *p, size_t n)
+{
+    sharp_conn_t *c = ud;
+    if (c->closing || c->shutdown) return false;
+    if (!c->tls->open) handshake_done(c);
+    if (c->closing) return false;
+    c->codec->dispatch(c, (const char *)p, n);
+    return !c->closing && !c->shutdown;
+}
+
+bool sharp_conn_tls_start(sharp_conn_t *c, sharp_tls_ctx_t *ctx)
+{
+    struct sharp_conn_tls *t = sharp_calloc(1, sizeof *t);
+    t->engine = sharp_tls_conn_new(ctx, NULL, on_plaintext, c);
+    c->tls = t;
+    c->writer.transport = tls_write;
+    if (!t->engine) {
+        sharp_log_warn("[C%llu] cannot create a TLS connection", c->id);
+        sharp_counter_inc(SHARP_CONN_STATS(c), c->listener->ssl.connection_error);
+        sharp_conn_close(c);
+        return false;
+    }
+    return true;
+}
+
+void sharp_conn_tls_read(sharp_conn_t *c, const char *p, size_t n)
+{
+    struct sharp_conn_tls *t = c->tls;
+    size_t off = 0;
+    for (;;) {
+        size_t took = sharp_tls_conn_feed(t->engine, p + off, n - off);
+        off += took;
+        sharp_tls_state_t st = sharp_tls_conn_process(t->engine);
+        if (c->closing) return;
+        if (st != SHARP_TLS_HANDSHAKING && st != SHARP_TLS_FAILED && !t->open) handshake_done(c);
+        if (c->closing) return;
+        /* the handshake's answers and alerts; records the codec wrote
+         * were sent as they were written */
+        if (send_ciphertext(c) < 0) return; /* the socket is gone: the read side sees it */
+        if (st == SHARP_TLS_FAILED) {
+            if (!t->open) count_failure(c);
+            else sharp_counter_inc(SHARP_CONN_STATS(c), c->listener->ssl.connection_error);
+            sharp_debug(connection, "[C%llu] TLS error: %s", c->id, sharp_tls_conn_error(t->engine));
+            sharp_conn_close(c);
+            return;
+        }
+        if (st == SHARP_TLS_PEER_CLOSED) {
+            if (!t->peer_closed) {
+                t->peer_closed = true;
+                sharp_conn_remote_closed(c, UV_EOF);
+            }
+            return;
+        }
+        if (c->shutdown) return; /* closing: what is left is dropped, as a plaintext read after the close */
+        if (off == n) return;
+        if (!took) {
+            /* The engine holds its limit of ciphertext and cannot make
+             * progress with it: a handshake message larger than any
+             * legitimate one. */
+            sharp_counter_inc(SHARP_CONN_STATS(c), c->listener->ssl.connection_error);
+            sharp_debug(connection, "[C%llu] TLS error: handshake larger than %u bytes", c->id,
+                        SHARP_TLS_MAX_CIPHERTEXT_IN);
+            sharp_conn_close(c);
+            return;
+        }
+    }
+}
+
+void sharp_conn_tls_shutdown(sharp_conn_t *c)
+{
+    struct sharp_conn_tls *t = c->tls;
+    if (!t->engine) return;
+    sharp_tls_conn_close(t->engine);
+    send_ciphertext(c);
+}
+
+void sharp_conn_tls_close(sharp_conn_t *c)
+{
+    struct sharp_conn_tls *t = c->tls;
+    if (!t->engine || !t->open) return;
+    sharp_tls_conn_close(t->engine);
+    /* Only onto an empty queue: the socket closes now, queued writes are
+     * cancelled, and close_notify must not overtake them. */
+    char buf[256];
+    size_t n = sharp_tls_conn_drain(t->engine, buf, sizeof buf);
+    if (n && c->writer.queued == 0 && !c->writer.failed) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+}
+
+void sharp_conn_tls_free(sharp_conn_t *c)
+{
+    struct sharp_conn_tls *t = c->tls;
+    if (!t) return;
+    sharp_tls_conn_free(t->engine);
+    free(t->info.peer_uri_san);
+    free(t->info.peer_subject);
+    free(t->info.local_subject);
+    free(t);
+    c->tls = NULL;
+}
+
+const sharp_downstream_tls_info_t *sharp_conn_tls_info(const sharp_conn_t *c)
+{
+    return c->tls && c->tls->open ? &c->tls->info : NULL;
+}

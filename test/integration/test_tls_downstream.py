@@ -1,0 +1,509 @@
+"""TLS termination on listeners (a filter chain's transport_socket with a
+DownstreamTlsContext): real clients (curl, openssl s_client, nghttp,
+Python's ssl) against SHARP with certificates made at test time by the
+openssl CLI; Envoy's listener.<address>.ssl.* stats, ALPN codec selection,
+x-forwarded-proto, the access log's TLS operators, backpressure and hostile
+clients."""
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import (SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, stat,
+                      validate_config)
+
+DS_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+HOST = "www.example.com"
+
+
+def _sh(d, cmd):
+    subprocess.run(cmd, shell=True, cwd=d, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    """A CA, a second CA, server certificates (RSA and ECDSA for
+    www.example.com, RSA for other.test), a client certificate with a URI
+    SAN, one from the other CA and an expired one. Returns the directory."""
+    d = tempfile.mkdtemp(prefix="sharp-tls-it-")
+    ca_ext = "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    for ca, cn in (("ca", "Test CA"), ("ca2", "Other CA")):
+        _sh(d, f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {ca}.key -out {ca}.crt -subj '/CN={cn}' "
+               f"-days 30 {ca_ext}")
+
+    def issue(name, ca, kind, subj, ext, days=30):
+        alg = ("-algorithm RSA -pkeyopt rsa_keygen_bits:2048" if kind == "rsa"
+               else "-algorithm EC -pkeyopt ec_paramgen_curve:P-256")
+        _sh(d, f"openssl genpkey {alg} -out {name}.key")
+        _sh(d, f"printf '{ext}\\n' > {name}.ext")
+        _sh(d, f"openssl req -new -key {name}.key -subj '{subj}' -out {name}.csr")
+        _sh(d, f"openssl x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial -days {days} "
+               f"-sha256 -extfile {name}.ext -out {name}.crt")
+
+    srv = "extendedKeyUsage=serverAuth\\nsubjectAltName=DNS:"
+    issue("rsa", "ca", "rsa", "/CN=rsa www", srv + HOST)
+    issue("ecdsa", "ca", "ec", "/CN=ecdsa www", srv + HOST)
+    issue("other", "ca", "rsa", "/CN=other", srv + "other.test")
+    cli = "extendedKeyUsage=clientAuth\\nsubjectAltName=URI:spiffe://example/client"
+    issue("client", "ca", "ec", "/CN=client/O=Example", cli)
+    issue("stranger", "ca2", "ec", "/CN=stranger", cli)
+    issue("expired", "ca", "ec", "/CN=expired", cli, days=-1)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def tls_context(pki, certs=("rsa",), client_ca=False, require=False, alpn=("h2", "http/1.1"), **extra):
+    common = {"tls_certificates": [{"certificate_chain": {"filename": f"{pki}/{c}.crt"},
+                                    "private_key": {"filename": f"{pki}/{c}.key"}} for c in certs]}
+    if alpn:
+        common["alpn_protocols"] = list(alpn)
+    if client_ca:
+        common["validation_context"] = {"trusted_ca": {"filename": f"{pki}/ca.crt"}}
+    ctx = {"@type": DS_TLS, "common_tls_context": common}
+    if require:
+        ctx["require_client_certificate"] = True
+    ctx.update(extra)
+    return ctx
+
+
+def with_tls(text, ctx):
+    """The bootstrap's (first) filter chain with a TLS transport socket."""
+    ts = "transport_socket: {name: envoy.transport_sockets.tls, typed_config: " + json.dumps(ctx) + "}"
+    out = text.replace("    filter_chains:\n    - filters:\n", f"    filter_chains:\n    - {ts}\n      filters:\n", 1)
+    assert out != text
+    return out
+
+
+class Tls:
+    pass
+
+
+def start(procs, upstream, pki, ctx=None, hcm_extra="", listener_extra="", routes=None, **kw):
+    t = Tls()
+    t.listen, t.admin, t.pki = free_port(), free_port(), pki
+    text = bootstrap_yaml(t.listen, t.admin, {"app": [upstream.port]}, hcm_extra=hcm_extra,
+                          listener_extra=listener_extra, routes=routes)
+    t.sharp = run_sharp_config(procs, with_tls(text, ctx or tls_context(pki, **kw)), t.admin)
+    t.prefix = f"listener.127.0.0.1_{t.listen}.ssl."
+    return t
+
+
+def ssl_stat(t, name):
+    return stat(t.admin, t.prefix + name)
+
+
+def wait_ssl_stat(t, name, want, timeout=5):
+    deadline = time.time() + timeout * SLOW
+    v = None
+    while time.time() < deadline:
+        v = ssl_stat(t, name)
+        if v == want:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"{t.prefix}{name} = {v}, want {want}")
+
+
+def curl(t, path, *args, host=HOST, timeout=20):
+    r = subprocess.run(["curl", "-sS", "--max-time", str(timeout * SLOW), "--cacert", f"{t.pki}/ca.crt",
+                        "--resolve", f"{host}:{t.listen}:127.0.0.1", *args, f"https://{host}:{t.listen}{path}"],
+                       capture_output=True, timeout=timeout * SLOW + 10)
+    return r
+
+
+def s_client(t, *args, data=b"", servername=HOST, timeout=10):
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{t.listen}", "-CAfile", f"{t.pki}/ca.crt", *args]
+    if servername:
+        cmd += ["-servername", servername]
+    r = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout * SLOW)
+    return r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+
+
+def py_client(t, cert=None, server_hostname=HOST, alpn=None):
+    ctx = ssl.create_default_context(cafile=f"{t.pki}/ca.crt")
+    if cert:
+        ctx.load_cert_chain(f"{t.pki}/{cert}.crt", f"{t.pki}/{cert}.key")
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", t.listen), timeout=10 * SLOW)
+    return ctx.wrap_socket(raw, server_hostname=server_hostname)
+
+
+def read_all(s):
+    data = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    except (ssl.SSLError, ConnectionError, socket.timeout):
+        pass
+    return data
+
+
+GET_CLOSE = b"GET /echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+
+
+# ---- termination, ALPN, x-forwarded-proto ----
+
+def test_http1_and_http2_by_alpn_with_stats(procs, upstream, pki):
+    t = start(procs, upstream, pki)
+    r = curl(t, "/echo", "--http1.1", "-i")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert out.startswith("HTTP/1.1 200"), out
+    body = json.loads(out.split("\r\n\r\n", 1)[1])
+    hdrs = {k.lower(): v for k, v in body["headers"]}
+    assert hdrs["x-forwarded-proto"] == "https", hdrs
+    r = curl(t, "/echo", "--http2", "-i")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert out.startswith("HTTP/2 200"), out
+    hdrs = {k.lower(): v for k, v in json.loads(out.split("\r\n\r\n", 1)[1])["headers"]}
+    assert hdrs["x-forwarded-proto"] == "https", hdrs
+    wait_ssl_stat(t, "handshake", 2)
+    assert stat(t.admin, "http.ingress_http.downstream_cx_http1_total") == 1
+    assert stat(t.admin, "http.ingress_http.downstream_cx_http2_total") == 1
+    assert ssl_stat(t, "versions.TLSv1.3") == 2
+    assert ssl_stat(t, "ciphers.TLS_AES_256_GCM_SHA384") == 2
+    assert ssl_stat(t, "curves.X25519") == 2
+    assert ssl_stat(t, "no_certificate") == 2
+    assert ssl_stat(t, "connection_error") == 0
+    # TLS 1.2 is counted under its own version and cipher
+    r = curl(t, "/", "--http1.1", "--tls-max", "1.2")
+    assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
+    wait_ssl_stat(t, "handshake", 3)
+    assert ssl_stat(t, "versions.TLSv1.2") == 1
+    assert ssl_stat(t, "ciphers.ECDHE-RSA-AES128-GCM-SHA256") == 1
+
+
+def test_nghttp_over_tls(procs, upstream, pki):
+    t = start(procs, upstream, pki)
+    r = subprocess.run(["nghttp", "-v", f"https://127.0.0.1:{t.listen}/bytes/100000"],
+                       capture_output=True, timeout=20 * SLOW)
+    out = r.stdout.decode(errors="replace")
+    # nghttp does not verify; what matters is h2 over ALPN end to end
+    assert "negotiated protocol: h2" in out, out
+    assert ":status: 200" in out, out
+    assert stat(t.admin, "http.ingress_http.downstream_cx_http2_total") == 1
+
+
+def test_alpn_picks_the_codec_and_without_alpn_auto_sniffs(procs, upstream, pki):
+    """codec_type AUTO: ALPN "h2" is HTTP/2 and "http/1.1" HTTP/1, with no
+    preface sniffing; a client without ALPN gets the preface sniffed."""
+    t = start(procs, upstream, pki)
+    # ALPN http/1.1 but the HTTP/2 preface: HTTP/1 parses it and refuses it
+    s = py_client(t, alpn=["http/1.1"])
+    assert s.selected_alpn_protocol() == "http/1.1"
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    data = read_all(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 "), data
+    # no ALPN: the preface decides (HTTP/1 here)
+    s = py_client(t)
+    assert s.selected_alpn_protocol() is None
+    s.sendall(GET_CLOSE)
+    data = read_all(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200"), data
+    # no ALPN and the h2 preface: HTTP/2 (nghttp with prior knowledge over TLS is
+    # not possible, so the curl ALPN case covers h2; the preface answer is a SETTINGS frame)
+    s = py_client(t)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    first = s.recv(9)
+    s.close()
+    assert len(first) == 9 and first[3] == 0x04, first  # SETTINGS
+    assert stat(t.admin, "http.ingress_http.downstream_cx_http2_total") == 1
+    assert stat(t.admin, "http.ingress_http.downstream_cx_http1_total") == 2
+
+
+def test_ecdsa_and_rsa_certificates_follow_the_client(procs, upstream, pki):
+    t = start(procs, upstream, pki, certs=("rsa", "ecdsa"))
+    out = s_client(t, "-sigalgs", "ECDSA+SHA256", data=b"")
+    assert "CN = ecdsa www" in out and "Verify return code: 0 (ok)" in out, out
+    out = s_client(t, "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256", data=b"")
+    assert "CN = rsa www" in out and "Verify return code: 0 (ok)" in out, out
+
+
+def test_sni_selects_the_certificate_and_is_logged(procs, upstream, pki):
+    al, path = file_access_log("%REQUESTED_SERVER_NAME% %DOWNSTREAM_LOCAL_SUBJECT%\\n")
+    t = start(procs, upstream, pki, certs=("rsa", "other"), hcm_extra=al)
+    req = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    out = s_client(t, "-ign_eof", servername="other.test", data=req)
+    assert "CN = other" in out and "hello from upstream" in out, out
+    out = s_client(t, "-ign_eof", servername=HOST, data=req)
+    assert "CN = rsa www" in out and "hello from upstream" in out, out
+    out = s_client(t, "-ign_eof", "-noservername", servername=None, data=req)
+    assert "CN = rsa www" in out and "hello from upstream" in out, out
+    lines = log_lines(path, 3)  # two workers: in any order
+    assert sorted(lines) == ["- CN=rsa www", "other.test CN=other", "www.example.com CN=rsa www"], lines
+
+
+# ---- client certificates ----
+
+def test_mutual_tls_accepted_and_logged(procs, upstream, pki):
+    al, path = file_access_log("%DOWNSTREAM_PEER_URI_SAN%|%DOWNSTREAM_PEER_SUBJECT%|%DOWNSTREAM_TLS_VERSION%|"
+                               "%DOWNSTREAM_TLS_CIPHER%|%REQUESTED_SERVER_NAME%\\n")
+    t = start(procs, upstream, pki, client_ca=True, require=True, hcm_extra=al)
+    r = curl(t, "/", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+    assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
+    r = curl(t, "/", "--tls-max", "1.2", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+    assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
+    lines = sorted(log_lines(path, 2), key=lambda ln: "TLSv1.3" not in ln)  # two workers: in any order
+    assert lines[0] == "spiffe://example/client|O=Example,CN=client|TLSv1.3|TLS_AES_256_GCM_SHA384|" + HOST, lines
+    assert lines[1] == ("spiffe://example/client|O=Example,CN=client|TLSv1.2|ECDHE-RSA-AES128-GCM-SHA256|"
+                        + HOST), lines
+    wait_ssl_stat(t, "handshake", 2)
+    assert ssl_stat(t, "no_certificate") == 0
+
+
+@pytest.mark.parametrize("cert,counter", [(None, "fail_verify_no_cert"), ("stranger", "fail_verify_error"),
+                                          ("expired", "fail_verify_error")])
+def test_mutual_tls_refused(procs, upstream, pki, cert, counter):
+    """A missing certificate, one from another CA and an expired one fail
+    the handshake: no HTTP response, the connection closed, the failure
+    counted (and not as connection_error)."""
+    t = start(procs, upstream, pki, client_ca=True, require=True)
+    try:
+        s = py_client(t, cert=cert)
+        s.sendall(GET_CLOSE)
+        data = read_all(s)
+        s.close()
+    except (ssl.SSLError, ConnectionError):
+        data = b""
+    assert data == b"", data
+    wait_ssl_stat(t, counter, 1)
+    assert ssl_stat(t, "handshake") == 0
+    assert ssl_stat(t, "connection_error") == 0
+    assert stat(t.admin, "http.ingress_http.downstream_rq_total") == 0
+    assert stat(t.admin, "cluster.app.upstream_rq_total") == 0
+
+
+def test_optional_client_certificate(procs, upstream, pki):
+    """A validation context without require_client_certificate: a client
+    without a certificate is served and counted in no_certificate."""
+    al, path = file_access_log("%DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_PEER_URI_SAN%\\n")
+    t = start(procs, upstream, pki, client_ca=True, hcm_extra=al)
+    r = curl(t, "/")
+    assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
+    r = curl(t, "/", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+    assert r.returncode == 0, r
+    assert sorted(log_lines(path, 2)) == ["- -", "O=Example,CN=client spiffe://example/client"]
+    wait_ssl_stat(t, "no_certificate", 1)
+    assert ssl_stat(t, "handshake") == 2
+
+
+# ---- sessions ----
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_session_resumption(procs, upstream, pki, version):
+    t = start(procs, upstream, pki)
+    sess = os.path.join(tempfile.mkdtemp(prefix="sharp-sess-"), "s.pem")
+    req = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    out = s_client(t, version, "-ign_eof", "-sess_out", sess, data=req)
+    assert "hello from upstream" in out and "New, " in out, out
+    out = s_client(t, version, "-ign_eof", "-sess_in", sess, data=req)
+    assert "hello from upstream" in out and "Reused, " in out, out
+    wait_ssl_stat(t, "handshake", 2)
+    assert ssl_stat(t, "session_reused") == 1
+
+
+# ---- hostile and slow clients ----
+
+def test_plaintext_request_to_tls_listener(procs, upstream, pki):
+    t = start(procs, upstream, pki)
+    s = socket.create_connection(("127.0.0.1", t.listen), timeout=5 * SLOW)
+    s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    data = read_all(s)
+    s.close()
+    assert not data.startswith(b"HTTP/"), data  # at most a TLS alert
+    wait_ssl_stat(t, "connection_error", 1)
+    assert ssl_stat(t, "handshake") == 0
+    assert stat(t.admin, "http.ingress_http.downstream_rq_total") == 0
+
+
+def test_half_client_hello_closed_by_idle_timeout(procs, upstream, pki):
+    t = start(procs, upstream, pki, hcm_extra="common_http_protocol_options: { idle_timeout: 1s }\n")
+    # a real ClientHello, cut in half
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ssl.create_default_context().wrap_bio(inc, out, server_hostname=HOST)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = out.read()
+    s = socket.create_connection(("127.0.0.1", t.listen), timeout=10 * SLOW)
+    s.sendall(hello[:len(hello) // 2])
+    t0 = time.time()
+    data = read_all(s)
+    took = time.time() - t0
+    s.close()
+    assert data == b"" and 0.8 < took < 4 * SLOW, (data, took)
+    assert stat(t.admin, "http.ingress_http.downstream_cx_idle_timeout") == 1
+    assert ssl_stat(t, "handshake") == 0
+
+
+def test_slow_request_headers_over_tls_timeout(procs, upstream, pki):
+    """request_headers_timeout applies to the decrypted request: a client
+    that completes the handshake and dribbles headers gets a 408."""
+    t = start(procs, upstream, pki, hcm_extra="request_headers_timeout: 1s\n")
+    s = py_client(t)
+    s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n")
+    data = read_all(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 408"), data
+    assert stat(t.admin, "http.ingress_http.downstream_rq_header_timeout") == 1
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_large_bodies_both_ways_and_slow_readers_bounded(procs, upstream, pki):
+    limit = 64 * 1024
+    t = start(procs, upstream, pki, listener_extra=f"per_connection_buffer_limit_bytes: {limit}\n",
+              routes='- match: { prefix: "/" }\n  route: { cluster: app, timeout: 0s }\n')
+    # 20 MB each way, checksummed, HTTP/1.1 and HTTP/2
+    n = 20 * 1000 * 1000
+    want = json.loads(curl(t, f"/bytes/{n}?checksum=1").stdout)
+    for proto in ("--http1.1", "--http2"):
+        r = curl(t, f"/bytes/{n}", proto, "-o", "-")
+        assert r.returncode == 0 and len(r.stdout) == n, (r.returncode, len(r.stdout), r.stderr)
+        assert r.stdout[:4] == bytes(((i * 31 + 7) & 0xff) for i in range(4))
+        f = tempfile.NamedTemporaryFile(delete=False)
+        f.write(r.stdout)
+        f.close()
+        up = curl(t, "/upload", proto, "--data-binary", f"@{f.name}", "-H", "content-type: application/octet-stream")
+        os.unlink(f.name)
+        assert up.returncode == 0 and json.loads(up.stdout) == want, up
+    # 30 clients that ask for 50 MB each and do not read
+    pid = t.sharp.p.pid
+    base = rss_bytes(pid)
+    socks = []
+    for _ in range(30):
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        raw.connect(("127.0.0.1", t.listen))
+        s = ssl.create_default_context(cafile=f"{pki}/ca.crt").wrap_socket(raw, server_hostname=HOST)
+        s.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        socks.append(s)
+    deadline = time.time() + 3 * SLOW
+    peak = 0
+    while time.time() < deadline:
+        peak = max(peak, rss_bytes(pid) - base)
+        time.sleep(0.2)
+    assert stat(t.admin, "http.ingress_http.downstream_rq_active") == 30
+    sent = stat(t.admin, "http.ingress_http.downstream_cx_tx_bytes_total")
+    bound = 30 * (4 * limit + 256 * 1024) * (3 if SLOW > 1 else 1) + 64 * 1024 * 1024
+    assert peak < bound, (peak, bound)
+    assert sent < 30 * 50000000 // 10 + 2 * n, sent
+    for s in socks:
+        s.close()
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline and stat(t.admin, "http.ingress_http.downstream_cx_active") != 0:
+        time.sleep(0.1)
+    assert stat(t.admin, "http.ingress_http.downstream_cx_active") == 0
+
+
+def test_close_notify_on_close(procs, upstream, pki):
+    """connection: close: the response, then close_notify before the FIN
+    (the client reads a clean TLS end, not a truncated stream)."""
+    t = start(procs, upstream, pki)
+    s = py_client(t)
+    s.sendall(GET_CLOSE)
+    data = b""
+    while True:
+        b = s.recv(65536)  # raises SSLEOFError on an EOF without close_notify
+        if not b:
+            break
+        data += b
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200"), data
+
+
+def test_drain_closes_idle_tls_connections(procs, upstream, pki):
+    t = start(procs, upstream, pki, hcm_extra="drain_timeout: 0.5s\n")
+    s = py_client(t)
+    s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    first = b""
+    while not first.endswith(b"hello from upstream\n"):
+        first += s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    import urllib.request
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{t.admin}/drain_listeners?graceful",
+                                                  method="POST"), timeout=5).read()
+    t0 = time.time()
+    rest = read_all(s)
+    s.close()
+    assert rest == b"" and time.time() - t0 < 5 * SLOW
+    assert stat(t.admin, "http.ingress_http.downstream_cx_drain_close") == 1
+
+
+# ---- filter chains ----
+
+def test_tls_and_plaintext_chains_by_source_address(procs, upstream, pki):
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"app": [upstream.port]})
+    start_chain = text.index("    - filters:\n")
+    end_chain = text.index("  clusters:\n")
+    chain = text[start_chain:end_chain]
+    plain = chain.replace("    - filters:\n",
+                          "    - filter_chain_match: { source_prefix_ranges: [{ address_prefix: 127.0.0.2, "
+                          "prefix_len: 32 }] }\n      filters:\n", 1).replace("stat_prefix: ingress_http",
+                                                                               "stat_prefix: plain")
+    text = with_tls(text[:end_chain] + plain + text[end_chain:], tls_context(pki))
+    run_sharp_config(procs, text, admin)
+    t = Tls()
+    t.listen, t.admin, t.pki, t.prefix = listen, admin, pki, f"listener.127.0.0.1_{listen}.ssl."
+    r = curl(t, "/echo")
+    assert r.returncode == 0, r
+    hdrs = {k.lower(): v for k, v in json.loads(r.stdout)["headers"]}
+    assert hdrs["x-forwarded-proto"] == "https"
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", listen))
+    s.sendall(GET_CLOSE)
+    data = read_all(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200"), data
+    body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert {k.lower(): v for k, v in body["headers"]}["x-forwarded-proto"] == "http"
+    assert stat(admin, "http.plain.downstream_rq_total") == 1
+    assert stat(admin, "http.ingress_http.downstream_rq_total") == 1
+    assert ssl_stat(t, "handshake") == 1
+
+
+# ---- configuration ----
+
+def test_config_errors_name_the_path(pki):
+    text = bootstrap_yaml(10000, 9901, {"app": [8080]})
+    ctx = tls_context(pki)
+    ctx["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"] = "/nonexistent/x.crt"
+    rc, out = validate_config(with_tls(text, ctx))
+    assert rc == 1 and "filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates[0]" \
+        ".certificate_chain" in out and "/nonexistent/x.crt" in out, out
+    ctx = tls_context(pki)
+    ctx["common_tls_context"]["tls_certificates"] = []
+    rc, out = validate_config(with_tls(text, ctx))
+    assert rc == 1 and "No TLS certificates found for server context" in out, out
+    rc, out = validate_config(with_tls(text, tls_context(pki, require=True)))
+    assert rc == 1 and "require_client_certificate" in out, out
+    ctx = tls_context(pki)
+    ctx["ocsp_staple_policy"] = "MUST_STAPLE"
+    rc, out = validate_config(with_tls(text, ctx))
+    assert rc == 1 and "ocsp_staple_policy" in out, out
+    rc, out = validate_config(with_tls(text, tls_context(pki, certs=("rsa", "ecdsa", "other"))))
+    assert rc == 0, out
+    # a DownstreamTlsContext on a cluster is not plaintext
+    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"app": [8080]}, cluster_extra=(
+        "transport_socket: {name: envoy.transport_sockets.tls, typed_config: "
+        + json.dumps(tls_context(pki)) + "}\n")))
+    assert rc == 1 and "transport_socket" in out, out
