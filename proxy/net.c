@@ -305,8 +305,46 @@ static void on_write(uv_write_t *req, int status)
 
 int sharp_writer_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
-    if (w->transport) return w->transport(w, bufs, nbufs); /* TLS: encrypted, then written raw */
-    return sharp_writer_write_raw(w, bufs, nbufs);
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    w->plain_total += total;
+    if (!w->transport) return sharp_writer_write_raw(w, bufs, nbufs);
+    int rc = w->transport(w, bufs, nbufs); /* TLS: encrypted, then written raw */
+    if (total) {
+        sharp_writer_plain_written(w); /* drops the marks already written */
+        if (w->marks_len == w->marks_cap) {
+            uint32_t cap = w->marks_cap ? w->marks_cap * 2 : 16;
+            sharp_writer_mark_t *m = sharp_calloc(cap, sizeof *m);
+            for (uint32_t i = 0; i < w->marks_len; i++) m[i] = w->marks[(w->marks_head + i) % w->marks_cap];
+            free(w->marks);
+            w->marks = m;
+            w->marks_head = 0;
+            w->marks_cap = cap;
+        }
+        w->marks[(w->marks_head + w->marks_len++) % w->marks_cap] =
+            (sharp_writer_mark_t){w->plain_total, w->raw_total};
+        sharp_writer_plain_written(w); /* the transport may have written it all at once */
+    }
+    return rc;
+}
+
+uint64_t sharp_writer_plain_written(sharp_writer_t *w)
+{
+    if (!w->transport) return w->plain_total - w->queued;
+    uint64_t raw_written = w->raw_total - w->queued;
+    while (w->marks_len && w->marks[w->marks_head].raw_end <= raw_written) {
+        w->plain_done = w->marks[w->marks_head].plain_end;
+        w->marks_head = (w->marks_head + 1) % w->marks_cap;
+        w->marks_len--;
+    }
+    return w->plain_done;
+}
+
+void sharp_writer_release(sharp_writer_t *w)
+{
+    free(w->marks);
+    w->marks = NULL;
+    w->marks_len = w->marks_cap = w->marks_head = 0;
 }
 
 int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
@@ -315,6 +353,7 @@ int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbu
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
     if (total == 0) return 0;
+    w->raw_total += total;
     size_t done = 0;
     if (w->queued == 0) {
         int n = uv_try_write(w->stream, bufs, nbufs);

@@ -95,6 +95,12 @@ typedef void (*sharp_writer_error_cb)(sharp_writer_t *w, int status);
  * through sharp_writer_write_raw. Returns like sharp_writer_write. */
 typedef int (*sharp_writer_transport_cb)(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
 
+/* Where a transport's output for the plaintext up to plain_end ends on the
+ * wire (see sharp_writer_plain_written). */
+typedef struct sharp_writer_mark {
+    uint64_t plain_end, raw_end;
+} sharp_writer_mark_t;
+
 struct sharp_writer {
     uv_stream_t *stream;
     size_t queued; /* bytes handed to uv_write and not yet completed */
@@ -102,6 +108,14 @@ struct sharp_writer {
     sharp_writer_error_cb on_error;
     sharp_writer_transport_cb transport; /* NULL: bytes go to the socket as they are */
     bool failed;
+    /* Bytes given to sharp_writer_write (plaintext) and put on the socket's
+     * path (raw: through the transport, or the same bytes without one). */
+    uint64_t plain_total, raw_total;
+    /* With a transport: one mark per write, dropped once its raw bytes are
+     * written; plain_done is the plaintext known to be on the wire. */
+    sharp_writer_mark_t *marks;
+    uint32_t marks_head, marks_len, marks_cap;
+    uint64_t plain_done;
 };
 
 void sharp_writer_init(sharp_writer_t *w, uv_stream_t *stream, sharp_writer_drain_cb on_drain,
@@ -111,5 +125,13 @@ void sharp_writer_init(sharp_writer_t *w, uv_stream_t *stream, sharp_writer_drai
 int sharp_writer_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
 /* The same, bypassing the transport: what the transport puts on the wire. */
 int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs);
+/* How many of the bytes given to sharp_writer_write (plain_total counts
+ * them) have gone to the kernel: without a transport, those not queued;
+ * with one (TLS), those whose whole output has been written, so that the
+ * HTTP/2 codec's outbound frame accounting measures the same thing over
+ * TLS and in the clear. */
+uint64_t sharp_writer_plain_written(sharp_writer_t *w);
+/* Frees what the writer holds (the transport's marks). */
+void sharp_writer_release(sharp_writer_t *w);
 
 #endif

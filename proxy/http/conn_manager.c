@@ -38,6 +38,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     sharp_snapshot_unref(c->snap);
     if (c->listener) sharp_overload_connection_closed(); /* admitted: counted in the global limit */
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
+    sharp_writer_release(&c->writer);
     free(c);
 }
 

@@ -69,7 +69,6 @@ struct sharp_h2_conn {
     /* Envoy's ProtocolConstraints. Outbound: frames handed to the socket
      * and not yet written (a ring of their end offsets); inbound: counts
      * over the connection's life. */
-    uint64_t tx_total;     /* bytes handed to the socket */
     h2_outq_entry_t *outq;
     size_t outq_head, outq_len, outq_cap;
     uint32_t out_frames, out_control;
@@ -183,7 +182,7 @@ static int track_inbound(sharp_conn_t *c, uint8_t type, uint8_t flags, size_t pa
 static void outq_release(sharp_conn_t *c)
 {
     struct sharp_h2_conn *h2 = c->h2;
-    uint64_t written = h2->tx_total - c->writer.queued;
+    uint64_t written = sharp_writer_plain_written(&c->writer);
     while (h2->outq_len && h2->outq[h2->outq_head].end <= written) {
         h2_outq_entry_t *e = &h2->outq[h2->outq_head];
         h2->out_frames--;
@@ -725,7 +724,7 @@ static void h2_flush(sharp_conn_t *c)
         if (n > 0) sharp_sbuf_append(&h2->batch, (const char *)data, (size_t)n);
         if (h2->sent_frames) {
             /* frames end with these bytes; the control ones are the last */
-            uint64_t end = h2->tx_total + h2->batch.len;
+            uint64_t end = c->writer.plain_total + h2->batch.len;
             for (uint32_t i = 0; i < h2->sent_frames; i++) outq_push(h2, end, i >= h2->sent_frames - h2->sent_control);
             outq_release(c);
             if (outbound_flooded(c)) {
@@ -739,7 +738,6 @@ static void h2_flush(sharp_conn_t *c)
         if (n == 0 || h2->batch.len >= 64 * 1024) {
             if (h2->batch.len) {
                 uv_buf_t b = uv_buf_init(h2->batch.data, (unsigned)h2->batch.len);
-                h2->tx_total += h2->batch.len;
                 sharp_conn_write(c, &b, 1);
                 sharp_sbuf_reset(&h2->batch);
             }

@@ -507,3 +507,48 @@ def test_config_errors_name_the_path(pki):
         "transport_socket: {name: envoy.transport_sockets.tls, typed_config: "
         + json.dumps(tls_context(pki)) + "}\n")))
     assert rc == 1 and "transport_socket" in out, out
+
+
+def test_http2_control_flood_over_tls(procs, upstream, pki):
+    """The HTTP/2 codec counts a frame as sent once the TLS records that
+    carry it are written, as it counts plaintext bytes in the clear: a TLS
+    client that sends PINGs and never reads has its acknowledgements pile up
+    until max_outbound_control_frames closes the connection
+    (http2.outbound_control_flood), while one that reads is never cut."""
+    from hyperframe.frame import PingFrame, SettingsFrame
+    t = start(procs, upstream, pki, hcm_extra="http2_protocol_options: { max_outbound_control_frames: 100 }\n")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
+    ping = PingFrame(0, opaque_data=b"abcdefgh").serialize()
+
+    # a reading client: 300 PINGs, 50 at a time, all acknowledged
+    s = py_client(t, alpn=["h2"])
+    s.sendall(preface)
+    got = b""
+    for _ in range(6):
+        s.sendall(ping * 50)
+        deadline = time.time() + 5 * SLOW
+        while got.count(b"\x00\x00\x08\x06\x01") < 50 and time.time() < deadline:
+            got += s.recv(65536)
+        got = got[got.rfind(b"\x00\x00\x08\x06\x01") + 17:] if got.count(b"\x00\x00\x08\x06\x01") >= 50 else got
+    assert stat(t.admin, "http2.outbound_control_flood") == 0
+    s.close()
+
+    # a client that never reads, with a small receive buffer
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10 * SLOW)
+    raw.connect(("127.0.0.1", t.listen))
+    ctx = ssl.create_default_context(cafile=f"{t.pki}/ca.crt")
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(raw, server_hostname=HOST)
+    s.sendall(preface)
+    try:
+        for _ in range(100):
+            s.sendall(ping * 100)
+    except (OSError, ssl.SSLError):
+        pass
+    deadline = time.time() + 10 * SLOW
+    while stat(t.admin, "http2.outbound_control_flood") < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert stat(t.admin, "http2.outbound_control_flood") == 1
+    s.close()

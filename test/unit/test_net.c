@@ -1,5 +1,6 @@
-/* test_net.c: CIDR ranges (internal_address_config.cidr_ranges) and Unix
- * domain socket addresses (Address.pipe). */
+/* test_net.c: CIDR ranges (internal_address_config.cidr_ranges), Unix
+ * domain socket addresses (Address.pipe), and the writer's count of
+ * plaintext on the wire through a transport that grows the bytes (TLS). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,9 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static bool in_range(const sharp_cidr_t *c, const char *ip)
 {
@@ -142,6 +146,92 @@ static void test_pipe_printed(void **state)
     assert_false(sharp_addr_is_pipe(""));
 }
 
+/* A transport that writes every byte twice (as TLS adds its records'
+ * overhead), so the socket's queue counts more than the plaintext. */
+static int doubling(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
+{
+    for (unsigned i = 0; i < nbufs; i++) {
+        char *twice = malloc(bufs[i].len * 2);
+        memcpy(twice, bufs[i].base, bufs[i].len);
+        memcpy(twice + bufs[i].len, bufs[i].base, bufs[i].len);
+        uv_buf_t b = uv_buf_init(twice, (unsigned)(bufs[i].len * 2));
+        int rc = sharp_writer_write_raw(w, &b, 1);
+        free(twice);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static void test_plain_written_through_a_transport(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    uv_pipe_t pipe;
+    uv_pipe_init(&loop, &pipe, 0);
+    assert_int_equal(uv_pipe_open(&pipe, sv[0]), 0);
+    sharp_writer_t w;
+    sharp_writer_init(&w, (uv_stream_t *)&pipe, NULL, NULL);
+    w.transport = doubling;
+    /* 100 writes of 1000 bytes: 200,000 bytes on the wire, most queued */
+    char chunk[1000];
+    memset(chunk, 'x', sizeof chunk);
+    uv_buf_t b = uv_buf_init(chunk, sizeof chunk);
+    for (int i = 0; i < 100; i++) assert_int_equal(sharp_writer_write(&w, &b, 1), 0);
+    assert_true(w.plain_total == 100000 && w.raw_total == 200000);
+    assert_true(w.queued > 0);
+    uint64_t p = sharp_writer_plain_written(&w);
+    /* only whole writes whose doubled bytes are all out count: never more
+     * than half of what left, and a multiple of a write */
+    assert_true(p <= (w.raw_total - w.queued) / 2);
+    assert_int_equal(p % 1000, 0);
+    assert_true(p < w.plain_total);
+    /* the peer reads everything: the plaintext is all on the wire */
+    char sink[65536];
+    uint64_t read_total = 0;
+    while (read_total < 200000) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        ssize_t n = read(sv[1], sink, sizeof sink);
+        if (n > 0) read_total += (uint64_t)n;
+    }
+    while (w.queued) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(sharp_writer_plain_written(&w), 100000);
+    uv_close((uv_handle_t *)&pipe, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sharp_writer_release(&w);
+    close(sv[1]);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Without a transport, what is not queued is written. */
+static void test_plain_written_in_the_clear(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    uv_pipe_t pipe;
+    uv_pipe_init(&loop, &pipe, 0);
+    assert_int_equal(uv_pipe_open(&pipe, sv[0]), 0);
+    sharp_writer_t w;
+    sharp_writer_init(&w, (uv_stream_t *)&pipe, NULL, NULL);
+    char chunk[100] = {0};
+    uv_buf_t b = uv_buf_init(chunk, sizeof chunk);
+    assert_int_equal(sharp_writer_write(&w, &b, 1), 0);
+    assert_int_equal(sharp_writer_plain_written(&w), 100 - w.queued);
+    uv_close((uv_handle_t *)&pipe, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sharp_writer_release(&w);
+    close(sv[1]);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +242,8 @@ int main(void)
         cmocka_unit_test(test_pipe_abstract),
         cmocka_unit_test(test_pipe_invalid),
         cmocka_unit_test(test_pipe_printed),
+        cmocka_unit_test(test_plain_written_through_a_transport),
+        cmocka_unit_test(test_plain_written_in_the_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
