@@ -762,6 +762,10 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
         return -1;
     vh->include_request_attempt_count = pb->include_request_attempt_count;
     vh->include_attempt_count_in_response = pb->include_attempt_count_in_response;
+    vh->require_tls = (sharp_tls_requirement_t)pb->require_tls; /* "defined" in the support table */
+    vh->tls_redirect.action = SHARP_ROUTE_ACTION_REDIRECT;
+    vh->tls_redirect.redirect.code = 301;
+    vh->tls_redirect.redirect.to_https_as_is = true;
     if (pb->retry_policy) {
         vh->has_retry_policy = true;
         if (retry_from(c, sub(p, sizeof p, path, "retry_policy"), pb->retry_policy, &vh->retry) < 0)

@@ -507,6 +507,12 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
     const char *q = memchr(path.p, '?', path.len);
     size_t plen = q ? (size_t)(q - path.p) : path.len;
     sharp_sbuf_t loc = {0};
+    if (rd->to_https_as_is) { /* require_tls */
+        sharp_sbuf_puts(&loc, "https://");
+        sharp_sbuf_append(&loc, auth.p, auth.len);
+        sharp_sbuf_append(&loc, path.p, path.len);
+        goto send;
+    }
     const char *sch = rd->scheme ? rd->scheme : NULL;
     if (sch) sharp_sbuf_puts(&loc, sch);
     else sharp_sbuf_append(&loc, scheme.p, scheme.len);
@@ -536,6 +542,7 @@ static void send_redirect(sharp_filter_t *f, const sharp_route_t *r)
     }
     if (q && !rd->strip_query && !(rd->path && strchr(rd->path, '?')))
         sharp_sbuf_append(&loc, q, path.len - plen);
+send:
     sharp_sbuf_append(&loc, "", 1); /* NUL-terminated for the header list */
     const char *const hdrs[] = {"location", loc.data, NULL};
     sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_redirect);

@@ -436,6 +436,14 @@ const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sha
                                               uint64_t random)
 {
     if (!vh) return NULL;
+    if (vh->require_tls != SHARP_TLS_REQUIRE_NONE) {
+        /* Envoy decides on x-forwarded-proto, which the connection manager
+         * has set from the connection (or kept from a trusted hop) */
+        sharp_str_t v;
+        bool https = sharp_headers_get_cstr(req, "x-forwarded-proto", &v) && sharp_str_eq(v, "https", 5);
+        bool internal = sharp_headers_get_cstr(req, "x-envoy-internal", &v) && sharp_str_eq(v, "true", 4);
+        if (!https && (vh->require_tls == SHARP_TLS_REQUIRE_ALL || !internal)) return &vh->tls_redirect;
+    }
     for (uint32_t i = 0; i < vh->nroutes; i++)
         if (route_matches(&vh->routes[i], req, random)) return &vh->routes[i];
     return NULL;

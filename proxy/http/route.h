@@ -186,6 +186,9 @@ typedef struct {
     char *regex_rewrite_sub;    /* regex_rewrite.substitution */
     uint32_t code;    /* 301 (default), 302, 303, 307, 308 */
     bool strip_query;
+    /* require_tls's redirect (Envoy's SslRedirector): "https://" and the
+     * request's authority and path as they are, port and query included */
+    bool to_https_as_is;
 } sharp_redirect_t;
 
 /* One entry of upgrade_configs (connection manager or route): an Upgrade
@@ -260,6 +263,12 @@ typedef struct sharp_route {
     sharp_header_ops_t req_ops, resp_ops;
 } sharp_route_t;
 
+typedef enum {
+    SHARP_TLS_REQUIRE_NONE = 0,
+    SHARP_TLS_REQUIRE_EXTERNAL_ONLY = 1,
+    SHARP_TLS_REQUIRE_ALL = 2,
+} sharp_tls_requirement_t;
+
 typedef struct sharp_vhost {
     char *name;
     char **domains;
@@ -273,6 +282,11 @@ typedef struct sharp_vhost {
     const sharp_mirror_policies_t *mirror; /* its own, else the route table's */
     bool include_request_attempt_count;    /* x-envoy-attempt-count to the upstream */
     bool include_attempt_count_in_response; /* ... and in the response */
+    /* VirtualHost.require_tls: a request whose x-forwarded-proto is not
+     * "https" (EXTERNAL_ONLY: and that is not x-envoy-internal) takes
+     * tls_redirect, a 301 to its https:// URL */
+    sharp_tls_requirement_t require_tls;
+    sharp_route_t tls_redirect;
 } sharp_vhost_t;
 
 typedef struct sharp_route_table {

@@ -325,6 +325,7 @@ void sharp_route_table_free(sharp_route_table_t *t)
         for (uint32_t r = 0; r < vh->nroutes; r++)
             free_route(&vh->routes[r]);
         free(vh->routes);
+        free_route(&vh->tls_redirect);
         free_ops(&vh->req_ops);
         free_ops(&vh->resp_ops);
         free_retry(&vh->retry);

@@ -84,11 +84,11 @@ class Tls:
     pass
 
 
-def start(procs, upstream, pki, ctx=None, hcm_extra="", listener_extra="", routes=None, **kw):
+def start(procs, upstream, pki, ctx=None, hcm_extra="", listener_extra="", routes=None, vhost_extra="", **kw):
     t = Tls()
     t.listen, t.admin, t.pki = free_port(), free_port(), pki
     text = bootstrap_yaml(t.listen, t.admin, {"app": [upstream.port]}, hcm_extra=hcm_extra,
-                          listener_extra=listener_extra, routes=routes)
+                          listener_extra=listener_extra, routes=routes, vhost_extra=vhost_extra)
     t.sharp = run_sharp_config(procs, with_tls(text, ctx or tls_context(pki, **kw)), t.admin)
     t.prefix = f"listener.127.0.0.1_{t.listen}.ssl."
     return t
@@ -552,3 +552,12 @@ def test_http2_control_flood_over_tls(procs, upstream, pki):
         time.sleep(0.05)
     assert stat(t.admin, "http2.outbound_control_flood") == 1
     s.close()
+
+
+def test_require_tls_is_met_over_tls(procs, upstream, pki):
+    """require_tls ALL: a TLS connection's x-forwarded-proto is https, so it
+    is served (the plaintext side of require_tls is in test_require_tls.py)."""
+    t = start(procs, upstream, pki, vhost_extra="require_tls: ALL\n", hcm_extra="use_remote_address: true\n")
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}")
+    assert r.stdout.decode() == "200", r.stderr
+    assert stat(t.admin, "http.ingress_http.rq_redirect") == 0

@@ -447,8 +447,8 @@ static void test_errors(void **state)
         "- {name: a, domains: ['*']}\n"
         "- {name: b, domains: ['*']}\n",
         "virtual_hosts[1].domains[0]: Only a single wildcard domain is permitted in route rt");
-    expect_error("virtual_hosts:\n- {name: a, domains: [x], require_tls: ALL}\n",
-                 "virtual_hosts[0].require_tls: require_tls is not supported by SHARP");
+    expect_error("virtual_hosts:\n- {name: a, domains: [x], require_tls: 7}\n",
+                 "virtual_hosts[0].require_tls: value 7 is not a defined value of");
 }
 
 /* Envoy's RE2 rules: program size limits (google_re2.max_program_size, else
