@@ -77,6 +77,12 @@ void sharp_pool_use_http2(sharp_pool_t *p);
 /* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
  * The pool frees itself once its last connection has closed. */
 void sharp_pool_destroy(sharp_pool_t *p);
+/* The pool's host left the cluster's host set (a DNS cluster's new
+ * answer): the worker forgets the pool, so no new request comes. Requests
+ * waiting for a connection still get one; idle connections close now and
+ * busy ones once their streams are done; the pool frees itself when it has
+ * neither connections nor waiting requests (possibly before this returns). */
+void sharp_pool_retire(sharp_pool_t *p);
 /* Closes idle connections (drain). */
 void sharp_pool_close_idle(sharp_pool_t *p);
 /* Drains the pool's connections if its host asked for it
