@@ -654,15 +654,8 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
         if (resolver_address(b, res[i], p, &dc->resolvers[i]) < 0) return -1;
         dc->nresolvers++;
     }
-    /* the features that still read a cluster's hosts as fixed at load */
-    if (pb->n_health_checks) {
-        snprintf(p, sizeof p, "%s.health_checks", path);
-        return fail(b, p, "active health checking of STRICT_DNS / LOGICAL_DNS clusters is not supported yet");
-    }
-    if (pb->outlier_detection) {
-        snprintf(p, sizeof p, "%s.outlier_detection", path);
-        return fail(b, p, "outlier detection of STRICT_DNS / LOGICAL_DNS clusters is not supported yet");
-    }
+    /* the shuffle-shard balancer builds its cells over the hosts of the
+     * load; it does not follow host sets yet */
     if (pb->load_balancing_policy) {
         snprintf(p, sizeof p, "%s.load_balancing_policy", path);
         return fail(b, p, "load_balancing_policy is not supported on STRICT_DNS / LOGICAL_DNS clusters yet");

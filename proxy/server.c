@@ -382,13 +382,18 @@ static void on_initial_health_checks(void *arg)
     start_serving(s);
 }
 
-/* A DNS cluster's membership changed: every running worker gets the new
- * host set (worker.h). Workers not started yet build their view from the
- * cluster's current set when they start. */
+/* A DNS cluster's membership changed: health checking and outlier
+ * detection follow first (a new checked host is failed until its first
+ * check passes, before any worker can choose it), then every running
+ * worker gets the new host set (worker.h). Workers not started yet build
+ * their view from the cluster's current set when they start. */
 static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
 {
     sharp_server_t *s = arg;
-    if (!s->workers_started || s->shutting_down) return;
+    if (s->shutting_down) return;
+    sharp_health_checker_hosts_changed(s->health_checker, c);
+    sharp_outlier_hosts_changed(c);
+    if (!s->workers_started) return;
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_set_hostset(&s->workers[i], c);
 }
 
@@ -397,7 +402,7 @@ static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
 static void start_health_checks(sharp_server_t *s)
 {
     s->health_checker = sharp_health_checker_start(s->loop, s->snap, s->stats, on_initial_health_checks, s);
-    if (!s->health_checker) start_serving(s);
+    if (!sharp_health_checker_initializing(s->health_checker)) start_serving(s);
     else sharp_log_info("waiting for the first round of health checks");
 }
 

@@ -50,6 +50,9 @@ typedef struct sharp_host {
      * active health check, or outlier detection ejected it); each worker's
      * pool compares it with the value it last acted on (upstream/pool.h). */
     _Atomic uint32_t drain_gen;
+    /* outlier detection's state of the host (upstream/outlier.h), NULL
+     * without a detector; set before the host is published to workers */
+    struct sharp_outlier_host *outlier;
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

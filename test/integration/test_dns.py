@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 import urllib.error
+import urllib.request
 
 import pytest
 
@@ -464,6 +465,95 @@ def test_no_default_search_domain(procs, dns, ports, tmp_path):
     assert stat(admin2, "cluster.dns.update_failure") >= 1
 
 
+def host_line(admin, address, key, cluster="dns"):
+    prefix = f"{cluster}::{address}::{key}::"
+    for line in admin_get(admin, "/clusters").splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return None
+
+
+HC = """health_checks:
+- timeout: 0.5s
+  interval: 0.2s
+  no_traffic_interval: 0.2s
+  unhealthy_threshold: 1
+  healthy_threshold: 1
+  tcp_health_check: {}
+"""
+
+
+def test_health_checks_follow_the_host_set(procs, dns, ports):
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.2"])
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    procs.append(Upstream("127.0.0.3", up, "three"))  # nothing listens on 127.0.0.4
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
+                                                   extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\n" + HC)),
+          admin)
+    assert stat(admin, "cluster.dns.health_check.healthy") == 1
+    assert names(listen, 5) == {"two": 5}
+    # two hosts added: each is checked; the one without a server fails and
+    # never gets a request, the other joins once its first check passes
+    dns.set("svc.sharp.test", a=["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    results = []
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        results.append(get(listen)[:2])
+    assert all(r[0] == 200 for r in results), [r for r in results if r[0] != 200][:3]
+    assert {r[1] for r in results} == {"two", "three"}
+    assert wait_for(lambda: stat(admin, "cluster.dns.health_check.healthy") == 2)
+    assert host_line(admin, f"127.0.0.4:{up}", "health_flags") == "/failed_active_hc"
+    assert host_line(admin, f"127.0.0.3:{up}", "health_flags") == "healthy"
+    assert stat(admin, "cluster.dns.membership_healthy") == 2
+    assert stat(admin, "cluster.dns.membership_total") == 3
+    # removed hosts are no longer checked
+    dns.set("svc.sharp.test", a=["127.0.0.3"])
+    assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.3"])
+    assert wait_for(lambda: stat(admin, "cluster.dns.health_check.healthy") == 1)
+    attempts = stat(admin, "cluster.dns.health_check.attempt")
+    time.sleep(0.6)
+    # one host checked every 0.2 s: about 3 attempts, not 9
+    assert stat(admin, "cluster.dns.health_check.attempt") - attempts <= 5
+    assert names(listen, 5) == {"three": 5}
+
+
+def test_outlier_detection_follows_the_host_set(procs, dns, ports):
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.2", "127.0.0.3"])
+    two = Upstream("127.0.0.2", up, "two")
+    procs.append(two)
+    procs.append(Upstream("127.0.0.3", up, "three"))
+    procs.append(Upstream("127.0.0.4", up, "four"))
+    od = ("outlier_detection:\n  consecutive_5xx: 3\n  interval: 0.2s\n  base_ejection_time: 30s\n"
+          "  max_ejection_percent: 50\n")
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
+                                                   extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\n" + od)),
+          admin)
+    with urllib.request.urlopen(f"http://127.0.0.2:{up}/admin/fault?status=503", timeout=5) as r:
+        r.read()
+    # requests until 127.0.0.2 has had 3 5xx in a row and is ejected
+    assert wait_for(lambda: (get(listen), stat(admin, "cluster.dns.outlier_detection.ejections_active") == 1)[1],
+                    timeout=10, step=0)
+    assert host_line(admin, f"127.0.0.2:{up}", "health_flags") == "/failed_outlier_check"
+    assert names(listen, 6) == {"three": 6}
+    # the ejected host leaves the set: it no longer counts as ejected; a
+    # new host gets traffic and its own detector state
+    dns.set("svc.sharp.test", a=["127.0.0.3", "127.0.0.4"])
+    assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.3", "127.0.0.4"])
+    assert wait_for(lambda: stat(admin, "cluster.dns.outlier_detection.ejections_active") == 0)
+    assert set(names(listen, 10)) == {"three", "four"}
+    assert host_line(admin, f"127.0.0.4:{up}", "outlier_state") == "closed"
+    # the former host comes back healed, as a new host for the detector
+    with urllib.request.urlopen(f"http://127.0.0.2:{up}/admin/fault", timeout=5) as r:
+        r.read()
+    dns.set("svc.sharp.test", a=["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    assert wait_for(lambda: len(cluster_hosts(admin)) == 3)
+    assert host_line(admin, f"127.0.0.2:{up}", "health_flags") == "healthy"
+    assert set(names(listen, 12)) == {"two", "three", "four"}
+
+
 def load_error(procs, yaml_text):
     s = Sharp(yaml_text)
     procs.append(s)
@@ -480,9 +570,9 @@ def load_error(procs, yaml_text):
     ("use_tcp_for_dns_lookups: true\n", "STRICT_DNS", "use_tcp_for_dns_lookups"),
     ("typed_dns_resolver_config: { name: envoy.network.dns_resolver.cares }\n", "STRICT_DNS",
      "typed_dns_resolver_config"),
-    ("health_checks: [{ timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, "
-     "tcp_health_check: {} }]\n", "STRICT_DNS", "health_checks"),
-    ("outlier_detection: {}\n", "STRICT_DNS", "outlier_detection"),
+    ("load_balancing_policy: { policies: [{ typed_extension_config: { name: x, typed_config: "
+     "{ '@type': type.googleapis.com/sharp.extensions.load_balancing_policies.shuffle_shard.v1.ShuffleShard, "
+     "shard_size: 1 } } }] }\n", "STRICT_DNS", "load_balancing_policy"),
     ("dns_refresh_rate: 1s\n", "STATIC", "dns_* fields only apply"),
 ])
 def test_config_errors(procs, dns, extra, kind, message):
