@@ -381,6 +381,8 @@ void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts,
 void sharp_cluster_free(sharp_cluster_t *c)
 {
     if (!c) return;
+    sharp_outlier_free(c->outlier); /* before the hosts: it clears their state pointers */
+    c->outlier = NULL;
     if (c->set) {
         sharp_hostset_unref(c->set);
     } else { /* not built to the end: the loader's array */

@@ -289,8 +289,11 @@ void sharp_outlier_hosts_changed(sharp_cluster_t *c)
 void sharp_outlier_free(sharp_outlier_t *od)
 {
     if (!od) return;
-    /* the hosts may be gone already (the cluster frees them first) */
-    for (uint32_t i = 0; i < od->nowned; i++) free(od->owned[i]);
+    /* the hosts outlive their detector (sharp_cluster_free frees it first) */
+    for (uint32_t i = 0; i < od->nowned; i++) {
+        od->owned[i]->host->outlier = NULL;
+        free(od->owned[i]);
+    }
     free(od->owned);
     free(od->hosts);
     free(od->rates);
