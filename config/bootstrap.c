@@ -30,6 +30,7 @@
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
+#include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
 #include <strings.h>
@@ -636,24 +637,51 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL: dc->family = SHARP_DNS_ALL; break;
     default: dc->family = SHARP_DNS_AUTO; break;
     }
-    /* Envoy: dns_resolution_config (or typed_dns_resolver_config) over the
-     * deprecated dns_resolvers */
+    /* Envoy's order: typed_dns_resolver_config, else dns_resolution_config,
+     * else the deprecated dns_resolvers and use_tcp_for_dns_lookups */
     Envoy__Config__Core__V3__Address **res = pb->dns_resolvers;
     size_t nres = pb->n_dns_resolvers;
     const char *res_field = "dns_resolvers";
-    if (pb->dns_resolution_config) {
+    const Envoy__Config__Core__V3__DnsResolverOptions *opts = NULL;
+    dc->use_tcp = pb->use_tcp_for_dns_lookups;
+    Envoy__Extensions__Network__DnsResolver__Cares__V3__CaresDnsResolverConfig *cares = NULL;
+    if (pb->typed_dns_resolver_config) {
+        const Envoy__Config__Core__V3__TypedExtensionConfig *t = pb->typed_dns_resolver_config;
+        snprintf(p, sizeof p, "%s.typed_dns_resolver_config.typed_config", path);
+        if (!t->typed_config) return fail(b, p, "typed_config is required");
+        sharp_config_error_t e = {{0}};
+        cares = (void *)sharp_any_unpack(
+            &t->typed_config->base, &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,
+            &e);
+        if (!cares) return fail(b, p, "%s", e.msg);
+        res = cares->resolvers;
+        nres = cares->n_resolvers;
+        res_field = "typed_dns_resolver_config.typed_config.resolvers";
+        opts = cares->dns_resolver_options;
+        dc->use_tcp = false;
+        if (cares->query_timeout_seconds) dc->query_timeout_ms = cares->query_timeout_seconds->value * 1000;
+        if (cares->query_tries) dc->query_tries = cares->query_tries->value;
+    } else if (pb->dns_resolution_config) {
         res = pb->dns_resolution_config->resolvers;
         nres = pb->dns_resolution_config->n_resolvers;
         res_field = "dns_resolution_config.resolvers";
-        if (pb->dns_resolution_config->dns_resolver_options)
-            dc->no_search = pb->dns_resolution_config->dns_resolver_options->no_default_search_domain;
+        opts = pb->dns_resolution_config->dns_resolver_options;
+        dc->use_tcp = false;
+    }
+    if (opts) {
+        dc->no_search = opts->no_default_search_domain;
+        dc->use_tcp = opts->use_tcp_for_dns_lookups;
     }
     dc->resolvers = sharp_calloc(nres ? nres : 1, sizeof *dc->resolvers);
     for (size_t i = 0; i < nres; i++) {
         snprintf(p, sizeof p, "%s.%s[%zu]", path, res_field, i);
-        if (resolver_address(b, res[i], p, &dc->resolvers[i]) < 0) return -1;
+        if (resolver_address(b, res[i], p, &dc->resolvers[i]) < 0) {
+            if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
+            return -1;
+        }
         dc->nresolvers++;
     }
+    if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
     /* the shuffle-shard balancer builds its cells over the hosts of the
      * load; it does not follow host sets yet */
     if (pb->load_balancing_policy) {
@@ -723,7 +751,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     if (c->type == SHARP_CLUSTER_STATIC &&
         (pb->dns_refresh_rate || pb->dns_failure_refresh_rate || pb->respect_dns_ttl || pb->n_dns_resolvers ||
-         pb->dns_resolution_config || pb->dns_jitter)) {
+         pb->dns_resolution_config || pb->dns_jitter || pb->use_tcp_for_dns_lookups || pb->typed_dns_resolver_config)) {
         /* Envoy ignores them on a STATIC cluster; SHARP says so rather than
          * accept a setting that does nothing (dns_lookup_family, which
          * Envoy's examples set on every cluster, is let through: a STATIC

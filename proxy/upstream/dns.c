@@ -386,9 +386,16 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
     int mask = ARES_OPT_SOCK_STATE_CB;
     o.sock_state_cb = on_sock_state;
     o.sock_state_cb_data = dc;
-    if (dc->no_search) {
-        o.flags |= ARES_FLAG_NOSEARCH;
-        mask |= ARES_OPT_FLAGS;
+    if (dc->no_search) o.flags |= ARES_FLAG_NOSEARCH;
+    if (dc->use_tcp) o.flags |= ARES_FLAG_USEVC;
+    if (o.flags) mask |= ARES_OPT_FLAGS;
+    if (dc->query_timeout_ms) {
+        o.timeout = (int)(dc->query_timeout_ms > INT32_MAX ? INT32_MAX : dc->query_timeout_ms);
+        mask |= ARES_OPT_TIMEOUTMS;
+    }
+    if (dc->query_tries) {
+        o.tries = (int)(dc->query_tries > INT32_MAX ? INT32_MAX : dc->query_tries);
+        mask |= ARES_OPT_TRIES;
     }
     ares_channel ch;
     int rc = ares_init_options(&ch, &o, mask);

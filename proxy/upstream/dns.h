@@ -52,6 +52,11 @@ typedef struct sharp_dns_cluster {
     struct sockaddr_storage *resolvers;  /* dns_resolvers / dns_resolution_config.resolvers */
     uint32_t nresolvers;
     bool no_search;                      /* dns_resolver_options.no_default_search_domain */
+    bool use_tcp;                        /* use_tcp_for_dns_lookups: queries over TCP */
+    /* CaresDnsResolverConfig.query_timeout_seconds / query_tries (0: c-ares'
+     * defaults, which are Envoy's: 5 s, 4 tries) */
+    uint64_t query_timeout_ms;
+    uint32_t query_tries;
     sharp_dns_target_t *targets;
     uint32_t ntargets;
     /* run time (main thread) */

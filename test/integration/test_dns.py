@@ -554,6 +554,79 @@ def test_outlier_detection_follows_the_host_set(procs, dns, ports):
     assert set(names(listen, 12)) == {"two", "three", "four"}
 
 
+CARES = ("typed_dns_resolver_config:\n  name: envoy.network.dns_resolver.cares\n  typed_config:\n"
+         "    '@type': type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig\n"
+         "    resolvers: [{{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}]\n"
+         "    {extra}\n")
+
+
+@pytest.fixture
+def tcp_dns():
+    """The same kind of server on TCP only (nothing on UDP at its port)."""
+    zone = Zone()
+    port = free_port()
+    srv = dnslib.server.DNSServer(zone, port=port, address="127.0.0.1", tcp=True, logger=QuietLogger())
+    srv.start_thread()
+    zone.port = port
+    yield zone
+    srv.stop()
+    srv.server.server_close()
+
+
+@pytest.mark.parametrize("how", ["cluster", "options", "typed"])
+def test_use_tcp_for_dns_lookups(procs, tcp_dns, ports, how):
+    listen, admin, up = ports
+    tcp_dns.set("svc.sharp.test", a=["127.0.0.2"])
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    if how == "cluster":
+        extra = "use_tcp_for_dns_lookups: true\n"
+    elif how == "options":
+        extra = ("dns_resolution_config:\n  resolvers: [{ socket_address: { address: 127.0.0.1, port_value: %d } }]\n"
+                 "  dns_resolver_options: { use_tcp_for_dns_lookups: true }\n" % tcp_dns.port)
+    else:
+        extra = CARES.format(port=tcp_dns.port, extra="dns_resolver_options: { use_tcp_for_dns_lookups: true }")
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, tcp_dns.port,
+                                                   extra="dns_lookup_family: V4_ONLY\n" + extra)), admin)
+    assert names(listen, 3) == {"two": 3}
+    assert tcp_dns.count("svc.sharp.test") >= 1
+
+
+def test_dns_over_udp_does_not_reach_a_tcp_only_server(procs, tcp_dns, ports):
+    """The control for the test above: without use_tcp_for_dns_lookups the
+    TCP-only server is not reached (c-ares retries over TCP only for
+    truncated answers)."""
+    listen, admin, up = ports
+    tcp_dns.set("svc.sharp.test", a=["127.0.0.2"])
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, tcp_dns.port,
+                                                   extra="dns_lookup_family: V4_ONLY\n" +
+                                                         CARES.format(port=tcp_dns.port,
+                                                                      extra="query_timeout_seconds: 1\n"
+                                                                            "    query_tries: 1"))), admin)
+    assert get(listen)[0] == 503
+    assert tcp_dns.count("svc.sharp.test") == 0
+
+
+def test_typed_cares_resolver_bounds_the_startup_wait(procs, dns, ports):
+    """query_timeout_seconds and query_tries bound the first resolution of a
+    server that never answers: SHARP starts within about that, with no host."""
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", mode="drop")
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    t0 = time.time()
+    start(procs, config(listen, admin, dns_cluster(
+        "dns", "svc.sharp.test", up, dns.port,
+        extra="dns_lookup_family: V4_ONLY\ndns_refresh_rate: 0.2s\n" +
+              CARES.format(port=dns.port, extra="query_timeout_seconds: 1\n    query_tries: 2"))), admin)
+    took = time.time() - t0
+    # two tries: 1 s then 2 s (c-ares doubles the timeout per round)
+    assert 1.0 <= took < 8, took
+    assert stat(admin, "dns.cares.timeouts") >= 1
+    assert get(listen)[0] == 503
+    dns.set("svc.sharp.test", a=["127.0.0.2"])
+    assert wait_for(lambda: get(listen)[0] == 200, timeout=15)
+
+
 def load_error(procs, yaml_text):
     s = Sharp(yaml_text)
     procs.append(s)
@@ -567,9 +640,14 @@ def load_error(procs, yaml_text):
     ("dns_failure_refresh_rate: { base_interval: 2s, max_interval: 1s }\n", "STRICT_DNS",
      "max_interval greater than or equal to the base_interval"),
     ("dns_failure_refresh_rate: { max_interval: 1s }\n", "STRICT_DNS", "base_interval"),
-    ("use_tcp_for_dns_lookups: true\n", "STRICT_DNS", "use_tcp_for_dns_lookups"),
-    ("typed_dns_resolver_config: { name: envoy.network.dns_resolver.cares }\n", "STRICT_DNS",
-     "typed_dns_resolver_config"),
+    ("typed_dns_resolver_config: { name: envoy.network.dns_resolver.getaddrinfo, typed_config: "
+     "{ '@type': type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3."
+     "GetAddrInfoDnsResolverConfig } }\n", "STRICT_DNS", "getaddrinfo"),
+    (CARES.format(port=53, extra="udp_max_queries: 10"), "STRICT_DNS", "udp_max_queries"),
+    (CARES.format(port=53, extra="use_resolvers_as_fallback: true"), "STRICT_DNS", "use_resolvers_as_fallback"),
+    (CARES.format(port=53, extra="query_tries: 0"), "STRICT_DNS", "query_tries"),
+    (CARES.format(port=53, extra="query_timeout_seconds: 0"), "STRICT_DNS", "query_timeout_seconds"),
+    ("use_tcp_for_dns_lookups: true\n", "STATIC", "dns_* fields only apply"),
     ("load_balancing_policy: { policies: [{ typed_extension_config: { name: x, typed_config: "
      "{ '@type': type.googleapis.com/sharp.extensions.load_balancing_policies.shuffle_shard.v1.ShuffleShard, "
      "shard_size: 1 } } }] }\n", "STRICT_DNS", "load_balancing_policy"),
