@@ -239,6 +239,10 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 #undef B
     }
     sharp_cluster_refresh_gauges(c);
+    /* a STATIC cluster's hosts arrive once, at load: Envoy counts that one
+     * membership change (and no update_attempt); DNS clusters count theirs
+     * as answers come (upstream/dns.c) */
+    if (c->type == SHARP_CLUSTER_STATIC && c->nhosts) sharp_counter_inc(sharp_stats_shard(s, 0), st->membership_change);
     sharp_gauge_set(s, st->membership_total, c->nhosts);
     uint32_t healthy = 0;
     for (uint32_t i = 0; i < c->nhosts; i++) healthy += sharp_host_healthy(c->hosts[i]);

@@ -182,8 +182,11 @@ def test_strict_dns_balances_over_every_address(procs, dns, ports):
     dns.set("svc.sharp.test", a=["127.0.0.2", "127.0.0.3"])
     procs.append(Upstream("127.0.0.2", up, "two"))
     procs.append(Upstream("127.0.0.3", up, "three"))
+    static = ("  - name: static\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n"
+              "      cluster_name: static\n      endpoints:\n      - lb_endpoints:\n"
+              f"        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.2, port_value: {up} }} }} }}\n")
     start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
-                                                   extra="dns_lookup_family: V4_ONLY\n")), admin)
+                                                   extra="dns_lookup_family: V4_ONLY\n") + static), admin)
     seen = names(listen)
     assert set(seen) == {"two", "three"}, seen
     assert cluster_hosts(admin) == ["127.0.0.2", "127.0.0.3"]
@@ -194,6 +197,9 @@ def test_strict_dns_balances_over_every_address(procs, dns, ports):
     assert stat(admin, "cluster.dns.update_attempt") >= 1
     assert stat(admin, "cluster.dns.update_success") >= 1
     assert stat(admin, "dns.cares.resolve_total") >= 1
+    # the STATIC cluster beside it: its one membership change at load
+    assert stat(admin, "cluster.static.membership_change") == 1
+    assert stat(admin, "cluster.static.update_attempt") == 0
 
 
 def test_answers_change_under_load_without_failed_requests(procs, dns, ports):
