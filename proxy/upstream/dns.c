@@ -41,6 +41,7 @@ void sharp_dns_cluster_free(sharp_dns_cluster_t *dc)
         free(dc->targets[i].name);
         free(dc->targets[i].hosts);
         free(dc->targets[i].backoff);
+        free(dc->targets[i].addrs);
     }
     free(dc->targets);
     free(dc->resolvers);
@@ -196,6 +197,7 @@ static void process_timeouts(sharp_dns_cluster_t *dc)
 /* ---- resolution ---- */
 
 static void resolve(sharp_dns_target_t *t);
+static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res);
 
 /* The families a lookup asks in turn (the second only when the first has
  * no address). */
@@ -206,7 +208,7 @@ static int family_of(sharp_dns_family_t f, int step)
     case SHARP_DNS_V6_ONLY: return step == 0 ? AF_INET6 : -1;
     case SHARP_DNS_AUTO: return step == 0 ? AF_INET6 : step == 1 ? AF_INET : -1;
     case SHARP_DNS_V4_PREFERRED: return step == 0 ? AF_INET : step == 1 ? AF_INET6 : -1;
-    case SHARP_DNS_ALL: return step == 0 ? AF_UNSPEC : -1;
+    case SHARP_DNS_ALL: return step == 0 ? AF_INET : step == 1 ? AF_INET6 : -1;
     }
     return -1;
 }
@@ -284,51 +286,73 @@ static void finish(sharp_dns_target_t *t, bool ok, const struct sockaddr_storage
     if (!dc->stopping) uv_timer_start(&t->timer, on_refresh, delay ? delay : 1, 0);
 }
 
+/* Starts the lookup of the target's current family step. */
+static void ask(sharp_dns_target_t *t)
+{
+    sharp_dns_cluster_t *dc = t->dc;
+    /* ARES_AI_NOSORT, as Envoy: the answer's order (the first address is
+     * LOGICAL_DNS's), and no probe connections to sort by */
+    struct ares_addrinfo_hints hints = {.ai_family = family_of(dc->family, t->step), .ai_flags = ARES_AI_NOSORT};
+    ares_getaddrinfo(dc->channel, t->name, NULL, &hints, on_addrinfo, t);
+}
+
+/* Envoy's chargeGetAddrInfoErrorStats */
+static void count_failure(sharp_dns_cluster_t *dc, int status, int timeouts)
+{
+    sharp_stats_shard_t *sh = sharp_stats_shard(dc->cluster->stats, 0);
+    if (status == ARES_ENODATA || status == ARES_ENOTFOUND) sharp_counter_inc(sh, dc->st.not_found);
+    else if (status == ARES_ETIMEOUT) sharp_counter_add(sh, dc->st.timeouts, timeouts > 0 ? (uint64_t)timeouts : 1);
+    else sharp_counter_inc(sh, dc->st.get_addr_failure);
+}
+
+/* One family's answer. As Envoy's AddrInfoPendingResolution: AUTO and
+ * V4_PREFERRED ask the other family when the first gave no address (an
+ * error or an empty answer), ALL asks IPv4 then IPv6 and keeps both (a
+ * success when either had addresses). */
 static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
-    (void)timeouts;
     sharp_dns_target_t *t = arg;
     sharp_dns_cluster_t *dc = t->dc;
-    sharp_stats_shard_t *sh = sharp_stats_shard(dc->cluster->stats, 0);
     if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) {
         if (res) ares_freeaddrinfo(res);
         return; /* the channel is going away */
     }
-    uint32_t naddrs = 0, ttl = UINT32_MAX;
-    struct sockaddr_storage *addrs = NULL;
+    uint32_t got = 0;
     if (status == ARES_SUCCESS && res) {
         uint32_t cap = 0;
         for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) cap++;
-        addrs = sharp_calloc(cap ? cap : 1, sizeof *addrs);
+        t->addrs = sharp_realloc(t->addrs, (t->naddrs + cap + 1) * sizeof *t->addrs);
         for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) {
             if (n->ai_family != AF_INET && n->ai_family != AF_INET6) continue;
-            if (n->ai_addrlen > sizeof addrs[0]) continue;
-            memcpy(&addrs[naddrs], n->ai_addr, n->ai_addrlen);
-            if (n->ai_family == AF_INET) ((struct sockaddr_in *)&addrs[naddrs])->sin_port = htons(t->port);
-            else ((struct sockaddr_in6 *)&addrs[naddrs])->sin6_port = htons(t->port);
-            if (n->ai_ttl >= 0 && (uint32_t)n->ai_ttl < ttl) ttl = (uint32_t)n->ai_ttl;
-            naddrs++;
+            if (n->ai_addrlen > sizeof t->addrs[0]) continue;
+            struct sockaddr_storage *a = &t->addrs[t->naddrs];
+            memset(a, 0, sizeof *a);
+            memcpy(a, n->ai_addr, n->ai_addrlen);
+            if (n->ai_family == AF_INET) ((struct sockaddr_in *)a)->sin_port = htons(t->port);
+            else ((struct sockaddr_in6 *)a)->sin6_port = htons(t->port);
+            if (n->ai_ttl >= 0 && (uint32_t)n->ai_ttl < t->ttl) t->ttl = (uint32_t)n->ai_ttl;
+            t->naddrs++;
+            got++;
         }
     }
     if (res) ares_freeaddrinfo(res);
-    if (status == ARES_SUCCESS && naddrs == 0) status = ARES_ENODATA;
-    if ((status == ARES_ENODATA || status == ARES_ENOTFOUND) && family_of(dc->family, t->step + 1) >= 0) {
-        /* AUTO / V4_PREFERRED: no address of the first family, ask the other */
-        free(addrs);
+    if (status == ARES_SUCCESS && got == 0) status = ARES_ENODATA;
+    if (status != ARES_SUCCESS) {
+        count_failure(dc, status, timeouts);
+        sharp_debug(upstream, "cluster '%s': resolving %s (family step %d) failed: %s", dc->cluster->name, t->name,
+                    t->step, ares_strerror(status));
+    }
+    bool more = family_of(dc->family, t->step + 1) >= 0;
+    if (more && (dc->family == SHARP_DNS_ALL || t->naddrs == 0)) {
         t->step++;
-        struct ares_addrinfo_hints hints = {.ai_family = family_of(dc->family, t->step)};
-        ares_getaddrinfo(dc->channel, t->name, NULL, &hints, on_addrinfo, t);
+        ask(t);
         return;
     }
-    if (status != ARES_SUCCESS) {
-        if (status == ARES_ENODATA || status == ARES_ENOTFOUND) sharp_counter_inc(sh, dc->st.not_found);
-        else if (status == ARES_ETIMEOUT) sharp_counter_inc(sh, dc->st.timeouts);
-        else sharp_counter_inc(sh, dc->st.get_addr_failure);
-        sharp_debug(upstream, "cluster '%s': resolving %s failed: %s", dc->cluster->name, t->name,
-                    ares_strerror(status));
-    }
-    finish(t, status == ARES_SUCCESS, addrs, naddrs, ttl == UINT32_MAX ? 0 : ttl);
-    free(addrs);
+    bool ok = t->naddrs > 0;
+    finish(t, ok, t->addrs, t->naddrs, ok && t->ttl != UINT32_MAX ? t->ttl : 0);
+    free(t->addrs);
+    t->addrs = NULL;
+    t->naddrs = 0;
     process_timeouts(dc);
 }
 
@@ -342,9 +366,10 @@ static void resolve(sharp_dns_target_t *t)
     sharp_gauge_add(sh, dc->st.pending_resolutions, 1);
     t->resolving = true;
     t->step = 0;
-    struct ares_addrinfo_hints hints = {.ai_family = family_of(dc->family, 0)};
+    t->naddrs = 0;
+    t->ttl = UINT32_MAX;
     sharp_debug(upstream, "cluster '%s': resolving %s", dc->cluster->name, t->name);
-    ares_getaddrinfo(dc->channel, t->name, NULL, &hints, on_addrinfo, t);
+    ask(t);
     process_timeouts(dc);
 }
 

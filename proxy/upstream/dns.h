@@ -35,7 +35,7 @@ typedef enum {
     SHARP_DNS_V4_ONLY,
     SHARP_DNS_V6_ONLY,
     SHARP_DNS_V4_PREFERRED, /* IPv4, then IPv6 when there is no IPv4 address */
-    SHARP_DNS_ALL,          /* both */
+    SHARP_DNS_ALL,          /* both: IPv4, then IPv6 */
 } sharp_dns_family_t;
 
 typedef struct sharp_dns_target sharp_dns_target_t;
@@ -85,7 +85,9 @@ struct sharp_dns_target {
     uint32_t nhosts;
     uv_timer_t timer;
     struct sharp_backoff *backoff;
-    int step;                /* which family of the lookup is asked (AUTO / V4_PREFERRED fall back) */
+    int step;                /* which family of the lookup is asked (AUTO / V4_PREFERRED fall back, ALL both) */
+    struct sockaddr_storage *addrs; /* the running lookup's addresses so far */
+    uint32_t naddrs, ttl;           /* ... and their smallest TTL (UINT32_MAX: none yet) */
     bool resolving, got_first;
 };
 

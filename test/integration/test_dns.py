@@ -28,7 +28,8 @@ except ImportError:  # Debian's python3-dnslib, when pytest runs on another Pyth
 
 class Zone(dnslib.server.BaseResolver):
     """Answers that the test changes at run time: name -> {"A": [...],
-    "AAAA": [...], "ttl": s, "mode": "ok" | "nxdomain" | "drop"}. Counts
+    "AAAA": [...], "ttl": s, "mode": "ok" | "nxdomain" | "drop" | "drop6"
+    (no answer to AAAA queries)}. Counts
     the queries per (name, type)."""
 
     def __init__(self):
@@ -54,7 +55,7 @@ class Zone(dnslib.server.BaseResolver):
         if rec is None or rec["mode"] == "nxdomain":
             reply.header.rcode = dnslib.RCODE.NXDOMAIN
             return reply
-        if rec["mode"] == "drop":
+        if rec["mode"] == "drop" or (rec["mode"] == "drop6" and qtype == "AAAA"):
             raise dnslib.DNSError("not answering")
         for ip in rec.get(qtype, []):
             rd = dnslib.A(ip) if qtype == "A" else dnslib.AAAA(ip)
@@ -416,6 +417,32 @@ def test_auto_falls_back_to_ipv4(procs, dns, ports):
     start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port)), admin)
     assert names(listen, 5) == {"v4": 5}
     assert dns.count("svc.sharp.test", "AAAA") >= 1
+
+
+def test_auto_falls_back_to_ipv4_when_ipv6_times_out(procs, dns, ports):
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.2"], mode="drop6")
+    procs.append(Upstream("127.0.0.2", up, "v4"))
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port)), admin,
+          env={"RES_OPTIONS": "retrans:500 retry:1"})
+    assert names(listen, 3) == {"v4": 3}
+    assert stat(admin, "dns.cares.timeouts") >= 1
+    assert stat(admin, "cluster.dns.update_success") >= 1
+
+
+def test_all_families_logical_dns_takes_the_first_ipv4(procs, dns, ports):
+    """ALL asks A then AAAA (Envoy's order of results): a LOGICAL_DNS
+    cluster's one host is the first IPv4 address."""
+    if not has_ipv6_loopback():
+        pytest.skip("no ::1 in this sandbox")
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.3", "127.0.0.2"], aaaa=["::1"])
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    procs.append(Upstream("127.0.0.3", up, "three"))
+    procs.append(Upstream("::1", up, "v6"))
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port, kind="LOGICAL_DNS",
+                                                   extra="dns_lookup_family: ALL\n")), admin)
+    assert names(listen, 5) == {"three": 5}
 
 
 def test_strict_dns_several_endpoints(procs, dns, ports):
