@@ -83,8 +83,8 @@ def dns():
 class Upstream(Proc):
     """The test upstream on a given address and port."""
 
-    def __init__(self, address, port, name):
-        super().__init__([UPSTREAM, "--address", address, "--port", str(port), "--name", name, "--quiet"],
+    def __init__(self, address, port, name, extra=()):
+        super().__init__([UPSTREAM, "--address", address, "--port", str(port), "--name", name, "--quiet", *extra],
                          stdout=subprocess.PIPE)
         line = self.p.stdout.readline().decode()
         assert line.startswith("listening on"), line
@@ -144,6 +144,41 @@ def get(port, path="/echo", conn=None):
     if conn is None:
         c.close()
     return r.status, r.getheader("x-upstream-name"), body
+
+
+def h2_get(port, n, path="/echo"):
+    """n requests one after the other on one HTTP/2 connection (prior
+    knowledge): [(status, x-upstream-name)]."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    out = []
+    for _ in range(n):
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")],
+                       end_stream=True)
+        s.sendall(c.data_to_send())
+        status = name = None
+        done = False
+        while not done:
+            data = s.recv(65536)
+            assert data, "connection closed"
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    h = dict(ev.headers)
+                    status, name = h.get(":status"), h.get("x-upstream-name")
+                elif isinstance(ev, h2.events.DataReceived):
+                    c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                    done = True
+            s.sendall(c.data_to_send())
+        out.append((status, name))
+    s.close()
+    return out
 
 
 def names(port, n=20):
@@ -248,6 +283,72 @@ def test_answers_change_under_load_without_failed_requests(procs, dns, ports):
     assert stat(admin, "cluster.dns.membership_change") == 3
     assert stat(admin, "cluster.dns.update_no_rebuild") >= 1
     assert stat(admin, "cluster.dns.membership_total") == 1
+
+
+def test_http2_hosts_change_under_load_without_failed_requests(procs, dns, ports):
+    """The same with HTTP/2 to the hosts: streams in flight on a removed
+    host's multiplexed connections complete, new ones go to the new set."""
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.2", "127.0.0.3"])
+    for i, n in ((2, "two"), (3, "three"), (4, "four")):
+        procs.append(Upstream(f"127.0.0.{i}", up, n, extra=("--h2",)))
+    start(procs, config(listen, admin, dns_cluster(
+        "dns", "svc.sharp.test", up, dns.port,
+        extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\nhttp2_protocol_options: {}\n")), admin)
+    stop = threading.Event()
+    results = []
+
+    def load():
+        conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
+        while not stop.is_set():
+            try:
+                results.append(get(listen, "/echo?delay_ms=40", conn=conn)[:2])
+            except Exception as e:
+                results.append((repr(e), None))
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        dns.set("svc.sharp.test", a=["127.0.0.4"])
+        assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.4"])
+        time.sleep(0.3)
+        mark = len(results)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    bad = [r for r in results if r[0] != 200]
+    assert not bad, bad[:5]
+    assert {r[1] for r in results} == {"two", "three", "four"}
+    assert {r[1] for r in results[mark:]} == {"four"}
+    assert stat(admin, "cluster.dns.upstream_cx_http2_total") >= 3
+    # the removed hosts' connections closed once their streams were done
+    assert wait_for(lambda: stat(admin, "cluster.dns.upstream_cx_active") <= 2)
+
+
+def test_downstream_protocol_cluster_follows_the_host_set(procs, dns, ports):
+    """use_downstream_protocol_config: HTTP/2 requests use the hosts'
+    HTTP/2 pools, which move to the new set like the HTTP/1.1 ones."""
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.2"])
+    procs.append(Upstream("127.0.0.2", up, "two", extra=("--h2",)))
+    procs.append(Upstream("127.0.0.3", up, "three", extra=("--h2",)))
+    ext = ("typed_extension_protocol_options:\n"
+           "  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+           "    '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+           "    use_downstream_protocol_config: { http2_protocol_options: {} }\n")
+    start(procs, config(listen, admin, dns_cluster(
+        "dns", "svc.sharp.test", up, dns.port,
+        extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\n" + ext)), admin)
+
+    assert set(h2_get(listen, 4)) == {("200", "two")}
+    dns.set("svc.sharp.test", a=["127.0.0.3"])
+    assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.3"])
+    assert set(h2_get(listen, 4)) == {("200", "three")}
+    assert stat(admin, "cluster.dns.upstream_cx_http2_total") >= 2
 
 
 def test_logical_dns_new_connections_use_the_latest_address(procs, dns, ports):
