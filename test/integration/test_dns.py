@@ -761,6 +761,28 @@ def test_typed_cares_resolver_bounds_the_startup_wait(procs, dns, ports):
     assert wait_for(lambda: get(listen)[0] == 200, timeout=15)
 
 
+def test_health_check_filter_reads_the_workers_host_set(procs, dns, ports):
+    """envoy.filters.http.health_check's cluster_min_healthy_percentages on a
+    DNS cluster: empty until the first answer, then the resolved hosts."""
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", mode="nxdomain")
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    filt = ("          - name: envoy.filters.http.health_check\n"
+            "            typed_config:\n"
+            "              \"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck\n"
+            "              pass_through_mode: false\n"
+            "              headers: [{ name: \":path\", string_match: { exact: /healthz } }]\n"
+            "              cluster_min_healthy_percentages: { dns: { value: 100 } }\n")
+    y = config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
+                                          extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\n"))
+    marker = "          http_filters:\n"
+    y = y.replace(marker, marker + filt)
+    start(procs, y, admin)
+    assert get(listen, "/healthz")[0] == 503
+    dns.set("svc.sharp.test", a=["127.0.0.2"])
+    assert wait_for(lambda: get(listen, "/healthz")[0] == 200)
+
+
 def load_error(procs, yaml_text):
     s = Sharp(yaml_text)
     procs.append(s)
