@@ -382,8 +382,8 @@ static void on_initial_health_checks(void *arg)
     start_serving(s);
 }
 
-/* A DNS cluster's membership changed: health checking and outlier
- * detection follow first (a new checked host is failed until its first
+/* A DNS cluster's membership changed: outlier detection and health
+ * checking follow first (a new checked host is failed until its first
  * check passes, before any worker can choose it), then every running
  * worker gets the new host set (worker.h). Workers not started yet build
  * their view from the cluster's current set when they start. */
@@ -391,8 +391,10 @@ static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
 {
     sharp_server_t *s = arg;
     if (s->shutting_down) return;
-    sharp_health_checker_hosts_changed(s->health_checker, c);
+    /* outlier state first: the checker's first round may end here and
+     * start the workers */
     sharp_outlier_hosts_changed(c);
+    sharp_health_checker_hosts_changed(s->health_checker, c);
     if (!s->workers_started) return;
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_set_hostset(&s->workers[i], c);
 }
