@@ -8,7 +8,8 @@
  * has one pool of each protocol per host (worker.h).
  *
  * Lifetimes: a pool belongs to its worker and lives as long as the worker's
- * view of the cluster. A connection belongs to its pool; a request bound to
+ * view of the cluster, or, once its host has left a DNS cluster's host set
+ * (sharp_pool_retire), until its last connection and waiter are gone. A connection belongs to its pool; a request bound to
  * it holds a stream handle (sharp_upstream_cx_t) whose callbacks get the
  * response. Memory of a connection is released only in its close callback.
  * Circuit breaker counters (connections, pending, requests) are
