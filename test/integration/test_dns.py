@@ -15,7 +15,8 @@ import urllib.request
 
 import pytest
 
-from conftest import (UPSTREAM, Proc, Sharp, admin_get, bootstrap_yaml, free_port, stat)
+from conftest import (UPSTREAM, Proc, Sharp, admin_get, bootstrap_yaml, file_access_log, free_port, log_lines,
+                      stat)
 
 try:
     import dnslib
@@ -110,8 +111,8 @@ def dns_cluster(name, host, port, dns_port, kind="STRICT_DNS", extra="", endpoin
             f"    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{lb}")
 
 
-def config(listen, admin, clusters_yaml, route_cluster="dns"):
-    base = bootstrap_yaml(listen, admin, {"unused": [1]},
+def config(listen, admin, clusters_yaml, route_cluster="dns", hcm_extra=""):
+    base = bootstrap_yaml(listen, admin, {"unused": [1]}, hcm_extra=hcm_extra,
                           routes=f'- match: {{ prefix: "/" }}\n  route: {{ cluster: {route_cluster} }}\n')
     head, _ = base.split("  clusters:\n")
     return head + "  clusters:\n" + clusters_yaml
@@ -450,11 +451,13 @@ def test_first_resolution_failed_answers_503_until_dns_answers(procs, dns, ports
     listen, admin, up = ports
     dns.set("svc.sharp.test", mode="nxdomain")
     procs.append(Upstream("127.0.0.2", up, "two"))
+    al, path = file_access_log("%RESPONSE_CODE% %RESPONSE_FLAGS%\\n")
     start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
-                                                   extra="dns_refresh_rate: 0.2s\ndns_lookup_family: V4_ONLY\n")),
-          admin)
+                                                   extra="dns_refresh_rate: 0.2s\ndns_lookup_family: V4_ONLY\n"),
+                        hcm_extra=al), admin)
     st, _, body = get(listen)
     assert st == 503 and b"no healthy upstream" in body
+    assert log_lines(path, 1)[0] == "503 UH"
     assert stat(admin, "cluster.dns.membership_total") == 0
     dns.set("svc.sharp.test", a=["127.0.0.2"])
     assert wait_for(lambda: get(listen)[0] == 200)
