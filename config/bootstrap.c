@@ -614,6 +614,7 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
     sharp_dns_cluster_t *dc = c->dns = sharp_calloc(1, sizeof *dc);
     dc->cluster = c;
     dc->logical = c->type == SHARP_CLUSTER_LOGICAL_DNS;
+    dc->wait_for_warm = dc->logical || !pb->wait_for_warm_on_init || pb->wait_for_warm_on_init->value;
     dc->refresh_ms = duration_ms(pb->dns_refresh_rate, 5000);
     if (pb->dns_failure_refresh_rate) {
         const Envoy__Config__Cluster__V3__Cluster__RefreshRate *r = pb->dns_failure_refresh_rate;

@@ -496,8 +496,10 @@ int sharp_server_run(sharp_server_t *s)
     s->dns_awaiting = 1;
     for (uint32_t c = 0; c < snap->nclusters; c++) {
         if (!snap->clusters[c]->dns) continue;
-        s->dns_awaiting++;
-        if (sharp_dns_start(snap->clusters[c], s->loop, on_dns_cluster_ready, s, err, sizeof err) < 0) {
+        /* wait_for_warm_on_init false: the cluster resolves, nobody waits */
+        bool wait = snap->clusters[c]->dns->wait_for_warm;
+        if (wait) s->dns_awaiting++;
+        if (sharp_dns_start(snap->clusters[c], s->loop, wait ? on_dns_cluster_ready : NULL, s, err, sizeof err) < 0) {
             sharp_log_error("%s", err);
             fprintf(stderr, "error: %s\n", err);
             s->exit_code = 1;

@@ -43,6 +43,9 @@ typedef struct sharp_dns_target sharp_dns_target_t;
 typedef struct sharp_dns_cluster {
     struct sharp_cluster *cluster;
     bool logical;
+    /* wait_for_warm_on_init (default true): the server waits for the first
+     * resolution; Envoy reads it for STRICT_DNS only */
+    bool wait_for_warm;
     uint64_t refresh_ms;                 /* dns_refresh_rate, default 5000 */
     bool has_failure_rate;               /* dns_failure_refresh_rate set */
     uint64_t failure_base_ms, failure_max_ms;

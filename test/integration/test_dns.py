@@ -485,6 +485,24 @@ def test_startup_waits_for_the_first_resolution(procs, dns, ports):
     assert "first DNS resolution of every DNS cluster done" in s.output()
 
 
+def test_wait_for_warm_on_init_false_does_not_wait(procs, dns, ports):
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", mode="drop")
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    t0 = time.time()
+    start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
+                                                   extra="dns_refresh_rate: 0.2s\ndns_lookup_family: V4_ONLY\n"
+                                                         "wait_for_warm_on_init: false\n")),
+          admin, env={"RES_OPTIONS": "retrans:3000 retry:1"})
+    # ready before c-ares' 3 s timeout: the first resolution is still running
+    assert time.time() - t0 < 2.5
+    assert stat(admin, "cluster.dns.update_attempt") == 1
+    assert (stat(admin, "cluster.dns.update_failure") or 0) == 0
+    assert get(listen)[0] == 503
+    dns.set("svc.sharp.test", a=["127.0.0.2"])
+    assert wait_for(lambda: get(listen)[0] == 200, timeout=15)
+
+
 def test_startup_serves_once_resolved(procs, dns, ports):
     listen, admin, up = ports
     dns.set("svc.sharp.test", a=["127.0.0.2"])
