@@ -234,6 +234,9 @@ def test_strict_dns_balances_over_every_address(procs, dns, ports):
     assert stat(admin, "cluster.dns.update_attempt") >= 1
     assert stat(admin, "cluster.dns.update_success") >= 1
     assert stat(admin, "dns.cares.resolve_total") >= 1
+    # /config_dump shows the cluster as configured (the name, not addresses)
+    dump = admin_get(admin, "/config_dump")
+    assert '"STRICT_DNS"' in dump and "svc.sharp.test" in dump
     # the STATIC cluster beside it: its one membership change at load
     assert stat(admin, "cluster.static.membership_change") == 1
     assert stat(admin, "cluster.static.update_attempt") == 0
