@@ -585,6 +585,20 @@ def test_strict_dns_several_endpoints(procs, dns, ports):
     assert f"dns::127.0.0.3:{up}::hostname::b.sharp.test" in text
 
 
+def test_numeric_and_hosts_file_names(procs, dns, ports):
+    """An IP literal resolves without a query (c-ares answers at once, inside
+    the call), "localhost" from /etc/hosts; neither asks the DNS server."""
+    listen, admin, up = ports
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    procs.append(Upstream("127.0.0.1", up, "one"))
+    start(procs, config(listen, admin, dns_cluster(
+        "dns", None, None, dns.port, extra="dns_lookup_family: V4_ONLY\n",
+        endpoints=[("127.0.0.2", up), ("localhost", up)])), admin)
+    assert set(names(listen)) == {"one", "two"}
+    assert cluster_hosts(admin) == ["127.0.0.1", "127.0.0.2"]
+    assert dns.queries == {}
+
+
 def test_dns_resolution_config_resolvers(procs, dns, ports):
     listen, admin, up = ports
     dns.set("svc.sharp.test", a=["127.0.0.2"])
