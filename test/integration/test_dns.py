@@ -435,6 +435,41 @@ def test_failed_resolution_keeps_the_previous_hosts(procs, dns, ports):
     assert stat(admin, "cluster.dns.membership_total") == 1
 
 
+def test_resolver_down_then_back(procs, ports):
+    """A DNS server that is gone (queries refused: ICMP port unreachable on
+    loopback) fails resolutions, the hosts stay; once it is back the next
+    refresh gets its answer (Envoy re-creates the c-ares channel after
+    ECONNREFUSED, which c-ares could otherwise keep failing)."""
+    listen, admin, up = ports
+    zone = Zone()
+    port = free_port()
+    zone.set("svc.sharp.test", a=["127.0.0.2"])
+    srv = dnslib.server.DNSServer(zone, port=port, address="127.0.0.1", logger=QuietLogger())
+    srv.start_thread()
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    procs.append(Upstream("127.0.0.3", up, "three"))
+    try:
+        start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, port,
+                                                       extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\n")),
+              admin, env={"RES_OPTIONS": "retrans:500 retry:1"})
+        assert names(listen, 3) == {"two": 3}
+    finally:
+        srv.stop()
+        srv.server.server_close()
+    assert wait_for(lambda: (stat(admin, "cluster.dns.update_failure") or 0) >= 3)
+    assert stat(admin, "dns.cares.get_addr_failure") >= 1
+    assert names(listen, 3) == {"two": 3}
+    zone.set("svc.sharp.test", a=["127.0.0.3"])
+    srv = dnslib.server.DNSServer(zone, port=port, address="127.0.0.1", logger=QuietLogger())
+    srv.start_thread()
+    try:
+        assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.3"], timeout=10), admin_get(admin, "/stats?filter=dns")
+        assert names(listen, 3) == {"three": 3}
+    finally:
+        srv.stop()
+        srv.server.server_close()
+
+
 def test_failure_refresh_rate_backs_off(procs, dns, ports):
     listen, admin, up = ports
     dns.set("svc.sharp.test", mode="nxdomain")
