@@ -28,9 +28,11 @@
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "tls/context.h"
+#include "upstream/dns.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
+#include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
 #include <strings.h>
@@ -756,6 +758,150 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
 
 /* ---- clusters ---- */
 
+/* A DNS resolver's address: a numeric IP, port 53 unless given. */
+static int resolver_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address *a, const char *path,
+                            struct sockaddr_storage *ss)
+{
+    char p[1024];
+    socklen_t len;
+    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return fail(b, path, "a socket_address is required (a DNS server's IP and port)");
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->port_specifier_case == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_NAMED_PORT)
+        return fail(b, p, "named_port is not supported");
+    uint32_t port = sa->port_value ? sa->port_value : 53;
+    if (port > 65535) return fail(b, p, "port_value %u is out of range", port);
+    if (sharp_addr_parse(sa->address, port, ss, &len) < 0)
+        return fail(b, p, "address '%s' is not a numeric IPv4 or IPv6 address", sa->address);
+    return 0;
+}
+
+/* The DNS settings of a STRICT_DNS / LOGICAL_DNS cluster (Envoy's
+ * BaseDynamicClusterImpl / ClusterImplBase validation). */
+static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
+{
+    char p[1024];
+    sharp_dns_cluster_t *dc = c->dns = sharp_calloc(1, sizeof *dc);
+    dc->cluster = c;
+    dc->logical = c->type == SHARP_CLUSTER_LOGICAL_DNS;
+    dc->wait_for_warm = dc->logical || !pb->wait_for_warm_on_init || pb->wait_for_warm_on_init->value;
+    dc->refresh_ms = duration_ms(pb->dns_refresh_rate, 5000);
+    if (pb->dns_failure_refresh_rate) {
+        const Envoy__Config__Cluster__V3__Cluster__RefreshRate *r = pb->dns_failure_refresh_rate;
+        dc->has_failure_rate = true;
+        dc->failure_base_ms = duration_ms(r->base_interval, 0);
+        dc->failure_max_ms = r->max_interval ? duration_ms(r->max_interval, 0) : 10 * dc->failure_base_ms;
+        if (dc->failure_max_ms < dc->failure_base_ms) {
+            snprintf(p, sizeof p, "%s.dns_failure_refresh_rate", path);
+            return fail(b, p, "dns_failure_refresh_rate must have max_interval greater than or equal to the "
+                              "base_interval");
+        }
+    }
+    dc->jitter_ms = duration_ms(pb->dns_jitter, 0);
+    dc->respect_ttl = pb->respect_dns_ttl;
+    switch (pb->dns_lookup_family) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY: dc->family = SHARP_DNS_V4_ONLY; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY: dc->family = SHARP_DNS_V6_ONLY; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_PREFERRED:
+        dc->family = SHARP_DNS_V4_PREFERRED;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL: dc->family = SHARP_DNS_ALL; break;
+    default: dc->family = SHARP_DNS_AUTO; break;
+    }
+    /* Envoy's order: typed_dns_resolver_config, else dns_resolution_config,
+     * else the deprecated dns_resolvers and use_tcp_for_dns_lookups */
+    Envoy__Config__Core__V3__Address **res = pb->dns_resolvers;
+    size_t nres = pb->n_dns_resolvers;
+    const char *res_field = "dns_resolvers";
+    const Envoy__Config__Core__V3__DnsResolverOptions *opts = NULL;
+    dc->use_tcp = pb->use_tcp_for_dns_lookups;
+    Envoy__Extensions__Network__DnsResolver__Cares__V3__CaresDnsResolverConfig *cares = NULL;
+    if (pb->typed_dns_resolver_config) {
+        const Envoy__Config__Core__V3__TypedExtensionConfig *t = pb->typed_dns_resolver_config;
+        snprintf(p, sizeof p, "%s.typed_dns_resolver_config.typed_config", path);
+        if (!t->typed_config) return fail(b, p, "typed_config is required");
+        sharp_config_error_t e = {{0}};
+        cares = (void *)sharp_any_unpack(
+            &t->typed_config->base, &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,
+            &e);
+        if (!cares) return fail(b, p, "%s", e.msg);
+        res = cares->resolvers;
+        nres = cares->n_resolvers;
+        res_field = "typed_dns_resolver_config.typed_config.resolvers";
+        opts = cares->dns_resolver_options;
+        dc->use_tcp = false;
+        if (cares->query_timeout_seconds) dc->query_timeout_ms = cares->query_timeout_seconds->value * 1000;
+        if (cares->query_tries) dc->query_tries = cares->query_tries->value;
+    } else if (pb->dns_resolution_config) {
+        res = pb->dns_resolution_config->resolvers;
+        nres = pb->dns_resolution_config->n_resolvers;
+        res_field = "dns_resolution_config.resolvers";
+        opts = pb->dns_resolution_config->dns_resolver_options;
+        dc->use_tcp = false;
+    }
+    if (opts) {
+        dc->no_search = opts->no_default_search_domain;
+        dc->use_tcp = opts->use_tcp_for_dns_lookups;
+    }
+    dc->resolvers = sharp_calloc(nres ? nres : 1, sizeof *dc->resolvers);
+    for (size_t i = 0; i < nres; i++) {
+        snprintf(p, sizeof p, "%s.%s[%zu]", path, res_field, i);
+        if (resolver_address(b, res[i], p, &dc->resolvers[i]) < 0) {
+            if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
+            return -1;
+        }
+        dc->nresolvers++;
+    }
+    if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
+    /* the shuffle-shard balancer builds its cells over the hosts of the
+     * load; it does not follow host sets yet */
+    if (pb->load_balancing_policy) {
+        snprintf(p, sizeof p, "%s.load_balancing_policy", path);
+        return fail(b, p, "load_balancing_policy is not supported on STRICT_DNS / LOGICAL_DNS clusters yet");
+    }
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
+    if (dc->logical && (!la || la->n_endpoints != 1 || la->endpoints[0]->n_lb_endpoints != 1)) {
+        snprintf(p, sizeof p, "%s.load_assignment", path);
+        return fail(b, p, "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint");
+    }
+    for (size_t i = 0; la && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        for (size_t j = 0; j < le->n_lb_endpoints; j++) {
+            const Envoy__Config__Endpoint__V3__LbEndpoint *e = le->lb_endpoints[j];
+            snprintf(p, sizeof p, "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
+            if (e->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
+                return fail(b, p, "endpoint is required");
+            const Envoy__Config__Core__V3__Address *a = e->endpoint->address;
+            char ap[1200];
+            snprintf(ap, sizeof ap, "%s.endpoint.address", p);
+            if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+                return fail(b, ap, "a socket_address with a DNS name is required");
+            const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+            snprintf(ap, sizeof ap, "%s.endpoint.address.socket_address", p);
+            if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
+                return fail(b, ap, "only TCP is supported");
+            if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+                return fail(b, ap, "port_value is required (named_port is not supported)");
+            if (sa->port_value > 65535) return fail(b, ap, "port_value %u is out of range", sa->port_value);
+            if (!sa->address[0]) return fail(b, ap, "address is required");
+            uint32_t weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
+            if (weight == 0) {
+                snprintf(ap, sizeof ap, "%s.load_balancing_weight", p);
+                return fail(b, ap, "must be at least 1");
+            }
+            uint32_t flags = 0;
+            if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
+                e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
+                e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
+                flags = SHARP_HOST_FAILED_EDS_HEALTH;
+            sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
+                                 le->priority, flags);
+        }
+    }
+    return 0;
+}
+
 static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
 {
     char p[1024];
@@ -768,15 +914,22 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     c->index = index;
     switch (pb->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
-    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS:
-    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS:
-        snprintf(p, sizeof p, "%s.type", path);
-        fail(b, p, "%s clusters are not supported yet (DNS resolution is not implemented): use STATIC with IP addresses",
-             pb->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS ? "STRICT_DNS" : "LOGICAL_DNS");
-        goto bad;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: c->type = SHARP_CLUSTER_STRICT_DNS; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS: c->type = SHARP_CLUSTER_LOGICAL_DNS; break;
     default:
         snprintf(p, sizeof p, "%s.type", path);
-        fail(b, p, "only STATIC clusters are supported yet");
+        fail(b, p, "only STATIC, STRICT_DNS and LOGICAL_DNS clusters are supported yet");
+        goto bad;
+    }
+    if (c->type == SHARP_CLUSTER_STATIC &&
+        (pb->dns_refresh_rate || pb->dns_failure_refresh_rate || pb->respect_dns_ttl || pb->n_dns_resolvers ||
+         pb->dns_resolution_config || pb->dns_jitter || pb->use_tcp_for_dns_lookups || pb->typed_dns_resolver_config)) {
+        /* Envoy ignores them on a STATIC cluster; SHARP says so rather than
+         * accept a setting that does nothing (dns_lookup_family, which
+         * Envoy's examples set on every cluster, is let through: a STATIC
+         * cluster's addresses are numeric, there is nothing to look up) */
+        snprintf(p, sizeof p, "%s.type", path);
+        fail(b, p, "the dns_* fields only apply to STRICT_DNS and LOGICAL_DNS clusters");
         goto bad;
     }
     if (!plaintext_transport_socket(pb->transport_socket)) {
@@ -876,7 +1029,9 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             break;
         }
     }
-    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
+    if (c->type != SHARP_CLUSTER_STATIC && build_dns(b, c, pb, path) < 0) goto bad;
+    /* a DNS cluster has no host before its first answer */
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = c->dns ? NULL : pb->load_assignment;
     size_t n = 0;
     for (size_t i = 0; la && i < la->n_endpoints; i++) n += la->endpoints[i]->n_lb_endpoints;
     c->hosts = sharp_calloc(n ? n : 1, sizeof *c->hosts);
@@ -931,6 +1086,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, lb_path, "%s", lb_msg);
         goto bad;
     }
+    sharp_cluster_init_hostset(c);
     sharp_cluster_stats_init(c, b->srv->stats);
     if (pb->outlier_detection) {
         char od_path[1200], od_msg[512];

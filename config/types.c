@@ -14,6 +14,7 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
+#include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
@@ -59,6 +60,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
         &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
         &envoy__extensions__regex_engines__v3__google_re2__descriptor,
+        &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,
         &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,
         &envoy__extensions__resource_monitors__downstream_connections__v3__downstream_connections_config__descriptor,
         &envoy__config__overload__v3__shrink_heap_config__descriptor,

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "overload.h"
 #include "upstream/outlier.h"
+#include "upstream/dns.h"
 #include "upstream/health_check.h"
 #include "grpc/health.h"
 #include "grpc/server.h"
@@ -170,6 +171,7 @@ static void stop_everything(sharp_server_t *s)
     s->admin = NULL;
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
     s->health_checker = NULL;
+    for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
     uv_timer_stop(&s->housekeeping);
     uv_timer_stop(&s->drain_deadline);
     uv_close((uv_handle_t *)&s->housekeeping, NULL);
@@ -383,6 +385,44 @@ static void on_initial_health_checks(void *arg)
     start_serving(s);
 }
 
+/* A DNS cluster's membership changed: outlier detection and health
+ * checking follow first (a new checked host is failed until its first
+ * check passes, before any worker can choose it), then every running
+ * worker gets the new host set (worker.h). Workers not started yet build
+ * their view from the cluster's current set when they start. */
+static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
+{
+    sharp_server_t *s = arg;
+    if (s->shutting_down) return;
+    /* outlier state first: the checker's first round may end here and
+     * start the workers */
+    sharp_outlier_hosts_changed(c);
+    sharp_health_checker_hosts_changed(s->health_checker, c);
+    if (!s->workers_started) return;
+    for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_set_hostset(&s->workers[i], c);
+}
+
+/* Cluster initialization, second stage: the health checks' first round
+ * (the hosts of DNS clusters are known by now). */
+static void start_health_checks(sharp_server_t *s)
+{
+    s->health_checker = sharp_health_checker_start(s->loop, s->snap, s->stats, on_initial_health_checks, s);
+    if (!sharp_health_checker_initializing(s->health_checker)) start_serving(s);
+    else sharp_log_info("waiting for the first round of health checks");
+}
+
+/* Envoy's cluster manager initialization: every STRICT_DNS / LOGICAL_DNS
+ * cluster's first resolution is done (answered or failed: c-ares' own
+ * timeout and tries bound it) before anything else. */
+static void on_dns_cluster_ready(void *arg)
+{
+    sharp_server_t *s = arg;
+    if (s->dns_awaiting && --s->dns_awaiting == 0 && !s->shutting_down) {
+        sharp_log_info("first DNS resolution of every DNS cluster done");
+        start_health_checks(s);
+    }
+}
+
 int sharp_server_run(sharp_server_t *s)
 {
     char err[512];
@@ -453,15 +493,33 @@ int sharp_server_run(sharp_server_t *s)
     s->state = SHARP_SERVER_INITIALIZING;
     sharp_server_update_state_gauges(s);
     sharp_upstream_set_drain_notify(wake_workers_for_drain, s);
-    s->health_checker = sharp_health_checker_start(s->loop, snap, s->stats, on_initial_health_checks, s);
-    if (!s->health_checker) start_serving(s);
-    else sharp_log_info("waiting for the first round of health checks");
+    sharp_cluster_set_hostset_notify(hand_hostset_to_workers, s);
+    /* one count for the loop below, so that a cluster answered at once
+     * does not start the checks before the others have begun */
+    s->dns_awaiting = 1;
+    for (uint32_t c = 0; c < snap->nclusters; c++) {
+        if (!snap->clusters[c]->dns) continue;
+        /* wait_for_warm_on_init false: the cluster resolves, nobody waits */
+        bool wait = snap->clusters[c]->dns->wait_for_warm;
+        if (wait) s->dns_awaiting++;
+        if (sharp_dns_start(snap->clusters[c], s->loop, wait ? on_dns_cluster_ready : NULL, s, err, sizeof err) < 0) {
+            sharp_log_error("%s", err);
+            fprintf(stderr, "error: %s\n", err);
+            s->exit_code = 1;
+            s->dns_awaiting = 0;
+            stop_everything(s);
+            break;
+        }
+    }
+    if (s->dns_awaiting > 1) sharp_log_info("waiting for the first DNS resolution of the DNS clusters");
+    on_dns_cluster_ready(s);
     uv_run(s->loop, UV_RUN_DEFAULT);
     if (s->workers_started)
         for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
     else
         release_unstarted_workers(s, s->nworkers);
     sharp_upstream_set_drain_notify(NULL, NULL);
+    sharp_cluster_set_hostset_notify(NULL, NULL);
     for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_close(snap->clusters[c]);
     return s->exit_code;
 }

@@ -58,6 +58,21 @@ static void close_listeners(sharp_worker_t *w)
         if (!uv_is_closing(&w->listeners[i].handle)) uv_close(&w->listeners[i].handle, NULL);
 }
 
+static sharp_pool_t *new_pool(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, int prio, bool h2)
+{
+    sharp_pool_t *p = sharp_pool_create(&w->upstream_env, c, h, (sharp_priority_t)prio);
+    if (h2) sharp_pool_use_http2(p);
+    return p;
+}
+
+static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl)
+{
+    sharp_cluster_t *c = cl->cluster;
+    sharp_lb_init(&cl->lb, c->lb_policy, cl->set->hosts, cl->set->nhosts, sharp_worker_random(w));
+    cl->lb.choice_count = c->choice_count;
+    cl->lb.panic_threshold = c->panic_threshold;
+}
+
 static void setup_clusters(sharp_worker_t *w)
 {
     sharp_snapshot_t *s = w->snap;
@@ -66,22 +81,76 @@ static void setup_clusters(sharp_worker_t *w)
         sharp_cluster_t *c = s->clusters[i];
         sharp_cluster_local_t *cl = &w->clusters[i];
         cl->cluster = c;
-        sharp_lb_init(&cl->lb, c->lb_policy, c->hosts, c->nhosts, sharp_worker_random(w));
-        cl->lb.choice_count = c->choice_count;
-        cl->lb.panic_threshold = c->panic_threshold;
+        /* the main thread's current set: workers are set up there */
+        cl->set = sharp_hostset_ref(c->set);
+        atomic_init(&cl->pending_set, NULL);
+        build_lb(w, cl);
+        uint32_t n = cl->set->nhosts;
         for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
-            cl->pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->pools[prio]);
-            for (uint32_t h = 0; h < c->nhosts; h++)
-                cl->pools[prio][h] = sharp_pool_create(&w->upstream_env, c, c->hosts[h], (sharp_priority_t)prio);
+            cl->pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->pools[prio]);
+            for (uint32_t h = 0; h < n; h++) cl->pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, false);
             if (c->downstream_protocol) {
-                cl->h2_pools[prio] = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *cl->h2_pools[prio]);
-                for (uint32_t h = 0; h < c->nhosts; h++) {
-                    cl->h2_pools[prio][h] = sharp_pool_create(&w->upstream_env, c, c->hosts[h], (sharp_priority_t)prio);
-                    sharp_pool_use_http2(cl->h2_pools[prio][h]);
-                }
+                cl->h2_pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->h2_pools[prio]);
+                for (uint32_t h = 0; h < n; h++)
+                    cl->h2_pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, true);
             }
         }
     }
+}
+
+/* Moves a cluster to a newer host set, between two events: no request is
+ * between choosing a host and taking its pool. Pools of hosts in both sets
+ * move to their new positions; hosts that are new get pools; pools of
+ * hosts that left retire: they take no new request (nothing finds them any
+ * more), their requests in flight complete, and they free themselves with
+ * their last connection. */
+static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_hostset_t *ns)
+{
+    sharp_cluster_t *c = cl->cluster;
+    sharp_hostset_t *os = cl->set;
+    for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
+        for (int kind = 0; kind < 2; kind++) {
+            sharp_pool_t ***slot = kind ? &cl->h2_pools[prio] : &cl->pools[prio];
+            if (!*slot) continue;
+            sharp_pool_t **old = *slot, **pools = sharp_calloc(ns->nhosts ? ns->nhosts : 1, sizeof *pools);
+            for (uint32_t i = 0; i < ns->nhosts; i++) {
+                for (uint32_t j = 0; j < os->nhosts; j++)
+                    if (old[j] && os->hosts[j] == ns->hosts[i]) {
+                        pools[i] = old[j];
+                        old[j] = NULL;
+                        break;
+                    }
+                if (!pools[i]) pools[i] = new_pool(w, c, ns->hosts[i], prio, kind == 1);
+            }
+            for (uint32_t j = 0; j < os->nhosts; j++)
+                if (old[j]) sharp_pool_retire(old[j]);
+            free(old);
+            *slot = pools;
+        }
+    }
+    sharp_lb_destroy(&cl->lb);
+    cl->set = ns;
+    build_lb(w, cl);
+    sharp_hostset_unref(os);
+}
+
+static void check_hostsets(sharp_worker_t *w)
+{
+    if (!w->clusters || w->stopping) return;
+    for (uint32_t i = 0; i < w->snap->nclusters; i++) {
+        sharp_cluster_local_t *cl = &w->clusters[i];
+        if (!atomic_load_explicit(&cl->pending_set, memory_order_relaxed)) continue;
+        sharp_hostset_t *ns = atomic_exchange(&cl->pending_set, NULL);
+        if (ns) apply_hostset(w, cl, ns);
+    }
+}
+
+void sharp_worker_set_hostset(sharp_worker_t *w, sharp_cluster_t *c)
+{
+    sharp_cluster_local_t *cl = &w->clusters[c->index];
+    /* an older set the worker has not taken yet is dropped here */
+    sharp_hostset_unref(atomic_exchange(&cl->pending_set, sharp_hostset_ref(c->set)));
+    uv_async_send(&w->wakeup);
 }
 
 /* Calls fn on every pool of the worker: both protocols' pools of a
@@ -91,7 +160,7 @@ static void each_pool(sharp_worker_t *w, void (*fn)(struct sharp_pool *p))
     for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
         sharp_cluster_local_t *cl = &w->clusters[i];
         for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
-            for (uint32_t h = 0; h < cl->cluster->nhosts; h++) {
+            for (uint32_t h = 0; h < cl->set->nhosts; h++) {
                 fn(cl->pools[prio][h]);
                 if (cl->h2_pools[prio]) fn(cl->h2_pools[prio][h]);
             }
@@ -108,6 +177,8 @@ static void teardown_clusters(sharp_worker_t *w)
             free(cl->h2_pools[prio]);
         }
         sharp_lb_destroy(&cl->lb);
+        sharp_hostset_unref(cl->set);
+        sharp_hostset_unref(atomic_exchange(&cl->pending_set, NULL));
     }
     free(w->clusters);
     w->clusters = NULL;
@@ -141,6 +212,7 @@ static void on_wakeup(uv_async_t *a)
         w->runtime = rt;
         sharp_runtime_tls = rt;
     }
+    check_hostsets(w);
     check_host_drains(w);
     uint32_t og = sharp_overload_generation();
     if (og != w->overload_generation) {

@@ -26,20 +26,41 @@ struct sharp_access_log_writer;
  * the HTTP/1.1 ones. */
 typedef struct sharp_cluster_local {
     sharp_cluster_t *cluster;
+    /* The host set lb and pools are built over (the worker's reference),
+     * and the newer one the main thread handed over, taken at the next
+     * wake-up (a DNS cluster's membership changed). */
+    sharp_hostset_t *set;
+    _Atomic(sharp_hostset_t *) pending_set;
     sharp_lb_t lb;
-    struct sharp_pool **pools[SHARP_NPRIORITIES]; /* [priority][i], i indexed like cluster->hosts */
+    struct sharp_pool **pools[SHARP_NPRIORITIES]; /* [priority][i], i indexed like set->hosts */
     struct sharp_pool **h2_pools[SHARP_NPRIORITIES]; /* likewise; NULL unless cluster->downstream_protocol */
 } sharp_cluster_local_t;
 
-/* The pool of host i for a request of this priority whose downstream
- * protocol is `protocol` (stream_info's "HTTP/2", "HTTP/1.1", "HTTP/1.0"):
- * Envoy's upstreamHttpProtocol(downstream protocol). Only a
+/* The position of h in the worker's set: its index, which the main thread
+ * keeps as the position in the newest set (always right for a STATIC
+ * cluster), checked, else a search (a DNS cluster whose newer set this
+ * worker has not taken yet). */
+static inline uint32_t sharp_cluster_local_pos(const sharp_cluster_local_t *cl, const sharp_host_t *h)
+{
+    const sharp_hostset_t *s = cl->set;
+    uint32_t i = atomic_load_explicit(&h->index, memory_order_relaxed);
+    if (i < s->nhosts && s->hosts[i] == h) return i;
+    for (i = 0; i < s->nhosts; i++)
+        if (s->hosts[i] == h) break;
+    return i;
+}
+
+/* The pool of host h (chosen by this worker's lb, so in its set) for a
+ * request of this priority whose downstream protocol is `protocol`
+ * (stream_info's "HTTP/2", "HTTP/1.1", "HTTP/1.0"): Envoy's
+ * upstreamHttpProtocol(downstream protocol). Only a
  * use_downstream_protocol_config cluster looks at the protocol: HTTP/2 goes
  * over HTTP/2, everything else over HTTP/1.1 (Envoy has no HTTP/1.0
  * upstream). */
-static inline struct sharp_pool *sharp_cluster_pool(const sharp_cluster_local_t *cl, int prio, uint32_t i,
-                                                    const char *protocol)
+static inline struct sharp_pool *sharp_cluster_pool(const sharp_cluster_local_t *cl, int prio,
+                                                    const sharp_host_t *h, const char *protocol)
 {
+    uint32_t i = sharp_cluster_local_pos(cl, h);
     if (cl->h2_pools[prio] && protocol && strcmp(protocol, "HTTP/2") == 0) return cl->h2_pools[prio][i];
     return cl->pools[prio][i];
 }
@@ -136,6 +157,11 @@ void sharp_worker_join(sharp_worker_t *w);
 /* Hands a new runtime snapshot to a running worker (main thread; takes a
  * reference of its own). */
 void sharp_worker_set_runtime(sharp_worker_t *w, sharp_runtime_snapshot_t *snap);
+/* Hands a cluster's new host set to a running worker (main thread; takes a
+ * reference of its own). The worker moves to it at its next wake-up: its
+ * balancer then chooses among the new hosts, pools of hosts that stay are
+ * kept, and those of hosts that left retire (sharp_pool_retire). */
+void sharp_worker_set_hostset(sharp_worker_t *w, sharp_cluster_t *c);
 uint64_t sharp_worker_random(sharp_worker_t *w);
 /* A connection joined flush_list: the flush check runs this loop turn. */
 void sharp_worker_want_flush(sharp_worker_t *w);

@@ -136,14 +136,16 @@ static uint32_t clusters_status(sharp_filter_t *f, const hcf_config_t *c, const 
             *details = "health_check_failed_no_cluster_found";
             return 503;
         }
-        uint64_t total = cl->nhosts, healthy = 0;
+        /* the worker's host set of the cluster (a DNS cluster's changes) */
+        const sharp_hostset_t *set = sharp_stream_worker(f->stream)->clusters[cl->index].set;
+        uint64_t total = set->nhosts, healthy = 0;
         if (total == 0) {
             if (c->min_healthy[i].percent == 0) continue;
             *details = "health_check_failed_cluster_empty";
             return 503;
         }
-        for (uint32_t k = 0; k < cl->nhosts; k++)
-            healthy += sharp_host_healthy(cl->hosts[k]);
+        for (uint32_t k = 0; k < set->nhosts; k++)
+            healthy += sharp_host_healthy(set->hosts[k]);
         if (100 * healthy < total * c->min_healthy[i].percent) {
             *details = "health_check_failed_cluster_unhealthy";
             return 503;

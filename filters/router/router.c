@@ -750,7 +750,7 @@ static void start_try(router_state_t *rs)
     rs->upstream_start_ns = sharp_now_ns();
     /* every try picks the pool of the downstream's protocol anew
      * (use_downstream_protocol_config) */
-    sharp_pool_t *pool = sharp_cluster_pool(rs->cl, rs->priority, host->index, s->info.protocol);
+    sharp_pool_t *pool = sharp_cluster_pool(rs->cl, rs->priority, host, s->info.protocol);
     if (!sharp_pool_acquire(pool, &rs->ureq, &upstream_cbs, rs)) {
         /* max_pending_requests: nothing was queued */
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);

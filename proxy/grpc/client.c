@@ -28,7 +28,11 @@ struct sharp_grpc_client {
     const sharp_upstream_env_t *env;
     sharp_snapshot_t *snap;
     sharp_cluster_t *cluster;
-    sharp_pool_t **pools; /* one per host of the cluster */
+    /* one pool per host of the cluster, made at a host's first call:
+     * pool_hosts[i] is pools[i]'s host (a DNS cluster's hosts change) */
+    sharp_pool_t **pools;
+    sharp_host_t **pool_hosts;
+    uint32_t npools;
     uint32_t rr;
     char *authority;
     sharp_headers_t metadata;
@@ -102,13 +106,6 @@ sharp_grpc_client_t *sharp_grpc_client_create(const sharp_upstream_env_t *env, s
     c->env = env;
     c->snap = sharp_snapshot_ref(snap);
     c->cluster = cl;
-    c->pools = sharp_calloc(cl->nhosts ? cl->nhosts : 1, sizeof *c->pools);
-    for (uint32_t i = 0; i < cl->nhosts; i++) {
-        c->pools[i] = sharp_pool_create(env, cl, cl->hosts[i], SHARP_PRIORITY_DEFAULT);
-        /* a use_downstream_protocol_config cluster's pools start as
-         * HTTP/1.1; gRPC always takes its HTTP/2 options */
-        sharp_pool_use_http2(c->pools[i]);
-    }
     c->authority = sharp_strdup(cfg->authority && *cfg->authority ? cfg->authority : name);
     sharp_headers_init(&c->metadata);
     if (cfg->initial_metadata) sharp_headers_copy(&c->metadata, cfg->initial_metadata);
@@ -127,16 +124,47 @@ void sharp_grpc_client_destroy(sharp_grpc_client_t *c)
         sharp_grpc_retrying_stream_stop(sharp_container_of(c->retrying.next, sharp_grpc_retrying_stream_t, link));
     while (!sharp_dlist_empty(&c->calls))
         sharp_grpc_stream_cancel(sharp_container_of(c->calls.next, sharp_grpc_stream_t, link));
-    for (uint32_t i = 0; i < c->cluster->nhosts; i++) sharp_pool_destroy(c->pools[i]);
+    for (uint32_t i = 0; i < c->npools; i++) sharp_pool_destroy(c->pools[i]);
     free(c->pools);
+    free(c->pool_hosts);
     free(c->authority);
     sharp_headers_free(&c->metadata);
     sharp_snapshot_unref(c->snap);
     free(c);
 }
 
+/* The pool of one of the cluster's current hosts; pools of hosts that
+ * have left the cluster (a DNS cluster's new answer) retire. */
+static sharp_pool_t *host_pool(sharp_grpc_client_t *c, sharp_host_t *h)
+{
+    const sharp_cluster_t *cl = c->cluster;
+    sharp_pool_t *found = NULL;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < c->npools; i++) {
+        if (c->pool_hosts[i] == h) found = c->pools[i];
+        if (c->pool_hosts[i] != h && !sharp_host_listed(c->pool_hosts[i], cl->hosts, cl->nhosts)) {
+            sharp_pool_retire(c->pools[i]);
+            continue;
+        }
+        c->pools[k] = c->pools[i];
+        c->pool_hosts[k++] = c->pool_hosts[i];
+    }
+    c->npools = k;
+    if (found) return found;
+    c->pools = sharp_realloc(c->pools, (c->npools + 1) * sizeof *c->pools);
+    c->pool_hosts = sharp_realloc(c->pool_hosts, (c->npools + 1) * sizeof *c->pool_hosts);
+    found = sharp_pool_create(c->env, c->cluster, h, SHARP_PRIORITY_DEFAULT);
+    /* a use_downstream_protocol_config cluster's pools start as HTTP/1.1;
+     * gRPC always takes its HTTP/2 options */
+    sharp_pool_use_http2(found);
+    c->pools[c->npools] = found;
+    c->pool_hosts[c->npools++] = h;
+    return found;
+}
+
 /* Healthy hosts first, round robin; every host when none is healthy (the
- * call then fails or succeeds on its own, as a panic-mode choice). */
+ * call then fails or succeeds on its own, as a panic-mode choice). The
+ * cluster's current hosts: the client runs on the main thread. */
 static sharp_pool_t *pick_pool(sharp_grpc_client_t *c)
 {
     uint32_t n = c->cluster->nhosts;
@@ -145,10 +173,10 @@ static sharp_pool_t *pick_pool(sharp_grpc_client_t *c)
         uint32_t at = (c->rr + i) % n;
         if (sharp_host_healthy(c->cluster->hosts[at])) {
             c->rr = at + 1;
-            return c->pools[at];
+            return host_pool(c, c->cluster->hosts[at]);
         }
     }
-    return c->pools[c->rr++ % n];
+    return host_pool(c, c->cluster->hosts[c->rr++ % n]);
 }
 
 /* ---- a call's end ---- */

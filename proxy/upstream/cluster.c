@@ -3,6 +3,7 @@
 #include "runtime.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
+#include "upstream/dns.h"
 #include "upstream/shard_lb.h"
 
 #include <errno.h>
@@ -164,6 +165,14 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_max_requests, "upstream_cx_max_requests");
     G(membership_total, "membership_total");
     G(membership_healthy, "membership_healthy");
+    /* Envoy's ClusterStats of membership updates, every cluster has them
+     * (a STATIC cluster counts its one initial update). */
+    C(membership_change, "membership_change");
+    C(update_attempt, "update_attempt");
+    C(update_success, "update_success");
+    C(update_failure, "update_failure");
+    C(update_empty, "update_empty");
+    C(update_no_rebuild, "update_no_rebuild");
     C(lb_healthy_panic, "lb_healthy_panic");
     C(upstream_rq_per_try_timeout, "upstream_rq_per_try_timeout");
     C(rq_retry, "upstream_rq_retry");
@@ -230,6 +239,10 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 #undef B
     }
     sharp_cluster_refresh_gauges(c);
+    /* a STATIC cluster's hosts arrive once, at load: Envoy counts that one
+     * membership change (and no update_attempt); DNS clusters count theirs
+     * as answers come (upstream/dns.c) */
+    if (c->type == SHARP_CLUSTER_STATIC && c->nhosts) sharp_counter_inc(sharp_stats_shard(s, 0), st->membership_change);
     sharp_gauge_set(s, st->membership_total, c->nhosts);
     uint32_t healthy = 0;
     for (uint32_t i = 0; i < c->nhosts; i++) healthy += sharp_host_healthy(c->hosts[i]);
@@ -307,11 +320,83 @@ void sharp_cluster_refresh_gauges(sharp_cluster_t *c)
     for (int i = 0; i < SHARP_NPRIORITIES; i++) breaker_gauges(c, i);
 }
 
+sharp_hostset_t *sharp_hostset_new(sharp_host_t *const *hosts, uint32_t n, uint64_t generation)
+{
+    sharp_hostset_t *s = sharp_calloc(1, sizeof *s + (n ? n : 1) * sizeof s->hosts[0]);
+    atomic_init(&s->refs, 1);
+    s->generation = generation;
+    s->nhosts = n;
+    if (n) memcpy(s->hosts, hosts, n * sizeof *hosts);
+    return s;
+}
+
+void sharp_hostset_unref(sharp_hostset_t *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) free(s);
+}
+
+void sharp_cluster_adopt_host(sharp_cluster_t *c, sharp_host_t *h)
+{
+    if (sharp_host_listed(h, c->all_hosts, c->nall_hosts)) return;
+    if (c->nall_hosts == c->all_hosts_cap) {
+        c->all_hosts_cap = c->all_hosts_cap ? 2 * c->all_hosts_cap : 8;
+        c->all_hosts = sharp_realloc(c->all_hosts, c->all_hosts_cap * sizeof *c->all_hosts);
+    }
+    c->all_hosts[c->nall_hosts++] = h;
+}
+
+void sharp_cluster_init_hostset(sharp_cluster_t *c)
+{
+    for (uint32_t i = 0; i < c->nhosts; i++) sharp_cluster_adopt_host(c, c->hosts[i]);
+    c->set = sharp_hostset_new(c->hosts, c->nhosts, 1);
+    free(c->hosts);
+    c->hosts = c->set->hosts;
+}
+
+static void (*hostset_notify)(void *arg, sharp_cluster_t *c);
+static void *hostset_notify_arg;
+
+void sharp_cluster_set_hostset_notify(void (*fn)(void *arg, sharp_cluster_t *c), void *arg)
+{
+    hostset_notify = fn;
+    hostset_notify_arg = arg;
+}
+
+void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        sharp_cluster_adopt_host(c, hosts[i]);
+        atomic_store_explicit(&hosts[i]->index, i, memory_order_relaxed);
+    }
+    sharp_hostset_t *old = c->set;
+    c->set = sharp_hostset_new(hosts, n, old ? old->generation + 1 : 1);
+    c->hosts = c->set->hosts;
+    c->nhosts = n;
+    sharp_hostset_unref(old);
+    if (c->stats) {
+        sharp_gauge_set(c->stats, c->st.membership_total, n);
+        uint32_t healthy = 0;
+        for (uint32_t i = 0; i < n; i++) healthy += sharp_host_healthy(hosts[i]);
+        sharp_gauge_set(c->stats, c->st.membership_healthy, healthy);
+    }
+    if (hostset_notify) hostset_notify(hostset_notify_arg, c);
+}
+
 void sharp_cluster_free(sharp_cluster_t *c)
 {
     if (!c) return;
-    for (uint32_t i = 0; i < c->nhosts; i++) free(c->hosts[i]);
-    free(c->hosts);
+    sharp_outlier_free(c->outlier); /* before the hosts: it clears their state pointers */
+    c->outlier = NULL;
+    if (c->set) {
+        sharp_hostset_unref(c->set);
+    } else { /* not built to the end: the loader's array */
+        for (uint32_t i = 0; i < c->nhosts; i++)
+            if (!sharp_host_listed(c->hosts[i], c->all_hosts, c->nall_hosts)) free(c->hosts[i]);
+        free(c->hosts);
+    }
+    for (uint32_t i = 0; i < c->nall_hosts; i++) free(c->all_hosts[i]);
+    free(c->all_hosts);
+    sharp_dns_cluster_free(c->dns);
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);

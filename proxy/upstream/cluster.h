@@ -14,6 +14,30 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+/* The hosts of a cluster at one moment: an immutable, refcounted array.
+ * The main thread publishes a new set when a DNS cluster's membership
+ * changes; each worker holds a reference to the set its load balancer and
+ * pools were built over, and moves to the newer one between two events of
+ * its loop (worker.c). A STATIC cluster has one set for its whole life.
+ * Hosts themselves belong to the cluster (sharp_cluster_t.all_hosts) and
+ * live as long as it does: streams, retries and retired pools may still
+ * point at a host that a newer set no longer lists. */
+typedef struct sharp_hostset {
+    _Atomic uint32_t refs;
+    uint64_t generation; /* 1 for the first set of a cluster, +1 per publication */
+    uint32_t nhosts;
+    sharp_host_t *hosts[];
+} sharp_hostset_t;
+
+sharp_hostset_t *sharp_hostset_new(sharp_host_t *const *hosts, uint32_t n, uint64_t generation);
+static inline sharp_hostset_t *sharp_hostset_ref(sharp_hostset_t *s)
+{
+    if (s) atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+/* Any thread; the last reference frees the array (never the hosts). */
+void sharp_hostset_unref(sharp_hostset_t *s);
+
 typedef enum {
     SHARP_CLUSTER_STATIC,
     SHARP_CLUSTER_STRICT_DNS,
@@ -63,7 +87,8 @@ typedef struct sharp_cluster_stats {
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
         cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned, cx_http1_total, cx_http2_total,
-        cx_close_notify;
+        cx_close_notify, membership_change, update_attempt, update_success, update_failure, update_empty,
+        update_no_rebuild;
     /* cluster.<name>.http2.*, registered for HTTP/2 clusters only (Envoy
      * creates them with the first HTTP/2 codec) */
     struct {
@@ -141,8 +166,20 @@ typedef struct sharp_cluster {
      * pool per protocol for each host (worker.h). */
     bool downstream_protocol;
     sharp_h2_options_t h2; /* options of the HTTP/2 pools */
+    /* The main thread's current host set (cluster.h's sharp_hostset_t) and,
+     * for the code that runs there (health checks, outlier detection, the
+     * admin, the gRPC client), its array: hosts == set->hosts. Workers never
+     * read these: they use their own reference (worker.h). */
+    sharp_hostset_t *set;
     sharp_host_t **hosts;
     uint32_t nhosts;
+    /* Every host the cluster ever had (a DNS cluster adds one per new
+     * address; one that comes back is reused), freed with the cluster. */
+    sharp_host_t **all_hosts;
+    uint32_t nall_hosts, all_hosts_cap;
+    /* STRICT_DNS / LOGICAL_DNS resolution settings and state, NULL for
+     * STATIC clusters (upstream/dns.h). */
+    struct sharp_dns_cluster *dns;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
     struct sharp_hc_config *health_check;
     sharp_cluster_stats_t st;
@@ -168,6 +205,19 @@ typedef struct sharp_cluster {
  * them to every connection to the cluster's hosts, health checks' included.
  * Returns 0 or a negative errno. */
 int sharp_cluster_socket_options(const sharp_cluster_t *c, uv_tcp_t *tcp);
+/* Makes the hosts the loader put in c->hosts the cluster's first set (and
+ * its own, in all_hosts). Called once, when the cluster is built. */
+void sharp_cluster_init_hostset(sharp_cluster_t *c);
+/* Main thread: makes hosts[0..n) the cluster's current set (hosts that are
+ * not in all_hosts yet are added to it), rewrites their index, and tells
+ * the workers (sharp_cluster_set_hostset_notify). */
+void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts, uint32_t n);
+/* Adds a host to all_hosts (the cluster owns it from then on). */
+void sharp_cluster_adopt_host(sharp_cluster_t *c, sharp_host_t *h);
+/* The function that hands a cluster's new set to the workers (set by the
+ * server once the workers run; NULL before, when workers build their view
+ * from c->set when they start). Main thread. */
+void sharp_cluster_set_hostset_notify(void (*fn)(void *arg, sharp_cluster_t *c), void *arg);
 /* Registers the cluster's stats (cluster.<name>.*) in the store. */
 void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *stats);
 void sharp_cluster_free(sharp_cluster_t *c);

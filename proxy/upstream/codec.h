@@ -61,6 +61,7 @@ struct sharp_pool {
     uint32_t nconnecting, npending, ncx;
     uint32_t drain_gen; /* the host's drain_gen this pool last acted on */
     bool destroying;
+    bool retired; /* sharp_pool_retire: frees itself once it has no connection and no waiter */
 };
 
 /* The handle a bound request holds. Codecs embed it in their stream. */

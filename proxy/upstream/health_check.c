@@ -1,8 +1,10 @@
 /* health_check.c: see health_check.h. The state machine first (pure), then
  * the checker that drives it on the main loop.
  *
- * Lifetimes: the checker owns its sessions (an array, freed with it) and
- * every connection it opened. A session has two timers for its whole life
+ * Lifetimes: the checker owns its sessions (one per checked host; a DNS
+ * cluster's new host gets one, a removed host's session is closed) and
+ * every connection it opened. A session frees itself once both its timers
+ * are closed. A session has two timers for its whole life
  * and at most one connection at a time; a connection the session lets go
  * (timeout, failure, no reuse) is detached from it (conn->s = NULL) and
  * closed, and its memory is released in its close callback. The checker
@@ -229,6 +231,8 @@ struct hc_session {
     bool head;            /* the HTTP method is HEAD: answers have no body */
     sharp_sbuf_t request; /* the HTTP request, built once */
     struct sockaddr_storage addr;
+    uint8_t timers_open;  /* the session is freed when both timers are closed */
+    bool counts_for_init; /* a host of the first round (the server waits for its first result) */
 };
 
 struct sharp_health_checker {
@@ -236,8 +240,8 @@ struct sharp_health_checker {
     sharp_snapshot_t *snap;
     sharp_stats_t *stats;
     sharp_stats_shard_t *shard; /* the main thread's */
-    hc_session_t *sessions;
-    uint32_t nsessions;
+    hc_session_t **sessions;
+    uint32_t nsessions, cap;
     uint32_t open_handles; /* timers and connections not yet closed */
     bool stopping;
     uint64_t rng;
@@ -255,9 +259,7 @@ static void on_interval(uv_timer_t *t);
 
 static void checker_free(sharp_health_checker_t *hc)
 {
-    for (uint32_t i = 0; i < hc->nsessions; i++)
-        sharp_sbuf_free(&hc->sessions[i].request);
-    free(hc->sessions);
+    free(hc->sessions); /* the sessions freed themselves */
     sharp_snapshot_unref(hc->snap);
     free(hc);
 }
@@ -270,7 +272,12 @@ static void handle_closed(sharp_health_checker_t *hc)
 static void on_timer_closed(uv_handle_t *h)
 {
     hc_session_t *s = h->data;
-    handle_closed(s->hc);
+    sharp_health_checker_t *hc = s->hc;
+    if (--s->timers_open == 0) {
+        sharp_sbuf_free(&s->request);
+        free(s);
+    }
+    handle_closed(hc);
 }
 
 /* Envoy's notion of traffic: the cluster ever opened an upstream connection
@@ -288,7 +295,7 @@ static void update_gauges(sharp_health_checker_t *hc, const sharp_cluster_t *c)
 {
     int64_t healthy = 0, degraded = 0, members_healthy = 0;
     for (uint32_t i = 0; i < hc->nsessions; i++) {
-        const hc_session_t *s = &hc->sessions[i];
+        const hc_session_t *s = hc->sessions[i];
         if (s->cluster != c) continue;
         healthy += !s->st.failed;
         degraded += s->st.degraded;
@@ -371,8 +378,11 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     uint64_t next = sharp_hc_interval(s->cfg, cluster_has_traffic(hc, s->cluster),
                                       sharp_hc_result_ok(r), t, &hc->rng);
     uv_timer_start(&s->interval_timer, on_interval, next, 0);
-    if (was_first && hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
-        hc->on_initialized(hc->init_arg);
+    if (was_first && s->counts_for_init) {
+        s->counts_for_init = false;
+        if (hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
+            hc->on_initialized(hc->init_arg);
+    }
 }
 
 /* ---- connections ---- */
@@ -906,18 +916,47 @@ static void session_init(sharp_health_checker_t *hc, hc_session_t *s, sharp_clus
     uv_timer_init(hc->loop, &s->interval_timer);
     uv_timer_init(hc->loop, &s->timeout_timer);
     hc->open_handles += 2;
+    s->timers_open = 2;
     s->interval_timer.data = s->timeout_timer.data = s;
     uv_timer_start(&s->interval_timer, on_interval, sharp_hc_initial_delay(s->cfg, &hc->rng), 0);
+}
+
+static hc_session_t *session_add(sharp_health_checker_t *hc, sharp_cluster_t *c, sharp_host_t *h)
+{
+    if (hc->nsessions == hc->cap) {
+        hc->cap = hc->cap ? 2 * hc->cap : 8;
+        hc->sessions = sharp_realloc(hc->sessions, hc->cap * sizeof *hc->sessions);
+    }
+    hc_session_t *s = sharp_calloc(1, sizeof *s);
+    hc->sessions[hc->nsessions++] = s;
+    session_init(hc, s, c, h);
+    return s;
+}
+
+/* Stops a session: its connection closes, its timers close, and it frees
+ * itself with the last of them. */
+static void session_close(hc_session_t *s)
+{
+    if (s->conn) conn_close(s->conn);
+    uv_timer_stop(&s->interval_timer);
+    uv_timer_stop(&s->timeout_timer);
+    uv_close((uv_handle_t *)&s->interval_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&s->timeout_timer, on_timer_closed);
 }
 
 sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapshot_t *snap,
                                                    sharp_stats_t *stats, void (*on_initialized)(void *),
                                                    void *arg)
 {
-    uint32_t n = 0;
+    uint32_t n = 0, nchecked = 0;
     for (uint32_t i = 0; i < snap->nclusters; i++)
-        if (snap->clusters[i]->health_check) n += snap->clusters[i]->nhosts;
-    if (!n) return NULL;
+        if (snap->clusters[i]->health_check) {
+            n += snap->clusters[i]->nhosts;
+            nchecked++;
+        }
+    /* a DNS cluster without hosts yet still needs the checker for the
+     * hosts its later answers bring */
+    if (!nchecked) return NULL;
     if (!parser_settings.on_message_complete) {
         llhttp_settings_init(&parser_settings);
         parser_settings.on_header_field = on_header_field;
@@ -931,30 +970,55 @@ sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapsh
     hc->stats = stats;
     hc->shard = sharp_stats_shard(stats, 0);
     hc->rng = sharp_now_ns() | 1;
-    hc->sessions = sharp_calloc(n, sizeof *hc->sessions);
     hc->awaiting_first = n;
     hc->on_initialized = on_initialized;
     hc->init_arg = arg;
     for (uint32_t i = 0; i < snap->nclusters; i++) {
         sharp_cluster_t *c = snap->clusters[i];
         if (!c->health_check) continue;
-        for (uint32_t k = 0; k < c->nhosts; k++)
-            session_init(hc, &hc->sessions[hc->nsessions++], c, c->hosts[k]);
+        for (uint32_t k = 0; k < c->nhosts; k++) session_add(hc, c, c->hosts[k])->counts_for_init = true;
         update_gauges(hc, c);
     }
     return hc;
+}
+
+bool sharp_health_checker_initializing(const sharp_health_checker_t *hc)
+{
+    return hc && hc->awaiting_first > 0;
+}
+
+void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, sharp_cluster_t *c)
+{
+    if (!hc || hc->stopping || !c->health_check) return;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < hc->nsessions; i++) {
+        hc_session_t *s = hc->sessions[i];
+        if (s->cluster == c && !sharp_host_listed(s->host, c->hosts, c->nhosts)) {
+            sharp_log_info("health check: cluster '%s' host %s removed, no longer checked", c->name,
+                           s->host->address);
+            if (s->counts_for_init && hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
+                hc->on_initialized(hc->init_arg);
+            session_close(s);
+            continue;
+        }
+        hc->sessions[k++] = s;
+    }
+    hc->nsessions = k;
+    for (uint32_t j = 0; j < c->nhosts; j++) {
+        bool have = false;
+        for (uint32_t i = 0; i < hc->nsessions && !have; i++)
+            have = hc->sessions[i]->cluster == c && hc->sessions[i]->host == c->hosts[j];
+        /* Envoy: a new host of a checked cluster is unhealthy
+         * (FAILED_ACTIVE_HC) until its first check passes */
+        if (!have) session_add(hc, c, c->hosts[j]);
+    }
+    update_gauges(hc, c);
 }
 
 void sharp_health_checker_stop(sharp_health_checker_t *hc)
 {
     if (!hc || hc->stopping) return;
     hc->stopping = true;
-    for (uint32_t i = 0; i < hc->nsessions; i++) {
-        hc_session_t *s = &hc->sessions[i];
-        if (s->conn) conn_close(s->conn);
-        uv_timer_stop(&s->interval_timer);
-        uv_timer_stop(&s->timeout_timer);
-        uv_close((uv_handle_t *)&s->interval_timer, on_timer_closed);
-        uv_close((uv_handle_t *)&s->timeout_timer, on_timer_closed);
-    }
+    for (uint32_t i = 0; i < hc->nsessions; i++) session_close(hc->sessions[i]);
+    if (hc->open_handles == 0) checker_free(hc);
 }

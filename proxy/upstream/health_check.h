@@ -180,5 +180,13 @@ sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, struct sharp
 /* Stops every check and closes every handle; the checker frees itself in
  * the last close callback, so the loop ends with nothing of it left. */
 void sharp_health_checker_stop(sharp_health_checker_t *hc);
+/* Whether the first round still runs (some host of the first round has no
+ * result yet): on_initialized comes later. */
+bool sharp_health_checker_initializing(const sharp_health_checker_t *hc);
+/* A checked cluster's host set changed (a DNS answer, main thread): new
+ * hosts get a session (and FAILED_ACTIVE_HC until their first check
+ * passes), removed hosts' sessions stop. Call it before the workers get
+ * the new set, so that they never see a new host as healthy. */
+void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, struct sharp_cluster *c);
 
 #endif

@@ -36,7 +36,10 @@ typedef struct sharp_host {
     socklen_t addrlen;
     uint32_t weight;               /* load_balancing_weight, >= 1 */
     uint32_t priority;             /* locality priority */
-    uint32_t index;                /* position in the cluster's host array */
+    /* Position in the cluster's newest host set (cluster.h), rewritten by
+     * the main thread when a DNS cluster publishes a new set; a worker that
+     * still uses an older set checks it (sharp_cluster_pool). */
+    _Atomic uint32_t index;
     _Atomic uint32_t health_flags; /* SHARP_HOST_* */
     _Atomic int64_t active_rq;     /* requests in flight on all workers (least-request LB) */
     _Atomic int64_t active_cx;
@@ -47,6 +50,9 @@ typedef struct sharp_host {
      * active health check, or outlier detection ejected it); each worker's
      * pool compares it with the value it last acted on (upstream/pool.h). */
     _Atomic uint32_t drain_gen;
+    /* outlier detection's state of the host (upstream/outlier.h), NULL
+     * without a detector; set before the host is published to workers */
+    struct sharp_outlier_host *outlier;
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

@@ -203,15 +203,7 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
     sharp_outlier_t *od = sharp_calloc(1, sizeof *od);
     od->cfg = *cfg;
     od->cluster = c;
-    od->nhosts = c->nhosts;
-    size_t n = c->nhosts ? c->nhosts : 1;
-    od->hosts = sharp_calloc(n, sizeof *od->hosts);
-    od->rates = sharp_calloc(n, sizeof *od->rates);
-    od->sr_hosts = sharp_calloc(n, sizeof *od->sr_hosts);
-    od->fp_hosts = sharp_calloc(n, sizeof *od->fp_hosts);
-    for (uint32_t i = 0; i < c->nhosts; i++)
-        for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++)
-            od->hosts[i].success_rate[m] = -1;
+    sharp_outlier_hosts_attach(od);
     for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++)
         od->sr_average[m] = od->sr_threshold[m] = -1;
     od->rng = seed ^ 0x9E3779B97F4A7C15ull;
@@ -239,9 +231,70 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
     return od;
 }
 
+static uint32_t host_flags(const sharp_host_t *h);
+static void set_gauges(sharp_outlier_t *od);
+
+/* A host's detector state, fresh: no result, success rates not computed. */
+static void host_state_reset(sharp_outlier_host_t *oh)
+{
+    memset(oh, 0, sizeof *oh);
+    for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++) oh->success_rate[m] = -1;
+}
+
+void sharp_outlier_hosts_attach(sharp_outlier_t *od)
+{
+    sharp_cluster_t *c = od->cluster;
+    /* hosts that left: an ejected one no longer counts (Envoy's detector
+     * forgets removed hosts) */
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        sharp_host_t *h = od->hosts[i]->host;
+        if (sharp_host_listed(h, c->hosts, c->nhosts)) continue;
+        od->hosts[i]->member = false;
+        if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) && od->ejections_active) od->ejections_active--;
+        atomic_fetch_and_explicit(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_OUTLIER, RELAXED);
+        atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_CLOSED, RELAXED);
+    }
+    size_t n = c->nhosts ? c->nhosts : 1;
+    od->hosts = sharp_realloc(od->hosts, n * sizeof *od->hosts);
+    od->rates = sharp_realloc(od->rates, n * sizeof *od->rates);
+    od->sr_hosts = sharp_realloc(od->sr_hosts, n * sizeof *od->sr_hosts);
+    od->fp_hosts = sharp_realloc(od->fp_hosts, n * sizeof *od->fp_hosts);
+    for (uint32_t i = 0; i < c->nhosts; i++) {
+        sharp_host_t *h = c->hosts[i];
+        sharp_outlier_host_t *oh = h->outlier;
+        if (!oh) {
+            oh = h->outlier = sharp_calloc(1, sizeof *oh);
+            oh->host = h;
+            od->owned = sharp_realloc(od->owned, (od->nowned + 1) * sizeof *od->owned);
+            od->owned[od->nowned++] = oh;
+            host_state_reset(oh);
+            oh->host = h;
+        } else if (!oh->member) { /* a former host back in the set: a new one for the detector */
+            host_state_reset(oh);
+            oh->host = h;
+        }
+        oh->member = true;
+        od->hosts[i] = oh;
+    }
+    od->nhosts = c->nhosts;
+}
+
+void sharp_outlier_hosts_changed(sharp_cluster_t *c)
+{
+    if (!c->outlier) return;
+    sharp_outlier_hosts_attach(c->outlier);
+    set_gauges(c->outlier);
+}
+
 void sharp_outlier_free(sharp_outlier_t *od)
 {
     if (!od) return;
+    /* the hosts outlive their detector (sharp_cluster_free frees it first) */
+    for (uint32_t i = 0; i < od->nowned; i++) {
+        od->owned[i]->host->outlier = NULL;
+        free(od->owned[i]);
+    }
+    free(od->owned);
     free(od->hosts);
     free(od->rates);
     free(od->sr_hosts);
@@ -253,9 +306,8 @@ void sharp_outlier_free(sharp_outlier_t *od)
 
 static sharp_outlier_host_t *host_state(const sharp_cluster_t *c, const sharp_host_t *h)
 {
-    sharp_outlier_t *od = c->outlier;
-    if (!od || h->index >= od->nhosts) return NULL;
-    return &od->hosts[h->index];
+    /* the host's own state (set before any worker could see the host) */
+    return c->outlier ? h->outlier : NULL;
 }
 
 static void notify(sharp_outlier_t *od, sharp_outlier_host_t *oh, uint32_t bits)
@@ -519,7 +571,7 @@ static void log_event(sharp_outlier_t *od, uint32_t i, bool eject_action, sharp_
                       bool enforced, uint64_t now)
 {
     if (!od->event_log) return;
-    const sharp_outlier_host_t *oh = &od->hosts[i];
+    const sharp_outlier_host_t *oh = od->hosts[i];
     sharp_sbuf_t b = {0};
     char tmp[96];
     sharp_sbuf_puts(&b, "{\"type\":\"");
@@ -590,7 +642,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
     sharp_outlier_config_t eff;
     const sharp_outlier_config_t *cfg = effective(od, &eff);
     sharp_host_t *h = od->cluster->hosts[i];
-    sharp_outlier_host_t *oh = &od->hosts[i];
+    sharp_outlier_host_t *oh = od->hosts[i];
     if (!sharp_outlier_may_eject(cfg, od->ejections_active, od->nhosts)) {
         count(od, od->st.overflow);
         return false;
@@ -629,7 +681,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
 static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_breaker_t to)
 {
     sharp_host_t *h = od->cluster->hosts[i];
-    sharp_outlier_host_t *oh = &od->hosts[i];
+    sharp_outlier_host_t *oh = od->hosts[i];
     od->ejections_active--;
     atomic_store_explicit(&oh->consecutive_5xx, 0, RELAXED);
     atomic_store_explicit(&oh->consecutive_gateway_failure, 0, RELAXED);
@@ -651,7 +703,7 @@ static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_br
 static void on_consecutive_error(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type,
                                  uint64_t now)
 {
-    sharp_outlier_host_t *oh = &od->hosts[i];
+    sharp_outlier_host_t *oh = od->hosts[i];
     if (host_flags(od->cluster->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) return;
     count(od, od->st.detected[type]);
     eject(od, i, type, now, false);
@@ -681,7 +733,7 @@ static void on_probe_failed(sharp_outlier_t *od, uint32_t i, uint64_t now)
     if (atomic_load_explicit(&h->breaker, memory_order_acquire) != SHARP_HOST_BREAKER_OPEN ||
         (host_flags(h) & SHARP_HOST_FAILED_OUTLIER))
         return;
-    sharp_outlier_type_t type = od->hosts[i].type;
+    sharp_outlier_type_t type = od->hosts[i]->type;
     count(od, od->st.detected[type]);
     if (!eject(od, i, type, now, true))
         atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_CLOSED, memory_order_release);
@@ -696,7 +748,7 @@ void sharp_outlier_process_pending(sharp_outlier_t *od, uint64_t now_ms)
     };
     bool any = false;
     for (uint32_t i = 0; i < od->nhosts; i++) {
-        uint32_t bits = atomic_exchange_explicit(&od->hosts[i].pending, 0, memory_order_acquire);
+        uint32_t bits = atomic_exchange_explicit(&od->hosts[i]->pending, 0, memory_order_acquire);
         if (!bits) continue;
         any = true;
         if (bits & PENDING_PROBE_FAILED) on_probe_failed(od, i, now_ms);
@@ -724,7 +776,7 @@ static void process_rates(sharp_outlier_t *od, int m, uint64_t now)
     uint64_t min_volume =
         SHARP_MIN(cfg->success_rate_request_volume, cfg->failure_percentage_request_volume);
     for (uint32_t i = 0; i < n; i++) {
-        sharp_outlier_host_t *oh = &od->hosts[i];
+        sharp_outlier_host_t *oh = od->hosts[i];
         if (host_flags(od->cluster->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) continue;
         uint64_t total = oh->interval[m] >> 32, ok = oh->interval[m] & 0xffffffffu;
         if (!total) continue;
@@ -758,7 +810,7 @@ static void process_rates(sharp_outlier_t *od, int m, uint64_t now)
             uint32_t i = od->fp_hosts[k];
             /* A host the success-rate pass just ejected is not ejected twice. */
             if (host_flags(od->cluster->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) continue;
-            if (100.0 - od->hosts[i].success_rate[m] < cfg->failure_percentage_threshold) continue;
+            if (100.0 - od->hosts[i]->success_rate[m] < cfg->failure_percentage_threshold) continue;
             count(od, od->st.detected[type]);
             eject(od, i, type, now, false);
         }
@@ -772,7 +824,7 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
     sharp_outlier_process_pending(od, now_ms);
     for (uint32_t i = 0; i < od->nhosts; i++) {
         sharp_host_t *h = od->cluster->hosts[i];
-        sharp_outlier_host_t *oh = &od->hosts[i];
+        sharp_outlier_host_t *oh = od->hosts[i];
         if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) &&
             sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms) <=
                 now_ms - oh->last_ejection_ms)
@@ -791,7 +843,7 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
      * has not proved anything yet. */
     for (uint32_t i = 0; i < od->nhosts; i++) {
         sharp_host_t *h = od->cluster->hosts[i];
-        sharp_outlier_host_t *oh = &od->hosts[i];
+        sharp_outlier_host_t *oh = od->hosts[i];
         if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) ||
             atomic_load_explicit(&h->breaker, RELAXED) != SHARP_HOST_BREAKER_CLOSED)
             continue;
@@ -843,7 +895,7 @@ double sharp_outlier_success_rate(const sharp_cluster_t *c, const sharp_host_t *
     const sharp_outlier_t *od = c->outlier;
     if (!od || h->index >= od->nhosts || monitor < 0 || monitor >= SHARP_OUTLIER_NMONITORS)
         return -1;
-    return od->hosts[h->index].success_rate[monitor];
+    return od->hosts[h->index]->success_rate[monitor];
 }
 
 /* ---- main loop glue ---- */

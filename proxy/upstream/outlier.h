@@ -92,13 +92,21 @@ typedef struct sharp_outlier_host {
     sharp_outlier_type_t type;                    /* of the last ejection */
     uint64_t interval[SHARP_OUTLIER_NMONITORS];   /* bucket of the interval just finished */
     double success_rate[SHARP_OUTLIER_NMONITORS]; /* last interval's, -1 when not computed */
+    sharp_host_t *host;
+    bool member; /* the host is in the cluster's current set */
 } sharp_outlier_host_t;
 
 typedef struct sharp_outlier {
     sharp_outlier_config_t cfg;
     sharp_cluster_t *cluster;
-    sharp_outlier_host_t *hosts; /* indexed like cluster->hosts */
+    /* The states of the cluster's current hosts, indexed like
+     * cluster->hosts (main thread). Each state belongs to its host
+     * (sharp_host_t.outlier, which workers use) and lives until the
+     * detector is freed: owned[] lists them all. */
+    sharp_outlier_host_t **hosts;
     uint32_t nhosts;
+    sharp_outlier_host_t **owned;
+    uint32_t nowned;
     uint32_t ejections_active;
     double sr_average[SHARP_OUTLIER_NMONITORS],
         sr_threshold[SHARP_OUTLIER_NMONITORS]; /* -1: none */
@@ -134,6 +142,13 @@ int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *od, cons
  * (cluster.<name>.outlier_detection.*) in `stats`. */
 sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_config_t *cfg,
                                       sharp_stats_t *stats, uint64_t seed);
+/* Gives the cluster's current hosts their detector state (new hosts, and
+ * former ones coming back, start fresh); a removed host that was ejected
+ * no longer counts in ejections_active. */
+void sharp_outlier_hosts_attach(sharp_outlier_t *od);
+/* The same for c's detector after its host set changed (a DNS answer; main
+ * thread, before the workers get the new set). No-op without a detector. */
+void sharp_outlier_hosts_changed(sharp_cluster_t *c);
 /* Frees the detector; its handles must be closed (sharp_outlier_close and
  * a loop turn) or never started. */
 void sharp_outlier_free(sharp_outlier_t *od);

@@ -70,7 +70,7 @@ static void fail_pending(sharp_pool_t *p, sharp_pool_failure_t why, const char *
 
 static void maybe_free_pool(sharp_pool_t *p)
 {
-    if (p->destroying && p->ncx == 0) free(p);
+    if ((p->destroying || (p->retired && !p->npending)) && p->ncx == 0) free(p);
 }
 
 void sharp_pool_destroy(sharp_pool_t *p)
@@ -145,6 +145,29 @@ void sharp_pool_check_drain(sharp_pool_t *p)
         place(c);
     }
     for (sharp_dlist_t *n = p->busy.next; n != &p->busy; n = n->next) CONN(n)->draining = true;
+}
+
+/* A retired pool without waiters has no use for connections still
+ * connecting; without connections either, it is done. */
+static void retired_settle(sharp_pool_t *p)
+{
+    if (p->npending) return;
+    while (!sharp_dlist_empty(&p->connecting)) sharp_upstream_conn_close(CONN(p->connecting.next));
+    maybe_free_pool(p);
+}
+
+void sharp_pool_retire(sharp_pool_t *p)
+{
+    p->retired = true;
+    sharp_debug(pool, "retiring the pool of %s (host removed)", p->host->address);
+    sharp_pool_close_idle(p);
+    while (!sharp_dlist_empty(&p->ready)) {
+        sharp_upstream_conn_t *c = CONN(p->ready.next);
+        c->draining = true;
+        place(c);
+    }
+    for (sharp_dlist_t *n = p->busy.next; n != &p->busy; n = n->next) CONN(n)->draining = true;
+    retired_settle(p);
 }
 
 /* ---- connection lifecycle ---- */
@@ -250,7 +273,7 @@ static void conn_serve(sharp_upstream_conn_t *c)
     sharp_pool_t *p = c->pool;
     while (p->npending && c->state != CX_CLOSING && conn_capacity(c) > 0) attach(c, pop_pending(p));
     if (c->state == CX_CLOSING || c->nactive) return;
-    if (c->draining || p->destroying || *p->env->stopping) {
+    if (c->draining || p->destroying || p->retired || *p->env->stopping) {
         sharp_upstream_conn_close(c);
         return;
     }
@@ -513,6 +536,7 @@ void sharp_pool_cancel(sharp_upstream_request_t *req)
         p->npending--;
         atomic_fetch_sub_explicit(&p->open->rq_pending_open, 1, memory_order_relaxed);
         sharp_gauge_add(shard(p), p->cluster->st.rq_pending_active, -1);
+        if (p->retired) retired_settle(p);
         return;
     }
     sharp_upstream_cx_t *s = req->cx;

@@ -8,7 +8,8 @@
  * has one pool of each protocol per host (worker.h).
  *
  * Lifetimes: a pool belongs to its worker and lives as long as the worker's
- * view of the cluster. A connection belongs to its pool; a request bound to
+ * view of the cluster, or, once its host has left a DNS cluster's host set
+ * (sharp_pool_retire), until its last connection and waiter are gone. A connection belongs to its pool; a request bound to
  * it holds a stream handle (sharp_upstream_cx_t) whose callbacks get the
  * response. Memory of a connection is released only in its close callback.
  * Circuit breaker counters (connections, pending, requests) are
@@ -77,6 +78,12 @@ void sharp_pool_use_http2(sharp_pool_t *p);
 /* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
  * The pool frees itself once its last connection has closed. */
 void sharp_pool_destroy(sharp_pool_t *p);
+/* The pool's host left the cluster's host set (a DNS cluster's new
+ * answer): the worker forgets the pool, so no new request comes. Requests
+ * waiting for a connection still get one; idle connections close now and
+ * busy ones once their streams are done; the pool frees itself when it has
+ * neither connections nor waiting requests (possibly before this returns). */
+void sharp_pool_retire(sharp_pool_t *p);
 /* Closes idle connections (drain). */
 void sharp_pool_close_idle(sharp_pool_t *p);
 /* Drains the pool's connections if its host asked for it

@@ -309,7 +309,7 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     /* Envoy's shadows are async client streams, whose stream info says
      * HTTP/1.1: a use_downstream_protocol_config shadow cluster gets them
      * over HTTP/1.1 whatever the primary's downstream protocol. */
-    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host->index, "HTTP/1.1");
+    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &sh->ureq, &shadow_cbs, sh)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         finish(sh);

@@ -171,9 +171,11 @@ def test_route_to_unknown_cluster():
     assert rc == 1 and "missing" in out
 
 
-def test_dns_cluster_not_supported_yet():
+def test_dns_cluster_validates_and_eds_is_refused():
     rc, out = validate(GOOD.replace("type: STATIC", "type: STRICT_DNS"))
-    assert rc == 1 and "not supported yet" in out
+    assert rc == 0, out
+    rc, out = validate(GOOD.replace("type: STATIC", "type: EDS"))
+    assert rc == 1 and "only STATIC, STRICT_DNS and LOGICAL_DNS" in out
 
 
 def test_yaml_syntax_error():

@@ -224,10 +224,10 @@ static void test_local_origin_not_split(void **state)
     sharp_outlier_process_pending(f->od, 5);
     assert_false(ejected(f, 1));
     /* local results land in the external success-rate bucket */
-    uint64_t b = atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_EXTERNAL]);
+    uint64_t b = atomic_load(&f->od->hosts[1]->bucket[SHARP_OUTLIER_EXTERNAL]);
     assert_int_equal(b >> 32, 9);
     assert_int_equal(b & 0xffffffffu, 1);
-    assert_int_equal(atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_LOCAL]), 0);
+    assert_int_equal(atomic_load(&f->od->hosts[1]->bucket[SHARP_OUTLIER_LOCAL]), 0);
     teardown(f);
 }
 
@@ -266,8 +266,8 @@ static void test_local_origin_split(void **state)
     assert_true(ejected(f, 1));
     assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 1);
     /* buckets: local events in the local monitor only */
-    uint64_t lb = atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_LOCAL]);
-    uint64_t eb = atomic_load(&f->od->hosts[1].bucket[SHARP_OUTLIER_EXTERNAL]);
+    uint64_t lb = atomic_load(&f->od->hosts[1]->bucket[SHARP_OUTLIER_LOCAL]);
+    uint64_t eb = atomic_load(&f->od->hosts[1]->bucket[SHARP_OUTLIER_EXTERNAL]);
     assert_int_equal(lb >> 32, 5);
     assert_int_equal(lb & 0xffffffffu, 1);
     assert_int_equal(eb >> 32, 5);
@@ -556,7 +556,7 @@ static void test_ejection_time_growth_and_cap(void **state)
     cfg.base_ejection_time_ms = 1000;
     cfg.max_ejection_time_ms = 3000;
     fixture_t *f = setup(2, &cfg);
-    sharp_outlier_host_t *oh = &f->od->hosts[0];
+    sharp_outlier_host_t *oh = f->od->hosts[0];
     uint64_t now = 0;
     /* every probe fails: 1000, 2000, 3000, 3000 (capped) */
     uint64_t expect[] = {1000, 2000, 3000, 3000, 3000};
@@ -593,7 +593,7 @@ static void test_unejection_and_backoff_decrement(void **state)
     cfg.interval_ms = 100;
     cfg.base_ejection_time_ms = 1000;
     fixture_t *f = setup(3, &cfg);
-    sharp_outlier_host_t *oh = &f->od->hosts[1];
+    sharp_outlier_host_t *oh = f->od->hosts[1];
     put_n(f, 1, 500, 5);
     sharp_outlier_process_pending(f->od, 0);
     assert_int_equal(oh->backoff, 1);
@@ -640,12 +640,12 @@ static void test_jitter(void **state)
     for (int round = 0; round < 20; round++) {
         put_n(f, 0, 500, 5);
         sharp_outlier_process_pending(f->od, now);
-        uint64_t j = f->od->hosts[0].jitter_ms;
+        uint64_t j = f->od->hosts[0]->jitter_ms;
         assert_true(j <= 500);
         some_jitter |= j > 0;
-        sharp_outlier_on_interval(f->od, now + 1000 * f->od->hosts[0].backoff + j - 1);
+        sharp_outlier_on_interval(f->od, now + 1000 * f->od->hosts[0]->backoff + j - 1);
         assert_true(ejected(f, 0));
-        now += 1000 * f->od->hosts[0].backoff + j;
+        now += 1000 * f->od->hosts[0]->backoff + j;
         sharp_outlier_on_interval(f->od, now);
         assert_false(ejected(f, 0));
         put_n(f, 0, 200, 1);
@@ -717,7 +717,7 @@ static void test_half_open_probe_failure(void **state)
     sharp_outlier_on_interval(f->od, 1100); /* a refill must not admit an open host */
     assert_int_equal(picks_of(&lb, &f->h[0], 30), 0);
     assert_true(ejected(f, 0));
-    assert_int_equal(f->od->hosts[0].backoff, 2);
+    assert_int_equal(f->od->hosts[0]->backoff, 2);
     assert_int_equal(counter(f, "ejections_enforced_consecutive_5xx"), 2);
     assert_int_equal(counter(f, "ejections_detected_consecutive_5xx"), 2);
     assert_int_equal(gauge(f, "ejections_active"), 1);
