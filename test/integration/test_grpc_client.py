@@ -215,7 +215,9 @@ def test_deadline_exceeded_and_server_sees_cancellation(tmp_path, server):
     start = time.time()
     ev = run_tool(cfg, ["timeout:300", "health:sleep"])
     assert ev[0]["status"] == 4 and ev[0]["status_name"] == "DEADLINE_EXCEEDED"
-    assert ev[0]["t_ms"] >= 300
+    # libuv's timers run on the loop's cached clock, which can lag the
+    # tool's own by a few milliseconds: never much before the deadline
+    assert ev[0]["t_ms"] >= 290
     assert server.cancelled.wait(5 * SLOW)
     assert time.time() - start < 9  # the server would have slept 10 s
     assert 0 < server.remaining[0] <= 0.3
