@@ -464,14 +464,19 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* stop here: anything after it is not ours */
 }
 
+/* Envoy's HttpActiveHealthCheckSession::healthCheckResult, for both codecs. */
+static sharp_hc_result_t http_result(const hc_session_t *s, const hc_conn_t *conn)
+{
+    uint32_t status = conn->status;
+    if (!sharp_hc_status_expected(s->cfg, status))
+        return sharp_hc_status_retriable(s->cfg, status) ? SHARP_HC_FAILED_RETRIABLE : SHARP_HC_FAILED;
+    return conn->degraded ? SHARP_HC_DEGRADED : SHARP_HC_OK;
+}
+
 static void http_done(hc_session_t *s, hc_conn_t *conn)
 {
     uint32_t status = conn->status;
-    sharp_hc_result_t r;
-    if (!sharp_hc_status_expected(s->cfg, status))
-        r = sharp_hc_status_retriable(s->cfg, status) ? SHARP_HC_FAILED_RETRIABLE : SHARP_HC_FAILED;
-    else
-        r = conn->degraded ? SHARP_HC_DEGRADED : SHARP_HC_OK;
+    sharp_hc_result_t r = http_result(s, conn);
     if (!s->cfg->reuse_connection || !conn->keep_alive) conn_close(conn);
     session_result(s, r, status);
 }
@@ -491,8 +496,13 @@ static void http_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n,
     if (eof || e != HPE_OK) conn_fail(conn, SHARP_HC_NETWORK);
 }
 
-/* ---- gRPC: grpc.health.v1.Health/Check over HTTP/2 (Envoy's
- * GrpcHealthCheckerImpl) ---- */
+/* ---- HTTP/2 sessions: gRPC's grpc.health.v1.Health/Check (Envoy's
+ * GrpcHealthCheckerImpl) and HTTP checks with codec_client_type HTTP2 ---- */
+
+static bool h2_http(const hc_conn_t *conn)
+{
+    return conn->s && conn->s->cfg->type == SHARP_HC_HTTP;
+}
 
 /* Writes out what the session has to send; false when the connection
  * failed (the check's result is given). */
@@ -527,7 +537,7 @@ static sharp_hc_result_t grpc_result(hc_conn_t *conn)
 
 /* The check's stream is over (ended, reset, or given up): the result, then
  * the connection kept for the next check or closed. */
-static void grpc_done(hc_conn_t *conn, sharp_hc_result_t r)
+static void h2_check_done(hc_conn_t *conn, sharp_hc_result_t r)
 {
     hc_session_t *s = conn->s;
     conn->stream_id = 0;
@@ -556,6 +566,8 @@ static int h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const u
         uint32_t code = 0;
         for (size_t i = 0; i < valuelen && i < 4; i++) code = code * 10 + (uint32_t)(value[i] - '0');
         conn->status = code;
+    } else if (!conn->in_trailers && namelen == 16 && memcmp(name, "x-envoy-degraded", 16) == 0) {
+        conn->degraded = true;
     } else if (!conn->in_trailers && namelen == 12 && memcmp(name, "content-type", 12) == 0) {
         sharp_headers_t h;
         sharp_headers_init(&h);
@@ -578,7 +590,7 @@ static int h2_on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t stream_i
     (void)ng;
     (void)flags;
     hc_conn_t *conn = user;
-    if (stream_id != conn->stream_id) return 0;
+    if (stream_id != conn->stream_id || h2_http(conn)) return 0; /* an HTTP check's body is discarded */
     if (conn->rx.len + len > RX_LIMIT) {
         conn->body_overflow = true;
         return 0;
@@ -596,6 +608,16 @@ static int h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, voi
     }
     if (frame->hd.stream_id != conn->stream_id || !conn->stream_id) return 0;
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (h2_http(conn)) {
+        /* an interim 1xx answer is followed by the real one */
+        if (frame->hd.type == NGHTTP2_HEADERS && !conn->in_trailers && conn->status >= 100 && conn->status < 200) {
+            conn->degraded = false;
+            return 0;
+        }
+        if (end && (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA))
+            h2_check_done(conn, http_result(conn->s, conn));
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_HEADERS && !conn->in_trailers) {
         /* Envoy decides on the headers when they are not a gRPC answer: a
          * status other than 200 (even with a grpc-status, there is no
@@ -605,17 +627,17 @@ static int h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, voi
         bool fail = conn->status != 200 || (!conn->grpc_type && !end);
         if (fail && !end) {
             int32_t id = conn->stream_id;
-            grpc_done(conn, SHARP_HC_FAILED);
+            h2_check_done(conn, SHARP_HC_FAILED);
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
             return 0;
         }
         if (fail) {
-            grpc_done(conn, SHARP_HC_FAILED);
+            h2_check_done(conn, SHARP_HC_FAILED);
             return 0;
         }
     }
     if (end && (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA))
-        grpc_done(conn, grpc_result(conn));
+        h2_check_done(conn, grpc_result(conn));
     return 0;
 }
 
@@ -625,7 +647,7 @@ static int h2_on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t e
     (void)error_code;
     hc_conn_t *conn = user;
     /* closed before its end was seen: the server reset the stream */
-    if (stream_id == conn->stream_id) grpc_done(conn, SHARP_HC_NETWORK);
+    if (stream_id == conn->stream_id) h2_check_done(conn, SHARP_HC_NETWORK);
     return 0;
 }
 
@@ -647,7 +669,7 @@ static ssize_t h2_read_request(nghttp2_session *ng, int32_t stream_id, uint8_t *
 
 static nghttp2_session_callbacks *h2_callbacks;
 
-static void grpc_connected(hc_conn_t *conn)
+static void h2_connected(hc_conn_t *conn)
 {
     if (!h2_callbacks) {
         nghttp2_session_callbacks_new(&h2_callbacks);
@@ -702,7 +724,47 @@ static void grpc_send(hc_session_t *s, hc_conn_t *conn)
     h2_flush(conn);
 }
 
-static void grpc_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, bool eof)
+/* An HTTP check with codec_client_type HTTP2: one stream per check, as
+ * Envoy's HTTP checker sends it (method, path, host as :authority,
+ * user-agent Envoy/HC, the configured headers; no body). */
+static void h2_http_send(hc_session_t *s, hc_conn_t *conn)
+{
+    if (conn->goaway) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    const sharp_hc_config_t *cfg = s->cfg;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":method", cfg->method);
+    sharp_headers_add_cstr(&h, ":scheme", "http");
+    sharp_headers_add_cstr(&h, ":path", cfg->path);
+    sharp_headers_add_cstr(&h, ":authority", cfg->host ? cfg->host : s->cluster->name);
+    sharp_headers_add_cstr(&h, "user-agent", "Envoy/HC");
+    sharp_header_ops_apply(&cfg->headers, &h);
+    nghttp2_nv *nv = sharp_calloc(h.n ? h.n : 1, sizeof *nv);
+    size_t nn = 0;
+    for (uint32_t i = 0; i < h.n; i++) {
+        sharp_str_t n = sharp_headers_name(&h, i), v = sharp_headers_value(&h, i);
+        /* request_headers_to_add may not add pseudo-headers, nor ones
+         * HTTP/2 forbids */
+        if (i >= 4 && n.len && (n.p[0] == ':' || sharp_header_is_connection_specific(n))) continue;
+        nv[nn++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)v.p, n.len, v.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    conn->status = 0;
+    conn->in_trailers = conn->degraded = false;
+    int32_t id = nghttp2_submit_request(conn->h2, NULL, nv, nn, NULL, NULL);
+    free(nv);
+    sharp_headers_free(&h);
+    if (id < 0) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    conn->stream_id = id;
+    h2_flush(conn);
+}
+
+static void h2_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, bool eof)
 {
     (void)s;
     if (eof) {
@@ -757,10 +819,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     bool eof = nread < 0;
     size_t n = eof ? 0 : (size_t)nread;
-    if (s->cfg->type == SHARP_HC_HTTP)
+    if (s->cfg->type == SHARP_HC_HTTP && !s->cfg->http2)
         http_read(s, conn, buf->base, n, eof);
-    else if (s->cfg->type == SHARP_HC_GRPC)
-        grpc_read(s, conn, buf->base, n, eof);
+    else if (s->cfg->type == SHARP_HC_GRPC || s->cfg->type == SHARP_HC_HTTP)
+        h2_read(s, conn, buf->base, n, eof); /* an HTTP/2 session */
     else
         tcp_read(s, conn, buf->base, n, eof);
 }
@@ -776,7 +838,7 @@ static void on_connect(uv_connect_t *req, int status)
     }
     conn->connected = true;
     uv_read_start((uv_stream_t *)&conn->tcp, sharp_read_alloc, on_read);
-    if (s->cfg->type == SHARP_HC_GRPC) grpc_connected(conn);
+    if (s->cfg->type == SHARP_HC_GRPC || (s->cfg->type == SHARP_HC_HTTP && s->cfg->http2)) h2_connected(conn);
     if (s->cfg->type == SHARP_HC_TCP && !s->cfg->nreceive) {
         /* a connect-only check: the connection was the answer */
         conn_close(conn);
@@ -827,6 +889,10 @@ static void session_send(hc_session_t *s)
     uv_buf_t b;
     if (cfg->type == SHARP_HC_GRPC) {
         grpc_send(s, conn);
+        return;
+    }
+    if (cfg->type == SHARP_HC_HTTP && cfg->http2) {
+        h2_http_send(s, conn);
         return;
     }
     if (cfg->type == SHARP_HC_HTTP) {

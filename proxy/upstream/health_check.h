@@ -87,6 +87,7 @@ typedef struct sharp_hc_config {
     char *method; /* "GET" unless configured */
     char *path;
     char *host;                 /* Host header; NULL: the cluster name */
+    bool http2;                 /* codec_client_type HTTP2: the check is an HTTP/2 stream */
     sharp_hc_range_t *expected; /* default [200, 201) */
     uint32_t nexpected;
     sharp_hc_range_t *retriable;

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, free_port, stat
+from conftest import SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, free_port, stat, upstream_admin
 
 INTERVAL = 0.2
 UNHEALTHY_THRESHOLD = 2
@@ -109,6 +109,41 @@ def test_failing_host_is_ejected_then_restored(procs):
     assert "is now unhealthy" in s.output() and "is now healthy" in s.output()
 
 
+def test_http_checks_over_http2(procs):
+    """codec_client_type HTTP2: each check is an HTTP/2 stream (the upstreams
+    speak only HTTP/2, so a check over HTTP/1.1 could never pass); an
+    unexpected :status fails the host, x-envoy-degraded still counts, and
+    the host comes back once the status is right again."""
+    ups = [Upstream(name=f"u{i}", extra=("--h2",)) for i in range(2)]
+    procs.extend(ups)
+    listen, admin = free_port(), free_port()
+    hc = HC.replace("    path: /healthz\n", "    path: /healthz\n    codec_client_type: HTTP2\n")
+    s = Sharp(bootstrap_yaml(listen, admin, {"backend": [u.port for u in ups]},
+                             cluster_extra="http2_protocol_options: {}\n" + hc))
+    procs.append(s)
+    s.wait_ready(admin)
+    addrs = [f"127.0.0.1:{u.port}" for u in ups]
+    wait_for(lambda: all(health_flags(admin).get(a) == "healthy" for a in addrs), 3 * SLOW, "both hosts healthy")
+    assert stat(admin, "cluster.backend.health_check.network_failure") == 0
+    upstream_admin(ups[0], "/admin/fault?status=503")
+    wait_for(lambda: health_flags(admin)[addrs[0]] == "/failed_active_hc", INTERVAL * UNHEALTHY_THRESHOLD + SLACK,
+             "u0 marked failed")
+    assert health_flags(admin)[addrs[1]] == "healthy"
+    assert stat(admin, "cluster.backend.health_check.failure") >= 1
+    upstream_admin(ups[0], "/admin/fault")
+    wait_for(lambda: health_flags(admin)[addrs[0]] == "healthy", INTERVAL * HEALTHY_THRESHOLD + SLACK,
+             "u0 healthy again")
+    # the same checks over HTTP/1.1 to these HTTP/2-only upstreams fail
+    listen2, admin2 = free_port(), free_port()
+    s2 = Sharp(bootstrap_yaml(listen2, admin2, {"backend": [u.port for u in ups]},
+                              cluster_extra="http2_protocol_options: {}\n" + HC))
+    procs.append(s2)
+    s2.wait_ready(admin2)
+    wait_for(lambda: stat(admin2, "cluster.backend.health_check.network_failure") >= 2, 3 * SLOW,
+             "HTTP/1.1 checks failing")
+    assert stat(admin2, "cluster.backend.health_check.healthy") == 0
+
+
 def test_dead_host_is_ejected_after_threshold(procs):
     ups, addrs, listen, admin, s = start(procs)
     ups[2].stop(signal.SIGKILL)  # connection refused from now on
@@ -172,6 +207,8 @@ def test_config_errors():
     assert rc == 1 and "health_checks[0].event_log_path: event_log_path is not supported by SHARP" in out, out
     rc, out = validate(cfg(HC + "    expected_statuses: [ { start: 300, end: 200 } ]\n"))
     assert rc == 1 and "expected_statuses[0]: Invalid http expected status range" in out, out
+    rc, out = validate(cfg(HC + "    codec_client_type: HTTP3\n"))
+    assert rc == 1 and "codec_client_type: HTTP3 is not supported by SHARP" in out, out
     rc, out = validate(cfg(HC + HC.replace("health_checks:\n", "")))
     assert rc == 1 and "health_checks: Multiple health checks not supported" in out, out
 
