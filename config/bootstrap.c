@@ -604,27 +604,38 @@ static char **fc_strs(char *const *pb, size_t n, uint32_t *nout)
 
 /* FilterChainMatch. Server names, application protocols and the "tls"
  * transport protocol are only known after a listener filter (TLS or HTTP
- * inspector) has read the first bytes; Envoy injects a TLS inspector for
- * them, SHARP has none yet and refuses them rather than never match. */
+ * inspector) has read the first bytes. Envoy once injected a TLS inspector
+ * for them; without one they would never match, so SHARP refuses them
+ * naming the listener filter to add. */
 static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChainMatch *pb, const char *path,
-                          sharp_fc_match_t *m)
+                          const sharp_listener_config_t *l, sharp_fc_match_t *m)
 {
     char p[1024];
     if (!pb) return 0;
-    if (pb->n_server_names) {
+    if (pb->n_server_names && !l->inspect_tls) {
         snprintf(p, sizeof p, "%s.server_names", path);
-        return fail(b, p, "server_names is not supported by SHARP (server name matching needs the TLS inspector "
-                          "listener filter)");
+        return fail(b, p, "server_names needs the envoy.filters.listener.tls_inspector listener filter, which this "
+                          "listener does not have (without it no connection has a server name)");
     }
-    if (pb->n_application_protocols) {
+    if (pb->n_application_protocols && !l->inspect_tls && !l->inspect_http) {
         snprintf(p, sizeof p, "%s.application_protocols", path);
-        return fail(b, p, "application_protocols is not supported by SHARP (application protocol matching needs "
-                          "the TLS or HTTP inspector listener filter)");
+        return fail(b, p, "application_protocols needs the envoy.filters.listener.tls_inspector or "
+                          "envoy.filters.listener.http_inspector listener filter, which this listener does not have");
     }
-    if (strcmp(pb->transport_protocol, "tls") == 0) {
+    if (strcmp(pb->transport_protocol, "tls") == 0 && !l->inspect_tls) {
         snprintf(p, sizeof p, "%s.transport_protocol", path);
-        return fail(b, p, "transport_protocol 'tls' is not supported by SHARP (it needs the TLS inspector listener "
-                          "filter)");
+        return fail(b, p, "transport_protocol 'tls' needs the envoy.filters.listener.tls_inspector listener "
+                          "filter, which this listener does not have");
+    }
+    for (size_t i = 0; i < pb->n_server_names; i++) {
+        /* Envoy: a name, or a wildcard of the form "*.example.com" */
+        const char *n = pb->server_names[i];
+        const char *star = strchr(n, '*');
+        if (!n[0] || (star && (star != n || n[1] != '.' || strchr(n + 1, '*')))) {
+            snprintf(p, sizeof p, "%s.server_names[%zu]", path, i);
+            return fail(b, p, "error adding listener '%s': partial wildcards are not supported in \"server_names\"",
+                        l->address);
+        }
     }
     if (pb->destination_port) m->destination_port = pb->destination_port->value;
     if (pb->transport_protocol[0]) m->transport_protocol = sharp_strdup(pb->transport_protocol);
@@ -655,12 +666,12 @@ static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__Fil
 
 /* One filter chain: plaintext or TLS transport, one network filter (the HCM). */
 static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
-                              sharp_filter_chain_config_t *out)
+                              const sharp_listener_config_t *l, sharp_filter_chain_config_t *out)
 {
     char p[1024];
     out->name = sharp_strdup(fc->name ? fc->name : "");
     snprintf(p, sizeof p, "%s.filter_chain_match", path);
-    if (build_fc_match(b, fc->filter_chain_match, p, &out->match) < 0) return -1;
+    if (build_fc_match(b, fc->filter_chain_match, p, l, &out->match) < 0) return -1;
     snprintf(p, sizeof p, "%s.transport_socket", path);
     if (!strcmp(transport_socket_type(fc->transport_socket), DOWNSTREAM_TLS_TYPE)) {
         if (build_downstream_tls(b, fc->transport_socket, p, out) < 0) return -1;
@@ -688,6 +699,64 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
     return out->hcm ? 0 : -1;
 }
 
+#define TLS_INSPECTOR "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+#define HTTP_INSPECTOR "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+
+/* listener_filters: Envoy's TLS and HTTP inspectors (other listener
+ * filters are refused by the support table's extension list), by typed
+ * config or, as Envoy's older documentation writes them, by name alone. */
+static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
+                                  sharp_listener_config_t *l, const char *path)
+{
+    char p[1024];
+    for (size_t i = 0; i < pb->n_listener_filters; i++) {
+        const Envoy__Config__Listener__V3__ListenerFilter *f = pb->listener_filters[i];
+        snprintf(p, sizeof p, "%s.listener_filters[%zu]", path, i);
+        const char *t = NULL;
+        if (f->config_type_case == ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+            const char *slash = strrchr(f->typed_config->type_url, '/');
+            t = slash ? slash + 1 : f->typed_config->type_url;
+        } else if (!strcmp(f->name, "envoy.filters.listener.tls_inspector") || !strcmp(f->name, "tls_inspector")) {
+            t = TLS_INSPECTOR;
+        } else if (!strcmp(f->name, "envoy.filters.listener.http_inspector") || !strcmp(f->name, "http_inspector")) {
+            t = HTTP_INSPECTOR;
+        } else {
+            return fail(b, p, "listener filter '%s' is not supported by SHARP (only the TLS and HTTP inspectors)",
+                        f->name);
+        }
+        if (!strcmp(t, TLS_INSPECTOR)) {
+            l->inspect_tls = true;
+        } else if (!strcmp(t, HTTP_INSPECTOR)) {
+            l->inspect_http = true;
+        } else {
+            return fail(b, p, "listener filter %s is not supported by SHARP (only the TLS and HTTP inspectors)", t);
+        }
+    }
+    if (!l->inspect_tls && !l->inspect_http) return 0;
+    /* Envoy's default listener_filters_timeout is 15 s; 0 disables it */
+    l->listener_filters_timeout_ms = duration_ms(pb->listener_filters_timeout, 15000);
+    l->continue_on_listener_filters_timeout = pb->continue_on_listener_filters_timeout;
+    sharp_stats_t *s = b->srv->stats;
+    l->pre_cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_pre_cx_active", l->stat_name);
+    l->pre_cx_timeout = sharp_stats_counterf(s, "listener.%s.downstream_pre_cx_timeout", l->stat_name);
+#define TI(f) l->tls_inspector.f = sharp_stats_counterf(s, "tls_inspector." #f)
+    TI(tls_found);
+    TI(tls_not_found);
+    TI(alpn_found);
+    TI(alpn_not_found);
+    TI(sni_found);
+    TI(sni_not_found);
+    TI(client_hello_too_large);
+#undef TI
+#define HI(f) l->http_inspector.f = sharp_stats_counterf(s, "http_inspector." #f)
+    HI(http10_found);
+    HI(http11_found);
+    HI(http2_found);
+    HI(http_not_found);
+#undef HI
+    return 0;
+}
+
 static bool fc_match_empty(const sharp_fc_match_t *m)
 {
     return !m->destination_port && !m->nprefix_ranges && !m->nserver_names && !m->transport_protocol &&
@@ -707,13 +776,14 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
     if (pb->n_filter_chains == 0 && !pb->default_filter_chain)
         return fail(b, path, "error adding listener '%s': no filter chains specified", l->address);
+    if (build_listener_filters(b, pb, l, path) < 0) return -1;
     l->nchains = (uint32_t)pb->n_filter_chains;
     l->has_default_chain = pb->default_filter_chain != NULL;
     l->chains = sharp_calloc(l->nchains + 1, sizeof *l->chains);
     l->matches = sharp_calloc(l->nchains ? l->nchains : 1, sizeof *l->matches);
     for (uint32_t i = 0; i < l->nchains; i++) {
         snprintf(p, sizeof p, "%s.filter_chains[%u]", path, i);
-        if (build_filter_chain(b, pb->filter_chains[i], p, &l->chains[i]) < 0) return -1;
+        if (build_filter_chain(b, pb->filter_chains[i], p, l, &l->chains[i]) < 0) return -1;
         l->matches[i] = &l->chains[i].match;
         for (uint32_t k = 0; k < i; k++)
             if (sharp_fc_overlap(&l->chains[k].match, &l->chains[i].match))
@@ -722,7 +792,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     }
     if (l->has_default_chain) {
         snprintf(p, sizeof p, "%s.default_filter_chain", path);
-        if (build_filter_chain(b, pb->default_filter_chain, p, &l->chains[l->nchains]) < 0) return -1;
+        if (build_filter_chain(b, pb->default_filter_chain, p, l, &l->chains[l->nchains]) < 0) return -1;
     }
     /* the usual listener: one chain, no criteria, no default */
     l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0].match);

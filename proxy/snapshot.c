@@ -67,8 +67,17 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_liste
     if (l->match_any) return &l->chains[0];
     /* no listener filter has looked at the bytes: no SNI, no ALPN, and the
      * transport protocol is Envoy's default, raw_buffer */
-    sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = remote, .server_name = "",
-                            .transport_protocol = "raw_buffer"};
+    return sharp_listener_select_chain_inspected(l, local, remote, "", "raw_buffer", NULL, 0);
+}
+
+const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
+    const sharp_listener_config_t *l, const struct sockaddr *local, const struct sockaddr *remote,
+    const char *server_name, const char *transport_protocol, const char *const *alpn, uint32_t nalpn)
+{
+    if (l->match_any) return &l->chains[0];
+    sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = remote, .server_name = server_name,
+                            .transport_protocol = transport_protocol, .application_protocols = alpn,
+                            .napplication_protocols = nalpn};
     int i = sharp_fc_select(l->matches, l->nchains, &conn);
     if (i >= 0) return &l->chains[i];
     return l->has_default_chain ? &l->chains[l->nchains] : NULL;

@@ -136,6 +136,22 @@ typedef struct sharp_listener_config {
     bool has_default_chain; /* chains[nchains] is default_filter_chain */
     const sharp_fc_match_t **matches; /* &chains[i].match, for sharp_fc_select */
     bool match_any;        /* one chain without criteria: every connection takes it */
+    /* listener_filters: Envoy's TLS and HTTP inspectors read the first
+     * bytes before the chain is chosen (listener_inspect.h), for at most
+     * listener_filters_timeout (0: no limit); then the connection is closed
+     * (downstream_pre_cx_timeout), or with continue_on_listener_filters_timeout
+     * its chain is chosen from what is known */
+    bool inspect_tls, inspect_http;
+    uint64_t listener_filters_timeout_ms;
+    bool continue_on_listener_filters_timeout;
+    sharp_stat_id_t pre_cx_active, pre_cx_timeout;
+    struct {
+        sharp_stat_id_t tls_found, tls_not_found, alpn_found, alpn_not_found, sni_found, sni_not_found,
+            client_hello_too_large;
+    } tls_inspector;
+    struct {
+        sharp_stat_id_t http10_found, http11_found, http2_found, http_not_found;
+    } http_inspector;
     sharp_stat_id_t cx_total, cx_active, cx_destroy, cx_length_ms, no_filter_chain_match;
     bool ignore_global_conn_limit; /* counted in, never refused by, the global connection limit */
     bool bypass_overload_manager;  /* reject_incoming_connections does not apply */
@@ -168,6 +184,11 @@ typedef struct sharp_snapshot {
 const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_listener_config_t *l,
                                                                const struct sockaddr *local,
                                                                const struct sockaddr *remote);
+/* The same once listener filters have read the first bytes: the server
+ * name, transport protocol and application protocols they found. */
+const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
+    const sharp_listener_config_t *l, const struct sockaddr *local, const struct sockaddr *remote,
+    const char *server_name, const char *transport_protocol, const char *const *alpn, uint32_t nalpn);
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
 /* Frees an HCM config and everything it owns (filter configs, logs, routes). */

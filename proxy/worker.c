@@ -277,6 +277,7 @@ int sharp_worker_init(sharp_worker_t *w)
     uv_loop_init(&w->loop);
     w->loop.data = w;
     sharp_dlist_init(&w->connections);
+    sharp_dlist_init(&w->inspecting);
     sharp_dlist_init(&w->shadows);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};

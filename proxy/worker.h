@@ -119,6 +119,7 @@ typedef struct sharp_worker {
     int *listen_fds;
     uint32_t nlisteners;
     sharp_dlist_t connections;       /* downstream connections */
+    sharp_dlist_t inspecting;        /* accepted, listener filters still reading (no filter chain yet) */
     sharp_dlist_t flush_list;        /* connections holding a response head not yet written */
     uv_check_t flush_check;          /* writes those heads at the end of each loop turn */
     /* active while flush_list is not empty, so that the loop does not block

@@ -108,6 +108,13 @@ struct sharp_conn {
      * stream's deadline, it scans the streams when it fires (one timer per
      * connection instead of a timer heap insert and removal per stream) */
     uv_timer_t stream_idle_timer;
+    /* listener filters (TLS/HTTP inspectors): the first bytes, kept until
+     * the chain is chosen and then replayed to it; the timer bounds the
+     * wait (listener_filters_timeout) */
+    uv_timer_t inspect_timer;
+    uint8_t *inspect_buf;
+    size_t inspect_len;
+    bool inspecting;
     uint64_t stream_idle_due; /* loop time (ms) stream_idle_timer is due */
     sharp_worker_t *worker;
     const sharp_listener_config_t *listener;
@@ -137,6 +144,8 @@ struct sharp_conn {
     uint64_t idle_since_ns; /* the idle timeout was armed (reduce_timeouts re-arms from it) */
     char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN];
     struct sockaddr_storage remote_ss;
+    struct sockaddr_storage local_ss; /* the accepted socket's own address */
+    bool have_local;
     sharp_h1_conn_t h1;
     struct sharp_h2_conn *h2; /* HTTP/2 codec state (http2_server.c) */
     /* codec_type AUTO: the first bytes, until they are or are not the

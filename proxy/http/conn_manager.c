@@ -16,6 +16,7 @@
 #include "net.h"
 #include "overload.h"
 #include "tls/downstream.h"
+#include "listener_inspect.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +40,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (c->listener) sharp_overload_connection_closed(); /* admitted: counted in the global limit */
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
     sharp_writer_release(&c->writer);
+    free(c->inspect_buf);
     free(c);
 }
 
@@ -492,6 +494,211 @@ void sharp_conn_select_codec(sharp_conn_t *c, const char *alpn)
     }
 }
 
+/* A connection that has its filter chain: counted, its timers, its codec
+ * (or TLS first). False when it was closed at once (a TLS engine that
+ * could not be made). The caller starts reading. */
+static bool conn_begin(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_config_t *l,
+                       const sharp_filter_chain_config_t *chain)
+{
+    c->worker = w;
+    c->listener = l;
+    c->hcm = chain->hcm;
+    if (!c->snap) { /* an inspected connection has both already */
+        c->snap = sharp_snapshot_ref(w->snap);
+        atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
+    }
+    c->id = sharp_log_next_connection_id();
+    c->start_ns = sharp_now_ns();
+    uv_timer_init(&w->loop, &c->idle_timer);
+    uv_timer_init(&w->loop, &c->duration_timer);
+    uv_timer_init(&w->loop, &c->stream_idle_timer);
+    c->tcp.data = c->idle_timer.data = c->duration_timer.data = c->stream_idle_timer.data = c;
+    c->handles_open += 4;
+    sharp_dlist_init(&c->link);
+    sharp_dlist_init(&c->flush_link);
+    sharp_dlist_init(&c->streams);
+    sharp_dlist_push(&w->connections, &c->link);
+    sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
+    if (c->remote_ss.ss_family) sharp_addr_str((struct sockaddr *)&c->remote_ss, c->remote, sizeof c->remote);
+    if (c->have_local) sharp_addr_str((struct sockaddr *)&c->local_ss, c->local, sizeof c->local);
+    uv_tcp_nodelay(&c->tcp, 1);
+    sharp_debug(conn_handler, "[C%llu] new connection from %s on listener '%s'", c->id, c->remote, l->name);
+    sharp_stats_shard_t *sh = STATS(c);
+    sharp_counter_inc(sh, l->cx_total);
+    sharp_gauge_add(sh, l->cx_active, 1);
+    sharp_counter_inc(sh, c->hcm->st.cx_total);
+    sharp_gauge_add(sh, c->hcm->st.cx_active, 1);
+    if (w->draining) c->close_after_response = true;
+    if (c->hcm->has_max_connection_duration)
+        uv_timer_start(&c->duration_timer, on_conn_max_duration,
+                       sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
+                                                         c->hcm->max_connection_duration_ms, 0), 0);
+    if (chain->tls) {
+        /* TLS: the codec is chosen once the handshake is done (ALPN) */
+        c->codec = &detect_codec;
+        if (!sharp_conn_tls_start(c, chain->tls)) return false;
+    } else {
+        sharp_conn_select_codec(c, NULL);
+    }
+    sharp_conn_arm_idle(c);
+    return true;
+}
+
+/* ---- listener filters: the TLS and HTTP inspectors ---- */
+
+/* Closes a connection that never got a filter chain (nothing counted but
+ * the listener's no_filter_chain_match or pre-connection stats). */
+static void inspect_close(sharp_conn_t *c)
+{
+    if (c->inspecting) {
+        c->inspecting = false;
+        sharp_dlist_remove(&c->link);
+        sharp_gauge_add(c->worker->stats, c->listener->pre_cx_active, -1);
+        uv_timer_stop(&c->inspect_timer);
+        uv_close((uv_handle_t *)&c->inspect_timer, on_conn_handle_closed);
+    }
+    c->handles_open++; /* the socket: conn_begin would have counted it */
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+/* Runs the inspectors over what has been read; `final` (the timeout with
+ * continue_on_listener_filters_timeout, or the peer's end) takes what is
+ * known. Chooses the chain once both are done and replays the bytes. */
+static void inspect_run(sharp_conn_t *c, bool final)
+{
+    const sharp_listener_config_t *l = c->listener;
+    sharp_stats_shard_t *sh = c->worker->stats;
+    const char *transport = "raw_buffer";
+    sharp_client_hello_t hello;
+    const char *alpn[SHARP_INSPECT_MAX_ALPN];
+    uint32_t nalpn = 0;
+    const char *sni = "";
+    if (l->inspect_tls) {
+        switch (sharp_inspect_tls(c->inspect_buf, c->inspect_len, &hello)) {
+        case SHARP_INSPECT_NEED_MORE:
+            if (!final) return;
+            sharp_counter_inc(sh, l->tls_inspector.tls_not_found);
+            break;
+        case SHARP_INSPECT_TOO_LARGE:
+            sharp_counter_inc(sh, l->tls_inspector.client_hello_too_large);
+            sharp_debug(conn_handler, "closing a connection on listener '%s': ClientHello too large", l->name);
+            inspect_close(c);
+            return;
+        case SHARP_INSPECT_NOT_FOUND:
+            sharp_counter_inc(sh, l->tls_inspector.tls_not_found);
+            break;
+        case SHARP_INSPECT_FOUND:
+            transport = "tls";
+            sni = hello.server_name;
+            sharp_counter_inc(sh, l->tls_inspector.tls_found);
+            sharp_counter_inc(sh, sni[0] ? l->tls_inspector.sni_found : l->tls_inspector.sni_not_found);
+            sharp_counter_inc(sh, hello.nalpn ? l->tls_inspector.alpn_found : l->tls_inspector.alpn_not_found);
+            for (uint32_t i = 0; i < hello.nalpn; i++) alpn[nalpn++] = hello.alpn[i];
+            break;
+        }
+    }
+    /* the HTTP inspector looks at plaintext only (Envoy's skips a
+     * connection whose transport protocol another filter has set) */
+    if (l->inspect_http && strcmp(transport, "tls") != 0) {
+        const char *proto = NULL;
+        switch (sharp_inspect_http(c->inspect_buf, c->inspect_len, &proto)) {
+        case SHARP_INSPECT_NEED_MORE:
+            if (!final) return;
+            /* fall through */
+        case SHARP_INSPECT_NOT_FOUND:
+        case SHARP_INSPECT_TOO_LARGE:
+            sharp_counter_inc(sh, l->http_inspector.http_not_found);
+            break;
+        case SHARP_INSPECT_FOUND:
+            alpn[nalpn++] = proto;
+            sharp_counter_inc(sh, proto[0] == 'h' && proto[1] == '2' ? l->http_inspector.http2_found
+                                  : strcmp(proto, "http/1.0") == 0 ? l->http_inspector.http10_found
+                                                                   : l->http_inspector.http11_found);
+            break;
+        }
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    const sharp_filter_chain_config_t *chain = sharp_listener_select_chain_inspected(
+        l, c->have_local ? (struct sockaddr *)&c->local_ss : NULL,
+        c->remote_ss.ss_family ? (struct sockaddr *)&c->remote_ss : NULL, sni, transport, alpn, nalpn);
+    if (!chain) {
+        sharp_counter_inc(sh, l->no_filter_chain_match);
+        sharp_debug(conn_handler, "closing a connection on listener '%s': no filter chain matches it", l->name);
+        inspect_close(c);
+        return;
+    }
+    c->inspecting = false;
+    sharp_dlist_remove(&c->link);
+    sharp_gauge_add(sh, l->pre_cx_active, -1);
+    uv_timer_stop(&c->inspect_timer);
+    uv_close((uv_handle_t *)&c->inspect_timer, on_conn_handle_closed); /* counted in handles_open */
+    if (!conn_begin(c, c->worker, l, chain)) return;
+    uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
+    /* the bytes the inspectors read go first, as a read would give them */
+    uint8_t *buf = c->inspect_buf;
+    size_t n = c->inspect_len;
+    c->inspect_buf = NULL;
+    c->inspect_len = 0;
+    if (n && !c->closing) {
+        uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+        on_read((uv_stream_t *)&c->tcp, (ssize_t)n, &b);
+    }
+    free(buf);
+}
+
+static void on_inspect_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    sharp_conn_t *c = st->data;
+    if (!c->inspecting) return;
+    if (nread < 0) {
+        /* the peer went away before the filters were done: Envoy closes */
+        inspect_close(c);
+        return;
+    }
+    if (nread == 0) return;
+    size_t room = SHARP_INSPECT_MAX_BYTES + 16 * 1024;
+    if (c->inspect_len + (size_t)nread > room) nread = (ssize_t)(room - c->inspect_len);
+    c->inspect_buf = sharp_realloc(c->inspect_buf, c->inspect_len + (size_t)nread);
+    memcpy(c->inspect_buf + c->inspect_len, buf->base, (size_t)nread);
+    c->inspect_len += (size_t)nread;
+    inspect_run(c, c->inspect_len >= room);
+}
+
+/* listener_filters_timeout: Envoy closes the socket (downstream_pre_cx_timeout),
+ * or with continue_on_listener_filters_timeout chooses the chain from what
+ * the filters found so far. */
+static void on_inspect_timeout(uv_timer_t *t)
+{
+    sharp_conn_t *c = t->data;
+    if (!c->inspecting) return;
+    sharp_counter_inc(c->worker->stats, c->listener->pre_cx_timeout);
+    if (!c->listener->continue_on_listener_filters_timeout) {
+        sharp_debug(conn_handler, "closing a connection on listener '%s': listener filters timed out",
+                    c->listener->name);
+        inspect_close(c);
+        return;
+    }
+    inspect_run(c, true);
+}
+
+static void inspect_start(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_config_t *l)
+{
+    c->worker = w;
+    c->listener = l; /* admitted: released from the global limit when closed */
+    c->snap = sharp_snapshot_ref(w->snap);
+    atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
+    sharp_dlist_init(&c->flush_link);
+    c->tcp.data = c;
+    uv_timer_init(&w->loop, &c->inspect_timer);
+    c->inspect_timer.data = c;
+    c->handles_open = 1; /* the timer; the socket is counted by conn_begin or inspect_close */
+    c->inspecting = true;
+    sharp_dlist_push(&w->inspecting, &c->link);
+    sharp_gauge_add(w->stats, l->pre_cx_active, 1);
+    if (l->listener_filters_timeout_ms)
+        uv_timer_start(&c->inspect_timer, on_inspect_timeout, l->listener_filters_timeout_ms, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_inspect_read);
+}
 void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server)
 {
     sharp_conn_t *c = sharp_calloc(1, sizeof *c);
@@ -517,12 +724,19 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
         uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
         return;
     }
-    /* the filter chain: from the addresses alone (no listener filter reads
-     * ahead), before anything is counted or read */
+    /* the filter chain: from the addresses alone, before anything is
+     * counted or read, unless listener filters read the first bytes */
     struct sockaddr_storage local = {0}, peer = {0};
     int llen = sizeof local;
     bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
     bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
+    if (have_peer) c->remote_ss = peer;
+    if (have_local) c->local_ss = local;
+    c->have_local = have_local;
+    if (l->inspect_tls || l->inspect_http) {
+        inspect_start(c, w, l);
+        return;
+    }
     const sharp_filter_chain_config_t *chain =
         l->match_any ? &l->chains[0]
                      : sharp_listener_select_chain(l, have_local ? (struct sockaddr *)&local : NULL,
@@ -540,48 +754,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
         uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
         return;
     }
-    c->worker = w;
-    c->listener = l;
-    c->hcm = chain->hcm;
-    c->snap = sharp_snapshot_ref(w->snap);
-    c->id = sharp_log_next_connection_id();
-    c->start_ns = sharp_now_ns();
-    atomic_fetch_add_explicit(&w->active_connections, 1, memory_order_relaxed);
-    uv_timer_init(&w->loop, &c->idle_timer);
-    uv_timer_init(&w->loop, &c->duration_timer);
-    uv_timer_init(&w->loop, &c->stream_idle_timer);
-    c->tcp.data = c->idle_timer.data = c->duration_timer.data = c->stream_idle_timer.data = c;
-    c->handles_open = 4;
-    sharp_dlist_init(&c->link);
-    sharp_dlist_init(&c->flush_link);
-    sharp_dlist_init(&c->streams);
-    sharp_dlist_push(&w->connections, &c->link);
-    sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
-    if (have_peer) {
-        c->remote_ss = peer;
-        sharp_addr_str((struct sockaddr *)&c->remote_ss, c->remote, sizeof c->remote);
-    }
-    if (have_local) sharp_addr_str((struct sockaddr *)&local, c->local, sizeof c->local);
-    uv_tcp_nodelay(&c->tcp, 1);
-    sharp_debug(conn_handler, "[C%llu] new connection from %s on listener '%s'", c->id, c->remote, l->name);
-    sharp_stats_shard_t *sh = STATS(c);
-    sharp_counter_inc(sh, l->cx_total);
-    sharp_gauge_add(sh, l->cx_active, 1);
-    sharp_counter_inc(sh, c->hcm->st.cx_total);
-    sharp_gauge_add(sh, c->hcm->st.cx_active, 1);
-    if (w->draining) c->close_after_response = true;
-    if (c->hcm->has_max_connection_duration)
-        uv_timer_start(&c->duration_timer, on_conn_max_duration,
-                       sharp_overload_timer_remaining_ms(SHARP_OL_TIMER_CONNECTION_MAX,
-                                                         c->hcm->max_connection_duration_ms, 0), 0);
-    if (chain->tls) {
-        /* TLS: the codec is chosen once the handshake is done (ALPN) */
-        c->codec = &detect_codec;
-        if (!sharp_conn_tls_start(c, chain->tls)) return;
-    } else {
-        sharp_conn_select_codec(c, NULL);
-    }
-    sharp_conn_arm_idle(c);
+    if (!conn_begin(c, w, l, chain)) return;
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
 }
 
@@ -643,6 +816,10 @@ void sharp_conn_start_drain(sharp_conn_t *c)
  * at once would race with clients that are just sending their next request. */
 void sharp_conn_drain_all(sharp_worker_t *w)
 {
+    /* sockets still in their listener filters belong to the listener that
+     * is going away (Envoy closes them with it) */
+    while (!sharp_dlist_empty(&w->inspecting))
+        inspect_close(sharp_container_of(w->inspecting.next, sharp_conn_t, link));
     sharp_dlist_t *n = w->connections.next;
     while (n != &w->connections) {
         sharp_dlist_t *next = n->next;
@@ -660,6 +837,8 @@ void sharp_conn_drain_all(sharp_worker_t *w)
 
 void sharp_conn_close_all(sharp_worker_t *w)
 {
+    while (!sharp_dlist_empty(&w->inspecting))
+        inspect_close(sharp_container_of(w->inspecting.next, sharp_conn_t, link));
     while (!sharp_dlist_empty(&w->connections))
         sharp_conn_close(sharp_container_of(w->connections.next, sharp_conn_t, link));
 }

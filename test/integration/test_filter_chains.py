@@ -8,7 +8,7 @@ ports (--local-port); every chain answers with a direct response naming it."""
 import socket
 import subprocess
 
-from conftest import SLOW, free_port, run_sharp_config, stat, validate_config as validate
+from conftest import SLOW, free_port, run_sharp_config, stat, validate_config as validate, wait_for
 
 
 def chain(name, match=""):
@@ -39,11 +39,17 @@ def indent(text, n):
     return "".join(" " * n + line if line.strip() else line for line in text.splitlines(True))
 
 
-def bootstrap(listen, admin, chains, default=None):
+TLS_INSPECTOR = ('- name: envoy.filters.listener.tls_inspector\n  typed_config:\n'
+                 '    "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector\n')
+HTTP_INSPECTOR = "- name: envoy.filters.listener.http_inspector\n"  # the name alone, as Envoy's older docs write it
+
+
+def bootstrap(listen, admin, chains, default=None, listener_filters="", listener_extra=""):
     d = ""
     if default:
         body = chain(default)[len(f"- name: {default}\n"):]  # the chain's fields, as a mapping
         d = f"    default_filter_chain:\n      name: {default}\n{indent(body, 4)}"
+    lf = f"    listener_filters:\n{indent(listener_filters, 4)}" if listener_filters else ""
     return f"""\
 admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
@@ -51,7 +57,7 @@ static_resources:
   listeners:
   - name: multi
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
-    filter_chains:
+{lf}{indent(listener_extra, 4)}    filter_chains:
 {indent("".join(chains), 4)}{d}"""
 
 
@@ -63,9 +69,9 @@ def get(port, source="127.0.0.1", local_port=None):
     return r.returncode, r.stdout.decode()
 
 
-def start(procs, chains, default=None):
+def start(procs, chains, default=None, **kw):
     listen, admin = free_port(), free_port()
-    run_sharp_config(procs, bootstrap(listen, admin, chains, default), admin)
+    run_sharp_config(procs, bootstrap(listen, admin, chains, default, **kw), admin)
     return listen, admin
 
 
@@ -145,12 +151,22 @@ def test_config_errors():
     assert rc == 1 and "source_ports[0]" in out, out
     rc, out = validate(bootstrap(listen, admin, [chain("a", "{ destination_port: 0 }"), chain("b")]))
     assert rc == 1 and "destination_port" in out, out
-    # criteria that need a listener filter SHARP does not have are refused by name
-    for match, feature in (("{ server_names: [example.com] }", "TLS inspector"),
-                           ("{ application_protocols: [h2] }", "inspector"),
-                           ("{ transport_protocol: tls }", "TLS inspector")):
+    # criteria that need a listener filter the listener does not have are
+    # refused, naming the filter (without it they could never match)
+    for match, feature in (("{ server_names: [example.com] }", "tls_inspector"),
+                           ("{ application_protocols: [h2] }", "http_inspector"),
+                           ("{ transport_protocol: tls }", "tls_inspector")):
         rc, out = validate(bootstrap(listen, admin, [chain("a", match), chain("b")]))
-        assert rc == 1 and "is not supported by SHARP" in out and feature in out, (match, out)
+        assert rc == 1 and "needs the envoy.filters.listener." in out and feature in out, (match, out)
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ server_names: ['www.*.com'] }"), chain("b")],
+                                 listener_filters=TLS_INSPECTOR))
+    assert rc == 1 and "partial wildcards are not supported" in out, out
+    rc, out = validate(bootstrap(listen, admin, [chain("a", "{ server_names: ['*.example.com'] }"), chain("b")],
+                                 listener_filters=TLS_INSPECTOR))
+    assert rc == 0, out
+    rc, out = validate(bootstrap(listen, admin, [chain("a")],
+                                 listener_filters="- name: envoy.filters.listener.original_dst\n"))
+    assert rc == 1 and "original_dst" in out, out
     # raw_buffer is what every connection has without a TLS inspector
     rc, out = validate(bootstrap(listen, admin, [chain("a", "{ transport_protocol: raw_buffer }")]))
     assert rc == 0, out
@@ -163,4 +179,62 @@ def test_raw_buffer_transport_protocol_matches(procs):
     s = socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW)
     s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
     assert b"raw" in s.recv(4096)
+    s.close()
+
+
+def test_http_inspector_picks_the_chain_by_protocol(procs):
+    """http_inspector: a plaintext HTTP/1.1 request line gives "http/1.1",
+    the HTTP/2 preface "h2c"; chains match on application_protocols."""
+    listen, admin = start(procs, [chain("h1", "{ application_protocols: [http/1.1, http/1.0] }"),
+                                  chain("h2", "{ application_protocols: [h2c] }")],
+                          listener_filters=HTTP_INSPECTOR)
+    assert get(listen) == (0, "h1")
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", str(5 * SLOW),
+                        f"http://127.0.0.1:{listen}/"], capture_output=True, timeout=10 * SLOW)
+    assert r.stdout.decode() == "h2", r.stderr
+    assert stat(admin, "http_inspector.http11_found") == 1
+    assert stat(admin, "http_inspector.http2_found") == 1
+    # bytes that are not HTTP: no protocol, no chain, closed
+    s = socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW)
+    s.sendall(b"\x00\x01garbage that is not a request line\r\n")
+    assert s.recv(100) == b""
+    s.close()
+    assert stat(admin, "http_inspector.http_not_found") == 1
+    assert stat(admin, f"listener.127.0.0.1_{listen}.no_filter_chain_match") == 1
+
+
+def test_tls_inspector_finds_plaintext(procs):
+    """tls_inspector on plaintext: tls_not_found, transport raw_buffer; a
+    chain for transport_protocol tls is not taken."""
+    listen, admin = start(procs, [chain("tls", "{ transport_protocol: tls }"),
+                                  chain("plain", "{ transport_protocol: raw_buffer }")],
+                          listener_filters=TLS_INSPECTOR)
+    assert get(listen) == (0, "plain")
+    assert stat(admin, "tls_inspector.tls_not_found") == 1
+    assert stat(admin, "tls_inspector.tls_found") == 0
+
+
+def test_listener_filters_timeout(procs):
+    """A client that connects and sends nothing: after
+    listener_filters_timeout the socket is closed (downstream_pre_cx_timeout);
+    with continue_on_listener_filters_timeout the chain is chosen from what
+    is known and the connection served."""
+    listen, admin = start(procs, [chain("plain")], listener_filters=TLS_INSPECTOR,
+                          listener_extra="listener_filters_timeout: 0.3s\n")
+    s = socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW)
+    wait_for(lambda: stat(admin, f"listener.127.0.0.1_{listen}.downstream_pre_cx_active") == 1, 2,
+             "the socket in its listener filters")
+    assert s.recv(100) == b""  # closed by the timeout
+    s.close()
+    assert stat(admin, f"listener.127.0.0.1_{listen}.downstream_pre_cx_timeout") == 1
+    assert stat(admin, f"listener.127.0.0.1_{listen}.downstream_pre_cx_active") == 0
+    assert stat(admin, f"listener.127.0.0.1_{listen}.downstream_cx_total") == 0
+
+    listen, admin = start(procs, [chain("plain")], listener_filters=TLS_INSPECTOR,
+                          listener_extra="listener_filters_timeout: 0.3s\ncontinue_on_listener_filters_timeout: true\n")
+    s = socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW)
+    s.sendall(b"\x16")  # the start of a handshake record, then silence
+    # the timeout gives the connection to the only chain, which serves it
+    wait_for(lambda: stat(admin, "http.plain.downstream_cx_total") == 1, 3, "the chain taking the connection")
+    assert stat(admin, f"listener.127.0.0.1_{listen}.downstream_pre_cx_timeout") == 1
     s.close()
