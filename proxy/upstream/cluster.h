@@ -64,6 +64,13 @@ typedef struct sharp_cluster_stats {
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
         cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned, cx_http1_total, cx_http2_total,
         cx_close_notify;
+    /* cluster.<name>.ssl.*, registered for TLS clusters only (Envoy's
+     * client context stats in the cluster's scope); ciphers.<name>,
+     * versions.<v> and curves.<name> are registered on first use */
+    struct {
+        sharp_stat_id_t connection_error, handshake, session_reused, no_certificate, fail_verify_error,
+            fail_verify_san, fail_verify_cert_hash, fail_verify_no_cert;
+    } ssl;
     /* cluster.<name>.http2.*, registered for HTTP/2 clusters only (Envoy
      * creates them with the first HTTP/2 codec) */
     struct {
@@ -143,6 +150,11 @@ typedef struct sharp_cluster {
     sharp_h2_options_t h2; /* options of the HTTP/2 pools */
     sharp_host_t **hosts;
     uint32_t nhosts;
+    /* transport_socket envoy.transport_sockets.tls (UpstreamTlsContext):
+     * the client context, built once at load and shared by every worker's
+     * connections (it keeps the sessions for resumption); NULL for
+     * plaintext (proxy/tls/upstream.h) */
+    struct sharp_tls_ctx *tls;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
     struct sharp_hc_config *health_check;
     sharp_cluster_stats_t st;
