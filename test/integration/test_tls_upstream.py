@@ -233,6 +233,21 @@ def test_san_matcher(procs, pki, tls_server):
     assert ssl_stat(good, "fail_verify_san") == 0 and ssl_stat(good, "handshake") == 1
 
 
+def test_auto_sni_san_validation_checks_the_host_name(procs, pki, tls_server):
+    """auto_host_sni with auto_sni_san_validation: the server certificate
+    must carry the SNI sent (the host's name) as a DNS SAN."""
+    port = tls_server()
+    ok = front(procs, [port], upstream_tls(pki, sni=None, auto_host_sni=True, auto_sni_san_validation=True),
+               hostname=TLS_HOST)
+    status, body = get(ok)
+    assert status == 200 and json.loads(body)["sni"] == TLS_HOST, body
+    bad = front(procs, [port], upstream_tls(pki, sni=None, auto_host_sni=True, auto_sni_san_validation=True),
+                hostname="other.test")
+    status, body = get(bad)
+    assert status == 503 and b"TLS_error" in body, body
+    assert ssl_stat(bad, "fail_verify_san") == 1
+
+
 def test_plaintext_upstream_is_a_connection_error(procs, pki, upstream):
     f = front(procs, [upstream.port], upstream_tls(pki))
     status, body = get(f)
