@@ -948,6 +948,11 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, hc_path, "%s", hc_msg);
         goto bad;
     }
+    /* Envoy's ClusterInfoImpl: USE_ALPN needs a transport socket with ALPN */
+    if (c->auto_http && !c->tls) {
+        fail(b, path, "ALPN configured for cluster %s which has a non-ALPN transport socket", c->name);
+        goto bad;
+    }
     /* Envoy's health checks use the cluster's transport socket; SHARP's
      * checker speaks plaintext only, so a TLS cluster cannot have them
      * (they would probe the hosts in the clear). */

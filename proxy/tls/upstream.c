@@ -100,6 +100,17 @@ static void handshake_failed(sharp_upstream_conn_t *c, const char *why)
     sharp_upstream_conn_connect_failed(c, detail);
 }
 
+/* auto_config: the codec ALPN picked (Envoy's mixed pool: h2, else
+ * HTTP/1.1, also when the server chose none). The pool takes it for its
+ * estimates of the next connections, as Envoy's remembers the protocol. */
+static void select_codec(sharp_upstream_conn_t *c, const char *alpn)
+{
+    sharp_pool_t *p = c->pool;
+    bool h2 = alpn && !strcmp(alpn, "h2");
+    c->codec = p->codec = h2 ? &sharp_http2_client_codec : &sharp_http1_client_codec;
+    sharp_counter_inc(sharp_upstream_conn_shard(c), h2 ? cluster_of(c)->st.cx_http2_total : cluster_of(c)->st.cx_http1_total);
+}
+
 static void handshake_done(sharp_upstream_conn_t *c)
 {
     struct sharp_upstream_tls *t = c->tls;
@@ -110,6 +121,7 @@ static void handshake_done(sharp_upstream_conn_t *c)
                *sni = sharp_tls_conn_sni(e);
     sharp_debug(connection, "[C%llu] TLS handshake done: %s %s, ALPN %s, SNI %s%s", c->id, v ? v : "-",
                 ci ? ci : "-", alpn ? alpn : "-", sni ? sni : "-", sharp_tls_conn_session_reused(e) ? ", resumed" : "");
+    if (cluster_of(c)->auto_http) select_codec(c, alpn);
     sharp_upstream_conn_established(c);
 }
 
@@ -147,11 +159,13 @@ void sharp_upstream_tls_start(sharp_upstream_conn_t *c)
         return;
     }
     /* Envoy's ALPN fallback (Http::wrapTransportSocketOptions): without
-     * alpn_protocols the pool's protocol is offered. */
+     * alpn_protocols the pool's protocols are offered, both in
+     * auto_config's order. */
     if (!cfg->alpn) {
-        static const uint8_t h2[] = "\x02h2", h1[] = "\x08http/1.1";
-        bool is_h2 = c->codec == &sharp_http2_client_codec;
-        SSL_set_alpn_protos(t->engine->ssl, is_h2 ? h2 : h1, is_h2 ? sizeof h2 - 1 : sizeof h1 - 1);
+        static const uint8_t h2[] = "\x02h2", h1[] = "\x08http/1.1", both[] = "\x02h2\x08http/1.1";
+        if (cl->auto_http) SSL_set_alpn_protos(t->engine->ssl, both, sizeof both - 1);
+        else if (c->codec == &sharp_http2_client_codec) SSL_set_alpn_protos(t->engine->ssl, h2, sizeof h2 - 1);
+        else SSL_set_alpn_protos(t->engine->ssl, h1, sizeof h1 - 1);
     }
     c->writer.transport = tls_write;
     sharp_debug(connection, "[C%llu] TLS handshake with %s (SNI %s)", c->id, c->pool->host->address,

@@ -177,7 +177,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_http1_total, "upstream_cx_http1_total");
     C(cx_http2_total, "upstream_cx_http2_total");
     C(cx_close_notify, "upstream_cx_close_notify");
-    if (c->http2 || c->downstream_protocol) {
+    if (c->http2 || c->downstream_protocol || c->auto_http) {
         C(h2.rx_reset, "http2.rx_reset");
         C(h2.tx_reset, "http2.tx_reset");
         C(h2.trailers, "http2.trailers");

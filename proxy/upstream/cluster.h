@@ -147,6 +147,11 @@ typedef struct sharp_cluster {
      * any other (HTTP/1.1, HTTP/1.0) over HTTP/1.1; each worker keeps one
      * pool per protocol for each host (worker.h). */
     bool downstream_protocol;
+    /* auto_config (Envoy's AutoHttpConfig, TLS clusters only): offered
+     * ALPN h2 and http/1.1, each connection runs the codec ALPN picked (h2,
+     * else HTTP/1.1); the pools start as HTTP/1.1 ones and take the
+     * protocol the host last negotiated for their estimates */
+    bool auto_http;
     sharp_h2_options_t h2; /* options of the HTTP/2 pools */
     sharp_host_t **hosts;
     uint32_t nhosts;

@@ -448,8 +448,13 @@ static void new_connection(sharp_pool_t *p)
     sharp_dlist_push(&p->connecting, &c->link);
     c->state = CX_CONNECTING;
     sharp_counter_inc(sh, cl->st.cx_total);
-    if (p->codec == &sharp_http2_client_codec) sharp_counter_inc(sh, cl->st.cx_http2_total);
-    else sharp_counter_inc(sh, cl->st.cx_http1_total);
+    if (cl->auto_http) {
+        /* counted once ALPN picks the codec (tls/upstream.c) */
+    } else if (p->codec == &sharp_http2_client_codec) {
+        sharp_counter_inc(sh, cl->st.cx_http2_total);
+    } else {
+        sharp_counter_inc(sh, cl->st.cx_http1_total);
+    }
     sharp_gauge_add(sh, cl->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);

@@ -26,9 +26,11 @@ DS_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Downstre
 TLS_SERVER = r'''
 import json, socket, ssl, sys, threading
 port, cert, key, ca, require = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+alpn = sys.argv[6]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
-ctx.set_alpn_protocols(["http/1.1"])
+if alpn:
+    ctx.set_alpn_protocols(alpn.split(","))
 if require:
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(ca)
@@ -80,14 +82,15 @@ while True:
 
 @pytest.fixture
 def tls_server(procs, pki, tmp_path):
-    """Starts the Python TLS server: start(cert="rsa", require_client_cert=False) -> port."""
+    """Starts the Python TLS server: start(cert="rsa", require_client_cert=False, alpn="http/1.1") -> port
+    (alpn "": the server takes part in no ALPN negotiation)."""
     script = tmp_path / "tls_server.py"
     script.write_text(TLS_SERVER)
 
-    def start(cert="rsa", require_client_cert=False):
+    def start(cert="rsa", require_client_cert=False, alpn="http/1.1"):
         port = free_port()
         p = Proc([sys.executable, str(script), str(port), f"{pki}/{cert}.crt", f"{pki}/{cert}.key", f"{pki}/ca.crt",
-                  "1" if require_client_cert else "0"])
+                  "1" if require_client_cert else "0", alpn])
         procs.append(p)
         wait_port(port)
         return port
@@ -382,6 +385,48 @@ def test_http2_over_tls_to_nginx(procs, pki, tmp_path):
     assert ssl_stat(f, "handshake") == 1
 
 
+# ---- auto_config: the protocol by ALPN ----
+
+AUTO = ('typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n'
+        '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+        '    auto_config: { http2_protocol_options: { max_concurrent_streams: 50 } }\n')
+
+
+def test_auto_config_picks_http2_by_alpn(procs, pki, tmp_path):
+    port = nginx_tls(procs, pki, tmp_path, http2=True)
+    f = front(procs, [port], upstream_tls(pki) + AUTO)
+    for _ in range(3):
+        status, body = get(f, "/proto")
+        assert status == 200 and body.decode().startswith("HTTP/2.0 " + TLS_HOST), body
+    assert stat(f.admin, "cluster.b.upstream_cx_http2_total") == 1
+    assert stat(f.admin, "cluster.b.upstream_cx_http1_total") == 0
+    assert stat(f.admin, "cluster.b.upstream_cx_total") == 1
+
+
+@pytest.mark.parametrize("alpn", ["http/1.1", ""])
+def test_auto_config_falls_back_to_http1(procs, pki, tls_server, alpn):
+    """A server choosing http/1.1, or taking part in no ALPN: HTTP/1.1."""
+    port = tls_server(alpn=alpn)
+    f = front(procs, [port], upstream_tls(pki) + AUTO)
+    for _ in range(2):
+        status, body = get(f)
+        assert status == 200, body
+        assert json.loads(body)["alpn"] == (alpn or None)
+    assert stat(f.admin, "cluster.b.upstream_cx_http1_total") == 1
+    assert stat(f.admin, "cluster.b.upstream_cx_http2_total") == 0
+
+
+def test_auto_config_needs_tls(pki):
+    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=AUTO))
+    assert rc == 1 and "static_resources.clusters[0]: ALPN configured for cluster b which has a non-ALPN " \
+        "transport socket" in out, out
+    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=upstream_tls(pki) + AUTO))
+    assert rc == 0, out
+    h3 = AUTO.replace("auto_config: {", "auto_config: { http3_protocol_options: {},")
+    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=upstream_tls(pki) + h3))
+    assert rc == 1 and "http3_protocol_options" in out, out
+
+
 # ---- SHARP to SHARP ----
 
 def test_sharp_to_sharp_tls_hop(procs, pki, upstream):
@@ -405,7 +450,7 @@ def test_sharp_to_sharp_tls_hop(procs, pki, upstream):
           '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
           '    explicit_http_config: { http2_protocol_options: {} }\n')
     lp = f"listener.127.0.0.1_{back_listen}.ssl."
-    for n, extra in enumerate(("", h2), start=1):
+    for n, extra in enumerate(("", h2, AUTO), start=1):
         f = front(procs, [back_listen], upstream_tls(pki, client_cert="client") + extra)
         for _ in range(3):
             status, body = get(f, "/echo?x=1")
@@ -414,8 +459,9 @@ def test_sharp_to_sharp_tls_hop(procs, pki, upstream):
         assert ssl_stat(f, "handshake") == 1
         assert stat(back_admin, lp + "handshake") == n
         assert stat(back_admin, lp + "no_certificate") == 0
-        assert stat(back_admin, "http.ingress_http.downstream_cx_http2_total" if extra
-                    else "http.ingress_http.downstream_cx_http1_total") == 1
+        assert stat(back_admin, "http.ingress_http.downstream_cx_http1_total") == 1
+        assert stat(back_admin, "http.ingress_http.downstream_cx_http2_total") == n - 1
+        assert stat(f.admin, "cluster.b.upstream_cx_http2_total") == (1 if extra else 0)
     # the back refuses a front without a client certificate: 503 UF
     f = front(procs, [back_listen], upstream_tls(pki))
     status, body = get(f, "/echo")
