@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -184,10 +185,29 @@ def test_sni_from_host_name_with_auto_host_sni(procs, pki, tls_server):
 
 
 def test_configured_alpn_is_offered(procs, pki, tls_server):
-    port = tls_server()
+    """alpn_protocols replaces the fallback: the server (picking in its own
+    order) sees "foo" offered."""
+    port = tls_server(alpn="foo,http/1.1")
     f = front(procs, [port], upstream_tls(pki, alpn=("foo", "http/1.1")))
     status, body = get(f)
+    assert status == 200 and json.loads(body)["alpn"] == "foo", body
+    f2 = front(procs, [port], upstream_tls(pki))
+    status, body = get(f2)
     assert status == 200 and json.loads(body)["alpn"] == "http/1.1", body
+
+
+def test_tls_params_and_tls13_resumption(procs, pki, tls_server):
+    """tls_params raise the maximum to TLS 1.3; TLS 1.3 sessions (tickets
+    sent after the handshake) are resumed too."""
+    port = tls_server()
+    tls = upstream_tls(pki, sni=TLS_HOST)
+    tls = tls.replace('"common_tls_context": {', '"common_tls_context": {"tls_params": '
+                      '{"tls_maximum_protocol_version": "TLSv1_3"}, ', 1)
+    f = front(procs, [port], tls + "max_requests_per_connection: 1\n")
+    seen = [json.loads(get(f)[1]) for _ in range(3)]
+    assert [i["version"] for i in seen] == ["TLSv1.3"] * 3
+    assert [i["reused"] for i in seen] == [False, True, True]
+    assert ssl_stat(f, "versions.TLSv1.3") == 3 and ssl_stat(f, "session_reused") == 2
 
 
 # ---- verification ----
@@ -414,6 +434,30 @@ def test_auto_config_falls_back_to_http1(procs, pki, tls_server, alpn):
         assert json.loads(body)["alpn"] == (alpn or None)
     assert stat(f.admin, "cluster.b.upstream_cx_http1_total") == 1
     assert stat(f.admin, "cluster.b.upstream_cx_http2_total") == 0
+
+
+@pytest.mark.parametrize("streams,connections", [(1, 2), (50, 1)])
+def test_auto_config_http2_options_apply(procs, pki, upstream, streams, connections):
+    """auto_config.http2_protocol_options configure the connections that
+    negotiate h2: with max_concurrent_streams 1 two concurrent requests
+    need two connections, with 50 they share one."""
+    back_listen, back_admin = free_port(), free_port()
+    ds = {"@type": DS_TLS, "common_tls_context": {
+        "tls_certificates": [{"certificate_chain": {"filename": f"{pki}/rsa.crt"},
+                              "private_key": {"filename": f"{pki}/rsa.key"}}],
+        "alpn_protocols": ["h2", "http/1.1"]}}
+    text = bootstrap_yaml(back_listen, back_admin, {"app": [upstream.port]})
+    ts = "transport_socket: {name: envoy.transport_sockets.tls, typed_config: " + json.dumps(ds) + "}"
+    text = text.replace("    filter_chains:\n    - filters:\n", f"    filter_chains:\n    - {ts}\n      filters:\n", 1)
+    run_sharp_config(procs, text, back_admin)
+    auto = AUTO.replace("max_concurrent_streams: 50", f"max_concurrent_streams: {streams}")
+    f = front(procs, [back_listen], upstream_tls(pki) + auto)
+    assert get(f, "/echo")[0] == 200  # the host's protocol is known: h2
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda _: get(f, "/echo?delay_ms=400"), range(2)))
+    assert [r[0] for r in results] == [200, 200]
+    assert stat(f.admin, "cluster.b.upstream_cx_http2_total") == connections
+    assert stat(f.admin, "cluster.b.upstream_cx_http1_total") == 0
 
 
 def test_auto_config_needs_tls(pki):
