@@ -9,7 +9,9 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sys
+import time
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
@@ -277,6 +279,24 @@ def test_plaintext_upstream_is_a_connection_error(procs, pki, upstream):
     assert status == 503 and b"TLS_error" in body, body
     assert ssl_stat(f, "connection_error") == 1
     assert stat(f.admin, "cluster.b.upstream_cx_connect_fail") == 1
+
+
+def test_stalled_handshake_is_a_connect_timeout(procs, pki):
+    """A server that accepts TCP and never answers the ClientHello: the
+    cluster's connect_timeout (1s) covers the handshake, as Envoy's."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)  # the kernel completes TCP connects; nothing reads
+    try:
+        f = front(procs, [ls.getsockname()[1]], upstream_tls(pki))
+        t0 = time.time()
+        status, body = get(f)
+        assert status == 503 and b"TLS_error" not in body, body
+        assert 0.9 <= time.time() - t0 < 5 * SLOW
+        assert stat(f.admin, "cluster.b.upstream_cx_connect_timeout") == 1
+        assert ssl_stat(f, "handshake") == 0
+    finally:
+        ls.close()
 
 
 def test_retry_after_handshake_failure_reaches_the_good_host(procs, pki, tls_server, upstream):
