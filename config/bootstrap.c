@@ -529,6 +529,7 @@ bad:
 
 #define RAW_BUFFER_TYPE "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 #define DOWNSTREAM_TLS_TYPE "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define UPSTREAM_TLS_TYPE "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 /* The message name of a transport socket's typed_config, "" without one. */
 static const char *transport_socket_type(const Envoy__Config__Core__V3__TransportSocket *ts)
@@ -570,6 +571,35 @@ static int build_downstream_tls(build_ctx_t *b, const Envoy__Config__Core__V3__T
         sharp_tls_config_free(&cfg);
     }
     /* "field.path: what is wrong": the path goes after the context's */
+    const char *colon = strstr(err, ": ");
+    if (colon && !memchr(err, ' ', (size_t)(colon - err))) {
+        snprintf(p, sizeof p, "%s.typed_config.%.*s", path, (int)(colon - err), err);
+        return fail(b, p, "%s", colon + 2);
+    }
+    return fail(b, p, "%s", err);
+}
+
+/* A cluster's UpstreamTlsContext: translated and built into a client
+ * context once, at load (every worker's connections share it, and its
+ * session store); errors name the field's path. */
+static int build_upstream_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path,
+                              sharp_cluster_t *out)
+{
+    char p[1024], err[768];
+    snprintf(p, sizeof p, "%s.typed_config", path);
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&ts->typed_config->base,
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor, &e);
+    if (!m) return fail(b, p, "%s", e.msg);
+    sharp_tls_config_t cfg;
+    int rc = sharp_tls_config_upstream((const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m,
+                                       &cfg, err, sizeof err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc == 0) {
+        out->tls = sharp_tls_ctx_create(&cfg, err, sizeof err);
+        if (out->tls) return 0;
+        sharp_tls_config_free(&cfg);
+    }
     const char *colon = strstr(err, ": ");
     if (colon && !memchr(err, ' ', (size_t)(colon - err))) {
         snprintf(p, sizeof p, "%s.typed_config.%.*s", path, (int)(colon - err), err);
@@ -1002,10 +1032,12 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, p, "the dns_* fields only apply to STRICT_DNS and LOGICAL_DNS clusters");
         goto bad;
     }
-    if (!plaintext_transport_socket(pb->transport_socket)) {
-        snprintf(p, sizeof p, "%s.transport_socket", path);
-        fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext)",
-             pb->transport_socket->name);
+    snprintf(p, sizeof p, "%s.transport_socket", path);
+    if (!strcmp(transport_socket_type(pb->transport_socket), UPSTREAM_TLS_TYPE)) {
+        if (build_upstream_tls(b, pb->transport_socket, p, c) < 0) goto bad;
+    } else if (!plaintext_transport_socket(pb->transport_socket)) {
+        fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext, or tls with an "
+             "UpstreamTlsContext)", pb->transport_socket->name);
         goto bad;
     }
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
@@ -1139,6 +1171,20 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     if (sharp_config_health_checks(c, pb->health_checks, pb->n_health_checks, path, b->srv->stats, hc_path,
                                    sizeof hc_path, hc_msg, sizeof hc_msg) < 0) {
         fail(b, hc_path, "%s", hc_msg);
+        goto bad;
+    }
+    /* Envoy's ClusterInfoImpl: USE_ALPN needs a transport socket with ALPN */
+    if (c->auto_http && !c->tls) {
+        fail(b, path, "ALPN configured for cluster %s which has a non-ALPN transport socket", c->name);
+        goto bad;
+    }
+    /* Envoy's health checks use the cluster's transport socket; SHARP's
+     * checker speaks plaintext only, so a TLS cluster cannot have them
+     * (they would probe the hosts in the clear). */
+    if (c->tls && c->health_check) {
+        snprintf(hc_path, sizeof hc_path, "%s.health_checks", path);
+        fail(b, hc_path, "health checks of a cluster with a TLS transport socket are not supported yet "
+             "(SHARP's health checker speaks plaintext only)");
         goto bad;
     }
     /* Envoy moves the checked address to alt_port, which a Unix socket

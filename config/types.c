@@ -162,7 +162,17 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
     /* Envoy takes the extension's options instead of the Cluster's own
      * common_http_protocol_options, not field by field over them. */
     sharp_config_upstream_common_http(o->common_http_protocol_options, c);
-    c->http2 = c->downstream_protocol = false;
+    c->http2 = c->downstream_protocol = c->auto_http = false;
+    if (o->upstream_protocol_options_case ==
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG) {
+        /* Envoy's mixed pool: each connection speaks what ALPN negotiated
+         * (h2, else HTTP/1.1); HTTP/2 connections take http2_protocol_options
+         * (its defaults when unset). The cluster must have a transport
+         * socket with ALPN (TLS): checked once the cluster is built. */
+        const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__AutoHttpConfig *a = o->auto_config;
+        c->auto_http = true;
+        sharp_config_http2_options(a->http2_protocol_options, &c->h2);
+    }
     if (o->upstream_protocol_options_case ==
         ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG) {
         const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig *x = o->explicit_http_config;

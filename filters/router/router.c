@@ -1105,6 +1105,21 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
         schedule_retry(rs);
         return;
     }
+    if (detail && !strncmp(detail, "TLS_error:", 10)) {
+        /* Envoy's onUpstreamReset with a transport failure reason (a TLS
+         * handshake that failed): in the body as is, in the details with
+         * its spaces made underscores */
+        char body[512], details[512];
+        snprintf(body, sizeof body,
+                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure, "
+                 "transport failure reason: %s", detail);
+        int k = snprintf(details, sizeof details, "upstream_reset_before_response_started{connection_failure,%s}",
+                         detail);
+        for (int i = 0; i < k && i < (int)sizeof details - 1; i++)
+            if (details[i] == ' ') details[i] = '_';
+        upstream_failure_reply(rs, 503, body, SHARP_RF_UPSTREAM_CONNECTION_FAILURE, details);
+        return;
+    }
     upstream_failure_reply(rs, 503,
                            "upstream connect error or disconnect/reset before headers. reset reason: "
                            "connection failure",

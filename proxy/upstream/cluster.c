@@ -5,6 +5,7 @@
 #include "upstream/outlier.h"
 #include "upstream/dns.h"
 #include "upstream/shard_lb.h"
+#include "tls/context.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -185,7 +186,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_http1_total, "upstream_cx_http1_total");
     C(cx_http2_total, "upstream_cx_http2_total");
     C(cx_close_notify, "upstream_cx_close_notify");
-    if (c->http2 || c->downstream_protocol) {
+    if (c->http2 || c->downstream_protocol || c->auto_http) {
         C(h2.rx_reset, "http2.rx_reset");
         C(h2.tx_reset, "http2.tx_reset");
         C(h2.trailers, "http2.trailers");
@@ -199,6 +200,16 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
         C(h2.inbound_priority_frames_flood, "http2.inbound_priority_frames_flood");
         C(h2.inbound_window_update_frames_flood, "http2.inbound_window_update_frames_flood");
         G(h2.streams_active, "http2.streams_active");
+    }
+    if (c->tls) {
+        C(ssl.connection_error, "ssl.connection_error");
+        C(ssl.handshake, "ssl.handshake");
+        C(ssl.session_reused, "ssl.session_reused");
+        C(ssl.no_certificate, "ssl.no_certificate");
+        C(ssl.fail_verify_error, "ssl.fail_verify_error");
+        C(ssl.fail_verify_san, "ssl.fail_verify_san");
+        C(ssl.fail_verify_cert_hash, "ssl.fail_verify_cert_hash");
+        C(ssl.fail_verify_no_cert, "ssl.fail_verify_no_cert");
     }
 #undef C
 #undef G
@@ -400,6 +411,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);
+    if (c->tls) sharp_tls_ctx_unref(c->tls);
     for (int p = 0; p < SHARP_NPRIORITIES; p++)
         for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[p][k]);
     free(c->maintenance_key);

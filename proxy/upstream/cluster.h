@@ -89,6 +89,13 @@ typedef struct sharp_cluster_stats {
         cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned, cx_http1_total, cx_http2_total,
         cx_close_notify, membership_change, update_attempt, update_success, update_failure, update_empty,
         update_no_rebuild;
+    /* cluster.<name>.ssl.*, registered for TLS clusters only (Envoy's
+     * client context stats in the cluster's scope); ciphers.<name>,
+     * versions.<v> and curves.<name> are registered on first use */
+    struct {
+        sharp_stat_id_t connection_error, handshake, session_reused, no_certificate, fail_verify_error,
+            fail_verify_san, fail_verify_cert_hash, fail_verify_no_cert;
+    } ssl;
     /* cluster.<name>.http2.*, registered for HTTP/2 clusters only (Envoy
      * creates them with the first HTTP/2 codec) */
     struct {
@@ -165,6 +172,11 @@ typedef struct sharp_cluster {
      * any other (HTTP/1.1, HTTP/1.0) over HTTP/1.1; each worker keeps one
      * pool per protocol for each host (worker.h). */
     bool downstream_protocol;
+    /* auto_config (Envoy's AutoHttpConfig, TLS clusters only): offered
+     * ALPN h2 and http/1.1, each connection runs the codec ALPN picked (h2,
+     * else HTTP/1.1); the pools start as HTTP/1.1 ones and take the
+     * protocol the host last negotiated for their estimates */
+    bool auto_http;
     sharp_h2_options_t h2; /* options of the HTTP/2 pools */
     /* The main thread's current host set (cluster.h's sharp_hostset_t) and,
      * for the code that runs there (health checks, outlier detection, the
@@ -180,6 +192,11 @@ typedef struct sharp_cluster {
     /* STRICT_DNS / LOGICAL_DNS resolution settings and state, NULL for
      * STATIC clusters (upstream/dns.h). */
     struct sharp_dns_cluster *dns;
+    /* transport_socket envoy.transport_sockets.tls (UpstreamTlsContext):
+     * the client context, built once at load and shared by every worker's
+     * connections (it keeps the sessions for resumption); NULL for
+     * plaintext (proxy/tls/upstream.h) */
+    struct sharp_tls_ctx *tls;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
     struct sharp_hc_config *health_check;
     sharp_cluster_stats_t st;

@@ -48,6 +48,9 @@ typedef struct sharp_upstream_conn {
      * from this when it comes due (see on_idle_timeout) */
     uint64_t idle_since_ms;
     char local_addr[SHARP_ADDR_STRLEN];
+    /* TLS (the cluster's UpstreamTlsContext): the engine between the
+     * socket and the codec, NULL for plaintext (tls/upstream.h) */
+    struct sharp_upstream_tls *tls;
 } sharp_upstream_conn_t;
 
 struct sharp_pool {
@@ -122,6 +125,15 @@ void sharp_upstream_conn_capacity_changed(sharp_upstream_conn_t *c);
 /* Close callback of the connection's handles (h->data is the connection):
  * a codec's own handles count in handles_open. */
 void sharp_upstream_conn_handle_closed(uv_handle_t *h);
+/* The transport is up (TCP connected, and a TLS handshake done): the
+ * connection is connected for the codec (its init) and serves the waiting
+ * requests. Called by pool.c itself for plaintext, by tls/upstream.c once
+ * its handshake completes. */
+void sharp_upstream_conn_established(sharp_upstream_conn_t *c);
+/* The connection could not be set up (TCP connect, or the TLS handshake):
+ * upstream_cx_connect_fail, the connection closes and a waiting request
+ * fails with `detail` (Envoy's transport failure reason for TLS). */
+void sharp_upstream_conn_connect_failed(sharp_upstream_conn_t *c, const char *detail);
 /* Starts or stops reading from the socket. */
 void sharp_upstream_conn_read_start(sharp_upstream_conn_t *c);
 void sharp_upstream_conn_read_stop(sharp_upstream_conn_t *c);

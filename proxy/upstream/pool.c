@@ -11,6 +11,7 @@
  * its memory is freed only once all its handles are closed. */
 #include "upstream/codec.h"
 #include "upstream/outlier.h"
+#include "tls/upstream.h"
 #include "log.h"
 #include "net.h"
 
@@ -178,6 +179,7 @@ void sharp_upstream_conn_handle_closed(uv_handle_t *h)
     if (--c->handles_open > 0) return;
     sharp_pool_t *p = c->pool;
     if (c->codec_state) c->codec->destroy(c);
+    if (c->tls) sharp_upstream_tls_free(c); /* TLS hook */
     free(c);
     p->ncx--;
     maybe_free_pool(p);
@@ -203,6 +205,7 @@ void sharp_upstream_conn_close(sharp_upstream_conn_t *c)
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, sharp_upstream_conn_handle_closed);
     if (p->cluster->has_max_connection_duration) uv_close((uv_handle_t *)&c->duration_timer, sharp_upstream_conn_handle_closed);
+    if (c->tls) sharp_upstream_tls_close(c); /* TLS hook: close_notify */
     uv_close((uv_handle_t *)&c->tcp, sharp_upstream_conn_handle_closed);
     /* Requests still waiting may now get a connection; not after a failed
      * connect, whose caller fails the waiting requests next. */
@@ -324,6 +327,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     sharp_upstream_conn_t *c = s->data;
     if (nread > 0) sharp_trace(connection, "[C%llu] read %zd bytes", c->id, nread);
     if (nread == 0 || c->state == CX_CLOSING) return;
+    if (c->tls) { /* TLS hook: ciphertext to the engine, plaintext to the codec */
+        sharp_upstream_tls_read(c, nread, buf);
+        return;
+    }
     c->codec->on_read(c, nread, buf);
 }
 
@@ -369,31 +376,31 @@ static void on_connect_timeout(uv_timer_t *t)
     }
 }
 
+void sharp_upstream_conn_connect_failed(sharp_upstream_conn_t *c, const char *detail)
+{
+    sharp_pool_t *p = c->pool;
+    sharp_stats_shard_t *sh = shard(p);
+    sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
+    atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+    sharp_debug(connection, "[C%llu] %s (%s)", c->id, detail, p->host->address);
+    sharp_upstream_conn_close(c);
+    if (p->npending) {
+        sharp_outlier_put_local(p->cluster, p->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
+        fail_pending(p, SHARP_POOL_FAIL_CONNECT, detail);
+    }
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     sharp_upstream_conn_t *c = req->data;
     if (status == UV_ECANCELED || c->state == CX_CLOSING) return;
     sharp_pool_t *p = c->pool;
     if (status < 0) {
-        sharp_stats_shard_t *sh = shard(p);
-        sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
-        atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
         char detail[128];
         snprintf(detail, sizeof detail, "delayed connect error: %s", uv_err_name(status));
-        sharp_debug(connection, "[C%llu] %s (%s)", c->id, detail, p->host->address);
-        sharp_upstream_conn_close(c);
-        if (p->npending) {
-            sharp_outlier_put_local(p->cluster, p->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
-            fail_pending(p, SHARP_POOL_FAIL_CONNECT, detail);
-        }
+        sharp_upstream_conn_connect_failed(c, detail);
         return;
     }
-    p->nconnecting--;
-    c->connected = true;
-    c->connected_ns = sharp_now_ns();
-    sharp_histogram_record(shard(p), p->cluster->st.cx_connect_ms, (c->connected_ns - c->start_ns) / 1000000);
-    sharp_debug(connection, "[C%llu] connected to %s", c->id, p->host->address);
-    uv_timer_stop(&c->timer);
     /* Envoy gives a Unix socket connection no local address (SocketImpl::
      * connect records one for IP only: %UPSTREAM_LOCAL_ADDRESS% is "-")
      * and no TCP_NODELAY. */
@@ -404,6 +411,25 @@ static void on_connect(uv_connect_t *req, int status)
             sharp_addr_str((struct sockaddr *)&ss, c->local_addr, sizeof c->local_addr);
         uv_tcp_nodelay(&c->tcp, 1);
     }
+    /* TLS hook: the connection is connected (Envoy's Connected event) once
+     * the handshake completes, which calls sharp_upstream_conn_established;
+     * the connect timer keeps running over the handshake, as Envoy's. */
+    if (p->cluster->tls) {
+        sharp_upstream_tls_start(c);
+        return;
+    }
+    sharp_upstream_conn_established(c);
+}
+
+void sharp_upstream_conn_established(sharp_upstream_conn_t *c)
+{
+    sharp_pool_t *p = c->pool;
+    p->nconnecting--;
+    c->connected = true;
+    c->connected_ns = sharp_now_ns();
+    sharp_histogram_record(shard(p), p->cluster->st.cx_connect_ms, (c->connected_ns - c->start_ns) / 1000000);
+    sharp_debug(connection, "[C%llu] connected to %s", c->id, p->host->address);
+    uv_timer_stop(&c->timer);
     /* Envoy starts the duration timer once the connection is up. */
     if (p->cluster->has_max_connection_duration)
         uv_timer_start(&c->duration_timer, on_duration_timeout, p->cluster->max_connection_duration_ms, 0);
@@ -445,8 +471,13 @@ static void new_connection(sharp_pool_t *p)
     sharp_dlist_push(&p->connecting, &c->link);
     c->state = CX_CONNECTING;
     sharp_counter_inc(sh, cl->st.cx_total);
-    if (p->codec == &sharp_http2_client_codec) sharp_counter_inc(sh, cl->st.cx_http2_total);
-    else sharp_counter_inc(sh, cl->st.cx_http1_total);
+    if (cl->auto_http) {
+        /* counted once ALPN picks the codec (tls/upstream.c) */
+    } else if (p->codec == &sharp_http2_client_codec) {
+        sharp_counter_inc(sh, cl->st.cx_http2_total);
+    } else {
+        sharp_counter_inc(sh, cl->st.cx_http1_total);
+    }
     sharp_gauge_add(sh, cl->st.cx_active, 1);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->host->active_cx, 1, memory_order_relaxed);

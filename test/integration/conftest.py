@@ -690,3 +690,45 @@ class H2Client:
 
     def close(self):
         self.sock.close()
+
+
+# ---- TLS: a PKI made at test time ----
+
+TLS_HOST = "www.example.com"
+
+
+def _pki_sh(d, cmd):
+    subprocess.run(cmd, shell=True, cwd=d, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def pki():
+    """A CA, a second CA, server certificates (RSA and ECDSA for
+    www.example.com, RSA for other.test), a client certificate with a URI
+    SAN, one from the other CA and an expired one, made by the openssl CLI
+    once per test session. Returns the directory."""
+    d = tempfile.mkdtemp(prefix="sharp-tls-it-")
+    ca_ext = "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    for ca, cn in (("ca", "Test CA"), ("ca2", "Other CA")):
+        _pki_sh(d, f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {ca}.key -out {ca}.crt -subj '/CN={cn}' "
+                   f"-days 30 {ca_ext}")
+
+    def issue(name, ca, kind, subj, ext, days=30):
+        alg = ("-algorithm RSA -pkeyopt rsa_keygen_bits:2048" if kind == "rsa"
+               else "-algorithm EC -pkeyopt ec_paramgen_curve:P-256")
+        _pki_sh(d, f"openssl genpkey {alg} -out {name}.key")
+        _pki_sh(d, f"printf '{ext}\\n' > {name}.ext")
+        _pki_sh(d, f"openssl req -new -key {name}.key -subj '{subj}' -out {name}.csr")
+        _pki_sh(d, f"openssl x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial -days {days} "
+                   f"-sha256 -extfile {name}.ext -out {name}.crt")
+
+    srv = "extendedKeyUsage=serverAuth\\nsubjectAltName=DNS:"
+    issue("rsa", "ca", "rsa", "/CN=rsa www", srv + TLS_HOST)
+    issue("ecdsa", "ca", "ec", "/CN=ecdsa www", srv + TLS_HOST)
+    issue("other", "ca", "rsa", "/CN=other", srv + "other.test")
+    cli = "extendedKeyUsage=clientAuth\\nsubjectAltName=URI:spiffe://example/client"
+    issue("client", "ca", "ec", "/CN=client/O=Example", cli)
+    issue("stranger", "ca2", "ec", "/CN=stranger", cli)
+    issue("expired", "ca", "ec", "/CN=expired", cli, days=-1)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

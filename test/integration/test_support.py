@@ -182,8 +182,11 @@ def test_raw_buffer_transport_socket_serves_and_tls_is_refused_by_name(procs, up
         assert r.status == 200
     tls = raw.replace("raw_buffer.v3.RawBuffer", "tls.v3.UpstreamTlsContext")
     rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=tls))
+    assert rc == 0, out
+    secret = raw.replace("raw_buffer.v3.RawBuffer", "tls.v3.Secret")
+    rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=secret))
     assert rc == 1 and (CLUSTER + ".transport_socket.typed_config: envoy.extensions.transport_sockets.tls.v3."
-                        "UpstreamTlsContext is not supported by SHARP (TLS to upstreams)") in out, out
+                        "Secret is not supported by SHARP (TLS secrets)") in out, out
     rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]},
                                            cluster_extra="transport_socket: { name: envoy.transport_sockets.tls }\n"))
     assert rc == 1 and "transport socket 'envoy.transport_sockets.tls' is not supported by SHARP" in out, out

@@ -6,7 +6,6 @@ x-forwarded-proto, the access log's TLS operators, backpressure and hostile
 clients."""
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -15,47 +14,11 @@ import time
 
 import pytest
 
-from conftest import (SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, stat,
-                      validate_config)
+from conftest import (SLOW, TLS_HOST, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config,
+                      stat, validate_config)
 
 DS_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
-HOST = "www.example.com"
-
-
-def _sh(d, cmd):
-    subprocess.run(cmd, shell=True, cwd=d, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-@pytest.fixture(scope="module")
-def pki():
-    """A CA, a second CA, server certificates (RSA and ECDSA for
-    www.example.com, RSA for other.test), a client certificate with a URI
-    SAN, one from the other CA and an expired one. Returns the directory."""
-    d = tempfile.mkdtemp(prefix="sharp-tls-it-")
-    ca_ext = "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-    for ca, cn in (("ca", "Test CA"), ("ca2", "Other CA")):
-        _sh(d, f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {ca}.key -out {ca}.crt -subj '/CN={cn}' "
-               f"-days 30 {ca_ext}")
-
-    def issue(name, ca, kind, subj, ext, days=30):
-        alg = ("-algorithm RSA -pkeyopt rsa_keygen_bits:2048" if kind == "rsa"
-               else "-algorithm EC -pkeyopt ec_paramgen_curve:P-256")
-        _sh(d, f"openssl genpkey {alg} -out {name}.key")
-        _sh(d, f"printf '{ext}\\n' > {name}.ext")
-        _sh(d, f"openssl req -new -key {name}.key -subj '{subj}' -out {name}.csr")
-        _sh(d, f"openssl x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial -days {days} "
-               f"-sha256 -extfile {name}.ext -out {name}.crt")
-
-    srv = "extendedKeyUsage=serverAuth\\nsubjectAltName=DNS:"
-    issue("rsa", "ca", "rsa", "/CN=rsa www", srv + HOST)
-    issue("ecdsa", "ca", "ec", "/CN=ecdsa www", srv + HOST)
-    issue("other", "ca", "rsa", "/CN=other", srv + "other.test")
-    cli = "extendedKeyUsage=clientAuth\\nsubjectAltName=URI:spiffe://example/client"
-    issue("client", "ca", "ec", "/CN=client/O=Example", cli)
-    issue("stranger", "ca2", "ec", "/CN=stranger", cli)
-    issue("expired", "ca", "ec", "/CN=expired", cli, days=-1)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+HOST = TLS_HOST
 
 
 def tls_context(pki, certs=("rsa",), client_ca=False, require=False, alpn=("h2", "http/1.1"), **extra):

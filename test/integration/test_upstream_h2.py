@@ -410,8 +410,9 @@ def test_oversized_response_headers_are_a_protocol_error(procs):
 CL = "static_resources.clusters[0]"
 EXT = CL + '.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]'
 REFUSALS = [
-    (EXT_H2.replace("explicit_http_config:\n      http2_protocol_options:\n%s", "auto_config: {}\n"),
-     EXT + ".auto_config", "ALPN"),
+    (EXT_H2.replace("explicit_http_config:\n      http2_protocol_options:\n%s",
+                    "auto_config: { http3_protocol_options: {} }\n"),
+     EXT + ".auto_config.http3_protocol_options", "HTTP/3"),
     ("http2_protocol_options: { allow_connect: true }\n", CL + ".http2_protocol_options.allow_connect", "CONNECT"),
     ("http2_protocol_options: { custom_settings_parameters: [{ identifier: 8, value: 1 }] }\n",
      CL + ".http2_protocol_options.custom_settings_parameters", "SETTINGS"),

@@ -248,7 +248,7 @@ static void default_values_of_refused_fields_pass(void **state)
 static void unknown_extension_and_known_envoy_extension(void **state)
 {
     expect(with_cluster("    transport_socket:\n      name: tls\n      typed_config:\n"
-                        "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"),
+                        "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n"),
            "is not supported by SHARP");
     expect(with_cluster("    transport_socket:\n      name: x\n      typed_config:\n"
                         "        \"@type\": type.googleapis.com/acme.NoSuchThing\n"),

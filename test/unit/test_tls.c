@@ -398,8 +398,16 @@ static void tls_contexts_pass_the_table_downstream_only(void **state)
            "        sni: x\n";
     d = sharp_config_parse(yaml, strlen(yaml), "b.yaml", &envoy__config__bootstrap__v3__bootstrap__descriptor, &err);
     if (!d) fail_msg("parse: %s", err.msg);
+    assert_int_equal(sharp_config_check_support(sharp_config_doc_message(d), d, NULL, &err), 0);
+    sharp_config_doc_free(d);
+    /* a refused field of the upstream context */
+    yaml = "static_resources:\n  clusters:\n  - name: c\n    transport_socket:\n      name: tls\n      typed_config:\n"
+           "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+           "        allow_renegotiation: true\n";
+    d = sharp_config_parse(yaml, strlen(yaml), "b.yaml", &envoy__config__bootstrap__v3__bootstrap__descriptor, &err);
+    if (!d) fail_msg("parse: %s", err.msg);
     assert_int_equal(sharp_config_check_support(sharp_config_doc_message(d), d, NULL, &err), -1);
-    assert_non_null(strstr(err.msg, "UpstreamTlsContext is not supported by SHARP"));
+    assert_non_null(strstr(err.msg, "allow_renegotiation"));
     sharp_config_doc_free(d);
     /* A misspelt field inside the context is a parse error naming it. */
     yaml = "static_resources:\n  clusters:\n  - name: c\n    transport_socket:\n      name: tls\n      typed_config:\n"
