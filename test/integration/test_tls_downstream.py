@@ -524,3 +524,48 @@ def test_require_tls_is_met_over_tls(procs, upstream, pki):
     r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}")
     assert r.stdout.decode() == "200", r.stderr
     assert stat(t.admin, "http.ingress_http.rq_redirect") == 0
+
+
+def test_tls_inspector_routes_by_server_name(procs, upstream, pki):
+    """tls_inspector reads the ClientHello: a chain per server name (exact,
+    then *.test wildcard), each with its own certificate and connection
+    manager, and a plaintext chain for connections that are not TLS, on one
+    listener (Envoy's SNI-based filter chain selection)."""
+    listen, admin = free_port(), free_port()
+
+    def tls_chain(name, names, cert):
+        ctx = tls_context(pki, certs=(cert,), alpn=("http/1.1",))
+        return (f"    - name: {name}\n"
+                f"      filter_chain_match: {{ server_names: {json.dumps(names)}, transport_protocol: tls }}\n"
+                f"      transport_socket: {{name: envoy.transport_sockets.tls, typed_config: {json.dumps(ctx)}}}\n")
+
+    text = bootstrap_yaml(listen, admin, {"app": [upstream.port]})
+    # three copies of the one chain: by server name, by wildcard, plaintext
+    one = text[text.index("    - filters:\n"):text.index("  clusters:\n")]
+    body = one[len("    - "):]  # "filters:\n      - name: ..."
+    www = tls_chain("www", [HOST], "rsa") + "      " + body.replace("stat_prefix: ingress_http", "stat_prefix: www")
+    wild = tls_chain("wild", ["*.test"], "other") + "      " + body.replace("stat_prefix: ingress_http", "stat_prefix: wild")
+    plain = "    - filter_chain_match: { transport_protocol: raw_buffer }\n      " + \
+        body.replace("stat_prefix: ingress_http", "stat_prefix: plain")
+    text = text.replace(one, www + wild + plain)
+    text = text.replace("    filter_chains:\n", "    listener_filters:\n    - name: envoy.filters.listener.tls_inspector\n"
+                        "    filter_chains:\n", 1)
+    run_sharp_config(procs, text, admin)
+    t = Tls()
+    t.listen, t.admin, t.pki = listen, admin, pki
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}")
+    assert r.stdout.decode() == "200", r.stderr
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}", host="other.test")
+    assert r.stdout.decode() == "200", r.stderr
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{listen}/echo"],
+                       capture_output=True, timeout=10 * SLOW)
+    assert r.stdout.decode() == "200", r.stderr
+    assert stat(admin, "http.www.downstream_rq_total") == 1
+    assert stat(admin, "http.wild.downstream_rq_total") == 1
+    assert stat(admin, "http.plain.downstream_rq_total") == 1
+    assert stat(admin, "tls_inspector.sni_found") == 2
+    assert stat(admin, "tls_inspector.tls_not_found") == 1
+    # a server name no chain has: no TLS chain, and not plaintext either
+    r = curl(t, "/echo", host="nomatch.example.org")
+    assert r.returncode != 0
+    assert stat(admin, f"listener.127.0.0.1_{listen}.no_filter_chain_match") == 1
