@@ -762,6 +762,24 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
             return fail(b, p, "listener filter %s is not supported by SHARP (only the TLS and HTTP inspectors)", t);
         }
     }
+    /* Envoy's ListenerImpl::buildTlsInspectorListenerFilter: a chain that
+     * matches on "tls", or on server names or application protocols
+     * without a transport protocol, needs the TLS inspector; Envoy adds
+     * one (with a warning) when the listener has none */
+    if (!l->inspect_tls) {
+        for (size_t i = 0; i < pb->n_filter_chains + (pb->default_filter_chain ? 1 : 0); i++) {
+            const Envoy__Config__Listener__V3__FilterChain *fc =
+                i < pb->n_filter_chains ? pb->filter_chains[i] : pb->default_filter_chain;
+            const Envoy__Config__Listener__V3__FilterChainMatch *m = fc->filter_chain_match;
+            if (m && (!strcmp(m->transport_protocol, "tls") ||
+                      (!m->transport_protocol[0] && (m->n_server_names || m->n_application_protocols)))) {
+                sharp_log_warn("adding listener '%s': filter chain match rules require TLS Inspector listener "
+                               "filter, but it isn't configured, trying to inject it", l->address);
+                l->inspect_tls = true;
+                break;
+            }
+        }
+    }
     if (!l->inspect_tls && !l->inspect_http) return 0;
     /* Envoy's default listener_filters_timeout is 15 s; 0 disables it */
     l->listener_filters_timeout_ms = duration_ms(pb->listener_filters_timeout, 15000);

@@ -151,11 +151,15 @@ def test_config_errors():
     assert rc == 1 and "source_ports[0]" in out, out
     rc, out = validate(bootstrap(listen, admin, [chain("a", "{ destination_port: 0 }"), chain("b")]))
     assert rc == 1 and "destination_port" in out, out
-    # criteria that need a listener filter the listener does not have are
+    # criteria that need the TLS inspector get one, as Envoy injects it
+    for match in ("{ server_names: [example.com] }", "{ application_protocols: [h2] }",
+                  "{ transport_protocol: tls }"):
+        rc, out = validate(bootstrap(listen, admin, [chain("a", match), chain("b")]))
+        assert rc == 0 and "trying to inject it" in out, (match, out)
+    # ... but not for plaintext: criteria no listener filter can fill are
     # refused, naming the filter (without it they could never match)
-    for match, feature in (("{ server_names: [example.com] }", "tls_inspector"),
-                           ("{ application_protocols: [h2] }", "http_inspector"),
-                           ("{ transport_protocol: tls }", "tls_inspector")):
+    for match, feature in (("{ transport_protocol: raw_buffer, server_names: [example.com] }", "tls_inspector"),
+                           ("{ transport_protocol: raw_buffer, application_protocols: [h2c] }", "http_inspector")):
         rc, out = validate(bootstrap(listen, admin, [chain("a", match), chain("b")]))
         assert rc == 1 and "needs the envoy.filters.listener." in out and feature in out, (match, out)
     rc, out = validate(bootstrap(listen, admin, [chain("a", "{ server_names: ['www.*.com'] }"), chain("b")],
