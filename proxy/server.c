@@ -56,6 +56,16 @@ static void update_memory_gauges(sharp_server_t *s)
     struct mallinfo2 mi = mallinfo2();
     /* sharp_heap_in_use: the same measure as the fixed_heap monitor's */
     sharp_gauge_set(s->stats, s->st.memory_allocated, (int64_t)sharp_heap_in_use());
+    /* server.days_until_first_cert_expiring: absent without certificates,
+     * as Envoy leaves it unset then */
+    int64_t days = sharp_snapshot_certs(s->snap, NULL);
+    if (days >= 0) {
+        if (!s->st.has_cert_expiry) {
+            s->st.days_until_first_cert_expiring = sharp_stats_gauge(s->stats, "server.days_until_first_cert_expiring");
+            s->st.has_cert_expiry = true;
+        }
+        sharp_gauge_set(s->stats, s->st.days_until_first_cert_expiring, days);
+    }
     sharp_gauge_set(s->stats, s->st.memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
 }
 
@@ -118,7 +128,6 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     s->st.state = sharp_stats_gauge(s->stats, "server.state");
     s->st.version = sharp_stats_gauge(s->stats, "server.version");
     s->st.total_connections = sharp_stats_gauge(s->stats, "server.total_connections");
-    s->st.days_until_first_cert_expiring = sharp_stats_gauge(s->stats, "server.days_until_first_cert_expiring");
     s->st.memory_allocated = sharp_stats_gauge(s->stats, "server.memory_allocated");
     s->st.memory_heap_size = sharp_stats_gauge(s->stats, "server.memory_heap_size");
     s->st.active_clusters = sharp_stats_gauge(s->stats, "cluster_manager.active_clusters");

@@ -73,6 +73,7 @@ typedef struct sharp_server {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
             days_until_first_cert_expiring, memory_allocated, memory_heap_size, hot_restart_epoch,
             drain_listeners, active_clusters, listeners_active;
+        bool has_cert_expiry; /* days_until_first_cert_expiring is registered (there are certificates) */
     } st;
     int exit_code;
 } sharp_server_t;

@@ -5,6 +5,7 @@
 #include "http/local_reply.h"
 #include "overload.h"
 #include "tls/context.h"
+#include "tls/context.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -81,6 +82,32 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     int i = sharp_fc_select(l->matches, l->nchains, &conn);
     if (i >= 0) return &l->chains[i];
     return l->has_default_chain ? &l->chains[l->nchains] : NULL;
+}
+
+int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
+{
+    int64_t min = INT64_MAX;
+    sharp_sbuf_t scratch = {0};
+    bool first = true;
+    for (uint32_t i = 0; s && i < s->nlisteners; i++) {
+        const sharp_listener_config_t *l = &s->listeners[i];
+        for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++) {
+            if (!l->chains[k].tls) continue;
+            if (json && !first) sharp_sbuf_puts(json, ",");
+            first = false;
+            int64_t d = sharp_tls_ctx_certs_json(l->chains[k].tls, json ? json : &scratch);
+            if (d < min) min = d;
+        }
+    }
+    for (uint32_t i = 0; s && i < s->nclusters; i++) {
+        if (!s->clusters[i]->tls) continue;
+        if (json && !first) sharp_sbuf_puts(json, ",");
+        first = false;
+        int64_t d = sharp_tls_ctx_certs_json(s->clusters[i]->tls, json ? json : &scratch);
+        if (d < min) min = d;
+    }
+    sharp_sbuf_free(&scratch);
+    return min == INT64_MAX ? -1 : min;
 }
 
 sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name)

@@ -190,6 +190,11 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     const sharp_listener_config_t *l, const struct sockaddr *local, const struct sockaddr *remote,
     const char *server_name, const char *transport_protocol, const char *const *alpn, uint32_t nalpn);
 
+/* Every TLS context's certificates (listeners' chains, then clusters), as
+ * Envoy's /certs lists them, appended to `json` when not NULL; returns the
+ * fewest days until one expires, -1 when there is no certificate. */
+int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json);
+
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
 /* Frees an HCM config and everything it owns (filter configs, logs, routes). */
 void sharp_hcm_config_free(sharp_hcm_config_t *h);

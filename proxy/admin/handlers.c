@@ -186,8 +186,11 @@ static void h_memory(const sharp_admin_request_t *rq, sharp_admin_response_t *rs
 
 static void h_certs(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
+    /* Envoy's /certs: one entry per TLS context, listeners' then clusters' */
     sharp_sbuf_t b = {0};
-    sharp_sbuf_puts(&b, "{\"certificates\":[]}");
+    sharp_sbuf_puts(&b, "{\"certificates\":[");
+    sharp_snapshot_certs(rq->srv->snap, &b);
+    sharp_sbuf_puts(&b, "]}");
     finish_json(rsp, &b);
 }
 

@@ -762,3 +762,98 @@ const sharp_tls_config_t *sharp_tls_ctx_config(const sharp_tls_ctx_t *x)
 {
     return &x->cfg;
 }
+
+/* ---- what /certs shows (Envoy's CertificateDetails) ---- */
+
+static void json_time(sharp_sbuf_t *b, const char *key, const ASN1_TIME *t)
+{
+    struct tm tm;
+    char out[32] = "";
+    if (t && ASN1_TIME_to_tm(t, &tm) == 1) strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    sharp_sbuf_printf(b, ",\"%s\":\"%s\"", key, out);
+}
+
+/* One certificate's details; its days until expiration (0 once expired). */
+static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path)
+{
+    sharp_sbuf_puts(b, "{\"path\":\"");
+    sharp_sbuf_json_escape(b, path ? path : "<inline>", strlen(path ? path : "<inline>"));
+    sharp_sbuf_puts(b, "\",\"serial_number\":\"");
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    for (char *p = hex; p && *p; p++) *p = (char)tolower((unsigned char)*p);
+    if (hex) sharp_sbuf_puts(b, hex);
+    OPENSSL_free(hex);
+    BN_free(bn);
+    sharp_sbuf_puts(b, "\",\"subject_alt_names\":[");
+    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int first = 1;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        const char *kind = NULL;
+        char ip[INET6_ADDRSTRLEN] = "";
+        const unsigned char *v = NULL;
+        int len = 0;
+        if (g->type == GEN_DNS) kind = "dns", v = ASN1_STRING_get0_data(g->d.dNSName), len = ASN1_STRING_length(g->d.dNSName);
+        else if (g->type == GEN_URI)
+            kind = "uri", v = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+            len = ASN1_STRING_length(g->d.uniformResourceIdentifier);
+        else if (g->type == GEN_IPADD) {
+            int n = ASN1_STRING_length(g->d.iPAddress);
+            const unsigned char *a = ASN1_STRING_get0_data(g->d.iPAddress);
+            if (n == 4 || n == 16) inet_ntop(n == 4 ? AF_INET : AF_INET6, a, ip, sizeof ip);
+            kind = "ip_address", v = (const unsigned char *)ip, len = (int)strlen(ip);
+        }
+        if (!kind) continue;
+        sharp_sbuf_printf(b, "%s{\"%s\":\"", first ? "" : ",", kind);
+        sharp_sbuf_json_escape(b, (const char *)v, (size_t)len);
+        sharp_sbuf_puts(b, "\"}");
+        first = 0;
+    }
+    GENERAL_NAMES_free(names);
+    sharp_sbuf_puts(b, "]");
+    int days = 0, secs = 0;
+    int64_t left = 0;
+    if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) == 1 && (days > 0 || (days == 0 && secs > 0)))
+        left = days;
+    /* uint64 fields are strings in protobuf's JSON */
+    sharp_sbuf_printf(b, ",\"days_until_expiration\":\"%lld\"", (long long)left);
+    json_time(b, "valid_from", X509_get0_notBefore(x));
+    json_time(b, "expiration_time", X509_get0_notAfter(x));
+    sharp_sbuf_puts(b, "}");
+    return left;
+}
+
+static X509 *first_cert(const char *pem, size_t len)
+{
+    if (!pem || !len) return NULL;
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    return x;
+}
+
+int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b)
+{
+    int64_t min = INT64_MAX;
+    sharp_sbuf_puts(b, "{\"ca_cert\":[");
+    X509 *ca = first_cert(ctx->cfg.validation.ca, ctx->cfg.validation.ca_len);
+    if (ca) {
+        int64_t d = cert_details(b, ca, ctx->cfg.validation.ca_source);
+        if (d < min) min = d;
+        X509_free(ca);
+    }
+    sharp_sbuf_puts(b, "],\"cert_chain\":[");
+    bool first = true;
+    for (size_t i = 0; i < ctx->cfg.ncerts; i++) {
+        X509 *x = first_cert(ctx->cfg.certs[i].chain, ctx->cfg.certs[i].chain_len);
+        if (!x) continue;
+        if (!first) sharp_sbuf_puts(b, ",");
+        first = false;
+        int64_t d = cert_details(b, x, ctx->cfg.certs[i].chain_source);
+        if (d < min) min = d;
+        X509_free(x);
+    }
+    sharp_sbuf_puts(b, "]}");
+    return min;
+}

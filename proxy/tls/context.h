@@ -28,6 +28,9 @@
 #include <stddef.h>
 
 #include "config/tls_config.h"
+#include "sbuf.h"
+
+#include <stdint.h>
 
 typedef struct sharp_tls_ctx sharp_tls_ctx_t;
 
@@ -42,5 +45,11 @@ bool sharp_tls_ctx_is_server(const sharp_tls_ctx_t *ctx);
 const sharp_tls_config_t *sharp_tls_ctx_config(const sharp_tls_ctx_t *ctx);
 /* Client contexts: sessions kept for resumption (at most max_session_keys). */
 size_t sharp_tls_ctx_stored_sessions(sharp_tls_ctx_t *ctx);
+/* Appends the context's certificates as Envoy's /certs shows them:
+ * {"ca_cert":[...],"cert_chain":[...]} with each certificate's path,
+ * serial number, subject alternative names, days until expiration and
+ * validity. Returns the fewest days until one of them expires (0 once
+ * expired), INT64_MAX when the context has no certificate. */
+int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b);
 
 #endif

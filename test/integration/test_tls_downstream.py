@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import (SLOW, TLS_HOST, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config,
+from conftest import (SLOW, TLS_HOST, admin_get, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config,
                       stat, validate_config)
 
 DS_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -569,3 +569,26 @@ def test_tls_inspector_routes_by_server_name(procs, upstream, pki):
     r = curl(t, "/echo", host="nomatch.example.org")
     assert r.returncode != 0
     assert stat(admin, f"listener.127.0.0.1_{listen}.no_filter_chain_match") == 1
+
+
+def test_certs_and_days_until_first_cert_expiring(procs, upstream, pki):
+    """/certs lists each TLS context's CA and certificates as Envoy's does
+    (path, serial number, subject alternative names, days until expiration,
+    validity); server.days_until_first_cert_expiring is the fewest days, and
+    absent from a server without certificates."""
+    t = start(procs, upstream, pki, client_ca=True)
+    certs = json.loads(admin_get(t.admin, "/certs"))["certificates"]
+    assert len(certs) == 1
+    chain = certs[0]["cert_chain"]
+    assert [c["path"] for c in chain] == [f"{pki}/rsa.crt"]
+    assert chain[0]["subject_alt_names"] == [{"dns": HOST}]
+    assert 28 <= int(chain[0]["days_until_expiration"]) <= 30
+    assert chain[0]["serial_number"] and chain[0]["valid_from"].endswith("Z")
+    assert certs[0]["ca_cert"][0]["path"] == f"{pki}/ca.crt"
+    days = stat(t.admin, "server.days_until_first_cert_expiring")
+    assert days == min(int(chain[0]["days_until_expiration"]), int(certs[0]["ca_cert"][0]["days_until_expiration"]))
+    # without TLS: no certificate, no gauge
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    assert json.loads(admin_get(admin, "/certs")) == {"certificates": []}
+    assert "server.days_until_first_cert_expiring" not in admin_get(admin, "/stats")
