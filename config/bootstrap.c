@@ -1196,15 +1196,6 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, path, "ALPN configured for cluster %s which has a non-ALPN transport socket", c->name);
         goto bad;
     }
-    /* Envoy's health checks use the cluster's transport socket; SHARP's
-     * checker speaks plaintext only, so a TLS cluster cannot have them
-     * (they would probe the hosts in the clear). */
-    if (c->tls && c->health_check) {
-        snprintf(hc_path, sizeof hc_path, "%s.health_checks", path);
-        fail(b, hc_path, "health checks of a cluster with a TLS transport socket are not supported yet "
-             "(SHARP's health checker speaks plaintext only)");
-        goto bad;
-    }
     /* Envoy moves the checked address to alt_port, which a Unix socket
      * does not have (Envoy has no IP to change and fails at run time). */
     for (uint32_t k = 0; c->health_check && c->health_check->alt_port && k < c->nhosts; k++)

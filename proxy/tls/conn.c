@@ -300,3 +300,8 @@ char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c)
     GENERAL_NAMES_free(sans);
     return out;
 }
+
+void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len)
+{
+    SSL_set_alpn_protos(c->ssl, wire, (unsigned)len);
+}

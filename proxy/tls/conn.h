@@ -54,6 +54,9 @@ typedef bool (*sharp_tls_on_data_cb)(void *ud, const uint8_t *data, size_t len);
  * for auto_host_sni. */
 sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud);
 void sharp_tls_conn_free(sharp_tls_conn_t *c);
+/* Client connections, before the handshake: the ALPN protocols offered
+ * (wire format) in place of the context's. */
+void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len);
 
 /* Takes up to `len` bytes of ciphertext; returns how many (0 when the
  * engine already holds SHARP_TLS_MAX_CIPHERTEXT_IN unprocessed bytes). */

@@ -20,6 +20,8 @@
 #include "snapshot.h"
 
 #include "http/grpc.h"
+#include "tls/conn.h"
+#include "tls/context.h"
 
 #include <llhttp.h>
 #include <netinet/in.h>
@@ -216,6 +218,10 @@ typedef struct hc_conn {
     bool body_overflow;
     bool goaway;           /* the server is going away: no more checks on it */
     size_t req_off;        /* bytes of the request message sent */
+    /* a TLS cluster's checks run over its transport socket, as Envoy's:
+     * the handshake first, then the check through the engine */
+    sharp_tls_conn_t *tls;
+    bool tls_open;
 } hc_conn_t;
 
 struct hc_session {
@@ -393,6 +399,8 @@ static void on_conn_closed(uv_handle_t *h)
     sharp_health_checker_t *hc = conn->hc;
     sharp_sbuf_free(&conn->rx);
     if (conn->h2) nghttp2_session_del(conn->h2);
+    sharp_tls_conn_free(conn->tls);
+    sharp_writer_release(&conn->writer);
     free(conn);
     handle_closed(hc);
 }
@@ -808,23 +816,119 @@ static void tcp_read(hc_session_t *s, hc_conn_t *conn, const char *p, size_t n, 
     session_result(s, SHARP_HC_OK, 0);
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+/* Bytes of the check's protocol (plaintext, or decrypted) or its end. */
+static void check_read(hc_conn_t *conn, const char *p, size_t n, bool eof)
 {
-    hc_conn_t *conn = stream->data;
-    if (conn->closing || nread == 0) return;
     hc_session_t *s = conn->s;
     if (!s) {
         conn_close(conn);
         return;
     }
-    bool eof = nread < 0;
-    size_t n = eof ? 0 : (size_t)nread;
     if (s->cfg->type == SHARP_HC_HTTP && !s->cfg->http2)
-        http_read(s, conn, buf->base, n, eof);
+        http_read(s, conn, p, n, eof);
     else if (s->cfg->type == SHARP_HC_GRPC || s->cfg->type == SHARP_HC_HTTP)
-        h2_read(s, conn, buf->base, n, eof); /* an HTTP/2 session */
+        h2_read(s, conn, p, n, eof); /* an HTTP/2 session */
     else
-        tcp_read(s, conn, buf->base, n, eof);
+        tcp_read(s, conn, p, n, eof);
+}
+
+static void checks_begin(hc_conn_t *conn);
+
+/* ---- TLS: the cluster's UpstreamTlsContext (Envoy health checks use the
+ * cluster's transport socket) ---- */
+
+static int tls_send(hc_conn_t *conn)
+{
+    static __thread char buf[SHARP_TLS_MAX_CIPHERTEXT_OUT];
+    size_t n;
+    while ((n = sharp_tls_conn_drain(conn->tls, buf, sizeof buf)) > 0) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        int rc = sharp_writer_write_raw(&conn->writer, &b, 1);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* The writer's transport: the check's bytes are encrypted. */
+static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
+{
+    hc_conn_t *conn = sharp_container_of(w, hc_conn_t, writer);
+    if (w->failed) return UV_EPIPE;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t off = 0;
+        while (off < bufs[i].len) {
+            size_t k = sharp_tls_conn_write(conn->tls, bufs[i].base + off, bufs[i].len - off);
+            off += k;
+            int rc = tls_send(conn);
+            if (rc < 0) return rc;
+            if (!k) return UV_ENOTCONN;
+        }
+    }
+    return 0;
+}
+
+static bool tls_plaintext(void *ud, const uint8_t *p, size_t n)
+{
+    hc_conn_t *conn = ud;
+    if (conn->closing) return false;
+    if (!conn->tls_open) {
+        conn->tls_open = true;
+        checks_begin(conn);
+        if (conn->closing) return false;
+    }
+    check_read(conn, (const char *)p, n, false);
+    return !conn->closing;
+}
+
+static void tls_read(hc_conn_t *conn, const char *p, size_t n)
+{
+    size_t off = 0;
+    for (;;) {
+        size_t took = sharp_tls_conn_feed(conn->tls, p + off, n - off);
+        off += took;
+        sharp_tls_state_t st = sharp_tls_conn_process(conn->tls);
+        if (conn->closing) return;
+        if (st != SHARP_TLS_HANDSHAKING && st != SHARP_TLS_FAILED && !conn->tls_open) {
+            conn->tls_open = true;
+            checks_begin(conn);
+            if (conn->closing) return;
+        }
+        if (tls_send(conn) < 0 || st == SHARP_TLS_FAILED) {
+            /* a failed handshake or TLS error: a network failure of the check */
+            sharp_debug(hc, "health check TLS: %s", sharp_tls_conn_error(conn->tls));
+            conn_fail(conn, SHARP_HC_NETWORK);
+            return;
+        }
+        if (st == SHARP_TLS_PEER_CLOSED) {
+            check_read(conn, NULL, 0, true);
+            return;
+        }
+        if (off == n) return;
+        if (!took) {
+            conn_fail(conn, SHARP_HC_NETWORK);
+            return;
+        }
+    }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    hc_conn_t *conn = stream->data;
+    if (conn->closing || nread == 0) return;
+    if (!conn->s) {
+        conn_close(conn);
+        return;
+    }
+    bool eof = nread < 0;
+    if (conn->tls && !eof) {
+        tls_read(conn, buf->base, (size_t)nread);
+        return;
+    }
+    if (conn->tls && !conn->tls_open) {
+        conn_fail(conn, SHARP_HC_NETWORK); /* closed during the handshake */
+        return;
+    }
+    check_read(conn, buf->base, eof ? 0 : (size_t)nread, eof);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -838,6 +942,37 @@ static void on_connect(uv_connect_t *req, int status)
     }
     conn->connected = true;
     uv_read_start((uv_stream_t *)&conn->tcp, sharp_read_alloc, on_read);
+    sharp_tls_ctx_t *ctx = s->cluster->tls;
+    if (!ctx) {
+        checks_begin(conn);
+        return;
+    }
+    /* SNI as the cluster's connections send it; ALPN the check's protocol
+     * unless the context names its own */
+    const sharp_tls_config_t *cfg = sharp_tls_ctx_config(ctx);
+    const char *sni = cfg->auto_host_sni && s->host->hostname[0] ? s->host->hostname : NULL;
+    conn->tls = sharp_tls_conn_new(ctx, sni, tls_plaintext, conn);
+    if (!conn->tls) {
+        conn_fail(conn, SHARP_HC_NETWORK);
+        return;
+    }
+    if (!cfg->alpn) {
+        static const uint8_t h2[] = "\x02h2", h1[] = "\x08http/1.1";
+        bool over_h2 = s->cfg->type == SHARP_HC_GRPC || (s->cfg->type == SHARP_HC_HTTP && s->cfg->http2);
+        if (s->cfg->type != SHARP_HC_TCP)
+            sharp_tls_conn_set_alpn(conn->tls, over_h2 ? h2 : h1, over_h2 ? sizeof h2 - 1 : sizeof h1 - 1);
+    }
+    conn->writer.transport = tls_write;
+    sharp_tls_state_t st = sharp_tls_conn_process(conn->tls); /* the ClientHello */
+    if (tls_send(conn) < 0 || st == SHARP_TLS_FAILED) conn_fail(conn, SHARP_HC_NETWORK);
+}
+
+/* The connection is ready for checks (connected, and for TLS the
+ * handshake done). */
+static void checks_begin(hc_conn_t *conn)
+{
+    hc_session_t *s = conn->s;
+    if (!s) return;
     if (s->cfg->type == SHARP_HC_GRPC || (s->cfg->type == SHARP_HC_HTTP && s->cfg->http2)) h2_connected(conn);
     if (s->cfg->type == SHARP_HC_TCP && !s->cfg->nreceive) {
         /* a connect-only check: the connection was the answer */

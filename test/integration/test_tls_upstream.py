@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import (SLOW, TLS_HOST, Proc, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config,
+from conftest import (wait_for, SLOW, TLS_HOST, Proc, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config,
                       stat, validate_config, wait_port)
 
 US_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -546,10 +546,26 @@ def test_config_errors_name_the_path(pki):
     rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]},
                                              cluster_extra=upstream_tls(pki, allow_renegotiation=True)))
     assert rc == 1 and "allow_renegotiation" in out, out
-    hc = ("health_checks:\n- timeout: 1s\n  interval: 1s\n  unhealthy_threshold: 1\n  healthy_threshold: 1\n"
-          "  http_health_check: { path: /healthz }\n")
-    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=upstream_tls(pki) + hc))
-    assert rc == 1 and "static_resources.clusters[0].health_checks" in out and "TLS" in out, out
     rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=upstream_tls(
         pki, client_cert="client", max_session_keys=5)))
     assert rc == 0, out
+
+
+HC = ("health_checks:\n- timeout: 1s\n  interval: 0.2s\n  unhealthy_threshold: 1\n  healthy_threshold: 1\n"
+      "  http_health_check: { path: /healthz }\n")
+
+
+def test_health_checks_use_the_cluster_tls(procs, pki, tls_server):
+    """Health checks of a TLS cluster run over its transport socket, as
+    Envoy's: the host passes over TLS (the Python server answers only TLS,
+    with the SNI it saw), and fails when the CA does not verify it."""
+    port = tls_server()
+    f = front(procs, [port], upstream_tls(pki) + HC)
+    wait_for(lambda: stat(f.admin, "cluster.b.health_check.success") >= 1, 5, "a passing TLS health check")
+    assert stat(f.admin, "cluster.b.health_check.healthy") == 1
+    assert stat(f.admin, "cluster.b.health_check.network_failure") == 0
+    status, body = get(f)
+    assert status == 200 and json.loads(body)["sni"] == TLS_HOST
+    g = front(procs, [port], upstream_tls(pki, ca="ca2") + HC)
+    wait_for(lambda: stat(g.admin, "cluster.b.health_check.network_failure") >= 1, 5, "a failing TLS health check")
+    assert stat(g.admin, "cluster.b.health_check.healthy") == 0
