@@ -1412,6 +1412,23 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     }
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs->static_resources;
     size_t ncl = sr ? sr->n_clusters : 0, nli = sr ? sr->n_listeners : 0;
+    /* static secrets: named, of a supported kind, one name per kind (Envoy's
+     * SecretManager errors) */
+    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *sec = sr->secrets[i];
+        char p[160];
+        snprintf(p, sizeof p, "static_resources.secrets[%zu]", i);
+        if (sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE__NOT_SET) {
+            fail(&b, p, "Secret type not implemented");
+            goto bad;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(sr->secrets[k]->name, sec->name) && sr->secrets[k]->type_case == sec->type_case) {
+                fail(&b, p, "Duplicate static secret name %s", sec->name);
+                goto bad;
+            }
+    }
+    sharp_tls_config_use_secrets(sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
     s->clusters = sharp_calloc(ncl ? ncl : 1, sizeof *s->clusters);
     for (size_t i = 0; i < ncl; i++) {
         char p[128];
@@ -1498,6 +1515,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             }
         }
     }
+    sharp_tls_config_use_secrets(NULL, 0);
     /* warnings only for a config that loads, so they never precede its error */
     if (!cfg->has_admin) sharp_log_warn("No admin address given, so no admin HTTP server started.");
     if (!bs->dynamic_resources && !nli && !ncl)
@@ -1505,6 +1523,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
                        "nothing will be served%s", cfg->source, cfg->has_admin ? " but the admin interface" : "");
     return s;
 bad:
+    sharp_tls_config_use_secrets(NULL, 0);
     sharp_snapshot_unref(s);
     return NULL;
 }

@@ -344,12 +344,55 @@ static int certificate(const cert_pb_t *c, const char *path, sharp_tls_cert_conf
     return 0;
 }
 
+/* static_resources.secrets, which an SdsSecretConfig without sds_config
+ * names (set by the loader around the translation of the transport
+ * sockets; main thread). */
+static Envoy__Extensions__TransportSockets__Tls__V3__Secret *const *static_secrets;
+static size_t nstatic_secrets;
+
+void sharp_tls_config_use_secrets(Envoy__Extensions__TransportSockets__Tls__V3__Secret *const *secrets, size_t n)
+{
+    static_secrets = secrets;
+    nstatic_secrets = n;
+}
+
+typedef Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig sds_pb_t;
+
+/* The static secret an SdsSecretConfig names, of the kind wanted; NULL
+ * with Envoy's message in err. */
+static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *
+secret_by_name(const sds_pb_t *sds, const char *path, Envoy__Extensions__TransportSockets__Tls__V3__Secret__TypeCase kind,
+               char *err, size_t errlen)
+{
+    if (sds->sds_config) {
+        fail(err, errlen, "%s.sds_config: secrets from SDS (secret discovery) are not supported by SHARP yet; "
+                          "name a static_resources.secrets entry instead", path);
+        return NULL;
+    }
+    for (size_t i = 0; i < nstatic_secrets; i++)
+        if (!strcmp(static_secrets[i]->name, sds->name) && static_secrets[i]->type_case == kind) return static_secrets[i];
+    fail(err, errlen, "%s.name: Unknown static secret: %s", path, sds->name);
+    return NULL;
+}
+
 static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size_t errlen)
 {
     const char *p = "common_tls_context";
     char sub[256];
-    if (c->n_tls_certificate_sds_secret_configs)
-        return fail(err, errlen, "%s.tls_certificate_sds_secret_configs: SDS (secret discovery) is not supported by SHARP yet", p);
+    if (c->n_tls_certificate_sds_secret_configs && !c->n_tls_certificates) {
+        /* Envoy: tls_certificates, if set, wins over the SDS configs */
+        out->certs = sharp_calloc(c->n_tls_certificate_sds_secret_configs, sizeof *out->certs);
+        for (size_t i = 0; i < c->n_tls_certificate_sds_secret_configs; i++) {
+            snprintf(sub, sizeof sub, "%s.tls_certificate_sds_secret_configs[%zu]", p, i);
+            const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = secret_by_name(
+                c->tls_certificate_sds_secret_configs[i], sub,
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE, err, errlen);
+            if (!s) return -1;
+            out->ncerts++;
+            snprintf(sub, sizeof sub, "static_resources.secrets[%s].tls_certificate", s->name);
+            if (certificate(s->tls_certificate, sub, &out->certs[i], err, errlen) < 0) return -1;
+        }
+    }
     if (c->tls_certificate_provider_instance || c->tls_certificate_certificate_provider ||
         c->tls_certificate_certificate_provider_instance)
         return fail(err, errlen, "%s: certificate provider plugins are not supported by SHARP", p);
@@ -392,9 +435,18 @@ static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size
         snprintf(sub, sizeof sub, "%s.validation_context", p);
         if (validation(c->validation_context, sub, &out->validation, err, errlen) < 0) return -1;
         break;
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG:
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG: {
+        snprintf(sub, sizeof sub, "%s.validation_context_sds_secret_config", p);
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = secret_by_name(
+            c->validation_context_sds_secret_config, sub,
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT, err, errlen);
+        if (!s) return -1;
+        snprintf(sub, sizeof sub, "static_resources.secrets[%s].validation_context", s->name);
+        if (validation(s->validation_context, sub, &out->validation, err, errlen) < 0) return -1;
+        break;
+    }
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
-        return fail(err, errlen, "%s: validation contexts from SDS (secret discovery) are not supported by SHARP yet", p);
+        return fail(err, errlen, "%s.combined_validation_context: combined validation contexts are not supported by SHARP yet", p);
     default:
         return fail(err, errlen, "%s: certificate provider plugins are not supported by SHARP", p);
     }
@@ -441,8 +493,17 @@ int sharp_tls_config_downstream(const Envoy__Extensions__TransportSockets__Tls__
     }
     out->require_client_cert = pb->require_client_certificate && pb->require_client_certificate->value;
     switch (pb->session_ticket_keys_type_case) {
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS: {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS:
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS_SDS_SECRET_CONFIG: {
         const Envoy__Extensions__TransportSockets__Tls__V3__TlsSessionTicketKeys *k = pb->session_ticket_keys;
+        if (pb->session_ticket_keys_type_case ==
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS_SDS_SECRET_CONFIG) {
+            const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = secret_by_name(
+                pb->session_ticket_keys_sds_secret_config, "session_ticket_keys_sds_secret_config",
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS, err, errlen);
+            if (!s) goto out;
+            k = s->session_ticket_keys;
+        }
         if (!k->n_keys) {
             fail(err, errlen, "session_ticket_keys.keys: must contain at least 1 item");
             goto out;
@@ -466,9 +527,6 @@ int sharp_tls_config_downstream(const Envoy__Extensions__TransportSockets__Tls__
         }
         break;
     }
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS_SDS_SECRET_CONFIG:
-        fail(err, errlen, "session_ticket_keys_sds_secret_config: SDS (secret discovery) is not supported by SHARP yet");
-        goto out;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_DISABLE_STATELESS_SESSION_RESUMPTION:
         out->disable_stateless_resumption = pb->disable_stateless_session_resumption;
         break;

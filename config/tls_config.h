@@ -103,6 +103,11 @@ typedef struct sharp_tls_config {
  * freed). Refused features are refused here too, not only by the support
  * table, so a caller that skipped the table cannot get a context that
  * silently lacks them. */
+/* The static secrets (static_resources.secrets) that SdsSecretConfigs
+ * without a config source name, for the translations that follow (NULL, 0
+ * when done). Main thread. */
+void sharp_tls_config_use_secrets(Envoy__Extensions__TransportSockets__Tls__V3__Secret *const *secrets, size_t n);
+
 int sharp_tls_config_downstream(const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *pb,
                                 sharp_tls_config_t *out, char *err, size_t errlen);
 int sharp_tls_config_upstream(const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *pb,

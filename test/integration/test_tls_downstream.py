@@ -592,3 +592,35 @@ def test_certs_and_days_until_first_cert_expiring(procs, upstream, pki):
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
     assert json.loads(admin_get(admin, "/certs")) == {"certificates": []}
     assert "server.days_until_first_cert_expiring" not in admin_get(admin, "/stats")
+
+
+def test_static_secrets_by_name(procs, upstream, pki):
+    """static_resources.secrets: a listener's certificate and its client CA
+    named by tls_certificate_sds_secret_configs and
+    validation_context_sds_secret_config (no sds_config), as Envoy loads
+    them; an unknown name and an SDS source are errors."""
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"app": [upstream.port]})
+    ctx = {"@type": DS_TLS, "common_tls_context": {
+        "tls_certificate_sds_secret_configs": [{"name": "server_cert"}],
+        "validation_context_sds_secret_config": {"name": "client_ca"}},
+        "require_client_certificate": True}
+    secrets = ("  secrets:\n"
+               f"  - name: server_cert\n    tls_certificate: {{ certificate_chain: {{ filename: {pki}/rsa.crt }}, "
+               f"private_key: {{ filename: {pki}/rsa.key }} }}\n"
+               f"  - name: client_ca\n    validation_context: {{ trusted_ca: {{ filename: {pki}/ca.crt }} }}\n")
+    full = with_tls(text, ctx).replace("static_resources:\n", "static_resources:\n" + secrets, 1)
+    run_sharp_config(procs, full, admin)
+    t = Tls()
+    t.listen, t.admin, t.pki = listen, admin, pki
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}", "--cert", f"{pki}/client.crt", "--key",
+             f"{pki}/client.key")
+    assert r.stdout.decode() == "200", r.stderr
+    r = curl(t, "/echo")  # no client certificate: the secret's CA requires one
+    assert r.returncode != 0
+    bad = full.replace('"name": "client_ca"', '"name": "nope"')
+    rc, out = validate_config(bad)
+    assert rc == 1 and "validation_context_sds_secret_config.name: Unknown static secret: nope" in out, out
+    sds = full.replace('{"name": "server_cert"}', '{"name": "server_cert", "sds_config": {"ads": {}}}')
+    rc, out = validate_config(sds)
+    assert rc == 1 and "sds_config" in out and "not supported by SHARP" in out, out
