@@ -28,6 +28,7 @@
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "tls/context.h"
+#include "tls/conn.h"
 #include "upstream/dns.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
@@ -434,6 +435,14 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     h->skip_xff_append = pb->skip_xff_append;
     h->generate_request_id = !pb->generate_request_id || pb->generate_request_id->value;
     h->preserve_external_request_id = pb->preserve_external_request_id;
+    h->forward_client_cert = (int)pb->forward_client_cert_details; /* "defined" in the support table */
+    if (pb->set_current_client_cert_details) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__SetCurrentClientCertDetails
+            *d = pb->set_current_client_cert_details;
+        h->client_cert_details = (d->subject && d->subject->value ? SHARP_XFCC_SUBJECT : 0) |
+                                 (d->cert ? SHARP_XFCC_CERT : 0) | (d->chain ? SHARP_XFCC_CHAIN : 0) |
+                                 (d->dns ? SHARP_XFCC_DNS : 0) | (d->uri ? SHARP_XFCC_URI : 0);
+    }
     h->always_set_request_id_in_response = pb->always_set_request_id_in_response;
     h->server_name = sharp_strdup(pb->server_name[0] ? pb->server_name : "sharp");
     h->server_header_transformation = (int)pb->server_header_transformation;

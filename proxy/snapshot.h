@@ -73,6 +73,12 @@ typedef struct sharp_hcm_config {
     bool skip_xff_append;
     bool generate_request_id;         /* default true */
     bool preserve_external_request_id;
+    /* forward_client_cert_details (Envoy's ForwardClientCertType:
+     * 0 SANITIZE, 1 FORWARD_ONLY, 2 APPEND_FORWARD, 3 SANITIZE_SET,
+     * 4 ALWAYS_FORWARD_ONLY) and set_current_client_cert_details as
+     * SHARP_XFCC_* bits (tls/conn.h) */
+    int forward_client_cert;
+    unsigned client_cert_details;
     bool always_set_request_id_in_response;
     char *server_name;                /* default "sharp" */
     int server_header_transformation; /* 0 overwrite, 1 append if absent, 2 pass through */

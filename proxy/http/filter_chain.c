@@ -273,6 +273,34 @@ static bool xff_address(const sharp_headers_t *h, uint32_t skip, struct sockaddr
  * client address, internal/external, header sanitizing, x-request-id. The
  * trusted client address becomes the stream's downstream remote address
  * (%DOWNSTREAM_REMOTE_ADDRESS%, source IP hashing). */
+/* Envoy's mutateXfccRequestHeader: x-forwarded-client-cert is removed
+ * (SANITIZE, the default, and every mode on a connection without a client
+ * certificate), kept (FORWARD_ONLY; ALWAYS_FORWARD_ONLY even without one),
+ * appended to (APPEND_FORWARD) or replaced (SANITIZE_SET) with this
+ * connection's element. */
+static void mutate_xfcc(sharp_stream_t *s, sharp_headers_t *h)
+{
+    int mode = s->hcm->forward_client_cert;
+    if (mode == 4) return; /* ALWAYS_FORWARD_ONLY */
+    const sharp_downstream_tls_info_t *tls = s->info.downstream_tls;
+    if (mode == 0 || !tls || !tls->peer_cert) {
+        sharp_headers_remove_cstr(h, "x-forwarded-client-cert");
+        return;
+    }
+    if (mode == 1 || !tls->xfcc) return; /* FORWARD_ONLY */
+    sharp_str_t old;
+    if (mode == 2 && sharp_headers_get_cstr(h, "x-forwarded-client-cert", &old) && old.len) {
+        sharp_sbuf_t b = {0};
+        sharp_sbuf_append(&b, old.p, old.len);
+        sharp_sbuf_puts(&b, ",");
+        sharp_sbuf_puts(&b, tls->xfcc);
+        sharp_headers_set(h, "x-forwarded-client-cert", 23, b.data, b.len);
+        sharp_sbuf_free(&b);
+        return;
+    }
+    sharp_headers_set_cstr(h, "x-forwarded-client-cert", tls->xfcc);
+}
+
 static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
 {
     const sharp_hcm_config_t *hcm = s->hcm;
@@ -607,6 +635,7 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     if (!authority_valid(s)) return;
     if (!normalize_request_path(s)) return;
     mutate_request(s, remote);
+    mutate_xfcc(s, &s->req);
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_str_t authority = {"", 0};
     sharp_headers_get_cstr(&s->req, ":authority", &authority);

@@ -1,6 +1,7 @@
 /* conn.c: see conn.h. */
 #include "tls/internal.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -304,4 +305,83 @@ char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c)
 void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len)
 {
     SSL_set_alpn_protos(c->ssl, wire, (unsigned)len);
+}
+
+/* ---- x-forwarded-client-cert (Envoy's mutateXfccRequestHeader) ---- */
+
+static void xfcc_sans(sharp_sbuf_t *b, X509 *x, int type, const char *key, bool *first)
+{
+    GENERAL_NAMES *sans = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != type) continue;
+        const ASN1_IA5STRING *s = type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+        sharp_sbuf_printf(b, "%s%s=", *first ? "" : ";", key);
+        sharp_sbuf_append(b, (const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+        *first = false;
+    }
+    GENERAL_NAMES_free(sans);
+}
+
+/* A PEM, percent-encoded as Envoy's urlEncode (unreserved characters kept). */
+static void xfcc_pem(sharp_sbuf_t *b, X509 *x)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(bio, x);
+    char *p;
+    long n = BIO_get_mem_data(bio, &p);
+    static const char hex[] = "0123456789ABCDEF";
+    for (long i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            sharp_sbuf_append(b, (const char *)&ch, 1);
+        } else {
+            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            sharp_sbuf_append(b, e, 3);
+        }
+    }
+    BIO_free(bio);
+}
+
+char *sharp_tls_conn_xfcc(const sharp_tls_conn_t *c, unsigned what)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    if (!peer) return NULL;
+    sharp_sbuf_t b = {0};
+    bool first = true;
+    xfcc_sans(&b, SSL_get_certificate(c->ssl), GEN_URI, "By", &first);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (X509_digest(peer, EVP_sha256(), md, &mdlen) == 1) {
+        sharp_sbuf_puts(&b, first ? "Hash=" : ";Hash=");
+        for (unsigned i = 0; i < mdlen; i++) sharp_sbuf_printf(&b, "%02x", md[i]);
+        first = false;
+    }
+    if (what & SHARP_XFCC_CERT) {
+        sharp_sbuf_puts(&b, first ? "Cert=\"" : ";Cert=\"");
+        xfcc_pem(&b, peer);
+        sharp_sbuf_puts(&b, "\"");
+        first = false;
+    }
+    if (what & SHARP_XFCC_CHAIN) {
+        sharp_sbuf_puts(&b, first ? "Chain=\"" : ";Chain=\"");
+        STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
+        if (chain && sk_X509_num(chain))
+            for (int i = 0; i < sk_X509_num(chain); i++) xfcc_pem(&b, sk_X509_value(chain, i));
+        else
+            xfcc_pem(&b, peer);
+        sharp_sbuf_puts(&b, "\"");
+        first = false;
+    }
+    if (what & SHARP_XFCC_SUBJECT) {
+        char *subj = name_string(X509_get_subject_name(peer));
+        sharp_sbuf_printf(&b, "%sSubject=\"%s\"", first ? "" : ";", subj ? subj : "");
+        free(subj);
+        first = false;
+    }
+    if (what & SHARP_XFCC_URI) xfcc_sans(&b, peer, GEN_URI, "URI", &first);
+    if (what & SHARP_XFCC_DNS) xfcc_sans(&b, peer, GEN_DNS, "DNS", &first);
+    char *out = sharp_strdup(sharp_sbuf_cstr(&b));
+    sharp_sbuf_free(&b);
+    return out;
 }

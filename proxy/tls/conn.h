@@ -58,6 +58,21 @@ void sharp_tls_conn_free(sharp_tls_conn_t *c);
  * (wire format) in place of the context's. */
 void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len);
 
+/* What set_current_client_cert_details adds to x-forwarded-client-cert. */
+enum {
+    SHARP_XFCC_SUBJECT = 1u << 0,
+    SHARP_XFCC_CERT = 1u << 1,
+    SHARP_XFCC_CHAIN = 1u << 2,
+    SHARP_XFCC_DNS = 1u << 3,
+    SHARP_XFCC_URI = 1u << 4,
+};
+/* Server connections after the handshake: this connection's element of
+ * x-forwarded-client-cert as Envoy writes it (By= for each URI SAN of our
+ * certificate, Hash= the SHA-256 of the client's, then Cert, Chain,
+ * Subject, URI, DNS as `what` asks, ';'-separated); NULL when the client
+ * presented no certificate. The caller frees it. */
+char *sharp_tls_conn_xfcc(const sharp_tls_conn_t *c, unsigned what);
+
 /* Takes up to `len` bytes of ciphertext; returns how many (0 when the
  * engine already holds SHARP_TLS_MAX_CIPHERTEXT_IN unprocessed bytes). */
 size_t sharp_tls_conn_feed(sharp_tls_conn_t *c, const void *data, size_t len);

@@ -107,6 +107,11 @@ static void handshake_done(sharp_conn_t *c)
     t->info.peer_uri_san = sharp_tls_conn_peer_uri_san(e);
     t->info.peer_subject = sharp_tls_conn_peer_subject(e);
     t->info.local_subject = sharp_tls_conn_local_subject(e);
+    t->info.peer_cert = sharp_tls_conn_peer_has_cert(e);
+    /* APPEND_FORWARD and SANITIZE_SET write the client's certificate
+     * details into x-forwarded-client-cert: made once per connection */
+    int fcc = SHARP_CONN_HCM(c)->forward_client_cert;
+    if (fcc == 2 || fcc == 3) t->info.xfcc = sharp_tls_conn_xfcc(e, SHARP_CONN_HCM(c)->client_cert_details);
     count_handshake(c);
     const char *alpn = sharp_tls_conn_alpn(e);
     sharp_debug(connection, "[C%llu] TLS handshake done: %s %s, ALPN %s, SNI %s%s", c->id,
@@ -215,6 +220,7 @@ void sharp_conn_tls_free(sharp_conn_t *c)
     free(t->info.peer_uri_san);
     free(t->info.peer_subject);
     free(t->info.local_subject);
+    free(t->info.xfcc);
     free(t);
     c->tls = NULL;
 }

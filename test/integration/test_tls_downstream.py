@@ -624,3 +624,36 @@ def test_static_secrets_by_name(procs, upstream, pki):
     sds = full.replace('{"name": "server_cert"}', '{"name": "server_cert", "sds_config": {"ads": {}}}')
     rc, out = validate_config(sds)
     assert rc == 1 and "sds_config" in out and "not supported by SHARP" in out, out
+
+
+def _xfcc_seen(t, *extra):
+    r = curl(t, "/echo", "--cert", f"{t.pki}/client.crt", "--key", f"{t.pki}/client.key", *extra)
+    assert r.returncode == 0, r
+    hdrs = {k.lower(): v for k, v in json.loads(r.stdout)["headers"]}
+    return hdrs.get("x-forwarded-client-cert")
+
+
+@pytest.mark.parametrize("mode", ["SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"])
+def test_forward_client_cert_details(procs, upstream, pki, mode):
+    """x-forwarded-client-cert as Envoy's modes write it for an mTLS client
+    (Hash= the SHA-256 of its certificate, then Subject, URI, DNS as
+    set_current_client_cert_details asks), and for a client without a
+    certificate (removed unless ALWAYS_FORWARD_ONLY)."""
+    import hashlib
+    import ssl as _ssl
+    extra = (f"forward_client_cert_details: {mode}\n"
+             "set_current_client_cert_details: { subject: true, uri: true, dns: true }\n")
+    t = start(procs, upstream, pki, client_ca=True, hcm_extra=extra)
+    der = _ssl.PEM_cert_to_DER_cert(open(f"{pki}/client.crt").read())
+    own = f'Hash={hashlib.sha256(der).hexdigest()};Subject="O=Example,CN=client";URI=spiffe://example/client'
+    sent = "-H", "x-forwarded-client-cert: By=spiffe://front;Hash=00"
+    got = _xfcc_seen(t, *sent)
+    want = {"SANITIZE": None, "FORWARD_ONLY": "By=spiffe://front;Hash=00",
+            "APPEND_FORWARD": "By=spiffe://front;Hash=00," + own, "SANITIZE_SET": own,
+            "ALWAYS_FORWARD_ONLY": "By=spiffe://front;Hash=00"}[mode]
+    assert got == want, (mode, got)
+    # a client without a certificate: only ALWAYS_FORWARD_ONLY keeps the header
+    r = curl(t, "/echo", *sent)
+    hdrs = {k.lower(): v for k, v in json.loads(r.stdout)["headers"]}
+    assert hdrs.get("x-forwarded-client-cert") == ("By=spiffe://front;Hash=00" if mode == "ALWAYS_FORWARD_ONLY"
+                                                    else None), (mode, hdrs)
