@@ -559,62 +559,45 @@ static bool plaintext_transport_socket(const Envoy__Config__Core__V3__TransportS
     return !strcmp(ts->name, "envoy.transport_sockets.raw_buffer") || !strcmp(ts->name, "raw_buffer");
 }
 
-/* A filter chain's DownstreamTlsContext: translated and built into a
- * server context once, at load; errors name the field's path. */
-static int build_downstream_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path,
-                                sharp_filter_chain_config_t *out)
+/* A transport socket's Downstream/UpstreamTlsContext, translated and built
+ * into a server (filter chain) or client (cluster) context once, at load;
+ * every worker's connections share it (a client's, its session store too).
+ * Errors name the field's path. */
+static sharp_tls_ctx_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path,
+                                  bool server)
 {
     char p[1024], err[768];
     snprintf(p, sizeof p, "%s.typed_config", path);
     sharp_config_error_t e = {{0}};
-    ProtobufCMessage *m = sharp_any_unpack(&ts->typed_config->base,
-        &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor, &e);
-    if (!m) return fail(b, p, "%s", e.msg);
+    ProtobufCMessage *m = sharp_any_unpack(
+        &ts->typed_config->base,
+        server ? &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
+               : &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor,
+        &e);
+    if (!m) {
+        fail(b, p, "%s", e.msg);
+        return NULL;
+    }
     sharp_tls_config_t cfg;
-    int rc = sharp_tls_config_downstream((const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m,
-                                         &cfg, err, sizeof err);
+    int rc = server ? sharp_tls_config_downstream((const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m,
+                                                  &cfg, err, sizeof err)
+                    : sharp_tls_config_upstream((const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m,
+                                                &cfg, err, sizeof err);
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc == 0) {
-        out->tls = sharp_tls_ctx_create(&cfg, err, sizeof err);
-        if (out->tls) return 0;
+        sharp_tls_ctx_t *ctx = sharp_tls_ctx_create(&cfg, err, sizeof err);
+        if (ctx) return ctx;
         sharp_tls_config_free(&cfg);
     }
     /* "field.path: what is wrong": the path goes after the context's */
     const char *colon = strstr(err, ": ");
     if (colon && !memchr(err, ' ', (size_t)(colon - err))) {
         snprintf(p, sizeof p, "%s.typed_config.%.*s", path, (int)(colon - err), err);
-        return fail(b, p, "%s", colon + 2);
+        fail(b, p, "%s", colon + 2);
+    } else {
+        fail(b, p, "%s", err);
     }
-    return fail(b, p, "%s", err);
-}
-
-/* A cluster's UpstreamTlsContext: translated and built into a client
- * context once, at load (every worker's connections share it, and its
- * session store); errors name the field's path. */
-static int build_upstream_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path,
-                              sharp_cluster_t *out)
-{
-    char p[1024], err[768];
-    snprintf(p, sizeof p, "%s.typed_config", path);
-    sharp_config_error_t e = {{0}};
-    ProtobufCMessage *m = sharp_any_unpack(&ts->typed_config->base,
-        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor, &e);
-    if (!m) return fail(b, p, "%s", e.msg);
-    sharp_tls_config_t cfg;
-    int rc = sharp_tls_config_upstream((const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m,
-                                       &cfg, err, sizeof err);
-    protobuf_c_message_free_unpacked(m, NULL);
-    if (rc == 0) {
-        out->tls = sharp_tls_ctx_create(&cfg, err, sizeof err);
-        if (out->tls) return 0;
-        sharp_tls_config_free(&cfg);
-    }
-    const char *colon = strstr(err, ": ");
-    if (colon && !memchr(err, ' ', (size_t)(colon - err))) {
-        snprintf(p, sizeof p, "%s.typed_config.%.*s", path, (int)(colon - err), err);
-        return fail(b, p, "%s", colon + 2);
-    }
-    return fail(b, p, "%s", err);
+    return NULL;
 }
 
 /* CidrRanges of a FilterChainMatch field. */
@@ -713,7 +696,7 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
     if (build_fc_match(b, fc->filter_chain_match, p, l, &out->match) < 0) return -1;
     snprintf(p, sizeof p, "%s.transport_socket", path);
     if (!strcmp(transport_socket_type(fc->transport_socket), DOWNSTREAM_TLS_TYPE)) {
-        if (build_downstream_tls(b, fc->transport_socket, p, out) < 0) return -1;
+        if (!(out->tls = build_tls(b, fc->transport_socket, p, true))) return -1;
     } else if (!plaintext_transport_socket(fc->transport_socket)) {
         return fail(b, p, "transport socket '%s' is not supported by SHARP on listeners (raw_buffer, or tls with a "
                     "DownstreamTlsContext)", fc->transport_socket->name);
@@ -1061,7 +1044,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     snprintf(p, sizeof p, "%s.transport_socket", path);
     if (!strcmp(transport_socket_type(pb->transport_socket), UPSTREAM_TLS_TYPE)) {
-        if (build_upstream_tls(b, pb->transport_socket, p, c) < 0) goto bad;
+        if (!(c->tls = build_tls(b, pb->transport_socket, p, false))) goto bad;
     } else if (!plaintext_transport_socket(pb->transport_socket)) {
         fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext, or tls with an "
              "UpstreamTlsContext)", pb->transport_socket->name);

@@ -385,3 +385,53 @@ char *sharp_tls_conn_xfcc(const sharp_tls_conn_t *c, unsigned what)
     sharp_sbuf_free(&b);
     return out;
 }
+
+/* ---- the engine between a writer and its socket (every TLS transport) ---- */
+
+int sharp_tls_conn_send(sharp_tls_conn_t *c, sharp_writer_t *w)
+{
+    static __thread char buf[SHARP_TLS_MAX_CIPHERTEXT_OUT];
+    size_t n;
+    while ((n = sharp_tls_conn_drain(c, buf, sizeof buf)) > 0) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        int rc = sharp_writer_write_raw(w, &b, 1);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs,
+                           size_t *unwritten)
+{
+    *unwritten = 0;
+    if (w->failed) return UV_EPIPE;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t off = 0;
+        while (off < bufs[i].len) {
+            size_t k = sharp_tls_conn_write(c, bufs[i].base + off, bufs[i].len - off);
+            off += k;
+            int rc = sharp_tls_conn_send(c, w);
+            if (rc < 0) return rc;
+            /* the output was just drained: taking nothing means the engine
+             * is not open (handshaking, closed or failed) */
+            if (!k) {
+                *unwritten = bufs[i].len - off;
+                return UV_ENOTCONN;
+            }
+        }
+    }
+    return 0;
+}
+
+void sharp_tls_conn_close_now(sharp_tls_conn_t *c, sharp_writer_t *w, uv_stream_t *stream)
+{
+    sharp_tls_conn_close(c);
+    /* Only onto an empty queue: the socket closes now, queued writes are
+     * cancelled, and close_notify must not overtake them. */
+    char buf[256];
+    size_t n = sharp_tls_conn_drain(c, buf, sizeof buf);
+    if (n && w->queued == 0 && !w->failed) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        uv_try_write(stream, &b, 1);
+    }
+}

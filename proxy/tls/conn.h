@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net.h"
 #include "tls/context.h"
 
 #define SHARP_TLS_MAX_CIPHERTEXT_IN (64u * 1024)
@@ -57,6 +58,20 @@ void sharp_tls_conn_free(sharp_tls_conn_t *c);
 /* Client connections, before the handshake: the ALPN protocols offered
  * (wire format) in place of the context's. */
 void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len);
+
+/* ---- the engine as a writer's transport (net.h), shared by the
+ * downstream, upstream and health check sockets ---- */
+/* Writes everything the engine has for the wire to the writer, bypassing
+ * its transport: the writer's queue is the one place ciphertext waits. */
+int sharp_tls_conn_send(sharp_tls_conn_t *c, sharp_writer_t *w);
+/* The body of a writer transport: encrypts the buffers and sends the
+ * records. UV_ENOTCONN (with *unwritten the bytes left) when the engine
+ * is not open; a writer error as it comes. */
+int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs,
+                           size_t *unwritten);
+/* An abrupt close: close_notify, written only if the socket's queue is
+ * empty (the close cancels queued writes, which it must not overtake). */
+void sharp_tls_conn_close_now(sharp_tls_conn_t *c, sharp_writer_t *w, uv_stream_t *stream);
 
 /* What set_current_client_cert_details adds to x-forwarded-client-cert. */
 enum {

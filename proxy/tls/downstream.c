@@ -15,44 +15,20 @@ struct sharp_conn_tls {
     sharp_downstream_tls_info_t info;
 };
 
-/* Writes what the engine has for the wire (handshake, alerts, records):
- * all of it, so the engine's output never holds bytes between calls and
- * the writer's queue is the one place ciphertext waits. */
 static int send_ciphertext(sharp_conn_t *c)
 {
-    static __thread char buf[SHARP_TLS_MAX_CIPHERTEXT_OUT];
-    size_t n;
-    while ((n = sharp_tls_conn_drain(c->tls->engine, buf, sizeof buf)) > 0) {
-        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        int rc = sharp_writer_write_raw(&c->writer, &b, 1);
-        if (rc < 0) return rc;
-    }
-    return 0;
+    return sharp_tls_conn_send(c->tls->engine, &c->writer);
 }
 
 /* The writer's transport: every write of the codecs is encrypted here. */
 static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
     sharp_conn_t *c = sharp_container_of(w, sharp_conn_t, writer);
-    struct sharp_conn_tls *t = c->tls;
-    if (w->failed) return UV_EPIPE;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t off = 0;
-        while (off < bufs[i].len) {
-            size_t k = sharp_tls_conn_write(t->engine, bufs[i].base + off, bufs[i].len - off);
-            off += k;
-            int rc = send_ciphertext(c);
-            if (rc < 0) return rc;
-            /* the output was just drained: taking nothing means the
-             * engine is not open (handshaking, closed or failed) */
-            if (!k) {
-                sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id,
-                            bufs[i].len - off);
-                return UV_ENOTCONN;
-            }
-        }
-    }
-    return 0;
+    size_t left;
+    int rc = sharp_tls_conn_encrypt(c->tls->engine, w, bufs, nbufs, &left);
+    if (rc == UV_ENOTCONN)
+        sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id, left);
+    return rc;
 }
 
 static sharp_stats_t *stats_store(sharp_conn_t *c)
@@ -201,15 +177,7 @@ void sharp_conn_tls_close(sharp_conn_t *c)
 {
     struct sharp_conn_tls *t = c->tls;
     if (!t->engine || !t->open) return;
-    sharp_tls_conn_close(t->engine);
-    /* Only onto an empty queue: the socket closes now, queued writes are
-     * cancelled, and close_notify must not overtake them. */
-    char buf[256];
-    size_t n = sharp_tls_conn_drain(t->engine, buf, sizeof buf);
-    if (n && c->writer.queued == 0 && !c->writer.failed) {
-        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    }
+    sharp_tls_conn_close_now(t->engine, &c->writer, (uv_stream_t *)&c->tcp);
 }
 
 void sharp_conn_tls_free(sharp_conn_t *c)

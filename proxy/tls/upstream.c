@@ -20,42 +20,20 @@ static sharp_cluster_t *cluster_of(sharp_upstream_conn_t *c)
     return c->pool->cluster;
 }
 
-/* Writes what the engine has for the wire (handshake, alerts, records):
- * all of it, so the writer's queue is the one place ciphertext waits. */
 static int send_ciphertext(sharp_upstream_conn_t *c)
 {
-    static __thread char buf[SHARP_TLS_MAX_CIPHERTEXT_OUT];
-    size_t n;
-    while ((n = sharp_tls_conn_drain(c->tls->engine, buf, sizeof buf)) > 0) {
-        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        int rc = sharp_writer_write_raw(&c->writer, &b, 1);
-        if (rc < 0) return rc;
-    }
-    return 0;
+    return sharp_tls_conn_send(c->tls->engine, &c->writer);
 }
 
 /* The writer's transport: every write of the codec is encrypted here. */
 static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
     sharp_upstream_conn_t *c = sharp_container_of(w, sharp_upstream_conn_t, writer);
-    if (w->failed) return UV_EPIPE;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t off = 0;
-        while (off < bufs[i].len) {
-            size_t k = sharp_tls_conn_write(c->tls->engine, bufs[i].base + off, bufs[i].len - off);
-            off += k;
-            int rc = send_ciphertext(c);
-            if (rc < 0) return rc;
-            /* the output was just drained: taking nothing means the
-             * engine is not open (closed or failed) */
-            if (!k) {
-                sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id,
-                            bufs[i].len - off);
-                return UV_ENOTCONN;
-            }
-        }
-    }
-    return 0;
+    size_t left;
+    int rc = sharp_tls_conn_encrypt(c->tls->engine, w, bufs, nbufs, &left);
+    if (rc == UV_ENOTCONN)
+        sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id, left);
+    return rc;
 }
 
 /* Envoy's ContextImpl::logHandshake in the cluster's scope: handshake,
@@ -239,15 +217,7 @@ void sharp_upstream_tls_close(sharp_upstream_conn_t *c)
 {
     struct sharp_upstream_tls *t = c->tls;
     if (!t->engine || !t->open) return;
-    sharp_tls_conn_close(t->engine);
-    /* Only onto an empty queue: the socket closes now, queued writes are
-     * cancelled, and close_notify must not overtake them. */
-    char buf[256];
-    size_t n = sharp_tls_conn_drain(t->engine, buf, sizeof buf);
-    if (n && c->writer.queued == 0 && !c->writer.failed) {
-        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    }
+    sharp_tls_conn_close_now(t->engine, &c->writer, (uv_stream_t *)&c->tcp);
 }
 
 void sharp_upstream_tls_free(sharp_upstream_conn_t *c)

@@ -839,32 +839,15 @@ static void checks_begin(hc_conn_t *conn);
 
 static int tls_send(hc_conn_t *conn)
 {
-    static __thread char buf[SHARP_TLS_MAX_CIPHERTEXT_OUT];
-    size_t n;
-    while ((n = sharp_tls_conn_drain(conn->tls, buf, sizeof buf)) > 0) {
-        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        int rc = sharp_writer_write_raw(&conn->writer, &b, 1);
-        if (rc < 0) return rc;
-    }
-    return 0;
+    return sharp_tls_conn_send(conn->tls, &conn->writer);
 }
 
 /* The writer's transport: the check's bytes are encrypted. */
 static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
     hc_conn_t *conn = sharp_container_of(w, hc_conn_t, writer);
-    if (w->failed) return UV_EPIPE;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t off = 0;
-        while (off < bufs[i].len) {
-            size_t k = sharp_tls_conn_write(conn->tls, bufs[i].base + off, bufs[i].len - off);
-            off += k;
-            int rc = tls_send(conn);
-            if (rc < 0) return rc;
-            if (!k) return UV_ENOTCONN;
-        }
-    }
-    return 0;
+    size_t left;
+    return sharp_tls_conn_encrypt(conn->tls, w, bufs, nbufs, &left);
 }
 
 static bool tls_plaintext(void *ud, const uint8_t *p, size_t n)
