@@ -84,33 +84,9 @@ static int read_ds(const ds_pb_t *ds, const char *path, char **data, size_t *len
         break;
     case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
         if (illegal_path(ds->filename)) return fail(err, errlen, "%s: Invalid path: %s", path, ds->filename);
-        FILE *fp = fopen(ds->filename, "rb");
-        if (!fp) return fail(err, errlen, "%s: unable to read file: %s (%s)", path, ds->filename, strerror(errno));
-        size_t cap = 4096, max = 64u << 20;
-        char *buf = sharp_realloc(NULL, cap + 1);
-        for (;;) {
-            if (n == cap) {
-                if (cap >= max) {
-                    fclose(fp);
-                    free(buf);
-                    return fail(err, errlen, "%s: file %s is larger than 64 MiB", path, ds->filename);
-                }
-                cap *= 2;
-                buf = sharp_realloc(buf, cap + 1);
-            }
-            size_t r = fread(buf + n, 1, cap - n, fp);
-            n += r;
-            if (r == 0) break;
-        }
-        bool bad = ferror(fp);
-        fclose(fp);
-        if (bad) {
-            free(buf);
-            return fail(err, errlen, "%s: unable to read file: %s", path, ds->filename);
-        }
-        buf[n] = '\0';
-        *data = buf;
-        *len = n;
+        int rc = sharp_read_file(ds->filename, 64u << 20, data, len);
+        if (rc == -2) return fail(err, errlen, "%s: file %s is larger than 64 MiB", path, ds->filename);
+        if (rc < 0) return fail(err, errlen, "%s: unable to read file: %s (%s)", path, ds->filename, strerror(errno));
         if (source) *source = sharp_strdup(ds->filename);
         return 0;
     }
@@ -379,8 +355,12 @@ static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size
 {
     const char *p = "common_tls_context";
     char sub[256];
-    if (c->n_tls_certificate_sds_secret_configs && !c->n_tls_certificates) {
-        /* Envoy: tls_certificates, if set, wins over the SDS configs */
+    if (c->n_tls_certificate_sds_secret_configs && c->n_tls_certificates)
+        /* Envoy ignores the SDS configs then; SHARP says so rather than
+         * drop what was written */
+        return fail(err, errlen, "%s.tls_certificate_sds_secret_configs: ignored when tls_certificates is set (as in "
+                                 "Envoy): keep one of them", p);
+    if (c->n_tls_certificate_sds_secret_configs) {
         out->certs = sharp_calloc(c->n_tls_certificate_sds_secret_configs, sizeof *out->certs);
         for (size_t i = 0; i < c->n_tls_certificate_sds_secret_configs; i++) {
             snprintf(sub, sizeof sub, "%s.tls_certificate_sds_secret_configs[%zu]", p, i);

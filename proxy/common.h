@@ -41,6 +41,11 @@ static inline char *sharp_strdup(const char *s)
     return sharp_strndup(s, strlen(s));
 }
 
+/* Reads a whole file (a config DataSource) into a NUL-terminated buffer
+ * the caller frees. 0; -1 with errno when it cannot be opened or read; -2
+ * when it holds more than `max` bytes. */
+int sharp_read_file(const char *path, size_t max, char **data, size_t *len);
+
 /* Copies at most cap - 1 bytes of src (n bytes long) and a terminator:
  * snprintf(dst, cap, "%.*s", n, src) without the formatter, for the
  * request path. cap must be at least 1. */

@@ -1,6 +1,8 @@
 /* util.c: allocation and clocks (see common.h). */
 #include "common.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -43,4 +45,40 @@ uint64_t sharp_wall_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
+}
+
+int sharp_read_file(const char *path, size_t max, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = sharp_realloc(NULL, cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max) {
+                fclose(fp);
+                free(buf);
+                return -2;
+            }
+            cap *= 2;
+            buf = sharp_realloc(buf, cap + 1);
+        }
+        size_t r = fread(buf + n, 1, cap - n, fp);
+        n += r;
+        if (r == 0) break;
+    }
+    bool bad = ferror(fp);
+    int e = errno;
+    fclose(fp);
+    if (bad) {
+        free(buf);
+        errno = e;
+        return -1;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
 }

@@ -49,38 +49,11 @@ char *sharp_data_source_read(const Envoy__Config__Core__V3__DataSource *ds, size
         *len = strlen(data);
         break;
     case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
-        FILE *fp = fopen(ds->filename, "rb");
-        if (!fp) {
-            snprintf(err, errlen, "file %s cannot be read: %s", ds->filename, strerror(errno));
-            return NULL;
-        }
-        size_t cap = 4096, n = 0, max = 64u << 20;
-        char *buf = sharp_realloc(NULL, cap + 1);
-        for (;;) {
-            if (n == cap) {
-                if (cap >= max) {
-                    fclose(fp);
-                    free(buf);
-                    snprintf(err, errlen, "file %s is larger than 64 MiB", ds->filename);
-                    return NULL;
-                }
-                cap *= 2;
-                buf = sharp_realloc(buf, cap + 1);
-            }
-            size_t r = fread(buf + n, 1, cap - n, fp);
-            n += r;
-            if (r == 0) break;
-        }
-        bool bad = ferror(fp);
-        fclose(fp);
-        if (bad) {
-            free(buf);
-            snprintf(err, errlen, "file %s cannot be read", ds->filename);
-            return NULL;
-        }
-        buf[n] = '\0';
-        *len = n;
-        return buf;
+        char *buf;
+        int rc = sharp_read_file(ds->filename, 64u << 20, &buf, len);
+        if (rc == -2) snprintf(err, errlen, "file %s is larger than 64 MiB", ds->filename);
+        else if (rc < 0) snprintf(err, errlen, "file %s cannot be read: %s", ds->filename, strerror(errno));
+        return rc == 0 ? buf : NULL;
     }
     default:
         snprintf(err, errlen, "one of inline_string, inline_bytes, filename or environment_variable is required");

@@ -343,8 +343,8 @@ static void translation_errors_are_envoys(void **state)
     expect_error(false, "allow_renegotiation: true\n", "TLS renegotiation");
     expect_error(true, "common_tls_context:\n  tls_certificates:\n"
                        "  - pkcs12: {filename: %D/x.p12}\n", "(PKCS#12 certificates)");
-    expect_error(true, SERVER_RSA "  tls_certificate_sds_secret_configs: [{name: x}]\n", "SDS");
-    expect_error(true, SERVER_RSA "session_ticket_keys_sds_secret_config: {name: x}\n", "SDS");
+    expect_error(true, SERVER_RSA "  tls_certificate_sds_secret_configs: [{name: x}]\n", "ignored when tls_certificates is set");
+    expect_error(true, SERVER_RSA "session_ticket_keys_sds_secret_config: {name: x}\n", "Unknown static secret: x");
     expect_error(true, SERVER_RSA "ocsp_staple_policy: MUST_STAPLE\n", "OCSP stapling");
     expect_error(true, SERVER_RSA "  tls_params: {cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, NOT-A-CIPHER]}\n",
                  "The following ciphers were rejected when tried individually: NOT-A-CIPHER");
