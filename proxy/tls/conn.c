@@ -405,22 +405,42 @@ int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_
 {
     *unwritten = 0;
     if (w->failed) return UV_EPIPE;
+    /* Small buffers (a response head and its body) make one record, not
+     * one each: a record's overhead and its AEAD pass are per record. */
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    if (nbufs > 1 && total <= 16384) {
+        static __thread char joined[16384];
+        size_t at = 0;
+        for (unsigned i = 0; i < nbufs; i++) {
+            if (bufs[i].len) memcpy(joined + at, bufs[i].base, bufs[i].len);
+            at += bufs[i].len;
+        }
+        uv_buf_t one = uv_buf_init(joined, (unsigned)total);
+        return sharp_tls_conn_encrypt(c, w, &one, 1, unwritten);
+    }
+    /* Every buffer is encrypted before the records go out, so one write
+     * (one system call) carries them all, as a plaintext writev would; the
+     * engine's bounded output is sent early only when it is full. */
     for (unsigned i = 0; i < nbufs; i++) {
         size_t off = 0;
         while (off < bufs[i].len) {
             size_t k = sharp_tls_conn_write(c, bufs[i].base + off, bufs[i].len - off);
             off += k;
+            if (k) continue;
             int rc = sharp_tls_conn_send(c, w);
             if (rc < 0) return rc;
-            /* the output was just drained: taking nothing means the engine
-             * is not open (handshaking, closed or failed) */
+            /* the output was just drained: taking nothing now means the
+             * engine is not open (handshaking, closed or failed) */
+            k = sharp_tls_conn_write(c, bufs[i].base + off, bufs[i].len - off);
             if (!k) {
                 *unwritten = bufs[i].len - off;
                 return UV_ENOTCONN;
             }
+            off += k;
         }
     }
-    return 0;
+    return sharp_tls_conn_send(c, w);
 }
 
 void sharp_tls_conn_close_now(sharp_tls_conn_t *c, sharp_writer_t *w, uv_stream_t *stream)
