@@ -45,7 +45,8 @@ static void on_deadline_list(uv_timer_t *t)
     sharp_deadline_list_t *l = sharp_container_of(t, sharp_deadline_list_t, timer);
     uint64_t now = uv_now(t->loop);
     /* a callback may stop or start other deadlines of this list: the first
-     * one is read again each time; one started now is due later (ms > 0) */
+     * one is read again each time. One started now for 0 ms runs in this
+     * pass, as a libuv timer started for 0 ms from a timer callback does. */
     while (!sharp_dlist_empty(&l->pending)) {
         sharp_deadline_t *d = sharp_container_of(l->pending.next, sharp_deadline_t, link);
         if (d->due > now) {
@@ -80,7 +81,7 @@ void sharp_deadline_start(sharp_worker_t *w, sharp_deadline_t *d, void (*cb)(sha
     sharp_deadline_stop(d);
     d->cb = cb;
     sharp_deadline_list_t *l = NULL, *unused = NULL;
-    for (unsigned i = 0; ms && i < SHARP_DEADLINE_LISTS && !w->stopping; i++) {
+    for (unsigned i = 0; i < SHARP_DEADLINE_LISTS && !w->stopping; i++) {
         sharp_deadline_list_t *c = &w->deadlines[i];
         if (sharp_dlist_empty(&c->pending)) {
             if (!unused) unused = c;

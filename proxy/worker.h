@@ -92,8 +92,8 @@ static inline void sharp_dlist_remove(sharp_dlist_t *n)
 }
 
 /* Deadlines: one-shot timers of the request path (the router's route,
- * per-try and max-stream-duration timeouts) that almost every request
- * starts and almost none lets fire. A libuv timer costs a heap insertion
+ * per-try and max-stream-duration timeouts, a stream's deferred finish)
+ * that almost every request starts. A libuv timer costs a heap insertion
  * and removal among all the worker's timers plus a handle to allocate and
  * close; a deadline is a node in a list of deadlines of one duration,
  * which are due in the order they were started (the loop's clock only goes
@@ -101,8 +101,8 @@ static inline void sharp_dlist_remove(sharp_dlist_t *n)
  * libuv timer, armed for a time at or before its first deadline: stopping
  * the first leaves it armed, and when it fires it runs what is due and
  * re-arms for the next one. A duration without a list of its own (more
- * distinct durations pending at once than lists) or of 0 ms gets a libuv
- * timer of its own, as before. */
+ * distinct durations pending at once than lists) gets a libuv timer of its
+ * own. */
 struct sharp_deadline_list;
 typedef struct sharp_deadline {
     sharp_dlist_t link;

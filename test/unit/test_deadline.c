@@ -18,6 +18,7 @@ static int order[64];
 static unsigned nfired;
 static probe_t *to_stop;    /* stopped by the next callback */
 static probe_t *to_restart; /* started again (same duration) by the next callback */
+static probe_t *to_start0;  /* started for 0 ms by the next callback */
 
 static void on_fire(sharp_deadline_t *d)
 {
@@ -27,6 +28,11 @@ static void on_fire(sharp_deadline_t *d)
     if (to_stop) {
         sharp_deadline_stop(&to_stop->d);
         to_stop = NULL;
+    }
+    if (to_start0) {
+        probe_t *q = to_start0;
+        to_start0 = NULL;
+        sharp_deadline_start(&W, &q->d, on_fire, 0);
     }
     if (to_restart == p) {
         to_restart = NULL;
@@ -41,7 +47,7 @@ static int setup(void **state)
     uv_loop_init(&W.loop);
     sharp_deadlines_init(&W);
     nfired = 0;
-    to_stop = to_restart = NULL;
+    to_stop = to_restart = to_start0 = NULL;
     return 0;
 }
 
@@ -141,7 +147,26 @@ static void test_restart(void **state)
     assert_true(b.fired_at >= t0 + 30);
 }
 
-/* More distinct durations pending than lists, and 0 ms: timers of their own. */
+/* 0 ms: the next loop turn, in the order started; one started from a
+ * callback runs in the same pass, as with a libuv timer. */
+static void test_zero_next_turn(void **state)
+{
+    (void)state;
+    probe_t a = {.id = 1}, b = {.id = 2}, c = {.id = 3};
+    sharp_deadline_start(&W, &a.d, on_fire, 0);
+    sharp_deadline_start(&W, &b.d, on_fire, 0);
+    assert_non_null(a.d.list);
+    assert_int_equal(nfired, 0);
+    to_start0 = &c;
+    uv_run(&W.loop, UV_RUN_NOWAIT);
+    assert_int_equal(nfired, 3);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 2);
+    assert_int_equal(order[2], 3);
+    run(3);
+}
+
+/* More distinct durations pending than lists: timers of their own. */
 static void test_overflow_own_timers(void **state)
 {
     (void)state;
@@ -174,6 +199,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stopped_never_fires, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reused_list_rearms_earlier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_next_turn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow_own_timers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
