@@ -48,12 +48,14 @@ static inline void lower_in_place(char *p, size_t n)
     for (; k < n; k++) p[k] = (char)lower((unsigned char)p[k]);
 }
 
-/* The bit of a name in h->names, from its length and its (lower-cased)
- * first and last bytes: the names a request is searched for differ there. */
+/* The bit of a name in h->names, from its length and its first and last
+ * bytes with bit 0x20 set (the same for both cases of a letter; other
+ * bytes it merges only share bits): the names a request is searched for
+ * differ there. */
 static inline uint64_t name_bit(const char *name, size_t nlen)
 {
     if (!nlen) return 1;
-    unsigned x = (unsigned)nlen * 7u + lower((unsigned char)name[0]) * 3u + lower((unsigned char)name[nlen - 1]);
+    unsigned x = (unsigned)nlen * 7u + ((unsigned char)name[0] | 0x20u) * 3u + ((unsigned char)name[nlen - 1] | 0x20u);
     return (uint64_t)1 << (x & 63);
 }
 
