@@ -113,6 +113,21 @@ static uint32_t buf_put(sharp_headers_t *h, const char *p, size_t n)
     return off;
 }
 
+/* buf_put's growth for a name and value put together: *name and *value,
+ * when they point into the buffer, follow it if it moves. */
+static void buf_reserve(sharp_headers_t *h, size_t n, const char **name, const char **value)
+{
+    if (h->blen + n <= h->bcap && h->buf) return;
+    size_t nat = 0, vat = 0;
+    bool own_name = in_buf(h, *name, &nat), own_value = in_buf(h, *value, &vat);
+    uint32_t cap = h->bcap ? h->bcap : 512;
+    while (cap < h->blen + n) cap *= 2;
+    h->buf = sharp_realloc(h->buf, cap);
+    h->bcap = cap;
+    if (own_name) *name = h->buf + nat;
+    if (own_value) *value = h->buf + vat;
+}
+
 void sharp_headers_copy(sharp_headers_t *dst, const sharp_headers_t *src)
 {
     sharp_headers_clear(dst);
@@ -130,16 +145,18 @@ void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const 
         h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
     }
     sharp_header_entry_t *e = &h->e[h->n++];
-    size_t vat = 0;
-    bool own_value = in_buf(h, value, &vat); /* the name's put may move the buffer */
-    e->name_off = buf_put(h, name, nlen);
-    e->name_len = (uint32_t)nlen;
-    char *np = h->buf + e->name_off;
+    buf_reserve(h, nlen + vlen, &name, &value);
+    uint32_t off = h->blen;
+    char *np = h->buf + off;
+    if (nlen) memcpy(np, name, nlen);
     lower_in_place(np, nlen);
-    h->names |= name_bit(np, nlen);
-    if (own_value) value = h->buf + vat;
-    e->value_off = buf_put(h, value, vlen);
+    if (vlen) memcpy(np + nlen, value, vlen);
+    h->blen = off + (uint32_t)(nlen + vlen);
+    e->name_off = off;
+    e->name_len = (uint32_t)nlen;
+    e->value_off = off + (uint32_t)nlen;
     e->value_len = (uint32_t)vlen;
+    h->names |= name_bit(np, nlen);
     h->bytes += (uint32_t)(nlen + vlen);
 }
 
