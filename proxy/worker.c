@@ -18,6 +18,118 @@ uint64_t sharp_worker_random(sharp_worker_t *w)
     return sharp_xorshift64s(&w->rng);
 }
 
+/* ---- deadlines (worker.h) ---- */
+
+typedef struct sharp_deadline_timer {
+    uv_timer_t t;
+    sharp_deadline_t *d; /* NULL once stopped */
+} sharp_deadline_timer_t;
+
+static void free_deadline_timer(uv_handle_t *h)
+{
+    free(sharp_container_of((uv_timer_t *)h, sharp_deadline_timer_t, t));
+}
+
+static void on_own_deadline(uv_timer_t *t)
+{
+    sharp_deadline_timer_t *dt = sharp_container_of(t, sharp_deadline_timer_t, t);
+    sharp_deadline_t *d = dt->d;
+    uv_close((uv_handle_t *)t, free_deadline_timer);
+    if (!d) return;
+    d->own = NULL;
+    d->cb(d);
+}
+
+static void on_deadline_list(uv_timer_t *t)
+{
+    sharp_deadline_list_t *l = sharp_container_of(t, sharp_deadline_list_t, timer);
+    uint64_t now = uv_now(t->loop);
+    /* a callback may stop or start other deadlines of this list: the first
+     * one is read again each time. One started now for 0 ms runs in this
+     * pass, as a libuv timer started for 0 ms from a timer callback does. */
+    while (!sharp_dlist_empty(&l->pending)) {
+        sharp_deadline_t *d = sharp_container_of(l->pending.next, sharp_deadline_t, link);
+        if (d->due > now) {
+            if (!uv_is_active((uv_handle_t *)t) || l->armed > d->due) {
+                l->armed = d->due;
+                uv_timer_start(t, on_deadline_list, d->due - now, 0);
+            }
+            return;
+        }
+        sharp_dlist_remove(&d->link);
+        d->list = NULL;
+        d->cb(d);
+    }
+}
+
+void sharp_deadline_stop(sharp_deadline_t *d)
+{
+    if (d->list) {
+        sharp_dlist_remove(&d->link);
+        d->list = NULL; /* the list's timer stays armed: it re-arms when it fires */
+    }
+    if (d->own) {
+        uv_timer_stop(&d->own->t);
+        d->own->d = NULL;
+        uv_close((uv_handle_t *)&d->own->t, free_deadline_timer);
+        d->own = NULL;
+    }
+}
+
+void sharp_deadline_start(sharp_worker_t *w, sharp_deadline_t *d, void (*cb)(sharp_deadline_t *d), uint64_t ms)
+{
+    sharp_deadline_stop(d);
+    d->cb = cb;
+    sharp_deadline_list_t *l = NULL, *unused = NULL;
+    for (unsigned i = 0; i < SHARP_DEADLINE_LISTS && !w->stopping; i++) {
+        sharp_deadline_list_t *c = &w->deadlines[i];
+        if (sharp_dlist_empty(&c->pending)) {
+            if (!unused) unused = c;
+        } else if (c->ms == ms) {
+            l = c;
+            break;
+        }
+    }
+    if (!l && unused) {
+        l = unused;
+        l->ms = ms;
+    }
+    if (!l) {
+        sharp_deadline_timer_t *dt = sharp_calloc(1, sizeof *dt);
+        uv_timer_init(&w->loop, &dt->t);
+        dt->d = d;
+        d->own = dt;
+        uv_timer_start(&dt->t, on_own_deadline, ms, 0);
+        return;
+    }
+    uint64_t now = uv_now(&w->loop);
+    d->due = now + ms < now ? UINT64_MAX : now + ms; /* clamped as libuv clamps */
+    sharp_dlist_push(&l->pending, &d->link);
+    d->list = l;
+    /* an unused list's timer may still be armed for a later time than this
+     * (it served a longer duration) */
+    if (!uv_is_active((uv_handle_t *)&l->timer) || l->armed > d->due) {
+        l->armed = d->due;
+        uv_timer_start(&l->timer, on_deadline_list, ms, 0);
+    }
+}
+
+void sharp_deadlines_init(sharp_worker_t *w)
+{
+    for (unsigned i = 0; i < SHARP_DEADLINE_LISTS; i++) {
+        uv_timer_init(&w->loop, &w->deadlines[i].timer);
+        sharp_dlist_init(&w->deadlines[i].pending);
+    }
+}
+
+void sharp_deadlines_close(sharp_worker_t *w)
+{
+    for (unsigned i = 0; i < SHARP_DEADLINE_LISTS; i++) {
+        uv_timer_stop(&w->deadlines[i].timer);
+        uv_close((uv_handle_t *)&w->deadlines[i].timer, NULL);
+    }
+}
+
 static bool accepting_stopped(const sharp_listener_config_t *l)
 {
     return !l->bypass_overload_manager && sharp_overload_state(SHARP_OL_STOP_ACCEPTING_CONNECTIONS) >= 1000000u;
@@ -235,6 +347,7 @@ static void on_wakeup(uv_async_t *a)
         uv_idle_stop(&w->flush_idle);
         uv_close((uv_handle_t *)&w->flush_idle, NULL);
         uv_close((uv_handle_t *)&w->wakeup, NULL);
+        sharp_deadlines_close(w);
     }
 }
 
@@ -292,6 +405,7 @@ int sharp_worker_init(sharp_worker_t *w)
     uv_idle_init(&w->loop, &w->flush_idle);
     w->flush_idle.data = w;
     uv_timer_start(&w->tick, on_tick, 1000, 1000);
+    sharp_deadlines_init(w);
     sharp_access_log_worker_init(w);
     w->drain_epoch = sharp_upstream_drain_epoch();
     setup_clusters(w);

@@ -91,6 +91,49 @@ static inline void sharp_dlist_remove(sharp_dlist_t *n)
     n->prev = n->next = n;
 }
 
+/* Deadlines: one-shot timers of the request path (the router's route,
+ * per-try and max-stream-duration timeouts, a stream's deferred finish)
+ * that almost every request starts. A libuv timer costs a heap insertion
+ * and removal among all the worker's timers plus a handle to allocate and
+ * close; a deadline is a node in a list of deadlines of one duration,
+ * which are due in the order they were started (the loop's clock only goes
+ * forward), so starting appends and stopping unlinks. Each list has one
+ * libuv timer, armed for a time at or before its first deadline: stopping
+ * the first leaves it armed, and when it fires it runs what is due and
+ * re-arms for the next one. A duration without a list of its own (more
+ * distinct durations pending at once than lists) gets a libuv timer of its
+ * own. */
+struct sharp_deadline_list;
+typedef struct sharp_deadline {
+    sharp_dlist_t link;
+    struct sharp_deadline_list *list; /* the list it waits in; NULL: none */
+    struct sharp_deadline_timer *own; /* its own libuv timer instead; NULL: none */
+    uint64_t due;                     /* loop time (ms) it is due at, in a list */
+    void (*cb)(struct sharp_deadline *d);
+} sharp_deadline_t;
+
+#define SHARP_DEADLINE_LISTS 8
+typedef struct sharp_deadline_list {
+    uv_timer_t timer;
+    sharp_dlist_t pending; /* earliest first */
+    uint64_t ms;           /* the duration of its deadlines, while any is pending */
+    uint64_t armed;        /* when the timer is due, while it is active */
+} sharp_deadline_list_t;
+
+struct sharp_worker;
+/* Starts (or restarts) d to call cb after ms milliseconds of loop time. */
+void sharp_deadline_start(struct sharp_worker *w, sharp_deadline_t *d, void (*cb)(sharp_deadline_t *d), uint64_t ms);
+/* Stops d if pending; a zeroed deadline is not pending. */
+void sharp_deadline_stop(sharp_deadline_t *d);
+/* The worker's lists' timers: set up with its loop, closed when it stops
+ * (a deadline started after that gets a timer of its own). */
+void sharp_deadlines_init(struct sharp_worker *w);
+void sharp_deadlines_close(struct sharp_worker *w);
+static inline bool sharp_deadline_pending(const sharp_deadline_t *d)
+{
+    return d->list || d->own;
+}
+
 /* A listening socket: TCP, or a Unix domain socket (a pipe address). */
 typedef union sharp_listen_handle {
     uv_handle_t handle;
@@ -139,6 +182,7 @@ typedef struct sharp_worker {
     _Atomic uint32_t active_connections;
     sharp_dlist_t shadows;           /* mirrored requests in flight (upstream/shadow.h) */
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
+    sharp_deadline_list_t deadlines[SHARP_DEADLINE_LISTS];
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);

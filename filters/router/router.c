@@ -69,9 +69,10 @@ typedef struct router_state {
     sharp_host_t *host;                 /* host of the current try */
     const sharp_weighted_cluster_t *wc; /* the weighted cluster picked, if any */
     sharp_upstream_request_t ureq;
-    router_timer_t *timer;         /* route timeout */
-    router_timer_t *try_timer;     /* per-try timeout */
-    router_timer_t *duration_timer; /* the cluster's max_stream_duration, per try */
+    /* deadlines (worker.h): most requests start and stop them, few let them fire */
+    sharp_deadline_t timer;          /* route timeout */
+    sharp_deadline_t try_timer;      /* per-try timeout */
+    sharp_deadline_t duration_timer; /* the cluster's max_stream_duration, per try */
     router_timer_t *backoff_timer; /* retry back-off */
     router_timer_t *route_duration_timer; /* the route's max_stream_duration, for the stream */
     uint64_t request_end_ns;       /* when the downstream request ended (0: not yet) */
@@ -160,6 +161,11 @@ static void timer_stop(router_timer_t *t)
     if (t) uv_timer_stop(&t->t);
 }
 
+static void deadline_start(router_state_t *rs, sharp_deadline_t *d, void (*cb)(sharp_deadline_t *d), uint64_t ms)
+{
+    sharp_deadline_start(sharp_stream_worker(rs->f->stream), d, cb, ms);
+}
+
 static void free_timer(uv_handle_t *h)
 {
     free(sharp_container_of((uv_timer_t *)h, router_timer_t, t));
@@ -179,8 +185,8 @@ static void timer_free(router_timer_t **slot)
  * request and retry slots. */
 static void release_upstream(router_state_t *rs)
 {
-    timer_stop(rs->try_timer);
-    timer_stop(rs->duration_timer);
+    sharp_deadline_stop(&rs->try_timer);
+    sharp_deadline_stop(&rs->duration_timer);
     if (rs->retry_slot) {
         rs->retry_slot = false;
         sharp_cluster_retry_release(rs->cluster, rs->priority);
@@ -210,7 +216,7 @@ static void upstream_failure_reply(router_state_t *rs, uint32_t code, const char
 {
     /* a retry waiting out its back-off has not been attempted yet */
     uint32_t attempts = rs->backing_off && rs->attempt ? rs->attempt - 1 : rs->attempt;
-    timer_stop(rs->timer);
+    sharp_deadline_stop(&rs->timer);
     timer_stop(rs->backoff_timer);
     rs->backing_off = false;
     release_upstream(rs);
@@ -387,11 +393,10 @@ static void schedule_retry(router_state_t *rs)
     uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, wait, 0);
 }
 
-static void on_timeout(uv_timer_t *t)
+static void on_timeout(sharp_deadline_t *d)
 {
-    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
-    router_state_t *rs = rt->rs;
-    if (!rs || rs->response_done) return;
+    router_state_t *rs = sharp_container_of(d, router_state_t, timer);
+    if (rs->response_done) return;
     sharp_debug(router, "[C%llu][S%llu] upstream timeout (%llu ms)", rs->f->stream->conn_id, rs->f->stream->id,
                 (unsigned long long)rs->timeout_ms);
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_timeout);
@@ -419,14 +424,13 @@ static void start_timer(router_state_t *rs)
     /* an upgrade's request never ends: its timeout runs from the request
      * headers to the upstream's answer and never covers the tunnel */
     if (rs->upgrade && rs->response_headers) return;
-    uv_timer_start(&timer_get(rs, &rs->timer)->t, on_timeout, rs->timeout_ms, 0);
+    deadline_start(rs, &rs->timer, on_timeout, rs->timeout_ms);
 }
 
-static void on_per_try_timeout(uv_timer_t *t)
+static void on_per_try_timeout(sharp_deadline_t *d)
 {
-    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
-    router_state_t *rs = rt->rs;
-    if (!rs || !rs->upstream_active || rs->response_headers) return;
+    router_state_t *rs = sharp_container_of(d, router_state_t, try_timer);
+    if (!rs->upstream_active || rs->response_headers) return;
     sharp_debug(router, "[C%llu][S%llu] upstream per try timeout (%llu ms, host %s)", rs->f->stream->conn_id,
                 rs->f->stream->id, (unsigned long long)rs->per_try_timeout_ms, rs->host->address);
     sharp_counter_inc(shard(rs), rs->cluster->st.upstream_rq_per_try_timeout);
@@ -446,11 +450,10 @@ static void on_per_try_timeout(uv_timer_t *t)
  * upstream stream is reset and retried as a reset (retry_on 5xx,
  * gateway-error or reset); otherwise 408 while the request is still
  * arriving, else 504, or a reset once the response has started. */
-static void on_max_stream_duration(uv_timer_t *t)
+static void on_max_stream_duration(sharp_deadline_t *d)
 {
-    router_timer_t *rt = sharp_container_of(t, router_timer_t, t);
-    router_state_t *rs = rt->rs;
-    if (!rs || !rs->upstream_active || rs->response_done) return;
+    router_state_t *rs = sharp_container_of(d, router_state_t, duration_timer);
+    if (!rs->upstream_active || rs->response_done) return;
     sharp_stream_t *s = rs->f->stream;
     sharp_debug(router, "[C%llu][S%llu] upstream max stream duration reached (host %s)", s->conn_id, s->id,
                 rs->host->address);
@@ -461,7 +464,7 @@ static void on_max_stream_duration(uv_timer_t *t)
         return;
     }
     if (rs->response_headers) {
-        timer_stop(rs->timer);
+        sharp_deadline_stop(&rs->timer);
         release_upstream(rs);
         s->info.response_code_details = "upstream_max_stream_duration_reached";
         sharp_stream_reset(s, SHARP_RF_UPSTREAM_MAX_STREAM_DURATION_REACHED);
@@ -477,7 +480,7 @@ static void on_max_stream_duration(uv_timer_t *t)
 static void start_try_timer(router_state_t *rs)
 {
     if (!rs->per_try_timeout_ms || !rs->upstream_active || !rs->bound || rs->response_headers || rs->upgrade) return;
-    uv_timer_start(&timer_get(rs, &rs->try_timer)->t, on_per_try_timeout, rs->per_try_timeout_ms, 0);
+    deadline_start(rs, &rs->try_timer, on_per_try_timeout, rs->per_try_timeout_ms);
 }
 
 static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r,
@@ -706,7 +709,7 @@ static void start_try(router_state_t *rs)
             rs->retry_slot = false;
             sharp_cluster_retry_release(c, rs->priority);
         }
-        timer_stop(rs->timer);
+        sharp_deadline_stop(&rs->timer);
         /* Envoy counts an attempt only once it has a connection pool: a try
          * without a host adds none */
         const char *hdrs[3] = {NULL};
@@ -1088,8 +1091,7 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     if (rs->request_end_seen) start_try_timer(rs);
     /* Envoy arms it when the try gets its connection; 0s means none. */
     if (rs->cluster->max_stream_duration_ms)
-        uv_timer_start(&timer_get(rs, &rs->duration_timer)->t, on_max_stream_duration,
-                       rs->cluster->max_stream_duration_ms, 0);
+        deadline_start(rs, &rs->duration_timer, on_max_stream_duration, rs->cluster->max_stream_duration_ms);
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
         sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     }
@@ -1130,7 +1132,7 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
 static void finish_response(router_state_t *rs, uint64_t now)
 {
     rs->response_done = true;
-    timer_stop(rs->timer);
+    sharp_deadline_stop(&rs->timer);
     sharp_histogram_record(shard(rs), rs->cluster->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
     release_upstream(rs);
@@ -1178,8 +1180,8 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     }
     s->info.upstream_first_byte_ns = now;
     rs->response_headers = true;
-    timer_stop(rs->try_timer);
-    if (rs->upgrade) timer_stop(rs->timer); /* the answer came: the tunnel has no route timeout */
+    sharp_deadline_stop(&rs->try_timer);
+    if (rs->upgrade) sharp_deadline_stop(&rs->timer); /* the answer came: the tunnel has no route timeout */
     if (!suppress_headers(rs)) {
         char t[20];
         size_t tl = sharp_u64_to_str((now - rs->upstream_start_ns) / 1000000, t);
@@ -1252,7 +1254,7 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
         upstream_failure_reply(rs, code, body, flag, details);
         return;
     }
-    timer_stop(rs->timer);
+    sharp_deadline_stop(&rs->timer);
     release_upstream(rs);
     rs->f->stream->info.response_code_details = "upstream_reset_after_response_started";
     sharp_stream_reset(rs->f->stream, flag);
@@ -1295,9 +1297,9 @@ static void router_on_destroy(sharp_filter_t *f)
     for (uint32_t i = 0; i < rs->nshadows; i++)
         if (rs->shadows[i]) sharp_shadow_cancel(rs->shadows[i]);
     free(rs->shadows);
-    timer_free(&rs->timer);
-    timer_free(&rs->try_timer);
-    timer_free(&rs->duration_timer);
+    sharp_deadline_stop(&rs->timer);
+    sharp_deadline_stop(&rs->try_timer);
+    sharp_deadline_stop(&rs->duration_timer);
     timer_free(&rs->backoff_timer);
     timer_free(&rs->route_duration_timer);
     sharp_sbuf_free(&rs->pending_body);

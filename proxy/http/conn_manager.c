@@ -1128,7 +1128,7 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     if (c->codec->stream_released) c->codec->stream_released(s);
     sharp_sbuf_free(&s->dec_buf);
     sharp_sbuf_free(&s->enc_buf);
-    uv_timer_stop(&s->defer_timer);
+    sharp_deadline_stop(&s->defer);
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
@@ -1142,9 +1142,9 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
  * the next loop turn: the call usually comes from deep inside a filter's
  * callback (the router delivering the last byte), and the stream, its
  * filters and their state must outlive that callback. */
-static void on_stream_finish(uv_timer_t *t)
+static void on_stream_finish(sharp_deadline_t *d)
 {
-    sharp_stream_t *s = t->data;
+    sharp_stream_t *s = sharp_container_of(d, sharp_stream_t, defer);
     if (!s->request_complete) sharp_counter_inc(STATS(s->conn), s->hcm->st.rq_response_before_rq_complete);
     s->conn->codec->stream_done(s->conn, s, false);
 }
@@ -1156,7 +1156,7 @@ void sharp_conn_stream_maybe_finish(sharp_stream_t *s)
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
-    uv_timer_start(&s->defer_timer, on_stream_finish, 0, 0);
+    sharp_deadline_start(s->conn->worker, &s->defer, on_stream_finish, 0);
 }
 
 void sharp_conn_write(sharp_conn_t *c, const uv_buf_t *b, unsigned n)
@@ -1200,9 +1200,9 @@ bool sharp_codec_downstream_above_watermark(sharp_stream_t *s)
     return s->conn->codec->above_watermark(s);
 }
 
-static void on_stream_reset(uv_timer_t *t)
+static void on_stream_reset(sharp_deadline_t *d)
 {
-    sharp_stream_t *s = t->data;
+    sharp_stream_t *s = sharp_container_of(d, sharp_stream_t, defer);
     s->conn->codec->stream_done(s->conn, s, true);
 }
 
@@ -1218,7 +1218,7 @@ void sharp_codec_reset(sharp_stream_t *s)
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);
     uv_timer_stop(&s->headers_timer);
-    uv_timer_start(&s->defer_timer, on_stream_reset, 0, 0);
+    sharp_deadline_start(s->conn->worker, &s->defer, on_stream_reset, 0);
 }
 
 void sharp_conn_defer_flush(sharp_conn_t *c)

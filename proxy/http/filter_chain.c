@@ -151,20 +151,36 @@ static void ip_only(const struct sockaddr *sa, char *out, size_t cap)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
 }
 
+/* The 16 hex digits of w, most significant first. */
+static void hex16(uint64_t w, char out[16])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex[w & 0xf];
+        w >>= 4;
+    }
+}
+
 /* A version-4 UUID from the worker's PRNG, as x-request-id. */
 static void make_uuid(sharp_worker_t *w, char out[37])
 {
-    static const char hex[] = "0123456789abcdef";
     uint64_t a = sharp_worker_random(w), b = sharp_worker_random(w);
     a = (a & 0xffffffffffff0fffull) | 0x0000000000004000ull; /* version 4 */
     b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull; /* RFC 4122 variant */
-    char *o = out;
-    for (int i = 0; i < 32; i++) {
-        if (i == 8 || i == 12 || i == 16 || i == 20) *o++ = '-';
-        uint64_t word = i < 16 ? a : b;
-        *o++ = hex[(word >> (60 - 4 * (i % 16))) & 0xf];
-    }
-    *o = '\0';
+    char x[32];
+    hex16(a, x);
+    hex16(b, x + 16);
+    /* 8-4-4-4-12 */
+    memcpy(out, x, 8);
+    out[8] = '-';
+    memcpy(out + 9, x + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, x + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, x + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, x + 20, 12);
+    out[36] = '\0';
 }
 
 /* The request headers Envoy removes from every request that is not

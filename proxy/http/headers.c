@@ -23,12 +23,39 @@ static inline unsigned char lower(unsigned char c)
     return (unsigned char)((unsigned)(c - 'A') < 26u ? c + 32 : c);
 }
 
-/* The bit of a name in h->names, from its length and its (lower-cased)
- * first and last bytes: the names a request is searched for differ there. */
+/* lower() of eight bytes at once: a byte of 'A'..'Z' (its high bit clear,
+ * its low seven bits from 0x41 to 0x5a) gets 0x20 added; no other byte
+ * changes, and no sum carries into the next byte. Names are lower-cased on
+ * every add and compared on every lookup, a few bytes per loop turn. */
+static inline uint64_t lower8(uint64_t x)
+{
+    uint64_t low7 = x & 0x7f7f7f7f7f7f7f7full;
+    uint64_t ge_a = low7 + 0x3f3f3f3f3f3f3f3full;  /* high bit: low7 >= 'A' */
+    uint64_t gt_z = low7 + 0x2525252525252525ull;  /* high bit: low7 > 'Z' */
+    uint64_t upper = (ge_a ^ gt_z) & ~x & 0x8080808080808080ull;
+    return x | (upper >> 2);
+}
+
+static inline void lower_in_place(char *p, size_t n)
+{
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        uint64_t x;
+        memcpy(&x, p + k, 8);
+        x = lower8(x);
+        memcpy(p + k, &x, 8);
+    }
+    for (; k < n; k++) p[k] = (char)lower((unsigned char)p[k]);
+}
+
+/* The bit of a name in h->names, from its length and its first and last
+ * bytes with bit 0x20 set (the same for both cases of a letter; other
+ * bytes it merges only share bits): the names a request is searched for
+ * differ there. */
 static inline uint64_t name_bit(const char *name, size_t nlen)
 {
     if (!nlen) return 1;
-    unsigned x = (unsigned)nlen * 7u + lower((unsigned char)name[0]) * 3u + lower((unsigned char)name[nlen - 1]);
+    unsigned x = (unsigned)nlen * 7u + ((unsigned char)name[0] | 0x20u) * 3u + ((unsigned char)name[nlen - 1] | 0x20u);
     return (uint64_t)1 << (x & 63);
 }
 
@@ -37,7 +64,14 @@ static inline bool name_eq(const sharp_headers_t *h, uint32_t i, const char *nam
 {
     if (h->e[i].name_len != nlen) return false;
     const char *st = h->buf + h->e[i].name_off;
-    for (size_t k = 0; k < nlen; k++)
+    size_t k = 0;
+    for (; k + 8 <= nlen; k += 8) {
+        uint64_t a, b;
+        memcpy(&a, st + k, 8);
+        memcpy(&b, name + k, 8);
+        if (a != lower8(b)) return false;
+    }
+    for (; k < nlen; k++)
         if ((unsigned char)st[k] != lower((unsigned char)name[k])) return false;
     return true;
 }
@@ -79,6 +113,21 @@ static uint32_t buf_put(sharp_headers_t *h, const char *p, size_t n)
     return off;
 }
 
+/* buf_put's growth for a name and value put together: *name and *value,
+ * when they point into the buffer, follow it if it moves. */
+static void buf_reserve(sharp_headers_t *h, size_t n, const char **name, const char **value)
+{
+    if (h->blen + n <= h->bcap && h->buf) return;
+    size_t nat = 0, vat = 0;
+    bool own_name = in_buf(h, *name, &nat), own_value = in_buf(h, *value, &vat);
+    uint32_t cap = h->bcap ? h->bcap : 512;
+    while (cap < h->blen + n) cap *= 2;
+    h->buf = sharp_realloc(h->buf, cap);
+    h->bcap = cap;
+    if (own_name) *name = h->buf + nat;
+    if (own_value) *value = h->buf + vat;
+}
+
 void sharp_headers_copy(sharp_headers_t *dst, const sharp_headers_t *src)
 {
     sharp_headers_clear(dst);
@@ -96,16 +145,18 @@ void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const 
         h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
     }
     sharp_header_entry_t *e = &h->e[h->n++];
-    size_t vat = 0;
-    bool own_value = in_buf(h, value, &vat); /* the name's put may move the buffer */
-    e->name_off = buf_put(h, name, nlen);
+    buf_reserve(h, nlen + vlen, &name, &value);
+    uint32_t off = h->blen;
+    char *np = h->buf + off;
+    if (nlen) memcpy(np, name, nlen);
+    lower_in_place(np, nlen);
+    if (vlen) memcpy(np + nlen, value, vlen);
+    h->blen = off + (uint32_t)(nlen + vlen);
+    e->name_off = off;
     e->name_len = (uint32_t)nlen;
-    char *np = h->buf + e->name_off;
-    for (size_t i = 0; i < nlen; i++) np[i] = (char)lower((unsigned char)np[i]);
-    h->names |= name_bit(np, nlen);
-    if (own_value) value = h->buf + vat;
-    e->value_off = buf_put(h, value, vlen);
+    e->value_off = off + (uint32_t)nlen;
     e->value_len = (uint32_t)vlen;
+    h->names |= name_bit(np, nlen);
     h->bytes += (uint32_t)(nlen + vlen);
 }
 
@@ -124,7 +175,7 @@ void sharp_headers_append_last_name(sharp_headers_t *h, const char *p, size_t n)
     if (!h->n) return;
     sharp_header_entry_t *e = &h->e[h->n - 1];
     uint32_t off = buf_put(h, p, n);
-    for (size_t i = 0; i < n; i++) h->buf[off + i] = (char)lower((unsigned char)h->buf[off + i]);
+    lower_in_place(h->buf + off, n);
     e->name_len += (uint32_t)n;
     e->value_off = h->blen; /* value starts after the name */
     h->names |= name_bit(h->buf + e->name_off, e->name_len); /* the name so far: its final bit is set last */

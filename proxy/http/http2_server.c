@@ -606,7 +606,10 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
         sharp_conn_start_drain(c);
     }
     char status[4] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
-    nghttp2_nv *nv = sharp_calloc(hd->n + 1, sizeof *nv);
+    /* nghttp2 copies the list when the response is submitted: a response
+     * of usual size needs no allocation for it */
+    nghttp2_nv nv_local[32];
+    nghttp2_nv *nv = hd->n + 1 <= 32 ? nv_local : sharp_calloc(hd->n + 1, sizeof *nv);
     size_t nn = 0;
     nv[nn++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (uint32_t i = 0; i < hd->n; i++) {
@@ -624,7 +627,7 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
         nghttp2_data_provider dp = {.source = {.ptr = NULL}, .read_callback = read_body};
         nghttp2_submit_response(c->h2->session, h->id, nv, nn, &dp);
     }
-    free(nv);
+    if (nv != nv_local) free(nv);
     h2_schedule(c);
 }
 

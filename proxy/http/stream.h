@@ -77,8 +77,11 @@ struct sharp_stream {
      * timeout, unless idle_expired (it fired; activity re-arms it) */
     uint64_t idle_since_ns;
     bool idle_expired;
-    /* Defers the finish or reset to the next loop turn; its close callback
-     * frees the stream (with the optional timers below). */
+    /* Defers the finish or reset to the next loop turn (a 0 ms deadline,
+     * worker.h) */
+    sharp_deadline_t defer;
+    /* Never started: its close callback frees the stream (with the
+     * optional timers below). */
     uv_timer_t defer_timer;
     uv_timer_t request_timer; /* request_timeout */
     uv_timer_t duration_timer; /* max_stream_duration */

@@ -775,10 +775,12 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
         fail_later(s, SHARP_RESET_PROTOCOL_ERROR, "upgrade over HTTP/2 is not supported");
         return;
     }
-    nghttp2_nv *nv = sharp_calloc(h->n + 4, sizeof *nv);
-    /* names are lower-cased into one buffer */
-    char *lower = sharp_calloc(1, sharp_headers_byte_size(h) + 1);
-    size_t nn = 0, lo = 0;
+    /* nghttp2 copies the list when the request is submitted: a request of
+     * usual size needs no allocation for it. Names are the map's, which
+     * stores them lower-case (headers.h), as HTTP/2 wants them. */
+    nghttp2_nv nv_local[32];
+    nghttp2_nv *nv = h->n + 4 <= 32 ? nv_local : sharp_calloc(h->n + 4, sizeof *nv);
+    size_t nn = 0;
 #define NV(k_, kl_, v_, vl_) nv[nn++] = (nghttp2_nv){(uint8_t *)(k_), (uint8_t *)(v_), (kl_), (vl_), NGHTTP2_NV_FLAG_NONE}
     NV(":method", 7, method.p, method.len);
     NV(":scheme", 7, scheme.p, scheme.len);
@@ -787,18 +789,12 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if (!n.len || n.p[0] == ':' || connection_specific(n, v)) continue;
-        for (size_t k = 0; k < n.len; k++) {
-            char ch = n.p[k];
-            lower[lo + k] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
-        }
-        NV(lower + lo, n.len, v.p, v.len);
-        lo += n.len;
+        NV(n.p, n.len, v.p, v.len);
     }
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(hc->ng, NULL, nv, nn, end_stream ? NULL : &prd, s);
-    free(nv);
-    free(lower);
+    if (nv != nv_local) free(nv);
     if (id < 0) {
         fail_later(s, SHARP_RESET_LOCAL, nghttp2_strerror(id));
         return;

@@ -215,6 +215,47 @@ static void test_empty_first_header_has_spans(void **state)
     sharp_headers_free(&h);
 }
 
+/* Names are lower-cased eight bytes at a time: every byte value at every
+ * position of a long name, and at the tail, changes exactly as one byte
+ * at a time would ('A'..'Z' only), and lookups in any case find it. */
+static void test_lowercase_every_byte(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    for (unsigned len = 1; len <= 19; len++) {
+        for (unsigned c = 0; c < 256; c++) {
+            char name[19], want[19], other[19];
+            for (unsigned i = 0; i < len; i++) {
+                /* byte c at every position, other bytes of all kinds around it */
+                unsigned char b = (unsigned char)((i % 3 == 0) ? c : (i % 3 == 1) ? (c ^ 0x80u) : (c + 37u * i));
+                name[i] = (char)b;
+                want[i] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
+                other[i] = (char)(b >= 'a' && b <= 'z' ? b - 32 : b);
+            }
+            sharp_headers_clear(&h);
+            sharp_headers_add(&h, name, len, "v", 1);
+            sharp_str_t n = sharp_headers_name(&h, 0);
+            assert_int_equal(n.len, len);
+            assert_memory_equal(n.p, want, len);
+            assert_int_equal(sharp_headers_find(&h, name, len, 0), 0);
+            assert_int_equal(sharp_headers_find(&h, want, len, 0), 0);
+            assert_int_equal(sharp_headers_find(&h, other, len, 0), 0);
+            /* one byte different (not only by case) is another name */
+            for (unsigned i = 0; i < len; i++) {
+                char diff[19];
+                memcpy(diff, want, len);
+                diff[i] = (char)(diff[i] ^ 0x01);
+                if ((unsigned char)want[i] >= 0x60 && (unsigned char)want[i] <= 0x7b) diff[i] = (char)(want[i] ^ 0x02);
+                bool same = (unsigned char)diff[i] >= 'A' && (unsigned char)diff[i] <= 'Z' &&
+                            (unsigned char)(diff[i] + 32) == (unsigned char)want[i];
+                if (!same) assert_int_equal(sharp_headers_find(&h, diff, len, 0), -1);
+            }
+        }
+    }
+    sharp_headers_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_list_next),
         cmocka_unit_test(test_value_from_same_map_survives_growth),
         cmocka_unit_test(test_empty_first_header_has_spans),
+        cmocka_unit_test(test_lowercase_every_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
