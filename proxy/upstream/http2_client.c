@@ -65,6 +65,7 @@ struct h2_conn {
     uint32_t nstreams;     /* bound streams (the pool's nactive for this connection) */
     uv_timer_t flush_timer, ping_timer, ping_timeout;
     bool flush_scheduled;
+    sharp_sbuf_t batch; /* frames of one flush, written together */
     bool in_recv;
     bool goaway;
     bool ping_outstanding;
@@ -487,18 +488,31 @@ static void flush(h2_conn_t *hc)
     if (conn_closing(hc)) return;
     /* everything made before has been written out: nothing is pending */
     if (hc->c->writer.queued == 0) hc->outbound_frames = hc->outbound_control_frames = 0;
+    /* nghttp2 hands out about a frame per call: the frames of one flush go
+     * to the socket in one write (up to 64 KiB at a time), not a system
+     * call each */
+    sharp_sbuf_t *batch = &hc->batch;
     for (;;) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(hc->ng, &data);
-        if (conn_closing(hc)) return;
+        if (conn_closing(hc)) {
+            sharp_sbuf_reset(batch);
+            return;
+        }
         if (n < 0) {
             sharp_debug(pool, "[C%llu] HTTP/2 send failed: %s", hc->c->id, nghttp2_strerror((int)n));
+            sharp_sbuf_reset(batch);
             conn_fail(hc, SHARP_RESET_PROTOCOL_ERROR, "protocol error");
             return;
         }
+        if (n > 0) sharp_sbuf_append(batch, (const char *)data, (size_t)n);
+        if ((n == 0 || batch->len >= 64 * 1024) && batch->len) {
+            uv_buf_t b = uv_buf_init(batch->data, (unsigned)batch->len);
+            sharp_writer_write(&hc->c->writer, &b, 1);
+            sharp_sbuf_reset(batch);
+            if (conn_closing(hc)) return;
+        }
         if (n == 0) break;
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
-        sharp_writer_write(&hc->c->writer, &b, 1);
     }
     /* neither side wants more: a drained connection is done */
     if (!nghttp2_session_want_read(hc->ng) && !nghttp2_session_want_write(hc->ng) && hc->c->writer.queued == 0) {
@@ -655,6 +669,7 @@ static void h2_destroy(sharp_upstream_conn_t *c)
     h2_conn_t *hc = HC(c);
     while (!sharp_dlist_empty(&hc->streams)) stream_free(STREAM(hc->streams.next));
     if (hc->ng) nghttp2_session_del(hc->ng);
+    sharp_sbuf_free(&hc->batch);
     free(hc);
     c->codec_state = NULL;
 }
