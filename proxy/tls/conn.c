@@ -365,11 +365,12 @@ char *sharp_tls_conn_xfcc(const sharp_tls_conn_t *c, unsigned what)
     }
     if (what & SHARP_XFCC_CHAIN) {
         sharp_sbuf_puts(&b, first ? "Chain=\"" : ";Chain=\"");
+        /* the certificates the client sent, its own first (OpenSSL's
+         * server-side chain leaves the leaf out) */
+        xfcc_pem(&b, peer);
         STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
-        if (chain && sk_X509_num(chain))
-            for (int i = 0; i < sk_X509_num(chain); i++) xfcc_pem(&b, sk_X509_value(chain, i));
-        else
-            xfcc_pem(&b, peer);
+        for (int i = 0; chain && i < sk_X509_num(chain); i++)
+            if (X509_cmp(sk_X509_value(chain, i), peer) != 0) xfcc_pem(&b, sk_X509_value(chain, i));
         sharp_sbuf_puts(&b, "\"");
         first = false;
     }

@@ -99,7 +99,7 @@ REFUSED = [
     ("listener_extra", "use_original_dst: true\n", LISTENER + ".use_original_dst", "original destination"),
     ("hcm_extra", "local_reply_config: { mappers: [ { filter: { traceable_filter: {} } } ] }\n",
      HCM + ".local_reply_config.mappers[0].filter.traceable_filter", "tracing"),
-    ("hcm_extra", "forward_client_cert_details: SANITIZE_SET\n", HCM + ".forward_client_cert_details", "TLS"),
+    ("hcm_extra", "proxy_100_continue: true\n", HCM + ".proxy_100_continue", "proxying 100-continue"),
     ("hcm_extra", "upgrade_configs: [{ upgrade_type: websocket, filters: [{ name: envoy.filters.http.router }] }]\n",
      HCM + ".upgrade_configs[0].filters", "upgrade filter chains"),
     ("hcm_extra", "http2_protocol_options: { custom_settings_parameters: [{ identifier: 9, value: 1 }] }\n",

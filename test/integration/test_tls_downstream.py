@@ -657,3 +657,25 @@ def test_forward_client_cert_details(procs, upstream, pki, mode):
     hdrs = {k.lower(): v for k, v in json.loads(r.stdout)["headers"]}
     assert hdrs.get("x-forwarded-client-cert") == ("By=spiffe://front;Hash=00" if mode == "ALWAYS_FORWARD_ONLY"
                                                     else None), (mode, hdrs)
+
+
+def test_forward_client_cert_with_cert_and_chain(procs, upstream, pki):
+    """set_current_client_cert_details cert and chain: the client's
+    certificate (and its chain as presented) URL-encoded PEM in Cert="..." and
+    Chain="...", after Hash and before Subject, as Envoy orders them."""
+    import hashlib
+    import ssl as _ssl
+    import urllib.parse
+    extra = ("forward_client_cert_details: SANITIZE_SET\n"
+             "set_current_client_cert_details: { cert: true, chain: true, subject: true }\n")
+    t = start(procs, upstream, pki, client_ca=True, hcm_extra=extra)
+    got = _xfcc_seen(t)
+    pem = open(f"{pki}/client.crt").read()
+    der = _ssl.PEM_cert_to_DER_cert(pem)
+    parts = got.split(";")
+    assert parts[0] == "Hash=" + hashlib.sha256(der).hexdigest(), got
+    assert parts[1].startswith('Cert="') and parts[2].startswith('Chain="') and parts[3] == 'Subject="O=Example,CN=client"'
+    cert = urllib.parse.unquote(parts[1][len('Cert="'):-1])
+    chain = urllib.parse.unquote(parts[2][len('Chain="'):-1])
+    assert _ssl.PEM_cert_to_DER_cert(cert) == der
+    assert chain.startswith(cert)  # the chain as presented starts with the client's own
