@@ -732,3 +732,28 @@ def pki():
     issue("expired", "ca", "ec", "/CN=expired", cli, days=-1)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def start_nginx(procs, tmp_path, server, files=()):
+    """Debian's nginx with one worker in tmp_path (logs, temp dirs, html/
+    holding `files`: (name, bytes) pairs) serving the given `server { ... }`
+    body, whose `listen` uses the port returned (free_port); waits for it."""
+    import shutil
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    (tmp_path / "html").mkdir(exist_ok=True)
+    for name, data in files:
+        (tmp_path / "html" / name).write_bytes(data)
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's files
+    temps = "".join(f"    {k}_temp_path {tmp_path}/{d};\n" for k, d in
+                    (("client_body", "body"), ("proxy", "proxy"), ("fastcgi", "fcgi"), ("uwsgi", "uwsgi"),
+                     ("scgi", "scgi")))
+    (tmp_path / "nginx.conf").write_text(
+        f"{user}\nworker_processes 1;\ndaemon off;\npid {tmp_path}/nginx.pid;\n"
+        f"error_log {tmp_path}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\n"
+        f"http {{\n    access_log off;\n{temps}    server {{\n        listen 127.0.0.1:{port}"
+        f"{server.replace(chr(10), chr(10) + '        ')}\n    }}\n}}\n")
+    procs.append(Proc([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]))
+    wait_port(port)
+    return port

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_sharp_config, stat, wait_port
+from conftest import SLOW, admin_get, bootstrap_yaml, free_port, run_sharp_config, start_nginx, stat
 
 
 def test_admin_endpoints(proxy):
@@ -295,35 +295,9 @@ def test_connection_idle_timeout(procs, upstream):
 
 def test_nginx_as_upstream(procs, tmp_path):
     """A real nginx from Debian behind SHARP: keep-alive, a static file and a large body."""
-    import shutil
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = free_port()
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "html").mkdir()
-    (tmp_path / "html" / "index.html").write_text("<h1>nginx behind sharp</h1>\n")
-    (tmp_path / "html" / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024))
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's files
-    (tmp_path / "nginx.conf").write_text(f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    server {{ listen 127.0.0.1:{port}; root {tmp_path}/html; location /status {{ return 201 "created\\n"; }} }}
-}}
-""")
-    from conftest import Proc
-    ng = Proc([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
-    procs.append(ng)
-    wait_port(port)
+    port = start_nginx(procs, tmp_path,
+                       f';\nroot {tmp_path}/html;\nlocation /status {{ return 201 "created\\n"; }}',
+                       files=(("index.html", b"<h1>nginx behind sharp</h1>\n"), ("big.bin", os.urandom(5 * 1024 * 1024))))
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"web": [port]}), admin)
     c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)

@@ -8,17 +8,15 @@ connections, HTTP/2 over TLS, Envoy's cluster.<name>.ssl.* stats and the
 import http.client
 import json
 import os
-import shutil
 import socket
 import sys
 import time
-import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import (wait_for, SLOW, TLS_HOST, Proc, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config,
-                      stat, validate_config, wait_port)
+from conftest import (wait_for, SLOW, TLS_HOST, Proc, bootstrap_yaml, file_access_log, free_port, log_lines,
+                      run_sharp_config, stat, validate_config, wait_port, start_nginx)
 
 US_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 DS_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -358,42 +356,13 @@ def test_session_resumption_across_connections(procs, pki, tls_server, keys, reu
 # ---- nginx ----
 
 def nginx_tls(procs, pki, tmp_path, http2=False, verify_client=False):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = free_port()
-    (tmp_path / "logs").mkdir(exist_ok=True)
-    (tmp_path / "html").mkdir(exist_ok=True)
-    (tmp_path / "html" / "index.html").write_text("<h1>nginx over tls</h1>\n")
-    (tmp_path / "html" / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
-    user = "user root;" if os.geteuid() == 0 else ""
-    vc = f"ssl_verify_client on; ssl_client_certificate {pki}/ca.crt;" if verify_client else ""
-    (tmp_path / "nginx.conf").write_text(textwrap.dedent(f"""\
-        {user}
-        worker_processes 1;
-        daemon off;
-        pid {tmp_path}/nginx.pid;
-        error_log {tmp_path}/logs/error.log warn;
-        events {{ worker_connections 1024; }}
-        http {{
-            access_log off;
-            client_body_temp_path {tmp_path}/body;
-            proxy_temp_path {tmp_path}/proxy;
-            fastcgi_temp_path {tmp_path}/fcgi;
-            uwsgi_temp_path {tmp_path}/uwsgi;
-            scgi_temp_path {tmp_path}/scgi;
-            server {{
-                listen 127.0.0.1:{port} ssl{" http2" if http2 else ""};
-                ssl_certificate {pki}/rsa.crt;
-                ssl_certificate_key {pki}/rsa.key;
-                {vc}
-                root {tmp_path}/html;
-                location /proto {{ return 200 "$server_protocol $ssl_server_name $ssl_session_reused $ssl_client_s_dn\\n"; }}
-            }}
-        }}
-        """))
-    ng = Proc([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
-    procs.append(ng)
-    wait_port(port)
-    return port
+    vc = f"\nssl_verify_client on;\nssl_client_certificate {pki}/ca.crt;" if verify_client else ""
+    return start_nginx(procs, tmp_path,
+                       f' ssl{" http2" if http2 else ""};\nssl_certificate {pki}/rsa.crt;\n'
+                       f'ssl_certificate_key {pki}/rsa.key;{vc}\nroot {tmp_path}/html;\n'
+                       'location /proto { return 200 "$server_protocol $ssl_server_name $ssl_session_reused '
+                       '$ssl_client_s_dn\\n"; }',
+                       files=(("index.html", b"<h1>nginx over tls</h1>\n"), ("big.bin", os.urandom(3 * 1024 * 1024))))
 
 
 def test_nginx_https_upstream(procs, pki, tmp_path):
