@@ -242,6 +242,37 @@ def test_strict_dns_balances_over_every_address(procs, dns, ports):
     assert stat(admin, "cluster.static.update_attempt") == 0
 
 
+def under_load(listen, path, keepalives, change):
+    """GETs `path` from one thread per entry of keepalives (True: one
+    keep-alive connection, False: a connection per request) while change()
+    runs, and 0.5 s more; returns every (status, upstream name) or
+    (exception, None), and how many had been collected when change() ended
+    (the requests after that mark saw only the final host set)."""
+    stop = threading.Event()
+    results = []
+
+    def load(keepalive):
+        conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10) if keepalive else None
+        while not stop.is_set():
+            try:
+                results.append(get(listen, path, conn=conn)[:2])
+            except Exception as e:  # a failure is what the tests look for
+                results.append((repr(e), None))
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in keepalives]
+    for t in threads:
+        t.start()
+    try:
+        change()
+        mark = len(results)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return results, mark
+
+
 def test_answers_change_under_load_without_failed_requests(procs, dns, ports):
     listen, admin, up = ports
     dns.set("svc.sharp.test", a=["127.0.0.2", "127.0.0.3"])
@@ -250,22 +281,8 @@ def test_answers_change_under_load_without_failed_requests(procs, dns, ports):
     start(procs, config(listen, admin, dns_cluster("dns", "svc.sharp.test", up, dns.port,
                                                    extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\n")),
           admin)
-    stop = threading.Event()
-    results = []
 
-    def load(keepalive):
-        conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10) if keepalive else None
-        while not stop.is_set():
-            try:
-                # some requests stay in flight across the change
-                results.append(get(listen, "/echo?delay_ms=30", conn=conn)[:2])
-            except Exception as e:  # a failure is what the test looks for
-                results.append((repr(e), None))
-
-    threads = [threading.Thread(target=load, args=(k,)) for k in (True, True, False, False)]
-    for t in threads:
-        t.start()
-    try:
+    def change():
         time.sleep(0.5)
         dns.set("svc.sharp.test", a=["127.0.0.3", "127.0.0.4"])
         assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.3", "127.0.0.4"])
@@ -273,12 +290,9 @@ def test_answers_change_under_load_without_failed_requests(procs, dns, ports):
         dns.set("svc.sharp.test", a=["127.0.0.4"])
         assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.4"])
         time.sleep(0.5)
-        mark = len(results)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+
+    # some requests stay in flight across the changes
+    results, mark = under_load(listen, "/echo?delay_ms=30", (True, True, False, False), change)
     bad = [r for r in results if r[0] != 200]
     assert not bad, bad[:5]
     assert {r[1] for r in results} == {"two", "three", "four"}
@@ -299,31 +313,13 @@ def test_http2_hosts_change_under_load_without_failed_requests(procs, dns, ports
     start(procs, config(listen, admin, dns_cluster(
         "dns", "svc.sharp.test", up, dns.port,
         extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\nhttp2_protocol_options: {}\n")), admin)
-    stop = threading.Event()
-    results = []
-
-    def load():
-        conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
-        while not stop.is_set():
-            try:
-                results.append(get(listen, "/echo?delay_ms=40", conn=conn)[:2])
-            except Exception as e:
-                results.append((repr(e), None))
-
-    threads = [threading.Thread(target=load) for _ in range(6)]
-    for t in threads:
-        t.start()
-    try:
+    def change():
         time.sleep(0.5)
         dns.set("svc.sharp.test", a=["127.0.0.4"])
         assert wait_for(lambda: cluster_hosts(admin) == ["127.0.0.4"])
         time.sleep(0.3)
-        mark = len(results)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+
+    results, mark = under_load(listen, "/echo?delay_ms=40", (True,) * 6, change)
     bad = [r for r in results if r[0] != 200]
     assert not bad, bad[:5]
     assert {r[1] for r in results} == {"two", "three", "four"}
