@@ -313,6 +313,7 @@ def test_http2_hosts_change_under_load_without_failed_requests(procs, dns, ports
     start(procs, config(listen, admin, dns_cluster(
         "dns", "svc.sharp.test", up, dns.port,
         extra="dns_refresh_rate: 0.1s\ndns_lookup_family: V4_ONLY\nhttp2_protocol_options: {}\n")), admin)
+
     def change():
         time.sleep(0.5)
         dns.set("svc.sharp.test", a=["127.0.0.4"])
