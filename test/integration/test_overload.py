@@ -417,6 +417,22 @@ def test_reduce_timeouts_connection_max(procs, upstream):
     assert wait_stat(admin, "http.ingress_http.downstream_cx_max_duration_reached", 1)
 
 
+def start_reset_high_memory(procs, upstream):
+    """SHARP with reset_high_memory_stream saturating once the heap is 20 MiB
+    above an idle SHARP's (crossed once ~20 non-reading clients hold their
+    ~1 MiB of response each), streams tracked from 2^16 bytes; also returns
+    that idle heap."""
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    base = stat(admin, "server.memory_allocated")
+    procs[-1].stop()
+    procs.pop()
+    listen, admin, log = start(procs, upstream, overload_yaml(
+        heap_monitor(base + (20 << 20)), action("reset_high_memory_stream", "threshold: { value: 1.0 }"))
+        + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 16 }\n")
+    return listen, admin, log, base
+
+
 def test_reset_high_memory_stream(procs, upstream):
     """Memory pressure from clients that do not read: once the action
     saturates, the streams holding the most buffer memory (at least
@@ -424,15 +440,7 @@ def test_reset_high_memory_stream(procs, upstream):
     overload.envoy.overload_actions.reset_high_memory_stream.count and
     logged with OM; a stream holding little (waiting on a slow upstream)
     is not touched and completes."""
-    listen, admin = free_port(), free_port()
-    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
-    base = stat(admin, "server.memory_allocated")
-    procs[-1].stop()
-    procs.pop()
-    listen, admin, log = start(procs, upstream, overload_yaml(
-        # crossed once ~20 of the readers hold their ~1 MiB of response each
-        heap_monitor(base + (20 << 20)), action("reset_high_memory_stream", "threshold: { value: 1.0 }"))
-        + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 16 }\n")
+    listen, admin, log, base = start_reset_high_memory(procs, upstream)
     assert stat(admin, f"overload.{A}reset_high_memory_stream.count") == 0
     assert stat(admin, f"overload.{A}reset_high_memory_stream.active") == 0
     small = socket.create_connection(("127.0.0.1", listen))
@@ -469,14 +477,7 @@ def test_reset_high_memory_stream_http2_streams(procs, upstream):
     """The same with HTTP/2 clients that do not read, several streams on
     each connection: the streams holding the most memory are reset
     (RST_STREAM), each on its own, and a small stream completes."""
-    listen, admin = free_port(), free_port()
-    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
-    base = stat(admin, "server.memory_allocated")
-    procs[-1].stop()
-    procs.pop()
-    listen, admin, log = start(procs, upstream, overload_yaml(
-        heap_monitor(base + (20 << 20)), action("reset_high_memory_stream", "threshold: { value: 1.0 }"))
-        + "  buffer_factory_config: { minimum_account_to_track_power_of_two: 16 }\n")
+    listen, admin, log, base = start_reset_high_memory(procs, upstream)
     small = H2Client(listen)
     small_sid = small.send("/?delay_ms=3000")
     readers = []
