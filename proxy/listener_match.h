@@ -35,7 +35,7 @@ typedef struct sharp_fc_match {
     uint32_t destination_port; /* 0: any */
     sharp_cidr_t *prefix_ranges;
     uint32_t nprefix_ranges;
-    char **server_names;       /* lower case; "*.example.com" wildcards */
+    char **server_names;       /* "*.example.com" wildcards; compared without case */
     uint32_t nserver_names;
     char *transport_protocol;  /* NULL: any */
     char **application_protocols;

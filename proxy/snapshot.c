@@ -65,7 +65,6 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_liste
                                                                const struct sockaddr *local,
                                                                const struct sockaddr *remote)
 {
-    if (l->match_any) return &l->chains[0];
     /* no listener filter has looked at the bytes: no SNI, no ALPN, and the
      * transport protocol is Envoy's default, raw_buffer */
     return sharp_listener_select_chain_inspected(l, local, remote, "", "raw_buffer", NULL, 0);
@@ -84,29 +83,32 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     return l->has_default_chain ? &l->chains[l->nchains] : NULL;
 }
 
+/* Appends one context to /certs (json) or takes its fewest days. */
+static void certs_of(sharp_tls_ctx_t *ctx, sharp_sbuf_t *json, bool *first, int64_t *min)
+{
+    int64_t d;
+    if (json) {
+        if (!*first) sharp_sbuf_puts(json, ",");
+        d = sharp_tls_ctx_certs_json(ctx, json);
+    } else {
+        d = sharp_tls_ctx_days_until_first_expiry(ctx);
+        if (d < 0) d = INT64_MAX;
+    }
+    *first = false;
+    if (d < *min) *min = d;
+}
+
 int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
 {
     int64_t min = INT64_MAX;
-    sharp_sbuf_t scratch = {0};
     bool first = true;
     for (uint32_t i = 0; s && i < s->nlisteners; i++) {
         const sharp_listener_config_t *l = &s->listeners[i];
-        for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++) {
-            if (!l->chains[k].tls) continue;
-            if (json && !first) sharp_sbuf_puts(json, ",");
-            first = false;
-            int64_t d = sharp_tls_ctx_certs_json(l->chains[k].tls, json ? json : &scratch);
-            if (d < min) min = d;
-        }
+        for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++)
+            if (l->chains[k].tls) certs_of(l->chains[k].tls, json, &first, &min);
     }
-    for (uint32_t i = 0; s && i < s->nclusters; i++) {
-        if (!s->clusters[i]->tls) continue;
-        if (json && !first) sharp_sbuf_puts(json, ",");
-        first = false;
-        int64_t d = sharp_tls_ctx_certs_json(s->clusters[i]->tls, json ? json : &scratch);
-        if (d < min) min = d;
-    }
-    sharp_sbuf_free(&scratch);
+    for (uint32_t i = 0; s && i < s->nclusters; i++)
+        if (s->clusters[i]->tls) certs_of(s->clusters[i]->tls, json, &first, &min);
     return min == INT64_MAX ? -1 : min;
 }
 

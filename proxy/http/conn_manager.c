@@ -737,10 +737,8 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
         inspect_start(c, w, l);
         return;
     }
-    const sharp_filter_chain_config_t *chain =
-        l->match_any ? &l->chains[0]
-                     : sharp_listener_select_chain(l, have_local ? (struct sockaddr *)&local : NULL,
-                                                   have_peer ? (struct sockaddr *)&peer : NULL);
+    const sharp_filter_chain_config_t *chain = sharp_listener_select_chain(
+        l, have_local ? (struct sockaddr *)&local : NULL, have_peer ? (struct sockaddr *)&peer : NULL);
     if (!chain) {
         sharp_counter_inc(w->stats, l->no_filter_chain_match);
         sharp_debug(conn_handler, "closing a connection on listener '%s': no filter chain matches it", l->name);

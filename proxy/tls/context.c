@@ -857,3 +857,24 @@ int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b)
     sharp_sbuf_puts(b, "]}");
     return min;
 }
+
+int64_t sharp_tls_ctx_days_until_first_expiry(sharp_tls_ctx_t *ctx)
+{
+    if (!ctx->first_expiry_read) {
+        ctx->first_expiry_read = true;
+        ctx->first_expiry = INT64_MAX;
+        for (size_t i = 0; i <= ctx->cfg.ncerts; i++) {
+            X509 *x = i < ctx->cfg.ncerts ? first_cert(ctx->cfg.certs[i].chain, ctx->cfg.certs[i].chain_len)
+                                          : first_cert(ctx->cfg.validation.ca, ctx->cfg.validation.ca_len);
+            struct tm tm;
+            if (x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
+                int64_t t = (int64_t)timegm(&tm);
+                if (t < ctx->first_expiry) ctx->first_expiry = t;
+            }
+            X509_free(x);
+        }
+    }
+    if (ctx->first_expiry == INT64_MAX) return -1;
+    int64_t left = ctx->first_expiry - (int64_t)time(NULL);
+    return left > 0 ? left / 86400 : 0;
+}

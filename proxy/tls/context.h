@@ -51,5 +51,8 @@ size_t sharp_tls_ctx_stored_sessions(sharp_tls_ctx_t *ctx);
  * validity. Returns the fewest days until one of them expires (0 once
  * expired), INT64_MAX when the context has no certificate. */
 int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b);
+/* The same fewest days without the JSON: the certificates are read once
+ * and their earliest expiry kept (main thread); -1 without certificates. */
+int64_t sharp_tls_ctx_days_until_first_expiry(sharp_tls_ctx_t *ctx);
 
 #endif

@@ -24,6 +24,10 @@ struct sharp_tls_ctx {
     sharp_tls_config_t cfg;
     sharp_tls_cert_t *certs;
     size_t ncerts;
+    /* the earliest notAfter of its CA and certificates (time_t), read once
+     * by sharp_tls_ctx_days_until_first_expiry; main thread */
+    int64_t first_expiry;
+    bool first_expiry_read;
     bool verify_ca; /* a trusted CA is loaded: chains are verified */
 
     /* clients: sessions for resumption, newest last */
