@@ -467,6 +467,14 @@ int sharp_server_run(sharp_server_t *s)
             }
         }
     }
+    /* SDS secrets from files: their sources and the files they name */
+    if (snap->sds && sharp_sds_start(snap->sds, s->loop, err, sizeof err) < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        sharp_sds_stop(snap->sds);
+        release_unstarted_workers(s, s->nworkers);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+        return 1;
+    }
     if (s->config->has_admin) {
         s->grpc = sharp_grpc_registry_new();
         s->grpc_health = sharp_grpc_health_register(s->grpc, grpc_serving, s);
@@ -482,14 +490,6 @@ int sharp_server_run(sharp_server_t *s)
     s->runtime->on_update = on_runtime_update;
     s->runtime->on_update_arg = s;
     sharp_runtime_watch(s->runtime, s->loop);
-    /* SDS secrets from files: their sources and the files they name */
-    if (snap->sds && sharp_sds_start(snap->sds, s->loop, err, sizeof err) < 0) {
-        fprintf(stderr, "error: %s\n", err);
-        sharp_sds_stop(snap->sds);
-        release_unstarted_workers(s, s->nworkers);
-        uv_run(s->loop, UV_RUN_NOWAIT);
-        return 1;
-    }
     uv_timer_init(s->loop, &s->housekeeping);
     uv_timer_init(s->loop, &s->drain_deadline);
     s->housekeeping.data = s->drain_deadline.data = s;
