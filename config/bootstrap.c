@@ -28,6 +28,7 @@
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "tls/context.h"
+#include "tls/sds.h"
 #include "tls/conn.h"
 #include "upstream/dns.h"
 
@@ -56,6 +57,7 @@ typedef struct build_ctx {
     size_t errlen;
     uint32_t next_log_slot;
     uint64_t random; /* featureEnabled draws made while building */
+    sharp_sds_t *sds; /* the snapshot's SDS secrets */
 } build_ctx_t;
 
 /* Formats "source:line:col: path: message" (line part only when known). */
@@ -563,8 +565,8 @@ static bool plaintext_transport_socket(const Envoy__Config__Core__V3__TransportS
  * into a server (filter chain) or client (cluster) context once, at load;
  * every worker's connections share it (a client's, its session store too).
  * Errors name the field's path. */
-static sharp_tls_ctx_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path,
-                                  bool server)
+static sharp_tls_slot_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3__TransportSocket *ts, const char *path, bool server,
+                                   const char *what, const char *stat_prefix)
 {
     char p[1024], err[768];
     snprintf(p, sizeof p, "%s.typed_config", path);
@@ -579,16 +581,26 @@ static sharp_tls_ctx_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3_
         return NULL;
     }
     sharp_tls_config_t cfg;
+    sharp_sds_begin(b->sds);
     int rc = server ? sharp_tls_config_downstream((const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m,
                                                   &cfg, err, sizeof err)
                     : sharp_tls_config_upstream((const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m,
                                                 &cfg, err, sizeof err);
-    protobuf_c_message_free_unpacked(m, NULL);
     if (rc == 0) {
         sharp_tls_ctx_t *ctx = sharp_tls_ctx_create(&cfg, err, sizeof err);
-        if (ctx) return ctx;
+        if (ctx) {
+            sharp_tls_slot_t *slot = sharp_tls_slot_new(ctx);
+            /* with SDS secrets the context is rebuilt when they rotate: the
+             * message is kept for that */
+            sharp_stat_id_t updated = 0;
+            if (b->srv && b->srv->stats)
+                updated = sharp_stats_counterf(b->srv->stats, "%s.ssl_context_update_by_sds", stat_prefix);
+            if (!sharp_sds_attach(b->sds, slot, m, server, what, updated)) protobuf_c_message_free_unpacked(m, NULL);
+            return slot;
+        }
         sharp_tls_config_free(&cfg);
     }
+    protobuf_c_message_free_unpacked(m, NULL);
     /* "field.path: what is wrong": the path goes after the context's */
     const char *colon = strstr(err, ": ");
     if (colon && !memchr(err, ' ', (size_t)(colon - err))) {
@@ -696,7 +708,10 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
     if (build_fc_match(b, fc->filter_chain_match, p, l, &out->match) < 0) return -1;
     snprintf(p, sizeof p, "%s.transport_socket", path);
     if (!strcmp(transport_socket_type(fc->transport_socket), DOWNSTREAM_TLS_TYPE)) {
-        if (!(out->tls = build_tls(b, fc->transport_socket, p, true))) return -1;
+        char what[1200], prefix[300];
+        snprintf(what, sizeof what, "listener '%s' filter chain '%s'", l->name ? l->name : "", out->name);
+        snprintf(prefix, sizeof prefix, "listener.%s.server_ssl_socket_factory", l->stat_name);
+        if (!(out->tls = build_tls(b, fc->transport_socket, p, true, what, prefix))) return -1;
     } else if (!plaintext_transport_socket(fc->transport_socket)) {
         return fail(b, p, "transport socket '%s' is not supported by SHARP on listeners (raw_buffer, or tls with a "
                     "DownstreamTlsContext)", fc->transport_socket->name);
@@ -1044,7 +1059,10 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     snprintf(p, sizeof p, "%s.transport_socket", path);
     if (!strcmp(transport_socket_type(pb->transport_socket), UPSTREAM_TLS_TYPE)) {
-        if (!(c->tls = build_tls(b, pb->transport_socket, p, false))) goto bad;
+        char what[600], prefix[600];
+        snprintf(what, sizeof what, "cluster '%s'", c->name);
+        snprintf(prefix, sizeof prefix, "cluster.%s.client_ssl_socket_factory", c->name);
+        if (!(c->tls = build_tls(b, pb->transport_socket, p, false, what, prefix))) goto bad;
     } else if (!plaintext_transport_socket(pb->transport_socket)) {
         fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext, or tls with an "
              "UpstreamTlsContext)", pb->transport_socket->name);
@@ -1364,6 +1382,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     const bootstrap_t *bs = (const bootstrap_t *)cfg->bootstrap;
     sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
     s->refs = 1;
+    s->sds = b.sds = sharp_sds_new(srv->stats);
     s->version = 1;
     if (bs->node) {
         snprintf(srv->node_id, sizeof srv->node_id, "%s", bs->node->id);
@@ -1421,6 +1440,8 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             }
     }
     sharp_tls_config_use_secrets(sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
+    sharp_tls_config_use_sds(sharp_sds_resolve, s->sds);
+    sharp_sds_use_static_secrets(s->sds, sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
     s->clusters = sharp_calloc(ncl ? ncl : 1, sizeof *s->clusters);
     for (size_t i = 0; i < ncl; i++) {
         char p[128];
@@ -1508,6 +1529,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         }
     }
     sharp_tls_config_use_secrets(NULL, 0);
+    sharp_tls_config_use_sds(NULL, NULL);
     /* warnings only for a config that loads, so they never precede its error */
     if (!cfg->has_admin) sharp_log_warn("No admin address given, so no admin HTTP server started.");
     if (!bs->dynamic_resources && !nli && !ncl)
@@ -1516,6 +1538,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     return s;
 bad:
     sharp_tls_config_use_secrets(NULL, 0);
+    sharp_tls_config_use_sds(NULL, NULL);
     sharp_snapshot_unref(s);
     return NULL;
 }

@@ -183,15 +183,19 @@ static bool decode_spki(const char *in, uint8_t out[SHARP_TLS_SHA256_LEN])
     return true;
 }
 
-static int validation(const cvc_pb_t *v, const char *path, sharp_tls_validation_config_t *out, char *err,
-                      size_t errlen)
+static int validation(const cvc_pb_t *v, const char *path, bool from_sds, sharp_tls_validation_config_t *out,
+                      char *err, size_t errlen)
 {
     char sub[256];
     out->present = true;
     if (v->ca_certificate_provider_instance)
         return fail(err, errlen, "%s.ca_certificate_provider_instance: certificate provider plugins are not supported by SHARP", path);
-    if (v->watched_directory)
-        return fail(err, errlen, "%s.watched_directory: watched directories are not supported by SHARP", path);
+    /* Envoy watches a validation context's files only when SDS delivers it
+     * (tls/sds.c does, watched_directory included); elsewhere the field
+     * would do nothing, and SHARP says so */
+    if (v->watched_directory && !from_sds)
+        return fail(err, errlen, "%s.watched_directory: only applies to a validation context delivered by SDS "
+                    "(an SdsSecretConfig with sds_config), as in Envoy: static files are read once", path);
     if (v->require_signed_certificate_timestamp && v->require_signed_certificate_timestamp->value)
         return fail(err, errlen, "%s.require_signed_certificate_timestamp: signed certificate timestamps are not supported by SHARP", path);
     if (v->custom_validator_config)
@@ -286,12 +290,15 @@ static int validation(const cvc_pb_t *v, const char *path, sharp_tls_validation_
     return 0;
 }
 
-static int certificate(const cert_pb_t *c, const char *path, sharp_tls_cert_config_t *out, char *err, size_t errlen)
+static int certificate(const cert_pb_t *c, const char *path, bool from_sds, sharp_tls_cert_config_t *out, char *err,
+                       size_t errlen)
 {
     char sub[256];
     if (c->pkcs12 && c->pkcs12->specifier_case)
         return fail(err, errlen, "%s.pkcs12: PKCS#12 certificates are not supported by SHARP", path);
-    if (c->watched_directory) return fail(err, errlen, "%s.watched_directory: watched directories are not supported by SHARP", path);
+    if (c->watched_directory && !from_sds)
+        return fail(err, errlen, "%s.watched_directory: only applies to a certificate delivered by SDS (an "
+                    "SdsSecretConfig with sds_config), as in Envoy: static files are read once", path);
     if (c->private_key_provider)
         return fail(err, errlen, "%s.private_key_provider: private key providers are not supported by SHARP", path);
     if (c->ocsp_staple && c->ocsp_staple->specifier_case)
@@ -332,21 +339,40 @@ void sharp_tls_config_use_secrets(Envoy__Extensions__TransportSockets__Tls__V3__
     nstatic_secrets = n;
 }
 
+static sharp_tls_sds_resolve_fn sds_resolve;
+static void *sds_resolve_ud;
+
+void sharp_tls_config_use_sds(sharp_tls_sds_resolve_fn fn, void *ud)
+{
+    sds_resolve = fn;
+    sds_resolve_ud = ud;
+}
+
 typedef Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig sds_pb_t;
 
-/* The static secret an SdsSecretConfig names, of the kind wanted; NULL
- * with Envoy's message in err. */
+/* The secret an SdsSecretConfig names, of the kind wanted: from its
+ * sds_config source (tls/sds.h) or static_resources.secrets. NULL with
+ * Envoy's message in err. `where` gets the path its fields are reported
+ * under. */
 static const Envoy__Extensions__TransportSockets__Tls__V3__Secret *
 secret_by_name(const sds_pb_t *sds, const char *path, Envoy__Extensions__TransportSockets__Tls__V3__Secret__TypeCase kind,
-               char *err, size_t errlen)
+               char *where, size_t wherelen, char *err, size_t errlen)
 {
     if (sds->sds_config) {
-        fail(err, errlen, "%s.sds_config: secrets from SDS (secret discovery) are not supported by SHARP yet; "
-                          "name a static_resources.secrets entry instead", path);
-        return NULL;
+        if (!sds_resolve) {
+            fail(err, errlen, "%s.sds_config: secrets from SDS are not available here", path);
+            return NULL;
+        }
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s =
+            sds_resolve(sds_resolve_ud, sds, kind, path, err, errlen);
+        if (s) snprintf(where, wherelen, "%s(sds '%s')", path, sds->name);
+        return s;
     }
     for (size_t i = 0; i < nstatic_secrets; i++)
-        if (!strcmp(static_secrets[i]->name, sds->name) && static_secrets[i]->type_case == kind) return static_secrets[i];
+        if (!strcmp(static_secrets[i]->name, sds->name) && static_secrets[i]->type_case == kind) {
+            snprintf(where, wherelen, "static_resources.secrets[%s]", sds->name);
+            return static_secrets[i];
+        }
     fail(err, errlen, "%s.name: Unknown static secret: %s", path, sds->name);
     return NULL;
 }
@@ -364,13 +390,17 @@ static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size
         out->certs = sharp_calloc(c->n_tls_certificate_sds_secret_configs, sizeof *out->certs);
         for (size_t i = 0; i < c->n_tls_certificate_sds_secret_configs; i++) {
             snprintf(sub, sizeof sub, "%s.tls_certificate_sds_secret_configs[%zu]", p, i);
+            char where[192];
             const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = secret_by_name(
                 c->tls_certificate_sds_secret_configs[i], sub,
-                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE, err, errlen);
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE, where, sizeof where, err,
+                errlen);
             if (!s) return -1;
             out->ncerts++;
-            snprintf(sub, sizeof sub, "static_resources.secrets[%s].tls_certificate", s->name);
-            if (certificate(s->tls_certificate, sub, &out->certs[i], err, errlen) < 0) return -1;
+            snprintf(sub, sizeof sub, "%s.tls_certificate", where);
+            if (certificate(s->tls_certificate, sub, c->tls_certificate_sds_secret_configs[i]->sds_config != NULL,
+                            &out->certs[i], err, errlen) < 0)
+                return -1;
         }
     }
     if (c->tls_certificate_provider_instance || c->tls_certificate_certificate_provider ||
@@ -404,7 +434,7 @@ static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size
         for (size_t i = 0; i < c->n_tls_certificates; i++) {
             snprintf(sub, sizeof sub, "%s.tls_certificates[%zu]", p, i);
             out->ncerts++;
-            if (certificate(c->tls_certificates[i], sub, &out->certs[i], err, errlen) < 0) return -1;
+            if (certificate(c->tls_certificates[i], sub, false, &out->certs[i], err, errlen) < 0) return -1;
         }
     }
 
@@ -413,16 +443,20 @@ static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size
         break;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT:
         snprintf(sub, sizeof sub, "%s.validation_context", p);
-        if (validation(c->validation_context, sub, &out->validation, err, errlen) < 0) return -1;
+        if (validation(c->validation_context, sub, false, &out->validation, err, errlen) < 0) return -1;
         break;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG: {
         snprintf(sub, sizeof sub, "%s.validation_context_sds_secret_config", p);
+        char where[192];
         const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = secret_by_name(
             c->validation_context_sds_secret_config, sub,
-            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT, err, errlen);
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT, where, sizeof where, err,
+            errlen);
         if (!s) return -1;
-        snprintf(sub, sizeof sub, "static_resources.secrets[%s].validation_context", s->name);
-        if (validation(s->validation_context, sub, &out->validation, err, errlen) < 0) return -1;
+        snprintf(sub, sizeof sub, "%s.validation_context", where);
+        if (validation(s->validation_context, sub, c->validation_context_sds_secret_config->sds_config != NULL,
+                       &out->validation, err, errlen) < 0)
+            return -1;
         break;
     }
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
@@ -478,9 +512,11 @@ int sharp_tls_config_downstream(const Envoy__Extensions__TransportSockets__Tls__
         const Envoy__Extensions__TransportSockets__Tls__V3__TlsSessionTicketKeys *k = pb->session_ticket_keys;
         if (pb->session_ticket_keys_type_case ==
             ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS_SDS_SECRET_CONFIG) {
+            char where[192];
             const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = secret_by_name(
                 pb->session_ticket_keys_sds_secret_config, "session_ticket_keys_sds_secret_config",
-                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS, err, errlen);
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS, where, sizeof where,
+                err, errlen);
             if (!s) goto out;
             k = s->session_ticket_keys;
         }

@@ -108,6 +108,15 @@ typedef struct sharp_tls_config {
  * when done). Main thread. */
 void sharp_tls_config_use_secrets(Envoy__Extensions__TransportSockets__Tls__V3__Secret *const *secrets, size_t n);
 
+/* Where SdsSecretConfigs with an sds_config get their secret (tls/sds.h):
+ * the current secret of that source, of the kind wanted, or NULL with the
+ * reason in err. `path` is the SdsSecretConfig's field path. Set by the
+ * loader around the translations (NULL when done). Main thread. */
+typedef const Envoy__Extensions__TransportSockets__Tls__V3__Secret *(*sharp_tls_sds_resolve_fn)(
+    void *ud, const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *sds,
+    Envoy__Extensions__TransportSockets__Tls__V3__Secret__TypeCase kind, const char *path, char *err, size_t errlen);
+void sharp_tls_config_use_sds(sharp_tls_sds_resolve_fn fn, void *ud);
+
 int sharp_tls_config_downstream(const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *pb,
                                 sharp_tls_config_t *out, char *err, size_t errlen);
 int sharp_tls_config_upstream(const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *pb,

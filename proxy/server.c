@@ -12,6 +12,8 @@
 #include "http/filter.h"
 #include "log.h"
 #include "overload.h"
+#include "retire.h"
+#include "tls/sds.h"
 #include "upstream/outlier.h"
 #include "upstream/dns.h"
 #include "upstream/health_check.h"
@@ -179,6 +181,7 @@ static void stop_everything(sharp_server_t *s)
     sharp_overload_stop();
     s->admin = NULL;
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
+    if (s->snap) sharp_sds_stop(s->snap->sds);
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
     uv_timer_stop(&s->housekeeping);
@@ -326,6 +329,8 @@ static void start_serving(sharp_server_t *s)
     /* reduce_timeouts' state changes reach the workers as host drains do */
     sharp_overload_set_waker(wake_workers_for_drain, s);
     sharp_overload_start(s->loop, snap->overload, s->stats);
+    /* a TLS context replaced from now on waits for the workers' wake-ups */
+    sharp_retire_start(s->loop, s->nworkers, wake_workers_for_drain, s);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);
@@ -462,6 +467,14 @@ int sharp_server_run(sharp_server_t *s)
             }
         }
     }
+    /* SDS secrets from files: their sources and the files they name */
+    if (snap->sds && sharp_sds_start(snap->sds, s->loop, err, sizeof err) < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        sharp_sds_stop(snap->sds);
+        release_unstarted_workers(s, s->nworkers);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+        return 1;
+    }
     if (s->config->has_admin) {
         s->grpc = sharp_grpc_registry_new();
         s->grpc_health = sharp_grpc_health_register(s->grpc, grpc_serving, s);
@@ -527,6 +540,7 @@ int sharp_server_run(sharp_server_t *s)
         for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_join(&s->workers[i]);
     else
         release_unstarted_workers(s, s->nworkers);
+    sharp_retire_stop(); /* no worker reads a TLS slot any more */
     sharp_upstream_set_drain_notify(NULL, NULL);
     sharp_cluster_set_hostset_notify(NULL, NULL);
     for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_close(snap->clusters[c]);

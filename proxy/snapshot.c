@@ -5,7 +5,7 @@
 #include "http/local_reply.h"
 #include "overload.h"
 #include "tls/context.h"
-#include "tls/context.h"
+#include "tls/sds.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -39,12 +39,13 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
 void sharp_snapshot_unref(sharp_snapshot_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    sharp_sds_free(s->sds);
     for (uint32_t i = 0; i < s->nlisteners; i++) {
         sharp_listener_config_t *l = &s->listeners[i];
         for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++) {
             sharp_hcm_config_free(l->chains[k].hcm);
             sharp_fc_match_free(&l->chains[k].match);
-            if (l->chains[k].tls) sharp_tls_ctx_unref(l->chains[k].tls);
+            sharp_tls_slot_free(l->chains[k].tls);
             free(l->chains[k].name);
         }
         free(l->chains);
@@ -105,10 +106,10 @@ int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
     for (uint32_t i = 0; s && i < s->nlisteners; i++) {
         const sharp_listener_config_t *l = &s->listeners[i];
         for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++)
-            if (l->chains[k].tls) certs_of(l->chains[k].tls, json, &first, &min);
+            if (l->chains[k].tls) certs_of(sharp_tls_slot_get(l->chains[k].tls), json, &first, &min);
     }
     for (uint32_t i = 0; s && i < s->nclusters; i++)
-        if (s->clusters[i]->tls) certs_of(s->clusters[i]->tls, json, &first, &min);
+        if (s->clusters[i]->tls) certs_of(sharp_tls_slot_get(s->clusters[i]->tls), json, &first, &min);
     return min == INT64_MAX ? -1 : min;
 }
 

@@ -114,8 +114,9 @@ typedef struct sharp_filter_chain_config {
     sharp_fc_match_t match;
     sharp_hcm_config_t *hcm;
     /* transport_socket envoy.transport_sockets.tls (DownstreamTlsContext):
-     * the server context, built once at load; NULL for plaintext */
-    struct sharp_tls_ctx *tls;
+     * the server context, built at load and rebuilt when an SDS secret
+     * rotates (tls/context.h, tls/sds.h); NULL for plaintext */
+    struct sharp_tls_slot *tls;
 } sharp_filter_chain_config_t;
 
 /* Envoy's listener.<address>.ssl.* counters (registered when a chain of the
@@ -182,6 +183,8 @@ typedef struct sharp_snapshot {
     struct sharp_access_log_file *outlier_event_log;
     /* Bootstrap.overload_manager, NULL when absent; run by the main thread */
     struct sharp_overload_config *overload;
+    /* the secrets SdsSecretConfigs take from files (tls/sds.h), NULL when none */
+    struct sharp_sds *sds;
 } sharp_snapshot_t;
 
 /* The chain a new connection takes (local and remote addresses known; no

@@ -3,6 +3,7 @@
  * at startup), connections, pools and stats shard. The main thread talks to
  * a worker only through atomics and its uv_async handle. */
 #include "worker.h"
+#include "retire.h"
 #include "http/conn_manager.h"
 #include "http/access_log_emit.h"
 #include "log.h"
@@ -326,6 +327,8 @@ static void on_wakeup(uv_async_t *a)
     }
     check_hostsets(w);
     check_host_drains(w);
+    /* between two events: no TLS context loaded from a slot is still in use */
+    sharp_retire_quiescent(w->index);
     uint32_t og = sharp_overload_generation();
     if (og != w->overload_generation) {
         w->overload_generation = og;

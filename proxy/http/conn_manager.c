@@ -15,6 +15,7 @@
 #include "log.h"
 #include "net.h"
 #include "overload.h"
+#include "tls/context.h"
 #include "tls/downstream.h"
 #include "listener_inspect.h"
 
@@ -536,7 +537,8 @@ static bool conn_begin(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_
     if (chain->tls) {
         /* TLS: the codec is chosen once the handshake is done (ALPN) */
         c->codec = &detect_codec;
-        if (!sharp_conn_tls_start(c, chain->tls)) return false;
+        /* the chain's current context: a rotated secret applies from the next accept */
+        if (!sharp_conn_tls_start(c, sharp_tls_slot_get(chain->tls))) return false;
     } else {
         sharp_conn_select_codec(c, NULL);
     }

@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "retire.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -751,6 +752,32 @@ void sharp_tls_ctx_ref(sharp_tls_ctx_t *x)
 void sharp_tls_ctx_unref(sharp_tls_ctx_t *x)
 {
     if (x && __atomic_sub_fetch(&x->refs, 1, __ATOMIC_ACQ_REL) == 0) ctx_free(x);
+}
+
+sharp_tls_slot_t *sharp_tls_slot_new(sharp_tls_ctx_t *ctx)
+{
+    sharp_tls_slot_t *s = sharp_calloc(1, sizeof *s);
+    atomic_init(&s->ctx, ctx);
+    return s;
+}
+
+static void unref_retired(void *p)
+{
+    sharp_tls_ctx_unref(p);
+}
+
+void sharp_tls_slot_set(sharp_tls_slot_t *s, sharp_tls_ctx_t *ctx)
+{
+    sharp_tls_ctx_t *old = atomic_exchange_explicit(&s->ctx, ctx, memory_order_acq_rel);
+    /* a worker may have loaded `old` and not yet taken its reference */
+    sharp_retire(old, unref_retired);
+}
+
+void sharp_tls_slot_free(sharp_tls_slot_t *s)
+{
+    if (!s) return;
+    sharp_tls_ctx_unref(atomic_load_explicit(&s->ctx, memory_order_relaxed));
+    free(s);
 }
 
 bool sharp_tls_ctx_is_server(const sharp_tls_ctx_t *x)

@@ -30,9 +30,32 @@
 #include "config/tls_config.h"
 #include "sbuf.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef struct sharp_tls_ctx sharp_tls_ctx_t;
+
+/* Where a filter chain or a cluster keeps its context: the current one,
+ * which the main thread replaces when a secret rotates (tls/sds.h). A
+ * worker loads it with one atomic load and no lock, and may use the
+ * pointer until its callback returns to the loop (a connection takes its
+ * own reference); the replaced context is released through retire.h once
+ * every worker has passed its loop, and lives on in the connections that
+ * hold it. */
+typedef struct sharp_tls_slot {
+    _Atomic(sharp_tls_ctx_t *) ctx;
+} sharp_tls_slot_t;
+
+/* A slot holding `ctx` (the slot takes the caller's reference). */
+sharp_tls_slot_t *sharp_tls_slot_new(sharp_tls_ctx_t *ctx);
+static inline sharp_tls_ctx_t *sharp_tls_slot_get(sharp_tls_slot_t *s)
+{
+    return atomic_load_explicit(&s->ctx, memory_order_acquire);
+}
+/* Main thread: `ctx` (the caller's reference) replaces the current context. */
+void sharp_tls_slot_set(sharp_tls_slot_t *s, sharp_tls_ctx_t *ctx);
+/* Releases the slot's context (nothing reads the slot any more). */
+void sharp_tls_slot_free(sharp_tls_slot_t *s);
 
 /* Builds a context. On success the context takes over the contents of
  * `cfg` (which is left zeroed); on error returns NULL with Envoy's message

@@ -125,12 +125,13 @@ static void conn_ended(sharp_upstream_conn_t *c, int status)
 void sharp_upstream_tls_start(sharp_upstream_conn_t *c)
 {
     sharp_cluster_t *cl = cluster_of(c);
-    const sharp_tls_config_t *cfg = sharp_tls_ctx_config(cl->tls);
+    sharp_tls_ctx_t *ctx = sharp_tls_slot_get(cl->tls); /* the current one: secrets may rotate */
+    const sharp_tls_config_t *cfg = sharp_tls_ctx_config(ctx);
     /* auto_host_sni: the host's hostname when it has one, else `sni` */
     const char *sni = cfg->auto_host_sni && c->pool->host->hostname[0] ? c->pool->host->hostname : NULL;
     struct sharp_upstream_tls *t = sharp_calloc(1, sizeof *t);
     c->tls = t;
-    t->engine = sharp_tls_conn_new(cl->tls, sni, on_plaintext, c);
+    t->engine = sharp_tls_conn_new(ctx, sni, on_plaintext, c);
     if (!t->engine) {
         sharp_counter_inc(sharp_upstream_conn_shard(c), cl->st.ssl.connection_error);
         handshake_failed(c, "cannot create a TLS connection");

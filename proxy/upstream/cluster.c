@@ -411,7 +411,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);
-    if (c->tls) sharp_tls_ctx_unref(c->tls);
+    sharp_tls_slot_free(c->tls);
     for (int p = 0; p < SHARP_NPRIORITIES; p++)
         for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[p][k]);
     free(c->maintenance_key);

@@ -193,10 +193,11 @@ typedef struct sharp_cluster {
      * STATIC clusters (upstream/dns.h). */
     struct sharp_dns_cluster *dns;
     /* transport_socket envoy.transport_sockets.tls (UpstreamTlsContext):
-     * the client context, built once at load and shared by every worker's
+     * the client context, built at load (rebuilt when an SDS secret rotates,
+     * tls/sds.h) and shared by every worker's
      * connections (it keeps the sessions for resumption); NULL for
      * plaintext (proxy/tls/upstream.h) */
-    struct sharp_tls_ctx *tls;
+    struct sharp_tls_slot *tls;
     /* health_checks[0], NULL without active health checking (upstream/health_check.h) */
     struct sharp_hc_config *health_check;
     sharp_cluster_stats_t st;

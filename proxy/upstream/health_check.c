@@ -925,7 +925,7 @@ static void on_connect(uv_connect_t *req, int status)
     }
     conn->connected = true;
     uv_read_start((uv_stream_t *)&conn->tcp, sharp_read_alloc, on_read);
-    sharp_tls_ctx_t *ctx = s->cluster->tls;
+    sharp_tls_ctx_t *ctx = s->cluster->tls ? sharp_tls_slot_get(s->cluster->tls) : NULL;
     if (!ctx) {
         checks_begin(conn);
         return;

@@ -183,10 +183,14 @@ def test_raw_buffer_transport_socket_serves_and_tls_is_refused_by_name(procs, up
     tls = raw.replace("raw_buffer.v3.RawBuffer", "tls.v3.UpstreamTlsContext")
     rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=tls))
     assert rc == 0, out
+    starttls = raw.replace("raw_buffer.v3.RawBuffer", "starttls.v3.StartTlsConfig")
+    rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=starttls))
+    assert rc == 1 and (CLUSTER + ".transport_socket.typed_config: envoy.extensions.transport_sockets.starttls.v3."
+                        "StartTlsConfig is not supported by SHARP (StartTLS)") in out, out
+    # a Secret is a supported type (SDS files carry them) but no transport socket
     secret = raw.replace("raw_buffer.v3.RawBuffer", "tls.v3.Secret")
     rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]}, cluster_extra=secret))
-    assert rc == 1 and (CLUSTER + ".transport_socket.typed_config: envoy.extensions.transport_sockets.tls.v3."
-                        "Secret is not supported by SHARP (TLS secrets)") in out, out
+    assert rc == 1 and "is not supported by SHARP (only raw_buffer: plaintext, or tls with an UpstreamTlsContext)" in out
     rc, out = validate_text(bootstrap_yaml(listen, admin, {"b": [upstream.port]},
                                            cluster_extra="transport_socket: { name: envoy.transport_sockets.tls }\n"))
     assert rc == 1 and "transport socket 'envoy.transport_sockets.tls' is not supported by SHARP" in out, out

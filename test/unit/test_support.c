@@ -247,8 +247,8 @@ static void default_values_of_refused_fields_pass(void **state)
 
 static void unknown_extension_and_known_envoy_extension(void **state)
 {
-    expect(with_cluster("    transport_socket:\n      name: tls\n      typed_config:\n"
-                        "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n"),
+    expect(with_cluster("    transport_socket:\n      name: starttls\n      typed_config:\n"
+                        "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.starttls.v3.StartTlsConfig\n"),
            "is not supported by SHARP");
     expect(with_cluster("    transport_socket:\n      name: x\n      typed_config:\n"
                         "        \"@type\": type.googleapis.com/acme.NoSuchThing\n"),

@@ -1,0 +1,93 @@
+/* path_source.c: see path_source.h. */
+#include "xds/path_source.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "config/mapper.h"
+#include "config/support.h"
+#include "xds/fs_watch.h"
+
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+
+struct sharp_path_source {
+    sharp_fs_watch_t *watch;
+};
+
+void sharp_discovery_free(sharp_discovery_t *d)
+{
+    if (!d) return;
+    for (size_t i = 0; i < d->nresources; i++) protobuf_c_message_free_unpacked(d->resources[i], NULL);
+    free(d->resources);
+    free(d->version_info);
+    memset(d, 0, sizeof *d);
+}
+
+int sharp_path_source_read(const char *path, const ProtobufCMessageDescriptor *type, sharp_discovery_t *out,
+                           bool *parsed, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    *parsed = false;
+    sharp_config_doc_t *doc = NULL;
+    sharp_config_error_t e = {{0}};
+    if (sharp_config_parse_file(path, &envoy__service__discovery__v3__discovery_response__descriptor, &doc, &e) < 0) {
+        snprintf(err, errlen, "%s", e.msg);
+        return -1;
+    }
+    *parsed = true;
+    const Envoy__Service__Discovery__V3__DiscoveryResponse *r =
+        (const Envoy__Service__Discovery__V3__DiscoveryResponse *)sharp_config_doc_message(doc);
+    out->version_info = sharp_strdup(r->version_info ? r->version_info : "");
+    if (r->n_resources) out->resources = sharp_calloc(r->n_resources, sizeof *out->resources);
+    for (size_t i = 0; i < r->n_resources; i++) {
+        char where[64];
+        snprintf(where, sizeof where, "resources[%zu]", i);
+        const char *url = r->resources[i]->type_url ? r->resources[i]->type_url : "";
+        const char *slash = strrchr(url, '/');
+        if (!slash || strcmp(slash + 1, type->name) != 0) {
+            sharp_config_doc_error(doc, where, &e, "Unable to unpack as %s: resource of type %s", type->name,
+                                   *url ? url : "<none>");
+            goto bad;
+        }
+        ProtobufCMessage *m = sharp_any_unpack(&r->resources[i]->base, type, &e);
+        if (!m) goto bad;
+        out->resources[out->nresources++] = m;
+        /* the same support check as the bootstrap: a refused field is refused */
+        if (sharp_config_check_support(m, doc, where, &e) < 0) goto bad;
+    }
+    sharp_config_doc_free(doc);
+    return 0;
+bad:
+    snprintf(err, errlen, "%s", e.msg);
+    sharp_config_doc_free(doc);
+    sharp_discovery_free(out);
+    return -1;
+}
+
+sharp_path_source_t *sharp_path_source_watch(uv_loop_t *loop, const char *path, const char *watched_directory,
+                                             void (*cb)(void *ud), void *ud, char *err, size_t errlen)
+{
+    sharp_path_source_t *s = sharp_calloc(1, sizeof *s);
+    s->watch = sharp_fs_watch_new(loop, cb, ud, err, errlen);
+    if (!s->watch) {
+        free(s);
+        return NULL;
+    }
+    int rc = watched_directory
+                 ? sharp_fs_watch_add(s->watch, watched_directory, NULL, SHARP_FS_MOVED_TO, err, errlen)
+                 : sharp_fs_watch_add_file(s->watch, path, SHARP_FS_MOVED_TO | SHARP_FS_CLOSE_WRITE, err, errlen);
+    if (rc < 0) {
+        sharp_path_source_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void sharp_path_source_free(sharp_path_source_t *s)
+{
+    if (!s) return;
+    sharp_fs_watch_free(s->watch);
+    free(s);
+}
