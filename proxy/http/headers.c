@@ -289,3 +289,14 @@ bool sharp_header_is_connection_specific(sharp_str_t n)
            sharp_str_eq(n, "keep-alive", 10) || sharp_str_eq(n, "proxy-connection", 16) ||
            sharp_str_eq(n, "upgrade", 7);
 }
+
+bool sharp_header_value_is_unique(sharp_str_t n)
+{
+    switch (n.len) {
+    case 11: return sharp_str_eq(n, "traceparent", 11) || sharp_str_eq(n, "x-b3-spanid", 11);
+    case 12: return sharp_str_eq(n, "x-request-id", 12) || sharp_str_eq(n, "x-b3-traceid", 12);
+    case 15: return sharp_str_eq(n, "x-amzn-trace-id", 15);
+    case 17: return sharp_str_eq(n, "x-b3-parentspanid", 17) || sharp_str_eq(n, "x-client-trace-id", 17);
+    default: return false;
+    }
+}

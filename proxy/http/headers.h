@@ -91,6 +91,11 @@ uint32_t sharp_headers_status(const sharp_headers_t *h);
  * forwards (RFC 9113 section 8.2.2): connection, keep-alive,
  * proxy-connection, transfer-encoding, upgrade. */
 bool sharp_header_is_connection_specific(sharp_str_t name);
+/* Headers whose value differs on every message (request and trace ids): an
+ * HPACK encoder sends them without indexing, since an entry for one would
+ * only push reusable entries out of the dynamic table, and lengthen the
+ * chains nghttp2's encoder walks for every later header of that name. */
+bool sharp_header_value_is_unique(sharp_str_t name);
 
 /* Comma-separated token search in a header value ("close" in "keep-alive, close"),
  * case-insensitive. */

@@ -33,6 +33,7 @@
  * connection_keepalive sends PINGs and closes a connection that does not
  * answer them. */
 #include "http/conn_internal.h"
+#include "http/hpack_hint.h"
 #include "log.h"
 #include "overload.h"
 #include "runtime.h"
@@ -65,6 +66,7 @@ struct sharp_h2_conn {
     bool notice_sent;  /* drain's shutdown notice (GOAWAY with the highest id) */
     size_t header_bytes;
     sharp_sbuf_t batch;    /* frames serialized in this flush, not yet written */
+    sharp_hpack_hint_t hpack;
     bool socket_blocked;   /* DATA deferred while the socket's queue was full */
     /* Envoy's ProtocolConstraints. Outbound: frames handed to the socket
      * and not yet written (a ring of their end offsets); inbound: counts
@@ -615,7 +617,8 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     for (uint32_t i = 0; i < hd->n; i++) {
         sharp_str_t k = sharp_headers_name(hd, i), v = sharp_headers_value(hd, i);
         if ((k.len && k.p[0] == ':') || sharp_header_is_connection_specific(k)) continue;
-        nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
+        nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len,
+                                sharp_hpack_no_index(&c->h2->hpack, k, v) ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE};
     }
     /* a HEAD response, a 204 and a 304 have no body on the wire */
     bool no_body = s->is_head || code == 204 || code == 304;

@@ -18,6 +18,7 @@
  * the send_* calls queue frames and schedule a flush. So a stream's reset
  * never reaches the router while it is calling into the stream. */
 #include "upstream/codec.h"
+#include "http/hpack_hint.h"
 #include "log.h"
 #include "net.h"
 #include "sbuf.h"
@@ -66,6 +67,7 @@ struct h2_conn {
     uv_timer_t flush_timer, ping_timer, ping_timeout;
     bool flush_scheduled;
     sharp_sbuf_t batch; /* frames of one flush, written together */
+    sharp_hpack_hint_t hpack;
     bool in_recv;
     bool goaway;
     bool ping_outstanding;
@@ -805,6 +807,7 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if (!n.len || n.p[0] == ':' || connection_specific(n, v)) continue;
         NV(n.p, n.len, v.p, v.len);
+        if (sharp_hpack_no_index(&hc->hpack, n, v)) nv[nn - 1].flags = NGHTTP2_NV_FLAG_NO_INDEX;
     }
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "http/headers.h"
+#include "http/hpack_hint.h"
 
 static bool value_is(const sharp_headers_t *h, const char *name, const char *want)
 {
@@ -256,6 +257,40 @@ static void test_lowercase_every_byte(void **state)
     sharp_headers_free(&h);
 }
 
+static sharp_str_t S(const char *s)
+{
+    return (sharp_str_t){s, strlen(s)};
+}
+
+/* Ids are never indexed; a numeric value is indexed until it changes on
+ * the connection, then never again; other values always are. */
+static void test_hpack_no_index(void **state)
+{
+    (void)state;
+    sharp_hpack_hint_t hh = {0};
+    assert_true(sharp_hpack_no_index(&hh, S("x-request-id"), S("4b6f8a0e-1")));
+    assert_true(sharp_hpack_no_index(&hh, S("traceparent"), S("00-abc-def-01")));
+    assert_false(sharp_hpack_no_index(&hh, S("x-request-ids"), S("a")));
+    /* a constant number stays indexed */
+    for (int i = 0; i < 5; i++)
+        assert_false(sharp_hpack_no_index(&hh, S("x-envoy-expected-rq-timeout-ms"), S("15000")));
+    /* a counter: indexed the first time only */
+    assert_false(sharp_hpack_no_index(&hh, S("x-upstream-request-on-connection"), S("1")));
+    assert_true(sharp_hpack_no_index(&hh, S("x-upstream-request-on-connection"), S("2")));
+    assert_true(sharp_hpack_no_index(&hh, S("x-upstream-request-on-connection"), S("2")));
+    /* not a number: the hint leaves it to the encoder */
+    for (int i = 0; i < 3; i++) {
+        char d[32];
+        snprintf(d, sizeof d, "Sun, 06 Dec 2026 16:0%d:00 GMT", i);
+        assert_false(sharp_hpack_no_index(&hh, S("date"), S(d)));
+    }
+    assert_false(sharp_hpack_no_index(&hh, S("x-empty"), S("")));
+    assert_false(sharp_hpack_no_index(&hh, S("x-long-number"), S("123456789012345678901")));
+    /* the other connection has its own memory */
+    sharp_hpack_hint_t other = {0};
+    assert_false(sharp_hpack_no_index(&other, S("x-upstream-request-on-connection"), S("7")));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_value_from_same_map_survives_growth),
         cmocka_unit_test(test_empty_first_header_has_spans),
         cmocka_unit_test(test_lowercase_every_byte),
+        cmocka_unit_test(test_hpack_no_index),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
