@@ -70,9 +70,16 @@ static void count_failure(sharp_upstream_conn_t *c)
 }
 
 /* A handshake that did not complete: a connect failure, with Envoy's
- * transport failure reason. */
+ * transport failure reason, the engine's when it failed with OpenSSL
+ * errors, else `why` in the same frame (a socket that ended, a write that
+ * failed). */
 static void handshake_failed(sharp_upstream_conn_t *c, const char *why)
 {
+    const char *reason = c->tls->engine ? sharp_tls_conn_failure_reason(c->tls->engine) : NULL;
+    if (reason) {
+        sharp_upstream_conn_connect_failed(c, reason);
+        return;
+    }
     char detail[320];
     snprintf(detail, sizeof detail, "TLS_error:|%s:TLS_error_end", why);
     sharp_upstream_conn_connect_failed(c, detail);
@@ -218,6 +225,11 @@ void sharp_upstream_tls_close(sharp_upstream_conn_t *c)
     struct sharp_upstream_tls *t = c->tls;
     if (!t->engine || !t->open) return;
     sharp_tls_conn_close_now(t->engine, &c->writer, (uv_stream_t *)&c->tcp);
+}
+
+struct sharp_tls_conn *sharp_upstream_tls_engine(const sharp_upstream_conn_t *c)
+{
+    return c->tls && c->tls->open ? c->tls->engine : NULL;
 }
 
 void sharp_upstream_tls_free(sharp_upstream_conn_t *c)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -80,6 +81,8 @@ static int setup_pki(void **state)
     issue("wrongsan", "ca", "rsa", "/CN=wrongsan", ext, "30");
     snprintf(ext, sizeof ext, "%sDNS:www.example.com", srv);
     issue("expired", "ca", "rsa", "/CN=expired", ext, "-1");
+    snprintf(ext, sizeof ext, "%sDNS:www.example.com,IP:127.0.0.1,IP:::1", srv);
+    issue("ipsan", "ca", "ec", "/CN=ipsan/O=Example", ext, "30");
     const char *cli = "extendedKeyUsage=clientAuth\\nsubjectAltName=URI:spiffe://example/client,DNS:client.test";
     issue("client", "ca", "ec", "/CN=client/O=Example", cli, "30");
     issue("revoked", "ca", "ec", "/CN=revoked", cli, "30");
@@ -795,6 +798,109 @@ static void session_resumption(void **state)
     sharp_tls_ctx_unref(s);
 }
 
+/* ---- what the access log and the stats read ---------------------------------------------- */
+
+/* Envoy's drainErrorQueue text, with OpenSSL 3's codes: the queue's
+ * entries, the validator's detail after a failed verification. */
+static void failure_reasons_are_envoys(void **state)
+{
+    pair_t *p = handshake("common_tls_context:\n  validation_context:\n    trusted_ca: {filename: %D/ca2.crt}\n",
+                          SERVER_RSA, NULL);
+    assert_int_equal(sharp_tls_conn_state(p->c), SHARP_TLS_FAILED);
+    assert_string_equal(sharp_tls_conn_failure_reason(p->c),
+                        "TLS_error:|167772294:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+                        "verify cert failed: X509_verify_cert: certificate verification error at depth 0: "
+                        "unable to get local issuer certificate:TLS_error_end");
+    /* the server got the alert: the reason names it */
+    assert_non_null(strstr(sharp_tls_conn_failure_reason(p->s), ":SSL routines:OPENSSL_internal:"));
+    assert_non_null(strstr(sharp_tls_conn_failure_reason(p->s), "ALERT_UNKNOWN_CA:TLS_error_end"));
+    pair_free(p);
+
+    p = handshake(CLIENT_CA "    match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: other.test}}]\n",
+                  SERVER_RSA, NULL);
+    assert_string_equal(sharp_tls_conn_failure_reason(p->c),
+                        "TLS_error:|167772294:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+                        "verify cert failed: SAN matcher:TLS_error_end");
+    pair_free(p);
+
+    p = handshake("{}", MTLS_SERVER, NULL);
+    const char *r = sharp_tls_conn_failure_reason(p->s);
+    assert_non_null(r);
+    assert_non_null(strstr(r, ":SSL routines:OPENSSL_internal:PEER_DID_NOT_RETURN_A_CERTIFICATE:"
+                              "peer did not provide required client certificate:TLS_error_end"));
+    pair_free(p);
+
+    /* no version in common: OpenSSL's own reason, no validator detail */
+    p = handshake("{}", SERVER_RSA "  tls_params: {tls_minimum_protocol_version: TLSv1_3}\n", NULL);
+    r = sharp_tls_conn_failure_reason(p->s);
+    assert_non_null(r);
+    assert_true(!strncmp(r, "TLS_error:|", 11));
+    assert_non_null(strstr(r, ":SSL routines:OPENSSL_internal:UNSUPPORTED_PROTOCOL:TLS_error_end"));
+    pair_free(p);
+
+    p = handshake("{}", SERVER_RSA, NULL);
+    expect_open(p);
+    assert_null(sharp_tls_conn_failure_reason(p->c));
+    assert_null(sharp_tls_conn_failure_reason(p->s));
+    pair_free(p);
+}
+
+static char *info(const sharp_tls_conn_t *c, sharp_tls_info_t what)
+{
+    static char buf[8192];
+    sharp_sbuf_t b = {0};
+    bool ok = sharp_tls_conn_put_info(c, what, &b);
+    if (ok) assert_true(b.len > 0);
+    else assert_int_equal(b.len, 0);
+    snprintf(buf, sizeof buf, "%s", ok ? sharp_sbuf_cstr(&b) : "(none)");
+    sharp_sbuf_free(&b);
+    return buf;
+}
+
+/* Envoy's Ssl::ConnectionInfo for the UPSTREAM_TLS_* / _PEER_* / _LOCAL_*
+ * operators, read through a reference that outlives the connection's
+ * owner (a stream logging after its upstream connection closed). */
+static void connection_info_for_the_access_log(void **state)
+{
+    pair_t *p = handshake(CLIENT_CA "  tls_certificates:\n" CERT("client"),
+                          "common_tls_context:\n  tls_certificates:\n" CERT("ipsan")
+                          "  validation_context:\n    trusted_ca: {filename: %D/ca.crt}\n", NULL);
+    expect_open(p);
+    sharp_tls_conn_t *c = p->c;
+    sharp_tls_conn_ref(c);
+    pair_free(p); /* the owner's reference goes */
+    assert_string_equal(info(c, SHARP_TLS_INFO_VERSION), "TLSv1.2");
+    assert_string_equal(info(c, SHARP_TLS_INFO_CIPHER), "ECDHE-ECDSA-AES128-GCM-SHA256");
+    const char *id = info(c, SHARP_TLS_INFO_SESSION_ID);
+    assert_int_equal(strlen(id), 64);
+    assert_int_equal(strspn(id, "0123456789abcdef"), 64);
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_SUBJECT), "O=Example,CN=ipsan");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_ISSUER), "CN=Test CA");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_DNS_SAN), "www.example.com");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_IP_SAN), "127.0.0.1,::1");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_URI_SAN), "(none)");
+    assert_string_equal(info(c, SHARP_TLS_INFO_LOCAL_URI_SAN), "spiffe://example/client");
+    assert_string_equal(info(c, SHARP_TLS_INFO_LOCAL_DNS_SAN), "client.test");
+    assert_string_equal(info(c, SHARP_TLS_INFO_LOCAL_IP_SAN), "(none)");
+    const char *pem = info(c, SHARP_TLS_INFO_PEER_CERT);
+    assert_true(!strncmp(pem, "-----BEGIN%20CERTIFICATE-----%0A", 32));
+    assert_null(strchr(pem, '\n'));
+    int64_t from, to;
+    assert_true(sharp_tls_conn_peer_validity(c, false, &from));
+    assert_true(sharp_tls_conn_peer_validity(c, true, &to));
+    assert_true(to - from >= 30 * 86400 - 60 && to - from <= 30 * 86400 + 60);
+    assert_true(from <= (int64_t)time(NULL));
+    sharp_tls_conn_free(c);
+
+    /* a client without a certificate of its own, a DNS-only server */
+    p = handshake("{}", SERVER_RSA, NULL);
+    assert_string_equal(info(p->c, SHARP_TLS_INFO_PEER_DNS_SAN), "www.example.com,api.example.com");
+    assert_string_equal(info(p->c, SHARP_TLS_INFO_LOCAL_DNS_SAN), "(none)");
+    assert_string_equal(info(p->s, SHARP_TLS_INFO_PEER_SUBJECT), "(none)"); /* no client certificate */
+    assert_false(sharp_tls_conn_peer_validity(p->s, false, &from));
+    pair_free(p);
+}
+
 /* ---- data ----------------------------------------------------------------------------- */
 
 static void data_both_ways_bounded_and_close_notify(void **state)
@@ -893,6 +999,8 @@ int main(void)
         cmocka_unit_test(expired_certificates),
         cmocka_unit_test(versions_and_ciphers),
         cmocka_unit_test(session_resumption),
+        cmocka_unit_test(failure_reasons_are_envoys),
+        cmocka_unit_test(connection_info_for_the_access_log),
         cmocka_unit_test(data_both_ways_bounded_and_close_notify),
     };
     return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
