@@ -310,6 +310,55 @@ bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c)
     return c->state != SHARP_TLS_HANDSHAKING && SSL_session_reused(c->ssl);
 }
 
+/* BoringSSL's name of a hash in a signature algorithm ("sha256"). */
+static const char *sigalg_hash(int nid)
+{
+    switch (nid) {
+    case NID_sha1: return "sha1";
+    case NID_sha256: return "sha256";
+    case NID_sha384: return "sha384";
+    case NID_sha512: return "sha512";
+    case NID_md5_sha1: return "md5_sha1";
+    default: return NULL;
+    }
+}
+
+const char *sharp_tls_conn_peer_sigalg(const sharp_tls_conn_t *c)
+{
+    if (c->state == SHARP_TLS_HANDSHAKING) return NULL;
+    int type = NID_undef, hash = NID_undef;
+    if (SSL_get_peer_signature_type_nid(c->ssl, &type) != 1) return NULL;
+    if (SSL_get_peer_signature_nid(c->ssl, &hash) != 1) hash = NID_undef;
+    const char *h = sigalg_hash(hash);
+    /* the TLS code points' names: static strings, so a counter name can
+     * be made from them without copying */
+    static const char *const pkcs1[] = {"rsa_pkcs1_sha1", "rsa_pkcs1_sha256", "rsa_pkcs1_sha384", "rsa_pkcs1_sha512",
+                                        "rsa_pkcs1_md5_sha1"};
+    static const char *const rsae[] = {NULL, "rsa_pss_rsae_sha256", "rsa_pss_rsae_sha384", "rsa_pss_rsae_sha512",
+                                       NULL};
+    static const char *const pss[] = {NULL, "rsa_pss_pss_sha256", "rsa_pss_pss_sha384", "rsa_pss_pss_sha512", NULL};
+    /* with the curve, as Envoy asks BoringSSL (include_curve): the TLS 1.3
+     * code points, which TLS 1.2's ecdsa_<hash> share */
+    static const char *const ecdsa[] = {"ecdsa_sha1", "ecdsa_secp256r1_sha256", "ecdsa_secp384r1_sha384",
+                                        "ecdsa_secp521r1_sha512", NULL};
+    int i = !h ? -1 : !strcmp(h, "sha1") ? 0 : !strcmp(h, "sha256") ? 1 : !strcmp(h, "sha384") ? 2
+                    : !strcmp(h, "sha512") ? 3 : 4;
+    switch (type) {
+    case EVP_PKEY_ED25519: return "ed25519";
+    case EVP_PKEY_ED448: return "ed448";
+    case EVP_PKEY_RSA: return i >= 0 ? pkcs1[i] : NULL;
+    case EVP_PKEY_EC: return i >= 0 ? ecdsa[i] : NULL;
+    case EVP_PKEY_RSA_PSS: {
+        /* rsae: an rsaEncryption key signing with PSS; pss: an RSASSA-PSS key */
+        X509 *peer = SSL_get0_peer_certificate(c->ssl);
+        EVP_PKEY *k = peer ? X509_get0_pubkey(peer) : NULL;
+        bool pss_key = k && EVP_PKEY_get_id(k) == EVP_PKEY_RSA_PSS;
+        return i >= 0 ? (pss_key ? pss[i] : rsae[i]) : NULL;
+    }
+    default: return NULL;
+    }
+}
+
 bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c)
 {
     return SSL_get0_peer_certificate(c->ssl) != NULL;

@@ -135,6 +135,15 @@ const char *sharp_tls_conn_alpn(const sharp_tls_conn_t *c);        /* selected p
 const char *sharp_tls_conn_curve(const sharp_tls_conn_t *c);       /* key exchange group, "X25519", "P-256" */
 const char *sharp_tls_conn_sni(const sharp_tls_conn_t *c);         /* requested (server) or sent (client) */
 bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c);
+/* The signature algorithm the peer signed this handshake with, in
+ * BoringSSL's names (SSL_get_signature_algorithm_name with the curve, as
+ * Envoy's ssl.sigalgs.<name>): "rsa_pss_rsae_sha256",
+ * "ecdsa_secp256r1_sha256", "rsa_pkcs1_sha256", "ed25519"... NULL when the
+ * peer signed nothing: a resumed session (OpenSSL keeps the algorithm per
+ * handshake, BoringSSL in the session, so Envoy also counts resumptions
+ * under the first handshake's algorithm), a client without a certificate,
+ * RSA key exchange. */
+const char *sharp_tls_conn_peer_sigalg(const sharp_tls_conn_t *c);
 bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c);
 /* The peer certificate's subject (RFC 2253), first URI SAN, and the local
  * certificate's subject; malloc'd, NULL when absent. */

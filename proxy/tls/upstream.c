@@ -38,7 +38,7 @@ static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 
 /* Envoy's ContextImpl::logHandshake in the cluster's scope: handshake,
  * session_reused, no_certificate, ciphers.<name>, versions.<v>,
- * curves.<name> (the named ones registered on first use). */
+ * curves.<name>, sigalgs.<name> (the named ones registered on first use). */
 static void count_handshake(sharp_upstream_conn_t *c)
 {
     sharp_cluster_t *cl = cluster_of(c);
@@ -51,6 +51,9 @@ static void count_handshake(sharp_upstream_conn_t *c)
     if (cipher) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.ciphers.%s", cl->name, cipher));
     if (version) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.versions.%s", cl->name, version));
     if (curve) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.curves.%s", cl->name, curve));
+    /* the server's signature: its certificate's key and the hash it chose */
+    const char *sigalg = sharp_tls_conn_peer_sigalg(e);
+    if (sigalg) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.sigalgs.%s", cl->name, sigalg));
 }
 
 /* Envoy's SslSocket::drainErrorQueue: a failed verification counts its

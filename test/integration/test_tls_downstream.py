@@ -226,6 +226,21 @@ def test_mutual_tls_accepted_and_logged(procs, upstream, pki):
     assert ssl_stat(t, "no_certificate") == 0
 
 
+def test_sigalgs_count_the_client_certificate_signature(procs, upstream, pki):
+    """listener.<address>.ssl.sigalgs.<name>: a server sees a peer signature
+    only in a client certificate's CertificateVerify (an ECDSA P-256 key
+    here, over TLS 1.3 and 1.2); clients without one count nothing."""
+    t = start(procs, upstream, pki, client_ca=True)
+    assert curl(t, "/").returncode == 0
+    wait_ssl_stat(t, "handshake", 1)
+    assert ".ssl.sigalgs." not in admin_get(t.admin, "/stats")
+    for tls_max in ("1.3", "1.2"):
+        r = curl(t, "/", "--tls-max", tls_max, "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+        assert r.returncode == 0, r
+    wait_ssl_stat(t, "sigalgs.ecdsa_secp256r1_sha256", 2)
+    assert ssl_stat(t, "handshake") == 3
+
+
 @pytest.mark.parametrize("cert,counter", [(None, "fail_verify_no_cert"), ("stranger", "fail_verify_error"),
                                           ("expired", "fail_verify_error")])
 def test_mutual_tls_refused(procs, upstream, pki, cert, counter):

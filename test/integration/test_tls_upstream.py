@@ -596,6 +596,8 @@ def test_upstream_tls_operators_in_the_access_log(procs, pki, tls_server, upstre
     pem = open(f"{pki}/rsa.crt").read()
     assert v[14] == urllib.parse.quote(pem, safe="-._~"), v
     assert lines[1] == "|".join(["-"] * 15), lines[1]
+    # the server signed with RSA-PSS (its RSA key, the client's preference)
+    assert ssl_stat(f, "sigalgs.rsa_pss_rsae_sha256") == 1
     assert stat(admin, "cluster.plain.ssl.handshake") is None
 
 
@@ -663,7 +665,8 @@ def test_retry_logs_the_last_attempts_connection(procs, pki, tls_server, upstrea
 
 def test_http2_upstream_streams_log_their_connection(procs, pki, tmp_path):
     """Requests multiplexed on one HTTP/2 connection to nginx each log its
-    TLS details (the same session)."""
+    TLS details (the same session), and the connection's handshake counts
+    its signature algorithm once."""
     port = nginx_tls(procs, pki, tmp_path, http2=True)
     h2 = ('typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n'
           '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
@@ -683,3 +686,4 @@ def test_http2_upstream_streams_log_their_connection(procs, pki, tmp_path):
     assert (proto, version, san) == ("HTTP/1.1", "TLSv1.2", TLS_HOST), lines
     assert len(session) == 64, lines
     assert stat(admin, "cluster.b.upstream_cx_http2_total") == 1
+    assert ssl_stat(f, "sigalgs.rsa_pss_rsae_sha256") == 1

@@ -845,6 +845,47 @@ static void failure_reasons_are_envoys(void **state)
     pair_free(p);
 }
 
+static const char *sigalg_with(const char *client, const char *server, bool at_server)
+{
+    static char name[64];
+    pair_t *p = handshake(client, server, NULL);
+    expect_open(p);
+    const char *n = sharp_tls_conn_peer_sigalg(at_server ? p->s : p->c);
+    snprintf(name, sizeof name, "%s", n ? n : "(none)");
+    pair_free(p);
+    return name;
+}
+
+/* ssl.sigalgs.<name>: the peer's signature, in BoringSSL's names. */
+static void peer_signature_algorithms(void **state)
+{
+    const char *v13 = "common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_3}}\n";
+    const char *ecdsa_server = "common_tls_context:\n  tls_certificates:\n" CERT("ecdsa");
+    assert_string_equal(sigalg_with("{}", SERVER_RSA, false), "rsa_pss_rsae_sha256");
+    assert_string_equal(sigalg_with(v13, SERVER_RSA, false), "rsa_pss_rsae_sha256");
+    assert_string_equal(sigalg_with("{}", ecdsa_server, false), "ecdsa_secp256r1_sha256");
+    assert_string_equal(sigalg_with(v13, ecdsa_server, false), "ecdsa_secp256r1_sha256");
+    assert_string_equal(sigalg_with("common_tls_context: {tls_params: {signature_algorithms: [rsa_pkcs1_sha384]}}\n",
+                                    SERVER_RSA, false), "rsa_pkcs1_sha384");
+    assert_string_equal(sigalg_with("common_tls_context: {tls_params: {signature_algorithms: [rsa_pss_rsae_sha512]}}\n",
+                                    SERVER_RSA, false), "rsa_pss_rsae_sha512");
+    /* a server sees one only from a client certificate (ECDSA here) */
+    assert_string_equal(sigalg_with("{}", SERVER_RSA, true), "(none)");
+    assert_string_equal(sigalg_with(CLIENT_WITH("client"), MTLS_SERVER, true), "ecdsa_secp256r1_sha256");
+    /* a resumed session signs nothing */
+    sharp_tls_ctx_t *c = make_ctx(false, "{}", NULL, 0), *s = make_ctx(true, SERVER_RSA, NULL, 0);
+    pair_t *p = connect_pair(c, s, NULL);
+    assert_string_equal(sharp_tls_conn_peer_sigalg(p->c), "rsa_pss_rsae_sha256");
+    close_both(p);
+    pair_free(p);
+    p = connect_pair(c, s, NULL);
+    assert_true(sharp_tls_conn_session_reused(p->c));
+    assert_null(sharp_tls_conn_peer_sigalg(p->c));
+    pair_free(p);
+    sharp_tls_ctx_unref(c);
+    sharp_tls_ctx_unref(s);
+}
+
 static char *info(const sharp_tls_conn_t *c, sharp_tls_info_t what)
 {
     static char buf[8192];
@@ -1000,6 +1041,7 @@ int main(void)
         cmocka_unit_test(versions_and_ciphers),
         cmocka_unit_test(session_resumption),
         cmocka_unit_test(failure_reasons_are_envoys),
+        cmocka_unit_test(peer_signature_algorithms),
         cmocka_unit_test(connection_info_for_the_access_log),
         cmocka_unit_test(data_both_ways_bounded_and_close_notify),
     };
