@@ -262,6 +262,53 @@ def test_san_matcher(procs, pki, tls_server):
     assert ssl_stat(good, "fail_verify_san") == 0 and ssl_stat(good, "handshake") == 1
 
 
+def combined(pki, default, secret_ca="ca"):
+    """A cluster's UpstreamTlsContext with a combined_validation_context (the
+    default context given, a static secret "upstream_ca" with trusted_ca)
+    and the bootstrap's secrets to add."""
+    ctx = {"@type": US_TLS, "sni": TLS_HOST, "common_tls_context": {"combined_validation_context": {
+        "default_validation_context": default, "validation_context_sds_secret_config": {"name": "upstream_ca"}}}}
+    secrets = ("  secrets:\n"
+               f"  - name: upstream_ca\n    validation_context: {{ trusted_ca: {{ filename: {pki}/{secret_ca}.crt }} }}\n")
+    return "transport_socket: {name: envoy.transport_sockets.tls, typed_config: " + json.dumps(ctx) + "}\n", secrets
+
+
+def test_combined_validation_context_verifies_the_server(procs, pki, tls_server):
+    """The default context's SAN matcher with the secret's CA: the server's
+    DNS SAN is checked (fail_verify_san when another name is required), and
+    the secret's CA replaces the default's (MergeFrom)."""
+    port = tls_server()
+
+    def start(default, secret_ca="ca"):
+        ts, secrets = combined(pki, default, secret_ca)
+        f = Front()
+        f.listen, f.admin = free_port(), free_port()
+        text = bootstrap_yaml(f.listen, f.admin, {"b": [port]}, cluster_extra=ts)
+        run_sharp_config(procs, text.replace("static_resources:\n", "static_resources:\n" + secrets, 1), f.admin)
+        return f
+
+    ok = start({"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": TLS_HOST}}]})
+    status, body = get(ok)
+    assert status == 200 and json.loads(body)["sni"] == TLS_HOST, body
+    bad = start({"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": "other.test"}}]})
+    status, body = get(bad)
+    assert status == 503 and b"verify cert failed: SAN matcher" in body, body
+    assert ssl_stat(bad, "fail_verify_san") == 1
+    # the default's CA is ca2 (which did not issue the server's certificate);
+    # the secret's replaces it
+    ok2 = start({"trusted_ca": {"filename": f"{pki}/ca2.crt"}})
+    assert get(ok2)[0] == 200
+    wrong = start({"trusted_ca": {"filename": f"{pki}/ca.crt"}}, secret_ca="ca2")
+    assert get(wrong)[0] == 503
+    assert ssl_stat(wrong, "fail_verify_error") == 1
+    # SAN matchers need a CA in the merged context, as Envoy checks it
+    ts, _ = combined(pki, {"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": TLS_HOST}}]})
+    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=ts).replace(
+        "static_resources:\n", "static_resources:\n  secrets:\n  - name: upstream_ca\n    validation_context: {}\n", 1))
+    assert rc == 1 and "combined_validation_context: SAN-based verification of peer certificates without " \
+        "trusted CA is insecure and not allowed" in out, out
+
+
 def test_auto_sni_san_validation_checks_the_host_name(procs, pki, tls_server):
     """auto_host_sni with auto_sni_san_validation: the server certificate
     must carry the SNI sent (the host's name) as a DNS SAN."""

@@ -942,6 +942,97 @@ static void connection_info_for_the_access_log(void **state)
     pair_free(p);
 }
 
+/* ---- combined validation contexts ---------------------------------------------------- */
+
+/* static_resources.secrets for the translations: validation contexts
+ * parsed from YAML ("%D" is the PKI directory). */
+static sharp_config_doc_t *secret_docs[4];
+static Envoy__Extensions__TransportSockets__Tls__V3__Secret *secrets[4];
+
+static void use_secrets(const char *const *yaml, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *text = expand(yaml[i]);
+        sharp_config_error_t perr = {{0}};
+        secret_docs[i] = sharp_config_parse(text, strlen(text), "secret.yaml",
+                                            &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, &perr);
+        free(text);
+        if (!secret_docs[i]) fail_msg("secret: %s", perr.msg);
+        secrets[i] = (void *)sharp_config_doc_message(secret_docs[i]);
+    }
+    sharp_tls_config_use_secrets(secrets, n);
+}
+
+static void drop_secrets(size_t n)
+{
+    sharp_tls_config_use_secrets(NULL, 0);
+    for (size_t i = 0; i < n; i++) sharp_config_doc_free(secret_docs[i]);
+}
+
+#define COMBINED(dflt, name)                                                                                      \
+    "common_tls_context:\n  combined_validation_context:\n    default_validation_context: " dflt "\n"             \
+    "    validation_context_sds_secret_config: {name: " name "}\n"
+#define SAN(n) "{san_type: DNS, matcher: {exact: " #n "}}"
+
+/* Envoy merges the secret over the default (MergeFrom): the secret's
+ * singular fields win, repeated ones are appended, booleans are OR'ed;
+ * the checks apply to the result. */
+static void combined_validation_context_merges(void **state)
+{
+    const char *yaml[] = {
+        "name: ca\nvalidation_context: {trusted_ca: {filename: %D/ca.crt}}\n",
+        "name: ca_www\nvalidation_context: {trusted_ca: {filename: %D/ca.crt}, match_typed_subject_alt_names: ["
+        SAN(www.example.com) "]}\n",
+        "name: empty\nvalidation_context: {}\n",
+        "name: ca2\nvalidation_context: {trusted_ca: {filename: %D/ca2.crt}}\n",
+    };
+    use_secrets(yaml, 4);
+    /* the default's SAN matcher with the secret's CA (neither is valid alone) */
+    pair_t *p = handshake(COMBINED("{match_typed_subject_alt_names: [" SAN(www.example.com) "]}", "ca"), SERVER_RSA, NULL);
+    expect_open(p);
+    pair_free(p);
+    p = handshake(COMBINED("{match_typed_subject_alt_names: [" SAN(other.test) "]}", "ca"), SERVER_RSA, NULL);
+    assert_int_equal(sharp_tls_conn_failure(p->c), SHARP_TLS_FAIL_VERIFY_SAN);
+    pair_free(p);
+    /* repeated fields appended: other.test or www.example.com matches */
+    p = handshake(COMBINED("{match_typed_subject_alt_names: [" SAN(other.test) "]}", "ca_www"), SERVER_RSA, NULL);
+    expect_open(p);
+    pair_free(p);
+    /* singular fields: the secret's CA replaces the default's */
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca2.crt}}", "ca"), SERVER_RSA, NULL);
+    expect_open(p);
+    pair_free(p);
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca.crt}}", "ca2"), SERVER_RSA, NULL);
+    assert_int_equal(sharp_tls_conn_failure(p->c), SHARP_TLS_FAIL_VERIFY_ERROR);
+    pair_free(p);
+    /* an empty secret leaves the default whole; booleans: the default's true stays */
+    const char *expired = "common_tls_context:\n  tls_certificates:\n" CERT("expired");
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca.crt}, allow_expired_certificate: true}", "empty"), expired,
+                  NULL);
+    expect_open(p);
+    pair_free(p);
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca.crt}}", "empty"), expired, NULL);
+    assert_int_equal(sharp_tls_conn_failure(p->c), SHARP_TLS_FAIL_VERIFY_ERROR);
+    pair_free(p);
+    /* server side: client certificates verified with the combined context */
+    p = handshake(CLIENT_WITH("client"), SERVER_RSA "  combined_validation_context:\n"
+                  "    default_validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: "
+                  "{exact: 'spiffe://example/client'}}]}\n    validation_context_sds_secret_config: {name: ca}\n"
+                  "require_client_certificate: true\n", NULL);
+    expect_open(p);
+    pair_free(p);
+    /* the checks see the merged context; names are looked up as Envoy's */
+    expect_error(false, COMBINED("{match_typed_subject_alt_names: [" SAN(www.example.com) "]}", "empty"),
+                 "common_tls_context.combined_validation_context: SAN-based verification of peer certificates "
+                 "without trusted CA is insecure and not allowed");
+    expect_error(false, COMBINED("{}", "nope"),
+                 "common_tls_context.combined_validation_context.validation_context_sds_secret_config.name: "
+                 "Unknown static secret: nope");
+    expect_error(false, "common_tls_context:\n  combined_validation_context:\n    default_validation_context: {}\n",
+                 "validation_context_sds_secret_config: is required");
+    drop_secrets(4);
+}
+
 /* ---- data ----------------------------------------------------------------------------- */
 
 static void data_both_ways_bounded_and_close_notify(void **state)
@@ -1043,6 +1134,7 @@ int main(void)
         cmocka_unit_test(failure_reasons_are_envoys),
         cmocka_unit_test(peer_signature_algorithms),
         cmocka_unit_test(connection_info_for_the_access_log),
+        cmocka_unit_test(combined_validation_context_merges),
         cmocka_unit_test(data_both_ways_bounded_and_close_notify),
     };
     return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
