@@ -217,10 +217,14 @@ static void clear_upstream_info(router_state_t *rs)
     sharp_stream_info_t *si = &rs->f->stream->info;
     si->upstream_tls = NULL;
     si->upstream_transport_failure_reason = NULL;
-    if (rs->upstream_tls) sharp_tls_conn_free(rs->upstream_tls);
-    rs->upstream_tls = NULL;
-    free(rs->failure_reason);
-    rs->failure_reason = NULL;
+    if (rs->upstream_tls) {
+        sharp_tls_conn_free(rs->upstream_tls);
+        rs->upstream_tls = NULL;
+    }
+    if (rs->failure_reason) {
+        free(rs->failure_reason);
+        rs->failure_reason = NULL;
+    }
 }
 
 /* Envoy counts a locally generated upstream failure as that status in the
