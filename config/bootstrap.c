@@ -58,6 +58,7 @@ typedef struct build_ctx {
     uint32_t next_log_slot;
     uint64_t random; /* featureEnabled draws made while building */
     sharp_sds_t *sds; /* the snapshot's SDS secrets */
+    const bootstrap_t *bootstrap; /* its DNS resolver is the default of the clusters */
 } build_ctx_t;
 
 /* Formats "source:line:col: path: message" (line part only when known). */
@@ -902,6 +903,77 @@ static int resolver_address(build_ctx_t *b, const Envoy__Config__Core__V3__Addre
     return 0;
 }
 
+/* A DNS resolver's settings as Envoy's makeDnsResolverConfig makes them,
+ * for a cluster or the bootstrap: typed_dns_resolver_config (c-ares, its
+ * resolvers, options, query timeout and tries, use_resolvers_as_fallback),
+ * else dns_resolution_config, else the deprecated resolvers (clusters'
+ * dns_resolvers) and use_tcp_for_dns_lookups. `prefix` is the owner's
+ * field path ("" for the bootstrap). */
+static int resolver_settings(build_ctx_t *b, sharp_dns_cluster_t *dc,
+                             const Envoy__Config__Core__V3__TypedExtensionConfig *typed,
+                             const Envoy__Config__Core__V3__DnsResolutionConfig *resolution,
+                             Envoy__Config__Core__V3__Address *const *legacy, size_t nlegacy, bool legacy_tcp,
+                             const char *prefix)
+{
+    char p[1024];
+    const char *dot = prefix[0] ? "." : "";
+    Envoy__Config__Core__V3__Address *const *res = legacy;
+    size_t nres = nlegacy;
+    const char *res_field = "dns_resolvers";
+    const Envoy__Config__Core__V3__DnsResolverOptions *opts = NULL;
+    dc->use_tcp = legacy_tcp;
+    Envoy__Extensions__Network__DnsResolver__Cares__V3__CaresDnsResolverConfig *cares = NULL;
+    if (typed) {
+        snprintf(p, sizeof p, "%s%styped_dns_resolver_config.typed_config", prefix, dot);
+        if (!typed->typed_config) return fail(b, p, "typed_config is required");
+        sharp_config_error_t e = {{0}};
+        cares = (void *)sharp_any_unpack(
+            &typed->typed_config->base,
+            &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor, &e);
+        if (!cares) return fail(b, p, "%s", e.msg);
+        res = cares->resolvers;
+        nres = cares->n_resolvers;
+        res_field = "typed_dns_resolver_config.typed_config.resolvers";
+        opts = cares->dns_resolver_options;
+        dc->use_tcp = false;
+        if (cares->query_timeout_seconds) dc->query_timeout_ms = cares->query_timeout_seconds->value * 1000;
+        if (cares->query_tries) dc->query_tries = cares->query_tries->value;
+        dc->resolvers_as_fallback = cares->use_resolvers_as_fallback;
+    } else if (resolution) {
+        res = resolution->resolvers;
+        nres = resolution->n_resolvers;
+        res_field = "dns_resolution_config.resolvers";
+        opts = resolution->dns_resolver_options;
+        dc->use_tcp = false;
+    }
+    if (opts) {
+        dc->no_search = opts->no_default_search_domain;
+        dc->use_tcp = opts->use_tcp_for_dns_lookups;
+    }
+    dc->resolvers = sharp_calloc(nres ? nres : 1, sizeof *dc->resolvers);
+    for (size_t i = 0; i < nres; i++) {
+        snprintf(p, sizeof p, "%s%s%s[%zu]", prefix, dot, res_field, i);
+        if (resolver_address(b, res[i], p, &dc->resolvers[i]) < 0) {
+            if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
+            return -1;
+        }
+        dc->nresolvers++;
+    }
+    if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
+    return 0;
+}
+
+/* The bootstrap's DNS resolver, which Envoy builds at start whether or
+ * not a cluster uses it: checked once here, applied per cluster below. */
+static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
+{
+    sharp_dns_cluster_t scratch = {0};
+    int rc = resolver_settings(b, &scratch, bs->typed_dns_resolver_config, bs->dns_resolution_config, NULL, 0,
+                               bs->use_tcp_for_dns_lookups, "");
+    free(scratch.resolvers);
+    return rc;
+}
+
 /* The DNS settings of a STRICT_DNS / LOGICAL_DNS cluster (Envoy's
  * BaseDynamicClusterImpl / ClusterImplBase validation). */
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
@@ -934,51 +1006,30 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL: dc->family = SHARP_DNS_ALL; break;
     default: dc->family = SHARP_DNS_AUTO; break;
     }
-    /* Envoy's order: typed_dns_resolver_config, else dns_resolution_config,
-     * else the deprecated dns_resolvers and use_tcp_for_dns_lookups */
-    Envoy__Config__Core__V3__Address **res = pb->dns_resolvers;
-    size_t nres = pb->n_dns_resolvers;
-    const char *res_field = "dns_resolvers";
-    const Envoy__Config__Core__V3__DnsResolverOptions *opts = NULL;
-    dc->use_tcp = pb->use_tcp_for_dns_lookups;
-    Envoy__Extensions__Network__DnsResolver__Cares__V3__CaresDnsResolverConfig *cares = NULL;
-    if (pb->typed_dns_resolver_config) {
-        const Envoy__Config__Core__V3__TypedExtensionConfig *t = pb->typed_dns_resolver_config;
-        snprintf(p, sizeof p, "%s.typed_dns_resolver_config.typed_config", path);
-        if (!t->typed_config) return fail(b, p, "typed_config is required");
-        sharp_config_error_t e = {{0}};
-        cares = (void *)sharp_any_unpack(
-            &t->typed_config->base, &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,
-            &e);
-        if (!cares) return fail(b, p, "%s", e.msg);
-        res = cares->resolvers;
-        nres = cares->n_resolvers;
-        res_field = "typed_dns_resolver_config.typed_config.resolvers";
-        opts = cares->dns_resolver_options;
-        dc->use_tcp = false;
-        if (cares->query_timeout_seconds) dc->query_timeout_ms = cares->query_timeout_seconds->value * 1000;
-        if (cares->query_tries) dc->query_tries = cares->query_tries->value;
-    } else if (pb->dns_resolution_config) {
-        res = pb->dns_resolution_config->resolvers;
-        nres = pb->dns_resolution_config->n_resolvers;
-        res_field = "dns_resolution_config.resolvers";
-        opts = pb->dns_resolution_config->dns_resolver_options;
-        dc->use_tcp = false;
+    /* Envoy's selectDnsResolver: a cluster with resolvers of its own (a
+     * typed_dns_resolver_config, dns_resolution_config's resolvers or
+     * dns_resolvers) gets its own resolver; every other one the
+     * bootstrap's, whose settings are then the cluster's */
+    bool own = pb->typed_dns_resolver_config || (pb->dns_resolution_config && pb->dns_resolution_config->n_resolvers) ||
+               pb->n_dns_resolvers;
+    if (!own && pb->use_tcp_for_dns_lookups) {
+        /* Envoy reads the deprecated flag only with dns_resolvers: alone it
+         * would be ignored, so it is refused */
+        snprintf(p, sizeof p, "%s.use_tcp_for_dns_lookups", path);
+        return fail(b, p, "applies only with the cluster's dns_resolvers (as in Envoy, a cluster without resolvers "
+                          "of its own uses the bootstrap's DNS resolver: set use_tcp_for_dns_lookups, "
+                          "dns_resolution_config or typed_dns_resolver_config there)");
     }
-    if (opts) {
-        dc->no_search = opts->no_default_search_domain;
-        dc->use_tcp = opts->use_tcp_for_dns_lookups;
-    }
-    dc->resolvers = sharp_calloc(nres ? nres : 1, sizeof *dc->resolvers);
-    for (size_t i = 0; i < nres; i++) {
-        snprintf(p, sizeof p, "%s.%s[%zu]", path, res_field, i);
-        if (resolver_address(b, res[i], p, &dc->resolvers[i]) < 0) {
-            if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
+    if (own) {
+        if (resolver_settings(b, dc, pb->typed_dns_resolver_config, pb->dns_resolution_config, pb->dns_resolvers,
+                              pb->n_dns_resolvers, pb->use_tcp_for_dns_lookups, path) < 0)
             return -1;
-        }
-        dc->nresolvers++;
+    } else {
+        const bootstrap_t *bs = b->bootstrap;
+        if (resolver_settings(b, dc, bs->typed_dns_resolver_config, bs->dns_resolution_config, NULL, 0,
+                              bs->use_tcp_for_dns_lookups, "") < 0)
+            return -1;
     }
-    if (cares) protobuf_c_message_free_unpacked(&cares->base, NULL);
     /* the shuffle-shard balancer builds its cells over the hosts of the
      * load; it does not follow host sets yet */
     if (pb->load_balancing_policy) {
@@ -1377,9 +1428,9 @@ static int configure_application_log(build_ctx_t *b, const bootstrap_t *bs)
 
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
-    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen,
-                     .random = sharp_now_ns() | 1};
     const bootstrap_t *bs = (const bootstrap_t *)cfg->bootstrap;
+    build_ctx_t b = {.cfg = cfg, .srv = srv, .err = err, .errlen = errlen,
+                     .random = sharp_now_ns() | 1, .bootstrap = bs};
     sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
     s->refs = 1;
     s->sds = b.sds = sharp_sds_new(srv->stats);
@@ -1414,6 +1465,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     }
     if (bs->admin && build_admin_access_logs(&b, bs->admin, s) < 0) goto bad;
     if (configure_cluster_manager(&b, bs, s) < 0) goto bad;
+    if (check_bootstrap_dns(&b, bs) < 0) goto bad;
     bool ol_failed;
     s->overload = sharp_config_overload(bs->overload_manager, srv->stats, &ol_failed, spath, sizeof spath, smsg,
                                         sizeof smsg);

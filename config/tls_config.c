@@ -1,5 +1,6 @@
 /* tls_config.c: see tls_config.h. */
 #include "config/tls_config.h"
+#include "config/mapper.h"
 #include "config/route_config.h"
 
 #include <ctype.h>
@@ -377,6 +378,50 @@ secret_by_name(const sds_pb_t *sds, const char *path, Envoy__Extensions__Transpo
     return NULL;
 }
 
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__CombinedCertificateValidationContext
+    combined_pb_t;
+
+/* Envoy's combined validation context: default_validation_context with the
+ * named secret's validation context merged over it by protobuf's MergeFrom
+ * (the secret's singular fields win, repeated fields are appended after
+ * the default's, booleans end up OR'ed), then checked and translated as
+ * one context. The static secret is read, never changed: both are copies. */
+static int combined_validation(const combined_pb_t *cv, const char *path, sharp_tls_validation_config_t *out,
+                               char *err, size_t errlen)
+{
+    char sub[256];
+    if (cv->validation_context_certificate_provider || cv->validation_context_certificate_provider_instance)
+        return fail(err, errlen, "%s: certificate provider plugins are not supported by SHARP", path);
+    if (!cv->default_validation_context)
+        return fail(err, errlen, "%s.default_validation_context: is required", path);
+    if (!cv->validation_context_sds_secret_config)
+        return fail(err, errlen, "%s.validation_context_sds_secret_config: is required", path);
+    snprintf(sub, sizeof sub, "%s.validation_context_sds_secret_config", path);
+    /* a rotation rebuilds the context from the secret alone: the merge with
+     * the default context would be lost */
+    if (cv->validation_context_sds_secret_config->sds_config)
+        return fail(err, errlen, "%s.sds_config: a combined validation context from an SDS source is not supported "
+                    "by SHARP (name a static_resources.secrets entry, or use validation_context_sds_secret_config)", sub);
+    char where[256];
+    const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s =
+        secret_by_name(cv->validation_context_sds_secret_config, sub,
+                       ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT, where,
+                       sizeof where, err, errlen);
+    if (!s) return -1;
+    ProtobufCMessage *merged = sharp_config_trimmed_copy(&cv->default_validation_context->base, NULL, 0);
+    ProtobufCMessage *dynamic = sharp_config_trimmed_copy(&s->validation_context->base, NULL, 0);
+    int rc = -1;
+    if (!merged || !dynamic) {
+        fail(err, errlen, "%s: the validation contexts cannot be combined", path);
+    } else {
+        sharp_config_merge(merged, dynamic);
+        rc = validation((const cvc_pb_t *)merged, path, false, out, err, errlen);
+    }
+    if (merged) protobuf_c_message_free_unpacked(merged, NULL);
+    if (dynamic) protobuf_c_message_free_unpacked(dynamic, NULL);
+    return rc;
+}
+
 static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size_t errlen)
 {
     const char *p = "common_tls_context";
@@ -460,7 +505,9 @@ static int common(const common_pb_t *c, sharp_tls_config_t *out, char *err, size
         break;
     }
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT:
-        return fail(err, errlen, "%s.combined_validation_context: combined validation contexts are not supported by SHARP yet", p);
+        snprintf(sub, sizeof sub, "%s.combined_validation_context", p);
+        if (combined_validation(c->combined_validation_context, sub, &out->validation, err, errlen) < 0) return -1;
+        break;
     default:
         return fail(err, errlen, "%s: certificate provider plugins are not supported by SHARP", p);
     }

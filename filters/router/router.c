@@ -41,6 +41,7 @@
 #include "http/route.h"
 #include "http/stream.h"
 #include "log.h"
+#include "tls/conn.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
@@ -106,6 +107,11 @@ typedef struct router_state {
     uint32_t ntried;
     sharp_sbuf_t shard_key; /* the customer key of a shuffle-shard cluster */
     sharp_priority_t priority; /* the route's: its breakers and pools */
+    /* the access log's view of the last try's connection (Envoy's
+     * UpstreamInfo, new for every try): its TLS engine, referenced, and
+     * the transport failure reason of a failed connect */
+    sharp_tls_conn_t *upstream_tls;
+    char *failure_reason;
     sharp_shadow_t **shadows;  /* one slot per mirror policy; set while that shadow streams the body */
     uint32_t nshadows;
 } router_state_t;
@@ -200,6 +206,24 @@ static void release_upstream(router_state_t *rs)
         sharp_gauge_add(shard(rs), rs->cluster->st.rq_active, -1);
         atomic_fetch_sub_explicit(&rs->host->active_rq, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&rs->cluster->open[rs->priority].rq_open, 1, memory_order_relaxed);
+    }
+}
+
+/* A try starts with no upstream connection in the stream info (Envoy
+ * gives every UpstreamRequest a new UpstreamInfo): the previous try's TLS
+ * details and failure reason go. */
+static void clear_upstream_info(router_state_t *rs)
+{
+    sharp_stream_info_t *si = &rs->f->stream->info;
+    si->upstream_tls = NULL;
+    si->upstream_transport_failure_reason = NULL;
+    if (rs->upstream_tls) {
+        sharp_tls_conn_free(rs->upstream_tls);
+        rs->upstream_tls = NULL;
+    }
+    if (rs->failure_reason) {
+        free(rs->failure_reason);
+        rs->failure_reason = NULL;
     }
 }
 
@@ -730,6 +754,7 @@ static void start_try(router_state_t *rs)
         return;
     }
     rs->host = host;
+    clear_upstream_info(rs);
     /* %UPSTREAM_REQUEST_ATTEMPT_COUNT%: tries that got a host (Envoy
      * counts an attempt once it has a connection pool; 0: never tried) */
     s->info.attempt_count = rs->attempt;
@@ -1074,6 +1099,14 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     sharp_stream_t *s = rs->f->stream;
     rs->bound = true;
     SHARP_COPY_CSTR(s->info.upstream_local_address, sharp_upstream_cx_local_address(cx));
+    /* TLS: the engine is kept (a reference, no copy) for the access log,
+     * which reads it when the line is rendered */
+    sharp_tls_conn_t *tls = sharp_upstream_cx_tls(cx);
+    if (tls) {
+        sharp_tls_conn_ref(tls);
+        rs->upstream_tls = tls;
+        s->info.upstream_tls = tls;
+    }
     bool body_pending = rs->pending_body.len > 0;
     bool trailers = rs->request_end_seen && rs->has_req_trailers;
     bool end_with_headers = rs->request_end_seen && !body_pending && !trailers;
@@ -1103,6 +1136,11 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
     sharp_debug(router, "[C%llu][S%llu] upstream connection failure to %s: %s", rs->f->stream->conn_id,
                 rs->f->stream->id, rs->host->address, detail ? detail : "");
     charge_local_upstream_code(rs, 503);
+    if (detail && !strncmp(detail, "TLS_error:", 10)) {
+        /* %UPSTREAM_TRANSPORT_FAILURE_REASON% (a retry's new try clears it) */
+        rs->failure_reason = sharp_strdup(detail);
+        rs->f->stream->info.upstream_transport_failure_reason = rs->failure_reason;
+    }
     if (should_retry(rs, failure_retriable(rs, FAIL_CONNECT)) == RETRY_YES) {
         schedule_retry(rs);
         return;
@@ -1306,6 +1344,7 @@ static void router_on_destroy(sharp_filter_t *f)
     sharp_sbuf_free(&rs->replay);
     sharp_headers_free(&rs->req_trailers);
     sharp_sbuf_free(&rs->shard_key);
+    clear_upstream_info(rs); /* after the access logs, which run first */
 }
 
 /* What the router holds for its stream: the body kept for a retry or not

@@ -55,6 +55,20 @@ static const struct {
     {"DOWNSTREAM_PEER_URI_SAN", OP_DOWNSTREAM_PEER_URI_SAN, 0},
     {"DOWNSTREAM_PEER_SUBJECT", OP_DOWNSTREAM_PEER_SUBJECT, 0},
     {"DOWNSTREAM_LOCAL_SUBJECT", OP_DOWNSTREAM_LOCAL_SUBJECT, 0},
+    {"UPSTREAM_TLS_VERSION", OP_UPSTREAM_TLS_VERSION, 0},
+    {"UPSTREAM_TLS_CIPHER", OP_UPSTREAM_TLS_CIPHER, 0},
+    {"UPSTREAM_TLS_SESSION_ID", OP_UPSTREAM_TLS_SESSION_ID, 0},
+    {"UPSTREAM_PEER_SUBJECT", OP_UPSTREAM_PEER_SUBJECT, 0},
+    {"UPSTREAM_PEER_ISSUER", OP_UPSTREAM_PEER_ISSUER, 0},
+    {"UPSTREAM_PEER_CERT", OP_UPSTREAM_PEER_CERT, 0},
+    {"UPSTREAM_PEER_URI_SAN", OP_UPSTREAM_PEER_URI_SAN, 0},
+    {"UPSTREAM_PEER_DNS_SAN", OP_UPSTREAM_PEER_DNS_SAN, 0},
+    {"UPSTREAM_PEER_IP_SAN", OP_UPSTREAM_PEER_IP_SAN, 0},
+    {"UPSTREAM_LOCAL_URI_SAN", OP_UPSTREAM_LOCAL_URI_SAN, 0},
+    {"UPSTREAM_LOCAL_DNS_SAN", OP_UPSTREAM_LOCAL_DNS_SAN, 0},
+    {"UPSTREAM_LOCAL_IP_SAN", OP_UPSTREAM_LOCAL_IP_SAN, 0},
+    {"UPSTREAM_PEER_CERT_V_START", OP_UPSTREAM_PEER_CERT_V_START, CMD_ARG_OPTIONAL},
+    {"UPSTREAM_PEER_CERT_V_END", OP_UPSTREAM_PEER_CERT_V_END, CMD_ARG_OPTIONAL},
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -296,7 +310,8 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
                    (int)arg_len, arg);
             return false;
         }
-    } else if (p->op == OP_START_TIME) {
+    } else if (p->op == OP_START_TIME || p->op == OP_UPSTREAM_PEER_CERT_V_START ||
+               p->op == OP_UPSTREAM_PEER_CERT_V_END) {
         if (arg && arg_len)
             compile_time_format(p, arg, arg_len);
         else

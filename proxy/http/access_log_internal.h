@@ -46,6 +46,22 @@ typedef enum {
     OP_DOWNSTREAM_PEER_URI_SAN,
     OP_DOWNSTREAM_PEER_SUBJECT,
     OP_DOWNSTREAM_LOCAL_SUBJECT,
+    /* the last try's upstream connection's TLS (tls/conn.h's
+     * sharp_tls_info_t, in that order from OP_UPSTREAM_TLS_VERSION) */
+    OP_UPSTREAM_TLS_VERSION,
+    OP_UPSTREAM_TLS_CIPHER,
+    OP_UPSTREAM_TLS_SESSION_ID,
+    OP_UPSTREAM_PEER_SUBJECT,
+    OP_UPSTREAM_PEER_ISSUER,
+    OP_UPSTREAM_PEER_CERT,
+    OP_UPSTREAM_PEER_URI_SAN,
+    OP_UPSTREAM_PEER_DNS_SAN,
+    OP_UPSTREAM_PEER_IP_SAN,
+    OP_UPSTREAM_LOCAL_URI_SAN,
+    OP_UPSTREAM_LOCAL_DNS_SAN,
+    OP_UPSTREAM_LOCAL_IP_SAN,
+    OP_UPSTREAM_PEER_CERT_V_START, /* a time, formatted as START_TIME */
+    OP_UPSTREAM_PEER_CERT_V_END,
 } al_op_t;
 
 /* Command table flags. */
@@ -81,7 +97,7 @@ typedef struct {
     size_t len;
     char *alt; /* REQ(X?Y): the alternative header, lower-case */
     size_t alt_len;
-    al_time_seg_t *segs; /* START_TIME */
+    al_time_seg_t *segs; /* START_TIME, UPSTREAM_PEER_CERT_V_START / _END */
     uint32_t nsegs;
 } al_piece_t;
 

@@ -3,6 +3,7 @@
 #include "http/access_log_internal.h"
 #include "http/grpc.h"
 #include "net.h"
+#include "tls/conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,9 @@
 #include <unistd.h>
 
 /* ---- operator values ---- */
+
+_Static_assert(OP_UPSTREAM_LOCAL_IP_SAN - OP_UPSTREAM_TLS_VERSION == SHARP_TLS_INFO_LOCAL_IP_SAN,
+               "the UPSTREAM_TLS_* / _PEER_* / _LOCAL_* operators follow sharp_tls_info_t");
 
 static void put_cstr(sharp_sbuf_t *out, const char *s)
 {
@@ -174,8 +178,38 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_addr(out, si->upstream_local_address, false);
     case OP_UPSTREAM_LOCAL_NOPORT:
         return put_addr(out, si->upstream_local_address, true);
-    case OP_UPSTREAM_FAILURE_REASON:
-        return put_opt(out, si->upstream_transport_failure_reason);
+    case OP_UPSTREAM_FAILURE_REASON: {
+        /* Envoy's formatter makes the reason one token: spaces become '_' */
+        size_t at = out->len;
+        if (!put_opt(out, si->upstream_transport_failure_reason)) return false;
+        for (size_t i = at; i < out->len; i++)
+            if (out->data[i] == ' ') out->data[i] = '_';
+        return true;
+    }
+    /* the last try's upstream TLS: absent ("-") for plaintext, as Envoy */
+    case OP_UPSTREAM_TLS_VERSION:
+    case OP_UPSTREAM_TLS_CIPHER:
+    case OP_UPSTREAM_TLS_SESSION_ID:
+    case OP_UPSTREAM_PEER_SUBJECT:
+    case OP_UPSTREAM_PEER_ISSUER:
+    case OP_UPSTREAM_PEER_CERT:
+    case OP_UPSTREAM_PEER_URI_SAN:
+    case OP_UPSTREAM_PEER_DNS_SAN:
+    case OP_UPSTREAM_PEER_IP_SAN:
+    case OP_UPSTREAM_LOCAL_URI_SAN:
+    case OP_UPSTREAM_LOCAL_DNS_SAN:
+    case OP_UPSTREAM_LOCAL_IP_SAN:
+        return si->upstream_tls &&
+               sharp_tls_conn_put_info(si->upstream_tls, (sharp_tls_info_t)(p->op - OP_UPSTREAM_TLS_VERSION), out);
+    case OP_UPSTREAM_PEER_CERT_V_START:
+    case OP_UPSTREAM_PEER_CERT_V_END: {
+        int64_t t;
+        if (!si->upstream_tls ||
+            !sharp_tls_conn_peer_validity(si->upstream_tls, p->op == OP_UPSTREAM_PEER_CERT_V_END, &t) || t < 0)
+            return false;
+        put_time(out, p, (uint64_t)t * 1000000);
+        return true;
+    }
     case OP_DOWNSTREAM_REMOTE:
         return put_addr(out, si->downstream_remote_address, false);
     case OP_DOWNSTREAM_REMOTE_NOPORT:

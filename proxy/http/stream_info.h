@@ -81,7 +81,13 @@ typedef struct sharp_stream_info {
     const sharp_downstream_tls_info_t *downstream_tls; /* NULL: a plaintext connection */
     const char *upstream_cluster; /* NULL if none */
     const char *route_name;       /* NULL if none */
-    const char *upstream_transport_failure_reason; /* NULL if none (TLS/connect error text) */
+    /* Envoy's transport failure reason of the last try's connection (a TLS
+     * handshake that failed: "TLS_error:|...:TLS_error_end"); NULL if none */
+    const char *upstream_transport_failure_reason;
+    /* the last try's upstream connection's TLS engine (tls/conn.h), read by
+     * the UPSTREAM_TLS_* / UPSTREAM_PEER_* operators when a line is
+     * rendered; NULL for plaintext. The router holds a reference. */
+    const struct sharp_tls_conn *upstream_tls;
     const sharp_headers_t *request_headers;   /* may be NULL */
     const sharp_headers_t *response_headers;  /* may be NULL */
     const sharp_headers_t *response_trailers; /* may be NULL */

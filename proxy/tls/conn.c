@@ -1,9 +1,11 @@
 /* conn.c: see conn.h. */
 #include "tls/internal.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -27,6 +29,7 @@ sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, shar
     SSL *ssl = SSL_new(ctx->ssl_ctx);
     if (!ssl) return NULL;
     sharp_tls_conn_t *c = sharp_calloc(1, sizeof *c);
+    c->refs = 1;
     sharp_tls_ctx_ref(ctx);
     c->ctx = ctx;
     c->ssl = ssl;
@@ -56,12 +59,18 @@ sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, shar
     return c;
 }
 
+void sharp_tls_conn_ref(sharp_tls_conn_t *c)
+{
+    c->refs++;
+}
+
 void sharp_tls_conn_free(sharp_tls_conn_t *c)
 {
-    if (!c) return;
+    if (!c || --c->refs > 0) return;
     SSL_free(c->ssl); /* frees both BIOs */
     sharp_tls_ctx_unref(c->ctx);
     free(c->sni);
+    free(c->failure_reason);
     free(c);
 }
 
@@ -74,6 +83,49 @@ size_t sharp_tls_conn_feed(sharp_tls_conn_t *c, const void *data, size_t len)
     if (!n) return 0;
     int w = BIO_write(c->rbio, data, (int)n);
     return w > 0 ? (size_t)w : 0;
+}
+
+#define FAILURE_REASON_MAX_ERRORS 8 /* queue entries kept in the failure reason */
+
+/* Envoy's drainErrorQueue text from what is left in OpenSSL's error queue
+ * (which it empties): see sharp_tls_conn_failure_reason. */
+static void record_failure_reason(sharp_tls_conn_t *c)
+{
+    if (c->failure_reason) {
+        ERR_clear_error();
+        return;
+    }
+    sharp_sbuf_t b = {0};
+    bool verify_failed = false, no_cert = false;
+    unsigned long e;
+    int n = 0;
+    while ((e = ERR_get_error()) != 0) {
+        if (n++ >= FAILURE_REASON_MAX_ERRORS) continue;
+        int lib = ERR_GET_LIB(e);
+        if (lib == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED) verify_failed = true;
+        if (lib == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) no_cert = true;
+        const char *libname = ERR_lib_error_string(e), *reason = ERR_reason_error_string(e);
+        sharp_sbuf_puts(&b, b.len ? "|" : "TLS_error:|");
+        sharp_sbuf_printf(&b, "%lu:%s:OPENSSL_internal:", e, libname ? libname : "");
+        /* BoringSSL's reasons are their macro names; OpenSSL's texts are
+         * those names in lower case with spaces. A system error keeps its
+         * strerror text, as BoringSSL's does. */
+        for (const char *r = reason ? reason : ""; *r; r++) {
+            char ch = *r;
+            if (lib != ERR_LIB_SYS) ch = ch == ' ' ? '_' : (char)toupper((unsigned char)ch);
+            sharp_sbuf_append(&b, &ch, 1);
+        }
+    }
+    if (!b.len) return;
+    /* Envoy adds the certificate validator's detail ("verify cert failed:
+     * SAN matcher") to a failed verification */
+    if (verify_failed && c->failure != SHARP_TLS_FAIL_NONE && c->failure != SHARP_TLS_FAIL_CONNECTION && c->error[0])
+        sharp_sbuf_printf(&b, ":%s", c->error);
+    else if (no_cert)
+        sharp_sbuf_puts(&b, ":peer did not provide required client certificate");
+    sharp_sbuf_puts(&b, ":TLS_error_end");
+    c->failure_reason = sharp_strdup(sharp_sbuf_cstr(&b));
+    sharp_sbuf_free(&b);
 }
 
 /* Classifies a failed handshake or read for the stats and the log. */
@@ -90,7 +142,7 @@ static void failed(sharp_tls_conn_t *c)
             sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_CONNECTION, "%s", buf);
         }
     }
-    ERR_clear_error();
+    record_failure_reason(c);
 }
 
 sharp_tls_state_t sharp_tls_conn_process(sharp_tls_conn_t *c)
@@ -196,6 +248,11 @@ const char *sharp_tls_conn_error(const sharp_tls_conn_t *c)
     return c->error;
 }
 
+const char *sharp_tls_conn_failure_reason(const sharp_tls_conn_t *c)
+{
+    return c->failure_reason;
+}
+
 bool sharp_tls_conn_close_notify_received(const sharp_tls_conn_t *c)
 {
     return c->close_received;
@@ -253,6 +310,55 @@ bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c)
     return c->state != SHARP_TLS_HANDSHAKING && SSL_session_reused(c->ssl);
 }
 
+/* BoringSSL's name of a hash in a signature algorithm ("sha256"). */
+static const char *sigalg_hash(int nid)
+{
+    switch (nid) {
+    case NID_sha1: return "sha1";
+    case NID_sha256: return "sha256";
+    case NID_sha384: return "sha384";
+    case NID_sha512: return "sha512";
+    case NID_md5_sha1: return "md5_sha1";
+    default: return NULL;
+    }
+}
+
+const char *sharp_tls_conn_peer_sigalg(const sharp_tls_conn_t *c)
+{
+    if (c->state == SHARP_TLS_HANDSHAKING) return NULL;
+    int type = NID_undef, hash = NID_undef;
+    if (SSL_get_peer_signature_type_nid(c->ssl, &type) != 1) return NULL;
+    if (SSL_get_peer_signature_nid(c->ssl, &hash) != 1) hash = NID_undef;
+    const char *h = sigalg_hash(hash);
+    /* the TLS code points' names: static strings, so a counter name can
+     * be made from them without copying */
+    static const char *const pkcs1[] = {"rsa_pkcs1_sha1", "rsa_pkcs1_sha256", "rsa_pkcs1_sha384", "rsa_pkcs1_sha512",
+                                        "rsa_pkcs1_md5_sha1"};
+    static const char *const rsae[] = {NULL, "rsa_pss_rsae_sha256", "rsa_pss_rsae_sha384", "rsa_pss_rsae_sha512",
+                                       NULL};
+    static const char *const pss[] = {NULL, "rsa_pss_pss_sha256", "rsa_pss_pss_sha384", "rsa_pss_pss_sha512", NULL};
+    /* with the curve, as Envoy asks BoringSSL (include_curve): the TLS 1.3
+     * code points, which TLS 1.2's ecdsa_<hash> share */
+    static const char *const ecdsa[] = {"ecdsa_sha1", "ecdsa_secp256r1_sha256", "ecdsa_secp384r1_sha384",
+                                        "ecdsa_secp521r1_sha512", NULL};
+    int i = !h ? -1 : !strcmp(h, "sha1") ? 0 : !strcmp(h, "sha256") ? 1 : !strcmp(h, "sha384") ? 2
+                    : !strcmp(h, "sha512") ? 3 : 4;
+    switch (type) {
+    case EVP_PKEY_ED25519: return "ed25519";
+    case EVP_PKEY_ED448: return "ed448";
+    case EVP_PKEY_RSA: return i >= 0 ? pkcs1[i] : NULL;
+    case EVP_PKEY_EC: return i >= 0 ? ecdsa[i] : NULL;
+    case EVP_PKEY_RSA_PSS: {
+        /* rsae: an rsaEncryption key signing with PSS; pss: an RSASSA-PSS key */
+        X509 *peer = SSL_get0_peer_certificate(c->ssl);
+        EVP_PKEY *k = peer ? X509_get0_pubkey(peer) : NULL;
+        bool pss_key = k && EVP_PKEY_get_id(k) == EVP_PKEY_RSA_PSS;
+        return i >= 0 ? (pss_key ? pss[i] : rsae[i]) : NULL;
+    }
+    default: return NULL;
+    }
+}
+
 bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c)
 {
     return SSL_get0_peer_certificate(c->ssl) != NULL;
@@ -300,6 +406,100 @@ char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c)
     }
     GENERAL_NAMES_free(sans);
     return out;
+}
+
+/* ---- Envoy's Ssl::ConnectionInfo, for the access log ---- */
+
+/* Envoy's Utility::getSubjectAltNames: each SAN of the type, ','-joined;
+ * IP addresses in their text form. */
+static bool put_sans(sharp_sbuf_t *out, X509 *x, int type)
+{
+    GENERAL_NAMES *sans = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+    size_t at = out->len;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != type) continue;
+        size_t before = out->len;
+        if (out->len > at) sharp_sbuf_append(out, ",", 1);
+        if (type == GEN_IPADD) {
+            const ASN1_OCTET_STRING *ip = g->d.iPAddress;
+            char text[INET6_ADDRSTRLEN];
+            int fam = ASN1_STRING_length(ip) == 4 ? AF_INET : ASN1_STRING_length(ip) == 16 ? AF_INET6 : 0;
+            if (!fam || !inet_ntop(fam, ASN1_STRING_get0_data(ip), text, sizeof text)) {
+                out->len = before; /* not an address: left out */
+                continue;
+            }
+            sharp_sbuf_puts(out, text);
+        } else {
+            const ASN1_IA5STRING *v = type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+            sharp_sbuf_append(out, (const char *)ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    return out->len > at;
+}
+
+static bool put_name(sharp_sbuf_t *out, X509_NAME *name)
+{
+    char *s = name_string(name);
+    bool ok = s && s[0];
+    if (ok) sharp_sbuf_puts(out, s);
+    free(s);
+    return ok;
+}
+
+static void xfcc_pem(sharp_sbuf_t *b, X509 *x);
+
+bool sharp_tls_conn_put_info(const sharp_tls_conn_t *c, sharp_tls_info_t what, sharp_sbuf_t *out)
+{
+    if (c->state == SHARP_TLS_HANDSHAKING) return false;
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    switch (what) {
+    case SHARP_TLS_INFO_VERSION: {
+        const char *v = SSL_get_version(c->ssl);
+        if (!v || !*v) return false;
+        sharp_sbuf_puts(out, v);
+        return true;
+    }
+    case SHARP_TLS_INFO_CIPHER: {
+        const char *v = sharp_tls_conn_cipher(c);
+        if (!v || !*v) return false;
+        sharp_sbuf_puts(out, v);
+        return true;
+    }
+    case SHARP_TLS_INFO_SESSION_ID: {
+        SSL_SESSION *sess = SSL_get_session(c->ssl);
+        unsigned int len = 0;
+        const unsigned char *id = sess ? SSL_SESSION_get_id(sess, &len) : NULL;
+        if (!id || !len) return false;
+        for (unsigned int i = 0; i < len; i++) sharp_sbuf_printf(out, "%02x", id[i]);
+        return true;
+    }
+    case SHARP_TLS_INFO_PEER_SUBJECT: return peer && put_name(out, X509_get_subject_name(peer));
+    case SHARP_TLS_INFO_PEER_ISSUER: return peer && put_name(out, X509_get_issuer_name(peer));
+    case SHARP_TLS_INFO_PEER_CERT:
+        if (!peer) return false;
+        xfcc_pem(out, peer);
+        return true;
+    case SHARP_TLS_INFO_PEER_URI_SAN: return put_sans(out, peer, GEN_URI);
+    case SHARP_TLS_INFO_PEER_DNS_SAN: return put_sans(out, peer, GEN_DNS);
+    case SHARP_TLS_INFO_PEER_IP_SAN: return put_sans(out, peer, GEN_IPADD);
+    case SHARP_TLS_INFO_LOCAL_URI_SAN: return put_sans(out, SSL_get_certificate(c->ssl), GEN_URI);
+    case SHARP_TLS_INFO_LOCAL_DNS_SAN: return put_sans(out, SSL_get_certificate(c->ssl), GEN_DNS);
+    case SHARP_TLS_INFO_LOCAL_IP_SAN: return put_sans(out, SSL_get_certificate(c->ssl), GEN_IPADD);
+    }
+    return false;
+}
+
+bool sharp_tls_conn_peer_validity(const sharp_tls_conn_t *c, bool not_after, int64_t *epoch_s)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    if (!peer) return false;
+    const ASN1_TIME *t = not_after ? X509_get0_notAfter(peer) : X509_get0_notBefore(peer);
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return false;
+    *epoch_s = (int64_t)timegm(&tm);
+    return true;
 }
 
 void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len)

@@ -54,7 +54,13 @@ typedef bool (*sharp_tls_on_data_cb)(void *ud, const uint8_t *data, size_t len);
  * only, may be NULL) overrides the context's sni: the upstream host's name
  * for auto_host_sni. */
 sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud);
+/* Drops a reference; the last one frees the connection. The owner holds
+ * the first; a stream that logs its upstream connection's TLS details
+ * takes another (sharp_tls_conn_ref), so the details outlive the socket.
+ * Only the accessors below may be used through such a reference, and only
+ * on the connection's thread (the count is not atomic). */
 void sharp_tls_conn_free(sharp_tls_conn_t *c);
+void sharp_tls_conn_ref(sharp_tls_conn_t *c);
 /* Client connections, before the handshake: the ALPN protocols offered
  * (wire format) in place of the context's. */
 void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t len);
@@ -108,6 +114,18 @@ sharp_tls_state_t sharp_tls_conn_state(const sharp_tls_conn_t *c);
 sharp_tls_failure_t sharp_tls_conn_failure(const sharp_tls_conn_t *c);
 /* Why it failed ("verify cert failed: SAN matcher", OpenSSL's reason...). */
 const char *sharp_tls_conn_error(const sharp_tls_conn_t *c);
+/* Envoy's transport failure reason (SslSocket::drainErrorQueue): every
+ * entry of OpenSSL's error queue at the failure as
+ * "|<code>:<library>:OPENSSL_internal:<REASON>", then the certificate
+ * validation detail after a failed verification, framed by "TLS_error:"
+ * and ":TLS_error_end". The code is OpenSSL 3's packed error code (Envoy
+ * prints BoringSSL's, e.g. 268435581 for CERTIFICATE_VERIFY_FAILED where
+ * OpenSSL has 167772294); OpenSSL 3 names no functions, so the function
+ * field is BoringSSL's constant "OPENSSL_internal"; the reason is
+ * OpenSSL's text upper-cased with '_' for spaces, which is BoringSSL's
+ * spelling for the SSL library's reasons. NULL when the connection has not
+ * failed or the queue was empty. */
+const char *sharp_tls_conn_failure_reason(const sharp_tls_conn_t *c);
 bool sharp_tls_conn_close_notify_received(const sharp_tls_conn_t *c);
 
 /* After the handshake (NULL / false when not applicable). */
@@ -117,11 +135,44 @@ const char *sharp_tls_conn_alpn(const sharp_tls_conn_t *c);        /* selected p
 const char *sharp_tls_conn_curve(const sharp_tls_conn_t *c);       /* key exchange group, "X25519", "P-256" */
 const char *sharp_tls_conn_sni(const sharp_tls_conn_t *c);         /* requested (server) or sent (client) */
 bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c);
+/* The signature algorithm the peer signed this handshake with, in
+ * BoringSSL's names (SSL_get_signature_algorithm_name with the curve, as
+ * Envoy's ssl.sigalgs.<name>): "rsa_pss_rsae_sha256",
+ * "ecdsa_secp256r1_sha256", "rsa_pkcs1_sha256", "ed25519"... NULL when the
+ * peer signed nothing: a resumed session (OpenSSL keeps the algorithm per
+ * handshake, BoringSSL in the session, so Envoy also counts resumptions
+ * under the first handshake's algorithm), a client without a certificate,
+ * RSA key exchange. */
+const char *sharp_tls_conn_peer_sigalg(const sharp_tls_conn_t *c);
 bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c);
 /* The peer certificate's subject (RFC 2253), first URI SAN, and the local
  * certificate's subject; malloc'd, NULL when absent. */
 char *sharp_tls_conn_peer_subject(const sharp_tls_conn_t *c);
 char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c);
 char *sharp_tls_conn_local_subject(const sharp_tls_conn_t *c);
+
+/* Envoy's Ssl::ConnectionInfo values for the access log's UPSTREAM_TLS_*,
+ * UPSTREAM_PEER_* and UPSTREAM_LOCAL_* operators, computed when a log line
+ * is rendered, not per request. */
+typedef enum {
+    SHARP_TLS_INFO_VERSION,       /* tlsVersion(): "TLSv1.2" */
+    SHARP_TLS_INFO_CIPHER,        /* ciphersuiteString() */
+    SHARP_TLS_INFO_SESSION_ID,    /* sessionId(): lower-case hex */
+    SHARP_TLS_INFO_PEER_SUBJECT,  /* RFC 2253 */
+    SHARP_TLS_INFO_PEER_ISSUER,
+    SHARP_TLS_INFO_PEER_CERT,     /* the PEM, URL-encoded */
+    SHARP_TLS_INFO_PEER_URI_SAN,  /* SAN lists: every one of the type, ',' between */
+    SHARP_TLS_INFO_PEER_DNS_SAN,
+    SHARP_TLS_INFO_PEER_IP_SAN,
+    SHARP_TLS_INFO_LOCAL_URI_SAN, /* of the certificate we presented */
+    SHARP_TLS_INFO_LOCAL_DNS_SAN,
+    SHARP_TLS_INFO_LOCAL_IP_SAN,
+} sharp_tls_info_t;
+/* Appends the value and returns true, or appends nothing and returns false
+ * when there is none or it is empty (Envoy's formatter prints neither). */
+bool sharp_tls_conn_put_info(const sharp_tls_conn_t *c, sharp_tls_info_t what, sharp_sbuf_t *out);
+/* The peer certificate's notBefore (not_after false) or notAfter, in
+ * seconds since the epoch; false without a peer certificate. */
+bool sharp_tls_conn_peer_validity(const sharp_tls_conn_t *c, bool not_after, int64_t *epoch_s);
 
 #endif

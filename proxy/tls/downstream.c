@@ -37,8 +37,9 @@ static sharp_stats_t *stats_store(sharp_conn_t *c)
 }
 
 /* Envoy's ContextImpl::logHandshake: handshake, session_reused,
- * no_certificate, ciphers.<name>, versions.<v>, curves.<name>. The named
- * counters are registered on first use (a lookup once per handshake). */
+ * no_certificate, ciphers.<name>, versions.<v>, curves.<name>,
+ * sigalgs.<name>. The named counters are registered on first use (a
+ * lookup once per handshake). */
 static void count_handshake(sharp_conn_t *c)
 {
     struct sharp_conn_tls *t = c->tls;
@@ -54,6 +55,9 @@ static void count_handshake(sharp_conn_t *c)
         sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.versions.%s", sn, t->info.version));
     const char *curve = sharp_tls_conn_curve(t->engine);
     if (curve) sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.curves.%s", sn, curve));
+    /* the client's CertificateVerify: only a client certificate signs */
+    const char *sigalg = sharp_tls_conn_peer_sigalg(t->engine);
+    if (sigalg) sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.sigalgs.%s", sn, sigalg));
 }
 
 /* Envoy's SslSocket::drainErrorQueue: a failed verification counts its

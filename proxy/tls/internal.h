@@ -37,6 +37,9 @@ struct sharp_tls_ctx {
 };
 
 struct sharp_tls_conn {
+    /* the owner's reference and the streams' that log it (tls/conn.h):
+     * all on the connection's thread, so not atomic */
+    int refs;
     sharp_tls_ctx_t *ctx;
     SSL *ssl;
     BIO *rbio, *wbio; /* network side: ciphertext in, ciphertext out */
@@ -45,6 +48,10 @@ struct sharp_tls_conn {
     sharp_tls_state_t state;
     sharp_tls_failure_t failure;
     char error[256];
+    /* Envoy's transport failure reason ("TLS_error:|...:TLS_error_end"),
+     * made from OpenSSL's error queue when the connection fails; NULL
+     * until then, or when the queue was empty */
+    char *failure_reason;
     char *sni; /* requested (server, from the ClientHello) or sent (client) */
     bool paused, close_sent, close_received;
 };

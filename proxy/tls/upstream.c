@@ -38,7 +38,7 @@ static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 
 /* Envoy's ContextImpl::logHandshake in the cluster's scope: handshake,
  * session_reused, no_certificate, ciphers.<name>, versions.<v>,
- * curves.<name> (the named ones registered on first use). */
+ * curves.<name>, sigalgs.<name> (the named ones registered on first use). */
 static void count_handshake(sharp_upstream_conn_t *c)
 {
     sharp_cluster_t *cl = cluster_of(c);
@@ -51,6 +51,9 @@ static void count_handshake(sharp_upstream_conn_t *c)
     if (cipher) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.ciphers.%s", cl->name, cipher));
     if (version) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.versions.%s", cl->name, version));
     if (curve) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.curves.%s", cl->name, curve));
+    /* the server's signature: its certificate's key and the hash it chose */
+    const char *sigalg = sharp_tls_conn_peer_sigalg(e);
+    if (sigalg) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.sigalgs.%s", cl->name, sigalg));
 }
 
 /* Envoy's SslSocket::drainErrorQueue: a failed verification counts its
@@ -70,9 +73,16 @@ static void count_failure(sharp_upstream_conn_t *c)
 }
 
 /* A handshake that did not complete: a connect failure, with Envoy's
- * transport failure reason. */
+ * transport failure reason, the engine's when it failed with OpenSSL
+ * errors, else `why` in the same frame (a socket that ended, a write that
+ * failed). */
 static void handshake_failed(sharp_upstream_conn_t *c, const char *why)
 {
+    const char *reason = c->tls->engine ? sharp_tls_conn_failure_reason(c->tls->engine) : NULL;
+    if (reason) {
+        sharp_upstream_conn_connect_failed(c, reason);
+        return;
+    }
     char detail[320];
     snprintf(detail, sizeof detail, "TLS_error:|%s:TLS_error_end", why);
     sharp_upstream_conn_connect_failed(c, detail);
@@ -219,6 +229,11 @@ void sharp_upstream_tls_close(sharp_upstream_conn_t *c)
     struct sharp_upstream_tls *t = c->tls;
     if (!t->engine || !t->open) return;
     sharp_tls_conn_close_now(t->engine, &c->writer, (uv_stream_t *)&c->tcp);
+}
+
+struct sharp_tls_conn *sharp_upstream_tls_engine(const sharp_upstream_conn_t *c)
+{
+    return c->tls && c->tls->open ? c->tls->engine : NULL;
 }
 
 void sharp_upstream_tls_free(sharp_upstream_conn_t *c)

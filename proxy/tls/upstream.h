@@ -11,8 +11,10 @@
  * completes (sharp_upstream_conn_established: the codec's init, the
  * waiting requests); a failed handshake is a connect failure
  * (sharp_upstream_conn_connect_failed) with Envoy's transport failure
- * reason "TLS_error:|<reason>:TLS_error_end". cluster.<name>.ssl.* count
- * handshakes and failures as Envoy's client context stats.
+ * reason "TLS_error:|<code>:<library>:OPENSSL_internal:<REASON>[:<detail>]:TLS_error_end"
+ * (tls/conn.h), which the router keeps for %UPSTREAM_TRANSPORT_FAILURE_REASON%.
+ * cluster.<name>.ssl.* count handshakes and failures as Envoy's client
+ * context stats.
  *
  * Reads: ciphertext from the socket goes to the engine, plaintext to the
  * codec's on_read, as a plaintext read would. Writes: the connection's
@@ -36,7 +38,12 @@ void sharp_upstream_tls_read(struct sharp_upstream_conn *c, ssize_t nread, const
  * (its queued writes are cancelled by the close: nothing may overtake
  * them). */
 void sharp_upstream_tls_close(struct sharp_upstream_conn *c);
-/* The connection is released. */
+/* The connection is released (the engine lives on while a stream that
+ * logs it holds a reference). */
 void sharp_upstream_tls_free(struct sharp_upstream_conn *c);
+/* The engine of a connection whose handshake completed, for the access
+ * log's upstream TLS operators (tls/conn.h); NULL for plaintext. */
+struct sharp_tls_conn;
+struct sharp_tls_conn *sharp_upstream_tls_engine(const struct sharp_upstream_conn *c);
 
 #endif

@@ -373,6 +373,19 @@ static void resolve(sharp_dns_target_t *t)
     process_timeouts(dc);
 }
 
+bool sharp_dns_only_default_server(void *channel)
+{
+    struct ares_addr_port_node *servers = NULL;
+    if (ares_get_servers_ports(channel, &servers) != ARES_SUCCESS) return true;
+    /* c-ares' own default when resolv.conf names no server: 127.0.0.1 with
+     * the default port (0), alone; Envoy's isCaresDefaultTheOnlyNameserver */
+    bool only = !servers || (!servers->next && servers->family == AF_INET &&
+                             servers->addr.addr4.s_addr == htonl(INADDR_LOOPBACK) && servers->udp_port == 0 &&
+                             servers->tcp_port == 0);
+    if (servers) ares_free_data(servers);
+    return only;
+}
+
 static uint64_t dns_random(void *arg)
 {
     return sharp_xorshift64s(arg);
@@ -429,7 +442,10 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
         return -1;
     }
     dc->channel = ch;
-    if (dc->nresolvers) {
+    if (dc->nresolvers && dc->resolvers_as_fallback && !sharp_dns_only_default_server(ch)) {
+        sharp_debug(upstream, "cluster '%s': the system's name servers are used, the configured resolvers are "
+                    "the fallback", c->name);
+    } else if (dc->nresolvers) {
         struct ares_addr_port_node *nodes = sharp_calloc(dc->nresolvers, sizeof *nodes);
         for (uint32_t i = 0; i < dc->nresolvers; i++) {
             const struct sockaddr_storage *a = &dc->resolvers[i];

@@ -12,6 +12,10 @@
  * answer; when the address changes, new connections go to the new one
  * while connections already open keep theirs (their pools retire).
  *
+ * The resolver is the cluster's own settings when it has resolvers of its
+ * own, else the bootstrap's (Envoy's default resolver; config/bootstrap.c
+ * copies them into the cluster): each cluster has a channel of its own.
+ *
  * A target is resolved again dns_refresh_rate after a success (or its
  * answer's smallest TTL with respect_dns_ttl), and after a failure
  * (NXDOMAIN, no records of the family, timeout, server failure) after
@@ -52,8 +56,13 @@ typedef struct sharp_dns_cluster {
     bool respect_ttl;                    /* respect_dns_ttl */
     uint64_t jitter_ms;                  /* dns_jitter: up to this much is added to each refresh */
     sharp_dns_family_t family;
-    struct sockaddr_storage *resolvers;  /* dns_resolvers / dns_resolution_config.resolvers */
+    /* dns_resolvers / dns_resolution_config.resolvers / the c-ares config's,
+     * the cluster's own or else the bootstrap's (Envoy's default resolver) */
+    struct sockaddr_storage *resolvers;
     uint32_t nresolvers;
+    /* CaresDnsResolverConfig.use_resolvers_as_fallback: the resolvers only
+     * when c-ares found no name server in resolv.conf */
+    bool resolvers_as_fallback;
     bool no_search;                      /* dns_resolver_options.no_default_search_domain */
     bool use_tcp;                        /* use_tcp_for_dns_lookups: queries over TCP */
     /* CaresDnsResolverConfig.query_timeout_seconds / query_tries (0: c-ares'
@@ -108,6 +117,11 @@ int sharp_dns_start(struct sharp_cluster *c, uv_loop_t *loop, void (*on_first)(v
 /* Stops the timers and queries and closes the handles (the loop runs their
  * close callbacks). */
 void sharp_dns_stop(struct sharp_cluster *c);
+
+/* Whether a c-ares channel (ares_channel) has only c-ares' default name
+ * server, 127.0.0.1 alone: resolv.conf named none. Envoy then uses the
+ * resolvers configured as a fallback (use_resolvers_as_fallback). */
+bool sharp_dns_only_default_server(void *channel);
 
 /* ---- the algorithms, exposed for unit tests ---- */
 

@@ -608,3 +608,8 @@ const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *s)
 {
     return s->conn->local_addr;
 }
+
+struct sharp_tls_conn *sharp_upstream_cx_tls(sharp_upstream_cx_t *s)
+{
+    return s->conn->tls ? sharp_upstream_tls_engine(s->conn) : NULL;
+}

@@ -112,6 +112,11 @@ void sharp_upstream_cx_send_trailers(sharp_upstream_cx_t *cx, const sharp_header
  * the stream's flow-control window stops reopening). */
 void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable);
 const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx);
+/* The connection's TLS engine (tls/conn.h) once its handshake is done;
+ * NULL for plaintext. A caller keeping it past the stream takes a
+ * reference (sharp_tls_conn_ref). */
+struct sharp_tls_conn;
+struct sharp_tls_conn *sharp_upstream_cx_tls(sharp_upstream_cx_t *cx);
 /* Bytes of this stream's request not yet taken by the kernel (HTTP/1:
  * the connection's write queue; HTTP/2: the stream's unsent body). */
 size_t sharp_upstream_cx_queued(const sharp_upstream_cx_t *cx);

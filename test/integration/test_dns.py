@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (UPSTREAM, Proc, Sharp, admin_get, bootstrap_yaml, file_access_log, free_port, log_lines,
+from conftest import (SHARP, UPSTREAM, Proc, Sharp, admin_get, bootstrap_yaml, file_access_log, free_port, log_lines,
                       stat)
 
 try:
@@ -37,6 +37,7 @@ class Zone(dnslib.server.BaseResolver):
         self.lock = threading.Lock()
         self.records = {}
         self.queries = {}
+        self.tcp_queries = 0
 
     def set(self, name, a=(), aaaa=(), ttl=30, mode="ok"):
         with self.lock:
@@ -51,6 +52,8 @@ class Zone(dnslib.server.BaseResolver):
         qtype = dnslib.QTYPE[request.q.qtype]
         with self.lock:
             self.queries[(name, qtype)] = self.queries.get((name, qtype), 0) + 1
+            if getattr(handler, "protocol", "udp") == "tcp":
+                self.tcp_queries += 1
             rec = self.records.get(name)
         reply = request.reply()
         if rec is None or rec["mode"] == "nxdomain":
@@ -870,7 +873,7 @@ def load_error(procs, yaml_text):
      "{ '@type': type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3."
      "GetAddrInfoDnsResolverConfig } }\n", "STRICT_DNS", "getaddrinfo"),
     (CARES.format(port=53, extra="udp_max_queries: 10"), "STRICT_DNS", "udp_max_queries"),
-    (CARES.format(port=53, extra="use_resolvers_as_fallback: true"), "STRICT_DNS", "use_resolvers_as_fallback"),
+    (CARES.format(port=53, extra="filter_unroutable_families: true"), "STRICT_DNS", "filter_unroutable_families"),
     (CARES.format(port=53, extra="query_tries: 0"), "STRICT_DNS", "query_tries"),
     (CARES.format(port=53, extra="query_timeout_seconds: 0"), "STRICT_DNS", "query_timeout_seconds"),
     ("use_tcp_for_dns_lookups: true\n", "STATIC", "dns_* fields only apply"),
@@ -898,3 +901,193 @@ def test_logical_dns_needs_one_endpoint(procs, dns):
     out = load_error(procs, config(listen, admin, dns_cluster(
         "dns", None, None, dns.port, kind="LOGICAL_DNS", endpoints=[("a.sharp.test", 80), ("b.sharp.test", 80)])))
     assert "single locality_lb_endpoint and a single lb_endpoint" in out, out
+
+
+
+# ---- the bootstrap's resolver: the default of clusters without their own ----
+
+def bare_cluster(name, host, port, extra=""):
+    """A STRICT_DNS cluster with no resolver of its own (V4_ONLY)."""
+    return (f"  - name: {name}\n    type: STRICT_DNS\n    connect_timeout: 1s\n    dns_lookup_family: V4_ONLY\n"
+            f"{textwrap.indent(extra, '    ')}"
+            f"    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n"
+            f"        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}\n")
+
+
+def with_bootstrap_dns(yaml_text, dns_yaml):
+    """The bootstrap with top-level DNS settings added."""
+    return dns_yaml + yaml_text
+
+
+@pytest.fixture
+def dns2():
+    """A second DNS server, answering its own zone."""
+    zone = Zone()
+    port = free_port()
+    udp = dnslib.server.DNSServer(zone, port=port, address="127.0.0.1", logger=QuietLogger())
+    udp.start_thread()
+    zone.port = port
+    yield zone
+    udp.stop()
+    udp.server.server_close()
+
+
+@pytest.mark.parametrize("how", ["resolution", "typed"])
+def test_bootstrap_resolver_is_the_default(procs, dns, dns2, ports, how):
+    """Bootstrap dns_resolution_config / typed_dns_resolver_config: a DNS
+    cluster without resolvers of its own asks the bootstrap's resolver;
+    one with dns_resolvers asks its own (Envoy's selectDnsResolver)."""
+    listen, admin, up = ports
+    dns.set("svc.sharp.test", a=["127.0.0.2"])
+    dns2.set("svc.sharp.test", a=["127.0.0.3"])
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    procs.append(Upstream("127.0.0.3", up, "three"))
+    resolver = f"[{{ socket_address: {{ address: 127.0.0.1, port_value: {dns.port} }} }}]"
+    if how == "resolution":
+        top = f"dns_resolution_config: {{ resolvers: {resolver} }}\n"
+    else:
+        top = CARES.format(port=dns.port, extra="query_tries: 2")
+    clusters = (bare_cluster("dns", "svc.sharp.test", up)
+                + dns_cluster("own", "svc.sharp.test", up, dns2.port, extra="dns_lookup_family: V4_ONLY\n"))
+    routes_cfg = config(listen, admin, clusters).replace(
+        '              - match: { prefix: "/" }\n                route: { cluster: dns }\n',
+        '              - match: { prefix: "/own" }\n                route: { cluster: own }\n'
+        '              - match: { prefix: "/" }\n                route: { cluster: dns }\n')
+    start(procs, with_bootstrap_dns(routes_cfg, top), admin)
+    assert names(listen, 3) == {"two": 3}
+    assert {get(listen, "/own")[1] for _ in range(3)} == {"three"}
+    assert dns.count("svc.sharp.test") >= 1 and dns2.count("svc.sharp.test") >= 1
+
+
+def test_bootstrap_resolver_options_apply(procs, tcp_dns, ports):
+    """The bootstrap's dns_resolver_options (use_tcp_for_dns_lookups) reach
+    the clusters that use its resolver: a TCP-only server answers them."""
+    listen, admin, up = ports
+    tcp_dns.set("svc.sharp.test", a=["127.0.0.2"])
+    procs.append(Upstream("127.0.0.2", up, "two"))
+    top = (f"dns_resolution_config:\n  resolvers: [{{ socket_address: {{ address: 127.0.0.1, port_value: {tcp_dns.port} }} }}]\n"
+           "  dns_resolver_options: { use_tcp_for_dns_lookups: true }\n")
+    start(procs, with_bootstrap_dns(config(listen, admin, bare_cluster("dns", "svc.sharp.test", up)), top), admin)
+    assert names(listen, 3) == {"two": 3}
+    assert tcp_dns.count("svc.sharp.test") >= 1
+
+
+def test_cluster_use_tcp_without_resolvers_is_refused(procs, dns):
+    """Envoy reads a cluster's deprecated use_tcp_for_dns_lookups only with
+    its dns_resolvers; alone it would do nothing, so it is refused; a
+    bootstrap resolver config with a bad resolver is an error at load even
+    without a DNS cluster, as Envoy builds that resolver at start."""
+    listen, admin = free_port(), free_port()
+    out = load_error(procs, config(listen, admin, bare_cluster("dns", "svc.sharp.test", 80,
+                                                               extra="use_tcp_for_dns_lookups: true\n")))
+    assert "static_resources.clusters[0].use_tcp_for_dns_lookups: applies only with the cluster's dns_resolvers" \
+        in out, out
+    bad = "dns_resolution_config: { resolvers: [{ socket_address: { address: dns.example, port_value: 53 } }] }\n"
+    out = load_error(procs, with_bootstrap_dns(bootstrap_yaml(listen, admin, {"b": [80]}), bad))
+    assert "dns_resolution_config.resolvers[0].socket_address: address 'dns.example' is not a numeric" in out, out
+
+
+# ---- resolv.conf: the system's name servers (a private mount namespace) ----
+
+class SharpWithResolvConf(Sharp):
+    """SHARP in a mount namespace of its own where /etc/resolv.conf is the
+    given text (a bind mount nobody else sees)."""
+
+    def __init__(self, yaml_text, resolv_conf):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="sharp-it-")
+        self.config = os.path.join(self.dir, "bootstrap.yaml")
+        with open(self.config, "w") as f:
+            f.write(yaml_text)
+        conf = os.path.join(self.dir, "resolv.conf")
+        with open(conf, "w") as f:
+            f.write(resolv_conf)
+        Proc.__init__(self, ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                             'mount --bind "$0" /etc/resolv.conf && exec "$@"', conf,
+                             SHARP, "-c", self.config, "--concurrency", "2", "-l", "info"])
+
+
+def can_namespace():
+    if os.geteuid() != 0:
+        return False
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def system_dns():
+    """A DNS server on port 53 of a loopback address (UDP and TCP), for a
+    resolv.conf to name: resolv.conf has no port."""
+    if not can_namespace():
+        pytest.skip("needs root for a private mount namespace and port 53")
+    import random
+    zone = Zone()
+    for _ in range(20):
+        addr = f"127.53.{random.randint(1, 250)}.{random.randint(2, 250)}"
+        try:
+            udp = dnslib.server.DNSServer(zone, port=53, address=addr, logger=QuietLogger())
+            tcp = dnslib.server.DNSServer(zone, port=53, address=addr, tcp=True, logger=QuietLogger())
+        except OSError:
+            continue
+        break
+    else:
+        pytest.skip("no free port 53 on loopback")
+    udp.start_thread()
+    tcp.start_thread()
+    zone.address = addr
+    yield zone
+    for srv in (udp, tcp):
+        srv.stop()
+        srv.server.server_close()
+
+
+def start_with_resolv_conf(procs, yaml_text, admin, resolv_conf):
+    s = SharpWithResolvConf(yaml_text, resolv_conf)
+    procs.append(s)
+    s.wait_ready(admin)
+    return s
+
+
+@pytest.mark.parametrize("fallback,resolv,asked", [
+    (True, "system", "system"),       # resolv.conf names a server: the configured ones are only a fallback
+    (True, "none", "configured"),     # resolv.conf names none: c-ares' default alone, the fallback is used
+    (False, "system", "configured"),  # without the flag the configured resolvers replace the system's
+])
+def test_use_resolvers_as_fallback(procs, dns, system_dns, ports, fallback, resolv, asked):
+    listen, admin, up = ports
+    system_dns.set("svc.sharp.test", a=["127.0.0.2"])
+    dns.set("svc.sharp.test", a=["127.0.0.3"])
+    procs.append(Upstream("127.0.0.2", up, "system"))
+    procs.append(Upstream("127.0.0.3", up, "configured"))
+    extra = "use_resolvers_as_fallback: true" if fallback else "query_tries: 1"
+    conf = f"nameserver {system_dns.address}\n" if resolv == "system" else "options ndots:1\n"
+    cluster = dns_cluster("dns", "svc.sharp.test", up, dns.port, extra="dns_lookup_family: V4_ONLY\n" +
+                          CARES.format(port=dns.port, extra=extra)).replace("    dns_resolvers:", "    # dns_resolvers:")
+    start_with_resolv_conf(procs, config(listen, admin, cluster), admin, conf)
+    assert names(listen, 3) == {asked: 3}
+    other = dns if asked == "system" else system_dns
+    assert other.count("svc.sharp.test") == 0
+
+
+def test_bootstrap_fallback_and_legacy_tcp(procs, dns, system_dns, ports):
+    """The bootstrap's typed c-ares config with use_resolvers_as_fallback,
+    and its deprecated use_tcp_for_dns_lookups over the system's servers:
+    both reach the clusters without resolvers of their own."""
+    listen, admin, up = ports
+    system_dns.set("svc.sharp.test", a=["127.0.0.2"])
+    dns.set("svc.sharp.test", a=["127.0.0.3"])
+    procs.append(Upstream("127.0.0.2", up, "system"))
+    procs.append(Upstream("127.0.0.3", up, "configured"))
+    top = CARES.format(port=dns.port, extra="use_resolvers_as_fallback: true")
+    yaml_text = with_bootstrap_dns(config(listen, admin, bare_cluster("dns", "svc.sharp.test", up)), top)
+    start_with_resolv_conf(procs, yaml_text, admin, f"nameserver {system_dns.address}\n")
+    assert names(listen, 3) == {"system": 3}
+    assert dns.count("svc.sharp.test") == 0
+    # use_tcp_for_dns_lookups on the bootstrap: the system's server over TCP
+    listen2, admin2 = free_port(), free_port()
+    assert system_dns.tcp_queries == 0
+    yaml_text = with_bootstrap_dns(config(listen2, admin2, bare_cluster("dns", "svc.sharp.test", up)),
+                                   "use_tcp_for_dns_lookups: true\n")
+    start_with_resolv_conf(procs, yaml_text, admin2, f"nameserver {system_dns.address}\n")
+    assert names(listen2, 3) == {"system": 3}
+    assert system_dns.tcp_queries >= 1

@@ -226,6 +226,21 @@ def test_mutual_tls_accepted_and_logged(procs, upstream, pki):
     assert ssl_stat(t, "no_certificate") == 0
 
 
+def test_sigalgs_count_the_client_certificate_signature(procs, upstream, pki):
+    """listener.<address>.ssl.sigalgs.<name>: a server sees a peer signature
+    only in a client certificate's CertificateVerify (an ECDSA P-256 key
+    here, over TLS 1.3 and 1.2); clients without one count nothing."""
+    t = start(procs, upstream, pki, client_ca=True)
+    assert curl(t, "/").returncode == 0
+    wait_ssl_stat(t, "handshake", 1)
+    assert ".ssl.sigalgs." not in admin_get(t.admin, "/stats")
+    for tls_max in ("1.3", "1.2"):
+        r = curl(t, "/", "--tls-max", tls_max, "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+        assert r.returncode == 0, r
+    wait_ssl_stat(t, "sigalgs.ecdsa_secp256r1_sha256", 2)
+    assert ssl_stat(t, "handshake") == 3
+
+
 @pytest.mark.parametrize("cert,counter", [(None, "fail_verify_no_cert"), ("stranger", "fail_verify_error"),
                                           ("expired", "fail_verify_error")])
 def test_mutual_tls_refused(procs, upstream, pki, cert, counter):
@@ -624,6 +639,41 @@ def test_static_secrets_by_name(procs, upstream, pki):
     sds = full.replace('{"name": "server_cert"}', '{"name": "server_cert", "sds_config": {"ads": {}}}')
     rc, out = validate_config(sds)
     assert rc == 1 and "sds_config" in out and "not supported by SHARP" in out, out
+
+
+def test_combined_validation_context_for_client_certificates(procs, upstream, pki):
+    """combined_validation_context: the default context's URI SAN matcher
+    with the CA of a static secret (merged as Envoy's MergeFrom), checking
+    client certificates; a default matching another URI refuses the same
+    client (fail_verify_san), a client of another CA is refused
+    (fail_verify_error)."""
+    secrets = ("  secrets:\n"
+               f"  - name: client_ca\n    validation_context: {{ trusted_ca: {{ filename: {pki}/ca.crt }} }}\n")
+
+    def listener(uri):
+        listen, admin = free_port(), free_port()
+        ctx = tls_context(pki, require=True)
+        ctx["common_tls_context"]["combined_validation_context"] = {
+            "default_validation_context": {"match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"exact": uri}}]},
+            "validation_context_sds_secret_config": {"name": "client_ca"}}
+        text = with_tls(bootstrap_yaml(listen, admin, {"app": [upstream.port]}), ctx)
+        run_sharp_config(procs, text.replace("static_resources:\n", "static_resources:\n" + secrets, 1), admin)
+        t = Tls()
+        t.listen, t.admin, t.pki, t.prefix = listen, admin, pki, f"listener.127.0.0.1_{listen}.ssl."
+        return t
+
+    t = listener("spiffe://example/client")
+    r = curl(t, "/", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+    assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
+    r = curl(t, "/", "--cert", f"{pki}/stranger.crt", "--key", f"{pki}/stranger.key")
+    assert r.returncode != 0, r
+    wait_ssl_stat(t, "fail_verify_error", 1)
+    other = listener("spiffe://example/other")
+    r = curl(other, "/", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
+    assert r.returncode != 0, r
+    wait_ssl_stat(other, "fail_verify_san", 1)
+    assert ssl_stat(other, "handshake") == 0
 
 
 def _xfcc_seen(t, *extra):

@@ -412,7 +412,7 @@ def mtls_server(procs, pki, tmp_path):
     script.write_text(TLS_SERVER)
     port = free_port()
     procs.append(Proc(["python3", str(script), str(port), f"{pki}/rsa.crt", f"{pki}/rsa.key", f"{pki}/ca.crt", "1",
-                       "http/1.1"]))
+                       "http/1.1", "1"]))
     wait_port(port)
     return port
 

@@ -9,8 +9,11 @@ import http.client
 import json
 import os
 import socket
+import ssl
+import subprocess
 import sys
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -29,6 +32,8 @@ import json, socket, ssl, sys, threading
 port, cert, key, ca, require = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
 alpn = sys.argv[6]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+if sys.argv[7] == "0":  # no tickets: TLS 1.2 sessions get an ID from the server
+    ctx.options |= ssl.OP_NO_TICKET
 ctx.load_cert_chain(cert, key)
 if alpn:
     ctx.set_alpn_protocols(alpn.split(","))
@@ -54,7 +59,8 @@ def serve(raw):
     peer = s.getpeercert()
     subj = ",".join("%s=%s" % kv for rdn in peer.get("subject", ()) for kv in rdn) if peer else None
     info = {"sni": seen.sni, "alpn": s.selected_alpn_protocol(),
-            "version": s.version(), "reused": s.session_reused, "client": subj, "conn": n}
+            "version": s.version(), "reused": s.session_reused, "client": subj, "conn": n,
+            "cipher": s.cipher()[0], "session_id": s.session.id.hex() if s.session else None}
     buf = b""
     try:
         while True:
@@ -83,15 +89,15 @@ while True:
 
 @pytest.fixture
 def tls_server(procs, pki, tmp_path):
-    """Starts the Python TLS server: start(cert="rsa", require_client_cert=False, alpn="http/1.1") -> port
-    (alpn "": the server takes part in no ALPN negotiation)."""
+    """Starts the Python TLS server: start(cert="rsa", require_client_cert=False, alpn="http/1.1",
+    tickets=True) -> port (alpn "": the server takes part in no ALPN negotiation)."""
     script = tmp_path / "tls_server.py"
     script.write_text(TLS_SERVER)
 
-    def start(cert="rsa", require_client_cert=False, alpn="http/1.1"):
+    def start(cert="rsa", require_client_cert=False, alpn="http/1.1", tickets=True):
         port = free_port()
         p = Proc([sys.executable, str(script), str(port), f"{pki}/{cert}.crt", f"{pki}/{cert}.key", f"{pki}/ca.crt",
-                  "1" if require_client_cert else "0", alpn])
+                  "1" if require_client_cert else "0", alpn, "1" if tickets else "0"])
         procs.append(p)
         wait_port(port)
         return port
@@ -254,6 +260,53 @@ def test_san_matcher(procs, pki, tls_server):
     status, body = get(good)
     assert status == 200, body
     assert ssl_stat(good, "fail_verify_san") == 0 and ssl_stat(good, "handshake") == 1
+
+
+def combined(pki, default, secret_ca="ca"):
+    """A cluster's UpstreamTlsContext with a combined_validation_context (the
+    default context given, a static secret "upstream_ca" with trusted_ca)
+    and the bootstrap's secrets to add."""
+    ctx = {"@type": US_TLS, "sni": TLS_HOST, "common_tls_context": {"combined_validation_context": {
+        "default_validation_context": default, "validation_context_sds_secret_config": {"name": "upstream_ca"}}}}
+    secrets = ("  secrets:\n"
+               f"  - name: upstream_ca\n    validation_context: {{ trusted_ca: {{ filename: {pki}/{secret_ca}.crt }} }}\n")
+    return "transport_socket: {name: envoy.transport_sockets.tls, typed_config: " + json.dumps(ctx) + "}\n", secrets
+
+
+def test_combined_validation_context_verifies_the_server(procs, pki, tls_server):
+    """The default context's SAN matcher with the secret's CA: the server's
+    DNS SAN is checked (fail_verify_san when another name is required), and
+    the secret's CA replaces the default's (MergeFrom)."""
+    port = tls_server()
+
+    def start(default, secret_ca="ca"):
+        ts, secrets = combined(pki, default, secret_ca)
+        f = Front()
+        f.listen, f.admin = free_port(), free_port()
+        text = bootstrap_yaml(f.listen, f.admin, {"b": [port]}, cluster_extra=ts)
+        run_sharp_config(procs, text.replace("static_resources:\n", "static_resources:\n" + secrets, 1), f.admin)
+        return f
+
+    ok = start({"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": TLS_HOST}}]})
+    status, body = get(ok)
+    assert status == 200 and json.loads(body)["sni"] == TLS_HOST, body
+    bad = start({"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": "other.test"}}]})
+    status, body = get(bad)
+    assert status == 503 and b"verify cert failed: SAN matcher" in body, body
+    assert ssl_stat(bad, "fail_verify_san") == 1
+    # the default's CA is ca2 (which did not issue the server's certificate);
+    # the secret's replaces it
+    ok2 = start({"trusted_ca": {"filename": f"{pki}/ca2.crt"}})
+    assert get(ok2)[0] == 200
+    wrong = start({"trusted_ca": {"filename": f"{pki}/ca.crt"}}, secret_ca="ca2")
+    assert get(wrong)[0] == 503
+    assert ssl_stat(wrong, "fail_verify_error") == 1
+    # SAN matchers need a CA in the merged context, as Envoy checks it
+    ts, _ = combined(pki, {"match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": TLS_HOST}}]})
+    rc, out = validate_config(bootstrap_yaml(10000, 9901, {"b": [8080]}, cluster_extra=ts).replace(
+        "static_resources:\n", "static_resources:\n  secrets:\n  - name: upstream_ca\n    validation_context: {}\n", 1))
+    assert rc == 1 and "combined_validation_context: SAN-based verification of peer certificates without " \
+        "trusted CA is insecure and not allowed" in out, out
 
 
 def test_auto_sni_san_validation_checks_the_host_name(procs, pki, tls_server):
@@ -538,3 +591,146 @@ def test_health_checks_use_the_cluster_tls(procs, pki, tls_server):
     g = front(procs, [port], upstream_tls(pki, ca="ca2") + HC)
     wait_for(lambda: stat(g.admin, "cluster.b.health_check.network_failure") >= 1, 5, "a failing TLS health check")
     assert stat(g.admin, "cluster.b.health_check.healthy") == 0
+
+
+# ---- the access log's upstream TLS operators, ssl.sigalgs ----
+
+UP_TLS_FORMAT = ("%UPSTREAM_TLS_VERSION%|%UPSTREAM_TLS_CIPHER%|%UPSTREAM_TLS_SESSION_ID%|%UPSTREAM_PEER_SUBJECT%|"
+                 "%UPSTREAM_PEER_ISSUER%|%UPSTREAM_PEER_URI_SAN%|%UPSTREAM_PEER_DNS_SAN%|%UPSTREAM_PEER_IP_SAN%|"
+                 "%UPSTREAM_LOCAL_URI_SAN%|%UPSTREAM_LOCAL_DNS_SAN%|%UPSTREAM_LOCAL_IP_SAN%|"
+                 "%UPSTREAM_PEER_CERT_V_START(%s)%|%UPSTREAM_PEER_CERT_V_END%|%UPSTREAM_TRANSPORT_FAILURE_REASON%|"
+                 "%UPSTREAM_PEER_CERT%")
+
+
+def cert_dates(path):
+    """notBefore and notAfter of a PEM certificate, as epoch seconds."""
+    out = subprocess.run(["openssl", "x509", "-noout", "-startdate", "-enddate", "-in", path],
+                         capture_output=True, text=True, check=True).stdout
+    d = dict(line.split("=", 1) for line in out.splitlines())
+    return ssl.cert_time_to_seconds(d["notBefore"]), ssl.cert_time_to_seconds(d["notAfter"])
+
+
+def test_upstream_tls_operators_in_the_access_log(procs, pki, tls_server, upstream):
+    """Envoy's UPSTREAM_TLS_* / UPSTREAM_PEER_* / UPSTREAM_LOCAL_* operators
+    over a TLS cluster (with a client certificate), and "-" for a plaintext
+    cluster on the same listener."""
+    port = tls_server(require_client_cert=True, tickets=False)
+    al, path = file_access_log(UP_TLS_FORMAT + "\\n")
+    listen, admin = free_port(), free_port()
+    routes = ('- match: { prefix: "/plain" }\n  route: { cluster: plain }\n'
+              '- match: { prefix: "/" }\n  route: { cluster: b }\n')
+    text = bootstrap_yaml(listen, admin, {"b": [port], "plain": [upstream.port]}, routes=routes, hcm_extra=al)
+    text = text.replace("  - name: b\n    type: STATIC\n    connect_timeout: 1s\n",
+                        "  - name: b\n    type: STATIC\n    connect_timeout: 1s\n    "
+                        + upstream_tls(pki, client_cert="client"), 1)
+    run_sharp_config(procs, text, admin, concurrency=1)
+    f = Front()
+    f.listen, f.admin = listen, admin
+    status, body = get(f)
+    assert status == 200, body
+    seen = json.loads(body)
+    status, body = get(f, "/plain")
+    assert status == 200, body
+    lines = log_lines(path, 2)
+    v = lines[0].split("|")
+    assert v[:3] == ["TLSv1.2", seen["cipher"], seen["session_id"]], (v, seen)
+    assert len(v[2]) == 64 and seen["client"] == "commonName=client,organizationName=Example", seen
+    assert v[3:11] == ["CN=rsa www", "CN=Test CA", "-", TLS_HOST, "-", "spiffe://example/client", "-", "-"], v
+    start, end = cert_dates(f"{pki}/rsa.crt")
+    assert v[11] == str(int(start)), v
+    assert v[12] == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(end)), v
+    assert v[13] == "-", v
+    pem = open(f"{pki}/rsa.crt").read()
+    assert v[14] == urllib.parse.quote(pem, safe="-._~"), v
+    assert lines[1] == "|".join(["-"] * 15), lines[1]
+    # the server signed with RSA-PSS (its RSA key, the client's preference)
+    assert ssl_stat(f, "sigalgs.rsa_pss_rsae_sha256") == 1
+    assert stat(admin, "cluster.plain.ssl.handshake") is None
+
+
+def test_transport_failure_reason_in_the_access_log(procs, pki, tls_server):
+    """A failed verification: %UPSTREAM_TRANSPORT_FAILURE_REASON% is Envoy's
+    TLS_error text (OpenSSL's error code, spaces made '_' as Envoy's
+    formatter does), the 503 body has it with its spaces; no TLS details."""
+    port = tls_server()
+    al, path = file_access_log("%RESPONSE_FLAGS% %UPSTREAM_TLS_VERSION% %UPSTREAM_PEER_SUBJECT% "
+                               "%UPSTREAM_TRANSPORT_FAILURE_REASON%\\n")
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"b": [port]}, cluster_extra=upstream_tls(pki, ca="ca2"), hcm_extra=al)
+    run_sharp_config(procs, text, admin)
+    f = Front()
+    f.listen, f.admin = listen, admin
+    status, body = get(f)
+    reason = ("TLS_error:|167772294:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:verify cert failed: "
+              "X509_verify_cert: certificate verification error at depth 0: unable to get local issuer "
+              "certificate:TLS_error_end")
+    assert status == 503 and body.decode().endswith("transport failure reason: " + reason), body
+    assert log_lines(path, 1) == ["UF - - " + reason.replace(" ", "_")]
+    # a SAN mismatch names the SAN matcher
+    g = front(procs, [port], upstream_tls(pki, sans=[{"san_type": "DNS", "matcher": {"exact": "other.test"}}]))
+    status, body = get(g)
+    assert status == 503 and body.endswith(b"CERTIFICATE_VERIFY_FAILED:verify cert failed: SAN "
+                                           b"matcher:TLS_error_end"), body
+
+
+def test_retry_logs_the_last_attempts_connection(procs, pki, tls_server, upstream):
+    """A try whose handshake failed (a plaintext host) and a retry that
+    succeeded: the line has the retry's TLS details and no failure
+    reason, as Envoy's UpstreamInfo is the last try's."""
+    port = tls_server()
+    al, path = file_access_log("%UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_HOST% %UPSTREAM_TLS_VERSION% "
+                               "%UPSTREAM_PEER_SUBJECT% %UPSTREAM_TRANSPORT_FAILURE_REASON%\\n")
+    listen, admin = free_port(), free_port()
+    routes = ('- match: { prefix: "/" }\n  route:\n    cluster: b\n    retry_policy: { retry_on: connect-failure, '
+              'num_retries: 1, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, '
+              'typed_config: {"@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.'
+              'PreviousHostsPredicate}}], host_selection_retry_max_attempts: 5 }\n')
+    text = bootstrap_yaml(listen, admin, {"b": [upstream.port, port]}, routes=routes,
+                          cluster_extra=upstream_tls(pki), hcm_extra=al)
+    run_sharp_config(procs, text, admin, concurrency=1)
+    f = Front()
+    f.listen, f.admin = listen, admin
+    for _ in range(2):
+        status, body = get(f)
+        assert status == 200, body
+    lines = log_lines(path, 2)
+    assert f"2 127.0.0.1:{port} TLSv1.2 CN=rsa www -" in lines, lines
+    assert all(ln.endswith(f"127.0.0.1:{port} TLSv1.2 CN=rsa www -") for ln in lines), lines
+    # a retry whose handshake fails too: its reason, no TLS details
+    al, path = file_access_log("%UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_TLS_VERSION% "
+                               "%UPSTREAM_TRANSPORT_FAILURE_REASON%\\n")
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"b": [port]}, routes=routes, cluster_extra=upstream_tls(pki, ca="ca2"),
+                          hcm_extra=al)
+    run_sharp_config(procs, text, admin, concurrency=1)
+    f.listen, f.admin = listen, admin
+    assert get(f)[0] == 503
+    assert log_lines(path, 1) == ["2 - TLS_error:|167772294:SSL_routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+                                  "verify_cert_failed:_X509_verify_cert:_certificate_verification_error_at_depth_0:"
+                                  "_unable_to_get_local_issuer_certificate:TLS_error_end"]
+
+
+def test_http2_upstream_streams_log_their_connection(procs, pki, tmp_path):
+    """Requests multiplexed on one HTTP/2 connection to nginx each log its
+    TLS details (the same session), and the connection's handshake counts
+    its signature algorithm once."""
+    port = nginx_tls(procs, pki, tmp_path, http2=True)
+    h2 = ('typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n'
+          '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+          '    explicit_http_config: { http2_protocol_options: {} }\n')
+    al, path = file_access_log("%PROTOCOL% %UPSTREAM_TLS_VERSION% %UPSTREAM_TLS_SESSION_ID% %UPSTREAM_PEER_DNS_SAN%\\n")
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"b": [port]}, cluster_extra=upstream_tls(pki) + h2, hcm_extra=al)
+    run_sharp_config(procs, text, admin, concurrency=1)
+    f = Front()
+    f.listen, f.admin = listen, admin
+    with ThreadPoolExecutor(3) as ex:
+        results = list(ex.map(lambda _: get(f, "/proto"), range(3)))
+    assert [r[0] for r in results] == [200, 200, 200]
+    lines = log_lines(path, 3)
+    assert len(set(lines)) == 1, lines
+    proto, version, session, san = lines[0].split(" ")
+    assert (proto, version, san) == ("HTTP/1.1", "TLSv1.2", TLS_HOST), lines
+    assert len(session) == 64, lines
+    assert stat(admin, "cluster.b.upstream_cx_http2_total") == 1
+    assert ssl_stat(f, "sigalgs.rsa_pss_rsae_sha256") == 1

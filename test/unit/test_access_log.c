@@ -188,7 +188,8 @@ static void test_numeric_and_string_commands(void **state)
            "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% "
            "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
            "10.0.0.9:10000 10.0.0.9 1");
-    f->si.upstream_transport_failure_reason = "TLS error";
+    /* Envoy's formatter makes the reason one token: spaces become '_' */
+    f->si.upstream_transport_failure_reason = "TLS error: a b";
     f->si.request_complete_ns = 0;
     f->si.upstream_first_byte_ns = 0;
     f->si.upstream_cluster = NULL;
@@ -197,7 +198,7 @@ static void test_numeric_and_string_commands(void **state)
     expect(&f->si,
            "%UPSTREAM_TRANSPORT_FAILURE_REASON%|%REQUEST_DURATION%|%RESPONSE_DURATION%|%UPSTREAM_"
            "CLUSTER%|%ROUTE_NAME%|%UPSTREAM_HOST%",
-           "TLS error|-|-|-|-|-");
+           "TLS_error:_a_b|-|-|-|-|-");
     expect(&f->si, "100%% done %%%RESPONSE_CODE%%%", "100% done %204%");
     char host[256] = "";
     gethostname(host, sizeof host);
@@ -205,6 +206,28 @@ static void test_numeric_and_string_commands(void **state)
     snprintf(want, sizeof want, "host=%s", host);
     expect(&f->si, "host=%HOSTNAME%", want);
     expect(NULL, "%RESPONSE_CODE% %REQ(:PATH)%", "- -");
+}
+
+/* Without an upstream TLS connection (plaintext, or no upstream) every
+ * UPSTREAM_TLS_* / _PEER_* / _LOCAL_* operator is absent, as in Envoy; the
+ * values themselves are test_tls's and the integration tests'. */
+static void render_json(const sharp_stream_info_t *si, const char *const *keys,
+                        const char *const *fmts, size_t n, const char *want);
+
+static void test_upstream_tls_operators_absent(void **state)
+{
+    fixture_t *f = *state;
+    expect(&f->si,
+           "%UPSTREAM_TLS_VERSION% %UPSTREAM_TLS_CIPHER% %UPSTREAM_TLS_SESSION_ID% %UPSTREAM_PEER_SUBJECT% "
+           "%UPSTREAM_PEER_ISSUER% %UPSTREAM_PEER_CERT% %UPSTREAM_PEER_URI_SAN% %UPSTREAM_PEER_DNS_SAN% "
+           "%UPSTREAM_PEER_IP_SAN% %UPSTREAM_LOCAL_URI_SAN% %UPSTREAM_LOCAL_DNS_SAN% %UPSTREAM_LOCAL_IP_SAN% "
+           "%UPSTREAM_PEER_CERT_V_START% %UPSTREAM_PEER_CERT_V_END(%s)%",
+           "- - - - - - - - - - - - - -");
+    const char *keys[] = {"v", "end"};
+    const char *fmts[] = {"%UPSTREAM_TLS_VERSION%", "%UPSTREAM_PEER_CERT_V_END(%Y)%"};
+    render_json(&f->si, keys, fmts, 2, "{\"end\":null,\"v\":null}\n");
+    expect_error("%UPSTREAM_TLS_VERSION(x)%", "takes no argument");
+    expect_error("%UPSTREAM_PEER_SUBJECT:10%", "takes no length");
 }
 
 static void test_response_flags(void **state)
@@ -404,6 +427,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_time_formats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_and_truncation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_and_string_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_tls_operators_absent, setup, teardown),
         cmocka_unit_test(test_response_flags),
         cmocka_unit_test(test_compile_errors),
         cmocka_unit_test_setup_teardown(test_json_format, setup, teardown),

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -80,6 +81,8 @@ static int setup_pki(void **state)
     issue("wrongsan", "ca", "rsa", "/CN=wrongsan", ext, "30");
     snprintf(ext, sizeof ext, "%sDNS:www.example.com", srv);
     issue("expired", "ca", "rsa", "/CN=expired", ext, "-1");
+    snprintf(ext, sizeof ext, "%sDNS:www.example.com,IP:127.0.0.1,IP:::1", srv);
+    issue("ipsan", "ca", "ec", "/CN=ipsan/O=Example", ext, "30");
     const char *cli = "extendedKeyUsage=clientAuth\\nsubjectAltName=URI:spiffe://example/client,DNS:client.test";
     issue("client", "ca", "ec", "/CN=client/O=Example", cli, "30");
     issue("revoked", "ca", "ec", "/CN=revoked", cli, "30");
@@ -795,6 +798,241 @@ static void session_resumption(void **state)
     sharp_tls_ctx_unref(s);
 }
 
+/* ---- what the access log and the stats read ---------------------------------------------- */
+
+/* Envoy's drainErrorQueue text, with OpenSSL 3's codes: the queue's
+ * entries, the validator's detail after a failed verification. */
+static void failure_reasons_are_envoys(void **state)
+{
+    pair_t *p = handshake("common_tls_context:\n  validation_context:\n    trusted_ca: {filename: %D/ca2.crt}\n",
+                          SERVER_RSA, NULL);
+    assert_int_equal(sharp_tls_conn_state(p->c), SHARP_TLS_FAILED);
+    assert_string_equal(sharp_tls_conn_failure_reason(p->c),
+                        "TLS_error:|167772294:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+                        "verify cert failed: X509_verify_cert: certificate verification error at depth 0: "
+                        "unable to get local issuer certificate:TLS_error_end");
+    /* the server got the alert: the reason names it */
+    assert_non_null(strstr(sharp_tls_conn_failure_reason(p->s), ":SSL routines:OPENSSL_internal:"));
+    assert_non_null(strstr(sharp_tls_conn_failure_reason(p->s), "ALERT_UNKNOWN_CA:TLS_error_end"));
+    pair_free(p);
+
+    p = handshake(CLIENT_CA "    match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: other.test}}]\n",
+                  SERVER_RSA, NULL);
+    assert_string_equal(sharp_tls_conn_failure_reason(p->c),
+                        "TLS_error:|167772294:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+                        "verify cert failed: SAN matcher:TLS_error_end");
+    pair_free(p);
+
+    p = handshake("{}", MTLS_SERVER, NULL);
+    const char *r = sharp_tls_conn_failure_reason(p->s);
+    assert_non_null(r);
+    assert_non_null(strstr(r, ":SSL routines:OPENSSL_internal:PEER_DID_NOT_RETURN_A_CERTIFICATE:"
+                              "peer did not provide required client certificate:TLS_error_end"));
+    pair_free(p);
+
+    /* no version in common: OpenSSL's own reason, no validator detail */
+    p = handshake("{}", SERVER_RSA "  tls_params: {tls_minimum_protocol_version: TLSv1_3}\n", NULL);
+    r = sharp_tls_conn_failure_reason(p->s);
+    assert_non_null(r);
+    assert_true(!strncmp(r, "TLS_error:|", 11));
+    assert_non_null(strstr(r, ":SSL routines:OPENSSL_internal:UNSUPPORTED_PROTOCOL:TLS_error_end"));
+    pair_free(p);
+
+    p = handshake("{}", SERVER_RSA, NULL);
+    expect_open(p);
+    assert_null(sharp_tls_conn_failure_reason(p->c));
+    assert_null(sharp_tls_conn_failure_reason(p->s));
+    pair_free(p);
+}
+
+static const char *sigalg_with(const char *client, const char *server, bool at_server)
+{
+    static char name[64];
+    pair_t *p = handshake(client, server, NULL);
+    expect_open(p);
+    const char *n = sharp_tls_conn_peer_sigalg(at_server ? p->s : p->c);
+    snprintf(name, sizeof name, "%s", n ? n : "(none)");
+    pair_free(p);
+    return name;
+}
+
+/* ssl.sigalgs.<name>: the peer's signature, in BoringSSL's names. */
+static void peer_signature_algorithms(void **state)
+{
+    const char *v13 = "common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_3}}\n";
+    const char *ecdsa_server = "common_tls_context:\n  tls_certificates:\n" CERT("ecdsa");
+    assert_string_equal(sigalg_with("{}", SERVER_RSA, false), "rsa_pss_rsae_sha256");
+    assert_string_equal(sigalg_with(v13, SERVER_RSA, false), "rsa_pss_rsae_sha256");
+    assert_string_equal(sigalg_with("{}", ecdsa_server, false), "ecdsa_secp256r1_sha256");
+    assert_string_equal(sigalg_with(v13, ecdsa_server, false), "ecdsa_secp256r1_sha256");
+    assert_string_equal(sigalg_with("common_tls_context: {tls_params: {signature_algorithms: [rsa_pkcs1_sha384]}}\n",
+                                    SERVER_RSA, false), "rsa_pkcs1_sha384");
+    assert_string_equal(sigalg_with("common_tls_context: {tls_params: {signature_algorithms: [rsa_pss_rsae_sha512]}}\n",
+                                    SERVER_RSA, false), "rsa_pss_rsae_sha512");
+    /* a server sees one only from a client certificate (ECDSA here) */
+    assert_string_equal(sigalg_with("{}", SERVER_RSA, true), "(none)");
+    assert_string_equal(sigalg_with(CLIENT_WITH("client"), MTLS_SERVER, true), "ecdsa_secp256r1_sha256");
+    /* a resumed session signs nothing */
+    sharp_tls_ctx_t *c = make_ctx(false, "{}", NULL, 0), *s = make_ctx(true, SERVER_RSA, NULL, 0);
+    pair_t *p = connect_pair(c, s, NULL);
+    assert_string_equal(sharp_tls_conn_peer_sigalg(p->c), "rsa_pss_rsae_sha256");
+    close_both(p);
+    pair_free(p);
+    p = connect_pair(c, s, NULL);
+    assert_true(sharp_tls_conn_session_reused(p->c));
+    assert_null(sharp_tls_conn_peer_sigalg(p->c));
+    pair_free(p);
+    sharp_tls_ctx_unref(c);
+    sharp_tls_ctx_unref(s);
+}
+
+static char *info(const sharp_tls_conn_t *c, sharp_tls_info_t what)
+{
+    static char buf[8192];
+    sharp_sbuf_t b = {0};
+    bool ok = sharp_tls_conn_put_info(c, what, &b);
+    if (ok) assert_true(b.len > 0);
+    else assert_int_equal(b.len, 0);
+    snprintf(buf, sizeof buf, "%s", ok ? sharp_sbuf_cstr(&b) : "(none)");
+    sharp_sbuf_free(&b);
+    return buf;
+}
+
+/* Envoy's Ssl::ConnectionInfo for the UPSTREAM_TLS_* / _PEER_* / _LOCAL_*
+ * operators, read through a reference that outlives the connection's
+ * owner (a stream logging after its upstream connection closed). */
+static void connection_info_for_the_access_log(void **state)
+{
+    pair_t *p = handshake(CLIENT_CA "  tls_certificates:\n" CERT("client"),
+                          "common_tls_context:\n  tls_certificates:\n" CERT("ipsan")
+                          "  validation_context:\n    trusted_ca: {filename: %D/ca.crt}\n", NULL);
+    expect_open(p);
+    sharp_tls_conn_t *c = p->c;
+    sharp_tls_conn_ref(c);
+    pair_free(p); /* the owner's reference goes */
+    assert_string_equal(info(c, SHARP_TLS_INFO_VERSION), "TLSv1.2");
+    assert_string_equal(info(c, SHARP_TLS_INFO_CIPHER), "ECDHE-ECDSA-AES128-GCM-SHA256");
+    const char *id = info(c, SHARP_TLS_INFO_SESSION_ID);
+    assert_int_equal(strlen(id), 64);
+    assert_int_equal(strspn(id, "0123456789abcdef"), 64);
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_SUBJECT), "O=Example,CN=ipsan");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_ISSUER), "CN=Test CA");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_DNS_SAN), "www.example.com");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_IP_SAN), "127.0.0.1,::1");
+    assert_string_equal(info(c, SHARP_TLS_INFO_PEER_URI_SAN), "(none)");
+    assert_string_equal(info(c, SHARP_TLS_INFO_LOCAL_URI_SAN), "spiffe://example/client");
+    assert_string_equal(info(c, SHARP_TLS_INFO_LOCAL_DNS_SAN), "client.test");
+    assert_string_equal(info(c, SHARP_TLS_INFO_LOCAL_IP_SAN), "(none)");
+    const char *pem = info(c, SHARP_TLS_INFO_PEER_CERT);
+    assert_true(!strncmp(pem, "-----BEGIN%20CERTIFICATE-----%0A", 32));
+    assert_null(strchr(pem, '\n'));
+    int64_t from, to;
+    assert_true(sharp_tls_conn_peer_validity(c, false, &from));
+    assert_true(sharp_tls_conn_peer_validity(c, true, &to));
+    assert_true(to - from >= 30 * 86400 - 60 && to - from <= 30 * 86400 + 60);
+    assert_true(from <= (int64_t)time(NULL));
+    sharp_tls_conn_free(c);
+
+    /* a client without a certificate of its own, a DNS-only server */
+    p = handshake("{}", SERVER_RSA, NULL);
+    assert_string_equal(info(p->c, SHARP_TLS_INFO_PEER_DNS_SAN), "www.example.com,api.example.com");
+    assert_string_equal(info(p->c, SHARP_TLS_INFO_LOCAL_DNS_SAN), "(none)");
+    assert_string_equal(info(p->s, SHARP_TLS_INFO_PEER_SUBJECT), "(none)"); /* no client certificate */
+    assert_false(sharp_tls_conn_peer_validity(p->s, false, &from));
+    pair_free(p);
+}
+
+/* ---- combined validation contexts ---------------------------------------------------- */
+
+/* static_resources.secrets for the translations: validation contexts
+ * parsed from YAML ("%D" is the PKI directory). */
+static sharp_config_doc_t *secret_docs[4];
+static Envoy__Extensions__TransportSockets__Tls__V3__Secret *secrets[4];
+
+static void use_secrets(const char *const *yaml, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *text = expand(yaml[i]);
+        sharp_config_error_t perr = {{0}};
+        secret_docs[i] = sharp_config_parse(text, strlen(text), "secret.yaml",
+                                            &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, &perr);
+        free(text);
+        if (!secret_docs[i]) fail_msg("secret: %s", perr.msg);
+        secrets[i] = (void *)sharp_config_doc_message(secret_docs[i]);
+    }
+    sharp_tls_config_use_secrets(secrets, n);
+}
+
+static void drop_secrets(size_t n)
+{
+    sharp_tls_config_use_secrets(NULL, 0);
+    for (size_t i = 0; i < n; i++) sharp_config_doc_free(secret_docs[i]);
+}
+
+#define COMBINED(dflt, name)                                                                                      \
+    "common_tls_context:\n  combined_validation_context:\n    default_validation_context: " dflt "\n"             \
+    "    validation_context_sds_secret_config: {name: " name "}\n"
+#define SAN(n) "{san_type: DNS, matcher: {exact: " #n "}}"
+
+/* Envoy merges the secret over the default (MergeFrom): the secret's
+ * singular fields win, repeated ones are appended, booleans are OR'ed;
+ * the checks apply to the result. */
+static void combined_validation_context_merges(void **state)
+{
+    const char *yaml[] = {
+        "name: ca\nvalidation_context: {trusted_ca: {filename: %D/ca.crt}}\n",
+        "name: ca_www\nvalidation_context: {trusted_ca: {filename: %D/ca.crt}, match_typed_subject_alt_names: ["
+        SAN(www.example.com) "]}\n",
+        "name: empty\nvalidation_context: {}\n",
+        "name: ca2\nvalidation_context: {trusted_ca: {filename: %D/ca2.crt}}\n",
+    };
+    use_secrets(yaml, 4);
+    /* the default's SAN matcher with the secret's CA (neither is valid alone) */
+    pair_t *p = handshake(COMBINED("{match_typed_subject_alt_names: [" SAN(www.example.com) "]}", "ca"), SERVER_RSA, NULL);
+    expect_open(p);
+    pair_free(p);
+    p = handshake(COMBINED("{match_typed_subject_alt_names: [" SAN(other.test) "]}", "ca"), SERVER_RSA, NULL);
+    assert_int_equal(sharp_tls_conn_failure(p->c), SHARP_TLS_FAIL_VERIFY_SAN);
+    pair_free(p);
+    /* repeated fields appended: other.test or www.example.com matches */
+    p = handshake(COMBINED("{match_typed_subject_alt_names: [" SAN(other.test) "]}", "ca_www"), SERVER_RSA, NULL);
+    expect_open(p);
+    pair_free(p);
+    /* singular fields: the secret's CA replaces the default's */
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca2.crt}}", "ca"), SERVER_RSA, NULL);
+    expect_open(p);
+    pair_free(p);
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca.crt}}", "ca2"), SERVER_RSA, NULL);
+    assert_int_equal(sharp_tls_conn_failure(p->c), SHARP_TLS_FAIL_VERIFY_ERROR);
+    pair_free(p);
+    /* an empty secret leaves the default whole; booleans: the default's true stays */
+    const char *expired = "common_tls_context:\n  tls_certificates:\n" CERT("expired");
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca.crt}, allow_expired_certificate: true}", "empty"), expired,
+                  NULL);
+    expect_open(p);
+    pair_free(p);
+    p = handshake(COMBINED("{trusted_ca: {filename: %D/ca.crt}}", "empty"), expired, NULL);
+    assert_int_equal(sharp_tls_conn_failure(p->c), SHARP_TLS_FAIL_VERIFY_ERROR);
+    pair_free(p);
+    /* server side: client certificates verified with the combined context */
+    p = handshake(CLIENT_WITH("client"), SERVER_RSA "  combined_validation_context:\n"
+                  "    default_validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: "
+                  "{exact: 'spiffe://example/client'}}]}\n    validation_context_sds_secret_config: {name: ca}\n"
+                  "require_client_certificate: true\n", NULL);
+    expect_open(p);
+    pair_free(p);
+    /* the checks see the merged context; names are looked up as Envoy's */
+    expect_error(false, COMBINED("{match_typed_subject_alt_names: [" SAN(www.example.com) "]}", "empty"),
+                 "common_tls_context.combined_validation_context: SAN-based verification of peer certificates "
+                 "without trusted CA is insecure and not allowed");
+    expect_error(false, COMBINED("{}", "nope"),
+                 "common_tls_context.combined_validation_context.validation_context_sds_secret_config.name: "
+                 "Unknown static secret: nope");
+    expect_error(false, "common_tls_context:\n  combined_validation_context:\n    default_validation_context: {}\n",
+                 "validation_context_sds_secret_config: is required");
+    drop_secrets(4);
+}
+
 /* ---- data ----------------------------------------------------------------------------- */
 
 static void data_both_ways_bounded_and_close_notify(void **state)
@@ -893,6 +1131,10 @@ int main(void)
         cmocka_unit_test(expired_certificates),
         cmocka_unit_test(versions_and_ciphers),
         cmocka_unit_test(session_resumption),
+        cmocka_unit_test(failure_reasons_are_envoys),
+        cmocka_unit_test(peer_signature_algorithms),
+        cmocka_unit_test(connection_info_for_the_access_log),
+        cmocka_unit_test(combined_validation_context_merges),
         cmocka_unit_test(data_both_ways_bounded_and_close_notify),
     };
     return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
