@@ -197,6 +197,27 @@ static const char *const envoy_edge_headers[] = {
     "x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
 };
 
+/* The x-envoy-* headers an untrusted request may not set: x-envoy-internal
+ * and envoy_internal_headers, plus envoy_edge_headers at the edge. One pass
+ * over the request's names; only those starting "x-envoy-" are looked up. */
+static bool is_untrusted_envoy_header(sharp_str_t n, void *edge)
+{
+    if (n.len < 9 || memcmp(n.p, "x-envoy-", 8) != 0) return false;
+    if (sharp_str_eq(n, "x-envoy-internal", 16)) return true;
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_internal_headers); i++)
+        if (sharp_str_eq(n, envoy_internal_headers[i], strlen(envoy_internal_headers[i]))) return true;
+    if (*(const bool *)edge)
+        for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_edge_headers); i++)
+            if (sharp_str_eq(n, envoy_edge_headers[i], strlen(envoy_edge_headers[i]))) return true;
+    return false;
+}
+
+static bool is_connection_specific(sharp_str_t n, void *arg)
+{
+    (void)arg;
+    return sharp_header_is_connection_specific(n);
+}
+
 /* Removes hop-by-hop headers, including those named by Connection. An
  * upgrade request keeps Connection and Upgrade: Envoy forwards them
  * verbatim to the upstream (mutateRequestHeaders). */
@@ -227,11 +248,7 @@ static void remove_hop_by_hop(sharp_headers_t *h, bool upgrade)
             }
         }
     }
-    sharp_headers_remove_cstr(h, "connection");
-    sharp_headers_remove_cstr(h, "keep-alive");
-    sharp_headers_remove_cstr(h, "proxy-connection");
-    sharp_headers_remove_cstr(h, "transfer-encoding");
-    sharp_headers_remove_cstr(h, "upgrade");
+    sharp_headers_remove_matching(h, is_connection_specific, NULL);
     sharp_str_t te;
     if (sharp_headers_get_cstr(h, "te", &te)) {
         if (sharp_header_value_has_token(te, "trailers")) sharp_headers_set_cstr(h, "te", "trailers");
@@ -322,7 +339,6 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_headers_t *h = &s->req;
     remove_hop_by_hop(h, s->upgrade_request);
-    sharp_headers_remove_cstr(h, "x-envoy-internal");
     struct sockaddr_storage final;
     bool have_final = false, allow_trusted = false;
     if (hcm->use_remote_address) {
@@ -366,13 +382,9 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         memcpy(&final, remote, sockaddr_size(remote));
     bool edge = !internal && hcm->use_remote_address;
     if (internal) {
-        sharp_headers_set_cstr(h, "x-envoy-internal", "true");
+        sharp_headers_set_cstr(h, "x-envoy-internal", "true"); /* replaces the peer's */
     } else {
-        if (edge)
-            for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_edge_headers); i++)
-                sharp_headers_remove_cstr(h, envoy_edge_headers[i]);
-        for (size_t i = 0; i < SHARP_ARRAY_SIZE(envoy_internal_headers); i++)
-            sharp_headers_remove_cstr(h, envoy_internal_headers[i]);
+        sharp_headers_remove_matching(h, is_untrusted_envoy_header, &edge);
         if (hcm->routes)
             for (uint32_t i = 0; i < hcm->routes->ninternal_only_headers; i++)
                 sharp_headers_remove_cstr(h, hcm->routes->internal_only_headers[i]);

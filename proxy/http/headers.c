@@ -215,6 +215,22 @@ static size_t drop_from(sharp_headers_t *h, uint32_t from, const char *name, siz
     return removed;
 }
 
+size_t sharp_headers_remove_matching(sharp_headers_t *h, bool (*match)(sharp_str_t name, void *arg), void *arg)
+{
+    uint32_t w = 0;
+    size_t removed = 0;
+    for (uint32_t r = 0; r < h->n; r++) {
+        if (match(sharp_headers_name(h, r), arg)) {
+            removed++;
+            h->bytes -= h->e[r].name_len + h->e[r].value_len;
+            continue;
+        }
+        h->e[w++] = h->e[r];
+    }
+    h->n = w;
+    return removed;
+}
+
 size_t sharp_headers_remove(sharp_headers_t *h, const char *name, size_t nlen)
 {
     int i = sharp_headers_find(h, name, nlen, 0);

@@ -61,6 +61,10 @@ static inline size_t sharp_headers_remove_cstr(sharp_headers_t *h, const char *n
 {
     return sharp_headers_remove(h, name, strlen(name));
 }
+/* Removes, in one pass, every header whose (lower-case) name `match`
+ * accepts; returns how many. For a set of names most requests do not
+ * carry, cheaper than a lookup per name. */
+size_t sharp_headers_remove_matching(sharp_headers_t *h, bool (*match)(sharp_str_t name, void *arg), void *arg);
 /* First value of a header (case-insensitive name); false if absent. */
 bool sharp_headers_get(const sharp_headers_t *h, const char *name, size_t nlen, sharp_str_t *out);
 static inline bool sharp_headers_get_cstr(const sharp_headers_t *h, const char *name,

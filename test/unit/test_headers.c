@@ -291,6 +291,34 @@ static void test_hpack_no_index(void **state)
     assert_false(sharp_hpack_no_index(&other, S("x-upstream-request-on-connection"), S("7")));
 }
 
+static bool starts_x(sharp_str_t n, void *arg)
+{
+    (void)arg;
+    return n.len && n.p[0] == 'x';
+}
+
+static void test_remove_matching(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, "X-A", "1");
+    sharp_headers_add_cstr(&h, "host", "h");
+    sharp_headers_add_cstr(&h, "x-b", "22");
+    sharp_headers_add_cstr(&h, "accept", "*/*");
+    sharp_headers_add_cstr(&h, "x-a", "333");
+    size_t before = sharp_headers_byte_size(&h);
+    assert_int_equal(sharp_headers_remove_matching(&h, starts_x, NULL), 3);
+    assert_int_equal(h.n, 2);
+    assert_int_equal(sharp_headers_byte_size(&h), before - (4 + 5 + 6));
+    sharp_str_t v;
+    assert_true(sharp_headers_get_cstr(&h, "host", &v) && v.len == 1);
+    assert_true(sharp_headers_get_cstr(&h, "accept", &v) && v.len == 3);
+    assert_false(sharp_headers_get_cstr(&h, "x-a", NULL));
+    assert_int_equal(sharp_headers_remove_matching(&h, starts_x, NULL), 0);
+    sharp_headers_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_empty_first_header_has_spans),
         cmocka_unit_test(test_lowercase_every_byte),
         cmocka_unit_test(test_hpack_no_index),
+        cmocka_unit_test(test_remove_matching),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
