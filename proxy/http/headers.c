@@ -145,11 +145,18 @@ void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const 
         h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
     }
     sharp_header_entry_t *e = &h->e[h->n++];
-    buf_reserve(h, nlen + vlen, &name, &value);
+    /* 8 bytes of slack: the name is lower-cased a word at a time, its last
+     * word running into bytes the value then overwrites (or past the end) */
+    buf_reserve(h, nlen + vlen + 8, &name, &value);
     uint32_t off = h->blen;
     char *np = h->buf + off;
     if (nlen) memcpy(np, name, nlen);
-    lower_in_place(np, nlen);
+    for (size_t k = 0; k < nlen; k += 8) {
+        uint64_t x;
+        memcpy(&x, np + k, 8);
+        x = lower8(x);
+        memcpy(np + k, &x, 8);
+    }
     if (vlen) memcpy(np + nlen, value, vlen);
     h->blen = off + (uint32_t)(nlen + vlen);
     e->name_off = off;
