@@ -143,9 +143,10 @@ class KeepAlive:
 
 
 @pytest.fixture
-def env(tmp_path):
-    procs = []
-
+def env(tmp_path, procs):
+    """The test's directory, and starters of upstreams and SHARPs that the
+    procs fixture stops (a SHARP must drain and exit 0 with no sanitizer
+    report)."""
     def upstream(name):
         u = Upstream(name)
         procs.append(u)
@@ -156,8 +157,6 @@ def env(tmp_path):
         procs.append(p)
         return p
     yield tmp_path, upstream, sharp
-    for p in reversed(procs):
-        p.stop()
 
 
 def test_rds_from_file_routes_change_on_the_next_request(env):
