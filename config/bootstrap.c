@@ -31,6 +31,8 @@
 #include "tls/sds.h"
 #include "tls/conn.h"
 #include "upstream/dns.h"
+#include "xds/xds.h"
+#include <sys/un.h>
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
@@ -59,6 +61,7 @@ typedef struct build_ctx {
     uint64_t random; /* featureEnabled draws made while building */
     sharp_sds_t *sds; /* the snapshot's SDS secrets */
     const bootstrap_t *bootstrap; /* its DNS resolver is the default of the clusters */
+    bool dynamic;     /* building a CDS resource, after the server started */
 } build_ctx_t;
 
 /* Formats "source:line:col: path: message" (line part only when known). */
@@ -331,6 +334,7 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
 {
     sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
+    h->rds_index = -1;
     char p[1024];
     if (!pb->stat_prefix[0]) {
         fail(b, path, "stat_prefix is required");
@@ -491,6 +495,18 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
             } else {
                 fail(b, p, "%s", rerr);
             }
+            goto bad;
+        }
+    } else if (pb->route_specifier_case ==
+               ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS) {
+        /* RDS: the route table comes from the snapshot each stream runs on */
+        char rerr[1200];
+        snprintf(p, sizeof p, "%s.rds", path);
+        h->rds_index = b->srv->xds ? sharp_xds_rds_subscribe(b->srv->xds, &pb->rds->base, h->stat_prefix, p, rerr,
+                                                             sizeof rerr)
+                                   : -1;
+        if (h->rds_index < 0) {
+            fail(b, p, "%s", b->srv->xds ? rerr : "RDS needs the server's xDS manager");
             goto bad;
         }
     } else {
@@ -1092,9 +1108,32 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: c->type = SHARP_CLUSTER_STRICT_DNS; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS: c->type = SHARP_CLUSTER_LOGICAL_DNS; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS: c->type = SHARP_CLUSTER_EDS; break;
     default:
         snprintf(p, sizeof p, "%s.type", path);
-        fail(b, p, "only STATIC, STRICT_DNS and LOGICAL_DNS clusters are supported yet");
+        fail(b, p, "only STATIC, STRICT_DNS, LOGICAL_DNS and EDS clusters are supported yet");
+        goto bad;
+    }
+    if (pb->eds_cluster_config && c->type != SHARP_CLUSTER_EDS) {
+        snprintf(p, sizeof p, "%s.eds_cluster_config", path);
+        fail(b, p, "eds_cluster_config only applies to a cluster of type EDS");
+        goto bad;
+    }
+    if (c->type == SHARP_CLUSTER_EDS && pb->load_assignment) {
+        /* Envoy ignores it: the endpoints are EDS's */
+        snprintf(p, sizeof p, "%s.load_assignment", path);
+        fail(b, p, "an EDS cluster takes its endpoints from EDS, not load_assignment");
+        goto bad;
+    }
+    if (b->dynamic && (c->type == SHARP_CLUSTER_STRICT_DNS || c->type == SHARP_CLUSTER_LOGICAL_DNS)) {
+        snprintf(p, sizeof p, "%s.type", path);
+        fail(b, p, "STRICT_DNS and LOGICAL_DNS clusters from CDS are not supported by SHARP yet (static ones are)");
+        goto bad;
+    }
+    if (b->dynamic && pb->n_health_checks) {
+        snprintf(p, sizeof p, "%s.health_checks", path);
+        fail(b, p, "active health checks of clusters from CDS are not supported by SHARP yet (static and EDS "
+             "clusters of the bootstrap have them)");
         goto bad;
     }
     if (c->type == SHARP_CLUSTER_STATIC &&
@@ -1210,7 +1249,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             break;
         }
     }
-    if (c->type != SHARP_CLUSTER_STATIC && build_dns(b, c, pb, path) < 0) goto bad;
+    if ((c->type == SHARP_CLUSTER_STRICT_DNS || c->type == SHARP_CLUSTER_LOGICAL_DNS) && build_dns(b, c, pb, path) < 0)
+        goto bad;
     /* a DNS cluster has no host before its first answer */
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = c->dns ? NULL : pb->load_assignment;
     size_t n = 0;
@@ -1244,6 +1284,16 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
                 h->health_flags = SHARP_HOST_FAILED_EDS_HEALTH;
+        }
+    }
+    if (c->type == SHARP_CLUSTER_EDS) {
+        /* the endpoints file is read now: the cluster's first host set */
+        char ep[1200], eerr[1200];
+        snprintf(ep, sizeof ep, "%s.eds_cluster_config", path);
+        if (!b->srv->xds || sharp_xds_eds_subscribe(b->srv->xds, c, pb->eds_cluster_config ? &pb->eds_cluster_config->base : NULL,
+                                                    ep, eerr, sizeof eerr) < 0) {
+            fail(b, ep, "%s", b->srv->xds ? eerr : "EDS needs the server's xDS manager");
+            goto bad;
         }
     }
     char hc_path[1200], hc_msg[512];
@@ -1284,8 +1334,124 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     return c;
 bad:
+    sharp_xds_eds_free(c->eds);
+    c->eds = NULL;
     sharp_cluster_free(c);
     return NULL;
+}
+
+sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufCMessage *pb, uint32_t index,
+                                            const char *source, const char *where, char *err, size_t errlen)
+{
+    sharp_config_t cfg = {.merged = true};
+    snprintf(cfg.source, sizeof cfg.source, "%s", source);
+    build_ctx_t b = {.cfg = &cfg, .srv = srv, .err = err, .errlen = errlen, .random = sharp_now_ns() | 1,
+                     .dynamic = true};
+    /* no SDS and no static secrets reach a CDS cluster's TLS context yet */
+    return build_cluster(&b, (const cluster_pb_t *)pb, index, where);
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b2)
+{
+    if (a->ss_family != b2->ss_family) return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b2;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b2;
+        return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
+    }
+    return !strcmp(((const struct sockaddr_un *)a)->sun_path, ((const struct sockaddr_un *)b2)->sun_path) &&
+           ((const struct sockaddr_un *)a)->sun_path[0];
+}
+
+int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
+                           const char *path, sharp_host_t ***out, uint32_t *nout, bool *changed, char *err,
+                           size_t errlen)
+{
+    sharp_config_t cfg = {.merged = true};
+    build_ctx_t b = {.cfg = &cfg, .err = err, .errlen = errlen};
+    char p[1024], ap[1200];
+    size_t n = 0;
+    for (size_t i = 0; i < la->n_endpoints; i++) n += la->endpoints[i]->n_lb_endpoints;
+    sharp_host_t **hosts = sharp_calloc(n ? n : 1, sizeof *hosts);
+    uint32_t nh = 0;
+    /* hosts built here, not yet the cluster's: freed on an error */
+    sharp_host_t **fresh = sharp_calloc(n ? n : 1, sizeof *fresh);
+    uint32_t nfresh = 0;
+    for (size_t i = 0; i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        for (size_t j = 0; j < le->n_lb_endpoints; j++) {
+            const Envoy__Config__Endpoint__V3__LbEndpoint *e = le->lb_endpoints[j];
+            snprintf(p, sizeof p, "%s.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
+            if (e->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT) {
+                fail(&b, p, "endpoint is required");
+                goto bad;
+            }
+            struct sockaddr_storage addr;
+            socklen_t addrlen;
+            snprintf(ap, sizeof ap, "%s.endpoint.address", p);
+            if (socket_address(&b, e->endpoint->address, ap, &addr, &addrlen, NULL) < 0) goto bad;
+            uint32_t weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
+            if (weight == 0) {
+                snprintf(ap, sizeof ap, "%s.load_balancing_weight", p);
+                fail(&b, ap, "must be at least 1");
+                goto bad;
+            }
+            bool unhealthy = e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
+                             e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
+                             e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT;
+            bool dup = false;
+            for (uint32_t k = 0; k < nh && !dup; k++) dup = same_addr(&hosts[k]->addr, &addr);
+            if (dup) {
+                fail(&b, ap, "duplicate endpoint address in the ClusterLoadAssignment");
+                goto bad;
+            }
+            /* a host whose address the cluster has (or had) keeps its
+             * identity: health check, outlier and request state */
+            sharp_host_t *h = NULL;
+            for (uint32_t k = 0; k < c->nall_hosts && !h; k++)
+                if (same_addr(&c->all_hosts[k]->addr, &addr)) h = c->all_hosts[k];
+            if (!h) {
+                h = sharp_calloc(1, sizeof *h);
+                memcpy(&h->addr, &addr, sizeof addr);
+                h->addrlen = addrlen;
+                sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
+                snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
+                h->weight = weight;
+                h->priority = le->priority;
+                atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
+                fresh[nfresh++] = h;
+            } else {
+                /* the endpoint's settings now (the balancers are rebuilt
+                 * over the new set) */
+                if (h->weight != weight || h->priority != le->priority) *changed = true;
+                h->weight = weight;
+                h->priority = le->priority;
+                snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
+                uint32_t was = atomic_load(&h->health_flags) & SHARP_HOST_FAILED_EDS_HEALTH;
+                if (unhealthy != (was != 0)) {
+                    *changed = true;
+                    if (unhealthy) atomic_fetch_or(&h->health_flags, SHARP_HOST_FAILED_EDS_HEALTH);
+                    else atomic_fetch_and(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_EDS_HEALTH);
+                }
+            }
+            hosts[nh++] = h;
+        }
+    }
+    bool diff = nh != c->nhosts;
+    for (uint32_t i = 0; !diff && i < nh; i++) diff = hosts[i] != c->hosts[i];
+    *changed = *changed || diff;
+    free(fresh);
+    *out = hosts;
+    *nout = nh;
+    return 0;
+bad:
+    for (uint32_t k = 0; k < nfresh; k++) free(fresh[k]);
+    free(fresh);
+    free(hosts);
+    return -1;
 }
 
 /* ---- runtime and regex engine ---- */

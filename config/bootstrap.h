@@ -33,4 +33,18 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *c, sharp_server_t 
                                               size_t errlen);
 void sharp_config_free(sharp_config_t *c);
 
+struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment;
+/* A cluster from a CDS resource (envoy.config.cluster.v3.Cluster) of the
+ * file `source`, its errors naming `where`. NULL with a message in err. */
+sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufCMessage *pb, uint32_t index,
+                                            const char *source, const char *where, char *err, size_t errlen);
+/* The hosts of an EDS ClusterLoadAssignment for cluster c: hosts whose
+ * address the cluster has had are reused (their health check, outlier and
+ * request state stay), the others are new. *changed tells whether the set
+ * differs from the cluster's current one (membership, weight, priority or
+ * EDS health). 0, or -1 with a message in err. */
+int sharp_config_cla_hosts(sharp_cluster_t *c, const struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
+                           const char *path, sharp_host_t ***out, uint32_t *nout, bool *changed, char *err,
+                           size_t errlen);
+
 #endif

@@ -19,6 +19,7 @@
 #include "upstream/health_check.h"
 #include "grpc/health.h"
 #include "grpc/server.h"
+#include "xds/xds.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
@@ -109,6 +110,8 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     s->nworkers = opts->concurrency;
     s->stats = sharp_stats_create(s->nworkers + 1);
     sharp_filters_register_builtin();
+    sharp_cluster_set_nworkers(s->nworkers);
+    s->xds = sharp_xds_new(s);
     char err[2048];
     const char *what = opts->config_path ? opts->config_path : opts->config_yaml ? "--config-yaml" : "<default>";
     if (sharp_config_load(opts, &s->config, err, sizeof err) < 0) {
@@ -120,6 +123,17 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
     }
+    /* Envoy's init order: static clusters, CDS (and the EDS of its
+     * clusters), then listeners and their RDS (read while the bootstrap was
+     * built); the files are read now, so the workers start with all of it */
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)s->config->bootstrap;
+    if (bs->dynamic_resources && bs->dynamic_resources->cds_config &&
+        sharp_xds_cds_subscribe(s->xds, &bs->dynamic_resources->cds_config->base, "dynamic_resources.cds_config", err,
+                                sizeof err) < 0) {
+        fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+        return -1;
+    }
+    sharp_xds_publish(s->xds);
     if (opts->validate_only) {
         printf("configuration '%s' OK\n", what);
         return 0;
@@ -182,6 +196,7 @@ static void stop_everything(sharp_server_t *s)
     s->admin = NULL;
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
     if (s->snap) sharp_sds_stop(s->snap->sds);
+    sharp_xds_stop(s->xds);
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
     uv_timer_stop(&s->housekeeping);
@@ -193,6 +208,8 @@ static void stop_everything(sharp_server_t *s)
     uv_close((uv_handle_t *)&s->sigusr1, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
 }
+
+static void free_closed_clusters(sharp_server_t *s);
 
 static void on_housekeeping(uv_timer_t *t)
 {
@@ -208,6 +225,7 @@ static void on_housekeeping(uv_timer_t *t)
     update_memory_gauges(s);
     sharp_heap_release_idle();
     for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) sharp_cluster_refresh_gauges(s->snap->clusters[i]);
+    free_closed_clusters(s);
     if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {
         sharp_log_info("drain complete");
         stop_everything(s);
@@ -392,6 +410,75 @@ static void wake_workers_for_drain(void *arg)
     for (unsigned i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].wakeup);
 }
 
+void sharp_server_set_snapshot(sharp_server_t *s, sharp_snapshot_t *snap)
+{
+    sharp_snapshot_t *old = s->snap;
+    s->snap = sharp_snapshot_ref(snap);
+    sharp_gauge_set(s->stats, s->st.active_clusters, snap->nclusters);
+    for (unsigned i = 0; s->workers && !s->shutting_down && i < s->nworkers; i++) {
+        sharp_worker_t *w = &s->workers[i];
+        if (!s->workers_started) { /* they set up from w->snap when they start */
+            sharp_snapshot_unref(w->snap);
+            w->snap = sharp_snapshot_ref(snap);
+            continue;
+        }
+        /* a new cluster's host set first: the worker builds its pools over
+         * it when it takes the snapshot */
+        for (uint32_t c = 0; c < snap->nclusters; c++) {
+            bool known = false;
+            for (uint32_t k = 0; old && k < old->nclusters && !known; k++) known = old->clusters[k] == snap->clusters[c];
+            if (!known) sharp_worker_set_hostset(w, snap->clusters[c]);
+        }
+        sharp_worker_set_snapshot(w, snap);
+    }
+    sharp_snapshot_unref(old);
+}
+
+/* A cluster's last reference went (upstream/cluster.h), maybe on a worker:
+ * the main loop frees it. */
+static void on_cluster_released(void *arg, sharp_cluster_t *c)
+{
+    sharp_server_t *s = arg;
+    uv_mutex_lock(&s->released_mu);
+    if (s->nreleased == s->released_cap) {
+        s->released_cap = s->released_cap ? 2 * s->released_cap : 8;
+        s->released = sharp_realloc(s->released, s->released_cap * sizeof *s->released);
+    }
+    s->released[s->nreleased++] = c;
+    uv_mutex_unlock(&s->released_mu);
+    uv_async_send(&s->released_async);
+}
+
+static void free_closed_clusters(sharp_server_t *s)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->nclosing; i++) {
+        if (sharp_outlier_closing(s->closing[i])) s->closing[k++] = s->closing[i];
+        else sharp_cluster_free(s->closing[i]);
+    }
+    s->nclosing = k;
+}
+
+static void on_released_async(uv_async_t *a)
+{
+    sharp_server_t *s = a->data;
+    uv_mutex_lock(&s->released_mu);
+    sharp_cluster_t **r = s->released;
+    uint32_t n = s->nreleased;
+    s->released = NULL;
+    s->nreleased = s->released_cap = 0;
+    uv_mutex_unlock(&s->released_mu);
+    for (uint32_t i = 0; i < n; i++) {
+        sharp_log_debug("cluster '%s' released", r[i]->name);
+        sharp_dns_stop(r[i]);
+        sharp_outlier_close(r[i]);
+        s->closing = sharp_realloc(s->closing, (s->nclosing + 1) * sizeof *s->closing);
+        s->closing[s->nclosing++] = r[i];
+    }
+    free(r);
+    free_closed_clusters(s);
+}
+
 static void on_initial_health_checks(void *arg)
 {
     sharp_server_t *s = arg;
@@ -487,6 +574,22 @@ int sharp_server_run(sharp_server_t *s)
             return 1;
         }
     }
+    /* the xDS files: watched from now on */
+    if (sharp_xds_start(s->xds, s->loop, err, sizeof err) < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        sharp_xds_stop(s->xds);
+        sharp_sds_stop(snap->sds);
+        if (s->admin) sharp_admin_stop(s->admin);
+        s->admin = NULL;
+        release_unstarted_workers(s, s->nworkers);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+        return 1;
+    }
+    uv_mutex_init(&s->released_mu);
+    uv_async_init(s->loop, &s->released_async, on_released_async);
+    s->released_async.data = s;
+    uv_unref((uv_handle_t *)&s->released_async);
+    sharp_cluster_set_release_hook(on_cluster_released, s);
     s->runtime->on_update = on_runtime_update;
     s->runtime->on_update_arg = s;
     sharp_runtime_watch(s->runtime, s->loop);
@@ -543,7 +646,12 @@ int sharp_server_run(sharp_server_t *s)
     sharp_retire_stop(); /* no worker reads a TLS slot any more */
     sharp_upstream_set_drain_notify(NULL, NULL);
     sharp_cluster_set_hostset_notify(NULL, NULL);
-    for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_close(snap->clusters[c]);
+    /* the workers are gone: a last reference frees at once from now on */
+    sharp_cluster_set_release_hook(NULL, NULL);
+    on_released_async(&s->released_async);
+    uv_close((uv_handle_t *)&s->released_async, NULL);
+    uv_mutex_destroy(&s->released_mu);
+    for (uint32_t c = 0; c < s->snap->nclusters; c++) sharp_outlier_close(s->snap->clusters[c]);
     return s->exit_code;
 }
 
@@ -566,7 +674,11 @@ void sharp_server_free(sharp_server_t *s)
         uv_run(s->loop, UV_RUN_NOWAIT);
         uv_loop_close(s->loop);
     }
+    free_closed_clusters(s);
+    free(s->closing);
     sharp_snapshot_unref(s->snap);
+    s->snap = NULL;
+    sharp_xds_free(s->xds); /* after the snapshots: the static EDS clusters' subscriptions are its */
     if (s->config) sharp_config_free(s->config);
     if (s->stats) sharp_stats_destroy(s->stats);
     memset(s, 0, sizeof *s);

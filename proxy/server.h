@@ -68,6 +68,17 @@ typedef struct sharp_server {
      * plane stream keeps working through a drain, as in Envoy. */
     sharp_upstream_env_t upstream_env;
     uint64_t rng;
+    /* xDS (xds/xds.h): the dynamic clusters, endpoints and route tables,
+     * and their file subscriptions */
+    struct sharp_xds *xds;
+    /* clusters whose last reference went while the workers ran, freed on
+     * the main loop (their outlier detectors' handles close there) */
+    uv_async_t released_async;
+    uv_mutex_t released_mu;
+    sharp_cluster_t **released;
+    uint32_t nreleased, released_cap;
+    sharp_cluster_t **closing; /* outlier handles closing; freed once closed */
+    uint32_t nclosing;
     char node_id[256], node_cluster[256];
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
@@ -88,6 +99,10 @@ void sharp_server_free(sharp_server_t *s);
 
 /* Admin actions (main thread). */
 void sharp_server_drain_listeners(sharp_server_t *s);
+/* Makes snap the current configuration: the admin's, and, from their next
+ * wake-up, the workers' for new streams (xds/xds.h). Main thread; takes a
+ * reference of its own. */
+void sharp_server_set_snapshot(sharp_server_t *s, sharp_snapshot_t *snap);
 void sharp_server_shutdown(sharp_server_t *s, bool drain);
 int64_t sharp_server_downstream_connections(sharp_server_t *s);
 /* Reopens every access log file and the --log-path file (SIGUSR1,

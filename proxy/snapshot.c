@@ -36,9 +36,51 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     free(h);
 }
 
+sharp_rds_table_t *sharp_rds_table_ref(sharp_rds_table_t *t)
+{
+    if (t) atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
+void sharp_rds_table_unref(sharp_rds_table_t *t)
+{
+    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+    sharp_route_table_free(t->table);
+    if (t->pb) protobuf_c_message_free_unpacked(t->pb, NULL);
+    free(t->version_info);
+    free(t);
+}
+
+sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_cluster_t *const *clusters, uint32_t nclusters,
+                                        sharp_rds_table_t *const *rds, uint32_t nrds, uint64_t version)
+{
+    if (base->base) base = base->base;
+    sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
+    *s = *base;
+    atomic_init(&s->refs, 1);
+    s->version = version;
+    s->base = sharp_snapshot_ref(base);
+    s->clusters = sharp_calloc(nclusters ? nclusters : 1, sizeof *s->clusters);
+    for (uint32_t i = 0; i < nclusters; i++) s->clusters[i] = sharp_cluster_ref(clusters[i]);
+    s->nclusters = nclusters;
+    s->rds = sharp_calloc(nrds ? nrds : 1, sizeof *s->rds);
+    for (uint32_t i = 0; i < nrds; i++) s->rds[i] = sharp_rds_table_ref(rds[i]);
+    s->nrds = nrds;
+    return s;
+}
+
 void sharp_snapshot_unref(sharp_snapshot_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_unref(s->clusters[i]);
+    free(s->clusters);
+    for (uint32_t i = 0; i < s->nrds; i++) sharp_rds_table_unref(s->rds[i]);
+    free(s->rds);
+    if (s->base) { /* the rest is the base's */
+        sharp_snapshot_unref(s->base);
+        free(s);
+        return;
+    }
     sharp_sds_free(s->sds);
     for (uint32_t i = 0; i < s->nlisteners; i++) {
         sharp_listener_config_t *l = &s->listeners[i];
@@ -53,8 +95,6 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
         free(l->name);
     }
     free(s->listeners);
-    for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_free(s->clusters[i]);
-    free(s->clusters);
     for (uint32_t i = 0; i < s->nadmin_access_logs; i++) sharp_access_log_free(s->admin_access_logs[i]);
     free(s->admin_access_logs);
     if (s->outlier_event_log) sharp_access_log_file_close(s->outlier_event_log);

@@ -54,7 +54,11 @@ typedef struct sharp_filter_entry {
 
 typedef struct sharp_hcm_config {
     char *stat_prefix;
-    sharp_route_table_t *routes;
+    sharp_route_table_t *routes; /* route_config; NULL with rds */
+    /* rds: the route table comes from the snapshot a stream runs on
+     * (snap->rds[rds_index]), so RDS updates reach the next request of an
+     * existing connection; -1 without rds */
+    int32_t rds_index;
     sharp_filter_entry_t *filters;
     uint32_t nfilters;
     sharp_access_log_t **access_logs;
@@ -167,9 +171,32 @@ typedef struct sharp_listener_config {
     sharp_listener_ssl_stats_t ssl;
 } sharp_listener_config_t;
 
+/* A route configuration delivered by RDS (xds/xds.h), shared by the
+ * snapshots that list it; what a stream routes with comes from its own
+ * snapshot, so an update never changes a request in flight. */
+typedef struct sharp_rds_table {
+    _Atomic uint32_t refs;
+    sharp_route_table_t *table; /* NULL: the resource is not (yet) in the source: no route */
+    ProtobufCMessage *pb;       /* the RouteConfiguration, for /config_dump */
+    char *version_info;
+    uint64_t last_updated_us;
+} sharp_rds_table_t;
+
+sharp_rds_table_t *sharp_rds_table_ref(sharp_rds_table_t *t);
+void sharp_rds_table_unref(sharp_rds_table_t *t);
+
 typedef struct sharp_snapshot {
     _Atomic int refs;
     uint64_t version;
+    /* A snapshot made by an xDS update shares everything but its clusters
+     * and route tables with the bootstrap's snapshot, which it holds
+     * (listeners, logs, secrets, overload config); NULL for that one. */
+    struct sharp_snapshot *base;
+    /* The route tables of the RDS subscriptions, indexed by
+     * sharp_hcm_config_t.rds_index (a reference each; NULL entries: none
+     * delivered). */
+    sharp_rds_table_t **rds;
+    uint32_t nrds;
     sharp_listener_config_t *listeners;
     uint32_t nlisteners;
     sharp_cluster_t **clusters;
@@ -205,6 +232,16 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
 int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json);
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
+/* A snapshot sharing base's listeners and everything static, with the
+ * clusters and RDS tables given (referenced, not taken). Main thread. */
+sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_cluster_t *const *clusters, uint32_t nclusters,
+                                        sharp_rds_table_t *const *rds, uint32_t nrds, uint64_t version);
+/* The route table a stream of this connection manager uses on snapshot s. */
+static inline const sharp_route_table_t *sharp_snapshot_routes(const sharp_snapshot_t *s, const sharp_hcm_config_t *h)
+{
+    if (h->rds_index < 0) return h->routes;
+    return s && (uint32_t)h->rds_index < s->nrds && s->rds[h->rds_index] ? s->rds[h->rds_index]->table : NULL;
+}
 /* Frees an HCM config and everything it owns (filter configs, logs, routes). */
 void sharp_hcm_config_free(sharp_hcm_config_t *h);
 void sharp_snapshot_unref(sharp_snapshot_t *s);

@@ -186,29 +186,92 @@ static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl)
     cl->lb.panic_threshold = c->panic_threshold;
 }
 
-static void setup_clusters(sharp_worker_t *w)
+/* A worker's balancer and pools for cluster c, over the host set the main
+ * thread left for this worker (it does so before handing over a snapshot
+ * with a new cluster), else, while the workers are set up on the main
+ * thread, the cluster's current set. */
+static sharp_cluster_local_t *cluster_local_new(sharp_worker_t *w, sharp_cluster_t *c)
 {
-    sharp_snapshot_t *s = w->snap;
-    w->clusters = sharp_calloc(s->nclusters ? s->nclusters : 1, sizeof *w->clusters);
-    for (uint32_t i = 0; i < s->nclusters; i++) {
-        sharp_cluster_t *c = s->clusters[i];
-        sharp_cluster_local_t *cl = &w->clusters[i];
-        cl->cluster = c;
-        /* the main thread's current set: workers are set up there */
-        cl->set = sharp_hostset_ref(c->set);
-        atomic_init(&cl->pending_set, NULL);
-        build_lb(w, cl);
-        uint32_t n = cl->set->nhosts;
-        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
-            cl->pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->pools[prio]);
-            for (uint32_t h = 0; h < n; h++) cl->pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, false);
-            if (c->downstream_protocol) {
-                cl->h2_pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->h2_pools[prio]);
-                for (uint32_t h = 0; h < n; h++)
-                    cl->h2_pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, true);
-            }
+    sharp_cluster_local_t *cl = sharp_calloc(1, sizeof *cl);
+    cl->cluster = sharp_cluster_ref(c);
+    cl->set = w->index < c->npending ? atomic_exchange(&c->pending[w->index], NULL) : NULL;
+    if (!cl->set) cl->set = sharp_hostset_ref(c->set);
+    build_lb(w, cl);
+    uint32_t n = cl->set->nhosts;
+    for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
+        cl->pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->pools[prio]);
+        for (uint32_t h = 0; h < n; h++) cl->pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, false);
+        if (c->downstream_protocol) {
+            cl->h2_pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->h2_pools[prio]);
+            for (uint32_t h = 0; h < n; h++) cl->h2_pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, true);
         }
     }
+    return cl;
+}
+
+/* The last view listing the cluster went: its pools retire (a stopping
+ * worker destroys them), and the cluster reference goes. */
+static void cluster_local_unref(sharp_worker_t *w, sharp_cluster_local_t *cl)
+{
+    if (--cl->refs) return;
+    for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
+        for (uint32_t h = 0; h < cl->set->nhosts; h++) {
+            (w->stopping ? sharp_pool_destroy : sharp_pool_retire)(cl->pools[prio][h]);
+            if (cl->h2_pools[prio]) (w->stopping ? sharp_pool_destroy : sharp_pool_retire)(cl->h2_pools[prio][h]);
+        }
+        free(cl->pools[prio]);
+        free(cl->h2_pools[prio]);
+    }
+    sharp_lb_destroy(&cl->lb);
+    sharp_hostset_unref(cl->set);
+    sharp_cluster_unref(cl->cluster);
+    free(cl);
+}
+
+/* A view of snapshot s, keeping the balancers and pools of the clusters
+ * the previous view `old` also has (the same cluster object: unchanged by
+ * the update). */
+static sharp_worker_view_t *view_new(sharp_worker_t *w, sharp_snapshot_t *s, const sharp_worker_view_t *old)
+{
+    sharp_worker_view_t *v = sharp_calloc(1, sizeof *v);
+    v->snap = sharp_snapshot_ref(s);
+    v->refs = 1;
+    v->clusters = sharp_calloc(s->nclusters ? s->nclusters : 1, sizeof *v->clusters);
+    for (uint32_t i = 0; i < s->nclusters; i++) {
+        sharp_cluster_local_t *cl = NULL;
+        for (uint32_t k = 0; old && k < old->snap->nclusters && !cl; k++)
+            if (old->snap->clusters[k] == s->clusters[i]) cl = old->clusters[k];
+        if (!cl) cl = cluster_local_new(w, s->clusters[i]);
+        cl->refs++;
+        v->clusters[i] = cl;
+    }
+    return v;
+}
+
+void sharp_view_unref(sharp_worker_view_t *v)
+{
+    if (!v || --v->refs) return;
+    for (uint32_t i = 0; i < v->snap->nclusters; i++) cluster_local_unref(v->worker, v->clusters[i]);
+    free(v->clusters);
+    sharp_snapshot_unref(v->snap);
+    free(v);
+}
+
+sharp_cluster_t *sharp_view_cluster(const sharp_worker_view_t *v, const char *name, sharp_cluster_local_t **cl)
+{
+    const sharp_snapshot_t *s = v->snap;
+    for (uint32_t i = 0; i < s->nclusters; i++)
+        if (strcmp(s->clusters[i]->name, name) == 0) {
+            if (cl) *cl = v->clusters[i];
+            return s->clusters[i];
+        }
+    return NULL;
+}
+
+static void setup_clusters(sharp_worker_t *w)
+{
+    w->view = view_new(w, w->snap, NULL);
+    w->view->worker = w;
 }
 
 /* Moves a cluster to a newer host set, between two events: no request is
@@ -249,29 +312,61 @@ static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_ho
 
 static void check_hostsets(sharp_worker_t *w)
 {
-    if (!w->clusters || w->stopping) return;
-    for (uint32_t i = 0; i < w->snap->nclusters; i++) {
-        sharp_cluster_local_t *cl = &w->clusters[i];
-        if (!atomic_load_explicit(&cl->pending_set, memory_order_relaxed)) continue;
-        sharp_hostset_t *ns = atomic_exchange(&cl->pending_set, NULL);
+    if (!w->view || w->stopping) return;
+    for (uint32_t i = 0; i < w->view->snap->nclusters; i++) {
+        sharp_cluster_local_t *cl = w->view->clusters[i];
+        sharp_cluster_t *c = cl->cluster;
+        if (w->index >= c->npending || !atomic_load_explicit(&c->pending[w->index], memory_order_relaxed)) continue;
+        sharp_hostset_t *ns = atomic_exchange(&c->pending[w->index], NULL);
         if (ns) apply_hostset(w, cl, ns);
     }
 }
 
 void sharp_worker_set_hostset(sharp_worker_t *w, sharp_cluster_t *c)
 {
-    sharp_cluster_local_t *cl = &w->clusters[c->index];
+    if (w->index >= c->npending) return;
     /* an older set the worker has not taken yet is dropped here */
-    sharp_hostset_unref(atomic_exchange(&cl->pending_set, sharp_hostset_ref(c->set)));
+    sharp_hostset_unref(atomic_exchange(&c->pending[w->index], sharp_hostset_ref(c->set)));
     uv_async_send(&w->wakeup);
 }
 
-/* Calls fn on every pool of the worker: both protocols' pools of a
- * use_downstream_protocol_config cluster. */
+/* A newer snapshot: new streams take a view of it, built now; the old view
+ * goes once its last stream ends, retiring the pools of the clusters the
+ * update replaced or removed. */
+static void check_snapshot(sharp_worker_t *w)
+{
+    if (!atomic_load_explicit(&w->snap_pending, memory_order_relaxed)) return;
+    sharp_snapshot_t *ns = atomic_exchange(&w->snap_pending, NULL);
+    if (!ns) return;
+    if (w->stopping || !w->view) {
+        sharp_snapshot_unref(ns);
+        return;
+    }
+    /* the host sets handed over with the previous view first: a kept
+     * cluster's balancer moves to its newest set */
+    check_hostsets(w);
+    sharp_worker_view_t *old = w->view;
+    w->view = view_new(w, ns, old);
+    w->view->worker = w;
+    sharp_snapshot_unref(w->snap);
+    w->snap = ns; /* the handed-over reference */
+    sharp_view_unref(old);
+    sharp_debug(main, "worker %u: configuration version %llu", w->index, (unsigned long long)ns->version);
+}
+
+void sharp_worker_set_snapshot(sharp_worker_t *w, sharp_snapshot_t *snap)
+{
+    sharp_snapshot_unref(atomic_exchange(&w->snap_pending, sharp_snapshot_ref(snap)));
+    uv_async_send(&w->wakeup);
+}
+
+/* Calls fn on every pool of the worker's current view: both protocols'
+ * pools of a use_downstream_protocol_config cluster. (Pools of older views
+ * still in use serve their last requests: they drain as they finish.) */
 static void each_pool(sharp_worker_t *w, void (*fn)(struct sharp_pool *p))
 {
-    for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
-        sharp_cluster_local_t *cl = &w->clusters[i];
+    for (uint32_t i = 0; w->view && i < w->view->snap->nclusters; i++) {
+        sharp_cluster_local_t *cl = w->view->clusters[i];
         for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
             for (uint32_t h = 0; h < cl->set->nhosts; h++) {
                 fn(cl->pools[prio][h]);
@@ -280,21 +375,14 @@ static void each_pool(sharp_worker_t *w, void (*fn)(struct sharp_pool *p))
     }
 }
 
+/* Stopping: the connections are closed (their streams, holding views, are
+ * gone), so the current view is the last; its pools are destroyed. */
 static void teardown_clusters(sharp_worker_t *w)
 {
-    each_pool(w, sharp_pool_destroy);
-    for (uint32_t i = 0; w->clusters && i < w->snap->nclusters; i++) {
-        sharp_cluster_local_t *cl = &w->clusters[i];
-        for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
-            free(cl->pools[prio]);
-            free(cl->h2_pools[prio]);
-        }
-        sharp_lb_destroy(&cl->lb);
-        sharp_hostset_unref(cl->set);
-        sharp_hostset_unref(atomic_exchange(&cl->pending_set, NULL));
-    }
-    free(w->clusters);
-    w->clusters = NULL;
+    sharp_worker_view_t *v = w->view;
+    w->view = NULL;
+    sharp_view_unref(v);
+    sharp_snapshot_unref(atomic_exchange(&w->snap_pending, NULL));
 }
 
 static void begin_drain(sharp_worker_t *w)
@@ -311,7 +399,7 @@ static void begin_drain(sharp_worker_t *w)
 static void check_host_drains(sharp_worker_t *w)
 {
     uint64_t epoch = sharp_upstream_drain_epoch();
-    if (epoch == w->drain_epoch || !w->clusters || w->stopping) return;
+    if (epoch == w->drain_epoch || !w->view || w->stopping) return;
     w->drain_epoch = epoch;
     each_pool(w, sharp_pool_check_drain);
 }
@@ -325,6 +413,7 @@ static void on_wakeup(uv_async_t *a)
         w->runtime = rt;
         sharp_runtime_tls = rt;
     }
+    check_snapshot(w);
     check_hostsets(w);
     check_host_drains(w);
     /* between two events: no TLS context loaded from a slot is still in use */

@@ -25,16 +25,38 @@ struct sharp_access_log_writer;
  * its HTTP/2 one, as Envoy keys its pools by protocol too; pools[] are then
  * the HTTP/1.1 ones. */
 typedef struct sharp_cluster_local {
-    sharp_cluster_t *cluster;
-    /* The host set lb and pools are built over (the worker's reference),
-     * and the newer one the main thread handed over, taken at the next
-     * wake-up (a DNS cluster's membership changed). */
+    sharp_cluster_t *cluster; /* a reference */
+    /* The host set lb and pools are built over (the worker's reference);
+     * a newer one waits in cluster->pending[worker] until the next
+     * wake-up (a DNS or EDS cluster's membership changed). */
     sharp_hostset_t *set;
-    _Atomic(sharp_hostset_t *) pending_set;
     sharp_lb_t lb;
     struct sharp_pool **pools[SHARP_NPRIORITIES]; /* [priority][i], i indexed like set->hosts */
     struct sharp_pool **h2_pools[SHARP_NPRIORITIES]; /* likewise; NULL unless cluster->downstream_protocol */
+    /* The views that list it (worker thread only): an unchanged cluster's
+     * balancer and pools pass from one view to the next; when the last
+     * view holding it goes, its pools retire (requests in flight finish,
+     * then they close). */
+    uint32_t refs;
 } sharp_cluster_local_t;
+
+/* What a worker serves with: a config snapshot and the worker's balancers
+ * and pools for its clusters (clusters[i] for snap->clusters[i]). The
+ * worker holds its current view; each stream holds the view current when
+ * it began (a plain count: only the worker touches it), so a request keeps
+ * its route table, clusters and pools until it ends while the next request
+ * takes the newer view (config from xDS, xds/xds.h). */
+typedef struct sharp_worker_view {
+    struct sharp_worker *worker;
+    sharp_snapshot_t *snap; /* a reference */
+    sharp_cluster_local_t **clusters;
+    uint32_t refs;
+} sharp_worker_view_t;
+
+/* The view's cluster of this name and its local state (*cl), NULL when the
+ * view has none. */
+sharp_cluster_t *sharp_view_cluster(const sharp_worker_view_t *v, const char *name, sharp_cluster_local_t **cl);
+void sharp_view_unref(sharp_worker_view_t *v);
 
 /* The position of h in the worker's set: its index, which the main thread
  * keeps as the position in the newest set (always right for a STATIC
@@ -156,7 +178,12 @@ typedef struct sharp_worker {
      * takes it at its next wake-up, between two events of its loop. */
     sharp_runtime_snapshot_t *runtime;
     _Atomic(sharp_runtime_snapshot_t *) runtime_pending;
-    sharp_cluster_local_t *clusters; /* indexed by cluster->index */
+    /* the current view (holding a reference to snap), NULL before the
+     * worker is set up and once it stopped */
+    sharp_worker_view_t *view;
+    /* a newer snapshot the main thread handed over (sharp_worker_set_snapshot),
+     * taken at the next wake-up */
+    _Atomic(sharp_snapshot_t *) snap_pending;
     sharp_listen_handle_t *listeners; /* one per snapshot listener */
     bool *accept_paused; /* per listener: a connection is waiting, not accepted (stop_accepting_connections) */
     int *listen_fds;
@@ -207,6 +234,9 @@ void sharp_worker_set_runtime(sharp_worker_t *w, sharp_runtime_snapshot_t *snap)
  * balancer then chooses among the new hosts, pools of hosts that stay are
  * kept, and those of hosts that left retire (sharp_pool_retire). */
 void sharp_worker_set_hostset(sharp_worker_t *w, sharp_cluster_t *c);
+/* Hands a new config snapshot to a running worker (main thread; takes a
+ * reference of its own): from its next wake-up new streams use it. */
+void sharp_worker_set_snapshot(sharp_worker_t *w, sharp_snapshot_t *snap);
 uint64_t sharp_worker_random(sharp_worker_t *w);
 /* A connection joined flush_list: the flush check runs this loop turn. */
 void sharp_worker_want_flush(sharp_worker_t *w);

@@ -128,16 +128,17 @@ static bool is_health_check(const hcf_config_t *c, const sharp_headers_t *h)
  * details health_check_ok_cluster_healthy, or 503 and why. */
 static uint32_t clusters_status(sharp_filter_t *f, const hcf_config_t *c, const char **details)
 {
-    const sharp_snapshot_t *snap = sharp_stream_worker(f->stream)->snap;
+    const sharp_worker_view_t *view = sharp_stream_worker(f->stream)->view;
     for (uint32_t i = 0; i < c->nmin_healthy; i++) {
         *details = "health_check_ok_cluster_healthy";
-        const sharp_cluster_t *cl = sharp_snapshot_cluster(snap, c->min_healthy[i].cluster);
+        sharp_cluster_local_t *local = NULL;
+        const sharp_cluster_t *cl = view ? sharp_view_cluster(view, c->min_healthy[i].cluster, &local) : NULL;
         if (!cl) {
             *details = "health_check_failed_no_cluster_found";
             return 503;
         }
         /* the worker's host set of the cluster (a DNS cluster's changes) */
-        const sharp_hostset_t *set = sharp_stream_worker(f->stream)->clusters[cl->index].set;
+        const sharp_hostset_t *set = local->set;
         uint64_t total = set->nhosts, healthy = 0;
         if (total == 0) {
             if (c->min_healthy[i].percent == 0) continue;

@@ -510,7 +510,7 @@ static void start_try_timer(router_state_t *rs)
 static void response_header_ops(sharp_stream_t *s, const sharp_route_t *r,
                                 const sharp_weighted_cluster_t *wc, sharp_headers_t *h)
 {
-    sharp_route_apply_response_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
+    sharp_route_apply_response_headers(s->routes, s->vhost, r, wc, h, &s->info);
 }
 
 /* Envoy sends direct responses and redirects as local replies: the route's
@@ -855,12 +855,13 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
         const sharp_mirror_policy_t *mp = &m->p[i];
         if (!sharp_fraction_enabled(&mp->fraction, rnd)) continue;
         sharp_cluster_t *c;
+        sharp_cluster_local_t *cl = NULL;
         char *name = NULL;
         if (mp->cluster) {
-            c = sharp_snapshot_cluster(s->snap, mp->cluster);
+            c = sharp_view_cluster(s->view, mp->cluster, &cl);
         } else if (sharp_headers_get_cstr(h, mp->cluster_header, &v) && v.len) {
             name = sharp_strndup(v.p, v.len);
-            c = sharp_snapshot_cluster(s->snap, name);
+            c = sharp_view_cluster(s->view, name, &cl);
         } else {
             sharp_debug(router, "[C%llu][S%llu] There is no cluster name in header: %s", s->conn_id, s->id,
                         mp->cluster_header);
@@ -887,6 +888,7 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
         sharp_shadow_args_t a = {
             .worker = w,
             .cluster = c,
+            .cl = cl,
             .headers = h,
             .end_stream = end_stream,
             .host_suffix = !mp->disable_host_suffix,
@@ -941,7 +943,10 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     const sharp_weighted_cluster_t *wc = NULL;
     const char *cname = sharp_route_pick_cluster(r, sharp_worker_random(w), &wc);
     s->route_wc = wc; /* the route entry's response headers in local replies include its own */
-    sharp_cluster_t *c = cname ? sharp_snapshot_cluster(s->snap, cname) : NULL;
+    /* the clusters of the stream's view: a CDS update reaches the next
+     * request, and this one keeps the cluster and pools it started with */
+    sharp_cluster_local_t *cl = NULL;
+    sharp_cluster_t *c = cname ? sharp_view_cluster(s->view, cname, &cl) : NULL;
     if (!c) {
         sharp_debug(router, "[C%llu][S%llu] unknown cluster '%s'", s->conn_id, s->id, cname ? cname : "");
         sharp_counter_inc(w->stats, s->hcm->st.no_cluster);
@@ -969,7 +974,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
                                          suppress_headers(rs) ? NULL : overloaded);
         return SHARP_FILTER_STOP;
     }
-    rs->cl = &w->clusters[c->index];
+    rs->cl = cl;
     rs->attempt = 1;
     rs->priority = r->priority == SHARP_PRIORITY_HIGH ? SHARP_PRIORITY_HIGH : SHARP_PRIORITY_DEFAULT;
     if (c->shuffle_shard && !shard_key(rs, r, h)) return SHARP_FILTER_STOP;
@@ -1017,7 +1022,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     /* a per-try timeout at least the global one is dropped, as Envoy does */
     if (rs->timeout_ms && rs->per_try_timeout_ms >= rs->timeout_ms) rs->per_try_timeout_ms = 0;
     set_timeout_headers(rs, h);
-    sharp_route_apply_request_headers(s->hcm->routes, s->vhost, r, wc, h, &s->info);
+    sharp_route_apply_request_headers(s->routes, s->vhost, r, wc, h, &s->info);
     rs->wc = wc;
     rs->request_end_seen = end_stream;
     rs->upgrade = s->upgrade_accepted;

@@ -17,6 +17,8 @@
 #include "admin/json.h"
 #include "config/mapper.h"
 #include "re2_shim.h"
+#include "server.h"
+#include "xds/xds.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
@@ -36,13 +38,18 @@ typedef struct {
     const ProtobufCMessageDescriptor *resource; /* what the Any holds */
     const ProtobufCMessage **items;
     size_t n;
+    /* dynamic resources (xDS): each item's version_info and last update
+     * (wall clock, us); NULL for static ones, whose time is the start */
+    const char **versions;
+    uint64_t *updated_us;
 } rlist_t;
 
 typedef struct {
     const char *type;        /* "envoy.admin.v3.ClustersConfigDump" */
     const ProtobufCMessage *msg; /* BootstrapConfigDump.bootstrap */
     const char *msg_field;
-    bool has_version_info;   /* a string field, always empty here */
+    bool has_version_info;   /* a string field */
+    const char *version_info; /* its value (the CDS version), NULL or "" when none */
     bool has_last_updated;
     rlist_t lists[3];
     size_t nlists;
@@ -74,6 +81,16 @@ static void push(rlist_t *l, const ProtobufCMessage *m)
     l->items[l->n++] = m;
 }
 
+/* A dynamic resource: its version and the time of its update. */
+static void push_dyn(rlist_t *l, const ProtobufCMessage *m, const char *version, uint64_t updated_us)
+{
+    push(l, m);
+    l->versions = sharp_realloc(l->versions, l->n * sizeof *l->versions);
+    l->updated_us = sharp_realloc(l->updated_us, l->n * sizeof *l->updated_us);
+    l->versions[l->n - 1] = version;
+    l->updated_us[l->n - 1] = updated_us;
+}
+
 static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)sharp_server_bootstrap(srv);
@@ -87,23 +104,30 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ClustersConfigDump", .has_version_info = true, .nlists = 3};
     d->lists[0] = (rlist_t){"static_clusters", "envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster",
-                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0};
+                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_active_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL};
     d->lists[2] = (rlist_t){"dynamic_warming_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL};
     for (size_t i = 0; i < ncl; i++)
         if (name_ok(c, sr->clusters[i]->name)) push(&d->lists[0], &sr->clusters[i]->base);
+    sharp_xds_dump_entry_t *dyn;
+    size_t ndyn = sharp_xds_dynamic_clusters(srv->xds, &dyn);
+    for (size_t i = 0; i < ndyn; i++)
+        if (name_ok(c, ((const Envoy__Config__Cluster__V3__Cluster *)dyn[i].resource)->name))
+            push_dyn(&d->lists[1], dyn[i].resource, dyn[i].version_info, dyn[i].last_updated_us);
+    free(dyn);
+    d->version_info = sharp_xds_cds_version(srv->xds);
 
     if (include_eds) {
         d = &c->dumps[c->ndumps++];
         *d = (dump_t){.type = "envoy.admin.v3.EndpointsConfigDump", .nlists = 2};
         d->lists[0] = (rlist_t){"static_endpoint_configs", "envoy.admin.v3.EndpointsConfigDump.StaticEndpointConfig",
                                 "endpoint_config", &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
-                                NULL, 0};
+                                NULL, 0, NULL, NULL};
         d->lists[1] = (rlist_t){"dynamic_endpoint_configs",
                                 "envoy.admin.v3.EndpointsConfigDump.DynamicEndpointConfig", "endpoint_config",
-                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0};
+                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL};
         for (size_t i = 0; i < ncl; i++) {
             const Envoy__Config__Cluster__V3__Cluster *cl = sr->clusters[i];
             if (!name_ok(c, cl->name)) continue;
@@ -127,18 +151,18 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ListenersConfigDump", .has_version_info = true, .nlists = 2};
     d->lists[0] = (rlist_t){"static_listeners", "envoy.admin.v3.ListenersConfigDump.StaticListener", "listener",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_listeners", "envoy.admin.v3.ListenersConfigDump.DynamicListener", "name",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL};
     for (size_t i = 0; i < nli; i++)
         if (name_ok(c, sr->listeners[i]->name)) push(&d->lists[0], &sr->listeners[i]->base);
 
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.RoutesConfigDump", .nlists = 2};
     d->lists[0] = (rlist_t){"static_route_configs", "envoy.admin.v3.RoutesConfigDump.StaticRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_route_configs", "envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL};
     for (size_t i = 0; i < nli; i++) {
         const Envoy__Config__Listener__V3__Listener *l = sr->listeners[i];
         for (size_t k = 0; k < l->n_filter_chains; k++) {
@@ -161,12 +185,21 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
             }
         }
     }
+    ndyn = sharp_xds_dynamic_routes(srv->xds, &dyn);
+    for (size_t i = 0; i < ndyn; i++)
+        if (name_ok(c, ((const Envoy__Config__Route__V3__RouteConfiguration *)dyn[i].resource)->name))
+            push_dyn(&d->lists[1], dyn[i].resource, dyn[i].version_info, dyn[i].last_updated_us);
+    free(dyn);
 }
 
 static void ctx_free(ctx_t *c)
 {
     for (size_t i = 0; i < c->ndumps; i++)
-        for (size_t k = 0; k < c->dumps[i].nlists; k++) free(c->dumps[i].lists[k].items);
+        for (size_t k = 0; k < c->dumps[i].nlists; k++) {
+            free(c->dumps[i].lists[k].items);
+            free(c->dumps[i].lists[k].versions);
+            free(c->dumps[i].lists[k].updated_us);
+        }
     for (size_t i = 0; i < c->nowned; i++) protobuf_c_message_free_unpacked(c->owned[i], NULL);
     free(c->owned);
     sharp_re2_free(c->re);
@@ -243,7 +276,7 @@ static bool entry_path_valid(const rlist_t *l, const char *path)
         size_t n = strlen(l->any_field);
         return path[n] == '\0' || sharp_config_mask_path_valid(l->resource, path + n + 1);
     }
-    return last_updated_path_valid(path);
+    return last_updated_path_valid(path) || !strcmp(path, "version_info");
 }
 
 static bool mask_keeps(const mask_t *m, const char *field)
@@ -267,13 +300,27 @@ static size_t sub_paths(const mask_t *m, const char *field, const char **out)
     return n;
 }
 
-static void entry_json(sharp_sbuf_t *b, const rlist_t *l, const ProtobufCMessage *item, const char *ts,
-                       const mask_t *m, bool typed)
+static void entry_json(sharp_sbuf_t *b, const rlist_t *l, size_t k, const char *ts, const mask_t *m, bool typed)
 {
+    const ProtobufCMessage *item = l->items[k];
+    char dts[40];
+    if (l->updated_us) { /* a dynamic resource: the time of its update */
+        time_t t = (time_t)(l->updated_us[k] / 1000000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        size_t n = strftime(dts, sizeof dts, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(dts + n, sizeof dts - n, ".%03uZ", (unsigned)(l->updated_us[k] / 1000 % 1000));
+        ts = dts;
+    }
     sharp_sbuf_puts(b, "{");
     bool first = true;
     if (typed) {
         sharp_sbuf_printf(b, "\"@type\":\"type.googleapis.com/%s\"", l->entry_type);
+        first = false;
+    }
+    if (l->versions && l->versions[k] && l->versions[k][0] && mask_keeps(m, "version_info")) {
+        sharp_sbuf_printf(b, "%s\"version_info\":", first ? "" : ",");
+        sharp_json_str(b, l->versions[k]);
         first = false;
     }
     if (mask_keeps(m, l->any_field)) {
@@ -291,6 +338,10 @@ static void entry_json(sharp_sbuf_t *b, const rlist_t *l, const ProtobufCMessage
 static void dump_json(sharp_sbuf_t *b, const dump_t *d, const char *ts, const mask_t *m)
 {
     sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", d->type);
+    if (d->version_info && d->version_info[0] && mask_keeps(m, "version_info")) {
+        sharp_sbuf_puts(b, ",\"version_info\":");
+        sharp_json_str(b, d->version_info);
+    }
     if (d->msg && mask_keeps(m, d->msg_field)) {
         const char **sub = sharp_calloc(m ? m->n + 1 : 1, sizeof *sub);
         size_t n = sub_paths(m, d->msg_field, sub);
@@ -306,7 +357,7 @@ static void dump_json(sharp_sbuf_t *b, const dump_t *d, const char *ts, const ma
         sharp_sbuf_printf(b, ",\"%s\":[", l->field);
         for (size_t k = 0; k < l->n; k++) {
             if (k) sharp_sbuf_puts(b, ",");
-            entry_json(b, l, l->items[k], ts, NULL, false);
+            entry_json(b, l, k, ts, NULL, false);
         }
         sharp_sbuf_puts(b, "]");
     }
@@ -401,7 +452,7 @@ void sharp__admin_config_dump(const sharp_admin_request_t *rq, sharp_admin_respo
         }
         for (size_t k = 0; k < found->n; k++) {
             if (k) sharp_sbuf_puts(&b, ",");
-            entry_json(&b, found, found->items[k], c.ts, m, true);
+            entry_json(&b, found, k, c.ts, m, true);
         }
     } else {
         size_t shown = 0;

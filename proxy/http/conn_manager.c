@@ -1042,6 +1042,8 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
      * reference of its own (an atomic add and subtract per request). */
     s->snap = c->snap;
     s->hcm = hcm;
+    s->view = c->worker->view;
+    if (s->view) s->view->refs++;
     s->nfilters = hcm->nfilters;
     s->filters = (sharp_filter_t *)(s + 1);
     char *state = (char *)(s->filters + hcm->nfilters);
@@ -1126,6 +1128,10 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     sharp_headers_free(&s->req_trailers);
     sharp_headers_free(&s->resp_trailers);
     if (c->codec->stream_released) c->codec->stream_released(s);
+    /* after the filters: the router's cluster and pools may be the view's last users */
+    sharp_view_unref(s->view);
+    s->view = NULL;
+    s->routes = NULL;
     sharp_sbuf_free(&s->dec_buf);
     sharp_sbuf_free(&s->enc_buf);
     sharp_deadline_stop(&s->defer);

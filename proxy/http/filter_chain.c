@@ -385,9 +385,9 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         sharp_headers_set_cstr(h, "x-envoy-internal", "true"); /* replaces the peer's */
     } else {
         sharp_headers_remove_matching(h, is_untrusted_envoy_header, &edge);
-        if (hcm->routes)
-            for (uint32_t i = 0; i < hcm->routes->ninternal_only_headers; i++)
-                sharp_headers_remove_cstr(h, hcm->routes->internal_only_headers[i]);
+        if (s->routes)
+            for (uint32_t i = 0; i < s->routes->ninternal_only_headers; i++)
+                sharp_headers_remove_cstr(h, s->routes->internal_only_headers[i]);
     }
     if (edge && final.ss_family != AF_UNIX) {
         /* first ingress point into the trusted network (IP peers only) */
@@ -658,16 +658,18 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
 {
     /* Envoy disables request_headers_timeout first thing in decodeHeaders */
     if (s->conn) sharp_codec_request_headers_done(s);
+    /* the route table of the stream's view: an RDS update reaches the next
+     * request of a connection, never one in flight */
+    s->routes = sharp_snapshot_routes(s->view ? s->view->snap : s->snap, s->hcm);
     if (s->conn && overload_reject(s)) return;
     if (end_stream) s->dec_end_sent = true;
     if (!authority_valid(s)) return;
     if (!normalize_request_path(s)) return;
     mutate_request(s, remote);
     mutate_xfcc(s, &s->req);
-    const sharp_hcm_config_t *hcm = s->hcm;
     sharp_str_t authority = {"", 0};
     sharp_headers_get_cstr(&s->req, ":authority", &authority);
-    s->vhost = hcm->routes ? sharp_route_table_find_vhost(hcm->routes, authority) : NULL;
+    s->vhost = s->routes ? sharp_route_table_find_vhost(s->routes, authority) : NULL;
     /* Envoy matches routes with the stream's random id: runtime_fraction
      * draws from it */
     uint64_t random = s->conn ? sharp_worker_random(sharp_stream_worker(s)) : 0;
@@ -848,7 +850,7 @@ void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, cons
     char code[16];
     snprintf(code, sizeof code, "%u", status);
     sharp_headers_add_cstr(h, ":status", code);
-    if (s->route) sharp_route_apply_response_headers(s->hcm->routes, s->vhost, s->route, s->route_wc, h, &s->info);
+    if (s->route) sharp_route_apply_response_headers(s->routes, s->vhost, s->route, s->route_wc, h, &s->info);
     for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         sharp_headers_add_cstr(h, headers[i], headers[i + 1]);
     sharp_sbuf_t b = {0}, ct_before = {0};

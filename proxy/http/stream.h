@@ -19,6 +19,11 @@ struct sharp_stream {
     unsigned long long id, conn_id; /* "[C<conn_id>][S<id>]" in log lines */
     sharp_snapshot_t *snap; /* the connection's (borrowed: the connection outlives the stream) */
     const sharp_hcm_config_t *hcm;
+    /* The worker's view when the stream began (a reference): the clusters,
+     * pools and RDS route table this request uses, whatever later updates
+     * do. NULL for a stream without a worker. */
+    sharp_worker_view_t *view;
+    const sharp_route_table_t *routes; /* the connection manager's route table on that view */
     const sharp_vhost_t *vhost;
     const sharp_route_t *route;
     const sharp_weighted_cluster_t *route_wc; /* the router's pick among weighted clusters, if any */

@@ -6,6 +6,7 @@
 #include "upstream/dns.h"
 #include "upstream/shard_lb.h"
 #include "tls/context.h"
+#include "xds/xds.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -331,6 +332,10 @@ void sharp_cluster_refresh_gauges(sharp_cluster_t *c)
     for (int i = 0; i < SHARP_NPRIORITIES; i++) breaker_gauges(c, i);
 }
 
+static uint32_t cluster_nworkers;
+static void (*release_hook)(void *arg, sharp_cluster_t *c);
+static void *release_hook_arg;
+
 sharp_hostset_t *sharp_hostset_new(sharp_host_t *const *hosts, uint32_t n, uint64_t generation)
 {
     sharp_hostset_t *s = sharp_calloc(1, sizeof *s + (n ? n : 1) * sizeof s->hosts[0]);
@@ -358,6 +363,9 @@ void sharp_cluster_adopt_host(sharp_cluster_t *c, sharp_host_t *h)
 
 void sharp_cluster_init_hostset(sharp_cluster_t *c)
 {
+    atomic_init(&c->refs, 1);
+    c->npending = cluster_nworkers;
+    c->pending = sharp_calloc(c->npending ? c->npending : 1, sizeof *c->pending);
     for (uint32_t i = 0; i < c->nhosts; i++) sharp_cluster_adopt_host(c, c->hosts[i]);
     c->set = sharp_hostset_new(c->hosts, c->nhosts, 1);
     free(c->hosts);
@@ -393,9 +401,34 @@ void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts,
     if (hostset_notify) hostset_notify(hostset_notify_arg, c);
 }
 
+
+void sharp_cluster_set_nworkers(uint32_t n)
+{
+    cluster_nworkers = n;
+}
+
+void sharp_cluster_set_release_hook(void (*fn)(void *arg, sharp_cluster_t *c), void *arg)
+{
+    release_hook = fn;
+    release_hook_arg = arg;
+}
+
+void sharp_cluster_unref(sharp_cluster_t *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
+    if (release_hook) release_hook(release_hook_arg, c);
+    else sharp_cluster_free(c);
+}
+
 void sharp_cluster_free(sharp_cluster_t *c)
 {
     if (!c) return;
+    for (uint32_t i = 0; c->pending && i < c->npending; i++)
+        sharp_hostset_unref(atomic_exchange(&c->pending[i], NULL));
+    free((void *)c->pending);
+    free(c->eds_service_name);
+    free(c->version_info);
+    sharp_xds_eds_free(c->eds);
     sharp_outlier_free(c->outlier); /* before the hosts: it clears their state pointers */
     c->outlier = NULL;
     if (c->set) {

@@ -11,6 +11,7 @@
 #include "upstream/host.h"
 #include "upstream/lb.h"
 
+#include <protobuf-c/protobuf-c.h>
 #include <stdatomic.h>
 #include <uv.h>
 
@@ -215,7 +216,43 @@ typedef struct sharp_cluster {
     struct sharp_outlier *outlier; /* outlier_detection, NULL without it (upstream/outlier.h) */
     /* load_balancing_policy ShuffleShard, NULL for the other balancers (upstream/shard_lb.h) */
     struct sharp_shard_policy *shuffle_shard;
+    /* References: each snapshot that lists the cluster, each worker's
+     * cluster view and each pool over its hosts (pools outlive a retired
+     * view until their last connection closes), each mirrored request. The
+     * last one frees the cluster on the main thread (sharp_cluster_unref),
+     * so a cluster that CDS changed or removed lives exactly as long as
+     * something in flight uses it. */
+    _Atomic uint32_t refs;
+    /* Per worker: a newer host set the worker takes at its next wake-up
+     * (sharp_worker_set_hostset), NULL when none; nworkers entries. */
+    _Atomic(sharp_hostset_t *) *pending;
+    uint32_t npending;
+    /* EDS: the name the cluster's endpoints are published under
+     * (eds_cluster_config.service_name, else the cluster's name) and the
+     * subscription that feeds them (xds/xds.h); NULL for other types */
+    char *eds_service_name;
+    struct sharp_xds_eds *eds;
+    /* For the admin: the version of the CDS update that built the cluster
+     * and when ("" and 0 for a static cluster). */
+    char *version_info;
+    uint64_t last_updated_us;
+    const ProtobufCMessage *pb; /* the Cluster message it was built from (owned by its source) */
 } sharp_cluster_t;
+
+/* The number of workers: sized the per-worker slots of clusters built
+ * from now on (the server sets it before loading the configuration). */
+void sharp_cluster_set_nworkers(uint32_t n);
+static inline sharp_cluster_t *sharp_cluster_ref(sharp_cluster_t *c)
+{
+    if (c) atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+/* Any thread. The last reference frees the cluster: at once when no
+ * release hook is set (before the workers run, after they are joined),
+ * else through the hook, which the server points at its main loop (an
+ * outlier detector's handles are closed there). */
+void sharp_cluster_unref(sharp_cluster_t *c);
+void sharp_cluster_set_release_hook(void (*fn)(void *arg, sharp_cluster_t *c), void *arg);
 
 /* The cluster's socket options (upstream_connection_options.tcp_keepalive,
  * as Envoy's buildTcpKeepaliveOptions: SO_KEEPALIVE, then each configured

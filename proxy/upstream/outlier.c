@@ -935,6 +935,11 @@ void sharp_outlier_start(sharp_cluster_t *c, uv_loop_t *loop)
     od->started = true;
 }
 
+bool sharp_outlier_closing(const sharp_cluster_t *c)
+{
+    return c->outlier && c->outlier->handles_open > 0;
+}
+
 void sharp_outlier_close(sharp_cluster_t *c)
 {
     sharp_outlier_t *od = c->outlier;

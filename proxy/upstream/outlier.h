@@ -158,6 +158,8 @@ void sharp_outlier_free(sharp_outlier_t *od);
 void sharp_outlier_start(sharp_cluster_t *c, uv_loop_t *loop);
 /* Closes the handles. Call after the workers are joined. */
 void sharp_outlier_close(sharp_cluster_t *c);
+/* Its handles are still closing (the detector cannot be freed yet). */
+bool sharp_outlier_closing(const sharp_cluster_t *c);
 
 /* Handles what workers reported since the last call: consecutive-error
  * trips (Envoy's onConsecutiveErrorWorker) and half-open probe results. */

@@ -32,7 +32,7 @@ sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t
 {
     sharp_pool_t *p = sharp_calloc(1, sizeof *p);
     p->env = env;
-    p->cluster = c;
+    p->cluster = sharp_cluster_ref(c); /* a retired pool may outlive every view of its cluster */
     p->host = h;
     p->priority = prio;
     p->open = &c->open[prio];
@@ -71,7 +71,10 @@ static void fail_pending(sharp_pool_t *p, sharp_pool_failure_t why, const char *
 
 static void maybe_free_pool(sharp_pool_t *p)
 {
-    if ((p->destroying || (p->retired && !p->npending)) && p->ncx == 0) free(p);
+    if ((p->destroying || (p->retired && !p->npending)) && p->ncx == 0) {
+        sharp_cluster_unref(p->cluster);
+        free(p);
+    }
 }
 
 void sharp_pool_destroy(sharp_pool_t *p)

@@ -106,7 +106,9 @@ static void prepare_headers(sharp_shadow_t *sh, const sharp_shadow_args_t *a)
 
 static void free_shadow(uv_handle_t *h)
 {
-    free(h->data);
+    sharp_shadow_t *sh = h->data;
+    sharp_cluster_unref(sh->c); /* CDS may have replaced it while the shadow ran */
+    free(sh);
 }
 
 /* Ends the shadow: gives back its connection (closed unless its response
@@ -261,7 +263,7 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
 {
     sharp_worker_t *w = a->worker;
     sharp_cluster_t *c = a->cluster;
-    sharp_cluster_local_t *cl = &w->clusters[c->index];
+    sharp_cluster_local_t *cl = a->cl;
     *handle = NULL;
     sharp_host_t *host = choose_host(a, cl);
     if (!host) {
@@ -279,7 +281,7 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     }
     sharp_shadow_t *sh = sharp_calloc(1, sizeof *sh);
     sh->w = w;
-    sh->c = c;
+    sh->c = sharp_cluster_ref(c);
     sh->host = host;
     sh->timeout_ms = a->timeout_ms;
     sh->buffer_limit = a->buffer_limit;

@@ -171,11 +171,14 @@ def test_route_to_unknown_cluster():
     assert rc == 1 and "missing" in out
 
 
-def test_dns_cluster_validates_and_eds_is_refused():
+def test_dns_cluster_validates_and_eds_needs_its_source():
     rc, out = validate(GOOD.replace("type: STATIC", "type: STRICT_DNS"))
     assert rc == 0, out
+    # an EDS cluster takes its endpoints from EDS (test_xds_file.py), never load_assignment
     rc, out = validate(GOOD.replace("type: STATIC", "type: EDS"))
-    assert rc == 1 and "only STATIC, STRICT_DNS and LOGICAL_DNS" in out
+    assert rc == 1 and "an EDS cluster takes its endpoints from EDS, not load_assignment" in out
+    rc, out = validate(GOOD.replace("type: STATIC", "type: ORIGINAL_DST"))
+    assert rc == 1 and "only STATIC, STRICT_DNS, LOGICAL_DNS and EDS" in out
 
 
 def test_yaml_syntax_error():

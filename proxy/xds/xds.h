@@ -1,0 +1,91 @@
+/* xds.h: configuration that changes at runtime (Envoy's xDS), on the main
+ * thread: CDS clusters, EDS endpoints and RDS route tables.
+ *
+ * A subscription delivers the state of the world for one resource type:
+ * every resource of that type, and a version. Its transport is a file today
+ * (Envoy's filesystem subscription, xds/path_source.h); a gRPC stream (ADS,
+ * on grpc/client.h) is the next transport and feeds the same entry point,
+ * sharp_xds_watcher_t.on_update, which applies all the resources or none
+ * and says why (Envoy's update_rejected, the NACK of a gRPC stream). A watcher
+ * may take a resource it keeps (setting its slot to NULL).
+ *
+ * An accepted update builds a new snapshot (snapshot.h: the bootstrap's
+ * listeners with the current clusters and route tables), which the server
+ * hands to the workers (worker.h: a pending slot and a wake-up); a stream
+ * keeps the snapshot, clusters and pools it began with, so no request is
+ * lost to an update. EDS updates publish a new host set of the cluster
+ * (upstream/cluster.h), keeping the hosts whose address stays. */
+#ifndef SHARP_XDS_XDS_H
+#define SHARP_XDS_XDS_H
+
+#include "common.h"
+#include "stats.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <uv.h>
+
+struct sharp_server;
+struct sharp_cluster;
+struct sharp_sbuf;
+
+/* What a subscription's transport calls with each response. Returns 0, or
+ * -1 with the reason in err (the whole update is rejected and the previous
+ * resources stay). */
+typedef struct sharp_xds_watcher {
+    int (*on_update)(void *ud, ProtobufCMessage **resources, size_t n, const char *version, char *err,
+                     size_t errlen);
+    void *ud;
+} sharp_xds_watcher_t;
+
+typedef struct sharp_xds sharp_xds_t;
+typedef struct sharp_xds_eds sharp_xds_eds_t;
+
+sharp_xds_t *sharp_xds_new(struct sharp_server *srv);
+/* Starts watching every file subscription (main loop running). 0, or -1
+ * with the reason. */
+int sharp_xds_start(sharp_xds_t *x, uv_loop_t *loop, char *err, size_t errlen);
+/* Stops the watches (shutdown). */
+void sharp_xds_stop(sharp_xds_t *x);
+void sharp_xds_free(sharp_xds_t *x);
+
+/* A ConfigSource the file transport implements: path_config_source or the
+ * deprecated path. Fills *path and *wdir (NULL when none); -1 with a
+ * message naming `field` for the sources that are not implemented yet. */
+int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const char *field, const char **path,
+                                 const char **wdir, char *err, size_t errlen);
+
+/* RDS: the HCM's rds (Rds message). Reads the file now; returns the index
+ * of the route table in every snapshot (sharp_hcm_config_t.rds_index), or
+ * -1 with err. One subscription per source and route name, shared. */
+int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds, const char *stat_prefix, const char *field,
+                            char *err, size_t errlen);
+/* CDS: dynamic_resources.cds_config. Reads the file now (its clusters are
+ * in the first snapshot). */
+int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
+                            size_t errlen);
+/* EDS: a cluster of type EDS. Reads the file now and fills the cluster's
+ * hosts (before its first host set is made). */
+int sharp_xds_eds_subscribe(sharp_xds_t *x, struct sharp_cluster *c, const ProtobufCMessage *eds_cluster_config,
+                            const char *field, char *err, size_t errlen);
+/* Stops a cluster's EDS subscription and frees it (main thread). */
+void sharp_xds_eds_free(sharp_xds_eds_t *e);
+
+/* The snapshot of the bootstrap with the current dynamic resources, made
+ * when the bootstrap has been built (server init) and after every accepted
+ * update. */
+void sharp_xds_publish(sharp_xds_t *x);
+
+/* /config_dump: the dynamic clusters and route configurations, as entries
+ * of Envoy's ClustersConfigDump.dynamic_active_clusters and
+ * RoutesConfigDump.dynamic_route_configs (version_info, the resource as an
+ * Any, last_updated). `name_ok` filters by name. */
+typedef struct sharp_xds_dump_entry {
+    const char *version_info;
+    const ProtobufCMessage *resource;
+    uint64_t last_updated_us;
+} sharp_xds_dump_entry_t;
+size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+const char *sharp_xds_cds_version(const sharp_xds_t *x);
+
+#endif
