@@ -516,3 +516,20 @@ def test_refused_sds_configs(pki, tmp_path):
         "certificate_chain": {"filename": f"{d}/s1.crt"}, "private_key": {"filename": f"{d}/s1.key"},
         "watched_directory": {"path": d}}]}))
     assert rc != 0 and "only applies to a certificate delivered by SDS" in out, out
+
+
+def test_combined_validation_context_from_sds_is_refused(pki, tmp_path):
+    """A rotation rebuilds a context from its secret alone, so a combined
+    validation context whose secret comes from an SDS file is refused
+    rather than served without its default context after the first one."""
+    d = str(tmp_path)
+    ca = f"{d}/ca.yaml"
+    sds_file(ca, ca_secret("ca", f"{pki}/ca.crt"))
+    rc, out = validate_config(sds_bootstrap(pki, {
+        "tls_certificates": [{"certificate_chain": {"filename": f"{pki}/rsa.crt"},
+                              "private_key": {"filename": f"{pki}/rsa.key"}}],
+        "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": [
+                {"san_type": "DNS", "matcher": {"exact": "client.example.com"}}]},
+            "validation_context_sds_secret_config": sds_ref("ca", ca)}}))
+    assert rc != 0 and "combined validation context from an SDS source is not supported" in out, out
