@@ -1351,21 +1351,6 @@ sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufC
     return build_cluster(&b, (const cluster_pb_t *)pb, index, where);
 }
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b2)
-{
-    if (a->ss_family != b2->ss_family) return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b2;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b2;
-        return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
-    }
-    return !strcmp(((const struct sockaddr_un *)a)->sun_path, ((const struct sockaddr_un *)b2)->sun_path) &&
-           ((const struct sockaddr_un *)a)->sun_path[0];
-}
-
 int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
                            const char *path, sharp_host_t ***out, uint32_t *nout, bool *changed, char *err,
                            size_t errlen)
@@ -1380,6 +1365,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
     /* hosts built here, not yet the cluster's: freed on an error */
     sharp_host_t **fresh = sharp_calloc(n ? n : 1, sizeof *fresh);
     uint32_t nfresh = 0;
+    sharp_host_index_t listed = {0}; /* this assignment's hosts by address: duplicates */
     for (size_t i = 0; i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
         for (size_t j = 0; j < le->n_lb_endpoints; j++) {
@@ -1402,17 +1388,13 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
             bool unhealthy = e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
                              e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
                              e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT;
-            bool dup = false;
-            for (uint32_t k = 0; k < nh && !dup; k++) dup = same_addr(&hosts[k]->addr, &addr);
-            if (dup) {
+            if (sharp_host_index_find(&listed, &addr)) {
                 fail(&b, ap, "duplicate endpoint address in the ClusterLoadAssignment");
                 goto bad;
             }
             /* a host whose address the cluster has (or had) keeps its
              * identity: health check, outlier and request state */
-            sharp_host_t *h = NULL;
-            for (uint32_t k = 0; k < c->nall_hosts && !h; k++)
-                if (same_addr(&c->all_hosts[k]->addr, &addr)) h = c->all_hosts[k];
+            sharp_host_t *h = sharp_host_index_find(&c->all_index, &addr);
             if (!h) {
                 h = sharp_calloc(1, sizeof *h);
                 memcpy(&h->addr, &addr, sizeof addr);
@@ -1438,12 +1420,14 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 }
             }
             hosts[nh++] = h;
+            sharp_host_index_add(&listed, h);
         }
     }
     bool diff = nh != c->nhosts;
     for (uint32_t i = 0; !diff && i < nh; i++) diff = hosts[i] != c->hosts[i];
     *changed = *changed || diff;
     free(fresh);
+    sharp_host_index_free(&listed);
     *out = hosts;
     *nout = nh;
     return 0;
@@ -1451,6 +1435,7 @@ bad:
     for (uint32_t k = 0; k < nfresh; k++) free(fresh[k]);
     free(fresh);
     free(hosts);
+    sharp_host_index_free(&listed);
     return -1;
 }
 

@@ -353,12 +353,17 @@ void sharp_hostset_unref(sharp_hostset_t *s)
 
 void sharp_cluster_adopt_host(sharp_cluster_t *c, sharp_host_t *h)
 {
-    if (sharp_host_listed(h, c->all_hosts, c->nall_hosts)) return;
+    sharp_host_t *known = sharp_host_index_find(&c->all_index, &h->addr);
+    if (known == h) return;
+    /* another host with this address: a static cluster may list one
+     * address twice, each its own host (the index holds the first) */
+    if (known && sharp_host_listed(h, c->all_hosts, c->nall_hosts)) return;
     if (c->nall_hosts == c->all_hosts_cap) {
         c->all_hosts_cap = c->all_hosts_cap ? 2 * c->all_hosts_cap : 8;
         c->all_hosts = sharp_realloc(c->all_hosts, c->all_hosts_cap * sizeof *c->all_hosts);
     }
     c->all_hosts[c->nall_hosts++] = h;
+    sharp_host_index_add(&c->all_index, h);
 }
 
 void sharp_cluster_init_hostset(sharp_cluster_t *c)
@@ -440,6 +445,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     }
     for (uint32_t i = 0; i < c->nall_hosts; i++) free(c->all_hosts[i]);
     free(c->all_hosts);
+    sharp_host_index_free(&c->all_index);
     sharp_dns_cluster_free(c->dns);
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "stats.h"
 #include "upstream/host.h"
+#include "upstream/host_index.h"
 #include "upstream/lb.h"
 
 #include <protobuf-c/protobuf-c.h>
@@ -190,6 +191,7 @@ typedef struct sharp_cluster {
      * address; one that comes back is reused), freed with the cluster. */
     sharp_host_t **all_hosts;
     uint32_t nall_hosts, all_hosts_cap;
+    sharp_host_index_t all_index; /* all_hosts by address (main thread) */
     /* STRICT_DNS / LOGICAL_DNS resolution settings and state, NULL for
      * STATIC clusters (upstream/dns.h). */
     struct sharp_dns_cluster *dns;
