@@ -205,13 +205,14 @@ bool sharp_headers_get(const sharp_headers_t *h, const char *name, size_t nlen, 
     return true;
 }
 
-/* Drops the entries from `from` on that carry the name; returns how many. */
-static size_t drop_from(sharp_headers_t *h, uint32_t from, const char *name, size_t nlen)
+/* Drops the entries from `from` on that `match` accepts; returns how many. */
+static size_t drop_matching(sharp_headers_t *h, uint32_t from,
+                            bool (*match)(const sharp_headers_t *h, uint32_t i, const void *arg), const void *arg)
 {
     uint32_t w = from;
     size_t removed = 0;
     for (uint32_t r = from; r < h->n; r++) {
-        if (name_eq(h, r, name, nlen)) {
+        if (match(h, r, arg)) {
             removed++;
             h->bytes -= h->e[r].name_len + h->e[r].value_len;
             continue;
@@ -222,20 +223,38 @@ static size_t drop_from(sharp_headers_t *h, uint32_t from, const char *name, siz
     return removed;
 }
 
+typedef struct {
+    const char *name;
+    size_t len;
+} name_arg_t;
+
+static bool match_name(const sharp_headers_t *h, uint32_t i, const void *arg)
+{
+    const name_arg_t *n = arg;
+    return name_eq(h, i, n->name, n->len);
+}
+
+static size_t drop_from(sharp_headers_t *h, uint32_t from, const char *name, size_t nlen)
+{
+    name_arg_t n = {name, nlen};
+    return drop_matching(h, from, match_name, &n);
+}
+
+typedef struct {
+    bool (*match)(sharp_str_t name, void *arg);
+    void *arg;
+} pred_arg_t;
+
+static bool match_pred(const sharp_headers_t *h, uint32_t i, const void *arg)
+{
+    const pred_arg_t *p = arg;
+    return p->match(sharp_headers_name(h, i), p->arg);
+}
+
 size_t sharp_headers_remove_matching(sharp_headers_t *h, bool (*match)(sharp_str_t name, void *arg), void *arg)
 {
-    uint32_t w = 0;
-    size_t removed = 0;
-    for (uint32_t r = 0; r < h->n; r++) {
-        if (match(sharp_headers_name(h, r), arg)) {
-            removed++;
-            h->bytes -= h->e[r].name_len + h->e[r].value_len;
-            continue;
-        }
-        h->e[w++] = h->e[r];
-    }
-    h->n = w;
-    return removed;
+    pred_arg_t p = {match, arg};
+    return drop_matching(h, 0, match_pred, &p);
 }
 
 size_t sharp_headers_remove(sharp_headers_t *h, const char *name, size_t nlen)

@@ -307,17 +307,7 @@ static void provider_free(provider_t *p)
 static provider_t *provider_new(sharp_sds_t *sds, int kind, const char *name, const char *path, const char *wdir,
                                 const char *field, char *err, size_t errlen)
 {
-    struct stat st;
-    /* Envoy's checkFilesystemSubscriptionBackingPath */
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "%s: paths must refer to an existing path in the system: '%s' does not exist", field,
-                 path);
-        return NULL;
-    }
-    if (wdir && (stat(wdir, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        snprintf(err, errlen, "%s.watched_directory.path: '%s' is not a directory", field, wdir);
-        return NULL;
-    }
+    if (sharp_path_source_check(path, wdir, field, err, errlen) < 0) return NULL; /* Envoy's checkFilesystemSubscriptionBackingPath */
     provider_t *p = sharp_calloc(1, sizeof *p);
     p->sds = sds;
     p->kind = kind;

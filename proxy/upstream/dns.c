@@ -50,24 +50,10 @@ void sharp_dns_cluster_free(sharp_dns_cluster_t *dc)
 
 /* ---- algorithms ---- */
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family) return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-    }
-    return false;
-}
-
 static sharp_host_t *find_addr(sharp_host_t *const *hosts, uint32_t n, const struct sockaddr_storage *a)
 {
     for (uint32_t i = 0; i < n; i++)
-        if (same_addr(&hosts[i]->addr, a)) return hosts[i];
+        if (sharp_addr_equal(&hosts[i]->addr, a)) return hosts[i];
     return NULL;
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common.h"
 #include "config/mapper.h"
@@ -90,4 +91,19 @@ void sharp_path_source_free(sharp_path_source_t *s)
     if (!s) return;
     sharp_fs_watch_free(s->watch);
     free(s);
+}
+
+int sharp_path_source_check(const char *path, const char *wdir, const char *field, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s: paths must refer to an existing path in the system: '%s' does not exist", field,
+                 path);
+        return -1;
+    }
+    if (wdir && (stat(wdir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        snprintf(err, errlen, "%s.watched_directory.path: '%s' is not a directory", field, wdir);
+        return -1;
+    }
+    return 0;
 }

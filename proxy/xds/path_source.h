@@ -40,6 +40,12 @@ int sharp_path_source_read(const char *path, const ProtobufCMessageDescriptor *t
                            bool *parsed, char *err, size_t errlen);
 void sharp_discovery_free(sharp_discovery_t *d);
 
+/* Envoy's checkFilesystemSubscriptionBackingPath: the path must exist and
+ * a watched directory must be a directory. 0, or -1 with the reason
+ * (reported under `field`) in err. */
+int sharp_path_source_check(const char *path, const char *watched_directory, const char *field, char *err,
+                            size_t errlen);
+
 typedef struct sharp_path_source sharp_path_source_t;
 
 /* Starts watching `path` (or `watched_directory` when not NULL) on the

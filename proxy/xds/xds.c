@@ -136,16 +136,7 @@ static int sub_watch(sub_t *s, char *err, size_t errlen)
 static sub_t *sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *type, const char *path, const char *wdir,
                       const char *prefix, const char *field, sharp_xds_watcher_t w, char *err, size_t errlen)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "%s: paths must refer to an existing path in the system: '%s' does not exist", field,
-                 path);
-        return NULL;
-    }
-    if (wdir && (stat(wdir, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        snprintf(err, errlen, "%s.watched_directory.path: '%s' is not a directory", field, wdir);
-        return NULL;
-    }
+    if (sharp_path_source_check(path, wdir, field, err, errlen) < 0) return NULL; /* Envoy's checkFilesystemSubscriptionBackingPath */
     sub_t *s = sharp_calloc(1, sizeof *s);
     s->x = x;
     s->type = type;
