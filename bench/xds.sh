@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# xDS at scale: time from a push to its application and to the first request
+# served by it, for 10, 1,000 and 10,000 clusters, SHARP's RSS after each,
+# and steady open-loop traffic with and without one push a second (CDS of
+# 1,000 clusters, a 1,000-endpoint EDS assignment, routes). The pushes go
+# through Envoy's filesystem subscription (files moved into place). See
+# bench/xds_bench.py for the method. About 1.5 minutes.
+#
+#   bench/xds.sh
+#   env: SIZES="10 1000 10000" RATE=2000 DURATION=15 STEADY_CLUSTERS=1000
+#        EDS_ENDPOINTS=1000 BUILD=build RESULTS=bench/results KEEP=1 (keep the work dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-bench/results}
+mkdir -p "$RESULTS"
+python3 bench/xds_bench.py | tee "$RESULTS/xds.txt"
