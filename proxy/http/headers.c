@@ -342,3 +342,30 @@ bool sharp_header_value_is_unique(sharp_str_t n)
     default: return false;
     }
 }
+
+void sharp_request_head_scan(const sharp_headers_t *h, sharp_request_head_t *out)
+{
+    memset(out, 0, sizeof *out);
+    for (uint32_t i = 0; i < h->n; i++) {
+        sharp_str_t n = sharp_headers_name(h, i);
+        sharp_str_t *slot = NULL;
+        switch (n.len) {
+        case 4: slot = sharp_str_eq(n, "host", 4) ? &out->host : NULL; break;
+        case 5: slot = sharp_str_eq(n, ":path", 5) ? &out->path : NULL; break;
+        case 7:
+            slot = sharp_str_eq(n, ":method", 7)   ? &out->method
+                   : sharp_str_eq(n, ":scheme", 7) ? &out->scheme
+                   : sharp_str_eq(n, "upgrade", 7) ? &out->upgrade
+                                                   : NULL;
+            break;
+        case 10:
+            slot = sharp_str_eq(n, ":authority", 10)   ? &out->authority
+                   : sharp_str_eq(n, "connection", 10) ? &out->connection
+                                                       : NULL;
+            break;
+        case 14: slot = sharp_str_eq(n, "content-length", 14) ? &out->content_length : NULL; break;
+        default: break;
+        }
+        if (slot && !slot->p) *slot = sharp_headers_value(h, i);
+    }
+}

@@ -61,6 +61,15 @@ static inline size_t sharp_headers_remove_cstr(sharp_headers_t *h, const char *n
 {
     return sharp_headers_remove(h, name, strlen(name));
 }
+/* What the client codecs read of a request before writing it, found in
+ * one pass over the map instead of a lookup per name: the pseudo-headers,
+ * and host, connection, upgrade and content-length. First values, as
+ * sharp_headers_get; p is NULL for an absent one. */
+typedef struct {
+    sharp_str_t method, path, authority, scheme, host, connection, upgrade, content_length;
+} sharp_request_head_t;
+void sharp_request_head_scan(const sharp_headers_t *h, sharp_request_head_t *out);
+
 /* Removes, in one pass, every header whose (lower-case) name `match`
  * accepts; returns how many. For a set of names most requests do not
  * carry, cheaper than a lookup per name. */

@@ -263,18 +263,15 @@ static void h1_send_headers(sharp_upstream_cx_t *s, const sharp_headers_t *h, bo
     h1_cx_t *cx = (h1_cx_t *)s;
     sharp_upstream_conn_t *c = conn_of(cx);
     sharp_trace(pool, "[C%llu] encoding request headers (end_stream=%s)", c->id, end_stream ? "true" : "false");
-    sharp_str_t method = SHARP_STR("GET"), path = SHARP_STR("/"), authority = SHARP_STR("");
-    sharp_headers_get_cstr(h, ":method", &method);
-    sharp_headers_get_cstr(h, ":path", &path);
-    sharp_headers_get_cstr(h, ":authority", &authority);
-    bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
+    sharp_request_head_t rh;
+    sharp_request_head_scan(h, &rh);
+    sharp_str_t method = rh.method.p ? rh.method : SHARP_STR("GET"), path = rh.path.p ? rh.path : SHARP_STR("/"),
+                authority = rh.authority.p ? rh.authority : SHARP_STR("");
+    bool has_cl = rh.content_length.p != NULL;
     /* The connection manager keeps Upgrade (and Connection) only on an
      * accepted upgrade request. Its payload follows the head unframed, as
      * Envoy's HTTP/1 encoder sends it: never chunked. */
-    sharp_str_t conn;
-    cx->upgrade_request = sharp_headers_get_cstr(h, "upgrade", NULL) &&
-                          sharp_headers_get_cstr(h, "connection", &conn) &&
-                          sharp_header_value_has_token(conn, "upgrade");
+    cx->upgrade_request = rh.upgrade.p && rh.connection.p && sharp_header_value_has_token(rh.connection, "upgrade");
     cx->chunked_request = !end_stream && !has_cl && !cx->upgrade_request;
     cx->is_head = sharp_str_eq(method, "HEAD", 4);
     size_t cap = method.len + path.len + authority.len + 64 + sharp_headers_byte_size(h) + 4 * h->n;

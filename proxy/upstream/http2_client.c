@@ -778,16 +778,13 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
 {
     h2_stream_t *s = (h2_stream_t *)x;
     h2_conn_t *hc = s->hc;
-    sharp_str_t method = SHARP_STR("GET"), path = SHARP_STR("/"), authority = SHARP_STR(""),
-                scheme = SHARP_STR("http");
-    sharp_headers_get_cstr(h, ":method", &method);
-    sharp_headers_get_cstr(h, ":path", &path);
-    if (!sharp_headers_get_cstr(h, ":authority", &authority)) sharp_headers_get_cstr(h, "host", &authority);
-    sharp_headers_get_cstr(h, ":scheme", &scheme);
+    sharp_request_head_t rh;
+    sharp_request_head_scan(h, &rh);
+    sharp_str_t method = rh.method.p ? rh.method : SHARP_STR("GET"), path = rh.path.p ? rh.path : SHARP_STR("/"),
+                authority = rh.authority.p ? rh.authority : rh.host.p ? rh.host : SHARP_STR(""),
+                scheme = rh.scheme.p ? rh.scheme : SHARP_STR("http");
     s->is_head = sharp_str_eq(method, "HEAD", 4);
-    sharp_str_t conn;
-    if (sharp_headers_get_cstr(h, "upgrade", NULL) && sharp_headers_get_cstr(h, "connection", &conn) &&
-        sharp_header_value_has_token(conn, "upgrade")) {
+    if (rh.upgrade.p && rh.connection.p && sharp_header_value_has_token(rh.connection, "upgrade")) {
         /* an upgrade needs extended CONNECT (allow_connect), not implemented */
         fail_later(s, SHARP_RESET_PROTOCOL_ERROR, "upgrade over HTTP/2 is not supported");
         return;

@@ -319,6 +319,34 @@ static void test_remove_matching(void **state)
     sharp_headers_free(&h);
 }
 
+/* the client codecs' one pass: first values, absent ones NULL, an empty
+ * value present */
+static void test_request_head_scan(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":method", "POST");
+    sharp_headers_add_cstr(&h, ":path", "/a");
+    sharp_headers_add_cstr(&h, ":authority", "example.com");
+    sharp_headers_add_cstr(&h, "Host", "other");
+    sharp_headers_add_cstr(&h, "content-length", "");
+    sharp_headers_add_cstr(&h, "connection", "Upgrade");
+    sharp_headers_add_cstr(&h, ":path", "/second");
+    sharp_request_head_t rh;
+    sharp_request_head_scan(&h, &rh);
+    assert_true(sharp_str_eq(rh.method, "POST", 4));
+    assert_true(sharp_str_eq(rh.path, "/a", 2));
+    assert_true(sharp_str_eq(rh.authority, "example.com", 11));
+    assert_true(sharp_str_eq(rh.host, "other", 5));
+    assert_non_null(rh.content_length.p);
+    assert_int_equal(rh.content_length.len, 0);
+    assert_true(sharp_str_eq(rh.connection, "Upgrade", 7));
+    assert_null(rh.scheme.p);
+    assert_null(rh.upgrade.p);
+    sharp_headers_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_lowercase_every_byte),
         cmocka_unit_test(test_hpack_no_index),
         cmocka_unit_test(test_remove_matching),
+        cmocka_unit_test(test_request_head_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
