@@ -318,6 +318,25 @@ def test_a_resource_named_twice_is_nacked(env, mode):
     assert get(listen, "/a") == (200, "u1")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_malformed_resources_are_nacked(env, mode):
+    """Bytes that are no Cluster, and a Cluster with a field SHARP's protos
+    do not have (which SHARP would otherwise ignore): NACKed, naming each."""
+    import base64
+    cp, ups, s, listen, admin = start(env, mode)
+    wait_acked(cp, CDS, 1)
+    garbage = base64.b64encode(b"\xff\xff\xff\xff").decode()
+    # Cluster{name: "c9"} and field 999 (a varint) that no Cluster has
+    unknown = base64.b64encode(b"\x0a\x02c9" + b"\xb8\x3e\x01").decode()
+    cp.set(CDS, [{"name": "junk", "base64": garbage}, {"name": "c9", "base64": unknown}])
+    wait_for(lambda: nacks(cp, CDS), 10, "the NACK")
+    msg = nacks(cp, CDS)[-1]["error_detail"]["message"]
+    assert "cannot decode the resource as envoy.config.cluster.v3.Cluster" in msg, msg
+    assert "cluster 'c9': field number 999 is not a field SHARP knows" in msg, msg
+    assert get(listen, "/a") == (200, "u1")
+    assert stat(admin, "cluster_manager.cds.update_rejected") == 1
+
+
 def test_a_long_nack_is_truncated_as_envoy_truncates_it(env):
     cp, ups, s, listen, admin = start(env, "GRPC")
     wait_acked(cp, CDS, 1)
@@ -454,6 +473,18 @@ def test_initial_fetch_timeout_lets_the_start_proceed(env, mode, server):
     if server == "down":
         assert stat(admin, "cluster_manager.cds.update_failure") >= 1
     assert "initial fetch timed out for " + CDS in s.output()
+
+
+def test_sigterm_while_waiting_for_the_initial_fetch(env):
+    mk_cp, _, mk_sharp = env
+    cp = mk_cp()
+    cp.call("POST", "/delay", {"ms": 120000})
+    listen, admin = free_port(), free_port()
+    s = mk_sharp(bootstrap(listen, admin, cp.xds_port))
+    wait_for(lambda: ready_state(admin) == (503, "INITIALIZING"), 10, "the admin")
+    t0 = time.monotonic()
+    assert s.stop() == 0
+    assert time.monotonic() - t0 < 5 * SLOW
 
 
 def test_initial_fetch_timeout_defaults_to_15_seconds(env):
