@@ -483,14 +483,26 @@ typedef struct decoded {
     bool skip;               /* a heartbeat */
 } decoded_t;
 
-/* The errors of one response: the NACK's text, and each resource's own
- * (for /config_dump's error_state). */
+/* The errors of one response: the protocol's (a type URL, a name sent
+ * twice in an incremental response), each resource's, and the list of the
+ * resources named (for /config_dump's error_state). */
 typedef struct errlist {
-    sharp_sbuf_t text;
+    const sharp_xds_type_t *t;
+    sharp_sbuf_t text; /* the protocol's, and a named type's resources' */
+    sharp_sbuf_t res;  /* a wildcard type's resources': "name: reason, ..." */
     sharp_xds_resource_error_t *v;
     size_t n;
 } errlist_t;
 
+static void errors_record(errlist_t *errs, const char *name, const char *msg)
+{
+    if (!name) return;
+    errs->v = sharp_realloc(errs->v, (errs->n + 1) * sizeof *errs->v);
+    errs->v[errs->n].name = sharp_strdup(name);
+    errs->v[errs->n++].msg = sharp_strdup(msg);
+}
+
+/* An error of the response itself (`name` when it is about one resource). */
 static void errors_add(errlist_t *errs, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void errors_add(errlist_t *errs, const char *name, const char *fmt, ...)
 {
@@ -500,15 +512,47 @@ static void errors_add(errlist_t *errs, const char *name, const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     sharp_sbuf_printf(&errs->text, "%s%s", errs->text.len ? "; " : "", buf);
-    if (!name) return;
-    errs->v = sharp_realloc(errs->v, (errs->n + 1) * sizeof *errs->v);
-    errs->v[errs->n].name = sharp_strdup(name);
-    errs->v[errs->n++].msg = sharp_strdup(buf);
+    errors_record(errs, name, buf);
+}
+
+/* A resource refused: worded as Envoy's CdsApiHelper and LdsApiImpl word
+ * it for the whole types ("Error adding/updating cluster(s) a: why, b:
+ * why"), and "<kind> 'name': why" for the named ones. */
+static void errors_res(errlist_t *errs, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void errors_res(errlist_t *errs, const char *name, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (errs->t->wildcard) sharp_sbuf_printf(&errs->res, "%s%s: %s", errs->res.len ? ", " : "", name, buf);
+    else sharp_sbuf_printf(&errs->text, "%s%s '%s': %s", errs->text.len ? "; " : "", errs->t->kind, name, buf);
+    errors_record(errs, name, buf);
+}
+
+static bool errors_any(const errlist_t *errs)
+{
+    return errs->text.len || errs->res.len;
+}
+
+/* The NACK's error_detail message (truncated as Envoy truncates it). */
+static char *errors_message(errlist_t *errs)
+{
+    sharp_sbuf_t m = {0};
+    sharp_sbuf_printf(&m, "%s", sharp_sbuf_cstr(&errs->text));
+    if (errs->res.len)
+        sharp_sbuf_printf(&m, "%sError adding/updating %s(s) %s", m.len ? "; " : "", errs->t->kind,
+                          sharp_sbuf_cstr(&errs->res));
+    char *out = sharp_xds_truncate_status_message(sharp_sbuf_cstr(&m));
+    sharp_sbuf_free(&m);
+    return out;
 }
 
 static void errors_free(errlist_t *errs)
 {
     sharp_sbuf_free(&errs->text);
+    sharp_sbuf_free(&errs->res);
     for (size_t i = 0; i < errs->n; i++) {
         free((char *)errs->v[i].name);
         free((char *)errs->v[i].msg);
@@ -527,13 +571,11 @@ static int decode_resource(const sharp_xds_type_t *t, const uint8_t *data, size_
         return -1;
     }
     const char *name = t->name(msg);
-    char who[600];
-    if (name && *name) snprintf(who, sizeof who, "%s '%s'", t->kind, name);
-    else snprintf(who, sizeof who, "%s", where);
+    if (!name || !*name) name = where;
     sharp_sbuf_t path = {0};
     uint32_t tag;
     if (find_unknown(msg, &path, &tag)) {
-        errors_add(errs, name, "%s: %s%sfield number %u is not a field SHARP knows (a field it does not implement)", who,
+        errors_res(errs, name, "%s%sfield number %u is not a field SHARP knows (a field it does not implement)",
                    sharp_sbuf_cstr(&path), path.len ? ": " : "", tag);
         sharp_sbuf_free(&path);
         protobuf_c_message_free_unpacked(msg, NULL);
@@ -542,7 +584,7 @@ static int decode_resource(const sharp_xds_type_t *t, const uint8_t *data, size_
     sharp_sbuf_free(&path);
     sharp_config_error_t e = {{0}};
     if (sharp_config_check_support(msg, NULL, "", &e) < 0) {
-        errors_add(errs, name, "%s: %s", who, e.msg);
+        errors_res(errs, name, "%s", e.msg);
         protobuf_c_message_free_unpacked(msg, NULL);
         return -1;
     }
@@ -620,7 +662,7 @@ static int deliver_named(sharp_xds_mux_watch_t *w, const decoded_t *d, const cha
     watch_done(w);
     int rc = w->cb.on_update(w->cb.ud, one, n, version, err, sizeof err);
     if (one[0]) protobuf_c_message_free_unpacked(one[0], NULL);
-    if (rc < 0) errors_add(errs, w->name, "%s '%s': %s", w->ts->t->kind, w->name, err);
+    if (rc < 0) errors_res(errs, w->name, "%s", err);
     return rc;
 }
 
@@ -664,7 +706,7 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
         enqueue(m, ts);
         return;
     }
-    errlist_t errs = {0};
+    errlist_t errs = {.t = t};
     decoded_t *d = sharp_calloc(r->n_resources ? r->n_resources : 1, sizeof *d);
     size_t nd = 0;
     for (size_t i = 0; i < r->n_resources; i++) {
@@ -702,11 +744,11 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
     for (size_t i = 0; i < nd; i++)
         for (size_t k = 0; k < i; k++)
             if (!strcmp(d[i].name, d[k].name)) {
-                errors_add(&errs, d[i].name, "duplicate %s %s found", t->kind, d[i].name);
+                errors_res(&errs, d[i].name, "duplicate %s %s found", t->kind, d[i].name);
                 break;
             }
-    if (errs.text.len) {
-        char *msg = sharp_xds_truncate_status_message(sharp_sbuf_cstr(&errs.text));
+    if (errors_any(&errs)) {
+        char *msg = errors_message(&errs);
         log_rejected(m, ts, r->version_info, r->nonce, msg);
         reject_all(m, ts, msg, &errs, r->version_info);
         free(ts->error);
@@ -739,8 +781,8 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
         }
     }
     free(v);
-    if (errs.text.len) {
-        char *msg = sharp_xds_truncate_status_message(sharp_sbuf_cstr(&errs.text));
+    if (errors_any(&errs)) {
+        char *msg = errors_message(&errs);
         log_rejected(m, ts, r->version_info, r->nonce, msg);
         free(ts->error);
         ts->error = msg;
@@ -770,7 +812,7 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
     /* the response's nonce goes into the next request, ACK or NACK */
     free(ts->ack_nonce);
     ts->ack_nonce = sharp_strdup(r->nonce);
-    errlist_t errs = {0};
+    errlist_t errs = {.t = t};
     decoded_t *d = sharp_calloc(r->n_resources ? r->n_resources : 1, sizeof *d);
     size_t nd = 0;
     for (size_t i = 0; i < r->n_resources; i++) {
@@ -811,8 +853,8 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
         for (size_t k = 0; k < i && !dup; k++) dup = !strcmp(r->removed_resources[k], name);
         if (dup) errors_add(&errs, name, "duplicate name %s found in the union of added+removed resources", name);
     }
-    if (errs.text.len) {
-        char *msg = sharp_xds_truncate_status_message(sharp_sbuf_cstr(&errs.text));
+    if (errors_any(&errs)) {
+        char *msg = errors_message(&errs);
         log_rejected(m, ts, r->system_version_info, r->nonce, msg);
         reject_all(m, ts, msg, &errs, r->system_version_info);
         free(ts->error);
@@ -890,8 +932,8 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
         free(bad);
     }
     free(v);
-    if (errs.text.len) {
-        char *msg = sharp_xds_truncate_status_message(sharp_sbuf_cstr(&errs.text));
+    if (errors_any(&errs)) {
+        char *msg = errors_message(&errs);
         log_rejected(m, ts, r->system_version_info, r->nonce, msg);
         free(ts->error);
         ts->error = msg;
