@@ -168,16 +168,17 @@ int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const ch
         if (cs->path_config_source->watched_directory) *wdir = cs->path_config_source->watched_directory->path;
         break;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_API_CONFIG_SOURCE:
-        snprintf(err, errlen, "%s.api_config_source: xDS from a management server (gRPC or REST) is not supported "
-                 "by SHARP yet (gRPC xDS comes next); only path_config_source (a file) is", field);
+        /* the CDS, EDS and RDS subscriptions take gRPC sources before asking */
+        snprintf(err, errlen, "%s.api_config_source: a management server is not supported by SHARP for this "
+                 "resource; only path_config_source (a file) is", field);
         return -1;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS:
-        snprintf(err, errlen, "%s.ads: xDS over ADS (gRPC xDS) is not supported by SHARP yet; only "
-                 "path_config_source (a file) is", field);
+        snprintf(err, errlen, "%s.ads: ADS is not supported by SHARP for this resource; only path_config_source "
+                 "(a file) is", field);
         return -1;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_SELF:
-        snprintf(err, errlen, "%s.self: xDS from the resource's own server (gRPC xDS) is not supported by SHARP "
-                 "yet; only path_config_source (a file) is", field);
+        snprintf(err, errlen, "%s.self: xDS from the resource's own server is not supported by SHARP; only "
+                 "path_config_source (a file), ads or api_config_source are", field);
         return -1;
     default:
         snprintf(err, errlen, "%s: a config source (path_config_source) is required", field);
