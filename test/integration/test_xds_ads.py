@@ -627,6 +627,33 @@ def test_set_node_on_first_message_only_and_stream_metadata(env):
     assert new[0]["node"] == "sharp-1"
 
 
+def test_node_fields_as_given_and_eds_service_name(env):
+    """A node naming its own user agent, extensions and listening addresses
+    is sent as it is; an EDS cluster's service_name is the name subscribed."""
+    mk_cp, mk_up, mk_sharp = env
+    u = mk_up("u1")
+    cp = mk_cp()
+    c1 = eds_cluster("c1")
+    c1["resource"]["eds_cluster_config"]["service_name"] = "svc-1"
+    cp.set(CDS, [c1])
+    cp.set(EDS, [cla("svc-1", u.port)])
+    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    node = {"id": "n", "cluster": "c", "user_agent_name": "edge-proxy", "user_agent_version": "7.1",
+            "extensions": [{"name": "envoy.filters.http.router", "category": "envoy.filters.http"}],
+            "listening_addresses": [{"socket_address": {"address": "127.0.0.1", "port_value": 8080}}]}
+    listen, admin = free_port(), free_port()
+    s = mk_sharp(bootstrap(listen, admin, cp.xds_port, "DELTA_GRPC", node=node))
+    s.wait_ready(admin, timeout=20 * SLOW)
+    assert get(listen, "/") == (200, "u1")
+    n = cp.requests()[0]["node_full"]
+    assert n["user_agent_name"] == "edge-proxy" and n["user_agent_version"] == "7.1"
+    assert n.get("user_agent_build_version") is None
+    assert n["extensions"][0]["name"] == "envoy.filters.http.router"
+    assert n["listening_addresses"][0]["socket_address"]["port_value"] == 8080
+    eds = cp.requests(EDS)[0]
+    assert eds["resource_names_subscribe"] == ["svc-1"]
+
+
 def test_rate_limit_settings_space_the_requests(env):
     mk_cp, mk_up, mk_sharp = env
     u = mk_up("u1")
