@@ -118,8 +118,13 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
     }
+    /* the ADS source before the listeners and clusters that use it */
+    if (sharp_xds_configure(s->xds, s->config->bootstrap, err, sizeof err) < 0) {
+        fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+        return -1;
+    }
     s->snap = sharp_config_build_snapshot(s->config, s, err, sizeof err);
-    if (!s->snap) {
+    if (!s->snap || sharp_xds_check_sources(s->xds, s->snap, err, sizeof err) < 0) {
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
     }
@@ -512,15 +517,26 @@ static void start_health_checks(sharp_server_t *s)
     else sharp_log_info("waiting for the first round of health checks");
 }
 
+/* The initial fetch of every gRPC xDS subscription is over (or there was
+ * none): the clusters CDS and EDS gave are in the snapshot, their health
+ * checks come next. */
+static void on_xds_initialized(void *arg)
+{
+    sharp_server_t *s = arg;
+    if (!s->shutting_down) start_health_checks(s);
+}
+
 /* Envoy's cluster manager initialization: every STRICT_DNS / LOGICAL_DNS
  * cluster's first resolution is done (answered or failed: c-ares' own
- * timeout and tries bound it) before anything else. */
+ * timeout and tries bound it) before anything else; then the xDS streams
+ * open on those static clusters, and the workers wait for their initial
+ * fetch, as Envoy's init manager waits for CDS, EDS, LDS and RDS. */
 static void on_dns_cluster_ready(void *arg)
 {
     sharp_server_t *s = arg;
     if (s->dns_awaiting && --s->dns_awaiting == 0 && !s->shutting_down) {
         sharp_log_info("first DNS resolution of every DNS cluster done");
-        start_health_checks(s);
+        sharp_xds_initialize(s->xds, on_xds_initialized, s);
     }
 }
 

@@ -42,6 +42,9 @@ typedef struct {
      * (wall clock, us); NULL for static ones, whose time is the start */
     const char **versions;
     uint64_t *updated_us;
+    /* Envoy's error_state of each dynamic item: the last update that refused
+     * it (NULL details: none) */
+    const sharp_xds_dump_entry_t **errors;
 } rlist_t;
 
 typedef struct {
@@ -62,6 +65,8 @@ typedef struct {
     size_t nowned;
     dump_t dumps[5];
     size_t ndumps;
+    sharp_xds_dump_entry_t *dyn[2]; /* the dynamic entries the lists point into */
+    size_t ndyn;
 } ctx_t;
 
 static void own(ctx_t *c, ProtobufCMessage *m)
@@ -81,14 +86,18 @@ static void push(rlist_t *l, const ProtobufCMessage *m)
     l->items[l->n++] = m;
 }
 
-/* A dynamic resource: its version and the time of its update. */
-static void push_dyn(rlist_t *l, const ProtobufCMessage *m, const char *version, uint64_t updated_us)
+/* A dynamic resource: its version, the time of its update and the last
+ * update that refused it. The entry must outlive the dump (held by the
+ * caller's array). */
+static void push_dyn(rlist_t *l, const sharp_xds_dump_entry_t *e)
 {
-    push(l, m);
+    push(l, e->resource);
     l->versions = sharp_realloc(l->versions, l->n * sizeof *l->versions);
     l->updated_us = sharp_realloc(l->updated_us, l->n * sizeof *l->updated_us);
-    l->versions[l->n - 1] = version;
-    l->updated_us[l->n - 1] = updated_us;
+    l->errors = sharp_realloc(l->errors, l->n * sizeof *l->errors);
+    l->versions[l->n - 1] = e->version_info;
+    l->updated_us[l->n - 1] = e->last_updated_us;
+    l->errors[l->n - 1] = e->error_details ? e : NULL;
 }
 
 static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
@@ -104,19 +113,19 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ClustersConfigDump", .has_version_info = true, .nlists = 3};
     d->lists[0] = (rlist_t){"static_clusters", "envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster",
-                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL};
+                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_active_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL};
     d->lists[2] = (rlist_t){"dynamic_warming_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL};
     for (size_t i = 0; i < ncl; i++)
         if (name_ok(c, sr->clusters[i]->name)) push(&d->lists[0], &sr->clusters[i]->base);
     sharp_xds_dump_entry_t *dyn;
     size_t ndyn = sharp_xds_dynamic_clusters(srv->xds, &dyn);
     for (size_t i = 0; i < ndyn; i++)
         if (name_ok(c, ((const Envoy__Config__Cluster__V3__Cluster *)dyn[i].resource)->name))
-            push_dyn(&d->lists[1], dyn[i].resource, dyn[i].version_info, dyn[i].last_updated_us);
-    free(dyn);
+            push_dyn(&d->lists[1], &dyn[i]);
+    c->dyn[c->ndyn++] = dyn;
     d->version_info = sharp_xds_cds_version(srv->xds);
 
     if (include_eds) {
@@ -124,10 +133,10 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         *d = (dump_t){.type = "envoy.admin.v3.EndpointsConfigDump", .nlists = 2};
         d->lists[0] = (rlist_t){"static_endpoint_configs", "envoy.admin.v3.EndpointsConfigDump.StaticEndpointConfig",
                                 "endpoint_config", &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
-                                NULL, 0, NULL, NULL};
+                                NULL, 0, NULL, NULL, NULL};
         d->lists[1] = (rlist_t){"dynamic_endpoint_configs",
                                 "envoy.admin.v3.EndpointsConfigDump.DynamicEndpointConfig", "endpoint_config",
-                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL};
+                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL, NULL};
         for (size_t i = 0; i < ncl; i++) {
             const Envoy__Config__Cluster__V3__Cluster *cl = sr->clusters[i];
             if (!name_ok(c, cl->name)) continue;
@@ -151,18 +160,18 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ListenersConfigDump", .has_version_info = true, .nlists = 2};
     d->lists[0] = (rlist_t){"static_listeners", "envoy.admin.v3.ListenersConfigDump.StaticListener", "listener",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_listeners", "envoy.admin.v3.ListenersConfigDump.DynamicListener", "name",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL};
     for (size_t i = 0; i < nli; i++)
         if (name_ok(c, sr->listeners[i]->name)) push(&d->lists[0], &sr->listeners[i]->base);
 
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.RoutesConfigDump", .nlists = 2};
     d->lists[0] = (rlist_t){"static_route_configs", "envoy.admin.v3.RoutesConfigDump.StaticRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_route_configs", "envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL};
     for (size_t i = 0; i < nli; i++) {
         const Envoy__Config__Listener__V3__Listener *l = sr->listeners[i];
         for (size_t k = 0; k < l->n_filter_chains; k++) {
@@ -188,8 +197,8 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     ndyn = sharp_xds_dynamic_routes(srv->xds, &dyn);
     for (size_t i = 0; i < ndyn; i++)
         if (name_ok(c, ((const Envoy__Config__Route__V3__RouteConfiguration *)dyn[i].resource)->name))
-            push_dyn(&d->lists[1], dyn[i].resource, dyn[i].version_info, dyn[i].last_updated_us);
-    free(dyn);
+            push_dyn(&d->lists[1], &dyn[i]);
+    c->dyn[c->ndyn++] = dyn;
 }
 
 static void ctx_free(ctx_t *c)
@@ -199,7 +208,9 @@ static void ctx_free(ctx_t *c)
             free(c->dumps[i].lists[k].items);
             free(c->dumps[i].lists[k].versions);
             free(c->dumps[i].lists[k].updated_us);
+            free(c->dumps[i].lists[k].errors);
         }
+    for (size_t i = 0; i < c->ndyn; i++) free(c->dyn[i]);
     for (size_t i = 0; i < c->nowned; i++) protobuf_c_message_free_unpacked(c->owned[i], NULL);
     free(c->owned);
     sharp_re2_free(c->re);
@@ -276,7 +287,7 @@ static bool entry_path_valid(const rlist_t *l, const char *path)
         size_t n = strlen(l->any_field);
         return path[n] == '\0' || sharp_config_mask_path_valid(l->resource, path + n + 1);
     }
-    return last_updated_path_valid(path) || !strcmp(path, "version_info");
+    return last_updated_path_valid(path) || !strcmp(path, "version_info") || is_field(path, "error_state");
 }
 
 static bool mask_keeps(const mask_t *m, const char *field)
@@ -331,7 +342,27 @@ static void entry_json(sharp_sbuf_t *b, const rlist_t *l, size_t k, const char *
         free(sub);
         first = false;
     }
-    if (mask_keeps(m, "last_updated")) sharp_sbuf_printf(b, "%s\"last_updated\":\"%s\"", first ? "" : ",", ts);
+    if (mask_keeps(m, "last_updated")) {
+        sharp_sbuf_printf(b, "%s\"last_updated\":\"%s\"", first ? "" : ",", ts);
+        first = false;
+    }
+    const sharp_xds_dump_entry_t *err = l->errors ? l->errors[k] : NULL;
+    if (err && mask_keeps(m, "error_state")) {
+        /* Envoy's UpdateFailureState (failed_configuration is not kept) */
+        char ets[40];
+        time_t t = (time_t)(err->error_us / 1000000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        size_t n = strftime(ets, sizeof ets, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(ets + n, sizeof ets - n, ".%03uZ", (unsigned)(err->error_us / 1000 % 1000));
+        sharp_sbuf_printf(b, "%s\"error_state\":{\"last_update_attempt\":\"%s\",\"details\":", first ? "" : ",", ets);
+        sharp_json_str(b, err->error_details);
+        if (err->error_version && err->error_version[0]) {
+            sharp_sbuf_puts(b, ",\"version_info\":");
+            sharp_json_str(b, err->error_version);
+        }
+        sharp_sbuf_puts(b, "}");
+    }
     sharp_sbuf_puts(b, "}");
 }
 

@@ -2,22 +2,28 @@
 #include "xds/xds.h"
 
 #include "config/bootstrap.h"
+#include "config/mapper.h"
 #include "config/route_config.h"
 #include "http/route.h"
 #include "log.h"
+#include "sbuf.h"
 #include "server.h"
 #include "snapshot.h"
 #include "tls/sds.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
+#include "xds/mux.h"
 #include "xds/path_source.h"
 
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/core/v3/config_source.pb-c.h"
+#include "envoy/config/core/v3/grpc_service.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,17 +35,30 @@ typedef Envoy__Config__Route__V3__RouteConfiguration rc_t;
 
 /* ---- the file transport: one watched file, its stats ---- */
 
+typedef struct gsrc gsrc_t;
+
+/* A subscription: a file (path, wdir, watch), or a watch on a gRPC stream
+ * (gw, on the ADS stream or on `own`, an api_config_source's stream), and
+ * the stats Envoy keeps per subscription. */
 typedef struct sub {
     sharp_xds_t *x;
     const ProtobufCMessageDescriptor *type;
-    char *path, *wdir;
+    char *path, *wdir; /* a file's path; for a gRPC source, where its updates come from (logs) */
+    bool file;
     sharp_path_source_t *watch;
+    sharp_xds_mux_watch_t *gw;
+    gsrc_t *own;
+    bool init_pending; /* counted in x->init_pending until its first update, rejection or timeout */
     sharp_xds_watcher_t watcher;
     struct {
-        sharp_stat_id_t update_attempt, update_success, update_failure, update_rejected, update_time, version;
+        sharp_stat_id_t update_attempt, update_success, update_failure, update_rejected, update_time, version,
+            init_fetch_timeout;
     } st;
     char *version; /* of the last accepted update, NULL before */
     uint64_t last_updated_us;
+    /* the last rejected update, until one is accepted (/config_dump's error_state) */
+    char *error, *error_version;
+    uint64_t error_us;
     struct sub *next; /* in x->subs */
 } sub_t;
 
@@ -64,10 +83,59 @@ struct sharp_xds_eds {
     sub_t *sub;
 };
 
+/* A gRPC source: the ADS stream, or an api_config_source's own, with the
+ * gRPC client settings of its GrpcService. */
+struct gsrc {
+    sharp_xds_mux_t *mux;
+    char *field;  /* the ApiConfigSource's path in the config */
+    char *cluster, *authority;
+    sharp_headers_t metadata;
+    uint8_t *key; /* the packed GrpcService: sources with the same one share a client */
+    size_t klen;
+    /* an api_config_source's stream is shared by the subscriptions of its
+     * type with the same ApiConfigSource (the EDS of many clusters: one
+     * stream, and a cluster CDS replaces finds its endpoints on it) */
+    uint8_t *skey;
+    size_t sklen;
+    const ProtobufCMessageDescriptor *stype;
+    uint32_t refs;
+    bool checked; /* its cluster was found static, non-EDS and HTTP/2 */
+    gsrc_t *next;
+};
+
+typedef struct grpc_client {
+    uint8_t *key;
+    size_t klen;
+    sharp_grpc_client_t *c;
+} grpc_client_t;
+
+typedef struct cds_error {
+    char *name, *msg;
+} cds_error_t;
+
 struct sharp_xds {
     sharp_server_t *srv;
     uv_loop_t *loop; /* set once started: new subscriptions watch at once */
     sub_t *subs;
+    /* gRPC xDS: the node every request names, the ADS source, every source
+     * (ADS first), the clients they share */
+    Envoy__Config__Core__V3__Node *node;
+    bool node_ok; /* id and cluster set */
+    gsrc_t *ads;
+    gsrc_t *gsrcs;
+    grpc_client_t *clients;
+    uint32_t nclients;
+    bool grpc_started;
+    /* initialization: subscriptions waiting for their first update */
+    uint32_t init_pending;
+    void (*init_cb)(void *arg);
+    void *init_arg;
+    uv_timer_t init_timer;
+    bool init_timer_on, init_fired;
+    cds_error_t *cds_errors; /* the clusters the last rejected CDS update refused */
+    uint32_t ncds_errors;
+    uint64_t cds_error_us;
+    char *cds_error_version;
     rds_t **rds;
     uint32_t nrds;
     sub_t *cds;
@@ -100,16 +168,17 @@ int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const ch
         if (cs->path_config_source->watched_directory) *wdir = cs->path_config_source->watched_directory->path;
         break;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_API_CONFIG_SOURCE:
-        snprintf(err, errlen, "%s.api_config_source: xDS from a management server (gRPC or REST) is not supported "
-                 "by SHARP yet (gRPC xDS comes next); only path_config_source (a file) is", field);
+        /* the CDS, EDS and RDS subscriptions take gRPC sources before asking */
+        snprintf(err, errlen, "%s.api_config_source: a management server is not supported by SHARP for this "
+                 "resource; only path_config_source (a file) is", field);
         return -1;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS:
-        snprintf(err, errlen, "%s.ads: xDS over ADS (gRPC xDS) is not supported by SHARP yet; only "
-                 "path_config_source (a file) is", field);
+        snprintf(err, errlen, "%s.ads: ADS is not supported by SHARP for this resource; only path_config_source "
+                 "(a file) is", field);
         return -1;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_SELF:
-        snprintf(err, errlen, "%s.self: xDS from the resource's own server (gRPC xDS) is not supported by SHARP "
-                 "yet; only path_config_source (a file) is", field);
+        snprintf(err, errlen, "%s.self: xDS from the resource's own server is not supported by SHARP; only "
+                 "path_config_source (a file), ads or api_config_source are", field);
         return -1;
     default:
         snprintf(err, errlen, "%s: a config source (path_config_source) is required", field);
@@ -126,9 +195,25 @@ static void on_file_changed(void *ud);
 
 static int sub_watch(sub_t *s, char *err, size_t errlen)
 {
-    if (s->watch || !s->x->loop) return 0;
+    if (!s->file || s->watch || !s->x->loop) return 0;
     s->watch = sharp_path_source_watch(s->x->loop, s->path, s->wdir, on_file_changed, s, err, errlen);
     return s->watch ? 0 : -1;
+}
+
+/* Envoy's SubscriptionStats under `prefix` (cluster_manager.cds,
+ * http.<p>.rds.<name>, cluster.<name>). */
+static void sub_stats(sub_t *s, const char *prefix)
+{
+    sharp_stats_t *stats = s->x->srv->stats;
+#define C(f) s->st.f = sharp_stats_counterf(stats, "%s." #f, prefix)
+    C(update_attempt);
+    C(update_success);
+    C(update_failure);
+    C(update_rejected);
+    C(init_fetch_timeout);
+#undef C
+    s->st.update_time = sharp_stats_gaugef(stats, "%s.update_time", prefix);
+    s->st.version = sharp_stats_gaugef(stats, "%s.version", prefix);
 }
 
 /* Envoy's checkFilesystemSubscriptionBackingPath, then the stats under
@@ -142,16 +227,9 @@ static sub_t *sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *type, co
     s->type = type;
     s->path = sharp_strdup(path);
     s->wdir = wdir ? sharp_strdup(wdir) : NULL;
+    s->file = true;
     s->watcher = w;
-    sharp_stats_t *stats = x->srv->stats;
-#define C(f) s->st.f = sharp_stats_counterf(stats, "%s." #f, prefix)
-    C(update_attempt);
-    C(update_success);
-    C(update_failure);
-    C(update_rejected);
-#undef C
-    s->st.update_time = sharp_stats_gaugef(stats, "%s.update_time", prefix);
-    s->st.version = sharp_stats_gaugef(stats, "%s.version", prefix);
+    sub_stats(s, prefix);
     if (sub_watch(s, err, errlen) < 0) {
         free(s->path);
         free(s->wdir);
@@ -163,6 +241,9 @@ static sub_t *sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *type, co
     return s;
 }
 
+static void gsrc_free(sharp_xds_t *x, gsrc_t *g);
+static void init_done(sub_t *s);
+
 static void sub_free(sub_t *s)
 {
     if (!s) return;
@@ -173,10 +254,25 @@ static void sub_free(sub_t *s)
             break;
         }
     sharp_path_source_free(s->watch);
+    sharp_xds_mux_unwatch(s->gw);
+    if (s->own) gsrc_free(x, s->own);
+    init_done(s); /* a subscription that goes no longer holds the start back */
     free(s->path);
     free(s->wdir);
     free(s->version);
+    free(s->error);
+    free(s->error_version);
     free(s);
+}
+
+/* A rejected update (error) or an accepted one (NULL). */
+static void sub_error(sub_t *s, const char *error, const char *version)
+{
+    free(s->error);
+    free(s->error_version);
+    s->error = error ? sharp_strdup(error) : NULL;
+    s->error_version = error && version ? sharp_strdup(version) : NULL;
+    s->error_us = error ? sharp_wall_us() : 0;
 }
 
 /* One read of the file: Envoy's FilesystemSubscriptionImpl::refresh. A
@@ -195,15 +291,18 @@ static int sub_read(sub_t *s, char *err, size_t errlen)
          * as rejected even though the file did not parse */
         if (strstr(why, "unknown field")) parsed = true;
         sharp_counter_inc(sh, parsed ? s->st.update_rejected : s->st.update_failure);
+        if (parsed) sub_error(s, why, NULL);
         snprintf(err, errlen, "%s", why);
         return -1;
     }
     if (s->watcher.on_update(s->watcher.ud, d.resources, d.nresources, d.version_info, why, sizeof why) < 0) {
         sharp_counter_inc(sh, s->st.update_rejected);
+        sub_error(s, why, d.version_info);
         snprintf(err, errlen, "%s", why);
         sharp_discovery_free(&d);
         return -1;
     }
+    sub_error(s, NULL, NULL);
     free(s->version);
     s->version = sharp_strdup(d.version_info);
     s->last_updated_us = sharp_wall_us();
@@ -223,6 +322,508 @@ static void on_file_changed(void *ud)
         sharp_log_warn("%s: update rejected, the previous configuration stays: %s", s->path, err);
     else
         sharp_log_info("%s: version '%s' applied", s->path, s->version);
+}
+
+/* ---- gRPC sources: ADS and api_config_source (xds/mux.h) ---- */
+
+/* Envoy's xDS streams have no receive limit of their own; a large CDS or
+ * EDS response is legitimate, so SHARP's is well above gRPC's 4 MiB */
+#define XDS_MAX_RECV (128u * 1024 * 1024)
+/* Envoy's SubscriptionFactory::RetryInitialDelayMs / RetryMaxDelayMs */
+#define XDS_BACKOFF_BASE_MS 500
+#define XDS_BACKOFF_MAX_MS 30000
+/* ConfigSource.initial_fetch_timeout's default */
+#define XDS_INITIAL_FETCH_TIMEOUT_MS 15000
+
+static uint64_t dur_ms(const Google__Protobuf__Duration *d)
+{
+    if (!d || d->seconds < 0) return 0;
+    return (uint64_t)d->seconds * 1000 + (uint64_t)(d->nanos > 0 ? d->nanos : 0) / 1000000;
+}
+
+/* Whether a ConfigSource names a gRPC source (ADS, or an api_config_source,
+ * whose api_type is checked when the subscription is made). */
+static bool grpc_source(const ProtobufCMessage *config_source)
+{
+    const config_source_t *cs = (const config_source_t *)config_source;
+    return cs && (cs->config_source_specifier_case == ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS ||
+                  cs->config_source_specifier_case ==
+                      ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_API_CONFIG_SOURCE);
+}
+
+static const sharp_xds_type_t *type_of(const ProtobufCMessageDescriptor *d)
+{
+    const sharp_xds_type_t *all[] = {&sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds,
+                                     &sharp_xds_type_rds};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        if (all[i]->desc == d) return all[i];
+    return NULL;
+}
+
+static void set_str(char **field, const char *v)
+{
+    if (*field && *field != protobuf_c_empty_string) free(*field);
+    *field = sharp_strdup(v);
+}
+
+static void struct_put(Google__Protobuf__Struct *st, const char *key, const char *value)
+{
+    Google__Protobuf__Struct__FieldsEntry *e = sharp_calloc(1, sizeof *e);
+    google__protobuf__struct__fields_entry__init(e);
+    e->key = sharp_strdup(key);
+    e->value = sharp_calloc(1, sizeof *e->value);
+    google__protobuf__value__init(e->value);
+    e->value->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+    e->value->string_value = sharp_strdup(value);
+    st->fields = sharp_realloc(st->fields, (st->n_fields + 1) * sizeof *st->fields);
+    st->fields[st->n_fields++] = e;
+}
+
+/* The node every request names: the bootstrap's (id and cluster from
+ * --service-node / --service-cluster where it has none, as SHARP's server
+ * info), with SHARP's own user agent where it names none, as Envoy fills
+ * in "envoy" and its build version. */
+static void build_node(sharp_xds_t *x, const Envoy__Config__Bootstrap__V3__Bootstrap *bs)
+{
+    Envoy__Config__Core__V3__Node *n = bs->node ? (void *)sharp_config_trimmed_copy(&bs->node->base, NULL, 0) : NULL;
+    if (!n) {
+        n = sharp_calloc(1, sizeof *n);
+        envoy__config__core__v3__node__init(n);
+    }
+    const sharp_options_t *o = &x->srv->opts;
+    if (!n->id[0] && o->service_node) set_str(&n->id, o->service_node);
+    if (!n->cluster[0] && o->service_cluster) set_str(&n->cluster, o->service_cluster);
+    if (!n->user_agent_name[0]) set_str(&n->user_agent_name, "sharp");
+    if (n->user_agent_version_type_case == ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE__NOT_SET) {
+        Envoy__Config__Core__V3__BuildVersion *bv = sharp_calloc(1, sizeof *bv);
+        envoy__config__core__v3__build_version__init(bv);
+        bv->version = sharp_calloc(1, sizeof *bv->version);
+        envoy__type__v3__semantic_version__init(bv->version);
+        unsigned major = 0, minor = 0, patch = 0;
+        sscanf(SHARP_VERSION, "%u.%u.%u", &major, &minor, &patch);
+        bv->version->major_number = major;
+        bv->version->minor_number = minor;
+        bv->version->patch = patch;
+        bv->metadata = sharp_calloc(1, sizeof *bv->metadata);
+        google__protobuf__struct__init(bv->metadata);
+#ifdef NDEBUG
+        struct_put(bv->metadata, "build.type", "RELEASE");
+#else
+        struct_put(bv->metadata, "build.type", "DEBUG");
+#endif
+        struct_put(bv->metadata, "ssl.version", OpenSSL_version(OPENSSL_VERSION));
+        n->user_agent_version_type_case = ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_BUILD_VERSION;
+        n->user_agent_build_version = bv;
+    }
+    x->node = n;
+    x->node_ok = n->id[0] && n->cluster[0];
+}
+
+static void gsrc_destroy(gsrc_t *g)
+{
+    sharp_xds_mux_free(g->mux);
+    free(g->field);
+    free(g->cluster);
+    free(g->authority);
+    sharp_headers_free(&g->metadata);
+    free(g->key);
+    free(g->skey);
+    free(g);
+}
+
+static void gsrc_free(sharp_xds_t *x, gsrc_t *g)
+{
+    if (g->refs > 1) {
+        g->refs--;
+        return;
+    }
+    for (gsrc_t **p = &x->gsrcs; *p; p = &(*p)->next)
+        if (*p == g) {
+            *p = g->next;
+            break;
+        }
+    if (x->ads == g) x->ads = NULL;
+    gsrc_destroy(g);
+}
+
+/* Envoy's checks of an ApiConfigSource for a gRPC subscription
+ * (checkApiConfigSourceSubscriptionBackingCluster, checkTransportVersion,
+ * prepareJitteredExponentialBackOffStrategy, parseRateLimitSettings). */
+static int api_source(const Envoy__Config__Core__V3__ApiConfigSource *a, const char *field,
+                      sharp_xds_mux_config_t *mc, gsrc_t *g, char *err, size_t errlen)
+{
+    switch (a->api_type) {
+    case ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC:
+        mc->delta = false;
+        break;
+    case ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC:
+        mc->delta = true;
+        break;
+    case ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__REST:
+        snprintf(err, errlen, "%s.api_type: REST (xDS by HTTP polling) is not supported by SHARP; use GRPC or "
+                 "DELTA_GRPC", field);
+        return -1;
+    case ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__AGGREGATED_GRPC:
+    case ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__AGGREGATED_DELTA_GRPC:
+        snprintf(err, errlen, "%s.api_type: AGGREGATED_GRPC and AGGREGATED_DELTA_GRPC are for xdstp:// "
+                 "config_sources, which SHARP does not implement; use GRPC or DELTA_GRPC", field);
+        return -1;
+    default:
+        snprintf(err, errlen, "%s.api_type: REST_LEGACY no longer a supported ApiConfigSource. Please specify an "
+                 "explicit supported api_type (GRPC or DELTA_GRPC)", field);
+        return -1;
+    }
+    const char *kind = mc->delta ? "DELTA_GRPC" : "GRPC";
+    if (a->n_grpc_services == 0) {
+        snprintf(err, errlen, "%s: API configs must have either a gRPC service or a cluster name defined", field);
+        return -1;
+    }
+    if (a->n_grpc_services > 1) {
+        snprintf(err, errlen, "%s.grpc_services: envoy.config.core.v3.ApiConfigSource::%s must have a single gRPC "
+                 "service specified (SHARP has no xDS failover to a second one)", field, kind);
+        return -1;
+    }
+    if (a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3) {
+        snprintf(err, errlen, "%s.transport_api_version: V2 (and AUTO) xDS transport protocol versions are "
+                 "deprecated in envoy.config.core.v3.ApiConfigSource. The v2 xDS major version has been removed and "
+                 "is no longer supported. You may be missing explicit V3 configuration of the transport API version, "
+                 "see the advice in https://www.envoyproxy.io/docs/envoy/latest/faq/api/envoy_v3.", field);
+        return -1;
+    }
+    const Envoy__Config__Core__V3__GrpcService *gs = a->grpc_services[0];
+    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
+        !gs->envoy_grpc) {
+        snprintf(err, errlen, "%s.grpc_services[0]: envoy_grpc is required", field);
+        return -1;
+    }
+    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg = gs->envoy_grpc;
+    mc->backoff_base_ms = XDS_BACKOFF_BASE_MS;
+    mc->backoff_max_ms = XDS_BACKOFF_MAX_MS;
+    if (eg->retry_policy && eg->retry_policy->retry_back_off) {
+        const Envoy__Config__Core__V3__BackoffStrategy *b = eg->retry_policy->retry_back_off;
+        mc->backoff_base_ms = dur_ms(b->base_interval);
+        mc->backoff_max_ms = b->max_interval ? dur_ms(b->max_interval) : mc->backoff_base_ms * 10;
+        if (mc->backoff_max_ms < mc->backoff_base_ms) {
+            snprintf(err, errlen, "%s.grpc_services[0].envoy_grpc.retry_policy.retry_back_off: max_interval must be "
+                     "greater than or equal to the base_interval", field);
+            return -1;
+        }
+    }
+    if (a->rate_limit_settings) {
+        mc->rate_limited = true;
+        mc->max_tokens = a->rate_limit_settings->max_tokens ? a->rate_limit_settings->max_tokens->value : 100;
+        mc->fill_rate = a->rate_limit_settings->fill_rate ? a->rate_limit_settings->fill_rate->value : 10;
+    }
+    mc->node_first_only = a->set_node_on_first_message_only;
+    g->cluster = sharp_strdup(eg->cluster_name);
+    g->authority = sharp_strdup(eg->authority);
+    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
+        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
+        if (h->value && h->value[0]) sharp_headers_add_cstr(&g->metadata, h->key, h->value);
+        else sharp_headers_add(&g->metadata, h->key, strlen(h->key), (const char *)h->raw_value.data,
+                               h->raw_value.len);
+    }
+    g->klen = protobuf_c_message_get_packed_size(&gs->base);
+    g->key = sharp_realloc(NULL, g->klen ? g->klen : 1);
+    protobuf_c_message_pack(&gs->base, g->key);
+    return 0;
+}
+
+/* The source's cluster: static, not EDS (Envoy's rule: the stream must not
+ * depend on what it delivers) and HTTP/2. */
+static int gsrc_check(gsrc_t *g, const sharp_snapshot_t *snap, char *err, size_t errlen)
+{
+    const sharp_snapshot_t *base = snap->base ? snap->base : snap;
+    const sharp_cluster_t *c = sharp_snapshot_cluster(base, g->cluster);
+    if (!c || c->type == SHARP_CLUSTER_EDS) {
+        snprintf(err, errlen, "%s.grpc_services[0].envoy_grpc.cluster_name: envoy.config.core.v3.ApiConfigSource "
+                 "must have a statically defined non-EDS cluster: '%s' does not exist, was added via api, or is an "
+                 "EDS cluster", g->field, g->cluster);
+        return -1;
+    }
+    if (!c->http2) {
+        snprintf(err, errlen, "%s.grpc_services[0].envoy_grpc.cluster_name: gRPC client cluster '%s' does not use "
+                 "HTTP/2 (set typed_extension_protocol_options with explicit_http_config.http2_protocol_options, or "
+                 "the deprecated http2_protocol_options)", g->field, g->cluster);
+        return -1;
+    }
+    g->checked = true;
+    return 0;
+}
+
+/* The main loop's client for the source's GrpcService, shared by sources
+ * with the same one. */
+static sharp_grpc_client_t *grpc_client(sharp_xds_t *x, gsrc_t *g, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < x->nclients; i++)
+        if (x->clients[i].klen == g->klen && !memcmp(x->clients[i].key, g->key, g->klen)) return x->clients[i].c;
+    sharp_snapshot_t *base = x->srv->snap->base ? x->srv->snap->base : x->srv->snap;
+    sharp_grpc_client_config_t cfg = {.cluster_name = g->cluster, .authority = g->authority,
+                                      .initial_metadata = &g->metadata, .max_recv_bytes = XDS_MAX_RECV};
+    sharp_grpc_client_t *c = sharp_grpc_client_create(&x->srv->upstream_env, base, &cfg, err, errlen);
+    if (!c) return NULL;
+    x->clients = sharp_realloc(x->clients, (x->nclients + 1) * sizeof *x->clients);
+    grpc_client_t *gc = &x->clients[x->nclients++];
+    gc->c = c;
+    gc->klen = g->klen;
+    gc->key = sharp_realloc(NULL, g->klen ? g->klen : 1);
+    memcpy(gc->key, g->key, g->klen);
+    return c;
+}
+
+static void gsrc_start(sharp_xds_t *x, gsrc_t *g)
+{
+    char err[512];
+    if (!x->loop || !x->srv->snap) return;
+    sharp_grpc_client_t *c = grpc_client(x, g, err, sizeof err);
+    if (!c) { /* the source was checked: only a cluster gone from the snapshot gets here */
+        sharp_log_error("%s: %s", g->field, err);
+        return;
+    }
+    sharp_xds_mux_start(g->mux, x->loop, c);
+}
+
+/* A gRPC source from an ApiConfigSource: `name` names it in logs, `who`
+ * in the node check, `stats_prefix` its control_plane.* stats. */
+static gsrc_t *gsrc_new(sharp_xds_t *x, const Envoy__Config__Core__V3__ApiConfigSource *a, const char *field,
+                        const char *name, const char *who, const sharp_xds_type_t *only, const char *stats_prefix,
+                        char *err, size_t errlen)
+{
+    gsrc_t *g = sharp_calloc(1, sizeof *g);
+    sharp_headers_init(&g->metadata);
+    g->field = sharp_strdup(field);
+    sharp_xds_mux_config_t mc = {.name = name, .only = only, .stats_prefix = stats_prefix};
+    if (api_source(a, field, &mc, g, err, errlen) < 0) {
+        gsrc_destroy(g);
+        return NULL;
+    }
+    if (!x->node_ok) {
+        /* Envoy's checkLocalInfo */
+        snprintf(err, errlen, "%s: node 'id' and 'cluster' are required. Set it either in 'node' config or via "
+                 "--service-node and --service-cluster options.", who);
+        gsrc_destroy(g);
+        return NULL;
+    }
+    /* made after the bootstrap was built (a cluster from CDS): checked now;
+     * the bootstrap's sources once it is built (sharp_xds_check_sources) */
+    if (x->srv->snap && gsrc_check(g, x->srv->snap, err, errlen) < 0) {
+        gsrc_destroy(g);
+        return NULL;
+    }
+    g->mux = sharp_xds_mux_new(x->srv->stats, &mc, &x->node->base);
+    gsrc_t **p = &x->gsrcs;
+    while (*p) p = &(*p)->next;
+    *p = g;
+    if (x->grpc_started) gsrc_start(x, g);
+    return g;
+}
+
+int sharp_xds_configure(sharp_xds_t *x, const ProtobufCMessage *bootstrap, char *err, size_t errlen)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)bootstrap;
+    build_node(x, bs);
+    const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = bs->dynamic_resources;
+    if (dr && dr->ads_config) {
+        x->ads = gsrc_new(x, dr->ads_config, "dynamic_resources.ads_config", "ads", "ads", NULL, "", err, errlen);
+        if (!x->ads) return -1;
+    }
+    return 0;
+}
+
+int sharp_xds_check_sources(sharp_xds_t *x, const sharp_snapshot_t *snap, char *err, size_t errlen)
+{
+    for (gsrc_t *g = x->gsrcs; g; g = g->next)
+        if (!g->checked && gsrc_check(g, snap, err, errlen) < 0) return -1;
+    return 0;
+}
+
+static void on_init_timer(uv_timer_t *t)
+{
+    sharp_xds_t *x = t->data;
+    if (x->init_fired || x->init_pending || !x->init_cb) return;
+    x->init_fired = true;
+    sharp_info(config, "xDS: the initial fetch of every gRPC subscription is done (or timed out)");
+    x->init_cb(x->init_arg);
+}
+
+/* The subscription's initial fetch is over (an update, accepted or not, a
+ * resource that does not exist, or initial_fetch_timeout). */
+static void init_done(sub_t *s)
+{
+    sharp_xds_t *x = s->x;
+    if (!s->init_pending) return;
+    s->init_pending = false;
+    x->init_pending--;
+    if (!x->init_pending && x->init_timer_on && !x->init_fired) uv_timer_start(&x->init_timer, on_init_timer, 0, 0);
+}
+
+/* An update from a gRPC stream: counted as Envoy's GrpcSubscriptionImpl
+ * counts it, then the watcher. */
+static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
+{
+    sharp_stats_shard_t *sh = shard0(s->x);
+    sharp_counter_inc(sh, s->st.update_attempt);
+    if (s->watcher.on_update(s->watcher.ud, res, n, version, err, errlen) < 0) {
+        sharp_counter_inc(sh, s->st.update_rejected);
+        sub_error(s, err, version);
+        return -1;
+    }
+    sub_error(s, NULL, NULL);
+    free(s->version);
+    s->version = sharp_strdup(version);
+    s->last_updated_us = sharp_wall_us();
+    sharp_counter_inc(sh, s->st.update_success);
+    sharp_gauge_set(s->x->srv->stats, s->st.update_time, (int64_t)(s->last_updated_us / 1000));
+    sharp_gauge_set(s->x->srv->stats, s->st.version, (int64_t)sharp_xxhash64(s->version, strlen(s->version)));
+    return 0;
+}
+
+static int grpc_on_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err,
+                          size_t errlen)
+{
+    sub_t *s = ud;
+    int rc = sub_apply(s, res, n, version, err, errlen);
+    init_done(s);
+    return rc;
+}
+
+static void cds_errors_clear(sharp_xds_t *x);
+static void cds_error_add(sharp_xds_t *x, sharp_sbuf_t *errs, const char *name, const char *msg);
+
+static void grpc_on_failure(void *ud, sharp_xds_fail_t why, const char *detail, const char *version,
+                            const sharp_xds_resource_error_t *errs, size_t nerrs)
+{
+    sub_t *s = ud;
+    sharp_stats_shard_t *sh = shard0(s->x);
+    switch (why) {
+    case SHARP_XDS_FAIL_CONNECTION:
+        /* the stream, not the configuration: nothing changes and the
+         * initial fetch goes on waiting (Envoy) */
+        sharp_counter_inc(sh, s->st.update_attempt);
+        sharp_counter_inc(sh, s->st.update_failure);
+        break;
+    case SHARP_XDS_FAIL_TIMEOUT:
+        sharp_counter_inc(sh, s->st.update_attempt);
+        sharp_counter_inc(sh, s->st.init_fetch_timeout);
+        init_done(s);
+        break;
+    case SHARP_XDS_FAIL_REJECTED:
+        sharp_counter_inc(sh, s->st.update_attempt);
+        sharp_counter_inc(sh, s->st.update_rejected);
+        sub_error(s, detail, version);
+        if (s == s->x->cds) { /* which clusters, for their error_state */
+            sharp_xds_t *x = s->x;
+            sharp_sbuf_t ignored = {0};
+            cds_errors_clear(x);
+            for (size_t i = 0; i < nerrs; i++) cds_error_add(x, &ignored, errs[i].name, errs[i].msg);
+            sharp_sbuf_free(&ignored);
+            x->cds_error_us = sharp_wall_us();
+            x->cds_error_version = sharp_strdup(version ? version : "");
+        }
+        init_done(s);
+        break;
+    }
+}
+
+/* A subscription on a gRPC source: `name` for EDS and RDS, NULL for the
+ * whole type (CDS, LDS). What the stream already has of the named resource
+ * is applied now (a cluster CDS replaced keeps its endpoints); the rest
+ * comes from the stream, and until its first update (or its
+ * initial_fetch_timeout, 15 s by default) the subscription holds the
+ * server's start back. */
+static sub_t *grpc_sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *type,
+                           const ProtobufCMessage *config_source, const char *name, const char *prefix,
+                           const char *field, sharp_xds_watcher_t w, char *err, size_t errlen)
+{
+    const config_source_t *cs = (const config_source_t *)config_source;
+    const sharp_xds_type_t *t = type_of(type);
+    gsrc_t *g, *own = NULL;
+    char what[600];
+    if (cs->config_source_specifier_case == ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
+        if (!x->ads) {
+            snprintf(err, errlen, "%s.ads: ADS must be configured to support an ADS config source "
+                     "(dynamic_resources.ads_config)", field);
+            return NULL;
+        }
+        g = x->ads;
+        snprintf(what, sizeof what, "ADS (cluster '%s')", g->cluster);
+    } else {
+        size_t sklen = protobuf_c_message_get_packed_size(&cs->api_config_source->base);
+        uint8_t *skey = sharp_realloc(NULL, sklen ? sklen : 1);
+        protobuf_c_message_pack(&cs->api_config_source->base, skey);
+        for (g = x->gsrcs; g; g = g->next)
+            if (g->stype == type && g->sklen == sklen && !memcmp(g->skey, skey, sklen)) break;
+        if (g) {
+            g->refs++;
+            free(skey);
+        } else {
+            /* its control_plane.* stats are under the first subscription's
+             * prefix, as Envoy's are under the subscription's scope */
+            char f[1024], sp[1024];
+            snprintf(f, sizeof f, "%s.api_config_source", field);
+            snprintf(sp, sizeof sp, "%s.", prefix);
+            g = gsrc_new(x, cs->api_config_source, f, prefix, t->type_url, t, sp, err, errlen);
+            if (!g) {
+                free(skey);
+                return NULL;
+            }
+            g->skey = skey;
+            g->sklen = sklen;
+            g->stype = type;
+            g->refs = 1;
+        }
+        own = g;
+        snprintf(what, sizeof what, "%s (cluster '%s')", t->short_name, g->cluster);
+    }
+    sub_t *s = sharp_calloc(1, sizeof *s);
+    s->x = x;
+    s->type = type;
+    s->path = sharp_strdup(what);
+    s->watcher = w;
+    s->own = own;
+    sub_stats(s, prefix);
+    /* Envoy counts the subscription's start as an attempt */
+    sharp_counter_inc(shard0(x), s->st.update_attempt);
+    s->next = x->subs;
+    x->subs = s;
+    if (!x->init_fired) {
+        s->init_pending = true;
+        x->init_pending++;
+    }
+    uint64_t timeout = cs->initial_fetch_timeout ? dur_ms(cs->initial_fetch_timeout) : XDS_INITIAL_FETCH_TIMEOUT_MS;
+    sharp_xds_mux_watcher_t mw = {grpc_on_update, grpc_on_failure, s};
+    s->gw = sharp_xds_mux_watch(g->mux, t, name, timeout, &mw);
+    const char *version;
+    ProtobufCMessage *cached = name ? sharp_xds_mux_cached(s->gw, &version) : NULL;
+    if (cached) {
+        char why[1024];
+        ProtobufCMessage *one[1] = {cached};
+        if (sub_apply(s, one, 1, version, why, sizeof why) < 0)
+            sharp_log_warn("%s: %s '%s' held by the stream is refused: %s", field, t->kind, name, why);
+        if (one[0]) protobuf_c_message_free_unpacked(one[0], NULL);
+        init_done(s);
+    }
+    return s;
+}
+
+void sharp_xds_initialize(sharp_xds_t *x, void (*cb)(void *arg), void *arg)
+{
+    x->init_cb = cb;
+    x->init_arg = arg;
+    if (x->loop && !x->init_timer_on) {
+        uv_timer_init(x->loop, &x->init_timer);
+        x->init_timer.data = x;
+        x->init_timer_on = true;
+    }
+    x->grpc_started = true;
+    for (gsrc_t *g = x->gsrcs; g; g = g->next) gsrc_start(x, g);
+    if (!x->init_pending) {
+        x->init_fired = true;
+        cb(arg);
+        return;
+    }
+    sharp_info(config, "xDS: waiting for the initial fetch of %u gRPC subscription(s) (each bounded by its "
+               "initial_fetch_timeout)", x->init_pending);
 }
 
 /* ---- the manager ---- */
@@ -250,7 +851,33 @@ void sharp_xds_stop(sharp_xds_t *x)
         sharp_path_source_free(s->watch);
         s->watch = NULL;
     }
+    /* the streams end (a control plane sees the client go) and the clients
+     * close their connections while the loop still runs */
+    for (gsrc_t *g = x->gsrcs; g; g = g->next) sharp_xds_mux_stop(g->mux);
+    for (uint32_t i = 0; i < x->nclients; i++) {
+        sharp_grpc_client_destroy(x->clients[i].c);
+        free(x->clients[i].key);
+    }
+    free(x->clients);
+    x->clients = NULL;
+    x->nclients = 0;
+    x->grpc_started = false;
+    if (x->init_timer_on) uv_close((uv_handle_t *)&x->init_timer, NULL);
+    x->init_timer_on = false;
     x->loop = NULL;
+}
+
+static void cds_errors_clear(sharp_xds_t *x)
+{
+    for (uint32_t i = 0; i < x->ncds_errors; i++) {
+        free(x->cds_errors[i].name);
+        free(x->cds_errors[i].msg);
+    }
+    free(x->cds_errors);
+    free(x->cds_error_version);
+    x->cds_errors = NULL;
+    x->ncds_errors = 0;
+    x->cds_error_version = NULL;
 }
 
 void sharp_xds_free(sharp_xds_t *x)
@@ -276,6 +903,14 @@ void sharp_xds_free(sharp_xds_t *x)
     free(x->clusters);
     sub_free(x->cds);
     while (x->subs) sub_free(x->subs); /* EDS subscriptions of clusters still referenced */
+    while (x->gsrcs) gsrc_free(x, x->gsrcs); /* ADS */
+    for (uint32_t i = 0; i < x->nclients; i++) { /* never stopped: the loop never ran */
+        sharp_grpc_client_destroy(x->clients[i].c);
+        free(x->clients[i].key);
+    }
+    free(x->clients);
+    if (x->node) protobuf_c_message_free_unpacked(&x->node->base, NULL);
+    cds_errors_clear(x);
     free(x);
 }
 
@@ -298,6 +933,19 @@ void sharp_xds_publish(sharp_xds_t *x)
 
 /* ---- RDS ---- */
 
+static bool same_message(const ProtobufCMessage *a, const ProtobufCMessage *b)
+{
+    size_t na = protobuf_c_message_get_packed_size(a), nb = protobuf_c_message_get_packed_size(b);
+    if (na != nb) return false;
+    uint8_t *pa = sharp_realloc(NULL, na ? na : 1), *pb = sharp_realloc(NULL, nb ? nb : 1);
+    protobuf_c_message_pack(a, pa);
+    protobuf_c_message_pack(b, pb);
+    bool same = !memcmp(pa, pb, na);
+    free(pa);
+    free(pb);
+    return same;
+}
+
 static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
 {
     rds_t *r = ud;
@@ -317,7 +965,12 @@ static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     if (!found) {
         /* the state of the world without this route configuration: Envoy's
          * RDS keeps the one it has (a route is never removed by absence) */
-        sharp_log_info("RDS %s: no RouteConfiguration '%s' in version '%s'", r->path, r->name, version);
+        sharp_log_info("RDS %s: no RouteConfiguration '%s' in version '%s'", r->sub->path, r->name, version);
+        return 0;
+    }
+    if (r->cur && same_message(found, r->cur->pb)) {
+        /* Envoy's RouteConfigUpdateReceiverImpl: an identical configuration
+         * (a state-of-the-world push of other resources) changes nothing */
         return 0;
     }
     char rerr[1024] = "";
@@ -333,6 +986,7 @@ static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     res[at] = NULL; /* kept for /config_dump */
     nt->version_info = sharp_strdup(version);
     nt->last_updated_us = sharp_wall_us();
+    sharp_info(config, "rds: loading new configuration: config_name=%s version=%s", r->name, version);
     sharp_rds_table_unref(r->cur);
     r->cur = nt;
     if (x->srv->snap) sharp_xds_publish(x);
@@ -344,9 +998,21 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
 {
     const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds *rds = (const void *)rds_msg;
     const char *path, *wdir;
-    char f[1024];
+    char f[1024], key[64];
     snprintf(f, sizeof f, "%s.config_source", field);
-    if (sharp_xds_config_source_path(&rds->config_source->base, f, &path, &wdir, err, errlen) < 0) return -1;
+    bool grpc = grpc_source(&rds->config_source->base);
+    if (grpc) {
+        /* shared by source and name as the files: the source is its bytes */
+        size_t n = protobuf_c_message_get_packed_size(&rds->config_source->base);
+        uint8_t *b = sharp_realloc(NULL, n ? n : 1);
+        protobuf_c_message_pack(&rds->config_source->base, b);
+        snprintf(key, sizeof key, "grpc:%016llx", (unsigned long long)sharp_xxhash64(b, n));
+        free(b);
+        path = key;
+        wdir = NULL;
+    } else if (sharp_xds_config_source_path(&rds->config_source->base, f, &path, &wdir, err, errlen) < 0) {
+        return -1;
+    }
     /* Envoy's RdsRouteConfigProviderImpl is shared by source and name */
     for (uint32_t i = 0; i < x->nrds; i++)
         if (!strcmp(x->rds[i]->name, rds->route_config_name) && !strcmp(x->rds[i]->path, path)) return (int)i;
@@ -356,6 +1022,19 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
     char prefix[1024];
     snprintf(prefix, sizeof prefix, "http.%s.rds.%s", stat_prefix, rds->route_config_name);
     sharp_xds_watcher_t w = {rds_update, r};
+    if (grpc) {
+        r->sub = grpc_sub_new(x, &envoy__config__route__v3__route_configuration__descriptor,
+                              &rds->config_source->base, rds->route_config_name, prefix, f, w, err, errlen);
+        if (!r->sub) {
+            free(r->name);
+            free(r->path);
+            free(r);
+            return -1;
+        }
+        x->rds = sharp_realloc(x->rds, (x->nrds + 1) * sizeof *x->rds);
+        x->rds[x->nrds++] = r;
+        return (int)(x->nrds - 1);
+    }
     r->sub = sub_new(x, &envoy__config__route__v3__route_configuration__descriptor, path, wdir, prefix, f, w, err,
                      errlen);
     if (!r->sub) {
@@ -381,7 +1060,6 @@ static int eds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     sharp_xds_eds_t *e = ud;
     sharp_cluster_t *c = e->c;
     sharp_stats_shard_t *sh = shard0(e->x);
-    (void)version;
     /* Envoy's EdsClusterImpl: no resource is update_empty and changes
      * nothing; more than one, or another cluster's, is refused */
     if (n == 0) {
@@ -414,6 +1092,7 @@ static int eds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         return 0;
     }
     sharp_counter_inc(sh, c->st.membership_change);
+    sharp_info(config, "eds: cluster '%s': %u host(s) (version '%s')", c->name, nhosts, version);
     sharp_cluster_publish_hosts(c, hosts, nhosts);
     free(hosts);
     return 0;
@@ -430,7 +1109,8 @@ int sharp_xds_eds_subscribe(sharp_xds_t *x, sharp_cluster_t *c, const ProtobufCM
     }
     snprintf(f, sizeof f, "%s.eds_config", field);
     const char *path, *wdir;
-    if (sharp_xds_config_source_path(&ec->eds_config->base, f, &path, &wdir, err, errlen) < 0) return -1;
+    bool grpc = grpc_source(&ec->eds_config->base);
+    if (!grpc && sharp_xds_config_source_path(&ec->eds_config->base, f, &path, &wdir, err, errlen) < 0) return -1;
     c->eds_service_name = sharp_strdup(ec->service_name[0] ? ec->service_name : c->name);
     sharp_xds_eds_t *e = sharp_calloc(1, sizeof *e);
     e->x = x;
@@ -438,6 +1118,19 @@ int sharp_xds_eds_subscribe(sharp_xds_t *x, sharp_cluster_t *c, const ProtobufCM
     char prefix[1024];
     snprintf(prefix, sizeof prefix, "cluster.%s", c->name);
     sharp_xds_watcher_t w = {eds_update, e};
+    if (grpc) {
+        /* the cluster starts with what the stream has of its endpoints (a
+         * cluster CDS replaced), else with none until they come */
+        c->eds = e;
+        e->sub = grpc_sub_new(x, &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+                              &ec->eds_config->base, c->eds_service_name, prefix, f, w, err, errlen);
+        if (!e->sub) {
+            c->eds = NULL;
+            free(e);
+            return -1;
+        }
+        return 0;
+    }
     e->sub = sub_new(x, &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, path, wdir, prefix, f, w,
                      err, errlen);
     if (!e->sub) {
@@ -468,29 +1161,58 @@ static bool is_static(const sharp_xds_t *x, const char *name)
     return base && sharp_snapshot_cluster(base, name) != NULL;
 }
 
+static void cds_error_add(sharp_xds_t *x, sharp_sbuf_t *errs, const char *name, const char *msg)
+{
+    /* Envoy's CdsApiHelper: every cluster that failed, "name: reason" */
+    sharp_sbuf_printf(errs, "%s%s: %s", errs->len ? ", " : "", name, msg);
+    x->cds_errors = sharp_realloc(x->cds_errors, (x->ncds_errors + 1) * sizeof *x->cds_errors);
+    x->cds_errors[x->ncds_errors].name = sharp_strdup(name);
+    x->cds_errors[x->ncds_errors++].msg = sharp_strdup(msg);
+}
+
 static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
 {
     sharp_xds_t *x = ud;
     sharp_stats_shard_t *sh = shard0(x);
     dyn_cluster_t *next = sharp_calloc(n ? n : 1, sizeof *next);
-    uint32_t added = 0, modified = 0, kept = 0;
+    uint32_t added = 0, modified = 0, kept = 0, built = 0;
     uint64_t now = sharp_wall_us();
+    sharp_sbuf_t errs = {0};
+    char why[1024];
+    cds_errors_clear(x);
+    /* Envoy's "cds: add N cluster(s), remove M cluster(s)": the set as sent */
+    uint32_t leaving = 0;
+    for (uint32_t k = 0; k < x->nclusters; k++) {
+        bool stays = false;
+        for (size_t i = 0; i < n && !stays; i++) stays = !strcmp(((const cluster_pb_t *)res[i])->name, x->clusters[k].c->name);
+        leaving += !stays;
+    }
+    sharp_info(config, "cds: add %zu cluster(s), remove %u cluster(s)", n, leaving);
+    /* every cluster is tried, so that a rejection names each bad one; the
+     * update is applied only when all of them are good */
     for (size_t i = 0; i < n; i++) {
         const cluster_pb_t *pb = (const cluster_pb_t *)res[i];
         char where[64];
         snprintf(where, sizeof where, "resources[%zu]", i);
         if (!pb->name[0]) {
-            snprintf(err, errlen, "%s.name: a cluster needs a name", where);
-            goto bad;
+            snprintf(why, sizeof why, "%s.name: a cluster needs a name", where);
+            cds_error_add(x, &errs, where, why);
+            continue;
         }
-        for (size_t k = 0; k < i; k++)
+        bool dup = false;
+        for (size_t k = 0; k < i && !dup; k++)
             if (!strcmp(((const cluster_pb_t *)res[k])->name, pb->name)) {
-                snprintf(err, errlen, "%s: duplicate cluster '%s' (resources[%zu] has it too)", where, pb->name, k);
-                goto bad;
+                snprintf(why, sizeof why, "%s: duplicate cluster '%s' (resources[%zu] has it too)", where, pb->name,
+                         k);
+                cds_error_add(x, &errs, pb->name, why);
+                dup = true;
             }
+        if (dup) continue;
         if (is_static(x, pb->name)) {
-            snprintf(err, errlen, "%s: cluster '%s' is a static cluster, which CDS cannot update", where, pb->name);
-            goto bad;
+            snprintf(why, sizeof why, "%s: cluster '%s' is a static cluster, which CDS cannot update", where,
+                     pb->name);
+            cds_error_add(x, &errs, pb->name, why);
+            continue;
         }
         dyn_cluster_t *d = &next[i];
         d->len = protobuf_c_message_get_packed_size(res[i]);
@@ -507,12 +1229,23 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
             kept++;
             continue;
         }
-        d->c = sharp_config_build_cluster(x->srv, &pb->base, x->next_cluster_index, x->cds->path, where, err, errlen);
-        if (!d->c) goto bad;
+        d->c = sharp_config_build_cluster(x->srv, &pb->base, x->next_cluster_index + built, x->cds->path, where, why,
+                                          sizeof why);
+        if (!d->c) {
+            cds_error_add(x, &errs, pb->name, why);
+            continue;
+        }
+        built++;
         d->version = sharp_strdup(version);
         d->last_updated_us = now;
         if (old) modified++;
         else added++;
+    }
+    if (errs.len) {
+        snprintf(err, errlen, "Error adding/updating cluster(s) %s", sharp_sbuf_cstr(&errs));
+        x->cds_error_us = now;
+        x->cds_error_version = sharp_strdup(version);
+        goto bad;
     }
     /* accepted: the resources are kept for /config_dump; clusters that left
      * or were replaced lose their EDS subscription now, and their memory
@@ -552,11 +1285,15 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     sharp_counter_add(sh, x->st.cluster_added, added);
     sharp_counter_add(sh, x->st.cluster_modified, modified);
     sharp_counter_add(sh, x->st.cluster_removed, removed);
-    sharp_log_info("CDS version '%s': %u clusters (%u added, %u modified, %u removed, %u unchanged)", version,
-                   x->nclusters, added, modified, removed, kept);
-    if (x->srv->snap) sharp_xds_publish(x);
+    sharp_info(config, "cds: added/updated %u cluster(s), skipped %u unmodified cluster(s); removed %u (version '%s')",
+               added + modified, kept, removed, version);
+    /* nothing changed (a state-of-the-world push of other resources): the
+     * workers keep their view */
+    if (x->srv->snap && (added || modified || removed)) sharp_xds_publish(x);
+    sharp_sbuf_free(&errs);
     return 0;
 bad:
+    sharp_sbuf_free(&errs);
     for (size_t i = 0; i < n; i++) {
         if (next[i].c && !next[i].c->version_info) {
             sharp_xds_eds_free(next[i].c->eds);
@@ -574,13 +1311,19 @@ int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_sourc
                             size_t errlen)
 {
     const char *path, *wdir;
-    if (sharp_xds_config_source_path(config_source, field, &path, &wdir, err, errlen) < 0) return -1;
+    bool grpc = grpc_source(config_source);
+    if (!grpc && sharp_xds_config_source_path(config_source, field, &path, &wdir, err, errlen) < 0) return -1;
     sharp_stats_t *s = x->srv->stats;
     x->st.cluster_added = sharp_stats_counter(s, "cluster_manager.cluster_added");
     x->st.cluster_modified = sharp_stats_counter(s, "cluster_manager.cluster_modified");
     x->st.cluster_removed = sharp_stats_counter(s, "cluster_manager.cluster_removed");
     x->st.warming_clusters = sharp_stats_gauge(s, "cluster_manager.warming_clusters");
     sharp_xds_watcher_t w = {cds_update, x};
+    if (grpc) {
+        x->cds = grpc_sub_new(x, &envoy__config__cluster__v3__cluster__descriptor, config_source, NULL,
+                              "cluster_manager.cds", field, w, err, errlen);
+        return x->cds ? 0 : -1;
+    }
     x->cds = sub_new(x, &envoy__config__cluster__v3__cluster__descriptor, path, wdir, "cluster_manager.cds", field, w,
                      err, errlen);
     if (!x->cds) return -1;
@@ -599,9 +1342,17 @@ size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t *
     *out = NULL;
     if (!x || !x->nclusters) return 0;
     *out = sharp_calloc(x->nclusters, sizeof **out);
-    for (uint32_t i = 0; i < x->nclusters; i++)
-        (*out)[i] = (sharp_xds_dump_entry_t){x->clusters[i].version, x->clusters[i].pb,
-                                             x->clusters[i].last_updated_us};
+    for (uint32_t i = 0; i < x->nclusters; i++) {
+        sharp_xds_dump_entry_t *e = &(*out)[i];
+        *e = (sharp_xds_dump_entry_t){x->clusters[i].version, x->clusters[i].pb, x->clusters[i].last_updated_us,
+                                      NULL, NULL, 0};
+        for (uint32_t k = 0; k < x->ncds_errors; k++)
+            if (!strcmp(x->cds_errors[k].name, x->clusters[i].c->name)) {
+                e->error_details = x->cds_errors[k].msg;
+                e->error_version = x->cds_error_version;
+                e->error_us = x->cds_error_us;
+            }
+    }
     return x->nclusters;
 }
 
@@ -611,10 +1362,13 @@ size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **o
     size_t n = 0;
     if (!x || !x->nrds) return 0;
     *out = sharp_calloc(x->nrds, sizeof **out);
-    for (uint32_t i = 0; i < x->nrds; i++)
+    for (uint32_t i = 0; i < x->nrds; i++) {
+        const sub_t *s = x->rds[i]->sub;
         if (x->rds[i]->cur)
             (*out)[n++] = (sharp_xds_dump_entry_t){x->rds[i]->cur->version_info, x->rds[i]->cur->pb,
-                                                   x->rds[i]->cur->last_updated_us};
+                                                   x->rds[i]->cur->last_updated_us, s->error, s->error_version,
+                                                   s->error_us};
+    }
     return n;
 }
 

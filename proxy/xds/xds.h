@@ -2,12 +2,19 @@
  * thread: CDS clusters, EDS endpoints and RDS route tables.
  *
  * A subscription delivers the state of the world for one resource type:
- * every resource of that type, and a version. Its transport is a file today
- * (Envoy's filesystem subscription, xds/path_source.h); a gRPC stream (ADS,
- * on grpc/client.h) is the next transport and feeds the same entry point,
+ * every resource of that type, and a version. Its transport is a file
+ * (Envoy's filesystem subscription, xds/path_source.h) or a gRPC stream
+ * (xds/mux.h: ADS, or a ConfigSource's own api_config_source stream, state
+ * of the world or incremental); both feed the same entry point,
  * sharp_xds_watcher_t.on_update, which applies all the resources or none
  * and says why (Envoy's update_rejected, the NACK of a gRPC stream). A watcher
  * may take a resource it keeps (setting its slot to NULL).
+ *
+ * A file is read when the subscription is made (the configuration is
+ * refused if it cannot be); a gRPC subscription waits for its stream, and
+ * the server starts its workers once every gRPC subscription made while
+ * starting has had its first update, a rejection, a "does not exist" or its
+ * initial_fetch_timeout (sharp_xds_initialize).
  *
  * An accepted update builds a new snapshot (snapshot.h: the bootstrap's
  * listeners with the current clusters and route tables), which the server
@@ -19,6 +26,7 @@
 #define SHARP_XDS_XDS_H
 
 #include "common.h"
+#include "snapshot.h"
 #include "stats.h"
 
 #include <protobuf-c/protobuf-c.h>
@@ -41,30 +49,43 @@ typedef struct sharp_xds sharp_xds_t;
 typedef struct sharp_xds_eds sharp_xds_eds_t;
 
 sharp_xds_t *sharp_xds_new(struct sharp_server *srv);
+/* Before the bootstrap is built: the node gRPC requests name, and the ADS
+ * source (dynamic_resources.ads_config) with Envoy's checks. 0, or -1 with
+ * the reason. */
+int sharp_xds_configure(sharp_xds_t *x, const ProtobufCMessage *bootstrap, char *err, size_t errlen);
+/* Once it is built: every gRPC source's cluster is a static, non-EDS,
+ * HTTP/2 cluster of `snap` (Envoy's rule). 0, or -1 with the reason. */
+int sharp_xds_check_sources(sharp_xds_t *x, const sharp_snapshot_t *snap, char *err, size_t errlen);
 /* Starts watching every file subscription (main loop running). 0, or -1
  * with the reason. */
 int sharp_xds_start(sharp_xds_t *x, uv_loop_t *loop, char *err, size_t errlen);
-/* Stops the watches (shutdown). */
+/* Opens the gRPC streams (after sharp_xds_start, once the static clusters
+ * are ready) and calls `cb` once the initial fetch is over: at once without
+ * gRPC subscriptions, else from the loop. */
+void sharp_xds_initialize(sharp_xds_t *x, void (*cb)(void *arg), void *arg);
+/* Stops the watches and the gRPC streams (shutdown). */
 void sharp_xds_stop(sharp_xds_t *x);
 void sharp_xds_free(sharp_xds_t *x);
 
 /* A ConfigSource the file transport implements: path_config_source or the
  * deprecated path. Fills *path and *wdir (NULL when none); -1 with a
- * message naming `field` for the sources that are not implemented yet. */
+ * message naming `field` for the other sources (the subscriptions of
+ * xds.c take ads and api_config_source before asking). */
 int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const char *field, const char **path,
                                  const char **wdir, char *err, size_t errlen);
 
-/* RDS: the HCM's rds (Rds message). Reads the file now; returns the index
+/* RDS: the HCM's rds (Rds message). Reads a file now; returns the index
  * of the route table in every snapshot (sharp_hcm_config_t.rds_index), or
  * -1 with err. One subscription per source and route name, shared. */
 int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds, const char *stat_prefix, const char *field,
                             char *err, size_t errlen);
-/* CDS: dynamic_resources.cds_config. Reads the file now (its clusters are
+/* CDS: dynamic_resources.cds_config. Reads a file now (its clusters are
  * in the first snapshot). */
 int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
                             size_t errlen);
-/* EDS: a cluster of type EDS. Reads the file now and fills the cluster's
- * hosts (before its first host set is made). */
+/* EDS: a cluster of type EDS. Reads a file now and fills the cluster's
+ * hosts (before its first host set is made); a gRPC source fills them now
+ * when its stream already has the resource, else when it comes. */
 int sharp_xds_eds_subscribe(sharp_xds_t *x, struct sharp_cluster *c, const ProtobufCMessage *eds_cluster_config,
                             const char *field, char *err, size_t errlen);
 /* Stops a cluster's EDS subscription and frees it (main thread). */
@@ -83,6 +104,11 @@ typedef struct sharp_xds_dump_entry {
     const char *version_info;
     const ProtobufCMessage *resource;
     uint64_t last_updated_us;
+    /* the last update that refused this resource (Envoy's error_state:
+     * details, version_info, last_update_attempt), NULL when none since the
+     * last accepted one */
+    const char *error_details, *error_version;
+    uint64_t error_us;
 } sharp_xds_dump_entry_t;
 size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
 size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);

@@ -3,7 +3,9 @@
 // discovery protos: ADS (StreamAggregatedResources, DeltaAggregatedResources)
 // and the per-type LDS/CDS/RDS/EDS/SDS Stream*/Delta* services, plaintext h2c.
 //
-//   node control_plane.js XDS_PORT CONTROL_PORT
+//   node control_plane.js XDS_PORT CONTROL_PORT [--tls CERT KEY]
+//
+// With --tls the xDS port speaks gRPC over TLS (h2) with that certificate.
 //
 // Prints {"event":"ready",...} once both ports listen. Tests drive it through
 // a JSON control API over HTTP/1.1 on 127.0.0.1:CONTROL_PORT:
@@ -13,9 +15,14 @@
 //        the official protos); base64 is raw payload bytes (malformed tests).
 //        Any change bumps the type's version; changed resources take it as
 //        their own version (delta).
-//   POST /push {type_url, bump: bool}  resend the type's state to every stream
-//   GET  /log?since=N    every request a stream sent, plus opens/closes and
-//                        the responses sent: {entries: [...], next}
+//   POST /push {type_url, bump: bool, duplicate: name}
+//                        resend the type's state to every stream; with
+//                        duplicate, that resource is in the response twice
+//                        (a response a client must refuse)
+//   GET  /log?since=N    every request a stream sent (with the whole node as
+//                        node_full), plus opens (with the stream's metadata
+//                        and authority), closes and the responses sent:
+//                        {entries: [...], next}
 //   GET  /state          streams, their subscriptions, versions
 //   POST /drop           end every stream with UNAVAILABLE
 //   POST /refuse {ms}    answer new streams with UNAVAILABLE for ms
@@ -39,9 +46,13 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const protos = require('./protos');
 
-const [xdsPort, controlPort] = process.argv.slice(2).map(Number);
+const argv = process.argv.slice(2);
+const [xdsPort, controlPort] = argv.slice(0, 2).map(Number);
+const tlsAt = argv.indexOf('--tls');
+const tls = tlsAt > 0 ? { cert: require('fs').readFileSync(argv[tlsAt + 1]),
+    key: require('fs').readFileSync(argv[tlsAt + 2]) } : null;
 if (!xdsPort || !controlPort) {
-    console.error('usage: control_plane.js XDS_PORT CONTROL_PORT');
+    console.error('usage: control_plane.js XDS_PORT CONTROL_PORT [--tls CERT KEY]');
     process.exit(2);
 }
 
@@ -63,7 +74,7 @@ let refuseUntil = 0;
 let server = null;
 
 function typeState(typeUrl) {
-    if (!store.has(typeUrl)) store.set(typeUrl, { version: 0, resources: new Map() });
+    if (!store.has(typeUrl)) store.set(typeUrl, { version: 0, resources: new Map(), duplicate: null });
     return store.get(typeUrl);
 }
 
@@ -86,6 +97,7 @@ function sendSotw(stream, typeUrl) {
     const sub = stream.subs.get(typeUrl);
     const st = typeState(typeUrl);
     const names = sub.wildcard ? [...st.resources.keys()] : [...sub.names].filter((n) => st.resources.has(n));
+    if (st.duplicate && names.includes(st.duplicate)) names.push(st.duplicate);
     const nonce = String(++nonceCounter);
     sub.nonce = nonce;
     const version = String(st.version);
@@ -121,6 +133,9 @@ function sendDelta(stream, typeUrl) {
             sub.has.set(name, null);
         }
     }
+    if (st.duplicate && st.resources.has(st.duplicate) && inScope(st.duplicate)) {
+        changed.push(st.duplicate, st.duplicate);
+    }
     if (!changed.length && !removed.length) return;
     const nonce = String(++nonceCounter);
     sub.nonce = nonce;
@@ -145,7 +160,7 @@ function push(typeUrl) {
 
 function requestEntry(req, delta) {
     const e = {
-        dir: 'in', node: req.node ? req.node.id : '', type_url: req.type_url,
+        dir: 'in', node: req.node ? req.node.id : '', node_full: req.node || null, type_url: req.type_url,
         response_nonce: req.response_nonce,
         error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
     };
@@ -218,7 +233,7 @@ function handler(service, kind, delta) {
         }
         const stream = { id, call, delta, method, defaultType, subs: new Map(), closed: false };
         streams.set(id, stream);
-        record({ stream: id, dir: 'open', method });
+        record({ stream: id, dir: 'open', method, metadata: call.metadata.getMap(), authority: call.getHost() });
         const close = (why) => {
             if (stream.closed) return;
             stream.closed = true;
@@ -248,7 +263,9 @@ function start() {
                 [deltaName]: handler(service, kind, true),
             });
         }
-        server.bindAsync(`127.0.0.1:${xdsPort}`, grpc.ServerCredentials.createInsecure(), (err) => {
+        const creds = tls ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }])
+            : grpc.ServerCredentials.createInsecure();
+        server.bindAsync(`127.0.0.1:${xdsPort}`, creds, (err) => {
             if (err) return reject(err);
             resolve();
         });
@@ -312,10 +329,14 @@ async function control(req, body) {
     const route = `${req.method} ${url.pathname}`;
     switch (route) {
     case 'POST /resources': return setResources(body);
-    case 'POST /push':
-        if (body.bump) typeState(body.type_url).version += 1;
+    case 'POST /push': {
+        const st = typeState(body.type_url);
+        if (body.bump) st.version += 1;
+        st.duplicate = body.duplicate || null;
         push(body.type_url);
-        return { version: String(typeState(body.type_url).version) };
+        st.duplicate = null;
+        return { version: String(st.version) };
+    }
     case 'GET /log': {
         const since = Number(url.searchParams.get('since') || 0);
         return { entries: log.slice(since), next: log.length };
