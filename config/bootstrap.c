@@ -57,7 +57,6 @@ typedef struct build_ctx {
     sharp_server_t *srv;
     char *err;
     size_t errlen;
-    uint32_t next_log_slot;
     uint64_t random; /* featureEnabled draws made while building */
     sharp_sds_t *sds; /* the snapshot's SDS secrets */
     const bootstrap_t *bootstrap; /* its DNS resolver is the default of the clusters */
@@ -537,13 +536,12 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         for (size_t i = 0; i < pb->n_access_log; i++) {
             snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
             char aerr[512] = "";
-            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot,
+            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, true,
                                                               !b->srv->opts.validate_only, aerr, sizeof aerr);
             if (!al) {
                 fail(b, p, "%s", aerr);
                 goto bad;
             }
-            b->next_log_slot++;
             h->access_logs[h->naccess_logs++] = al;
         }
     }
@@ -1505,7 +1503,7 @@ static int build_admin_access_logs(build_ctx_t *b, const Envoy__Config__Bootstra
     char p[64], aerr[512] = "";
     for (size_t i = 0; i < a->n_access_log; i++) {
         snprintf(p, sizeof p, "admin.access_log[%zu]", i);
-        sharp_access_log_t *al = sharp_access_log_create(&a->access_log[i]->base, UINT32_MAX, open_file, aerr,
+        sharp_access_log_t *al = sharp_access_log_create(&a->access_log[i]->base, false, open_file, aerr,
                                                           sizeof aerr);
         if (!al) return fail(b, p, "%s", aerr);
         s->admin_access_logs[s->nadmin_access_logs++] = al;

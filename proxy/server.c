@@ -277,17 +277,10 @@ int sharp_server_reopen_logs(sharp_server_t *s)
     int rc = 0;
     char err[512];
     const sharp_snapshot_t *snap = s->snap;
-    for (uint32_t l = 0; snap && l < snap->nlisteners; l++) {
-        const sharp_listener_config_t *lc = &snap->listeners[l];
-        for (uint32_t fc = 0; fc < lc->nchains + lc->has_default_chain; fc++) {
-            const sharp_hcm_config_t *h = lc->chains[fc].hcm;
-            for (uint32_t k = 0; h && k < h->naccess_logs; k++) {
-                if (sharp_access_log_reopen(h->access_logs[k], err, sizeof err) < 0) {
-                    sharp_error(file, "%s", err);
-                    rc = -1;
-                }
-            }
-        }
+    /* the connection managers' files, shared by path (access_log_emit.h) */
+    if (sharp_access_log_files_reopen(err, sizeof err) < 0) {
+        sharp_error(file, "%s", err);
+        rc = -1;
     }
     for (uint32_t k = 0; snap && k < snap->nadmin_access_logs; k++) {
         if (sharp_access_log_reopen(snap->admin_access_logs[k], err, sizeof err) < 0) {
@@ -679,6 +672,7 @@ void sharp_server_free(sharp_server_t *s)
     sharp_snapshot_unref(s->snap);
     s->snap = NULL;
     sharp_xds_free(s->xds); /* after the snapshots: the static EDS clusters' subscriptions are its */
+    sharp_access_log_files_close_all(); /* no worker buffers lines any more */
     if (s->config) sharp_config_free(s->config);
     if (s->stats) sharp_stats_destroy(s->stats);
     memset(s, 0, sizeof *s);
