@@ -851,23 +851,27 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->has_default_chain = pb->default_filter_chain != NULL;
     l->chains = sharp_calloc(l->nchains + 1, sizeof *l->chains);
     l->matches = sharp_calloc(l->nchains ? l->nchains : 1, sizeof *l->matches);
+    for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++) {
+        l->chains[i] = sharp_calloc(1, sizeof *l->chains[i]);
+        atomic_init(&l->chains[i]->refs, 1);
+    }
     for (uint32_t i = 0; i < l->nchains; i++) {
         snprintf(p, sizeof p, "%s.filter_chains[%u]", path, i);
-        if (build_filter_chain(b, pb->filter_chains[i], p, l, &l->chains[i]) < 0) return -1;
-        l->matches[i] = &l->chains[i].match;
+        if (build_filter_chain(b, pb->filter_chains[i], p, l, l->chains[i]) < 0) return -1;
+        l->matches[i] = &l->chains[i]->match;
         for (uint32_t k = 0; k < i; k++)
-            if (sharp_fc_overlap(&l->chains[k].match, &l->chains[i].match))
+            if (sharp_fc_overlap(&l->chains[k]->match, &l->chains[i]->match))
                 return fail(b, p, "error adding listener '%s': multiple filter chains with the same matching rules "
                             "are defined (filter_chains[%u] and [%u])", l->address, k, i);
     }
     if (l->has_default_chain) {
         snprintf(p, sizeof p, "%s.default_filter_chain", path);
-        if (build_filter_chain(b, pb->default_filter_chain, p, l, &l->chains[l->nchains]) < 0) return -1;
+        if (build_filter_chain(b, pb->default_filter_chain, p, l, l->chains[l->nchains]) < 0) return -1;
     }
     /* the usual listener: one chain, no criteria, no default */
-    l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0].match);
+    l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0]->match);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
-        l->chains[i].hcm->bypass_overload_manager = pb->bypass_overload_manager;
+        l->chains[i]->hcm->bypass_overload_manager = pb->bypass_overload_manager;
     l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
     l->bypass_overload_manager = pb->bypass_overload_manager;
     sharp_stats_t *s = b->srv->stats;
@@ -880,7 +884,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
                                              l->stat_name);
     l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
-        if (l->chains[i].tls) l->has_tls = true;
+        if (l->chains[i]->tls) l->has_tls = true;
     if (l->has_tls) {
 #define SSL_STAT(f) l->ssl.f = sharp_stats_counterf(s, "listener.%s.ssl." #f, l->stat_name)
         SSL_STAT(connection_error);
@@ -1679,7 +1683,9 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     for (size_t i = 0; i < nli; i++) {
         char p[128];
         snprintf(p, sizeof p, "static_resources.listeners[%zu]", i);
-        sharp_listener_config_t *l = &s->listeners[s->nlisteners++];
+        sharp_listener_config_t *l = sharp_calloc(1, sizeof *l);
+        atomic_init(&l->refs, 1);
+        s->listeners[s->nlisteners++] = l;
         if (build_listener(&b, sr->listeners[i], l, p) < 0) goto bad;
         if (l->addr.ss_family == AF_UNIX && cfg->has_admin && strcmp(l->address, cfg->admin_address) == 0) {
             /* binding would unlink the admin's socket file (Envoy orphans
@@ -1690,7 +1696,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             goto bad;
         }
         for (size_t k = 0; k + 1 < s->nlisteners; k++) {
-            const sharp_listener_config_t *o = &s->listeners[k];
+            const sharp_listener_config_t *o = s->listeners[k];
             char np[160];
             /* Envoy's ListenerImpl::hasDuplicatedAddress: the same address and
              * port (port 0 aside); a wildcard and a specific address may share
@@ -1714,7 +1720,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         }
         /* every route's cluster must exist, as Envoy checks for static clusters */
         for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
-        sharp_route_table_t *rt = l->chains[fc].hcm->routes;
+        sharp_route_table_t *rt = l->chains[fc]->hcm->routes;
         char cp[64];
         if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
         else snprintf(cp, sizeof cp, "default_filter_chain");

@@ -10,6 +10,7 @@
 #include "config/runtime_config.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
+#include "listen_socket.h"
 #include "log.h"
 #include "overload.h"
 #include "retire.h"
@@ -150,6 +151,8 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     s->st.listeners_active = sharp_stats_gauge(s->stats, "listener_manager.total_listeners_active");
     s->st.hot_restart_epoch = sharp_stats_gauge(s->stats, "server.hot_restart_epoch");
     s->st.drain_listeners = sharp_stats_counter(s->stats, "listener_manager.listener_stopped");
+    s->st.listener_create_success = sharp_stats_counter(s->stats, "listener_manager.listener_create_success");
+    s->st.listener_create_failure = sharp_stats_counter(s->stats, "listener_manager.listener_create_failure");
     sharp_gauge_set(s->stats, s->st.concurrency, s->nworkers);
     sharp_gauge_set(s->stats, s->st.hot_restart_epoch, opts->restart_epoch);
     sharp_gauge_set(s->stats, s->st.version, (int64_t)sharp_server_version_number(s));
@@ -158,22 +161,6 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     update_memory_gauges(s);
     sharp_server_update_state_gauges(s);
     return 0;
-}
-
-/* One SO_REUSEPORT socket per worker and listener; the kernel spreads new
- * connections across them. A Unix socket has no SO_REUSEPORT balancing:
- * as in Envoy (ListenSocketFactoryImpl turns ReusePort into NoReusePort for
- * pipes), it is bound once and every other worker gets a dup of it; all
- * workers then accept from the one queue. */
-static int open_listen_socket(const sharp_listener_config_t *l, int first_fd, char *err, size_t errlen)
-{
-    if (l->addr.ss_family == AF_UNIX && first_fd >= 0) {
-        int fd = fcntl(first_fd, F_DUPFD_CLOEXEC, 0);
-        if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", l->address, strerror(errno));
-        return fd;
-    }
-    return sharp_listen_socket((const struct sockaddr *)&l->addr, l->addrlen, l->pipe_mode, l->address, err,
-                               errlen);
 }
 
 int64_t sharp_server_downstream_connections(sharp_server_t *s)
@@ -313,15 +300,13 @@ static void on_signal_logs(uv_signal_t *h, int signum)
     sharp_server_reopen_logs(s);
 }
 
-/* Undoes the socket setup of workers [0, n) that never started. */
+/* Undoes the setup of workers [0, n) that never started (the listening
+ * sockets no worker took close with their listeners). */
 static void release_unstarted_workers(sharp_server_t *s, unsigned n)
 {
     for (unsigned k = 0; k < n; k++) {
-        for (uint32_t m = 0; m < s->workers[k].nlisteners; m++)
-            if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
-        free(s->workers[k].listen_fds);
         sharp_snapshot_unref(s->workers[k].snap);
-                sharp_runtime_snapshot_unref(s->workers[k].runtime);
+        sharp_runtime_snapshot_unref(s->workers[k].runtime);
     }
     free(s->workers);
     s->workers = NULL;
@@ -346,9 +331,6 @@ static void start_serving(sharp_server_t *s)
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);
             for (unsigned k = i; k < s->nworkers; k++) { /* never started */
-                for (uint32_t m = 0; m < s->workers[k].nlisteners; m++)
-                    if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
-                free(s->workers[k].listen_fds);
                 sharp_snapshot_unref(s->workers[k].snap);
                 sharp_runtime_snapshot_unref(s->workers[k].runtime);
             }
@@ -364,7 +346,7 @@ static void start_serving(sharp_server_t *s)
     sharp_server_update_state_gauges(s);
     sharp_gauge_set(s->stats, s->st.listeners_active, snap->nlisteners);
     for (uint32_t l = 0; l < snap->nlisteners; l++)
-        sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
+        sharp_log_info("listener '%s' on %s", snap->listeners[l]->name, snap->listeners[l]->address);
     if (s->config->has_admin)
         sharp_log_info(s->config->admin_addr.ss_family == AF_UNIX ? "admin on unix:%s" : "admin on http://%s/",
                        s->config->admin_address);
@@ -533,18 +515,18 @@ int sharp_server_run(sharp_server_t *s)
         w->stats = sharp_stats_shard(s->stats, i + 1);
         w->snap = sharp_snapshot_ref(snap);
         w->runtime = sharp_runtime_snapshot_ref(s->runtime->current);
-        w->nlisteners = snap->nlisteners;
-        w->listen_fds = sharp_calloc(snap->nlisteners ? snap->nlisteners : 1, sizeof(int));
-        for (uint32_t l = 0; l < snap->nlisteners; l++) w->listen_fds[l] = -1;
-        for (uint32_t l = 0; l < snap->nlisteners; l++) {
-            w->listen_fds[l] = open_listen_socket(&snap->listeners[l], i ? s->workers[0].listen_fds[l] : -1, err,
-                                                  sizeof err);
-            if (w->listen_fds[l] < 0) {
-                sharp_log_error("listener '%s': %s", snap->listeners[l].name, err);
-                fprintf(stderr, "error: listener '%s': %s\n", snap->listeners[l].name, err);
-                release_unstarted_workers(s, i + 1);
-                return 1;
-            }
+    }
+    /* the bootstrap's listening sockets, each worker's bound now so that a
+     * busy port fails the start cleanly (listen_socket.h) */
+    for (uint32_t l = 0; l < snap->nlisteners; l++) {
+        sharp_listener_config_t *lc = snap->listeners[l];
+        if (lc->sock) continue; /* LDS's, bound as its file was read */
+        lc->sock = sharp_lsock_open(&lc->addr, lc->addrlen, lc->pipe_mode, lc->address, s->nworkers, err, sizeof err);
+        if (!lc->sock) {
+            sharp_log_error("listener '%s': %s", lc->name, err);
+            fprintf(stderr, "error: listener '%s': %s\n", lc->name, err);
+            release_unstarted_workers(s, s->nworkers);
+            return 1;
         }
     }
     /* SDS secrets from files: their sources and the files they name */
@@ -652,7 +634,6 @@ void sharp_server_free(sharp_server_t *s)
 {
     if (s->workers) {
         for (unsigned i = 0; i < s->nworkers; i++) {
-            free(s->workers[i].listen_fds);
             sharp_snapshot_unref(s->workers[i].snap);
             sharp_runtime_snapshot_unref(s->workers[i].runtime);
         }

@@ -46,7 +46,6 @@ typedef struct sharp_server {
     struct sharp_runtime *runtime; /* layered_runtime loader (runtime.h), main thread */
     sharp_worker_t *workers;
     unsigned nworkers;
-    int **listen_fds; /* [worker][listener] */
     sharp_server_state_t state;
     bool healthcheck_failed;
     bool workers_started; /* after the first round of health checks, if any */
@@ -83,7 +82,7 @@ typedef struct sharp_server {
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
             days_until_first_cert_expiring, memory_allocated, memory_heap_size, hot_restart_epoch,
-            drain_listeners, active_clusters, listeners_active;
+            drain_listeners, active_clusters, listeners_active, listener_create_success, listener_create_failure;
         bool has_cert_expiry; /* days_until_first_cert_expiring is registered (there are certificates) */
     } st;
     int exit_code;

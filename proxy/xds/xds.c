@@ -298,7 +298,8 @@ void sharp_xds_publish(sharp_xds_t *x)
     for (uint32_t i = 0; i < x->nclusters; i++) cl[base->nclusters + i] = x->clusters[i].c;
     sharp_rds_table_t **rds = sharp_calloc(x->nrds ? x->nrds : 1, sizeof *rds);
     for (uint32_t i = 0; i < x->nrds; i++) rds[i] = x->rds[i]->cur;
-    sharp_snapshot_t *s = sharp_snapshot_derive(base, cl, n, rds, x->nrds, ++x->version);
+    sharp_snapshot_t *s = sharp_snapshot_derive(base, base->listeners, base->nlisteners, cl, n, rds, x->nrds,
+                                                ++x->version);
     free(cl);
     free(rds);
     sharp_server_set_snapshot(srv, s);
