@@ -596,7 +596,7 @@ static sharp_tls_slot_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3
         return NULL;
     }
     sharp_tls_config_t cfg;
-    sharp_sds_begin(b->sds);
+    if (b->sds) sharp_sds_begin(b->sds);
     int rc = server ? sharp_tls_config_downstream((const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m,
                                                   &cfg, err, sizeof err)
                     : sharp_tls_config_upstream((const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m,
@@ -610,7 +610,8 @@ static sharp_tls_slot_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3
             sharp_stat_id_t updated = 0;
             if (b->srv && b->srv->stats)
                 updated = sharp_stats_counterf(b->srv->stats, "%s.ssl_context_update_by_sds", stat_prefix);
-            if (!sharp_sds_attach(b->sds, slot, m, server, what, updated)) protobuf_c_message_free_unpacked(m, NULL);
+            if (!b->sds || !sharp_sds_attach(b->sds, slot, m, server, what, updated))
+                protobuf_c_message_free_unpacked(m, NULL);
             return slot;
         }
         sharp_tls_config_free(&cfg);
@@ -1594,6 +1595,71 @@ static int configure_application_log(build_ctx_t *b, const bootstrap_t *bs)
     return 0;
 }
 
+/* Every cluster a listener's inline routes name exists in snapshot s
+ * (Envoy's validate_clusters, true for inline route configurations): the
+ * route's cluster or weighted clusters and every mirror policy that
+ * applies to it (its own or inherited, redirects included); a
+ * cluster_header is resolved per request. */
+static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l, const sharp_snapshot_t *s,
+                                const char *p)
+{
+    for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
+        sharp_route_table_t *rt = l->chains[fc]->hcm->routes;
+        char cp[64];
+        if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
+        else snprintf(cp, sizeof cp, "default_filter_chain");
+        for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
+            for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
+                const sharp_route_t *ro = &rt->vhosts[v].routes[r];
+                char rp[320];
+                snprintf(rp, sizeof rp, "%s.%s.filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route",
+                         p, cp, v, r);
+                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
+                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster))
+                        return fail(b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
+                if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
+                if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster))
+                    return fail(b, rp, "unknown cluster '%s'", ro->cluster);
+                for (uint32_t w = 0; w < ro->nweighted; w++)
+                    if (!sharp_snapshot_cluster(s, ro->weighted[w].name))
+                        return fail(b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
+            }
+    }
+    return 0;
+}
+
+sharp_listener_config_t *sharp_config_build_listener(sharp_server_t *srv, const ProtobufCMessage *pb,
+                                                     const char *source, const char *where, char *err, size_t errlen)
+{
+    sharp_config_t cfg = {.merged = true};
+    snprintf(cfg.source, sizeof cfg.source, "%s", source);
+    build_ctx_t b = {.cfg = &cfg, .srv = srv, .err = err, .errlen = errlen, .random = sharp_now_ns() | 1,
+                     .dynamic = true};
+    /* the bootstrap's static secrets may be named; secrets from SDS files
+     * are not available to listeners from LDS (refused) */
+    const bootstrap_t *bs = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL;
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs ? bs->static_resources : NULL;
+    sharp_tls_config_use_secrets(sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
+    sharp_tls_config_use_sds(NULL, NULL);
+    sharp_listener_config_t *l = sharp_calloc(1, sizeof *l);
+    atomic_init(&l->refs, 1);
+    int rc = build_listener(&b, (const Envoy__Config__Listener__V3__Listener *)pb, l, where);
+    if (rc == 0 && l->addr.ss_family == AF_UNIX && srv->config && srv->config->has_admin &&
+        strcmp(l->address, srv->config->admin_address) == 0) {
+        char np[160];
+        snprintf(np, sizeof np, "%s.address", where);
+        rc = fail(&b, np, "listener '%s' is on the admin's Unix socket path '%s'", l->name, l->address);
+    }
+    /* the clusters of the current configuration: static and CDS's */
+    if (rc == 0 && srv->snap) rc = check_route_clusters(&b, l, srv->snap, where);
+    sharp_tls_config_use_secrets(NULL, 0);
+    if (rc < 0) {
+        sharp_listener_unref(l);
+        return NULL;
+    }
+    return l;
+}
+
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
 {
     const bootstrap_t *bs = (const bootstrap_t *)cfg->bootstrap;
@@ -1719,36 +1785,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             }
         }
         /* every route's cluster must exist, as Envoy checks for static clusters */
-        for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
-        sharp_route_table_t *rt = l->chains[fc]->hcm->routes;
-        char cp[64];
-        if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
-        else snprintf(cp, sizeof cp, "default_filter_chain");
-        for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
-            for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
-                const sharp_route_t *ro = &rt->vhosts[v].routes[r];
-                char rp[320];
-                snprintf(rp, sizeof rp, "%s.%s.filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, cp, v, r);
-                /* as Envoy: every mirror policy that applies to the route
-                 * (its own or inherited, redirects included) names an
-                 * existing cluster; a cluster_header is resolved per request */
-                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
-                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster)) {
-                        fail(&b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
-                        goto bad;
-                    }
-                if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
-                if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster)) {
-                    fail(&b, rp, "unknown cluster '%s'", ro->cluster);
-                    goto bad;
-                }
-                for (uint32_t w = 0; w < ro->nweighted; w++)
-                    if (!sharp_snapshot_cluster(s, ro->weighted[w].name)) {
-                        fail(&b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
-                        goto bad;
-                    }
-            }
-        }
+        if (check_route_clusters(&b, l, s, p) < 0) goto bad;
     }
     sharp_tls_config_use_secrets(NULL, 0);
     sharp_tls_config_use_sds(NULL, NULL);

@@ -125,11 +125,31 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         return -1;
     }
     /* Envoy's init order: static clusters, CDS (and the EDS of its
-     * clusters), then listeners and their RDS (read while the bootstrap was
-     * built); the files are read now, so the workers start with all of it */
+     * clusters), then LDS and the RDS of its listeners (the bootstrap's
+     * listeners read theirs while it was built); the files are read now, so
+     * the workers start with all of it */
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)s->config->bootstrap;
     if (bs->dynamic_resources && bs->dynamic_resources->cds_config &&
         sharp_xds_cds_subscribe(s->xds, &bs->dynamic_resources->cds_config->base, "dynamic_resources.cds_config", err,
+                                sizeof err) < 0) {
+        fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+        return -1;
+    }
+    sharp_xds_publish(s->xds); /* LDS's routes are checked against these clusters */
+    /* the listener manager's stats, which Envoy always has; its
+     * listener_added counts the bootstrap's listeners too */
+    static const char *const lm_counters[] = {"listener_added", "listener_modified", "listener_removed",
+                                              "listener_in_place_updated"};
+    static const char *const lm_gauges[] = {"total_listeners_warming", "total_listeners_draining",
+                                            "total_filter_chains_draining"};
+    for (size_t i = 0; i < sizeof lm_counters / sizeof *lm_counters; i++)
+        sharp_stats_counterf(s->stats, "listener_manager.%s", lm_counters[i]);
+    for (size_t i = 0; i < sizeof lm_gauges / sizeof *lm_gauges; i++)
+        sharp_stats_gaugef(s->stats, "listener_manager.%s", lm_gauges[i]);
+    sharp_counter_add(sharp_stats_shard(s->stats, 0), sharp_stats_counter(s->stats, "listener_manager.listener_added"),
+                      s->snap->nlisteners);
+    if (bs->dynamic_resources && bs->dynamic_resources->lds_config &&
+        sharp_xds_lds_subscribe(s->xds, &bs->dynamic_resources->lds_config->base, "dynamic_resources.lds_config", err,
                                 sizeof err) < 0) {
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
@@ -197,6 +217,7 @@ static void stop_everything(sharp_server_t *s)
 }
 
 static void free_closed_clusters(sharp_server_t *s);
+static void wake_workers_for_drain(void *arg);
 
 static void on_housekeeping(uv_timer_t *t)
 {
@@ -227,8 +248,14 @@ static void on_drain_deadline(uv_timer_t *t)
     stop_everything(s);
 }
 
+void sharp_server_wake_workers(sharp_server_t *s)
+{
+    wake_workers_for_drain(s);
+}
+
 void sharp_server_drain_listeners(sharp_server_t *s)
 {
+    s->listeners_stopped = true; /* LDS adds no listener from now on */
     if (!s->workers_started) return;
     sharp_counter_inc(sharp_stats_shard(s->stats, 0), s->st.drain_listeners);
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_drain(&s->workers[i]);

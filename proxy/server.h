@@ -49,6 +49,7 @@ typedef struct sharp_server {
     sharp_server_state_t state;
     bool healthcheck_failed;
     bool workers_started; /* after the first round of health checks, if any */
+    bool listeners_stopped; /* /drain_listeners or a drain: no listener is added any more */
     bool shutting_down;
     uint64_t start_wall_s;
     uint64_t start_ns;
@@ -98,6 +99,8 @@ void sharp_server_free(sharp_server_t *s);
 
 /* Admin actions (main thread). */
 void sharp_server_drain_listeners(sharp_server_t *s);
+/* Wakes every running worker (their wake-up looks at what changed). */
+void sharp_server_wake_workers(sharp_server_t *s);
 /* Makes snap the current configuration: the admin's, and, from their next
  * wake-up, the workers' for new streams (xds/xds.h). Main thread; takes a
  * reference of its own. */

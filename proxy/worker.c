@@ -12,6 +12,7 @@
 #include "server.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
+#include "xds/lds.h"
 
 #include <unistd.h>
 
@@ -502,6 +503,17 @@ static void check_host_drains(sharp_worker_t *w)
     each_pool(w, sharp_pool_check_drain);
 }
 
+/* A listener update started or ended the drain of listeners or chains
+ * (xds/lds.h): after the snapshot without them, so that no later accept
+ * takes them. */
+static void check_listener_drains(sharp_worker_t *w)
+{
+    uint32_t epoch = sharp_lds_drain_epoch();
+    if (epoch == w->listener_drain_epoch || w->stopping) return;
+    w->listener_drain_epoch = epoch;
+    sharp_conn_drain_listeners(w);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     sharp_worker_t *w = a->data;
@@ -514,6 +526,7 @@ static void on_wakeup(uv_async_t *a)
     check_snapshot(w);
     check_hostsets(w);
     check_host_drains(w);
+    check_listener_drains(w);
     /* between two events: no TLS context loaded from a slot is still in use */
     sharp_retire_quiescent(w->index);
     uint32_t og = sharp_overload_generation();
@@ -598,6 +611,7 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_deadlines_init(w);
     sharp_access_log_worker_init(w);
     w->drain_epoch = sharp_upstream_drain_epoch();
+    w->listener_drain_epoch = sharp_lds_drain_epoch();
     setup_clusters(w);
     sharp_dlist_init(&w->listens);
     return sync_listeners(w, w->snap);

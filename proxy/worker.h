@@ -210,6 +210,7 @@ typedef struct sharp_worker {
     uint32_t nlog_writers;
     uint64_t rng;
     uint64_t drain_epoch; /* sharp_upstream_drain_epoch() of the last pass over the pools */
+    uint32_t listener_drain_epoch; /* sharp_lds_drain_epoch() of the last pass over the connections */
     _Atomic bool stop_requested;
     _Atomic bool drain_requested;
     uint32_t overload_generation; /* overload state changes last applied */

@@ -11,10 +11,12 @@
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
 #include "xds/path_source.h"
+#include "xds/lds.h"
 
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/core/v3/config_source.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
@@ -75,6 +77,13 @@ struct sharp_xds {
     uint32_t nclusters;
     uint32_t next_cluster_index;
     uint64_t version; /* of the snapshots it makes */
+    /* LDS: the listener manager and its subscription */
+    sharp_lds_t *lds;
+    sub_t *lds_sub;
+    /* while held (an LDS update builds listeners whose RDS files are read),
+     * publishing waits for the release */
+    uint32_t hold;
+    bool publish_pending;
     struct {
         sharp_stat_id_t cluster_added, cluster_modified, cluster_removed, warming_clusters;
     } st;
@@ -255,6 +264,7 @@ int sharp_xds_start(sharp_xds_t *x, uv_loop_t *loop, char *err, size_t errlen)
 void sharp_xds_stop(sharp_xds_t *x)
 {
     if (!x) return;
+    sharp_lds_stop(x->lds);
     for (sub_t *s = x->subs; s; s = s->next) {
         sharp_path_source_free(s->watch);
         s->watch = NULL;
@@ -284,22 +294,47 @@ void sharp_xds_free(sharp_xds_t *x)
     }
     free(x->clusters);
     sub_free(x->cds);
+    sub_free(x->lds_sub);
+    sharp_lds_free(x->lds);
     while (x->subs) sub_free(x->subs); /* EDS subscriptions of clusters still referenced */
     free(x);
 }
 
+void sharp_xds_hold(sharp_xds_t *x)
+{
+    x->hold++;
+}
+
+void sharp_xds_release(sharp_xds_t *x)
+{
+    if (--x->hold || !x->publish_pending) return;
+    x->publish_pending = false;
+    if (x->srv->snap) sharp_xds_publish(x);
+}
+
 void sharp_xds_publish(sharp_xds_t *x)
 {
+    if (x->hold) {
+        x->publish_pending = true;
+        return;
+    }
     sharp_server_t *srv = x->srv;
     sharp_snapshot_t *base = srv->snap->base ? srv->snap->base : srv->snap;
+    /* the bootstrap's listeners, then LDS's */
+    sharp_listener_config_t **dl;
+    size_t ndl = sharp_lds_listeners(x->lds, &dl);
+    uint32_t nl = base->nlisteners + (uint32_t)ndl;
+    sharp_listener_config_t **ls = sharp_calloc(nl ? nl : 1, sizeof *ls);
+    for (uint32_t i = 0; i < base->nlisteners; i++) ls[i] = base->listeners[i];
+    for (size_t i = 0; i < ndl; i++) ls[base->nlisteners + i] = dl[i];
     uint32_t n = base->nclusters + x->nclusters;
     sharp_cluster_t **cl = sharp_calloc(n ? n : 1, sizeof *cl);
     for (uint32_t i = 0; i < base->nclusters; i++) cl[i] = base->clusters[i];
     for (uint32_t i = 0; i < x->nclusters; i++) cl[base->nclusters + i] = x->clusters[i].c;
     sharp_rds_table_t **rds = sharp_calloc(x->nrds ? x->nrds : 1, sizeof *rds);
     for (uint32_t i = 0; i < x->nrds; i++) rds[i] = x->rds[i]->cur;
-    sharp_snapshot_t *s = sharp_snapshot_derive(base, base->listeners, base->nlisteners, cl, n, rds, x->nrds,
-                                                ++x->version);
+    sharp_snapshot_t *s = sharp_snapshot_derive(base, ls, nl, cl, n, rds, x->nrds, ++x->version);
+    free(ls);
     free(cl);
     free(rds);
     sharp_server_set_snapshot(srv, s);
@@ -600,6 +635,31 @@ int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_sourc
         return -1;
     }
     return 0;
+}
+
+/* ---- LDS ---- */
+
+int sharp_xds_lds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
+                            size_t errlen)
+{
+    const char *path, *wdir;
+    if (sharp_xds_config_source_path(config_source, field, &path, &wdir, err, errlen) < 0) return -1;
+    x->lds = sharp_lds_new(x->srv, path);
+    sharp_xds_watcher_t w = {sharp_lds_update, x->lds};
+    x->lds_sub = sub_new(x, &envoy__config__listener__v3__listener__descriptor, path, wdir, "listener_manager.lds",
+                         field, w, err, errlen);
+    if (!x->lds_sub) return -1;
+    char why[4096];
+    if (sub_read(x->lds_sub, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: listeners from %s: %s", field, path, why);
+        return -1;
+    }
+    return 0;
+}
+
+const struct sharp_lds *sharp_xds_lds(const sharp_xds_t *x)
+{
+    return x ? x->lds : NULL;
 }
 
 /* ---- the admin ---- */

@@ -1,16 +1,19 @@
 /* xds.h: configuration that changes at runtime (Envoy's xDS), on the main
- * thread: CDS clusters, EDS endpoints and RDS route tables.
+ * thread: CDS clusters, EDS endpoints, RDS route tables and LDS listeners
+ * (xds/lds.h).
  *
  * A subscription delivers the state of the world for one resource type:
  * every resource of that type, and a version. Its transport is a file today
  * (Envoy's filesystem subscription, xds/path_source.h); a gRPC stream (ADS,
  * on grpc/client.h) is the next transport and feeds the same entry point,
  * sharp_xds_watcher_t.on_update, which applies all the resources or none
- * and says why (Envoy's update_rejected, the NACK of a gRPC stream). A watcher
- * may take a resource it keeps (setting its slot to NULL).
+ * and says why (Envoy's update_rejected, the NACK of a gRPC stream); LDS,
+ * as Envoy's, applies the listeners it can and rejects the update naming
+ * the others. A watcher may take a resource it keeps (setting its slot to
+ * NULL).
  *
  * An accepted update builds a new snapshot (snapshot.h: the bootstrap's
- * listeners with the current clusters and route tables), which the server
+ * listeners and LDS's with the current clusters and route tables), which the server
  * hands to the workers (worker.h: a pending slot and a wake-up); a stream
  * keeps the snapshot, clusters and pools it began with, so no request is
  * lost to an update. EDS updates publish a new host set of the cluster
@@ -74,6 +77,19 @@ void sharp_xds_eds_free(sharp_xds_eds_t *e);
  * when the bootstrap has been built (server init) and after every accepted
  * update. */
 void sharp_xds_publish(sharp_xds_t *x);
+/* Between hold and release, publishing is put off to the release (an LDS
+ * update publishes once, after the RDS files of its listeners were read). */
+void sharp_xds_hold(sharp_xds_t *x);
+void sharp_xds_release(sharp_xds_t *x);
+
+/* LDS: dynamic_resources.lds_config (xds/lds.h). Reads the file now (after
+ * CDS and EDS: its listeners' routes name their clusters); its listeners
+ * are in the first snapshot. */
+int sharp_xds_lds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
+                            size_t errlen);
+struct sharp_lds;
+/* The listener manager, NULL without LDS. */
+const struct sharp_lds *sharp_xds_lds(const sharp_xds_t *x);
 
 /* /config_dump: the dynamic clusters and route configurations, as entries
  * of Envoy's ClustersConfigDump.dynamic_active_clusters and
