@@ -12,7 +12,10 @@ import concurrent.futures
 import http.client
 import json
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -532,3 +535,58 @@ def test_updates_under_load_lose_no_request(env):
     assert stat(admin, "listener_manager.listener_modified") == 30
     assert stat(admin, "listener_manager.listener_in_place_updated") == 15
     assert stat(admin, "listener_manager.lds.update_rejected") == 0
+
+
+def test_address_change_is_a_new_socket(env):
+    d, upstream, sharp = env
+    a = upstream("a")
+    lds = str(d / "lds.json")
+    p1, p2 = free_port(), free_port()
+    write_atomic(lds, discovery(1, listener("l", p1)))
+    admin = free_port()
+    p = sharp(bootstrap(admin, {"path": lds}, [static_cluster("ca", a.port)]), drain_time=1)
+    p.wait_ready(admin)
+    ka = Conn(p1)
+    assert ka.get() == (200, "v1", None)
+    write_atomic(lds, discovery(2, listener("l", p2, header="v2")))
+    wait_for(lambda: not refused(p2), 5, "the new address")
+    assert request(p2)[2] == "v2"
+    assert refused(p1)  # the old address's sockets are closed at once
+    assert ka.get() == (200, "v1", "close")  # its connection drains
+    ka.close()
+    assert stat(admin, "listener_manager.listener_modified") == 1
+    assert stat(admin, "listener_manager.listener_in_place_updated") == 0
+    # a new listener may take a removed one's address in the same update
+    write_atomic(lds, discovery(3, listener("m", p2, header="v3")))
+    wait_for(lambda: request(p2)[2] == "v3", 5, "listener m on l's address")
+    assert stat(admin, "listener_manager.listener_removed") == 1
+    assert stat(admin, "listener_manager.listener_added") == 2
+
+
+def test_unix_socket_listener(env):
+    d, upstream, sharp = env
+    a = upstream("a")
+    sock = tempfile.mkdtemp(prefix="sl-", dir="/tmp") + "/l.sock"
+    lds = str(d / "lds.json")
+
+    def pipe_listener(header):
+        lst = listener("p", 1, header=header)
+        lst["address"] = {"pipe": {"path": sock}}
+        return lst
+
+    def curl(path="/"):
+        r = subprocess.run(["curl", "-s", "-i", "--unix-socket", sock, f"http://sharp{path}"], capture_output=True,
+                           text=True, timeout=10 * SLOW)
+        return r.stdout
+    write_atomic(lds, discovery(1, pipe_listener("u1")))
+    admin = free_port()
+    p = sharp(bootstrap(admin, {"path": lds}, [static_cluster("ca", a.port)]))
+    p.wait_ready(admin)
+    assert "x-version: u1" in curl()
+    ino = os.stat(sock).st_ino
+    write_atomic(lds, discovery(2, pipe_listener("u2")))
+    wait_for(lambda: "x-version: u2" in curl(), 5, "the new version on the pipe")
+    assert os.stat(sock).st_ino == ino  # the same socket: not bound again
+    write_atomic(lds, discovery(3))
+    wait_for(lambda: curl() == "", 5, "the pipe closed")
+    shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
