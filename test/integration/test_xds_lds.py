@@ -132,6 +132,13 @@ class Conn:
         self.c.close()
 
 
+def switched(admin, n):
+    """Waits until the workers started serving n listener versions in all
+    (listener_create_success counts one per worker and version, in the
+    wake-up that also drains the old version's connections)."""
+    wait_for(lambda: stat(admin, "listener_manager.listener_create_success") == n, 5, f"{n} listener versions")
+
+
 def refused(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
@@ -191,7 +198,8 @@ def test_listeners_added_modified_in_place_and_removed(env):
     # only the filter chain of la changed: in place; its one chain drains,
     # so the open connection is told to close on its next response
     write_atomic(lds, discovery(3, listener("la", pa, header="v2"), listener("lb", pb, header="b1")))
-    wait_for(lambda: request(pa)[2] == "v2", 5, "the new version of la")
+    switched(admin, 6)
+    assert request(pa)[2] == "v2"
     assert ka.get() == (200, "v1", "close")
     ka.close()
     assert stat(admin, "listener_manager.listener_in_place_updated") == 1
@@ -321,7 +329,8 @@ def test_http1_connection_close_and_http2_goaway(env):
     sid = h2.send("/?delay_ms=1500")
     wait_for(lambda: stat(admin, "cluster.ca.upstream_rq_active") == 1, 5, "the HTTP/2 request in flight")
     update(2, 65536)  # a listener field: the whole listener is replaced
-    wait_for(lambda: request(p1)[2] == "v2", 5, "the new version")
+    switched(admin, 8)
+    assert request(p1)[2] == "v2"
     # HTTP/1: the next response on the old connection closes it
     assert h1.get() == (200, "v1", "close")
     # HTTP/2: a GOAWAY, and the stream in flight completes
@@ -354,7 +363,8 @@ def test_in_place_update_keeps_the_connections_of_unchanged_chains(env):
     one, two = Conn(port, "127.0.0.1"), Conn(port, "127.0.0.2")
     assert one.get() == (200, "one1", None) and two.get() == (200, "two1", None)
     write_atomic(lds, discovery(2, listener("l", port, chains=chains("one1", "two2"))))
-    wait_for(lambda: request(port, source="127.0.0.2")[2] == "two2", 5, "the new chain two")
+    switched(admin, 4)
+    assert request(port, source="127.0.0.2")[2] == "two2"
     assert stat(admin, "listener_manager.listener_in_place_updated") == 1
     assert stat(admin, "listener_manager.total_filter_chains_draining") == 1
     # the connection on the changed chain drains; the other one stays
@@ -368,7 +378,8 @@ def test_in_place_update_keeps_the_connections_of_unchanged_chains(env):
     assert request(port, source="127.0.0.1")[2] == "one1"
     # a listener-wide change is a full update: every connection drains
     write_atomic(lds, discovery(3, listener("l", port, chains=chains("one1", "two2"), buffer_limit=65536)))
-    wait_for(lambda: stat(admin, "listener_manager.listener_modified") == 2, 5, "the full update")
+    switched(admin, 6)
+    assert stat(admin, "listener_manager.listener_modified") == 2
     assert stat(admin, "listener_manager.listener_in_place_updated") == 1
     assert one.get() == (200, "one1", "close")
     one.close()
@@ -549,7 +560,7 @@ def test_address_change_is_a_new_socket(env):
     ka = Conn(p1)
     assert ka.get() == (200, "v1", None)
     write_atomic(lds, discovery(2, listener("l", p2, header="v2")))
-    wait_for(lambda: not refused(p2), 5, "the new address")
+    switched(admin, 4)
     assert request(p2)[2] == "v2"
     assert refused(p1)  # the old address's sockets are closed at once
     assert ka.get() == (200, "v1", "close")  # its connection drains
