@@ -1128,17 +1128,6 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, p, "an EDS cluster takes its endpoints from EDS, not load_assignment");
         goto bad;
     }
-    if (b->dynamic && (c->type == SHARP_CLUSTER_STRICT_DNS || c->type == SHARP_CLUSTER_LOGICAL_DNS)) {
-        snprintf(p, sizeof p, "%s.type", path);
-        fail(b, p, "STRICT_DNS and LOGICAL_DNS clusters from CDS are not supported by SHARP yet (static ones are)");
-        goto bad;
-    }
-    if (b->dynamic && pb->n_health_checks) {
-        snprintf(p, sizeof p, "%s.health_checks", path);
-        fail(b, p, "active health checks of clusters from CDS are not supported by SHARP yet (static and EDS "
-             "clusters of the bootstrap have them)");
-        goto bad;
-    }
     if (c->type == SHARP_CLUSTER_STATIC &&
         (pb->dns_refresh_rate || pb->dns_failure_refresh_rate || pb->respect_dns_ttl || pb->n_dns_resolvers ||
          pb->dns_resolution_config || pb->dns_jitter || pb->use_tcp_for_dns_lookups || pb->typed_dns_resolver_config)) {
@@ -1349,7 +1338,9 @@ sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufC
     sharp_config_t cfg = {.merged = true};
     snprintf(cfg.source, sizeof cfg.source, "%s", source);
     build_ctx_t b = {.cfg = &cfg, .srv = srv, .err = err, .errlen = errlen, .random = sharp_now_ns() | 1,
-                     .dynamic = true};
+                     .dynamic = true,
+                     /* its DNS resolver defaults to the bootstrap's */
+                     .bootstrap = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL};
     /* no SDS and no static secrets reach a CDS cluster's TLS context yet */
     return build_cluster(&b, (const cluster_pb_t *)pb, index, where);
 }

@@ -455,7 +455,7 @@ static void free_closed_clusters(sharp_server_t *s)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < s->nclosing; i++) {
-        if (sharp_outlier_closing(s->closing[i])) s->closing[k++] = s->closing[i];
+        if (sharp_outlier_closing(s->closing[i]) || sharp_dns_closing(s->closing[i])) s->closing[k++] = s->closing[i];
         else sharp_cluster_free(s->closing[i]);
     }
     s->nclosing = k;
@@ -510,6 +510,9 @@ static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
 static void start_health_checks(sharp_server_t *s)
 {
     s->health_checker = sharp_health_checker_start(s->loop, s->snap, s->stats, on_initial_health_checks, s);
+    s->checks_started = true;
+    /* CDS clusters that began warming meanwhile join (their own round) */
+    sharp_xds_checks_started(s->xds);
     if (!sharp_health_checker_initializing(s->health_checker)) start_serving(s);
     else sharp_log_info("waiting for the first round of health checks");
 }

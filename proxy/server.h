@@ -50,6 +50,7 @@ typedef struct sharp_server {
     bool healthcheck_failed;
     bool workers_started; /* after the first round of health checks, if any */
     bool listeners_stopped; /* /drain_listeners or a drain: no listener is added any more */
+    bool checks_started; /* the first round of health checks has begun (CDS clusters join it later) */
     bool shutting_down;
     uint64_t start_wall_s;
     uint64_t start_ns;

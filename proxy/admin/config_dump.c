@@ -146,6 +146,11 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         if (name_ok(c, ((const Envoy__Config__Cluster__V3__Cluster *)dyn[i].resource)->name))
             push_dyn(&d->lists[1], dyn[i].resource, dyn[i].version_info, dyn[i].last_updated_us);
     free(dyn);
+    ndyn = sharp_xds_warming_clusters(srv->xds, &dyn);
+    for (size_t i = 0; i < ndyn; i++)
+        if (name_ok(c, ((const Envoy__Config__Cluster__V3__Cluster *)dyn[i].resource)->name))
+            push_dyn(&d->lists[2], dyn[i].resource, dyn[i].version_info, dyn[i].last_updated_us);
+    free(dyn);
     d->version_info = sharp_xds_cds_version(srv->xds);
 
     if (include_eds) {

@@ -102,6 +102,11 @@ typedef struct sharp_xds_dump_entry {
 } sharp_xds_dump_entry_t;
 size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
 size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+/* ClustersConfigDump.dynamic_warming_clusters: CDS clusters not used yet. */
+size_t sharp_xds_warming_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+/* The server's health checks started (after the first DNS resolutions):
+ * CDS clusters warming until then begin their first round of checks. */
+void sharp_xds_checks_started(sharp_xds_t *x);
 const char *sharp_xds_cds_version(const sharp_xds_t *x);
 
 #endif

@@ -391,11 +391,3 @@ def test_refused_sources_name_grpc_xds(tmp_path):
     missing = bootstrap(free_port(), free_port(), rds_path=str(tmp_path / "none.json"))
     rc, out = validate_config(missing)
     assert rc != 0 and "does not exist" in out, out
-    # a CDS cluster with active health checks is refused (the whole file)
-    cds = tmp_path / "cds.json"
-    bad = static_cluster("h", 1)
-    bad["health_checks"] = [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1,
-                             "http_health_check": {"path": "/"}}]
-    write_atomic(str(cds), discovery(1, bad))
-    rc, out = validate_config(bootstrap(free_port(), free_port(), rds_path=str(rds), cds_path=str(cds)))
-    assert rc != 0 and "health checks of clusters from CDS" in out, out
