@@ -113,6 +113,12 @@ int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const ch
     const config_source_t *cs = (const config_source_t *)config_source;
     *path = NULL;
     *wdir = NULL;
+    if (cs && cs->resource_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
+        /* Envoy removed the v2 xDS API: its resources are not v3 ones */
+        snprintf(err, errlen, "%s.resource_api_version: V2 xDS resources are not supported (the v2 xDS major "
+                 "version has been removed); V3 (or AUTO) is", field);
+        return -1;
+    }
     switch (cs ? cs->config_source_specifier_case : 0) {
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH:
         *path = cs->path;

@@ -486,6 +486,14 @@ def test_startup_refusals(tmp_path):
     write_atomic(str(lds), discovery(1, listener("l", free_port())))
     rc, out = validate_config(bootstrap(free_port(), {"path": str(lds)}, clusters))
     assert rc == 0, out
+    rc, out = validate_config(bootstrap(free_port(), {"path": str(lds), "resource_api_version": "V3"}, clusters))
+    assert rc == 0, out
+    rc, out = validate_config(bootstrap(free_port(), {"path": str(lds), "resource_api_version": "V2"}, clusters))
+    assert rc != 0 and "resource_api_version" in out, out
+    # a listener without a name cannot be updated by the next state of the world
+    write_atomic(str(lds), discovery(1, listener("", free_port())))
+    rc, out = validate_config(bootstrap(free_port(), {"path": str(lds)}, clusters))
+    assert rc != 0 and "needs a name" in out, out
 
 
 def test_updates_under_load_lose_no_request(env):
