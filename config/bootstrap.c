@@ -57,7 +57,6 @@ typedef struct build_ctx {
     sharp_server_t *srv;
     char *err;
     size_t errlen;
-    uint32_t next_log_slot;
     uint64_t random; /* featureEnabled draws made while building */
     sharp_sds_t *sds; /* the snapshot's SDS secrets */
     const bootstrap_t *bootstrap; /* its DNS resolver is the default of the clusters */
@@ -537,13 +536,12 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         for (size_t i = 0; i < pb->n_access_log; i++) {
             snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
             char aerr[512] = "";
-            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, b->next_log_slot,
+            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, true,
                                                               !b->srv->opts.validate_only, aerr, sizeof aerr);
             if (!al) {
                 fail(b, p, "%s", aerr);
                 goto bad;
             }
-            b->next_log_slot++;
             h->access_logs[h->naccess_logs++] = al;
         }
     }
@@ -598,7 +596,7 @@ static sharp_tls_slot_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3
         return NULL;
     }
     sharp_tls_config_t cfg;
-    sharp_sds_begin(b->sds);
+    if (b->sds) sharp_sds_begin(b->sds);
     int rc = server ? sharp_tls_config_downstream((const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m,
                                                   &cfg, err, sizeof err)
                     : sharp_tls_config_upstream((const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m,
@@ -612,7 +610,8 @@ static sharp_tls_slot_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3
             sharp_stat_id_t updated = 0;
             if (b->srv && b->srv->stats)
                 updated = sharp_stats_counterf(b->srv->stats, "%s.ssl_context_update_by_sds", stat_prefix);
-            if (!sharp_sds_attach(b->sds, slot, m, server, what, updated)) protobuf_c_message_free_unpacked(m, NULL);
+            if (!b->sds || !sharp_sds_attach(b->sds, slot, m, server, what, updated))
+                protobuf_c_message_free_unpacked(m, NULL);
             return slot;
         }
         sharp_tls_config_free(&cfg);
@@ -853,23 +852,27 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     l->has_default_chain = pb->default_filter_chain != NULL;
     l->chains = sharp_calloc(l->nchains + 1, sizeof *l->chains);
     l->matches = sharp_calloc(l->nchains ? l->nchains : 1, sizeof *l->matches);
+    for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++) {
+        l->chains[i] = sharp_calloc(1, sizeof *l->chains[i]);
+        atomic_init(&l->chains[i]->refs, 1);
+    }
     for (uint32_t i = 0; i < l->nchains; i++) {
         snprintf(p, sizeof p, "%s.filter_chains[%u]", path, i);
-        if (build_filter_chain(b, pb->filter_chains[i], p, l, &l->chains[i]) < 0) return -1;
-        l->matches[i] = &l->chains[i].match;
+        if (build_filter_chain(b, pb->filter_chains[i], p, l, l->chains[i]) < 0) return -1;
+        l->matches[i] = &l->chains[i]->match;
         for (uint32_t k = 0; k < i; k++)
-            if (sharp_fc_overlap(&l->chains[k].match, &l->chains[i].match))
+            if (sharp_fc_overlap(&l->chains[k]->match, &l->chains[i]->match))
                 return fail(b, p, "error adding listener '%s': multiple filter chains with the same matching rules "
                             "are defined (filter_chains[%u] and [%u])", l->address, k, i);
     }
     if (l->has_default_chain) {
         snprintf(p, sizeof p, "%s.default_filter_chain", path);
-        if (build_filter_chain(b, pb->default_filter_chain, p, l, &l->chains[l->nchains]) < 0) return -1;
+        if (build_filter_chain(b, pb->default_filter_chain, p, l, l->chains[l->nchains]) < 0) return -1;
     }
     /* the usual listener: one chain, no criteria, no default */
-    l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0].match);
+    l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0]->match);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
-        l->chains[i].hcm->bypass_overload_manager = pb->bypass_overload_manager;
+        l->chains[i]->hcm->bypass_overload_manager = pb->bypass_overload_manager;
     l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
     l->bypass_overload_manager = pb->bypass_overload_manager;
     sharp_stats_t *s = b->srv->stats;
@@ -882,7 +885,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
                                              l->stat_name);
     l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
-        if (l->chains[i].tls) l->has_tls = true;
+        if (l->chains[i]->tls) l->has_tls = true;
     if (l->has_tls) {
 #define SSL_STAT(f) l->ssl.f = sharp_stats_counterf(s, "listener.%s.ssl." #f, l->stat_name)
         SSL_STAT(connection_error);
@@ -1125,17 +1128,6 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, p, "an EDS cluster takes its endpoints from EDS, not load_assignment");
         goto bad;
     }
-    if (b->dynamic && (c->type == SHARP_CLUSTER_STRICT_DNS || c->type == SHARP_CLUSTER_LOGICAL_DNS)) {
-        snprintf(p, sizeof p, "%s.type", path);
-        fail(b, p, "STRICT_DNS and LOGICAL_DNS clusters from CDS are not supported by SHARP yet (static ones are)");
-        goto bad;
-    }
-    if (b->dynamic && pb->n_health_checks) {
-        snprintf(p, sizeof p, "%s.health_checks", path);
-        fail(b, p, "active health checks of clusters from CDS are not supported by SHARP yet (static and EDS "
-             "clusters of the bootstrap have them)");
-        goto bad;
-    }
     if (c->type == SHARP_CLUSTER_STATIC &&
         (pb->dns_refresh_rate || pb->dns_failure_refresh_rate || pb->respect_dns_ttl || pb->n_dns_resolvers ||
          pb->dns_resolution_config || pb->dns_jitter || pb->use_tcp_for_dns_lookups || pb->typed_dns_resolver_config)) {
@@ -1346,7 +1338,9 @@ sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufC
     sharp_config_t cfg = {.merged = true};
     snprintf(cfg.source, sizeof cfg.source, "%s", source);
     build_ctx_t b = {.cfg = &cfg, .srv = srv, .err = err, .errlen = errlen, .random = sharp_now_ns() | 1,
-                     .dynamic = true};
+                     .dynamic = true,
+                     /* its DNS resolver defaults to the bootstrap's */
+                     .bootstrap = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL};
     /* no SDS and no static secrets reach a CDS cluster's TLS context yet */
     return build_cluster(&b, (const cluster_pb_t *)pb, index, where);
 }
@@ -1490,7 +1484,7 @@ static int build_admin_access_logs(build_ctx_t *b, const Envoy__Config__Bootstra
     char p[64], aerr[512] = "";
     for (size_t i = 0; i < a->n_access_log; i++) {
         snprintf(p, sizeof p, "admin.access_log[%zu]", i);
-        sharp_access_log_t *al = sharp_access_log_create(&a->access_log[i]->base, UINT32_MAX, open_file, aerr,
+        sharp_access_log_t *al = sharp_access_log_create(&a->access_log[i]->base, false, open_file, aerr,
                                                           sizeof aerr);
         if (!al) return fail(b, p, "%s", aerr);
         s->admin_access_logs[s->nadmin_access_logs++] = al;
@@ -1575,6 +1569,71 @@ static int configure_application_log(build_ctx_t *b, const bootstrap_t *bs)
     }
     sharp_log_set_pattern(pat);
     return 0;
+}
+
+/* Every cluster a listener's inline routes name exists in snapshot s
+ * (Envoy's validate_clusters, true for inline route configurations): the
+ * route's cluster or weighted clusters and every mirror policy that
+ * applies to it (its own or inherited, redirects included); a
+ * cluster_header is resolved per request. */
+static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l, const sharp_snapshot_t *s,
+                                const char *p)
+{
+    for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
+        sharp_route_table_t *rt = l->chains[fc]->hcm->routes;
+        char cp[64];
+        if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
+        else snprintf(cp, sizeof cp, "default_filter_chain");
+        for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
+            for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
+                const sharp_route_t *ro = &rt->vhosts[v].routes[r];
+                char rp[320];
+                snprintf(rp, sizeof rp, "%s.%s.filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route",
+                         p, cp, v, r);
+                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
+                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster))
+                        return fail(b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
+                if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
+                if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster))
+                    return fail(b, rp, "unknown cluster '%s'", ro->cluster);
+                for (uint32_t w = 0; w < ro->nweighted; w++)
+                    if (!sharp_snapshot_cluster(s, ro->weighted[w].name))
+                        return fail(b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
+            }
+    }
+    return 0;
+}
+
+sharp_listener_config_t *sharp_config_build_listener(sharp_server_t *srv, const ProtobufCMessage *pb,
+                                                     const char *source, const char *where, char *err, size_t errlen)
+{
+    sharp_config_t cfg = {.merged = true};
+    snprintf(cfg.source, sizeof cfg.source, "%s", source);
+    build_ctx_t b = {.cfg = &cfg, .srv = srv, .err = err, .errlen = errlen, .random = sharp_now_ns() | 1,
+                     .dynamic = true};
+    /* the bootstrap's static secrets may be named; secrets from SDS files
+     * are not available to listeners from LDS (refused) */
+    const bootstrap_t *bs = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL;
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs ? bs->static_resources : NULL;
+    sharp_tls_config_use_secrets(sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
+    sharp_tls_config_use_sds(NULL, NULL);
+    sharp_listener_config_t *l = sharp_calloc(1, sizeof *l);
+    atomic_init(&l->refs, 1);
+    int rc = build_listener(&b, (const Envoy__Config__Listener__V3__Listener *)pb, l, where);
+    if (rc == 0 && l->addr.ss_family == AF_UNIX && srv->config && srv->config->has_admin &&
+        strcmp(l->address, srv->config->admin_address) == 0) {
+        char np[160];
+        snprintf(np, sizeof np, "%s.address", where);
+        rc = fail(&b, np, "listener '%s' is on the admin's Unix socket path '%s'", l->name, l->address);
+    }
+    /* the clusters of the current configuration: static and CDS's */
+    if (rc == 0 && srv->snap) rc = check_route_clusters(&b, l, srv->snap, where);
+    sharp_tls_config_use_secrets(NULL, 0);
+    if (rc < 0) {
+        sharp_listener_unref(l);
+        return NULL;
+    }
+    return l;
 }
 
 sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_t *srv, char *err, size_t errlen)
@@ -1666,7 +1725,9 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     for (size_t i = 0; i < nli; i++) {
         char p[128];
         snprintf(p, sizeof p, "static_resources.listeners[%zu]", i);
-        sharp_listener_config_t *l = &s->listeners[s->nlisteners++];
+        sharp_listener_config_t *l = sharp_calloc(1, sizeof *l);
+        atomic_init(&l->refs, 1);
+        s->listeners[s->nlisteners++] = l;
         if (build_listener(&b, sr->listeners[i], l, p) < 0) goto bad;
         if (l->addr.ss_family == AF_UNIX && cfg->has_admin && strcmp(l->address, cfg->admin_address) == 0) {
             /* binding would unlink the admin's socket file (Envoy orphans
@@ -1677,7 +1738,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             goto bad;
         }
         for (size_t k = 0; k + 1 < s->nlisteners; k++) {
-            const sharp_listener_config_t *o = &s->listeners[k];
+            const sharp_listener_config_t *o = s->listeners[k];
             char np[160];
             /* Envoy's ListenerImpl::hasDuplicatedAddress: the same address and
              * port (port 0 aside); a wildcard and a specific address may share
@@ -1700,36 +1761,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             }
         }
         /* every route's cluster must exist, as Envoy checks for static clusters */
-        for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
-        sharp_route_table_t *rt = l->chains[fc].hcm->routes;
-        char cp[64];
-        if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
-        else snprintf(cp, sizeof cp, "default_filter_chain");
-        for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
-            for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
-                const sharp_route_t *ro = &rt->vhosts[v].routes[r];
-                char rp[320];
-                snprintf(rp, sizeof rp, "%s.%s.filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route", p, cp, v, r);
-                /* as Envoy: every mirror policy that applies to the route
-                 * (its own or inherited, redirects included) names an
-                 * existing cluster; a cluster_header is resolved per request */
-                for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
-                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster)) {
-                        fail(&b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
-                        goto bad;
-                    }
-                if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
-                if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster)) {
-                    fail(&b, rp, "unknown cluster '%s'", ro->cluster);
-                    goto bad;
-                }
-                for (uint32_t w = 0; w < ro->nweighted; w++)
-                    if (!sharp_snapshot_cluster(s, ro->weighted[w].name)) {
-                        fail(&b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
-                        goto bad;
-                    }
-            }
-        }
+        if (check_route_clusters(&b, l, s, p) < 0) goto bad;
     }
     sharp_tls_config_use_secrets(NULL, 0);
     sharp_tls_config_use_sds(NULL, NULL);

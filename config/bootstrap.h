@@ -33,6 +33,13 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *c, sharp_server_t 
                                               size_t errlen);
 void sharp_config_free(sharp_config_t *c);
 
+/* A listener from an LDS resource (envoy.config.listener.v3.Listener) of
+ * the file `source`, its errors naming `where`; its inline routes' clusters
+ * must be in the current snapshot (srv->snap). Without its sockets (the
+ * caller's). NULL with a message in err. */
+sharp_listener_config_t *sharp_config_build_listener(sharp_server_t *srv, const ProtobufCMessage *pb,
+                                                     const char *source, const char *where, char *err, size_t errlen);
+
 struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment;
 /* A cluster from a CDS resource (envoy.config.cluster.v3.Cluster) of the
  * file `source`, its errors naming `where`. NULL with a message in err. */

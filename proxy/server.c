@@ -10,6 +10,7 @@
 #include "config/runtime_config.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
+#include "listen_socket.h"
 #include "log.h"
 #include "overload.h"
 #include "retire.h"
@@ -129,11 +130,31 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         return -1;
     }
     /* Envoy's init order: static clusters, CDS (and the EDS of its
-     * clusters), then listeners and their RDS (read while the bootstrap was
-     * built); the files are read now, so the workers start with all of it */
+     * clusters), then LDS and the RDS of its listeners (the bootstrap's
+     * listeners read theirs while it was built); the files are read now, so
+     * the workers start with all of it */
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)s->config->bootstrap;
     if (bs->dynamic_resources && bs->dynamic_resources->cds_config &&
         sharp_xds_cds_subscribe(s->xds, &bs->dynamic_resources->cds_config->base, "dynamic_resources.cds_config", err,
+                                sizeof err) < 0) {
+        fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+        return -1;
+    }
+    sharp_xds_publish(s->xds); /* LDS's routes are checked against these clusters */
+    /* the listener manager's stats, which Envoy always has; its
+     * listener_added counts the bootstrap's listeners too */
+    static const char *const lm_counters[] = {"listener_added", "listener_modified", "listener_removed",
+                                              "listener_in_place_updated"};
+    static const char *const lm_gauges[] = {"total_listeners_warming", "total_listeners_draining",
+                                            "total_filter_chains_draining"};
+    for (size_t i = 0; i < sizeof lm_counters / sizeof *lm_counters; i++)
+        sharp_stats_counterf(s->stats, "listener_manager.%s", lm_counters[i]);
+    for (size_t i = 0; i < sizeof lm_gauges / sizeof *lm_gauges; i++)
+        sharp_stats_gaugef(s->stats, "listener_manager.%s", lm_gauges[i]);
+    sharp_counter_add(sharp_stats_shard(s->stats, 0), sharp_stats_counter(s->stats, "listener_manager.listener_added"),
+                      s->snap->nlisteners);
+    if (bs->dynamic_resources && bs->dynamic_resources->lds_config &&
+        sharp_xds_lds_subscribe(s->xds, &bs->dynamic_resources->lds_config->base, "dynamic_resources.lds_config", err,
                                 sizeof err) < 0) {
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
@@ -155,6 +176,8 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     s->st.listeners_active = sharp_stats_gauge(s->stats, "listener_manager.total_listeners_active");
     s->st.hot_restart_epoch = sharp_stats_gauge(s->stats, "server.hot_restart_epoch");
     s->st.drain_listeners = sharp_stats_counter(s->stats, "listener_manager.listener_stopped");
+    s->st.listener_create_success = sharp_stats_counter(s->stats, "listener_manager.listener_create_success");
+    s->st.listener_create_failure = sharp_stats_counter(s->stats, "listener_manager.listener_create_failure");
     sharp_gauge_set(s->stats, s->st.concurrency, s->nworkers);
     sharp_gauge_set(s->stats, s->st.hot_restart_epoch, opts->restart_epoch);
     sharp_gauge_set(s->stats, s->st.version, (int64_t)sharp_server_version_number(s));
@@ -163,22 +186,6 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     update_memory_gauges(s);
     sharp_server_update_state_gauges(s);
     return 0;
-}
-
-/* One SO_REUSEPORT socket per worker and listener; the kernel spreads new
- * connections across them. A Unix socket has no SO_REUSEPORT balancing:
- * as in Envoy (ListenSocketFactoryImpl turns ReusePort into NoReusePort for
- * pipes), it is bound once and every other worker gets a dup of it; all
- * workers then accept from the one queue. */
-static int open_listen_socket(const sharp_listener_config_t *l, int first_fd, char *err, size_t errlen)
-{
-    if (l->addr.ss_family == AF_UNIX && first_fd >= 0) {
-        int fd = fcntl(first_fd, F_DUPFD_CLOEXEC, 0);
-        if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", l->address, strerror(errno));
-        return fd;
-    }
-    return sharp_listen_socket((const struct sockaddr *)&l->addr, l->addrlen, l->pipe_mode, l->address, err,
-                               errlen);
 }
 
 int64_t sharp_server_downstream_connections(sharp_server_t *s)
@@ -215,6 +222,7 @@ static void stop_everything(sharp_server_t *s)
 }
 
 static void free_closed_clusters(sharp_server_t *s);
+static void wake_workers_for_drain(void *arg);
 
 static void on_housekeeping(uv_timer_t *t)
 {
@@ -245,8 +253,14 @@ static void on_drain_deadline(uv_timer_t *t)
     stop_everything(s);
 }
 
+void sharp_server_wake_workers(sharp_server_t *s)
+{
+    wake_workers_for_drain(s);
+}
+
 void sharp_server_drain_listeners(sharp_server_t *s)
 {
+    s->listeners_stopped = true; /* LDS adds no listener from now on */
     if (!s->workers_started) return;
     sharp_counter_inc(sharp_stats_shard(s->stats, 0), s->st.drain_listeners);
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_drain(&s->workers[i]);
@@ -282,17 +296,10 @@ int sharp_server_reopen_logs(sharp_server_t *s)
     int rc = 0;
     char err[512];
     const sharp_snapshot_t *snap = s->snap;
-    for (uint32_t l = 0; snap && l < snap->nlisteners; l++) {
-        const sharp_listener_config_t *lc = &snap->listeners[l];
-        for (uint32_t fc = 0; fc < lc->nchains + lc->has_default_chain; fc++) {
-            const sharp_hcm_config_t *h = lc->chains[fc].hcm;
-            for (uint32_t k = 0; h && k < h->naccess_logs; k++) {
-                if (sharp_access_log_reopen(h->access_logs[k], err, sizeof err) < 0) {
-                    sharp_error(file, "%s", err);
-                    rc = -1;
-                }
-            }
-        }
+    /* the connection managers' files, shared by path (access_log_emit.h) */
+    if (sharp_access_log_files_reopen(err, sizeof err) < 0) {
+        sharp_error(file, "%s", err);
+        rc = -1;
     }
     for (uint32_t k = 0; snap && k < snap->nadmin_access_logs; k++) {
         if (sharp_access_log_reopen(snap->admin_access_logs[k], err, sizeof err) < 0) {
@@ -325,15 +332,13 @@ static void on_signal_logs(uv_signal_t *h, int signum)
     sharp_server_reopen_logs(s);
 }
 
-/* Undoes the socket setup of workers [0, n) that never started. */
+/* Undoes the setup of workers [0, n) that never started (the listening
+ * sockets no worker took close with their listeners). */
 static void release_unstarted_workers(sharp_server_t *s, unsigned n)
 {
     for (unsigned k = 0; k < n; k++) {
-        for (uint32_t m = 0; m < s->workers[k].nlisteners; m++)
-            if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
-        free(s->workers[k].listen_fds);
         sharp_snapshot_unref(s->workers[k].snap);
-                sharp_runtime_snapshot_unref(s->workers[k].runtime);
+        sharp_runtime_snapshot_unref(s->workers[k].runtime);
     }
     free(s->workers);
     s->workers = NULL;
@@ -358,9 +363,6 @@ static void start_serving(sharp_server_t *s)
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);
             for (unsigned k = i; k < s->nworkers; k++) { /* never started */
-                for (uint32_t m = 0; m < s->workers[k].nlisteners; m++)
-                    if (s->workers[k].listen_fds[m] >= 0) close(s->workers[k].listen_fds[m]);
-                free(s->workers[k].listen_fds);
                 sharp_snapshot_unref(s->workers[k].snap);
                 sharp_runtime_snapshot_unref(s->workers[k].runtime);
             }
@@ -376,7 +378,7 @@ static void start_serving(sharp_server_t *s)
     sharp_server_update_state_gauges(s);
     sharp_gauge_set(s->stats, s->st.listeners_active, snap->nlisteners);
     for (uint32_t l = 0; l < snap->nlisteners; l++)
-        sharp_log_info("listener '%s' on %s", snap->listeners[l].name, snap->listeners[l].address);
+        sharp_log_info("listener '%s' on %s", snap->listeners[l]->name, snap->listeners[l]->address);
     if (s->config->has_admin)
         sharp_log_info(s->config->admin_addr.ss_family == AF_UNIX ? "admin on unix:%s" : "admin on http://%s/",
                        s->config->admin_address);
@@ -458,7 +460,7 @@ static void free_closed_clusters(sharp_server_t *s)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < s->nclosing; i++) {
-        if (sharp_outlier_closing(s->closing[i])) s->closing[k++] = s->closing[i];
+        if (sharp_outlier_closing(s->closing[i]) || sharp_dns_closing(s->closing[i])) s->closing[k++] = s->closing[i];
         else sharp_cluster_free(s->closing[i]);
     }
     s->nclosing = k;
@@ -513,6 +515,9 @@ static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
 static void start_health_checks(sharp_server_t *s)
 {
     s->health_checker = sharp_health_checker_start(s->loop, s->snap, s->stats, on_initial_health_checks, s);
+    s->checks_started = true;
+    /* CDS clusters that began warming meanwhile join (their own round) */
+    sharp_xds_checks_started(s->xds);
     if (!sharp_health_checker_initializing(s->health_checker)) start_serving(s);
     else sharp_log_info("waiting for the first round of health checks");
 }
@@ -556,18 +561,18 @@ int sharp_server_run(sharp_server_t *s)
         w->stats = sharp_stats_shard(s->stats, i + 1);
         w->snap = sharp_snapshot_ref(snap);
         w->runtime = sharp_runtime_snapshot_ref(s->runtime->current);
-        w->nlisteners = snap->nlisteners;
-        w->listen_fds = sharp_calloc(snap->nlisteners ? snap->nlisteners : 1, sizeof(int));
-        for (uint32_t l = 0; l < snap->nlisteners; l++) w->listen_fds[l] = -1;
-        for (uint32_t l = 0; l < snap->nlisteners; l++) {
-            w->listen_fds[l] = open_listen_socket(&snap->listeners[l], i ? s->workers[0].listen_fds[l] : -1, err,
-                                                  sizeof err);
-            if (w->listen_fds[l] < 0) {
-                sharp_log_error("listener '%s': %s", snap->listeners[l].name, err);
-                fprintf(stderr, "error: listener '%s': %s\n", snap->listeners[l].name, err);
-                release_unstarted_workers(s, i + 1);
-                return 1;
-            }
+    }
+    /* the bootstrap's listening sockets, each worker's bound now so that a
+     * busy port fails the start cleanly (listen_socket.h) */
+    for (uint32_t l = 0; l < snap->nlisteners; l++) {
+        sharp_listener_config_t *lc = snap->listeners[l];
+        if (lc->sock) continue; /* LDS's, bound as its file was read */
+        lc->sock = sharp_lsock_open(&lc->addr, lc->addrlen, lc->pipe_mode, lc->address, s->nworkers, err, sizeof err);
+        if (!lc->sock) {
+            sharp_log_error("listener '%s': %s", lc->name, err);
+            fprintf(stderr, "error: listener '%s': %s\n", lc->name, err);
+            release_unstarted_workers(s, s->nworkers);
+            return 1;
         }
     }
     /* SDS secrets from files: their sources and the files they name */
@@ -675,7 +680,6 @@ void sharp_server_free(sharp_server_t *s)
 {
     if (s->workers) {
         for (unsigned i = 0; i < s->nworkers; i++) {
-            free(s->workers[i].listen_fds);
             sharp_snapshot_unref(s->workers[i].snap);
             sharp_runtime_snapshot_unref(s->workers[i].runtime);
         }
@@ -695,6 +699,7 @@ void sharp_server_free(sharp_server_t *s)
     sharp_snapshot_unref(s->snap);
     s->snap = NULL;
     sharp_xds_free(s->xds); /* after the snapshots: the static EDS clusters' subscriptions are its */
+    sharp_access_log_files_close_all(); /* no worker buffers lines any more */
     if (s->config) sharp_config_free(s->config);
     if (s->stats) sharp_stats_destroy(s->stats);
     memset(s, 0, sizeof *s);

@@ -46,10 +46,11 @@ typedef struct sharp_server {
     struct sharp_runtime *runtime; /* layered_runtime loader (runtime.h), main thread */
     sharp_worker_t *workers;
     unsigned nworkers;
-    int **listen_fds; /* [worker][listener] */
     sharp_server_state_t state;
     bool healthcheck_failed;
     bool workers_started; /* after the first round of health checks, if any */
+    bool listeners_stopped; /* /drain_listeners or a drain: no listener is added any more */
+    bool checks_started; /* the first round of health checks has begun (CDS clusters join it later) */
     bool shutting_down;
     uint64_t start_wall_s;
     uint64_t start_ns;
@@ -83,7 +84,7 @@ typedef struct sharp_server {
     struct {
         sharp_stat_id_t live, uptime, concurrency, state, version, total_connections,
             days_until_first_cert_expiring, memory_allocated, memory_heap_size, hot_restart_epoch,
-            drain_listeners, active_clusters, listeners_active;
+            drain_listeners, active_clusters, listeners_active, listener_create_success, listener_create_failure;
         bool has_cert_expiry; /* days_until_first_cert_expiring is registered (there are certificates) */
     } st;
     int exit_code;
@@ -99,6 +100,8 @@ void sharp_server_free(sharp_server_t *s);
 
 /* Admin actions (main thread). */
 void sharp_server_drain_listeners(sharp_server_t *s);
+/* Wakes every running worker (their wake-up looks at what changed). */
+void sharp_server_wake_workers(sharp_server_t *s);
 /* Makes snap the current configuration: the admin's, and, from their next
  * wake-up, the workers' for new streams (xds/xds.h). Main thread; takes a
  * reference of its own. */

@@ -6,6 +6,7 @@
 #include "overload.h"
 #include "tls/context.h"
 #include "tls/sds.h"
+#include "listen_socket.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -51,7 +52,42 @@ void sharp_rds_table_unref(sharp_rds_table_t *t)
     free(t);
 }
 
-sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_cluster_t *const *clusters, uint32_t nclusters,
+sharp_filter_chain_config_t *sharp_filter_chain_ref(sharp_filter_chain_config_t *fc)
+{
+    if (fc) atomic_fetch_add_explicit(&fc->refs, 1, memory_order_relaxed);
+    return fc;
+}
+
+void sharp_filter_chain_unref(sharp_filter_chain_config_t *fc)
+{
+    if (!fc || atomic_fetch_sub_explicit(&fc->refs, 1, memory_order_acq_rel) != 1) return;
+    sharp_hcm_config_free(fc->hcm);
+    sharp_fc_match_free(&fc->match);
+    sharp_tls_slot_free(fc->tls);
+    free(fc->name);
+    free(fc);
+}
+
+sharp_listener_config_t *sharp_listener_ref(sharp_listener_config_t *l)
+{
+    if (l) atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    return l;
+}
+
+void sharp_listener_unref(sharp_listener_config_t *l)
+{
+    if (!l || atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1) return;
+    for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++)
+        sharp_filter_chain_unref(l->chains[k]);
+    free(l->chains);
+    free(l->matches);
+    free(l->name);
+    sharp_lsock_unref(l->sock);
+    free(l);
+}
+
+sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_listener_config_t *const *listeners,
+                                        uint32_t nlisteners, sharp_cluster_t *const *clusters, uint32_t nclusters,
                                         sharp_rds_table_t *const *rds, uint32_t nrds, uint64_t version)
 {
     if (base->base) base = base->base;
@@ -60,6 +96,9 @@ sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_cluster_t 
     atomic_init(&s->refs, 1);
     s->version = version;
     s->base = sharp_snapshot_ref(base);
+    s->listeners = sharp_calloc(nlisteners ? nlisteners : 1, sizeof *s->listeners);
+    for (uint32_t i = 0; i < nlisteners; i++) s->listeners[i] = sharp_listener_ref(listeners[i]);
+    s->nlisteners = nlisteners;
     s->clusters = sharp_calloc(nclusters ? nclusters : 1, sizeof *s->clusters);
     for (uint32_t i = 0; i < nclusters; i++) s->clusters[i] = sharp_cluster_ref(clusters[i]);
     s->nclusters = nclusters;
@@ -72,6 +111,8 @@ sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_cluster_t 
 void sharp_snapshot_unref(sharp_snapshot_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    for (uint32_t i = 0; i < s->nlisteners; i++) sharp_listener_unref(s->listeners[i]);
+    free(s->listeners);
     for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_unref(s->clusters[i]);
     free(s->clusters);
     for (uint32_t i = 0; i < s->nrds; i++) sharp_rds_table_unref(s->rds[i]);
@@ -82,19 +123,6 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
         return;
     }
     sharp_sds_free(s->sds);
-    for (uint32_t i = 0; i < s->nlisteners; i++) {
-        sharp_listener_config_t *l = &s->listeners[i];
-        for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++) {
-            sharp_hcm_config_free(l->chains[k].hcm);
-            sharp_fc_match_free(&l->chains[k].match);
-            sharp_tls_slot_free(l->chains[k].tls);
-            free(l->chains[k].name);
-        }
-        free(l->chains);
-        free(l->matches);
-        free(l->name);
-    }
-    free(s->listeners);
     for (uint32_t i = 0; i < s->nadmin_access_logs; i++) sharp_access_log_free(s->admin_access_logs[i]);
     free(s->admin_access_logs);
     if (s->outlier_event_log) sharp_access_log_file_close(s->outlier_event_log);
@@ -115,13 +143,13 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     const sharp_listener_config_t *l, const struct sockaddr *local, const struct sockaddr *remote,
     const char *server_name, const char *transport_protocol, const char *const *alpn, uint32_t nalpn)
 {
-    if (l->match_any) return &l->chains[0];
+    if (l->match_any) return l->chains[0];
     sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = remote, .server_name = server_name,
                             .transport_protocol = transport_protocol, .application_protocols = alpn,
                             .napplication_protocols = nalpn};
     int i = sharp_fc_select(l->matches, l->nchains, &conn);
-    if (i >= 0) return &l->chains[i];
-    return l->has_default_chain ? &l->chains[l->nchains] : NULL;
+    if (i >= 0) return l->chains[i];
+    return l->has_default_chain ? l->chains[l->nchains] : NULL;
 }
 
 /* Appends one context to /certs (json) or takes its fewest days. */
@@ -144,9 +172,9 @@ int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
     int64_t min = INT64_MAX;
     bool first = true;
     for (uint32_t i = 0; s && i < s->nlisteners; i++) {
-        const sharp_listener_config_t *l = &s->listeners[i];
+        const sharp_listener_config_t *l = s->listeners[i];
         for (uint32_t k = 0; l->chains && k < l->nchains + l->has_default_chain; k++)
-            if (l->chains[k].tls) certs_of(sharp_tls_slot_get(l->chains[k].tls), json, &first, &min);
+            if (l->chains[k]->tls) certs_of(sharp_tls_slot_get(l->chains[k]->tls), json, &first, &min);
     }
     for (uint32_t i = 0; s && i < s->nclusters; i++)
         if (s->clusters[i]->tls) certs_of(sharp_tls_slot_get(s->clusters[i]->tls), json, &first, &min);

@@ -111,9 +111,23 @@ typedef struct sharp_hcm_config {
     sharp_hcm_stats_t st;
 } sharp_hcm_config_t;
 
+/* Where a listener, or one filter chain of it, is in a listener update
+ * (LDS, xds/lds.h): set by the main thread before it publishes the
+ * snapshot that no longer has it, read by the workers, which drain its
+ * connections and, once the drain time has passed, close them. */
+typedef enum {
+    SHARP_DRAIN_NONE,
+    SHARP_DRAIN_DRAINING, /* removed or replaced: its connections drain */
+    SHARP_DRAIN_CLOSING,  /* the drain time has passed: what is left is closed */
+} sharp_drain_state_t;
+
 /* One of a listener's filter chains: its match criteria and its (only)
- * network filter, the HTTP connection manager. */
+ * network filter, the HTTP connection manager. Reference counted: an
+ * in-place listener update (LDS) hands an unchanged chain, with its
+ * connections, to the listener's new version. */
 typedef struct sharp_filter_chain_config {
+    _Atomic uint32_t refs;
+    _Atomic uint8_t drain_state; /* sharp_drain_state_t */
     char *name;
     sharp_fc_match_t match;
     sharp_hcm_config_t *hcm;
@@ -131,7 +145,20 @@ typedef struct sharp_listener_ssl_stats {
         fail_verify_san, fail_verify_cert_hash, fail_verify_no_cert;
 } sharp_listener_ssl_stats_t;
 
+struct sharp_lsock;
+
+/* A listener: immutable once published, reference counted (by the
+ * snapshots listing it; a connection holds its snapshot), so a listener an
+ * update removed or replaced lives as long as its last connection. */
 typedef struct sharp_listener_config {
+    _Atomic uint32_t refs;
+    /* a listener an update removed or replaced whole (LDS): its sockets
+     * still in listener filters drain with it (sharp_drain_state_t) */
+    _Atomic uint8_t drain_state;
+    /* the listening sockets (listen_socket.h), shared by every version of
+     * a listener on the same address; NULL until opened (never with
+     * --mode validate) */
+    struct sharp_lsock *sock;
     char *name;
     char stat_name[SHARP_ADDR_STRLEN]; /* "0.0.0.0_10000", "/run/x.sock" */
     char address[SHARP_ADDR_STRLEN];   /* "0.0.0.0:10000", "/run/x.sock", "@abstract" */
@@ -142,10 +169,10 @@ typedef struct sharp_listener_config {
     /* filter_chains, then default_filter_chain (when set) as the last entry;
      * a connection takes the chain listener_match.h picks, else the default,
      * else it is closed (no_filter_chain_match) */
-    sharp_filter_chain_config_t *chains;
+    sharp_filter_chain_config_t **chains; /* a reference each */
     uint32_t nchains;      /* filter_chains, without the default */
     bool has_default_chain; /* chains[nchains] is default_filter_chain */
-    const sharp_fc_match_t **matches; /* &chains[i].match, for sharp_fc_select */
+    const sharp_fc_match_t **matches; /* &chains[i]->match, for sharp_fc_select */
     bool match_any;        /* one chain without criteria: every connection takes it */
     /* listener_filters: Envoy's TLS and HTTP inspectors read the first
      * bytes before the chain is chosen (listener_inspect.h), for at most
@@ -188,16 +215,17 @@ void sharp_rds_table_unref(sharp_rds_table_t *t);
 typedef struct sharp_snapshot {
     _Atomic int refs;
     uint64_t version;
-    /* A snapshot made by an xDS update shares everything but its clusters
-     * and route tables with the bootstrap's snapshot, which it holds
-     * (listeners, logs, secrets, overload config); NULL for that one. */
+    /* A snapshot made by an xDS update shares everything but its
+     * listeners, clusters and route tables with the bootstrap's snapshot,
+     * which it holds (logs, secrets, overload config); NULL for that one. */
     struct sharp_snapshot *base;
     /* The route tables of the RDS subscriptions, indexed by
      * sharp_hcm_config_t.rds_index (a reference each; NULL entries: none
      * delivered). */
     sharp_rds_table_t **rds;
     uint32_t nrds;
-    sharp_listener_config_t *listeners;
+    /* the bootstrap's listeners, then those of LDS (a reference each) */
+    sharp_listener_config_t **listeners;
     uint32_t nlisteners;
     sharp_cluster_t **clusters;
     uint32_t nclusters;
@@ -232,10 +260,18 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
 int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json);
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s);
-/* A snapshot sharing base's listeners and everything static, with the
+/* A snapshot sharing everything static with base, with the listeners,
  * clusters and RDS tables given (referenced, not taken). Main thread. */
-sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_cluster_t *const *clusters, uint32_t nclusters,
+sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_listener_config_t *const *listeners,
+                                        uint32_t nlisteners, sharp_cluster_t *const *clusters, uint32_t nclusters,
                                         sharp_rds_table_t *const *rds, uint32_t nrds, uint64_t version);
+
+sharp_listener_config_t *sharp_listener_ref(sharp_listener_config_t *l);
+/* The last reference frees the listener, its chains' references and its
+ * socket reference (any thread). */
+void sharp_listener_unref(sharp_listener_config_t *l);
+sharp_filter_chain_config_t *sharp_filter_chain_ref(sharp_filter_chain_config_t *fc);
+void sharp_filter_chain_unref(sharp_filter_chain_config_t *fc);
 /* The route table a stream of this connection manager uses on snapshot s. */
 static inline const sharp_route_table_t *sharp_snapshot_routes(const sharp_snapshot_t *s, const sharp_hcm_config_t *h)
 {

@@ -3,6 +3,7 @@
  * at startup), connections, pools and stats shard. The main thread talks to
  * a worker only through atomics and its uv_async handle. */
 #include "worker.h"
+#include "listen_socket.h"
 #include "retire.h"
 #include "http/conn_manager.h"
 #include "http/access_log_emit.h"
@@ -11,6 +12,7 @@
 #include "server.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
+#include "xds/lds.h"
 
 #include <unistd.h>
 
@@ -140,13 +142,14 @@ static void on_connection(uv_stream_t *server, int status)
 {
     sharp_worker_t *w = server->loop->data;
     if (status < 0 || w->draining) return;
-    const sharp_listener_config_t *l = server->data;
+    sharp_listen_entry_t *e = (sharp_listen_entry_t *)server;
+    const sharp_listener_config_t *l = e->listener;
     if (accepting_stopped(l)) {
         /* stop_accepting_connections saturated (Envoy's disableListeners):
          * the connection is left unaccepted, and libuv stops polling the
          * listening socket until it is; later ones wait in the kernel's
          * backlog. */
-        w->accept_paused[(sharp_listen_handle_t *)server - w->listeners] = true;
+        e->accept_paused = true;
         return;
     }
     sharp_conn_accept(w, l, server);
@@ -156,19 +159,112 @@ static void on_connection(uv_stream_t *server, int status)
  * paused listener left waiting, which makes libuv poll it again. */
 static void resume_accepting(sharp_worker_t *w)
 {
-    for (uint32_t i = 0; i < w->nlisteners; i++) {
-        if (!w->accept_paused[i] || w->draining) continue;
-        const sharp_listener_config_t *l = w->listeners[i].handle.data;
-        if (accepting_stopped(l)) continue;
-        w->accept_paused[i] = false;
-        sharp_conn_accept(w, l, &w->listeners[i].stream);
+    for (sharp_dlist_t *n = w->listens.next; n != &w->listens; n = n->next) {
+        sharp_listen_entry_t *e = sharp_container_of(n, sharp_listen_entry_t, link);
+        if (!e->accept_paused || w->draining) continue;
+        if (accepting_stopped(e->listener)) continue;
+        e->accept_paused = false;
+        sharp_conn_accept(w, e->listener, &e->h.stream);
     }
+}
+
+static void free_listen_entry(uv_handle_t *h)
+{
+    free((sharp_listen_entry_t *)h);
+}
+
+/* Stops accepting on a socket: its descriptor closes (the worker's own). */
+static void close_listen_entry(sharp_listen_entry_t *e)
+{
+    sharp_dlist_remove(&e->link);
+    uv_close(&e->h.handle, free_listen_entry);
 }
 
 static void close_listeners(sharp_worker_t *w)
 {
-    for (uint32_t i = 0; i < w->nlisteners; i++)
-        if (!uv_is_closing(&w->listeners[i].handle)) uv_close(&w->listeners[i].handle, NULL);
+    while (!sharp_dlist_empty(&w->listens))
+        close_listen_entry(sharp_container_of(w->listens.next, sharp_listen_entry_t, link));
+}
+
+/* Accepts on fd for listener l; NULL (fd closed) when libuv refuses it. */
+static sharp_listen_entry_t *open_listen_entry(sharp_worker_t *w, const sharp_listener_config_t *l, int fd)
+{
+    sharp_listen_entry_t *e = sharp_calloc(1, sizeof *e);
+    /* A Unix listener is a pipe handle; its accepted connections are plain
+     * stream fds that the connection manager reads and writes as it does
+     * TCP ones (libuv accepts a pipe server's connection into a TCP handle
+     * on Unix). */
+    int rc;
+    if (l->addr.ss_family == AF_UNIX) {
+        uv_pipe_init(&w->loop, &e->h.pipe, 0);
+        rc = uv_pipe_open(&e->h.pipe, fd);
+    } else {
+        uv_tcp_init(&w->loop, &e->h.tcp);
+        rc = uv_tcp_open(&e->h.tcp, fd);
+    }
+    e->h.handle.data = e;
+    e->sock_id = l->sock->id;
+    e->listener = l;
+    if (rc == 0) rc = uv_listen(&e->h.stream, 4096, on_connection);
+    if (rc < 0) {
+        sharp_log_error("worker %u: listen on %s failed: %s", w->index, l->address, uv_strerror(rc));
+        /* the handle owns the descriptor once opened; otherwise close it here */
+        if (uv_fileno(&e->h.handle, &(uv_os_fd_t){0}) != 0) close(fd);
+        uv_close(&e->h.handle, free_listen_entry);
+        return NULL;
+    }
+    sharp_dlist_push(&w->listens, &e->link);
+    return e;
+}
+
+/* Makes the worker accept on the listeners of snapshot s: a socket it
+ * already accepts on takes the listener's version in s (new connections
+ * use it from now on, and no connection attempt meets a closed socket), a
+ * new one is opened, one s no longer lists is closed. A draining worker
+ * opens nothing. Counts Envoy's listener_create_success per listener
+ * version the worker starts serving, listener_create_failure per socket it
+ * cannot listen on. -1 when one failed. */
+static int sync_listeners(sharp_worker_t *w, const sharp_snapshot_t *s)
+{
+    const sharp_server_t *srv = w->server;
+    int rc = 0;
+    for (sharp_dlist_t *n = w->listens.next; n != &w->listens; n = n->next)
+        sharp_container_of(n, sharp_listen_entry_t, link)->seen = false;
+    for (uint32_t i = 0; i < s->nlisteners; i++) {
+        const sharp_listener_config_t *l = s->listeners[i];
+        if (!l->sock) continue;
+        sharp_listen_entry_t *e = NULL;
+        for (sharp_dlist_t *n = w->listens.next; n != &w->listens && !e; n = n->next) {
+            sharp_listen_entry_t *c = sharp_container_of(n, sharp_listen_entry_t, link);
+            if (c->sock_id == l->sock->id) e = c;
+        }
+        if (e) {
+            e->seen = true;
+            if (e->listener != l) {
+                e->listener = l;
+                sharp_counter_inc(w->stats, srv->st.listener_create_success);
+            }
+            continue;
+        }
+        if (w->draining) continue;
+        int fd = sharp_lsock_take(l->sock, w->index);
+        if (fd < 0) continue; /* released: a later snapshot no longer lists it */
+        e = open_listen_entry(w, l, fd);
+        if (!e) {
+            sharp_counter_inc(w->stats, srv->st.listener_create_failure);
+            rc = -1;
+            continue;
+        }
+        e->seen = true;
+        sharp_counter_inc(w->stats, srv->st.listener_create_success);
+    }
+    sharp_dlist_t *n = w->listens.next;
+    while (n != &w->listens) {
+        sharp_listen_entry_t *e = sharp_container_of(n, sharp_listen_entry_t, link);
+        n = n->next;
+        if (!e->seen) close_listen_entry(e);
+    }
+    return rc;
 }
 
 static sharp_pool_t *new_pool(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *h, int prio, bool h2)
@@ -378,6 +474,9 @@ static void check_snapshot(sharp_worker_t *w)
     sharp_worker_view_t *old = w->view;
     w->view = view_new(w, ns, old);
     w->view->worker = w;
+    /* the listeners before the snapshot goes: an entry keeps a pointer to
+     * its listener, which the old snapshot may hold last */
+    sync_listeners(w, ns);
     sharp_snapshot_unref(w->snap);
     w->snap = ns; /* the handed-over reference */
     sharp_view_unref(old);
@@ -434,6 +533,17 @@ static void check_host_drains(sharp_worker_t *w)
     each_pool(w, sharp_pool_check_drain);
 }
 
+/* A listener update started or ended the drain of listeners or chains
+ * (xds/lds.h): after the snapshot without them, so that no later accept
+ * takes them. */
+static void check_listener_drains(sharp_worker_t *w)
+{
+    uint32_t epoch = sharp_lds_drain_epoch();
+    if (epoch == w->listener_drain_epoch || w->stopping) return;
+    w->listener_drain_epoch = epoch;
+    sharp_conn_drain_listeners(w);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     sharp_worker_t *w = a->data;
@@ -446,6 +556,7 @@ static void on_wakeup(uv_async_t *a)
     check_snapshot(w);
     check_hostsets(w);
     check_host_drains(w);
+    check_listener_drains(w);
     /* between two events: no TLS context loaded from a slot is still in use */
     sharp_retire_quiescent(w->index);
     uint32_t og = sharp_overload_generation();
@@ -530,31 +641,10 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_deadlines_init(w);
     sharp_access_log_worker_init(w);
     w->drain_epoch = sharp_upstream_drain_epoch();
+    w->listener_drain_epoch = sharp_lds_drain_epoch();
     setup_clusters(w);
-    w->listeners = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->listeners);
-    w->accept_paused = sharp_calloc(w->nlisteners ? w->nlisteners : 1, sizeof *w->accept_paused);
-    for (uint32_t i = 0; i < w->nlisteners; i++) {
-        /* A Unix listener is a pipe handle; its accepted connections are
-         * plain stream fds that the connection manager reads and writes
-         * as it does TCP ones (libuv accepts a pipe server's connection
-         * into a TCP handle on Unix). */
-        int rc;
-        if (w->snap->listeners[i].addr.ss_family == AF_UNIX) {
-            uv_pipe_init(&w->loop, &w->listeners[i].pipe, 0);
-            rc = uv_pipe_open(&w->listeners[i].pipe, w->listen_fds[i]);
-        } else {
-            uv_tcp_init(&w->loop, &w->listeners[i].tcp);
-            rc = uv_tcp_open(&w->listeners[i].tcp, w->listen_fds[i]);
-        }
-        w->listeners[i].handle.data = &w->snap->listeners[i];
-        if (rc == 0) rc = uv_listen(&w->listeners[i].stream, 4096, on_connection);
-        if (rc < 0) {
-            sharp_log_error("worker %u: listen on %s failed: %s", w->index, w->snap->listeners[i].address,
-                            uv_strerror(rc));
-            return -1;
-        }
-    }
-    return 0;
+    sharp_dlist_init(&w->listens);
+    return sync_listeners(w, w->snap);
 }
 
 int sharp_worker_start(sharp_worker_t *w)
@@ -594,7 +684,5 @@ void sharp_worker_release(sharp_worker_t *w)
     sharp_runtime_snapshot_unref(w->runtime);
     w->runtime = NULL;
     sharp_access_log_worker_free(w);
-    free(w->listeners);
-    free(w->accept_paused);
     uv_loop_close(&w->loop);
 }

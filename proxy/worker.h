@@ -164,6 +164,19 @@ typedef union sharp_listen_handle {
     uv_pipe_t pipe;
 } sharp_listen_handle_t;
 
+/* One listening socket the worker accepts on (listen_socket.h), open as
+ * long as the worker's snapshot lists a listener on it: a listener update
+ * that keeps the address changes only `listener`, the version new
+ * connections take (LDS). */
+typedef struct sharp_listen_entry {
+    sharp_listen_handle_t h; /* first: the handle's callbacks find the entry */
+    uint64_t sock_id;
+    const sharp_listener_config_t *listener; /* held by the worker's snapshot */
+    bool accept_paused; /* a connection is waiting, not accepted (stop_accepting_connections) */
+    bool seen;
+    sharp_dlist_t link; /* in worker->listens */
+} sharp_listen_entry_t;
+
 typedef struct sharp_worker {
     unsigned index; /* 0-based */
     struct sharp_server *server;
@@ -184,10 +197,7 @@ typedef struct sharp_worker {
     /* a newer snapshot the main thread handed over (sharp_worker_set_snapshot),
      * taken at the next wake-up */
     _Atomic(sharp_snapshot_t *) snap_pending;
-    sharp_listen_handle_t *listeners; /* one per snapshot listener */
-    bool *accept_paused; /* per listener: a connection is waiting, not accepted (stop_accepting_connections) */
-    int *listen_fds;
-    uint32_t nlisteners;
+    sharp_dlist_t listens; /* sharp_listen_entry_t: the sockets it accepts on */
     sharp_dlist_t connections;       /* downstream connections */
     sharp_dlist_t inspecting;        /* accepted, listener filters still reading (no filter chain yet) */
     sharp_dlist_t flush_list;        /* connections holding a response head not yet written */
@@ -200,6 +210,7 @@ typedef struct sharp_worker {
     uint32_t nlog_writers;
     uint64_t rng;
     uint64_t drain_epoch; /* sharp_upstream_drain_epoch() of the last pass over the pools */
+    uint32_t listener_drain_epoch; /* sharp_lds_drain_epoch() of the last pass over the connections */
     _Atomic bool stop_requested;
     _Atomic bool drain_requested;
     uint32_t overload_generation; /* overload state changes last applied */

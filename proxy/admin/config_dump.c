@@ -18,6 +18,7 @@
 #include "config/mapper.h"
 #include "re2_shim.h"
 #include "server.h"
+#include "xds/lds.h"
 #include "xds/xds.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
@@ -45,6 +46,9 @@ typedef struct {
     /* Envoy's error_state of each dynamic item: the last update that refused
      * it (NULL details: none) */
     const sharp_xds_dump_entry_t **errors;
+    /* ListenersConfigDump.dynamic_listeners: entries of their own shape
+     * (name and states), not one Any; NULL for other lists */
+    const sharp_lds_dump_t **lds;
 } rlist_t;
 
 typedef struct {
@@ -65,8 +69,9 @@ typedef struct {
     size_t nowned;
     dump_t dumps[5];
     size_t ndumps;
-    sharp_xds_dump_entry_t *dyn[2]; /* the dynamic entries the lists point into */
+    sharp_xds_dump_entry_t *dyn[3]; /* the dynamic entries the lists point into */
     size_t ndyn;
+    sharp_lds_dump_t *lds; /* the dynamic listeners' entries */
 } ctx_t;
 
 static void own(ctx_t *c, ProtobufCMessage *m)
@@ -100,6 +105,30 @@ static void push_dyn(rlist_t *l, const sharp_xds_dump_entry_t *e)
     l->errors[l->n - 1] = e->error_details ? e : NULL;
 }
 
+/* The route configurations inline in a listener's connection managers. */
+static void push_inline_routes(ctx_t *c, rlist_t *list, const Envoy__Config__Listener__V3__Listener *l)
+{
+    for (size_t k = 0; k < l->n_filter_chains; k++) {
+        const Envoy__Config__Listener__V3__FilterChain *fc = l->filter_chains[k];
+        for (size_t j = 0; j < fc->n_filters; j++) {
+            const Envoy__Config__Listener__V3__Filter *f = fc->filters[j];
+            if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG) continue;
+            const char *slash = strrchr(f->typed_config->type_url, '/');
+            if (strcmp(slash ? slash + 1 : f->typed_config->type_url, HCM_TYPE) != 0) continue;
+            sharp_config_error_t e;
+            ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base, NULL, &e);
+            if (!m) continue;
+            own(c, m);
+            const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager *h =
+                (const void *)m;
+            if (h->route_specifier_case ==
+                    ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG &&
+                name_ok(c, h->route_config->name))
+                push(list, &h->route_config->base);
+        }
+    }
+}
+
 static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)sharp_server_bootstrap(srv);
@@ -113,11 +142,11 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ClustersConfigDump", .has_version_info = true, .nlists = 3};
     d->lists[0] = (rlist_t){"static_clusters", "envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster",
-                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL};
+                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_active_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
     d->lists[2] = (rlist_t){"dynamic_warming_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
     for (size_t i = 0; i < ncl; i++)
         if (name_ok(c, sr->clusters[i]->name)) push(&d->lists[0], &sr->clusters[i]->base);
     sharp_xds_dump_entry_t *dyn;
@@ -126,6 +155,11 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         if (name_ok(c, ((const Envoy__Config__Cluster__V3__Cluster *)dyn[i].resource)->name))
             push_dyn(&d->lists[1], &dyn[i]);
     c->dyn[c->ndyn++] = dyn;
+    ndyn = sharp_xds_warming_clusters(srv->xds, &dyn);
+    for (size_t i = 0; i < ndyn; i++)
+        if (name_ok(c, ((const Envoy__Config__Cluster__V3__Cluster *)dyn[i].resource)->name))
+            push_dyn(&d->lists[2], &dyn[i]);
+    c->dyn[c->ndyn++] = dyn;
     d->version_info = sharp_xds_cds_version(srv->xds);
 
     if (include_eds) {
@@ -133,10 +167,10 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         *d = (dump_t){.type = "envoy.admin.v3.EndpointsConfigDump", .nlists = 2};
         d->lists[0] = (rlist_t){"static_endpoint_configs", "envoy.admin.v3.EndpointsConfigDump.StaticEndpointConfig",
                                 "endpoint_config", &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
-                                NULL, 0, NULL, NULL, NULL};
+                                NULL, 0, NULL, NULL, NULL, NULL};
         d->lists[1] = (rlist_t){"dynamic_endpoint_configs",
                                 "envoy.admin.v3.EndpointsConfigDump.DynamicEndpointConfig", "endpoint_config",
-                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL, NULL};
+                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
         for (size_t i = 0; i < ncl; i++) {
             const Envoy__Config__Cluster__V3__Cluster *cl = sr->clusters[i];
             if (!name_ok(c, cl->name)) continue;
@@ -160,40 +194,37 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ListenersConfigDump", .has_version_info = true, .nlists = 2};
     d->lists[0] = (rlist_t){"static_listeners", "envoy.admin.v3.ListenersConfigDump.StaticListener", "listener",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_listeners", "envoy.admin.v3.ListenersConfigDump.DynamicListener", "name",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
     for (size_t i = 0; i < nli; i++)
         if (name_ok(c, sr->listeners[i]->name)) push(&d->lists[0], &sr->listeners[i]->base);
+    /* LDS's: one entry per name with its states (Envoy's DynamicListener) */
+    const sharp_lds_t *lds = sharp_xds_lds(srv->xds);
+    sharp_lds_dump_t *ld;
+    size_t nld = sharp_lds_dump(lds, &ld);
+    c->lds = ld;
+    for (size_t i = 0; i < nld; i++) {
+        if (ld[i].name && !name_ok(c, ld[i].name)) continue;
+        rlist_t *l = &d->lists[1];
+        l->lds = sharp_realloc(l->lds, (l->n + 1) * sizeof *l->lds);
+        l->lds[l->n] = &ld[i];
+        push(l, ld[i].active.listener ? ld[i].active.listener : ld[i].draining.listener ? ld[i].draining.listener
+                                                                                        : ld[i].failed);
+    }
+    d->version_info = sharp_lds_version(lds);
 
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.RoutesConfigDump", .nlists = 2};
     d->lists[0] = (rlist_t){"static_route_configs", "envoy.admin.v3.RoutesConfigDump.StaticRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_route_configs", "envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL};
-    for (size_t i = 0; i < nli; i++) {
-        const Envoy__Config__Listener__V3__Listener *l = sr->listeners[i];
-        for (size_t k = 0; k < l->n_filter_chains; k++) {
-            const Envoy__Config__Listener__V3__FilterChain *fc = l->filter_chains[k];
-            for (size_t j = 0; j < fc->n_filters; j++) {
-                const Envoy__Config__Listener__V3__Filter *f = fc->filters[j];
-                if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG) continue;
-                const char *slash = strrchr(f->typed_config->type_url, '/');
-                if (strcmp(slash ? slash + 1 : f->typed_config->type_url, HCM_TYPE) != 0) continue;
-                sharp_config_error_t e;
-                ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base, NULL, &e);
-                if (!m) continue;
-                own(c, m);
-                const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager *h =
-                    (const void *)m;
-                if (h->route_specifier_case ==
-                        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG &&
-                    name_ok(c, h->route_config->name))
-                    push(&d->lists[0], &h->route_config->base);
-            }
-        }
-    }
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+    for (size_t i = 0; i < nli; i++) push_inline_routes(c, &d->lists[0], sr->listeners[i]);
+    /* the inline route configurations of LDS's listeners are static ones
+     * to Envoy too (a route configuration provider per listener) */
+    for (size_t i = 0; i < nld; i++)
+        if (ld[i].active.listener) push_inline_routes(c, &d->lists[0], (const void *)ld[i].active.listener);
     ndyn = sharp_xds_dynamic_routes(srv->xds, &dyn);
     for (size_t i = 0; i < ndyn; i++)
         if (name_ok(c, ((const Envoy__Config__Route__V3__RouteConfiguration *)dyn[i].resource)->name))
@@ -209,8 +240,10 @@ static void ctx_free(ctx_t *c)
             free(c->dumps[i].lists[k].versions);
             free(c->dumps[i].lists[k].updated_us);
             free(c->dumps[i].lists[k].errors);
+            free(c->dumps[i].lists[k].lds);
         }
     for (size_t i = 0; i < c->ndyn; i++) free(c->dyn[i]);
+    free(c->lds);
     for (size_t i = 0; i < c->nowned; i++) protobuf_c_message_free_unpacked(c->owned[i], NULL);
     free(c->owned);
     sharp_re2_free(c->re);
@@ -281,8 +314,11 @@ static bool dump_path_valid(const dump_t *d, const char *path)
     return false;
 }
 
+static bool dyn_listener_path_valid(const char *p);
+
 static bool entry_path_valid(const rlist_t *l, const char *path)
 {
+    if (l->lds) return dyn_listener_path_valid(path);
     if (is_field(path, l->any_field)) {
         size_t n = strlen(l->any_field);
         return path[n] == '\0' || sharp_config_mask_path_valid(l->resource, path + n + 1);
@@ -311,16 +347,141 @@ static size_t sub_paths(const mask_t *m, const char *field, const char **out)
     return n;
 }
 
+/* A wall clock time (us) as a Timestamp's JSON, to the millisecond. */
+static void ts_of(uint64_t us, char *out, size_t len)
+{
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, len - n, ".%03uZ", (unsigned)(us / 1000 % 1000));
+}
+
+/* The part of mask m below `field` (kept whole: NULL), in out with its
+ * paths in buf (m->n + 1 entries). The caller checked mask_keeps. */
+static const mask_t *submask(const mask_t *m, const char *field, mask_t *out, const char **buf)
+{
+    if (!m) return NULL;
+    size_t n = sub_paths(m, field, buf);
+    if (!n) return NULL;
+    *out = (mask_t){NULL, buf, n};
+    return out;
+}
+
+/* A DynamicListenerState: version_info, listener (an Any), last_updated. */
+static void state_json(sharp_sbuf_t *b, const sharp_lds_state_t *st, const mask_t *m)
+{
+    bool first = true;
+    sharp_sbuf_puts(b, "{");
+    if (st->version_info && st->version_info[0] && mask_keeps(m, "version_info")) {
+        sharp_sbuf_puts(b, "\"version_info\":");
+        sharp_json_str(b, st->version_info);
+        first = false;
+    }
+    if (mask_keeps(m, "listener")) {
+        const char **sub = sharp_calloc(m ? m->n + 1 : 1, sizeof *sub);
+        size_t n = sub_paths(m, "listener", sub);
+        sharp_sbuf_printf(b, "%s\"listener\":", first ? "" : ",");
+        any_json(b, st->listener, n ? sub : NULL, n);
+        free(sub);
+        first = false;
+    }
+    if (mask_keeps(m, "last_updated")) {
+        char ts[40];
+        ts_of(st->last_updated_us, ts, sizeof ts);
+        sharp_sbuf_printf(b, "%s\"last_updated\":\"%s\"", first ? "" : ",", ts);
+    }
+    sharp_sbuf_puts(b, "}");
+}
+
+/* A ListenersConfigDump.DynamicListener: its name and states, and the
+ * last update's failure (UpdateFailureState) when it had one. */
+static void dyn_listener_json(sharp_sbuf_t *b, const sharp_lds_dump_t *e, const mask_t *m, bool typed)
+{
+    bool first = true;
+    sharp_sbuf_puts(b, "{");
+    if (typed) {
+        sharp_sbuf_puts(b, "\"@type\":\"type.googleapis.com/envoy.admin.v3.ListenersConfigDump.DynamicListener\"");
+        first = false;
+    }
+    if (e->name && mask_keeps(m, "name")) {
+        sharp_sbuf_printf(b, "%s\"name\":", first ? "" : ",");
+        sharp_json_str(b, e->name);
+        first = false;
+    }
+    const char *fields[] = {"active_state", "warming_state", "draining_state"};
+    const sharp_lds_state_t *states[] = {&e->active, &e->warming, &e->draining};
+    const char **buf = sharp_calloc(m ? m->n + 1 : 1, sizeof *buf);
+    for (int i = 0; i < 3; i++) {
+        if (!states[i]->listener || !mask_keeps(m, fields[i])) continue;
+        mask_t sm;
+        sharp_sbuf_printf(b, "%s\"%s\":", first ? "" : ",", fields[i]);
+        state_json(b, states[i], submask(m, fields[i], &sm, buf));
+        first = false;
+    }
+    if ((e->failed || e->details) && mask_keeps(m, "error_state")) {
+        mask_t sm;
+        const mask_t *em = submask(m, "error_state", &sm, buf);
+        bool f2 = true;
+        sharp_sbuf_printf(b, "%s\"error_state\":{", first ? "" : ",");
+        if (e->failed && mask_keeps(em, "failed_configuration")) {
+            sharp_sbuf_puts(b, "\"failed_configuration\":");
+            any_json(b, e->failed, NULL, 0);
+            f2 = false;
+        }
+        if (mask_keeps(em, "last_update_attempt")) {
+            char ts[40];
+            ts_of(e->failed_us, ts, sizeof ts);
+            sharp_sbuf_printf(b, "%s\"last_update_attempt\":\"%s\"", f2 ? "" : ",", ts);
+            f2 = false;
+        }
+        if (e->details && mask_keeps(em, "details")) {
+            sharp_sbuf_printf(b, "%s\"details\":", f2 ? "" : ",");
+            sharp_json_str(b, e->details);
+        }
+        sharp_sbuf_puts(b, "}");
+    }
+    free(buf);
+    sharp_sbuf_puts(b, "}");
+}
+
+/* Whether `p` is a field path of a DynamicListener (for ?mask= with
+ * ?resource=dynamic_listeners). */
+static bool dyn_listener_path_valid(const char *p)
+{
+    if (!strcmp(p, "name")) return true;
+    const char *states[] = {"active_state", "warming_state", "draining_state"};
+    for (int i = 0; i < 3; i++) {
+        if (!is_field(p, states[i])) continue;
+        const char *r = p + strlen(states[i]);
+        if (!*r) return true;
+        r++;
+        if (!strcmp(r, "version_info") || last_updated_path_valid(r)) return true;
+        if (is_field(r, "listener"))
+            return !r[8] || sharp_config_mask_path_valid(&envoy__config__listener__v3__listener__descriptor, r + 9);
+        return false;
+    }
+    if (is_field(p, "error_state")) {
+        const char *r = p + strlen("error_state");
+        if (!*r) return true;
+        r++;
+        return !strcmp(r, "failed_configuration") || !strcmp(r, "details") || !strcmp(r, "version_info") ||
+               !strcmp(r, "last_update_attempt") || !strcmp(r, "last_update_attempt.seconds") ||
+               !strcmp(r, "last_update_attempt.nanos");
+    }
+    return false;
+}
+
 static void entry_json(sharp_sbuf_t *b, const rlist_t *l, size_t k, const char *ts, const mask_t *m, bool typed)
 {
+    if (l->lds) {
+        dyn_listener_json(b, l->lds[k], m, typed);
+        return;
+    }
     const ProtobufCMessage *item = l->items[k];
     char dts[40];
     if (l->updated_us) { /* a dynamic resource: the time of its update */
-        time_t t = (time_t)(l->updated_us[k] / 1000000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        size_t n = strftime(dts, sizeof dts, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(dts + n, sizeof dts - n, ".%03uZ", (unsigned)(l->updated_us[k] / 1000 % 1000));
+        ts_of(l->updated_us[k], dts, sizeof dts);
         ts = dts;
     }
     sharp_sbuf_puts(b, "{");

@@ -700,7 +700,7 @@ static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t 
         sharp_sbuf_t b = {0};
         sharp_sbuf_puts(&b, "{\"listener_statuses\":[");
         for (uint32_t i = 0; snap && i < snap->nlisteners; i++) {
-            const sharp_listener_config_t *l = &snap->listeners[i];
+            const sharp_listener_config_t *l = snap->listeners[i];
             if (i) sharp_sbuf_puts(&b, ",");
             sharp_sbuf_puts(&b, "{\"name\":");
             sharp_json_str(&b, l->name ? l->name : "");
@@ -714,8 +714,8 @@ static void h_listeners(const sharp_admin_request_t *rq, sharp_admin_response_t 
     }
     for (uint32_t i = 0; snap && i < snap->nlisteners; i++)
         sharp_sbuf_printf(&rsp->body, "%s::%s\n",
-                          snap->listeners[i].name ? snap->listeners[i].name : "",
-                          snap->listeners[i].address);
+                          snap->listeners[i]->name ? snap->listeners[i]->name : "",
+                          snap->listeners[i]->address);
 }
 
 /* ---- shuffle_shard ---------------------------------------------------------- */

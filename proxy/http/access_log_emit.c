@@ -20,7 +20,11 @@
 
 struct sharp_access_log {
     uint32_t slot;
-    sharp_access_log_file_t *file; /* shared by all workers; O_APPEND keeps their writes whole */
+    /* shared by all workers; O_APPEND keeps their writes whole. A log
+     * written through the workers' buffers takes its path's file from the
+     * registry below; the admin's logs own theirs. */
+    sharp_access_log_file_t *file;
+    bool shared_file;
     sharp_access_log_format_t *fmt;
     sharp_alf_t *filter; /* AccessLog.filter: only entries passing it are written; NULL logs all */
 };
@@ -103,7 +107,59 @@ sharp_access_log_format_t *sharp_access_log_compile_sfs(const Envoy__Config__Cor
     return out;
 }
 
-sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_t slot, bool open_file,
+/* The files of the logs the workers write, one per path, each with the
+ * slot of the workers' buffers for it. Connection managers come and go
+ * with listener updates (LDS) while a worker's buffer may still hold lines
+ * for their file, so files are never closed before the process ends: they
+ * are as many as the distinct paths the configuration ever named, and a
+ * connection manager built again for the same path takes the same file and
+ * buffer. Main thread only (configs are built there). */
+typedef struct log_path {
+    char *path;
+    sharp_access_log_file_t *file;
+} log_path_t;
+static log_path_t *log_paths;
+static uint32_t nlog_paths;
+
+static sharp_access_log_file_t *shared_file(const char *path, uint32_t *slot, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < nlog_paths; i++)
+        if (!strcmp(log_paths[i].path, path)) {
+            *slot = i;
+            return log_paths[i].file;
+        }
+    sharp_access_log_file_t *f = sharp_access_log_file_open(path, err, errlen);
+    if (!f) return NULL;
+    log_paths = sharp_realloc(log_paths, (nlog_paths + 1) * sizeof *log_paths);
+    log_paths[nlog_paths] = (log_path_t){sharp_strdup(path), f};
+    *slot = nlog_paths++;
+    return f;
+}
+
+int sharp_access_log_files_reopen(char *err, size_t errlen)
+{
+    int rc = 0;
+    char e[512];
+    for (uint32_t i = 0; i < nlog_paths; i++)
+        if (sharp_access_log_file_reopen(log_paths[i].file, e, sizeof e) < 0) {
+            if (!rc) snprintf(err, errlen, "%s", e);
+            rc = -1;
+        }
+    return rc;
+}
+
+void sharp_access_log_files_close_all(void)
+{
+    for (uint32_t i = 0; i < nlog_paths; i++) {
+        sharp_access_log_file_close(log_paths[i].file);
+        free(log_paths[i].path);
+    }
+    free(log_paths);
+    log_paths = NULL;
+    nlog_paths = 0;
+}
+
+sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, bool worker_buffered, bool open_file,
                                             char *err, size_t errlen)
 {
     const Envoy__Config__Accesslog__V3__AccessLog *al = (const void *)msg;
@@ -118,7 +174,7 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
         return NULL;
     }
     sharp_access_log_t *l = sharp_calloc(1, sizeof *l);
-    l->slot = slot;
+    l->slot = UINT32_MAX; /* no worker buffer until it has a file */
     if (al->filter) {
         char ferr[512];
         l->filter = sharp_config_access_log_filter(al->filter, "filter", ferr, sizeof ferr);
@@ -170,7 +226,12 @@ sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *msg, uint32_
         protobuf_c_message_free_unpacked(m, NULL);
         return l;
     }
-    l->file = sharp_access_log_file_open(path, err, errlen);
+    if (worker_buffered) {
+        l->file = shared_file(path, &l->slot, err, errlen);
+        l->shared_file = l->file != NULL;
+    } else {
+        l->file = sharp_access_log_file_open(path, err, errlen);
+    }
     if (!l->file) goto bad;
     protobuf_c_message_free_unpacked(m, NULL);
     return l;
@@ -227,7 +288,7 @@ void sharp_access_log_write_now(const sharp_access_log_t *l, const sharp_stream_
 void sharp_access_log_free(sharp_access_log_t *l)
 {
     if (!l) return;
-    if (l->file) sharp_access_log_file_close(l->file);
+    if (l->file && !l->shared_file) sharp_access_log_file_close(l->file);
     if (l->fmt) sharp_access_log_format_free(l->fmt);
     sharp_alf_free(l->filter);
     free(l);
@@ -235,15 +296,25 @@ void sharp_access_log_free(sharp_access_log_t *l)
 
 int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen)
 {
-    if (!l->file) return 0;
+    if (!l->file || l->shared_file) return 0; /* sharp_access_log_files_reopen's */
     return sharp_access_log_file_reopen(l->file, err, errlen);
+}
+
+/* A buffer per slot up to n (slots only grow: see log_paths). */
+static void grow_writers(sharp_worker_t *w, uint32_t n)
+{
+    if (n <= w->nlog_writers && w->log_writers) return;
+    w->log_writers = sharp_realloc(w->log_writers, (n ? n : 1) * sizeof *w->log_writers);
+    for (uint32_t i = w->nlog_writers; i < n; i++) w->log_writers[i] = sharp_calloc(1, sizeof(sharp_access_log_writer_t));
+    if (n > w->nlog_writers) w->nlog_writers = n;
 }
 
 void sharp_access_log_emit_all(sharp_worker_t *w, const sharp_hcm_config_t *hcm, const sharp_stream_info_t *si)
 {
     for (uint32_t i = 0; i < hcm->naccess_logs; i++) {
         const sharp_access_log_t *l = hcm->access_logs[i];
-        if (l->slot >= w->nlog_writers) continue;
+        if (l->slot == UINT32_MAX) continue;
+        if (l->slot >= w->nlog_writers) grow_writers(w, l->slot + 1); /* a path new since the worker began */
         if (l->filter && !sharp_alf_evaluate(l->filter, si, worker_random, w)) continue;
         sharp_access_log_writer_t *wr = w->log_writers[l->slot];
         if (!wr->file) sharp_access_log_writer_init(wr, l->file);
@@ -253,18 +324,9 @@ void sharp_access_log_emit_all(sharp_worker_t *w, const sharp_hcm_config_t *hcm,
 
 void sharp_access_log_worker_init(sharp_worker_t *w)
 {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < w->snap->nlisteners; i++) {
-        const sharp_listener_config_t *lc = &w->snap->listeners[i];
-        for (uint32_t fc = 0; fc < lc->nchains + lc->has_default_chain; fc++) {
-            const sharp_hcm_config_t *h = lc->chains[fc].hcm;
-            for (uint32_t k = 0; h && k < h->naccess_logs; k++)
-                if (h->access_logs[k]->slot + 1 > n) n = h->access_logs[k]->slot + 1;
-        }
-    }
-    w->nlog_writers = n;
-    w->log_writers = sharp_calloc(n ? n : 1, sizeof *w->log_writers);
-    for (uint32_t i = 0; i < n; i++) w->log_writers[i] = sharp_calloc(1, sizeof(sharp_access_log_writer_t));
+    w->nlog_writers = 0;
+    w->log_writers = NULL;
+    grow_writers(w, nlog_paths);
 }
 
 void sharp_access_log_worker_flush(sharp_worker_t *w)

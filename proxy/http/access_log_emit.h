@@ -17,12 +17,21 @@ struct sharp_worker;
 struct sharp_hcm_config;
 typedef struct sharp_access_log sharp_access_log_t;
 
-/* From an envoy.config.accesslog.v3.AccessLog message; `slot` numbers the
- * logs of one snapshot from 0 (each worker keeps a buffer per slot). With
- * `open_file` false (--mode validate) the file is only checked, not created,
- * and the log must not be used. */
-sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *access_log, uint32_t slot,
+/* From an envoy.config.accesslog.v3.AccessLog message. A connection
+ * manager's log (`worker_buffered`) is written through each worker's buffer
+ * for its file: logs naming the same path share one file and one buffer
+ * slot, kept until sharp_access_log_files_close_all, since a listener
+ * update (LDS) may free the log while a worker still buffers lines for it.
+ * Otherwise (the admin's) the log owns its file. With `open_file` false
+ * (--mode validate) the file is only checked, not created, and the log must
+ * not be used. */
+sharp_access_log_t *sharp_access_log_create(const ProtobufCMessage *access_log, bool worker_buffered,
                                             bool open_file, char *err, size_t errlen);
+/* Reopens every shared file (SIGUSR1, /reopen_logs); -1 with the first
+ * failure in err when one could not be reopened (the others are). */
+int sharp_access_log_files_reopen(char *err, size_t errlen);
+/* Closes the shared files (the server's end, after the workers). */
+void sharp_access_log_files_close_all(void);
 /* The admin's deprecated access_log_path: a file logger with Envoy's default
  * format. `open_file` as above. */
 sharp_access_log_t *sharp_access_log_create_path(const char *path, bool open_file, char *err,
@@ -31,7 +40,8 @@ sharp_access_log_t *sharp_access_log_create_path(const char *path, bool open_fil
  * server on the main thread, whose requests are few and must not wait for a
  * worker's flush timer. */
 void sharp_access_log_write_now(const sharp_access_log_t *l, const sharp_stream_info_t *si);
-/* SIGUSR1 and /reopen_logs: see sharp_access_log_file_reopen. */
+/* SIGUSR1 and /reopen_logs: see sharp_access_log_file_reopen (a shared
+ * file is reopened by sharp_access_log_files_reopen instead). */
 int sharp_access_log_reopen(sharp_access_log_t *l, char *err, size_t errlen);
 void sharp_access_log_free(sharp_access_log_t *l);
 

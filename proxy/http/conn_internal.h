@@ -119,6 +119,7 @@ struct sharp_conn {
     sharp_worker_t *worker;
     const sharp_listener_config_t *listener;
     const sharp_hcm_config_t *hcm; /* of the filter chain the connection took */
+    const sharp_filter_chain_config_t *chain; /* that chain (its drain state: xds/lds.h) */
     sharp_snapshot_t *snap;
     sharp_dlist_t link;       /* in worker->connections */
     sharp_writer_t writer;

@@ -503,6 +503,7 @@ static bool conn_begin(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_
 {
     c->worker = w;
     c->listener = l;
+    c->chain = chain;
     c->hcm = chain->hcm;
     if (!c->snap) { /* an inspected connection has both already */
         c->snap = sharp_snapshot_ref(w->snap);
@@ -543,6 +544,11 @@ static bool conn_begin(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_
         sharp_conn_select_codec(c, NULL);
     }
     sharp_conn_arm_idle(c);
+    /* a chain a listener update removed: accepted before this worker took
+     * the update, or after listener filters ran on a removed listener */
+    if (atomic_load_explicit(&((sharp_filter_chain_config_t *)chain)->drain_state, memory_order_acquire) !=
+        SHARP_DRAIN_NONE)
+        sharp_conn_start_drain(c);
     return true;
 }
 
@@ -832,6 +838,33 @@ void sharp_conn_drain_all(sharp_worker_t *w)
             else uv_timer_start(&c->idle_timer, on_drain_idle, ms, 0);
         }
         n = next;
+    }
+}
+
+void sharp_conn_drain_listeners(sharp_worker_t *w)
+{
+    sharp_dlist_t *n = w->inspecting.next;
+    while (n != &w->inspecting) {
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        n = n->next;
+        if (atomic_load_explicit(&((sharp_listener_config_t *)c->listener)->drain_state, memory_order_acquire) ==
+            SHARP_DRAIN_CLOSING)
+            inspect_close(c);
+    }
+    n = w->connections.next;
+    while (n != &w->connections) {
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        n = n->next;
+        uint8_t st = atomic_load_explicit(&((sharp_filter_chain_config_t *)c->chain)->drain_state,
+                                          memory_order_acquire);
+        if (st == SHARP_DRAIN_CLOSING) {
+            /* the drain time is over (Envoy removes the listener or chain
+             * from the worker, closing what is left) */
+            sharp_debug(connection, "[C%llu] closing: its listener's drain time is over", c->id);
+            sharp_conn_close(c);
+        } else if (st == SHARP_DRAIN_DRAINING) {
+            sharp_conn_start_drain(c);
+        }
     }
 }
 

@@ -14,6 +14,12 @@
 void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server);
 /* Drain: idle connections close now; busy ones close after their response. */
 void sharp_conn_drain_all(sharp_worker_t *w);
+/* A listener update (xds/lds.h) changed the drain state of listeners or
+ * filter chains: connections on a draining chain start their drain
+ * (sharp_conn_start_drain: HTTP/1 "connection: close" on the next response,
+ * HTTP/2 GOAWAY, idle ones closed after drain_timeout), those on a closing
+ * one, and sockets still in a closing listener's filters, are closed. */
+void sharp_conn_drain_listeners(sharp_worker_t *w);
 /* An overload action workers act on changed state: reduce_timeouts re-arms
  * the scaled timers, reset_high_memory_stream resets the largest streams. */
 void sharp_conn_overload_update(sharp_worker_t *w);

@@ -483,9 +483,19 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
     return 0;
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_target_timer_closed(uv_handle_t *h)
 {
-    (void)h;
+    ((sharp_dns_target_t *)h->data)->dc->open_handles--;
+}
+
+static void on_ares_timer_closed(uv_handle_t *h)
+{
+    ((sharp_dns_cluster_t *)h->data)->open_handles--;
+}
+
+bool sharp_dns_closing(const sharp_cluster_t *c)
+{
+    return c->dns && c->dns->open_handles > 0;
 }
 
 void sharp_dns_stop(sharp_cluster_t *c)
@@ -496,12 +506,12 @@ void sharp_dns_stop(sharp_cluster_t *c)
     dc->on_first = NULL;
     for (uint32_t i = 0; i < dc->ntargets; i++) {
         uv_timer_stop(&dc->targets[i].timer);
-        uv_close((uv_handle_t *)&dc->targets[i].timer, on_handle_closed);
+        uv_close((uv_handle_t *)&dc->targets[i].timer, on_target_timer_closed);
     }
     /* fails the queries in flight (ARES_EDESTRUCTION) and closes its
      * sockets through on_sock_state */
     ares_destroy(dc->channel);
     dc->channel = NULL;
     uv_timer_stop(&dc->ares_timer);
-    uv_close((uv_handle_t *)&dc->ares_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&dc->ares_timer, on_ares_timer_closed);
 }

@@ -117,6 +117,9 @@ int sharp_dns_start(struct sharp_cluster *c, uv_loop_t *loop, void (*on_first)(v
 /* Stops the timers and queries and closes the handles (the loop runs their
  * close callbacks). */
 void sharp_dns_stop(struct sharp_cluster *c);
+/* Whether handles of a stopped cluster are still closing: the cluster may
+ * be freed only once they are closed. */
+bool sharp_dns_closing(const struct sharp_cluster *c);
 
 /* Whether a c-ares channel (ares_channel) has only c-ares' default name
  * server, 127.0.0.1 alone: resolv.conf named none. Envoy then uses the

@@ -239,7 +239,17 @@ struct hc_session {
     struct sockaddr_storage addr;
     uint8_t timers_open;  /* the session is freed when both timers are closed */
     bool counts_for_init; /* a host of the first round (the server waits for its first result) */
+    bool counts_for_cluster; /* a host of the first round of a cluster added later (its warming) */
 };
+
+/* A cluster added after the start (CDS): held until it is removed; its
+ * first round ends its warming. */
+typedef struct hc_cluster {
+    sharp_cluster_t *c; /* a reference */
+    uint32_t awaiting;  /* hosts of its first round without a result */
+    void (*on_first_round)(void *);
+    void *arg;
+} hc_cluster_t;
 
 struct sharp_health_checker {
     uv_loop_t *loop;
@@ -254,6 +264,8 @@ struct sharp_health_checker {
     uint32_t awaiting_first; /* hosts without a first result yet */
     void (*on_initialized)(void *);
     void *init_arg;
+    hc_cluster_t *dyn; /* clusters added after the start */
+    uint32_t ndyn;
 };
 
 #define RX_LIMIT (64 * 1024)
@@ -266,8 +278,38 @@ static void on_interval(uv_timer_t *t);
 static void checker_free(sharp_health_checker_t *hc)
 {
     free(hc->sessions); /* the sessions freed themselves */
+    for (uint32_t i = 0; i < hc->ndyn; i++) sharp_cluster_unref(hc->dyn[i].c);
+    free(hc->dyn);
     sharp_snapshot_unref(hc->snap);
     free(hc);
+}
+
+static hc_cluster_t *dyn_cluster(sharp_health_checker_t *hc, const sharp_cluster_t *c)
+{
+    for (uint32_t i = 0; i < hc->ndyn; i++)
+        if (hc->dyn[i].c == c) return &hc->dyn[i];
+    return NULL;
+}
+
+/* Once every host of a cluster's first round had its first result (or
+ * left): the callback, which may add and remove clusters, so never from
+ * inside a walk over the sessions. */
+static void cluster_maybe_warm(sharp_health_checker_t *hc, const sharp_cluster_t *c)
+{
+    hc_cluster_t *d = dyn_cluster(hc, c);
+    if (!d || d->awaiting || !d->on_first_round) return;
+    void (*fn)(void *) = d->on_first_round;
+    d->on_first_round = NULL;
+    fn(d->arg);
+}
+
+/* A host of a cluster's first round had its first result (or left). */
+static void cluster_first_result(sharp_health_checker_t *hc, const sharp_cluster_t *c, bool fire)
+{
+    hc_cluster_t *d = dyn_cluster(hc, c);
+    if (!d || !d->awaiting) return;
+    d->awaiting--;
+    if (fire) cluster_maybe_warm(hc, c);
 }
 
 static void handle_closed(sharp_health_checker_t *hc)
@@ -388,6 +430,10 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
         s->counts_for_init = false;
         if (hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
             hc->on_initialized(hc->init_arg);
+    }
+    if (was_first && s->counts_for_cluster) {
+        s->counts_for_cluster = false;
+        cluster_first_result(hc, s->cluster, true); /* last: may remove clusters */
     }
 }
 
@@ -1128,6 +1174,8 @@ static void session_close(hc_session_t *s)
     uv_close((uv_handle_t *)&s->timeout_timer, on_timer_closed);
 }
 
+static sharp_health_checker_t *checker_new(uv_loop_t *loop, sharp_snapshot_t *snap, sharp_stats_t *stats);
+
 sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapshot_t *snap,
                                                    sharp_stats_t *stats, void (*on_initialized)(void *),
                                                    void *arg)
@@ -1141,19 +1189,7 @@ sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapsh
     /* a DNS cluster without hosts yet still needs the checker for the
      * hosts its later answers bring */
     if (!nchecked) return NULL;
-    if (!parser_settings.on_message_complete) {
-        llhttp_settings_init(&parser_settings);
-        parser_settings.on_header_field = on_header_field;
-        parser_settings.on_header_field_complete = on_header_field_complete;
-        parser_settings.on_headers_complete = on_headers_complete;
-        parser_settings.on_message_complete = on_message_complete;
-    }
-    sharp_health_checker_t *hc = sharp_calloc(1, sizeof *hc);
-    hc->loop = loop;
-    hc->snap = sharp_snapshot_ref(snap);
-    hc->stats = stats;
-    hc->shard = sharp_stats_shard(stats, 0);
-    hc->rng = sharp_now_ns() | 1;
+    sharp_health_checker_t *hc = checker_new(loop, snap, stats);
     hc->awaiting_first = n;
     hc->on_initialized = on_initialized;
     hc->init_arg = arg;
@@ -1171,9 +1207,20 @@ bool sharp_health_checker_initializing(const sharp_health_checker_t *hc)
     return hc && hc->awaiting_first > 0;
 }
 
+/* Whether the checker checks c: a cluster of its starting snapshot or
+ * one added since. */
+static bool checks(const sharp_health_checker_t *hc, const sharp_cluster_t *c)
+{
+    for (uint32_t i = 0; hc->snap && i < hc->snap->nclusters; i++)
+        if (hc->snap->clusters[i] == c) return true;
+    for (uint32_t i = 0; i < hc->ndyn; i++)
+        if (hc->dyn[i].c == c) return true;
+    return false;
+}
+
 void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, sharp_cluster_t *c)
 {
-    if (!hc || hc->stopping || !c->health_check) return;
+    if (!hc || hc->stopping || !c->health_check || !checks(hc, c)) return;
     uint32_t k = 0;
     for (uint32_t i = 0; i < hc->nsessions; i++) {
         hc_session_t *s = hc->sessions[i];
@@ -1182,6 +1229,10 @@ void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, sharp_cluste
                            s->host->address);
             if (s->counts_for_init && hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
                 hc->on_initialized(hc->init_arg);
+            if (s->counts_for_cluster) {
+                s->counts_for_cluster = false;
+                cluster_first_result(hc, c, false);
+            }
             session_close(s);
             continue;
         }
@@ -1197,6 +1248,63 @@ void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, sharp_cluste
         if (!have) session_add(hc, c, c->hosts[j]);
     }
     update_gauges(hc, c);
+    cluster_maybe_warm(hc, c);
+}
+
+static sharp_health_checker_t *checker_new(uv_loop_t *loop, sharp_snapshot_t *snap, sharp_stats_t *stats)
+{
+    if (!parser_settings.on_message_complete) {
+        llhttp_settings_init(&parser_settings);
+        parser_settings.on_header_field = on_header_field;
+        parser_settings.on_header_field_complete = on_header_field_complete;
+        parser_settings.on_headers_complete = on_headers_complete;
+        parser_settings.on_message_complete = on_message_complete;
+    }
+    sharp_health_checker_t *hc = sharp_calloc(1, sizeof *hc);
+    hc->loop = loop;
+    hc->snap = sharp_snapshot_ref(snap);
+    hc->stats = stats;
+    hc->shard = sharp_stats_shard(stats, 0);
+    hc->rng = sharp_now_ns() | 1;
+    return hc;
+}
+
+uint32_t sharp_health_checker_add_cluster(sharp_health_checker_t **hcp, uv_loop_t *loop, sharp_stats_t *stats,
+                                          sharp_cluster_t *c, void (*on_first_round)(void *), void *arg)
+{
+    if (!c->health_check) return 0;
+    if (!*hcp) *hcp = checker_new(loop, NULL, stats);
+    sharp_health_checker_t *hc = *hcp;
+    if (hc->stopping || checks(hc, c)) return 0;
+    hc->dyn = sharp_realloc(hc->dyn, (hc->ndyn + 1) * sizeof *hc->dyn);
+    hc->dyn[hc->ndyn++] = (hc_cluster_t){sharp_cluster_ref(c), c->nhosts, on_first_round, arg};
+    for (uint32_t k = 0; k < c->nhosts; k++) session_add(hc, c, c->hosts[k])->counts_for_cluster = true;
+    update_gauges(hc, c);
+    return c->nhosts;
+}
+
+void sharp_health_checker_remove_cluster(sharp_health_checker_t *hc, sharp_cluster_t *c)
+{
+    if (!hc || hc->stopping) return;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < hc->nsessions; i++) {
+        hc_session_t *s = hc->sessions[i];
+        if (s->cluster != c) {
+            hc->sessions[k++] = s;
+            continue;
+        }
+        /* a cluster of the first round that leaves before it: not waited for */
+        if (s->counts_for_init && hc->awaiting_first && --hc->awaiting_first == 0 && hc->on_initialized)
+            hc->on_initialized(hc->init_arg);
+        session_close(s);
+    }
+    hc->nsessions = k;
+    for (uint32_t i = 0; i < hc->ndyn; i++)
+        if (hc->dyn[i].c == c) {
+            sharp_cluster_unref(c);
+            hc->dyn[i] = hc->dyn[--hc->ndyn];
+            break;
+        }
 }
 
 void sharp_health_checker_stop(sharp_health_checker_t *hc)

@@ -189,5 +189,15 @@ bool sharp_health_checker_initializing(const sharp_health_checker_t *hc);
  * passes), removed hosts' sessions stop. Call it before the workers get
  * the new set, so that they never see a new host as healthy. */
 void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, struct sharp_cluster *c);
+/* A cluster with a health check added after the start (CDS): its hosts get
+ * sessions (FAILED_ACTIVE_HC until their first check passes) and the
+ * checker holds it until it is removed; *hcp is created when NULL.
+ * Returns the hosts of its first round: `on_first_round(arg)` runs once
+ * every one has had its first result, never when it returns 0. */
+uint32_t sharp_health_checker_add_cluster(sharp_health_checker_t **hcp, uv_loop_t *loop, sharp_stats_t *stats,
+                                          struct sharp_cluster *c, void (*on_first_round)(void *), void *arg);
+/* CDS removed or replaced a checked cluster: its sessions stop (its hosts
+ * keep their last health), and the checker lets go of it. */
+void sharp_health_checker_remove_cluster(sharp_health_checker_t *hc, struct sharp_cluster *c);
 
 #endif

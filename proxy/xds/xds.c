@@ -11,15 +11,19 @@
 #include "snapshot.h"
 #include "tls/sds.h"
 #include "upstream/cluster.h"
+#include "upstream/dns.h"
+#include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "xds/mux.h"
 #include "xds/path_source.h"
+#include "xds/lds.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/core/v3/config_source.pb-c.h"
 #include "envoy/config/core/v3/grpc_service.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 
@@ -76,6 +80,16 @@ typedef struct dyn_cluster {
     char *version;
     uint64_t last_updated_us;
 } dyn_cluster_t;
+
+/* A cluster from CDS that is not used yet (Envoy's warming): a DNS
+ * cluster's first resolution, then active health checks' first round. */
+typedef struct warm {
+    struct sharp_xds *x;
+    dyn_cluster_t d;
+    bool dns_wait;   /* its first resolution runs */
+    bool hc_pending; /* waits for the server's health checks to start */
+    struct warm *next;
+} warm_t;
 
 struct sharp_xds_eds {
     sharp_xds_t *x;
@@ -141,8 +155,16 @@ struct sharp_xds {
     sub_t *cds;
     dyn_cluster_t *clusters;
     uint32_t nclusters;
+    warm_t *warming; /* new versions of clusters not used yet */
     uint32_t next_cluster_index;
     uint64_t version; /* of the snapshots it makes */
+    /* LDS: the listener manager and its subscription */
+    sharp_lds_t *lds;
+    sub_t *lds_sub;
+    /* while held (an LDS update builds listeners whose RDS files are read),
+     * publishing waits for the release */
+    uint32_t hold;
+    bool publish_pending;
     struct {
         sharp_stat_id_t cluster_added, cluster_modified, cluster_removed, warming_clusters;
     } st;
@@ -159,6 +181,12 @@ int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const ch
     const config_source_t *cs = (const config_source_t *)config_source;
     *path = NULL;
     *wdir = NULL;
+    if (cs && cs->resource_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
+        /* Envoy removed the v2 xDS API: its resources are not v3 ones */
+        snprintf(err, errlen, "%s.resource_api_version: V2 xDS resources are not supported (the v2 xDS major "
+                 "version has been removed); V3 (or AUTO) is", field);
+        return -1;
+    }
     switch (cs ? cs->config_source_specifier_case : 0) {
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH:
         *path = cs->path;
@@ -847,6 +875,8 @@ int sharp_xds_start(sharp_xds_t *x, uv_loop_t *loop, char *err, size_t errlen)
 void sharp_xds_stop(sharp_xds_t *x)
 {
     if (!x) return;
+    sharp_lds_stop(x->lds);
+    for (warm_t *w = x->warming; w; w = w->next) sharp_dns_stop(w->d.c); /* not in any snapshot */
     for (sub_t *s = x->subs; s; s = s->next) {
         sharp_path_source_free(s->watch);
         s->watch = NULL;
@@ -901,7 +931,20 @@ void sharp_xds_free(sharp_xds_t *x)
         free(d->version);
     }
     free(x->clusters);
+    while (x->warming) {
+        warm_t *w = x->warming;
+        x->warming = w->next;
+        sharp_xds_eds_free(w->d.c->eds);
+        w->d.c->eds = NULL;
+        sharp_cluster_unref(w->d.c);
+        protobuf_c_message_free_unpacked(w->d.pb, NULL);
+        free(w->d.packed);
+        free(w->d.version);
+        free(w);
+    }
     sub_free(x->cds);
+    sub_free(x->lds_sub);
+    sharp_lds_free(x->lds);
     while (x->subs) sub_free(x->subs); /* EDS subscriptions of clusters still referenced */
     while (x->gsrcs) gsrc_free(x, x->gsrcs); /* ADS */
     for (uint32_t i = 0; i < x->nclients; i++) { /* never stopped: the loop never ran */
@@ -914,17 +957,41 @@ void sharp_xds_free(sharp_xds_t *x)
     free(x);
 }
 
+void sharp_xds_hold(sharp_xds_t *x)
+{
+    x->hold++;
+}
+
+void sharp_xds_release(sharp_xds_t *x)
+{
+    if (--x->hold || !x->publish_pending) return;
+    x->publish_pending = false;
+    if (x->srv->snap) sharp_xds_publish(x);
+}
+
 void sharp_xds_publish(sharp_xds_t *x)
 {
+    if (x->hold) {
+        x->publish_pending = true;
+        return;
+    }
     sharp_server_t *srv = x->srv;
     sharp_snapshot_t *base = srv->snap->base ? srv->snap->base : srv->snap;
+    /* the bootstrap's listeners, then LDS's */
+    sharp_listener_config_t **dl;
+    size_t ndl = sharp_lds_listeners(x->lds, &dl);
+    uint32_t nl = base->nlisteners + (uint32_t)ndl;
+    sharp_listener_config_t **ls = sharp_calloc(nl ? nl : 1, sizeof *ls);
+    for (uint32_t i = 0; i < base->nlisteners; i++) ls[i] = base->listeners[i];
+    for (size_t i = 0; i < ndl; i++) ls[base->nlisteners + i] = dl[i];
     uint32_t n = base->nclusters + x->nclusters;
     sharp_cluster_t **cl = sharp_calloc(n ? n : 1, sizeof *cl);
     for (uint32_t i = 0; i < base->nclusters; i++) cl[i] = base->clusters[i];
     for (uint32_t i = 0; i < x->nclusters; i++) cl[base->nclusters + i] = x->clusters[i].c;
     sharp_rds_table_t **rds = sharp_calloc(x->nrds ? x->nrds : 1, sizeof *rds);
     for (uint32_t i = 0; i < x->nrds; i++) rds[i] = x->rds[i]->cur;
-    sharp_snapshot_t *s = sharp_snapshot_derive(base, cl, n, rds, x->nrds, ++x->version);
+    sharp_snapshot_t *s = sharp_snapshot_derive(base, ls, nl, cl, n, rds, x->nrds, ++x->version);
+    free(ls);
     free(cl);
     free(rds);
     sharp_server_set_snapshot(srv, s);
@@ -1170,26 +1237,167 @@ static void cds_error_add(sharp_xds_t *x, sharp_sbuf_t *errs, const char *name, 
     x->cds_errors[x->ncds_errors++].msg = sharp_strdup(msg);
 }
 
+/* A cluster that leaves the active set (removed, or replaced by a new
+ * version): its EDS subscription, DNS resolution and health checks stop
+ * now, its memory goes once no request uses it. */
+static void cluster_leaves(sharp_xds_t *x, dyn_cluster_t *o)
+{
+    sharp_xds_eds_free(o->c->eds);
+    o->c->eds = NULL;
+    sharp_dns_stop(o->c);
+    sharp_health_checker_remove_cluster(x->srv->health_checker, o->c);
+    sharp_cluster_unref(o->c);
+    protobuf_c_message_free_unpacked(o->pb, NULL);
+    free(o->packed);
+    free(o->version);
+    memset(o, 0, sizeof *o);
+}
+
+static void warm_free(warm_t *w)
+{
+    sharp_dns_stop(w->d.c);
+    sharp_health_checker_remove_cluster(w->x->srv->health_checker, w->d.c);
+    sharp_xds_eds_free(w->d.c->eds);
+    w->d.c->eds = NULL;
+    sharp_cluster_unref(w->d.c);
+    if (w->d.pb) protobuf_c_message_free_unpacked(w->d.pb, NULL);
+    free(w->d.packed);
+    free(w->d.version);
+    free(w);
+}
+
+static void warming_gauge(sharp_xds_t *x)
+{
+    int64_t n = 0;
+    for (warm_t *w = x->warming; w; w = w->next) n++;
+    sharp_gauge_set(x->srv->stats, x->st.warming_clusters, n);
+}
+
+/* A warming cluster is ready: it replaces the active version of its name
+ * (or joins the active set), and the next snapshot has it. */
+static void warm_done(warm_t *w)
+{
+    sharp_xds_t *x = w->x;
+    for (warm_t **p = &x->warming; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    uint32_t at = x->nclusters;
+    for (uint32_t k = 0; k < x->nclusters; k++)
+        if (!strcmp(x->clusters[k].c->name, w->d.c->name)) at = k;
+    if (at < x->nclusters) {
+        cluster_leaves(x, &x->clusters[at]);
+    } else {
+        x->clusters = sharp_realloc(x->clusters, (x->nclusters + 1) * sizeof *x->clusters);
+        x->nclusters++;
+    }
+    x->clusters[at] = w->d;
+    sharp_log_info("CDS: cluster '%s' warmed: in use from now on", w->d.c->name);
+    free(w);
+    warming_gauge(x);
+    if (x->srv->snap) sharp_xds_publish(x);
+}
+
+static void on_warm_hc(void *arg)
+{
+    warm_done(arg);
+}
+
+/* Warming, second step: the health checks' first round (once the server's
+ * checks have started: before, at sharp_xds_checks_started). */
+static void warm_hc(warm_t *w)
+{
+    sharp_server_t *srv = w->x->srv;
+    sharp_cluster_t *c = w->d.c;
+    w->dns_wait = false;
+    if (c->health_check) {
+        if (!srv->checks_started) {
+            w->hc_pending = true;
+            return;
+        }
+        w->hc_pending = false;
+        if (sharp_health_checker_add_cluster(&srv->health_checker, srv->loop, srv->stats, c, on_warm_hc, w) > 0)
+            return;
+    }
+    warm_done(w);
+}
+
+static void on_warm_dns(void *arg)
+{
+    warm_hc(arg);
+}
+
+/* Warming, first step: a DNS cluster's first resolution (unless
+ * wait_for_warm_on_init is false), as Envoy's cluster initialization. */
+static void warm_begin(warm_t *w)
+{
+    sharp_cluster_t *c = w->d.c;
+    if (c->dns) {
+        char err[512];
+        bool wait = c->dns->wait_for_warm;
+        w->dns_wait = wait;
+        if (sharp_dns_start(c, w->x->loop, wait ? on_warm_dns : NULL, w, err, sizeof err) < 0) {
+            sharp_log_error("CDS: cluster '%s': %s; it has no hosts", c->name, err);
+            wait = false;
+        }
+        if (wait) return;
+    }
+    warm_hc(w);
+}
+
+void sharp_xds_checks_started(sharp_xds_t *x)
+{
+    if (!x) return;
+    warm_t *w = x->warming;
+    while (w) {
+        warm_t *next = w->next; /* w may be done and freed */
+        if (w->hc_pending) warm_hc(w);
+        w = next;
+    }
+}
+
+/* Envoy's CDS: every cluster of the update is kept (the same resource),
+ * added or modified; one the update no longer names is removed. A new
+ * version of a cluster that needs warming (a DNS cluster's first
+ * resolution, active health checks' first round) is not used until it is
+ * warm: the version it replaces stays in use meanwhile. All or nothing: every
+ * cluster is tried, so that a rejection names each bad one (Envoy's
+ * CdsApiHelper), and the update is applied only when all are good. */
 static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
 {
     sharp_xds_t *x = ud;
     sharp_stats_shard_t *sh = shard0(x);
+    /* the active set after the update; `fresh` entries are built by it,
+     * the others moved from the current set */
     dyn_cluster_t *next = sharp_calloc(n ? n : 1, sizeof *next);
+    bool *fresh = sharp_calloc(n ? n : 1, sizeof *fresh);
+    int *from = sharp_calloc(n ? n : 1, sizeof *from); /* resource index of a fresh entry */
+    uint32_t nnext = 0;
+    bool *moved = sharp_calloc(x->nclusters ? x->nclusters : 1, sizeof *moved);
+    warm_t **neww = sharp_calloc(n ? n : 1, sizeof *neww);
+    int *wfrom = sharp_calloc(n ? n : 1, sizeof *wfrom);
+    uint32_t nneww = 0;
+    uint32_t nold_warm = 0;
+    for (warm_t *w = x->warming; w; w = w->next) nold_warm++;
+    warm_t **keepw = sharp_calloc(nold_warm ? nold_warm : 1, sizeof *keepw);
+    uint32_t nkeepw = 0;
     uint32_t added = 0, modified = 0, kept = 0, built = 0;
     uint64_t now = sharp_wall_us();
     sharp_sbuf_t errs = {0};
     char why[1024];
     cds_errors_clear(x);
+    /* the names, read before the resources are taken */
+    const char **names = sharp_calloc(n ? n : 1, sizeof *names);
+    for (size_t i = 0; i < n; i++) names[i] = ((const cluster_pb_t *)res[i])->name;
     /* Envoy's "cds: add N cluster(s), remove M cluster(s)": the set as sent */
     uint32_t leaving = 0;
     for (uint32_t k = 0; k < x->nclusters; k++) {
         bool stays = false;
-        for (size_t i = 0; i < n && !stays; i++) stays = !strcmp(((const cluster_pb_t *)res[i])->name, x->clusters[k].c->name);
+        for (size_t i = 0; i < n && !stays; i++) stays = !strcmp(names[i], x->clusters[k].c->name);
         leaving += !stays;
     }
     sharp_info(config, "cds: add %zu cluster(s), remove %u cluster(s)", n, leaving);
-    /* every cluster is tried, so that a rejection names each bad one; the
-     * update is applied only when all of them are good */
     for (size_t i = 0; i < n; i++) {
         const cluster_pb_t *pb = (const cluster_pb_t *)res[i];
         char where[64];
@@ -1201,7 +1409,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         }
         bool dup = false;
         for (size_t k = 0; k < i && !dup; k++)
-            if (!strcmp(((const cluster_pb_t *)res[k])->name, pb->name)) {
+            if (!strcmp(names[k], pb->name)) {
                 snprintf(why, sizeof why, "%s: duplicate cluster '%s' (resources[%zu] has it too)", where, pb->name,
                          k);
                 cds_error_add(x, &errs, pb->name, why);
@@ -1214,96 +1422,164 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
             cds_error_add(x, &errs, pb->name, why);
             continue;
         }
-        dyn_cluster_t *d = &next[i];
-        d->len = protobuf_c_message_get_packed_size(res[i]);
-        d->packed = sharp_realloc(NULL, d->len ? d->len : 1);
-        protobuf_c_message_pack(res[i], d->packed);
-        const dyn_cluster_t *old = NULL;
+        size_t len = protobuf_c_message_get_packed_size(res[i]);
+        uint8_t *packed = sharp_realloc(NULL, len ? len : 1);
+        protobuf_c_message_pack(res[i], packed);
+        int32_t a = -1;
         for (uint32_t k = 0; k < x->nclusters; k++)
-            if (!strcmp(x->clusters[k].c->name, pb->name)) old = &x->clusters[k];
-        if (old && old->len == d->len && !memcmp(old->packed, d->packed, d->len)) {
-            /* unchanged: the same cluster object, hosts and pools */
-            d->c = sharp_cluster_ref(old->c);
-            d->version = sharp_strdup(old->version);
-            d->last_updated_us = old->last_updated_us;
+            if (!strcmp(x->clusters[k].c->name, pb->name)) a = (int32_t)k;
+        warm_t *w = NULL;
+        for (warm_t *c = x->warming; c && !w; c = c->next)
+            if (!strcmp(c->d.c->name, pb->name)) w = c;
+        bool same_warm = w && w->d.len == len && !memcmp(w->d.packed, packed, len);
+        bool same_active = a >= 0 && x->clusters[a].len == len && !memcmp(x->clusters[a].packed, packed, len);
+        if (same_warm || same_active) {
+            /* unchanged: the same cluster object, hosts and pools (a
+             * warming one keeps warming; an active one cancels the warming
+             * of another version) */
+            free(packed);
+            if (same_warm) keepw[nkeepw++] = w;
+            if (a >= 0) {
+                next[nnext++] = x->clusters[a];
+                moved[a] = true;
+            }
             kept++;
             continue;
         }
-        d->c = sharp_config_build_cluster(x->srv, &pb->base, x->next_cluster_index + built, x->cds->path, where, why,
-                                          sizeof why);
-        if (!d->c) {
+        sharp_cluster_t *c = sharp_config_build_cluster(x->srv, &pb->base, x->next_cluster_index + built,
+                                                        x->cds->path, where, why, sizeof why);
+        if (!c) {
+            free(packed);
             cds_error_add(x, &errs, pb->name, why);
             continue;
         }
         built++;
-        d->version = sharp_strdup(version);
-        d->last_updated_us = now;
-        if (old) modified++;
+        dyn_cluster_t d = {.c = c, .pb = res[i], .packed = packed, .len = len, .version = sharp_strdup(version),
+                           .last_updated_us = now};
+        if (x->loop && (c->dns || c->health_check)) {
+            /* warms first; the version it replaces stays in use meanwhile */
+            warm_t *nw = sharp_calloc(1, sizeof *nw);
+            nw->x = x;
+            nw->d = d;
+            wfrom[nneww] = (int)i;
+            neww[nneww++] = nw;
+            if (a >= 0) {
+                next[nnext++] = x->clusters[a];
+                moved[a] = true;
+            }
+        } else {
+            from[nnext] = (int)i;
+            fresh[nnext] = true;
+            next[nnext++] = d;
+        }
+        if (a >= 0 || w) modified++;
         else added++;
     }
     if (errs.len) {
         snprintf(err, errlen, "Error adding/updating cluster(s) %s", sharp_sbuf_cstr(&errs));
         x->cds_error_us = now;
+        free(x->cds_error_version);
         x->cds_error_version = sharp_strdup(version);
         goto bad;
     }
-    /* accepted: the resources are kept for /config_dump; clusters that left
-     * or were replaced lose their EDS subscription now, and their memory
-     * once no request uses them */
+    /* accepted: the resources of new versions are kept for /config_dump */
+    for (uint32_t k = 0; k < nnext; k++)
+        if (fresh[k]) res[from[k]] = NULL;
+    for (uint32_t k = 0; k < nneww; k++) res[wfrom[k]] = NULL;
+    /* warming versions the update replaced or removed stop */
+    warm_t **wp = &x->warming;
+    while (*wp) {
+        warm_t *w = *wp;
+        bool keep = false;
+        for (uint32_t k = 0; k < nkeepw && !keep; k++) keep = keepw[k] == w;
+        if (keep) {
+            wp = &w->next;
+            continue;
+        }
+        *wp = w->next;
+        sharp_log_info("CDS: warming cluster '%s' %s", w->d.c->name, "replaced or removed before it warmed");
+        warm_free(w);
+    }
+    /* active clusters that left or were replaced: their EDS subscription,
+     * resolution and checks stop now, their memory goes once no request
+     * uses them */
     uint32_t removed = 0;
     for (uint32_t k = 0; k < x->nclusters; k++) {
+        if (moved[k]) continue;
         dyn_cluster_t *o = &x->clusters[k];
-        bool stays = false;
-        for (size_t i = 0; i < n && !stays; i++) stays = next[i].c == o->c;
-        if (!stays) {
-            bool gone = true;
-            for (size_t i = 0; i < n && gone; i++) gone = strcmp(next[i].c->name, o->c->name) != 0;
-            removed += gone;
-            sharp_xds_eds_free(o->c->eds);
-            o->c->eds = NULL;
-            sharp_log_info("CDS: cluster '%s' %s", o->c->name, gone ? "removed" : "modified");
-        }
-        sharp_cluster_unref(o->c);
-        protobuf_c_message_free_unpacked(o->pb, NULL);
-        free(o->packed);
-        free(o->version);
+        bool gone = true;
+        for (size_t i = 0; i < n && gone; i++) gone = strcmp(names[i], o->c->name) != 0;
+        removed += gone;
+        sharp_log_info("CDS: cluster '%s' %s", o->c->name, gone ? "removed" : "modified");
+        cluster_leaves(x, o);
     }
     free(x->clusters);
-    for (size_t i = 0; i < n; i++) {
-        next[i].pb = res[i];
-        res[i] = NULL;
-        next[i].c->pb = next[i].pb;
-        if (!next[i].c->version_info) {
-            next[i].c->version_info = sharp_strdup(next[i].version);
-            next[i].c->last_updated_us = next[i].last_updated_us;
-            x->next_cluster_index++;
-            if (x->loop) sharp_outlier_start(next[i].c, x->loop);
-        }
+    for (uint32_t k = 0; k < nnext; k++) {
+        if (!fresh[k]) continue;
+        next[k].c->pb = next[k].pb;
+        next[k].c->version_info = sharp_strdup(next[k].version);
+        next[k].c->last_updated_us = next[k].last_updated_us;
+        x->next_cluster_index++;
+        if (x->loop) sharp_outlier_start(next[k].c, x->loop);
     }
     x->clusters = next;
-    x->nclusters = (uint32_t)n;
+    x->nclusters = nnext;
+    for (uint32_t k = 0; k < nneww; k++) {
+        warm_t *w = neww[k];
+        w->d.c->pb = w->d.pb;
+        w->d.c->version_info = sharp_strdup(w->d.version);
+        w->d.c->last_updated_us = w->d.last_updated_us;
+        x->next_cluster_index++;
+        sharp_outlier_start(w->d.c, x->loop);
+        w->next = x->warming;
+        x->warming = w;
+        sharp_log_info("CDS: cluster '%s' warming (its first %s)", w->d.c->name,
+                       w->d.c->dns ? "DNS resolution" : "round of health checks");
+    }
     sharp_counter_add(sh, x->st.cluster_added, added);
     sharp_counter_add(sh, x->st.cluster_modified, modified);
     sharp_counter_add(sh, x->st.cluster_removed, removed);
-    sharp_info(config, "cds: added/updated %u cluster(s), skipped %u unmodified cluster(s); removed %u (version '%s')",
-               added + modified, kept, removed, version);
+    sharp_info(config,
+               "cds: added/updated %u cluster(s), skipped %u unmodified cluster(s); removed %u; %u warming "
+               "(version '%s')",
+               added + modified, kept, removed, nneww, version);
+    free(fresh);
+    free(from);
+    free(moved);
+    free(wfrom);
+    free(keepw);
+    free(names);
+    sharp_sbuf_free(&errs);
+    warming_gauge(x);
     /* nothing changed (a state-of-the-world push of other resources): the
      * workers keep their view */
     if (x->srv->snap && (added || modified || removed)) sharp_xds_publish(x);
-    sharp_sbuf_free(&errs);
+    /* now that the update is in place: warming may end at once */
+    for (uint32_t k = 0; k < nneww; k++) warm_begin(neww[k]);
+    free(neww);
     return 0;
 bad:
-    sharp_sbuf_free(&errs);
-    for (size_t i = 0; i < n; i++) {
-        if (next[i].c && !next[i].c->version_info) {
-            sharp_xds_eds_free(next[i].c->eds);
-            next[i].c->eds = NULL;
-        }
-        sharp_cluster_unref(next[i].c);
-        free(next[i].packed);
-        free(next[i].version);
+    for (uint32_t k = 0; k < nnext; k++) {
+        if (!fresh[k]) continue;
+        sharp_xds_eds_free(next[k].c->eds);
+        next[k].c->eds = NULL;
+        sharp_cluster_unref(next[k].c);
+        free(next[k].packed);
+        free(next[k].version);
     }
+    for (uint32_t k = 0; k < nneww; k++) {
+        neww[k]->d.pb = NULL; /* still the resource's */
+        warm_free(neww[k]);
+    }
+    sharp_sbuf_free(&errs);
     free(next);
+    free(fresh);
+    free(from);
+    free(moved);
+    free(neww);
+    free(wfrom);
+    free(keepw);
+    free(names);
     return -1;
 }
 
@@ -1335,6 +1611,37 @@ int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_sourc
     return 0;
 }
 
+/* ---- LDS ---- */
+
+int sharp_xds_lds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
+                            size_t errlen)
+{
+    const char *path, *wdir;
+    bool grpc = grpc_source(config_source);
+    if (!grpc && sharp_xds_config_source_path(config_source, field, &path, &wdir, err, errlen) < 0) return -1;
+    x->lds = sharp_lds_new(x->srv, grpc ? "lds" : path);
+    sharp_xds_watcher_t w = {sharp_lds_update, x->lds};
+    if (grpc) { /* wildcard, as CDS: every listener of the server */
+        x->lds_sub = grpc_sub_new(x, &envoy__config__listener__v3__listener__descriptor, config_source, NULL,
+                                  "listener_manager.lds", field, w, err, errlen);
+        return x->lds_sub ? 0 : -1;
+    }
+    x->lds_sub = sub_new(x, &envoy__config__listener__v3__listener__descriptor, path, wdir, "listener_manager.lds",
+                         field, w, err, errlen);
+    if (!x->lds_sub) return -1;
+    char why[4096];
+    if (sub_read(x->lds_sub, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: listeners from %s: %s", field, path, why);
+        return -1;
+    }
+    return 0;
+}
+
+const struct sharp_lds *sharp_xds_lds(const sharp_xds_t *x)
+{
+    return x ? x->lds : NULL;
+}
+
 /* ---- the admin ---- */
 
 size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out)
@@ -1354,6 +1661,19 @@ size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t *
             }
     }
     return x->nclusters;
+}
+
+size_t sharp_xds_warming_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out)
+{
+    *out = NULL;
+    size_t n = 0;
+    for (const warm_t *w = x ? x->warming : NULL; w; w = w->next) n++;
+    if (!n) return 0;
+    *out = sharp_calloc(n, sizeof **out);
+    n = 0;
+    for (const warm_t *w = x->warming; w; w = w->next)
+        (*out)[n++] = (sharp_xds_dump_entry_t){w->d.version, w->d.pb, w->d.last_updated_us, NULL, NULL, 0};
+    return n;
 }
 
 size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **out)

@@ -1,5 +1,6 @@
 /* xds.h: configuration that changes at runtime (Envoy's xDS), on the main
- * thread: CDS clusters, EDS endpoints and RDS route tables.
+ * thread: CDS clusters, EDS endpoints, RDS route tables and LDS listeners
+ * (xds/lds.h).
  *
  * A subscription delivers the state of the world for one resource type:
  * every resource of that type, and a version. Its transport is a file
@@ -7,8 +8,10 @@
  * (xds/mux.h: ADS, or a ConfigSource's own api_config_source stream, state
  * of the world or incremental); both feed the same entry point,
  * sharp_xds_watcher_t.on_update, which applies all the resources or none
- * and says why (Envoy's update_rejected, the NACK of a gRPC stream). A watcher
- * may take a resource it keeps (setting its slot to NULL).
+ * and says why (Envoy's update_rejected, the NACK of a gRPC stream); LDS,
+ * as Envoy's, applies the listeners it can and rejects the update naming
+ * the others. A watcher may take a resource it keeps (setting its slot to
+ * NULL).
  *
  * A file is read when the subscription is made (the configuration is
  * refused if it cannot be); a gRPC subscription waits for its stream, and
@@ -17,7 +20,7 @@
  * initial_fetch_timeout (sharp_xds_initialize).
  *
  * An accepted update builds a new snapshot (snapshot.h: the bootstrap's
- * listeners with the current clusters and route tables), which the server
+ * listeners and LDS's with the current clusters and route tables), which the server
  * hands to the workers (worker.h: a pending slot and a wake-up); a stream
  * keeps the snapshot, clusters and pools it began with, so no request is
  * lost to an update. EDS updates publish a new host set of the cluster
@@ -95,6 +98,19 @@ void sharp_xds_eds_free(sharp_xds_eds_t *e);
  * when the bootstrap has been built (server init) and after every accepted
  * update. */
 void sharp_xds_publish(sharp_xds_t *x);
+/* Between hold and release, publishing is put off to the release (an LDS
+ * update publishes once, after the RDS files of its listeners were read). */
+void sharp_xds_hold(sharp_xds_t *x);
+void sharp_xds_release(sharp_xds_t *x);
+
+/* LDS: dynamic_resources.lds_config (xds/lds.h). Reads the file now (after
+ * CDS and EDS: its listeners' routes name their clusters); its listeners
+ * are in the first snapshot. */
+int sharp_xds_lds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
+                            size_t errlen);
+struct sharp_lds;
+/* The listener manager, NULL without LDS. */
+const struct sharp_lds *sharp_xds_lds(const sharp_xds_t *x);
 
 /* /config_dump: the dynamic clusters and route configurations, as entries
  * of Envoy's ClustersConfigDump.dynamic_active_clusters and
@@ -112,6 +128,11 @@ typedef struct sharp_xds_dump_entry {
 } sharp_xds_dump_entry_t;
 size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
 size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+/* ClustersConfigDump.dynamic_warming_clusters: CDS clusters not used yet. */
+size_t sharp_xds_warming_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+/* The server's health checks started (after the first DNS resolutions):
+ * CDS clusters warming until then begin their first round of checks. */
+void sharp_xds_checks_started(sharp_xds_t *x);
 const char *sharp_xds_cds_version(const sharp_xds_t *x);
 
 #endif

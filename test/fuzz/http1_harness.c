@@ -3,6 +3,7 @@
 
 #include "config/types.h"
 #include "http/filter.h"
+#include "listen_socket.h"
 #include "log.h"
 #include "net.h"
 #include "runtime.h"
@@ -217,11 +218,10 @@ void fz_start(fz_run_t *r)
     w->stats = sharp_stats_shard(env_srv.stats, 1);
     w->snap = sharp_snapshot_ref(snap);
     w->runtime = sharp_runtime_snapshot_ref(env_srv.runtime->current);
-    w->nlisteners = snap->nlisteners;
-    w->listen_fds = sharp_calloc(1, sizeof(int));
-    const sharp_listener_config_t *l = &snap->listeners[0];
-    w->listen_fds[0] = sharp_listen_socket((struct sockaddr *)&l->addr, l->addrlen, 0, l->address, err, sizeof err);
-    if (w->listen_fds[0] < 0) die(err);
+    /* the listener's socket for this input (the worker takes and closes it) */
+    sharp_listener_config_t *l = snap->listeners[0];
+    l->sock = sharp_lsock_open(&l->addr, l->addrlen, 0, l->address, 1, err, sizeof err);
+    if (!l->sock) die(err);
     if (sharp_worker_init(w) != 0) die("sharp_worker_init failed");
     sharp_runtime_tls = w->runtime;
 
@@ -414,7 +414,8 @@ void fz_finish(fz_run_t *r)
         if (++turns > STOP_MAX_TURNS) die("the worker's loop still has active handles after its stop");
     close(r->up_listen_fd);
     sharp_worker_release(&r->w);
-    free(r->w.listen_fds);
+    sharp_lsock_unref(r->w.snap->listeners[0]->sock);
+    r->w.snap->listeners[0]->sock = NULL;
     sharp_snapshot_unref(r->w.snap);
     sharp_runtime_tls = NULL;
 }

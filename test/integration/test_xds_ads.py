@@ -23,6 +23,7 @@ from test_xds_file import KeepAlive, get
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 H2 = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -764,9 +765,60 @@ def test_bad_ads_configs_are_refused_as_envoy_refuses_them():
     b = boot(cds={"api_config_source": {**ads_config("GRPC"), "api_type": "REST"}})
     check(b, "REST (xDS by HTTP polling) is not supported by SHARP")
     b = boot()
-    b["dynamic_resources"]["lds_config"] = ADS
-    check(b, "lds_config is not supported by SHARP")
+    b["dynamic_resources"]["lds_config"] = {"self": {}}
+    check(b, "self is not supported by SHARP")
     # without node the same config loads with --service-node/--service-cluster (tested by validate only)
     ok = boot()
     rc, out = validate_config(json.dumps(ok))
     assert rc == 0, out
+
+
+def listener(name, port, route_name="r1"):
+    """A Listener resource on 127.0.0.1:port whose connection manager takes
+    its routes from RDS over ADS."""
+    hcm = {"@type": HCM, "stat_prefix": name, "rds": {"config_source": ADS, "route_config_name": route_name},
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
+    return {"name": name, "resource": {
+        "name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}]}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_listeners_over_ads(env, mode):
+    """lds_config: {ads: {}}: listeners come from the control plane (LDS
+    after CDS and EDS, before RDS), are added at once, and removed when a
+    state-of-the-world response no longer has them (incremental: by
+    removed_resources)."""
+    mk_cp, mk_up, mk_sharp = env
+    u = mk_up("u1")
+    cp = mk_cp()
+    cp.set(CDS, [eds_cluster("c1")])
+    cp.set(EDS, [cla("c1", u.port)])
+    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    p1, p2 = free_port(), free_port()
+    cp.set(LDS, [listener("dyn1", p1)])
+    listen, admin = free_port(), free_port()
+    b = bootstrap(listen, admin, cp.xds_port, mode)
+    b["dynamic_resources"]["lds_config"] = ADS
+    s = mk_sharp(b)
+    s.wait_ready(admin, timeout=20 * SLOW)
+    def try_get(port):
+        try:
+            return get(port, "/")
+        except OSError:
+            return None
+    wait_for(lambda: try_get(p1) == (200, "u1"), 10, "the listener from LDS")
+    wait_acked(cp, LDS, 1)
+    types = [e["type_url"] for e in cp.entries() if e["dir"] == "in"]
+    assert types.index(CDS) < types.index(LDS)
+    assert stat(admin, "listener_manager.lds.update_success") >= 1
+    assert stat(admin, "listener_manager.listener_added") == 2  # the static one counts too, as in Envoy
+    # a second listener, then the first one gone
+    cp.set(LDS, [listener("dyn1", p1), listener("dyn2", p2)])
+    wait_for(lambda: try_get(p2) == (200, "u1"), 10, "the second listener")
+    cp.set(LDS, [], remove=["dyn1"])
+    wait_for(lambda: stat(admin, "listener_manager.listener_removed") == 1, 10, "the first listener's removal")
+    wait_for(lambda: try_get(p1) is None, 10, "the removed listener to stop accepting")
+    assert get(p2, "/") == (200, "u1")
+    assert not nacks(cp, LDS)

@@ -1,0 +1,120 @@
+/* test_listen_socket.c: a listener's sockets (listen_socket.h): one per
+ * worker, each taken once; those no worker took closed on release; which
+ * addresses a new listener version may take over. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "listen_socket.h"
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void addr(const char *ip, unsigned port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    assert_int_equal(sharp_addr_parse(ip, port, ss, len), 0);
+}
+
+static bool fd_open(int fd)
+{
+    return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+}
+
+static void test_one_socket_per_worker_taken_once(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    addr("127.0.0.1", 0, &ss, &len);
+    char err[256];
+    sharp_lsock_t *s = sharp_lsock_open(&ss, len, 0, "127.0.0.1:0", 3, err, sizeof err);
+    assert_non_null(s);
+    int a = sharp_lsock_take(s, 0), b = sharp_lsock_take(s, 1);
+    assert_true(a >= 0 && b >= 0 && a != b);
+    assert_int_equal(sharp_lsock_take(s, 0), -1); /* taken once */
+    assert_int_equal(sharp_lsock_take(s, 7), -1); /* no such worker */
+    int c = atomic_load(&s->fds[2]);
+    assert_true(fd_open(c));
+    sharp_lsock_release(s); /* worker 2 never took its socket: closed */
+    assert_false(fd_open(c));
+    assert_int_equal(sharp_lsock_take(s, 2), -1);
+    assert_true(fd_open(a) && fd_open(b)); /* the workers' own */
+    sharp_lsock_ref(s);
+    sharp_lsock_unref(s);
+    sharp_lsock_unref(s);
+    close(a);
+    close(b);
+}
+
+static void test_bind_failure(void **state)
+{
+    (void)state;
+    /* a port another socket holds without SO_REUSEPORT */
+    int other = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(other, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(other, 1), 0);
+    socklen_t sl = sizeof sin;
+    getsockname(other, (struct sockaddr *)&sin, &sl);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    addr("127.0.0.1", ntohs(sin.sin_port), &ss, &len);
+    char err[256] = "";
+    assert_null(sharp_lsock_open(&ss, len, 0, "taken", 2, err, sizeof err));
+    assert_non_null(strstr(err, "cannot bind 'taken'"));
+    close(other);
+}
+
+static void test_compatible_addresses(void **state)
+{
+    (void)state;
+    sharp_lsock_t s = {0};
+    socklen_t len;
+    addr("127.0.0.1", 8080, &s.addr, &len);
+    struct sockaddr_storage o;
+    addr("127.0.0.1", 8080, &o, &len);
+    assert_true(sharp_lsock_compatible(&s, &o, 0));
+    addr("127.0.0.1", 8081, &o, &len);
+    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    addr("127.0.0.2", 8080, &o, &len);
+    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    addr("::1", 8080, &o, &len);
+    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    /* an ephemeral port is a new socket every time */
+    addr("127.0.0.1", 0, &s.addr, &len);
+    addr("127.0.0.1", 0, &o, &len);
+    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    addr("::1", 9000, &s.addr, &len);
+    addr("::1", 9000, &o, &len);
+    assert_true(sharp_lsock_compatible(&s, &o, 0));
+    /* pipes: the same path and mode */
+    char perr[128];
+    assert_int_equal(sharp_pipe_addr("/run/x.sock", &s.addr, &len, perr, sizeof perr), 0);
+    assert_int_equal(sharp_pipe_addr("/run/x.sock", &o, &len, perr, sizeof perr), 0);
+    s.pipe_mode = 0600;
+    assert_true(sharp_lsock_compatible(&s, &o, 0600));
+    assert_false(sharp_lsock_compatible(&s, &o, 0666));
+    assert_int_equal(sharp_pipe_addr("/run/y.sock", &o, &len, perr, sizeof perr), 0);
+    assert_false(sharp_lsock_compatible(&s, &o, 0600));
+    assert_int_equal(sharp_pipe_addr("@abs", &s.addr, &len, perr, sizeof perr), 0);
+    assert_int_equal(sharp_pipe_addr("@abs", &o, &len, perr, sizeof perr), 0);
+    s.pipe_mode = 0;
+    assert_true(sharp_lsock_compatible(&s, &o, 0));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_socket_per_worker_taken_once),
+        cmocka_unit_test(test_bind_failure),
+        cmocka_unit_test(test_compatible_addresses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
