@@ -1,0 +1,432 @@
+"""Kernel TCP signals per upstream host (proxy/kernel/): the eBPF probes and
+the TCP_INFO fallback, on a network the test builds and tears down itself.
+
+Each test creates network namespaces: one for SHARP (and the test's own
+clients, which enter it from their threads), one per upstream host, joined
+by veth pairs with 10.201.<i>.0/24 addresses that exist only inside those
+namespaces. Packet loss on one host's link is made by iptables in that
+host's namespace (`-m statistic --mode random --probability 0.05 -j DROP`,
+tc netem being unavailable). Deleting the namespaces removes the links and
+the rules; every process is stopped by PID first.
+
+Runs as root (namespaces, iptables, eBPF). Where the probes cannot load,
+the eBPF tests skip with SHARP's own reason and the TCP_INFO ones still
+run."""
+import concurrent.futures
+import ctypes
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import SANITIZER_MARKS, SHARP, SLOW, UPSTREAM, Proc, wait_for
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, iptables, eBPF"),
+    pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2 (ip netns)"),
+]
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+LISTEN, ADMIN = 10000, 9901  # inside SHARP's own namespace: nothing else is there
+PORT = 8080
+
+
+def enter_netns(name):
+    """Moves the calling thread into network namespace `name` (a network
+    namespace is per thread: sockets it creates from then on live there)."""
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"setns {name}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
+def run(*args):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+class Net:
+    """SHARP's namespace and one namespace per host, host i at
+    10.201.<i>.2 behind a veth pair whose other end (10.201.<i>.1) is in
+    SHARP's namespace. Processes started through it are stopped, and the
+    namespaces deleted, by close()."""
+
+    def __init__(self, nhosts):
+        tag = f"sk{os.getpid() % 100000}x{int(time.time() * 1000) % 100000}"
+        self.proxy = f"{tag}p"
+        self.hosts = []
+        self.namespaces = []
+        self.procs = []
+        self.sharps = []
+        self._ex = None
+        try:
+            self._add_ns(self.proxy)
+            for i in range(1, nhosts + 1):
+                ns = f"{tag}h{i}"
+                self._add_ns(ns)
+                self.hosts.append(ns)
+                run("ip", "-n", self.proxy, "link", "add", f"vp{i}", "type", "veth", "peer", "name", f"vh{i}",
+                    "netns", ns)
+                run("ip", "-n", self.proxy, "addr", "add", f"10.201.{i}.1/24", "dev", f"vp{i}")
+                run("ip", "-n", ns, "addr", "add", f"10.201.{i}.2/24", "dev", f"vh{i}")
+                run("ip", "-n", self.proxy, "link", "set", f"vp{i}", "up")
+                run("ip", "-n", ns, "link", "set", f"vh{i}", "up")
+            self._ex = concurrent.futures.ThreadPoolExecutor(1, initializer=enter_netns, initargs=(self.proxy,))
+        except BaseException:
+            self.close()
+            raise
+
+    def _add_ns(self, ns):
+        run("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+
+    @staticmethod
+    def addr(i):
+        return f"10.201.{i}.2"
+
+    def loss(self, i, probability):
+        """Drops `probability` of the packets in both directions on host
+        i's link (iptables in its own namespace)."""
+        ns = self.hosts[i - 1]
+        for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            run("ip", "netns", "exec", ns, "iptables", "-A", chain, flag, f"vh{i}", "-m", "statistic",
+                "--mode", "random", "--probability", str(probability), "-j", "DROP")
+
+    def upstream(self, i, port=PORT):
+        ns = self.hosts[i - 1]
+        p = Proc(["ip", "netns", "exec", ns, UPSTREAM, "--address", self.addr(i), "--port", str(port),
+                  "--name", f"h{i}", "--quiet"], stdout=subprocess.PIPE)
+        self.procs.append(p)
+        line = p.p.stdout.readline().decode()
+        assert line.startswith("listening on"), line
+        return p
+
+    def sharp(self, yaml_text, extra=()):
+        d = tempfile.mkdtemp(prefix="sharp-kernel-")
+        path = os.path.join(d, "bootstrap.yaml")
+        with open(path, "w") as f:
+            f.write(yaml_text)
+        p = Proc(["ip", "netns", "exec", self.proxy, SHARP, "-c", path, "--concurrency", "2", "-l", "info",
+                  *extra])
+        self.sharps.append(p)
+        deadline = time.time() + 15 * SLOW
+        while True:
+            if p.p.poll() is not None:
+                raise RuntimeError("sharp exited: " + p.output())
+            try:
+                if self.call(_get, ADMIN, "/ready")[0] == 200:
+                    return p
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError("sharp not ready: " + p.output())
+            time.sleep(0.05)
+
+    def call(self, fn, *args):
+        """fn(*args) on a thread inside SHARP's namespace."""
+        return self._ex.submit(fn, *args).result()
+
+    def admin_json(self, path):
+        status, body = self.call(_get, ADMIN, path)
+        assert status == 200, body
+        return json.loads(body)
+
+    def admin_text(self, path):
+        return self.call(_get, ADMIN, path)[1]
+
+    def close(self):
+        problems = []
+        for p in reversed(self.sharps):
+            already = p.p.poll() is not None
+            rc = p.stop(signal.SIGTERM)
+            out = p.output()
+            if any(m in out for m in SANITIZER_MARKS):
+                problems.append(f"sanitizer report:\n{out[-4000:]}")
+            elif not already and rc != 0:
+                problems.append(f"sharp exited {rc} after SIGTERM:\n{out[-2000:]}")
+        for p in self.procs:
+            p.stop(signal.SIGKILL)
+        if self._ex:
+            self._ex.shutdown()
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        assert not problems, "\n".join(problems)
+
+
+def _get(port, path, timeout=5):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def net3():
+    n = Net(3)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def bootstrap(clusters, routes):
+    """clusters: {name: [(address, port), ...]}; routes: [(prefix, cluster)]."""
+    cl = ""
+    for name, eps in clusters.items():
+        lb = "".join(f"        - endpoint: {{ address: {{ socket_address: {{ address: {a}, port_value: {p} }} }} }}\n"
+                     for a, p in eps)
+        cl += (f"  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n"
+               f"    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{lb}")
+    rt = "".join(f"              - match: {{ prefix: \"{pfx}\" }}\n                route: {{ cluster: {c} }}\n"
+                 for pfx, c in routes)
+    return f"""\
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADMIN} }} }}
+static_resources:
+  listeners:
+  - name: l0
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {LISTEN} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{rt}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{cl}"""
+
+
+class Load:
+    """A steady request rate from threads inside SHARP's namespace, each
+    on its keep-alive connection, paced (a late request does not make the
+    next one wait)."""
+
+    def __init__(self, ns, path="/", rate=200, threads=10):
+        self.ns, self.path, self.stop_ev = ns, path, threading.Event()
+        self.sent = self.errors = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(rate / threads,), daemon=True)
+                        for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, rate):
+        enter_netns(self.ns)
+        conn = None
+        period, nxt = 1.0 / rate, time.time()
+        while not self.stop_ev.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", LISTEN, timeout=10)
+                conn.request("GET", self.path)
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                if conn:
+                    conn.close()
+                conn = None
+            with self.lock:
+                self.sent += 1
+                self.errors += not ok
+            nxt += period
+            delay = nxt - time.time()
+            if delay > 0:
+                self.stop_ev.wait(delay)
+            else:
+                nxt = time.time()
+        if conn:
+            conn.close()
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def hosts_of(kernel, cluster):
+    for c in kernel["clusters"]:
+        if c["name"] == cluster:
+            return {h["address"]: h["signals"] for h in c["hosts"]}
+    raise AssertionError(f"no cluster {cluster} in /kernel: {kernel}")
+
+
+def start_grey(net, extra=()):
+    """Three hosts behind cluster "grey"; host 3's link loses 5% of its
+    packets."""
+    for i in (1, 2, 3):
+        net.upstream(i)
+    net.loss(3, 0.05)
+    return net.sharp(bootstrap({"grey": [(Net.addr(i), PORT) for i in (1, 2, 3)]}, [("/", "grey")]), extra)
+
+
+def measure_loss(net, source):
+    """Steady 200 req/s through SHARP; polls /kernel until the lossy host's
+    retransmission rate (retransmits / segments sent since the load began)
+    stands clearly above the clean hosts'. Returns the rates per host and
+    the time it took."""
+    k = net.admin_json("/kernel")
+    assert k["source"] == source, k
+    base = {a: s["total"] for a, s in hosts_of(k, "grey").items() if "total" in s}
+    load = Load(net.proxy)
+    t0 = time.time()
+    lossy, clean = f"{Net.addr(3)}:{PORT}", [f"{Net.addr(i)}:{PORT}" for i in (1, 2)]
+    rates = {}
+    try:
+        deadline = t0 + 15 * SLOW
+        while time.time() < deadline:
+            time.sleep(0.5)
+            hosts = hosts_of(net.admin_json("/kernel"), "grey")
+            rates, segs = {}, {}
+            for a, s in hosts.items():
+                if "total" not in s:
+                    continue
+                b = base.get(a, {"segments_out": 0, "retransmits": 0})
+                segs[a] = s["total"]["segments_out"] - b["segments_out"]
+                rates[a] = (s["total"]["retransmits"] - b["retransmits"]) / max(segs[a], 1)
+            if (all(segs.get(a, 0) >= 300 for a in [lossy] + clean) and rates[lossy] >= 0.01
+                    and rates[lossy] >= 5 * max(max(rates[a] for a in clean), 0.001)):
+                break
+        else:
+            raise AssertionError(f"no clear difference within 15 s: rates {rates}")
+        took = time.time() - t0
+    finally:
+        load.stop()
+    # the signals the operator reads: /clusters, text and JSON, and stats
+    hosts = hosts_of(net.admin_json("/kernel"), "grey")
+    for a in clean:
+        assert hosts[a]["total"]["retransmits"] <= 0.002 * hosts[a]["total"]["segments_out"], hosts[a]
+    text = net.admin_text("/clusters")
+    assert f"grey::{lossy}::kernel.source::{source}" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"grey::{lossy}::kernel.retransmits::"))
+    assert int(line.rsplit("::", 1)[1]) > 0
+    cj = net.admin_json("/clusters?format=json")
+    hs = {f'{h["address"]["socket_address"]["address"]}:{h["address"]["socket_address"]["port_value"]}': h
+          for h in cj["cluster_statuses"][0]["host_statuses"]}
+    assert hs[lossy]["kernel"]["source"] == source
+    assert hs[lossy]["kernel"]["total"]["retransmits"] > 0
+    stats = net.admin_text("/stats")
+    assert "cluster.grey.kernel.retransmits: 0\n" not in stats
+    assert "cluster.grey.kernel.segments_out: " in stats
+    print(f"\n[{source}] retransmission rates after {took:.1f}s at 200 req/s: "
+          + ", ".join(f"{a} {r:.4f}" for a, r in sorted(rates.items())))
+    return rates, took
+
+
+def ebpf_or_skip(net):
+    k = net.admin_json("/kernel")
+    if k["source"] != "ebpf":
+        pytest.skip(f"the eBPF probes cannot load here: {k.get('fallback_reason')}")
+    assert "tcp:tcp_retransmit_skb" in k["probes"] and "sock:inet_sock_set_state" in k["probes"]
+    return k
+
+
+def test_lossy_host_ebpf(net3):
+    sharp = start_grey(net3)
+    ebpf_or_skip(net3)
+    assert "kernel signals: eBPF probes attached" in sharp.output()
+    measure_loss(net3, "ebpf")
+    k = net3.admin_json("/kernel")
+    assert k["watched_remotes"] == 3
+    assert k["interval_ms"] == 1000
+    for s in hosts_of(k, "grey").values():
+        assert s["rtt_us"] > 0 and s["rtt_ratio"] > 0
+        assert s["total"]["connects"] >= 1
+
+
+def test_lossy_host_tcp_info(net3):
+    sharp = start_grey(net3, ["--kernel-signals", "tcp_info"])
+    k = net3.admin_json("/kernel")
+    assert k["source"] == "tcp_info" and k["fallback_reason"] == "--kernel-signals tcp_info"
+    out = sharp.output()
+    assert out.count("kernel signals:") == 1 and "TCP_INFO" in out
+    measure_loss(net3, "tcp_info")
+    for s in hosts_of(net3.admin_json("/kernel"), "grey").values():
+        assert s["rtt_us"] > 0
+        assert s["total"]["resets_sent"] is None  # TCP_INFO cannot see them
+
+
+@pytest.mark.parametrize("source", ["ebpf", "tcp_info"])
+def test_connect_failures_and_resets(net3, source):
+    """A host whose port is closed: connect failures; a host that resets
+    its connections: resets received; a client that goes away in the middle
+    of a large response: SHARP's kernel resets the upstream connection
+    (resets sent, seen by the probes only)."""
+    net3.upstream(1)
+    net3.upstream(2)
+    extra = [] if source == "ebpf" else ["--kernel-signals", "tcp_info"]
+    # host 3 runs nothing: 10.201.3.2:8080 refuses connections
+    net3.sharp(bootstrap({"closed": [(Net.addr(3), PORT)], "rst": [(Net.addr(1), PORT)],
+                          "big": [(Net.addr(2), PORT)]},
+                         [("/closed", "closed"), ("/reset", "rst"), ("/bytes", "big")]), extra)
+    if source == "ebpf":
+        ebpf_or_skip(net3)
+    assert net3.admin_json("/kernel")["source"] == source
+    for _ in range(5):
+        assert net3.call(_get, LISTEN, "/closed")[0] == 503
+        assert net3.call(_get, LISTEN, "/reset")[0] == 503
+
+    def abandon():
+        import socket
+        s = socket.create_connection(("127.0.0.1", LISTEN))
+        s.sendall(b"GET /bytes/100000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        got = 0
+        while got < 1 << 20:
+            got += len(s.recv(65536))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    net3.call(abandon)
+
+    def signals():
+        k = net3.admin_json("/kernel")
+        return (hosts_of(k, "closed")[f"{Net.addr(3)}:{PORT}"], hosts_of(k, "rst")[f"{Net.addr(1)}:{PORT}"],
+                hosts_of(k, "big")[f"{Net.addr(2)}:{PORT}"])
+
+    def counted():
+        closed, rst, big = signals()
+        return ("total" in closed and closed["total"]["connect_failures"] >= 5 and "total" in rst
+                and rst["total"]["resets_received"] >= 5
+                and (source != "ebpf" or ("total" in big and big["total"]["resets_sent"] >= 1)))
+    wait_for(counted, 5, f"connect failures and resets counted ({source})")
+    closed, rst, big = signals()
+    assert closed["total"]["connects"] == 0
+    assert rst["total"]["connect_failures"] == 0
+    assert rst["total"]["connects"] >= 5
+    if source == "tcp_info":
+        assert big["total"]["resets_sent"] is None
+    stats = net3.admin_text("/stats")
+    fails = int(next(ln for ln in stats.splitlines()
+                     if ln.startswith("cluster.closed.kernel.connect_failures: ")).split(": ")[1])
+    assert fails >= 5
+    resets = int(next(ln for ln in stats.splitlines()
+                      if ln.startswith("cluster.rst.kernel.resets_received: ")).split(": ")[1])
+    assert resets >= 5
+    print(f"\n[{source}] connect failures {closed['total']['connect_failures']}, "
+          f"resets received {rst['total']['resets_received']}, resets sent {big['total']['resets_sent']}")
