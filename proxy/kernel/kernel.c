@@ -468,7 +468,7 @@ void sharp_kernel_host_json(sharp_sbuf_t *b, const sharp_host_t *h)
         return;
     }
     const sharp_tcp_signals_t *s = &k->sig;
-    sharp_sbuf_puts(b, ",\"retransmit_rate\":");
+    sharp_sbuf_printf(b, ",\"intervals\":%llu,\"retransmit_rate\":", (unsigned long long)s->intervals);
     num_json(b, s->retrans_rate);
     sharp_sbuf_puts(b, ",\"rtt_us\":");
     num_json(b, s->rtt_us);

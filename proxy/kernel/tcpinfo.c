@@ -16,6 +16,7 @@ static void add(_Atomic uint64_t *a, uint64_t v)
 void sharp_tcpinfo_sample(sharp_host_kernel_t *k, int fd, sharp_tcpinfo_cursor_t *c, uint64_t now_ms)
 {
     c->next_ms = now_ms + atomic_load_explicit(&sharp_tcpinfo_interval_ms, memory_order_relaxed);
+    c->dirty = false;
     struct tcp_info ti;
     socklen_t len = sizeof ti;
     memset(&ti, 0, sizeof ti);
@@ -38,7 +39,7 @@ void sharp_tcpinfo_connected(sharp_host_kernel_t *k, sharp_tcpinfo_cursor_t *c, 
                              uint64_t now_ms)
 {
     c->connected = true;
-    c->next_ms = now_ms + atomic_load_explicit(&sharp_tcpinfo_interval_ms, memory_order_relaxed);
+    c->next_ms = now_ms; /* the first stream's end samples: a new connection's RTT at once */
     add(&k->connects, 1);
     add(&k->connect_lat_sum_us, latency_us);
 }

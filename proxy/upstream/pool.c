@@ -157,6 +157,20 @@ void sharp_pool_check_drain(sharp_pool_t *p)
     for (sharp_dlist_t *n = p->busy.next; n != &p->busy; n = n->next) CONN(n)->draining = true;
 }
 
+/* TCP_INFO fallback (kernel/tcpinfo.h): the worker's tick samples the
+ * connections with unsampled traffic whose interval is over. */
+void sharp_pool_tcpinfo_tick(sharp_pool_t *p)
+{
+    if (!sharp_tcpinfo_on()) return;
+    uint64_t now = uv_now(p->env->loop);
+    sharp_dlist_t *lists[] = {&p->ready, &p->busy};
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(lists); i++)
+        for (sharp_dlist_t *n = lists[i]->next; n != lists[i]; n = n->next) {
+            sharp_upstream_conn_t *c = CONN(n);
+            sharp_tcpinfo_tick(&p->host->kern, conn_fd(c), &c->tcpi, c->nactive > 0, now);
+        }
+}
+
 /* A retired pool without waiters has no use for connections still
  * connecting; without connections either, it is done. */
 static void retired_settle(sharp_pool_t *p)

@@ -30,10 +30,9 @@ import pytest
 
 from conftest import SANITIZER_MARKS, SHARP, SLOW, UPSTREAM, Proc, wait_for
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, iptables, eBPF"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2 (ip netns)"),
-]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, iptables, eBPF")
+needs_netns = [needs_root, pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2 (ip netns)"),
+               pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables")]
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -175,6 +174,12 @@ def _get(port, path, timeout=5):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def netns_test(f):
+    for m in needs_netns:
+        f = m(f)
+    return f
 
 
 @pytest.fixture
@@ -348,6 +353,7 @@ def ebpf_or_skip(net):
     return k
 
 
+@netns_test
 def test_lossy_host_ebpf(net3):
     sharp = start_grey(net3)
     ebpf_or_skip(net3)
@@ -361,6 +367,7 @@ def test_lossy_host_ebpf(net3):
         assert s["total"]["connects"] >= 1
 
 
+@netns_test
 def test_lossy_host_tcp_info(net3):
     sharp = start_grey(net3, ["--kernel-signals", "tcp_info"])
     k = net3.admin_json("/kernel")
@@ -373,6 +380,7 @@ def test_lossy_host_tcp_info(net3):
         assert s["total"]["resets_sent"] is None  # TCP_INFO cannot see them
 
 
+@netns_test
 @pytest.mark.parametrize("source", ["ebpf", "tcp_info"])
 def test_connect_failures_and_resets(net3, source):
     """A host whose port is closed: connect failures; a host that resets
@@ -430,3 +438,167 @@ def test_connect_failures_and_resets(net3, source):
     assert resets >= 5
     print(f"\n[{source}] connect failures {closed['total']['connect_failures']}, "
           f"resets received {rst['total']['resets_received']}, resets sent {big['total']['resets_sent']}")
+
+
+CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+
+def write_eds(path, version, hosts):
+    eps = [{"endpoint": {"address": {"socket_address": {"address": Net.addr(i), "port_value": PORT}}}}
+           for i in hosts]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"version_info": str(version), "resources": [
+            {"@type": CLA, "cluster_name": "dyn", "endpoints": [{"lb_endpoints": eps}]}]}, f)
+    os.replace(tmp, path)
+
+
+@netns_test
+def test_watched_remotes_follow_eds(net3):
+    """The probes count only the hosts SHARP routes to: the watched set
+    follows an EDS cluster's endpoints as they come and go, and a new host
+    has signals from its first connection."""
+    for i in (1, 2, 3):
+        net3.upstream(i)
+    d = tempfile.mkdtemp(prefix="sharp-kernel-eds-")
+    eds = os.path.join(d, "eds.json")
+    write_eds(eds, 1, [1])
+    y = bootstrap({}, [("/", "dyn")]) + f"""\
+  - name: dyn
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config:
+      eds_config: {{ path_config_source: {{ path: {eds} }} }}
+"""
+    net3.sharp(y)
+    ebpf_or_skip(net3)
+    assert net3.admin_json("/kernel")["watched_remotes"] == 1
+
+    def traffic_reaches(addr):
+        for _ in range(10):
+            assert net3.call(_get, LISTEN, "/")[0] == 200
+        h = hosts_of(net3.admin_json("/kernel"), "dyn").get(addr)
+        return h and "total" in h and h["total"]["segments_out"] > 0 and h["total"]["connects"] >= 1
+    wait_for(lambda: traffic_reaches(f"{Net.addr(1)}:{PORT}"), 5, "signals of host 1")
+    write_eds(eds, 2, [1, 2, 3])
+    wait_for(lambda: net3.admin_json("/kernel")["watched_remotes"] == 3, 5, "hosts 2 and 3 watched")
+    wait_for(lambda: traffic_reaches(f"{Net.addr(3)}:{PORT}"), 5, "signals of host 3")
+    write_eds(eds, 3, [3])
+    wait_for(lambda: net3.admin_json("/kernel")["watched_remotes"] == 1, 5, "hosts 1 and 2 no longer watched")
+    assert list(hosts_of(net3.admin_json("/kernel"), "dyn")) == [f"{Net.addr(3)}:{PORT}"]
+    # a host that comes back starts a new map entry: its totals keep growing
+    before = hosts_of(net3.admin_json("/kernel"), "dyn")[f"{Net.addr(3)}:{PORT}"]["total"]["segments_out"]
+    write_eds(eds, 4, [1, 3])
+    wait_for(lambda: net3.admin_json("/kernel")["watched_remotes"] == 2, 5, "host 1 watched again")
+    wait_for(lambda: traffic_reaches(f"{Net.addr(1)}:{PORT}"), 5, "signals of host 1 again")
+    after = hosts_of(net3.admin_json("/kernel"), "dyn")[f"{Net.addr(3)}:{PORT}"]["total"]["segments_out"]
+    assert after >= before
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- on loopback: no namespaces needed ----
+
+from conftest import Sharp, Upstream, admin_get, bootstrap_yaml, free_port  # noqa: E402
+
+
+def _start_loopback(procs, extra=(), runtime=""):
+    u = Upstream()
+    procs.append(u)
+    lp, ap = free_port(), free_port()
+    y = bootstrap_yaml(lp, ap, {"backend": [u.port]}) + runtime
+    s = Sharp(y, extra=extra)
+    procs.append(s)
+    s.wait_ready(ap)
+    return s, lp, ap, u
+
+
+def _requests(lp, n):
+    conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
+    for _ in range(n):
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    conn.close()
+
+
+def test_kernel_signals_off(procs):
+    s, lp, ap, _ = _start_loopback(procs, ["--kernel-signals", "off"])
+    _requests(lp, 5)
+    k = json.loads(admin_get(ap, "/kernel"))
+    assert k == {"source": "off", "clusters": []}
+    assert "kernel." not in admin_get(ap, "/clusters")
+    assert "kernel" not in admin_get(ap, "/clusters?format=json")
+    assert ".kernel." not in admin_get(ap, "/stats") and "kernel.ebpf_active" not in admin_get(ap, "/stats")
+    assert "kernel signals" not in s.output()
+
+
+def test_kernel_signals_bad_flag():
+    r = subprocess.run([SHARP, "--kernel-signals", "ebpf-please", "--mode", "validate"], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 1
+    assert "--kernel-signals must be auto, tcp_info or off, got 'ebpf-please'" in r.stderr
+
+
+def test_interval_from_runtime(procs):
+    """sharp.kernel.interval_ms sets the interval (default 1000 ms, within
+    [100, 60000]), read again after each interval, so /runtime_modify
+    changes it while SHARP runs."""
+    layers = ("layered_runtime:\n  layers:\n  - name: static\n    static_layer: { sharp.kernel.interval_ms: 200 }\n"
+              "  - name: admin\n    admin_layer: {}\n")
+    s, lp, ap, _ = _start_loopback(procs, ["--kernel-signals", "tcp_info"], layers)
+    k = json.loads(admin_get(ap, "/kernel"))
+    assert k["interval_ms"] == 200
+    _requests(lp, 3)
+
+    def intervals():
+        h = json.loads(admin_get(ap, "/kernel"))["clusters"][0]["hosts"][0]["signals"]
+        return h.get("intervals", 0)
+    wait_for(lambda: intervals() >= 1, 3, "a first interval")
+    a = intervals()
+    time.sleep(2)
+    n200 = intervals() - a
+    assert 6 <= n200 <= 12, n200  # ~10 intervals of 200 ms in 2 s
+    req = urllib.request.Request(f"http://127.0.0.1:{ap}/runtime_modify?sharp.kernel.interval_ms=10",
+                                 method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+    wait_for(lambda: json.loads(admin_get(ap, "/kernel"))["interval_ms"] == 100, 3, "the 100 ms floor")
+    req = urllib.request.Request(f"http://127.0.0.1:{ap}/runtime_modify?sharp.kernel.interval_ms=1500",
+                                 method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+    wait_for(lambda: json.loads(admin_get(ap, "/kernel"))["interval_ms"] == 1500, 3, "1500 ms")
+    a = intervals()
+    time.sleep(2)
+    assert 1 <= intervals() - a <= 2
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_no_privilege_falls_back(procs):
+    """Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN the probes cannot
+    load: SHARP says why in one line and the TCP_INFO fallback gives the
+    signals of the traffic it carries."""
+    u = Upstream()
+    procs.append(u)
+    lp, ap = free_port(), free_port()
+    s = Sharp(bootstrap_yaml(lp, ap, {"backend": [u.port]}))
+    s.args = ["setpriv", "--bounding-set", "-bpf,-perfmon,-sys_admin", "--inh-caps", "-bpf,-perfmon,-sys_admin",
+              *s.args]
+    s.p.kill()
+    s.p.wait()
+    s.p = subprocess.Popen(s.args, stdout=s.log, stderr=subprocess.STDOUT)
+    procs.append(s)
+    s.wait_ready(ap)
+    k = json.loads(admin_get(ap, "/kernel"))
+    assert k["source"] == "tcp_info", k
+    assert "Operation not permitted" in k["fallback_reason"], k
+    lines = [ln for ln in s.output().splitlines() if "kernel signals" in ln]
+    assert len(lines) == 1 and "no eBPF" in lines[0] and "Operation not permitted" in lines[0], lines
+    for _ in range(4):  # over more than an interval: samples when streams end, once per interval
+        _requests(lp, 5)
+        time.sleep(0.4)
+
+    def counted():
+        h = json.loads(admin_get(ap, "/kernel"))["clusters"][0]["hosts"][0]["signals"]
+        return "total" in h and h["total"]["segments_out"] >= 20 and h["total"]["connects"] >= 1
+    wait_for(counted, 5, "TCP_INFO signals")

@@ -234,15 +234,19 @@ static void test_tcpinfo_sampling(void **state)
         assert_int_equal(write(srv, rd, 18), 18);
         assert_int_equal(read(cli, buf, sizeof buf), 18);
     }
+    /* the first stream's end samples at once */
+    sharp_tcpinfo_maybe_sample(&k, cli, &c, 5000);
+    assert_int_equal(atomic_load(&k.rtt_samples), 1);
+    assert_int_equal(c.next_ms, 6000);
     /* not due yet: nothing sampled */
     sharp_tcpinfo_maybe_sample(&k, cli, &c, 5999);
-    assert_int_equal(atomic_load(&k.rtt_samples), 0);
+    assert_int_equal(atomic_load(&k.rtt_samples), 1);
     sharp_tcpinfo_maybe_sample(&k, cli, &c, 6000);
     uint64_t segs = atomic_load(&k.segs_out);
     /* the SYN's ACK and five requests at least */
     assert_true(segs >= 6);
     assert_int_equal(atomic_load(&k.retrans), 0);
-    assert_int_equal(atomic_load(&k.rtt_samples), 1);
+    assert_int_equal(atomic_load(&k.rtt_samples), 2);
     assert_true(atomic_load(&k.rtt_sum_us) > 0);
     assert_int_equal(c.next_ms, 7000);
     /* a second sample adds only what was sent since */
@@ -250,13 +254,31 @@ static void test_tcpinfo_sampling(void **state)
     assert_int_equal(read(srv, rd, sizeof rd), 18);
     sharp_tcpinfo_sample(&k, cli, &c, 7000);
     assert_true(atomic_load(&k.segs_out) - segs >= 1 && atomic_load(&k.segs_out) - segs <= 3);
+    /* a stream ends before the interval is over: left to the worker's
+     * tick, which samples once the interval is over, and not again while
+     * the connection stays idle */
+    uint64_t samples = atomic_load(&k.rtt_samples);
+    sharp_tcpinfo_maybe_sample(&k, cli, &c, 7500);
+    assert_true(c.dirty);
+    assert_int_equal(atomic_load(&k.rtt_samples), samples);
+    sharp_tcpinfo_tick(&k, cli, &c, false, 7999);
+    assert_int_equal(atomic_load(&k.rtt_samples), samples);
+    sharp_tcpinfo_tick(&k, cli, &c, false, 8000);
+    assert_int_equal(atomic_load(&k.rtt_samples), samples + 1);
+    assert_false(c.dirty);
+    sharp_tcpinfo_tick(&k, cli, &c, false, 9500);
+    assert_int_equal(atomic_load(&k.rtt_samples), samples + 1);
+    /* a stream still running (a long response) is sampled each interval */
+    sharp_tcpinfo_tick(&k, cli, &c, true, 9500);
+    assert_int_equal(atomic_load(&k.rtt_samples), samples + 2);
+    assert_int_equal(c.next_ms, 10500);
     /* the kernel's 32-bit counter wrapped since the cursor's value */
     segs = atomic_load(&k.segs_out);
     uint32_t now_segs = c.segs_out;
     assert_true(now_segs < 21);
     c.segs_out = (uint32_t)(now_segs - 21u); /* 21 segments ago, across the wrap */
     assert_true(c.segs_out > now_segs);
-    sharp_tcpinfo_sample(&k, cli, &c, 8000);
+    sharp_tcpinfo_sample(&k, cli, &c, 10500);
     assert_true(atomic_load(&k.segs_out) - segs >= 21 && atomic_load(&k.segs_out) - segs <= 22);
     /* reset once per connection; connect failure only before connecting */
     sharp_tcpinfo_reset_received(&k, &c);
@@ -264,7 +286,7 @@ static void test_tcpinfo_sampling(void **state)
     assert_int_equal(atomic_load(&k.rst_rx), 1);
     sharp_tcpinfo_connect_failed(&k, &c);
     assert_int_equal(atomic_load(&k.connect_fail), 0);
-    sharp_tcpinfo_closing(&k, cli, &c, 9000);
+    sharp_tcpinfo_closing(&k, cli, &c, 11000);
     assert_int_equal(atomic_load(&k.closes), 1);
     assert_false(c.connected);
     sharp_tcpinfo_cursor_t fresh = {0};
@@ -272,7 +294,7 @@ static void test_tcpinfo_sampling(void **state)
     assert_int_equal(atomic_load(&k.connect_fail), 1);
     /* a socket that is gone: no sample, no crash */
     uint64_t before = atomic_load(&k.rtt_samples);
-    sharp_tcpinfo_sample(&k, -1, &fresh, 10000);
+    sharp_tcpinfo_sample(&k, -1, &fresh, 12000);
     assert_int_equal(atomic_load(&k.rtt_samples), before);
     atomic_store(&sharp_tcpinfo_enabled, false);
     close(cli);
