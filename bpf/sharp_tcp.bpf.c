@@ -41,6 +41,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* the inode number of SHARP's network namespace, 0: any */
 const volatile __u32 target_netns = 0;
+/* the raw tcp_retransmit_skb passes the retransmission's result as its
+ * third argument (kernels whose trace record has an `err` field); the
+ * loader finds out from the kernel's BTF */
+const volatile bool retransmit_has_err = false;
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -188,6 +192,9 @@ int sharp_raw_tcp_rcv_space_adjust(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/tcp_retransmit_skb")
 int sharp_raw_tcp_retransmit_skb(struct bpf_raw_tracepoint_args *ctx)
 {
+    /* a retransmission that was not sent (local queues full) is not a
+     * loss signal */
+    if (retransmit_has_err && (int)ctx->args[2]) return 0;
     on_retransmit(ARG(ctx, 0));
     return 0;
 }

@@ -51,6 +51,21 @@ static void add_probe(sharp_kernel_bpf_t *b, const char *name)
     snprintf(b->probes + n, sizeof b->probes - n, "%s%s", n ? ", " : "", name);
 }
 
+/* Whether the raw tracepoint `name` passes n arguments (its
+ * btf_trace_<name> typedef: a pointer to a function whose first parameter
+ * is the tracepoint's data, then the arguments). */
+static bool raw_tp_nargs(const struct btf *vmlinux, const char *name, unsigned n)
+{
+    char tname[128];
+    snprintf(tname, sizeof tname, "btf_trace_%s", name);
+    int id = vmlinux ? btf__find_by_name_kind(vmlinux, tname, BTF_KIND_TYPEDEF) : -1;
+    if (id <= 0) return false;
+    const struct btf_type *t = btf__type_by_id(vmlinux, btf__type_by_id(vmlinux, id)->type); /* the pointer */
+    if (!t || !btf_is_ptr(t)) return false;
+    t = btf__type_by_id(vmlinux, t->type);
+    return t && btf_is_func_proto(t) && btf_vlen(t) == n + 1;
+}
+
 /* One program of each flavour per tracepoint. */
 typedef struct {
     const char *tracepoint; /* "category:name" */
@@ -81,8 +96,8 @@ static struct bpf_program *prog_at(struct sharp_tcp *skel, size_t off)
 
 /* Opens, loads and attaches one flavour (raw tracepoints or classic ones),
  * with `rtt_event` as the RTT source. 0, or -1 with the reason. */
-static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, uint32_t netns_ino, char *why,
-                       size_t whylen)
+static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, bool retransmit_has_err,
+                       uint32_t netns_ino, char *why, size_t whylen)
 {
     const char *kind = raw ? "raw tracepoint" : "tracepoint";
     b->skel = sharp_tcp__open();
@@ -91,6 +106,7 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, u
         return -1;
     }
     b->skel->rodata->target_netns = netns_ino;
+    b->skel->rodata->retransmit_has_err = retransmit_has_err;
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
         const probe_t *p = &probes[i];
         bool use = !p->rtt || strcmp(p->rtt_name, rtt_event) == 0;
@@ -137,14 +153,15 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
      * sampled where receive buffers are tuned */
     const char *rtt_event = kernel_has_struct(vmlinux, "trace_event_raw_tcp_probe") ? "tcp_probe"
                                                                                       : "tcp_rcv_space_adjust";
+    bool retransmit_has_err = raw_tp_nargs(vmlinux, "tcp_retransmit_skb", 3);
     btf__free(vmlinux);
     sharp_kernel_bpf_t *b = sharp_calloc(1, sizeof *b);
     char raw_why[320];
-    if (try_flavour(b, true, rtt_event, netns_ino, raw_why, sizeof raw_why) < 0) {
+    if (try_flavour(b, true, rtt_event, retransmit_has_err, netns_ino, raw_why, sizeof raw_why) < 0) {
         sharp_tcp__destroy(b->skel);
         b->skel = NULL;
         char why2[320];
-        if (try_flavour(b, false, rtt_event, netns_ino, why2, sizeof why2) < 0) {
+        if (try_flavour(b, false, rtt_event, retransmit_has_err, netns_ino, why2, sizeof why2) < 0) {
             snprintf(why, whylen, "%s; %s", raw_why, why2);
             goto fail;
         }
