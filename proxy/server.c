@@ -113,7 +113,7 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     sharp_filters_register_builtin();
     sharp_cluster_set_nworkers(s->nworkers);
     /* before the clusters are built: they register kernel.* stats unless off */
-    sharp_kernel_set_mode(opts->validate_only ? SHARP_KERNEL_MODE_OFF : (sharp_kernel_mode_t)opts->kernel_signals);
+    sharp_kernel_set_mode((sharp_kernel_mode_t)opts->kernel_signals);
     s->xds = sharp_xds_new(s);
     char err[2048];
     const char *what = opts->config_path ? opts->config_path : opts->config_yaml ? "--config-yaml" : "<default>";

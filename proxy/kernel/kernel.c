@@ -8,6 +8,7 @@
 #include "runtime.h"
 #include "server.h"
 #include "upstream/cluster.h"
+#include "upstream/outlier.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -313,6 +314,8 @@ static void cluster_interval(sharp_cluster_t *c)
     double rate_max = -1;
     for (size_t i = 0; i < n; i++)
         if (K.sigs[i]->retrans_rate > rate_max) rate_max = K.sigs[i]->retrans_rate;
+    /* the kernel outlier monitor, when the cluster has one */
+    sharp_outlier_kernel_interval(c, uv_now(K.srv->loop));
     if (!c->st.kernel.on) return;
     sharp_stats_shard_t *sh = sharp_stats_shard(c->stats, 0);
     sharp_counter_add(sh, c->st.kernel.segments_out, sum.segs_out);

@@ -40,6 +40,7 @@ void sharp_tcp_signals_update(sharp_tcp_signals_t *s, const sharp_tcp_counters_t
     s->connects = d.connects;
     s->connect_fail = d.connect_fail;
     s->closes = d.closes;
+    s->rtt_samples = d.rtt_samples;
     /* A retransmission is also a segment sent, so the rate stays within
      * [0, 1]; the two counters are read at slightly different moments,
      * which the clamp absorbs. */

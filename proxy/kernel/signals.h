@@ -18,7 +18,7 @@ typedef struct sharp_tcp_counters sharp_tcp_counters_t;
 typedef struct sharp_tcp_signals {
     uint64_t intervals; /* intervals computed; 0: nothing yet */
     /* the last interval's differences */
-    uint64_t segs_out, retrans, syn_retrans, rst_rx, rst_tx, connects, connect_fail, closes;
+    uint64_t segs_out, retrans, syn_retrans, rst_rx, rst_tx, connects, connect_fail, closes, rtt_samples;
     /* retrans / segs_out of the interval; -1 when nothing was sent */
     double retrans_rate;
     /* smoothed RTT and its variation (the kernel's srtt and mdev, means of

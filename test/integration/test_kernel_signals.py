@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.error
@@ -191,13 +192,15 @@ def net3():
         n.close()
 
 
-def bootstrap(clusters, routes):
-    """clusters: {name: [(address, port), ...]}; routes: [(prefix, cluster)]."""
+def bootstrap(clusters, routes, cluster_extra=None):
+    """clusters: {name: [(address, port), ...]}; routes: [(prefix, cluster)];
+    cluster_extra: {name: YAML lines added to that cluster}."""
     cl = ""
     for name, eps in clusters.items():
         lb = "".join(f"        - endpoint: {{ address: {{ socket_address: {{ address: {a}, port_value: {p} }} }} }}\n"
                      for a, p in eps)
-        cl += (f"  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n"
+        extra = textwrap.indent((cluster_extra or {}).get(name, ""), "    ")
+        cl += (f"  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n{extra}"
                f"    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{lb}")
     rt = "".join(f"              - match: {{ prefix: \"{pfx}\" }}\n                route: {{ cluster: {c} }}\n"
                  for pfx, c in routes)
@@ -283,13 +286,14 @@ def hosts_of(kernel, cluster):
     raise AssertionError(f"no cluster {cluster} in /kernel: {kernel}")
 
 
-def start_grey(net, extra=()):
+def start_grey(net, extra=(), grey_extra=""):
     """Three hosts behind cluster "grey"; host 3's link loses 5% of its
     packets."""
     for i in (1, 2, 3):
         net.upstream(i)
     net.loss(3, 0.05)
-    return net.sharp(bootstrap({"grey": [(Net.addr(i), PORT) for i in (1, 2, 3)]}, [("/", "grey")]), extra)
+    return net.sharp(bootstrap({"grey": [(Net.addr(i), PORT) for i in (1, 2, 3)]}, [("/", "grey")],
+                               {"grey": grey_extra}), extra)
 
 
 def measure_loss(net, source):
@@ -602,3 +606,134 @@ def test_no_privilege_falls_back(procs):
         h = json.loads(admin_get(ap, "/kernel"))["clusters"][0]["hosts"][0]["signals"]
         return "total" in h and h["total"]["segments_out"] >= 20 and h["total"]["connects"] >= 1
     wait_for(counted, 5, "TCP_INFO signals")
+
+
+KERNEL_MONITOR = """\
+outlier_detection:
+  max_ejection_percent: 50
+  base_ejection_time: 3s
+  interval: 1s
+  monitors:
+  - name: sharp.outlier_detection_monitors.kernel
+    typed_config:
+      "@type": type.googleapis.com/sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals
+      consecutive_intervals: 2
+"""
+
+
+def health(net, cluster, addr):
+    for ln in net.admin_text("/clusters").splitlines():
+        if ln.startswith(f"{cluster}::{addr}::health_flags::"):
+            return ln.rsplit("::", 1)[1]
+    raise AssertionError(f"no host {addr} in /clusters")
+
+
+def stat_value(net, name):
+    for ln in net.admin_text("/stats").splitlines():
+        if ln.startswith(name + ": "):
+            return int(ln.split(": ")[1])
+    return None
+
+
+@netns_test
+@pytest.mark.parametrize("source", ["ebpf", "tcp_info"])
+def test_kernel_monitor_ejects_lossy_host(net3, source):
+    """The kernel outlier monitor: at a steady 200 req/s the host with 5%
+    loss is ejected within a few seconds (through the outlier machinery:
+    stats, /clusters flag, ejection time, half-open), the clean hosts never
+    are, and once the loss stops the host comes back and stays."""
+    sharp = start_grey(net3, [] if source == "ebpf" else ["--kernel-signals", "tcp_info"], KERNEL_MONITOR)
+    if source == "ebpf":
+        ebpf_or_skip(net3)
+    assert net3.admin_json("/kernel")["source"] == source
+    lossy, clean = f"{Net.addr(3)}:{PORT}", [f"{Net.addr(i)}:{PORT}" for i in (1, 2)]
+    load = Load(net3.proxy)
+    t0 = time.time()
+    try:
+        wait_for(lambda: "failed_outlier_check" in health(net3, "grey", lossy), 10,
+                 f"the lossy host ejected ({source})")
+        took = time.time() - t0
+        assert stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_kernel") >= 1
+        assert stat_value(net3, "cluster.grey.outlier_detection.ejections_active") >= 1
+        out = sharp.output()
+        assert f"host {lossy}: packet loss, retransmission rate" in out, out[-3000:]
+        assert f"cluster 'grey' host {lossy} ejected (kernel)" in out
+        # the loss stops: after the ejection time the host is half-open, a
+        # probe closes it, and clean signals keep it in rotation
+        subprocess.run(["ip", "netns", "exec", net3.hosts[2], "iptables", "-F"], check=True, timeout=30)
+        wait_for(lambda: health(net3, "grey", lossy) == "healthy" and
+                 "grey::" + lossy + "::outlier_state::closed" in net3.admin_text("/clusters"), 15,
+                 "the host back in rotation")
+        ejections = stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_kernel")
+        time.sleep(4)
+        assert health(net3, "grey", lossy) == "healthy"
+        assert stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_kernel") == ejections
+        served = hosts_of(net3.admin_json("/kernel"), "grey")[lossy]["interval"]["segments_out"]
+        assert served > 0  # it takes traffic again
+    finally:
+        load.stop()
+    for a in clean:
+        assert health(net3, "grey", a) == "healthy"
+    assert "ejected (kernel)" not in "".join(ln for ln in sharp.output().splitlines()
+                                            if any(a in ln for a in clean))
+    print(f"\n[{source}] lossy host ejected {took:.1f}s after the load began; {load.sent} requests, "
+          f"{load.errors} errors")
+
+
+@netns_test
+def test_kernel_monitor_clean_run(net3):
+    """A clean run (no loss anywhere) at 200 req/s with CPU load beside it
+    flags nobody."""
+    for i in (1, 2, 3):
+        net3.upstream(i)
+    net3.sharp(bootstrap({"grey": [(Net.addr(i), PORT) for i in (1, 2, 3)]}, [("/", "grey")],
+                         {"grey": KERNEL_MONITOR}))
+    burn = subprocess.Popen(["/usr/bin/python3", "-c", "import time\nt=time.time()+12\nwhile time.time()<t: pass"])
+    load = Load(net3.proxy)
+    try:
+        time.sleep(10)
+    finally:
+        load.stop()
+        burn.kill()
+        burn.wait()
+    assert stat_value(net3, "cluster.grey.outlier_detection.ejections_detected_kernel") == 0
+    for i in (1, 2, 3):
+        assert health(net3, "grey", f"{Net.addr(i)}:{PORT}") == "healthy"
+    assert load.errors == 0
+
+
+def _validate(yaml_text, *flags):
+    d = tempfile.mkdtemp(prefix="sharp-kernel-validate-")
+    path = os.path.join(d, "c.yaml")
+    with open(path, "w") as f:
+        f.write(yaml_text)
+    try:
+        r = subprocess.run([SHARP, "--mode", "validate", "-c", path, *flags], capture_output=True, text=True,
+                           timeout=20 * SLOW)
+        return r.returncode, r.stdout + r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_kernel_monitor_config():
+    """The monitor is accepted in outlier_detection.monitors, its fields
+    validated; another monitor type, or the kernel signals turned off, is
+    refused naming the field."""
+    base = bootstrap_yaml(10000, 9901, {"c": [8080]}, cluster_extra=KERNEL_MONITOR)
+    rc, out = _validate(base)
+    assert rc == 0, out
+    rc, out = _validate(base, "--kernel-signals", "off")
+    assert rc == 1
+    assert "outlier_detection.monitors[0].typed_config" in out
+    assert "the kernel monitor needs the kernel signals, which --kernel-signals off turns off" in out
+    rc, out = _validate(base.replace("consecutive_intervals: 2", "consecutive_intervals: 0"))
+    assert rc == 1 and "consecutive_intervals" in out and "at least 1" in out, out
+    rc, out = _validate(base.replace("consecutive_intervals: 2", "rtt_ratio: 0.5"))
+    assert rc == 1 and "rtt_ratio" in out and "must be 0 (no latency check) or at least 1" in out, out
+    rc, out = _validate(base.replace("consecutive_intervals: 2", "min_retransmit_rate: 2"))
+    assert rc == 1 and "min_retransmit_rate" in out, out
+    other = base.replace("sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals",
+                         "envoy.extensions.outlier_detection_monitors.consecutive_errors.v3.ConsecutiveErrors")
+    other = other.replace("      consecutive_intervals: 2\n", "")
+    rc, out = _validate(other)
+    assert rc == 1 and "monitors[0].typed_config" in out and "is not supported by SHARP" in out, out
