@@ -20,6 +20,10 @@ struct sharp_kernel_bpf {
     int remotes_fd;
     int ncpus;
     sharp_tcp_counters_t *percpu; /* ncpus values, a lookup's buffer */
+    /* batch lookups: up to `chunk` keys and their per-CPU values */
+    uint32_t chunk;
+    struct sharp_tcp_remote *bkeys;
+    sharp_tcp_counters_t *bvalues;
     char probes[256];
     bool raw; /* attached as raw tracepoints */
 };
@@ -174,6 +178,11 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
         goto fail;
     }
     b->percpu = sharp_calloc((size_t)b->ncpus, sizeof *b->percpu);
+    /* about 256 KiB of values per batch, whatever the number of CPUs */
+    b->chunk = (uint32_t)SHARP_MAX(1, (256 * 1024) / ((size_t)b->ncpus * sizeof *b->percpu));
+    if (b->chunk > 1024) b->chunk = 1024;
+    b->bkeys = sharp_calloc(b->chunk, sizeof *b->bkeys);
+    b->bvalues = sharp_calloc((size_t)b->chunk * (size_t)b->ncpus, sizeof *b->bvalues);
     return b;
 fail:
     sharp_kernel_bpf_close(b);
@@ -185,6 +194,8 @@ void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b)
     if (!b) return;
     sharp_tcp__destroy(b->skel); /* detaches and frees the maps */
     free(b->percpu);
+    free(b->bkeys);
+    free(b->bvalues);
     free(b);
 }
 
@@ -210,12 +221,11 @@ int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remot
     return bpf_map_delete_elem(b->remotes_fd, key) < 0 ? -errno : 0;
 }
 
-int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
+static void sum_cpus(const sharp_tcp_counters_t *percpu, int ncpus, sharp_tcp_counters_t *out)
 {
-    if (bpf_map_lookup_elem(b->remotes_fd, key, b->percpu) < 0) return -errno;
     memset(out, 0, sizeof *out);
-    for (int i = 0; i < b->ncpus; i++) {
-        const sharp_tcp_counters_t *v = &b->percpu[i];
+    for (int i = 0; i < ncpus; i++) {
+        const sharp_tcp_counters_t *v = &percpu[i];
         out->segs_out += v->segs_out;
         out->retrans += v->retrans;
         out->syn_retrans += v->syn_retrans;
@@ -229,7 +239,35 @@ int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *
         out->rst_tx += v->rst_tx;
         out->closes += v->closes;
     }
+}
+
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
+{
+    if (bpf_map_lookup_elem(b->remotes_fd, key, b->percpu) < 0) return -errno;
+    sum_cpus(b->percpu, b->ncpus, out);
     return 0;
+}
+
+int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
+                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void *arg)
+{
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    uint32_t token = 0; /* a hash map's batch position is a bucket number */
+    bool first = true;
+    for (;;) {
+        uint32_t n = b->chunk;
+        int rc = bpf_map_lookup_batch(b->remotes_fd, first ? NULL : &token, &token, b->bkeys, b->bvalues, &n, &opts);
+        int err = rc < 0 ? errno : 0;
+        if (rc < 0 && err != ENOENT) return -err;
+        for (uint32_t i = 0; i < n; i++) {
+            sharp_tcp_counters_t sum;
+            sum_cpus(&b->bvalues[(size_t)i * (size_t)b->ncpus], b->ncpus, &sum);
+            fn(arg, &b->bkeys[i], &sum);
+        }
+        if (err == ENOENT) return 0; /* the last batch */
+        first = false;
+    }
 }
 
 #else /* !SHARP_HAVE_BPF */
@@ -278,6 +316,14 @@ int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remot
 int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
 {
     (void)b, (void)key, (void)out;
+    return -ENOSYS;
+}
+
+int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
+                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void *arg)
+{
+    (void)b, (void)fn, (void)arg;
     return -ENOSYS;
 }
 

@@ -25,6 +25,13 @@ const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b);
 int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);
 /* Stops counting for a remote and forgets its counters. */
 int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);
+/* Every watched remote's counters (summed over the CPUs), in a few batch
+ * lookups: fn(arg, key, counters) per entry. 0, or a negative errno
+ * (-EINVAL, -ENOTSUP on kernels without batch operations: read each remote
+ * with sharp_kernel_bpf_read then). */
+int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
+                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void *arg);
 /* The remote's counters, summed over the CPUs; 0 or a negative errno. */
 int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out);
 

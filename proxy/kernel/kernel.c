@@ -41,6 +41,7 @@ static struct {
     uint64_t interval_ms;
     uint64_t last_tick_ns;
     sharp_kernel_bpf_t *bpf;
+    bool no_batch; /* the kernel has no batch lookups: one lookup per remote */
     /* watched remotes: an array, and an open-addressing index of
      * positions + 1 (0: empty) over it, a power of two of slots */
     watch_t *w;
@@ -339,17 +340,44 @@ static uint64_t interval_from_runtime(void)
     return v < INTERVAL_MIN_MS ? INTERVAL_MIN_MS : v > INTERVAL_MAX_MS ? INTERVAL_MAX_MS : v;
 }
 
+static void batch_entry(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c)
+{
+    (void)arg;
+    watch_t *w = watch_find(key);
+    if (!w) return; /* cannot happen: SHARP alone fills the map */
+    w->cur = *c;
+    w->read_ok = true;
+}
+
+/* Every watched remote's counters: in batches, else one lookup each. */
+static void read_counters(void)
+{
+    for (uint32_t i = 0; i < K.nw; i++) K.w[i].read_ok = false;
+    if (!K.no_batch) {
+        int rc = sharp_kernel_bpf_read_all(K.bpf, batch_entry, NULL);
+        if (rc == 0) return;
+        if (rc == -EINVAL || rc == -ENOTSUP || rc == -EOPNOTSUPP || rc == -ENOSYS) {
+            sharp_debug(main, "kernel signals: no batch map lookups (%s), one lookup per remote", strerror(-rc));
+            K.no_batch = true;
+        }
+        /* else (ENOSPC: a hash bucket longer than a batch; anything else):
+         * this time, one lookup per remote */
+        for (uint32_t i = 0; i < K.nw; i++) K.w[i].read_ok = false;
+    }
+    for (uint32_t i = 0; i < K.nw; i++) {
+        watch_t *w = &K.w[i];
+        w->read_ok = sharp_kernel_bpf_read(K.bpf, &w->key, &w->cur) == 0;
+        if (!w->read_ok) sharp_counter_inc(sharp_stats_shard(K.stats, 0), K.st.read_errors);
+    }
+}
+
 void sharp_kernel_tick(void)
 {
     if (K.source == SHARP_KERNEL_SOURCE_OFF || !K.srv) return;
     K.last_tick_ns = sharp_now_ns();
     if (K.source == SHARP_KERNEL_SOURCE_EBPF) {
         reconcile();
-        for (uint32_t i = 0; i < K.nw; i++) {
-            watch_t *w = &K.w[i];
-            w->read_ok = sharp_kernel_bpf_read(K.bpf, &w->key, &w->cur) == 0;
-            if (!w->read_ok) sharp_counter_inc(sharp_stats_shard(K.stats, 0), K.st.read_errors);
-        }
+        read_counters();
     }
     const sharp_snapshot_t *snap = K.srv->snap;
     for (uint32_t i = 0; snap && i < snap->nclusters; i++) cluster_interval(snap->clusters[i]);
@@ -426,6 +454,7 @@ void sharp_kernel_stop(void)
     K.sigs = NULL;
     K.nw = K.wcap = K.ixcap = 0;
     K.scratch_cap = 0;
+    K.no_batch = false;
     K.source = SHARP_KERNEL_SOURCE_OFF;
     K.srv = NULL;
 }
