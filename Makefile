@@ -14,7 +14,8 @@ DEB_PACKAGES := build-essential pkg-config meson ninja-build \
 	protobuf-c-compiler libprotobuf-c-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-xdist python3-yaml python3-websockets python3-grpcio python3-h2 python3-hyperframe \
 	python3-hpack python3-dnslib curl wrk nginx haproxy nghttp2-client h2o nghttp2-proxy \
-	openssl procps iproute2 gnuplot-nox clang libclang-rt-14-dev nodejs
+	openssl procps iproute2 gnuplot-nox clang libclang-rt-14-dev nodejs \
+	bpftool libbpf-dev iptables
 
 .PHONY: all deps npm-deps build run example test unit integration asan fuzz clean
 

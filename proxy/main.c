@@ -2,6 +2,7 @@
 #include "common.h"
 #include "log.h"
 #include "server.h"
+#include "kernel/kernel.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +29,8 @@ static void usage(FILE *f)
           "      --restart-epoch N           hot restart epoch: only 0 (hot restart is not supported)\n"
           "      --base-id N                 accepted for compatibility (no shared memory is used)\n"
           "      --disable-hot-restart       accepted for compatibility\n"
+          "      --kernel-signals MODE       SHARP: per-host kernel TCP signals from auto (eBPF probes,\n"
+          "                                  else TCP_INFO; the default), tcp_info (TCP_INFO only) or off\n"
           "      --version                   print the version and exit\n"
           "  -h, --help                      this text\n"
           "With both -c and --config-yaml, the YAML is merged over the file (proto MergeFrom).\n"
@@ -49,7 +52,7 @@ int main(int argc, char **argv)
 {
     enum { O_CONFIG_YAML = 256, O_MODE, O_CONCURRENCY, O_LOG_PATH, O_SERVICE_CLUSTER,
            O_SERVICE_NODE, O_DRAIN_TIME, O_PARENT_SHUTDOWN, O_VERSION, O_IGNORED,
-           O_COMPONENT_LOG_LEVEL, O_LOG_FORMAT, O_RESTART_EPOCH, O_BASE_ID };
+           O_COMPONENT_LOG_LEVEL, O_LOG_FORMAT, O_RESTART_EPOCH, O_BASE_ID, O_KERNEL_SIGNALS };
     static const struct option longopts[] = {
         {"config-path", required_argument, NULL, 'c'},
         {"config-yaml", required_argument, NULL, O_CONFIG_YAML},
@@ -68,6 +71,7 @@ int main(int argc, char **argv)
         {"restart-epoch", required_argument, NULL, O_RESTART_EPOCH},
         {"base-id", required_argument, NULL, O_BASE_ID},
         {"disable-hot-restart", no_argument, NULL, O_IGNORED},
+        {"kernel-signals", required_argument, NULL, O_KERNEL_SIGNALS},
         {NULL, 0, NULL, 0},
     };
     sharp_options_t o = {0};
@@ -146,6 +150,15 @@ int main(int argc, char **argv)
                 return 1;
             }
             break;
+        case O_KERNEL_SIGNALS: {
+            sharp_kernel_mode_t m;
+            if (sharp_kernel_mode_parse(optarg, &m) < 0) {
+                fprintf(stderr, "sharp: --kernel-signals must be auto, tcp_info or off, got '%s'\n", optarg);
+                return 1;
+            }
+            o.kernel_signals = (int)m;
+            break;
+        }
         case O_VERSION: printf("sharp/%s\n", SHARP_VERSION); return 0;
         case O_IGNORED: break;
         case 'h': usage(stdout); return 0;

@@ -16,6 +16,7 @@
 #include "retire.h"
 #include "tls/sds.h"
 #include "upstream/outlier.h"
+#include "kernel/kernel.h"
 #include "upstream/dns.h"
 #include "upstream/health_check.h"
 #include "grpc/health.h"
@@ -112,6 +113,8 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     s->stats = sharp_stats_create(s->nworkers + 1);
     sharp_filters_register_builtin();
     sharp_cluster_set_nworkers(s->nworkers);
+    /* before the clusters are built: they register kernel.* stats unless off */
+    sharp_kernel_set_mode((sharp_kernel_mode_t)opts->kernel_signals);
     s->xds = sharp_xds_new(s);
     char err[2048];
     const char *what = opts->config_path ? opts->config_path : opts->config_yaml ? "--config-yaml" : "<default>";
@@ -209,6 +212,7 @@ static void stop_everything(sharp_server_t *s)
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
     if (s->snap) sharp_sds_stop(s->snap->sds);
     sharp_xds_stop(s->xds);
+    sharp_kernel_stop();
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
     uv_timer_stop(&s->housekeeping);
@@ -422,6 +426,7 @@ void sharp_server_set_snapshot(sharp_server_t *s, sharp_snapshot_t *snap)
     sharp_snapshot_t *old = s->snap;
     s->snap = sharp_snapshot_ref(snap);
     sharp_gauge_set(s->stats, s->st.active_clusters, snap->nclusters);
+    sharp_kernel_snapshot_changed(); /* new clusters' hosts watched before workers see them */
     for (unsigned i = 0; s->workers && !s->shutting_down && i < s->nworkers; i++) {
         sharp_worker_t *w = &s->workers[i];
         if (!s->workers_started) { /* they set up from w->snap when they start */
@@ -505,6 +510,7 @@ static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
     /* outlier state first: the checker's first round may end here and
      * start the workers */
     sharp_outlier_hosts_changed(c);
+    sharp_kernel_hosts_changed(c); /* watched before any worker connects */
     sharp_health_checker_hosts_changed(s->health_checker, c);
     if (!s->workers_started) return;
     for (unsigned i = 0; i < s->nworkers; i++) sharp_worker_set_hostset(&s->workers[i], c);
@@ -632,6 +638,9 @@ int sharp_server_run(sharp_server_t *s)
      * closed only after they are joined (their wake-ups outlive the loop
      * run; both handles are unreferenced). */
     for (uint32_t c = 0; c < snap->nclusters; c++) sharp_outlier_start(snap->clusters[c], s->loop);
+    /* kernel TCP signals: the source is chosen (one log line) before any
+     * upstream connection exists */
+    sharp_kernel_start(s, s->loop);
     uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
     /* Envoy's cluster initialization: with active health checks the
      * workers start once every checked host has had its first result, so

@@ -26,6 +26,7 @@ typedef struct sharp_options {
     const char *service_node;
     unsigned drain_time_s;            /* default 600 as Envoy; SIGTERM drain bound */
     unsigned parent_shutdown_time_s;  /* default 900 */
+    int kernel_signals;               /* sharp_kernel_mode_t (kernel/kernel.h), auto by default */
 } sharp_options_t;
 
 typedef enum {

@@ -11,6 +11,7 @@
 #include "overload.h"
 #include "server.h"
 #include "upstream/pool.h"
+#include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
 #include "xds/lds.h"
 
@@ -606,6 +607,7 @@ static void on_tick(uv_timer_t *t)
     sharp_worker_t *w = t->data;
     sharp_access_log_worker_flush(w);
     check_host_drains(w);
+    if (sharp_tcpinfo_on() && !w->stopping) each_pool(w, sharp_pool_tcpinfo_tick); /* kernel/tcpinfo.h */
 }
 
 static void worker_main(void *arg)

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "runtime.h"
 #include "upstream/cluster.h"
+#include "kernel/kernel.h"
 #include "upstream/outlier.h"
 #include "upstream/shard_lb.h"
 
@@ -586,6 +587,8 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             if (c->outlier)
                 sharp_sbuf_printf(b, "%s::%s::outlier_state::%s\n", cn, a,
                                   sharp_outlier_breaker_name(sharp_outlier_breaker(h)));
+            /* SHARP: the host's kernel TCP signals */
+            if (sharp_kernel_source() != SHARP_KERNEL_SOURCE_OFF) sharp_kernel_host_text(b, cn, h);
         }
     }
 }
@@ -658,6 +661,11 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             if (od)
                 sharp_sbuf_printf(b, ",\"outlier_state\":\"%s\"",
                                   sharp_outlier_breaker_name(sharp_outlier_breaker(h)));
+            /* SHARP: the host's kernel TCP signals */
+            if (sharp_kernel_source() != SHARP_KERNEL_SOURCE_OFF) {
+                sharp_sbuf_puts(b, ",\"kernel\":");
+                sharp_kernel_host_json(b, h);
+            }
             sharp_sbuf_puts(b, "}");
         }
         sharp_sbuf_puts(b, "]");
@@ -688,6 +696,14 @@ static void h_clusters(const sharp_admin_request_t *rq, sharp_admin_response_t *
     } else {
         clusters_text(rq->srv->snap, &rsp->body);
     }
+}
+
+/* SHARP: the kernel TCP signals of every host (kernel/kernel.h). */
+static void h_kernel(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_sbuf_t b = {0};
+    sharp_kernel_admin_json(&b, rq->srv->snap);
+    finish_json(rsp, &b);
 }
 
 /* ---- listeners ------------------------------------------------------------- */
@@ -826,6 +842,11 @@ static const handler_t handlers[] = {
      "dump current Envoy init manager information (experimental)",
      false,
      h_init_dump,
+     {{0}}},
+    {"/kernel",
+     "SHARP: kernel TCP signals per upstream host (source, retransmission rate, RTT, resets, connects)",
+     false,
+     h_kernel,
      {{0}}},
     {"/listeners",
      "print listener info",

@@ -5,6 +5,7 @@
 #include "upstream/outlier.h"
 #include "upstream/dns.h"
 #include "upstream/shard_lb.h"
+#include "kernel/kernel.h"
 #include "tls/context.h"
 #include "xds/xds.h"
 
@@ -214,6 +215,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     }
 #undef C
 #undef G
+    sharp_kernel_cluster_stats_init(c, s);
     /* deferred_stat_options: the ones of Envoy's ClusterTrafficStats stay out
      * of the admin views until the cluster first uses one of them. */
     if (sharp_stats_deferred_creation(s)) {

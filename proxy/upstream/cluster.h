@@ -106,6 +106,13 @@ typedef struct sharp_cluster_stats {
             inbound_empty_frames_flood, inbound_priority_frames_flood, inbound_window_update_frames_flood,
             streams_active;
     } h2;
+    /* cluster.<name>.kernel.*: SHARP's kernel TCP signals summed over the
+     * hosts, registered unless they are off (kernel/kernel.h) */
+    struct {
+        bool on;
+        sharp_stat_id_t segments_out, retransmits, syn_retransmits, resets_received, resets_sent, connects,
+            connect_failures, closes, rtt_median_us, retransmit_rate_median_ppm, retransmit_rate_max_ppm;
+    } kernel;
 } sharp_cluster_stats_t;
 
 /* Http2ProtocolOptions of an HTTP/2 cluster or a connection manager

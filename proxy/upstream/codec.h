@@ -16,6 +16,7 @@
 #define SHARP_UPSTREAM_CODEC_H
 
 #include "upstream/pool.h"
+#include "kernel/tcpinfo.h"
 #include "net.h"
 
 typedef enum { CX_CONNECTING, CX_READY, CX_BUSY, CX_CLOSING } cx_state_t;
@@ -51,6 +52,8 @@ typedef struct sharp_upstream_conn {
     /* TLS (the cluster's UpstreamTlsContext): the engine between the
      * socket and the codec, NULL for plaintext (tls/upstream.h) */
     struct sharp_upstream_tls *tls;
+    /* the TCP_INFO fallback's last sample of the socket (kernel/tcpinfo.h) */
+    sharp_tcpinfo_cursor_t tcpi;
 } sharp_upstream_conn_t;
 
 struct sharp_pool {

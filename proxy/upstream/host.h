@@ -7,6 +7,7 @@
 #include "common.h"
 #include "net.h"
 #include "stats.h"
+#include "kernel/signals.h"
 
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -53,6 +54,9 @@ typedef struct sharp_host {
     /* outlier detection's state of the host (upstream/outlier.h), NULL
      * without a detector; set before the host is published to workers */
     struct sharp_outlier_host *outlier;
+    /* kernel TCP signals (kernel/kernel.h): the TCP_INFO fallback's
+     * atomics, which workers add to, and the main thread's signals */
+    sharp_host_kernel_t kern;
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

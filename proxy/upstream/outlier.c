@@ -24,7 +24,11 @@
 #include "log.h"
 #include "runtime.h"
 
+#include "kernel/kernel.h"
+#include "config/mapper.h"
+
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
+#include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -53,6 +57,8 @@ static const struct {
     [SHARP_OUTLIER_FAILURE_PERCENTAGE] = {"failure_percentage", "FAILURE_PERCENTAGE"},
     [SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = {"local_origin_failure_percentage",
                                                       "FAILURE_PERCENTAGE_LOCAL_ORIGIN"},
+    /* SHARP's: not one of Envoy's OutlierEjectionType values */
+    [SHARP_OUTLIER_KERNEL] = {"kernel", "KERNEL"},
 };
 
 void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg)
@@ -72,6 +78,14 @@ void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg)
     cfg->enforcing[SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = 100;
     cfg->enforcing[SHARP_OUTLIER_FAILURE_PERCENTAGE] = 0;
     cfg->enforcing[SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = 0;
+    cfg->enforcing[SHARP_OUTLIER_KERNEL] = 100;
+    cfg->kernel.min_retransmit_rate = 0.01;
+    cfg->kernel.retransmit_rate_factor = 3;
+    cfg->kernel.min_segments = 50;
+    cfg->kernel.rtt_ratio = 3;
+    cfg->kernel.min_rtt_us = 5000;
+    cfg->kernel.consecutive_intervals = 3;
+    cfg->kernel.minimum_hosts = 3;
     cfg->success_rate_minimum_hosts = 5;
     cfg->success_rate_request_volume = 100;
     cfg->success_rate_stdev_factor = 1900;
@@ -125,6 +139,78 @@ static int percent(cfg_err_t *e, const Google__Protobuf__UInt32Value *v, const c
     return 0;
 }
 
+typedef Sharp__Extensions__OutlierDetectionMonitors__Kernel__V1__KernelSignals kernel_pb_t;
+#define KERNEL_TYPE "sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals"
+
+/* monitors[i]: SHARP's kernel monitor, the one monitor SHARP implements
+ * (the support table has checked its fields' ranges; the checks here hold
+ * without it too). */
+static int kernel_monitor(cfg_err_t *e, const Envoy__Config__Core__V3__TypedExtensionConfig *tec, size_t i,
+                          sharp_outlier_config_t *cfg)
+{
+    char field[96];
+    snprintf(field, sizeof field, "monitors[%zu].typed_config", i);
+    if (!tec->typed_config) return bad(e, field, "is required");
+    sharp_config_error_t ce = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&tec->typed_config->base, NULL, &ce);
+    if (!m) return bad(e, field, "%s", ce.msg);
+    if (m->descriptor != &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor) {
+        bad(e, field, "outlier detection monitor %s is not supported: the one monitor SHARP implements is " KERNEL_TYPE,
+            m->descriptor->name);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return -1;
+    }
+    const kernel_pb_t *k = (const kernel_pb_t *)m;
+    sharp_outlier_kernel_config_t *kc = &cfg->kernel;
+    int rc = 0;
+    if (kc->enabled) {
+        rc = bad(e, field, "the kernel monitor is configured twice");
+        goto done;
+    }
+    if (!sharp_kernel_enabled()) {
+        rc = bad(e, field, "the kernel monitor needs the kernel signals, which --kernel-signals off turns off");
+        goto done;
+    }
+    kc->enabled = true;
+    if (k->min_retransmit_rate) kc->min_retransmit_rate = k->min_retransmit_rate->value;
+    if (k->retransmit_rate_factor) kc->retransmit_rate_factor = k->retransmit_rate_factor->value;
+    if (k->min_segments) kc->min_segments = k->min_segments->value;
+    if (k->rtt_ratio) kc->rtt_ratio = k->rtt_ratio->value;
+    if (k->consecutive_intervals) kc->consecutive_intervals = k->consecutive_intervals->value;
+    if (k->minimum_hosts) kc->minimum_hosts = k->minimum_hosts->value;
+    if (k->min_rtt) {
+        if (k->min_rtt->seconds < 0 || k->min_rtt->nanos < 0) {
+            snprintf(field + strlen(field), sizeof field - strlen(field), ".min_rtt");
+            rc = bad(e, field, "must not be negative");
+            goto done;
+        }
+        kc->min_rtt_us = (uint64_t)k->min_rtt->seconds * 1000000 + (uint64_t)k->min_rtt->nanos / 1000;
+    }
+    const char *which = NULL, *why = NULL;
+    if (!(kc->min_retransmit_rate >= 0 && kc->min_retransmit_rate <= 1))
+        which = "min_retransmit_rate", why = "must be in [0, 1]";
+    else if (!(kc->retransmit_rate_factor >= 0))
+        which = "retransmit_rate_factor", why = "must be at least 0";
+    else if (!(kc->rtt_ratio == 0 || kc->rtt_ratio >= 1))
+        which = "rtt_ratio", why = "must be 0 (no latency check) or at least 1";
+    else if (kc->consecutive_intervals < 1)
+        which = "consecutive_intervals", why = "must be at least 1";
+    else if (kc->minimum_hosts < 1)
+        which = "minimum_hosts", why = "must be at least 1";
+    if (which) {
+        snprintf(field + strlen(field), sizeof field - strlen(field), ".%s", which);
+        rc = bad(e, field, "%s", why);
+        goto done;
+    }
+    if (k->enforcing) {
+        snprintf(field + strlen(field), sizeof field - strlen(field), ".enforcing");
+        rc = percent(e, k->enforcing, field, &cfg->enforcing[SHARP_OUTLIER_KERNEL]);
+    }
+done:
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
 int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *msg, const char *path,
                             char *errpath, size_t errpathlen, char *err, size_t errlen)
 {
@@ -132,8 +218,8 @@ int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *msg, con
     cfg_err_t e = {path, errpath, err, errpathlen, errlen};
     sharp_outlier_config_t cfg;
     sharp_outlier_config_defaults(&cfg);
-    if (pb->n_monitors)
-        return bad(&e, "monitors", "outlier detection monitor extensions are not supported");
+    for (size_t i = 0; i < pb->n_monitors; i++)
+        if (kernel_monitor(&e, pb->monitors[i], i, &cfg) < 0) return -1;
     if (duration(&e, pb->interval, "interval", true, &cfg.interval_ms) < 0 ||
         duration(&e, pb->base_ejection_time, "base_ejection_time", true,
                  &cfg.base_ejection_time_ms) < 0 ||
@@ -222,6 +308,7 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
     C(success_rate, "ejections_success_rate");
 #undef C
     for (int t = 0; t < SHARP_OUTLIER_NTYPES; t++) {
+        if (t == SHARP_OUTLIER_KERNEL && !cfg->kernel.enabled) continue; /* SHARP's, only when configured */
         od->st.detected[t] = sharp_stats_counterf(
             stats, "cluster.%s.outlier_detection.ejections_detected_%s", nm, type_names[t].stat);
         od->st.enforced[t] = sharp_stats_counterf(
@@ -851,6 +938,94 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
             oh->backoff--;
     }
     set_gauges(od);
+}
+
+/* ---- SHARP's kernel monitor ---- */
+
+sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
+                                                    const sharp_tcp_signals_t *s, double rate_median,
+                                                    uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts)
+{
+    bool judged = false;
+    if (rate_hosts >= k->minimum_hosts && rate_median >= 0 && s->segs_out >= k->min_segments &&
+        s->segs_out > 0 && s->retrans_rate >= 0) {
+        judged = true;
+        if (s->retrans_rate >= k->min_retransmit_rate && s->retrans_rate >= k->retransmit_rate_factor * rate_median)
+            return SHARP_KERNEL_VERDICT_LOSS;
+    }
+    if (k->rtt_ratio > 0 && rtt_hosts >= k->minimum_hosts && rtt_median > 0 && s->rtt_samples > 0 &&
+        s->rtt_us > 0) {
+        judged = true;
+        if (s->rtt_us >= k->rtt_ratio * rtt_median && s->rtt_us >= (double)k->min_rtt_us)
+            return SHARP_KERNEL_VERDICT_LATENCY;
+    }
+    return judged ? SHARP_KERNEL_VERDICT_OK : SHARP_KERNEL_VERDICT_UNKNOWN;
+}
+
+static const char *verdict_name(sharp_kernel_verdict_t v)
+{
+    return v == SHARP_KERNEL_VERDICT_LOSS ? "packet loss" : v == SHARP_KERNEL_VERDICT_LATENCY ? "latency" : "ok";
+}
+
+void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms)
+{
+    sharp_outlier_t *od = c->outlier;
+    if (!od || !od->cfg.kernel.enabled) return;
+    const sharp_outlier_kernel_config_t *k = &od->cfg.kernel;
+    /* the medians of the hosts in rotation with this interval's traffic */
+    uint32_t nrate = 0, nrtt = 0;
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        const sharp_host_t *h = c->hosts[i];
+        const sharp_tcp_signals_t *s = &h->kern.sig;
+        if (!h->kern.has_prev || (host_flags(h) & SHARP_HOST_FAILED_OUTLIER)) continue;
+        if (s->segs_out >= k->min_segments && s->segs_out > 0 && s->retrans_rate >= 0)
+            od->rates[nrate++] = s->retrans_rate;
+    }
+    double rate_median = sharp_tcp_median(od->rates, nrate);
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        const sharp_host_t *h = c->hosts[i];
+        const sharp_tcp_signals_t *s = &h->kern.sig;
+        if (!h->kern.has_prev || (host_flags(h) & SHARP_HOST_FAILED_OUTLIER)) continue;
+        if (s->rtt_samples > 0 && s->rtt_us > 0) od->rates[nrtt++] = s->rtt_us;
+    }
+    double rtt_median = sharp_tcp_median(od->rates, nrtt);
+    bool any = false;
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        sharp_host_t *h = c->hosts[i];
+        sharp_outlier_host_t *oh = od->hosts[i];
+        if (!h->kern.has_prev || (host_flags(h) & SHARP_HOST_FAILED_OUTLIER)) {
+            oh->kernel_streak = 0;
+            continue;
+        }
+        const sharp_tcp_signals_t *s = &h->kern.sig;
+        /* signals not computed this time (the source had nothing for the
+         * host) are not judged twice */
+        if (s->intervals == oh->kernel_judged) continue;
+        oh->kernel_judged = s->intervals;
+        sharp_kernel_verdict_t v = sharp_outlier_kernel_verdict(k, s, rate_median, nrate, rtt_median, nrtt);
+        if (v == SHARP_KERNEL_VERDICT_UNKNOWN) continue; /* neither counts nor breaks the run */
+        if (v == SHARP_KERNEL_VERDICT_OK) {
+            oh->kernel_streak = 0;
+            continue;
+        }
+        oh->kernel_streak++;
+        oh->kernel_cause = v;
+        if (oh->kernel_streak < k->consecutive_intervals) continue;
+        oh->kernel_streak = 0;
+        if (v == SHARP_KERNEL_VERDICT_LOSS)
+            sharp_log_info("outlier detection: cluster '%s' host %s: %s, retransmission rate %.2f%% "
+                           "(cluster median %.2f%%) for %u intervals",
+                           c->name, h->address, verdict_name(v), 100 * s->retrans_rate,
+                           100 * (rate_median > 0 ? rate_median : 0), k->consecutive_intervals);
+        else
+            sharp_log_info("outlier detection: cluster '%s' host %s: %s, RTT %.0f us (cluster median %.0f us) "
+                           "for %u intervals",
+                           c->name, h->address, verdict_name(v), s->rtt_us, rtt_median, k->consecutive_intervals);
+        count(od, od->st.detected[SHARP_OUTLIER_KERNEL]);
+        eject(od, i, SHARP_OUTLIER_KERNEL, now_ms, false);
+        any = true;
+    }
+    if (any) set_gauges(od);
 }
 
 void sharp_outlier_on_health_check_success(sharp_cluster_t *c, sharp_host_t *h, uint64_t now_ms)

@@ -45,6 +45,9 @@ typedef enum {
     SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN,
     SHARP_OUTLIER_FAILURE_PERCENTAGE,
     SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN,
+    /* SHARP: the kernel monitor (OutlierDetection.monitors, KernelSignals):
+     * packet loss or latency seen in the kernel's TCP signals */
+    SHARP_OUTLIER_KERNEL,
     SHARP_OUTLIER_NTYPES,
 } sharp_outlier_type_t;
 
@@ -54,6 +57,27 @@ enum { SHARP_OUTLIER_EXTERNAL, SHARP_OUTLIER_LOCAL, SHARP_OUTLIER_NMONITORS };
 
 /* Requests a half-open host admits per interval (see docs/architecture.md). */
 #define SHARP_OUTLIER_HALF_OPEN_PROBES 1
+
+/* SHARP's kernel monitor (sharp.extensions.outlier_detection_monitors.
+ * kernel.v1.KernelSignals), its defaults in the comments. */
+typedef struct sharp_outlier_kernel_config {
+    bool enabled;                  /* the monitor is configured */
+    double min_retransmit_rate;    /* 0.01 */
+    double retransmit_rate_factor; /* 3 */
+    uint32_t min_segments;         /* 50 */
+    double rtt_ratio;              /* 3; 0: no latency check */
+    uint64_t min_rtt_us;           /* 5000 */
+    uint32_t consecutive_intervals; /* 3 */
+    uint32_t minimum_hosts;        /* 3 */
+} sharp_outlier_kernel_config_t;
+
+/* What one interval's kernel signals say about a host. */
+typedef enum {
+    SHARP_KERNEL_VERDICT_UNKNOWN, /* not enough traffic (or hosts) to judge */
+    SHARP_KERNEL_VERDICT_OK,
+    SHARP_KERNEL_VERDICT_LOSS,    /* retransmission rate above the thresholds */
+    SHARP_KERNEL_VERDICT_LATENCY, /* RTT above the thresholds */
+} sharp_kernel_verdict_t;
 
 /* cluster.outlier_detection with Envoy's defaults filled in. */
 typedef struct sharp_outlier_config {
@@ -75,6 +99,7 @@ typedef struct sharp_outlier_config {
     bool split_external_local_origin_errors;
     bool successful_active_health_check_uneject_host; /* true */
     bool always_eject_one_host;                       /* false */
+    sharp_outlier_kernel_config_t kernel;             /* SHARP's kernel monitor */
 } sharp_outlier_config_t;
 
 /* Per-host detector state. The first group is written by workers (atomics
@@ -94,6 +119,10 @@ typedef struct sharp_outlier_host {
     double success_rate[SHARP_OUTLIER_NMONITORS]; /* last interval's, -1 when not computed */
     sharp_host_t *host;
     bool member; /* the host is in the cluster's current set */
+    /* the kernel monitor: intervals in a row judged an outlier, and why */
+    uint32_t kernel_streak;
+    sharp_kernel_verdict_t kernel_cause;
+    uint64_t kernel_judged; /* the host's signals' interval count last judged */
 } sharp_outlier_host_t;
 
 typedef struct sharp_outlier {
@@ -169,6 +198,12 @@ void sharp_outlier_process_pending(sharp_outlier_t *od, uint64_t now_ms);
  * success-rate and failure-percentage detectors on the interval's results
  * and forgives one ejection step of hosts healthy for an interval. */
 void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms);
+/* The kernel monitor's interval (called by the kernel signals, kernel/
+ * kernel.h, once each host's signals are computed): judges every host that
+ * is not ejected against the cluster's medians and ejects those judged
+ * outliers for consecutive_intervals intervals in a row. No-op without the
+ * monitor. */
+void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms);
 /* A successful active health check of h (the health checker calls it): an
  * ejected host is restored at once, closed, when
  * successful_active_health_check_uneject_host is on. */
@@ -183,6 +218,15 @@ void sharp_outlier_success_rate_threshold(const double *rates, size_t n, double 
 /* How long an ejection lasts: min(base * backoff, max) + jitter. */
 uint64_t sharp_outlier_ejection_ms(const sharp_outlier_config_t *cfg, uint32_t backoff,
                                    uint64_t jitter_ms);
+/* The kernel monitor's verdict on one host's interval: loss when its
+ * retransmission rate (with at least min_segments sent) reaches both
+ * min_retransmit_rate and retransmit_rate_factor times rate_median; latency
+ * when its RTT (sampled in the interval) reaches both rtt_ratio times
+ * rtt_median and min_rtt. A median over fewer than minimum_hosts hosts
+ * (rate_hosts, rtt_hosts) judges nothing; -1 medians are unknown. */
+sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
+                                                    const sharp_tcp_signals_t *s, double rate_median,
+                                                    uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts);
 /* max_ejection_percent check for one more ejection out of nhosts. */
 bool sharp_outlier_may_eject(const sharp_outlier_config_t *cfg, uint32_t active, uint32_t nhosts);
 

@@ -28,6 +28,12 @@ static sharp_stats_shard_t *shard(sharp_pool_t *p)
     return p->env->stats;
 }
 
+static int conn_fd(sharp_upstream_conn_t *c)
+{
+    uv_os_fd_t fd;
+    return uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fd : -1;
+}
+
 sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t *c, sharp_host_t *h, sharp_priority_t prio)
 {
     sharp_pool_t *p = sharp_calloc(1, sizeof *p);
@@ -151,6 +157,20 @@ void sharp_pool_check_drain(sharp_pool_t *p)
     for (sharp_dlist_t *n = p->busy.next; n != &p->busy; n = n->next) CONN(n)->draining = true;
 }
 
+/* TCP_INFO fallback (kernel/tcpinfo.h): the worker's tick samples the
+ * connections with unsampled traffic whose interval is over. */
+void sharp_pool_tcpinfo_tick(sharp_pool_t *p)
+{
+    if (!sharp_tcpinfo_on()) return;
+    uint64_t now = uv_now(p->env->loop);
+    sharp_dlist_t *lists[] = {&p->ready, &p->busy};
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(lists); i++)
+        for (sharp_dlist_t *n = lists[i]->next; n != lists[i]; n = n->next) {
+            sharp_upstream_conn_t *c = CONN(n);
+            sharp_tcpinfo_tick(&p->host->kern, conn_fd(c), &c->tcpi, c->nactive > 0, now);
+        }
+}
+
 /* A retired pool without waiters has no use for connections still
  * connecting; without connections either, it is done. */
 static void retired_settle(sharp_pool_t *p)
@@ -205,6 +225,9 @@ void sharp_upstream_conn_close(sharp_upstream_conn_t *c)
         sharp_histogram_record(sh, p->cluster->st.cx_length_ms, (sharp_now_ns() - c->connected_ns) / 1000000);
     atomic_fetch_sub_explicit(&p->host->active_cx, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->open->cx_open, 1, memory_order_relaxed);
+    /* TCP_INFO fallback: the socket's last sample, while it is open */
+    if (c->tcpi.connected && sharp_tcpinfo_on())
+        sharp_tcpinfo_closing(&p->host->kern, conn_fd(c), &c->tcpi, uv_now(p->env->loop));
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, sharp_upstream_conn_handle_closed);
     if (p->cluster->has_max_connection_duration) uv_close((uv_handle_t *)&c->duration_timer, sharp_upstream_conn_handle_closed);
@@ -294,6 +317,8 @@ void sharp_upstream_conn_stream_done(sharp_upstream_conn_t *c, bool reusable)
 {
     if (c->nactive) c->nactive--;
     if (c->state == CX_CLOSING) return;
+    /* TCP_INFO fallback: at most one sample per interval and connection */
+    sharp_tcpinfo_maybe_sample(&c->pool->host->kern, conn_fd(c), &c->tcpi, uv_now(c->pool->env->loop));
     if (!reusable || *c->pool->env->draining) c->draining = true;
     if (c->draining && (!reusable || c->nactive == 0)) {
         sharp_upstream_conn_close(c);
@@ -320,6 +345,7 @@ static void on_writer_error(sharp_writer_t *w, int status)
 {
     sharp_upstream_conn_t *c = sharp_container_of(w, sharp_upstream_conn_t, writer);
     if (c->state == CX_CLOSING || !c->codec_state) return;
+    if (status == UV_ECONNRESET && sharp_tcpinfo_on()) sharp_tcpinfo_reset_received(&c->pool->host->kern, &c->tcpi);
     /* the codec sees it as the end of the connection */
     uv_buf_t b = uv_buf_init(NULL, 0);
     c->codec->on_read(c, status < 0 ? status : UV_EPIPE, &b);
@@ -330,6 +356,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     sharp_upstream_conn_t *c = s->data;
     if (nread > 0) sharp_trace(connection, "[C%llu] read %zd bytes", c->id, nread);
     if (nread == 0 || c->state == CX_CLOSING) return;
+    if (nread == UV_ECONNRESET && sharp_tcpinfo_on()) sharp_tcpinfo_reset_received(&c->pool->host->kern, &c->tcpi);
     if (c->tls) { /* TLS hook: ciphertext to the engine, plaintext to the codec */
         sharp_upstream_tls_read(c, nread, buf);
         return;
@@ -368,6 +395,8 @@ static void on_connect_timeout(uv_timer_t *t)
     sharp_counter_inc(sh, p->cluster->st.cx_connect_timeout);
     sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
     atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+    /* a TLS handshake that timed out had its TCP connect */
+    if (sharp_tcpinfo_on()) sharp_tcpinfo_connect_failed(&p->host->kern, &c->tcpi);
     sharp_upstream_conn_close(c);
     if (p->npending) {
         /* One outlier result per request the failure reaches, as Envoy's
@@ -385,6 +414,7 @@ void sharp_upstream_conn_connect_failed(sharp_upstream_conn_t *c, const char *de
     sharp_stats_shard_t *sh = shard(p);
     sharp_counter_inc(sh, p->cluster->st.cx_connect_fail);
     atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+    if (sharp_tcpinfo_on()) sharp_tcpinfo_connect_failed(&p->host->kern, &c->tcpi);
     sharp_debug(connection, "[C%llu] %s (%s)", c->id, detail, p->host->address);
     sharp_upstream_conn_close(c);
     if (p->npending) {
@@ -408,6 +438,9 @@ static void on_connect(uv_connect_t *req, int status)
      * connect records one for IP only: %UPSTREAM_LOCAL_ADDRESS% is "-")
      * and no TCP_NODELAY. */
     if (p->host->addr.ss_family != AF_UNIX) {
+        if (sharp_tcpinfo_on())
+            sharp_tcpinfo_connected(&p->host->kern, &c->tcpi, (sharp_now_ns() - c->start_ns) / 1000,
+                                    uv_now(p->env->loop));
         struct sockaddr_storage ss;
         int len = sizeof ss;
         if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)

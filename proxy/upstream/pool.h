@@ -84,6 +84,9 @@ void sharp_pool_destroy(sharp_pool_t *p);
  * busy ones once their streams are done; the pool frees itself when it has
  * neither connections nor waiting requests (possibly before this returns). */
 void sharp_pool_retire(sharp_pool_t *p);
+/* The TCP_INFO fallback's periodic samples of the pool's connections
+ * (kernel/tcpinfo.h); the worker calls it on its tick. */
+void sharp_pool_tcpinfo_tick(sharp_pool_t *p);
 /* Closes idle connections (drain). */
 void sharp_pool_close_idle(sharp_pool_t *p);
 /* Drains the pool's connections if its host asked for it

@@ -16,7 +16,11 @@
 #include "upstream/lb.h"
 #include "upstream/outlier.h"
 
+#include "config/types.h"
+#include "kernel/kernel.h"
+
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
+#include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
 
 #define MAXH 12
 
@@ -841,7 +845,7 @@ static void test_config(void **state)
     assert_int_equal(g->consecutive_gateway_failure, 5);
     assert_int_equal(g->consecutive_local_origin_failure, 5);
     assert_int_equal(g->max_ejection_percent, 10);
-    static const uint32_t enforcing[SHARP_OUTLIER_NTYPES] = {100, 0, 100, 100, 100, 0, 0};
+    static const uint32_t enforcing[SHARP_OUTLIER_NTYPES] = {100, 0, 100, 100, 100, 0, 0, 100};
     assert_memory_equal(g->enforcing, enforcing, sizeof enforcing);
     assert_int_equal(g->success_rate_minimum_hosts, 5);
     assert_int_equal(g->success_rate_request_volume, 100);
@@ -920,6 +924,352 @@ static void test_config(void **state)
     teardown(f);
 }
 
+
+/* ---- SHARP's kernel monitor ---- */
+
+static sharp_outlier_config_t kernel_cfg(void)
+{
+    sharp_outlier_config_t cfg = rate_cfg();
+    cfg.kernel.enabled = true;
+    return cfg;
+}
+
+/* One kernel interval: host i sent segs[i] segments, retransmitted
+ * retrans[i] of them, and had RTT rtt[i] us (0: no sample in the interval);
+ * then the monitor runs at `now`. */
+static void kernel_round(fixture_t *f, const uint64_t *segs, const uint64_t *retrans, const double *rtt,
+                         uint64_t now)
+{
+    for (uint32_t i = 0; i < f->c.nhosts; i++) {
+        sharp_host_kernel_t *k = &f->h[i].kern;
+        if (!k->has_prev) sharp_tcp_signals_init(&k->sig);
+        k->has_prev = true;
+        sharp_tcp_counters_t prev = k->prev, cur = prev;
+        cur.segs_out += segs[i];
+        cur.retrans += retrans[i];
+        if (rtt[i] > 0) {
+            cur.rtt_samples += 10;
+            cur.rtt_sum_us += (uint64_t)(rtt[i] * 10);
+        }
+        sharp_tcp_signals_update(&k->sig, &prev, &cur);
+        k->prev = cur;
+    }
+    sharp_outlier_kernel_interval(&f->c, now);
+}
+
+/* A recorded run: host 2 loses 5% of its segments, hosts 0 and 1 none. */
+static const uint64_t SEGS[3] = {200, 210, 190}, LOSSY[3] = {0, 0, 10}, CLEAN[3] = {0, 0, 0};
+static const double RTT[3] = {1000, 1100, 1050};
+
+static void test_kernel_verdict(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = kernel_cfg();
+    const sharp_outlier_kernel_config_t *k = &cfg.kernel;
+    sharp_tcp_signals_t s;
+    sharp_tcp_signals_init(&s);
+    s.segs_out = 200;
+    s.retrans_rate = 0.05;
+    s.rtt_samples = 10;
+    s.rtt_us = 1000;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_LOSS);
+    /* the whole path loses: 5% against a median of 2% is not 3 times it */
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0.02, 3, 1000, 3), SHARP_KERNEL_VERDICT_OK);
+    /* under the floor */
+    s.retrans_rate = 0.009;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_OK);
+    /* too few segments, and no RTT check possible: unknown */
+    s.retrans_rate = 0.5;
+    s.segs_out = 49;
+    s.rtt_samples = 0;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_UNKNOWN);
+    /* too few hosts to compare with */
+    s.segs_out = 200;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 2, 1000, 3), SHARP_KERNEL_VERDICT_UNKNOWN);
+    /* latency: 3 times the median and at least 5 ms */
+    s.retrans_rate = 0;
+    s.rtt_samples = 5;
+    s.rtt_us = 20000;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_LATENCY);
+    s.rtt_us = 4000; /* 4 times the median, under the 5 ms floor */
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_OK);
+    s.rtt_us = 20000;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 8000, 3), SHARP_KERNEL_VERDICT_OK);
+    sharp_outlier_kernel_config_t off = *k;
+    off.rtt_ratio = 0;
+    assert_int_equal(sharp_outlier_kernel_verdict(&off, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_OK);
+    sharp_outlier_kernel_config_t low = *k;
+    low.min_rtt_us = 1000;
+    s.rtt_us = 4000;
+    assert_int_equal(sharp_outlier_kernel_verdict(&low, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_LATENCY);
+}
+
+static void test_kernel_ejects_after_consecutive_intervals(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = kernel_cfg();
+    fixture_t *f = setup(3, &cfg);
+    kernel_round(f, SEGS, LOSSY, RTT, 1000);
+    kernel_round(f, SEGS, LOSSY, RTT, 2000);
+    assert_false(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_detected_kernel"), 0);
+    kernel_round(f, SEGS, LOSSY, RTT, 3000);
+    assert_true(ejected(f, 2));
+    assert_false(ejected(f, 0) || ejected(f, 1));
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_OPEN);
+    assert_int_equal(counter(f, "ejections_detected_kernel"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_kernel"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_total"), 1);
+    assert_int_equal(gauge(f, "ejections_active"), 1);
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LOSS);
+    /* the machinery's ejection time: half-open after base_ejection_time */
+    sharp_outlier_on_interval(f->od, 3000 + 29999);
+    assert_true(ejected(f, 2));
+    sharp_outlier_on_interval(f->od, 3000 + 30000);
+    assert_false(ejected(f, 2));
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_HALF_OPEN);
+    teardown(f);
+}
+
+static void test_kernel_run_broken_and_unknown(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = kernel_cfg();
+    fixture_t *f = setup(3, &cfg);
+    uint64_t t = 0;
+    /* bad, bad, clean: the run starts again */
+    kernel_round(f, SEGS, LOSSY, RTT, t += 1000);
+    kernel_round(f, SEGS, LOSSY, RTT, t += 1000);
+    kernel_round(f, SEGS, CLEAN, RTT, t += 1000);
+    kernel_round(f, SEGS, LOSSY, RTT, t += 1000);
+    kernel_round(f, SEGS, LOSSY, RTT, t += 1000);
+    assert_false(ejected(f, 2));
+    /* an idle interval (too few segments, no RTT sample) neither counts nor breaks */
+    static const uint64_t idle[3] = {3, 2, 4};
+    static const double nortt[3] = {0, 0, 0};
+    kernel_round(f, idle, CLEAN, nortt, t += 1000);
+    assert_false(ejected(f, 2));
+    /* signals not recomputed since (the source had nothing): not judged again */
+    sharp_outlier_kernel_interval(&f->c, t += 1000);
+    assert_false(ejected(f, 2));
+    kernel_round(f, SEGS, LOSSY, RTT, t += 1000);
+    assert_true(ejected(f, 2));
+    teardown(f);
+}
+
+static void test_kernel_no_false_positive(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = kernel_cfg();
+    fixture_t *f = setup(3, &cfg);
+    /* a few retransmissions on every host, under the 1% floor; and loss on
+     * the whole path (2-4% everywhere): no host stands out */
+    static const uint64_t noise[3] = {1, 0, 1}, path[3] = {4, 6, 8};
+    static const double jitter[3] = {1000, 1400, 2000};
+    for (int i = 0; i < 10; i++) kernel_round(f, SEGS, i % 2 ? noise : path, jitter, 1000 * (i + 1));
+    for (uint32_t i = 0; i < 3; i++) assert_false(ejected(f, i));
+    assert_int_equal(counter(f, "ejections_detected_kernel"), 0);
+    /* too few hosts with traffic for a median */
+    sharp_outlier_config_t four = kernel_cfg();
+    four.kernel.minimum_hosts = 4;
+    teardown(f);
+    f = setup(3, &four);
+    for (int i = 0; i < 5; i++) kernel_round(f, SEGS, LOSSY, RTT, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    teardown(f);
+}
+
+static void test_kernel_latency_and_settings(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = kernel_cfg();
+    cfg.kernel.consecutive_intervals = 2;
+    fixture_t *f = setup(3, &cfg);
+    static const double slow[3] = {1000, 1100, 30000};
+    kernel_round(f, SEGS, CLEAN, slow, 1000);
+    assert_false(ejected(f, 2));
+    kernel_round(f, SEGS, CLEAN, slow, 2000);
+    assert_true(ejected(f, 2));
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LATENCY);
+    teardown(f);
+    /* rtt_ratio 0: no latency check */
+    cfg.kernel.rtt_ratio = 0;
+    f = setup(3, &cfg);
+    for (int i = 0; i < 4; i++) kernel_round(f, SEGS, CLEAN, slow, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    teardown(f);
+    /* min_segments and min_retransmit_rate, factor */
+    cfg = kernel_cfg();
+    cfg.kernel.consecutive_intervals = 1;
+    cfg.kernel.min_segments = 500;
+    f = setup(3, &cfg);
+    kernel_round(f, SEGS, LOSSY, RTT, 1000); /* 200 segments: not enough to judge the rate */
+    assert_false(ejected(f, 2));
+    teardown(f);
+    cfg.kernel.min_segments = 50;
+    cfg.kernel.min_retransmit_rate = 0.06;
+    f = setup(3, &cfg);
+    kernel_round(f, SEGS, LOSSY, RTT, 1000); /* 5.3% under a 6% floor */
+    assert_false(ejected(f, 2));
+    teardown(f);
+    cfg.kernel.min_retransmit_rate = 0.01;
+    cfg.kernel.retransmit_rate_factor = 2;
+    static const uint64_t some[3] = {5, 4, 10}; /* 2.5%, 1.9%, 5.3%: median 2.5% */
+    f = setup(3, &cfg);
+    kernel_round(f, SEGS, some, RTT, 1000);
+    assert_true(ejected(f, 2)); /* twice the median */
+    teardown(f);
+    cfg.kernel.retransmit_rate_factor = 3;
+    f = setup(3, &cfg);
+    kernel_round(f, SEGS, some, RTT, 1000);
+    assert_false(ejected(f, 2)); /* not three times */
+    teardown(f);
+}
+
+static void test_kernel_machinery_limits(void **state)
+{
+    (void)state;
+    /* max_ejection_percent (Envoy's default 10% of 3 hosts: none) */
+    sharp_outlier_config_t cfg = kernel_cfg();
+    cfg.max_ejection_percent = 10;
+    fixture_t *f = setup(3, &cfg);
+    for (int i = 0; i < 3; i++) kernel_round(f, SEGS, LOSSY, RTT, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_detected_kernel"), 1);
+    assert_int_equal(counter(f, "ejections_overflow"), 1);
+    teardown(f);
+    /* enforcing 0: detected, not ejected */
+    cfg = kernel_cfg();
+    cfg.enforcing[SHARP_OUTLIER_KERNEL] = 0;
+    f = setup(3, &cfg);
+    for (int i = 0; i < 3; i++) kernel_round(f, SEGS, LOSSY, RTT, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_detected_kernel"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_kernel"), 0);
+    teardown(f);
+    /* without the monitor: nothing, and no kernel stats */
+    cfg = rate_cfg();
+    f = setup(3, &cfg);
+    for (int i = 0; i < 5; i++) kernel_round(f, SEGS, LOSSY, RTT, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    sharp_stat_id_t id;
+    sharp_stat_kind_t kind;
+    assert_int_not_equal(sharp_stats_find(f->stats, "cluster.c.outlier_detection.ejections_detected_kernel", &id, &kind), 0);
+    teardown(f);
+}
+
+/* monitors[] with an Any holding `m`. */
+static Envoy__Config__Core__V3__TypedExtensionConfig *monitor_of(const ProtobufCMessage *m, Google__Protobuf__Any *any,
+                                                               Envoy__Config__Core__V3__TypedExtensionConfig *tec,
+                                                               uint8_t *buf, char *url)
+{
+    google__protobuf__any__init(any);
+    envoy__config__core__v3__typed_extension_config__init(tec);
+    sprintf(url, "type.googleapis.com/%s", m->descriptor->name);
+    any->type_url = url;
+    any->value.len = protobuf_c_message_pack(m, buf);
+    any->value.data = buf;
+    tec->name = "sharp.outlier_detection_monitors.kernel";
+    tec->typed_config = any;
+    return tec;
+}
+
+static void test_kernel_config(void **state)
+{
+    (void)state;
+    sharp_config_types_register();
+    sharp_kernel_set_mode(SHARP_KERNEL_MODE_AUTO);
+    fixture_t *f = setup(3, NULL);
+    char path[256], msg[256];
+    Envoy__Config__Cluster__V3__OutlierDetection pb = ENVOY__CONFIG__CLUSTER__V3__OUTLIER_DETECTION__INIT;
+    Sharp__Extensions__OutlierDetectionMonitors__Kernel__V1__KernelSignals ks =
+        SHARP__EXTENSIONS__OUTLIER_DETECTION_MONITORS__KERNEL__V1__KERNEL_SIGNALS__INIT;
+    Google__Protobuf__Any any;
+    Envoy__Config__Core__V3__TypedExtensionConfig tec, *tecs[2];
+    uint8_t buf[256];
+    char url[200];
+    tecs[0] = monitor_of(&ks.base, &any, &tec, buf, url);
+    pb.n_monitors = 1;
+    pb.monitors = tecs;
+    /* defaults */
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    const sharp_outlier_kernel_config_t *k = &f->od->cfg.kernel;
+    assert_true(k->enabled);
+    assert_true(k->min_retransmit_rate == 0.01 && k->retransmit_rate_factor == 3 && k->rtt_ratio == 3);
+    assert_int_equal(k->min_segments, 50);
+    assert_int_equal(k->min_rtt_us, 5000);
+    assert_int_equal(k->consecutive_intervals, 3);
+    assert_int_equal(k->minimum_hosts, 3);
+    assert_int_equal(f->od->cfg.enforcing[SHARP_OUTLIER_KERNEL], 100);
+    counter(f, "ejections_detected_kernel"); /* registered with the monitor */
+    /* every field */
+    Google__Protobuf__DoubleValue rate = GOOGLE__PROTOBUF__DOUBLE_VALUE__INIT, factor = GOOGLE__PROTOBUF__DOUBLE_VALUE__INIT,
+                                  ratio = GOOGLE__PROTOBUF__DOUBLE_VALUE__INIT;
+    Google__Protobuf__UInt32Value segs = GOOGLE__PROTOBUF__UINT32_VALUE__INIT, n = GOOGLE__PROTOBUF__UINT32_VALUE__INIT,
+                                  hosts = GOOGLE__PROTOBUF__UINT32_VALUE__INIT, enf = GOOGLE__PROTOBUF__UINT32_VALUE__INIT;
+    Google__Protobuf__Duration minrtt = GOOGLE__PROTOBUF__DURATION__INIT;
+    rate.value = 0.02, factor.value = 4, ratio.value = 2.5, segs.value = 80, n.value = 5, hosts.value = 2,
+    enf.value = 50, minrtt.nanos = 2500000;
+    ks.min_retransmit_rate = &rate, ks.retransmit_rate_factor = &factor, ks.rtt_ratio = &ratio;
+    ks.min_segments = &segs, ks.consecutive_intervals = &n, ks.minimum_hosts = &hosts, ks.enforcing = &enf;
+    ks.min_rtt = &minrtt;
+    monitor_of(&ks.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    k = &f->od->cfg.kernel;
+    assert_true(k->min_retransmit_rate == 0.02 && k->retransmit_rate_factor == 4 && k->rtt_ratio == 2.5);
+    assert_int_equal(k->min_segments, 80);
+    assert_int_equal(k->min_rtt_us, 2500);
+    assert_int_equal(k->consecutive_intervals, 5);
+    assert_int_equal(k->minimum_hosts, 2);
+    assert_int_equal(f->od->cfg.enforcing[SHARP_OUTLIER_KERNEL], 50);
+    /* bad values */
+    ratio.value = 0.5;
+    monitor_of(&ks.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[0].typed_config.rtt_ratio");
+    assert_string_equal(msg, "must be 0 (no latency check) or at least 1");
+    ratio.value = 0;
+    rate.value = 1.5;
+    monitor_of(&ks.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[0].typed_config.min_retransmit_rate");
+    rate.value = 0.02;
+    n.value = 0;
+    monitor_of(&ks.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[0].typed_config.consecutive_intervals");
+    n.value = 5;
+    enf.value = 101;
+    monitor_of(&ks.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[0].typed_config.enforcing");
+    enf.value = 50;
+    monitor_of(&ks.base, &any, &tec, buf, url);
+    /* twice */
+    Google__Protobuf__Any any2;
+    Envoy__Config__Core__V3__TypedExtensionConfig tec2;
+    uint8_t buf2[256];
+    char url2[200];
+    tecs[1] = monitor_of(&ks.base, &any2, &tec2, buf2, url2);
+    pb.n_monitors = 2;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[1].typed_config");
+    assert_string_equal(msg, "the kernel monitor is configured twice");
+    /* another monitor type */
+    Google__Protobuf__UInt32Value other = GOOGLE__PROTOBUF__UINT32_VALUE__INIT;
+    tecs[1] = monitor_of(&other.base, &any2, &tec2, buf2, url2);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(msg, "outlier detection monitor google.protobuf.UInt32Value is not supported: the one monitor "
+                             "SHARP implements is sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals");
+    /* kernel signals off */
+    pb.n_monitors = 1;
+    sharp_kernel_set_mode(SHARP_KERNEL_MODE_OFF);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(msg, "the kernel monitor needs the kernel signals, which --kernel-signals off turns off");
+    sharp_kernel_set_mode(SHARP_KERNEL_MODE_AUTO);
+    teardown(f);
+}
+
 int main(void)
 {
     sharp_log_set_all(SHARP_LOG_OFF);
@@ -945,6 +1295,13 @@ int main(void)
         cmocka_unit_test(test_health_check_uneject),
         cmocka_unit_test(test_no_detector),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_kernel_verdict),
+        cmocka_unit_test(test_kernel_ejects_after_consecutive_intervals),
+        cmocka_unit_test(test_kernel_run_broken_and_unknown),
+        cmocka_unit_test(test_kernel_no_false_positive),
+        cmocka_unit_test(test_kernel_latency_and_settings),
+        cmocka_unit_test(test_kernel_machinery_limits),
+        cmocka_unit_test(test_kernel_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: GPL-2.0
+/* sharp_tcp.bpf.c: the kernel's TCP view of SHARP's upstream hosts.
+ *
+ * Tracepoints only (kprobes and fentry are often unavailable in the
+ * environments SHARP runs in; tracepoints are a stable interface), each
+ * in two flavours the loader chooses from: raw tracepoints ("raw_tp/",
+ * attached by name: they need no tracefs, which a network namespace
+ * entered with `ip netns exec` or a container often lacks, and the kernel
+ * builds no trace record for them) and, where raw tracepoints cannot be
+ * attached, classic ones ("tracepoint/", found through tracefs). Both read
+ * everything from the struct sock the tracepoint passes, with CO-RE:
+ *   tcp:tcp_retransmit_skb     retransmissions (SYNs included)
+ *   tcp:tcp_probe              RTT samples (srtt, mdev) and segments sent,
+ *                              at each segment an established socket receives
+ *   tcp:tcp_rcv_space_adjust   the same RTT samples on kernels without tcp_probe
+ *                              (the loader enables one of the two)
+ *   sock:inet_sock_set_state   connect latency (SYN_SENT -> ESTABLISHED),
+ *                              connect failures (SYN_SENT -> CLOSE), closes
+ *   tcp:tcp_receive_reset      resets received
+ *   tcp:tcp_send_reset         resets sent
+ *
+ * Every program first finds the socket's remote (address, port) in
+ * `remotes`, which holds only the upstream hosts SHARP routes to (SHARP adds
+ * and removes entries as clusters' host sets change); any other socket costs
+ * one hash lookup and nothing else, so the cost does not grow with unrelated
+ * traffic. Counters are per CPU (no shared cache line between CPUs), summed
+ * by the reader. With `target_netns` set, only sockets of SHARP's network
+ * namespace count. */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sharp_tcp.h"
+
+#define SHARP_AF_INET 2
+#define SHARP_AF_INET6 10
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* the inode number of SHARP's network namespace, 0: any */
+const volatile __u32 target_netns = 0;
+/* the raw tcp_retransmit_skb passes the retransmission's result as its
+ * third argument (kernels whose trace record has an `err` field); the
+ * loader finds out from the kernel's BTF */
+const volatile bool retransmit_has_err = false;
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(max_entries, SHARP_TCP_MAX_REMOTES);
+    /* entries come only from SHARP: nothing allocated for them in advance */
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct sharp_tcp_remote);
+    __type(value, struct sharp_tcp_counters);
+} remotes SEC(".maps");
+
+/* Sockets to watched remotes: a bounded LRU, so a socket whose close was
+ * missed cannot leak an entry. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, SHARP_TCP_MAX_SOCKS);
+    __type(key, __u64);
+    __type(value, struct sharp_tcp_sock);
+} socks SEC(".maps");
+
+static __always_inline struct sharp_tcp_counters *watched(const struct sock *sk)
+{
+    struct sharp_tcp_remote key;
+    if (!sk) return NULL;
+    if (target_netns) {
+        __u32 ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+        if (ino != target_netns) return NULL;
+    }
+    __builtin_memset(&key, 0, sizeof key);
+    __u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+    if (family == SHARP_AF_INET) {
+        __be32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+        __builtin_memcpy(key.addr, &a, 4);
+    } else if (family == SHARP_AF_INET6) {
+        BPF_CORE_READ_INTO(&key.addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+    } else {
+        return NULL;
+    }
+    key.family = family;
+    key.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+    return bpf_map_lookup_elem(&remotes, &key);
+}
+
+/* Adds what the socket sent since it was last seen. A socket first seen
+ * here (established before its remote was watched) starts from now. */
+static __always_inline void count_segs(const struct sock *sk, struct sharp_tcp_counters *cnt,
+                                       struct sharp_tcp_sock *st)
+{
+    __u64 skp = (__u64)sk;
+    __u32 segs = BPF_CORE_READ((const struct tcp_sock *)sk, segs_out);
+    if (!st) st = bpf_map_lookup_elem(&socks, &skp);
+    if (!st) {
+        struct sharp_tcp_sock fresh = {.segs_out_seen = segs};
+        bpf_map_update_elem(&socks, &skp, &fresh, BPF_ANY);
+        return;
+    }
+    __u32 delta = segs - st->segs_out_seen;
+    st->segs_out_seen = segs;
+    if (delta) __sync_fetch_and_add(&cnt->segs_out, delta);
+}
+
+static __always_inline void rtt_sample(const struct sock *sk)
+{
+    struct sharp_tcp_counters *cnt = watched(sk);
+    if (!cnt) return;
+    const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+    /* srtt_us holds 8 * srtt and mdev_us 4 * mdev (tcp_info's tcpi_rtt and
+     * tcpi_rttvar are the same two values) */
+    __u32 srtt = BPF_CORE_READ(tp, srtt_us) >> 3;
+    __u32 mdev = BPF_CORE_READ(tp, mdev_us) >> 2;
+    if (srtt) {
+        __sync_fetch_and_add(&cnt->rtt_sum_us, srtt);
+        __sync_fetch_and_add(&cnt->rttvar_sum_us, mdev);
+        __sync_fetch_and_add(&cnt->rtt_samples, 1);
+    }
+    count_segs(sk, cnt, NULL);
+}
+
+static __always_inline void on_retransmit(const struct sock *sk)
+{
+    struct sharp_tcp_counters *cnt = watched(sk);
+    if (!cnt) return;
+    __sync_fetch_and_add(&cnt->retrans, 1);
+    if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) __sync_fetch_and_add(&cnt->syn_retrans, 1);
+}
+
+static __always_inline void on_receive_reset(const struct sock *sk)
+{
+    struct sharp_tcp_counters *cnt = watched(sk);
+    if (!cnt) return;
+    /* a reset answering a SYN is a refused connect: counted as a connect
+     * failure when the socket closes */
+    if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) return;
+    __sync_fetch_and_add(&cnt->rst_rx, 1);
+}
+
+static __always_inline void on_send_reset(const struct sock *sk)
+{
+    /* sk is NULL for a reset that answers a segment no socket owns */
+    struct sharp_tcp_counters *cnt = watched(sk);
+    if (cnt) __sync_fetch_and_add(&cnt->rst_tx, 1);
+}
+
+static __always_inline void on_set_state(const struct sock *sk, int from, int to)
+{
+    struct sharp_tcp_counters *cnt = watched(sk);
+    if (!cnt) return;
+    __u64 skp = (__u64)sk;
+    if (to == TCP_SYN_SENT) { /* connect(): the remote is set, nothing sent yet */
+        struct sharp_tcp_sock st = {.connect_start_ns = bpf_ktime_get_ns()};
+        bpf_map_update_elem(&socks, &skp, &st, BPF_ANY);
+        return;
+    }
+    struct sharp_tcp_sock *st = bpf_map_lookup_elem(&socks, &skp);
+    if (from == TCP_SYN_SENT && to == TCP_ESTABLISHED) {
+        __sync_fetch_and_add(&cnt->connects, 1);
+        if (st && st->connect_start_ns)
+            __sync_fetch_and_add(&cnt->connect_lat_sum_us, (bpf_ktime_get_ns() - st->connect_start_ns) / 1000);
+    } else if (from == TCP_SYN_SENT && to == TCP_CLOSE) {
+        __sync_fetch_and_add(&cnt->connect_fail, 1);
+    } else if (to == TCP_CLOSE) {
+        __sync_fetch_and_add(&cnt->closes, 1);
+    }
+    count_segs(sk, cnt, st);
+    if (to == TCP_CLOSE) bpf_map_delete_elem(&socks, &skp);
+}
+
+/* ---- raw tracepoints: the tracepoint's own arguments, sk first ---- */
+
+#define ARG(ctx, i) ((const void *)(ctx)->args[i])
+
+SEC("raw_tp/tcp_probe")
+int sharp_raw_tcp_probe(struct bpf_raw_tracepoint_args *ctx)
+{
+    rtt_sample(ARG(ctx, 0));
+    return 0;
+}
+
+SEC("raw_tp/tcp_rcv_space_adjust")
+int sharp_raw_tcp_rcv_space_adjust(struct bpf_raw_tracepoint_args *ctx)
+{
+    rtt_sample(ARG(ctx, 0));
+    return 0;
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int sharp_raw_tcp_retransmit_skb(struct bpf_raw_tracepoint_args *ctx)
+{
+    /* a retransmission that was not sent (local queues full) is not a
+     * loss signal */
+    if (retransmit_has_err && (int)ctx->args[2]) return 0;
+    on_retransmit(ARG(ctx, 0));
+    return 0;
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int sharp_raw_tcp_receive_reset(struct bpf_raw_tracepoint_args *ctx)
+{
+    on_receive_reset(ARG(ctx, 0));
+    return 0;
+}
+
+SEC("raw_tp/tcp_send_reset")
+int sharp_raw_tcp_send_reset(struct bpf_raw_tracepoint_args *ctx)
+{
+    on_send_reset(ARG(ctx, 0));
+    return 0;
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int sharp_raw_inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
+{
+    const struct sock *sk = ARG(ctx, 0);
+    /* a u16 today, an 8-bit bitfield before Linux 5.6: read either way */
+    if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP) return 0;
+    on_set_state(sk, (int)ctx->args[1], (int)ctx->args[2]);
+    return 0;
+}
+
+/* ---- classic tracepoints: the same from the trace record ---- */
+
+SEC("tracepoint/tcp/tcp_probe")
+int sharp_tcp_probe(struct trace_event_raw_tcp_probe *ctx)
+{
+    rtt_sample((const struct sock *)ctx->skaddr);
+    return 0;
+}
+
+SEC("tracepoint/tcp/tcp_rcv_space_adjust")
+int sharp_tcp_rcv_space_adjust(struct trace_event_raw_tcp_event_sk *ctx)
+{
+    rtt_sample((const struct sock *)ctx->skaddr);
+    return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int sharp_tcp_retransmit_skb(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+    /* kernels that report the result: a retransmission that was not sent
+     * (local queues full) is not a loss signal */
+    if (bpf_core_field_exists(ctx->err) && ctx->err) return 0;
+    on_retransmit((const struct sock *)ctx->skaddr);
+    return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int sharp_tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+    on_receive_reset((const struct sock *)ctx->skaddr);
+    return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int sharp_tcp_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+{
+    on_send_reset((const struct sock *)ctx->skaddr);
+    return 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int sharp_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+    if (ctx->protocol != IPPROTO_TCP) return 0;
+    on_set_state((const struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate);
+    return 0;
+}

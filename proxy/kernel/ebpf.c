@@ -1,0 +1,330 @@
+/* ebpf.c: loading the probes and reading their maps (ebpf.h). */
+#include "kernel/ebpf.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#ifdef SHARP_HAVE_BPF
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include "sharp_tcp.skel.h"
+
+struct sharp_kernel_bpf {
+    struct sharp_tcp *skel;
+    int remotes_fd;
+    int ncpus;
+    sharp_tcp_counters_t *percpu; /* ncpus values, a lookup's buffer */
+    /* batch lookups: up to `chunk` keys and their per-CPU values */
+    uint32_t chunk;
+    struct sharp_tcp_remote *bkeys;
+    sharp_tcp_counters_t *bvalues;
+    char probes[256];
+    bool raw; /* attached as raw tracepoints */
+};
+
+/* libbpf explains each failure over several lines; they go to the debug
+ * log, and SHARP says once, at info level, why it falls back. */
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+    if (level == LIBBPF_DEBUG) return 0;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n') line[--n] = '\0';
+    sharp_debug(main, "libbpf: %s", line);
+    return 0;
+}
+
+/* Whether the running kernel describes a type (a tracepoint's record) in
+ * its BTF: tcp:tcp_probe exists since 4.16, and the probe's CO-RE reads
+ * need its layout. */
+static bool kernel_has_struct(const struct btf *vmlinux, const char *name)
+{
+    return vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_STRUCT) > 0;
+}
+
+static void add_probe(sharp_kernel_bpf_t *b, const char *name)
+{
+    size_t n = strlen(b->probes);
+    snprintf(b->probes + n, sizeof b->probes - n, "%s%s", n ? ", " : "", name);
+}
+
+/* Whether the raw tracepoint `name` passes n arguments (its
+ * btf_trace_<name> typedef: a pointer to a function whose first parameter
+ * is the tracepoint's data, then the arguments). */
+static bool raw_tp_nargs(const struct btf *vmlinux, const char *name, unsigned n)
+{
+    char tname[128];
+    snprintf(tname, sizeof tname, "btf_trace_%s", name);
+    int id = vmlinux ? btf__find_by_name_kind(vmlinux, tname, BTF_KIND_TYPEDEF) : -1;
+    if (id <= 0) return false;
+    const struct btf_type *t = btf__type_by_id(vmlinux, btf__type_by_id(vmlinux, id)->type); /* the pointer */
+    if (!t || !btf_is_ptr(t)) return false;
+    t = btf__type_by_id(vmlinux, t->type);
+    return t && btf_is_func_proto(t) && btf_vlen(t) == n + 1;
+}
+
+/* One program of each flavour per tracepoint. */
+typedef struct {
+    const char *tracepoint; /* "category:name" */
+    size_t raw, classic;    /* offsets of the programs in the skeleton's progs */
+    size_t raw_link, classic_link;
+    bool rtt;               /* one of the two RTT sources */
+    const char *rtt_name;   /* its event name */
+} probe_t;
+
+#define PROG(f) offsetof(struct sharp_tcp, progs.f)
+#define LINK(f) offsetof(struct sharp_tcp, links.f)
+#define P(tp, raw, cl, rtt, ev) {tp, PROG(raw), PROG(cl), LINK(raw), LINK(cl), rtt, ev}
+static const probe_t probes[] = {
+    P("tcp:tcp_retransmit_skb", sharp_raw_tcp_retransmit_skb, sharp_tcp_retransmit_skb, false, NULL),
+    P("sock:inet_sock_set_state", sharp_raw_inet_sock_set_state, sharp_inet_sock_set_state, false, NULL),
+    P("tcp:tcp_receive_reset", sharp_raw_tcp_receive_reset, sharp_tcp_receive_reset, false, NULL),
+    P("tcp:tcp_send_reset", sharp_raw_tcp_send_reset, sharp_tcp_send_reset, false, NULL),
+    P("tcp:tcp_probe", sharp_raw_tcp_probe, sharp_tcp_probe, true, "tcp_probe"),
+    P("tcp:tcp_rcv_space_adjust", sharp_raw_tcp_rcv_space_adjust, sharp_tcp_rcv_space_adjust, true,
+      "tcp_rcv_space_adjust"),
+};
+#undef P
+
+static struct bpf_program *prog_at(struct sharp_tcp *skel, size_t off)
+{
+    return *(struct bpf_program **)((char *)skel + off);
+}
+
+/* Opens, loads and attaches one flavour (raw tracepoints or classic ones),
+ * with `rtt_event` as the RTT source. 0, or -1 with the reason. */
+static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, bool retransmit_has_err,
+                       uint32_t netns_ino, char *why, size_t whylen)
+{
+    const char *kind = raw ? "raw tracepoint" : "tracepoint";
+    b->skel = sharp_tcp__open();
+    if (!b->skel) {
+        snprintf(why, whylen, "opening the eBPF object failed: %s", strerror(errno));
+        return -1;
+    }
+    b->skel->rodata->target_netns = netns_ino;
+    b->skel->rodata->retransmit_has_err = retransmit_has_err;
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
+        const probe_t *p = &probes[i];
+        bool use = !p->rtt || strcmp(p->rtt_name, rtt_event) == 0;
+        bpf_program__set_autoload(prog_at(b->skel, p->raw), use && raw);
+        bpf_program__set_autoload(prog_at(b->skel, p->classic), use && !raw);
+    }
+    int rc = sharp_tcp__load(b->skel);
+    if (rc < 0) {
+        snprintf(why, whylen, "loading the eBPF probes (%ss) failed: %s%s", kind, strerror(-rc),
+                 rc == -EPERM || rc == -EACCES ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
+        return -1;
+    }
+    b->probes[0] = '\0';
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
+        const probe_t *p = &probes[i];
+        if (p->rtt && strcmp(p->rtt_name, rtt_event) != 0) continue;
+        struct bpf_link **link = (struct bpf_link **)((char *)b->skel + (raw ? p->raw_link : p->classic_link));
+        *link = bpf_program__attach(prog_at(b->skel, raw ? p->raw : p->classic));
+        if (!*link) {
+            snprintf(why, whylen, "attaching the eBPF probe to %s (%s) failed: %s%s", p->tracepoint, kind,
+                     strerror(errno),
+                     !raw && errno == ENOENT ? " (is tracefs mounted on /sys/kernel/tracing?)" : "");
+            return -1;
+        }
+        add_probe(b, p->tracepoint);
+    }
+    b->raw = raw;
+    return 0;
+}
+
+sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t whylen)
+{
+    if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+        snprintf(why, whylen, "the kernel has no BTF (/sys/kernel/btf/vmlinux: %s)", strerror(errno));
+        return NULL;
+    }
+    libbpf_set_print(libbpf_log);
+    struct btf *vmlinux = btf__load_vmlinux_btf();
+    if (!vmlinux) {
+        snprintf(why, whylen, "the kernel's BTF cannot be read: %s", strerror(errno));
+        return NULL;
+    }
+    /* tcp:tcp_probe (Linux 4.16) when the kernel has it, else the RTT is
+     * sampled where receive buffers are tuned */
+    const char *rtt_event = kernel_has_struct(vmlinux, "trace_event_raw_tcp_probe") ? "tcp_probe"
+                                                                                      : "tcp_rcv_space_adjust";
+    bool retransmit_has_err = raw_tp_nargs(vmlinux, "tcp_retransmit_skb", 3);
+    btf__free(vmlinux);
+    sharp_kernel_bpf_t *b = sharp_calloc(1, sizeof *b);
+    char raw_why[320];
+    if (try_flavour(b, true, rtt_event, retransmit_has_err, netns_ino, raw_why, sizeof raw_why) < 0) {
+        sharp_tcp__destroy(b->skel);
+        b->skel = NULL;
+        char why2[320];
+        if (try_flavour(b, false, rtt_event, retransmit_has_err, netns_ino, why2, sizeof why2) < 0) {
+            snprintf(why, whylen, "%s; %s", raw_why, why2);
+            goto fail;
+        }
+        sharp_debug(main, "kernel signals: raw tracepoints unavailable (%s), classic tracepoints attached", raw_why);
+    }
+    b->remotes_fd = bpf_map__fd(b->skel->maps.remotes);
+    b->ncpus = libbpf_num_possible_cpus();
+    if (b->ncpus <= 0) {
+        snprintf(why, whylen, "the number of possible CPUs is unknown: %s", strerror(-b->ncpus));
+        goto fail;
+    }
+    b->percpu = sharp_calloc((size_t)b->ncpus, sizeof *b->percpu);
+    /* about 256 KiB of values per batch, whatever the number of CPUs */
+    b->chunk = (uint32_t)SHARP_MAX(1, (256 * 1024) / ((size_t)b->ncpus * sizeof *b->percpu));
+    if (b->chunk > 1024) b->chunk = 1024;
+    b->bkeys = sharp_calloc(b->chunk, sizeof *b->bkeys);
+    b->bvalues = sharp_calloc((size_t)b->chunk * (size_t)b->ncpus, sizeof *b->bvalues);
+    return b;
+fail:
+    sharp_kernel_bpf_close(b);
+    return NULL;
+}
+
+void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b)
+{
+    if (!b) return;
+    sharp_tcp__destroy(b->skel); /* detaches and frees the maps */
+    free(b->percpu);
+    free(b->bkeys);
+    free(b->bvalues);
+    free(b);
+}
+
+const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b)
+{
+    return b->probes;
+}
+
+const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
+{
+    return b->raw ? "raw_tracepoint" : "tracepoint";
+}
+
+int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+{
+    /* a per-CPU value: one zeroed counter set per possible CPU */
+    memset(b->percpu, 0, (size_t)b->ncpus * sizeof *b->percpu);
+    return bpf_map_update_elem(b->remotes_fd, key, b->percpu, BPF_NOEXIST) < 0 ? -errno : 0;
+}
+
+int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+{
+    return bpf_map_delete_elem(b->remotes_fd, key) < 0 ? -errno : 0;
+}
+
+static void sum_cpus(const sharp_tcp_counters_t *percpu, int ncpus, sharp_tcp_counters_t *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < ncpus; i++) {
+        const sharp_tcp_counters_t *v = &percpu[i];
+        out->segs_out += v->segs_out;
+        out->retrans += v->retrans;
+        out->syn_retrans += v->syn_retrans;
+        out->rtt_sum_us += v->rtt_sum_us;
+        out->rttvar_sum_us += v->rttvar_sum_us;
+        out->rtt_samples += v->rtt_samples;
+        out->connects += v->connects;
+        out->connect_lat_sum_us += v->connect_lat_sum_us;
+        out->connect_fail += v->connect_fail;
+        out->rst_rx += v->rst_rx;
+        out->rst_tx += v->rst_tx;
+        out->closes += v->closes;
+    }
+}
+
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
+{
+    if (bpf_map_lookup_elem(b->remotes_fd, key, b->percpu) < 0) return -errno;
+    sum_cpus(b->percpu, b->ncpus, out);
+    return 0;
+}
+
+int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
+                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void *arg)
+{
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    uint32_t token = 0; /* a hash map's batch position is a bucket number */
+    bool first = true;
+    for (;;) {
+        uint32_t n = b->chunk;
+        int rc = bpf_map_lookup_batch(b->remotes_fd, first ? NULL : &token, &token, b->bkeys, b->bvalues, &n, &opts);
+        int err = rc < 0 ? errno : 0;
+        if (rc < 0 && err != ENOENT) return -err;
+        for (uint32_t i = 0; i < n; i++) {
+            sharp_tcp_counters_t sum;
+            sum_cpus(&b->bvalues[(size_t)i * (size_t)b->ncpus], b->ncpus, &sum);
+            fn(arg, &b->bkeys[i], &sum);
+        }
+        if (err == ENOENT) return 0; /* the last batch */
+        first = false;
+    }
+}
+
+#else /* !SHARP_HAVE_BPF */
+
+struct sharp_kernel_bpf {
+    int unused;
+};
+
+sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t whylen)
+{
+    (void)netns_ino;
+    snprintf(why, whylen, "SHARP was built without its eBPF probes (clang, bpftool, libbpf or the build "
+                          "machine's BTF were missing)");
+    return NULL;
+}
+
+void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b)
+{
+    free(b);
+}
+
+const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b)
+{
+    (void)b;
+    return "";
+}
+
+const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
+{
+    (void)b;
+    return "";
+}
+
+int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+{
+    (void)b, (void)key;
+    return -ENOSYS;
+}
+
+int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+{
+    (void)b, (void)key;
+    return -ENOSYS;
+}
+
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
+{
+    (void)b, (void)key, (void)out;
+    return -ENOSYS;
+}
+
+int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
+                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void *arg)
+{
+    (void)b, (void)fn, (void)arg;
+    return -ENOSYS;
+}
+
+#endif

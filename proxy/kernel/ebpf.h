@@ -1,0 +1,38 @@
+/* ebpf.h: the eBPF probes (bpf/sharp_tcp.bpf.c) as the main thread uses
+ * them: load and attach, the watched remotes, their counters. Built only
+ * when clang, bpftool and libbpf were found (meson's SHARP_HAVE_BPF);
+ * without them sharp_kernel_bpf_open says so and the TCP_INFO fallback
+ * runs. Main thread only. */
+#ifndef SHARP_KERNEL_EBPF_H
+#define SHARP_KERNEL_EBPF_H
+
+#include "kernel/signals.h"
+
+typedef struct sharp_kernel_bpf sharp_kernel_bpf_t;
+
+/* Loads and attaches the probes, counting only sockets of the network
+ * namespace whose inode is netns_ino (0: any). NULL on failure, with the
+ * reason in `why` (one line). */
+sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t whylen);
+void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b);
+/* The attached tracepoints, "category:name" joined by ", ". */
+const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b);
+/* How: "raw_tracepoint" (by name, no tracefs needed; tried first) or
+ * "tracepoint" (through tracefs). */
+const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b);
+/* Starts counting for a remote (its counters start at zero); 0, or a
+ * negative errno (-EEXIST when it is already watched). */
+int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);
+/* Stops counting for a remote and forgets its counters. */
+int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);
+/* Every watched remote's counters (summed over the CPUs), in a few batch
+ * lookups: fn(arg, key, counters) per entry. 0, or a negative errno
+ * (-EINVAL, -ENOTSUP on kernels without batch operations: read each remote
+ * with sharp_kernel_bpf_read then). */
+int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
+                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void *arg);
+/* The remote's counters, summed over the CPUs; 0 or a negative errno. */
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out);
+
+#endif
