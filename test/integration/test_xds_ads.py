@@ -9,7 +9,6 @@ Envoy's refusals of bad ADS configs. Every wait is bounded; every process is
 stopped by PID."""
 import json
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ import pytest
 
 from conftest import SLOW, TLS_HOST, Sharp, Upstream, admin_get, free_port, stat, validate_config, wait_for
 from test_xds_control_plane import ControlPlane, Node
-from test_xds_file import KeepAlive, get
+from test_xds_file import Traffic, get
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -387,29 +386,7 @@ def test_control_plane_restart_while_traffic_flows(env, mode):
     cp, ups, s, listen, admin = start(env, mode)
     for t in (CDS, EDS, RDS):
         wait_acked(cp, t, 1)
-    stop = threading.Event()
-    results = {"sent": 0, "failed": 0, "errors": []}
-    lock = threading.Lock()
-
-    def client(path):
-        ka = KeepAlive(listen)
-        while not stop.is_set():
-            try:
-                st, up = ka.get(path)
-                ok = st == 200
-                err = None if ok else f"status {st}"
-            except Exception as e:
-                ok, err = False, repr(e)
-            with lock:
-                results["sent"] += 1
-                if not ok:
-                    results["failed"] += 1
-                    results["errors"].append(err)
-            time.sleep(0.005)
-
-    threads = [threading.Thread(target=client, args=(p,)) for p in ("/a", "/b", "/a", "/b")]
-    for t in threads:
-        t.start()
+    traffic = Traffic(listen, [(True, p) for p in ("/a", "/b", "/a", "/b")], pause=0.005).start()
     try:
         time.sleep(0.3)
         before = len(cp.entries())
@@ -422,12 +399,10 @@ def test_control_plane_restart_while_traffic_flows(env, mode):
                  any(e["dir"] == "in" for e in cp.entries()[before:]), 15, "the reconnection")
         time.sleep(0.5)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    print(f"control plane restart: {results['sent']} requests, {results['failed']} failed")
-    assert results["failed"] == 0, results["errors"][:5]
-    assert results["sent"] > 50
+        traffic.stop()
+    print(f"control plane restart: {traffic.sent} requests, {traffic.failed} failed")
+    assert traffic.failed == 0, traffic.errors[:5]
+    assert traffic.sent > 50
     # the new stream subscribes everything again, in order, from what SHARP has
     new = [e for e in cp.entries()[before:] if e["dir"] == "in"]
     first = {}
@@ -511,28 +486,7 @@ def test_updates_under_load_lose_no_request(env, mode):
     while 50 route, cluster and endpoint changes are pushed; no request
     fails, and the last configuration is in effect."""
     cp, ups, s, listen, admin = start(env, mode, n_up=3)
-    stop = threading.Event()
-    results = {"sent": 0, "failed": 0, "errors": []}
-    lock = threading.Lock()
-
-    def client(keepalive, path):
-        ka = KeepAlive(listen) if keepalive else None
-        while not stop.is_set():
-            try:
-                st, _ = ka.get(path) if ka else get(listen, path)
-                ok = st == 200
-                err = None if ok else f"status {st}"
-            except Exception as e:
-                ok, err = False, repr(e)
-            with lock:
-                results["sent"] += 1
-                if not ok:
-                    results["failed"] += 1
-                    results["errors"].append(err)
-
-    threads = [threading.Thread(target=client, args=(i % 2 == 0, "/a" if i % 3 else "/b")) for i in range(6)]
-    for t in threads:
-        t.start()
+    traffic = Traffic(listen, [(i % 2 == 0, "/a" if i % 3 else "/b") for i in range(6)]).start()
     pushes = 0
     try:
         for i in range(1, 51):
@@ -554,12 +508,10 @@ def test_updates_under_load_lose_no_request(env, mode):
         wait_for(lambda: get(listen, "/a") == (200, "u3"), 10, "the final configuration")
         time.sleep(0.3)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    print(f"xDS {mode} under load: {results['sent']} requests, {results['failed']} failed, {pushes} pushes")
-    assert results["failed"] == 0, results["errors"][:5]
-    assert results["sent"] > 300
+        traffic.stop()
+    print(f"xDS {mode} under load: {traffic.sent} requests, {traffic.failed} failed, {pushes} pushes")
+    assert traffic.failed == 0, traffic.errors[:5]
+    assert traffic.sent > 300
     for t in (CDS, EDS, RDS):
         assert not nacks(cp, t)
     assert stat(admin, "cluster_manager.cds.update_rejected") == 0

@@ -142,6 +142,49 @@ class KeepAlive:
         self.c.close()
 
 
+class Traffic:
+    """Clients sending continuously from start() to stop(), one thread each:
+    (keepalive, path) pairs, a keep-alive connection (KeepAlive) or a new
+    connection per request; counts the requests sent and those that failed
+    (a status other than 200, or any error), with the first errors."""
+
+    def __init__(self, port, clients, pause=0.0):
+        self.port, self.pause = port, pause
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.sent, self.failed, self.errors = 0, 0, []
+        self.threads = [threading.Thread(target=self._run, args=c) for c in clients]
+
+    def _run(self, keepalive, path):
+        ka = KeepAlive(self.port) if keepalive else None
+        while not self.stop_event.is_set():
+            try:
+                st, _ = ka.get(path) if ka else get(self.port, path)
+                err = None if st == 200 else f"status {st}"
+            except Exception as e:  # a lost request or a refused connection
+                err = repr(e)
+            with self.lock:
+                self.sent += 1
+                if err:
+                    self.failed += 1
+                    self.errors.append(err)
+            if self.pause:
+                time.sleep(self.pause)
+        if ka:
+            ka.close()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(30)
+        return self
+
+
 @pytest.fixture
 def env(tmp_path, procs):
     """The test's directory, and starters of upstreams and SHARPs that the
@@ -321,30 +364,7 @@ def test_updates_under_load_lose_no_request(env):
     listen, admin = free_port(), free_port()
     p = sharp(bootstrap(listen, admin, rds_path=rds, cds_path=cds))
     p.wait_ready(admin)
-    stop = threading.Event()
-    results = {"sent": 0, "failed": 0, "errors": []}
-    lock = threading.Lock()
-
-    def client(keepalive):
-        ka = KeepAlive(listen) if keepalive else None
-        while not stop.is_set():
-            try:
-                st, _ = ka.get("/?delay_ms=5") if ka else get(listen, "/?delay_ms=5")
-                ok = st == 200
-                err = None if ok else f"status {st}"
-            except Exception as e:  # a lost request
-                ok, err = False, repr(e)
-            with lock:
-                results["sent"] += 1
-                if not ok:
-                    results["failed"] += 1
-                    results["errors"].append(err)
-        if ka:
-            ka.close()
-
-    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(6)]
-    for t in threads:
-        t.start()
+    traffic = Traffic(listen, [(i % 2 == 0, "/?delay_ms=5") for i in range(6)]).start()
     pushes = 0
     for i in range(1, 31):
         kind = i % 3
@@ -363,12 +383,10 @@ def test_updates_under_load_lose_no_request(env):
     write_atomic(rds, discovery(100, route_config("dyn_routes", "x")))
     pushes += 2
     time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join(30)
-    print(f"zero-loss: {results['sent']} requests, {results['failed']} failed, {pushes} pushes")
-    assert results["failed"] == 0, results["errors"][:5]
-    assert results["sent"] > 200
+    traffic.stop()
+    print(f"zero-loss: {traffic.sent} requests, {traffic.failed} failed, {pushes} pushes")
+    assert traffic.failed == 0, traffic.errors[:5]
+    assert traffic.sent > 200
     wait_for(lambda: get(listen) == (200, "c"), 5 * SLOW, "the final configuration")
     assert stat(admin, "http.ingress.rds.dyn_routes.update_rejected") == 0
     assert stat(admin, "cluster_manager.cds.update_rejected") == 0

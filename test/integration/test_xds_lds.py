@@ -16,15 +16,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
-import urllib.request
 
 import pytest
 
-from conftest import (SLOW, H2Client, H2StreamError, Sharp, Upstream, admin_get, free_port, stat, validate_config,
+from conftest import (SLOW, H2Client, Sharp, Upstream, admin_get, free_port, stat, validate_config,
                       wait_for)
-from test_xds_file import KeepAlive, discovery, get, route_config, write_atomic
+from test_xds_file import Traffic, discovery, route_config, write_atomic
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -510,30 +508,7 @@ def test_updates_under_load_lose_no_request(env):
     p = sharp(bootstrap(admin, {"path": lds}, [static_cluster("c0", ups[0].port), static_cluster("c1", ups[1].port)]),
               drain_time=3)
     p.wait_ready(admin)
-    stop = threading.Event()
-    results = {"sent": 0, "failed": 0, "errors": []}
-    lock = threading.Lock()
-
-    def client(keepalive):
-        ka = KeepAlive(port) if keepalive else None
-        while not stop.is_set():
-            try:
-                st, _ = ka.get("/?delay_ms=5") if ka else get(port, "/?delay_ms=5")
-                ok = st == 200
-                err = None if ok else f"status {st}"
-            except Exception as e:  # a lost request or a refused connection
-                ok, err = False, repr(e)
-            with lock:
-                results["sent"] += 1
-                if not ok:
-                    results["failed"] += 1
-                    results["errors"].append(err)
-        if ka:
-            ka.close()
-
-    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(6)]
-    for t in threads:
-        t.start()
+    traffic = Traffic(port, [(i % 2 == 0, "/?delay_ms=5") for i in range(6)]).start()
     updates = 0
     for i in range(1, 31):
         # odd: in place (the route's cluster and a header); even: the whole
@@ -543,12 +518,10 @@ def test_updates_under_load_lose_no_request(env):
         updates += 1
         time.sleep(0.15)
     time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join(30)
-    print(f"zero-loss: {results['sent']} requests, {results['failed']} failed, {updates} listener updates")
-    assert results["failed"] == 0, results["errors"][:5]
-    assert results["sent"] > 200
+    traffic.stop()
+    print(f"zero-loss: {traffic.sent} requests, {traffic.failed} failed, {updates} listener updates")
+    assert traffic.failed == 0, traffic.errors[:5]
+    assert traffic.sent > 200
     assert request(port)[2] == "h30"
     assert stat(admin, "listener_manager.lds.update_success") == 31
     assert stat(admin, "listener_manager.listener_modified") == 30
