@@ -1089,21 +1089,12 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
     char prefix[1024];
     snprintf(prefix, sizeof prefix, "http.%s.rds.%s", stat_prefix, rds->route_config_name);
     sharp_xds_watcher_t w = {rds_update, r};
-    if (grpc) {
+    if (grpc)
         r->sub = grpc_sub_new(x, &envoy__config__route__v3__route_configuration__descriptor,
                               &rds->config_source->base, rds->route_config_name, prefix, f, w, err, errlen);
-        if (!r->sub) {
-            free(r->name);
-            free(r->path);
-            free(r);
-            return -1;
-        }
-        x->rds = sharp_realloc(x->rds, (x->nrds + 1) * sizeof *x->rds);
-        x->rds[x->nrds++] = r;
-        return (int)(x->nrds - 1);
-    }
-    r->sub = sub_new(x, &envoy__config__route__v3__route_configuration__descriptor, path, wdir, prefix, f, w, err,
-                     errlen);
+    else
+        r->sub = sub_new(x, &envoy__config__route__v3__route_configuration__descriptor, path, wdir, prefix, f, w, err,
+                         errlen);
     if (!r->sub) {
         free(r->name);
         free(r->path);
@@ -1112,6 +1103,7 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
     }
     x->rds = sharp_realloc(x->rds, (x->nrds + 1) * sizeof *x->rds);
     x->rds[x->nrds++] = r;
+    if (grpc) return (int)(x->nrds - 1); /* the stream brings it */
     char why[1024];
     if (sub_read(r->sub, why, sizeof why) < 0) {
         snprintf(err, errlen, "%s: route configuration '%s' from %s: %s", f, rds->route_config_name, path, why);
