@@ -178,9 +178,11 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
         goto fail;
     }
     b->percpu = sharp_calloc((size_t)b->ncpus, sizeof *b->percpu);
-    /* about 256 KiB of values per batch, whatever the number of CPUs */
-    b->chunk = (uint32_t)SHARP_MAX(1, (256 * 1024) / ((size_t)b->ncpus * sizeof *b->percpu));
-    if (b->chunk > 1024) b->chunk = 1024;
+    /* about 32 KiB of values per batch, whatever the number of CPUs: a
+     * sidecar watching a few hosts should not hold more for them (10,000
+     * remotes on 2 CPUs are some 50 batches a read) */
+    b->chunk = (uint32_t)SHARP_MAX(1, (32 * 1024) / ((size_t)b->ncpus * sizeof *b->percpu));
+    if (b->chunk > 256) b->chunk = 256;
     b->bkeys = sharp_calloc(b->chunk, sizeof *b->bkeys);
     b->bvalues = sharp_calloc((size_t)b->chunk * (size_t)b->ncpus, sizeof *b->bvalues);
     return b;

@@ -147,6 +147,8 @@ def test_scaled_trigger_scale_percent(procs, upstream):
     and 100, active 0; a scaled trigger below the pressure saturates."""
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
+    # the heap once the first housekeeping (stats, kernel signals) has run
+    time.sleep(1.5)
     used = stat(admin, "server.memory_allocated")
     assert used and used > 0
     procs[-1].stop()
