@@ -174,6 +174,18 @@ def start(env, mode, n_up=2, **kw):
     return cp, ups, s, listen, admin
 
 
+def one_cluster(env, cp_extra=()):
+    """A control plane serving cluster c1 (EDS, on upstream u1) and routes
+    r1 sending everything to it: (control plane, upstream)."""
+    mk_cp, mk_up, _ = env
+    u = mk_up("u1")
+    cp = mk_cp(cp_extra)
+    cp.set(CDS, [eds_cluster("c1")])
+    cp.set(EDS, [cla("c1", u.port)])
+    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    return cp, u
+
+
 # ---- tests --------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", MODES)
@@ -552,12 +564,8 @@ def test_api_config_source_streams(env, mode):
 
 
 def test_set_node_on_first_message_only_and_stream_metadata(env):
-    mk_cp, mk_up, mk_sharp = env
-    u = mk_up("u1")
-    cp = mk_cp()
-    cp.set(CDS, [eds_cluster("c1")])
-    cp.set(EDS, [cla("c1", u.port)])
-    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    mk_sharp = env[2]
+    cp, u = one_cluster(env)
     listen, admin = free_port(), free_port()
     extra = {"set_node_on_first_message_only": True}
     boot = bootstrap(listen, admin, cp.xds_port, "DELTA_GRPC", ads_extra=extra)
@@ -608,12 +616,8 @@ def test_node_fields_as_given_and_eds_service_name(env):
 
 
 def test_rate_limit_settings_space_the_requests(env):
-    mk_cp, mk_up, mk_sharp = env
-    u = mk_up("u1")
-    cp = mk_cp()
-    cp.set(CDS, [eds_cluster("c1")])
-    cp.set(EDS, [cla("c1", u.port)])
-    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    mk_sharp = env[2]
+    cp, u = one_cluster(env)
     listen, admin = free_port(), free_port()
     extra = {"rate_limit_settings": {"max_tokens": 1, "fill_rate": 2}}
     s = mk_sharp(bootstrap(listen, admin, cp.xds_port, ads_extra=extra))
@@ -647,12 +651,8 @@ def test_retry_back_off_of_the_stream(env):
 
 
 def test_tls_to_the_control_plane(env, pki):
-    mk_cp, mk_up, mk_sharp = env
-    u = mk_up("u1")
-    cp = mk_cp(["--tls", os.path.join(pki, "rsa.crt"), os.path.join(pki, "rsa.key")])
-    cp.set(CDS, [eds_cluster("c1")])
-    cp.set(EDS, [cla("c1", u.port)])
-    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    mk_sharp = env[2]
+    cp, u = one_cluster(env, ["--tls", os.path.join(pki, "rsa.crt"), os.path.join(pki, "rsa.key")])
     tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "sni": TLS_HOST, "common_tls_context": {"alpn_protocols": ["h2"], "validation_context": {
@@ -742,12 +742,8 @@ def test_listeners_over_ads(env, mode):
     after CDS and EDS, before RDS), are added at once, and removed when a
     state-of-the-world response no longer has them (incremental: by
     removed_resources)."""
-    mk_cp, mk_up, mk_sharp = env
-    u = mk_up("u1")
-    cp = mk_cp()
-    cp.set(CDS, [eds_cluster("c1")])
-    cp.set(EDS, [cla("c1", u.port)])
-    cp.set(RDS, [routes("r1", ("/", "c1"))])
+    mk_sharp = env[2]
+    cp, u = one_cluster(env)
     p1, p2 = free_port(), free_port()
     cp.set(LDS, [listener("dyn1", p1)])
     listen, admin = free_port(), free_port()
