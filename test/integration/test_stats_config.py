@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 import urllib.request
 
-from conftest import PROTOS, SHARP, Sharp, admin_get, bootstrap_yaml, free_port, protos, stat
+from conftest import PROTOS, SHARP, Sharp, admin_get, bootstrap_yaml, free_port, protos, stat, wait_for
 
 H1 = PROTOS["h1"]
 
@@ -166,6 +166,8 @@ def test_inclusion_list(procs, upstream):
                 ignore_case: true
         """, cluster="backend")
     assert get(f"http://127.0.0.1:{listen}/") == 200
+    # the workers' counts reach the admin with their next flush
+    wait_for(lambda: stat(admin, "http.ingress_http.downstream_rq_2xx") == 1, 5, "the request's counts")
     names = [s["name"] for s in json.loads(admin_get(admin, "/stats?format=json"))["stats"] if "name" in s]
     assert "server.live" in names
     assert "cluster.backend.upstream_rq_total" in names
@@ -236,6 +238,12 @@ def test_histogram_bucket_settings(procs, upstream):
             buckets: [7]
         """, cluster="backend")
     assert get(f"http://127.0.0.1:{listen}/") == 200
+
+    def rq_time_lines():
+        return [ln for ln in admin_get(admin, "/stats/prometheus").splitlines()
+                if ln.startswith("envoy_cluster_upstream_rq_time_bucket")]
+    # the request's sample reaches the admin with the workers' next flush
+    wait_for(lambda: rq_time_lines() and rq_time_lines()[-1].endswith(" 1"), 5, "the request's time sample")
     prom = admin_get(admin, "/stats/prometheus")
     rq_time = [ln for ln in prom.splitlines() if ln.startswith("envoy_cluster_upstream_rq_time_bucket")]
     assert [ln.split('le="')[1].split('"')[0] for ln in rq_time] == ["0.5", "25", "1000", "+Inf"]
