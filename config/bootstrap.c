@@ -1721,6 +1721,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         s->clusters[s->nclusters++] = c;
         if (c->outlier) c->outlier->event_log = s->outlier_event_log;
     }
+    sharp_snapshot_index_clusters(s);
     s->listeners = sharp_calloc(nli ? nli : 1, sizeof *s->listeners);
     for (size_t i = 0; i < nli; i++) {
         char p[128];

@@ -102,6 +102,8 @@ sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_listener_c
     s->clusters = sharp_calloc(nclusters ? nclusters : 1, sizeof *s->clusters);
     for (uint32_t i = 0; i < nclusters; i++) s->clusters[i] = sharp_cluster_ref(clusters[i]);
     s->nclusters = nclusters;
+    s->cluster_slots = NULL; /* the base's is of the base's clusters */
+    sharp_snapshot_index_clusters(s);
     s->rds = sharp_calloc(nrds ? nrds : 1, sizeof *s->rds);
     for (uint32_t i = 0; i < nrds; i++) s->rds[i] = sharp_rds_table_ref(rds[i]);
     s->nrds = nrds;
@@ -115,6 +117,7 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
     free(s->listeners);
     for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_unref(s->clusters[i]);
     free(s->clusters);
+    free(s->cluster_slots);
     for (uint32_t i = 0; i < s->nrds; i++) sharp_rds_table_unref(s->rds[i]);
     free(s->rds);
     if (s->base) { /* the rest is the base's */
@@ -181,9 +184,44 @@ int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
     return min == INT64_MAX ? -1 : min;
 }
 
+static uint32_t name_hash(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+void sharp_snapshot_index_clusters(sharp_snapshot_t *s)
+{
+    free(s->cluster_slots);
+    uint32_t cap = 8;
+    while (cap < 2 * s->nclusters) cap <<= 1;
+    s->cluster_slots = sharp_calloc(cap, sizeof *s->cluster_slots);
+    s->cluster_slots_mask = cap - 1;
+    for (uint32_t i = 0; i < s->nclusters; i++) {
+        uint32_t k = name_hash(s->clusters[i]->name) & s->cluster_slots_mask;
+        while (s->cluster_slots[k]) k = (k + 1) & s->cluster_slots_mask;
+        s->cluster_slots[k] = i + 1;
+    }
+}
+
+int32_t sharp_snapshot_cluster_index(const sharp_snapshot_t *s, const char *name)
+{
+    if (!s->cluster_slots) { /* while the bootstrap's clusters are being built */
+        for (uint32_t i = 0; i < s->nclusters; i++)
+            if (strcmp(s->clusters[i]->name, name) == 0) return (int32_t)i;
+        return -1;
+    }
+    for (uint32_t k = name_hash(name) & s->cluster_slots_mask; s->cluster_slots[k];
+         k = (k + 1) & s->cluster_slots_mask) {
+        uint32_t i = s->cluster_slots[k] - 1;
+        if (strcmp(s->clusters[i]->name, name) == 0) return (int32_t)i;
+    }
+    return -1;
+}
+
 sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name)
 {
-    for (uint32_t i = 0; i < s->nclusters; i++)
-        if (strcmp(s->clusters[i]->name, name) == 0) return s->clusters[i];
-    return NULL;
+    int32_t i = sharp_snapshot_cluster_index(s, name);
+    return i < 0 ? NULL : s->clusters[i];
 }

@@ -229,6 +229,11 @@ typedef struct sharp_snapshot {
     uint32_t nlisteners;
     sharp_cluster_t **clusters;
     uint32_t nclusters;
+    /* clusters by name (index + 1 per slot, 0 empty; a power of two of
+     * slots, at most half full): a request finds its route's cluster
+     * without comparing names with all of them (CDS may bring thousands) */
+    uint32_t *cluster_slots;
+    uint32_t cluster_slots_mask;
     /* admin.access_log then admin.access_log_path, in Envoy's order; written
      * by the admin server on the main thread only */
     sharp_access_log_t **admin_access_logs;
@@ -284,5 +289,9 @@ void sharp_snapshot_unref(sharp_snapshot_t *s);
 /* Cluster by name, NULL if absent. Linear: clusters per snapshot are few and
  * the router caches the answer per route. */
 sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name);
+/* The position of the named cluster in s->clusters, or -1. */
+int32_t sharp_snapshot_cluster_index(const sharp_snapshot_t *s, const char *name);
+/* Builds the name index of s->clusters (once they are all there). */
+void sharp_snapshot_index_clusters(sharp_snapshot_t *s);
 
 #endif

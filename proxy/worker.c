@@ -356,13 +356,10 @@ void sharp_view_unref(sharp_worker_view_t *v)
 
 sharp_cluster_t *sharp_view_cluster(const sharp_worker_view_t *v, const char *name, sharp_cluster_local_t **cl)
 {
-    const sharp_snapshot_t *s = v->snap;
-    for (uint32_t i = 0; i < s->nclusters; i++)
-        if (strcmp(s->clusters[i]->name, name) == 0) {
-            if (cl) *cl = v->clusters[i];
-            return s->clusters[i];
-        }
-    return NULL;
+    int32_t i = sharp_snapshot_cluster_index(v->snap, name);
+    if (i < 0) return NULL;
+    if (cl) *cl = v->clusters[i];
+    return v->snap->clusters[i];
 }
 
 static void setup_clusters(sharp_worker_t *w)
