@@ -286,8 +286,7 @@ static inline const sharp_route_table_t *sharp_snapshot_routes(const sharp_snaps
 /* Frees an HCM config and everything it owns (filter configs, logs, routes). */
 void sharp_hcm_config_free(sharp_hcm_config_t *h);
 void sharp_snapshot_unref(sharp_snapshot_t *s);
-/* Cluster by name, NULL if absent. Linear: clusters per snapshot are few and
- * the router caches the answer per route. */
+/* Cluster by name, NULL if absent (a lookup in the snapshot's index). */
 sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name);
 /* The position of the named cluster in s->clusters, or -1. */
 int32_t sharp_snapshot_cluster_index(const sharp_snapshot_t *s, const char *name);

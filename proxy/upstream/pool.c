@@ -317,8 +317,10 @@ void sharp_upstream_conn_stream_done(sharp_upstream_conn_t *c, bool reusable)
 {
     if (c->nactive) c->nactive--;
     if (c->state == CX_CLOSING) return;
-    /* TCP_INFO fallback: at most one sample per interval and connection */
-    sharp_tcpinfo_maybe_sample(&c->pool->host->kern, conn_fd(c), &c->tcpi, uv_now(c->pool->env->loop));
+    /* TCP_INFO fallback: at most one sample per interval and connection
+     * (the descriptor and the clock are looked up only when it is on) */
+    if (sharp_tcpinfo_on() && c->tcpi.connected)
+        sharp_tcpinfo_maybe_sample(&c->pool->host->kern, conn_fd(c), &c->tcpi, uv_now(c->pool->env->loop));
     if (!reusable || *c->pool->env->draining) c->draining = true;
     if (c->draining && (!reusable || c->nactive == 0)) {
         sharp_upstream_conn_close(c);
