@@ -77,20 +77,14 @@ static unsigned port_of(const struct sockaddr_storage *ss)
 
 bool sharp_lsock_compatible(const sharp_lsock_t *s, const struct sockaddr_storage *addr, uint32_t pipe_mode)
 {
-    if (s->addr.ss_family != addr->ss_family) return false;
-    if (addr->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)&s->addr, *b = (const void *)addr;
-        return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr && port_of(addr) != 0;
-    }
-    if (addr->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)&s->addr, *b = (const void *)addr;
-        return a->sin6_port == b->sin6_port && !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) &&
-               a->sin6_scope_id == b->sin6_scope_id && port_of(addr) != 0;
-    }
     if (addr->ss_family == AF_UNIX) {
         const struct sockaddr_un *a = (const void *)&s->addr, *b = (const void *)addr;
         /* an abstract name may hold NUL bytes: compare the whole path */
-        return s->pipe_mode == pipe_mode && !memcmp(a->sun_path, b->sun_path, sizeof a->sun_path);
+        return s->addr.ss_family == AF_UNIX && s->pipe_mode == pipe_mode &&
+               !memcmp(a->sun_path, b->sun_path, sizeof a->sun_path);
     }
-    return false;
+    /* a port chosen by the kernel (0) is never the same socket */
+    if (!sharp_addr_equal(&s->addr, addr) || port_of(addr) == 0) return false;
+    return addr->ss_family != AF_INET6 ||
+           ((const struct sockaddr_in6 *)&s->addr)->sin6_scope_id == ((const struct sockaddr_in6 *)addr)->sin6_scope_id;
 }

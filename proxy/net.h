@@ -32,6 +32,8 @@ bool sharp_addr_is_pipe(const char *printed);
 char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 /* Parses a numeric IPv4/IPv6 address and port; returns 0 or -1. */
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
+/* The same IPv4/IPv6 address and port, or the same (non-empty) Unix path. */
+bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* Envoy's PipeInstance: a path into an AF_UNIX address. A leading '@' names
  * Linux's abstract namespace (the address is then as long as the name, no
  * trailing NUL). Returns 0, or -1 with Envoy's message in err (empty path,

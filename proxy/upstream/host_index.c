@@ -5,21 +5,6 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 
-bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family) return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
-    }
-    return ((const struct sockaddr_un *)a)->sun_path[0] &&
-           !strcmp(((const struct sockaddr_un *)a)->sun_path, ((const struct sockaddr_un *)b)->sun_path);
-}
-
 /* FNV-1a over the bytes sharp_addr_equal compares */
 static uint32_t addr_hash(const struct sockaddr_storage *a)
 {

@@ -6,6 +6,7 @@
 #ifndef SHARP_UPSTREAM_HOST_INDEX_H
 #define SHARP_UPSTREAM_HOST_INDEX_H
 
+#include "net.h"
 #include "upstream/host.h"
 
 #include <string.h>
@@ -16,7 +17,6 @@ typedef struct sharp_host_index {
     uint32_t cap, n;
 } sharp_host_index_t;
 
-bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* The host indexed under address a, or NULL. */
 sharp_host_t *sharp_host_index_find(const sharp_host_index_t *ix, const struct sockaddr_storage *a);
 /* Indexes h under its address, unless a host already is there (the first
