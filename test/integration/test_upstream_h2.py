@@ -389,9 +389,11 @@ def test_response_trailers_end_the_response(procs):
     st, _, body = request(listen, "GET", "/echo?trailers=1")
     assert st == 200 and json.loads(body)["version"] == "HTTP/2"
     # a content-length response is whole downstream before its upstream
-    # trailers arrive: they may still be on their way
+    # trailers arrive: they may still be on their way (and the worker counts
+    # the trailers a moment before the request's completion)
     deadline = time.time() + 5 * SLOW
-    while stat(admin, C + "http2.trailers") != 2 and time.time() < deadline:
+    while (stat(admin, C + "http2.trailers"), stat(admin, C + "upstream_rq_completed")) != (2, 2) \
+            and time.time() < deadline:
         time.sleep(0.02)
     assert stat(admin, C + "http2.trailers") == 2
     assert stat(admin, C + "upstream_rq_completed") == 2
