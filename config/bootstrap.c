@@ -1106,6 +1106,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     sharp_cluster_t *c = sharp_calloc(1, sizeof *c);
     c->name = sharp_strdup(pb->name);
+    c->stat_name = sharp_strdup(pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
     c->index = index;
     switch (pb->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
@@ -1143,7 +1144,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     if (!strcmp(transport_socket_type(pb->transport_socket), UPSTREAM_TLS_TYPE)) {
         char what[600], prefix[600];
         snprintf(what, sizeof what, "cluster '%s'", c->name);
-        snprintf(prefix, sizeof prefix, "cluster.%s.client_ssl_socket_factory", c->name);
+        snprintf(prefix, sizeof prefix, "cluster.%s.client_ssl_socket_factory", c->stat_name);
         if (!(c->tls = build_tls(b, pb->transport_socket, p, false, what, prefix))) goto bad;
     } else if (!plaintext_transport_socket(pb->transport_socket)) {
         fail(b, p, "transport socket '%s' is not supported by SHARP (only raw_buffer: plaintext, or tls with an "

@@ -290,7 +290,7 @@ int sharp_config_health_checks(sharp_cluster_t *c, Envoy__Config__Core__V3__Heal
         sharp_hc_config_free(cfg);
         return -1;
     }
-    sharp_hc_stats_init(cfg, stats, c->name);
+    sharp_hc_stats_init(cfg, stats, c->stat_name);
     c->health_check = cfg;
     for (uint32_t i = 0; i < c->nhosts; i++)
         atomic_fetch_or_explicit(&c->hosts[i]->health_flags, SHARP_HOST_FAILED_ACTIVE_HC,

@@ -160,7 +160,7 @@ int sharp_config_load_balancing_policy(sharp_cluster_t *c,
                 SHARP__EXTENSIONS__LOAD_BALANCING_POLICIES__SHUFFLE_SHARD__V1__SHUFFLE_SHARD__NO_KEY__REJECT
             ? SHARP_SHARD_NO_KEY_REJECT
             : SHARP_SHARD_NO_KEY_SOURCE_IP;
-    sharp_shard_policy_stats_init(sp, stats, c->name);
+    sharp_shard_policy_stats_init(sp, stats, c->stat_name);
     c->shuffle_shard = sp;
 done:
     protobuf_c_message_free_unpacked(&cfg->base, NULL);

@@ -962,7 +962,8 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
                     s->conn_id, s->id, c->name, (int)path.len, path.p, s->vhost && s->vhost->name ? s->vhost->name : "",
                     r->name ? r->name : "");
     }
-    s->info.upstream_cluster = c->name;
+    s->info.upstream_cluster = c->stat_name;
+    s->info.upstream_cluster_raw = c->name;
     /* Envoy's maintenance mode: the runtime's upstream.maintenance_mode.<cluster>
      * percentage of requests (default 0) is refused at once, counted as a
      * 503 of the cluster */

@@ -541,7 +541,7 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
 {
     for (uint32_t i = 0; snap && i < snap->nclusters; i++) {
         const sharp_cluster_t *c = snap->clusters[i];
-        sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->name);
+        sharp_sbuf_printf(b, "%s::observability_name::%s\n", c->name, c->stat_name);
         outlier_text(b, c);
         sharp_cb_thresholds_t cb; /* the runtime's values, as Envoy's resource manager */
         sharp_cluster_cb_effective(c, SHARP_PRIORITY_DEFAULT, &cb);
@@ -680,7 +680,7 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
         sharp_cluster_cb_effective(c, SHARP_PRIORITY_HIGH, &cb);
         thresholds_json(b, "HIGH", &cb);
         sharp_sbuf_puts(b, "]},\"observability_name\":");
-        sharp_json_str(b, c->name);
+        sharp_json_str(b, c->stat_name);
         sharp_sbuf_puts(b, "}");
     }
     sharp_sbuf_puts(b, "]}");

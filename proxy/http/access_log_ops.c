@@ -174,6 +174,8 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_addr(out, si->upstream_host, true);
     case OP_UPSTREAM_CLUSTER:
         return put_opt(out, si->upstream_cluster);
+    case OP_UPSTREAM_CLUSTER_RAW:
+        return put_opt(out, si->upstream_cluster_raw);
     case OP_UPSTREAM_LOCAL:
         return put_addr(out, si->upstream_local_address, false);
     case OP_UPSTREAM_LOCAL_NOPORT:

@@ -79,7 +79,8 @@ typedef struct sharp_stream_info {
     char downstream_direct_remote_address[SHARP_ADDR_STRLEN]; /* the connection's peer */
     char downstream_local_address[SHARP_ADDR_STRLEN];
     const sharp_downstream_tls_info_t *downstream_tls; /* NULL: a plaintext connection */
-    const char *upstream_cluster; /* NULL if none */
+    const char *upstream_cluster;     /* its observability name (alt_stat_name); NULL if none */
+    const char *upstream_cluster_raw; /* its name */
     const char *route_name;       /* NULL if none */
     /* Envoy's transport failure reason of the last try's connection (a TLS
      * handshake that failed: "TLS_error:|...:TLS_error_end"); NULL if none */

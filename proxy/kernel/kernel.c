@@ -96,7 +96,7 @@ const char *sharp_kernel_source_name(sharp_kernel_source_t s)
 void sharp_kernel_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
 {
     if (!sharp_kernel_enabled()) return;
-    const char *n = c->name;
+    const char *n = c->stat_name;
     c->st.kernel.on = true;
 #define C(field, stat) c->st.kernel.field = sharp_stats_counterf(s, "cluster.%s.kernel." stat, n)
 #define G(field, stat) c->st.kernel.field = sharp_stats_gaugef(s, "cluster.%s.kernel." stat, n)

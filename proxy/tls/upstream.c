@@ -48,12 +48,12 @@ static void count_handshake(sharp_upstream_conn_t *c)
     if (sharp_tls_conn_session_reused(e)) sharp_counter_inc(sh, cl->st.ssl.session_reused);
     if (!sharp_tls_conn_peer_has_cert(e)) sharp_counter_inc(sh, cl->st.ssl.no_certificate);
     const char *cipher = sharp_tls_conn_cipher(e), *version = sharp_tls_conn_version(e), *curve = sharp_tls_conn_curve(e);
-    if (cipher) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.ciphers.%s", cl->name, cipher));
-    if (version) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.versions.%s", cl->name, version));
-    if (curve) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.curves.%s", cl->name, curve));
+    if (cipher) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.ciphers.%s", cl->stat_name, cipher));
+    if (version) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.versions.%s", cl->stat_name, version));
+    if (curve) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.curves.%s", cl->stat_name, curve));
     /* the server's signature: its certificate's key and the hash it chose */
     const char *sigalg = sharp_tls_conn_peer_sigalg(e);
-    if (sigalg) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.sigalgs.%s", cl->name, sigalg));
+    if (sigalg) sharp_counter_inc(sh, sharp_stats_counterf(cl->stats, "cluster.%s.ssl.sigalgs.%s", cl->stat_name, sigalg));
 }
 
 /* Envoy's SslSocket::drainErrorQueue: a failed verification counts its

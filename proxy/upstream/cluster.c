@@ -134,7 +134,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     runtime_keys_init(c);
     c->stats = s;
     sharp_cluster_stats_t *st = &c->st;
-    const char *n = c->name;
+    const char *n = c->stat_name;
 #define C(field, stat) st->field = sharp_stats_counterf(s, "cluster.%s." stat, n)
 #define G(field, stat) st->field = sharp_stats_gaugef(s, "cluster.%s." stat, n)
     C(rq_total, "upstream_rq_total");
@@ -272,7 +272,7 @@ void sharp_cluster_count_response(sharp_cluster_t *c, sharp_stats_shard_t *sh, u
      * (the placeholder), and must not be registered again per response. */
     sharp_stat_id_t id1 = atomic_load_explicit(&c->rq_code[code], memory_order_acquire);
     if (!id1) {
-        id1 = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->name, code) + 1;
+        id1 = sharp_stats_counterf(c->stats, "cluster.%s.upstream_rq_%u", c->stat_name, code) + 1;
         atomic_store_explicit(&c->rq_code[code], id1, memory_order_release);
     }
     sharp_counter_inc(sh, id1 - 1);
@@ -456,6 +456,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     for (int p = 0; p < SHARP_NPRIORITIES; p++)
         for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[p][k]);
     free(c->maintenance_key);
+    free(c->stat_name);
     free(c->name);
     free(c);
 }

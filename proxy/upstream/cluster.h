@@ -148,6 +148,10 @@ typedef struct {
 
 typedef struct sharp_cluster {
     char *name;
+    /* alt_stat_name, else the name: Envoy's observability name, which
+     * cluster.<stat_name>.* stats, %UPSTREAM_CLUSTER% and the admin's
+     * observability_name say (the runtime keys keep the name) */
+    char *stat_name;
     uint32_t index; /* position in the snapshot's cluster array */
     sharp_cluster_type_t type;
     uint64_t connect_timeout_ms;        /* default 5000 */

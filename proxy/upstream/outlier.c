@@ -295,7 +295,7 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
     od->rng = seed ^ 0x9E3779B97F4A7C15ull;
     if (!od->rng) od->rng = 0x9E3779B97F4A7C15ull;
     od->stats = stats;
-    const char *nm = c->name;
+    const char *nm = c->stat_name;
 #define C(field, stat)                                                                             \
     od->st.field = sharp_stats_counterf(stats, "cluster.%s.outlier_detection." stat, nm)
     od->st.active = sharp_stats_gaugef(stats, "cluster.%s.outlier_detection.ejections_active", nm);

@@ -1175,7 +1175,7 @@ int sharp_xds_eds_subscribe(sharp_xds_t *x, sharp_cluster_t *c, const ProtobufCM
     e->x = x;
     e->c = c;
     char prefix[1024];
-    snprintf(prefix, sizeof prefix, "cluster.%s", c->name);
+    snprintf(prefix, sizeof prefix, "cluster.%s", c->stat_name);
     sharp_xds_watcher_t w = {eds_update, e};
     if (grpc) {
         /* the cluster starts with what the stream has of its endpoints (a

@@ -588,3 +588,30 @@ def test_config_dump_routes_resource_mask_regex_eds(procs, upstream):
                           ("name_regex=(", 400, "Error while parsing name_regex from (")]:
         st, body = get(f"http://127.0.0.1:{admin}/config_dump?{q}")
         assert st == code and text in body, (q, st, body)
+
+
+def test_alt_stat_name_names_the_cluster_in_stats_and_logs(procs, upstream):
+    """alt_stat_name (Istio's "xds-grpc;" style) is the cluster's name in
+    its stats, %UPSTREAM_CLUSTER% and the admin's observability_name, as in
+    Envoy; %UPSTREAM_CLUSTER_RAW%, routes and /clusters' keys keep the name."""
+    listen, admin = free_port(), free_port()
+    log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
+    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+          "    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+          f"    path: {log}\n"
+          "    log_format: { text_format_source: { inline_string: \"%UPSTREAM_CLUSTER% %UPSTREAM_CLUSTER_RAW%\\n\" } }\n")
+    s = Sharp(bootstrap_yaml(listen, admin, {"backend": [upstream.port]}, hcm_extra=al,
+                             cluster_extra="alt_stat_name: \"backend-obs;\"\n"))
+    procs.append(s)
+    s.wait_ready(admin)
+    with urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5 * SLOW) as r:
+        assert r.status == 200
+    deadline = time.time() + 5 * SLOW
+    while not (os.path.exists(log) and open(log).read()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert open(log).read() == "backend-obs; backend\n"
+    assert stat(admin, "cluster.backend-obs;.upstream_rq_total") == 1
+    assert stat(admin, "cluster.backend.upstream_rq_total") is None
+    assert "backend::observability_name::backend-obs;" in admin_get(admin, "/clusters")
+    js = json.loads(admin_get(admin, "/clusters?format=json"))
+    assert [c["observability_name"] for c in js["cluster_statuses"] if c["name"] == "backend"] == ["backend-obs;"]

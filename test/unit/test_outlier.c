@@ -37,7 +37,7 @@ typedef struct {
 static fixture_t *setup(uint32_t n, const sharp_outlier_config_t *cfg)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    f->c.name = "c";
+    f->c.name = f->c.stat_name = "c";
     f->c.nhosts = n;
     f->c.hosts = f->ptr;
     for (uint32_t i = 0; i < n; i++) {
@@ -801,7 +801,7 @@ static void test_health_check_uneject(void **state)
 static void test_no_detector(void **state)
 {
     (void)state;
-    sharp_cluster_t c = {.name = "plain"};
+    sharp_cluster_t c = {.name = "plain", .stat_name = "plain"};
     sharp_host_t h = {.index = 0};
     sharp_host_t *hp = &h;
     c.hosts = &hp;
