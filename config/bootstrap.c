@@ -34,6 +34,7 @@
 #include "xds/xds.h"
 #include <sys/un.h>
 
+#include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
@@ -1471,6 +1472,34 @@ static int configure_runtime_and_regex(build_ctx_t *b, const bootstrap_t *bs)
     return 0;
 }
 
+/* bootstrap_extensions: envoy.bootstrap.internal_listener (every Istio
+ * sidecar bootstrap enables it) only makes internal listeners possible;
+ * SHARP has none and refuses every internal listener and internal address
+ * it is given, so the registry stays empty, as Envoy's does without them.
+ * Any other extension is refused by name. */
+#define INTERNAL_LISTENER_TYPE "envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+static int configure_bootstrap_extensions(build_ctx_t *b, const bootstrap_t *bs)
+{
+    char p[256];
+    for (size_t i = 0; i < bs->n_bootstrap_extensions; i++) {
+        const Envoy__Config__Core__V3__TypedExtensionConfig *e = bs->bootstrap_extensions[i];
+        snprintf(p, sizeof p, "bootstrap_extensions[%zu].typed_config", i);
+        if (!e->typed_config || !e->typed_config->type_url) return fail(b, p, "typed_config is required");
+        const char *slash = strrchr(e->typed_config->type_url, '/');
+        const char *t = slash ? slash + 1 : e->typed_config->type_url;
+        if (strcmp(t, INTERNAL_LISTENER_TYPE) != 0)
+            return fail(b, p, "bootstrap extension '%s' (%s) is not supported by SHARP: only "
+                        "envoy.bootstrap.internal_listener", e->name, t);
+        sharp_config_error_t err = {{0}};
+        ProtobufCMessage *m = sharp_any_unpack(
+            &e->typed_config->base, &envoy__extensions__bootstrap__internal_listener__v3__internal_listener__descriptor,
+            &err);
+        if (!m) return fail(b, p, "%s", err.msg);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    return 0;
+}
+
 /* Envoy's InitialImpl::initAdminAccessLog: every admin.access_log entry, then
  * a file logger with the default format for the deprecated access_log_path
  * (both may be given). As in Envoy the files are opened whether or not the
@@ -1654,6 +1683,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (!srv->node_cluster[0] && srv->opts.service_cluster)
         snprintf(srv->node_cluster, sizeof srv->node_cluster, "%s", srv->opts.service_cluster);
     if (configure_runtime_and_regex(&b, bs) < 0) goto bad;
+    if (configure_bootstrap_extensions(&b, bs) < 0) goto bad;
     /* stats_config before the first stat is registered (Envoy sets the tag
      * producer and stats matcher right after loading the bootstrap) */
     char spath[160], smsg[1024];

@@ -6,6 +6,9 @@
 #include "envoy/config/overload/v3/overload.pb-c.h"
 #include "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.pb-c.h"
 #include "envoy/extensions/resource_monitors/fixed_heap/v3/fixed_heap.pb-c.h"
+#include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
+#include "udpa/type/v1/typed_struct.pb-c.h"
+#include "xds/type/v3/typed_struct.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
@@ -69,6 +72,9 @@ void sharp_config_types_register(void)
         &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,
         &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,
         &envoy__extensions__resource_monitors__downstream_connections__v3__downstream_connections_config__descriptor,
+        &envoy__extensions__bootstrap__internal_listener__v3__internal_listener__descriptor,
+        &udpa__type__v1__typed_struct__descriptor,
+        &xds__type__v3__typed_struct__descriptor,
         &envoy__config__overload__v3__shrink_heap_config__descriptor,
         &envoy__config__overload__v3__scale_timers_overload_action_config__descriptor,
         &google__protobuf__duration__descriptor,

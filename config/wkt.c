@@ -241,6 +241,85 @@ static int map_container(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *m, c
     return sharp_cfg_map_field(c, node, m, f);
 }
 
+/* udpa.type.v1.TypedStruct / xds.type.v3.TypedStruct: an extension's
+ * config as {type_url, value: a Struct with its fields}, which Envoy turns
+ * into the message type_url names (translateOpaqueConfig) with the same
+ * strict mapping as a typed config. */
+static bool typed_struct_url(const char *s, size_t len)
+{
+    size_t slash = len;
+    while (slash > 0 && s[slash - 1] != '/') slash--;
+    const char *n = s + slash;
+    size_t nl = len - slash;
+    static const char *const names[] = {"udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (nl == strlen(names[i]) && !memcmp(n, names[i], nl)) return true;
+    return false;
+}
+
+static int map_typed_struct(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any,
+                            const ProtobufCFieldDescriptor *uf, const ProtobufCFieldDescriptor *vf,
+                            yaml_node_t *value_node, yaml_node_t *extra)
+{
+    yaml_node_t *url_node = NULL;
+    if (extra) {
+        /* the one other member a TypedStruct has is type_url */
+        cfg_pair_t *pairs;
+        size_t np;
+        if (sharp_cfg_pairs(c, node, &pairs, &np) < 0) return -1;
+        for (size_t i = 0; i < np; i++) {
+            cfg_scalar_t k;
+            if (!sharp_cfg_scalar_of(pairs[i].key, &k)) continue;
+            if ((k.len == 5 && !memcmp(k.s, "@type", 5)) || (k.len == 5 && !memcmp(k.s, "value", 5))) continue;
+            if (k.len == 8 && !memcmp(k.s, "type_url", 8) && !url_node) {
+                url_node = pairs[i].value;
+                continue;
+            }
+            size_t old = c->path.len;
+            sharp_sbuf_printf(&c->path, "%s%.*s", old ? "." : "", (int)k.len, k.s);
+            int rc = sharp_cfg_fail(c, pairs[i].key, "unknown field \"%.*s\" in a TypedStruct (type_url, value)",
+                                    (int)k.len, k.s);
+            free(pairs);
+            return rc;
+        }
+        free(pairs);
+    }
+    cfg_scalar_t url;
+    if (!url_node || !sharp_cfg_scalar_of(url_node, &url) || url.null || !url.len)
+        return sharp_cfg_fail(c, url_node ? url_node : node, "a TypedStruct needs its type_url");
+    const ProtobufCMessageDescriptor *td = sharp_type_registry_find(url.s, url.len);
+    if (!td) {
+        const sharp_support_extension_t *x = sharp_support_extension(url.s, url.len);
+        if (x) return sharp_cfg_fail(c, url_node, "%s is not supported by SHARP (%s)", x->type, x->note);
+        return sharp_cfg_fail(c, url_node, "unknown type URL \"%.*s\"", (int)url.len, url.s);
+    }
+    if (sharp_cfg_wkt_kind(td) != WKT_NONE)
+        return sharp_cfg_fail(c, url_node, "a TypedStruct cannot hold %s", td->name);
+    ProtobufCMessage *inner = sharp_cfg_new_message(td);
+    int rc = 0;
+    if (value_node) {
+        size_t old = sharp_cfg_push_field(c, "value");
+        const char *old_ctx = c->msg_ctx;
+        c->msg_ctx = NULL; /* an extension's fields have no outer context */
+        rc = sharp_cfg_map_message(c, value_node, inner);
+        c->msg_ctx = old_ctx;
+        if (rc == 0) sharp_cfg_pop(c, old);
+    }
+    if (rc == 0) {
+        size_t sz = protobuf_c_message_get_packed_size(inner);
+        ProtobufCBinaryData *bd = sharp_cfg_member(any, vf);
+        if (sz) {
+            bd->data = sharp_calloc(1, sz);
+            bd->len = protobuf_c_message_pack(inner, bd->data);
+        }
+        sharp_cfg_mark_present(any, vf);
+        *(char **)sharp_cfg_member(any, uf) = sharp_strndup(url.s, url.len);
+        sharp_cfg_mark_present(any, uf);
+    }
+    protobuf_c_message_free_unpacked(inner, NULL);
+    return rc;
+}
+
 /* Any: {"@type": url, fields of that type...}, or {"@type": url, "value": x}
  * for well-known types; the message is built, packed into `value`, freed. */
 static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
@@ -277,6 +356,7 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
     cfg_scalar_t url;
     if (!sharp_cfg_scalar_of(type_node, &url) || url.null || !url.len)
         return sharp_cfg_fail(c, type_node, "\"@type\" must be a type URL string");
+    if (typed_struct_url(url.s, url.len)) return map_typed_struct(c, node, any, uf, vf, value_node, extra);
     const ProtobufCMessageDescriptor *td = sharp_type_registry_find(url.s, url.len);
     if (!td) {
         const sharp_support_extension_t *x = sharp_support_extension(url.s, url.len);

@@ -379,3 +379,62 @@ def test_protocol_options_error_has_line_and_map_key_path():
     assert (f":{line}:11: static_resources.clusters[0].typed_extension_protocol_options"
             '["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http3_protocol_options: '
             'http3_protocol_options is not supported by SHARP') in out, out
+
+
+def test_typed_struct_configs_are_their_message(procs, upstream, tmp_path):
+    """udpa.type.v1.TypedStruct / xds.type.v3.TypedStruct: {type_url, value}
+    is the message type_url names with value's fields, mapped as strictly as
+    a typed config (Envoy's translateOpaqueConfig)."""
+    log = tmp_path / "access.log"
+    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+          "    \"@type\": type.googleapis.com/xds.type.v3.TypedStruct\n"
+          "    type_url: type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+          f"    value: {{ path: {log}, log_format: {{ text_format_source: {{ inline_string: \"%RESPONSE_CODE% ts\\n\" }} }} }}\n")
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"b": [upstream.port]}, hcm_extra=al).replace(
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        "\"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n"
+        "              type_url: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")
+    assert "udpa.type.v1.TypedStruct" in y
+    run_sharp_config(procs, y, admin)
+    assert urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5).status == 200
+    import time
+    deadline = time.time() + 5
+    while not (log.exists() and log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.read_text() == "200 ts\n"
+    # mistakes are named as in a typed config
+    for bad, want in ((al.replace("{ path:", "{ bogus: 1, path:"), "typed_config.value.bogus"),
+                      (al.replace("    type_url: type.googleapis.com/envoy.extensions.access_loggers.file.v3"
+                                  ".FileAccessLog\n", ""), "a TypedStruct needs its type_url"),
+                      (al.replace("access_loggers.file.v3.FileAccessLog", "access_loggers.nope.v3.Nope"),
+                       "unknown type URL"),
+                      (al.replace("    value:", "    other: 1\n    value:"), "unknown field \"other\"")):
+        rc, out = validate(bootstrap_yaml(10000, 9901, {"b": [8080]}, hcm_extra=bad))
+        assert rc == 1 and want in out, out
+
+
+INTERNAL_LISTENER = ("bootstrap_extensions:\n- name: envoy.bootstrap.internal_listener\n  typed_config:\n"
+                     "    \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n"
+                     "    type_url: type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3"
+                     ".InternalListener\n    value: { buffer_size_kb: %s }\n")
+
+
+def test_bootstrap_extensions_internal_listener_only():
+    """Istio's bootstrap enables envoy.bootstrap.internal_listener: accepted
+    (it only makes internal listeners possible, and SHARP refuses every one
+    of them); buffer_size_kb keeps Envoy's range; other bootstrap
+    extensions are refused by name."""
+    rc, out = validate(INTERNAL_LISTENER % 64 + GOOD)
+    assert rc == 0, out
+    rc, out = validate(INTERNAL_LISTENER % 0 + GOOD)
+    assert rc == 1 and "buffer_size_kb" in out, out
+    rc, out = validate(INTERNAL_LISTENER % 64 + GOOD.replace(
+        "    address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }\n",
+        "    internal_listener: {}\n"))
+    assert rc == 1 and "internal_listener is not supported by SHARP" in out, out
+    other = ("bootstrap_extensions:\n- name: vcl\n  typed_config:\n"
+             "    \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n")
+    rc, out = validate(other + GOOD)
+    assert rc == 1 and "bootstrap extension 'vcl' (envoy.extensions.filters.http.router.v3.Router) is not " \
+        "supported by SHARP" in out, out
