@@ -616,6 +616,17 @@ static sharp_tls_slot_t *build_tls(build_ctx_t *b, const Envoy__Config__Core__V3
             return slot;
         }
         sharp_tls_config_free(&cfg);
+    } else if (b->sds && sharp_sds_pending(b->sds)) {
+        /* a secret from an SDS server, still to come: no context until it
+         * does (its arrival builds it), as Envoy's listeners and clusters
+         * wait for their SDS secrets */
+        sharp_tls_slot_t *slot = sharp_tls_slot_new(NULL);
+        sharp_stat_id_t updated = 0;
+        if (b->srv && b->srv->stats)
+            updated = sharp_stats_counterf(b->srv->stats, "%s.ssl_context_update_by_sds", stat_prefix);
+        sharp_sds_attach(b->sds, slot, m, server, what, updated);
+        sharp_info(config, "%s: TLS waits for %s", what, err);
+        return slot;
     }
     protobuf_c_message_free_unpacked(m, NULL);
     /* "field.path: what is wrong": the path goes after the context's */
@@ -1674,6 +1685,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     sharp_snapshot_t *s = sharp_calloc(1, sizeof *s);
     s->refs = 1;
     s->sds = b.sds = sharp_sds_new(srv->stats);
+    if (srv->xds) sharp_sds_use_xds(s->sds, srv->xds);
     s->version = 1;
     if (bs->node) {
         snprintf(srv->node_id, sizeof srv->node_id, "%s", bs->node->id);

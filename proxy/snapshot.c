@@ -159,6 +159,7 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
 static void certs_of(sharp_tls_ctx_t *ctx, sharp_sbuf_t *json, bool *first, int64_t *min)
 {
     int64_t d;
+    if (!ctx) return; /* its SDS secret has not come yet */
     if (json) {
         if (!*first) sharp_sbuf_puts(json, ",");
         d = sharp_tls_ctx_certs_json(ctx, json);

@@ -113,6 +113,14 @@ static bool on_plaintext(void *ud, const uint8_t *p, size_t n)
 
 bool sharp_conn_tls_start(sharp_conn_t *c, sharp_tls_ctx_t *ctx)
 {
+    if (!ctx) {
+        /* its SDS secret has not come from the server yet: no handshake
+         * is possible (Envoy's listener would still be warming) */
+        sharp_debug(connection, "[C%llu] no TLS context: the SDS secret has not come yet", c->id);
+        sharp_counter_inc(SHARP_CONN_STATS(c), c->listener->ssl.connection_error);
+        sharp_conn_close(c);
+        return false;
+    }
     struct sharp_conn_tls *t = sharp_calloc(1, sizeof *t);
     t->engine = sharp_tls_conn_new(ctx, NULL, on_plaintext, c);
     c->tls = t;

@@ -13,6 +13,7 @@
 #include "tls/context.h"
 #include "xds/fs_watch.h"
 #include "xds/path_source.h"
+#include "xds/xds.h"
 
 typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret secret_pb_t;
 typedef Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig sds_pb_t;
@@ -35,6 +36,11 @@ typedef struct provider {
     uint64_t files_hash;    /* of the files the current secret names */
     sharp_path_source_t *src;
     sharp_fs_watch_t *files_watch;
+    /* a gRPC source (ADS or an api_config_source): its subscription, and
+     * the ConfigSource serialized (providers are shared per source) */
+    sharp_xds_sub_t *gsub;
+    uint8_t *src_key;
+    size_t src_keylen;
     sds_stats_t st;
 } provider_t;
 
@@ -57,7 +63,9 @@ struct sharp_sds {
     size_t nconsumers;
     provider_t **used; /* by the translation since sharp_sds_begin */
     size_t nused;
-    bool rebuilding;   /* resolve only finds providers */
+    bool rebuilding;   /* resolve only finds providers (a gRPC one may be new) */
+    bool pending;      /* a translation met a gRPC secret that has not arrived */
+    sharp_xds_t *xds;  /* for gRPC sources */
     Envoy__Extensions__TransportSockets__Tls__V3__Secret *const *static_secrets;
     size_t nstatic_secrets;
 };
@@ -294,6 +302,8 @@ static bool same(const char *a, const char *b)
 
 static void provider_free(provider_t *p)
 {
+    sharp_xds_unsubscribe(p->gsub);
+    free(p->src_key);
     sharp_path_source_free(p->src);
     sharp_fs_watch_free(p->files_watch);
     if (p->secret) protobuf_c_message_free_unpacked(&p->secret->base, NULL);
@@ -347,6 +357,68 @@ static provider_t *provider_new(sharp_sds_t *sds, int kind, const char *name, co
     return p;
 }
 
+/* The translation being made uses p (sharp_sds_attach). */
+static void use(sharp_sds_t *sds, provider_t *p)
+{
+    for (size_t i = 0; i < sds->nused; i++)
+        if (sds->used[i] == p) return;
+    sds->used = sharp_realloc(sds->used, (sds->nused + 1) * sizeof *sds->used);
+    sds->used[sds->nused++] = p;
+}
+
+static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err,
+                          size_t errlen);
+
+/* A secret from an SDS server (Envoy's SdsApi over a gRPC subscription):
+ * one provider per name, kind and ConfigSource. Until the server sends it
+ * the translation cannot finish: resolving says so (sds->pending), and the
+ * consumer starts without a context (sharp_sds_pending). */
+static const secret_pb_t *resolve_grpc(sharp_sds_t *sds, const sds_pb_t *c,
+                                       Envoy__Extensions__TransportSockets__Tls__V3__Secret__TypeCase kind,
+                                       const char *field, char *err, size_t errlen)
+{
+    if (!c->name || !*c->name) {
+        snprintf(err, errlen, "%s: an SDS secret from a server needs its name", field);
+        return NULL;
+    }
+    size_t klen = protobuf_c_message_get_packed_size(&c->sds_config->base);
+    uint8_t *key = sharp_realloc(NULL, klen ? klen : 1);
+    protobuf_c_message_pack(&c->sds_config->base, key);
+    provider_t *p = NULL;
+    for (size_t i = 0; i < sds->nproviders && !p; i++) {
+        provider_t *q = sds->providers[i];
+        if (q->src_key && q->kind == (int)kind && !strcmp(q->name, c->name) && q->src_keylen == klen &&
+            !memcmp(q->src_key, key, klen))
+            p = q;
+    }
+    if (p) {
+        free(key);
+    } else {
+        p = sharp_calloc(1, sizeof *p);
+        p->sds = sds;
+        p->kind = (int)kind;
+        p->name = sharp_strdup(c->name);
+        p->src_key = key;
+        p->src_keylen = klen;
+        p->st.key_rotation_failed = sharp_stats_counterf(sds->stats, "sds.%s.key_rotation_failed", c->name);
+        sharp_xds_watcher_t w = {on_grpc_update, p};
+        p->gsub = sharp_xds_secret_subscribe(sds->xds, &c->sds_config->base, c->name, field, w, err, errlen);
+        if (!p->gsub) {
+            provider_free(p);
+            return NULL;
+        }
+        sds->providers = sharp_realloc(sds->providers, (sds->nproviders + 1) * sizeof *sds->providers);
+        sds->providers[sds->nproviders++] = p;
+    }
+    use(sds, p);
+    const secret_pb_t *s = p->candidate ? p->candidate : p->secret;
+    if (!s) {
+        sds->pending = true;
+        snprintf(err, errlen, "%s: secret '%s' has not come from its SDS server yet", field, c->name);
+    }
+    return s;
+}
+
 const secret_pb_t *sharp_sds_resolve(void *ud, const sds_pb_t *c,
                                      Envoy__Extensions__TransportSockets__Tls__V3__Secret__TypeCase kind,
                                      const char *path, char *err, size_t errlen)
@@ -355,6 +427,7 @@ const secret_pb_t *sharp_sds_resolve(void *ud, const sds_pb_t *c,
     const Envoy__Config__Core__V3__ConfigSource *cs = c->sds_config;
     char field[320];
     const char *file = NULL, *wdir = NULL;
+    bool grpc = false;
     switch (cs->config_source_specifier_case) {
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH:
         snprintf(field, sizeof field, "%s.sds_config.path", path);
@@ -366,13 +439,14 @@ const secret_pb_t *sharp_sds_resolve(void *ud, const sds_pb_t *c,
         if (cs->path_config_source->watched_directory) wdir = cs->path_config_source->watched_directory->path;
         break;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_API_CONFIG_SOURCE:
-        snprintf(err, errlen, "%s.sds_config.api_config_source: secrets from an SDS server (gRPC or REST) are not "
-                 "supported by SHARP yet; only path_config_source (a file) is", path);
-        return NULL;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS:
-        snprintf(err, errlen, "%s.sds_config.ads: secrets over ADS are not supported by SHARP yet; only "
-                 "path_config_source (a file) is", path);
-        return NULL;
+        if (!sds->xds) {
+            snprintf(err, errlen, "%s.sds_config: secrets from an SDS server are not available here", path);
+            return NULL;
+        }
+        snprintf(field, sizeof field, "%s.sds_config", path);
+        grpc = true;
+        break;
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_SELF:
         snprintf(err, errlen, "%s.sds_config.self: secrets from the xDS server of the resource are not supported by "
                  "SHARP yet; only path_config_source (a file) is", path);
@@ -386,6 +460,7 @@ const secret_pb_t *sharp_sds_resolve(void *ud, const sds_pb_t *c,
         snprintf(err, errlen, "%s.sds_config.resource_api_version: V2 resources are not supported (V3, or AUTO)", path);
         return NULL;
     }
+    if (grpc) return resolve_grpc(sds, c, kind, field, err, errlen);
     if (!file || !*file) {
         snprintf(err, errlen, "%s: value length must be at least 1 characters", field);
         return NULL;
@@ -406,18 +481,26 @@ const secret_pb_t *sharp_sds_resolve(void *ud, const sds_pb_t *c,
         p = provider_new(sds, (int)kind, c->name, file, wdir, field, err, errlen);
         if (!p) return NULL;
     }
-    bool seen = false;
-    for (size_t i = 0; i < sds->nused; i++) seen |= sds->used[i] == p;
-    if (!seen) {
-        sds->used = sharp_realloc(sds->used, (sds->nused + 1) * sizeof *sds->used);
-        sds->used[sds->nused++] = p;
-    }
+    use(sds, p);
     return p->candidate ? p->candidate : p->secret;
 }
 
 void sharp_sds_begin(sharp_sds_t *sds)
 {
     sds->nused = 0;
+    sds->pending = false;
+}
+
+bool sharp_sds_pending(sharp_sds_t *sds)
+{
+    bool p = sds && sds->pending;
+    if (sds) sds->pending = false;
+    return p;
+}
+
+void sharp_sds_use_xds(sharp_sds_t *sds, sharp_xds_t *xds)
+{
+    sds->xds = xds;
 }
 
 bool sharp_sds_attach(sharp_sds_t *sds, sharp_tls_slot_t *slot, ProtobufCMessage *pb, bool server, const char *what,
@@ -448,6 +531,18 @@ static bool uses(const consumer_t *c, const provider_t *p)
     return false;
 }
 
+/* A translation that met a secret still to come stopped there: each new
+ * attempt may reach further, so the consumer also depends on what it used
+ * this time. */
+static void consumer_use(consumer_t *c, sharp_sds_t *sds)
+{
+    for (size_t i = 0; i < sds->nused; i++) {
+        if (uses(c, sds->used[i])) continue;
+        c->providers = sharp_realloc(c->providers, (c->nproviders + 1) * sizeof *c->providers);
+        c->providers[c->nproviders++] = sds->used[i];
+    }
+}
+
 /* New contexts for every consumer of p (secrets as resolved now: p's
  * candidate, the files as they are now). All or none: on failure nothing
  * changes and err says why. */
@@ -464,6 +559,8 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
         if (!uses(c, p)) continue;
         sharp_tls_config_t cfg;
         char why[768];
+        sds->nused = 0;
+        sds->pending = false;
         int r = c->server
                     ? sharp_tls_config_downstream(
                           (const Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)c->pb, &cfg, why,
@@ -471,6 +568,8 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
                     : sharp_tls_config_upstream(
                           (const Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)c->pb, &cfg, why,
                           sizeof why);
+        consumer_use(c, sds);
+        if (r < 0 && sds->pending) continue; /* another of its secrets has not come yet: no context still */
         if (r == 0) {
             fresh[i] = sharp_tls_ctx_create(&cfg, why, sizeof why);
             if (!fresh[i]) {
@@ -487,6 +586,7 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
     sharp_tls_config_use_sds(NULL, NULL);
     sds->rebuilding = false;
     sds->nused = 0;
+    sds->pending = false;
     for (size_t i = 0; i < sds->nconsumers; i++) {
         if (!fresh[i]) continue;
         if (rc < 0) {
@@ -494,15 +594,73 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
             continue;
         }
         consumer_t *c = sds->consumers[i];
+        bool first = !sharp_tls_slot_get(c->slot);
         sharp_tls_slot_set(c->slot, fresh[i]);
         if (c->updated) counter_inc(sds, c->updated);
-        sharp_info(config, "%s: TLS context rebuilt with secret '%s'", c->what, p->name);
+        if (first) sharp_info(config, "%s: TLS context built: secret '%s' came", c->what, p->name);
+        else sharp_info(config, "%s: TLS context rebuilt with secret '%s'", c->what, p->name);
     }
     free(fresh);
     return rc;
 }
 
 static void watch_files(provider_t *p);
+
+/* An update from the SDS server (counted by the subscription, xds.c): the
+ * one secret named, of its kind (Envoy's SdsApi checks), then as a file's
+ * update: the same secret changes nothing, another rebuilds every context
+ * using it, all or none. -1 NACKs it, the previous secret stays. */
+static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err,
+                          size_t errlen)
+{
+    provider_t *p = ud;
+    if (n == 0) {
+        snprintf(err, errlen, "Missing SDS resources for %s in onConfigUpdate()", p->name);
+        return -1;
+    }
+    if (n > 1) {
+        snprintf(err, errlen, "Unexpected SDS secrets length for %s, number of added resources %zu, number of "
+                 "removed resources 0. Expected sum is 1", p->name, n);
+        return -1;
+    }
+    secret_pb_t *s = (secret_pb_t *)res[0];
+    if (strcmp(s->name, p->name) != 0) {
+        snprintf(err, errlen, "Unexpected SDS secret (expecting %s): %s", p->name, s->name);
+        return -1;
+    }
+    if ((int)s->type_case != p->kind) {
+        snprintf(err, errlen, "secret %s is a %s where a %s is wanted", p->name, kind_name((int)s->type_case),
+                 kind_name(p->kind));
+        return -1;
+    }
+    uint8_t *packed;
+    size_t packed_len;
+    pack(s, &packed, &packed_len);
+    if (p->secret && packed_len == p->packed_len && !memcmp(packed, p->packed, packed_len)) {
+        free(packed); /* the same secret: nothing changes */
+        return 0;
+    }
+    p->candidate = s;
+    char why[1024];
+    int rc = rebuild(p, why, sizeof why);
+    p->candidate = NULL;
+    if (rc < 0) {
+        snprintf(err, errlen, "secret '%s': %s", p->name, why);
+        free(packed);
+        return -1;
+    }
+    res[0] = NULL; /* the provider keeps it */
+    if (p->secret) protobuf_c_message_free_unpacked(&p->secret->base, NULL);
+    free(p->packed);
+    p->secret = s;
+    p->packed = packed;
+    p->packed_len = packed_len;
+    p->files_hash = files_hash(s);
+    if (p->sds->loop) watch_files(p); /* it may name files */
+    sharp_info(config, "secret '%s' (%s) from its SDS server, version %s", p->name, kind_name(p->kind),
+               version ? version : "");
+    return 0;
+}
 
 static void on_files_change(void *ud)
 {
@@ -628,6 +786,10 @@ int sharp_sds_start(sharp_sds_t *sds, uv_loop_t *loop, char *err, size_t errlen)
     for (size_t i = 0; i < sds->nproviders; i++) {
         provider_t *p = sds->providers[i];
         char why[512];
+        if (p->src_key) { /* from a server: its stream is xds.c's */
+            if (p->secret) watch_files(p);
+            continue;
+        }
         p->src = sharp_path_source_watch(loop, p->path, p->wdir, on_source_change, p, why, sizeof why);
         if (!p->src) {
             snprintf(err, errlen, "secret '%s' from %s: %s", p->name, p->path, why);

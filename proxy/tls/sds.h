@@ -2,8 +2,9 @@
  * SdsApi over a filesystem subscription): tls_certificate_sds_secret_configs,
  * validation_context_sds_secret_config and
  * session_ticket_keys_sds_secret_config whose sds_config is a
- * path_config_source (or the deprecated `path`). Other config sources (ADS,
- * gRPC/REST api_config_source, self) are refused.
+ * path_config_source (or the deprecated `path`), or from an SDS server:
+ * ADS or a gRPC api_config_source (GRPC or DELTA_GRPC), over xds.c's
+ * streams (sharp_xds_secret_subscribe). REST and self are refused.
  *
  * One provider per secret (kind, name and source), shared by every filter
  * chain and cluster naming it, as Envoy shares its SdsApi. The file is read
@@ -27,6 +28,16 @@
  *   differ, the contexts are rebuilt; a failure counts
  *   sds.<name>.key_rotation_failed and keeps the previous contexts.
  *
+ * A secret from an SDS server comes after the config is loaded: the
+ * listener's or cluster's slot starts empty (its TLS connections fail:
+ * a downstream handshake is refused, an upstream connection fails as a
+ * connect failure), and the workers wait for it as for every gRPC
+ * subscription's initial fetch (initial_fetch_timeout, 15 s by default),
+ * as Envoy's init manager waits for SDS. Each update from the server is
+ * applied as a file's (all consumers or none; a refused one is NACKed
+ * with the reason); the provider's sds.<name>.* stats are the
+ * subscription's.
+ *
  * A rebuilt context reaches the workers through the chain's or cluster's
  * slot (tls/context.h): new handshakes use it at once, established
  * connections keep the context they started with. */
@@ -46,6 +57,13 @@ typedef struct sharp_sds sharp_sds_t;
 struct sharp_tls_slot;
 
 sharp_sds_t *sharp_sds_new(sharp_stats_t *stats);
+/* The xDS manager whose streams carry secrets from SDS servers. */
+struct sharp_xds;
+void sharp_sds_use_xds(sharp_sds_t *sds, struct sharp_xds *xds);
+/* After a translation failed: whether it failed only because a secret has
+ * not come from its SDS server yet (then attach the consumer with an empty
+ * slot: the secret's arrival builds its context). Clears the flag. */
+bool sharp_sds_pending(sharp_sds_t *sds);
 /* Frees the providers (after sharp_sds_stop once watching). NULL is fine. */
 void sharp_sds_free(sharp_sds_t *sds);
 

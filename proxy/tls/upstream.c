@@ -136,6 +136,12 @@ void sharp_upstream_tls_start(sharp_upstream_conn_t *c)
 {
     sharp_cluster_t *cl = cluster_of(c);
     sharp_tls_ctx_t *ctx = sharp_tls_slot_get(cl->tls); /* the current one: secrets may rotate */
+    if (!ctx) {
+        c->tls = sharp_calloc(1, sizeof *c->tls);
+        sharp_counter_inc(sharp_upstream_conn_shard(c), cl->st.ssl.connection_error);
+        handshake_failed(c, "the TLS context's SDS secret has not come yet");
+        return;
+    }
     const sharp_tls_config_t *cfg = sharp_tls_ctx_config(ctx);
     /* auto_host_sni: the host's hostname when it has one, else `sni` */
     const char *sni = cfg->auto_host_sni && c->pool->host->hostname[0] ? c->pool->host->hostname : NULL;

@@ -971,9 +971,13 @@ static void on_connect(uv_connect_t *req, int status)
     }
     conn->connected = true;
     uv_read_start((uv_stream_t *)&conn->tcp, sharp_read_alloc, on_read);
-    sharp_tls_ctx_t *ctx = s->cluster->tls ? sharp_tls_slot_get(s->cluster->tls) : NULL;
-    if (!ctx) {
+    if (!s->cluster->tls) {
         checks_begin(conn);
+        return;
+    }
+    sharp_tls_ctx_t *ctx = sharp_tls_slot_get(s->cluster->tls);
+    if (!ctx) { /* its SDS secret has not come yet */
+        conn_fail(conn, SHARP_HC_NETWORK);
         return;
     }
     /* SNI as the cluster's connections send it; ALPN the check's protocol

@@ -28,6 +28,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 
@@ -82,8 +83,19 @@ const sharp_xds_type_t sharp_xds_type_rds = {
     "RouteConfiguration", "rds", "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
     "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes", 3, false, route_name};
 
-static const sharp_xds_type_t *const all_types[SHARP_XDS_NTYPES] = {&sharp_xds_type_cds, &sharp_xds_type_eds,
-                                                                     &sharp_xds_type_lds, &sharp_xds_type_rds};
+static const char *secret_name(const ProtobufCMessage *m)
+{
+    return ((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)m)->name;
+}
+/* SDS: named secrets, after the resources that name them */
+const sharp_xds_type_t sharp_xds_type_sds = {
+    TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
+    &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, "secret", "sds",
+    "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+    "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets", 4, false, secret_name};
+
+static const sharp_xds_type_t *const all_types[SHARP_XDS_NTYPES] = {
+    &sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds, &sharp_xds_type_rds, &sharp_xds_type_sds};
 
 /* ---- name sets ---- */
 

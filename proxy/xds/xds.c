@@ -18,6 +18,7 @@
 #include "xds/path_source.h"
 #include "xds/lds.h"
 
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/core/v3/config_source.pb-c.h"
@@ -382,7 +383,7 @@ static bool grpc_source(const ProtobufCMessage *config_source)
 static const sharp_xds_type_t *type_of(const ProtobufCMessageDescriptor *d)
 {
     const sharp_xds_type_t *all[] = {&sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds,
-                                     &sharp_xds_type_rds};
+                                     &sharp_xds_type_rds, &sharp_xds_type_sds};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (all[i]->desc == d) return all[i];
     return NULL;
@@ -832,6 +833,25 @@ static sub_t *grpc_sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *typ
         init_done(s);
     }
     return s;
+}
+
+bool sharp_xds_grpc_source(const ProtobufCMessage *config_source)
+{
+    return grpc_source(config_source);
+}
+
+sharp_xds_sub_t *sharp_xds_secret_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *name,
+                                            const char *field, sharp_xds_watcher_t w, char *err, size_t errlen)
+{
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "sds.%s", name);
+    return (sharp_xds_sub_t *)grpc_sub_new(x, &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+                                           config_source, name, prefix, field, w, err, errlen);
+}
+
+void sharp_xds_unsubscribe(sharp_xds_sub_t *s)
+{
+    sub_free((sub_t *)s);
 }
 
 void sharp_xds_initialize(sharp_xds_t *x, void (*cb)(void *arg), void *arg)

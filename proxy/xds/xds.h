@@ -50,6 +50,18 @@ typedef struct sharp_xds_watcher {
 
 typedef struct sharp_xds sharp_xds_t;
 typedef struct sharp_xds_eds sharp_xds_eds_t;
+typedef struct sharp_xds_sub sharp_xds_sub_t;
+
+/* Whether a ConfigSource is a gRPC one (ads, or an api_config_source). */
+bool sharp_xds_grpc_source(const ProtobufCMessage *config_source);
+/* SDS over gRPC (tls/sds.h): a subscription to secret `name` on
+ * config_source's stream (ADS, or an api_config_source of its own, GRPC or
+ * DELTA_GRPC), with Envoy's stats under sds.<name>.; while the server
+ * starts, its first update (or initial_fetch_timeout) holds the workers
+ * back as every gRPC subscription does. NULL with the reason in err. */
+sharp_xds_sub_t *sharp_xds_secret_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *name,
+                                            const char *field, sharp_xds_watcher_t w, char *err, size_t errlen);
+void sharp_xds_unsubscribe(sharp_xds_sub_t *s);
 
 sharp_xds_t *sharp_xds_new(struct sharp_server *srv);
 /* Before the bootstrap is built: the node gRPC requests name, and the ADS

@@ -488,9 +488,10 @@ def test_refused_sds_configs(pki, tmp_path):
         rc, out = validate_config(sds_bootstrap(pki, {"tls_certificate_sds_secret_configs": [ref]}))
         assert rc != 0 and want in out, out
 
+    # an SDS server is test_tls_sds_grpc.py's; without its gRPC service, Envoy's message
     refused({"name": "server", "sds_config": {"api_config_source": {"api_type": "GRPC"}}},
-            "SDS from an xDS server (gRPC or REST)")
-    refused({"name": "server", "sds_config": {"ads": {}}}, "SDS over ADS")
+            "API configs must have either a gRPC service or a cluster name defined")
+    refused({"name": "server", "sds_config": {"ads": {}}}, "ADS must be configured to support an ADS config source")
     refused({"name": "server", "sds_config": {"path_config_source": {"path": f"{d}/absent.yaml"}}},
             f"paths must refer to an existing path in the system: '{d}/absent.yaml' does not exist")
     refused({"name": "server", "sds_config": {"path_config_source": {"path": good, "watched_directory": {
