@@ -19,11 +19,17 @@
  *   tcp:tcp_receive_reset      resets received
  *   tcp:tcp_send_reset         resets sent
  *
- * Every program first finds the socket's remote (address, port) in
- * `remotes`, which holds only the upstream hosts SHARP routes to (SHARP adds
- * and removes entries as clusters' host sets change); any other socket costs
- * one hash lookup and nothing else, so the cost does not grow with unrelated
- * traffic. Counters are per CPU (no shared cache line between CPUs), summed
+ * tcp:tcp_probe, which fires at every segment received, has a third
+ * flavour tried first: a BTF-enabled raw tracepoint ("tp_btf/"), which
+ * reads the socket with plain loads instead of helper calls.
+ *
+ * Every program first tests the socket's remote port against `ports` (a
+ * bit per port of a watched remote: most segments are SHARP's clients',
+ * turned away there), then finds the remote (address, port) in `remotes`,
+ * which holds only the upstream hosts SHARP routes to (SHARP adds and
+ * removes entries as clusters' host sets change); any other socket costs a
+ * bit test, or at worst one hash lookup, so the cost does not grow with
+ * unrelated traffic. Counters are per CPU (no shared cache line between CPUs), summed
  * by the reader. With `target_netns` set, only sockets of SHARP's network
  * namespace count. */
 #include "vmlinux.h"
@@ -31,6 +37,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 
 #include "sharp_tcp.h"
 
@@ -55,6 +62,14 @@ struct {
     __type(value, struct sharp_tcp_counters);
 } remotes SEC(".maps");
 
+/* The watched remotes' ports (sharp_tcp.h): one entry. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct sharp_tcp_ports);
+} ports SEC(".maps");
+
 /* Sockets to watched remotes: a bounded LRU, so a socket whose close was
  * missed cannot leak an entry. */
 struct {
@@ -64,10 +79,41 @@ struct {
     __type(value, struct sharp_tcp_sock);
 } socks SEC(".maps");
 
+/* The counters are per CPU and a program runs with migration disabled, so
+ * a plain add suffices (a locked one costs tens of nanoseconds at every
+ * segment); two of SHARP's programs interleaving on one CPU (a softirq's
+ * tcp_probe interrupting a process-context probe between its load and
+ * store of the same counter) could lose an increment: a statistic, not an
+ * invariant. */
+#define ADD(field, v) ((field) += (v))
+
+static __always_inline bool port_watched(__u16 port)
+{
+    __u32 zero = 0;
+    const struct sharp_tcp_ports *pp = bpf_map_lookup_elem(&ports, &zero);
+    return pp && (pp->bits[(port >> 6) & (SHARP_TCP_PORT_WORDS - 1)] & (1ull << (port & 63)));
+}
+
+/* The key of a remote already read from the socket (key zeroed, then
+ * filled), looked up in `remotes`. */
+static __always_inline struct sharp_tcp_counters *find_remote(struct sharp_tcp_remote *key, __u16 family,
+                                                              __u16 port)
+{
+    key->family = family;
+    key->port = port;
+    return bpf_map_lookup_elem(&remotes, key);
+}
+
+/* The CO-RE reads (a helper call each): every flavour's programs but the
+ * BTF tracepoint. */
 static __always_inline struct sharp_tcp_counters *watched(const struct sock *sk)
 {
     struct sharp_tcp_remote key;
     if (!sk) return NULL;
+    /* the cheapest test first: most segments are to ports SHARP does not
+     * watch (its own listeners' clients) */
+    __u16 port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+    if (!port_watched(port)) return NULL;
     if (target_netns) {
         __u32 ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
         if (ino != target_netns) return NULL;
@@ -82,18 +128,16 @@ static __always_inline struct sharp_tcp_counters *watched(const struct sock *sk)
     } else {
         return NULL;
     }
-    key.family = family;
-    key.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-    return bpf_map_lookup_elem(&remotes, &key);
+    return find_remote(&key, family, port);
 }
 
-/* Adds what the socket sent since it was last seen. A socket first seen
- * here (established before its remote was watched) starts from now. */
-static __always_inline void count_segs(const struct sock *sk, struct sharp_tcp_counters *cnt,
-                                       struct sharp_tcp_sock *st)
+/* Adds what the socket sent (segs, its tcp_sock.segs_out) since it was
+ * last seen. A socket first seen here (established before its remote was
+ * watched) starts from now. */
+static __always_inline void add_segs(const struct sock *sk, __u32 segs, struct sharp_tcp_counters *cnt,
+                                     struct sharp_tcp_sock *st)
 {
     __u64 skp = (__u64)sk;
-    __u32 segs = BPF_CORE_READ((const struct tcp_sock *)sk, segs_out);
     if (!st) st = bpf_map_lookup_elem(&socks, &skp);
     if (!st) {
         struct sharp_tcp_sock fresh = {.segs_out_seen = segs};
@@ -102,7 +146,23 @@ static __always_inline void count_segs(const struct sock *sk, struct sharp_tcp_c
     }
     __u32 delta = segs - st->segs_out_seen;
     st->segs_out_seen = segs;
-    if (delta) __sync_fetch_and_add(&cnt->segs_out, delta);
+    if (delta) ADD(cnt->segs_out, delta);
+}
+
+static __always_inline void count_segs(const struct sock *sk, struct sharp_tcp_counters *cnt,
+                                       struct sharp_tcp_sock *st)
+{
+    add_segs(sk, BPF_CORE_READ((const struct tcp_sock *)sk, segs_out), cnt, st);
+}
+
+/* srtt_us holds 8 * srtt and mdev_us 4 * mdev (tcp_info's tcpi_rtt and
+ * tcpi_rttvar are the same two values). */
+static __always_inline void add_rtt(struct sharp_tcp_counters *cnt, __u32 srtt_us8, __u32 mdev_us4)
+{
+    if (!srtt_us8) return;
+    ADD(cnt->rtt_sum_us, srtt_us8 >> 3);
+    ADD(cnt->rttvar_sum_us, mdev_us4 >> 2);
+    ADD(cnt->rtt_samples, 1);
 }
 
 static __always_inline void rtt_sample(const struct sock *sk)
@@ -110,15 +170,7 @@ static __always_inline void rtt_sample(const struct sock *sk)
     struct sharp_tcp_counters *cnt = watched(sk);
     if (!cnt) return;
     const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-    /* srtt_us holds 8 * srtt and mdev_us 4 * mdev (tcp_info's tcpi_rtt and
-     * tcpi_rttvar are the same two values) */
-    __u32 srtt = BPF_CORE_READ(tp, srtt_us) >> 3;
-    __u32 mdev = BPF_CORE_READ(tp, mdev_us) >> 2;
-    if (srtt) {
-        __sync_fetch_and_add(&cnt->rtt_sum_us, srtt);
-        __sync_fetch_and_add(&cnt->rttvar_sum_us, mdev);
-        __sync_fetch_and_add(&cnt->rtt_samples, 1);
-    }
+    add_rtt(cnt, BPF_CORE_READ(tp, srtt_us), BPF_CORE_READ(tp, mdev_us));
     count_segs(sk, cnt, NULL);
 }
 
@@ -126,8 +178,8 @@ static __always_inline void on_retransmit(const struct sock *sk)
 {
     struct sharp_tcp_counters *cnt = watched(sk);
     if (!cnt) return;
-    __sync_fetch_and_add(&cnt->retrans, 1);
-    if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) __sync_fetch_and_add(&cnt->syn_retrans, 1);
+    ADD(cnt->retrans, 1);
+    if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) ADD(cnt->syn_retrans, 1);
 }
 
 static __always_inline void on_receive_reset(const struct sock *sk)
@@ -137,14 +189,14 @@ static __always_inline void on_receive_reset(const struct sock *sk)
     /* a reset answering a SYN is a refused connect: counted as a connect
      * failure when the socket closes */
     if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) return;
-    __sync_fetch_and_add(&cnt->rst_rx, 1);
+    ADD(cnt->rst_rx, 1);
 }
 
 static __always_inline void on_send_reset(const struct sock *sk)
 {
     /* sk is NULL for a reset that answers a segment no socket owns */
     struct sharp_tcp_counters *cnt = watched(sk);
-    if (cnt) __sync_fetch_and_add(&cnt->rst_tx, 1);
+    if (cnt) ADD(cnt->rst_tx, 1);
 }
 
 static __always_inline void on_set_state(const struct sock *sk, int from, int to)
@@ -159,16 +211,54 @@ static __always_inline void on_set_state(const struct sock *sk, int from, int to
     }
     struct sharp_tcp_sock *st = bpf_map_lookup_elem(&socks, &skp);
     if (from == TCP_SYN_SENT && to == TCP_ESTABLISHED) {
-        __sync_fetch_and_add(&cnt->connects, 1);
+        ADD(cnt->connects, 1);
         if (st && st->connect_start_ns)
-            __sync_fetch_and_add(&cnt->connect_lat_sum_us, (bpf_ktime_get_ns() - st->connect_start_ns) / 1000);
+            ADD(cnt->connect_lat_sum_us, (bpf_ktime_get_ns() - st->connect_start_ns) / 1000);
     } else if (from == TCP_SYN_SENT && to == TCP_CLOSE) {
-        __sync_fetch_and_add(&cnt->connect_fail, 1);
+        ADD(cnt->connect_fail, 1);
     } else if (to == TCP_CLOSE) {
-        __sync_fetch_and_add(&cnt->closes, 1);
+        ADD(cnt->closes, 1);
     }
     count_segs(sk, cnt, st);
     if (to == TCP_CLOSE) bpf_map_delete_elem(&socks, &skp);
+}
+
+/* ---- a BTF-enabled raw tracepoint: typed arguments, direct loads ---- */
+
+/* tcp:tcp_probe, the one probe that runs at every segment of the
+ * namespace: the same as rtt_sample with plain loads (the verifier makes
+ * them fault-safe) instead of a helper call per field. */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(sharp_btf_tcp_probe, struct sock *sk, struct sk_buff *skb)
+{
+    __u16 port = bpf_ntohs(sk->__sk_common.skc_dport);
+    if (!port_watched(port)) return 0;
+    /* a random 1 in SHARP_TCP_RTT_SAMPLE_EVERY of a watched remote's
+     * segments: the lookups below are most of the probes' cost, and the
+     * RTT is a smoothed value anyway; segments sent stay exact (taken as a
+     * difference of the socket's own counter, and at its close) */
+    if (bpf_get_prandom_u32() % SHARP_TCP_RTT_SAMPLE_EVERY) return 0;
+    if (target_netns && sk->__sk_common.skc_net.net->ns.inum != target_netns) return 0;
+    struct sharp_tcp_remote key;
+    __builtin_memset(&key, 0, sizeof key);
+    __u16 family = sk->__sk_common.skc_family;
+    if (family == SHARP_AF_INET) {
+        __be32 a = sk->__sk_common.skc_daddr;
+        __builtin_memcpy(key.addr, &a, 4);
+    } else if (family == SHARP_AF_INET6) {
+        __builtin_memcpy(key.addr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+    } else {
+        return 0;
+    }
+    struct sharp_tcp_counters *cnt = find_remote(&key, family, port);
+    if (!cnt) return 0;
+    /* the verifier knows sk as a struct sock: the helper makes it a
+     * tcp_sock it lets the program read */
+    const struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+    if (!tp) return 0;
+    add_rtt(cnt, tp->srtt_us, tp->mdev_us);
+    add_segs(sk, tp->segs_out, cnt, NULL);
+    return 0;
 }
 
 /* ---- raw tracepoints: the tracepoint's own arguments, sk first ---- */

@@ -44,6 +44,19 @@ struct sharp_tcp_sock {
     __u32 pad;
 };
 
+/* The ports of the watched remotes, one bit each: the probes run on every
+ * TCP segment of the namespace, and most of those belong to connections
+ * SHARP does not watch (its clients'); a bit test turns them away before
+ * the hash lookup. Bit p of word p / 64. */
+#define SHARP_TCP_PORT_WORDS 1024
+struct sharp_tcp_ports {
+    __u64 bits[SHARP_TCP_PORT_WORDS];
+};
+
+/* tcp:tcp_probe (the BTF flavour) samples the RTT at a random 1 in this
+ * many segments a watched remote's socket receives. */
+#define SHARP_TCP_RTT_SAMPLE_EVERY 4
+
 #define SHARP_TCP_MAX_REMOTES 65536
 #define SHARP_TCP_MAX_SOCKS 65536
 

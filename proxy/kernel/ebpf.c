@@ -17,7 +17,10 @@
 
 struct sharp_kernel_bpf {
     struct sharp_tcp *skel;
-    int remotes_fd;
+    int remotes_fd, ports_fd;
+    /* the ports map's bits, and how many watched remotes use each port */
+    struct sharp_tcp_ports ports;
+    uint32_t *port_refs;
     int ncpus;
     sharp_tcp_counters_t *percpu; /* ncpus values, a lookup's buffer */
     /* batch lookups: up to `chunk` keys and their per-CPU values */
@@ -26,6 +29,7 @@ struct sharp_kernel_bpf {
     sharp_tcp_counters_t *bvalues;
     char probes[256];
     bool raw; /* attached as raw tracepoints */
+    bool btf; /* tcp:tcp_probe as a BTF-enabled raw tracepoint */
 };
 
 /* libbpf explains each failure over several lines; they go to the debug
@@ -33,7 +37,7 @@ struct sharp_kernel_bpf {
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
     if (level == LIBBPF_DEBUG) return 0;
-    char line[512];
+    char line[8192]; /* a verifier log comes as one message */
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n') line[--n] = '\0';
@@ -99,10 +103,12 @@ static struct bpf_program *prog_at(struct sharp_tcp *skel, size_t off)
 }
 
 /* Opens, loads and attaches one flavour (raw tracepoints or classic ones),
- * with `rtt_event` as the RTT source. 0, or -1 with the reason. */
-static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, bool retransmit_has_err,
+ * with `rtt_event` as the RTT source; with `btf`, tcp:tcp_probe as a
+ * BTF-enabled raw tracepoint. 0, or -1 with the reason. */
+static int try_flavour(sharp_kernel_bpf_t *b, bool raw, bool btf, const char *rtt_event, bool retransmit_has_err,
                        uint32_t netns_ino, char *why, size_t whylen)
 {
+    btf = btf && raw && strcmp(rtt_event, "tcp_probe") == 0;
     const char *kind = raw ? "raw tracepoint" : "tracepoint";
     b->skel = sharp_tcp__open();
     if (!b->skel) {
@@ -114,9 +120,11 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, b
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
         const probe_t *p = &probes[i];
         bool use = !p->rtt || strcmp(p->rtt_name, rtt_event) == 0;
-        bpf_program__set_autoload(prog_at(b->skel, p->raw), use && raw);
+        bool by_btf = btf && p->rtt;
+        bpf_program__set_autoload(prog_at(b->skel, p->raw), use && raw && !by_btf);
         bpf_program__set_autoload(prog_at(b->skel, p->classic), use && !raw);
     }
+    bpf_program__set_autoload(b->skel->progs.sharp_btf_tcp_probe, btf);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
         snprintf(why, whylen, "loading the eBPF probes (%ss) failed: %s%s", kind, strerror(-rc),
@@ -127,8 +135,11 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, b
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
         const probe_t *p = &probes[i];
         if (p->rtt && strcmp(p->rtt_name, rtt_event) != 0) continue;
-        struct bpf_link **link = (struct bpf_link **)((char *)b->skel + (raw ? p->raw_link : p->classic_link));
-        *link = bpf_program__attach(prog_at(b->skel, raw ? p->raw : p->classic));
+        bool by_btf = btf && p->rtt;
+        struct bpf_link **link = by_btf ? &b->skel->links.sharp_btf_tcp_probe
+                                        : (struct bpf_link **)((char *)b->skel + (raw ? p->raw_link : p->classic_link));
+        *link = bpf_program__attach(by_btf ? b->skel->progs.sharp_btf_tcp_probe
+                                           : prog_at(b->skel, raw ? p->raw : p->classic));
         if (!*link) {
             snprintf(why, whylen, "attaching the eBPF probe to %s (%s) failed: %s%s", p->tracepoint, kind,
                      strerror(errno),
@@ -138,6 +149,7 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, const char *rtt_event, b
         add_probe(b, p->tracepoint);
     }
     b->raw = raw;
+    b->btf = btf;
     return 0;
 }
 
@@ -161,17 +173,27 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
     btf__free(vmlinux);
     sharp_kernel_bpf_t *b = sharp_calloc(1, sizeof *b);
     char raw_why[320];
-    if (try_flavour(b, true, rtt_event, retransmit_has_err, netns_ino, raw_why, sizeof raw_why) < 0) {
+    char btf_why[320];
+    int rc = try_flavour(b, true, true, rtt_event, retransmit_has_err, netns_ino, btf_why, sizeof btf_why);
+    if (rc < 0) {
+        sharp_debug(main, "kernel signals: tcp_probe as a BTF tracepoint unavailable (%s)", btf_why);
+        sharp_tcp__destroy(b->skel);
+        b->skel = NULL;
+        rc = try_flavour(b, true, false, rtt_event, retransmit_has_err, netns_ino, raw_why, sizeof raw_why);
+    }
+    if (rc < 0) {
         sharp_tcp__destroy(b->skel);
         b->skel = NULL;
         char why2[320];
-        if (try_flavour(b, false, rtt_event, retransmit_has_err, netns_ino, why2, sizeof why2) < 0) {
+        if (try_flavour(b, false, false, rtt_event, retransmit_has_err, netns_ino, why2, sizeof why2) < 0) {
             snprintf(why, whylen, "%s; %s", raw_why, why2);
             goto fail;
         }
         sharp_debug(main, "kernel signals: raw tracepoints unavailable (%s), classic tracepoints attached", raw_why);
     }
     b->remotes_fd = bpf_map__fd(b->skel->maps.remotes);
+    b->ports_fd = bpf_map__fd(b->skel->maps.ports);
+    b->port_refs = sharp_calloc(65536, sizeof *b->port_refs);
     b->ncpus = libbpf_num_possible_cpus();
     if (b->ncpus <= 0) {
         snprintf(why, whylen, "the number of possible CPUs is unknown: %s", strerror(-b->ncpus));
@@ -196,6 +218,7 @@ void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b)
     if (!b) return;
     sharp_tcp__destroy(b->skel); /* detaches and frees the maps */
     free(b->percpu);
+    free(b->port_refs);
     free(b->bkeys);
     free(b->bvalues);
     free(b);
@@ -208,19 +231,41 @@ const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b)
 
 const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
 {
-    return b->raw ? "raw_tracepoint" : "tracepoint";
+    return b->btf ? "raw_tracepoint+tp_btf" : b->raw ? "raw_tracepoint" : "tracepoint";
+}
+
+/* The port's bit follows whether a watched remote has it (the map is
+ * written whole: it changes only as hosts come and go). */
+static int port_bit(sharp_kernel_bpf_t *b, uint16_t port, bool on)
+{
+    uint64_t bit = 1ull << (port & 63);
+    __u64 *w = &b->ports.bits[port >> 6];
+    *w = on ? *w | bit : *w & ~bit;
+    uint32_t zero = 0;
+    return bpf_map_update_elem(b->ports_fd, &zero, &b->ports, BPF_ANY) < 0 ? -errno : 0;
 }
 
 int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
 {
     /* a per-CPU value: one zeroed counter set per possible CPU */
     memset(b->percpu, 0, (size_t)b->ncpus * sizeof *b->percpu);
-    return bpf_map_update_elem(b->remotes_fd, key, b->percpu, BPF_NOEXIST) < 0 ? -errno : 0;
+    if (bpf_map_update_elem(b->remotes_fd, key, b->percpu, BPF_NOEXIST) < 0) return -errno;
+    if (b->port_refs[key->port]++ == 0) {
+        int rc = port_bit(b, key->port, true);
+        if (rc < 0) {
+            b->port_refs[key->port]--;
+            bpf_map_delete_elem(b->remotes_fd, key);
+            return rc;
+        }
+    }
+    return 0;
 }
 
 int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
 {
-    return bpf_map_delete_elem(b->remotes_fd, key) < 0 ? -errno : 0;
+    if (bpf_map_delete_elem(b->remotes_fd, key) < 0) return -errno;
+    if (b->port_refs[key->port] && --b->port_refs[key->port] == 0) port_bit(b, key->port, false);
+    return 0;
 }
 
 static void sum_cpus(const sharp_tcp_counters_t *percpu, int ncpus, sharp_tcp_counters_t *out)

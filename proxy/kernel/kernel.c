@@ -418,7 +418,7 @@ void sharp_kernel_start(sharp_server_t *srv, uv_loop_t *loop)
     }
     if (K.bpf) {
         K.source = SHARP_KERNEL_SOURCE_EBPF;
-        sharp_log_info("kernel signals: eBPF probes attached as %ss (%s), interval %llu ms",
+        sharp_log_info("kernel signals: eBPF probes attached (%s: %s), interval %llu ms",
                        sharp_kernel_bpf_attach_kind(K.bpf), sharp_kernel_bpf_probes(K.bpf),
                        (unsigned long long)K.interval_ms);
     } else {
