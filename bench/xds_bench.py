@@ -9,6 +9,12 @@ moved into place, as a control plane's sidecar or a ConfigMap would).
    and 200 after. "applied" is cluster_manager.cds.update_success moving
    (the ACK point of a gRPC subscription); "first request" is the first 200.
    SHARP's RSS after each push.
+1b. The same pushes from a gRPC control plane (the project's test control
+   plane on Envoy's official protos, test/xds/control_plane.js), over ADS,
+   state of the world and incremental: push to ACK as the control plane
+   sees them (its timestamps of the response sent and of the request that
+   ACKs it, in ms), push to the first request served, SHARP's RSS. GRPC=0
+   skips it (it needs node and test/xds's npm packages: make deps).
 2. Steady traffic (open loop, sharp-loadgen at a fixed rate) on a cluster of
    the push, measured three times in one run: without pushes; with one EDS
    push a second (a 1,000-endpoint assignment of another cluster, half its
@@ -286,6 +292,90 @@ static_resources:
                 "resources": [{"@type": CLA, "cluster_name": "e", "endpoints": [{"lb_endpoints": eps}]}]}
 
 
+def grpc_scale(work, mode):
+    """Part 1b for one mode: yields a row per size."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "test", "integration"))
+    os.environ.setdefault("SHARP_BUILD", os.path.abspath(BUILD))
+    from test_xds_ads import CDS, CP, RDS, bootstrap as ads_bootstrap, routes
+    up = subprocess.Popen([UPSTREAM, "--address", "127.0.0.1", "--port", "0", "--name", "up", "--quiet"],
+                          stdout=subprocess.PIPE)
+    port = int(up.stdout.readline().decode().strip().rsplit(":", 1)[1])
+    cp = CP()
+    sharp = None
+    try:
+        def cl(name):
+            return {"name": name, "resource": {k: v for k, v in cluster(name, port).items() if k != "@type"}}
+        cp.set(CDS, [cl("boot")])
+        cp.set(RDS, [routes("r1", ("/", "boot"))])
+        listen, admin = free_port(), free_port()
+        path = os.path.join(work, f"ads-{mode}.json")
+        with open(path, "w") as f:
+            json.dump(ads_bootstrap(listen, admin, cp.xds_port, mode), f)
+        log = open(os.path.join(work, f"sharp-ads-{mode}.log"), "w")
+        sharp = subprocess.Popen([SHARP, "-c", path, "--concurrency", "1", "-l", "warning"], stdout=log,
+                                 stderr=subprocess.STDOUT)
+
+        def status():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5) as r:
+                    r.read()
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+            except OSError:
+                return None
+
+        deadline = time.time() + 30
+        while status() != 200:
+            if time.time() > deadline:
+                raise RuntimeError(f"sharp on ADS ({mode}) did not start")
+            time.sleep(0.05)
+
+        def ack_ms(type_url, version, timeout=120):
+            """(ms from the response of `version` to SHARP's ACK of it, as
+            the control plane logged them), waiting for the ACK."""
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                es = cp.entries()
+                outs = [e for e in es if e["dir"] == "out" and e["type_url"] == type_url and
+                        (e.get("version_info") == version or e.get("system_version_info") == version)]
+                nonces = {e["nonce"] for e in outs}
+                for e in es:
+                    if e["dir"] != "in" or e["type_url"] != type_url or e["error_detail"]:
+                        continue
+                    if e.get("version_info") == version or e["response_nonce"] in nonces:
+                        if outs:
+                            return e["t"] - outs[0]["t"]
+                time.sleep(0.02)
+            raise RuntimeError(f"no ACK of {type_url} version {version}")
+
+        for n in SIZES:
+            target = f"t{n}"
+            v = cp.set(RDS, [routes("r1", ("/", target))])["version"]
+            ack_ms(RDS, v)
+            assert status() == 503
+            res = [cl(target)] + [cl(f"c{i}") for i in range(n - 1)]
+            first = {}
+            t0 = time.time()
+            v = cp.set(CDS, res, replace=True)["version"]
+            t_pushed = time.time()
+            while "t" not in first and time.time() - t0 < 120:
+                if status() == 200:
+                    first["t"] = time.time()
+                time.sleep(0.002)
+            ack = ack_ms(CDS, v)
+            time.sleep(1)
+            yield {"clusters": n, "encode_ms": (t_pushed - t0) * 1000, "ack_ms": ack,
+                   "first_request_ms": (first.get("t", float("nan")) - t_pushed) * 1000,
+                   "rss_kib": rss_kib(sharp.pid)}
+    finally:
+        for p in (sharp, up):
+            if p and p.poll() is None:
+                p.terminate()
+                p.wait(20)
+        cp.stop()
+
+
 def main():
     for path in (SHARP, UPSTREAM, LOADGEN):
         if not os.access(path, os.X_OK):
@@ -301,6 +391,17 @@ def main():
             r = b.scale(n)
             print(f"{r['clusters']:>9} {r['file_mb']:>8.2f} {r['applied_ms']:>11.1f} {r['first_request_ms']:>13.1f} "
                   f"{r['rss_kib']:>9} {int(r['active_clusters']):>7}", flush=True)
+
+        if os.environ.get("GRPC", "1") == "1":
+            print("\n1b. the same from a gRPC control plane over ADS (test/xds/control_plane.js): push to ACK "
+                  "(the control plane's clock), to the first request served")
+            print(f"{'mode':>11} {'clusters':>9} {'CP encode ms':>13} {'ACK ms':>7} {'first req ms':>13} "
+                  f"{'RSS KiB':>9}")
+            for mode in ("GRPC", "DELTA_GRPC"):
+                for r in grpc_scale(work, mode):
+                    print(f"{mode:>11} {r['clusters']:>9} {r['encode_ms']:>13.1f} {r['ack_ms']:>7.0f} "
+                          f"{r['first_request_ms']:>13.1f} {r['rss_kib']:>9}", flush=True)
+            print()
 
         # steady state: STEADY_CLUSTERS clusters, "steady" among them, plus
         # the EDS cluster e; the route sends everything to "steady"
