@@ -241,7 +241,10 @@ static void on_housekeeping(uv_timer_t *t)
     sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
     update_memory_gauges(s);
     sharp_heap_release_idle();
-    for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) sharp_cluster_refresh_gauges(s->snap->clusters[i]);
+    for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) {
+        sharp_cluster_refresh_gauges(s->snap->clusters[i]);
+        sharp_cluster_collect_departed(s->snap->clusters[i]);
+    }
     free_closed_clusters(s);
     if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {
         sharp_log_info("drain complete");

@@ -1,5 +1,7 @@
 /* cluster.c: cluster stats registration and teardown. */
 #include "upstream/cluster.h"
+#include "log.h"
+#include "retire.h"
 #include "runtime.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
@@ -345,12 +347,53 @@ sharp_hostset_t *sharp_hostset_new(sharp_host_t *const *hosts, uint32_t n, uint6
     s->generation = generation;
     s->nhosts = n;
     if (n) memcpy(s->hosts, hosts, n * sizeof *hosts);
+    for (uint32_t i = 0; i < n; i++) atomic_fetch_add_explicit(&hosts[i]->nsets, 1, memory_order_relaxed);
     return s;
 }
 
 void sharp_hostset_unref(sharp_hostset_t *s)
 {
-    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) free(s);
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    for (uint32_t i = 0; i < s->nhosts; i++) atomic_fetch_sub_explicit(&s->hosts[i]->nsets, 1, memory_order_release);
+    free(s);
+}
+
+static void free_departed_host(void *p)
+{
+    sharp_host_t *h = p;
+    free(h->outlier); /* the detector let go of it (sharp_outlier_forget_host) */
+    free(h);
+}
+
+void sharp_cluster_collect_departed(sharp_cluster_t *c)
+{
+    if (!c->set || c->nall_hosts <= c->set->nhosts) return; /* nothing left the set */
+    uint32_t kept = 0, freed = 0;
+    for (uint32_t i = 0; i < c->nall_hosts; i++) {
+        sharp_host_t *h = c->all_hosts[i];
+        bool unused = atomic_load_explicit(&h->nsets, memory_order_acquire) == 0 &&
+                      atomic_load_explicit(&h->npools, memory_order_acquire) == 0 &&
+                      atomic_load_explicit(&h->active_rq, memory_order_acquire) == 0;
+        /* two passes apart (a second or more): what the main thread closed
+         * for it (a health check's connection) has finished closing */
+        if (!unused || ++h->unused_passes < 2) {
+            if (!unused) h->unused_passes = 0;
+            c->all_hosts[kept++] = h;
+            continue;
+        }
+        /* no set, pool or try has it: gone from the index now (an address
+         * that comes back gets a new host), freed once no worker can hold
+         * the pointer it loaded in a callback still running */
+        sharp_outlier_forget_host(c->outlier, h);
+        sharp_retire(h, free_departed_host);
+        freed++;
+    }
+    if (!freed) return;
+    c->nall_hosts = kept;
+    sharp_host_index_free(&c->all_index);
+    memset(&c->all_index, 0, sizeof c->all_index);
+    for (uint32_t i = 0; i < kept; i++) sharp_host_index_add(&c->all_index, c->all_hosts[i]);
+    sharp_debug(upstream, "cluster '%s': %u host(s) that left it freed, %u kept", c->name, freed, kept);
 }
 
 void sharp_cluster_adopt_host(sharp_cluster_t *c, sharp_host_t *h)

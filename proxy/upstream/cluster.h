@@ -21,9 +21,10 @@
  * changes; each worker holds a reference to the set its load balancer and
  * pools were built over, and moves to the newer one between two events of
  * its loop (worker.c). A STATIC cluster has one set for its whole life.
- * Hosts themselves belong to the cluster (sharp_cluster_t.all_hosts) and
- * live as long as it does: streams, retries and retired pools may still
- * point at a host that a newer set no longer lists. */
+ * Hosts themselves belong to the cluster (sharp_cluster_t.all_hosts):
+ * streams, retries and retired pools may still point at a host that a
+ * newer set no longer lists, so one that left is freed only once nothing
+ * uses it (sharp_cluster_collect_departed), else with the cluster. */
 typedef struct sharp_hostset {
     _Atomic uint32_t refs;
     uint64_t generation; /* 1 for the first set of a cluster, +1 per publication */
@@ -198,8 +199,10 @@ typedef struct sharp_cluster {
     sharp_hostset_t *set;
     sharp_host_t **hosts;
     uint32_t nhosts;
-    /* Every host the cluster ever had (a DNS cluster adds one per new
-     * address; one that comes back is reused), freed with the cluster. */
+    /* The hosts the cluster has and those that left it but may still be
+     * in use (a DNS or EDS update adds one per new address; one that comes
+     * back while still here is reused); freed when unused
+     * (sharp_cluster_collect_departed) or with the cluster. */
     sharp_host_t **all_hosts;
     uint32_t nall_hosts, all_hosts_cap;
     sharp_host_index_t all_index; /* all_hosts by address (main thread) */
@@ -282,6 +285,14 @@ void sharp_cluster_init_hostset(sharp_cluster_t *c);
 void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts, uint32_t n);
 /* Adds a host to all_hosts (the cluster owns it from then on). */
 void sharp_cluster_adopt_host(sharp_cluster_t *c, sharp_host_t *h);
+/* Main thread, periodically: frees the hosts that left the cluster (an
+ * EDS or DNS update) and that nothing uses any more: no host set lists
+ * them, no pool (retired ones included) and no try has them, on two
+ * collections in a row; through retire.h, as a worker may still hold the
+ * pointer in a running callback. An address that comes back later gets a
+ * new host. Without it, every address a cluster ever had would stay
+ * (pod churn under EDS). */
+void sharp_cluster_collect_departed(sharp_cluster_t *c);
 /* The function that hands a cluster's new set to the workers (set by the
  * server once the workers run; NULL before, when workers build their view
  * from c->set when they start). Main thread. */

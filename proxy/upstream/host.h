@@ -57,6 +57,12 @@ typedef struct sharp_host {
     /* kernel TCP signals (kernel/kernel.h): the TCP_INFO fallback's
      * atomics, which workers add to, and the main thread's signals */
     sharp_host_kernel_t kern;
+    /* What still uses a host that left its cluster (upstream/cluster.h's
+     * sharp_cluster_collect_departed frees it once all are zero): the host
+     * sets that list it, the pools made for it (a retired pool lives until
+     * its last connection closes); with active_rq, the tries in flight. */
+    _Atomic uint32_t nsets, npools;
+    uint32_t unused_passes; /* main thread: collections that found it unused */
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

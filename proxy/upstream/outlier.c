@@ -373,6 +373,16 @@ void sharp_outlier_hosts_changed(sharp_cluster_t *c)
     set_gauges(c->outlier);
 }
 
+void sharp_outlier_forget_host(sharp_outlier_t *od, sharp_host_t *h)
+{
+    if (!od || !h->outlier) return;
+    for (uint32_t i = 0; i < od->nowned; i++)
+        if (od->owned[i] == h->outlier) {
+            od->owned[i] = od->owned[--od->nowned];
+            return;
+        }
+}
+
 void sharp_outlier_free(sharp_outlier_t *od)
 {
     if (!od) return;

@@ -181,6 +181,10 @@ void sharp_outlier_hosts_changed(sharp_cluster_t *c);
 /* Frees the detector; its handles must be closed (sharp_outlier_close and
  * a loop turn) or never started. */
 void sharp_outlier_free(sharp_outlier_t *od);
+/* A host that left the cluster is being freed (cluster.h's
+ * sharp_cluster_collect_departed): the detector no longer owns its state,
+ * which goes with the host (h->outlier). NULL od is fine. */
+void sharp_outlier_forget_host(sharp_outlier_t *od, sharp_host_t *h);
 /* Starts the interval timer and the wake-up on the main loop; both are
  * unreferenced, so they do not keep the loop alive. No-op without a
  * detector. Call before the workers start. */

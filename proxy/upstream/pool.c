@@ -40,6 +40,7 @@ sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t
     p->env = env;
     p->cluster = sharp_cluster_ref(c); /* a retired pool may outlive every view of its cluster */
     p->host = h;
+    atomic_fetch_add_explicit(&h->npools, 1, memory_order_relaxed);
     p->priority = prio;
     p->open = &c->open[prio];
     /* a downstream_protocol cluster's pools are HTTP/1.1 unless the worker
@@ -78,6 +79,7 @@ static void fail_pending(sharp_pool_t *p, sharp_pool_failure_t why, const char *
 static void maybe_free_pool(sharp_pool_t *p)
 {
     if ((p->destroying || (p->retired && !p->npending)) && p->ncx == 0) {
+        atomic_fetch_sub_explicit(&p->host->npools, 1, memory_order_release);
         sharp_cluster_unref(p->cluster);
         free(p);
     }
