@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "envoy/config/core/v3/extension.pb-c.h"
+
 typedef enum {
     SHARP_COMPRESSOR_GZIP,
     SHARP_COMPRESSOR_BROTLI,
@@ -46,6 +48,14 @@ typedef struct sharp_compressor_lib {
         } zstd;
     } u;
 } sharp_compressor_lib_t;
+
+/* The library of a compressor_library (gzip, brotli or zstd typed_config),
+ * with Envoy's defaults; ranges are the support table's (Envoy's
+ * validation rules). Returns -1 with err filled for another type or
+ * parameters the library refuses. */
+int sharp_compressor_lib_init(sharp_compressor_lib_t *lib, const Envoy__Config__Core__V3__TypedExtensionConfig *tec,
+                              char *err, size_t errlen);
+void sharp_compressor_lib_free(sharp_compressor_lib_t *lib);
 
 typedef struct sharp_compressor sharp_compressor_t;
 

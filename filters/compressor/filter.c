@@ -29,30 +29,20 @@
 #include "filters/compressor/filter.h"
 #include "filters/compressor/codec.h"
 #include "filters/compressor/negotiate.h"
-#include "config/mapper.h"
 #include "runtime.h"
 #include "server.h"
 #include "stats.h"
 #include "worker.h"
 
-#include "envoy/extensions/compression/brotli/compressor/v3/brotli.pb-c.h"
-#include "envoy/extensions/compression/gzip/compressor/v3/gzip.pb-c.h"
-#include "envoy/extensions/compression/zstd/compressor/v3/zstd.pb-c.h"
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
 
-#include <brotli/encode.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <zlib.h>
-#include <zstd.h>
 
 typedef Envoy__Extensions__Filters__Http__Compressor__V3__Compressor comp_pb_t;
 typedef Envoy__Extensions__Filters__Http__Compressor__V3__Compressor__CommonDirectionConfig common_pb_t;
-typedef Envoy__Extensions__Compression__Gzip__Compressor__V3__Gzip gzip_pb_t;
-typedef Envoy__Extensions__Compression__Brotli__Compressor__V3__Brotli brotli_pb_t;
-typedef Envoy__Extensions__Compression__Zstd__Compressor__V3__Zstd zstd_pb_t;
 
 /* Envoy's defaultContentEncoding(): the types compressed when a direction
  * lists none. */
@@ -109,7 +99,7 @@ static void destroy_config(void *p)
     if (!c) return;
     direction_free(&c->req);
     direction_free(&c->resp);
-    free((char *)c->lib.encoding);
+    sharp_compressor_lib_free(&c->lib);
     free(c);
 }
 
@@ -139,92 +129,6 @@ static void direction_stats(direction_t *d, sharp_stats_t *s, const char *prefix
     d->content_length_too_small = sharp_stats_counterf(s, "%scontent_length_too_small", prefix);
 }
 
-/* The library's parameters, with Envoy's defaults. Ranges were checked by
- * the support table (Envoy's validation rules). */
-static int library_config(const Envoy__Config__Core__V3__TypedExtensionConfig *tec, sharp_compressor_lib_t *lib,
-                          char *err, size_t errlen)
-{
-    if (!tec || !tec->typed_config || !tec->typed_config->type_url) {
-        snprintf(err, errlen, "compressor_library: a typed_config is required");
-        return -1;
-    }
-    const char *url = tec->typed_config->type_url;
-    const char *slash = strrchr(url, '/');
-    const char *type = slash ? slash + 1 : url;
-    const ProtobufCMessageDescriptor *desc = NULL;
-    if (!strcmp(type, envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor.name))
-        desc = &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor;
-    else if (!strcmp(type, envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor.name))
-        desc = &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor;
-    else if (!strcmp(type, envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor.name))
-        desc = &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor;
-    if (!desc) {
-        snprintf(err, errlen, "compressor_library: unsupported compressor library '%s' (gzip, brotli and zstd are)",
-                 type);
-        return -1;
-    }
-    sharp_config_error_t e = {{0}};
-    ProtobufCMessage *m = sharp_any_unpack(&tec->typed_config->base, desc, &e);
-    if (!m) {
-        snprintf(err, errlen, "compressor_library.typed_config: %s", e.msg);
-        return -1;
-    }
-    if (desc == &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor) {
-        const gzip_pb_t *g = (const gzip_pb_t *)m;
-        lib->kind = SHARP_COMPRESSOR_GZIP;
-        lib->encoding = sharp_strdup("gzip");
-        lib->stats_prefix = "gzip";
-        lib->chunk_size = g->chunk_size ? g->chunk_size->value : 4096;
-        /* DEFAULT_COMPRESSION is zlib's default level; the others are
-         * zlib's levels by number, as are the strategies */
-        lib->u.gzip.level = g->compression_level ? (int)g->compression_level : Z_DEFAULT_COMPRESSION;
-        lib->u.gzip.strategy = (int)g->compression_strategy;
-        lib->u.gzip.window_bits = g->window_bits ? (int)g->window_bits->value : 12;
-        lib->u.gzip.memory_level = g->memory_level ? (int)g->memory_level->value : 5;
-    } else if (desc == &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor) {
-        const brotli_pb_t *b = (const brotli_pb_t *)m;
-        lib->kind = SHARP_COMPRESSOR_BROTLI;
-        lib->encoding = sharp_strdup("br");
-        lib->stats_prefix = "brotli";
-        lib->chunk_size = b->chunk_size ? b->chunk_size->value : 4096;
-        lib->u.brotli.quality = b->quality ? b->quality->value : 3;
-        lib->u.brotli.window_bits = b->window_bits ? b->window_bits->value : 18;
-        lib->u.brotli.input_block_bits = b->input_block_bits ? b->input_block_bits->value : 24;
-        lib->u.brotli.disable_literal_context_modeling = b->disable_literal_context_modeling;
-        switch (b->encoder_mode) {
-        case ENVOY__EXTENSIONS__COMPRESSION__BROTLI__COMPRESSOR__V3__BROTLI__ENCODER_MODE__GENERIC:
-            lib->u.brotli.mode = BROTLI_MODE_GENERIC;
-            break;
-        case ENVOY__EXTENSIONS__COMPRESSION__BROTLI__COMPRESSOR__V3__BROTLI__ENCODER_MODE__TEXT:
-            lib->u.brotli.mode = BROTLI_MODE_TEXT;
-            break;
-        case ENVOY__EXTENSIONS__COMPRESSION__BROTLI__COMPRESSOR__V3__BROTLI__ENCODER_MODE__FONT:
-            lib->u.brotli.mode = BROTLI_MODE_FONT;
-            break;
-        default: lib->u.brotli.mode = BROTLI_DEFAULT_MODE; break;
-        }
-    } else {
-        const zstd_pb_t *z = (const zstd_pb_t *)m;
-        lib->kind = SHARP_COMPRESSOR_ZSTD;
-        lib->encoding = sharp_strdup("zstd");
-        lib->stats_prefix = "zstd";
-        lib->chunk_size = z->chunk_size ? z->chunk_size->value : (uint32_t)ZSTD_CStreamOutSize();
-        /* 0 is zstd's default level, as in Envoy */
-        lib->u.zstd.level = z->compression_level ? (int)z->compression_level->value : ZSTD_CLEVEL_DEFAULT;
-        lib->u.zstd.checksum = z->enable_checksum;
-        lib->u.zstd.strategy = (int)z->strategy;
-    }
-    protobuf_c_message_free_unpacked(m, NULL);
-    /* a compressor made now proves the library takes the parameters */
-    sharp_compressor_t *probe = sharp_compressor_new(lib);
-    if (!probe) {
-        snprintf(err, errlen, "compressor_library: the %s library refused its parameters", lib->stats_prefix);
-        return -1;
-    }
-    sharp_compressor_free(probe);
-    return 0;
-}
-
 static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
 {
     const comp_pb_t *pb = (const comp_pb_t *)msg;
@@ -233,7 +137,7 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
         return NULL;
     }
     comp_config_t *c = sharp_calloc(1, sizeof *c);
-    if (library_config(pb->compressor_library, &c->lib, err, errlen) < 0) {
+    if (sharp_compressor_lib_init(&c->lib, pb->compressor_library, err, errlen) < 0) {
         destroy_config(c);
         return NULL;
     }
