@@ -256,6 +256,37 @@ def test_slow_reader_gets_the_whole_body(procs, upstream):
     assert decode("gzip", body) == pattern(n)
 
 
+@pytest.mark.parametrize("lib", ["gzip", "br", "zstd"])
+def test_client_gone_mid_body(procs, upstream, lib):
+    """Clients that leave in the middle of compressed responses (HTTP/1.1
+    and HTTP/2): the streams end, the compressors are released (the
+    sanitized build reports any leak at exit) and SHARP serves on."""
+    listen, admin = start(procs, compressor(lib), upstream.port)
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW)
+        s.sendall(f"GET /bytes/50000000?{TEXT}&chunk_delay_ms=5 HTTP/1.1\r\nhost: x\r\n"
+                  f"accept-encoding: {lib}\r\n\r\n".encode())
+        assert b"content-encoding: " + lib.encode() in s.recv(65536)
+        s.close()
+    import h2.config
+    import h2.connection
+    s = socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW)
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                       (":path", f"/bytes/50000000?{TEXT}&chunk_delay_ms=5"), ("accept-encoding", lib)],
+                   end_stream=True)
+    s.sendall(c.data_to_send())
+    assert s.recv(65536)
+    s.close()
+    wait = time.time() + 10 * SLOW
+    while stat(admin, "http.ingress_http.downstream_rq_active") and time.time() < wait:
+        time.sleep(0.05)
+    assert stat(admin, "http.ingress_http.downstream_rq_active") == 0
+    st, h, body = get(listen, f"/bytes/5000?{TEXT}", lib)
+    assert h["content-encoding"] == lib and decode(lib, body) == pattern(5000)
+
+
 # ---- what is not compressed ---------------------------------------------------------------------
 
 def raw_get(port, path):
