@@ -358,6 +358,14 @@ static int parse_enum(cfg_ctx_t *c, yaml_node_t *node, const cfg_scalar_t *sc,
             return 0;
         }
     }
+    /* an alias (allow_alias: BEST_COMPRESSION for COMPRESSION_LEVEL_9) is
+     * only in the by-name index */
+    for (unsigned i = 0; i < ed->n_value_names; i++) {
+        if (ascii_ieq(sc->s, sc->len, ed->values_by_name[i].name)) {
+            *out = ed->values[ed->values_by_name[i].index].value;
+            return 0;
+        }
+    }
     int32_t n;
     if (simple_atoi32(sc->s, sc->len, &n)) {
         *out = n;

@@ -14,6 +14,10 @@
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
+#include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
+#include "envoy/extensions/compression/brotli/compressor/v3/brotli.pb-c.h"
+#include "envoy/extensions/compression/gzip/compressor/v3/gzip.pb-c.h"
+#include "envoy/extensions/compression/zstd/compressor/v3/zstd.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
@@ -52,6 +56,12 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
+        &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
+        /* parses (so a typed_per_filter_config names it), refused by the table */
+        &envoy__extensions__filters__http__compressor__v3__compressor_per_route__descriptor,
+        &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor,
+        &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor,
+        &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
         &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor,

@@ -1,5 +1,6 @@
 /* registry.c: the HTTP filters built into SHARP. */
 #include "filters/adaptive_concurrency/filter.h"
+#include "filters/compressor/filter.h"
 #include "filters/health_check/filter.h"
 #include "filters/router/router.h"
 #include "http/filter.h"
@@ -10,4 +11,5 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_adaptive_concurrency_filter);
     sharp_filter_register(&sharp_aimd_concurrency_filter);
     sharp_filter_register(&sharp_health_check_filter);
+    sharp_filter_register(&sharp_compressor_filter);
 }

@@ -19,6 +19,11 @@
  *   buffer limit, beyond which the downstream stops being read); on continue
  *   it goes on to the filters after it. The terminal filter returns STOP from
  *   every callback: it consumes what it is given.
+ * - SHARP_FILTER_CONSUMED (decode_data and encode_data only): the filter took
+ *   the data, and the end of stream with it, and passes on what it makes of
+ *   it itself with sharp_stream_decode_data()/sharp_stream_encode_data() (a
+ *   filter transforming bodies, such as the compressor). Iteration stops
+ *   here for this data; the filter's own data goes on from the next filter.
  * A filter may call sharp_stream_send_local_reply() from any callback; it then
  *   returns SHARP_FILTER_STOP. A filter never frees its stream: the connection
  *   manager owns it and calls on_destroy exactly once, after on_complete.
@@ -40,6 +45,7 @@ struct sharp_server;
 typedef enum {
     SHARP_FILTER_CONTINUE,
     SHARP_FILTER_STOP,
+    SHARP_FILTER_CONSUMED,
 } sharp_filter_status_t;
 
 /* What a filter's create_config may use from the server (main thread). */
@@ -116,6 +122,10 @@ void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, cons
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);
 void sharp_stream_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream);
 void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t);
+/* A filter that consumed request data (SHARP_FILTER_CONSUMED) passes its own
+ * on to the filters after `f`; held there like any request data while one
+ * of them stops the chain. */
+void sharp_stream_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream);
 /* Stops/resumes reading the downstream connection (request body backpressure). */
 void sharp_stream_read_disable(sharp_stream_t *s, bool disable);
 /* Resets the stream (closes an HTTP/1 connection) after a failure mid-response. */
@@ -130,5 +140,9 @@ bool sharp_stream_request_complete(sharp_stream_t *s);
 bool sharp_stream_is_head(sharp_stream_t *s);
 uint32_t sharp_stream_buffer_limit(sharp_stream_t *s);
 const struct sharp_hcm_config *sharp_stream_hcm(sharp_stream_t *s);
+/* The stream's filter chain, in chain order (filters that work together
+ * within one stream, such as several compressors, find each other here). */
+uint32_t sharp_stream_nfilters(sharp_stream_t *s);
+sharp_filter_t *sharp_stream_filter(sharp_stream_t *s, uint32_t i);
 
 #endif

@@ -9,8 +9,11 @@
  * that filter and accumulates in dec_buf behind it (the terminal filter
  * consumes it instead), and continue_decoding hands the held data to the
  * filters after it. On the encode side a stop on headers holds the response data the
- * same way; encode_data's status is advisory (response data always flows:
- * no built-in filter needs to hold a response body yet). */
+ * same way: it reaches the filters up to the stopped one and waits in
+ * enc_buf behind it. A filter that transforms bodies (the compressor)
+ * answers SHARP_FILTER_CONSUMED and passes its own data on from the next
+ * filter; encode_data's STOP is otherwise advisory (response data always
+ * flows: no built-in filter needs to hold a response body yet). */
 #include "http/conn_internal.h"
 #include "http/filter.h"
 #include "http/grpc.h"
@@ -90,6 +93,14 @@ bool sharp_stream_is_head(sharp_stream_t *s)
 const struct sharp_hcm_config *sharp_stream_hcm(sharp_stream_t *s)
 {
     return s->hcm;
+}
+uint32_t sharp_stream_nfilters(sharp_stream_t *s)
+{
+    return s->nfilters;
+}
+sharp_filter_t *sharp_stream_filter(sharp_stream_t *s, uint32_t i)
+{
+    return i < s->nfilters ? &s->filters[i] : NULL;
 }
 const sharp_vhost_t *sharp_stream_vhost(sharp_stream_t *s)
 {
@@ -476,6 +487,8 @@ void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, boo
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->decode_data) st = f->factory->decode_data(f, p, n, end);
         if (stream_done(s)) return;
+        /* the filter passed its own data on (sharp_stream_decode_data) */
+        if (st == SHARP_FILTER_CONSUMED) return;
         if (st == SHARP_FILTER_STOP && hold < 0 && i != (int32_t)s->nfilters - 1) {
             s->dec_data_stop = i;
             hold = last = i;
@@ -508,6 +521,10 @@ void dec_run_trailers(sharp_stream_t *s, uint32_t from)
         if (st == SHARP_FILTER_STOP && hold < 0 && i != (int32_t)s->nfilters - 1) {
             s->dec_data_stop = i;
             hold = last = i;
+        } else if (hold < 0 && s->dec_data_stop > i) {
+            /* the last data the filter passed on (a compressor's end of
+             * body) stopped a filter after it: the trailers wait there */
+            hold = last = s->dec_data_stop;
         }
     }
     if (hold >= 0 && hold != (int32_t)s->nfilters - 1) {
@@ -747,15 +764,21 @@ static void enc_iterate_headers(sharp_stream_t *s, int32_t from, sharp_headers_t
 static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t n, bool end)
 {
     if (s->destroyed) return;
+    /* while a filter holds the response headers, data goes as far as that
+     * filter and waits behind it */
+    int32_t last = s->enc_stopped ? s->enc_next : 0;
+    for (int32_t i = from; i >= last; i--) {
+        sharp_filter_t *f = &s->filters[i];
+        sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        if (f->factory->encode_data) st = f->factory->encode_data(f, p, n, end);
+        if (s->destroyed) return;
+        /* the filter passed its own data on (sharp_stream_encode_data) */
+        if (st == SHARP_FILTER_CONSUMED) return;
+    }
     if (s->enc_stopped) {
         if (n) sharp_sbuf_append(&s->enc_buf, p, n);
         if (end) s->enc_end_pending = true;
         return;
-    }
-    for (int32_t i = from; i >= 0; i--) {
-        sharp_filter_t *f = &s->filters[i];
-        if (f->factory->encode_data) (void)f->factory->encode_data(f, p, n, end);
-        if (s->destroyed) return;
     }
     if (end && s->has_resp_trailers) {
         /* the codec ends the response with the trailers, if its protocol
@@ -777,6 +800,11 @@ void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end
 void sharp_stream_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
 {
     enc_run_data(f->stream, (int32_t)f->index - 1, p, n, end_stream);
+}
+
+void sharp_stream_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+{
+    dec_run_data(f->stream, f->index + 1, p, n, end_stream);
 }
 
 void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t)

@@ -6,6 +6,7 @@
 #include "upstream.h"
 
 #include <nghttp2/nghttp2.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@ typedef struct h2stream {
     char *body;      /* a fixed response body */
     size_t body_len, body_off;
     h2timer_t *timer;
+    xhdrs_t xh; /* ?hdr= response headers */
 } h2stream_t;
 
 struct h2conn {
@@ -299,7 +301,7 @@ static void respond(h2stream_t *s)
     snprintf(req_no, sizeof req_no, "%llu", (unsigned long long)c->nreq);
     uint64_t len = s->route == H_BYTES ? s->n : s->route == H_CLOSE_MID ? 1000000 : s->body_len;
     snprintf(clen, sizeof clen, "%llu", (unsigned long long)len);
-    nghttp2_nv nv[8 + 20];
+    nghttp2_nv nv[8 + 20 + UP_XHDR_MAX];
     size_t nn = 0;
 #define NV(k, v, vl) nv[nn++] = (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), (vl), NGHTTP2_NV_FLAG_NONE}
     NV(":status", status, strlen(status));
@@ -309,6 +311,18 @@ static void respond(h2stream_t *s)
     int no_body = s->status == 204 || s->status == 304 || (s->status >= 100 && s->status < 200);
     if (!no_body)
         NV("content-length", clen, strlen(clen));
+    const char *q = strchr(s->path, '?');
+    s->xh.n = 0;
+    s->xh.used = 0;
+    if (q)
+        xhdrs_parse(&s->xh, q + 1, strlen(q + 1));
+    for (unsigned i = 0; i < s->xh.n; i++) {
+        /* HTTP/2 header names are lower case */
+        for (size_t k = 0; k < s->xh.h[i].name_len; k++)
+            ((char *)s->xh.h[i].name)[k] = (char)tolower((unsigned char)s->xh.h[i].name[k]);
+        nv[nn++] = (nghttp2_nv){(uint8_t *)s->xh.h[i].name, (uint8_t *)s->xh.h[i].value, s->xh.h[i].name_len,
+                                s->xh.h[i].value_len, NGHTTP2_NV_FLAG_NONE};
+    }
     static char filler[8001];
     if (s->route == H_HUGE_HEADERS) {
         /* 20 headers of 8000 bytes: a 160 KB header block */

@@ -169,7 +169,13 @@ static void resp_rest(conn_t *c, const char *ctype, int64_t clen)
     out_u64(c, c->id);
     out_str(c, "\r\nx-upstream-request-on-connection: ");
     out_u64(c, c->nreq);
-    if (ctype) {
+    for (unsigned i = 0; i < c->xh.n; i++) {
+        out_str(c, "\r\n");
+        out_append(c, c->xh.h[i].name, c->xh.h[i].name_len);
+        out_str(c, ": ");
+        out_append(c, c->xh.h[i].value, c->xh.h[i].value_len);
+    }
+    if (ctype && !xhdrs_has(&c->xh, "content-type")) {
         out_str(c, "\r\ncontent-type: ");
         out_str(c, ctype);
     }
@@ -236,8 +242,68 @@ static int parse_dec(const char *s, size_t n, uint64_t max, uint64_t *out)
     return 0;
 }
 
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+void xhdrs_parse(xhdrs_t *x, const char *q, size_t n)
+{
+    const char *e = q + n;
+    while (q < e) {
+        const char *amp = memchr(q, '&', (size_t)(e - q));
+        const char *end = amp ? amp : e;
+        if (end - q > 4 && memcmp(q, "hdr=", 4) == 0 && x->n < UP_XHDR_MAX) {
+            /* percent-decode into the buffer, then split at the first ':' */
+            char *out = x->buf + x->used;
+            size_t room = UP_XHDR_BYTES - x->used, len = 0;
+            int ok = 1;
+            for (const char *p = q + 4; p < end && ok; p++) {
+                char ch = *p;
+                if (ch == '%' && end - p >= 3 && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
+                    ch = (char)(hexval(p[1]) * 16 + hexval(p[2]));
+                    p += 2;
+                }
+                if (len >= room || ch == '\r' || ch == '\n' || ch == '\0')
+                    ok = 0;
+                else
+                    out[len++] = ch;
+            }
+            char *colon = ok ? memchr(out, ':', len) : NULL;
+            if (colon && colon > out) {
+                size_t nl = (size_t)(colon - out);
+                const char *v = colon + 1;
+                while (v < out + len && *v == ' ')
+                    v++;
+                x->h[x->n].name = out;
+                x->h[x->n].name_len = nl;
+                x->h[x->n].value = v;
+                x->h[x->n].value_len = (size_t)(out + len - v);
+                x->n++;
+                x->used += len;
+            }
+        }
+        q = end + 1;
+    }
+}
+
+int xhdrs_has(const xhdrs_t *x, const char *name)
+{
+    for (unsigned i = 0; i < x->n; i++)
+        if (x->h[i].name_len == strlen(name) && strncasecmp(x->h[i].name, name, x->h[i].name_len) == 0)
+            return 1;
+    return 0;
+}
+
 static void parse_query(conn_t *c, const char *q, size_t n)
 {
+    xhdrs_parse(&c->xh, q, n);
     const char *e = q + n;
     while (q < e) {
         const char *amp = memchr(q, '&', (size_t)(e - q));
@@ -295,6 +361,8 @@ int route_headers(conn_t *c)
     c->status_code = 0;
     c->q_status = c->q_reset = c->q_hang = c->q_slots = 0;
     c->has_slots = 0;
+    c->xh.n = 0;
+    c->xh.used = 0;
 
     if ((pl >= 7 && strncasecmp(path, "http://", 7) == 0) ||
         (pl >= 8 && strncasecmp(path, "https://", 8) == 0)) {

@@ -42,6 +42,19 @@ typedef struct {
     uint32_t name_off, name_len, val_off, val_len;
 } hdr_t;
 
+/* ?hdr=name:value response headers (percent-decoded), kept per request */
+#define UP_XHDR_MAX 16
+#define UP_XHDR_BYTES 4096
+typedef struct {
+    char buf[UP_XHDR_BYTES];
+    size_t used;
+    unsigned n;
+    struct {
+        const char *name, *value;
+        size_t name_len, value_len;
+    } h[UP_XHDR_MAX];
+} xhdrs_t;
+
 typedef struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -73,6 +86,7 @@ typedef struct conn {
     int status_code;
     uint64_t q_status, q_reset, q_hang, q_slots; /* /admin/fault, /admin/service-time query */
     unsigned has_slots : 1;
+    xhdrs_t xh; /* ?hdr= */
 
     /* /bytes streaming and checksum */
     uint64_t pos, remaining, sum;
@@ -134,6 +148,11 @@ void route_timer(conn_t *c);
 void route_pump(conn_t *c);
 void route_on_close(conn_t *c);
 uint64_t fnv1a(uint64_t h, const void *data, size_t len);
+/* Adds the ?hdr=name:value parameters of a query string (n bytes after
+ * the '?') to x; malformed or excess ones are ignored. */
+void xhdrs_parse(xhdrs_t *x, const char *q, size_t n);
+/* Whether x sets the header `name` (case-insensitive). */
+int xhdrs_has(const xhdrs_t *x, const char *name);
 void resp_error(conn_t *c, int code);
 
 #endif
