@@ -16,7 +16,10 @@ FILE_SIZE = 64 + 16 * 4 + 8 * N_PARAMS + 4
 
 
 def run(*args, timeout=240):
-    return subprocess.run([TRAIN, *args], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([TRAIN, *args], capture_output=True, text=True, timeout=timeout)
+    # under ASan+UBSan: no report, whatever the exit status
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r
 
 
 def test_short_training_writes_a_policy_that_loads(tmp_path):
