@@ -22,6 +22,11 @@ every 100 ms) and SHARP's diagnosis line for it; a timeline (per-second p99
 and errors, loss and ejection marked) in RESULTS/grey-failure.png with
 gnuplot.
 
+Clean run (CLEAN_S seconds, default 180; 0 skips it): the kernel set-up
+(and the extra monitor) with no loss anywhere, the same load, and a CPU
+burner beside it for half the time: every host flagged or ejected is a
+false positive, reported.
+
 Probe overhead (OVERHEAD=1, the default): SHARP with --kernel-signals off,
 auto (the eBPF probes) and tcp_info, ROUNDS rounds in turn, wrk closed-loop
 through SHARP to the three clean hosts for OVERHEAD_S seconds: requests/s,
@@ -60,6 +65,7 @@ GREY = os.environ.get("GREY", "1") == "1"
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 OVERHEAD_S = int(os.environ.get("OVERHEAD_S", "10"))
 EXTRA_MONITOR = os.environ.get("EXTRA_MONITOR", "")
+CLEAN_S = int(os.environ.get("CLEAN_S", "180"))
 LOSSY = 3  # host 3 loses packets
 
 RETRIES = """\
@@ -195,6 +201,32 @@ def run_setup(name, cluster_extra):
         net.close()
 
 
+def clean_run(name, cluster_extra):
+    """No loss: (hosts flagged with when, ejections by type, requests, errors)."""
+    net = Net(3)
+    burn = None
+    try:
+        for i in (1, 2, 3):
+            net.upstream(i)
+        net.sharp(config(cluster_extra))
+        watch = Watch(net)
+        watch.start()
+        burn = subprocess.Popen(["/usr/bin/python3", "-c",
+                                 f"import time\nt=time.time()+{CLEAN_S / 2}\nwhile time.time()<t: pass"])
+        lg = loadgen(net, CLEAN_S)
+        watch.stop()
+        s = stats(net)
+        ejections = {k.rsplit(".", 1)[1]: v for k, v in s.items()
+                     if k.startswith("cluster.grey.outlier_detection.ejections_") and v}
+        return {"name": name, "flagged": watch.flags, "ejections": ejections, "sent": lg["totals"]["sent"],
+                "errors": errors(lg)}
+    finally:
+        if burn:
+            burn.kill()
+            burn.wait()
+        net.close()
+
+
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
@@ -312,6 +344,13 @@ def main():
             for ln in r["diagnosis"]:
                 print(f"  {ln.strip()[:200]}")
         plot(results)
+    if CLEAN_S:
+        name, extra = setups()[-1]
+        print(f"\n== clean run: {name}, no loss, {CLEAN_S}s at {RATE} req/s, a CPU burner for the first half",
+              flush=True)
+        r = clean_run(name, extra)
+        print(f"{r['sent']} requests, {r['errors']} errors; hosts flagged: {r['flagged'] or 'none'}; "
+              f"outlier ejection counters: {r['ejections'] or 'all zero'}")
     if OVERHEAD:
         print(f"\n== probe overhead: wrk -t2 -c32 {OVERHEAD_S}s through SHARP to 3 clean hosts, {ROUNDS} rounds")
         rows = {m: [] for m in ("off", "auto", "tcp_info")}

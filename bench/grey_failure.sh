@@ -5,12 +5,12 @@
 # See bench/grey_failure.py for what is measured. Needs root (network
 # namespaces, iptables, eBPF); everything runs in namespaces it creates.
 #
-#   bench/grey_failure.sh                       (about 6 minutes)
+#   bench/grey_failure.sh                       (about 9 minutes)
 #   LOSS_S=20 PRE_S=5 POST_S=10 OVERHEAD=0 bench/grey_failure.sh
 #
 # Environment (defaults in brackets): BUILD [build], RATE [200], PRE_S [15],
 # LOSS_S [60], POST_S [30], LOSS [0.05], GREY [1], OVERHEAD [1], ROUNDS [3],
-# OVERHEAD_S [10], EXTRA_MONITOR (YAML of one more outlier_detection.monitors
+# OVERHEAD_S [10], CLEAN_S [180], EXTRA_MONITOR (YAML of one more outlier_detection.monitors
 # entry), RESULTS [bench/results].
 set -euo pipefail
 cd "$(dirname "$0")/.."
