@@ -74,6 +74,7 @@ typedef struct sub {
 } sub_t;
 
 typedef struct rds {
+    sharp_xds_t *x;
     char *name, *path;
     sub_t *sub;
     sharp_rds_table_t *cur; /* NULL until the resource arrives */
@@ -1051,7 +1052,7 @@ static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
 {
     (void)refused;
     rds_t *r = ud;
-    sharp_xds_t *x = r->sub->x;
+    sharp_xds_t *x = r->x; /* r->sub is not set yet when the stream already had it */
     ProtobufCMessage *found = NULL;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1132,6 +1133,7 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
     for (uint32_t i = 0; i < x->nrds; i++)
         if (!strcmp(x->rds[i]->name, rds->route_config_name) && !strcmp(x->rds[i]->path, path)) return (int)i;
     rds_t *r = sharp_calloc(1, sizeof *r);
+    r->x = x;
     r->name = sharp_strdup(rds->route_config_name);
     r->path = sharp_strdup(path);
     char prefix[1024];

@@ -384,17 +384,22 @@ def test_listener_update_warms_while_its_previous_version_serves(env, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_listener_whose_routes_are_known_serves_at_once(env, mode):
-    p1, p2 = free_port(), free_port()
+    """r1 is known: a listener naming it serves at once, with the same
+    config source (the same subscription) or another one (a subscription of
+    its own, which finds r1 on the stream)."""
+    p1, p2, p3 = free_port(), free_port(), free_port()
     cp, ups, s, admin = lds_start(env, mode, p1)
     hold(cp, RDS)  # nothing of RDS may come: r1 is known already
-    cp.set(LDS, [listener("dyn1", p1, "r1", stat_prefix="dyn1b"), listener("dyn2", p2, "r1")])
+    cp.set(LDS, [listener("dyn1", p1, "r1", stat_prefix="dyn1b"), listener("dyn2", p2, "r1"),
+                 listener("dyn3", p3, "r1", rds_source={**ADS, "initial_fetch_timeout": "30s"})])
     wait_acked(cp, LDS, 2)
     assert stat(admin, "listener_manager.total_listeners_warming") == 0
     assert get(p2, "/") == (200, "u1")
+    assert get(p3, "/") == (200, "u1")
     assert get(p1, "/") == (200, "u1")
     wait_for(lambda: (stat(admin, "http.dyn1b.downstream_rq_total") or 0) >= 1, 10, "the new version of dyn1")
     states = listeners(admin)
-    assert states["dyn1"][0] == "active_state" and states["dyn2"] == ["active_state"]
+    assert states["dyn1"][0] == "active_state" and states["dyn2"] == states["dyn3"] == ["active_state"]
     ld = config(admin, "ListenersConfigDump")
     assert ld["version_info"] == "2"
 
