@@ -1612,11 +1612,18 @@ static int configure_application_log(build_ctx_t *b, const bootstrap_t *bs)
     return 0;
 }
 
-/* Every cluster a listener's inline routes name exists in snapshot s
- * (Envoy's validate_clusters, true for inline route configurations): the
- * route's cluster or weighted clusters and every mirror policy that
- * applies to it (its own or inherited, redirects included); a
- * cluster_header is resolved per request. */
+/* A cluster of snapshot s, or one CDS is warming (Envoy's ClusterInfoMaps
+ * hasCluster: active or warming). */
+static bool cluster_known(const build_ctx_t *b, const sharp_snapshot_t *s, const char *name)
+{
+    return sharp_snapshot_cluster(s, name) || (b->srv && sharp_xds_cluster_warming(b->srv->xds, name));
+}
+
+/* Every cluster a listener's inline routes name exists in snapshot s, or
+ * is warming (Envoy's validate_clusters, true for inline route
+ * configurations): the route's cluster or weighted clusters and every
+ * mirror policy that applies to it (its own or inherited, redirects
+ * included); a cluster_header is resolved per request. */
 static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l, const sharp_snapshot_t *s,
                                 const char *p)
 {
@@ -1632,13 +1639,13 @@ static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l
                 snprintf(rp, sizeof rp, "%s.%s.filters[0].typed_config.route_config.virtual_hosts[%u].routes[%u].route",
                          p, cp, v, r);
                 for (uint32_t m = 0; ro->mirror && m < ro->mirror->n; m++)
-                    if (ro->mirror->p[m].cluster && !sharp_snapshot_cluster(s, ro->mirror->p[m].cluster))
+                    if (ro->mirror->p[m].cluster && !cluster_known(b, s, ro->mirror->p[m].cluster))
                         return fail(b, rp, "unknown shadow cluster '%s'", ro->mirror->p[m].cluster);
                 if (ro->action != SHARP_ROUTE_ACTION_ROUTE) continue;
-                if (ro->cluster && !sharp_snapshot_cluster(s, ro->cluster))
+                if (ro->cluster && !cluster_known(b, s, ro->cluster))
                     return fail(b, rp, "unknown cluster '%s'", ro->cluster);
                 for (uint32_t w = 0; w < ro->nweighted; w++)
-                    if (!sharp_snapshot_cluster(s, ro->weighted[w].name))
+                    if (!cluster_known(b, s, ro->weighted[w].name))
                         return fail(b, rp, "weighted_clusters: unknown cluster '%s'", ro->weighted[w].name);
             }
     }

@@ -11,8 +11,8 @@
 
 static _Atomic uint64_t next_id = 1;
 
-sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
-                                const char *address, unsigned nworkers, char *err, size_t errlen)
+static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+                                const char *address, unsigned nworkers, bool listening, char *err, size_t errlen)
 {
     sharp_lsock_t *s = sharp_calloc(1, sizeof *s);
     atomic_init(&s->refs, 1);
@@ -30,7 +30,8 @@ sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t a
             fd = fcntl(atomic_load(&s->fds[0]), F_DUPFD_CLOEXEC, 0);
             if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", address, strerror(errno));
         } else {
-            fd = sharp_listen_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen);
+            fd = listening ? sharp_listen_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen)
+                           : sharp_bind_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen);
         }
         if (fd < 0) {
             sharp_lsock_unref(s);
@@ -38,7 +39,31 @@ sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t a
         }
         atomic_store(&s->fds[i], fd);
     }
+    s->listening = listening;
     return s;
+}
+
+sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+                                const char *address, unsigned nworkers, char *err, size_t errlen)
+{
+    return lsock_new(addr, addrlen, pipe_mode, address, nworkers, true, err, errlen);
+}
+
+sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+                                const char *address, unsigned nworkers, char *err, size_t errlen)
+{
+    return lsock_new(addr, addrlen, pipe_mode, address, nworkers, false, err, errlen);
+}
+
+int sharp_lsock_listen(sharp_lsock_t *s, char *err, size_t errlen)
+{
+    if (s->listening) return 0;
+    for (uint32_t i = 0; i < s->nfds; i++) {
+        int fd = atomic_load(&s->fds[i]);
+        if (fd >= 0 && sharp_listen_fd(fd, s->address, err, errlen) < 0) return -1;
+    }
+    s->listening = true;
+    return 0;
 }
 
 int sharp_lsock_take(sharp_lsock_t *s, unsigned worker)

@@ -31,13 +31,23 @@ typedef struct sharp_lsock {
     char address[SHARP_ADDR_STRLEN];
     uint32_t nfds;
     _Atomic int *fds;      /* [worker]: -1 once taken or released */
-    uint32_t users;        /* main thread: the listeners serving on it now */
+    uint32_t users;        /* main thread: the listeners serving on it now or warming on it */
+    bool listening;        /* main thread: listen(2) was called (a warming listener's socket is only bound) */
 } sharp_lsock_t;
 
 /* Binds and listens on `addr` for `nworkers` workers. NULL with the reason
  * in err. */
 sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
                                 const char *address, unsigned nworkers, char *err, size_t errlen);
+/* The same, bound only: the address is the listener's (a busy port is an
+ * error now) but connection attempts are refused until sharp_lsock_listen
+ * (Envoy's warming listener: bound, listening once it is warm). */
+sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+                                const char *address, unsigned nworkers, char *err, size_t errlen);
+/* Listens on the descriptors no worker has taken yet (all of them: no
+ * snapshot listed the socket). 0 (also when already listening), or -1 with
+ * the reason. */
+int sharp_lsock_listen(sharp_lsock_t *s, char *err, size_t errlen);
 /* A worker's descriptor, now the worker's; -1 when it was taken or the
  * socket released. */
 int sharp_lsock_take(sharp_lsock_t *s, unsigned worker);

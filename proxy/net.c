@@ -123,8 +123,8 @@ int sharp_pipe_addr(const char *path, struct sockaddr_storage *ss, socklen_t *le
     return 0;
 }
 
-int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
-                        size_t errlen)
+int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
+                      size_t errlen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -153,8 +153,23 @@ int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode,
         close(fd);
         return -1;
     }
+    return fd;
+}
+
+int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen)
+{
     if (listen(fd, 4096) < 0) {
         snprintf(err, errlen, "cannot listen on '%s': %s", name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
+                        size_t errlen)
+{
+    int fd = sharp_bind_socket(sa, len, mode, name, err, errlen);
+    if (fd >= 0 && sharp_listen_fd(fd, name, err, errlen) < 0) {
         close(fd);
         return -1;
     }

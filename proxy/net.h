@@ -49,6 +49,13 @@ bool sharp_pipe_is_abstract(const struct sockaddr *sa);
  * Returns the fd, or -1 with a message in err naming `name`. */
 int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
                         size_t errlen);
+/* The same socket bound but not listening yet (a warming listener's: the
+ * address is taken, connection attempts are refused until
+ * sharp_listen_fd). */
+int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
+                      size_t errlen);
+/* listen(2) with SHARP's backlog. 0, or -1 with a message naming `name`. */
+int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen);
 
 /* The peer of a connected stream socket. An accepted Unix socket's peer is
  * usually unnamed; Envoy (IoSocketHandleImpl::peerAddress) then uses the

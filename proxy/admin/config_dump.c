@@ -209,8 +209,10 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         rlist_t *l = &d->lists[1];
         l->lds = sharp_realloc(l->lds, (l->n + 1) * sizeof *l->lds);
         l->lds[l->n] = &ld[i];
-        push(l, ld[i].active.listener ? ld[i].active.listener : ld[i].draining.listener ? ld[i].draining.listener
-                                                                                        : ld[i].failed);
+        push(l, ld[i].active.listener     ? ld[i].active.listener
+                : ld[i].warming.listener  ? ld[i].warming.listener
+                : ld[i].draining.listener ? ld[i].draining.listener
+                                          : ld[i].failed);
     }
     d->version_info = sharp_lds_version(lds);
 

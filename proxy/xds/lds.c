@@ -54,6 +54,13 @@ struct sharp_lds {
     dyn_t **active;
     uint32_t nactive;
     sharp_listener_config_t **cur; /* active[i]->l, for the snapshots */
+    /* versions not serving yet (Envoy's warming listeners): added or
+     * replacing the active version of their name once the route
+     * configurations of their connection managers have had their initial
+     * fetch; in no snapshot, their new sockets bound but not listening */
+    dyn_t **warming;
+    uint32_t nwarming;
+    bool updating; /* inside sharp_lds_update: warm listeners are activated at its end */
     group_t *groups;
     failure_t *failures;
     uint32_t nfailures;
@@ -158,7 +165,7 @@ static void update_gauges(sharp_lds_t *m)
     }
     sharp_gauge_set(s, m->st.total_listeners_draining, draining);
     sharp_gauge_set(s, m->st.total_filter_chains_draining, chains);
-    sharp_gauge_set(s, m->st.total_listeners_warming, 0); /* files are read whole: nothing waits */
+    sharp_gauge_set(s, m->st.total_listeners_warming, m->nwarming);
     if (m->srv->workers_started && m->srv->snap) {
         const sharp_snapshot_t *base = m->srv->snap->base ? m->srv->snap->base : m->srv->snap;
         sharp_gauge_set(s, m->st.total_listeners_active, (int64_t)(base->nlisteners + m->nactive));
@@ -191,6 +198,11 @@ void sharp_lds_free(sharp_lds_t *m)
     }
     free(m->active);
     free(m->cur);
+    for (uint32_t i = 0; i < m->nwarming; i++) {
+        dyn_clear(m->warming[i]);
+        free(m->warming[i]);
+    }
+    free(m->warming);
     for (uint32_t i = 0; i < m->nsocks; i++) sharp_lsock_unref(m->socks[i]);
     free(m->socks);
     failures_clear(m);
@@ -328,14 +340,48 @@ static const chain_pb_t *chain_pb(const listener_pb_t *pb, uint32_t i)
     return i < pb->n_filter_chains ? pb->filter_chains[i] : pb->default_filter_chain;
 }
 
-static dyn_t *find_active(const sharp_lds_t *m, const char *name, uint32_t *at)
+static dyn_t *find_in(dyn_t *const *v, uint32_t n, const char *name, uint32_t *at)
 {
-    for (uint32_t i = 0; i < m->nactive; i++)
-        if (!strcmp(m->active[i]->l->name, name)) {
+    for (uint32_t i = 0; i < n; i++)
+        if (!strcmp(v[i]->l->name, name)) {
             if (at) *at = i;
-            return m->active[i];
+            return v[i];
         }
     return NULL;
+}
+
+static dyn_t *find_active(const sharp_lds_t *m, const char *name, uint32_t *at)
+{
+    return find_in(m->active, m->nactive, name, at);
+}
+
+static dyn_t *find_warming(const sharp_lds_t *m, const char *name, uint32_t *at)
+{
+    return find_in(m->warming, m->nwarming, name, at);
+}
+
+/* A warming version goes (replaced, removed, or its active version came
+ * back): it never served, nothing drains. */
+static void warming_drop(sharp_lds_t *m, uint32_t at)
+{
+    dyn_t *d = m->warming[at];
+    if (d->l->sock) d->l->sock->users--;
+    memmove(&m->warming[at], &m->warming[at + 1], (m->nwarming - at - 1) * sizeof *m->warming);
+    m->nwarming--;
+    dyn_clear(d);
+    free(d);
+}
+
+/* Whether a connection manager of the listener takes its routes from RDS
+ * and that route configuration has not had its initial fetch yet (Envoy's
+ * listener init manager, with the RDS subscription's init target). */
+static bool routes_pending(const sharp_lds_t *m, const sharp_listener_config_t *l)
+{
+    for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++) {
+        const sharp_hcm_config_t *h = l->chains[i]->hcm;
+        if (h && h->rds_index >= 0 && !sharp_xds_rds_fetched(m->srv->xds, h->rds_index)) return true;
+    }
+    return false;
 }
 
 static const sharp_snapshot_t *base_snapshot(const sharp_lds_t *m)
@@ -365,6 +411,10 @@ static const sharp_listener_config_t *same_address(const sharp_lds_t *m, const s
         const sharp_listener_config_t *o = m->active[i]->l;
         if (strcmp(o->name, l->name) != 0 && !strcmp(o->address, l->address)) return o;
     }
+    for (uint32_t i = 0; i < m->nwarming; i++) {
+        const sharp_listener_config_t *o = m->warming[i]->l;
+        if (strcmp(o->name, l->name) != 0 && !strcmp(o->address, l->address)) return o;
+    }
     return NULL;
 }
 
@@ -384,23 +434,31 @@ static void record_failure(sharp_lds_t *m, const char *name, bool named, const c
     sharp_warn(main, "lds: listener '%s' rejected: %s", name ? name : "", details);
 }
 
-/* The listener's sockets: the previous version's when the address is the
- * same, one a listener of this update left on that address, else new ones
- * (none with --mode validate). */
-static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *old, char *err, size_t errlen)
+/* The listener's sockets: its active version's, or the warming version's
+ * it replaces, when the address is the same, one a listener of this update
+ * left on that address, else new ones (none with --mode validate). A
+ * listener that warms first has them bound but not listening. */
+static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *old, const dyn_t *wold, bool listen,
+                       char *err, size_t errlen)
 {
-    if (old && old->l->sock && sharp_lsock_compatible(old->l->sock, &l->addr, l->pipe_mode)) {
-        l->sock = sharp_lsock_ref(old->l->sock);
+    char why[512];
+    sharp_lsock_t *s = NULL;
+    if (old && old->l->sock && sharp_lsock_compatible(old->l->sock, &l->addr, l->pipe_mode)) s = old->l->sock;
+    else if (wold && wold->l->sock && sharp_lsock_compatible(wold->l->sock, &l->addr, l->pipe_mode)) s = wold->l->sock;
+    for (uint32_t i = 0; i < m->nsocks && !s; i++)
+        if (!m->socks[i]->users && sharp_lsock_compatible(m->socks[i], &l->addr, l->pipe_mode)) s = m->socks[i];
+    if (s) {
+        if (listen && sharp_lsock_listen(s, why, sizeof why) < 0) {
+            sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_create_failure);
+            snprintf(err, errlen, "%s", why);
+            return -1;
+        }
+        l->sock = sharp_lsock_ref(s);
         return 0;
     }
-    for (uint32_t i = 0; i < m->nsocks; i++)
-        if (!m->socks[i]->users && sharp_lsock_compatible(m->socks[i], &l->addr, l->pipe_mode)) {
-            l->sock = sharp_lsock_ref(m->socks[i]);
-            return 0;
-        }
     if (m->srv->opts.validate_only) return 0;
-    char why[512];
-    l->sock = sharp_lsock_open(&l->addr, l->addrlen, l->pipe_mode, l->address, m->srv->nworkers, why, sizeof why);
+    l->sock = listen ? sharp_lsock_open(&l->addr, l->addrlen, l->pipe_mode, l->address, m->srv->nworkers, why, sizeof why)
+                     : sharp_lsock_bind(&l->addr, l->addrlen, l->pipe_mode, l->address, m->srv->nworkers, why, sizeof why);
     if (!l->sock) {
         /* Envoy: "listener '...' failed to bind or apply socket options" */
         sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_create_failure);
@@ -411,43 +469,39 @@ static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *
     return 0;
 }
 
-/* One listener of the update: skipped (unchanged), added, or replaced in
- * place or whole. 0, or -1 with the reason (nothing changed). */
-static int add_or_update(sharp_lds_t *m, ProtobufCMessage **res, size_t idx, const char *version, char *err,
-                         size_t errlen)
+/* Puts version d (built, its socket counted as used) in service: it is
+ * added, or replaces the active version of its name, in place when only
+ * the filter chains changed and the workers run (chains equal to the old
+ * ones are the old ones, with their connections; only the others drain),
+ * else whole (the old version drains). False when its sockets cannot
+ * listen (d is dropped). */
+static bool activate(sharp_lds_t *m, dyn_t *d)
 {
-    const listener_pb_t *pb = (const listener_pb_t *)*res;
+    sharp_listener_config_t *l = d->l;
+    sharp_stats_shard_t *sh = sharp_stats_shard(m->srv->stats, 0);
+    char why[512];
+    if (l->sock && sharp_lsock_listen(l->sock, why, sizeof why) < 0) {
+        sharp_counter_inc(sh, m->st.listener_create_failure);
+        sharp_error(main, "lds: listener '%s' cannot serve: %s", l->name, why);
+        l->sock->users--;
+        dyn_clear(d);
+        free(d);
+        return false;
+    }
     uint32_t at = 0;
-    dyn_t *old = find_active(m, pb->name, &at);
-    size_t len = protobuf_c_message_get_packed_size(*res);
-    uint8_t *packed = sharp_realloc(NULL, len ? len : 1);
-    protobuf_c_message_pack(*res, packed);
-    if (old && old->len == len && !memcmp(old->packed, packed, len)) {
-        free(packed);
-        sharp_debug(main, "lds: add/update listener '%s' skipped: unchanged", pb->name);
-        return 1;
-    }
-    char where[64];
-    snprintf(where, sizeof where, "resources[%zu]", idx);
-    sharp_listener_config_t *l = sharp_config_build_listener(m->srv, *res, m->source, where, err, errlen);
-    if (!l) {
-        free(packed);
-        return -1;
-    }
-    const sharp_listener_config_t *dup = same_address(m, l);
-    if (dup) {
-        snprintf(err, errlen, "error adding listener: '%s' has duplicate address '%s' as existing listener '%s'",
-                 l->name, l->address, dup->name);
-        goto bad;
-    }
-    if (take_socket(m, l, old, err, errlen) < 0) goto bad;
-    /* in place (Envoy's supportUpdateFilterChain): the workers run, the new
-     * version has filter chains and nothing but its chains changed; chains
-     * equal to the old ones are the old ones, with their connections */
+    dyn_t *old = find_active(m, l->name, &at);
+    const listener_pb_t *pb = (const listener_pb_t *)d->pb;
     bool in_place = old && m->srv->workers_started && pb->n_filter_chains > 0 &&
                     only_chains_differ((const listener_pb_t *)old->pb, pb);
-    dyn_t prev = {0};
-    if (old) prev = *old;
+    if (!old) {
+        m->active = sharp_realloc(m->active, (m->nactive + 1) * sizeof *m->active);
+        m->cur = sharp_realloc(m->cur, (m->nactive + 1) * sizeof *m->cur);
+        m->active[m->nactive] = d;
+        m->cur[m->nactive++] = l;
+        sharp_info(main, "lds: add listener '%s' on %s", l->name, l->address);
+        return true;
+    }
+    dyn_t prev = *old;
     sharp_filter_chain_config_t **gone = NULL;
     uint32_t ngone = 0;
     if (in_place) {
@@ -468,9 +522,118 @@ static int add_or_update(sharp_lds_t *m, ProtobufCMessage **res, size_t idx, con
             if (!kept[k]) gone[ngone++] = prev.l->chains[k];
         free(kept);
     }
+    *old = *d; /* the slot stays the name's */
+    free(d);
+    if (prev.l->sock) prev.l->sock->users--;
+    m->cur[at] = l;
+    if (in_place) {
+        sharp_counter_inc(sh, m->st.listener_in_place_updated);
+        sharp_info(main, "lds: update listener '%s' in place: %u of its filter chains drain", l->name, ngone);
+        drain(m, &prev, false, gone, ngone);
+    } else {
+        sharp_info(main, "lds: update listener '%s'", l->name);
+        drain_whole(m, &prev);
+    }
+    return true;
+}
+
+/* Warming listeners whose route configurations have all had their initial
+ * fetch are put in service. Whether any was. */
+static bool activate_warm(sharp_lds_t *m)
+{
+    bool any = false;
+    bool stopped = m->srv->listeners_stopped || m->srv->state == SHARP_SERVER_DRAINING;
+    for (uint32_t i = 0; i < m->nwarming;) {
+        dyn_t *d = m->warming[i];
+        if (!stopped && routes_pending(m, d->l)) {
+            i++;
+            continue;
+        }
+        if (stopped) { /* as Envoy's listenersStopped: no listener is added any more */
+            sharp_info(main, "lds: warming listener '%s' dropped: the listeners are stopped", d->l->name);
+            warming_drop(m, i);
+            continue;
+        }
+        memmove(&m->warming[i], &m->warming[i + 1], (m->nwarming - i - 1) * sizeof *m->warming);
+        m->nwarming--;
+        sharp_info(main, "lds: listener '%s' warmed", d->l->name);
+        any |= activate(m, d);
+    }
+    return any;
+}
+
+void sharp_lds_routes_ready(sharp_lds_t *m)
+{
+    /* an update checks at its end (its listeners subscribe while built) */
+    if (!m || m->updating || m->stopped || !m->nwarming) return;
+    if (!activate_warm(m)) {
+        update_gauges(m);
+        return;
+    }
+    socks_release_unused(m);
+    update_gauges(m);
+    if (m->srv->snap) sharp_xds_publish(m->srv->xds);
+}
+
+/* One listener of the update: skipped (unchanged), added, or replaced in
+ * place or whole, at once or once it is warm (Envoy's ListenerManagerImpl:
+ * while the workers run, a listener whose routes come from RDS warms until
+ * its route configurations have had their initial fetch; the version it
+ * replaces serves meanwhile). 0 when applied, 1 when unchanged, or -1 with
+ * the reason (nothing changed). */
+static int add_or_update(sharp_lds_t *m, ProtobufCMessage **res, size_t idx, const char *version, char *err,
+                         size_t errlen)
+{
+    const listener_pb_t *pb = (const listener_pb_t *)*res;
+    uint32_t wat = 0;
+    dyn_t *old = find_active(m, pb->name, NULL);
+    dyn_t *wold = find_warming(m, pb->name, &wat);
+    sharp_stats_shard_t *sh = sharp_stats_shard(m->srv->stats, 0);
+    size_t len = protobuf_c_message_get_packed_size(*res);
+    uint8_t *packed = sharp_realloc(NULL, len ? len : 1);
+    protobuf_c_message_pack(*res, packed);
+    bool same_active = old && old->len == len && !memcmp(old->packed, packed, len);
+    bool same_warm = wold && wold->len == len && !memcmp(wold->packed, packed, len);
+    if (wold && same_active) {
+        /* Envoy: the update takes the listener back to its active version,
+         * and the warming one goes */
+        free(packed);
+        warming_drop(m, wat);
+        sharp_counter_inc(sh, m->st.listener_modified);
+        sharp_info(main, "lds: listener '%s' back to its active version: the warming version goes", pb->name);
+        return 0;
+    }
+    if (same_warm || (!wold && same_active)) {
+        free(packed);
+        sharp_debug(main, "lds: add/update listener '%s' skipped: unchanged", pb->name);
+        return 1;
+    }
+    char where[64];
+    snprintf(where, sizeof where, "resources[%zu]", idx);
+    sharp_listener_config_t *l = sharp_config_build_listener(m->srv, *res, m->source, where, err, errlen);
+    if (!l) {
+        free(packed);
+        return -1;
+    }
+    const sharp_listener_config_t *dup = same_address(m, l);
+    if (dup) {
+        snprintf(err, errlen, "error adding listener: '%s' has duplicate address '%s' as existing listener '%s'",
+                 l->name, l->address, dup->name);
+        free(packed);
+        sharp_listener_unref(l);
+        return -1;
+    }
+    /* its route configurations were subscribed while it was built: one that
+     * has not come yet makes it warm (only while the workers run: before,
+     * the start itself waits for them) */
+    bool warm = m->srv->workers_started && routes_pending(m, l);
+    if (take_socket(m, l, old, wold, !warm, err, errlen) < 0) {
+        free(packed);
+        sharp_listener_unref(l);
+        return -1;
+    }
     /* committed: nothing fails from here */
-    dyn_t *d = old ? old : sharp_calloc(1, sizeof *d);
-    memset(d, 0, sizeof *d);
+    dyn_t *d = sharp_calloc(1, sizeof *d);
     d->l = l;
     d->pb = *res;
     *res = NULL;
@@ -482,48 +645,45 @@ static int add_or_update(sharp_lds_t *m, ProtobufCMessage **res, size_t idx, con
         l->sock->users++;
         sock_add(m, l->sock);
     }
-    sharp_stats_shard_t *sh = sharp_stats_shard(m->srv->stats, 0);
-    if (old) {
-        if (prev.l->sock) prev.l->sock->users--;
-        m->cur[at] = l;
-        sharp_counter_inc(sh, m->st.listener_modified);
-        if (in_place) {
-            sharp_counter_inc(sh, m->st.listener_in_place_updated);
-            sharp_info(main, "lds: update listener '%s' in place: %u of its filter chains drain", l->name, ngone);
-            drain(m, &prev, false, gone, ngone);
-        } else {
-            sharp_info(main, "lds: update listener '%s'", l->name);
-            drain_whole(m, &prev);
-        }
-    } else {
-        m->active = sharp_realloc(m->active, (m->nactive + 1) * sizeof *m->active);
-        m->cur = sharp_realloc(m->cur, (m->nactive + 1) * sizeof *m->cur);
-        m->active[m->nactive] = d;
-        m->cur[m->nactive++] = l;
-        sharp_counter_inc(sh, m->st.listener_added);
-        sharp_info(main, "lds: add listener '%s' on %s", l->name, l->address);
+    if (wold) warming_drop(m, wat); /* replaced before it warmed */
+    sharp_counter_inc(sh, old || wold ? m->st.listener_modified : m->st.listener_added);
+    if (warm) {
+        m->warming = sharp_realloc(m->warming, (m->nwarming + 1) * sizeof *m->warming);
+        m->warming[m->nwarming++] = d;
+        sharp_info(main, "lds: listener '%s' on %s warming: waiting for its route configuration(s)%s", l->name,
+                   l->address, old ? "; the active version serves meanwhile" : "");
+        return 0;
     }
+    activate(m, d);
     return 0;
-bad:
-    free(packed);
-    sharp_listener_unref(l);
-    return -1;
 }
 
-static void remove_listener(sharp_lds_t *m, uint32_t at)
+/* Envoy's removeListener: the warming version goes, the active one drains. */
+static void remove_listener(sharp_lds_t *m, const char *name)
 {
-    dyn_t *d = m->active[at];
-    sharp_info(main, "lds: remove listener '%s'", d->l->name);
-    if (d->l->sock) d->l->sock->users--;
-    memmove(&m->active[at], &m->active[at + 1], (m->nactive - at - 1) * sizeof *m->active);
-    memmove(&m->cur[at], &m->cur[at + 1], (m->nactive - at - 1) * sizeof *m->cur);
-    m->nactive--;
-    sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_removed);
-    drain_whole(m, d);
-    free(d);
+    uint32_t at = 0;
+    bool found = false;
+    if (find_warming(m, name, &at)) {
+        sharp_info(main, "lds: remove warming listener '%s'", name);
+        warming_drop(m, at);
+        found = true;
+    }
+    dyn_t *d = find_active(m, name, &at);
+    if (d) {
+        sharp_info(main, "lds: remove listener '%s'", d->l->name);
+        if (d->l->sock) d->l->sock->users--;
+        memmove(&m->active[at], &m->active[at + 1], (m->nactive - at - 1) * sizeof *m->active);
+        memmove(&m->cur[at], &m->cur[at + 1], (m->nactive - at - 1) * sizeof *m->cur);
+        m->nactive--;
+        drain_whole(m, d);
+        free(d);
+        found = true;
+    }
+    if (found) sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_removed);
 }
 
-int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
+int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                     size_t errlen)
 {
     sharp_lds_t *m = ud;
     sharp_server_t *srv = m->srv;
@@ -534,16 +694,22 @@ int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ver
     const char **names = sharp_calloc(n ? n : 1, sizeof *names);
     for (size_t i = 0; i < n; i++) names[i] = ((const listener_pb_t *)res[i])->name;
     sharp_xds_hold(srv->xds);
+    m->updating = true;
     /* removals first: a listener of this update may take over a removed
-     * one's address and sockets (Envoy's LdsApiImpl order) */
-    for (uint32_t i = 0; i < m->nactive;) {
-        bool named = false;
-        for (size_t k = 0; k < n && !named; k++) named = !strcmp(names[k], m->active[i]->l->name);
-        if (named) {
-            i++;
-            continue;
+     * one's address and sockets (Envoy's LdsApiImpl order); a name warming
+     * or active that the update does not have */
+    for (;;) {
+        const char *gone = NULL;
+        for (uint32_t i = 0; i < m->nactive + m->nwarming && !gone; i++) {
+            const char *have = i < m->nactive ? m->active[i]->l->name : m->warming[i - m->nactive]->l->name;
+            bool named = false;
+            for (size_t k = 0; k < n && !named; k++) named = !strcmp(names[k], have);
+            if (!named) gone = have;
         }
-        remove_listener(m, i);
+        if (!gone) break;
+        char *name = sharp_strdup(gone); /* the listener's memory goes with it */
+        remove_listener(m, name);
+        free(name);
         applied = true;
     }
     /* listeners are not added while the listeners are stopped
@@ -560,11 +726,13 @@ int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ver
              * nothing) would remove: refused, LDS listeners need names */
             record_failure(m, NULL, false, "a listener from LDS needs a name (Envoy would give it a random one, "
                            "replaced at every update)", &res[i], msg, sizeof msg);
+            if (refused) refused[i] = true;
             continue;
         }
         if (twice) {
             snprintf(why, sizeof why, "duplicate listener %s found", pb->name);
             record_failure(m, pb->name, false, why, &res[i], msg, sizeof msg);
+            if (refused) refused[i] = true;
             continue;
         }
         const sharp_snapshot_t *base = base_snapshot(m);
@@ -577,6 +745,7 @@ int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ver
             snprintf(why, sizeof why, "listener '%s' is a static listener (static_resources.listeners), which LDS "
                      "cannot update", pb->name);
             record_failure(m, pb->name, true, why, &res[i], msg, sizeof msg);
+            if (refused) refused[i] = true;
             continue;
         }
         if (stopped) {
@@ -584,22 +753,32 @@ int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ver
             continue;
         }
         int rc = add_or_update(m, &res[i], i, version, why, sizeof why);
-        if (rc < 0) record_failure(m, pb->name, true, why, &res[i], msg, sizeof msg);
-        else if (rc == 0) applied = true;
+        if (rc < 0) {
+            record_failure(m, pb->name, true, why, &res[i], msg, sizeof msg);
+            if (refused) refused[i] = true;
+        } else if (rc == 0) {
+            applied = true;
+        }
     }
     free(names);
+    m->updating = false;
+    /* route configurations that came while the listeners were built (a
+     * stream already had them) */
+    bool activated = activate_warm(m);
     socks_release_unused(m);
     if (applied) {
+        /* Envoy's LdsApiImpl: the version of an update that applied
+         * something, even if it refused some listeners */
         free(m->version);
         m->version = sharp_strdup(version);
-        if (srv->snap) sharp_xds_publish(srv->xds);
     }
+    if ((applied || activated) && srv->snap) sharp_xds_publish(srv->xds);
     sharp_xds_release(srv->xds);
     update_gauges(m);
     unsigned draining = 0;
     for (const group_t *g = m->groups; g; g = g->next) draining += g->full;
-    sharp_info(main, "LDS version '%s': %u listeners from LDS, %u draining, %u rejected", version, m->nactive,
-               draining, m->nfailures);
+    sharp_info(main, "LDS version '%s': %u listeners from LDS, %u warming, %u draining, %u rejected", version,
+               m->nactive, m->nwarming, draining, m->nfailures);
     if (m->nfailures) {
         size_t len = strlen(msg);
         if (len && msg[len - 1] == '\n') msg[len - 1] = '\0';
@@ -613,7 +792,7 @@ size_t sharp_lds_dump(const sharp_lds_t *m, sharp_lds_dump_t **out)
 {
     *out = NULL;
     if (!m) return 0;
-    size_t cap = m->nactive + m->nfailures * 2 + 1;
+    size_t cap = m->nactive + m->nwarming + m->nfailures * 2 + 1;
     for (group_t *g = m->groups; g; g = g->next) cap++;
     sharp_lds_dump_t *d = sharp_calloc(cap, sizeof *d);
     size_t n = 0;
@@ -633,6 +812,11 @@ size_t sharp_lds_dump(const sharp_lds_t *m, sharp_lds_dump_t **out)
         const dyn_t *a = m->active[i];
         sharp_lds_dump_t *e = ENTRY(a->l->name);
         e->active = (sharp_lds_state_t){a->version, a->pb, a->updated_us};
+    }
+    for (uint32_t i = 0; i < m->nwarming; i++) {
+        const dyn_t *w = m->warming[i];
+        sharp_lds_dump_t *e = ENTRY(w->l->name);
+        e->warming = (sharp_lds_state_t){w->version, w->pb, w->updated_us};
     }
     for (const group_t *g = m->groups; g; g = g->next) {
         if (!g->full) continue; /* chains drain, the listener is active */

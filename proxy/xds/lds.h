@@ -16,6 +16,12 @@
  *   drain (listener_in_place_updated). Otherwise the whole old version
  *   drains. A listener on the same address keeps its sockets, so no
  *   connection attempt is refused during the update;
+ * - while the workers run, a new version whose connection managers take
+ *   routes from RDS configurations that have not had their initial fetch
+ *   (xds.h's sharp_xds_rds_fetched) warms first, as Envoy's warming
+ *   listeners: in no snapshot, its new sockets bound but not listening,
+ *   the version it replaces serving, until sharp_lds_routes_ready finds its
+ *   routes there (or their initial_fetch_timeout passed);
  * - a listener that cannot be built (bad config, a route to an unknown
  *   cluster, the name of a static listener, a name twice, an address
  *   another listener has, a port that cannot be bound) is left out, its
@@ -52,8 +58,11 @@ void sharp_lds_free(sharp_lds_t *m);
 
 /* The subscription's entry point (sharp_xds_watcher_t.on_update); `ud` is
  * the manager. Takes the resources of the listeners it keeps. */
-int sharp_lds_update(void *ud, ProtobufCMessage **resources, size_t n, const char *version, char *err,
-                     size_t errlen);
+int sharp_lds_update(void *ud, ProtobufCMessage **resources, size_t n, const char *version, bool *refused,
+                     char *err, size_t errlen);
+/* A route configuration had its initial fetch (xds.c): warming listeners
+ * that waited only for what has come now serve. */
+void sharp_lds_routes_ready(sharp_lds_t *m);
 
 /* The listeners serving now, in the snapshots after the static ones. */
 size_t sharp_lds_listeners(const sharp_lds_t *m, sharp_listener_config_t ***out);

@@ -68,20 +68,20 @@ static const char *route_name(const ProtobufCMessage *m)
 const sharp_xds_type_t sharp_xds_type_cds = {
     TYPE_PREFIX "envoy.config.cluster.v3.Cluster", &envoy__config__cluster__v3__cluster__descriptor, "cluster", "cds",
     "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
-    "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters", 0, true, cluster_name};
+    "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters", 0, true, cluster_name, false};
 const sharp_xds_type_t sharp_xds_type_eds = {
     TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
     &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, "ClusterLoadAssignment", "eds",
     "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
-    "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints", 1, false, cla_name};
+    "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints", 1, false, cla_name, true};
 const sharp_xds_type_t sharp_xds_type_lds = {
     TYPE_PREFIX "envoy.config.listener.v3.Listener", &envoy__config__listener__v3__listener__descriptor, "listener",
     "lds", "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
-    "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners", 2, true, listener_name};
+    "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners", 2, true, listener_name, false};
 const sharp_xds_type_t sharp_xds_type_rds = {
     TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration", &envoy__config__route__v3__route_configuration__descriptor,
     "RouteConfiguration", "rds", "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
-    "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes", 3, false, route_name};
+    "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes", 3, false, route_name, false};
 
 static const char *secret_name(const ProtobufCMessage *m)
 {
@@ -671,8 +671,8 @@ static int deliver_named(sharp_xds_mux_watch_t *w, const decoded_t *d, const cha
         n = one[0] != NULL;
     }
     char err[4096] = "";
-    watch_done(w);
-    int rc = w->cb.on_update(w->cb.ud, one, n, version, err, sizeof err);
+    if (n || w->ts->t->absent_ends_fetch) watch_done(w);
+    int rc = w->cb.on_update(w->cb.ud, one, n, version, NULL, err, sizeof err);
     if (one[0]) protobuf_c_message_free_unpacked(one[0], NULL);
     if (rc < 0) errors_res(errs, w->name, "%s", err);
     return rc;
@@ -778,7 +778,7 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
             for (size_t k = 0; k < nd; k++) all[k] = decode_again(t, d[k].bytes, d[k].len);
             char err[4096] = "";
             watch_done(w);
-            if (w->cb.on_update(w->cb.ud, all, nd, r->version_info, err, sizeof err) < 0)
+            if (w->cb.on_update(w->cb.ud, all, nd, r->version_info, NULL, err, sizeof err) < 0)
                 errors_add(&errs, NULL, "%s", err);
             for (size_t k = 0; k < nd; k++)
                 if (all[k]) protobuf_c_message_free_unpacked(all[k], NULL);
@@ -895,7 +895,8 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
             bytes[n] = d[k].bytes;
             lens[n++] = d[k].len;
         }
-        bool ok = true;
+        /* what the watchers refused of it (CDS and LDS apply the rest) */
+        bool *refused = sharp_calloc(n ? n : 1, sizeof *refused);
         for (size_t i = 0; i < nw; i++) {
             sharp_xds_mux_watch_t *w = v[i];
             if (w->dead) continue;
@@ -903,20 +904,22 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
             for (size_t k = 0; k < n; k++) all[k] = decode_again(t, bytes[k], lens[k]);
             char err[4096] = "";
             watch_done(w);
-            if (w->cb.on_update(w->cb.ud, all, n, r->system_version_info, err, sizeof err) < 0) {
+            if (w->cb.on_update(w->cb.ud, all, n, r->system_version_info, refused, err, sizeof err) < 0)
                 errors_add(&errs, NULL, "%s", err);
-                ok = false;
-            }
             for (size_t k = 0; k < n; k++)
                 if (all[k]) protobuf_c_message_free_unpacked(all[k], NULL);
             free(all);
         }
         free(bytes);
         free(lens);
-        if (ok) {
-            for (size_t k = 0; k < r->n_removed_resources; k++) res_del(ts, r->removed_resources[k]);
-            for (size_t k = 0; k < nd; k++) res_set(ts, d[k].name, d[k].bytes, d[k].len, d[k].version);
-        }
+        /* the set is now what the watchers applied: the removals, and each
+         * resource of the response they did not refuse (a refused one keeps
+         * the version the client had, so the next incremental response
+         * does not remove it, and a new stream states that version) */
+        for (size_t k = 0; k < r->n_removed_resources; k++) res_del(ts, r->removed_resources[k]);
+        for (size_t k = 0; k < nd; k++)
+            if (!refused[n - nd + k]) res_set(ts, d[k].name, d[k].bytes, d[k].len, d[k].version);
+        free(refused);
     } else {
         /* a named watch gets its resource, or an empty update when it is
          * removed (or does not exist); names nobody asked for are ignored */

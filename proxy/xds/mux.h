@@ -10,9 +10,9 @@
  *
  * Subscribers add watches: a type and a resource name (EDS, RDS), or the
  * whole type (CDS, LDS: wildcard). What reaches a watch goes through the
- * same entry point as a file's contents (xds.h's watcher: all or none of
- * its resources applied, or an error), so the transports differ only in
- * how resources arrive and how a rejection is reported:
+ * same entry point as a file's contents (xds.h's watcher: its resources
+ * applied, or an error and those it refused), so the transports differ
+ * only in how resources arrive and how a rejection is reported:
  *
  * - state of the world: every response of a type is the whole set the
  *   subscription covers. A wildcard watch gets all of it (an absent
@@ -54,6 +54,11 @@ typedef struct sharp_xds_type {
     unsigned order;        /* requests on a new ADS stream go in this order: CDS, EDS, LDS, RDS, SDS */
     bool wildcard;         /* CDS, LDS: the whole type is subscribed */
     const char *(*name)(const ProtobufCMessage *m);
+    /* a named resource removed or absent (incremental) ends its watch's
+     * initial fetch: EDS (EdsClusterImpl goes on without endpoints); not
+     * RDS, whose removals Envoy ignores (RdsRouteConfigSubscription): the
+     * initial fetch waits for the route configuration or the timeout */
+    bool absent_ends_fetch;
 } sharp_xds_type_t;
 
 #define SHARP_XDS_NTYPES 5
@@ -102,9 +107,12 @@ typedef struct sharp_xds_resource_error {
 
 typedef struct sharp_xds_mux_watcher {
     /* As xds.h's sharp_xds_watcher_t: 0, or -1 with the reason (the
-     * response is NACKed). It may take a resource (its slot set to NULL). */
-    int (*on_update)(void *ud, ProtobufCMessage **resources, size_t n, const char *version, char *err,
-                     size_t errlen);
+     * response is NACKed). It may take a resource (its slot set to NULL).
+     * A wildcard watch that applied part of an incremental response marks
+     * the resources it refused in `refused` (n entries; NULL for the other
+     * watches): the mux keeps the others as what the client has. */
+    int (*on_update)(void *ud, ProtobufCMessage **resources, size_t n, const char *version, bool *refused,
+                     char *err, size_t errlen);
     /* `detail` (the NACK's message), `version` and the resources it names
      * (errs) are set for SHARP_XDS_FAIL_REJECTED. */
     void (*on_failure)(void *ud, sharp_xds_fail_t why, const char *detail, const char *version,

@@ -54,6 +54,13 @@ typedef struct sub {
     sharp_xds_mux_watch_t *gw;
     gsrc_t *own;
     bool init_pending; /* counted in x->init_pending until its first update, rejection or timeout */
+    /* the initial fetch is over (an update, accepted or not, a resource that
+     * does not exist, initial_fetch_timeout; a file's first read), and what
+     * waits for it: a warming EDS cluster, the listeners warming on a route
+     * configuration */
+    bool fetched;
+    void (*on_fetched)(void *arg);
+    void *fetched_arg;
     sharp_xds_watcher_t watcher;
     struct {
         sharp_stat_id_t update_attempt, update_success, update_failure, update_rejected, update_time, version,
@@ -68,6 +75,7 @@ typedef struct sub {
 } sub_t;
 
 typedef struct rds {
+    sharp_xds_t *x;
     char *name, *path;
     sub_t *sub;
     sharp_rds_table_t *cur; /* NULL until the resource arrives */
@@ -82,11 +90,14 @@ typedef struct dyn_cluster {
     uint64_t last_updated_us;
 } dyn_cluster_t;
 
-/* A cluster from CDS that is not used yet (Envoy's warming): a DNS
- * cluster's first resolution, then active health checks' first round. */
+/* A cluster from CDS that is not used yet (Envoy's warming): an EDS
+ * cluster's first ClusterLoadAssignment (or its subscription's
+ * initial_fetch_timeout) or a DNS cluster's first resolution, then active
+ * health checks' first round. */
 typedef struct warm {
     struct sharp_xds *x;
     dyn_cluster_t d;
+    bool eds_wait;   /* its endpoints are awaited */
     bool dns_wait;   /* its first resolution runs */
     bool hc_pending; /* waits for the server's health checks to start */
     struct warm *next;
@@ -151,6 +162,10 @@ struct sharp_xds {
     uint32_t ncds_errors;
     uint64_t cds_error_us;
     char *cds_error_version;
+    /* the version of the last CDS update that changed something, even one
+     * rejected for some of its clusters (Envoy's CdsApiHelper
+     * system_version_info_, /config_dump's version_info) */
+    char *cds_version;
     rds_t **rds;
     uint32_t nrds;
     sub_t *cds;
@@ -324,7 +339,8 @@ static int sub_read(sub_t *s, char *err, size_t errlen)
         snprintf(err, errlen, "%s", why);
         return -1;
     }
-    if (s->watcher.on_update(s->watcher.ud, d.resources, d.nresources, d.version_info, why, sizeof why) < 0) {
+    s->fetched = true; /* the file was read: nothing waits for more */
+    if (s->watcher.on_update(s->watcher.ud, d.resources, d.nresources, d.version_info, NULL, why, sizeof why) < 0) {
         sharp_counter_inc(sh, s->st.update_rejected);
         sub_error(s, why, d.version_info);
         snprintf(err, errlen, "%s", why);
@@ -686,13 +702,24 @@ static void init_done(sub_t *s)
     if (!x->init_pending && x->init_timer_on && !x->init_fired) uv_timer_start(&x->init_timer, on_init_timer, 0, 0);
 }
 
+/* The initial fetch is over: the start is no longer held back by it, and
+ * what waits for it goes on (a warming cluster, warming listeners). */
+static void fetch_done(sub_t *s)
+{
+    init_done(s);
+    if (s->fetched) return;
+    s->fetched = true;
+    if (s->on_fetched) s->on_fetched(s->fetched_arg);
+}
+
 /* An update from a gRPC stream: counted as Envoy's GrpcSubscriptionImpl
  * counts it, then the watcher. */
-static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
+static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                     size_t errlen)
 {
     sharp_stats_shard_t *sh = shard0(s->x);
     sharp_counter_inc(sh, s->st.update_attempt);
-    if (s->watcher.on_update(s->watcher.ud, res, n, version, err, errlen) < 0) {
+    if (s->watcher.on_update(s->watcher.ud, res, n, version, refused, err, errlen) < 0) {
         sharp_counter_inc(sh, s->st.update_rejected);
         sub_error(s, err, version);
         return -1;
@@ -707,12 +734,15 @@ static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *ver
     return 0;
 }
 
-static int grpc_on_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err,
-                          size_t errlen)
+static int grpc_on_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
+                          char *err, size_t errlen)
 {
     sub_t *s = ud;
-    int rc = sub_apply(s, res, n, version, err, errlen);
-    init_done(s);
+    int rc = sub_apply(s, res, n, version, refused, err, errlen);
+    /* a named resource the server says is absent ends the initial fetch of
+     * EDS only (the mux's timer goes on for RDS) */
+    const sharp_xds_type_t *t = type_of(s->type);
+    if (n || !t || t->wildcard || t->absent_ends_fetch) fetch_done(s);
     return rc;
 }
 
@@ -732,9 +762,12 @@ static void grpc_on_failure(void *ud, sharp_xds_fail_t why, const char *detail, 
         sharp_counter_inc(sh, s->st.update_failure);
         break;
     case SHARP_XDS_FAIL_TIMEOUT:
+        /* Envoy: the subscriber goes on with what it has (a warming EDS
+         * cluster becomes active without endpoints, a warming listener
+         * without its routes) */
         sharp_counter_inc(sh, s->st.update_attempt);
         sharp_counter_inc(sh, s->st.init_fetch_timeout);
-        init_done(s);
+        fetch_done(s);
         break;
     case SHARP_XDS_FAIL_REJECTED:
         sharp_counter_inc(sh, s->st.update_attempt);
@@ -749,7 +782,7 @@ static void grpc_on_failure(void *ud, sharp_xds_fail_t why, const char *detail, 
             x->cds_error_us = sharp_wall_us();
             x->cds_error_version = sharp_strdup(version ? version : "");
         }
-        init_done(s);
+        fetch_done(s);
         break;
     }
 }
@@ -827,10 +860,10 @@ static sub_t *grpc_sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *typ
     if (cached) {
         char why[1024];
         ProtobufCMessage *one[1] = {cached};
-        if (sub_apply(s, one, 1, version, why, sizeof why) < 0)
+        if (sub_apply(s, one, 1, version, NULL, why, sizeof why) < 0)
             sharp_log_warn("%s: %s '%s' held by the stream is refused: %s", field, t->kind, name, why);
         if (one[0]) protobuf_c_message_free_unpacked(one[0], NULL);
-        init_done(s);
+        fetch_done(s); /* nobody waits for it yet */
     }
     return s;
 }
@@ -974,6 +1007,7 @@ void sharp_xds_free(sharp_xds_t *x)
     free(x->clients);
     if (x->node) protobuf_c_message_free_unpacked(&x->node->base, NULL);
     cds_errors_clear(x);
+    free(x->cds_version);
     free(x);
 }
 
@@ -1033,10 +1067,12 @@ static bool same_message(const ProtobufCMessage *a, const ProtobufCMessage *b)
     return same;
 }
 
-static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
+static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                      size_t errlen)
 {
+    (void)refused;
     rds_t *r = ud;
-    sharp_xds_t *x = r->sub->x;
+    sharp_xds_t *x = r->x; /* r->sub is not set yet when the stream already had it */
     ProtobufCMessage *found = NULL;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1080,6 +1116,19 @@ static int rds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     return 0;
 }
 
+/* A route configuration's initial fetch is over: listeners warming on it
+ * may be ready. */
+static void rds_fetched(void *arg)
+{
+    sharp_xds_t *x = arg;
+    if (x->lds) sharp_lds_routes_ready(x->lds);
+}
+
+bool sharp_xds_rds_fetched(const sharp_xds_t *x, int32_t index)
+{
+    return !x || index < 0 || (uint32_t)index >= x->nrds || x->rds[index]->sub->fetched;
+}
+
 int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, const char *stat_prefix,
                             const char *field, char *err, size_t errlen)
 {
@@ -1104,6 +1153,7 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
     for (uint32_t i = 0; i < x->nrds; i++)
         if (!strcmp(x->rds[i]->name, rds->route_config_name) && !strcmp(x->rds[i]->path, path)) return (int)i;
     rds_t *r = sharp_calloc(1, sizeof *r);
+    r->x = x;
     r->name = sharp_strdup(rds->route_config_name);
     r->path = sharp_strdup(path);
     char prefix[1024];
@@ -1121,6 +1171,8 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
         free(r);
         return -1;
     }
+    r->sub->on_fetched = rds_fetched;
+    r->sub->fetched_arg = x;
     x->rds = sharp_realloc(x->rds, (x->nrds + 1) * sizeof *x->rds);
     x->rds[x->nrds++] = r;
     if (grpc) return (int)(x->nrds - 1); /* the stream brings it */
@@ -1134,8 +1186,10 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
 
 /* ---- EDS ---- */
 
-static int eds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
+static int eds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                      size_t errlen)
 {
+    (void)refused;
     sharp_xds_eds_t *e = ud;
     sharp_cluster_t *c = e->c;
     sharp_stats_shard_t *sh = shard0(e->x);
@@ -1340,11 +1394,35 @@ static void on_warm_dns(void *arg)
     warm_hc(arg);
 }
 
-/* Warming, first step: a DNS cluster's first resolution (unless
- * wait_for_warm_on_init is false), as Envoy's cluster initialization. */
+static void on_warm_eds(void *arg)
+{
+    warm_t *w = arg;
+    w->eds_wait = false;
+    w->d.c->eds->sub->on_fetched = NULL;
+    warm_hc(w);
+}
+
+/* Whether an EDS cluster still waits for its first ClusterLoadAssignment
+ * (a gRPC subscription whose stream did not have it yet). */
+static bool eds_pending(const sharp_cluster_t *c)
+{
+    return c->eds && c->eds->sub && !c->eds->sub->fetched;
+}
+
+/* Warming, first step (Envoy's cluster pre-initialization): an EDS
+ * cluster's first ClusterLoadAssignment, an empty or rejected update or
+ * its subscription's initial_fetch_timeout (EdsClusterImpl goes on
+ * without endpoints then), or a DNS cluster's first resolution (unless
+ * wait_for_warm_on_init is false). */
 static void warm_begin(warm_t *w)
 {
     sharp_cluster_t *c = w->d.c;
+    if (eds_pending(c)) {
+        w->eds_wait = true;
+        c->eds->sub->on_fetched = on_warm_eds;
+        c->eds->sub->fetched_arg = w;
+        return;
+    }
     if (c->dns) {
         char err[512];
         bool wait = c->dns->wait_for_warm;
@@ -1369,22 +1447,26 @@ void sharp_xds_checks_started(sharp_xds_t *x)
     }
 }
 
-/* Envoy's CDS: every cluster of the update is kept (the same resource),
- * added or modified; one the update no longer names is removed. A new
- * version of a cluster that needs warming (a DNS cluster's first
- * resolution, active health checks' first round) is not used until it is
- * warm: the version it replaces stays in use meanwhile. All or nothing: every
- * cluster is tried, so that a rejection names each bad one (Envoy's
- * CdsApiHelper), and the update is applied only when all are good. */
-static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err, size_t errlen)
+/* Envoy's CDS (CdsApiImpl, CdsApiHelper, ClusterManagerImpl): every
+ * cluster of the update is kept (the same resource), added or modified;
+ * one the update no longer names is removed. A new version of a cluster
+ * that needs warming (an EDS cluster's first endpoints, a DNS cluster's
+ * first resolution, active health checks' first round) is not used until
+ * it is warm: the version it replaces stays in use meanwhile. A cluster
+ * that cannot be built (or a duplicate name, or a static cluster's) is
+ * refused and its previous version, active or warming, stays; the others
+ * are applied, and the update is rejected naming each refused one
+ * ("Error adding/updating cluster(s) a: why, b: why"). */
+static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                      size_t errlen)
 {
     sharp_xds_t *x = ud;
     sharp_stats_shard_t *sh = shard0(x);
     /* the active set after the update; `fresh` entries are built by it,
      * the others moved from the current set */
-    dyn_cluster_t *next = sharp_calloc(n ? n : 1, sizeof *next);
-    bool *fresh = sharp_calloc(n ? n : 1, sizeof *fresh);
-    int *from = sharp_calloc(n ? n : 1, sizeof *from); /* resource index of a fresh entry */
+    dyn_cluster_t *next = sharp_calloc(n + x->nclusters + 1, sizeof *next);
+    bool *fresh = sharp_calloc(n + x->nclusters + 1, sizeof *fresh);
+    int *from = sharp_calloc(n + x->nclusters + 1, sizeof *from); /* resource index of a fresh entry */
     uint32_t nnext = 0;
     bool *moved = sharp_calloc(x->nclusters ? x->nclusters : 1, sizeof *moved);
     warm_t **neww = sharp_calloc(n ? n : 1, sizeof *neww);
@@ -1417,21 +1499,28 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         if (!pb->name[0]) {
             snprintf(why, sizeof why, "%s.name: a cluster needs a name", where);
             cds_error_add(x, &errs, where, why);
+            if (refused) refused[i] = true;
             continue;
         }
         bool dup = false;
         for (size_t k = 0; k < i && !dup; k++)
             if (!strcmp(names[k], pb->name)) {
-                snprintf(why, sizeof why, "%s: duplicate cluster '%s' (resources[%zu] has it too)", where, pb->name,
-                         k);
+                /* Envoy's CdsApiHelper: the first one stays applied */
+                snprintf(why, sizeof why, "duplicate cluster %s found", pb->name);
                 cds_error_add(x, &errs, pb->name, why);
                 dup = true;
             }
-        if (dup) continue;
+        if (dup) {
+            if (refused) refused[i] = true;
+            continue;
+        }
         if (is_static(x, pb->name)) {
+            /* Envoy skips it silently (a static cluster blocks updates);
+             * SHARP refuses rather than ignore a cluster */
             snprintf(why, sizeof why, "%s: cluster '%s' is a static cluster, which CDS cannot update", where,
                      pb->name);
             cds_error_add(x, &errs, pb->name, why);
+            if (refused) refused[i] = true;
             continue;
         }
         size_t len = protobuf_c_message_get_packed_size(res[i]);
@@ -1461,14 +1550,21 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         sharp_cluster_t *c = sharp_config_build_cluster(x->srv, &pb->base, x->next_cluster_index + built,
                                                         x->cds->path, where, why, sizeof why);
         if (!c) {
+            /* refused: what it has of this name stays, active or warming */
             free(packed);
             cds_error_add(x, &errs, pb->name, why);
+            if (refused) refused[i] = true;
+            if (w) keepw[nkeepw++] = w;
+            if (a >= 0) {
+                next[nnext++] = x->clusters[a];
+                moved[a] = true;
+            }
             continue;
         }
         built++;
         dyn_cluster_t d = {.c = c, .pb = res[i], .packed = packed, .len = len, .version = sharp_strdup(version),
                            .last_updated_us = now};
-        if (x->loop && (c->dns || c->health_check)) {
+        if (x->loop && (c->dns || c->health_check || eds_pending(c))) {
             /* warms first; the version it replaces stays in use meanwhile */
             warm_t *nw = sharp_calloc(1, sizeof *nw);
             nw->x = x;
@@ -1492,13 +1588,13 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         x->cds_error_us = now;
         free(x->cds_error_version);
         x->cds_error_version = sharp_strdup(version);
-        goto bad;
     }
-    /* accepted: the resources of new versions are kept for /config_dump */
+    /* the resources of new versions are kept for /config_dump */
     for (uint32_t k = 0; k < nnext; k++)
         if (fresh[k]) res[from[k]] = NULL;
     for (uint32_t k = 0; k < nneww; k++) res[wfrom[k]] = NULL;
     /* warming versions the update replaced or removed stop */
+    uint32_t cancelled = 0;
     warm_t **wp = &x->warming;
     while (*wp) {
         warm_t *w = *wp;
@@ -1509,6 +1605,11 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
             continue;
         }
         *wp = w->next;
+        bool gone = true;
+        for (size_t i = 0; i < n && gone; i++) gone = strcmp(names[i], w->d.c->name) != 0;
+        bool active = false;
+        for (uint32_t k = 0; k < x->nclusters && !active; k++) active = !strcmp(x->clusters[k].c->name, w->d.c->name);
+        cancelled += gone && !active; /* a name that was only warming is removed */
         sharp_log_info("CDS: warming cluster '%s' %s", w->d.c->name, "replaced or removed before it warmed");
         warm_free(w);
     }
@@ -1525,6 +1626,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         sharp_log_info("CDS: cluster '%s' %s", o->c->name, gone ? "removed" : "modified");
         cluster_leaves(x, o);
     }
+    removed += cancelled;
     free(x->clusters);
     for (uint32_t k = 0; k < nnext; k++) {
         if (!fresh[k]) continue;
@@ -1546,21 +1648,30 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         w->next = x->warming;
         x->warming = w;
         sharp_log_info("CDS: cluster '%s' warming (its first %s)", w->d.c->name,
-                       w->d.c->dns ? "DNS resolution" : "round of health checks");
+                       eds_pending(w->d.c) ? "ClusterLoadAssignment"
+                       : w->d.c->dns       ? "DNS resolution"
+                                           : "round of health checks");
     }
     sharp_counter_add(sh, x->st.cluster_added, added);
     sharp_counter_add(sh, x->st.cluster_modified, modified);
     sharp_counter_add(sh, x->st.cluster_removed, removed);
     sharp_info(config,
-               "cds: added/updated %u cluster(s), skipped %u unmodified cluster(s); removed %u; %u warming "
-               "(version '%s')",
-               added + modified, kept, removed, nneww, version);
+               "cds: added/updated %u cluster(s), skipped %u unmodified cluster(s); removed %u; %u warming; "
+               "%u refused (version '%s')",
+               added + modified, kept, removed, nneww, x->ncds_errors, version);
+    /* Envoy's system_version_info_: the version of an update that applied
+     * something, even if it refused some clusters */
+    if (added || modified || removed) {
+        free(x->cds_version);
+        x->cds_version = sharp_strdup(version);
+    }
     free(fresh);
     free(from);
     free(moved);
     free(wfrom);
     free(keepw);
     free(names);
+    bool rejected = errs.len > 0;
     sharp_sbuf_free(&errs);
     warming_gauge(x);
     /* nothing changed (a state-of-the-world push of other resources): the
@@ -1569,30 +1680,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     /* now that the update is in place: warming may end at once */
     for (uint32_t k = 0; k < nneww; k++) warm_begin(neww[k]);
     free(neww);
-    return 0;
-bad:
-    for (uint32_t k = 0; k < nnext; k++) {
-        if (!fresh[k]) continue;
-        sharp_xds_eds_free(next[k].c->eds);
-        next[k].c->eds = NULL;
-        sharp_cluster_unref(next[k].c);
-        free(next[k].packed);
-        free(next[k].version);
-    }
-    for (uint32_t k = 0; k < nneww; k++) {
-        neww[k]->d.pb = NULL; /* still the resource's */
-        warm_free(neww[k]);
-    }
-    sharp_sbuf_free(&errs);
-    free(next);
-    free(fresh);
-    free(from);
-    free(moved);
-    free(neww);
-    free(wfrom);
-    free(keepw);
-    free(names);
-    return -1;
+    return rejected ? -1 : 0;
 }
 
 int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
@@ -1675,6 +1763,13 @@ size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t *
     return x->nclusters;
 }
 
+bool sharp_xds_cluster_warming(const sharp_xds_t *x, const char *name)
+{
+    for (const warm_t *w = x ? x->warming : NULL; w; w = w->next)
+        if (!strcmp(w->d.c->name, name)) return true;
+    return false;
+}
+
 size_t sharp_xds_warming_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out)
 {
     *out = NULL;
@@ -1706,5 +1801,5 @@ size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **o
 
 const char *sharp_xds_cds_version(const sharp_xds_t *x)
 {
-    return x && x->cds && x->cds->version ? x->cds->version : "";
+    return x && x->cds_version ? x->cds_version : "";
 }

@@ -8,10 +8,10 @@
  * (xds/mux.h: ADS, or a ConfigSource's own api_config_source stream, state
  * of the world or incremental); both feed the same entry point,
  * sharp_xds_watcher_t.on_update, which applies all the resources or none
- * and says why (Envoy's update_rejected, the NACK of a gRPC stream); LDS,
- * as Envoy's, applies the listeners it can and rejects the update naming
- * the others. A watcher may take a resource it keeps (setting its slot to
- * NULL).
+ * and says why (Envoy's update_rejected, the NACK of a gRPC stream); CDS
+ * and LDS, as Envoy's, apply the clusters and listeners they can and
+ * reject the update naming the others. A watcher may take a resource it
+ * keeps (setting its slot to NULL).
  *
  * A file is read when the subscription is made (the configuration is
  * refused if it cannot be); a gRPC subscription waits for its stream, and
@@ -40,11 +40,15 @@ struct sharp_cluster;
 struct sharp_sbuf;
 
 /* What a subscription's transport calls with each response. Returns 0, or
- * -1 with the reason in err (the whole update is rejected and the previous
- * resources stay). */
+ * -1 with the reason in err (the update is rejected: NACKed, counted as
+ * update_rejected). EDS and RDS apply all or nothing; CDS and LDS, as
+ * Envoy's CdsApiHelper and LdsApiImpl, apply the resources they can and
+ * reject the update naming the others, whose previous versions stay: they
+ * set refused[i] for each resource i they refused (refused is NULL when
+ * the caller does not need to know, else n entries the caller zeroed). */
 typedef struct sharp_xds_watcher {
-    int (*on_update)(void *ud, ProtobufCMessage **resources, size_t n, const char *version, char *err,
-                     size_t errlen);
+    int (*on_update)(void *ud, ProtobufCMessage **resources, size_t n, const char *version, bool *refused,
+                     char *err, size_t errlen);
     void *ud;
 } sharp_xds_watcher_t;
 
@@ -94,6 +98,11 @@ int sharp_xds_config_source_path(const ProtobufCMessage *config_source, const ch
  * -1 with err. One subscription per source and route name, shared. */
 int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds, const char *stat_prefix, const char *field,
                             char *err, size_t errlen);
+/* Whether the route configuration of sharp_xds_rds_subscribe's index has
+ * had its initial fetch (an update, accepted or not, or its
+ * initial_fetch_timeout; a file: at once). A listener from LDS warms until
+ * then (xds/lds.h). */
+bool sharp_xds_rds_fetched(const sharp_xds_t *x, int32_t index);
 /* CDS: dynamic_resources.cds_config. Reads a file now (its clusters are
  * in the first snapshot). */
 int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,
@@ -140,6 +149,10 @@ typedef struct sharp_xds_dump_entry {
 } sharp_xds_dump_entry_t;
 size_t sharp_xds_dynamic_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
 size_t sharp_xds_dynamic_routes(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
+/* Whether CDS has a cluster of that name warming (not in the snapshots
+ * yet): a listener's routes may name it, as Envoy's validate_clusters
+ * looks at active and warming clusters. */
+bool sharp_xds_cluster_warming(const sharp_xds_t *x, const char *name);
 /* ClustersConfigDump.dynamic_warming_clusters: CDS clusters not used yet. */
 size_t sharp_xds_warming_clusters(const sharp_xds_t *x, sharp_xds_dump_entry_t **out);
 /* The server's health checks started (after the first DNS resolutions):

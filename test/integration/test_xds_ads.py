@@ -283,13 +283,17 @@ def test_invalid_resources_are_nacked_by_name_and_a_good_push_recovers(env, mode
     assert "connect_timeout" in c1["error_state"]["details"] and c1["error_state"]["version_info"] == "2"
     assert "last_update_attempt" in c1["error_state"]
     assert "cds update (version '2', nonce '%s') rejected" % rejected["nonce"] in s.output()
-    # a good push: ACKed with its version, the error state gone
+    # a good push: ACKed with its version, the error state gone (c3 is
+    # active once its endpoints came: a new EDS cluster warms until then)
+    cp.set(EDS, [cla("c3", ups[1].port)])
     cp.set(CDS, [eds_cluster("c1", timeout="2s"), eds_cluster("c3")], replace=True)
     wait_acked(cp, CDS, 3)
     assert get(listen, "/a") == (200, "u1")  # the replaced c1 kept its endpoints
-    dump = json.loads(admin_get(admin, "/config_dump?resource=dynamic_active_clusters"))["configs"]
-    assert sorted(c["cluster"]["name"] for c in dump) == ["c1", "c3"]
-    assert all("error_state" not in c for c in dump)
+
+    def active():
+        return json.loads(admin_get(admin, "/config_dump?resource=dynamic_active_clusters"))["configs"]
+    wait_for(lambda: sorted(c["cluster"]["name"] for c in active()) == ["c1", "c3"], 10, "c3 warmed")
+    assert all("error_state" not in c for c in active())
     # an endpoint the support table refuses, in one cluster's endpoints: NACKed by name
     bad_cla = cla("c1", ups[0].port)
     bad_cla["resource"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = "x"

@@ -343,3 +343,26 @@ def test_per_type_services(nodes, service, type_url, method):
     r = c.next("response")
     assert [x["name"] for x in r["resources"]] == [name]
     assert cp.log(direction="open")[0]["method"].endswith("/" + method)
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_hold_keeps_back_the_responses_of_a_type_until_released(nodes, delta):
+    cp = nodes(ControlPlane)
+    cp.set(EDS, [cla("x", 1001)])
+    cp.call("POST", "/hold", {"type_url": EDS})
+    c = client(nodes, cp, *(["--delta"] if delta else []))
+    c.send(op="subscribe", type_url=EDS, names=["x"])
+    c.none("response", within=0.5)
+    # a change while held is in the response made at the release
+    cp.set(EDS, [cla("x", 2002)])
+    c.none("response", within=0.3)
+    assert any(e["dir"] == "held" for e in cp.call("GET", "/log")["entries"])
+    assert cp.call("POST", "/hold", {"type_url": EDS, "hold": False}) == {"released": 1}
+    r = c.next("response")
+    assert [x["name"] for x in r["resources"]] == ["x"]
+    assert r["resources"][0]["resource"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"]["port_value"] == 2002
+    # released: responses flow again
+    cp.set(EDS, [cla("x", 3003)])
+    assert c.next("response")["resources"][0]["resource"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"]["socket_address"]["port_value"] == 3003

@@ -1,6 +1,8 @@
 /* test_listen_socket.c: a listener's sockets (listen_socket.h): one per
  * worker, each taken once; those no worker took closed on release; which
- * addresses a new listener version may take over. */
+ * addresses a new listener version may take over; a warming listener's
+ * sockets bound (the port is taken) but refusing connections until they
+ * listen. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -72,6 +74,45 @@ static void test_bind_failure(void **state)
     close(other);
 }
 
+/* Whether a TCP connection to the port is refused (nothing listens). */
+static bool connect_refused(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int rc = connect(fd, (struct sockaddr *)&sin, sizeof sin);
+    int e = errno;
+    close(fd);
+    return rc < 0 && e == ECONNREFUSED;
+}
+
+static void test_bound_then_listening(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    addr("127.0.0.1", 0, &ss, &len);
+    char err[256];
+    /* the port: one bound socket's, reused by the listener's (SO_REUSEPORT) */
+    int probe = sharp_bind_socket((struct sockaddr *)&ss, len, 0, "probe", err, sizeof err);
+    assert_true(probe >= 0);
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    getsockname(probe, (struct sockaddr *)&sin, &sl);
+    unsigned port = ntohs(sin.sin_port);
+    addr("127.0.0.1", port, &ss, &len);
+    sharp_lsock_t *s = sharp_lsock_bind(&ss, len, 0, "warming", 2, err, sizeof err);
+    assert_non_null(s);
+    close(probe);
+    assert_false(s->listening);
+    assert_true(connect_refused(port)); /* bound only: refused */
+    assert_int_equal(sharp_lsock_listen(s, err, sizeof err), 0);
+    assert_true(s->listening);
+    assert_false(connect_refused(port));
+    assert_int_equal(sharp_lsock_listen(s, err, sizeof err), 0); /* once is enough */
+    sharp_lsock_unref(s);
+    assert_true(connect_refused(port));
+}
+
 static void test_compatible_addresses(void **state)
 {
     (void)state;
@@ -114,6 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_socket_per_worker_taken_once),
         cmocka_unit_test(test_bind_failure),
+        cmocka_unit_test(test_bound_then_listening),
         cmocka_unit_test(test_compatible_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

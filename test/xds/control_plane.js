@@ -28,6 +28,10 @@
 //   POST /refuse {ms}    answer new streams with UNAVAILABLE for ms
 //   POST /stop, /start   stop listening (closing connections), listen again
 //   POST /delay {ms}     wait ms before each response
+//   POST /hold {type_url, hold: bool=true}
+//                        hold back every response of the type (to every
+//                        stream) until released; a held response is made
+//                        when it is released, from the state then
 //
 // Protocol (Envoy's "xDS REST and gRPC protocol"): each type on a stream has
 // its own version and nonce. State of the world: a response carries the
@@ -70,6 +74,7 @@ const log = [];
 let nextStreamId = 1;
 let nonceCounter = 0;
 let delayMs = 0;
+const held = new Map(); // type_url -> Set of stream ids with a response held back
 let refuseUntil = 0;
 let server = null;
 
@@ -93,7 +98,16 @@ function send(stream, msg, entry) {
     if (delayMs > 0) setTimeout(go, delayMs); else go();
 }
 
+// Whether the type's responses are held back (remembering the stream).
+function holding(stream, typeUrl) {
+    if (!held.has(typeUrl)) return false;
+    held.get(typeUrl).add(stream.id);
+    record({ stream: stream.id, dir: 'held', type_url: typeUrl });
+    return true;
+}
+
 function sendSotw(stream, typeUrl) {
+    if (holding(stream, typeUrl)) return;
     const sub = stream.subs.get(typeUrl);
     const st = typeState(typeUrl);
     const names = sub.wildcard ? [...st.resources.keys()] : [...sub.names].filter((n) => st.resources.has(n));
@@ -109,6 +123,7 @@ function sendSotw(stream, typeUrl) {
 
 // Sends what the delta client lacks for this type; nothing if it is current.
 function sendDelta(stream, typeUrl) {
+    if (holding(stream, typeUrl)) return;
     const sub = stream.subs.get(typeUrl);
     const st = typeState(typeUrl);
     const inScope = (n) => sub.wildcard || sub.names.has(n);
@@ -187,7 +202,9 @@ function onSotwRequest(stream, req) {
         sendSotw(stream, typeUrl); // first request of the type, with or without a version
         return;
     }
-    if (req.response_nonce !== sub.nonce) return; // stale: answered by a newer response already
+    // stale: answered by a newer response already (before any response,
+    // while the type is held, nothing is)
+    if (sub.nonce !== null && req.response_nonce !== sub.nonce) return;
     const same = names.size === sub.names.size && [...names].every((n) => sub.names.has(n));
     if (same && wildcard === sub.wildcard) return; // ACK or NACK
     sub.names = names;
@@ -351,6 +368,21 @@ async function control(req, body) {
     }
     case 'POST /refuse': refuseUntil = Date.now() + Number(body.ms || 0); return {};
     case 'POST /delay': delayMs = Number(body.ms || 0); return {};
+    case 'POST /hold': {
+        if (!body.type_url) throw new Error('type_url required');
+        if (body.hold !== false) {
+            if (!held.has(body.type_url)) held.set(body.type_url, new Set());
+            return {};
+        }
+        const waiting = held.get(body.type_url) || new Set();
+        held.delete(body.type_url);
+        for (const id of waiting) {
+            const stream = streams.get(id);
+            if (!stream || !stream.subs.has(body.type_url)) continue;
+            if (stream.delta) sendDelta(stream, body.type_url); else sendSotw(stream, body.type_url);
+        }
+        return { released: waiting.size };
+    }
     case 'POST /stop': stop(); return {};
     case 'POST /start': if (!server) await start(); return {};
     default: { const e = new Error(`no such control: ${route}`); e.status = 404; throw e; }
