@@ -366,8 +366,8 @@ static void use(sharp_sds_t *sds, provider_t *p)
     sds->used[sds->nused++] = p;
 }
 
-static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err,
-                          size_t errlen);
+static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
+                          char *err, size_t errlen);
 
 /* A secret from an SDS server (Envoy's SdsApi over a gRPC subscription):
  * one provider per name, kind and ConfigSource. Until the server sends it
@@ -610,9 +610,10 @@ static void watch_files(provider_t *p);
  * one secret named, of its kind (Envoy's SdsApi checks), then as a file's
  * update: the same secret changes nothing, another rebuilds every context
  * using it, all or none. -1 NACKs it, the previous secret stays. */
-static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, char *err,
-                          size_t errlen)
+static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
+                          char *err, size_t errlen)
 {
+    (void)refused; /* all or nothing: one secret */
     provider_t *p = ud;
     if (n == 0) {
         snprintf(err, errlen, "Missing SDS resources for %s in onConfigUpdate()", p->name);

@@ -92,7 +92,10 @@ const sharp_xds_type_t sharp_xds_type_sds = {
     TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
     &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, "secret", "sds",
     "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
-    "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets", 4, false, secret_name};
+    "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets", 4, false, secret_name,
+    /* Envoy's SdsApi refuses an update without its secret, which ends the
+     * initial fetch (onConfigUpdateFailed readies its init target) */
+    true};
 
 static const sharp_xds_type_t *const all_types[SHARP_XDS_NTYPES] = {
     &sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds, &sharp_xds_type_rds, &sharp_xds_type_sds};
