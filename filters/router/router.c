@@ -189,6 +189,14 @@ static void timer_free(router_timer_t **slot)
 /* Ends the current try: withdraws or unbinds its upstream request (a
  * connection whose response was not complete is closed), gives back its
  * request and retry slots. */
+/* The try's latency: to the response headers, or to a timeout or the
+ * stream's end before them (`answered` false; the time waited, a lower
+ * bound, so a host that hangs shows in the latency monitor's percentile). */
+static void record_latency(router_state_t *rs, uint64_t now, bool answered)
+{
+    sharp_outlier_put_latency(rs->cluster, rs->host, (now - rs->upstream_start_ns) / 1000, answered);
+}
+
 static void release_upstream(router_state_t *rs)
 {
     sharp_deadline_stop(&rs->try_timer);
@@ -427,7 +435,10 @@ static void on_timeout(sharp_deadline_t *d)
     if (rs->upstream_active) {
         atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
         /* as Envoy: only a try still waiting for its response headers */
-        if (!rs->response_headers) sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
+        if (!rs->response_headers) {
+            record_latency(rs, sharp_now_ns(), false);
+            sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
+        }
     }
     if (!rs->response_headers) {
         if (rs->upstream_active) charge_local_upstream_code(rs, 504);
@@ -459,6 +470,7 @@ static void on_per_try_timeout(sharp_deadline_t *d)
                 rs->f->stream->id, (unsigned long long)rs->per_try_timeout_ms, rs->host->address);
     sharp_counter_inc(shard(rs), rs->cluster->st.upstream_rq_per_try_timeout);
     atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
+    record_latency(rs, sharp_now_ns(), false);
     sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
     charge_local_upstream_code(rs, 504);
     if (should_retry(rs, failure_retriable(rs, FAIL_TIMEOUT)) == RETRY_YES) {
@@ -1203,6 +1215,8 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
         rs->grpc_result_deferred = true;
     else
         atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
+    /* before the result: a half-open probe answering too slowly fails */
+    record_latency(rs, now, true);
     sharp_outlier_put_http(rs->cluster, rs->host, has_gs ? sharp_grpc_status_to_http(gs) : code);
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
@@ -1334,6 +1348,8 @@ static void router_on_destroy(sharp_filter_t *f)
     if (!rs->f) return; /* never started */
     if ((rs->upstream_active || rs->backing_off) && !rs->response_done && rs->cluster)
         sharp_counter_inc(shard(rs), rs->cluster->st.rq_tx_reset);
+    /* a try abandoned while waiting for its answer: the time it waited */
+    if (rs->upstream_active && !rs->response_headers) record_latency(rs, sharp_now_ns(), false);
     rs->backing_off = false;
     release_upstream(rs);
     /* shadows still waiting for the rest of the request go with it */
