@@ -42,6 +42,7 @@
 #include "http/stream.h"
 #include "log.h"
 #include "tls/conn.h"
+#include "upstream/diagnosis.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
@@ -191,10 +192,13 @@ static void timer_free(router_timer_t **slot)
  * request and retry slots. */
 /* The try's latency: to the response headers, or to a timeout or the
  * stream's end before them (`answered` false; the time waited, a lower
- * bound, so a host that hangs shows in the latency monitor's percentile). */
-static void record_latency(router_state_t *rs, uint64_t now, bool answered)
+ * bound, so a host that hangs shows in the latency monitor's percentile).
+ * An answer also counts in the host's diagnosis, with whether it is a 5xx. */
+static void record_latency(router_state_t *rs, uint64_t now, bool answered, bool is_5xx)
 {
-    sharp_outlier_put_latency(rs->cluster, rs->host, (now - rs->upstream_start_ns) / 1000, answered);
+    uint64_t us = (now - rs->upstream_start_ns) / 1000;
+    sharp_outlier_put_latency(rs->cluster, rs->host, us, answered);
+    if (answered) sharp_diag_put_answer(&rs->host->diag, us, is_5xx);
 }
 
 static void release_upstream(router_state_t *rs)
@@ -436,7 +440,7 @@ static void on_timeout(sharp_deadline_t *d)
         atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
         /* as Envoy: only a try still waiting for its response headers */
         if (!rs->response_headers) {
-            record_latency(rs, sharp_now_ns(), false);
+            record_latency(rs, sharp_now_ns(), false, false);
             sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
         }
     }
@@ -470,7 +474,7 @@ static void on_per_try_timeout(sharp_deadline_t *d)
                 rs->f->stream->id, (unsigned long long)rs->per_try_timeout_ms, rs->host->address);
     sharp_counter_inc(shard(rs), rs->cluster->st.upstream_rq_per_try_timeout);
     atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
-    record_latency(rs, sharp_now_ns(), false);
+    record_latency(rs, sharp_now_ns(), false, false);
     sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
     charge_local_upstream_code(rs, 504);
     if (should_retry(rs, failure_retriable(rs, FAIL_TIMEOUT)) == RETRY_YES) {
@@ -1209,14 +1213,15 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     int64_t gs;
     bool has_gs = rs->grpc && sharp_grpc_response_status(NULL, h, 0, &gs);
     rs->grpc_result_deferred = false;
-    if (code >= 500 || (has_gs && end_stream && sharp_grpc_status_to_http(gs) >= 500))
+    bool is_5xx = code >= 500 || (has_gs && end_stream && sharp_grpc_status_to_http(gs) >= 500);
+    if (is_5xx)
         atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
     else if (rs->grpc && !end_stream)
         rs->grpc_result_deferred = true;
     else
         atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
     /* before the result: a half-open probe answering too slowly fails */
-    record_latency(rs, now, true);
+    record_latency(rs, now, true, is_5xx);
     sharp_outlier_put_http(rs->cluster, rs->host, has_gs ? sharp_grpc_status_to_http(gs) : code);
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
@@ -1272,6 +1277,7 @@ static void up_on_trailers(void *ctx, sharp_headers_t *t)
         rs->grpc_result_deferred = false;
         bool ok = sharp_grpc_response_status(t, NULL, 0, &gs) && sharp_grpc_status_to_http(gs) < 500;
         atomic_fetch_add_explicit(ok ? &rs->host->rq_success : &rs->host->rq_error, 1, memory_order_relaxed);
+        if (!ok) atomic_fetch_add_explicit(&rs->host->diag.resp_5xx, 1, memory_order_relaxed);
     }
     finish_response(rs, sharp_now_ns());
     sharp_stream_encode_trailers(rs->f, t);
@@ -1288,6 +1294,9 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
                     : why == SHARP_RESET_PROTOCOL_ERROR  ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR
                                                          : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_rx_reset);
+    /* the host, or its connection, cut the try (not a protocol error) */
+    if (why == SHARP_RESET_REMOTE || why == SHARP_RESET_CONNECTION_TERMINATION)
+        atomic_fetch_add_explicit(&rs->host->diag.resets, 1, memory_order_relaxed);
     if (!rs->response_headers) {
         sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
         const char *body = why == SHARP_RESET_REMOTE
@@ -1349,7 +1358,7 @@ static void router_on_destroy(sharp_filter_t *f)
     if ((rs->upstream_active || rs->backing_off) && !rs->response_done && rs->cluster)
         sharp_counter_inc(shard(rs), rs->cluster->st.rq_tx_reset);
     /* a try abandoned while waiting for its answer: the time it waited */
-    if (rs->upstream_active && !rs->response_headers) record_latency(rs, sharp_now_ns(), false);
+    if (rs->upstream_active && !rs->response_headers) record_latency(rs, sharp_now_ns(), false, false);
     rs->backing_off = false;
     release_upstream(rs);
     /* shadows still waiting for the rest of the request go with it */

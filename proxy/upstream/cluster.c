@@ -445,7 +445,10 @@ void sharp_cluster_free(sharp_cluster_t *c)
             if (!sharp_host_listed(c->hosts[i], c->all_hosts, c->nall_hosts)) free(c->hosts[i]);
         free(c->hosts);
     }
-    for (uint32_t i = 0; i < c->nall_hosts; i++) free(c->all_hosts[i]);
+    for (uint32_t i = 0; i < c->nall_hosts; i++) {
+        sharp_diag_host_destroy(c->all_hosts[i]);
+        free(c->all_hosts[i]);
+    }
     free(c->all_hosts);
     sharp_host_index_free(&c->all_index);
     sharp_dns_cluster_free(c->dns);

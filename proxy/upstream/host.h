@@ -8,6 +8,7 @@
 #include "net.h"
 #include "stats.h"
 #include "kernel/signals.h"
+#include "upstream/diagnosis.h"
 
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -57,6 +58,9 @@ typedef struct sharp_host {
     /* kernel TCP signals (kernel/kernel.h): the TCP_INFO fallback's
      * atomics, which workers add to, and the main thread's signals */
     sharp_host_kernel_t kern;
+    /* the host's diagnosis (upstream/diagnosis.h): the workers' counts of
+     * answers, latency, 5xx and resets, and the main thread's verdict */
+    sharp_host_diag_t diag;
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

@@ -26,6 +26,7 @@
 
 #include "kernel/kernel.h"
 #include "config/mapper.h"
+#include "upstream/diagnosis.h"
 
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
@@ -813,6 +814,64 @@ static void log_event(sharp_outlier_t *od, uint32_t i, bool eject_action, sharp_
     sharp_sbuf_free(&b);
 }
 
+/* What the detector saw, in a few words, for the host's diagnosis. The
+ * monitors write their own figures in oh->detail before they eject. */
+static void ejection_detail(const sharp_outlier_t *od, sharp_outlier_host_t *oh, sharp_outlier_type_t type,
+                            const sharp_outlier_config_t *cfg)
+{
+    char *d = oh->detail;
+    size_t n = sizeof oh->detail;
+    int m = type == SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN || type == SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN
+                ? SHARP_OUTLIER_LOCAL
+                : SHARP_OUTLIER_EXTERNAL;
+    switch (type) {
+    case SHARP_OUTLIER_CONSECUTIVE_5XX:
+        snprintf(d, n, "%u consecutive 5xx", cfg->consecutive_5xx);
+        break;
+    case SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE:
+        snprintf(d, n, "%u consecutive gateway errors", cfg->consecutive_gateway_failure);
+        break;
+    case SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE:
+        snprintf(d, n, "%u consecutive connect failures, timeouts or resets", cfg->consecutive_local_origin_failure);
+        break;
+    case SHARP_OUTLIER_SUCCESS_RATE:
+    case SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN:
+        snprintf(d, n, "%ssuccess rate %.1f%% vs cluster average %.1f%%", m == SHARP_OUTLIER_LOCAL ? "local-origin " : "",
+                 oh->success_rate[m] >= 0 ? oh->success_rate[m] : 0, od->sr_average[m] >= 0 ? od->sr_average[m] : 0);
+        break;
+    case SHARP_OUTLIER_FAILURE_PERCENTAGE:
+    case SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN:
+        snprintf(d, n, "%.1f%% of %srequests failed", oh->success_rate[m] >= 0 ? 100 - oh->success_rate[m] : 0,
+                 m == SHARP_OUTLIER_LOCAL ? "local-origin " : "");
+        break;
+    default: /* the monitors' own */
+        break;
+    }
+}
+
+static void diagnose_ejection(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type)
+{
+    sharp_outlier_host_t *oh = od->hosts[i];
+    sharp_diag_detector_t by;
+    switch (type) {
+    case SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE:
+    case SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN:
+    case SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN:
+        by = SHARP_DIAG_BY_LOCAL;
+        break;
+    case SHARP_OUTLIER_KERNEL:
+        by = oh->kernel_cause == SHARP_KERNEL_VERDICT_LATENCY ? SHARP_DIAG_BY_KERNEL_RTT : SHARP_DIAG_BY_KERNEL_LOSS;
+        break;
+    case SHARP_OUTLIER_LATENCY:
+        by = SHARP_DIAG_BY_LATENCY;
+        break;
+    default:
+        by = SHARP_DIAG_BY_ERRORS;
+        break;
+    }
+    sharp_diag_host_ejected(od->cluster, od->cluster->hosts[i], by, type_names[type].stat, oh->detail);
+}
+
 /* Envoy's ejectHost. `forced` is a failed half-open probe: the host already
  * failed the detector that ejected it, so the enforcing roll is skipped, but
  * max_ejection_percent still holds. Returns whether the host was ejected. */
@@ -833,8 +892,12 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
         log_event(od, i, true, type, false, now);
         return false;
     }
-    /* a forced re-ejection keeps the latency its probe must answer within */
-    if (!forced && type != SHARP_OUTLIER_LATENCY) atomic_store_explicit(&oh->probe_latency_limit_us, 0, RELAXED);
+    /* a forced re-ejection keeps the figures of the ejection it repeats,
+     * and the latency its probe must answer within */
+    if (!forced) {
+        ejection_detail(od, oh, type, cfg);
+        if (type != SHARP_OUTLIER_LATENCY) atomic_store_explicit(&oh->probe_latency_limit_us, 0, RELAXED);
+    }
     od->ejections_active++;
     oh->num_ejections++;
     count(od, od->st.enforced_total);
@@ -850,6 +913,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
         cfg->max_ejection_time_ms + cfg->base_ejection_time_ms)
         oh->backoff++;
     log_event(od, i, true, type, true, now);
+    diagnose_ejection(od, i, type);
     sharp_log_info("outlier detection: cluster '%s' host %s ejected (%s) for %llu ms",
                    od->cluster->name, h->address, type_names[type].stat,
                    (unsigned long long)sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms));
@@ -870,6 +934,7 @@ static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_br
     atomic_store_explicit(&oh->consecutive_local_origin_failure, 0, RELAXED);
     oh->last_unejection_ms = now;
     oh->unejected = true;
+    sharp_diag_host_unejected(h);
     /* Budget, then state, then the flag: a balancer that sees the flag
      * cleared sees the breaker it may use. */
     atomic_store_explicit(&h->probe_budget, SHARP_OUTLIER_HALF_OPEN_PROBES, memory_order_release);
@@ -1038,6 +1103,13 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
 
 /* ---- SHARP's kernel monitor ---- */
 
+/* Microseconds as milliseconds, three significant digits. */
+static void put_ms(char *out, size_t n, double us)
+{
+    double ms = us / 1000;
+    snprintf(out, n, ms < 10 ? "%.2f ms" : ms < 100 ? "%.1f ms" : "%.0f ms", ms);
+}
+
 sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
                                                     const sharp_tcp_signals_t *s, double rate_median,
                                                     uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts)
@@ -1117,6 +1189,15 @@ void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms)
             sharp_log_info("outlier detection: cluster '%s' host %s: %s, RTT %.0f us (cluster median %.0f us) "
                            "for %u intervals",
                            c->name, h->address, verdict_name(v), s->rtt_us, rtt_median, k->consecutive_intervals);
+        if (v == SHARP_KERNEL_VERDICT_LOSS) {
+            snprintf(oh->detail, sizeof oh->detail, "retransmits %.1f%% vs cluster median %.1f%%",
+                     100 * s->retrans_rate, 100 * (rate_median > 0 ? rate_median : 0));
+        } else {
+            char r[32], m[32];
+            put_ms(r, sizeof r, s->rtt_us);
+            put_ms(m, sizeof m, rtt_median);
+            snprintf(oh->detail, sizeof oh->detail, "RTT %s vs cluster median %s", r, m);
+        }
         count(od, od->st.detected[SHARP_OUTLIER_KERNEL]);
         eject(od, i, SHARP_OUTLIER_KERNEL, now_ms, false);
         any = true;
@@ -1125,13 +1206,6 @@ void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms)
 }
 
 /* ---- SHARP's latency monitor ---- */
-
-/* Microseconds as milliseconds, three significant digits. */
-static void put_ms(char *out, size_t n, double us)
-{
-    double ms = us / 1000;
-    snprintf(out, n, ms < 10 ? "%.2f ms" : ms < 100 ? "%.1f ms" : "%.0f ms", ms);
-}
 
 void sharp_outlier_latency_interval(sharp_outlier_t *od, uint64_t now_ms)
 {
@@ -1170,6 +1244,7 @@ void sharp_outlier_latency_interval(sharp_outlier_t *od, uint64_t now_ms)
         char p[32], m[32];
         put_ms(p, sizeof p, oh->latency_pct_us);
         put_ms(m, sizeof m, od->latency_median_us);
+        snprintf(oh->detail, sizeof oh->detail, "p%g %s vs cluster median %s", l->percentile, p, m);
         sharp_log_info("outlier detection: cluster '%s' host %s: latency, p%g %s (cluster median %s) for %u intervals",
                        c->name, h->address, l->percentile, p, m, l->consecutive_intervals);
         /* its half-open probe must answer within the threshold it crossed */

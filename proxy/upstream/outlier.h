@@ -154,6 +154,8 @@ typedef struct sharp_outlier_host {
     uint32_t latency_streak;
     double latency_pct_us;
     _Atomic uint64_t probe_latency_limit_us;
+    /* the ejecting detector's figures, for the host's diagnosis */
+    char detail[128];
 } sharp_outlier_host_t;
 
 typedef struct sharp_outlier {

@@ -60,6 +60,7 @@ static fixture_t *setup(uint32_t n, const sharp_outlier_config_t *cfg)
 
 static void teardown(fixture_t *f)
 {
+    for (uint32_t i = 0; i < MAXH; i++) sharp_diag_host_destroy(&f->h[i]);
     sharp_outlier_free(f->od);
     sharp_stats_destroy(f->stats);
     free(f);
@@ -1378,6 +1379,11 @@ static void test_latency_ejects_slow_host(void **state)
     assert_int_equal(counter(f, "ejections_enforced_total"), 1);
     assert_int_equal(gauge(f, "ejections_active"), 1);
     assert_int_equal(f->od->hosts[2]->type, SHARP_OUTLIER_LATENCY);
+    /* the diagnosis names the host and the figures */
+    const char *d = sharp_diag_host_text(&f->h[2]);
+    assert_non_null(strstr(d, "latency: 10.0.0.3:80 slow (p95 "));
+    assert_non_null(strstr(d, "vs cluster median 1"));
+    assert_string_equal(sharp_diag_host_text(&f->h[0]), "");
     /* ejected, it is neither judged nor part of the median; its half-open
      * probe after base_ejection_time must answer within 3 x the median */
     assert_true(atomic_load(&f->od->hosts[2]->probe_latency_limit_us) >= 30000);
@@ -1478,6 +1484,7 @@ static void test_latency_machinery_limits(void **state)
     assert_false(ejected(f, 2));
     assert_int_equal(counter(f, "ejections_detected_latency"), 1);
     assert_int_equal(counter(f, "ejections_overflow"), 1);
+    assert_string_equal(sharp_diag_host_text(&f->h[2]), "");
     teardown(f);
     /* enforcing 0: detected, not ejected */
     cfg = latency_cfg();
