@@ -113,6 +113,9 @@ typedef struct router_state {
      * the transport failure reason of a failed connect */
     sharp_tls_conn_t *upstream_tls;
     char *failure_reason;
+    /* the last try's host's diagnosis (%UPSTREAM_HOST_DIAGNOSIS%), a
+     * reference taken when the try starts and renewed when it ends */
+    sharp_diag_text_t *host_diag;
     sharp_shadow_t **shadows;  /* one slot per mirror policy; set while that shadow streams the body */
     uint32_t nshadows;
 } router_state_t;
@@ -190,6 +193,17 @@ static void timer_free(router_timer_t **slot)
 /* Ends the current try: withdraws or unbinds its upstream request (a
  * connection whose response was not complete is closed), gives back its
  * request and retry slots. */
+/* The try's host's diagnosis as it is now, for the access log. Costs one
+ * atomic load when the host has none. */
+static void capture_diagnosis(router_state_t *rs)
+{
+    sharp_diag_text_t *t = sharp_diag_text_get(rs->host);
+    if (!t && !rs->host_diag) return;
+    sharp_diag_text_put(rs->host_diag);
+    rs->host_diag = t;
+    rs->f->stream->info.upstream_host_diagnosis = t ? t->s : NULL;
+}
+
 /* The try's latency: to the response headers, or to a timeout or the
  * stream's end before them (`answered` false; the time waited, a lower
  * bound, so a host that hangs shows in the latency monitor's percentile).
@@ -210,6 +224,7 @@ static void release_upstream(router_state_t *rs)
         sharp_cluster_retry_release(rs->cluster, rs->priority);
     }
     if (!rs->upstream_active) return;
+    capture_diagnosis(rs);
     rs->upstream_active = false;
     rs->bound = false;
     sharp_pool_cancel(&rs->ureq);
@@ -229,6 +244,9 @@ static void clear_upstream_info(router_state_t *rs)
     sharp_stream_info_t *si = &rs->f->stream->info;
     si->upstream_tls = NULL;
     si->upstream_transport_failure_reason = NULL;
+    si->upstream_host_diagnosis = NULL;
+    sharp_diag_text_put(rs->host_diag);
+    rs->host_diag = NULL;
     if (rs->upstream_tls) {
         sharp_tls_conn_free(rs->upstream_tls);
         rs->upstream_tls = NULL;
@@ -771,6 +789,7 @@ static void start_try(router_state_t *rs)
     }
     rs->host = host;
     clear_upstream_info(rs);
+    capture_diagnosis(rs);
     /* %UPSTREAM_REQUEST_ATTEMPT_COUNT%: tries that got a host (Envoy
      * counts an attempt once it has a connection pool; 0: never tried) */
     s->info.attempt_count = rs->attempt;
