@@ -42,6 +42,7 @@
 #include "http/stream.h"
 #include "log.h"
 #include "tls/conn.h"
+#include "upstream/diagnosis.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
@@ -112,6 +113,9 @@ typedef struct router_state {
      * the transport failure reason of a failed connect */
     sharp_tls_conn_t *upstream_tls;
     char *failure_reason;
+    /* the last try's host's diagnosis (%UPSTREAM_HOST_DIAGNOSIS%), a
+     * reference taken when the try starts and renewed when it ends */
+    sharp_diag_text_t *host_diag;
     sharp_shadow_t **shadows;  /* one slot per mirror policy; set while that shadow streams the body */
     uint32_t nshadows;
 } router_state_t;
@@ -189,6 +193,28 @@ static void timer_free(router_timer_t **slot)
 /* Ends the current try: withdraws or unbinds its upstream request (a
  * connection whose response was not complete is closed), gives back its
  * request and retry slots. */
+/* The try's host's diagnosis as it is now, for the access log. Costs one
+ * atomic load when the host has none. */
+static void capture_diagnosis(router_state_t *rs)
+{
+    sharp_diag_text_t *t = sharp_diag_text_get(rs->host);
+    if (!t && !rs->host_diag) return;
+    sharp_diag_text_put(rs->host_diag);
+    rs->host_diag = t;
+    rs->f->stream->info.upstream_host_diagnosis = t ? t->s : NULL;
+}
+
+/* The try's latency: to the response headers, or to a timeout or the
+ * stream's end before them (`answered` false; the time waited, a lower
+ * bound, so a host that hangs shows in the latency monitor's percentile).
+ * An answer also counts in the host's diagnosis, with whether it is a 5xx. */
+static void record_latency(router_state_t *rs, uint64_t now, bool answered, bool is_5xx)
+{
+    uint64_t us = (now - rs->upstream_start_ns) / 1000;
+    sharp_outlier_put_latency(rs->cluster, rs->host, us, answered);
+    if (answered) sharp_diag_put_answer(&rs->host->diag, us, is_5xx);
+}
+
 static void release_upstream(router_state_t *rs)
 {
     sharp_deadline_stop(&rs->try_timer);
@@ -198,6 +224,7 @@ static void release_upstream(router_state_t *rs)
         sharp_cluster_retry_release(rs->cluster, rs->priority);
     }
     if (!rs->upstream_active) return;
+    capture_diagnosis(rs);
     rs->upstream_active = false;
     rs->bound = false;
     sharp_pool_cancel(&rs->ureq);
@@ -217,6 +244,9 @@ static void clear_upstream_info(router_state_t *rs)
     sharp_stream_info_t *si = &rs->f->stream->info;
     si->upstream_tls = NULL;
     si->upstream_transport_failure_reason = NULL;
+    si->upstream_host_diagnosis = NULL;
+    sharp_diag_text_put(rs->host_diag);
+    rs->host_diag = NULL;
     if (rs->upstream_tls) {
         sharp_tls_conn_free(rs->upstream_tls);
         rs->upstream_tls = NULL;
@@ -427,7 +457,10 @@ static void on_timeout(sharp_deadline_t *d)
     if (rs->upstream_active) {
         atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
         /* as Envoy: only a try still waiting for its response headers */
-        if (!rs->response_headers) sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
+        if (!rs->response_headers) {
+            record_latency(rs, sharp_now_ns(), false, false);
+            sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
+        }
     }
     if (!rs->response_headers) {
         if (rs->upstream_active) charge_local_upstream_code(rs, 504);
@@ -459,6 +492,7 @@ static void on_per_try_timeout(sharp_deadline_t *d)
                 rs->f->stream->id, (unsigned long long)rs->per_try_timeout_ms, rs->host->address);
     sharp_counter_inc(shard(rs), rs->cluster->st.upstream_rq_per_try_timeout);
     atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
+    record_latency(rs, sharp_now_ns(), false, false);
     sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_TIMEOUT);
     charge_local_upstream_code(rs, 504);
     if (should_retry(rs, failure_retriable(rs, FAIL_TIMEOUT)) == RETRY_YES) {
@@ -755,6 +789,7 @@ static void start_try(router_state_t *rs)
     }
     rs->host = host;
     clear_upstream_info(rs);
+    capture_diagnosis(rs);
     /* %UPSTREAM_REQUEST_ATTEMPT_COUNT%: tries that got a host (Envoy
      * counts an attempt once it has a connection pool; 0: never tried) */
     s->info.attempt_count = rs->attempt;
@@ -1198,12 +1233,15 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     int64_t gs;
     bool has_gs = rs->grpc && sharp_grpc_response_status(NULL, h, 0, &gs);
     rs->grpc_result_deferred = false;
-    if (code >= 500 || (has_gs && end_stream && sharp_grpc_status_to_http(gs) >= 500))
+    bool is_5xx = code >= 500 || (has_gs && end_stream && sharp_grpc_status_to_http(gs) >= 500);
+    if (is_5xx)
         atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
     else if (rs->grpc && !end_stream)
         rs->grpc_result_deferred = true;
     else
         atomic_fetch_add_explicit(&rs->host->rq_success, 1, memory_order_relaxed);
+    /* before the result: a half-open probe answering too slowly fails */
+    record_latency(rs, now, true, is_5xx);
     sharp_outlier_put_http(rs->cluster, rs->host, has_gs ? sharp_grpc_status_to_http(gs) : code);
     /* Envoy: an upstream whose own health check fails says so on every
      * response; with active health checking the host is failed at once and
@@ -1259,6 +1297,7 @@ static void up_on_trailers(void *ctx, sharp_headers_t *t)
         rs->grpc_result_deferred = false;
         bool ok = sharp_grpc_response_status(t, NULL, 0, &gs) && sharp_grpc_status_to_http(gs) < 500;
         atomic_fetch_add_explicit(ok ? &rs->host->rq_success : &rs->host->rq_error, 1, memory_order_relaxed);
+        if (!ok) atomic_fetch_add_explicit(&rs->host->diag.resp_5xx, 1, memory_order_relaxed);
     }
     finish_response(rs, sharp_now_ns());
     sharp_stream_encode_trailers(rs->f, t);
@@ -1275,6 +1314,9 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
                     : why == SHARP_RESET_PROTOCOL_ERROR  ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR
                                                          : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_rx_reset);
+    /* the host, or its connection, cut the try (not a protocol error) */
+    if (why == SHARP_RESET_REMOTE || why == SHARP_RESET_CONNECTION_TERMINATION)
+        atomic_fetch_add_explicit(&rs->host->diag.resets, 1, memory_order_relaxed);
     if (!rs->response_headers) {
         sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
         const char *body = why == SHARP_RESET_REMOTE
@@ -1335,6 +1377,8 @@ static void router_on_destroy(sharp_filter_t *f)
     if (!rs->f) return; /* never started */
     if ((rs->upstream_active || rs->backing_off) && !rs->response_done && rs->cluster)
         sharp_counter_inc(shard(rs), rs->cluster->st.rq_tx_reset);
+    /* a try abandoned while waiting for its answer: the time it waited */
+    if (rs->upstream_active && !rs->response_headers) record_latency(rs, sharp_now_ns(), false, false);
     rs->backing_off = false;
     release_upstream(rs);
     /* shadows still waiting for the rest of the request go with it */

@@ -589,6 +589,9 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
                                   sharp_outlier_breaker_name(sharp_outlier_breaker(h)));
             /* SHARP: the host's kernel TCP signals */
             if (sharp_kernel_source() != SHARP_KERNEL_SOURCE_OFF) sharp_kernel_host_text(b, cn, h);
+            /* SHARP: the host's diagnosis, when it has one */
+            const char *dg = sharp_diag_host_text(h);
+            if (dg[0]) sharp_sbuf_printf(b, "%s::%s::diagnosis::%s\n", cn, a, dg);
         }
     }
 }
@@ -665,6 +668,12 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             if (sharp_kernel_source() != SHARP_KERNEL_SOURCE_OFF) {
                 sharp_sbuf_puts(b, ",\"kernel\":");
                 sharp_kernel_host_json(b, h);
+            }
+            /* SHARP: the host's diagnosis, when it has one */
+            const char *dg = sharp_diag_host_text(h);
+            if (dg[0]) {
+                sharp_sbuf_puts(b, ",\"diagnosis\":");
+                sharp_json_str(b, dg);
             }
             sharp_sbuf_puts(b, "}");
         }

@@ -188,6 +188,8 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
             if (out->data[i] == ' ') out->data[i] = '_';
         return true;
     }
+    case OP_UPSTREAM_HOST_DIAGNOSIS: /* "-" for a host without one */
+        return put_opt(out, si->upstream_host_diagnosis);
     /* the last try's upstream TLS: absent ("-") for plaintext, as Envoy */
     case OP_UPSTREAM_TLS_VERSION:
     case OP_UPSTREAM_TLS_CIPHER:

@@ -89,6 +89,10 @@ typedef struct sharp_stream_info {
      * the UPSTREAM_TLS_* / UPSTREAM_PEER_* operators when a line is
      * rendered; NULL for plaintext. The router holds a reference. */
     const struct sharp_tls_conn *upstream_tls;
+    /* SHARP: the last try's host's diagnosis (upstream/diagnosis.h) when
+     * it had one, for %UPSTREAM_HOST_DIAGNOSIS%; NULL if none. The router
+     * holds a reference. */
+    const char *upstream_host_diagnosis;
     const sharp_headers_t *request_headers;   /* may be NULL */
     const sharp_headers_t *response_headers;  /* may be NULL */
     const sharp_headers_t *response_trailers; /* may be NULL */

@@ -8,6 +8,7 @@
 #include "runtime.h"
 #include "server.h"
 #include "upstream/cluster.h"
+#include "upstream/diagnosis.h"
 #include "upstream/outlier.h"
 
 #include <arpa/inet.h>
@@ -275,6 +276,11 @@ static void tcpinfo_counters(sharp_host_kernel_t *k, sharp_tcp_counters_t *out)
 
 static void cluster_interval(sharp_cluster_t *c)
 {
+    uint64_t now_ms = uv_now(K.srv->loop);
+    if (K.source == SHARP_KERNEL_SOURCE_OFF) { /* no kernel signals: the hosts' diagnosis only */
+        sharp_diag_cluster_interval(c, now_ms);
+        return;
+    }
     grow_scratch(c->nhosts ? c->nhosts : 1);
     size_t n = 0;
     sharp_tcp_counters_t sum = {0};
@@ -315,8 +321,10 @@ static void cluster_interval(sharp_cluster_t *c)
     double rate_max = -1;
     for (size_t i = 0; i < n; i++)
         if (K.sigs[i]->retrans_rate > rate_max) rate_max = K.sigs[i]->retrans_rate;
-    /* the kernel outlier monitor, when the cluster has one */
-    sharp_outlier_kernel_interval(c, uv_now(K.srv->loop));
+    /* the kernel outlier monitor, when the cluster has one, then the
+     * hosts' diagnosis, both on this interval's signals */
+    sharp_outlier_kernel_interval(c, now_ms);
+    sharp_diag_cluster_interval(c, now_ms);
     if (!c->st.kernel.on) return;
     sharp_stats_shard_t *sh = sharp_stats_shard(c->stats, 0);
     sharp_counter_add(sh, c->st.kernel.segments_out, sum.segs_out);
@@ -373,7 +381,7 @@ static void read_counters(void)
 
 void sharp_kernel_tick(void)
 {
-    if (K.source == SHARP_KERNEL_SOURCE_OFF || !K.srv) return;
+    if (!K.srv) return;
     K.last_tick_ns = sharp_now_ns();
     if (K.source == SHARP_KERNEL_SOURCE_EBPF) {
         reconcile();
@@ -402,13 +410,16 @@ static uint32_t own_netns(void)
 
 void sharp_kernel_start(sharp_server_t *srv, uv_loop_t *loop)
 {
-    if (K.mode == SHARP_KERNEL_MODE_OFF || K.started) return;
+    if (K.started) return;
     K.srv = srv;
     K.stats = srv->stats;
+    K.interval_ms = interval_from_runtime();
+    K.source = SHARP_KERNEL_SOURCE_OFF;
+    if (K.mode == SHARP_KERNEL_MODE_OFF) /* the interval still runs: the hosts' diagnosis */
+        goto timer;
     K.st.ebpf = sharp_stats_gauge(K.stats, "kernel.ebpf_active");
     K.st.watched = sharp_stats_gauge(K.stats, "kernel.watched_remotes");
     K.st.read_errors = sharp_stats_counter(K.stats, "kernel.read_errors");
-    K.interval_ms = interval_from_runtime();
     atomic_store_explicit(&sharp_tcpinfo_interval_ms, (uint32_t)K.interval_ms, memory_order_relaxed);
     K.reason[0] = '\0';
     if (K.mode == SHARP_KERNEL_MODE_TCP_INFO) {
@@ -428,6 +439,7 @@ void sharp_kernel_start(sharp_server_t *srv, uv_loop_t *loop)
     }
     sharp_gauge_set(K.stats, K.st.ebpf, K.source == SHARP_KERNEL_SOURCE_EBPF);
     if (K.source == SHARP_KERNEL_SOURCE_EBPF) reconcile();
+timer:
     sharp_kernel_tick(); /* the baseline */
     uv_timer_init(loop, &K.timer);
     uv_timer_start(&K.timer, on_timer, K.interval_ms, K.interval_ms);

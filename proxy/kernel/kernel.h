@@ -12,8 +12,9 @@
  *             their own upstream sockets (kernel/tcpinfo.h).
  * Each interval (runtime key sharp.kernel.interval_ms, default 1000) the
  * main thread turns each host's counters into signals (kernel/signals.h),
- * shown in /clusters, /kernel and the cluster.<name>.kernel.* stats.
- * Workers never wait for any of it. */
+ * shown in /clusters, /kernel and the cluster.<name>.kernel.* stats, and
+ * then diagnoses each cluster's hosts (upstream/diagnosis.h). Workers never
+ * wait for any of it. */
 #ifndef SHARP_KERNEL_KERNEL_H
 #define SHARP_KERNEL_KERNEL_H
 
@@ -53,7 +54,9 @@ void sharp_kernel_cluster_stats_init(struct sharp_cluster *c, sharp_stats_t *s);
 
 /* Main thread. Chooses the source (logging one line when the probes
  * cannot run), watches the current hosts and starts the interval timer
- * (unreferenced). Call before the workers start. */
+ * (unreferenced). Call before the workers start. With the kernel signals
+ * off, the timer still runs for the hosts' diagnosis (upstream/
+ * diagnosis.h), which every interval ends with. */
 void sharp_kernel_start(struct sharp_server *srv, uv_loop_t *loop);
 /* A cluster published a new host set: its new hosts are watched now,
  * before any worker can connect to them. */

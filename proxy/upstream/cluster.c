@@ -5,6 +5,7 @@
 #include "runtime.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
+#include "upstream/diagnosis.h"
 #include "upstream/dns.h"
 #include "upstream/shard_lb.h"
 #include "kernel/kernel.h"
@@ -361,7 +362,11 @@ void sharp_hostset_unref(sharp_hostset_t *s)
 static void free_departed_host(void *p)
 {
     sharp_host_t *h = p;
-    free(h->outlier); /* the detector let go of it (sharp_outlier_forget_host) */
+    if (h->outlier) { /* the detector let go of it (sharp_outlier_forget_host) */
+        free(h->outlier->latency);
+        free(h->outlier);
+    }
+    sharp_diag_host_destroy(h);
     free(h);
 }
 
@@ -488,7 +493,10 @@ void sharp_cluster_free(sharp_cluster_t *c)
             if (!sharp_host_listed(c->hosts[i], c->all_hosts, c->nall_hosts)) free(c->hosts[i]);
         free(c->hosts);
     }
-    for (uint32_t i = 0; i < c->nall_hosts; i++) free(c->all_hosts[i]);
+    for (uint32_t i = 0; i < c->nall_hosts; i++) {
+        sharp_diag_host_destroy(c->all_hosts[i]);
+        free(c->all_hosts[i]);
+    }
     free(c->all_hosts);
     sharp_host_index_free(&c->all_index);
     sharp_dns_cluster_free(c->dns);

@@ -8,6 +8,7 @@
 #include "net.h"
 #include "stats.h"
 #include "kernel/signals.h"
+#include "upstream/diagnosis.h"
 
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -63,6 +64,9 @@ typedef struct sharp_host {
      * its last connection closes); with active_rq, the tries in flight. */
     _Atomic uint32_t nsets, npools;
     uint32_t unused_passes; /* main thread: collections that found it unused */
+    /* the host's diagnosis (upstream/diagnosis.h): the workers' counts of
+     * answers, latency, 5xx and resets, and the main thread's verdict */
+    sharp_host_diag_t diag;
 } sharp_host_t;
 
 /* Whether h is one of set[0..n) (hosts earlier tries used, for example). */

@@ -26,9 +26,11 @@
 
 #include "kernel/kernel.h"
 #include "config/mapper.h"
+#include "upstream/diagnosis.h"
 
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
+#include "sharp/extensions/outlier_detection_monitors/latency/v1/latency.pb-c.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -59,6 +61,7 @@ static const struct {
                                                       "FAILURE_PERCENTAGE_LOCAL_ORIGIN"},
     /* SHARP's: not one of Envoy's OutlierEjectionType values */
     [SHARP_OUTLIER_KERNEL] = {"kernel", "KERNEL"},
+    [SHARP_OUTLIER_LATENCY] = {"latency", "LATENCY"},
 };
 
 void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg)
@@ -86,6 +89,13 @@ void sharp_outlier_config_defaults(sharp_outlier_config_t *cfg)
     cfg->kernel.min_rtt_us = 5000;
     cfg->kernel.consecutive_intervals = 3;
     cfg->kernel.minimum_hosts = 3;
+    cfg->enforcing[SHARP_OUTLIER_LATENCY] = 100;
+    cfg->latency.percentile = 95;
+    cfg->latency.factor = 3;
+    cfg->latency.min_latency_us = 20000;
+    cfg->latency.request_volume = 50;
+    cfg->latency.consecutive_intervals = 3;
+    cfg->latency.minimum_hosts = 3;
     cfg->success_rate_minimum_hosts = 5;
     cfg->success_rate_request_volume = 100;
     cfg->success_rate_stdev_factor = 1900;
@@ -140,13 +150,20 @@ static int percent(cfg_err_t *e, const Google__Protobuf__UInt32Value *v, const c
 }
 
 typedef Sharp__Extensions__OutlierDetectionMonitors__Kernel__V1__KernelSignals kernel_pb_t;
+typedef Sharp__Extensions__OutlierDetectionMonitors__Latency__V1__LatencyOutlier latency_pb_t;
 #define KERNEL_TYPE "sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals"
+#define LATENCY_TYPE "sharp.extensions.outlier_detection_monitors.latency.v1.LatencyOutlier"
 
-/* monitors[i]: SHARP's kernel monitor, the one monitor SHARP implements
- * (the support table has checked its fields' ranges; the checks here hold
- * without it too). */
-static int kernel_monitor(cfg_err_t *e, const Envoy__Config__Core__V3__TypedExtensionConfig *tec, size_t i,
-                          sharp_outlier_config_t *cfg)
+static int kernel_monitor(cfg_err_t *e, const kernel_pb_t *k, char *field, size_t fieldlen,
+                          sharp_outlier_config_t *cfg);
+static int latency_monitor(cfg_err_t *e, const latency_pb_t *l, char *field, size_t fieldlen,
+                           sharp_outlier_config_t *cfg);
+
+/* monitors[i]: one of SHARP's monitors, the kernel or the latency one, the
+ * two SHARP implements (the support table has checked their fields'
+ * ranges; the checks here hold without it too). */
+static int monitor(cfg_err_t *e, const Envoy__Config__Core__V3__TypedExtensionConfig *tec, size_t i,
+                   sharp_outlier_config_t *cfg)
 {
     char field[96];
     snprintf(field, sizeof field, "monitors[%zu].typed_config", i);
@@ -154,13 +171,24 @@ static int kernel_monitor(cfg_err_t *e, const Envoy__Config__Core__V3__TypedExte
     sharp_config_error_t ce = {{0}};
     ProtobufCMessage *m = sharp_any_unpack(&tec->typed_config->base, NULL, &ce);
     if (!m) return bad(e, field, "%s", ce.msg);
-    if (m->descriptor != &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor) {
-        bad(e, field, "outlier detection monitor %s is not supported: the one monitor SHARP implements is " KERNEL_TYPE,
-            m->descriptor->name);
-        protobuf_c_message_free_unpacked(m, NULL);
-        return -1;
-    }
-    const kernel_pb_t *k = (const kernel_pb_t *)m;
+    int rc;
+    if (m->descriptor == &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor)
+        rc = kernel_monitor(e, (const kernel_pb_t *)m, field, sizeof field, cfg);
+    else if (m->descriptor == &sharp__extensions__outlier_detection_monitors__latency__v1__latency_outlier__descriptor)
+        rc = latency_monitor(e, (const latency_pb_t *)m, field, sizeof field, cfg);
+    else
+        rc = bad(e, field,
+                 "outlier detection monitor %s is not supported: the monitors SHARP implements are " KERNEL_TYPE
+                 " and " LATENCY_TYPE,
+                 m->descriptor->name);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
+/* SHARP's kernel monitor. */
+static int kernel_monitor(cfg_err_t *e, const kernel_pb_t *k, char *field, size_t fieldlen,
+                          sharp_outlier_config_t *cfg)
+{
     sharp_outlier_kernel_config_t *kc = &cfg->kernel;
     int rc = 0;
     if (kc->enabled) {
@@ -180,7 +208,7 @@ static int kernel_monitor(cfg_err_t *e, const Envoy__Config__Core__V3__TypedExte
     if (k->minimum_hosts) kc->minimum_hosts = k->minimum_hosts->value;
     if (k->min_rtt) {
         if (k->min_rtt->seconds < 0 || k->min_rtt->nanos < 0) {
-            snprintf(field + strlen(field), sizeof field - strlen(field), ".min_rtt");
+            snprintf(field + strlen(field), fieldlen - strlen(field), ".min_rtt");
             rc = bad(e, field, "must not be negative");
             goto done;
         }
@@ -198,17 +226,54 @@ static int kernel_monitor(cfg_err_t *e, const Envoy__Config__Core__V3__TypedExte
     else if (kc->minimum_hosts < 1)
         which = "minimum_hosts", why = "must be at least 1";
     if (which) {
-        snprintf(field + strlen(field), sizeof field - strlen(field), ".%s", which);
+        snprintf(field + strlen(field), fieldlen - strlen(field), ".%s", which);
         rc = bad(e, field, "%s", why);
         goto done;
     }
     if (k->enforcing) {
-        snprintf(field + strlen(field), sizeof field - strlen(field), ".enforcing");
+        snprintf(field + strlen(field), fieldlen - strlen(field), ".enforcing");
         rc = percent(e, k->enforcing, field, &cfg->enforcing[SHARP_OUTLIER_KERNEL]);
     }
 done:
-    protobuf_c_message_free_unpacked(m, NULL);
     return rc;
+}
+
+/* SHARP's latency monitor. */
+static int latency_monitor(cfg_err_t *e, const latency_pb_t *l, char *field, size_t fieldlen,
+                           sharp_outlier_config_t *cfg)
+{
+    sharp_outlier_latency_config_t *lc = &cfg->latency;
+    if (lc->enabled) return bad(e, field, "the latency monitor is configured twice");
+    lc->enabled = true;
+    if (l->percentile) lc->percentile = l->percentile->value;
+    if (l->factor) lc->factor = l->factor->value;
+    if (l->request_volume) lc->request_volume = l->request_volume->value;
+    if (l->consecutive_intervals) lc->consecutive_intervals = l->consecutive_intervals->value;
+    if (l->minimum_hosts) lc->minimum_hosts = l->minimum_hosts->value;
+    if (l->min_latency && l->min_latency->seconds >= 0 && l->min_latency->nanos >= 0)
+        lc->min_latency_us = (uint64_t)l->min_latency->seconds * 1000000 + (uint64_t)l->min_latency->nanos / 1000;
+    const char *which = NULL, *why = NULL;
+    if (l->min_latency && (l->min_latency->seconds < 0 || l->min_latency->nanos < 0))
+        which = "min_latency", why = "must not be negative";
+    else if (!(lc->percentile > 0 && lc->percentile <= 100))
+        which = "percentile", why = "must be in (0, 100]";
+    else if (!(lc->factor >= 1))
+        which = "factor", why = "must be at least 1";
+    else if (lc->request_volume < 1)
+        which = "request_volume", why = "must be at least 1";
+    else if (lc->consecutive_intervals < 1)
+        which = "consecutive_intervals", why = "must be at least 1";
+    else if (lc->minimum_hosts < 1)
+        which = "minimum_hosts", why = "must be at least 1";
+    if (which) {
+        snprintf(field + strlen(field), fieldlen - strlen(field), ".%s", which);
+        return bad(e, field, "%s", why);
+    }
+    if (l->enforcing) {
+        snprintf(field + strlen(field), fieldlen - strlen(field), ".enforcing");
+        return percent(e, l->enforcing, field, &cfg->enforcing[SHARP_OUTLIER_LATENCY]);
+    }
+    return 0;
 }
 
 int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *msg, const char *path,
@@ -219,7 +284,7 @@ int sharp_outlier_configure(sharp_cluster_t *c, const ProtobufCMessage *msg, con
     sharp_outlier_config_t cfg;
     sharp_outlier_config_defaults(&cfg);
     for (size_t i = 0; i < pb->n_monitors; i++)
-        if (kernel_monitor(&e, pb->monitors[i], i, &cfg) < 0) return -1;
+        if (monitor(&e, pb->monitors[i], i, &cfg) < 0) return -1;
     if (duration(&e, pb->interval, "interval", true, &cfg.interval_ms) < 0 ||
         duration(&e, pb->base_ejection_time, "base_ejection_time", true,
                  &cfg.base_ejection_time_ms) < 0 ||
@@ -289,6 +354,8 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
     sharp_outlier_t *od = sharp_calloc(1, sizeof *od);
     od->cfg = *cfg;
     od->cluster = c;
+    od->latency_median_us = -1;
+    if (cfg->latency.enabled) od->latency_counts = sharp_calloc(SHARP_LATENCY_BUCKETS, sizeof *od->latency_counts);
     sharp_outlier_hosts_attach(od);
     for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++)
         od->sr_average[m] = od->sr_threshold[m] = -1;
@@ -308,7 +375,9 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
     C(success_rate, "ejections_success_rate");
 #undef C
     for (int t = 0; t < SHARP_OUTLIER_NTYPES; t++) {
-        if (t == SHARP_OUTLIER_KERNEL && !cfg->kernel.enabled) continue; /* SHARP's, only when configured */
+        /* SHARP's, only when configured */
+        if (t == SHARP_OUTLIER_KERNEL && !cfg->kernel.enabled) continue;
+        if (t == SHARP_OUTLIER_LATENCY && !cfg->latency.enabled) continue;
         od->st.detected[t] = sharp_stats_counterf(
             stats, "cluster.%s.outlier_detection.ejections_detected_%s", nm, type_names[t].stat);
         od->st.enforced[t] = sharp_stats_counterf(
@@ -321,11 +390,18 @@ sharp_outlier_t *sharp_outlier_create(sharp_cluster_t *c, const sharp_outlier_co
 static uint32_t host_flags(const sharp_host_t *h);
 static void set_gauges(sharp_outlier_t *od);
 
-/* A host's detector state, fresh: no result, success rates not computed. */
-static void host_state_reset(sharp_outlier_host_t *oh)
+/* A host's detector state, fresh: no result, success rates not computed,
+ * an empty latency histogram (kept, allocated with the monitor). */
+static void host_state_reset(const sharp_outlier_t *od, sharp_outlier_host_t *oh)
 {
+    sharp_latency_hist_t *lat = oh->latency;
     memset(oh, 0, sizeof *oh);
     for (int m = 0; m < SHARP_OUTLIER_NMONITORS; m++) oh->success_rate[m] = -1;
+    oh->latency_pct_us = -1;
+    if (lat) /* a former host: workers with an older set may still add to it */
+        for (uint32_t b = 0; b < SHARP_LATENCY_BUCKETS; b++) atomic_store_explicit(&lat->b[b], 0, RELAXED);
+    else if (od->cfg.latency.enabled) lat = sharp_calloc(1, sizeof *lat);
+    oh->latency = lat;
 }
 
 void sharp_outlier_hosts_attach(sharp_outlier_t *od)
@@ -354,10 +430,10 @@ void sharp_outlier_hosts_attach(sharp_outlier_t *od)
             oh->host = h;
             od->owned = sharp_realloc(od->owned, (od->nowned + 1) * sizeof *od->owned);
             od->owned[od->nowned++] = oh;
-            host_state_reset(oh);
+            host_state_reset(od, oh);
             oh->host = h;
         } else if (!oh->member) { /* a former host back in the set: a new one for the detector */
-            host_state_reset(oh);
+            host_state_reset(od, oh);
             oh->host = h;
         }
         oh->member = true;
@@ -389,8 +465,10 @@ void sharp_outlier_free(sharp_outlier_t *od)
     /* the hosts outlive their detector (sharp_cluster_free frees it first) */
     for (uint32_t i = 0; i < od->nowned; i++) {
         od->owned[i]->host->outlier = NULL;
+        free(od->owned[i]->latency);
         free(od->owned[i]);
     }
+    free(od->latency_counts);
     free(od->owned);
     free(od->hosts);
     free(od->rates);
@@ -575,6 +653,17 @@ void sharp_outlier_put_local(sharp_cluster_t *c, sharp_host_t *h, sharp_outlier_
     }
 }
 
+void sharp_outlier_put_latency(sharp_cluster_t *c, sharp_host_t *h, uint64_t us, bool answered)
+{
+    sharp_outlier_host_t *oh = host_state(c, h);
+    if (!oh || !oh->latency) return;
+    sharp_latency_record(oh->latency, us);
+    /* a half-open probe of a host the monitor ejected must answer within
+     * the threshold it was ejected at (a timeout fails it anyway) */
+    uint64_t limit = atomic_load_explicit(&oh->probe_latency_limit_us, RELAXED);
+    if (answered && limit && us > limit) probe_result(c->outlier, h, oh, false);
+}
+
 /* ---- pure helpers ---- */
 
 void sharp_outlier_success_rate_threshold(const double *rates, size_t n, double stdev_factor,
@@ -596,6 +685,11 @@ uint64_t sharp_outlier_ejection_ms(const sharp_outlier_config_t *cfg, uint32_t b
 {
     uint64_t t = cfg->base_ejection_time_ms * backoff;
     return SHARP_MIN(t, cfg->max_ejection_time_ms) + jitter_ms;
+}
+
+bool sharp_outlier_latency_verdict(const sharp_outlier_latency_config_t *l, double pct_us, double median_us)
+{
+    return pct_us >= 0 && median_us > 0 && pct_us >= l->factor * median_us && pct_us >= (double)l->min_latency_us;
 }
 
 /* Envoy counts the host about to be ejected: (active + 1) / hosts must not
@@ -730,6 +824,64 @@ static void log_event(sharp_outlier_t *od, uint32_t i, bool eject_action, sharp_
     sharp_sbuf_free(&b);
 }
 
+/* What the detector saw, in a few words, for the host's diagnosis. The
+ * monitors write their own figures in oh->detail before they eject. */
+static void ejection_detail(const sharp_outlier_t *od, sharp_outlier_host_t *oh, sharp_outlier_type_t type,
+                            const sharp_outlier_config_t *cfg)
+{
+    char *d = oh->detail;
+    size_t n = sizeof oh->detail;
+    int m = type == SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN || type == SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN
+                ? SHARP_OUTLIER_LOCAL
+                : SHARP_OUTLIER_EXTERNAL;
+    switch (type) {
+    case SHARP_OUTLIER_CONSECUTIVE_5XX:
+        snprintf(d, n, "%u consecutive 5xx", cfg->consecutive_5xx);
+        break;
+    case SHARP_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE:
+        snprintf(d, n, "%u consecutive gateway errors", cfg->consecutive_gateway_failure);
+        break;
+    case SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE:
+        snprintf(d, n, "%u consecutive connect failures, timeouts or resets", cfg->consecutive_local_origin_failure);
+        break;
+    case SHARP_OUTLIER_SUCCESS_RATE:
+    case SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN:
+        snprintf(d, n, "%ssuccess rate %.1f%% vs cluster average %.1f%%", m == SHARP_OUTLIER_LOCAL ? "local-origin " : "",
+                 oh->success_rate[m] >= 0 ? oh->success_rate[m] : 0, od->sr_average[m] >= 0 ? od->sr_average[m] : 0);
+        break;
+    case SHARP_OUTLIER_FAILURE_PERCENTAGE:
+    case SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN:
+        snprintf(d, n, "%.1f%% of %srequests failed", oh->success_rate[m] >= 0 ? 100 - oh->success_rate[m] : 0,
+                 m == SHARP_OUTLIER_LOCAL ? "local-origin " : "");
+        break;
+    default: /* the monitors' own */
+        break;
+    }
+}
+
+static void diagnose_ejection(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type)
+{
+    sharp_outlier_host_t *oh = od->hosts[i];
+    sharp_diag_detector_t by;
+    switch (type) {
+    case SHARP_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE:
+    case SHARP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN:
+    case SHARP_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN:
+        by = SHARP_DIAG_BY_LOCAL;
+        break;
+    case SHARP_OUTLIER_KERNEL:
+        by = oh->kernel_cause == SHARP_KERNEL_VERDICT_LATENCY ? SHARP_DIAG_BY_KERNEL_RTT : SHARP_DIAG_BY_KERNEL_LOSS;
+        break;
+    case SHARP_OUTLIER_LATENCY:
+        by = SHARP_DIAG_BY_LATENCY;
+        break;
+    default:
+        by = SHARP_DIAG_BY_ERRORS;
+        break;
+    }
+    sharp_diag_host_ejected(od->cluster, od->cluster->hosts[i], by, type_names[type].stat, oh->detail);
+}
+
 /* Envoy's ejectHost. `forced` is a failed half-open probe: the host already
  * failed the detector that ejected it, so the enforcing roll is skipped, but
  * max_ejection_percent still holds. Returns whether the host was ejected. */
@@ -750,6 +902,12 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
         log_event(od, i, true, type, false, now);
         return false;
     }
+    /* a forced re-ejection keeps the figures of the ejection it repeats,
+     * and the latency its probe must answer within */
+    if (!forced) {
+        ejection_detail(od, oh, type, cfg);
+        if (type != SHARP_OUTLIER_LATENCY) atomic_store_explicit(&oh->probe_latency_limit_us, 0, RELAXED);
+    }
     od->ejections_active++;
     oh->num_ejections++;
     count(od, od->st.enforced_total);
@@ -765,6 +923,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
         cfg->max_ejection_time_ms + cfg->base_ejection_time_ms)
         oh->backoff++;
     log_event(od, i, true, type, true, now);
+    diagnose_ejection(od, i, type);
     sharp_log_info("outlier detection: cluster '%s' host %s ejected (%s) for %llu ms",
                    od->cluster->name, h->address, type_names[type].stat,
                    (unsigned long long)sharp_outlier_ejection_ms(cfg, oh->backoff, oh->jitter_ms));
@@ -785,6 +944,7 @@ static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_br
     atomic_store_explicit(&oh->consecutive_local_origin_failure, 0, RELAXED);
     oh->last_unejection_ms = now;
     oh->unejected = true;
+    sharp_diag_host_unejected(h);
     /* Budget, then state, then the flag: a balancer that sees the flag
      * cleared sees the breaker it may use. */
     atomic_store_explicit(&h->probe_budget, SHARP_OUTLIER_HALF_OPEN_PROBES, memory_order_release);
@@ -935,6 +1095,7 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
     }
     process_rates(od, SHARP_OUTLIER_EXTERNAL, now_ms);
     process_rates(od, SHARP_OUTLIER_LOCAL, now_ms);
+    sharp_outlier_latency_interval(od, now_ms);
     /* Forgive one step of the ejection multiplier per interval a host has
      * been back. SHARP counts only closed hosts as back: a half-open host
      * has not proved anything yet. */
@@ -951,6 +1112,13 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms)
 }
 
 /* ---- SHARP's kernel monitor ---- */
+
+/* Microseconds as milliseconds, three significant digits. */
+static void put_ms(char *out, size_t n, double us)
+{
+    double ms = us / 1000;
+    snprintf(out, n, ms < 10 ? "%.2f ms" : ms < 100 ? "%.1f ms" : "%.0f ms", ms);
+}
 
 sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
                                                     const sharp_tcp_signals_t *s, double rate_median,
@@ -1031,8 +1199,69 @@ void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms)
             sharp_log_info("outlier detection: cluster '%s' host %s: %s, RTT %.0f us (cluster median %.0f us) "
                            "for %u intervals",
                            c->name, h->address, verdict_name(v), s->rtt_us, rtt_median, k->consecutive_intervals);
+        if (v == SHARP_KERNEL_VERDICT_LOSS) {
+            snprintf(oh->detail, sizeof oh->detail, "retransmits %.1f%% vs cluster median %.1f%%",
+                     100 * s->retrans_rate, 100 * (rate_median > 0 ? rate_median : 0));
+        } else {
+            char r[32], m[32];
+            put_ms(r, sizeof r, s->rtt_us);
+            put_ms(m, sizeof m, rtt_median);
+            snprintf(oh->detail, sizeof oh->detail, "RTT %s vs cluster median %s", r, m);
+        }
         count(od, od->st.detected[SHARP_OUTLIER_KERNEL]);
         eject(od, i, SHARP_OUTLIER_KERNEL, now_ms, false);
+        any = true;
+    }
+    if (any) set_gauges(od);
+}
+
+/* ---- SHARP's latency monitor ---- */
+
+void sharp_outlier_latency_interval(sharp_outlier_t *od, uint64_t now_ms)
+{
+    const sharp_outlier_latency_config_t *l = &od->cfg.latency;
+    if (!l->enabled) return;
+    sharp_cluster_t *c = od->cluster;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        sharp_outlier_host_t *oh = od->hosts[i];
+        oh->latency_pct_us = -1;
+        if (!oh->latency) continue;
+        /* every host's histogram is emptied, an ejected host's too (its
+         * half-open probes are not a sample) */
+        uint64_t total = sharp_latency_take(oh->latency, od->latency_counts);
+        if ((host_flags(c->hosts[i]) & SHARP_HOST_FAILED_OUTLIER) || total < l->request_volume) continue;
+        oh->latency_pct_us = sharp_latency_percentile(od->latency_counts, total, l->percentile);
+        od->rates[n++] = oh->latency_pct_us;
+    }
+    od->latency_median_us = n >= l->minimum_hosts ? sharp_tcp_median(od->rates, n) : -1;
+    if (od->latency_median_us < 0) return; /* too few hosts to judge anyone: runs are kept */
+    bool any = false;
+    for (uint32_t i = 0; i < od->nhosts; i++) {
+        sharp_outlier_host_t *oh = od->hosts[i];
+        sharp_host_t *h = c->hosts[i];
+        if (host_flags(h) & SHARP_HOST_FAILED_OUTLIER) {
+            oh->latency_streak = 0;
+            continue;
+        }
+        if (oh->latency_pct_us < 0) continue; /* too few tries: neither counts nor breaks the run */
+        if (!sharp_outlier_latency_verdict(l, oh->latency_pct_us, od->latency_median_us)) {
+            oh->latency_streak = 0;
+            continue;
+        }
+        if (++oh->latency_streak < l->consecutive_intervals) continue;
+        oh->latency_streak = 0;
+        char p[32], m[32];
+        put_ms(p, sizeof p, oh->latency_pct_us);
+        put_ms(m, sizeof m, od->latency_median_us);
+        snprintf(oh->detail, sizeof oh->detail, "p%g %s vs cluster median %s", l->percentile, p, m);
+        sharp_log_info("outlier detection: cluster '%s' host %s: latency, p%g %s (cluster median %s) for %u intervals",
+                       c->name, h->address, l->percentile, p, m, l->consecutive_intervals);
+        /* its half-open probe must answer within the threshold it crossed */
+        double limit = SHARP_MAX(l->factor * od->latency_median_us, (double)l->min_latency_us);
+        atomic_store_explicit(&oh->probe_latency_limit_us, (uint64_t)limit, RELAXED);
+        count(od, od->st.detected[SHARP_OUTLIER_LATENCY]);
+        eject(od, i, SHARP_OUTLIER_LATENCY, now_ms, false);
         any = true;
     }
     if (any) set_gauges(od);

@@ -15,6 +15,7 @@
 #define SHARP_UPSTREAM_OUTLIER_H
 
 #include "upstream/cluster.h"
+#include "upstream/latency.h"
 
 #include <protobuf-c/protobuf-c.h>
 #include <uv.h>
@@ -32,6 +33,11 @@ typedef enum {
 void sharp_outlier_put_http(sharp_cluster_t *c, sharp_host_t *h, uint32_t code);
 /* Any thread. A local-origin result for the host. */
 void sharp_outlier_put_local(sharp_cluster_t *c, sharp_host_t *h, sharp_outlier_local_t r);
+/* Any thread. A try's latency: to the response headers, or to its timeout
+ * or cancellation before them (`answered` false). Call it before the
+ * try's result (put_http), so that a half-open probe answering slower than
+ * its limit fails. No-op without the latency monitor. */
+void sharp_outlier_put_latency(sharp_cluster_t *c, sharp_host_t *h, uint64_t us, bool answered);
 
 /* ---- detector (main thread unless stated) ---- */
 
@@ -48,6 +54,9 @@ typedef enum {
     /* SHARP: the kernel monitor (OutlierDetection.monitors, KernelSignals):
      * packet loss or latency seen in the kernel's TCP signals */
     SHARP_OUTLIER_KERNEL,
+    /* SHARP: the latency monitor (OutlierDetection.monitors,
+     * LatencyOutlier): a latency percentile above the cluster's median */
+    SHARP_OUTLIER_LATENCY,
     SHARP_OUTLIER_NTYPES,
 } sharp_outlier_type_t;
 
@@ -70,6 +79,18 @@ typedef struct sharp_outlier_kernel_config {
     uint32_t consecutive_intervals; /* 3 */
     uint32_t minimum_hosts;        /* 3 */
 } sharp_outlier_kernel_config_t;
+
+/* SHARP's latency monitor (sharp.extensions.outlier_detection_monitors.
+ * latency.v1.LatencyOutlier), its defaults in the comments. */
+typedef struct sharp_outlier_latency_config {
+    bool enabled;                   /* the monitor is configured */
+    double percentile;              /* 95, in (0, 100] */
+    double factor;                  /* 3, at least 1 */
+    uint64_t min_latency_us;        /* 20000 */
+    uint32_t request_volume;        /* 50 */
+    uint32_t consecutive_intervals; /* 3 */
+    uint32_t minimum_hosts;         /* 3 */
+} sharp_outlier_latency_config_t;
 
 /* What one interval's kernel signals say about a host. */
 typedef enum {
@@ -100,6 +121,7 @@ typedef struct sharp_outlier_config {
     bool successful_active_health_check_uneject_host; /* true */
     bool always_eject_one_host;                       /* false */
     sharp_outlier_kernel_config_t kernel;             /* SHARP's kernel monitor */
+    sharp_outlier_latency_config_t latency;           /* SHARP's latency monitor */
 } sharp_outlier_config_t;
 
 /* Per-host detector state. The first group is written by workers (atomics
@@ -123,6 +145,17 @@ typedef struct sharp_outlier_host {
     uint32_t kernel_streak;
     sharp_kernel_verdict_t kernel_cause;
     uint64_t kernel_judged; /* the host's signals' interval count last judged */
+    /* the latency monitor: the histogram workers add to (NULL without the
+     * monitor), intervals in a row judged an outlier, the last interval's
+     * percentile (-1: fewer than request_volume tries), and the limit a
+     * half-open probe must answer within (0: none; set when the monitor
+     * ejects, in microseconds) */
+    sharp_latency_hist_t *latency;
+    uint32_t latency_streak;
+    double latency_pct_us;
+    _Atomic uint64_t probe_latency_limit_us;
+    /* the ejecting detector's figures, for the host's diagnosis */
+    char detail[128];
 } sharp_outlier_host_t;
 
 typedef struct sharp_outlier {
@@ -139,6 +172,8 @@ typedef struct sharp_outlier {
     uint32_t ejections_active;
     double sr_average[SHARP_OUTLIER_NMONITORS],
         sr_threshold[SHARP_OUTLIER_NMONITORS]; /* -1: none */
+    double latency_median_us;                  /* the latency monitor's last median, -1: none */
+    uint32_t *latency_counts;                  /* SHARP_LATENCY_BUCKETS scratch */
     uint64_t rng;                              /* enforcement rolls and jitter */
     double *rates;                             /* nhosts scratch for the interval sweep */
     uint32_t *sr_hosts, *fp_hosts;
@@ -208,6 +243,12 @@ void sharp_outlier_on_interval(sharp_outlier_t *od, uint64_t now_ms);
  * outliers for consecutive_intervals intervals in a row. No-op without the
  * monitor. */
 void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms);
+/* The latency monitor's interval (part of sharp_outlier_on_interval):
+ * reads every host's latency histogram, judges the hosts not ejected that
+ * had request_volume tries against the median of their percentiles, and
+ * ejects those judged outliers for consecutive_intervals in a row. No-op
+ * without the monitor. */
+void sharp_outlier_latency_interval(sharp_outlier_t *od, uint64_t now_ms);
 /* A successful active health check of h (the health checker calls it): an
  * ejected host is restored at once, closed, when
  * successful_active_health_check_uneject_host is on. */
@@ -231,6 +272,10 @@ uint64_t sharp_outlier_ejection_ms(const sharp_outlier_config_t *cfg, uint32_t b
 sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
                                                     const sharp_tcp_signals_t *s, double rate_median,
                                                     uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts);
+/* The latency monitor's verdict on one host's interval: true when its
+ * percentile reaches both factor times the median and min_latency. The
+ * caller has checked request_volume and minimum_hosts. */
+bool sharp_outlier_latency_verdict(const sharp_outlier_latency_config_t *l, double pct_us, double median_us);
 /* max_ejection_percent check for one more ejection out of nhosts. */
 bool sharp_outlier_may_eject(const sharp_outlier_config_t *cfg, uint32_t active, uint32_t nhosts);
 

@@ -17,6 +17,7 @@ import ctypes
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -296,11 +297,20 @@ def start_grey(net, extra=(), grey_extra=""):
                                {"grey": grey_extra}), extra)
 
 
-def measure_loss(net, source):
+def diagnosis_of(net, cluster, addr):
+    prefix = f"{cluster}::{addr}::diagnosis::"
+    for ln in net.admin_text("/clusters").splitlines():
+        if ln.startswith(prefix):
+            return ln[len(prefix):]
+    return None
+
+
+def measure_loss(net, source, sharp):
     """Steady 200 req/s through SHARP; polls /kernel until the lossy host's
     retransmission rate (retransmits / segments sent since the load began)
-    stands clearly above the clean hosts'. Returns the rates per host and
-    the time it took."""
+    stands clearly above the clean hosts', then until the lossy host's
+    diagnosis says packet loss. Returns the rates per host and the time it
+    took."""
     k = net.admin_json("/kernel")
     assert k["source"] == source, k
     base = {a: s["total"] for a, s in hosts_of(k, "grey").items() if "total" in s}
@@ -326,8 +336,28 @@ def measure_loss(net, source):
         else:
             raise AssertionError(f"no clear difference within 15 s: rates {rates}")
         took = time.time() - t0
+        # the diagnosis: packet loss, naming the host, with its rate and
+        # the cluster's (the median of the two clean hosts)
+        wait_for(lambda: (diagnosis_of(net, "grey", lossy) or "").startswith("network: packet loss"), 10 * SLOW,
+                 f"the lossy host diagnosed ({source})")
+        diag = diagnosis_of(net, "grey", lossy)
+        assert re.fullmatch(rf"network: packet loss to {re.escape(lossy)} \(retransmits \d+\.\d% "
+                            r"vs cluster 0\.\d%\)", diag), diag
+        cj = net.admin_json("/clusters?format=json")
+        hs = {f'{h["address"]["socket_address"]["address"]}:{h["address"]["socket_address"]["port_value"]}': h
+              for h in cj["cluster_statuses"][0]["host_statuses"]}
+        assert hs[lossy]["diagnosis"].startswith(f"network: packet loss to {lossy} (")
+        for a in clean:
+            assert diagnosis_of(net, "grey", a) is None and "diagnosis" not in hs[a]
     finally:
         load.stop()
+    # one JSON log line when the diagnosis came, for the lossy host only
+    events = [json.loads(ln[ln.index('{"event"'):]) for ln in sharp.output().splitlines()
+              if '{"event":"upstream_host_diagnosis"' in ln]
+    assert {e["host"] for e in events if e["cause"] != "none"} == {lossy}, events
+    first = events[0]
+    assert first["cluster"] == "grey" and first["cause"] == "packet_loss" and first["ejected"] is False
+    assert first["diagnosis"].startswith(f"network: packet loss to {lossy} (retransmits ")
     # the signals the operator reads: /clusters, text and JSON, and stats
     hosts = hosts_of(net.admin_json("/kernel"), "grey")
     for a in clean:
@@ -362,7 +392,7 @@ def test_lossy_host_ebpf(net3):
     sharp = start_grey(net3)
     ebpf_or_skip(net3)
     assert "kernel signals: eBPF probes attached" in sharp.output()
-    measure_loss(net3, "ebpf")
+    measure_loss(net3, "ebpf", sharp)
     k = net3.admin_json("/kernel")
     assert k["watched_remotes"] == 3
     assert k["interval_ms"] == 1000
@@ -378,7 +408,7 @@ def test_lossy_host_tcp_info(net3):
     assert k["source"] == "tcp_info" and k["fallback_reason"] == "--kernel-signals tcp_info"
     out = sharp.output()
     assert out.count("kernel signals:") == 1 and "TCP_INFO" in out
-    measure_loss(net3, "tcp_info")
+    measure_loss(net3, "tcp_info", sharp)
     for s in hosts_of(net3.admin_json("/kernel"), "grey").values():
         assert s["rtt_us"] > 0
         assert s["total"]["resets_sent"] is None  # TCP_INFO cannot see them
@@ -658,6 +688,10 @@ def test_kernel_monitor_ejects_lossy_host(net3, source):
         out = sharp.output()
         assert f"host {lossy}: packet loss, retransmission rate" in out, out[-3000:]
         assert f"cluster 'grey' host {lossy} ejected (kernel)" in out
+        # the ejected host's diagnosis: the monitor's figures
+        d = diagnosis_of(net3, "grey", lossy)
+        assert d and re.fullmatch(rf"network: packet loss to {re.escape(lossy)} \((retransmits \d+\.\d% vs cluster "
+                                  r"(median )?0\.\d%)\)", d), d
         # the loss stops: after the ejection time the host is half-open, a
         # probe closes it, and clean signals keep it in rotation
         subprocess.run(["ip", "netns", "exec", net3.hosts[2], "iptables", "-F"], check=True, timeout=30)

@@ -208,12 +208,30 @@ static void test_numeric_and_string_commands(void **state)
     expect(NULL, "%RESPONSE_CODE% %REQ(:PATH)%", "- -");
 }
 
-/* Without an upstream TLS connection (plaintext, or no upstream) every
- * UPSTREAM_TLS_* / _PEER_* / _LOCAL_* operator is absent, as in Envoy; the
- * values themselves are test_tls's and the integration tests'. */
 static void render_json(const sharp_stream_info_t *si, const char *const *keys,
                         const char *const *fmts, size_t n, const char *want);
 
+/* SHARP's %UPSTREAM_HOST_DIAGNOSIS%: the host's diagnosis as the router
+ * captured it, "-" (JSON null) when the host had none. */
+static void test_upstream_host_diagnosis(void **state)
+{
+    fixture_t *f = *state;
+    expect(&f->si, "%UPSTREAM_HOST% [%UPSTREAM_HOST_DIAGNOSIS%]", "10.0.2.1:80 [-]");
+    f->si.upstream_host_diagnosis = "network: packet loss to 10.0.2.1:80 (retransmits 4.8% vs cluster 0.0%)";
+    expect(&f->si, "%UPSTREAM_HOST% [%UPSTREAM_HOST_DIAGNOSIS%]",
+           "10.0.2.1:80 [network: packet loss to 10.0.2.1:80 (retransmits 4.8% vs cluster 0.0%)]");
+    const char *keys[] = {"d"};
+    const char *fmts[] = {"%UPSTREAM_HOST_DIAGNOSIS%"};
+    render_json(&f->si, keys, fmts, 1,
+                "{\"d\":\"network: packet loss to 10.0.2.1:80 (retransmits 4.8% vs cluster 0.0%)\"}\n");
+    f->si.upstream_host_diagnosis = NULL;
+    render_json(&f->si, keys, fmts, 1, "{\"d\":null}\n");
+    expect_error("%UPSTREAM_HOST_DIAGNOSIS(x)%", "takes no argument");
+}
+
+/* Without an upstream TLS connection (plaintext, or no upstream) every
+ * UPSTREAM_TLS_* / _PEER_* / _LOCAL_* operator is absent, as in Envoy; the
+ * values themselves are test_tls's and the integration tests'. */
 static void test_upstream_tls_operators_absent(void **state)
 {
     fixture_t *f = *state;
@@ -427,6 +445,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_time_formats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_and_truncation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_numeric_and_string_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_host_diagnosis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_tls_operators_absent, setup, teardown),
         cmocka_unit_test(test_response_flags),
         cmocka_unit_test(test_compile_errors),

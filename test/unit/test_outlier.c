@@ -21,6 +21,7 @@
 
 #include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
+#include "sharp/extensions/outlier_detection_monitors/latency/v1/latency.pb-c.h"
 
 #define MAXH 12
 
@@ -59,6 +60,7 @@ static fixture_t *setup(uint32_t n, const sharp_outlier_config_t *cfg)
 
 static void teardown(fixture_t *f)
 {
+    for (uint32_t i = 0; i < MAXH; i++) sharp_diag_host_destroy(&f->h[i]);
     sharp_outlier_free(f->od);
     sharp_stats_destroy(f->stats);
     free(f);
@@ -845,7 +847,7 @@ static void test_config(void **state)
     assert_int_equal(g->consecutive_gateway_failure, 5);
     assert_int_equal(g->consecutive_local_origin_failure, 5);
     assert_int_equal(g->max_ejection_percent, 10);
-    static const uint32_t enforcing[SHARP_OUTLIER_NTYPES] = {100, 0, 100, 100, 100, 0, 0, 100};
+    static const uint32_t enforcing[SHARP_OUTLIER_NTYPES] = {100, 0, 100, 100, 100, 0, 0, 100, 100};
     assert_memory_equal(g->enforcing, enforcing, sizeof enforcing);
     assert_int_equal(g->success_rate_minimum_hosts, 5);
     assert_int_equal(g->success_rate_request_volume, 100);
@@ -1259,14 +1261,347 @@ static void test_kernel_config(void **state)
     Google__Protobuf__UInt32Value other = GOOGLE__PROTOBUF__UINT32_VALUE__INIT;
     tecs[1] = monitor_of(&other.base, &any2, &tec2, buf2, url2);
     assert_int_equal(configure(f, &pb, path, msg), -1);
-    assert_string_equal(msg, "outlier detection monitor google.protobuf.UInt32Value is not supported: the one monitor "
-                             "SHARP implements is sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals");
+    assert_string_equal(msg, "outlier detection monitor google.protobuf.UInt32Value is not supported: the monitors "
+                             "SHARP implements are sharp.extensions.outlier_detection_monitors.kernel.v1.KernelSignals "
+                             "and sharp.extensions.outlier_detection_monitors.latency.v1.LatencyOutlier");
     /* kernel signals off */
     pb.n_monitors = 1;
     sharp_kernel_set_mode(SHARP_KERNEL_MODE_OFF);
     assert_int_equal(configure(f, &pb, path, msg), -1);
     assert_string_equal(msg, "the kernel monitor needs the kernel signals, which --kernel-signals off turns off");
     sharp_kernel_set_mode(SHARP_KERNEL_MODE_AUTO);
+    teardown(f);
+}
+
+/* ---- SHARP's latency monitor ---- */
+
+static void test_latency_histogram(void **state)
+{
+    (void)state;
+    /* exact below 16 us, then 8 buckets per power of two */
+    for (uint64_t v = 0; v < 16; v++) assert_int_equal(sharp_latency_bucket(v), v);
+    assert_int_equal(sharp_latency_bucket(16), 16);
+    assert_int_equal(sharp_latency_bucket(17), 16);
+    assert_int_equal(sharp_latency_bucket(18), 17);
+    assert_int_equal(sharp_latency_bucket(31), 23);
+    assert_int_equal(sharp_latency_bucket(32), 24);
+    assert_int_equal(sharp_latency_bucket(UINT32_MAX), SHARP_LATENCY_BUCKETS - 1);
+    assert_int_equal(sharp_latency_bucket(UINT64_MAX), SHARP_LATENCY_BUCKETS - 1);
+    /* every value lies in its bucket's range, and the ranges tile */
+    uint64_t prev_high = 0;
+    for (uint32_t b = 0; b < SHARP_LATENCY_BUCKETS; b++) {
+        uint64_t lo, hi;
+        sharp_latency_bucket_range(b, &lo, &hi);
+        assert_int_equal(lo, prev_high);
+        assert_true(hi > lo);
+        assert_int_equal(sharp_latency_bucket(lo), b);
+        assert_int_equal(sharp_latency_bucket(hi - 1), b);
+        prev_high = hi;
+    }
+    /* percentiles within 6.25% of the truth: 1..1000 ms uniformly */
+    sharp_latency_hist_t h;
+    memset(&h, 0, sizeof h);
+    for (uint64_t ms = 1; ms <= 1000; ms++) sharp_latency_record(&h, ms * 1000);
+    uint32_t counts[SHARP_LATENCY_BUCKETS];
+    uint64_t n = sharp_latency_take(&h, counts);
+    assert_int_equal(n, 1000);
+    static const double pcts[] = {1, 50, 90, 95, 99, 100};
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(pcts); i++) {
+        double want = pcts[i] * 10 * 1000, got = sharp_latency_percentile(counts, n, pcts[i]);
+        assert_true(fabs(got - want) <= 0.0625 * want);
+    }
+    /* taking empties it */
+    assert_int_equal(sharp_latency_take(&h, counts), 0);
+    assert_true(sharp_latency_percentile(counts, 0, 95) < 0);
+    /* small values are exact; one value is every percentile */
+    sharp_latency_record(&h, 7);
+    n = sharp_latency_take(&h, counts);
+    assert_true(sharp_latency_percentile(counts, n, 1) == 7 && sharp_latency_percentile(counts, n, 100) == 7);
+}
+
+static sharp_outlier_config_t latency_cfg(void)
+{
+    sharp_outlier_config_t cfg = rate_cfg();
+    cfg.latency.enabled = true;
+    cfg.latency.request_volume = 20;
+    cfg.latency.consecutive_intervals = 2;
+    return cfg;
+}
+
+/* One interval of the latency monitor: host i answered n[i] tries taking
+ * lat_ms[i] ms each, give or take 10% (a deterministic spread), then the
+ * monitor runs at `now`. Through the workers' entry point. */
+static void latency_round(fixture_t *f, const int *n, const double *lat_ms, uint64_t now)
+{
+    for (uint32_t i = 0; i < f->c.nhosts; i++)
+        for (int k = 0; k < n[i]; k++) {
+            double spread = 0.9 + 0.2 * (double)(k % 11) / 10;
+            sharp_outlier_put_latency(&f->c, &f->h[i], (uint64_t)(lat_ms[i] * 1000 * spread), true);
+            sharp_outlier_put_http(&f->c, &f->h[i], 200);
+        }
+    sharp_outlier_on_interval(f->od, now);
+}
+
+static const int VOL[3] = {60, 60, 60};
+static const double FAST[3] = {10, 12, 11}, ONE_SLOW[3] = {10, 12, 150};
+
+static void test_latency_verdict(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = latency_cfg();
+    const sharp_outlier_latency_config_t *l = &cfg.latency;
+    assert_true(sharp_outlier_latency_verdict(l, 90000, 10000));
+    assert_true(sharp_outlier_latency_verdict(l, 30000, 10000));  /* exactly 3 times */
+    assert_false(sharp_outlier_latency_verdict(l, 29000, 10000));
+    assert_false(sharp_outlier_latency_verdict(l, 15000, 1000));  /* 15 times, under the 20 ms floor */
+    assert_false(sharp_outlier_latency_verdict(l, 90000, -1));    /* no median */
+    sharp_outlier_latency_config_t low = *l;
+    low.min_latency_us = 0;
+    low.factor = 1.5;
+    assert_true(sharp_outlier_latency_verdict(&low, 1500, 1000));
+}
+
+static void test_latency_ejects_slow_host(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = latency_cfg();
+    cfg.interval_ms = 1000;
+    fixture_t *f = setup(3, &cfg);
+    latency_round(f, VOL, ONE_SLOW, 1000);
+    assert_false(ejected(f, 2)); /* one interval of two */
+    assert_true(fabs(f->od->latency_median_us - 12000) <= 0.07 * 12000);
+    assert_true(f->od->hosts[2]->latency_pct_us > 150000);
+    latency_round(f, VOL, ONE_SLOW, 2000);
+    assert_true(ejected(f, 2));
+    assert_false(ejected(f, 0) || ejected(f, 1));
+    assert_int_equal(counter(f, "ejections_detected_latency"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_latency"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_total"), 1);
+    assert_int_equal(gauge(f, "ejections_active"), 1);
+    assert_int_equal(f->od->hosts[2]->type, SHARP_OUTLIER_LATENCY);
+    /* the diagnosis names the host and the figures */
+    const char *d = sharp_diag_host_text(&f->h[2]);
+    assert_non_null(strstr(d, "latency: 10.0.0.3:80 slow (p95 "));
+    assert_non_null(strstr(d, "vs cluster median 1"));
+    assert_string_equal(sharp_diag_host_text(&f->h[0]), "");
+    /* ejected, it is neither judged nor part of the median; its half-open
+     * probe after base_ejection_time must answer within 3 x the median */
+    assert_true(atomic_load(&f->od->hosts[2]->probe_latency_limit_us) >= 30000);
+    static const int TWO[3] = {60, 60, 0};
+    latency_round(f, TWO, FAST, 3000);
+    latency_round(f, TWO, FAST, 31000);
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_OPEN);
+    latency_round(f, TWO, FAST, 32000);
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_HALF_OPEN);
+    /* a slow probe (a 200, 150 ms) fails it: re-ejected for twice as long */
+    sharp_outlier_put_latency(&f->c, &f->h[2], 150000, true);
+    sharp_outlier_put_http(&f->c, &f->h[2], 200);
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_OPEN);
+    sharp_outlier_process_pending(f->od, 32100);
+    assert_true(ejected(f, 2));
+    assert_int_equal(f->od->hosts[2]->backoff, 2);
+    assert_int_equal(counter(f, "ejections_enforced_latency"), 2);
+    /* after 60 s, a fast probe closes it */
+    latency_round(f, TWO, FAST, 93000);
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_HALF_OPEN);
+    sharp_outlier_put_latency(&f->c, &f->h[2], 11000, true);
+    sharp_outlier_put_http(&f->c, &f->h[2], 200);
+    assert_int_equal(breaker(f, 2), SHARP_HOST_BREAKER_CLOSED);
+    teardown(f);
+}
+
+static void test_latency_no_false_positive(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = latency_cfg();
+    cfg.latency.consecutive_intervals = 1;
+    fixture_t *f = setup(3, &cfg);
+    /* hosts twice as slow as each other, and all slow together */
+    static const double spread[3] = {10, 20, 25}, all_slow[3] = {400, 500, 450};
+    for (int i = 0; i < 6; i++) latency_round(f, VOL, i % 2 ? spread : all_slow, 1000 * (i + 1));
+    /* 15 times the median but under the 20 ms floor */
+    static const double tiny[3] = {0.5, 0.6, 9};
+    for (int i = 0; i < 3; i++) latency_round(f, VOL, tiny, 7000 + 1000 * i);
+    for (uint32_t i = 0; i < 3; i++) assert_false(ejected(f, i));
+    assert_int_equal(counter(f, "ejections_detected_latency"), 0);
+    teardown(f);
+}
+
+static void test_latency_volume_and_hosts(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = latency_cfg();
+    cfg.latency.consecutive_intervals = 3;
+    fixture_t *f = setup(3, &cfg);
+    /* slow, slow, then an interval with too few tries: neither counts nor
+     * breaks the run, so the next slow interval ejects */
+    latency_round(f, VOL, ONE_SLOW, 1000);
+    latency_round(f, VOL, ONE_SLOW, 2000);
+    static const int FEW[3] = {60, 60, 19};
+    latency_round(f, FEW, ONE_SLOW, 3000);
+    assert_false(ejected(f, 2));
+    assert_true(f->od->hosts[2]->latency_pct_us < 0);
+    latency_round(f, VOL, ONE_SLOW, 4000);
+    assert_true(ejected(f, 2));
+    teardown(f);
+    /* a fast interval breaks the run */
+    f = setup(3, &cfg);
+    latency_round(f, VOL, ONE_SLOW, 1000);
+    latency_round(f, VOL, ONE_SLOW, 2000);
+    latency_round(f, VOL, FAST, 3000);
+    latency_round(f, VOL, ONE_SLOW, 4000);
+    latency_round(f, VOL, ONE_SLOW, 5000);
+    assert_false(ejected(f, 2));
+    latency_round(f, VOL, ONE_SLOW, 6000);
+    assert_true(ejected(f, 2));
+    teardown(f);
+    /* two hosts with traffic are fewer than minimum_hosts (3): nobody */
+    cfg.latency.consecutive_intervals = 1;
+    f = setup(3, &cfg);
+    static const int NO0[3] = {0, 60, 60};
+    for (int i = 0; i < 3; i++) latency_round(f, NO0, ONE_SLOW, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    assert_true(f->od->latency_median_us < 0);
+    teardown(f);
+    /* timeouts count with the time waited: a host that hangs is slow */
+    f = setup(3, &cfg);
+    for (uint32_t i = 0; i < 3; i++)
+        for (int k = 0; k < 30; k++)
+            sharp_outlier_put_latency(&f->c, &f->h[i], i == 2 ? 1000000 : 5000 + (uint64_t)k * 100, i != 2);
+    sharp_outlier_on_interval(f->od, 1000);
+    assert_true(ejected(f, 2));
+    teardown(f);
+}
+
+static void test_latency_machinery_limits(void **state)
+{
+    (void)state;
+    /* max_ejection_percent (Envoy's default 10% of 3 hosts: none) */
+    sharp_outlier_config_t cfg = latency_cfg();
+    cfg.max_ejection_percent = 10;
+    fixture_t *f = setup(3, &cfg);
+    for (int i = 0; i < 2; i++) latency_round(f, VOL, ONE_SLOW, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_detected_latency"), 1);
+    assert_int_equal(counter(f, "ejections_overflow"), 1);
+    assert_string_equal(sharp_diag_host_text(&f->h[2]), "");
+    teardown(f);
+    /* enforcing 0: detected, not ejected */
+    cfg = latency_cfg();
+    cfg.enforcing[SHARP_OUTLIER_LATENCY] = 0;
+    f = setup(3, &cfg);
+    for (int i = 0; i < 2; i++) latency_round(f, VOL, ONE_SLOW, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    assert_int_equal(counter(f, "ejections_detected_latency"), 1);
+    assert_int_equal(counter(f, "ejections_enforced_latency"), 0);
+    teardown(f);
+    /* without the monitor: no histogram, nothing recorded, no stats */
+    cfg = rate_cfg();
+    f = setup(3, &cfg);
+    assert_null(f->od->hosts[0]->latency);
+    for (int i = 0; i < 4; i++) latency_round(f, VOL, ONE_SLOW, 1000 * (i + 1));
+    assert_false(ejected(f, 2));
+    sharp_stat_id_t id;
+    sharp_stat_kind_t kind;
+    assert_int_not_equal(sharp_stats_find(f->stats, "cluster.c.outlier_detection.ejections_detected_latency", &id, &kind), 0);
+    teardown(f);
+}
+
+static void test_latency_config(void **state)
+{
+    (void)state;
+    sharp_config_types_register();
+    sharp_kernel_set_mode(SHARP_KERNEL_MODE_OFF); /* the latency monitor does not need the kernel signals */
+    fixture_t *f = setup(3, NULL);
+    char path[256], msg[256];
+    Envoy__Config__Cluster__V3__OutlierDetection pb = ENVOY__CONFIG__CLUSTER__V3__OUTLIER_DETECTION__INIT;
+    Sharp__Extensions__OutlierDetectionMonitors__Latency__V1__LatencyOutlier lo =
+        SHARP__EXTENSIONS__OUTLIER_DETECTION_MONITORS__LATENCY__V1__LATENCY_OUTLIER__INIT;
+    Google__Protobuf__Any any;
+    Envoy__Config__Core__V3__TypedExtensionConfig tec, *tecs[2];
+    uint8_t buf[256];
+    char url[200];
+    tecs[0] = monitor_of(&lo.base, &any, &tec, buf, url);
+    pb.n_monitors = 1;
+    pb.monitors = tecs;
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    const sharp_outlier_latency_config_t *l = &f->od->cfg.latency;
+    assert_true(l->enabled);
+    assert_true(l->percentile == 95 && l->factor == 3);
+    assert_int_equal(l->min_latency_us, 20000);
+    assert_int_equal(l->request_volume, 50);
+    assert_int_equal(l->consecutive_intervals, 3);
+    assert_int_equal(l->minimum_hosts, 3);
+    assert_int_equal(f->od->cfg.enforcing[SHARP_OUTLIER_LATENCY], 100);
+    assert_non_null(f->od->hosts[0]->latency);
+    counter(f, "ejections_detected_latency");
+    counter(f, "ejections_enforced_latency");
+    Google__Protobuf__DoubleValue pct = GOOGLE__PROTOBUF__DOUBLE_VALUE__INIT, factor = GOOGLE__PROTOBUF__DOUBLE_VALUE__INIT;
+    Google__Protobuf__UInt32Value vol = GOOGLE__PROTOBUF__UINT32_VALUE__INIT, n = GOOGLE__PROTOBUF__UINT32_VALUE__INIT,
+                                  hosts = GOOGLE__PROTOBUF__UINT32_VALUE__INIT, enf = GOOGLE__PROTOBUF__UINT32_VALUE__INIT;
+    Google__Protobuf__Duration min = GOOGLE__PROTOBUF__DURATION__INIT;
+    pct.value = 99.9, factor.value = 2, vol.value = 200, n.value = 4, hosts.value = 5, enf.value = 40,
+    min.nanos = 7500000;
+    lo.percentile = &pct, lo.factor = &factor, lo.request_volume = &vol, lo.consecutive_intervals = &n;
+    lo.minimum_hosts = &hosts, lo.enforcing = &enf, lo.min_latency = &min;
+    monitor_of(&lo.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    l = &f->od->cfg.latency;
+    assert_true(l->percentile == 99.9 && l->factor == 2);
+    assert_int_equal(l->min_latency_us, 7500);
+    assert_int_equal(l->request_volume, 200);
+    assert_int_equal(l->consecutive_intervals, 4);
+    assert_int_equal(l->minimum_hosts, 5);
+    assert_int_equal(f->od->cfg.enforcing[SHARP_OUTLIER_LATENCY], 40);
+    /* bad values, each naming its field */
+    static const struct {
+        double pct, factor;
+        uint32_t vol, n, hosts, enf;
+        const char *field, *msg;
+    } bad[] = {
+        {0, 2, 1, 1, 1, 0, "percentile", "must be in (0, 100]"},
+        {100.5, 2, 1, 1, 1, 0, "percentile", "must be in (0, 100]"},
+        {99, 0.9, 1, 1, 1, 0, "factor", "must be at least 1"},
+        {99, 2, 0, 1, 1, 0, "request_volume", "must be at least 1"},
+        {99, 2, 1, 0, 1, 0, "consecutive_intervals", "must be at least 1"},
+        {99, 2, 1, 1, 0, 0, "minimum_hosts", "must be at least 1"},
+        {99, 2, 1, 1, 1, 101, "enforcing", "must be at most 100"},
+    };
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(bad); i++) {
+        pct.value = bad[i].pct, factor.value = bad[i].factor, vol.value = bad[i].vol, n.value = bad[i].n;
+        hosts.value = bad[i].hosts, enf.value = bad[i].enf;
+        monitor_of(&lo.base, &any, &tec, buf, url);
+        assert_int_equal(configure(f, &pb, path, msg), -1);
+        char want[200];
+        snprintf(want, sizeof want, "static_resources.clusters[0].outlier_detection.monitors[0].typed_config.%s",
+                 bad[i].field);
+        assert_string_equal(path, want);
+        assert_string_equal(msg, bad[i].msg);
+    }
+    pct.value = 99, factor.value = 2, vol.value = 1, n.value = 1, hosts.value = 1, enf.value = 100;
+    min.nanos = -1;
+    monitor_of(&lo.base, &any, &tec, buf, url);
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[0].typed_config.min_latency");
+    min.nanos = 0;
+    /* twice */
+    Google__Protobuf__Any any2;
+    Envoy__Config__Core__V3__TypedExtensionConfig tec2;
+    uint8_t buf2[256];
+    char url2[200];
+    monitor_of(&lo.base, &any, &tec, buf, url);
+    tecs[1] = monitor_of(&lo.base, &any2, &tec2, buf2, url2);
+    pb.n_monitors = 2;
+    assert_int_equal(configure(f, &pb, path, msg), -1);
+    assert_string_equal(path, "static_resources.clusters[0].outlier_detection.monitors[1].typed_config");
+    assert_string_equal(msg, "the latency monitor is configured twice");
+    /* with the kernel monitor beside it */
+    sharp_kernel_set_mode(SHARP_KERNEL_MODE_AUTO);
+    Sharp__Extensions__OutlierDetectionMonitors__Kernel__V1__KernelSignals ks =
+        SHARP__EXTENSIONS__OUTLIER_DETECTION_MONITORS__KERNEL__V1__KERNEL_SIGNALS__INIT;
+    tecs[1] = monitor_of(&ks.base, &any2, &tec2, buf2, url2);
+    assert_int_equal(configure(f, &pb, path, msg), 0);
+    assert_true(f->od->cfg.latency.enabled && f->od->cfg.kernel.enabled);
     teardown(f);
 }
 
@@ -1302,6 +1637,13 @@ int main(void)
         cmocka_unit_test(test_kernel_latency_and_settings),
         cmocka_unit_test(test_kernel_machinery_limits),
         cmocka_unit_test(test_kernel_config),
+        cmocka_unit_test(test_latency_histogram),
+        cmocka_unit_test(test_latency_verdict),
+        cmocka_unit_test(test_latency_ejects_slow_host),
+        cmocka_unit_test(test_latency_no_false_positive),
+        cmocka_unit_test(test_latency_volume_and_hosts),
+        cmocka_unit_test(test_latency_machinery_limits),
+        cmocka_unit_test(test_latency_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
