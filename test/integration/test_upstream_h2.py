@@ -384,17 +384,26 @@ def test_outlier_detection_over_http2(procs):
 def test_response_trailers_end_the_response(procs):
     u = h2_upstream(procs)
     listen, admin, _ = start(procs, [u.port])
-    st, _, body = request(listen, "GET", "/bytes/100000?trailers=1")
-    assert st == 200 and body == pattern(100000)
-    st, _, body = request(listen, "GET", "/echo?trailers=1")
-    assert st == 200 and json.loads(body)["version"] == "HTTP/2"
-    # a content-length response is whole downstream before its upstream
-    # trailers arrive: they may still be on their way (and the worker counts
-    # the trailers a moment before the request's completion)
-    deadline = time.time() + 5 * SLOW
-    while (stat(admin, C + "http2.trailers"), stat(admin, C + "upstream_rq_completed")) != (2, 2) \
-            and time.time() < deadline:
-        time.sleep(0.02)
+    # one keep-alive connection, open until the end: a content-length
+    # response is whole downstream before its upstream trailers arrive, and
+    # a client that closed then would (rightly) cancel the upstream stream
+    # before them
+    c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10 * SLOW)
+    try:
+        c.request("GET", "/bytes/100000?trailers=1")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == pattern(100000)
+        c.request("GET", "/echo?trailers=1")
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["version"] == "HTTP/2"
+        # the trailers may still be on their way (and the worker counts them
+        # a moment before the request's completion)
+        deadline = time.time() + 5 * SLOW
+        while (stat(admin, C + "http2.trailers"), stat(admin, C + "upstream_rq_completed")) != (2, 2) \
+                and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        c.close()
     assert stat(admin, C + "http2.trailers") == 2
     assert stat(admin, C + "upstream_rq_completed") == 2
 
