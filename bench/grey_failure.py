@@ -10,8 +10,10 @@ Set-ups, each on a fresh network and SHARP, one after the other:
           failures, success rate)
   kernel  the same plus SHARP's kernel outlier monitor (retransmission rate
           and RTT per host against the cluster's median)
-  + EXTRA_MONITOR (environment, YAML of one more monitors[] entry, e.g.
-          the latency detector) makes a third set-up "kernel+extra".
+  latency the same plus SHARP's latency outlier monitor (a host's p95
+          against the cluster's median), no kernel monitor
+  kernel+latency  both
+  (SETUPS picks among them, e.g. SETUPS="plain kernel+latency".)
 
 Reported per set-up and phase (before / during / after the loss): client
 p50 / p99 / p99.9, errors (non-2xx, timeouts, connection errors), retry
@@ -22,8 +24,8 @@ every 100 ms) and SHARP's diagnosis line for it; a timeline (per-second p99
 and errors, loss and ejection marked) in RESULTS/grey-failure.png with
 gnuplot.
 
-Clean run (CLEAN_S seconds, default 180; 0 skips it): the kernel set-up
-(and the extra monitor) with no loss anywhere, the same load, and a CPU
+Clean run (CLEAN_S seconds, default 180; 0 skips it): the last set-up of
+SETUPS with no loss anywhere, the same load, and a CPU
 burner beside it for half the time: every host flagged or ejected is a
 false positive, reported.
 
@@ -55,16 +57,16 @@ from test_kernel_signals import ADMIN, LISTEN, PORT, Net, _get, bootstrap  # noq
 
 LOADGEN = os.path.join(BUILD, "bench", "loadgen", "sharp-loadgen")
 RATE = int(os.environ.get("RATE", "200"))
-PRE_S = int(os.environ.get("PRE_S", "15"))
+PRE_S = int(os.environ.get("PRE_S", "10"))
 LOSS_S = int(os.environ.get("LOSS_S", "60"))
-POST_S = int(os.environ.get("POST_S", "30"))
+POST_S = int(os.environ.get("POST_S", "20"))
 LOSS = float(os.environ.get("LOSS", "0.05"))
 RESULTS = os.path.abspath(os.environ.get("RESULTS", os.path.join(ROOT, "bench", "results")))
 OVERHEAD = os.environ.get("OVERHEAD", "1") == "1"
 GREY = os.environ.get("GREY", "1") == "1"
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 OVERHEAD_S = int(os.environ.get("OVERHEAD_S", "10"))
-EXTRA_MONITOR = os.environ.get("EXTRA_MONITOR", "")
+SETUPS = os.environ.get("SETUPS", "plain kernel latency kernel+latency").split()
 CLEAN_S = int(os.environ.get("CLEAN_S", "180"))
 LOSSY = 3  # host 3 loses packets
 
@@ -103,12 +105,18 @@ def config(cluster_extra):
                      + retry)
 
 
+LATENCY_MONITOR = """\
+  - name: sharp.outlier_detection_monitors.latency
+    typed_config:
+      "@type": type.googleapis.com/sharp.extensions.outlier_detection_monitors.latency.v1.LatencyOutlier
+"""
+
+
 def setups():
-    out = [("plain", ENVOY_OUTLIER), ("kernel", ENVOY_OUTLIER + KERNEL_MONITOR)]
-    if EXTRA_MONITOR:
-        extra = "".join("  " + ln + "\n" for ln in EXTRA_MONITOR.strip("\n").splitlines())
-        out.append(("kernel+extra", ENVOY_OUTLIER + KERNEL_MONITOR + extra))
-    return out
+    all_ = {"plain": ENVOY_OUTLIER, "kernel": ENVOY_OUTLIER + KERNEL_MONITOR,
+            "latency": ENVOY_OUTLIER + "  monitors:\n" + LATENCY_MONITOR,
+            "kernel+latency": ENVOY_OUTLIER + KERNEL_MONITOR + LATENCY_MONITOR}
+    return [(n, all_[n]) for n in SETUPS]
 
 
 def stats(net):
