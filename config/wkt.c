@@ -241,6 +241,26 @@ static int map_container(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *m, c
     return sharp_cfg_map_field(c, node, m, f);
 }
 
+/* Ends the mapping of an Any: on success (rc 0) `inner` packed into its
+ * value and its type URL set; `inner` freed either way. Returns rc. */
+static int pack_any(ProtobufCMessage *any, const ProtobufCFieldDescriptor *uf, const ProtobufCFieldDescriptor *vf,
+                    ProtobufCMessage *inner, const cfg_scalar_t *url, int rc)
+{
+    if (rc == 0) {
+        size_t sz = protobuf_c_message_get_packed_size(inner);
+        ProtobufCBinaryData *bd = sharp_cfg_member(any, vf);
+        if (sz) {
+            bd->data = sharp_calloc(1, sz);
+            bd->len = protobuf_c_message_pack(inner, bd->data);
+        }
+        sharp_cfg_mark_present(any, vf);
+        *(char **)sharp_cfg_member(any, uf) = sharp_strndup(url->s, url->len);
+        sharp_cfg_mark_present(any, uf);
+    }
+    protobuf_c_message_free_unpacked(inner, NULL);
+    return rc;
+}
+
 /* udpa.type.v1.TypedStruct / xds.type.v3.TypedStruct: an extension's
  * config as {type_url, value: a Struct with its fields}, which Envoy turns
  * into the message type_url names (translateOpaqueConfig) with the same
@@ -305,19 +325,7 @@ static int map_typed_struct(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *a
         c->msg_ctx = old_ctx;
         if (rc == 0) sharp_cfg_pop(c, old);
     }
-    if (rc == 0) {
-        size_t sz = protobuf_c_message_get_packed_size(inner);
-        ProtobufCBinaryData *bd = sharp_cfg_member(any, vf);
-        if (sz) {
-            bd->data = sharp_calloc(1, sz);
-            bd->len = protobuf_c_message_pack(inner, bd->data);
-        }
-        sharp_cfg_mark_present(any, vf);
-        *(char **)sharp_cfg_member(any, uf) = sharp_strndup(url.s, url.len);
-        sharp_cfg_mark_present(any, uf);
-    }
-    protobuf_c_message_free_unpacked(inner, NULL);
-    return rc;
+    return pack_any(any, uf, vf, inner, &url, rc);
 }
 
 /* Any: {"@type": url, fields of that type...}, or {"@type": url, "value": x}
@@ -388,19 +396,7 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
         rc = sharp_cfg_map_fields(c, node, inner, "@type");
         c->msg_ctx = old_ctx;
     }
-    if (rc == 0) {
-        size_t sz = protobuf_c_message_get_packed_size(inner);
-        ProtobufCBinaryData *bd = sharp_cfg_member(any, vf);
-        if (sz) {
-            bd->data = sharp_calloc(1, sz);
-            bd->len = protobuf_c_message_pack(inner, bd->data);
-        }
-        sharp_cfg_mark_present(any, vf);
-        *(char **)sharp_cfg_member(any, uf) = sharp_strndup(url.s, url.len);
-        sharp_cfg_mark_present(any, uf);
-    }
-    protobuf_c_message_free_unpacked(inner, NULL);
-    return rc;
+    return pack_any(any, uf, vf, inner, &url, rc);
 }
 
 /* Dispatch by kind; returns 1 for shapes the generic mapping handles
