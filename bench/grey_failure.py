@@ -304,7 +304,8 @@ def plot(results):
             for phase in ("before", "during", "after"):
                 lg = r["phases"][phase]["loadgen"]
                 for s in lg["series"]:
-                    bad = s["sent"] - s["ok"]
+                    # requests of the interval that failed (not 2xx, errors, timeouts)
+                    bad = s["other"] + s["shed"] + s["errors"] + s["timeouts"]
                     f.write(f"{off + s['t']:.1f} {s['p99']:.3f} {bad}\n")
                 off += lg["duration_s"]
         files.append((r, path))
@@ -323,6 +324,10 @@ def plot(results):
               f"plot {plots}\nunset logscale y\nunset title\nplot {plots2}\nunset multiplot\n")
     subprocess.run(["gnuplot"], input=script, text=True, check=True, timeout=60)
     print(f"plot: {png}")
+    with open(os.path.join(RESULTS, "grey-failure.json"), "w") as f:
+        json.dump([{k: v for k, v in r.items() if k != "phases"} | {
+            "phases": {ph: {"loadgen": x["loadgen"], "amplification": x["amplification"]}
+                       for ph, x in r["phases"].items()}} for r in results], f)
 
 
 def main():

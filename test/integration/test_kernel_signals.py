@@ -232,13 +232,15 @@ static_resources:
 
 
 class Load:
-    """A steady request rate from threads inside SHARP's namespace, each
-    on its keep-alive connection, paced (a late request does not make the
-    next one wait)."""
+    """A steady request rate from threads inside SHARP's namespace (ns;
+    None: the test's own), each on its keep-alive connection to `port`,
+    paced (a late request does not make the next one wait); counts the
+    answers per upstream name (x-upstream-name)."""
 
-    def __init__(self, ns, path="/", rate=200, threads=10):
-        self.ns, self.path, self.stop_ev = ns, path, threading.Event()
+    def __init__(self, ns, path="/", rate=200, threads=10, port=LISTEN):
+        self.ns, self.path, self.port, self.stop_ev = ns, path, port, threading.Event()
         self.sent = self.errors = 0
+        self.by_host = {}
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, args=(rate / threads,), daemon=True)
                         for _ in range(threads)]
@@ -246,17 +248,19 @@ class Load:
             t.start()
 
     def _run(self, rate):
-        enter_netns(self.ns)
+        if self.ns:
+            enter_netns(self.ns)
         conn = None
         period, nxt = 1.0 / rate, time.time()
         while not self.stop_ev.is_set():
+            name = None
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", LISTEN, timeout=10)
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 conn.request("GET", self.path)
                 r = conn.getresponse()
                 r.read()
-                ok = r.status == 200
+                ok, name = r.status == 200, r.getheader("x-upstream-name")
             except (OSError, http.client.HTTPException):
                 ok = False
                 if conn:
@@ -265,6 +269,8 @@ class Load:
             with self.lock:
                 self.sent += 1
                 self.errors += not ok
+                if name:
+                    self.by_host[name] = self.by_host.get(name, 0) + 1
             nxt += period
             delay = nxt - time.time()
             if delay > 0:

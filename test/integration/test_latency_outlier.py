@@ -7,19 +7,18 @@ one host can answer slowly while the others stay fast.
 What the operator sees is checked where the operator sees it: /clusters
 (text and JSON), the stats, SHARP's log (the JSON diagnosis lines) and the
 access log's %UPSTREAM_HOST_DIAGNOSIS%."""
-import http.client
 import json
 import os
 import re
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
 from conftest import (SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, file_access_log, free_port, stat,
                       upstream_admin, wait_for)
+from test_kernel_signals import Load as KernelLoad
 
 LATENCY = """\
 lb_policy: ROUND_ROBIN
@@ -41,56 +40,10 @@ outlier_detection:
 P = "cluster.backend.outlier_detection."
 
 
-class Load:
-    """A steady request rate from threads on keep-alive connections, paced
-    (a late request does not make the next one wait); counts the answers
-    per upstream name."""
-
-    def __init__(self, port, path="/work", rate=120, threads=12):
-        self.port, self.path, self.stop_ev = port, path, threading.Event()
-        self.sent = self.errors = 0
-        self.by_host = {}
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(rate / threads,), daemon=True)
-                        for _ in range(threads)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, rate):
-        conn = None
-        period, nxt = 1.0 / rate, time.time()
-        while not self.stop_ev.is_set():
-            name = None
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", self.path)
-                r = conn.getresponse()
-                r.read()
-                ok, name = r.status == 200, r.getheader("x-upstream-name")
-            except (OSError, http.client.HTTPException):
-                ok = False
-                if conn:
-                    conn.close()
-                conn = None
-            with self.lock:
-                self.sent += 1
-                self.errors += not ok
-                if name:
-                    self.by_host[name] = self.by_host.get(name, 0) + 1
-            nxt += period
-            delay = nxt - time.time()
-            if delay > 0:
-                self.stop_ev.wait(delay)
-            else:
-                nxt = time.time()
-        if conn:
-            conn.close()
-
-    def stop(self):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(15)
+def Load(port, path="/work", rate=120, threads=12):
+    """A steady, paced request rate on keep-alive connections from this
+    process, counting the answers per upstream name."""
+    return KernelLoad(None, path, rate, threads, port=port)
 
 
 def service_time(u, ms, slots=None):
