@@ -57,6 +57,8 @@ static void train_usage(FILE *f)
           "  --seed N     training seed (default 1): the same seed gives the same weights\n"
           "  --steps N    decisions (15 s each) to train on, all environments (default 1000000)\n"
           "  --envs N     environments stepped in lockstep (default 8)\n"
+          "  --cost-weight W  reward weight of 100 replicas for a step (default 0.1, as much as a step\n"
+          "               that violates the objective throughout)\n"
           "  --out FILE   where the policy goes (default: not written)\n"
           "  --quiet      print the result only\n",
           f);
@@ -120,6 +122,13 @@ int sharp_scaling_train_main(int argc, char **argv)
                 goto bad_value;
             pc.n_envs = (int)n;
             i++;
+        } else if (!strcmp(a, "--cost-weight")) {
+            char *end = NULL;
+            double w = v ? strtod(v, &end) : NAN;
+            if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 100.0))
+                goto bad_value;
+            cfg.w_cost = w;
+            i++;
         } else if (!strcmp(a, "--out")) {
             if (!v)
                 goto bad_value;
@@ -166,8 +175,8 @@ int sharp_scaling_train_main(int argc, char **argv)
     sharp_policy_t *p = sharp_ppo_policy(ppo);
     sharp_scaling_factory_range(&f, p);
     printf("trained on %s traces: %lld decisions, %lld episodes, %.1fs (seed %" PRIu64
-           "); mean return of the last %d episodes %.3f\n",
-           sharp_trace_name(cfg.trace), res.steps, res.last.episodes, secs, pc.seed, res.last.window,
+           ", cost weight %g); mean return of the last %d episodes %.3f\n",
+           sharp_trace_name(cfg.trace), res.steps, res.last.episodes, secs, pc.seed, cfg.w_cost, res.last.window,
            res.last.mean_return);
     if (!pr.quiet)
         for (int i = 0; i < SHARP_SCALE_OBS_N; i++)

@@ -146,6 +146,7 @@ def test_scaling_training_and_evaluation(tmp_path):
     r = run("scaling", "--trace", "flash", "--seed", "3", "--steps", "4096", "--out", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "trained on flash traces: 4096 decisions" in r.stdout
+    assert "cost weight 0.1)" in r.stdout
     for name in SCALING_OBS:
         assert f"trained range of {name}" in r.stdout, r.stdout
     assert f"policy written to {out}" in r.stdout
@@ -197,6 +198,11 @@ def test_scaling_same_seed_same_file(tmp_path):
         files.append(f.read_bytes())
     assert files[0] == files[1]
     assert files[0] != files[2]
+    # the reward's cost weight changes what is learned
+    f = tmp_path / "d.pol"
+    r = run("scaling", "--seed", "5", "--steps", "2048", "--cost-weight", "0.3", "--out", str(f), "--quiet")
+    assert r.returncode == 0 and "cost weight 0.3)" in r.stdout, r.stdout + r.stderr
+    assert f.read_bytes() != files[0]
 
 
 def test_scaling_bad_arguments(tmp_path):
@@ -205,6 +211,8 @@ def test_scaling_bad_arguments(tmp_path):
         (("scaling", "--trace"), "--trace needs a valid value"),
         (("scaling", "--steps", "100"), "--steps must be at least one rollout"),
         (("scaling", "--envs", "0"), "--envs needs a valid value"),
+        (("scaling", "--cost-weight", "-1"), "--cost-weight needs a valid value"),
+        (("scaling", "--cost-weight", "nan"), "--cost-weight needs a valid value"),
         (("scaling", "--frobnicate"), "unknown option"),
         (("eval-scaling",), "eval-scaling needs --policy FILE"),
         (("eval-scaling", "--policy", "x", "--episodes", "0"), "--episodes needs a valid value"),
