@@ -216,11 +216,18 @@ void sharp_sim_second(sharp_sim_t *s)
         double w50, w99, lq;
         mmk(c, RHO_CAP, &w50, &w99, &lq);
         const double n_top = ready * (k * RHO_CAP + lq);
-        double x_max; /* the most the bound lets through without a backlog */
-        if (bound >= n_top) {
+        /* The most the bound lets through without a backlog: all of the
+         * offered load when its requests in flight fit, else the
+         * utilization whose requests in flight fill the bound. */
+        double x_max;
+        bool fits = false;
+        if (b <= 0.0 && lambda <= top) {
+            mmk(c, lambda / cap, &w50, &w99, &lq);
+            fits = ready * (k * lambda / cap + lq) <= bound;
+        }
+        if (fits || bound >= n_top) {
             x_max = top;
         } else {
-            /* the utilization whose requests in flight fill the bound */
             double lo = 0.0, hi = RHO_CAP;
             for (int i = 0; i < 40; i++) {
                 double mid = 0.5 * (lo + hi);
