@@ -74,6 +74,16 @@ const char *sharp_hpa_config_check(const sharp_hpa_config_t *c)
 
 /* ---------------- the replica calculator ---------------- */
 
+/* Millicores beyond any machine (2^40, a billion cores). */
+#define MILLI_MAX ((int64_t)1 << 40)
+
+/* ceil(x), as a replica count (at most INT32_MAX). */
+static int32_t ceil_count(double x)
+{
+    double c = ceil(x);
+    return c >= (double)INT32_MAX ? INT32_MAX : (int32_t)c;
+}
+
 enum { POD_READY, POD_UNREADY, POD_MISSING, POD_IGNORED };
 
 /* groupPods, for the CPU resource. */
@@ -112,7 +122,10 @@ static int utilization_ratio(const sharp_hpa_config_t *c, const sharp_hpa_pod_t 
     }
     if (requests_total == 0)
         return -1;
-    int32_t u = (int32_t)((metrics_total * 100) / requests_total);
+    /* Go truncates to int32 (wrapping beyond it); past any real
+     * utilization it is held at the largest instead. */
+    int64_t u64 = (metrics_total * 100) / requests_total;
+    int32_t u = u64 > INT32_MAX ? INT32_MAX : (int32_t)u64;
     *util = u;
     *ratio = (double)u / (double)c->target_utilization;
     return 0;
@@ -164,11 +177,18 @@ int sharp_hpa_replica_calc(const sharp_hpa_config_t *c, double now, int32_t curr
         snprintf(err, errlen, "did not receive metrics for targeted pods (pods might be unready)");
         goto out;
     }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (pods[i].request_m <= 0) {
             snprintf(err, errlen, "missing request for cpu in pod %d", i);
             goto out;
         }
+        /* Sums of n such values times 100 stay far from overflowing. */
+        bool bad_usage = pods[i].has_metric && (pods[i].usage_m < 0 || pods[i].usage_m > MILLI_MAX);
+        if (pods[i].request_m > MILLI_MAX || bad_usage) {
+            snprintf(err, errlen, "cpu request or usage of pod %d out of range", i);
+            goto out;
+        }
+    }
     double ratio;
     int32_t util;
     if (utilization_ratio(c, pods, value, in_use, n, &ratio, &util) != 0) {
@@ -184,7 +204,7 @@ int sharp_hpa_replica_calc(const sharp_hpa_config_t *c, double now, int32_t curr
         if (within(c, ratio))
             out->replicas = current;
         else
-            out->replicas = (int32_t)ceil(ratio * (double)out->ready);
+            out->replicas = ceil_count(ratio * (double)out->ready);
         rc = 0;
         goto out;
     }
@@ -229,7 +249,7 @@ int sharp_hpa_replica_calc(const sharp_hpa_config_t *c, double now, int32_t curr
         rc = 0;
         goto out;
     }
-    int32_t new_replicas = (int32_t)ceil(new_ratio * (double)n_metrics);
+    int32_t new_replicas = ceil_count(new_ratio * (double)n_metrics);
     if ((new_ratio < 1.0 && new_replicas > current) || (new_ratio > 1.0 && new_replicas < current))
         out->replicas = current;
     else

@@ -316,6 +316,19 @@ static void calculator_errors(void **state)
     p[1] = pod(100, 0);
     assert_int_equal(sharp_hpa_replica_calc(&c, NOW, 2, p, 2, &r, err, sizeof err), -1);
     assert_non_null(strstr(err, "missing request"));
+    /* values no machine has are refused rather than overflowed */
+    p[1] = pod(INT64_MAX, 1000);
+    assert_int_equal(sharp_hpa_replica_calc(&c, NOW, 2, p, 2, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "out of range"));
+    p[1] = pod(-1, 1000);
+    assert_int_equal(sharp_hpa_replica_calc(&c, NOW, 2, p, 2, &r, err, sizeof err), -1);
+    p[1] = pod(100, INT64_MAX);
+    assert_int_equal(sharp_hpa_replica_calc(&c, NOW, 2, p, 2, &r, err, sizeof err), -1);
+    /* the largest usage on a tiny request: the count saturates */
+    p[0] = pod((int64_t)1 << 40, 1);
+    p[1] = pod((int64_t)1 << 40, 1);
+    assert_int_equal(sharp_hpa_replica_calc(&c, NOW, 2, p, 2, &r, err, sizeof err), 0);
+    assert_true(r.replicas > 0);
 }
 
 /* ---- behavior: rates, stabilization, bounds ---- */
