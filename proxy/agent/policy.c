@@ -41,6 +41,8 @@ sharp_policy_t *sharp_policy_new(int obs_dim, int n_actions, const int *hidden, 
     sharp_normalizer_init(&p->norm, obs_dim, obs_clip);
     sharp_mlp_cache_init(&p->actor1, &p->actor, 1);
     sharp_mlp_cache_init(&p->critic1, &p->critic, 1);
+    p->range_lo = agent_calloc((size_t)obs_dim, sizeof *p->range_lo);
+    p->range_hi = agent_calloc((size_t)obs_dim, sizeof *p->range_hi);
     p->obs1 = agent_calloc((size_t)obs_dim, sizeof *p->obs1);
     p->probs1 = agent_calloc((size_t)n_actions, sizeof *p->probs1);
     return p;
@@ -55,6 +57,8 @@ void sharp_policy_free(sharp_policy_t *p)
     sharp_normalizer_free(&p->norm);
     sharp_mlp_cache_free(&p->actor1);
     sharp_mlp_cache_free(&p->critic1);
+    free(p->range_lo);
+    free(p->range_hi);
     free(p->obs1);
     free(p->probs1);
     free(p);

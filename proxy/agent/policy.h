@@ -29,6 +29,11 @@ typedef struct {
     double *params, *grads; /* actor's then critic's */
     bool norm_obs;          /* observations go through `norm` */
     sharp_normalizer_t norm;
+    /* The range of each raw observation met in training (lo <= hi), when
+     * has_range: outside it the policy's answer is extrapolation, which
+     * the scaling guardian does not act on (guardian.h). */
+    bool has_range;
+    double *range_lo, *range_hi;
     /* one-observation scratch for act / value */
     sharp_mlp_cache_t actor1, critic1;
     double *obs1, *probs1;

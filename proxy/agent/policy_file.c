@@ -69,14 +69,17 @@ static double get_f64(const unsigned char *b)
     return d;
 }
 
-static size_t file_size_for(size_t obs_dim, size_t n_params)
+#define FLAG_NORM 1u
+#define FLAG_RANGE 2u
+
+static size_t file_size_for(size_t obs_dim, size_t n_params, bool range)
 {
-    return HEADER_SIZE + 16 * obs_dim + 8 * n_params + 4;
+    return HEADER_SIZE + (range ? 32 : 16) * obs_dim + 8 * n_params + 4;
 }
 
 int sharp_policy_save(const sharp_policy_t *p, const char *path, char *err, size_t errlen)
 {
-    size_t size = file_size_for((size_t)p->obs_dim, p->n_params);
+    size_t size = file_size_for((size_t)p->obs_dim, p->n_params, p->has_range);
     unsigned char *buf = agent_calloc(size, 1);
     memcpy(buf, SHARP_POLICY_FILE_MAGIC, 8);
     put_u32(buf + 8, SHARP_POLICY_FILE_VERSION);
@@ -85,7 +88,7 @@ int sharp_policy_save(const sharp_policy_t *p, const char *path, char *err, size
     put_u32(buf + 20, (uint32_t)p->n_hidden);
     for (int i = 0; i < p->n_hidden; i++)
         put_u32(buf + 24 + 4 * i, (uint32_t)p->hidden[i]);
-    put_u32(buf + 36, p->norm_obs ? 1u : 0u);
+    put_u32(buf + 36, (p->norm_obs ? FLAG_NORM : 0u) | (p->has_range ? FLAG_RANGE : 0u));
     put_u64(buf + 40, (uint64_t)p->n_params);
     put_f64(buf + 48, p->norm.count);
     put_f64(buf + 56, p->norm.clip);
@@ -94,6 +97,12 @@ int sharp_policy_save(const sharp_policy_t *p, const char *path, char *err, size
         put_f64(q, p->norm.mean[i]);
     for (int i = 0; i < p->obs_dim; i++, q += 8)
         put_f64(q, p->norm.var[i]);
+    if (p->has_range) {
+        for (int i = 0; i < p->obs_dim; i++, q += 8)
+            put_f64(q, p->range_lo[i]);
+        for (int i = 0; i < p->obs_dim; i++, q += 8)
+            put_f64(q, p->range_hi[i]);
+    }
     for (size_t i = 0; i < p->n_params; i++, q += 8)
         put_f64(q, p->params[i]);
     put_u32(q, sharp_crc32(0, buf, size - 4));
@@ -198,7 +207,7 @@ sharp_policy_t *sharp_policy_load(const char *path, char *err, size_t errlen)
         if (i < n_hidden)
             hidden[i] = (int)h;
     }
-    if (flags & ~1u) {
+    if (flags & ~(FLAG_NORM | FLAG_RANGE)) {
         snprintf(err, errlen, "%s: corrupt header: unknown flags 0x%x", path, flags);
         goto out;
     }
@@ -223,7 +232,8 @@ sharp_policy_t *sharp_policy_load(const char *path, char *err, size_t errlen)
                  (unsigned long long)n_params, count_params);
         goto out;
     }
-    size_t want = file_size_for(obs_dim, count_params);
+    bool range = flags & FLAG_RANGE;
+    size_t want = file_size_for(obs_dim, count_params, range);
     if (have < want) {
         snprintf(err, errlen, "%s: truncated (%zu bytes of %zu)", path, have, want);
         goto out;
@@ -249,7 +259,7 @@ sharp_policy_t *sharp_policy_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: invalid normalizer statistics", path);
         goto out;
     }
-    p = sharp_policy_new((int)obs_dim, (int)n_actions, hidden, (int)n_hidden, flags & 1u, clip);
+    p = sharp_policy_new((int)obs_dim, (int)n_actions, hidden, (int)n_hidden, flags & FLAG_NORM, clip);
     if (!p) {
         snprintf(err, errlen, "%s: corrupt header: unusable dimensions", path);
         goto out;
@@ -264,6 +274,19 @@ sharp_policy_t *sharp_policy_load(const char *path, char *err, size_t errlen)
         if (!isfinite(p->norm.mean[i]) || !isfinite(p->norm.var[i]) || p->norm.var[i] < 0.0) {
             snprintf(err, errlen, "%s: invalid normalizer statistics for observation %u", path, i);
             goto fail;
+        }
+    }
+    if (range) {
+        p->has_range = true;
+        for (uint32_t i = 0; i < obs_dim; i++, q += 8)
+            p->range_lo[i] = get_f64(q);
+        for (uint32_t i = 0; i < obs_dim; i++, q += 8)
+            p->range_hi[i] = get_f64(q);
+        for (uint32_t i = 0; i < obs_dim; i++) {
+            if (!isfinite(p->range_lo[i]) || !isfinite(p->range_hi[i]) || p->range_lo[i] > p->range_hi[i]) {
+                snprintf(err, errlen, "%s: invalid trained range for observation %u", path, i);
+                goto fail;
+            }
         }
     }
     for (size_t i = 0; i < p->n_params; i++, q += 8) {

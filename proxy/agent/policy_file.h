@@ -10,12 +10,15 @@
  *       16     4  u32       n_actions
  *       20     4  u32       n_hidden (1..3)
  *       24    12  u32[3]    hidden widths (unused ones 0)
- *       36     4  u32       flags: bit 0 observation normalization on
+ *       36     4  u32       flags: bit 0 observation normalization on,
+ *                           bit 1 the trained observation range follows
  *       40     8  u64       parameter count (actor + critic)
  *       48     8  f64       normalizer count
  *       56     8  f64       normalizer clip
  *       64  8*obs  f64[]     normalizer mean
  *        .  8*obs  f64[]     normalizer variance
+ *        .  8*obs  f64[]     with flag bit 1: the lowest value of each
+ *        .  8*obs  f64[]     observation met in training, then the highest
  *        .  8*params f64[]   parameters: actor layers then critic layers,
  *                           each layer's weights input-major then biases
  *      end     4  u32       CRC-32 (IEEE 802.3) of every byte before it
@@ -24,7 +27,8 @@
  * and is a regular file, the magic, the version, a whole header, the
  * dimensions (in bounds, parameter count consistent), the size they imply
  * (truncated or trailing bytes), the checksum, then the values (finite,
- * variances not negative). Nothing past the header is read or allocated
+ * variances not negative, ranges with lo <= hi). Files without the range
+ * (CartPole's) are byte for byte what they were before it existed. Nothing past the header is read or allocated
  * before the size checks out. Saving writes a temporary file next to the
  * target and renames it, so a reader never sees half a file. */
 #ifndef SHARP_AGENT_POLICY_FILE_H

@@ -3,11 +3,17 @@
  *
  *   sharp-train cartpole [--seed N] [--steps N] [--out FILE] [options]
  *   sharp-train cartpole --eval FILE [--seed N] [options]
+ *   sharp-train scaling [--trace T] [--seed N] [--steps N] [--out FILE]
+ *   sharp-train eval-scaling --policy FILE [--trace T] [--seed N] [options]
  *
- * Training stops when an evaluation of --eval-episodes fresh episodes
- * reaches a mean return of --target, or when the --steps budget of
- * training environment steps is spent. Exit status: 0 solved (or, with
- * --eval, the target met), 3 not solved, 1 error, 2 usage. */
+ * CartPole: training stops when an evaluation of --eval-episodes fresh
+ * episodes reaches a mean return of --target, or when the --steps budget
+ * of training environment steps is spent. Exit status: 0 solved (or, with
+ * --eval, the target met), 3 not solved, 1 error, 2 usage.
+ *
+ * Scaling (scaling_main.c): trains on the scaling simulator for the whole
+ * --steps budget, and compares a policy with the HPA and a fixed maximum
+ * on the same seeded traces. Exit status 0, 1 error, 2 usage. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -18,6 +24,7 @@
 
 #include "cartpole.h"
 #include "policy_file.h"
+#include "scaling_main.h"
 #include "ppo.h"
 #include "train.h"
 
@@ -25,7 +32,10 @@ static void usage(FILE *f)
 {
     fputs("usage: sharp-train cartpole [--seed N] [--steps N] [--out FILE] [options]\n"
           "       sharp-train cartpole --eval FILE [--seed N] [options]\n"
-          "options:\n"
+          "       sharp-train scaling [--trace T] [--seed N] [--steps N] [--out FILE] [options]\n"
+          "       sharp-train eval-scaling --policy FILE [--trace T] [--seed N] [options]\n"
+          "       (sharp-train scaling --help, sharp-train eval-scaling --help: their options)\n"
+          "cartpole options:\n"
           "  --seed N           training seed (default 1): the same seed gives the same weights\n"
           "  --steps N          training environment steps at most (default 500000)\n"
           "  --out FILE         where the trained policy goes (default: not written)\n"
@@ -90,8 +100,13 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "scaling"))
+        return sharp_scaling_train_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval-scaling"))
+        return sharp_scaling_eval_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "cartpole") != 0) {
-        fprintf(stderr, "sharp-train: unknown environment '%s' (known: cartpole)\n", argv[1]);
+        fprintf(stderr, "sharp-train: unknown environment '%s' (known: cartpole, scaling, eval-scaling)\n",
+                argv[1]);
         return 2;
     }
     sharp_ppo_config_t cfg;

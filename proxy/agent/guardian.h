@@ -1,0 +1,125 @@
+/* guardian.h: the deterministic rules between the scaling agent's proposal
+ * and the cluster.
+ *
+ * Every decision goes through sharp_guardian_decide, which returns the
+ * replica count to apply with a verdict and the reasons for it:
+ *
+ *   - fallback: when an observation the agent saw is missing, stale (older
+ *     than stale_after_s), not a number, or outside the range the policy was
+ *     trained on, the agent's proposal is not trusted and the HPA's
+ *     recommendation (computed by the caller, see hpa.h) is applied instead,
+ *     bounded by min/max replicas;
+ *   - shadow mode: the agent's proposal is computed, put through the rules
+ *     below and reported next to the HPA's, and the HPA's is applied;
+ *   - otherwise the agent's proposal, limited by these rules in this order:
+ *       max_step_up / max_step_down   replicas added or removed per decision;
+ *       growth                        the count stays within max_growth (2)
+ *                                     times the lowest count in force during
+ *                                     the last growth_window_s (60 s): no
+ *                                     more than doubling within a minute;
+ *       scale_down_cooldown           no scale-down within
+ *                                     scale_down_cooldown_s of the last
+ *                                     change of the count, in either direction;
+ *       min_replicas / max_replicas   last, so they hold whatever came before.
+ *
+ * The verdict is ACCEPT (the proposal as is), CLAMP (changed by a rule),
+ * FALLBACK or SHADOW; `rules` has a bit for every rule that changed or
+ * overrode the proposal, `reason` says it in words. The guardian remembers
+ * the counts it applied (whoever proposed them) to judge growth and
+ * cooldown, so it needs every decision in time order. No allocation after
+ * creation, no I/O: the log callback, when set, receives every decision. */
+#ifndef SHARP_AGENT_GUARDIAN_H
+#define SHARP_AGENT_GUARDIAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SHARP_GUARDIAN_MAX_OBS 32
+#define SHARP_GUARDIAN_HISTORY 64
+
+typedef struct {
+    int min_replicas;  /* >= 1 */
+    int max_replicas;  /* >= min_replicas */
+    int max_step_up;   /* >= 1 */
+    int max_step_down; /* >= 1 */
+    double max_growth;        /* >= 1 */
+    double growth_window_s;   /* >= 0 */
+    double scale_down_cooldown_s; /* >= 0 */
+    double stale_after_s;     /* > 0 */
+    int n_obs;                /* observations checked, <= SHARP_GUARDIAN_MAX_OBS */
+    bool has_range;           /* lo/hi hold the trained range of each observation */
+    double lo[SHARP_GUARDIAN_MAX_OBS], hi[SHARP_GUARDIAN_MAX_OBS];
+    bool shadow;
+} sharp_guardian_config_t;
+
+/* min 2, max 100, steps +32/-16, doubling within 60 s, 120 s scale-down
+ * cooldown, observations stale after 30 s (two sync periods), no range,
+ * not in shadow mode. */
+void sharp_guardian_config_default(sharp_guardian_config_t *c);
+/* NULL, or what is wrong. */
+const char *sharp_guardian_config_check(const sharp_guardian_config_t *c);
+
+typedef enum {
+    SHARP_GUARD_ACCEPT,
+    SHARP_GUARD_CLAMP,
+    SHARP_GUARD_FALLBACK,
+    SHARP_GUARD_SHADOW,
+} sharp_guardian_verdict_t;
+
+enum {
+    SHARP_GUARD_RULE_MIN = 1u << 0,
+    SHARP_GUARD_RULE_MAX = 1u << 1,
+    SHARP_GUARD_RULE_STEP_UP = 1u << 2,
+    SHARP_GUARD_RULE_STEP_DOWN = 1u << 3,
+    SHARP_GUARD_RULE_GROWTH = 1u << 4,
+    SHARP_GUARD_RULE_COOLDOWN = 1u << 5,
+    SHARP_GUARD_RULE_OBS_MISSING = 1u << 6,
+    SHARP_GUARD_RULE_OBS_STALE = 1u << 7,
+    SHARP_GUARD_RULE_OBS_NAN = 1u << 8,
+    SHARP_GUARD_RULE_OBS_RANGE = 1u << 9,
+    SHARP_GUARD_RULE_SHADOW = 1u << 10,
+};
+
+/* The observations behind a proposal: n_obs values, each with its age (s)
+ * and whether it was measured at all. */
+typedef struct {
+    const double *value;
+    const double *age_s;
+    const bool *present;
+} sharp_guardian_obs_t;
+
+typedef struct {
+    double now;
+    sharp_guardian_verdict_t verdict;
+    unsigned rules;
+    int current;       /* the count in force */
+    int agent;         /* the agent's proposal */
+    int agent_guarded; /* what the rules make of it (reported in shadow mode too) */
+    int hpa;           /* the HPA's recommendation */
+    int applied;       /* the count to set */
+    int obs_index;     /* the first observation that failed a check, or -1 */
+    char reason[240];
+} sharp_guardian_decision_t;
+
+typedef struct sharp_guardian sharp_guardian_t;
+
+/* NULL if the config fails sharp_guardian_config_check. */
+sharp_guardian_t *sharp_guardian_new(const sharp_guardian_config_t *c);
+void sharp_guardian_free(sharp_guardian_t *g);
+const sharp_guardian_config_t *sharp_guardian_config(const sharp_guardian_t *g);
+void sharp_guardian_set_log(sharp_guardian_t *g, void (*fn)(void *arg, const sharp_guardian_decision_t *d),
+                            void *arg);
+/* Forgets the applied counts (a new episode, a restarted controller). */
+void sharp_guardian_reset(sharp_guardian_t *g);
+
+/* One decision at time `now` (seconds, not decreasing between calls).
+ * obs may be NULL when the caller has no observations to check. Counts are
+ * taken within [0, 2^24]. Returns d->applied. */
+int sharp_guardian_decide(sharp_guardian_t *g, double now, int current, int agent, int hpa,
+                          const sharp_guardian_obs_t *obs, sharp_guardian_decision_t *d);
+
+const char *sharp_guardian_verdict_name(sharp_guardian_verdict_t v);
+/* One line: time, counts, verdict, reason. */
+void sharp_guardian_format(const sharp_guardian_decision_t *d, char *buf, size_t len);
+
+#endif

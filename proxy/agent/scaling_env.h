@@ -1,0 +1,148 @@
+/* scaling_env.h: the scaling simulator as an environment PPO trains on,
+ * and the episodes `sharp-train eval-scaling` compares controllers on.
+ *
+ * A decision every 15 s (the simulator's step, the HPA's sync period): the
+ * agent picks one of SHARP_SCALE_ACTIONS relative changes of the replica
+ * count (-50%, -25%, -10%, -1, hold, +1, +10%, +25%, +50%, +100%; a
+ * relative change moves at least one replica), the guardian (guardian.h)
+ * bounds it as it would in production, and the simulator runs the next
+ * 15 s with the result.
+ *
+ * What the agent observes is what SHARP measures live for the cluster over
+ * the last step (see the SHARP_SCALE_OBS_* names): the offered request
+ * rate and its change, p99 latency, the error and shed rates, requests in
+ * flight against the concurrency limit, ready replicas, the replicas asked
+ * for (booting ones included), the rate per replica asked for, and the
+ * time of day as a point on the unit circle.
+ *
+ * Reward per step: -(w_violation x the share of the step's seconds that
+ * violated the objective + w_cost x mean replicas / cost_ref + w_change
+ * when the count changed). With the defaults a violating second weighs as
+ * much as 100 replicas running for it, and a step's reward stays small
+ * (within [-0.201, 0] for up to 100 replicas), which keeps the critic's
+ * loss from swamping the policy's gradient under the global norm
+ * clipping.
+ *
+ * An episode is episode_s seconds of a trace (3600: 239 decisions after a
+ * first step that produces the first observation); it ends truncated, never
+ * terminated. Each reset draws a fresh trace from the environment's seed:
+ * the configured kind (mixed draws a kind per episode), randomized unless
+ * `reference` is set. The first replica count serves the trace's first
+ * second at initial_utilization of the replicas' capacity. */
+#ifndef SHARP_AGENT_SCALING_ENV_H
+#define SHARP_AGENT_SCALING_ENV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "env.h"
+#include "guardian.h"
+#include "hpa.h"
+#include "policy.h"
+#include "rng.h"
+#include "scaling_sim.h"
+#include "traces.h"
+
+enum {
+    SHARP_SCALE_OBS_RATE,             /* offered requests/s */
+    SHARP_SCALE_OBS_RATE_DELTA,       /* its change per second since the step before */
+    SHARP_SCALE_OBS_P99,              /* s, the worst second of the step */
+    SHARP_SCALE_OBS_ERROR_RATE,       /* failed / offered */
+    SHARP_SCALE_OBS_SHED_RATE,        /* shed / offered */
+    SHARP_SCALE_OBS_INFLIGHT,         /* in flight / the limit, mean over the step */
+    SHARP_SCALE_OBS_READY,            /* healthy replicas */
+    SHARP_SCALE_OBS_REPLICAS,         /* replicas asked for */
+    SHARP_SCALE_OBS_RATE_PER_REPLICA, /* offered requests/s per replica asked for */
+    SHARP_SCALE_OBS_TOD_SIN,
+    SHARP_SCALE_OBS_TOD_COS,
+    SHARP_SCALE_OBS_N
+};
+
+#define SHARP_SCALE_ACTIONS 10
+#define SHARP_SCALE_ACTION_HOLD 4
+
+/* The count action `a` asks for from `current` (not yet bounded). */
+int sharp_scale_action_target(int a, int current);
+/* "-50%", "+1", "hold", ... */
+const char *sharp_scale_action_name(int a);
+const char *sharp_scale_obs_name(int i);
+
+typedef struct {
+    sharp_sim_config_t sim;
+    sharp_guardian_config_t guardian;
+    sharp_hpa_config_t hpa;
+    sharp_trace_kind_t trace;
+    bool reference;
+    int episode_s;
+    double initial_utilization;
+    double w_violation, w_cost, cost_ref, w_change;
+} sharp_scaling_config_t;
+
+/* The simulator's defaults; guardian and HPA between 2 and 100 replicas,
+ * the HPA on a 70% CPU target; mixed randomized traces of an hour;
+ * initial utilization 0.7; w_violation 0.1, w_cost 0.1 per cost_ref 100
+ * replicas, w_change 0.001. */
+void sharp_scaling_config_default(sharp_scaling_config_t *c);
+const char *sharp_scaling_config_check(const sharp_scaling_config_t *c);
+
+/* The observation after a step (st: its stats; prev_rate: the offered rate
+ * of the step before). */
+void sharp_scaling_observe(const sharp_sim_t *s, const sharp_sim_stats_t *st, double prev_rate, double *obs);
+/* The reward of a step that ended with these stats; `changed`: the
+ * decision before it changed the count. */
+double sharp_scaling_reward(const sharp_scaling_config_t *c, const sharp_sim_stats_t *st, bool changed);
+/* The replica count an episode starts with for this trace. */
+int sharp_scaling_initial_replicas(const sharp_scaling_config_t *c, const sharp_trace_t *tr);
+
+/* The lowest and highest value of each observation the environments made
+ * by sharp_scaling_factory have produced (the trained range). */
+typedef struct {
+    sharp_scaling_config_t cfg;
+    bool seen;
+    double lo[SHARP_SCALE_OBS_N], hi[SHARP_SCALE_OBS_N];
+} sharp_scaling_factory_t;
+
+void sharp_scaling_factory_init(sharp_scaling_factory_t *f, const sharp_scaling_config_t *cfg);
+/* A sharp_env_factory_t; arg is a sharp_scaling_factory_t. */
+sharp_env_t *sharp_scaling_factory(void *arg, int index, uint64_t seed);
+/* Copies the range seen so far into the policy (has_range). */
+void sharp_scaling_factory_range(const sharp_scaling_factory_t *f, sharp_policy_t *p);
+
+/* ---- Episodes with a controller, for comparisons ---- */
+
+typedef enum {
+    SHARP_CTL_AGENT, /* a policy's most probable action, through the guardian */
+    SHARP_CTL_HPA,   /* the HPA alone */
+    SHARP_CTL_FIXED, /* a fixed count from the start */
+} sharp_controller_kind_t;
+
+typedef struct {
+    sharp_controller_kind_t kind;
+    sharp_policy_t *policy; /* AGENT */
+    bool shadow;            /* AGENT: the guardian in shadow mode */
+    int fixed;              /* FIXED */
+    /* AGENT: every guardian decision, when set */
+    void (*log)(void *arg, const sharp_guardian_decision_t *d);
+    void *log_arg;
+} sharp_controller_t;
+
+typedef struct {
+    int violation_s;
+    double replica_s;
+    double offered, served, errors, shed;
+    double p99_max;
+    int actions;   /* decisions that changed the count */
+    int decisions;
+    int fallbacks; /* AGENT: decisions the guardian took from the HPA for bad observations */
+    int clamps;    /* AGENT: decisions a rule changed */
+    int peak_replicas;
+    double reward; /* the environment's reward, summed */
+} sharp_episode_result_t;
+
+/* One episode of the trace `kind` (reference or randomized per cfg) from
+ * trace_seed under the controller. 0, or -1 with a message in err (a
+ * policy of another shape, a bad config). */
+int sharp_scaling_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed, const sharp_controller_t *ctl,
+                          sharp_episode_result_t *res, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,406 @@
+/* The scaling guardian (proxy/agent/guardian.c) on its own: every rule
+ * with the verdict and reason it gives (min/max replicas, maximum step up
+ * and down, no more than doubling within a minute, the scale-down
+ * cooldown), the fallback to the HPA for missing, stale, non-numeric and
+ * out-of-range observations, shadow mode and its log, the history bound,
+ * and the config checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/guardian.h"
+
+static sharp_guardian_config_t base_config(void)
+{
+    sharp_guardian_config_t c;
+    sharp_guardian_config_default(&c);
+    c.min_replicas = 2;
+    c.max_replicas = 100;
+    c.max_step_up = 32;
+    c.max_step_down = 16;
+    c.max_growth = 2.0;
+    c.growth_window_s = 60.0;
+    c.scale_down_cooldown_s = 120.0;
+    c.stale_after_s = 30.0;
+    return c;
+}
+
+static sharp_guardian_t *make(const sharp_guardian_config_t *c)
+{
+    sharp_guardian_t *g = sharp_guardian_new(c);
+    assert_non_null(g);
+    return g;
+}
+
+static void expect(const sharp_guardian_decision_t *d, int applied, sharp_guardian_verdict_t v, unsigned rules,
+                   const char *reason_part)
+{
+    if (d->applied != applied || d->verdict != v || d->rules != rules ||
+        (reason_part && !strstr(d->reason, reason_part)))
+        fail_msg("got applied %d verdict %s rules 0x%x reason '%s'; expected %d %s 0x%x '%s'", d->applied,
+                 sharp_guardian_verdict_name(d->verdict), d->rules, d->reason, applied,
+                 sharp_guardian_verdict_name(v), rules, reason_part ? reason_part : "");
+}
+
+static void accepts_within_limits(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    assert_int_equal(sharp_guardian_decide(g, 0, 10, 15, 11, NULL, &d), 15);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, "accepted");
+    assert_int_equal(d.agent, 15);
+    assert_int_equal(d.hpa, 11);
+    assert_int_equal(d.obs_index, -1);
+    /* holding is always accepted, even in the cooldown */
+    sharp_guardian_decide(g, 15, 15, 15, 11, NULL, &d);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_free(g);
+}
+
+static void min_and_max_replicas(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    sharp_guardian_decide(g, 0, 3, 1, 3, NULL, &d);
+    expect(&d, 2, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_MIN, "min_replicas: 1 raised to 2");
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 90, 110, 90, NULL, &d);
+    expect(&d, 100, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_MAX, "max_replicas: 110 lowered to 100");
+    /* max wins over the cooldown: a count above max comes down at once */
+    sharp_guardian_decide(g, 15, 120, 120, 120, NULL, &d);
+    expect(&d, 100, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_MAX, "max_replicas");
+    /* and min over a scale-down the cooldown would refuse anyway */
+    sharp_guardian_decide(g, 30, 1, 1, 1, NULL, &d);
+    expect(&d, 2, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_MIN, "min_replicas");
+    /* absurd counts are bounded, not overflowed */
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 50, INT32_MAX, -5, NULL, &d);
+    assert_int_equal(d.applied, 82);
+    sharp_guardian_decide(g, 15, INT32_MAX, INT32_MIN, INT32_MAX, NULL, &d);
+    assert_int_equal(d.applied, 100);
+    sharp_guardian_free(g);
+}
+
+static void maximum_steps(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    c.max_growth = 10.0; /* isolate the step rules */
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    sharp_guardian_decide(g, 0, 40, 80, 40, NULL, &d);
+    expect(&d, 72, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_STEP_UP, "max_step_up: +40 limited to +32");
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 80, 40, 80, NULL, &d);
+    expect(&d, 64, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_STEP_DOWN, "max_step_down: -40 limited to -16");
+    sharp_guardian_reset(g);
+    /* exactly the step is allowed */
+    sharp_guardian_decide(g, 0, 40, 72, 40, NULL, &d);
+    expect(&d, 72, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_free(g);
+}
+
+static void doubling_within_a_minute(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    /* 8 in force at 0, 15, 30; at 45 the agent wants 30: at most 16 */
+    for (int t = 0; t <= 30; t += 15)
+        sharp_guardian_decide(g, t, 8, 8, 8, NULL, &d);
+    sharp_guardian_decide(g, 45, 8, 30, 8, NULL, &d);
+    expect(&d, 16, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 30 > 2 x 8");
+    /* 15 s later 16 is in force, but 8 was within the last minute: no more */
+    sharp_guardian_decide(g, 60, 16, 30, 16, NULL, &d);
+    expect(&d, 16, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "the lowest count of the last 60 s");
+    sharp_guardian_decide(g, 75, 16, 30, 16, NULL, &d);
+    expect(&d, 16, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL);
+    sharp_guardian_decide(g, 90, 16, 30, 16, NULL, &d);
+    expect(&d, 16, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL);
+    /* at 105 the minute since 16 took over (at 45) has passed: the 8 in
+     * force before it is out of the window (strictly after now - 60 is in) */
+    sharp_guardian_decide(g, 105, 16, 30, 16, NULL, &d);
+    expect(&d, 30, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_decide(g, 120, 30, 60, 30, NULL, &d);
+    expect(&d, 32, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 60 > 2 x 16");
+    /* both limits at once: the step first, then the growth */
+    sharp_guardian_decide(g, 135, 32, 70, 32, NULL, &d);
+    expect(&d, 32, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_STEP_UP | SHARP_GUARD_RULE_GROWTH,
+           "max_step_up: +38 limited to +32; growth: 64 > 2 x 16");
+    sharp_guardian_free(g);
+
+    /* a dip counts: 20 -> 10 -> back up is bounded by 2 x 10 */
+    c.scale_down_cooldown_s = 0;
+    g = make(&c);
+    sharp_guardian_decide(g, 0, 20, 10, 20, NULL, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_decide(g, 15, 10, 40, 10, NULL, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "2 x 10");
+    /* the growth rule never forces a scale-down (a count raised by someone
+     * else stays) */
+    sharp_guardian_decide(g, 30, 50, 60, 20, NULL, &d);
+    expect(&d, 50, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL);
+    sharp_guardian_free(g);
+}
+
+static void scale_down_cooldown(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    /* nothing changed yet: a scale-down goes */
+    sharp_guardian_decide(g, 0, 20, 18, 20, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* after a change (down at 0), no scale-down until 120 s later */
+    sharp_guardian_decide(g, 60, 18, 15, 18, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "scale_down_cooldown: the count changed 60 s ago");
+    sharp_guardian_decide(g, 119, 18, 15, 18, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, NULL);
+    /* the cooldown does not hold back a scale-up */
+    sharp_guardian_decide(g, 119.5, 18, 20, 18, NULL, &d);
+    expect(&d, 20, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* which restarts it */
+    sharp_guardian_decide(g, 200, 20, 15, 20, NULL, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "80.5 s ago");
+    sharp_guardian_decide(g, 239.5, 20, 15, 20, NULL, &d);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* the cooldown and the step combine: after it, the step still holds */
+    sharp_guardian_decide(g, 400, 15, 2, 15, NULL, &d);
+    expect(&d, 2, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_free(g);
+}
+
+static void fallback_on_bad_observations(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    c.n_obs = 3;
+    c.has_range = true;
+    c.lo[0] = 0;
+    c.hi[0] = 20000; /* a request rate */
+    c.lo[1] = 0;
+    c.hi[1] = 2; /* a p99 */
+    c.lo[2] = -1;
+    c.hi[2] = 1; /* a time-of-day coordinate */
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    double v[3] = {5000, 0.2, 0.5}, age[3] = {5, 5, 5};
+    bool present[3] = {true, true, true};
+    sharp_guardian_obs_t obs = {v, age, present};
+
+    sharp_guardian_decide(g, 0, 10, 30, 12, &obs, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL); /* all good: the agent's, guarded */
+
+    present[1] = false;
+    sharp_guardian_decide(g, 15, 20, 30, 12, &obs, &d);
+    expect(&d, 12, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_MISSING, "observation 1 missing");
+    assert_int_equal(d.obs_index, 1);
+    assert_int_equal(d.agent, 30);
+    assert_non_null(strstr(d.reason, "acting on the HPA's 12"));
+    present[1] = true;
+
+    age[2] = 31;
+    sharp_guardian_decide(g, 30, 12, 30, 14, &obs, &d);
+    expect(&d, 14, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_STALE, "observation 2 stale (31 s old, limit 30 s)");
+    age[2] = 30; /* the limit itself is fresh enough */
+    sharp_guardian_decide(g, 45, 14, 14, 14, &obs, &d);
+    expect(&d, 14, SHARP_GUARD_ACCEPT, 0, NULL);
+    age[2] = NAN;
+    sharp_guardian_decide(g, 50, 14, 14, 14, &obs, &d);
+    expect(&d, 14, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_STALE, "stale");
+    age[2] = 5;
+
+    v[0] = NAN;
+    sharp_guardian_decide(g, 60, 14, 30, 16, &obs, &d);
+    expect(&d, 16, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_NAN, "observation 0 is not a number");
+    v[0] = INFINITY;
+    sharp_guardian_decide(g, 75, 16, 30, 16, &obs, &d);
+    expect(&d, 16, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_NAN, NULL);
+    v[0] = 25000;
+    sharp_guardian_decide(g, 90, 16, 30, 18, &obs, &d);
+    expect(&d, 18, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_RANGE,
+           "observation 0 = 25000 outside the trained range [0, 20000]");
+    v[0] = -1;
+    sharp_guardian_decide(g, 105, 18, 30, 18, &obs, &d);
+    expect(&d, 18, SHARP_GUARD_FALLBACK, SHARP_GUARD_RULE_OBS_RANGE, NULL);
+    /* several at once: the first is named, every kind has its bit */
+    v[0] = NAN;
+    present[2] = false;
+    v[1] = 5;
+    sharp_guardian_decide(g, 120, 18, 30, 18, &obs, &d);
+    expect(&d, 18, SHARP_GUARD_FALLBACK,
+           SHARP_GUARD_RULE_OBS_NAN | SHARP_GUARD_RULE_OBS_RANGE | SHARP_GUARD_RULE_OBS_MISSING, "observation 0");
+    assert_int_equal(d.obs_index, 0);
+    /* the HPA's answer is still bounded by min/max */
+    v[0] = NAN;
+    sharp_guardian_decide(g, 135, 18, 30, 500, &obs, &d);
+    assert_int_equal(d.applied, 100);
+    assert_int_equal(d.verdict, SHARP_GUARD_FALLBACK);
+    assert_true(d.rules & SHARP_GUARD_RULE_MAX);
+    assert_non_null(strstr(d.reason, "bounded by min/max"));
+    /* missing arrays count as missing */
+    sharp_guardian_obs_t none = {NULL, NULL, NULL};
+    sharp_guardian_decide(g, 150, 18, 30, 18, &none, &d);
+    expect(&d, 18, SHARP_GUARD_FALLBACK,
+           SHARP_GUARD_RULE_OBS_MISSING, "observation 0 missing");
+    sharp_guardian_free(g);
+
+    /* without a range, any finite fresh value passes */
+    c.has_range = false;
+    g = make(&c);
+    v[0] = 1e12;
+    v[1] = 0.2;
+    present[2] = true;
+    sharp_guardian_decide(g, 0, 10, 12, 10, &obs, &d);
+    expect(&d, 12, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_free(g);
+}
+
+typedef struct {
+    int calls;
+    char last[512];
+} log_t;
+
+static void capture(void *arg, const sharp_guardian_decision_t *d)
+{
+    log_t *l = arg;
+    l->calls++;
+    sharp_guardian_format(d, l->last, sizeof l->last);
+}
+
+static void shadow_mode(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    c.shadow = true;
+    sharp_guardian_t *g = make(&c);
+    log_t l = {0};
+    sharp_guardian_set_log(g, capture, &l);
+    sharp_guardian_decision_t d;
+    /* the agent's proposal is computed and reported, the HPA's applied */
+    sharp_guardian_decide(g, 0, 10, 15, 12, NULL, &d);
+    expect(&d, 12, SHARP_GUARD_SHADOW, SHARP_GUARD_RULE_SHADOW, "shadow: acting on the HPA's 12");
+    assert_int_equal(d.agent, 15);
+    assert_int_equal(d.agent_guarded, 15);
+    assert_int_equal(l.calls, 1);
+    assert_non_null(strstr(l.last, "t=0 current=10 agent=15 guarded=15 hpa=12 applied=12 verdict=shadow"));
+    /* the rules are applied to the proposal for the report (10 was in
+     * force until the HPA's 12 replaced it at 0) */
+    sharp_guardian_decide(g, 15, 12, 40, 13, NULL, &d);
+    expect(&d, 13, SHARP_GUARD_SHADOW, SHARP_GUARD_RULE_SHADOW | SHARP_GUARD_RULE_GROWTH, "growth: 40 > 2 x 10");
+    assert_int_equal(d.agent_guarded, 20);
+    assert_int_equal(l.calls, 2);
+    assert_non_null(strstr(l.last, "agent=40 guarded=20 hpa=13 applied=13"));
+    /* the HPA's own count is bounded */
+    sharp_guardian_decide(g, 30, 13, 13, 1, NULL, &d);
+    assert_int_equal(d.applied, 2);
+    assert_true(d.rules & SHARP_GUARD_RULE_MIN);
+    sharp_guardian_free(g);
+}
+
+static void logs_every_decision(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    sharp_guardian_t *g = make(&c);
+    log_t l = {0};
+    sharp_guardian_set_log(g, capture, &l);
+    sharp_guardian_decision_t d;
+    sharp_guardian_decide(g, 0, 10, 11, 10, NULL, &d);
+    assert_non_null(strstr(l.last, "verdict=accept reason=accepted"));
+    sharp_guardian_decide(g, 15, 11, 1, 10, NULL, &d);
+    assert_non_null(strstr(l.last, "verdict=clamp reason=scale_down_cooldown"));
+    assert_int_equal(l.calls, 2);
+    sharp_guardian_free(g);
+}
+
+static void long_history_stays_conservative(void **state)
+{
+    (void)state;
+    /* decisions every second over a 10 minute growth window: more than the
+     * history holds; the lowest count must still bind */
+    sharp_guardian_config_t c = base_config();
+    c.growth_window_s = 600;
+    c.scale_down_cooldown_s = 0;
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    sharp_guardian_decide(g, 0, 10, 5, 10, NULL, &d);
+    assert_int_equal(d.applied, 5);
+    for (int t = 1; t < 500; t++) {
+        /* the cluster stays at 5 (it does not follow): 2 x 5 each time */
+        sharp_guardian_decide(g, t, 5, 50, 5, NULL, &d);
+        if (d.applied != 10)
+            fail_msg("t=%d: %d, expected 2 x 5 while 5 was in force within the window", t, d.applied);
+    }
+    /* 5 was in force until the decision at 499: it leaves the window
+     * (strictly after now - 600) at 1099, then 2 x 10 */
+    sharp_guardian_decide(g, 1098, 10, 50, 10, NULL, &d);
+    assert_int_equal(d.applied, 10);
+    sharp_guardian_decide(g, 1099, 10, 50, 10, NULL, &d);
+    assert_int_equal(d.applied, 20);
+    sharp_guardian_free(g);
+}
+
+static void config_checks(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    assert_null(sharp_guardian_config_check(&c));
+    c.min_replicas = 0;
+    assert_non_null(sharp_guardian_config_check(&c));
+    assert_null(sharp_guardian_new(&c));
+    c = base_config();
+    c.max_replicas = 1;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c = base_config();
+    c.max_step_up = 0;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c = base_config();
+    c.max_growth = 0.5;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c = base_config();
+    c.max_growth = NAN;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c = base_config();
+    c.stale_after_s = 0;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c = base_config();
+    c.n_obs = SHARP_GUARDIAN_MAX_OBS + 1;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c = base_config();
+    c.n_obs = 1;
+    c.has_range = true;
+    c.lo[0] = 2;
+    c.hi[0] = 1;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c.hi[0] = NAN;
+    assert_non_null(sharp_guardian_config_check(&c));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(accepts_within_limits),
+        cmocka_unit_test(min_and_max_replicas),
+        cmocka_unit_test(maximum_steps),
+        cmocka_unit_test(doubling_within_a_minute),
+        cmocka_unit_test(scale_down_cooldown),
+        cmocka_unit_test(fallback_on_bad_observations),
+        cmocka_unit_test(shadow_mode),
+        cmocka_unit_test(logs_every_decision),
+        cmocka_unit_test(long_history_stays_conservative),
+        cmocka_unit_test(config_checks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
