@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 ASAN_BUILD=${2:-build-asan}
 FUZZ_BUILD=${3:-}
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 passed=0
 failed=0
 skipped=0
@@ -15,11 +15,21 @@ skipped=0
 # cmocka tests speak TAP with CMOCKA_MESSAGE_OUTPUT=TAP: count ok / not ok lines.
 run_unit() {
     local dir=$1 label=$2
+    # the programs run two at a time (the CPU-bound trainings overlap the
+    # others); their outputs are read in order
+    local tmp
+    tmp=$(mktemp -d)
+    local progs=()
     for t in "$dir"/test/unit/test_*; do
-        [ -x "$t" ] && [ -f "$t" ] || continue
-        local out
-        out=$(CMOCKA_MESSAGE_OUTPUT=TAP timeout 300 "$t" 2>&1)
-        local rc=$?
+        [ -x "$t" ] && [ -f "$t" ] && progs+=("$t")
+    done
+    printf '%s\n' "${progs[@]}" | xargs -P 2 -I{} sh -c \
+        'CMOCKA_MESSAGE_OUTPUT=TAP timeout 300 "$1" > "$2/$(basename "$1").out" 2>&1; echo $? > "$2/$(basename "$1").rc"' \
+        _ {} "$tmp"
+    for t in "${progs[@]}"; do
+        local out rc
+        out=$(cat "$tmp/$(basename "$t").out")
+        rc=$(cat "$tmp/$(basename "$t").rc" 2>/dev/null || echo 1)
         local ok nok
         ok=$(grep -cE '^ok ' <<<"$out")
         nok=$(grep -cE '^not ok ' <<<"$out")
@@ -34,6 +44,7 @@ run_unit() {
             echo "[$label] $(basename "$t"): $ok passed"
         fi
     done
+    rm -rf "$tmp"
 }
 
 # pytest's summary line: "3 passed, 1 failed, 2 skipped in 4.2s"
