@@ -27,7 +27,7 @@
 #include "scaling_env.h"
 #include "train.h"
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+int sharp_train_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
     if (!s || !*s || *s == '-')
         return -1;
@@ -40,7 +40,7 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
     return 0;
 }
 
-static double now_s(void)
+double sharp_train_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -77,7 +77,7 @@ static void on_update(void *arg, const sharp_ppo_stats_t *st)
     printf("steps %8lld  updates %5lld  episodes %6lld  return(last %d) %8.3f  entropy %.3f  kl %.4f  "
            "clipfrac %.3f  vloss %.4f  %.1fs\n",
            st->steps, st->updates, st->episodes, st->window, st->mean_return, st->losses.entropy,
-           st->losses.approx_kl, st->losses.clipfrac, st->losses.v_loss, now_s() - pr->start);
+           st->losses.approx_kl, st->losses.clipfrac, st->losses.v_loss, sharp_train_now() - pr->start);
     fflush(stdout);
 }
 
@@ -108,17 +108,17 @@ int sharp_scaling_train_main(int argc, char **argv)
                 goto bad_value;
             i++;
         } else if (!strcmp(a, "--seed")) {
-            if (parse_u64(v, UINT64_MAX, &n) != 0)
+            if (sharp_train_parse_u64(v, UINT64_MAX, &n) != 0)
                 goto bad_value;
             pc.seed = n;
             i++;
         } else if (!strcmp(a, "--steps")) {
-            if (parse_u64(v, 1000000000000ULL, &n) != 0 || n == 0)
+            if (sharp_train_parse_u64(v, 1000000000000ULL, &n) != 0 || n == 0)
                 goto bad_value;
             pc.total_steps = (long long)n;
             i++;
         } else if (!strcmp(a, "--envs")) {
-            if (parse_u64(v, 256, &n) != 0 || n == 0)
+            if (sharp_train_parse_u64(v, 256, &n) != 0 || n == 0)
                 goto bad_value;
             pc.n_envs = (int)n;
             i++;
@@ -168,10 +168,10 @@ int sharp_scaling_train_main(int argc, char **argv)
     opts.eval_episodes = 0; /* no target: the whole budget */
     opts.on_update = on_update;
     opts.arg = &pr;
-    pr.start = now_s();
+    pr.start = sharp_train_now();
     sharp_train_result_t res;
     sharp_train_run(ppo, sharp_scaling_factory, &f, &opts, &res);
-    double secs = now_s() - pr.start;
+    double secs = sharp_train_now() - pr.start;
     sharp_policy_t *p = sharp_ppo_policy(ppo);
     sharp_scaling_factory_range(&f, p);
     printf("trained on %s traces: %lld decisions, %lld episodes, %.1fs (seed %" PRIu64
@@ -269,15 +269,15 @@ int sharp_scaling_eval_main(int argc, char **argv)
                 goto bad_value;
             i++;
         } else if (!strcmp(a, "--seed")) {
-            if (parse_u64(v, UINT64_MAX, &seed) != 0)
+            if (sharp_train_parse_u64(v, UINT64_MAX, &seed) != 0)
                 goto bad_value;
             i++;
         } else if (!strcmp(a, "--episodes")) {
-            if (parse_u64(v, 100000, &episodes) != 0 || episodes == 0)
+            if (sharp_train_parse_u64(v, 100000, &episodes) != 0 || episodes == 0)
                 goto bad_value;
             i++;
         } else if (!strcmp(a, "--fixed")) {
-            if (parse_u64(v, (uint64_t)cfg.sim.max_replicas, &n) != 0 || n == 0)
+            if (sharp_train_parse_u64(v, (uint64_t)cfg.sim.max_replicas, &n) != 0 || n == 0)
                 goto bad_value;
             fixed = (int)n;
             i++;

@@ -48,26 +48,6 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-')
-        return -1;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 typedef struct {
     bool quiet;
     double start;
@@ -81,7 +61,7 @@ static void on_update(void *arg, const sharp_ppo_stats_t *st)
     printf("steps %7lld  updates %5lld  episodes %6lld  return(last %d) %6.1f  entropy %.3f  kl %.4f  "
            "clipfrac %.3f  vloss %.3f  lr %.2e  %.1fs\n",
            st->steps, st->updates, st->episodes, st->window, st->mean_return, st->losses.entropy,
-           st->losses.approx_kl, st->losses.clipfrac, st->losses.v_loss, st->lr, now() - pr->start);
+           st->losses.approx_kl, st->losses.clipfrac, st->losses.v_loss, st->lr, sharp_train_now() - pr->start);
     fflush(stdout);
 }
 
@@ -120,18 +100,18 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t n;
         if (!strcmp(a, "--seed")) {
-            if (parse_u64(v, UINT64_MAX, &n) != 0)
+            if (sharp_train_parse_u64(v, UINT64_MAX, &n) != 0)
                 goto bad_value;
             cfg.seed = n;
             i++;
         } else if (!strcmp(a, "--steps")) {
-            if (parse_u64(v, 1000000000000ULL, &n) != 0 || n == 0)
+            if (sharp_train_parse_u64(v, 1000000000000ULL, &n) != 0 || n == 0)
                 goto bad_value;
             opts.max_steps = (long long)n;
             cfg.total_steps = (long long)n;
             i++;
         } else if (!strcmp(a, "--eval-episodes")) {
-            if (parse_u64(v, 1000000, &n) != 0 || n == 0)
+            if (sharp_train_parse_u64(v, 1000000, &n) != 0 || n == 0)
                 goto bad_value;
             opts.eval_episodes = (int)n;
             i++;
@@ -206,13 +186,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "sharp-train: %s\n", err);
         return 1;
     }
-    pr.start = now();
+    pr.start = sharp_train_now();
     opts.on_update = on_update;
     opts.on_eval = on_eval;
     opts.arg = &pr;
     sharp_train_result_t res;
     sharp_train_run(ppo, sharp_cartpole_factory, NULL, &opts, &res);
-    double secs = now() - pr.start;
+    double secs = sharp_train_now() - pr.start;
     if (res.solved)
         printf("solved: %d evaluation episodes averaged %.2f >= %.0f at %lld training steps (%.1fs, seed %" PRIu64
                ")\n",
