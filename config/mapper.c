@@ -296,11 +296,11 @@ static bool empty_node(const yaml_node_t *node)
 int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
                         const ProtobufCFieldDescriptor *f)
 {
-    char ctx[320];
-    const char *old_ctx = c->msg_ctx;
+    const ProtobufCMessageDescriptor *old_msg = c->ctx_msg;
+    const ProtobufCFieldDescriptor *old_field = c->ctx_field;
     if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-        snprintf(ctx, sizeof ctx, "%s.%s", msg->descriptor->name, f->name);
-        c->msg_ctx = ctx;
+        c->ctx_msg = msg->descriptor;
+        c->ctx_field = f;
     }
     int rc;
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
@@ -310,7 +310,8 @@ int sharp_cfg_map_field(cfg_ctx_t *c, yaml_node_t *value, ProtobufCMessage *msg,
         if (rc > 0) sharp_cfg_mark_present(msg, f);
         rc = rc < 0 ? -1 : 0;
     }
-    c->msg_ctx = old_ctx;
+    c->ctx_msg = old_msg;
+    c->ctx_field = old_field;
     return rc;
 }
 
@@ -380,7 +381,7 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
          * are mapped: an extension inside it that SHARP does not know, or an
          * Envoy field its protos leave out, would otherwise hide the reason. */
         if (f->type == PROTOBUF_C_TYPE_MESSAGE && !empty_node(pairs[i].value)) {
-            const sharp_support_field_t *e = sharp_support_field_in(d->name, c->msg_ctx, f->name);
+            const sharp_support_field_t *e = sharp_support_field_of(d, f, c->ctx_msg, c->ctx_field);
             if (e && e->status == SHARP_FIELD_NO) {
                 rc = sharp_cfg_fail(c, pairs[i].key, "%s is not supported by SHARP (%s)", f->name, e->note);
                 break;

@@ -22,10 +22,11 @@ typedef struct cfg_ctx {
     sharp_config_error_t *err;
     cfg_srcmap_t *map; /* may be NULL */
     sharp_sbuf_t path;
-    /* "<parent message>.<field>" the message being mapped was reached
-     * through (NULL at the root and inside an Any): the support table's
-     * context for that message's fields. */
-    const char *msg_ctx;
+    /* the field (of ctx_msg) the message being mapped was reached through
+     * (both NULL at the root and inside an Any): the support table's
+     * context for that message's fields */
+    const ProtobufCMessageDescriptor *ctx_msg;
+    const ProtobufCFieldDescriptor *ctx_field;
 } cfg_ctx_t;
 
 /* One key/value of a mapping after YAML merge keys ("<<") are expanded and

@@ -4,6 +4,7 @@
 #include "config/support.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -57,6 +58,54 @@ const sharp_support_field_t *sharp_support_field_in(const char *message, const c
         if (e) return e;
     }
     return sharp_support_field(message, field, strlen(field));
+}
+
+/* The memo of sharp_support_field_of: open addressing on the pair of field
+ * descriptors (static data, so their addresses are stable keys), shared by
+ * the threads that load configs. A full table starts over; config protos
+ * have a few thousand fields in all. */
+#define SUPPORT_MEMO_SLOTS 8192u
+
+typedef struct {
+    const ProtobufCFieldDescriptor *f, *pf;
+    const sharp_support_field_t *e;
+} support_memo_t;
+
+static support_memo_t support_memo[SUPPORT_MEMO_SLOTS];
+static unsigned support_memo_used;
+static pthread_mutex_t support_memo_mu = PTHREAD_MUTEX_INITIALIZER;
+
+const sharp_support_field_t *sharp_support_field_of(const ProtobufCMessageDescriptor *d,
+                                                    const ProtobufCFieldDescriptor *f,
+                                                    const ProtobufCMessageDescriptor *pd,
+                                                    const ProtobufCFieldDescriptor *pf)
+{
+    if (!pd || !pf) pd = NULL, pf = NULL;
+    uintptr_t h = ((uintptr_t)f >> 3) * (uintptr_t)0x9E3779B97F4A7C15ull ^
+                  ((uintptr_t)pf >> 3) * (uintptr_t)0xC2B2AE3D27D4EB4Full;
+    unsigned i = (unsigned)(h >> 17) & (SUPPORT_MEMO_SLOTS - 1);
+    pthread_mutex_lock(&support_memo_mu);
+    for (;; i = (i + 1) & (SUPPORT_MEMO_SLOTS - 1)) {
+        const support_memo_t *m = &support_memo[i];
+        if (!m->f) break;
+        if (m->f == f && m->pf == pf) {
+            const sharp_support_field_t *e = m->e;
+            pthread_mutex_unlock(&support_memo_mu);
+            return e;
+        }
+    }
+    char ctx[320];
+    if (pd) snprintf(ctx, sizeof ctx, "%s.%s", pd->name, pf->name);
+    const sharp_support_field_t *e = sharp_support_field_in(d->name, pd ? ctx : NULL, f->name);
+    if (2 * (support_memo_used + 1) > SUPPORT_MEMO_SLOTS) {
+        memset(support_memo, 0, sizeof support_memo);
+        support_memo_used = 0;
+        i = (unsigned)(h >> 17) & (SUPPORT_MEMO_SLOTS - 1);
+    }
+    support_memo[i] = (support_memo_t){f, pf, e};
+    support_memo_used++;
+    pthread_mutex_unlock(&support_memo_mu);
+    return e;
 }
 
 const sharp_support_extension_t *sharp_support_extension(const char *type, size_t len)
@@ -304,7 +353,16 @@ static int check_rules(walk_t *w, const ProtobufCMessage *m, const ProtobufCFiel
     return 0;
 }
 
-static int walk_message(walk_t *w, const ProtobufCMessage *m, const char *ctx);
+/* The field a message was reached through (both NULL at the root and
+ * inside an Any): the support table's context for that message's fields. */
+typedef struct {
+    const ProtobufCMessageDescriptor *d;
+    const ProtobufCFieldDescriptor *f;
+} walk_ctx_t;
+
+static const walk_ctx_t NO_CTX = {NULL, NULL};
+
+static int walk_message(walk_t *w, const ProtobufCMessage *m, walk_ctx_t ctx);
 
 /* An Any: its type must be an extension SHARP implements; its contents are
  * checked below the Any's own path, as the mapper writes them. */
@@ -324,14 +382,14 @@ static int walk_any(walk_t *w, const ProtobufCMessage *any)
     sharp_config_error_t e = {{0}};
     ProtobufCMessage *inner = sharp_any_unpack(any, td, &e);
     if (!inner) return failf(w, "%s", e.msg);
-    int rc = walk_message(w, inner, NULL);
+    int rc = walk_message(w, inner, NO_CTX);
     protobuf_c_message_free_unpacked(inner, NULL);
     return rc;
 }
 
 /* A value of a message-typed field: Any, a well-known type (a leaf), or a
  * message walked field by field. */
-static int walk_value(walk_t *w, const ProtobufCMessage *v, const char *ctx)
+static int walk_value(walk_t *w, const ProtobufCMessage *v, walk_ctx_t ctx)
 {
     if (!v) return 0;
     cfg_wkt_t k = sharp_cfg_wkt_kind(v->descriptor);
@@ -365,8 +423,7 @@ static void push_map_key(walk_t *w, const ProtobufCMessage *entry)
 static int walk_field(walk_t *w, const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 {
     if (f->type != PROTOBUF_C_TYPE_MESSAGE) return 0;
-    char ctx[320];
-    snprintf(ctx, sizeof ctx, "%s.%s", m->descriptor->name, f->name);
+    walk_ctx_t ctx = {m->descriptor, f};
     if (f->label != PROTOBUF_C_LABEL_REPEATED) return walk_value(w, *(ProtobufCMessage *const *)member(m, f), ctx);
     ProtobufCMessage *const *arr = *(ProtobufCMessage *const *const *)member(m, f);
     size_t n = count_of(m, f);
@@ -390,15 +447,16 @@ static int walk_field(walk_t *w, const ProtobufCMessage *m, const ProtobufCField
     return 0;
 }
 
-static int walk_message(walk_t *w, const ProtobufCMessage *m, const char *ctx)
+static int walk_message(walk_t *w, const ProtobufCMessage *m, walk_ctx_t ctx)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (m->n_unknown_fields)
         return failf(w, "field number %u of %s is not supported by SHARP", m->unknown_fields[0].tag, d->name);
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        const sharp_support_field_t *e = sharp_support_field_in(d->name, ctx, f->name);
+        const sharp_support_field_t *e = sharp_support_field_of(d, f, ctx.d, ctx.f);
         bool set = sharp_cfg_field_present(m, f);
+        if (!set && !(e && e->nrules)) continue; /* nothing to check: no path to build */
         size_t old = push_field(w, f->name);
         if (e && e->nrules && check_rules(w, m, f, e, set) < 0) return -1;
         if (set) {
@@ -421,7 +479,7 @@ int sharp_config_check_support(const ProtobufCMessage *m, const sharp_config_doc
     err->msg[0] = '\0';
     walk_t w = {.doc = doc, .err = err};
     if (base_path && *base_path) sharp_sbuf_append(&w.path, base_path, strlen(base_path));
-    int rc = walk_value(&w, m, NULL);
+    int rc = walk_value(&w, m, NO_CTX);
     sharp_sbuf_free(&w.path);
     return rc;
 }

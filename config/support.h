@@ -88,6 +88,16 @@ const sharp_support_field_t *sharp_support_field(const char *message, const char
  * full name>.<field>", or NULL), falling back to the plain entry. */
 const sharp_support_field_t *sharp_support_field_in(const char *message, const char *ctx, const char *field);
 
+/* The same for field `f` of message `d` reached through field `pf` of
+ * message `pd` (both NULL: no context), memoized per thread: the loader asks
+ * this for every field of every message of a config (1,000 endpoints of an
+ * EDS push are 1,000 messages), and the answer is fixed by the two field
+ * descriptors. */
+const sharp_support_field_t *sharp_support_field_of(const ProtobufCMessageDescriptor *d,
+                                                    const ProtobufCFieldDescriptor *f,
+                                                    const ProtobufCMessageDescriptor *pd,
+                                                    const ProtobufCFieldDescriptor *pf);
+
 /* The entry for an extension's config type (a full name, or a type URL:
  * everything up to the last '/' is ignored), or NULL. */
 const sharp_support_extension_t *sharp_support_extension(const char *type, size_t len);

@@ -319,10 +319,13 @@ static int map_typed_struct(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *a
     int rc = 0;
     if (value_node) {
         size_t old = sharp_cfg_push_field(c, "value");
-        const char *old_ctx = c->msg_ctx;
-        c->msg_ctx = NULL; /* an extension's fields have no outer context */
+        const ProtobufCMessageDescriptor *old_msg = c->ctx_msg;
+        const ProtobufCFieldDescriptor *old_field = c->ctx_field;
+        c->ctx_msg = NULL; /* an extension's fields have no outer context */
+        c->ctx_field = NULL;
         rc = sharp_cfg_map_message(c, value_node, inner);
-        c->msg_ctx = old_ctx;
+        c->ctx_msg = old_msg;
+        c->ctx_field = old_field;
         if (rc == 0) sharp_cfg_pop(c, old);
     }
     return pack_any(any, uf, vf, inner, &url, rc);
@@ -391,10 +394,13 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
             if (rc == 0) sharp_cfg_pop(c, old);
         }
     } else {
-        const char *old_ctx = c->msg_ctx;
-        c->msg_ctx = NULL; /* an extension's fields have no outer context */
+        const ProtobufCMessageDescriptor *old_msg = c->ctx_msg;
+        const ProtobufCFieldDescriptor *old_field = c->ctx_field;
+        c->ctx_msg = NULL; /* an extension's fields have no outer context */
+        c->ctx_field = NULL;
         rc = sharp_cfg_map_fields(c, node, inner, "@type");
-        c->msg_ctx = old_ctx;
+        c->ctx_msg = old_msg;
+        c->ctx_field = old_field;
     }
     return pack_any(any, uf, vf, inner, &url, rc);
 }
