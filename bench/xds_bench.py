@@ -143,7 +143,7 @@ static_resources:
             f.write(boot)
         self.log = open(os.path.join(work, "sharp.log"), "w")
         self.sharp = subprocess.Popen([SHARP, "-c", os.path.join(work, "bootstrap.yaml"), "--concurrency", "1",
-                                       "-l", "warning"], stdout=self.log, stderr=subprocess.STDOUT)
+                                       "-l", "warning"] + os.environ.get("SHARP_ARGS", "").split(), stdout=self.log, stderr=subprocess.STDOUT)
         self.procs.append(self.sharp)
         deadline = time.time() + 20
         while time.time() < deadline:
