@@ -29,7 +29,9 @@ typedef struct agent {
         sharp_stat_id_t desired, hpa_desired, agent_desired, policy_loaded, decisions, fallbacks, clamps,
             violations;
     } st;
-    /* the period being measured */
+    /* the period being measured: sync_period in whole seconds, the
+     * sampler's tick (the rates use the period's measured length) */
+    uint64_t period_ms;
     uint64_t period_start_ms;
     bool counters_known; /* the cluster's counters were read at the period's start */
     uint64_t rq_total, rq_5xx, overflow;
@@ -248,9 +250,8 @@ static void on_tick(uv_timer_t *t)
             a->hist_known = false;
         }
         if (c) sample(a, c);
-        const sharp_scaling_live_config_t *lc = sharp_scaling_live_config(a->live);
         /* half a tick of slack: a 15 s period is 15 ticks */
-        if ((double)(now_ms - a->period_start_ms) + 500.0 >= lc->sync_period_s * 1000.0) sync_agent(a, c, now_ms);
+        if (now_ms - a->period_start_ms + 500 >= a->period_ms) sync_agent(a, c, now_ms);
     }
 }
 
@@ -407,6 +408,7 @@ sharp_scaling_t *sharp_scaling_start(sharp_server_t *srv, sharp_scaling_agent_co
         a->weights_path = sharp_strdup(cc->weights_path);
         a->hist_prev = sharp_calloc(1, sizeof *a->hist_prev);
         a->period_start_ms = uv_now(srv->loop);
+        a->period_ms = (uint64_t)llround(cc->live.sync_period_s < 1.0 ? 1.0 : cc->live.sync_period_s) * 1000;
         const char *n = cc->cluster;
         a->st.desired = sharp_stats_gaugef(st, "scaling.%s.desired_replicas", n);
         a->st.hpa_desired = sharp_stats_gaugef(st, "scaling.%s.hpa_desired_replicas", n);
