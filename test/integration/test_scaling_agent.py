@@ -176,6 +176,27 @@ def test_active_mode_acts_on_the_policy(procs, two_upstreams):
     assert stat(admin, "scaling.backend.fallbacks") >= fallbacks
 
 
+def test_off_mode_runs_only_the_hpa_rule(procs, two_upstreams):
+    listen, admin, _ = start(procs, two_upstreams, agent_yaml(
+        mode="OFF", extra=cluster_extra(more="      hpa: {per_replica_concurrency: 4, target_utilization: 1000}\n")
+        .replace("      hpa: {per_replica_concurrency: 4}\n", "", 1)))
+    ds = decisions_during(admin, load(listen, 5 * SLOW), 30 * SLOW)
+    assert ds
+    for c in ds:
+        assert c["mode"] == "OFF"
+        assert c["policy"]["loaded"] is True  # loaded and checked, not run
+        assert c["action"] is None
+        assert c["guardian"]["verdict"] is None and c["guardian"]["reason"] == "mode OFF: the HPA rule's count"
+        assert c["recommendation"] == c["hpa"]["desired"]
+        assert c["hpa"]["target_utilization"] == 1000
+    # ~48 in flight over 2 x 4 is ~600%: under a 1000% target the rule
+    # does not scale up (it would at the default 70%)
+    loaded = [c for c in ds if c["observation"]["rate"] and c["observation"]["rate"] > 100]
+    assert loaded and all(c["hpa"]["utilization_percent"] < 1000 for c in loaded)
+    assert all(c["recommendation"] == 2 for c in ds)
+    assert stat(admin, "scaling.backend.fallbacks") == 0
+
+
 def test_missing_weights_file_falls_back(procs, two_upstreams, tmp_path):
     path = str(tmp_path / "nope.pol")
     listen, admin, s = start(procs, two_upstreams, agent_yaml(mode="ACTIVE", weights=path,
