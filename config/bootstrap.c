@@ -15,6 +15,7 @@
 #include "config/runtime_config.h"
 #include "runtime.h"
 #include "config/shuffle_shard_config.h"
+#include "config/scaling_config.h"
 #include "config/overload_config.h"
 #include "config/types.h"
 #include "config/tls_config.h"
@@ -35,6 +36,7 @@
 #include <sys/un.h>
 
 #include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
+#include "sharp/extensions/scaling/v1/scaling_agent.pb-c.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
@@ -167,6 +169,7 @@ int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err,
 
 void sharp_config_free(sharp_config_t *c)
 {
+    sharp_scaling_agent_config_free(c->scaling);
     if (c->doc) sharp_config_doc_free(c->doc);
     free(c);
 }
@@ -1498,9 +1501,25 @@ static int configure_bootstrap_extensions(build_ctx_t *b, const bootstrap_t *bs)
         if (!e->typed_config || !e->typed_config->type_url) return fail(b, p, "typed_config is required");
         const char *slash = strrchr(e->typed_config->type_url, '/');
         const char *t = slash ? slash + 1 : e->typed_config->type_url;
+        if (strcmp(t, SHARP_SCALING_TYPE) == 0) {
+            if (b->cfg->scaling)
+                return fail(b, p, "a second " SHARP_SCALING_TYPE ": one lists every scaled cluster");
+            sharp_config_error_t err = {{0}};
+            ProtobufCMessage *m = sharp_any_unpack(
+                &e->typed_config->base, &sharp__extensions__scaling__v1__scaling_agent__descriptor, &err);
+            if (!m) return fail(b, p, "%s", err.msg);
+            char epath[600], emsg[1024];
+            /* --mode validate refuses a weights file that does not load; a
+             * running server starts that cluster's agent in fallback */
+            b->cfg->scaling = sharp_config_scaling(m, p, b->srv->opts.validate_only, epath, sizeof epath, emsg,
+                                                   sizeof emsg);
+            protobuf_c_message_free_unpacked(m, NULL);
+            if (!b->cfg->scaling) return fail(b, epath, "%s", emsg);
+            continue;
+        }
         if (strcmp(t, INTERNAL_LISTENER_TYPE) != 0)
             return fail(b, p, "bootstrap extension '%s' (%s) is not supported by SHARP: only "
-                        "envoy.bootstrap.internal_listener", e->name, t);
+                        "envoy.bootstrap.internal_listener and " SHARP_SCALING_TYPE, e->name, t);
         sharp_config_error_t err = {{0}};
         ProtobufCMessage *m = sharp_any_unpack(
             &e->typed_config->base, &envoy__extensions__bootstrap__internal_listener__v3__internal_listener__descriptor,
@@ -1772,6 +1791,25 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         if (c->outlier) c->outlier->event_log = s->outlier_event_log;
     }
     sharp_snapshot_index_clusters(s);
+    /* the scaled clusters exist, as a route's must: static ones now, CDS
+     * ones (when there is CDS) are looked up at each sync */
+    for (size_t i = 0; cfg->scaling && i < cfg->scaling->n; i++) {
+        const char *cn = cfg->scaling->clusters[i].cluster;
+        bool cds = bs->dynamic_resources && bs->dynamic_resources->cds_config;
+        if (!cds && !sharp_snapshot_cluster(s, cn)) {
+            char p[160];
+            size_t k;
+            for (k = 0; k < bs->n_bootstrap_extensions; k++) {
+                const char *u = bs->bootstrap_extensions[k]->typed_config->type_url;
+                const char *sl = strrchr(u, '/');
+                if (strcmp(sl ? sl + 1 : u, SHARP_SCALING_TYPE) == 0) break;
+            }
+            snprintf(p, sizeof p, "bootstrap_extensions[%zu].typed_config.clusters[%zu].cluster_name", k, i);
+            fail(&b, p, "scaling agent: unknown cluster '%s' (not in static_resources.clusters, and the bootstrap "
+                 "has no CDS)", cn);
+            goto bad;
+        }
+    }
     s->listeners = sharp_calloc(nli ? nli : 1, sizeof *s->listeners);
     for (size_t i = 0; i < nli; i++) {
         char p[128];

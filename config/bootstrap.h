@@ -17,6 +17,9 @@ typedef struct sharp_config {
     uint32_t admin_pipe_mode; /* admin.address.pipe.mode */
     char source[512];
     bool merged; /* -c and --config-yaml: no line numbers in later errors */
+    /* bootstrap_extensions' ScalingAgent (scaling_config.h), NULL without
+     * one; proxy/scaling.c takes its policies when the server runs */
+    struct sharp_scaling_agent_config *scaling;
 } sharp_config_t;
 
 /* The bootstrap used when neither -c nor --config-yaml is given. */

@@ -32,6 +32,7 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "sharp/extensions/filters/http/adaptive_concurrency/v1/aimd.pb-c.h"
 #include "sharp/extensions/load_balancing_policies/shuffle_shard/v1/shuffle_shard.pb-c.h"
+#include "sharp/extensions/scaling/v1/scaling_agent.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/latency/v1/latency.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
@@ -65,6 +66,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
+        &sharp__extensions__scaling__v1__scaling_agent__descriptor,
         &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor,
         &sharp__extensions__outlier_detection_monitors__latency__v1__latency_outlier__descriptor,
         &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,

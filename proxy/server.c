@@ -4,6 +4,7 @@
  * SIGTERM/SIGINT drain (stop accepting, let in-flight requests finish, close
  * idle keep-alive connections) bounded by --drain-time-s, then stop. */
 #include "server.h"
+#include "scaling.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
 #include "http/access_log.h"
@@ -215,6 +216,7 @@ static void stop_everything(sharp_server_t *s)
     sharp_kernel_stop();
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
+    sharp_scaling_stop(s->scaling);
     uv_timer_stop(&s->housekeeping);
     uv_timer_stop(&s->drain_deadline);
     uv_close((uv_handle_t *)&s->housekeeping, NULL);
@@ -604,9 +606,12 @@ int sharp_server_run(sharp_server_t *s)
             return 1;
         }
     }
+    /* the scaling agent: its KEDA service joins the gRPC server */
+    if (s->config->scaling) s->scaling = sharp_scaling_start(s, s->config->scaling, s->grpc);
     /* the xDS files: watched from now on */
     if (sharp_xds_start(s->xds, s->loop, err, sizeof err) < 0) {
         fprintf(stderr, "error: %s\n", err);
+        sharp_scaling_stop(s->scaling);
         sharp_xds_stop(s->xds);
         sharp_sds_stop(snap->sds);
         if (s->admin) sharp_admin_stop(s->admin);
@@ -706,6 +711,8 @@ void sharp_server_free(sharp_server_t *s)
         uv_run(s->loop, UV_RUN_NOWAIT);
         uv_loop_close(s->loop);
     }
+    sharp_scaling_free(s->scaling); /* its timer closed in the run above */
+    s->scaling = NULL;
     free_closed_clusters(s);
     free(s->closing);
     sharp_snapshot_unref(s->snap);

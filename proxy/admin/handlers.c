@@ -9,6 +9,7 @@
 #include "config/mapper.h"
 #include "log.h"
 #include "runtime.h"
+#include "scaling.h"
 #include "upstream/cluster.h"
 #include "kernel/kernel.h"
 #include "upstream/outlier.h"
@@ -803,6 +804,15 @@ static void h_shuffle_shard(const sharp_admin_request_t *rq, sharp_admin_respons
     finish_json(rsp, &b);
 }
 
+/* /scaling: the scaling agent's last decision for each scaled cluster
+ * (proxy/scaling.h); no clusters without a ScalingAgent extension. */
+static void h_scaling(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
+{
+    sharp_sbuf_t b = {0};
+    sharp_scaling_render_json(rq->srv->scaling, &b);
+    finish_json(rsp, &b);
+}
+
 /* ---- the table ------------------------------------------------------------- */
 
 /* Sorted by path, which is also the order /help prints them in. */
@@ -892,6 +902,11 @@ static const handler_t handlers[] = {
      "?key1=value1&key2=value2...",
      true,
      h_runtime_modify,
+     {{0}}},
+    {"/scaling",
+     "SHARP: the scaling agent's last decision per scaled cluster (policy action, guardian, HPA rule, observation)",
+     false,
+     h_scaling,
      {{0}}},
     {"/server_info", "print server version/status information", false, h_server_info, {{0}}},
     {"/shuffle_shard",
