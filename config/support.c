@@ -134,6 +134,9 @@ typedef struct walk {
     const sharp_config_doc_t *doc;
     sharp_config_error_t *err;
     sharp_sbuf_t path;
+    /* the failure breaks one of Envoy's validation rules (the resource is
+     * invalid), rather than naming what SHARP does not implement */
+    bool invalid;
 } walk_t;
 
 static int failf(walk_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -259,6 +262,7 @@ static int check_compare(walk_t *w, const sharp_support_rule_t *r, double v, boo
     if (ok) return 0;
     char got[64];
     format_number(got, sizeof got, v, duration);
+    w->invalid = true;
     return failf(w, "must be %s %s, got %s", rule_words(r->op), rule_operand(r), got);
 }
 
@@ -277,9 +281,11 @@ static int check_value(walk_t *w, const ProtobufCFieldDescriptor *f, const sharp
     double v;
     bool duration = false;
     if (r->op == SHARP_RULE_DEFINED) {
-        if (f->type == PROTOBUF_C_TYPE_ENUM && !enum_defined(f, *(const int32_t *)p))
+        if (f->type == PROTOBUF_C_TYPE_ENUM && !enum_defined(f, *(const int32_t *)p)) {
+            w->invalid = true;
             return failf(w, "value %d is not a defined value of %s", *(const int32_t *)p,
                          ((const ProtobufCEnumDescriptor *)f->descriptor)->name);
+        }
         return 0;
     }
     if (r->op == SHARP_RULE_CONST) {
@@ -303,8 +309,10 @@ static int check_value(walk_t *w, const ProtobufCFieldDescriptor *f, const sharp
     }
     if (r->op == SHARP_RULE_MIN_LEN) {
         const char *s = f->type == PROTOBUF_C_TYPE_STRING ? *(const char *const *)p : NULL;
-        if (f->type == PROTOBUF_C_TYPE_STRING && (!s || strlen(s) < (size_t)r->x))
+        if (f->type == PROTOBUF_C_TYPE_STRING && (!s || strlen(s) < (size_t)r->x)) {
+            w->invalid = true;
             return failf(w, "must be at least %.0f character%s long", r->x, r->x == 1 ? "" : "s");
+        }
         return 0;
     }
     if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -322,13 +330,18 @@ static int check_rules(walk_t *w, const ProtobufCMessage *m, const ProtobufCFiel
     for (unsigned i = 0; i < e->nrules; i++) {
         const sharp_support_rule_t *r = &e->rules[i];
         if (r->op == SHARP_RULE_REQUIRED) {
-            if (!set) return failf(w, "is required");
+            if (!set) {
+                w->invalid = true;
+                return failf(w, "is required");
+            }
             continue;
         }
         if (r->op == SHARP_RULE_MIN_ITEMS && f->label == PROTOBUF_C_LABEL_REPEATED) {
             size_t n = count_of(m, f);
-            if (n < (size_t)r->x)
+            if (n < (size_t)r->x) {
+                w->invalid = true;
                 return failf(w, "needs at least %.0f item%s", r->x, r->x == 1 ? "" : "s");
+            }
             continue;
         }
         /* A message, a oneof member or an optional scalar is checked only
@@ -471,8 +484,8 @@ static int walk_message(walk_t *w, const ProtobufCMessage *m, walk_ctx_t ctx)
     return 0;
 }
 
-int sharp_config_check_support(const ProtobufCMessage *m, const sharp_config_doc_t *doc,
-                               const char *base_path, sharp_config_error_t *err)
+int sharp_config_check_support_kind(const ProtobufCMessage *m, const sharp_config_doc_t *doc,
+                                    const char *base_path, sharp_config_error_t *err, bool *invalid)
 {
     sharp_config_error_t local;
     if (!err) err = &local;
@@ -481,5 +494,12 @@ int sharp_config_check_support(const ProtobufCMessage *m, const sharp_config_doc
     if (base_path && *base_path) sharp_sbuf_append(&w.path, base_path, strlen(base_path));
     int rc = walk_value(&w, m, NO_CTX);
     sharp_sbuf_free(&w.path);
+    if (invalid) *invalid = rc < 0 && w.invalid;
     return rc;
+}
+
+int sharp_config_check_support(const ProtobufCMessage *m, const sharp_config_doc_t *doc,
+                               const char *base_path, sharp_config_error_t *err)
+{
+    return sharp_config_check_support_kind(m, doc, base_path, err, NULL);
 }

@@ -110,4 +110,13 @@ const sharp_support_extension_t *sharp_support_extension(const char *type, size_
 int sharp_config_check_support(const ProtobufCMessage *m, const sharp_config_doc_t *doc,
                                const char *base_path, sharp_config_error_t *err);
 
+/* The same, telling what kind of failure it was: *invalid is true when the
+ * message breaks one of Envoy's validation rules (a required field, a
+ * range, an undefined enum value: Envoy's decoding refuses the whole xDS
+ * response), false when it uses something SHARP does not implement (a
+ * field, a value or an extension: like a resource Envoy cannot build, it is
+ * refused alone and the rest of a CDS or LDS response applies). */
+int sharp_config_check_support_kind(const ProtobufCMessage *m, const sharp_config_doc_t *doc,
+                                    const char *base_path, sharp_config_error_t *err, bool *invalid);
+
 #endif

@@ -788,6 +788,13 @@ int sharp_lds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ver
     return 0;
 }
 
+void sharp_lds_refused(sharp_lds_t *m, const char *name, const char *why, ProtobufCMessage **pb)
+{
+    char msg[1] = "";
+    ProtobufCMessage *none = NULL;
+    record_failure(m, name, true, why, pb ? pb : &none, msg, 0);
+}
+
 size_t sharp_lds_dump(const sharp_lds_t *m, sharp_lds_dump_t **out)
 {
     *out = NULL;

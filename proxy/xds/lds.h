@@ -63,6 +63,10 @@ int sharp_lds_update(void *ud, ProtobufCMessage **resources, size_t n, const cha
 /* A route configuration had its initial fetch (xds.c): warming listeners
  * that waited only for what has come now serve. */
 void sharp_lds_routes_ready(sharp_lds_t *m);
+/* A listener of the last update refused before it reached sharp_lds_update
+ * (a field SHARP does not implement): recorded as a failure of that update
+ * (/config_dump's error_state; `pb`, when given, is taken to show it). */
+void sharp_lds_refused(sharp_lds_t *m, const char *name, const char *why, ProtobufCMessage **pb);
 
 /* The listeners serving now, in the snapshots after the static ones. */
 size_t sharp_lds_listeners(const sharp_lds_t *m, sharp_listener_config_t ***out);

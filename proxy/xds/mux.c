@@ -145,6 +145,7 @@ typedef struct res {
     uint8_t *bytes; /* NULL: subscribed, not received (delta: no initial version) */
     size_t len;
     char *version;
+    bool seen; /* scratch: named by the response being applied */
 } res_t;
 
 typedef struct tstate {
@@ -165,6 +166,10 @@ typedef struct tstate {
     char *error;
     res_t *res;
     size_t nres;
+    /* name -> index + 1 into res, open addressing (a push of 10,000
+     * clusters looks each one up) */
+    uint32_t *rix;
+    size_t rixcap;
 } tstate_t;
 
 struct sharp_xds_mux_watch {
@@ -231,11 +236,40 @@ char *sharp_xds_truncate_status_message(const char *msg)
     return out;
 }
 
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void rix_rebuild(tstate_t *ts)
+{
+    size_t cap = 64;
+    while (cap < 2 * ts->nres + 2) cap *= 2;
+    free(ts->rix);
+    ts->rix = sharp_calloc(cap, sizeof *ts->rix);
+    ts->rixcap = cap;
+    for (size_t i = 0; i < ts->nres; i++) {
+        size_t j = (size_t)name_hash(ts->res[i].name) & (cap - 1);
+        while (ts->rix[j]) j = (j + 1) & (cap - 1);
+        ts->rix[j] = (uint32_t)i + 1;
+    }
+}
+
+/* The slot of `name` in the index, or of the empty slot where it would go. */
+static size_t rix_slot(const tstate_t *ts, const char *name)
+{
+    size_t j = (size_t)name_hash(name) & (ts->rixcap - 1);
+    while (ts->rix[j] && strcmp(ts->res[ts->rix[j] - 1].name, name) != 0) j = (j + 1) & (ts->rixcap - 1);
+    return j;
+}
+
 static res_t *res_find(tstate_t *ts, const char *name)
 {
-    for (size_t i = 0; i < ts->nres; i++)
-        if (!strcmp(ts->res[i].name, name)) return &ts->res[i];
-    return NULL;
+    if (!ts->nres) return NULL;
+    uint32_t at = ts->rix[rix_slot(ts, name)];
+    return at ? &ts->res[at - 1] : NULL;
 }
 
 static void res_clear(res_t *r)
@@ -255,6 +289,8 @@ static void res_set(tstate_t *ts, const char *name, const uint8_t *bytes, size_t
         r = &ts->res[ts->nres++];
         memset(r, 0, sizeof *r);
         r->name = sharp_strdup(name);
+        if (2 * ts->nres + 2 > ts->rixcap) rix_rebuild(ts);
+        else ts->rix[rix_slot(ts, name)] = (uint32_t)ts->nres;
     }
     res_clear(r);
     r->bytes = sharp_realloc(NULL, len ? len : 1);
@@ -265,11 +301,32 @@ static void res_set(tstate_t *ts, const char *name, const uint8_t *bytes, size_t
 
 static void res_del(tstate_t *ts, const char *name)
 {
-    res_t *r = res_find(ts, name);
-    if (!r) return;
+    if (!ts->nres) return;
+    size_t j = rix_slot(ts, name);
+    if (!ts->rix[j]) return;
+    size_t at = ts->rix[j] - 1, last = ts->nres - 1;
+    /* the slot empties; the entries after it in its run move back where a
+     * lookup still finds them (deletion in linear probing) */
+    ts->rix[j] = 0;
+    for (size_t k = (j + 1) & (ts->rixcap - 1); ts->rix[k]; k = (k + 1) & (ts->rixcap - 1)) {
+        size_t home = (size_t)name_hash(ts->res[ts->rix[k] - 1].name) & (ts->rixcap - 1);
+        /* stays unless its home is cyclically outside (j, k] */
+        bool move = j <= k ? (home <= j || home > k) : (home <= j && home > k);
+        if (move) {
+            ts->rix[j] = ts->rix[k];
+            ts->rix[k] = 0;
+            j = k;
+        }
+    }
+    res_t *r = &ts->res[at];
     res_clear(r);
     free(r->name);
-    *r = ts->res[--ts->nres];
+    if (at != last) {
+        /* the last entry takes the freed place: its index entry follows */
+        ts->res[at] = ts->res[last];
+        ts->rix[rix_slot(ts, ts->res[at].name)] = (uint32_t)at + 1;
+    }
+    ts->nres--;
 }
 
 /* ---- sending ---- */
@@ -496,6 +553,10 @@ typedef struct decoded {
     ProtobufCMessage *msg;
     const char *version;     /* delta: the resource's version */
     bool skip;               /* a heartbeat */
+    /* it uses what SHARP does not implement (bytes NULL): refused alone,
+     * what the client had of it stays, the rest of the response applies */
+    bool refused;
+    char *owned_name; /* a refused resource's name, which outlives msg */
 } decoded_t;
 
 /* The errors of one response: the protocol's (a type URL, a name sent
@@ -576,7 +637,11 @@ static void errors_free(errlist_t *errs)
 }
 
 /* Decodes `data` as the type, checks it against the support table and for
- * unknown fields. 0, or -1 with the reason in errs (naming the resource). */
+ * unknown fields. 0; -2 when the resource uses a field, value or extension
+ * SHARP does not implement (out->refused, the reason in errs naming it: as a
+ * resource Envoy cannot build, it is refused alone); -1 when the response
+ * cannot be taken (undecodable, or against one of Envoy's validation rules,
+ * which Envoy's decoding refuses the whole response for). */
 static int decode_resource(const sharp_xds_type_t *t, const uint8_t *data, size_t len, const char *where,
                            decoded_t *out, errlist_t *errs)
 {
@@ -589,22 +654,30 @@ static int decode_resource(const sharp_xds_type_t *t, const uint8_t *data, size_
     if (!name || !*name) name = where;
     sharp_sbuf_t path = {0};
     uint32_t tag;
+    int rc = 0;
     if (find_unknown(msg, &path, &tag)) {
         errors_res(errs, name, "%s%sfield number %u is not a field SHARP knows (a field it does not implement)",
                    sharp_sbuf_cstr(&path), path.len ? ": " : "", tag);
-        sharp_sbuf_free(&path);
-        protobuf_c_message_free_unpacked(msg, NULL);
-        return -1;
+        rc = -2;
     }
     sharp_sbuf_free(&path);
     sharp_config_error_t e = {{0}};
-    if (sharp_config_check_support(msg, NULL, "", &e) < 0) {
+    bool invalid = false;
+    if (rc == 0 && sharp_config_check_support_kind(msg, NULL, "", &e, &invalid) < 0) {
         errors_res(errs, name, "%s", e.msg);
+        rc = invalid ? -1 : -2;
+    }
+    if (rc == -1) {
         protobuf_c_message_free_unpacked(msg, NULL);
         return -1;
     }
     out->msg = msg;
     out->name = name;
+    out->refused = rc == -2;
+    if (out->refused) {
+        out->name = out->owned_name = sharp_strdup(name);
+        return -2;
+    }
     out->bytes = sharp_realloc(NULL, len ? len : 1);
     if (len) memcpy(out->bytes, data, len);
     out->len = len;
@@ -616,6 +689,7 @@ static void decoded_free(decoded_t *d, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (d[i].msg) protobuf_c_message_free_unpacked(d[i].msg, NULL);
         free(d[i].bytes);
+        free(d[i].owned_name);
     }
     free(d);
 }
@@ -675,7 +749,7 @@ static int deliver_named(sharp_xds_mux_watch_t *w, const decoded_t *d, const cha
     }
     char err[4096] = "";
     if (n || w->ts->t->absent_ends_fetch) watch_done(w);
-    int rc = w->cb.on_update(w->cb.ud, one, n, version, NULL, err, sizeof err);
+    int rc = w->cb.on_update(w->cb.ud, one, n, version, NULL, NULL, 0, err, sizeof err);
     if (one[0]) protobuf_c_message_free_unpacked(one[0], NULL);
     if (rc < 0) errors_res(errs, w->name, "%s", err);
     return rc;
@@ -696,6 +770,64 @@ static tstate_t *state_for(sharp_xds_mux_t *m, const char *type_url)
     for (unsigned i = 0; i < SHARP_XDS_NTYPES; i++)
         if (m->ts[i].subscribed && !strcmp(m->ts[i].t->type_url, type_url)) return &m->ts[i];
     return NULL;
+}
+
+/* A named watch's resource refused: the watch keeps what it had and
+ * counts a rejected update. */
+static void refuse_named(sharp_xds_mux_watch_t *w, const decoded_t *d, const errlist_t *errs, const char *version)
+{
+    sharp_xds_resource_error_t e = {d->name, ""};
+    for (size_t i = 0; i < errs->n; i++)
+        if (!strcmp(errs->v[i].name, d->name)) e.msg = errs->v[i].msg;
+    watch_done(w);
+    w->cb.on_failure(w->cb.ud, SHARP_XDS_FAIL_REJECTED, e.msg, version, &e, 1);
+}
+
+/* The refusals among d (entries marked refused) for a wildcard watcher;
+ * their messages may be taken by it. */
+static sharp_xds_refusal_t *refusals_of(decoded_t *d, size_t nd, const errlist_t *errs, size_t *n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < nd; i++) k += d[i].refused;
+    *n = k;
+    if (!k) return NULL;
+    sharp_xds_refusal_t *v = sharp_calloc(k, sizeof *v);
+    k = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (!d[i].refused) continue;
+        v[k].name = d[i].name;
+        v[k].why = "";
+        for (size_t e = 0; e < errs->n; e++)
+            if (!strcmp(errs->v[e].name, d[i].name)) v[k].why = errs->v[e].msg;
+        v[k++].resource = d[i].msg;
+    }
+    return v;
+}
+
+/* After a wildcard watcher refused some of the resources: its message
+ * ("Error adding/updating cluster(s) a: why") joins the mux's own
+ * refusals into one list, as Envoy words the NACK. */
+static void errors_watcher(errlist_t *errs, const char *err)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "Error adding/updating %s(s) ", errs->t->kind);
+    size_t pl = strlen(prefix);
+    if (errs->t->wildcard && !strncmp(err, prefix, pl))
+        sharp_sbuf_printf(&errs->res, "%s%s", errs->res.len ? ", " : "", err + pl);
+    else
+        errors_add(errs, NULL, "%s", err);
+}
+
+/* After the watchers had the resources: a refused resource's message
+ * still in d was not taken. */
+static void refusals_release(decoded_t *d, size_t nd, sharp_xds_refusal_t *v, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < nd && k < n; i++) {
+        if (!d[i].refused) continue;
+        d[i].msg = v[k++].resource;
+    }
+    free(v);
 }
 
 static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
@@ -722,6 +854,8 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
         return;
     }
     errlist_t errs = {.t = t};
+    bool fatal = false; /* the response cannot be taken: nothing of it applies */
+    size_t nrefused = 0;
     decoded_t *d = sharp_calloc(r->n_resources ? r->n_resources : 1, sizeof *d);
     size_t nd = 0;
     for (size_t i = 0; i < r->n_resources; i++) {
@@ -738,6 +872,7 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
                                                      data);
             if (!wrap) {
                 errors_add(&errs, NULL, "%s: cannot decode the %s wrapper", where, RESOURCE_WRAPPER);
+                fatal = true;
                 continue;
             }
             if (!wrap->resource) { /* a heartbeat: nothing to apply */
@@ -751,8 +886,12 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
         if (strcmp(url, t->type_url) != 0) {
             errors_add(&errs, NULL, "%s: %s does not match the message-wide type URL %s in DiscoveryResponse", where, url,
                        t->type_url);
-        } else if (decode_resource(t, data, len, where, &d[nd], &errs) == 0) {
-            nd++;
+            fatal = true;
+        } else {
+            int rc = decode_resource(t, data, len, where, &d[nd], &errs);
+            if (rc == -1) fatal = true;
+            else nd++;
+            nrefused += rc == -2;
         }
         if (wrap) protobuf_c_message_free_unpacked(&wrap->base, NULL);
     }
@@ -760,9 +899,10 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
         for (size_t k = 0; k < i; k++)
             if (!strcmp(d[i].name, d[k].name)) {
                 errors_res(&errs, d[i].name, "duplicate %s %s found", t->kind, d[i].name);
+                fatal = true;
                 break;
             }
-    if (errors_any(&errs)) {
+    if (fatal) {
         char *msg = errors_message(&errs);
         log_rejected(m, ts, r->version_info, r->nonce, msg);
         reject_all(m, ts, msg, &errs, r->version_info);
@@ -776,28 +916,59 @@ static void on_sotw(sharp_xds_mux_t *m, const sotw_resp_t *r)
         sharp_xds_mux_watch_t *w = v[i];
         if (w->dead) continue;
         if (!w->name) {
-            /* the whole set: the watcher may take messages, so it gets its own */
+            /* the whole set: the watcher may take messages, so it gets its
+             * own. A refused resource is there as the client had it (the
+             * version the mux kept), or not at all when it is new: so the
+             * watcher neither removes nor changes it. */
             ProtobufCMessage **all = sharp_calloc(nd ? nd : 1, sizeof *all);
-            for (size_t k = 0; k < nd; k++) all[k] = decode_again(t, d[k].bytes, d[k].len);
+            size_t n = 0;
+            for (size_t k = 0; k < nd; k++) {
+                const res_t *have = d[k].refused ? res_find(ts, d[k].name) : NULL;
+                if (!d[k].refused) all[n++] = decode_again(t, d[k].bytes, d[k].len);
+                else if (have && have->bytes) all[n++] = decode_again(t, have->bytes, have->len);
+            }
             char err[4096] = "";
             watch_done(w);
-            if (w->cb.on_update(w->cb.ud, all, nd, r->version_info, NULL, err, sizeof err) < 0)
-                errors_add(&errs, NULL, "%s", err);
-            for (size_t k = 0; k < nd; k++)
+            size_t nref;
+            sharp_xds_refusal_t *ref = refusals_of(d, nd, &errs, &nref);
+            if (w->cb.on_update(w->cb.ud, all, n, r->version_info, NULL, ref, nref, err, sizeof err) < 0)
+                errors_watcher(&errs, err);
+            refusals_release(d, nd, ref, nref);
+            for (size_t k = 0; k < n; k++)
                 if (all[k]) protobuf_c_message_free_unpacked(all[k], NULL);
             free(all);
             continue;
         }
         for (size_t k = 0; k < nd; k++) {
             if (strcmp(d[k].name, w->name) != 0) continue;
+            if (d[k].refused) { /* the watch keeps what it has */
+                refuse_named(w, &d[k], &errs, r->version_info);
+                break;
+            }
             if (deliver_named(w, &d[k], r->version_info, &errs) == 0)
                 res_set(ts, w->name, d[k].bytes, d[k].len, r->version_info);
             break;
         }
     }
     free(v);
+    if (t->wildcard) {
+        /* what the client has of a wildcard type, for the next response
+         * that refuses one of them: the response's resources, refused ones
+         * at the version it had; absent ones are removed */
+        for (size_t i = 0; i < ts->nres; i++) ts->res[i].seen = false;
+        for (size_t k = 0; k < nd; k++) {
+            if (!d[k].refused) res_set(ts, d[k].name, d[k].bytes, d[k].len, r->version_info);
+            res_t *have = res_find(ts, d[k].name);
+            if (have) have->seen = true;
+        }
+        for (size_t i = ts->nres; i-- > 0;)
+            if (!ts->res[i].seen) res_del(ts, ts->res[i].name);
+    }
     if (errors_any(&errs)) {
         char *msg = errors_message(&errs);
+        if (nrefused)
+            sharp_warn(config, "%s: %s: %zu resource(s) refused, the rest of version '%s' applied", m->name,
+                       t->short_name, nrefused, r->version_info);
         log_rejected(m, ts, r->version_info, r->nonce, msg);
         free(ts->error);
         ts->error = msg;
@@ -828,8 +999,13 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
     free(ts->ack_nonce);
     ts->ack_nonce = sharp_strdup(r->nonce);
     errlist_t errs = {.t = t};
+    bool fatal = false; /* the response cannot be taken: nothing of it applies */
+    size_t nrefused = 0;
     decoded_t *d = sharp_calloc(r->n_resources ? r->n_resources : 1, sizeof *d);
     size_t nd = 0;
+    /* the resources refused alone: the mux keeps the version the client had */
+    decoded_t *refd = sharp_calloc(r->n_resources ? r->n_resources : 1, sizeof *refd);
+    size_t nrefd = 0;
     for (size_t i = 0; i < r->n_resources; i++) {
         const Envoy__Service__Discovery__V3__Resource *res = r->resources[i];
         const char *name = res->name ? res->name : "";
@@ -837,6 +1013,7 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
         for (size_t k = 0; k < i && !dup; k++) dup = !strcmp(r->resources[k]->name, name);
         if (dup) {
             errors_add(&errs, name, "duplicate name %s found among added/updated resources", name);
+            fatal = true;
             continue;
         }
         char where[600];
@@ -847,16 +1024,27 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
             if (have && have->bytes && !strcmp(have->version, res->version ? res->version : "")) continue;
             errors_add(&errs, name, "%s: a resource without a resource is no heartbeat (version '%s' is not the one held)",
                        where, res->version ? res->version : "");
+            fatal = true;
             continue;
         }
         const char *url = res->resource->type_url ? res->resource->type_url : "";
         if (strcmp(url, t->type_url) != 0) {
             errors_add(&errs, name, "%s: type URL %s embedded in an individual Any does not match the message-wide type "
                        "URL %s in DeltaDiscoveryResponse", where, url, t->type_url);
+            fatal = true;
             continue;
         }
-        if (decode_resource(t, res->resource->value.data, res->resource->value.len, where, &d[nd], &errs) < 0)
-            continue;
+        int rc = decode_resource(t, res->resource->value.data, res->resource->value.len, where, &d[nd], &errs);
+        if (rc == -2) {
+            refd[nrefd] = d[nd];
+            free(refd[nrefd].owned_name);
+            refd[nrefd].name = refd[nrefd].owned_name = sharp_strdup(name); /* the delta name is its identity */
+            nrefd++;
+            memset(&d[nd], 0, sizeof d[nd]);
+            nrefused++;
+        }
+        fatal |= rc == -1;
+        if (rc < 0) continue;
         d[nd].name = name; /* the delta resource's name is its identity */
         d[nd].version = res->version ? res->version : "";
         nd++;
@@ -866,9 +1054,12 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
         bool dup = false;
         for (size_t k = 0; k < r->n_resources && !dup; k++) dup = !strcmp(r->resources[k]->name, name);
         for (size_t k = 0; k < i && !dup; k++) dup = !strcmp(r->removed_resources[k], name);
-        if (dup) errors_add(&errs, name, "duplicate name %s found in the union of added+removed resources", name);
+        if (dup) {
+            errors_add(&errs, name, "duplicate name %s found in the union of added+removed resources", name);
+            fatal = true;
+        }
     }
-    if (errors_any(&errs)) {
+    if (fatal) {
         char *msg = errors_message(&errs);
         log_rejected(m, ts, r->system_version_info, r->nonce, msg);
         reject_all(m, ts, msg, &errs, r->system_version_info);
@@ -884,13 +1075,18 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
         size_t cap = ts->nres + nd, n = 0;
         const uint8_t **bytes = sharp_calloc(cap ? cap : 1, sizeof *bytes);
         size_t *lens = sharp_calloc(cap ? cap : 1, sizeof *lens);
+        for (size_t i = 0; i < ts->nres; i++) ts->res[i].seen = false;
+        for (size_t k = 0; k < r->n_removed_resources; k++) {
+            res_t *have = res_find(ts, r->removed_resources[k]);
+            if (have) have->seen = true;
+        }
+        for (size_t k = 0; k < nd; k++) {
+            res_t *have = res_find(ts, d[k].name);
+            if (have) have->seen = true;
+        }
         for (size_t i = 0; i < ts->nres; i++) {
             const res_t *have = &ts->res[i];
-            bool gone = !have->bytes;
-            for (size_t k = 0; k < r->n_removed_resources && !gone; k++)
-                gone = !strcmp(r->removed_resources[k], have->name);
-            for (size_t k = 0; k < nd && !gone; k++) gone = !strcmp(d[k].name, have->name);
-            if (gone) continue;
+            if (!have->bytes || have->seen) continue; /* removed or replaced by the response */
             bytes[n] = have->bytes;
             lens[n++] = have->len;
         }
@@ -907,8 +1103,11 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
             for (size_t k = 0; k < n; k++) all[k] = decode_again(t, bytes[k], lens[k]);
             char err[4096] = "";
             watch_done(w);
-            if (w->cb.on_update(w->cb.ud, all, n, r->system_version_info, refused, err, sizeof err) < 0)
-                errors_add(&errs, NULL, "%s", err);
+            size_t nref;
+            sharp_xds_refusal_t *ref = refusals_of(refd, nrefd, &errs, &nref);
+            if (w->cb.on_update(w->cb.ud, all, n, r->system_version_info, refused, ref, nref, err, sizeof err) < 0)
+                errors_watcher(&errs, err);
+            refusals_release(refd, nrefd, ref, nref);
             for (size_t k = 0; k < n; k++)
                 if (all[k]) protobuf_c_message_free_unpacked(all[k], NULL);
             free(all);
@@ -935,7 +1134,11 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
                 if (!strcmp(d[k].name, w->name)) at = k;
             for (size_t k = 0; k < r->n_removed_resources && at == SIZE_MAX; k++)
                 if (!strcmp(r->removed_resources[k], w->name)) at = nd + k;
-            if (at == SIZE_MAX) continue;
+            if (at == SIZE_MAX) {
+                for (size_t k = 0; k < nrefd; k++)
+                    if (!strcmp(refd[k].name, w->name)) refuse_named(w, &refd[k], &errs, r->system_version_info);
+                continue;
+            }
             if (deliver_named(w, at < nd ? &d[at] : NULL, r->system_version_info, &errs) < 0) bad[at] = true;
         }
         /* what the client now has, resource by resource (the next stream's
@@ -952,6 +1155,9 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
     free(v);
     if (errors_any(&errs)) {
         char *msg = errors_message(&errs);
+        if (nrefused)
+            sharp_warn(config, "%s: %s: %zu resource(s) refused, the rest of version '%s' applied", m->name,
+                       t->short_name, nrefused, r->system_version_info);
         log_rejected(m, ts, r->system_version_info, r->nonce, msg);
         free(ts->error);
         ts->error = msg;
@@ -960,6 +1166,7 @@ static void on_delta(sharp_xds_mux_t *m, const delta_resp_t *r)
                     t->short_name, r->system_version_info, nd, r->n_removed_resources);
     }
 done:
+    decoded_free(refd, nrefd);
     decoded_free(d, nd);
     errors_free(&errs);
     enqueue(m, ts);
@@ -1201,6 +1408,7 @@ static void mux_free_now(sharp_xds_mux_t *m)
             free(ts->res[k].name);
         }
         free(ts->res);
+        free(ts->rix);
     }
     if (m->flush_timer_init && !m->flush_timer_closed) m->mem_free_pending = true;
     else mux_mem_free(m);

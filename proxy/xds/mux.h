@@ -105,14 +105,25 @@ typedef struct sharp_xds_resource_error {
     const char *name, *msg;
 } sharp_xds_resource_error_t;
 
+/* A resource of a wildcard type's response that uses what SHARP does not
+ * implement: refused alone, as Envoy refuses a resource it cannot build,
+ * while the rest of the response applies. */
+typedef struct sharp_xds_refusal {
+    const char *name, *why;
+    ProtobufCMessage *resource; /* as received; the watcher may take it (set it to NULL) */
+} sharp_xds_refusal_t;
+
 typedef struct sharp_xds_mux_watcher {
     /* As xds.h's sharp_xds_watcher_t: 0, or -1 with the reason (the
      * response is NACKed). It may take a resource (its slot set to NULL).
      * A wildcard watch that applied part of an incremental response marks
      * the resources it refused in `refused` (n entries; NULL for the other
-     * watches): the mux keeps the others as what the client has. */
+     * watches): the mux keeps the others as what the client has. A
+     * wildcard watch also gets the resources the mux refused (refusals):
+     * they are in `resources` at the version the client had, or absent when
+     * new, and the response is NACKed naming them. */
     int (*on_update)(void *ud, ProtobufCMessage **resources, size_t n, const char *version, bool *refused,
-                     char *err, size_t errlen);
+                     sharp_xds_refusal_t *refusals, size_t nrefusals, char *err, size_t errlen);
     /* `detail` (the NACK's message), `version` and the resources it names
      * (errs) are set for SHARP_XDS_FAIL_REJECTED. */
     void (*on_failure)(void *ud, sharp_xds_fail_t why, const char *detail, const char *version,

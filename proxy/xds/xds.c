@@ -713,32 +713,56 @@ static void fetch_done(sub_t *s)
 }
 
 /* An update from a gRPC stream: counted as Envoy's GrpcSubscriptionImpl
- * counts it, then the watcher. */
-static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
-                     size_t errlen)
+ * counts it, then the watcher. Resources the mux refused alone (a field
+ * SHARP does not implement) make the update a rejected one, as a resource
+ * Envoy cannot build does, while the rest applies: they get their error
+ * state (a cluster's, a listener's) here. */
+static void cds_errors_clear(sharp_xds_t *x);
+static void cds_error_add(sharp_xds_t *x, sharp_sbuf_t *errs, const char *name, const char *msg);
+
+static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
+                     sharp_xds_refusal_t *refusals, size_t nrefusals, char *err, size_t errlen)
 {
-    sharp_stats_shard_t *sh = shard0(s->x);
+    sharp_xds_t *x = s->x;
+    sharp_stats_shard_t *sh = shard0(x);
     sharp_counter_inc(sh, s->st.update_attempt);
-    if (s->watcher.on_update(s->watcher.ud, res, n, version, refused, err, errlen) < 0) {
+    int rc = s->watcher.on_update(s->watcher.ud, res, n, version, refused, err, errlen);
+    if (rc < 0 || nrefusals) {
+        sharp_sbuf_t why = {0};
+        for (size_t i = 0; i < nrefusals; i++)
+            sharp_sbuf_printf(&why, "%s%s: %s", why.len ? ", " : "", refusals[i].name, refusals[i].why);
+        if (rc < 0) sharp_sbuf_printf(&why, "%s%s", why.len ? "; " : "", err);
         sharp_counter_inc(sh, s->st.update_rejected);
-        sub_error(s, err, version);
-        return -1;
+        sub_error(s, sharp_sbuf_cstr(&why), version);
+        sharp_sbuf_free(&why);
+        if (nrefusals && s == x->cds) {
+            sharp_sbuf_t ignored = {0};
+            for (size_t i = 0; i < nrefusals; i++) cds_error_add(x, &ignored, refusals[i].name, refusals[i].why);
+            sharp_sbuf_free(&ignored);
+            x->cds_error_us = sharp_wall_us();
+            free(x->cds_error_version);
+            x->cds_error_version = sharp_strdup(version ? version : "");
+        }
+        if (nrefusals && x->lds && s->watcher.ud == (void *)x->lds)
+            for (size_t i = 0; i < nrefusals; i++)
+                sharp_lds_refused(x->lds, refusals[i].name, refusals[i].why, &refusals[i].resource);
+        return rc;
     }
     sub_error(s, NULL, NULL);
     free(s->version);
     s->version = sharp_strdup(version);
     s->last_updated_us = sharp_wall_us();
     sharp_counter_inc(sh, s->st.update_success);
-    sharp_gauge_set(s->x->srv->stats, s->st.update_time, (int64_t)(s->last_updated_us / 1000));
-    sharp_gauge_set(s->x->srv->stats, s->st.version, (int64_t)sharp_xxhash64(s->version, strlen(s->version)));
+    sharp_gauge_set(x->srv->stats, s->st.update_time, (int64_t)(s->last_updated_us / 1000));
+    sharp_gauge_set(x->srv->stats, s->st.version, (int64_t)sharp_xxhash64(s->version, strlen(s->version)));
     return 0;
 }
 
 static int grpc_on_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
-                          char *err, size_t errlen)
+                          sharp_xds_refusal_t *refusals, size_t nrefusals, char *err, size_t errlen)
 {
     sub_t *s = ud;
-    int rc = sub_apply(s, res, n, version, refused, err, errlen);
+    int rc = sub_apply(s, res, n, version, refused, refusals, nrefusals, err, errlen);
     /* a named resource the server says is absent ends the initial fetch of
      * EDS only (the mux's timer goes on for RDS) */
     const sharp_xds_type_t *t = type_of(s->type);
@@ -746,8 +770,6 @@ static int grpc_on_update(void *ud, ProtobufCMessage **res, size_t n, const char
     return rc;
 }
 
-static void cds_errors_clear(sharp_xds_t *x);
-static void cds_error_add(sharp_xds_t *x, sharp_sbuf_t *errs, const char *name, const char *msg);
 
 static void grpc_on_failure(void *ud, sharp_xds_fail_t why, const char *detail, const char *version,
                             const sharp_xds_resource_error_t *errs, size_t nerrs)
@@ -860,7 +882,7 @@ static sub_t *grpc_sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *typ
     if (cached) {
         char why[1024];
         ProtobufCMessage *one[1] = {cached};
-        if (sub_apply(s, one, 1, version, NULL, why, sizeof why) < 0)
+        if (sub_apply(s, one, 1, version, NULL, NULL, 0, why, sizeof why) < 0)
             sharp_log_warn("%s: %s '%s' held by the stream is refused: %s", field, t->kind, name, why);
         if (one[0]) protobuf_c_message_free_unpacked(one[0], NULL);
         fetch_done(s); /* nobody waits for it yet */

@@ -535,3 +535,93 @@ def test_lds_response_with_invalid_listeners_applies_the_valid_ones(env, mode):
     assert get(p1, "/") == (200, "u2") and get(p3, "/") == (200, "u1")
     assert sorted(listeners(admin)) == ["dyn1", "dyn3", "dyn4"]
     assert len(nacks(cp, LDS)) == 1
+
+
+# ---- resources using what SHARP does not implement ---------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_cluster_using_an_unimplemented_field_is_refused_alone(env, mode):
+    """A cluster with a field SHARP refuses (upstream_bind_config) is refused
+    as a cluster Envoy cannot build: the rest of the response applies, the
+    refused one keeps its previous version, a new refused one is not added,
+    and the NACK names them. A rule Envoy validates (a negative timeout)
+    still refuses the whole response."""
+    cp, ups, s, listen, admin = start(env, mode, n_up=3)
+    wait_acked(cp, CDS, 1)
+    wait_acked(cp, EDS, 1)
+    cp.set(EDS, [cla("c3", ups[2].port)])
+    cp.set(RDS, [routes("r1", ("/a", "c1"), ("/c", "c3"), ("/", "c2"))])
+    wait_acked(cp, RDS, 2)
+    bind = {"source_address": {"address": "127.0.0.1", "port_value": 0}}
+    c2 = eds_cluster("c2", timeout="3s")
+    c2["resource"]["upstream_bind_config"] = bind
+    c4 = eds_cluster("c4")
+    c4["resource"]["upstream_bind_config"] = bind
+    cp.set(CDS, [eds_cluster("c1", timeout="2s"), c2, eds_cluster("c3"), c4], replace=True)
+    wait_for(lambda: nacks(cp, CDS), 10, "the NACK")
+    msg = nacks(cp, CDS)[-1]["error_detail"]["message"]
+    assert msg.startswith("Error adding/updating cluster(s) c2: upstream_bind_config"), msg
+    assert ", c4: upstream_bind_config" in msg and "is not supported by SHARP" in msg, msg
+    assert "c1:" not in msg and "c3:" not in msg, msg
+    if mode == "GRPC":
+        assert nacks(cp, CDS)[-1]["version_info"] == "1"
+    assert stat(admin, "cluster_manager.cds.update_rejected") == 1
+    assert stat(admin, "cluster_manager.cds.update_success") == 1
+    wait_for(lambda: clusters(admin) == ([], ["c1", "c2", "c3"]), 10, "the valid clusters")
+    dyn = active_clusters(admin)
+    assert dyn["c1"]["cluster"]["connect_timeout"] == "2s"
+    assert dyn["c2"]["cluster"]["connect_timeout"] == "1s" and "upstream_bind_config" not in dyn["c2"]["cluster"]
+    assert "upstream_bind_config" in dyn["c2"]["error_state"]["details"]
+    assert "refused, the rest of version" in s.output()
+    assert get(listen, "/a") == (200, "u1")
+    assert get(listen, "/b") == (200, "u2")
+    assert get(listen, "/c") == (200, "u3")
+    # the same refused cluster again, with another valid change: c2 still
+    # keeps its version (the mux kept it), c1 changes (incremental: the
+    # server sends c1 alone, which is ACKed)
+    cp.set(CDS, [eds_cluster("c1", timeout="4s"), c2, eds_cluster("c3")], replace=True)
+    if mode == "GRPC":
+        wait_for(lambda: len(nacks(cp, CDS)) == 2, 10, "the second NACK")
+    wait_for(lambda: active_clusters(admin)["c1"]["cluster"]["connect_timeout"] == "4s", 10, "c1 changed")
+    assert active_clusters(admin)["c2"]["cluster"]["connect_timeout"] == "1s"
+    assert get(listen, "/b") == (200, "u2")
+    # a response breaking one of Envoy's validation rules applies nothing
+    bad = eds_cluster("c3", timeout="-1s")
+    before = len(nacks(cp, CDS))
+    cp.set(CDS, [eds_cluster("c1", timeout="5s"), eds_cluster("c2"), bad], replace=True)
+    wait_for(lambda: len(nacks(cp, CDS)) == before + 1, 10, "the NACK of the invalid response")
+    assert "c3: connect_timeout" in nacks(cp, CDS)[-1]["error_detail"]["message"]
+    assert active_clusters(admin)["c1"]["cluster"]["connect_timeout"] == "4s"
+    # and a good push: ACKed, everything applies (c1 changed again: an
+    # incremental server sends what changed since its last response)
+    cp.set(CDS, [eds_cluster("c1", timeout="6s"), eds_cluster("c2"), eds_cluster("c3")], replace=True)
+    wait_acked(cp, CDS, 5)
+    wait_for(lambda: active_clusters(admin)["c1"]["cluster"]["connect_timeout"] == "6s", 10, "the good push")
+    assert all("error_state" not in c for c in active_clusters(admin).values())
+    assert get(listen, "/b") == (200, "u2")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_listener_using_an_unimplemented_field_is_refused_alone(env, mode):
+    p1, p2, p3 = free_port(), free_port(), free_port()
+    cp, ups, s, admin = lds_start(env, mode, p1)
+    fb = inline_listener("dyn2", p2, "c1")
+    fb["resource"]["freebind"] = True
+    cp.set(LDS, [inline_listener("dyn1", p1, "c2"), fb, inline_listener("dyn3", p3, "c1")], replace=True)
+    wait_for(lambda: nacks(cp, LDS), 10, "the NACK")
+    msg = nacks(cp, LDS)[-1]["error_detail"]["message"]
+    assert msg.startswith("Error adding/updating listener(s) dyn2: freebind"), msg
+    assert "dyn1:" not in msg and "dyn3:" not in msg, msg
+    assert stat(admin, "listener_manager.lds.update_rejected") == 1
+    wait_for(lambda: try_get(p3) == (200, "u1"), 10, "dyn3")
+    wait_for(lambda: get(p1, "/") == (200, "u2"), 10, "dyn1's new version")
+    assert refused(p2)
+    ld = config(admin, "ListenersConfigDump")
+    by_name = {e["name"]: e for e in ld["dynamic_listeners"] if "name" in e}
+    assert "active_state" not in by_name["dyn2"] and "freebind" in by_name["dyn2"]["error_state"]["details"]
+    assert by_name["dyn2"]["error_state"]["failed_configuration"]["freebind"] is True
+    # dyn2 without the field: ACKed and serving
+    cp.set(LDS, [inline_listener("dyn1", p1, "c2"), inline_listener("dyn2", p2, "c1"),
+                 inline_listener("dyn3", p3, "c1")], replace=True)
+    wait_for(lambda: try_get(p2) == (200, "u1"), 10, "dyn2")
+    assert len(nacks(cp, LDS)) == 1
