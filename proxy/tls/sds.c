@@ -314,6 +314,9 @@ static void provider_free(provider_t *p)
     free(p);
 }
 
+static void on_source_change(void *ud);
+static void watch_files(provider_t *p);
+
 static provider_t *provider_new(sharp_sds_t *sds, int kind, const char *name, const char *path, const char *wdir,
                                 const char *field, char *err, size_t errlen)
 {
@@ -352,6 +355,17 @@ static provider_t *provider_new(sharp_sds_t *sds, int kind, const char *name, co
     p->files_hash = files_hash(p->secret);
     accepted(p, version);
     free(version);
+    if (sds->loop) {
+        /* a listener or cluster from LDS or CDS, after the start: its
+         * source is watched from now on */
+        p->src = sharp_path_source_watch(sds->loop, p->path, p->wdir, on_source_change, p, why, sizeof why);
+        if (!p->src) {
+            snprintf(err, errlen, "%s: secret '%s' from %s: %s", field, name, path, why);
+            provider_free(p);
+            return NULL;
+        }
+        watch_files(p);
+    }
     sds->providers = sharp_realloc(sds->providers, (sds->nproviders + 1) * sizeof *sds->providers);
     sds->providers[sds->nproviders++] = p;
     return p;
@@ -368,6 +382,12 @@ static void use(sharp_sds_t *sds, provider_t *p)
 
 static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
                           char *err, size_t errlen);
+
+static void on_grpc_fetched(void *arg)
+{
+    provider_t *p = arg;
+    sharp_xds_secrets_fetched(p->sds->xds);
+}
 
 /* A secret from an SDS server (Envoy's SdsApi over a gRPC subscription):
  * one provider per name, kind and ConfigSource. Until the server sends it
@@ -407,6 +427,9 @@ static const secret_pb_t *resolve_grpc(sharp_sds_t *sds, const sds_pb_t *c,
             provider_free(p);
             return NULL;
         }
+        /* its initial fetch over: listeners and clusters warming on it may
+         * be ready (Envoy's SdsApi init target) */
+        sharp_xds_sub_on_fetched(p->gsub, on_grpc_fetched, p);
         sds->providers = sharp_realloc(sds->providers, (sds->nproviders + 1) * sizeof *sds->providers);
         sds->providers[sds->nproviders++] = p;
     }
@@ -508,7 +531,7 @@ bool sharp_sds_attach(sharp_sds_t *sds, sharp_tls_slot_t *slot, ProtobufCMessage
 {
     if (!sds->nused) return false;
     consumer_t *c = sharp_calloc(1, sizeof *c);
-    c->slot = slot;
+    c->slot = sharp_tls_slot_ref(slot); /* its owner's going is seen as the reference left alone */
     c->pb = pb;
     c->server = server;
     c->what = sharp_strdup(what);
@@ -556,7 +579,7 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
     sharp_tls_config_use_secrets(sds->static_secrets, sds->nstatic_secrets);
     for (size_t i = 0; i < sds->nconsumers && rc == 0; i++) {
         consumer_t *c = sds->consumers[i];
-        if (!uses(c, p)) continue;
+        if (!uses(c, p) || sharp_tls_slot_alone(c->slot)) continue; /* gone: the next sweep frees it */
         sharp_tls_config_t cfg;
         char why[768];
         sds->nused = 0;
@@ -765,6 +788,63 @@ static void watch_files(provider_t *p)
     p->files_watch = w;
 }
 
+/* ---- consumers that go -------------------------------------------------------------------- */
+
+static void consumer_free(consumer_t *c)
+{
+    sharp_tls_slot_free(c->slot);
+    protobuf_c_message_free_unpacked(c->pb, NULL);
+    free(c->providers);
+    free(c->what);
+    free(c);
+}
+
+bool sharp_sds_waiting(const sharp_sds_t *sds, sharp_tls_slot_t *slot)
+{
+    if (!sds || !slot || sharp_tls_slot_get(slot)) return false;
+    for (size_t i = 0; i < sds->nconsumers; i++) {
+        const consumer_t *c = sds->consumers[i];
+        if (c->slot != slot) continue;
+        for (size_t k = 0; k < c->nproviders; k++)
+            if (c->providers[k]->gsub && !sharp_xds_sub_fetched(c->providers[k]->gsub)) return true;
+    }
+    return false;
+}
+
+size_t sharp_sds_sweep(sharp_sds_t *sds)
+{
+    if (!sds) return 0;
+    size_t k = 0, gone = 0;
+    for (size_t i = 0; i < sds->nconsumers; i++) {
+        consumer_t *c = sds->consumers[i];
+        if (!sharp_tls_slot_alone(c->slot)) {
+            sds->consumers[k++] = c;
+            continue;
+        }
+        sharp_debug(config, "%s: gone, it no longer uses its secrets", c->what);
+        consumer_free(c);
+    }
+    sds->nconsumers = k;
+    k = 0;
+    for (size_t i = 0; i < sds->nproviders; i++) {
+        provider_t *p = sds->providers[i];
+        bool used = false;
+        for (size_t j = 0; j < sds->nconsumers && !used; j++) used = uses(sds->consumers[j], p);
+        if (used) {
+            sds->providers[k++] = p;
+            continue;
+        }
+        /* Envoy's SecretManagerImpl forgets the SdsApi with its last user:
+         * its subscription ends (the name leaves the stream's request) */
+        sharp_info(config, "secret '%s' (%s) no longer used: %s", p->name, kind_name(p->kind),
+                   p->gsub ? "unsubscribed" : "its file is no longer watched");
+        provider_free(p);
+        gone++;
+    }
+    sds->nproviders = k;
+    return gone;
+}
+
 /* ---- life cycle -------------------------------------------------------------------------- */
 
 sharp_sds_t *sharp_sds_new(sharp_stats_t *stats)
@@ -818,13 +898,7 @@ void sharp_sds_free(sharp_sds_t *sds)
     if (!sds) return;
     for (size_t i = 0; i < sds->nproviders; i++) provider_free(sds->providers[i]);
     free(sds->providers);
-    for (size_t i = 0; i < sds->nconsumers; i++) {
-        consumer_t *c = sds->consumers[i];
-        protobuf_c_message_free_unpacked(c->pb, NULL);
-        free(c->providers);
-        free(c->what);
-        free(c);
-    }
+    for (size_t i = 0; i < sds->nconsumers; i++) consumer_free(sds->consumers[i]);
     free(sds->consumers);
     free(sds->used);
     free(sds);
