@@ -31,7 +31,8 @@ import urllib.request
 import pytest
 
 from conftest import SLOW, TLS_HOST, Proc, Sharp, Upstream, free_port, stat, wait_for, wait_port
-from test_tls_sds import make_cert
+from test_tls_sds import cert_secret as file_cert_secret
+from test_tls_sds import make_cert, sds_file
 from test_tls_upstream import TLS_SERVER, US_TLS
 from test_xds_ads import ADS, CDS, CP, HCM, LDS, MODES, ROUTER, ads_config, ep, nacks, wait_acked, xds_cluster
 from test_xds_warming import clusters, hold, listeners, refused, release
@@ -96,11 +97,12 @@ def plain_listener(name, port, cluster):
                                         "typed_config": hcm(name, cluster)}]}]}}
 
 
-def tls_listener(name, port, secret, cluster="app", stat_prefix=None):
-    """A listener whose certificate is SDS secret `secret` over ADS."""
+def tls_listener(name, port, secret, cluster="app", stat_prefix=None, source=None):
+    """A listener whose certificate is SDS secret `secret` (over ADS by
+    default)."""
     tls = {"@type": DS_TLS, "common_tls_context": {
         "alpn_protocols": ["http/1.1"],
-        "tls_certificate_sds_secret_configs": [{"name": secret, "sds_config": ADS}]}}
+        "tls_certificate_sds_secret_configs": [{"name": secret, "sds_config": source or ADS}]}}
     return {"name": name, "resource": {
         "name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
@@ -294,6 +296,58 @@ def test_changed_listener_with_another_secret_warms_while_the_old_version_serves
     assert sds_requests(e.cp, "other") == 2
     assert https_status(e, p1) == 200
     assert not nacks(e.cp, LDS) and not nacks(e.cp, SECRET)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lds_listener_warming_ends_at_the_secret_initial_fetch_timeout(env, mode):
+    """Envoy: the SdsApi init target is ready at the subscription's
+    initial_fetch_timeout; the listener then accepts connections without a
+    certificate (handshakes fail) until the secret comes."""
+    e = env.start(mode)
+    make_cert(e.pki, e.dir, "s1")
+    p1 = free_port()
+    hold(e.cp, SECRET)
+    t0 = time.monotonic()
+    e.cp.set(LDS, [tls_listener("dyn1", p1, "server", source={**ADS, "initial_fetch_timeout": "1s"})])
+    wait_for(lambda: warming_listeners(e) == 1, 10, "dyn1 warming")
+    assert refused(p1)
+    wait_for(lambda: not refused(p1), 10 * SLOW, "dyn1 after the timeout")
+    assert time.monotonic() - t0 >= 0.9
+    assert warming_listeners(e) == 0
+    assert stat(e.admin, "sds.server.init_fetch_timeout") == 1
+    assert try_cn(e, p1) is None  # no certificate: the handshake fails
+    wait_for(lambda: (stat(e.admin, "listener.127.0.0.1_%d.ssl.connection_error" % p1) or 0) >= 1, 10,
+             "the failed handshake counted")
+    e.cp.set(SECRET, [cert_secret(e, "server", "s1")])
+    release(e.cp, SECRET)
+    wait_for(lambda: try_cn(e, p1) == "s1", 10, "dyn1 once the secret came")
+    assert https_status(e, p1) == 200
+
+
+def test_lds_listener_certificate_from_an_sds_file(env):
+    """An SDS file named by a listener from LDS: read when the listener is
+    built (nothing to warm), watched from then on (rotation), and no longer
+    watched once the listener is removed and drained."""
+    e = env.start("GRPC")
+    make_cert(e.pki, e.dir, "s1")
+    make_cert(e.pki, e.dir, "s2")
+    path = f"{e.dir}/server.yaml"
+    sds_file(path, file_cert_secret("server", f"{e.dir}/s1.crt", f"{e.dir}/s1.key"))
+    p1 = free_port()
+    src = {"path_config_source": {"path": path}, "resource_api_version": "V3"}
+    e.cp.set(LDS, [tls_listener("dyn1", p1, "server", source=src)])
+    wait_for(lambda: try_cn(e, p1) == "s1", 10, "dyn1 with the file's certificate")
+    assert warming_listeners(e) == 0
+    sds_file(path, file_cert_secret("server", f"{e.dir}/s2.crt", f"{e.dir}/s2.key"), version="2")
+    wait_for(lambda: try_cn(e, p1) == "s2", 10, "the file's rotated certificate")
+    assert stat(e.admin, "sds.server.update_success") == 2
+    e.cp.set(LDS, [], remove=["dyn1"])
+    wait_for(lambda: "secret 'server' (tls_certificate) no longer used: its file is no longer watched"
+             in e.sharp.output(), 10 * SLOW, "the file's watch released")
+    # a change of the file now reaches nobody
+    sds_file(path, file_cert_secret("server", f"{e.dir}/s1.crt", f"{e.dir}/s1.key"), version="3")
+    time.sleep(0.5)
+    assert stat(e.admin, "sds.server.update_attempt") == 2
 
 
 # ---- clusters from CDS --------------------------------------------------------
