@@ -42,6 +42,11 @@ typedef struct provider {
     uint8_t *src_key;
     size_t src_keylen;
     sds_stats_t st;
+    /* /config_dump (Envoy's SecretData): the version of the last accepted
+     * update ("uninitialized" before one) and when it came (or when the
+     * provider was made) */
+    char *version;
+    uint64_t updated_us;
 } provider_t;
 
 typedef struct consumer {
@@ -285,9 +290,18 @@ static void counter_inc(sharp_sds_t *sds, sharp_stat_id_t id)
     sharp_counter_inc(sharp_stats_shard(sds->stats, 0), id);
 }
 
+/* What /config_dump shows of the provider's last accepted update. */
+static void dump_state(provider_t *p, const char *version)
+{
+    free(p->version);
+    p->version = sharp_strdup(version ? version : "");
+    p->updated_us = sharp_wall_us();
+}
+
 static void accepted(provider_t *p, const char *version)
 {
     sharp_sds_t *sds = p->sds;
+    dump_state(p, version);
     counter_inc(sds, p->st.update_success);
     sharp_gauge_set(sds->stats, p->st.update_time, (int64_t)(sharp_wall_us() / 1000));
     sharp_gauge_set(sds->stats, p->st.version, (int64_t)sharp_xxhash64(version, strlen(version)));
@@ -311,6 +325,7 @@ static void provider_free(provider_t *p)
     free(p->name);
     free(p->path);
     free(p->wdir);
+    free(p->version);
     free(p);
 }
 
@@ -420,6 +435,8 @@ static const secret_pb_t *resolve_grpc(sharp_sds_t *sds, const sds_pb_t *c,
         p->name = sharp_strdup(c->name);
         p->src_key = key;
         p->src_keylen = klen;
+        p->version = sharp_strdup("uninitialized"); /* Envoy's SecretData before an update */
+        p->updated_us = sharp_wall_us();
         p->st.key_rotation_failed = sharp_stats_counterf(sds->stats, "sds.%s.key_rotation_failed", c->name);
         sharp_xds_watcher_t w = {on_grpc_update, p};
         p->gsub = sharp_xds_secret_subscribe(sds->xds, &c->sds_config->base, c->name, field, w, err, errlen);
@@ -662,6 +679,7 @@ static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char
     pack(s, &packed, &packed_len);
     if (p->secret && packed_len == p->packed_len && !memcmp(packed, p->packed, packed_len)) {
         free(packed); /* the same secret: nothing changes */
+        dump_state(p, version);
         return 0;
     }
     p->candidate = s;
@@ -680,6 +698,7 @@ static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char
     p->packed = packed;
     p->packed_len = packed_len;
     p->files_hash = files_hash(s);
+    dump_state(p, version);
     if (p->sds->loop) watch_files(p); /* it may name files */
     sharp_info(config, "secret '%s' (%s) from its SDS server, version %s", p->name, kind_name(p->kind),
                version ? version : "");
@@ -843,6 +862,101 @@ size_t sharp_sds_sweep(sharp_sds_t *sds)
     }
     sds->nproviders = k;
     return gone;
+}
+
+/* ---- /config_dump --------------------------------------------------------------------------- */
+
+/* Envoy's MessageUtil::redact of a field marked sensitive: every string
+ * and bytes inside it becomes "[redacted]". */
+static void redact_ds(ds_pb_t *d)
+{
+    static const char r[] = "[redacted]";
+    if (!d) return;
+    switch (d->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME:
+        free(d->filename);
+        d->filename = sharp_strdup(r);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        free(d->inline_string);
+        d->inline_string = sharp_strdup(r);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        free(d->environment_variable);
+        d->environment_variable = sharp_strdup(r);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        free(d->inline_bytes.data);
+        d->inline_bytes.data = (uint8_t *)sharp_strdup(r);
+        d->inline_bytes.len = sizeof r - 1;
+        break;
+    default:
+        break;
+    }
+    if (d->watched_directory && d->watched_directory->path) {
+        free(d->watched_directory->path);
+        d->watched_directory->path = sharp_strdup(r);
+    }
+}
+
+ProtobufCMessage *sharp_sds_redacted_copy(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s)
+{
+    uint8_t *buf;
+    size_t len;
+    pack(s, &buf, &len);
+    secret_pb_t *c = (secret_pb_t *)protobuf_c_message_unpack(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+                                                              NULL, len, buf);
+    free(buf);
+    if (!c) return NULL;
+    switch (c->type_case) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE:
+        /* private_key, password and pkcs12 are sensitive in Envoy's protos */
+        redact_ds(c->tls_certificate->private_key);
+        redact_ds(c->tls_certificate->password);
+        redact_ds(c->tls_certificate->pkcs12);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS:
+        for (size_t i = 0; i < c->session_ticket_keys->n_keys; i++) redact_ds(c->session_ticket_keys->keys[i]);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_GENERIC_SECRET:
+        redact_ds(c->generic_secret->secret);
+        break;
+    default:
+        break;
+    }
+    return &c->base;
+}
+
+size_t sharp_sds_dump(const sharp_sds_t *sds, sharp_sds_dump_t **out)
+{
+    *out = NULL;
+    if (!sds || !sds->nproviders) return 0;
+    sharp_sds_dump_t *v = sharp_calloc(sds->nproviders, sizeof *v);
+    for (size_t i = 0; i < sds->nproviders; i++) {
+        const provider_t *p = sds->providers[i];
+        v[i].name = p->name;
+        v[i].version_info = p->version ? p->version : "";
+        v[i].last_updated_us = p->updated_us;
+        v[i].active = p->secret != NULL;
+        if (p->secret) {
+            v[i].secret = sharp_sds_redacted_copy(p->secret);
+        } else {
+            /* Envoy's warming entry: a Secret with only its name */
+            secret_pb_t *s = sharp_calloc(1, sizeof *s);
+            envoy__extensions__transport_sockets__tls__v3__secret__init(s);
+            s->name = sharp_strdup(p->name);
+            v[i].secret = &s->base;
+        }
+    }
+    *out = v;
+    return sds->nproviders;
+}
+
+void sharp_sds_dump_free(sharp_sds_dump_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        if (v[i].secret) protobuf_c_message_free_unpacked(v[i].secret, NULL);
+    free(v);
 }
 
 /* ---- life cycle -------------------------------------------------------------------------- */

@@ -113,6 +113,23 @@ bool sharp_sds_waiting(const sharp_sds_t *sds, struct sharp_tls_slot *slot);
  * user). Returns how many providers went. */
 size_t sharp_sds_sweep(sharp_sds_t *sds);
 
+/* /config_dump's SecretsConfigDump.dynamic_active_secrets and
+ * dynamic_warming_secrets: one entry per provider (a secret from an SDS
+ * file or server), its secret redacted as Envoy's MessageUtil::redact
+ * (private keys, passwords, ticket keys read "[redacted]"); a warming one
+ * (nothing accepted yet) is a Secret with only its name and version_info
+ * "uninitialized". Free with sharp_sds_dump_free. */
+typedef struct sharp_sds_dump {
+    const char *name, *version_info; /* the provider's: valid until the next change */
+    uint64_t last_updated_us;
+    ProtobufCMessage *secret; /* owned */
+    bool active;
+} sharp_sds_dump_t;
+size_t sharp_sds_dump(const sharp_sds_t *sds, sharp_sds_dump_t **out);
+void sharp_sds_dump_free(sharp_sds_dump_t *v, size_t n);
+/* A copy of a secret with its sensitive fields redacted (caller frees). */
+ProtobufCMessage *sharp_sds_redacted_copy(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s);
+
 /* Starts watching every provider's file and the files its secret names
  * (main loop). Returns 0, or -1 with the reason in err. */
 int sharp_sds_start(sharp_sds_t *sds, uv_loop_t *loop, char *err, size_t errlen);

@@ -30,7 +30,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SLOW, TLS_HOST, Proc, Sharp, Upstream, free_port, stat, wait_for, wait_port
+from conftest import SLOW, TLS_HOST, Proc, Sharp, Upstream, admin_get, free_port, stat, wait_for, wait_port
 from test_tls_sds import cert_secret as file_cert_secret
 from test_tls_sds import make_cert, sds_file
 from test_tls_upstream import TLS_SERVER, US_TLS
@@ -206,6 +206,17 @@ def sds_requests(cp, name):
     return n
 
 
+def secrets_dump(e):
+    """(dynamic_active_secrets, dynamic_warming_secrets) of /config_dump,
+    without their last_updated."""
+    dump = json.loads(admin_get(e.admin, "/config_dump"))["configs"]
+    sd = next(c for c in dump if c["@type"].endswith("SecretsConfigDump"))
+    strip = lambda entries: [{k: v for k, v in x.items() if k != "last_updated"} for x in entries]  # noqa: E731
+    for x in sd.get("dynamic_active_secrets", []) + sd.get("dynamic_warming_secrets", []):
+        assert x["last_updated"].endswith("Z")
+    return strip(sd.get("dynamic_active_secrets", [])), strip(sd.get("dynamic_warming_secrets", []))
+
+
 def warming_listeners(e):
     return stat(e.admin, "listener_manager.total_listeners_warming")
 
@@ -225,6 +236,9 @@ def test_lds_listener_warms_until_its_certificate_comes_then_serves_and_rotates(
     assert listeners(e.admin)["dyn1"] == ["warming_state"]
     assert "lds: listener 'dyn1' on 127.0.0.1:%d warming: waiting for its secret(s)" % p1 in e.sharp.output()
     wait_for(lambda: "server" in sds_names(e.cp), 10, "the subscription to the secret")
+    # /config_dump: the secret warming (Envoy's entry before its first update)
+    assert secrets_dump(e) == ([], [{"name": "server", "version_info": "uninitialized",
+                                     "secret": {"@type": SECRET, "name": "server"}}])
     # bound, but no connection is accepted before the certificate came
     assert refused(p1)
     time.sleep(0.5)
@@ -241,6 +255,13 @@ def test_lds_listener_warms_until_its_certificate_comes_then_serves_and_rotates(
     assert https_status(e, p1) == 200 and https_status(e, p2) == 200
     assert sds_requests(e.cp, "server") == 1
     assert stat(e.admin, "sds.server.update_success") == 1
+    active, warming = secrets_dump(e)
+    assert warming == [] and len(active) == 1, active
+    got = active[0]
+    assert got["name"] == "server" and got["version_info"] == "1"
+    tc = got["secret"]["tls_certificate"]
+    assert "BEGIN CERTIFICATE" in tc["certificate_chain"]["inline_string"]
+    assert tc["private_key"] == {"inline_string": "[redacted]"}  # Envoy's redaction of sensitive fields
     # rotation: new handshakes on both listeners get the new certificate
     e.cp.set(SECRET, [cert_secret(e, "server", "s2")])
     wait_for(lambda: try_cn(e, p1) == "s2", 10, "the rotated certificate on dyn1")
@@ -290,6 +311,7 @@ def test_changed_listener_with_another_secret_warms_while_the_old_version_serves
     wait_for(lambda: "dyn1" not in listeners(e.admin), 10 * SLOW, "dyn1 removed and drained")
     wait_for(lambda: sds_names(e.cp) == set(), 10 * SLOW, "`other` unsubscribed")
     assert refused(p1)
+    assert secrets_dump(e) == ([], [])  # no provider left
     # added again: a new subscription, which the server answers
     e.cp.set(LDS, [tls_listener("dyn1", p1, "other", stat_prefix="dyn1b")])
     wait_for(lambda: try_cn(e, p1) == "s3", 10, "dyn1 again with `other`")
