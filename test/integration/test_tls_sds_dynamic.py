@@ -275,6 +275,17 @@ def test_lds_listener_warms_until_its_certificate_comes_then_serves_and_rotates(
     time.sleep(0.5)
     assert subject_cn(e, p1) == "s2" and https_status(e, p2) == 200
     assert not nacks(e.cp, LDS)
+    # a listener removed while it warms on a secret never served goes with
+    # its subscription
+    p3 = free_port()
+    hold(e.cp, SECRET)
+    e.cp.set(LDS, [tls_listener("dyn3", p3, "never")])
+    wait_for(lambda: warming_listeners(e) == 1, 10, "dyn3 warming")
+    wait_for(lambda: "never" in sds_names(e.cp), 10, "the subscription to `never`")
+    e.cp.set(LDS, [], remove=["dyn3"])
+    wait_for(lambda: warming_listeners(e) == 0, 10, "dyn3 removed")
+    wait_for(lambda: sds_names(e.cp) == {"server"}, 10 * SLOW, "`never` unsubscribed")
+    assert "dyn3" not in listeners(e.admin) and refused(p3)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -415,6 +426,15 @@ def test_cds_cluster_warms_until_its_validation_context_comes(env, tls_upstream,
     assert stat(e.admin, "cluster.tlsc.ssl.fail_verify_error") >= 1
     e.cp.set(SECRET, [ca_secret(e, "ca", "ca")])
     wait_for(lambda: get(p1, "/y")[0] == 200, 10, "the CA back")
+    # a cluster removed while it warms on a secret goes with its subscription
+    hold(e.cp, SECRET)
+    e.cp.set(CDS, [tls_cluster("tlsd", tls_upstream, "never")])
+    wait_for(lambda: stat(e.admin, "cluster_manager.warming_clusters") == 1, 10, "tlsd warming")
+    wait_for(lambda: "never" in sds_names(e.cp), 10, "the subscription to `never`")
+    e.cp.set(CDS, [], remove=["tlsd"])
+    wait_for(lambda: stat(e.admin, "cluster_manager.warming_clusters") == 0, 10, "tlsd removed")
+    wait_for(lambda: sds_names(e.cp) == {"ca"}, 10 * SLOW, "`never` unsubscribed")
+    release(e.cp, SECRET)
     # removed: the cluster goes, and with it its secret's subscription
     e.cp.set(LDS, [plain_listener("front", p1, "c0")])
     wait_for(lambda: get(p1)[0] == 200 and "u1" in get(p1)[1], 10, "front on c0")
