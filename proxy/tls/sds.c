@@ -649,15 +649,21 @@ static void watch_files(provider_t *p);
 /* An update from the SDS server (counted by the subscription, xds.c): the
  * one secret named, of its kind (Envoy's SdsApi checks), then as a file's
  * update: the same secret changes nothing, another rebuilds every context
- * using it, all or none. -1 NACKs it, the previous secret stays. */
+ * using it, all or none. -1 NACKs it, the previous secret stays. An
+ * incremental removal is ignored (ACKed). */
 static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
                           char *err, size_t errlen)
 {
     (void)refused; /* all or nothing: one secret */
     provider_t *p = ud;
     if (n == 0) {
-        snprintf(err, errlen, "Missing SDS resources for %s in onConfigUpdate()", p->name);
-        return -1;
+        /* a named watch gets nothing only from an incremental response
+         * removing the name (or saying it does not exist): Envoy's SdsApi
+         * ignores it with an ACK, the secret it has (if any) stays, and
+         * the initial fetch is over */
+        sharp_info(config, "secret '%s': the SDS server removed it; ignored, %s", p->name,
+                   p->secret ? "the current secret stays" : "there is still no secret");
+        return 0;
     }
     if (n > 1) {
         snprintf(err, errlen, "Unexpected SDS secrets length for %s, number of added resources %zu, number of "

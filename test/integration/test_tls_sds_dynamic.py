@@ -270,10 +270,16 @@ def test_lds_listener_warms_until_its_certificate_comes_then_serves_and_rotates(
     assert stat(e.admin, "sds.server.update_success") == 2
     # its context built when the secret came, then rebuilt
     assert stat(e.admin, "listener.127.0.0.1_%d.server_ssl_socket_factory.ssl_context_update_by_sds" % p1) == 2
-    # the server removes the secret: the last one stays in use (Envoy's SdsApi)
+    # the server removes the secret: the last one stays in use (Envoy's
+    # SdsApi; incremental: the removal is ACKed and ignored)
     e.cp.set(SECRET, [], remove=["server"])
+    if mode == "DELTA_GRPC":
+        wait_for(lambda: "secret 'server': the SDS server removed it; ignored, the current secret stays"
+                 in e.sharp.output(), 10, "the removal ignored")
+        wait_acked(e.cp, SECRET, 3)
     time.sleep(0.5)
     assert subject_cn(e, p1) == "s2" and https_status(e, p2) == 200
+    assert not nacks(e.cp, SECRET)
     assert not nacks(e.cp, LDS)
     # a listener removed while it warms on a secret never served goes with
     # its subscription
