@@ -450,6 +450,51 @@ def test_cds_cluster_warms_until_its_validation_context_comes(env, tls_upstream,
     assert not nacks(e.cp, CDS)
 
 
+def combined_cluster(name, port, san):
+    """Istio's upstream shape: a combined validation context whose CA is
+    the SDS secret ROOTCA and whose default context matches a DNS SAN."""
+    c = tls_cluster(name, port, "unused")
+    common = c["resource"]["transport_socket"]["typed_config"]["common_tls_context"]
+    del common["validation_context_sds_secret_config"]
+    common["combined_validation_context"] = {
+        "default_validation_context": {"match_typed_subject_alt_names": [
+            {"san_type": "DNS", "matcher": {"exact": san}}]},
+        "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": ADS}}
+    return c
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cds_clusters_with_a_combined_validation_context_from_sds(env, tls_upstream, mode):
+    """Two clusters share ROOTCA's subscription and warm on it; each merges
+    it with its default context: the one matching the upstream's SAN
+    serves, the other fails verification (fail_verify_san)."""
+    e = env.start(mode)
+    p1 = free_port()
+    hold(e.cp, SECRET)
+    e.cp.set(CDS, [combined_cluster("good", tls_upstream, TLS_HOST),
+                   combined_cluster("bad", tls_upstream, "other.test")])
+    wait_for(lambda: stat(e.admin, "cluster_manager.warming_clusters") == 2, 10, "both warming on ROOTCA")
+    wait_for(lambda: sds_names(e.cp) == {"ROOTCA"}, 10, "one subscription to ROOTCA")
+    hcm_routes = hcm("front", "good")
+    hcm_routes["route_config"]["virtual_hosts"][0]["routes"].insert(
+        0, {"match": {"prefix": "/bad"}, "route": {"cluster": "bad"}})
+    listener = plain_listener("front", p1, "good")
+    listener["resource"]["filter_chains"][0]["filters"][0]["typed_config"] = hcm_routes
+    e.cp.set(LDS, [listener])
+    e.cp.set(SECRET, [ca_secret(e, "ROOTCA", "ca")])
+    release(e.cp, SECRET)
+    wait_for(lambda: stat(e.admin, "cluster_manager.warming_clusters") == 0, 10, "both warmed")
+    wait_for(lambda: get(p1, "/good")[0] == 200, 10, "good serving")
+    assert json.loads(get(p1, "/good")[1])["sni"] == TLS_HOST
+    assert get(p1, "/bad")[0] == 503
+    assert stat(e.admin, "cluster.bad.ssl.fail_verify_san") >= 1
+    assert sds_requests(e.cp, "ROOTCA") == 1
+    # ROOTCA rotates to another CA: both now fail verification
+    e.cp.set(SECRET, [ca_secret(e, "ROOTCA", "ca2")])
+    wait_for(lambda: get(p1, "/good")[0] == 503, 10, "good failing against the rotated CA")
+    assert stat(e.admin, "cluster.good.ssl.fail_verify_error") >= 1
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_changed_cluster_naming_the_same_secret_keeps_its_subscription(env, tls_upstream, mode):
     """A changed cluster (another connect_timeout) naming the secret the
