@@ -389,6 +389,32 @@ def test_lds_listener_certificate_from_an_sds_file(env):
     assert stat(e.admin, "sds.server.update_attempt") == 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_lds_listener_with_an_sds_api_config_source_of_its_own(env, mode):
+    """Istio's shape: the secret on a SecretDiscoveryService stream of its
+    own (api_config_source, initial_fetch_timeout 0s: no timeout); the
+    stream opens with the first listener naming the secret and ends with
+    the last one."""
+    e = env.start(mode)
+    make_cert(e.pki, e.dir, "s1")
+    p1 = free_port()
+    e.cp.set(SECRET, [cert_secret(e, "default", "s1")])
+    src = {"api_config_source": ads_config(mode), "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+
+    def sds_streams():
+        return [s for s in e.cp.call("GET", "/state")["streams"] if "SecretDiscoveryService" in s["method"]]
+    assert sds_streams() == []
+    e.cp.set(LDS, [tls_listener("inbound", p1, "default", source=src)])
+    wait_for(lambda: try_cn(e, p1) == "s1", 10, "inbound serving with `default`")
+    assert len(sds_streams()) == 1
+    assert https_status(e, p1) == 200
+    e.cp.set(LDS, [], remove=["inbound"])
+    wait_for(lambda: sds_streams() == [], 10 * SLOW, "the SDS stream ended")
+    e.cp.set(LDS, [tls_listener("inbound", p1, "default", source=src, stat_prefix="again")])
+    wait_for(lambda: try_cn(e, p1) == "s1", 10, "inbound again on a new stream")
+    assert len(sds_streams()) == 1
+
+
 # ---- clusters from CDS --------------------------------------------------------
 
 @pytest.fixture
