@@ -467,6 +467,15 @@ def test_session_ticket_keys_from_sds(procs, upstream, pki, tmp_path):
     assert s2.session_reused
     s2.close()
     assert sds_stat(f, "tickets", "update_success") == 1
+    # /config_dump: both secrets active, the ticket keys and private key redacted
+    sd = next(c for c in json.loads(admin_get(f.admin, "/config_dump"))["configs"]
+              if c["@type"].endswith("SecretsConfigDump"))
+    got = {x["name"]: x for x in sd["dynamic_active_secrets"]}
+    assert sorted(got) == ["server", "tickets"] and "dynamic_warming_secrets" not in sd
+    assert got["tickets"]["version_info"] == "1"
+    assert got["tickets"]["secret"]["session_ticket_keys"] == {"keys": [{"filename": "[redacted]"}]}
+    assert got["server"]["secret"]["tls_certificate"] == {"certificate_chain": {"filename": f"{d}/s1.crt"},
+                                                          "private_key": {"filename": "[redacted]"}}
 
 
 # ---- what the loader refuses ----
