@@ -1348,6 +1348,26 @@ bad:
     return NULL;
 }
 
+/* A listener from LDS or a cluster from CDS: its TLS contexts may name the
+ * bootstrap's static secrets, and secrets from SDS (files or servers)
+ * through the bootstrap snapshot's providers, shared with every other
+ * consumer (tls/sds.h); a consumer of a listener or cluster that is
+ * dropped or replaced is freed by the sweep once it is gone. */
+static void dynamic_secrets_begin(build_ctx_t *b, sharp_server_t *srv)
+{
+    const bootstrap_t *bs = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL;
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs ? bs->static_resources : NULL;
+    sharp_tls_config_use_secrets(sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
+    b->sds = srv->snap ? srv->snap->sds : NULL;
+    sharp_tls_config_use_sds(b->sds ? sharp_sds_resolve : NULL, b->sds);
+}
+
+static void dynamic_secrets_end(void)
+{
+    sharp_tls_config_use_secrets(NULL, 0);
+    sharp_tls_config_use_sds(NULL, NULL);
+}
+
 sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufCMessage *pb, uint32_t index,
                                             const char *source, const char *where, char *err, size_t errlen)
 {
@@ -1357,8 +1377,10 @@ sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufC
                      .dynamic = true,
                      /* its DNS resolver defaults to the bootstrap's */
                      .bootstrap = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL};
-    /* no SDS and no static secrets reach a CDS cluster's TLS context yet */
-    return build_cluster(&b, (const cluster_pb_t *)pb, index, where);
+    dynamic_secrets_begin(&b, srv);
+    sharp_cluster_t *c = build_cluster(&b, (const cluster_pb_t *)pb, index, where);
+    dynamic_secrets_end();
+    return c;
 }
 
 int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
@@ -1678,12 +1700,7 @@ sharp_listener_config_t *sharp_config_build_listener(sharp_server_t *srv, const 
     snprintf(cfg.source, sizeof cfg.source, "%s", source);
     build_ctx_t b = {.cfg = &cfg, .srv = srv, .err = err, .errlen = errlen, .random = sharp_now_ns() | 1,
                      .dynamic = true};
-    /* the bootstrap's static secrets may be named; secrets from SDS files
-     * are not available to listeners from LDS (refused) */
-    const bootstrap_t *bs = srv->config ? (const bootstrap_t *)srv->config->bootstrap : NULL;
-    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = bs ? bs->static_resources : NULL;
-    sharp_tls_config_use_secrets(sr ? sr->secrets : NULL, sr ? sr->n_secrets : 0);
-    sharp_tls_config_use_sds(NULL, NULL);
+    dynamic_secrets_begin(&b, srv);
     sharp_listener_config_t *l = sharp_calloc(1, sizeof *l);
     atomic_init(&l->refs, 1);
     int rc = build_listener(&b, (const Envoy__Config__Listener__V3__Listener *)pb, l, where);
@@ -1695,7 +1712,7 @@ sharp_listener_config_t *sharp_config_build_listener(sharp_server_t *srv, const 
     }
     /* the clusters of the current configuration: static and CDS's */
     if (rc == 0 && srv->snap) rc = check_route_clusters(&b, l, srv->snap, where);
-    sharp_tls_config_use_secrets(NULL, 0);
+    dynamic_secrets_end();
     if (rc < 0) {
         sharp_listener_unref(l);
         return NULL;

@@ -39,13 +39,17 @@ void sharp_config_free(sharp_config_t *c);
 /* A listener from an LDS resource (envoy.config.listener.v3.Listener) of
  * the file `source`, its errors naming `where`; its inline routes' clusters
  * must be in the current snapshot (srv->snap). Without its sockets (the
- * caller's). NULL with a message in err. */
+ * caller's). Its TLS contexts may name the bootstrap's static secrets and
+ * SDS secrets (the snapshot's providers, tls/sds.h: a chain whose secret
+ * has not come has an empty slot, and sharp_sds_waiting says so). NULL
+ * with a message in err. */
 sharp_listener_config_t *sharp_config_build_listener(sharp_server_t *srv, const ProtobufCMessage *pb,
                                                      const char *source, const char *where, char *err, size_t errlen);
 
 struct Envoy__Config__Endpoint__V3__ClusterLoadAssignment;
 /* A cluster from a CDS resource (envoy.config.cluster.v3.Cluster) of the
- * file `source`, its errors naming `where`. NULL with a message in err. */
+ * file `source`, its errors naming `where`; its TLS context takes secrets
+ * as a listener's does. NULL with a message in err. */
 sharp_cluster_t *sharp_config_build_cluster(sharp_server_t *srv, const ProtobufCMessage *pb, uint32_t index,
                                             const char *source, const char *where, char *err, size_t errlen);
 /* The hosts of an EDS ClusterLoadAssignment for cluster c: hosts whose

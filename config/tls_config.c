@@ -382,10 +382,11 @@ typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__Combined
     combined_pb_t;
 
 /* Envoy's combined validation context: default_validation_context with the
- * named secret's validation context merged over it by protobuf's MergeFrom
- * (the secret's singular fields win, repeated fields are appended after
- * the default's, booleans end up OR'ed), then checked and translated as
- * one context. The static secret is read, never changed: both are copies. */
+ * named secret's validation context (static, or from an SDS file or
+ * server) merged over it by protobuf's MergeFrom (the secret's singular
+ * fields win, repeated fields are appended after the default's, booleans
+ * end up OR'ed), then checked and translated as one context. The secret is
+ * read, never changed: both are copies. */
 static int combined_validation(const combined_pb_t *cv, const char *path, sharp_tls_validation_config_t *out,
                                char *err, size_t errlen)
 {
@@ -397,11 +398,13 @@ static int combined_validation(const combined_pb_t *cv, const char *path, sharp_
     if (!cv->validation_context_sds_secret_config)
         return fail(err, errlen, "%s.validation_context_sds_secret_config: is required", path);
     snprintf(sub, sizeof sub, "%s.validation_context_sds_secret_config", path);
-    /* a rotation rebuilds the context from the secret alone: the merge with
-     * the default context would be lost */
-    if (cv->validation_context_sds_secret_config->sds_config)
-        return fail(err, errlen, "%s.sds_config: a combined validation context from an SDS source is not supported "
-                    "by SHARP (name a static_resources.secrets entry, or use validation_context_sds_secret_config)", sub);
+    /* from an SDS source too (Istio's ROOTCA): a rotation translates the
+     * whole TLS context again (tls/sds.c's rebuild), so the new secret is
+     * merged with the default context as the first one was */
+    bool from_sds = cv->validation_context_sds_secret_config->sds_config != NULL;
+    if (cv->default_validation_context->watched_directory)
+        return fail(err, errlen, "%s.default_validation_context.watched_directory: only applies to a validation "
+                    "context delivered by SDS (the secret's), as in Envoy", path);
     char where[256];
     const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s =
         secret_by_name(cv->validation_context_sds_secret_config, sub,
@@ -415,7 +418,7 @@ static int combined_validation(const combined_pb_t *cv, const char *path, sharp_
         fail(err, errlen, "%s: the validation contexts cannot be combined", path);
     } else {
         sharp_config_merge(merged, dynamic);
-        rc = validation((const cvc_pb_t *)merged, path, false, out, err, errlen);
+        rc = validation((const cvc_pb_t *)merged, path, from_sds, out, err, errlen);
     }
     if (merged) protobuf_c_message_free_unpacked(merged, NULL);
     if (dynamic) protobuf_c_message_free_unpacked(dynamic, NULL);

@@ -248,6 +248,9 @@ static void on_housekeeping(uv_timer_t *t)
         sharp_cluster_collect_departed(s->snap->clusters[i]);
     }
     free_closed_clusters(s);
+    /* SDS consumers of listeners and clusters from LDS and CDS that are
+     * gone, and the secrets nobody uses any more */
+    if (s->snap) sharp_sds_sweep(s->snap->sds);
     if (s->state == SHARP_SERVER_DRAINING && !s->shutting_down && sharp_server_downstream_connections(s) == 0) {
         sharp_log_info("drain complete");
         stop_everything(s);

@@ -2,8 +2,10 @@
  *
  * The dump is Envoy's envoy.admin.v3.ConfigDump: a BootstrapConfigDump, a
  * ClustersConfigDump, an EndpointsConfigDump (only with ?include_eds), a
- * ListenersConfigDump and a RoutesConfigDump whose static_route_configs are
- * the route configurations inline in the listeners' connection managers.
+ * ListenersConfigDump, a RoutesConfigDump whose static_route_configs are
+ * the route configurations inline in the listeners' connection managers,
+ * and a SecretsConfigDump (the bootstrap's static secrets and the SDS
+ * providers' secrets, redacted as Envoy redacts them).
  * Those admin messages are not compiled in: their few fields are described
  * by the tables below, and the resources inside them (Bootstrap, Cluster,
  * ...) are the real protobuf-c messages of the loaded bootstrap.
@@ -18,6 +20,7 @@
 #include "config/mapper.h"
 #include "re2_shim.h"
 #include "server.h"
+#include "tls/sds.h"
 #include "xds/lds.h"
 #include "xds/xds.h"
 
@@ -49,6 +52,9 @@ typedef struct {
     /* ListenersConfigDump.dynamic_listeners: entries of their own shape
      * (name and states), not one Any; NULL for other lists */
     const sharp_lds_dump_t **lds;
+    /* SecretsConfigDump's entries: each one's name (a field of the entry,
+     * before the Any); NULL for other lists */
+    const char **names;
 } rlist_t;
 
 typedef struct {
@@ -67,7 +73,7 @@ typedef struct {
     sharp_re2_t *re; /* ?name_regex=, RE2 full match as in Envoy; NULL: all */
     ProtobufCMessage **owned; /* unpacked HCMs and endpoint copies */
     size_t nowned;
-    dump_t dumps[5];
+    dump_t dumps[6];
     size_t ndumps;
     sharp_xds_dump_entry_t *dyn[3]; /* the dynamic entries the lists point into */
     size_t ndyn;
@@ -129,6 +135,9 @@ static void push_inline_routes(ctx_t *c, rlist_t *list, const Envoy__Config__Lis
     }
 }
 
+static void gather_secrets(ctx_t *c, const sharp_server_t *srv,
+                           const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr);
+
 static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)sharp_server_bootstrap(srv);
@@ -142,11 +151,11 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ClustersConfigDump", .has_version_info = true, .nlists = 3};
     d->lists[0] = (rlist_t){"static_clusters", "envoy.admin.v3.ClustersConfigDump.StaticCluster", "cluster",
-                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_active_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     d->lists[2] = (rlist_t){"dynamic_warming_clusters", "envoy.admin.v3.ClustersConfigDump.DynamicCluster",
-                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            "cluster", &envoy__config__cluster__v3__cluster__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     for (size_t i = 0; i < ncl; i++)
         if (name_ok(c, sr->clusters[i]->name)) push(&d->lists[0], &sr->clusters[i]->base);
     sharp_xds_dump_entry_t *dyn;
@@ -167,10 +176,10 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         *d = (dump_t){.type = "envoy.admin.v3.EndpointsConfigDump", .nlists = 2};
         d->lists[0] = (rlist_t){"static_endpoint_configs", "envoy.admin.v3.EndpointsConfigDump.StaticEndpointConfig",
                                 "endpoint_config", &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
-                                NULL, 0, NULL, NULL, NULL, NULL};
+                                NULL, 0, NULL, NULL, NULL, NULL, NULL};
         d->lists[1] = (rlist_t){"dynamic_endpoint_configs",
                                 "envoy.admin.v3.EndpointsConfigDump.DynamicEndpointConfig", "endpoint_config",
-                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                                &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
         for (size_t i = 0; i < ncl; i++) {
             const Envoy__Config__Cluster__V3__Cluster *cl = sr->clusters[i];
             if (!name_ok(c, cl->name)) continue;
@@ -194,9 +203,9 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.ListenersConfigDump", .has_version_info = true, .nlists = 2};
     d->lists[0] = (rlist_t){"static_listeners", "envoy.admin.v3.ListenersConfigDump.StaticListener", "listener",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_listeners", "envoy.admin.v3.ListenersConfigDump.DynamicListener", "name",
-                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            &envoy__config__listener__v3__listener__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     for (size_t i = 0; i < nli; i++)
         if (name_ok(c, sr->listeners[i]->name)) push(&d->lists[0], &sr->listeners[i]->base);
     /* LDS's: one entry per name with its states (Envoy's DynamicListener) */
@@ -219,9 +228,9 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
     d = &c->dumps[c->ndumps++];
     *d = (dump_t){.type = "envoy.admin.v3.RoutesConfigDump", .nlists = 2};
     d->lists[0] = (rlist_t){"static_route_configs", "envoy.admin.v3.RoutesConfigDump.StaticRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     d->lists[1] = (rlist_t){"dynamic_route_configs", "envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig",
-                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL, NULL};
+                            "route_config", &envoy__config__route__v3__route_configuration__descriptor, NULL, 0, NULL, NULL, NULL, NULL, NULL};
     for (size_t i = 0; i < nli; i++) push_inline_routes(c, &d->lists[0], sr->listeners[i]);
     /* the inline route configurations of LDS's listeners are static ones
      * to Envoy too (a route configuration provider per listener) */
@@ -232,6 +241,61 @@ static void gather(ctx_t *c, const sharp_server_t *srv, bool include_eds)
         if (name_ok(c, ((const Envoy__Config__Route__V3__RouteConfiguration *)dyn[i].resource)->name))
             push_dyn(&d->lists[1], &dyn[i]);
     c->dyn[c->ndyn++] = dyn;
+
+    gather_secrets(c, srv, sr);
+}
+
+/* A secret entry: its name, and for an SDS provider's its version and the
+ * time of its update. */
+static void push_secret(rlist_t *l, const ProtobufCMessage *m, const char *name, const char *version,
+                        uint64_t updated_us)
+{
+    push(l, m);
+    l->names = sharp_realloc(l->names, l->n * sizeof *l->names);
+    l->names[l->n - 1] = name;
+    if (!version) return;
+    l->versions = sharp_realloc(l->versions, l->n * sizeof *l->versions);
+    l->updated_us = sharp_realloc(l->updated_us, l->n * sizeof *l->updated_us);
+    l->errors = sharp_realloc(l->errors, l->n * sizeof *l->errors);
+    l->versions[l->n - 1] = version;
+    l->updated_us[l->n - 1] = updated_us;
+    l->errors[l->n - 1] = NULL;
+}
+
+/* Envoy's SecretsConfigDump: static_resources.secrets, then one entry per
+ * SDS provider, active (it has a secret) or warming (Envoy lists an SdsApi
+ * whose first update has not come with version_info "uninitialized" and a
+ * Secret holding only the name). Every secret is a redacted copy. */
+static void gather_secrets(ctx_t *c, const sharp_server_t *srv,
+                           const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr)
+{
+    dump_t *d = &c->dumps[c->ndumps++];
+    const ProtobufCMessageDescriptor *sd = &envoy__extensions__transport_sockets__tls__v3__secret__descriptor;
+    *d = (dump_t){.type = "envoy.admin.v3.SecretsConfigDump", .nlists = 3};
+    d->lists[0] = (rlist_t){.field = "static_secrets", .entry_type = "envoy.admin.v3.SecretsConfigDump.StaticSecret",
+                            .any_field = "secret", .resource = sd};
+    d->lists[1] = (rlist_t){.field = "dynamic_active_secrets",
+                            .entry_type = "envoy.admin.v3.SecretsConfigDump.DynamicSecret", .any_field = "secret",
+                            .resource = sd};
+    d->lists[2] = (rlist_t){.field = "dynamic_warming_secrets",
+                            .entry_type = "envoy.admin.v3.SecretsConfigDump.DynamicSecret", .any_field = "secret",
+                            .resource = sd};
+    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
+        if (!name_ok(c, sr->secrets[i]->name)) continue;
+        ProtobufCMessage *m = sharp_sds_redacted_copy(sr->secrets[i]);
+        if (!m) continue;
+        own(c, m);
+        push_secret(&d->lists[0], m, sr->secrets[i]->name, NULL, 0);
+    }
+    sharp_sds_dump_t *v;
+    size_t n = sharp_sds_dump(srv->snap ? srv->snap->sds : NULL, &v);
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].secret || !name_ok(c, v[i].name)) continue;
+        own(c, v[i].secret);
+        push_secret(&d->lists[v[i].active ? 1 : 2], v[i].secret, v[i].name, v[i].version_info, v[i].last_updated_us);
+        v[i].secret = NULL; /* the context's now */
+    }
+    sharp_sds_dump_free(v, n);
 }
 
 static void ctx_free(ctx_t *c)
@@ -243,6 +307,7 @@ static void ctx_free(ctx_t *c)
             free(c->dumps[i].lists[k].updated_us);
             free(c->dumps[i].lists[k].errors);
             free(c->dumps[i].lists[k].lds);
+            free(c->dumps[i].lists[k].names);
         }
     for (size_t i = 0; i < c->ndyn; i++) free(c->dyn[i]);
     free(c->lds);
@@ -490,6 +555,11 @@ static void entry_json(sharp_sbuf_t *b, const rlist_t *l, size_t k, const char *
     bool first = true;
     if (typed) {
         sharp_sbuf_printf(b, "\"@type\":\"type.googleapis.com/%s\"", l->entry_type);
+        first = false;
+    }
+    if (l->names && mask_keeps(m, "name")) {
+        sharp_sbuf_printf(b, "%s\"name\":", first ? "" : ",");
+        sharp_json_str(b, l->names[k]);
         first = false;
     }
     if (l->versions && l->versions[k] && l->versions[k][0] && mask_keeps(m, "version_info")) {

@@ -758,7 +758,19 @@ sharp_tls_slot_t *sharp_tls_slot_new(sharp_tls_ctx_t *ctx)
 {
     sharp_tls_slot_t *s = sharp_calloc(1, sizeof *s);
     atomic_init(&s->ctx, ctx);
+    atomic_init(&s->refs, 1);
     return s;
+}
+
+sharp_tls_slot_t *sharp_tls_slot_ref(sharp_tls_slot_t *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+bool sharp_tls_slot_alone(sharp_tls_slot_t *s)
+{
+    return atomic_load_explicit(&s->refs, memory_order_acquire) == 1;
 }
 
 static void unref_retired(void *p)
@@ -775,7 +787,7 @@ void sharp_tls_slot_set(sharp_tls_slot_t *s, sharp_tls_ctx_t *ctx)
 
 void sharp_tls_slot_free(sharp_tls_slot_t *s)
 {
-    if (!s) return;
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
     sharp_tls_ctx_unref(atomic_load_explicit(&s->ctx, memory_order_relaxed));
     free(s);
 }

@@ -44,17 +44,26 @@ typedef struct sharp_tls_ctx sharp_tls_ctx_t;
  * hold it. */
 typedef struct sharp_tls_slot {
     _Atomic(sharp_tls_ctx_t *) ctx;
+    /* its owner's (the chain's or cluster's) and, with SDS secrets, the
+     * provider's consumer's (tls/sds.h): the owner may go on any thread,
+     * the consumer learns it on the main thread (refs back to 1) */
+    _Atomic uint32_t refs;
 } sharp_tls_slot_t;
 
 /* A slot holding `ctx` (the slot takes the caller's reference). */
 sharp_tls_slot_t *sharp_tls_slot_new(sharp_tls_ctx_t *ctx);
+/* Another reference (the SDS consumer's). */
+sharp_tls_slot_t *sharp_tls_slot_ref(sharp_tls_slot_t *s);
+/* Whether only one reference is left (its owner let it go). */
+bool sharp_tls_slot_alone(sharp_tls_slot_t *s);
 static inline sharp_tls_ctx_t *sharp_tls_slot_get(sharp_tls_slot_t *s)
 {
     return atomic_load_explicit(&s->ctx, memory_order_acquire);
 }
 /* Main thread: `ctx` (the caller's reference) replaces the current context. */
 void sharp_tls_slot_set(sharp_tls_slot_t *s, sharp_tls_ctx_t *ctx);
-/* Releases the slot's context (nothing reads the slot any more). */
+/* Drops a reference; the last releases the slot's context (nothing reads
+ * the slot any more). */
 void sharp_tls_slot_free(sharp_tls_slot_t *s);
 
 /* Builds a context. On success the context takes over the contents of

@@ -42,6 +42,11 @@ typedef struct provider {
     uint8_t *src_key;
     size_t src_keylen;
     sds_stats_t st;
+    /* /config_dump (Envoy's SecretData): the version of the last accepted
+     * update ("uninitialized" before one) and when it came (or when the
+     * provider was made) */
+    char *version;
+    uint64_t updated_us;
 } provider_t;
 
 typedef struct consumer {
@@ -285,9 +290,18 @@ static void counter_inc(sharp_sds_t *sds, sharp_stat_id_t id)
     sharp_counter_inc(sharp_stats_shard(sds->stats, 0), id);
 }
 
+/* What /config_dump shows of the provider's last accepted update. */
+static void dump_state(provider_t *p, const char *version)
+{
+    free(p->version);
+    p->version = sharp_strdup(version ? version : "");
+    p->updated_us = sharp_wall_us();
+}
+
 static void accepted(provider_t *p, const char *version)
 {
     sharp_sds_t *sds = p->sds;
+    dump_state(p, version);
     counter_inc(sds, p->st.update_success);
     sharp_gauge_set(sds->stats, p->st.update_time, (int64_t)(sharp_wall_us() / 1000));
     sharp_gauge_set(sds->stats, p->st.version, (int64_t)sharp_xxhash64(version, strlen(version)));
@@ -311,8 +325,12 @@ static void provider_free(provider_t *p)
     free(p->name);
     free(p->path);
     free(p->wdir);
+    free(p->version);
     free(p);
 }
+
+static void on_source_change(void *ud);
+static void watch_files(provider_t *p);
 
 static provider_t *provider_new(sharp_sds_t *sds, int kind, const char *name, const char *path, const char *wdir,
                                 const char *field, char *err, size_t errlen)
@@ -352,6 +370,17 @@ static provider_t *provider_new(sharp_sds_t *sds, int kind, const char *name, co
     p->files_hash = files_hash(p->secret);
     accepted(p, version);
     free(version);
+    if (sds->loop) {
+        /* a listener or cluster from LDS or CDS, after the start: its
+         * source is watched from now on */
+        p->src = sharp_path_source_watch(sds->loop, p->path, p->wdir, on_source_change, p, why, sizeof why);
+        if (!p->src) {
+            snprintf(err, errlen, "%s: secret '%s' from %s: %s", field, name, path, why);
+            provider_free(p);
+            return NULL;
+        }
+        watch_files(p);
+    }
     sds->providers = sharp_realloc(sds->providers, (sds->nproviders + 1) * sizeof *sds->providers);
     sds->providers[sds->nproviders++] = p;
     return p;
@@ -368,6 +397,12 @@ static void use(sharp_sds_t *sds, provider_t *p)
 
 static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
                           char *err, size_t errlen);
+
+static void on_grpc_fetched(void *arg)
+{
+    provider_t *p = arg;
+    sharp_xds_secrets_fetched(p->sds->xds);
+}
 
 /* A secret from an SDS server (Envoy's SdsApi over a gRPC subscription):
  * one provider per name, kind and ConfigSource. Until the server sends it
@@ -400,6 +435,8 @@ static const secret_pb_t *resolve_grpc(sharp_sds_t *sds, const sds_pb_t *c,
         p->name = sharp_strdup(c->name);
         p->src_key = key;
         p->src_keylen = klen;
+        p->version = sharp_strdup("uninitialized"); /* Envoy's SecretData before an update */
+        p->updated_us = sharp_wall_us();
         p->st.key_rotation_failed = sharp_stats_counterf(sds->stats, "sds.%s.key_rotation_failed", c->name);
         sharp_xds_watcher_t w = {on_grpc_update, p};
         p->gsub = sharp_xds_secret_subscribe(sds->xds, &c->sds_config->base, c->name, field, w, err, errlen);
@@ -407,6 +444,9 @@ static const secret_pb_t *resolve_grpc(sharp_sds_t *sds, const sds_pb_t *c,
             provider_free(p);
             return NULL;
         }
+        /* its initial fetch over: listeners and clusters warming on it may
+         * be ready (Envoy's SdsApi init target) */
+        sharp_xds_sub_on_fetched(p->gsub, on_grpc_fetched, p);
         sds->providers = sharp_realloc(sds->providers, (sds->nproviders + 1) * sizeof *sds->providers);
         sds->providers[sds->nproviders++] = p;
     }
@@ -508,7 +548,7 @@ bool sharp_sds_attach(sharp_sds_t *sds, sharp_tls_slot_t *slot, ProtobufCMessage
 {
     if (!sds->nused) return false;
     consumer_t *c = sharp_calloc(1, sizeof *c);
-    c->slot = slot;
+    c->slot = sharp_tls_slot_ref(slot); /* its owner's going is seen as the reference left alone */
     c->pb = pb;
     c->server = server;
     c->what = sharp_strdup(what);
@@ -556,7 +596,7 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
     sharp_tls_config_use_secrets(sds->static_secrets, sds->nstatic_secrets);
     for (size_t i = 0; i < sds->nconsumers && rc == 0; i++) {
         consumer_t *c = sds->consumers[i];
-        if (!uses(c, p)) continue;
+        if (!uses(c, p) || sharp_tls_slot_alone(c->slot)) continue; /* gone: the next sweep frees it */
         sharp_tls_config_t cfg;
         char why[768];
         sds->nused = 0;
@@ -609,15 +649,21 @@ static void watch_files(provider_t *p);
 /* An update from the SDS server (counted by the subscription, xds.c): the
  * one secret named, of its kind (Envoy's SdsApi checks), then as a file's
  * update: the same secret changes nothing, another rebuilds every context
- * using it, all or none. -1 NACKs it, the previous secret stays. */
+ * using it, all or none. -1 NACKs it, the previous secret stays. An
+ * incremental removal is ignored (ACKed). */
 static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
                           char *err, size_t errlen)
 {
     (void)refused; /* all or nothing: one secret */
     provider_t *p = ud;
     if (n == 0) {
-        snprintf(err, errlen, "Missing SDS resources for %s in onConfigUpdate()", p->name);
-        return -1;
+        /* a named watch gets nothing only from an incremental response
+         * removing the name (or saying it does not exist): Envoy's SdsApi
+         * ignores it with an ACK, the secret it has (if any) stays, and
+         * the initial fetch is over */
+        sharp_info(config, "secret '%s': the SDS server removed it; ignored, %s", p->name,
+                   p->secret ? "the current secret stays" : "there is still no secret");
+        return 0;
     }
     if (n > 1) {
         snprintf(err, errlen, "Unexpected SDS secrets length for %s, number of added resources %zu, number of "
@@ -639,6 +685,7 @@ static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char
     pack(s, &packed, &packed_len);
     if (p->secret && packed_len == p->packed_len && !memcmp(packed, p->packed, packed_len)) {
         free(packed); /* the same secret: nothing changes */
+        dump_state(p, version);
         return 0;
     }
     p->candidate = s;
@@ -657,6 +704,7 @@ static int on_grpc_update(void *ud, ProtobufCMessage **res, size_t n, const char
     p->packed = packed;
     p->packed_len = packed_len;
     p->files_hash = files_hash(s);
+    dump_state(p, version);
     if (p->sds->loop) watch_files(p); /* it may name files */
     sharp_info(config, "secret '%s' (%s) from its SDS server, version %s", p->name, kind_name(p->kind),
                version ? version : "");
@@ -765,6 +813,158 @@ static void watch_files(provider_t *p)
     p->files_watch = w;
 }
 
+/* ---- consumers that go -------------------------------------------------------------------- */
+
+static void consumer_free(consumer_t *c)
+{
+    sharp_tls_slot_free(c->slot);
+    protobuf_c_message_free_unpacked(c->pb, NULL);
+    free(c->providers);
+    free(c->what);
+    free(c);
+}
+
+bool sharp_sds_waiting(const sharp_sds_t *sds, sharp_tls_slot_t *slot)
+{
+    if (!sds || !slot || sharp_tls_slot_get(slot)) return false;
+    for (size_t i = 0; i < sds->nconsumers; i++) {
+        const consumer_t *c = sds->consumers[i];
+        if (c->slot != slot) continue;
+        for (size_t k = 0; k < c->nproviders; k++)
+            if (c->providers[k]->gsub && !sharp_xds_sub_fetched(c->providers[k]->gsub)) return true;
+    }
+    return false;
+}
+
+size_t sharp_sds_sweep(sharp_sds_t *sds)
+{
+    if (!sds) return 0;
+    size_t k = 0, gone = 0;
+    for (size_t i = 0; i < sds->nconsumers; i++) {
+        consumer_t *c = sds->consumers[i];
+        if (!sharp_tls_slot_alone(c->slot)) {
+            sds->consumers[k++] = c;
+            continue;
+        }
+        sharp_debug(config, "%s: gone, it no longer uses its secrets", c->what);
+        consumer_free(c);
+    }
+    sds->nconsumers = k;
+    k = 0;
+    for (size_t i = 0; i < sds->nproviders; i++) {
+        provider_t *p = sds->providers[i];
+        bool used = false;
+        for (size_t j = 0; j < sds->nconsumers && !used; j++) used = uses(sds->consumers[j], p);
+        if (used) {
+            sds->providers[k++] = p;
+            continue;
+        }
+        /* Envoy's SecretManagerImpl forgets the SdsApi with its last user:
+         * its subscription ends (the name leaves the stream's request) */
+        sharp_info(config, "secret '%s' (%s) no longer used: %s", p->name, kind_name(p->kind),
+                   p->gsub ? "unsubscribed" : "its file is no longer watched");
+        provider_free(p);
+        gone++;
+    }
+    sds->nproviders = k;
+    return gone;
+}
+
+/* ---- /config_dump --------------------------------------------------------------------------- */
+
+/* Envoy's MessageUtil::redact of a field marked sensitive: every string
+ * and bytes inside it becomes "[redacted]". */
+static void redact_ds(ds_pb_t *d)
+{
+    static const char r[] = "[redacted]";
+    if (!d) return;
+    switch (d->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME:
+        free(d->filename);
+        d->filename = sharp_strdup(r);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        free(d->inline_string);
+        d->inline_string = sharp_strdup(r);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        free(d->environment_variable);
+        d->environment_variable = sharp_strdup(r);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        free(d->inline_bytes.data);
+        d->inline_bytes.data = (uint8_t *)sharp_strdup(r);
+        d->inline_bytes.len = sizeof r - 1;
+        break;
+    default:
+        break;
+    }
+    if (d->watched_directory && d->watched_directory->path) {
+        free(d->watched_directory->path);
+        d->watched_directory->path = sharp_strdup(r);
+    }
+}
+
+ProtobufCMessage *sharp_sds_redacted_copy(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s)
+{
+    uint8_t *buf;
+    size_t len;
+    pack(s, &buf, &len);
+    secret_pb_t *c = (secret_pb_t *)protobuf_c_message_unpack(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+                                                              NULL, len, buf);
+    free(buf);
+    if (!c) return NULL;
+    switch (c->type_case) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE:
+        /* private_key, password and pkcs12 are sensitive in Envoy's protos */
+        redact_ds(c->tls_certificate->private_key);
+        redact_ds(c->tls_certificate->password);
+        redact_ds(c->tls_certificate->pkcs12);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS:
+        for (size_t i = 0; i < c->session_ticket_keys->n_keys; i++) redact_ds(c->session_ticket_keys->keys[i]);
+        break;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_GENERIC_SECRET:
+        redact_ds(c->generic_secret->secret);
+        break;
+    default:
+        break;
+    }
+    return &c->base;
+}
+
+size_t sharp_sds_dump(const sharp_sds_t *sds, sharp_sds_dump_t **out)
+{
+    *out = NULL;
+    if (!sds || !sds->nproviders) return 0;
+    sharp_sds_dump_t *v = sharp_calloc(sds->nproviders, sizeof *v);
+    for (size_t i = 0; i < sds->nproviders; i++) {
+        const provider_t *p = sds->providers[i];
+        v[i].name = p->name;
+        v[i].version_info = p->version ? p->version : "";
+        v[i].last_updated_us = p->updated_us;
+        v[i].active = p->secret != NULL;
+        if (p->secret) {
+            v[i].secret = sharp_sds_redacted_copy(p->secret);
+        } else {
+            /* Envoy's warming entry: a Secret with only its name */
+            secret_pb_t *s = sharp_calloc(1, sizeof *s);
+            envoy__extensions__transport_sockets__tls__v3__secret__init(s);
+            s->name = sharp_strdup(p->name);
+            v[i].secret = &s->base;
+        }
+    }
+    *out = v;
+    return sds->nproviders;
+}
+
+void sharp_sds_dump_free(sharp_sds_dump_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        if (v[i].secret) protobuf_c_message_free_unpacked(v[i].secret, NULL);
+    free(v);
+}
+
 /* ---- life cycle -------------------------------------------------------------------------- */
 
 sharp_sds_t *sharp_sds_new(sharp_stats_t *stats)
@@ -818,13 +1018,7 @@ void sharp_sds_free(sharp_sds_t *sds)
     if (!sds) return;
     for (size_t i = 0; i < sds->nproviders; i++) provider_free(sds->providers[i]);
     free(sds->providers);
-    for (size_t i = 0; i < sds->nconsumers; i++) {
-        consumer_t *c = sds->consumers[i];
-        protobuf_c_message_free_unpacked(c->pb, NULL);
-        free(c->providers);
-        free(c->what);
-        free(c);
-    }
+    for (size_t i = 0; i < sds->nconsumers; i++) consumer_free(sds->consumers[i]);
     free(sds->consumers);
     free(sds->used);
     free(sds);

@@ -38,6 +38,13 @@
  * with the reason); the provider's sds.<name>.* stats are the
  * subscription's.
  *
+ * Listeners from LDS and clusters from CDS use the same providers (the
+ * bootstrap snapshot's): a consumer attached when they are built holds a
+ * reference to their slot, and the housekeeping sweep (sharp_sds_sweep)
+ * frees the consumers whose owner has gone, then the providers nobody
+ * uses. While a secret of theirs has not come, they warm
+ * (sharp_sds_waiting; xds/lds.h, xds.h's CDS warming).
+ *
  * A rebuilt context reaches the workers through the chain's or cluster's
  * slot (tls/context.h): new handshakes use it at once, established
  * connections keep the context they started with. */
@@ -91,6 +98,37 @@ void sharp_sds_use_static_secrets(sharp_sds_t *sds, Envoy__Extensions__Transport
 void sharp_sds_begin(sharp_sds_t *sds);
 bool sharp_sds_attach(sharp_sds_t *sds, struct sharp_tls_slot *slot, ProtobufCMessage *pb, bool server,
                       const char *what, sharp_stat_id_t updated);
+
+/* Whether the consumer `slot` (a filter chain's or cluster's) has no
+ * context yet because a secret of its from an SDS server has not had its
+ * initial fetch (an update, a rejection, initial_fetch_timeout): a listener
+ * from LDS or a cluster from CDS warms until then (Envoy's SdsApi init
+ * target in the listener's or cluster's init manager). */
+bool sharp_sds_waiting(const sharp_sds_t *sds, struct sharp_tls_slot *slot);
+/* Main thread: forgets the consumers whose chain or cluster is gone (its
+ * slot reference left alone: a listener or cluster from LDS or CDS that
+ * was removed or replaced, once nothing uses it), then the providers no
+ * consumer uses: an SDS server's secret is unsubscribed, a file is no
+ * longer watched (Envoy's SecretManagerImpl drops an SdsApi with its last
+ * user). Returns how many providers went. */
+size_t sharp_sds_sweep(sharp_sds_t *sds);
+
+/* /config_dump's SecretsConfigDump.dynamic_active_secrets and
+ * dynamic_warming_secrets: one entry per provider (a secret from an SDS
+ * file or server), its secret redacted as Envoy's MessageUtil::redact
+ * (private keys, passwords, ticket keys read "[redacted]"); a warming one
+ * (nothing accepted yet) is a Secret with only its name and version_info
+ * "uninitialized". Free with sharp_sds_dump_free. */
+typedef struct sharp_sds_dump {
+    const char *name, *version_info; /* the provider's: valid until the next change */
+    uint64_t last_updated_us;
+    ProtobufCMessage *secret; /* owned */
+    bool active;
+} sharp_sds_dump_t;
+size_t sharp_sds_dump(const sharp_sds_t *sds, sharp_sds_dump_t **out);
+void sharp_sds_dump_free(sharp_sds_dump_t *v, size_t n);
+/* A copy of a secret with its sensitive fields redacted (caller frees). */
+ProtobufCMessage *sharp_sds_redacted_copy(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s);
 
 /* Starts watching every provider's file and the files its secret names
  * (main loop). Returns 0, or -1 with the reason in err. */

@@ -5,6 +5,7 @@
 #include "listen_socket.h"
 #include "log.h"
 #include "server.h"
+#include "tls/sds.h"
 #include "xds/xds.h"
 
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -384,6 +385,23 @@ static bool routes_pending(const sharp_lds_t *m, const sharp_listener_config_t *
     return false;
 }
 
+/* Whether a filter chain's TLS context waits for a secret from an SDS
+ * server that has not had its initial fetch (Envoy's SdsApi init target
+ * in the listener's init manager). */
+static bool secrets_pending(const sharp_lds_t *m, const sharp_listener_config_t *l)
+{
+    const sharp_sds_t *sds = m->srv->snap ? m->srv->snap->sds : NULL;
+    for (uint32_t i = 0; sds && i < l->nchains + l->has_default_chain; i++)
+        if (l->chains[i]->tls && sharp_sds_waiting(sds, l->chains[i]->tls)) return true;
+    return false;
+}
+
+/* What the listener's init manager still waits for. */
+static bool init_pending(const sharp_lds_t *m, const sharp_listener_config_t *l)
+{
+    return routes_pending(m, l) || secrets_pending(m, l);
+}
+
 static const sharp_snapshot_t *base_snapshot(const sharp_lds_t *m)
 {
     const sharp_snapshot_t *s = m->srv->snap;
@@ -545,7 +563,7 @@ static bool activate_warm(sharp_lds_t *m)
     bool stopped = m->srv->listeners_stopped || m->srv->state == SHARP_SERVER_DRAINING;
     for (uint32_t i = 0; i < m->nwarming;) {
         dyn_t *d = m->warming[i];
-        if (!stopped && routes_pending(m, d->l)) {
+        if (!stopped && init_pending(m, d->l)) {
             i++;
             continue;
         }
@@ -626,7 +644,7 @@ static int add_or_update(sharp_lds_t *m, ProtobufCMessage **res, size_t idx, con
     /* its route configurations were subscribed while it was built: one that
      * has not come yet makes it warm (only while the workers run: before,
      * the start itself waits for them) */
-    bool warm = m->srv->workers_started && routes_pending(m, l);
+    bool warm = m->srv->workers_started && init_pending(m, l);
     if (take_socket(m, l, old, wold, !warm, err, errlen) < 0) {
         free(packed);
         sharp_listener_unref(l);
@@ -650,8 +668,12 @@ static int add_or_update(sharp_lds_t *m, ProtobufCMessage **res, size_t idx, con
     if (warm) {
         m->warming = sharp_realloc(m->warming, (m->nwarming + 1) * sizeof *m->warming);
         m->warming[m->nwarming++] = d;
-        sharp_info(main, "lds: listener '%s' on %s warming: waiting for its route configuration(s)%s", l->name,
-                   l->address, old ? "; the active version serves meanwhile" : "");
+        bool routes = routes_pending(m, l), secrets = secrets_pending(m, l);
+        sharp_info(main, "lds: listener '%s' on %s warming: waiting for its %s%s", l->name, l->address,
+                   routes && secrets ? "route configuration(s) and secret(s)"
+                   : routes          ? "route configuration(s)"
+                                     : "secret(s)",
+                   old ? "; the active version serves meanwhile" : "");
         return 0;
     }
     activate(m, d);

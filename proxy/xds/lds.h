@@ -18,10 +18,13 @@
  *   connection attempt is refused during the update;
  * - while the workers run, a new version whose connection managers take
  *   routes from RDS configurations that have not had their initial fetch
- *   (xds.h's sharp_xds_rds_fetched) warms first, as Envoy's warming
- *   listeners: in no snapshot, its new sockets bound but not listening,
- *   the version it replaces serving, until sharp_lds_routes_ready finds its
- *   routes there (or their initial_fetch_timeout passed);
+ *   (xds.h's sharp_xds_rds_fetched), or whose filter chains' TLS contexts
+ *   wait for secrets from an SDS server (tls/sds.h's sharp_sds_waiting),
+ *   warms first, as Envoy's warming listeners (its init manager holds the
+ *   RDS and SdsApi init targets): in no snapshot, its new sockets bound
+ *   but not listening, the version it replaces serving, until
+ *   sharp_lds_routes_ready finds its routes and secrets there (or their
+ *   initial_fetch_timeout passed);
  * - a listener that cannot be built (bad config, a route to an unknown
  *   cluster, the name of a static listener, a name twice, an address
  *   another listener has, a port that cannot be bound) is left out, its
@@ -60,8 +63,8 @@ void sharp_lds_free(sharp_lds_t *m);
  * the manager. Takes the resources of the listeners it keeps. */
 int sharp_lds_update(void *ud, ProtobufCMessage **resources, size_t n, const char *version, bool *refused,
                      char *err, size_t errlen);
-/* A route configuration had its initial fetch (xds.c): warming listeners
- * that waited only for what has come now serve. */
+/* A route configuration or a secret had its initial fetch (xds.c):
+ * warming listeners that waited only for what has come now serve. */
 void sharp_lds_routes_ready(sharp_lds_t *m);
 /* A listener of the last update refused before it reached sharp_lds_update
  * (a field SHARP does not implement): recorded as a failure of that update

@@ -93,8 +93,8 @@ const sharp_xds_type_t sharp_xds_type_sds = {
     &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, "secret", "sds",
     "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
     "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets", 4, false, secret_name,
-    /* Envoy's SdsApi refuses an update without its secret, which ends the
-     * initial fetch (onConfigUpdateFailed readies its init target) */
+    /* Envoy's SdsApi ACKs and ignores an incremental removal of its
+     * secret (or its absence), and readies its init target */
     true};
 
 static const sharp_xds_type_t *const all_types[SHARP_XDS_NTYPES] = {

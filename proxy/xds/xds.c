@@ -99,6 +99,7 @@ typedef struct warm {
     dyn_cluster_t d;
     bool eds_wait;   /* its endpoints are awaited */
     bool dns_wait;   /* its first resolution runs */
+    bool sds_wait;   /* a secret of its TLS context is awaited */
     bool hc_pending; /* waits for the server's health checks to start */
     struct warm *next;
 } warm_t;
@@ -909,6 +910,17 @@ void sharp_xds_unsubscribe(sharp_xds_sub_t *s)
     sub_free((sub_t *)s);
 }
 
+bool sharp_xds_sub_fetched(const sharp_xds_sub_t *s)
+{
+    return ((const sub_t *)s)->fetched;
+}
+
+void sharp_xds_sub_on_fetched(sharp_xds_sub_t *s, void (*fn)(void *arg), void *arg)
+{
+    ((sub_t *)s)->on_fetched = fn;
+    ((sub_t *)s)->fetched_arg = arg;
+}
+
 void sharp_xds_initialize(sharp_xds_t *x, void (*cb)(void *arg), void *arg)
 {
     x->init_cb = cb;
@@ -1392,7 +1404,7 @@ static void on_warm_hc(void *arg)
     warm_done(arg);
 }
 
-/* Warming, second step: the health checks' first round (once the server's
+/* Warming, third step: the health checks' first round (once the server's
  * checks have started: before, at sharp_xds_checks_started). */
 static void warm_hc(warm_t *w)
 {
@@ -1411,9 +1423,31 @@ static void warm_hc(warm_t *w)
     warm_done(w);
 }
 
+/* Whether the cluster's TLS context waits for a secret from an SDS server
+ * (tls/sds.h). */
+static bool secrets_pending(const sharp_xds_t *x, const sharp_cluster_t *c)
+{
+    return c->tls && x->srv->snap && sharp_sds_waiting(x->srv->snap->sds, c->tls);
+}
+
+/* Warming, second step (Envoy's ClusterImplBase::onPreInitComplete: the
+ * cluster's init manager, which holds its SdsApi init targets): the
+ * secrets of its transport socket, each until its initial fetch is over
+ * (sharp_xds_secrets_fetched). */
+static void warm_sds(warm_t *w)
+{
+    w->dns_wait = false;
+    if (secrets_pending(w->x, w->d.c)) {
+        w->sds_wait = true;
+        return;
+    }
+    w->sds_wait = false;
+    warm_hc(w);
+}
+
 static void on_warm_dns(void *arg)
 {
-    warm_hc(arg);
+    warm_sds(arg);
 }
 
 static void on_warm_eds(void *arg)
@@ -1421,7 +1455,19 @@ static void on_warm_eds(void *arg)
     warm_t *w = arg;
     w->eds_wait = false;
     w->d.c->eds->sub->on_fetched = NULL;
-    warm_hc(w);
+    warm_sds(w);
+}
+
+void sharp_xds_secrets_fetched(sharp_xds_t *x)
+{
+    if (!x) return;
+    warm_t *w = x->warming;
+    while (w) {
+        warm_t *next = w->next; /* w may be done and freed */
+        if (w->sds_wait) warm_sds(w);
+        w = next;
+    }
+    sharp_lds_routes_ready(x->lds);
 }
 
 /* Whether an EDS cluster still waits for its first ClusterLoadAssignment
@@ -1455,7 +1501,7 @@ static void warm_begin(warm_t *w)
         }
         if (wait) return;
     }
-    warm_hc(w);
+    warm_sds(w);
 }
 
 void sharp_xds_checks_started(sharp_xds_t *x)
@@ -1586,7 +1632,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         built++;
         dyn_cluster_t d = {.c = c, .pb = res[i], .packed = packed, .len = len, .version = sharp_strdup(version),
                            .last_updated_us = now};
-        if (x->loop && (c->dns || c->health_check || eds_pending(c))) {
+        if (x->loop && (c->dns || c->health_check || eds_pending(c) || secrets_pending(x, c))) {
             /* warms first; the version it replaces stays in use meanwhile */
             warm_t *nw = sharp_calloc(1, sizeof *nw);
             nw->x = x;
@@ -1670,9 +1716,10 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         w->next = x->warming;
         x->warming = w;
         sharp_log_info("CDS: cluster '%s' warming (its first %s)", w->d.c->name,
-                       eds_pending(w->d.c) ? "ClusterLoadAssignment"
-                       : w->d.c->dns       ? "DNS resolution"
-                                           : "round of health checks");
+                       eds_pending(w->d.c)         ? "ClusterLoadAssignment"
+                       : w->d.c->dns               ? "DNS resolution"
+                       : secrets_pending(x, w->d.c) ? "SDS secrets"
+                                                   : "round of health checks");
     }
     sharp_counter_add(sh, x->st.cluster_added, added);
     sharp_counter_add(sh, x->st.cluster_modified, modified);

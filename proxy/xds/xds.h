@@ -66,6 +66,14 @@ bool sharp_xds_grpc_source(const ProtobufCMessage *config_source);
 sharp_xds_sub_t *sharp_xds_secret_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *name,
                                             const char *field, sharp_xds_watcher_t w, char *err, size_t errlen);
 void sharp_xds_unsubscribe(sharp_xds_sub_t *s);
+/* Whether the subscription's initial fetch is over (an update, accepted
+ * or not, or initial_fetch_timeout), and what to call when it is (once). */
+bool sharp_xds_sub_fetched(const sharp_xds_sub_t *s);
+void sharp_xds_sub_on_fetched(sharp_xds_sub_t *s, void (*fn)(void *arg), void *arg);
+/* A secret's initial fetch is over (tls/sds.c): listeners from LDS and
+ * clusters from CDS warming on their secrets go on when none is awaited
+ * any more. */
+void sharp_xds_secrets_fetched(sharp_xds_t *x);
 
 sharp_xds_t *sharp_xds_new(struct sharp_server *srv);
 /* Before the bootstrap is built: the node gRPC requests name, and the ADS

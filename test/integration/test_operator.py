@@ -546,7 +546,9 @@ def test_config_dump_routes_resource_mask_regex_eds(procs, upstream):
     start(procs, y, admin)
     dump = json.loads(admin_get(admin, "/config_dump"))
     types = [c["@type"].rsplit(".", 1)[1] for c in dump["configs"]]
-    assert types == ["BootstrapConfigDump", "ClustersConfigDump", "ListenersConfigDump", "RoutesConfigDump"]
+    assert types == ["BootstrapConfigDump", "ClustersConfigDump", "ListenersConfigDump", "RoutesConfigDump",
+                     "SecretsConfigDump"]
+    assert dump["configs"][4] == {"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"}  # no secrets
     routes = dump["configs"][3]
     rc = routes["static_route_configs"][0]["route_config"]
     assert rc["@type"] == "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"

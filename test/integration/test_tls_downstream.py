@@ -633,6 +633,13 @@ def test_static_secrets_by_name(procs, upstream, pki):
     assert r.stdout.decode() == "200", r.stderr
     r = curl(t, "/echo")  # no client certificate: the secret's CA requires one
     assert r.returncode != 0
+    # /config_dump's SecretsConfigDump.static_secrets, the private key redacted as Envoy does
+    dump = json.loads(admin_get(admin, "/config_dump?resource=static_secrets"))["configs"]
+    assert [d["name"] for d in dump] == ["server_cert", "client_ca"]
+    assert dump[0]["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump.StaticSecret"
+    tc = dump[0]["secret"]["tls_certificate"]
+    assert tc == {"certificate_chain": {"filename": f"{pki}/rsa.crt"}, "private_key": {"filename": "[redacted]"}}
+    assert dump[1]["secret"]["validation_context"] == {"trusted_ca": {"filename": f"{pki}/ca.crt"}}
     bad = full.replace('"name": "client_ca"', '"name": "nope"')
     rc, out = validate_config(bad)
     assert rc == 1 and "validation_context_sds_secret_config.name: Unknown static secret: nope" in out, out

@@ -467,6 +467,15 @@ def test_session_ticket_keys_from_sds(procs, upstream, pki, tmp_path):
     assert s2.session_reused
     s2.close()
     assert sds_stat(f, "tickets", "update_success") == 1
+    # /config_dump: both secrets active, the ticket keys and private key redacted
+    sd = next(c for c in json.loads(admin_get(f.admin, "/config_dump"))["configs"]
+              if c["@type"].endswith("SecretsConfigDump"))
+    got = {x["name"]: x for x in sd["dynamic_active_secrets"]}
+    assert sorted(got) == ["server", "tickets"] and "dynamic_warming_secrets" not in sd
+    assert got["tickets"]["version_info"] == "1"
+    assert got["tickets"]["secret"]["session_ticket_keys"] == {"keys": [{"filename": "[redacted]"}]}
+    assert got["server"]["secret"]["tls_certificate"] == {"certificate_chain": {"filename": f"{d}/s1.crt"},
+                                                          "private_key": {"filename": "[redacted]"}}
 
 
 # ---- what the loader refuses ----
@@ -519,18 +528,47 @@ def test_refused_sds_configs(pki, tmp_path):
     assert rc != 0 and "only applies to a certificate delivered by SDS" in out, out
 
 
-def test_combined_validation_context_from_sds_is_refused(pki, tmp_path):
-    """A rotation rebuilds a context from its secret alone, so a combined
-    validation context whose secret comes from an SDS file is refused
-    rather than served without its default context after the first one."""
+def test_combined_validation_context_from_sds_and_its_rotation(procs, upstream, pki, tmp_path):
+    """combined_validation_context whose secret comes from an SDS file
+    (Istio's ROOTCA shape): client certificates are checked against the
+    secret's CA and the default context's SAN matcher merged over it; a
+    rotation of the secret is merged with the default context again (a
+    client of the new CA with the wrong SAN is still refused)."""
     d = str(tmp_path)
+    make_cert(pki, d, "s1")
+    make_cert(pki, d, "alice", ca="ca", kind="client")     # URI spiffe://example/alice
+    make_cert(pki, d, "bob", ca="ca2", kind="client")      # URI spiffe://example/bob
+    make_cert(pki, d, "carol", ca="ca2", kind="client")    # URI spiffe://example/carol
+    sds = f"{d}/sds.yaml"
+    sds_file(sds, cert_secret("server", f"{d}/s1.crt", f"{d}/s1.key"))
     ca = f"{d}/ca.yaml"
     sds_file(ca, ca_secret("ca", f"{pki}/ca.crt"))
+    f = start(procs, upstream, pki, {
+        "tls_certificate_sds_secret_configs": [sds_ref("server", sds)],
+        "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"exact": "spiffe://example/alice"}},
+                {"san_type": "URI", "matcher": {"exact": "spiffe://example/bob"}}]},
+            "validation_context_sds_secret_config": sds_ref("ca", ca)}}, require=True)
+
+    def accepted(who):
+        try:
+            status, _ = https_get(f, client_ctx(pki, who, d))
+            return status == 200
+        except (ssl.SSLError, ConnectionError, OSError):
+            return False
+
+    assert accepted("alice") and not accepted("bob") and not accepted("carol")
+    sds_file(ca, ca_secret("ca", f"{pki}/ca2.crt"), version="2")
+    wait_for(lambda: accepted("bob"), 10, "a client of the rotated CA accepted")
+    assert not accepted("alice")  # the old CA is gone
+    assert not accepted("carol")  # the default context's SAN matcher still applies
+    assert sds_stat(f, "ca", "update_success") == 2
+    # a watched_directory in the default context (not the secret) does nothing in Envoy: refused
     rc, out = validate_config(sds_bootstrap(pki, {
         "tls_certificates": [{"certificate_chain": {"filename": f"{pki}/rsa.crt"},
                               "private_key": {"filename": f"{pki}/rsa.key"}}],
         "combined_validation_context": {
-            "default_validation_context": {"match_typed_subject_alt_names": [
-                {"san_type": "DNS", "matcher": {"exact": "client.example.com"}}]},
+            "default_validation_context": {"watched_directory": {"path": d}},
             "validation_context_sds_secret_config": sds_ref("ca", ca)}}))
-    assert rc != 0 and "combined validation context from an SDS source is not supported" in out, out
+    assert rc != 0 and "default_validation_context.watched_directory: only applies" in out, out
