@@ -36,12 +36,15 @@ struct sharp_tcp_counters {
     __u64 closes;             /* connections that were established and closed */
 };
 
-/* Per socket (key: the struct sock's address): when its connect began and
- * the segs_out already counted. */
+/* Per socket: when its connect began, the segs_out already counted and
+ * (tagged sockets) the segs_in at its last RTT sample. The value of the
+ * `tagged` socket storage (zeroed by SHARP when it tags the socket), and of
+ * the `socks` map of the untagged flavours (key: the struct sock's
+ * address). */
 struct sharp_tcp_sock {
     __u64 connect_start_ns;
     __u32 segs_out_seen;
-    __u32 pad;
+    __u32 segs_in_seen;
 };
 
 /* The ports of the watched remotes, one bit each: the probes run on every
