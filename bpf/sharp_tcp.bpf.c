@@ -6,13 +6,14 @@
  * interface). Two designs, the loader takes the first that loads:
  *
  * Tagged sockets (BTF-enabled tracepoints, "tp_btf/", and the TCP socket
- * iterator, "iter/tcp"; Linux 5.11 and later). SHARP tags each of its
- * upstream sockets before connecting it: an entry of the `tagged` socket
- * storage, created from user space with the socket's descriptor, freed by
- * the kernel with the socket. Every program's first test is whether the
- * socket has any BPF storage at all (a load from the struct sock), then
- * whether it has SHARP's (a lookup in the socket's own short list): any
- * other socket of the machine costs that and nothing more.
+ * iterator, "iter/tcp"; Linux 5.11 and later). Each TCP connection SHARP's
+ * process opens to a watched remote is tagged as it connects (the
+ * SYN_SENT transition runs in the connecting thread): an entry of the
+ * `tagged` socket storage, created here, freed by the kernel with the
+ * socket. Every other program's first test is whether the socket has any
+ * BPF storage at all (a load from the struct sock), then whether it has
+ * SHARP's (a lookup in the socket's own short list): any other socket of
+ * the machine costs that and nothing more.
  *   tcp:tcp_retransmit_skb     retransmissions (SYNs included)
  *   sock:inet_sock_set_state   connect latency (SYN_SENT -> ESTABLISHED),
  *                              connect failures (SYN_SENT -> CLOSE), closes,
@@ -64,6 +65,14 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* the inode number of SHARP's network namespace, 0: any */
 const volatile __u32 target_netns = 0;
+/* SHARP's process (tagged design): its id in its own PID namespace, and
+ * that namespace's device and inode numbers */
+const volatile __u32 target_tgid = 0;
+const volatile __u64 target_pidns_dev = 0;
+const volatile __u64 target_pidns_ino = 0;
+/* SHARP's connections left untagged (tagged design): the kernel had no
+ * memory for their storage */
+__u64 tag_failures = 0;
 /* the raw tcp_retransmit_skb passes the retransmission's result as its
  * third argument (kernels whose trace record has an `err` field); the
  * loader finds out from the kernel's BTF */
@@ -310,16 +319,36 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
     return 0;
 }
 
+/* Whether the running task is one of SHARP's threads: its process id as
+ * seen in SHARP's own PID namespace (SHARP may run in a container). */
+static __always_inline bool in_sharp(void)
+{
+    struct bpf_pidns_info ns;
+    if (bpf_get_ns_current_pid_tgid(target_pidns_dev, target_pidns_ino, &ns, sizeof ns)) return false;
+    return ns.tgid == target_tgid;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const int to)
 {
-    /* SHARP tags TCP sockets only: no protocol test needed */
-    struct sharp_tcp_sock *st = tag_of(sk);
-    if (!st) return 0;
-    if (to == TCP_SYN_SENT) { /* connect(): the remote is set, nothing sent yet */
+    if (to == TCP_SYN_SENT) {
+        /* connect(), in the connecting thread: the remote is set, nothing
+         * sent yet. SHARP's TCP connection to a watched remote is tagged
+         * here, before its SYN (a UDP or Unix socket never gets here) */
+        if (!sk || !in_sharp() || !remote_of(sk)) return 0;
+        struct sharp_tcp_sock *st = bpf_sk_storage_get(&tagged, (struct sock *)sk, NULL,
+                                                       BPF_SK_STORAGE_GET_F_CREATE);
+        if (!st) { /* the kernel is out of memory: this connection is not counted */
+            __sync_fetch_and_add(&tag_failures, 1);
+            return 0;
+        }
         st->connect_start_ns = bpf_ktime_get_ns();
+        st->segs_out_seen = st->segs_in_seen = 0;
         return 0;
     }
+    /* only TCP sockets are tagged: no protocol test needed */
+    struct sharp_tcp_sock *st = tag_of(sk);
+    if (!st) return 0;
     struct sharp_tcp_counters *cnt = remote_of(sk);
     if (!cnt) return 0;
     if (from == TCP_SYN_SENT && to == TCP_ESTABLISHED) {

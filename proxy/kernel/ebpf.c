@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sharp_tcp.skel.h"
@@ -31,7 +32,6 @@ struct sharp_kernel_bpf {
     bool tagged; /* the tagged-socket design (BTF tracepoints and the TCP iterator) */
     bool raw;    /* attached as raw tracepoints */
     bool btf;    /* tcp:tcp_probe as a BTF-enabled raw tracepoint */
-    int tag_fd;  /* the `tagged` socket storage (tagged design), else -1 */
 };
 
 /* libbpf explains each failure over several lines; they go to the debug
@@ -145,6 +145,16 @@ static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why,
         return -1;
     }
     b->skel->rodata->retransmit_has_err = retransmit_has_err;
+    /* SHARP's process, as its connects will show it: its id in its own
+     * PID namespace (a container's), and that namespace */
+    struct stat pidns;
+    if (stat("/proc/self/ns/pid", &pidns) < 0) {
+        snprintf(why, whylen, "/proc/self/ns/pid: %s", strerror(errno));
+        return -1;
+    }
+    b->skel->rodata->target_tgid = (uint32_t)getpid();
+    b->skel->rodata->target_pidns_dev = (uint64_t)pidns.st_dev;
+    b->skel->rodata->target_pidns_ino = (uint64_t)pidns.st_ino;
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
         bpf_program__set_autoload(prog_at(b->skel, probes[i].raw), false);
         bpf_program__set_autoload(prog_at(b->skel, probes[i].classic), false);
@@ -183,7 +193,6 @@ static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why,
         return -1;
     }
     add_probe(b, "iter:tcp");
-    b->tag_fd = bpf_map__fd(b->skel->maps.tagged);
     b->tagged = true;
     return 0;
 }
@@ -262,7 +271,6 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
     bool retransmit_has_err = raw_tp_nargs(vmlinux, "tcp_retransmit_skb", 3);
     btf__free(vmlinux);
     sharp_kernel_bpf_t *b = sharp_calloc(1, sizeof *b);
-    b->tag_fd = -1;
     char raw_why[320];
     char btf_why[320];
     int rc = try_tagged(b, retransmit_has_err, btf_why, sizeof btf_why);
@@ -333,15 +341,10 @@ const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
     return b->tagged ? "tp_btf+iter" : b->btf ? "raw_tracepoint+tp_btf" : b->raw ? "raw_tracepoint" : "tracepoint";
 }
 
-int sharp_kernel_bpf_tag_map(const sharp_kernel_bpf_t *b)
+uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b)
 {
-    return b->tag_fd;
-}
-
-int sharp_kernel_bpf_tag(int map_fd, int sock_fd)
-{
-    struct sharp_tcp_sock zero = {0};
-    return bpf_map_update_elem(map_fd, &sock_fd, &zero, BPF_NOEXIST) < 0 ? -errno : 0;
+    /* the object's .bss, mapped by libbpf: read in place */
+    return b->tagged ? __atomic_load_n(&b->skel->bss->tag_failures, __ATOMIC_RELAXED) : 0;
 }
 
 int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
@@ -465,16 +468,10 @@ const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
     return "";
 }
 
-int sharp_kernel_bpf_tag_map(const sharp_kernel_bpf_t *b)
+uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b)
 {
     (void)b;
-    return -1;
-}
-
-int sharp_kernel_bpf_tag(int map_fd, int sock_fd)
-{
-    (void)map_fd, (void)sock_fd;
-    return -ENOSYS;
+    return 0;
 }
 
 int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)

@@ -22,12 +22,10 @@ const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b);
  * "raw_tracepoint+tp_btf", "raw_tracepoint" (by name, no tracefs needed)
  * or "tracepoint" (through tracefs). */
 const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b);
-/* The tagged-socket design: the descriptor of the socket storage SHARP
- * tags its upstream sockets in, -1 with the other designs (nothing to tag). */
-int sharp_kernel_bpf_tag_map(const sharp_kernel_bpf_t *b);
-/* Tags a TCP socket (before its connect) in map_fd: 0, or a negative
- * errno. Any thread: a system call on descriptors. */
-int sharp_kernel_bpf_tag(int map_fd, int sock_fd);
+/* The tagged-socket design: SHARP's connections the probes could not tag
+ * (the kernel out of memory for their storage) since the load; 0 with the
+ * other designs. */
+uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b);
 /* The tagged-socket design: samples every tagged socket's segments sent
  * and RTT into the counters (the TCP iterator), before they are read each
  * interval. 0 (nothing to do with the other designs), or a negative errno. */

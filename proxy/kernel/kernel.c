@@ -62,20 +62,6 @@ static struct {
     uint64_t tag_errors_seen;
 } K;
 
-/* The tagged-socket design: the socket storage the workers tag their
- * upstream sockets in (-1: nothing to tag), and the tags that failed. */
-static _Atomic int tag_map = -1;
-static _Atomic uint64_t tag_errors;
-
-void sharp_kernel_tag_socket(int fd)
-{
-    int map = atomic_load_explicit(&tag_map, memory_order_acquire);
-    if (map < 0 || fd < 0) return;
-    /* a socket left untagged (the kernel out of memory) is not counted:
-     * kernel.tag_errors says how many */
-    if (sharp_kernel_bpf_tag(map, fd) < 0) atomic_fetch_add_explicit(&tag_errors, 1, memory_order_relaxed);
-}
-
 int sharp_kernel_mode_parse(const char *s, sharp_kernel_mode_t *out)
 {
     if (strcmp(s, "auto") == 0) *out = SHARP_KERNEL_MODE_AUTO;
@@ -403,7 +389,7 @@ void sharp_kernel_tick(void)
         /* the tagged sockets' segments and RTT, sampled into the counters */
         if (sharp_kernel_bpf_sample(K.bpf) < 0) sharp_counter_inc(sharp_stats_shard(K.stats, 0), K.st.read_errors);
         read_counters();
-        uint64_t te = atomic_load_explicit(&tag_errors, memory_order_relaxed);
+        uint64_t te = sharp_kernel_bpf_tag_failures(K.bpf);
         sharp_counter_add(sharp_stats_shard(K.stats, 0), K.st.tag_errors, te - K.tag_errors_seen);
         K.tag_errors_seen = te;
     }
@@ -450,8 +436,6 @@ void sharp_kernel_start(sharp_server_t *srv, uv_loop_t *loop)
     }
     if (K.bpf) {
         K.source = SHARP_KERNEL_SOURCE_EBPF;
-        /* before the workers start: every upstream socket is tagged */
-        atomic_store_explicit(&tag_map, sharp_kernel_bpf_tag_map(K.bpf), memory_order_release);
         sharp_log_info("kernel signals: eBPF probes attached (%s: %s), interval %llu ms",
                        sharp_kernel_bpf_attach_kind(K.bpf), sharp_kernel_bpf_probes(K.bpf),
                        (unsigned long long)K.interval_ms);
@@ -477,9 +461,7 @@ void sharp_kernel_stop(void)
     uv_timer_stop(&K.timer);
     uv_close((uv_handle_t *)&K.timer, NULL);
     atomic_store_explicit(&sharp_tcpinfo_enabled, false, memory_order_relaxed);
-    atomic_store_explicit(&tag_map, -1, memory_order_release);
     K.tag_errors_seen = 0;
-    atomic_store_explicit(&tag_errors, 0, memory_order_relaxed);
     sharp_kernel_bpf_close(K.bpf);
     K.bpf = NULL;
     free(K.w);

@@ -8,9 +8,9 @@
  *             thread keeps the watched set equal to the clusters' current
  *             hosts and reads the counters each interval (kernel/ebpf.h).
  *             Where the kernel allows, the probes see only SHARP's own
- *             upstream sockets, which the workers tag before connecting
- *             them (sharp_kernel_tag_socket), and the main thread samples
- *             those sockets' segments and RTT just before reading;
+ *             upstream sockets, which they tag as SHARP connects them, and
+ *             the main thread samples those sockets' segments and RTT just
+ *             before reading;
  *   tcp_info  when the probes cannot run (the reason is logged once), or
  *             with --kernel-signals tcp_info: workers sample TCP_INFO on
  *             their own upstream sockets (kernel/tcpinfo.h).
@@ -68,10 +68,6 @@ void sharp_kernel_hosts_changed(struct sharp_cluster *c);
 /* The server's snapshot changed (CDS): the watched remotes follow its
  * clusters at once. */
 void sharp_kernel_snapshot_changed(void);
-/* Any thread: tags a new upstream TCP socket (before its connect) as
- * SHARP's for the probes when they use tagged sockets (the socket
- * storage of bpf/sharp_tcp.bpf.c), else does nothing. */
-void sharp_kernel_tag_socket(int fd);
 /* Stops the timer and unloads the probes. */
 void sharp_kernel_stop(void);
 /* One interval, at once (the timer's work; tests call it). */

@@ -13,7 +13,6 @@
 #include "upstream/health_check.h"
 #include "runtime.h"
 #include "upstream/outlier.h"
-#include "kernel/kernel.h"
 #include "upstream/cluster.h"
 #include "log.h"
 #include "net.h"
@@ -1034,15 +1033,8 @@ static int conn_open(hc_session_t *s)
     sharp_writer_init(&conn->writer, (uv_stream_t *)&conn->tcp, NULL, on_write_error);
     /* Unix sockets take no TCP options (and have no socket before connect) */
     bool at_once = false;
-    if (rc == 0 && s->addr.ss_family != AF_UNIX) {
-        rc = sharp_cluster_socket_options(s->cluster, &conn->tcp);
-        /* a health check's connection is one of SHARP's to the host: the
-         * kernel probes count it as the pool's are */
-        uv_os_fd_t fd;
-        if (rc == 0 && uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) sharp_kernel_tag_socket(fd);
-    } else {
-        rc = 0;
-    }
+    if (rc == 0 && s->addr.ss_family != AF_UNIX) rc = sharp_cluster_socket_options(s->cluster, &conn->tcp);
+    else rc = 0;
     if (rc == 0)
         rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
                                   s->host->addrlen, on_connect, &at_once);

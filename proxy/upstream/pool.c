@@ -11,7 +11,6 @@
  * its memory is freed only once all its handles are closed. */
 #include "upstream/codec.h"
 #include "upstream/outlier.h"
-#include "kernel/kernel.h"
 #include "tls/upstream.h"
 #include "log.h"
 #include "net.h"
@@ -526,9 +525,6 @@ static void new_connection(sharp_pool_t *p)
     bool is_unix = p->host->addr.ss_family == AF_UNIX;
     int rc = init_rc < 0 && !is_unix ? init_rc : 0;
     if (rc == 0 && !is_unix) rc = sharp_cluster_socket_options(cl, &c->tcp);
-    /* the kernel probes see SHARP's upstream sockets only: tagged before
-     * the SYN, so the connect is seen too */
-    if (rc == 0 && !is_unix) sharp_kernel_tag_socket(conn_fd(c));
     if (rc == 0)
         rc = sharp_stream_connect(&c->tcp, &c->connect_req, (struct sockaddr *)&p->host->addr, p->host->addrlen,
                                   on_connect, &c->connected_at_once);

@@ -538,9 +538,10 @@ def test_watched_remotes_follow_eds(net3):
 
 @netns_test
 def test_probes_see_only_sharps_sockets(net3):
-    """The probes count SHARP's own upstream connections, tagged by SHARP
-    before it connects them: another program's connections to a watched
-    host change nothing (the probes leave its sockets at their first test),
+    """The probes count SHARP's own upstream connections, tagged as SHARP's
+    process connects them: another program's connections to a watched host,
+    from SHARP's own namespace, change nothing (the probes leave its sockets
+    at their first test),
     and a connection shorter than the interval still gives its connect,
     close, segments and RTT (sampled as it closes)."""
     net3.upstream(1)
