@@ -314,6 +314,9 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
     /* a connect in progress has nothing to sample: its handshake's RTT
      * comes with the first sample once established */
     if (sk->__sk_common.skc_state == TCP_SYN_SENT) return 0;
+    /* an idle connection (nothing sent or received since its last sample,
+     * most of them when there are thousands) adds nothing: no lookup */
+    if (tp->segs_out == st->segs_out_seen && tp->segs_in == st->segs_in_seen) return 0;
     struct sharp_tcp_counters *cnt = remote_of(sk);
     if (cnt) tagged_sample(tp, st, cnt);
     return 0;
