@@ -305,6 +305,10 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
 {
     struct sock_common *skc = ctx->sk_common;
     if (!skc) return 0;
+    /* the walk has just read this part of the socket: its remote port
+     * turns away SHARP's clients' sockets (and, on one machine, the
+     * upstreams' own) before any other line of it is read */
+    if (!port_watched(bpf_ntohs(skc->skc_dport))) return 0;
     /* NULL for time-wait and request sockets */
     struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
     if (!tp) return 0;
@@ -338,7 +342,8 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
         /* connect(), in the connecting thread: the remote is set, nothing
          * sent yet. SHARP's TCP connection to a watched remote is tagged
          * here, before its SYN (a UDP or Unix socket never gets here) */
-        if (!sk || !in_sharp() || !remote_of(sk)) return 0;
+        if (!sk || !port_watched(bpf_ntohs(sk->__sk_common.skc_dport)) || !in_sharp() || !remote_of(sk))
+            return 0;
         struct sharp_tcp_sock *st = bpf_sk_storage_get(&tagged, (struct sock *)sk, NULL,
                                                        BPF_SK_STORAGE_GET_F_CREATE);
         if (!st) { /* the kernel is out of memory: this connection is not counted */

@@ -160,9 +160,8 @@ static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why,
         bpf_program__set_autoload(prog_at(b->skel, probes[i].classic), false);
     }
     bpf_program__set_autoload(b->skel->progs.sharp_btf_tcp_probe, false);
-    /* the watched-remotes design's maps: not used here */
+    /* the watched-remotes design's per-socket map: not used here */
     bpf_map__set_autocreate(b->skel->maps.socks, false);
-    bpf_map__set_autocreate(b->skel->maps.ports, false);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
         snprintf(why, whylen, "loading the eBPF probes (BTF tracepoints and the TCP iterator) failed: %s%s",
@@ -297,10 +296,8 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
         sharp_debug(main, "kernel signals: raw tracepoints unavailable (%s), classic tracepoints attached", raw_why);
     }
     b->remotes_fd = bpf_map__fd(b->skel->maps.remotes);
-    if (!b->tagged) {
-        b->ports_fd = bpf_map__fd(b->skel->maps.ports);
-        b->port_refs = sharp_calloc(65536, sizeof *b->port_refs);
-    }
+    b->ports_fd = bpf_map__fd(b->skel->maps.ports);
+    b->port_refs = sharp_calloc(65536, sizeof *b->port_refs);
     b->ncpus = libbpf_num_possible_cpus();
     if (b->ncpus <= 0) {
         snprintf(why, whylen, "the number of possible CPUs is unknown: %s", strerror(-b->ncpus));
@@ -368,7 +365,6 @@ int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote 
     /* a per-CPU value: one zeroed counter set per possible CPU */
     memset(b->percpu, 0, (size_t)b->ncpus * sizeof *b->percpu);
     if (bpf_map_update_elem(b->remotes_fd, key, b->percpu, BPF_NOEXIST) < 0) return -errno;
-    if (b->tagged) return 0; /* no port filter: SHARP's sockets are tagged */
     if (b->port_refs[key->port]++ == 0) {
         int rc = port_bit(b, key->port, true);
         if (rc < 0) {
@@ -383,7 +379,6 @@ int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote 
 int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
 {
     if (bpf_map_delete_elem(b->remotes_fd, key) < 0) return -errno;
-    if (b->tagged) return 0;
     if (b->port_refs[key->port] && --b->port_refs[key->port] == 0) port_bit(b, key->port, false);
     return 0;
 }
