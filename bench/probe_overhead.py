@@ -33,6 +33,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,7 @@ REQ_PATH = os.environ.get("REQ_PATH", "/")
 LISTEN, ADMIN, UPORT = 10000, 9901, 8080
 
 PROCS = []
+WORK = tempfile.mkdtemp(prefix="sharp-probe-cost-")  # bootstraps and SHARP's logs, removed at the end
 
 
 def start(args, **kw):
@@ -140,9 +142,9 @@ def start_upstream():
     return p
 
 
-def start_sharp(mode, logpath):
-    d = tempfile.mkdtemp(prefix="sharp-probe-cost-")
-    path = os.path.join(d, "bootstrap.yaml")
+def start_sharp(mode):
+    logpath = os.path.join(WORK, f"sharp-{mode}.log")
+    path = os.path.join(WORK, "bootstrap.yaml")
     with open(path, "w") as f:
         f.write(bootstrap())
     log = open(logpath, "w")
@@ -213,7 +215,7 @@ def median(xs):
 def cpu_round(mode):
     up = start_upstream()
     try:
-        sharp, kern = start_sharp(mode, "/tmp/probe-overhead-sharp.log")
+        sharp, kern = start_sharp(mode)
         try:
             mine = fd_ids(sharp.pid, "prog_id")  # this SHARP's probes
             hz = os.sysconf("SC_CLK_TCK")
@@ -331,7 +333,7 @@ def memory():
     for m in MODES:
         up = start_upstream()
         try:
-            sharp, kern = start_sharp(m, "/tmp/probe-overhead-sharp.log")
+            sharp, kern = start_sharp(m)
             mine = fd_ids(sharp.pid, "prog_id")
             print(f"{m} (signals: {kern.get('source')} {kern.get('attach', '')})")
             try:
@@ -392,3 +394,4 @@ if __name__ == "__main__":
     finally:
         for p in list(PROCS):
             stop(p)
+        shutil.rmtree(WORK, ignore_errors=True)

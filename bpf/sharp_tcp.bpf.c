@@ -305,9 +305,14 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
 {
     struct sock_common *skc = ctx->sk_common;
     if (!skc) return 0;
-    /* the walk has just read this part of the socket: its remote port
-     * turns away SHARP's clients' sockets (and, on one machine, the
-     * upstreams' own) before any other line of it is read */
+    /* the walk has just read this part of the socket: its state turns
+     * away time-wait, listening and request sockets and a connect in
+     * progress (its handshake's RTT comes with its first sample once
+     * established), its remote port SHARP's clients' sockets (and, on one
+     * machine, the upstreams' own), before any other line of it is read */
+    __u8 state = skc->skc_state;
+    if (state == TCP_TIME_WAIT || state == TCP_LISTEN || state == TCP_NEW_SYN_RECV || state == TCP_SYN_SENT)
+        return 0;
     if (!port_watched(bpf_ntohs(skc->skc_dport))) return 0;
     /* NULL for time-wait and request sockets */
     struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
@@ -315,9 +320,6 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
     const struct sock *sk = (const struct sock *)tp;
     struct sharp_tcp_sock *st = tag_of(sk);
     if (!st) return 0;
-    /* a connect in progress has nothing to sample: its handshake's RTT
-     * comes with the first sample once established */
-    if (sk->__sk_common.skc_state == TCP_SYN_SENT) return 0;
     /* an idle connection (nothing sent or received since its last sample,
      * most of them when there are thousands) adds nothing: no lookup */
     if (tp->segs_out == st->segs_out_seen && tp->segs_in == st->segs_in_seen) return 0;
@@ -354,25 +356,29 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
         st->segs_out_seen = st->segs_in_seen = 0;
         return 0;
     }
+    /* what counts: a connect's end and a close. Any other transition (a
+     * passive open, FIN_WAIT1, CLOSE_WAIT...: most of them, and most are
+     * other sockets') leaves here, before any read of the socket */
+    bool connected = from == TCP_SYN_SENT && to == TCP_ESTABLISHED;
+    if (!connected && to != TCP_CLOSE) return 0;
     /* only TCP sockets are tagged: no protocol test needed */
     struct sharp_tcp_sock *st = tag_of(sk);
     if (!st) return 0;
     struct sharp_tcp_counters *cnt = remote_of(sk);
     if (!cnt) return 0;
-    if (from == TCP_SYN_SENT && to == TCP_ESTABLISHED) {
+    if (connected) {
         ADD(cnt->connects, 1);
         if (st->connect_start_ns) ADD(cnt->connect_lat_sum_us, (bpf_ktime_get_ns() - st->connect_start_ns) / 1000);
-    } else if (from == TCP_SYN_SENT && to == TCP_CLOSE) {
-        ADD(cnt->connect_fail, 1);
-    } else if (to == TCP_CLOSE) {
-        ADD(cnt->closes, 1);
+        return 0; /* its SYN is counted with the next sample */
     }
-    /* the segments sent since the last interval, and at the close the
-     * connection's last RTT sample: a connection shorter than an interval
-     * has no other */
+    if (from == TCP_SYN_SENT) ADD(cnt->connect_fail, 1);
+    else ADD(cnt->closes, 1);
+    /* the segments sent since the last sample (SYNs of a failed connect
+     * included) and, for a connection that was established, its last RTT
+     * sample: a connection shorter than an interval has no other */
     const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
     if (!tp) return 0;
-    if (to == TCP_CLOSE && from != TCP_SYN_SENT) {
+    if (from != TCP_SYN_SENT) {
         tagged_sample(tp, st, cnt);
     } else {
         __u32 segs = tp->segs_out;
