@@ -1,37 +1,54 @@
 // SPDX-License-Identifier: GPL-2.0
 /* sharp_tcp.bpf.c: the kernel's TCP view of SHARP's upstream hosts.
  *
- * Tracepoints only (kprobes and fentry are often unavailable in the
- * environments SHARP runs in; tracepoints are a stable interface), each
- * in two flavours the loader chooses from: raw tracepoints ("raw_tp/",
- * attached by name: they need no tracefs, which a network namespace
- * entered with `ip netns exec` or a container often lacks, and the kernel
- * builds no trace record for them) and, where raw tracepoints cannot be
- * attached, classic ones ("tracepoint/", found through tracefs). Both read
- * everything from the struct sock the tracepoint passes, with CO-RE:
+ * Tracepoints and an iterator only (kprobes and fentry are often
+ * unavailable in the environments SHARP runs in; tracepoints are a stable
+ * interface). Two designs, the loader takes the first that loads:
+ *
+ * Tagged sockets (BTF-enabled tracepoints, "tp_btf/", and the TCP socket
+ * iterator, "iter/tcp"; Linux 5.11 and later). Each TCP connection SHARP's
+ * process opens to a watched remote is tagged as it connects (the
+ * SYN_SENT transition runs in the connecting thread): an entry of the
+ * `tagged` socket storage, created here, freed by the kernel with the
+ * socket. Every other program's first test is whether the socket has any
+ * BPF storage at all (a load from the struct sock), then whether it has
+ * SHARP's (a lookup in the socket's own short list): any other socket of
+ * the machine costs that and nothing more.
  *   tcp:tcp_retransmit_skb     retransmissions (SYNs included)
- *   tcp:tcp_probe              RTT samples (srtt, mdev) and segments sent,
- *                              at each segment an established socket receives
- *   tcp:tcp_rcv_space_adjust   the same RTT samples on kernels without tcp_probe
- *                              (the loader enables one of the two)
  *   sock:inet_sock_set_state   connect latency (SYN_SENT -> ESTABLISHED),
- *                              connect failures (SYN_SENT -> CLOSE), closes
+ *                              connect failures (SYN_SENT -> CLOSE), closes,
+ *                              and the last segments sent and RTT sample of
+ *                              a closing socket
  *   tcp:tcp_receive_reset      resets received
  *   tcp:tcp_send_reset         resets sent
+ *   iter/tcp                   run by SHARP once per interval: segments sent
+ *                              and one RTT sample (srtt, mdev) per tagged
+ *                              socket that received something since its last
+ *                              sample (TCP_INFO's figures, read in the kernel)
+ * Nothing runs per segment: tcp:tcp_probe, which fires at every segment
+ * any socket receives, is not attached, and its cost (most of the probes'
+ * when it was) goes with it. The iterator walks the TCP sockets of SHARP's
+ * network namespace once per interval, a cost that follows the number of
+ * sockets, not of requests.
  *
- * tcp:tcp_probe, which fires at every segment received, has a third
- * flavour tried first: a BTF-enabled raw tracepoint ("tp_btf/"), which
- * reads the socket with plain loads instead of helper calls.
+ * Watched remotes (the fallback: raw tracepoints, "raw_tp/", attached by
+ * name: they need no tracefs, which a network namespace entered with `ip
+ * netns exec` or a container often lacks; else classic ones,
+ * "tracepoint/", found through tracefs). No socket is SHARP's to the
+ * kernel here: every program tests the socket's remote port against
+ * `ports` (a bit per port of a watched remote: most segments are SHARP's
+ * clients', turned away there), then finds the remote (address, port) in
+ * `remotes`; with `target_netns` set, only sockets of SHARP's network
+ * namespace count. RTT samples come from tcp:tcp_probe (a random 1 in
+ * SHARP_TCP_RTT_SAMPLE_EVERY of the segments a watched remote's socket
+ * receives; as a BTF-enabled tracepoint where it can) or, on kernels
+ * without it, tcp:tcp_rcv_space_adjust; per-socket state is in `socks`.
  *
- * Every program first tests the socket's remote port against `ports` (a
- * bit per port of a watched remote: most segments are SHARP's clients',
- * turned away there), then finds the remote (address, port) in `remotes`,
- * which holds only the upstream hosts SHARP routes to (SHARP adds and
- * removes entries as clusters' host sets change); any other socket costs a
- * bit test, or at worst one hash lookup, so the cost does not grow with
- * unrelated traffic. Counters are per CPU (no shared cache line between CPUs), summed
- * by the reader. With `target_netns` set, only sockets of SHARP's network
- * namespace count. */
+ * Both count into `remotes`, which holds only the upstream hosts SHARP
+ * routes to (SHARP adds and removes entries as clusters' host sets
+ * change): a tagged socket to a host no cluster has any more counts
+ * nowhere. Counters are per CPU (no shared cache line between CPUs),
+ * summed by the reader. */
 #include "vmlinux.h"
 
 #include <bpf/bpf_core_read.h>
@@ -48,6 +65,14 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* the inode number of SHARP's network namespace, 0: any */
 const volatile __u32 target_netns = 0;
+/* SHARP's process (tagged design): its id in its own PID namespace, and
+ * that namespace's device and inode numbers */
+const volatile __u32 target_tgid = 0;
+const volatile __u64 target_pidns_dev = 0;
+const volatile __u64 target_pidns_ino = 0;
+/* SHARP's connections left untagged (tagged design): the kernel had no
+ * memory for their storage */
+__u64 tag_failures = 0;
 /* the raw tcp_retransmit_skb passes the retransmission's result as its
  * third argument (kernels whose trace record has an `err` field); the
  * loader finds out from the kernel's BTF */
@@ -70,8 +95,17 @@ struct {
     __type(value, struct sharp_tcp_ports);
 } ports SEC(".maps");
 
-/* Sockets to watched remotes: a bounded LRU, so a socket whose close was
- * missed cannot leak an entry. */
+/* SHARP's upstream sockets (tagged design): created by SHARP, freed with
+ * the socket; nothing allocated in advance. */
+struct {
+    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct sharp_tcp_sock);
+} tagged SEC(".maps");
+
+/* Sockets to watched remotes (fallback design): a bounded LRU, so a
+ * socket whose close was missed cannot leak an entry. */
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, SHARP_TCP_MAX_SOCKS);
@@ -223,7 +257,177 @@ static __always_inline void on_set_state(const struct sock *sk, int from, int to
     if (to == TCP_CLOSE) bpf_map_delete_elem(&socks, &skp);
 }
 
-/* ---- a BTF-enabled raw tracepoint: typed arguments, direct loads ---- */
+/* ---- tagged sockets: BTF-enabled tracepoints and the TCP iterator ---- */
+
+/* SHARP's state of the socket, NULL for any socket SHARP did not tag. */
+static __always_inline struct sharp_tcp_sock *tag_of(const struct sock *sk)
+{
+    /* nearly every socket has no BPF storage at all: one load */
+    if (!sk || !sk->sk_bpf_storage) return NULL;
+    return bpf_sk_storage_get(&tagged, (struct sock *)sk, NULL, 0);
+}
+
+/* The counters of the socket's remote, read with plain loads. */
+static __always_inline struct sharp_tcp_counters *remote_of(const struct sock *sk)
+{
+    struct sharp_tcp_remote key;
+    __builtin_memset(&key, 0, sizeof key);
+    __u16 family = sk->__sk_common.skc_family;
+    if (family == SHARP_AF_INET) {
+        __be32 a = sk->__sk_common.skc_daddr;
+        __builtin_memcpy(key.addr, &a, 4);
+    } else if (family == SHARP_AF_INET6) {
+        __builtin_memcpy(key.addr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+    } else {
+        return NULL;
+    }
+    return find_remote(&key, family, bpf_ntohs(sk->__sk_common.skc_dport));
+}
+
+/* What the socket sent since it was last seen, and its RTT when it
+ * received something since its last sample (an idle connection's srtt is
+ * old news, as TCP_INFO's fallback also reasons). */
+static __always_inline void tagged_sample(const struct tcp_sock *tp, struct sharp_tcp_sock *st,
+                                          struct sharp_tcp_counters *cnt)
+{
+    __u32 segs = tp->segs_out, in = tp->segs_in;
+    __u32 delta = segs - st->segs_out_seen;
+    st->segs_out_seen = segs;
+    if (delta) ADD(cnt->segs_out, delta);
+    if (in != st->segs_in_seen) {
+        st->segs_in_seen = in;
+        add_rtt(cnt, tp->srtt_us, tp->mdev_us);
+    }
+}
+
+SEC("iter/tcp")
+int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
+{
+    struct sock_common *skc = ctx->sk_common;
+    if (!skc) return 0;
+    /* the walk has just read this part of the socket: its state turns
+     * away time-wait, listening and request sockets and a connect in
+     * progress (its handshake's RTT comes with its first sample once
+     * established), its remote port SHARP's clients' sockets (and, on one
+     * machine, the upstreams' own), before any other line of it is read */
+    __u8 state = skc->skc_state;
+    if (state == TCP_TIME_WAIT || state == TCP_LISTEN || state == TCP_NEW_SYN_RECV || state == TCP_SYN_SENT)
+        return 0;
+    if (!port_watched(bpf_ntohs(skc->skc_dport))) return 0;
+    /* NULL for time-wait and request sockets */
+    struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+    if (!tp) return 0;
+    const struct sock *sk = (const struct sock *)tp;
+    struct sharp_tcp_sock *st = tag_of(sk);
+    if (!st) return 0;
+    /* an idle connection (nothing sent or received since its last sample,
+     * most of them when there are thousands) adds nothing: no lookup */
+    if (tp->segs_out == st->segs_out_seen && tp->segs_in == st->segs_in_seen) return 0;
+    struct sharp_tcp_counters *cnt = remote_of(sk);
+    if (cnt) tagged_sample(tp, st, cnt);
+    return 0;
+}
+
+/* Whether the running task is one of SHARP's threads: its process id as
+ * seen in SHARP's own PID namespace (SHARP may run in a container). */
+static __always_inline bool in_sharp(void)
+{
+    struct bpf_pidns_info ns;
+    if (bpf_get_ns_current_pid_tgid(target_pidns_dev, target_pidns_ino, &ns, sizeof ns)) return false;
+    return ns.tgid == target_tgid;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const int to)
+{
+    if (to == TCP_SYN_SENT) {
+        /* connect(), in the connecting thread: the remote is set, nothing
+         * sent yet. SHARP's TCP connection to a watched remote is tagged
+         * here, before its SYN (a UDP or Unix socket never gets here) */
+        if (!sk || !port_watched(bpf_ntohs(sk->__sk_common.skc_dport)) || !in_sharp() || !remote_of(sk))
+            return 0;
+        struct sharp_tcp_sock *st = bpf_sk_storage_get(&tagged, (struct sock *)sk, NULL,
+                                                       BPF_SK_STORAGE_GET_F_CREATE);
+        if (!st) { /* the kernel is out of memory: this connection is not counted */
+            __sync_fetch_and_add(&tag_failures, 1);
+            return 0;
+        }
+        st->connect_start_ns = bpf_ktime_get_ns();
+        st->segs_out_seen = st->segs_in_seen = 0;
+        return 0;
+    }
+    /* what counts: a connect's end and a close. Any other transition (a
+     * passive open, FIN_WAIT1, CLOSE_WAIT...: most of them, and most are
+     * other sockets') leaves here, before any read of the socket */
+    bool connected = from == TCP_SYN_SENT && to == TCP_ESTABLISHED;
+    if (!connected && to != TCP_CLOSE) return 0;
+    /* only TCP sockets are tagged: no protocol test needed */
+    struct sharp_tcp_sock *st = tag_of(sk);
+    if (!st) return 0;
+    struct sharp_tcp_counters *cnt = remote_of(sk);
+    if (!cnt) return 0;
+    if (connected) {
+        ADD(cnt->connects, 1);
+        if (st->connect_start_ns) ADD(cnt->connect_lat_sum_us, (bpf_ktime_get_ns() - st->connect_start_ns) / 1000);
+        return 0; /* its SYN is counted with the next sample */
+    }
+    if (from == TCP_SYN_SENT) ADD(cnt->connect_fail, 1);
+    else ADD(cnt->closes, 1);
+    /* the segments sent since the last sample (SYNs of a failed connect
+     * included) and, for a connection that was established, its last RTT
+     * sample: a connection shorter than an interval has no other */
+    const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+    if (!tp) return 0;
+    if (from != TCP_SYN_SENT) {
+        tagged_sample(tp, st, cnt);
+    } else {
+        __u32 segs = tp->segs_out;
+        __u32 delta = segs - st->segs_out_seen;
+        st->segs_out_seen = segs;
+        if (delta) ADD(cnt->segs_out, delta);
+    }
+    return 0;
+}
+
+/* The tracepoint passes the retransmission's result as a third argument
+ * on kernels whose record has an `err` field: read from ctx only there
+ * (the verifier refuses an argument the tracepoint does not have, and
+ * drops the branch with the constant false). */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(sharp_tag_retransmit_skb, const struct sock *sk)
+{
+    if (retransmit_has_err && (int)ctx[2]) return 0;
+    if (!tag_of(sk)) return 0;
+    struct sharp_tcp_counters *cnt = remote_of(sk);
+    if (!cnt) return 0;
+    ADD(cnt->retrans, 1);
+    if (sk->__sk_common.skc_state == TCP_SYN_SENT) ADD(cnt->syn_retrans, 1);
+    return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(sharp_tag_receive_reset, struct sock *sk)
+{
+    if (!tag_of(sk)) return 0;
+    /* a reset answering a SYN is a refused connect: counted as a connect
+     * failure when the socket closes */
+    if (sk->__sk_common.skc_state == TCP_SYN_SENT) return 0;
+    struct sharp_tcp_counters *cnt = remote_of(sk);
+    if (cnt) ADD(cnt->rst_rx, 1);
+    return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(sharp_tag_send_reset, const struct sock *sk)
+{
+    /* sk is NULL for a reset that answers a segment no socket owns */
+    if (!tag_of(sk)) return 0;
+    struct sharp_tcp_counters *cnt = remote_of(sk);
+    if (cnt) ADD(cnt->rst_tx, 1);
+    return 0;
+}
+
+/* ---- watched remotes: a BTF-enabled raw tracepoint, direct loads ---- */
 
 /* tcp:tcp_probe, the one probe that runs at every segment of the
  * namespace: the same as rtt_sample with plain loads (the verifier makes

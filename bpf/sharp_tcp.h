@@ -36,18 +36,22 @@ struct sharp_tcp_counters {
     __u64 closes;             /* connections that were established and closed */
 };
 
-/* Per socket (key: the struct sock's address): when its connect began and
- * the segs_out already counted. */
+/* Per socket: when its connect began, the segs_out already counted and
+ * (tagged sockets) the segs_in at its last RTT sample. The value of the
+ * `tagged` socket storage (created by the probes as SHARP connects the
+ * socket), and of the `socks` map of the watched-remotes design (key: the
+ * struct sock's address). */
 struct sharp_tcp_sock {
     __u64 connect_start_ns;
     __u32 segs_out_seen;
-    __u32 pad;
+    __u32 segs_in_seen;
 };
 
 /* The ports of the watched remotes, one bit each: the probes run on every
- * TCP segment of the namespace, and most of those belong to connections
- * SHARP does not watch (its clients'); a bit test turns them away before
- * the hash lookup. Bit p of word p / 64. */
+ * TCP event of the machine (and the socket walk visits every socket of
+ * SHARP's namespace), most of them of connections SHARP does not watch
+ * (its clients'); a bit test turns them away before anything else is read.
+ * Bit p of word p / 64. */
 #define SHARP_TCP_PORT_WORDS 1024
 struct sharp_tcp_ports {
     __u64 bits[SHARP_TCP_PORT_WORDS];

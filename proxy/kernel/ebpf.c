@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sharp_tcp.skel.h"
@@ -28,8 +29,9 @@ struct sharp_kernel_bpf {
     struct sharp_tcp_remote *bkeys;
     sharp_tcp_counters_t *bvalues;
     char probes[256];
-    bool raw; /* attached as raw tracepoints */
-    bool btf; /* tcp:tcp_probe as a BTF-enabled raw tracepoint */
+    bool tagged; /* the tagged-socket design (BTF tracepoints and the TCP iterator) */
+    bool raw;    /* attached as raw tracepoints */
+    bool btf;    /* tcp:tcp_probe as a BTF-enabled raw tracepoint */
 };
 
 /* libbpf explains each failure over several lines; they go to the debug
@@ -97,9 +99,101 @@ static const probe_t probes[] = {
 };
 #undef P
 
+/* The tagged-socket design's tracepoints (BTF-enabled); the TCP iterator
+ * comes beside them. */
+typedef struct {
+    const char *tracepoint;
+    size_t prog, link;
+} tagged_probe_t;
+
+static const tagged_probe_t tagged_probes[] = {
+    {"tcp:tcp_retransmit_skb", PROG(sharp_tag_retransmit_skb), LINK(sharp_tag_retransmit_skb)},
+    {"sock:inet_sock_set_state", PROG(sharp_tag_set_state), LINK(sharp_tag_set_state)},
+    {"tcp:tcp_receive_reset", PROG(sharp_tag_receive_reset), LINK(sharp_tag_receive_reset)},
+    {"tcp:tcp_send_reset", PROG(sharp_tag_send_reset), LINK(sharp_tag_send_reset)},
+};
+
 static struct bpf_program *prog_at(struct sharp_tcp *skel, size_t off)
 {
     return *(struct bpf_program **)((char *)skel + off);
+}
+
+/* Walks the TCP sockets of SHARP's network namespace with the iterator
+ * (its program samples the tagged ones): 0, or a negative errno. */
+static int run_iter(sharp_kernel_bpf_t *b)
+{
+    int fd = bpf_iter_create(bpf_link__fd(b->skel->links.sharp_iter_tcp));
+    if (fd < 0) return -errno;
+    char buf[64]; /* the program writes nothing: one read runs the walk */
+    ssize_t n;
+    do {
+        n = read(fd, buf, sizeof buf);
+    } while (n > 0 || (n < 0 && errno == EINTR));
+    int rc = n < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* Opens, loads and attaches the tagged-socket design: BTF-enabled
+ * tracepoints on SHARP's own (tagged) sockets and the TCP iterator, no
+ * program per segment. 0, or -1 with the reason. */
+static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why, size_t whylen)
+{
+    b->skel = sharp_tcp__open();
+    if (!b->skel) {
+        snprintf(why, whylen, "opening the eBPF object failed: %s", strerror(errno));
+        return -1;
+    }
+    b->skel->rodata->retransmit_has_err = retransmit_has_err;
+    /* SHARP's process, as its connects will show it: its id in its own
+     * PID namespace (a container's), and that namespace */
+    struct stat pidns;
+    if (stat("/proc/self/ns/pid", &pidns) < 0) {
+        snprintf(why, whylen, "/proc/self/ns/pid: %s", strerror(errno));
+        return -1;
+    }
+    b->skel->rodata->target_tgid = (uint32_t)getpid();
+    b->skel->rodata->target_pidns_dev = (uint64_t)pidns.st_dev;
+    b->skel->rodata->target_pidns_ino = (uint64_t)pidns.st_ino;
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(probes); i++) {
+        bpf_program__set_autoload(prog_at(b->skel, probes[i].raw), false);
+        bpf_program__set_autoload(prog_at(b->skel, probes[i].classic), false);
+    }
+    bpf_program__set_autoload(b->skel->progs.sharp_btf_tcp_probe, false);
+    /* the watched-remotes design's per-socket map: not used here */
+    bpf_map__set_autocreate(b->skel->maps.socks, false);
+    int rc = sharp_tcp__load(b->skel);
+    if (rc < 0) {
+        snprintf(why, whylen, "loading the eBPF probes (BTF tracepoints and the TCP iterator) failed: %s%s",
+                 strerror(-rc), rc == -EPERM || rc == -EACCES ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "");
+        return -1;
+    }
+    b->probes[0] = '\0';
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(tagged_probes); i++) {
+        const tagged_probe_t *p = &tagged_probes[i];
+        struct bpf_link **link = (struct bpf_link **)((char *)b->skel + p->link);
+        *link = bpf_program__attach(prog_at(b->skel, p->prog));
+        if (!*link) {
+            snprintf(why, whylen, "attaching the eBPF probe to %s (BTF tracepoint) failed: %s", p->tracepoint,
+                     strerror(errno));
+            return -1;
+        }
+        add_probe(b, p->tracepoint);
+    }
+    b->skel->links.sharp_iter_tcp = bpf_program__attach_iter(b->skel->progs.sharp_iter_tcp, NULL);
+    if (!b->skel->links.sharp_iter_tcp) {
+        snprintf(why, whylen, "attaching the TCP socket iterator failed: %s", strerror(errno));
+        return -1;
+    }
+    /* one walk now: a kernel that loads the iterator but cannot run it
+     * falls back here rather than at the first interval */
+    if ((rc = run_iter(b)) < 0) {
+        snprintf(why, whylen, "running the TCP socket iterator failed: %s", strerror(-rc));
+        return -1;
+    }
+    add_probe(b, "iter:tcp");
+    b->tagged = true;
+    return 0;
 }
 
 /* Opens, loads and attaches one flavour (raw tracepoints or classic ones),
@@ -125,6 +219,10 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, bool btf, const char *rt
         bpf_program__set_autoload(prog_at(b->skel, p->classic), use && !raw);
     }
     bpf_program__set_autoload(b->skel->progs.sharp_btf_tcp_probe, btf);
+    for (size_t i = 0; i < SHARP_ARRAY_SIZE(tagged_probes); i++)
+        bpf_program__set_autoload(prog_at(b->skel, tagged_probes[i].prog), false);
+    bpf_program__set_autoload(b->skel->progs.sharp_iter_tcp, false);
+    bpf_map__set_autocreate(b->skel->maps.tagged, false);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
         snprintf(why, whylen, "loading the eBPF probes (%ss) failed: %s%s", kind, strerror(-rc),
@@ -174,7 +272,13 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
     sharp_kernel_bpf_t *b = sharp_calloc(1, sizeof *b);
     char raw_why[320];
     char btf_why[320];
-    int rc = try_flavour(b, true, true, rtt_event, retransmit_has_err, netns_ino, btf_why, sizeof btf_why);
+    int rc = try_tagged(b, retransmit_has_err, btf_why, sizeof btf_why);
+    if (rc < 0) {
+        sharp_debug(main, "kernel signals: tagged sockets unavailable (%s)", btf_why);
+        sharp_tcp__destroy(b->skel);
+        b->skel = NULL;
+        rc = try_flavour(b, true, true, rtt_event, retransmit_has_err, netns_ino, btf_why, sizeof btf_why);
+    }
     if (rc < 0) {
         sharp_debug(main, "kernel signals: tcp_probe as a BTF tracepoint unavailable (%s)", btf_why);
         sharp_tcp__destroy(b->skel);
@@ -231,7 +335,18 @@ const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b)
 
 const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
 {
-    return b->btf ? "raw_tracepoint+tp_btf" : b->raw ? "raw_tracepoint" : "tracepoint";
+    return b->tagged ? "tp_btf+iter" : b->btf ? "raw_tracepoint+tp_btf" : b->raw ? "raw_tracepoint" : "tracepoint";
+}
+
+uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b)
+{
+    /* the object's .bss, mapped by libbpf: read in place */
+    return b->tagged ? __atomic_load_n(&b->skel->bss->tag_failures, __ATOMIC_RELAXED) : 0;
+}
+
+int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
+{
+    return b->tagged ? run_iter(b) : 0;
 }
 
 /* The port's bit follows whether a watched remote has it (the map is
@@ -346,6 +461,18 @@ const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
 {
     (void)b;
     return "";
+}
+
+uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b)
+{
+    (void)b;
+    return 0;
+}
+
+int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
+{
+    (void)b;
+    return -ENOSYS;
 }
 
 int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)

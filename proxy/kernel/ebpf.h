@@ -17,9 +17,19 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
 void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b);
 /* The attached tracepoints, "category:name" joined by ", ". */
 const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b);
-/* How: "raw_tracepoint" (by name, no tracefs needed; tried first) or
- * "tracepoint" (through tracefs). */
+/* How: "tp_btf+iter" (SHARP's tagged sockets: BTF-enabled tracepoints and
+ * the TCP iterator; tried first), else the watched-remotes design:
+ * "raw_tracepoint+tp_btf", "raw_tracepoint" (by name, no tracefs needed)
+ * or "tracepoint" (through tracefs). */
 const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b);
+/* The tagged-socket design: SHARP's connections the probes could not tag
+ * (the kernel out of memory for their storage) since the load; 0 with the
+ * other designs. */
+uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b);
+/* The tagged-socket design: samples every tagged socket's segments sent
+ * and RTT into the counters (the TCP iterator), before they are read each
+ * interval. 0 (nothing to do with the other designs), or a negative errno. */
+int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b);
 /* Starts counting for a remote (its counters start at zero); 0, or a
  * negative errno (-EEXIST when it is already watched). */
 int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);

@@ -57,8 +57,9 @@ static struct {
     size_t scratch_cap;
     sharp_stats_t *stats;
     struct {
-        sharp_stat_id_t ebpf, watched, read_errors;
+        sharp_stat_id_t ebpf, watched, read_errors, tag_errors;
     } st;
+    uint64_t tag_errors_seen;
 } K;
 
 int sharp_kernel_mode_parse(const char *s, sharp_kernel_mode_t *out)
@@ -385,7 +386,12 @@ void sharp_kernel_tick(void)
     K.last_tick_ns = sharp_now_ns();
     if (K.source == SHARP_KERNEL_SOURCE_EBPF) {
         reconcile();
+        /* the tagged sockets' segments and RTT, sampled into the counters */
+        if (sharp_kernel_bpf_sample(K.bpf) < 0) sharp_counter_inc(sharp_stats_shard(K.stats, 0), K.st.read_errors);
         read_counters();
+        uint64_t te = sharp_kernel_bpf_tag_failures(K.bpf);
+        sharp_counter_add(sharp_stats_shard(K.stats, 0), K.st.tag_errors, te - K.tag_errors_seen);
+        K.tag_errors_seen = te;
     }
     const sharp_snapshot_t *snap = K.srv->snap;
     for (uint32_t i = 0; snap && i < snap->nclusters; i++) cluster_interval(snap->clusters[i]);
@@ -420,6 +426,7 @@ void sharp_kernel_start(sharp_server_t *srv, uv_loop_t *loop)
     K.st.ebpf = sharp_stats_gauge(K.stats, "kernel.ebpf_active");
     K.st.watched = sharp_stats_gauge(K.stats, "kernel.watched_remotes");
     K.st.read_errors = sharp_stats_counter(K.stats, "kernel.read_errors");
+    K.st.tag_errors = sharp_stats_counter(K.stats, "kernel.tag_errors");
     atomic_store_explicit(&sharp_tcpinfo_interval_ms, (uint32_t)K.interval_ms, memory_order_relaxed);
     K.reason[0] = '\0';
     if (K.mode == SHARP_KERNEL_MODE_TCP_INFO) {
@@ -454,6 +461,7 @@ void sharp_kernel_stop(void)
     uv_timer_stop(&K.timer);
     uv_close((uv_handle_t *)&K.timer, NULL);
     atomic_store_explicit(&sharp_tcpinfo_enabled, false, memory_order_relaxed);
+    K.tag_errors_seen = 0;
     sharp_kernel_bpf_close(K.bpf);
     K.bpf = NULL;
     free(K.w);

@@ -6,7 +6,11 @@
  *   ebpf      the probes of bpf/sharp_tcp.bpf.c count, in the kernel, per
  *             remote (address, port) of the hosts SHARP routes to; the main
  *             thread keeps the watched set equal to the clusters' current
- *             hosts and reads the counters each interval (kernel/ebpf.h);
+ *             hosts and reads the counters each interval (kernel/ebpf.h).
+ *             Where the kernel allows, the probes see only SHARP's own
+ *             upstream sockets, which they tag as SHARP connects them, and
+ *             the main thread samples those sockets' segments and RTT just
+ *             before reading;
  *   tcp_info  when the probes cannot run (the reason is logged once), or
  *             with --kernel-signals tcp_info: workers sample TCP_INFO on
  *             their own upstream sockets (kernel/tcpinfo.h).

@@ -536,6 +536,65 @@ def test_watched_remotes_follow_eds(net3):
     shutil.rmtree(d, ignore_errors=True)
 
 
+@netns_test
+def test_probes_see_only_sharps_sockets(net3):
+    """The probes count SHARP's own upstream connections, tagged as SHARP's
+    process connects them: another program's connections to a watched host,
+    from SHARP's own namespace, change nothing (the probes leave its sockets
+    at their first test),
+    and a connection shorter than the interval still gives its connect,
+    close, segments and RTT (sampled as it closes)."""
+    net3.upstream(1)
+    net3.upstream(2)
+    net3.sharp(bootstrap({"long": [(Net.addr(1), PORT)], "short": [(Net.addr(2), PORT)]},
+                         [("/long", "long"), ("/short", "short")]))
+    k = ebpf_or_skip(net3)
+    if k["attach"] != "tp_btf+iter":
+        pytest.skip(f"the probes watch remotes here ({k['attach']}): every socket to a watched host counts")
+    assert k["probes"] == ("tcp:tcp_retransmit_skb, sock:inet_sock_set_state, tcp:tcp_receive_reset, "
+                           "tcp:tcp_send_reset, iter:tcp")
+    long_host, short_host = f"{Net.addr(1)}:{PORT}", f"{Net.addr(2)}:{PORT}"
+    # a connection per request: `connection: close` from the upstream,
+    # each connection lives a few milliseconds, far less than the interval
+    for _ in range(5):
+        assert net3.call(_get, LISTEN, "/short?hdr=connection:close")[0] == 200
+
+    def short_counted():
+        h = hosts_of(net3.admin_json("/kernel"), "short")[short_host]
+        t = h.get("total", {})
+        return (t.get("connects", 0) >= 5 and t.get("closes", 0) >= 5 and t.get("segments_out", 0) >= 15
+                and (h.get("rtt_us") or 0) > 0 and (h.get("connect_latency_us") or 0) > 0)
+    wait_for(short_counted, 5 * SLOW, "short connections' connects, closes, segments and RTT")
+    for _ in range(5):
+        assert net3.call(_get, LISTEN, "/long")[0] == 200
+
+    def long_total():
+        return hosts_of(net3.admin_json("/kernel"), "long")[long_host].get("total", {})
+    wait_for(lambda: long_total().get("segments_out", 0) > 0 and long_total().get("connects", 0) >= 1, 5 * SLOW,
+             "SHARP's keep-alive connection sampled")
+    time.sleep(2.5)  # two intervals: SHARP's idle connection adds nothing
+    before = long_total()
+
+    def direct():
+        # from SHARP's own namespace, straight to the host SHARP watches
+        import socket
+        for _ in range(5):
+            s = socket.create_connection((Net.addr(1), PORT))
+            s.sendall(b"GET /bytes/200000 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            while s.recv(65536):
+                pass
+            s.close()
+    net3.call(direct)
+    time.sleep(2.5)
+    after = long_total()
+    for f in ("connects", "closes", "segments_out", "resets_sent", "resets_received"):
+        assert after[f] == before[f], (f, before, after)
+    # SHARP's own traffic still counts
+    for _ in range(5):
+        assert net3.call(_get, LISTEN, "/long")[0] == 200
+    wait_for(lambda: long_total()["segments_out"] > before["segments_out"], 5 * SLOW, "SHARP's segments counted")
+
+
 # ---- on loopback: no namespaces needed ----
 
 from conftest import Sharp, Upstream, admin_get, bootstrap_yaml, free_port  # noqa: E402

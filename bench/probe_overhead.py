@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""The eBPF probes' cost (bench/probe_overhead.sh runs this as root, inside
+a network namespace of its own: everything talks over its loopback).
+
+cpu (MODE=cpu or both): SHARP with --kernel-signals off and auto (the eBPF
+probes), ROUNDS rounds in turn, wrk -t2 -cCONNS closed-loop through SHARP to
+one sharp-test-upstream for DURATION_S seconds (REQ_PATH, "/": keep-alive
+upstream connections; "/?hdr=connection:close": the upstream closes each
+connection after its response, so SHARP connects once per request). Reported per round and as
+medians: requests/s, SHARP's CPU per request (/proc/<pid>/stat), and for
+the probes the kernel's own accounting of each program's run time
+(bpf_stats_enabled: run_time_ns and run_cnt per program, this SHARP's
+programs only) per request, and its share of SHARP's CPU per request in the
+same run. The programs are global: their run time includes every TCP event
+of the machine while the round runs (the other namespaces' traffic too),
+which is their real cost.
+
+memory (MODE=memory or both): SHARP with --kernel-signals off and auto,
+each through CYCLES cycles of: h2load sends NCONN requests at once on
+H2_CONNS HTTP/2 connections, each request held by the upstream for HOLD_MS
+(SHARP opens NCONN HTTP/1.1 upstream connections, one per request in
+flight), then the responses come (with `connection: close`: SHARP closes
+its upstream connections) and the clients close. Measured when SHARP
+is idle, when all NCONN upstream connections are established, and
+SETTLE_S seconds after they closed: SHARP's RSS (VmRSS), the memory of the
+BPF maps SHARP loaded (bpftool's bytes_memlock, each map) and the socket
+option memory of SHARP's upstream sockets (ss -m `o`: where per-socket BPF
+storage is charged); and, while the connections are held, each program's
+runs and kernel time per second (the interval's socket walk among them).
+
+Every process started here is stopped by PID."""
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.abspath(os.environ.get("BUILD", os.path.join(ROOT, "build")))
+SHARP = os.path.join(BUILD, "proxy", "sharp")
+UPSTREAM = os.path.join(BUILD, "test", "upstream", "sharp-test-upstream")
+MODE = os.environ.get("MODE", "both")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+DURATION_S = int(os.environ.get("DURATION_S", "5"))
+CONNS = int(os.environ.get("CONNS", "32"))
+NCONN = int(os.environ.get("NCONN", "10000"))
+CYCLES = int(os.environ.get("CYCLES", "2"))
+HOLD_MS = int(os.environ.get("HOLD_MS", "20000"))
+SETTLE_S = int(os.environ.get("SETTLE_S", "3"))
+H2_CONNS = int(os.environ.get("H2_CONNS", "20"))
+MODES = os.environ.get("MODES", "off auto").split()
+# "/?hdr=connection:close": a new upstream connection per request
+REQ_PATH = os.environ.get("REQ_PATH", "/")
+LISTEN, ADMIN, UPORT = 10000, 9901, 8080
+
+PROCS = []
+WORK = tempfile.mkdtemp(prefix="sharp-probe-cost-")  # bootstraps and SHARP's logs, removed at the end
+
+
+def start(args, **kw):
+    p = subprocess.Popen(args, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def bootstrap():
+    # circuit breakers above NCONN (Envoy's defaults are 1024), no route
+    # timeout (the upstream holds the requests)
+    n = max(NCONN * 2, 1024)
+    return f"""\
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADMIN} }} }}
+static_resources:
+  listeners:
+  - name: l0
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {LISTEN} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: up, timeout: 0s }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 5s
+    circuit_breakers:
+      thresholds:
+      - {{ max_connections: {n}, max_pending_requests: {n}, max_requests: {n} }}
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {UPORT} }} }} }}
+"""
+
+
+def http_get(port, path):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def start_upstream():
+    p = start([UPSTREAM, "--address", "127.0.0.1", "--port", str(UPORT), "--quiet"], stdout=subprocess.PIPE)
+    line = p.stdout.readline().decode()
+    assert line.startswith("listening on"), line
+    return p
+
+
+def start_sharp(mode):
+    logpath = os.path.join(WORK, f"sharp-{mode}.log")
+    path = os.path.join(WORK, "bootstrap.yaml")
+    with open(path, "w") as f:
+        f.write(bootstrap())
+    log = open(logpath, "w")
+    p = start([SHARP, "-c", path, "--concurrency", "2", "-l", "warn", "--kernel-signals", mode],
+              stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 20
+    while True:
+        if p.poll() is not None:
+            raise RuntimeError("sharp exited: " + open(logpath).read())
+        try:
+            if http_get(ADMIN, "/ready")[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise TimeoutError("sharp not ready")
+        time.sleep(0.05)
+    kern = json.loads(http_get(ADMIN, "/kernel")[1])
+    return p, kern
+
+
+def bpftool(*args):
+    r = subprocess.run(["bpftool", *args, "--json"], capture_output=True, text=True, timeout=30)
+    try:
+        return json.loads(r.stdout or "[]")
+    except ValueError:
+        return []
+
+
+def progs():
+    return {p["id"]: p for p in bpftool("prog", "show") if p.get("name", "").startswith("sharp_")}
+
+
+def fd_ids(pid, field):
+    """The BPF program (prog_id) or map (map_id) ids the process holds
+    descriptors of: its own probes, whatever else runs on the machine."""
+    ids = set()
+    d = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(d):
+        try:
+            with open(os.path.join(d, fd)) as f:
+                m = re.search(rf"^{field}:\s+(\d+)", f.read(), re.M)
+        except OSError:
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return int(parts[11]) + int(parts[12])
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else float("nan")
+
+
+# ---- cpu ---------------------------------------------------------------
+
+def cpu_round(mode):
+    up = start_upstream()
+    try:
+        sharp, kern = start_sharp(mode)
+        try:
+            mine = fd_ids(sharp.pid, "prog_id")  # this SHARP's probes
+            hz = os.sysconf("SC_CLK_TCK")
+            p0 = {k: v for k, v in progs().items() if k in mine}
+            c0 = cpu_ticks(sharp.pid)
+            r = subprocess.run(["wrk", "-t", "2", "-c", str(CONNS), "-d", f"{DURATION_S}s",
+                                f"http://127.0.0.1:{LISTEN}{REQ_PATH}"], capture_output=True, text=True,
+                               timeout=DURATION_S + 60)
+            c1 = cpu_ticks(sharp.pid)
+            p1 = {k: v for k, v in progs().items() if k in mine}
+        finally:
+            stop(sharp)
+    finally:
+        stop(up)
+    n = int(re.search(r"(\d+) requests in", r.stdout).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
+    per = {}
+    for k, v in p1.items():
+        a = p0.get(k, {})
+        per[v["name"]] = ((v.get("run_time_ns", 0) - a.get("run_time_ns", 0)) / n,
+                          (v.get("run_cnt", 0) - a.get("run_cnt", 0)) / n)
+    return {"mode": mode, "source": kern.get("source"), "attach": kern.get("attach", ""), "rps": rps,
+            "sharp_us": (c1 - c0) / hz * 1e6 / n, "per": per, "probe_ns": sum(x[0] for x in per.values()),
+            "runs": sum(x[1] for x in per.values())}
+
+
+def cpu():
+    print(f"== CPU per request: wrk -t2 -c{CONNS} {DURATION_S}s {REQ_PATH} through SHARP (2 workers) to one "
+          f"upstream, loopback, {ROUNDS} rounds of {' / '.join(MODES)}", flush=True)
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        was = f.read().strip()
+    with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+        f.write("1")
+    rows = {m: [] for m in MODES}
+    try:
+        for i in range(ROUNDS):
+            for m in MODES:
+                x = cpu_round(m)
+                rows[m].append(x)
+                extra = ""
+                if x["per"]:
+                    extra = (f"  probes {x['probe_ns']:.1f} ns/req in {x['runs']:.2f} runs/req = "
+                             f"{x['probe_ns'] / 1000 / x['sharp_us'] * 100:.2f}% of SHARP's CPU/req")
+                print(f"round {i + 1} {m:5} ({x['source']} {x['attach']}): {x['rps']:.0f} req/s, "
+                      f"SHARP {x['sharp_us']:.2f} us/req{extra}", flush=True)
+    finally:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write(was)
+    base = median([x["sharp_us"] for x in rows[MODES[0]]])
+    brps = median([x["rps"] for x in rows[MODES[0]]])
+    print(f"\n{'mode':6} {'req/s':>9} {'SHARP us/req':>13} {'req/s vs ' + MODES[0]:>13} "
+          f"{'SHARP CPU vs ' + MODES[0]:>17}")
+    for m, xs in rows.items():
+        us, rps = median([x["sharp_us"] for x in xs]), median([x["rps"] for x in xs])
+        print(f"{m:6} {rps:9.0f} {us:13.2f} {rps / brps:13.3f} {us / base:17.3f}")
+    for m, xs in rows.items():
+        xs = [x for x in xs if x["per"]]
+        if not xs:
+            continue
+        print(f"\n{m}: the probes per request (kernel's run_time_ns / run_cnt, medians of {len(xs)} rounds)")
+        names = sorted({n for x in xs for n in x["per"]})
+        for n in names:
+            ns = median([x["per"].get(n, (0, 0))[0] for x in xs])
+            runs = median([x["per"].get(n, (0, 0))[1] for x in xs])
+            print(f"  {n:32} {ns:8.1f} ns/req {runs:8.3f} runs/req")
+        ns = median([x["probe_ns"] for x in xs])
+        share = median([x["probe_ns"] / 1000 / x["sharp_us"] * 100 for x in xs])
+        print(f"  {'total':32} {ns:8.1f} ns/req = {share:.2f}% of SHARP's CPU per request (same runs); "
+              f"{ns / 1000 / base * 100:.2f}% of SHARP's CPU per request with {MODES[0]}")
+
+
+# ---- memory ------------------------------------------------------------
+
+def upstream_sockets():
+    """SHARP's established sockets to the upstream and the sum of their
+    option memory (ss -m: o<bytes>)."""
+    r = subprocess.run(["ss", "-tnmH", "state", "established", f"( dport = :{UPORT} )"], capture_output=True,
+                       text=True, timeout=30)
+    n = r.stdout.count("skmem:")
+    omem = sum(int(x) for x in re.findall(r"skmem:\([^)]*?,o(\d+)", r.stdout))
+    return n, omem
+
+
+def mem_point(label, sharp, mine):
+    ids = fd_ids(sharp.pid, "map_id")
+    maps = {m["id"]: m for m in bpftool("map", "show") if m["id"] in ids}
+    n, omem = upstream_sockets()
+    total = sum(m.get("bytes_memlock", 0) for m in maps.values())
+    detail = ", ".join(f"{m.get('name', '?')} {m.get('bytes_memlock', 0) // 1024} KiB" for m in
+                       sorted(maps.values(), key=lambda m: m.get("name", "")))
+    print(f"  {label:38} SHARP RSS {rss_kb(sharp.pid) / 1024:7.1f} MiB  upstream sockets {n:6d} "
+          f"(option memory {omem / 1024:7.1f} KiB)  BPF maps {total / 1024:8.1f} KiB" +
+          (f" [{detail}]" if detail else ""), flush=True)
+    return {"rss_kb": rss_kb(sharp.pid), "sockets": n, "omem": omem, "maps": total}
+
+
+def probe_time(mine, secs=3):
+    """The probes' kernel time over a few seconds while the connections
+    are held (the interval's socket walk among them)."""
+    p0 = {k: v for k, v in progs().items() if k in mine}
+    time.sleep(secs)
+    p1 = {k: v for k, v in progs().items() if k in mine}
+    for k, v in sorted(p1.items(), key=lambda kv: kv[1]["name"]):
+        a = p0.get(k, {})
+        ns = v.get("run_time_ns", 0) - a.get("run_time_ns", 0)
+        runs = v.get("run_cnt", 0) - a.get("run_cnt", 0)
+        if runs:
+            print(f"    {v['name']:30} {runs / secs:9.0f} runs/s {ns / runs:7.1f} ns/run "
+                  f"{ns / secs / 1000:8.1f} us of kernel time per second")
+
+
+def memory():
+    print(f"\n== memory: {NCONN} client connections, each with a request the upstream holds {HOLD_MS} ms "
+          f"(so {NCONN} upstream connections), {CYCLES} cycles per mode", flush=True)
+    for m in MODES:
+        up = start_upstream()
+        try:
+            sharp, kern = start_sharp(m)
+            mine = fd_ids(sharp.pid, "prog_id")
+            print(f"{m} (signals: {kern.get('source')} {kern.get('attach', '')})")
+            try:
+                mem_point("idle", sharp, mine)
+                for c in range(CYCLES):
+                    # HTTP/2 clients (a few connections, NCONN streams): SHARP's
+                    # descriptors are then its NCONN upstream connections
+                    h2 = start(["h2load", "-n", str(NCONN), "-c", str(H2_CONNS), "-m", str(NCONN // H2_CONNS + 1),
+                                f"http://127.0.0.1:{LISTEN}/?delay_ms={HOLD_MS}&hdr=connection:close"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    deadline = time.time() + 60
+                    while upstream_sockets()[0] < NCONN and time.time() < deadline:
+                        time.sleep(0.5)
+                    mem_point(f"cycle {c + 1}: {NCONN} upstream connections", sharp, mine)
+                    probe_time(mine)
+                    out = h2.communicate(timeout=HOLD_MS / 1000 + 120)[0]
+                    PROCS.remove(h2)
+                    m2 = re.search(r"requests: .*", out)
+                    print(f"  h2load {m2.group(0) if m2 else out.strip()[-200:]}")
+                    deadline = time.time() + 30
+                    while upstream_sockets()[0] and time.time() < deadline:
+                        time.sleep(0.5)
+                    time.sleep(SETTLE_S)
+                    mem_point(f"cycle {c + 1}: all closed (+{SETTLE_S} s)", sharp, mine)
+            finally:
+                stop(sharp)
+        finally:
+            stop(up)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("probe_overhead: needs root (eBPF)")
+    # NCONN upstream connections: as many descriptors in SHARP and in the
+    # upstream (the clients are a few HTTP/2 connections)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < NCONN + 1024:
+        sys.exit(f"probe_overhead: {NCONN} connections need more descriptors than the hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if MODE in ("cpu", "both"):
+        cpu()
+    if MODE in ("memory", "both"):
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            was = f.read().strip()
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write("1")
+        try:
+            memory()
+        finally:
+            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+                f.write(was)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+    try:
+        main()
+    finally:
+        for p in list(PROCS):
+            stop(p)
+        shutil.rmtree(WORK, ignore_errors=True)
