@@ -80,9 +80,10 @@ const volatile bool retransmit_has_err = false;
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    /* preallocated, its size set by the loader from a memory budget (see
+     * size_remotes in proxy/kernel/ebpf.c): adding and removing entries of
+     * a table that is not preallocated costs tens of microseconds each */
     __uint(max_entries, SHARP_TCP_MAX_REMOTES);
-    /* entries come only from SHARP: nothing allocated for them in advance */
-    __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, struct sharp_tcp_remote);
     __type(value, struct sharp_tcp_counters);
 } remotes SEC(".maps");

@@ -22,6 +22,8 @@ const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b);
  * "raw_tracepoint+tp_btf", "raw_tracepoint" (by name, no tracefs needed)
  * or "tracepoint" (through tracefs). */
 const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b);
+/* How many remotes the probes' table holds (sized at load from a memory budget). */
+uint32_t sharp_kernel_bpf_max_remotes(const sharp_kernel_bpf_t *b);
 /* The tagged-socket design: SHARP's connections the probes could not tag
  * (the kernel out of memory for their storage) since the load; 0 with the
  * other designs. */

@@ -587,7 +587,8 @@ void sharp_kernel_admin_json(sharp_sbuf_t *b, const sharp_snapshot_t *snap)
         sharp_sbuf_puts(b, ",\"probes\":");
         sharp_json_str(b, sharp_kernel_bpf_probes(K.bpf));
         sharp_sbuf_printf(b, ",\"attach\":\"%s\"", sharp_kernel_bpf_attach_kind(K.bpf));
-        sharp_sbuf_printf(b, ",\"watched_remotes\":%u", K.nw);
+        sharp_sbuf_printf(b, ",\"watched_remotes\":%u,\"max_watched_remotes\":%u", K.nw,
+                          sharp_kernel_bpf_max_remotes(K.bpf));
     }
     sharp_sbuf_puts(b, ",\"clusters\":[");
     for (uint32_t i = 0; snap && i < snap->nclusters; i++) {
