@@ -209,6 +209,65 @@ def test_scaling_same_seed_same_file(tmp_path):
     assert f.read_bytes() != files[0]
 
 
+def test_scaling_trace_sets_and_reward_terms(tmp_path):
+    plain, tuned, other = tmp_path / "plain.pol", tmp_path / "tuned.pol", tmp_path / "other.pol"
+    r = run("scaling", "--trace", "flash,step", "--seed", "4", "--steps", "2048", "--out", str(plain), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trained on flash+step traces: 2048 decisions" in r.stdout, r.stdout
+    assert "excess weight" not in r.stdout
+    # each reward term and the entropy bonus changes what is learned
+    r = run("scaling", "--trace", "flash,step", "--seed", "4", "--steps", "2048", "--cost-weight", "0",
+            "--excess-weight", "0.14", "--drop-weight", "0.3", "--ent-coef", "0.003", "--out", str(tuned), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cost weight 0)" in r.stdout
+    assert "excess weight 0.14, drop weight 0.3, entropy coefficient 0.003" in r.stdout, r.stdout
+    assert tuned.read_bytes() != plain.read_bytes()
+    # another set of kinds, other episodes
+    r = run("scaling", "--trace", "diurnal,noisy", "--seed", "4", "--steps", "2048", "--out", str(other), "--quiet")
+    assert r.returncode == 0 and "trained on diurnal+noisy traces" in r.stdout, r.stdout + r.stderr
+    assert other.read_bytes() != plain.read_bytes()
+
+
+def test_eval_scaling_per_episode_and_timeline(tmp_path):
+    pol = tmp_path / "p.pol"
+    assert run("scaling", "--trace", "flash", "--steps", "2048", "--out", str(pol), "--quiet").returncode == 0
+    tl = tmp_path / "timeline.txt"
+    r = run("eval-scaling", "--policy", str(pol), "--trace", "step", "--episodes", "3", "--per-episode",
+            "--timeline", str(tl))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = eval_table(r.stdout)
+    per = [line.split(",") for line in r.stdout.splitlines() if line.startswith("episode,")]
+    assert len(per) == 3 * 3
+    # the episodes add up to the table
+    for name in ("ppo+guardian", "hpa", "fixed 100"):
+        mine = [p for p in per if p[2] == name]
+        assert [p[1] for p in mine] == ["0", "1", "2"]
+        assert sum(int(p[3]) for p in mine) == rows[name][0]
+        assert abs(sum(float(p[4]) for p in mine) - rows[name][1]) <= 3
+        assert sum(int(p[5]) for p in mine) == rows[name][2]
+        assert all(int(p[8]) >= 2 for p in mine)  # peak replicas
+    assert all(p[4] == "360000" for p in per if p[2] == "fixed 100")
+    # the timeline: the first episode, every step of every controller
+    lines = tl.read_text().splitlines()
+    assert lines[0].startswith("# controller t_s rate replicas ready")
+    steps = {}
+    for line in lines[1:]:
+        name, rest = line.rsplit('"', 1)
+        f = rest.split()
+        steps.setdefault(name.strip('"'), []).append(f)
+    assert set(steps) == {"ppo+guardian", "hpa", "fixed 100"}
+    for name, fs in steps.items():
+        assert len(fs) == 239
+        assert [int(f[0]) for f in fs] == list(range(30, 3601, 15))
+        assert all(int(f[3]) <= int(f[2]) for f in fs)  # ready <= asked for
+    first = [p for p in per if p[1] == "0"]
+    for p in first:
+        assert sum(int(f[5]) for f in steps[p[2]]) <= int(p[3])  # violation seconds after the first step
+    assert all(f[2] == "100" for f in steps["fixed 100"])
+    r = run("eval-scaling", "--policy", str(pol), "--timeline", str(tmp_path / "no" / "dir" / "t.txt"))
+    assert r.returncode == 1 and "cannot create" in r.stderr, r.stderr
+
+
 def test_scaling_bad_arguments(tmp_path):
     for args, msg in (
         (("scaling", "--trace", "weekly"), "--trace needs a valid value"),
@@ -217,6 +276,15 @@ def test_scaling_bad_arguments(tmp_path):
         (("scaling", "--envs", "0"), "--envs needs a valid value"),
         (("scaling", "--cost-weight", "-1"), "--cost-weight needs a valid value"),
         (("scaling", "--cost-weight", "nan"), "--cost-weight needs a valid value"),
+        (("scaling", "--trace", "flash,flash"), "--trace needs a valid value"),
+        (("scaling", "--trace", "flash,"), "--trace needs a valid value"),
+        (("scaling", "--trace", "flash,mixed"), "--trace needs a valid value"),
+        (("scaling", "--trace", "flash,hourly"), "--trace needs a valid value"),
+        (("scaling", "--excess-weight", "-0.1"), "--excess-weight needs a valid value"),
+        (("scaling", "--drop-weight", "x"), "--drop-weight needs a valid value"),
+        (("scaling", "--ent-coef", "nan"), "--ent-coef needs a valid value"),
+        (("scaling", "--ent-coef"), "--ent-coef needs a valid value"),
+        (("eval-scaling", "--policy", "x", "--timeline"), "--timeline needs a valid value"),
         (("scaling", "--frobnicate"), "unknown option"),
         (("eval-scaling",), "eval-scaling needs --policy FILE"),
         (("eval-scaling", "--policy", "x", "--episodes", "0"), "--episodes needs a valid value"),
