@@ -86,8 +86,9 @@ const char *sharp_scaling_config_check(const sharp_scaling_config_t *c)
         return "episode_s must hold at least two steps";
     if (!(c->initial_utilization > 0.0 && c->initial_utilization <= 1.0))
         return "initial_utilization must be in (0, 1]";
-    if ((c->kinds & ~((1u << SHARP_TRACE_MIXED) - 1u)) != 0)
-        return "kinds may name only flash, diurnal, step and noisy";
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++)
+        if (c->kinds[k] < 0 || c->kinds[k] > SHARP_SCALING_MAX_KINDS)
+            return "a trace kind's weight must be in [0, 16]";
     if (!(c->w_violation >= 0.0) || !(c->w_drop >= 0.0) || !(c->w_cost >= 0.0) || !(c->w_excess >= 0.0) || !(c->cost_ref > 0.0) ||
         !(c->w_change >= 0.0))
         return "reward weights must not be negative (cost_ref positive)";
@@ -124,58 +125,71 @@ double sharp_scaling_reward(const sharp_scaling_config_t *c, const sharp_sim_sta
              (changed ? c->w_change : 0.0));
 }
 
-int sharp_scaling_parse_kinds(const char *list, unsigned *out)
+int sharp_scaling_parse_kinds(const char *list, int out[SHARP_TRACE_MIXED])
 {
     if (!list || !*list)
         return -1;
-    unsigned kinds = 0;
+    int kinds[SHARP_TRACE_MIXED] = {0}, names = 0;
     const char *p = list;
     for (;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         char name[16];
         sharp_trace_kind_t k;
-        if (len == 0 || len >= sizeof name)
+        if (len == 0 || len >= sizeof name || ++names > SHARP_SCALING_MAX_KINDS)
             return -1;
         memcpy(name, p, len);
         name[len] = '\0';
         if (sharp_trace_parse(name, &k) != 0)
             return -1;
-        unsigned bits = k == SHARP_TRACE_MIXED ? (1u << SHARP_TRACE_MIXED) - 1u : 1u << k;
-        if (kinds & bits)
-            return -1;
-        kinds |= bits;
+        for (int i = 0; i < SHARP_TRACE_MIXED; i++)
+            kinds[i] += k == SHARP_TRACE_MIXED || (int)k == i;
         if (!comma)
             break;
         p = comma + 1;
     }
-    *out = kinds;
+    memcpy(out, kinds, sizeof kinds);
     return 0;
 }
 
-sharp_trace_kind_t sharp_scaling_draw_kind(unsigned kinds, sharp_rng_t *rng)
+bool sharp_scaling_has_kinds(const int kinds[SHARP_TRACE_MIXED])
 {
-    int n = 0;
     for (int k = 0; k < SHARP_TRACE_MIXED; k++)
-        n += (kinds >> k) & 1u;
-    if (n == 0)
+        if (kinds[k] > 0)
+            return true;
+    return false;
+}
+
+sharp_trace_kind_t sharp_scaling_draw_kind(const int kinds[SHARP_TRACE_MIXED], sharp_rng_t *rng)
+{
+    int total = 0;
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++)
+        total += kinds[k] > 0 ? kinds[k] : 0;
+    if (total == 0)
         return SHARP_TRACE_MIXED;
-    int pick = (int)sharp_rng_below(rng, (uint32_t)n);
-    for (int k = 0; k < SHARP_TRACE_MIXED; k++)
-        if (((kinds >> k) & 1u) && pick-- == 0)
+    int pick = (int)sharp_rng_below(rng, (uint32_t)total);
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++) {
+        if (kinds[k] <= 0)
+            continue;
+        if (pick < kinds[k])
             return (sharp_trace_kind_t)k;
+        pick -= kinds[k];
+    }
     return SHARP_TRACE_MIXED; /* not reached */
 }
 
-const char *sharp_scaling_kinds_name(unsigned kinds, char *buf, size_t len)
+const char *sharp_scaling_kinds_name(const int kinds[SHARP_TRACE_MIXED], char *buf, size_t len)
 {
     size_t used = 0;
     if (len)
         buf[0] = '\0';
     for (int k = 0; k < SHARP_TRACE_MIXED; k++) {
-        if (!(kinds & (1u << k)))
+        if (kinds[k] <= 0)
             continue;
-        int n = snprintf(buf + used, used < len ? len - used : 0, "%s%s", used ? "+" : "",
+        char w[16] = "";
+        if (kinds[k] > 1)
+            snprintf(w, sizeof w, "%d ", kinds[k]);
+        int n = snprintf(buf + used, used < len ? len - used : 0, "%s%s%s", used ? " + " : "", w,
                          sharp_trace_name((sharp_trace_kind_t)k));
         if (n > 0)
             used += (size_t)n;
@@ -204,7 +218,7 @@ typedef struct {
     bool live; /* trace and sim allocated */
     sharp_guardian_t *guardian;
     double prev_rate;
-    unsigned kinds; /* cfg.kinds: cfg.trace is set per episode */
+    bool kinds; /* cfg.kinds names kinds: cfg.trace is set per episode */
 } scaling_env_t;
 
 static void track(scaling_env_t *e, const double *obs)
@@ -251,7 +265,7 @@ static void env_reset(sharp_env_t *env, double *obs)
     /* one of the kinds trained on, drawn from the episodes' stream before
      * the trace's seed */
     if (e->kinds)
-        c->trace = sharp_scaling_draw_kind(e->kinds, &e->rng);
+        c->trace = sharp_scaling_draw_kind(c->kinds, &e->rng);
     start_episode(c, sharp_rng_next(&e->rng), 0, &e->trace, &e->sim, obs, &e->prev_rate);
     e->live = true;
     sharp_guardian_reset(e->guardian);
@@ -309,7 +323,7 @@ sharp_env_t *sharp_scaling_factory(void *arg, int index, uint64_t seed)
     e->env.obs_dim = SHARP_SCALE_OBS_N;
     e->env.n_actions = SHARP_SCALE_ACTIONS;
     e->cfg = f->cfg;
-    e->kinds = f->cfg.kinds;
+    e->kinds = sharp_scaling_has_kinds(f->cfg.kinds);
     /* Evaluation environments (index < 0) do not widen the trained range. */
     e->factory = index >= 0 ? f : NULL;
     sharp_rng_seed(&e->rng, seed);

@@ -80,9 +80,10 @@ typedef struct {
     sharp_guardian_config_t guardian;
     sharp_hpa_config_t hpa;
     sharp_trace_kind_t trace;
-    /* Training only: when not 0, each episode draws its kind uniformly
-     * among these bits (1 << SHARP_TRACE_FLASH, ...) instead of `trace`. */
-    unsigned kinds;
+    /* Training only: when any is not 0, each episode draws its kind with
+     * these weights (indexed by kind; flash 2, step 1: two flash crowds
+     * for a step) instead of `trace`. */
+    int kinds[SHARP_TRACE_MIXED];
     bool reference;
     int episode_s;
     double initial_utilization;
@@ -96,14 +97,19 @@ typedef struct {
 void sharp_scaling_config_default(sharp_scaling_config_t *c);
 const char *sharp_scaling_config_check(const sharp_scaling_config_t *c);
 
-/* "flash,step" (kinds among the four shapes, no repeats) or one name
- * ("mixed" is all four): the bits of sharp_scaling_config_t.kinds. 0, or -1
- * if a name is unknown or repeated. */
-int sharp_scaling_parse_kinds(const char *list, unsigned *out);
-/* A training episode's kind: uniform among the bits of a non-empty set. */
-sharp_trace_kind_t sharp_scaling_draw_kind(unsigned kinds, sharp_rng_t *rng);
-/* "flash+step" into buf. */
-const char *sharp_scaling_kinds_name(unsigned kinds, char *buf, size_t len);
+#define SHARP_SCALING_MAX_KINDS 16 /* names in a list */
+
+/* "flash,flash,step" (up to SHARP_SCALING_MAX_KINDS names of the four
+ * shapes, each adding 1 to its weight; "mixed" is one of each) into the
+ * weights of sharp_scaling_config_t.kinds. 0, or -1 (out untouched) if a
+ * name is unknown, empty, or there are too many. */
+int sharp_scaling_parse_kinds(const char *list, int out[SHARP_TRACE_MIXED]);
+/* True when the weights name at least one kind. */
+bool sharp_scaling_has_kinds(const int kinds[SHARP_TRACE_MIXED]);
+/* A training episode's kind, drawn with the weights (not all 0). */
+sharp_trace_kind_t sharp_scaling_draw_kind(const int kinds[SHARP_TRACE_MIXED], sharp_rng_t *rng);
+/* "2 flash + step" into buf. */
+const char *sharp_scaling_kinds_name(const int kinds[SHARP_TRACE_MIXED], char *buf, size_t len);
 
 /* The observation after a step (st: its stats; prev_rate: the offered rate
  * of the step before). */

@@ -53,8 +53,9 @@ static void train_usage(FILE *f)
 {
     fputs("usage: sharp-train scaling [--trace T] [--seed N] [--steps N] [--out FILE] [options]\n"
           "  --trace T    flash, diurnal, step, noisy or mixed (default mixed): the traces trained on,\n"
-          "               randomized around each kind's reference scenario; a list (flash,step) draws\n"
-          "               one of its kinds per episode, so the others stay held out\n"
+          "               randomized around each kind's reference scenario; a list (flash,flash,step)\n"
+          "               draws one of its names per episode, so the kinds it does not name stay\n"
+          "               held out\n"
           "  --seed N     training seed (default 1): the same seed gives the same weights\n"
           "  --steps N    decisions (15 s each) to train on, all environments (default 1000000)\n"
           "  --envs N     environments stepped in lockstep (default 8)\n"
@@ -112,12 +113,12 @@ int sharp_scaling_train_main(int argc, char **argv)
         } else if (!strcmp(a, "--trace")) {
             /* one kind as before; a list picks among its kinds per episode */
             if (v && strchr(v, ',')) {
-                if (sharp_scaling_parse_kinds(v, &cfg.kinds) != 0)
+                if (sharp_scaling_parse_kinds(v, cfg.kinds) != 0)
                     goto bad_value;
             } else {
                 if (sharp_trace_parse(v, &cfg.trace) != 0)
                     goto bad_value;
-                cfg.kinds = 0;
+                memset(cfg.kinds, 0, sizeof cfg.kinds);
             }
             i++;
         } else if (!strcmp(a, "--seed")) {
@@ -202,7 +203,7 @@ int sharp_scaling_train_main(int argc, char **argv)
     char kinds[64];
     printf("trained on %s traces: %lld decisions, %lld episodes, %.1fs (seed %" PRIu64
            ", cost weight %g); mean return of the last %d episodes %.3f\n",
-           cfg.kinds ? sharp_scaling_kinds_name(cfg.kinds, kinds, sizeof kinds) : sharp_trace_name(cfg.trace),
+           sharp_scaling_has_kinds(cfg.kinds) ? sharp_scaling_kinds_name(cfg.kinds, kinds, sizeof kinds) : sharp_trace_name(cfg.trace),
            res.steps, res.last.episodes, secs, pc.seed, cfg.w_cost, res.last.window, res.last.mean_return);
     if (cfg.w_excess > 0.0 || cfg.w_drop > 0.0 || pc.ent_coef != 0.01)
         printf("  excess weight %g, drop weight %g, entropy coefficient %g\n", cfg.w_excess, cfg.w_drop, pc.ent_coef);

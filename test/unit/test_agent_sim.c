@@ -484,31 +484,50 @@ static void excess_cost_charges_replicas_above_need(void **state)
 static void trace_kind_sets(void **state)
 {
     (void)state;
-    unsigned k = 0;
+    int k[SHARP_TRACE_MIXED] = {0};
     char buf[64];
-    assert_int_equal(sharp_scaling_parse_kinds("flash,step", &k), 0);
-    assert_int_equal(k, (1u << SHARP_TRACE_FLASH) | (1u << SHARP_TRACE_STEP));
-    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "flash+step");
-    assert_int_equal(sharp_scaling_parse_kinds("noisy", &k), 0);
-    assert_int_equal(k, 1u << SHARP_TRACE_NOISY);
-    assert_int_equal(sharp_scaling_parse_kinds("mixed", &k), 0);
-    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "flash+diurnal+step+noisy");
-    k = 77;
-    assert_int_equal(sharp_scaling_parse_kinds("flash,flash", &k), -1);
-    assert_int_equal(sharp_scaling_parse_kinds("flash,mixed", &k), -1);
-    assert_int_equal(sharp_scaling_parse_kinds("flash,", &k), -1);
-    assert_int_equal(sharp_scaling_parse_kinds(",step", &k), -1);
-    assert_int_equal(sharp_scaling_parse_kinds("flash,weekly", &k), -1);
-    assert_int_equal(sharp_scaling_parse_kinds("", &k), -1);
-    assert_int_equal(sharp_scaling_parse_kinds(NULL, &k), -1);
-    assert_int_equal(k, 77); /* untouched on errors */
+    assert_int_equal(sharp_scaling_parse_kinds("flash,step", k), 0);
+    assert_true(k[SHARP_TRACE_FLASH] == 1 && k[SHARP_TRACE_STEP] == 1 && k[SHARP_TRACE_DIURNAL] == 0 &&
+                k[SHARP_TRACE_NOISY] == 0);
+    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "flash + step");
+    assert_int_equal(sharp_scaling_parse_kinds("noisy", k), 0);
+    assert_true(k[SHARP_TRACE_NOISY] == 1 && k[SHARP_TRACE_FLASH] == 0);
+    assert_int_equal(sharp_scaling_parse_kinds("mixed", k), 0);
+    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "flash + diurnal + step + noisy");
+    assert_int_equal(sharp_scaling_parse_kinds("flash,step,flash,mixed", k), 0);
+    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "3 flash + diurnal + 2 step + noisy");
+    assert_int_equal(sharp_scaling_parse_kinds("flash,flash,flash,flash,flash,flash,flash,flash,"
+                                               "flash,flash,flash,flash,flash,flash,flash,step", k), 0);
+    assert_true(k[SHARP_TRACE_FLASH] == 15 && k[SHARP_TRACE_STEP] == 1);
+    k[0] = 77;
+    assert_int_equal(sharp_scaling_parse_kinds("flash,flash,flash,flash,flash,flash,flash,flash,"
+                                               "flash,flash,flash,flash,flash,flash,flash,step,step", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds("flash,", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds(",step", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds("flash,weekly", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds("", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds(NULL, k), -1);
+    assert_int_equal(k[0], 77); /* untouched on errors */
+
+    /* the weights: about three flash crowds for a step */
+    int w[SHARP_TRACE_MIXED] = {0};
+    w[SHARP_TRACE_FLASH] = 3;
+    w[SHARP_TRACE_STEP] = 1;
+    sharp_rng_t r;
+    sharp_rng_seed(&r, 5);
+    int drawn[SHARP_TRACE_KINDS] = {0};
+    for (int i = 0; i < 4000; i++)
+        drawn[sharp_scaling_draw_kind(w, &r)]++;
+    assert_int_equal(drawn[SHARP_TRACE_FLASH] + drawn[SHARP_TRACE_STEP], 4000);
+    assert_true(drawn[SHARP_TRACE_FLASH] > 2850 && drawn[SHARP_TRACE_FLASH] < 3150);
 
     /* A training environment's episodes are traces of the set's kinds,
      * drawn from its seed: the first observation's rate is the mean of
      * the first step's seconds of the trace it should have drawn. */
     sharp_scaling_config_t cfg;
     sharp_scaling_config_default(&cfg);
-    cfg.kinds = (1u << SHARP_TRACE_FLASH) | (1u << SHARP_TRACE_NOISY);
+    cfg.kinds[SHARP_TRACE_FLASH] = 1;
+    cfg.kinds[SHARP_TRACE_NOISY] = 1;
     cfg.trace = SHARP_TRACE_STEP; /* overridden by the set */
     sharp_scaling_factory_t f;
     sharp_scaling_factory_init(&f, &cfg);
@@ -534,7 +553,7 @@ static void trace_kind_sets(void **state)
     sharp_env_destroy(e);
     assert_true(seen[SHARP_TRACE_FLASH] > 0 && seen[SHARP_TRACE_NOISY] > 0);
     assert_int_equal(seen[SHARP_TRACE_FLASH] + seen[SHARP_TRACE_NOISY], 12);
-    cfg.kinds = 1u << SHARP_TRACE_MIXED;
+    cfg.kinds[SHARP_TRACE_NOISY] = -1;
     assert_non_null(sharp_scaling_config_check(&cfg));
 }
 
