@@ -318,3 +318,52 @@ def test_scaling_bad_arguments(tmp_path):
     assert r.returncode == 1 and "checksum mismatch" in r.stderr, r.stderr
     r = run("scaling", "--steps", "2048", "--out", str(tmp_path / "no" / "dir.pol"), "--quiet")
     assert r.returncode == 1 and "cannot create" in r.stderr
+
+
+# The policy the repository ships, and the command that reproduces it byte
+# for byte (README, "Scaling agent").
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+SHIPPED = os.path.join(REPO, "proxy", "agent", "policies", "scaling.pol")
+SHIPPED_ARGS = ("scaling", "--trace", "flash,flash,step,noisy", "--seed", "2", "--steps", "2000000",
+                "--cost-weight", "0", "--excess-weight", "0.085", "--drop-weight", "0.3", "--ent-coef", "0.01",
+                "--quiet")
+
+
+def per_episode(stdout):
+    """{controller: [(SLO-viol-s, replica-s), ...]} from eval-scaling --per-episode."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("episode,"):
+            f = line.split(",")
+            out.setdefault(f[2], []).append((int(f[3]), float(f[4])))
+    return out
+
+
+def test_shipped_policy_meets_the_flash_crowd_target():
+    assert os.path.getsize(SHIPPED) == SCALING_FILE_SIZE
+    # the reference flash crowd (1,000 -> 10,000 requests/s in 60 s, 30 s
+    # boots) over 10 noise seeds: at least 50% fewer SLO-violation seconds
+    # than the HPA at no more replica-seconds, on the means and on each seed
+    r = run("eval-scaling", "--policy", SHIPPED, "--trace", "flash", "--episodes", "10", "--per-episode")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "carries no trained range" not in r.stdout
+    rows = eval_table(r.stdout)
+    ppo, hpa = rows["ppo+guardian"], rows["hpa"]
+    assert ppo[0] <= 0.5 * hpa[0], r.stdout
+    assert ppo[1] <= hpa[1], r.stdout
+    eps = per_episode(r.stdout)
+    for (pv, pr), (hv, hr) in zip(eps["ppo+guardian"], eps["hpa"]):
+        assert pv <= 0.6 * hv and pr <= 1.02 * hr, r.stdout
+    # every observation of the reference scenario is within the trained
+    # range: no decision fell back to the HPA
+    line = next(x for x in r.stdout.splitlines() if x.startswith("ppo+guardian "))
+    assert line.split()[-2] == "0", line
+
+
+@pytest.mark.skipif(os.environ.get("SHARP_REPRODUCE_POLICY") != "1",
+                    reason="a full training run (about 1 to 2 minutes of CPU): set SHARP_REPRODUCE_POLICY=1")
+def test_shipped_policy_is_reproduced_by_its_command(tmp_path):
+    out = tmp_path / "scaling.pol"
+    r = run(*SHIPPED_ARGS, "--out", str(out), timeout=1800)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.read_bytes() == open(SHIPPED, "rb").read()
