@@ -6,7 +6,7 @@
 # traces. No network and no proxy: `sharp-train eval-scaling` runs every
 # controller on the same traces (proxy/agent/scaling_env.c).
 #
-#   bench/autoscale.sh                          (about 10 s)
+#   bench/autoscale.sh                          (a few seconds)
 #   EPISODES=50 bench/autoscale.sh
 #   POLICY=/tmp/other.pol TRAINED=flash,step bench/autoscale.sh
 #
