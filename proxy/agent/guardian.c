@@ -19,8 +19,9 @@ struct sharp_guardian {
     sharp_guardian_config_t cfg;
     entry_t hist[SHARP_GUARDIAN_HISTORY]; /* oldest first */
     int n;
-    bool changed; /* a change of the count has been applied */
-    double last_change;
+    /* the last rise and the last fall of the count applied */
+    bool rose, fell;
+    double last_rise, last_fall;
     void (*log)(void *arg, const sharp_guardian_decision_t *d);
     void *log_arg;
 };
@@ -35,6 +36,7 @@ void sharp_guardian_config_default(sharp_guardian_config_t *c)
     c->max_growth = 2.0;
     c->growth_window_s = 60.0;
     c->scale_down_cooldown_s = 120.0;
+    c->scale_down_interval_s = 30.0;
     c->stale_after_s = 30.0;
 }
 
@@ -52,6 +54,8 @@ const char *sharp_guardian_config_check(const sharp_guardian_config_t *c)
         return "growth_window_s must be finite and not negative";
     if (!(c->scale_down_cooldown_s >= 0.0) || !isfinite(c->scale_down_cooldown_s))
         return "scale_down_cooldown_s must be finite and not negative";
+    if (!(c->scale_down_interval_s >= 0.0) || !isfinite(c->scale_down_interval_s))
+        return "scale_down_interval_s must be finite and not negative";
     if (!(c->stale_after_s > 0.0))
         return "stale_after_s must be positive";
     if (c->n_obs < 0 || c->n_obs > SHARP_GUARDIAN_MAX_OBS)
@@ -92,8 +96,8 @@ void sharp_guardian_set_log(sharp_guardian_t *g, void (*fn)(void *arg, const sha
 void sharp_guardian_reset(sharp_guardian_t *g)
 {
     g->n = 0;
-    g->changed = false;
-    g->last_change = 0.0;
+    g->rose = g->fell = false;
+    g->last_rise = g->last_fall = 0.0;
 }
 
 const char *sharp_guardian_verdict_name(sharp_guardian_verdict_t v)
@@ -227,12 +231,20 @@ static int guard(const sharp_guardian_t *g, double now, int current, int p, unsi
             *bits |= SHARP_GUARD_RULE_GROWTH;
         }
     } else if (p < current) {
-        if (g->changed && now - g->last_change < c->scale_down_cooldown_s) {
+        /* A rise followed soon by a fall is flapping: the long cooldown.
+         * Successive falls only wait for the last one to be measured. */
+        if (g->rose && now - g->last_rise < c->scale_down_cooldown_s) {
             if (explain)
-                say(d, "scale_down_cooldown: the count changed %g s ago (< %g s)", now - g->last_change,
+                say(d, "scale_down_cooldown: the count rose %g s ago (< %g s)", now - g->last_rise,
                     c->scale_down_cooldown_s);
             p = current;
             *bits |= SHARP_GUARD_RULE_COOLDOWN;
+        } else if (g->fell && now - g->last_fall < c->scale_down_interval_s) {
+            if (explain)
+                say(d, "scale_down_interval: the count fell %g s ago (< %g s)", now - g->last_fall,
+                    c->scale_down_interval_s);
+            p = current;
+            *bits |= SHARP_GUARD_RULE_INTERVAL;
         } else if (current - p > c->max_step_down) {
             if (explain)
                 say(d, "max_step_down: -%d limited to -%d", current - p, c->max_step_down);
@@ -317,9 +329,12 @@ int sharp_guardian_decide(sharp_guardian_t *g, double now, int current, int agen
         if (!agent_bits)
             say(d, "accepted");
     }
-    if (d->applied != current) {
-        g->changed = true;
-        g->last_change = now;
+    if (d->applied > current) {
+        g->rose = true;
+        g->last_rise = now;
+    } else if (d->applied < current) {
+        g->fell = true;
+        g->last_fall = now;
     }
     remember(g, now, current, d->applied);
     if (g->log)

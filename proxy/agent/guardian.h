@@ -18,8 +18,12 @@
  *                                     the last growth_window_s (60 s): no
  *                                     more than doubling within a minute;
  *       scale_down_cooldown           no scale-down within
- *                                     scale_down_cooldown_s of the last
- *                                     change of the count, in either direction;
+ *                                     scale_down_cooldown_s (120 s) of the
+ *                                     last rise of the count: no flapping;
+ *       scale_down_interval           no scale-down within
+ *                                     scale_down_interval_s (30 s) of the
+ *                                     last fall: every cut is measured for
+ *                                     a whole sync period before the next;
  *       min_replicas / max_replicas   last, so they hold whatever came before.
  *
  * The verdict is ACCEPT (the proposal as is), CLAMP (changed by a rule),
@@ -44,7 +48,8 @@ typedef struct {
     int max_step_down; /* >= 1 */
     double max_growth;        /* >= 1 */
     double growth_window_s;   /* >= 0 */
-    double scale_down_cooldown_s; /* >= 0 */
+    double scale_down_cooldown_s; /* >= 0: after a rise */
+    double scale_down_interval_s; /* >= 0: after a fall */
     double stale_after_s;     /* > 0 */
     int n_obs;                /* observations checked, <= SHARP_GUARDIAN_MAX_OBS */
     bool has_range;           /* lo/hi hold the trained range of each observation */
@@ -52,8 +57,8 @@ typedef struct {
     bool shadow;
 } sharp_guardian_config_t;
 
-/* min 2, max 100, steps +32/-16, doubling within 60 s, 120 s scale-down
- * cooldown, observations stale after 30 s (two sync periods), no range,
+/* min 2, max 100, steps +32/-16, doubling within 60 s, no scale-down
+ * within 120 s of a rise or 30 s of a fall, observations stale after 30 s (two sync periods), no range,
  * not in shadow mode. */
 void sharp_guardian_config_default(sharp_guardian_config_t *c);
 /* NULL, or what is wrong. */
@@ -78,6 +83,7 @@ enum {
     SHARP_GUARD_RULE_OBS_NAN = 1u << 8,
     SHARP_GUARD_RULE_OBS_RANGE = 1u << 9,
     SHARP_GUARD_RULE_SHADOW = 1u << 10,
+    SHARP_GUARD_RULE_INTERVAL = 1u << 11,
 };
 
 /* The observations behind a proposal: n_obs values, each with its age (s)

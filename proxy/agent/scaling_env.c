@@ -65,6 +65,8 @@ void sharp_scaling_config_default(sharp_scaling_config_t *c)
     c->initial_utilization = 0.7;
     c->w_violation = 0.1;
     c->w_cost = 0.1;
+    c->w_excess = 0.0;
+    c->w_drop = 0.0;
     c->cost_ref = 100.0;
     c->w_change = 0.001;
 }
@@ -84,7 +86,11 @@ const char *sharp_scaling_config_check(const sharp_scaling_config_t *c)
         return "episode_s must hold at least two steps";
     if (!(c->initial_utilization > 0.0 && c->initial_utilization <= 1.0))
         return "initial_utilization must be in (0, 1]";
-    if (!(c->w_violation >= 0.0) || !(c->w_cost >= 0.0) || !(c->cost_ref > 0.0) || !(c->w_change >= 0.0))
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++)
+        if (c->kinds[k] < 0 || c->kinds[k] > SHARP_SCALING_MAX_KINDS)
+            return "a trace kind's weight must be in [0, 16]";
+    if (!(c->w_violation >= 0.0) || !(c->w_drop >= 0.0) || !(c->w_cost >= 0.0) || !(c->w_excess >= 0.0) || !(c->cost_ref > 0.0) ||
+        !(c->w_change >= 0.0))
         return "reward weights must not be negative (cost_ref positive)";
     return NULL;
 }
@@ -112,7 +118,83 @@ double sharp_scaling_reward(const sharp_scaling_config_t *c, const sharp_sim_sta
         return 0.0;
     double viol = (double)st->violation_s / st->seconds;
     double replicas = st->replica_s / st->seconds;
-    return -(c->w_violation * viol + c->w_cost * replicas / c->cost_ref + (changed ? c->w_change : 0.0));
+    double need = st->rate / sharp_sim_capacity(&c->sim);
+    double excess = replicas > need ? replicas - need : 0.0;
+    double drop = st->offered > 0.0 ? (st->shed + st->errors) / st->offered : 0.0;
+    return -(c->w_violation * viol + c->w_drop * drop + c->w_cost * replicas / c->cost_ref + c->w_excess * excess / c->cost_ref +
+             (changed ? c->w_change : 0.0));
+}
+
+int sharp_scaling_parse_kinds(const char *list, int out[SHARP_TRACE_MIXED])
+{
+    if (!list || !*list)
+        return -1;
+    int kinds[SHARP_TRACE_MIXED] = {0}, names = 0;
+    const char *p = list;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[16];
+        sharp_trace_kind_t k;
+        if (len == 0 || len >= sizeof name || ++names > SHARP_SCALING_MAX_KINDS)
+            return -1;
+        memcpy(name, p, len);
+        name[len] = '\0';
+        if (sharp_trace_parse(name, &k) != 0)
+            return -1;
+        for (int i = 0; i < SHARP_TRACE_MIXED; i++)
+            kinds[i] += k == SHARP_TRACE_MIXED || (int)k == i;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    memcpy(out, kinds, sizeof kinds);
+    return 0;
+}
+
+bool sharp_scaling_has_kinds(const int kinds[SHARP_TRACE_MIXED])
+{
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++)
+        if (kinds[k] > 0)
+            return true;
+    return false;
+}
+
+sharp_trace_kind_t sharp_scaling_draw_kind(const int kinds[SHARP_TRACE_MIXED], sharp_rng_t *rng)
+{
+    int total = 0;
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++)
+        total += kinds[k] > 0 ? kinds[k] : 0;
+    if (total == 0)
+        return SHARP_TRACE_MIXED;
+    int pick = (int)sharp_rng_below(rng, (uint32_t)total);
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++) {
+        if (kinds[k] <= 0)
+            continue;
+        if (pick < kinds[k])
+            return (sharp_trace_kind_t)k;
+        pick -= kinds[k];
+    }
+    return SHARP_TRACE_MIXED; /* not reached */
+}
+
+const char *sharp_scaling_kinds_name(const int kinds[SHARP_TRACE_MIXED], char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len)
+        buf[0] = '\0';
+    for (int k = 0; k < SHARP_TRACE_MIXED; k++) {
+        if (kinds[k] <= 0)
+            continue;
+        char w[16] = "";
+        if (kinds[k] > 1)
+            snprintf(w, sizeof w, "%d ", kinds[k]);
+        int n = snprintf(buf + used, used < len ? len - used : 0, "%s%s%s", used ? " + " : "", w,
+                         sharp_trace_name((sharp_trace_kind_t)k));
+        if (n > 0)
+            used += (size_t)n;
+    }
+    return buf;
 }
 
 int sharp_scaling_initial_replicas(const sharp_scaling_config_t *c, const sharp_trace_t *tr)
@@ -136,6 +218,7 @@ typedef struct {
     bool live; /* trace and sim allocated */
     sharp_guardian_t *guardian;
     double prev_rate;
+    bool kinds; /* cfg.kinds names kinds: cfg.trace is set per episode */
 } scaling_env_t;
 
 static void track(scaling_env_t *e, const double *obs)
@@ -178,7 +261,12 @@ static void env_reset(sharp_env_t *env, double *obs)
 {
     scaling_env_t *e = (scaling_env_t *)env;
     release(e);
-    start_episode(&e->cfg, sharp_rng_next(&e->rng), 0, &e->trace, &e->sim, obs, &e->prev_rate);
+    sharp_scaling_config_t *c = &e->cfg;
+    /* one of the kinds trained on, drawn from the episodes' stream before
+     * the trace's seed */
+    if (e->kinds)
+        c->trace = sharp_scaling_draw_kind(c->kinds, &e->rng);
+    start_episode(c, sharp_rng_next(&e->rng), 0, &e->trace, &e->sim, obs, &e->prev_rate);
     e->live = true;
     sharp_guardian_reset(e->guardian);
     track(e, obs);
@@ -235,6 +323,7 @@ sharp_env_t *sharp_scaling_factory(void *arg, int index, uint64_t seed)
     e->env.obs_dim = SHARP_SCALE_OBS_N;
     e->env.n_actions = SHARP_SCALE_ACTIONS;
     e->cfg = f->cfg;
+    e->kinds = sharp_scaling_has_kinds(f->cfg.kinds);
     /* Evaluation environments (index < 0) do not widen the trained range. */
     e->factory = index >= 0 ? f : NULL;
     sharp_rng_seed(&e->rng, seed);
@@ -330,6 +419,8 @@ int sharp_scaling_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed
         sharp_sim_stats_t st;
         sharp_sim_step(&sim, &st);
         res->reward += sharp_scaling_reward(cfg, &st, sim.n != current);
+        if (ctl->on_step)
+            ctl->on_step(ctl->step_arg, &sim, &st);
         sharp_scaling_observe(&sim, &st, prev_rate, obs);
         prev_rate = st.rate;
         res->decisions++;

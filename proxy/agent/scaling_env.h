@@ -16,12 +16,19 @@
  * time of day as a point on the unit circle.
  *
  * Reward per step: -(w_violation x the share of the step's seconds that
- * violated the objective + w_cost x mean replicas / cost_ref + w_change
- * when the count changed). With the defaults a violating second weighs as
+ * violated the objective + w_drop x the share of its offered requests shed
+ * or failed + w_cost x mean replicas / cost_ref + w_excess x mean replicas
+ * above the load's need / cost_ref + w_change when the count changed), the
+ * need being the offered rate over one replica's full capacity. With the defaults (w_excess 0) a violating second weighs as
  * much as 100 replicas running for it, and a step's reward stays small
  * (within [-0.201, 0] for up to 100 replicas), which keeps the critic's
  * loss from swamping the policy's gradient under the global norm
- * clipping.
+ * clipping. The excess term charges only what a controller could have
+ * saved: the replicas the load needs cost every controller that serves
+ * it the same, so charging them too makes serving a crowd look like a
+ * cost to weigh against its violations (with the binary violation term, a
+ * large enough w_cost makes never scaling up the better policy), where the
+ * excess term leaves nothing to gain from under-provisioning.
  *
  * An episode is episode_s seconds of a trace (3600: 239 decisions after a
  * first step that produces the first observation); it ends truncated, never
@@ -33,6 +40,7 @@
 #define SHARP_AGENT_SCALING_ENV_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "env.h"
@@ -72,18 +80,36 @@ typedef struct {
     sharp_guardian_config_t guardian;
     sharp_hpa_config_t hpa;
     sharp_trace_kind_t trace;
+    /* Training only: when any is not 0, each episode draws its kind with
+     * these weights (indexed by kind; flash 2, step 1: two flash crowds
+     * for a step) instead of `trace`. */
+    int kinds[SHARP_TRACE_MIXED];
     bool reference;
     int episode_s;
     double initial_utilization;
-    double w_violation, w_cost, cost_ref, w_change;
+    double w_violation, w_drop, w_cost, w_excess, cost_ref, w_change;
 } sharp_scaling_config_t;
 
 /* The simulator's defaults; guardian and HPA between 2 and 100 replicas,
  * the HPA on a 70% CPU target; mixed randomized traces of an hour;
  * initial utilization 0.7; w_violation 0.1, w_cost 0.1 per cost_ref 100
- * replicas, w_change 0.001. */
+ * replicas, w_drop 0, w_excess 0, w_change 0.001. */
 void sharp_scaling_config_default(sharp_scaling_config_t *c);
 const char *sharp_scaling_config_check(const sharp_scaling_config_t *c);
+
+#define SHARP_SCALING_MAX_KINDS 16 /* names in a list */
+
+/* "flash,flash,step" (up to SHARP_SCALING_MAX_KINDS names of the four
+ * shapes, each adding 1 to its weight; "mixed" is one of each) into the
+ * weights of sharp_scaling_config_t.kinds. 0, or -1 (out untouched) if a
+ * name is unknown, empty, or there are too many. */
+int sharp_scaling_parse_kinds(const char *list, int out[SHARP_TRACE_MIXED]);
+/* True when the weights name at least one kind. */
+bool sharp_scaling_has_kinds(const int kinds[SHARP_TRACE_MIXED]);
+/* A training episode's kind, drawn with the weights (not all 0). */
+sharp_trace_kind_t sharp_scaling_draw_kind(const int kinds[SHARP_TRACE_MIXED], sharp_rng_t *rng);
+/* "2 flash + step" into buf. */
+const char *sharp_scaling_kinds_name(const int kinds[SHARP_TRACE_MIXED], char *buf, size_t len);
 
 /* The observation after a step (st: its stats; prev_rate: the offered rate
  * of the step before). */
@@ -124,6 +150,9 @@ typedef struct {
     /* AGENT: every guardian decision, when set */
     void (*log)(void *arg, const sharp_guardian_decision_t *d);
     void *log_arg;
+    /* every controller: each decision step's stats once simulated, when set */
+    void (*on_step)(void *arg, const sharp_sim_t *s, const sharp_sim_stats_t *st);
+    void *step_arg;
 } sharp_controller_t;
 
 typedef struct {

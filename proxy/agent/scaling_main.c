@@ -53,12 +53,19 @@ static void train_usage(FILE *f)
 {
     fputs("usage: sharp-train scaling [--trace T] [--seed N] [--steps N] [--out FILE] [options]\n"
           "  --trace T    flash, diurnal, step, noisy or mixed (default mixed): the traces trained on,\n"
-          "               randomized around each kind's reference scenario\n"
+          "               randomized around each kind's reference scenario; a list (flash,flash,step)\n"
+          "               draws one of its names per episode, so the kinds it does not name stay\n"
+          "               held out\n"
           "  --seed N     training seed (default 1): the same seed gives the same weights\n"
           "  --steps N    decisions (15 s each) to train on, all environments (default 1000000)\n"
           "  --envs N     environments stepped in lockstep (default 8)\n"
           "  --cost-weight W  reward weight of 100 replicas for a step (default 0.1, as much as a step\n"
           "               that violates the objective throughout)\n"
+          "  --excess-weight W  reward weight of 100 replicas above the load's need (its rate over one\n"
+          "               replica's capacity) for a step (default 0)\n"
+          "  --drop-weight W  reward weight of a step whose requests were all shed or failed, in\n"
+          "               proportion to the share that was (default 0)\n"
+          "  --ent-coef C entropy bonus (default 0.01)\n"
           "  --out FILE   where the policy goes (default: not written)\n"
           "  --quiet      print the result only\n",
           f);
@@ -104,8 +111,15 @@ int sharp_scaling_train_main(int argc, char **argv)
             train_usage(stdout);
             return 0;
         } else if (!strcmp(a, "--trace")) {
-            if (sharp_trace_parse(v, &cfg.trace) != 0)
-                goto bad_value;
+            /* one kind as before; a list picks among its kinds per episode */
+            if (v && strchr(v, ',')) {
+                if (sharp_scaling_parse_kinds(v, cfg.kinds) != 0)
+                    goto bad_value;
+            } else {
+                if (sharp_trace_parse(v, &cfg.trace) != 0)
+                    goto bad_value;
+                memset(cfg.kinds, 0, sizeof cfg.kinds);
+            }
             i++;
         } else if (!strcmp(a, "--seed")) {
             if (sharp_train_parse_u64(v, UINT64_MAX, &n) != 0)
@@ -128,6 +142,18 @@ int sharp_scaling_train_main(int argc, char **argv)
             if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 100.0))
                 goto bad_value;
             cfg.w_cost = w;
+            i++;
+        } else if (!strcmp(a, "--excess-weight") || !strcmp(a, "--drop-weight") || !strcmp(a, "--ent-coef")) {
+            char *end = NULL;
+            double w = v ? strtod(v, &end) : NAN;
+            if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 100.0))
+                goto bad_value;
+            if (!strcmp(a, "--excess-weight"))
+                cfg.w_excess = w;
+            else if (!strcmp(a, "--drop-weight"))
+                cfg.w_drop = w;
+            else
+                pc.ent_coef = w;
             i++;
         } else if (!strcmp(a, "--out")) {
             if (!v)
@@ -174,10 +200,13 @@ int sharp_scaling_train_main(int argc, char **argv)
     double secs = sharp_train_now() - pr.start;
     sharp_policy_t *p = sharp_ppo_policy(ppo);
     sharp_scaling_factory_range(&f, p);
+    char kinds[64];
     printf("trained on %s traces: %lld decisions, %lld episodes, %.1fs (seed %" PRIu64
            ", cost weight %g); mean return of the last %d episodes %.3f\n",
-           sharp_trace_name(cfg.trace), res.steps, res.last.episodes, secs, pc.seed, cfg.w_cost, res.last.window,
-           res.last.mean_return);
+           sharp_scaling_has_kinds(cfg.kinds) ? sharp_scaling_kinds_name(cfg.kinds, kinds, sizeof kinds) : sharp_trace_name(cfg.trace),
+           res.steps, res.last.episodes, secs, pc.seed, cfg.w_cost, res.last.window, res.last.mean_return);
+    if (cfg.w_excess > 0.0 || cfg.w_drop > 0.0 || pc.ent_coef != 0.01)
+        printf("  excess weight %g, drop weight %g, entropy coefficient %g\n", cfg.w_excess, cfg.w_drop, pc.ent_coef);
     if (!pr.quiet)
         for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
             printf("  trained range of %-16s [%g, %g]\n", sharp_scale_obs_name(i), p->range_lo[i],
@@ -207,7 +236,12 @@ static void eval_usage(FILE *f)
           "  --randomized    randomized traces of the kind instead of its reference scenario\n"
           "  --fixed N       replicas of the fixed baseline (default: the maximum, 100)\n"
           "  --shadow        also run the policy with the guardian in shadow mode (acting on the HPA)\n"
-          "  --log           print every guardian decision of the policy's runs\n",
+          "  --log           print every guardian decision of the policy's runs\n"
+          "  --timeline FILE write the first episode's steps for each controller: controller, end of the\n"
+          "                  step (s), offered requests/s, replicas, ready replicas, worst p99 (ms),\n"
+          "                  SLO-violation seconds of the step, shed or failed requests/s\n"
+          "  --per-episode   also print each episode's figures, one line per controller:\n"
+          "                  episode,<i>,<controller>,<SLO-viol-s>,<replica-s>,<actions>,<errors>,<shed>,<peak>\n",
           f);
 }
 
@@ -235,6 +269,20 @@ static void add_result(sharp_episode_result_t *a, const sharp_episode_result_t *
     a->reward += b->reward;
 }
 
+typedef struct {
+    FILE *f;
+    const char *name;
+} timeline_t;
+
+static void write_step(void *arg, const sharp_sim_t *s, const sharp_sim_stats_t *st)
+{
+    timeline_t *tl = arg;
+    if (!tl->f)
+        return;
+    fprintf(tl->f, "\"%s\" %d %.1f %d %d %.1f %d %.1f\n", tl->name, s->t, st->rate, st->replicas, st->ready,
+            st->p99 * 1000, st->violation_s, st->seconds > 0 ? (st->shed + st->errors) / st->seconds : 0.0);
+}
+
 static void log_decision(void *arg, const sharp_guardian_decision_t *d)
 {
     const char *who = arg;
@@ -249,10 +297,10 @@ int sharp_scaling_eval_main(int argc, char **argv)
     sharp_scaling_config_default(&cfg);
     cfg.trace = SHARP_TRACE_FLASH;
     cfg.reference = true;
-    const char *path = NULL;
+    const char *path = NULL, *timeline = NULL;
     uint64_t seed = 1, episodes = 1;
     int fixed = cfg.guardian.max_replicas;
-    bool shadow = false, log = false;
+    bool shadow = false, log = false, per_episode = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t n;
@@ -287,6 +335,13 @@ int sharp_scaling_eval_main(int argc, char **argv)
             shadow = true;
         } else if (!strcmp(a, "--log")) {
             log = true;
+        } else if (!strcmp(a, "--timeline")) {
+            if (!v)
+                goto bad_value;
+            timeline = v;
+            i++;
+        } else if (!strcmp(a, "--per-episode")) {
+            per_episode = true;
         } else {
             fprintf(stderr, "sharp-train: unknown option '%s'\n", a);
             eval_usage(stderr);
@@ -336,6 +391,22 @@ int sharp_scaling_eval_main(int argc, char **argv)
     snprintf(fixed_name, sizeof fixed_name, "fixed %d", fixed);
     row_t rows[4] = {{"ppo+guardian", {0}}, {"hpa", {0}}, {fixed_name, {0}}, {"ppo shadow (hpa acts)", {0}}};
     int n_rows = shadow ? 4 : 3;
+    timeline_t tl[4];
+    FILE *tf = NULL;
+    if (timeline) {
+        tf = fopen(timeline, "w");
+        if (!tf) {
+            fprintf(stderr, "sharp-train: cannot create %s: %s\n", timeline, strerror(errno));
+            sharp_policy_free(p);
+            return 1;
+        }
+        fprintf(tf, "# controller t_s rate replicas ready p99_ms violation_s dropped_per_s\n");
+    }
+    for (int r = 0; r < n_rows; r++) {
+        tl[r] = (timeline_t){tf, rows[r].name};
+        ctl[r].on_step = write_step;
+        ctl[r].step_arg = &tl[r];
+    }
 
     const sharp_sim_config_t *sc = &cfg.sim;
     printf("%s traces (%s), seed %" PRIu64 ", %" PRIu64 " episode(s) of %d s; replicas of %.0f requests/s boot in "
@@ -355,10 +426,16 @@ int sharp_scaling_eval_main(int argc, char **argv)
             sharp_episode_result_t one;
             if (sharp_scaling_episode(&cfg, ts, &ctl[r], &one, err, sizeof err) != 0) {
                 fprintf(stderr, "sharp-train: %s\n", err);
+                if (tf)
+                    fclose(tf);
                 sharp_policy_free(p);
                 return 1;
             }
             add_result(&rows[r].sum, &one);
+            tl[r].f = NULL; /* the first episode only */
+            if (per_episode)
+                printf("episode,%" PRIu64 ",%s,%d,%.0f,%d,%.0f,%.0f,%d\n", e, rows[r].name, one.violation_s,
+                       one.replica_s, one.actions, one.errors, one.shed, one.peak_replicas);
         }
     }
     printf("%-22s %12s %12s %8s %10s %12s %9s %5s %9s %6s\n", "controller", "SLO-viol-s", "replica-s", "actions",
@@ -373,6 +450,11 @@ int sharp_scaling_eval_main(int argc, char **argv)
     printf("ppo+guardian against the hpa: SLO-violation seconds %+.1f%%, replica-seconds %+.1f%%\n",
            h->violation_s ? 100.0 * (a->violation_s - h->violation_s) / h->violation_s : 0.0,
            100.0 * (a->replica_s - h->replica_s) / h->replica_s);
+    int rc = 0;
+    if (tf && (ferror(tf) | fclose(tf))) {
+        fprintf(stderr, "sharp-train: cannot write %s\n", timeline);
+        rc = 1;
+    }
     sharp_policy_free(p);
-    return 0;
+    return rc;
 }

@@ -209,6 +209,65 @@ def test_scaling_same_seed_same_file(tmp_path):
     assert f.read_bytes() != files[0]
 
 
+def test_scaling_trace_sets_and_reward_terms(tmp_path):
+    plain, tuned, other = tmp_path / "plain.pol", tmp_path / "tuned.pol", tmp_path / "other.pol"
+    r = run("scaling", "--trace", "flash,step", "--seed", "4", "--steps", "2048", "--out", str(plain), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trained on flash + step traces: 2048 decisions" in r.stdout, r.stdout
+    assert "excess weight" not in r.stdout
+    # each reward term and the entropy bonus changes what is learned
+    r = run("scaling", "--trace", "flash,step", "--seed", "4", "--steps", "2048", "--cost-weight", "0",
+            "--excess-weight", "0.14", "--drop-weight", "0.3", "--ent-coef", "0.003", "--out", str(tuned), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cost weight 0)" in r.stdout
+    assert "excess weight 0.14, drop weight 0.3, entropy coefficient 0.003" in r.stdout, r.stdout
+    assert tuned.read_bytes() != plain.read_bytes()
+    # another set of kinds, other episodes
+    r = run("scaling", "--trace", "noisy,diurnal,noisy", "--seed", "4", "--steps", "2048", "--out", str(other), "--quiet")
+    assert r.returncode == 0 and "trained on diurnal + 2 noisy traces" in r.stdout, r.stdout + r.stderr
+    assert other.read_bytes() != plain.read_bytes()
+
+
+def test_eval_scaling_per_episode_and_timeline(tmp_path):
+    pol = tmp_path / "p.pol"
+    assert run("scaling", "--trace", "flash", "--steps", "2048", "--out", str(pol), "--quiet").returncode == 0
+    tl = tmp_path / "timeline.txt"
+    r = run("eval-scaling", "--policy", str(pol), "--trace", "step", "--episodes", "3", "--per-episode",
+            "--timeline", str(tl))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = eval_table(r.stdout)
+    per = [line.split(",") for line in r.stdout.splitlines() if line.startswith("episode,")]
+    assert len(per) == 3 * 3
+    # the episodes add up to the table
+    for name in ("ppo+guardian", "hpa", "fixed 100"):
+        mine = [p for p in per if p[2] == name]
+        assert [p[1] for p in mine] == ["0", "1", "2"]
+        assert sum(int(p[3]) for p in mine) == rows[name][0]
+        assert abs(sum(float(p[4]) for p in mine) - rows[name][1]) <= 3
+        assert sum(int(p[5]) for p in mine) == rows[name][2]
+        assert all(int(p[8]) >= 2 for p in mine)  # peak replicas
+    assert all(p[4] == "360000" for p in per if p[2] == "fixed 100")
+    # the timeline: the first episode, every step of every controller
+    lines = tl.read_text().splitlines()
+    assert lines[0].startswith("# controller t_s rate replicas ready")
+    steps = {}
+    for line in lines[1:]:
+        name, rest = line.rsplit('"', 1)
+        f = rest.split()
+        steps.setdefault(name.strip('"'), []).append(f)
+    assert set(steps) == {"ppo+guardian", "hpa", "fixed 100"}
+    for name, fs in steps.items():
+        assert len(fs) == 239
+        assert [int(f[0]) for f in fs] == list(range(30, 3601, 15))
+        assert all(int(f[3]) <= int(f[2]) for f in fs)  # ready <= asked for
+    first = [p for p in per if p[1] == "0"]
+    for p in first:
+        assert sum(int(f[5]) for f in steps[p[2]]) <= int(p[3])  # violation seconds after the first step
+    assert all(f[2] == "100" for f in steps["fixed 100"])
+    r = run("eval-scaling", "--policy", str(pol), "--timeline", str(tmp_path / "no" / "dir" / "t.txt"))
+    assert r.returncode == 1 and "cannot create" in r.stderr, r.stderr
+
+
 def test_scaling_bad_arguments(tmp_path):
     for args, msg in (
         (("scaling", "--trace", "weekly"), "--trace needs a valid value"),
@@ -217,6 +276,15 @@ def test_scaling_bad_arguments(tmp_path):
         (("scaling", "--envs", "0"), "--envs needs a valid value"),
         (("scaling", "--cost-weight", "-1"), "--cost-weight needs a valid value"),
         (("scaling", "--cost-weight", "nan"), "--cost-weight needs a valid value"),
+        (("scaling", "--trace", "flash,"), "--trace needs a valid value"),
+        (("scaling", "--trace", ",flash"), "--trace needs a valid value"),
+        (("scaling", "--trace", ",".join(["step"] * 17)), "--trace needs a valid value"),
+        (("scaling", "--trace", "flash,hourly"), "--trace needs a valid value"),
+        (("scaling", "--excess-weight", "-0.1"), "--excess-weight needs a valid value"),
+        (("scaling", "--drop-weight", "x"), "--drop-weight needs a valid value"),
+        (("scaling", "--ent-coef", "nan"), "--ent-coef needs a valid value"),
+        (("scaling", "--ent-coef"), "--ent-coef needs a valid value"),
+        (("eval-scaling", "--policy", "x", "--timeline"), "--timeline needs a valid value"),
         (("scaling", "--frobnicate"), "unknown option"),
         (("eval-scaling",), "eval-scaling needs --policy FILE"),
         (("eval-scaling", "--policy", "x", "--episodes", "0"), "--episodes needs a valid value"),
@@ -250,3 +318,52 @@ def test_scaling_bad_arguments(tmp_path):
     assert r.returncode == 1 and "checksum mismatch" in r.stderr, r.stderr
     r = run("scaling", "--steps", "2048", "--out", str(tmp_path / "no" / "dir.pol"), "--quiet")
     assert r.returncode == 1 and "cannot create" in r.stderr
+
+
+# The policy the repository ships, and the command that reproduces it byte
+# for byte (README, "Scaling agent").
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+SHIPPED = os.path.join(REPO, "proxy", "agent", "policies", "scaling.pol")
+SHIPPED_ARGS = ("scaling", "--trace", "flash,flash,step,noisy", "--seed", "2", "--steps", "2000000",
+                "--cost-weight", "0", "--excess-weight", "0.085", "--drop-weight", "0.3", "--ent-coef", "0.01",
+                "--quiet")
+
+
+def per_episode(stdout):
+    """{controller: [(SLO-viol-s, replica-s), ...]} from eval-scaling --per-episode."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("episode,"):
+            f = line.split(",")
+            out.setdefault(f[2], []).append((int(f[3]), float(f[4])))
+    return out
+
+
+def test_shipped_policy_meets_the_flash_crowd_target():
+    assert os.path.getsize(SHIPPED) == SCALING_FILE_SIZE
+    # the reference flash crowd (1,000 -> 10,000 requests/s in 60 s, 30 s
+    # boots) over 10 noise seeds: at least 50% fewer SLO-violation seconds
+    # than the HPA at no more replica-seconds, on the means and on each seed
+    r = run("eval-scaling", "--policy", SHIPPED, "--trace", "flash", "--episodes", "10", "--per-episode")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "carries no trained range" not in r.stdout
+    rows = eval_table(r.stdout)
+    ppo, hpa = rows["ppo+guardian"], rows["hpa"]
+    assert ppo[0] <= 0.5 * hpa[0], r.stdout
+    assert ppo[1] <= hpa[1], r.stdout
+    eps = per_episode(r.stdout)
+    for (pv, pr), (hv, hr) in zip(eps["ppo+guardian"], eps["hpa"]):
+        assert pv <= 0.6 * hv and pr <= 1.02 * hr, r.stdout
+    # every observation of the reference scenario is within the trained
+    # range: no decision fell back to the HPA
+    line = next(x for x in r.stdout.splitlines() if x.startswith("ppo+guardian "))
+    assert line.split()[-2] == "0", line
+
+
+@pytest.mark.skipif(os.environ.get("SHARP_REPRODUCE_POLICY") != "1",
+                    reason="a full training run (about 1 to 2 minutes of CPU): set SHARP_REPRODUCE_POLICY=1")
+def test_shipped_policy_is_reproduced_by_its_command(tmp_path):
+    out = tmp_path / "scaling.pol"
+    r = run(*SHIPPED_ARGS, "--out", str(out), timeout=1800)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.read_bytes() == open(SHIPPED, "rb").read()

@@ -26,6 +26,7 @@ static sharp_guardian_config_t base_config(void)
     c.max_growth = 2.0;
     c.growth_window_s = 60.0;
     c.scale_down_cooldown_s = 120.0;
+    c.scale_down_interval_s = 30.0;
     c.stale_after_s = 30.0;
     return c;
 }
@@ -141,6 +142,7 @@ static void doubling_within_a_minute(void **state)
 
     /* a dip counts: 20 -> 10 -> back up is bounded by 2 x 10 */
     c.scale_down_cooldown_s = 0;
+    c.scale_down_interval_s = 0;
     g = make(&c);
     sharp_guardian_decide(g, 0, 20, 10, 20, NULL, &d);
     expect(&d, 10, SHARP_GUARD_ACCEPT, 0, NULL);
@@ -162,23 +164,55 @@ static void scale_down_cooldown(void **state)
     /* nothing changed yet: a scale-down goes */
     sharp_guardian_decide(g, 0, 20, 18, 20, NULL, &d);
     expect(&d, 18, SHARP_GUARD_ACCEPT, 0, NULL);
-    /* after a change (down at 0), no scale-down until 120 s later */
-    sharp_guardian_decide(g, 60, 18, 15, 18, NULL, &d);
-    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "scale_down_cooldown: the count changed 60 s ago");
-    sharp_guardian_decide(g, 119, 18, 15, 18, NULL, &d);
-    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, NULL);
-    /* the cooldown does not hold back a scale-up */
-    sharp_guardian_decide(g, 119.5, 18, 20, 18, NULL, &d);
-    expect(&d, 20, SHARP_GUARD_ACCEPT, 0, NULL);
-    /* which restarts it */
-    sharp_guardian_decide(g, 200, 20, 15, 20, NULL, &d);
-    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "80.5 s ago");
-    sharp_guardian_decide(g, 239.5, 20, 15, 20, NULL, &d);
+    /* after a fall (at 0), the next fall waits 30 s: the interval */
+    sharp_guardian_decide(g, 15, 18, 15, 18, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_INTERVAL, "scale_down_interval: the count fell 15 s ago");
+    sharp_guardian_decide(g, 29.5, 18, 15, 18, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_INTERVAL, "(< 30 s)");
+    sharp_guardian_decide(g, 30, 18, 15, 18, NULL, &d);
     expect(&d, 15, SHARP_GUARD_ACCEPT, 0, NULL);
-    /* the cooldown and the step combine: after it, the step still holds */
+    /* holding does not restart it */
+    sharp_guardian_decide(g, 45, 15, 15, 15, NULL, &d);
+    sharp_guardian_decide(g, 60, 15, 14, 15, NULL, &d);
+    expect(&d, 14, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* neither rule holds back a scale-up */
+    sharp_guardian_decide(g, 61, 14, 18, 14, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* after a rise, no scale-down for 120 s (flapping), even once the
+     * interval since the last fall is over */
+    sharp_guardian_decide(g, 121, 18, 15, 18, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "scale_down_cooldown: the count rose 60 s ago");
+    sharp_guardian_decide(g, 180.5, 18, 15, 18, NULL, &d);
+    expect(&d, 18, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "(< 120 s)");
+    /* a rise restarts it */
+    sharp_guardian_decide(g, 180.75, 18, 20, 18, NULL, &d);
+    expect(&d, 20, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_decide(g, 261, 20, 15, 20, NULL, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_COOLDOWN, "80.25 s ago");
+    sharp_guardian_decide(g, 300.75, 20, 15, 20, NULL, &d);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* the interval and the step combine: after it, the step still holds */
+    sharp_guardian_decide(g, 315, 15, 2, 15, NULL, &d);
+    expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_INTERVAL, NULL);
     sharp_guardian_decide(g, 400, 15, 2, 15, NULL, &d);
     expect(&d, 2, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_decide(g, 420, 2, 20, 2, NULL, &d);
+    expect(&d, 4, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 20 > 2 x 2");
     sharp_guardian_free(g);
+    /* both at 0: every scale-down goes at once */
+    c.scale_down_cooldown_s = 0;
+    c.scale_down_interval_s = 0;
+    g = make(&c);
+    sharp_guardian_decide(g, 0, 20, 30, 20, NULL, &d);
+    sharp_guardian_decide(g, 1, 30, 25, 30, NULL, &d);
+    expect(&d, 25, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_decide(g, 2, 25, 20, 25, NULL, &d);
+    expect(&d, 20, SHARP_GUARD_ACCEPT, 0, NULL);
+    sharp_guardian_free(g);
+    c.scale_down_interval_s = NAN;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c.scale_down_interval_s = -1;
+    assert_non_null(sharp_guardian_config_check(&c));
 }
 
 static void fallback_on_bad_observations(void **state)
@@ -333,6 +367,7 @@ static void long_history_stays_conservative(void **state)
     sharp_guardian_config_t c = base_config();
     c.growth_window_s = 600;
     c.scale_down_cooldown_s = 0;
+    c.scale_down_interval_s = 0;
     sharp_guardian_t *g = make(&c);
     sharp_guardian_decision_t d;
     sharp_guardian_decide(g, 0, 10, 5, 10, NULL, &d);

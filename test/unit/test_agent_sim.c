@@ -451,6 +451,112 @@ static void reward_weighs_violations_cost_and_changes(void **state)
     assert_true(fabs(sharp_scaling_reward(&cfg, &a, false) - sharp_scaling_reward(&cfg, &b, false)) < 1e-12);
 }
 
+static void excess_cost_charges_replicas_above_need(void **state)
+{
+    (void)state;
+    sharp_scaling_config_t cfg;
+    sharp_scaling_config_default(&cfg);
+    cfg.w_cost = 0.0;
+    cfg.w_excess = 0.2;
+    cfg.w_change = 0.0;
+    sharp_sim_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.seconds = 15;
+    st.replica_s = 15 * 50; /* 50 replicas */
+    st.rate = 6000.0;       /* needs 30 of 200 requests/s */
+    assert_true(fabs(sharp_sim_capacity(&cfg.sim) - 200.0) < 1e-12);
+    assert_true(fabs(sharp_scaling_reward(&cfg, &st, false) - (-0.2 * 20 / 100)) < 1e-12);
+    /* at or under the need nothing is charged: only violations are */
+    st.rate = 10000.0;
+    assert_true(sharp_scaling_reward(&cfg, &st, false) == 0.0);
+    st.rate = 12000.0;
+    st.violation_s = 15;
+    assert_true(fabs(sharp_scaling_reward(&cfg, &st, false) - (-0.1)) < 1e-12);
+    /* both cost terms add up */
+    cfg.w_cost = 0.1;
+    st.violation_s = 0;
+    st.rate = 6000.0;
+    assert_true(fabs(sharp_scaling_reward(&cfg, &st, false) - (-0.05 - 0.04)) < 1e-12);
+    cfg.w_excess = -1.0;
+    assert_non_null(sharp_scaling_config_check(&cfg));
+}
+
+static void trace_kind_sets(void **state)
+{
+    (void)state;
+    int k[SHARP_TRACE_MIXED] = {0};
+    char buf[64];
+    assert_int_equal(sharp_scaling_parse_kinds("flash,step", k), 0);
+    assert_true(k[SHARP_TRACE_FLASH] == 1 && k[SHARP_TRACE_STEP] == 1 && k[SHARP_TRACE_DIURNAL] == 0 &&
+                k[SHARP_TRACE_NOISY] == 0);
+    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "flash + step");
+    assert_int_equal(sharp_scaling_parse_kinds("noisy", k), 0);
+    assert_true(k[SHARP_TRACE_NOISY] == 1 && k[SHARP_TRACE_FLASH] == 0);
+    assert_int_equal(sharp_scaling_parse_kinds("mixed", k), 0);
+    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "flash + diurnal + step + noisy");
+    assert_int_equal(sharp_scaling_parse_kinds("flash,step,flash,mixed", k), 0);
+    assert_string_equal(sharp_scaling_kinds_name(k, buf, sizeof buf), "3 flash + diurnal + 2 step + noisy");
+    assert_int_equal(sharp_scaling_parse_kinds("flash,flash,flash,flash,flash,flash,flash,flash,"
+                                               "flash,flash,flash,flash,flash,flash,flash,step", k), 0);
+    assert_true(k[SHARP_TRACE_FLASH] == 15 && k[SHARP_TRACE_STEP] == 1);
+    k[0] = 77;
+    assert_int_equal(sharp_scaling_parse_kinds("flash,flash,flash,flash,flash,flash,flash,flash,"
+                                               "flash,flash,flash,flash,flash,flash,flash,step,step", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds("flash,", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds(",step", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds("flash,weekly", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds("", k), -1);
+    assert_int_equal(sharp_scaling_parse_kinds(NULL, k), -1);
+    assert_int_equal(k[0], 77); /* untouched on errors */
+
+    /* the weights: about three flash crowds for a step */
+    int w[SHARP_TRACE_MIXED] = {0};
+    w[SHARP_TRACE_FLASH] = 3;
+    w[SHARP_TRACE_STEP] = 1;
+    sharp_rng_t r;
+    sharp_rng_seed(&r, 5);
+    int drawn[SHARP_TRACE_KINDS] = {0};
+    for (int i = 0; i < 4000; i++)
+        drawn[sharp_scaling_draw_kind(w, &r)]++;
+    assert_int_equal(drawn[SHARP_TRACE_FLASH] + drawn[SHARP_TRACE_STEP], 4000);
+    assert_true(drawn[SHARP_TRACE_FLASH] > 2850 && drawn[SHARP_TRACE_FLASH] < 3150);
+
+    /* A training environment's episodes are traces of the set's kinds,
+     * drawn from its seed: the first observation's rate is the mean of
+     * the first step's seconds of the trace it should have drawn. */
+    sharp_scaling_config_t cfg;
+    sharp_scaling_config_default(&cfg);
+    cfg.kinds[SHARP_TRACE_FLASH] = 1;
+    cfg.kinds[SHARP_TRACE_NOISY] = 1;
+    cfg.trace = SHARP_TRACE_STEP; /* overridden by the set */
+    sharp_scaling_factory_t f;
+    sharp_scaling_factory_init(&f, &cfg);
+    sharp_env_t *e = sharp_scaling_factory(&f, 0, 9);
+    assert_non_null(e);
+    sharp_rng_t rng;
+    sharp_rng_seed(&rng, 9);
+    int seen[SHARP_TRACE_KINDS] = {0};
+    for (int ep = 0; ep < 12; ep++) {
+        double obs[SHARP_SCALE_OBS_N];
+        sharp_env_reset(e, obs);
+        sharp_trace_kind_t kind = sharp_scaling_draw_kind(cfg.kinds, &rng);
+        sharp_trace_t tr;
+        sharp_trace_generate(&tr, kind, sharp_rng_next(&rng), false, cfg.episode_s);
+        double sum = 0;
+        for (int t = 0; t < cfg.sim.step_s; t++)
+            sum += tr.rate[t];
+        assert_true(fabs(obs[SHARP_SCALE_OBS_RATE] - sum / cfg.sim.step_s) < 1e-9 * sum);
+        assert_int_equal(tr.kind, kind);
+        seen[kind]++;
+        sharp_trace_free(&tr);
+    }
+    sharp_env_destroy(e);
+    assert_true(seen[SHARP_TRACE_FLASH] > 0 && seen[SHARP_TRACE_NOISY] > 0);
+    assert_int_equal(seen[SHARP_TRACE_FLASH] + seen[SHARP_TRACE_NOISY], 12);
+    cfg.kinds[SHARP_TRACE_NOISY] = -1;
+    assert_non_null(sharp_scaling_config_check(&cfg));
+}
+
 static void controllers_on_the_reference_flash_crowd(void **state)
 {
     (void)state;
@@ -618,6 +724,8 @@ int main(void)
         cmocka_unit_test(actions_map_to_counts),
         cmocka_unit_test(env_episodes_are_deterministic),
         cmocka_unit_test(reward_weighs_violations_cost_and_changes),
+        cmocka_unit_test(excess_cost_charges_replicas_above_need),
+        cmocka_unit_test(trace_kind_sets),
         cmocka_unit_test(controllers_on_the_reference_flash_crowd),
         cmocka_unit_test(short_training_improves_on_the_untrained_policy),
     };
