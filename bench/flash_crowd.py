@@ -47,8 +47,7 @@ SHARP = os.path.join(ROOT, BUILD, "proxy", "sharp")
 UPSTREAM = os.path.join(ROOT, BUILD, "test", "upstream", "sharp-test-upstream")
 LOADGEN = os.path.join(ROOT, BUILD, "bench", "loadgen", "sharp-loadgen")
 RESULTS = os.environ.get("RESULTS", os.path.join(ROOT, "bench", "results"))
-WEIGHTS = os.path.abspath(os.environ.get("WEIGHTS", os.path.join(ROOT, "proxy", "agent", "weights",
-                                                                   "scaling-mixed-v1.pol")))
+WEIGHTS = os.path.abspath(os.environ.get("WEIGHTS", os.path.join(ROOT, "proxy", "agent", "policies", "scaling.pol")))
 
 
 def env_num(name, default):
