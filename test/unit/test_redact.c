@@ -19,6 +19,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "xds/type/v3/typed_struct.pb-c.h"
 
 static const char KEY[] = "-----BEGIN PRIVATE KEY-----\\nMIIEsecretsecret\\n-----END PRIVATE KEY-----\\n";
 
@@ -202,6 +203,47 @@ static void sensitive_map_values_redacted(void **state)
     sharp_sbuf_free(&j);
 }
 
+/* An Any holding a TypedStruct (as an xDS server may send): redacted as
+ * the message its type_url names, JSON names and nested Anys included;
+ * a TypedStruct of an unknown type is left as it is. */
+static void typed_struct_redacted_as_its_type(void **state)
+{
+    (void)state;
+    const char *yaml =
+        "type_url: type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n"
+        "value:\n"
+        "  commonTlsContext:\n"
+        "    tls_certificates:\n"
+        "    - certificate_chain: {filename: /c.pem}\n"
+        "      privateKey: {inline_string: MIIEsecretsecret, watched_directory: {path: /MIIEsecretsecret}}\n"
+        "  session_ticket_keys: {keys: [{inline_bytes: c2VjcmV0c2VjcmV0}]}\n"
+        "  require_client_certificate: true\n"
+        "  unknown_key: {x: MIIEsecretsecret}\n";
+    sharp_config_error_t err = {{0}};
+    sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "t.yaml", &xds__type__v3__typed_struct__descriptor, &err);
+    if (!d) fail_msg("unexpected parse failure: %s", err.msg);
+    uint8_t buf[2048];
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    any.type_url = "type.googleapis.com/xds.type.v3.TypedStruct";
+    any.value.data = buf;
+    any.value.len = protobuf_c_message_pack(sharp_config_doc_message(d), buf);
+    assert_true(any.value.len < sizeof buf);
+    ProtobufCMessage *c = sharp_config_redacted_copy(&any.base, NULL, 0);
+    assert_non_null(c);
+    sharp_sbuf_t j = {0};
+    sharp_config_to_json(c, &j);
+    protobuf_c_message_free_unpacked(c, NULL);
+    assert_string_equal(j.data,
+        "{\"@type\":\"type.googleapis.com/xds.type.v3.TypedStruct\","
+        "\"type_url\":\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\","
+        "\"value\":{\"commonTlsContext\":{\"tls_certificates\":[{\"certificate_chain\":{\"filename\":\"/c.pem\"},"
+        "\"privateKey\":{\"inline_string\":\"[redacted]\",\"watched_directory\":{\"path\":\"[redacted]\"}}}]},"
+        "\"session_ticket_keys\":{\"keys\":[{\"inline_bytes\":\"W3JlZGFjdGVkXQ==\"}]},"
+        "\"require_client_certificate\":true,\"unknown_key\":{\"x\":\"MIIEsecretsecret\"}}}");
+    sharp_sbuf_free(&j);
+    sharp_config_doc_free(d);
+}
+
 /* Nothing sensitive: the copy prints as the original. */
 static void nothing_sensitive_unchanged(void **state)
 {
@@ -280,6 +322,7 @@ int main(void)
         cmocka_unit_test(bootstrap_sensitive_fields_redacted),
         cmocka_unit_test(sensitive_subtree_redacted_whole),
         cmocka_unit_test(sensitive_map_values_redacted),
+        cmocka_unit_test(typed_struct_redacted_as_its_type),
         cmocka_unit_test(nothing_sensitive_unchanged),
         cmocka_unit_test(trimmed_then_redacted),
         cmocka_unit_test(sensitive_list_names_real_fields),
