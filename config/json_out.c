@@ -159,7 +159,7 @@ static void write_map(jw_t *w, const ProtobufCFieldDescriptor *f, ProtobufCMessa
     close_c(w, '}', first);
 }
 
-static bool is_map(const ProtobufCFieldDescriptor *f)
+bool sharp_cfg_field_is_map(const ProtobufCFieldDescriptor *f)
 {
     if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE) return false;
     const ProtobufCMessageDescriptor *e = f->descriptor;
@@ -181,7 +181,7 @@ static void write_fields(jw_t *w, const ProtobufCMessage *m, bool *first)
             if (!n) continue;
             const char *arr = *(const char *const *)slot;
             key(w, first, f->name, strlen(f->name));
-            if (is_map(f)) {
+            if (sharp_cfg_field_is_map(f)) {
                 write_map(w, f, (ProtobufCMessage *const *)arr, n);
                 continue;
             }
@@ -307,7 +307,7 @@ static void write_message(jw_t *w, const ProtobufCMessage *m)
         }
         break;
     case WKT_STRUCT:
-        if ((p = member(m, "fields", &f)) != NULL && is_map(f)) {
+        if ((p = member(m, "fields", &f)) != NULL && sharp_cfg_field_is_map(f)) {
             write_map(w, f, *(ProtobufCMessage *const *const *)p,
                       *(const size_t *)((const char *)m + f->quantifier_offset));
             return;

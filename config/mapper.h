@@ -136,6 +136,33 @@ bool sharp_config_mask_path_valid(const ProtobufCMessageDescriptor *d, const cha
  * inside. paths NULL: an untrimmed copy. NULL if m does not re-encode. */
 ProtobufCMessage *sharp_config_trimmed_copy(const ProtobufCMessage *m, const char *const *paths, size_t n);
 
+/* ---- redaction ------------------------------------------------------------ */
+
+/* A field Envoy's protos mark [(udpa.annotations.sensitive) = true]. */
+typedef struct {
+    const char *message; /* full name: "envoy.extensions.transport_sockets.tls.v3.TlsCertificate" */
+    const char *field;   /* "private_key" */
+} sharp_sensitive_field_t;
+
+/* The sensitive fields of the Envoy protos SHARP compiles (redact.c). */
+extern const sharp_sensitive_field_t sharp_sensitive_fields[];
+extern const size_t sharp_nsensitive_fields;
+
+/* Whether field f of messages of type d is in that list. */
+bool sharp_config_field_sensitive(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f);
+
+/* Envoy's MessageUtil::redact on m, in place: inside a sensitive field
+ * (recursively, through messages, lists and maps' values) every string and
+ * bytes value becomes "[redacted]" and every other scalar is cleared; Any
+ * (and TypedStruct) values are unpacked into their type, redacted the same
+ * way and packed again. */
+void sharp_config_redact(ProtobufCMessage *m);
+
+/* A redacted deep copy of m (free with protobuf_c_message_free_unpacked(x,
+ * NULL)), trimmed to `paths` first as sharp_config_trimmed_copy does (NULL:
+ * the whole message). NULL if m does not re-encode. */
+ProtobufCMessage *sharp_config_redacted_copy(const ProtobufCMessage *m, const char *const *paths, size_t n);
+
 /* ---- Any ------------------------------------------------------------------ */
 
 /* Unpacks a google.protobuf.Any message. With `expected`, the type URL's

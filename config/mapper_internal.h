@@ -95,6 +95,13 @@ bool sharp_cfg_field_present(const ProtobufCMessage *m, const ProtobufCFieldDesc
 /* Marks a singular field as set: oneof case or proto2 has_ flag. */
 void sharp_cfg_mark_present(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f);
 
+/* Clears field f of m (frees what it held): an empty list, no oneof member,
+ * a zero / unset scalar, no message. */
+void sharp_cfg_clear_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f);
+
+/* Whether f is a map field (a repeated XxxEntry message of key and value). */
+bool sharp_cfg_field_is_map(const ProtobufCFieldDescriptor *f);
+
 /* Converts a scalar node into a non-message field value at slot. `is_key`
  * means a map key: never null, text taken as is. Returns 1, 0 or -1 as
  * sharp_cfg_map_value. */

@@ -177,7 +177,7 @@ bool sharp_config_mask_path_valid(const ProtobufCMessageDescriptor *d, const cha
     }
 }
 
-static void clear_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+void sharp_cfg_clear_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 {
     void *slot = (char *)m + f->offset;
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
@@ -227,7 +227,7 @@ static void trim(ProtobufCMessage *m, const char *const *paths, size_t n)
         }
         if (whole) continue;
         if (!named) {
-            clear_field(m, f);
+            sharp_cfg_clear_field(m, f);
             continue;
         }
         bool present = !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||

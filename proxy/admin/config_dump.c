@@ -5,7 +5,9 @@
  * ListenersConfigDump, a RoutesConfigDump whose static_route_configs are
  * the route configurations inline in the listeners' connection managers,
  * and a SecretsConfigDump (the bootstrap's static secrets and the SDS
- * providers' secrets, redacted as Envoy redacts them).
+ * providers' secrets). Every message of every dump is redacted as Envoy's
+ * MessageUtil::redact does (message_json): the fields Envoy's protos mark
+ * sensitive (private keys, passwords, ticket keys...) read "[redacted]".
  * Those admin messages are not compiled in: their few fields are described
  * by the tables below, and the resources inside them (Bootstrap, Cluster,
  * ...) are the real protobuf-c messages of the loaded bootstrap.
@@ -265,7 +267,8 @@ static void push_secret(rlist_t *l, const ProtobufCMessage *m, const char *name,
 /* Envoy's SecretsConfigDump: static_resources.secrets, then one entry per
  * SDS provider, active (it has a secret) or warming (Envoy lists an SdsApi
  * whose first update has not come with version_info "uninitialized" and a
- * Secret holding only the name). Every secret is a redacted copy. */
+ * Secret holding only the name). Like every dumped message, they are
+ * redacted when printed (message_json). */
 static void gather_secrets(ctx_t *c, const sharp_server_t *srv,
                            const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr)
 {
@@ -280,13 +283,9 @@ static void gather_secrets(ctx_t *c, const sharp_server_t *srv,
     d->lists[2] = (rlist_t){.field = "dynamic_warming_secrets",
                             .entry_type = "envoy.admin.v3.SecretsConfigDump.DynamicSecret", .any_field = "secret",
                             .resource = sd};
-    for (size_t i = 0; sr && i < sr->n_secrets; i++) {
-        if (!name_ok(c, sr->secrets[i]->name)) continue;
-        ProtobufCMessage *m = sharp_sds_redacted_copy(sr->secrets[i]);
-        if (!m) continue;
-        own(c, m);
-        push_secret(&d->lists[0], m, sr->secrets[i]->name, NULL, 0);
-    }
+    for (size_t i = 0; sr && i < sr->n_secrets; i++)
+        if (name_ok(c, sr->secrets[i]->name))
+            push_secret(&d->lists[0], &sr->secrets[i]->base, sr->secrets[i]->name, NULL, 0);
     sharp_sds_dump_t *v;
     size_t n = sharp_sds_dump(srv->snap ? srv->snap->sds : NULL, &v);
     for (size_t i = 0; i < n; i++) {
@@ -316,12 +315,24 @@ static void ctx_free(ctx_t *c)
     sharp_re2_free(c->re);
 }
 
+/* Appends config message `m` as JSON, trimmed to `paths` (NULL: whole) and
+ * redacted: every message of every dump goes through here, so that no
+ * section shows a field Envoy's protos mark sensitive (Envoy redacts the
+ * whole ConfigDump with MessageUtil::redact; config/redact.c). */
+static void message_json(sharp_sbuf_t *b, const ProtobufCMessage *m, const char *const *paths, size_t n)
+{
+    ProtobufCMessage *copy = sharp_config_redacted_copy(m, paths, n);
+    /* a message that does not re-encode cannot be redacted: not shown */
+    if (copy) sharp_config_to_json(copy, b);
+    else sharp_sbuf_puts(b, "{}");
+    if (copy) protobuf_c_message_free_unpacked(copy, NULL);
+}
+
 /* Appends `m` as JSON with "@type" first (an Any), trimmed to `paths`. */
 static void any_json(sharp_sbuf_t *b, const ProtobufCMessage *m, const char *const *paths, size_t n)
 {
-    ProtobufCMessage *copy = paths ? sharp_config_trimmed_copy(m, paths, n) : NULL;
     sharp_sbuf_t inner = {0};
-    sharp_config_to_json(copy ? copy : m, &inner);
+    message_json(&inner, m, paths, n);
     sharp_sbuf_printf(b, "{\"@type\":\"type.googleapis.com/%s\"", m->descriptor->name);
     if (inner.len > 2 && inner.data[0] == '{') {
         sharp_sbuf_puts(b, ",");
@@ -330,7 +341,6 @@ static void any_json(sharp_sbuf_t *b, const ProtobufCMessage *m, const char *con
         sharp_sbuf_puts(b, "}");
     }
     sharp_sbuf_free(&inner);
-    if (copy) protobuf_c_message_free_unpacked(copy, NULL);
 }
 
 /* ---- masks ---- */
@@ -609,10 +619,8 @@ static void dump_json(sharp_sbuf_t *b, const dump_t *d, const char *ts, const ma
     if (d->msg && mask_keeps(m, d->msg_field)) {
         const char **sub = sharp_calloc(m ? m->n + 1 : 1, sizeof *sub);
         size_t n = sub_paths(m, d->msg_field, sub);
-        ProtobufCMessage *copy = n ? sharp_config_trimmed_copy(d->msg, sub, n) : NULL;
         sharp_sbuf_printf(b, ",\"%s\":", d->msg_field);
-        sharp_config_to_json(copy ? copy : d->msg, b);
-        if (copy) protobuf_c_message_free_unpacked(copy, NULL);
+        message_json(b, d->msg, n ? sub : NULL, n);
         free(sub);
     }
     for (size_t i = 0; i < d->nlists; i++) {

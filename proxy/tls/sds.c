@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
+#include "config/mapper.h"
 #include "log.h"
 #include "tls/context.h"
 #include "xds/fs_watch.h"
@@ -872,65 +873,11 @@ size_t sharp_sds_sweep(sharp_sds_t *sds)
 
 /* ---- /config_dump --------------------------------------------------------------------------- */
 
-/* Envoy's MessageUtil::redact of a field marked sensitive: every string
- * and bytes inside it becomes "[redacted]". */
-static void redact_ds(ds_pb_t *d)
-{
-    static const char r[] = "[redacted]";
-    if (!d) return;
-    switch (d->specifier_case) {
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME:
-        free(d->filename);
-        d->filename = sharp_strdup(r);
-        break;
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
-        free(d->inline_string);
-        d->inline_string = sharp_strdup(r);
-        break;
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
-        free(d->environment_variable);
-        d->environment_variable = sharp_strdup(r);
-        break;
-    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
-        free(d->inline_bytes.data);
-        d->inline_bytes.data = (uint8_t *)sharp_strdup(r);
-        d->inline_bytes.len = sizeof r - 1;
-        break;
-    default:
-        break;
-    }
-    if (d->watched_directory && d->watched_directory->path) {
-        free(d->watched_directory->path);
-        d->watched_directory->path = sharp_strdup(r);
-    }
-}
-
 ProtobufCMessage *sharp_sds_redacted_copy(const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s)
 {
-    uint8_t *buf;
-    size_t len;
-    pack(s, &buf, &len);
-    secret_pb_t *c = (secret_pb_t *)protobuf_c_message_unpack(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
-                                                              NULL, len, buf);
-    free(buf);
-    if (!c) return NULL;
-    switch (c->type_case) {
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE:
-        /* private_key, password and pkcs12 are sensitive in Envoy's protos */
-        redact_ds(c->tls_certificate->private_key);
-        redact_ds(c->tls_certificate->password);
-        redact_ds(c->tls_certificate->pkcs12);
-        break;
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_SESSION_TICKET_KEYS:
-        for (size_t i = 0; i < c->session_ticket_keys->n_keys; i++) redact_ds(c->session_ticket_keys->keys[i]);
-        break;
-    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_GENERIC_SECRET:
-        redact_ds(c->generic_secret->secret);
-        break;
-    default:
-        break;
-    }
-    return &c->base;
+    /* private_key, password, pkcs12, ticket keys and generic secrets are
+     * sensitive fields in Envoy's protos (config/redact.c's list) */
+    return sharp_config_redacted_copy(&s->base, NULL, 0);
 }
 
 size_t sharp_sds_dump(const sharp_sds_t *sds, sharp_sds_dump_t **out)

@@ -737,3 +737,92 @@ def test_forward_client_cert_with_cert_and_chain(procs, upstream, pki):
     chain = urllib.parse.unquote(parts[2][len('Chain="'):-1])
     assert _ssl.PEM_cert_to_DER_cert(cert) == der
     assert chain.startswith(cert)  # the chain as presented starts with the client's own
+
+
+def test_config_dump_redacts_inline_keys_in_every_section(procs, upstream, pki):
+    """/config_dump redacts every field Envoy's protos mark sensitive, in
+    every section (Envoy's MessageUtil::redact on the whole dump): a
+    listener's inline private key and ticket keys, a cluster's client key,
+    static secrets, in the bootstrap and in the listener, cluster and secret
+    dumps, with ?resource=, ?mask= and ?include_eds too. Certificate chains,
+    CA filenames and the rest of the config stay as they were."""
+    import base64
+    rsa_crt, rsa_key = open(f"{pki}/rsa.crt").read(), open(f"{pki}/rsa.key").read()
+    cli_crt, cli_key = open(f"{pki}/client.crt").read(), open(f"{pki}/client.key").read()
+    ticket = base64.b64encode(os.urandom(80)).decode()
+    ctx = {"@type": DS_TLS,
+           "common_tls_context": {"tls_certificates": [{"certificate_chain": {"inline_string": rsa_crt},
+                                                        "private_key": {"inline_string": rsa_key}}],
+                                  "alpn_protocols": ["http/1.1"]},
+           "session_ticket_keys": {"keys": [{"inline_bytes": ticket}]}}
+    us = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+          "sni": "secure.example",
+          "common_tls_context": {"tls_certificates": [{"certificate_chain": {"inline_string": cli_crt},
+                                                       "private_key": {"inline_string": cli_key}}],
+                                 "validation_context": {"trusted_ca": {"filename": f"{pki}/ca.crt"}}}}
+    listen, admin = free_port(), free_port()
+    text = bootstrap_yaml(listen, admin, {"app": [upstream.port], "secure": [upstream.port]})
+    head = "  - name: secure\n    type: STATIC\n"
+    text = text.replace(head, head + "    transport_socket: {name: envoy.transport_sockets.tls, typed_config: "
+                        + json.dumps(us) + "}\n", 1)
+    secrets = ("  secrets:\n"
+               f"  - name: server_cert\n    tls_certificate: {json.dumps({'certificate_chain': {'filename': pki + '/rsa.crt'}, 'private_key': {'inline_string': rsa_key}})}\n"
+               f"  - name: tickets\n    session_ticket_keys: {json.dumps({'keys': [{'inline_bytes': ticket}]})}\n")
+    full = with_tls(text, ctx).replace("static_resources:\n", "static_resources:\n" + secrets, 1)
+    run_sharp_config(procs, full, admin)
+    t = Tls()
+    t.listen, t.admin, t.pki = listen, admin, pki
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}")
+    assert r.stdout.decode() == "200", r.stderr  # the inline key is the one in use
+
+    key_lines = [ln for k in (rsa_key, cli_key) for ln in k.splitlines() if ln and "-----" not in ln]
+
+    def no_secret(body):
+        assert "PRIVATE KEY" not in body
+        for ln in key_lines:
+            assert ln not in body
+        assert ticket not in body and ticket.replace("/", "\\/") not in body
+
+    body = admin_get(admin, "/config_dump")
+    no_secret(body)
+    dump = {c["@type"].rsplit(".", 1)[1]: c for c in json.loads(body)["configs"]}
+    red = {"inline_string": "[redacted]"}
+    red_bytes = {"inline_bytes": base64.b64encode(b"[redacted]").decode()}
+    # BootstrapConfigDump: the listener's Any, the cluster's Any, the secrets
+    sr = dump["BootstrapConfigDump"]["bootstrap"]["static_resources"]
+    lctx = sr["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert lctx["common_tls_context"]["tls_certificates"] == [{"certificate_chain": {"inline_string": rsa_crt},
+                                                               "private_key": red}]
+    assert lctx["session_ticket_keys"] == {"keys": [red_bytes]}
+    sec = next(c for c in sr["clusters"] if c["name"] == "secure")
+    cctx = sec["transport_socket"]["typed_config"]
+    assert cctx["sni"] == "secure.example"
+    assert cctx["common_tls_context"]["tls_certificates"] == [{"certificate_chain": {"inline_string": cli_crt},
+                                                               "private_key": red}]
+    assert cctx["common_tls_context"]["validation_context"] == {"trusted_ca": {"filename": f"{pki}/ca.crt"}}
+    assert sr["secrets"] == [
+        {"name": "server_cert", "tls_certificate": {"certificate_chain": {"filename": f"{pki}/rsa.crt"},
+                                                    "private_key": red}},
+        {"name": "tickets", "session_ticket_keys": {"keys": [red_bytes]}}]
+    # ListenersConfigDump, ClustersConfigDump, SecretsConfigDump
+    sl = dump["ListenersConfigDump"]["static_listeners"][0]["listener"]
+    assert sl["filter_chains"][0]["transport_socket"]["typed_config"] == lctx
+    sc = next(c["cluster"] for c in dump["ClustersConfigDump"]["static_clusters"] if c["cluster"]["name"] == "secure")
+    assert sc["transport_socket"]["typed_config"] == cctx
+    ss = dump["SecretsConfigDump"]["static_secrets"]
+    assert [{k: v for k, v in s["secret"].items() if k != "@type"} for s in ss] == sr["secrets"]
+    # ?resource= and ?mask= paths, ?include_eds
+    for q in ("resource=static_listeners", "resource=static_clusters", "resource=static_secrets",
+              "resource=static_clusters&mask=cluster.transport_socket", "mask=bootstrap.static_resources",
+              "mask=static_listeners", "include_eds", "resource=static_secrets&mask=secret.tls_certificate",
+              "name_regex=secure"):
+        body = admin_get(admin, "/config_dump?" + q)
+        no_secret(body)
+        assert "[redacted]" in body or "W3JlZGFjdGVkXQ==" in body, q
+    r = json.loads(admin_get(admin, "/config_dump?resource=static_clusters&mask=cluster.transport_socket"))
+    masked = [c["cluster"] for c in r["configs"]]
+    assert {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "transport_socket": sec["transport_socket"]} in masked
+    r = json.loads(admin_get(admin, "/config_dump?resource=static_secrets&mask=secret.tls_certificate.private_key"))
+    assert r["configs"][0]["secret"] == {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                                         "tls_certificate": {"private_key": red}}

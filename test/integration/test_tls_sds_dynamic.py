@@ -545,3 +545,42 @@ def test_changed_cluster_naming_the_same_secret_keeps_its_subscription(env, tls_
     assert sds_requests(e.cp, "ca") == 1
     assert get(p1, "/last")[0] == 200
     assert stat(e.admin, "cluster_manager.cluster_modified") == 1
+
+
+def test_config_dump_redacts_inline_keys_of_xds_resources(env):
+    """An LDS listener with an inline private key and a CDS cluster with an
+    inline client key: /config_dump's dynamic_listeners and
+    dynamic_active_clusters show them "[redacted]" (the bootstrap's static
+    resources are checked in test_tls_downstream.py), certificates kept."""
+    make_cert(env.pki, env.dir, "s1")
+    with open(f"{env.dir}/s1.crt") as c, open(f"{env.dir}/s1.key") as k:
+        crt, key = c.read(), k.read()
+    port = free_port()
+    lis = tls_listener("inl", port, "unused")
+    lis["resource"]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"] = {
+        "alpn_protocols": ["http/1.1"],
+        "tls_certificates": [{"certificate_chain": {"inline_string": crt}, "private_key": {"inline_string": key}}]}
+    cl = plain_cluster("up_tls", free_port())
+    cl["resource"]["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": US_TLS, "sni": TLS_HOST, "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"inline_string": crt},
+                                  "private_key": {"inline_string": key}}]}}}
+    e = env.start("GRPC", lds=[lis], cds=[cl])
+    wait_for(lambda: try_cn(e, port) == "s1", 10, "the listener serving with its inline key")
+    body = admin_get(e.admin, "/config_dump")
+    assert "PRIVATE KEY" not in body and key.splitlines()[1] not in body
+    dump = {c["@type"].rsplit(".", 1)[1]: c for c in json.loads(body)["configs"]}
+    red = {"inline_string": "[redacted]"}
+    dl = next(x for x in dump["ListenersConfigDump"]["dynamic_listeners"] if x["name"] == "inl")
+    ts = dl["active_state"]["listener"]["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert ts["common_tls_context"]["tls_certificates"] == [{"certificate_chain": {"inline_string": crt},
+                                                             "private_key": red}]
+    dc = next(x["cluster"] for x in dump["ClustersConfigDump"]["dynamic_active_clusters"]
+              if x["cluster"]["name"] == "up_tls")
+    uts = dc["transport_socket"]["typed_config"]
+    assert uts["sni"] == TLS_HOST
+    assert uts["common_tls_context"]["tls_certificates"] == [{"certificate_chain": {"inline_string": crt},
+                                                              "private_key": red}]
+    for q in ("resource=dynamic_listeners", "resource=dynamic_active_clusters&mask=cluster.transport_socket"):
+        b = admin_get(e.admin, "/config_dump?" + q)
+        assert "PRIVATE KEY" not in b and "[redacted]" in b, q
