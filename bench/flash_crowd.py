@@ -54,11 +54,13 @@ def env_num(name, default):
     return type(default)(os.environ.get(name, default))
 
 
-BASE, PEAK = env_num("BASE", 300), env_num("PEAK", 3000)
+BASE, PEAK = env_num("BASE", 1000), env_num("PEAK", 10000)
 BASE_S, RAMP_S, PEAK_S = env_num("BASE_S", 45), env_num("RAMP_S", 60), env_num("PEAK_S", 150)
 BOOT_S, POLL_S, SYNC_S = env_num("BOOT_S", 30.0), env_num("POLL_S", 15.0), env_num("SYNC_S", 15)
 SLOTS, SERVICE_MS = env_num("SLOTS", 20), env_num("SERVICE_MS", 100)
-MIN_R, MAX_R = env_num("MIN_REPLICAS", 2), env_num("MAX_REPLICAS", 40)
+MIN_R, MAX_R = env_num("MIN_REPLICAS", 2), env_num("MAX_REPLICAS", 100)
+# the start, as the simulator's: the base load at 70% of the replicas' capacity
+INITIAL = env_num("INITIAL_REPLICAS", max(MIN_R, -(-BASE * SERVICE_MS // (700 * SLOTS))))
 SLO_P99_MS = env_num("SLO_P99_MS", 500.0)
 CONTROLLERS = os.environ.get("CONTROLLERS", "agent hpa").split()
 
@@ -186,7 +188,7 @@ bootstrap_extensions:
       mode: {mode}
       min_replicas: {MIN_R}
       max_replicas: {MAX_R}
-      initial_replicas: {MIN_R}
+      initial_replicas: {INITIAL}
       sync_period: {SYNC_S}s
       objective: {{ p99_latency: {SLO_P99_MS / 1000}s, error_rate: 0.01 }}
       hpa: {{ target_utilization: 70, per_replica_concurrency: {SLOTS} }}
@@ -218,7 +220,7 @@ def run(controller, work):
     from keda_client import M, call
     reps = Replicas(work)
     t0 = time.monotonic()
-    for _ in range(MIN_R):
+    for _ in range(INITIAL):
         reps.start_one(t0, 0.0)
     reps.tick(t0)
     listen, admin = free_port(), free_port()
@@ -246,7 +248,7 @@ def run(controller, work):
                                "--interval-ms", "1000", "--timeout-ms", "5000", "--max-connections", "4000",
                                "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         start = time.monotonic()
-        desired = [MIN_R]
+        desired = [INITIAL]
 
         def control():
             ch = grpc.insecure_channel(f"127.0.0.1:{admin}")
@@ -354,7 +356,7 @@ def main():
     cap = SLOTS * 1000 / SERVICE_MS
     print(f"flash crowd: {BASE} req/s for {BASE_S} s, to {PEAK} req/s over {RAMP_S} s, {PEAK_S} s at the peak; "
           f"replicas of {cap:.0f} req/s ({SLOTS} slots x {SERVICE_MS} ms), boot {BOOT_S:.0f} s, "
-          f"{MIN_R}..{MAX_R} replicas; KEDA polled every {POLL_S:.0f} s, the agent's sync every {SYNC_S} s; "
+          f"{MIN_R}..{MAX_R} replicas ({INITIAL} at the start); KEDA polled every {POLL_S:.0f} s, the agent's sync every {SYNC_S} s; "
           f"SLO p99 {SLO_P99_MS:.0f} ms and 1% failures; weights {os.path.relpath(WEIGHTS, ROOT)}")
     rows = {}
     for ctl in CONTROLLERS:
