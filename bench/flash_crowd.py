@@ -59,6 +59,11 @@ BASE_S, RAMP_S, PEAK_S = env_num("BASE_S", 45), env_num("RAMP_S", 60), env_num("
 BOOT_S, POLL_S, SYNC_S = env_num("BOOT_S", 30.0), env_num("POLL_S", 15.0), env_num("SYNC_S", 15)
 SLOTS, SERVICE_MS = env_num("SLOTS", 20), env_num("SERVICE_MS", 100)
 MIN_R, MAX_R = env_num("MIN_REPLICAS", 2), env_num("MAX_REPLICAS", 100)
+# the simulator's cluster: Envoy's default max_requests (1024) for its 40 ms
+# requests; the same bound in time for these replicas' requests (1024 x
+# SERVICE_MS / 40 in flight), or the breaker sheds where the simulator's
+# would not
+MAX_REQUESTS = env_num("MAX_REQUESTS", -(-1024 * SERVICE_MS // 40))
 # the start, as the simulator's: the base load at 70% of the replicas' capacity
 INITIAL = env_num("INITIAL_REPLICAS", max(MIN_R, -(-BASE * SERVICE_MS // (700 * SLOTS))))
 SLO_P99_MS = env_num("SLO_P99_MS", 500.0)
@@ -177,7 +182,7 @@ static_resources:
     connect_timeout: 1s
     eds_cluster_config: {{ eds_config: {{ path_config_source: {{ path: {eds} }} }} }}
     circuit_breakers:
-      thresholds: [{{ max_requests: 1024, max_pending_requests: 1024, max_connections: 4096 }}]
+      thresholds: [{{ max_requests: {MAX_REQUESTS}, max_pending_requests: {MAX_REQUESTS}, max_connections: {4 * MAX_REQUESTS} }}]
 bootstrap_extensions:
 - name: sharp.bootstrap.scaling_agent
   typed_config:
@@ -356,7 +361,7 @@ def main():
     cap = SLOTS * 1000 / SERVICE_MS
     print(f"flash crowd: {BASE} req/s for {BASE_S} s, to {PEAK} req/s over {RAMP_S} s, {PEAK_S} s at the peak; "
           f"replicas of {cap:.0f} req/s ({SLOTS} slots x {SERVICE_MS} ms), boot {BOOT_S:.0f} s, "
-          f"{MIN_R}..{MAX_R} replicas ({INITIAL} at the start); KEDA polled every {POLL_S:.0f} s, the agent's sync every {SYNC_S} s; "
+          f"{MIN_R}..{MAX_R} replicas ({INITIAL} at the start), max_requests {MAX_REQUESTS}; KEDA polled every {POLL_S:.0f} s, the agent's sync every {SYNC_S} s; "
           f"SLO p99 {SLO_P99_MS:.0f} ms and 1% failures; weights {os.path.relpath(WEIGHTS, ROOT)}")
     rows = {}
     for ctl in CONTROLLERS:
