@@ -57,8 +57,8 @@ DISABLED = cpr("disabled: true")
 ENABLED = cpr("overrides: { response_direction_config: {} }")
 
 
-def config(listen, admin, up, routes, filters, vhost_extra="", table_extra=""):
-    y = bootstrap_yaml(listen, admin, {"backend": [up]}, routes=routes, vhost_extra=vhost_extra)
+def config(listen, admin, up, routes, filters, vhost_extra="", table_extra="", clusters=("backend",)):
+    y = bootstrap_yaml(listen, admin, {c: [up] for c in clusters}, routes=routes, vhost_extra=vhost_extra)
     if table_extra:
         y = y.replace("            name: local_route\n",
                       "            name: local_route\n" + "".join("            " + ln + "\n"
@@ -73,10 +73,12 @@ def start(procs, up, routes, filters, **kw):
     return listen, admin
 
 
-def curl(port, path, headers=()):
-    """curl with Accept-Encoding: gzip and no decoding: status, headers
-    (lower-cased names), raw body."""
+def curl(port, path, headers=(), h2=False):
+    """curl with Accept-Encoding: gzip and no decoding (HTTP/1.1, or HTTP/2
+    with prior knowledge): status, headers (lower-cased names), raw body."""
     args = ["curl", "-sS", "-D", "-", "-o", "-", "-H", "Accept-Encoding: gzip"]
+    if h2:
+        args.append("--http2-prior-knowledge")
     for h in headers:
         args += ["-H", h]
     r = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, timeout=20 * SLOW)
@@ -84,6 +86,7 @@ def curl(port, path, headers=()):
     head, _, body = r.stdout.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     status = int(lines[0].split()[1])
+    assert lines[0].startswith("HTTP/2" if h2 else "HTTP/1.1"), lines[0]
     hdrs = {}
     for ln in lines[1:]:
         k, _, v = ln.partition(":")
@@ -98,8 +101,8 @@ def gunzip(data):
     return out
 
 
-def compressed(port, path, headers=()):
-    st, h, body = curl(port, path, headers)
+def compressed(port, path, headers=(), h2=False):
+    st, h, body = curl(port, path, headers, h2)
     assert st == 200, (st, h, body)
     if h.get("content-encoding") == "gzip":
         assert len(gunzip(body)) > 0
@@ -128,13 +131,14 @@ def route(prefix, extra="", cluster="backend"):
 
 # ---- CompressorPerRoute ---------------------------------------------------------------------------
 
-def test_compressor_disabled_on_one_route(procs, upstream):
+@pytest.mark.parametrize("h2", [False, True], ids=["h1", "h2"])
+def test_compressor_disabled_on_one_route(procs, upstream, h2):
     """CompressorPerRoute disabled on /plain: those responses go out as the
     upstream sent them (counted not_compressed, no vary), while / is gzip."""
     routes = route("/plain", pfc({"envoy.filters.http.compressor": DISABLED})) + route("/")
     listen, admin = start(procs, upstream.port, routes, compressor_filter())
-    assert compressed(listen, f"/bytes/5000?{TEXT}")
-    st, h, body = curl(listen, f"/plain/bytes/5000?{TEXT}")
+    assert compressed(listen, f"/bytes/5000?{TEXT}", h2=h2)
+    st, h, body = curl(listen, f"/plain/bytes/5000?{TEXT}", h2=h2)
     assert st == 200 and "content-encoding" not in h and "vary" not in h
     assert len(body) == 5000
     assert stat(admin, f"{PREFIX}.compressed") == 1
@@ -243,6 +247,34 @@ def test_filter_config_disabled_takes_the_health_check_out(procs, upstream):
     st, h, body = curl(listen, "/healthz", headers=["x-deep: 1"])
     assert st == 200 and len(body) > 0
     assert "x-envoy-upstream-service-time" in h
+
+
+def test_filter_config_disabled_on_a_weighted_cluster(procs, upstream):
+    """A FilterConfig disabled: true on one weighted cluster entry: the
+    cluster is picked with the route (Envoy's weighted cluster route entry),
+    so the compressor is out of the chain exactly for the requests that go
+    to that cluster, and in it for the other's."""
+    routes = ("- match: { prefix: \"/\" }\n"
+              "  route:\n"
+              "    weighted_clusters:\n"
+              "      clusters:\n"
+              "      - name: backend\n"
+              "        weight: 1\n"
+              "        response_headers_to_add: [{ header: { key: x-wc, value: raw } }]\n"
+              + pfc({"envoy.filters.http.compressor": f"\"@type\": {FC}\ndisabled: true"}, indent=8)
+              + "      - name: backend2\n"
+                "        weight: 1\n"
+                "        response_headers_to_add: [{ header: { key: x-wc, value: gz } }]\n")
+    listen, admin = start(procs, upstream.port, routes, compressor_filter(), clusters=("backend", "backend2"))
+    seen = {"raw": 0, "gz": 0}
+    for _ in range(40):
+        st, h, body = curl(listen, f"/bytes/3000?{TEXT}")
+        assert st == 200
+        seen[h["x-wc"]] += 1
+        assert (h.get("content-encoding") == "gzip") == (h["x-wc"] == "gz"), h
+    assert seen["raw"] and seen["gz"], seen
+    assert stat(admin, f"{PREFIX}.compressed") == seen["gz"]
+    assert stat(admin, f"{PREFIX}.not_compressed") == 0
 
 
 def test_http_filter_disabled_enabled_per_route(procs, upstream):
