@@ -394,3 +394,75 @@ def test_null_response_direction_config_is_unset(procs, upstream):
     listen, _ = start(procs, upstream.port, routes, f)
     assert not compressed(listen, f"/null/bytes/5000?{TEXT}")
     assert compressed(listen, f"/empty/bytes/5000?{TEXT}")
+
+
+# ---- from RDS ---------------------------------------------------------------------------------------
+
+def rds_bootstrap(listen, admin, up, rds_path, filters):
+    hcm_filters = "".join("          " + ln + "\n" for ln in filters.splitlines())
+    return f"""admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: l0
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          rds: {{ config_source: {{ path_config_source: {{ path: {rds_path} }} }}, route_config_name: dyn }}
+          http_filters:
+{hcm_filters}          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }} }}
+"""
+
+
+def write_rds(path, version, vhost_pfc):
+    rc = {"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "name": "dyn",
+          "virtual_hosts": [{"name": "all", "domains": ["*"], "typed_per_filter_config": vhost_pfc,
+                             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"version_info": str(version), "resources": [rc]}, f)
+    import os
+    os.replace(tmp, path)
+
+
+def test_per_route_config_from_rds(procs, upstream, tmp_path):
+    """A route table from RDS carries its per-route configs: the compressor
+    off on the virtual host, then on after an update; an update with a
+    per-route type of a filter SHARP lacks is refused and the table in
+    force stays. A route table may serve several connection managers, so a
+    type that is not the named filter's loads (as in Envoy) and that filter
+    never reads it."""
+    from conftest import wait_for
+    rds = str(tmp_path / "rds.json")
+    cpr_disabled = {"@type": CPR, "disabled": True}
+    write_rds(rds, 1, {"envoy.filters.http.compressor": cpr_disabled})
+    listen, admin = free_port(), free_port()
+    run_sharp_config(procs, rds_bootstrap(listen, admin, upstream.port, rds, compressor_filter() + HEALTH_CHECK),
+                     admin)
+    assert not compressed(listen, f"/bytes/3000?{TEXT}")
+    write_rds(rds, 2, {"envoy.filters.http.health_check": cpr_disabled})
+    wait_for(lambda: stat(admin, "http.ingress_http.rds.dyn.update_success") == 2, 5 * SLOW, "update 2")
+    assert compressed(listen, f"/bytes/3000?{TEXT}")
+    st, h, body = curl(listen, "/healthz")  # the health check filter still answers
+    assert st == 200 and body == b""
+    write_rds(rds, 3, {"envoy.filters.http.csrf": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy",
+        "filter_enabled": {"default_value": {"numerator": 100}}}})
+    # refused when the file is read (update_failure), as any type SHARP lacks
+    wait_for(lambda: stat(admin, "http.ingress_http.rds.dyn.update_failure") == 1, 5 * SLOW, "update 3 refused")
+    assert stat(admin, "http.ingress_http.rds.dyn.update_success") == 2
+    assert compressed(listen, f"/bytes/3000?{TEXT}")
