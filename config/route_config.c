@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,7 +468,6 @@ static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_rou
     return 0;
 }
 
-
 /* ---- typed_per_filter_config (Envoy's PerFilterConfigs) ---- */
 
 #define FILTER_CONFIG_TYPE "envoy.config.route.v3.FilterConfig"
@@ -550,6 +550,14 @@ static int per_filter_entry(ctx_t *c, const char *path, const char *key, const G
 /* A typed_per_filter_config map at any level: the entry types protobuf-c
  * generates differ by level but are all {base, key, value}. */
 typedef Envoy__Config__Route__V3__RouteConfiguration__TypedPerFilterConfigEntry pfc_entry_t;
+#define SAME_ENTRY(T)                                                                                  \
+    _Static_assert(sizeof(T) == sizeof(pfc_entry_t) && offsetof(T, key) == offsetof(pfc_entry_t, key) && \
+                       offsetof(T, value) == offsetof(pfc_entry_t, value),                              \
+                   #T " is laid out as pfc_entry_t")
+SAME_ENTRY(Envoy__Config__Route__V3__VirtualHost__TypedPerFilterConfigEntry);
+SAME_ENTRY(Envoy__Config__Route__V3__Route__TypedPerFilterConfigEntry);
+SAME_ENTRY(Envoy__Config__Route__V3__WeightedCluster__ClusterWeight__TypedPerFilterConfigEntry);
+#undef SAME_ENTRY
 
 static int per_filter_from(ctx_t *c, const char *path, const void *entries, size_t n,
                            sharp_per_filter_configs_t *out)
