@@ -216,7 +216,11 @@ static int build_filters(build_ctx_t *b, const hcm_pb_t *pb, sharp_hcm_config_t 
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *hf = pb->http_filters[i];
         char p[1024];
         snprintf(p, sizeof p, "%s.http_filters[%zu]", path, i);
-        if (hf->disabled) continue;
+        /* Envoy's processFilter: a filter disabled by default stays in the
+         * chain for the routes that enable it, but never the last one */
+        if (hf->disabled && i + 1 == pb->n_http_filters)
+            return fail(b, p, "Error: the last (terminal) filter (%s) in the chain cannot be disabled by default.",
+                        hf->name);
         const sharp_filter_factory_t *fac = NULL;
         ProtobufCMessage *msg = NULL;
         if (hf->config_type_case ==
@@ -247,15 +251,66 @@ static int build_filters(build_ctx_t *b, const hcm_pb_t *pb, sharp_hcm_config_t 
         fe->name = sharp_strdup(hf->name);
         fe->factory = fac;
         fe->config = fcfg;
-        bool last = true;
-        for (size_t k = i + 1; k < pb->n_http_filters; k++)
-            if (!pb->http_filters[k]->disabled) last = false;
+        fe->disabled = hf->disabled;
+        bool last = i + 1 == pb->n_http_filters;
         if (fac->terminal && !last) return fail(b, p, "terminal filter '%s' must be the last one", hf->name);
         if (!fac->terminal && last)
             return fail(b, p, "the last HTTP filter must be a terminal filter (envoy.filters.http.router), not '%s'",
                         hf->name);
     }
     if (h->nfilters == 0) return fail(b, path, "http_filters must end with the router filter");
+    return 0;
+}
+
+/* The per-route configs of an inline route_config against this connection
+ * manager's filters. Envoy finds a per-route config's filter by its type
+ * alone and stores it under the key; a filter then reads it only if it is
+ * its own type, and a route that disables the terminal filter leaves the
+ * chain without one. SHARP refuses both when the key names a filter of the
+ * chain rather than accepting a config no filter would read. Keys naming no
+ * filter of the chain are accepted, as Envoy does (the filter may be in
+ * another connection manager using the same routes). */
+static int check_per_filter_level(build_ctx_t *b, const sharp_hcm_config_t *h, const sharp_per_filter_configs_t *pf,
+                                  const char *path)
+{
+    for (uint32_t i = 0; i < pf->n; i++) {
+        const sharp_per_filter_t *e = &pf->v[i];
+        char p[1400];
+        snprintf(p, sizeof p, "%s.typed_per_filter_config[\"%s\"]", path, e->name);
+        for (uint32_t k = 0; k < h->nfilters; k++) {
+            const sharp_filter_entry_t *fe = &h->filters[k];
+            if (strcmp(fe->name, e->name) != 0) continue;
+            if (e->disabled && fe->factory->terminal)
+                return fail(b, p, "the terminal filter %s cannot be disabled on a route", e->name);
+            if (e->factory && e->factory != fe->factory)
+                return fail(b, p, "type '%s' is the per-route config of %s, not of this connection manager's "
+                            "filter '%s' (%s)", strrchr(e->factory->route_type_url, '/') + 1, e->factory->name,
+                            e->name, fe->factory->name);
+        }
+    }
+    return 0;
+}
+
+static int check_per_filter(build_ctx_t *b, const sharp_hcm_config_t *h, const char *path)
+{
+    const sharp_route_table_t *t = h->routes;
+    char p[1200];
+    if (check_per_filter_level(b, h, &t->per_filter, path) < 0) return -1;
+    for (uint32_t v = 0; v < t->nvhosts; v++) {
+        const sharp_vhost_t *vh = &t->vhosts[v];
+        snprintf(p, sizeof p, "%s.virtual_hosts[%u]", path, v);
+        if (check_per_filter_level(b, h, &vh->per_filter, p) < 0) return -1;
+        for (uint32_t r = 0; r < vh->nroutes; r++) {
+            const sharp_route_t *rt = &vh->routes[r];
+            snprintf(p, sizeof p, "%s.virtual_hosts[%u].routes[%u]", path, v, r);
+            if (check_per_filter_level(b, h, &rt->per_filter, p) < 0) return -1;
+            for (uint32_t w = 0; w < rt->nweighted; w++) {
+                snprintf(p, sizeof p, "%s.virtual_hosts[%u].routes[%u].route.weighted_clusters.clusters[%u]", path,
+                         v, r, w);
+                if (check_per_filter_level(b, h, &rt->weighted[w].per_filter, p) < 0) return -1;
+            }
+        }
+    }
     return 0;
 }
 
@@ -535,6 +590,10 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     }
     hcm_stats_init(h, b->srv->stats);
     if (build_filters(b, pb, h, path) < 0) goto bad;
+    if (h->routes) {
+        snprintf(p, sizeof p, "%s.route_config", path);
+        if (check_per_filter(b, h, p) < 0) goto bad;
+    }
     if (pb->n_access_log) {
         h->access_logs = sharp_calloc(pb->n_access_log, sizeof *h->access_logs);
         for (size_t i = 0; i < pb->n_access_log; i++) {

@@ -8,11 +8,15 @@
  * ignored. Hash policies are read for shuffle-shard clusters
  * (http/hash_policy.h); other balancers ignore them, as Envoy's do. */
 #include "config/route_config.h"
+#include "config/mapper.h"
 #include "http/access_log_emit.h"
+#include "http/filter.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,6 +468,111 @@ static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_rou
     return 0;
 }
 
+/* ---- typed_per_filter_config (Envoy's PerFilterConfigs) ---- */
+
+#define FILTER_CONFIG_TYPE "envoy.config.route.v3.FilterConfig"
+
+/* The type name of an Any's type URL (after its last '/'). */
+static const char *type_name(const char *url)
+{
+    const char *s = strrchr(url, '/');
+    return s ? s + 1 : url;
+}
+
+/* Envoy's createRouteSpecificFilterConfig: the filter factory is found by
+ * the Any's type (the map key is not looked up: a route table may serve
+ * several connection managers), and must take a per-route config of that
+ * type. An optional one (FilterConfig.is_optional) that no filter takes
+ * enables the filter without a config, as Envoy does. */
+static int route_filter_config(ctx_t *c, const char *path, const char *name, const Google__Protobuf__Any *any,
+                               bool is_optional, sharp_per_filter_t *e)
+{
+    bool is_route = false;
+    const sharp_filter_factory_t *fac = sharp_filter_find_for_route_type(any->type_url, strlen(any->type_url), &is_route);
+    if (!fac || !fac->create_route_config) {
+        if (is_optional) {
+            sharp_log_warn("%s: the filter %s takes no virtual host or route specific configuration of type '%s' "
+                           "and is optional: enabled without one", path, name, type_name(any->type_url));
+            return 0;
+        }
+        if (!fac)
+            return fail(c, path, "Didn't find a registered implementation for '%s' with type URL: '%s'", name,
+                        type_name(any->type_url));
+        return fail(c, path, "The filter %s doesn't support virtual host or route specific configurations", name);
+    }
+    if (!is_route)
+        return fail(c, path, "Unable to unpack as %s: the per-route config of %s is not its typed_config",
+                    type_name(fac->route_type_url), fac->name);
+    sharp_config_error_t err = {{0}};
+    ProtobufCMessage *msg = sharp_any_unpack(&any->base, fac->route_config_desc, &err);
+    if (!msg) return fail(c, path, "%s", err.msg);
+    char ferr[512] = "";
+    void *cfg = fac->create_route_config(msg, ferr, sizeof ferr);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (!cfg) return fail(c, path, "%s", ferr[0] ? ferr : "invalid per-route filter config");
+    e->factory = fac;
+    e->config = cfg;
+    return 0;
+}
+
+/* One map entry: a filter's own per-route config, or a FilterConfig that
+ * disables the filter, enables it (an empty config) or wraps its config. */
+static int per_filter_entry(ctx_t *c, const char *path, const char *key, const Google__Protobuf__Any *any,
+                            sharp_per_filter_configs_t *out)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s[\"%s\"]", path, key);
+    sharp_per_filter_t *e = &out->v[out->n++];
+    e->name = sharp_strdup(key);
+    if (!any || !any->type_url || !any->type_url[0])
+        return fail(c, p, "Empty route/virtual host per filter configuration for %s filter", key);
+    if (strcmp(type_name(any->type_url), FILTER_CONFIG_TYPE) != 0)
+        return route_filter_config(c, p, key, any, false, e);
+    sharp_config_error_t err = {{0}};
+    Envoy__Config__Route__V3__FilterConfig *fc = (Envoy__Config__Route__V3__FilterConfig *)sharp_any_unpack(
+        &any->base, &envoy__config__route__v3__filter_config__descriptor, &err);
+    if (!fc) return fail(c, p, "%s", err.msg);
+    int rc = 0;
+    if (fc->disabled) {
+        /* disabled explicitly: the config, if any, is not used */
+        e->disabled = true;
+    } else if (!fc->config) {
+        rc = fail(c, p, "Empty route/virtual host per filter configuration for %s filter", key);
+    } else if (fc->config->type_url && fc->config->type_url[0]) {
+        char cp[600];
+        snprintf(cp, sizeof cp, "%s.config", p);
+        rc = route_filter_config(c, cp, key, fc->config, fc->is_optional, e);
+    } /* else an empty config: the filter is enabled here, without a config */
+    protobuf_c_message_free_unpacked(&fc->base, NULL);
+    return rc;
+}
+
+/* A typed_per_filter_config map at any level: the entry types protobuf-c
+ * generates differ by level but are all {base, key, value}. */
+typedef Envoy__Config__Route__V3__RouteConfiguration__TypedPerFilterConfigEntry pfc_entry_t;
+#define SAME_ENTRY(T)                                                                                  \
+    _Static_assert(sizeof(T) == sizeof(pfc_entry_t) && offsetof(T, key) == offsetof(pfc_entry_t, key) && \
+                       offsetof(T, value) == offsetof(pfc_entry_t, value),                              \
+                   #T " is laid out as pfc_entry_t")
+SAME_ENTRY(Envoy__Config__Route__V3__VirtualHost__TypedPerFilterConfigEntry);
+SAME_ENTRY(Envoy__Config__Route__V3__Route__TypedPerFilterConfigEntry);
+SAME_ENTRY(Envoy__Config__Route__V3__WeightedCluster__ClusterWeight__TypedPerFilterConfigEntry);
+#undef SAME_ENTRY
+
+static int per_filter_from(ctx_t *c, const char *path, const void *entries, size_t n,
+                           sharp_per_filter_configs_t *out)
+{
+    char p[512];
+    sub(p, sizeof p, path, "typed_per_filter_config");
+    const pfc_entry_t *const *v = entries;
+    if (n) out->v = sharp_calloc(n, sizeof *out->v);
+    for (size_t i = 0; i < n; i++)
+        if (per_filter_entry(c, p, v[i]->key, v[i]->value, out) < 0) return -1;
+    return 0;
+}
+#define PER_FILTER(c, path, pb, out) \
+    per_filter_from((c), (path), (const void *)(pb)->typed_per_filter_config, (pb)->n_typed_per_filter_config, (out))
+
 static int weighted_from(ctx_t *c, const char *path,
                          const Envoy__Config__Route__V3__WeightedCluster *w, sharp_route_t *r)
 {
@@ -488,6 +597,7 @@ static int weighted_from(ctx_t *c, const char *path,
         r->total_weight += wc->weight;
         if (OPS(c, p, cw, request, &wc->req_ops) < 0 || OPS(c, p, cw, response, &wc->resp_ops) < 0)
             return -1;
+        if (PER_FILTER(c, p, cw, &wc->per_filter) < 0) return -1;
     }
     if (r->total_weight == 0)
         return fail(c, path, "Sum of weights in the weighted_cluster must be greater than 0");
@@ -737,6 +847,7 @@ static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_ro
     }
     if (OPS(c, path, pb, request, &r->req_ops) < 0 || OPS(c, path, pb, response, &r->resp_ops) < 0)
         return -1;
+    if (PER_FILTER(c, path, pb, &r->per_filter) < 0) return -1;
     return 0;
 }
 
@@ -760,6 +871,7 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
         return -1;
     if (mirror_from(c, path, pb->request_mirror_policies, pb->n_request_mirror_policies, &vh->mirror_own) < 0)
         return -1;
+    if (PER_FILTER(c, path, pb, &vh->per_filter) < 0) return -1;
     vh->include_request_attempt_count = pb->include_request_attempt_count;
     vh->include_attempt_count_in_response = pb->include_attempt_count_in_response;
     vh->require_tls = (sharp_tls_requirement_t)pb->require_tls; /* "defined" in the support table */
@@ -810,6 +922,7 @@ sharp_route_table_t *sharp_route_table_create(const rc_pb_t *rc, char *err, size
     if (OPS(&c, "", rc, request, &t->req_ops) < 0 || OPS(&c, "", rc, response, &t->resp_ops) < 0)
         goto bad;
     if (mirror_from(&c, "", rc->request_mirror_policies, rc->n_request_mirror_policies, &t->mirror) < 0) goto bad;
+    if (PER_FILTER(&c, "", rc, &t->per_filter) < 0) goto bad;
     t->vhosts = sharp_calloc(rc->n_virtual_hosts + 1, sizeof *t->vhosts);
     for (size_t i = 0; i < rc->n_virtual_hosts; i++) {
         t->nvhosts++;

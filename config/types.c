@@ -3,6 +3,7 @@
 #include "config/mapper.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/config/overload/v3/overload.pb-c.h"
 #include "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.pb-c.h"
 #include "envoy/extensions/resource_monitors/fixed_heap/v3/fixed_heap.pb-c.h"
@@ -59,8 +60,10 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
-        /* parses (so a typed_per_filter_config names it), refused by the table */
+        /* typed_per_filter_config: the compressor's per-route config and
+         * the generic wrapper of any filter's */
         &envoy__extensions__filters__http__compressor__v3__compressor_per_route__descriptor,
+        &envoy__config__route__v3__filter_config__descriptor,
         &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor,
         &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor,
         &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor,

@@ -50,6 +50,7 @@ typedef struct sharp_filter_entry {
     char *name;
     const sharp_filter_factory_t *factory;
     void *config;
+    bool disabled; /* HttpFilter.disabled: off unless a route's typed_per_filter_config enables it */
 } sharp_filter_entry_t;
 
 typedef struct sharp_hcm_config {

@@ -22,6 +22,11 @@
  * request body is compressed under the same rules (without the
  * Accept-Encoding part) before it goes upstream.
  *
+ * Per route (CompressorPerRoute in typed_per_filter_config, the most
+ * specific level's): disabled turns response compression off there;
+ * overrides.response_direction_config, when present, turns it on whatever
+ * the enabled flag says, and may replace remove_accept_encoding_header.
+ *
  * All compressor filters of a chain make one decision per stream: the
  * first that needs it chooses among them all (content types filtered) and
  * keeps it in its state; the others find it there. Stats are Envoy's:
@@ -72,6 +77,16 @@ typedef struct comp_config {
     sharp_stat_id_t no_accept_header, header_identity, header_compressor_used, header_compressor_overshadowed,
         header_wildcard, header_not_valid, not_compressed_etag;
 } comp_config_t;
+
+/* CompressorPerRoute (Envoy's CompressorPerRouteFilterConfig): either
+ * response compression off on the route (disabled), or overrides whose
+ * response_direction_config, when present, turns response compression on
+ * whatever the filter's enabled flag says, and may replace
+ * remove_accept_encoding_header. */
+typedef struct comp_route {
+    bool has_enabled, enabled;
+    bool has_remove_ae, remove_ae;
+} comp_route_t;
 
 typedef struct comp_state {
     sharp_compressor_t *req_c, *resp_c;
@@ -192,6 +207,18 @@ static bool direction_enabled(const direction_t *d)
     return sharp_runtime_get_bool(d->enabled_key, d->enabled);
 }
 
+/* Envoy's compressionEnabled and removeAcceptEncodingHeader: the route's
+ * override when it has one, else the filter's. */
+static bool response_enabled(const comp_config_t *c, const comp_route_t *r)
+{
+    return r && r->has_enabled ? r->enabled : direction_enabled(&c->resp);
+}
+
+static bool remove_accept_encoding(const comp_config_t *c, const comp_route_t *r)
+{
+    return r && r->has_remove_ae ? r->remove_ae : c->remove_accept_encoding_header;
+}
+
 /* Every line of a header, joined by ',' (as Envoy keeps these headers). */
 static bool header_joined(const sharp_headers_t *h, const char *name, sharp_sbuf_t *out)
 {
@@ -249,7 +276,9 @@ static bool transfer_encoding_ok(const comp_config_t *c, const sharp_headers_t *
 
 /* The chain's decision, made by the first compressor filter that needs it:
  * every compressor filter of the chain whose content types take the
- * response offers its encoding. */
+ * response offers its encoding (a filter a route disabled is not part of
+ * it; one whose CompressorPerRoute turns compression off still offers its
+ * encoding, as in Envoy's registry of the chain's compressors). */
 static const char *chain_decision(sharp_filter_t *f, const sharp_headers_t *h, sharp_ae_stat_t *stat)
 {
     sharp_stream_t *s = f->stream;
@@ -269,7 +298,8 @@ static const char *chain_decision(sharp_filter_t *f, const sharp_headers_t *h, s
     size_t noffers = 0;
     for (uint32_t i = 0; i < n; i++) {
         sharp_filter_t *o = sharp_stream_filter(s, i);
-        if (o->factory != &sharp_compressor_filter) continue;
+        /* a filter the route disabled is not in Envoy's chain */
+        if (o->factory != &sharp_compressor_filter || o->off) continue;
         const comp_config_t *oc = o->config;
         if (media.len && !sharp_ae_type_listed(media, oc->resp.types, oc->resp.ntypes)) continue;
         offers[noffers++] = (sharp_ae_offer_t){oc->lib.encoding, oc->choose_first};
@@ -362,7 +392,8 @@ static sharp_filter_status_t comp_decode_headers(sharp_filter_t *f, sharp_header
         st->accept_encoding_len = ae.len;
     }
     sharp_sbuf_free(&ae);
-    if (c->remove_accept_encoding_header && direction_enabled(&c->resp)) sharp_headers_remove_cstr(h, "accept-encoding");
+    const comp_route_t *r = sharp_stream_route_config(f);
+    if (response_enabled(c, r) && remove_accept_encoding(c, r)) sharp_headers_remove_cstr(h, "accept-encoding");
 
     if (!end_stream && c->request_set && direction_enabled(&c->req) && !is_upgrade(h) && min_length_ok(f, &c->req, h) &&
         type_allowed(&c->req, h) && !sharp_headers_get_cstr(h, "content-encoding", NULL) &&
@@ -424,7 +455,7 @@ static sharp_filter_status_t comp_encode_headers(sharp_filter_t *f, sharp_header
     sharp_compressor_free(st->resp_c);
     st->resp_c = NULL;
     /* the tests in Envoy's order: each counts only when reached */
-    bool big_enough = direction_enabled(&c->resp) && min_length_ok(f, &c->resp, h);
+    bool big_enough = response_enabled(c, sharp_stream_route_config(f)) && min_length_ok(f, &c->resp, h);
     bool compressible = big_enough && !is_upgrade(h) && type_allowed(&c->resp, h) &&
                         !header_has_token(h, "cache-control", "no-transform");
     if (compressible && c->disable_on_etag_header && sharp_headers_get_cstr(h, "etag", NULL)) {
@@ -480,6 +511,39 @@ static void comp_on_destroy(sharp_filter_t *f)
     sharp_sbuf_free(&st->out);
 }
 
+static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t errlen)
+{
+    const Envoy__Extensions__Filters__Http__Compressor__V3__CompressorPerRoute *pb = (const void *)msg;
+    comp_route_t *r = sharp_calloc(1, sizeof *r);
+    switch (pb->override_case) {
+    case ENVOY__EXTENSIONS__FILTERS__HTTP__COMPRESSOR__V3__COMPRESSOR_PER_ROUTE__OVERRIDE_DISABLED:
+        if (!pb->disabled) {
+            snprintf(err, errlen, "invalid CompressorPerRoute.Disabled: value must equal true");
+            free(r);
+            return NULL;
+        }
+        r->has_enabled = true;
+        r->enabled = false;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__HTTP__COMPRESSOR__V3__COMPRESSOR_PER_ROUTE__OVERRIDE_OVERRIDES:
+        if (pb->overrides && pb->overrides->response_direction_config) {
+            /* present, even empty: response compression on (Envoy) */
+            r->has_enabled = r->enabled = true;
+            const Google__Protobuf__BoolValue *rm = pb->overrides->response_direction_config->remove_accept_encoding_header;
+            if (rm) {
+                r->has_remove_ae = true;
+                r->remove_ae = rm->value;
+            }
+        }
+        break;
+    default:
+        snprintf(err, errlen, "invalid CompressorPerRoute.Override: value is required (one of disabled, overrides)");
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
 const sharp_filter_factory_t sharp_compressor_filter = {
     .name = "envoy.filters.http.compressor",
     .type_url = "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
@@ -493,4 +557,8 @@ const sharp_filter_factory_t sharp_compressor_filter = {
     .encode_headers = comp_encode_headers,
     .encode_data = comp_encode_data,
     .on_destroy = comp_on_destroy,
+    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+    .route_config_desc = &envoy__extensions__filters__http__compressor__v3__compressor_per_route__descriptor,
+    .create_route_config = create_route_config,
+    .destroy_route_config = free,
 };

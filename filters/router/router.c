@@ -975,9 +975,14 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         send_redirect(f, r);
         return SHARP_FILTER_STOP;
     }
-    const sharp_weighted_cluster_t *wc = NULL;
-    const char *cname = sharp_route_pick_cluster(r, sharp_worker_random(w), &wc);
-    s->route_wc = wc; /* the route entry's response headers in local replies include its own */
+    /* the connection manager picked the route entry's cluster with the
+     * route; a stream routed otherwise picks it here */
+    const sharp_weighted_cluster_t *wc = s->route_wc;
+    const char *cname = s->route_cluster;
+    if (!s->route_cluster_picked) {
+        cname = sharp_route_pick_cluster(r, sharp_worker_random(w), &wc);
+        s->route_wc = wc; /* the route entry's response headers in local replies include its own */
+    }
     /* the clusters of the stream's view: a CDS update reaches the next
      * request, and this one keeps the cluster and pools it started with */
     sharp_cluster_local_t *cl = NULL;

@@ -198,7 +198,7 @@ static uint64_t stream_memory(sharp_conn_t *c, sharp_stream_t *s)
     if (c->nstreams == 1) n += c->writer.queued;
     for (uint32_t i = 0; i < s->nfilters; i++) {
         sharp_filter_t *f = &s->filters[i];
-        if (f->factory->buffered_bytes) n += f->factory->buffered_bytes(f);
+        if (!f->off && f->factory->buffered_bytes) n += f->factory->buffered_bytes(f);
     }
     return n;
 }
@@ -323,7 +323,7 @@ static void notify_watermark(sharp_conn_t *c, bool above)
         n = n->next;
         if (s->destroyed) continue;
         for (uint32_t i = 0; i < s->nfilters; i++)
-            if (s->filters[i].factory->on_downstream_watermark)
+            if (!s->filters[i].off && s->filters[i].factory->on_downstream_watermark)
                 s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
     }
 }
@@ -1085,6 +1085,8 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
         sharp_filter_t *f = &s->filters[i];
         f->factory = hcm->filters[i].factory;
         f->config = hcm->filters[i].config;
+        f->name = hcm->filters[i].name;
+        f->off = hcm->filters[i].disabled;
         f->stream = s;
         f->index = i;
         f->state = state;
@@ -1149,10 +1151,11 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     }
     sharp_histogram_record(sh, s->hcm->st.rq_time, (s->info.end_ns - s->info.start_ns) / 1000000);
     for (uint32_t i = 0; i < s->nfilters; i++)
-        if (s->filters[i].factory->on_complete) s->filters[i].factory->on_complete(&s->filters[i], &s->info);
+        if (!s->filters[i].off && s->filters[i].factory->on_complete)
+            s->filters[i].factory->on_complete(&s->filters[i], &s->info);
     sharp_access_log_emit_all(c->worker, s->hcm, &s->info);
     for (uint32_t i = 0; i < s->nfilters; i++)
-        if (s->filters[i].factory->on_destroy) s->filters[i].factory->on_destroy(&s->filters[i]);
+        if (!s->filters[i].off && s->filters[i].factory->on_destroy) s->filters[i].factory->on_destroy(&s->filters[i]);
     sharp_dlist_remove(&s->conn_link);
     c->nstreams--;
     if (c->h1.stream == s) c->h1.stream = NULL;

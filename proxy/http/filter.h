@@ -81,6 +81,16 @@ struct sharp_filter_factory {
     /* Optional: bytes of buffers the filter holds for its stream (bodies,
      * queued upstream writes), for reset_high_memory_stream. */
     uint64_t (*buffered_bytes)(sharp_filter_t *f);
+    /* Optional: the filter's per-route config (Envoy's route specific filter
+     * config, from typed_per_filter_config). route_type_url is the type it
+     * takes there; create_route_config builds the immutable config from that
+     * message on the main thread (NULL and err on a bad one);
+     * destroy_route_config frees it. A filter without them refuses per-route
+     * configs other than FilterConfig's enable/disable. */
+    const char *route_type_url;
+    const ProtobufCMessageDescriptor *route_config_desc;
+    void *(*create_route_config)(const ProtobufCMessage *msg, char *err, size_t errlen);
+    void (*destroy_route_config)(void *config);
 };
 
 /* One filter instance in one stream's chain. */
@@ -90,12 +100,21 @@ struct sharp_filter {
     sharp_stream_t *stream;
     void *state; /* factory->state_size zeroed bytes */
     uint32_t index;
+    const char *name; /* its config name (HttpFilter.name), the key of typed_per_filter_config */
+    /* Not in this stream's chain: HttpFilter.disabled, or a per-route
+     * FilterConfig.disabled, decided when the route is resolved (Envoy
+     * creates no such filter). The connection manager calls none of its
+     * callbacks. */
+    bool off;
 };
 
 /* Registry (populated at startup by sharp_filters_register_builtin()). */
 void sharp_filter_register(const sharp_filter_factory_t *f);
 const sharp_filter_factory_t *sharp_filter_find_by_name(const char *name);
 const sharp_filter_factory_t *sharp_filter_find_by_type_url(const char *type_url, size_t len);
+/* Envoy's getFactoryByType for per-route configs: the filter whose typed_config
+ * or per-route type is the Any's type; *is_route tells which matched. */
+const sharp_filter_factory_t *sharp_filter_find_for_route_type(const char *type_url, size_t len, bool *is_route);
 void sharp_filters_register_builtin(void);
 
 /* ---- What filters may call on their stream ---- */
@@ -140,6 +159,11 @@ bool sharp_stream_request_complete(sharp_stream_t *s);
 bool sharp_stream_is_head(sharp_stream_t *s);
 uint32_t sharp_stream_buffer_limit(sharp_stream_t *s);
 const struct sharp_hcm_config *sharp_stream_hcm(sharp_stream_t *s);
+/* The most specific per-route config of f's filter for the stream's route
+ * (Envoy's mostSpecificPerFilterConfig: the picked weighted cluster, the
+ * route, its virtual host, the route table), found by f's config name and
+ * made by f's factory; NULL when none. */
+const void *sharp_stream_route_config(sharp_filter_t *f);
 /* The stream's filter chain, in chain order (filters that work together
  * within one stream, such as several compressors, find each other here). */
 uint32_t sharp_stream_nfilters(sharp_stream_t *s);

@@ -67,6 +67,25 @@ const sharp_filter_factory_t *sharp_filter_find_by_type_url(const char *type_url
     return NULL;
 }
 
+const sharp_filter_factory_t *sharp_filter_find_for_route_type(const char *type_url, size_t len, bool *is_route)
+{
+    const char *slash = memrchr(type_url, '/', len);
+    const char *t = slash ? slash + 1 : type_url;
+    size_t tl = len - (size_t)(t - type_url);
+    for (unsigned i = 0; i < nfactories; i++) {
+        const char *u = factories[i]->route_type_url;
+        if (!u) continue;
+        const char *b = strrchr(u, '/');
+        b = b ? b + 1 : u;
+        if (strlen(b) == tl && memcmp(b, t, tl) == 0) {
+            *is_route = true;
+            return factories[i];
+        }
+    }
+    *is_route = false;
+    return sharp_filter_find_by_type_url(type_url, len);
+}
+
 /* ------------------------------------------------------------------ */
 /* accessors                                                            */
 
@@ -93,6 +112,12 @@ bool sharp_stream_is_head(sharp_stream_t *s)
 const struct sharp_hcm_config *sharp_stream_hcm(sharp_stream_t *s)
 {
     return s->hcm;
+}
+const void *sharp_stream_route_config(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (!s->route) return NULL;
+    return sharp_route_filter_config(s->routes, s->vhost, s->route, s->route_wc, f->name, f->factory);
 }
 uint32_t sharp_stream_nfilters(sharp_stream_t *s)
 {
@@ -484,6 +509,7 @@ void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, boo
     int32_t last = hold >= 0 ? hold : (int32_t)s->nfilters - 1;
     for (int32_t i = (int32_t)from; i <= last; i++) {
         sharp_filter_t *f = &s->filters[i];
+        if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->decode_data) st = f->factory->decode_data(f, p, n, end);
         if (stream_done(s)) return;
@@ -514,6 +540,7 @@ void dec_run_trailers(sharp_stream_t *s, uint32_t from)
     int32_t last = hold >= 0 ? hold : (int32_t)s->nfilters - 1;
     for (int32_t i = (int32_t)from; i <= last; i++) {
         sharp_filter_t *f = &s->filters[i];
+        if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->decode_trailers) st = f->factory->decode_trailers(f, &s->req_trailers);
         else if (f->factory->decode_data) st = f->factory->decode_data(f, NULL, 0, true);
@@ -555,6 +582,7 @@ static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
     bool end = s->dec_end_sent;
     for (uint32_t i = from; i < s->nfilters; i++) {
         sharp_filter_t *f = &s->filters[i];
+        if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->decode_headers) st = f->factory->decode_headers(f, &s->req, end);
         if (stream_done(s)) return;
@@ -671,6 +699,21 @@ static bool authority_valid(sharp_stream_t *s)
     return true;
 }
 
+/* Envoy creates the filter chain once the route is known, without the
+ * filters the route disables (FilterConfig.disabled) and without those
+ * disabled by default (HttpFilter.disabled) unless the route names them.
+ * The terminal filter always stays: the connection manager refuses a
+ * disabled one at load, and a route table from RDS cannot take it away. */
+static void apply_route_filter_state(sharp_stream_t *s)
+{
+    for (uint32_t i = 0; i + 1 < s->nfilters; i++) {
+        sharp_filter_t *f = &s->filters[i];
+        if (f->factory->terminal) continue;
+        int d = sharp_route_filter_disabled(s->routes, s->vhost, s->route, s->route_wc, f->name);
+        if (d >= 0) f->off = d == 1;
+    }
+}
+
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote)
 {
     /* Envoy disables request_headers_timeout first thing in decodeHeaders */
@@ -692,6 +735,14 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     uint64_t random = s->conn ? sharp_worker_random(sharp_stream_worker(s)) : 0;
     s->route = s->vhost ? sharp_vhost_match_random(s->vhost, &s->req, random) : NULL;
     if (s->route) s->info.route_name = s->route->name;
+    if (s->route && s->route->action == SHARP_ROUTE_ACTION_ROUTE) {
+        /* Envoy's route entry is the weighted cluster's: picked here, so its
+         * per-filter configs reach every filter of the chain */
+        s->route_cluster = sharp_route_pick_cluster(s->route, s->conn ? sharp_worker_random(sharp_stream_worker(s)) : 0,
+                                                    &s->route_wc);
+        s->route_cluster_picked = true;
+    }
+    if (s->route) apply_route_filter_state(s);
     /* the route's idle_timeout replaces stream_idle_timeout (0 disables) */
     if (s->route && s->route->has_idle_timeout) {
         s->idle_timeout_ms = s->route->idle_timeout_ms;
@@ -721,7 +772,7 @@ static bool stream_keeps_response_head(const sharp_stream_t *s)
 {
     if (s->hcm->naccess_logs) return true;
     for (uint32_t i = 0; i < s->nfilters; i++)
-        if (s->filters[i].factory->on_complete) return true;
+        if (!s->filters[i].off && s->filters[i].factory->on_complete) return true;
     return false;
 }
 
@@ -745,6 +796,7 @@ static void enc_iterate_headers(sharp_stream_t *s, int32_t from, sharp_headers_t
 {
     for (int32_t i = from; i >= 0; i--) {
         sharp_filter_t *f = &s->filters[i];
+        if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->encode_headers) st = f->factory->encode_headers(f, h, end);
         if (s->destroyed) return;
@@ -769,6 +821,7 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
     int32_t last = s->enc_stopped ? s->enc_next : 0;
     for (int32_t i = from; i >= last; i--) {
         sharp_filter_t *f = &s->filters[i];
+        if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
         if (f->factory->encode_data) st = f->factory->encode_data(f, p, n, end);
         if (s->destroyed) return;

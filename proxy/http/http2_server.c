@@ -113,7 +113,7 @@ static void h2_schedule(sharp_conn_t *c)
 static void notify_stream_watermark(sharp_stream_t *s, bool above)
 {
     for (uint32_t i = 0; i < s->nfilters; i++)
-        if (s->filters[i].factory->on_downstream_watermark)
+        if (!s->filters[i].off && s->filters[i].factory->on_downstream_watermark)
             s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
 }
 

@@ -531,3 +531,39 @@ sharp_msd_t sharp_route_stream_duration(const sharp_route_t *r, bool has_grpc, u
     *ms = t;
     return SHARP_MSD_SET;
 }
+
+/* ---- per-route filter configs ---- */
+
+static const sharp_per_filter_t *per_filter_find(const sharp_per_filter_configs_t *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].name, name) == 0) return &c->v[i];
+    return NULL;
+}
+
+const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                      const sharp_weighted_cluster_t *wc, const char *name,
+                                      const struct sharp_filter_factory *factory)
+{
+    const sharp_per_filter_configs_t *levels[4] = {wc ? &wc->per_filter : NULL, r ? &r->per_filter : NULL,
+                                                   vh ? &vh->per_filter : NULL, t ? &t->per_filter : NULL};
+    for (int i = 0; i < 4; i++) {
+        if (!levels[i] || !name) continue;
+        const sharp_per_filter_t *e = per_filter_find(levels[i], name);
+        if (e && e->config && e->factory == factory) return e->config;
+    }
+    return NULL;
+}
+
+int sharp_route_filter_disabled(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                const sharp_weighted_cluster_t *wc, const char *name)
+{
+    const sharp_per_filter_configs_t *levels[4] = {wc ? &wc->per_filter : NULL, r ? &r->per_filter : NULL,
+                                                   vh ? &vh->per_filter : NULL, t ? &t->per_filter : NULL};
+    for (int i = 0; i < 4; i++) {
+        if (!levels[i] || !name) continue;
+        const sharp_per_filter_t *e = per_filter_find(levels[i], name);
+        if (e) return e->disabled ? 1 : 0;
+    }
+    return -1;
+}

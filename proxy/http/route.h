@@ -13,6 +13,26 @@
 
 struct sharp_stream_info;
 struct sharp_access_log_format;
+struct sharp_filter_factory;
+
+/* One entry of a typed_per_filter_config map (Envoy's PerFilterConfigs):
+ * the config of the filter named `name` in the connection manager's
+ * http_filters for this level (route table, virtual host, route, weighted
+ * cluster). A FilterConfig with disabled: true sets `disabled` and no
+ * config; any other entry enables the filter here (Envoy: a filter
+ * configured on a route is enabled there), with the filter's own config
+ * when it has one. */
+typedef struct sharp_per_filter {
+    char *name;
+    const struct sharp_filter_factory *factory; /* the factory that made config (NULL without) */
+    void *config;
+    bool disabled;
+} sharp_per_filter_t;
+
+typedef struct {
+    sharp_per_filter_t *v;
+    uint32_t n;
+} sharp_per_filter_configs_t;
 
 typedef enum {
     SHARP_SM_EXACT,
@@ -94,6 +114,7 @@ typedef struct {
     uint32_t weight;
     char *runtime_key; /* runtime_key_prefix + "." + name, NULL without a prefix */
     sharp_header_ops_t req_ops, resp_ops;
+    sharp_per_filter_configs_t per_filter; /* ClusterWeight.typed_per_filter_config */
 } sharp_weighted_cluster_t;
 
 /* retry_on conditions (Envoy's names in the comments). */
@@ -261,6 +282,7 @@ typedef struct sharp_route {
     size_t direct_body_len;
     sharp_redirect_t redirect;
     sharp_header_ops_t req_ops, resp_ops;
+    sharp_per_filter_configs_t per_filter; /* Route.typed_per_filter_config */
 } sharp_route_t;
 
 typedef enum {
@@ -287,6 +309,7 @@ typedef struct sharp_vhost {
      * tls_redirect, a 301 to its https:// URL */
     sharp_tls_requirement_t require_tls;
     sharp_route_t tls_redirect;
+    sharp_per_filter_configs_t per_filter; /* VirtualHost.typed_per_filter_config */
 } sharp_vhost_t;
 
 typedef struct sharp_route_table {
@@ -299,6 +322,7 @@ typedef struct sharp_route_table {
     sharp_mirror_policies_t mirror; /* RouteConfiguration.request_mirror_policies */
     bool ignore_port_in_host_matching;        /* match "host:port" as "host" */
     bool most_specific_header_mutations_wins; /* table, vhost, route, cluster order */
+    sharp_per_filter_configs_t per_filter;    /* RouteConfiguration.typed_per_filter_config */
     /* Domain index built by sharp_route_table_build_index: exact names
      * sorted, wildcards longest first. Without it lookups scan every domain. */
     void *domain_index;
@@ -372,6 +396,23 @@ void sharp_route_apply_response_headers(const sharp_route_table_t *t, const shar
                                         const sharp_route_t *r, const sharp_weighted_cluster_t *wc,
                                         sharp_headers_t *h, const struct sharp_stream_info *si);
 void sharp_route_table_free(sharp_route_table_t *t);
+
+/* Per-route filter configs (typed_per_filter_config), searched from the most
+ * specific level: the weighted cluster, the route, its virtual host, the
+ * table (any of wc, r, vh may be NULL).
+ * sharp_route_filter_config is Envoy's mostSpecificPerFilterConfig: the
+ * first level holding a config for `name` made by `factory` (a level whose
+ * entry has no config, or another filter's, is passed over as Envoy's typed
+ * lookup does). sharp_route_filter_disabled is Envoy's filterDisabled: the
+ * first level with an entry for `name` decides, 1 disabled, 0 enabled, -1
+ * when no level names the filter (its HttpFilter.disabled then applies). */
+const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                      const sharp_weighted_cluster_t *wc, const char *name,
+                                      const struct sharp_filter_factory *factory);
+int sharp_route_filter_disabled(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                const sharp_weighted_cluster_t *wc, const char *name);
+/* Frees a level's per-filter configs (with their factories' destructors). */
+void sharp_per_filter_configs_free(sharp_per_filter_configs_t *c);
 
 /* ---- building (config translation and tests) ---- */
 

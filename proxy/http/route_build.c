@@ -1,6 +1,7 @@
 /* route_build.c: the parts of route.h that build and free route tables, and
  * header mutations (Envoy's HeaderParser). */
 #include "http/route.h"
+#include "http/filter.h"
 
 #include <strings.h>
 
@@ -290,6 +291,7 @@ static void free_route(sharp_route_t *r)
         free(r->weighted[i].runtime_key);
         free_ops(&r->weighted[i].req_ops);
         free_ops(&r->weighted[i].resp_ops);
+        sharp_per_filter_configs_free(&r->weighted[i].per_filter);
     }
     free(r->weighted);
     free(r->prefix_rewrite);
@@ -311,6 +313,19 @@ static void free_route(sharp_route_t *r)
     free(r->redirect.regex_rewrite_sub);
     free_ops(&r->req_ops);
     free_ops(&r->resp_ops);
+    sharp_per_filter_configs_free(&r->per_filter);
+}
+
+void sharp_per_filter_configs_free(sharp_per_filter_configs_t *c)
+{
+    for (uint32_t i = 0; i < c->n; i++) {
+        sharp_per_filter_t *e = &c->v[i];
+        if (e->config && e->factory && e->factory->destroy_route_config) e->factory->destroy_route_config(e->config);
+        free(e->name);
+    }
+    free(c->v);
+    c->v = NULL;
+    c->n = 0;
 }
 
 void sharp_route_table_free(sharp_route_table_t *t)
@@ -330,6 +345,7 @@ void sharp_route_table_free(sharp_route_table_t *t)
         free_ops(&vh->resp_ops);
         free_retry(&vh->retry);
         free_mirror(&vh->mirror_own);
+        sharp_per_filter_configs_free(&vh->per_filter);
     }
     free_mirror(&t->mirror);
     free(t->vhosts);
@@ -338,6 +354,7 @@ void sharp_route_table_free(sharp_route_table_t *t)
     for (uint32_t i = 0; i < t->ninternal_only_headers; i++)
         free(t->internal_only_headers[i]);
     free(t->internal_only_headers);
+    sharp_per_filter_configs_free(&t->per_filter);
     free(t->name);
     sharp__route_index_free(t->domain_index);
     free(t);

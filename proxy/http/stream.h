@@ -26,7 +26,13 @@ struct sharp_stream {
     const sharp_route_table_t *routes; /* the connection manager's route table on that view */
     const sharp_vhost_t *vhost;
     const sharp_route_t *route;
-    const sharp_weighted_cluster_t *route_wc; /* the router's pick among weighted clusters, if any */
+    /* The route entry's cluster, picked when the route is resolved (Envoy's
+     * weighted cluster route entry): route_wc among weighted clusters (its
+     * typed_per_filter_config is the most specific level), route_cluster
+     * the name (NULL when runtime weights add up to 0). */
+    const sharp_weighted_cluster_t *route_wc;
+    const char *route_cluster;
+    bool route_cluster_picked;
     sharp_stream_info_t info;
     sharp_headers_t req;
     sharp_headers_t resp;

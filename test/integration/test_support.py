@@ -74,7 +74,11 @@ def test_envoy_corpus():
     assert len(unexplained) <= KNOWN_UNEXPLAINED, "\n".join(unexplained)
 
 
-KNOWN_UNEXPLAINED = 0
+# envoy-main docs' compressor-filter.yaml: once its typed_per_filter_config
+# loads, its common_config.uncompressible_response_code (null, a name no
+# Envoy proto defines; Envoy's is ResponseDirectionConfig's
+# uncompressible_response_codes) is an unknown field to SHARP's mapper.
+KNOWN_UNEXPLAINED = 1
 
 
 @pytest.mark.skipif(not corpus_files("negative"), reason="no negative corpus")

@@ -9,6 +9,9 @@
 #include "config/mapper.h"
 #include "config/support.h"
 #include "config/route_config.h"
+#include "config/types.h"
+#include "filters/compressor/filter.h"
+#include "http/filter.h"
 
 typedef struct {
     sharp_config_doc_t *doc;
@@ -557,6 +560,69 @@ static void test_null_config(void **state)
     assert_true(err[0] != '\0');
 }
 
+/* typed_per_filter_config at the four levels: the most specific level that
+ * names a filter decides whether it is disabled; the config lookup passes
+ * over levels whose entry has no config of that filter's factory. */
+static void test_per_filter_config_levels(void **state)
+{
+    (void)state;
+    sharp_filters_register_builtin();
+    sharp_config_types_register();
+#define CPR "\"@type\": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute"
+#define FC "\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig"
+    const char *yaml = "name: t\n"
+                       "typed_per_filter_config:\n"
+                       "  comp: { " CPR ", disabled: true }\n"
+                       "  other: { " FC ", disabled: true }\n"
+                       "virtual_hosts:\n"
+                       "- name: v\n"
+                       "  domains: ['*']\n"
+                       "  typed_per_filter_config:\n"
+                       "    comp: { " FC ", config: {} }\n"
+                       "  routes:\n"
+                       "  - match: { prefix: /a }\n"
+                       "    route: { cluster: c }\n"
+                       "    typed_per_filter_config:\n"
+                       "      comp: { " FC ", disabled: true }\n"
+                       "  - match: { prefix: /b }\n"
+                       "    route:\n"
+                       "      weighted_clusters:\n"
+                       "        clusters:\n"
+                       "        - name: c\n"
+                       "          weight: 1\n"
+                       "          typed_per_filter_config:\n"
+                       "            comp: { " CPR ", overrides: {} }\n";
+    built_t b;
+    build(&b, yaml);
+    if (!b.t) fail_msg("%s", b.err);
+    const sharp_vhost_t *vh = &b.t->vhosts[0];
+    const sharp_route_t *ra = &vh->routes[0], *rb = &vh->routes[1];
+    const sharp_weighted_cluster_t *wc = &rb->weighted[0];
+    const sharp_filter_factory_t *comp = &sharp_compressor_filter;
+    /* disabled: route > virtual host > table */
+    assert_int_equal(sharp_route_filter_disabled(b.t, vh, ra, NULL, "comp"), 1);
+    assert_int_equal(sharp_route_filter_disabled(b.t, vh, rb, NULL, "comp"), 0);
+    /* a filter's own config, CompressorPerRoute disabled included, enables
+     * the filter (it then passes responses through itself) */
+    assert_int_equal(sharp_route_filter_disabled(b.t, NULL, NULL, NULL, "comp"), 0);
+    assert_int_equal(sharp_route_filter_disabled(b.t, vh, rb, wc, "other"), 1);
+    assert_int_equal(sharp_route_filter_disabled(b.t, vh, rb, wc, "none"), -1);
+    /* config: the weighted cluster's; without it, the virtual host's empty
+     * FilterConfig and the route's disable hold none, so the table's */
+    const void *wcc = sharp_route_filter_config(b.t, vh, rb, wc, "comp", comp);
+    const void *tc = sharp_route_filter_config(b.t, vh, rb, NULL, "comp", comp);
+    assert_non_null(wcc);
+    assert_non_null(tc);
+    assert_ptr_equal(tc, b.t->per_filter.v[0].config);
+    assert_ptr_equal(wcc, wc->per_filter.v[0].config);
+    assert_ptr_equal(sharp_route_filter_config(b.t, vh, ra, NULL, "comp", comp), tc);
+    /* another factory's lookup never gets the compressor's config */
+    assert_null(sharp_route_filter_config(b.t, vh, rb, wc, "comp", sharp_filter_find_by_name("envoy.filters.http.router")));
+    release(&b);
+#undef CPR
+#undef FC
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -566,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_null_config),
         cmocka_unit_test(test_regex_rules),
         cmocka_unit_test(test_mirror_policies_and_priority),
+        cmocka_unit_test(test_per_filter_config_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
