@@ -104,6 +104,13 @@ static _Thread_local uint32_t seen_generation;
 
 void sharp_heap_set_backend(const sharp_heap_backend_t *b) { backend = b ? b : &builtin; }
 const char *sharp_heap_allocator(void) { return backend->name; }
+
+void sharp_heap_log_allocator(void)
+{
+    char d[256] = "";
+    if (backend->describe) backend->describe(d, sizeof d);
+    sharp_debug(main, "heap allocator: %s%s%s", backend->name, *d ? " " : "", d);
+}
 void sharp_heap_stats(sharp_heap_stats_t *st) { backend->stats(st); }
 uint64_t sharp_heap_in_use(void) { return backend->allocated(); }
 uint64_t sharp_heap_pressure_bytes(void) { return backend->pressure_bytes(); }

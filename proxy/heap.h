@@ -11,6 +11,7 @@
 #define SHARP_HEAP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sharp_heap_stats {
@@ -38,6 +39,8 @@ typedef struct sharp_heap_backend {
      * for since the thread's last tick */
     void (*thread_tick)(bool release);
     void (*thread_exit)(void);
+    /* for the startup log line: version and settings (may be NULL) */
+    void (*describe)(char *buf, size_t n);
 } sharp_heap_backend_t;
 
 /* The executable installs a linked-in allocator before anything else runs
@@ -45,6 +48,9 @@ typedef struct sharp_heap_backend {
  * sanitizer's. */
 void sharp_heap_set_backend(const sharp_heap_backend_t *b);
 const char *sharp_heap_allocator(void);
+/* Logs the allocator in use at debug level (once, at startup, after the
+ * bootstrap's log format applies). */
+void sharp_heap_log_allocator(void);
 
 void sharp_heap_stats(sharp_heap_stats_t *st);
 /* Heap bytes in use: server.memory_allocated, /memory allocated. */

@@ -22,6 +22,7 @@
 
 #include <mimalloc.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,15 @@ static void mim_thread_exit(void)
     my_slot = -1;
 }
 
+static void mim_describe(char *buf, size_t n)
+{
+    snprintf(buf, n, "%d.%d.%d (malloc is mimalloc's; allow_decommit=%ld decommit_delay=%ldms "
+             "segment_decommit_delay=%ldms)",
+             mi_version() / 100, mi_version() % 100 / 10, mi_version() % 10,
+             mi_option_get(mi_option_allow_decommit), mi_option_get(mi_option_decommit_delay),
+             mi_option_get(mi_option_segment_decommit_delay));
+}
+
 static const sharp_heap_backend_t mimalloc_backend = {
     .name = "mimalloc",
     .stats = mim_stats,
@@ -107,6 +117,7 @@ static const sharp_heap_backend_t mimalloc_backend = {
     .release = mim_release,
     .thread_tick = mim_tick,
     .thread_exit = mim_thread_exit,
+    .describe = mim_describe,
 };
 
 bool sharp_heap_mimalloc_install(void)
@@ -124,10 +135,5 @@ bool sharp_heap_mimalloc_install(void)
     sharp_heap_set_backend(&mimalloc_backend);
     /* first figures for the main thread before the first housekeeping */
     mim_tick(false);
-    sharp_log_debug("heap allocator: mimalloc %d.%d.%d (malloc is mimalloc's; allow_decommit=%ld "
-                    "decommit_delay=%ldms segment_decommit_delay=%ldms)",
-                    mi_version() / 100, mi_version() % 100 / 10, mi_version() % 10,
-                    mi_option_get(mi_option_allow_decommit), mi_option_get(mi_option_decommit_delay),
-                    mi_option_get(mi_option_segment_decommit_delay));
     return true;
 }

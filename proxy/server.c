@@ -563,6 +563,7 @@ int sharp_server_run(sharp_server_t *s)
     char err[512];
     sharp_snapshot_t *snap = s->snap;
     s->loop = uv_default_loop();
+    sharp_heap_log_allocator();
     static const bool never = false;
     s->rng = 0x2545F4914F6CDD1Dull ^ sharp_now_ns();
     s->upstream_env = (sharp_upstream_env_t){s->loop, sharp_stats_shard(s->stats, 0), &s->rng, &never, &s->shutting_down};

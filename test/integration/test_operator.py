@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (SANITIZED, SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, free_port, stat,
+from conftest import (ALLOCATOR, SANITIZED, SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, free_port, stat,
                       wait_port)
 
 
@@ -489,9 +489,15 @@ def test_server_version_memory_and_manager_gauges(procs, upstream):
     assert stat(admin, "server.version") == major * 1000000 + minor * 1000 + patch
     alloc, heap = stat(admin, "server.memory_allocated"), stat(admin, "server.memory_heap_size")
     mem = json.loads(admin_get(admin, "/memory"))
-    if not SANITIZED:  # ASan's allocator replaces glibc's: mallinfo2 reports zeros there
+    if not SANITIZED:  # ASan's heap_size is its mapped arenas, unrelated to what is in use
         assert 0 < alloc <= heap, (alloc, heap)
         assert abs(int(mem["allocated"]) - alloc) < 64 * 1024 * 1024
+    # /memory from one reading of the allocator (README.md, "Memory allocator")
+    m = {k: int(v) for k, v in mem.items()}
+    assert m["total_physical_bytes"] == m["heap_size"] - m["pageheap_unmapped"], m
+    if ALLOCATOR == "mimalloc":  # committed bytes: what is not in use is free
+        assert m["pageheap_unmapped"] == 0 and m["total_thread_cache"] == 0, m
+        assert m["pageheap_free"] == m["heap_size"] - m["allocated"], m
     assert stat(admin, "cluster_manager.active_clusters") == 2
     assert stat(admin, "listener_manager.total_listeners_active") == 1
     # stats_server_version_override replaces the number.
