@@ -143,7 +143,11 @@ static uint64_t free_after_release;
 
 bool sharp_heap_release_idle(void)
 {
-    uint64_t free_bytes = sharp_heap_free_bytes(), used = sharp_heap_in_use();
+    /* one reading: glibc's mallinfo2 walks every free chunk of every arena
+     * under its lock, milliseconds with a fragmented heap */
+    sharp_heap_stats_t st;
+    backend->stats(&st);
+    uint64_t free_bytes = st.pageheap_free, used = st.allocated;
     if (free_bytes < free_after_release) free_after_release = free_bytes; /* reused since */
     if (free_bytes < free_after_release + (4u << 20) || free_bytes < used / 2) return false;
     sharp_heap_release();

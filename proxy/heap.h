@@ -18,7 +18,8 @@ typedef struct sharp_heap_stats {
     uint64_t allocated;          /* bytes in use by the application */
     uint64_t heap_size;          /* bytes the allocator holds from the system */
     uint64_t pageheap_unmapped;  /* of heap_size: given back, no longer resident */
-    uint64_t pageheap_free;      /* of heap_size: free and still mapped */
+    uint64_t pageheap_free;      /* of heap_size: free and still mapped (what
+                                  * sharp_heap_free_bytes says) */
     uint64_t total_thread_cache; /* free bytes in per-thread caches */
     uint64_t total_physical;     /* heap_size - pageheap_unmapped */
 } sharp_heap_stats_t;
