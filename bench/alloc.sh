@@ -15,7 +15,8 @@
 # /proc/<pid>/stat over the run; printed per round, then mean and spread
 # (min..max) per allocator. RSS (VmRSS): after start, with $IDLE idle
 # HTTP/2 connections on the fresh process, 3 s after the last load (the
-# idle release has run), and /memory at that point.
+# idle release has run), and /memory at that point. With perf, the
+# allocator's share of SHARP's CPU samples in one more h2 run each.
 #
 #   bench/alloc.sh
 #   env: REPEAT=5 H2_N=300000 H1_N=200000 TLS_S=5 TLS_CLIENTS=2 IDLE=1000
@@ -202,6 +203,30 @@ for r in $(seq "$REPEAT"); do
     done
 done
 
+# Where the CPU goes, which load elsewhere on the machine does not skew as
+# it skews CPU time: perf's cpu-clock samples of SHARP over one more h2 run
+# each, the allocator's share (glibc: its malloc family in libc; mimalloc:
+# all of libmimalloc). Skipped without perf or its permission.
+declare -A SHARE
+profile() { # alloc
+    local a=$1 rec
+    perf record -q -e cpu-clock -o "$W/perf.$a" -p "${PID[$a]}" > /dev/null 2>&1 &
+    rec=$!
+    sleep 0.3
+    h2load -c 8 -m 100 -n "$H2_N" "http://127.0.0.1:${H2P[$a]}/" > /dev/null 2>&1 || true
+    kill -INT "$rec" 2>/dev/null || true
+    wait "$rec" 2>/dev/null || true
+    SHARE[$a]=$(perf report -i "$W/perf.$a" --no-children --sort dso,sym --stdio 2>/dev/null | awk '
+        /^ *[0-9.]+%/ { p = $1; sub(/%/, "", p)
+            if ($2 ~ /libmimalloc/) alloc += p
+            else if ($2 ~ /^libc\.so/ && $4 ~ /^(_int_|unlink_chunk|malloc|__libc_malloc|__libc_calloc|__libc_realloc|cfree|free|realloc|calloc|tcache|int_mallinfo|mallinfo|malloc_consolidate|sysmalloc|systrim|mtrim)/) {
+                alloc += p; if ($4 ~ /mallinfo/) info += p } }
+        END { printf "%.1f%% (mallinfo2 %.1f%%)", alloc, info }')
+}
+if command -v perf > /dev/null && perf record -q -e cpu-clock -o "$W/perf.probe" -- true > /dev/null 2>&1; then
+    for a in "${ALLOCS[@]}"; do profile $a; done
+fi
+
 sleep 3
 for a in "${ALLOCS[@]}"; do
     RSS_AFTER[$a]=$(rss "${PID[$a]}")
@@ -215,11 +240,25 @@ echo "SHARP CPU per request (us; per handshake for tls): mean [min..max] over $R
 stats() { tr ' ' '\n' <<<"$1" | awk 'NF { s += $1; n++; if (n == 1 || $1 < lo) lo = $1; if (n == 1 || $1 > hi) hi = $1 }
     END { if (n) printf "%.2f [%.2f..%.2f]", s / n, lo, hi }'; }
 mean() { tr ' ' '\n' <<<"$1" | awk 'NF { s += $1; n++ } END { if (n) print s / n }'; }
-printf "%-5s %-24s %-24s %s\n" workload glibc mimalloc "mimalloc vs glibc"
+# paired: each round's mimalloc figure over the same round's glibc one (the
+# two ran back to back, so load from elsewhere on the machine mostly cancels)
+paired() { # glibc-values mimalloc-values
+    awk -v g="$1" -v m="$2" 'BEGIN { n = split(g, a, " "); split(m, b, " "); k = 0; w = 0
+        for (i = 1; i <= n; i++) { r = 100 * (b[i] - a[i]) / a[i]; s += r; k++; if (b[i] < a[i]) w++
+            if (k == 1 || r < lo) lo = r; if (k == 1 || r > hi) hi = r }
+        if (k) printf "%+.1f%% [%+.1f..%+.1f], lower in %d of %d", s / k, lo, hi, w, k }'
+}
+printf "%-5s %-24s %-24s %-10s %s\n" workload glibc mimalloc "of means" "paired per round: mean [min..max]"
 for w in h2 h1 tls; do
-    printf "%-5s %-24s %-24s %s\n" $w "$(stats "${CPU[$w.glibc]}")" "$(stats "${CPU[$w.mimalloc]}")" \
-        "$(awk -v g="$(mean "${CPU[$w.glibc]}")" -v m="$(mean "${CPU[$w.mimalloc]}")" 'BEGIN { printf "%+.1f%%", 100 * (m - g) / g }')"
+    printf "%-5s %-24s %-24s %-10s %s\n" $w "$(stats "${CPU[$w.glibc]}")" "$(stats "${CPU[$w.mimalloc]}")" \
+        "$(awk -v g="$(mean "${CPU[$w.glibc]}")" -v m="$(mean "${CPU[$w.mimalloc]}")" 'BEGIN { printf "%+.1f%%", 100 * (m - g) / g }')" \
+        "$(paired "${CPU[$w.glibc]}" "${CPU[$w.mimalloc]}")"
 done
+if [ -n "${SHARE[glibc]:-}" ]; then
+    echo
+    echo "the allocator's share of SHARP's CPU samples (perf cpu-clock, one h2 run each)"
+    printf "  glibc %s, mimalloc %s\n" "${SHARE[glibc]}" "${SHARE[mimalloc]}"
+fi
 echo
 echo "RSS (KiB)                       glibc   mimalloc"
 printf "  after start                %8d   %8d\n" "${RSS_START[glibc]}" "${RSS_START[mimalloc]}"
