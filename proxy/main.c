@@ -2,6 +2,7 @@
 #include "common.h"
 #include "log.h"
 #include "server.h"
+#include "heap.h"
 #include "kernel/kernel.h"
 
 #include <errno.h>
@@ -174,6 +175,10 @@ int main(int argc, char **argv)
     sharp_log_set_all((sharp_log_level_t)o.log_level);
     char err[512];
     sharp_log_component_levels(o.component_log_level, true, err, sizeof err);
+#ifdef SHARP_HEAP_MIMALLOC
+    /* the heap figures and release from the allocator malloc really is */
+    sharp_heap_mimalloc_install();
+#endif
     if (o.log_format) {
         sharp_log_pattern_t *p = sharp_log_pattern_compile(o.log_format, err, sizeof err);
         if (!p) {

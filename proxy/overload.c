@@ -1,8 +1,8 @@
 /* overload.c: see overload.h. */
 #include "overload.h"
+#include "heap.h"
 #include "log.h"
 
-#include <malloc.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -18,74 +18,6 @@ static const char *const action_names[SHARP_OL_NACTIONS] = {
 };
 
 #define PPM 1000000u
-
-/* The heap as the allocator sees it. Under AddressSanitizer malloc is
- * ASan's and glibc's counters stay at zero, so its own allocator counters
- * stand in: the monitors and actions then behave the same in both builds. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SHARP_ASAN_HEAP 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SHARP_ASAN_HEAP 1
-#endif
-#endif
-#ifdef SHARP_ASAN_HEAP
-/* the sanitizer runtime's allocator interface (GCC ships no header for it) */
-size_t __sanitizer_get_current_allocated_bytes(void);
-size_t __sanitizer_get_free_bytes(void);
-void __sanitizer_purge_allocator(void);
-#endif
-
-uint64_t sharp_heap_in_use(void)
-{
-#ifdef SHARP_ASAN_HEAP
-    return __sanitizer_get_current_allocated_bytes();
-#else
-    /* server.memory_allocated's measure: small chunks plus mmapped ones */
-    struct mallinfo2 mi = mallinfo2();
-    return mi.uordblks + mi.hblkhd;
-#endif
-}
-
-static uint64_t heap_free_bytes(void)
-{
-#ifdef SHARP_ASAN_HEAP
-    return __sanitizer_get_free_bytes();
-#else
-    return mallinfo2().fordblks;
-#endif
-}
-
-static void heap_release(void)
-{
-#ifdef SHARP_ASAN_HEAP
-    __sanitizer_purge_allocator();
-#else
-    malloc_trim(0);
-#endif
-}
-
-/* Free heap memory goes back to the system without an overload action, as
- * tcmalloc's background release does for Envoy: glibc keeps what closed
- * connections freed in its arenas, so the resident size after a burst
- * (10,000 slow clients) would stay at the burst's peak. Once a second the
- * main loop checks: when at least 4 MiB more are free than after the last
- * release, and the free memory is at least half of what is in use (a burst
- * has ended, this is not steady churn), malloc_trim returns the free pages
- * of every arena. */
-static uint64_t free_after_release;
-
-bool sharp_heap_release_idle(void)
-{
-    uint64_t free_bytes = heap_free_bytes(), used = sharp_heap_in_use();
-    if (free_bytes < free_after_release) free_after_release = free_bytes; /* reused since */
-    if (free_bytes < free_after_release + (4u << 20) || free_bytes < used / 2) return false;
-    heap_release();
-    free_after_release = heap_free_bytes();
-    sharp_debug(main, "released free heap memory (%llu bytes were free, %llu in use)",
-                (unsigned long long)free_bytes, (unsigned long long)used);
-    return true;
-}
 
 int sharp_overload_action_kind(const char *name)
 {
@@ -260,16 +192,17 @@ int64_t sharp_overload_connections(void)
 /* ---- main thread ---- */
 
 /* Envoy's shrink_heap (HeapShrinker): on every timer tick while the action
- * is saturated, free memory goes back to the system. glibc's malloc_trim
- * releases the free pages of every arena, not only the top of the main
- * heap; it runs only when more than max_unfreed_memory_bytes sit free. */
+ * is saturated, free memory goes back to the system (heap.h: glibc's
+ * malloc_trim releases the free pages of every arena, not only the top of
+ * the main heap; mimalloc's threads collect fully); it runs only when more
+ * than max_unfreed_memory_bytes sit free. */
 static void on_shrink(uv_timer_t *t)
 {
     (void)t;
     if (!mgr.shrink_active) return;
-    uint64_t free_bytes = heap_free_bytes();
+    uint64_t free_bytes = sharp_heap_free_bytes();
     if (free_bytes <= mgr.cfg->shrink_max_unfreed) return;
-    heap_release();
+    sharp_heap_release();
     sharp_counter_inc(sharp_stats_shard(mgr.stats, 0), mgr.cfg->shrink_count);
     sharp_debug(main, "shrink_heap: released free heap memory (%llu bytes were free)", (unsigned long long)free_bytes);
 }
@@ -288,16 +221,16 @@ void sharp_overload_refresh(void)
     mgr.last_refresh_ns = now;
     double pressures[c->nmonitors ? c->nmonitors : 1];
     bool have_heap = false;
-    uint64_t in_use = 0;
+    uint64_t heap_bytes = 0;
     for (uint32_t i = 0; i < c->nmonitors; i++) {
         const sharp_ol_monitor_t *m = &c->monitors[i];
         pressures[i] = 0;
         if (m->kind != SHARP_OL_MONITOR_FIXED_HEAP) continue;
         if (!have_heap) {
-            in_use = sharp_heap_in_use();
+            heap_bytes = sharp_heap_pressure_bytes();
             have_heap = true;
         }
-        pressures[i] = (double)in_use / (double)m->max;
+        pressures[i] = (double)heap_bytes / (double)m->max;
         sharp_gauge_set(mgr.stats, m->pressure, (int64_t)(pressures[i] * 100));
     }
     for (uint32_t i = 0; i < c->nactions; i++) {

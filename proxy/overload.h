@@ -1,6 +1,7 @@
 /* overload.h: Envoy's overload manager (Bootstrap.overload_manager).
  *
- * Resource monitors measure a pressure (fixed_heap: heap in use / limit);
+ * Resource monitors measure a pressure (fixed_heap: the allocator's measure,
+ * sharp_heap_pressure_bytes in heap.h, / limit);
  * triggers turn a pressure into an action state in [0, 1] (threshold: 0 or
  * saturated; scaled: a ramp between two thresholds); an action's state is
  * the largest of its triggers'. The main thread refreshes pressures every
@@ -16,6 +17,7 @@
 #define SHARP_OVERLOAD_H
 
 #include "common.h"
+#include "heap.h"
 #include "stats.h"
 
 #include <stdbool.h>
@@ -92,13 +94,6 @@ typedef struct sharp_overload_config {
     uint32_t min_account_pow2;
     sharp_stat_id_t reset_streams_count; /* overload.<reset_high_memory_stream>.count */
 } sharp_overload_config_t;
-
-/* Heap bytes in use (glibc: mallinfo2 small chunks plus mmapped ones, as
- * server.memory_allocated; under AddressSanitizer, its allocator's count). */
-uint64_t sharp_heap_in_use(void);
-/* Returns free heap memory to the system after a burst (main loop, once a
- * second); true when it did. */
-bool sharp_heap_release_idle(void);
 
 /* Action names (Envoy's) -> kind; -1 for a name SHARP does not implement. */
 int sharp_overload_action_kind(const char *name);

@@ -28,7 +28,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -54,14 +53,13 @@ uint64_t sharp_server_version_number(const sharp_server_t *s)
     return (uint64_t)major * 1000000 + (uint64_t)minor * 1000 + patch;
 }
 
-/* Envoy's Memory::Stats from glibc: allocated = bytes in use (small chunks
- * plus mmapped ones), heap size = bytes taken from the system. mallinfo2
- * walks every arena under its lock: once a second is cheap. */
+/* Envoy's Memory::Stats from the allocator (heap.h): allocated = bytes in
+ * use, heap size = bytes taken from the system. */
 static void update_memory_gauges(sharp_server_t *s)
 {
-    struct mallinfo2 mi = mallinfo2();
-    /* sharp_heap_in_use: the same measure as the fixed_heap monitor's */
-    sharp_gauge_set(s->stats, s->st.memory_allocated, (int64_t)sharp_heap_in_use());
+    sharp_heap_stats_t hs;
+    sharp_heap_stats(&hs);
+    sharp_gauge_set(s->stats, s->st.memory_allocated, (int64_t)hs.allocated);
     /* server.days_until_first_cert_expiring: absent without certificates,
      * as Envoy leaves it unset then */
     int64_t days = sharp_snapshot_certs(s->snap, NULL);
@@ -72,7 +70,7 @@ static void update_memory_gauges(sharp_server_t *s)
         }
         sharp_gauge_set(s->stats, s->st.days_until_first_cert_expiring, days);
     }
-    sharp_gauge_set(s->stats, s->st.memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
+    sharp_gauge_set(s->stats, s->st.memory_heap_size, (int64_t)hs.heap_size);
 }
 
 /* grpc.health.v1's SERVING for the server itself: what server.live says
@@ -241,6 +239,7 @@ static void on_housekeeping(uv_timer_t *t)
     }
     sharp_gauge_set(s->stats, s->st.uptime, (int64_t)((sharp_now_ns() - s->start_ns) / 1000000000ull));
     sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
+    sharp_heap_thread_tick(); /* the main thread's heap (mimalloc) */
     update_memory_gauges(s);
     sharp_heap_release_idle();
     for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) {
@@ -564,6 +563,7 @@ int sharp_server_run(sharp_server_t *s)
     char err[512];
     sharp_snapshot_t *snap = s->snap;
     s->loop = uv_default_loop();
+    sharp_heap_log_allocator();
     static const bool never = false;
     s->rng = 0x2545F4914F6CDD1Dull ^ sharp_now_ns();
     s->upstream_env = (sharp_upstream_env_t){s->loop, sharp_stats_shard(s->stats, 0), &s->rng, &never, &s->shutting_down};

@@ -604,6 +604,7 @@ static void on_tick(uv_timer_t *t)
     sharp_worker_t *w = t->data;
     sharp_access_log_worker_flush(w);
     check_host_drains(w);
+    sharp_heap_thread_tick(); /* this thread's free heap memory (mimalloc) */
     if (sharp_tcpinfo_on() && !w->stopping) each_pool(w, sharp_pool_tcpinfo_tick); /* kernel/tcpinfo.h */
 }
 
@@ -615,6 +616,7 @@ static void worker_main(void *arg)
     /* drain what close callbacks remain */
     while (uv_run(&w->loop, UV_RUN_NOWAIT)) {
     }
+    sharp_heap_thread_exit();
 }
 
 int sharp_worker_init(sharp_worker_t *w)

@@ -7,6 +7,7 @@
 #include "admin/handlers.h"
 #include "admin/json.h"
 #include "config/mapper.h"
+#include "heap.h"
 #include "log.h"
 #include "runtime.h"
 #include "scaling.h"
@@ -16,7 +17,6 @@
 #include "upstream/shard_lb.h"
 
 #include <arpa/inet.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <time.h>
@@ -175,14 +175,17 @@ static void h_hot_restart_version(const sharp_admin_request_t *rq, sharp_admin_r
 
 static void h_memory(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
-    struct mallinfo2 mi = mallinfo2();
-    unsigned long long allocated = mi.uordblks + mi.hblkhd, heap = mi.arena + mi.hblkhd;
+    /* Envoy's fields; what each means per allocator: README.md */
+    sharp_heap_stats_t hs;
+    sharp_heap_stats(&hs);
     sharp_sbuf_t b = {0};
     sharp_sbuf_printf(&b,
-                      "{\"allocated\":\"%llu\",\"heap_size\":\"%llu\",\"pageheap_unmapped\":\"0\","
-                      "\"pageheap_free\":\"%llu\",\"total_thread_cache\":\"0\","
+                      "{\"allocated\":\"%llu\",\"heap_size\":\"%llu\",\"pageheap_unmapped\":\"%llu\","
+                      "\"pageheap_free\":\"%llu\",\"total_thread_cache\":\"%llu\","
                       "\"total_physical_bytes\":\"%llu\"}",
-                      allocated, heap, (unsigned long long)mi.fordblks, heap);
+                      (unsigned long long)hs.allocated, (unsigned long long)hs.heap_size,
+                      (unsigned long long)hs.pageheap_unmapped, (unsigned long long)hs.pageheap_free,
+                      (unsigned long long)hs.total_thread_cache, (unsigned long long)hs.total_physical);
     finish_json(rsp, &b);
 }
 

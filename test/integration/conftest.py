@@ -302,6 +302,29 @@ def stat(admin_port, name):
     return None
 
 
+def sharp_allocator():
+    """The heap allocator of the binary under test (proxy/heap.h): the
+    sanitizer's in sanitizer builds, mimalloc when the binary links it,
+    else glibc's."""
+    if SANITIZED:
+        return "sanitizer"
+    out = subprocess.run(["ldd", SHARP], capture_output=True, text=True, timeout=10).stdout
+    return "mimalloc" if "libmimalloc" in out else "glibc"
+
+
+ALLOCATOR = sharp_allocator()
+
+
+def heap_pressure_bytes(admin_port):
+    """What the fixed_heap monitor measures (sharp_heap_pressure_bytes):
+    Envoy's heap_size - pageheap_unmapped with mimalloc (committed bytes),
+    the bytes in use (server.memory_allocated) with glibc and the sanitizer."""
+    if ALLOCATOR == "mimalloc":
+        m = json.loads(admin_get(admin_port, "/memory"))
+        return int(m["heap_size"]) - int(m["pageheap_unmapped"])
+    return stat(admin_port, "server.memory_allocated")
+
+
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 

@@ -15,8 +15,8 @@ import urllib.request
 
 import pytest
 
-from conftest import (SANITIZED, SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, free_port, stat,
-                      wait_port)
+from conftest import (ALLOCATOR, SANITIZED, SHARP, SLOW, Sharp, Upstream, admin_get, bootstrap_yaml, free_port,
+                      non_reading_clients, stat, wait_port)
 
 
 def admin_post(port, path):
@@ -489,9 +489,15 @@ def test_server_version_memory_and_manager_gauges(procs, upstream):
     assert stat(admin, "server.version") == major * 1000000 + minor * 1000 + patch
     alloc, heap = stat(admin, "server.memory_allocated"), stat(admin, "server.memory_heap_size")
     mem = json.loads(admin_get(admin, "/memory"))
-    if not SANITIZED:  # ASan's allocator replaces glibc's: mallinfo2 reports zeros there
+    if not SANITIZED:  # ASan's heap_size is its mapped arenas, unrelated to what is in use
         assert 0 < alloc <= heap, (alloc, heap)
         assert abs(int(mem["allocated"]) - alloc) < 64 * 1024 * 1024
+    # /memory from one reading of the allocator (README.md, "Memory allocator")
+    m = {k: int(v) for k, v in mem.items()}
+    assert m["total_physical_bytes"] == m["heap_size"] - m["pageheap_unmapped"], m
+    if ALLOCATOR == "mimalloc":  # committed bytes: what is not in use is free
+        assert m["pageheap_unmapped"] == 0 and m["total_thread_cache"] == 0, m
+        assert m["pageheap_free"] == m["heap_size"] - m["allocated"], m
     assert stat(admin, "cluster_manager.active_clusters") == 2
     assert stat(admin, "listener_manager.total_listeners_active") == 1
     # stats_server_version_override replaces the number.
@@ -499,6 +505,55 @@ def test_server_version_memory_and_manager_gauges(procs, upstream):
     start(procs, bootstrap_yaml(listen2, admin2, {"b": [upstream.port]}) + "stats_server_version_override: 4242\n",
           admin2)
     assert stat(admin2, "server.version") == 4242
+
+
+def test_heap_allocator_figures_follow_a_burst(procs, upstream):
+    """The allocator the binary links is the one malloc is at run time (the
+    startup check, logged at debug level), and its figures follow a burst of
+    40 clients that do not read (about 1 MiB of response held each): the
+    bytes in use rise and fall back; with mimalloc the committed bytes
+    (heap_size, the fixed_heap measure) go back too, every worker returning
+    its free pages by itself within seconds."""
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"app": [upstream.port]},
+                       routes='- match: { prefix: "/" }\n  route: { cluster: app, timeout: 0s }\n')
+    s = start(procs, y, admin, extra=("-l", "debug"))
+    line = next((ln for ln in s.output().splitlines() if "heap allocator:" in ln), "")
+    assert f"heap allocator: {ALLOCATOR}" in line, line
+    if ALLOCATOR == "mimalloc":
+        assert "malloc is mimalloc's" in line, line
+    time.sleep(1.5)  # a housekeeping tick and a worker tick have run
+
+    def mem():
+        return {k: int(v) for k, v in json.loads(admin_get(admin, "/memory")).items()}
+    base = mem()
+    socks = non_reading_clients(listen, 40)
+    deadline, peak = time.time() + 6 * SLOW, base
+    while time.time() < deadline:
+        time.sleep(0.3)
+        m = mem()
+        peak = {k: max(peak[k], m[k]) for k in m}
+        if peak["allocated"] > base["allocated"] + (24 << 20) and peak["heap_size"] > base["heap_size"] + (24 << 20):
+            break
+    assert peak["allocated"] > base["allocated"] + (24 << 20), (base, peak)
+    if not SANITIZED:
+        assert peak["heap_size"] > base["heap_size"] + (24 << 20), (base, peak)
+    for c in socks:
+        c.close()
+    deadline, m = time.time() + 10 * SLOW, None
+    while time.time() < deadline:
+        m = mem()
+        back = m["allocated"] < base["allocated"] + (2 << 20)
+        if ALLOCATOR == "mimalloc":
+            back = back and m["heap_size"] < base["heap_size"] + (8 << 20)
+        if back:
+            break
+        time.sleep(0.3)
+    assert m["allocated"] < base["allocated"] + (2 << 20), (base, peak, m)
+    if ALLOCATOR == "mimalloc":
+        assert m["heap_size"] < base["heap_size"] + (8 << 20), (base, peak, m)
+    print(f"{ALLOCATOR}: allocated {base['allocated'] >> 10} -> {peak['allocated'] >> 10} -> {m['allocated'] >> 10} KiB, "
+          f"heap_size {base['heap_size'] >> 10} -> {peak['heap_size'] >> 10} -> {m['heap_size'] >> 10} KiB")
 
 
 def hist_count(admin, name):

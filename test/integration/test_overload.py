@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import (H2Client, file_access_log, log_lines, SHARP, SLOW, bootstrap_yaml, free_port,
-                      non_reading_clients, run_sharp_config, stat)
+                      heap_pressure_bytes, non_reading_clients, run_sharp_config, stat)
 
 from test_connection_lifetime import LOG_FORMAT, SHUTDOWN_NOTICE, read_response, wait_stat
 
@@ -149,7 +149,7 @@ def test_scaled_trigger_scale_percent(procs, upstream):
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
     # the heap once the first housekeeping (stats, kernel signals) has run
     time.sleep(1.5)
-    used = stat(admin, "server.memory_allocated")
+    used = heap_pressure_bytes(admin)
     assert used and used > 0
     procs[-1].stop()
     procs.pop()
@@ -354,7 +354,7 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
     range timers."""
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
-    base = stat(admin, "server.memory_allocated")
+    base = heap_pressure_bytes(admin)
     procs[-1].stop()
     procs.pop()
     listen, admin, log = start(procs, upstream, overload_yaml(
@@ -373,7 +373,7 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
     assert wait_stat(admin, "http.ingress_http.downstream_rq_active", 60, timeout=10), \
         stat(admin, "http.ingress_http.downstream_rq_active")
     assert wait_stat(admin, f"overload.{A}reduce_timeouts.active", 1, timeout=5), \
-        (stat(admin, "server.memory_allocated"), base)
+        (heap_pressure_bytes(admin), base)
     assert peer_closed(idle, 3 * SLOW)
     idle.close()
     # the readers are not idle: their streams keep them, and only the idle
@@ -381,7 +381,7 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
     why = lambda: {n: stat(admin, n) for n in (  # noqa: E731
         "http.ingress_http.downstream_cx_idle_timeout", "http.ingress_http.downstream_rq_active",
         "cluster.app.upstream_cx_connect_fail", "cluster.app.upstream_rq_timeout",
-        "cluster.app.upstream_cx_destroy_remote", "server.memory_allocated")} | {"log": open(log).read()[-2000:]}
+        "cluster.app.upstream_cx_destroy_remote")} | {"heap": heap_pressure_bytes(admin), "log": open(log).read()[-2000:]}
     assert stat(admin, "http.ingress_http.downstream_cx_idle_timeout") == 1, why()
     assert stat(admin, "http.ingress_http.downstream_cx_active") == 60, why()
     for r in readers:
@@ -435,7 +435,7 @@ def start_reset_high_memory(procs, upstream):
     that idle heap."""
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
-    base = stat(admin, "server.memory_allocated")
+    base = heap_pressure_bytes(admin)
     procs[-1].stop()
     procs.pop()
     listen, admin, log = start(procs, upstream, overload_yaml(
@@ -462,7 +462,7 @@ def test_reset_high_memory_stream(procs, upstream):
         time.sleep(0.05)
     time.sleep(0.2)
     count = stat(admin, f"overload.{A}reset_high_memory_stream.count")
-    assert 10 <= count <= 60, (count, stat(admin, "server.memory_allocated"), base)
+    assert 10 <= count <= 60, (count, heap_pressure_bytes(admin), base)
     small.settimeout(10 * SLOW)
     head, _ = read_response(small)
     assert head.startswith("HTTP/1.1 200 "), head
@@ -502,7 +502,7 @@ def test_reset_high_memory_stream_http2_streams(procs, upstream):
         time.sleep(0.05)
     time.sleep(0.2)
     count = stat(admin, f"overload.{A}reset_high_memory_stream.count")
-    assert 10 <= count <= 60, (count, stat(admin, "server.memory_allocated"), base)
+    assert 10 <= count <= 60, (count, heap_pressure_bytes(admin), base)
     st, _, _ = small.response(small_sid, 10)
     assert st == 200
     small.close()
@@ -523,7 +523,7 @@ def test_stop_accepting_connections(procs, upstream):
     connection is accepted and answered."""
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
-    base = stat(admin, "server.memory_allocated")
+    base = heap_pressure_bytes(admin)
     procs[-1].stop()
     procs.pop()
     listen, admin, _ = start(procs, upstream, overload_yaml(
@@ -533,7 +533,7 @@ def test_stop_accepting_connections(procs, upstream):
     assert head.startswith("HTTP/1.1 200 "), head
     readers = non_reading_clients(listen, 60)
     assert wait_stat(admin, f"overload.{A}stop_accepting_connections.active", 1, timeout=10), \
-        (stat(admin, "server.memory_allocated"), base)
+        (heap_pressure_bytes(admin), base)
     waiting = socket.create_connection(("127.0.0.1", listen))  # the kernel completes the handshake
     waiting.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
     waiting.settimeout(0.7)
