@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The allocator A/B: the same SHARP built with glibc's malloc
-# (-Dallocator=system) and with mimalloc (the default), one worker each,
+# (the default) and with mimalloc (-Dallocator=mimalloc), one worker each,
 # side by side on loopback, interleaved rounds (the order alternates every
 # round, so drift on a shared machine hits both alike).
 #
@@ -20,8 +20,8 @@
 #
 #   bench/alloc.sh
 #   env: REPEAT=5 H2_N=300000 H1_N=200000 TLS_S=5 TLS_CLIENTS=2 IDLE=1000
-#        BUILD=build (mimalloc) SYS_BUILD=build-sysalloc (configured and
-#        built here when missing: meson setup $SYS_BUILD -Dallocator=system)
+#        BUILD=build (glibc) MI_BUILD=build-mimalloc (configured and
+#        built here when missing: meson setup $MI_BUILD -Dallocator=mimalloc)
 #        RESULTS=bench/results (output also in $RESULTS/alloc.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,15 +32,15 @@ TLS_S=${TLS_S:-5}
 TLS_CLIENTS=${TLS_CLIENTS:-2}
 IDLE=${IDLE:-1000}
 BUILD=${BUILD:-build}
-SYS_BUILD=${SYS_BUILD:-build-sysalloc}
+MI_BUILD=${MI_BUILD:-build-mimalloc}
 RESULTS=${RESULTS:-bench/results}
 UPSTREAM=$BUILD/test/upstream/sharp-test-upstream
 [ -x "$BUILD/proxy/sharp" ] && [ -x "$UPSTREAM" ] || { echo "build first: make build"; exit 1; }
-if [ ! -f "$SYS_BUILD/build.ninja" ]; then
-    meson setup "$SYS_BUILD" -Dallocator=system -Dtests=false > /dev/null
+if [ ! -f "$MI_BUILD/build.ninja" ]; then
+    meson setup "$MI_BUILD" -Dallocator=mimalloc -Dtests=false > /dev/null
 fi
-ninja -C "$SYS_BUILD" -j2 proxy/sharp > /dev/null
-declare -A BIN=([glibc]=$SYS_BUILD/proxy/sharp [mimalloc]=$BUILD/proxy/sharp)
+ninja -C "$MI_BUILD" -j2 proxy/sharp > /dev/null
+declare -A BIN=([glibc]=$BUILD/proxy/sharp [mimalloc]=$MI_BUILD/proxy/sharp)
 # each binary is what its name says: mimalloc linked in, or not
 ldd "${BIN[mimalloc]}" | grep -q libmimalloc || { echo "${BIN[mimalloc]} does not link mimalloc"; exit 1; }
 ! ldd "${BIN[glibc]}" | grep -q libmimalloc || { echo "${BIN[glibc]} links mimalloc"; exit 1; }
@@ -142,7 +142,7 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 per_op() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }'; }
 
-echo "bench/alloc.sh: SHARP --concurrency 1, glibc malloc ($SYS_BUILD) vs mimalloc ($BUILD), $REPEAT interleaved rounds"
+echo "bench/alloc.sh: SHARP --concurrency 1, glibc malloc ($BUILD) vs mimalloc ($MI_BUILD), $REPEAT interleaved rounds"
 echo "  h2:  h2load -c 8 -m 100 -n $H2_N h2c, HTTP/2 upstream"
 echo "  h1:  h2load --h1 -c 64 -n $H1_N, HTTP/1.1 keep-alive upstream"
 echo "  tls: $TLS_CLIENTS x openssl s_time -new -www / -time $TLS_S (full handshakes, one HTTP/1.0 request each)"

@@ -63,6 +63,10 @@ run_integration() {
     f=$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
     e=$(grep -oE '[0-9]+ errors?' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
     s=$(grep -oE '[0-9]+ skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    if [ "$f" != 0 ] || [ "$e" != 0 ]; then
+        # why each failed: the assertion lines of the tracebacks
+        grep -E '^(_{3,} .* _{3,}|E  )' "$log" | head -120
+    fi
     if [ -z "$summary" ]; then
         echo "[$label] integration: no pytest summary"
         tail -30 "$log"

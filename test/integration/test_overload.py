@@ -142,23 +142,27 @@ def test_bypass_overload_manager_listener(procs, upstream):
 
 
 def test_scaled_trigger_scale_percent(procs, upstream):
-    """A scaled trigger between 0 and 1 of a limit twice the heap in use
+    """A scaled trigger between 0 and 1 of a limit above the heap in use
     puts the action in the scaling state: scale_percent strictly between 0
-    and 100, active 0; a scaled trigger below the pressure saturates."""
+    and 100, following pressure / limit, active 0; a scaled trigger below
+    the pressure saturates. (The limit from the heap of the same bootstrap
+    without the monitor, the check against the pressure read next to the
+    percentage: the heap measure differs by allocator, committed bytes with
+    mimalloc, which grow by whole segments.)"""
     listen, admin = free_port(), free_port()
     run_sharp_config(procs, bootstrap_yaml(listen, admin, {"app": [upstream.port]}), admin)
-    # the heap once the first housekeeping (stats, kernel signals) has run
-    time.sleep(1.5)
-    used = heap_pressure_bytes(admin)
-    assert used and used > 0
+    time.sleep(1.5)  # the heap once the first housekeeping (stats, kernel signals) has run
+    limit = max(32 << 20, 4 * heap_pressure_bytes(admin))
     procs[-1].stop()
     procs.pop()
     listen, admin, _ = start(procs, upstream, overload_yaml(
-        heap_monitor(used * 2),
+        heap_monitor(limit),
         action("stop_accepting_requests", "scaled: { scaling_threshold: 0.0, saturation_threshold: 1.0 }") +
         action("disable_http_keepalive", "scaled: { scaling_threshold: 0.0, saturation_threshold: 0.01 }")))
     pct = stat(admin, f"overload.{A}stop_accepting_requests.scale_percent")
-    assert 10 <= pct <= 95, pct
+    pressure = 100.0 * heap_pressure_bytes(admin) / limit
+    assert 0 < pct < 100, (pct, pressure)
+    assert abs(pct - pressure) <= 5, (pct, pressure)
     assert stat(admin, f"overload.{A}stop_accepting_requests.active") == 0
     assert stat(admin, f"overload.{A}disable_http_keepalive.scale_percent") == 100
     assert stat(admin, f"overload.{A}disable_http_keepalive.active") == 1
@@ -358,7 +362,7 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
     procs[-1].stop()
     procs.pop()
     listen, admin, log = start(procs, upstream, overload_yaml(
-        heap_monitor(base * 3), action("reduce_timeouts", "threshold: { value: 1.0 }",
+        heap_monitor(base * 3 + (16 << 20)), action("reduce_timeouts", "threshold: { value: 1.0 }",
                                        scale_timers("HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout: 0.2s"))),
         hcm_extra="common_http_protocol_options: { idle_timeout: 3600s }\n")
     assert stat(admin, f"overload.{A}reduce_timeouts.active") == 0
@@ -370,9 +374,9 @@ def test_reduce_timeouts_rescales_armed_idle_timers(procs, upstream):
     readers = non_reading_clients(listen, 60, b"GET /bytes/50000000 HTTP/1.1\r\nhost: x\r\n\r\n" * 4)
     # every reader's first request is being answered (a loaded machine may
     # accept the last ones after the action went active: they are no less busy)
-    assert wait_stat(admin, "http.ingress_http.downstream_rq_active", 60, timeout=10), \
+    assert wait_stat(admin, "http.ingress_http.downstream_rq_active", 60, timeout=20), \
         stat(admin, "http.ingress_http.downstream_rq_active")
-    assert wait_stat(admin, f"overload.{A}reduce_timeouts.active", 1, timeout=5), \
+    assert wait_stat(admin, f"overload.{A}reduce_timeouts.active", 1, timeout=15), \
         (heap_pressure_bytes(admin), base)
     assert peer_closed(idle, 3 * SLOW)
     idle.close()
