@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SLOW, admin_get, bootstrap_yaml, free_port, run_sharp_config, start_nginx, stat
+from conftest import SLOW, admin_get, bootstrap_yaml, free_port, run_sharp_config, start_nginx, stat, wait_for
 
 
 def test_admin_endpoints(proxy):
@@ -22,7 +22,10 @@ def test_admin_endpoints(proxy):
     info = json.loads(admin_get(proxy.admin, "/server_info"))
     assert info["state"] == "LIVE"
     urllib.request.urlopen(proxy.url + "/").read()
-    text = admin_get(proxy.admin, "/stats")
+    # histograms show the last stats flush (every 5 s) once there was one:
+    # the request's time appears at the latest with the next
+    text = wait_for(lambda: (lambda t: t if "http.ingress_http.downstream_rq_time: P0(" in t else None)(
+        admin_get(proxy.admin, "/stats")), 12, "the request's time in the downstream_rq_time histogram")
     assert re.search(r"^http\.ingress_http\.downstream_rq_total: 1$", text, re.M), text[:2000]
     assert re.search(r"^cluster\.backend\.upstream_rq_total: 1$", text, re.M)
     assert re.search(r"^server\.live: 1$", text, re.M)
