@@ -70,13 +70,6 @@ SLO_P99_MS = env_num("SLO_P99_MS", 500.0)
 CONTROLLERS = os.environ.get("CONTROLLERS", "agent hpa").split()
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_atomic(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -205,15 +198,6 @@ def http_json(url):
         return json.loads(r.read())
 
 
-def stat(admin, name):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?filter=^{name}$", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            k, _, v = line.partition(": ")
-            if k == name:
-                return int(v)
-    return 0
-
-
 def schedule():
     """sharp-loadgen's --rate-schedule: BASE, a ramp of one step a second, PEAK."""
     steps = [f"{BASE_S + i}:{BASE + (PEAK - BASE) * i / RAMP_S:.0f}" for i in range(1, RAMP_S + 1)]
@@ -222,6 +206,7 @@ def schedule():
 
 def run(controller, work):
     import grpc
+    from conftest import free_port, stat
     from keda_client import M, call
     reps = Replicas(work)
     t0 = time.monotonic()
@@ -285,7 +270,7 @@ def run(controller, work):
         stop.set()
         ctl.join(timeout=10)
         summary = json.loads(out.decode())
-        fallbacks = stat(admin, "scaling.backend.fallbacks")
+        fallbacks = stat(admin, "scaling.backend.fallbacks") or 0
         return summary, timeline, reps.actions, fallbacks
     finally:
         stop.set()

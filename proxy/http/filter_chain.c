@@ -706,6 +706,7 @@ static bool authority_valid(sharp_stream_t *s)
  * disabled one at load, and a route table from RDS cannot take it away. */
 static void apply_route_filter_state(sharp_stream_t *s)
 {
+    if (!sharp_route_has_filter_configs(s->routes, s->vhost, s->route, s->route_wc)) return;
     for (uint32_t i = 0; i + 1 < s->nfilters; i++) {
         sharp_filter_t *f = &s->filters[i];
         if (f->factory->terminal) continue;

@@ -534,6 +534,19 @@ sharp_msd_t sharp_route_stream_duration(const sharp_route_t *r, bool has_grpc, u
 
 /* ---- per-route filter configs ---- */
 
+/* The levels from the most specific: weighted cluster, route, virtual
+ * host, route table; n of them hold entries. */
+static int per_filter_levels(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                             const sharp_weighted_cluster_t *wc, const sharp_per_filter_configs_t *out[4])
+{
+    const sharp_per_filter_configs_t *all[4] = {wc ? &wc->per_filter : NULL, r ? &r->per_filter : NULL,
+                                                vh ? &vh->per_filter : NULL, t ? &t->per_filter : NULL};
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        if (all[i] && all[i]->n) out[n++] = all[i];
+    return n;
+}
+
 static const sharp_per_filter_t *per_filter_find(const sharp_per_filter_configs_t *c, const char *name)
 {
     for (uint32_t i = 0; i < c->n; i++)
@@ -541,14 +554,20 @@ static const sharp_per_filter_t *per_filter_find(const sharp_per_filter_configs_
     return NULL;
 }
 
+bool sharp_route_has_filter_configs(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                    const sharp_weighted_cluster_t *wc)
+{
+    const sharp_per_filter_configs_t *levels[4];
+    return per_filter_levels(t, vh, r, wc, levels) > 0;
+}
+
 const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
                                       const sharp_weighted_cluster_t *wc, const char *name,
                                       const struct sharp_filter_factory *factory)
 {
-    const sharp_per_filter_configs_t *levels[4] = {wc ? &wc->per_filter : NULL, r ? &r->per_filter : NULL,
-                                                   vh ? &vh->per_filter : NULL, t ? &t->per_filter : NULL};
-    for (int i = 0; i < 4; i++) {
-        if (!levels[i] || !name) continue;
+    const sharp_per_filter_configs_t *levels[4];
+    int n = name ? per_filter_levels(t, vh, r, wc, levels) : 0;
+    for (int i = 0; i < n; i++) {
         const sharp_per_filter_t *e = per_filter_find(levels[i], name);
         if (e && e->config && e->factory == factory) return e->config;
     }
@@ -558,10 +577,9 @@ const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_
 int sharp_route_filter_disabled(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
                                 const sharp_weighted_cluster_t *wc, const char *name)
 {
-    const sharp_per_filter_configs_t *levels[4] = {wc ? &wc->per_filter : NULL, r ? &r->per_filter : NULL,
-                                                   vh ? &vh->per_filter : NULL, t ? &t->per_filter : NULL};
-    for (int i = 0; i < 4; i++) {
-        if (!levels[i] || !name) continue;
+    const sharp_per_filter_configs_t *levels[4];
+    int n = name ? per_filter_levels(t, vh, r, wc, levels) : 0;
+    for (int i = 0; i < n; i++) {
         const sharp_per_filter_t *e = per_filter_find(levels[i], name);
         if (e) return e->disabled ? 1 : 0;
     }

@@ -409,6 +409,10 @@ void sharp_route_table_free(sharp_route_table_t *t);
 const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
                                       const sharp_weighted_cluster_t *wc, const char *name,
                                       const struct sharp_filter_factory *factory);
+/* Whether any of the levels has a typed_per_filter_config entry (most
+ * routes have none: the stream skips the per-filter lookups). */
+bool sharp_route_has_filter_configs(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                    const sharp_weighted_cluster_t *wc);
 int sharp_route_filter_disabled(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
                                 const sharp_weighted_cluster_t *wc, const char *name);
 /* Frees a level's per-filter configs (with their factories' destructors). */
