@@ -88,7 +88,7 @@ proc_tree() { local p; for p in $(tree "$1"); do if [ "$(cat /proc/$p/comm 2>/de
 sharp_yaml() { # case listen admin upstream_port
     local cluster="" hcm="          http2_protocol_options: { max_concurrent_streams: $MCS }"
     [ "$1" = h2 ] && cluster="
-    http2_protocol_options: {}"
+    http2_protocol_options: { max_concurrent_streams: $MCS }"
     if [ "$INFLIGHT" -gt 1000 ]; then  # above Envoy's default breakers (1024)
         cluster="$cluster
     circuit_breakers:
@@ -184,9 +184,11 @@ for k in "${!PIDS_OF[@]}"; do [ -n "${PIDS_OF[$k]}" ] && TREE[$k]=$(proc_tree "$
 
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { local p t=0 v; for p in "$@"; do v=$(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0); t=$((t + v)); done; echo $t; }
+# read and write system calls (the counts of /proc/PID/io) of processes
+io_calls() { local p t=0 v; for p in "$@"; do v=$(awk '/^sysc[rw]:/ { s += $2 } END { print s + 0 }' /proc/$p/io 2>/dev/null || echo 0); t=$((t + v)); done; echo $t; }
 alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null || return 1; done; }
 
-declare -A RPS P50 P99 CPU UPCPU RSS0 RSS1 RSSF0 RSSF1 NOTE
+declare -A RPS P50 P99 CPU UPCPU SYSC UPSYSC UPCX RSS0 RSS1 RSSF0 RSSF1 NOTE
 PROBLEMS=()
 H2LOAD_ARGS=(-c "$CONNS" -m "$STREAMS")
 
@@ -199,8 +201,15 @@ run() { # target case round
     [ "$WARMUP" != 0 ] && { timeout $((WARMUP + 30)) h2load "${h1[@]}" "${H2LOAD_ARGS[@]}" -D "$WARMUP" "$url" > /dev/null 2>&1 || true; }
     local t0 t1 u0 u1
     t0=$(cpu_ticks $pids); u0=$(cpu_ticks "$uppid")
+    local i0 i1 ui0 ui1
+    i0=$(io_calls $pids); ui0=$(io_calls "$uppid")
     out=$(timeout $((DURATION + 30)) h2load "${h1[@]}" "${H2LOAD_ARGS[@]}" -D "$DURATION" --log-file "$W/log" "$url" 2>&1) || rc=$?
     t1=$(cpu_ticks $pids); u1=$(cpu_ticks "$uppid")
+    i1=$(io_calls $pids); ui1=$(io_calls "$uppid")
+    # the connections the target keeps to the upstream after the run
+    local upport upcx
+    upport=$([ "$2" = h1 ] && echo "${UP[1]}" || echo "${UP[2]}")
+    upcx=$([ "$1" = direct ] && echo - || ss -Htn state established "( dport = :$upport )" 2>/dev/null | wc -l)
     echo "$out" > "$W/$k.h2load-$3.txt"
     local rps done failed errored tmo s3 s4 s5 n p50 p99 bad
     rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
@@ -214,7 +223,11 @@ run() { # target case round
     local cpu upcpu
     cpu=$([ -n "$pids" ] && awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="${done:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / hz / n * 1e6; else print "n/a" }' || echo -)
     upcpu=$(awk -v d=$((u1 - u0)) -v hz="$HZ" -v n="${done:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / hz / n * 1e6; else print "n/a" }')
+    local sysc upsysc
+    sysc=$([ -n "$pids" ] && awk -v d=$((i1 - i0)) -v n="${done:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "n/a" }' || echo -)
+    upsysc=$(awk -v d=$((ui1 - ui0)) -v n="${done:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "n/a" }')
     RPS[$k]+="${rps:-0} "; P50[$k]+="$p50 "; P99[$k]+="$p99 "; CPU[$k]+="$cpu "; UPCPU[$k]+="$upcpu "
+    SYSC[$k]+="$sysc "; UPSYSC[$k]+="$upsysc "; UPCX[$k]+="$upcx "
     local problem=""
     [ "$rc" != 0 ] && problem+=" h2load exit $rc$([ "$rc" = 124 ] && echo ' (stalled: killed after DURATION+30s)');"
     [ "${failed:-0}" != 0 ] || [ "${errored:-0}" != 0 ] || [ "${tmo:-0}" != 0 ] && problem+=" failed=$failed errored=$errored timeout=$tmo;"
@@ -222,8 +235,8 @@ run() { # target case round
     [ "${bad:-0}" != 0 ] && problem+=" logged non-2xx=$bad;"
     [ -z "$done" ] || [ "$done" = 0 ] && problem+=" no request done;"
     [ -n "$pids" ] && ! alive $pids && problem+=" process gone;"
-    printf "  round %-2d %-3s %-8s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %7s us/req  upstream cpu %7s us/req%s\n" \
-        "$3" "$2" "$1" "${rps:-0}" "$p50" "$p99" "$cpu" "$upcpu" "${problem:+  PROBLEM:$problem}"
+    printf "  round %-2d %-3s %-8s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %7s us/req  upstream cpu %7s us/req  r/w calls/req %5s upstream %5s  upstream conns %s%s\n" \
+        "$3" "$2" "$1" "${rps:-0}" "$p50" "$p99" "$cpu" "$upcpu" "$sysc" "$upsysc" "$upcx" "${problem:+  PROBLEM:$problem}"
     if [ -n "$problem" ]; then
         NOTE[$k]="!"
         # keep what reproduces it: the target's config, logs and h2load output
@@ -280,14 +293,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b > 0) printf 
 for c in h1 h2; do
     echo
     echo "upstream $( [ $c = h1 ] && echo HTTP/1.1 || echo HTTP/2 ) (medians of $REPEAT; proxy CPU = all its processes)"
-    printf "%-9s %11s %9s %9s %12s %15s\n" target "req/s" "p50 ms" "p99 ms" "CPU us/req" "upstream us/req"
+    printf "%-9s %11s %9s %9s %12s %15s %10s %10s %9s\n" target "req/s" "p50 ms" "p99 ms" "CPU us/req" "upstream us/req" "calls/req" "up calls" "up conns"
     declare -A M_RPS=() M_P99=() M_CPU=()
     for t in "${TARGETS[@]}"; do
         k=$t.$c
         if [ -z "${PORT[$k]:-}" ]; then printf "%-9s %11s\n" "$t" "n/a (no HTTP/2 upstream in $t 2.2)"; continue; fi
         M_RPS[$t]=$(median <<<"${RPS[$k]}"); M_P99[$t]=$(median <<<"${P99[$k]}"); M_CPU[$t]=$(median <<<"${CPU[$k]}")
-        printf "%-9s %11s %9s %9s %12s %15s%s\n" "$t${NOTE[$k]:-}" "${M_RPS[$t]}" "$(median <<<"${P50[$k]}")" "${M_P99[$t]}" \
+        printf "%-9s %11s %9s %9s %12s %15s %10s %10s %9s%s\n" "$t${NOTE[$k]:-}" "${M_RPS[$t]}" "$(median <<<"${P50[$k]}")" "${M_P99[$t]}" \
             "$([ $t = direct ] && echo - || echo "${M_CPU[$t]}")" "$(median <<<"${UPCPU[$k]}")" \
+            "$([ $t = direct ] && echo - || median <<<"${SYSC[$k]}")" "$(median <<<"${UPSYSC[$k]}")" "$([ $t = direct ] && echo - || median <<<"${UPCX[$k]}")" \
             "$([ $k = direct.h1 ] && echo "  (h2load --h1, pipelined)")"
     done
     if has sharp; then
