@@ -66,6 +66,7 @@ struct h2_conn {
     uint32_t nstreams;     /* bound streams (the pool's nactive for this connection) */
     uv_timer_t flush_timer, ping_timer, ping_timeout;
     bool flush_scheduled;
+    bool fails_pending; /* a stream has a fail_detail to report (a scan of the streams finds it) */
     sharp_sbuf_t batch; /* frames of one flush, written together */
     sharp_hpack_hint_t hpack;
     bool in_recv;
@@ -535,8 +536,12 @@ static void on_flush_timer(uv_timer_t *t)
     hc->flush_scheduled = false;
     if (conn_closing(hc)) return;
     /* local failures found while the router was calling in: each report
-     * may change the list (a retry starts a stream), so look again */
-    for (bool again = true; again;) {
+     * may change the list (a retry starts a stream), so look again. Most
+     * flushes have none, and a scan of every stream per flush was a
+     * per-request cost growing with the streams in flight. */
+    bool again = hc->fails_pending;
+    hc->fails_pending = false;
+    while (again) {
         again = false;
         for (sharp_dlist_t *n = hc->streams.next; n != &hc->streams; n = n->next) {
             h2_stream_t *s = STREAM(n);
@@ -761,6 +766,7 @@ static void fail_later(h2_stream_t *s, sharp_reset_reason_t why, const char *det
 {
     s->fail_why = why;
     s->fail_detail = detail;
+    s->hc->fails_pending = true;
     schedule_flush(s->hc);
 }
 
