@@ -213,8 +213,9 @@ sharp_diag_cause_t sharp_diag_evaluate(const sharp_diag_config_t *cfg, const sha
         return SHARP_DIAG_UNREACHABLE;
     }
     if (resets(cfg, in, &k)) {
-        put(&o, "network: connection resets from %s (%llu resets, %llu answers in %.0f s)", cx->host,
-            (unsigned long long)k, (unsigned long long)in->responses, in->interval_s);
+        /* an interval cut short (the first, or one read early) in tenths */
+        put(&o, "network: connection resets from %s (%llu resets, %llu answers in %.*f s)", cx->host,
+            (unsigned long long)k, (unsigned long long)in->responses, in->interval_s < 0.95 ? 1 : 0, in->interval_s);
         return SHARP_DIAG_RESETS;
     }
     if (packet_loss(cfg, in, cx)) {
@@ -289,7 +290,16 @@ unsigned sharp_diag_step(const sharp_diag_config_t *cfg, sharp_diag_state_t *st,
     char text[SHARP_DIAG_TEXT_MAX];
     sharp_diag_cause_t ev = sharp_diag_evaluate(cfg, st, in, cx, text, sizeof text);
     if (ev == SHARP_DIAG_NONE) update_baseline(cfg, st, in);
-    if (st->pinned) return 0;
+    if (st->pinned) {
+        /* an ejection on local-origin failures that nothing pinned down
+         * yet: the network signal of a later interval (the kernel's counts
+         * of the ejecting one come at its end) says what they were */
+        if (st->cause != SHARP_DIAG_CONNECTION_FAILURES || ev < SHARP_DIAG_UNREACHABLE ||
+            ev > SHARP_DIAG_NETWORK_LATENCY)
+            return 0;
+        st->cause = ev;
+        return SHARP_DIAG_CAUSE_CHANGED | set_text(st, text);
+    }
     if (ev == SHARP_DIAG_NONE) {
         st->pending = SHARP_DIAG_NONE;
         st->pending_n = 0;
@@ -323,8 +333,30 @@ unsigned sharp_diag_eject(const sharp_diag_config_t *cfg, sharp_diag_state_t *st
     text[0] = '\0';
     sharp_diag_cause_t ev = sharp_diag_evaluate(cfg, st, in, cx, text, sizeof text), cause;
     if (!detail) detail = "";
+    /* the tries that failed without an answer: connections reset and
+     * connects that failed (the kernel's count when it has one). An
+     * ejection by 5xx or local-origin failures trips within an interval,
+     * often before these reach the interval's shares; but the 5xx the
+     * detector counted were SHARP's own replies to them, not the host's
+     * answers, so they are the cause when no answer was a 5xx. */
+    uint64_t rst = in->kernel ? SHARP_MAX(in->rst_rx, in->resets) : in->resets;
+    uint64_t cxf = in->kernel ? SHARP_MAX(in->connect_fail, in->cx_fail) : in->cx_fail;
+    bool cut = (by == SHARP_DIAG_BY_ERRORS || by == SHARP_DIAG_BY_LOCAL) && ev != SHARP_DIAG_APP_ERRORS &&
+               rst + cxf >= cfg->min_failures && !timing_out(cfg, in);
     if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY) {
         cause = ev; /* the network explains what the detector saw */
+    } else if (cut && rst) {
+        /* a connect that fails on an established path ends in a reset too */
+        cause = SHARP_DIAG_RESETS;
+        o.len = 0;
+        put(&o, "network: connection resets from %s (%llu resets", cx->host, (unsigned long long)rst);
+        if (cxf) put(&o, ", %llu connect failures", (unsigned long long)cxf);
+        put(&o, ", %llu answers; %s)", (unsigned long long)in->responses, detail);
+    } else if (cut) {
+        cause = SHARP_DIAG_CONNECTION_FAILURES;
+        o.len = 0;
+        put(&o, "network: connections to %s failing (%llu connect failures, %llu answers; %s)", cx->host,
+            (unsigned long long)cxf, (unsigned long long)in->responses, detail);
     } else {
         o.len = 0;
         text[0] = '\0';

@@ -779,6 +779,74 @@ def test_kernel_monitor_ejects_lossy_host(net3, source):
           f"{load.errors} errors")
 
 
+ENVOY_5XX = """\
+outlier_detection:
+  consecutive_5xx: 3
+  interval: 1s
+  base_ejection_time: 30s
+  max_ejection_percent: 70
+"""
+
+
+@netns_test
+@pytest.mark.parametrize("source", ["ebpf", "tcp_info"])
+def test_resetting_and_unreachable_hosts_ejected_with_their_cause(net3, source):
+    """Two other faults than loss, each on its own host of three behind
+    Envoy's consecutive_5xx detector: host 3 answers 30% of the packets
+    after the SYN with a reset (iptables REJECT --reject-with tcp-reset in
+    its namespace: some connections die at the handshake's last ACK, some
+    under a request), host 2 drops every SYN (unreachable: connects time
+    out). Both are ejected by the 5xx detector, and each one's diagnosis
+    names its own cause and host, from the kernel's view (eBPF) or from
+    SHARP's own sockets (TCP_INFO): the 5xx were SHARP's replies to resets
+    and failed connects, never the application's; the clean host stays
+    healthy with no diagnosis."""
+    for i in (1, 2, 3):
+        net3.upstream(i)
+    run("ip", "netns", "exec", net3.hosts[2], "iptables", "-A", "INPUT", "-i", "vh3", "-p", "tcp", "--dport",
+        str(PORT), "!", "--syn", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "REJECT",
+        "--reject-with", "tcp-reset")
+    run("ip", "netns", "exec", net3.hosts[1], "iptables", "-A", "INPUT", "-i", "vh2", "-p", "tcp", "--dport",
+        str(PORT), "--syn", "-j", "DROP")
+    net3.sharp(bootstrap({"grey": [(Net.addr(i), PORT) for i in (1, 2, 3)]}, [("/", "grey")],
+                         {"grey": ENVOY_5XX}), [] if source == "ebpf" else ["--kernel-signals", "tcp_info"])
+    if source == "ebpf":
+        ebpf_or_skip(net3)
+    assert net3.admin_json("/kernel")["source"] == source
+    clean, unreachable, resetting = (f"{Net.addr(i)}:{PORT}" for i in (1, 2, 3))
+    load = Load(net3.proxy, rate=100)
+    try:
+        wait_for(lambda: "failed_outlier_check" in health(net3, "grey", resetting) and
+                 "failed_outlier_check" in health(net3, "grey", unreachable), 20 * SLOW,
+                 f"both faulty hosts ejected ({source})")
+        # the diagnosis follows the evidence of the ejecting interval or the
+        # next: wait for both to show, then check each names its own cause
+        seen = {}
+
+        def diagnosed():
+            seen.update(rst=diagnosis_of(net3, "grey", resetting), unr=diagnosis_of(net3, "grey", unreachable))
+            return ((seen["rst"] or "").startswith("network: connection resets") and
+                    "unreachable" in (seen["unr"] or ""))
+        try:
+            wait_for(diagnosed, 10 * SLOW, f"both diagnoses ({source})")
+        except AssertionError as e:
+            lines = [ln for ln in net3.admin_text("/clusters").splitlines() if resetting in ln or unreachable in ln]
+            raise AssertionError(f"{e}: {seen}; /clusters:\n" + "\n".join(lines) + "\n" +
+                                 json.dumps(hosts_of(net3.admin_json("/kernel"), "grey"))) from None
+    finally:
+        load.stop()
+    d_rst, d_unr = diagnosis_of(net3, "grey", resetting), diagnosis_of(net3, "grey", unreachable)
+    # from an interval's shares, or from the evidence at the ejection
+    assert re.fullmatch(rf"network: connection resets from {re.escape(resetting)} \(\d+ resets(, \d+ connect "
+                        r"failures)?, \d+ answers( in \d+(\.\d)? s|; 3 consecutive 5xx)\)", d_rst), d_rst
+    assert re.fullmatch(rf"network: {re.escape(unreachable)} unreachable \(\d+ connect failures, no connection "
+                        r"established\)", d_unr), d_unr
+    assert health(net3, "grey", clean) == "healthy"
+    assert not diagnosis_of(net3, "grey", clean)
+    assert stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_consecutive_5xx") >= 2
+    print(f"\n[{source}] {d_rst}\n[{source}] {d_unr}")
+
+
 @netns_test
 def test_kernel_monitor_clean_run(net3):
     """A clean run (no loss anywhere) at 200 req/s with CPU load beside it

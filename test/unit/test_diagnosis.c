@@ -242,6 +242,7 @@ static void test_overload(void **state)
 static void test_ejection(void **state)
 {
     (void)state;
+    char t[SHARP_DIAG_TEXT_MAX];
     sharp_diag_config_t cfg;
     sharp_diag_config_defaults(&cfg);
     sharp_diag_state_t st;
@@ -288,6 +289,46 @@ static void test_ejection(void **state)
     sharp_diag_eject(&cfg, &st, &hang, &CLEAN_CX, SHARP_DIAG_BY_ERRORS, "5 consecutive 5xx");
     assert_int_equal(st.cause, SHARP_DIAG_LATENCY);
     assert_non_null(strstr(st.text, "not answering in time (5 of 5 tries timed out)"));
+    /* consecutive 5xx that were SHARP's replies to resets and failed
+     * connects, a few within an interval of many answers (below the
+     * interval's reset share): the resets, not the application */
+    sharp_diag_state_init(&st);
+    sharp_diag_input_t cut = quiet();
+    cut.responses = 80, cut.resets = 2, cut.cx_fail = 2;
+    assert_int_not_equal(sharp_diag_evaluate(&cfg, &st, &cut, &CLEAN_CX, t, sizeof t), SHARP_DIAG_RESETS);
+    sharp_diag_eject(&cfg, &st, &cut, &CLEAN_CX, SHARP_DIAG_BY_ERRORS, "3 consecutive 5xx");
+    assert_int_equal(st.cause, SHARP_DIAG_RESETS);
+    assert_string_equal(st.text, "network: connection resets from 10.0.0.3:8080 (2 resets, 2 connect failures, "
+                                 "80 answers; 3 consecutive 5xx)");
+    /* ...the kernel's count of resets received when it is the larger */
+    sharp_diag_state_init(&st);
+    cut.rst_rx = 4, cut.cx_fail = 0;
+    sharp_diag_eject(&cfg, &st, &cut, &CLEAN_CX, SHARP_DIAG_BY_ERRORS, "3 consecutive 5xx");
+    assert_string_equal(st.text, "network: connection resets from 10.0.0.3:8080 (4 resets, 80 answers; "
+                                 "3 consecutive 5xx)");
+    /* ...connects failing without a reset: connection failures */
+    sharp_diag_state_init(&st);
+    cut.rst_rx = 0, cut.resets = 0, cut.cx_fail = 3;
+    sharp_diag_eject(&cfg, &st, &cut, &CLEAN_CX, SHARP_DIAG_BY_LOCAL, "3 consecutive local-origin failures");
+    assert_int_equal(st.cause, SHARP_DIAG_CONNECTION_FAILURES);
+    assert_string_equal(st.text, "network: connections to 10.0.0.3:8080 failing (3 connect failures, 80 answers; "
+                                 "3 consecutive local-origin failures)");
+    /* ...until an interval's network signal says what they were */
+    sharp_diag_input_t after = quiet();
+    after.resets = 0, after.rst_rx = 4, after.responses = 10;
+    assert_int_equal(sharp_diag_step(&cfg, &st, &after, &CLEAN_CX), 3);
+    assert_int_equal(st.cause, SHARP_DIAG_RESETS);
+    assert_string_equal(st.text, "network: connection resets from 10.0.0.3:8080 (4 resets, 10 answers in 1 s)");
+    /* a network cause, once pinned, stays */
+    after.rst_rx = 0;
+    after.connects = 0, after.connect_fail = 5, after.responses = 0;
+    assert_int_equal(sharp_diag_step(&cfg, &st, &after, &CLEAN_CX), 0);
+    assert_int_equal(st.cause, SHARP_DIAG_RESETS);
+    /* ...but 5xx answers among them: the application's */
+    sharp_diag_state_init(&st);
+    cut.resp_5xx = 40, cut.resets = 3;
+    sharp_diag_eject(&cfg, &st, &cut, &CLEAN_CX, SHARP_DIAG_BY_ERRORS, "3 consecutive 5xx");
+    assert_int_equal(st.cause, SHARP_DIAG_APP_ERRORS);
     /* local-origin failures without a signal that pins them down */
     sharp_diag_state_init(&st);
     sharp_diag_eject(&cfg, &st, &in, &CLEAN_CX, SHARP_DIAG_BY_LOCAL, "5 consecutive connect failures, timeouts or resets");
