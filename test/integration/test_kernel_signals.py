@@ -6,7 +6,8 @@ clients, which enter it from their threads), one per upstream host, joined
 by veth pairs with 10.201.<i>.0/24 addresses that exist only inside those
 namespaces. Packet loss on one host's link is made by iptables in that
 host's namespace (`-m statistic --mode random --probability 0.05 -j DROP`,
-tc netem being unavailable). Deleting the namespaces removes the links and
+tc netem being unavailable); resets by iptables REJECT --reject-with
+tcp-reset; latency by a tc tbf queue that a bulk download keeps full. Deleting the namespaces removes the links and
 the rules; every process is stopped by PID first.
 
 Runs as root (namespaces, iptables, eBPF). Where the probes cannot load,
@@ -845,6 +846,79 @@ def test_resetting_and_unreachable_hosts_ejected_with_their_cause(net3, source):
     assert not diagnosis_of(net3, "grey", clean)
     assert stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_consecutive_5xx") >= 2
     print(f"\n[{source}] {d_rst}\n[{source}] {d_unr}")
+
+
+class Bulk:
+    """Downloads from host i's upstream without SHARP (its /bytes endpoint,
+    from SHARP's namespace), one response after another, to keep a
+    standing queue in a rate-limited link."""
+
+    def __init__(self, net, i):
+        self.stop_ev = threading.Event()
+        self.got = 0
+        self.t = threading.Thread(target=self._run, args=(net.proxy, Net.addr(i)), daemon=True)
+        self.t.start()
+
+    def _run(self, ns, addr):
+        enter_netns(ns)
+        while not self.stop_ev.is_set():
+            try:
+                c = http.client.HTTPConnection(addr, PORT, timeout=5)
+                c.request("GET", "/bytes/20000000")
+                r = c.getresponse()
+                while not self.stop_ev.is_set():
+                    b = r.read(65536)
+                    if not b:
+                        break
+                    self.got += len(b)
+                c.close()
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.1)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(15)
+
+
+@netns_test
+@pytest.mark.parametrize("source", ["ebpf", "tcp_info"])
+def test_kernel_monitor_ejects_host_behind_a_queue(net3, source):
+    """Network latency without loss: host 3's link to SHARP is a token
+    bucket (tc tbf, 8 Mbit/s, up to 100 ms of queue) that a bulk download
+    beside SHARP's traffic keeps full, so every packet from host 3 waits in
+    the queue (tc netem is not available on these machines; a standing
+    queue is how such latency comes about anyway). The kernel monitor sees
+    the RTT of SHARP's connections to host 3 far above the others' and
+    ejects it; the diagnosis says network latency to that host, with the
+    RTTs."""
+    for i in (1, 2, 3):
+        net3.upstream(i)
+    run("ip", "netns", "exec", net3.hosts[2], "tc", "qdisc", "add", "dev", "vh3", "root", "tbf", "rate", "8mbit",
+        "burst", "32kb", "latency", "100ms")
+    net3.sharp(bootstrap({"grey": [(Net.addr(i), PORT) for i in (1, 2, 3)]}, [("/", "grey")],
+                         {"grey": KERNEL_MONITOR}), [] if source == "ebpf" else ["--kernel-signals", "tcp_info"])
+    if source == "ebpf":
+        ebpf_or_skip(net3)
+    assert net3.admin_json("/kernel")["source"] == source
+    slow, clean = f"{Net.addr(3)}:{PORT}", [f"{Net.addr(i)}:{PORT}" for i in (1, 2)]
+    bulk = Bulk(net3, 3)
+    load = Load(net3.proxy)
+    try:
+        wait_for(lambda: "failed_outlier_check" in health(net3, "grey", slow), 15 * SLOW,
+                 f"the host behind the queue ejected ({source})")
+        d = diagnosis_of(net3, "grey", slow)
+    finally:
+        load.stop()
+        bulk.stop()
+    assert bulk.got > 1 << 20  # the queue was kept full
+    assert stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_kernel") >= 1
+    assert d and re.fullmatch(rf"network: latency to {re.escape(slow)} \(RTT [\d.]+ ms vs cluster [\d.]+ ms\)", d), d
+    rtt = float(re.search(r"RTT ([\d.]+) ms", d).group(1))
+    assert rtt >= 5, d  # the monitor's min_rtt
+    for a in clean:
+        assert health(net3, "grey", a) == "healthy"
+        assert not diagnosis_of(net3, "grey", a)
+    print(f"\n[{source}] {d}; {load.sent} requests, {load.errors} errors")
 
 
 @netns_test
