@@ -7,8 +7,9 @@ by veth pairs with 10.201.<i>.0/24 addresses that exist only inside those
 namespaces. Packet loss on one host's link is made by iptables in that
 host's namespace (`-m statistic --mode random --probability 0.05 -j DROP`,
 tc netem being unavailable); resets by iptables REJECT --reject-with
-tcp-reset; latency by a tc tbf queue that a bulk download keeps full. Deleting the namespaces removes the links and
-the rules; every process is stopped by PID first.
+tcp-reset; latency by a tc tbf queue that a bulk download keeps full.
+Deleting the namespaces removes the links, the rules and the queues; every
+process is stopped by PID first.
 
 Runs as root (namespaces, iptables, eBPF). Where the probes cannot load,
 the eBPF tests skip with SHARP's own reason and the TCP_INFO ones still
