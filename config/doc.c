@@ -24,6 +24,8 @@ struct sharp_config_doc {
     char *source;
     cfg_srcmap_t map;
     bool empty; /* no document, or a null one */
+    sharp_config_refused_t *refused; /* sharp_config_parse_file_alone */
+    size_t nrefused;
 };
 
 /* ---- source map --------------------------------------------------------- */
@@ -76,14 +78,33 @@ static void srcmap_free(cfg_srcmap_t *m)
 
 /* ---- errors and paths ---------------------------------------------------- */
 
+static int cfg_vfail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 int sharp_cfg_fail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = cfg_vfail(c, node, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int sharp_cfg_fail_unsupported(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
+{
+    if (c->err && !c->err->msg[0]) c->unsupported = true;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = cfg_vfail(c, node, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int cfg_vfail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, va_list ap)
 {
     if (!c->err || c->err->msg[0]) return -1;
     char what[768];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
     size_t line = node ? node->start_mark.line + 1 : 1, col = node ? node->start_mark.column + 1 : 1;
     const char *path = c->path.len ? c->path.data : "";
     snprintf(c->err->msg, sizeof c->err->msg, "%s:%zu:%zu: %s%s%s", c->source, line, col, path,
@@ -612,9 +633,18 @@ static bool looks_like_json(const char *text, size_t len)
 
 enum parse_mode { PARSE_YAML, PARSE_JSON };
 
+static void refused_free(sharp_config_refused_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].name);
+        free(v[i].why);
+    }
+    free(v);
+}
+
 static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *source_name,
                                       const ProtobufCMessageDescriptor *desc, sharp_config_error_t *err,
-                                      enum parse_mode mode)
+                                      enum parse_mode mode, const char *alone_field)
 {
     sharp_config_error_t local;
     if (!err) err = &local;
@@ -648,7 +678,7 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
     sharp_config_doc_t *doc = sharp_calloc(1, sizeof *doc);
     doc->source = sharp_strdup(source_name);
     doc->msg = sharp_cfg_new_message(desc);
-    cfg_ctx_t c = {.ydoc = &ydoc, .source = doc->source, .err = err, .map = &doc->map};
+    cfg_ctx_t c = {.ydoc = &ydoc, .source = doc->source, .err = err, .map = &doc->map, .alone_field = alone_field};
     yaml_node_t *root = yaml_document_get_root_node(&ydoc);
     cfg_scalar_t sc;
     doc->empty = !root || (sharp_cfg_scalar_of(root, &sc) && sc.null);
@@ -659,6 +689,8 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
     }
     sharp_sbuf_free(&c.path);
     yaml_document_delete(&ydoc);
+    doc->refused = c.refused;
+    doc->nrefused = c.nrefused;
     if (rc < 0) {
         sharp_config_doc_free(doc);
         return NULL;
@@ -666,18 +698,24 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
     return doc;
 }
 
+const sharp_config_refused_t *sharp_config_doc_refused(const sharp_config_doc_t *doc, size_t *n)
+{
+    *n = doc ? doc->nrefused : 0;
+    return doc ? doc->refused : NULL;
+}
+
 sharp_config_doc_t *sharp_config_parse(const char *text, size_t len, const char *source_name,
                                        const ProtobufCMessageDescriptor *desc,
                                        sharp_config_error_t *err)
 {
-    return parse_text(text, len, source_name, desc, err, PARSE_YAML);
+    return parse_text(text, len, source_name, desc, err, PARSE_YAML, NULL);
 }
 
 sharp_config_doc_t *sharp_config_parse_json(const char *text, size_t len, const char *source_name,
                                             const ProtobufCMessageDescriptor *desc,
                                             sharp_config_error_t *err)
 {
-    return parse_text(text, len, source_name, desc, err, PARSE_JSON);
+    return parse_text(text, len, source_name, desc, err, PARSE_JSON, NULL);
 }
 
 static bool ends_with_nocase(const char *s, const char *suffix)
@@ -686,8 +724,23 @@ static bool ends_with_nocase(const char *s, const char *suffix)
     return n >= m && !strcasecmp(s + n - m, suffix);
 }
 
+static int parse_file(const char *path, const ProtobufCMessageDescriptor *desc, const char *alone_field,
+                      sharp_config_doc_t **out, sharp_config_error_t *err);
+
 int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
                             sharp_config_doc_t **out, sharp_config_error_t *err)
+{
+    return parse_file(path, desc, NULL, out, err);
+}
+
+int sharp_config_parse_file_alone(const char *path, const ProtobufCMessageDescriptor *desc, const char *alone_field,
+                                  sharp_config_doc_t **out, sharp_config_error_t *err)
+{
+    return parse_file(path, desc, alone_field, out, err);
+}
+
+static int parse_file(const char *path, const ProtobufCMessageDescriptor *desc, const char *alone_field,
+                      sharp_config_doc_t **out, sharp_config_error_t *err)
 {
     sharp_config_error_t local;
     if (!err) err = &local;
@@ -728,7 +781,8 @@ int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *
         sharp_sbuf_free(&buf);
         return -1;
     }
-    *out = parse_text(buf.data ? buf.data : "", buf.len, path, desc, err, yaml ? PARSE_YAML : PARSE_JSON);
+    *out = parse_text(buf.data ? buf.data : "", buf.len, path, desc, err, yaml ? PARSE_YAML : PARSE_JSON,
+                      alone_field);
     sharp_sbuf_free(&buf);
     return *out ? 0 : -1;
 }
@@ -786,6 +840,7 @@ void sharp_config_doc_free(sharp_config_doc_t *doc)
 {
     if (!doc) return;
     if (doc->msg) protobuf_c_message_free_unpacked(doc->msg, NULL);
+    refused_free(doc->refused, doc->nrefused);
     srcmap_free(&doc->map);
     free(doc->source);
     free(doc);

@@ -190,6 +190,19 @@ static void default_element(const ProtobufCFieldDescriptor *f, void *slot)
 /* Maps a YAML value onto repeated field f of msg (see collect_items). The
  * array is sized up front and n_<field> counts the finished elements, so
  * freeing msg midway releases exactly what was built. */
+/* The "name" key of a mapping node (an xDS resource's), "" without one. */
+static char *item_name(cfg_ctx_t *c, yaml_node_t *item)
+{
+    if (item->type != YAML_MAPPING_NODE) return sharp_strdup("");
+    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top; p++) {
+        cfg_scalar_t k, v;
+        if (sharp_cfg_scalar_of(yaml_document_get_node(c->ydoc, p->key), &k) && k.len == 4 && !memcmp(k.s, "name", 4) &&
+            sharp_cfg_scalar_of(yaml_document_get_node(c->ydoc, p->value), &v) && !v.null)
+            return sharp_strndup(v.s, v.len);
+    }
+    return sharp_strdup("");
+}
+
 static int map_repeated(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
                         const ProtobufCFieldDescriptor *f)
 {
@@ -207,13 +220,28 @@ static int map_repeated(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *msg,
     *(void **)sharp_cfg_member(msg, f) = arr;
     *n = 0;
     int rc = 0;
+    /* the root's field whose elements are refused one by one */
+    bool alone = c->alone_field && f->type == PROTOBUF_C_TYPE_MESSAGE && !strcmp(f->name, c->alone_field) &&
+                 c->path.len == strlen(c->alone_field);
     for (size_t i = 0; i < items.n; i++) {
         yaml_node_t *item = items.v[i];
         size_t old = sharp_cfg_push_index(c, i);
         sharp_cfg_note(c, item);
-        rc = sharp_cfg_map_value(c, item, f, arr + i * esz);
+        void *slot = arr + *n * esz;
+        rc = sharp_cfg_map_value(c, item, f, slot);
+        if (rc < 0 && alone && c->unsupported) {
+            /* left out (the slot stays empty: a message is stored only
+             * when it mapped whole), listed with its name and why */
+            c->refused = sharp_realloc(c->refused, (c->nrefused + 1) * sizeof *c->refused);
+            c->refused[c->nrefused++] = (sharp_config_refused_t){i, item_name(c, item), sharp_strdup(c->err->msg)};
+            c->err->msg[0] = '\0';
+            c->unsupported = false;
+            sharp_cfg_pop(c, old);
+            rc = 0;
+            continue;
+        }
         if (rc < 0) break;
-        if (rc == 0) default_element(f, arr + i * esz);
+        if (rc == 0) default_element(f, slot);
         sharp_cfg_pop(c, old);
         (*n)++;
         rc = 0;
@@ -343,7 +371,8 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
             /* A real Envoy field SHARP's protos leave out names its feature. */
             const sharp_support_field_t *e = sharp_support_field(d->name, k.s, k.len);
             if (e && e->status == SHARP_FIELD_NO)
-                rc = sharp_cfg_fail(c, pairs[i].key, "%s is not supported by SHARP (%s)", e->field, e->note);
+                rc = sharp_cfg_fail_unsupported(c, pairs[i].key, "%s is not supported by SHARP (%s)", e->field,
+                                                e->note);
             else
                 rc = sharp_cfg_fail(c, pairs[i].key, "unknown field \"%.*s\" in %s", (int)k.len, k.s, d->name);
             break;
@@ -383,7 +412,8 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
         if (f->type == PROTOBUF_C_TYPE_MESSAGE && !empty_node(pairs[i].value)) {
             const sharp_support_field_t *e = sharp_support_field_of(d, f, c->ctx_msg, c->ctx_field);
             if (e && e->status == SHARP_FIELD_NO) {
-                rc = sharp_cfg_fail(c, pairs[i].key, "%s is not supported by SHARP (%s)", f->name, e->note);
+                rc = sharp_cfg_fail_unsupported(c, pairs[i].key, "%s is not supported by SHARP (%s)", f->name,
+                                                e->note);
                 break;
             }
         }

@@ -85,6 +85,23 @@ sharp_config_doc_t *sharp_config_parse_json(const char *text, size_t len, const 
 int sharp_config_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
                             sharp_config_doc_t **out, sharp_config_error_t *err);
 
+/* As sharp_config_parse_file, where an element of the root message's
+ * repeated field `alone_field` (a DiscoveryResponse's "resources") that uses
+ * what SHARP does not implement is left out of the message and listed
+ * (sharp_config_doc_refused) instead of failing the document: an xDS file's
+ * resources are refused one by one, as a gRPC response's are. */
+int sharp_config_parse_file_alone(const char *path, const ProtobufCMessageDescriptor *desc, const char *alone_field,
+                                  sharp_config_doc_t **out, sharp_config_error_t *err);
+
+/* An element sharp_config_parse_file_alone left out: its index in the
+ * field, its "name" key ("" without one) and why, with its position. */
+typedef struct sharp_config_refused {
+    size_t index;
+    char *name;
+    char *why;
+} sharp_config_refused_t;
+const sharp_config_refused_t *sharp_config_doc_refused(const sharp_config_doc_t *doc, size_t *n);
+
 /* True when the text held no document at all (empty, only comments) or a
  * null one; the message then has every field at its default. */
 bool sharp_config_doc_empty(const sharp_config_doc_t *doc);

@@ -27,6 +27,13 @@ typedef struct cfg_ctx {
      * context for that message's fields */
     const ProtobufCMessageDescriptor *ctx_msg;
     const ProtobufCFieldDescriptor *ctx_field;
+    /* sharp_config_parse_file_alone: the root's repeated field whose
+     * elements are refused one by one, and what was left out; unsupported
+     * is set by a failure on something SHARP does not implement */
+    const char *alone_field;
+    bool unsupported;
+    sharp_config_refused_t *refused;
+    size_t nrefused;
 } cfg_ctx_t;
 
 /* One key/value of a mapping after YAML merge keys ("<<") are expanded and
@@ -39,6 +46,9 @@ typedef struct cfg_pair {
 /* Records the first error as "source:line:col: path: message" (node gives
  * the position; NULL means line 1, col 1). Always returns -1. */
 int sharp_cfg_fail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The same, for a failure on something SHARP does not implement. */
+int sharp_cfg_fail_unsupported(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Path helpers: push returns the old length to pass to pop. */

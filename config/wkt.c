@@ -310,7 +310,7 @@ static int map_typed_struct(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *a
     const ProtobufCMessageDescriptor *td = sharp_type_registry_find(url.s, url.len);
     if (!td) {
         const sharp_support_extension_t *x = sharp_support_extension(url.s, url.len);
-        if (x) return sharp_cfg_fail(c, url_node, "%s is not supported by SHARP (%s)", x->type, x->note);
+        if (x) return sharp_cfg_fail_unsupported(c, url_node, "%s is not supported by SHARP (%s)", x->type, x->note);
         return sharp_cfg_fail(c, url_node, "unknown type URL \"%.*s\"", (int)url.len, url.s);
     }
     if (sharp_cfg_wkt_kind(td) != WKT_NONE)
@@ -372,7 +372,7 @@ static int map_any(cfg_ctx_t *c, yaml_node_t *node, ProtobufCMessage *any)
     if (!td) {
         const sharp_support_extension_t *x = sharp_support_extension(url.s, url.len);
         if (x)
-            return sharp_cfg_fail(c, type_node, "%s is not supported by SHARP (%s)", x->type, x->note);
+            return sharp_cfg_fail_unsupported(c, type_node, "%s is not supported by SHARP (%s)", x->type, x->note);
         return sharp_cfg_fail(c, type_node, "unknown type URL \"%.*s\"", (int)url.len, url.s);
     }
 

@@ -25,11 +25,19 @@
 #include <protobuf-c/protobuf-c.h>
 #include <uv.h>
 
+/* A resource refused alone: it uses what SHARP does not implement. */
+typedef struct sharp_discovery_refusal {
+    char *name, *why;
+    ProtobufCMessage *msg; /* as read; the reader may take it (set it to NULL) */
+} sharp_discovery_refusal_t;
+
 /* What one read of the file gave. */
 typedef struct sharp_discovery {
     char *version_info;            /* "" when the file has none */
     ProtobufCMessage **resources;  /* decoded as the requested type */
     size_t nresources;
+    sharp_discovery_refusal_t *refused; /* sharp_path_source_read_some only */
+    size_t nrefused;
 } sharp_discovery_t;
 
 /* Reads `path` as a DiscoveryResponse whose resources are `type`. Returns 0,
@@ -38,6 +46,14 @@ typedef struct sharp_discovery {
  * or not (missing, unreadable, not a DiscoveryResponse: update_failure). */
 int sharp_path_source_read(const char *path, const ProtobufCMessageDescriptor *type, sharp_discovery_t *out,
                            bool *parsed, char *err, size_t errlen);
+/* As sharp_path_source_read, for the resources of a wildcard type (the
+ * clusters or listeners of a file): one that uses what SHARP does not
+ * implement is refused alone, in out->refused, as the mux refuses one of a
+ * gRPC response and as Envoy's CdsApiHelper and LdsApiImpl go on past a
+ * resource they cannot build; the file is still refused whole when it
+ * breaks one of Envoy's validation rules. */
+int sharp_path_source_read_some(const char *path, const ProtobufCMessageDescriptor *type, sharp_discovery_t *out,
+                                bool *parsed, char *err, size_t errlen);
 void sharp_discovery_free(sharp_discovery_t *d);
 
 /* Envoy's checkFilesystemSubscriptionBackingPath: the path must exist and

@@ -71,6 +71,16 @@ typedef struct sub {
     /* the last rejected update, until one is accepted (/config_dump's error_state) */
     char *error, *error_version;
     uint64_t error_us;
+    /* a file of a wildcard type (CDS, LDS): a resource using what SHARP
+     * does not implement is refused alone, and keeps the version the last
+     * accepted read gave, packed here by name */
+    bool some;
+    struct kept {
+        char *name;
+        uint8_t *bytes;
+        size_t len;
+    } *kept;
+    size_t nkept;
     struct sub *next; /* in x->subs */
 } sub_t;
 
@@ -289,6 +299,41 @@ static sub_t *sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *type, co
 static void gsrc_free(sharp_xds_t *x, gsrc_t *g);
 static void init_done(sub_t *s);
 
+static void kept_free(struct kept *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(k[i].name);
+        free(k[i].bytes);
+    }
+    free(k);
+}
+
+static const struct kept *kept_find(const sub_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->nkept; i++)
+        if (!strcmp(s->kept[i].name, name)) return &s->kept[i];
+    return NULL;
+}
+
+static void kept_add(struct kept **v, size_t *n, const char *name, const ProtobufCMessage *m, const struct kept *copy)
+{
+    *v = sharp_realloc(*v, (*n + 1) * sizeof **v);
+    struct kept *k = &(*v)[(*n)++];
+    k->name = sharp_strdup(name);
+    k->len = copy ? copy->len : protobuf_c_message_get_packed_size(m);
+    k->bytes = sharp_realloc(NULL, k->len ? k->len : 1);
+    if (copy) memcpy(k->bytes, copy->bytes, k->len);
+    else protobuf_c_message_pack(m, k->bytes);
+}
+
+static const char *msg_name(const ProtobufCMessage *m)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "name");
+    if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED) return "";
+    const char *v = *(const char *const *)((const char *)m + f->offset);
+    return v ? v : "";
+}
+
 static void sub_free(sub_t *s)
 {
     if (!s) return;
@@ -307,6 +352,7 @@ static void sub_free(sub_t *s)
     free(s->version);
     free(s->error);
     free(s->error_version);
+    kept_free(s->kept, s->nkept);
     free(s);
 }
 
@@ -324,14 +370,74 @@ static void sub_error(sub_t *s, const char *error, const char *version)
  * file that cannot be read or parsed is update_failure; one whose
  * resources the watcher refuses is update_rejected; either keeps what the
  * previous update gave. */
+static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
+                     sharp_xds_refusal_t *refusals, size_t nrefusals, char *err, size_t errlen);
+
+/* A read of a wildcard type's file with resources refused alone: the rest
+ * applies, each refused one stays at the version the last accepted read
+ * gave (or absent when new), and the update counts as rejected naming
+ * them, as sub_apply does for a gRPC response. */
+static void sub_apply_some(sub_t *s, sharp_discovery_t *d)
+{
+    size_t n = 0, nacc = d->nresources;
+    ProtobufCMessage **all = sharp_calloc(nacc + d->nrefused + 1, sizeof *all);
+    struct kept *next = NULL;
+    size_t nnext = 0;
+    for (size_t i = 0; i < nacc; i++) {
+        kept_add(&next, &nnext, msg_name(d->resources[i]), d->resources[i], NULL);
+        all[n++] = d->resources[i];
+    }
+    sharp_xds_refusal_t *ref = sharp_calloc(d->nrefused, sizeof *ref);
+    for (size_t i = 0; i < d->nrefused; i++) {
+        ref[i] = (sharp_xds_refusal_t){d->refused[i].name, d->refused[i].why, d->refused[i].msg};
+        const struct kept *k = kept_find(s, d->refused[i].name);
+        if (!k) continue;
+        all[n] = protobuf_c_message_unpack(s->type, NULL, k->len, k->bytes);
+        if (all[n]) n++;
+        kept_add(&next, &nnext, k->name, NULL, k);
+    }
+    char why[4096];
+    int rc = sub_apply(s, all, n, d->version_info, NULL, ref, d->nrefused, why, sizeof why);
+    /* the watcher may have taken any of them (its slot set to NULL) */
+    for (size_t i = 0; i < nacc; i++) d->resources[i] = all[i];
+    for (size_t i = nacc; i < n; i++)
+        if (all[i]) protobuf_c_message_free_unpacked(all[i], NULL);
+    for (size_t i = 0; i < d->nrefused; i++) d->refused[i].msg = ref[i].resource;
+    sharp_sbuf_t names = {0};
+    for (size_t i = 0; i < d->nrefused; i++)
+        sharp_sbuf_printf(&names, "%s%s: %s", names.len ? ", " : "", d->refused[i].name, d->refused[i].why);
+    if (rc < 0) {
+        sharp_log_warn("%s: update rejected, the previous configuration stays: %s; %s", s->path, sharp_sbuf_cstr(&names),
+                       why);
+        kept_free(next, nnext);
+    } else {
+        sharp_log_warn("%s: version '%s' applied, except what SHARP does not implement (the version the last update "
+                       "gave stays): %s", s->path, d->version_info, sharp_sbuf_cstr(&names));
+        kept_free(s->kept, s->nkept);
+        s->kept = next;
+        s->nkept = nnext;
+    }
+    sharp_sbuf_free(&names);
+    free(ref);
+    free(all);
+}
+
 static int sub_read(sub_t *s, char *err, size_t errlen)
 {
     sharp_stats_shard_t *sh = shard0(s->x);
-    sharp_counter_inc(sh, s->st.update_attempt);
     sharp_discovery_t d;
     bool parsed;
     char why[1024];
-    if (sharp_path_source_read(s->path, s->type, &d, &parsed, why, sizeof why) < 0) {
+    int rd = s->some ? sharp_path_source_read_some(s->path, s->type, &d, &parsed, why, sizeof why)
+                     : sharp_path_source_read(s->path, s->type, &d, &parsed, why, sizeof why);
+    if (rd == 0 && d.nrefused) {
+        s->fetched = true;
+        sub_apply_some(s, &d);
+        sharp_discovery_free(&d);
+        return 0;
+    }
+    sharp_counter_inc(sh, s->st.update_attempt);
+    if (rd < 0) {
         /* Envoy: an unknown field is UnknownProtoFieldException, counted
          * as rejected even though the file did not parse */
         if (strstr(why, "unknown field")) parsed = true;
@@ -341,12 +447,24 @@ static int sub_read(sub_t *s, char *err, size_t errlen)
         return -1;
     }
     s->fetched = true; /* the file was read: nothing waits for more */
+    /* what a later read that refuses one of them keeps (packed before the
+     * watcher may take them) */
+    struct kept *next = NULL;
+    size_t nnext = 0;
+    if (s->some)
+        for (size_t i = 0; i < d.nresources; i++) kept_add(&next, &nnext, msg_name(d.resources[i]), d.resources[i], NULL);
     if (s->watcher.on_update(s->watcher.ud, d.resources, d.nresources, d.version_info, NULL, why, sizeof why) < 0) {
         sharp_counter_inc(sh, s->st.update_rejected);
         sub_error(s, why, d.version_info);
         snprintf(err, errlen, "%s", why);
         sharp_discovery_free(&d);
+        kept_free(next, nnext);
         return -1;
+    }
+    if (s->some) {
+        kept_free(s->kept, s->nkept);
+        s->kept = next;
+        s->nkept = nnext;
     }
     sub_error(s, NULL, NULL);
     free(s->version);
@@ -1772,6 +1890,7 @@ int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_sourc
     x->cds = sub_new(x, &envoy__config__cluster__v3__cluster__descriptor, path, wdir, "cluster_manager.cds", field, w,
                      err, errlen);
     if (!x->cds) return -1;
+    x->cds->some = true;
     char why[1024];
     if (sub_read(x->cds, why, sizeof why) < 0) {
         snprintf(err, errlen, "%s: clusters from %s: %s", field, path, why);
@@ -1798,6 +1917,7 @@ int sharp_xds_lds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_sourc
     x->lds_sub = sub_new(x, &envoy__config__listener__v3__listener__descriptor, path, wdir, "listener_manager.lds",
                          field, w, err, errlen);
     if (!x->lds_sub) return -1;
+    x->lds_sub->some = true;
     char why[4096];
     if (sub_read(x->lds_sub, why, sizeof why) < 0) {
         snprintf(err, errlen, "%s: listeners from %s: %s", field, path, why);

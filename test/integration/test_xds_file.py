@@ -309,6 +309,49 @@ def test_cds_and_eds_from_files(env):
     assert stat(admin, "cluster_manager.active_clusters") == 0
 
 
+def test_cds_file_resource_using_an_unimplemented_field_is_refused_alone(env):
+    """As the refused-alone resources of a gRPC response (and as Envoy's
+    CdsApiHelper goes on past a cluster it cannot build): a cluster of a CDS
+    file that uses a field SHARP does not implement is refused alone, at
+    start and on a change; the file's other clusters apply, the refused one
+    keeps the version the last accepted read gave (absent when new), and the
+    update counts as rejected naming it."""
+    d, upstream, sharp = env
+    a, b, c = upstream("a"), upstream("b"), upstream("c")
+    rds, cds = str(d / "rds.json"), str(d / "cds.json")
+
+    def unimplemented(cl):
+        cl["upstream_bind_config"] = {"source_address": {"address": "127.0.0.1", "port_value": 0}}
+        return cl
+    write_atomic(rds, discovery(1, route_config("dyn_routes", "dyn")))
+    write_atomic(cds, discovery("c1", static_cluster("dyn", a.port), static_cluster("other", a.port),
+                                unimplemented(static_cluster("bad", a.port))))
+    listen, admin = free_port(), free_port()
+    p = sharp(bootstrap(listen, admin, rds_path=rds, cds_path=cds))
+    p.wait_ready(admin)
+    assert get(listen) == (200, "a")
+    clusters = admin_get(admin, "/clusters")
+    assert "other::observability_name::other" in clusters and "bad::" not in clusters
+    assert stat(admin, "cluster_manager.cds.update_rejected") == 1
+    assert "upstream_bind_config" in p.output()
+    # a change: dyn moves to b; other, now with the field, stays on a; a new
+    # cluster with it is not added
+    write_atomic(cds, discovery("c2", static_cluster("dyn", b.port), unimplemented(static_cluster("other", c.port)),
+                                unimplemented(static_cluster("new", c.port))))
+    wait_for(lambda: get(listen) == (200, "b"), 5 * SLOW, "the accepted part of the update")
+    wait_for(lambda: stat(admin, "cluster_manager.cds.update_rejected") == 2, 5 * SLOW, "the rejection")
+    clusters = admin_get(admin, "/clusters")
+    assert f"other::127.0.0.1:{a.port}::" in clusters and f"other::127.0.0.1:{c.port}::" not in clusters
+    assert "new::" not in clusters
+    dump = admin_get(admin, "/config_dump")
+    assert "upstream_bind_config" in dump  # the refused clusters' error_state
+    # a read without the field applies it
+    write_atomic(cds, discovery("c3", static_cluster("dyn", b.port), static_cluster("other", c.port)))
+    wait_for(lambda: f"other::127.0.0.1:{c.port}::" in admin_get(admin, "/clusters"), 5 * SLOW, "other on c")
+    assert stat(admin, "cluster_manager.cds.update_rejected") == 2
+    assert get(listen) == (200, "b")
+
+
 def test_removed_cluster_finishes_requests_in_flight(env):
     d, upstream, sharp = env
     a, b = upstream("a"), upstream("b")
