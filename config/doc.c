@@ -9,14 +9,21 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+/* The source map: a path's first position, in an open-addressing table
+ * whose entries keep the path's hash and length (a probe compares those
+ * before any byte) and point into one arena of paths, so that a document
+ * of tens of thousands of nodes costs no allocation per node. */
 struct srcmap_entry {
-    char *path;
+    uint64_t hash;
+    uint32_t off, len; /* the path in the arena; len UINT32_MAX: empty slot */
     int line, col;
 };
 
 struct cfg_srcmap {
     struct srcmap_entry *slots;
     size_t cap, used;
+    char *arena;
+    size_t alen, acap;
 };
 
 struct sharp_config_doc {
@@ -40,39 +47,59 @@ static uint64_t hash_bytes(const char *s, size_t n)
     return h;
 }
 
-static struct srcmap_entry *srcmap_slot(const cfg_srcmap_t *m, const char *path, size_t len)
+static struct srcmap_entry *srcmap_slot(const cfg_srcmap_t *m, const char *path, size_t len, uint64_t h)
 {
     size_t mask = m->cap - 1;
-    for (size_t i = hash_bytes(path, len) & mask;; i = (i + 1) & mask) {
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         struct srcmap_entry *e = &m->slots[i];
-        if (!e->path || (strlen(e->path) == len && memcmp(e->path, path, len) == 0)) return e;
+        if (e->len == UINT32_MAX ||
+            (e->hash == h && e->len == len && memcmp(m->arena + e->off, path, len) == 0))
+            return e;
     }
+}
+
+static struct srcmap_entry *srcmap_table(size_t cap)
+{
+    struct srcmap_entry *t = sharp_calloc(cap, sizeof *t);
+    for (size_t i = 0; i < cap; i++) t[i].len = UINT32_MAX;
+    return t;
 }
 
 /* Adds path -> (line, col); the first position recorded for a path wins. */
 void sharp_cfg_srcmap_put(cfg_srcmap_t *m, const char *path, size_t len, int line, int col)
 {
+    if (len >= UINT32_MAX || m->alen + len >= UINT32_MAX) return; /* beyond any config */
     if ((m->used + 1) * 2 > m->cap) {
-        cfg_srcmap_t grown = {sharp_calloc(m->cap ? m->cap * 2 : 64, sizeof *grown.slots),
-                              m->cap ? m->cap * 2 : 64, m->used};
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        struct srcmap_entry *t = srcmap_table(cap);
         for (size_t i = 0; i < m->cap; i++) {
-            if (m->slots[i].path) *srcmap_slot(&grown, m->slots[i].path, strlen(m->slots[i].path)) = m->slots[i];
+            const struct srcmap_entry *o = &m->slots[i];
+            if (o->len == UINT32_MAX) continue;
+            size_t k = o->hash & (cap - 1);
+            while (t[k].len != UINT32_MAX) k = (k + 1) & (cap - 1);
+            t[k] = *o;
         }
         free(m->slots);
-        *m = grown;
+        m->slots = t;
+        m->cap = cap;
     }
-    struct srcmap_entry *e = srcmap_slot(m, path, len);
-    if (e->path) return;
-    e->path = sharp_strndup(path, len);
-    e->line = line;
-    e->col = col;
+    uint64_t h = hash_bytes(path, len);
+    struct srcmap_entry *e = srcmap_slot(m, path, len, h);
+    if (e->len != UINT32_MAX) return;
+    if (m->alen + len > m->acap) {
+        m->acap = SHARP_MAX(m->acap * 2, m->alen + len + 4096);
+        m->arena = sharp_realloc(m->arena, m->acap);
+    }
+    if (len) memcpy(m->arena + m->alen, path, len);
+    *e = (struct srcmap_entry){h, (uint32_t)m->alen, (uint32_t)len, line, col};
+    m->alen += len;
     m->used++;
 }
 
 static void srcmap_free(cfg_srcmap_t *m)
 {
-    for (size_t i = 0; i < m->cap; i++) free(m->slots[i].path);
     free(m->slots);
+    free(m->arena);
     memset(m, 0, sizeof *m);
 }
 
@@ -812,8 +839,9 @@ const char *sharp_config_doc_source(const sharp_config_doc_t *doc)
 bool sharp_config_doc_where(const sharp_config_doc_t *doc, const char *path, int *line, int *col)
 {
     if (!doc || !path || !doc->map.cap) return false;
-    const struct srcmap_entry *e = srcmap_slot(&doc->map, path, strlen(path));
-    if (!e->path) return false;
+    size_t len = strlen(path);
+    const struct srcmap_entry *e = srcmap_slot(&doc->map, path, len, hash_bytes(path, len));
+    if (e->len == UINT32_MAX) return false;
     *line = e->line;
     *col = e->col;
     return true;
