@@ -282,6 +282,10 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     sharp_tls_conn_t *c = SSL_get_app_data(ssl);
     free(c->sni);
     c->sni = client_sni(ssl);
+    /* one certificate: the context's own, set once (a connection's
+     * SSL_use_cert_and_key checks the key against the certificate, some
+     * 2% of a full handshake's CPU) */
+    if (x->ncerts == 1) return SSL_CLIENT_HELLO_SUCCESS;
     const sharp_tls_cert_t *cert = select_cert(x, ssl, c->sni);
     if (SSL_use_cert_and_key(ssl, cert->leaf, cert->key, cert->chain, 1) != 1) {
         sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_CONNECTION, "cannot use the selected certificate: %s", ssl_error());
@@ -691,6 +695,11 @@ sharp_tls_ctx_t *sharp_tls_ctx_create(sharp_tls_config_t *cfg, char *err, size_t
     if (cfg->server) {
         if (cfg->require_client_cert) mode |= SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
         SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, x);
+        if (x->ncerts == 1 &&
+            SSL_CTX_use_cert_and_key(ctx, x->certs[0].leaf, x->certs[0].key, x->certs[0].chain, 1) != 1) {
+            fail(err, errlen, "Failed to load certificate chain from %s", cfg->certs[0].chain_source);
+            goto bad;
+        }
         if (cfg->alpn) SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, x);
         if (!cfg->prefer_client_ciphers) SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
         /* OpenSSL reads a timeout of 0 as "its default"; a session that
