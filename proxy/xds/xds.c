@@ -369,7 +369,8 @@ static void sub_error(sub_t *s, const char *error, const char *version)
 /* One read of the file: Envoy's FilesystemSubscriptionImpl::refresh. A
  * file that cannot be read or parsed is update_failure; one whose
  * resources the watcher refuses is update_rejected; either keeps what the
- * previous update gave. */
+ * previous update gave (-1). 1: applied but for the resources refused
+ * alone (logged), 0: applied. */
 static int sub_apply(sub_t *s, ProtobufCMessage **res, size_t n, const char *version, bool *refused,
                      sharp_xds_refusal_t *refusals, size_t nrefusals, char *err, size_t errlen);
 
@@ -434,7 +435,7 @@ static int sub_read(sub_t *s, char *err, size_t errlen)
         s->fetched = true;
         sub_apply_some(s, &d);
         sharp_discovery_free(&d);
-        return 0;
+        return 1; /* applied in part: sub_apply_some said what */
     }
     sharp_counter_inc(sh, s->st.update_attempt);
     if (rd < 0) {
@@ -482,9 +483,10 @@ static void on_file_changed(void *ud)
     sub_t *s = ud;
     char err[1024];
     if (s->x->srv->shutting_down) return;
-    if (sub_read(s, err, sizeof err) < 0)
+    int rc = sub_read(s, err, sizeof err);
+    if (rc < 0)
         sharp_log_warn("%s: update rejected, the previous configuration stays: %s", s->path, err);
-    else
+    else if (rc == 0)
         sharp_log_info("%s: version '%s' applied", s->path, s->version);
 }
 
