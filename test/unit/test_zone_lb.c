@@ -252,6 +252,7 @@ static void test_balancer_residual_split(void **state)
     /* the proxy in b fails (50% healthy: not below the panic threshold):
      * all healthy proxies are in a, which has 40% of the upstream, so 40%
      * of the picks stay there and the plan is remade from the new counts */
+    atomic_store(&loc.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
     in_a = 0;
     for (int i = 0; i < n; i++)
         if (sharp_lb_choose(&lb)->locality == za) in_a++;
