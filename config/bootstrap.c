@@ -1258,16 +1258,13 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     c->active_request_bias = 1.0;
     c->zone = (sharp_zone_config_t){.routing_enabled = 100, .min_cluster_size = 6};
-    if (pb->common_lb_config && pb->common_lb_config->zone_aware_lb_config && !pb->load_balancing_policy) {
+    /* locality_weighted_lb_config, the oneof's other member, is refused
+     * by the support table */
+    if (pb->common_lb_config && !pb->load_balancing_policy &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {
         const Envoy__Config__Cluster__V3__Cluster__CommonLbConfig__ZoneAwareLbConfig *z =
             pb->common_lb_config->zone_aware_lb_config;
-        if (pb->common_lb_config->locality_weighted_lb_config) {
-            /* Envoy would take locality-weighted balancing over zone-aware
-             * routing; SHARP has no locality-weighted balancing */
-            snprintf(p, sizeof p, "%s.common_lb_config.locality_weighted_lb_config", path);
-            fail(b, p, "locality-weighted load balancing is not supported by SHARP");
-            goto bad;
-        }
         if (z->routing_enabled) c->zone.routing_enabled = (uint32_t)llround(z->routing_enabled->value);
         if (z->min_cluster_size) c->zone.min_cluster_size = z->min_cluster_size->value;
         c->zone.fail_traffic_on_panic = z->fail_traffic_on_panic;

@@ -226,7 +226,9 @@ int sharp_config_load_balancing_policy(sharp_cluster_t *c, const Envoy__Config__
     char p[1200];
     snprintf(p, sizeof p, "%s.load_balancing_policy.policies", path);
     if (!lbp->n_policies) return fail(&x, p, "at least one policy is required");
-    if (pb->common_lb_config && pb->common_lb_config->zone_aware_lb_config) {
+    if (pb->common_lb_config &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {
         /* Envoy reads it only for lb_policy: with a policy extension it
          * would do nothing */
         snprintf(p, sizeof p, "%s.common_lb_config.zone_aware_lb_config", path);
