@@ -1125,12 +1125,6 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                               bs->use_tcp_for_dns_lookups, "") < 0)
             return -1;
     }
-    /* the shuffle-shard balancer builds its cells over the hosts of the
-     * load; it does not follow host sets yet */
-    if (pb->load_balancing_policy) {
-        snprintf(p, sizeof p, "%s.load_balancing_policy", path);
-        return fail(b, p, "load_balancing_policy is not supported on STRICT_DNS / LOGICAL_DNS clusters yet");
-    }
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
     if (dc->logical && (!la || la->n_endpoints != 1 || la->endpoints[0]->n_lb_endpoints != 1)) {
         snprintf(p, sizeof p, "%s.load_assignment", path);

@@ -162,6 +162,10 @@ static int shuffle_shard(ctx_t *x, sharp_cluster_t *c, const Envoy__Config__Clus
 {
     char p[1200];
     snprintf(p, sizeof p, "%s", ppath);
+    /* the shuffle-shard balancer builds its cells over the hosts of the
+     * load; it does not follow host sets yet */
+    if (c->type == SHARP_CLUSTER_STRICT_DNS || c->type == SHARP_CLUSTER_LOGICAL_DNS)
+        return fail(x, p, "the shuffle-shard balancer on STRICT_DNS / LOGICAL_DNS clusters is not supported yet");
     int rc = 0;
     uint32_t shard_size = cfg->shard_size ? cfg->shard_size->value : 2;
     if (shard_size == 0) {
