@@ -57,13 +57,15 @@ int sharp_locality_cmp(uint32_t a, uint32_t b)
     return c;
 }
 
-void sharp_locality_str(uint32_t id, char *out, unsigned cap)
+void sharp_locality_get(uint32_t id, const char **region, const char **zone, const char **sub_zone)
 {
+    *region = *zone = *sub_zone = "";
     pthread_mutex_lock(&table.mu);
-    if (id && id <= table.n)
-        snprintf(out, cap, "%s/%s/%s", table.v[id - 1].region, table.v[id - 1].zone, table.v[id - 1].sub_zone);
-    else
-        snprintf(out, cap, "//");
+    if (id && id <= table.n) {
+        *region = table.v[id - 1].region;
+        *zone = table.v[id - 1].zone;
+        *sub_zone = table.v[id - 1].sub_zone;
+    }
     pthread_mutex_unlock(&table.mu);
 }
 

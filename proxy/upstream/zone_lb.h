@@ -21,8 +21,9 @@
 uint32_t sharp_locality_intern(const char *region, const char *zone, const char *sub_zone);
 /* Envoy's LocalityLess order of two interned localities (<0, 0, >0). */
 int sharp_locality_cmp(uint32_t a, uint32_t b);
-/* "region/zone/sub_zone" of an id, for the admin and messages. */
-void sharp_locality_str(uint32_t id, char *out, unsigned cap);
+/* The three names of an id ("" for the empty locality); the strings live
+as long as the process. */
+void sharp_locality_get(uint32_t id, const char **region, const char **zone, const char **sub_zone);
 
 /* Zone-aware settings (LocalityLbConfig.ZoneAwareLbConfig, or the
  * cluster's common_lb_config.zone_aware_lb_config; Envoy's defaults when

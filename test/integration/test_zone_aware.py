@@ -6,7 +6,9 @@ import threading
 import time
 from collections import Counter
 
-from conftest import Upstream, free_port, run_sharp_config, stat, validate_config
+import json
+
+from conftest import Upstream, admin_get, free_port, run_sharp_config, stat, validate_config
 
 N = 400
 
@@ -130,6 +132,13 @@ def test_residual_split_with_typed_round_robin(procs):
     assert stat(admin, "cluster.svc.lb_recalculate_zone_structures") >= 1
     assert stat(admin, "cluster.svc.lb_zone_cluster_too_small") == 0
     assert stat(admin, "cluster.svc.lb_zone_no_capacity_left") == 0
+    # the admin shows each host's locality
+    text = admin_get(admin, "/clusters")
+    assert f"svc::127.0.0.1:{ups['za'][0].port}::zone::za\n" in text, text
+    assert f"svc::127.0.0.1:{ups['zb'][2].port}::zone::zb\n" in text, text
+    hosts = {h["address"]["socket_address"]["port_value"]: h for c in json.loads(
+        admin_get(admin, "/clusters?format=json"))["cluster_statuses"] if c["name"] == "svc" for h in c["host_statuses"]}
+    assert hosts[ups["zb"][0].port]["locality"] == {"zone": "zb"}, hosts
 
 
 def test_all_local_with_enough_capacity_lb_policy(procs):
