@@ -230,6 +230,11 @@ int sharp_config_load_balancing_policy(sharp_cluster_t *c, const Envoy__Config__
     char p[1200];
     snprintf(p, sizeof p, "%s.load_balancing_policy.policies", path);
     if (!lbp->n_policies) return fail(&x, p, "at least one policy is required");
+    /* As in Envoy (ClusterInfoImpl), lb_policy and its lb_config are not
+     * read once load_balancing_policy is set: their values never reach the
+     * policy. */
+    c->choice_count = 2;
+    c->active_request_bias = 1.0;
     if (pb->common_lb_config &&
         pb->common_lb_config->locality_config_specifier_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {

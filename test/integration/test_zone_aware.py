@@ -260,6 +260,26 @@ def test_refusals():
     rc, out = out_of("    common_lb_config: { zone_aware_lb_config: { min_cluster_size: 1 }, "
                      "locality_weighted_lb_config: {} }\n")
     assert rc == 1 and "locality_weighted_lb_config" in out, out
+    # Envoy does not read lb_policy and its settings once load_balancing_policy
+    # is set (ClusterInfoImpl): accepted, and the policy's own values apply
+    for legacy in ("    lb_policy: LEAST_REQUEST\n", "    least_request_lb_config: { choice_count: 3 }\n",
+                   "    lb_policy: LOAD_BALANCING_POLICY_CONFIG\n"):
+        rc, out = out_of(legacy + typed_policy("random", "Random"))
+        assert rc == 0, (legacy, out)
+    # the first policy SHARP implements is used; one before it that SHARP
+    # cannot run is refused (Envoy may run it)
+    ring = """\
+    load_balancing_policy:
+      policies:
+      - typed_extension_config:
+          name: envoy.load_balancing_policies.ring_hash
+          typed_config: { "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash }
+      - typed_extension_config:
+          name: envoy.load_balancing_policies.random
+          typed_config: { "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.random.v3.Random }
+"""
+    rc, out = out_of(ring)
+    assert rc == 1 and "policies[0]" in out and "RingHash" in out, out
     # accepted: the typed policies with the settings SHARP implements
     rc, out = out_of(typed_policy("least_request", "LeastRequest",
                                   "            choice_count: 3\n"
