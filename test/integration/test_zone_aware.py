@@ -7,6 +7,8 @@ import time
 from collections import Counter
 
 import json
+import os
+import tempfile
 
 from conftest import Upstream, admin_get, free_port, run_sharp_config, stat, validate_config
 
@@ -23,7 +25,8 @@ def endpoints(zones):
     return out
 
 
-def config(listen, admin, local_zones, upstream_zones, svc_extra="", node_zone="za", local_name="local"):
+def config(listen, admin, local_zones, upstream_zones, svc_extra="", node_zone="za", local_name="local",
+           local_eds=None):
     """A bootstrap whose node is in node_zone: the local cluster lists the
     proxies per zone (their ports are never contacted), the svc cluster
     the upstreams per zone; every request goes to svc."""
@@ -54,19 +57,43 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
-  - name: local
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: local
-      endpoints:
-{endpoints(local_zones)}  - name: svc
+{local_cluster(local_zones, local_eds)}  - name: svc
     type: STATIC
     connect_timeout: 1s
 {svc_extra}    load_assignment:
       cluster_name: svc
       endpoints:
 {endpoints(upstream_zones)}"""
+
+
+def local_cluster(zones, eds_path):
+    if eds_path:
+        return f"""\
+  - name: local
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config: {{ eds_config: {{ path_config_source: {{ path: {eds_path} }} }} }}
+"""
+    return f"""\
+  - name: local
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: local
+      endpoints:
+{endpoints(zones)}"""
+
+
+def write_local_eds(path, version, zones):
+    """The local cluster's endpoints as an EDS file: {zone: n proxies}."""
+    cla = {"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": "local",
+           "endpoints": [{"locality": {"zone": z}, "lb_endpoints": [
+               {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 100 + 10 * k + i}}}}
+               for i in range(n)]} for k, (z, n) in enumerate(zones.items())]}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"version_info": str(version), "resources": [cla]}, f)
+    os.replace(tmp, path)
 
 
 def typed_policy(name, typed, fields=""):
@@ -190,6 +217,33 @@ def test_local_cluster_not_listing_this_zone(procs):
     assert seen == Counter({"za-0": 50, "zb-0": 50}), seen
     assert stat(admin, "cluster.svc.lb_local_cluster_not_ok") == 1
     assert stat(admin, "cluster.svc.lb_zone_routing_all_directly") == 0
+
+
+def test_local_cluster_from_eds_moves_the_split(procs):
+    # The local cluster comes from an EDS file: one proxy in each zone at
+    # first (half of the requests stay in za, which has a quarter of the
+    # upstream), then three more proxies in zb: za now has a quarter of the
+    # proxies for a quarter of the upstream, and every request stays there.
+    ups = start_upstreams(procs, {"za": 1, "zb": 3})
+    eds = os.path.join(tempfile.mkdtemp(prefix="sharp-zone-"), "local.json")
+    write_local_eds(eds, 1, {"za": 1, "zb": 1})
+    listen, admin = free_port(), free_port()
+    pol = typed_policy("least_request", "LeastRequest",
+                       "            locality_lb_config: { zone_aware_lb_config: { min_cluster_size: 4 } }\n")
+    run_sharp_config(procs, config(listen, admin, None, ports(ups), svc_extra=pol, local_eds=eds), admin,
+                     concurrency=2)
+    seen = spread(listen)
+    assert 0.40 * N < in_zone(seen, "za") < 0.60 * N, seen
+    recalculated = stat(admin, "cluster.svc.lb_recalculate_zone_structures")
+    write_local_eds(eds, 2, {"za": 1, "zb": 3})
+    deadline = time.time() + 10
+    while stat(admin, "cluster.local.update_success") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    seen = spread(listen)
+    assert seen == Counter({"za-0": N}), seen
+    assert stat(admin, "cluster.svc.lb_recalculate_zone_structures") > recalculated
+    assert stat(admin, "cluster.svc.lb_zone_routing_all_directly") >= N
 
 
 def test_typed_least_request_prefers_idle_hosts(procs):
