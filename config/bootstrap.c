@@ -1069,6 +1069,8 @@ static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
 
 /* The DNS settings of a STRICT_DNS / LOGICAL_DNS cluster (Envoy's
  * BaseDynamicClusterImpl / ClusterImplBase validation). */
+static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
+
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {
     char p[1024];
@@ -1123,12 +1125,6 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                               bs->use_tcp_for_dns_lookups, "") < 0)
             return -1;
     }
-    /* the shuffle-shard balancer builds its cells over the hosts of the
-     * load; it does not follow host sets yet */
-    if (pb->load_balancing_policy) {
-        snprintf(p, sizeof p, "%s.load_balancing_policy", path);
-        return fail(b, p, "load_balancing_policy is not supported on STRICT_DNS / LOGICAL_DNS clusters yet");
-    }
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
     if (dc->logical && (!la || la->n_endpoints != 1 || la->endpoints[0]->n_lb_endpoints != 1)) {
         snprintf(p, sizeof p, "%s.load_assignment", path);
@@ -1165,10 +1161,16 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
                 flags = SHARP_HOST_FAILED_EDS_HEALTH;
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
-                                 le->priority, flags);
+                                 le->priority, locality_id(le->locality), flags);
         }
     }
     return 0;
+}
+
+/* The interned locality of a LocalityLbEndpoints (upstream/zone_lb.h). */
+static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l)
+{
+    return l ? sharp_locality_intern(l->region, l->zone, l->sub_zone) : 0;
 }
 
 static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
@@ -1247,6 +1249,20 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             fail(b, p, "must be at least 2");
             goto bad;
         }
+    }
+    c->active_request_bias = 1.0;
+    c->zone = (sharp_zone_config_t){.routing_enabled = 100, .min_cluster_size = 6};
+    /* locality_weighted_lb_config, the oneof's other member, is refused
+     * by the support table */
+    if (pb->common_lb_config && !pb->load_balancing_policy &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {
+        const Envoy__Config__Cluster__V3__Cluster__CommonLbConfig__ZoneAwareLbConfig *z =
+            pb->common_lb_config->zone_aware_lb_config;
+        if (z->routing_enabled) c->zone.routing_enabled = (uint32_t)llround(z->routing_enabled->value);
+        if (z->min_cluster_size) c->zone.min_cluster_size = z->min_cluster_size->value;
+        c->zone.fail_traffic_on_panic = z->fail_traffic_on_panic;
+        c->has_zone_config = true;
     }
     c->panic_threshold = 50.0;
     if (pb->common_lb_config && pb->common_lb_config->healthy_panic_threshold)
@@ -1347,6 +1363,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                 goto bad;
             }
             h->priority = le->priority;
+            h->locality = locality_id(le->locality);
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
@@ -1388,6 +1405,20 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                                            sizeof lb_msg) < 0) {
         fail(b, lb_path, "%s", lb_msg);
         goto bad;
+    }
+    /* Envoy's round robin, least request and random balancers are all
+     * zone aware: with a local cluster they route by locality, and
+     * fail_traffic_on_panic applies with or without one */
+    const char *local_name = b->bootstrap && b->bootstrap->cluster_manager &&
+                                     b->bootstrap->cluster_manager->local_cluster_name[0]
+                                 ? b->bootstrap->cluster_manager->local_cluster_name
+                                 : NULL;
+    if (!c->shuffle_shard && (local_name || c->zone.fail_traffic_on_panic)) {
+        c->zone_on = true;
+        c->zone_local_cluster = local_name ? sharp_strdup(local_name) : NULL;
+        const Envoy__Config__Core__V3__Locality *nl =
+            b->bootstrap && b->bootstrap->node ? b->bootstrap->node->locality : NULL;
+        c->local_locality = nl ? sharp_locality_intern(nl->region, nl->zone, nl->sub_zone) : 0;
     }
     sharp_cluster_init_hostset(c);
     sharp_cluster_stats_init(c, b->srv->stats);
@@ -1494,14 +1525,17 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
                 h->weight = weight;
                 h->priority = le->priority;
+                h->locality = locality_id(le->locality);
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
                 fresh[nfresh++] = h;
             } else {
                 /* the endpoint's settings now (the balancers are rebuilt
                  * over the new set) */
-                if (h->weight != weight || h->priority != le->priority) *changed = true;
+                uint32_t loc = locality_id(le->locality);
+                if (h->weight != weight || h->priority != le->priority || h->locality != loc) *changed = true;
                 h->weight = weight;
                 h->priority = le->priority;
+                h->locality = loc;
                 snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
                 uint32_t was = atomic_load(&h->health_flags) & SHARP_HOST_FAILED_EDS_HEALTH;
                 if (unhealthy != (was != 0)) {
@@ -1867,6 +1901,13 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         if (c->outlier) c->outlier->event_log = s->outlier_event_log;
     }
     sharp_snapshot_index_clusters(s);
+    /* Envoy's ClusterManagerImpl: the local cluster is a static one */
+    if (bs->cluster_manager && bs->cluster_manager->local_cluster_name[0] &&
+        !sharp_snapshot_cluster(s, bs->cluster_manager->local_cluster_name)) {
+        fail(&b, "cluster_manager.local_cluster_name", "local cluster '%s' must be defined",
+             bs->cluster_manager->local_cluster_name);
+        goto bad;
+    }
     /* the scaled clusters exist, as a route's must: static ones now, CDS
      * ones (when there is CDS) are looked up at each sync */
     for (size_t i = 0; cfg->scaling && i < cfg->scaling->n; i++) {

@@ -7,11 +7,23 @@
 #include "upstream/shard_lb.h"
 
 #include "sharp/extensions/load_balancing_policies/shuffle_shard/v1/shuffle_shard.pb-c.h"
+#include "envoy/extensions/load_balancing_policies/least_request/v3/least_request.pb-c.h"
+#include "envoy/extensions/load_balancing_policies/random/v3/random.pb-c.h"
+#include "envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.pb-c.h"
+
+#include <math.h>
 
 #include <stdarg.h>
 #include <stdio.h>
 
 typedef Sharp__Extensions__LoadBalancingPolicies__ShuffleShard__V1__ShuffleShard ss_pb_t;
+typedef Envoy__Extensions__LoadBalancingPolicies__LeastRequest__V3__LeastRequest LeastRequest;
+typedef Envoy__Extensions__LoadBalancingPolicies__RoundRobin__V3__RoundRobin RoundRobin;
+typedef Envoy__Extensions__LoadBalancingPolicies__Random__V3__Random RandomPolicy;
+typedef Envoy__Extensions__LoadBalancingPolicies__Common__V3__LocalityLbConfig LocalityLbConfig;
+typedef Envoy__Extensions__LoadBalancingPolicies__Common__V3__LocalityLbConfig__ZoneAwareLbConfig ZoneAwareLbConfig;
+#define LOCALITY_ZONE_AWARE \
+    ENVOY__EXTENSIONS__LOAD_BALANCING_POLICIES__COMMON__V3__LOCALITY_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG
 
 #define SS_TYPE "sharp.extensions.load_balancing_policies.shuffle_shard.v1.ShuffleShard"
 
@@ -53,11 +65,11 @@ static void endpoint_path(const Envoy__Config__Cluster__V3__Cluster *pb, const c
     snprintf(out, cap, "%s.load_assignment", path);
 }
 
-/* The ShuffleShard message of policies[i], or NULL with the error set. The
- * caller frees it with protobuf_c_message_free_unpacked. */
-static ss_pb_t *policy_message(ctx_t *x,
-                               const Envoy__Config__Cluster__V3__LoadBalancingPolicy__Policy *pol,
-                               const char *ppath)
+/* The message of policies[i], or NULL with the error set (a type SHARP
+ * cannot read at all). The caller frees it with
+ * protobuf_c_message_free_unpacked. */
+static ProtobufCMessage *policy_message(ctx_t *x, const Envoy__Config__Cluster__V3__LoadBalancingPolicy__Policy *pol,
+                                        const char *ppath)
 {
     char p[1200];
     const Envoy__Config__Core__V3__TypedExtensionConfig *tec = pol->typed_extension_config;
@@ -77,49 +89,88 @@ static ss_pb_t *policy_message(ctx_t *x,
         fail(x, p, "%s", e.msg);
         return NULL;
     }
-    if (m->descriptor !=
-        &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor) {
-        fail(x, p,
-             "load balancing policy %s%s%s(%s) is not supported: the one extension load balancer "
-             "is " SS_TYPE,
-             tec->name[0] ? "'" : "", tec->name, tec->name[0] ? "' " : "", m->descriptor->name);
-        protobuf_c_message_free_unpacked(m, NULL);
-        return NULL;
-    }
-    return (ss_pb_t *)m;
+    return m;
 }
 
-int sharp_config_load_balancing_policy(sharp_cluster_t *c,
-                                       const Envoy__Config__Cluster__V3__Cluster *pb,
-                                       const char *path, sharp_stats_t *stats, char *epath,
-                                       size_t epathlen, char *emsg, size_t emsglen)
+/* LocalityLbConfig of a typed policy: zone-aware settings (locality
+ * weighted balancing is not implemented). */
+static int locality_config(ctx_t *x, sharp_cluster_t *c, const LocalityLbConfig *lc, const char *lpath)
 {
-    ctx_t x = {.epath = epath, .emsg = emsg, .epathlen = epathlen, .emsglen = emsglen};
-    const Envoy__Config__Cluster__V3__LoadBalancingPolicy *lbp = pb->load_balancing_policy;
-    if (!lbp) return 0;
-    char p[1200];
-    snprintf(p, sizeof p, "%s.load_balancing_policy.policies", path);
-    if (!lbp->n_policies) return fail(&x, p, "at least one policy is required");
-    ss_pb_t *cfg = NULL;
-    for (size_t i = 0; i < lbp->n_policies; i++) {
-        snprintf(p, sizeof p, "%s.load_balancing_policy.policies[%zu]", path, i);
-        ss_pb_t *m = policy_message(&x, lbp->policies[i], p);
-        if (!m) {
-            if (cfg) protobuf_c_message_free_unpacked(&cfg->base, NULL);
-            return -1;
-        }
-        if (cfg)
-            protobuf_c_message_free_unpacked(&m->base, NULL); /* the first one is used */
-        else
-            cfg = m;
+    char p[1400];
+    if (!lc) return 0;
+    if (lc->locality_config_specifier_case != LOCALITY_ZONE_AWARE) {
+        snprintf(p, sizeof p, "%s.locality_weighted_lb_config", lpath);
+        return fail(x, p, "locality-weighted load balancing is not supported by SHARP");
     }
-    snprintf(p, sizeof p,
-             "%s.load_balancing_policy.policies[0].typed_extension_config.typed_config", path);
+    const ZoneAwareLbConfig *z = lc->zone_aware_lb_config;
+    snprintf(p, sizeof p, "%s.zone_aware_lb_config", lpath);
+    if (z->force_local_zone) return fail(x, p, "force_local_zone is not supported by SHARP");
+    if (z->locality_basis != 0)
+        return fail(x, p, "locality_basis HEALTHY_HOSTS_WEIGHT is not supported by SHARP (only HEALTHY_HOSTS_NUM)");
+    if (z->routing_enabled) {
+        double v = z->routing_enabled->value;
+        if (!(v >= 0 && v <= 100)) return fail(x, p, "routing_enabled must be in [0, 100]");
+        c->zone.routing_enabled = (uint32_t)llround(v);
+    }
+    if (z->min_cluster_size) c->zone.min_cluster_size = z->min_cluster_size->value;
+    c->zone.fail_traffic_on_panic = z->fail_traffic_on_panic;
+    c->zone.force_direct = z->force_locality_direct_routing;
+    c->has_zone_config = true;
+    return 0;
+}
+
+static int slow_start_refused(ctx_t *x, const void *ss, const char *ppath)
+{
+    char p[1400];
+    if (!ss) return 0;
+    snprintf(p, sizeof p, "%s.slow_start_config", ppath);
+    return fail(x, p, "slow start is not supported by SHARP");
+}
+
+static int least_request(ctx_t *x, sharp_cluster_t *c, const LeastRequest *m, const char *ppath)
+{
+    char p[1400];
+    c->lb_policy = SHARP_LB_LEAST_REQUEST;
+    if (m->choice_count) {
+        snprintf(p, sizeof p, "%s.choice_count", ppath);
+        if (m->choice_count->value < 2) return fail(x, p, "must be at least 2");
+        c->choice_count = m->choice_count->value;
+    }
+    if (m->active_request_bias) {
+        snprintf(p, sizeof p, "%s.active_request_bias", ppath);
+        if (m->active_request_bias->runtime_key[0])
+            return fail(x, p, "runtime_key is not supported by SHARP (only default_value)");
+        if (!(m->active_request_bias->default_value >= 0))
+            return fail(x, p, "must be greater than or equal to 0.0");
+        c->active_request_bias = m->active_request_bias->default_value;
+    }
+    if (slow_start_refused(x, m->slow_start_config, ppath) < 0) return -1;
+    if (m->enable_full_scan || m->selection_method != 0) {
+        snprintf(p, sizeof p, "%s.%s", ppath, m->enable_full_scan ? "enable_full_scan" : "selection_method");
+        return fail(x, p, "FULL_SCAN is not supported by SHARP (only N_CHOICES)");
+    }
+    if (m->connection_aware_lb_config) {
+        snprintf(p, sizeof p, "%s.connection_aware_lb_config", ppath);
+        return fail(x, p, "connection-aware load balancing is not supported by SHARP");
+    }
+    snprintf(p, sizeof p, "%s.locality_lb_config", ppath);
+    return locality_config(x, c, m->locality_lb_config, p);
+}
+
+static int shuffle_shard(ctx_t *x, sharp_cluster_t *c, const Envoy__Config__Cluster__V3__Cluster *pb,
+                         const char *path, sharp_stats_t *stats, ss_pb_t *cfg, const char *ppath)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s", ppath);
+    /* the shuffle-shard balancer builds its cells over the hosts of the
+     * load; it does not follow host sets yet */
+    if (c->type == SHARP_CLUSTER_STRICT_DNS || c->type == SHARP_CLUSTER_LOGICAL_DNS)
+        return fail(x, p, "the shuffle-shard balancer on STRICT_DNS / LOGICAL_DNS clusters is not supported yet");
     int rc = 0;
     uint32_t shard_size = cfg->shard_size ? cfg->shard_size->value : 2;
     if (shard_size == 0) {
         snprintf(p + strlen(p), sizeof p - strlen(p), ".shard_size");
-        rc = fail(&x, p, "must be at least 1");
+        rc = fail(x, p, "must be at least 1");
         goto done;
     }
     /* cell identities must be unique: two hosts with one identity would
@@ -130,7 +181,7 @@ int sharp_config_load_balancing_policy(sharp_cluster_t *c,
                 char ep[1200];
                 endpoint_path(pb, path, i, ep, sizeof ep);
                 rc = fail(
-                    &x, ep,
+                    x, ep,
                     "cell identity '%s' (the endpoint's hostname, else its address) is not unique "
                     "in a shuffle-shard cluster",
                     cell_id(c->hosts[i]));
@@ -163,6 +214,71 @@ int sharp_config_load_balancing_policy(sharp_cluster_t *c,
     sharp_shard_policy_stats_init(sp, stats, c->stat_name);
     c->shuffle_shard = sp;
 done:
-    protobuf_c_message_free_unpacked(&cfg->base, NULL);
     return rc;
+}
+
+/* Envoy uses the first policy whose type it has a factory for. SHARP
+ * takes the first one it implements, and refuses any that comes before it
+ * (Envoy may know that one and would run it). */
+int sharp_config_load_balancing_policy(sharp_cluster_t *c, const Envoy__Config__Cluster__V3__Cluster *pb,
+                                       const char *path, sharp_stats_t *stats, char *epath, size_t epathlen,
+                                       char *emsg, size_t emsglen)
+{
+    ctx_t x = {.epath = epath, .emsg = emsg, .epathlen = epathlen, .emsglen = emsglen};
+    const Envoy__Config__Cluster__V3__LoadBalancingPolicy *lbp = pb->load_balancing_policy;
+    if (!lbp) return 0;
+    char p[1200];
+    snprintf(p, sizeof p, "%s.load_balancing_policy.policies", path);
+    if (!lbp->n_policies) return fail(&x, p, "at least one policy is required");
+    /* As in Envoy (ClusterInfoImpl), lb_policy and its lb_config are not
+     * read once load_balancing_policy is set: their values never reach the
+     * policy. */
+    c->choice_count = 2;
+    c->active_request_bias = 1.0;
+    if (pb->common_lb_config &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {
+        /* Envoy reads it only for lb_policy: with a policy extension it
+         * would do nothing */
+        snprintf(p, sizeof p, "%s.common_lb_config.zone_aware_lb_config", path);
+        return fail(&x, p,
+                    "applies to lb_policy only; with load_balancing_policy, zone-aware settings go in the "
+                    "policy's locality_lb_config");
+    }
+    for (size_t i = 0; i < lbp->n_policies; i++) {
+        snprintf(p, sizeof p, "%s.load_balancing_policy.policies[%zu]", path, i);
+        ProtobufCMessage *m = policy_message(&x, lbp->policies[i], p);
+        if (!m) return -1;
+        char tp[1300];
+        snprintf(tp, sizeof tp, "%s.typed_extension_config.typed_config", p);
+        int rc;
+        const ProtobufCMessageDescriptor *d = m->descriptor;
+        if (d == &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor) {
+            rc = shuffle_shard(&x, c, pb, path, stats, (ss_pb_t *)m, tp);
+        } else if (d == &envoy__extensions__load_balancing_policies__least_request__v3__least_request__descriptor) {
+            rc = least_request(&x, c, (const LeastRequest *)m, tp);
+        } else if (d == &envoy__extensions__load_balancing_policies__round_robin__v3__round_robin__descriptor) {
+            const RoundRobin *rr = (const RoundRobin *)m;
+            c->lb_policy = SHARP_LB_ROUND_ROBIN;
+            char lp[1400];
+            snprintf(lp, sizeof lp, "%s.locality_lb_config", tp);
+            rc = slow_start_refused(&x, rr->slow_start_config, tp) < 0 ? -1
+                                                                        : locality_config(&x, c, rr->locality_lb_config, lp);
+        } else if (d == &envoy__extensions__load_balancing_policies__random__v3__random__descriptor) {
+            c->lb_policy = SHARP_LB_RANDOM;
+            char lp[1400];
+            snprintf(lp, sizeof lp, "%s.locality_lb_config", tp);
+            rc = locality_config(&x, c, ((const RandomPolicy *)m)->locality_lb_config, lp);
+        } else {
+            const char *name = lbp->policies[i]->typed_extension_config->name;
+            rc = fail(&x, tp,
+                      "load balancing policy %s%s%s(%s) is not supported: SHARP implements "
+                      "envoy.extensions.load_balancing_policies.{round_robin.v3.RoundRobin, "
+                      "least_request.v3.LeastRequest, random.v3.Random} and " SS_TYPE,
+                      name[0] ? "'" : "", name, name[0] ? "' " : "", d->name);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rc;
+    }
+    return 0;
 }

@@ -33,6 +33,9 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "sharp/extensions/filters/http/adaptive_concurrency/v1/aimd.pb-c.h"
 #include "sharp/extensions/load_balancing_policies/shuffle_shard/v1/shuffle_shard.pb-c.h"
+#include "envoy/extensions/load_balancing_policies/least_request/v3/least_request.pb-c.h"
+#include "envoy/extensions/load_balancing_policies/random/v3/random.pb-c.h"
+#include "envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.pb-c.h"
 #include "sharp/extensions/scaling/v1/scaling_agent.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/kernel/v1/kernel.pb-c.h"
 #include "sharp/extensions/outlier_detection_monitors/latency/v1/latency.pb-c.h"
@@ -69,6 +72,9 @@ void sharp_config_types_register(void)
         &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
+        &envoy__extensions__load_balancing_policies__least_request__v3__least_request__descriptor,
+        &envoy__extensions__load_balancing_policies__round_robin__v3__round_robin__descriptor,
+        &envoy__extensions__load_balancing_policies__random__v3__random__descriptor,
         &sharp__extensions__scaling__v1__scaling_agent__descriptor,
         &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor,
         &sharp__extensions__outlier_detection_monitors__latency__v1__latency_outlier__descriptor,

@@ -281,6 +281,11 @@ static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl)
     sharp_lb_init(&cl->lb, c->lb_policy, cl->set->hosts, cl->set->nhosts, sharp_worker_random(w));
     cl->lb.choice_count = c->choice_count;
     cl->lb.panic_threshold = c->panic_threshold;
+    cl->lb.active_request_bias = c->active_request_bias;
+    cl->lb.stats = w->stats;
+    cl->lb.st = &c->st;
+    if (c->zone_on)
+        sharp_lb_set_zone(&cl->lb, &c->zone, c->local_locality, cl->zone_local ? &cl->zone_local->set : NULL);
 }
 
 /* A worker's balancer and pools for cluster c, over the host set the main
@@ -322,7 +327,25 @@ static void cluster_local_unref(sharp_worker_t *w, sharp_cluster_local_t *cl)
     sharp_lb_destroy(&cl->lb);
     sharp_hostset_unref(cl->set);
     sharp_cluster_unref(cl->cluster);
+    sharp_cluster_local_t *zl = cl->zone_local;
     free(cl);
+    if (zl && zl != cl) cluster_local_unref(w, zl);
+}
+
+/* Points a zone-aware cluster's balancer at the view's local cluster (the
+ * one cluster_manager.local_cluster_name names, when the snapshot has it). */
+static void link_zone_local(sharp_worker_t *w, sharp_worker_view_t *v, sharp_cluster_local_t *cl)
+{
+    sharp_cluster_t *c = cl->cluster;
+    if (!c->zone_on) return;
+    int32_t i = c->zone_local_cluster ? sharp_snapshot_cluster_index(v->snap, c->zone_local_cluster) : -1;
+    sharp_cluster_local_t *target = i >= 0 ? v->clusters[i] : NULL;
+    if (target == cl->zone_local) return;
+    sharp_cluster_local_t *old = cl->zone_local;
+    if (target && target != cl) target->refs++;
+    cl->zone_local = target;
+    sharp_lb_set_zone(&cl->lb, &c->zone, c->local_locality, target ? &target->set : NULL);
+    if (old && old != cl) cluster_local_unref(w, old);
 }
 
 /* A view of snapshot s, keeping the balancers and pools of the clusters
@@ -342,6 +365,7 @@ static sharp_worker_view_t *view_new(sharp_worker_t *w, sharp_snapshot_t *s, con
         cl->refs++;
         v->clusters[i] = cl;
     }
+    for (uint32_t i = 0; i < s->nclusters; i++) link_zone_local(w, v, v->clusters[i]);
     return v;
 }
 

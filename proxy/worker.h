@@ -38,6 +38,10 @@ typedef struct sharp_cluster_local {
      * view holding it goes, its pools retire (requests in flight finish,
      * then they close). */
     uint32_t refs;
+    /* Zone-aware routing: the worker's state of the local cluster
+     * (cluster_manager.local_cluster_name) whose host set the balancer
+     * reads; a reference unless it is this cluster itself. NULL without one. */
+    struct sharp_cluster_local *zone_local;
 } sharp_cluster_local_t;
 
 /* What a worker serves with: a config snapshot and the worker's balancers

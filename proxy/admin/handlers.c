@@ -577,9 +577,11 @@ static void clusters_text(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             health_flags_text(b, atomic_load_explicit(&h->health_flags, memory_order_relaxed));
             sharp_sbuf_puts(b, "\n");
             sharp_sbuf_printf(b, "%s::%s::weight::%u\n", cn, a, h->weight);
-            sharp_sbuf_printf(b, "%s::%s::region::\n", cn, a);
-            sharp_sbuf_printf(b, "%s::%s::zone::\n", cn, a);
-            sharp_sbuf_printf(b, "%s::%s::sub_zone::\n", cn, a);
+            const char *region, *zone, *sub_zone;
+            sharp_locality_get(h->locality, &region, &zone, &sub_zone);
+            sharp_sbuf_printf(b, "%s::%s::region::%s\n", cn, a, region);
+            sharp_sbuf_printf(b, "%s::%s::zone::%s\n", cn, a, zone);
+            sharp_sbuf_printf(b, "%s::%s::sub_zone::%s\n", cn, a, sub_zone);
             sharp_sbuf_printf(b, "%s::%s::canary::false\n", cn, a);
             sharp_sbuf_printf(b, "%s::%s::priority::%u\n", cn, a, h->priority);
             sharp_sbuf_printf(b, "%s::%s::success_rate::", cn, a);
@@ -663,7 +665,19 @@ static void clusters_json(const sharp_snapshot_t *snap, sharp_sbuf_t *b)
             if (h->priority) sharp_sbuf_printf(b, ",\"priority\":%u", h->priority);
             sr = sharp_outlier_success_rate(c, h, SHARP_OUTLIER_LOCAL);
             percent_json(b, "local_origin_success_rate", sr, sr >= 0);
-            sharp_sbuf_puts(b, ",\"locality\":{}");
+            /* proto JSON: the names that are set */
+            const char *region, *zone, *sub_zone;
+            sharp_locality_get(h->locality, &region, &zone, &sub_zone);
+            sharp_sbuf_puts(b, ",\"locality\":{");
+            const char *sep = "";
+            const char *names[3] = {"region", "zone", "sub_zone"}, *vals[3] = {region, zone, sub_zone};
+            for (int li = 0; li < 3; li++) {
+                if (!vals[li][0]) continue;
+                sharp_sbuf_printf(b, "%s\"%s\":", sep, names[li]);
+                sharp_json_str(b, vals[li]);
+                sep = ",";
+            }
+            sharp_sbuf_puts(b, "}");
             /* SHARP: the outlier breaker's view of the host */
             if (od)
                 sharp_sbuf_printf(b, ",\"outlier_state\":\"%s\"",

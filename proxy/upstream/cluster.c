@@ -180,6 +180,14 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(update_empty, "update_empty");
     C(update_no_rebuild, "update_no_rebuild");
     C(lb_healthy_panic, "lb_healthy_panic");
+    C(lb_recalculate_zone_structures, "lb_recalculate_zone_structures");
+    C(lb_zone_cluster_too_small, "lb_zone_cluster_too_small");
+    C(lb_zone_routing_all_directly, "lb_zone_routing_all_directly");
+    C(lb_zone_routing_sampled, "lb_zone_routing_sampled");
+    C(lb_zone_routing_cross_zone, "lb_zone_routing_cross_zone");
+    C(lb_local_cluster_not_ok, "lb_local_cluster_not_ok");
+    C(lb_zone_number_differs, "lb_zone_number_differs");
+    C(lb_zone_no_capacity_left, "lb_zone_no_capacity_left");
     C(upstream_rq_per_try_timeout, "upstream_rq_per_try_timeout");
     C(rq_retry, "upstream_rq_retry");
     C(rq_maintenance_mode, "upstream_rq_maintenance_mode");
@@ -481,6 +489,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     for (uint32_t i = 0; c->pending && i < c->npending; i++)
         sharp_hostset_unref(atomic_exchange(&c->pending[i], NULL));
     free((void *)c->pending);
+    free(c->zone_local_cluster);
     free(c->eds_service_name);
     free(c->version_info);
     sharp_xds_eds_free(c->eds);

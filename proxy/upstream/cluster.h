@@ -92,6 +92,12 @@ typedef struct sharp_cluster_stats {
         cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned, cx_http1_total, cx_http2_total,
         cx_close_notify, membership_change, update_attempt, update_success, update_failure, update_empty,
         update_no_rebuild;
+    /* Envoy's ClusterLbStats of zone-aware routing (upstream/zone_lb.h);
+     * lb_zone_number_differs stays 0, as in Envoy since localities are
+     * matched by name rather than by position */
+    sharp_stat_id_t lb_recalculate_zone_structures, lb_zone_cluster_too_small, lb_zone_routing_all_directly,
+        lb_zone_routing_sampled, lb_zone_routing_cross_zone, lb_local_cluster_not_ok, lb_zone_number_differs,
+        lb_zone_no_capacity_left;
     /* cluster.<name>.ssl.*, registered for TLS clusters only (Envoy's
      * client context stats in the cluster's scope); ciphers.<name>,
      * versions.<v> and curves.<name> are registered on first use */
@@ -158,6 +164,15 @@ typedef struct sharp_cluster {
     uint64_t connect_timeout_ms;        /* default 5000 */
     sharp_lb_policy_t lb_policy;
     uint32_t choice_count;              /* least_request_lb_config.choice_count, default 2 */
+    double active_request_bias;         /* LeastRequest.active_request_bias, default 1.0 */
+    /* Zone-aware routing (upstream/zone_lb.h): on for the round robin,
+     * least request and random balancers when the bootstrap names a local
+     * cluster (zone_local_cluster) or the cluster's zone-aware settings ask
+     * for fail_traffic_on_panic; local_locality is node.locality's id. */
+    bool zone_on, has_zone_config;
+    sharp_zone_config_t zone;
+    uint32_t local_locality;
+    char *zone_local_cluster;
     double panic_threshold;             /* common_lb_config.healthy_panic_threshold, default 50 */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     uint32_t max_requests_per_connection; /* 0 = unlimited */

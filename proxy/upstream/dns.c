@@ -20,7 +20,7 @@ typedef struct dns_poll {
 } dns_poll_t;
 
 void sharp_dns_add_target(sharp_dns_cluster_t *dc, const char *name, uint16_t port, const char *hostname,
-                          uint32_t weight, uint32_t priority, uint32_t health_flags)
+                          uint32_t weight, uint32_t priority, uint32_t locality, uint32_t health_flags)
 {
     dc->targets = sharp_realloc(dc->targets, (dc->ntargets + 1) * sizeof *dc->targets);
     sharp_dns_target_t *t = &dc->targets[dc->ntargets++];
@@ -31,6 +31,7 @@ void sharp_dns_add_target(sharp_dns_cluster_t *dc, const char *name, uint16_t po
     snprintf(t->hostname, sizeof t->hostname, "%s", hostname && hostname[0] ? hostname : name);
     t->weight = weight;
     t->priority = priority;
+    t->locality = locality;
     t->health_flags = health_flags;
 }
 
@@ -72,6 +73,7 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
                 /* a former host back in the set: settings of its endpoint now */
                 h->weight = t->weight;
                 h->priority = t->priority;
+                h->locality = t->locality;
                 atomic_store_explicit(&h->health_flags, t->health_flags, memory_order_relaxed);
             }
         }
@@ -83,6 +85,7 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
             snprintf(h->hostname, sizeof h->hostname, "%s", t->hostname);
             h->weight = t->weight;
             h->priority = t->priority;
+            h->locality = t->locality;
             atomic_init(&h->health_flags, t->health_flags);
         }
         out[n++] = h;

@@ -92,7 +92,7 @@ struct sharp_dns_target {
     char *name;              /* the endpoint's socket_address.address */
     uint16_t port;
     char hostname[128];      /* endpoint.hostname, else the name */
-    uint32_t weight, priority, health_flags;
+    uint32_t weight, priority, locality, health_flags;
     sharp_host_t **hosts;    /* the last successful answer's hosts */
     uint32_t nhosts;
     uv_timer_t timer;
@@ -105,7 +105,7 @@ struct sharp_dns_target {
 
 /* Adds a resolve target (the loader, once per lb_endpoint). */
 void sharp_dns_add_target(sharp_dns_cluster_t *dc, const char *name, uint16_t port, const char *hostname,
-                          uint32_t weight, uint32_t priority, uint32_t health_flags);
+                          uint32_t weight, uint32_t priority, uint32_t locality, uint32_t health_flags);
 void sharp_dns_cluster_free(sharp_dns_cluster_t *dc);
 
 /* Starts resolving every target of a DNS cluster on `loop` (main thread);

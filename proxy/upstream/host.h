@@ -38,6 +38,7 @@ typedef struct sharp_host {
     socklen_t addrlen;
     uint32_t weight;               /* load_balancing_weight, >= 1 */
     uint32_t priority;             /* locality priority */
+    uint32_t locality;             /* interned (region, zone, sub_zone), upstream/zone_lb.h; 0: none */
     /* Position in the cluster's newest host set (cluster.h), rewritten by
      * the main thread when a DNS cluster publishes a new set; a worker that
      * still uses an older set checks it (sharp_cluster_pool). */

@@ -4,6 +4,7 @@
  * re-reads them (one relaxed load per host); per-worker scratch arrays keep
  * the choice free of allocation. */
 #include "upstream/lb.h"
+#include "upstream/cluster.h"
 #include "runtime.h"
 
 #include <math.h>
@@ -87,7 +88,163 @@ void sharp_lb_destroy(sharp_lb_t *lb)
     free(lb->level_of);
     free(lb->level_total);
     free(lb->level_healthy);
+    free(lb->loc_of);
     memset(lb, 0, sizeof *lb);
+}
+
+static double panic_threshold(const sharp_lb_t *lb);
+
+static void count(sharp_lb_t *lb, sharp_stat_id_t id)
+{
+    if (lb->stats && lb->st) sharp_counter_inc(lb->stats, id);
+}
+
+/* Groups the priority-0 hosts by locality as Envoy's HostsPerLocality
+ * does: the node's own locality first when any host is there, then the
+ * others in locality order. */
+void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t local_locality,
+                       struct sharp_hostset *const *local_set)
+{
+    lb->zone = zone;
+    lb->local_locality = local_locality;
+    lb->local_set = local_set;
+    lb->planned = false;
+    free(lb->loc_of);
+    lb->loc_of = sharp_calloc(lb->nhosts ? lb->nhosts : 1, sizeof *lb->loc_of);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        lb->loc_of[i] = UINT32_MAX;
+        if (lb->hosts[i]->priority != 0) continue;
+        uint32_t id = lb->hosts[i]->locality, k = 0;
+        while (k < n && lb->loc_id[k] != id) k++;
+        if (k == n) {
+            if (n == SHARP_ZONE_MAX_LOCALITIES) continue; /* beyond: never a locality of its own */
+            lb->loc_id[n++] = id;
+        }
+    }
+    lb->nloc = n;
+    lb->up_has_local = false;
+    for (uint32_t k = 0; k < n; k++)
+        if (lb->loc_id[k] == local_locality) {
+            lb->loc_id[k] = lb->loc_id[0];
+            lb->loc_id[0] = local_locality;
+            lb->up_has_local = true;
+            break;
+        }
+    /* insertion sort of the others, by Envoy's LocalityLess */
+    for (uint32_t a = lb->up_has_local ? 2 : 1; a < n; a++) {
+        uint32_t v = lb->loc_id[a], b = a;
+        while (b > (lb->up_has_local ? 1u : 0u) && sharp_locality_cmp(lb->loc_id[b - 1], v) > 0) {
+            lb->loc_id[b] = lb->loc_id[b - 1];
+            b--;
+        }
+        lb->loc_id[b] = v;
+    }
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        if (lb->hosts[i]->priority != 0) continue;
+        for (uint32_t k = 0; k < n; k++)
+            if (lb->loc_id[k] == lb->hosts[i]->locality) lb->loc_of[i] = k;
+    }
+}
+
+/* Envoy regenerates the locality routing plan whenever priority 0 of the
+ * upstream or local cluster changes (membership or health). Here the
+ * healthy counts are taken at each pick and the plan is remade when they
+ * differ from the ones it was made from; the early-exit stats are counted
+ * once per plan, as in Envoy. */
+static void zone_refresh(sharp_lb_t *lb)
+{
+    const sharp_hostset_t *ls = lb->local_set ? *lb->local_set : NULL;
+    uint32_t up[SHARP_ZONE_MAX_LOCALITIES] = {0}, loc[SHARP_ZONE_MAX_LOCALITIES] = {0};
+    for (uint32_t i = 0; i < lb->nhosts; i++)
+        if (lb->loc_of[i] != UINT32_MAX && sharp_host_healthy(lb->hosts[i])) up[lb->loc_of[i]]++;
+    uint64_t lh_total = 0;
+    uint32_t ids[SHARP_ZONE_MAX_LOCALITIES], nids = 0, total = 0;
+    bool has_local = false;
+    for (uint32_t j = 0; ls && j < ls->nhosts; j++) {
+        const sharp_host_t *h = ls->hosts[j];
+        if (h->priority != 0) continue;
+        total++;
+        uint32_t k = 0;
+        while (k < nids && ids[k] != h->locality) k++;
+        if (k == nids && nids < SHARP_ZONE_MAX_LOCALITIES) ids[nids++] = h->locality;
+        if (h->locality == lb->local_locality) has_local = true;
+        if (!sharp_host_healthy(h)) continue;
+        lh_total++;
+        for (uint32_t g = 0; g < lb->nloc; g++)
+            if (lb->loc_id[g] == h->locality) {
+                loc[g]++;
+                break;
+            }
+    }
+    lb->local_total = total;
+    uint64_t mcs = sharp_runtime_get_u64("upstream.zone_routing.min_cluster_size", lb->zone->min_cluster_size);
+    if (lb->planned && lb->planned_local_set == ls && lh_total == lb->local_healthy_total && nids == lb->local_nloc &&
+        has_local == lb->local_has_local && mcs == lb->min_cluster_size &&
+        !memcmp(up, lb->up_healthy, lb->nloc * sizeof *up) && !memcmp(loc, lb->local_healthy, lb->nloc * sizeof *loc))
+        return;
+    memcpy(lb->up_healthy, up, sizeof up);
+    memcpy(lb->local_healthy, loc, sizeof loc);
+    lb->local_healthy_total = lh_total;
+    lb->local_nloc = nids;
+    lb->local_has_local = has_local;
+    lb->min_cluster_size = mcs;
+    lb->planned_local_set = ls;
+    lb->planned = true;
+    if (!ls) {
+        /* no local cluster: Envoy has no local priority set, no plan */
+        lb->plan.state = SHARP_ZONE_NONE;
+        return;
+    }
+    count(lb, lb->st ? lb->st->lb_recalculate_zone_structures : 0);
+    sharp_zone_input_t in = {.nloc = lb->nloc,
+                             .up_has_local = lb->up_has_local,
+                             .up_healthy = up,
+                             .local_healthy = loc,
+                             .local_healthy_total = lh_total,
+                             .local_nloc = nids,
+                             .local_has_local = has_local,
+                             .min_cluster_size = mcs,
+                             .force_direct = sharp_runtime_get_bool("upstream.zone_routing.force_locality_direct_routing",
+                                                                    lb->zone->force_direct)};
+    sharp_zone_exit_t why;
+    sharp_zone_plan(&in, &lb->plan, &why);
+    if (why == SHARP_ZONE_EXIT_LOCAL_NOT_OK) count(lb, lb->st ? lb->st->lb_local_cluster_not_ok : 0);
+    if (why == SHARP_ZONE_EXIT_TOO_SMALL) count(lb, lb->st ? lb->st->lb_zone_cluster_too_small : 0);
+}
+
+static uint64_t zone_rnd(void *arg)
+{
+    return sharp_lb_random(arg);
+}
+
+/* Envoy's hostSourceToUse past the panic check, for a pick at priority 0:
+ * the upstream locality whose healthy hosts are the candidates, -1 for all
+ * healthy hosts, -2 when the pick fails (the local cluster is in panic and
+ * fail_traffic_on_panic is set). */
+static int zone_locality(sharp_lb_t *lb)
+{
+    if (lb->plan.state == SHARP_ZONE_NONE) return -1;
+    if (!sharp_runtime_percent_enabled("upstream.zone_routing.enabled", lb->zone->routing_enabled,
+                                       sharp_lb_random(lb)))
+        return -1;
+    double healthy_pct = lb->local_total ? 100.0 * (double)lb->local_healthy_total / lb->local_total : 0.0;
+    if (healthy_pct < panic_threshold(lb)) {
+        count(lb, lb->st ? lb->st->lb_local_cluster_not_ok : 0);
+        return lb->zone->fail_traffic_on_panic ? -2 : -1;
+    }
+    sharp_zone_pick_t what;
+    uint32_t k = sharp_zone_pick(&lb->plan, zone_rnd, lb, &what);
+    if (lb->st) switch (what) {
+        case SHARP_ZONE_PICK_DIRECT: count(lb, lb->st->lb_zone_routing_all_directly); break;
+        case SHARP_ZONE_PICK_SAMPLED: count(lb, lb->st->lb_zone_routing_sampled); break;
+        case SHARP_ZONE_PICK_CROSS: count(lb, lb->st->lb_zone_routing_cross_zone); break;
+        case SHARP_ZONE_PICK_NO_CAPACITY:
+            count(lb, lb->st->lb_zone_routing_cross_zone);
+            count(lb, lb->st->lb_zone_no_capacity_left);
+            break;
+        }
+    return (int)k;
 }
 
 /* The runtime key upstream.healthy_panic_threshold (a whole percentage,
@@ -253,11 +410,21 @@ static sharp_host_t *choose_once(sharp_lb_t *lb)
     for (uint32_t i = 0; i < lb->nhosts; i++)
         if (host_usable(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
     bool panic = false;
+    if (lb->zone) zone_refresh(lb);
     int level = choose_level(lb, &panic);
     if (level < 0) return NULL;
+    if (panic && lb->st) count(lb, lb->st->lb_healthy_panic);
+    if (panic && lb->zone && lb->zone->fail_traffic_on_panic) return NULL;
+    /* locality routing is for priority 0 only, as in Envoy */
+    int loc = -1;
+    if (lb->zone && !panic && level == 0 && lb->nloc) { /* any priority-0 host makes level 0 priority 0 */
+        loc = zone_locality(lb);
+        if (loc == -2) return NULL;
+    }
     uint32_t n = 0;
     for (uint32_t i = 0; i < lb->nhosts; i++) {
         if (lb->level_of[i] != (uint32_t)level) continue;
+        if (loc >= 0 && lb->loc_of[i] != (uint32_t)loc) continue;
         if (panic || host_usable(lb->hosts[i])) lb->scratch[n++] = i;
     }
     if (!n) return NULL; /* a host turned unhealthy between the two scans */

@@ -7,6 +7,10 @@
 #define SHARP_UPSTREAM_LB_H
 
 #include "upstream/host.h"
+#include "upstream/zone_lb.h"
+
+struct sharp_hostset;
+struct sharp_cluster_stats;
 
 typedef enum {
     SHARP_LB_ROUND_ROBIN,
@@ -33,11 +37,37 @@ typedef struct sharp_lb {
     uint32_t nlevels;           /* distinct priorities, ascending */
     uint32_t *level_of;         /* host index -> level */
     uint32_t *level_total, *level_healthy;
+    /* Zone-aware routing (upstream/zone_lb.h), on when zone is set: the
+     * owner sets zone, local_locality (the node's), local_set (the address
+     * of the worker's reference to the local cluster's host set, which the
+     * worker moves between events) and stats before the first choice. */
+    const sharp_zone_config_t *zone;
+    uint32_t local_locality;
+    struct sharp_hostset *const *local_set;
+    sharp_stats_shard_t *stats;               /* NULL: no stats counted */
+    const struct sharp_cluster_stats *st;
+    /* Private: priority-0 hosts by upstream locality (loc_of[i] is host
+     * i's, UINT32_MAX at other priorities), and the plan with the healthy
+     * counts it was made from. */
+    uint32_t nloc;
+    bool up_has_local;
+    uint32_t *loc_of;
+    uint32_t loc_id[SHARP_ZONE_MAX_LOCALITIES];
+    uint32_t up_healthy[SHARP_ZONE_MAX_LOCALITIES], local_healthy[SHARP_ZONE_MAX_LOCALITIES];
+    uint64_t local_healthy_total, min_cluster_size;
+    uint32_t local_nloc, local_total;
+    bool local_has_local, planned;
+    const struct sharp_hostset *planned_local_set;
+    sharp_zone_plan_t plan;
 } sharp_lb_t;
 
 void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,
                    uint32_t nhosts, uint64_t seed);
 void sharp_lb_destroy(sharp_lb_t *lb);
+/* Turns zone-aware routing on (see the fields above); call after
+ * sharp_lb_init. */
+void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t local_locality,
+                       struct sharp_hostset *const *local_set);
 /* Picks a host: first a priority level (Envoy's priority load with the
  * 1.4 overprovisioning factor), then a host of that level by the policy,
  * among its healthy hosts or, in panic, all of them. A host whose outlier

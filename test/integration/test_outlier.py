@@ -343,9 +343,9 @@ def test_outlier_event_log_path_errors(tmp_path):
     r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, timeout=20)
     out = (r.stdout + r.stderr).decode()
     assert r.returncode == 1 and "cluster_manager.outlier_detection.event_log_path" in out, out
-    # local_cluster_name (zone-aware routing) stays refused by name
-    p.write_text("cluster_manager: { local_cluster_name: backend }\n" + y.split("\n", 3)[3])
+    # the cluster manager's other field, local_cluster_name, must name a static cluster
+    p.write_text("cluster_manager: { local_cluster_name: nope }\n" + y.split("\n", 3)[3])
     r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, timeout=20)
     out = (r.stdout + r.stderr).decode()
-    assert r.returncode == 1 and "local_cluster_name is not supported by SHARP (local_cluster_name: zone-aware routing)" in out, out
+    assert r.returncode == 1 and "local cluster 'nope' must be defined" in out, out
     assert not (tmp_path / "no").exists()

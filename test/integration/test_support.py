@@ -48,7 +48,10 @@ NAMES_FEATURE = re.compile(r"is not supported by SHARP|not supported yet|are not
                            # an xDS file (CDS, LDS...) the corpus does not ship (Envoy's own error for it)
                            r"|paths must refer to an existing path in the system: '[^']*' does not exist"
                            # an xDS source without transport_api_version: V3 (Envoy refuses it too, same words)
-                           r"|V2 \(and AUTO\) xDS transport protocol versions are deprecated")
+                           r"|V2 \(and AUTO\) xDS transport protocol versions are deprecated"
+                           # gRPC xDS without a node id and cluster: Envoy's own error too (Envoy Gateway
+                           # gives them on the command line, --service-node and --service-cluster)
+                           r"|node 'id' and 'cluster' are required")
 
 
 @pytest.mark.skipif(not os.path.isdir(CORPUS), reason="the Envoy corpus is not next to the project")
