@@ -1542,6 +1542,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                     *changed = true;
                     if (unhealthy) atomic_fetch_or(&h->health_flags, SHARP_HOST_FAILED_EDS_HEALTH);
                     else atomic_fetch_and(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_EDS_HEALTH);
+                    sharp_host_health_changed();
                 }
             }
             hosts[nh++] = h;

@@ -83,4 +83,17 @@ static inline bool sharp_host_healthy(const sharp_host_t *h)
     return atomic_load_explicit(&h->health_flags, memory_order_relaxed) == 0;
 }
 
+/* Counts every change of any host's health_flags (after the change), so
+ * that what a worker derives from the health of a set of hosts (the zone
+ * routing plan) is remade only when some host's health changed. */
+extern _Atomic uint64_t sharp_host_health_epoch;
+static inline void sharp_host_health_changed(void)
+{
+    atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
+}
+static inline uint64_t sharp_host_health_epoch_get(void)
+{
+    return atomic_load_explicit(&sharp_host_health_epoch, memory_order_acquire);
+}
+
 #endif

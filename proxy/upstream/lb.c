@@ -148,13 +148,25 @@ void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t
 }
 
 /* Envoy regenerates the locality routing plan whenever priority 0 of the
- * upstream or local cluster changes (membership or health). Here the
- * healthy counts are taken at each pick and the plan is remade when they
- * differ from the ones it was made from; the early-exit stats are counted
- * once per plan, as in Envoy. */
+ * upstream or local cluster changes (membership or health). Here a pick
+ * looks at the host sets and the health epoch; after a change the healthy
+ * counts are taken and the plan is remade when they differ from the ones
+ * it was made from; the early-exit stats are counted once per plan, as in
+ * Envoy. */
+_Atomic uint64_t sharp_host_health_epoch;
+
 static void zone_refresh(sharp_lb_t *lb)
 {
     const sharp_hostset_t *ls = lb->local_set ? *lb->local_set : NULL;
+    /* nothing changed since the plan was made (the same host sets, no
+     * host's health changed): no count, as Envoy remakes its plan only on
+     * a change; the runtime's min_cluster_size is read then too */
+    uint64_t epoch = sharp_host_health_epoch_get();
+    if (lb->planned && lb->planned_local_set == ls && (!ls || ls->generation == lb->planned_local_gen) &&
+        epoch == lb->planned_epoch)
+        return;
+    lb->planned_epoch = epoch;
+    lb->planned_local_gen = ls ? ls->generation : 0;
     uint32_t up[SHARP_ZONE_MAX_LOCALITIES] = {0}, loc[SHARP_ZONE_MAX_LOCALITIES] = {0};
     for (uint32_t i = 0; i < lb->nhosts; i++)
         if (lb->loc_of[i] != UINT32_MAX && sharp_host_healthy(lb->hosts[i])) up[lb->loc_of[i]]++;

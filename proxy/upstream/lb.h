@@ -58,6 +58,7 @@ typedef struct sharp_lb {
     uint32_t local_nloc, local_total;
     bool local_has_local, planned;
     const struct sharp_hostset *planned_local_set;
+    uint64_t planned_local_gen, planned_epoch; /* what the plan was made from */
     sharp_zone_plan_t plan;
 } sharp_lb_t;
 

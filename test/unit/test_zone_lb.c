@@ -253,6 +253,7 @@ static void test_balancer_residual_split(void **state)
      * all healthy proxies are in a, which has 40% of the upstream, so 40%
      * of the picks stay there and the plan is remade from the new counts */
     atomic_store(&loc.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_changed(); /* as every change of a host's health does */
     in_a = 0;
     for (int i = 0; i < n; i++)
         if (sharp_lb_choose(&lb)->locality == za) in_a++;
@@ -284,6 +285,7 @@ static void test_balancer_direct_and_local_panic(void **state)
     /* two of three proxies fail: the local cluster is in panic */
     atomic_store(&loc.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
     atomic_store(&loc.h[2].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_changed(); /* as every change of a host's health does */
     int in_b = 0;
     for (int i = 0; i < 1000; i++)
         if (sharp_lb_choose(&lb)->locality == zb) in_b++;
@@ -296,6 +298,7 @@ static void test_balancer_direct_and_local_panic(void **state)
     atomic_store(&loc.h[1].health_flags, 0);
     atomic_store(&loc.h[2].health_flags, 0);
     atomic_store(&up.h[5].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_changed(); /* as every change of a host's health does */
     in_b = 0;
     for (int i = 0; i < 1000; i++)
         if (sharp_lb_choose(&lb)->locality == zb) in_b++;
