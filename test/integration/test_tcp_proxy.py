@@ -10,12 +10,13 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (SLOW, TLS_HOST, Sharp, admin_get, free_port, log_lines, run_sharp_config, stat,
+from conftest import (SHARP, SLOW, TLS_HOST, Sharp, admin_get, free_port, log_lines, run_sharp_config, stat,
                       validate_config, wait_for)
 
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -460,10 +461,10 @@ def test_idle_timeout(procs, servers):
         for _ in range(4):
             s.sendall(b"k")
             assert s.recv(1) == b"k"
+            t0 = time.time()
             time.sleep(0.25)
-        t0 = time.time()
         assert closed_by_proxy(s)
-        assert 0.3 < time.time() - t0 < 3 * SLOW
+        assert 0.4 < time.time() - t0 < 3 * SLOW
     assert stat(p.admin, "tcp.tp.idle_timeout") == 1
 
 
@@ -625,12 +626,14 @@ def test_config_refusals():
     assert rc != 0 and "cluster" in out, out
 
 
-@pytest.mark.parametrize("name", ["examples__tls-sni__envoy.yaml", "examples__tls__envoy-https-passthrough.yaml"])
+# (examples__tls-sni__envoy.yaml needs its example's certificate files,
+# which the corpus does not hold: Envoy refuses it there too)
+@pytest.mark.parametrize("name", ["examples__tls-inspector__envoy.yaml", "examples__tls__envoy-https-passthrough.yaml"])
 def test_corpus_bootstrap_validates(name):
     path = os.path.join(CORPUS, name)
     if not os.path.exists(path):
         pytest.skip("the Envoy corpus is not on this machine")
-    with open(path) as f:
-        text = f.read()
-    rc, out = validate_config(text)
-    assert rc == 0, out
+    # run where the file is: its certificate paths are relative to it
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", name], cwd=CORPUS, capture_output=True, text=True,
+                       timeout=20 * SLOW)
+    assert r.returncode == 0, r.stdout + r.stderr
