@@ -481,8 +481,10 @@ void sharp_tcp_proxy_end(sharp_conn_t *c)
     if (!t || t->ended) return;
     t->ended = true;
     if (t->pool) {
+        /* the pool goes once the upstream connection has sent what it
+         * still holds (tcp_client.c) */
         sharp_pool_cancel(&t->req);
-        sharp_pool_destroy(t->pool);
+        sharp_pool_retire(t->pool);
         t->pool = NULL;
     }
     t->cx = NULL;

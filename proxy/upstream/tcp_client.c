@@ -66,14 +66,43 @@ static sharp_upstream_cx_t *tcp_new_stream(sharp_upstream_conn_t *c, sharp_upstr
     return &cx->s;
 }
 
+static void on_flush_timeout(uv_timer_t *t)
+{
+    sharp_upstream_conn_t *c = t->data;
+    sharp_debug(connection, "[C%llu] upstream flush timed out", c->id);
+    sharp_upstream_conn_close(c);
+}
+
+static void on_flushed(uv_shutdown_t *req, int status)
+{
+    sharp_upstream_conn_t *c = req->data;
+    free(req);
+    if (status != UV_ECANCELED && c->state != CX_CLOSING) sharp_upstream_conn_close(c);
+}
+
 /* The TCP proxy lets go (its connection is over): the upstream connection
- * closes with it, never to be reused. */
+ * closes with it, never to be reused; bytes still queued for it are sent
+ * first, with our FIN, as Envoy's FlushWrite close. */
 static void tcp_cancel(sharp_upstream_cx_t *s)
 {
     tcp_cx_t *cx = (tcp_cx_t *)s;
     sharp_upstream_conn_t *c = cx->s.conn;
     if (c->state == CX_CLOSING) return;
     cx->bound = false;
+    if (c->writer.queued && !cx->write_closed && !c->writer.failed) {
+        cx->write_closed = true;
+        sharp_upstream_conn_read_stop(c);
+        uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
+        req->data = c;
+        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_flushed) == 0) {
+            /* an upstream that stops reading holds it no longer than an
+             * idle connection (an hour without an idle_timeout) */
+            uint64_t ms = cluster_of(c)->idle_timeout_ms ? cluster_of(c)->idle_timeout_ms : 3600 * 1000;
+            uv_timer_start(&c->timer, on_flush_timeout, ms, 0);
+            return;
+        }
+        free(req);
+    }
     sharp_upstream_conn_close(c);
 }
 

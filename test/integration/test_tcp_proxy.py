@@ -34,6 +34,7 @@ class TcpServer:
         self.conns = 0
         self.written = 0
         self.received = 0
+        self.open = set()
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -53,16 +54,22 @@ class TcpServer:
 
     async def _serve(self, reader, writer):
         self.conns += 1
+        self.open.add(writer)
         try:
             await self.handler(self, reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            self.open.discard(writer)
             writer.close()
 
     def stop(self):
+        """Closes the server and the connections it still has (SHARP sees
+        its upstream go away, as when a real server stops)."""
         async def close():
             self.server.close()
+            for w in list(self.open):
+                w.transport.abort()
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -586,6 +593,22 @@ def test_tls_termination(procs, servers, pki):
         s.sendall(data)
         assert recv_exact(s, len(data)) == data
     assert stat(p.admin, f"listener.127.0.0.1_{p.listen}.ssl.handshake") == 1
+
+
+def test_tls_to_the_upstream(procs, servers, pki):
+    """A cluster with an UpstreamTlsContext: SHARP opens TLS to the
+    upstream and relays the plaintext of a plain downstream connection."""
+    up = server(servers, ssl_ctx=tls_server_ctx(pki, "rsa"))
+    ts = ("    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n"
+          "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+          f"        sni: {TLS_HOST}\n"
+          f"        common_tls_context: {{ validation_context: {{ trusted_ca: {{ filename: {pki}/ca.crt }} }} }}\n")
+    p = start(procs, cluster_yaml("backend", [up.port], ts))
+    with connect(p) as s:
+        data = os.urandom(200000)
+        s.sendall(data)
+        assert recv_exact(s, len(data)) == data
+    assert stat(p.admin, "cluster.backend.ssl.handshake") == 1
 
 
 # ---- drain, config ---------------------------------------------------------
