@@ -595,6 +595,31 @@ def test_tls_termination(procs, servers, pki):
     assert stat(p.admin, f"listener.127.0.0.1_{p.listen}.ssl.handshake") == 1
 
 
+def test_tls_termination_half_close(procs, servers, pki):
+    """Over a TLS downstream the upstream's FIN becomes SHARP's close_notify
+    and FIN; the client can still send, and its bytes reach the upstream."""
+    async def hello_then_read(srv, reader, writer):
+        writer.write(b"hello")
+        await writer.drain()
+        writer.write_eof()
+        data = await reader.read()
+        srv.received = len(data)
+
+    up = server(servers, hello_then_read)
+    tls = ("      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n"
+           "          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n"
+           "          common_tls_context:\n            tls_certificates:\n"
+           f"            - certificate_chain: {{ filename: {pki}/rsa.crt }}\n"
+           f"              private_key: {{ filename: {pki}/rsa.key }}\n")
+    chains = "    - filters:\n" + tcp_proxy_filter("cluster: backend") + tls
+    p = start(procs, cluster_yaml("backend", [up.port]), chains=chains)
+    with tls_client(p, pki, TLS_HOST) as s:
+        assert recv_all(s) == b"hello"
+        s.sendall(b"c" * 7000)
+        wait_for(lambda: stat(p.admin, "cluster.backend.upstream_cx_tx_bytes_total") == 7000, 5,
+                 "the bytes sent after SHARP's close_notify relayed")
+
+
 def test_tls_to_the_upstream(procs, servers, pki):
     """A cluster with an UpstreamTlsContext: SHARP opens TLS to the
     upstream and relays the plaintext of a plain downstream connection."""
