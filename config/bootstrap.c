@@ -1340,6 +1340,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     if (pb->common_lb_config && pb->common_lb_config->healthy_panic_threshold)
         c->panic_threshold = pb->common_lb_config->healthy_panic_threshold->value;
     c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
+    c->close_connections_on_host_health_failure = pb->close_connections_on_host_health_failure;
     c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
     sharp_config_upstream_common_http(pb->common_http_protocol_options, c);
     /* Envoy (createOptions): one protocol unless protocol_selection says

@@ -902,6 +902,16 @@ void sharp_conn_drain_listeners(sharp_worker_t *w)
     }
 }
 
+void sharp_conn_tcp_proxy_check_hosts(sharp_worker_t *w)
+{
+    sharp_dlist_t *n = w->connections.next;
+    while (n != &w->connections) {
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        n = n->next;
+        if (c->tcp_session) sharp_tcp_proxy_check_host(c);
+    }
+}
+
 void sharp_conn_close_all(sharp_worker_t *w)
 {
     while (!sharp_dlist_empty(&w->inspecting))

@@ -44,7 +44,8 @@ struct sharp_tcp_session {
     sharp_pool_t *pool;             /* this connection's own, for the current host */
     sharp_upstream_request_t req;
     sharp_upstream_cx_t *cx;        /* the upstream connection, once connected */
-    sharp_host_t *host;             /* the host of the current attempt */
+    sharp_host_t *host;             /* the host of the current attempt (its pool keeps it) */
+    uint32_t host_drain_gen;        /* its drain_gen then */
     sharp_host_t *failed_host;      /* the host of the last failed attempt */
     uint32_t attempts;
     sharp_sbuf_t early;             /* downstream bytes read before the upstream connected */
@@ -113,11 +114,22 @@ static void update_reading(sharp_tcp_session_t *t)
 
 /* ---- the end ---- */
 
-/* Closes the downstream connection once what was written to it has left. */
+/* Closes the downstream connection once what was written to it has left
+ * (after a half-close, once its FIN has). */
 static void close_downstream_flushed(sharp_tcp_session_t *t)
 {
-    if (t->c->closing) return;
-    sharp_conn_close_after_write(t->c, false);
+    sharp_conn_t *c = t->c;
+    if (c->closing) return;
+    if (c->half_closed) {
+        if (c->half_closed_done) {
+            sharp_conn_close(c);
+        } else {
+            c->peer_eof = true; /* read no more; the half-close's completion closes it */
+            sharp_conn_update_reading(c);
+        }
+        return;
+    }
+    sharp_conn_close_after_write(c, false);
 }
 
 /* ---- the upstream ---- */
@@ -141,6 +153,7 @@ static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
         t->cl = NULL;
     }
     touch(t);
+    if (t->down_above) sharp_upstream_cx_read_disable(cx, true);
     if (t->early.len) {
         sharp_upstream_cx_send_data(cx, t->early.data, t->early.len, t->down_eof);
         sharp_sbuf_free(&t->early);
@@ -268,6 +281,7 @@ static void connect_next(sharp_tcp_session_t *t)
         return;
     }
     t->host = h;
+    t->host_drain_gen = atomic_load_explicit(&h->drain_gen, memory_order_acquire);
     t->attempts++;
     t->info.attempt_count = t->attempts;
     SHARP_COPY_CSTR(t->info.upstream_host, h->address);
@@ -495,6 +509,20 @@ void sharp_tcp_proxy_end(sharp_conn_t *c)
     }
     t->info.end_ns = sharp_now_ns();
     sharp_access_log_emit_all(c->worker, c->hcm, &t->info);
+}
+
+void sharp_tcp_proxy_check_host(sharp_conn_t *c)
+{
+    sharp_tcp_session_t *t = SESSION(c);
+    if (!t || !t->cx || !t->cluster->close_connections_on_host_health_failure || c->closing) return;
+    /* the host's drain generation moves on a health check failure and on
+     * an outlier ejection; only the former closes TCP proxy connections */
+    if (atomic_load_explicit(&t->host->drain_gen, memory_order_acquire) == t->host_drain_gen ||
+        !(atomic_load_explicit(&t->host->health_flags, memory_order_relaxed) & SHARP_HOST_FAILED_ACTIVE_HC))
+        return;
+    sharp_debug(connection, "[C%llu] TCP proxy: upstream host %s failed its health checks: closing", c->id,
+                t->host->address);
+    sharp_conn_close(c);
 }
 
 void sharp_tcp_proxy_downstream_watermark(sharp_conn_t *c, bool above)

@@ -18,5 +18,8 @@ void sharp_tcp_proxy_end(struct sharp_conn *c);
 /* The downstream's write queue crossed its limit: the upstream stops or
  * resumes being read. */
 void sharp_tcp_proxy_downstream_watermark(struct sharp_conn *c, bool above);
+/* Closes the connection when its upstream host failed its health checks
+ * since it connected and the cluster has close_connections_on_host_health_failure. */
+void sharp_tcp_proxy_check_host(struct sharp_conn *c);
 
 #endif

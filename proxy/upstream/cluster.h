@@ -161,6 +161,9 @@ typedef struct sharp_cluster {
     uint32_t choice_count;              /* least_request_lb_config.choice_count, default 2 */
     double panic_threshold;             /* common_lb_config.healthy_panic_threshold, default 50 */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
+    /* health_checks' close_connections_on_host_health_failure: the TCP
+     * proxy's connections to a host that fails closes (http/tcp_proxy.c) */
+    bool close_connections_on_host_health_failure;
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     uint64_t idle_timeout_ms;           /* upstream connection idle timeout, default 1h */
     sharp_cb_thresholds_t cb[SHARP_NPRIORITIES]; /* indexed by sharp_priority_t */

@@ -532,6 +532,36 @@ def test_access_log(procs, servers, tmp_path):
     assert f[6] == f"127.0.0.1:{port}"
 
 
+@pytest.mark.parametrize("close", [True, False])
+def test_host_health_failure(procs, servers, close):
+    """A host whose health checks start failing (its listening socket is
+    gone; the connection it has stays): with
+    close_connections_on_host_health_failure its TCP proxy connections are
+    closed, without it they go on, as Envoy."""
+    up = server(servers)
+    hc = ("    health_checks:\n    - timeout: 0.5s\n      interval: 0.2s\n      no_traffic_interval: 0.2s\n"
+          "      unhealthy_threshold: 2\n      healthy_threshold: 1\n      tcp_health_check: {}\n")
+    if close:
+        hc += "    close_connections_on_host_health_failure: true\n"
+    p = start(procs, cluster_yaml("backend", [up.port], hc))
+    wait_for(lambda: stat(p.admin, "cluster.backend.health_check.success") >= 1, 5, "a passing check")
+    with connect(p) as s:
+        s.sendall(b"a")
+        assert s.recv(1) == b"a"
+
+        async def close_listener():
+            up.server.close()
+        asyncio.run_coroutine_threadsafe(close_listener(), up.loop).result(5)
+        wait_for(lambda: stat(p.admin, "cluster.backend.health_check.failure") >= 2, 5, "failing checks")
+        if close:
+            s.settimeout(5 * SLOW)
+            assert closed_by_proxy(s)
+        else:
+            time.sleep(0.5)
+            s.sendall(b"b")
+            assert s.recv(1) == b"b"
+
+
 # ---- TLS -------------------------------------------------------------------
 
 
