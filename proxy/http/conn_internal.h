@@ -158,6 +158,7 @@ struct sharp_conn {
     /* the TCP proxy relaying this connection (http/tcp_proxy.c), NULL on
      * an HTTP connection manager's */
     struct sharp_tcp_session *tcp_session;
+    char *inspected_sni;   /* the TLS inspector's server name, for a TCP proxy passing TLS through */
     bool half_closed;      /* our FIN is sent, reading goes on (sharp_conn_half_close) */
     bool half_closed_done; /* ...and has left */
 };

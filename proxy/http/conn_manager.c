@@ -43,6 +43,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
     sharp_writer_release(&c->writer);
     free(c->inspect_buf);
+    free(c->inspected_sni);
     free(c);
 }
 
@@ -674,6 +675,9 @@ static void inspect_run(sharp_conn_t *c, bool final)
     sharp_gauge_add(sh, l->pre_cx_active, -1);
     uv_timer_stop(&c->inspect_timer);
     uv_close((uv_handle_t *)&c->inspect_timer, on_conn_handle_closed); /* counted in handles_open */
+    /* a TCP proxy passing TLS through logs the server name the TLS
+     * inspector found (%REQUESTED_SERVER_NAME%, as Envoy) */
+    if (sni[0] && chain->hcm->tcp_proxy && !chain->tls) c->inspected_sni = sharp_strdup(sni);
     if (!conn_begin(c, c->worker, l, chain)) return;
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
     /* the bytes the inspectors read go first, as a read would give them */

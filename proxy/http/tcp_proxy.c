@@ -56,6 +56,7 @@ struct sharp_tcp_session {
     bool paused;                    /* reading the downstream stopped for the upstream */
     bool ended;                     /* the access log entry is written, the upstream let go */
     uint64_t last_activity_ms;      /* loop time of the last byte either way (idle timeout) */
+    sharp_downstream_tls_info_t passthrough; /* TLS passed through: the inspected server name */
     sharp_stream_info_t info;
 };
 
@@ -481,6 +482,10 @@ void sharp_tcp_proxy_begin(sharp_conn_t *c)
     SHARP_COPY_CSTR(si->downstream_direct_remote_address, c->remote);
     SHARP_COPY_CSTR(si->downstream_local_address, c->local);
     si->downstream_tls = sharp_conn_tls_info(c);
+    if (!si->downstream_tls && c->inspected_sni) {
+        t->passthrough.sni = c->inspected_sni;
+        si->downstream_tls = &t->passthrough;
+    }
     touch(t);
     if (cfg->idle_timeout_ms) uv_timer_start(&c->idle_timer, on_idle, cfg->idle_timeout_ms, 0);
     if (cfg->max_duration_ms) uv_timer_start(&c->duration_timer, on_max_duration, cfg->max_duration_ms, 0);

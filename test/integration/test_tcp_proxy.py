@@ -577,7 +577,7 @@ def tls_client(p, pki, sni):
     return ctx.wrap_socket(raw, server_hostname=sni)
 
 
-def test_tls_passthrough_by_sni(procs, servers, pki):
+def test_tls_passthrough_by_sni(procs, servers, pki, tmp_path):
     """Like Envoy's tls-sni example: the TLS inspector reads the SNI, each
     server name's chain proxies the still encrypted bytes to its own
     cluster, whose server terminates TLS."""
@@ -588,8 +588,9 @@ def test_tls_passthrough_by_sni(procs, servers, pki):
 
     www = server(servers, name, ssl_ctx=tls_server_ctx(pki, "rsa"), name="www")
     other = server(servers, name, ssl_ctx=tls_server_ctx(pki, "other"), name="other")
+    al, path = access_log(tmp_path, "%REQUESTED_SERVER_NAME% %UPSTREAM_CLUSTER%")
     chains = (f"    - filter_chain_match: {{ server_names: [{TLS_HOST}] }}\n      filters:\n"
-              + tcp_proxy_filter("cluster: www") +
+              + tcp_proxy_filter("cluster: www", al) +
               "    - filter_chain_match: { server_names: [other.test] }\n      filters:\n"
               + tcp_proxy_filter("cluster: other"))
     listener = ("    listener_filters:\n    - name: envoy.filters.listener.tls_inspector\n      typed_config:\n"
@@ -601,6 +602,7 @@ def test_tls_passthrough_by_sni(procs, servers, pki):
             assert recv_exact(s, len(want)) == want
     assert stat(p.admin, "tls_inspector.sni_found") == 3
     assert stat(p.admin, "cluster.www.upstream_cx_total") == 2
+    assert log_lines(path, 2) == [f"{TLS_HOST} www"] * 2
     # an unknown name matches no chain
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         with tls_client(p, pki, "unknown.test") as s:
