@@ -831,6 +831,8 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
     t->idle_timeout_ms = duration_ms(pb->idle_timeout, 3600 * 1000);
     t->max_connect_attempts = pb->max_connect_attempts ? pb->max_connect_attempts->value : 1;
     t->max_duration_ms = duration_ms(pb->max_downstream_connection_duration, 0);
+    if (pb->max_downstream_connection_duration_jitter_percentage)
+        t->max_duration_jitter_pct = pb->max_downstream_connection_duration_jitter_percentage->value;
     sharp_stats_t *s = b->srv->stats;
 #define C(f, n) t->st.f = sharp_stats_counterf(s, "tcp.%s." n, t->stat_prefix)
     C(cx_total, "downstream_cx_total");

@@ -37,6 +37,7 @@ typedef struct sharp_tcp_proxy_config {
     uint64_t idle_timeout_ms;       /* default 1 h, 0 disables */
     uint32_t max_connect_attempts;  /* default 1 */
     uint64_t max_duration_ms;       /* max_downstream_connection_duration, 0: none */
+    double max_duration_jitter_pct; /* ..._jitter_percentage: up to this much longer, at random */
     struct {
         sharp_stat_id_t cx_total, cx_no_route, tx_bytes_total, rx_bytes_total, paused_reading_total,
             resumed_reading_total, idle_timeout, max_duration;

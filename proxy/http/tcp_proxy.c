@@ -32,6 +32,7 @@
 #include "upstream/pool.h"
 #include "tls/conn.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,6 +155,17 @@ static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
         t->cl = NULL;
     }
     touch(t);
+    /* both timers run from the upstream connection, as Envoy's
+     * (onUpstreamConnection, onGenericPoolReady): the connect phase is
+     * bounded by the connect timeouts */
+    if (t->cfg->idle_timeout_ms) uv_timer_start(&c->idle_timer, on_idle, t->cfg->idle_timeout_ms, 0);
+    if (t->cfg->max_duration_ms) {
+        /* Envoy's jitter: a random part of ceil(duration * percentage) more */
+        uint64_t ms = t->cfg->max_duration_ms;
+        uint64_t jitter = (uint64_t)ceil((double)ms * t->cfg->max_duration_jitter_pct / 100.0);
+        if (jitter) ms += sharp_worker_random(c->worker) % jitter;
+        uv_timer_start(&c->duration_timer, on_max_duration, ms, 0);
+    }
     if (t->down_above) sharp_upstream_cx_read_disable(cx, true);
     if (t->early.len) {
         sharp_upstream_cx_send_data(cx, t->early.data, t->early.len, t->down_eof);
@@ -358,7 +370,7 @@ static bool tp_peer_closed(sharp_conn_t *c, ssize_t err)
     if (t->cx) sharp_upstream_cx_send_data(t->cx, NULL, 0, true);
     /* both ended: the connection closes once our own FIN has left (the
      * half-close's completion closes it, sharp_conn_half_close) */
-    if (t->up_eof) return !c->half_closed;
+    if (t->up_eof) return !c->half_closed_done;
     return true;
 }
 
@@ -487,8 +499,6 @@ void sharp_tcp_proxy_begin(sharp_conn_t *c)
         si->downstream_tls = &t->passthrough;
     }
     touch(t);
-    if (cfg->idle_timeout_ms) uv_timer_start(&c->idle_timer, on_idle, cfg->idle_timeout_ms, 0);
-    if (cfg->max_duration_ms) uv_timer_start(&c->duration_timer, on_max_duration, cfg->max_duration_ms, 0);
     sharp_debug(connection, "[C%llu] TCP proxy '%s': new connection", c->id, cfg->stat_prefix);
     start(t);
     if (!c->closing) sharp_conn_update_reading(c);

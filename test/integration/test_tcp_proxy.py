@@ -475,9 +475,13 @@ def test_idle_timeout(procs, servers):
     assert stat(p.admin, "tcp.tp.idle_timeout") == 1
 
 
-def test_max_downstream_connection_duration(procs, servers):
+@pytest.mark.parametrize("jitter", [None, 50])
+def test_max_downstream_connection_duration(procs, servers, jitter):
     up = server(servers)
-    p = start(procs, cluster_yaml("backend", [up.port]), tp_extra="max_downstream_connection_duration: 0.6s")
+    extra = "max_downstream_connection_duration: 0.6s"
+    if jitter:
+        extra += f"\nmax_downstream_connection_duration_jitter_percentage: {{ value: {jitter} }}"
+    p = start(procs, cluster_yaml("backend", [up.port]), tp_extra=extra)
     with connect(p) as s:
         t0 = time.time()
         for _ in range(3):
