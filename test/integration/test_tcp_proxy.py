@@ -238,6 +238,31 @@ def test_bulk_transfer_both_directions(procs, servers):
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
 
+def test_many_concurrent_connections(procs, servers):
+    """300 connections at once, each echoing 64 KiB; every one gets its
+    bytes back and every connection, down and up, is closed afterwards."""
+    up = server(servers)
+    p = start(procs, cluster_yaml("backend", [up.port]))
+
+    async def one(i):
+        r, w = await asyncio.open_connection("127.0.0.1", p.listen)
+        data = bytes([i % 251]) * 65536
+        w.write(data)
+        got = await r.readexactly(len(data))
+        w.close()
+        return got == data
+
+    async def all_of_them():
+        return await asyncio.gather(*(one(i) for i in range(300)))
+
+    assert all(asyncio.run(all_of_them()))
+    assert stat(p.admin, "tcp.tp.downstream_cx_total") == 300
+    wait_for(lambda: stat(p.admin, "cluster.backend.upstream_cx_active") == 0, 10, "upstream connections closed")
+    wait_for(lambda: stat(p.admin, f"listener.127.0.0.1_{p.listen}.downstream_cx_active") == 0, 10,
+             "downstream connections closed")
+    assert stat(p.admin, "cluster.backend.upstream_cx_destroy") == 300
+
+
 def test_slow_reader_bounded_memory(procs, servers):
     """An upstream that sends 512 MiB to a client that does not read: SHARP
     stops reading the upstream once the client's write queue is above the
