@@ -155,17 +155,6 @@ static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
         t->cl = NULL;
     }
     touch(t);
-    /* both timers run from the upstream connection, as Envoy's
-     * (onUpstreamConnection, onGenericPoolReady): the connect phase is
-     * bounded by the connect timeouts */
-    if (t->cfg->idle_timeout_ms) uv_timer_start(&c->idle_timer, on_idle, t->cfg->idle_timeout_ms, 0);
-    if (t->cfg->max_duration_ms) {
-        /* Envoy's jitter: a random part of ceil(duration * percentage) more */
-        uint64_t ms = t->cfg->max_duration_ms;
-        uint64_t jitter = (uint64_t)ceil((double)ms * t->cfg->max_duration_jitter_pct / 100.0);
-        if (jitter) ms += sharp_worker_random(c->worker) % jitter;
-        uv_timer_start(&c->duration_timer, on_max_duration, ms, 0);
-    }
     if (t->down_above) sharp_upstream_cx_read_disable(cx, true);
     if (t->early.len) {
         sharp_upstream_cx_send_data(cx, t->early.data, t->early.len, t->down_eof);
@@ -499,6 +488,15 @@ void sharp_tcp_proxy_begin(sharp_conn_t *c)
         si->downstream_tls = &t->passthrough;
     }
     touch(t);
+    /* both run from the downstream connection, as Envoy's (onNewConnection) */
+    if (cfg->idle_timeout_ms) uv_timer_start(&c->idle_timer, on_idle, cfg->idle_timeout_ms, 0);
+    if (cfg->max_duration_ms) {
+        /* Envoy's jitter: a random part of ceil(duration * percentage) more */
+        uint64_t ms = cfg->max_duration_ms;
+        uint64_t jitter = (uint64_t)ceil((double)ms * cfg->max_duration_jitter_pct / 100.0);
+        if (jitter) ms += sharp_worker_random(c->worker) % jitter;
+        uv_timer_start(&c->duration_timer, on_max_duration, ms, 0);
+    }
     sharp_debug(connection, "[C%llu] TCP proxy '%s': new connection", c->id, cfg->stat_prefix);
     start(t);
     if (!c->closing) sharp_conn_update_reading(c);
