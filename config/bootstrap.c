@@ -831,6 +831,14 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
     t->idle_timeout_ms = duration_ms(pb->idle_timeout, 3600 * 1000);
     t->max_connect_attempts = pb->max_connect_attempts ? pb->max_connect_attempts->value : 1;
     t->max_duration_ms = duration_ms(pb->max_downstream_connection_duration, 0);
+    /* access_log_options replaces the two deprecated fields, as Envoy */
+    if (pb->access_log_options) {
+        t->log_on_connected = pb->access_log_options->flush_access_log_on_connected;
+        t->log_interval_ms = duration_ms(pb->access_log_options->access_log_flush_interval, 0);
+    } else {
+        t->log_on_connected = pb->flush_access_log_on_connected;
+        t->log_interval_ms = duration_ms(pb->access_log_flush_interval, 0);
+    }
     if (pb->max_downstream_connection_duration_jitter_percentage)
         t->max_duration_jitter_pct = pb->max_downstream_connection_duration_jitter_percentage->value;
     sharp_stats_t *s = b->srv->stats;

@@ -38,6 +38,10 @@ typedef struct sharp_tcp_proxy_config {
     uint32_t max_connect_attempts;  /* default 1 */
     uint64_t max_duration_ms;       /* max_downstream_connection_duration, 0: none */
     double max_duration_jitter_pct; /* ..._jitter_percentage: up to this much longer, at random */
+    /* access log entries besides the one at the close: when the upstream
+     * connects, and every log_interval_ms (0: none) */
+    bool log_on_connected;
+    uint64_t log_interval_ms;
     struct {
         sharp_stat_id_t cx_total, cx_no_route, tx_bytes_total, rx_bytes_total, paused_reading_total,
             resumed_reading_total, idle_timeout, max_duration;

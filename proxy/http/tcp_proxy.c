@@ -100,6 +100,15 @@ static void on_max_duration(uv_timer_t *timer)
     sharp_conn_close(c);
 }
 
+/* access_log_flush_interval: an entry of the connection so far */
+static void on_log_interval(uv_timer_t *timer)
+{
+    sharp_conn_t *c = timer->data;
+    sharp_tcp_session_t *t = SESSION(c);
+    if (!t || c->closing || t->ended) return;
+    sharp_access_log_emit_all(c->worker, c->hcm, &t->info);
+}
+
 /* ---- reading the downstream ---- */
 
 static void update_reading(sharp_tcp_session_t *t)
@@ -155,6 +164,7 @@ static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
         t->cl = NULL;
     }
     touch(t);
+    if (t->cfg->log_on_connected) sharp_access_log_emit_all(c->worker, c->hcm, &t->info);
     if (t->down_above) sharp_upstream_cx_read_disable(cx, true);
     if (t->early.len) {
         sharp_upstream_cx_send_data(cx, t->early.data, t->early.len, t->down_eof);
@@ -488,7 +498,10 @@ void sharp_tcp_proxy_begin(sharp_conn_t *c)
         si->downstream_tls = &t->passthrough;
     }
     touch(t);
-    /* both run from the downstream connection, as Envoy's (onNewConnection) */
+    /* these run from the downstream connection, as Envoy's (onNewConnection);
+     * the periodic access log takes the HCM's stream idle timer, unused here */
+    if (cfg->log_interval_ms)
+        uv_timer_start(&c->stream_idle_timer, on_log_interval, cfg->log_interval_ms, cfg->log_interval_ms);
     if (cfg->idle_timeout_ms) uv_timer_start(&c->idle_timer, on_idle, cfg->idle_timeout_ms, 0);
     if (cfg->max_duration_ms) {
         /* Envoy's jitter: a random part of ceil(duration * percentage) more */

@@ -591,6 +591,23 @@ def test_host_health_failure(procs, servers, close):
             assert s.recv(1) == b"b"
 
 
+def test_access_log_on_connect_and_periodic(procs, servers, tmp_path):
+    up = server(servers)
+    al, path = access_log(tmp_path, "%BYTES_RECEIVED% %UPSTREAM_HOST%")
+    opts = "access_log_options: { flush_access_log_on_connected: true, access_log_flush_interval: 0.2s }"
+    p = start(procs, cluster_yaml("backend", [up.port]), tp_extra=al + opts)
+    with connect(p) as s:
+        assert log_lines(path, 1)[0] == f"0 127.0.0.1:{up.port}"  # the upstream connected
+        s.sendall(b"0123456789")
+        assert recv_exact(s, 10) == b"0123456789"
+        time.sleep(0.7)
+        n = len(log_lines(path, 3))  # the periodic entries
+    lines = log_lines(path, n + 1)
+    assert lines[-1] == f"10 127.0.0.1:{up.port}"
+    assert set(lines) <= {f"0 127.0.0.1:{up.port}", f"10 127.0.0.1:{up.port}"}
+    assert lines.count(f"10 127.0.0.1:{up.port}") >= 3
+
+
 # ---- TLS -------------------------------------------------------------------
 
 
