@@ -41,6 +41,7 @@
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 
 #include <strings.h>
 #include <errno.h>
@@ -54,6 +55,8 @@ typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConn
 typedef Envoy__Config__Cluster__V3__Cluster cluster_pb_t;
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy tcp_proxy_pb_t;
 
 typedef struct build_ctx {
     sharp_config_t *cfg;
@@ -788,7 +791,91 @@ static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__Fil
     return 0;
 }
 
-/* One filter chain: plaintext or TLS transport, one network filter (the HCM). */
+/* The TCP proxy (Envoy's TcpProxy config): its settings, stats
+ * (tcp.<stat_prefix>.*) and access logs, in the connection settings the
+ * connection manager runs its connections with (snapshot.h). The support
+ * table has refused the fields SHARP does not implement. */
+static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t *pb, const char *path)
+{
+    char p[1024];
+    sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
+    sharp_tcp_proxy_config_t *t = sharp_calloc(1, sizeof *t);
+    h->tcp_proxy = t;
+    h->rds_index = -1;
+    t->stat_prefix = sharp_strdup(pb->stat_prefix);
+    h->stat_prefix = sharp_strdup(pb->stat_prefix);
+    switch (pb->cluster_specifier_case) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER:
+        t->clusters = sharp_calloc(1, sizeof *t->clusters);
+        t->clusters[0].name = sharp_strdup(pb->cluster);
+        t->clusters[0].weight = 1;
+        t->nclusters = 1;
+        t->total_weight = 1;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS: {
+        const Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster *w = pb->weighted_clusters;
+        t->clusters = sharp_calloc(w->n_clusters ? w->n_clusters : 1, sizeof *t->clusters);
+        for (size_t i = 0; i < w->n_clusters; i++) {
+            t->clusters[i].name = sharp_strdup(w->clusters[i]->name);
+            t->clusters[i].weight = w->clusters[i]->weight;
+            t->total_weight += w->clusters[i]->weight;
+            t->nclusters++;
+        }
+        break;
+    }
+    default:
+        fail(b, path, "cluster_specifier: one of cluster or weighted_clusters is required");
+        sharp_hcm_config_free(h);
+        return NULL;
+    }
+    t->idle_timeout_ms = duration_ms(pb->idle_timeout, 3600 * 1000);
+    t->max_connect_attempts = pb->max_connect_attempts ? pb->max_connect_attempts->value : 1;
+    t->max_duration_ms = duration_ms(pb->max_downstream_connection_duration, 0);
+    /* access_log_options replaces the two deprecated fields, as Envoy */
+    if (pb->access_log_options) {
+        t->log_on_connected = pb->access_log_options->flush_access_log_on_connected;
+        t->log_interval_ms = duration_ms(pb->access_log_options->access_log_flush_interval, 0);
+    } else {
+        t->log_on_connected = pb->flush_access_log_on_connected;
+        t->log_interval_ms = duration_ms(pb->access_log_flush_interval, 0);
+    }
+    if (pb->max_downstream_connection_duration_jitter_percentage)
+        t->max_duration_jitter_pct = pb->max_downstream_connection_duration_jitter_percentage->value;
+    sharp_stats_t *s = b->srv->stats;
+#define C(f, n) t->st.f = sharp_stats_counterf(s, "tcp.%s." n, t->stat_prefix)
+    C(cx_total, "downstream_cx_total");
+    C(cx_no_route, "downstream_cx_no_route");
+    C(tx_bytes_total, "downstream_cx_tx_bytes_total");
+    C(rx_bytes_total, "downstream_cx_rx_bytes_total");
+    C(paused_reading_total, "downstream_flow_control_paused_reading_total");
+    C(resumed_reading_total, "downstream_flow_control_resumed_reading_total");
+    C(idle_timeout, "idle_timeout");
+    C(max_duration, "max_downstream_connection_duration");
+#undef C
+    /* the connection manager counts these three for the connection */
+    h->st.cx_total = t->st.cx_total;
+    h->st.rx_bytes_total = t->st.rx_bytes_total;
+    h->st.tx_bytes_total = t->st.tx_bytes_total;
+    if (pb->n_access_log) {
+        h->access_logs = sharp_calloc(pb->n_access_log, sizeof *h->access_logs);
+        for (size_t i = 0; i < pb->n_access_log; i++) {
+            snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
+            char aerr[512] = "";
+            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, true,
+                                                              !b->srv->opts.validate_only, aerr, sizeof aerr);
+            if (!al) {
+                fail(b, p, "%s", aerr);
+                sharp_hcm_config_free(h);
+                return NULL;
+            }
+            h->access_logs[h->naccess_logs++] = al;
+        }
+    }
+    return h;
+}
+
+/* One filter chain: plaintext or TLS transport, one network filter (the
+ * HCM or the TCP proxy). */
 static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
                               const sharp_listener_config_t *l, sharp_filter_chain_config_t *out)
 {
@@ -807,16 +894,27 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
                     "DownstreamTlsContext)", fc->transport_socket->name);
     }
     if (fc->n_filters != 1)
-        return fail(b, path, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager");
+        return fail(b, path, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager "
+                    "or envoy.filters.network.tcp_proxy");
     const Envoy__Config__Listener__V3__Filter *f = fc->filters[0];
     snprintf(p, sizeof p, "%s.filters[0]", path);
     if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
         return fail(b, p, "typed_config is required");
     const char *slash = strrchr(f->typed_config->type_url, '/');
     const char *t = slash ? slash + 1 : f->typed_config->type_url;
-    if (strcmp(t, HCM_TYPE) != 0)
-        return fail(b, p, "network filter '%s' (%s) is not supported: only %s", f->name, t, HCM_TYPE);
     sharp_config_error_t e = {{0}};
+    if (strcmp(t, TCP_PROXY_TYPE) == 0) {
+        ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base,
+            &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, &e);
+        if (!m) return fail(b, p, "typed_config: %s", e.msg);
+        snprintf(p, sizeof p, "%s.filters[0].typed_config", path);
+        out->hcm = build_tcp_proxy(b, (const tcp_proxy_pb_t *)m, p);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return out->hcm ? 0 : -1;
+    }
+    if (strcmp(t, HCM_TYPE) != 0)
+        return fail(b, p, "network filter '%s' (%s) is not supported: only %s and %s", f->name, t, HCM_TYPE,
+                    TCP_PROXY_TYPE);
     ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base,
         &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor, &e);
     if (!m) return fail(b, p, "typed_config: %s", e.msg);
@@ -1268,6 +1366,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     if (pb->common_lb_config && pb->common_lb_config->healthy_panic_threshold)
         c->panic_threshold = pb->common_lb_config->healthy_panic_threshold->value;
     c->per_connection_buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
+    c->close_connections_on_host_health_failure = pb->close_connections_on_host_health_failure;
     c->max_requests_per_connection = pb->max_requests_per_connection ? pb->max_requests_per_connection->value : 0;
     sharp_config_upstream_common_http(pb->common_http_protocol_options, c);
     /* Envoy (createOptions): one protocol unless protocol_selection says

@@ -34,6 +34,12 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     sharp_local_reply_free(h->local_reply);
     for (uint32_t i = 0; i < h->nupgrades; i++) free(h->upgrades[i].type);
     free(h->upgrades);
+    if (h->tcp_proxy) {
+        for (uint32_t i = 0; i < h->tcp_proxy->nclusters; i++) free(h->tcp_proxy->clusters[i].name);
+        free(h->tcp_proxy->clusters);
+        free(h->tcp_proxy->stat_prefix);
+        free(h->tcp_proxy);
+    }
     free(h);
 }
 

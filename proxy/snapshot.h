@@ -20,6 +20,34 @@
 typedef struct sharp_access_log sharp_access_log_t;
 struct sharp_local_reply;
 
+/* The TCP proxy network filter (envoy.filters.network.tcp_proxy), the
+ * second terminal network filter beside the HCM (http/tcp_proxy.c). */
+typedef struct sharp_tcp_proxy_cluster {
+    char *name;
+    uint32_t weight;
+} sharp_tcp_proxy_cluster_t;
+
+typedef struct sharp_tcp_proxy_config {
+    char *stat_prefix;
+    /* cluster, or weighted_clusters (one entry per cluster, total_weight
+     * their sum); a connection picks one when it begins */
+    sharp_tcp_proxy_cluster_t *clusters;
+    uint32_t nclusters;
+    uint64_t total_weight;
+    uint64_t idle_timeout_ms;       /* default 1 h, 0 disables */
+    uint32_t max_connect_attempts;  /* default 1 */
+    uint64_t max_duration_ms;       /* max_downstream_connection_duration, 0: none */
+    double max_duration_jitter_pct; /* ..._jitter_percentage: up to this much longer, at random */
+    /* access log entries besides the one at the close: when the upstream
+     * connects, and every log_interval_ms (0: none) */
+    bool log_on_connected;
+    uint64_t log_interval_ms;
+    struct {
+        sharp_stat_id_t cx_total, cx_no_route, tx_bytes_total, rx_bytes_total, paused_reading_total,
+            resumed_reading_total, idle_timeout, max_duration;
+    } st;
+} sharp_tcp_proxy_config_t;
+
 typedef struct sharp_hcm_stats {
     sharp_stat_id_t rq_total, rq_xx[6], rq_time, rq_active, cx_total, cx_active, cx_http1_total,
         cx_http1_active, cx_destroy, cx_destroy_remote, cx_destroy_local, cx_protocol_error,
@@ -110,6 +138,12 @@ typedef struct sharp_hcm_config {
     sharp_upgrade_t *upgrades;           /* upgrade_configs */
     uint32_t nupgrades;
     sharp_hcm_stats_t st;
+    /* A TCP proxy chain's connection settings: the connection manager runs
+     * the connection (transport, writes, drains) with this config, whose
+     * HTTP settings are all off, its access logs the TCP proxy's and its
+     * byte and connection counters the TCP proxy's; the connection-level
+     * HTTP stats are not kept. NULL for an HTTP connection manager. */
+    sharp_tcp_proxy_config_t *tcp_proxy;
 } sharp_hcm_config_t;
 
 /* Where a listener, or one filter chain of it, is in a listener update
@@ -123,7 +157,8 @@ typedef enum {
 } sharp_drain_state_t;
 
 /* One of a listener's filter chains: its match criteria and its (only)
- * network filter, the HTTP connection manager. Reference counted: an
+ * network filter, the HTTP connection manager or the TCP proxy (hcm then
+ * holds the TCP proxy's connection settings, hcm->tcp_proxy set). Reference counted: an
  * in-place listener update (LDS) hands an unchanged chain, with its
  * connections, to the listener's new version. */
 typedef struct sharp_filter_chain_config {

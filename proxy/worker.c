@@ -553,6 +553,7 @@ static void check_host_drains(sharp_worker_t *w)
     if (epoch == w->drain_epoch || !w->view || w->stopping) return;
     w->drain_epoch = epoch;
     each_pool(w, sharp_pool_check_drain);
+    sharp_conn_tcp_proxy_check_hosts(w);
 }
 
 /* A listener update started or ended the drain of listeners or chains

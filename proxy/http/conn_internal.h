@@ -155,6 +155,12 @@ struct sharp_conn {
     uint8_t nsniff;
     /* TLS transport (proxy/tls/downstream.h): NULL for plaintext */
     struct sharp_conn_tls *tls;
+    /* the TCP proxy relaying this connection (http/tcp_proxy.c), NULL on
+     * an HTTP connection manager's */
+    struct sharp_tcp_session *tcp_session;
+    char *inspected_sni;   /* the TLS inspector's server name, for a TCP proxy passing TLS through */
+    bool half_closed;      /* our FIN is sent, reading goes on (sharp_conn_half_close) */
+    bool half_closed_done; /* ...and has left */
 };
 
 #define SHARP_CONN_STATS(c) ((c)->worker->stats)
@@ -181,6 +187,10 @@ void sharp_conn_close(sharp_conn_t *c);
 /* Closes once everything written has left; `delay`: Envoy's
  * FlushWriteAndDelay (wait for the peer's FIN up to delayed_close_timeout). */
 void sharp_conn_close_after_write(sharp_conn_t *c, bool delay);
+/* Sends our FIN once everything written has left and keeps reading (the
+ * TCP proxy passing on its upstream's half-close); once it has left, a
+ * connection whose peer has ended too (peer_eof) closes. */
+void sharp_conn_half_close(sharp_conn_t *c);
 /* Re-evaluates whether to read (stream backpressure, codec, tunnel EOF). */
 void sharp_conn_update_reading(sharp_conn_t *c);
 /* The connection has no stream: idle timeout, or the drain's close. */

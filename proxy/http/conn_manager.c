@@ -12,6 +12,7 @@
 #include "http/conn_internal.h"
 #include "http/access_log_emit.h"
 #include "http/grpc.h"
+#include "http/tcp_proxy.h"
 #include "log.h"
 #include "net.h"
 #include "overload.h"
@@ -42,6 +43,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
     sharp_writer_release(&c->writer);
     free(c->inspect_buf);
+    free(c->inspected_sni);
     free(c);
 }
 
@@ -51,15 +53,19 @@ void sharp_conn_close(sharp_conn_t *c)
     c->closing = true;
     const sharp_listener_config_t *l = c->listener;
     sharp_stats_shard_t *sh = STATS(c);
-    sharp_gauge_add(sh, HCM(c)->st.cx_active, -1);
-    if (c->codec == &sharp_http1_server_codec) sharp_gauge_add(sh, HCM(c)->st.cx_http1_active, -1);
-    else if (c->codec == &sharp_http2_server_codec) sharp_gauge_add(sh, HCM(c)->st.cx_http2_active, -1);
-    sharp_counter_inc(sh, HCM(c)->st.cx_destroy);
+    bool http = !HCM(c)->tcp_proxy; /* a TCP proxy keeps no HTTP connection stats */
+    if (c->tcp_session) sharp_tcp_proxy_end(c);
+    if (http) {
+        sharp_gauge_add(sh, HCM(c)->st.cx_active, -1);
+        if (c->codec == &sharp_http1_server_codec) sharp_gauge_add(sh, HCM(c)->st.cx_http1_active, -1);
+        else if (c->codec == &sharp_http2_server_codec) sharp_gauge_add(sh, HCM(c)->st.cx_http2_active, -1);
+        sharp_counter_inc(sh, HCM(c)->st.cx_destroy);
+    }
     sharp_gauge_add(sh, l->cx_active, -1);
     sharp_counter_inc(sh, l->cx_destroy);
     uint64_t length_ms = (sharp_now_ns() - c->start_ns) / 1000000;
     sharp_histogram_record(sh, l->cx_length_ms, length_ms);
-    sharp_histogram_record(sh, HCM(c)->st.cx_length, length_ms);
+    if (http) sharp_histogram_record(sh, HCM(c)->st.cx_length, length_ms);
     sharp_debug(connection, "[C%llu] closing downstream connection after %llu ms", c->id,
                 (unsigned long long)length_ms);
     while (!sharp_dlist_empty(&c->streams)) {
@@ -168,6 +174,7 @@ static void rescale_timers(sharp_worker_t *w)
     for (sharp_dlist_t *n = w->connections.next; n != &w->connections; n = n->next) {
         sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
         if (c->closing || c->shutdown) continue;
+        if (c->tcp_session) continue; /* the TCP proxy's timers are not scaled */
         if (uv_is_active((uv_handle_t *)&c->duration_timer) && !c->close_after_response) {
             uint64_t elapsed = (now - c->start_ns) / 1000000;
             uv_timer_start(&c->duration_timer, on_conn_max_duration,
@@ -262,7 +269,7 @@ void sharp_conn_overload_update(sharp_worker_t *w)
 static void on_delayed_close_timeout(uv_timer_t *t)
 {
     sharp_conn_t *c = t->data;
-    sharp_counter_inc(STATS(c), HCM(c)->st.cx_delayed_close_timeout);
+    if (!HCM(c)->tcp_proxy) sharp_counter_inc(STATS(c), HCM(c)->st.cx_delayed_close_timeout);
     sharp_conn_close(c);
 }
 
@@ -314,10 +321,34 @@ void sharp_conn_close_after_write(sharp_conn_t *c, bool delay)
     }
 }
 
+static void on_half_shutdown(uv_shutdown_t *req, int status)
+{
+    sharp_conn_t *c = req->data;
+    free(req);
+    if (status == UV_ECANCELED || c->closing) return;
+    c->half_closed_done = true;
+    if (c->peer_eof) sharp_conn_close(c);
+}
+
+void sharp_conn_half_close(sharp_conn_t *c)
+{
+    if (c->closing || c->shutdown || c->half_closed) return;
+    c->half_closed = true;
+    if (c->tls) sharp_conn_tls_shutdown(c); /* TLS: close_notify goes before the FIN */
+    uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_half_shutdown) < 0) {
+        free(req);
+        sharp_conn_close(c);
+    }
+}
+
 /* The connection's write queue crossed its watermark: every stream's
- * filters hear it (the router pauses or resumes its upstream). */
+ * filters hear it (the router pauses or resumes its upstream), or the TCP
+ * proxy. */
 static void notify_watermark(sharp_conn_t *c, bool above)
 {
+    if (c->tcp_session) sharp_tcp_proxy_downstream_watermark(c, above);
     for (sharp_dlist_t *n = c->streams.next; n != &c->streams;) {
         sharp_stream_t *s = sharp_container_of(n, sharp_stream_t, conn_link);
         n = n->next;
@@ -479,6 +510,10 @@ static const sharp_server_codec_t detect_codec = {
 
 void sharp_conn_select_codec(sharp_conn_t *c, const char *alpn)
 {
+    if (c->hcm->tcp_proxy) {
+        sharp_tcp_proxy_begin(c);
+        return;
+    }
     switch (c->hcm->codec_type) {
     case SHARP_CODEC_HTTP1:
         start_codec(c, false);
@@ -529,7 +564,7 @@ static bool conn_begin(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_
     sharp_counter_inc(sh, l->cx_total);
     sharp_gauge_add(sh, l->cx_active, 1);
     sharp_counter_inc(sh, c->hcm->st.cx_total);
-    sharp_gauge_add(sh, c->hcm->st.cx_active, 1);
+    if (!c->hcm->tcp_proxy) sharp_gauge_add(sh, c->hcm->st.cx_active, 1);
     if (w->draining) c->close_after_response = true;
     if (c->hcm->has_max_connection_duration)
         uv_timer_start(&c->duration_timer, on_conn_max_duration,
@@ -640,6 +675,9 @@ static void inspect_run(sharp_conn_t *c, bool final)
     sharp_gauge_add(sh, l->pre_cx_active, -1);
     uv_timer_stop(&c->inspect_timer);
     uv_close((uv_handle_t *)&c->inspect_timer, on_conn_handle_closed); /* counted in handles_open */
+    /* a TCP proxy passing TLS through logs the server name the TLS
+     * inspector found (%REQUESTED_SERVER_NAME%, as Envoy) */
+    if (sni[0] && chain->hcm->tcp_proxy && !chain->tls) c->inspected_sni = sharp_strdup(sni);
     if (!conn_begin(c, c->worker, l, chain)) return;
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
     /* the bytes the inspectors read go first, as a read would give them */
@@ -809,7 +847,7 @@ void sharp_conn_start_drain(sharp_conn_t *c)
     if (c->close_after_response || c->closing || c->shutdown) return;
     c->close_after_response = true;
     c->duration_draining = true; /* counted now, not again at the close */
-    sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
+    if (!HCM(c)->tcp_proxy) sharp_counter_inc(STATS(c), HCM(c)->st.cx_drain_close);
     if (c->codec->drain) c->codec->drain(c);
     uint64_t ms = HCM(c)->drain_timeout_ms;
     if (ms == 0) on_drain_idle(&c->idle_timer);
@@ -865,6 +903,16 @@ void sharp_conn_drain_listeners(sharp_worker_t *w)
         } else if (st == SHARP_DRAIN_DRAINING) {
             sharp_conn_start_drain(c);
         }
+    }
+}
+
+void sharp_conn_tcp_proxy_check_hosts(sharp_worker_t *w)
+{
+    sharp_dlist_t *n = w->connections.next;
+    while (n != &w->connections) {
+        sharp_conn_t *c = sharp_container_of(n, sharp_conn_t, link);
+        n = n->next;
+        if (c->tcp_session) sharp_tcp_proxy_check_host(c);
     }
 }
 

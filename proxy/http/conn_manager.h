@@ -28,5 +28,9 @@ void sharp_conn_overload_update(sharp_worker_t *w);
 void sharp_conn_flush_pending(sharp_worker_t *w);
 /* Close every connection at once (shutdown). */
 void sharp_conn_close_all(sharp_worker_t *w);
+/* A host drained its connections (upstream/cluster.h): TCP proxy
+ * connections to a host that failed its health checks close when their
+ * cluster says so (close_connections_on_host_health_failure). */
+void sharp_conn_tcp_proxy_check_hosts(sharp_worker_t *w);
 
 #endif

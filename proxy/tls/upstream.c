@@ -109,7 +109,7 @@ static void handshake_done(sharp_upstream_conn_t *c)
                *sni = sharp_tls_conn_sni(e);
     sharp_debug(connection, "[C%llu] TLS handshake done: %s %s, ALPN %s, SNI %s%s", c->id, v ? v : "-",
                 ci ? ci : "-", alpn ? alpn : "-", sni ? sni : "-", sharp_tls_conn_session_reused(e) ? ", resumed" : "");
-    if (cluster_of(c)->auto_http) select_codec(c, alpn);
+    if (cluster_of(c)->auto_http && c->codec != &sharp_tcp_client_codec) select_codec(c, alpn); /* a TCP proxy speaks no HTTP */
     sharp_upstream_conn_established(c);
 }
 

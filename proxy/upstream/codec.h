@@ -106,6 +106,7 @@ struct sharp_client_codec {
 
 extern const sharp_client_codec_t sharp_http1_client_codec;
 extern const sharp_client_codec_t sharp_http2_client_codec;
+extern const sharp_client_codec_t sharp_tcp_client_codec;
 
 /* ---- what pool.c offers its codecs ---- */
 

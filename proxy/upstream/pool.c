@@ -59,6 +59,11 @@ void sharp_pool_use_http2(sharp_pool_t *p)
     p->codec = &sharp_http2_client_codec;
 }
 
+void sharp_pool_use_tcp(sharp_pool_t *p)
+{
+    p->codec = &sharp_tcp_client_codec;
+}
+
 static sharp_upstream_request_t *pop_pending(sharp_pool_t *p)
 {
     sharp_upstream_request_t *r = REQ(p->pending.next);
@@ -511,8 +516,9 @@ static void new_connection(sharp_pool_t *p)
     sharp_dlist_push(&p->connecting, &c->link);
     c->state = CX_CONNECTING;
     sharp_counter_inc(sh, cl->st.cx_total);
-    if (cl->auto_http) {
-        /* counted once ALPN picks the codec (tls/upstream.c) */
+    if (cl->auto_http || p->codec == &sharp_tcp_client_codec) {
+        /* counted once ALPN picks the codec (tls/upstream.c); a TCP
+         * proxy's connection speaks no HTTP */
     } else if (p->codec == &sharp_http2_client_codec) {
         sharp_counter_inc(sh, cl->st.cx_http2_total);
     } else {

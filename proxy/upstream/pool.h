@@ -75,6 +75,10 @@ sharp_pool_t *sharp_pool_create(const sharp_upstream_env_t *env, sharp_cluster_t
 /* A new pool of a downstream_protocol cluster becomes the host's HTTP/2
  * pool (before its first request; the pool is HTTP/1.1 otherwise). */
 void sharp_pool_use_http2(sharp_pool_t *p);
+/* A pool of the TCP proxy (http/tcp_proxy.c): its connections carry raw
+ * bytes (tcp_client.c), one downstream connection each, never reused.
+ * Before its first request. */
+void sharp_pool_use_tcp(sharp_pool_t *p);
 /* Closes every connection; pending requests fail with SHARP_POOL_FAIL_CONNECT.
  * The pool frees itself once its last connection has closed. */
 void sharp_pool_destroy(sharp_pool_t *p);
