@@ -392,6 +392,22 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     st->http2_pending_send_bytes = sharp_stats_gaugef(s, "http2.pending_send_bytes");
 }
 
+/* The access logs of an HCM or a TCP proxy (path.access_log[i]). */
+static int build_access_logs(build_ctx_t *b, ProtobufCMessage *const *logs, size_t n, const char *path,
+                             sharp_hcm_config_t *h)
+{
+    if (!n) return 0;
+    h->access_logs = sharp_calloc(n, sizeof *h->access_logs);
+    for (size_t i = 0; i < n; i++) {
+        char p[1024], aerr[512] = "";
+        snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
+        sharp_access_log_t *al = sharp_access_log_create(logs[i], true, !b->srv->opts.validate_only, aerr, sizeof aerr);
+        if (!al) return fail(b, p, "%s", aerr);
+        h->access_logs[h->naccess_logs++] = al;
+    }
+    return 0;
+}
+
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
 {
     sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
@@ -597,20 +613,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         snprintf(p, sizeof p, "%s.route_config", path);
         if (check_per_filter(b, h, p) < 0) goto bad;
     }
-    if (pb->n_access_log) {
-        h->access_logs = sharp_calloc(pb->n_access_log, sizeof *h->access_logs);
-        for (size_t i = 0; i < pb->n_access_log; i++) {
-            snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
-            char aerr[512] = "";
-            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, true,
-                                                              !b->srv->opts.validate_only, aerr, sizeof aerr);
-            if (!al) {
-                fail(b, p, "%s", aerr);
-                goto bad;
-            }
-            h->access_logs[h->naccess_logs++] = al;
-        }
-    }
+    if (build_access_logs(b, (ProtobufCMessage *const *)pb->access_log, pb->n_access_log, path, h) < 0) goto bad;
     return h;
 bad:
     sharp_hcm_config_free(h);
@@ -797,7 +800,6 @@ static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__Fil
  * table has refused the fields SHARP does not implement. */
 static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t *pb, const char *path)
 {
-    char p[1024];
     sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
     sharp_tcp_proxy_config_t *t = sharp_calloc(1, sizeof *t);
     h->tcp_proxy = t;
@@ -856,20 +858,9 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
     h->st.cx_total = t->st.cx_total;
     h->st.rx_bytes_total = t->st.rx_bytes_total;
     h->st.tx_bytes_total = t->st.tx_bytes_total;
-    if (pb->n_access_log) {
-        h->access_logs = sharp_calloc(pb->n_access_log, sizeof *h->access_logs);
-        for (size_t i = 0; i < pb->n_access_log; i++) {
-            snprintf(p, sizeof p, "%s.access_log[%zu]", path, i);
-            char aerr[512] = "";
-            sharp_access_log_t *al = sharp_access_log_create(&pb->access_log[i]->base, true,
-                                                              !b->srv->opts.validate_only, aerr, sizeof aerr);
-            if (!al) {
-                fail(b, p, "%s", aerr);
-                sharp_hcm_config_free(h);
-                return NULL;
-            }
-            h->access_logs[h->naccess_logs++] = al;
-        }
+    if (build_access_logs(b, (ProtobufCMessage *const *)pb->access_log, pb->n_access_log, path, h) < 0) {
+        sharp_hcm_config_free(h);
+        return NULL;
     }
     return h;
 }

@@ -32,8 +32,7 @@ void sharp_discovery_free(sharp_discovery_t *d)
     memset(d, 0, sizeof *d);
 }
 
-/* A resource's name field ("" when it has none). */
-static const char *resource_name(const ProtobufCMessage *m)
+const char *sharp_resource_name(const ProtobufCMessage *m)
 {
     const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "name");
     if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED) return "";
@@ -89,7 +88,7 @@ static int read_source(const char *path, const ProtobufCMessageDescriptor *type,
             }
             out->refused = sharp_realloc(out->refused, (out->nrefused + 1) * sizeof *out->refused);
             out->refused[out->nrefused++] =
-                (sharp_discovery_refusal_t){sharp_strdup(resource_name(m)), sharp_strdup(e.msg), m};
+                (sharp_discovery_refusal_t){sharp_strdup(sharp_resource_name(m)), sharp_strdup(e.msg), m};
             memset(&e, 0, sizeof e);
             continue;
         }

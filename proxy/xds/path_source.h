@@ -55,6 +55,8 @@ int sharp_path_source_read(const char *path, const ProtobufCMessageDescriptor *t
 int sharp_path_source_read_some(const char *path, const ProtobufCMessageDescriptor *type, sharp_discovery_t *out,
                                 bool *parsed, char *err, size_t errlen);
 void sharp_discovery_free(sharp_discovery_t *d);
+/* A resource's name field ("" when it has none). */
+const char *sharp_resource_name(const ProtobufCMessage *m);
 
 /* Envoy's checkFilesystemSubscriptionBackingPath: the path must exist and
  * a watched directory must be a directory. 0, or -1 with the reason

@@ -326,14 +326,6 @@ static void kept_add(struct kept **v, size_t *n, const char *name, const Protobu
     else protobuf_c_message_pack(m, k->bytes);
 }
 
-static const char *msg_name(const ProtobufCMessage *m)
-{
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "name");
-    if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED) return "";
-    const char *v = *(const char *const *)((const char *)m + f->offset);
-    return v ? v : "";
-}
-
 static void sub_free(sub_t *s)
 {
     if (!s) return;
@@ -385,7 +377,7 @@ static void sub_apply_some(sub_t *s, sharp_discovery_t *d)
     struct kept *next = NULL;
     size_t nnext = 0;
     for (size_t i = 0; i < nacc; i++) {
-        kept_add(&next, &nnext, msg_name(d->resources[i]), d->resources[i], NULL);
+        kept_add(&next, &nnext, sharp_resource_name(d->resources[i]), d->resources[i], NULL);
         all[n++] = d->resources[i];
     }
     sharp_xds_refusal_t *ref = sharp_calloc(d->nrefused, sizeof *ref);
@@ -453,7 +445,8 @@ static int sub_read(sub_t *s, char *err, size_t errlen)
     struct kept *next = NULL;
     size_t nnext = 0;
     if (s->some)
-        for (size_t i = 0; i < d.nresources; i++) kept_add(&next, &nnext, msg_name(d.resources[i]), d.resources[i], NULL);
+        for (size_t i = 0; i < d.nresources; i++)
+            kept_add(&next, &nnext, sharp_resource_name(d.resources[i]), d.resources[i], NULL);
     if (s->watcher.on_update(s->watcher.ud, d.resources, d.nresources, d.version_info, NULL, why, sizeof why) < 0) {
         sharp_counter_inc(sh, s->st.update_rejected);
         sub_error(s, why, d.version_info);
