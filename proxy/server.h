@@ -58,6 +58,7 @@ typedef struct sharp_server {
     uint64_t last_flush_ns;
     uv_signal_t sigterm, sigint, sigusr1, sighup;
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
+    uv_timer_t stats_flush;  /* stats_flush_interval: histogram intervals, stats sinks */
     uv_timer_t drain_deadline;
     struct sharp_admin *admin;
     struct sharp_grpc_registry *grpc;         /* gRPC services on the admin listener */
