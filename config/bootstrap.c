@@ -1827,6 +1827,14 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
         protobuf_c_message_free_unpacked(m, NULL);
         if (rc) return rc;
     }
+    /* Envoy: stats_flush_on_admin (const true) flushes on the admin's stats
+     * endpoints instead of a timer, and excludes stats_flush_interval. */
+    if (bs->stats_flush_case == ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATS_FLUSH_STATS_FLUSH_ON_ADMIN) {
+        if (!bs->stats_flush_on_admin) return fail(b, "stats_flush_on_admin", "value must equal true");
+        if (bs->stats_flush_interval)
+            return fail(b, "stats_flush_interval", "Only one of stats_flush_interval or stats_flush_on_admin should be set!");
+        cfg->stats_flush_on_admin = true;
+    }
     cfg->stats_flush_interval_ms = 5000;
     if (bs->stats_flush_interval)
         cfg->stats_flush_interval_ms = (uint64_t)bs->stats_flush_interval->seconds * 1000 +

@@ -25,6 +25,7 @@ typedef struct sharp_config {
     struct sharp_statsd_sink **stats_sinks;
     size_t nstats_sinks;
     uint64_t stats_flush_interval_ms;
+    bool stats_flush_on_admin; /* no timer: the admin's stats endpoints flush */
 } sharp_config_t;
 
 /* The bootstrap used when neither -c nor --config-yaml is given. */

@@ -231,14 +231,16 @@ static void stop_everything(sharp_server_t *s)
 static void free_closed_clusters(sharp_server_t *s);
 static void wake_workers_for_drain(void *arg);
 
-/* Envoy's stats flush, every stats_flush_interval (5 s by default): it
- * closes the histograms' interval, then sends every stats sink. */
-static void on_stats_flush(uv_timer_t *t)
+void sharp_server_flush_stats(sharp_server_t *s)
 {
-    sharp_server_t *s = t->data;
     s->last_flush_ns = sharp_now_ns();
     sharp_stats_flush(s->stats);
     for (size_t i = 0; i < s->config->nstats_sinks; i++) sharp_statsd_sink_flush(s->config->stats_sinks[i], s->stats);
+}
+
+static void on_stats_flush(uv_timer_t *t)
+{
+    sharp_server_flush_stats(t->data);
 }
 
 static void on_housekeeping(uv_timer_t *t)
@@ -661,8 +663,10 @@ int sharp_server_run(sharp_server_t *s)
      * upstream connection exists */
     sharp_kernel_start(s, s->loop);
     uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
-    uv_timer_start(&s->stats_flush, on_stats_flush, s->config->stats_flush_interval_ms,
-                   s->config->stats_flush_interval_ms);
+    s->stats_flush_on_admin = s->config->stats_flush_on_admin;
+    if (!s->stats_flush_on_admin)
+        uv_timer_start(&s->stats_flush, on_stats_flush, s->config->stats_flush_interval_ms,
+                       s->config->stats_flush_interval_ms);
     /* Envoy's cluster initialization: with active health checks the
      * workers start once every checked host has had its first result, so
      * the first requests see real health rather than panic routing. */

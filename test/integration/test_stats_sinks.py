@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Sharp, bootstrap_yaml, free_port, validate_config, wait_for
+from conftest import Sharp, admin_get, bootstrap_yaml, free_port, validate_config
 
 FLUSH = "0.2s"
 
@@ -260,4 +260,36 @@ def test_statsd_config_refusals():
         """))
     assert rc != 0 and "max_bytes_per_datagram" in out, out
     rc, out = validate_config(base + "stats_sinks:\n" + dog_sink(8125))
+    assert rc == 0, out
+
+
+def test_stats_flush_on_admin(procs, upstream, statsd):
+    """No flush timer: the sinks are sent when /stats or /stats/prometheus
+    is queried, as in Envoy."""
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]}) + \
+        "stats_flush_on_admin: true\nstats_sinks:\n" + statsd_sink(statsd.port)
+    s = Sharp(y)
+    procs.append(s)
+    s.wait_ready(admin)
+    get(listen, 3)
+    statsd.drain(1.5)
+    assert statsd.datagrams == []
+    admin_get(admin, "/stats?filter=nothing_matches_this")
+    statsd.drain(0.3)
+    assert counter_total(statsd.lines(), "envoy.cluster.backend.upstream_rq_total") == 3
+    statsd.datagrams = []
+    get(listen, 2)
+    admin_get(admin, "/stats/prometheus")
+    statsd.drain(0.3)
+    assert counter_total(statsd.lines(), "envoy.cluster.backend.upstream_rq_total") == 2
+
+
+def test_stats_flush_on_admin_rules():
+    base = bootstrap_yaml(free_port(), free_port(), {"backend": [free_port()]})
+    rc, out = validate_config(base + "stats_flush_on_admin: true\nstats_flush_interval: 1s\n")
+    assert rc != 0 and "Only one of stats_flush_interval or stats_flush_on_admin" in out, out
+    rc, out = validate_config(base + "stats_flush_on_admin: false\n")
+    assert rc != 0 and "stats_flush_on_admin" in out, out
+    rc, out = validate_config(base + "stats_flush_on_admin: true\n")
     assert rc == 0, out
