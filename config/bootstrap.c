@@ -26,6 +26,7 @@
 #include "log.h"
 #include "net.h"
 #include "safe_regex.h"
+#include "statsd.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "tls/context.h"
@@ -172,6 +173,8 @@ int sharp_config_load(const sharp_options_t *o, sharp_config_t **out, char *err,
 
 void sharp_config_free(sharp_config_t *c)
 {
+    for (size_t i = 0; i < c->nstats_sinks; i++) sharp_statsd_sink_free(c->stats_sinks[i]);
+    free(c->stats_sinks);
     sharp_scaling_agent_config_free(c->scaling);
     if (c->doc) sharp_config_doc_free(c->doc);
     free(c);
@@ -1736,6 +1739,101 @@ static int configure_bootstrap_extensions(build_ctx_t *b, const bootstrap_t *bs)
     return 0;
 }
 
+/* A statsd sink's address: a numeric socket_address, its protocol left
+ * aside as Envoy's resolveProtoAddress does (the sink always sends UDP). */
+static int statsd_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address *a, const char *path,
+                          struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return fail(b, path, "a socket_address is required (SHARP's statsd sinks send UDP to an IP address)");
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    char p[256];
+    snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
+        return fail(b, p, "port_value is required (named_port is not supported)");
+    if (sa->port_value > 65535) return fail(b, p, "port_value %u is out of range", sa->port_value);
+    if (sharp_addr_parse(sa->address, sa->port_value, ss, len) < 0)
+        return fail(b, p, "address '%s' is not a numeric IPv4 or IPv6 address", sa->address);
+    return 0;
+}
+
+#define STATSD_SINK_TYPE "envoy.config.metrics.v3.StatsdSink"
+#define DOG_STATSD_SINK_TYPE "envoy.config.metrics.v3.DogStatsdSink"
+
+/* Bootstrap stats_sinks: the statsd sinks, sent at every stats flush on
+ * the main thread (proxy/statsd.h). Envoy picks a sink's factory by its
+ * typed_config type, so the name is not checked. The loader has already
+ * refused the other sinks' types by name (config/support.table). */
+static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
+{
+    sharp_config_t *cfg = b->cfg;
+    char p[256];
+    if (bs->n_stats_sinks) cfg->stats_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->stats_sinks);
+    for (size_t i = 0; i < bs->n_stats_sinks; i++) {
+        const Envoy__Config__Metrics__V3__StatsSink *k = bs->stats_sinks[i];
+        snprintf(p, sizeof p, "stats_sinks[%zu].typed_config", i);
+        if (!k->typed_config || !k->typed_config->type_url)
+            return fail(b, p, "stats sink '%s': typed_config is required", k->name);
+        const char *slash = strrchr(k->typed_config->type_url, '/');
+        const char *t = slash ? slash + 1 : k->typed_config->type_url;
+        bool dog = strcmp(t, DOG_STATSD_SINK_TYPE) == 0;
+        if (!dog && strcmp(t, STATSD_SINK_TYPE) != 0)
+            return fail(b, p, "stats sink '%s' (%s) is not supported by SHARP: only envoy.stat_sinks.statsd and "
+                        "envoy.stat_sinks.dog_statsd", k->name, t);
+        sharp_config_error_t err = {{0}};
+        ProtobufCMessage *m = sharp_any_unpack(&k->typed_config->base,
+                                               dog ? &envoy__config__metrics__v3__dog_statsd_sink__descriptor
+                                                   : &envoy__config__metrics__v3__statsd_sink__descriptor,
+                                               &err);
+        if (!m) return fail(b, p, "%s", err.msg);
+        struct sockaddr_storage ss;
+        socklen_t len = 0;
+        const char *prefix;
+        uint64_t max_bytes = 0;
+        int rc = 0;
+        char ap[300];
+        snprintf(ap, sizeof ap, "%s.address", p);
+        if (dog) {
+            const Envoy__Config__Metrics__V3__DogStatsdSink *d = (const void *)m;
+            prefix = d->prefix;
+            if (d->max_bytes_per_datagram) {
+                max_bytes = d->max_bytes_per_datagram->value;
+                if (max_bytes == 0) rc = fail(b, p, "max_bytes_per_datagram: value must be greater than 0");
+            }
+            if (!rc) rc = statsd_address(b, d->address, ap, &ss, &len);
+        } else {
+            const Envoy__Config__Metrics__V3__StatsdSink *sd = (const void *)m;
+            prefix = sd->prefix;
+            if (sd->statsd_specifier_case == ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_TCP_CLUSTER_NAME)
+                rc = fail(b, p, "tcp_cluster_name: statsd over TCP to a cluster is not supported by SHARP "
+                          "(use address: statsd over UDP)");
+            else if (sd->statsd_specifier_case != ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_ADDRESS)
+                rc = fail(b, p, "one of address and tcp_cluster_name is required");
+            else
+                rc = statsd_address(b, sd->address, ap, &ss, &len);
+        }
+        if (!rc)
+            cfg->stats_sinks[cfg->nstats_sinks++] =
+                sharp_statsd_sink_create((struct sockaddr *)&ss, len, prefix, dog, (size_t)max_bytes);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (rc) return rc;
+    }
+    /* Envoy: stats_flush_on_admin (const true) flushes on the admin's stats
+     * endpoints instead of a timer, and excludes stats_flush_interval. */
+    if (bs->stats_flush_case == ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATS_FLUSH_STATS_FLUSH_ON_ADMIN) {
+        if (!bs->stats_flush_on_admin) return fail(b, "stats_flush_on_admin", "value must equal true");
+        if (bs->stats_flush_interval)
+            return fail(b, "stats_flush_interval", "Only one of stats_flush_interval or stats_flush_on_admin should be set!");
+        cfg->stats_flush_on_admin = true;
+    }
+    cfg->stats_flush_interval_ms = 5000;
+    if (bs->stats_flush_interval)
+        cfg->stats_flush_interval_ms = (uint64_t)bs->stats_flush_interval->seconds * 1000 +
+                                       (uint64_t)bs->stats_flush_interval->nanos / 1000000;
+    if (!cfg->stats_flush_interval_ms) cfg->stats_flush_interval_ms = 1;
+    return 0;
+}
+
 /* Envoy's InitialImpl::initAdminAccessLog: every admin.access_log entry, then
  * a file logger with the default format for the deprecated access_log_path
  * (both may be given). As in Envoy the files are opened whether or not the
@@ -1936,6 +2034,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         sharp_runtime_load(srv->runtime); /* counts this load and sets the gauges */
     }
     if (configure_application_log(&b, bs) < 0) goto bad;
+    if (configure_stats_sinks(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {
         if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen,
                            &cfg->admin_pipe_mode) < 0)

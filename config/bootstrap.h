@@ -20,6 +20,12 @@ typedef struct sharp_config {
     /* bootstrap_extensions' ScalingAgent (scaling_config.h), NULL without
      * one; proxy/scaling.c takes its policies when the server runs */
     struct sharp_scaling_agent_config *scaling;
+    /* stats_sinks (proxy/statsd.h), sent at every stats flush, every
+     * stats_flush_interval_ms (the bootstrap's stats_flush_interval) */
+    struct sharp_statsd_sink **stats_sinks;
+    size_t nstats_sinks;
+    uint64_t stats_flush_interval_ms;
+    bool stats_flush_on_admin; /* no timer: the admin's stats endpoints flush */
 } sharp_config_t;
 
 /* The bootstrap used when neither -c nor --config-yaml is given. */

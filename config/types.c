@@ -98,6 +98,8 @@ void sharp_config_types_register(void)
         &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,
         &envoy__extensions__resource_monitors__downstream_connections__v3__downstream_connections_config__descriptor,
         &envoy__extensions__bootstrap__internal_listener__v3__internal_listener__descriptor,
+        &envoy__config__metrics__v3__statsd_sink__descriptor,
+        &envoy__config__metrics__v3__dog_statsd_sink__descriptor,
         &udpa__type__v1__typed_struct__descriptor,
         &xds__type__v3__typed_struct__descriptor,
         &envoy__config__overload__v3__shrink_heap_config__descriptor,

@@ -4,6 +4,7 @@
  * SIGTERM/SIGINT drain (stop accepting, let in-flight requests finish, close
  * idle keep-alive connections) bounded by --drain-time-s, then stop. */
 #include "server.h"
+#include "statsd.h"
 #include "scaling.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
@@ -216,8 +217,10 @@ static void stop_everything(sharp_server_t *s)
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
     sharp_scaling_stop(s->scaling);
     uv_timer_stop(&s->housekeeping);
+    uv_timer_stop(&s->stats_flush);
     uv_timer_stop(&s->drain_deadline);
     uv_close((uv_handle_t *)&s->housekeeping, NULL);
+    uv_close((uv_handle_t *)&s->stats_flush, NULL);
     uv_close((uv_handle_t *)&s->drain_deadline, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -228,15 +231,21 @@ static void stop_everything(sharp_server_t *s)
 static void free_closed_clusters(sharp_server_t *s);
 static void wake_workers_for_drain(void *arg);
 
+void sharp_server_flush_stats(sharp_server_t *s)
+{
+    s->last_flush_ns = sharp_now_ns();
+    sharp_stats_flush(s->stats);
+    for (size_t i = 0; i < s->config->nstats_sinks; i++) sharp_statsd_sink_flush(s->config->stats_sinks[i], s->stats);
+}
+
+static void on_stats_flush(uv_timer_t *t)
+{
+    sharp_server_flush_stats(t->data);
+}
+
 static void on_housekeeping(uv_timer_t *t)
 {
     sharp_server_t *s = t->data;
-    /* Envoy's default stats flush interval (5 s) closes histogram intervals. */
-    uint64_t now = sharp_now_ns();
-    if (now - s->last_flush_ns >= 5000000000ull) {
-        s->last_flush_ns = now;
-        sharp_stats_flush(s->stats);
-    }
     sharp_gauge_set(s->stats, s->st.uptime, (int64_t)((sharp_now_ns() - s->start_ns) / 1000000000ull));
     sharp_gauge_set(s->stats, s->st.total_connections, sharp_server_downstream_connections(s));
     sharp_heap_thread_tick(); /* the main thread's heap (mimalloc) */
@@ -632,8 +641,9 @@ int sharp_server_run(sharp_server_t *s)
     s->runtime->on_update_arg = s;
     sharp_runtime_watch(s->runtime, s->loop);
     uv_timer_init(s->loop, &s->housekeeping);
+    uv_timer_init(s->loop, &s->stats_flush);
     uv_timer_init(s->loop, &s->drain_deadline);
-    s->housekeeping.data = s->drain_deadline.data = s;
+    s->housekeeping.data = s->stats_flush.data = s->drain_deadline.data = s;
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;
@@ -653,6 +663,10 @@ int sharp_server_run(sharp_server_t *s)
      * upstream connection exists */
     sharp_kernel_start(s, s->loop);
     uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
+    s->stats_flush_on_admin = s->config->stats_flush_on_admin;
+    if (!s->stats_flush_on_admin)
+        uv_timer_start(&s->stats_flush, on_stats_flush, s->config->stats_flush_interval_ms,
+                       s->config->stats_flush_interval_ms);
     /* Envoy's cluster initialization: with active health checks the
      * workers start once every checked host has had its first result, so
      * the first requests see real health rather than panic routing. */

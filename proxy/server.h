@@ -58,6 +58,8 @@ typedef struct sharp_server {
     uint64_t last_flush_ns;
     uv_signal_t sigterm, sigint, sigusr1, sighup;
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
+    uv_timer_t stats_flush;  /* stats_flush_interval: histogram intervals, stats sinks */
+    bool stats_flush_on_admin; /* no flush timer: the admin's stats endpoints flush */
     uv_timer_t drain_deadline;
     struct sharp_admin *admin;
     struct sharp_grpc_registry *grpc;         /* gRPC services on the admin listener */
@@ -99,6 +101,12 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts);
  * the process exit code. */
 int sharp_server_run(sharp_server_t *s);
 void sharp_server_free(sharp_server_t *s);
+
+/* Envoy's stats flush: closes the histograms' interval, then sends every
+ * stats sink. Every stats_flush_interval (5 s by default), or, with
+ * stats_flush_on_admin, at each request to /stats or /stats/prometheus.
+ * Main thread. */
+void sharp_server_flush_stats(sharp_server_t *s);
 
 /* Admin actions (main thread). */
 void sharp_server_drain_listeners(sharp_server_t *s);

@@ -420,6 +420,7 @@ static void render_stats(const sharp_admin_request_t *rq, sharp_admin_response_t
     }
     for (uint32_t i = 0; rq->srv->snap && i < rq->srv->snap->nclusters; i++)
         sharp_cluster_refresh_gauges(rq->srv->snap->clusters[i]);
+    if (rq->srv->stats_flush_on_admin) sharp_server_flush_stats(rq->srv);
     if (render(rq->srv->stats, filter, used_only, &rsp->body, err, sizeof err) < 0) {
         sharp_sbuf_reset(&rsp->body);
         rsp->status = 400;

@@ -1,0 +1,240 @@
+/* statsd.c: the statsd and DogStatsD stats sinks (statsd.h). */
+#include "statsd.h"
+#include "log.h"
+#include "stats_config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#define STATSD_MAX_TAGS 32
+
+void sharp_statsd_packer_flush(sharp_statsd_packer_t *p)
+{
+    if (!p->buf.len) return;
+    p->send(p->arg, p->buf.data, p->buf.len);
+    sharp_sbuf_reset(&p->buf);
+}
+
+void sharp_statsd_packer_add(sharp_statsd_packer_t *p, const char *line, size_t len)
+{
+    /* Envoy's rule: a line that does not fit an empty datagram goes out
+     * alone (the buffered lines keep waiting); otherwise the buffer is sent
+     * first when the line and its '\n' separator would overflow it. */
+    if (len >= p->max) {
+        p->send(p->arg, line, len);
+        return;
+    }
+    if (p->buf.len + len + 1 > p->max)
+        sharp_statsd_packer_flush(p);
+    else if (p->buf.len)
+        sharp_sbuf_append(&p->buf, "\n", 1);
+    sharp_sbuf_append(&p->buf, line, len);
+}
+
+static void append_tags(sharp_sbuf_t *out, const sharp_stat_tag_t *tags, size_t ntags)
+{
+    for (size_t i = 0; i < ntags; i++) {
+        sharp_sbuf_puts(out, i ? "," : "|#");
+        sharp_sbuf_puts(out, tags[i].tag);
+        sharp_sbuf_append(out, ":", 1);
+        sharp_sbuf_append(out, tags[i].value, tags[i].len);
+    }
+}
+
+void sharp_statsd_format(sharp_sbuf_t *out, const char *prefix, const char *name, size_t namelen,
+                         const char *value, const char *type, const sharp_stat_tag_t *tags,
+                         size_t ntags)
+{
+    sharp_sbuf_puts(out, prefix);
+    sharp_sbuf_append(out, ".", 1);
+    sharp_sbuf_append(out, name, namelen);
+    sharp_sbuf_append(out, ":", 1);
+    sharp_sbuf_puts(out, value);
+    sharp_sbuf_puts(out, type);
+    append_tags(out, tags, ntags);
+}
+
+/* What a sink derives from a stat's name once: "<prefix>.<name>" (the
+ * tag-extracted name for DogStatsD) and the DogStatsD tag suffix. */
+typedef struct {
+    char *head;
+    char *tags; /* NULL: none */
+} stat_names_t;
+
+struct sharp_statsd_sink {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *prefix;
+    bool dog;
+    int fd; /* -1 until the first flush; -2 when it could not be opened */
+    sharp_statsd_packer_t packer;
+    uint64_t *last;      /* counters: value at the previous flush, by id */
+    stat_names_t *names; /* by id */
+    uint32_t cap;
+    uint64_t datagrams;
+    sharp_sbuf_t line;
+};
+
+static void udp_send(void *arg, const char *data, size_t len)
+{
+    sharp_statsd_sink_t *k = arg;
+    if (k->fd < 0) return;
+    /* Non-blocking and unconnected: a full socket buffer or a port nobody
+     * listens on loses the datagram and nothing else. */
+    ssize_t n;
+    do {
+        n = sendto(k->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&k->addr, k->addrlen);
+    } while (n < 0 && errno == EINTR);
+    if (n >= 0) k->datagrams++;
+}
+
+sharp_statsd_sink_t *sharp_statsd_sink_create(const struct sockaddr *addr, socklen_t addrlen,
+                                              const char *prefix, bool dog, size_t max_bytes)
+{
+    sharp_statsd_sink_t *k = sharp_calloc(1, sizeof *k);
+    if (addrlen > sizeof k->addr) addrlen = sizeof k->addr;
+    memcpy(&k->addr, addr, addrlen);
+    k->addrlen = addrlen;
+    k->prefix = sharp_strdup(prefix && prefix[0] ? prefix : "envoy");
+    k->dog = dog;
+    k->fd = -1;
+    k->packer = (sharp_statsd_packer_t){.max = max_bytes, .send = udp_send, .arg = k};
+    return k;
+}
+
+void sharp_statsd_sink_free(sharp_statsd_sink_t *k)
+{
+    if (!k) return;
+    if (k->fd >= 0) close(k->fd);
+    for (uint32_t i = 0; i < k->cap; i++) {
+        free(k->names[i].head);
+        free(k->names[i].tags);
+    }
+    free(k->names);
+    free(k->last);
+    free(k->prefix);
+    sharp_sbuf_free(&k->packer.buf);
+    sharp_sbuf_free(&k->line);
+    free(k);
+}
+
+uint64_t sharp_statsd_sink_datagrams(const sharp_statsd_sink_t *k)
+{
+    return k->datagrams;
+}
+
+static void open_socket(sharp_statsd_sink_t *k)
+{
+    k->fd = socket(k->addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (k->fd < 0) {
+        sharp_log_warn("statsd sink: socket: %s; its stats are not sent", strerror(errno));
+        k->fd = -2;
+    }
+}
+
+static void grow(sharp_statsd_sink_t *k, uint32_t n)
+{
+    if (n <= k->cap) return;
+    uint32_t cap = k->cap ? k->cap : 256;
+    while (cap < n) cap *= 2;
+    k->last = sharp_realloc(k->last, cap * sizeof *k->last);
+    k->names = sharp_realloc(k->names, cap * sizeof *k->names);
+    memset(k->last + k->cap, 0, (cap - k->cap) * sizeof *k->last);
+    memset(k->names + k->cap, 0, (cap - k->cap) * sizeof *k->names);
+    k->cap = cap;
+}
+
+static const stat_names_t *names_of(sharp_statsd_sink_t *k, sharp_stats_t *s, sharp_stat_id_t id,
+                                    const char *name)
+{
+    stat_names_t *nm = &k->names[id];
+    if (nm->head) return nm;
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_puts(&b, k->prefix);
+    sharp_sbuf_append(&b, ".", 1);
+    if (!k->dog) {
+        sharp_sbuf_puts(&b, name);
+        nm->head = sharp_strdup(sharp_sbuf_cstr(&b));
+        sharp_sbuf_free(&b);
+        return nm;
+    }
+    sharp_stat_tag_t tags[STATSD_MAX_TAGS];
+    size_t nt = sharp_stats_config_extract_tags(sharp_stats_get_config(s), name, &b, tags, STATSD_MAX_TAGS);
+    nm->head = sharp_strdup(sharp_sbuf_cstr(&b));
+    if (nt) {
+        sharp_sbuf_reset(&b);
+        append_tags(&b, tags, nt);
+        nm->tags = sharp_strdup(sharp_sbuf_cstr(&b));
+    }
+    sharp_sbuf_free(&b);
+    return nm;
+}
+
+static void emit(sharp_statsd_sink_t *k, const stat_names_t *nm, const char *value)
+{
+    sharp_sbuf_reset(&k->line);
+    sharp_sbuf_puts(&k->line, nm->head);
+    sharp_sbuf_append(&k->line, ":", 1);
+    sharp_sbuf_puts(&k->line, value);
+    if (nm->tags) sharp_sbuf_puts(&k->line, nm->tags);
+    sharp_statsd_packer_add(&k->packer, k->line.data, k->line.len);
+}
+
+/* One timer line per non-empty bucket of the interval (see statsd.h). */
+static void emit_histogram(sharp_statsd_sink_t *k, const stat_names_t *nm, const sharp_hist_merged_t *h)
+{
+    char v[64];
+    for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++) {
+        uint64_t c = h->buckets[i];
+        if (!c) continue;
+        unsigned row = i >> SHARP_HIST_SUB_BITS, sub = i & ((1u << SHARP_HIST_SUB_BITS) - 1);
+        uint64_t lower = row == 0 ? sub : ((uint64_t)((1u << SHARP_HIST_SUB_BITS) + sub) << (row - 1));
+        uint64_t width = row == 0 ? 1 : (uint64_t)1 << (row - 1);
+        uint64_t mid = lower + (width - 1) / 2;
+        if (c == 1)
+            snprintf(v, sizeof v, "%" PRIu64 "|ms", mid);
+        else
+            snprintf(v, sizeof v, "%" PRIu64 "|ms|@%.9g", mid, 1.0 / (double)c);
+        emit(k, nm, v);
+    }
+}
+
+void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s)
+{
+    if (k->fd == -1) open_socket(k);
+    uint32_t n = sharp_stats_size(s);
+    grow(k, n);
+    sharp_hist_merged_t *h = NULL;
+    char v[64];
+    /* Envoy's order: counters, then gauges; histograms last here. */
+    for (int pass = 0; pass < 3; pass++) {
+        for (sharp_stat_id_t id = 0; id < n; id++) {
+            sharp_stat_kind_t kind;
+            const char *name = sharp_stats_name(s, id, &kind);
+            if (!name || (int)kind != pass) continue;
+            if (kind == SHARP_STAT_COUNTER) {
+                uint64_t cur = sharp_stats_counter_value(s, id);
+                /* after /reset_counters the value starts again from 0 */
+                uint64_t delta = cur >= k->last[id] ? cur - k->last[id] : cur;
+                k->last[id] = cur;
+                if (!sharp_stats_used(s, id)) continue;
+                snprintf(v, sizeof v, "%" PRIu64 "|c", delta);
+                emit(k, names_of(k, s, id, name), v);
+            } else if (kind == SHARP_STAT_GAUGE) {
+                if (!sharp_stats_used(s, id)) continue;
+                snprintf(v, sizeof v, "%" PRId64 "|g", sharp_stats_gauge_value(s, id));
+                emit(k, names_of(k, s, id, name), v);
+            } else {
+                if (!sharp_stats_used(s, id)) continue;
+                if (!h) h = sharp_calloc(1, sizeof *h);
+                if (sharp_stats_histogram_merge(s, id, NULL, h) < 0 || !h->count) continue;
+                emit_histogram(k, names_of(k, s, id, name), h);
+            }
+        }
+    }
+    sharp_statsd_packer_flush(&k->packer);
+    free(h);
+}
