@@ -136,6 +136,12 @@ void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const 
  * then the connection manager's local_reply_config. */
 void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
                                         uint32_t response_flag, const char *details, const char *const *headers);
+/* The same with header operations (a filter's response_headers_to_add)
+ * applied after `headers`, with their append actions and %VAR% values. */
+struct sharp_header_ops;
+void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const char *body, uint32_t response_flag,
+                                       const char *details, const char *const *headers,
+                                       const struct sharp_header_ops *ops);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);
