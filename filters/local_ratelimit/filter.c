@@ -15,7 +15,8 @@
  * enable_x_ratelimit_headers the response (the local reply too) gets
  * x-ratelimit-limit/-remaining/-reset of the bucket used. A config without
  * a token bucket (allowed at the connection manager only) lets every
- * request through. Stats: <stat_prefix>.http_local_rate_limit.{enabled,
+ * request through. With local_rate_limit_per_downstream_connection each
+ * downstream connection has its own bucket instead. Stats: <stat_prefix>.http_local_rate_limit.{enabled,
  * enforced,rate_limited,ok}; a per-route config counts in its filter's. */
 #include "filters/local_ratelimit/filter.h"
 #include "config/route_config.h"
@@ -36,10 +37,18 @@ typedef Envoy__Extensions__Filters__Http__LocalRatelimit__V3__LocalRateLimit lrl
 
 #define MIN_FILL_INTERVAL_NS (50ull * 1000 * 1000)
 
+/* A bucket and its size (for x-ratelimit-limit). */
+typedef struct lrl_bucket {
+    sharp_token_bucket_t tb;
+    uint32_t max_tokens;
+} lrl_bucket_t;
+
 typedef struct lrl_config {
     bool has_bucket;
-    sharp_token_bucket_t bucket;
-    uint32_t max_tokens;
+    lrl_bucket_t bucket;
+    uint32_t tokens_per_fill;
+    uint64_t fill_interval_ns;
+    bool per_connection; /* local_rate_limit_per_downstream_connection */
     bool has_enabled, has_enforced;
     sharp_runtime_fraction_t enabled, enforced;
     uint32_t status;
@@ -51,7 +60,10 @@ typedef struct lrl_config {
 } lrl_config_t;
 
 typedef struct lrl_state {
-    const lrl_config_t *used; /* the config whose bucket this request used, or NULL */
+    /* the bucket this request used when its response gets x-ratelimit
+     * headers, else NULL; a config's or the connection's, both outlive the
+     * stream */
+    const lrl_bucket_t *used;
 } lrl_state_t;
 
 static void config_free(void *p)
@@ -99,11 +111,6 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
         snprintf(err, errlen, "descriptors: not supported by SHARP (route rate_limits actions are not implemented)");
         return NULL;
     }
-    if (pb->local_rate_limit_per_downstream_connection) {
-        snprintf(err, errlen, "local_rate_limit_per_downstream_connection: not supported by SHARP (a bucket per "
-                              "connection); only the process-wide bucket is");
-        return NULL;
-    }
     if (pb->local_cluster_rate_limit) {
         snprintf(err, errlen, "local_cluster_rate_limit: not supported by SHARP (sharing the bucket across the local "
                               "cluster)");
@@ -145,9 +152,11 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
             goto fail;
         }
         c->has_bucket = true;
-        c->max_tokens = tb->max_tokens;
-        sharp_token_bucket_init(&c->bucket, tb->max_tokens, tb->tokens_per_fill ? tb->tokens_per_fill->value : 1,
-                                (uint64_t)ns, sharp_now_ns());
+        c->bucket.max_tokens = tb->max_tokens;
+        c->tokens_per_fill = tb->tokens_per_fill ? tb->tokens_per_fill->value : 1;
+        c->fill_interval_ns = (uint64_t)ns;
+        sharp_token_bucket_init(&c->bucket.tb, tb->max_tokens, c->tokens_per_fill, c->fill_interval_ns,
+                                sharp_now_ns());
     }
     if (pb->filter_enabled) {
         if (fraction_from(pb->filter_enabled, "filter_enabled", &c->enabled, err, errlen) < 0) goto fail;
@@ -169,6 +178,7 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
     c->x_ratelimit_headers =
         pb->enable_x_ratelimit_headers == ENVOY__EXTENSIONS__COMMON__RATELIMIT__V3__XRATE_LIMIT_HEADERS_RFCVERSION__DRAFT_VERSION_03;
     c->resource_exhausted = pb->rate_limited_as_resource_exhausted;
+    c->per_connection = pb->local_rate_limit_per_downstream_connection;
     return c;
 fail:
     config_free(c);
@@ -204,20 +214,38 @@ static bool fraction_on(sharp_filter_t *f, bool has, const sharp_runtime_fractio
 
 /* x-ratelimit-limit/-remaining/-reset (draft 03) of the bucket used:
  * name/value pairs into `out` (6 strings), values in `buf`. */
-static void x_ratelimit(const lrl_config_t *c, char buf[3][24], const char *out[6])
+static void x_ratelimit(const lrl_bucket_t *b, char buf[3][24], const char *out[6])
 {
     uint64_t now = sharp_now_ns();
-    snprintf(buf[0], 24, "%u", c->max_tokens);
-    snprintf(buf[1], 24, "%llu", (unsigned long long)sharp_token_bucket_remaining(&c->bucket, now));
+    snprintf(buf[0], 24, "%u", b->max_tokens);
+    snprintf(buf[1], 24, "%llu", (unsigned long long)sharp_token_bucket_remaining(&b->tb, now));
     /* Envoy: whole milliseconds, divided by 1000 as integers */
     snprintf(buf[2], 24, "%llu",
-             (unsigned long long)(sharp_token_bucket_next_token_ns(&c->bucket, now) / 1000000 / 1000));
+             (unsigned long long)(sharp_token_bucket_next_token_ns(&b->tb, now) / 1000000 / 1000));
     out[0] = "x-ratelimit-limit";
     out[1] = buf[0];
     out[2] = "x-ratelimit-remaining";
     out[3] = buf[1];
     out[4] = "x-ratelimit-reset";
     out[5] = buf[2];
+}
+
+/* The bucket a request of `c` takes from: the config's, or with
+ * local_rate_limit_per_downstream_connection the connection's, made from
+ * the first config that needs one (Envoy keeps one per connection under a
+ * single filter state key, whichever config made it). */
+static lrl_bucket_t *bucket_for(sharp_filter_t *f, const lrl_config_t *c)
+{
+    if (!c->per_connection) return (lrl_bucket_t *)&c->bucket;
+    static const char key = 0;
+    lrl_bucket_t *b = sharp_stream_connection_data(f->stream, &key);
+    if (b) return b;
+    b = sharp_calloc(1, sizeof *b);
+    b->max_tokens = c->bucket.max_tokens;
+    sharp_token_bucket_init(&b->tb, c->bucket.max_tokens, c->tokens_per_fill, c->fill_interval_ns, sharp_now_ns());
+    if (sharp_stream_set_connection_data(f->stream, &key, b, free)) return b;
+    free(b);
+    return (lrl_bucket_t *)&c->bucket;
 }
 
 static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
@@ -230,12 +258,13 @@ static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers
     sharp_stats_shard_t *sh = sharp_stream_worker(f->stream)->stats;
     if (!fraction_on(f, c->has_enabled, &c->enabled)) return SHARP_FILTER_CONTINUE;
     sharp_counter_inc(sh, fc->st_enabled);
-    if (!c->has_bucket || sharp_token_bucket_consume((sharp_token_bucket_t *)&c->bucket, sharp_now_ns())) {
-        if (c->has_bucket) st->used = c;
+    lrl_bucket_t *b = c->has_bucket ? bucket_for(f, c) : NULL;
+    if (!b || sharp_token_bucket_consume(&b->tb, sharp_now_ns())) {
+        if (b && c->x_ratelimit_headers) st->used = b;
         sharp_counter_inc(sh, fc->st_ok);
         return SHARP_FILTER_CONTINUE;
     }
-    st->used = c;
+    if (c->x_ratelimit_headers) st->used = b;
     sharp_counter_inc(sh, fc->st_rate_limited);
     if (!fraction_on(f, c->has_enforced, &c->enforced)) {
         sharp_header_ops_apply_si(&c->req_ops, h, sharp_stream_info(f->stream));
@@ -246,7 +275,7 @@ static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers
     char buf[3][24];
     size_t n = 0;
     if (c->x_ratelimit_headers) {
-        x_ratelimit(c, buf, hdrs);
+        x_ratelimit(b, buf, hdrs);
         n = 6;
     }
     /* gRPC: Envoy's rate_limited_grpc_status; otherwise the status maps to
@@ -267,7 +296,7 @@ static sharp_filter_status_t lrl_encode_headers(sharp_filter_t *f, sharp_headers
 {
     (void)end_stream;
     lrl_state_t *st = f->state;
-    if (!st->used || !st->used->x_ratelimit_headers) return SHARP_FILTER_CONTINUE;
+    if (!st->used) return SHARP_FILTER_CONTINUE;
     const char *hdrs[6];
     char buf[3][24];
     x_ratelimit(st->used, buf, hdrs);

@@ -156,6 +156,13 @@ void sharp_stream_read_disable(sharp_stream_t *s, bool disable);
 /* Resets the stream (closes an HTTP/1 connection) after a failure mid-response. */
 void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag);
 
+/* Data a filter keeps for the stream's downstream connection (Envoy's
+ * filter state with the connection's life span), one per key: NULL when
+ * none was set. Set takes `data` (freed with free_fn when the connection
+ * ends); false, and nothing taken, when the stream has no connection. */
+void *sharp_stream_connection_data(sharp_stream_t *s, const void *key);
+bool sharp_stream_set_connection_data(sharp_stream_t *s, const void *key, void *data, void (*free_fn)(void *));
+
 /* Accessors. */
 sharp_stream_info_t *sharp_stream_info(sharp_stream_t *s);
 const struct sharp_route *sharp_stream_route(sharp_stream_t *s);

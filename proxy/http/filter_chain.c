@@ -1011,3 +1011,39 @@ void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag)
     s->info.response_flags |= response_flag;
     sharp_codec_reset(s);
 }
+
+/* ------------------------------------------------------------------ */
+/* connection-lifetime filter data                                      */
+
+struct sharp_conn_data {
+    struct sharp_conn_data *next;
+    const void *key;
+    void *data;
+    void (*free_fn)(void *);
+};
+
+void *sharp_stream_connection_data(sharp_stream_t *s, const void *key)
+{
+    for (struct sharp_conn_data *d = s->conn ? s->conn->filter_data : NULL; d; d = d->next)
+        if (d->key == key) return d->data;
+    return NULL;
+}
+
+bool sharp_stream_set_connection_data(sharp_stream_t *s, const void *key, void *data, void (*free_fn)(void *))
+{
+    if (!s->conn) return false;
+    struct sharp_conn_data *d = sharp_calloc(1, sizeof *d);
+    *d = (struct sharp_conn_data){s->conn->filter_data, key, data, free_fn};
+    s->conn->filter_data = d;
+    return true;
+}
+
+void sharp_conn_data_free(sharp_conn_t *c)
+{
+    while (c->filter_data) {
+        struct sharp_conn_data *d = c->filter_data;
+        c->filter_data = d->next;
+        if (d->free_fn) d->free_fn(d->data);
+        free(d);
+    }
+}
