@@ -16,6 +16,7 @@
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
+#include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/compression/brotli/compressor/v3/brotli.pb-c.h"
 #include "envoy/extensions/compression/gzip/compressor/v3/gzip.pb-c.h"
 #include "envoy/extensions/compression/zstd/compressor/v3/zstd.pb-c.h"
@@ -65,6 +66,8 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
+        /* also its own per-route config (typed_per_filter_config) */
+        &envoy__extensions__filters__http__local_ratelimit__v3__local_rate_limit__descriptor,
         /* typed_per_filter_config: the compressor's per-route config and
          * the generic wrapper of any filter's */
         &envoy__extensions__filters__http__compressor__v3__compressor_per_route__descriptor,

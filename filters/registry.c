@@ -2,6 +2,7 @@
 #include "filters/adaptive_concurrency/filter.h"
 #include "filters/compressor/filter.h"
 #include "filters/health_check/filter.h"
+#include "filters/local_ratelimit/filter.h"
 #include "filters/router/router.h"
 #include "http/filter.h"
 
@@ -12,4 +13,5 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_aimd_concurrency_filter);
     sharp_filter_register(&sharp_health_check_filter);
     sharp_filter_register(&sharp_compressor_filter);
+    sharp_filter_register(&sharp_local_ratelimit_filter);
 }

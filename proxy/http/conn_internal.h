@@ -161,6 +161,8 @@ struct sharp_conn {
     char *inspected_sni;   /* the TLS inspector's server name, for a TCP proxy passing TLS through */
     bool half_closed;      /* our FIN is sent, reading goes on (sharp_conn_half_close) */
     bool half_closed_done; /* ...and has left */
+    /* filters' connection-lifetime data (sharp_stream_connection_data) */
+    struct sharp_conn_data *filter_data;
 };
 
 #define SHARP_CONN_STATS(c) ((c)->worker->stats)
@@ -184,6 +186,8 @@ void sharp_conn_stream_maybe_finish(sharp_stream_t *s);
 void sharp_conn_stream_touch(sharp_stream_t *s);
 void sharp_conn_write(sharp_conn_t *c, const uv_buf_t *b, unsigned n);
 void sharp_conn_close(sharp_conn_t *c);
+/* Frees the filters' connection-lifetime data (at the connection's end). */
+void sharp_conn_data_free(sharp_conn_t *c);
 /* Closes once everything written has left; `delay`: Envoy's
  * FlushWriteAndDelay (wait for the peer's FIN up to delayed_close_timeout). */
 void sharp_conn_close_after_write(sharp_conn_t *c, bool delay);

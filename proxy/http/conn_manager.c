@@ -44,6 +44,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     sharp_writer_release(&c->writer);
     free(c->inspect_buf);
     free(c->inspected_sni);
+    sharp_conn_data_free(c);
     free(c);
 }
 

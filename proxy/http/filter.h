@@ -136,6 +136,12 @@ void sharp_stream_send_local_reply_ex(sharp_filter_t *f, uint32_t status, const 
  * then the connection manager's local_reply_config. */
 void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
                                         uint32_t response_flag, const char *details, const char *const *headers);
+/* The same with header operations (a filter's response_headers_to_add)
+ * applied after `headers`, with their append actions and %VAR% values. */
+struct sharp_header_ops;
+void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const char *body, uint32_t response_flag,
+                                       const char *details, const char *const *headers,
+                                       const struct sharp_header_ops *ops);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);
@@ -149,6 +155,13 @@ void sharp_stream_decode_data(sharp_filter_t *f, const char *p, size_t n, bool e
 void sharp_stream_read_disable(sharp_stream_t *s, bool disable);
 /* Resets the stream (closes an HTTP/1 connection) after a failure mid-response. */
 void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag);
+
+/* Data a filter keeps for the stream's downstream connection (Envoy's
+ * filter state with the connection's life span), one per key: NULL when
+ * none was set. Set takes `data` (freed with free_fn when the connection
+ * ends); false, and nothing taken, when the stream has no connection. */
+void *sharp_stream_connection_data(sharp_stream_t *s, const void *key);
+bool sharp_stream_set_connection_data(sharp_stream_t *s, const void *key, void *data, void (*free_fn)(void *));
 
 /* Accessors. */
 sharp_stream_info_t *sharp_stream_info(sharp_stream_t *s);

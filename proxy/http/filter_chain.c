@@ -911,8 +911,23 @@ static uint64_t stream_random(void *ctx)
  * (route entry or direct response) and the caller's, then local_reply_config
  * rewrites status, body and headers, then the body decides content-length
  * and content-type. */
+static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, size_t blen, uint32_t response_flag,
+                        const char *details, const char *const *headers, const sharp_header_ops_t *ops);
+
 void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
                                         uint32_t response_flag, const char *details, const char *const *headers)
+{
+    local_reply(f, status, body, blen, response_flag, details, headers, NULL);
+}
+
+void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const char *body, uint32_t response_flag,
+                                       const char *details, const char *const *headers, const sharp_header_ops_t *ops)
+{
+    local_reply(f, status, body, body ? strlen(body) : 0, response_flag, details, headers, ops);
+}
+
+static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, size_t blen, uint32_t response_flag,
+                        const char *details, const char *const *headers, const sharp_header_ops_t *ops)
 {
     sharp_stream_t *s = f->stream;
     if (s->destroyed) return;
@@ -935,6 +950,7 @@ void sharp_stream_send_local_reply_body(sharp_filter_t *f, uint32_t status, cons
     if (s->route) sharp_route_apply_response_headers(s->routes, s->vhost, s->route, s->route_wc, h, &s->info);
     for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         sharp_headers_add_cstr(h, headers[i], headers[i + 1]);
+    if (ops) sharp_header_ops_apply_si(ops, h, &s->info);
     sharp_sbuf_t b = {0}, ct_before = {0};
     if (blen) sharp_sbuf_append(&b, body, blen);
     sharp_str_t v;
@@ -994,4 +1010,40 @@ void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag)
 {
     s->info.response_flags |= response_flag;
     sharp_codec_reset(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* connection-lifetime filter data                                      */
+
+struct sharp_conn_data {
+    struct sharp_conn_data *next;
+    const void *key;
+    void *data;
+    void (*free_fn)(void *);
+};
+
+void *sharp_stream_connection_data(sharp_stream_t *s, const void *key)
+{
+    for (struct sharp_conn_data *d = s->conn ? s->conn->filter_data : NULL; d; d = d->next)
+        if (d->key == key) return d->data;
+    return NULL;
+}
+
+bool sharp_stream_set_connection_data(sharp_stream_t *s, const void *key, void *data, void (*free_fn)(void *))
+{
+    if (!s->conn) return false;
+    struct sharp_conn_data *d = sharp_calloc(1, sizeof *d);
+    *d = (struct sharp_conn_data){s->conn->filter_data, key, data, free_fn};
+    s->conn->filter_data = d;
+    return true;
+}
+
+void sharp_conn_data_free(sharp_conn_t *c)
+{
+    while (c->filter_data) {
+        struct sharp_conn_data *d = c->filter_data;
+        c->filter_data = d->next;
+        if (d->free_fn) d->free_fn(d->data);
+        free(d);
+    }
 }

@@ -89,7 +89,7 @@ typedef struct {
 } sharp_header_op_t;
 
 /* request/response headers to add and remove at one level (route, vhost or table). */
-typedef struct {
+typedef struct sharp_header_ops {
     sharp_header_op_t *add;
     uint32_t nadd;
     char **remove;

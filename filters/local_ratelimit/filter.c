@@ -1,0 +1,320 @@
+/* filter.c: envoy.filters.http.local_ratelimit, Envoy's HTTP local rate
+ * limit filter.
+ *
+ * Each filter config (the connection manager's, and each per-route
+ * LocalRateLimit in typed_per_filter_config, whose bucket is then the
+ * route's own) holds one token bucket (token_bucket.c) shared by every
+ * worker of the process, as Envoy shares it. A request takes one token in
+ * decode_headers, when the filter is enabled for it (filter_enabled, 0%
+ * when absent: the filter then does nothing). Without a token the request
+ * is rate limited: when enforced (filter_enforced, 0% when absent) it gets
+ * the local reply "local_rate_limited" with `status` (429; below 400 means
+ * 429), response flag RL, response_headers_to_add and, for gRPC, status
+ * UNAVAILABLE or RESOURCE_EXHAUSTED; when not enforced it goes upstream
+ * with request_headers_to_add_when_not_enforced. With
+ * enable_x_ratelimit_headers the response (the local reply too) gets
+ * x-ratelimit-limit/-remaining/-reset of the bucket used. A config without
+ * a token bucket (allowed at the connection manager only) lets every
+ * request through. With local_rate_limit_per_downstream_connection each
+ * downstream connection has its own bucket instead. Stats: <stat_prefix>.http_local_rate_limit.{enabled,
+ * enforced,rate_limited,ok}; a per-route config counts in its filter's. */
+#include "filters/local_ratelimit/filter.h"
+#include "config/route_config.h"
+#include "filters/local_ratelimit/token_bucket.h"
+#include "http/grpc.h"
+#include "http/route.h"
+#include "server.h"
+#include "stats.h"
+#include "worker.h"
+
+#include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef Envoy__Extensions__Filters__Http__LocalRatelimit__V3__LocalRateLimit lrl_pb_t;
+
+#define MIN_FILL_INTERVAL_NS (50ull * 1000 * 1000)
+
+/* A bucket and its size (for x-ratelimit-limit). */
+typedef struct lrl_bucket {
+    sharp_token_bucket_t tb;
+    uint32_t max_tokens;
+} lrl_bucket_t;
+
+typedef struct lrl_config {
+    bool has_bucket;
+    lrl_bucket_t bucket;
+    uint32_t tokens_per_fill;
+    uint64_t fill_interval_ns;
+    bool per_connection; /* local_rate_limit_per_downstream_connection */
+    bool has_enabled, has_enforced;
+    sharp_runtime_fraction_t enabled, enforced;
+    uint32_t status;
+    sharp_header_ops_t resp_ops, req_ops;
+    bool x_ratelimit_headers;
+    bool resource_exhausted;
+    /* the connection manager's config only */
+    sharp_stat_id_t st_enabled, st_enforced, st_rate_limited, st_ok;
+} lrl_config_t;
+
+typedef struct lrl_state {
+    /* the bucket this request used when its response gets x-ratelimit
+     * headers, else NULL; a config's or the connection's, both outlive the
+     * stream */
+    const lrl_bucket_t *used;
+} lrl_state_t;
+
+static void config_free(void *p)
+{
+    lrl_config_t *c = p;
+    if (!c) return;
+    free(c->enabled.key);
+    free(c->enforced.key);
+    sharp_header_ops_free(&c->resp_ops);
+    sharp_header_ops_free(&c->req_ops);
+    free(c);
+}
+
+static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *field,
+                         sharp_runtime_fraction_t *out, char *err, size_t errlen)
+{
+    static const uint32_t denominators[] = {100, 10000, 1000000};
+    if (!rf->default_value) {
+        snprintf(err, errlen, "%s.default_value: is required", field);
+        return -1;
+    }
+    if ((unsigned)rf->default_value->denominator >= 3) {
+        snprintf(err, errlen, "%s.default_value.denominator: unknown", field);
+        return -1;
+    }
+    out->numerator = rf->default_value->numerator;
+    out->denominator = denominators[rf->default_value->denominator];
+    if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
+    return 0;
+}
+
+/* Envoy's FilterConfig: its checks and defaults. Fields SHARP does not
+ * implement are refused here with the reason. */
+static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err, size_t errlen)
+{
+    if (!pb->stat_prefix || !pb->stat_prefix[0]) {
+        snprintf(err, errlen, "stat_prefix: value length must be at least 1 characters");
+        return NULL;
+    }
+    if (per_route && !pb->token_bucket) {
+        snprintf(err, errlen, "local rate limit token bucket must be set for per filter configs");
+        return NULL;
+    }
+    if (pb->n_descriptors) {
+        snprintf(err, errlen, "descriptors: not supported by SHARP (route rate_limits actions are not implemented)");
+        return NULL;
+    }
+    if (pb->local_cluster_rate_limit) {
+        snprintf(err, errlen, "local_cluster_rate_limit: not supported by SHARP (sharing the bucket across the local "
+                              "cluster)");
+        return NULL;
+    }
+    if (pb->stage > 10) {
+        snprintf(err, errlen, "stage: value must be less than or equal to 10");
+        return NULL;
+    }
+    if (pb->n_response_headers_to_add > 10 || pb->n_request_headers_to_add_when_not_enforced > 10) {
+        snprintf(err, errlen, "%s: value must contain no more than 10 item(s)",
+                 pb->n_response_headers_to_add > 10 ? "response_headers_to_add"
+                                                    : "request_headers_to_add_when_not_enforced");
+        return NULL;
+    }
+    lrl_config_t *c = sharp_calloc(1, sizeof *c);
+    const Envoy__Type__V3__TokenBucket *tb = pb->token_bucket;
+    if (tb) {
+        if (tb->max_tokens == 0) {
+            snprintf(err, errlen, "token_bucket.max_tokens: value must be greater than 0");
+            goto fail;
+        }
+        if (tb->tokens_per_fill && tb->tokens_per_fill->value == 0) {
+            snprintf(err, errlen, "token_bucket.tokens_per_fill: value must be greater than 0");
+            goto fail;
+        }
+        if (!tb->fill_interval) {
+            snprintf(err, errlen, "token_bucket.fill_interval: value is required");
+            goto fail;
+        }
+        int64_t ns = tb->fill_interval->seconds * 1000000000ll + tb->fill_interval->nanos;
+        if (ns <= 0) {
+            snprintf(err, errlen, "token_bucket.fill_interval: value must be greater than 0s");
+            goto fail;
+        }
+        /* Envoy compares whole milliseconds */
+        if ((uint64_t)ns / 1000000 * 1000000 < MIN_FILL_INTERVAL_NS) {
+            snprintf(err, errlen, "local rate limit token bucket fill timer must be >= 50ms");
+            goto fail;
+        }
+        c->has_bucket = true;
+        c->bucket.max_tokens = tb->max_tokens;
+        c->tokens_per_fill = tb->tokens_per_fill ? tb->tokens_per_fill->value : 1;
+        c->fill_interval_ns = (uint64_t)ns;
+        sharp_token_bucket_init(&c->bucket.tb, tb->max_tokens, c->tokens_per_fill, c->fill_interval_ns,
+                                sharp_now_ns());
+    }
+    if (pb->filter_enabled) {
+        if (fraction_from(pb->filter_enabled, "filter_enabled", &c->enabled, err, errlen) < 0) goto fail;
+        c->has_enabled = true;
+    }
+    if (pb->filter_enforced) {
+        if (fraction_from(pb->filter_enforced, "filter_enforced", &c->enforced, err, errlen) < 0) goto fail;
+        c->has_enforced = true;
+    }
+    /* HttpStatus: Envoy's toErrorCode, a status below 400 is 429 */
+    c->status = pb->status && pb->status->code >= 400 ? (uint32_t)pb->status->code : 429;
+    if (sharp_config_header_ops("", "response_headers_to_add", pb->response_headers_to_add,
+                                pb->n_response_headers_to_add, NULL, NULL, 0, &c->resp_ops, err, errlen) < 0 ||
+        sharp_config_header_ops("", "request_headers_to_add_when_not_enforced",
+                                pb->request_headers_to_add_when_not_enforced,
+                                pb->n_request_headers_to_add_when_not_enforced, NULL, NULL, 0, &c->req_ops, err,
+                                errlen) < 0)
+        goto fail;
+    c->x_ratelimit_headers =
+        pb->enable_x_ratelimit_headers == ENVOY__EXTENSIONS__COMMON__RATELIMIT__V3__XRATE_LIMIT_HEADERS_RFCVERSION__DRAFT_VERSION_03;
+    c->resource_exhausted = pb->rate_limited_as_resource_exhausted;
+    c->per_connection = pb->local_rate_limit_per_downstream_connection;
+    return c;
+fail:
+    config_free(c);
+    return NULL;
+}
+
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+{
+    if (!msg) {
+        snprintf(err, errlen, "stat_prefix: value length must be at least 1 characters");
+        return NULL;
+    }
+    const lrl_pb_t *pb = (const lrl_pb_t *)msg;
+    lrl_config_t *c = config_build(pb, false, err, errlen);
+    if (!c) return NULL;
+    sharp_stats_t *s = ctx->server->stats;
+    c->st_enabled = sharp_stats_counterf(s, "%s.http_local_rate_limit.enabled", pb->stat_prefix);
+    c->st_enforced = sharp_stats_counterf(s, "%s.http_local_rate_limit.enforced", pb->stat_prefix);
+    c->st_rate_limited = sharp_stats_counterf(s, "%s.http_local_rate_limit.rate_limited", pb->stat_prefix);
+    c->st_ok = sharp_stats_counterf(s, "%s.http_local_rate_limit.ok", pb->stat_prefix);
+    return c;
+}
+
+static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t errlen)
+{
+    return config_build((const lrl_pb_t *)msg, true, err, errlen);
+}
+
+static bool fraction_on(sharp_filter_t *f, bool has, const sharp_runtime_fraction_t *fr)
+{
+    return has && sharp_fraction_enabled(fr, sharp_worker_random(sharp_stream_worker(f->stream)));
+}
+
+/* x-ratelimit-limit/-remaining/-reset (draft 03) of the bucket used:
+ * name/value pairs into `out` (6 strings), values in `buf`. */
+static void x_ratelimit(const lrl_bucket_t *b, char buf[3][24], const char *out[6])
+{
+    uint64_t now = sharp_now_ns();
+    snprintf(buf[0], 24, "%u", b->max_tokens);
+    snprintf(buf[1], 24, "%llu", (unsigned long long)sharp_token_bucket_remaining(&b->tb, now));
+    /* Envoy: whole milliseconds, divided by 1000 as integers */
+    snprintf(buf[2], 24, "%llu",
+             (unsigned long long)(sharp_token_bucket_next_token_ns(&b->tb, now) / 1000000 / 1000));
+    out[0] = "x-ratelimit-limit";
+    out[1] = buf[0];
+    out[2] = "x-ratelimit-remaining";
+    out[3] = buf[1];
+    out[4] = "x-ratelimit-reset";
+    out[5] = buf[2];
+}
+
+/* The bucket a request of `c` takes from: the config's, or with
+ * local_rate_limit_per_downstream_connection the connection's, made from
+ * the first config that needs one (Envoy keeps one per connection under a
+ * single filter state key, whichever config made it). */
+static lrl_bucket_t *bucket_for(sharp_filter_t *f, const lrl_config_t *c)
+{
+    if (!c->per_connection) return (lrl_bucket_t *)&c->bucket;
+    static const char key = 0;
+    lrl_bucket_t *b = sharp_stream_connection_data(f->stream, &key);
+    if (b) return b;
+    b = sharp_calloc(1, sizeof *b);
+    b->max_tokens = c->bucket.max_tokens;
+    sharp_token_bucket_init(&b->tb, c->bucket.max_tokens, c->tokens_per_fill, c->fill_interval_ns, sharp_now_ns());
+    if (sharp_stream_set_connection_data(f->stream, &key, b, free)) return b;
+    free(b);
+    return (lrl_bucket_t *)&c->bucket;
+}
+
+static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+{
+    (void)end_stream;
+    const lrl_config_t *fc = f->config;
+    const lrl_config_t *rc = sharp_stream_route_config(f);
+    const lrl_config_t *c = rc ? rc : fc;
+    lrl_state_t *st = f->state;
+    sharp_stats_shard_t *sh = sharp_stream_worker(f->stream)->stats;
+    if (!fraction_on(f, c->has_enabled, &c->enabled)) return SHARP_FILTER_CONTINUE;
+    sharp_counter_inc(sh, fc->st_enabled);
+    lrl_bucket_t *b = c->has_bucket ? bucket_for(f, c) : NULL;
+    if (!b || sharp_token_bucket_consume(&b->tb, sharp_now_ns())) {
+        if (b && c->x_ratelimit_headers) st->used = b;
+        sharp_counter_inc(sh, fc->st_ok);
+        return SHARP_FILTER_CONTINUE;
+    }
+    if (c->x_ratelimit_headers) st->used = b;
+    sharp_counter_inc(sh, fc->st_rate_limited);
+    if (!fraction_on(f, c->has_enforced, &c->enforced)) {
+        sharp_header_ops_apply_si(&c->req_ops, h, sharp_stream_info(f->stream));
+        return SHARP_FILTER_CONTINUE;
+    }
+    sharp_counter_inc(sh, fc->st_enforced);
+    const char *hdrs[9] = {0};
+    char buf[3][24];
+    size_t n = 0;
+    if (c->x_ratelimit_headers) {
+        x_ratelimit(b, buf, hdrs);
+        n = 6;
+    }
+    /* gRPC: Envoy's rate_limited_grpc_status; otherwise the status maps to
+     * UNAVAILABLE as for any local reply */
+    if (c->resource_exhausted && sharp_grpc_is_request(h)) {
+        hdrs[n++] = "grpc-status";
+        hdrs[n++] = "8";
+    }
+    /* the local reply passes only the filters before this one: the
+     * x-ratelimit headers go with it here */
+    st->used = NULL;
+    sharp_stream_send_local_reply_ops(f, c->status, "local_rate_limited", SHARP_RF_RATE_LIMITED, "local_rate_limited",
+                                      hdrs, &c->resp_ops);
+    return SHARP_FILTER_STOP;
+}
+
+static sharp_filter_status_t lrl_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+{
+    (void)end_stream;
+    lrl_state_t *st = f->state;
+    if (!st->used) return SHARP_FILTER_CONTINUE;
+    const char *hdrs[6];
+    char buf[3][24];
+    x_ratelimit(st->used, buf, hdrs);
+    for (int i = 0; i < 6; i += 2) sharp_headers_add_cstr(h, hdrs[i], hdrs[i + 1]);
+    return SHARP_FILTER_CONTINUE;
+}
+
+const sharp_filter_factory_t sharp_local_ratelimit_filter = {
+    .name = "envoy.filters.http.local_ratelimit",
+    .type_url = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+    .config_desc = &envoy__extensions__filters__http__local_ratelimit__v3__local_rate_limit__descriptor,
+    .create_config = create_config,
+    .destroy_config = config_free,
+    .state_size = sizeof(lrl_state_t),
+    .decode_headers = lrl_decode_headers,
+    .encode_headers = lrl_encode_headers,
+    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+    .route_config_desc = &envoy__extensions__filters__http__local_ratelimit__v3__local_rate_limit__descriptor,
+    .create_route_config = create_route_config,
+    .destroy_route_config = config_free,
+};
