@@ -149,10 +149,6 @@ static int least_request(ctx_t *x, sharp_cluster_t *c, const LeastRequest *m, co
         snprintf(p, sizeof p, "%s.%s", ppath, m->enable_full_scan ? "enable_full_scan" : "selection_method");
         return fail(x, p, "FULL_SCAN is not supported by SHARP (only N_CHOICES)");
     }
-    if (m->connection_aware_lb_config) {
-        snprintf(p, sizeof p, "%s.connection_aware_lb_config", ppath);
-        return fail(x, p, "connection-aware load balancing is not supported by SHARP");
-    }
     snprintf(p, sizeof p, "%s.locality_lb_config", ppath);
     return locality_config(x, c, m->locality_lb_config, p);
 }
