@@ -1633,9 +1633,8 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 uint32_t was = atomic_load(&h->health_flags) & SHARP_HOST_FAILED_EDS_HEALTH;
                 if (unhealthy != (was != 0)) {
                     *changed = true;
-                    if (unhealthy) atomic_fetch_or(&h->health_flags, SHARP_HOST_FAILED_EDS_HEALTH);
-                    else atomic_fetch_and(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_EDS_HEALTH);
-                    sharp_host_health_changed();
+                    if (unhealthy) sharp_host_health_set(h, SHARP_HOST_FAILED_EDS_HEALTH);
+                    else sharp_host_health_clear(h, SHARP_HOST_FAILED_EDS_HEALTH);
                 }
             }
             hosts[nh++] = h;

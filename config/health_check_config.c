@@ -293,7 +293,6 @@ int sharp_config_health_checks(sharp_cluster_t *c, Envoy__Config__Core__V3__Heal
     sharp_hc_stats_init(cfg, stats, c->stat_name);
     c->health_check = cfg;
     for (uint32_t i = 0; i < c->nhosts; i++)
-        atomic_fetch_or_explicit(&c->hosts[i]->health_flags, SHARP_HOST_FAILED_ACTIVE_HC,
-                                 memory_order_relaxed);
+        sharp_host_health_set(c->hosts[i], SHARP_HOST_FAILED_ACTIVE_HC);
     return 0;
 }

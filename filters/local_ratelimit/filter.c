@@ -37,15 +37,9 @@ typedef Envoy__Extensions__Filters__Http__LocalRatelimit__V3__LocalRateLimit lrl
 
 #define MIN_FILL_INTERVAL_NS (50ull * 1000 * 1000)
 
-/* A bucket and its size (for x-ratelimit-limit). */
-typedef struct lrl_bucket {
-    sharp_token_bucket_t tb;
-    uint32_t max_tokens;
-} lrl_bucket_t;
-
 typedef struct lrl_config {
     bool has_bucket;
-    lrl_bucket_t bucket;
+    sharp_token_bucket_t bucket;
     uint32_t tokens_per_fill;
     uint64_t fill_interval_ns;
     bool per_connection; /* local_rate_limit_per_downstream_connection */
@@ -63,7 +57,7 @@ typedef struct lrl_state {
     /* the bucket this request used when its response gets x-ratelimit
      * headers, else NULL; a config's or the connection's, both outlive the
      * stream */
-    const lrl_bucket_t *used;
+    const sharp_token_bucket_t *used;
 } lrl_state_t;
 
 static void config_free(void *p)
@@ -152,10 +146,9 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
             goto fail;
         }
         c->has_bucket = true;
-        c->bucket.max_tokens = tb->max_tokens;
         c->tokens_per_fill = tb->tokens_per_fill ? tb->tokens_per_fill->value : 1;
         c->fill_interval_ns = (uint64_t)ns;
-        sharp_token_bucket_init(&c->bucket.tb, tb->max_tokens, c->tokens_per_fill, c->fill_interval_ns,
+        sharp_token_bucket_init(&c->bucket, tb->max_tokens, c->tokens_per_fill, c->fill_interval_ns,
                                 sharp_now_ns());
     }
     if (pb->filter_enabled) {
@@ -214,14 +207,14 @@ static bool fraction_on(sharp_filter_t *f, bool has, const sharp_runtime_fractio
 
 /* x-ratelimit-limit/-remaining/-reset (draft 03) of the bucket used:
  * name/value pairs into `out` (6 strings), values in `buf`. */
-static void x_ratelimit(const lrl_bucket_t *b, char buf[3][24], const char *out[6])
+static void x_ratelimit(const sharp_token_bucket_t *b, char buf[3][24], const char *out[6])
 {
     uint64_t now = sharp_now_ns();
-    snprintf(buf[0], 24, "%u", b->max_tokens);
-    snprintf(buf[1], 24, "%llu", (unsigned long long)sharp_token_bucket_remaining(&b->tb, now));
+    snprintf(buf[0], 24, "%.0f", b->max_tokens);
+    snprintf(buf[1], 24, "%llu", (unsigned long long)sharp_token_bucket_remaining(b, now));
     /* Envoy: whole milliseconds, divided by 1000 as integers */
     snprintf(buf[2], 24, "%llu",
-             (unsigned long long)(sharp_token_bucket_next_token_ns(&b->tb, now) / 1000000 / 1000));
+             (unsigned long long)(sharp_token_bucket_next_token_ns(b, now) / 1000000 / 1000));
     out[0] = "x-ratelimit-limit";
     out[1] = buf[0];
     out[2] = "x-ratelimit-remaining";
@@ -234,18 +227,17 @@ static void x_ratelimit(const lrl_bucket_t *b, char buf[3][24], const char *out[
  * local_rate_limit_per_downstream_connection the connection's, made from
  * the first config that needs one (Envoy keeps one per connection under a
  * single filter state key, whichever config made it). */
-static lrl_bucket_t *bucket_for(sharp_filter_t *f, const lrl_config_t *c)
+static sharp_token_bucket_t *bucket_for(sharp_filter_t *f, const lrl_config_t *c)
 {
-    if (!c->per_connection) return (lrl_bucket_t *)&c->bucket;
+    if (!c->per_connection) return (sharp_token_bucket_t *)&c->bucket;
     static const char key = 0;
-    lrl_bucket_t *b = sharp_stream_connection_data(f->stream, &key);
+    sharp_token_bucket_t *b = sharp_stream_connection_data(f->stream, &key);
     if (b) return b;
     b = sharp_calloc(1, sizeof *b);
-    b->max_tokens = c->bucket.max_tokens;
-    sharp_token_bucket_init(&b->tb, c->bucket.max_tokens, c->tokens_per_fill, c->fill_interval_ns, sharp_now_ns());
+    sharp_token_bucket_init(b, (uint32_t)c->bucket.max_tokens, c->tokens_per_fill, c->fill_interval_ns, sharp_now_ns());
     if (sharp_stream_set_connection_data(f->stream, &key, b, free)) return b;
     free(b);
-    return (lrl_bucket_t *)&c->bucket;
+    return (sharp_token_bucket_t *)&c->bucket;
 }
 
 static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
@@ -258,8 +250,8 @@ static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers
     sharp_stats_shard_t *sh = sharp_stream_worker(f->stream)->stats;
     if (!fraction_on(f, c->has_enabled, &c->enabled)) return SHARP_FILTER_CONTINUE;
     sharp_counter_inc(sh, fc->st_enabled);
-    lrl_bucket_t *b = c->has_bucket ? bucket_for(f, c) : NULL;
-    if (!b || sharp_token_bucket_consume(&b->tb, sharp_now_ns())) {
+    sharp_token_bucket_t *b = c->has_bucket ? bucket_for(f, c) : NULL;
+    if (!b || sharp_token_bucket_consume(b, sharp_now_ns())) {
         if (b && c->x_ratelimit_headers) st->used = b;
         sharp_counter_inc(sh, fc->st_ok);
         return SHARP_FILTER_CONTINUE;

@@ -1252,11 +1252,8 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
      * response; with active health checking the host is failed at once and
      * comes back through the checks. */
     if (rs->cluster->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", NULL) &&
-        !(atomic_fetch_or_explicit(&rs->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed) &
-          SHARP_HOST_FAILED_ACTIVE_HC)) {
-        sharp_host_health_changed();
+        !(sharp_host_health_set(rs->host, SHARP_HOST_FAILED_ACTIVE_HC) & SHARP_HOST_FAILED_ACTIVE_HC))
         sharp_host_request_drain(rs->host); /* a health failure: Envoy drains the host's pools */
-    }
     bool retriable = rs->retry_on && response_retriable(rs, code, h);
     if (retriable) {
         retry_status_t rst = should_retry(rs, true);

@@ -74,8 +74,7 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
                 h->weight = t->weight;
                 h->priority = t->priority;
                 h->locality = t->locality;
-                atomic_store_explicit(&h->health_flags, t->health_flags, memory_order_relaxed);
-                sharp_host_health_changed();
+                sharp_host_health_store(h, t->health_flags);
             }
         }
         if (!h) {

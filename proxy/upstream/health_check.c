@@ -401,17 +401,12 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
     if (s->st.failed != was_failed) {
         if (s->st.failed) {
-            atomic_fetch_or_explicit(&s->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC,
-                                     memory_order_relaxed);
-            sharp_host_health_changed();
+            sharp_host_health_set(s->host, SHARP_HOST_FAILED_ACTIVE_HC);
             /* Envoy drains the host's HTTP pools on this transition
              * (close_connections_on_host_health_failure or not). */
             sharp_host_drain_connections(s->host);
-        } else {
-            atomic_fetch_and_explicit(&s->host->health_flags,
-                                      ~(uint32_t)SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
-            sharp_host_health_changed();
-        }
+        } else
+            sharp_host_health_clear(s->host, SHARP_HOST_FAILED_ACTIVE_HC);
         if (status)
             sharp_log_info("health check: cluster '%s' host %s is now %s (%s, status %u)",
                            s->cluster->name, s->host->address,
@@ -1136,8 +1131,7 @@ static void session_init(sharp_health_checker_t *hc, hc_session_t *s, sharp_clus
     s->host = h;
     s->cfg = c->health_check;
     sharp_hc_state_init(&s->st);
-    atomic_fetch_or_explicit(&h->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
-    sharp_host_health_changed();
+    sharp_host_health_set(h, SHARP_HOST_FAILED_ACTIVE_HC);
     memcpy(&s->addr, &h->addr, h->addrlen);
     if (s->cfg->alt_port) {
         if (s->addr.ss_family == AF_INET6)

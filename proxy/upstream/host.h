@@ -83,17 +83,34 @@ static inline bool sharp_host_healthy(const sharp_host_t *h)
     return atomic_load_explicit(&h->health_flags, memory_order_relaxed) == 0;
 }
 
-/* Counts every change of any host's health_flags (after the change), so
- * that what a worker derives from the health of a set of hosts (the zone
- * routing plan) is remade only when some host's health changed. */
+/* Counts every change of any host's health_flags, so that what a worker
+ * derives from the health of a set of hosts (the zone routing plan) is
+ * remade only when some host's health changed. The flags change only
+ * through the three functions below, which count it. */
 extern _Atomic uint64_t sharp_host_health_epoch;
-static inline void sharp_host_health_changed(void)
-{
-    atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
-}
 static inline uint64_t sharp_host_health_epoch_get(void)
 {
     return atomic_load_explicit(&sharp_host_health_epoch, memory_order_acquire);
+}
+/* Sets `bits`; returns the flags before. */
+static inline uint32_t sharp_host_health_set(sharp_host_t *h, uint32_t bits)
+{
+    uint32_t was = atomic_fetch_or_explicit(&h->health_flags, bits, memory_order_release);
+    if ((was | bits) != was) atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
+    return was;
+}
+/* Clears `bits`; returns the flags before. */
+static inline uint32_t sharp_host_health_clear(sharp_host_t *h, uint32_t bits)
+{
+    uint32_t was = atomic_fetch_and_explicit(&h->health_flags, ~bits, memory_order_release);
+    if (was & bits) atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
+    return was;
+}
+/* Replaces all the flags. */
+static inline void sharp_host_health_store(sharp_host_t *h, uint32_t flags)
+{
+    uint32_t was = atomic_exchange_explicit(&h->health_flags, flags, memory_order_release);
+    if (was != flags) atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
 }
 
 #endif

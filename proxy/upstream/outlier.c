@@ -414,8 +414,7 @@ void sharp_outlier_hosts_attach(sharp_outlier_t *od)
         if (sharp_host_listed(h, c->hosts, c->nhosts)) continue;
         od->hosts[i]->member = false;
         if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) && od->ejections_active) od->ejections_active--;
-        atomic_fetch_and_explicit(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_OUTLIER, RELAXED);
-        sharp_host_health_changed();
+        sharp_host_health_clear(h, SHARP_HOST_FAILED_OUTLIER);
         atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_CLOSED, RELAXED);
     }
     size_t n = c->nhosts ? c->nhosts : 1;
@@ -913,8 +912,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
     oh->num_ejections++;
     count(od, od->st.enforced_total);
     count(od, od->st.enforced[type]);
-    atomic_fetch_or_explicit(&h->health_flags, SHARP_HOST_FAILED_OUTLIER, memory_order_release);
-    sharp_host_health_changed();
+    sharp_host_health_set(h, SHARP_HOST_FAILED_OUTLIER);
     atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_OPEN, memory_order_release);
     oh->last_ejection_ms = now;
     oh->type = type;
@@ -951,9 +949,7 @@ static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_br
      * cleared sees the breaker it may use. */
     atomic_store_explicit(&h->probe_budget, SHARP_OUTLIER_HALF_OPEN_PROBES, memory_order_release);
     atomic_store_explicit(&h->breaker, to, memory_order_release);
-    atomic_fetch_and_explicit(&h->health_flags, ~(uint32_t)SHARP_HOST_FAILED_OUTLIER,
-                              memory_order_release);
-    sharp_host_health_changed();
+    sharp_host_health_clear(h, SHARP_HOST_FAILED_OUTLIER);
     log_event(od, i, false, oh->type, false, now);
     sharp_log_info("outlier detection: cluster '%s' host %s un-ejected (%s)", od->cluster->name,
                    h->address, sharp_outlier_breaker_name(to));

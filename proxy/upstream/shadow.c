@@ -205,10 +205,8 @@ static void sh_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     if (code >= 500) atomic_fetch_add_explicit(&sh->host->rq_error, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&sh->host->rq_success, 1, memory_order_relaxed);
     sharp_outlier_put_http(sh->c, sh->host, code);
-    if (sh->c->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", NULL)) {
-        atomic_fetch_or_explicit(&sh->host->health_flags, SHARP_HOST_FAILED_ACTIVE_HC, memory_order_relaxed);
-        sharp_host_health_changed();
-    }
+    if (sh->c->health_check && sharp_headers_get_cstr(h, "x-envoy-immediate-health-check-fail", NULL))
+        sharp_host_health_set(sh->host, SHARP_HOST_FAILED_ACTIVE_HC);
     sh->response_headers = true;
     if (end_stream) complete(sh);
 }

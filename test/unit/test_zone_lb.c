@@ -252,8 +252,7 @@ static void test_balancer_residual_split(void **state)
     /* the proxy in b fails (50% healthy: not below the panic threshold):
      * all healthy proxies are in a, which has 40% of the upstream, so 40%
      * of the picks stay there and the plan is remade from the new counts */
-    atomic_store(&loc.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
-    sharp_host_health_changed(); /* as every change of a host's health does */
+    sharp_host_health_store(&loc.h[1], SHARP_HOST_FAILED_ACTIVE_HC);
     in_a = 0;
     for (int i = 0; i < n; i++)
         if (sharp_lb_choose(&lb)->locality == za) in_a++;
@@ -283,9 +282,8 @@ static void test_balancer_direct_and_local_panic(void **state)
     for (int i = 0; i < 1000; i++) assert_int_equal(sharp_lb_choose(&lb)->locality, za);
     assert_int_equal(lb.plan.state, SHARP_ZONE_DIRECT);
     /* two of three proxies fail: the local cluster is in panic */
-    atomic_store(&loc.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
-    atomic_store(&loc.h[2].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
-    sharp_host_health_changed(); /* as every change of a host's health does */
+    sharp_host_health_store(&loc.h[1], SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&loc.h[2], SHARP_HOST_FAILED_ACTIVE_HC);
     int in_b = 0;
     for (int i = 0; i < 1000; i++)
         if (sharp_lb_choose(&lb)->locality == zb) in_b++;
@@ -295,10 +293,9 @@ static void test_balancer_direct_and_local_panic(void **state)
     /* one upstream host fails: 5 healthy, below min_cluster_size 6: no
      * locality routing at all */
     zc.fail_traffic_on_panic = false;
-    atomic_store(&loc.h[1].health_flags, 0);
-    atomic_store(&loc.h[2].health_flags, 0);
-    atomic_store(&up.h[5].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
-    sharp_host_health_changed(); /* as every change of a host's health does */
+    sharp_host_health_store(&loc.h[1], 0);
+    sharp_host_health_store(&loc.h[2], 0);
+    sharp_host_health_store(&up.h[5], SHARP_HOST_FAILED_ACTIVE_HC);
     in_b = 0;
     for (int i = 0; i < 1000; i++)
         if (sharp_lb_choose(&lb)->locality == zb) in_b++;
