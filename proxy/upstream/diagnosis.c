@@ -343,7 +343,11 @@ unsigned sharp_diag_eject(const sharp_diag_config_t *cfg, sharp_diag_state_t *st
     uint64_t cxf = in->kernel ? SHARP_MAX(in->connect_fail, in->cx_fail) : in->cx_fail;
     bool cut = (by == SHARP_DIAG_BY_ERRORS || by == SHARP_DIAG_BY_LOCAL) && ev != SHARP_DIAG_APP_ERRORS &&
                rst + cxf >= cfg->min_failures && !timing_out(cfg, in);
-    if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY) {
+    /* loss inflates the RTT of the segments sent behind a hole (their ACK
+     * waits for its repair): the interval may show that latency when the
+     * loss detector, over several intervals, saw the loss itself */
+    bool loss_seen_as_rtt = by == SHARP_DIAG_BY_KERNEL_LOSS && ev == SHARP_DIAG_NETWORK_LATENCY;
+    if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY && !loss_seen_as_rtt) {
         cause = ev; /* the network explains what the detector saw */
     } else if (cut && rst) {
         /* a connect that fails on an established path ends in a reset too */

@@ -166,8 +166,15 @@ def test_grpc_error_status_from_upstream_trailers(procs, echo_server):
 
 def test_grpc_client_deadline_cancels_upstream(procs, echo_server):
     """The client's deadline passes while the upstream works: the client
-    sees DEADLINE_EXCEEDED and resets its stream, which SHARP logs (DR)."""
-    listen, admin, _ = grpc_proxy(procs, echo_server)
+    sees DEADLINE_EXCEEDED and resets its stream, which SHARP logs (DR).
+    The route removes grpc-timeout: forwarded (as Envoy forwards it), the
+    upstream's own deadline would end the call at the same moment, and
+    SHARP would relay that answer rather than see the reset."""
+    listen, admin = free_port(), free_port()
+    routes = ('- match: { prefix: "/" }\n  route: { cluster: grpc }\n'
+              '  request_headers_to_remove: [grpc-timeout]\n')
+    run_sharp_config(procs, bootstrap_yaml(listen, admin, {"grpc": [echo_server.port]}, routes=routes,
+                                           cluster_extra="http2_protocol_options: {}\n"), admin)
     err = call(listen, method="/sharp.test.Echo/Slow", timeout=0.3)
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     import time

@@ -39,7 +39,10 @@ class TcpServer:
         ready = threading.Event()
 
         async def main():
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx)
+            # a backlog for the 300 connections of one test: asyncio's
+            # default 100 drops SYNs, whose retry comes after the 1 s
+            # connect_timeout
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx, backlog=1024)
             self.port = self.server.sockets[0].getsockname()[1]
             ready.set()
 

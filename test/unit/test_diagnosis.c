@@ -340,6 +340,22 @@ static void test_ejection(void **state)
     sharp_diag_eject(&cfg, &st, &in, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 5.1% vs cluster median 0.0%");
     assert_string_equal(st.text, "network: packet loss to 10.0.0.3:8080 (retransmits 5.1% vs cluster median 0.0%)");
     assert_string_equal(sharp_diag_cause_name(st.cause), "packet_loss");
+    /* the loss monitor ejects a host whose interval shows the RTT that loss
+     * inflates, not the loss itself: the cause is the loss */
+    sharp_diag_state_init(&st);
+    sharp_diag_input_t rtt = quiet();
+    rtt.rtt_us = 5910;
+    rtt.retrans = 2;
+    rtt.retrans_rate = 0.01;
+    char why[SHARP_DIAG_TEXT_MAX];
+    assert_int_equal(eval(&rtt, &CLEAN_CX, why), SHARP_DIAG_NETWORK_LATENCY);
+    sharp_diag_eject(&cfg, &st, &rtt, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 5.2% vs cluster median 0.1%");
+    assert_int_equal(st.cause, SHARP_DIAG_PACKET_LOSS);
+    assert_string_equal(st.text, "network: packet loss to 10.0.0.3:8080 (retransmits 5.2% vs cluster median 0.1%)");
+    /* the RTT monitor's ejection of the same interval stays a latency one */
+    sharp_diag_state_init(&st);
+    sharp_diag_eject(&cfg, &st, &rtt, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 5.91 ms vs cluster median 0.30 ms");
+    assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
 }
 
 /* ---- the hosts' side, over a cluster of three, on a fake clock ---- */
