@@ -318,4 +318,5 @@ def test_round_robin_and_least_request(procs):
         assert set(seen) == {"u0", "u1", "u2"}, (policy, seen)
         if policy == "ROUND_ROBIN":
             assert all(v == 100 for v in seen.values()), seen
+        c.close()  # SIGTERM drains: an open connection would hold the stop for the drain time
         s.stop()
