@@ -83,6 +83,28 @@ static inline uint64_t sharp_xorshift64s(uint64_t *state)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+/* FNV-1a of a NUL-terminated name. */
+static inline uint32_t sharp_name_hash(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+/* Positions of n names by name, for lookups in constant time where a scan
+ * of every name for every other would be quadratic (10,000 clusters in
+ * one push). The caller keeps the array and its strings while the index
+ * is used; find returns the first position holding the name, or -1. */
+typedef struct sharp_name_index {
+    const char *const *names;
+    uint32_t *slots; /* position + 1, 0: empty */
+    uint32_t mask;
+} sharp_name_index_t;
+
+void sharp_name_index_init(sharp_name_index_t *ix, const char *const *names, uint32_t n);
+int32_t sharp_name_index_find(const sharp_name_index_t *ix, const char *name);
+void sharp_name_index_free(sharp_name_index_t *ix);
+
 /* Monotonic clock in nanoseconds and wall clock in microseconds. */
 uint64_t sharp_now_ns(void);
 uint64_t sharp_wall_us(void);

@@ -453,9 +453,8 @@ void sharp_server_set_snapshot(sharp_server_t *s, sharp_snapshot_t *snap)
         /* a new cluster's host set first: the worker builds its pools over
          * it when it takes the snapshot */
         for (uint32_t c = 0; c < snap->nclusters; c++) {
-            bool known = false;
-            for (uint32_t k = 0; old && k < old->nclusters && !known; k++) known = old->clusters[k] == snap->clusters[c];
-            if (!known) sharp_worker_set_hostset(w, snap->clusters[c]);
+            int32_t k = old ? sharp_snapshot_cluster_index(old, snap->clusters[c]->name) : -1;
+            if (k < 0 || old->clusters[k] != snap->clusters[c]) sharp_worker_set_hostset(w, snap->clusters[c]);
         }
         sharp_worker_set_snapshot(w, snap);
     }

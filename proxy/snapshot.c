@@ -191,13 +191,6 @@ int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
     return min == INT64_MAX ? -1 : min;
 }
 
-static uint32_t name_hash(const char *name)
-{
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 16777619u;
-    return h;
-}
-
 void sharp_snapshot_index_clusters(sharp_snapshot_t *s)
 {
     free(s->cluster_slots);
@@ -206,7 +199,7 @@ void sharp_snapshot_index_clusters(sharp_snapshot_t *s)
     s->cluster_slots = sharp_calloc(cap, sizeof *s->cluster_slots);
     s->cluster_slots_mask = cap - 1;
     for (uint32_t i = 0; i < s->nclusters; i++) {
-        uint32_t k = name_hash(s->clusters[i]->name) & s->cluster_slots_mask;
+        uint32_t k = sharp_name_hash(s->clusters[i]->name) & s->cluster_slots_mask;
         while (s->cluster_slots[k]) k = (k + 1) & s->cluster_slots_mask;
         s->cluster_slots[k] = i + 1;
     }
@@ -219,7 +212,7 @@ int32_t sharp_snapshot_cluster_index(const sharp_snapshot_t *s, const char *name
             if (strcmp(s->clusters[i]->name, name) == 0) return (int32_t)i;
         return -1;
     }
-    for (uint32_t k = name_hash(name) & s->cluster_slots_mask; s->cluster_slots[k];
+    for (uint32_t k = sharp_name_hash(name) & s->cluster_slots_mask; s->cluster_slots[k];
          k = (k + 1) & s->cluster_slots_mask) {
         uint32_t i = s->cluster_slots[k] - 1;
         if (strcmp(s->clusters[i]->name, name) == 0) return (int32_t)i;

@@ -1,7 +1,8 @@
-/* util.c: allocation and clocks (see common.h). */
+/* util.c: allocation, clocks and the name index (see common.h). */
 #include "common.h"
 
 #include <errno.h>
+#include <string.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
@@ -81,4 +82,33 @@ int sharp_read_file(const char *path, size_t max, char **data, size_t *len)
     *data = buf;
     *len = n;
     return 0;
+}
+
+void sharp_name_index_init(sharp_name_index_t *ix, const char *const *names, uint32_t n)
+{
+    uint32_t cap = 8;
+    while (cap < 2 * n) cap <<= 1;
+    ix->names = names;
+    ix->slots = sharp_calloc(cap, sizeof *ix->slots);
+    ix->mask = cap - 1;
+    /* in order: along a probe sequence the first position with a name
+     * comes before the later ones */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = sharp_name_hash(names[i]) & ix->mask;
+        while (ix->slots[k]) k = (k + 1) & ix->mask;
+        ix->slots[k] = i + 1;
+    }
+}
+
+int32_t sharp_name_index_find(const sharp_name_index_t *ix, const char *name)
+{
+    for (uint32_t k = sharp_name_hash(name) & ix->mask; ix->slots[k]; k = (k + 1) & ix->mask)
+        if (!strcmp(ix->names[ix->slots[k] - 1], name)) return (int32_t)ix->slots[k] - 1;
+    return -1;
+}
+
+void sharp_name_index_free(sharp_name_index_t *ix)
+{
+    free(ix->slots);
+    ix->slots = NULL;
 }

@@ -350,7 +350,8 @@ static void link_zone_local(sharp_worker_t *w, sharp_worker_view_t *v, sharp_clu
 
 /* A view of snapshot s, keeping the balancers and pools of the clusters
  * the previous view `old` also has (the same cluster object: unchanged by
- * the update). */
+ * the update), found by name in the old snapshot's index: a push of 10,000
+ * clusters costs the worker's loop 10,000 lookups, not 10^8 comparisons. */
 static sharp_worker_view_t *view_new(sharp_worker_t *w, sharp_snapshot_t *s, const sharp_worker_view_t *old)
 {
     sharp_worker_view_t *v = sharp_calloc(1, sizeof *v);
@@ -359,8 +360,8 @@ static sharp_worker_view_t *view_new(sharp_worker_t *w, sharp_snapshot_t *s, con
     v->clusters = sharp_calloc(s->nclusters ? s->nclusters : 1, sizeof *v->clusters);
     for (uint32_t i = 0; i < s->nclusters; i++) {
         sharp_cluster_local_t *cl = NULL;
-        for (uint32_t k = 0; old && k < old->snap->nclusters && !cl; k++)
-            if (old->snap->clusters[k] == s->clusters[i]) cl = old->clusters[k];
+        int32_t k = old ? sharp_snapshot_cluster_index(old->snap, s->clusters[i]->name) : -1;
+        if (k >= 0 && old->snap->clusters[k] == s->clusters[i]) cl = old->clusters[k];
         if (!cl) cl = cluster_local_new(w, s->clusters[i]);
         cl->refs++;
         v->clusters[i] = cl;

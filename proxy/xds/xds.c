@@ -111,6 +111,7 @@ typedef struct warm {
     bool dns_wait;   /* its first resolution runs */
     bool sds_wait;   /* a secret of its TLS context is awaited */
     bool hc_pending; /* waits for the server's health checks to start */
+    bool kept;       /* a CDS update being applied keeps it warming */
     struct warm *next;
 } warm_t;
 
@@ -1655,8 +1656,6 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     uint32_t nneww = 0;
     uint32_t nold_warm = 0;
     for (warm_t *w = x->warming; w; w = w->next) nold_warm++;
-    warm_t **keepw = sharp_calloc(nold_warm ? nold_warm : 1, sizeof *keepw);
-    uint32_t nkeepw = 0;
     uint32_t added = 0, modified = 0, kept = 0, built = 0;
     uint64_t now = sharp_wall_us();
     sharp_sbuf_t errs = {0};
@@ -1665,13 +1664,24 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     /* the names, read before the resources are taken */
     const char **names = sharp_calloc(n ? n : 1, sizeof *names);
     for (size_t i = 0; i < n; i++) names[i] = ((const cluster_pb_t *)res[i])->name;
+    /* the names sent, active and warming, by name: a push of 10,000
+     * clusters looks each one up instead of scanning the others */
+    const char **active_names = sharp_calloc(x->nclusters ? x->nclusters : 1, sizeof *active_names);
+    for (uint32_t k = 0; k < x->nclusters; k++) active_names[k] = x->clusters[k].c->name;
+    warm_t **warms = sharp_calloc(nold_warm ? nold_warm : 1, sizeof *warms);
+    const char **warm_names = sharp_calloc(nold_warm ? nold_warm : 1, sizeof *warm_names);
+    uint32_t nwarm = 0;
+    for (warm_t *w = x->warming; w; w = w->next, nwarm++) {
+        warms[nwarm] = w;
+        warm_names[nwarm] = w->d.c->name;
+    }
+    sharp_name_index_t sent, active, warming;
+    sharp_name_index_init(&sent, names, (uint32_t)n);
+    sharp_name_index_init(&active, active_names, x->nclusters);
+    sharp_name_index_init(&warming, warm_names, nold_warm);
     /* Envoy's "cds: add N cluster(s), remove M cluster(s)": the set as sent */
     uint32_t leaving = 0;
-    for (uint32_t k = 0; k < x->nclusters; k++) {
-        bool stays = false;
-        for (size_t i = 0; i < n && !stays; i++) stays = !strcmp(names[i], x->clusters[k].c->name);
-        leaving += !stays;
-    }
+    for (uint32_t k = 0; k < x->nclusters; k++) leaving += sharp_name_index_find(&sent, x->clusters[k].c->name) < 0;
     sharp_info(config, "cds: add %zu cluster(s), remove %u cluster(s)", n, leaving);
     for (size_t i = 0; i < n; i++) {
         const cluster_pb_t *pb = (const cluster_pb_t *)res[i];
@@ -1683,15 +1693,10 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
             if (refused) refused[i] = true;
             continue;
         }
-        bool dup = false;
-        for (size_t k = 0; k < i && !dup; k++)
-            if (!strcmp(names[k], pb->name)) {
-                /* Envoy's CdsApiHelper: the first one stays applied */
-                snprintf(why, sizeof why, "duplicate cluster %s found", pb->name);
-                cds_error_add(x, &errs, pb->name, why);
-                dup = true;
-            }
-        if (dup) {
+        if ((size_t)sharp_name_index_find(&sent, pb->name) < i) {
+            /* Envoy's CdsApiHelper: the first one stays applied */
+            snprintf(why, sizeof why, "duplicate cluster %s found", pb->name);
+            cds_error_add(x, &errs, pb->name, why);
             if (refused) refused[i] = true;
             continue;
         }
@@ -1707,12 +1712,8 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
         size_t len = protobuf_c_message_get_packed_size(res[i]);
         uint8_t *packed = sharp_realloc(NULL, len ? len : 1);
         protobuf_c_message_pack(res[i], packed);
-        int32_t a = -1;
-        for (uint32_t k = 0; k < x->nclusters; k++)
-            if (!strcmp(x->clusters[k].c->name, pb->name)) a = (int32_t)k;
-        warm_t *w = NULL;
-        for (warm_t *c = x->warming; c && !w; c = c->next)
-            if (!strcmp(c->d.c->name, pb->name)) w = c;
+        int32_t a = sharp_name_index_find(&active, pb->name), wi = sharp_name_index_find(&warming, pb->name);
+        warm_t *w = wi >= 0 ? warms[wi] : NULL;
         bool same_warm = w && w->d.len == len && !memcmp(w->d.packed, packed, len);
         bool same_active = a >= 0 && x->clusters[a].len == len && !memcmp(x->clusters[a].packed, packed, len);
         if (same_warm || same_active) {
@@ -1720,7 +1721,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
              * warming one keeps warming; an active one cancels the warming
              * of another version) */
             free(packed);
-            if (same_warm) keepw[nkeepw++] = w;
+            if (same_warm) w->kept = true;
             if (a >= 0) {
                 next[nnext++] = x->clusters[a];
                 moved[a] = true;
@@ -1735,7 +1736,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
             free(packed);
             cds_error_add(x, &errs, pb->name, why);
             if (refused) refused[i] = true;
-            if (w) keepw[nkeepw++] = w;
+            if (w) w->kept = true;
             if (a >= 0) {
                 next[nnext++] = x->clusters[a];
                 moved[a] = true;
@@ -1779,18 +1780,15 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     warm_t **wp = &x->warming;
     while (*wp) {
         warm_t *w = *wp;
-        bool keep = false;
-        for (uint32_t k = 0; k < nkeepw && !keep; k++) keep = keepw[k] == w;
-        if (keep) {
+        if (w->kept) {
+            w->kept = false;
             wp = &w->next;
             continue;
         }
         *wp = w->next;
-        bool gone = true;
-        for (size_t i = 0; i < n && gone; i++) gone = strcmp(names[i], w->d.c->name) != 0;
-        bool active = false;
-        for (uint32_t k = 0; k < x->nclusters && !active; k++) active = !strcmp(x->clusters[k].c->name, w->d.c->name);
-        cancelled += gone && !active; /* a name that was only warming is removed */
+        bool gone = sharp_name_index_find(&sent, w->d.c->name) < 0;
+        /* a name that was only warming is removed */
+        cancelled += gone && sharp_name_index_find(&active, w->d.c->name) < 0;
         sharp_log_info("CDS: warming cluster '%s' %s", w->d.c->name, "replaced or removed before it warmed");
         warm_free(w);
     }
@@ -1801,8 +1799,7 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     for (uint32_t k = 0; k < x->nclusters; k++) {
         if (moved[k]) continue;
         dyn_cluster_t *o = &x->clusters[k];
-        bool gone = true;
-        for (size_t i = 0; i < n && gone; i++) gone = strcmp(names[i], o->c->name) != 0;
+        bool gone = sharp_name_index_find(&sent, o->c->name) < 0;
         removed += gone;
         sharp_log_info("CDS: cluster '%s' %s", o->c->name, gone ? "removed" : "modified");
         cluster_leaves(x, o);
@@ -1851,7 +1848,12 @@ static int cds_update(void *ud, ProtobufCMessage **res, size_t n, const char *ve
     free(from);
     free(moved);
     free(wfrom);
-    free(keepw);
+    sharp_name_index_free(&sent);
+    sharp_name_index_free(&active);
+    sharp_name_index_free(&warming);
+    free(active_names);
+    free(warms);
+    free(warm_names);
     free(names);
     bool rejected = errs.len > 0;
     sharp_sbuf_free(&errs);
