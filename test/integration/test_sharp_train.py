@@ -325,7 +325,7 @@ def test_scaling_bad_arguments(tmp_path):
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 SHIPPED = os.path.join(REPO, "proxy", "agent", "policies", "scaling.pol")
 SHIPPED_ARGS = ("scaling", "--trace", "flash,flash,step,noisy", "--seed", "2", "--steps", "2000000",
-                "--cost-weight", "0", "--excess-weight", "0.085", "--drop-weight", "0.3", "--ent-coef", "0.01",
+                "--cost-weight", "0", "--excess-weight", "0.1", "--drop-weight", "0.3", "--ent-coef", "0.01",
                 "--quiet")
 
 
