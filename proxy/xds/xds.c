@@ -4,6 +4,7 @@
 #include "config/bootstrap.h"
 #include "config/mapper.h"
 #include "config/route_config.h"
+#include "config/runtime_config.h"
 #include "http/route.h"
 #include "log.h"
 #include "sbuf.h"
@@ -27,6 +28,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/service/runtime/v3/rtds.pb-c.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -90,6 +92,15 @@ typedef struct rds {
     sub_t *sub;
     sharp_rds_table_t *cur; /* NULL until the resource arrives */
 } rds_t;
+
+/* An RTDS layer: the Runtime resource `name` fills the runtime's layer
+ * `layer` (Envoy's RtdsSubscription). */
+typedef struct rtds {
+    sharp_xds_t *x;
+    char *name;
+    int layer;
+    sub_t *sub;
+} rtds_t;
 
 typedef struct dyn_cluster {
     sharp_cluster_t *c; /* a reference */
@@ -179,6 +190,8 @@ struct sharp_xds {
     char *cds_version;
     rds_t **rds;
     uint32_t nrds;
+    rtds_t **rtds;
+    uint32_t nrtds;
     sub_t *cds;
     dyn_cluster_t *clusters;
     uint32_t nclusters;
@@ -512,8 +525,8 @@ static bool grpc_source(const ProtobufCMessage *config_source)
 
 static const sharp_xds_type_t *type_of(const ProtobufCMessageDescriptor *d)
 {
-    const sharp_xds_type_t *all[] = {&sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds,
-                                     &sharp_xds_type_rds, &sharp_xds_type_sds};
+    const sharp_xds_type_t *all[] = {&sharp_xds_type_rtds, &sharp_xds_type_cds, &sharp_xds_type_eds,
+                                     &sharp_xds_type_lds, &sharp_xds_type_rds, &sharp_xds_type_sds};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (all[i]->desc == d) return all[i];
     return NULL;
@@ -1121,6 +1134,12 @@ void sharp_xds_free(sharp_xds_t *x)
         free(x->rds[i]);
     }
     free(x->rds);
+    for (uint32_t i = 0; i < x->nrtds; i++) {
+        sub_free(x->rtds[i]->sub);
+        free(x->rtds[i]->name);
+        free(x->rtds[i]);
+    }
+    free(x->rtds);
     for (uint32_t i = 0; i < x->nclusters; i++) {
         dyn_cluster_t *d = &x->clusters[i];
         sharp_xds_eds_free(d->c->eds);
@@ -1329,6 +1348,96 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
         return -1;
     }
     return (int)(x->nrds - 1);
+}
+
+/* ---- RTDS ---- */
+
+/* Envoy's RtdsSubscription::onConfigUpdate: exactly one resource, the one
+ * subscribed, whose layer replaces the layer's values (later layers still
+ * override it); a gRPC update without it is an incremental removal (or a
+ * resource the server says does not exist: the mux tells no more), which
+ * clears the layer (onConfigRemoved). A layer that does not flatten is
+ * rejected and the previous values stay (Envoy would keep the bad layer
+ * and fail every later snapshot). */
+static int rtds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                       size_t errlen)
+{
+    (void)refused;
+    rtds_t *r = ud;
+    sharp_runtime_t *rt = r->x->srv->runtime;
+    sharp_runtime_values_t v = {0};
+    if (n == 0 && !r->sub->file) {
+        sharp_runtime_set_layer_values(rt, r->layer, &v);
+        sharp_log_info("RTDS: runtime layer '%s' removed by the server: its values are cleared", r->name);
+    } else {
+        if (n != 1) {
+            snprintf(err, errlen, "Unexpected RTDS resource length, number of added resources %zu, number of "
+                     "removed resources 0", n);
+            return -1;
+        }
+        const Envoy__Service__Runtime__V3__Runtime *m = (const void *)res[0];
+        if (strcmp(m->name, r->name) != 0) {
+            snprintf(err, errlen, "Unexpected RTDS runtime (expecting %s): %s", r->name, m->name);
+            return -1;
+        }
+        char ep[1024], em[1024];
+        if (sharp_config_runtime_struct(m->layer, "layer", &v, ep, sizeof ep, em, sizeof em) < 0) {
+            sharp_runtime_values_free(&v);
+            snprintf(err, errlen, "Runtime '%s': %s: %s", r->name, ep, em);
+            return -1;
+        }
+        uint32_t nkeys = v.n;
+        sharp_runtime_set_layer_values(rt, r->layer, &v);
+        sharp_log_info("RTDS: runtime layer '%s' version '%s' applied (%u key(s))", r->name, version ? version : "",
+                       nkeys);
+    }
+    /* later regexes (CDS, LDS) see the layer's re2.max_program_size limits */
+    char p[64], m[256];
+    sharp_config_runtime_regex_limits(rt, NULL, false, p, sizeof p, m, sizeof m);
+    return 0;
+}
+
+int sharp_xds_rtds_subscribe(sharp_xds_t *x, int layer, const ProtobufCMessage *rtds_layer, const char *field,
+                             char *err, size_t errlen)
+{
+    const Envoy__Config__Bootstrap__V3__RuntimeLayer__RtdsLayer *l = (const void *)rtds_layer;
+    char f[1024];
+    snprintf(f, sizeof f, "%s.rtds_config", field);
+    if (!l->rtds_config) {
+        /* Envoy's subscriptionFromConfigSource on a default ConfigSource */
+        snprintf(err, errlen, "%s: Missing config source specifier in envoy::config::core::v3::ConfigSource", f);
+        return -1;
+    }
+    const char *path = NULL, *wdir = NULL;
+    bool grpc = grpc_source(&l->rtds_config->base);
+    if (!grpc && sharp_xds_config_source_path(&l->rtds_config->base, f, &path, &wdir, err, errlen) < 0) return -1;
+    rtds_t *r = sharp_calloc(1, sizeof *r);
+    r->x = x;
+    r->name = sharp_strdup(l->name);
+    r->layer = layer;
+    /* Envoy's RtdsSubscription counts under the "runtime" scope: every
+     * RTDS layer shares runtime.update_success and the others */
+    sharp_xds_watcher_t w = {rtds_update, r};
+    if (grpc)
+        r->sub = grpc_sub_new(x, &envoy__service__runtime__v3__runtime__descriptor, &l->rtds_config->base, l->name,
+                              "runtime", f, w, err, errlen);
+    else
+        r->sub = sub_new(x, &envoy__service__runtime__v3__runtime__descriptor, path, wdir, "runtime", f, w, err,
+                         errlen);
+    if (!r->sub) {
+        free(r->name);
+        free(r);
+        return -1;
+    }
+    x->rtds = sharp_realloc(x->rtds, (x->nrtds + 1) * sizeof *x->rtds);
+    x->rtds[x->nrtds++] = r;
+    if (grpc) return 0; /* the stream brings it */
+    char why[1024];
+    if (sub_read(r->sub, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: runtime layer '%s' from %s: %s", f, l->name, path, why);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- EDS ---- */
