@@ -55,6 +55,14 @@ typedef struct sub {
     sharp_path_source_t *watch;
     sharp_xds_mux_watch_t *gw;
     gsrc_t *own;
+    /* a gRPC subscription made while the RTDS layers have their initial
+     * fetch: its watch is made (and its request sent, its
+     * initial_fetch_timeout started) once that is over, as Envoy starts
+     * CDS, LDS and what they bring after RTDS */
+    bool deferred;
+    gsrc_t *dsrc;
+    char *dname;
+    uint64_t dtimeout;
     bool init_pending; /* counted in x->init_pending until its first update, rejection or timeout */
     /* the initial fetch is over (an update, accepted or not, a resource that
      * does not exist, initial_fetch_timeout; a file's first read), and what
@@ -176,6 +184,9 @@ struct sharp_xds {
     bool grpc_started;
     /* initialization: subscriptions waiting for their first update */
     uint32_t init_pending;
+    /* gRPC RTDS layers whose initial fetch is not over: other gRPC
+     * subscriptions wait (sub_t.deferred) */
+    uint32_t rtds_waiting;
     void (*init_cb)(void *arg);
     void *init_arg;
     uv_timer_t init_timer;
@@ -354,6 +365,7 @@ static void sub_free(sub_t *s)
     init_done(s); /* a subscription that goes no longer holds the start back */
     free(s->path);
     free(s->wdir);
+    free(s->dname);
     free(s->version);
     free(s->error);
     free(s->error_version);
@@ -799,6 +811,14 @@ int sharp_xds_configure(sharp_xds_t *x, const ProtobufCMessage *bootstrap, char 
         x->ads = gsrc_new(x, dr->ads_config, "dynamic_resources.ads_config", "ads", "ads", NULL, "", err, errlen);
         if (!x->ads) return -1;
     }
+    /* Envoy's order: the RTDS layers first (LoaderImpl's init manager,
+     * started once the static clusters are initialized), then CDS and the
+     * rest; subscriptions made from now on wait for the layers */
+    const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
+    for (size_t i = 0; lr && i < lr->n_layers; i++)
+        if (lr->layers[i]->layer_specifier_case == ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER &&
+            lr->layers[i]->rtds_layer->rtds_config && grpc_source(&lr->layers[i]->rtds_layer->rtds_config->base))
+            x->rtds_waiting++;
     return 0;
 }
 
@@ -1002,6 +1022,13 @@ static sub_t *grpc_sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *typ
         x->init_pending++;
     }
     uint64_t timeout = cs->initial_fetch_timeout ? dur_ms(cs->initial_fetch_timeout) : XDS_INITIAL_FETCH_TIMEOUT_MS;
+    if (x->rtds_waiting && t != &sharp_xds_type_rtds) {
+        s->deferred = true;
+        s->dsrc = g;
+        s->dname = name ? sharp_strdup(name) : NULL;
+        s->dtimeout = timeout;
+        return s;
+    }
     sharp_xds_mux_watcher_t mw = {grpc_on_update, grpc_on_failure, s};
     s->gw = sharp_xds_mux_watch(g->mux, t, name, timeout, &mw);
     const char *version;
@@ -1397,12 +1424,43 @@ static int rtds_update(void *ud, ProtobufCMessage **res, size_t n, const char *v
     return 0;
 }
 
+/* Every gRPC RTDS layer's initial fetch is over (Envoy's "RTDS has
+ * finished initialization"): the subscriptions that waited make their
+ * watches, in the order they were made. */
+static void rtds_fetched(void *arg)
+{
+    rtds_t *r = arg;
+    sharp_xds_t *x = r->x;
+    if (!x->rtds_waiting || --x->rtds_waiting) return;
+    sharp_info(config, "xDS: RTDS has finished initialization");
+    size_t n = 0;
+    for (sub_t *s = x->subs; s; s = s->next) n += s->deferred;
+    if (!n) return;
+    sub_t **v = sharp_calloc(n, sizeof *v);
+    size_t k = n;
+    for (sub_t *s = x->subs; s; s = s->next) /* x->subs is newest first */
+        if (s->deferred) v[--k] = s;
+    for (size_t i = 0; i < n; i++) {
+        sub_t *s = v[i];
+        s->deferred = false;
+        sharp_xds_mux_watcher_t mw = {grpc_on_update, grpc_on_failure, s};
+        s->gw = sharp_xds_mux_watch(s->dsrc->mux, type_of(s->type), s->dname, s->dtimeout, &mw);
+    }
+    free(v);
+}
+
 int sharp_xds_rtds_subscribe(sharp_xds_t *x, int layer, const ProtobufCMessage *rtds_layer, const char *field,
                              char *err, size_t errlen)
 {
     const Envoy__Config__Bootstrap__V3__RuntimeLayer__RtdsLayer *l = (const void *)rtds_layer;
     char f[1024];
     snprintf(f, sizeof f, "%s.rtds_config", field);
+    if (!l->name[0]) {
+        /* a Runtime's name is never empty (min_len 1): such a layer would
+         * wait for what cannot come */
+        snprintf(err, errlen, "%s.name: the name of the Runtime resource to subscribe to is required", field);
+        return -1;
+    }
     if (!l->rtds_config) {
         /* Envoy's subscriptionFromConfigSource on a default ConfigSource */
         snprintf(err, errlen, "%s: Missing config source specifier in envoy::config::core::v3::ConfigSource", f);
@@ -1431,7 +1489,11 @@ int sharp_xds_rtds_subscribe(sharp_xds_t *x, int layer, const ProtobufCMessage *
     }
     x->rtds = sharp_realloc(x->rtds, (x->nrtds + 1) * sizeof *x->rtds);
     x->rtds[x->nrtds++] = r;
-    if (grpc) return 0; /* the stream brings it */
+    if (grpc) { /* the stream brings it */
+        r->sub->on_fetched = rtds_fetched;
+        r->sub->fetched_arg = r;
+        return 0;
+    }
     char why[1024];
     if (sub_read(r->sub, why, sizeof why) < 0) {
         snprintf(err, errlen, "%s: runtime layer '%s' from %s: %s", f, l->name, path, why);

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import SLOW, free_port, stat, validate_config, wait_for
 from test_support import CORPUS as CORPUS_DIR
-from test_xds_ads import ADS, H2, HCM, MODES, ROUTER, ads_config, env, ep, nacks, ready_state, wait_acked  # noqa: F401
+from test_xds_ads import ADS, CDS, H2, HCM, MODES, ROUTER, ads_config, env, ep, nacks, ready_state, wait_acked  # noqa: F401
 from test_xds_file import write_atomic
 
 RUNTIME = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
@@ -278,6 +278,11 @@ def test_file_rtds_refused_at_load(tmp_path):
     write_atomic(str(path), rtds_file(1, ("rtds", canary(5))))
     rc, out = validate_config(json.dumps(boot), ".json")
     assert rc == 0, out
+    # the Runtime's name is required
+    boot["layered_runtime"]["layers"][1]["rtds_layer"]["name"] = ""
+    rc, out = validate_config(json.dumps(boot), ".json")
+    assert rc == 1 and "layered_runtime.layers[1].rtds_layer.name: the name of the Runtime resource" in out, out
+    boot["layered_runtime"]["layers"][1]["rtds_layer"]["name"] = "rtds"
     # REST stays refused by name
     boot["layered_runtime"]["layers"][1]["rtds_layer"]["rtds_config"] = {
         "resource_api_version": "V3", "api_config_source": {"api_type": "REST", "transport_api_version": "V3",
@@ -309,3 +314,32 @@ def test_corpus_rtds_bootstraps(name):
         assert rc == 0, out
     else:
         assert rc == 1 and want in out, out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cds_waits_for_the_rtds_layer(env, mode):
+    """Envoy's init order: the RTDS layers' initial fetch, then CDS. While
+    the Runtime is held back on the server, SHARP asks for nothing else on
+    the ADS stream; once it came, CDS follows and the start completes."""
+    mk_cp, mk_up, mk_sharp = env
+    ups = {n: mk_up(n) for n in ("canary", "stable")}
+    cp = mk_cp()
+    cp.set(RUNTIME, [runtime_res("rtds", canary(100))])
+    cp.call("POST", "/hold", {"type_url": RUNTIME})
+    listen, admin = free_port(), free_port()
+    boot = bootstrap(listen, admin, cp.xds_port, ups, rtds_source(mode, True), mode, True)
+    boot["dynamic_resources"]["cds_config"] = ADS
+    s = mk_sharp(boot)
+    wait_for(lambda: cp.requests(RUNTIME), 10 * SLOW, "the RTDS request")
+    wait_for(lambda: [e for e in cp.entries() if e["dir"] == "held"], 10 * SLOW, "the held response")
+    time.sleep(0.3 * SLOW)  # nothing to await: CDS must stay unasked meanwhile
+    assert not cp.requests(CDS), cp.requests(CDS)
+    assert ready_state(admin)[0] != 200
+    cp.call("POST", "/hold", {"type_url": RUNTIME, "hold": False})
+    wait_for(lambda: cp.requests(CDS), 10 * SLOW, "the CDS request after RTDS")
+    s.wait_ready(admin, timeout=20 * SLOW)
+    assert who(listen) == {"canary"}
+    es = cp.entries()
+    first_cds = min(e["seq"] for e in es if e["dir"] == "in" and e["type_url"] == CDS)
+    rtds_out = min(e["seq"] for e in es if e["dir"] == "out" and e["type_url"] == RUNTIME)
+    assert rtds_out < first_cds
