@@ -1395,7 +1395,7 @@ static int rtds_update(void *ud, ProtobufCMessage **res, size_t n, const char *v
     sharp_runtime_values_t v = {0};
     if (n == 0 && !r->sub->file) {
         sharp_runtime_set_layer_values(rt, r->layer, &v);
-        sharp_log_info("RTDS: runtime layer '%s' removed by the server: its values are cleared", r->name);
+        sharp_info(runtime, "RTDS: runtime layer '%s' removed by the server: its values are cleared", r->name);
     } else {
         if (n != 1) {
             snprintf(err, errlen, "Unexpected RTDS resource length, number of added resources %zu, number of "
@@ -1415,8 +1415,8 @@ static int rtds_update(void *ud, ProtobufCMessage **res, size_t n, const char *v
         }
         uint32_t nkeys = v.n;
         sharp_runtime_set_layer_values(rt, r->layer, &v);
-        sharp_log_info("RTDS: runtime layer '%s' version '%s' applied (%u key(s))", r->name, version ? version : "",
-                       nkeys);
+        sharp_debug(runtime, "RTDS: runtime layer '%s' version '%s' applied (%u key(s))", r->name,
+                    version ? version : "", nkeys);
     }
     /* later regexes (CDS, LDS) see the layer's re2.max_program_size limits */
     char p[64], m[256];

@@ -1,6 +1,6 @@
 /* xds.h: configuration that changes at runtime (Envoy's xDS), on the main
- * thread: CDS clusters, EDS endpoints, RDS route tables and LDS listeners
- * (xds/lds.h).
+ * thread: CDS clusters, EDS endpoints, RDS route tables, LDS listeners
+ * (xds/lds.h) and RTDS runtime layers (runtime.h).
  *
  * A subscription delivers the state of the world for one resource type:
  * every resource of that type, and a version. Its transport is a file
