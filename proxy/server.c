@@ -139,7 +139,8 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)s->config->bootstrap;
     const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
     for (size_t i = 0; lr && i < lr->n_layers; i++) {
-        if (lr->layers[i]->layer_specifier_case != ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER)
+        if (lr->layers[i]->layer_specifier_case !=
+            ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER)
             continue;
         char field[96];
         snprintf(field, sizeof field, "layered_runtime.layers[%zu].rtds_layer", i);

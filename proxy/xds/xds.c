@@ -816,7 +816,8 @@ int sharp_xds_configure(sharp_xds_t *x, const ProtobufCMessage *bootstrap, char 
      * rest; subscriptions made from now on wait for the layers */
     const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
     for (size_t i = 0; lr && i < lr->n_layers; i++)
-        if (lr->layers[i]->layer_specifier_case == ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER &&
+        if (lr->layers[i]->layer_specifier_case ==
+                ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER &&
             lr->layers[i]->rtds_layer->rtds_config && grpc_source(&lr->layers[i]->rtds_layer->rtds_config->base))
             x->rtds_waiting++;
     return 0;
