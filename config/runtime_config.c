@@ -145,6 +145,21 @@ static int walk(const Google__Protobuf__Value *v, const char *key, const char *p
     return 0;
 }
 
+int sharp_config_runtime_struct(const Google__Protobuf__Struct *st, const char *path, sharp_runtime_values_t *out,
+                                char *epath, size_t epathlen, char *emsg, size_t emsglen)
+{
+    for (size_t k = 0; st && k < st->n_fields; k++) {
+        const Google__Protobuf__Struct__FieldsEntry *f = st->fields[k];
+        size_t fl = strlen(path) + strlen(f->key) + 2;
+        char *fp = sharp_calloc(fl, 1);
+        snprintf(fp, fl, "%s.%s", path, f->key);
+        int rc = walk(f->value, f->key, fp, out, epath, epathlen, emsg, emsglen, 0);
+        free(fp);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
 sharp_runtime_t *sharp_config_layered_runtime(const layered_t *lr, const char *service_cluster, sharp_stats_t *stats,
                                               char *epath, size_t epathlen, char *emsg, size_t emsglen)
 {
@@ -170,9 +185,9 @@ sharp_runtime_t *sharp_config_layered_runtime(const layered_t *lr, const char *s
             kind = SHARP_RUNTIME_LAYER_ADMIN;
             break;
         case ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER:
-            /* the support table refuses rtds_layer first; kept for safety */
-            ERR("rtds_layer is not supported by SHARP (RTDS is xDS)");
-            goto bad;
+            /* empty until its subscription (xds.h) delivers the layer */
+            kind = SHARP_RUNTIME_LAYER_RTDS;
+            break;
         default:
             /* PGV: the layer_specifier oneof is required */
             ERR("one of static_layer, disk_layer, admin_layer, rtds_layer is required");
@@ -185,16 +200,11 @@ sharp_runtime_t *sharp_config_layered_runtime(const layered_t *lr, const char *s
             goto bad_msg;
         }
         if (kind == SHARP_RUNTIME_LAYER_STATIC) {
-            const Google__Protobuf__Struct *st = l->static_layer;
             char p[200];
             snprintf(p, sizeof p, "%s.static_layer", path);
-            for (size_t k = 0; st && k < st->n_fields; k++) {
-                const Google__Protobuf__Struct__FieldsEntry *f = st->fields[k];
-                char fp[1200];
-                snprintf(fp, sizeof fp, "%s.%s", p, f->key);
-                if (walk(f->value, f->key, fp, &rt->layers[idx].values, epath, epathlen, emsg, emsglen, 0) < 0)
-                    goto bad_msg;
-            }
+            if (sharp_config_runtime_struct(l->static_layer, p, &rt->layers[idx].values, epath, epathlen, emsg,
+                                            emsglen) < 0)
+                goto bad_msg;
         } else if (kind == SHARP_RUNTIME_LAYER_DISK) {
             const Envoy__Config__Bootstrap__V3__RuntimeLayer__DiskLayer *d = l->disk_layer;
             sharp_runtime_set_disk(rt, idx, d->symlink_root ? d->symlink_root : "",

@@ -19,6 +19,15 @@ sharp_runtime_t *sharp_config_layered_runtime(const Envoy__Config__Bootstrap__V3
                                               const char *service_cluster, sharp_stats_t *stats, char *epath,
                                               size_t epathlen, char *emsg, size_t emsglen);
 
+/* A Struct's values as Envoy's ProtoLayer flattens a static_layer or an
+ * RTDS Runtime's layer: nested objects are dotted keys, an empty object or
+ * one with numerator or denominator is one value (a FractionalPercent),
+ * numbers, bools and strings are values, null and lists are errors. Adds to
+ * `out`; 0, or -1 with the path of the offending value (`path` names the
+ * struct) in epath and the message in emsg. */
+int sharp_config_runtime_struct(const Google__Protobuf__Struct *st, const char *path, sharp_runtime_values_t *out,
+                                char *epath, size_t epathlen, char *emsg, size_t emsglen);
+
 /* A google.protobuf.Value as Envoy's runtime text (its YAML rendering):
  * 5000 -> "5000", true -> "true", a struct -> "key: value" lines. */
 void sharp_config_runtime_value_text(const Google__Protobuf__Value *v, sharp_sbuf_t *out);

@@ -28,6 +28,7 @@
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
+#include "envoy/service/runtime/v3/rtds.pb-c.h"
 #include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
@@ -95,6 +96,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor,
         &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor,
         &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+        &envoy__service__runtime__v3__runtime__descriptor,
         &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
         &envoy__extensions__regex_engines__v3__google_re2__descriptor,
         &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,

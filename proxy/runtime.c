@@ -1,6 +1,6 @@
 /* runtime.c: Envoy's layered runtime (see runtime.h): value parsing as
  * SnapshotImpl::resolveEntryType, layers, snapshots, the admin layer, disk
- * layers and their symlink watch, and the lookups. */
+ * layers and their symlink watch, RTDS layers' values, and the lookups. */
 #include "runtime.h"
 #include "config/mapper.h"
 #include "log.h"
@@ -498,6 +498,15 @@ void sharp_runtime_stats_init(sharp_runtime_t *rt, sharp_stats_t *stats)
 
 void sharp_runtime_load(sharp_runtime_t *rt)
 {
+    publish(rt);
+}
+
+void sharp_runtime_set_layer_values(sharp_runtime_t *rt, int layer, sharp_runtime_values_t *values)
+{
+    sharp_runtime_values_t *v = &rt->layers[layer].values;
+    sharp_runtime_values_free(v);
+    *v = *values;
+    memset(values, 0, sizeof *values);
     publish(rt);
 }
 

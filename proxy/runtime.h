@@ -1,6 +1,7 @@
 /* runtime.h: Envoy's layered runtime (bootstrap layered_runtime).
  *
- * A runtime is a list of layers (static_layer, disk_layer, admin_layer);
+ * A runtime is a list of layers (static_layer, disk_layer, admin_layer,
+ * rtds_layer: values an xDS subscription delivers, xds/xds.h);
  * each maps dotted keys ("health_check.min_interval") to string values, a
  * later layer overriding an earlier one. Every value is parsed once, when
  * its layer is built, into what Envoy's SnapshotImpl::Entry holds: a bool
@@ -25,6 +26,7 @@ typedef enum {
     SHARP_RUNTIME_LAYER_STATIC,
     SHARP_RUNTIME_LAYER_DISK,
     SHARP_RUNTIME_LAYER_ADMIN,
+    SHARP_RUNTIME_LAYER_RTDS,
 } sharp_runtime_layer_kind_t;
 
 typedef struct sharp_runtime_entry {
@@ -59,7 +61,8 @@ typedef struct sharp_runtime_snapshot {
 typedef struct sharp_runtime_layer_config {
     char *name;
     sharp_runtime_layer_kind_t kind;
-    sharp_runtime_values_t values; /* static: from the bootstrap; admin: the overrides */
+    sharp_runtime_values_t values; /* static: from the bootstrap; admin: the overrides; rtds: the last
+                                      Runtime resource accepted (empty before and after its removal) */
     char *disk_path;               /* disk: symlink_root/subdirectory[/service cluster] */
     char *symlink_root;
 } sharp_runtime_layer_config_t;
@@ -110,6 +113,10 @@ const sharp_runtime_entry_t *sharp_runtime_values_find(const sharp_runtime_value
 void sharp_runtime_values_free(sharp_runtime_values_t *v);
 /* Parses `raw` into the typed parts of `e` (Envoy's resolveEntryType). */
 void sharp_runtime_entry_parse(sharp_runtime_entry_t *e);
+
+/* An RTDS layer's new values (taken: *values is left empty), and a new
+ * snapshot published. */
+void sharp_runtime_set_layer_values(sharp_runtime_t *rt, int layer, sharp_runtime_values_t *values);
 
 /* /runtime_modify: sets (or, for an empty value, removes) admin overrides and
  * publishes a new snapshot. -1 with Envoy's "No admin layer specified" when

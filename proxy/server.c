@@ -132,11 +132,23 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
     }
-    /* Envoy's init order: static clusters, CDS (and the EDS of its
-     * clusters), then LDS and the RDS of its listeners (the bootstrap's
-     * listeners read theirs while it was built); the files are read now, so
-     * the workers start with all of it */
+    /* Envoy's init order: static clusters, the RTDS layers, CDS (and the
+     * EDS of its clusters), then LDS and the RDS of its listeners (the
+     * bootstrap's listeners read theirs while it was built); the files are
+     * read now, so the workers start with all of it */
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)s->config->bootstrap;
+    const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
+    for (size_t i = 0; lr && i < lr->n_layers; i++) {
+        if (lr->layers[i]->layer_specifier_case !=
+            ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER)
+            continue;
+        char field[96];
+        snprintf(field, sizeof field, "layered_runtime.layers[%zu].rtds_layer", i);
+        if (sharp_xds_rtds_subscribe(s->xds, (int)i, &lr->layers[i]->rtds_layer->base, field, err, sizeof err) < 0) {
+            fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+            return -1;
+        }
+    }
     if (bs->dynamic_resources && bs->dynamic_resources->cds_config &&
         sharp_xds_cds_subscribe(s->xds, &bs->dynamic_resources->cds_config->base, "dynamic_resources.cds_config", err,
                                 sizeof err) < 0) {

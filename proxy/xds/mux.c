@@ -6,7 +6,7 @@
  * ACK or NACK due), and the resources the mux has (res_t: name, packed
  * bytes, version). A type is queued when it has something to say; the
  * queue is drained in order on a new stream (every subscribed type, Envoy's
- * CDS, EDS, LDS, RDS order), after each response (its ACK or NACK, and the
+ * RTDS, CDS, EDS, LDS, RDS order), after each response (its ACK or NACK, and the
  * subscription changes the watches made while applying it) and from the
  * next loop turn after a watch is added or removed, so the EDS names of
  * many new clusters go out in one request.
@@ -28,6 +28,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "envoy/service/runtime/v3/rtds.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -68,20 +69,20 @@ static const char *route_name(const ProtobufCMessage *m)
 const sharp_xds_type_t sharp_xds_type_cds = {
     TYPE_PREFIX "envoy.config.cluster.v3.Cluster", &envoy__config__cluster__v3__cluster__descriptor, "cluster", "cds",
     "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
-    "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters", 0, true, cluster_name, false};
+    "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters", 1, true, cluster_name, false};
 const sharp_xds_type_t sharp_xds_type_eds = {
     TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
     &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, "ClusterLoadAssignment", "eds",
     "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
-    "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints", 1, false, cla_name, true};
+    "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints", 2, false, cla_name, true};
 const sharp_xds_type_t sharp_xds_type_lds = {
     TYPE_PREFIX "envoy.config.listener.v3.Listener", &envoy__config__listener__v3__listener__descriptor, "listener",
     "lds", "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
-    "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners", 2, true, listener_name, false};
+    "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners", 3, true, listener_name, false};
 const sharp_xds_type_t sharp_xds_type_rds = {
     TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration", &envoy__config__route__v3__route_configuration__descriptor,
     "RouteConfiguration", "rds", "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
-    "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes", 3, false, route_name, false};
+    "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes", 4, false, route_name, false};
 
 static const char *secret_name(const ProtobufCMessage *m)
 {
@@ -92,13 +93,26 @@ const sharp_xds_type_t sharp_xds_type_sds = {
     TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
     &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, "secret", "sds",
     "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
-    "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets", 4, false, secret_name,
+    "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets", 5, false, secret_name,
     /* Envoy's SdsApi ACKs and ignores an incremental removal of its
      * secret (or its absence), and readies its init target */
     true};
 
+static const char *runtime_name(const ProtobufCMessage *m)
+{
+    return ((const Envoy__Service__Runtime__V3__Runtime *)m)->name;
+}
+/* RTDS: named runtime layers, first on a new stream (Envoy starts them
+ * before CDS). An incremental removal (or absence) ends the initial fetch:
+ * Envoy's RtdsSubscription clears the layer and readies its init target. */
+const sharp_xds_type_t sharp_xds_type_rtds = {
+    TYPE_PREFIX "envoy.service.runtime.v3.Runtime", &envoy__service__runtime__v3__runtime__descriptor, "Runtime",
+    "rtds", "/envoy.service.runtime.v3.RuntimeDiscoveryService/StreamRuntime",
+    "/envoy.service.runtime.v3.RuntimeDiscoveryService/DeltaRuntime", 0, false, runtime_name, true};
+
 static const sharp_xds_type_t *const all_types[SHARP_XDS_NTYPES] = {
-    &sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds, &sharp_xds_type_rds, &sharp_xds_type_sds};
+    &sharp_xds_type_rtds, &sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds, &sharp_xds_type_rds,
+    &sharp_xds_type_sds};
 
 /* ---- name sets ---- */
 

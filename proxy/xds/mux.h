@@ -31,7 +31,7 @@
  * it; a response naming a resource twice is rejected; the error_detail of
  * a NACK (google.rpc.Status INTERNAL, truncated at 4096 bytes as Envoy)
  * names every invalid resource. Requests go out in Envoy's order on a new
- * stream (CDS, EDS, LDS, RDS, SDS) and after that as they become due, through
+ * stream (RTDS, CDS, EDS, LDS, RDS, SDS) and after that as they become due, through
  * an optional token bucket (rate_limit_settings). */
 #ifndef SHARP_XDS_MUX_H
 #define SHARP_XDS_MUX_H
@@ -51,7 +51,7 @@ typedef struct sharp_xds_type {
     const char *kind;      /* "cluster", for messages */
     const char *short_name; /* "cds", for logs */
     const char *sotw_path, *delta_path; /* the type's own service (api_config_source) */
-    unsigned order;        /* requests on a new ADS stream go in this order: CDS, EDS, LDS, RDS, SDS */
+    unsigned order;        /* requests on a new ADS stream go in this order: RTDS, CDS, EDS, LDS, RDS, SDS */
     bool wildcard;         /* CDS, LDS: the whole type is subscribed */
     const char *(*name)(const ProtobufCMessage *m);
     /* a named resource removed or absent (incremental) ends its watch's
@@ -61,9 +61,9 @@ typedef struct sharp_xds_type {
     bool absent_ends_fetch;
 } sharp_xds_type_t;
 
-#define SHARP_XDS_NTYPES 5
-extern const sharp_xds_type_t sharp_xds_type_cds, sharp_xds_type_eds, sharp_xds_type_lds, sharp_xds_type_rds,
-    sharp_xds_type_sds;
+#define SHARP_XDS_NTYPES 6
+extern const sharp_xds_type_t sharp_xds_type_rtds, sharp_xds_type_cds, sharp_xds_type_eds, sharp_xds_type_lds,
+    sharp_xds_type_rds, sharp_xds_type_sds;
 
 typedef struct sharp_xds_mux sharp_xds_mux_t;
 typedef struct sharp_xds_mux_watch sharp_xds_mux_watch_t;

@@ -4,6 +4,7 @@
 #include "config/bootstrap.h"
 #include "config/mapper.h"
 #include "config/route_config.h"
+#include "config/runtime_config.h"
 #include "http/route.h"
 #include "log.h"
 #include "sbuf.h"
@@ -27,6 +28,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/service/runtime/v3/rtds.pb-c.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -53,6 +55,14 @@ typedef struct sub {
     sharp_path_source_t *watch;
     sharp_xds_mux_watch_t *gw;
     gsrc_t *own;
+    /* a gRPC subscription made while the RTDS layers have their initial
+     * fetch: its watch is made (and its request sent, its
+     * initial_fetch_timeout started) once that is over, as Envoy starts
+     * CDS, LDS and what they bring after RTDS */
+    bool deferred;
+    gsrc_t *dsrc;
+    char *dname;
+    uint64_t dtimeout;
     bool init_pending; /* counted in x->init_pending until its first update, rejection or timeout */
     /* the initial fetch is over (an update, accepted or not, a resource that
      * does not exist, initial_fetch_timeout; a file's first read), and what
@@ -90,6 +100,15 @@ typedef struct rds {
     sub_t *sub;
     sharp_rds_table_t *cur; /* NULL until the resource arrives */
 } rds_t;
+
+/* An RTDS layer: the Runtime resource `name` fills the runtime's layer
+ * `layer` (Envoy's RtdsSubscription). */
+typedef struct rtds {
+    sharp_xds_t *x;
+    char *name;
+    int layer;
+    sub_t *sub;
+} rtds_t;
 
 typedef struct dyn_cluster {
     sharp_cluster_t *c; /* a reference */
@@ -166,6 +185,9 @@ struct sharp_xds {
     bool grpc_started;
     /* initialization: subscriptions waiting for their first update */
     uint32_t init_pending;
+    /* gRPC RTDS layers whose initial fetch is not over: other gRPC
+     * subscriptions wait (sub_t.deferred) */
+    uint32_t rtds_waiting;
     void (*init_cb)(void *arg);
     void *init_arg;
     uv_timer_t init_timer;
@@ -180,6 +202,8 @@ struct sharp_xds {
     char *cds_version;
     rds_t **rds;
     uint32_t nrds;
+    rtds_t **rtds;
+    uint32_t nrtds;
     sub_t *cds;
     dyn_cluster_t *clusters;
     uint32_t nclusters;
@@ -342,6 +366,7 @@ static void sub_free(sub_t *s)
     init_done(s); /* a subscription that goes no longer holds the start back */
     free(s->path);
     free(s->wdir);
+    free(s->dname);
     free(s->version);
     free(s->error);
     free(s->error_version);
@@ -513,8 +538,8 @@ static bool grpc_source(const ProtobufCMessage *config_source)
 
 static const sharp_xds_type_t *type_of(const ProtobufCMessageDescriptor *d)
 {
-    const sharp_xds_type_t *all[] = {&sharp_xds_type_cds, &sharp_xds_type_eds, &sharp_xds_type_lds,
-                                     &sharp_xds_type_rds, &sharp_xds_type_sds};
+    const sharp_xds_type_t *all[] = {&sharp_xds_type_rtds, &sharp_xds_type_cds, &sharp_xds_type_eds,
+                                     &sharp_xds_type_lds, &sharp_xds_type_rds, &sharp_xds_type_sds};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (all[i]->desc == d) return all[i];
     return NULL;
@@ -787,6 +812,15 @@ int sharp_xds_configure(sharp_xds_t *x, const ProtobufCMessage *bootstrap, char 
         x->ads = gsrc_new(x, dr->ads_config, "dynamic_resources.ads_config", "ads", "ads", NULL, "", err, errlen);
         if (!x->ads) return -1;
     }
+    /* Envoy's order: the RTDS layers first (LoaderImpl's init manager,
+     * started once the static clusters are initialized), then CDS and the
+     * rest; subscriptions made from now on wait for the layers */
+    const Envoy__Config__Bootstrap__V3__LayeredRuntime *lr = bs->layered_runtime;
+    for (size_t i = 0; lr && i < lr->n_layers; i++)
+        if (lr->layers[i]->layer_specifier_case ==
+                ENVOY__CONFIG__BOOTSTRAP__V3__RUNTIME_LAYER__LAYER_SPECIFIER_RTDS_LAYER &&
+            lr->layers[i]->rtds_layer->rtds_config && grpc_source(&lr->layers[i]->rtds_layer->rtds_config->base))
+            x->rtds_waiting++;
     return 0;
 }
 
@@ -990,6 +1024,13 @@ static sub_t *grpc_sub_new(sharp_xds_t *x, const ProtobufCMessageDescriptor *typ
         x->init_pending++;
     }
     uint64_t timeout = cs->initial_fetch_timeout ? dur_ms(cs->initial_fetch_timeout) : XDS_INITIAL_FETCH_TIMEOUT_MS;
+    if (x->rtds_waiting && t != &sharp_xds_type_rtds) {
+        s->deferred = true;
+        s->dsrc = g;
+        s->dname = name ? sharp_strdup(name) : NULL;
+        s->dtimeout = timeout;
+        return s;
+    }
     sharp_xds_mux_watcher_t mw = {grpc_on_update, grpc_on_failure, s};
     s->gw = sharp_xds_mux_watch(g->mux, t, name, timeout, &mw);
     const char *version;
@@ -1122,6 +1163,12 @@ void sharp_xds_free(sharp_xds_t *x)
         free(x->rds[i]);
     }
     free(x->rds);
+    for (uint32_t i = 0; i < x->nrtds; i++) {
+        sub_free(x->rtds[i]->sub);
+        free(x->rtds[i]->name);
+        free(x->rtds[i]);
+    }
+    free(x->rtds);
     for (uint32_t i = 0; i < x->nclusters; i++) {
         dyn_cluster_t *d = &x->clusters[i];
         sharp_xds_eds_free(d->c->eds);
@@ -1330,6 +1377,131 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds_msg, con
         return -1;
     }
     return (int)(x->nrds - 1);
+}
+
+/* ---- RTDS ---- */
+
+/* Envoy's RtdsSubscription::onConfigUpdate: exactly one resource, the one
+ * subscribed, whose layer replaces the layer's values (later layers still
+ * override it); a gRPC update without it is an incremental removal (or a
+ * resource the server says does not exist: the mux tells no more), which
+ * clears the layer (onConfigRemoved). A layer that does not flatten is
+ * rejected and the previous values stay (Envoy would keep the bad layer
+ * and fail every later snapshot). */
+static int rtds_update(void *ud, ProtobufCMessage **res, size_t n, const char *version, bool *refused, char *err,
+                       size_t errlen)
+{
+    (void)refused;
+    rtds_t *r = ud;
+    sharp_runtime_t *rt = r->x->srv->runtime;
+    sharp_runtime_values_t v = {0};
+    if (n == 0 && !r->sub->file) {
+        sharp_runtime_set_layer_values(rt, r->layer, &v);
+        sharp_info(runtime, "RTDS: runtime layer '%s' removed by the server: its values are cleared", r->name);
+    } else {
+        if (n != 1) {
+            snprintf(err, errlen, "Unexpected RTDS resource length, number of added resources %zu, number of "
+                     "removed resources 0", n);
+            return -1;
+        }
+        const Envoy__Service__Runtime__V3__Runtime *m = (const void *)res[0];
+        if (strcmp(m->name, r->name) != 0) {
+            snprintf(err, errlen, "Unexpected RTDS runtime (expecting %s): %s", r->name, m->name);
+            return -1;
+        }
+        char ep[1024], em[1024];
+        if (sharp_config_runtime_struct(m->layer, "layer", &v, ep, sizeof ep, em, sizeof em) < 0) {
+            sharp_runtime_values_free(&v);
+            snprintf(err, errlen, "Runtime '%s': %s: %s", r->name, ep, em);
+            return -1;
+        }
+        uint32_t nkeys = v.n;
+        sharp_runtime_set_layer_values(rt, r->layer, &v);
+        sharp_debug(runtime, "RTDS: runtime layer '%s' version '%s' applied (%u key(s))", r->name,
+                    version ? version : "", nkeys);
+    }
+    /* later regexes (CDS, LDS) see the layer's re2.max_program_size limits */
+    char p[64], m[256];
+    sharp_config_runtime_regex_limits(rt, NULL, false, p, sizeof p, m, sizeof m);
+    return 0;
+}
+
+/* Every gRPC RTDS layer's initial fetch is over (Envoy's "RTDS has
+ * finished initialization"): the subscriptions that waited make their
+ * watches, in the order they were made. */
+static void rtds_fetched(void *arg)
+{
+    rtds_t *r = arg;
+    sharp_xds_t *x = r->x;
+    if (!x->rtds_waiting || --x->rtds_waiting) return;
+    sharp_info(config, "xDS: RTDS has finished initialization");
+    size_t n = 0;
+    for (sub_t *s = x->subs; s; s = s->next) n += s->deferred;
+    if (!n) return;
+    sub_t **v = sharp_calloc(n, sizeof *v);
+    size_t k = n;
+    for (sub_t *s = x->subs; s; s = s->next) /* x->subs is newest first */
+        if (s->deferred) v[--k] = s;
+    for (size_t i = 0; i < n; i++) {
+        sub_t *s = v[i];
+        s->deferred = false;
+        sharp_xds_mux_watcher_t mw = {grpc_on_update, grpc_on_failure, s};
+        s->gw = sharp_xds_mux_watch(s->dsrc->mux, type_of(s->type), s->dname, s->dtimeout, &mw);
+    }
+    free(v);
+}
+
+int sharp_xds_rtds_subscribe(sharp_xds_t *x, int layer, const ProtobufCMessage *rtds_layer, const char *field,
+                             char *err, size_t errlen)
+{
+    const Envoy__Config__Bootstrap__V3__RuntimeLayer__RtdsLayer *l = (const void *)rtds_layer;
+    char f[1024];
+    snprintf(f, sizeof f, "%s.rtds_config", field);
+    if (!l->name[0]) {
+        /* a Runtime's name is never empty (min_len 1): such a layer would
+         * wait for what cannot come */
+        snprintf(err, errlen, "%s.name: the name of the Runtime resource to subscribe to is required", field);
+        return -1;
+    }
+    if (!l->rtds_config) {
+        /* Envoy's subscriptionFromConfigSource on a default ConfigSource */
+        snprintf(err, errlen, "%s: Missing config source specifier in envoy::config::core::v3::ConfigSource", f);
+        return -1;
+    }
+    const char *path = NULL, *wdir = NULL;
+    bool grpc = grpc_source(&l->rtds_config->base);
+    if (!grpc && sharp_xds_config_source_path(&l->rtds_config->base, f, &path, &wdir, err, errlen) < 0) return -1;
+    rtds_t *r = sharp_calloc(1, sizeof *r);
+    r->x = x;
+    r->name = sharp_strdup(l->name);
+    r->layer = layer;
+    /* Envoy's RtdsSubscription counts under the "runtime" scope: every
+     * RTDS layer shares runtime.update_success and the others */
+    sharp_xds_watcher_t w = {rtds_update, r};
+    if (grpc)
+        r->sub = grpc_sub_new(x, &envoy__service__runtime__v3__runtime__descriptor, &l->rtds_config->base, l->name,
+                              "runtime", f, w, err, errlen);
+    else
+        r->sub = sub_new(x, &envoy__service__runtime__v3__runtime__descriptor, path, wdir, "runtime", f, w, err,
+                         errlen);
+    if (!r->sub) {
+        free(r->name);
+        free(r);
+        return -1;
+    }
+    x->rtds = sharp_realloc(x->rtds, (x->nrtds + 1) * sizeof *x->rtds);
+    x->rtds[x->nrtds++] = r;
+    if (grpc) { /* the stream brings it */
+        r->sub->on_fetched = rtds_fetched;
+        r->sub->fetched_arg = r;
+        return 0;
+    }
+    char why[1024];
+    if (sub_read(r->sub, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: runtime layer '%s' from %s: %s", f, l->name, path, why);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- EDS ---- */

@@ -1,6 +1,6 @@
 /* xds.h: configuration that changes at runtime (Envoy's xDS), on the main
- * thread: CDS clusters, EDS endpoints, RDS route tables and LDS listeners
- * (xds/lds.h).
+ * thread: CDS clusters, EDS endpoints, RDS route tables, LDS listeners
+ * (xds/lds.h) and RTDS runtime layers (runtime.h).
  *
  * A subscription delivers the state of the world for one resource type:
  * every resource of that type, and a version. Its transport is a file
@@ -111,6 +111,14 @@ int sharp_xds_rds_subscribe(sharp_xds_t *x, const ProtobufCMessage *rds, const c
  * initial_fetch_timeout; a file: at once). A listener from LDS warms until
  * then (xds/lds.h). */
 bool sharp_xds_rds_fetched(const sharp_xds_t *x, int32_t index);
+/* RTDS: a layered_runtime layer's rtds_layer (RtdsLayer message), filling
+ * layer `layer` of the server's runtime. Reads a file now (refusing the
+ * configuration if it cannot be read or its Runtime is refused); a gRPC
+ * source's layer comes with the stream, and its initial fetch holds the
+ * workers back as every gRPC subscription's does. Stats: Envoy's
+ * runtime.update_* (one set for every RTDS layer). 0, or -1 with err. */
+int sharp_xds_rtds_subscribe(sharp_xds_t *x, int layer, const ProtobufCMessage *rtds_layer, const char *field,
+                             char *err, size_t errlen);
 /* CDS: dynamic_resources.cds_config. Reads a file now (its clusters are
  * in the first snapshot). */
 int sharp_xds_cds_subscribe(sharp_xds_t *x, const ProtobufCMessage *config_source, const char *field, char *err,

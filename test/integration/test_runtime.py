@@ -202,9 +202,11 @@ def test_validation_errors():
                        "is required" in out, out
     rc, out = validate(with_runtime(base, "  - name: a\n    static_layer: { a.b: 1, a: { b: 2 } }\n"))
     assert rc == 1 and "runtime key 'a.b' is given twice in this layer" in out, out
-    # RTDS is xDS: refused by name
+    # RTDS needs its config source (Envoy's subscription factory on a default ConfigSource)
     rc, out = validate(with_runtime(base, "  - name: r\n    rtds_layer: { name: r }\n"))
-    assert rc == 1 and "rtds_layer" in out and "RTDS" in out, out
+    assert rc == 1 and "layered_runtime.layers[0].rtds_layer.rtds_config: Missing config source specifier" in out, out
+    rc, out = validate(with_runtime(base, "  - name: r\n    rtds_layer: { name: r, rtds_config: { ads: {} } }\n"))
+    assert rc == 1 and "rtds_layer.rtds_config.ads: ADS must be configured" in out, out
     rc, out = validate(with_runtime(base, "  - name: a\n    static_layer: { x: 1 }\n  - name: b\n    admin_layer: {}\n"))
     assert rc == 0, out
 

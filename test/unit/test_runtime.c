@@ -1,6 +1,7 @@
 /* test_runtime.c: the layered runtime (runtime.h, config/runtime_config.h):
  * value parsing as Envoy's resolveEntryType, static layer flattening,
- * layering, the admin layer, disk layers, the lookups and the validation
+ * layering, the admin layer, disk layers, RTDS layers (their Struct
+ * flattened, their place among the layers), the lookups and the validation
  * errors. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include "upstream/lb.h"
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/service/runtime/v3/rtds.pb-c.h"
 
 static sharp_runtime_entry_t entry(const char *raw)
 {
@@ -375,6 +377,135 @@ static void test_panic_threshold_key(void **state)
     sharp_lb_destroy(&lb);
 }
 
+/* A Runtime resource (RTDS) from YAML, flattened as Envoy's ProtoLayer. */
+static int rtds_values(const char *yaml, sharp_runtime_values_t *v, char *ep, char *em)
+{
+    sharp_config_error_t e = {{0}};
+    sharp_config_doc_t *doc =
+        sharp_config_parse(yaml, strlen(yaml), "test", &envoy__service__runtime__v3__runtime__descriptor, &e);
+    if (!doc) fail_msg("%s", e.msg);
+    const Envoy__Service__Runtime__V3__Runtime *r = (const void *)sharp_config_doc_message(doc);
+    int rc = sharp_config_runtime_struct(r->layer, "layer", v, ep, 256, em, 256);
+    sharp_config_doc_free(doc);
+    return rc;
+}
+
+static void test_rtds_struct_flattening(void **state)
+{
+    char ep[256] = "", em[256] = "";
+    sharp_runtime_values_t v = {0};
+    assert_int_equal(rtds_values("name: r\n"
+                                 "layer:\n"
+                                 "  envoy: { reloadable_features: { a: true, b: false } }\n"
+                                 "  n: 12\n"
+                                 "  d: 0.25\n"
+                                 "  s: \"some text\"\n"
+                                 "  dotted.key: { deeper: 3 }\n"
+                                 "  pct: { numerator: 7, denominator: TEN_THOUSAND }\n"
+                                 "  only_num: { numerator: 2 }\n"
+                                 "  empty: {}\n",
+                                 &v, ep, em),
+                     0);
+    assert_int_equal(v.n, 9);
+    assert_string_equal(sharp_runtime_values_find(&v, "envoy.reloadable_features.a")->raw, "true");
+    assert_string_equal(sharp_runtime_values_find(&v, "envoy.reloadable_features.b")->raw, "false");
+    assert_string_equal(sharp_runtime_values_find(&v, "n")->raw, "12");
+    assert_true(sharp_runtime_values_find(&v, "n")->has_uint);
+    assert_string_equal(sharp_runtime_values_find(&v, "d")->raw, "0.25");
+    assert_string_equal(sharp_runtime_values_find(&v, "s")->raw, "some text");
+    assert_string_equal(sharp_runtime_values_find(&v, "dotted.key.deeper")->raw, "3");
+    /* an object with numerator or denominator is one value: a FractionalPercent */
+    const sharp_runtime_entry_t *e = sharp_runtime_values_find(&v, "pct");
+    assert_true(e->has_fractional && e->numerator == 7 && e->denominator == 10000);
+    e = sharp_runtime_values_find(&v, "only_num");
+    assert_true(e->has_fractional && e->numerator == 2 && e->denominator == 100);
+    assert_string_equal(sharp_runtime_values_find(&v, "empty")->raw, "{}");
+    sharp_runtime_values_free(&v);
+    /* no layer: no values */
+    assert_int_equal(rtds_values("name: r\n", &v, ep, em), 0);
+    assert_int_equal(v.n, 0);
+    /* null and lists are errors naming the value */
+    assert_int_equal(rtds_values("name: r\nlayer: { a: { b: null } }\n", &v, ep, em), -1);
+    assert_string_equal(ep, "layer.a.b");
+    assert_string_equal(em, "Invalid runtime entry value for a.b");
+    sharp_runtime_values_free(&v);
+    assert_int_equal(rtds_values("name: r\nlayer: { l: [1] }\n", &v, ep, em), -1);
+    assert_string_equal(em, "Invalid runtime entry value for l");
+    sharp_runtime_values_free(&v);
+    /* a key given twice (dotted and nested) */
+    assert_int_equal(rtds_values("name: r\nlayer: { a.b: 1, a: { b: 2 } }\n", &v, ep, em), -1);
+    sharp_runtime_values_free(&v);
+}
+
+static void test_rtds_layer_order(void **state)
+{
+    char ep[256] = "", em[256] = "";
+    sharp_runtime_t *rt = load("layers:\n"
+                               "- name: base\n"
+                               "  static_layer: { k: 1, only_base: b }\n"
+                               "- name: rtds-a\n"
+                               "  rtds_layer: { name: a, rtds_config: { ads: {} } }\n"
+                               "- name: mid\n"
+                               "  static_layer: { m: 5 }\n"
+                               "- name: rtds-b\n"
+                               "  rtds_layer: { name: b, rtds_config: { ads: {} } }\n"
+                               "- name: admin\n"
+                               "  admin_layer: {}\n",
+                               ep, em);
+    if (!rt) fail_msg("%s: %s", ep, em);
+    /* the RTDS layers are there, empty, before their first update */
+    assert_int_equal(rt->current->nlayers, 5);
+    assert_string_equal(rt->current->layers[1].name, "rtds-a");
+    assert_int_equal(rt->current->layers[1].values.n, 0);
+    assert_int_equal(rt->layers[1].kind, SHARP_RUNTIME_LAYER_RTDS);
+    sharp_runtime_tls = rt->current;
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 1);
+    sharp_runtime_values_t v = {0};
+    /* rtds-a overrides the static layer before it; mid's keys stay */
+    sharp_runtime_values_set(&v, "k", "2");
+    sharp_runtime_values_set(&v, "m", "6");
+    const sharp_runtime_snapshot_t *old = rt->current;
+    sharp_runtime_set_layer_values(rt, 1, &v);
+    assert_int_equal(v.n, 0); /* taken */
+    assert_ptr_not_equal(rt->current, old);
+    assert_ptr_equal(sharp_runtime_tls, rt->current);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 2);
+    assert_int_equal(sharp_runtime_get_u64("m", 0), 5); /* mid comes after rtds-a */
+    /* rtds-b comes after mid */
+    sharp_runtime_values_set(&v, "m", "7");
+    sharp_runtime_values_set(&v, "k", "3");
+    sharp_runtime_set_layer_values(rt, 3, &v);
+    assert_int_equal(sharp_runtime_get_u64("m", 0), 7);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 3);
+    /* the admin layer overrides every RTDS layer */
+    char err[128];
+    const char *keys[] = {"k"}, *vals[] = {"9"};
+    assert_int_equal(sharp_runtime_merge_admin(rt, keys, vals, 1, err, sizeof err), 0);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 9);
+    vals[0] = "";
+    assert_int_equal(sharp_runtime_merge_admin(rt, keys, vals, 1, err, sizeof err), 0);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 3);
+    /* a removal clears rtds-b: rtds-a's value again, and mid's */
+    sharp_runtime_set_layer_values(rt, 3, &v);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 2);
+    assert_int_equal(sharp_runtime_get_u64("m", 0), 5);
+    assert_int_equal(rt->current->layers[3].values.n, 0);
+    assert_int_equal(rt->current->nlayers, 5);
+    /* and rtds-a: the static layer's */
+    sharp_runtime_set_layer_values(rt, 1, &v);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 1);
+    assert_string_equal(sharp_runtime_get("only_base")->raw, "b");
+    /* a reader's snapshot stays valid while newer ones are published */
+    sharp_runtime_snapshot_t *held = sharp_runtime_snapshot_ref(rt->current);
+    sharp_runtime_values_set(&v, "k", "4");
+    sharp_runtime_set_layer_values(rt, 1, &v);
+    assert_int_equal(sharp_runtime_snapshot_get(held, "k")->uint_value, 1);
+    assert_int_equal(sharp_runtime_get_u64("k", 0), 4);
+    sharp_runtime_snapshot_unref(held);
+    sharp_runtime_free(rt);
+    assert_null(sharp_runtime_tls);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +517,8 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_regex_limits),
         cmocka_unit_test(test_disk_layer),
+        cmocka_unit_test(test_rtds_struct_flattening),
+        cmocka_unit_test(test_rtds_layer_order),
         cmocka_unit_test(test_health_check_interval_bounds),
         cmocka_unit_test(test_panic_threshold_key),
     };

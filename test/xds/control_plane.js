@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // A small xDS control plane for tests, on @grpc/grpc-js and Envoy's official
 // discovery protos: ADS (StreamAggregatedResources, DeltaAggregatedResources)
-// and the per-type LDS/CDS/RDS/EDS/SDS Stream*/Delta* services, plaintext h2c.
+// and the per-type LDS/CDS/RDS/EDS/SDS/RTDS Stream*/Delta* services, plaintext h2c.
 //
 //   node control_plane.js XDS_PORT CONTROL_PORT [--tls CERT KEY]
 //

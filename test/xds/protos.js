@@ -20,6 +20,7 @@ const TYPES = {
     rds: 'envoy.config.route.v3.RouteConfiguration',
     eds: 'envoy.config.endpoint.v3.ClusterLoadAssignment',
     sds: 'envoy.extensions.transport_sockets.tls.v3.Secret',
+    rtds: 'envoy.service.runtime.v3.Runtime',
 };
 // the per-type services and their streams, with the type each one carries
 const SERVICES = {
@@ -33,6 +34,8 @@ const SERVICES = {
         'StreamEndpoints', 'DeltaEndpoints'],
     sds: ['envoy/service/secret/v3/sds.proto', 'envoy.service.secret.v3.SecretDiscoveryService',
         'StreamSecrets', 'DeltaSecrets'],
+    rtds: ['envoy/service/runtime/v3/rtds.proto', 'envoy.service.runtime.v3.RuntimeDiscoveryService',
+        'StreamRuntime', 'DeltaRuntime'],
     ads: ['envoy/service/discovery/v3/ads.proto',
         'envoy.service.discovery.v3.AggregatedDiscoveryService',
         'StreamAggregatedResources', 'DeltaAggregatedResources'],
