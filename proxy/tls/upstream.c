@@ -237,6 +237,14 @@ void sharp_upstream_tls_close(sharp_upstream_conn_t *c)
     sharp_tls_conn_close_now(t->engine, &c->writer, (uv_stream_t *)&c->tcp);
 }
 
+void sharp_upstream_tls_shutdown(sharp_upstream_conn_t *c)
+{
+    struct sharp_upstream_tls *t = c->tls;
+    if (!t->engine || !t->open) return;
+    sharp_tls_conn_close(t->engine);
+    send_ciphertext(c);
+}
+
 struct sharp_tls_conn *sharp_upstream_tls_engine(const sharp_upstream_conn_t *c)
 {
     return c->tls && c->tls->open ? c->tls->engine : NULL;

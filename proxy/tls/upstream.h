@@ -38,6 +38,10 @@ void sharp_upstream_tls_read(struct sharp_upstream_conn *c, ssize_t nread, const
  * (its queued writes are cancelled by the close: nothing may overtake
  * them). */
 void sharp_upstream_tls_close(struct sharp_upstream_conn *c);
+/* Our side of the connection ends, the other goes on (a TCP proxy's
+ * half-close): close_notify is queued after what was written, before the
+ * caller's FIN. */
+void sharp_upstream_tls_shutdown(struct sharp_upstream_conn *c);
 /* The connection is released (the engine lives on while a stream that
  * logs it holds a reference). */
 void sharp_upstream_tls_free(struct sharp_upstream_conn *c);

@@ -6,6 +6,7 @@
  * TLS, outlier detection and the upstream_cx_* stats, as Envoy's TCP
  * connection pool does for its TCP proxy. */
 #include "upstream/codec.h"
+#include "tls/upstream.h"
 #include "log.h"
 #include "stats.h"
 
@@ -168,8 +169,10 @@ static void tcp_send_data(sharp_upstream_cx_t *s, const char *p, size_t n, bool 
         sharp_counter_add(sharp_upstream_conn_shard(c), cluster_of(c)->st.cx_tx_bytes_total, n);
     }
     if (end_stream) {
-        /* the downstream half-closed: our FIN follows what was written */
+        /* the downstream half-closed: our FIN follows what was written
+         * (over TLS, after close_notify, as the downstream side does) */
         cx->write_closed = true;
+        if (c->tls) sharp_upstream_tls_shutdown(c);
         uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
         if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) free(req);
     }

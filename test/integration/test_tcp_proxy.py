@@ -717,6 +717,55 @@ def test_tls_to_the_upstream(procs, servers, pki):
     assert stat(p.admin, "cluster.backend.ssl.handshake") == 1
 
 
+def test_half_close_to_a_tls_upstream_sends_close_notify(procs, pki):
+    """A plain downstream half-closes towards a TLS upstream: SHARP sends
+    close_notify before its FIN, so the upstream reads a clean end of the
+    stream (a FIN alone is a truncation attack to a TLS peer) and its
+    answer still comes back."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    lsock.settimeout(10 * SLOW)
+    result = {}
+
+    def serve():
+        raw, _ = lsock.accept()
+        # ragged EOFs raise instead of reading as an end (Python's
+        # contexts ignore them by default)
+        ctx = tls_server_ctx(pki, "rsa")
+        ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+        conn = ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+        conn.settimeout(10 * SLOW)
+        n, how = 0, "clean"
+        try:
+            while True:
+                b = conn.recv(65536)
+                if not b:
+                    break
+                n += len(b)
+        except ssl.SSLEOFError:
+            how = "ragged"
+        result["how"] = how
+        conn.sendall(f"{n} {how}".encode())
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    ts = ("    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n"
+          "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+          f"        sni: {TLS_HOST}\n"
+          f"        common_tls_context: {{ validation_context: {{ trusted_ca: {{ filename: {pki}/ca.crt }} }} }}\n")
+    try:
+        p = start(procs, cluster_yaml("backend", [lsock.getsockname()[1]], ts))
+        with connect(p) as s:
+            s.sendall(b"d" * 5000)
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"5000 clean", result
+        t.join(10 * SLOW)
+    finally:
+        lsock.close()
+
+
 # ---- drain, config ---------------------------------------------------------
 
 
