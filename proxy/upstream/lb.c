@@ -118,7 +118,13 @@ void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t
         uint32_t id = lb->hosts[i]->locality, k = 0;
         while (k < n && lb->loc_id[k] != id) k++;
         if (k == n) {
-            if (n == SHARP_ZONE_MAX_LOCALITIES) continue; /* beyond: never a locality of its own */
+            if (n == SHARP_ZONE_MAX_LOCALITIES) {
+                /* more localities than a plan holds: no zone routing for
+                 * this host set (its hosts beyond the plan would never be
+                 * picked), the policy's own choice among all hosts */
+                n = 0;
+                break;
+            }
             lb->loc_id[n++] = id;
         }
     }

@@ -264,6 +264,43 @@ static void test_balancer_residual_split(void **state)
 /* Enough upstream capacity in the local zone: every pick stays there,
  * unless the local cluster is in panic, then the healthy hosts of every
  * zone are used (or none, with fail_traffic_on_panic). */
+/* 70 localities of one host each, more than a plan holds: zone routing
+ * is off for the set, and every host takes picks (none is left out). */
+static void test_balancer_too_many_localities(void **state)
+{
+    (void)state;
+    enum { N = SHARP_ZONE_MAX_LOCALITIES + 6 };
+    static sharp_host_t h[N];
+    sharp_host_t *ptr[N];
+    for (uint32_t i = 0; i < N; i++) {
+        char zone[16];
+        snprintf(zone, sizeof zone, "z%02u", i);
+        memset(&h[i], 0, sizeof h[i]);
+        snprintf(h[i].address, sizeof h[i].address, "10.1.0.%u:80", i + 1);
+        h[i].weight = 1;
+        h[i].locality = sharp_locality_intern("", zone, "");
+        ptr[i] = &h[i];
+    }
+    hosts_t loc = {0};
+    add_host(&loc, h[0].locality);
+    add_host(&loc, h[1].locality);
+    sharp_hostset_t *ls = sharp_hostset_new(loc.ptr, loc.n, 1);
+    sharp_zone_config_t zc = {.routing_enabled = 100, .min_cluster_size = 1};
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, ptr, N, 7);
+    sharp_lb_set_zone(&lb, &zc, h[0].locality, &ls);
+    assert_int_equal(lb.nloc, 0);
+    bool seen[N] = {false};
+    for (int i = 0; i < 4 * N; i++) {
+        sharp_host_t *p = sharp_lb_choose(&lb);
+        assert_non_null(p);
+        seen[p - h] = true;
+    }
+    for (uint32_t i = 0; i < N; i++) assert_true(seen[i]);
+    sharp_lb_destroy(&lb);
+    sharp_hostset_unref(ls);
+}
+
 static void test_balancer_direct_and_local_panic(void **state)
 {
     (void)state;
@@ -317,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_locality_order),
         cmocka_unit_test(test_balancer_residual_split),
         cmocka_unit_test(test_balancer_direct_and_local_panic),
+        cmocka_unit_test(test_balancer_too_many_localities),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
