@@ -827,6 +827,10 @@ static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_ro
 {
     char p[512];
     r->name = pb->name[0] ? sharp_strdup(pb->name) : NULL;
+    if (pb->decorator) {
+        r->decorator_operation = sharp_strdup(pb->decorator->operation);
+        r->decorator_propagate = pb->decorator->propagate ? pb->decorator->propagate->value : true;
+    }
     r->case_sensitive = true;
     r->timeout_ms = DEFAULT_TIMEOUT_MS;
     if (match_from(c, sub(p, sizeof p, path, "match"), pb->match, r) < 0) return -1;

@@ -13,6 +13,7 @@
 #include "upstream/pool.h"
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
+#include "http/zipkin.h"
 #include "xds/lds.h"
 
 #include <unistd.h>
@@ -594,6 +595,7 @@ static void on_wakeup(uv_async_t *a)
         begin_drain(w);
         sharp_conn_close_all(w);
         sharp_shadow_abort_all(w); /* before their pools go */
+        sharp_zipkin_stop_all(w);
         teardown_clusters(w);
         sharp_access_log_worker_flush(w);
         uv_timer_stop(&w->tick);
@@ -651,6 +653,8 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->connections);
     sharp_dlist_init(&w->inspecting);
     sharp_dlist_init(&w->shadows);
+    sharp_dlist_init(&w->zipkin_reporters);
+    sharp_dlist_init(&w->zipkin_reports);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);

@@ -221,6 +221,11 @@ typedef struct sharp_upgrade {
 
 typedef struct sharp_route {
     char *name;
+    /* decorator: the span name of the requests it routes (NULL: none), and
+     * whether an egress connection manager passes it on in
+     * x-envoy-decorator-operation (propagate, default true) */
+    char *decorator_operation;
+    bool decorator_propagate;
     /* match */
     sharp_route_match_kind_t match_kind;
     char *path; /* prefix, exact path, separated prefix, or the regex text */
