@@ -508,9 +508,14 @@ static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb,
     tc->egress = b->traffic_direction == ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND;
     /* client_sampling: a HUNDRED fraction whose numerator is the percent
      * (truncated); random and overall: rounded to a TEN_THOUSAND fraction */
-    tc->client_sampling = t->client_sampling ? (uint32_t)t->client_sampling->value : 100;
-    tc->random_sampling = t->random_sampling ? (uint32_t)llround(t->random_sampling->value * 100.0) : 10000;
-    tc->overall_sampling = t->overall_sampling ? (uint32_t)llround(t->overall_sampling->value * 100.0) : 10000;
+    tc->sampling = (sharp_trace_sampling_t){
+        .client_num = t->client_sampling ? (uint32_t)t->client_sampling->value : 100,
+        .client_den = 100,
+        .random_num = t->random_sampling ? (uint32_t)llround(t->random_sampling->value * 100.0) : 10000,
+        .random_den = 10000,
+        .overall_num = t->overall_sampling ? (uint32_t)llround(t->overall_sampling->value * 100.0) : 10000,
+        .overall_den = 10000,
+    };
     tc->max_path_tag_length = t->max_path_tag_length ? t->max_path_tag_length->value : 256;
     const bootstrap_t *bs = the_bootstrap(b);
     const Envoy__Config__Core__V3__Node *node = bs ? bs->node : NULL;

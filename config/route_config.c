@@ -823,6 +823,29 @@ static int direct_from(ctx_t *c, const char *path,
     return 0;
 }
 
+/* Route.tracing (Envoy's RouteTracingImpl): each fraction 100% unless set. */
+static int route_tracing_from(ctx_t *c, const char *path, const Envoy__Config__Route__V3__Tracing *t,
+                              sharp_route_t *r)
+{
+    static const uint32_t denominators[] = {100, 10000, 1000000};
+    const Envoy__Type__V3__FractionalPercent *f[3] = {t->client_sampling, t->random_sampling, t->overall_sampling};
+    static const char *const names[3] = {"client_sampling", "random_sampling", "overall_sampling"};
+    uint32_t num[3], den[3];
+    char p[512];
+    for (int i = 0; i < 3; i++) {
+        num[i] = 100;
+        den[i] = 100;
+        if (!f[i]) continue;
+        if ((unsigned)f[i]->denominator >= SHARP_ARRAY_SIZE(denominators))
+            return fail(c, sub(p, sizeof p, path, names[i]), "unknown denominator");
+        num[i] = f[i]->numerator;
+        den[i] = denominators[f[i]->denominator];
+    }
+    r->has_tracing = true;
+    r->tracing = (sharp_trace_sampling_t){num[0], den[0], num[1], den[1], num[2], den[2]};
+    return 0;
+}
+
 static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_route_t *r)
 {
     char p[512];
@@ -831,6 +854,7 @@ static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_ro
         r->decorator_operation = sharp_strdup(pb->decorator->operation);
         r->decorator_propagate = pb->decorator->propagate ? pb->decorator->propagate->value : true;
     }
+    if (pb->tracing && route_tracing_from(c, sub(p, sizeof p, path, "tracing"), pb->tracing, r) < 0) return -1;
     r->case_sensitive = true;
     r->timeout_ms = DEFAULT_TIMEOUT_MS;
     if (match_from(c, sub(p, sizeof p, path, "match"), pb->match, r) < 0) return -1;

@@ -178,6 +178,15 @@ typedef struct {
     char *key;            /* runtime_key, NULL when empty */
 } sharp_runtime_fraction_t;
 
+/* Tracing sampling fractions (http/tracing.h): the connection manager's,
+ * or a route's tracing (Envoy's RouteTracingImpl), each numerator out of
+ * its denominator (100, 10000 or 1000000). */
+typedef struct {
+    uint32_t client_num, client_den;   /* tracing.client_enabled */
+    uint32_t random_num, random_den;   /* tracing.random_sampling */
+    uint32_t overall_num, overall_den; /* tracing.global_enabled */
+} sharp_trace_sampling_t;
+
 /* Envoy's featureEnabled(runtime_key, default_value, random) on the
  * thread's runtime snapshot (proxy/runtime.h). */
 bool sharp_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random);
@@ -226,6 +235,10 @@ typedef struct sharp_route {
      * x-envoy-decorator-operation (propagate, default true) */
     char *decorator_operation;
     bool decorator_propagate;
+    /* tracing: its fractions replace the connection manager's (each 100%
+     * unless set) */
+    bool has_tracing;
+    sharp_trace_sampling_t tracing;
     /* match */
     sharp_route_match_kind_t match_kind;
     char *path; /* prefix, exact path, separated prefix, or the regex text */

@@ -82,7 +82,7 @@ bool sharp_request_id_integer(const char *rid, size_t len, uint64_t *out)
     return parse_hex64(rid, 8, out);
 }
 
-sharp_trace_reason_t sharp_tracing_decide(const sharp_tracing_config_t *tc, char *rid, size_t len,
+sharp_trace_reason_t sharp_tracing_decide(const sharp_trace_sampling_t *f, char *rid, size_t len,
                                           const sharp_trace_inputs_t *in, bool *decided)
 {
     *decided = false;
@@ -94,16 +94,16 @@ sharp_trace_reason_t sharp_tracing_decide(const sharp_tracing_config_t *tc, char
     sharp_trace_reason_t r = sharp_request_id_reason(rid, len);
     if (r == SHARP_TRACE_NOT_TRACEABLE) {
         if (in->client_trace_id &&
-            sharp_runtime_fraction_enabled("tracing.client_enabled", tc->client_sampling, 100, in->client_random))
+            sharp_runtime_fraction_enabled("tracing.client_enabled", f->client_num, f->client_den, in->client_random))
             r = SHARP_TRACE_CLIENT_FORCED;
         else if (in->force_trace)
             r = SHARP_TRACE_SERVICE_FORCED;
-        else if (sharp_runtime_fraction_enabled("tracing.random_sampling", tc->random_sampling, 10000, result))
+        else if (sharp_runtime_fraction_enabled("tracing.random_sampling", f->random_num, f->random_den, result))
             r = SHARP_TRACE_SAMPLING;
         sharp_request_id_set_reason(rid, len, r);
     }
     if (r != SHARP_TRACE_NOT_TRACEABLE &&
-        !sharp_runtime_fraction_enabled("tracing.global_enabled", tc->overall_sampling, 10000, result)) {
+        !sharp_runtime_fraction_enabled("tracing.global_enabled", f->overall_num, f->overall_den, result)) {
         r = SHARP_TRACE_NOT_TRACEABLE;
         sharp_request_id_set_reason(rid, len, r);
     }

@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "http/headers.h"
+#include "http/route.h"
 #include "sbuf.h"
 #include "stats.h"
 
@@ -50,9 +51,9 @@ typedef struct sharp_zipkin_config {
 /* HttpConnectionManager.tracing, translated. */
 typedef struct sharp_tracing_config {
     bool egress;               /* the listener's traffic_direction is OUTBOUND: CLIENT spans, "egress" */
-    uint32_t client_sampling;  /* out of 100 */
-    uint32_t random_sampling;  /* out of 10000 */
-    uint32_t overall_sampling; /* out of 10000 */
+    /* client_sampling out of 100, random_sampling and overall_sampling out
+     * of 10000 (a route's tracing replaces them) */
+    sharp_trace_sampling_t sampling;
     uint32_t max_path_tag_length; /* default 256 */
     sharp_zipkin_config_t *zipkin; /* NULL: no provider, decisions only (Envoy's null tracer) */
     const char *node_id, *zone, *service_name; /* node.id, node.locality.zone, node.cluster (owned) */
@@ -82,10 +83,11 @@ typedef struct {
     uint64_t client_random; /* the draw of tracing.client_enabled (a fresh random number) */
 } sharp_trace_inputs_t;
 
-/* Envoy's mutateTracingRequestHeader: the final reason, written into the
- * request id (rid, len: a writable copy of x-request-id; NULL or malformed:
- * no decision is made and NOT_TRACEABLE is returned with *decided false). */
-sharp_trace_reason_t sharp_tracing_decide(const sharp_tracing_config_t *tc, char *rid, size_t len,
+/* Envoy's mutateTracingRequestHeader with these fractions (the connection
+ * manager's or the route's): the final reason, written into the request id
+ * (rid, len: a writable copy of x-request-id; NULL or malformed: no
+ * decision is made and NOT_TRACEABLE is returned with *decided false). */
+sharp_trace_reason_t sharp_tracing_decide(const sharp_trace_sampling_t *f, char *rid, size_t len,
                                           const sharp_trace_inputs_t *in, bool *decided);
 
 /* ---- B3 propagation (Envoy's Zipkin SpanContextExtractor) ---- */

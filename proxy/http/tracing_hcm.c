@@ -52,7 +52,9 @@ void sharp_tracing_begin(sharp_stream_t *s)
         rlen = v.len;
     }
     bool decided;
-    sharp_trace_reason_t reason = sharp_tracing_decide(tc, have ? rid : NULL, rlen, &in, &decided);
+    /* a route's tracing replaces the connection manager's fractions */
+    const sharp_trace_sampling_t *f = s->route && s->route->has_tracing ? &s->route->tracing : &tc->sampling;
+    sharp_trace_reason_t reason = sharp_tracing_decide(f, have ? rid : NULL, rlen, &in, &decided);
     if (decided && (rlen != v.len || memcmp(rid, v.p, rlen) != 0)) {
         sharp_headers_set(h, "x-request-id", 12, rid, rlen);
         sharp_copy_str(s->info.request_id, sizeof s->info.request_id, rid, rlen);

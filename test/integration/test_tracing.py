@@ -84,7 +84,9 @@ tracing:
 
 def config(listen, admin, upstream_port, collector_port, zipkin_extra="", hcm_tracing_extra="",
            direction="INBOUND", runtime="", bootstrap_tracing=False):
-    routes = ('- match: { prefix: "/" }\n  route: { cluster: backend }\n'
+    routes = ('- match: { prefix: "/quiet" }\n  route: { cluster: backend }\n'
+              '  tracing: { random_sampling: { numerator: 0 } }\n'
+              '- match: { prefix: "/" }\n  route: { cluster: backend }\n'
               '  decorator: { operation: checkout }\n')
     hcm = ZIPKIN.format(extra="".join("      " + ln + "\n" for ln in zipkin_extra.splitlines()))
     hcm += "".join("  " + ln + "\n" for ln in hcm_tracing_extra.splitlines())
@@ -219,6 +221,20 @@ def test_sampling_decisions(procs, echo, collector):
     assert stat(admin, "tracing.zipkin.timer_flushed") >= 1
     assert stat(admin, "http.ingress_http.tracing.not_traceable") == 1
     assert stat(admin, "http.ingress_http.tracing.client_enabled") == 1
+    assert stat(admin, "http.ingress_http.tracing.random_sampling") == 1
+
+
+def test_route_tracing_overrides(procs, echo, collector):
+    """A route's tracing replaces the connection manager's fractions: its
+    random_sampling 0% leaves its requests untraced, the other route's
+    are traced by the connection manager's 100%."""
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, echo.port, collector.port), admin)
+    _, _, e = get(listen, path="/quiet")
+    assert seen(e, "x-b3-sampled") == "0" and seen(e, "x-request-id")[14] == "4"
+    _, _, e = get(listen, path="/loud")
+    assert seen(e, "x-b3-sampled") == "1" and seen(e, "x-request-id")[14] == "9"
+    assert stat(admin, "http.ingress_http.tracing.not_traceable") == 1
     assert stat(admin, "http.ingress_http.tracing.random_sampling") == 1
 
 

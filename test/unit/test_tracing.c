@@ -50,12 +50,12 @@ static void request_id_reason(void **state)
     assert_false(sharp_request_id_integer("zzzzzzzz-", 9, &v));
 }
 
-static sharp_tracing_config_t cfg(uint32_t client, uint32_t random, uint32_t overall)
+static sharp_trace_sampling_t cfg(uint32_t client, uint32_t random, uint32_t overall)
 {
-    return (sharp_tracing_config_t){.client_sampling = client, .random_sampling = random, .overall_sampling = overall};
+    return (sharp_trace_sampling_t){client, 100, random, 10000, overall, 10000};
 }
 
-static sharp_trace_reason_t decide(const sharp_tracing_config_t *tc, char *rid, bool client, bool force, bool *d)
+static sharp_trace_reason_t decide(const sharp_trace_sampling_t *tc, char *rid, bool client, bool force, bool *d)
 {
     sharp_trace_inputs_t in = {.client_trace_id = client, .force_trace = force, .client_random = 0};
     return sharp_tracing_decide(tc, rid, rid ? strlen(rid) : 0, &in, d);
@@ -65,7 +65,7 @@ static void decision(void **state)
 {
     (void)state;
     bool d;
-    sharp_tracing_config_t all = cfg(100, 10000, 10000), none = cfg(100, 0, 10000);
+    sharp_trace_sampling_t all = cfg(100, 10000, 10000), none = cfg(100, 0, 10000);
     char rid[] = "00000064-0000-4000-8000-000000000000"; /* 0x64 = 100: result 100 */
     assert_int_equal(decide(&all, rid, false, false, &d), SHARP_TRACE_SAMPLING);
     assert_true(d);
@@ -77,7 +77,7 @@ static void decision(void **state)
     assert_int_equal(decide(&none, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
     assert_int_equal(rid[14], '4');
     /* random_sampling is out of 10000, drawn from the id: 100 < 101 */
-    sharp_tracing_config_t r100 = cfg(100, 100, 10000), r101 = cfg(100, 101, 10000);
+    sharp_trace_sampling_t r100 = cfg(100, 100, 10000), r101 = cfg(100, 101, 10000);
     assert_int_equal(decide(&r100, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
     assert_int_equal(decide(&r101, rid, false, false, &d), SHARP_TRACE_SAMPLING);
     rid[14] = '4';
@@ -85,11 +85,11 @@ static void decision(void **state)
     assert_int_equal(decide(&none, rid, true, true, &d), SHARP_TRACE_CLIENT_FORCED);
     assert_int_equal(rid[14], 'b');
     rid[14] = '4';
-    sharp_tracing_config_t noclient = cfg(0, 0, 10000);
+    sharp_trace_sampling_t noclient = cfg(0, 0, 10000);
     assert_int_equal(decide(&noclient, rid, true, true, &d), SHARP_TRACE_SERVICE_FORCED);
     assert_int_equal(rid[14], 'a');
     /* overall_sampling vetoes every reason, forced ones too */
-    sharp_tracing_config_t veto = cfg(100, 10000, 0);
+    sharp_trace_sampling_t veto = cfg(100, 10000, 0);
     assert_int_equal(decide(&veto, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
     assert_int_equal(rid[14], '4');
     assert_int_equal(decide(&veto, rid, true, false, &d), SHARP_TRACE_NOT_TRACEABLE);
@@ -105,6 +105,13 @@ static void decision(void **state)
     assert_int_equal(decide(&all, other, false, false, &d), SHARP_TRACE_SAMPLING);
     assert_true(d);
     assert_string_equal(other, "0000000100");
+    /* a route's fractions: any denominator (random is the id modulo 10000) */
+    sharp_trace_sampling_t route = {100, 100, 101, 1000000, 100, 100};
+    rid[14] = '4';
+    assert_int_equal(decide(&route, rid, false, false, &d), SHARP_TRACE_SAMPLING);
+    route.random_num = 100;
+    rid[14] = '4';
+    assert_int_equal(decide(&route, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
 }
 
 /* ---- B3 ---- */
