@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import (PathEchoUpstream, Sharp, free_port, h1_request, stat, validate_config, wait_for,
+from conftest import (PathEchoUpstream, Sharp, free_port, h1_request, h2_request, stat, validate_config, wait_for,
                       bootstrap_yaml)
 
 CORPUS = "/work/shared/envoy-corpus"
@@ -259,6 +259,27 @@ def test_egress_client_span_and_bootstrap_provider(procs, echo, collector):
     c = next(s for s in spans if s["id"] == child)
     assert c["kind"] == "CLIENT" and c["parentId"] == "00000000000000aa" and "shared" not in c
     assert c["traceId"] == "0000000000000001" and c["name"] == "checkout"
+
+
+def test_http2_downstream_and_post_body(procs, echo, collector):
+    """An HTTP/2 request with a body: the span says HTTP/2, its request
+    and response sizes, and its name comes from the caller's
+    x-envoy-decorator-operation (ingress), which the upstream does not see."""
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, echo.port, collector.port, runtime="tracing.zipkin.min_flush_spans: 1"),
+          admin)
+    st, hdrs, body = h2_request(listen, "/upload", method="POST", body=b"x" * 1000,
+                                headers={"x-envoy-decorator-operation": "caller-op"})
+    assert st == 200
+    e = json.loads(body)
+    assert seen(e, "x-envoy-decorator-operation") is None
+    # the caller's operation replaced the decorator's: none goes back
+    assert "x-envoy-decorator-operation" not in hdrs
+    wait_for(lambda: collector.spans(), 10, "the span")
+    sp = collector.spans()[0]
+    assert sp["name"] == "caller-op"
+    assert sp["tags"]["http.protocol"] == "HTTP/2" and sp["tags"]["http.method"] == "POST"
+    assert sp["tags"]["request_size"] == "1000" and sp["tags"]["response_size"] == str(len(body))
 
 
 def test_dead_collector_loses_no_request(procs, echo):
