@@ -500,6 +500,7 @@ static void check_snapshot(sharp_worker_t *w)
     /* the listeners before the snapshot goes: an entry keeps a pointer to
      * its listener, which the old snapshot may hold last */
     sync_listeners(w, ns);
+    sharp_zipkin_sync(w, ns);
     sharp_snapshot_unref(w->snap);
     w->snap = ns; /* the handed-over reference */
     sharp_view_unref(old);
@@ -674,6 +675,7 @@ int sharp_worker_init(sharp_worker_t *w)
     w->listener_drain_epoch = sharp_lds_drain_epoch();
     setup_clusters(w);
     sharp_dlist_init(&w->listens);
+    sharp_zipkin_sync(w, w->snap);
     return sync_listeners(w, w->snap);
 }
 

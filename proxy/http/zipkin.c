@@ -257,6 +257,18 @@ static reporter_t *find_reporter(sharp_worker_t *w, const sharp_zipkin_config_t 
     return r;
 }
 
+void sharp_zipkin_sync(sharp_worker_t *w, const sharp_snapshot_t *snap)
+{
+    if (w->stopping) return;
+    for (uint32_t i = 0; i < snap->nlisteners; i++) {
+        const sharp_listener_config_t *l = snap->listeners[i];
+        for (uint32_t c = 0; c < l->nchains + l->has_default_chain; c++) {
+            const sharp_hcm_config_t *h = l->chains[c]->hcm;
+            if (h && h->tracing && h->tracing->zipkin) find_reporter(w, h->tracing->zipkin);
+        }
+    }
+}
+
 void sharp_zipkin_report(sharp_worker_t *w, const sharp_zipkin_config_t *zc, sharp_sbuf_t *json)
 {
     if (w->stopping) {

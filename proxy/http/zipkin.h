@@ -1,7 +1,9 @@
 /* zipkin.h: the worker's Zipkin reporters (Envoy's ReporterImpl).
  *
- * Each worker has one reporter per collector (cluster, endpoint, hostname),
- * made when the worker reports its first span to it. A reporter keeps the
+ * Each worker has one reporter per collector (cluster, endpoint, hostname)
+ * of its configuration, made when the worker takes a configuration naming
+ * it (as Envoy's thread-local reporters, made with the driver, whose flush
+ * timers run from then on) and kept until the worker stops. A reporter keeps the
  * finished spans' JSON (tracing.h) and POSTs them as one Zipkin v2 JSON
  * array (content-type application/json) to the collector cluster when
  * runtime tracing.zipkin.min_flush_spans (default 5) are pending, and
@@ -28,6 +30,9 @@
 #include "http/tracing.h"
 #include "worker.h"
 
+/* Makes the reporters of the collectors snap's connection managers name
+ * that the worker does not have yet. */
+void sharp_zipkin_sync(sharp_worker_t *w, const sharp_snapshot_t *snap);
 /* Hands the JSON of one sampled span (moved out of *json) to the worker's
  * reporter for zc's collector. */
 void sharp_zipkin_report(sharp_worker_t *w, const sharp_zipkin_config_t *zc, sharp_sbuf_t *json);

@@ -297,6 +297,43 @@ def test_dead_collector_loses_no_request(procs, echo):
     assert st == 200
 
 
+def test_slow_collector_times_out(procs, echo):
+    """A collector that accepts and never answers: each report fails at
+    tracing.zipkin.request_timeout, the proxied requests do not wait."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        listen, admin = free_port(), free_port()
+        start(procs, config(listen, admin, echo.port, srv.getsockname()[1],
+                            runtime="tracing.zipkin.min_flush_spans: 1, tracing.zipkin.request_timeout: 300"), admin)
+        for _ in range(3):
+            assert get(listen)[0] == 200
+        wait_for(lambda: stat(admin, "tracing.zipkin.reports_failed") == 3, 10, "three timed out reports")
+        assert stat(admin, "cluster.zipkin.upstream_rq_timeout") == 3
+        assert stat(admin, "tracing.zipkin.reports_sent") == 0
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        srv.close()
+
+
 def test_collector_refusing_counts_dropped(procs, echo):
     c = Collector(status=500)
     try:
