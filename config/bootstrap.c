@@ -517,6 +517,17 @@ static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb,
         .overall_den = 10000,
     };
     tc->max_path_tag_length = t->max_path_tag_length ? t->max_path_tag_length->value : 256;
+    char terr[1024];
+    snprintf(p, sizeof p, "%s.tracing.custom_tags", path);
+    if (sharp_config_custom_tags(t->custom_tags, t->n_custom_tags, p, &tc->custom_tags, terr, sizeof terr) < 0) {
+        /* the translator's message starts with its own path */
+        const char *colon = strstr(terr, ": ");
+        char sub[1200];
+        snprintf(sub, sizeof sub, "%.*s", colon ? (int)(colon - terr) : 0, terr);
+        fail(b, colon ? sub : p, "%s", colon ? colon + 2 : terr);
+        sharp_tracing_config_free(tc);
+        return NULL;
+    }
     const bootstrap_t *bs = the_bootstrap(b);
     const Envoy__Config__Core__V3__Node *node = bs ? bs->node : NULL;
     tc->node_id = sharp_strdup(b->srv ? b->srv->node_id : "");

@@ -18,6 +18,7 @@ void sharp_tracing_config_free(sharp_tracing_config_t *tc)
 {
     if (!tc) return;
     sharp_zipkin_config_free(tc->zipkin);
+    sharp_custom_tags_free(&tc->custom_tags);
     free((char *)tc->node_id);
     free((char *)tc->zone);
     free((char *)tc->service_name);
@@ -261,10 +262,28 @@ void sharp_span_start(sharp_span_t *sp, const sharp_tracing_config_t *tc, const 
 void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
 {
     if (!key[0] || !vlen) return;
-    if (sp->ntags++) sharp_sbuf_puts(&sp->tags, ",");
+    if (sp->ntags == sp->cap_tags) {
+        sp->cap_tags = sp->cap_tags ? sp->cap_tags * 2 : 24;
+        sp->tag_refs = sharp_realloc(sp->tag_refs, sp->cap_tags * sizeof *sp->tag_refs);
+    }
+    struct sharp_span_tag_ref *r = &sp->tag_refs[sp->ntags++];
+    r->off = (uint32_t)sp->tags.len;
     sharp_json_string(&sp->tags, key, strlen(key));
+    r->klen = (uint32_t)sp->tags.len - r->off;
     sharp_sbuf_puts(&sp->tags, ":");
     sharp_json_string(&sp->tags, value, vlen);
+    r->len = (uint32_t)sp->tags.len - r->off;
+}
+
+bool sharp_span_has_tag(const sharp_span_t *sp, const char *key)
+{
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < sp->ntags; i++) {
+        const struct sharp_span_tag_ref *r = &sp->tag_refs[i];
+        /* keys are compared as written: a key needing no escape reads as itself */
+        if (r->klen == n + 2 && memcmp(sp->tags.data + r->off + 1, key, n) == 0) return true;
+    }
+    return false;
 }
 
 void sharp_span_free(sharp_span_t *sp)
@@ -272,6 +291,9 @@ void sharp_span_free(sharp_span_t *sp)
     free(sp->name);
     sp->name = NULL;
     sharp_sbuf_free(&sp->tags);
+    free(sp->tag_refs);
+    sp->tag_refs = NULL;
+    sp->ntags = sp->cap_tags = 0;
 }
 
 static void hex64(uint64_t w, char out[17])
@@ -407,7 +429,18 @@ void sharp_span_json(const sharp_span_t *sp, uint64_t duration_us, const char *l
     sharp_sbuf_puts(out, "}");
     if (sp->ntags) {
         sharp_sbuf_puts(out, ",\"tags\":{");
-        sharp_sbuf_append(out, sp->tags.data, sp->tags.len);
+        bool first = true;
+        for (uint32_t i = 0; i < sp->ntags; i++) {
+            const struct sharp_span_tag_ref *r = &sp->tag_refs[i];
+            const char *k = sp->tags.data + r->off;
+            bool replaced = false;
+            for (uint32_t j = i + 1; j < sp->ntags && !replaced; j++)
+                replaced = sp->tag_refs[j].klen == r->klen && memcmp(sp->tags.data + sp->tag_refs[j].off, k, r->klen) == 0;
+            if (replaced) continue;
+            if (!first) sharp_sbuf_puts(out, ",");
+            first = false;
+            sharp_sbuf_append(out, k, r->len);
+        }
         sharp_sbuf_puts(out, "}");
     }
     if (sp->server && shared_span_context) sharp_sbuf_puts(out, ",\"shared\":true");

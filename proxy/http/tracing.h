@@ -55,6 +55,7 @@ typedef struct sharp_tracing_config {
      * of 10000 (a route's tracing replaces them) */
     sharp_trace_sampling_t sampling;
     uint32_t max_path_tag_length; /* default 256 */
+    sharp_custom_tags_t custom_tags; /* a route's tags of the same name win */
     sharp_zipkin_config_t *zipkin; /* NULL: no provider, decisions only (Envoy's null tracer) */
     const char *node_id, *zone, *service_name; /* node.id, node.locality.zone, node.cluster (owned) */
     /* http.<stat_prefix>.tracing.* */
@@ -116,8 +117,14 @@ typedef struct sharp_span {
     uint64_t start_wall_us; /* timestamp */
     uint64_t start_ns;      /* monotonic, for the duration */
     char *name;
-    sharp_sbuf_t tags; /* "key":"value" pairs, comma separated, JSON escaped */
-    uint32_t ntags;
+    /* the tags as JSON ("key":"value", escaped, one after the other) and
+     * where each is; a later tag of the same key replaces an earlier one,
+     * as in Envoy's JSON (a map) */
+    sharp_sbuf_t tags;
+    struct sharp_span_tag_ref {
+        uint32_t off, klen, len; /* klen: the quoted key's length */
+    } *tag_refs;
+    uint32_t ntags, cap_tags;
 } sharp_span_t;
 
 /* A new span for a request with context ctx (NULL: a root span), as
@@ -132,6 +139,8 @@ static inline void sharp_span_tag_cstr(sharp_span_t *sp, const char *key, const 
 {
     sharp_span_tag(sp, key, value, strlen(value));
 }
+/* Whether a tag of this key (one needing no JSON escape) was set. */
+bool sharp_span_has_tag(const sharp_span_t *sp, const char *key);
 void sharp_span_free(sharp_span_t *sp);
 /* Sets x-b3-traceid, x-b3-spanid, x-b3-parentspanid (when the span has a
  * parent) and x-b3-sampled (1/0), as Envoy's ZipkinSpan::injectContext. */

@@ -142,7 +142,7 @@ static void grpc_response_tags(sharp_span_t *sp, const sharp_headers_t *h)
     char *end;
     unsigned long code = strtoul(buf, &end, 10);
     if (*end) return;
-    if (sp->tags.len && memmem(sp->tags.data, sp->tags.len, "\"error\":", 8)) return;
+    if (sharp_span_has_tag(sp, "error")) return;
     switch (code) {
     case 2:  /* Unknown */
     case 4:  /* DeadlineExceeded */
@@ -154,6 +154,21 @@ static void grpc_response_tags(sharp_span_t *sp, const sharp_headers_t *h)
         sharp_span_tag_cstr(sp, "error", "true");
         break;
     default: break;
+    }
+}
+
+/* Envoy's CustomTag::applySpan: a tag whose value is empty is not set. */
+static void custom_tags(sharp_span_t *sp, const sharp_custom_tags_t *t, const sharp_custom_tags_t *skip,
+                        const sharp_headers_t *h)
+{
+    for (uint32_t i = 0; i < t->n; i++) {
+        const sharp_custom_tag_t *ct = &t->p[i];
+        bool overridden = false;
+        for (uint32_t k = 0; skip && k < skip->n && !overridden; k++) overridden = !strcmp(skip->p[k].tag, ct->tag);
+        if (overridden) continue;
+        sharp_str_t v;
+        if (ct->header && sharp_headers_get_cstr(h, ct->header, &v)) sharp_span_tag(sp, ct->tag, v.p, v.len);
+        else sharp_span_tag_cstr(sp, ct->tag, ct->value);
     }
 }
 
@@ -235,6 +250,10 @@ void sharp_tracing_finish(sharp_stream_t *s)
     sharp_span_tag_cstr(sp, "response_flags", flags);
     if (!si->response_code || (si->response_code >= 500 && si->response_code < 600))
         sharp_span_tag_cstr(sp, "error", "true");
+    /* the route's custom tags, then the connection manager's not named by them */
+    const sharp_custom_tags_t *rt = s->route && s->route->has_tracing ? &s->route->tracing_tags : NULL;
+    custom_tags(sp, &tc->custom_tags, rt, h);
+    if (rt) custom_tags(sp, rt, NULL, h);
     grpc_response_tags(sp, si->response_headers);
     grpc_response_tags(sp, si->response_trailers);
     if (tc->zipkin) {

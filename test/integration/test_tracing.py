@@ -261,6 +261,36 @@ def test_egress_client_span_and_bootstrap_provider(procs, echo, collector):
     assert c["traceId"] == "0000000000000001" and c["name"] == "checkout"
 
 
+def test_custom_tags(procs, echo, collector, monkeypatch):
+    """custom_tags: a literal, an environment variable, a request header
+    (its default when absent); a route's tag wins over the connection
+    manager's of the same name, and a custom tag replaces a built-in one."""
+    monkeypatch.setenv("SHARP_IT_REGION", "eu-west")
+    listen, admin = free_port(), free_port()
+    tags = ("custom_tags:\n"
+            "- { tag: team, literal: { value: payments } }\n"
+            "- { tag: region, environment: { name: SHARP_IT_REGION } }\n"
+            "- { tag: missing_env, environment: { name: SHARP_IT_UNSET_VARIABLE, default_value: none } }\n"
+            "- { tag: tenant, request_header: { name: X-Tenant, default_value: anonymous } }\n"
+            "- { tag: user_agent, literal: { value: replaced } }\n"
+            "- { tag: quiet, literal: { value: from-hcm } }\n")
+    y = config(listen, admin, echo.port, collector.port, hcm_tracing_extra=tags,
+               runtime="tracing.zipkin.min_flush_spans: 2")
+    y = y.replace("  tracing: { random_sampling: { numerator: 0 } }\n",
+                  "  tracing: { random_sampling: { numerator: 10000, denominator: TEN_THOUSAND },"
+                  " custom_tags: [ { tag: quiet, literal: { value: from-route } } ] }\n")
+    start(procs, y, admin)
+    get(listen, {"x-tenant": "acme", "user-agent": "ua"})
+    get(listen, path="/quiet")
+    wait_for(lambda: len(collector.spans()) == 2, 10, "two spans")
+    a = next(s for s in collector.spans() if s["tags"]["http.url"].endswith("/shop?item=1"))["tags"]
+    b = next(s for s in collector.spans() if s["tags"]["http.url"].endswith("/quiet"))["tags"]
+    assert a["team"] == "payments" and a["region"] == "eu-west" and a["missing_env"] == "none"
+    assert a["tenant"] == "acme" and b["tenant"] == "anonymous"
+    assert a["user_agent"] == "replaced"
+    assert a["quiet"] == "from-hcm" and b["quiet"] == "from-route"
+
+
 def test_http2_downstream_and_post_body(procs, echo, collector):
     """An HTTP/2 request with a body: the span says HTTP/2, its request
     and response sizes, and its name comes from the caller's
@@ -388,6 +418,9 @@ def test_zipkin_config_validation(change, message):
 
 @pytest.mark.parametrize("extra, message", [
     ("verbose: true", "verbose tracing"),
+    ("custom_tags: [ { tag: t, metadata: { kind: { request: {} } } } ]", "metadata custom tags"),
+    ("custom_tags: [ { tag: t } ]", "custom_tags[0]: type: value is required"),
+    ("custom_tags: [ { tag: t, literal: { value: '' } } ]", "literal.value"),
     ("spawn_upstream_span: true", "spawn_upstream_span"),
 ])
 def test_refused_tracing_fields(extra, message):

@@ -295,13 +295,17 @@ static void span_json(void **state)
     sharp_span_tag_cstr(&sp, "component", "proxy");
     sharp_span_tag_cstr(&sp, "zone", ""); /* empty: not kept */
     sharp_span_tag_cstr(&sp, "user_agent", "a\\b");
+    sharp_span_tag_cstr(&sp, "error", "true");
+    sharp_span_tag_cstr(&sp, "error", "false"); /* a later tag of a key replaces the earlier */
+    assert_true(sharp_span_has_tag(&sp, "error"));
+    assert_false(sharp_span_has_tag(&sp, "zone"));
     sharp_sbuf_t b = {0};
     sharp_span_json(&sp, 42, "10.0.0.1", "front", true, &b);
     const char *want = "{\"traceId\":\"00000000000000010000000000000002\",\"parentId\":\"0000000000000004\","
                        "\"id\":\"0000000000000003\",\"kind\":\"SERVER\",\"name\":\"op \\\"x\\\"\","
                        "\"timestamp\":1700000000000000,\"duration\":42,"
                        "\"localEndpoint\":{\"ipv4\":\"10.0.0.1\",\"port\":0,\"serviceName\":\"front\"},"
-                       "\"tags\":{\"component\":\"proxy\",\"user_agent\":\"a\\\\b\"},\"shared\":true}";
+                       "\"tags\":{\"component\":\"proxy\",\"user_agent\":\"a\\\\b\",\"error\":\"false\"},\"shared\":true}";
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
     sharp_sbuf_free(&b);
