@@ -43,21 +43,19 @@ void sharp_tracing_begin(sharp_stream_t *s)
         .force_trace = sharp_headers_get_cstr(h, "x-envoy-force-trace", NULL),
         .client_random = stream_random(w),
     };
-    char rid[64];
-    size_t rlen = 0;
-    sharp_str_t v;
-    bool have = sharp_headers_get_cstr(h, "x-request-id", &v) && v.len < sizeof rid;
-    if (have) {
-        memcpy(rid, v.p, v.len);
-        rlen = v.len;
-    }
+    /* the decision reads the id's first 8 characters and, in a 36-byte
+     * UUID, its 15th, which it may rewrite: a copy of the start is enough */
+    char rid[40];
+    sharp_str_t v = {"", 0};
+    bool have = sharp_headers_get_cstr(h, "x-request-id", &v);
+    if (have) memcpy(rid, v.p, v.len < sizeof rid ? v.len : sizeof rid);
     bool decided;
     /* a route's tracing replaces the connection manager's fractions */
     const sharp_trace_sampling_t *f = s->route && s->route->has_tracing ? &s->route->tracing : &tc->sampling;
-    sharp_trace_reason_t reason = sharp_tracing_decide(f, have ? rid : NULL, rlen, &in, &decided);
-    if (decided && (rlen != v.len || memcmp(rid, v.p, rlen) != 0)) {
-        sharp_headers_set(h, "x-request-id", 12, rid, rlen);
-        sharp_copy_str(s->info.request_id, sizeof s->info.request_id, rid, rlen);
+    sharp_trace_reason_t reason = sharp_tracing_decide(f, have ? rid : NULL, v.len, &in, &decided);
+    if (decided && v.len == 36 && memcmp(rid, v.p, 36) != 0) {
+        sharp_headers_set(h, "x-request-id", 12, rid, 36);
+        sharp_copy_str(s->info.request_id, sizeof s->info.request_id, rid, 36);
     }
     /* Envoy's shouldTraceRequest */
     if (s->info.health_check) reason = SHARP_TRACE_HEALTH_CHECK;

@@ -217,11 +217,34 @@ def test_sampling_decisions(procs, echo, collector):
     rid = "aaaaaaaa-bbbb-9ccc-8ddd-eeeeeeeeeeee"
     _, _, e = get(listen, {"x-request-id": rid})
     assert seen(e, "x-request-id") == rid and seen(e, "x-b3-sampled") == "1"
-    wait_for(lambda: len(collector.spans()) == 2, 10, "the two traced spans, flushed by the timer")
+    # x-envoy-force-trace from an external client is removed first
+    _, _, e = get(listen, {"x-envoy-force-trace": "true"})
+    assert seen(e, "x-b3-sampled") == "0" and seen(e, "x-envoy-force-trace") is None
+    # a long id that is not a UUID is decided too, and left as it is
+    long_id = "0" * 100
+    _, _, e = get(listen, {"x-request-id": long_id, "x-client-trace-id": "c"})
+    assert seen(e, "x-request-id") == long_id and seen(e, "x-b3-sampled") == "1"
+    wait_for(lambda: len(collector.spans()) == 3, 10, "the three traced spans, flushed by the timer")
     assert stat(admin, "tracing.zipkin.timer_flushed") >= 1
-    assert stat(admin, "http.ingress_http.tracing.not_traceable") == 1
-    assert stat(admin, "http.ingress_http.tracing.client_enabled") == 1
+    assert stat(admin, "http.ingress_http.tracing.not_traceable") == 2
+    assert stat(admin, "http.ingress_http.tracing.client_enabled") == 2
     assert stat(admin, "http.ingress_http.tracing.random_sampling") == 1
+
+
+def test_force_trace_from_internal_client(procs, echo, collector):
+    """An internal request's x-envoy-force-trace forces the trace ('a')."""
+    listen, admin = free_port(), free_port()
+    y = config(listen, admin, echo.port, collector.port, hcm_tracing_extra="random_sampling: { value: 0 }")
+    y = y.replace("          stat_prefix: ingress_http\n",
+                  "          stat_prefix: ingress_http\n          use_remote_address: true\n"
+                  "          internal_address_config: { cidr_ranges: [ { address_prefix: 127.0.0.0, prefix_len: 8 } ] }\n")
+    start(procs, y, admin)
+    _, _, e = get(listen, {"x-envoy-force-trace": "true"})
+    assert seen(e, "x-b3-sampled") == "1" and seen(e, "x-request-id")[14] == "a"
+    assert stat(admin, "http.ingress_http.tracing.service_forced") == 1
+    _, _, e = get(listen)
+    assert seen(e, "x-b3-sampled") == "0"
+    assert stat(admin, "http.ingress_http.tracing.not_traceable") == 1
 
 
 def test_route_tracing_overrides(procs, echo, collector):
