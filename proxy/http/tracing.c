@@ -387,8 +387,8 @@ void sharp_json_string(sharp_sbuf_t *out, const char *s, size_t n)
     sharp_sbuf_puts(out, "\"");
 }
 
-void sharp_span_json(const sharp_span_t *sp, uint64_t duration_us, const char *local_ip, const char *service_name,
-                     bool shared_span_context, sharp_sbuf_t *out)
+void sharp_span_json(const sharp_span_t *sp, uint64_t end_wall_us, uint64_t duration_us, const char *local_ip,
+                     const char *service_name, bool shared_span_context, sharp_sbuf_t *out)
 {
     char t[33], x[17], num[32];
     size_t tn = trace_id_hex(sp, t);
@@ -444,5 +444,9 @@ void sharp_span_json(const sharp_span_t *sp, uint64_t duration_us, const char *l
         sharp_sbuf_puts(out, "}");
     }
     if (sp->server && shared_span_context) sharp_sbuf_puts(out, ",\"shared\":true");
+    snprintf(num, sizeof num, "%llu", (unsigned long long)end_wall_us);
+    sharp_sbuf_puts(out, ",\"annotations\":[{\"timestamp\":");
+    sharp_sbuf_puts(out, num);
+    sharp_sbuf_puts(out, sp->server ? ",\"value\":\"ss\"}]" : ",\"value\":\"cr\"}]");
     sharp_sbuf_puts(out, "}");
 }

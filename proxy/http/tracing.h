@@ -146,12 +146,15 @@ void sharp_span_free(sharp_span_t *sp);
  * parent) and x-b3-sampled (1/0), as Envoy's ZipkinSpan::injectContext. */
 void sharp_span_inject(const sharp_span_t *sp, sharp_headers_t *h);
 
-/* The Zipkin v2 JSON object of a finished span (duration_us), as Envoy's
- * JsonV2Serializer writes it: traceId, parentId, id, kind, name,
- * timestamp, duration, localEndpoint {ipv4|ipv6, port 0, serviceName},
- * tags, and shared: true for a SERVER span when shared_span_context. */
-void sharp_span_json(const sharp_span_t *sp, uint64_t duration_us, const char *local_ip, const char *service_name,
-                     bool shared_span_context, sharp_sbuf_t *out);
+/* The Zipkin v2 JSON object of a span finished at end_wall_us after
+ * duration_us, as Envoy's JsonV2Serializer writes it: traceId, parentId,
+ * id, kind, name, timestamp, duration, localEndpoint {ipv4|ipv6, port 0,
+ * serviceName}, tags, shared: true for a SERVER span when
+ * shared_span_context, and the annotation Envoy's Span::finish adds
+ * (SERVER: "ss", CLIENT: "cr", at end_wall_us), which the serializer lists
+ * in annotations. */
+void sharp_span_json(const sharp_span_t *sp, uint64_t end_wall_us, uint64_t duration_us, const char *local_ip,
+                     const char *service_name, bool shared_span_context, sharp_sbuf_t *out);
 /* ---- the connection manager's side (tracing_hcm.c) ---- */
 
 struct sharp_stream;

@@ -257,7 +257,7 @@ void sharp_tracing_finish(sharp_stream_t *s)
     if (tc->zipkin) {
         uint64_t now = sharp_now_ns();
         sharp_sbuf_t json = {0};
-        sharp_span_json(sp, now > sp->start_ns ? (now - sp->start_ns) / 1000 : 0, sharp_local_address(),
+        sharp_span_json(sp, sharp_wall_us(), now > sp->start_ns ? (now - sp->start_ns) / 1000 : 0, sharp_local_address(),
                         tc->service_name, tc->zipkin->shared_span_context, &json);
         sharp_zipkin_report(sharp_stream_worker(s), tc->zipkin, &json);
     }

@@ -172,6 +172,9 @@ def test_spans_b3_and_batching(procs, echo, collector):
     assert s1["name"] == "checkout"
     assert s1["localEndpoint"]["serviceName"] == "front"
     assert s1["duration"] >= 0 and s1["timestamp"] > 1.6e15
+    # Envoy's finish adds "ss" (SERVER) or "cr" (CLIENT), listed in annotations
+    assert s1["annotations"] == [{"timestamp": s1["annotations"][0]["timestamp"], "value": "ss"}]
+    assert s1["annotations"][0]["timestamp"] >= s1["timestamp"]
     tags = s1["tags"]
     assert tags["component"] == "proxy"
     assert tags["node_id"] == "node-1" and tags["zone"] == "zone-a"
@@ -282,6 +285,7 @@ def test_egress_client_span_and_bootstrap_provider(procs, echo, collector):
     c = next(s for s in spans if s["id"] == child)
     assert c["kind"] == "CLIENT" and c["parentId"] == "00000000000000aa" and "shared" not in c
     assert c["traceId"] == "0000000000000001" and c["name"] == "checkout"
+    assert [a["value"] for a in c["annotations"]] == ["cr"]
 
 
 def test_custom_tags(procs, echo, collector, monkeypatch):

@@ -300,12 +300,13 @@ static void span_json(void **state)
     assert_true(sharp_span_has_tag(&sp, "error"));
     assert_false(sharp_span_has_tag(&sp, "zone"));
     sharp_sbuf_t b = {0};
-    sharp_span_json(&sp, 42, "10.0.0.1", "front", true, &b);
+    sharp_span_json(&sp, 1700000000000042ull, 42, "10.0.0.1", "front", true, &b);
     const char *want = "{\"traceId\":\"00000000000000010000000000000002\",\"parentId\":\"0000000000000004\","
                        "\"id\":\"0000000000000003\",\"kind\":\"SERVER\",\"name\":\"op \\\"x\\\"\","
                        "\"timestamp\":1700000000000000,\"duration\":42,"
                        "\"localEndpoint\":{\"ipv4\":\"10.0.0.1\",\"port\":0,\"serviceName\":\"front\"},"
-                       "\"tags\":{\"component\":\"proxy\",\"user_agent\":\"a\\\\b\",\"error\":\"false\"},\"shared\":true}";
+                       "\"tags\":{\"component\":\"proxy\",\"user_agent\":\"a\\\\b\",\"error\":\"false\"},\"shared\":true,"
+                       "\"annotations\":[{\"timestamp\":1700000000000042,\"value\":\"ss\"}]}";
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
     sharp_sbuf_free(&b);
@@ -313,9 +314,10 @@ static void span_json(void **state)
     /* a CLIENT root span: no parent, no shared, no tags, an IPv6 endpoint */
     tc.egress = true;
     sharp_span_start(&sp, &tc, NULL, true, "", 0, 7, 0, counter, &n);
-    sharp_span_json(&sp, 0, "::1", "", true, &b);
+    sharp_span_json(&sp, 9, 0, "::1", "", true, &b);
     want = "{\"traceId\":\"0000000000000001\",\"id\":\"0000000000000001\",\"kind\":\"CLIENT\","
-           "\"timestamp\":7,\"duration\":0,\"localEndpoint\":{\"ipv6\":\"::1\",\"port\":0}}";
+           "\"timestamp\":7,\"duration\":0,\"localEndpoint\":{\"ipv6\":\"::1\",\"port\":0},"
+           "\"annotations\":[{\"timestamp\":9,\"value\":\"cr\"}]}";
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
     sharp_sbuf_free(&b);
