@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from conftest import (PathEchoUpstream, Sharp, free_port, h1_request, h2_request, stat, validate_config, wait_for,
-                      bootstrap_yaml)
+                      wait_port, bootstrap_yaml)
 
 CORPUS = "/work/shared/envoy-corpus"
 
@@ -337,6 +337,66 @@ def test_http2_downstream_and_post_body(procs, echo, collector):
     assert sp["name"] == "caller-op"
     assert sp["tags"]["http.protocol"] == "HTTP/2" and sp["tags"]["http.method"] == "POST"
     assert sp["tags"]["request_size"] == "1000" and sp["tags"]["response_size"] == str(len(body))
+
+
+def test_lds_listener_with_bootstrap_provider(procs, echo, collector, tmp_path):
+    """A listener from LDS (a file) whose connection manager has tracing and
+    no provider takes the bootstrap's tracing.http; its egress spans reach
+    the collector through the reporter made when the listener arrived."""
+    listen, admin = free_port(), free_port()
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                    "HttpConnectionManager",
+           "stat_prefix": "lds_http", "tracing": {},
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+               {"match": {"prefix": "/"}, "route": {"cluster": "backend"},
+                "decorator": {"operation": "from-lds"}}]}]},
+           "http_filters": [{"name": "router", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    listener = {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "lds",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                "traffic_direction": "OUTBOUND", "filter_chains": [{"filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
+    lds = tmp_path / "lds.json"
+    lds.write_text(json.dumps({"version_info": "1", "resources": [listener]}))
+    y = f"""node: {{ id: lds-node, cluster: lds-proxy }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+dynamic_resources:
+  lds_config: {{ path_config_source: {{ path: {lds} }} }}
+static_resources:
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {echo.port} }} }} }} }} ] }} ]
+  - name: zipkin
+    type: STATIC
+    load_assignment:
+      cluster_name: zipkin
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {collector.port} }} }} }} }} ] }} ]
+tracing:
+  http:
+    name: envoy.tracers.zipkin
+    typed_config:
+      "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+      collector_cluster: zipkin
+      collector_endpoint: /api/v2/spans
+      collector_endpoint_version: HTTP_JSON
+layered_runtime:
+  layers:
+  - name: static
+    static_layer: {{ tracing.zipkin.min_flush_spans: 1 }}
+"""
+    start(procs, y, admin)
+    wait_port(listen)
+    _, _, e = get(listen)
+    assert seen(e, "x-envoy-decorator-operation") == "from-lds"
+    wait_for(lambda: collector.spans(), 10, "the span of the LDS listener")
+    sp = collector.spans()[0]
+    assert sp["kind"] == "CLIENT" and sp["name"] == "from-lds"
+    assert sp["localEndpoint"]["serviceName"] == "lds-proxy"
+    assert seen(e, "x-b3-spanid") == sp["id"]
 
 
 def test_dead_collector_loses_no_request(procs, echo):
