@@ -515,6 +515,13 @@ def test_refused_tracing_fields(extra, message):
     assert rc != 0 and message in out, out
 
 
+@pytest.mark.parametrize("extra", ["verbose: false", "spawn_upstream_span: false", "max_path_tag_length: 10",
+                                   "client_sampling: { value: 50 }", "overall_sampling: { value: 99.99 }"])
+def test_accepted_tracing_fields(extra):
+    rc, out = validate_config(config(10000, 10001, 1, 2, hcm_tracing_extra=extra))
+    assert rc == 0, out
+
+
 CORPUS_FILES = ["examples__zipkin__envoy-1.yaml", "examples__zipkin__envoy-2.yaml",
                 "examples__zipkin__envoy-front-proxy.yaml", "examples__jaeger-tracing__envoy.yaml",
                 "istio__pkg__bootstrap__testdata__tracing_zipkin_golden.json"]
