@@ -18,10 +18,16 @@ typedef struct reporter {
     uv_timer_t timer; /* flush_interval_ms */
 } reporter_t;
 
-/* One POST to the collector. */
+/* One POST to the collector. Its outcome is counted as Envoy's async
+ * client reports it to ReporterImpl: a complete response (onSuccess) is
+ * reports_sent if it is a 202, else reports_dropped, and the router's own
+ * answers are responses too (503 without a healthy host, for a full
+ * breaker, a connection failure or a reset before the response; 504 for the
+ * timeout), so a dead collector counts reports_dropped; a reset or timeout
+ * once the response has begun is a stream reset (onFailure):
+ * reports_failed. */
 typedef struct report {
     sharp_dlist_t link; /* in worker->zipkin_reports */
-    reporter_t *r;      /* NULL once the worker stopped */
     sharp_worker_t *w;
     sharp_cluster_t *c;
     sharp_host_t *host;
@@ -29,7 +35,7 @@ typedef struct report {
     sharp_sbuf_t body;
     sharp_upstream_request_t ureq;
     uv_timer_t timer; /* tracing.zipkin.request_timeout */
-    bool answered;    /* response headers counted */
+    uint32_t code;    /* the response's status, once its headers came */
     bool done;
     sharp_stat_id_t sent, dropped, failed;
 } report_t;
@@ -60,19 +66,38 @@ static void finish(report_t *rp)
     uv_close((uv_handle_t *)&rp->timer, free_report);
 }
 
-static void failed(report_t *rp, const char *why)
+/* The complete response: Envoy's ReporterImpl::onSuccess. */
+static void answered(report_t *rp, uint32_t code)
+{
+    if (rp->done) return;
+    sharp_counter_inc(rp->w->stats, code == 202 ? rp->sent : rp->dropped);
+    if (code != 202) sharp_debug(upstream, "zipkin collector cluster '%s': report answered %u", rp->c->name, code);
+    finish(rp);
+}
+
+/* The report ends without its response: before the response began, the
+ * router's local reply (`local_code`, a dropped report); after, a stream
+ * reset (a failed report). */
+static void failed(report_t *rp, uint32_t local_code, const char *why)
 {
     if (rp->done) return;
     sharp_debug(upstream, "zipkin report to cluster '%s' failed: %s", rp->c->name, why);
-    if (!rp->answered) sharp_counter_inc(rp->w->stats, rp->failed);
-    finish(rp);
+    if (rp->code) {
+        sharp_counter_inc(rp->w->stats, rp->failed);
+        finish(rp);
+        return;
+    }
+    /* counted in the cluster as the router counts its local replies */
+    sharp_cluster_count_response(rp->c, rp->w->stats, local_code);
+    atomic_fetch_add_explicit(&rp->host->rq_error, 1, memory_order_relaxed);
+    answered(rp, local_code);
 }
 
 static void on_report_timeout(uv_timer_t *t)
 {
     report_t *rp = t->data;
-    if (!rp->answered) sharp_counter_inc(rp->w->stats, rp->c->st.rq_timeout);
-    failed(rp, "timeout");
+    if (!rp->code) sharp_counter_inc(rp->w->stats, rp->c->st.rq_timeout);
+    failed(rp, 504, "timeout");
 }
 
 static void rp_on_ready(void *ctx, sharp_upstream_cx_t *cx)
@@ -86,7 +111,13 @@ static void rp_on_ready(void *ctx, sharp_upstream_cx_t *cx)
 static void rp_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
 {
     (void)why;
-    failed(ctx, detail ? detail : "no connection");
+    failed(ctx, 503, detail ? detail : "no connection");
+}
+
+static void complete(report_t *rp)
+{
+    sharp_counter_inc(rp->w->stats, rp->c->st.rq_completed);
+    answered(rp, rp->code);
 }
 
 static void rp_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
@@ -94,40 +125,29 @@ static void rp_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     report_t *rp = ctx;
     uint32_t code = sharp_headers_status(h);
     if (code >= 100 && code < 200) return; /* 1xx: the response follows */
-    rp->answered = true;
-    sharp_cluster_count_response(rp->c, rp->w->stats, code);
-    /* Envoy's ReporterImpl::onSuccess: only 202 Accepted is a report sent */
-    sharp_counter_inc(rp->w->stats, code == 202 ? rp->sent : rp->dropped);
-    if (code != 202) sharp_debug(upstream, "zipkin collector cluster '%s' answered %u", rp->c->name, code);
-    if (end_stream) {
-        sharp_counter_inc(rp->w->stats, rp->c->st.rq_completed);
-        finish(rp);
-    }
+    rp->code = code ? code : 502;
+    sharp_cluster_count_response(rp->c, rp->w->stats, rp->code);
+    if (end_stream) complete(rp);
 }
 
 static void rp_on_data(void *ctx, const char *p, size_t n, bool end_stream)
 {
     (void)p;
     (void)n;
-    report_t *rp = ctx;
-    if (end_stream) {
-        sharp_counter_inc(rp->w->stats, rp->c->st.rq_completed);
-        finish(rp);
-    }
+    if (end_stream) complete(ctx);
 }
 
 static void rp_on_trailers(void *ctx, sharp_headers_t *t)
 {
     (void)t;
-    rp_on_data(ctx, NULL, 0, true);
+    complete(ctx);
 }
 
 static void rp_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 {
-    (void)why;
     report_t *rp = ctx;
     sharp_counter_inc(rp->w->stats, rp->c->st.rq_rx_reset);
-    failed(rp, detail ? detail : "reset");
+    failed(rp, why == SHARP_RESET_PROTOCOL_ERROR ? 502 : 503, detail ? detail : "reset");
 }
 
 static void rp_on_write_watermark(void *ctx, bool above)
@@ -170,19 +190,18 @@ static void flush(reporter_t *r)
     sharp_host_t *host = sharp_lb_choose(&cl->lb);
     if (!host) {
         sharp_debug(upstream, "zipkin collector cluster '%s': no healthy host", c->name);
-        sharp_counter_inc(w->stats, r->failed);
+        sharp_counter_inc(w->stats, r->dropped); /* the router's 503 */
         sharp_sbuf_free(&body);
         return;
     }
     if (!sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
                                     sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT, SHARP_CB_MAX_REQUESTS))) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
-        sharp_counter_inc(w->stats, r->failed);
+        sharp_counter_inc(w->stats, r->dropped); /* the router's 503 (overflow) */
         sharp_sbuf_free(&body);
         return;
     }
     report_t *rp = sharp_calloc(1, sizeof *rp);
-    rp->r = r;
     rp->w = w;
     rp->c = sharp_cluster_ref(c);
     rp->host = host;
@@ -214,7 +233,8 @@ static void flush(reporter_t *r)
     sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &rp->ureq, &report_cbs, rp)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
-        failed(rp, "the cluster's pending requests breaker is full");
+        sharp_counter_inc(w->stats, rp->dropped); /* the router's 503 (overflow) */
+        finish(rp);
     }
 }
 

@@ -16,8 +16,11 @@
  * Stats (Envoy's): tracing.zipkin.spans_sent (spans in reports sent),
  * timer_flushed, reports_skipped_no_cluster (the worker has no such
  * cluster), reports_sent (the collector answered 202), reports_dropped
- * (any other status), reports_failed (no connection, a reset, the timeout,
- * the cluster's breakers full).
+ * (any other answer, the router's own included as Envoy's async client
+ * delivers them: 503 without a healthy host, with full breakers, for a
+ * connection failure or a reset before the response, 504 for the timeout),
+ * reports_failed (the response was cut: a reset or the timeout after its
+ * headers).
  *
  * Memory is bounded: a reporter holds at most the min_flush_spans it read
  * when it was made (as Envoy sizes its span buffer; a span beyond that is

@@ -400,55 +400,105 @@ layered_runtime:
 
 
 def test_dead_collector_loses_no_request(procs, echo):
-    """A collector port nobody listens on: every proxied request succeeds,
-    the reports fail and are counted."""
+    """A collector port nobody listens on: every proxied request succeeds;
+    each report gets the router's 503 (connection failure), which Envoy's
+    async client delivers as a response: reports_dropped."""
     listen, admin, dead = free_port(), free_port(), free_port()
     start(procs, config(listen, admin, echo.port, dead), admin)
     for _ in range(20):
         st, _, e = get(listen)
         assert st == 200
-    wait_for(lambda: stat(admin, "tracing.zipkin.reports_failed") == 4, 15, "four failed reports")
+    wait_for(lambda: stat(admin, "tracing.zipkin.reports_dropped") == 4, 15, "four dropped reports")
     assert stat(admin, "tracing.zipkin.spans_sent") == 20
     assert stat(admin, "tracing.zipkin.reports_sent") == 0
+    assert stat(admin, "tracing.zipkin.reports_failed") == 0
+    assert stat(admin, "cluster.zipkin.upstream_rq_503") == 4
     st, _, _ = get(listen)
     assert st == 200
 
 
+class RawCollector:
+    """A collector on a raw socket: `answer` (bytes, or None to say
+    nothing) is written once a request head arrived, then the connection
+    stays open (hold) or is closed."""
+
+    def __init__(self, answer, hold):
+        import socket
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.held = []
+        self.stop = threading.Event()
+
+        def serve():
+            self.srv.settimeout(0.1)
+            while not self.stop.is_set():
+                try:
+                    c = self.srv.accept()[0]
+                except OSError:
+                    continue
+                c.settimeout(5)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data:
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if answer:
+                        c.sendall(answer)
+                except OSError:
+                    pass
+                if hold:
+                    self.held.append(c)
+                else:
+                    c.close()
+
+        self.t = threading.Thread(target=serve, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.stop.set()
+        self.t.join()
+        for c in self.held:
+            c.close()
+        self.srv.close()
+
+
 def test_slow_collector_times_out(procs, echo):
-    """A collector that accepts and never answers: each report fails at
-    tracing.zipkin.request_timeout, the proxied requests do not wait."""
-    import socket
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    held = []
-    stop = threading.Event()
-
-    def accept():
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
+    """A collector that never answers: each report gets the router's 504 at
+    tracing.zipkin.request_timeout (reports_dropped); proxied requests do
+    not wait."""
+    rc = RawCollector(None, hold=True)
     try:
         listen, admin = free_port(), free_port()
-        start(procs, config(listen, admin, echo.port, srv.getsockname()[1],
+        start(procs, config(listen, admin, echo.port, rc.port,
                             runtime="tracing.zipkin.min_flush_spans: 1, tracing.zipkin.request_timeout: 300"), admin)
         for _ in range(3):
             assert get(listen)[0] == 200
-        wait_for(lambda: stat(admin, "tracing.zipkin.reports_failed") == 3, 10, "three timed out reports")
+        wait_for(lambda: stat(admin, "tracing.zipkin.reports_dropped") == 3, 10, "three timed out reports")
         assert stat(admin, "cluster.zipkin.upstream_rq_timeout") == 3
+        assert stat(admin, "cluster.zipkin.upstream_rq_504") == 3
         assert stat(admin, "tracing.zipkin.reports_sent") == 0
     finally:
-        stop.set()
-        t.join()
-        for c in held:
-            c.close()
-        srv.close()
+        rc.close()
+
+
+def test_collector_cutting_its_answer_counts_failed(procs, echo):
+    """A 202 whose body never comes whole (the collector closes): the
+    response was cut, a stream reset for Envoy's async client:
+    reports_failed."""
+    rc = RawCollector(b"HTTP/1.1 202 Accepted\r\ncontent-length: 100\r\n\r\nabc", hold=False)
+    try:
+        listen, admin = free_port(), free_port()
+        start(procs, config(listen, admin, echo.port, rc.port, runtime="tracing.zipkin.min_flush_spans: 1"), admin)
+        assert get(listen)[0] == 200
+        wait_for(lambda: stat(admin, "tracing.zipkin.reports_failed") == 1, 10, "a failed report")
+        assert stat(admin, "tracing.zipkin.reports_sent") == 0
+        assert stat(admin, "tracing.zipkin.reports_dropped") == 0
+    finally:
+        rc.close()
 
 
 def test_collector_refusing_counts_dropped(procs, echo):
