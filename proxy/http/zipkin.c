@@ -229,7 +229,9 @@ static void flush(reporter_t *r)
     sharp_gauge_add(w->stats, c->st.rq_active, 1);
     atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
-    uv_timer_start(&rp->timer, on_report_timeout, sharp_runtime_get_u64("tracing.zipkin.request_timeout", 5000), 0);
+    /* a route timeout of 0 is none, for the async client's router too */
+    uint64_t timeout_ms = sharp_runtime_get_u64("tracing.zipkin.request_timeout", 5000);
+    if (timeout_ms) uv_timer_start(&rp->timer, on_report_timeout, timeout_ms, 0);
     sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &rp->ureq, &report_cbs, rp)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
