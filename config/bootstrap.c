@@ -23,6 +23,7 @@
 #include "http/access_log_emit.h"
 #include "config/local_reply_config.h"
 #include "http/path_util.h"
+#include "http/tracing.h"
 #include "log.h"
 #include "net.h"
 #include "safe_regex.h"
@@ -43,6 +44,7 @@
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/config/trace/v3/zipkin.pb-c.h"
 
 #include <strings.h>
 #include <errno.h>
@@ -68,6 +70,7 @@ typedef struct build_ctx {
     sharp_sds_t *sds; /* the snapshot's SDS secrets */
     const bootstrap_t *bootstrap; /* its DNS resolver is the default of the clusters */
     bool dynamic;     /* building a CDS resource, after the server started */
+    int traffic_direction; /* of the listener being built (core.v3.TrafficDirection) */
 } build_ctx_t;
 
 /* Formats "source:line:col: path: message" (line part only when known). */
@@ -411,6 +414,146 @@ static int build_access_logs(build_ctx_t *b, ProtobufCMessage *const *logs, size
     return 0;
 }
 
+#define ZIPKIN_TYPE "envoy.config.trace.v3.ZipkinConfig"
+
+/* A tracing provider (Tracing.Http): the Zipkin tracer, the only one
+ * SHARP implements (the support table refuses the other tracers' types). */
+static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
+                                           const char *path)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s.typed_config", path);
+    if (!http->typed_config) {
+        fail(b, p, "typed_config is required");
+        return NULL;
+    }
+    const char *slash = strrchr(http->typed_config->type_url, '/');
+    const char *t = slash ? slash + 1 : http->typed_config->type_url;
+    if (strcmp(t, ZIPKIN_TYPE) != 0) {
+        fail(b, p, "tracer '%s' (%s) is not supported by SHARP: only envoy.tracers.zipkin (%s)", http->name, t,
+             ZIPKIN_TYPE);
+        return NULL;
+    }
+    sharp_config_error_t e = {{0}};
+    Envoy__Config__Trace__V3__ZipkinConfig *z = (Envoy__Config__Trace__V3__ZipkinConfig *)sharp_any_unpack(
+        &http->typed_config->base, &envoy__config__trace__v3__zipkin_config__descriptor, &e);
+    if (!z) {
+        fail(b, p, "%s", e.msg);
+        return NULL;
+    }
+    sharp_zipkin_config_t *zc = NULL;
+    char fp[1300];
+    switch (z->collector_endpoint_version) {
+    case ENVOY__CONFIG__TRACE__V3__ZIPKIN_CONFIG__COLLECTOR_ENDPOINT_VERSION__HTTP_JSON: break;
+    case ENVOY__CONFIG__TRACE__V3__ZIPKIN_CONFIG__COLLECTOR_ENDPOINT_VERSION__HTTP_PROTO:
+        snprintf(fp, sizeof fp, "%s.collector_endpoint_version", p);
+        fail(b, fp, "HTTP_PROTO (Zipkin protobuf over HTTP) is not supported by SHARP: use HTTP_JSON");
+        goto out;
+    case ENVOY__CONFIG__TRACE__V3__ZIPKIN_CONFIG__COLLECTOR_ENDPOINT_VERSION__GRPC:
+        snprintf(fp, sizeof fp, "%s.collector_endpoint_version", p);
+        fail(b, fp, "GRPC is not supported (Envoy does not implement it either): use HTTP_JSON");
+        goto out;
+    default:
+        /* Envoy's SpanBuffer::makeSerializer refuses the unset default */
+        snprintf(fp, sizeof fp, "%s.collector_endpoint_version", p);
+        fail(b, fp, "hidden_envoy_deprecated_HTTP_JSON_V1 has been deprecated. Please use a non-default "
+             "envoy::config::trace::v3::ZipkinConfig::CollectorEndpointVersion value.");
+        goto out;
+    }
+    if (!z->collector_cluster[0]) {
+        snprintf(fp, sizeof fp, "%s.collector_cluster", p);
+        fail(b, fp, "collector_cluster must be specified when not using collector_service");
+        goto out;
+    }
+    if (!z->collector_endpoint[0]) {
+        snprintf(fp, sizeof fp, "%s.collector_endpoint", p);
+        fail(b, fp, "collector_endpoint must be specified when using collector_cluster");
+        goto out;
+    }
+    zc = sharp_calloc(1, sizeof *zc);
+    zc->cluster = sharp_strdup(z->collector_cluster);
+    zc->endpoint = sharp_strdup(z->collector_endpoint);
+    zc->hostname = sharp_strdup(z->collector_hostname[0] ? z->collector_hostname : z->collector_cluster);
+    zc->trace_id_128bit = z->trace_id_128bit;
+    zc->shared_span_context = z->shared_span_context ? z->shared_span_context->value : true;
+    sharp_stats_t *st = b->srv->stats;
+    zc->st.spans_sent = sharp_stats_counter(st, "tracing.zipkin.spans_sent");
+    zc->st.timer_flushed = sharp_stats_counter(st, "tracing.zipkin.timer_flushed");
+    zc->st.reports_skipped_no_cluster = sharp_stats_counter(st, "tracing.zipkin.reports_skipped_no_cluster");
+    zc->st.reports_sent = sharp_stats_counter(st, "tracing.zipkin.reports_sent");
+    zc->st.reports_dropped = sharp_stats_counter(st, "tracing.zipkin.reports_dropped");
+    zc->st.reports_failed = sharp_stats_counter(st, "tracing.zipkin.reports_failed");
+out:
+    protobuf_c_message_free_unpacked(&z->base, NULL);
+    return zc;
+}
+
+static const bootstrap_t *the_bootstrap(const build_ctx_t *b)
+{
+    if (b->bootstrap) return b->bootstrap;
+    return b->srv && b->srv->config ? (const bootstrap_t *)b->srv->config->bootstrap : NULL;
+}
+
+/* HttpConnectionManager.tracing: Envoy's ConnectionManagerTracingConfig and
+ * its tracer: the provider of the connection manager, else the
+ * bootstrap's tracing.http, else none (decisions without spans). */
+static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb, const char *stat_prefix,
+                                             const char *path)
+{
+    const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__Tracing *t =
+        pb->tracing;
+    char p[1200];
+    sharp_tracing_config_t *tc = sharp_calloc(1, sizeof *tc);
+    /* UNSPECIFIED is ingress, as Envoy's legacy behaviour */
+    tc->egress = b->traffic_direction == ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND;
+    /* client_sampling: a HUNDRED fraction whose numerator is the percent
+     * (truncated); random and overall: rounded to a TEN_THOUSAND fraction */
+    tc->sampling = (sharp_trace_sampling_t){
+        .client_num = t->client_sampling ? (uint32_t)t->client_sampling->value : 100,
+        .client_den = 100,
+        .random_num = t->random_sampling ? (uint32_t)llround(t->random_sampling->value * 100.0) : 10000,
+        .random_den = 10000,
+        .overall_num = t->overall_sampling ? (uint32_t)llround(t->overall_sampling->value * 100.0) : 10000,
+        .overall_den = 10000,
+    };
+    tc->max_path_tag_length = t->max_path_tag_length ? t->max_path_tag_length->value : 256;
+    char terr[1024];
+    snprintf(p, sizeof p, "%s.tracing.custom_tags", path);
+    if (sharp_config_custom_tags(t->custom_tags, t->n_custom_tags, p, &tc->custom_tags, terr, sizeof terr) < 0) {
+        /* the translator's message starts with its own path */
+        const char *colon = strstr(terr, ": ");
+        char sub[1200];
+        snprintf(sub, sizeof sub, "%.*s", colon ? (int)(colon - terr) : 0, terr);
+        fail(b, colon ? sub : p, "%s", colon ? colon + 2 : terr);
+        sharp_tracing_config_free(tc);
+        return NULL;
+    }
+    const bootstrap_t *bs = the_bootstrap(b);
+    const Envoy__Config__Core__V3__Node *node = bs ? bs->node : NULL;
+    tc->node_id = sharp_strdup(b->srv ? b->srv->node_id : "");
+    tc->service_name = sharp_strdup(b->srv ? b->srv->node_cluster : "");
+    tc->zone = sharp_strdup(node && node->locality ? node->locality->zone : "");
+    const Envoy__Config__Trace__V3__Tracing__Http *http = NULL;
+    if (t->provider) {
+        http = t->provider;
+        snprintf(p, sizeof p, "%s.tracing.provider", path);
+    } else if (bs && bs->tracing && bs->tracing->http) {
+        http = bs->tracing->http;
+        snprintf(p, sizeof p, "tracing.http");
+    }
+    if (http && !(tc->zipkin = build_zipkin(b, http, p))) {
+        sharp_tracing_config_free(tc);
+        return NULL;
+    }
+    sharp_stats_t *st = b->srv->stats;
+    tc->st.random_sampling = sharp_stats_counterf(st, "http.%s.tracing.random_sampling", stat_prefix);
+    tc->st.service_forced = sharp_stats_counterf(st, "http.%s.tracing.service_forced", stat_prefix);
+    tc->st.client_enabled = sharp_stats_counterf(st, "http.%s.tracing.client_enabled", stat_prefix);
+    tc->st.not_traceable = sharp_stats_counterf(st, "http.%s.tracing.not_traceable", stat_prefix);
+    tc->st.health_check = sharp_stats_counterf(st, "http.%s.tracing.health_check", stat_prefix);
+    return tc;
+}
+
 static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const char *path)
 {
     sharp_hcm_config_t *h = sharp_calloc(1, sizeof *h);
@@ -611,6 +754,7 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         }
     }
     hcm_stats_init(h, b->srv->stats);
+    if (pb->tracing && !(h->tracing = build_tracing(b, pb, h->stat_prefix, path))) goto bad;
     if (build_filters(b, pb, h, path) < 0) goto bad;
     if (h->routes) {
         snprintf(p, sizeof p, "%s.route_config", path);
@@ -1011,6 +1155,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
     l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
     l->buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
+    b->traffic_direction = (int)pb->traffic_direction;
     if (pb->n_filter_chains == 0 && !pb->default_filter_chain)
         return fail(b, path, "error adding listener '%s': no filter chains specified", l->address);
     if (build_listener_filters(b, pb, l, path) < 0) return -1;
@@ -1954,6 +2099,12 @@ static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l
         char cp[64];
         if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
         else snprintf(cp, sizeof cp, "default_filter_chain");
+        const sharp_tracing_config_t *tc = l->chains[fc]->hcm->tracing;
+        if (tc && tc->zipkin && !cluster_known(b, s, tc->zipkin->cluster)) {
+            char tp[320];
+            snprintf(tp, sizeof tp, "%s.%s.filters[0].typed_config.tracing", p, cp);
+            return fail(b, tp, "envoy.tracers.zipkin: unknown cluster '%s'", tc->zipkin->cluster);
+        }
         for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
             for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {
                 const sharp_route_t *ro = &rt->vhosts[v].routes[r];

@@ -823,10 +823,96 @@ static int direct_from(ctx_t *c, const char *path,
     return 0;
 }
 
+/* CustomTag list (Envoy's CustomTagUtility::createCustomTag); the first of
+ * a tag name is kept, as Envoy's map emplace. */
+static int custom_tags_from(ctx_t *c, const char *path, Envoy__Type__Tracing__V3__CustomTag *const *pb, size_t n,
+                            sharp_custom_tags_t *out)
+{
+    char p[512], q[600];
+    out->p = n ? sharp_calloc(n, sizeof *out->p) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const Envoy__Type__Tracing__V3__CustomTag *t = pb[i];
+        snprintf(p, sizeof p, "%s[%zu]", path, i);
+        if (!t->tag[0]) return fail(c, sub(q, sizeof q, p, "tag"), "value length must be at least 1 characters");
+        bool dup = false;
+        for (uint32_t k = 0; k < out->n; k++) dup |= strcmp(out->p[k].tag, t->tag) == 0;
+        sharp_custom_tag_t ct = {0};
+        switch (t->type_case) {
+        case ENVOY__TYPE__TRACING__V3__CUSTOM_TAG__TYPE_LITERAL:
+            if (!t->literal->value[0])
+                return fail(c, sub(q, sizeof q, p, "literal.value"), "value length must be at least 1 characters");
+            ct.value = sharp_strdup(t->literal->value);
+            break;
+        case ENVOY__TYPE__TRACING__V3__CUSTOM_TAG__TYPE_ENVIRONMENT: {
+            if (!t->environment->name[0])
+                return fail(c, sub(q, sizeof q, p, "environment.name"), "value length must be at least 1 characters");
+            const char *env = getenv(t->environment->name);
+            ct.value = sharp_strdup(env ? env : t->environment->default_value);
+            break;
+        }
+        case ENVOY__TYPE__TRACING__V3__CUSTOM_TAG__TYPE_REQUEST_HEADER: {
+            const char *name = t->request_header->name;
+            /* HTTP_HEADER_NAME, not strict: no NUL, CR or LF */
+            if (!name[0] || strpbrk(name, "\r\n"))
+                return fail(c, sub(q, sizeof q, p, "request_header.name"), "invalid header name");
+            ct.header = sharp_strdup(name);
+            for (char *x = ct.header; *x; x++) *x = (char)tolower((unsigned char)*x);
+            ct.value = sharp_strdup(t->request_header->default_value);
+            break;
+        }
+        default: return fail(c, p, "type: value is required");
+        }
+        if (dup) {
+            free(ct.value);
+            free(ct.header);
+            continue;
+        }
+        ct.tag = sharp_strdup(t->tag);
+        out->p[out->n++] = ct;
+    }
+    return 0;
+}
+
+int sharp_config_custom_tags(Envoy__Type__Tracing__V3__CustomTag *const *pb, size_t n, const char *path,
+                             sharp_custom_tags_t *out, char *err, size_t errlen)
+{
+    ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
+    return custom_tags_from(&c, path, pb, n, out);
+}
+
+/* Route.tracing (Envoy's RouteTracingImpl): each fraction 100% unless set. */
+static int route_tracing_from(ctx_t *c, const char *path, const Envoy__Config__Route__V3__Tracing *t,
+                              sharp_route_t *r)
+{
+    static const uint32_t denominators[] = {100, 10000, 1000000};
+    const Envoy__Type__V3__FractionalPercent *f[3] = {t->client_sampling, t->random_sampling, t->overall_sampling};
+    static const char *const names[3] = {"client_sampling", "random_sampling", "overall_sampling"};
+    uint32_t num[3], den[3];
+    char p[512];
+    for (int i = 0; i < 3; i++) {
+        num[i] = 100;
+        den[i] = 100;
+        if (!f[i]) continue;
+        if ((unsigned)f[i]->denominator >= SHARP_ARRAY_SIZE(denominators))
+            return fail(c, sub(p, sizeof p, path, names[i]), "unknown denominator");
+        num[i] = f[i]->numerator;
+        den[i] = denominators[f[i]->denominator];
+    }
+    r->has_tracing = true;
+    r->tracing = (sharp_trace_sampling_t){num[0], den[0], num[1], den[1], num[2], den[2]};
+    return custom_tags_from(c, sub(p, sizeof p, path, "custom_tags"), t->custom_tags, t->n_custom_tags,
+                            &r->tracing_tags);
+}
+
 static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_route_t *r)
 {
     char p[512];
     r->name = pb->name[0] ? sharp_strdup(pb->name) : NULL;
+    if (pb->decorator) {
+        r->decorator_operation = sharp_strdup(pb->decorator->operation);
+        r->decorator_propagate = pb->decorator->propagate ? pb->decorator->propagate->value : true;
+    }
+    if (pb->tracing && route_tracing_from(c, sub(p, sizeof p, path, "tracing"), pb->tracing, r) < 0) return -1;
     r->case_sensitive = true;
     r->timeout_ms = DEFAULT_TIMEOUT_MS;
     if (match_from(c, sub(p, sizeof p, path, "match"), pb->match, r) < 0) return -1;

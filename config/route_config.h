@@ -36,5 +36,9 @@ int sharp_config_header_ops(const char *path, const char *add_field,
                             Envoy__Config__Core__V3__HeaderValueOption *const *add, size_t nadd,
                             const char *remove_field, char *const *remove, size_t nremove,
                             sharp_header_ops_t *ops, char *err, size_t errlen);
+/* A CustomTag list (a connection manager's tracing.custom_tags). Returns 0,
+ * or -1 with "path[i].field: message" in err; on error free `out`. */
+int sharp_config_custom_tags(Envoy__Type__Tracing__V3__CustomTag *const *pb, size_t n, const char *path,
+                             sharp_custom_tags_t *out, char *err, size_t errlen);
 
 #endif

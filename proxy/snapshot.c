@@ -1,5 +1,6 @@
 /* snapshot.c: reference counting of config snapshots. */
 #include "snapshot.h"
+#include "http/tracing.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
 #include "http/local_reply.h"
@@ -27,6 +28,7 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     free(h->access_logs);
     if (h->routes) sharp_route_table_free(h->routes);
     free(h->stat_prefix);
+    sharp_tracing_config_free(h->tracing);
     free(h->server_name);
     free(h->via);
     free(h->default_host_for_http_10);

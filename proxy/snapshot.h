@@ -138,6 +138,7 @@ typedef struct sharp_hcm_config {
     sharp_upgrade_t *upgrades;           /* upgrade_configs */
     uint32_t nupgrades;
     sharp_hcm_stats_t st;
+    struct sharp_tracing_config *tracing; /* tracing (http/tracing.h); NULL: none */
     /* A TCP proxy chain's connection settings: the connection manager runs
      * the connection (transport, writes, drains) with this config, whose
      * HTTP settings are all off, its access logs the TCP proxy's and its

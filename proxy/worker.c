@@ -13,6 +13,7 @@
 #include "upstream/pool.h"
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
+#include "http/zipkin.h"
 #include "xds/lds.h"
 
 #include <unistd.h>
@@ -500,6 +501,7 @@ static void check_snapshot(sharp_worker_t *w)
     /* the listeners before the snapshot goes: an entry keeps a pointer to
      * its listener, which the old snapshot may hold last */
     sync_listeners(w, ns);
+    sharp_zipkin_sync(w, ns);
     sharp_snapshot_unref(w->snap);
     w->snap = ns; /* the handed-over reference */
     sharp_view_unref(old);
@@ -595,6 +597,7 @@ static void on_wakeup(uv_async_t *a)
         begin_drain(w);
         sharp_conn_close_all(w);
         sharp_shadow_abort_all(w); /* before their pools go */
+        sharp_zipkin_stop_all(w);
         teardown_clusters(w);
         sharp_access_log_worker_flush(w);
         uv_timer_stop(&w->tick);
@@ -652,6 +655,8 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->connections);
     sharp_dlist_init(&w->inspecting);
     sharp_dlist_init(&w->shadows);
+    sharp_dlist_init(&w->zipkin_reporters);
+    sharp_dlist_init(&w->zipkin_reports);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
@@ -671,6 +676,7 @@ int sharp_worker_init(sharp_worker_t *w)
     w->listener_drain_epoch = sharp_lds_drain_epoch();
     setup_clusters(w);
     sharp_dlist_init(&w->listens);
+    sharp_zipkin_sync(w, w->snap);
     return sync_listeners(w, w->snap);
 }
 

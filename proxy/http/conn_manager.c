@@ -11,6 +11,7 @@
 #include "http/conn_manager.h"
 #include "http/conn_internal.h"
 #include "http/access_log_emit.h"
+#include "http/tracing.h"
 #include "http/grpc.h"
 #include "http/tcp_proxy.h"
 #include "log.h"
@@ -1203,6 +1204,7 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
         if (!s->filters[i].off && s->filters[i].factory->on_complete)
             s->filters[i].factory->on_complete(&s->filters[i], &s->info);
     sharp_access_log_emit_all(c->worker, s->hcm, &s->info);
+    if (s->span) sharp_tracing_finish(s);
     for (uint32_t i = 0; i < s->nfilters; i++)
         if (!s->filters[i].off && s->filters[i].factory->on_destroy) s->filters[i].factory->on_destroy(&s->filters[i]);
     sharp_dlist_remove(&s->conn_link);

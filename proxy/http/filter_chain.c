@@ -20,6 +20,7 @@
 #include "http/hcm_internal.h"
 #include "http/path_util.h"
 #include "http/stream.h"
+#include "http/tracing.h"
 #include "http/local_reply.h"
 #include "log.h"
 #include "net.h"
@@ -479,6 +480,7 @@ static void mutate_response(sharp_stream_t *s, sharp_headers_t *h)
     if (!sharp_headers_get_cstr(h, "date", NULL)) sharp_headers_add_cstr(h, "date", http_date());
     if (hcm->always_set_request_id_in_response && s->info.request_id[0])
         sharp_headers_set_cstr(h, "x-request-id", s->info.request_id);
+    if (hcm->tracing) sharp_tracing_response_headers(s, h);
 }
 
 /* ------------------------------------------------------------------ */
@@ -749,6 +751,8 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
         s->idle_timeout_ms = s->route->idle_timeout_ms;
         sharp_codec_touch(s);
     }
+    /* Envoy traces the request once its route is known, before the filters */
+    if (s->hcm->tracing) sharp_tracing_begin(s);
     if (s->upgrade_request && !accept_upgrade(s)) return;
     dec_iterate_headers(s, 0);
 }

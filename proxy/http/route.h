@@ -178,6 +178,42 @@ typedef struct {
     char *key;            /* runtime_key, NULL when empty */
 } sharp_runtime_fraction_t;
 
+/* Tracing sampling fractions (http/tracing.h): the connection manager's,
+ * or a route's tracing (Envoy's RouteTracingImpl), each numerator out of
+ * its denominator (100, 10000 or 1000000). */
+typedef struct {
+    uint32_t client_num, client_den;   /* tracing.client_enabled */
+    uint32_t random_num, random_den;   /* tracing.random_sampling */
+    uint32_t overall_num, overall_den; /* tracing.global_enabled */
+} sharp_trace_sampling_t;
+
+/* Custom span tags (type.tracing.v3.CustomTag) of a connection manager or
+ * a route: a literal, an environment variable's value (read when the
+ * config is built, else its default), or a request header's value (else
+ * its default). A tag whose value is empty is not set, as in Envoy. */
+typedef struct {
+    char *tag;
+    char *value;  /* the literal, the environment's value, or the header's default */
+    char *header; /* request_header: its name, lower-case; NULL otherwise */
+} sharp_custom_tag_t;
+
+typedef struct {
+    sharp_custom_tag_t *p;
+    uint32_t n;
+} sharp_custom_tags_t;
+
+static inline void sharp_custom_tags_free(sharp_custom_tags_t *t)
+{
+    for (uint32_t i = 0; i < t->n; i++) {
+        free(t->p[i].tag);
+        free(t->p[i].value);
+        free(t->p[i].header);
+    }
+    free(t->p);
+    t->p = NULL;
+    t->n = 0;
+}
+
 /* Envoy's featureEnabled(runtime_key, default_value, random) on the
  * thread's runtime snapshot (proxy/runtime.h). */
 bool sharp_fraction_enabled(const sharp_runtime_fraction_t *f, uint64_t random);
@@ -221,6 +257,16 @@ typedef struct sharp_upgrade {
 
 typedef struct sharp_route {
     char *name;
+    /* decorator: the span name of the requests it routes (NULL: none), and
+     * whether an egress connection manager passes it on in
+     * x-envoy-decorator-operation (propagate, default true) */
+    char *decorator_operation;
+    bool decorator_propagate;
+    /* tracing: its fractions replace the connection manager's (each 100%
+     * unless set) */
+    bool has_tracing;
+    sharp_trace_sampling_t tracing;
+    sharp_custom_tags_t tracing_tags; /* tracing.custom_tags: they win over the connection manager's */
     /* match */
     sharp_route_match_kind_t match_kind;
     char *path; /* prefix, exact path, separated prefix, or the regex text */

@@ -276,6 +276,8 @@ static void free_route(sharp_route_t *r)
 {
     free_mirror(&r->mirror_own);
     free(r->name);
+    free(r->decorator_operation);
+    sharp_custom_tags_free(&r->tracing_tags);
     free(r->path);
     sharp_re2_free(r->path_re);
     free_matchers(r->headers, r->nheaders);

@@ -82,6 +82,12 @@ struct sharp_stream {
     bool upgrade_accepted;
     bool upgraded;
     bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
+    /* tracing (http/tracing.h): the span, NULL without one; the route
+     * decorator's operation while it may still go out in
+     * x-envoy-decorator-operation */
+    struct sharp_span *span;
+    const char *decorated_operation;
+    bool decorated_propagate;
     uint64_t idle_timeout_ms; /* stream_idle_timeout, or the route's idle_timeout */
     /* stream_idle_timeout runs on the connection's stream_idle_timer: the
      * stream is due at idle_since_ns (last activity) plus the scaled

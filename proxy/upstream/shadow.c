@@ -72,6 +72,12 @@ static void find_local_address(void)
     freeifaddrs(ifs);
 }
 
+const char *sharp_local_address(void)
+{
+    pthread_once(&local_address_once, find_local_address);
+    return local_address;
+}
+
 static void prepare_headers(sharp_shadow_t *sh, const sharp_shadow_args_t *a)
 {
     sharp_headers_copy(&sh->h, a->headers);
@@ -88,7 +94,7 @@ static void prepare_headers(sharp_shadow_t *sh, const sharp_shadow_args_t *a)
     }
     /* as Envoy's async client: the copy is an internal request of this proxy */
     sharp_headers_set_cstr(&sh->h, "x-envoy-internal", "true");
-    pthread_once(&local_address_once, find_local_address);
+    sharp_local_address();
     sharp_str_t xff;
     if (sharp_headers_get_cstr(&sh->h, "x-forwarded-for", &xff) && xff.len) {
         sharp_sbuf_t v = {0};

@@ -70,4 +70,9 @@ void sharp_shadow_abort_all(sharp_worker_t *w);
  * -> "[::1]-shadow:80"). Writes to out (cap bytes), returns the length. */
 size_t sharp_shadow_host(sharp_str_t authority, char *out, size_t cap);
 
+/* The local node's address as Envoy's LocalInfo has it: the first
+ * non-loopback IPv4 address of the machine's interfaces, else 127.0.0.1
+ * (the async client's x-forwarded-for, Zipkin's local endpoint). */
+const char *sharp_local_address(void);
+
 #endif

@@ -63,6 +63,28 @@ function loadSharp() {
     return { root, fileOf };
 }
 
+// Whether an official file and everything it imports are in the bundle
+// (envoy/config/trace/v3/opencensus.proto imports OpenCensus protos the
+// bundle lacks; such a file is left out, its package's other files stay).
+function loadable(rel, seen = new Map()) {
+    if (rel.startsWith('google/protobuf/')) return true; // protobufjs's bundled copies
+    if (seen.has(rel)) return seen.get(rel);
+    seen.set(rel, true); // an import cycle is fine
+    const inc = OFFICIAL_INCLUDES.find((i) => fs.existsSync(path.join(i, rel)));
+    let ok = !!inc;
+    if (ok) {
+        const src = fs.readFileSync(path.join(inc, rel), 'utf8');
+        for (const m of src.matchAll(/^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"/gm)) {
+            if (!loadable(m[1], seen)) {
+                ok = false;
+                break;
+            }
+        }
+    }
+    seen.set(rel, ok);
+    return ok;
+}
+
 // The official files of every package SHARP declares: all .proto files in the
 // package's directory, so a message is found whichever file Envoy keeps it in.
 function loadOfficial(packages) {
@@ -90,7 +112,7 @@ function loadOfficial(packages) {
             continue;
         }
         for (const ent of fs.readdirSync(path.join(inc, dir))) {
-            if (ent.endsWith('.proto')) files.push(`${dir}/${ent}`);
+            if (ent.endsWith('.proto') && loadable(`${dir}/${ent}`)) files.push(`${dir}/${ent}`);
         }
     }
     root.loadSync(files, { keepCase: true, alternateCommentMode: true });

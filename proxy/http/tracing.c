@@ -1,0 +1,452 @@
+/* tracing.c: sampling decisions, B3 context, spans and their Zipkin v2
+ * JSON; see tracing.h. */
+#include "http/tracing.h"
+#include "runtime.h"
+
+#include <stdio.h>
+
+void sharp_zipkin_config_free(sharp_zipkin_config_t *zc)
+{
+    if (!zc) return;
+    free(zc->cluster);
+    free(zc->endpoint);
+    free(zc->hostname);
+    free(zc);
+}
+
+void sharp_tracing_config_free(sharp_tracing_config_t *tc)
+{
+    if (!tc) return;
+    sharp_zipkin_config_free(tc->zipkin);
+    sharp_custom_tags_free(&tc->custom_tags);
+    free((char *)tc->node_id);
+    free((char *)tc->zone);
+    free((char *)tc->service_name);
+    free(tc);
+}
+
+/* ---- x-request-id ---- */
+
+/* UUIDRequestIDExtension: the version digit (position 14) carries the
+ * reason. */
+#define TRACE_BYTE_POSITION 14
+
+sharp_trace_reason_t sharp_request_id_reason(const char *rid, size_t len)
+{
+    if (!rid || len != 36) return SHARP_TRACE_NOT_TRACEABLE;
+    switch (rid[TRACE_BYTE_POSITION]) {
+    case '9': return SHARP_TRACE_SAMPLING;
+    case 'a': return SHARP_TRACE_SERVICE_FORCED;
+    case 'b': return SHARP_TRACE_CLIENT_FORCED;
+    default: return SHARP_TRACE_NOT_TRACEABLE;
+    }
+}
+
+void sharp_request_id_set_reason(char *rid, size_t len, sharp_trace_reason_t r)
+{
+    if (!rid || len != 36) return;
+    switch (r) {
+    case SHARP_TRACE_SAMPLING: rid[TRACE_BYTE_POSITION] = '9'; break;
+    case SHARP_TRACE_SERVICE_FORCED: rid[TRACE_BYTE_POSITION] = 'a'; break;
+    case SHARP_TRACE_CLIENT_FORCED: rid[TRACE_BYTE_POSITION] = 'b'; break;
+    case SHARP_TRACE_NOT_TRACEABLE: rid[TRACE_BYTE_POSITION] = '4'; break;
+    default: break; /* Envoy writes no other reason */
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* A whole string of 1 to 16 hex digits (StringUtil::atoull base 16, without
+ * strtoull's leniency for signs, blanks and a 0x prefix). */
+static bool parse_hex64(const char *p, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 16) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = hexval(p[i]);
+        if (d < 0) return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+bool sharp_request_id_integer(const char *rid, size_t len, uint64_t *out)
+{
+    if (!rid || len < 8) return false;
+    return parse_hex64(rid, 8, out);
+}
+
+sharp_trace_reason_t sharp_tracing_decide(const sharp_trace_sampling_t *f, char *rid, size_t len,
+                                          const sharp_trace_inputs_t *in, bool *decided)
+{
+    *decided = false;
+    uint64_t v;
+    /* a missing or corrupted request id: no decision */
+    if (!sharp_request_id_integer(rid, len, &v)) return SHARP_TRACE_NOT_TRACEABLE;
+    const uint64_t result = v % 10000;
+    /* no transformation while the request is being traced already */
+    sharp_trace_reason_t r = sharp_request_id_reason(rid, len);
+    if (r == SHARP_TRACE_NOT_TRACEABLE) {
+        if (in->client_trace_id &&
+            sharp_runtime_fraction_enabled("tracing.client_enabled", f->client_num, f->client_den, in->client_random))
+            r = SHARP_TRACE_CLIENT_FORCED;
+        else if (in->force_trace)
+            r = SHARP_TRACE_SERVICE_FORCED;
+        else if (sharp_runtime_fraction_enabled("tracing.random_sampling", f->random_num, f->random_den, result))
+            r = SHARP_TRACE_SAMPLING;
+        sharp_request_id_set_reason(rid, len, r);
+    }
+    if (r != SHARP_TRACE_NOT_TRACEABLE &&
+        !sharp_runtime_fraction_enabled("tracing.global_enabled", f->overall_num, f->overall_den, result)) {
+        r = SHARP_TRACE_NOT_TRACEABLE;
+        sharp_request_id_set_reason(rid, len, r);
+    }
+    *decided = true;
+    return r;
+}
+
+/* ---- B3 ---- */
+
+static bool valid_flag(char c)
+{
+    return c == '1' || c == '0' || c == 'd';
+}
+
+int sharp_b3_sampled(const sharp_headers_t *h)
+{
+    sharp_str_t b3;
+    if (sharp_headers_get_cstr(h, "b3", &b3)) {
+        size_t pos;
+        switch (b3.len) {
+        case 1: pos = 0; break;
+        case 35: pos = 34; break; /* 16 + 1 + 16 + 2 */
+        case 51: pos = 50; break; /* 32 + 1 + 16 + 2 */
+        case 52: pos = 34; break; /* 16 + 1 + 16 + 2 + 1 + 16 */
+        case 68: pos = 50; break; /* 32 + 1 + 16 + 2 + 1 + 16 */
+        default: return -1;
+        }
+        if (!valid_flag(b3.p[pos])) return -1;
+        return b3.p[pos] != '0';
+    }
+    sharp_str_t v;
+    if (!sharp_headers_get_cstr(h, "x-b3-sampled", &v)) return -1;
+    /* "true" from old Zipkin tracers too */
+    return (v.len == 1 && v.p[0] == '1') || (v.len == 4 && memcmp(v.p, "true", 4) == 0);
+}
+
+#define B3_MAX_LENGTH (32 + 1 + 16 + 3 + 16) /* traceid128-spanid-1-parentid */
+
+static int bad(const char **why, const char *msg)
+{
+    if (why) *why = msg;
+    return -1;
+}
+
+/* Envoy's extractSpanContextFromB3SingleFormat. */
+static int extract_single(sharp_str_t b3, bool sampled, sharp_b3_context_t *out, const char **why)
+{
+    const char *s = b3.p;
+    size_t len = b3.len, pos = 0;
+    if (len == 0) return bad(why, "empty b3 header");
+    if (len == 1) return valid_flag(s[0]) ? 0 : bad(why, "invalid sampling flag in b3 header");
+    if (len < 16 + 1 + 16) return bad(why, "truncated b3 header");
+    if (len > B3_MAX_LENGTH) return bad(why, "b3 header too long");
+    sharp_b3_context_t c = {0};
+    if (s[32] == '-') {
+        if (!parse_hex64(s, 16, &c.trace_hi)) return bad(why, "invalid trace id high in b3 header");
+        pos += 16;
+        if (!parse_hex64(s + pos, 16, &c.trace_lo)) return bad(why, "invalid trace id in b3 header");
+    } else if (!parse_hex64(s, 16, &c.trace_lo)) {
+        return bad(why, "invalid trace id in b3 header");
+    }
+    pos += 16;
+    if (s[pos++] != '-') return bad(why, "no span id in b3 header");
+    size_t n = len - pos < 16 ? len - pos : 16;
+    if (!parse_hex64(s + pos, n, &c.span_id)) return bad(why, "invalid span id in b3 header");
+    pos += 16;
+    if (len > pos) {
+        /* "-<flag>" and maybe "-<parent id>" follow */
+        if (len == pos + 1) return bad(why, "truncated b3 header");
+        if (s[pos++] != '-') return bad(why, "no sampling field in b3 header");
+        if (len == pos + 1 || (len >= pos + 2 && s[pos + 1] == '-')) {
+            if (!valid_flag(s[pos])) return bad(why, "invalid sampling flag in b3 header");
+            pos++;
+        } else {
+            return bad(why, "truncated b3 header");
+        }
+        if (len > pos) {
+            if (len != pos + 17) return bad(why, "truncated b3 header");
+            pos++; /* the '-' checked above */
+            if (!parse_hex64(s + pos, len - pos, &c.parent_id)) return bad(why, "invalid parent id in b3 header");
+        }
+    }
+    c.sampled = sampled;
+    *out = c;
+    return 1;
+}
+
+int sharp_b3_extract(const sharp_headers_t *h, bool sampled, sharp_b3_context_t *out, const char **why)
+{
+    sharp_str_t b3;
+    if (sharp_headers_get_cstr(h, "b3", &b3)) return extract_single(b3, sampled, out, why);
+    sharp_str_t tid, sid, pid;
+    if (!sharp_headers_get_cstr(h, "x-b3-traceid", &tid) || !sharp_headers_get_cstr(h, "x-b3-spanid", &sid))
+        return 0;
+    sharp_b3_context_t c = {0};
+    /* a 128-bit trace id is two 64-bit halves */
+    if (tid.len == 32) {
+        if (!parse_hex64(tid.p, 16, &c.trace_hi) || !parse_hex64(tid.p + 16, 16, &c.trace_lo))
+            return bad(why, "invalid x-b3-traceid");
+    } else if (!parse_hex64(tid.p, tid.len, &c.trace_lo)) {
+        return bad(why, "invalid x-b3-traceid");
+    }
+    if (!parse_hex64(sid.p, sid.len, &c.span_id)) return bad(why, "invalid x-b3-spanid");
+    if (sharp_headers_get_cstr(h, "x-b3-parentspanid", &pid) && pid.len &&
+        !parse_hex64(pid.p, pid.len, &c.parent_id))
+        return bad(why, "invalid x-b3-parentspanid");
+    c.sampled = sampled;
+    *out = c;
+    return 1;
+}
+
+/* ---- spans ---- */
+
+void sharp_span_set_name(sharp_span_t *sp, const char *name, size_t len)
+{
+    free(sp->name);
+    sp->name = sharp_strndup(name, len);
+}
+
+void sharp_span_start(sharp_span_t *sp, const sharp_tracing_config_t *tc, const sharp_b3_context_t *ctx,
+                      bool sampled, const char *name, size_t name_len, uint64_t start_wall_us, uint64_t start_ns,
+                      uint64_t (*random)(void *), void *rarg)
+{
+    memset(sp, 0, sizeof *sp);
+    sp->start_wall_us = start_wall_us;
+    sp->start_ns = start_ns;
+    sp->name = sharp_strndup(name, name_len);
+    bool shared = tc->zipkin ? tc->zipkin->shared_span_context : true;
+    if (!ctx) {
+        /* a root span: its id is the trace id */
+        sp->id = sp->trace_lo = random(rarg);
+        if (tc->zipkin && tc->zipkin->trace_id_128bit) sp->trace_hi = random(rarg);
+        sp->server = !tc->egress;
+        sp->sampled = sampled;
+        return;
+    }
+    sp->trace_lo = ctx->trace_lo;
+    sp->trace_hi = ctx->trace_hi;
+    sp->sampled = ctx->sampled;
+    if (tc->egress || !shared) {
+        /* a child of the caller's span */
+        sp->id = random(rarg);
+        sp->parent_id = ctx->span_id;
+        sp->has_parent = true;
+        sp->server = false;
+    } else {
+        /* ingress, sharing the caller's span */
+        sp->id = ctx->span_id;
+        sp->parent_id = ctx->parent_id;
+        sp->has_parent = ctx->parent_id != 0;
+        sp->server = true;
+    }
+}
+
+void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
+{
+    if (!key[0] || !vlen) return;
+    if (sp->ntags == sp->cap_tags) {
+        sp->cap_tags = sp->cap_tags ? sp->cap_tags * 2 : 24;
+        sp->tag_refs = sharp_realloc(sp->tag_refs, sp->cap_tags * sizeof *sp->tag_refs);
+    }
+    struct sharp_span_tag_ref *r = &sp->tag_refs[sp->ntags++];
+    r->off = (uint32_t)sp->tags.len;
+    sharp_json_string(&sp->tags, key, strlen(key));
+    r->klen = (uint32_t)sp->tags.len - r->off;
+    sharp_sbuf_puts(&sp->tags, ":");
+    sharp_json_string(&sp->tags, value, vlen);
+    r->len = (uint32_t)sp->tags.len - r->off;
+}
+
+bool sharp_span_has_tag(const sharp_span_t *sp, const char *key)
+{
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < sp->ntags; i++) {
+        const struct sharp_span_tag_ref *r = &sp->tag_refs[i];
+        /* keys are compared as written: a key needing no escape reads as itself */
+        if (r->klen == n + 2 && memcmp(sp->tags.data + r->off + 1, key, n) == 0) return true;
+    }
+    return false;
+}
+
+void sharp_span_free(sharp_span_t *sp)
+{
+    free(sp->name);
+    sp->name = NULL;
+    sharp_sbuf_free(&sp->tags);
+    free(sp->tag_refs);
+    sp->tag_refs = NULL;
+    sp->ntags = sp->cap_tags = 0;
+}
+
+static void hex64(uint64_t w, char out[17])
+{
+    snprintf(out, 17, "%016llx", (unsigned long long)w);
+}
+
+/* Envoy's traceIdAsHexString: 32 digits for a 128-bit trace id. */
+static size_t trace_id_hex(const sharp_span_t *sp, char out[33])
+{
+    if (sp->trace_hi) {
+        snprintf(out, 33, "%016llx%016llx", (unsigned long long)sp->trace_hi, (unsigned long long)sp->trace_lo);
+        return 32;
+    }
+    hex64(sp->trace_lo, out);
+    return 16;
+}
+
+void sharp_span_inject(const sharp_span_t *sp, sharp_headers_t *h)
+{
+    char t[33], x[17];
+    size_t tn = trace_id_hex(sp, t);
+    sharp_headers_set(h, "x-b3-traceid", 12, t, tn);
+    hex64(sp->id, x);
+    sharp_headers_set(h, "x-b3-spanid", 11, x, 16);
+    if (sp->has_parent) {
+        hex64(sp->parent_id, x);
+        sharp_headers_set(h, "x-b3-parentspanid", 17, x, 16);
+    }
+    sharp_headers_set(h, "x-b3-sampled", 12, sp->sampled ? "1" : "0", 1);
+}
+
+/* The length of the valid UTF-8 sequence at p (at most n bytes), 0 if
+ * there is none. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t need;
+    uint32_t min;
+    if (c >= 0xc2 && c <= 0xdf) need = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef) need = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4) need = 4, min = 0x10000;
+    else return 0;
+    if (n < need) return 0;
+    uint32_t cp = c & (0xff >> (need + 1));
+    for (size_t i = 1; i < need; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return need;
+}
+
+void sharp_json_string(sharp_sbuf_t *out, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    sharp_sbuf_puts(out, "\"");
+    size_t run = 0; /* bytes copied as they are, pending */
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        const char *esc = NULL;
+        char u[8];
+        size_t adv = 1;
+        if (c == '"') esc = "\\\"";
+        else if (c == '\\') esc = "\\\\";
+        else if (c == '\n') esc = "\\n";
+        else if (c == '\r') esc = "\\r";
+        else if (c == '\t') esc = "\\t";
+        else if (c == '\b') esc = "\\b";
+        else if (c == '\f') esc = "\\f";
+        else if (c < 0x20 || c == 0x7f) {
+            snprintf(u, sizeof u, "\\u%04x", c);
+            esc = u;
+        } else if (c >= 0x80) {
+            adv = utf8_seq(p + i, n - i);
+            if (!adv) {
+                esc = "\\ufffd";
+                adv = 1;
+            }
+        }
+        if (esc) {
+            if (run) sharp_sbuf_append(out, s + i - run, run);
+            run = 0;
+            sharp_sbuf_puts(out, esc);
+        } else {
+            run += adv;
+        }
+        i += adv;
+    }
+    if (run) sharp_sbuf_append(out, s + n - run, run);
+    sharp_sbuf_puts(out, "\"");
+}
+
+void sharp_span_json(const sharp_span_t *sp, uint64_t end_wall_us, uint64_t duration_us, const char *local_ip,
+                     const char *service_name, bool shared_span_context, sharp_sbuf_t *out)
+{
+    char t[33], x[17], num[32];
+    size_t tn = trace_id_hex(sp, t);
+    sharp_sbuf_puts(out, "{\"traceId\":");
+    sharp_json_string(out, t, tn);
+    if (sp->has_parent) {
+        hex64(sp->parent_id, x);
+        sharp_sbuf_puts(out, ",\"parentId\":\"");
+        sharp_sbuf_append(out, x, 16);
+        sharp_sbuf_puts(out, "\"");
+    }
+    hex64(sp->id, x);
+    sharp_sbuf_puts(out, ",\"id\":\"");
+    sharp_sbuf_append(out, x, 16);
+    sharp_sbuf_puts(out, sp->server ? "\",\"kind\":\"SERVER\"" : "\",\"kind\":\"CLIENT\"");
+    if (sp->name && sp->name[0]) {
+        sharp_sbuf_puts(out, ",\"name\":");
+        sharp_json_string(out, sp->name, strlen(sp->name));
+    }
+    snprintf(num, sizeof num, "%llu", (unsigned long long)sp->start_wall_us);
+    sharp_sbuf_puts(out, ",\"timestamp\":");
+    sharp_sbuf_puts(out, num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)duration_us);
+    sharp_sbuf_puts(out, ",\"duration\":");
+    sharp_sbuf_puts(out, num);
+    sharp_sbuf_puts(out, ",\"localEndpoint\":{");
+    bool comma = false;
+    if (local_ip && local_ip[0]) {
+        sharp_sbuf_puts(out, strchr(local_ip, ':') ? "\"ipv6\":" : "\"ipv4\":");
+        sharp_json_string(out, local_ip, strlen(local_ip));
+        sharp_sbuf_puts(out, ",\"port\":0");
+        comma = true;
+    }
+    if (service_name && service_name[0]) {
+        sharp_sbuf_puts(out, comma ? ",\"serviceName\":" : "\"serviceName\":");
+        sharp_json_string(out, service_name, strlen(service_name));
+    }
+    sharp_sbuf_puts(out, "}");
+    if (sp->ntags) {
+        sharp_sbuf_puts(out, ",\"tags\":{");
+        bool first = true;
+        for (uint32_t i = 0; i < sp->ntags; i++) {
+            const struct sharp_span_tag_ref *r = &sp->tag_refs[i];
+            const char *k = sp->tags.data + r->off;
+            bool replaced = false;
+            for (uint32_t j = i + 1; j < sp->ntags && !replaced; j++)
+                replaced = sp->tag_refs[j].klen == r->klen && memcmp(sp->tags.data + sp->tag_refs[j].off, k, r->klen) == 0;
+            if (replaced) continue;
+            if (!first) sharp_sbuf_puts(out, ",");
+            first = false;
+            sharp_sbuf_append(out, k, r->len);
+        }
+        sharp_sbuf_puts(out, "}");
+    }
+    if (sp->server && shared_span_context) sharp_sbuf_puts(out, ",\"shared\":true");
+    snprintf(num, sizeof num, "%llu", (unsigned long long)end_wall_us);
+    sharp_sbuf_puts(out, ",\"annotations\":[{\"timestamp\":");
+    sharp_sbuf_puts(out, num);
+    sharp_sbuf_puts(out, sp->server ? ",\"value\":\"ss\"}]" : ",\"value\":\"cr\"}]");
+    sharp_sbuf_puts(out, "}");
+}

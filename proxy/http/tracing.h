@@ -1,0 +1,173 @@
+/* tracing.h: Envoy's HTTP tracing in the connection manager, with the Zipkin
+ * tracer (envoy.tracers.zipkin) as its only provider.
+ *
+ * The sampling decision is Envoy's (ConnectionManagerUtility::
+ * mutateTracingRequestHeader): the trace reason travels in the
+ * x-request-id UUID (its version digit: '9' sampled, 'a' forced by
+ * x-envoy-force-trace, 'b' forced by the client's x-client-trace-id, '4'
+ * not traced), the random draws are the UUID's first 8 hex digits modulo
+ * 10000. The span is Envoy's Zipkin span: B3 context from the request
+ * (x-b3-* or the single b3 header), a SERVER span sharing the caller's
+ * span id on ingress (shared_span_context) or a CLIENT child, Envoy's tags,
+ * B3 headers injected into the request to the upstream. Finished spans
+ * are encoded as Zipkin v2 JSON at once and handed to the worker's
+ * reporter (zipkin.h), which batches them to the collector cluster.
+ *
+ * The functions without a stream (UUID, decision, B3 parsing, JSON) are
+ * pure and unit tested (test/unit/test_tracing.c). */
+#ifndef SHARP_HTTP_TRACING_H
+#define SHARP_HTTP_TRACING_H
+
+#include "common.h"
+#include "http/headers.h"
+#include "http/route.h"
+#include "sbuf.h"
+#include "stats.h"
+
+/* Envoy's Tracing::Reason. */
+typedef enum {
+    SHARP_TRACE_NOT_TRACEABLE,
+    SHARP_TRACE_HEALTH_CHECK,
+    SHARP_TRACE_SAMPLING,
+    SHARP_TRACE_SERVICE_FORCED,
+    SHARP_TRACE_CLIENT_FORCED,
+} sharp_trace_reason_t;
+
+/* ZipkinConfig, translated. Its stats are the process-wide
+ * tracing.zipkin.* counters (every Zipkin provider shares them, as in
+ * Envoy, whose drivers count in the server's scope). */
+typedef struct sharp_zipkin_config {
+    char *cluster;  /* collector_cluster */
+    char *endpoint; /* collector_endpoint: the path POSTed to */
+    char *hostname; /* collector_hostname, default the cluster's name: :authority */
+    bool trace_id_128bit;
+    bool shared_span_context; /* default true */
+    struct {
+        sharp_stat_id_t spans_sent, timer_flushed, reports_skipped_no_cluster, reports_sent, reports_dropped,
+            reports_failed;
+    } st;
+} sharp_zipkin_config_t;
+
+/* HttpConnectionManager.tracing, translated. */
+typedef struct sharp_tracing_config {
+    bool egress;               /* the listener's traffic_direction is OUTBOUND: CLIENT spans, "egress" */
+    /* client_sampling out of 100, random_sampling and overall_sampling out
+     * of 10000 (a route's tracing replaces them) */
+    sharp_trace_sampling_t sampling;
+    uint32_t max_path_tag_length; /* default 256 */
+    sharp_custom_tags_t custom_tags; /* a route's tags of the same name win */
+    sharp_zipkin_config_t *zipkin; /* NULL: no provider, decisions only (Envoy's null tracer) */
+    const char *node_id, *zone, *service_name; /* node.id, node.locality.zone, node.cluster (owned) */
+    /* http.<stat_prefix>.tracing.* */
+    struct {
+        sharp_stat_id_t random_sampling, service_forced, client_enabled, not_traceable, health_check;
+    } st;
+} sharp_tracing_config_t;
+
+void sharp_tracing_config_free(sharp_tracing_config_t *tc);
+void sharp_zipkin_config_free(sharp_zipkin_config_t *zc);
+
+/* ---- x-request-id (Envoy's UUIDRequestIDExtension) ---- */
+
+/* The reason a request id carries: NOT_TRACEABLE unless it is 36 bytes
+ * long with '9', 'a' or 'b' at position 14. */
+sharp_trace_reason_t sharp_request_id_reason(const char *rid, size_t len);
+/* Writes reason into a 36-byte request id (others are left alone). */
+void sharp_request_id_set_reason(char *rid, size_t len, sharp_trace_reason_t r);
+/* The request id's first 8 characters as a hex number (getInteger). */
+bool sharp_request_id_integer(const char *rid, size_t len, uint64_t *out);
+
+/* The decision's inputs besides the request id. */
+typedef struct {
+    bool client_trace_id;  /* the request has x-client-trace-id */
+    bool force_trace;      /* ... x-envoy-force-trace (removed before when the request is external) */
+    uint64_t client_random; /* the draw of tracing.client_enabled (a fresh random number) */
+} sharp_trace_inputs_t;
+
+/* Envoy's mutateTracingRequestHeader with these fractions (the connection
+ * manager's or the route's): the final reason, written into the request id
+ * (rid, len: a writable copy of x-request-id; NULL or malformed: no
+ * decision is made and NOT_TRACEABLE is returned with *decided false). */
+sharp_trace_reason_t sharp_tracing_decide(const sharp_trace_sampling_t *f, char *rid, size_t len,
+                                          const sharp_trace_inputs_t *in, bool *decided);
+
+/* ---- B3 propagation (Envoy's Zipkin SpanContextExtractor) ---- */
+
+typedef struct {
+    uint64_t trace_hi, trace_lo, span_id, parent_id;
+    bool sampled;
+} sharp_b3_context_t;
+
+/* The sampling flag the request carries: the b3 header's (when it has a
+ * valid flag where its length says it is), else x-b3-sampled ("1" or
+ * "true" is sampled, anything else is not). -1: none. */
+int sharp_b3_sampled(const sharp_headers_t *h);
+/* The context of the request: 1 found (out filled, out->sampled =
+ * sampled), 0 none, -1 malformed (*why says how). The single b3 header
+ * wins when present. */
+int sharp_b3_extract(const sharp_headers_t *h, bool sampled, sharp_b3_context_t *out, const char **why);
+
+/* ---- spans ---- */
+
+typedef struct sharp_span {
+    uint64_t trace_hi, trace_lo, id, parent_id;
+    bool has_parent;
+    bool server;  /* kind SERVER (Envoy's SR annotation), else CLIENT (CS) */
+    bool sampled;
+    uint64_t start_wall_us; /* timestamp */
+    uint64_t start_ns;      /* monotonic, for the duration */
+    char *name;
+    /* the tags as JSON ("key":"value", escaped, one after the other) and
+     * where each is; a later tag of the same key replaces an earlier one,
+     * as in Envoy's JSON (a map) */
+    sharp_sbuf_t tags;
+    struct sharp_span_tag_ref {
+        uint32_t off, klen, len; /* klen: the quoted key's length */
+    } *tag_refs;
+    uint32_t ntags, cap_tags;
+} sharp_span_t;
+
+/* A new span for a request with context ctx (NULL: a root span), as
+ * Envoy's Zipkin Tracer::startSpan. ids come from random(). */
+void sharp_span_start(sharp_span_t *sp, const sharp_tracing_config_t *tc, const sharp_b3_context_t *ctx,
+                      bool sampled, const char *name, size_t name_len, uint64_t start_wall_us, uint64_t start_ns,
+                      uint64_t (*random)(void *), void *rarg);
+void sharp_span_set_name(sharp_span_t *sp, const char *name, size_t len);
+/* Envoy's Span::setTag: a tag with an empty name or value is not kept. */
+void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen);
+static inline void sharp_span_tag_cstr(sharp_span_t *sp, const char *key, const char *value)
+{
+    sharp_span_tag(sp, key, value, strlen(value));
+}
+/* Whether a tag of this key (one needing no JSON escape) was set. */
+bool sharp_span_has_tag(const sharp_span_t *sp, const char *key);
+void sharp_span_free(sharp_span_t *sp);
+/* Sets x-b3-traceid, x-b3-spanid, x-b3-parentspanid (when the span has a
+ * parent) and x-b3-sampled (1/0), as Envoy's ZipkinSpan::injectContext. */
+void sharp_span_inject(const sharp_span_t *sp, sharp_headers_t *h);
+
+/* The Zipkin v2 JSON object of a span finished at end_wall_us after
+ * duration_us, as Envoy's JsonV2Serializer writes it: traceId, parentId,
+ * id, kind, name, timestamp, duration, localEndpoint {ipv4|ipv6, port 0,
+ * serviceName}, tags, shared: true for a SERVER span when
+ * shared_span_context, and the annotation Envoy's Span::finish adds
+ * (SERVER: "ss", CLIENT: "cr", at end_wall_us), which the serializer lists
+ * in annotations. */
+void sharp_span_json(const sharp_span_t *sp, uint64_t end_wall_us, uint64_t duration_us, const char *local_ip,
+                     const char *service_name, bool shared_span_context, sharp_sbuf_t *out);
+/* ---- the connection manager's side (tracing_hcm.c) ---- */
+
+struct sharp_stream;
+/* Once the route is known: the decision (x-request-id rewritten, stats),
+ * the span, the decorator and the B3 headers of the upstream request. */
+void sharp_tracing_begin(struct sharp_stream *s);
+/* The response head going downstream: x-envoy-decorator-operation. */
+void sharp_tracing_response_headers(struct sharp_stream *s, sharp_headers_t *h);
+/* The stream's end: the span's tags, its JSON to the worker's reporter. */
+void sharp_tracing_finish(struct sharp_stream *s);
+
+/* Appends s as a JSON string (quoted, escaped; invalid UTF-8 becomes
+ * U+FFFD). */
+void sharp_json_string(sharp_sbuf_t *out, const char *s, size_t n);
+
+#endif

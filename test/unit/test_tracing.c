@@ -1,0 +1,338 @@
+/* test_tracing.c: Envoy's tracing decision in x-request-id, B3 context
+ * extraction (multi-header and single b3, malformed values), Zipkin spans,
+ * B3 injection and the Zipkin v2 JSON of a span (escaping). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "http/tracing.h"
+
+static sharp_headers_t H;
+
+static sharp_headers_t *hdrs(const char *const *kv)
+{
+    sharp_headers_free(&H);
+    sharp_headers_init(&H);
+    for (size_t i = 0; kv && kv[i]; i += 2) sharp_headers_add_cstr(&H, kv[i], kv[i + 1]);
+    return &H;
+}
+
+#define HDRS(...) hdrs((const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- x-request-id ---- */
+
+static void request_id_reason(void **state)
+{
+    (void)state;
+    char rid[] = "0000000a-0000-4000-8000-000000000000";
+    assert_int_equal(sharp_request_id_reason(rid, 36), SHARP_TRACE_NOT_TRACEABLE);
+    sharp_request_id_set_reason(rid, 36, SHARP_TRACE_SAMPLING);
+    assert_int_equal(rid[14], '9');
+    assert_int_equal(sharp_request_id_reason(rid, 36), SHARP_TRACE_SAMPLING);
+    sharp_request_id_set_reason(rid, 36, SHARP_TRACE_SERVICE_FORCED);
+    assert_int_equal(sharp_request_id_reason(rid, 36), SHARP_TRACE_SERVICE_FORCED);
+    sharp_request_id_set_reason(rid, 36, SHARP_TRACE_CLIENT_FORCED);
+    assert_int_equal(rid[14], 'b');
+    sharp_request_id_set_reason(rid, 36, SHARP_TRACE_NOT_TRACEABLE);
+    assert_int_equal(rid[14], '4');
+    /* not a UUID: no reason read, none written */
+    char short_id[] = "abc-9";
+    assert_int_equal(sharp_request_id_reason(short_id, 5), SHARP_TRACE_NOT_TRACEABLE);
+    sharp_request_id_set_reason(short_id, 5, SHARP_TRACE_SAMPLING);
+    assert_string_equal(short_id, "abc-9");
+    uint64_t v;
+    assert_true(sharp_request_id_integer(rid, 36, &v));
+    assert_int_equal(v, 10);
+    assert_false(sharp_request_id_integer("0000000", 7, &v));
+    assert_false(sharp_request_id_integer("zzzzzzzz-", 9, &v));
+}
+
+static sharp_trace_sampling_t cfg(uint32_t client, uint32_t random, uint32_t overall)
+{
+    return (sharp_trace_sampling_t){client, 100, random, 10000, overall, 10000};
+}
+
+static sharp_trace_reason_t decide(const sharp_trace_sampling_t *tc, char *rid, bool client, bool force, bool *d)
+{
+    sharp_trace_inputs_t in = {.client_trace_id = client, .force_trace = force, .client_random = 0};
+    return sharp_tracing_decide(tc, rid, rid ? strlen(rid) : 0, &in, d);
+}
+
+static void decision(void **state)
+{
+    (void)state;
+    bool d;
+    sharp_trace_sampling_t all = cfg(100, 10000, 10000), none = cfg(100, 0, 10000);
+    char rid[] = "00000064-0000-4000-8000-000000000000"; /* 0x64 = 100: result 100 */
+    assert_int_equal(decide(&all, rid, false, false, &d), SHARP_TRACE_SAMPLING);
+    assert_true(d);
+    assert_int_equal(rid[14], '9');
+    /* an id already carrying a decision keeps it */
+    assert_int_equal(decide(&none, rid, false, false, &d), SHARP_TRACE_SAMPLING);
+    assert_int_equal(rid[14], '9');
+    rid[14] = '4';
+    assert_int_equal(decide(&none, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
+    assert_int_equal(rid[14], '4');
+    /* random_sampling is out of 10000, drawn from the id: 100 < 101 */
+    sharp_trace_sampling_t r100 = cfg(100, 100, 10000), r101 = cfg(100, 101, 10000);
+    assert_int_equal(decide(&r100, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
+    assert_int_equal(decide(&r101, rid, false, false, &d), SHARP_TRACE_SAMPLING);
+    rid[14] = '4';
+    /* x-client-trace-id first, then x-envoy-force-trace */
+    assert_int_equal(decide(&none, rid, true, true, &d), SHARP_TRACE_CLIENT_FORCED);
+    assert_int_equal(rid[14], 'b');
+    rid[14] = '4';
+    sharp_trace_sampling_t noclient = cfg(0, 0, 10000);
+    assert_int_equal(decide(&noclient, rid, true, true, &d), SHARP_TRACE_SERVICE_FORCED);
+    assert_int_equal(rid[14], 'a');
+    /* overall_sampling vetoes every reason, forced ones too */
+    sharp_trace_sampling_t veto = cfg(100, 10000, 0);
+    assert_int_equal(decide(&veto, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
+    assert_int_equal(rid[14], '4');
+    assert_int_equal(decide(&veto, rid, true, false, &d), SHARP_TRACE_NOT_TRACEABLE);
+    assert_int_equal(rid[14], '4');
+    /* no id, or one that is not hex: no decision */
+    assert_int_equal(decide(&all, NULL, true, true, &d), SHARP_TRACE_NOT_TRACEABLE);
+    assert_false(d);
+    char bad[] = "not-a-hex-request-id";
+    assert_int_equal(decide(&all, bad, false, true, &d), SHARP_TRACE_NOT_TRACEABLE);
+    assert_false(d);
+    /* any id with 8 hex digits is decided, even if it cannot carry the reason */
+    char other[] = "0000000100";
+    assert_int_equal(decide(&all, other, false, false, &d), SHARP_TRACE_SAMPLING);
+    assert_true(d);
+    assert_string_equal(other, "0000000100");
+    /* a route's fractions: any denominator (random is the id modulo 10000) */
+    sharp_trace_sampling_t route = {100, 100, 101, 1000000, 100, 100};
+    rid[14] = '4';
+    assert_int_equal(decide(&route, rid, false, false, &d), SHARP_TRACE_SAMPLING);
+    route.random_num = 100;
+    rid[14] = '4';
+    assert_int_equal(decide(&route, rid, false, false, &d), SHARP_TRACE_NOT_TRACEABLE);
+}
+
+/* ---- B3 ---- */
+
+static void b3_sampled(void **state)
+{
+    (void)state;
+    assert_int_equal(sharp_b3_sampled(HDRS("x-b3-sampled", "1")), 1);
+    assert_int_equal(sharp_b3_sampled(HDRS("x-b3-sampled", "true")), 1);
+    assert_int_equal(sharp_b3_sampled(HDRS("x-b3-sampled", "0")), 0);
+    assert_int_equal(sharp_b3_sampled(HDRS("x-b3-sampled", "yes")), 0);
+    assert_int_equal(sharp_b3_sampled(HDRS("x-b3-flags", "1")), -1); /* flags are not read, as in Envoy */
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "0")), 0);
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "d")), 1);
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "x")), -1);
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-0")), 0);
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")), 1);
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1")), -1);
+    /* b3 wins over x-b3-sampled */
+    assert_int_equal(sharp_b3_sampled(HDRS("b3", "0", "x-b3-sampled", "1")), 0);
+    assert_int_equal(sharp_b3_sampled(HDRS("user-agent", "x")), -1);
+}
+
+static void expect_ctx(const sharp_headers_t *h, uint64_t hi, uint64_t lo, uint64_t span, uint64_t parent)
+{
+    sharp_b3_context_t c;
+    const char *why = NULL;
+    assert_int_equal(sharp_b3_extract(h, true, &c, &why), 1);
+    assert_true(c.trace_hi == hi && c.trace_lo == lo && c.span_id == span && c.parent_id == parent);
+    assert_true(c.sampled);
+}
+
+static void expect_bad(const sharp_headers_t *h)
+{
+    sharp_b3_context_t c;
+    const char *why = NULL;
+    assert_int_equal(sharp_b3_extract(h, true, &c, &why), -1);
+    assert_non_null(why);
+}
+
+static void b3_multi(void **state)
+{
+    (void)state;
+    expect_ctx(HDRS("x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312"), 0, 0x463ac35c9f6413adull,
+               0xa2fb4a1d1a96d312ull, 0);
+    expect_ctx(HDRS("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124", "x-b3-spanid", "A2FB4A1D1A96D312",
+                    "x-b3-parentspanid", "0020000000000001"),
+               0x463ac35c9f6413adull, 0x48485a3953bb6124ull, 0xa2fb4a1d1a96d312ull, 0x20000000000001ull);
+    expect_ctx(HDRS("x-b3-traceid", "1", "x-b3-spanid", "2", "x-b3-parentspanid", ""), 0, 1, 2, 0);
+    /* no context without both ids */
+    sharp_b3_context_t c;
+    assert_int_equal(sharp_b3_extract(HDRS("x-b3-traceid", "1"), true, &c, NULL), 0);
+    assert_int_equal(sharp_b3_extract(HDRS("x-b3-spanid", "1"), true, &c, NULL), 0);
+    expect_bad(HDRS("x-b3-traceid", "xyz", "x-b3-spanid", "1"));
+    expect_bad(HDRS("x-b3-traceid", "", "x-b3-spanid", "1"));
+    expect_bad(HDRS("x-b3-traceid", "11112222333344445", "x-b3-spanid", "1")); /* 17 digits */
+    expect_bad(HDRS("x-b3-traceid", "463ac35c9f6413ad48485a3953bb612g", "x-b3-spanid", "1"));
+    expect_bad(HDRS("x-b3-traceid", "1", "x-b3-spanid", "-1"));
+    expect_bad(HDRS("x-b3-traceid", "1", "x-b3-spanid", "2", "x-b3-parentspanid", "0x3"));
+}
+
+static void b3_single(void **state)
+{
+    (void)state;
+    expect_ctx(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1"), 0, 0x80f198ee56343ba8ull, 0xe457b5a2e4d86bd1ull, 0);
+    expect_ctx(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1"), 0, 0x80f198ee56343ba8ull, 0xe457b5a2e4d86bd1ull, 0);
+    expect_ctx(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90"), 0, 0x80f198ee56343ba8ull,
+               0xe457b5a2e4d86bd1ull, 0x05e3ac9a4f6e3b90ull);
+    expect_ctx(HDRS("b3", "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-0-05e3ac9a4f6e3b90"),
+               0x463ac35c9f6413adull, 0x48485a3953bb6124ull, 0xe457b5a2e4d86bd1ull, 0x05e3ac9a4f6e3b90ull);
+    /* the single header wins over x-b3-* */
+    expect_ctx(HDRS("b3", "0000000000000001-0000000000000002", "x-b3-traceid", "9", "x-b3-spanid", "9"), 0, 1, 2, 0);
+    sharp_b3_context_t c;
+    assert_int_equal(sharp_b3_extract(HDRS("b3", "1"), true, &c, NULL), 0); /* a sampling decision only */
+    assert_int_equal(sharp_b3_extract(HDRS("b3", "d"), true, &c, NULL), 0);
+    expect_bad(HDRS("b3", ""));
+    expect_bad(HDRS("b3", "x"));
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd")); /* truncated */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-00000")); /* too long */
+    expect_bad(HDRS("b3", "80f198ee56343ba8+e457b5a2e4d86bd1"));                        /* no span id */
+    expect_bad(HDRS("b3", "80f198ee56343bz8-e457b5a2e4d86bd1"));                        /* bad trace id */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bq1"));                        /* bad span id */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-"));                       /* truncated */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1+1"));                      /* no sampling field */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-x"));                      /* bad flag */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-11"));                     /* truncated */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9"));      /* short parent */
+    expect_bad(HDRS("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-1-05e3ac9a4f6e3bxx"));     /* bad parent */
+}
+
+/* ---- spans ---- */
+
+static uint64_t counter(void *arg)
+{
+    return ++*(uint64_t *)arg;
+}
+
+static void span_kinds(void **state)
+{
+    (void)state;
+    sharp_zipkin_config_t z = {.shared_span_context = true};
+    sharp_tracing_config_t tc = {.zipkin = &z};
+    sharp_b3_context_t ctx = {.trace_lo = 0x10, .span_id = 0x20, .parent_id = 0x30, .sampled = true};
+    uint64_t n = 100;
+    sharp_span_t sp;
+    /* ingress with a context, shared: the caller's span id and parent */
+    sharp_span_start(&sp, &tc, &ctx, true, "h", 1, 0, 0, counter, &n);
+    assert_true(sp.server && sp.id == 0x20 && sp.has_parent && sp.parent_id == 0x30 && sp.trace_lo == 0x10);
+    sharp_span_free(&sp);
+    /* not shared: a CLIENT child of the caller's span */
+    z.shared_span_context = false;
+    sharp_span_start(&sp, &tc, &ctx, true, "h", 1, 0, 0, counter, &n);
+    assert_true(!sp.server && sp.id == 101 && sp.has_parent && sp.parent_id == 0x20);
+    sharp_span_free(&sp);
+    /* egress: a child too */
+    z.shared_span_context = true;
+    tc.egress = true;
+    sharp_span_start(&sp, &tc, &ctx, true, "h", 1, 0, 0, counter, &n);
+    assert_true(!sp.server && sp.id == 102 && sp.parent_id == 0x20);
+    sharp_span_free(&sp);
+    /* a root: the span id is the trace id; 128-bit adds the high half */
+    z.trace_id_128bit = true;
+    tc.egress = false;
+    sharp_span_start(&sp, &tc, NULL, false, "h", 1, 0, 0, counter, &n);
+    assert_true(sp.server && !sp.has_parent && sp.id == 103 && sp.trace_lo == 103 && sp.trace_hi == 104);
+    assert_false(sp.sampled);
+    sharp_headers_t *h = HDRS("x-b3-parentspanid", "old");
+    sharp_span_inject(&sp, h);
+    sharp_str_t v;
+    assert_true(sharp_headers_get_cstr(h, "x-b3-traceid", &v));
+    assert_int_equal(v.len, 32);
+    assert_memory_equal(v.p, "00000000000000680000000000000067", 32);
+    assert_true(sharp_headers_get_cstr(h, "x-b3-spanid", &v));
+    assert_memory_equal(v.p, "0000000000000067", 16);
+    assert_true(sharp_headers_get_cstr(h, "x-b3-sampled", &v));
+    assert_memory_equal(v.p, "0", 1);
+    /* with no parent, the caller's x-b3-parentspanid is left as it came */
+    assert_true(sharp_headers_get_cstr(h, "x-b3-parentspanid", &v));
+    assert_memory_equal(v.p, "old", 3);
+    sharp_span_free(&sp);
+}
+
+static void expect_json(const char *in, size_t n, const char *want)
+{
+    sharp_sbuf_t b = {0};
+    sharp_json_string(&b, in, n);
+    if (b.len != strlen(want)) print_error("got %.*s for %s\n", (int)b.len, b.data, want);
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.data, want, b.len);
+    sharp_sbuf_free(&b);
+}
+
+static void json_escaping(void **state)
+{
+    (void)state;
+    expect_json("plain", 5, "\"plain\"");
+    expect_json("a\"b\\c", 5, "\"a\\\"b\\\\c\"");
+    expect_json("\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\"");
+    expect_json("\x01\x1f\x7f", 3, "\"\\u0001\\u001f\\u007f\"");
+    expect_json("a\0b", 3, "\"a\\u0000b\"");
+    expect_json("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+    /* a sequence cut short */
+    expect_json("\xf0\x9f\x98", 3, "\"\\ufffd\\ufffd\\ufffd\"");
+    expect_json("\xff", 1, "\"\\ufffd\"");
+    expect_json("\xc3", 1, "\"\\ufffd\"");                /* truncated sequence */
+    expect_json("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");      /* overlong */
+    expect_json("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""); /* a surrogate */
+    expect_json("", 0, "\"\"");
+}
+
+static void span_json(void **state)
+{
+    (void)state;
+    sharp_zipkin_config_t z = {.shared_span_context = true};
+    sharp_tracing_config_t tc = {.zipkin = &z};
+    sharp_b3_context_t ctx = {.trace_hi = 1, .trace_lo = 2, .span_id = 3, .parent_id = 4, .sampled = true};
+    uint64_t n = 0;
+    sharp_span_t sp;
+    sharp_span_start(&sp, &tc, &ctx, true, "host", 4, 1700000000000000ull, 5, counter, &n);
+    sharp_span_set_name(&sp, "op \"x\"", 6);
+    sharp_span_tag_cstr(&sp, "component", "proxy");
+    sharp_span_tag_cstr(&sp, "zone", ""); /* empty: not kept */
+    sharp_span_tag_cstr(&sp, "user_agent", "a\\b");
+    sharp_span_tag_cstr(&sp, "error", "true");
+    sharp_span_tag_cstr(&sp, "error", "false"); /* a later tag of a key replaces the earlier */
+    assert_true(sharp_span_has_tag(&sp, "error"));
+    assert_false(sharp_span_has_tag(&sp, "zone"));
+    sharp_sbuf_t b = {0};
+    sharp_span_json(&sp, 1700000000000042ull, 42, "10.0.0.1", "front", true, &b);
+    const char *want = "{\"traceId\":\"00000000000000010000000000000002\",\"parentId\":\"0000000000000004\","
+                       "\"id\":\"0000000000000003\",\"kind\":\"SERVER\",\"name\":\"op \\\"x\\\"\","
+                       "\"timestamp\":1700000000000000,\"duration\":42,"
+                       "\"localEndpoint\":{\"ipv4\":\"10.0.0.1\",\"port\":0,\"serviceName\":\"front\"},"
+                       "\"tags\":{\"component\":\"proxy\",\"user_agent\":\"a\\\\b\",\"error\":\"false\"},\"shared\":true,"
+                       "\"annotations\":[{\"timestamp\":1700000000000042,\"value\":\"ss\"}]}";
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.data, want, b.len);
+    sharp_sbuf_free(&b);
+    sharp_span_free(&sp);
+    /* a CLIENT root span: no parent, no shared, no tags, an IPv6 endpoint */
+    tc.egress = true;
+    sharp_span_start(&sp, &tc, NULL, true, "", 0, 7, 0, counter, &n);
+    sharp_span_json(&sp, 9, 0, "::1", "", true, &b);
+    want = "{\"traceId\":\"0000000000000001\",\"id\":\"0000000000000001\",\"kind\":\"CLIENT\","
+           "\"timestamp\":7,\"duration\":0,\"localEndpoint\":{\"ipv6\":\"::1\",\"port\":0},"
+           "\"annotations\":[{\"timestamp\":9,\"value\":\"cr\"}]}";
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.data, want, b.len);
+    sharp_sbuf_free(&b);
+    sharp_span_free(&sp);
+}
+
+int main(void)
+{
+    sharp_headers_init(&H);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(request_id_reason), cmocka_unit_test(decision), cmocka_unit_test(b3_sampled),
+        cmocka_unit_test(b3_multi),          cmocka_unit_test(b3_single), cmocka_unit_test(span_kinds),
+        cmocka_unit_test(json_escaping),     cmocka_unit_test(span_json),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    sharp_headers_free(&H);
+    return rc;
+}
