@@ -1,6 +1,7 @@
 /* heap.c: see heap.h. glibc's and the sanitizer's figures; mimalloc's are
  * in heap_mimalloc.c. */
 #include "heap.h"
+#include "small.h"
 #include "log.h"
 
 #include <malloc.h>
@@ -102,7 +103,12 @@ static const sharp_heap_backend_t *backend = &builtin;
 static _Atomic uint32_t release_generation;
 static _Thread_local uint32_t seen_generation;
 
-void sharp_heap_set_backend(const sharp_heap_backend_t *b) { backend = b ? b : &builtin; }
+void sharp_heap_set_backend(const sharp_heap_backend_t *b)
+{
+    backend = b ? b : &builtin;
+    /* mimalloc keeps free blocks per thread itself */
+    sharp_small_set_caching(backend == &builtin);
+}
 const char *sharp_heap_allocator(void) { return backend->name; }
 
 void sharp_heap_log_allocator(void)
@@ -119,6 +125,7 @@ uint64_t sharp_heap_free_bytes(void) { return backend->free_bytes(); }
 void sharp_heap_release(void)
 {
     seen_generation = atomic_fetch_add_explicit(&release_generation, 1, memory_order_relaxed) + 1;
+    sharp_small_flush(); /* this thread's kept small blocks first (small.h) */
     backend->release();
 }
 
@@ -127,10 +134,15 @@ void sharp_heap_thread_tick(void)
     uint32_t g = atomic_load_explicit(&release_generation, memory_order_relaxed);
     bool release = g != seen_generation;
     seen_generation = g;
+    if (release) sharp_small_flush();
     backend->thread_tick(release);
 }
 
-void sharp_heap_thread_exit(void) { backend->thread_exit(); }
+void sharp_heap_thread_exit(void)
+{
+    sharp_small_flush();
+    backend->thread_exit();
+}
 
 /* Free heap memory goes back to the system without an overload action, as
  * tcmalloc's background release does for Envoy: glibc keeps what closed

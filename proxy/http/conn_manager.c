@@ -17,6 +17,7 @@
 #include "log.h"
 #include "net.h"
 #include "overload.h"
+#include "small.h"
 #include "tls/context.h"
 #include "tls/downstream.h"
 #include "listener_inspect.h"
@@ -932,7 +933,7 @@ static void on_stream_timer_closed(uv_handle_t *h)
 {
     sharp_stream_t *s = h->data;
     if (--s->timers_open > 0) return;
-    free(s);
+    sharp_small_free(s);
 }
 
 /* stream_idle_timeout reached (Envoy's onIdleTimeout): a 408 while no
@@ -1105,7 +1106,7 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     for (uint32_t i = 0; i < hcm->nfilters; i++)
         state_bytes += (hcm->filters[i].factory->state_size + 15) & ~(size_t)15;
     size_t fbytes = hcm->nfilters * sizeof(sharp_filter_t);
-    sharp_stream_t *s = sharp_calloc(1, sizeof *s + fbytes + state_bytes + 16);
+    sharp_stream_t *s = sharp_small_calloc(1, sizeof *s + fbytes + state_bytes + 16);
     s->conn = c;
     sharp_dlist_push(&c->streams, &s->conn_link);
     c->nstreams++;

@@ -2,6 +2,7 @@
  * bytes in the buffer; a map lives for one message, so the waste is bounded
  * by what that message added. */
 #include "http/headers.h"
+#include "small.h"
 
 #include <strings.h>
 
@@ -78,8 +79,8 @@ static inline bool name_eq(const sharp_headers_t *h, uint32_t i, const char *nam
 
 void sharp_headers_free(sharp_headers_t *h)
 {
-    free(h->e);
-    free(h->buf);
+    sharp_small_free(h->e);
+    sharp_small_free(h->buf);
     memset(h, 0, sizeof *h);
 }
 
@@ -103,7 +104,7 @@ static uint32_t buf_put(sharp_headers_t *h, const char *p, size_t n)
         bool own = in_buf(h, p, &at);
         uint32_t cap = h->bcap ? h->bcap : 512;
         while (cap < h->blen + n) cap *= 2;
-        h->buf = sharp_realloc(h->buf, cap);
+        h->buf = sharp_small_realloc(h->buf, cap);
         h->bcap = cap;
         if (own) p = h->buf + at;
     }
@@ -122,7 +123,7 @@ static void buf_reserve(sharp_headers_t *h, size_t n, const char **name, const c
     bool own_name = in_buf(h, *name, &nat), own_value = in_buf(h, *value, &vat);
     uint32_t cap = h->bcap ? h->bcap : 512;
     while (cap < h->blen + n) cap *= 2;
-    h->buf = sharp_realloc(h->buf, cap);
+    h->buf = sharp_small_realloc(h->buf, cap);
     h->bcap = cap;
     if (own_name) *name = h->buf + nat;
     if (own_value) *value = h->buf + vat;
@@ -142,7 +143,7 @@ void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const 
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 16;
-        h->e = sharp_realloc(h->e, h->cap * sizeof *h->e);
+        h->e = sharp_small_realloc(h->e, h->cap * sizeof *h->e);
     }
     sharp_header_entry_t *e = &h->e[h->n++];
     /* 8 bytes of slack: the name is lower-cased a word at a time, its last

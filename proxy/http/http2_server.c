@@ -37,6 +37,7 @@
 #include "log.h"
 #include "overload.h"
 #include "runtime.h"
+#include "small.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -245,7 +246,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     c->h2->opened_streams++;
     sharp_stream_t *s = sharp_conn_stream_create(c);
     sharp_gauge_add(STATS(c), HCM(c)->st.http2_streams_active, 1);
-    h2_stream_t *h = sharp_calloc(1, sizeof *h);
+    h2_stream_t *h = sharp_small_calloc(1, sizeof *h);
     h->id = frame->hd.stream_id;
     sharp_headers_init(&h->trailers);
     s->codec_state = h;
@@ -876,7 +877,7 @@ static void h2_stream_released(sharp_stream_t *s)
     sharp_gauge_add(STATS(c), HCM(c)->st.http2_streams_active, -1);
     sharp_sbuf_free(&h->out);
     sharp_headers_free(&h->trailers);
-    free(h);
+    sharp_small_free(h);
     s->codec_state = NULL;
 }
 
@@ -954,7 +955,7 @@ void sharp_http2_server_init(sharp_conn_t *c)
      * header block (a CONTINUATION flood closes the connection) */
     nghttp2_option_set_max_outbound_ack(opt, 10000);
     nghttp2_option_set_max_continuations(opt, 512);
-    nghttp2_session_server_new2(&c->h2->session, callbacks, c, opt);
+    nghttp2_session_server_new3(&c->h2->session, callbacks, c, opt, sharp_small_nghttp2_mem());
     nghttp2_option_del(opt);
     uint32_t limit = c->listener->buffer_limit;
     uint32_t stream_window = SHARP_MAX(SHARP_MIN(o->initial_stream_window_size, limit), 65535u);

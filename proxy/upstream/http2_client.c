@@ -21,6 +21,7 @@
 #include "http/hpack_hint.h"
 #include "log.h"
 #include "net.h"
+#include "small.h"
 #include "sbuf.h"
 
 #include <nghttp2/nghttp2.h>
@@ -131,7 +132,7 @@ static void stream_free(h2_stream_t *s)
     sharp_headers_free(&s->resp_trailers);
     sharp_headers_free(&s->trailers);
     sharp_sbuf_free(&s->body);
-    free(s);
+    sharp_small_free(s);
 }
 
 /* The stream no longer counts in the connection's active streams; its
@@ -654,7 +655,7 @@ static void h2_init(sharp_upstream_conn_t *c)
     nghttp2_option_set_peer_max_concurrent_streams(opt, o->max_concurrent_streams);
     nghttp2_option_set_max_outbound_ack(opt, o->max_outbound_control_frames);
     nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_session_client_new2(&hc->ng, callbacks, hc, opt);
+    nghttp2_session_client_new3(&hc->ng, callbacks, hc, opt, sharp_small_nghttp2_mem());
     nghttp2_option_del(opt);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size},
@@ -728,7 +729,7 @@ static uint32_t h2_capacity(const sharp_upstream_conn_t *c)
 static sharp_upstream_cx_t *h2_new_stream(sharp_upstream_conn_t *c, sharp_upstream_request_t *r)
 {
     h2_conn_t *hc = HC(c);
-    h2_stream_t *s = sharp_calloc(1, sizeof *s);
+    h2_stream_t *s = sharp_small_calloc(1, sizeof *s);
     s->s.conn = c;
     s->s.req = r;
     s->hc = hc;
