@@ -1,0 +1,80 @@
+/* check.h: the parts of the ext_authz filter that decide without I/O:
+ * which headers the authorization request carries, and what an
+ * authorization service's answer means for the request (Envoy's
+ * CheckRequestUtils and RawHttpClientImpl for an http_service). */
+#ifndef SHARP_FILTERS_EXT_AUTHZ_CHECK_H
+#define SHARP_FILTERS_EXT_AUTHZ_CHECK_H
+
+#include "common.h"
+#include "http/headers.h"
+#include "http/route.h"
+#include "sbuf.h"
+
+/* A ListStringMatcher: a name matches when any pattern does. */
+typedef struct {
+    sharp_string_matcher_t *m;
+    uint32_t n;
+    bool set; /* the list was configured */
+} sharp_ext_authz_matchers_t;
+
+bool sharp_ext_authz_matchers_match(const sharp_ext_authz_matchers_t *l, sharp_str_t name);
+void sharp_ext_authz_matchers_free(sharp_ext_authz_matchers_t *l);
+
+/* What an http_service check needs. */
+typedef struct {
+    char *path_prefix;
+    /* ExtAuthz.allowed_headers, or the deprecated
+     * authorization_request.allowed_headers; Authorization, :method, :path
+     * and :authority are always allowed */
+    sharp_ext_authz_matchers_t allowed_headers;
+    sharp_ext_authz_matchers_t disallowed_headers;
+    sharp_header_ops_t headers_to_add; /* authorization_request.headers_to_add: overwrite or add */
+    sharp_ext_authz_matchers_t upstream, upstream_append, client, client_on_success;
+} sharp_ext_authz_http_t;
+
+/* The authorization request's head for an http_service: content-length
+ * (the body's length, 0 without one) first, then each request header that
+ * is allowed and not disallowed, values of a repeated name joined with ","
+ * as in the CheckRequest, :path with path_prefix before it; then
+ * headers_to_add. */
+void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req, size_t body_len,
+                                  sharp_headers_t *out, const struct sharp_stream_info *si);
+
+typedef enum {
+    SHARP_EXT_AUTHZ_OK,
+    SHARP_EXT_AUTHZ_DENIED,
+    SHARP_EXT_AUTHZ_ERROR,
+} sharp_ext_authz_status_t;
+
+/* What the filter does with an answer (Envoy's ExtAuthz::Response). Header
+ * lists are name/value pairs in `hdrs` (name at 2i, value at 2i+1). */
+typedef struct {
+    sharp_ext_authz_status_t status;
+    uint32_t http_status; /* DENIED: the status for the client */
+    sharp_headers_t set;              /* OK: set on the request; DENIED: on the local reply */
+    sharp_headers_t add;              /* OK: added to the request (another entry) */
+    sharp_headers_t append;           /* OK: appended to an existing request header's value with "," */
+    sharp_headers_t remove;           /* OK: names removed from the request */
+    sharp_headers_t response_add;     /* OK: added to the client's response */
+    sharp_headers_t response_set;     /* OK: set on the client's response */
+    sharp_sbuf_t body;                /* DENIED: the local reply's body */
+} sharp_ext_authz_response_t;
+
+void sharp_ext_authz_response_init(sharp_ext_authz_response_t *r);
+void sharp_ext_authz_response_free(sharp_ext_authz_response_t *r);
+
+/* An http_service's answer: a 5xx is an error; 200 is OK with the allowed
+ * upstream headers (set), upstream headers to append (added as another
+ * entry), client headers on success, and the names listed in
+ * x-envoy-auth-headers-to-remove; any other status denies with its body
+ * and the allowed client headers (all but :authority when
+ * allowed_client_headers is unset; else those and :status,
+ * content-length, www-authenticate, location). */
+void sharp_ext_authz_http_response(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *resp,
+                                   const char *body, size_t blen, sharp_ext_authz_response_t *out);
+
+/* Applies an OK answer to the request headers, as Envoy's filter does:
+ * set, add, append, then remove (never a pseudo-header or host). */
+void sharp_ext_authz_apply_request(const sharp_ext_authz_response_t *r, sharp_headers_t *h);
+
+#endif
