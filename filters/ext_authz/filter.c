@@ -269,12 +269,12 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     if (!c) return NULL;
     sharp_stats_t *s = ctx->server->stats;
     c->stats = s;
-    c->st_ok = sharp_stats_counterf(s, "%sext_authz.%sok", ctx->stat_prefix, c->stat_prefix);
-    c->st_denied = sharp_stats_counterf(s, "%sext_authz.%sdenied", ctx->stat_prefix, c->stat_prefix);
-    c->st_error = sharp_stats_counterf(s, "%sext_authz.%serror", ctx->stat_prefix, c->stat_prefix);
-    c->st_disabled = sharp_stats_counterf(s, "%sext_authz.%sdisabled", ctx->stat_prefix, c->stat_prefix);
+    c->st_ok = sharp_stats_counterf(s, "http.%s.ext_authz.%sok", ctx->stat_prefix, c->stat_prefix);
+    c->st_denied = sharp_stats_counterf(s, "http.%s.ext_authz.%sdenied", ctx->stat_prefix, c->stat_prefix);
+    c->st_error = sharp_stats_counterf(s, "http.%s.ext_authz.%serror", ctx->stat_prefix, c->stat_prefix);
+    c->st_disabled = sharp_stats_counterf(s, "http.%s.ext_authz.%sdisabled", ctx->stat_prefix, c->stat_prefix);
     c->st_failure_mode_allowed =
-        sharp_stats_counterf(s, "%sext_authz.%sfailure_mode_allowed", ctx->stat_prefix, c->stat_prefix);
+        sharp_stats_counterf(s, "http.%s.ext_authz.%sfailure_mode_allowed", ctx->stat_prefix, c->stat_prefix);
     return c;
 }
 
