@@ -142,13 +142,27 @@ void sharp_ext_authz_apply_request(const sharp_ext_authz_response_t *r, sharp_he
         sharp_str_t n = sharp_headers_name(&r->append, i), v = sharp_headers_value(&r->append, i);
         int at = sharp_headers_find(h, n.p, n.len, 0);
         if (at < 0) continue; /* only an existing header is appended to */
-        sharp_str_t cur = sharp_headers_value(h, (uint32_t)at);
-        b.len = 0;
-        sharp_sbuf_append(&b, cur.p, cur.len);
-        sharp_sbuf_puts(&b, ",");
-        sharp_sbuf_append(&b, v.p, v.len);
-        /* Envoy's appendCopy changes the first entry of that name */
-        sharp_headers_set(h, n.p, n.len, b.data, b.len);
+        /* Envoy's appendCopy changes the first entry of that name: the
+         * entries of the name are put back after the others, the first
+         * with the value appended */
+        sharp_headers_t same;
+        sharp_headers_init(&same);
+        for (int j = at; j >= 0; j = sharp_headers_find(h, n.p, n.len, (uint32_t)j + 1)) {
+            sharp_str_t cur = sharp_headers_value(h, (uint32_t)j);
+            b.len = 0;
+            sharp_sbuf_append(&b, cur.p, cur.len);
+            if (j == at) {
+                sharp_sbuf_puts(&b, ",");
+                sharp_sbuf_append(&b, v.p, v.len);
+            }
+            sharp_headers_add(&same, n.p, n.len, b.data, b.len);
+        }
+        sharp_headers_remove(h, n.p, n.len);
+        for (uint32_t j = 0; j < same.n; j++) {
+            sharp_str_t sv = sharp_headers_value(&same, j);
+            sharp_headers_add(h, n.p, n.len, sv.p, sv.len);
+        }
+        sharp_headers_free(&same);
     }
     sharp_sbuf_free(&b);
     for (uint32_t i = 0; i < r->remove.n; i++) {

@@ -1,0 +1,284 @@
+/* test_ext_authz.c: the ext_authz filter's decisions for an http_service
+ * (filters/ext_authz/check.c), as Envoy's RawHttpClientImpl and filter
+ * make them: which client headers the authorization request carries (the
+ * defaults, allowed and disallowed lists, repeated names joined, the path
+ * prefix, content-length, headers_to_add overwriting), how an answer is
+ * classified (200 OK, 5xx or no status an error, anything else a denial),
+ * which answer headers go where, x-envoy-auth-headers-to-remove, and how
+ * an OK answer changes the request (set, add, append, remove, never a
+ * pseudo-header or host). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "filters/ext_authz/check.h"
+
+static void matchers(sharp_ext_authz_matchers_t *l, sharp_string_match_kind_t kind, const char *const *values)
+{
+    char err[128];
+    uint32_t n = 0;
+    while (values[n]) n++;
+    l->m = calloc(n ? n : 1, sizeof *l->m);
+    l->set = true;
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(sharp_string_matcher_init(&l->m[l->n++], kind, values[i], strlen(values[i]), false, err,
+                                                   sizeof err), 0);
+}
+
+static void cfg_free(sharp_ext_authz_http_t *c)
+{
+    free(c->path_prefix);
+    sharp_ext_authz_matchers_free(&c->allowed_headers);
+    sharp_ext_authz_matchers_free(&c->disallowed_headers);
+    sharp_ext_authz_matchers_free(&c->upstream);
+    sharp_ext_authz_matchers_free(&c->upstream_append);
+    sharp_ext_authz_matchers_free(&c->client);
+    sharp_ext_authz_matchers_free(&c->client_on_success);
+    sharp_header_ops_free(&c->headers_to_add);
+}
+
+/* The value of `name` in h, "" when absent; *count gets how many entries. */
+static const char *value_of(const sharp_headers_t *h, const char *name, int *count)
+{
+    static char buf[256];
+    int n = 0;
+    buf[0] = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        sharp_str_t k = sharp_headers_name(h, i);
+        if (k.len == strlen(name) && memcmp(k.p, name, k.len) == 0) {
+            if (!n) {
+                sharp_str_t v = sharp_headers_value(h, i);
+                snprintf(buf, sizeof buf, "%.*s", (int)v.len, v.p);
+            }
+            n++;
+        }
+    }
+    if (count) *count = n;
+    return buf;
+}
+
+static void request(sharp_headers_t *h)
+{
+    sharp_headers_init(h);
+    sharp_headers_add_cstr(h, ":method", "POST");
+    sharp_headers_add_cstr(h, ":path", "/api/v1?x=1");
+    sharp_headers_add_cstr(h, ":authority", "example.com");
+    sharp_headers_add_cstr(h, ":scheme", "http");
+    sharp_headers_add_cstr(h, "authorization", "Bearer abc");
+    sharp_headers_add_cstr(h, "content-length", "5");
+    sharp_headers_add_cstr(h, "x-trace", "t1");
+    sharp_headers_add_cstr(h, "x-tenant", "a");
+    sharp_headers_add_cstr(h, "x-tenant", "b");
+    sharp_headers_add_cstr(h, "x-secret-token", "s");
+    sharp_headers_add_cstr(h, "cookie", "c=1");
+}
+
+static void request_defaults_only(void **state)
+{
+    (void)state;
+    sharp_ext_authz_http_t cfg = {0};
+    sharp_headers_t req, out;
+    request(&req);
+    sharp_headers_init(&out);
+    sharp_ext_authz_http_request(&cfg, &req, 0, &out, NULL);
+    /* content-length first, then the allowed ones in the client's order */
+    assert_int_equal(out.n, 5);
+    assert_memory_equal(sharp_headers_name(&out, 0).p, "content-length", 14);
+    assert_string_equal(value_of(&out, "content-length", NULL), "0");
+    assert_string_equal(value_of(&out, ":method", NULL), "POST");
+    assert_string_equal(value_of(&out, ":path", NULL), "/api/v1?x=1");
+    assert_string_equal(value_of(&out, ":authority", NULL), "example.com");
+    assert_string_equal(value_of(&out, "authorization", NULL), "Bearer abc");
+    sharp_headers_free(&req);
+    sharp_headers_free(&out);
+}
+
+static void request_allowed_prefix_and_body(void **state)
+{
+    (void)state;
+    sharp_ext_authz_http_t cfg = {0};
+    char err[128];
+    cfg.path_prefix = strdup("/check");
+    matchers(&cfg.allowed_headers, SHARP_SM_PREFIX, (const char *[]){"x-", NULL});
+    matchers(&cfg.disallowed_headers, SHARP_SM_CONTAINS, (const char *[]){"secret", NULL});
+    cfg.headers_to_add.add = calloc(1, sizeof *cfg.headers_to_add.add);
+    assert_int_equal(sharp_header_op_init(&cfg.headers_to_add.add[0], "x-trace", "from-config",
+                                          SHARP_OVERWRITE_IF_EXISTS_OR_ADD, false, err, sizeof err), 0);
+    cfg.headers_to_add.nadd = 1;
+    sharp_headers_t req, out;
+    request(&req);
+    sharp_headers_init(&out);
+    sharp_ext_authz_http_request(&cfg, &req, 42, &out, NULL);
+    int n;
+    assert_string_equal(value_of(&out, "content-length", &n), "42");
+    assert_int_equal(n, 1); /* the client's 5 is not passed on */
+    assert_string_equal(value_of(&out, ":path", NULL), "/check/api/v1?x=1");
+    /* a repeated name goes as one entry, its values joined with "," */
+    assert_string_equal(value_of(&out, "x-tenant", &n), "a,b");
+    assert_int_equal(n, 1);
+    /* disallowed wins over allowed */
+    value_of(&out, "x-secret-token", &n);
+    assert_int_equal(n, 0);
+    value_of(&out, "cookie", &n);
+    assert_int_equal(n, 0);
+    value_of(&out, ":scheme", &n);
+    assert_int_equal(n, 0);
+    /* headers_to_add overwrites the client's value */
+    assert_string_equal(value_of(&out, "x-trace", &n), "from-config");
+    assert_int_equal(n, 1);
+    sharp_headers_free(&req);
+    sharp_headers_free(&out);
+    cfg_free(&cfg);
+}
+
+static void answer(sharp_headers_t *h, const char *status)
+{
+    sharp_headers_init(h);
+    sharp_headers_add_cstr(h, ":status", status);
+    sharp_headers_add_cstr(h, "x-user", "alice");
+    sharp_headers_add_cstr(h, "x-append", "more");
+    sharp_headers_add_cstr(h, "x-client", "hello");
+    sharp_headers_add_cstr(h, "www-authenticate", "Bearer");
+    sharp_headers_add_cstr(h, "x-envoy-auth-headers-to-remove", "x-drop , ,x-drop-too");
+    sharp_headers_add_cstr(h, ":authority", "authz");
+}
+
+static void ok_answer(void **state)
+{
+    (void)state;
+    sharp_ext_authz_http_t cfg = {0};
+    matchers(&cfg.upstream, SHARP_SM_EXACT, (const char *[]){"x-user", NULL});
+    matchers(&cfg.upstream_append, SHARP_SM_EXACT, (const char *[]){"x-append", NULL});
+    matchers(&cfg.client_on_success, SHARP_SM_EXACT, (const char *[]){"x-client", NULL});
+    sharp_headers_t a;
+    answer(&a, "200");
+    sharp_ext_authz_response_t r;
+    sharp_ext_authz_response_init(&r);
+    sharp_ext_authz_http_response(&cfg, &a, "ignored", 7, &r);
+    assert_int_equal(r.status, SHARP_EXT_AUTHZ_OK);
+    assert_int_equal(r.set.n, 1);
+    assert_string_equal(value_of(&r.set, "x-user", NULL), "alice");
+    assert_int_equal(r.add.n, 1);
+    assert_string_equal(value_of(&r.add, "x-append", NULL), "more");
+    assert_int_equal(r.response_add.n, 1);
+    assert_int_equal(r.remove.n, 2);
+    assert_memory_equal(sharp_headers_name(&r.remove, 0).p, "x-drop", 6);
+    assert_int_equal(sharp_headers_name(&r.remove, 0).len, 6);
+    assert_int_equal(r.body.len, 0);
+
+    /* applied to the request: set replaces, add appends an entry, remove
+     * never takes a pseudo-header or host */
+    sharp_headers_t req;
+    sharp_headers_init(&req);
+    sharp_headers_add_cstr(&req, ":path", "/");
+    sharp_headers_add_cstr(&req, "host", "h");
+    sharp_headers_add_cstr(&req, "x-user", "mallory");
+    sharp_headers_add_cstr(&req, "x-user", "eve");
+    sharp_headers_add_cstr(&req, "x-append", "first");
+    sharp_headers_add_cstr(&req, "x-drop", "1");
+    sharp_headers_add(&r.remove, ":path", 5, "", 0);
+    sharp_headers_add(&r.remove, "host", 4, "", 0);
+    sharp_headers_add_cstr(&r.append, "x-append", "tail");
+    sharp_headers_add_cstr(&r.append, "x-absent", "never");
+    sharp_ext_authz_apply_request(&r, &req);
+    int n;
+    assert_string_equal(value_of(&req, "x-user", &n), "alice");
+    assert_int_equal(n, 1);
+    assert_string_equal(value_of(&req, "x-append", &n), "first,tail");
+    assert_int_equal(n, 2);
+    value_of(&req, "x-absent", &n);
+    assert_int_equal(n, 0);
+    value_of(&req, "x-drop", &n);
+    assert_int_equal(n, 0);
+    value_of(&req, ":path", &n);
+    assert_int_equal(n, 1);
+    value_of(&req, "host", &n);
+    assert_int_equal(n, 1);
+    sharp_headers_free(&req);
+    sharp_headers_free(&a);
+    sharp_ext_authz_response_free(&r);
+    cfg_free(&cfg);
+}
+
+static void denied_answer(void **state)
+{
+    (void)state;
+    sharp_ext_authz_http_t cfg = {0};
+    sharp_headers_t a;
+    answer(&a, "401");
+    sharp_ext_authz_response_t r;
+    sharp_ext_authz_response_init(&r);
+    sharp_ext_authz_http_response(&cfg, &a, "go away", 7, &r);
+    assert_int_equal(r.status, SHARP_EXT_AUTHZ_DENIED);
+    assert_int_equal(r.http_status, 401);
+    assert_int_equal(r.body.len, 7);
+    assert_memory_equal(r.body.data, "go away", 7);
+    /* allowed_client_headers unset: all but :authority and the remove list */
+    int n;
+    value_of(&r.set, ":authority", &n);
+    assert_int_equal(n, 0);
+    value_of(&r.set, "x-envoy-auth-headers-to-remove", &n);
+    assert_int_equal(n, 0);
+    assert_string_equal(value_of(&r.set, "x-user", NULL), "alice");
+    assert_string_equal(value_of(&r.set, ":status", NULL), "401");
+    assert_int_equal(r.remove.n, 0);
+    sharp_ext_authz_response_free(&r);
+
+    /* allowed_client_headers set: those and Envoy's defaults */
+    matchers(&cfg.client, SHARP_SM_EXACT, (const char *[]){"x-client", NULL});
+    sharp_ext_authz_response_init(&r);
+    sharp_ext_authz_http_response(&cfg, &a, NULL, 0, &r);
+    assert_string_equal(value_of(&r.set, "x-client", NULL), "hello");
+    assert_string_equal(value_of(&r.set, "www-authenticate", NULL), "Bearer");
+    value_of(&r.set, "x-user", &n);
+    assert_int_equal(n, 0);
+    sharp_ext_authz_response_free(&r);
+    sharp_headers_free(&a);
+    cfg_free(&cfg);
+}
+
+static void errors(void **state)
+{
+    (void)state;
+    sharp_ext_authz_http_t cfg = {0};
+    const char *codes[] = {"500", "503", "599", "abc"};
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+        sharp_headers_t a;
+        answer(&a, codes[i]);
+        sharp_ext_authz_response_t r;
+        sharp_ext_authz_response_init(&r);
+        sharp_ext_authz_http_response(&cfg, &a, "x", 1, &r);
+        assert_int_equal(r.status, SHARP_EXT_AUTHZ_ERROR);
+        assert_int_equal(r.set.n, 0);
+        sharp_ext_authz_response_free(&r);
+        sharp_headers_free(&a);
+    }
+    /* a 3xx or 4xx is a denial, a 204 too: only 200 allows */
+    const char *denials[] = {"204", "302", "403", "499"};
+    for (size_t i = 0; i < sizeof denials / sizeof *denials; i++) {
+        sharp_headers_t a;
+        answer(&a, denials[i]);
+        sharp_ext_authz_response_t r;
+        sharp_ext_authz_response_init(&r);
+        sharp_ext_authz_http_response(&cfg, &a, NULL, 0, &r);
+        assert_int_equal(r.status, SHARP_EXT_AUTHZ_DENIED);
+        sharp_ext_authz_response_free(&r);
+        sharp_headers_free(&a);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(request_defaults_only),
+        cmocka_unit_test(request_allowed_prefix_and_body),
+        cmocka_unit_test(ok_answer),
+        cmocka_unit_test(denied_answer),
+        cmocka_unit_test(errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
