@@ -1,5 +1,8 @@
 /* check.c: the ext_authz filter's decisions without I/O; see check.h. */
 #include "filters/ext_authz/check.h"
+#include "grpc/framing.h"
+
+#include "envoy/service/auth/v3/external_auth.pb-c.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -69,6 +72,8 @@ void sharp_ext_authz_response_init(sharp_ext_authz_response_t *r)
     sharp_headers_init(&r->remove);
     sharp_headers_init(&r->response_add);
     sharp_headers_init(&r->response_set);
+    sharp_headers_init(&r->response_add_if_absent);
+    sharp_headers_init(&r->response_overwrite_if_exists);
 }
 
 void sharp_ext_authz_response_free(sharp_ext_authz_response_t *r)
@@ -79,6 +84,8 @@ void sharp_ext_authz_response_free(sharp_ext_authz_response_t *r)
     sharp_headers_free(&r->remove);
     sharp_headers_free(&r->response_add);
     sharp_headers_free(&r->response_set);
+    sharp_headers_free(&r->response_add_if_absent);
+    sharp_headers_free(&r->response_overwrite_if_exists);
     sharp_sbuf_free(&r->body);
 }
 
@@ -170,4 +177,210 @@ void sharp_ext_authz_apply_request(const sharp_ext_authz_response_t *r, sharp_he
         if ((n.len && n.p[0] == ':') || name_is(n, "host")) continue;
         sharp_headers_remove(h, n.p, n.len);
     }
+}
+
+/* ---- gRPC ---- */
+
+typedef Envoy__Service__Auth__V3__AttributeContext__HttpRequest__HeadersEntry hdr_entry_t;
+typedef Envoy__Service__Auth__V3__AttributeContext__ContextExtensionsEntry ext_entry_t;
+
+/* "ip:port" or "[ip6]:port" into a SocketAddress (strings owned by `buf`). */
+static void socket_address(const char *s, Envoy__Config__Core__V3__Address *a,
+                           Envoy__Config__Core__V3__SocketAddress *sa, char *buf, size_t cap)
+{
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    if (!colon) return;
+    const char *host = s;
+    size_t hlen = (size_t)(colon - s);
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        host++;
+        hlen -= 2;
+    }
+    if (hlen >= cap) return;
+    memcpy(buf, host, hlen);
+    buf[hlen] = 0;
+    sa->address = buf;
+    sa->port_specifier_case = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
+    sa->port_value = (uint32_t)strtoul(colon + 1, NULL, 10);
+    a->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
+    a->socket_address = sa;
+}
+
+void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbuf_t *out)
+{
+    const sharp_headers_t *h = in->headers;
+    Envoy__Service__Auth__V3__CheckRequest req = ENVOY__SERVICE__AUTH__V3__CHECK_REQUEST__INIT;
+    Envoy__Service__Auth__V3__AttributeContext ac = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__Peer src = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__PEER__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__Peer dst = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__PEER__INIT;
+    Envoy__Config__Core__V3__Address src_a = ENVOY__CONFIG__CORE__V3__ADDRESS__INIT;
+    Envoy__Config__Core__V3__Address dst_a = ENVOY__CONFIG__CORE__V3__ADDRESS__INIT;
+    Envoy__Config__Core__V3__SocketAddress src_sa = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT;
+    Envoy__Config__Core__V3__SocketAddress dst_sa = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__Request rq = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__REQUEST__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__HttpRequest http =
+        ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__HTTP_REQUEST__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    char src_buf[64] = "", dst_buf[64] = "", id[24];
+    req.attributes = &ac;
+    ac.source = &src;
+    ac.destination = &dst;
+    ac.request = &rq;
+    socket_address(in->source, &src_a, &src_sa, src_buf, sizeof src_buf);
+    socket_address(in->destination, &dst_a, &dst_sa, dst_buf, sizeof dst_buf);
+    if (src_a.address_case) src.address = &src_a;
+    if (dst_a.address_case) dst.address = &dst_a;
+    src.service = (char *)(in->service ? in->service : "");
+    rq.http = &http;
+    ts.seconds = (int64_t)(in->time_us / 1000000);
+    ts.nanos = (int32_t)(in->time_us % 1000000 * 1000);
+    rq.time = &ts;
+    snprintf(id, sizeof id, "%llu", in->stream_id);
+    http.id = id;
+    http.size = (int64_t)in->size;
+    http.protocol = (char *)(in->protocol ? in->protocol : "");
+    /* the header strings are copied NUL-terminated into one arena */
+    sharp_sbuf_t arena = {0};
+    size_t nh = 0;
+    hdr_entry_t *entries = calloc(h->n + 2, sizeof *entries);
+    hdr_entry_t **ptrs = calloc(h->n + 2, sizeof *ptrs);
+    size_t *offs = calloc(2 * (h->n + 2), sizeof *offs);
+    for (uint32_t i = 0; i < h->n; i++) {
+        sharp_str_t n = sharp_headers_name(h, i);
+        if (sharp_headers_find(h, n.p, n.len, 0) != (int)i) continue;
+        offs[2 * nh] = arena.len;
+        sharp_sbuf_append(&arena, n.p, n.len);
+        sharp_sbuf_append(&arena, "", 1);
+        offs[2 * nh + 1] = arena.len;
+        bool first = true;
+        for (int j = (int)i; j >= 0; j = sharp_headers_find(h, n.p, n.len, (uint32_t)j + 1)) {
+            sharp_str_t v = sharp_headers_value(h, (uint32_t)j);
+            if (!first) sharp_sbuf_puts(&arena, ",");
+            sharp_sbuf_append(&arena, v.p, v.len);
+            first = false;
+        }
+        sharp_sbuf_append(&arena, "", 1);
+        nh++;
+    }
+    if (in->body) {
+        offs[2 * nh] = arena.len;
+        sharp_sbuf_puts(&arena, "x-envoy-auth-partial-body");
+        sharp_sbuf_append(&arena, "", 1);
+        offs[2 * nh + 1] = arena.len;
+        sharp_sbuf_puts(&arena, in->partial ? "true" : "false");
+        sharp_sbuf_append(&arena, "", 1);
+        nh++;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        envoy__service__auth__v3__attribute_context__http_request__headers_entry__init(&entries[i]);
+        entries[i].key = arena.data + offs[2 * i];
+        entries[i].value = arena.data + offs[2 * i + 1];
+        ptrs[i] = &entries[i];
+        if (strcmp(entries[i].key, ":method") == 0) http.method = entries[i].value;
+        else if (strcmp(entries[i].key, ":path") == 0) http.path = entries[i].value;
+        else if (strcmp(entries[i].key, ":authority") == 0) http.host = entries[i].value;
+        else if (strcmp(entries[i].key, ":scheme") == 0) http.scheme = entries[i].value;
+    }
+    http.n_headers = nh;
+    http.headers = ptrs;
+    char *body = NULL;
+    if (in->body) {
+        if (in->pack_as_bytes) {
+            http.raw_body.data = (uint8_t *)in->body;
+            http.raw_body.len = in->body_len;
+        } else {
+            body = sharp_strndup(in->body, in->body_len);
+            http.body = body;
+        }
+    }
+    size_t nx = 0;
+    while (in->context_extensions && in->context_extensions[2 * nx]) nx++;
+    ext_entry_t *xe = calloc(nx ? nx : 1, sizeof *xe);
+    ext_entry_t **xp = calloc(nx ? nx : 1, sizeof *xp);
+    for (size_t i = 0; i < nx; i++) {
+        envoy__service__auth__v3__attribute_context__context_extensions_entry__init(&xe[i]);
+        xe[i].key = (char *)in->context_extensions[2 * i];
+        xe[i].value = (char *)in->context_extensions[2 * i + 1];
+        xp[i] = &xe[i];
+    }
+    ac.n_context_extensions = nx;
+    ac.context_extensions = xp;
+    sharp_grpc_frame_message(out, &req.base);
+    free(xe);
+    free(xp);
+    free(body);
+    free(entries);
+    free(ptrs);
+    free(offs);
+    sharp_sbuf_free(&arena);
+}
+
+static void header_option(const Envoy__Config__Core__V3__HeaderValueOption *o, sharp_headers_t *append,
+                          sharp_headers_t *set)
+{
+    if (!o->header || !o->header->key) return;
+    const char *k = o->header->key, *v = o->header->value ? o->header->value : "";
+    sharp_headers_add_cstr(o->append && o->append->value ? append : set, k, v);
+}
+
+bool sharp_ext_authz_grpc_response(const uint8_t *msg, size_t n, sharp_ext_authz_response_t *out)
+{
+    Envoy__Service__Auth__V3__CheckResponse *r = envoy__service__auth__v3__check_response__unpack(NULL, n, msg);
+    if (!r) return false;
+    if (!r->status || r->status->code == 0) {
+        out->status = SHARP_EXT_AUTHZ_OK;
+        out->http_status = 200;
+        const Envoy__Service__Auth__V3__OkHttpResponse *ok =
+            r->http_response_case == ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_OK_RESPONSE
+                ? r->ok_response
+                : NULL;
+        if (ok) {
+            for (size_t i = 0; i < ok->n_headers; i++) header_option(ok->headers[i], &out->append, &out->set);
+            for (size_t i = 0; i < ok->n_response_headers_to_add; i++) {
+                const Envoy__Config__Core__V3__HeaderValueOption *o = ok->response_headers_to_add[i];
+                if (!o->header || !o->header->key) continue;
+                const char *k = o->header->key, *v = o->header->value ? o->header->value : "";
+                sharp_headers_t *to;
+                if (o->append) {
+                    to = o->append->value ? &out->response_add : &out->response_set;
+                } else {
+                    switch (o->append_action) {
+                    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__ADD_IF_ABSENT:
+                        to = &out->response_add_if_absent;
+                        break;
+                    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS:
+                        to = &out->response_overwrite_if_exists;
+                        break;
+                    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS_OR_ADD:
+                        to = &out->response_set;
+                        break;
+                    default:
+                        to = &out->response_add;
+                        break;
+                    }
+                }
+                sharp_headers_add_cstr(to, k, v);
+            }
+            for (size_t i = 0; i < ok->n_headers_to_remove; i++)
+                if (ok->headers_to_remove[i][0]) sharp_headers_add_cstr(&out->remove, ok->headers_to_remove[i], "");
+        }
+    } else {
+        out->status = SHARP_EXT_AUTHZ_DENIED;
+        out->http_status = 403;
+        const Envoy__Service__Auth__V3__DeniedHttpResponse *d =
+            r->http_response_case == ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_DENIED_RESPONSE
+                ? r->denied_response
+                : NULL;
+        if (d) {
+            /* the local reply takes the headers to set (Envoy's denial) */
+            sharp_headers_t appended;
+            sharp_headers_init(&appended);
+            for (size_t i = 0; i < d->n_headers; i++) header_option(d->headers[i], &appended, &out->set);
+            sharp_headers_free(&appended);
+            if (d->status && d->status->code > 0) out->http_status = (uint32_t)d->status->code;
+            if (d->body && d->body[0]) sharp_sbuf_puts(&out->body, d->body);
+        }
+    }
+    envoy__service__auth__v3__check_response__free_unpacked(r, NULL);
+    return true;
 }

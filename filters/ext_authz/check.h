@@ -57,6 +57,8 @@ typedef struct {
     sharp_headers_t remove;           /* OK: names removed from the request */
     sharp_headers_t response_add;     /* OK: added to the client's response */
     sharp_headers_t response_set;     /* OK: set on the client's response */
+    sharp_headers_t response_add_if_absent;     /* OK: added to the response when absent */
+    sharp_headers_t response_overwrite_if_exists; /* OK: set on the response when present */
     sharp_sbuf_t body;                /* DENIED: the local reply's body */
 } sharp_ext_authz_response_t;
 
@@ -72,6 +74,39 @@ void sharp_ext_authz_response_free(sharp_ext_authz_response_t *r);
  * content-length, www-authenticate, location). */
 void sharp_ext_authz_http_response(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *resp,
                                    const char *body, size_t blen, sharp_ext_authz_response_t *out);
+
+/* ---- gRPC (envoy.service.auth.v3.Authorization/Check) ---- */
+
+/* What goes into a CheckRequest (Envoy's CheckRequestUtils::createHttpCheck). */
+typedef struct {
+    const sharp_headers_t *headers; /* the client's request headers */
+    unsigned long long stream_id;
+    const char *protocol;           /* "HTTP/1.1", "HTTP/2" */
+    const char *source;             /* the downstream peer, "ip:port" */
+    const char *destination;        /* the local address, "ip:port" */
+    const char *service;            /* x-envoy-downstream-service-cluster, or "" */
+    uint64_t time_us;               /* the request's start, wall clock */
+    uint64_t size;                  /* request body bytes received so far */
+    const char *body;               /* held body (with_request_body), or NULL */
+    size_t body_len;
+    bool partial;                   /* the body was cut at max_request_bytes */
+    bool pack_as_bytes;             /* raw_body instead of body */
+    const char *const *context_extensions; /* key, value, ..., NULL */
+} sharp_ext_authz_grpc_in_t;
+
+/* Appends the gRPC-framed CheckRequest. Headers go into the attribute
+ * context's map as in Envoy: every request header (pseudo-headers
+ * included) under its name, values of a repeated name joined with ",",
+ * and x-envoy-auth-partial-body with a held body. */
+void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbuf_t *out);
+
+/* A CheckResponse message (unframed): status code 0 is OK with
+ * ok_response's mutations (a header whose append is true appended to an
+ * existing one, else set; response_headers_to_add by append or
+ * append_action; headers_to_remove), anything else a denial (403 unless
+ * denied_response.status says otherwise, with its headers and body).
+ * false when the message does not parse (an error). */
+bool sharp_ext_authz_grpc_response(const uint8_t *msg, size_t n, sharp_ext_authz_response_t *out);
 
 /* Applies an OK answer to the request headers, as Envoy's filter does:
  * set, add, append, then remove (never a pseudo-header or host). */

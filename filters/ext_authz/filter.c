@@ -30,6 +30,8 @@
 #include "filters/ext_authz/call.h"
 #include "filters/ext_authz/check.h"
 #include "config/route_config.h"
+#include "grpc/framing.h"
+#include "http/grpc.h"
 #include "http/route.h"
 #include "http/stream.h"
 #include "log.h"
@@ -54,6 +56,10 @@ typedef Envoy__Extensions__Filters__Http__ExtAuthz__V3__ExtAuthzPerRoute ea_rout
 typedef Envoy__Type__Matcher__V3__ListStringMatcher lsm_pb_t;
 
 typedef struct ea_config {
+    bool grpc;          /* grpc_service, else http_service */
+    char *authority;    /* gRPC: :authority (envoy_grpc.authority, else the cluster name) */
+    sharp_headers_t initial_metadata; /* gRPC: sent with every call */
+    bool pack_as_bytes;
     char *cluster;
     uint64_t timeout_ms;
     sharp_ext_authz_http_t http;
@@ -74,6 +80,7 @@ typedef struct ea_config {
 typedef struct ea_route_config {
     bool disabled;
     bool disable_request_body_buffering;
+    char **context_extensions; /* key, value, ..., NULL */
 } ea_route_config_t;
 
 typedef struct ea_state {
@@ -82,8 +89,9 @@ typedef struct ea_state {
     bool buffering;       /* holding the body for the check */
     sharp_sbuf_t body;    /* the body for the check (up to max_request_bytes) */
     uint64_t body_seen;   /* all body bytes seen while buffering */
-    sharp_headers_t response_add; /* allowed_client_headers_on_success */
-    bool has_response_add;
+    bool with_body;       /* the check carries the held body */
+    sharp_ext_authz_response_t *resp; /* the OK answer's response headers, for encode_headers */
+    bool partial;         /* the held body was cut at max_request_bytes */
 } ea_state_t;
 
 /* ---- config ---- */
@@ -93,6 +101,8 @@ static void config_free(void *p)
     ea_config_t *c = p;
     if (!c) return;
     free(c->cluster);
+    free(c->authority);
+    sharp_headers_free(&c->initial_metadata);
     free(c->http.path_prefix);
     sharp_ext_authz_matchers_free(&c->http.allowed_headers);
     sharp_ext_authz_matchers_free(&c->http.disallowed_headers);
@@ -128,17 +138,18 @@ static uint32_t error_code(int code)
     return code >= 100 && code <= 511 ? (uint32_t)code : 403;
 }
 
+static int common_build(const ea_pb_t *pb, ea_config_t *c, char *err, size_t errlen);
+static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errlen);
+
 static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
 {
-    if (pb->services_case == ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_GRPC_SERVICE) {
-        snprintf(err, errlen, "grpc_service: not supported by SHARP (the gRPC authorization service); use "
-                              "http_service");
+    bool grpc = pb->services_case == ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_GRPC_SERVICE;
+    if (!grpc &&
+        pb->services_case != ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_HTTP_SERVICE) {
+        snprintf(err, errlen, "grpc_service or http_service: an authorization service is required");
         return NULL;
     }
-    if (pb->services_case != ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_HTTP_SERVICE) {
-        snprintf(err, errlen, "http_service: an authorization service is required");
-        return NULL;
-    }
+    if (grpc) return grpc_config_build(pb, err, errlen);
     if (pb->transport_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
         snprintf(err, errlen, "transport_api_version: V2 is no longer supported (use V3)");
         return NULL;
@@ -218,6 +229,16 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
         c->http.headers_to_add.nadd++;
     }
     c->http.headers_to_add.remove = sharp_calloc(1, sizeof *c->http.headers_to_add.remove);
+    if (common_build(pb, c, err, errlen) < 0) goto fail;
+    return c;
+fail:
+    config_free(c);
+    return NULL;
+}
+
+/* The fields both services share. */
+static int common_build(const ea_pb_t *pb, ea_config_t *c, char *err, size_t errlen)
+{
     c->failure_mode_allow = pb->failure_mode_allow;
     c->failure_mode_allow_header_add = pb->failure_mode_allow_header_add;
     c->status_on_error = error_code(pb->status_on_error ? (int)pb->status_on_error->code : 0);
@@ -231,7 +252,7 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
         const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf = pb->filter_enabled;
         if (!rf->default_value) {
             snprintf(err, errlen, "filter_enabled.default_value: value is required");
-            goto fail;
+            return -1;
         }
         c->has_enabled = true;
         c->enabled.numerator = rf->default_value->numerator;
@@ -253,10 +274,65 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
         memcpy(c->stat_prefix, pb->stat_prefix, n);
         c->stat_prefix[n] = '.';
     }
+    return 0;
+}
+
+/* A grpc_service: envoy_grpc only (google_grpc is refused by the support
+ * table); the fields that only shape a CheckRequest in ways SHARP does
+ * not are refused here. */
+static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errlen)
+{
+    const Envoy__Config__Core__V3__GrpcService *gs = pb->grpc_service;
+    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
+        !gs->envoy_grpc) {
+        snprintf(err, errlen, "grpc_service.envoy_grpc: is required by SHARP (its own gRPC client)");
+        return NULL;
+    }
+    struct {
+        bool set;
+        const char *field, *what;
+    } refused[] = {
+        {gs->envoy_grpc->retry_policy != NULL, "grpc_service.envoy_grpc.retry_policy", "retries of the Check call"},
+        {pb->include_peer_certificate, "include_peer_certificate", "the peer certificate in the CheckRequest"},
+        {pb->include_tls_session, "include_tls_session", "the TLS session in the CheckRequest"},
+        {pb->encode_raw_headers, "encode_raw_headers", "raw headers in the CheckRequest"},
+        {pb->n_metadata_context_namespaces || pb->n_typed_metadata_context_namespaces,
+         "metadata_context_namespaces", "dynamic metadata in the CheckRequest"},
+        {pb->n_route_metadata_context_namespaces || pb->n_route_typed_metadata_context_namespaces,
+         "route_metadata_context_namespaces", "route metadata in the CheckRequest"},
+        {pb->bootstrap_metadata_labels_key && pb->bootstrap_metadata_labels_key[0], "bootstrap_metadata_labels_key",
+         "destination labels in the CheckRequest"},
+        {pb->allowed_headers != NULL || pb->disallowed_headers != NULL, "allowed_headers",
+         "choosing the CheckRequest's headers (every header goes)"},
+        {pb->enable_dynamic_metadata_ingestion && !pb->enable_dynamic_metadata_ingestion->value,
+         "enable_dynamic_metadata_ingestion", "dynamic metadata"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        if (refused[i].set) {
+            snprintf(err, errlen, "%s: not supported by SHARP with grpc_service (%s)", refused[i].field,
+                     refused[i].what);
+            return NULL;
+        }
+    }
+    ea_config_t *c = sharp_calloc(1, sizeof *c);
+    c->grpc = true;
+    c->cluster = sharp_strdup(gs->envoy_grpc->cluster_name ? gs->envoy_grpc->cluster_name : "");
+    c->authority = sharp_strdup(gs->envoy_grpc->authority && gs->envoy_grpc->authority[0] ? gs->envoy_grpc->authority
+                                                                                          : c->cluster);
+    /* GrpcService.timeout: 200ms when absent (Envoy's default for ext_authz) */
+    c->timeout_ms = gs->timeout ? (uint64_t)gs->timeout->seconds * 1000 + (uint64_t)gs->timeout->nanos / 1000000 : 200;
+    sharp_headers_init(&c->initial_metadata);
+    for (size_t i = 0; i < gs->n_initial_metadata; i++)
+        sharp_headers_add_cstr(&c->initial_metadata, gs->initial_metadata[i]->key,
+                               gs->initial_metadata[i]->value ? gs->initial_metadata[i]->value : "");
+    c->http.headers_to_add.add = sharp_calloc(1, sizeof *c->http.headers_to_add.add);
+    c->http.headers_to_add.remove = sharp_calloc(1, sizeof *c->http.headers_to_add.remove);
+    c->pack_as_bytes = pb->with_request_body && pb->with_request_body->pack_as_bytes;
+    if (common_build(pb, c, err, errlen) < 0) {
+        config_free(c);
+        return NULL;
+    }
     return c;
-fail:
-    config_free(c);
-    return NULL;
 }
 
 static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
@@ -301,6 +377,11 @@ static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t 
             goto fail;
         }
         c->disable_request_body_buffering = pb->check_settings->disable_request_body_buffering;
+        c->context_extensions = sharp_calloc(2 * pb->check_settings->n_context_extensions + 1, sizeof(char *));
+        for (size_t i = 0; i < pb->check_settings->n_context_extensions; i++) {
+            c->context_extensions[2 * i] = sharp_strdup(pb->check_settings->context_extensions[i]->key);
+            c->context_extensions[2 * i + 1] = sharp_strdup(pb->check_settings->context_extensions[i]->value);
+        }
         return c;
     default:
         snprintf(err, errlen, "override: value is required");
@@ -311,7 +392,47 @@ fail:
     return NULL;
 }
 
+static void route_config_free(void *p)
+{
+    ea_route_config_t *c = p;
+    if (!c) return;
+    for (size_t i = 0; c->context_extensions && c->context_extensions[i]; i++) free(c->context_extensions[i]);
+    free(c->context_extensions);
+    free(c);
+}
+
 /* ---- the check ---- */
+
+/* The context extensions of every level's CheckSettings, merged from the
+ * least specific level to the most specific (route table, virtual host,
+ * route, weighted cluster): a more specific level's key wins, as Envoy's
+ * FilterConfigPerRoute::merge. Key/value pairs into `out` (NULL-ended). */
+static void context_extensions(sharp_filter_t *f, const char ***out)
+{
+    sharp_stream_t *s = f->stream;
+    const ea_route_config_t *levels[4] = {
+        sharp_route_filter_config(s->routes, NULL, NULL, NULL, f->name, f->factory),
+        s->vhost ? sharp_route_filter_config(NULL, s->vhost, NULL, NULL, f->name, f->factory) : NULL,
+        s->route ? sharp_route_filter_config(NULL, NULL, s->route, NULL, f->name, f->factory) : NULL,
+        s->route_wc ? sharp_route_filter_config(NULL, NULL, NULL, s->route_wc, f->name, f->factory) : NULL,
+    };
+    size_t cap = 0;
+    for (int l = 0; l < 4; l++)
+        for (size_t i = 0; levels[l] && levels[l]->context_extensions && levels[l]->context_extensions[i]; i++) cap++;
+    const char **kv = sharp_calloc(cap + 1, sizeof *kv);
+    size_t n = 0;
+    for (int l = 0; l < 4; l++) {
+        for (size_t i = 0; levels[l] && levels[l]->context_extensions && levels[l]->context_extensions[i]; i += 2) {
+            const char *k = levels[l]->context_extensions[i], *v = levels[l]->context_extensions[i + 1];
+            size_t j = 0;
+            while (j < n && strcmp(kv[j], k) != 0) j += 2;
+            kv[j] = k;
+            kv[j + 1] = v;
+            if (j == n) n += 2;
+        }
+    }
+    *out = kv;
+}
 
 /* Envoy's async client appends the local node's address to
  * x-forwarded-for: the first non-loopback IPv4 address of the machine's
@@ -358,12 +479,55 @@ static void start_check(sharp_filter_t *f)
     sharp_headers_t h;
     sharp_headers_init(&h);
     size_t blen = st->body.len;
-    sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen, &h, sharp_stream_info(s));
-    if (!sharp_headers_get_cstr(&h, ":scheme", NULL)) sharp_headers_add_cstr(&h, ":scheme", "http");
-    /* as Envoy's async client: an internal request of this proxy */
-    sharp_headers_set_cstr(&h, "x-envoy-internal", "true");
-    pthread_once(&local_address_once, find_local_address);
-    sharp_headers_set_cstr(&h, "x-forwarded-for", local_address);
+    sharp_sbuf_t grpc_body = {0};
+    if (c->grpc) {
+        const sharp_stream_info_t *si = sharp_stream_info(s);
+        const char **kv = NULL;
+        context_extensions(f, &kv);
+        sharp_str_t svc = {"", 0};
+        sharp_headers_get_cstr(sharp_stream_request_headers(s), "x-envoy-downstream-service-cluster", &svc);
+        char *service = sharp_strndup(svc.p, svc.len);
+        sharp_ext_authz_grpc_in_t in = {
+            .headers = sharp_stream_request_headers(s),
+            .stream_id = s->id,
+            .protocol = si->protocol,
+            .source = si->downstream_direct_remote_address,
+            .destination = si->downstream_local_address,
+            .service = service,
+            .time_us = si->start_wall_us,
+            .size = si->bytes_received,
+            .body = st->with_body ? (st->body.data ? st->body.data : "") : NULL,
+            .body_len = blen,
+            .partial = st->partial,
+            .pack_as_bytes = c->pack_as_bytes,
+            .context_extensions = kv,
+        };
+        sharp_ext_authz_grpc_request(&in, &grpc_body);
+        free(service);
+        free(kv);
+        sharp_headers_add_cstr(&h, ":method", "POST");
+        sharp_headers_add_cstr(&h, ":path", "/envoy.service.auth.v3.Authorization/Check");
+        sharp_headers_add_cstr(&h, ":authority", c->authority);
+        sharp_headers_add_cstr(&h, ":scheme", "http");
+        sharp_headers_add_cstr(&h, "content-type", "application/grpc");
+        sharp_headers_add_cstr(&h, "te", "trailers");
+        if (c->timeout_ms) {
+            char t[10];
+            sharp_grpc_timeout_format(c->timeout_ms, t);
+            sharp_headers_add_cstr(&h, "grpc-timeout", t);
+        }
+        for (uint32_t i = 0; i < c->initial_metadata.n; i++) {
+            sharp_str_t n = sharp_headers_name(&c->initial_metadata, i), v = sharp_headers_value(&c->initial_metadata, i);
+            sharp_headers_add(&h, n.p, n.len, v.p, v.len);
+        }
+    } else {
+        sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen, &h, sharp_stream_info(s));
+        if (!sharp_headers_get_cstr(&h, ":scheme", NULL)) sharp_headers_add_cstr(&h, ":scheme", "http");
+        /* as Envoy's async client: an internal request of this proxy */
+        sharp_headers_set_cstr(&h, "x-envoy-internal", "true");
+        pthread_once(&local_address_once, find_local_address);
+        sharp_headers_set_cstr(&h, "x-forwarded-for", local_address);
+    }
     sharp_cluster_local_t *cl = NULL;
     sharp_cluster_t *ac = sharp_view_cluster(s->view, c->cluster, &cl);
     if (!ac) sharp_debug(http, "[C%llu][S%llu] ext_authz cluster '%s' does not exist", s->conn_id, s->id, c->cluster);
@@ -372,8 +536,9 @@ static void start_check(sharp_filter_t *f)
         .cluster = ac,
         .cl = cl,
         .headers = &h,
-        .body = st->body.data,
-        .body_len = blen,
+        .body = c->grpc ? grpc_body.data : st->body.data,
+        .body_len = c->grpc ? grpc_body.len : blen,
+        .http2 = c->grpc,
         .timeout_ms = c->timeout_ms,
         .max_response_bytes = sharp_stream_buffer_limit(s),
         .conn_id = s->conn_id,
@@ -384,6 +549,7 @@ static void start_check(sharp_filter_t *f)
     st->f = f;
     st->call = sharp_ext_authz_call_start(&a);
     sharp_headers_free(&h);
+    sharp_sbuf_free(&grpc_body);
     sharp_sbuf_free(&st->body);
 }
 
@@ -434,6 +600,24 @@ static void deny_error(sharp_filter_t *f, const ea_config_t *c)
                                   "ext_authz_error");
 }
 
+/* A Check call's answer: a gRPC status other than OK, or a body that is
+ * not one CheckResponse, is an error (Envoy's onFailure). */
+static void grpc_answer(const sharp_ext_authz_result_t *r, sharp_ext_authz_response_t *resp)
+{
+    resp->status = SHARP_EXT_AUTHZ_ERROR;
+    int64_t gs;
+    if (!sharp_grpc_response_status(r->trailers->n ? r->trailers : NULL, r->headers, sharp_headers_status(r->headers),
+                                    &gs) ||
+        gs != 0)
+        return;
+    sharp_grpc_frame_t fr;
+    if (sharp_grpc_deframe((const uint8_t *)r->body->data, r->body->len, (uint32_t)r->body->len, &fr) !=
+            SHARP_GRPC_FRAME_OK ||
+        fr.compressed || fr.used != r->body->len)
+        return;
+    if (!sharp_ext_authz_grpc_response(fr.msg, fr.len, resp)) resp->status = SHARP_EXT_AUTHZ_ERROR;
+}
+
 static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
 {
     sharp_filter_t *f = ctx;
@@ -445,15 +629,21 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
     sharp_ext_authz_response_t resp;
     sharp_ext_authz_response_init(&resp);
     if (r->failed) resp.status = SHARP_EXT_AUTHZ_ERROR;
+    else if (c->grpc) grpc_answer(r, &resp);
     else sharp_ext_authz_http_response(&c->http, r->headers, r->body->data, r->body->len, &resp);
     switch (resp.status) {
     case SHARP_EXT_AUTHZ_OK:
         sharp_debug(http, "[C%llu][S%llu] ext_authz: the authorization service allowed the request", s->conn_id,
                     s->id);
         sharp_ext_authz_apply_request(&resp, sharp_stream_request_headers(s));
-        if (resp.response_add.n) {
-            sharp_headers_copy(&st->response_add, &resp.response_add);
-            st->has_response_add = true;
+        if (resp.response_add.n || resp.response_set.n || resp.response_add_if_absent.n ||
+            resp.response_overwrite_if_exists.n) {
+            st->resp = sharp_calloc(1, sizeof *st->resp);
+            sharp_ext_authz_response_init(st->resp);
+            sharp_headers_copy(&st->resp->response_add, &resp.response_add);
+            sharp_headers_copy(&st->resp->response_set, &resp.response_set);
+            sharp_headers_copy(&st->resp->response_add_if_absent, &resp.response_add_if_absent);
+            sharp_headers_copy(&st->resp->response_overwrite_if_exists, &resp.response_overwrite_if_exists);
         }
         count_cluster(f, c, "ok");
         sharp_counter_inc(w->stats, c->st_ok);
@@ -550,6 +740,8 @@ static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, si
     }
     if (end_stream || (c->allow_partial && full)) {
         st->buffering = false;
+        st->with_body = true;
+        st->partial = st->body_seen > st->body.len;
         start_check(f);
     }
     return SHARP_FILTER_STOP;
@@ -559,10 +751,26 @@ static sharp_filter_status_t ea_encode_headers(sharp_filter_t *f, sharp_headers_
 {
     (void)end_stream;
     ea_state_t *st = f->state;
-    if (!st->has_response_add) return SHARP_FILTER_CONTINUE;
-    for (uint32_t i = 0; i < st->response_add.n; i++) {
-        sharp_str_t n = sharp_headers_name(&st->response_add, i), v = sharp_headers_value(&st->response_add, i);
+    const sharp_ext_authz_response_t *r = st->resp;
+    if (!r) return SHARP_FILTER_CONTINUE;
+    /* Envoy's order: add, set, then (gRPC) add if absent, overwrite if exists */
+    for (uint32_t i = 0; i < r->response_add.n; i++) {
+        sharp_str_t n = sharp_headers_name(&r->response_add, i), v = sharp_headers_value(&r->response_add, i);
         sharp_headers_add(h, n.p, n.len, v.p, v.len);
+    }
+    for (uint32_t i = 0; i < r->response_set.n; i++) {
+        sharp_str_t n = sharp_headers_name(&r->response_set, i), v = sharp_headers_value(&r->response_set, i);
+        sharp_headers_set(h, n.p, n.len, v.p, v.len);
+    }
+    for (uint32_t i = 0; i < r->response_add_if_absent.n; i++) {
+        sharp_str_t n = sharp_headers_name(&r->response_add_if_absent, i),
+                    v = sharp_headers_value(&r->response_add_if_absent, i);
+        if (sharp_headers_find(h, n.p, n.len, 0) < 0) sharp_headers_add(h, n.p, n.len, v.p, v.len);
+    }
+    for (uint32_t i = 0; i < r->response_overwrite_if_exists.n; i++) {
+        sharp_str_t n = sharp_headers_name(&r->response_overwrite_if_exists, i),
+                    v = sharp_headers_value(&r->response_overwrite_if_exists, i);
+        if (sharp_headers_find(h, n.p, n.len, 0) >= 0) sharp_headers_set(h, n.p, n.len, v.p, v.len);
     }
     return SHARP_FILTER_CONTINUE;
 }
@@ -573,7 +781,11 @@ static void ea_on_destroy(sharp_filter_t *f)
     if (st->call) sharp_ext_authz_call_cancel(st->call);
     st->call = NULL;
     sharp_sbuf_free(&st->body);
-    if (st->has_response_add) sharp_headers_free(&st->response_add);
+    if (st->resp) {
+        sharp_ext_authz_response_free(st->resp);
+        free(st->resp);
+        st->resp = NULL;
+    }
 }
 
 static uint64_t ea_buffered_bytes(sharp_filter_t *f)
@@ -597,5 +809,5 @@ const sharp_filter_factory_t sharp_ext_authz_filter = {
     .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
     .route_config_desc = &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,
     .create_route_config = create_route_config,
-    .destroy_route_config = free,
+    .destroy_route_config = route_config_free,
 };

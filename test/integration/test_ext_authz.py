@@ -383,11 +383,11 @@ def test_refused_fields(extra, msg):
     assert rc != 0 and msg in out, out
 
 
-def test_grpc_service_refused_by_name():
+def test_google_grpc_refused_by_name():
     y = bootstrap_yaml(free_port(), free_port(), {"backend": [1], "authz": [2]})
-    cfg = f'"@type": {TYPE}\ngrpc_service: {{ envoy_grpc: {{ cluster_name: authz }} }}\n'
+    cfg = f'"@type": {TYPE}\ngrpc_service: {{ google_grpc: {{ target_uri: "127.0.0.1:1", stat_prefix: a }} }}\n'
     rc, out = validate_config(with_filter(y, cfg))
-    assert rc != 0 and "grpc_service" in out and "not supported" in out, out
+    assert rc != 0 and "google_grpc" in out and "not supported" in out, out
 
 
 @pytest.mark.parametrize("name", [
