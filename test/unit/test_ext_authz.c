@@ -6,7 +6,8 @@
  * classified (200 OK, 5xx or no status an error, anything else a denial),
  * which answer headers go where, x-envoy-auth-headers-to-remove, and how
  * an OK answer changes the request (set, add, append, remove, never a
- * pseudo-header or host). */
+ * pseudo-header or host); for a grpc_service, the CheckRequest's attribute
+ * context and how a CheckResponse is read. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,9 @@
 #include <string.h>
 
 #include "filters/ext_authz/check.h"
+#include "grpc/framing.h"
+
+#include "envoy/service/auth/v3/external_auth.pb-c.h"
 
 static void matchers(sharp_ext_authz_matchers_t *l, sharp_string_match_kind_t kind, const char *const *values)
 {
@@ -271,6 +275,197 @@ static void errors(void **state)
     }
 }
 
+
+static void grpc_check_request(void **state)
+{
+    (void)state;
+    sharp_headers_t req;
+    request(&req);
+    const char *ext[] = {"k1", "v1", "k2", "v2", NULL};
+    sharp_ext_authz_grpc_in_t in = {
+        .headers = &req,
+        .stream_id = 12345,
+        .protocol = "HTTP/2",
+        .source = "10.0.0.1:5555",
+        .destination = "[::1]:8080",
+        .service = "frontend",
+        .time_us = 1700000000123456ull,
+        .size = 5,
+        .body = "hello world",
+        .body_len = 5,
+        .partial = true,
+        .context_extensions = ext,
+    };
+    sharp_sbuf_t out = {0};
+    sharp_ext_authz_grpc_request(&in, &out);
+    sharp_grpc_frame_t fr;
+    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr), SHARP_GRPC_FRAME_OK);
+    assert_int_equal(fr.used, out.len);
+    Envoy__Service__Auth__V3__CheckRequest *cr = envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
+    assert_non_null(cr);
+    const Envoy__Service__Auth__V3__AttributeContext *a = cr->attributes;
+    assert_string_equal(a->source->address->socket_address->address, "10.0.0.1");
+    assert_int_equal(a->source->address->socket_address->port_value, 5555);
+    assert_string_equal(a->source->service, "frontend");
+    assert_string_equal(a->destination->address->socket_address->address, "::1");
+    assert_int_equal(a->destination->address->socket_address->port_value, 8080);
+    const Envoy__Service__Auth__V3__AttributeContext__HttpRequest *h = a->request->http;
+    assert_int_equal(a->request->time->seconds, 1700000000);
+    assert_int_equal(a->request->time->nanos, 123456000);
+    assert_string_equal(h->id, "12345");
+    assert_string_equal(h->method, "POST");
+    assert_string_equal(h->path, "/api/v1?x=1");
+    assert_string_equal(h->host, "example.com");
+    assert_string_equal(h->scheme, "http");
+    assert_string_equal(h->protocol, "HTTP/2");
+    assert_int_equal(h->size, 5);
+    assert_string_equal(h->body, "hello");
+    assert_int_equal(h->raw_body.len, 0);
+    bool tenant = false, partial = false, method = false;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        if (!strcmp(h->headers[i]->key, "x-tenant")) tenant = !strcmp(h->headers[i]->value, "a,b");
+        if (!strcmp(h->headers[i]->key, "x-envoy-auth-partial-body")) partial = !strcmp(h->headers[i]->value, "true");
+        if (!strcmp(h->headers[i]->key, ":method")) method = true;
+    }
+    assert_true(tenant);
+    assert_true(partial);
+    assert_true(method);
+    /* every distinct name once, plus the partial-body header */
+    assert_int_equal(h->n_headers, 10 + 1);
+    assert_int_equal(a->n_context_extensions, 2);
+    assert_string_equal(a->context_extensions[1]->key, "k2");
+    assert_string_equal(a->context_extensions[1]->value, "v2");
+    envoy__service__auth__v3__check_request__free_unpacked(cr, NULL);
+    sharp_sbuf_free(&out);
+
+    /* pack_as_bytes: raw_body; no body at all: no partial-body header */
+    in.pack_as_bytes = true;
+    sharp_ext_authz_grpc_request(&in, &out);
+    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr), SHARP_GRPC_FRAME_OK);
+    cr = envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
+    assert_int_equal(cr->attributes->request->http->raw_body.len, 5);
+    assert_string_equal(cr->attributes->request->http->body, "");
+    envoy__service__auth__v3__check_request__free_unpacked(cr, NULL);
+    sharp_sbuf_free(&out);
+    in.body = NULL;
+    in.source = "garbage";
+    sharp_ext_authz_grpc_request(&in, &out);
+    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr), SHARP_GRPC_FRAME_OK);
+    cr = envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
+    assert_int_equal(cr->attributes->request->http->n_headers, 10);
+    assert_null(cr->attributes->source->address);
+    envoy__service__auth__v3__check_request__free_unpacked(cr, NULL);
+    sharp_sbuf_free(&out);
+    sharp_headers_free(&req);
+}
+
+static Envoy__Config__Core__V3__HeaderValueOption *hvo(const char *k, const char *v, int append, int action)
+{
+    Envoy__Config__Core__V3__HeaderValueOption *o = calloc(1, sizeof *o);
+    envoy__config__core__v3__header_value_option__init(o);
+    o->header = calloc(1, sizeof *o->header);
+    envoy__config__core__v3__header_value__init(o->header);
+    o->header->key = (char *)k;
+    o->header->value = (char *)v;
+    if (append >= 0) {
+        o->append = calloc(1, sizeof *o->append);
+        google__protobuf__bool_value__init(o->append);
+        o->append->value = append;
+    }
+    o->append_action = action;
+    return o;
+}
+
+static void hvo_free(Envoy__Config__Core__V3__HeaderValueOption *o)
+{
+    free(o->header);
+    free(o->append);
+    free(o);
+}
+
+static size_t pack(const ProtobufCMessage *m, uint8_t *buf)
+{
+    return protobuf_c_message_pack(m, buf);
+}
+
+static void grpc_check_response(void **state)
+{
+    (void)state;
+    static uint8_t buf[4096];
+    Envoy__Service__Auth__V3__CheckResponse r = ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__INIT;
+    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+    Envoy__Service__Auth__V3__OkHttpResponse ok = ENVOY__SERVICE__AUTH__V3__OK_HTTP_RESPONSE__INIT;
+    Envoy__Config__Core__V3__HeaderValueOption *hs[2] = {hvo("x-set", "1", -1, 0), hvo("x-app", "2", 1, 0)};
+    Envoy__Config__Core__V3__HeaderValueOption *rs[4] = {
+        hvo("r-add", "a", -1, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD),
+        hvo("r-absent", "b", -1, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__ADD_IF_ABSENT),
+        hvo("r-over", "c", -1, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS),
+        hvo("r-set", "d", 0, 0),
+    };
+    char *rm[] = {"x-gone"};
+    ok.n_headers = 2;
+    ok.headers = hs;
+    ok.n_response_headers_to_add = 4;
+    ok.response_headers_to_add = rs;
+    ok.n_headers_to_remove = 1;
+    ok.headers_to_remove = rm;
+    r.status = &st;
+    r.http_response_case = ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_OK_RESPONSE;
+    r.ok_response = &ok;
+    size_t n = pack(&r.base, buf);
+    sharp_ext_authz_response_t out;
+    sharp_ext_authz_response_init(&out);
+    assert_true(sharp_ext_authz_grpc_response(buf, n, &out));
+    assert_int_equal(out.status, SHARP_EXT_AUTHZ_OK);
+    assert_string_equal(value_of(&out.set, "x-set", NULL), "1");
+    assert_string_equal(value_of(&out.append, "x-app", NULL), "2");
+    assert_int_equal(out.set.n, 1);
+    assert_int_equal(out.append.n, 1);
+    assert_string_equal(value_of(&out.response_add, "r-add", NULL), "a");
+    assert_string_equal(value_of(&out.response_add_if_absent, "r-absent", NULL), "b");
+    assert_string_equal(value_of(&out.response_overwrite_if_exists, "r-over", NULL), "c");
+    assert_string_equal(value_of(&out.response_set, "r-set", NULL), "d");
+    assert_int_equal(out.remove.n, 1);
+    sharp_ext_authz_response_free(&out);
+
+    /* a non-zero status denies: 403 without a denied_response */
+    st.code = 7;
+    r.http_response_case = ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE__NOT_SET;
+    n = pack(&r.base, buf);
+    sharp_ext_authz_response_init(&out);
+    assert_true(sharp_ext_authz_grpc_response(buf, n, &out));
+    assert_int_equal(out.status, SHARP_EXT_AUTHZ_DENIED);
+    assert_int_equal(out.http_status, 403);
+    assert_int_equal(out.body.len, 0);
+    sharp_ext_authz_response_free(&out);
+
+    /* with one: its status, headers to set and body */
+    Envoy__Service__Auth__V3__DeniedHttpResponse d = ENVOY__SERVICE__AUTH__V3__DENIED_HTTP_RESPONSE__INIT;
+    Envoy__Type__V3__HttpStatus hs401 = ENVOY__TYPE__V3__HTTP_STATUS__INIT;
+    hs401.code = 401;
+    d.status = &hs401;
+    d.n_headers = 2;
+    d.headers = hs;
+    d.body = "no";
+    r.http_response_case = ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_DENIED_RESPONSE;
+    r.denied_response = &d;
+    n = pack(&r.base, buf);
+    sharp_ext_authz_response_init(&out);
+    assert_true(sharp_ext_authz_grpc_response(buf, n, &out));
+    assert_int_equal(out.status, SHARP_EXT_AUTHZ_DENIED);
+    assert_int_equal(out.http_status, 401);
+    assert_int_equal(out.body.len, 2);
+    assert_int_equal(out.set.n, 1);
+    sharp_ext_authz_response_free(&out);
+
+    /* garbage does not parse */
+    sharp_ext_authz_response_init(&out);
+    assert_false(sharp_ext_authz_grpc_response((const uint8_t *)"\xff\xff\xff", 3, &out));
+    sharp_ext_authz_response_free(&out);
+    for (int i = 0; i < 2; i++) hvo_free(hs[i]);
+    for (int i = 0; i < 4; i++) hvo_free(rs[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +474,8 @@ int main(void)
         cmocka_unit_test(ok_answer),
         cmocka_unit_test(denied_answer),
         cmocka_unit_test(errors),
+        cmocka_unit_test(grpc_check_request),
+        cmocka_unit_test(grpc_check_response),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
