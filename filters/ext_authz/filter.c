@@ -1,22 +1,28 @@
 /* filter.c: envoy.filters.http.ext_authz, Envoy's external authorization
- * HTTP filter, with an http_service authorization server.
+ * HTTP filter, with an http_service or a grpc_service (envoy_grpc)
+ * authorization server.
  *
- * decode_headers stops the request and sends the authorization request
- * (check.c builds its head) to http_service.server_uri.cluster through the
- * worker's own pools (call.c); the answer resumes the stream from the loop:
- * 200 lets the request go on with the allowed upstream headers, another
- * status is returned to the client as a local reply with the answer's body
- * and allowed client headers (response flag UAEX, details
- * ext_authz_denied), and a failure (no cluster or host, connect failure,
- * timeout, reset, a 5xx) denies with status_on_error (403;
- * ext_authz_error) unless failure_mode_allow lets the request through
- * (with x-envoy-auth-failure-mode-allowed: true under
+ * decode_headers stops the request and sends the authorization request to
+ * the server's cluster through the worker's own pools (call.c): for an
+ * http_service a copy of the request head (check.c chooses its headers),
+ * for a grpc_service an envoy.service.auth.v3.Authorization/Check call over
+ * HTTP/2 whose CheckRequest describes the request (check.c builds it, with
+ * the per-route context extensions merged over the route's levels). The
+ * answer resumes the stream from the loop: OK lets the request go on with
+ * the answer's header mutations (and response headers for the client),
+ * a denial is returned to the client as a local reply with the answer's
+ * status, body and headers (response flag UAEX, details ext_authz_denied),
+ * and a failure (no cluster or host, connect failure, timeout, reset, an
+ * HTTP 5xx, a gRPC status other than OK, an unreadable CheckResponse)
+ * denies with status_on_error (403; ext_authz_error) unless
+ * failure_mode_allow lets the request through (with
+ * x-envoy-auth-failure-mode-allowed: true under
  * failure_mode_allow_header_add). With with_request_body the request body
  * is held (up to max_request_bytes; beyond it 413, or with
- * allow_partial_message the check goes with what was held) and sent as
- * the authorization request's body. A request without a route is not
- * checked, nor one whose most specific ExtAuthzPerRoute says disabled;
- * filter_enabled/deny_at_disable are Envoy's runtime switches.
+ * allow_partial_message the check goes with what was held) and sent with
+ * the check. A request without a route is not checked, nor one whose most
+ * specific ExtAuthzPerRoute says disabled; filter_enabled/deny_at_disable
+ * are Envoy's runtime switches.
  *
  * Stats: http.<hcm stat_prefix>.ext_authz.[<stat_prefix>.]{ok,denied,
  * error,disabled,failure_mode_allowed}, and Envoy's older per-cluster
@@ -24,8 +30,7 @@
  * failure_mode_allowed}, registered on first use (a route's cluster may
  * come from CDS after the filter's config); a denial also counts its
  * status in the route cluster's upstream_rq_<code> unless
- * charge_cluster_response_stats is false. The gRPC authorization service
- * (grpc_service) is refused by name. */
+ * charge_cluster_response_stats is false. */
 #include "filters/ext_authz/filter.h"
 #include "filters/ext_authz/call.h"
 #include "filters/ext_authz/check.h"
