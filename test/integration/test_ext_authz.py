@@ -62,6 +62,9 @@ class AuthzServer:
                     self.send_response(401)
                     self.send_header("www-authenticate", "Basic realm=test")
                     self.send_header("x-deny-reason", "hidden-when-allow-listed")
+                elif path.startswith("/huge"):
+                    out = b"x" * (2 << 20)
+                    self.send_response(403)
                 elif path.startswith("/error"):
                     out = b"broken"
                     self.send_response(503)
@@ -264,6 +267,17 @@ def test_5xx_is_an_error(procs, upstream, authz):
     assert st == 403 and b == b""
     assert stat(admin, "http.ingress_http.ext_authz.error") == 1
     assert stat(admin, "http.ingress_http.ext_authz.denied") == 0
+
+
+def test_oversized_answer_is_an_error(procs, upstream, authz):
+    """An answer whose body is beyond the stream's buffer limit (1 MiB) is
+    not held: the check fails (status_on_error, no body), the proxy stays
+    up."""
+    port, admin = start(procs, upstream, authz.port, ext_authz("5s"), routes=ROUTES)
+    st, _, b = PROTOS_H1.request(port, "/huge")
+    assert st == 403 and b == b""
+    assert stat(admin, "http.ingress_http.ext_authz.error") == 1
+    assert PROTOS_H1.request(port, "/echo")[0] == 200
 
 
 def test_dead_authorization_cluster(procs, upstream):

@@ -50,8 +50,8 @@ class AuthzGrpc:
     def __init__(self):
         self.requests = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        handler = grpc.unary_unary_rpc_method_handler(self._check, CheckRequest.FromString,
-                                                      lambda m: m.SerializeToString())
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._check, CheckRequest.FromString, lambda m: m if isinstance(m, bytes) else m.SerializeToString())
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("envoy.service.auth.v3.Authorization", {"Check": handler}),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -63,6 +63,8 @@ class AuthzGrpc:
         r = CheckResponse()
         if path.startswith("/slow"):
             time.sleep(1.5)
+        if path.startswith("/garbage"):
+            return b"\xff\xff\xff not a CheckResponse"
         if path.startswith("/fail"):
             ctx.abort(grpc.StatusCode.UNAVAILABLE, "authz down")
         if path.startswith("/deny"):
@@ -203,6 +205,14 @@ def test_call_failure_and_timeout(procs, h2_upstream, authz):
     st, _, b = _h1(port2, "/fail/echo")
     assert st in (200, 404)  # the test upstream's answer for that path: the request went through
     assert stat(admin2, "http.ingress_http.ext_authz.failure_mode_allowed") == 1
+
+
+def test_unreadable_check_response(procs, h2_upstream, authz):
+    """A CheckResponse that does not parse is an error, not a decision."""
+    port, admin = start(procs, h2_upstream, authz.port, ext_authz())
+    assert _h1(port, "/garbage")[0] == 403
+    assert stat(admin, "http.ingress_http.ext_authz.error") == 1
+    assert _h1(port, "/echo")[0] == 200
 
 
 def test_dead_cluster(procs, h2_upstream):
