@@ -248,6 +248,8 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i);
         if (sharp_headers_find(h, n.p, n.len, 0) != (int)i) continue;
+        if (in->allowed && in->allowed->set && !sharp_ext_authz_matchers_match(in->allowed, n)) continue;
+        if (in->disallowed && sharp_ext_authz_matchers_match(in->disallowed, n)) continue;
         offs[2 * nh] = arena.len;
         sharp_sbuf_append(&arena, n.p, n.len);
         sharp_sbuf_append(&arena, "", 1);
@@ -271,15 +273,26 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
         sharp_sbuf_append(&arena, "", 1);
         nh++;
     }
+    /* method, path, host and scheme come from the request whatever the
+     * header lists say (Envoy's setHttpRequest) */
+    static const char *const pseudo[4] = {":method", ":path", ":authority", ":scheme"};
+    size_t poff[4];
+    for (int k = 0; k < 4; k++) {
+        sharp_str_t v = {"", 0};
+        sharp_headers_get_cstr(h, pseudo[k], &v);
+        poff[k] = arena.len;
+        sharp_sbuf_append(&arena, v.p, v.len);
+        sharp_sbuf_append(&arena, "", 1);
+    }
+    http.method = arena.data + poff[0];
+    http.path = arena.data + poff[1];
+    http.host = arena.data + poff[2];
+    http.scheme = arena.data + poff[3];
     for (size_t i = 0; i < nh; i++) {
         envoy__service__auth__v3__attribute_context__http_request__headers_entry__init(&entries[i]);
         entries[i].key = arena.data + offs[2 * i];
         entries[i].value = arena.data + offs[2 * i + 1];
         ptrs[i] = &entries[i];
-        if (strcmp(entries[i].key, ":method") == 0) http.method = entries[i].value;
-        else if (strcmp(entries[i].key, ":path") == 0) http.path = entries[i].value;
-        else if (strcmp(entries[i].key, ":authority") == 0) http.host = entries[i].value;
-        else if (strcmp(entries[i].key, ":scheme") == 0) http.scheme = entries[i].value;
     }
     http.n_headers = nh;
     http.headers = ptrs;

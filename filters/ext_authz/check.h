@@ -92,12 +92,16 @@ typedef struct {
     bool partial;                   /* the body was cut at max_request_bytes */
     bool pack_as_bytes;             /* raw_body instead of body */
     const char *const *context_extensions; /* key, value, ..., NULL */
+    /* ExtAuthz.allowed_headers (unset: every header) and
+     * disallowed_headers; either may be NULL */
+    const sharp_ext_authz_matchers_t *allowed, *disallowed;
 } sharp_ext_authz_grpc_in_t;
 
 /* Appends the gRPC-framed CheckRequest. Headers go into the attribute
  * context's map as in Envoy: every request header (pseudo-headers
- * included) under its name, values of a repeated name joined with ",",
- * and x-envoy-auth-partial-body with a held body. */
+ * included; only the allowed ones when allowed_headers is set, never a
+ * disallowed one) under its name, values of a repeated name joined with
+ * ",", and x-envoy-auth-partial-body with a held body. */
 void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbuf_t *out);
 
 /* A CheckResponse message (unframed): status code 0 is OK with

@@ -307,8 +307,6 @@ static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errle
          "route_metadata_context_namespaces", "route metadata in the CheckRequest"},
         {pb->bootstrap_metadata_labels_key && pb->bootstrap_metadata_labels_key[0], "bootstrap_metadata_labels_key",
          "destination labels in the CheckRequest"},
-        {pb->allowed_headers != NULL || pb->disallowed_headers != NULL, "allowed_headers",
-         "choosing the CheckRequest's headers (every header goes)"},
         {pb->enable_dynamic_metadata_ingestion && !pb->enable_dynamic_metadata_ingestion->value,
          "enable_dynamic_metadata_ingestion", "dynamic metadata"},
     };
@@ -333,7 +331,10 @@ static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errle
     c->http.headers_to_add.add = sharp_calloc(1, sizeof *c->http.headers_to_add.add);
     c->http.headers_to_add.remove = sharp_calloc(1, sizeof *c->http.headers_to_add.remove);
     c->pack_as_bytes = pb->with_request_body && pb->with_request_body->pack_as_bytes;
-    if (common_build(pb, c, err, errlen) < 0) {
+    /* Envoy adds no default names for a gRPC server: unset means every header */
+    if (matchers_from(pb->allowed_headers, "allowed_headers", &c->http.allowed_headers, err, errlen) < 0 ||
+        matchers_from(pb->disallowed_headers, "disallowed_headers", &c->http.disallowed_headers, err, errlen) < 0 ||
+        common_build(pb, c, err, errlen) < 0) {
         config_free(c);
         return NULL;
     }
@@ -506,6 +507,8 @@ static void start_check(sharp_filter_t *f)
             .partial = st->partial,
             .pack_as_bytes = c->pack_as_bytes,
             .context_extensions = kv,
+            .allowed = &c->http.allowed_headers,
+            .disallowed = &c->http.disallowed_headers,
         };
         sharp_ext_authz_grpc_request(&in, &grpc_body);
         free(service);

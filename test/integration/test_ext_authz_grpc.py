@@ -215,6 +215,22 @@ def test_unreadable_check_response(procs, h2_upstream, authz):
     assert _h1(port, "/echo")[0] == 200
 
 
+def test_allowed_and_disallowed_headers(procs, h2_upstream, authz):
+    """allowed_headers: only those go into the CheckRequest (no defaults for
+    a gRPC server); disallowed_headers are left out."""
+    cfg = ext_authz(extra="allowed_headers: { patterns: [{ prefix: x- }] }\n"
+                          "disallowed_headers: { patterns: [{ exact: x-secret }] }\n")
+    port, _ = start(procs, h2_upstream, authz.port, cfg)
+    assert _h1(port, "/echo", headers={"x-custom": "c", "x-secret": "s", "cookie": "k"})[0] == 200
+    hdrs = dict(authz.requests[0].attributes.request.http.headers)
+    assert hdrs.get("x-custom") == "c"
+    for name in ("x-secret", "cookie", ":method", "host", ":authority"):
+        assert name not in hdrs, name
+    # the request's own fields do not depend on the header lists
+    assert authz.requests[0].attributes.request.http.method == "GET"
+    assert authz.requests[0].attributes.request.http.path == "/echo"
+
+
 def test_dead_cluster(procs, h2_upstream):
     port, admin = start(procs, h2_upstream, free_port(), ext_authz())
     assert _h1(port, "/echo")[0] == 403
