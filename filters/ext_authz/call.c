@@ -51,7 +51,8 @@ static void finish(sharp_ext_authz_call_t *c)
     if (c->slot) {
         sharp_gauge_add(c->w->stats, c->c->st.rq_active, -1);
         atomic_fetch_sub_explicit(&c->host->active_rq, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&c->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&c->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1,
+                                  memory_order_relaxed);
         c->slot = false;
     }
     uv_timer_stop(&c->timer);
@@ -88,8 +89,8 @@ static void end_call(sharp_ext_authz_call_t *c, const char *reason)
     c->ended = true;
     c->reason = reason;
     if (reason)
-        sharp_debug(router, "[C%llu][S%llu] ext_authz request to cluster '%s' failed: %s", c->conn_id,
-                    c->stream_id, c->c ? c->c->name : "", reason);
+        sharp_debug(router, "[C%llu][S%llu] ext_authz request to cluster '%s' failed: %s",
+                    c->conn_id, c->stream_id, c->c ? c->c->name : "", reason);
     if (c->starting) {
         uv_timer_stop(&c->timer);
         uv_timer_start(&c->timer, on_deliver_timer, 0, 0);
@@ -150,8 +151,10 @@ static void cb_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     if (c->ended) return;
     uint32_t code = sharp_headers_status(h);
     sharp_cluster_count_response(c->c, c->w->stats, code);
-    if (code >= 500) atomic_fetch_add_explicit(&c->host->rq_error, 1, memory_order_relaxed);
-    else atomic_fetch_add_explicit(&c->host->rq_success, 1, memory_order_relaxed);
+    if (code >= 500)
+        atomic_fetch_add_explicit(&c->host->rq_error, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&c->host->rq_success, 1, memory_order_relaxed);
     sharp_outlier_put_http(c->c, c->host, code);
     sharp_headers_copy(&c->resp, h);
     if (end_stream) complete(c);
@@ -245,8 +248,9 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
         return c;
     }
     /* async client requests run at DEFAULT priority */
-    if (!sharp_cluster_slot_acquire(&c->c->open[SHARP_PRIORITY_DEFAULT].rq_open,
-                                    sharp_cluster_cb_max(c->c, SHARP_PRIORITY_DEFAULT, SHARP_CB_MAX_REQUESTS))) {
+    if (!sharp_cluster_slot_acquire(
+            &c->c->open[SHARP_PRIORITY_DEFAULT].rq_open,
+            sharp_cluster_cb_max(c->c, SHARP_PRIORITY_DEFAULT, SHARP_CB_MAX_REQUESTS))) {
         sharp_counter_inc(w->stats, c->c->st.rq_pending_overflow);
         end_call(c, "circuit breaker full");
         c->starting = false;
@@ -258,7 +262,8 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
     atomic_fetch_add_explicit(&c->host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->host->rq_total, 1, memory_order_relaxed);
     if (c->timeout_ms) uv_timer_start(&c->timer, on_timeout, c->timeout_ms, 0);
-    sharp_pool_t *pool = sharp_cluster_pool(a->cl, SHARP_PRIORITY_DEFAULT, c->host, a->http2 ? "HTTP/2" : "HTTP/1.1");
+    sharp_pool_t *pool = sharp_cluster_pool(a->cl, SHARP_PRIORITY_DEFAULT, c->host,
+                                            a->http2 ? "HTTP/2" : "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &c->ureq, &call_cbs, c)) {
         sharp_counter_inc(w->stats, c->c->st.rq_pending_overflow);
         end_call(c, "pending requests overflow");

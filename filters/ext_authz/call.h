@@ -36,14 +36,14 @@ typedef void (*sharp_ext_authz_done_fn)(void *ctx, const sharp_ext_authz_result_
 
 typedef struct {
     sharp_worker_t *worker;
-    sharp_cluster_t *cluster;       /* NULL: no such cluster, the call fails */
+    sharp_cluster_t *cluster; /* NULL: no such cluster, the call fails */
     sharp_cluster_local_t *cl;
     const sharp_headers_t *headers; /* the request head (copied) */
     const char *body;               /* the request body (copied), NULL for none */
     size_t body_len;
-    bool http2;                     /* gRPC: over the cluster's HTTP/2 pool */
-    uint64_t timeout_ms;            /* from the start, connecting included; 0: none */
-    size_t max_response_bytes;      /* a longer response body fails the call */
+    bool http2;                /* gRPC: over the cluster's HTTP/2 pool */
+    uint64_t timeout_ms;       /* from the start, connecting included; 0: none */
+    size_t max_response_bytes; /* a longer response body fails the call */
     unsigned long long conn_id, stream_id;
     sharp_ext_authz_done_fn done;
     void *ctx;

@@ -17,7 +17,8 @@ bool sharp_ext_authz_matchers_match(const sharp_ext_authz_matchers_t *l, sharp_s
 
 void sharp_ext_authz_matchers_free(sharp_ext_authz_matchers_t *l)
 {
-    for (uint32_t i = 0; i < l->n; i++) sharp_string_matcher_free(&l->m[i]);
+    for (uint32_t i = 0; i < l->n; i++)
+        sharp_string_matcher_free(&l->m[i]);
     free(l->m);
     memset(l, 0, sizeof *l);
 }
@@ -32,12 +33,14 @@ static bool name_is(sharp_str_t n, const char *s)
 static bool request_header_allowed(const sharp_ext_authz_http_t *cfg, sharp_str_t n)
 {
     bool allowed = name_is(n, "authorization") || name_is(n, ":method") || name_is(n, ":path") ||
-                   name_is(n, ":authority") || sharp_ext_authz_matchers_match(&cfg->allowed_headers, n);
+                   name_is(n, ":authority") ||
+                   sharp_ext_authz_matchers_match(&cfg->allowed_headers, n);
     return allowed && !sharp_ext_authz_matchers_match(&cfg->disallowed_headers, n);
 }
 
-void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req, size_t body_len,
-                                  sharp_headers_t *out, const struct sharp_stream_info *si)
+void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req,
+                                  size_t body_len, sharp_headers_t *out,
+                                  const struct sharp_stream_info *si)
 {
     char cl[24];
     snprintf(cl, sizeof cl, "%zu", body_len);
@@ -96,8 +99,9 @@ void sharp_ext_authz_response_free(sharp_ext_authz_response_t *r)
 static bool client_header_allowed(const sharp_ext_authz_http_t *cfg, sharp_str_t n)
 {
     if (!cfg->client.set) return !name_is(n, ":authority");
-    return name_is(n, ":status") || name_is(n, "content-length") || name_is(n, "www-authenticate") ||
-           name_is(n, "location") || sharp_ext_authz_matchers_match(&cfg->client, n);
+    return name_is(n, ":status") || name_is(n, "content-length") ||
+           name_is(n, "www-authenticate") || name_is(n, "location") ||
+           sharp_ext_authz_matchers_match(&cfg->client, n);
 }
 
 void sharp_ext_authz_http_response(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *resp,
@@ -122,7 +126,8 @@ void sharp_ext_authz_http_response(const sharp_ext_authz_http_t *cfg, const shar
             continue;
         }
         if (ok) {
-            if (sharp_ext_authz_matchers_match(&cfg->upstream, n)) sharp_headers_add(&out->set, n.p, n.len, v.p, v.len);
+            if (sharp_ext_authz_matchers_match(&cfg->upstream, n))
+                sharp_headers_add(&out->set, n.p, n.len, v.p, v.len);
             if (sharp_ext_authz_matchers_match(&cfg->upstream_append, n))
                 sharp_headers_add(&out->add, n.p, n.len, v.p, v.len);
             if (sharp_ext_authz_matchers_match(&cfg->client_on_success, n))
@@ -210,14 +215,18 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
 {
     const sharp_headers_t *h = in->headers;
     Envoy__Service__Auth__V3__CheckRequest req = ENVOY__SERVICE__AUTH__V3__CHECK_REQUEST__INIT;
-    Envoy__Service__Auth__V3__AttributeContext ac = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__INIT;
-    Envoy__Service__Auth__V3__AttributeContext__Peer src = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__PEER__INIT;
-    Envoy__Service__Auth__V3__AttributeContext__Peer dst = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__PEER__INIT;
+    Envoy__Service__Auth__V3__AttributeContext ac =
+        ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__Peer src =
+        ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__PEER__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__Peer dst =
+        ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__PEER__INIT;
     Envoy__Config__Core__V3__Address src_a = ENVOY__CONFIG__CORE__V3__ADDRESS__INIT;
     Envoy__Config__Core__V3__Address dst_a = ENVOY__CONFIG__CORE__V3__ADDRESS__INIT;
     Envoy__Config__Core__V3__SocketAddress src_sa = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT;
     Envoy__Config__Core__V3__SocketAddress dst_sa = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT;
-    Envoy__Service__Auth__V3__AttributeContext__Request rq = ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__REQUEST__INIT;
+    Envoy__Service__Auth__V3__AttributeContext__Request rq =
+        ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__REQUEST__INIT;
     Envoy__Service__Auth__V3__AttributeContext__HttpRequest http =
         ENVOY__SERVICE__AUTH__V3__ATTRIBUTE_CONTEXT__HTTP_REQUEST__INIT;
     Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
@@ -248,7 +257,8 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i);
         if (sharp_headers_find(h, n.p, n.len, 0) != (int)i) continue;
-        if (in->allowed && in->allowed->set && !sharp_ext_authz_matchers_match(in->allowed, n)) continue;
+        if (in->allowed && in->allowed->set && !sharp_ext_authz_matchers_match(in->allowed, n))
+            continue;
         if (in->disallowed && sharp_ext_authz_matchers_match(in->disallowed, n)) continue;
         offs[2 * nh] = arena.len;
         sharp_sbuf_append(&arena, n.p, n.len);
@@ -307,7 +317,8 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
         }
     }
     size_t nx = 0;
-    while (in->context_extensions && in->context_extensions[2 * nx]) nx++;
+    while (in->context_extensions && in->context_extensions[2 * nx])
+        nx++;
     ext_entry_t *xe = calloc(nx ? nx : 1, sizeof *xe);
     ext_entry_t **xp = calloc(nx ? nx : 1, sizeof *xp);
     for (size_t i = 0; i < nx; i++) {
@@ -328,8 +339,8 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
     sharp_sbuf_free(&arena);
 }
 
-static void header_option(const Envoy__Config__Core__V3__HeaderValueOption *o, sharp_headers_t *append,
-                          sharp_headers_t *set)
+static void header_option(const Envoy__Config__Core__V3__HeaderValueOption *o,
+                          sharp_headers_t *append, sharp_headers_t *set)
 {
     if (!o->header || !o->header->key) return;
     const char *k = o->header->key, *v = o->header->value ? o->header->value : "";
@@ -338,19 +349,23 @@ static void header_option(const Envoy__Config__Core__V3__HeaderValueOption *o, s
 
 bool sharp_ext_authz_grpc_response(const uint8_t *msg, size_t n, sharp_ext_authz_response_t *out)
 {
-    Envoy__Service__Auth__V3__CheckResponse *r = envoy__service__auth__v3__check_response__unpack(NULL, n, msg);
+    Envoy__Service__Auth__V3__CheckResponse *r =
+        envoy__service__auth__v3__check_response__unpack(NULL, n, msg);
     if (!r) return false;
     if (!r->status || r->status->code == 0) {
         out->status = SHARP_EXT_AUTHZ_OK;
         out->http_status = 200;
         const Envoy__Service__Auth__V3__OkHttpResponse *ok =
-            r->http_response_case == ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_OK_RESPONSE
+            r->http_response_case ==
+                    ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_OK_RESPONSE
                 ? r->ok_response
                 : NULL;
         if (ok) {
-            for (size_t i = 0; i < ok->n_headers; i++) header_option(ok->headers[i], &out->append, &out->set);
+            for (size_t i = 0; i < ok->n_headers; i++)
+                header_option(ok->headers[i], &out->append, &out->set);
             for (size_t i = 0; i < ok->n_response_headers_to_add; i++) {
-                const Envoy__Config__Core__V3__HeaderValueOption *o = ok->response_headers_to_add[i];
+                const Envoy__Config__Core__V3__HeaderValueOption *o =
+                    ok->response_headers_to_add[i];
                 if (!o->header || !o->header->key) continue;
                 const char *k = o->header->key, *v = o->header->value ? o->header->value : "";
                 sharp_headers_t *to;
@@ -375,20 +390,23 @@ bool sharp_ext_authz_grpc_response(const uint8_t *msg, size_t n, sharp_ext_authz
                 sharp_headers_add_cstr(to, k, v);
             }
             for (size_t i = 0; i < ok->n_headers_to_remove; i++)
-                if (ok->headers_to_remove[i][0]) sharp_headers_add_cstr(&out->remove, ok->headers_to_remove[i], "");
+                if (ok->headers_to_remove[i][0])
+                    sharp_headers_add_cstr(&out->remove, ok->headers_to_remove[i], "");
         }
     } else {
         out->status = SHARP_EXT_AUTHZ_DENIED;
         out->http_status = 403;
         const Envoy__Service__Auth__V3__DeniedHttpResponse *d =
-            r->http_response_case == ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_DENIED_RESPONSE
+            r->http_response_case ==
+                    ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_DENIED_RESPONSE
                 ? r->denied_response
                 : NULL;
         if (d) {
             /* the local reply takes the headers to set (Envoy's denial) */
             sharp_headers_t appended;
             sharp_headers_init(&appended);
-            for (size_t i = 0; i < d->n_headers; i++) header_option(d->headers[i], &appended, &out->set);
+            for (size_t i = 0; i < d->n_headers; i++)
+                header_option(d->headers[i], &appended, &out->set);
             sharp_headers_free(&appended);
             if (d->status && d->status->code > 0) out->http_status = (uint32_t)d->status->code;
             if (d->body && d->body[0]) sharp_sbuf_puts(&out->body, d->body);

@@ -37,8 +37,9 @@ typedef struct {
  * is allowed and not disallowed, values of a repeated name joined with ","
  * as in the CheckRequest, :path with path_prefix before it; then
  * headers_to_add. */
-void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req, size_t body_len,
-                                  sharp_headers_t *out, const struct sharp_stream_info *si);
+void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req,
+                                  size_t body_len, sharp_headers_t *out,
+                                  const struct sharp_stream_info *si);
 
 typedef enum {
     SHARP_EXT_AUTHZ_OK,
@@ -50,16 +51,16 @@ typedef enum {
  * lists are name/value pairs in `hdrs` (name at 2i, value at 2i+1). */
 typedef struct {
     sharp_ext_authz_status_t status;
-    uint32_t http_status; /* DENIED: the status for the client */
-    sharp_headers_t set;              /* OK: set on the request; DENIED: on the local reply */
-    sharp_headers_t add;              /* OK: added to the request (another entry) */
-    sharp_headers_t append;           /* OK: appended to an existing request header's value with "," */
-    sharp_headers_t remove;           /* OK: names removed from the request */
-    sharp_headers_t response_add;     /* OK: added to the client's response */
-    sharp_headers_t response_set;     /* OK: set on the client's response */
-    sharp_headers_t response_add_if_absent;     /* OK: added to the response when absent */
+    uint32_t http_status;         /* DENIED: the status for the client */
+    sharp_headers_t set;          /* OK: set on the request; DENIED: on the local reply */
+    sharp_headers_t add;          /* OK: added to the request (another entry) */
+    sharp_headers_t append;       /* OK: appended to an existing request header's value with "," */
+    sharp_headers_t remove;       /* OK: names removed from the request */
+    sharp_headers_t response_add; /* OK: added to the client's response */
+    sharp_headers_t response_set; /* OK: set on the client's response */
+    sharp_headers_t response_add_if_absent;       /* OK: added to the response when absent */
     sharp_headers_t response_overwrite_if_exists; /* OK: set on the response when present */
-    sharp_sbuf_t body;                /* DENIED: the local reply's body */
+    sharp_sbuf_t body;                            /* DENIED: the local reply's body */
 } sharp_ext_authz_response_t;
 
 void sharp_ext_authz_response_init(sharp_ext_authz_response_t *r);
@@ -81,16 +82,16 @@ void sharp_ext_authz_http_response(const sharp_ext_authz_http_t *cfg, const shar
 typedef struct {
     const sharp_headers_t *headers; /* the client's request headers */
     unsigned long long stream_id;
-    const char *protocol;           /* "HTTP/1.1", "HTTP/2" */
-    const char *source;             /* the downstream peer, "ip:port" */
-    const char *destination;        /* the local address, "ip:port" */
-    const char *service;            /* x-envoy-downstream-service-cluster, or "" */
-    uint64_t time_us;               /* the request's start, wall clock */
-    uint64_t size;                  /* request body bytes received so far */
-    const char *body;               /* held body (with_request_body), or NULL */
+    const char *protocol;    /* "HTTP/1.1", "HTTP/2" */
+    const char *source;      /* the downstream peer, "ip:port" */
+    const char *destination; /* the local address, "ip:port" */
+    const char *service;     /* x-envoy-downstream-service-cluster, or "" */
+    uint64_t time_us;        /* the request's start, wall clock */
+    uint64_t size;           /* request body bytes received so far */
+    const char *body;        /* held body (with_request_body), or NULL */
     size_t body_len;
-    bool partial;                   /* the body was cut at max_request_bytes */
-    bool pack_as_bytes;             /* raw_body instead of body */
+    bool partial;                          /* the body was cut at max_request_bytes */
+    bool pack_as_bytes;                    /* raw_body instead of body */
     const char *const *context_extensions; /* key, value, ..., NULL */
     /* ExtAuthz.allowed_headers (unset: every header) and
      * disallowed_headers; either may be NULL */

@@ -61,8 +61,8 @@ typedef Envoy__Extensions__Filters__Http__ExtAuthz__V3__ExtAuthzPerRoute ea_rout
 typedef Envoy__Type__Matcher__V3__ListStringMatcher lsm_pb_t;
 
 typedef struct ea_config {
-    bool grpc;          /* grpc_service, else http_service */
-    char *authority;    /* gRPC: :authority (envoy_grpc.authority, else the cluster name) */
+    bool grpc;       /* grpc_service, else http_service */
+    char *authority; /* gRPC: :authority (envoy_grpc.authority, else the cluster name) */
     sharp_headers_t initial_metadata; /* gRPC: sent with every call */
     bool pack_as_bytes;
     char *cluster;
@@ -91,12 +91,12 @@ typedef struct ea_route_config {
 typedef struct ea_state {
     sharp_filter_t *f;
     sharp_ext_authz_call_t *call;
-    bool buffering;       /* holding the body for the check */
-    sharp_sbuf_t body;    /* the body for the check (up to max_request_bytes) */
-    uint64_t body_seen;   /* all body bytes seen while buffering */
-    bool with_body;       /* the check carries the held body */
+    bool buffering;                   /* holding the body for the check */
+    sharp_sbuf_t body;                /* the body for the check (up to max_request_bytes) */
+    uint64_t body_seen;               /* all body bytes seen while buffering */
+    bool with_body;                   /* the check carries the held body */
     sharp_ext_authz_response_t *resp; /* the OK answer's response headers, for encode_headers */
-    bool partial;         /* the held body was cut at max_request_bytes */
+    bool partial;                     /* the held body was cut at max_request_bytes */
 } ea_state_t;
 
 /* ---- config ---- */
@@ -122,8 +122,8 @@ static void config_free(void *p)
     free(c);
 }
 
-static int matchers_from(const lsm_pb_t *pb, const char *path, sharp_ext_authz_matchers_t *out, char *err,
-                         size_t errlen)
+static int matchers_from(const lsm_pb_t *pb, const char *path, sharp_ext_authz_matchers_t *out,
+                         char *err, size_t errlen)
 {
     if (!pb) return 0;
     out->set = true;
@@ -131,7 +131,8 @@ static int matchers_from(const lsm_pb_t *pb, const char *path, sharp_ext_authz_m
     for (size_t i = 0; i < pb->n_patterns; i++) {
         char p[256];
         snprintf(p, sizeof p, "%s.patterns[%zu]", path, i);
-        if (sharp_config_string_matcher(pb->patterns[i], p, &out->m[out->n], err, errlen) < 0) return -1;
+        if (sharp_config_string_matcher(pb->patterns[i], p, &out->m[out->n], err, errlen) < 0)
+            return -1;
         out->n++;
     }
     return 0;
@@ -148,9 +149,11 @@ static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errle
 
 static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
 {
-    bool grpc = pb->services_case == ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_GRPC_SERVICE;
+    bool grpc = pb->services_case ==
+                ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_GRPC_SERVICE;
     if (!grpc &&
-        pb->services_case != ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_HTTP_SERVICE) {
+        pb->services_case !=
+            ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_AUTHZ__V3__EXT_AUTHZ__SERVICES_HTTP_SERVICE) {
         snprintf(err, errlen, "grpc_service or http_service: an authorization service is required");
         return NULL;
     }
@@ -160,13 +163,15 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
         return NULL;
     }
     if (pb->clear_route_cache) {
-        snprintf(err, errlen, "clear_route_cache: not supported by SHARP (re-resolving the route after the "
-                              "authorization)");
+        snprintf(err, errlen,
+                 "clear_route_cache: not supported by SHARP (re-resolving the route after the "
+                 "authorization)");
         return NULL;
     }
     if (pb->validate_mutations) {
-        snprintf(err, errlen, "validate_mutations: not supported by SHARP (validating the authorization "
-                              "response's header mutations)");
+        snprintf(err, errlen,
+                 "validate_mutations: not supported by SHARP (validating the authorization "
+                 "response's header mutations)");
         return NULL;
     }
     const Envoy__Extensions__Filters__Http__ExtAuthz__V3__HttpService *hs = pb->http_service;
@@ -179,8 +184,9 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
         return NULL;
     }
     if (aresp && aresp->dynamic_metadata_from_headers) {
-        snprintf(err, errlen, "http_service.authorization_response.dynamic_metadata_from_headers: not supported "
-                              "by SHARP (dynamic metadata)");
+        snprintf(err, errlen,
+                 "http_service.authorization_response.dynamic_metadata_from_headers: not supported "
+                 "by SHARP (dynamic metadata)");
         return NULL;
     }
     ea_config_t *c = sharp_calloc(1, sizeof *c);
@@ -188,23 +194,28 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
     /* a missing server_uri names no cluster: every check fails, as in Envoy */
     c->cluster = sharp_strdup(uri && uri->cluster ? uri->cluster : "");
     /* HttpUri.timeout is required (the support table checks it) */
-    c->timeout_ms = uri && uri->timeout
-                        ? (uint64_t)uri->timeout->seconds * 1000 + (uint64_t)uri->timeout->nanos / 1000000
-                        : 200;
+    c->timeout_ms = uri && uri->timeout ? (uint64_t)uri->timeout->seconds * 1000 +
+                                              (uint64_t)uri->timeout->nanos / 1000000
+                                        : 200;
     if (hs->path_prefix && hs->path_prefix[0]) c->http.path_prefix = sharp_strdup(hs->path_prefix);
-    if (matchers_from(pb->allowed_headers ? pb->allowed_headers : areq ? areq->allowed_headers : NULL,
-                      pb->allowed_headers ? "allowed_headers" : "http_service.authorization_request.allowed_headers",
+    if (matchers_from(pb->allowed_headers ? pb->allowed_headers
+                      : areq              ? areq->allowed_headers
+                                          : NULL,
+                      pb->allowed_headers ? "allowed_headers"
+                                          : "http_service.authorization_request.allowed_headers",
                       &c->http.allowed_headers, err, errlen) < 0 ||
-        matchers_from(pb->disallowed_headers, "disallowed_headers", &c->http.disallowed_headers, err, errlen) < 0)
+        matchers_from(pb->disallowed_headers, "disallowed_headers", &c->http.disallowed_headers,
+                      err, errlen) < 0)
         goto fail;
     if (aresp &&
         (matchers_from(aresp->allowed_upstream_headers,
-                       "http_service.authorization_response.allowed_upstream_headers", &c->http.upstream, err,
-                       errlen) < 0 ||
+                       "http_service.authorization_response.allowed_upstream_headers",
+                       &c->http.upstream, err, errlen) < 0 ||
          matchers_from(aresp->allowed_upstream_headers_to_append,
                        "http_service.authorization_response.allowed_upstream_headers_to_append",
                        &c->http.upstream_append, err, errlen) < 0 ||
-         matchers_from(aresp->allowed_client_headers, "http_service.authorization_response.allowed_client_headers",
+         matchers_from(aresp->allowed_client_headers,
+                       "http_service.authorization_response.allowed_client_headers",
                        &c->http.client, err, errlen) < 0 ||
          matchers_from(aresp->allowed_client_headers_on_success,
                        "http_service.authorization_response.allowed_client_headers_on_success",
@@ -216,19 +227,25 @@ static ea_config_t *config_build(const ea_pb_t *pb, char *err, size_t errlen)
         const Envoy__Config__Core__V3__HeaderValue *hv = areq->headers_to_add[i];
         char msg[256];
         if (!hv->key || !hv->key[0]) {
-            snprintf(err, errlen, "http_service.authorization_request.headers_to_add[%zu].key: value length must "
-                                  "be at least 1 characters", i);
+            snprintf(
+                err, errlen,
+                "http_service.authorization_request.headers_to_add[%zu].key: value length must "
+                "be at least 1 characters",
+                i);
             goto fail;
         }
         char *raw = NULL;
         const char *value = hv->value ? hv->value : "";
-        if (!value[0] && hv->raw_value.len) value = raw = sharp_strndup((const char *)hv->raw_value.data, hv->raw_value.len);
+        if (!value[0] && hv->raw_value.len)
+            value = raw = sharp_strndup((const char *)hv->raw_value.data, hv->raw_value.len);
         /* Envoy's HeaderParser with OVERWRITE_IF_EXISTS_OR_ADD */
-        int rc = sharp_header_op_init(&c->http.headers_to_add.add[c->http.headers_to_add.nadd], hv->key, value,
-                                      SHARP_OVERWRITE_IF_EXISTS_OR_ADD, false, msg, sizeof msg);
+        int rc =
+            sharp_header_op_init(&c->http.headers_to_add.add[c->http.headers_to_add.nadd], hv->key,
+                                 value, SHARP_OVERWRITE_IF_EXISTS_OR_ADD, false, msg, sizeof msg);
         free(raw);
         if (rc < 0) {
-            snprintf(err, errlen, "http_service.authorization_request.headers_to_add[%zu].value: %s", i, msg);
+            snprintf(err, errlen,
+                     "http_service.authorization_request.headers_to_add[%zu].value: %s", i, msg);
             goto fail;
         }
         c->http.headers_to_add.nadd++;
@@ -266,8 +283,10 @@ static int common_build(const ea_pb_t *pb, ea_config_t *c, char *err, size_t err
     }
     if (pb->deny_at_disable) {
         c->has_deny_at_disable = true;
-        c->deny_default = pb->deny_at_disable->default_value && pb->deny_at_disable->default_value->value;
-        c->deny_key = sharp_strdup(pb->deny_at_disable->runtime_key ? pb->deny_at_disable->runtime_key : "");
+        c->deny_default =
+            pb->deny_at_disable->default_value && pb->deny_at_disable->default_value->value;
+        c->deny_key =
+            sharp_strdup(pb->deny_at_disable->runtime_key ? pb->deny_at_disable->runtime_key : "");
     }
     c->charge_cluster_response_stats =
         !pb->charge_cluster_response_stats || pb->charge_cluster_response_stats->value;
@@ -288,52 +307,62 @@ static int common_build(const ea_pb_t *pb, ea_config_t *c, char *err, size_t err
 static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errlen)
 {
     const Envoy__Config__Core__V3__GrpcService *gs = pb->grpc_service;
-    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
+    if (gs->target_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
         !gs->envoy_grpc) {
-        snprintf(err, errlen, "grpc_service.envoy_grpc: is required by SHARP (its own gRPC client)");
+        snprintf(err, errlen,
+                 "grpc_service.envoy_grpc: is required by SHARP (its own gRPC client)");
         return NULL;
     }
     struct {
         bool set;
         const char *field, *what;
     } refused[] = {
-        {gs->envoy_grpc->retry_policy != NULL, "grpc_service.envoy_grpc.retry_policy", "retries of the Check call"},
-        {pb->include_peer_certificate, "include_peer_certificate", "the peer certificate in the CheckRequest"},
+        {gs->envoy_grpc->retry_policy != NULL, "grpc_service.envoy_grpc.retry_policy",
+         "retries of the Check call"},
+        {pb->include_peer_certificate, "include_peer_certificate",
+         "the peer certificate in the CheckRequest"},
         {pb->include_tls_session, "include_tls_session", "the TLS session in the CheckRequest"},
         {pb->encode_raw_headers, "encode_raw_headers", "raw headers in the CheckRequest"},
         {pb->n_metadata_context_namespaces || pb->n_typed_metadata_context_namespaces,
          "metadata_context_namespaces", "dynamic metadata in the CheckRequest"},
         {pb->n_route_metadata_context_namespaces || pb->n_route_typed_metadata_context_namespaces,
          "route_metadata_context_namespaces", "route metadata in the CheckRequest"},
-        {pb->bootstrap_metadata_labels_key && pb->bootstrap_metadata_labels_key[0], "bootstrap_metadata_labels_key",
-         "destination labels in the CheckRequest"},
+        {pb->bootstrap_metadata_labels_key && pb->bootstrap_metadata_labels_key[0],
+         "bootstrap_metadata_labels_key", "destination labels in the CheckRequest"},
         {pb->enable_dynamic_metadata_ingestion && !pb->enable_dynamic_metadata_ingestion->value,
          "enable_dynamic_metadata_ingestion", "dynamic metadata"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
         if (refused[i].set) {
-            snprintf(err, errlen, "%s: not supported by SHARP with grpc_service (%s)", refused[i].field,
-                     refused[i].what);
+            snprintf(err, errlen, "%s: not supported by SHARP with grpc_service (%s)",
+                     refused[i].field, refused[i].what);
             return NULL;
         }
     }
     ea_config_t *c = sharp_calloc(1, sizeof *c);
     c->grpc = true;
     c->cluster = sharp_strdup(gs->envoy_grpc->cluster_name ? gs->envoy_grpc->cluster_name : "");
-    c->authority = sharp_strdup(gs->envoy_grpc->authority && gs->envoy_grpc->authority[0] ? gs->envoy_grpc->authority
-                                                                                          : c->cluster);
+    c->authority = sharp_strdup(gs->envoy_grpc->authority && gs->envoy_grpc->authority[0]
+                                    ? gs->envoy_grpc->authority
+                                    : c->cluster);
     /* GrpcService.timeout: 200ms when absent (Envoy's default for ext_authz) */
-    c->timeout_ms = gs->timeout ? (uint64_t)gs->timeout->seconds * 1000 + (uint64_t)gs->timeout->nanos / 1000000 : 200;
+    c->timeout_ms =
+        gs->timeout ? (uint64_t)gs->timeout->seconds * 1000 + (uint64_t)gs->timeout->nanos / 1000000
+                    : 200;
     sharp_headers_init(&c->initial_metadata);
     for (size_t i = 0; i < gs->n_initial_metadata; i++)
         sharp_headers_add_cstr(&c->initial_metadata, gs->initial_metadata[i]->key,
-                               gs->initial_metadata[i]->value ? gs->initial_metadata[i]->value : "");
+                               gs->initial_metadata[i]->value ? gs->initial_metadata[i]->value
+                                                              : "");
     c->http.headers_to_add.add = sharp_calloc(1, sizeof *c->http.headers_to_add.add);
     c->http.headers_to_add.remove = sharp_calloc(1, sizeof *c->http.headers_to_add.remove);
     c->pack_as_bytes = pb->with_request_body && pb->with_request_body->pack_as_bytes;
     /* Envoy adds no default names for a gRPC server: unset means every header */
-    if (matchers_from(pb->allowed_headers, "allowed_headers", &c->http.allowed_headers, err, errlen) < 0 ||
-        matchers_from(pb->disallowed_headers, "disallowed_headers", &c->http.disallowed_headers, err, errlen) < 0 ||
+    if (matchers_from(pb->allowed_headers, "allowed_headers", &c->http.allowed_headers, err,
+                      errlen) < 0 ||
+        matchers_from(pb->disallowed_headers, "disallowed_headers", &c->http.disallowed_headers,
+                      err, errlen) < 0 ||
         common_build(pb, c, err, errlen) < 0) {
         config_free(c);
         return NULL;
@@ -341,7 +370,8 @@ static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errle
     return c;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     if (!msg) {
         snprintf(err, errlen, "http_service: an authorization service is required");
@@ -352,11 +382,14 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     sharp_stats_t *s = ctx->server->stats;
     c->stats = s;
     c->st_ok = sharp_stats_counterf(s, "http.%s.ext_authz.%sok", ctx->stat_prefix, c->stat_prefix);
-    c->st_denied = sharp_stats_counterf(s, "http.%s.ext_authz.%sdenied", ctx->stat_prefix, c->stat_prefix);
-    c->st_error = sharp_stats_counterf(s, "http.%s.ext_authz.%serror", ctx->stat_prefix, c->stat_prefix);
-    c->st_disabled = sharp_stats_counterf(s, "http.%s.ext_authz.%sdisabled", ctx->stat_prefix, c->stat_prefix);
-    c->st_failure_mode_allowed =
-        sharp_stats_counterf(s, "http.%s.ext_authz.%sfailure_mode_allowed", ctx->stat_prefix, c->stat_prefix);
+    c->st_denied =
+        sharp_stats_counterf(s, "http.%s.ext_authz.%sdenied", ctx->stat_prefix, c->stat_prefix);
+    c->st_error =
+        sharp_stats_counterf(s, "http.%s.ext_authz.%serror", ctx->stat_prefix, c->stat_prefix);
+    c->st_disabled =
+        sharp_stats_counterf(s, "http.%s.ext_authz.%sdisabled", ctx->stat_prefix, c->stat_prefix);
+    c->st_failure_mode_allowed = sharp_stats_counterf(s, "http.%s.ext_authz.%sfailure_mode_allowed",
+                                                      ctx->stat_prefix, c->stat_prefix);
     return c;
 }
 
@@ -378,15 +411,20 @@ static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t 
             goto fail;
         }
         if (pb->check_settings->with_request_body) {
-            snprintf(err, errlen, "check_settings.with_request_body: not supported by SHARP (per-route request body "
-                                  "buffering settings)");
+            snprintf(
+                err, errlen,
+                "check_settings.with_request_body: not supported by SHARP (per-route request body "
+                "buffering settings)");
             goto fail;
         }
         c->disable_request_body_buffering = pb->check_settings->disable_request_body_buffering;
-        c->context_extensions = sharp_calloc(2 * pb->check_settings->n_context_extensions + 1, sizeof(char *));
+        c->context_extensions =
+            sharp_calloc(2 * pb->check_settings->n_context_extensions + 1, sizeof(char *));
         for (size_t i = 0; i < pb->check_settings->n_context_extensions; i++) {
-            c->context_extensions[2 * i] = sharp_strdup(pb->check_settings->context_extensions[i]->key);
-            c->context_extensions[2 * i + 1] = sharp_strdup(pb->check_settings->context_extensions[i]->value);
+            c->context_extensions[2 * i] =
+                sharp_strdup(pb->check_settings->context_extensions[i]->key);
+            c->context_extensions[2 * i + 1] =
+                sharp_strdup(pb->check_settings->context_extensions[i]->value);
         }
         return c;
     default:
@@ -402,7 +440,8 @@ static void route_config_free(void *p)
 {
     ea_route_config_t *c = p;
     if (!c) return;
-    for (size_t i = 0; c->context_extensions && c->context_extensions[i]; i++) free(c->context_extensions[i]);
+    for (size_t i = 0; c->context_extensions && c->context_extensions[i]; i++)
+        free(c->context_extensions[i]);
     free(c->context_extensions);
     free(c);
 }
@@ -418,20 +457,29 @@ static void context_extensions(sharp_filter_t *f, const char ***out)
     sharp_stream_t *s = f->stream;
     const ea_route_config_t *levels[4] = {
         sharp_route_filter_config(s->routes, NULL, NULL, NULL, f->name, f->factory),
-        s->vhost ? sharp_route_filter_config(NULL, s->vhost, NULL, NULL, f->name, f->factory) : NULL,
-        s->route ? sharp_route_filter_config(NULL, NULL, s->route, NULL, f->name, f->factory) : NULL,
-        s->route_wc ? sharp_route_filter_config(NULL, NULL, NULL, s->route_wc, f->name, f->factory) : NULL,
+        s->vhost ? sharp_route_filter_config(NULL, s->vhost, NULL, NULL, f->name, f->factory)
+                 : NULL,
+        s->route ? sharp_route_filter_config(NULL, NULL, s->route, NULL, f->name, f->factory)
+                 : NULL,
+        s->route_wc ? sharp_route_filter_config(NULL, NULL, NULL, s->route_wc, f->name, f->factory)
+                    : NULL,
     };
     size_t cap = 0;
     for (int l = 0; l < 4; l++)
-        for (size_t i = 0; levels[l] && levels[l]->context_extensions && levels[l]->context_extensions[i]; i++) cap++;
+        for (size_t i = 0;
+             levels[l] && levels[l]->context_extensions && levels[l]->context_extensions[i]; i++)
+            cap++;
     const char **kv = sharp_calloc(cap + 1, sizeof *kv);
     size_t n = 0;
     for (int l = 0; l < 4; l++) {
-        for (size_t i = 0; levels[l] && levels[l]->context_extensions && levels[l]->context_extensions[i]; i += 2) {
-            const char *k = levels[l]->context_extensions[i], *v = levels[l]->context_extensions[i + 1];
+        for (size_t i = 0;
+             levels[l] && levels[l]->context_extensions && levels[l]->context_extensions[i];
+             i += 2) {
+            const char *k = levels[l]->context_extensions[i],
+                       *v = levels[l]->context_extensions[i + 1];
             size_t j = 0;
-            while (j < n && strcmp(kv[j], k) != 0) j += 2;
+            while (j < n && strcmp(kv[j], k) != 0)
+                j += 2;
             kv[j] = k;
             kv[j + 1] = v;
             if (j == n) n += 2;
@@ -470,8 +518,8 @@ static void count_cluster(sharp_filter_t *f, const ea_config_t *c, const char *n
     sharp_cluster_local_t *cl = NULL;
     sharp_cluster_t *rc = sharp_view_cluster(s->view, s->route_cluster, &cl);
     if (!rc) return;
-    sharp_counter_inc(w->stats, sharp_stats_counterf(c->stats, "cluster.%s.ext_authz.%s%s", rc->stat_name,
-                                                     c->stat_prefix, name));
+    sharp_counter_inc(w->stats, sharp_stats_counterf(c->stats, "cluster.%s.ext_authz.%s%s",
+                                                     rc->stat_name, c->stat_prefix, name));
 }
 
 static void on_done(void *ctx, const sharp_ext_authz_result_t *r);
@@ -491,7 +539,8 @@ static void start_check(sharp_filter_t *f)
         const char **kv = NULL;
         context_extensions(f, &kv);
         sharp_str_t svc = {"", 0};
-        sharp_headers_get_cstr(sharp_stream_request_headers(s), "x-envoy-downstream-service-cluster", &svc);
+        sharp_headers_get_cstr(sharp_stream_request_headers(s),
+                               "x-envoy-downstream-service-cluster", &svc);
         char *service = sharp_strndup(svc.p, svc.len);
         sharp_ext_authz_grpc_in_t in = {
             .headers = sharp_stream_request_headers(s),
@@ -525,12 +574,15 @@ static void start_check(sharp_filter_t *f)
             sharp_headers_add_cstr(&h, "grpc-timeout", t);
         }
         for (uint32_t i = 0; i < c->initial_metadata.n; i++) {
-            sharp_str_t n = sharp_headers_name(&c->initial_metadata, i), v = sharp_headers_value(&c->initial_metadata, i);
+            sharp_str_t n = sharp_headers_name(&c->initial_metadata, i),
+                        v = sharp_headers_value(&c->initial_metadata, i);
             sharp_headers_add(&h, n.p, n.len, v.p, v.len);
         }
     } else {
-        sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen, &h, sharp_stream_info(s));
-        if (!sharp_headers_get_cstr(&h, ":scheme", NULL)) sharp_headers_add_cstr(&h, ":scheme", "http");
+        sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen, &h,
+                                     sharp_stream_info(s));
+        if (!sharp_headers_get_cstr(&h, ":scheme", NULL))
+            sharp_headers_add_cstr(&h, ":scheme", "http");
         /* as Envoy's async client: an internal request of this proxy */
         sharp_headers_set_cstr(&h, "x-envoy-internal", "true");
         pthread_once(&local_address_once, find_local_address);
@@ -538,7 +590,9 @@ static void start_check(sharp_filter_t *f)
     }
     sharp_cluster_local_t *cl = NULL;
     sharp_cluster_t *ac = sharp_view_cluster(s->view, c->cluster, &cl);
-    if (!ac) sharp_debug(http, "[C%llu][S%llu] ext_authz cluster '%s' does not exist", s->conn_id, s->id, c->cluster);
+    if (!ac)
+        sharp_debug(http, "[C%llu][S%llu] ext_authz cluster '%s' does not exist", s->conn_id, s->id,
+                    c->cluster);
     sharp_ext_authz_call_args_t a = {
         .worker = w,
         .cluster = ac,
@@ -565,7 +619,8 @@ static void start_check(sharp_filter_t *f)
  * length or connection-specific fields (the local reply has its own). */
 static bool reply_header(sharp_str_t n)
 {
-    return n.len && n.p[0] != ':' && !(n.len == 14 && strncasecmp(n.p, "content-length", 14) == 0) &&
+    return n.len && n.p[0] != ':' &&
+           !(n.len == 14 && strncasecmp(n.p, "content-length", 14) == 0) &&
            !sharp_header_is_connection_specific(n);
 }
 
@@ -595,8 +650,10 @@ static void deny(sharp_filter_t *f, const ea_config_t *c, sharp_ext_authz_respon
         k++;
     }
     sharp_stream_send_local_reply_body(f, resp->http_status, resp->body.data, resp->body.len,
-                                       SHARP_RF_UNAUTHORIZED_EXTERNAL_SERVICE, "ext_authz_denied", hdrs);
-    for (size_t i = 0; i < k; i++) free(owned[i]);
+                                       SHARP_RF_UNAUTHORIZED_EXTERNAL_SERVICE, "ext_authz_denied",
+                                       hdrs);
+    for (size_t i = 0; i < k; i++)
+        free(owned[i]);
     free(owned);
     free(hdrs);
 }
@@ -604,8 +661,8 @@ static void deny(sharp_filter_t *f, const ea_config_t *c, sharp_ext_authz_respon
 /* The check failed, or the filter is disabled with deny_at_disable. */
 static void deny_error(sharp_filter_t *f, const ea_config_t *c)
 {
-    sharp_stream_send_local_reply(f, c->status_on_error, NULL, SHARP_RF_UNAUTHORIZED_EXTERNAL_SERVICE,
-                                  "ext_authz_error");
+    sharp_stream_send_local_reply(f, c->status_on_error, NULL,
+                                  SHARP_RF_UNAUTHORIZED_EXTERNAL_SERVICE, "ext_authz_error");
 }
 
 /* A Check call's answer: a gRPC status other than OK, or a body that is
@@ -614,13 +671,13 @@ static void grpc_answer(const sharp_ext_authz_result_t *r, sharp_ext_authz_respo
 {
     resp->status = SHARP_EXT_AUTHZ_ERROR;
     int64_t gs;
-    if (!sharp_grpc_response_status(r->trailers->n ? r->trailers : NULL, r->headers, sharp_headers_status(r->headers),
-                                    &gs) ||
+    if (!sharp_grpc_response_status(r->trailers->n ? r->trailers : NULL, r->headers,
+                                    sharp_headers_status(r->headers), &gs) ||
         gs != 0)
         return;
     sharp_grpc_frame_t fr;
-    if (sharp_grpc_deframe((const uint8_t *)r->body->data, r->body->len, (uint32_t)r->body->len, &fr) !=
-            SHARP_GRPC_FRAME_OK ||
+    if (sharp_grpc_deframe((const uint8_t *)r->body->data, r->body->len, (uint32_t)r->body->len,
+                           &fr) != SHARP_GRPC_FRAME_OK ||
         fr.compressed || fr.used != r->body->len)
         return;
     if (!sharp_ext_authz_grpc_response(fr.msg, fr.len, resp)) resp->status = SHARP_EXT_AUTHZ_ERROR;
@@ -636,13 +693,16 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
     st->call = NULL;
     sharp_ext_authz_response_t resp;
     sharp_ext_authz_response_init(&resp);
-    if (r->failed) resp.status = SHARP_EXT_AUTHZ_ERROR;
-    else if (c->grpc) grpc_answer(r, &resp);
-    else sharp_ext_authz_http_response(&c->http, r->headers, r->body->data, r->body->len, &resp);
+    if (r->failed)
+        resp.status = SHARP_EXT_AUTHZ_ERROR;
+    else if (c->grpc)
+        grpc_answer(r, &resp);
+    else
+        sharp_ext_authz_http_response(&c->http, r->headers, r->body->data, r->body->len, &resp);
     switch (resp.status) {
     case SHARP_EXT_AUTHZ_OK:
-        sharp_debug(http, "[C%llu][S%llu] ext_authz: the authorization service allowed the request", s->conn_id,
-                    s->id);
+        sharp_debug(http, "[C%llu][S%llu] ext_authz: the authorization service allowed the request",
+                    s->conn_id, s->id);
         sharp_ext_authz_apply_request(&resp, sharp_stream_request_headers(s));
         if (resp.response_add.n || resp.response_set.n || resp.response_add_if_absent.n ||
             resp.response_overwrite_if_exists.n) {
@@ -651,7 +711,8 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
             sharp_headers_copy(&st->resp->response_add, &resp.response_add);
             sharp_headers_copy(&st->resp->response_set, &resp.response_set);
             sharp_headers_copy(&st->resp->response_add_if_absent, &resp.response_add_if_absent);
-            sharp_headers_copy(&st->resp->response_overwrite_if_exists, &resp.response_overwrite_if_exists);
+            sharp_headers_copy(&st->resp->response_overwrite_if_exists,
+                               &resp.response_overwrite_if_exists);
         }
         count_cluster(f, c, "ok");
         sharp_counter_inc(w->stats, c->st_ok);
@@ -659,8 +720,10 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
         sharp_stream_continue_decoding(f);
         return;
     case SHARP_EXT_AUTHZ_DENIED:
-        sharp_debug(http, "[C%llu][S%llu] ext_authz: the authorization service denied the request (status %u)",
-                    s->conn_id, s->id, resp.http_status);
+        sharp_debug(
+            http,
+            "[C%llu][S%llu] ext_authz: the authorization service denied the request (status %u)",
+            s->conn_id, s->id, resp.http_status);
         deny(f, c, &resp);
         sharp_ext_authz_response_free(&resp);
         return;
@@ -671,23 +734,28 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
     count_cluster(f, c, "error");
     sharp_counter_inc(w->stats, c->st_error);
     if (c->failure_mode_allow) {
-        sharp_debug(http, "[C%llu][S%llu] ext_authz: the check failed (%s), failure_mode_allow lets the request "
-                    "through", s->conn_id, s->id, r->failed ? r->reason : "a 5xx answer");
+        sharp_debug(
+            http,
+            "[C%llu][S%llu] ext_authz: the check failed (%s), failure_mode_allow lets the request "
+            "through",
+            s->conn_id, s->id, r->failed ? r->reason : "a 5xx answer");
         sharp_counter_inc(w->stats, c->st_failure_mode_allowed);
         count_cluster(f, c, "failure_mode_allowed");
         if (c->failure_mode_allow_header_add)
-            sharp_headers_add_cstr(sharp_stream_request_headers(s), "x-envoy-auth-failure-mode-allowed", "true");
+            sharp_headers_add_cstr(sharp_stream_request_headers(s),
+                                   "x-envoy-auth-failure-mode-allowed", "true");
         sharp_stream_continue_decoding(f);
         return;
     }
-    sharp_debug(http, "[C%llu][S%llu] ext_authz: the check failed (%s): status %u", s->conn_id, s->id,
-                r->failed ? r->reason : "a 5xx answer", c->status_on_error);
+    sharp_debug(http, "[C%llu][S%llu] ext_authz: the check failed (%s): status %u", s->conn_id,
+                s->id, r->failed ? r->reason : "a 5xx answer", c->status_on_error);
     deny_error(f, c);
 }
 
 /* ---- filter callbacks ---- */
 
-static sharp_filter_status_t ea_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t ea_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     const ea_config_t *c = f->config;
     ea_state_t *st = f->state;
@@ -716,7 +784,8 @@ static sharp_filter_status_t ea_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_STOP;
 }
 
-static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     const ea_config_t *c = f->config;
     ea_state_t *st = f->state;
@@ -741,7 +810,8 @@ static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, si
         if (!c->allow_partial) {
             st->buffering = false;
             sharp_sbuf_free(&st->body);
-            sharp_stream_send_local_reply(f, 413, "Payload Too Large", 0, "request_payload_too_large");
+            sharp_stream_send_local_reply(f, 413, "Payload Too Large", 0,
+                                          "request_payload_too_large");
             return SHARP_FILTER_STOP;
         }
         full = true;
@@ -755,7 +825,8 @@ static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, si
     return SHARP_FILTER_STOP;
 }
 
-static sharp_filter_status_t ea_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t ea_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)end_stream;
     ea_state_t *st = f->state;
@@ -763,11 +834,13 @@ static sharp_filter_status_t ea_encode_headers(sharp_filter_t *f, sharp_headers_
     if (!r) return SHARP_FILTER_CONTINUE;
     /* Envoy's order: add, set, then (gRPC) add if absent, overwrite if exists */
     for (uint32_t i = 0; i < r->response_add.n; i++) {
-        sharp_str_t n = sharp_headers_name(&r->response_add, i), v = sharp_headers_value(&r->response_add, i);
+        sharp_str_t n = sharp_headers_name(&r->response_add, i),
+                    v = sharp_headers_value(&r->response_add, i);
         sharp_headers_add(h, n.p, n.len, v.p, v.len);
     }
     for (uint32_t i = 0; i < r->response_set.n; i++) {
-        sharp_str_t n = sharp_headers_name(&r->response_set, i), v = sharp_headers_value(&r->response_set, i);
+        sharp_str_t n = sharp_headers_name(&r->response_set, i),
+                    v = sharp_headers_value(&r->response_set, i);
         sharp_headers_set(h, n.p, n.len, v.p, v.len);
     }
     for (uint32_t i = 0; i < r->response_add_if_absent.n; i++) {
@@ -814,8 +887,10 @@ const sharp_filter_factory_t sharp_ext_authz_filter = {
     .encode_headers = ea_encode_headers,
     .on_destroy = ea_on_destroy,
     .buffered_bytes = ea_buffered_bytes,
-    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-    .route_config_desc = &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,
+    .route_type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+    .route_config_desc =
+        &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,
     .create_route_config = create_route_config,
     .destroy_route_config = route_config_free,
 };

@@ -21,16 +21,19 @@
 
 #include "envoy/service/auth/v3/external_auth.pb-c.h"
 
-static void matchers(sharp_ext_authz_matchers_t *l, sharp_string_match_kind_t kind, const char *const *values)
+static void matchers(sharp_ext_authz_matchers_t *l, sharp_string_match_kind_t kind,
+                     const char *const *values)
 {
     char err[128];
     uint32_t n = 0;
-    while (values[n]) n++;
+    while (values[n])
+        n++;
     l->m = calloc(n ? n : 1, sizeof *l->m);
     l->set = true;
     for (uint32_t i = 0; i < n; i++)
-        assert_int_equal(sharp_string_matcher_init(&l->m[l->n++], kind, values[i], strlen(values[i]), false, err,
-                                                   sizeof err), 0);
+        assert_int_equal(sharp_string_matcher_init(&l->m[l->n++], kind, values[i],
+                                                   strlen(values[i]), false, err, sizeof err),
+                         0);
 }
 
 static void cfg_free(sharp_ext_authz_http_t *c)
@@ -111,7 +114,8 @@ static void request_allowed_prefix_and_body(void **state)
     matchers(&cfg.disallowed_headers, SHARP_SM_CONTAINS, (const char *[]){"secret", NULL});
     cfg.headers_to_add.add = calloc(1, sizeof *cfg.headers_to_add.add);
     assert_int_equal(sharp_header_op_init(&cfg.headers_to_add.add[0], "x-trace", "from-config",
-                                          SHARP_OVERWRITE_IF_EXISTS_OR_ADD, false, err, sizeof err), 0);
+                                          SHARP_OVERWRITE_IF_EXISTS_OR_ADD, false, err, sizeof err),
+                     0);
     cfg.headers_to_add.nadd = 1;
     sharp_headers_t req, out;
     request(&req);
@@ -275,7 +279,6 @@ static void errors(void **state)
     }
 }
 
-
 static void grpc_check_request(void **state)
 {
     (void)state;
@@ -299,9 +302,11 @@ static void grpc_check_request(void **state)
     sharp_sbuf_t out = {0};
     sharp_ext_authz_grpc_request(&in, &out);
     sharp_grpc_frame_t fr;
-    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr), SHARP_GRPC_FRAME_OK);
+    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr),
+                     SHARP_GRPC_FRAME_OK);
     assert_int_equal(fr.used, out.len);
-    Envoy__Service__Auth__V3__CheckRequest *cr = envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
+    Envoy__Service__Auth__V3__CheckRequest *cr =
+        envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
     assert_non_null(cr);
     const Envoy__Service__Auth__V3__AttributeContext *a = cr->attributes;
     assert_string_equal(a->source->address->socket_address->address, "10.0.0.1");
@@ -324,7 +329,8 @@ static void grpc_check_request(void **state)
     bool tenant = false, partial = false, method = false;
     for (size_t i = 0; i < h->n_headers; i++) {
         if (!strcmp(h->headers[i]->key, "x-tenant")) tenant = !strcmp(h->headers[i]->value, "a,b");
-        if (!strcmp(h->headers[i]->key, "x-envoy-auth-partial-body")) partial = !strcmp(h->headers[i]->value, "true");
+        if (!strcmp(h->headers[i]->key, "x-envoy-auth-partial-body"))
+            partial = !strcmp(h->headers[i]->value, "true");
         if (!strcmp(h->headers[i]->key, ":method")) method = true;
     }
     assert_true(tenant);
@@ -341,7 +347,8 @@ static void grpc_check_request(void **state)
     /* pack_as_bytes: raw_body; no body at all: no partial-body header */
     in.pack_as_bytes = true;
     sharp_ext_authz_grpc_request(&in, &out);
-    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr), SHARP_GRPC_FRAME_OK);
+    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr),
+                     SHARP_GRPC_FRAME_OK);
     cr = envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
     assert_int_equal(cr->attributes->request->http->raw_body.len, 5);
     assert_string_equal(cr->attributes->request->http->body, "");
@@ -350,7 +357,8 @@ static void grpc_check_request(void **state)
     in.body = NULL;
     in.source = "garbage";
     sharp_ext_authz_grpc_request(&in, &out);
-    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr), SHARP_GRPC_FRAME_OK);
+    assert_int_equal(sharp_grpc_deframe((const uint8_t *)out.data, out.len, 1 << 20, &fr),
+                     SHARP_GRPC_FRAME_OK);
     cr = envoy__service__auth__v3__check_request__unpack(NULL, fr.len, fr.msg);
     assert_int_equal(cr->attributes->request->http->n_headers, 10);
     assert_null(cr->attributes->source->address);
@@ -359,7 +367,8 @@ static void grpc_check_request(void **state)
     sharp_headers_free(&req);
 }
 
-static Envoy__Config__Core__V3__HeaderValueOption *hvo(const char *k, const char *v, int append, int action)
+static Envoy__Config__Core__V3__HeaderValueOption *hvo(const char *k, const char *v, int append,
+                                                       int action)
 {
     Envoy__Config__Core__V3__HeaderValueOption *o = calloc(1, sizeof *o);
     envoy__config__core__v3__header_value_option__init(o);
@@ -395,11 +404,15 @@ static void grpc_check_response(void **state)
     Envoy__Service__Auth__V3__CheckResponse r = ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__INIT;
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
     Envoy__Service__Auth__V3__OkHttpResponse ok = ENVOY__SERVICE__AUTH__V3__OK_HTTP_RESPONSE__INIT;
-    Envoy__Config__Core__V3__HeaderValueOption *hs[2] = {hvo("x-set", "1", -1, 0), hvo("x-app", "2", 1, 0)};
+    Envoy__Config__Core__V3__HeaderValueOption *hs[2] = {hvo("x-set", "1", -1, 0),
+                                                         hvo("x-app", "2", 1, 0)};
     Envoy__Config__Core__V3__HeaderValueOption *rs[4] = {
-        hvo("r-add", "a", -1, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD),
-        hvo("r-absent", "b", -1, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__ADD_IF_ABSENT),
-        hvo("r-over", "c", -1, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS),
+        hvo("r-add", "a", -1,
+            ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD),
+        hvo("r-absent", "b", -1,
+            ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__ADD_IF_ABSENT),
+        hvo("r-over", "c", -1,
+            ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS),
         hvo("r-set", "d", 0, 0),
     };
     char *rm[] = {"x-gone"};
@@ -440,7 +453,8 @@ static void grpc_check_response(void **state)
     sharp_ext_authz_response_free(&out);
 
     /* with one: its status, headers to set and body */
-    Envoy__Service__Auth__V3__DeniedHttpResponse d = ENVOY__SERVICE__AUTH__V3__DENIED_HTTP_RESPONSE__INIT;
+    Envoy__Service__Auth__V3__DeniedHttpResponse d =
+        ENVOY__SERVICE__AUTH__V3__DENIED_HTTP_RESPONSE__INIT;
     Envoy__Type__V3__HttpStatus hs401 = ENVOY__TYPE__V3__HTTP_STATUS__INIT;
     hs401.code = 401;
     d.status = &hs401;
@@ -462,8 +476,10 @@ static void grpc_check_response(void **state)
     sharp_ext_authz_response_init(&out);
     assert_false(sharp_ext_authz_grpc_response((const uint8_t *)"\xff\xff\xff", 3, &out));
     sharp_ext_authz_response_free(&out);
-    for (int i = 0; i < 2; i++) hvo_free(hs[i]);
-    for (int i = 0; i < 4; i++) hvo_free(rs[i]);
+    for (int i = 0; i < 2; i++)
+        hvo_free(hs[i]);
+    for (int i = 0; i < 4; i++)
+        hvo_free(rs[i]);
 }
 
 int main(void)
