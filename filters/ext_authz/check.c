@@ -38,8 +38,50 @@ static bool request_header_allowed(const sharp_ext_authz_http_t *cfg, sharp_str_
     return allowed && !sharp_ext_authz_matchers_match(&cfg->disallowed_headers, n);
 }
 
+#define PARTIAL_BODY "x-envoy-auth-partial-body"
+
+void sharp_ext_authz_utf8_sanitize(sharp_sbuf_t *out, const char *p, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len = 0;
+        unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range */
+        if (c < 0x80)
+            len = 1;
+        else if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c == 0xE0)
+            len = 3, lo = 0xA0;
+        else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+            len = 3;
+        else if (c == 0xED)
+            len = 3, hi = 0x9F;
+        else if (c == 0xF0)
+            len = 4, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3)
+            len = 4;
+        else if (c == 0xF4)
+            len = 4, hi = 0x8F;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) {
+            unsigned char b = s[i + k];
+            ok = k == 1 ? b >= lo && b <= hi : b >= 0x80 && b <= 0xBF;
+        }
+        if (!ok) {
+            /* one bad byte becomes '!' (Envoy's sanitizeUtf8String) */
+            sharp_sbuf_puts(out, "!");
+            i++;
+            continue;
+        }
+        sharp_sbuf_append(out, p + i, len);
+        i += len;
+    }
+}
+
 void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req,
-                                  size_t body_len, sharp_headers_t *out,
+                                  size_t body_len, int partial, sharp_headers_t *out,
                                   const struct sharp_stream_info *si)
 {
     char cl[24];
@@ -48,7 +90,10 @@ void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp
     sharp_sbuf_t v = {0};
     for (uint32_t i = 0; i < req->n; i++) {
         sharp_str_t n = sharp_headers_name(req, i);
-        if (name_is(n, "content-length") || !request_header_allowed(cfg, n)) continue;
+        /* the client's own x-envoy-auth-partial-body never goes */
+        if (name_is(n, "content-length") || name_is(n, PARTIAL_BODY) ||
+            !request_header_allowed(cfg, n))
+            continue;
         /* a repeated name went out with its first entry */
         if (sharp_headers_find(req, n.p, n.len, 0) != (int)i) continue;
         v.len = 0;
@@ -57,12 +102,13 @@ void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp
         for (int j = (int)i; j >= 0; j = sharp_headers_find(req, n.p, n.len, (uint32_t)j + 1)) {
             sharp_str_t val = sharp_headers_value(req, (uint32_t)j);
             if (!first) sharp_sbuf_puts(&v, ",");
-            sharp_sbuf_append(&v, val.p, val.len);
+            sharp_ext_authz_utf8_sanitize(&v, val.p, val.len);
             first = false;
         }
         sharp_headers_add(out, n.p, n.len, v.data ? v.data : "", v.len);
     }
     sharp_sbuf_free(&v);
+    if (partial >= 0) sharp_headers_add_cstr(out, PARTIAL_BODY, partial ? "true" : "false");
     sharp_header_ops_apply_si(&cfg->headers_to_add, out, si);
 }
 
@@ -260,6 +306,7 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
         if (in->allowed && in->allowed->set && !sharp_ext_authz_matchers_match(in->allowed, n))
             continue;
         if (in->disallowed && sharp_ext_authz_matchers_match(in->disallowed, n)) continue;
+        if (name_is(n, PARTIAL_BODY)) continue; /* the client's own never goes */
         offs[2 * nh] = arena.len;
         sharp_sbuf_append(&arena, n.p, n.len);
         sharp_sbuf_append(&arena, "", 1);
@@ -268,7 +315,7 @@ void sharp_ext_authz_grpc_request(const sharp_ext_authz_grpc_in_t *in, sharp_sbu
         for (int j = (int)i; j >= 0; j = sharp_headers_find(h, n.p, n.len, (uint32_t)j + 1)) {
             sharp_str_t v = sharp_headers_value(h, (uint32_t)j);
             if (!first) sharp_sbuf_puts(&arena, ",");
-            sharp_sbuf_append(&arena, v.p, v.len);
+            sharp_ext_authz_utf8_sanitize(&arena, v.p, v.len);
             first = false;
         }
         sharp_sbuf_append(&arena, "", 1);

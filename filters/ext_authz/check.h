@@ -35,11 +35,17 @@ typedef struct {
 /* The authorization request's head for an http_service: content-length
  * (the body's length, 0 without one) first, then each request header that
  * is allowed and not disallowed, values of a repeated name joined with ","
- * as in the CheckRequest, :path with path_prefix before it; then
- * headers_to_add. */
+ * and made valid UTF-8 as in the CheckRequest, :path with path_prefix
+ * before it (the client's own x-envoy-auth-partial-body never); then
+ * x-envoy-auth-partial-body when a body was held (`partial` 1: cut at
+ * max_request_bytes, 0: whole, -1: no body held); then headers_to_add. */
 void sharp_ext_authz_http_request(const sharp_ext_authz_http_t *cfg, const sharp_headers_t *req,
-                                  size_t body_len, sharp_headers_t *out,
+                                  size_t body_len, int partial, sharp_headers_t *out,
                                   const struct sharp_stream_info *si);
+/* Envoy's sanitizeUtf8String: appends p[0, n) with every byte that breaks
+ * a well-formed UTF-8 sequence replaced by '!' (header values in the
+ * CheckRequest, and so in an http_service's request). */
+void sharp_ext_authz_utf8_sanitize(sharp_sbuf_t *out, const char *p, size_t n);
 
 typedef enum {
     SHARP_EXT_AUTHZ_OK,

@@ -579,8 +579,8 @@ static void start_check(sharp_filter_t *f)
             sharp_headers_add(&h, n.p, n.len, v.p, v.len);
         }
     } else {
-        sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen, &h,
-                                     sharp_stream_info(s));
+        sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen,
+                                     st->with_body ? st->partial : -1, &h, sharp_stream_info(s));
         if (!sharp_headers_get_cstr(&h, ":scheme", NULL))
             sharp_headers_add_cstr(&h, ":scheme", "http");
         /* as Envoy's async client: an internal request of this proxy */

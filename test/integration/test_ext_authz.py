@@ -335,6 +335,7 @@ def test_with_request_body(procs, upstream, authz, proto):
     r = authz.requests[0]
     assert r["body"] == b"hello authz"
     assert r["headers"]["content-length"] == ["11"]
+    assert r["headers"]["x-envoy-auth-partial-body"] == ["false"]
 
 
 def test_with_request_body_too_large(procs, upstream, authz):
@@ -350,6 +351,7 @@ def test_with_request_body_too_large(procs, upstream, authz):
     st, _, _ = PROTOS_H1.request(port2, "/echo", method="POST", body=b"0123456789abcdef")
     assert st == 200
     assert authz.requests[0]["body"] == b"01234567"
+    assert authz.requests[0]["headers"]["x-envoy-auth-partial-body"] == ["true"]
 
 
 def test_filter_enabled_and_deny_at_disable(procs, upstream, authz):

@@ -82,6 +82,7 @@ static void request(sharp_headers_t *h)
     sharp_headers_add_cstr(h, "x-tenant", "b");
     sharp_headers_add_cstr(h, "x-secret-token", "s");
     sharp_headers_add_cstr(h, "cookie", "c=1");
+    sharp_headers_add_cstr(h, "x-envoy-auth-partial-body", "from-the-client");
 }
 
 static void request_defaults_only(void **state)
@@ -91,7 +92,7 @@ static void request_defaults_only(void **state)
     sharp_headers_t req, out;
     request(&req);
     sharp_headers_init(&out);
-    sharp_ext_authz_http_request(&cfg, &req, 0, &out, NULL);
+    sharp_ext_authz_http_request(&cfg, &req, 0, -1, &out, NULL);
     /* content-length first, then the allowed ones in the client's order */
     assert_int_equal(out.n, 5);
     assert_memory_equal(sharp_headers_name(&out, 0).p, "content-length", 14);
@@ -120,7 +121,7 @@ static void request_allowed_prefix_and_body(void **state)
     sharp_headers_t req, out;
     request(&req);
     sharp_headers_init(&out);
-    sharp_ext_authz_http_request(&cfg, &req, 42, &out, NULL);
+    sharp_ext_authz_http_request(&cfg, &req, 42, 1, &out, NULL);
     int n;
     assert_string_equal(value_of(&out, "content-length", &n), "42");
     assert_int_equal(n, 1); /* the client's 5 is not passed on */
@@ -135,12 +136,42 @@ static void request_allowed_prefix_and_body(void **state)
     assert_int_equal(n, 0);
     value_of(&out, ":scheme", &n);
     assert_int_equal(n, 0);
+    /* the client's x-envoy-auth-partial-body is replaced by the proxy's */
+    assert_string_equal(value_of(&out, "x-envoy-auth-partial-body", &n), "true");
+    assert_int_equal(n, 1);
     /* headers_to_add overwrites the client's value */
     assert_string_equal(value_of(&out, "x-trace", &n), "from-config");
     assert_int_equal(n, 1);
     sharp_headers_free(&req);
     sharp_headers_free(&out);
     cfg_free(&cfg);
+}
+
+static void utf8_sanitize(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"plain", "plain"},
+        {"caf\xc3\xa9", "caf\xc3\xa9"},           /* valid two-byte */
+        {"\xe2\x82\xac", "\xe2\x82\xac"},         /* valid three-byte */
+        {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"}, /* valid four-byte */
+        {"a\xff"
+         "b",
+         "a!b"},                      /* never valid */
+        {"\xc0\xaf", "!!"},           /* overlong */
+        {"\xed\xa0\x80", "!!!"},      /* a surrogate */
+        {"\xe2\x82", "!!"},           /* cut short */
+        {"\xf4\x90\x80\x80", "!!!!"}, /* beyond U+10FFFF */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sharp_sbuf_t out = {0};
+        sharp_ext_authz_utf8_sanitize(&out, cases[i].in, strlen(cases[i].in));
+        assert_int_equal(out.len, strlen(cases[i].out));
+        assert_memory_equal(out.data, cases[i].out, out.len);
+        sharp_sbuf_free(&out);
+    }
 }
 
 static void answer(sharp_headers_t *h, const char *status)
@@ -490,6 +521,7 @@ int main(void)
         cmocka_unit_test(ok_answer),
         cmocka_unit_test(denied_answer),
         cmocka_unit_test(errors),
+        cmocka_unit_test(utf8_sanitize),
         cmocka_unit_test(grpc_check_request),
         cmocka_unit_test(grpc_check_response),
     };
