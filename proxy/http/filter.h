@@ -51,7 +51,7 @@ typedef enum {
 /* What a filter's create_config may use from the server (main thread). */
 typedef struct sharp_filter_config_ctx {
     struct sharp_server *server;
-    const char *stat_prefix; /* "http.<hcm stat_prefix>." */
+    const char *stat_prefix; /* the connection manager's stat_prefix: stats go under "http.<it>." */
 } sharp_filter_config_ctx_t;
 
 struct sharp_filter_factory {

@@ -591,6 +591,15 @@ static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
         if (st == SHARP_FILTER_STOP) {
             s->dec_next = i + 1;
             s->dec_stopped = true;
+            /* The terminal filter consumes what it is given: request data
+             * held while a filter before it had stopped the chain (one
+             * that waited for an answer, such as ext_authz) goes on to it
+             * now. Reading resumes first: the terminal filter pauses the
+             * downstream itself when it must. */
+            if (i == s->nfilters - 1 && (s->dec_buf.len || s->dec_end_pending)) {
+                if (s->dec_data_stop < 0 && !s->destroyed) sharp_codec_read_disable(s, false);
+                dec_flush_buffer(s, from);
+            }
             return;
         }
     }
