@@ -345,6 +345,10 @@ def test_refusals():
         "grpc_service: { google_grpc: { target_uri: 127.0.0.1:1, stat_prefix: m } }")
     rc, out = validate_config(text)
     assert rc != 0 and "google_grpc" in out
+    text = config(listen, admin, 1, 2).replace(
+        "    grpc_service: { envoy_grpc: { cluster_name: metrics_collector } }\n", "")
+    rc, out = validate_config(text)
+    assert rc != 0 and "grpc_service" in out and "required" in out
     text = config(listen, admin, 1, 2, "batch_size: 10\n")
     rc, out = validate_config(text)
     assert rc != 0 and "batch_size" in out
