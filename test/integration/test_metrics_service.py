@@ -321,6 +321,43 @@ def test_collector_down_at_start_and_restarted(procs, upstream, collectors):
              10, "the counter at 3 on the new stream")
 
 
+class StalledCollector(Collector):
+    """Takes the stream and never reads it: HTTP/2 flow control stops the
+    sender once the windows are full."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        super().__init__()
+
+    def _stream(self, requests, ctx):
+        with self.lock:
+            self.streams += 1
+        self.release.wait(30)
+        return b""
+
+    def stop(self):
+        self.release.set()
+        super().stop()
+
+
+def test_stalled_collector_drops_flushes(procs, upstream, collectors):
+    """A collector that does not read: the stream's send queue fills up to
+    its bound and further flushes are dropped (logged at debug), while
+    traffic goes on."""
+    c = StalledCollector()
+    collectors.append(c)
+    listen, admin = free_port(), free_port()
+    s = Sharp(config(listen, admin, upstream.port, c.port).replace(f"stats_flush_interval: {FLUSH}",
+                                                                    "stats_flush_interval: 0.005s"),
+              extra=("--component-log-level", "stats:debug"))
+    procs.append(s)
+    s.wait_ready(admin)
+    wait_for(lambda: "cannot take this flush" in s.output(), 60, "a dropped flush")
+    assert c.streams == 1
+    get(listen, 3)
+    assert stat(admin, "cluster.backend.upstream_rq_total") == 3
+
+
 def refused(extra_sink, cluster_extra="", collector="metrics_collector"):
     listen, admin = free_port(), free_port()
     text = config(listen, admin, 1, 2, extra_sink)
