@@ -11,6 +11,7 @@ from the wire format by hand. A collector that is down at start, or goes
 away, gets a new stream (with the identifier) at a later flush."""
 import concurrent.futures
 import math
+import os
 import struct
 import textwrap
 import threading
@@ -25,7 +26,9 @@ from conftest import Sharp, bootstrap_yaml, free_port, stat, validate_config, wa
 FLUSH = "0.2s"
 IDENT = lambda b: b  # noqa: E731
 COUNTER, GAUGE, SUMMARY, HISTOGRAM = 0, 1, 2, 4
-CORPUS = "/work/shared/envoy-corpus"
+CORPUS = next((d for d in (os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                                                        "envoy-corpus")), "/work/shared/envoy-corpus")
+               if os.path.isdir(d)), "/work/shared/envoy-corpus")
 
 
 # ---- the protobuf wire format, by hand ----
@@ -400,7 +403,6 @@ def test_refusals():
     ("gateway__internal__xds__bootstrap__testdata__merge__stats_sinks.out.yaml", "node 'id' and 'cluster' are required"),
 ])
 def test_corpus(name, expect):
-    import os
     path = os.path.join(CORPUS, name)
     if not os.path.exists(path):
         pytest.skip(f"{path} is not here")
