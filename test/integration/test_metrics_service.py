@@ -115,6 +115,7 @@ class Collector:
 
     def __init__(self, port=0):
         self.messages = []  # (stream number, decoded message)
+        self.metadata = []  # per stream: the request headers
         self.streams = 0
         self.lock = threading.Lock()
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
@@ -129,6 +130,7 @@ class Collector:
         with self.lock:
             self.streams += 1
             n = self.streams
+            self.metadata.append(dict(ctx.invocation_metadata()))
         for m in requests:
             d = decode(m)
             with self.lock:
@@ -151,7 +153,8 @@ def collectors():
         c.stop()
 
 
-def config(listen, admin, backend_port, collector_port, sink_extra=""):
+def config(listen, admin, backend_port, collector_port, sink_extra="",
+           grpc_service="{ envoy_grpc: { cluster_name: metrics_collector } }"):
     """The proxy's bootstrap (a node, one listener to `backend`), a static
     HTTP/2 cluster for the collector, and the sink."""
     collector = textwrap.indent(textwrap.dedent(f"""\
@@ -175,7 +178,7 @@ def config(listen, admin, backend_port, collector_port, sink_extra=""):
           typed_config:
             "@type": type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig
             transport_api_version: V3
-            grpc_service: {{ envoy_grpc: {{ cluster_name: metrics_collector }} }}
+            grpc_service: {grpc_service}
         """) + textwrap.indent(sink_extra, "    ")
     return ("node: { id: node-1, cluster: cluster-1 }\n"
             + bootstrap_yaml(listen, admin, {"backend": [backend_port]}) + collector + sink)
@@ -264,7 +267,9 @@ def test_deltas_labels_summary_only(procs, upstream, collectors):
     collectors.append(c)
     listen, admin = free_port(), free_port()
     start(procs, config(listen, admin, upstream.port, c.port,
-                        "report_counters_as_deltas: true\nemit_tags_as_labels: true\nhistogram_emit_mode: SUMMARY\n"),
+                        "report_counters_as_deltas: true\nemit_tags_as_labels: true\nhistogram_emit_mode: SUMMARY\n",
+                        "{ envoy_grpc: { cluster_name: metrics_collector, authority: metrics.example }, "
+                        "initial_metadata: [{ key: x-tenant, value: t1 }] }"),
           admin)
     get(listen, 3)
 
@@ -290,6 +295,8 @@ def test_deltas_labels_summary_only(procs, upstream, collectors):
     summ = [f for _, m in msgs for f in families(m, "cluster.upstream_rq_time", SUMMARY)
             if f["labels"].get("envoy.cluster_name") == "backend"]
     assert sum(f["summary"]["count"] for f in summ) == 7
+    # the GrpcService's initial_metadata on the stream
+    assert c.metadata[0].get("x-tenant") == "t1"
     hcm = [f for _, m in msgs for f in families(m, "http.downstream_rq_total", COUNTER)]
     assert hcm and hcm[0]["labels"] == {"envoy.http_conn_manager_prefix": "ingress_http"}
 
