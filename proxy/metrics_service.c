@@ -121,7 +121,8 @@ static void grow(sharp_ms_flusher_t *f, uint32_t n)
 {
     if (n <= f->cap) return;
     uint32_t cap = f->cap ? f->cap : 256;
-    while (cap < n) cap *= 2;
+    while (cap < n)
+        cap *= 2;
     f->last = sharp_realloc(f->last, cap * sizeof *f->last);
     f->names = sharp_realloc(f->names, cap * sizeof *f->names);
     memset(f->last + f->cap, 0, (cap - f->cap) * sizeof *f->last);
@@ -129,7 +130,8 @@ static void grow(sharp_ms_flusher_t *f, uint32_t n)
     f->cap = cap;
 }
 
-static const ms_names_t *names_of(sharp_ms_flusher_t *f, sharp_stats_t *s, sharp_stat_id_t id, const char *name)
+static const ms_names_t *names_of(sharp_ms_flusher_t *f, sharp_stats_t *s, sharp_stat_id_t id,
+                                  const char *name)
 {
     ms_names_t *nm = &f->names[id];
     if (nm->name) return nm;
@@ -139,7 +141,8 @@ static const ms_names_t *names_of(sharp_ms_flusher_t *f, sharp_stats_t *s, sharp
     }
     sharp_sbuf_t b = {0};
     sharp_stat_tag_t tags[MS_MAX_TAGS];
-    size_t nt = sharp_stats_config_extract_tags(sharp_stats_get_config(s), name, &b, tags, MS_MAX_TAGS);
+    size_t nt =
+        sharp_stats_config_extract_tags(sharp_stats_get_config(s), name, &b, tags, MS_MAX_TAGS);
     nm->name = sharp_strdup(sharp_sbuf_cstr(&b));
     sharp_sbuf_free(&b);
     if (nt) {
@@ -160,9 +163,10 @@ static const ms_names_t *names_of(sharp_ms_flusher_t *f, sharp_stats_t *s, sharp
 }
 
 /* Envoy's populateMetricsFamily: a family of one metric. */
-static Io__Prometheus__Client__Metric *family(sharp_ms_flusher_t *f, Io__Prometheus__Client__MetricFamily **slot,
-                                              Io__Prometheus__Client__MetricType type, const ms_names_t *nm,
-                                              int64_t ts)
+static Io__Prometheus__Client__Metric *family(sharp_ms_flusher_t *f,
+                                              Io__Prometheus__Client__MetricFamily **slot,
+                                              Io__Prometheus__Client__MetricType type,
+                                              const ms_names_t *nm, int64_t ts)
 {
     Io__Prometheus__Client__MetricFamily *fam = arena_alloc(&f->arena, sizeof *fam);
     io__prometheus__client__metric_family__init(fam);
@@ -182,7 +186,8 @@ static Io__Prometheus__Client__Metric *family(sharp_ms_flusher_t *f, Io__Prometh
     return m;
 }
 
-static void summary(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m, const sharp_hist_merged_t *h)
+static void summary(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m,
+                    const sharp_hist_merged_t *h)
 {
     Io__Prometheus__Client__Summary *sm = arena_alloc(&f->arena, sizeof *sm);
     io__prometheus__client__summary__init(sm);
@@ -203,8 +208,8 @@ static void summary(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m, co
     m->summary = sm;
 }
 
-static void histogram(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m, const sharp_hist_merged_t *h,
-                      const double *bounds, size_t nb)
+static void histogram(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m,
+                      const sharp_hist_merged_t *h, const double *bounds, size_t nb)
 {
     Io__Prometheus__Client__Histogram *hg = arena_alloc(&f->arena, sizeof *hg);
     io__prometheus__client__histogram__init(hg);
@@ -233,7 +238,8 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
     bool summaries = f->o.histogram_mode != SHARP_MS_HISTOGRAM;
     bool histograms = f->o.histogram_mode != SHARP_MS_SUMMARY;
     /* room for every stat, histograms twice */
-    Io__Prometheus__Client__MetricFamily **fams = arena_alloc(&f->arena, (2 * (size_t)n + 1) * sizeof *fams);
+    Io__Prometheus__Client__MetricFamily **fams =
+        arena_alloc(&f->arena, (2 * (size_t)n + 1) * sizeof *fams);
     size_t nf = 0;
     const sharp_stats_config_t *cfg = sharp_stats_get_config(s);
     /* Envoy's MetricsFlusher order: counters, gauges, histograms */
@@ -249,7 +255,8 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
                 f->last[id] = cur;
                 if (!sharp_stats_used(s, id)) continue;
                 Io__Prometheus__Client__Metric *m =
-                    family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER, names_of(f, s, id, name), ts);
+                    family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER,
+                           names_of(f, s, id, name), ts);
                 Io__Prometheus__Client__Counter *c = arena_alloc(&f->arena, sizeof *c);
                 io__prometheus__client__counter__init(c);
                 c->has_value = true;
@@ -258,7 +265,8 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
             } else if (kind == SHARP_STAT_GAUGE) {
                 if (!sharp_stats_used(s, id)) continue;
                 Io__Prometheus__Client__Metric *m =
-                    family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__GAUGE, names_of(f, s, id, name), ts);
+                    family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__GAUGE,
+                           names_of(f, s, id, name), ts);
                 Io__Prometheus__Client__Gauge *g = arena_alloc(&f->arena, sizeof *g);
                 io__prometheus__client__gauge__init(g);
                 g->has_value = true;
@@ -271,7 +279,10 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
                 if (sharp_stats_histogram_merge(s, id, NULL, f->h) < 0) continue;
                 const ms_names_t *nm = names_of(f, s, id, name);
                 if (summaries)
-                    summary(f, family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__SUMMARY, nm, ts), f->h);
+                    summary(f,
+                            family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__SUMMARY, nm,
+                                   ts),
+                            f->h);
                 if (histograms) {
                     size_t nb;
                     const double *bounds = sharp_stats_config_buckets(cfg, name, &nb);
@@ -279,7 +290,9 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
                         bounds = ms_buckets;
                         nb = SHARP_ARRAY_SIZE(ms_buckets);
                     }
-                    histogram(f, family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__HISTOGRAM, nm, ts),
+                    histogram(f,
+                              family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__HISTOGRAM,
+                                     nm, ts),
                               f->h, bounds, nb);
                 }
             }
@@ -305,7 +318,8 @@ struct sharp_metrics_sink {
 };
 
 sharp_metrics_sink_t *sharp_metrics_sink_create(const char *cluster, const char *authority,
-                                                const sharp_headers_t *metadata, const sharp_ms_options_t *o)
+                                                const sharp_headers_t *metadata,
+                                                const sharp_ms_options_t *o)
 {
     sharp_metrics_sink_t *k = sharp_calloc(1, sizeof *k);
     k->cluster = sharp_strdup(cluster ? cluster : "");
@@ -347,7 +361,8 @@ uint64_t sharp_metrics_sink_dropped(const sharp_metrics_sink_t *k)
     return k->dropped;
 }
 
-int sharp_metrics_sink_check(const sharp_metrics_sink_t *k, sharp_snapshot_t *snap, char *err, size_t errlen)
+int sharp_metrics_sink_check(const sharp_metrics_sink_t *k, sharp_snapshot_t *snap, char *err,
+                             size_t errlen)
 {
     const sharp_cluster_t *c = sharp_snapshot_cluster(snap, k->cluster);
     if (!c) {
@@ -356,9 +371,12 @@ int sharp_metrics_sink_check(const sharp_metrics_sink_t *k, sharp_snapshot_t *sn
     }
     if (!c->http2) {
         /* Envoy would send gRPC over HTTP/1.1 and fail every stream */
-        snprintf(err, errlen, "gRPC client cluster '%s' does not use HTTP/2 (set typed_extension_protocol_options "
-                 "with explicit_http_config.http2_protocol_options, or the deprecated http2_protocol_options)",
-                 k->cluster);
+        snprintf(
+            err, errlen,
+            "gRPC client cluster '%s' does not use HTTP/2 (set typed_extension_protocol_options "
+            "with explicit_http_config.http2_protocol_options, or the deprecated "
+            "http2_protocol_options)",
+            k->cluster);
         return -1;
     }
     return 0;
@@ -375,8 +393,10 @@ static void on_close(void *arg, int status, const char *message, const sharp_hea
     (void)trailers;
     sharp_metrics_sink_t *k = arg;
     k->stream = NULL;
-    sharp_debug(stats, "metrics service stream to cluster '%s' closed (%d, %s); the next flush opens another",
-                k->cluster, status, message);
+    sharp_debug(
+        stats,
+        "metrics service stream to cluster '%s' closed (%d, %s); the next flush opens another",
+        k->cluster, status, message);
 }
 
 static const sharp_grpc_stream_callbacks_t ms_callbacks = {
@@ -384,13 +404,15 @@ static const sharp_grpc_stream_callbacks_t ms_callbacks = {
     .on_close = on_close,
 };
 
-void sharp_metrics_sink_flush(sharp_metrics_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
-                              sharp_snapshot_t *snap, const ProtobufCMessage *node)
+void sharp_metrics_sink_flush(sharp_metrics_sink_t *k, sharp_stats_t *s,
+                              const sharp_upstream_env_t *env, sharp_snapshot_t *snap,
+                              const ProtobufCMessage *node)
 {
     if (k->stopped) return;
     if (!k->client) {
         char err[512];
-        sharp_grpc_client_config_t cfg = {.cluster_name = k->cluster, .authority = k->authority,
+        sharp_grpc_client_config_t cfg = {.cluster_name = k->cluster,
+                                          .authority = k->authority,
                                           .initial_metadata = &k->metadata};
         k->client = sharp_grpc_client_create(env, snap, &cfg, err, sizeof err);
         if (!k->client) {
@@ -400,22 +422,26 @@ void sharp_metrics_sink_flush(sharp_metrics_sink_t *k, sharp_stats_t *s, const s
             return;
         }
     }
-    Envoy__Service__Metrics__V3__StreamMetricsMessage msg = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
+    Envoy__Service__Metrics__V3__StreamMetricsMessage msg =
+        ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
     Envoy__Service__Metrics__V3__StreamMetricsMessage__Identifier id =
         ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__IDENTIFIER__INIT;
     sharp_ms_flusher_build(k->flusher, s, (int64_t)(sharp_wall_us() / 1000), &msg);
     if (!k->stream) {
-        k->stream = sharp_grpc_stream_start(k->client, MS_PATH,
-                                            &envoy__service__metrics__v3__stream_metrics_response__descriptor, 0,
-                                            NULL, &ms_callbacks, k);
+        k->stream = sharp_grpc_stream_start(
+            k->client, MS_PATH, &envoy__service__metrics__v3__stream_metrics_response__descriptor,
+            0, NULL, &ms_callbacks, k);
         /* the identifier only opens a stream, as Envoy */
         id.node = (Envoy__Config__Core__V3__Node *)node;
         msg.identifier = &id;
     }
     if (sharp_grpc_stream_send(k->stream, &msg.base) == SHARP_GRPC_SEND_REFUSED) {
         k->dropped++;
-        sharp_debug(stats, "metrics service: the stream to cluster '%s' cannot take this flush (%zu bytes queued): "
-                    "dropped (%llu so far)", k->cluster, sharp_grpc_stream_queued(k->stream),
+        sharp_debug(stats,
+                    "metrics service: the stream to cluster '%s' cannot take this flush (%zu bytes "
+                    "queued): "
+                    "dropped (%llu so far)",
+                    k->cluster, sharp_grpc_stream_queued(k->stream),
                     (unsigned long long)k->dropped);
     } else {
         k->sent++;

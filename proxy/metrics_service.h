@@ -49,8 +49,8 @@ typedef enum {
 } sharp_ms_histogram_mode_t;
 
 typedef struct {
-    bool counters_as_deltas;  /* report_counters_as_deltas */
-    bool tags_as_labels;      /* emit_tags_as_labels */
+    bool counters_as_deltas; /* report_counters_as_deltas */
+    bool tags_as_labels;     /* emit_tags_as_labels */
     sharp_ms_histogram_mode_t histogram_mode;
 } sharp_ms_options_t;
 
@@ -73,17 +73,20 @@ typedef struct sharp_metrics_sink sharp_metrics_sink_t;
 /* envoy_grpc's cluster and authority (NULL or "": the cluster name) and
  * the GrpcService's initial_metadata (may be NULL), sent on every stream. */
 sharp_metrics_sink_t *sharp_metrics_sink_create(const char *cluster, const char *authority,
-                                                const sharp_headers_t *metadata, const sharp_ms_options_t *o);
+                                                const sharp_headers_t *metadata,
+                                                const sharp_ms_options_t *o);
 void sharp_metrics_sink_free(sharp_metrics_sink_t *k);
 /* Envoy's rule for the cluster (checked once the bootstrap's snapshot is
  * built): it must exist there ("Unknown gRPC client cluster"), and, for
  * SHARP's gRPC client, speak HTTP/2. 0, or -1 with the reason in err. */
-int sharp_metrics_sink_check(const sharp_metrics_sink_t *k, sharp_snapshot_t *snap, char *err, size_t errlen);
+int sharp_metrics_sink_check(const sharp_metrics_sink_t *k, sharp_snapshot_t *snap, char *err,
+                             size_t errlen);
 /* One flush (main thread, loop running, after sharp_stats_flush): the
  * client is made on the first one from `snap` (the bootstrap's snapshot)
  * and `env`; `node` is the identifier's node. */
-void sharp_metrics_sink_flush(sharp_metrics_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
-                              sharp_snapshot_t *snap, const ProtobufCMessage *node);
+void sharp_metrics_sink_flush(sharp_metrics_sink_t *k, sharp_stats_t *s,
+                              const sharp_upstream_env_t *env, sharp_snapshot_t *snap,
+                              const ProtobufCMessage *node);
 /* Cancels the stream and closes the client (shutdown, loop still running);
  * later flushes do nothing. */
 void sharp_metrics_sink_stop(sharp_metrics_sink_t *k);

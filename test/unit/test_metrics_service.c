@@ -16,8 +16,8 @@
 
 typedef Io__Prometheus__Client__MetricFamily fam_t;
 
-static const fam_t *find(const Envoy__Service__Metrics__V3__StreamMetricsMessage *m, const char *name,
-                         Io__Prometheus__Client__MetricType type)
+static const fam_t *find(const Envoy__Service__Metrics__V3__StreamMetricsMessage *m,
+                         const char *name, Io__Prometheus__Client__MetricType type)
 {
     for (size_t i = 0; i < m->n_envoy_metrics; i++)
         if (strcmp(m->envoy_metrics[i]->name, name) == 0 && m->envoy_metrics[i]->type == type)
@@ -25,10 +25,12 @@ static const fam_t *find(const Envoy__Service__Metrics__V3__StreamMetricsMessage
     return NULL;
 }
 
-static size_t count_named(const Envoy__Service__Metrics__V3__StreamMetricsMessage *m, const char *name)
+static size_t count_named(const Envoy__Service__Metrics__V3__StreamMetricsMessage *m,
+                          const char *name)
 {
     size_t n = 0;
-    for (size_t i = 0; i < m->n_envoy_metrics; i++) n += strcmp(m->envoy_metrics[i]->name, name) == 0;
+    for (size_t i = 0; i < m->n_envoy_metrics; i++)
+        n += strcmp(m->envoy_metrics[i]->name, name) == 0;
     return n;
 }
 
@@ -43,13 +45,16 @@ static void test_counters_cumulative_and_delta(void **state)
     sharp_counter_add(sh, c, 5);
     sharp_counter_add(sh, z, 0); /* used, value 0 */
     sharp_ms_flusher_t *cum = sharp_ms_flusher_create(&(sharp_ms_options_t){0});
-    sharp_ms_flusher_t *del = sharp_ms_flusher_create(&(sharp_ms_options_t){.counters_as_deltas = true});
-    Envoy__Service__Metrics__V3__StreamMetricsMessage a = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT,
-                                                      d = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
+    sharp_ms_flusher_t *del =
+        sharp_ms_flusher_create(&(sharp_ms_options_t){.counters_as_deltas = true});
+    Envoy__Service__Metrics__V3__StreamMetricsMessage
+        a = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT,
+        d = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
     sharp_stats_flush(st);
     sharp_ms_flusher_build(cum, st, 1234, &a);
     sharp_ms_flusher_build(del, st, 1234, &d);
-    const fam_t *f = find(&a, "cluster.a.upstream_rq_total", IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER);
+    const fam_t *f =
+        find(&a, "cluster.a.upstream_rq_total", IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER);
     assert_non_null(f);
     assert_true(f->has_type);
     assert_int_equal(f->n_metric, 1);
@@ -99,7 +104,8 @@ static void test_gauges(void **state)
     sharp_gauge_add(sh, a, 4);
     sharp_gauge_add(sh, a, -1);
     sharp_ms_flusher_t *fl = sharp_ms_flusher_create(&(sharp_ms_options_t){0});
-    Envoy__Service__Metrics__V3__StreamMetricsMessage m = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
+    Envoy__Service__Metrics__V3__StreamMetricsMessage m =
+        ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
     sharp_stats_flush(st);
     sharp_ms_flusher_build(fl, st, 1, &m);
     const fam_t *f = find(&m, "server.live", IO__PROMETHEUS__CLIENT__METRIC_TYPE__GAUGE);
@@ -127,19 +133,26 @@ static void test_histograms(void **state)
     (void)state;
     sharp_stats_t *st = sharp_stats_create(2);
     sharp_stats_shard_t *sh = sharp_stats_shard(st, 1);
-    sharp_stat_id_t h = sharp_stats_histogram(st, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t h =
+        sharp_stats_histogram(st, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
     sharp_stats_histogram(st, "cluster.a.unused_time", SHARP_HIST_MILLISECONDS);
-    for (int i = 0; i < 10; i++) sharp_histogram_record(sh, h, 3); /* <= 5 */
-    for (int i = 0; i < 10; i++) sharp_histogram_record(sh, h, 20); /* <= 25 */
+    for (int i = 0; i < 10; i++)
+        sharp_histogram_record(sh, h, 3); /* <= 5 */
+    for (int i = 0; i < 10; i++)
+        sharp_histogram_record(sh, h, 20); /* <= 25 */
     sharp_ms_flusher_t *both = sharp_ms_flusher_create(&(sharp_ms_options_t){0});
-    sharp_ms_flusher_t *sum = sharp_ms_flusher_create(&(sharp_ms_options_t){.histogram_mode = SHARP_MS_SUMMARY});
-    sharp_ms_flusher_t *hist = sharp_ms_flusher_create(&(sharp_ms_options_t){.histogram_mode = SHARP_MS_HISTOGRAM});
-    Envoy__Service__Metrics__V3__StreamMetricsMessage m = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
+    sharp_ms_flusher_t *sum =
+        sharp_ms_flusher_create(&(sharp_ms_options_t){.histogram_mode = SHARP_MS_SUMMARY});
+    sharp_ms_flusher_t *hist =
+        sharp_ms_flusher_create(&(sharp_ms_options_t){.histogram_mode = SHARP_MS_HISTOGRAM});
+    Envoy__Service__Metrics__V3__StreamMetricsMessage m =
+        ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
     sharp_stats_flush(st);
     sharp_ms_flusher_build(both, st, 7, &m);
     assert_int_equal(count_named(&m, "cluster.a.upstream_rq_time"), 2);
     assert_int_equal(count_named(&m, "cluster.a.unused_time"), 0);
-    const fam_t *f = find(&m, "cluster.a.upstream_rq_time", IO__PROMETHEUS__CLIENT__METRIC_TYPE__SUMMARY);
+    const fam_t *f =
+        find(&m, "cluster.a.upstream_rq_time", IO__PROMETHEUS__CLIENT__METRIC_TYPE__SUMMARY);
     assert_non_null(f);
     const Io__Prometheus__Client__Summary *s = f->metric[0]->summary;
     assert_non_null(s);
@@ -173,10 +186,12 @@ static void test_histograms(void **state)
 
     sharp_ms_flusher_build(sum, st, 7, &m);
     assert_int_equal(count_named(&m, "cluster.a.upstream_rq_time"), 1);
-    assert_non_null(find(&m, "cluster.a.upstream_rq_time", IO__PROMETHEUS__CLIENT__METRIC_TYPE__SUMMARY));
+    assert_non_null(
+        find(&m, "cluster.a.upstream_rq_time", IO__PROMETHEUS__CLIENT__METRIC_TYPE__SUMMARY));
     sharp_ms_flusher_build(hist, st, 7, &m);
     assert_int_equal(count_named(&m, "cluster.a.upstream_rq_time"), 1);
-    assert_non_null(find(&m, "cluster.a.upstream_rq_time", IO__PROMETHEUS__CLIENT__METRIC_TYPE__HISTOGRAM));
+    assert_non_null(
+        find(&m, "cluster.a.upstream_rq_time", IO__PROMETHEUS__CLIENT__METRIC_TYPE__HISTOGRAM));
 
     /* the next interval: one value; then an empty one, still sent (the
      * histogram is used) with NaN quantiles, as Envoy's interval stats */
@@ -210,12 +225,15 @@ static void test_tags_as_labels(void **state)
     sharp_stats_shard_t *sh = sharp_stats_shard(st, 1);
     sharp_stat_id_t c = sharp_stats_counter(st, "cluster.backend.upstream_rq_total");
     sharp_counter_add(sh, c, 2);
-    sharp_ms_flusher_t *lab = sharp_ms_flusher_create(&(sharp_ms_options_t){.tags_as_labels = true});
+    sharp_ms_flusher_t *lab =
+        sharp_ms_flusher_create(&(sharp_ms_options_t){.tags_as_labels = true});
     sharp_ms_flusher_t *plain = sharp_ms_flusher_create(&(sharp_ms_options_t){0});
-    Envoy__Service__Metrics__V3__StreamMetricsMessage m = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
+    Envoy__Service__Metrics__V3__StreamMetricsMessage m =
+        ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
     sharp_stats_flush(st);
     sharp_ms_flusher_build(plain, st, 1, &m);
-    const fam_t *f = find(&m, "cluster.backend.upstream_rq_total", IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER);
+    const fam_t *f =
+        find(&m, "cluster.backend.upstream_rq_total", IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER);
     assert_non_null(f);
     assert_int_equal(f->metric[0]->n_label, 0);
     sharp_ms_flusher_build(lab, st, 1, &m);
@@ -227,7 +245,8 @@ static void test_tags_as_labels(void **state)
     bool cluster = false, mesh = false;
     for (size_t i = 0; i < nl; i++) {
         const Io__Prometheus__Client__LabelPair *l = f->metric[0]->label[i];
-        if (strcmp(l->name, "envoy.cluster_name") == 0 && strcmp(l->value, "backend") == 0) cluster = true;
+        if (strcmp(l->name, "envoy.cluster_name") == 0 && strcmp(l->value, "backend") == 0)
+            cluster = true;
         if (strcmp(l->name, "mesh") == 0 && strcmp(l->value, "m1") == 0) mesh = true;
     }
     assert_true(cluster);
@@ -244,9 +263,12 @@ static void test_wire_round_trip(void **state)
     sharp_stats_t *st = sharp_stats_create(2);
     sharp_stats_shard_t *sh = sharp_stats_shard(st, 1);
     sharp_counter_add(sh, sharp_stats_counter(st, "http.ingress.downstream_rq_total"), 9);
-    sharp_histogram_record(sh, sharp_stats_histogram(st, "http.ingress.downstream_rq_time", SHARP_HIST_MILLISECONDS), 4);
+    sharp_histogram_record(
+        sh, sharp_stats_histogram(st, "http.ingress.downstream_rq_time", SHARP_HIST_MILLISECONDS),
+        4);
     sharp_ms_flusher_t *fl = sharp_ms_flusher_create(&(sharp_ms_options_t){.tags_as_labels = true});
-    Envoy__Service__Metrics__V3__StreamMetricsMessage m = ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
+    Envoy__Service__Metrics__V3__StreamMetricsMessage m =
+        ENVOY__SERVICE__METRICS__V3__STREAM_METRICS_MESSAGE__INIT;
     Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
     node.id = "n1";
     node.cluster = "c1";
@@ -265,7 +287,8 @@ static void test_wire_round_trip(void **state)
     assert_non_null(u);
     assert_string_equal(u->identifier->node->id, "n1");
     assert_int_equal(u->n_envoy_metrics, 3);
-    const fam_t *f = find(u, "http.downstream_rq_total", IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER);
+    const fam_t *f =
+        find(u, "http.downstream_rq_total", IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER);
     assert_non_null(f);
     assert_true(f->metric[0]->counter->value == 9.0);
     assert_int_equal(f->metric[0]->timestamp_ms, 42);
