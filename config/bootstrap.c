@@ -28,6 +28,7 @@
 #include "net.h"
 #include "safe_regex.h"
 #include "statsd.h"
+#include "metrics_service.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "tls/context.h"
@@ -45,6 +46,7 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
+#include "envoy/config/metrics/v3/metrics_service.pb-c.h"
 
 #include <strings.h>
 #include <errno.h>
@@ -178,6 +180,8 @@ void sharp_config_free(sharp_config_t *c)
 {
     for (size_t i = 0; i < c->nstats_sinks; i++) sharp_statsd_sink_free(c->stats_sinks[i]);
     free(c->stats_sinks);
+    for (size_t i = 0; i < c->nmetrics_sinks; i++) sharp_metrics_sink_free(c->metrics_sinks[i]);
+    free(c->metrics_sinks);
     sharp_scaling_agent_config_free(c->scaling);
     if (c->doc) sharp_config_doc_free(c->doc);
     free(c);
@@ -1903,6 +1907,61 @@ static int statsd_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
 
 #define STATSD_SINK_TYPE "envoy.config.metrics.v3.StatsdSink"
 #define DOG_STATSD_SINK_TYPE "envoy.config.metrics.v3.DogStatsdSink"
+#define METRICS_SERVICE_TYPE "envoy.config.metrics.v3.MetricsServiceConfig"
+
+/* envoy.stat_sinks.metrics_service (proxy/metrics_service.h): Envoy's
+ * MetricsServiceSinkFactory checks (the transport version, the gRPC
+ * service); the cluster is checked once the snapshot is built
+ * (sharp_metrics_sink_check). */
+static int metrics_service_sink(build_ctx_t *b, const ProtobufCMessage *m, const char *p)
+{
+    const Envoy__Config__Metrics__V3__MetricsServiceConfig *ms = (const void *)m;
+    char fp[320];
+    if (!ms->grpc_service) {
+        snprintf(fp, sizeof fp, "%s.grpc_service", p);
+        return fail(b, fp, "value is required");
+    }
+    if (ms->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3) {
+        snprintf(fp, sizeof fp, "%s.transport_api_version", p);
+        return fail(b, fp, "V2 (and AUTO) xDS transport protocol versions are deprecated in "
+                    "envoy.config.metrics.v3.MetricsServiceConfig. The v2 xDS major version has been removed and is "
+                    "no longer supported. You may be missing explicit V3 configuration of the transport API version, "
+                    "see the advice in https://www.envoyproxy.io/docs/envoy/latest/faq/api/envoy_v3.");
+    }
+    if ((int)ms->histogram_emit_mode < 0 || ms->histogram_emit_mode > 2) {
+        snprintf(fp, sizeof fp, "%s.histogram_emit_mode", p);
+        return fail(b, fp, "value must be one of the defined enum values");
+    }
+    const Envoy__Config__Core__V3__GrpcService *gs = ms->grpc_service;
+    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
+        !gs->envoy_grpc) {
+        snprintf(fp, sizeof fp, "%s.grpc_service", p);
+        return fail(b, fp, "envoy_grpc is required (the metrics service is reached through a cluster)");
+    }
+    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg = gs->envoy_grpc;
+    if (!eg->cluster_name || !eg->cluster_name[0]) {
+        snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.cluster_name", p);
+        return fail(b, fp, "value length must be at least 1 characters");
+    }
+    sharp_headers_t md;
+    sharp_headers_init(&md);
+    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
+        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
+        if (h->value && h->value[0]) sharp_headers_add_cstr(&md, h->key, h->value);
+        else sharp_headers_add(&md, h->key, strlen(h->key), (const char *)h->raw_value.data, h->raw_value.len);
+    }
+    /* envoy_grpc.retry_policy is for xDS streams only (Envoy's docs): the
+     * metrics stream is re-opened by the next flush */
+    sharp_ms_options_t o = {
+        .counters_as_deltas = ms->report_counters_as_deltas && ms->report_counters_as_deltas->value,
+        .tags_as_labels = ms->emit_tags_as_labels,
+        .histogram_mode = (sharp_ms_histogram_mode_t)ms->histogram_emit_mode,
+    };
+    sharp_config_t *cfg = b->cfg;
+    cfg->metrics_sinks[cfg->nmetrics_sinks++] = sharp_metrics_sink_create(eg->cluster_name, eg->authority, &md, &o);
+    sharp_headers_free(&md);
+    return 0;
+}
 
 /* Bootstrap stats_sinks: the statsd sinks, sent at every stats flush on
  * the main thread (proxy/statsd.h). Envoy picks a sink's factory by its
@@ -1912,7 +1971,10 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
 {
     sharp_config_t *cfg = b->cfg;
     char p[256];
-    if (bs->n_stats_sinks) cfg->stats_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->stats_sinks);
+    if (bs->n_stats_sinks) {
+        cfg->stats_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->stats_sinks);
+        cfg->metrics_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->metrics_sinks);
+    }
     for (size_t i = 0; i < bs->n_stats_sinks; i++) {
         const Envoy__Config__Metrics__V3__StatsSink *k = bs->stats_sinks[i];
         snprintf(p, sizeof p, "stats_sinks[%zu].typed_config", i);
@@ -1920,11 +1982,20 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
             return fail(b, p, "stats sink '%s': typed_config is required", k->name);
         const char *slash = strrchr(k->typed_config->type_url, '/');
         const char *t = slash ? slash + 1 : k->typed_config->type_url;
+        sharp_config_error_t err = {{0}};
+        if (strcmp(t, METRICS_SERVICE_TYPE) == 0) {
+            ProtobufCMessage *m = sharp_any_unpack(&k->typed_config->base,
+                                                   &envoy__config__metrics__v3__metrics_service_config__descriptor, &err);
+            if (!m) return fail(b, p, "%s", err.msg);
+            int rc = metrics_service_sink(b, m, p);
+            protobuf_c_message_free_unpacked(m, NULL);
+            if (rc) return rc;
+            continue;
+        }
         bool dog = strcmp(t, DOG_STATSD_SINK_TYPE) == 0;
         if (!dog && strcmp(t, STATSD_SINK_TYPE) != 0)
-            return fail(b, p, "stats sink '%s' (%s) is not supported by SHARP: only envoy.stat_sinks.statsd and "
-                        "envoy.stat_sinks.dog_statsd", k->name, t);
-        sharp_config_error_t err = {{0}};
+            return fail(b, p, "stats sink '%s' (%s) is not supported by SHARP: only envoy.stat_sinks.statsd, "
+                        "envoy.stat_sinks.dog_statsd and envoy.stat_sinks.metrics_service", k->name, t);
         ProtobufCMessage *m = sharp_any_unpack(&k->typed_config->base,
                                                dog ? &envoy__config__metrics__v3__dog_statsd_sink__descriptor
                                                    : &envoy__config__metrics__v3__statsd_sink__descriptor,

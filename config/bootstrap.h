@@ -24,6 +24,10 @@ typedef struct sharp_config {
      * stats_flush_interval_ms (the bootstrap's stats_flush_interval) */
     struct sharp_statsd_sink **stats_sinks;
     size_t nstats_sinks;
+    /* the metrics service sinks (proxy/metrics_service.h), flushed after
+     * the statsd ones */
+    struct sharp_metrics_sink **metrics_sinks;
+    size_t nmetrics_sinks;
     uint64_t stats_flush_interval_ms;
     bool stats_flush_on_admin; /* no timer: the admin's stats endpoints flush */
 } sharp_config_t;

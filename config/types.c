@@ -6,6 +6,7 @@
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/config/overload/v3/overload.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
+#include "envoy/config/metrics/v3/metrics_service.pb-c.h"
 #include "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.pb-c.h"
 #include "envoy/extensions/resource_monitors/fixed_heap/v3/fixed_heap.pb-c.h"
 #include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
@@ -111,6 +112,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__bootstrap__internal_listener__v3__internal_listener__descriptor,
         &envoy__config__metrics__v3__statsd_sink__descriptor,
         &envoy__config__metrics__v3__dog_statsd_sink__descriptor,
+        &envoy__config__metrics__v3__metrics_service_config__descriptor,
         &udpa__type__v1__typed_struct__descriptor,
         &xds__type__v3__typed_struct__descriptor,
         &envoy__config__overload__v3__shrink_heap_config__descriptor,

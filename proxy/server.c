@@ -5,6 +5,7 @@
  * idle keep-alive connections) bounded by --drain-time-s, then stop. */
 #include "server.h"
 #include "statsd.h"
+#include "metrics_service.h"
 #include "scaling.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
@@ -132,6 +133,12 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
     }
+    for (size_t i = 0; i < s->config->nmetrics_sinks; i++) {
+        if (sharp_metrics_sink_check(s->config->metrics_sinks[i], s->snap, err, sizeof err) < 0) {
+            fprintf(stderr, "error initializing configuration '%s': stats_sinks: %s\n", what, err);
+            return -1;
+        }
+    }
     /* Envoy's init order: static clusters, the RTDS layers, CDS (and the
      * EDS of its clusters), then LDS and the RDS of its listeners (the
      * bootstrap's listeners read theirs while it was built); the files are
@@ -224,6 +231,7 @@ static void stop_everything(sharp_server_t *s)
     sharp_health_checker_stop(s->health_checker); /* frees itself once its handles are closed */
     if (s->snap) sharp_sds_stop(s->snap->sds);
     sharp_xds_stop(s->xds);
+    for (size_t i = 0; s->config && i < s->config->nmetrics_sinks; i++) sharp_metrics_sink_stop(s->config->metrics_sinks[i]);
     sharp_kernel_stop();
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
@@ -248,6 +256,11 @@ void sharp_server_flush_stats(sharp_server_t *s)
     s->last_flush_ns = sharp_now_ns();
     sharp_stats_flush(s->stats);
     for (size_t i = 0; i < s->config->nstats_sinks; i++) sharp_statsd_sink_flush(s->config->stats_sinks[i], s->stats);
+    if (!s->snap || !s->config->nmetrics_sinks) return;
+    /* the bootstrap's snapshot: the collector's cluster is a static one */
+    sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
+    for (size_t i = 0; i < s->config->nmetrics_sinks; i++)
+        sharp_metrics_sink_flush(s->config->metrics_sinks[i], s->stats, &s->upstream_env, base, sharp_xds_node(s->xds));
 }
 
 static void on_stats_flush(uv_timer_t *t)

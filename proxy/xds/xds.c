@@ -803,6 +803,11 @@ static gsrc_t *gsrc_new(sharp_xds_t *x, const Envoy__Config__Core__V3__ApiConfig
     return g;
 }
 
+const ProtobufCMessage *sharp_xds_node(const sharp_xds_t *x)
+{
+    return x && x->node ? &x->node->base : NULL;
+}
+
 int sharp_xds_configure(sharp_xds_t *x, const ProtobufCMessage *bootstrap, char *err, size_t errlen)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap *bs = (const void *)bootstrap;

@@ -76,6 +76,9 @@ void sharp_xds_sub_on_fetched(sharp_xds_sub_t *s, void (*fn)(void *arg), void *a
 void sharp_xds_secrets_fetched(sharp_xds_t *x);
 
 sharp_xds_t *sharp_xds_new(struct sharp_server *srv);
+/* The node every gRPC request names (envoy.config.core.v3.Node), set by
+ * sharp_xds_configure; NULL before. */
+const ProtobufCMessage *sharp_xds_node(const sharp_xds_t *x);
 /* Before the bootstrap is built: the node gRPC requests name, and the ADS
  * source (dynamic_resources.ads_config) with Envoy's checks. 0, or -1 with
  * the reason. */

@@ -63,6 +63,17 @@ function loadSharp() {
     return { root, fileOf };
 }
 
+// Non-Envoy protos that official Envoy files import but the bundle lacks:
+// SHARP's own copy stands in for the import, so the Envoy file that imports
+// it is still compared (envoy/service/metrics/v3 imports the Prometheus
+// client model). The stand-in's own package is not in the official set and
+// is listed as skipped.
+const STAND_INS = ['io/prometheus/client/'];
+function standIn(rel) {
+    return STAND_INS.some((p) => rel.startsWith(p)) && fs.existsSync(path.join(SHARP_ROOT, rel))
+        ? path.join(SHARP_ROOT, rel) : null;
+}
+
 // Whether an official file and everything it imports are in the bundle
 // (envoy/config/trace/v3/opencensus.proto imports OpenCensus protos the
 // bundle lacks; such a file is left out, its package's other files stay).
@@ -71,9 +82,10 @@ function loadable(rel, seen = new Map()) {
     if (seen.has(rel)) return seen.get(rel);
     seen.set(rel, true); // an import cycle is fine
     const inc = OFFICIAL_INCLUDES.find((i) => fs.existsSync(path.join(i, rel)));
-    let ok = !!inc;
+    const file = inc ? path.join(inc, rel) : standIn(rel);
+    let ok = !!file;
     if (ok) {
-        const src = fs.readFileSync(path.join(inc, rel), 'utf8');
+        const src = fs.readFileSync(file, 'utf8');
         for (const m of src.matchAll(/^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"/gm)) {
             if (!loadable(m[1], seen)) {
                 ok = false;
@@ -95,6 +107,8 @@ function loadOfficial(packages) {
             const p = path.join(inc, target);
             if (fs.existsSync(p)) return p;
         }
+        const p = standIn(target);
+        if (p) return p;
         return target; // google/protobuf/*: protobufjs's bundled copies
     };
     const files = [];
