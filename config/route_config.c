@@ -894,7 +894,7 @@ static int route_tracing_from(ctx_t *c, const char *path, const Envoy__Config__R
         den[i] = 100;
         if (!f[i]) continue;
         if ((unsigned)f[i]->denominator >= SHARP_ARRAY_SIZE(denominators))
-            return fail(c, sub(p, sizeof p, path, names[i]), "unknown denominator");
+            return fail(c, sub(p, sizeof p, path, "%s", names[i]), "unknown denominator");
         num[i] = f[i]->numerator;
         den[i] = denominators[f[i]->denominator];
     }
