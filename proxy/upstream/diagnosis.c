@@ -138,6 +138,24 @@ static bool network_latency(const sharp_diag_config_t *cfg, const sharp_diag_inp
            cx->rtt_us > 0 && in->rtt_us >= cfg->rtt_factor * cx->rtt_us;
 }
 
+/* How far a host's retransmission rate and RTT are above what would make
+ * them a cause (1: at the threshold). */
+static double loss_score(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in, const sharp_diag_context_t *cx)
+{
+    if (!in->kernel || in->retrans_rate < 0) return 0;
+    double floor = cfg->loss_min_rate, rel = cx->retrans_rate > 0 ? cfg->loss_factor * cx->retrans_rate : 0;
+    double t = floor > rel ? floor : rel;
+    return t > 0 ? in->retrans_rate / t : 0;
+}
+
+static double rtt_score(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in, const sharp_diag_context_t *cx)
+{
+    if (!in->kernel || in->rtt_samples == 0 || in->rtt_us < 0) return 0;
+    double floor = cfg->rtt_min_us, rel = cx->rtt_us > 0 ? cfg->rtt_factor * cx->rtt_us : 0;
+    double t = floor > rel ? floor : rel;
+    return t > 0 ? in->rtt_us / t : 0;
+}
+
 static bool app_errors(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in)
 {
     return in->resp_5xx >= cfg->min_failures && share(in->resp_5xx, in->responses) >= cfg->error_min_share;
@@ -344,9 +362,11 @@ unsigned sharp_diag_eject(const sharp_diag_config_t *cfg, sharp_diag_state_t *st
     bool cut = (by == SHARP_DIAG_BY_ERRORS || by == SHARP_DIAG_BY_LOCAL) && ev != SHARP_DIAG_APP_ERRORS &&
                rst + cxf >= cfg->min_failures && !timing_out(cfg, in);
     /* loss inflates the RTT of the segments sent behind a hole (their ACK
-     * waits for its repair): the interval may show that latency when the
-     * loss detector, over several intervals, saw the loss itself */
-    bool loss_seen_as_rtt = by == SHARP_DIAG_BY_KERNEL_LOSS && ev == SHARP_DIAG_NETWORK_LATENCY;
+     * waits for its repair), and a full queue both delays and drops: when
+     * the loss detector ejects a host whose interval reads as latency, the
+     * signal further above its threshold names the cause */
+    bool loss_seen_as_rtt = by == SHARP_DIAG_BY_KERNEL_LOSS && ev == SHARP_DIAG_NETWORK_LATENCY &&
+                            loss_score(cfg, in, cx) > rtt_score(cfg, in, cx);
     if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY && !loss_seen_as_rtt) {
         cause = ev; /* the network explains what the detector saw */
     } else if (cut && rst) {

@@ -341,12 +341,13 @@ static void test_ejection(void **state)
     assert_string_equal(st.text, "network: packet loss to 10.0.0.3:8080 (retransmits 5.1% vs cluster median 0.0%)");
     assert_string_equal(sharp_diag_cause_name(st.cause), "packet_loss");
     /* the loss monitor ejects a host whose interval shows the RTT that loss
-     * inflates, not the loss itself: the cause is the loss */
+     * inflates, not the loss itself (5% lost, too few segments to count
+     * as loss in one interval): the cause is the loss */
     sharp_diag_state_init(&st);
     sharp_diag_input_t rtt = quiet();
     rtt.rtt_us = 5910;
     rtt.retrans = 2;
-    rtt.retrans_rate = 0.01;
+    rtt.retrans_rate = 0.05;
     char why[SHARP_DIAG_TEXT_MAX];
     assert_int_equal(eval(&rtt, &CLEAN_CX, why), SHARP_DIAG_NETWORK_LATENCY);
     sharp_diag_eject(&cfg, &st, &rtt, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 5.2% vs cluster median 0.1%");
@@ -356,6 +357,16 @@ static void test_ejection(void **state)
     sharp_diag_state_init(&st);
     sharp_diag_eject(&cfg, &st, &rtt, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 5.91 ms vs cluster median 0.30 ms");
     assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
+    /* a full queue: 60 ms of RTT and the 1.8% its tail drops lose; the
+     * loss monitor ejects, the latency is what stands out */
+    sharp_diag_state_init(&st);
+    sharp_diag_input_t queue = quiet();
+    queue.rtt_us = 60000;
+    queue.retrans = 2;
+    queue.retrans_rate = 0.018;
+    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 1.8% vs cluster median 0.0%");
+    assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
+    assert_string_equal(st.text, "network: latency to 10.0.0.3:8080 (RTT 60.0 ms vs cluster 0.30 ms)");
 }
 
 /* ---- the hosts' side, over a cluster of three, on a fake clock ---- */
