@@ -521,7 +521,7 @@ out:
  * tracer, the ones SHARP implements (the support table refuses the other
  * tracers' types). */
 static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
-                                           const char *path, sharp_otel_config_t **otel, bool *is_otel)
+                                           const char *path, sharp_otel_config_t **otel)
 {
     char p[1200];
     snprintf(p, sizeof p, "%s.typed_config", path);
@@ -532,7 +532,6 @@ static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__
     const char *slash = strrchr(http->typed_config->type_url, '/');
     const char *t = slash ? slash + 1 : http->typed_config->type_url;
     if (strcmp(t, OTEL_TYPE) == 0) {
-        *is_otel = true;
         *otel = build_otel(b, http, p);
         return NULL;
     }
@@ -648,8 +647,7 @@ static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb,
         http = bs->tracing->http;
         snprintf(p, sizeof p, "tracing.http");
     }
-    bool is_otel = false;
-    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel, &is_otel)) && !tc->otel) {
+    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel)) && !tc->otel) {
         sharp_tracing_config_free(tc);
         return NULL;
     }
