@@ -276,21 +276,38 @@ void sharp_span_start(sharp_span_t *sp, const sharp_tracing_config_t *tc, const 
     }
 }
 
+/* value as a decimal number (digits only); false if it is none. */
+static bool tag_number(const char *value, size_t vlen, unsigned long *out)
+{
+    if (!vlen || vlen > 15) return false;
+    unsigned long v = 0;
+    for (size_t i = 0; i < vlen; i++) {
+        if (value[i] < '0' || value[i] > '9') return false;
+        v = v * 10 + (unsigned long)(value[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
 /* Envoy's OpenTelemetry Span::setTag: any value of a non-empty key; a
  * key already set gets the new value; http.status_code sets the status
- * ERROR for 5xx, and for 4xx too on a CLIENT span. */
+ * ERROR for 5xx, and for 4xx too on a CLIENT span; grpc.status_code sets
+ * the status (convertGrpcStatusToTraceStatusCode): on a CLIENT span ERROR
+ * for any status but OK, on a SERVER span for Unknown, DeadlineExceeded,
+ * Unimplemented, Internal, Unavailable and DataLoss, else UNSET. */
 static void otel_attr(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
 {
     if (!key[0]) return;
+    unsigned long code;
     if (!strcmp(key, "http.status_code")) {
-        char buf[16];
-        if (vlen && vlen < sizeof buf) {
-            memcpy(buf, value, vlen);
-            buf[vlen] = '\0';
-            char *end;
-            unsigned long code = strtoul(buf, &end, 10);
-            if (!*end && code >= 400 && (!sp->server || code >= 500)) sp->status_error = true;
+        if (tag_number(value, vlen, &code) && code >= 400 && (!sp->server || code >= 500)) sp->status_error = true;
+    } else if (!strcmp(key, "grpc.status_code")) {
+        bool err = false;
+        if (tag_number(value, vlen, &code)) {
+            if (!sp->server) err = code != 0;
+            else err = code == 2 || code == 4 || code == 12 || code == 13 || code == 14 || code == 15;
         }
+        sp->status_error = err;
     }
     for (uint32_t i = 0; i < sp->nattrs; i++)
         if (!strcmp(sp->akeys[i], key)) {

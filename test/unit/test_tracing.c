@@ -407,6 +407,15 @@ static void otel_span(void **state)
     assert_false(sp.status_error);
     sharp_span_tag_cstr(&sp, "http.status_code", "503");
     assert_true(sp.status_error);
+    sharp_span_tag_cstr(&sp, "http.status_code", "5x3");
+    assert_true(sp.status_error);
+    /* grpc.status_code sets the status either way (SERVER: 5 is no error) */
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "5");
+    assert_false(sp.status_error);
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "14");
+    assert_true(sp.status_error);
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "x");
+    assert_false(sp.status_error);
     sharp_span_free(&sp);
     /* a child of the caller's span: its trace, its flags, its tracestate */
     sharp_w3c_context_t c = {.trace_hi = 7, .trace_lo = 8, .parent_id = 9, .sampled = false};
@@ -414,6 +423,10 @@ static void otel_span(void **state)
     assert_true(!sp.server && !sp.sampled && sp.has_parent && sp.parent_id == 9 && sp.trace_lo == 8 && sp.id == 4);
     sharp_span_tag_cstr(&sp, "http.status_code", "404");
     assert_true(sp.status_error); /* a CLIENT span: 4xx is an error */
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "0");
+    assert_false(sp.status_error);
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "5");
+    assert_true(sp.status_error); /* a CLIENT span: any status but OK */
     sharp_span_inject_w3c(&sp, HDRS("traceparent", "old"));
     assert_true(sharp_headers_get_cstr(&H, "traceparent", &v));
     assert_memory_equal(v.p, "00-00000000000000070000000000000008-0000000000000004-00", 55);
