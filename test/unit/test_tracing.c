@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "http/tracing.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
 static sharp_headers_t H;
 
@@ -483,6 +484,70 @@ static void otlp_encoding(void **state)
     sharp_span_free(&sp);
 }
 
+/* The hand encoding read back by protobuf-c's code generated from OTLP's
+ * protos. */
+static void otlp_decodes(void **state)
+{
+    (void)state;
+    uint64_t n = 100;
+    sharp_span_t a, b;
+    sharp_w3c_context_t c = {.trace_hi = 5, .trace_lo = 6, .parent_id = 7, .sampled = true};
+    sharp_span_start_otel(&a, false, &c, "x=y", 3, true, "ingress", 7, 1000, 0, counter, &n);
+    sharp_span_tag_cstr(&a, "http.method", "GET");
+    sharp_span_tag_cstr(&a, "http.status_code", "502");
+    sharp_span_start_otel(&b, true, NULL, NULL, 0, true, "egress h", 8, 2000, 0, counter, &n);
+    sharp_sbuf_t sa = {0}, sb = {0}, spans = {0}, req = {0};
+    sharp_span_otlp(&a, 5000000, &sa);
+    sharp_span_otlp(&b, 6000000, &sb);
+    sharp_otlp_frame_span(&spans, sa.data, sa.len);
+    sharp_otlp_frame_span(&spans, sb.data, sb.len);
+    sharp_otlp_request("svc", spans.data, spans.len, &req);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *r =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, req.len,
+                                                                                          (const uint8_t *)req.data);
+    assert_non_null(r);
+    assert_int_equal(r->n_resource_spans, 1);
+    const Opentelemetry__Proto__Trace__V1__ResourceSpans *rs = r->resource_spans[0];
+    assert_int_equal(rs->resource->n_attributes, 1);
+    assert_string_equal(rs->resource->attributes[0]->key, "service.name");
+    assert_string_equal(rs->resource->attributes[0]->value->string_value, "svc");
+    assert_int_equal(rs->n_scope_spans, 1);
+    assert_string_equal(rs->scope_spans[0]->scope->name, "envoy");
+    assert_int_equal(rs->scope_spans[0]->n_spans, 2);
+    const Opentelemetry__Proto__Trace__V1__Span *x = rs->scope_spans[0]->spans[0];
+    static const uint8_t tid[16] = {0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6};
+    static const uint8_t pid[8] = {0, 0, 0, 0, 0, 0, 0, 7}, sid[8] = {0, 0, 0, 0, 0, 0, 0, 101};
+    assert_int_equal(x->trace_id.len, 16);
+    assert_memory_equal(x->trace_id.data, tid, 16);
+    assert_int_equal(x->parent_span_id.len, 8);
+    assert_memory_equal(x->parent_span_id.data, pid, 8);
+    assert_memory_equal(x->span_id.data, sid, 8);
+    assert_string_equal(x->trace_state, "x=y");
+    assert_string_equal(x->name, "ingress");
+    assert_int_equal(x->kind, OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_SERVER);
+    assert_int_equal(x->start_time_unix_nano, 1000000);
+    assert_int_equal(x->end_time_unix_nano, 5000000);
+    assert_int_equal(x->n_attributes, 2);
+    assert_string_equal(x->attributes[1]->key, "http.status_code");
+    assert_string_equal(x->attributes[1]->value->string_value, "502");
+    assert_non_null(x->status);
+    assert_int_equal(x->status->code, OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR);
+    const Opentelemetry__Proto__Trace__V1__Span *y = rs->scope_spans[0]->spans[1];
+    assert_int_equal(y->kind, OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT);
+    assert_int_equal(y->parent_span_id.len, 0);
+    assert_int_equal(y->trace_id.len, 16);
+    assert_string_equal(y->name, "egress h");
+    assert_string_equal(y->trace_state, "");
+    assert_null(y->status);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(r, NULL);
+    sharp_sbuf_free(&sa);
+    sharp_sbuf_free(&sb);
+    sharp_sbuf_free(&spans);
+    sharp_sbuf_free(&req);
+    sharp_span_free(&a);
+    sharp_span_free(&b);
+}
+
 int main(void)
 {
     sharp_headers_init(&H);
@@ -491,7 +556,7 @@ int main(void)
         cmocka_unit_test(b3_multi),          cmocka_unit_test(b3_single), cmocka_unit_test(span_kinds),
         cmocka_unit_test(json_escaping),     cmocka_unit_test(span_json),
         cmocka_unit_test(traceparent_parse), cmocka_unit_test(traceparent_format), cmocka_unit_test(otel_span),
-        cmocka_unit_test(otlp_encoding),
+        cmocka_unit_test(otlp_encoding),     cmocka_unit_test(otlp_decodes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     sharp_headers_free(&H);
