@@ -55,7 +55,8 @@ static void finish(report_t *rp)
     rp->done = true;
     sharp_pool_cancel(&rp->ureq);
     atomic_fetch_sub_explicit(&rp->host->active_rq, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&rp->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&rp->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1,
+                              memory_order_relaxed);
     sharp_gauge_add(rp->w->stats, rp->c->st.rq_active, -1);
     sharp_dlist_remove(&rp->link);
     sharp_headers_free(&rp->h);
@@ -69,7 +70,9 @@ static void answered(report_t *rp, uint32_t code)
 {
     if (rp->done) return;
     if (!rp->grpc) sharp_counter_inc(rp->w->stats, rp->success);
-    if (code != 200) sharp_debug(upstream, "opentelemetry collector cluster '%s': export answered %u", rp->c->name, code);
+    if (code != 200)
+        sharp_debug(upstream, "opentelemetry collector cluster '%s': export answered %u",
+                    rp->c->name, code);
     finish(rp);
 }
 
@@ -177,7 +180,8 @@ static void flush(reporter_t *r)
     r->pending = 0;
     if (oc->grpc) {
         /* one gRPC message: uncompressed, its length big-endian */
-        char pfx[5] = {0, (char)(msg.len >> 24), (char)(msg.len >> 16), (char)(msg.len >> 8), (char)msg.len};
+        char pfx[5] = {0, (char)(msg.len >> 24), (char)(msg.len >> 16), (char)(msg.len >> 8),
+                       (char)msg.len};
         sharp_sbuf_append(&body, pfx, 5);
     }
     sharp_sbuf_append(&body, msg.data, msg.len);
@@ -194,14 +198,17 @@ static void flush(reporter_t *r)
     sharp_host_t *host = sharp_lb_choose(&cl->lb);
     if (!host) {
         sharp_debug(upstream, "opentelemetry collector cluster '%s': no healthy host", c->name);
-        if (!oc->grpc) sharp_counter_inc(w->stats, oc->st.http_reports_success); /* the router's 503 */
+        if (!oc->grpc)
+            sharp_counter_inc(w->stats, oc->st.http_reports_success); /* the router's 503 */
         sharp_sbuf_free(&body);
         return;
     }
-    if (!sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
-                                    sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT, SHARP_CB_MAX_REQUESTS))) {
+    if (!sharp_cluster_slot_acquire(
+            &c->open[SHARP_PRIORITY_DEFAULT].rq_open,
+            sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT, SHARP_CB_MAX_REQUESTS))) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
-        if (!oc->grpc) sharp_counter_inc(w->stats, oc->st.http_reports_success); /* the router's 503 */
+        if (!oc->grpc)
+            sharp_counter_inc(w->stats, oc->st.http_reports_success); /* the router's 503 */
         sharp_sbuf_free(&body);
         return;
     }
@@ -232,7 +239,8 @@ static void flush(reporter_t *r)
     char len[24];
     snprintf(len, sizeof len, "%zu", rp->body.len);
     sharp_headers_add_cstr(&rp->h, "content-length", len);
-    for (uint32_t i = 0; i < oc->nhdrs; i++) sharp_headers_set_cstr(&rp->h, oc->hdr_names[i], oc->hdr_values[i]);
+    for (uint32_t i = 0; i < oc->nhdrs; i++)
+        sharp_headers_set_cstr(&rp->h, oc->hdr_names[i], oc->hdr_values[i]);
     /* as Envoy's async client: an internal request of this proxy */
     sharp_headers_add_cstr(&rp->h, "x-envoy-internal", "true");
     sharp_headers_add_cstr(&rp->h, "x-forwarded-for", sharp_local_address());
@@ -245,7 +253,8 @@ static void flush(reporter_t *r)
     atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
     if (oc->timeout_ms) uv_timer_start(&rp->timer, on_report_timeout, oc->timeout_ms, 0);
-    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, oc->grpc ? "HTTP/2" : "HTTP/1.1");
+    sharp_pool_t *pool =
+        sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, oc->grpc ? "HTTP/2" : "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &rp->ureq, &report_cbs, rp)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         if (!rp->grpc) sharp_counter_inc(w->stats, rp->success); /* the router's 503 (overflow) */
@@ -276,11 +285,13 @@ static bool str_eq(const char *a, const char *b)
 static bool same(const sharp_otel_config_t *a, const sharp_otel_config_t *b)
 {
     if (a->grpc != b->grpc || a->timeout_ms != b->timeout_ms || a->nhdrs != b->nhdrs ||
-        !str_eq(a->cluster, b->cluster) || !str_eq(a->path, b->path) || !str_eq(a->authority, b->authority) ||
-        !str_eq(a->service_name, b->service_name))
+        !str_eq(a->cluster, b->cluster) || !str_eq(a->path, b->path) ||
+        !str_eq(a->authority, b->authority) || !str_eq(a->service_name, b->service_name))
         return false;
     for (uint32_t i = 0; i < a->nhdrs; i++)
-        if (!str_eq(a->hdr_names[i], b->hdr_names[i]) || !str_eq(a->hdr_values[i], b->hdr_values[i])) return false;
+        if (!str_eq(a->hdr_names[i], b->hdr_names[i]) ||
+            !str_eq(a->hdr_values[i], b->hdr_values[i]))
+            return false;
     return true;
 }
 
@@ -362,7 +373,8 @@ static void free_reporter(uv_handle_t *h)
 
 void sharp_otel_stop_all(sharp_worker_t *w)
 {
-    while (!sharp_dlist_empty(&w->otel_reports)) finish(sharp_container_of(w->otel_reports.next, report_t, link));
+    while (!sharp_dlist_empty(&w->otel_reports))
+        finish(sharp_container_of(w->otel_reports.next, report_t, link));
     while (!sharp_dlist_empty(&w->otel_reporters)) {
         reporter_t *r = sharp_container_of(w->otel_reporters.next, reporter_t, link);
         sharp_dlist_remove(&r->link);
