@@ -1,5 +1,7 @@
 /* tracing.h: Envoy's HTTP tracing in the connection manager, with the Zipkin
- * tracer (envoy.tracers.zipkin) as its only provider.
+ * tracer (envoy.tracers.zipkin) and the OpenTelemetry tracer
+ * (envoy.tracers.opentelemetry: W3C trace context, OTLP spans exported by
+ * the worker's exporters, otel.h) as its providers.
  *
  * The sampling decision is Envoy's (ConnectionManagerUtility::
  * mutateTracingRequestHeader): the trace reason travels in the

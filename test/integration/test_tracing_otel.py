@@ -159,7 +159,7 @@ tracing:
 
 
 def config(listen, admin, upstream_port, collector_port, provider=None, direction="INBOUND", min_flush=1,
-           grpc=False):
+           grpc=False, flush_ms=5000):
     if provider is None:
         provider = ("service_name: front-otel\n"
                     "http_service:\n"
@@ -179,7 +179,8 @@ def config(listen, admin, upstream_port, collector_port, provider=None, directio
         assert "http2_protocol_options" in y
     y = "node: { id: node-1, cluster: front }\n" + y
     y += ("layered_runtime:\n  layers:\n  - name: static\n    static_layer: "
-          f"{{ tracing.opentelemetry.min_flush_spans: {min_flush} }}\n")
+          f"{{ tracing.opentelemetry.min_flush_spans: {min_flush}, "
+          f"tracing.opentelemetry.flush_interval_ms: {flush_ms} }}\n")
     return y
 
 
@@ -283,6 +284,16 @@ def test_egress_client_span_batching_and_error(procs, echo, collector):
         assert sp["name"].startswith("egress ")
     assert spans[2][2]["name"] == "egress svc.local"
     assert stat(admin, "tracing.opentelemetry.spans_sent") == 3
+
+
+def test_timer_flush(procs, echo, collector):
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, echo.port, collector.port, min_flush=5, flush_ms=200), admin)
+    assert get(listen)[0] == 200
+    # one span, below min_flush_spans: the flush timer sends it
+    wait_for(lambda: len(collector.spans()) == 1, 10, "the span flushed by the timer")
+    assert stat(admin, "tracing.opentelemetry.timer_flushed") >= 1
+    assert stat(admin, "tracing.opentelemetry.spans_sent") == 1
 
 
 def test_error_status(procs, collector):
