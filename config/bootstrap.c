@@ -45,6 +45,7 @@
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/config/trace/v3/opentelemetry.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
 #include "envoy/config/metrics/v3/metrics_service.pb-c.h"
 
@@ -53,6 +54,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <ctype.h>
 #include <stdio.h>
 
 typedef Envoy__Config__Bootstrap__V3__Bootstrap bootstrap_t;
@@ -419,11 +421,107 @@ static int build_access_logs(build_ctx_t *b, ProtobufCMessage *const *logs, size
 }
 
 #define ZIPKIN_TYPE "envoy.config.trace.v3.ZipkinConfig"
+#define OTEL_TYPE "envoy.config.trace.v3.OpenTelemetryConfig"
 
-/* A tracing provider (Tracing.Http): the Zipkin tracer, the only one
- * SHARP implements (the support table refuses the other tracers' types). */
+static void otel_header(sharp_otel_config_t *oc, const char *k, const char *v)
+{
+    oc->hdr_names = sharp_realloc(oc->hdr_names, (oc->nhdrs + 1) * sizeof(char *));
+    oc->hdr_values = sharp_realloc(oc->hdr_values, (oc->nhdrs + 1) * sizeof(char *));
+    char *lk = sharp_strdup(k);
+    for (char *c = lk; *c; c++) *c = (char)tolower((unsigned char)*c);
+    oc->hdr_names[oc->nhdrs] = lk;
+    oc->hdr_values[oc->nhdrs++] = sharp_strdup(v);
+}
+
+/* The OpenTelemetry tracer (OpenTelemetryConfig): one exporter, gRPC or
+ * HTTP (Envoy prefers grpc_service when both are set). The support table
+ * has refused resource_detectors and sampler. */
+static sharp_otel_config_t *build_otel(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
+                                       const char *p)
+{
+    sharp_config_error_t e = {{0}};
+    Envoy__Config__Trace__V3__OpenTelemetryConfig *o = (Envoy__Config__Trace__V3__OpenTelemetryConfig *)sharp_any_unpack(
+        &http->typed_config->base, &envoy__config__trace__v3__open_telemetry_config__descriptor, &e);
+    if (!o) {
+        fail(b, p, "%s", e.msg);
+        return NULL;
+    }
+    sharp_otel_config_t *oc = NULL;
+    if (!o->grpc_service && !o->http_service) {
+        /* Envoy: a tracer without an exporter sends nothing; SHARP asks for one */
+        fail(b, p, "envoy.tracers.opentelemetry: grpc_service or http_service is required by SHARP");
+        goto out;
+    }
+    oc = sharp_calloc(1, sizeof *oc);
+    oc->service_name = sharp_strdup(o->service_name && o->service_name[0] ? o->service_name : "unknown_service:envoy");
+    if (o->grpc_service) {
+        const Envoy__Config__Core__V3__GrpcService *g = o->grpc_service;
+        if (!g->envoy_grpc || !g->envoy_grpc->cluster_name[0]) {
+            char fp[1300];
+            snprintf(fp, sizeof fp, "%s.grpc_service", p);
+            fail(b, fp, "envoy_grpc.cluster_name is required");
+            sharp_otel_config_free(oc);
+            oc = NULL;
+            goto out;
+        }
+        if (g->envoy_grpc->retry_policy) {
+            char fp[1300];
+            snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.retry_policy", p);
+            fail(b, fp, "retry_policy (retries of the Export call) is not supported by SHARP");
+            sharp_otel_config_free(oc);
+            oc = NULL;
+            goto out;
+        }
+        oc->grpc = true;
+        oc->cluster = sharp_strdup(g->envoy_grpc->cluster_name);
+        oc->authority = sharp_strdup(g->envoy_grpc->authority && g->envoy_grpc->authority[0] ? g->envoy_grpc->authority
+                                                                                              : g->envoy_grpc->cluster_name);
+        oc->path = sharp_strdup("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+        oc->timeout_ms = duration_ms(g->timeout, 0);
+        for (size_t i = 0; i < g->n_initial_metadata; i++)
+            otel_header(oc, g->initial_metadata[i]->key, g->initial_metadata[i]->value);
+    } else {
+        const Envoy__Config__Core__V3__HttpService *hs = o->http_service;
+        const Envoy__Config__Core__V3__HttpUri *u = hs->http_uri;
+        if (!u || !u->cluster || !u->cluster[0]) {
+            char fp[1300];
+            snprintf(fp, sizeof fp, "%s.http_service.http_uri", p);
+            fail(b, fp, "http_uri with a cluster is required");
+            sharp_otel_config_free(oc);
+            oc = NULL;
+            goto out;
+        }
+        /* Envoy's extractHostPathFromUri: the host after "://", the path
+         * from the first '/' after it ("/" when none) */
+        const char *uri = u->uri ? u->uri : "";
+        const char *hs_start = strstr(uri, "://");
+        hs_start = hs_start ? hs_start + 3 : uri;
+        const char *slash = strchr(hs_start, '/');
+        oc->authority = slash ? sharp_strndup(hs_start, (size_t)(slash - hs_start)) : sharp_strdup(hs_start);
+        oc->path = sharp_strdup(slash ? slash : "/");
+        oc->cluster = sharp_strdup(u->cluster);
+        oc->timeout_ms = duration_ms(u->timeout, 0);
+        for (size_t i = 0; i < hs->n_request_headers_to_add; i++) {
+            const Envoy__Config__Core__V3__HeaderValue *hv = hs->request_headers_to_add[i]->header;
+            if (hv) otel_header(oc, hv->key, hv->value);
+        }
+    }
+    sharp_stats_t *st = b->srv->stats;
+    oc->st.spans_sent = sharp_stats_counter(st, "tracing.opentelemetry.spans_sent");
+    oc->st.timer_flushed = sharp_stats_counter(st, "tracing.opentelemetry.timer_flushed");
+    oc->st.http_reports_sent = sharp_stats_counter(st, "tracing.opentelemetry.http_reports_sent");
+    oc->st.http_reports_success = sharp_stats_counter(st, "tracing.opentelemetry.http_reports_success");
+    oc->st.http_reports_failed = sharp_stats_counter(st, "tracing.opentelemetry.http_reports_failed");
+out:
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    return oc;
+}
+
+/* A tracing provider (Tracing.Http): the Zipkin or the OpenTelemetry
+ * tracer, the ones SHARP implements (the support table refuses the other
+ * tracers' types). */
 static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
-                                           const char *path)
+                                           const char *path, sharp_otel_config_t **otel)
 {
     char p[1200];
     snprintf(p, sizeof p, "%s.typed_config", path);
@@ -433,9 +531,13 @@ static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__
     }
     const char *slash = strrchr(http->typed_config->type_url, '/');
     const char *t = slash ? slash + 1 : http->typed_config->type_url;
+    if (strcmp(t, OTEL_TYPE) == 0) {
+        *otel = build_otel(b, http, p);
+        return NULL;
+    }
     if (strcmp(t, ZIPKIN_TYPE) != 0) {
-        fail(b, p, "tracer '%s' (%s) is not supported by SHARP: only envoy.tracers.zipkin (%s)", http->name, t,
-             ZIPKIN_TYPE);
+        fail(b, p, "tracer '%s' (%s) is not supported by SHARP: only envoy.tracers.zipkin (%s) and "
+             "envoy.tracers.opentelemetry (%s)", http->name, t, ZIPKIN_TYPE, OTEL_TYPE);
         return NULL;
     }
     sharp_config_error_t e = {{0}};
@@ -545,7 +647,7 @@ static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb,
         http = bs->tracing->http;
         snprintf(p, sizeof p, "tracing.http");
     }
-    if (http && !(tc->zipkin = build_zipkin(b, http, p))) {
+    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel)) && !tc->otel) {
         sharp_tracing_config_free(tc);
         return NULL;
     }
@@ -2175,6 +2277,12 @@ static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l
             char tp[320];
             snprintf(tp, sizeof tp, "%s.%s.filters[0].typed_config.tracing", p, cp);
             return fail(b, tp, "envoy.tracers.zipkin: unknown cluster '%s'", tc->zipkin->cluster);
+        }
+        if (tc && tc->otel && tc->otel->grpc && !cluster_known(b, s, tc->otel->cluster)) {
+            /* Envoy's gRPC client factory checks its cluster */
+            char tp[320];
+            snprintf(tp, sizeof tp, "%s.%s.filters[0].typed_config.tracing", p, cp);
+            return fail(b, tp, "envoy.tracers.opentelemetry: Unknown gRPC client cluster '%s'", tc->otel->cluster);
         }
         for (uint32_t v = 0; rt && v < rt->nvhosts; v++)
             for (uint32_t r = 0; r < rt->vhosts[v].nroutes; r++) {

@@ -13,6 +13,7 @@
 #include "upstream/pool.h"
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
+#include "http/otel.h"
 #include "http/zipkin.h"
 #include "xds/lds.h"
 
@@ -502,6 +503,7 @@ static void check_snapshot(sharp_worker_t *w)
      * its listener, which the old snapshot may hold last */
     sync_listeners(w, ns);
     sharp_zipkin_sync(w, ns);
+    sharp_otel_sync(w, ns);
     sharp_snapshot_unref(w->snap);
     w->snap = ns; /* the handed-over reference */
     sharp_view_unref(old);
@@ -598,6 +600,7 @@ static void on_wakeup(uv_async_t *a)
         sharp_conn_close_all(w);
         sharp_shadow_abort_all(w); /* before their pools go */
         sharp_zipkin_stop_all(w);
+        sharp_otel_stop_all(w);
         teardown_clusters(w);
         sharp_access_log_worker_flush(w);
         uv_timer_stop(&w->tick);
@@ -657,6 +660,8 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->shadows);
     sharp_dlist_init(&w->zipkin_reporters);
     sharp_dlist_init(&w->zipkin_reports);
+    sharp_dlist_init(&w->otel_reporters);
+    sharp_dlist_init(&w->otel_reports);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
@@ -677,6 +682,7 @@ int sharp_worker_init(sharp_worker_t *w)
     setup_clusters(w);
     sharp_dlist_init(&w->listens);
     sharp_zipkin_sync(w, w->snap);
+    sharp_otel_sync(w, w->snap);
     return sync_listeners(w, w->snap);
 }
 

@@ -14,10 +14,27 @@ void sharp_zipkin_config_free(sharp_zipkin_config_t *zc)
     free(zc);
 }
 
+void sharp_otel_config_free(sharp_otel_config_t *oc)
+{
+    if (!oc) return;
+    free(oc->cluster);
+    free(oc->path);
+    free(oc->authority);
+    free(oc->service_name);
+    for (uint32_t i = 0; i < oc->nhdrs; i++) {
+        free(oc->hdr_names[i]);
+        free(oc->hdr_values[i]);
+    }
+    free(oc->hdr_names);
+    free(oc->hdr_values);
+    free(oc);
+}
+
 void sharp_tracing_config_free(sharp_tracing_config_t *tc)
 {
     if (!tc) return;
     sharp_zipkin_config_free(tc->zipkin);
+    sharp_otel_config_free(tc->otel);
     sharp_custom_tags_free(&tc->custom_tags);
     free((char *)tc->node_id);
     free((char *)tc->zone);
@@ -259,8 +276,60 @@ void sharp_span_start(sharp_span_t *sp, const sharp_tracing_config_t *tc, const 
     }
 }
 
+/* value as a decimal number (digits only); false if it is none. */
+static bool tag_number(const char *value, size_t vlen, unsigned long *out)
+{
+    if (!vlen || vlen > 15) return false;
+    unsigned long v = 0;
+    for (size_t i = 0; i < vlen; i++) {
+        if (value[i] < '0' || value[i] > '9') return false;
+        v = v * 10 + (unsigned long)(value[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* Envoy's OpenTelemetry Span::setTag: any value of a non-empty key; a
+ * key already set gets the new value; http.status_code sets the status
+ * ERROR for 5xx, and for 4xx too on a CLIENT span; grpc.status_code sets
+ * the status (convertGrpcStatusToTraceStatusCode): on a CLIENT span ERROR
+ * for any status but OK, on a SERVER span for Unknown, DeadlineExceeded,
+ * Unimplemented, Internal, Unavailable and DataLoss, else UNSET. */
+static void otel_attr(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
+{
+    if (!key[0]) return;
+    unsigned long code;
+    if (!strcmp(key, "http.status_code")) {
+        if (tag_number(value, vlen, &code) && code >= 400 && (!sp->server || code >= 500)) sp->status_error = true;
+    } else if (!strcmp(key, "grpc.status_code")) {
+        bool err = false;
+        if (tag_number(value, vlen, &code)) {
+            if (!sp->server) err = code != 0;
+            else err = code == 2 || code == 4 || code == 12 || code == 13 || code == 14 || code == 15;
+        }
+        sp->status_error = err;
+    }
+    for (uint32_t i = 0; i < sp->nattrs; i++)
+        if (!strcmp(sp->akeys[i], key)) {
+            free(sp->avals[i]);
+            sp->avals[i] = sharp_strndup(value, vlen);
+            return;
+        }
+    if (sp->nattrs == sp->cap_attrs) {
+        sp->cap_attrs = sp->cap_attrs ? sp->cap_attrs * 2 : 24;
+        sp->akeys = sharp_realloc(sp->akeys, sp->cap_attrs * sizeof *sp->akeys);
+        sp->avals = sharp_realloc(sp->avals, sp->cap_attrs * sizeof *sp->avals);
+    }
+    sp->akeys[sp->nattrs] = sharp_strdup(key);
+    sp->avals[sp->nattrs++] = sharp_strndup(value, vlen);
+}
+
 void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
 {
+    if (sp->otel) {
+        otel_attr(sp, key, value, vlen);
+        return;
+    }
     if (!key[0] || !vlen) return;
     if (sp->ntags == sp->cap_tags) {
         sp->cap_tags = sp->cap_tags ? sp->cap_tags * 2 : 24;
@@ -277,6 +346,8 @@ void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t
 
 bool sharp_span_has_tag(const sharp_span_t *sp, const char *key)
 {
+    for (uint32_t i = 0; i < sp->nattrs; i++)
+        if (!strcmp(sp->akeys[i], key)) return true;
     size_t n = strlen(key);
     for (uint32_t i = 0; i < sp->ntags; i++) {
         const struct sharp_span_tag_ref *r = &sp->tag_refs[i];
@@ -294,6 +365,16 @@ void sharp_span_free(sharp_span_t *sp)
     free(sp->tag_refs);
     sp->tag_refs = NULL;
     sp->ntags = sp->cap_tags = 0;
+    for (uint32_t i = 0; i < sp->nattrs; i++) {
+        free(sp->akeys[i]);
+        free(sp->avals[i]);
+    }
+    free(sp->akeys);
+    free(sp->avals);
+    sp->akeys = sp->avals = NULL;
+    sp->nattrs = sp->cap_attrs = 0;
+    free(sp->tracestate);
+    sp->tracestate = NULL;
 }
 
 static void hex64(uint64_t w, char out[17])
@@ -449,4 +530,169 @@ void sharp_span_json(const sharp_span_t *sp, uint64_t end_wall_us, uint64_t dura
     sharp_sbuf_puts(out, num);
     sharp_sbuf_puts(out, sp->server ? ",\"value\":\"ss\"}]" : ",\"value\":\"cr\"}]");
     sharp_sbuf_puts(out, "}");
+}
+
+/* ---- W3C trace context and OTLP ---- */
+
+static bool all_zeros(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != '0') return false;
+    return true;
+}
+
+static bool all_hex(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (hexval(p[i]) < 0) return false;
+    return true;
+}
+
+int sharp_traceparent_parse(const char *v, size_t len, sharp_w3c_context_t *out, const char **why)
+{
+    if (len != 55) return bad(why, "invalid traceparent header length");
+    if (v[2] != '-' || v[35] != '-' || v[52] != '-') return bad(why, "invalid traceparent hyphenation");
+    const char *ver = v, *tid = v + 3, *pid = v + 36, *flags = v + 53;
+    if (!all_hex(ver, 2) || !all_hex(tid, 32) || !all_hex(pid, 16) || !all_hex(flags, 2))
+        return bad(why, "invalid traceparent header hex");
+    if (all_zeros(tid, 32)) return bad(why, "invalid trace id");
+    if (all_zeros(pid, 16)) return bad(why, "invalid parent id");
+    sharp_w3c_context_t c = {0};
+    parse_hex64(tid, 16, &c.trace_hi);
+    parse_hex64(tid + 16, 16, &c.trace_lo);
+    parse_hex64(pid, 16, &c.parent_id);
+    c.sampled = hexval(flags[1]) & 1;
+    *out = c;
+    return 0;
+}
+
+void sharp_traceparent_format(uint64_t trace_hi, uint64_t trace_lo, uint64_t span_id, bool sampled, char out[56])
+{
+    snprintf(out, 56, "00-%016llx%016llx-%016llx-%s", (unsigned long long)trace_hi, (unsigned long long)trace_lo,
+             (unsigned long long)span_id, sampled ? "01" : "00");
+}
+
+void sharp_span_start_otel(sharp_span_t *sp, bool egress, const sharp_w3c_context_t *ctx, const char *tracestate,
+                           size_t ts_len, bool sampled, const char *name, size_t name_len, uint64_t start_wall_us,
+                           uint64_t start_ns, uint64_t (*random)(void *), void *rarg)
+{
+    memset(sp, 0, sizeof *sp);
+    sp->otel = true;
+    sp->start_wall_us = start_wall_us;
+    sp->start_ns = start_ns;
+    sp->name = sharp_strndup(name, name_len);
+    sp->server = !egress;
+    if (!ctx) {
+        sp->trace_hi = random(rarg);
+        sp->trace_lo = random(rarg);
+        sp->id = random(rarg);
+        sp->sampled = sampled;
+        return;
+    }
+    sp->trace_hi = ctx->trace_hi;
+    sp->trace_lo = ctx->trace_lo;
+    sp->parent_id = ctx->parent_id;
+    sp->has_parent = true;
+    sp->id = random(rarg);
+    sp->sampled = ctx->sampled;
+    if (tracestate && ts_len) sp->tracestate = sharp_strndup(tracestate, ts_len);
+}
+
+void sharp_span_inject_w3c(const sharp_span_t *sp, sharp_headers_t *h)
+{
+    char tp[56];
+    sharp_traceparent_format(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled, tp);
+    sharp_headers_set(h, "traceparent", 11, tp, 55);
+    if (sp->tracestate) sharp_headers_set(h, "tracestate", 10, sp->tracestate, strlen(sp->tracestate));
+}
+
+/* protobuf wire format */
+static void pb_varint(sharp_sbuf_t *b, uint64_t v)
+{
+    char buf[10];
+    size_t n = 0;
+    do {
+        buf[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    sharp_sbuf_append(b, buf, n);
+}
+
+static void pb_bytes(sharp_sbuf_t *b, uint32_t field, const void *p, size_t n)
+{
+    pb_varint(b, (uint64_t)field << 3 | 2);
+    pb_varint(b, n);
+    sharp_sbuf_append(b, p, n);
+}
+
+static void pb_fixed64(sharp_sbuf_t *b, uint32_t field, uint64_t v)
+{
+    pb_varint(b, (uint64_t)field << 3 | 1);
+    char buf[8];
+    for (int i = 0; i < 8; i++) buf[i] = (char)(v >> (8 * i));
+    sharp_sbuf_append(b, buf, 8);
+}
+
+static void be64(uint64_t v, unsigned char *out)
+{
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+/* KeyValue {key = 1, value = 2: AnyValue {string_value = 1}} */
+static void pb_string_kv(sharp_sbuf_t *b, uint32_t field, const char *k, const char *v)
+{
+    sharp_sbuf_t any = {0}, kv = {0};
+    pb_bytes(&any, 1, v, strlen(v));
+    pb_bytes(&kv, 1, k, strlen(k));
+    pb_bytes(&kv, 2, any.data, any.len);
+    pb_bytes(b, field, kv.data, kv.len);
+    sharp_sbuf_free(&any);
+    sharp_sbuf_free(&kv);
+}
+
+void sharp_span_otlp(const sharp_span_t *sp, uint64_t end_unix_ns, sharp_sbuf_t *out)
+{
+    unsigned char id[16];
+    be64(sp->trace_hi, id);
+    be64(sp->trace_lo, id + 8);
+    pb_bytes(out, 1, id, 16); /* trace_id */
+    be64(sp->id, id);
+    pb_bytes(out, 2, id, 8); /* span_id */
+    if (sp->tracestate) pb_bytes(out, 3, sp->tracestate, strlen(sp->tracestate));
+    if (sp->has_parent) {
+        be64(sp->parent_id, id);
+        pb_bytes(out, 4, id, 8); /* parent_span_id */
+    }
+    pb_bytes(out, 5, sp->name, strlen(sp->name));
+    pb_varint(out, 6 << 3);
+    pb_varint(out, sp->server ? 2 : 3); /* kind: SPAN_KIND_SERVER, SPAN_KIND_CLIENT */
+    pb_fixed64(out, 7, sp->start_wall_us * 1000);
+    pb_fixed64(out, 8, end_unix_ns);
+    for (uint32_t i = 0; i < sp->nattrs; i++) pb_string_kv(out, 9, sp->akeys[i], sp->avals[i]);
+    if (sp->status_error) {
+        /* status = 15: Status {code = 3: STATUS_CODE_ERROR (2)} */
+        const char st[] = {3 << 3, 2};
+        pb_bytes(out, 15, st, sizeof st);
+    }
+}
+
+void sharp_otlp_frame_span(sharp_sbuf_t *out, const char *span, size_t len)
+{
+    pb_bytes(out, 2, span, len);
+}
+
+void sharp_otlp_request(const char *service_name, const char *spans, size_t spans_len, sharp_sbuf_t *out)
+{
+    sharp_sbuf_t res = {0}, scope = {0}, ss = {0}, rs = {0};
+    pb_string_kv(&res, 1, "service.name", service_name); /* Resource.attributes */
+    pb_bytes(&scope, 1, "envoy", 5);                     /* InstrumentationScope.name */
+    pb_bytes(&ss, 1, scope.data, scope.len);             /* ScopeSpans.scope */
+    sharp_sbuf_append(&ss, spans, spans_len);            /* ScopeSpans.spans */
+    pb_bytes(&rs, 1, res.data, res.len);                 /* ResourceSpans.resource */
+    pb_bytes(&rs, 2, ss.data, ss.len);                   /* ResourceSpans.scope_spans */
+    pb_bytes(out, 1, rs.data, rs.len);                   /* ExportTraceServiceRequest.resource_spans */
+    sharp_sbuf_free(&res);
+    sharp_sbuf_free(&scope);
+    sharp_sbuf_free(&ss);
+    sharp_sbuf_free(&rs);
 }

@@ -1,5 +1,7 @@
 /* tracing.h: Envoy's HTTP tracing in the connection manager, with the Zipkin
- * tracer (envoy.tracers.zipkin) as its only provider.
+ * tracer (envoy.tracers.zipkin) and the OpenTelemetry tracer
+ * (envoy.tracers.opentelemetry: W3C trace context, OTLP spans exported by
+ * the worker's exporters, otel.h) as its providers.
  *
  * The sampling decision is Envoy's (ConnectionManagerUtility::
  * mutateTracingRequestHeader): the trace reason travels in the
@@ -48,6 +50,26 @@ typedef struct sharp_zipkin_config {
     } st;
 } sharp_zipkin_config_t;
 
+/* OpenTelemetryConfig, translated: spans as OTLP, exported by POSTing a
+ * protobuf ExportTraceServiceRequest (http_service) or by the unary gRPC
+ * call TraceService/Export (grpc_service) to the collector cluster. Its
+ * stats are the process-wide tracing.opentelemetry.* counters. */
+typedef struct sharp_otel_config {
+    bool grpc;         /* grpc_service, else http_service */
+    char *cluster;     /* envoy_grpc.cluster_name or http_uri.cluster */
+    char *path;        /* the Export method or the uri's path */
+    char *authority;   /* envoy_grpc.authority (default the cluster) or the uri's host */
+    uint64_t timeout_ms; /* grpc_service.timeout or http_uri.timeout; 0: none */
+    char *service_name;  /* default "unknown_service:envoy" */
+    /* request_headers_to_add (http) or initial_metadata (grpc): set on
+     * every export, replacing a header of the same name */
+    char **hdr_names, **hdr_values;
+    uint32_t nhdrs;
+    struct {
+        sharp_stat_id_t spans_sent, timer_flushed, http_reports_sent, http_reports_success, http_reports_failed;
+    } st;
+} sharp_otel_config_t;
+
 /* HttpConnectionManager.tracing, translated. */
 typedef struct sharp_tracing_config {
     bool egress;               /* the listener's traffic_direction is OUTBOUND: CLIENT spans, "egress" */
@@ -57,6 +79,7 @@ typedef struct sharp_tracing_config {
     uint32_t max_path_tag_length; /* default 256 */
     sharp_custom_tags_t custom_tags; /* a route's tags of the same name win */
     sharp_zipkin_config_t *zipkin; /* NULL: no provider, decisions only (Envoy's null tracer) */
+    sharp_otel_config_t *otel;     /* the OpenTelemetry provider (exclusive with zipkin) */
     const char *node_id, *zone, *service_name; /* node.id, node.locality.zone, node.cluster (owned) */
     /* http.<stat_prefix>.tracing.* */
     struct {
@@ -66,6 +89,7 @@ typedef struct sharp_tracing_config {
 
 void sharp_tracing_config_free(sharp_tracing_config_t *tc);
 void sharp_zipkin_config_free(sharp_zipkin_config_t *zc);
+void sharp_otel_config_free(sharp_otel_config_t *oc);
 
 /* ---- x-request-id (Envoy's UUIDRequestIDExtension) ---- */
 
@@ -107,6 +131,21 @@ int sharp_b3_sampled(const sharp_headers_t *h);
  * wins when present. */
 int sharp_b3_extract(const sharp_headers_t *h, bool sampled, sharp_b3_context_t *out, const char **why);
 
+/* ---- W3C trace context (Envoy's OpenTelemetry SpanContextExtractor) ---- */
+
+typedef struct {
+    uint64_t trace_hi, trace_lo, parent_id;
+    bool sampled; /* the trace flags' bit 0 */
+} sharp_w3c_context_t;
+
+/* A traceparent value: 0 parsed, -1 malformed (*why says how), as Envoy
+ * checks it: 55 bytes, four '-' separated parts of 2, 32, 16 and 2 hex
+ * digits, a trace id and a parent id not all zeros. The version is not
+ * checked further. */
+int sharp_traceparent_parse(const char *v, size_t len, sharp_w3c_context_t *out, const char **why);
+/* "00-<32 hex trace id>-<16 hex span id>-<01|00>" into out (56 bytes). */
+void sharp_traceparent_format(uint64_t trace_hi, uint64_t trace_lo, uint64_t span_id, bool sampled, char out[56]);
+
 /* ---- spans ---- */
 
 typedef struct sharp_span {
@@ -125,6 +164,14 @@ typedef struct sharp_span {
         uint32_t off, klen, len; /* klen: the quoted key's length */
     } *tag_refs;
     uint32_t ntags, cap_tags;
+    /* an OpenTelemetry span: its attributes as they are (a later value of
+     * a key replaces the earlier one, as Envoy's Span::setTag), its
+     * tracestate, its status (ERROR from http.status_code) */
+    bool otel;
+    bool status_error;
+    char *tracestate;
+    char **akeys, **avals;
+    uint32_t nattrs, cap_attrs;
 } sharp_span_t;
 
 /* A new span for a request with context ctx (NULL: a root span), as
@@ -132,6 +179,26 @@ typedef struct sharp_span {
 void sharp_span_start(sharp_span_t *sp, const sharp_tracing_config_t *tc, const sharp_b3_context_t *ctx,
                       bool sampled, const char *name, size_t name_len, uint64_t start_wall_us, uint64_t start_ns,
                       uint64_t (*random)(void *), void *rarg);
+/* An OpenTelemetry span as Envoy's OpenTelemetry Tracer::startSpan: named
+ * name, kind SERVER (ingress) or CLIENT (egress); without ctx a new trace
+ * (128-bit id) sampled as `sampled`, else a child of the caller's span
+ * (ctx->parent_id) in its trace, sampled as its flags say, keeping
+ * tracestate (NULL: none). */
+void sharp_span_start_otel(sharp_span_t *sp, bool egress, const sharp_w3c_context_t *ctx, const char *tracestate,
+                           size_t ts_len, bool sampled, const char *name, size_t name_len, uint64_t start_wall_us,
+                           uint64_t start_ns, uint64_t (*random)(void *), void *rarg);
+/* Sets traceparent and, when the span has one, tracestate (Envoy's
+ * OpenTelemetry Span::injectContext). */
+void sharp_span_inject_w3c(const sharp_span_t *sp, sharp_headers_t *h);
+/* The OTLP Span message (opentelemetry.proto.trace.v1.Span, encoded,
+ * without its own tag) of an OpenTelemetry span ending at end_unix_ns. */
+void sharp_span_otlp(const sharp_span_t *sp, uint64_t end_unix_ns, sharp_sbuf_t *out);
+/* An ExportTraceServiceRequest of one ResourceSpans (resource attribute
+ * service.name, scope "envoy") holding `spans`: Span messages each
+ * already framed as field 2 of ScopeSpans (sharp_otlp_frame_span). */
+void sharp_otlp_request(const char *service_name, const char *spans, size_t spans_len, sharp_sbuf_t *out);
+/* Appends span (an encoded Span) as ScopeSpans.spans (field 2). */
+void sharp_otlp_frame_span(sharp_sbuf_t *out, const char *span, size_t len);
 void sharp_span_set_name(sharp_span_t *sp, const char *name, size_t len);
 /* Envoy's Span::setTag: a tag with an empty name or value is not kept. */
 void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen);

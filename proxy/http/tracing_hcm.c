@@ -4,6 +4,7 @@
 #include "http/conn_internal.h"
 #include "http/stream.h"
 #include "http/tracing.h"
+#include "http/otel.h"
 #include "http/zipkin.h"
 #include "log.h"
 #include "upstream/shadow.h"
@@ -81,6 +82,30 @@ void sharp_tracing_begin(sharp_stream_t *s)
             sharp_span_tag_cstr(s->span, "node_id", tc->node_id);
             sharp_span_tag_cstr(s->span, "zone", tc->zone);
         }
+    } else if (tc->otel) {
+        /* Envoy's OpenTelemetry Driver::startSpan: a traceparent that does
+         * not parse gives no span (a NullSpan); without one, a new trace
+         * sampled as decided */
+        sharp_str_t tp, ts = {"", 0};
+        bool have_tp = sharp_headers_get_cstr(h, "traceparent", &tp);
+        sharp_w3c_context_t ctx;
+        const char *why = "";
+        if (have_tp && sharp_traceparent_parse(tp.p, tp.len, &ctx, &why) < 0) {
+            sharp_debug(http, "[C%llu][S%llu] no span: %s", s->conn_id, s->id, why);
+        } else {
+            if (have_tp) sharp_headers_get_cstr(h, "tracestate", &ts);
+            /* the operation name: "ingress", or "egress <host>" */
+            sharp_str_t host = {"", 0};
+            sharp_headers_get_cstr(h, ":authority", &host);
+            char name[300];
+            int n = tc->egress ? snprintf(name, sizeof name, "egress %.*s", (int)(host.len < 280 ? host.len : 280), host.p)
+                               : snprintf(name, sizeof name, "ingress");
+            s->span = sharp_calloc(1, sizeof *s->span);
+            sharp_span_start_otel(s->span, tc->egress, have_tp ? &ctx : NULL, ts.p, ts.len, traced, name, (size_t)n,
+                                  s->info.start_wall_us, s->info.start_ns, stream_random, w);
+            sharp_span_tag_cstr(s->span, "node_id", tc->node_id);
+            sharp_span_tag_cstr(s->span, "zone", tc->zone);
+        }
     }
     /* the route's decorator names the span */
     if (s->route && s->route->decorator_operation && s->route->decorator_operation[0]) {
@@ -100,7 +125,10 @@ void sharp_tracing_begin(sharp_stream_t *s)
         }
         sharp_headers_remove_cstr(h, "x-envoy-decorator-operation");
     }
-    if (s->span) sharp_span_inject(s->span, h);
+    if (s->span) {
+        if (s->span->otel) sharp_span_inject_w3c(s->span, h);
+        else sharp_span_inject(s->span, h);
+    }
 }
 
 void sharp_tracing_response_headers(sharp_stream_t *s, sharp_headers_t *h)
@@ -260,6 +288,10 @@ void sharp_tracing_finish(sharp_stream_t *s)
         sharp_span_json(sp, sharp_wall_us(), now > sp->start_ns ? (now - sp->start_ns) / 1000 : 0, sharp_local_address(),
                         tc->service_name, tc->zipkin->shared_span_context, &json);
         sharp_zipkin_report(sharp_stream_worker(s), tc->zipkin, &json);
+    } else if (tc->otel) {
+        sharp_sbuf_t span = {0};
+        sharp_span_otlp(sp, sharp_wall_us() * 1000, &span);
+        sharp_otel_report(sharp_stream_worker(s), tc->otel, &span);
     }
 out:
     sharp_span_free(sp);

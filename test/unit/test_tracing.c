@@ -1,6 +1,8 @@
 /* test_tracing.c: Envoy's tracing decision in x-request-id, B3 context
  * extraction (multi-header and single b3, malformed values), Zipkin spans,
- * B3 injection and the Zipkin v2 JSON of a span (escaping). */
+ * B3 injection and the Zipkin v2 JSON of a span (escaping); W3C
+ * traceparent parsing (malformed values) and formatting, OpenTelemetry
+ * spans, their attributes and status, and their OTLP encoding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +11,7 @@
 #include <cmocka.h>
 
 #include "http/tracing.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
 static sharp_headers_t H;
 
@@ -324,6 +327,227 @@ static void span_json(void **state)
     sharp_span_free(&sp);
 }
 
+/* ---- W3C trace context and OpenTelemetry spans ---- */
+
+static int tp(const char *v, sharp_w3c_context_t *c, const char **why)
+{
+    return sharp_traceparent_parse(v, strlen(v), c, why);
+}
+
+static void traceparent_parse(void **state)
+{
+    (void)state;
+    sharp_w3c_context_t c;
+    const char *why = "";
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &c, &why), 0);
+    assert_true(c.trace_hi == 0x0af7651916cd43ddULL && c.trace_lo == 0x8448eb211c80319cULL);
+    assert_true(c.parent_id == 0xb7ad6b7169203331ULL);
+    assert_true(c.sampled);
+    /* flags: bit 0 only; upper case hex and another version are accepted, as Envoy */
+    assert_int_equal(tp("00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-02", &c, &why), 0);
+    assert_false(c.sampled);
+    assert_int_equal(tp("cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03", &c, &why), 0);
+    assert_true(c.sampled);
+    /* malformed */
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0", &c, &why), -1);
+    assert_string_equal(why, "invalid traceparent header length");
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-011", &c, &why), -1);
+    assert_int_equal(tp("", &c, &why), -1);
+    assert_int_equal(tp("00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &c, &why), -1);
+    assert_string_equal(why, "invalid traceparent hyphenation");
+    assert_int_equal(tp("000-af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &c, &why), -1);
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01", &c, &why), -1);
+    assert_string_equal(why, "invalid traceparent header hex");
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333x-01", &c, &why), -1);
+    assert_int_equal(tp("0x-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &c, &why), -1);
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz", &c, &why), -1);
+    assert_int_equal(tp("00-00000000000000000000000000000000-b7ad6b7169203331-01", &c, &why), -1);
+    assert_string_equal(why, "invalid trace id");
+    assert_int_equal(tp("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", &c, &why), -1);
+    assert_string_equal(why, "invalid parent id");
+}
+
+static void traceparent_format(void **state)
+{
+    (void)state;
+    char out[56];
+    sharp_traceparent_format(0x0af7651916cd43ddULL, 0x8448eb211c80319cULL, 1, true, out);
+    assert_string_equal(out, "00-0af7651916cd43dd8448eb211c80319c-0000000000000001-01");
+    sharp_traceparent_format(0, 2, 0xffffffffffffffffULL, false, out);
+    assert_string_equal(out, "00-00000000000000000000000000000002-ffffffffffffffff-00");
+    sharp_w3c_context_t c;
+    assert_int_equal(sharp_traceparent_parse(out, 55, &c, NULL), 0);
+    assert_true(c.trace_lo == 2 && c.parent_id == 0xffffffffffffffffULL && !c.sampled);
+}
+
+static void otel_span(void **state)
+{
+    (void)state;
+    uint64_t n = 0;
+    sharp_span_t sp;
+    /* a new trace: random 128-bit trace id and span id, no parent */
+    sharp_span_start_otel(&sp, false, NULL, NULL, 0, true, "ingress", 7, 1, 0, counter, &n);
+    assert_true(sp.otel && sp.server && sp.sampled && !sp.has_parent);
+    assert_true(sp.trace_hi == 1 && sp.trace_lo == 2 && sp.id == 3);
+    sharp_span_inject_w3c(&sp, HDRS("x", "y"));
+    sharp_str_t v;
+    assert_true(sharp_headers_get_cstr(&H, "traceparent", &v));
+    assert_int_equal(v.len, 55);
+    assert_memory_equal(v.p, "00-00000000000000010000000000000002-0000000000000003-01", 55);
+    assert_false(sharp_headers_get_cstr(&H, "tracestate", &v));
+    /* attributes: empty values kept, a key set again replaced; 4xx is no
+     * error on a SERVER span, 5xx is */
+    sharp_span_tag_cstr(&sp, "a", "1");
+    sharp_span_tag(&sp, "empty", "", 0);
+    sharp_span_tag(&sp, "", "x", 1);
+    sharp_span_tag_cstr(&sp, "a", "2");
+    assert_int_equal(sp.nattrs, 2);
+    assert_string_equal(sp.avals[0], "2");
+    assert_true(sharp_span_has_tag(&sp, "empty"));
+    sharp_span_tag_cstr(&sp, "http.status_code", "404");
+    assert_false(sp.status_error);
+    sharp_span_tag_cstr(&sp, "http.status_code", "503");
+    assert_true(sp.status_error);
+    sharp_span_tag_cstr(&sp, "http.status_code", "5x3");
+    assert_true(sp.status_error);
+    /* grpc.status_code sets the status either way (SERVER: 5 is no error) */
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "5");
+    assert_false(sp.status_error);
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "14");
+    assert_true(sp.status_error);
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "x");
+    assert_false(sp.status_error);
+    sharp_span_free(&sp);
+    /* a child of the caller's span: its trace, its flags, its tracestate */
+    sharp_w3c_context_t c = {.trace_hi = 7, .trace_lo = 8, .parent_id = 9, .sampled = false};
+    sharp_span_start_otel(&sp, true, &c, "k=v", 3, true, "egress h", 8, 1, 0, counter, &n);
+    assert_true(!sp.server && !sp.sampled && sp.has_parent && sp.parent_id == 9 && sp.trace_lo == 8 && sp.id == 4);
+    sharp_span_tag_cstr(&sp, "http.status_code", "404");
+    assert_true(sp.status_error); /* a CLIENT span: 4xx is an error */
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "0");
+    assert_false(sp.status_error);
+    sharp_span_tag_cstr(&sp, "grpc.status_code", "5");
+    assert_true(sp.status_error); /* a CLIENT span: any status but OK */
+    sharp_span_inject_w3c(&sp, HDRS("traceparent", "old"));
+    assert_true(sharp_headers_get_cstr(&H, "traceparent", &v));
+    assert_memory_equal(v.p, "00-00000000000000070000000000000008-0000000000000004-00", 55);
+    assert_true(sharp_headers_get_cstr(&H, "tracestate", &v));
+    assert_int_equal(v.len, 3);
+    sharp_span_free(&sp);
+}
+
+static void otlp_encoding(void **state)
+{
+    (void)state;
+    uint64_t n = 0;
+    sharp_span_t sp;
+    sharp_w3c_context_t c = {.trace_hi = 0x0102030405060708ULL, .trace_lo = 0x090a0b0c0d0e0f10ULL, .parent_id = 0x2a,
+                             .sampled = true};
+    sharp_span_start_otel(&sp, true, &c, "s", 1, true, "op", 2, 1, 0, counter, &n);
+    sharp_span_tag_cstr(&sp, "k", "v");
+    sharp_span_tag_cstr(&sp, "http.status_code", "500");
+    sharp_sbuf_t b = {0};
+    sharp_span_otlp(&sp, 0x100, &b);
+    static const unsigned char want[] = {
+        0x0a, 16, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, /* trace_id */
+        0x12, 8, 0, 0, 0, 0, 0, 0, 0, 1,                                 /* span_id */
+        0x1a, 1, 's',                                                    /* trace_state */
+        0x22, 8, 0, 0, 0, 0, 0, 0, 0, 0x2a,                              /* parent_span_id */
+        0x2a, 2, 'o', 'p',                                               /* name */
+        0x30, 3,                                                         /* kind CLIENT */
+        0x39, 0xe8, 3, 0, 0, 0, 0, 0, 0,                                 /* start: 1 us */
+        0x41, 0, 1, 0, 0, 0, 0, 0, 0,                                    /* end */
+        0x4a, 8, 0x0a, 1, 'k', 0x12, 3, 0x0a, 1, 'v',                    /* attributes */
+        0x4a, 25, 0x0a, 16, 'h', 't', 't', 'p', '.', 's', 't', 'a', 't', 'u', 's', '_', 'c', 'o', 'd', 'e', 0x12,
+        5, 0x0a, 3, '5', '0', '0',
+        0x7a, 2, 0x18, 2, /* status: STATUS_CODE_ERROR */
+    };
+    assert_int_equal(b.len, sizeof want);
+    assert_memory_equal(b.data, want, sizeof want);
+    /* the request around it */
+    sharp_sbuf_t spans = {0}, req = {0};
+    sharp_otlp_frame_span(&spans, "", 0);
+    sharp_otlp_request("svc", spans.data, spans.len, &req);
+    static const unsigned char want_req[] = {
+        0x0a, 38,                   /* resource_spans */
+        0x0a, 23, 0x0a, 21,         /* resource { attributes */
+        0x0a, 12, 's', 'e', 'r', 'v', 'i', 'c', 'e', '.', 'n', 'a', 'm', 'e', 0x12, 5, 0x0a, 3, 's', 'v', 'c',
+        0x12, 11,                   /* scope_spans */
+        0x0a, 7, 0x0a, 5, 'e', 'n', 'v', 'o', 'y', /* scope { name } */
+        0x12, 0,                    /* one (empty) span */
+    };
+    assert_int_equal(req.len, sizeof want_req);
+    assert_memory_equal(req.data, want_req, sizeof want_req);
+    sharp_sbuf_free(&spans);
+    sharp_sbuf_free(&req);
+    sharp_sbuf_free(&b);
+    sharp_span_free(&sp);
+}
+
+/* The hand encoding read back by protobuf-c's code generated from OTLP's
+ * protos. */
+static void otlp_decodes(void **state)
+{
+    (void)state;
+    uint64_t n = 100;
+    sharp_span_t a, b;
+    sharp_w3c_context_t c = {.trace_hi = 5, .trace_lo = 6, .parent_id = 7, .sampled = true};
+    sharp_span_start_otel(&a, false, &c, "x=y", 3, true, "ingress", 7, 1000, 0, counter, &n);
+    sharp_span_tag_cstr(&a, "http.method", "GET");
+    sharp_span_tag_cstr(&a, "http.status_code", "502");
+    sharp_span_start_otel(&b, true, NULL, NULL, 0, true, "egress h", 8, 2000, 0, counter, &n);
+    sharp_sbuf_t sa = {0}, sb = {0}, spans = {0}, req = {0};
+    sharp_span_otlp(&a, 5000000, &sa);
+    sharp_span_otlp(&b, 6000000, &sb);
+    sharp_otlp_frame_span(&spans, sa.data, sa.len);
+    sharp_otlp_frame_span(&spans, sb.data, sb.len);
+    sharp_otlp_request("svc", spans.data, spans.len, &req);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *r =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, req.len,
+                                                                                          (const uint8_t *)req.data);
+    assert_non_null(r);
+    assert_int_equal(r->n_resource_spans, 1);
+    const Opentelemetry__Proto__Trace__V1__ResourceSpans *rs = r->resource_spans[0];
+    assert_int_equal(rs->resource->n_attributes, 1);
+    assert_string_equal(rs->resource->attributes[0]->key, "service.name");
+    assert_string_equal(rs->resource->attributes[0]->value->string_value, "svc");
+    assert_int_equal(rs->n_scope_spans, 1);
+    assert_string_equal(rs->scope_spans[0]->scope->name, "envoy");
+    assert_int_equal(rs->scope_spans[0]->n_spans, 2);
+    const Opentelemetry__Proto__Trace__V1__Span *x = rs->scope_spans[0]->spans[0];
+    static const uint8_t tid[16] = {0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6};
+    static const uint8_t pid[8] = {0, 0, 0, 0, 0, 0, 0, 7}, sid[8] = {0, 0, 0, 0, 0, 0, 0, 101};
+    assert_int_equal(x->trace_id.len, 16);
+    assert_memory_equal(x->trace_id.data, tid, 16);
+    assert_int_equal(x->parent_span_id.len, 8);
+    assert_memory_equal(x->parent_span_id.data, pid, 8);
+    assert_memory_equal(x->span_id.data, sid, 8);
+    assert_string_equal(x->trace_state, "x=y");
+    assert_string_equal(x->name, "ingress");
+    assert_int_equal(x->kind, OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_SERVER);
+    assert_int_equal(x->start_time_unix_nano, 1000000);
+    assert_int_equal(x->end_time_unix_nano, 5000000);
+    assert_int_equal(x->n_attributes, 2);
+    assert_string_equal(x->attributes[1]->key, "http.status_code");
+    assert_string_equal(x->attributes[1]->value->string_value, "502");
+    assert_non_null(x->status);
+    assert_int_equal(x->status->code, OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR);
+    const Opentelemetry__Proto__Trace__V1__Span *y = rs->scope_spans[0]->spans[1];
+    assert_int_equal(y->kind, OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT);
+    assert_int_equal(y->parent_span_id.len, 0);
+    assert_int_equal(y->trace_id.len, 16);
+    assert_string_equal(y->name, "egress h");
+    assert_string_equal(y->trace_state, "");
+    assert_null(y->status);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(r, NULL);
+    sharp_sbuf_free(&sa);
+    sharp_sbuf_free(&sb);
+    sharp_sbuf_free(&spans);
+    sharp_sbuf_free(&req);
+    sharp_span_free(&a);
+    sharp_span_free(&b);
+}
+
 int main(void)
 {
     sharp_headers_init(&H);
@@ -331,6 +555,8 @@ int main(void)
         cmocka_unit_test(request_id_reason), cmocka_unit_test(decision), cmocka_unit_test(b3_sampled),
         cmocka_unit_test(b3_multi),          cmocka_unit_test(b3_single), cmocka_unit_test(span_kinds),
         cmocka_unit_test(json_escaping),     cmocka_unit_test(span_json),
+        cmocka_unit_test(traceparent_parse), cmocka_unit_test(traceparent_format), cmocka_unit_test(otel_span),
+        cmocka_unit_test(otlp_encoding),     cmocka_unit_test(otlp_decodes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     sharp_headers_free(&H);
