@@ -948,8 +948,8 @@ static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__Fil
 /* TcpProxy.TunnelingConfig, with Envoy's checks (TunnelingConfigHelper):
  * the hostname is a substitution format string, post_path needs use_post
  * and defaults to "/". */
-static int build_tcp_tunnel(build_ctx_t *b, const Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__TunnelingConfig *pb,
-                            const char *path, sharp_tcp_proxy_config_t *t)
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__TunnelingConfig tunnel_pb_t;
+static int build_tcp_tunnel(build_ctx_t *b, const tunnel_pb_t *pb, const char *path, sharp_tcp_proxy_config_t *t)
 {
     char p[1024], err[1024] = "";
     snprintf(p, sizeof p, "%s.tunneling_config", path);
@@ -957,7 +957,8 @@ static int build_tcp_tunnel(build_ctx_t *b, const Envoy__Extensions__Filters__Ne
     t->tunnel = tn;
     tn->hostname = sharp_strdup(pb->hostname);
     tn->use_post = pb->use_post;
-    if (pb->post_path[0] && !pb->use_post) return fail(b, p, "post_path: Can't set a post path when POST method isn't used");
+    if (pb->post_path[0] && !pb->use_post)
+        return fail(b, p, "post_path: Can't set a post path when POST method isn't used");
     tn->post_path = sharp_strdup(pb->post_path[0] ? pb->post_path : "/");
     if (strchr(pb->hostname, '%')) {
         tn->host_fmt = sharp_access_log_format_compile(pb->hostname, err, sizeof err);

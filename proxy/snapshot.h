@@ -53,11 +53,12 @@ typedef struct sharp_tcp_proxy_config {
 
 /* TcpProxy.TunnelingConfig (http/tcp_proxy.c). */
 typedef struct sharp_tcp_tunnel_config {
-    char *hostname;                        /* the CONNECT authority, or POST's :authority */
-    struct sharp_access_log_format *host_fmt; /* the hostname's %...% operators, NULL when literal */
+    char *hostname; /* the CONNECT authority, or POST's :authority */
+    /* the hostname's %...% operators, NULL when it is literal */
+    struct sharp_access_log_format *host_fmt;
     bool use_post;
-    char *post_path;                       /* use_post's :path, default "/" */
-    sharp_header_ops_t headers;            /* headers_to_add (with %...% values) */
+    char *post_path;            /* use_post's :path, default "/" */
+    sharp_header_ops_t headers; /* headers_to_add (with %...% values) */
 } sharp_tcp_tunnel_config_t;
 
 typedef struct sharp_hcm_stats {

@@ -47,7 +47,7 @@ struct sharp_tcp_session {
     sharp_pool_t *pool;             /* this connection's own, for the current host */
     sharp_upstream_request_t req;
     sharp_upstream_cx_t *cx;        /* the upstream connection, once connected */
-    sharp_upstream_cx_t *tunnel_cx; /* tunneling_config: the CONNECT (or POST) stream awaiting its answer */
+    sharp_upstream_cx_t *tunnel_cx; /* tunneling_config: the stream awaiting its answer */
     sharp_host_t *host;             /* the host of the current attempt (its pool keeps it) */
     uint32_t host_drain_gen;        /* its drain_gen then */
     sharp_host_t *failed_host;      /* the host of the last failed attempt */
@@ -261,7 +261,8 @@ static void up_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     sharp_str_t st = {0};
     unsigned status = 0;
     if (sharp_headers_get_cstr(h, ":status", &st))
-        for (size_t i = 0; i < st.len && st.p[i] >= '0' && st.p[i] <= '9'; i++) status = status * 10 + (unsigned)(st.p[i] - '0');
+        for (size_t i = 0; i < st.len && i < 3 && st.p[i] >= '0' && st.p[i] <= '9'; i++)
+            status = status * 10 + (unsigned)(st.p[i] - '0');
     bool ok = t->cluster->http2 ? status == 200 : status >= 200 && status < 300;
     if (!ok) {
         char why[48];
