@@ -29,10 +29,11 @@ class TunnelServer:
     list; HTTP/2: the header list with pseudo-headers) and answered with
     `status`; after a 2xx (HTTP/2: 200) the tunnel's bytes are echoed, and
     the peer's end of them (FIN, END_STREAM) is answered with "got <n>" and
-    an end, when `count` is set."""
+    an end, when `count` is set. `greeting` goes right after the answer (on
+    HTTP/1.1 in the same segment as its head)."""
 
-    def __init__(self, h2=False, status=200, count=False):
-        self.h2, self.status, self.count = h2, status, count
+    def __init__(self, h2=False, status=200, count=False, greeting=b""):
+        self.h2, self.status, self.count, self.greeting = h2, status, count, greeting
         self.requests = []
         self.lock = threading.Lock()
         self.lsock = socket.socket()
@@ -76,7 +77,7 @@ class TunnelServer:
                 s.sendall(b"HTTP/1.1 %d Nope\r\ncontent-length: 0\r\n\r\n" % self.status)
                 s.recv(65536)  # until SHARP closes
                 return
-            s.sendall(b"HTTP/1.1 %d Connection established\r\n\r\n" % self.status)
+            s.sendall(b"HTTP/1.1 %d Connection established\r\n\r\n" % self.status + self.greeting)
             total = 0
             while True:
                 if rest:
@@ -120,7 +121,7 @@ class TunnelServer:
                             conn.send_headers(ev.stream_id, [(":status", str(self.status))], end_stream=True)
                         else:
                             conn.send_headers(ev.stream_id, [(":status", "200")])
-                            pending[ev.stream_id] = [bytearray(), False, False, 0]
+                            pending[ev.stream_id] = [bytearray(self.greeting), False, False, 0]
                     elif isinstance(ev, h2.events.DataReceived):
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                         st = pending.get(ev.stream_id)
@@ -341,6 +342,18 @@ def test_http2_downstream_close_resets_the_stream(procs, tunnels):
     wait_for(lambda: stat(p.admin, "cluster.backend.upstream_cx_active") == 0, 5 * SLOW, "upstream closed")
     # the next connection tunnels as well
     echo_roundtrip(p, 1)
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "http2"])
+def test_upstream_bytes_right_after_the_answer(procs, tunnels, h2):
+    """The server speaks first, its bytes right behind the answer: they
+    reach the client before anything was sent."""
+    srv = tunnel_server(tunnels, h2=h2, greeting=b"SSH-2.0-hello\r\n")
+    p = start_tunnel(procs, srv, "tunneling_config: { hostname: host.com:22 }\n")
+    with connect(p) as s:
+        assert recv_exact(s, 15) == b"SSH-2.0-hello\r\n"
+        s.sendall(b"ping")
+        assert recv_exact(s, 4) == b"ping"
 
 
 # ---- configuration ----------------------------------------------------------
