@@ -156,6 +156,9 @@ static void up_connected(sharp_tcp_session_t *t, sharp_upstream_cx_t *cx)
 {
     sharp_conn_t *c = t->c;
     t->cx = cx;
+    /* reading starts now, as Envoy's readDisable(false) on connect: not a
+     * flow control resume; the early bytes below may pause it again */
+    t->paused = false;
     const char *la = sharp_upstream_cx_local_address(cx);
     SHARP_COPY_CSTR(t->info.upstream_local_address, la ? la : "");
     t->info.upstream_tls = sharp_upstream_cx_tls(cx);

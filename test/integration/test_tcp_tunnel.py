@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -30,10 +31,13 @@ class TunnelServer:
     `status`; after a 2xx (HTTP/2: 200) the tunnel's bytes are echoed, and
     the peer's end of them (FIN, END_STREAM) is answered with "got <n>" and
     an end, when `count` is set. `greeting` goes right after the answer (on
-    HTTP/1.1 in the same segment as its head)."""
+    HTTP/1.1 in the same segment as its head). With `gate` (an Event) the
+    tunnel's bytes are not read until it is set; with `hold` the request is
+    not answered until that one is."""
 
-    def __init__(self, h2=False, status=200, count=False, greeting=b""):
-        self.h2, self.status, self.count, self.greeting = h2, status, count, greeting
+    def __init__(self, h2=False, status=200, count=False, greeting=b"", gate=None, hold=None):
+        self.h2, self.status, self.count, self.greeting, self.gate = h2, status, count, greeting, gate
+        self.hold = hold
         self.requests = []
         self.lock = threading.Lock()
         self.lsock = socket.socket()
@@ -73,11 +77,15 @@ class TunnelServer:
             hdrs = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
             with self.lock:
                 self.requests.append({"line": lines[0], "headers": hdrs})
+            if self.hold:
+                self.hold.wait(30 * SLOW)
             if not 200 <= self.status < 300:
                 s.sendall(b"HTTP/1.1 %d Nope\r\ncontent-length: 0\r\n\r\n" % self.status)
                 s.recv(65536)  # until SHARP closes
                 return
             s.sendall(b"HTTP/1.1 %d Connection established\r\n\r\n" % self.status + self.greeting)
+            if self.gate:
+                self.gate.wait(30 * SLOW)
             total = 0
             while True:
                 if rest:
@@ -117,6 +125,8 @@ class TunnelServer:
                     if isinstance(ev, h2.events.RequestReceived):
                         with self.lock:
                             self.requests.append({"headers": list(ev.headers)})
+                        if self.hold:
+                            self.hold.wait(30 * SLOW)
                         if self.status != 200:
                             conn.send_headers(ev.stream_id, [(":status", str(self.status))], end_stream=True)
                         else:
@@ -151,6 +161,8 @@ class TunnelServer:
                     except h2.exceptions.StreamClosedError:
                         pending.pop(sid, None)
                 s.sendall(conn.data_to_send())
+                if self.gate and pending:
+                    self.gate.wait(30 * SLOW)
         except (OSError, h2.exceptions.ProtocolError):
             pass
         finally:
@@ -354,6 +366,104 @@ def test_upstream_bytes_right_after_the_answer(procs, tunnels, h2):
         assert recv_exact(s, 15) == b"SSH-2.0-hello\r\n"
         s.sendall(b"ping")
         assert recv_exact(s, 4) == b"ping"
+
+
+LIMITS = "    per_connection_buffer_limit_bytes: 65536\n"
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "http2"])
+def test_slow_upstream_pauses_downstream_reading(procs, tunnels, h2):
+    """A tunnel server that reads nothing for a while: the client's bytes
+    stop being read (downstream_flow_control_paused_reading_total) and
+    SHARP's memory stays bounded; all of them arrive once it reads."""
+    total = 128 << 20
+    gate = threading.Event()
+    srv = tunnel_server(tunnels, h2=h2, count=True, gate=gate)
+    p = start(procs, cluster_yaml("backend", [srv.port], LIMITS + (H2_OPTIONS if h2 else "")),
+              tp_extra="tunneling_config: { hostname: host.com:443 }\n", listener_extra=LIMITS)
+    s = connect(p, timeout=60)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    sent = [0]
+
+    def writer():
+        buf = b"y" * (1 << 20)
+        try:
+            for _ in range(total // len(buf)):
+                s.sendall(buf)
+                sent[0] += len(buf)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_for(lambda: stat(p.admin, "tcp.tp.downstream_flow_control_paused_reading_total") >= 1, 10,
+             "downstream reading paused")
+    assert sent[0] < 64 << 20, sent[0]
+    assert stat(p.admin, "server.memory_allocated") < 64 << 20
+    gate.set()
+    t.join(60 * SLOW)
+    assert recv_all(s) == b"got %d" % total
+    s.close()
+    assert stat(p.admin, "tcp.tp.downstream_flow_control_resumed_reading_total") >= 1
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "http2"])
+def test_nothing_read_before_the_tunnel_opens(procs, tunnels, h2):
+    """Until the tunnel's answer comes SHARP reads nothing from the client
+    (Envoy reads nothing before its upstream is there): a client sending
+    128 MiB meanwhile gets only as far as the kernels' buffers; all of it
+    arrives once the tunnel opens."""
+    total = 128 << 20
+    hold = threading.Event()
+    srv = tunnel_server(tunnels, h2=h2, count=True, hold=hold)
+    p = start(procs, cluster_yaml("backend", [srv.port], LIMITS + (H2_OPTIONS if h2 else "")),
+              tp_extra="tunneling_config: { hostname: host.com:443 }\n", listener_extra=LIMITS)
+    s = connect(p, timeout=60)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    sent = [0]
+
+    def writer():
+        buf = b"y" * (1 << 20)
+        try:
+            for _ in range(total // len(buf)):
+                s.sendall(buf)
+                sent[0] += len(buf)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_for(lambda: srv.requests, 10, "the tunnel's request")
+    time.sleep(1.0)  # the writer's chance to get further than it may
+    assert sent[0] < 16 << 20, sent[0]
+    assert stat(p.admin, "tcp.tp.downstream_cx_rx_bytes_total") < 16 << 20
+    hold.set()
+    t.join(60 * SLOW)
+    assert recv_all(s) == b"got %d" % total
+    s.close()
+
+
+def test_http2_slow_reader_bounded_memory(procs, tunnels):
+    """A tunnel server that sends 96 MiB to a client that does not read:
+    SHARP stops reading the stream (its window stays closed), its memory
+    stays bounded, and the client then gets every byte."""
+    total = 96 << 20
+    srv = tunnel_server(tunnels, h2=True, greeting=b"z" * total)
+    p = start(procs, cluster_yaml("backend", [srv.port], LIMITS + H2_OPTIONS),
+              tp_extra="tunneling_config: { hostname: host.com:443 }\n", listener_extra=LIMITS)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(60 * SLOW)
+    s.connect(("127.0.0.1", p.listen))
+    with s:
+        wait_for(lambda: stat(p.admin, "cluster.backend.upstream_cx_rx_bytes_total") > 1 << 20, 10, "bytes came")
+        before = stat(p.admin, "cluster.backend.upstream_cx_rx_bytes_total")
+        wait_for(lambda: stat(p.admin, "server.memory_allocated") > 0, 5, "stats")
+        assert before < 32 << 20, before
+        assert stat(p.admin, "server.memory_allocated") < 64 << 20
+        assert recv_exact(s, total) == b"z" * total
 
 
 # ---- configuration ----------------------------------------------------------
