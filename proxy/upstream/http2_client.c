@@ -453,7 +453,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = avail < length ? avail : length;
-    memcpy(buf, s->body.data + s->body_off, n);
+    if (n) memcpy(buf, s->body.data + s->body_off, n); /* an empty end has no buffer */
     s->body_off += n;
     if (s->body_off == s->body.len) {
         s->body_off = 0;
