@@ -20,7 +20,13 @@
  * the other direction stays open; the connection closes once both sides
  * have ended, or when either side closes or resets (the other is closed
  * after its pending bytes). Each direction stops reading while the other
- * side's write queue is above its buffer limit. */
+ * side's write queue is above its buffer limit.
+ *
+ * With tunneling_config the pool speaks the cluster's HTTP protocol
+ * instead, and the bytes go over a CONNECT (or POST) stream of it, as
+ * Envoy's HttpUpstream: the session is connected once the answer is a 2xx
+ * (HTTP/2: 200); any other answer, or a reset before it, is a failed
+ * connect attempt. */
 #include "http/tcp_proxy.h"
 #include "http/access_log_emit.h"
 #include "http/access_log.h"
