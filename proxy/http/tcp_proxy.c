@@ -435,6 +435,17 @@ static void start(sharp_tcp_session_t *t)
     t->cluster = sharp_cluster_ref(cluster);
     t->info.upstream_cluster = cluster->stat_name;
     t->info.upstream_cluster_raw = cluster->name;
+    if (cfg->tunnel && cfg->tunnel->use_post && !cluster->http2) {
+        /* Envoy's HTTP/1.1 tunnelling POST (its codec's TCP tunnelling
+         * mode) is not implemented: refused, never sent chunked */
+        sharp_warn(connection,
+                   "[C%llu] TCP proxy: tunneling_config.use_post needs an HTTP/2 cluster "
+                   "('%s' is HTTP/1.1): closing",
+                   c->id, cluster->name);
+        t->info.response_flags |= SHARP_RF_UPSTREAM_CONNECTION_FAILURE;
+        sharp_conn_close(c);
+        return;
+    }
     connect_next(t);
 }
 

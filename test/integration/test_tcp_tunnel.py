@@ -324,6 +324,19 @@ def test_http2_post_default_path(procs, tunnels):
     assert dict(srv.requests[0]["headers"])[":path"] == "/"
 
 
+def test_http1_post_is_refused(procs, tunnels, tmp_path):
+    """use_post over an HTTP/1.1 cluster (Envoy's HTTP/1.1 tunnelling
+    POST) is not implemented: the connection closes, nothing is sent."""
+    srv = tunnel_server(tunnels)
+    log, path = access_log(tmp_path, "%RESPONSE_FLAGS%")
+    p = start_tunnel(procs, srv, "tunneling_config: { hostname: host.com:443, use_post: true }\n", log)
+    with connect(p) as s:
+        assert closed_by_proxy(s)
+    assert log_lines(path, 1)[0] == "UF"
+    assert "use_post needs an HTTP/2 cluster" in p.sharp.output()
+    assert srv.requests == []
+
+
 @pytest.mark.parametrize("use_post", [False, True], ids=["connect", "post"])
 def test_http2_bulk(procs, tunnels, use_post):
     srv = tunnel_server(tunnels, h2=True)
