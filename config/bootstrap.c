@@ -1047,6 +1047,36 @@ static int build_fc_match(build_ctx_t *b, const Envoy__Config__Listener__V3__Fil
     return 0;
 }
 
+/* TcpProxy.TunnelingConfig, with Envoy's checks (TunnelingConfigHelper):
+ * the hostname is a substitution format string, post_path needs use_post
+ * and defaults to "/". */
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__TunnelingConfig tunnel_pb_t;
+static int build_tcp_tunnel(build_ctx_t *b, const tunnel_pb_t *pb, const char *path, sharp_tcp_proxy_config_t *t)
+{
+    char p[1024], err[1024] = "";
+    snprintf(p, sizeof p, "%s.tunneling_config", path);
+    sharp_tcp_tunnel_config_t *tn = sharp_calloc(1, sizeof *tn);
+    t->tunnel = tn;
+    tn->hostname = sharp_strdup(pb->hostname);
+    tn->use_post = pb->use_post;
+    if (pb->post_path[0] && !pb->use_post)
+        return fail(b, p, "post_path: Can't set a post path when POST method isn't used");
+    tn->post_path = sharp_strdup(pb->post_path[0] ? pb->post_path : "/");
+    if (strchr(pb->hostname, '%')) {
+        tn->host_fmt = sharp_access_log_format_compile(pb->hostname, err, sizeof err);
+        if (!tn->host_fmt) return fail(b, p, "hostname: %s", err);
+    }
+    if (sharp_config_header_ops(p, "headers_to_add", pb->headers_to_add, pb->n_headers_to_add, NULL, NULL, 0,
+                                &tn->headers, err, sizeof err) < 0) {
+        /* the message is "<full field path>: <what>" */
+        char *colon = strstr(err, ": ");
+        if (!colon) return fail(b, p, "%s", err);
+        *colon = '\0';
+        return fail(b, err, "%s", colon + 2);
+    }
+    return 0;
+}
+
 /* The TCP proxy (Envoy's TcpProxy config): its settings, stats
  * (tcp.<stat_prefix>.*) and access logs, in the connection settings the
  * connection manager runs its connections with (snapshot.h). The support
@@ -1112,6 +1142,10 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
     h->st.rx_bytes_total = t->st.rx_bytes_total;
     h->st.tx_bytes_total = t->st.tx_bytes_total;
     if (build_access_logs(b, (ProtobufCMessage *const *)pb->access_log, pb->n_access_log, path, h) < 0) {
+        sharp_hcm_config_free(h);
+        return NULL;
+    }
+    if (pb->tunneling_config && build_tcp_tunnel(b, pb->tunneling_config, path, t) < 0) {
         sharp_hcm_config_free(h);
         return NULL;
     }

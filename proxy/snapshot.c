@@ -40,6 +40,14 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
         for (uint32_t i = 0; i < h->tcp_proxy->nclusters; i++) free(h->tcp_proxy->clusters[i].name);
         free(h->tcp_proxy->clusters);
         free(h->tcp_proxy->stat_prefix);
+        sharp_tcp_tunnel_config_t *tn = h->tcp_proxy->tunnel;
+        if (tn) {
+            free(tn->hostname);
+            free(tn->post_path);
+            if (tn->host_fmt) sharp_access_log_format_free(tn->host_fmt);
+            sharp_header_ops_free(&tn->headers);
+            free(tn);
+        }
         free(h->tcp_proxy);
     }
     free(h);

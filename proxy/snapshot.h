@@ -42,11 +42,24 @@ typedef struct sharp_tcp_proxy_config {
      * connects, and every log_interval_ms (0: none) */
     bool log_on_connected;
     uint64_t log_interval_ms;
+    /* tunneling_config: the bytes go over an HTTP CONNECT (or POST) stream
+     * of the cluster's protocol; NULL without it */
+    struct sharp_tcp_tunnel_config *tunnel;
     struct {
         sharp_stat_id_t cx_total, cx_no_route, tx_bytes_total, rx_bytes_total, paused_reading_total,
             resumed_reading_total, idle_timeout, max_duration;
     } st;
 } sharp_tcp_proxy_config_t;
+
+/* TcpProxy.TunnelingConfig (http/tcp_proxy.c). */
+typedef struct sharp_tcp_tunnel_config {
+    char *hostname; /* the CONNECT authority, or POST's :authority */
+    /* the hostname's %...% operators, NULL when it is literal */
+    struct sharp_access_log_format *host_fmt;
+    bool use_post;
+    char *post_path;            /* use_post's :path, default "/" */
+    sharp_header_ops_t headers; /* headers_to_add (with %...% values) */
+} sharp_tcp_tunnel_config_t;
 
 typedef struct sharp_hcm_stats {
     sharp_stat_id_t rq_total, rq_xx[6], rq_time, rq_active, cx_total, cx_active, cx_http1_total,

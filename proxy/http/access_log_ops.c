@@ -43,6 +43,16 @@ static bool put_addr(sharp_sbuf_t *out, const char *a, bool strip)
     return true;
 }
 
+/* The port of an IP address ("1.2.3.4:80", "[::1]:80"); none (missing)
+ * for a pipe, as Envoy's *_PORT operators. */
+static bool put_port(sharp_sbuf_t *out, const char *a)
+{
+    const char *colon = strrchr(a, ':'), *bracket = strrchr(a, ']');
+    if (!a[0] || a[0] == '/' || a[0] == '@' || !colon || (bracket && colon < bracket) || !colon[1]) return false;
+    put_cstr(out, colon + 1);
+    return true;
+}
+
 static bool put_opt(sharp_sbuf_t *out, const char *s)
 {
     if (!s || !s[0]) return false;
@@ -226,6 +236,10 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         return put_addr(out, si->downstream_local_address, false);
     case OP_DOWNSTREAM_LOCAL_NOPORT:
         return put_addr(out, si->downstream_local_address, true);
+    case OP_DOWNSTREAM_LOCAL_PORT:
+        return put_port(out, si->downstream_local_address);
+    case OP_DOWNSTREAM_REMOTE_PORT:
+        return put_port(out, si->downstream_remote_address);
     case OP_PROTOCOL:
         return put_opt(out, si->protocol);
     /* TLS: absent ("-") on a plaintext connection, as Envoy */

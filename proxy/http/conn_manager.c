@@ -682,7 +682,8 @@ static void inspect_run(sharp_conn_t *c, bool final)
      * inspector found (%REQUESTED_SERVER_NAME%, as Envoy) */
     if (sni[0] && chain->hcm->tcp_proxy && !chain->tls) c->inspected_sni = sharp_strdup(sni);
     if (!conn_begin(c, c->worker, l, chain)) return;
-    uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
+    /* a TCP proxy reads nothing before its upstream is there (read_stopped) */
+    if (!c->read_stopped) uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
     /* the bytes the inspectors read go first, as a read would give them */
     uint8_t *buf = c->inspect_buf;
     size_t n = c->inspect_len;
@@ -802,7 +803,8 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
         return;
     }
     if (!conn_begin(c, w, l, chain)) return;
-    uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
+    /* a TCP proxy reads nothing before its upstream is there (read_stopped) */
+    if (!c->read_stopped) uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_read);
 }
 
 static void on_drain_idle(uv_timer_t *t)

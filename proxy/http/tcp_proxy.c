@@ -20,10 +20,18 @@
  * the other direction stays open; the connection closes once both sides
  * have ended, or when either side closes or resets (the other is closed
  * after its pending bytes). Each direction stops reading while the other
- * side's write queue is above its buffer limit. */
+ * side's write queue is above its buffer limit.
+ *
+ * With tunneling_config the pool speaks the cluster's HTTP protocol
+ * instead, and the bytes go over a CONNECT (or POST) stream of it, as
+ * Envoy's HttpUpstream: the session is connected once the answer is a 2xx
+ * (HTTP/2: 200); any other answer, or a reset before it, is a failed
+ * connect attempt. */
 #include "http/tcp_proxy.h"
 #include "http/access_log_emit.h"
+#include "http/access_log.h"
 #include "http/conn_internal.h"
+#include "http/route.h"
 #include "http/stream_info.h"
 #include "log.h"
 #include "stats.h"
@@ -45,6 +53,7 @@ struct sharp_tcp_session {
     sharp_pool_t *pool;             /* this connection's own, for the current host */
     sharp_upstream_request_t req;
     sharp_upstream_cx_t *cx;        /* the upstream connection, once connected */
+    sharp_upstream_cx_t *tunnel_cx; /* tunneling_config: the stream awaiting its answer */
     sharp_host_t *host;             /* the host of the current attempt (its pool keeps it) */
     uint32_t host_drain_gen;        /* its drain_gen then */
     sharp_host_t *failed_host;      /* the host of the last failed attempt */
@@ -147,11 +156,15 @@ static void close_downstream_flushed(sharp_tcp_session_t *t)
 
 static void connect_next(sharp_tcp_session_t *t);
 
-static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
+/* The upstream is there: a TCP connection, or a tunnel the upstream
+ * accepted. */
+static void up_connected(sharp_tcp_session_t *t, sharp_upstream_cx_t *cx)
 {
-    sharp_tcp_session_t *t = ctx;
     sharp_conn_t *c = t->c;
     t->cx = cx;
+    /* reading starts now, as Envoy's readDisable(false) on connect: not a
+     * flow control resume; the early bytes below may pause it again */
+    t->paused = false;
     const char *la = sharp_upstream_cx_local_address(cx);
     SHARP_COPY_CSTR(t->info.upstream_local_address, la ? la : "");
     t->info.upstream_tls = sharp_upstream_cx_tls(cx);
@@ -175,6 +188,60 @@ static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
     update_reading(t);
 }
 
+/* tunneling_config: the request that opens the tunnel, as Envoy's
+ * HttpUpstream: CONNECT with the hostname as its authority (HTTP/1.1
+ * "CONNECT host:port", HTTP/2 :method and :authority only), or POST to
+ * post_path with :scheme; then headers_to_add. */
+static void send_tunnel_request(sharp_tcp_session_t *t, sharp_upstream_cx_t *cx)
+{
+    const sharp_tcp_tunnel_config_t *tn = t->cfg->tunnel;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":method", tn->use_post ? "POST" : "CONNECT");
+    if (tn->host_fmt) {
+        sharp_sbuf_t host = {0};
+        sharp_access_log_format_render(tn->host_fmt, &t->info, &host);
+        sharp_headers_add(&h, ":authority", 10, host.data ? host.data : "", host.len);
+        sharp_sbuf_free(&host);
+    } else {
+        sharp_headers_add_cstr(&h, ":authority", tn->hostname);
+    }
+    if (tn->use_post) {
+        sharp_headers_add_cstr(&h, ":path", tn->post_path);
+        if (t->cluster->http2) sharp_headers_add_cstr(&h, ":scheme", t->cluster->tls ? "https" : "http");
+    }
+    sharp_header_ops_apply_si(&tn->headers, &h, &t->info);
+    sharp_upstream_cx_send_headers(cx, &h, false);
+    sharp_headers_free(&h);
+}
+
+static void up_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail);
+
+static void up_ready(void *ctx, sharp_upstream_cx_t *cx)
+{
+    sharp_tcp_session_t *t = ctx;
+    if (!t->cfg->tunnel) {
+        up_connected(t, cx);
+        return;
+    }
+    sharp_debug(connection, "[C%llu] TCP proxy: opening a tunnel through %s (cluster '%s')", t->c->id,
+                t->info.upstream_host, t->cluster->name);
+    t->tunnel_cx = cx;
+    send_tunnel_request(t, cx);
+}
+
+/* The tunnel's request failed (an answer other than Envoy's valid one, or
+ * the stream reset before it): a connect failure, as Envoy's
+ * RemoteConnectionFailure. */
+static void tunnel_failed(sharp_tcp_session_t *t, const char *detail)
+{
+    sharp_debug(connection, "[C%llu] TCP proxy: tunnel through %s failed (%s)", t->c->id, t->info.upstream_host,
+                detail);
+    t->tunnel_cx = NULL;
+    sharp_pool_cancel(&t->req);
+    up_pool_failure(t, SHARP_POOL_FAIL_CONNECT, NULL);
+}
+
 static void up_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
 {
     sharp_tcp_session_t *t = ctx;
@@ -192,18 +259,37 @@ static void up_pool_failure(void *ctx, sharp_pool_failure_t why, const char *det
     sharp_conn_close(c);
 }
 
+static void up_data(void *ctx, const char *p, size_t n, bool end_stream);
+
+/* The answer to the tunnel's request: Envoy's isValidResponse, any 2xx on
+ * HTTP/1.1, 200 on HTTP/2. */
 static void up_headers(void *ctx, sharp_headers_t *h, bool end_stream)
 {
-    (void)ctx;
-    (void)h;
-    (void)end_stream;
+    sharp_tcp_session_t *t = ctx;
+    if (!t->tunnel_cx) return;
+    sharp_str_t st = {0};
+    unsigned status = 0;
+    if (sharp_headers_get_cstr(h, ":status", &st))
+        for (size_t i = 0; i < st.len && i < 3 && st.p[i] >= '0' && st.p[i] <= '9'; i++)
+            status = status * 10 + (unsigned)(st.p[i] - '0');
+    bool ok = t->cluster->http2 ? status == 200 : status >= 200 && status < 300;
+    if (!ok) {
+        char why[48];
+        snprintf(why, sizeof why, "response status %u", status);
+        tunnel_failed(t, why);
+        return;
+    }
+    sharp_upstream_cx_t *cx = t->tunnel_cx;
+    t->tunnel_cx = NULL;
+    up_connected(t, cx);
+    if (end_stream && !t->c->closing) up_data(t, NULL, 0, true);
 }
 
 static void up_data(void *ctx, const char *p, size_t n, bool end_stream)
 {
     sharp_tcp_session_t *t = ctx;
     sharp_conn_t *c = t->c;
-    if (c->closing) return;
+    if (c->closing || !t->cx) return;
     touch(t);
     if (n) {
         t->info.bytes_sent += n;
@@ -217,10 +303,12 @@ static void up_data(void *ctx, const char *p, size_t n, bool end_stream)
     }
 }
 
+/* Trailers end a tunnel's upstream direction, as Envoy's. */
 static void up_trailers(void *ctx, sharp_headers_t *tr)
 {
-    (void)ctx;
     (void)tr;
+    sharp_tcp_session_t *t = ctx;
+    if (t->cx && !t->up_eof) up_data(t, NULL, 0, true);
 }
 
 /* The upstream connection closed or was reset: the downstream is closed
@@ -228,8 +316,13 @@ static void up_trailers(void *ctx, sharp_headers_t *tr)
 static void up_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 {
     sharp_tcp_session_t *t = ctx;
-    sharp_debug(connection, "[C%llu] TCP proxy: upstream closed (%s)", t->c->id, detail ? detail : "-");
     (void)why;
+    if (t->tunnel_cx) {
+        t->tunnel_cx = NULL;
+        tunnel_failed(t, detail ? detail : "reset");
+        return;
+    }
+    sharp_debug(connection, "[C%llu] TCP proxy: upstream closed (%s)", t->c->id, detail ? detail : "-");
     t->cx = NULL;
     if (t->pool) {
         sharp_pool_destroy(t->pool);
@@ -298,7 +391,10 @@ static void connect_next(sharp_tcp_session_t *t)
     t->info.attempt_count = t->attempts;
     SHARP_COPY_CSTR(t->info.upstream_host, h->address);
     t->pool = sharp_pool_create(&c->worker->upstream_env, t->cluster, h, SHARP_PRIORITY_DEFAULT);
-    sharp_pool_use_tcp(t->pool);
+    /* a tunnel speaks the cluster's HTTP protocol: HTTP/2 when it has
+     * HTTP/2 options, HTTP/1.1 else (Envoy's cluster features) */
+    if (!t->cfg->tunnel) sharp_pool_use_tcp(t->pool);
+    else if (t->cluster->http2) sharp_pool_use_http2(t->pool);
     if (!sharp_pool_acquire(t->pool, &t->req, &up_callbacks, t)) {
         /* the pending-requests breaker is full */
         sharp_counter_inc(sh, t->cluster->st.rq_pending_overflow);
@@ -339,6 +435,17 @@ static void start(sharp_tcp_session_t *t)
     t->cluster = sharp_cluster_ref(cluster);
     t->info.upstream_cluster = cluster->stat_name;
     t->info.upstream_cluster_raw = cluster->name;
+    if (cfg->tunnel && cfg->tunnel->use_post && !cluster->http2) {
+        /* Envoy's HTTP/1.1 tunnelling POST (its codec's TCP tunnelling
+         * mode) is not implemented: refused, never sent chunked */
+        sharp_warn(connection,
+                   "[C%llu] TCP proxy: tunneling_config.use_post needs an HTTP/2 cluster "
+                   "('%s' is HTTP/1.1): closing",
+                   c->id, cluster->name);
+        t->info.response_flags |= SHARP_RF_UPSTREAM_CONNECTION_FAILURE;
+        sharp_conn_close(c);
+        return;
+    }
     connect_next(t);
 }
 
@@ -528,6 +635,7 @@ void sharp_tcp_proxy_end(sharp_conn_t *c)
         t->pool = NULL;
     }
     t->cx = NULL;
+    t->tunnel_cx = NULL;
     if (t->view) {
         sharp_view_unref(t->view);
         t->view = NULL;

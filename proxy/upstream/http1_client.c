@@ -33,6 +33,7 @@ typedef struct h1_cx {
      * never reused), the upstream answered 101, and its bytes now flow
      * unparsed both ways */
     bool upgrade_request;
+    bool connect_request; /* a CONNECT: a 2xx opens the tunnel (RFC 9110 section 9.3.6) */
     bool upgraded;
     bool tunnel;
     /* why the codec closes the connection: told to the bound request */
@@ -108,7 +109,7 @@ static sharp_upstream_cx_t *h1_new_stream(sharp_upstream_conn_t *c, sharp_upstre
     cx->bound = true;
     cx->request_complete = cx->response_started = cx->response_complete = false;
     cx->end_sent = cx->informational = cx->chunked_request = false;
-    cx->upgrade_request = cx->upgraded = cx->tunnel = false;
+    cx->upgrade_request = cx->connect_request = cx->upgraded = cx->tunnel = false;
     sharp_headers_clear(&cx->resp);
     llhttp_init(&cx->parser, HTTP_RESPONSE, &parser_settings);
     cx->parser.data = cx;
@@ -272,6 +273,13 @@ static void h1_send_headers(sharp_upstream_cx_t *s, const sharp_headers_t *h, bo
      * accepted upgrade request. Its payload follows the head unframed, as
      * Envoy's HTTP/1 encoder sends it: never chunked. */
     cx->upgrade_request = rh.upgrade.p && rh.connection.p && sharp_header_value_has_token(rh.connection, "upgrade");
+    /* A CONNECT (the TCP proxy's tunnel): "CONNECT host:port HTTP/1.1",
+     * its payload unframed both ways once a 2xx answers it, as an upgrade */
+    cx->connect_request = sharp_str_eq(method, "CONNECT", 7);
+    if (cx->connect_request) {
+        cx->upgrade_request = true;
+        path = authority;
+    }
     cx->chunked_request = !end_stream && !has_cl && !cx->upgrade_request;
     cx->is_head = sharp_str_eq(method, "HEAD", 4);
     size_t cap = method.len + path.len + authority.len + 64 + sharp_headers_byte_size(h) + 4 * h->n;
@@ -435,6 +443,9 @@ static int on_headers_complete(llhttp_t *ps)
             return -1;
         cx->upgraded = true;
     }
+    /* a 2xx to a CONNECT: any Content-Length or Transfer-Encoding in it is
+     * ignored (RFC 9110 section 9.3.6, as Envoy) and the tunnel follows */
+    if (cx->connect_request && status >= 200 && status < 300) cx->upgraded = true;
     char code[20];
     size_t cl = sharp_u64_to_str(status, code);
     /* :status goes first, as in an HTTP/2 header block. */
@@ -455,6 +466,7 @@ static int on_headers_complete(llhttp_t *ps)
     sharp_upstream_request_t *r = cx->s.req;
     r->cb->on_headers(r->ctx, h, no_body);
     if (closing(cx)) return -1;
+    if (cx->connect_request && cx->upgraded) return 2; /* no body: the tunnel's bytes follow */
     return no_body ? 1 : 0;
 }
 

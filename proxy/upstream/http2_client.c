@@ -453,7 +453,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = avail < length ? avail : length;
-    memcpy(buf, s->body.data + s->body_off, n);
+    if (n) memcpy(buf, s->body.data + s->body_off, n); /* an empty end has no buffer */
     s->body_off += n;
     if (s->body_off == s->body.len) {
         s->body_off = 0;
@@ -803,10 +803,13 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
     nghttp2_nv *nv = h->n + 4 <= 32 ? nv_local : sharp_calloc(h->n + 4, sizeof *nv);
     size_t nn = 0;
 #define NV(k_, kl_, v_, vl_) nv[nn++] = (nghttp2_nv){(uint8_t *)(k_), (uint8_t *)(v_), (kl_), (vl_), NGHTTP2_NV_FLAG_NONE}
+    /* a CONNECT (the TCP proxy's tunnel) has only :method and :authority
+     * (RFC 9113 section 8.5) */
+    bool connect = sharp_str_eq(method, "CONNECT", 7);
     NV(":method", 7, method.p, method.len);
-    NV(":scheme", 7, scheme.p, scheme.len);
+    if (!connect) NV(":scheme", 7, scheme.p, scheme.len);
     NV(":authority", 10, authority.p, authority.len);
-    NV(":path", 5, path.p, path.len);
+    if (!connect) NV(":path", 5, path.p, path.len);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if (!n.len || n.p[0] == ':' || connection_specific(n, v)) continue;

@@ -795,7 +795,6 @@ def test_config_refusals():
     rc, out = validate_config(base)
     assert rc == 0, out
     for extra, what in (("hash_policy: [{source_ip: {}}]", "hash_policy"),
-                        ("tunneling_config: {hostname: x}", "tunneling_config"),
                         ("on_demand: {}", "on_demand"),
                         ("max_connect_attempts: 0", "max_connect_attempts")):
         rc, out = validate_config(bootstrap(free_port(), free_port(), cluster_yaml("backend", [1]), tp_extra=extra))

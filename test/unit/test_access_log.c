@@ -188,6 +188,7 @@ static void test_numeric_and_string_commands(void **state)
            "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% "
            "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
            "10.0.0.9:10000 10.0.0.9 1");
+    expect(&f->si, "%DOWNSTREAM_LOCAL_PORT% %DOWNSTREAM_REMOTE_PORT%", "10000 5555");
     /* Envoy's formatter makes the reason one token: spaces become '_' */
     f->si.upstream_transport_failure_reason = "TLS error: a b";
     f->si.request_complete_ns = 0;
