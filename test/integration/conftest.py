@@ -51,6 +51,19 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+_held = []
+
+
+def dead_port():
+    """A port where nothing listens, and nothing can while the tests run:
+    bound without listening (connects are refused) and held open, so
+    another process's free_port cannot take it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", free_port()))
+    _held.append(s)
+    return s.getsockname()[1]
+
+
 def validate_config(text, suffix=".yaml"):
     """`sharp --mode validate` on `text` written to a fresh file named
     c<suffix> (the suffix picks YAML or JSON, as in Envoy); returns the exit

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SLOW, TLS_HOST, Sharp, Upstream, admin_get, free_port, stat, validate_config, wait_for
+from conftest import SLOW, TLS_HOST, Sharp, Upstream, admin_get, dead_port, free_port, stat, validate_config, wait_for
 from test_xds_control_plane import ControlPlane, Node
 from test_xds_file import Traffic, get
 
@@ -451,7 +451,7 @@ def test_initial_fetch_timeout_lets_the_start_proceed(env, mode, server):
         cp.call("POST", "/delay", {"ms": 120000})
         port = cp.xds_port
     else:
-        port = free_port()
+        port = dead_port()
     timeout = {"initial_fetch_timeout": "2s"}
     listen, admin = free_port(), free_port()
     s = mk_sharp(bootstrap(listen, admin, port, mode, cds={**ADS, **timeout}, rds={**ADS, **timeout}))
