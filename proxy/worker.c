@@ -11,6 +11,7 @@
 #include "overload.h"
 #include "server.h"
 #include "upstream/pool.h"
+#include "upstream/async_post.h"
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
 #include "http/otel.h"
@@ -599,6 +600,7 @@ static void on_wakeup(uv_async_t *a)
         begin_drain(w);
         sharp_conn_close_all(w);
         sharp_shadow_abort_all(w); /* before their pools go */
+        sharp_async_post_cancel_all(w);
         sharp_zipkin_stop_all(w);
         sharp_otel_stop_all(w);
         teardown_clusters(w);
@@ -659,9 +661,8 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->inspecting);
     sharp_dlist_init(&w->shadows);
     sharp_dlist_init(&w->zipkin_reporters);
-    sharp_dlist_init(&w->zipkin_reports);
+    sharp_dlist_init(&w->async_posts);
     sharp_dlist_init(&w->otel_reporters);
-    sharp_dlist_init(&w->otel_reports);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);

@@ -224,9 +224,8 @@ typedef struct sharp_worker {
     _Atomic uint32_t active_connections;
     sharp_dlist_t shadows;           /* mirrored requests in flight (upstream/shadow.h) */
     sharp_dlist_t zipkin_reporters;  /* one per Zipkin collector (http/zipkin.h) */
-    sharp_dlist_t zipkin_reports;    /* their reports in flight */
     sharp_dlist_t otel_reporters;    /* one per OpenTelemetry collector (http/otel.h) */
-    sharp_dlist_t otel_reports;      /* their exports in flight */
+    sharp_dlist_t async_posts;       /* their reports in flight (upstream/async_post.h) */
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
     sharp_deadline_list_t deadlines[SHARP_DEADLINE_LISTS];
 } sharp_worker_t;

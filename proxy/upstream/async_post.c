@@ -1,0 +1,227 @@
+/* async_post.c: a worker's requests to a cluster; see async_post.h. */
+#include "upstream/async_post.h"
+#include "log.h"
+#include "upstream/cluster.h"
+#include "upstream/pool.h"
+#include "upstream/shadow.h"
+#include "worker.h"
+
+#include <stdio.h>
+
+typedef struct post {
+    sharp_dlist_t link; /* in worker->async_posts */
+    sharp_worker_t *w;
+    sharp_cluster_t *c;
+    sharp_host_t *host;
+    sharp_headers_t h;
+    sharp_sbuf_t body;
+    sharp_upstream_request_t ureq;
+    uv_timer_t timer; /* the timeout */
+    uint32_t code;    /* the response's status, once its headers came */
+    bool done;
+    sharp_async_post_counts_t counts;
+    char what[48];
+} post_t;
+
+static const sharp_upstream_callbacks_t post_cbs;
+
+static void free_post(uv_handle_t *h)
+{
+    post_t *p = h->data;
+    sharp_cluster_unref(p->c);
+    free(p);
+}
+
+static void finish(post_t *p)
+{
+    if (p->done) return;
+    p->done = true;
+    sharp_pool_cancel(&p->ureq);
+    atomic_fetch_sub_explicit(&p->host->active_rq, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&p->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1, memory_order_relaxed);
+    sharp_gauge_add(p->w->stats, p->c->st.rq_active, -1);
+    sharp_dlist_remove(&p->link);
+    sharp_headers_free(&p->h);
+    sharp_sbuf_free(&p->body);
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, free_post);
+}
+
+static void count_success(sharp_worker_t *w, const sharp_async_post_counts_t *k, uint32_t code)
+{
+    if (!k->count) return;
+    sharp_counter_inc(w->stats, !k->ok_status || code == k->ok_status ? k->ok : k->other);
+}
+
+/* The complete response: the caller's onSuccess. */
+static void answered(post_t *p, uint32_t code)
+{
+    if (p->done) return;
+    count_success(p->w, &p->counts, code);
+    if (code != (p->counts.ok_status ? p->counts.ok_status : 200))
+        sharp_debug(upstream, "%s to cluster '%s': answered %u", p->what, p->c->name, code);
+    finish(p);
+}
+
+/* The request ends without its response: before the response began, the
+ * router's local reply (`local_code`); after, a stream reset (onFailure). */
+static void failed(post_t *p, uint32_t local_code, const char *why)
+{
+    if (p->done) return;
+    sharp_debug(upstream, "%s to cluster '%s' failed: %s", p->what, p->c->name, why);
+    if (p->code) {
+        if (p->counts.count) sharp_counter_inc(p->w->stats, p->counts.failed);
+        finish(p);
+        return;
+    }
+    /* counted in the cluster as the router counts its local replies */
+    sharp_cluster_count_response(p->c, p->w->stats, local_code);
+    atomic_fetch_add_explicit(&p->host->rq_error, 1, memory_order_relaxed);
+    answered(p, local_code);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    post_t *p = t->data;
+    if (!p->code) sharp_counter_inc(p->w->stats, p->c->st.rq_timeout);
+    failed(p, 504, "timeout");
+}
+
+static void on_ready(void *ctx, sharp_upstream_cx_t *cx)
+{
+    post_t *p = ctx;
+    sharp_upstream_cx_send_headers(cx, &p->h, false);
+    if (p->done) return;
+    sharp_upstream_cx_send_data(cx, p->body.data, p->body.len, true);
+}
+
+static void on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
+{
+    (void)why;
+    failed(ctx, 503, detail ? detail : "no connection");
+}
+
+static void complete(post_t *p)
+{
+    sharp_counter_inc(p->w->stats, p->c->st.rq_completed);
+    answered(p, p->code);
+}
+
+static void on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
+{
+    post_t *p = ctx;
+    uint32_t code = sharp_headers_status(h);
+    if (code >= 100 && code < 200) return; /* 1xx: the response follows */
+    p->code = code ? code : 502;
+    sharp_cluster_count_response(p->c, p->w->stats, p->code);
+    if (end_stream) complete(p);
+}
+
+static void on_data(void *ctx, const char *d, size_t n, bool end_stream)
+{
+    (void)d;
+    (void)n;
+    if (end_stream) complete(ctx);
+}
+
+static void on_trailers(void *ctx, sharp_headers_t *t)
+{
+    (void)t;
+    complete(ctx);
+}
+
+static void on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
+{
+    post_t *p = ctx;
+    sharp_counter_inc(p->w->stats, p->c->st.rq_rx_reset);
+    failed(p, why == SHARP_RESET_PROTOCOL_ERROR ? 502 : 503, detail ? detail : "reset");
+}
+
+static void on_write_watermark(void *ctx, bool above)
+{
+    (void)ctx;
+    (void)above; /* the whole body is handed over at once */
+}
+
+static const sharp_upstream_callbacks_t post_cbs = {
+    .on_ready = on_ready,
+    .on_pool_failure = on_pool_failure,
+    .on_headers = on_headers,
+    .on_data = on_data,
+    .on_trailers = on_trailers,
+    .on_reset = on_reset,
+    .on_write_watermark = on_write_watermark,
+};
+
+void sharp_async_post_head(sharp_headers_t *h, const char *path, const char *authority, const char *content_type)
+{
+    sharp_headers_add_cstr(h, ":method", "POST");
+    sharp_headers_add_cstr(h, ":path", path);
+    sharp_headers_add_cstr(h, ":authority", authority);
+    sharp_headers_add_cstr(h, ":scheme", "http");
+    sharp_headers_add_cstr(h, "content-type", content_type);
+}
+
+bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protocol, sharp_headers_t *h,
+                      sharp_sbuf_t *body, uint64_t timeout_ms, const sharp_async_post_counts_t *counts,
+                      const char *what)
+{
+    sharp_cluster_local_t *cl = NULL;
+    sharp_cluster_t *c = w->view ? sharp_view_cluster(w->view, cluster, &cl) : NULL;
+    if (!c || !cl) {
+        sharp_debug(upstream, "%s: cluster '%s' does not exist", what, cluster);
+        sharp_headers_free(h);
+        sharp_sbuf_free(body);
+        return false;
+    }
+    /* the async client's request: DEFAULT priority, the cluster's breakers */
+    sharp_host_t *host = sharp_lb_choose(&cl->lb);
+    bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
+                                                   sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
+                                                                        SHARP_CB_MAX_REQUESTS));
+    if (!slot) {
+        if (host) sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
+        sharp_debug(upstream, "%s to cluster '%s': %s", what, c->name, host ? "breaker full" : "no healthy host");
+        count_success(w, counts, 503); /* the router's 503 */
+        sharp_headers_free(h);
+        sharp_sbuf_free(body);
+        return true;
+    }
+    post_t *p = sharp_calloc(1, sizeof *p);
+    p->w = w;
+    p->c = sharp_cluster_ref(c);
+    p->host = host;
+    p->h = *h;
+    p->body = *body;
+    *h = (sharp_headers_t){0};
+    *body = (sharp_sbuf_t){0};
+    p->counts = *counts;
+    snprintf(p->what, sizeof p->what, "%s", what);
+    char len[24];
+    snprintf(len, sizeof len, "%zu", p->body.len);
+    sharp_headers_set_cstr(&p->h, "content-length", len);
+    /* as Envoy's async client: an internal request of this proxy */
+    sharp_headers_add_cstr(&p->h, "x-envoy-internal", "true");
+    sharp_headers_add_cstr(&p->h, "x-forwarded-for", sharp_local_address());
+    uv_timer_init(&w->loop, &p->timer);
+    p->timer.data = p;
+    sharp_dlist_init(&p->link);
+    sharp_dlist_push(&w->async_posts, &p->link);
+    sharp_counter_inc(w->stats, c->st.rq_total);
+    sharp_gauge_add(w->stats, c->st.rq_active, 1);
+    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
+    if (timeout_ms) uv_timer_start(&p->timer, on_timeout, timeout_ms, 0);
+    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, protocol);
+    if (!sharp_pool_acquire(pool, &p->ureq, &post_cbs, p)) {
+        sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
+        count_success(w, counts, 503); /* the router's 503 (overflow) */
+        finish(p);
+    }
+    return true;
+}
+
+void sharp_async_post_cancel_all(sharp_worker_t *w)
+{
+    while (!sharp_dlist_empty(&w->async_posts)) finish(sharp_container_of(w->async_posts.next, post_t, link));
+}

@@ -1,0 +1,47 @@
+/* async_post.h: one request with a body from a worker to a cluster, as
+ * Envoy's async client sends a tracer's report (Zipkin, OpenTelemetry):
+ * the cluster's balancer, breakers, pools and stats, an internal request
+ * of this proxy (x-envoy-internal, x-forwarded-for), a timeout, and an
+ * outcome reported as the async client reports it to its caller:
+ *
+ * - a complete response is a success with its status, the router's own
+ *   answers included: 503 when there is no healthy host, the breaker is
+ *   full, the connection fails or the stream is reset before the
+ *   response; 504 for the timeout before it;
+ * - a reset or timeout once the response began is a failure. */
+#ifndef SHARP_UPSTREAM_ASYNC_POST_H
+#define SHARP_UPSTREAM_ASYNC_POST_H
+
+#include "common.h"
+#include "sbuf.h"
+#include "stats.h"
+#include "http/headers.h"
+
+struct sharp_worker;
+
+/* What the outcome counts (none unless `count`): a success with
+ * `ok_status` (0: any status) counts `ok`, another success `other`, a
+ * failure `failed`. */
+typedef struct sharp_async_post_counts {
+    bool count;
+    uint32_t ok_status;
+    sharp_stat_id_t ok, other, failed;
+} sharp_async_post_counts_t;
+
+/* The request's usual head: POST to `path` at `authority` (http), of
+ * `content_type`. */
+void sharp_async_post_head(sharp_headers_t *h, const char *path, const char *authority, const char *content_type);
+
+/* Sends `h` and `body` (both taken over) to cluster `cluster` of the
+ * worker's configuration over `protocol` ("HTTP/1.1" or "HTTP/2"), adding
+ * content-length and the internal request's headers; `what` names it in
+ * debug logs. False when the configuration has no such cluster: nothing
+ * is sent or counted. */
+bool sharp_async_post(struct sharp_worker *w, const char *cluster, const char *protocol, sharp_headers_t *h,
+                      sharp_sbuf_t *body, uint64_t timeout_ms, const sharp_async_post_counts_t *counts,
+                      const char *what);
+
+/* The worker stops: its requests in flight end, uncounted. */
+void sharp_async_post_cancel_all(struct sharp_worker *w);
+
+#endif
