@@ -118,7 +118,8 @@ sharp_snapshot_t *sharp_snapshot_derive(sharp_snapshot_t *base, sharp_listener_c
     s->clusters = sharp_calloc(nclusters ? nclusters : 1, sizeof *s->clusters);
     for (uint32_t i = 0; i < nclusters; i++) s->clusters[i] = sharp_cluster_ref(clusters[i]);
     s->nclusters = nclusters;
-    s->cluster_slots = NULL; /* the base's is of the base's clusters */
+    s->cluster_names = NULL; /* the base's are of the base's clusters */
+    s->cluster_index = (sharp_name_index_t){0};
     sharp_snapshot_index_clusters(s);
     s->rds = sharp_calloc(nrds ? nrds : 1, sizeof *s->rds);
     for (uint32_t i = 0; i < nrds; i++) s->rds[i] = sharp_rds_table_ref(rds[i]);
@@ -133,7 +134,8 @@ void sharp_snapshot_unref(sharp_snapshot_t *s)
     free(s->listeners);
     for (uint32_t i = 0; i < s->nclusters; i++) sharp_cluster_unref(s->clusters[i]);
     free(s->clusters);
-    free(s->cluster_slots);
+    sharp_name_index_free(&s->cluster_index);
+    free(s->cluster_names);
     for (uint32_t i = 0; i < s->nrds; i++) sharp_rds_table_unref(s->rds[i]);
     free(s->rds);
     if (s->base) { /* the rest is the base's */
@@ -203,31 +205,21 @@ int64_t sharp_snapshot_certs(const sharp_snapshot_t *s, sharp_sbuf_t *json)
 
 void sharp_snapshot_index_clusters(sharp_snapshot_t *s)
 {
-    free(s->cluster_slots);
-    uint32_t cap = 8;
-    while (cap < 2 * s->nclusters) cap <<= 1;
-    s->cluster_slots = sharp_calloc(cap, sizeof *s->cluster_slots);
-    s->cluster_slots_mask = cap - 1;
-    for (uint32_t i = 0; i < s->nclusters; i++) {
-        uint32_t k = sharp_name_hash(s->clusters[i]->name) & s->cluster_slots_mask;
-        while (s->cluster_slots[k]) k = (k + 1) & s->cluster_slots_mask;
-        s->cluster_slots[k] = i + 1;
-    }
+    sharp_name_index_free(&s->cluster_index);
+    free(s->cluster_names);
+    s->cluster_names = sharp_calloc(s->nclusters ? s->nclusters : 1, sizeof *s->cluster_names);
+    for (uint32_t i = 0; i < s->nclusters; i++) s->cluster_names[i] = s->clusters[i]->name;
+    sharp_name_index_init(&s->cluster_index, s->cluster_names, s->nclusters);
 }
 
 int32_t sharp_snapshot_cluster_index(const sharp_snapshot_t *s, const char *name)
 {
-    if (!s->cluster_slots) { /* while the bootstrap's clusters are being built */
+    if (!s->cluster_index.slots) { /* while the bootstrap's clusters are being built */
         for (uint32_t i = 0; i < s->nclusters; i++)
             if (strcmp(s->clusters[i]->name, name) == 0) return (int32_t)i;
         return -1;
     }
-    for (uint32_t k = sharp_name_hash(name) & s->cluster_slots_mask; s->cluster_slots[k];
-         k = (k + 1) & s->cluster_slots_mask) {
-        uint32_t i = s->cluster_slots[k] - 1;
-        if (strcmp(s->clusters[i]->name, name) == 0) return (int32_t)i;
-    }
-    return -1;
+    return sharp_name_index_find(&s->cluster_index, name);
 }
 
 sharp_cluster_t *sharp_snapshot_cluster(const sharp_snapshot_t *s, const char *name)

@@ -279,11 +279,12 @@ typedef struct sharp_snapshot {
     uint32_t nlisteners;
     sharp_cluster_t **clusters;
     uint32_t nclusters;
-    /* clusters by name (index + 1 per slot, 0 empty; a power of two of
-     * slots, at most half full): a request finds its route's cluster
-     * without comparing names with all of them (CDS may bring thousands) */
-    uint32_t *cluster_slots;
-    uint32_t cluster_slots_mask;
+    /* clusters by name (their names, and the index of them): a request
+     * finds its route's cluster without comparing names with all of them
+     * (CDS may bring thousands); no index while the bootstrap's clusters
+     * are being built */
+    const char **cluster_names;
+    sharp_name_index_t cluster_index;
     /* admin.access_log then admin.access_log_path, in Envoy's order; written
      * by the admin server on the main thread only */
     sharp_access_log_t **admin_access_logs;
