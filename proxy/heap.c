@@ -135,6 +135,7 @@ void sharp_heap_thread_tick(void)
     bool release = g != seen_generation;
     seen_generation = g;
     if (release) sharp_small_flush();
+    else sharp_small_tick(); /* what the last second did not need */
     backend->thread_tick(release);
 }
 

@@ -66,24 +66,32 @@ void sharp_small_flush(void)
 {
 }
 
+void sharp_small_tick(void)
+{
+}
+
 #else
 
-/* Classes of 64 bytes to 4 KiB; a list holds at most 256 blocks of up to
- * 1 KiB, 64 of the larger ones. */
-#define NCLASS 7
-#define MIN_SHIFT 6
+/* Classes of 64 bytes to 8 KiB in steps of half a power of two (64, 96,
+ * 128, 192, ... 6144, 8192): a block wastes at most a third of itself. A
+ * thread keeps at most KEEP_MAX bytes of freed blocks, whatever their
+ * class, so that a worker with a thousand streams in flight finds their
+ * blocks again after a burst; what a whole tick did not take from a list
+ * (its low-water mark) goes back to the allocator at the next one
+ * (sharp_small_tick), so an idle thread keeps nothing for long. */
+#define NCLASS 15
 #define LARGE NCLASS
-#define LIST_MAX(c) ((c) <= 4 ? 256u : 64u)
+#define KEEP_MAX ((size_t)16 << 20)
 
 /* Before every block: its class and usable size; 16 bytes, so the block
  * keeps malloc's alignment. */
-typedef union hdr {
+typedef struct hdr {
     struct {
         uint32_t cls;
         size_t size;
     } h;
-    max_align_t align;
-} hdr_t;
+} __attribute__((aligned(16))) hdr_t;
+_Static_assert(sizeof(hdr_t) == 16, "a block's header keeps malloc's alignment in 16 bytes");
 
 /* A kept block: the link is written over its header's class, which
  * sharp_small_alloc writes again. */
@@ -97,18 +105,32 @@ typedef struct blk {
 #define SHARP_TLS __thread __attribute__((tls_model("initial-exec")))
 static SHARP_TLS blk_t *lists[NCLASS];
 static SHARP_TLS uint32_t counts[NCLASS];
+/* the fewest blocks each list held since the last tick */
+static SHARP_TLS uint32_t lows[NCLASS];
+static SHARP_TLS size_t kept_bytes;
 static atomic_bool caching = true;
 
+/* 64, then 96 and 128, 192 and 256, ...: an odd class is 3 << k, an even
+ * one 1 << k */
 static size_t class_size(uint32_t c)
 {
-    return (size_t)1 << (MIN_SHIFT + c);
+    if (c == 0) return 64;
+    return c & 1 ? (size_t)3 << (5 + (c - 1) / 2) : (size_t)1 << (6 + c / 2);
 }
 
 static uint32_t class_of(size_t size)
 {
-    uint32_t c = 0;
-    while (c < NCLASS && size > class_size(c)) c++;
-    return c;
+    if (size <= 64) return 0;
+    if (size > class_size(NCLASS - 1)) return LARGE;
+    /* size is in (2^(b-1), 2^b]: the class 3 << (b-2) or 1 << b */
+    uint32_t b = 64 - (uint32_t)__builtin_clzll((unsigned long long)size - 1);
+    uint32_t c = 2 * (b - 7) + 1;
+    return size <= class_size(c) ? c : c + 1;
+}
+
+static size_t block_bytes(uint32_t c)
+{
+    return sizeof(hdr_t) + class_size(c);
 }
 
 void *sharp_small_alloc(size_t size)
@@ -118,7 +140,8 @@ void *sharp_small_alloc(size_t size)
     if (c < NCLASS && lists[c]) {
         blk_t *b = lists[c];
         lists[c] = b->next;
-        counts[c]--;
+        if (--counts[c] < lows[c]) lows[c] = counts[c];
+        kept_bytes -= block_bytes(c);
         h = (hdr_t *)b;
     } else {
         size_t usable = c < NCLASS ? class_size(c) : size;
@@ -139,7 +162,8 @@ void sharp_small_free(void *p)
     if (!p) return;
     hdr_t *h = (hdr_t *)p - 1;
     uint32_t c = h->h.cls;
-    if (c >= NCLASS || counts[c] >= LIST_MAX(c) || !atomic_load_explicit(&caching, memory_order_relaxed)) {
+    if (c >= NCLASS || kept_bytes + block_bytes(c) > KEEP_MAX ||
+        !atomic_load_explicit(&caching, memory_order_relaxed)) {
         free(h);
         return;
     }
@@ -147,6 +171,7 @@ void sharp_small_free(void *p)
     b->next = lists[c];
     lists[c] = b;
     counts[c]++;
+    kept_bytes += block_bytes(c);
 }
 
 void *sharp_small_calloc(size_t n, size_t size)
@@ -220,7 +245,7 @@ size_t sharp_small_cached(size_t *bytes)
     size_t n = 0, b = 0;
     for (uint32_t c = 0; c < NCLASS; c++) {
         n += counts[c];
-        b += counts[c] * (sizeof(hdr_t) + class_size(c));
+        b += counts[c] * block_bytes(c);
     }
     if (bytes) *bytes = b;
     return n;
@@ -234,7 +259,22 @@ void sharp_small_flush(void)
             lists[c] = b->next;
             free(b);
         }
-        counts[c] = 0;
+        counts[c] = lows[c] = 0;
+    }
+    kept_bytes = 0;
+}
+
+void sharp_small_tick(void)
+{
+    for (uint32_t c = 0; c < NCLASS; c++) {
+        for (uint32_t n = lows[c]; n && lists[c]; n--) {
+            blk_t *b = lists[c];
+            lists[c] = b->next;
+            counts[c]--;
+            kept_bytes -= block_bytes(c);
+            free(b);
+        }
+        lows[c] = counts[c];
     }
 }
 

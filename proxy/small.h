@@ -7,10 +7,11 @@
  * per-thread cache (7 blocks per size) into its locked bins, and a stream
  * of 2.5 KiB is above that cache's sizes altogether: with glibc's
  * allocator alone, malloc and free were 15 to 19% of SHARP's CPU for an
- * HTTP/2 request. Blocks of up to 4 KiB come from a free list per thread
- * and size class here, each list bounded to 128 KiB (at most about 0.9
- * MiB kept per thread); larger ones go to malloc. A block freed on another
- * thread than the one that made it joins that thread's lists.
+ * HTTP/2 request. Blocks of up to 8 KiB come from a free list per thread
+ * and size class here (at most 16 MiB kept per thread, and what a thread
+ * did not need for a whole second goes back at its next tick); larger
+ * ones go to malloc. A block freed on another thread than the one that
+ * made it joins that thread's lists.
  *
  * Sanitizer builds pass every call to malloc, calloc, realloc and free,
  * so that the sanitizer sees each block as it is asked for. With mimalloc
@@ -42,5 +43,8 @@ size_t sharp_small_cached(size_t *bytes);
 /* Gives the calling thread's kept blocks back to the allocator (a release
  * of free memory, a thread that ends). */
 void sharp_small_flush(void);
+/* Once a second on each thread that allocates: gives back the blocks its
+ * lists did not need since the last tick (their low-water marks). */
+void sharp_small_tick(void);
 
 #endif

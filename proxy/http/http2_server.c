@@ -86,8 +86,10 @@ struct sharp_h2_conn {
 /* A stream's HTTP/2 state (stream->codec_state). */
 typedef struct h2_stream {
     int32_t id;
-    sharp_sbuf_t out;   /* response body nghttp2 has not taken yet */
-    size_t out_off;
+    /* response body nghttp2 has not taken yet: [out_off, out_len) of
+     * out, a small block (small.h) for the usual short body */
+    char *out;
+    size_t out_len, out_cap, out_off;
     bool out_end;       /* the body ends after `out` */
     bool submitted;     /* response headers submitted */
     bool deferred;      /* the data source said "deferred" */
@@ -120,7 +122,27 @@ static void notify_stream_watermark(sharp_stream_t *s, bool above)
 
 static size_t out_pending(const h2_stream_t *h)
 {
-    return h->out.len - h->out_off;
+    return h->out_len - h->out_off;
+}
+
+/* What was taken moves out of the way before the buffer grows, so its
+ * size follows what is pending (bounded by the watermarks), not what
+ * went through. */
+static void out_append(h2_stream_t *h, const char *p, size_t n)
+{
+    if (h->out_len + n > h->out_cap && h->out_off) {
+        memmove(h->out, h->out + h->out_off, out_pending(h));
+        h->out_len -= h->out_off;
+        h->out_off = 0;
+    }
+    if (h->out_len + n > h->out_cap) {
+        size_t cap = h->out_cap ? h->out_cap : 256;
+        while (cap < h->out_len + n) cap *= 2;
+        h->out = sharp_small_realloc(h->out, cap);
+        h->out_cap = cap;
+    }
+    memcpy(h->out + h->out_len, p, n);
+    h->out_len += n;
 }
 
 /* ---- Envoy's ProtocolConstraints ---- */
@@ -557,12 +579,9 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     size_t n = SHARP_MIN(length, out_pending(h));
     pending_send_add(c, -(int64_t)n);
     if (n) {
-        memcpy(buf, h->out.data + h->out_off, n);
+        memcpy(buf, h->out + h->out_off, n);
         h->out_off += n;
-        if (h->out_off == h->out.len) {
-            h->out_off = 0;
-            sharp_sbuf_reset(&h->out);
-        }
+        if (h->out_off == h->out_len) h->out_off = h->out_len = 0;
     }
     if (h->above && out_pending(h) <= s->conn->listener->buffer_limit / 2) {
         h->above = false;
@@ -572,7 +591,10 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         if (h->trailers_pending) {
             *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_nv *nv = sharp_calloc(h->trailers.n ? h->trailers.n : 1, sizeof *nv);
+            /* nghttp2 copies the list: gRPC's two or three trailers need
+             * no allocation for it */
+            nghttp2_nv nv_local[8];
+            nghttp2_nv *nv = h->trailers.n <= 8 ? nv_local : sharp_calloc(h->trailers.n, sizeof *nv);
             size_t nn = 0;
             for (uint32_t i = 0; i < h->trailers.n; i++) {
                 sharp_str_t k = sharp_headers_name(&h->trailers, i), v = sharp_headers_value(&h->trailers, i);
@@ -580,7 +602,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
                 nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
             }
             nghttp2_submit_trailer(session, stream_id, nv, nn);
-            free(nv);
+            if (nv != nv_local) free(nv);
             h->trailers_pending = false;
         }
         return (ssize_t)n;
@@ -645,7 +667,7 @@ static void h2_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_
     if (s->is_head || code == 204 || code == 304) n = 0;
     if (n) {
         s->info.bytes_sent += n;
-        sharp_sbuf_append(&h->out, p, n);
+        out_append(h, p, n);
         pending_send_add(c, (int64_t)n);
     }
     if (end_stream) h->out_end = true;
@@ -864,7 +886,7 @@ static uint64_t h2_buffered(const sharp_conn_t *c, const sharp_stream_t *s)
 {
     (void)c;
     const h2_stream_t *h = s->codec_state;
-    return h ? h->out.cap + h->unconsumed : 0;
+    return h ? h->out_cap + h->unconsumed : 0;
 }
 
 static void h2_stream_released(sharp_stream_t *s)
@@ -875,7 +897,7 @@ static void h2_stream_released(sharp_stream_t *s)
     if (c->h2 && c->h2->session && !h->closed) nghttp2_session_set_stream_user_data(c->h2->session, h->id, NULL);
     pending_send_add(c, -(int64_t)out_pending(h));
     sharp_gauge_add(STATS(c), HCM(c)->st.http2_streams_active, -1);
-    sharp_sbuf_free(&h->out);
+    sharp_small_free(h->out);
     sharp_headers_free(&h->trailers);
     sharp_small_free(h);
     s->codec_state = NULL;

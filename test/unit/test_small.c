@@ -39,8 +39,8 @@ static void test_sizes_and_contents(void **state)
 }
 
 /* A freed block comes back for the next one of its class (when caching);
- * the lists are bounded, and a flush empties them. */
-static void test_reuse_and_bounds(void **state)
+ * the classes step by half a power of two; a flush empties the lists. */
+static void test_reuse_and_classes(void **state)
 {
     (void)state;
     sharp_small_flush();
@@ -49,24 +49,64 @@ static void test_reuse_and_bounds(void **state)
     void *b = sharp_small_alloc(120); /* the same 128-byte class */
     if (sharp_small_caching()) assert_ptr_equal(a, b);
     sharp_small_free(b);
-    enum { N = 1000 };
-    void *v[N];
-    for (int i = 0; i < N; i++) v[i] = sharp_small_alloc(4000);
-    for (int i = 0; i < N; i++) sharp_small_free(v[i]);
-    for (int i = 0; i < N; i++) v[i] = sharp_small_alloc(60);
-    for (int i = 0; i < N; i++) sharp_small_free(v[i]);
+    void *c = sharp_small_alloc(90); /* the 96-byte class: not that block */
+    if (sharp_small_caching()) assert_ptr_not_equal(c, b);
+    sharp_small_free(c);
+    void *d = sharp_small_alloc(4128); /* a stream: the 6 KiB class */
+    sharp_small_free(d);
+    void *e = sharp_small_alloc(6000);
+    if (sharp_small_caching()) assert_ptr_equal(d, e);
+    sharp_small_free(e);
     size_t bytes;
     size_t n = sharp_small_cached(&bytes);
     if (sharp_small_caching()) {
-        /* 64 blocks of 4 KiB, 256 of 64 bytes and the one of 128 */
-        assert_int_equal(n, 64 + 256 + 1);
-        assert_true(bytes < (1u << 20));
+        assert_int_equal(n, 3);
+        assert_int_equal(bytes, (16 + 128) + (16 + 96) + (16 + 6144));
     } else {
         assert_int_equal(n, 0);
     }
     sharp_small_flush();
     assert_int_equal(sharp_small_cached(&bytes), 0);
     assert_int_equal(bytes, 0);
+}
+
+/* What a burst freed is kept (a thousand streams find their blocks again)
+ * up to 16 MiB a thread; a tick gives back what the last one did not
+ * take, so the lists of an idle thread are empty after two ticks. */
+static void test_bounds_and_ticks(void **state)
+{
+    (void)state;
+    if (!sharp_small_caching()) return;
+    sharp_small_flush();
+    enum { N = 1000, BIG = 3000 };
+    static void *v[BIG];
+    for (int i = 0; i < N; i++) v[i] = sharp_small_alloc(4000);
+    for (int i = 0; i < N; i++) sharp_small_free(v[i]);
+    assert_int_equal(sharp_small_cached(NULL), N);
+    /* the burst again: every block from the lists */
+    for (int i = 0; i < N; i++) v[i] = sharp_small_alloc(4000);
+    assert_int_equal(sharp_small_cached(NULL), 0);
+    for (int i = 0; i < N; i++) sharp_small_free(v[i]);
+    /* the list went down to 0 in this tick: nothing is given back */
+    sharp_small_tick();
+    assert_int_equal(sharp_small_cached(NULL), N);
+    /* half of them in use during the next tick: the other half go */
+    for (int i = 0; i < N / 2; i++) v[i] = sharp_small_alloc(4000);
+    for (int i = 0; i < N / 2; i++) sharp_small_free(v[i]);
+    sharp_small_tick();
+    assert_int_equal(sharp_small_cached(NULL), N / 2);
+    /* idle: all go */
+    sharp_small_tick();
+    assert_int_equal(sharp_small_cached(NULL), 0);
+    /* 3,000 blocks of 8 KiB (24 MiB): 16 MiB of them kept */
+    for (int i = 0; i < BIG; i++) v[i] = sharp_small_alloc(8000);
+    for (int i = 0; i < BIG; i++) sharp_small_free(v[i]);
+    size_t bytes;
+    size_t n = sharp_small_cached(&bytes);
+    assert_true(bytes <= (size_t)16 << 20);
+    assert_int_equal(n, ((size_t)16 << 20) / (16 + 8192));
+    sharp_small_flush();
+    assert_int_equal(sharp_small_cached(&bytes), 0);
 }
 
 /* Caching off: nothing is kept. */
@@ -122,7 +162,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes_and_contents),
-        cmocka_unit_test(test_reuse_and_bounds),
+        cmocka_unit_test(test_reuse_and_classes),
+        cmocka_unit_test(test_bounds_and_ticks),
         cmocka_unit_test(test_caching_off),
         cmocka_unit_test(test_other_thread),
         cmocka_unit_test(test_nghttp2_mem),
