@@ -83,7 +83,11 @@ struct sharp_stats {
     _Atomic(stat_meta_t *) meta[STATS_MAX_PAGES];
 
     pthread_mutex_t mu; /* registration: name table, page allocation */
-    uint32_t *table;    /* open addressing, id + 1 (0 = empty) */
+    /* open addressing: the name's hash in the high half, id + 1 in the
+     * low one (0 = empty); a probe compares hashes before it reads a name,
+     * so a registration (100 names per cluster of a CDS push) costs one
+     * name comparison, not one per slot of its chain */
+    uint64_t *table;
     size_t table_cap, table_len;
 
     pthread_mutex_t flush_mu; /* interval snapshots */
@@ -336,22 +340,42 @@ static uint64_t hash_name(const char *p)
 
 /* Returns the table position holding `name`, or the empty position where it
  * would go. Caller holds mu and keeps the table at most half full. */
+#define SLOT_ID(v) ((uint32_t)(v))
+#define SLOT_TAG(v) ((uint32_t)((v) >> 32))
+static uint64_t slot_make(uint32_t tag, uint32_t id1)
+{
+    return (uint64_t)tag << 32 | id1;
+}
+
+static size_t table_find_hashed(sharp_stats_t *s, const char *name, uint64_t h)
+{
+    size_t mask = s->table_cap - 1, i = (size_t)h & mask;
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (uint64_t v; (v = s->table[i]); i = (i + 1) & mask)
+        if (SLOT_TAG(v) == tag && strcmp(meta_of(s, SLOT_ID(v) - 1)->name, name) == 0) break;
+    return i;
+}
+
 static size_t table_find(sharp_stats_t *s, const char *name)
 {
-    size_t mask = s->table_cap - 1, i = (size_t)hash_name(name) & mask;
-    while (s->table[i] && strcmp(meta_of(s, s->table[i] - 1)->name, name) != 0)
-        i = (i + 1) & mask;
-    return i;
+    return table_find_hashed(s, name, hash_name(name));
 }
 
 static void table_grow(sharp_stats_t *s)
 {
-    uint32_t *old = s->table;
+    uint64_t *old = s->table;
     size_t old_cap = s->table_cap;
     s->table_cap = old_cap ? old_cap * 2 : 1024;
     s->table = sharp_calloc(s->table_cap, sizeof *s->table);
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i]) s->table[table_find(s, meta_of(s, old[i] - 1)->name)] = old[i];
+    size_t mask = s->table_cap - 1;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i]) continue;
+        /* names are unique: the first empty slot of the chain; the tag is
+         * the hash's high half, the position needs the whole hash */
+        size_t k = (size_t)hash_name(meta_of(s, SLOT_ID(old[i]) - 1)->name) & mask;
+        while (s->table[k]) k = (k + 1) & mask;
+        s->table[k] = old[i];
+    }
     free(old);
 }
 
@@ -369,9 +393,10 @@ static sharp_stat_id_t do_register(sharp_stats_t *s, const char *name, sharp_sta
     if (sharp_stats_config_rejects(s->cfg, name)) return dummy;
     pthread_mutex_lock(&s->mu);
     if ((s->table_len + 1) * 2 > s->table_cap) table_grow(s);
-    size_t pos = table_find(s, name);
+    uint64_t h = hash_name(name);
+    size_t pos = table_find_hashed(s, name, h);
     if (s->table[pos]) {
-        sharp_stat_id_t id = s->table[pos] - 1;
+        sharp_stat_id_t id = SLOT_ID(s->table[pos]) - 1;
         stat_meta_t *m = meta_of(s, id);
         pthread_mutex_unlock(&s->mu);
         if (m->kind == kind) return id;
@@ -391,7 +416,7 @@ static sharp_stat_id_t do_register(sharp_stats_t *s, const char *name, sharp_sta
     m->name = sharp_strdup(name);
     m->kind = (uint8_t)kind;
     m->unit = (uint8_t)unit;
-    s->table[pos] = id + 1;
+    s->table[pos] = slot_make((uint32_t)(h >> 32), id + 1);
     s->table_len++;
     atomic_store_explicit(&s->nstats, id + 1, RELEASE);
     pthread_mutex_unlock(&s->mu);
@@ -569,7 +594,7 @@ int sharp_stats_find(sharp_stats_t *s, const char *name, sharp_stat_id_t *id,
     if (s->table_cap) {
         size_t pos = table_find(s, name);
         if (s->table[pos]) {
-            sharp_stat_id_t found = s->table[pos] - 1;
+            sharp_stat_id_t found = SLOT_ID(s->table[pos]) - 1;
             if (id) *id = found;
             if (kind) *kind = (sharp_stat_kind_t)meta_of(s, found)->kind;
             rc = 0;
