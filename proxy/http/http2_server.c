@@ -314,11 +314,19 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
     sharp_headers_get_cstr(h, ":method", &method);
     s->is_head = sharp_str_eq(method, "HEAD", 4);
     if (sharp_str_eq(method, "CONNECT", 7)) {
-        /* CONNECT (and extended CONNECT) is not supported: refused as on HTTP/1 */
-        s->request_complete = true;
-        if (s->nfilters)
-            sharp_stream_send_local_reply(&s->filters[0], 403, "upgrade not supported", 0, "upgrade_failed");
-        return;
+        if (sharp_headers_get_cstr(h, ":protocol", NULL) || sharp_headers_get_cstr(h, ":path", NULL)) {
+            /* extended CONNECT (RFC 8441, upgrades over HTTP/2) is not
+             * implemented: SETTINGS_ENABLE_CONNECT_PROTOCOL is never sent,
+             * so a client that sends one anyway is refused */
+            s->request_complete = true;
+            if (s->nfilters)
+                sharp_stream_send_local_reply(&s->filters[0], 403, "upgrade not supported", 0, "upgrade_failed");
+            return;
+        }
+        /* a CONNECT (RFC 9113 section 8.5: :method and :authority only,
+         * nghttp2 checked it): an upgrade of type "CONNECT" whose DATA
+         * frames are the tunnel's bytes */
+        s->upgrade_request = s->is_connect = true;
     }
     sharp_str_t expect;
     if (sharp_headers_get_cstr(h, "expect", &expect) && expect.len == 12 &&
