@@ -301,6 +301,61 @@ def test_terminate_upstream_down_is_503(procs):
         s.close()
 
 
+def test_terminate_retries_connect_failure_on_another_host(procs, servers):
+    """retry_on connect-failure: a terminated CONNECT whose first host
+    refuses the connection gets its 200 from the next one (each try has a
+    TCP connection of its own)."""
+    up = server(servers)
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    try:
+        routes = route_yaml("target", TERMINATE, extra="                  retry_policy: { retry_on: connect-failure, "
+                                                        "num_retries: 3 }\n")
+        p = start(procs, cluster_yaml("target", [dead.getsockname()[1], up.port]), routes)
+        for _ in range(4):  # round robin: some first tries hit the dead host
+            s, head, _ = raw_connect(p.listen, f"127.0.0.1:{up.port}")
+            with s:
+                assert head.startswith("HTTP/1.1 200 "), head
+                s.sendall(b"ok")
+                assert recv_exact(s, 2) == b"ok"
+        assert stat(p.admin, "cluster.target.upstream_cx_connect_fail") >= 1
+        assert stat(p.admin, "cluster.target.upstream_rq_retry") >= 1
+    finally:
+        dead.close()
+
+
+def test_terminate_upstream_reset_resets_downstream(procs, servers):
+    """The upstream resets an established tunnel: the client's connection
+    (HTTP/1.1) or stream (HTTP/2) goes too, with nothing made up."""
+    async def greet_and_reset(srv, reader, writer):
+        writer.write(b"hello")
+        await writer.drain()
+        await reader.read(1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()
+
+    up = server(servers, greet_and_reset)
+    p = terminating(procs, up.port)
+    s, head, rest = raw_connect(p.listen, f"127.0.0.1:{up.port}")
+    with s:
+        assert head.startswith("HTTP/1.1 200 ")
+        assert rest + recv_exact(s, 5 - len(rest)) == b"hello"
+        s.sendall(b"x")
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    t = H2Tunnel(p.listen, f"127.0.0.1:{up.port}")
+    try:
+        t.until(lambda: len(t.data) >= 5)
+        t.send(b"x")
+        t.until(lambda: t.ended)
+        assert t.reset is not None
+    finally:
+        t.close()
+
+
 def test_established_tunnel_outlives_route_timeout_but_not_idle_timeout(procs, servers):
     """The route timeout ends at the 200 (Envoy's upgrades): a tunnel quiet
     for longer than it stays up. The route's idle_timeout still applies to
