@@ -460,6 +460,9 @@ static void strip_h2c(sharp_headers_t *h)
  * or fragment. */
 static bool connect_target_valid(const char *url, size_t n)
 {
+    /* a DNS name has at most 253 characters: anything longer is no target
+     * (and would not fit the authority kept for it) */
+    if (n > 253 + 6) return false;
     const char *colon = NULL;
     for (size_t i = n; i-- > 0;)
         if (url[i] == ':') {

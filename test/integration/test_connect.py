@@ -542,7 +542,8 @@ def test_matchers_and_connect(procs, servers):
     (b"CONNECT user@127.0.0.1:80 HTTP/1.1\r\nhost: x\r\n\r\n", 400),  # userinfo
     (b"CONNECT 127.0.0.1:99999 HTTP/1.1\r\nhost: x\r\n\r\n", 400),    # port out of range
     (b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc", 400),  # a body
-], ids=["no-port", "path", "userinfo", "port-range", "body"])
+    (b"CONNECT " + b"a" * 300 + b".example:443 HTTP/1.1\r\nhost: x\r\n\r\n", 400),  # longer than a DNS name
+], ids=["no-port", "path", "userinfo", "port-range", "body", "too-long"])
 def test_bad_connect_requests(procs, servers, request_head, code):
     up = server(servers)
     p = terminating(procs, up.port)
