@@ -346,6 +346,9 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
         sharp_sbuf_free(&d);
     }
     sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
+    /* request_timeout waits for a whole request, which an accepted CONNECT
+     * never completes (as on HTTP/1, Envoy does not apply it to upgrades) */
+    if (s->upgrade_accepted) uv_timer_stop(&s->request_timer);
 }
 
 /* ---- connection_keepalive (Envoy's ConnectionImpl keepalive) ---- */

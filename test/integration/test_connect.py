@@ -376,6 +376,26 @@ def test_established_tunnel_outlives_route_timeout_but_not_idle_timeout(procs, s
     assert stat(p.admin, "http.ingress_http.downstream_rq_idle_timeout") == 1
 
 
+def test_request_timeout_does_not_end_tunnels(procs, servers):
+    """request_timeout waits for a whole request, which a CONNECT never
+    completes: it leaves established tunnels alone (HTTP/1.1 and HTTP/2)."""
+    up = server(servers)
+    p = terminating(procs, up.port, hcm_extra="          request_timeout: 0.3s\n")
+    s, head, _ = raw_connect(p.listen, f"127.0.0.1:{up.port}")
+    t = H2Tunnel(p.listen, f"127.0.0.1:{up.port}")
+    with s:
+        assert head.startswith("HTTP/1.1 200 ")
+        t.until(lambda: t.headers is not None)
+        time.sleep(0.8)
+        s.sendall(b"h1")
+        assert recv_exact(s, 2) == b"h1"
+        t.send(b"h2")
+        t.until(lambda: len(t.data) >= 2 or t.ended)
+        assert t.data == b"h2" and t.reset is None
+    t.close()
+    assert stat(p.admin, "http.ingress_http.downstream_rq_timeout") in (0, None)
+
+
 def test_slow_reader_bounded_memory(procs, servers):
     """An upstream that sends 256 MiB to a client that does not read: the
     router stops reading the upstream once the downstream's write queue is
