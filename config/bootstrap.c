@@ -783,16 +783,13 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     h->server_name = sharp_strdup(pb->server_name[0] ? pb->server_name : "sharp");
     h->server_header_transformation = (int)pb->server_header_transformation;
     h->via = pb->via[0] ? sharp_strdup(pb->via) : NULL;
-    /* upgrade_configs: Envoy refuses a type listed twice (case-insensitively);
-     * CONNECT is an upgrade type to Envoy, not implemented by SHARP. */
+    /* upgrade_configs: Envoy refuses a type listed twice (case-insensitively).
+     * CONNECT is a type too: it lets CONNECT requests through (proxied, or
+     * terminated by a route's connect_config). */
     if (pb->n_upgrade_configs) h->upgrades = sharp_calloc(pb->n_upgrade_configs, sizeof *h->upgrades);
     for (size_t i = 0; i < pb->n_upgrade_configs; i++) {
         const char *type = pb->upgrade_configs[i]->upgrade_type;
         snprintf(p, sizeof p, "%s.upgrade_configs[%zu].upgrade_type", path, i);
-        if (strcasecmp(type, "CONNECT") == 0) {
-            fail(b, p, "CONNECT is not supported by SHARP (CONNECT)");
-            goto bad;
-        }
         for (uint32_t j = 0; j < h->nupgrades; j++) {
             if (strcasecmp(h->upgrades[j].type, type) == 0) {
                 fail(b, p, "Error: multiple upgrade configs with the same name: '%s'", type);

@@ -437,8 +437,13 @@ static int match_from(ctx_t *c, const char *path, const match_pb_t *m, sharp_rou
         r->path_len = sm.len;
         break;
     }
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_CONNECT_MATCHER:
+        /* Envoy's ConnectRouteEntryImpl: CONNECT requests only, whatever
+         * their path (an HTTP/1.1 or HTTP/2 CONNECT has none) */
+        r->match_kind = SHARP_ROUTE_MATCH_CONNECT;
+        break;
     default:
-        return fail(c, path, "one of prefix, path, safe_regex, path_separated_prefix is required");
+        return fail(c, path, "one of prefix, path, safe_regex, path_separated_prefix, connect_matcher is required");
     }
     if (v) {
         r->path = sharp_strdup(v);
@@ -670,7 +675,14 @@ static int upgrades_from(ctx_t *c, const char *path, const action_pb_t *a, sharp
     for (size_t i = 0; i < a->n_upgrade_configs; i++) {
         const char *type = a->upgrade_configs[i]->upgrade_type;
         snprintf(p, sizeof p, "%s.upgrade_configs[%zu].upgrade_type", path, i);
-        if (strcasecmp(type, "CONNECT") == 0) return fail(c, p, "CONNECT is not supported by SHARP (CONNECT)");
+        const Envoy__Config__Route__V3__RouteAction__UpgradeConfig__ConnectConfig *cc =
+            a->upgrade_configs[i]->connect_config;
+        /* Envoy compares the type with "CONNECT" case-sensitively here: its
+         * connect_config terminates CONNECT requests (the router's TCP
+         * upstream), and no other type may have one */
+        if (cc && strcmp(type, "CONNECT") != 0)
+            return fail(c, p, "Non-CONNECT upgrade type %s has ConnectConfig", type);
+        if (cc) r->connect_terminate = true;
         for (uint32_t j = 0; j < r->nupgrades; j++)
             if (strcasecmp(r->upgrades[j].type, type) == 0) return fail(c, p, "Duplicate upgrade %s", type);
         r->upgrades[r->nupgrades].type = sharp_strdup(type);

@@ -93,7 +93,12 @@ typedef struct router_state {
     bool response_headers;  /* upstream response headers went downstream */
     bool response_done;
     bool counted_active;
-    bool upgrade;           /* an accepted upgrade request (WebSocket) */
+    bool upgrade;           /* an accepted upgrade request (WebSocket, CONNECT) */
+    /* a CONNECT the route terminates (connect_config): each try has a pool
+     * of its own speaking raw TCP to its host (tcp_client.c, as the TCP
+     * proxy's), retired when the try ends; the 200 is the router's */
+    bool terminate;
+    sharp_pool_t *tcp_pool;
     /* retries */
     const sharp_retry_policy_t *policy; /* NULL: none configured */
     uint32_t retry_on;                  /* SHARP_RETRY_* of the policy, x-envoy-retry-on and -grpc-on */
@@ -228,6 +233,11 @@ static void release_upstream(router_state_t *rs)
     rs->upstream_active = false;
     rs->bound = false;
     sharp_pool_cancel(&rs->ureq);
+    if (rs->tcp_pool) {
+        /* it goes once its connection has sent what it still holds */
+        sharp_pool_retire(rs->tcp_pool);
+        rs->tcp_pool = NULL;
+    }
     if (rs->counted_active) {
         rs->counted_active = false;
         sharp_gauge_add(shard(rs), rs->cluster->st.rq_active, -1);
@@ -812,8 +822,16 @@ static void start_try(router_state_t *rs)
     rs->upstream_active = true;
     rs->upstream_start_ns = sharp_now_ns();
     /* every try picks the pool of the downstream's protocol anew
-     * (use_downstream_protocol_config) */
-    sharp_pool_t *pool = sharp_cluster_pool(rs->cl, rs->priority, host, s->info.protocol);
+     * (use_downstream_protocol_config); a terminated CONNECT gets a raw
+     * TCP connection of its own, never shared nor reused (Envoy's TCP
+     * connection pool for its TcpUpstream) */
+    sharp_pool_t *pool;
+    if (rs->terminate) {
+        pool = rs->tcp_pool = sharp_pool_create(&w->upstream_env, c, host, rs->priority);
+        sharp_pool_use_tcp(pool);
+    } else {
+        pool = sharp_cluster_pool(rs->cl, rs->priority, host, s->info.protocol);
+    }
     if (!sharp_pool_acquire(pool, &rs->ureq, &upstream_cbs, rs)) {
         /* max_pending_requests: nothing was queued */
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
@@ -1067,6 +1085,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     rs->wc = wc;
     rs->request_end_seen = end_stream;
     rs->upgrade = s->upgrade_accepted;
+    rs->terminate = s->is_connect && r->connect_terminate;
     if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
         sharp_sbuf_t d = {0};
         sharp_headers_dump(h, &d);
@@ -1139,6 +1158,31 @@ static sharp_filter_status_t router_decode_trailers(sharp_filter_t *f, sharp_hea
 
 /* ---- upstream callbacks ---- */
 
+static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream);
+
+/* A terminated CONNECT's TCP connection is up (Envoy's TcpUpstream): the
+ * request headers go nowhere, the payload read so far follows, and the
+ * router answers 200 itself, as if the upstream had; from then on the
+ * stream's data both ways is the connection's bytes. */
+static void connect_ready(router_state_t *rs, sharp_upstream_cx_t *cx)
+{
+    sharp_stream_t *s = rs->f->stream;
+    if (rs->pending_body.len || rs->request_end_seen) {
+        sharp_sbuf_t b = rs->pending_body;
+        memset(&rs->pending_body, 0, sizeof rs->pending_body);
+        sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen);
+        sharp_sbuf_free(&b);
+        if (!rs->upstream_active) return;
+        sharp_stream_read_disable(s, false);
+    }
+    if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) sharp_upstream_cx_read_disable(rs->ureq.cx, true);
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":status", "200");
+    up_on_headers(rs, &h, false);
+    sharp_headers_free(&h);
+}
+
 static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
 {
     router_state_t *rs = ctx;
@@ -1152,6 +1196,10 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         sharp_tls_conn_ref(tls);
         rs->upstream_tls = tls;
         s->info.upstream_tls = tls;
+    }
+    if (rs->terminate) {
+        connect_ready(rs, cx);
+        return;
     }
     bool body_pending = rs->pending_body.len > 0;
     bool trailers = rs->request_end_seen && rs->has_req_trailers;

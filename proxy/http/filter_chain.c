@@ -375,7 +375,7 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
 {
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_headers_t *h = &s->req;
-    remove_hop_by_hop(h, s->upgrade_request);
+    remove_hop_by_hop(h, s->upgrade_request && !s->is_connect);
     struct sockaddr_storage final;
     bool have_final = false, allow_trusted = false;
     if (hcm->use_remote_address) {
@@ -660,7 +660,8 @@ static bool accept_upgrade(sharp_stream_t *s)
     const sharp_hcm_config_t *hcm = s->hcm;
     sharp_stats_shard_t *sh = sharp_stream_worker(s)->stats;
     sharp_str_t type = {"", 0};
-    sharp_headers_get_cstr(&s->req, "upgrade", &type);
+    if (s->is_connect) type = SHARP_STR("CONNECT");
+    else sharp_headers_get_cstr(&s->req, "upgrade", &type);
     if (!sharp_upgrade_allowed(hcm->upgrades, hcm->nupgrades, s->route, type)) {
         sharp_debug(http, "[C%llu][S%llu] upgrade '%.*s' not allowed", s->conn_id, s->id, (int)type.len, type.p);
         sharp_counter_inc(sh, hcm->st.rq_ws_on_non_ws_route);

@@ -454,6 +454,41 @@ static void strip_h2c(sharp_headers_t *h)
     sharp_sbuf_free(&out);
 }
 
+/* A CONNECT request's target: host:port only (http_parser's URL parsing in
+ * CONNECT mode, which Envoy's codec uses): a host (a name, an IPv4 address
+ * or a bracketed IPv6 one) and a decimal port, no userinfo, path, query
+ * or fragment. */
+static bool connect_target_valid(const char *url, size_t n)
+{
+    /* a DNS name has at most 253 characters: anything longer is no target
+     * (and would not fit the authority kept for it) */
+    if (n > 253 + 6) return false;
+    const char *colon = NULL;
+    for (size_t i = n; i-- > 0;)
+        if (url[i] == ':') {
+            colon = url + i;
+            break;
+        }
+    if (!colon || colon == url) return false;
+    size_t hl = (size_t)(colon - url), pl = n - hl - 1;
+    if (pl == 0 || pl > 5) return false;
+    unsigned port = 0;
+    for (size_t i = 0; i < pl; i++) {
+        if (colon[1 + i] < '0' || colon[1 + i] > '9') return false;
+        port = port * 10 + (unsigned)(colon[1 + i] - '0');
+    }
+    if (port > 65535) return false;
+    bool v6 = url[0] == '[';
+    if (v6 && (hl < 3 || url[hl - 1] != ']')) return false;
+    for (size_t i = v6 ? 1 : 0; i < (v6 ? hl - 1 : hl); i++) {
+        unsigned char ch = (unsigned char)url[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '-' || ch == '.' || ch == '_' || ch == '~' || (v6 && ch == ':');
+        if (!ok) return false;
+    }
+    return true;
+}
+
 /* Turns the HTTP/1 request line and Host into Envoy's pseudo-headers and
  * hands the stream to the filter chain. Returns -1 when the request was
  * rejected (a local reply is on its way). */
@@ -464,14 +499,21 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     s->info.protocol = p->http_minor == 0 && p->http_major == 1 ? "HTTP/1.0" : "HTTP/1.1";
     const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
     s->is_head = strcmp(method, "HEAD") == 0;
-    if (llhttp_get_method(p) == HTTP_CONNECT) {
-        conn_protocol_error(c, 403, "upgrade not supported");
-        return -1;
-    }
-    /* llhttp's upgrade: "Connection: upgrade" and an Upgrade header, as
-     * Envoy's Utility::isUpgrade. An h2c upgrade is not supported: as Envoy's
-     * codec, drop its headers and serve the request as HTTP/1.1. */
-    if (p->upgrade) {
+    bool connect = llhttp_get_method(p) == HTTP_CONNECT;
+    if (connect) {
+        /* Envoy's HTTP/1 codec: a CONNECT is an upgrade (the connection
+         * manager's upgrade_configs decide on type "CONNECT") and has no
+         * body; a Content-Length of 0 is dropped */
+        if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0) {
+            conn_protocol_error_ex(c, 400, "Bad Request", "http1.body_disallowed");
+            return -1;
+        }
+        sharp_headers_remove_cstr(h, "content-length");
+        s->upgrade_request = s->is_connect = true;
+    } else if (p->upgrade) {
+        /* llhttp's upgrade: "Connection: upgrade" and an Upgrade header, as
+         * Envoy's Utility::isUpgrade. An h2c upgrade is not supported: as
+         * Envoy's codec, drop its headers and serve the request as HTTP/1.1. */
         sharp_str_t up;
         if (sharp_headers_get_cstr(h, "upgrade", &up) && up.len == 3 && strncasecmp(up.p, "h2c", 3) == 0) {
             strip_h2c(h);
@@ -489,7 +531,15 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     const char *path = url;
     size_t plen = ulen;
     sharp_str_t authority = {NULL, 0};
-    if (ulen && url[0] != '/' && !(ulen == 1 && url[0] == '*')) {
+    if (connect) {
+        /* the target is the authority, host:port and nothing else (Envoy
+         * parses it as http_parser's CONNECT URL); it replaces Host */
+        if (!connect_target_valid(url, ulen)) {
+            conn_protocol_error_ex(c, 400, "Bad Request", "http1.invalid_url");
+            return -1;
+        }
+        authority = (sharp_str_t){url, ulen};
+    } else if (ulen && url[0] != '/' && !(ulen == 1 && url[0] == '*')) {
         /* absolute-form: scheme://authority/path */
         const char *sep = strstr(url, "://");
         if (!sep) {
@@ -523,15 +573,17 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     /* pseudo-headers first, as in an HTTP/2 header block */
     uint32_t before = h->n;
     /* `path` points into c->h1.url, not into the header map, so it stays valid
-     * while the map grows. */
+     * while the map grows. A CONNECT has only :method and :authority, as
+     * an HTTP/2 one. */
     sharp_headers_add(h, ":method", 7, method, strlen(method));
-    sharp_headers_add(h, ":path", 5, path, plen);
+    if (!connect) sharp_headers_add(h, ":path", 5, path, plen);
     sharp_headers_add(h, ":authority", 10, hostbuf, hlen);
-    sharp_headers_add(h, ":scheme", 7, "http", 4);
+    if (!connect) sharp_headers_add(h, ":scheme", 7, "http", 4);
+    uint32_t npseudo = h->n - before;
     sharp_header_entry_t pseudo[4];
-    memcpy(pseudo, &h->e[before], sizeof pseudo);
-    memmove(&h->e[4], &h->e[0], before * sizeof pseudo[0]);
-    memcpy(&h->e[0], pseudo, sizeof pseudo);
+    memcpy(pseudo, &h->e[before], npseudo * sizeof pseudo[0]);
+    memmove(&h->e[npseudo], &h->e[0], before * sizeof pseudo[0]);
+    memcpy(&h->e[0], pseudo, npseudo * sizeof pseudo[0]);
 
     sharp_str_t expect;
     if (sharp_headers_get_cstr(h, "expect", &expect) && expect.len == 12 &&
@@ -669,17 +721,24 @@ static void h1_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_st
     if (s->local_reply && s->local_reply_code == 400) s->closes_connection = s->saw_connection_close = true;
     bool http10 = s->info.protocol && strcmp(s->info.protocol, "HTTP/1.0") == 0;
     bool no_body = s->is_head || code == 204 || code == 304 || (code >= 100 && code < 200);
-    /* An accepted upgrade answered 101: its Connection and Upgrade headers
-     * go to the client and the bytes that follow are the tunnel's. */
-    bool upgrade = s->upgrade_accepted && code == 101 && !end_stream;
+    /* An accepted upgrade answered 101, or an accepted CONNECT any 2xx: its
+     * Connection and Upgrade headers go to the client and the bytes that
+     * follow are the tunnel's, unframed (a 2xx to a CONNECT has no body
+     * framing, RFC 9110 section 9.3.6). */
+    bool connect_ok = s->is_connect && code >= 200 && code < 300;
+    bool upgrade = s->upgrade_accepted && (code == 101 || connect_ok) && !end_stream;
     if (upgrade) {
         s->upgraded = true;
         uv_timer_stop(&s->request_timer);
     }
+    if (upgrade && connect_ok) {
+        sharp_headers_remove_cstr(h, "content-length");
+        sharp_headers_remove_cstr(h, "transfer-encoding");
+    }
     bool has_cl = sharp_headers_get_cstr(h, "content-length", NULL);
     s->resp_chunked = false;
     s->resp_close_delimited = false;
-    if (!no_body && !has_cl) {
+    if (!no_body && !has_cl && !upgrade) {
         if (end_stream) sharp_headers_add(h, "content-length", 14, "0", 1);
         else if (!http10) s->resp_chunked = true;
         else s->resp_close_delimited = true;

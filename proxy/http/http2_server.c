@@ -336,11 +336,19 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
     sharp_headers_get_cstr(h, ":method", &method);
     s->is_head = sharp_str_eq(method, "HEAD", 4);
     if (sharp_str_eq(method, "CONNECT", 7)) {
-        /* CONNECT (and extended CONNECT) is not supported: refused as on HTTP/1 */
-        s->request_complete = true;
-        if (s->nfilters)
-            sharp_stream_send_local_reply(&s->filters[0], 403, "upgrade not supported", 0, "upgrade_failed");
-        return;
+        if (sharp_headers_get_cstr(h, ":protocol", NULL) || sharp_headers_get_cstr(h, ":path", NULL)) {
+            /* extended CONNECT (RFC 8441, upgrades over HTTP/2) is not
+             * implemented: SETTINGS_ENABLE_CONNECT_PROTOCOL is never sent,
+             * so a client that sends one anyway is refused */
+            s->request_complete = true;
+            if (s->nfilters)
+                sharp_stream_send_local_reply(&s->filters[0], 403, "upgrade not supported", 0, "upgrade_failed");
+            return;
+        }
+        /* a CONNECT (RFC 9113 section 8.5: :method and :authority only,
+         * nghttp2 checked it): an upgrade of type "CONNECT" whose DATA
+         * frames are the tunnel's bytes */
+        s->upgrade_request = s->is_connect = true;
     }
     sharp_str_t expect;
     if (sharp_headers_get_cstr(h, "expect", &expect) && expect.len == 12 &&
@@ -360,6 +368,9 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
         sharp_sbuf_free(&d);
     }
     sharp_hcm_decode_headers(s, end_stream, (const struct sockaddr *)&c->remote_ss);
+    /* request_timeout waits for a whole request, which an accepted CONNECT
+     * never completes (as on HTTP/1, Envoy does not apply it to upgrades) */
+    if (s->upgrade_accepted) uv_timer_stop(&s->request_timer);
 }
 
 /* ---- connection_keepalive (Envoy's ConnectionImpl keepalive) ---- */

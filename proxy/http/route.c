@@ -401,6 +401,8 @@ static bool path_matches(const sharp_route_t *r, sharp_str_t full)
         return r->path_re && sharp_re2_full_match(r->path_re, path.p, path.len);
     case SHARP_ROUTE_MATCH_PATH_SEPARATED_PREFIX:
         return path_prefix(r, path) && (path.len == r->path_len || path.p[r->path_len] == '/');
+    case SHARP_ROUTE_MATCH_CONNECT:
+        return true; /* the method was checked first */
     }
     return false;
 }
@@ -416,8 +418,14 @@ static bool route_matches(const sharp_route_t *r, const sharp_headers_t *req, ui
     if (r->match_grpc && !is_grpc(req)) return false;
     for (uint32_t i = 0; i < r->nheaders; i++)
         if (!sharp_header_matcher_match(&r->headers[i], req)) return false;
-    sharp_str_t path;
-    if (!sharp_headers_get_cstr(req, ":path", &path)) return false;
+    if (r->match_kind == SHARP_ROUTE_MATCH_CONNECT) {
+        sharp_str_t m;
+        if (!sharp_headers_get_cstr(req, ":method", &m) || !sharp_str_eq(m, "CONNECT", 7)) return false;
+    }
+    /* Envoy matches the path of a request that has none (a CONNECT) as
+     * the empty string: only a prefix "" takes it besides connect_matcher */
+    sharp_str_t path = SHARP_STR("");
+    sharp_headers_get_cstr(req, ":path", &path);
     if (r->nquery) {
         const char *qm = memchr(path.p, '?', path.len);
         sharp_str_t q =

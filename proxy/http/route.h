@@ -101,6 +101,7 @@ typedef enum {
     SHARP_ROUTE_MATCH_PATH,
     SHARP_ROUTE_MATCH_REGEX,
     SHARP_ROUTE_MATCH_PATH_SEPARATED_PREFIX,
+    SHARP_ROUTE_MATCH_CONNECT, /* connect_matcher: CONNECT requests only */
 } sharp_route_match_kind_t;
 
 typedef enum {
@@ -323,6 +324,10 @@ typedef struct sharp_route {
     const sharp_mirror_policies_t *mirror;
     sharp_upgrade_t *upgrades; /* RouteAction.upgrade_configs: overrides the HCM's per type */
     uint32_t nupgrades;
+    /* the CONNECT entry of upgrade_configs has a connect_config: the router
+     * terminates a CONNECT request (answers 200 once a TCP connection to
+     * the host is up) and its payload goes to that connection as is */
+    bool connect_terminate;
     uint32_t direct_status;
     char *direct_body; /* may be NULL */
     size_t direct_body_len;

@@ -81,6 +81,9 @@ struct sharp_stream {
     bool upgrade_request;
     bool upgrade_accepted;
     bool upgraded;
+    /* a CONNECT request (no :path, :authority is the target): an upgrade of
+     * type "CONNECT" whose 2xx answer starts the tunnel */
+    bool is_connect;
     bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
     /* tracing (http/tracing.h): the span, NULL without one; the route
      * decorator's operation while it may still go out in

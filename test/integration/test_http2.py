@@ -362,7 +362,6 @@ def test_malformed_frames_close_only_that_connection(procs, upstream):
 
 
 @pytest.mark.parametrize("opt,want", [
-    ("allow_connect: true", "allow_connect"),
     ("connection_keepalive: { interval: 1s }", "timeout"),
     ("connection_keepalive: { interval: 0.0001s, timeout: 1s }", "interval"),
     ("max_outbound_frames: 0", "max_outbound_frames"),

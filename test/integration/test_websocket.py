@@ -582,17 +582,13 @@ HCM = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
 @pytest.mark.parametrize("hcm,routes,want", [
     ("upgrade_configs: [{ upgrade_type: websocket }, { upgrade_type: WebSocket }]\n", None,
      "upgrade_configs[1].upgrade_type: Error: multiple upgrade configs with the same name: 'WebSocket'"),
-    ("upgrade_configs: [{ upgrade_type: CONNECT }]\n", None,
-     "upgrade_configs[0].upgrade_type: CONNECT is not supported by SHARP (CONNECT)"),
     ("upgrade_configs: [{ upgrade_type: websocket, filters: [{ name: envoy.filters.http.router }] }]\n", None,
      "upgrade_configs[0].filters: filters is not supported by SHARP (upgrade filter chains"),
     ("", '- match: { prefix: "/" }\n  route: { cluster: b, upgrade_configs: [{ upgrade_type: websocket }, '
          '{ upgrade_type: WEBSOCKET, enabled: false }] }\n', "Duplicate upgrade WEBSOCKET"),
     ("", '- match: { prefix: "/" }\n  route: { cluster: b, upgrade_configs: [{ upgrade_type: "" }] }\n',
      "upgrade_type"),
-    ("", '- match: { prefix: "/" }\n  route: { cluster: b, upgrade_configs: [{ upgrade_type: CONNECT, '
-         'connect_config: {} }] }\n', "connect_config is not supported by SHARP (CONNECT)"),
-], ids=["hcm-duplicate", "hcm-connect", "hcm-filters", "route-duplicate", "route-empty", "route-connect"])
+], ids=["hcm-duplicate", "hcm-filters", "route-duplicate", "route-empty"])
 def test_config_errors(hcm, routes, want):
     rc, out = validate(bootstrap_yaml(10000, 9901, {"b": [8080]}, hcm_extra=hcm, routes=routes))
     assert rc == 1 and want in out, out

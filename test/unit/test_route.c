@@ -294,13 +294,43 @@ static void test_path_match_kinds(void **state)
     assert_string_equal(match_name(vh, "/cI", NULL), "ci");
     assert_string_equal(match_name(vh, "/exact2", NULL), "exact_ci");
     assert_string_equal(match_name(vh, "/EXACT2?a", NULL), "exact_ci");
-    /* no :path, no route */
+    /* no :path (a CONNECT): the path matchers see "", no route */
     sharp_headers_t h;
     sharp_headers_init(&h);
     sharp_headers_add_cstr(&h, ":method", "CONNECT");
+    sharp_headers_add_cstr(&h, ":authority", "example.com:443");
+    assert_null(sharp_vhost_match(vh, &h));
+    /* connect_matcher takes it, and nothing but a CONNECT */
+    add_route(vh, SHARP_ROUTE_MATCH_CONNECT, "", "connect");
+    const sharp_route_t *r = sharp_vhost_match(vh, &h);
+    assert_non_null(r);
+    assert_string_equal(r->name, "connect");
+    assert_string_equal(match_name(vh, "/nothing-else", ":method: GET", NULL), "(none)");
+    sharp_headers_set_cstr(&h, ":method", "GET");
     assert_null(sharp_vhost_match(vh, &h));
     sharp_headers_free(&h);
     assert_null(sharp_vhost_match(NULL, &h));
+    sharp_route_table_free(t);
+}
+
+/* Envoy matches a request without a path (a CONNECT) as if its path were
+ * empty: a prefix "" takes it, with the other criteria of the route */
+static void test_connect_and_empty_prefix(void **state)
+{
+    (void)state;
+    sharp_route_table_t *t = table_new(1);
+    sharp_vhost_t *vh = vhost(t, 0, "v", "*", NULL);
+    add_route(vh, SHARP_ROUTE_MATCH_PREFIX, "/", "slash");
+    add_route(vh, SHARP_ROUTE_MATCH_PREFIX, "", "empty");
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":method", "CONNECT");
+    sharp_headers_add_cstr(&h, ":authority", "a:1");
+    const sharp_route_t *r = sharp_vhost_match(vh, &h);
+    assert_non_null(r);
+    assert_string_equal(r->name, "empty");
+    sharp_headers_free(&h);
+    assert_string_equal(match_name(vh, "/x", NULL), "slash");
     sharp_route_table_free(t);
 }
 
@@ -815,6 +845,7 @@ static void test_retry_grpc_on(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_and_empty_prefix),
         cmocka_unit_test(test_route_timeouts),
         cmocka_unit_test(test_route_stream_duration),
         cmocka_unit_test(test_retry_grpc_on),

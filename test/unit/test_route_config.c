@@ -623,10 +623,36 @@ static void test_per_filter_config_levels(void **state)
 #undef FC
 }
 
+/* connect_matcher and a CONNECT upgrade with connect_config: the route
+ * matches CONNECT requests only and terminates them */
+static void test_connect(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "virtual_hosts:\n"
+              "- name: v\n"
+              "  domains: ['*']\n"
+              "  routes:\n"
+              "  - match: { connect_matcher: {} }\n"
+              "    route: { cluster: c, upgrade_configs: [{ upgrade_type: CONNECT, connect_config: {} }] }\n"
+              "  - match: { connect_matcher: {} }\n"
+              "    route: { cluster: d, upgrade_configs: [{ upgrade_type: CONNECT }] }\n");
+    if (!b.t) fail_msg("%s", b.err);
+    const sharp_vhost_t *vh = &b.t->vhosts[0];
+    assert_int_equal(vh->routes[0].match_kind, SHARP_ROUTE_MATCH_CONNECT);
+    assert_true(vh->routes[0].connect_terminate);
+    assert_int_equal(vh->routes[1].match_kind, SHARP_ROUTE_MATCH_CONNECT);
+    assert_false(vh->routes[1].connect_terminate);
+    release(&b);
+    expect_error("virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster: c, "
+                 "upgrade_configs: [{ upgrade_type: connect, connect_config: {} }] } }] }]\n",
+                 "virtual_hosts[0].routes[0].route.upgrade_configs[0].upgrade_type: Non-CONNECT upgrade type connect");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_translation), cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full_translation), cmocka_unit_test(test_defaults), cmocka_unit_test(test_connect),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_retry_on_parse),
         cmocka_unit_test(test_direct_response_body_limit),
         cmocka_unit_test(test_null_config),
