@@ -299,19 +299,21 @@ static sharp_cluster_local_t *cluster_local_new(sharp_worker_t *w, sharp_cluster
 {
     sharp_cluster_local_t *cl = sharp_calloc(1, sizeof *cl);
     cl->cluster = sharp_cluster_ref(c);
+    cl->worker = w;
     cl->set = w->index < c->npending ? atomic_exchange(&c->pending[w->index], NULL) : NULL;
     if (!cl->set) cl->set = sharp_hostset_ref(c->set);
     build_lb(w, cl);
-    uint32_t n = cl->set->nhosts;
-    for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
-        cl->pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->pools[prio]);
-        for (uint32_t h = 0; h < n; h++) cl->pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, false);
-        if (c->downstream_protocol) {
-            cl->h2_pools[prio] = sharp_calloc(n ? n : 1, sizeof *cl->h2_pools[prio]);
-            for (uint32_t h = 0; h < n; h++) cl->h2_pools[prio][h] = new_pool(w, c, cl->set->hosts[h], prio, true);
-        }
-    }
     return cl;
+}
+
+sharp_pool_t *sharp_cluster_pool_new(sharp_cluster_local_t *cl, int prio, uint32_t i, bool h2)
+{
+    sharp_pool_t ***slot = h2 ? &cl->h2_pools[prio] : &cl->pools[prio];
+    uint32_t n = cl->set->nhosts;
+    if (i >= n) abort(); /* a host of the worker's set (sharp_cluster_local_pos) */
+    if (!*slot) *slot = sharp_calloc(n, sizeof **slot);
+    if (!(*slot)[i]) (*slot)[i] = new_pool(cl->worker, cl->cluster, cl->set->hosts[i], prio, h2);
+    return (*slot)[i];
 }
 
 /* The last view listing the cluster went: its pools retire (a stopping
@@ -321,8 +323,9 @@ static void cluster_local_unref(sharp_worker_t *w, sharp_cluster_local_t *cl)
     if (--cl->refs) return;
     for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
         for (uint32_t h = 0; h < cl->set->nhosts; h++) {
-            (w->stopping ? sharp_pool_destroy : sharp_pool_retire)(cl->pools[prio][h]);
-            if (cl->h2_pools[prio]) (w->stopping ? sharp_pool_destroy : sharp_pool_retire)(cl->h2_pools[prio][h]);
+            sharp_pool_t *p = cl->pools[prio] ? cl->pools[prio][h] : NULL, *p2 = cl->h2_pools[prio] ? cl->h2_pools[prio][h] : NULL;
+            if (p) (w->stopping ? sharp_pool_destroy : sharp_pool_retire)(p);
+            if (p2) (w->stopping ? sharp_pool_destroy : sharp_pool_retire)(p2);
         }
         free(cl->pools[prio]);
         free(cl->h2_pools[prio]);
@@ -433,7 +436,6 @@ static int32_t *match_hosts(const sharp_hostset_t *os, const sharp_hostset_t *ns
 
 static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_hostset_t *ns)
 {
-    sharp_cluster_t *c = cl->cluster;
     sharp_hostset_t *os = cl->set;
     int32_t *where = match_hosts(os, ns);
     for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
@@ -441,14 +443,13 @@ static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_ho
             sharp_pool_t ***slot = kind ? &cl->h2_pools[prio] : &cl->pools[prio];
             if (!*slot) continue;
             sharp_pool_t **old = *slot, **pools = sharp_calloc(ns->nhosts ? ns->nhosts : 1, sizeof *pools);
-            for (uint32_t i = 0; i < ns->nhosts; i++) {
-                /* a set lists a host once; if it did twice, the second gets a pool of its own */
+            /* a set lists a host once; if it did twice, the second gets a
+             * pool of its own when first used; new hosts too */
+            for (uint32_t i = 0; i < ns->nhosts; i++)
                 if (where[i] >= 0 && old[where[i]]) {
                     pools[i] = old[where[i]];
                     old[where[i]] = NULL;
                 }
-                if (!pools[i]) pools[i] = new_pool(w, c, ns->hosts[i], prio, kind == 1);
-            }
             for (uint32_t j = 0; j < os->nhosts; j++)
                 if (old[j]) sharp_pool_retire(old[j]);
             free(old);
@@ -526,8 +527,8 @@ static void each_pool(sharp_worker_t *w, void (*fn)(struct sharp_pool *p))
         sharp_cluster_local_t *cl = w->view->clusters[i];
         for (int prio = 0; prio < SHARP_NPRIORITIES; prio++)
             for (uint32_t h = 0; h < cl->set->nhosts; h++) {
-                fn(cl->pools[prio][h]);
-                if (cl->h2_pools[prio]) fn(cl->h2_pools[prio][h]);
+                if (cl->pools[prio] && cl->pools[prio][h]) fn(cl->pools[prio][h]);
+                if (cl->h2_pools[prio] && cl->h2_pools[prio][h]) fn(cl->h2_pools[prio][h]);
             }
     }
 }

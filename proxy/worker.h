@@ -23,16 +23,22 @@ struct sharp_access_log_writer;
  * connections, counted in the HIGH circuit breakers). A cluster with
  * use_downstream_protocol_config has a second pool per host and priority,
  * its HTTP/2 one, as Envoy keys its pools by protocol too; pools[] are then
- * the HTTP/1.1 ones. */
+ * the HTTP/1.1 ones. A pool, and each array of them, is made when a request
+ * first needs it (sharp_cluster_pool), as Envoy's cluster manager makes
+ * its pools: a push of 1,000 clusters costs the worker's loop their
+ * balancers, not 2,000 pools, most of which would never see a request. */
 typedef struct sharp_cluster_local {
     sharp_cluster_t *cluster; /* a reference */
+    struct sharp_worker *worker;
     /* The host set lb and pools are built over (the worker's reference);
      * a newer one waits in cluster->pending[worker] until the next
      * wake-up (a DNS or EDS cluster's membership changed). */
     sharp_hostset_t *set;
     sharp_lb_t lb;
-    struct sharp_pool **pools[SHARP_NPRIORITIES]; /* [priority][i], i indexed like set->hosts */
-    struct sharp_pool **h2_pools[SHARP_NPRIORITIES]; /* likewise; NULL unless cluster->downstream_protocol */
+    /* [priority][i], i indexed like set->hosts; NULL arrays and entries
+     * until first used */
+    struct sharp_pool **pools[SHARP_NPRIORITIES];
+    struct sharp_pool **h2_pools[SHARP_NPRIORITIES]; /* likewise; only cluster->downstream_protocol uses them */
     /* The views that list it (worker thread only): an unchanged cluster's
      * balancer and pools pass from one view to the next; when the last
      * view holding it goes, its pools retire (requests in flight finish,
@@ -83,12 +89,14 @@ static inline uint32_t sharp_cluster_local_pos(const sharp_cluster_local_t *cl, 
  * use_downstream_protocol_config cluster looks at the protocol: HTTP/2 goes
  * over HTTP/2, everything else over HTTP/1.1 (Envoy has no HTTP/1.0
  * upstream). */
-static inline struct sharp_pool *sharp_cluster_pool(const sharp_cluster_local_t *cl, int prio,
-                                                    const sharp_host_t *h, const char *protocol)
+struct sharp_pool *sharp_cluster_pool_new(sharp_cluster_local_t *cl, int prio, uint32_t i, bool h2);
+static inline struct sharp_pool *sharp_cluster_pool(sharp_cluster_local_t *cl, int prio, const sharp_host_t *h,
+                                                    const char *protocol)
 {
     uint32_t i = sharp_cluster_local_pos(cl, h);
-    if (cl->h2_pools[prio] && protocol && strcmp(protocol, "HTTP/2") == 0) return cl->h2_pools[prio][i];
-    return cl->pools[prio][i];
+    bool h2 = cl->cluster->downstream_protocol && protocol && strcmp(protocol, "HTTP/2") == 0;
+    struct sharp_pool **a = h2 ? cl->h2_pools[prio] : cl->pools[prio];
+    return a && a[i] ? a[i] : sharp_cluster_pool_new(cl, prio, i, h2);
 }
 
 typedef struct sharp_dlist {
