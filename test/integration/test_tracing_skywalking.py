@@ -327,6 +327,19 @@ def test_refused(provider, needle):
     assert rc != 0 and needle in out, out
 
 
+def test_unknown_cluster_accepted(procs, echo):
+    # Envoy builds the SkyWalking client without checking its cluster: the
+    # segments wait in the cache
+    listen, admin = free_port(), free_port()
+    y = config(listen, admin, echo.port, 1).replace("cluster_name: skywalking", "cluster_name: nowhere")
+    rc, out = validate_config(y)
+    assert rc == 0, out
+    start(procs, y + "", admin)
+    for _ in range(4):
+        assert get(listen)[0] == 200
+    assert stat(admin, "tracing.skywalking.segments_sent") == 0
+
+
 def test_start_child_span_refused_with_zipkin():
     hcm = ("tracing:\n  provider:\n    name: envoy.tracers.zipkin\n    typed_config:\n"
            '      "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n'
