@@ -268,6 +268,32 @@ def test_error_spans(procs, collector):
     assert exit_["tagmap"]["status_code"] == "0" and exit_["peer"] == f"127.0.0.1:{dead}"
 
 
+def test_retry_exit_spans(procs, echo, collector):
+    listen, admin = free_port(), free_port()
+    dead = free_port()
+    y = config(listen, admin, echo.port, collector.port)
+    # the backend: a host that refuses connections and the echo, with retries
+    ep = f"        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {echo.port} }} }} }}\n"
+    assert ep in y
+    y = y.replace(ep, ep.replace(str(echo.port), str(dead)) + ep, 1)
+    y = y.replace("route: { cluster: backend }",
+                  "route: { cluster: backend, retry_policy: { retry_on: connect-failure, num_retries: 2 } }")
+    start(procs, y, admin)
+    for _ in range(2):
+        st, _, e = get(listen, path="/plain")
+        assert st == 200
+    segs = wait_for(lambda: collector.got(2), 10, "two segments")
+    retried = [sg for sg in segs if len(sg["spans"]) == 3]
+    assert retried, segs
+    entry, first, second = retried[0]["spans"]
+    assert first["type"] == 1 and second["type"] == 1 and first["parent"] == 0 and second["parent"] == 0
+    assert first["peer"] == f"127.0.0.1:{dead}" and first["error"]
+    assert first["tagmap"]["error.reason"] == "connection failure" and "retry.count" not in first["tagmap"]
+    assert second["id"] == 2 and second["tagmap"]["retry.count"] == "1" and not second["error"]
+    assert second["peer"] == f"127.0.0.1:{echo.port}" and second["tagmap"]["status_code"] == "200"
+    assert not entry["error"]
+
+
 def test_collector_down_then_up(procs, echo):
     listen, admin = free_port(), free_port()
     cport = free_port()  # the collector is not there yet
