@@ -124,7 +124,9 @@ typedef struct router_state {
      * the try's protocol and response status for its tags */
     sharp_span_t *child;
     const char *try_protocol;
+    const char *try_flags; /* the try's reset or failure, as a response flag */
     uint32_t try_code;
+    bool try_complete;     /* its response ended */
 } router_state_t;
 
 static const sharp_upstream_callbacks_t upstream_cbs;
@@ -241,7 +243,7 @@ static void child_finish(router_state_t *rs)
     sharp_span_t *c = rs->child;
     rs->child = NULL;
     sharp_tracing_child_finish(rs->f->stream, c, rs->try_protocol, rs->host ? rs->host->address : NULL,
-                               rs->try_code);
+                               rs->try_code, rs->try_flags, !rs->try_complete && !rs->try_flags);
 }
 
 static void release_upstream(router_state_t *rs)
@@ -843,13 +845,19 @@ static void start_try(router_state_t *rs)
     rs->upstream_start_ns = sharp_now_ns();
     const router_config_t *cfg = f->config;
     rs->try_protocol = NULL;
+    rs->try_flags = NULL;
     rs->try_code = 0;
+    rs->try_complete = false;
     if (cfg && cfg->start_child_span) rs->child = sharp_tracing_child_start(s, rs->attempt);
     /* every try picks the pool of the downstream's protocol anew
      * (use_downstream_protocol_config) */
     sharp_pool_t *pool = sharp_cluster_pool(rs->cl, rs->priority, host, s->info.protocol);
     if (!sharp_pool_acquire(pool, &rs->ureq, &upstream_cbs, rs)) {
         /* max_pending_requests: nothing was queued */
+        if (rs->child) {
+            sharp_tracing_child_reset(rs->child, "overflow");
+            rs->try_flags = "UO";
+        }
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
     }
@@ -1215,7 +1223,10 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
 static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
 {
     router_state_t *rs = ctx;
-    if (rs->child) sharp_tracing_child_reset(rs->child, "connection failure");
+    if (rs->child) {
+        sharp_tracing_child_reset(rs->child, "connection failure");
+        rs->try_flags = "UF";
+    }
     sharp_debug(router, "[C%llu][S%llu] upstream connection failure to %s: %s", rs->f->stream->conn_id,
                 rs->f->stream->id, rs->host->address, detail ? detail : "");
     charge_local_upstream_code(rs, 503);
@@ -1253,6 +1264,7 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
 static void finish_response(router_state_t *rs, uint64_t now)
 {
     rs->response_done = true;
+    rs->try_complete = true;
     sharp_deadline_stop(&rs->timer);
     sharp_histogram_record(shard(rs), rs->cluster->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
@@ -1358,12 +1370,18 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
                     : why == SHARP_RESET_PROTOCOL_ERROR  ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR
                                                          : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_rx_reset);
-    /* Envoy's resetReasonToString */
-    if (rs->child)
-        sharp_tracing_child_reset(rs->child, why == SHARP_RESET_REMOTE ? "remote reset"
-                                             : refused                 ? "remote refused stream reset"
+    /* Envoy's resetReasonToString and streamResetReasonToResponseFlag */
+    if (rs->child) {
+        sharp_tracing_child_reset(rs->child, why == SHARP_RESET_REMOTE           ? "remote reset"
+                                             : refused                           ? "remote refused stream reset"
                                              : why == SHARP_RESET_PROTOCOL_ERROR ? "protocol error"
+                                             : why == SHARP_RESET_LOCAL          ? "local reset"
                                                                                  : "connection termination");
+        rs->try_flags = why == SHARP_RESET_REMOTE || refused        ? "UR"
+                        : why == SHARP_RESET_PROTOCOL_ERROR ? "UPE"
+                        : why == SHARP_RESET_LOCAL          ? "LR"
+                                                            : "UC";
+    }
     /* the host, or its connection, cut the try (not a protocol error) */
     if (why == SHARP_RESET_REMOTE || why == SHARP_RESET_CONNECTION_TERMINATION)
         atomic_fetch_add_explicit(&rs->host->diag.resets, 1, memory_order_relaxed);

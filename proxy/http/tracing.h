@@ -328,9 +328,11 @@ void sharp_tracing_child_response(sharp_span_t *child, const sharp_headers_t *h)
 /* The try was reset (error, error.reason). */
 void sharp_tracing_child_reset(sharp_span_t *child, const char *reason);
 /* The try's end (Envoy's finalizeUpstreamSpan): protocol (NULL: "-"), the
- * host's address, the cluster, the try's status (0: none). */
+ * host's address, the cluster, the try's status (0: none) and response
+ * flags (NULL: "-"); `canceled` when the proxy gave up on it before it
+ * ended (Envoy's UpstreamRequest::resetStream). */
 void sharp_tracing_child_finish(struct sharp_stream *s, sharp_span_t *child, const char *protocol,
-                                const char *host_address, uint32_t code);
+                                const char *host_address, uint32_t code, const char *flags, bool canceled);
 
 /* Appends s as a JSON string (quoted, escaped; invalid UTF-8 becomes
  * U+FFFD). */

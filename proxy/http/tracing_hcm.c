@@ -382,9 +382,10 @@ void sharp_tracing_child_reset(sharp_span_t *child, const char *reason)
 }
 
 void sharp_tracing_child_finish(sharp_stream_t *s, sharp_span_t *child, const char *protocol,
-                                const char *host_address, uint32_t code)
+                                const char *host_address, uint32_t code, const char *flags, bool canceled)
 {
     const sharp_stream_info_t *si = &s->info;
+    if (canceled) sharp_span_tag_cstr(child, "canceled", "true");
     /* HttpTracerUtility::finalizeUpstreamSpan with the try's own stream
      * info: its protocol, host, cluster and status */
     sharp_span_tag_cstr(child, "http.protocol", protocol ? protocol : "-");
@@ -401,7 +402,7 @@ void sharp_tracing_child_finish(sharp_stream_t *s, sharp_span_t *child, const ch
     char num[16];
     snprintf(num, sizeof num, "%u", code);
     sharp_span_tag_cstr(child, "http.status_code", num);
-    sharp_span_tag_cstr(child, "response_flags", "-");
+    sharp_span_tag_cstr(child, "response_flags", flags ? flags : "-");
     if (!code || (code >= 500 && code < 600)) sharp_span_tag_cstr(child, "error", "true");
     sw_finish(s, child);
 }

@@ -206,6 +206,7 @@ def test_segment_spans_and_propagation(procs, echo, collector):
     assert "error" not in t
     x = exit_["tagmap"]
     assert x["upstream_address"] == f"127.0.0.1:{echo.port}" and x["http.protocol"] == "HTTP/1.1"
+    assert x["response_flags"] == "-" and "canceled" not in x and "error" not in x
     assert x["status_code"] == "200" and x["component"] == "proxy" and x["upstream_cluster"] == "backend"
     # the stream's metadata: the token as authentication
     assert collector.metadata[0].get("authentication") == "tok-1"
@@ -266,6 +267,28 @@ def test_error_spans(procs, collector):
     assert entry["error"] and entry["tagmap"]["error"] == "true" and entry["tagmap"]["status_code"] == "503"
     assert exit_["error"] and exit_["tagmap"]["error.reason"] == "connection failure"
     assert exit_["tagmap"]["status_code"] == "0" and exit_["peer"] == f"127.0.0.1:{dead}"
+    assert exit_["tagmap"]["response_flags"] == "UF" and "canceled" not in exit_["tagmap"]
+
+
+def test_timed_out_try_is_canceled(procs, collector):
+    import socket
+    silent = socket.socket()  # accepts, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        listen, admin = free_port(), free_port()
+        y = config(listen, admin, silent.getsockname()[1], collector.port)
+        y = y.replace("route: { cluster: backend }", "route: { cluster: backend, timeout: 0.3s }")
+        start(procs, y, admin)
+        st, _, _ = h1_request(listen, "/plain")
+        assert st == 504
+        entry, exit_ = wait_for(lambda: collector.got(1), 10, "the segment")[0]["spans"]
+        assert entry["error"] and entry["tagmap"]["status_code"] == "504"
+        x = exit_["tagmap"]
+        assert x["canceled"] == "true" and x["status_code"] == "0" and x["error"] == "true" and exit_["error"]
+        assert "error.reason" not in x
+    finally:
+        silent.close()
 
 
 def test_retry_exit_spans(procs, echo, collector):
