@@ -173,7 +173,8 @@ CALLER = "-".join(["1", b64("trace-abc"), b64("seg-parent"), "3", b64("caller-sv
 
 def test_segment_spans_and_propagation(procs, echo, collector):
     listen, admin = free_port(), free_port()
-    start(procs, config(listen, admin, echo.port, collector.port), admin)
+    md = "  initial_metadata: [ { key: X-Tenant, value: t1 } ]\n"
+    start(procs, config(listen, admin, echo.port, collector.port, grpc_extra=md), admin)
     st, _, e = get(listen, {"sw8": CALLER, "user-agent": "it-client"})
     assert st == 200
     # the upstream got the Exit span's context
@@ -210,6 +211,7 @@ def test_segment_spans_and_propagation(procs, echo, collector):
     assert x["status_code"] == "200" and x["component"] == "proxy" and x["upstream_cluster"] == "backend"
     # the stream's metadata: the token as authentication
     assert collector.metadata[0].get("authentication") == "tok-1"
+    assert collector.metadata[0].get("x-tenant") == "t1"
     assert stat(admin, "tracing.skywalking.segments_sent") == 1
     assert stat(admin, "tracing.skywalking.segments_dropped") == 0
     # no caller context: a new trace, no refs
@@ -220,6 +222,30 @@ def test_segment_spans_and_propagation(procs, echo, collector):
     assert seg2["trace"] == ctx2["trace"] and seg2["segment"] == ctx2["segment"]
     assert all(sp["refs"] == [] for sp in seg2["spans"])
     assert stat(admin, "tracing.skywalking.segments_sent") == 2
+
+
+def test_two_proxies_chain_their_segments(procs, echo, collector):
+    # front (OUTBOUND) -> back (INBOUND) -> echo, as the sandbox's proxies
+    back, back_admin = free_port(), free_port()
+    front, front_admin = free_port(), free_port()
+    cb = CLIENT.replace("front-svc", "back-svc").replace("front-1", "back-1")
+    start(procs, config(back, back_admin, echo.port, collector.port, client=cb), back_admin)
+    start(procs, config(front, front_admin, back, collector.port, direction="OUTBOUND"), front_admin)
+    st, _, e = get(front, path="/trace/1")
+    assert st == 200
+    ctx = parse_sw8(seen(e, "sw8"))  # what the echo got: the back proxy's context
+    assert ctx["service"] == "back-svc" and ctx["target"] == f"127.0.0.1:{echo.port}"
+    segs = wait_for(lambda: collector.got(2), 10, "both segments")
+    by = {sg["service"]: sg for sg in segs}
+    f, b = by["front-svc"], by["back-svc"]
+    assert f["trace"] == b["trace"] == ctx["trace"]
+    assert all(sp["refs"] == [] for sp in f["spans"])
+    ref = b["spans"][0]["refs"][0]
+    assert ref["segment"] == f["segment"] and ref["span"] == 1 and ref["service"] == "front-svc"
+    assert ref["instance"] == "front-1" and ref["endpoint"] == "/trace/1"
+    assert ref["target"] == f"127.0.0.1:{back}"
+    assert f["spans"][1]["peer"] == f"127.0.0.1:{back}"
+    assert b["segment"] == ctx["segment"]
 
 
 def test_without_child_span_nothing_is_injected(procs, echo, collector):
