@@ -46,6 +46,7 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/config/trace/v3/opentelemetry.pb-c.h"
+#include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
 #include "envoy/config/metrics/v3/metrics_service.pb-c.h"
 
@@ -257,7 +258,7 @@ static int build_filters(build_ctx_t *b, const hcm_pb_t *pb, sharp_hcm_config_t 
                 return fail(b, p, "unknown HTTP filter '%s'", hf->name);
             }
         }
-        sharp_filter_config_ctx_t fctx = {.server = b->srv, .stat_prefix = h->stat_prefix};
+        sharp_filter_config_ctx_t fctx = {.server = b->srv, .stat_prefix = h->stat_prefix, .tracing = h->tracing};
         char ferr[512] = "";
         void *fcfg = fac->create_config ? fac->create_config(msg, &fctx, ferr, sizeof ferr) : NULL;
         if (msg) protobuf_c_message_free_unpacked(msg, NULL);
@@ -422,6 +423,7 @@ static int build_access_logs(build_ctx_t *b, ProtobufCMessage *const *logs, size
 
 #define ZIPKIN_TYPE "envoy.config.trace.v3.ZipkinConfig"
 #define OTEL_TYPE "envoy.config.trace.v3.OpenTelemetryConfig"
+#define SKYWALKING_TYPE "envoy.config.trace.v3.SkyWalkingConfig"
 
 static void otel_header(sharp_otel_config_t *oc, const char *k, const char *v)
 {
@@ -517,11 +519,76 @@ out:
     return oc;
 }
 
-/* A tracing provider (Tracing.Http): the Zipkin or the OpenTelemetry
- * tracer, the ones SHARP implements (the support table refuses the other
- * tracers' types). */
+/* The SkyWalking tracer (SkyWalkingConfig): Envoy's Driver::loadConfig. */
+static sharp_skywalking_config_t *build_skywalking(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
+                                                   const char *p)
+{
+    sharp_config_error_t e = {{0}};
+    Envoy__Config__Trace__V3__SkyWalkingConfig *o = (Envoy__Config__Trace__V3__SkyWalkingConfig *)sharp_any_unpack(
+        &http->typed_config->base, &envoy__config__trace__v3__sky_walking_config__descriptor, &e);
+    if (!o) {
+        fail(b, p, "%s", e.msg);
+        return NULL;
+    }
+    sharp_skywalking_config_t *sc = NULL;
+    char fp[1300];
+    const Envoy__Config__Core__V3__GrpcService *g = o->grpc_service;
+    if (!g) {
+        snprintf(fp, sizeof fp, "%s.grpc_service", p);
+        fail(b, fp, "value is required");
+        goto out;
+    }
+    if (!g->envoy_grpc || !g->envoy_grpc->cluster_name[0]) {
+        snprintf(fp, sizeof fp, "%s.grpc_service", p);
+        fail(b, fp, "envoy_grpc.cluster_name is required by SHARP (its own gRPC client)");
+        goto out;
+    }
+    if (g->envoy_grpc->retry_policy) {
+        snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.retry_policy", p);
+        fail(b, fp, "retry_policy is not supported by SHARP for the collect stream");
+        goto out;
+    }
+    const Envoy__Config__Trace__V3__ClientConfig *cc = o->client_config;
+    sc = sharp_calloc(1, sizeof *sc);
+    sc->cluster = sharp_strdup(g->envoy_grpc->cluster_name);
+    sc->authority = sharp_strdup(g->envoy_grpc->authority && g->envoy_grpc->authority[0] ? g->envoy_grpc->authority
+                                                                                          : g->envoy_grpc->cluster_name);
+    /* the names default to the node's cluster and id, then "EnvoyProxy" */
+    const char *node_cluster = b->srv ? b->srv->node_cluster : "";
+    const char *node_id = b->srv ? b->srv->node_id : "";
+    const char *svc = cc && cc->service_name[0] ? cc->service_name : node_cluster[0] ? node_cluster : "EnvoyProxy";
+    const char *inst = cc && cc->instance_name[0] ? cc->instance_name : node_id[0] ? node_id : "EnvoyProxy";
+    sc->service_name = sharp_strdup(svc);
+    sc->instance_name = sharp_strdup(inst);
+    if (cc && cc->backend_token_specifier_case ==
+                  ENVOY__CONFIG__TRACE__V3__CLIENT_CONFIG__BACKEND_TOKEN_SPECIFIER_BACKEND_TOKEN &&
+        cc->backend_token[0])
+        sc->token = sharp_strdup(cc->backend_token);
+    sc->max_cache_size = cc && cc->max_cache_size ? cc->max_cache_size->value : 1024;
+    for (size_t i = 0; i < g->n_initial_metadata; i++) {
+        sc->hdr_names = sharp_realloc(sc->hdr_names, (sc->nhdrs + 1) * sizeof(char *));
+        sc->hdr_values = sharp_realloc(sc->hdr_values, (sc->nhdrs + 1) * sizeof(char *));
+        char *lk = sharp_strdup(g->initial_metadata[i]->key);
+        for (char *c = lk; *c; c++) *c = (char)tolower((unsigned char)*c);
+        sc->hdr_names[sc->nhdrs] = lk;
+        sc->hdr_values[sc->nhdrs++] = sharp_strdup(g->initial_metadata[i]->value);
+    }
+    sharp_stats_t *st = b->srv->stats;
+    sc->st.segments_sent = sharp_stats_counter(st, "tracing.skywalking.segments_sent");
+    sc->st.segments_dropped = sharp_stats_counter(st, "tracing.skywalking.segments_dropped");
+    sc->st.cache_flushed = sharp_stats_counter(st, "tracing.skywalking.cache_flushed");
+    sc->st.segments_flushed = sharp_stats_counter(st, "tracing.skywalking.segments_flushed");
+out:
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    return sc;
+}
+
+/* A tracing provider (Tracing.Http): the Zipkin, OpenTelemetry or
+ * SkyWalking tracer, the ones SHARP implements (the support table refuses
+ * the other tracers' types). */
 static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
-                                           const char *path, sharp_otel_config_t **otel)
+                                           const char *path, sharp_otel_config_t **otel,
+                                           sharp_skywalking_config_t **sw)
 {
     char p[1200];
     snprintf(p, sizeof p, "%s.typed_config", path);
@@ -535,9 +602,14 @@ static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__
         *otel = build_otel(b, http, p);
         return NULL;
     }
+    if (strcmp(t, SKYWALKING_TYPE) == 0) {
+        *sw = build_skywalking(b, http, p);
+        return NULL;
+    }
     if (strcmp(t, ZIPKIN_TYPE) != 0) {
-        fail(b, p, "tracer '%s' (%s) is not supported by SHARP: only envoy.tracers.zipkin (%s) and "
-             "envoy.tracers.opentelemetry (%s)", http->name, t, ZIPKIN_TYPE, OTEL_TYPE);
+        fail(b, p, "tracer '%s' (%s) is not supported by SHARP: only envoy.tracers.zipkin (%s), "
+             "envoy.tracers.opentelemetry (%s) and envoy.tracers.skywalking (%s)", http->name, t, ZIPKIN_TYPE,
+             OTEL_TYPE, SKYWALKING_TYPE);
         return NULL;
     }
     sharp_config_error_t e = {{0}};
@@ -647,7 +719,8 @@ static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb,
         http = bs->tracing->http;
         snprintf(p, sizeof p, "tracing.http");
     }
-    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel)) && !tc->otel) {
+    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel, &tc->skywalking)) && !tc->otel &&
+        !tc->skywalking) {
         sharp_tracing_config_free(tc);
         return NULL;
     }

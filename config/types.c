@@ -6,6 +6,7 @@
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/config/overload/v3/overload.pb-c.h"
 #include "envoy/config/trace/v3/opentelemetry.pb-c.h"
+#include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
 #include "envoy/config/metrics/v3/metrics_service.pb-c.h"
 #include "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.pb-c.h"
@@ -87,6 +88,7 @@ void sharp_config_types_register(void)
         &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
         &envoy__config__trace__v3__zipkin_config__descriptor,
         &envoy__config__trace__v3__open_telemetry_config__descriptor,
+        &envoy__config__trace__v3__sky_walking_config__descriptor,
         &envoy__extensions__load_balancing_policies__least_request__v3__least_request__descriptor,
         &envoy__extensions__load_balancing_policies__round_robin__v3__round_robin__descriptor,
         &envoy__extensions__load_balancing_policies__random__v3__random__descriptor,

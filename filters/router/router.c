@@ -40,6 +40,7 @@
 #include "http/hcm_internal.h"
 #include "http/route.h"
 #include "http/stream.h"
+#include "http/tracing.h"
 #include "log.h"
 #include "tls/conn.h"
 #include "upstream/diagnosis.h"
@@ -54,6 +55,7 @@
 
 typedef struct router_config {
     bool suppress_envoy_headers;
+    bool start_child_span; /* a child span per try (the tracer's that has them: SkyWalking) */
 } router_config_t;
 
 typedef struct router_timer {
@@ -123,6 +125,13 @@ typedef struct router_state {
     sharp_diag_text_t *host_diag;
     sharp_shadow_t **shadows;  /* one slot per mirror policy; set while that shadow streams the body */
     uint32_t nshadows;
+    /* start_child_span: the try's span (owned by the stream's segment),
+     * the try's protocol and response status for its tags */
+    sharp_span_t *child;
+    const char *try_protocol;
+    const char *try_flags; /* the try's reset or failure, as a response flag */
+    uint32_t try_code;
+    bool try_complete;     /* its response ended */
 } router_state_t;
 
 static const sharp_upstream_callbacks_t upstream_cbs;
@@ -144,6 +153,18 @@ static void *router_create_config(const ProtobufCMessage *msg, sharp_filter_conf
             protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "suppress_envoy_headers");
         if (fd && fd->type == PROTOBUF_C_TYPE_BOOL)
             c->suppress_envoy_headers = *(const protobuf_c_boolean *)((const char *)msg + fd->offset);
+        fd = protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "start_child_span");
+        if (fd && fd->type == PROTOBUF_C_TYPE_BOOL)
+            c->start_child_span = *(const protobuf_c_boolean *)((const char *)msg + fd->offset);
+    }
+    /* child spans are SkyWalking's Exit spans; the Zipkin and
+     * OpenTelemetry spans have none in SHARP */
+    const sharp_tracing_config_t *tc = ctx ? ctx->tracing : NULL;
+    if (c->start_child_span && tc && (tc->zipkin || tc->otel)) {
+        snprintf(err, errlen, "start_child_span: child spans are not supported by SHARP with %s (only with "
+                 "envoy.tracers.skywalking)", tc->zipkin ? "envoy.tracers.zipkin" : "envoy.tracers.opentelemetry");
+        free(c);
+        return NULL;
     }
     return c;
 }
@@ -220,8 +241,19 @@ static void record_latency(router_state_t *rs, uint64_t now, bool answered, bool
     if (answered) sharp_diag_put_answer(&rs->host->diag, us, is_5xx);
 }
 
+/* The try's child span ends (Envoy's UpstreamRequest going away). */
+static void child_finish(router_state_t *rs)
+{
+    if (!rs->child) return;
+    sharp_span_t *c = rs->child;
+    rs->child = NULL;
+    sharp_tracing_child_finish(rs->f->stream, c, rs->try_protocol, rs->host ? rs->host->address : NULL,
+                               rs->try_code, rs->try_flags, !rs->try_complete && !rs->try_flags);
+}
+
 static void release_upstream(router_state_t *rs)
 {
+    child_finish(rs);
     sharp_deadline_stop(&rs->try_timer);
     sharp_deadline_stop(&rs->duration_timer);
     if (rs->retry_slot) {
@@ -821,6 +853,12 @@ static void start_try(router_state_t *rs)
     if (rs->attempt > 1) set_timeout_headers(rs, &s->req);
     rs->upstream_active = true;
     rs->upstream_start_ns = sharp_now_ns();
+    const router_config_t *cfg = f->config;
+    rs->try_protocol = NULL;
+    rs->try_flags = NULL;
+    rs->try_code = 0;
+    rs->try_complete = false;
+    if (cfg && cfg->start_child_span) rs->child = sharp_tracing_child_start(s, rs->attempt);
     /* every try picks the pool of the downstream's protocol anew
      * (use_downstream_protocol_config); a terminated CONNECT gets a raw
      * TCP connection of its own, never shared nor reused (Envoy's TCP
@@ -834,6 +872,10 @@ static void start_try(router_state_t *rs)
     }
     if (!sharp_pool_acquire(pool, &rs->ureq, &upstream_cbs, rs)) {
         /* max_pending_requests: nothing was queued */
+        if (rs->child) {
+            sharp_tracing_child_reset(rs->child, "overflow");
+            rs->try_flags = "UO";
+        }
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         overflow_reply(rs);
     }
@@ -1197,10 +1239,12 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         rs->upstream_tls = tls;
         s->info.upstream_tls = tls;
     }
+    rs->try_protocol = sharp_upstream_cx_protocol(cx);
     if (rs->terminate) {
         connect_ready(rs, cx);
         return;
     }
+    if (rs->child) sharp_tracing_child_inject(s, rs->child, rs->host->address, &s->req);
     bool body_pending = rs->pending_body.len > 0;
     bool trailers = rs->request_end_seen && rs->has_req_trailers;
     bool end_with_headers = rs->request_end_seen && !body_pending && !trailers;
@@ -1227,6 +1271,10 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
 static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
 {
     router_state_t *rs = ctx;
+    if (rs->child) {
+        sharp_tracing_child_reset(rs->child, "connection failure");
+        rs->try_flags = "UF";
+    }
     sharp_debug(router, "[C%llu][S%llu] upstream connection failure to %s: %s", rs->f->stream->conn_id,
                 rs->f->stream->id, rs->host->address, detail ? detail : "");
     charge_local_upstream_code(rs, 503);
@@ -1264,6 +1312,7 @@ static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *
 static void finish_response(router_state_t *rs, uint64_t now)
 {
     rs->response_done = true;
+    rs->try_complete = true;
     sharp_deadline_stop(&rs->timer);
     sharp_histogram_record(shard(rs), rs->cluster->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
@@ -1279,6 +1328,8 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     sharp_debug(router, "[C%llu][S%llu] upstream headers complete: status %u end_stream=%s (host %s)", s->conn_id,
                 s->id, code, end_stream ? "true" : "false", rs->host->address);
     sharp_cluster_count_response(rs->cluster, shard(rs), code);
+    rs->try_code = code;
+    if (rs->child) sharp_tracing_child_response(rs->child, h);
     /* Envoy: a gRPC request's grpc-status in the response headers (a
      * trailers-only answer) counts for outlier detection as its HTTP
      * equivalent, and decides the host's success or error; otherwise a
@@ -1345,6 +1396,7 @@ static void up_on_trailers(void *ctx, sharp_headers_t *t)
 {
     router_state_t *rs = ctx;
     int64_t gs;
+    if (rs->child) sharp_tracing_child_response(rs->child, t);
     if (rs->grpc_result_deferred) {
         rs->grpc_result_deferred = false;
         bool ok = sharp_grpc_response_status(t, NULL, 0, &gs) && sharp_grpc_status_to_http(gs) < 500;
@@ -1366,6 +1418,18 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
                     : why == SHARP_RESET_PROTOCOL_ERROR  ? SHARP_RF_UPSTREAM_PROTOCOL_ERROR
                                                          : SHARP_RF_UPSTREAM_CONNECTION_TERMINATION;
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_rx_reset);
+    /* Envoy's resetReasonToString and streamResetReasonToResponseFlag */
+    if (rs->child) {
+        sharp_tracing_child_reset(rs->child, why == SHARP_RESET_REMOTE           ? "remote reset"
+                                             : refused                           ? "remote refused stream reset"
+                                             : why == SHARP_RESET_PROTOCOL_ERROR ? "protocol error"
+                                             : why == SHARP_RESET_LOCAL          ? "local reset"
+                                                                                 : "connection termination");
+        rs->try_flags = why == SHARP_RESET_REMOTE || refused        ? "UR"
+                        : why == SHARP_RESET_PROTOCOL_ERROR ? "UPE"
+                        : why == SHARP_RESET_LOCAL          ? "LR"
+                                                            : "UC";
+    }
     /* the host, or its connection, cut the try (not a protocol error) */
     if (why == SHARP_RESET_REMOTE || why == SHARP_RESET_CONNECTION_TERMINATION)
         atomic_fetch_add_explicit(&rs->host->diag.resets, 1, memory_order_relaxed);

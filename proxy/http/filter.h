@@ -52,6 +52,7 @@ typedef enum {
 typedef struct sharp_filter_config_ctx {
     struct sharp_server *server;
     const char *stat_prefix; /* the connection manager's stat_prefix: stats go under "http.<it>." */
+    const struct sharp_tracing_config *tracing; /* the connection manager's tracing, NULL: none */
 } sharp_filter_config_ctx_t;
 
 struct sharp_filter_factory {

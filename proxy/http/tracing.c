@@ -30,11 +30,29 @@ void sharp_otel_config_free(sharp_otel_config_t *oc)
     free(oc);
 }
 
+void sharp_skywalking_config_free(sharp_skywalking_config_t *sc)
+{
+    if (!sc) return;
+    free(sc->cluster);
+    free(sc->authority);
+    free(sc->service_name);
+    free(sc->instance_name);
+    free(sc->token);
+    for (uint32_t i = 0; i < sc->nhdrs; i++) {
+        free(sc->hdr_names[i]);
+        free(sc->hdr_values[i]);
+    }
+    free(sc->hdr_names);
+    free(sc->hdr_values);
+    free(sc);
+}
+
 void sharp_tracing_config_free(sharp_tracing_config_t *tc)
 {
     if (!tc) return;
     sharp_zipkin_config_free(tc->zipkin);
     sharp_otel_config_free(tc->otel);
+    sharp_skywalking_config_free(tc->skywalking);
     sharp_custom_tags_free(&tc->custom_tags);
     free((char *)tc->node_id);
     free((char *)tc->zone);
@@ -237,6 +255,7 @@ int sharp_b3_extract(const sharp_headers_t *h, bool sampled, sharp_b3_context_t 
 
 void sharp_span_set_name(sharp_span_t *sp, const char *name, size_t len)
 {
+    if (sp->sw) return; /* SkyWalking's Span::setOperation does nothing */
     free(sp->name);
     sp->name = sharp_strndup(name, len);
 }
@@ -324,8 +343,34 @@ static void otel_attr(sharp_span_t *sp, const char *key, const char *value, size
     sp->avals[sp->nattrs++] = sharp_strndup(value, vlen);
 }
 
+/* Envoy's SkyWalking Span::setTag: every tag is added (cpp2sky's addTag,
+ * empty values and repeated keys too), http.url as url, http.status_code
+ * as status_code; error also flags the span; peer.address is its peer. */
+static void sw_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
+{
+    if (!strcmp(key, "peer.address")) {
+        free(sp->peer);
+        sp->peer = sharp_strndup(value, vlen);
+        return;
+    }
+    if (!strcmp(key, "http.url")) key = "url";
+    else if (!strcmp(key, "http.status_code")) key = "status_code";
+    else if (!strcmp(key, "error")) sp->status_error = true;
+    if (sp->nattrs == sp->cap_attrs) {
+        sp->cap_attrs = sp->cap_attrs ? sp->cap_attrs * 2 : 24;
+        sp->akeys = sharp_realloc(sp->akeys, sp->cap_attrs * sizeof *sp->akeys);
+        sp->avals = sharp_realloc(sp->avals, sp->cap_attrs * sizeof *sp->avals);
+    }
+    sp->akeys[sp->nattrs] = sharp_strdup(key);
+    sp->avals[sp->nattrs++] = sharp_strndup(value, vlen);
+}
+
 void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
 {
+    if (sp->sw) {
+        sw_tag(sp, key, value, vlen);
+        return;
+    }
     if (sp->otel) {
         otel_attr(sp, key, value, vlen);
         return;
@@ -375,6 +420,8 @@ void sharp_span_free(sharp_span_t *sp)
     sp->nattrs = sp->cap_attrs = 0;
     free(sp->tracestate);
     sp->tracestate = NULL;
+    free(sp->peer);
+    sp->peer = NULL;
 }
 
 static void hex64(uint64_t w, char out[17])
@@ -695,4 +742,246 @@ void sharp_otlp_request(const char *service_name, const char *spans, size_t span
     sharp_sbuf_free(&scope);
     sharp_sbuf_free(&ss);
     sharp_sbuf_free(&rs);
+}
+
+/* ---- SkyWalking ---- */
+
+static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void sharp_sw_base64(sharp_sbuf_t *out, const char *p, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    char q[4];
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        q[0] = b64_chars[u[i] >> 2];
+        q[1] = b64_chars[(u[i] & 3) << 4 | u[i + 1] >> 4];
+        q[2] = b64_chars[(u[i + 1] & 15) << 2 | u[i + 2] >> 6];
+        q[3] = b64_chars[u[i + 2] & 63];
+        sharp_sbuf_append(out, q, 4);
+    }
+    if (n - i == 1) {
+        q[0] = b64_chars[u[i] >> 2];
+        q[1] = b64_chars[(u[i] & 3) << 4];
+        q[2] = q[3] = '=';
+        sharp_sbuf_append(out, q, 4);
+    } else if (n - i == 2) {
+        q[0] = b64_chars[u[i] >> 2];
+        q[1] = b64_chars[(u[i] & 3) << 4 | u[i + 1] >> 4];
+        q[2] = b64_chars[(u[i + 1] & 15) << 2];
+        q[3] = '=';
+        sharp_sbuf_append(out, q, 4);
+    }
+}
+
+static int b64_value(unsigned char c)
+{
+    const char *at = c ? strchr(b64_chars, c) : NULL;
+    return at ? (int)(at - b64_chars) : -1;
+}
+
+char *sharp_sw_base64_decode(const char *p, size_t n)
+{
+    /* at most two '=' at the end; the rest all base64, its unused low bits
+     * zero, and not one character alone in its quantum */
+    if (n && p[n - 1] == '=') {
+        n--;
+        if (n && p[n - 1] == '=') n--;
+    }
+    if (n % 4 == 1) return sharp_strdup("");
+    char *out = sharp_calloc(1, n / 4 * 3 + 3);
+    size_t o = 0;
+    uint32_t acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value((unsigned char)p[i]);
+        if (v < 0) {
+            free(out);
+            return sharp_strdup("");
+        }
+        acc = acc << 6 | (uint32_t)v;
+        if (i % 4 == 3) {
+            out[o++] = (char)(acc >> 16);
+            out[o++] = (char)(acc >> 8);
+            out[o++] = (char)acc;
+            acc = 0;
+        }
+    }
+    if (n % 4 == 2) {
+        if (acc & 0xf) goto invalid;
+        out[o++] = (char)(acc >> 4);
+    } else if (n % 4 == 3) {
+        if (acc & 0x3) goto invalid;
+        out[o++] = (char)(acc >> 10);
+        out[o++] = (char)(acc >> 2);
+    }
+    out[o] = '\0';
+    return out;
+invalid:
+    free(out);
+    return sharp_strdup("");
+}
+
+/* std::stoi: blanks, a sign, digits (at least one), anything after; an
+ * int's range. */
+static bool sw_stoi(const char *p, size_t n, int32_t *out)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+    bool neg = false;
+    if (i < n && (p[i] == '+' || p[i] == '-')) neg = p[i++] == '-';
+    if (i >= n || p[i] < '0' || p[i] > '9') return false;
+    int64_t v = 0;
+    for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+        v = v * 10 + (p[i] - '0');
+        if (v > (int64_t)INT32_MAX + 1) return false;
+    }
+    if (neg) v = -v;
+    if (v > INT32_MAX || v < INT32_MIN) return false;
+    *out = (int32_t)v;
+    return true;
+}
+
+int sharp_sw8_parse(const char *v, size_t len, sharp_sw8_t *out, const char **why)
+{
+    const char *f[8];
+    size_t fl[8], nf = 0, start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && v[i] != '-') continue;
+        if (nf == 8) return bad(why, "Invalid span context format. It must have 8 fields.");
+        f[nf] = v + start;
+        fl[nf++] = i - start;
+        start = i + 1;
+    }
+    if (nf != 8) return bad(why, "Invalid span context format. It must have 8 fields.");
+    if (fl[0] != 1 || (f[0][0] != '0' && f[0][0] != '1'))
+        return bad(why, "Invalid span context format. sample field must be 0 or 1.");
+    int32_t span_id;
+    if (!sw_stoi(f[3], fl[3], &span_id)) return bad(why, "Invalid span context format. span id is not a number.");
+    memset(out, 0, sizeof *out);
+    out->span_id = span_id;
+    out->trace_id = sharp_sw_base64_decode(f[1], fl[1]);
+    out->segment_id = sharp_sw_base64_decode(f[2], fl[2]);
+    out->service = sharp_sw_base64_decode(f[4], fl[4]);
+    out->instance = sharp_sw_base64_decode(f[5], fl[5]);
+    out->endpoint = sharp_sw_base64_decode(f[6], fl[6]);
+    out->target = sharp_sw_base64_decode(f[7], fl[7]);
+    return 0;
+}
+
+void sharp_sw8_free(sharp_sw8_t *c)
+{
+    free(c->trace_id);
+    free(c->segment_id);
+    free(c->service);
+    free(c->instance);
+    free(c->endpoint);
+    free(c->target);
+    memset(c, 0, sizeof *c);
+}
+
+void sharp_sw_uuid(uint64_t a, uint64_t b, char out[37])
+{
+    unsigned char r[16];
+    for (int i = 0; i < 8; i++) {
+        r[i] = (unsigned char)(a >> (8 * i));
+        r[8 + i] = (unsigned char)(b >> (8 * i));
+    }
+    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
+    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* variant RFC 4122 */
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+}
+
+static sharp_span_t *sw_span_new(sharp_sw_segment_t *seg, const char *name, size_t name_len, bool http,
+                                 uint64_t start_wall_us)
+{
+    sharp_span_t *sp = sharp_calloc(1, sizeof *sp);
+    sp->sw = true;
+    sp->sampled = true; /* SkyWalking's sampling is always on */
+    sp->seg = seg;
+    sp->sw_id = (int32_t)seg->nspans;
+    sp->sw_http = http;
+    sp->name = sharp_strndup(name, name_len);
+    sp->start_wall_us = start_wall_us;
+    seg->spans = sharp_realloc(seg->spans, (seg->nspans + 1) * sizeof *seg->spans);
+    seg->spans[seg->nspans++] = sp;
+    seg->open++;
+    return sp;
+}
+
+sharp_span_t *sharp_sw_start(const sharp_skywalking_config_t *sc, sharp_sw8_t *parent, const char *name,
+                             size_t name_len, bool http, uint64_t start_wall_us, uint64_t start_ns,
+                             uint64_t (*random)(void *), void *rarg)
+{
+    sharp_sw_segment_t *seg = sharp_calloc(1, sizeof *seg);
+    seg->service = sc->service_name;
+    seg->instance = sc->instance_name;
+    char id[37];
+    if (parent) {
+        seg->parent = *parent;
+        memset(parent, 0, sizeof *parent);
+        seg->has_parent = true;
+        seg->trace_id = sharp_strdup(seg->parent.trace_id);
+    } else {
+        uint64_t a = random(rarg), b = random(rarg);
+        sharp_sw_uuid(a, b, id);
+        seg->trace_id = sharp_strdup(id);
+    }
+    uint64_t a = random(rarg), b = random(rarg);
+    sharp_sw_uuid(a, b, seg->segment_id);
+    sharp_span_t *sp = sw_span_new(seg, name, name_len, http, start_wall_us);
+    sp->sw_parent = -1;
+    sp->server = true;
+    sp->start_ns = start_ns;
+    return sp;
+}
+
+sharp_span_t *sharp_sw_exit_start(sharp_span_t *entry, uint64_t start_wall_us)
+{
+    sharp_span_t *sp = sw_span_new(entry->seg, entry->name, strlen(entry->name), entry->sw_http, start_wall_us);
+    sp->sw_exit = true;
+    sp->sw_parent = entry->sw_id;
+    return sp;
+}
+
+bool sharp_sw8_format(const sharp_sw_segment_t *seg, const char *target, size_t target_len, sharp_sbuf_t *out)
+{
+    if (!seg->nspans || !seg->spans[seg->nspans - 1]->sw_exit) return false;
+    const char *endpoint = seg->spans[0]->name;
+    char id[16];
+    sharp_sbuf_puts(out, "1-");
+    sharp_sw_base64(out, seg->trace_id, strlen(seg->trace_id));
+    sharp_sbuf_puts(out, "-");
+    sharp_sw_base64(out, seg->segment_id, strlen(seg->segment_id));
+    snprintf(id, sizeof id, "-%d-", seg->spans[seg->nspans - 1]->sw_id);
+    sharp_sbuf_puts(out, id);
+    sharp_sw_base64(out, seg->service, strlen(seg->service));
+    sharp_sbuf_puts(out, "-");
+    sharp_sw_base64(out, seg->instance, strlen(seg->instance));
+    sharp_sbuf_puts(out, "-");
+    sharp_sw_base64(out, endpoint, strlen(endpoint));
+    sharp_sbuf_puts(out, "-");
+    sharp_sw_base64(out, target, target_len);
+    return true;
+}
+
+bool sharp_sw_span_finish(sharp_span_t *sp, uint64_t end_wall_us)
+{
+    if (sp->sw_finished) return false;
+    sp->sw_finished = true;
+    sp->end_wall_us = end_wall_us;
+    return --sp->seg->open == 0;
+}
+
+void sharp_sw_segment_free(sharp_sw_segment_t *seg)
+{
+    if (!seg) return;
+    for (uint32_t i = 0; i < seg->nspans; i++) {
+        sharp_span_free(seg->spans[i]);
+        free(seg->spans[i]);
+    }
+    free(seg->spans);
+    free(seg->trace_id);
+    sharp_sw8_free(&seg->parent);
+    free(seg);
 }

@@ -70,6 +70,24 @@ typedef struct sharp_otel_config {
     } st;
 } sharp_otel_config_t;
 
+/* SkyWalkingConfig, translated: one TraceSegmentReportService/collect
+ * stream per worker to the collector cluster (skywalking.h). Its stats are
+ * the process-wide tracing.skywalking.* counters. */
+typedef struct sharp_skywalking_config {
+    char *cluster;       /* grpc_service.envoy_grpc.cluster_name */
+    char *authority;     /* envoy_grpc.authority, default the cluster */
+    char *service_name;  /* client_config.service_name, else node.cluster, else "EnvoyProxy" */
+    char *instance_name; /* client_config.instance_name, else node.id, else "EnvoyProxy" */
+    char *token;         /* client_config.backend_token (the authentication metadata), NULL: none */
+    uint32_t max_cache_size; /* default 1024 */
+    /* grpc_service.initial_metadata, on the stream */
+    char **hdr_names, **hdr_values;
+    uint32_t nhdrs;
+    struct {
+        sharp_stat_id_t segments_sent, segments_dropped, cache_flushed, segments_flushed;
+    } st;
+} sharp_skywalking_config_t;
+
 /* HttpConnectionManager.tracing, translated. */
 typedef struct sharp_tracing_config {
     bool egress;               /* the listener's traffic_direction is OUTBOUND: CLIENT spans, "egress" */
@@ -80,6 +98,7 @@ typedef struct sharp_tracing_config {
     sharp_custom_tags_t custom_tags; /* a route's tags of the same name win */
     sharp_zipkin_config_t *zipkin; /* NULL: no provider, decisions only (Envoy's null tracer) */
     sharp_otel_config_t *otel;     /* the OpenTelemetry provider (exclusive with zipkin) */
+    sharp_skywalking_config_t *skywalking; /* the SkyWalking provider (exclusive with the others) */
     const char *node_id, *zone, *service_name; /* node.id, node.locality.zone, node.cluster (owned) */
     /* http.<stat_prefix>.tracing.* */
     struct {
@@ -90,6 +109,7 @@ typedef struct sharp_tracing_config {
 void sharp_tracing_config_free(sharp_tracing_config_t *tc);
 void sharp_zipkin_config_free(sharp_zipkin_config_t *zc);
 void sharp_otel_config_free(sharp_otel_config_t *oc);
+void sharp_skywalking_config_free(sharp_skywalking_config_t *sc);
 
 /* ---- x-request-id (Envoy's UUIDRequestIDExtension) ---- */
 
@@ -172,6 +192,18 @@ typedef struct sharp_span {
     char *tracestate;
     char **akeys, **avals;
     uint32_t nattrs, cap_attrs;
+    /* a SkyWalking span (cpp2sky's TracingSpan): its tags in the order they
+     * are set, a repeated key kept (the attributes above), http.url and
+     * http.status_code as url and status_code, peer.address as its peer,
+     * error setting status_error too; owned by its segment */
+    bool sw;
+    bool sw_exit;     /* Exit (the router's child), else Entry */
+    bool sw_finished;
+    bool sw_http;     /* layer Http, else Unknown */
+    int32_t sw_id, sw_parent;
+    uint64_t end_wall_us;
+    char *peer;
+    struct sharp_sw_segment *seg;
 } sharp_span_t;
 
 /* A new span for a request with context ctx (NULL: a root span), as
@@ -222,6 +254,56 @@ void sharp_span_inject(const sharp_span_t *sp, sharp_headers_t *h);
  * in annotations. */
 void sharp_span_json(const sharp_span_t *sp, uint64_t end_wall_us, uint64_t duration_us, const char *local_ip,
                      const char *service_name, bool shared_span_context, sharp_sbuf_t *out);
+/* ---- SkyWalking (cpp2sky's TracingContext and sw8 propagation) ---- */
+
+/* An sw8 header's context: sample-traceId-segmentId-spanId-service-
+ * instance-endpoint-target, the strings base64 (decoded here). */
+typedef struct sharp_sw8 {
+    char *trace_id, *segment_id, *service, *instance, *endpoint, *target;
+    int32_t span_id;
+} sharp_sw8_t;
+
+/* Parses an sw8 value as cpp2sky's SpanContextImpl: 0, or -1 with *why
+ * ("It must have 8 fields", "sample field must be 0 or 1", a span id that
+ * is not a number). A field that is not base64 decodes as "". */
+int sharp_sw8_parse(const char *v, size_t len, sharp_sw8_t *out, const char **why);
+void sharp_sw8_free(sharp_sw8_t *c);
+/* Standard base64 with padding, appended to out. */
+void sharp_sw_base64(sharp_sbuf_t *out, const char *p, size_t n);
+/* cpp2sky's Base64::decodeWithoutPadding: "" for anything invalid. */
+char *sharp_sw_base64_decode(const char *p, size_t n);
+/* A version 4 UUID string from two random words. */
+void sharp_sw_uuid(uint64_t a, uint64_t b, char out[37]);
+
+typedef struct sharp_sw_segment {
+    char *trace_id;
+    char segment_id[37];
+    sharp_sw8_t parent; /* the incoming context, when has_parent */
+    bool has_parent;
+    const char *service, *instance; /* the config's */
+    sharp_span_t **spans;
+    uint32_t nspans, open; /* open: spans not finished */
+    bool discard;          /* sent nowhere (the stream had no worker) */
+} sharp_sw_segment_t;
+
+/* A new segment with its Entry span (id 0, parent -1) named `name` (the
+ * request's path), layer Http when the protocol names HTTP; `parent` (may
+ * be NULL) is moved into the segment. */
+sharp_span_t *sharp_sw_start(const sharp_skywalking_config_t *sc, sharp_sw8_t *parent, const char *name,
+                             size_t name_len, bool http, uint64_t start_wall_us, uint64_t start_ns,
+                             uint64_t (*random)(void *), void *rarg);
+/* An Exit span of the segment of `entry` (cpp2sky's createExitSpan): the
+ * next id, parent the entry's, the entry's name and layer. */
+sharp_span_t *sharp_sw_exit_start(sharp_span_t *entry, uint64_t start_wall_us);
+/* The sw8 value for the segment's last span if it is an Exit span (else
+ * false, nothing written): "1-" and the trace id, segment id, that span's
+ * id, service, instance, the first span's name and target_address. */
+bool sharp_sw8_format(const sharp_sw_segment_t *seg, const char *target, size_t target_len, sharp_sbuf_t *out);
+/* Ends a span; true when it was the segment's last open one (the segment
+ * is ready to send, then to free). */
+bool sharp_sw_span_finish(sharp_span_t *sp, uint64_t end_wall_us);
+void sharp_sw_segment_free(sharp_sw_segment_t *seg);
+
 /* ---- the connection manager's side (tracing_hcm.c) ---- */
 
 struct sharp_stream;
@@ -232,6 +314,25 @@ void sharp_tracing_begin(struct sharp_stream *s);
 void sharp_tracing_response_headers(struct sharp_stream *s, sharp_headers_t *h);
 /* The stream's end: the span's tags, its JSON to the worker's reporter. */
 void sharp_tracing_finish(struct sharp_stream *s);
+
+/* The router's child span of an upstream try (Router.start_child_span):
+ * NULL unless the stream's span takes children (SkyWalking's). `attempt`
+ * counts from 1 (retry.count on a retry). */
+sharp_span_t *sharp_tracing_child_start(struct sharp_stream *s, uint32_t attempt);
+/* The try has its connection to `host_address` (ip:port): the child's
+ * context into the upstream request (sw8), its name the request's path. */
+void sharp_tracing_child_inject(struct sharp_stream *s, sharp_span_t *child, const char *host_address,
+                                sharp_headers_t *req);
+/* The try's response headers or trailers: gRPC status tags. */
+void sharp_tracing_child_response(sharp_span_t *child, const sharp_headers_t *h);
+/* The try was reset (error, error.reason). */
+void sharp_tracing_child_reset(sharp_span_t *child, const char *reason);
+/* The try's end (Envoy's finalizeUpstreamSpan): protocol (NULL: "-"), the
+ * host's address, the cluster, the try's status (0: none) and response
+ * flags (NULL: "-"); `canceled` when the proxy gave up on it before it
+ * ended (Envoy's UpstreamRequest::resetStream). */
+void sharp_tracing_child_finish(struct sharp_stream *s, sharp_span_t *child, const char *protocol,
+                                const char *host_address, uint32_t code, const char *flags, bool canceled);
 
 /* Appends s as a JSON string (quoted, escaped; invalid UTF-8 becomes
  * U+FFFD). */

@@ -5,6 +5,7 @@
 #include "http/stream.h"
 #include "http/tracing.h"
 #include "http/otel.h"
+#include "http/skywalking.h"
 #include "http/zipkin.h"
 #include "log.h"
 #include "upstream/shadow.h"
@@ -106,6 +107,30 @@ void sharp_tracing_begin(sharp_stream_t *s)
             sharp_span_tag_cstr(s->span, "node_id", tc->node_id);
             sharp_span_tag_cstr(s->span, "zone", tc->zone);
         }
+    } else if (tc->skywalking) {
+        /* Envoy's SkyWalking Driver::startSpan: the caller's sw8 context
+         * makes a segment whatever the decision (its sampling flag is not
+         * read); without one (or one that does not parse) only a traced
+         * request has a segment. The entry span is named by the path. */
+        sharp_str_t sw;
+        sharp_sw8_t ctx;
+        bool parsed = false;
+        if (sharp_headers_get_cstr(h, "sw8", &sw)) {
+            const char *why = "";
+            parsed = sharp_sw8_parse(sw.p, sw.len, &ctx, &why) == 0;
+            if (!parsed)
+                sharp_warn(http, "[C%llu][S%llu] New SkyWalking Span/Segment with previous span context cannot be "
+                           "created for error: %s", s->conn_id, s->id, why);
+        }
+        if (parsed || traced) {
+            sharp_str_t path = {"", 0};
+            sharp_headers_get_cstr(h, ":path", &path);
+            bool http = s->info.protocol && strstr(s->info.protocol, "HTTP");
+            s->span = sharp_sw_start(tc->skywalking, parsed ? &ctx : NULL, path.p, path.len, http,
+                                     s->info.start_wall_us, s->info.start_ns, stream_random, w);
+            sharp_span_tag_cstr(s->span, "node_id", tc->node_id);
+            sharp_span_tag_cstr(s->span, "zone", tc->zone);
+        }
     }
     /* the route's decorator names the span */
     if (s->route && s->route->decorator_operation && s->route->decorator_operation[0]) {
@@ -125,7 +150,9 @@ void sharp_tracing_begin(sharp_stream_t *s)
         }
         sharp_headers_remove_cstr(h, "x-envoy-decorator-operation");
     }
-    if (s->span) {
+    /* a SkyWalking context goes out from the router's child span, once the
+     * try has its host (sharp_tracing_child_inject) */
+    if (s->span && !s->span->sw) {
         if (s->span->otel) sharp_span_inject_w3c(s->span, h);
         else sharp_span_inject(s->span, h);
     }
@@ -213,6 +240,17 @@ static size_t address_ip(const char *a, const char **start)
     return (size_t)(colon - a);
 }
 
+/* A SkyWalking span ends; the segment goes to the worker's reporter once
+ * all its spans have (Envoy's Tracer::sendSegment and readyToSend). */
+static void sw_finish(sharp_stream_t *s, sharp_span_t *sp)
+{
+    sharp_sw_segment_t *seg = sp->seg;
+    if (!s->conn) seg->discard = true;
+    if (!sharp_sw_span_finish(sp, sharp_wall_us())) return;
+    if (seg->discard) sharp_sw_segment_free(seg);
+    else sharp_skywalking_report(sharp_stream_worker(s), s->hcm->tracing->skywalking, seg);
+}
+
 void sharp_tracing_finish(sharp_stream_t *s)
 {
     sharp_span_t *sp = s->span;
@@ -294,6 +332,77 @@ void sharp_tracing_finish(sharp_stream_t *s)
         sharp_otel_report(sharp_stream_worker(s), tc->otel, &span);
     }
 out:
+    if (sp->sw) {
+        sw_finish(s, sp);
+        return;
+    }
     sharp_span_free(sp);
     free(sp);
+}
+
+/* ---- the router's child spans (SkyWalking's Exit spans) ---- */
+
+sharp_span_t *sharp_tracing_child_start(sharp_stream_t *s, uint32_t attempt)
+{
+    if (!s->span || !s->span->sw) return NULL;
+    sharp_span_t *c = sharp_sw_exit_start(s->span, sharp_wall_us());
+    if (attempt > 1) {
+        char n[16];
+        snprintf(n, sizeof n, "%u", attempt - 1);
+        sharp_span_tag_cstr(c, "retry.count", n);
+    }
+    return c;
+}
+
+void sharp_tracing_child_inject(sharp_stream_t *s, sharp_span_t *child, const char *host_address, sharp_headers_t *req)
+{
+    (void)s;
+    sharp_sbuf_t v = {0};
+    if (sharp_sw8_format(child->seg, host_address, strlen(host_address), &v)) {
+        sharp_headers_set(req, "sw8", 3, v.data, v.len);
+        /* the Exit span takes the upstream request's path as its name */
+        sharp_str_t path;
+        if (sharp_headers_get_cstr(req, ":path", &path)) {
+            free(child->name);
+            child->name = sharp_strndup(path.p, path.len);
+        }
+    }
+    sharp_sbuf_free(&v);
+}
+
+void sharp_tracing_child_response(sharp_span_t *child, const sharp_headers_t *h)
+{
+    grpc_response_tags(child, h);
+}
+
+void sharp_tracing_child_reset(sharp_span_t *child, const char *reason)
+{
+    sharp_span_tag_cstr(child, "error", "true");
+    sharp_span_tag_cstr(child, "error.reason", reason);
+}
+
+void sharp_tracing_child_finish(sharp_stream_t *s, sharp_span_t *child, const char *protocol,
+                                const char *host_address, uint32_t code, const char *flags, bool canceled)
+{
+    const sharp_stream_info_t *si = &s->info;
+    if (canceled) sharp_span_tag_cstr(child, "canceled", "true");
+    /* HttpTracerUtility::finalizeUpstreamSpan with the try's own stream
+     * info: its protocol, host, cluster and status */
+    sharp_span_tag_cstr(child, "http.protocol", protocol ? protocol : "-");
+    if (host_address) {
+        sharp_span_tag_cstr(child, "upstream_address", host_address);
+        sharp_span_tag_cstr(child, "peer.address", host_address);
+    }
+    sharp_span_tag_cstr(child, "component", "proxy");
+    if (si->upstream_cluster_raw) {
+        sharp_span_tag_cstr(child, "upstream_cluster", si->upstream_cluster_raw);
+        sharp_span_tag_cstr(child, "upstream_cluster.name",
+                            si->upstream_cluster ? si->upstream_cluster : si->upstream_cluster_raw);
+    }
+    char num[16];
+    snprintf(num, sizeof num, "%u", code);
+    sharp_span_tag_cstr(child, "http.status_code", num);
+    sharp_span_tag_cstr(child, "response_flags", flags ? flags : "-");
+    if (!code || (code >= 500 && code < 600)) sharp_span_tag_cstr(child, "error", "true");
+    sw_finish(s, child);
 }

@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-typedef struct post {
+typedef struct sharp_async_stream { /* a post, or a stream */
     sharp_dlist_t link; /* in worker->async_posts */
     sharp_worker_t *w;
     sharp_cluster_t *c;
@@ -21,6 +21,18 @@ typedef struct post {
     bool done;
     sharp_async_post_counts_t counts;
     char what[48];
+    /* a stream (sharp_async_stream_*): the bytes not handed to the
+     * connection yet, its limit, the closing callback (deferred to the
+     * timer) */
+    bool stream;
+    bool opening;  /* inside sharp_async_stream_open */
+    bool closing;  /* the close is due from the timer */
+    bool above;    /* the connection's write buffer is above its watermark */
+    sharp_upstream_cx_t *cx;
+    size_t limit;
+    sharp_async_stream_closed_cb closed;
+    void *closed_arg;
+    const char *why;
 } post_t;
 
 static const sharp_upstream_callbacks_t post_cbs;
@@ -32,9 +44,26 @@ static void free_post(uv_handle_t *h)
     free(p);
 }
 
+static void stream_close_due(uv_timer_t *t);
+
 static void finish(post_t *p)
 {
     if (p->done) return;
+    if (p->stream && p->closed && !p->opening) {
+        /* a stream's end reaches its owner from the loop: the request's
+         * resources go now, the handle with the callback */
+        p->done = true;
+        p->closing = true;
+        sharp_pool_cancel(&p->ureq);
+        p->cx = NULL;
+        atomic_fetch_sub_explicit(&p->host->active_rq, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&p->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1, memory_order_relaxed);
+        sharp_gauge_add(p->w->stats, p->c->st.rq_active, -1);
+        sharp_headers_free(&p->h);
+        sharp_sbuf_free(&p->body);
+        uv_timer_start(&p->timer, stream_close_due, 0, 0);
+        return;
+    }
     p->done = true;
     sharp_pool_cancel(&p->ureq);
     atomic_fetch_sub_explicit(&p->host->active_rq, 1, memory_order_relaxed);
@@ -45,6 +74,19 @@ static void finish(post_t *p)
     sharp_sbuf_free(&p->body);
     uv_timer_stop(&p->timer);
     uv_close((uv_handle_t *)&p->timer, free_post);
+}
+
+/* The stream's deferred end: the callback, then the handle goes. */
+static void stream_close_due(uv_timer_t *t)
+{
+    post_t *p = t->data;
+    p->closing = false;
+    sharp_dlist_remove(&p->link);
+    sharp_async_stream_closed_cb cb = p->closed;
+    void *arg = p->closed_arg;
+    const char *why = p->why ? p->why : "closed";
+    uv_close((uv_handle_t *)&p->timer, free_post);
+    cb(arg, why);
 }
 
 static void count_success(sharp_worker_t *w, const sharp_async_post_counts_t *k, uint32_t code)
@@ -68,6 +110,7 @@ static void answered(post_t *p, uint32_t code)
 static void failed(post_t *p, uint32_t local_code, const char *why)
 {
     if (p->done) return;
+    if (!p->why) p->why = why;
     sharp_debug(upstream, "%s to cluster '%s' failed: %s", p->what, p->c->name, why);
     if (p->code) {
         if (p->counts.count) sharp_counter_inc(p->w->stats, p->counts.failed);
@@ -87,11 +130,26 @@ static void on_timeout(uv_timer_t *t)
     failed(p, 504, "timeout");
 }
 
+/* A stream's queued bytes to its connection while it takes them. */
+static void stream_flush(post_t *p)
+{
+    if (!p->cx || p->above || p->done || !p->body.len) return;
+    sharp_sbuf_t b = p->body;
+    p->body = (sharp_sbuf_t){0};
+    sharp_upstream_cx_send_data(p->cx, b.data, b.len, false);
+    sharp_sbuf_free(&b);
+}
+
 static void on_ready(void *ctx, sharp_upstream_cx_t *cx)
 {
     post_t *p = ctx;
+    if (p->stream) p->cx = cx;
     sharp_upstream_cx_send_headers(cx, &p->h, false);
     if (p->done) return;
+    if (p->stream) {
+        stream_flush(p);
+        return;
+    }
     sharp_upstream_cx_send_data(cx, p->body.data, p->body.len, true);
 }
 
@@ -103,6 +161,7 @@ static void on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *det
 
 static void complete(post_t *p)
 {
+    if (!p->why) p->why = "the response ended";
     sharp_counter_inc(p->w->stats, p->c->st.rq_completed);
     answered(p, p->code);
 }
@@ -139,8 +198,10 @@ static void on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 
 static void on_write_watermark(void *ctx, bool above)
 {
-    (void)ctx;
-    (void)above; /* the whole body is handed over at once */
+    post_t *p = ctx;
+    if (!p->stream) return; /* a post's whole body is handed over at once */
+    p->above = above;
+    if (!above) stream_flush(p);
 }
 
 static const sharp_upstream_callbacks_t post_cbs = {
@@ -221,7 +282,97 @@ bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protoc
     return true;
 }
 
+sharp_async_stream_t *sharp_async_stream_open(sharp_worker_t *w, const char *cluster, const char *protocol,
+                                              sharp_headers_t *h, size_t buffer_limit,
+                                              sharp_async_stream_closed_cb closed, void *arg, const char *what,
+                                              const char **why)
+{
+    sharp_cluster_local_t *cl = NULL;
+    sharp_cluster_t *c = w->view ? sharp_view_cluster(w->view, cluster, &cl) : NULL;
+    if (!c || !cl) {
+        *why = "the cluster does not exist";
+        sharp_headers_free(h);
+        return NULL;
+    }
+    sharp_host_t *host = sharp_lb_choose(&cl->lb);
+    bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
+                                                   sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
+                                                                        SHARP_CB_MAX_REQUESTS));
+    if (!slot) {
+        if (host) sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
+        *why = host ? "the circuit breaker is full" : "no healthy host";
+        sharp_headers_free(h);
+        return NULL;
+    }
+    post_t *p = sharp_calloc(1, sizeof *p);
+    p->w = w;
+    p->c = sharp_cluster_ref(c);
+    p->host = host;
+    p->h = *h;
+    *h = (sharp_headers_t){0};
+    p->stream = true;
+    p->limit = buffer_limit;
+    p->closed = closed;
+    p->closed_arg = arg;
+    snprintf(p->what, sizeof p->what, "%s", what);
+    sharp_headers_add_cstr(&p->h, "x-envoy-internal", "true");
+    sharp_headers_add_cstr(&p->h, "x-forwarded-for", sharp_local_address());
+    uv_timer_init(&w->loop, &p->timer);
+    p->timer.data = p;
+    sharp_dlist_init(&p->link);
+    sharp_dlist_push(&w->async_posts, &p->link);
+    sharp_counter_inc(w->stats, c->st.rq_total);
+    sharp_gauge_add(w->stats, c->st.rq_active, 1);
+    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
+    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, protocol);
+    /* a failure inside the acquire (or an overflow) is this call's NULL,
+     * not a callback */
+    p->opening = true;
+    bool queued = sharp_pool_acquire(pool, &p->ureq, &post_cbs, p);
+    p->opening = false;
+    if (!queued) sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
+    if (!queued || p->done) {
+        *why = !queued ? "the pool is full" : p->why ? p->why : "closed";
+        finish(p); /* no-op when done: the post was finished inside */
+        return NULL;
+    }
+    return p;
+}
+
+bool sharp_async_stream_send(sharp_async_stream_t *st, const char *d, size_t n)
+{
+    post_t *p = st;
+    if (p->done) return false;
+    if (p->cx && !p->above && !p->body.len) {
+        sharp_upstream_cx_send_data(p->cx, d, n, false);
+        return true;
+    }
+    if (p->body.len + n > p->limit) return false;
+    sharp_sbuf_append(&p->body, d, n);
+    return true;
+}
+
+void sharp_async_stream_cancel(sharp_async_stream_t *st)
+{
+    post_t *p = st;
+    if (p->closing) {
+        /* ended already, its callback pending: dropped */
+        p->closing = false;
+        uv_timer_stop(&p->timer);
+        sharp_dlist_remove(&p->link);
+        uv_close((uv_handle_t *)&p->timer, free_post);
+        return;
+    }
+    p->closed = NULL;
+    finish(p);
+}
+
 void sharp_async_post_cancel_all(sharp_worker_t *w)
 {
-    while (!sharp_dlist_empty(&w->async_posts)) finish(sharp_container_of(w->async_posts.next, post_t, link));
+    while (!sharp_dlist_empty(&w->async_posts)) {
+        post_t *p = sharp_container_of(w->async_posts.next, post_t, link);
+        if (p->stream) sharp_async_stream_cancel(p);
+        else finish(p);
+    }
 }

@@ -41,7 +41,34 @@ bool sharp_async_post(struct sharp_worker *w, const char *cluster, const char *p
                       sharp_sbuf_t *body, uint64_t timeout_ms, const sharp_async_post_counts_t *counts,
                       const char *what);
 
-/* The worker stops: its requests in flight end, uncounted. */
+/* ---- streams ----
+ *
+ * A long-lived request on the same path (Envoy's async client stream, as a
+ * tracer's gRPC client stream): the head goes out once the pool has a
+ * connection, then whatever is sent, with no end and no timeout. The
+ * stream closes once (`closed`, from the loop, never inside a call to
+ * this API) when the response ends (its trailers or end of stream), a
+ * reset, or a failure to connect. Memory is bounded: bytes waiting for
+ * the connection or for its write buffer to drain are at most
+ * `buffer_limit`. */
+typedef struct sharp_async_stream sharp_async_stream_t;
+typedef void (*sharp_async_stream_closed_cb)(void *arg, const char *why);
+
+/* Opens the stream: NULL (nothing sent, nothing to close) when the
+ * configuration has no such cluster, it has no healthy host or its
+ * breakers are full; *why says which. `h` is taken over. */
+sharp_async_stream_t *sharp_async_stream_open(struct sharp_worker *w, const char *cluster, const char *protocol,
+                                              sharp_headers_t *h, size_t buffer_limit,
+                                              sharp_async_stream_closed_cb closed, void *arg, const char *what,
+                                              const char **why);
+/* Queues or sends bytes; false when they would pass the buffer limit
+ * (nothing queued). */
+bool sharp_async_stream_send(sharp_async_stream_t *st, const char *p, size_t n);
+/* Resets the stream; `closed` is not called. */
+void sharp_async_stream_cancel(sharp_async_stream_t *st);
+
+/* The worker stops: its requests and streams in flight end, uncounted and
+ * without callbacks. */
 void sharp_async_post_cancel_all(struct sharp_worker *w);
 
 #endif

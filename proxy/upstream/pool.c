@@ -655,6 +655,11 @@ const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *s)
     return s->conn->local_addr;
 }
 
+const char *sharp_upstream_cx_protocol(const sharp_upstream_cx_t *s)
+{
+    return s->conn->codec->name;
+}
+
 struct sharp_tls_conn *sharp_upstream_cx_tls(sharp_upstream_cx_t *s)
 {
     return s->conn->tls ? sharp_upstream_tls_engine(s->conn) : NULL;

@@ -119,6 +119,8 @@ void sharp_upstream_cx_send_trailers(sharp_upstream_cx_t *cx, const sharp_header
  * the stream's flow-control window stops reopening). */
 void sharp_upstream_cx_read_disable(sharp_upstream_cx_t *cx, bool disable);
 const char *sharp_upstream_cx_local_address(sharp_upstream_cx_t *cx);
+/* The connection's protocol: "HTTP/1.1" or "HTTP/2". */
+const char *sharp_upstream_cx_protocol(const sharp_upstream_cx_t *cx);
 /* The connection's TLS engine (tls/conn.h) once its handshake is done;
  * NULL for plaintext. A caller keeping it past the stream takes a
  * reference (sharp_tls_conn_ref). */

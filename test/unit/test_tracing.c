@@ -2,7 +2,9 @@
  * extraction (multi-header and single b3, malformed values), Zipkin spans,
  * B3 injection and the Zipkin v2 JSON of a span (escaping); W3C
  * traceparent parsing (malformed values) and formatting, OpenTelemetry
- * spans, their attributes and status, and their OTLP encoding. */
+ * spans, their attributes and status, and their OTLP encoding; SkyWalking's
+ * sw8 (parsing as cpp2sky, malformed values, base64), segments, their tags
+ * and their SegmentObject encoding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +13,9 @@
 #include <cmocka.h>
 
 #include "http/tracing.h"
+#include "http/skywalking.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "skywalking/v3/tracing.pb-c.h"
 
 static sharp_headers_t H;
 
@@ -548,6 +552,178 @@ static void otlp_decodes(void **state)
     sharp_span_free(&b);
 }
 
+/* ---- SkyWalking ---- */
+
+static void sw_base64(void **state)
+{
+    (void)state;
+    sharp_sbuf_t b = {0};
+    sharp_sw_base64(&b, "a", 1);
+    sharp_sw_base64(&b, "-", 1);
+    sharp_sw_base64(&b, "ab", 2);
+    sharp_sw_base64(&b, "abc", 3);
+    sharp_sbuf_append(&b, "", 1);
+    assert_string_equal(b.data, "YQ==LQ==YWI=YWJj");
+    sharp_sbuf_free(&b);
+    const char *ok[][2] = {{"YQ==", "a"}, {"YQ", "a"}, {"YWI=", "ab"}, {"YWJj", "abc"}, {"", ""}, {"Lw==", "/"}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *d = sharp_sw_base64_decode(ok[i][0], strlen(ok[i][0]));
+        assert_string_equal(d, ok[i][1]);
+        free(d);
+    }
+    /* invalid: "" (cpp2sky's decodeWithoutPadding) */
+    const char *bad[] = {"Y", "YR==", "YQ=a", "Y*Q=", "YQ===", "YWJjZ"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *d = sharp_sw_base64_decode(bad[i], strlen(bad[i]));
+        assert_string_equal(d, "");
+        free(d);
+    }
+}
+
+static void sw8_parse(void **state)
+{
+    (void)state;
+    sharp_sw8_t c;
+    const char *why = NULL;
+    const char *v = "1-dHJhY2U=-c2Vn-3-c3Zj-aW5zdA==-L2VwCg==-MTAuMC4wLjE6ODA=";
+    assert_int_equal(sharp_sw8_parse(v, strlen(v), &c, &why), 0);
+    assert_string_equal(c.trace_id, "trace");
+    assert_string_equal(c.segment_id, "seg");
+    assert_int_equal(c.span_id, 3);
+    assert_string_equal(c.service, "svc");
+    assert_string_equal(c.instance, "inst");
+    assert_string_equal(c.endpoint, "/ep\n");
+    assert_string_equal(c.target, "10.0.0.1:80");
+    sharp_sw8_free(&c);
+    /* sample 0 is accepted (and ignored); empty and invalid fields decode as
+     * ""; the span id as std::stoi reads it */
+    v = "0--!!-  +7x-a-b-c-d";
+    assert_int_equal(sharp_sw8_parse(v, strlen(v), &c, &why), 0);
+    assert_int_equal(c.span_id, 7);
+    assert_string_equal(c.trace_id, "");
+    assert_string_equal(c.segment_id, "");
+    sharp_sw8_free(&c);
+    const char *bad[] = {"", "1", "1-a-b-1-c-d-e", "1-a-b-1-c-d-e-f-g", "2-a-b-1-c-d-e-f", "10-a-b-1-c-d-e-f",
+                         "-a-b-1-c-d-e-f", "1-a-b--c-d-e-f", "1-a-b-x-c-d-e-f", "1-a-b-99999999999-c-d-e-f"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        why = NULL;
+        assert_int_equal(sharp_sw8_parse(bad[i], strlen(bad[i]), &c, &why), -1);
+        assert_non_null(why);
+    }
+}
+
+static uint64_t counter_random(void *arg)
+{
+    uint64_t *n = arg;
+    return ++*n * 0x9e3779b97f4a7c15ull;
+}
+
+static void sw_segment(void **state)
+{
+    (void)state;
+    sharp_skywalking_config_t sc = {.service_name = "svc", .instance_name = "inst"};
+    uint64_t n = 0;
+    /* without a caller: a new trace (a UUID), an Entry span */
+    sharp_span_t *e = sharp_sw_start(&sc, NULL, "/a?b", 4, true, 5000000, 0, counter_random, &n);
+    sharp_sw_segment_t *seg = e->seg;
+    assert_int_equal(strlen(seg->trace_id), 36);
+    assert_int_equal(seg->trace_id[14], '4');
+    assert_int_equal(strlen(seg->segment_id), 36);
+    assert_string_not_equal(seg->trace_id, seg->segment_id);
+    assert_int_equal(e->sw_id, 0);
+    assert_int_equal(e->sw_parent, -1);
+    /* the Entry span injects nothing (cpp2sky's createSW8HeaderValue) */
+    sharp_sbuf_t v = {0};
+    assert_false(sharp_sw8_format(seg, "h:1", 3, &v));
+    /* the decorator does not rename it; tags are mapped and kept in order */
+    sharp_span_set_name(e, "deco", 4);
+    assert_string_equal(e->name, "/a?b");
+    sharp_span_tag_cstr(e, "zone", "");
+    sharp_span_tag_cstr(e, "http.url", "http://h/a?b");
+    sharp_span_tag_cstr(e, "http.status_code", "503");
+    sharp_span_tag_cstr(e, "peer.address", "10.1.1.1");
+    sharp_span_tag_cstr(e, "error", "true");
+    sharp_span_tag_cstr(e, "error", "true");
+    assert_int_equal(e->nattrs, 5);
+    assert_string_equal(e->akeys[1], "url");
+    assert_string_equal(e->akeys[2], "status_code");
+    assert_string_equal(e->peer, "10.1.1.1");
+    assert_true(e->status_error);
+    /* an Exit span: its context goes out */
+    sharp_span_t *x = sharp_sw_exit_start(e, 6000000);
+    assert_int_equal(x->sw_id, 1);
+    assert_int_equal(x->sw_parent, 0);
+    assert_string_equal(x->name, "/a?b");
+    assert_true(sharp_sw8_format(seg, "10.0.0.2:80", 11, &v));
+    sharp_sbuf_append(&v, "", 1);
+    sharp_sw8_t c;
+    const char *why;
+    assert_int_equal(sharp_sw8_parse(v.data, v.len - 1, &c, &why), 0);
+    assert_string_equal(c.trace_id, seg->trace_id);
+    assert_string_equal(c.segment_id, seg->segment_id);
+    assert_int_equal(c.span_id, 1);
+    assert_string_equal(c.service, "svc");
+    assert_string_equal(c.instance, "inst");
+    assert_string_equal(c.endpoint, "/a?b");
+    assert_string_equal(c.target, "10.0.0.2:80");
+    assert_int_equal(v.data[0], '1');
+    sharp_sbuf_free(&v);
+    /* the segment is ready once both spans end, in any order */
+    assert_false(sharp_sw_span_finish(e, 9000000));
+    assert_false(sharp_sw_span_finish(e, 9000000));
+    assert_true(sharp_sw_span_finish(x, 8000000));
+    sharp_sw_segment_free(seg);
+    /* a callee's segment: the caller's trace, its reference on every span */
+    c.span_id = 4;
+    e = sharp_sw_start(&sc, &c, "/b", 2, false, 1000, 0, counter_random, &n);
+    seg = e->seg;
+    assert_null(c.trace_id); /* moved into the segment */
+    x = sharp_sw_exit_start(e, 2000);
+    sharp_span_tag_cstr(x, "peer.address", "10.0.0.3:81");
+    sharp_sw_span_finish(x, 3000);
+    sharp_sw_span_finish(e, 4000);
+    sharp_sbuf_t m = {0};
+    sharp_sw_segment_encode(seg, &m);
+    assert_true(m.len > 5);
+    assert_int_equal(m.data[0], 0);
+    uint32_t len = (uint32_t)(uint8_t)m.data[1] << 24 | (uint32_t)(uint8_t)m.data[2] << 16 |
+                   (uint32_t)(uint8_t)m.data[3] << 8 | (uint8_t)m.data[4];
+    assert_int_equal(len, m.len - 5);
+    Skywalking__V3__SegmentObject *so =
+        skywalking__v3__segment_object__unpack(NULL, len, (const uint8_t *)m.data + 5);
+    assert_non_null(so);
+    assert_string_equal(so->traceid, seg->trace_id);
+    assert_string_equal(so->tracesegmentid, seg->segment_id);
+    assert_string_equal(so->service, "svc");
+    assert_string_equal(so->serviceinstance, "inst");
+    assert_int_equal(so->n_spans, 2);
+    const Skywalking__V3__SpanObject *s0 = so->spans[0], *s1 = so->spans[1];
+    assert_int_equal(s0->spanid, 0);
+    assert_int_equal(s0->parentspanid, -1);
+    assert_int_equal(s0->spantype, SKYWALKING__V3__SPAN_TYPE__Entry);
+    assert_int_equal(s0->spanlayer, SKYWALKING__V3__SPAN_LAYER__Unknown);
+    assert_int_equal(s0->componentid, 9000);
+    assert_int_equal(s0->starttime, 1);
+    assert_int_equal(s0->endtime, 4);
+    assert_string_equal(s0->operationname, "/b");
+    assert_int_equal(s1->spanid, 1);
+    assert_int_equal(s1->parentspanid, 0);
+    assert_int_equal(s1->spantype, SKYWALKING__V3__SPAN_TYPE__Exit);
+    assert_string_equal(s1->peer, "10.0.0.3:81");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(so->spans[i]->n_refs, 1);
+        const Skywalking__V3__SegmentReference *r = so->spans[i]->refs[0];
+        assert_int_equal(r->reftype, SKYWALKING__V3__REF_TYPE__CrossProcess);
+        assert_string_equal(r->traceid, seg->trace_id);
+        assert_int_equal(r->parentspanid, 4);
+        assert_string_equal(r->parentendpoint, "/a?b");
+        assert_string_equal(r->networkaddressusedatpeer, "10.0.0.2:80");
+    }
+    skywalking__v3__segment_object__free_unpacked(so, NULL);
+    sharp_sbuf_free(&m);
+    sharp_sw_segment_free(seg);
+}
+
 int main(void)
 {
     sharp_headers_init(&H);
@@ -557,6 +733,7 @@ int main(void)
         cmocka_unit_test(json_escaping),     cmocka_unit_test(span_json),
         cmocka_unit_test(traceparent_parse), cmocka_unit_test(traceparent_format), cmocka_unit_test(otel_span),
         cmocka_unit_test(otlp_encoding),     cmocka_unit_test(otlp_decodes),
+        cmocka_unit_test(sw_base64),         cmocka_unit_test(sw8_parse),         cmocka_unit_test(sw_segment),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     sharp_headers_free(&H);
