@@ -260,6 +260,14 @@ static bool from_pb(const Google__Protobuf__Value *pb, sharp_md_value_t *out)
     }
 }
 
+bool sharp_md_value_from_struct(const Google__Protobuf__Struct *st, sharp_md_value_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (from_pb_struct(st, out)) return true;
+    sharp_md_value_clear(out);
+    return false;
+}
+
 bool sharp_md_value_parse(const uint8_t *p, size_t n, sharp_md_value_t *out)
 {
     memset(out, 0, sizeof *out);

@@ -58,6 +58,12 @@ void sharp_dynamic_metadata_free(sharp_dynamic_metadata_t *md);
  * with its default nesting limit of 100 messages). False on bad bytes. */
 bool sharp_md_value_parse(const uint8_t *p, size_t n, sharp_md_value_t *out);
 
+/* A STRUCT value from a protobuf-c google.protobuf.Struct (a message that
+ * arrived in another one, such as ext_authz's CheckResponse). False, out
+ * cleared, when a string is not UTF-8 (protobuf would not parse it). */
+struct Google__Protobuf__Struct;
+bool sharp_md_value_from_struct(const struct Google__Protobuf__Struct *st, sharp_md_value_t *out);
+
 /* The value as Envoy's Json::Utility::appendValueToString writes it: keys
  * sorted, strings escaped, numbers as std::to_chars' shortest form, NaN
  * and an UNSET value as null. */
