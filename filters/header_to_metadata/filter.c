@@ -78,7 +78,8 @@ static bool header_name_ok(const char *s)
     return true;
 }
 
-static int kv_from(const h2m_kv_pb_t *pb, const char *path, sharp_h2m_kv_t *kv, char *err, size_t errlen)
+static int kv_from(const h2m_kv_pb_t *pb, const char *path, sharp_h2m_kv_t *kv, char *err,
+                   size_t errlen)
 {
     if (!pb) return 0;
     if (!pb->key || !pb->key[0]) {
@@ -95,8 +96,9 @@ static int kv_from(const h2m_kv_pb_t *pb, const char *path, sharp_h2m_kv_t *kv, 
         return -1;
     }
     kv->set = true;
-    kv->ns = sharp_strdup(pb->metadata_namespace && pb->metadata_namespace[0] ? pb->metadata_namespace
-                                                                              : SHARP_H2M_NAMESPACE);
+    kv->ns =
+        sharp_strdup(pb->metadata_namespace && pb->metadata_namespace[0] ? pb->metadata_namespace
+                                                                         : SHARP_H2M_NAMESPACE);
     kv->key = sharp_strdup(pb->key);
     kv->value = sharp_strdup(pb->value ? pb->value : "");
     kv->type = type;
@@ -105,7 +107,8 @@ static int kv_from(const h2m_kv_pb_t *pb, const char *path, sharp_h2m_kv_t *kv, 
 }
 
 /* Envoy's Rule constructor, its checks in its order and with its words. */
-static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t *r, char *err, size_t errlen)
+static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t *r, char *err,
+                     size_t errlen)
 {
     const char *header = pb->header ? pb->header : "", *cookie = pb->cookie ? pb->cookie : "";
     if (!header_name_ok(header) || !header_name_ok(cookie)) {
@@ -122,10 +125,11 @@ static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t
         return -1;
     }
     if (!pb->on_header_present && !pb->on_header_missing) {
-        snprintf(err, errlen,
-                 "%s: header to metadata filter: rule for %s '%s' has neither `on_header_present` nor "
-                 "`on_header_missing` set",
-                 path, header[0] ? "header" : "cookie", header[0] ? header : cookie);
+        snprintf(
+            err, errlen,
+            "%s: header to metadata filter: rule for %s '%s' has neither `on_header_present` nor "
+            "`on_header_missing` set",
+            path, header[0] ? "header" : "cookie", header[0] ? header : cookie);
         return -1;
     }
     const h2m_kv_pb_t *pr = pb->on_header_present;
@@ -137,8 +141,10 @@ static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t
         snprintf(err, errlen, "%s: Cannot specify remove for cookie", path);
         return -1;
     }
-    if (pb->on_header_missing && (!pb->on_header_missing->value || !pb->on_header_missing->value[0])) {
-        snprintf(err, errlen, "%s: Cannot specify on_header_missing rule with an empty value", path);
+    if (pb->on_header_missing &&
+        (!pb->on_header_missing->value || !pb->on_header_missing->value[0])) {
+        snprintf(err, errlen, "%s: Cannot specify on_header_missing rule with an empty value",
+                 path);
         return -1;
     }
     char sub[256];
@@ -159,23 +165,29 @@ static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t
         const Envoy__Type__Matcher__V3__RegexMatcher *rx = rw->pattern;
         char msg[512];
         if (!rx || !rx->regex || !rx->regex[0]) {
-            snprintf(err, errlen, "%s.on_header_present.regex_value_rewrite.pattern.regex: a regex is required", path);
+            snprintf(err, errlen,
+                     "%s.on_header_present.regex_value_rewrite.pattern.regex: a regex is required",
+                     path);
             return -1;
         }
         sharp_regex_opts_t opts = {0};
-        if (rx->engine_type_case == ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
+        if (rx->engine_type_case ==
+                ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
             rx->google_re2 && rx->google_re2->max_program_size) {
             opts.has_max_program_size = true;
             opts.max_program_size = rx->google_re2->max_program_size->value;
         }
         r->re = sharp_regex_compile(rx->regex, &opts, msg, sizeof msg);
         if (!r->re) {
-            snprintf(err, errlen, "%s.on_header_present.regex_value_rewrite.pattern.regex: %s", path, msg);
+            snprintf(err, errlen, "%s.on_header_present.regex_value_rewrite.pattern.regex: %s",
+                     path, msg);
             return -1;
         }
         const char *subst = rw->substitution ? rw->substitution : "";
         if (sharp_re2_check_rewrite(r->re, subst, msg, sizeof msg) < 0) {
-            snprintf(err, errlen, "%s.on_header_present.regex_value_rewrite.substitution: invalid substitution '%s': %s",
+            snprintf(err, errlen,
+                     "%s.on_header_present.regex_value_rewrite.substitution: invalid substitution "
+                     "'%s': %s",
                      path, subst, msg);
             return -1;
         }
@@ -184,8 +196,8 @@ static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t
     return 0;
 }
 
-static int rules_from(h2m_rule_pb_t **pb, size_t n, const char *field, sharp_h2m_rule_t **out, uint32_t *nout,
-                      char *err, size_t errlen)
+static int rules_from(h2m_rule_pb_t **pb, size_t n, const char *field, sharp_h2m_rule_t **out,
+                      uint32_t *nout, char *err, size_t errlen)
 {
     if (!n) return 0;
     *out = sharp_calloc(n, sizeof **out);
@@ -202,14 +214,17 @@ static h2m_config_t *config_build(const h2m_pb_t *pb, bool per_route, char *err,
 {
     h2m_config_t *c = sharp_calloc(1, sizeof *c);
     if (!pb) return c; /* no typed_config: no rules */
-    if (rules_from(pb->request_rules, pb->n_request_rules, "request_rules", &c->req, &c->nreq, err, errlen) < 0 ||
-        rules_from(pb->response_rules, pb->n_response_rules, "response_rules", &c->resp, &c->nresp, err, errlen) < 0)
+    if (rules_from(pb->request_rules, pb->n_request_rules, "request_rules", &c->req, &c->nreq, err,
+                   errlen) < 0 ||
+        rules_from(pb->response_rules, pb->n_response_rules, "response_rules", &c->resp, &c->nresp,
+                   err, errlen) < 0)
         goto fail;
     /* an empty filter config enables the filter for per-route rules; an
      * empty per-route config makes no sense (Envoy) */
     if (per_route && !c->nreq && !c->nresp) {
         snprintf(err, errlen,
-                 "header_to_metadata_filter: Per filter configs must at least specify either request or response "
+                 "header_to_metadata_filter: Per filter configs must at least specify either "
+                 "request or response "
                  "rules");
         goto fail;
     }
@@ -219,21 +234,27 @@ fail:
     return NULL;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     const h2m_pb_t *pb = (const h2m_pb_t *)msg;
     h2m_config_t *c = config_build(pb, false, err, errlen);
     if (!c || !pb || !pb->stat_prefix || !pb->stat_prefix[0]) return c;
     static const char *const dir[2] = {"request", "response"};
-    static const char *const names[ST_NDIR] = {"rules_processed", "metadata_added", "header_not_found"};
+    static const char *const names[ST_NDIR] = {"rules_processed", "metadata_added",
+                                               "header_not_found"};
     sharp_stats_t *s = ctx->server->stats;
     c->stats = true;
     for (int d = 0; d < 2; d++)
         for (int k = 0; k < ST_NDIR; k++)
-            c->st_dir[d][k] = sharp_stats_counterf(s, "http_filter_name.%s.%s_%s", pb->stat_prefix, dir[d], names[k]);
-    c->st_base64 = sharp_stats_counterf(s, "http_filter_name.%s.base64_decode_failed", pb->stat_prefix);
-    c->st_too_long = sharp_stats_counterf(s, "http_filter_name.%s.header_value_too_long", pb->stat_prefix);
-    c->st_regex = sharp_stats_counterf(s, "http_filter_name.%s.regex_substitution_failed", pb->stat_prefix);
+            c->st_dir[d][k] = sharp_stats_counterf(s, "http_filter_name.%s.%s_%s", pb->stat_prefix,
+                                                   dir[d], names[k]);
+    c->st_base64 =
+        sharp_stats_counterf(s, "http_filter_name.%s.base64_decode_failed", pb->stat_prefix);
+    c->st_too_long =
+        sharp_stats_counterf(s, "http_filter_name.%s.header_value_too_long", pb->stat_prefix);
+    c->st_regex =
+        sharp_stats_counterf(s, "http_filter_name.%s.regex_substitution_failed", pb->stat_prefix);
     return c;
 }
 
@@ -241,7 +262,8 @@ static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t 
 {
     const h2m_pb_t *pb = (const h2m_pb_t *)msg;
     if (pb && pb->stat_prefix && pb->stat_prefix[0]) {
-        snprintf(err, errlen, "stat_prefix: not supported by SHARP in a per-route config (its own stats)");
+        snprintf(err, errlen,
+                 "stat_prefix: not supported by SHARP in a per-route config (its own stats)");
         return NULL;
     }
     return config_build(pb, true, err, errlen);
@@ -271,7 +293,8 @@ static const h2m_config_t *effective(sharp_filter_t *f)
     return st->eff;
 }
 
-static sharp_filter_status_t h2m_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t h2m_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                bool end_stream)
 {
     (void)end_stream;
     const h2m_config_t *c = effective(f);
@@ -282,7 +305,8 @@ static sharp_filter_status_t h2m_decode_headers(sharp_filter_t *f, sharp_headers
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t h2m_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t h2m_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                bool end_stream)
 {
     (void)end_stream;
     const h2m_config_t *c = effective(f);
@@ -302,8 +326,10 @@ const sharp_filter_factory_t sharp_header_to_metadata_filter = {
     .state_size = sizeof(h2m_state_t),
     .decode_headers = h2m_decode_headers,
     .encode_headers = h2m_encode_headers,
-    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
-    .route_config_desc = &envoy__extensions__filters__http__header_to_metadata__v3__config__descriptor,
+    .route_type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+    .route_config_desc =
+        &envoy__extensions__filters__http__header_to_metadata__v3__config__descriptor,
     .create_route_config = create_route_config,
     .destroy_route_config = config_free,
 };

@@ -68,7 +68,8 @@ static bool parse_number(const char *s, size_t n, double *out)
     }
     if (!n) return false;
     size_t digits = *s == '-' ? 1 : 0;
-    if (n > digits + 1 && s[digits] == '0' && (s[digits + 1] == 'x' || s[digits + 1] == 'X')) return false;
+    if (n > digits + 1 && s[digits] == '0' && (s[digits + 1] == 'x' || s[digits + 1] == 'X'))
+        return false;
     if (isspace((unsigned char)s[digits]) || s[digits] == '+' || s[digits] == '-') return false;
     char buf[128];
     char *tmp = n < sizeof buf ? buf : sharp_calloc(n + 1, 1);
@@ -84,7 +85,8 @@ static bool parse_number(const char *s, size_t n, double *out)
     return true;
 }
 
-sharp_h2m_result_t sharp_h2m_make_value(const char *s, size_t n, int type, int encode, sharp_md_value_t *out)
+sharp_h2m_result_t sharp_h2m_make_value(const char *s, size_t n, int type, int encode,
+                                        sharp_md_value_t *out)
 {
     memset(out, 0, sizeof *out);
     if (n >= SHARP_H2M_MAX_VALUE_LEN) return SHARP_H2M_TOO_LONG;
@@ -181,8 +183,8 @@ static bool extract(const sharp_h2m_rule_t *r, sharp_headers_t *h, sharp_sbuf_t 
     return found;
 }
 
-void sharp_h2m_apply(const sharp_h2m_rule_t *rules, uint32_t n, sharp_headers_t *h, sharp_dynamic_metadata_t **md,
-                     sharp_h2m_counts_t *counts)
+void sharp_h2m_apply(const sharp_h2m_rule_t *rules, uint32_t n, sharp_headers_t *h,
+                     sharp_dynamic_metadata_t **md, sharp_h2m_counts_t *counts)
 {
     sharp_sbuf_t v = {0};
     for (uint32_t i = 0; i < n; i++) {

@@ -20,7 +20,7 @@ enum { SHARP_H2M_ENCODE_NONE = 0, SHARP_H2M_ENCODE_BASE64 = 1 };
 
 typedef struct {
     bool set;
-    char *ns;    /* never empty: SHARP_H2M_NAMESPACE when unset */
+    char *ns; /* never empty: SHARP_H2M_NAMESPACE when unset */
     char *key;
     char *value; /* "" when unset */
     int type, encode;
@@ -55,11 +55,12 @@ bool sharp_h2m_base64_decode(const char *s, size_t n, sharp_sbuf_t *out);
 
 /* Envoy's addMetadata without the map: the value s[0..n) (not empty)
  * decoded as `encode` and converted to `type`. */
-sharp_h2m_result_t sharp_h2m_make_value(const char *s, size_t n, int type, int encode, sharp_md_value_t *out);
+sharp_h2m_result_t sharp_h2m_make_value(const char *s, size_t n, int type, int encode,
+                                        sharp_md_value_t *out);
 
 /* Runs the rules in order over the headers (removing those of rules with
  * `remove`) and sets the metadata they make in *md. */
-void sharp_h2m_apply(const sharp_h2m_rule_t *rules, uint32_t n, sharp_headers_t *h, sharp_dynamic_metadata_t **md,
-                     sharp_h2m_counts_t *counts);
+void sharp_h2m_apply(const sharp_h2m_rule_t *rules, uint32_t n, sharp_headers_t *h,
+                     sharp_dynamic_metadata_t **md, sharp_h2m_counts_t *counts);
 
 #endif

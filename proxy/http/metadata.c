@@ -57,7 +57,8 @@ void sharp_md_struct_set(sharp_md_value_t *st, const char *key, size_t klen, sha
     memset(v, 0, sizeof *v);
 }
 
-const sharp_md_value_t *sharp_md_struct_get(const sharp_md_value_t *st, const char *key, size_t klen)
+const sharp_md_value_t *sharp_md_struct_get(const sharp_md_value_t *st, const char *key,
+                                            size_t klen)
 {
     if (!st || st->kind != SHARP_MD_STRUCT) return NULL;
     int i = md_find(st, key, klen);
@@ -71,8 +72,8 @@ static int md_ns_find(const sharp_dynamic_metadata_t *md, const char *ns, size_t
     return -1;
 }
 
-void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **mdp, const char *ns, size_t nslen, const char *key,
-                                size_t klen, sharp_md_value_t *v)
+void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **mdp, const char *ns, size_t nslen,
+                                const char *key, size_t klen, sharp_md_value_t *v)
 {
     if (!*mdp) *mdp = sharp_calloc(1, sizeof **mdp);
     sharp_dynamic_metadata_t *md = *mdp;
@@ -91,7 +92,8 @@ void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **mdp, const char *ns, 
     sharp_md_struct_set(&md->structs[i], key, klen, v);
 }
 
-const sharp_md_value_t *sharp_dynamic_metadata_ns(const sharp_dynamic_metadata_t *md, const char *ns, size_t nslen)
+const sharp_md_value_t *sharp_dynamic_metadata_ns(const sharp_dynamic_metadata_t *md,
+                                                  const char *ns, size_t nslen)
 {
     int i = md_ns_find(md, ns, nslen);
     return i < 0 ? NULL : &md->structs[i];

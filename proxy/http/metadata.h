@@ -26,9 +26,9 @@ typedef struct sharp_md_value {
     double number;
     char *s; /* STRING: len bytes (may hold NULs), NUL-terminated */
     size_t len;
-    uint32_t n, cap;               /* STRUCT fields or LIST items */
-    char **keys;                   /* STRUCT: n keys, in insertion order */
-    struct sharp_md_value *items;  /* STRUCT values / LIST items */
+    uint32_t n, cap;              /* STRUCT fields or LIST items */
+    char **keys;                  /* STRUCT: n keys, in insertion order */
+    struct sharp_md_value *items; /* STRUCT values / LIST items */
 } sharp_md_value_t;
 
 typedef struct sharp_dynamic_metadata {
@@ -44,14 +44,16 @@ void sharp_md_value_string(sharp_md_value_t *v, const char *s, size_t len);
 /* Sets key in a STRUCT, taking v's contents (v is left UNSET); an existing
  * key's value is replaced, as protobuf's map merge. */
 void sharp_md_struct_set(sharp_md_value_t *st, const char *key, size_t klen, sharp_md_value_t *v);
-const sharp_md_value_t *sharp_md_struct_get(const sharp_md_value_t *st, const char *key, size_t klen);
+const sharp_md_value_t *sharp_md_struct_get(const sharp_md_value_t *st, const char *key,
+                                            size_t klen);
 
 /* Envoy's setDynamicMetadata(ns, {key: v}): the namespace is created on
  * first use (*md allocated when NULL), the key merged into it. Takes v. */
-void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **md, const char *ns, size_t nslen, const char *key,
-                                size_t klen, sharp_md_value_t *v);
+void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **md, const char *ns, size_t nslen,
+                                const char *key, size_t klen, sharp_md_value_t *v);
 /* The namespace's STRUCT, or NULL. */
-const sharp_md_value_t *sharp_dynamic_metadata_ns(const sharp_dynamic_metadata_t *md, const char *ns, size_t nslen);
+const sharp_md_value_t *sharp_dynamic_metadata_ns(const sharp_dynamic_metadata_t *md,
+                                                  const char *ns, size_t nslen);
 void sharp_dynamic_metadata_free(sharp_dynamic_metadata_t *md);
 
 /* Parses a serialized google.protobuf.Value (protobuf's ParseFromString,

@@ -60,7 +60,8 @@ static void base64_as_envoy(void **state)
 static void number_value(const char *in, bool ok, double want)
 {
     sharp_md_value_t v;
-    sharp_h2m_result_t r = sharp_h2m_make_value(in, strlen(in), SHARP_H2M_NUMBER, SHARP_H2M_ENCODE_NONE, &v);
+    sharp_h2m_result_t r =
+        sharp_h2m_make_value(in, strlen(in), SHARP_H2M_NUMBER, SHARP_H2M_ENCODE_NONE, &v);
     if (!ok) {
         assert_int_equal(r, SHARP_H2M_BAD_VALUE);
         return;
@@ -126,7 +127,8 @@ static uint8_t *pack_struct(size_t *n)
 {
     Google__Protobuf__Value sv = GOOGLE__PROTOBUF__VALUE__INIT, a = GOOGLE__PROTOBUF__VALUE__INIT,
                             b = GOOGLE__PROTOBUF__VALUE__INIT, l = GOOGLE__PROTOBUF__VALUE__INIT,
-                            one = GOOGLE__PROTOBUF__VALUE__INIT, nul = GOOGLE__PROTOBUF__VALUE__INIT;
+                            one = GOOGLE__PROTOBUF__VALUE__INIT,
+                            nul = GOOGLE__PROTOBUF__VALUE__INIT;
     Google__Protobuf__Struct st = GOOGLE__PROTOBUF__STRUCT__INIT;
     Google__Protobuf__ListValue lv = GOOGLE__PROTOBUF__LIST_VALUE__INIT;
     Google__Protobuf__Struct__FieldsEntry e[3] = {GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT,
@@ -205,7 +207,8 @@ static void protobuf_values(void **state)
     size_t n;
     uint8_t *p = pack_struct(&n);
     sharp_md_value_t v;
-    assert_int_equal(sharp_h2m_make_value((const char *)p, n, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_NONE, &v),
+    assert_int_equal(sharp_h2m_make_value((const char *)p, n, SHARP_H2M_PROTOBUF_VALUE,
+                                          SHARP_H2M_ENCODE_NONE, &v),
                      SHARP_H2M_ADDED);
     char *s = json(&v);
     assert_string_equal(s, "{\"a\":\"x\",\"b\":true,\"l\":[1,null]}");
@@ -213,23 +216,27 @@ static void protobuf_values(void **state)
     sharp_md_value_clear(&v);
     free(p);
     /* not a Value: a truncated length */
-    assert_int_equal(sharp_h2m_make_value("\x2a\x05", 2, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_NONE, &v),
-                     SHARP_H2M_BAD_VALUE);
+    assert_int_equal(
+        sharp_h2m_make_value("\x2a\x05", 2, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_NONE, &v),
+        SHARP_H2M_BAD_VALUE);
     /* lists nested in lists: 40 deep parses, 60 deep (120 messages) is
      * over protobuf's limit of 100 and refused without recursing further */
     size_t dl;
     uint8_t *d = pack_nested(40, &dl);
-    assert_int_equal(sharp_h2m_make_value((const char *)d, dl, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_NONE, &v),
+    assert_int_equal(sharp_h2m_make_value((const char *)d, dl, SHARP_H2M_PROTOBUF_VALUE,
+                                          SHARP_H2M_ENCODE_NONE, &v),
                      SHARP_H2M_ADDED);
     assert_int_equal(v.kind, SHARP_MD_LIST);
     sharp_md_value_clear(&v);
     free(d);
     d = pack_nested(60, &dl);
-    assert_int_equal(sharp_h2m_make_value((const char *)d, dl, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_NONE, &v),
+    assert_int_equal(sharp_h2m_make_value((const char *)d, dl, SHARP_H2M_PROTOBUF_VALUE,
+                                          SHARP_H2M_ENCODE_NONE, &v),
                      SHARP_H2M_BAD_VALUE);
     free(d);
     d = pack_nested(5000, &dl);
-    assert_int_equal(sharp_h2m_make_value((const char *)d, dl, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_NONE, &v),
+    assert_int_equal(sharp_h2m_make_value((const char *)d, dl, SHARP_H2M_PROTOBUF_VALUE,
+                                          SHARP_H2M_ENCODE_NONE, &v),
                      SHARP_H2M_TOO_LONG);
     free(d);
     /* base64 of the protobuf value */
@@ -237,13 +244,15 @@ static void protobuf_values(void **state)
     sharp_sbuf_t enc = {0};
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
-        uint32_t w = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        uint32_t w = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
         for (size_t k = 0; k < 4 && k <= (n - i) * 4 / 3; k++) {
             char c = tbl[(w >> (18 - 6 * k)) & 63];
             sharp_sbuf_append(&enc, &c, 1);
         }
     }
-    assert_int_equal(sharp_h2m_make_value(enc.data, enc.len, SHARP_H2M_PROTOBUF_VALUE, SHARP_H2M_ENCODE_BASE64, &v),
+    assert_int_equal(sharp_h2m_make_value(enc.data, enc.len, SHARP_H2M_PROTOBUF_VALUE,
+                                          SHARP_H2M_ENCODE_BASE64, &v),
                      SHARP_H2M_ADDED);
     assert_int_equal(v.kind, SHARP_MD_STRUCT);
     sharp_md_value_clear(&v);
@@ -257,8 +266,11 @@ static void value_length_limit(void **state)
     char *big = malloc(SHARP_H2M_MAX_VALUE_LEN);
     memset(big, 'a', SHARP_H2M_MAX_VALUE_LEN);
     sharp_md_value_t v;
-    assert_int_equal(sharp_h2m_make_value(big, SHARP_H2M_MAX_VALUE_LEN, SHARP_H2M_STRING, 0, &v), SHARP_H2M_TOO_LONG);
-    assert_int_equal(sharp_h2m_make_value(big, SHARP_H2M_MAX_VALUE_LEN - 1, SHARP_H2M_STRING, 0, &v), SHARP_H2M_ADDED);
+    assert_int_equal(sharp_h2m_make_value(big, SHARP_H2M_MAX_VALUE_LEN, SHARP_H2M_STRING, 0, &v),
+                     SHARP_H2M_TOO_LONG);
+    assert_int_equal(
+        sharp_h2m_make_value(big, SHARP_H2M_MAX_VALUE_LEN - 1, SHARP_H2M_STRING, 0, &v),
+        SHARP_H2M_ADDED);
     assert_int_equal(v.len, SHARP_H2M_MAX_VALUE_LEN - 1);
     sharp_md_value_clear(&v);
     assert_int_equal(sharp_h2m_make_value("!!", 2, SHARP_H2M_STRING, SHARP_H2M_ENCODE_BASE64, &v),
@@ -367,12 +379,9 @@ static void metadata_merge(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(base64_as_envoy),
-        cmocka_unit_test(numbers_as_simple_atod),
-        cmocka_unit_test(numbers_as_to_chars),
-        cmocka_unit_test(protobuf_values),
-        cmocka_unit_test(value_length_limit),
-        cmocka_unit_test(rules_present_missing_remove),
+        cmocka_unit_test(base64_as_envoy),     cmocka_unit_test(numbers_as_simple_atod),
+        cmocka_unit_test(numbers_as_to_chars), cmocka_unit_test(protobuf_values),
+        cmocka_unit_test(value_length_limit),  cmocka_unit_test(rules_present_missing_remove),
         cmocka_unit_test(metadata_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
