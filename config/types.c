@@ -22,6 +22,7 @@
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/ext_authz/v3/ext_authz.pb-c.h"
+#include "envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata.pb-c.h"
 #include "envoy/extensions/compression/brotli/compressor/v3/brotli.pb-c.h"
 #include "envoy/extensions/compression/gzip/compressor/v3/gzip.pb-c.h"
 #include "envoy/extensions/compression/zstd/compressor/v3/zstd.pb-c.h"
@@ -77,6 +78,8 @@ void sharp_config_types_register(void)
         /* and its per-route config */
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz__descriptor,
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,
+        /* also its per-route config (the same message) */
+        &envoy__extensions__filters__http__header_to_metadata__v3__config__descriptor,
         /* typed_per_filter_config: the compressor's per-route config and
          * the generic wrapper of any filter's */
         &envoy__extensions__filters__http__compressor__v3__compressor_per_route__descriptor,

@@ -136,6 +136,7 @@ void sharp_ext_authz_response_free(sharp_ext_authz_response_t *r)
     sharp_headers_free(&r->response_add_if_absent);
     sharp_headers_free(&r->response_overwrite_if_exists);
     sharp_sbuf_free(&r->body);
+    sharp_md_value_clear(&r->metadata);
 }
 
 #define HEADERS_TO_REMOVE "x-envoy-auth-headers-to-remove"
@@ -459,6 +460,13 @@ bool sharp_ext_authz_grpc_response(const uint8_t *msg, size_t n, sharp_ext_authz
             if (d->body && d->body[0]) sharp_sbuf_puts(&out->body, d->body);
         }
     }
+    /* Envoy's GrpcClientImpl: OkHttpResponse.dynamic_metadata (deprecated)
+     * overrides the CheckResponse's */
+    const Google__Protobuf__Struct *md = r->dynamic_metadata;
+    if (r->http_response_case == ENVOY__SERVICE__AUTH__V3__CHECK_RESPONSE__HTTP_RESPONSE_OK_RESPONSE &&
+        r->ok_response && r->ok_response->dynamic_metadata)
+        md = r->ok_response->dynamic_metadata;
+    bool ok = !md || sharp_md_value_from_struct(md, &out->metadata);
     envoy__service__auth__v3__check_response__free_unpacked(r, NULL);
-    return true;
+    return ok;
 }

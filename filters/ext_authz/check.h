@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "http/headers.h"
+#include "http/metadata.h"
 #include "http/route.h"
 #include "sbuf.h"
 
@@ -67,6 +68,9 @@ typedef struct {
     sharp_headers_t response_add_if_absent;       /* OK: added to the response when absent */
     sharp_headers_t response_overwrite_if_exists; /* OK: set on the response when present */
     sharp_sbuf_t body;                            /* DENIED: the local reply's body */
+    /* gRPC: the CheckResponse's dynamic_metadata (ok_response's deprecated
+     * one instead when set), a STRUCT; UNSET when none */
+    sharp_md_value_t metadata;
 } sharp_ext_authz_response_t;
 
 void sharp_ext_authz_response_init(sharp_ext_authz_response_t *r);

@@ -80,6 +80,8 @@ typedef struct ea_config {
     char *stat_prefix; /* "" or "<stat_prefix>." */
     sharp_stats_t *stats;
     sharp_stat_id_t st_ok, st_denied, st_error, st_disabled, st_failure_mode_allowed;
+    bool ignore_metadata; /* enable_dynamic_metadata_ingestion false */
+    sharp_stat_id_t st_ignored_metadata;
 } ea_config_t;
 
 typedef struct ea_route_config {
@@ -97,6 +99,7 @@ typedef struct ea_state {
     bool with_body;                   /* the check carries the held body */
     sharp_ext_authz_response_t *resp; /* the OK answer's response headers, for encode_headers */
     bool partial;                     /* the held body was cut at max_request_bytes */
+    uint64_t start_ns;                /* when the call started (ext_authz_duration) */
 } ea_state_t;
 
 /* ---- config ---- */
@@ -330,8 +333,6 @@ static ea_config_t *grpc_config_build(const ea_pb_t *pb, char *err, size_t errle
          "route_metadata_context_namespaces", "route metadata in the CheckRequest"},
         {pb->bootstrap_metadata_labels_key && pb->bootstrap_metadata_labels_key[0],
          "bootstrap_metadata_labels_key", "destination labels in the CheckRequest"},
-        {pb->enable_dynamic_metadata_ingestion && !pb->enable_dynamic_metadata_ingestion->value,
-         "enable_dynamic_metadata_ingestion", "dynamic metadata"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
         if (refused[i].set) {
@@ -390,6 +391,10 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
         sharp_stats_counterf(s, "http.%s.ext_authz.%sdisabled", ctx->stat_prefix, c->stat_prefix);
     c->st_failure_mode_allowed = sharp_stats_counterf(s, "http.%s.ext_authz.%sfailure_mode_allowed",
                                                       ctx->stat_prefix, c->stat_prefix);
+    const ea_pb_t *pb = (const ea_pb_t *)msg;
+    c->ignore_metadata = pb->enable_dynamic_metadata_ingestion && !pb->enable_dynamic_metadata_ingestion->value;
+    c->st_ignored_metadata = sharp_stats_counterf(s, "http.%s.ext_authz.%signored_dynamic_metadata",
+                                                  ctx->stat_prefix, c->stat_prefix);
     return c;
 }
 
@@ -609,6 +614,7 @@ static void start_check(sharp_filter_t *f)
         .ctx = f,
     };
     st->f = f;
+    st->start_ns = sharp_now_ns();
     st->call = sharp_ext_authz_call_start(&a);
     sharp_headers_free(&h);
     sharp_sbuf_free(&grpc_body);
@@ -683,6 +689,31 @@ static void grpc_answer(const sharp_ext_authz_result_t *r, sharp_ext_authz_respo
     if (!sharp_ext_authz_grpc_response(fr.msg, fr.len, resp)) resp->status = SHARP_EXT_AUTHZ_ERROR;
 }
 
+/* Envoy's onComplete: the answer's dynamic metadata goes into the
+ * stream's namespace envoy.filters.http.ext_authz, with the call's
+ * duration in milliseconds as ext_authz_duration on an OK; with
+ * enable_dynamic_metadata_ingestion false it is only counted. */
+static void ingest_metadata(sharp_filter_t *f, const ea_config_t *c, sharp_ext_authz_response_t *resp)
+{
+    ea_state_t *st = f->state;
+    sharp_stream_t *s = f->stream;
+    if (c->ignore_metadata) {
+        sharp_counter_inc(sharp_stream_worker(s)->stats, c->st_ignored_metadata);
+        return;
+    }
+    if (resp->status == SHARP_EXT_AUTHZ_OK && st->start_ns) {
+        uint64_t now = sharp_now_ns();
+        sharp_md_value_t d = {.kind = SHARP_MD_NUMBER,
+                              .number = (double)((now > st->start_ns ? now - st->start_ns : 0) / 1000000)};
+        sharp_md_struct_set(&resp->metadata, "ext_authz_duration", 18, &d);
+    }
+    static const char ns[] = "envoy.filters.http.ext_authz";
+    sharp_dynamic_metadata_t **md = &sharp_stream_info(s)->dynamic_metadata;
+    for (uint32_t i = 0; i < resp->metadata.n; i++)
+        sharp_dynamic_metadata_set(md, ns, sizeof ns - 1, resp->metadata.keys[i], strlen(resp->metadata.keys[i]),
+                                   &resp->metadata.items[i]);
+}
+
 static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
 {
     sharp_filter_t *f = ctx;
@@ -699,6 +730,7 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
         grpc_answer(r, &resp);
     else
         sharp_ext_authz_http_response(&c->http, r->headers, r->body->data, r->body->len, &resp);
+    if (resp.metadata.kind == SHARP_MD_STRUCT && resp.metadata.n) ingest_metadata(f, c, &resp);
     switch (resp.status) {
     case SHARP_EXT_AUTHZ_OK:
         sharp_debug(http, "[C%llu][S%llu] ext_authz: the authorization service allowed the request",

@@ -74,6 +74,7 @@ static const struct {
     {"UPSTREAM_LOCAL_IP_SAN", OP_UPSTREAM_LOCAL_IP_SAN, 0},
     {"UPSTREAM_PEER_CERT_V_START", OP_UPSTREAM_PEER_CERT_V_START, CMD_ARG_OPTIONAL},
     {"UPSTREAM_PEER_CERT_V_END", OP_UPSTREAM_PEER_CERT_V_END, CMD_ARG_OPTIONAL},
+    {"DYNAMIC_METADATA", OP_DYNAMIC_METADATA, CMD_ARG_REQUIRED | CMD_LEN_ALLOWED},
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -269,6 +270,11 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
         return false;
     }
     unsigned flags = commands[cmd].flags;
+    if ((flags & CMD_ARG_REQUIRED) && (!arg || !arg_len) && commands[cmd].op == OP_DYNAMIC_METADATA) {
+        seterr(err, errlen, "command operator %%DYNAMIC_METADATA%% requires a namespace, e.g. "
+                            "%%DYNAMIC_METADATA(envoy.lb:version)%%");
+        return false;
+    }
     if ((flags & CMD_ARG_REQUIRED) && (!arg || !arg_len)) {
         seterr(err, errlen, "command operator %%%s%% requires a header name, e.g. %%%s(X-FOO)%%",
                commands[cmd].name, commands[cmd].name);
@@ -282,7 +288,7 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
         seterr(err, errlen, "command operator %%%s%% takes no length", commands[cmd].name);
         return false;
     }
-    const char *q = arg ? memchr(arg, '?', arg_len) : NULL;
+    const char *q = arg && commands[cmd].op != OP_DYNAMIC_METADATA ? memchr(arg, '?', arg_len) : NULL;
     if (q && memchr(q + 1, '?', arg_len - (size_t)(q + 1 - arg))) {
         seterr(err, errlen, "more than one alternative header in %%%s(%.*s)%%", commands[cmd].name,
                (int)arg_len, arg);
@@ -300,6 +306,17 @@ static bool parse_command(al_field_t *fl, const char *fmt, size_t *pos, char *er
         if (q) {
             p->alt = lower_dup(q + 1, arg_len - main_len - 1);
             p->alt_len = arg_len - main_len - 1;
+        }
+    } else if (p->op == OP_DYNAMIC_METADATA) {
+        /* NAMESPACE:KEY*: the namespace, then a path of keys into it */
+        const char *end = arg + arg_len, *c = memchr(arg, ':', arg_len);
+        p->text = sharp_strndup(arg, (size_t)((c ? c : end) - arg));
+        p->len = strlen(p->text);
+        while (c) {
+            const char *k = c + 1;
+            c = memchr(k, ':', (size_t)(end - k));
+            p->path = sharp_realloc(p->path, (p->npath + 1) * sizeof *p->path);
+            p->path[p->npath++] = sharp_strndup(k, (size_t)((c ? c : end) - k));
         }
     } else if (p->op == OP_GRPC_STATUS && arg) {
         /* %GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER)% */
@@ -357,6 +374,9 @@ static void free_field(al_field_t *fl)
         al_piece_t *p = &fl->pieces[i];
         free(p->text);
         free(p->alt);
+        for (uint32_t k = 0; k < p->npath; k++)
+            free(p->path[k]);
+        free(p->path);
         for (uint32_t s = 0; s < p->nsegs; s++)
             free(p->segs[s].text);
         free(p->segs);

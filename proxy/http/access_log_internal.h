@@ -66,6 +66,7 @@ typedef enum {
     OP_UPSTREAM_LOCAL_IP_SAN,
     OP_UPSTREAM_PEER_CERT_V_START, /* a time, formatted as START_TIME */
     OP_UPSTREAM_PEER_CERT_V_END,
+    OP_DYNAMIC_METADATA, /* the stream's dynamic metadata (http/metadata.h) */
 } al_op_t;
 
 /* Command table flags. */
@@ -103,6 +104,8 @@ typedef struct {
     size_t alt_len;
     al_time_seg_t *segs; /* START_TIME, UPSTREAM_PEER_CERT_V_START / _END */
     uint32_t nsegs;
+    char **path; /* DYNAMIC_METADATA(NS:K1:K2): the keys after the namespace (text) */
+    uint32_t npath;
 } al_piece_t;
 
 /* What a JSON value is: a format string, a nested object or list, or a

@@ -2,6 +2,7 @@
  * access_log.h), and the file sink with its per-worker writers. */
 #include "http/access_log_internal.h"
 #include "http/grpc.h"
+#include "http/metadata.h"
 #include "net.h"
 #include "tls/conn.h"
 
@@ -128,6 +129,32 @@ static void put_time(sharp_sbuf_t *out, const al_piece_t *p, uint64_t wall_us)
             break;
         }
     }
+}
+
+/* DYNAMIC_METADATA(NS:K1:K2...): the namespace's struct, or the value at
+ * the path of keys through nested structs (Envoy's metadataValue); NULL
+ * when absent, null or without a kind (Envoy's unspecified value). */
+static const sharp_md_value_t *metadata_value(const al_piece_t *p, const sharp_stream_info_t *si)
+{
+    const sharp_md_value_t *v = sharp_dynamic_metadata_ns(si->dynamic_metadata, p->text, p->len);
+    for (uint32_t i = 0; v && i < p->npath; i++)
+        v = sharp_md_struct_get(v, p->path[i], strlen(p->path[i]));
+    if (!v || v->kind == SHARP_MD_UNSET || v->kind == SHARP_MD_NULL) return NULL;
+    return v;
+}
+
+/* As text: a string as it is, anything else as JSON, then cut to :N. */
+static bool put_metadata(sharp_sbuf_t *out, const al_piece_t *p, const sharp_stream_info_t *si)
+{
+    const sharp_md_value_t *v = metadata_value(p, si);
+    if (!v) return false;
+    size_t at = out->len;
+    if (v->kind == SHARP_MD_STRING)
+        sharp_sbuf_append(out, v->s, v->len);
+    else
+        sharp_md_value_json(v, out);
+    if (p->has_max && out->len - at > p->max_len) out->len = at + p->max_len;
+    return true;
 }
 
 /* Appends the operator's value and returns true, or appends nothing and
@@ -276,6 +303,8 @@ static bool put_value(const sharp_access_log_format_t *f, const al_piece_t *p,
         }
         return true;
     }
+    case OP_DYNAMIC_METADATA:
+        return put_metadata(out, p, si);
     case OP_LOCAL_REPLY_BODY:
         /* a value even when empty: Envoy renders "" here, never "-" */
         if (si->local_reply_body) sharp_sbuf_append(out, si->local_reply_body, si->local_reply_body_len);
@@ -364,6 +393,18 @@ static bool render_value(const sharp_access_log_format_t *f, const al_field_t *f
         break;
     }
     size_t at = out->len;
+    if (fl->single && fl->pieces[0].op == OP_DYNAMIC_METADATA) {
+        /* typed, as Envoy's formatValue: a struct stays an object, a number
+         * a number; no :N cut */
+        const sharp_md_value_t *v = si ? metadata_value(&fl->pieces[0], si) : NULL;
+        if (!v) {
+            if (f->omit_empty) return false;
+            put_cstr(out, "null");
+        } else {
+            sharp_md_value_json(v, out);
+        }
+        return true;
+    }
     if (fl->single) {
         bool numeric = fl->pieces[0].numeric;
         if (!numeric) sharp_sbuf_append(out, "\"", 1);

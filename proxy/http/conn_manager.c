@@ -13,6 +13,7 @@
 #include "http/access_log_emit.h"
 #include "http/tracing.h"
 #include "http/grpc.h"
+#include "http/metadata.h"
 #include "http/tcp_proxy.h"
 #include "log.h"
 #include "net.h"
@@ -1217,6 +1218,8 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     sharp_headers_free(&s->resp);
     sharp_headers_free(&s->req_trailers);
     sharp_headers_free(&s->resp_trailers);
+    sharp_dynamic_metadata_free(s->info.dynamic_metadata);
+    s->info.dynamic_metadata = NULL;
     if (c->codec->stream_released) c->codec->stream_released(s);
     /* after the filters: the router's cluster and pools may be the view's last users */
     sharp_view_unref(s->view);

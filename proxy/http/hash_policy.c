@@ -38,40 +38,12 @@ static bool header_value(const sharp_headers_t *h, const char *name, sharp_sbuf_
     return true;
 }
 
-/* Envoy's parseCookieValue: the first `name=value` pair of any cookie
- * header, pairs split at ';', leading blanks skipped, names compared
- * exactly, one pair of surrounding double quotes removed. An empty value
- * counts as none. */
 static bool cookie_value(const sharp_headers_t *h, const char *name, sharp_sbuf_t *out)
 {
-    size_t nlen = strlen(name);
-    for (int i = sharp_headers_find(h, "cookie", 6, 0); i >= 0;
-         i = sharp_headers_find(h, "cookie", 6, (uint32_t)i + 1)) {
-        sharp_str_t c = sharp_headers_value(h, (uint32_t)i);
-        size_t p = 0;
-        while (p < c.len) {
-            size_t end = p;
-            while (end < c.len && c.p[end] != ';')
-                end++;
-            size_t a = p;
-            while (a < end && (c.p[a] == ' ' || c.p[a] == '\t'))
-                a++;
-            const char *eq = memchr(c.p + a, '=', end - a);
-            if (eq && (size_t)(eq - (c.p + a)) == nlen && memcmp(c.p + a, name, nlen) == 0) {
-                const char *vp = eq + 1;
-                size_t vl = (size_t)(c.p + end - vp);
-                if (vl >= 2 && vp[0] == '"' && vp[vl - 1] == '"') {
-                    vp++;
-                    vl -= 2;
-                }
-                if (!vl) return false;
-                sharp_sbuf_append(out, vp, vl);
-                return true;
-            }
-            p = end + 1;
-        }
-    }
-    return false;
+    sharp_str_t v;
+    if (!sharp_headers_cookie_value(h, name, strlen(name), &v)) return false;
+    sharp_sbuf_append(out, v.p, v.len);
+    return true;
 }
 
 /* The first parameter of that name in :path's query, as is (Envoy's

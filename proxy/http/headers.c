@@ -370,3 +370,33 @@ void sharp_request_head_scan(const sharp_headers_t *h, sharp_request_head_t *out
         if (slot && !slot->p) *slot = sharp_headers_value(h, i);
     }
 }
+
+bool sharp_headers_cookie_value(const sharp_headers_t *h, const char *name, size_t nlen, sharp_str_t *out)
+{
+    for (int i = sharp_headers_find(h, "cookie", 6, 0); i >= 0; i = sharp_headers_find(h, "cookie", 6, (uint32_t)i + 1)) {
+        sharp_str_t c = sharp_headers_value(h, (uint32_t)i);
+        size_t p = 0;
+        while (p < c.len) {
+            size_t end = p;
+            while (end < c.len && c.p[end] != ';')
+                end++;
+            size_t a = p;
+            while (a < end && (c.p[a] == ' ' || c.p[a] == '\t'))
+                a++;
+            const char *eq = memchr(c.p + a, '=', end - a);
+            if (eq && (size_t)(eq - (c.p + a)) == nlen && memcmp(c.p + a, name, nlen) == 0) {
+                const char *vp = eq + 1;
+                size_t vl = (size_t)(c.p + end - vp);
+                if (vl >= 2 && vp[0] == '"' && vp[vl - 1] == '"') {
+                    vp++;
+                    vl -= 2;
+                }
+                if (!vl) return false;
+                *out = (sharp_str_t){vp, vl};
+                return true;
+            }
+            p = end + 1;
+        }
+    }
+    return false;
+}

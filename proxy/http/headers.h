@@ -110,6 +110,12 @@ bool sharp_header_is_connection_specific(sharp_str_t name);
  * chains nghttp2's encoder walks for every later header of that name. */
 bool sharp_header_value_is_unique(sharp_str_t name);
 
+/* Envoy's parseCookieValue: the value of the first `name=value` pair of
+ * any cookie header, pairs split at ';', leading blanks skipped, names
+ * compared exactly, one pair of surrounding double quotes removed. An
+ * empty value counts as none. *out points into the map. */
+bool sharp_headers_cookie_value(const sharp_headers_t *h, const char *name, size_t nlen, sharp_str_t *out);
+
 /* Comma-separated token search in a header value ("close" in "keep-alive, close"),
  * case-insensitive. */
 bool sharp_header_value_has_token(sharp_str_t value, const char *token);

@@ -103,6 +103,9 @@ typedef struct sharp_stream_info {
      * (NULL otherwise, which renders as an empty value, as in Envoy) */
     const char *local_reply_body;
     size_t local_reply_body_len;
+    /* Envoy's dynamic metadata (http/metadata.h), set by filters; NULL
+     * until one sets some. The stream frees it after its access logs. */
+    struct sharp_dynamic_metadata *dynamic_metadata;
 } sharp_stream_info_t;
 
 #endif

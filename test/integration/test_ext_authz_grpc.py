@@ -73,6 +73,9 @@ class AuthzGrpc:
             h = r.denied_response.headers.add()
             h.header.key, h.header.value = "x-deny", "grpc"
             r.denied_response.body = "grpc says no"
+        elif path.startswith("/meta-deny"):
+            r.status.code = 7
+            r.dynamic_metadata["why"] = "no"
         elif path.startswith("/plain-deny"):
             r.status.code = 16  # UNAUTHENTICATED, no denied_response: 403
         else:
@@ -85,6 +88,14 @@ class AuthzGrpc:
             r.ok_response.headers_to_remove.append("x-remove-me")
             h = r.ok_response.response_headers_to_add.add()
             h.header.key, h.header.value = "x-resp", "r1"
+            if path.startswith("/meta-old"):
+                # OkHttpResponse.dynamic_metadata (deprecated) overrides the CheckResponse's
+                r.dynamic_metadata["outer"] = "x"
+                r.ok_response.dynamic_metadata["user"] = "old"
+            elif path.startswith("/meta"):
+                r.dynamic_metadata["user"] = "bob"
+                r.dynamic_metadata["level"] = 3
+                r.dynamic_metadata["nested"] = {"a": [1, True]}
         return r
 
     def close(self):
@@ -253,6 +264,37 @@ def test_with_request_body(procs, h2_upstream, authz, pack):
     else:
         assert http.body == "abcd"
     assert http.headers["x-envoy-auth-partial-body"] == "true"
+
+
+def test_dynamic_metadata_ingestion(procs, h2_upstream, authz):
+    """The CheckResponse's dynamic_metadata lands in the stream's namespace
+    envoy.filters.http.ext_authz (the access log's %DYNAMIC_METADATA%), with
+    ext_authz_duration on an OK; ok_response's deprecated dynamic_metadata
+    replaces it; a denial's metadata is kept too. With
+    enable_dynamic_metadata_ingestion false it is only counted."""
+    ns = "envoy.filters.http.ext_authz"
+    al, path = file_access_log(f"%REQ(:PATH)% %DYNAMIC_METADATA({ns}:user)% %DYNAMIC_METADATA({ns}:level)% "
+                               f"%DYNAMIC_METADATA({ns}:nested)% %DYNAMIC_METADATA({ns}:why)% "
+                               f"%DYNAMIC_METADATA({ns}:outer)% %DYNAMIC_METADATA({ns}:ext_authz_duration)%\\n")
+    port, admin = start(procs, h2_upstream, authz.port, ext_authz(), hcm_extra=al)
+    assert _h1(port, "/meta/echo")[0] == 200
+    assert _h1(port, "/meta-old/echo")[0] == 200
+    assert _h1(port, "/meta-deny")[0] == 403
+    assert _h1(port, "/echo")[0] == 200
+    lines = {ln.split(" ", 1)[0]: ln.split(" ")[1:] for ln in log_lines(path, 4)}
+    assert lines["/meta/echo"][:5] == ["bob", "3", '{"a":[1,true]}', "-", "-"], lines
+    assert lines["/meta-old/echo"][:5] == ["old", "-", "-", "-", "-"], lines
+    assert lines["/meta-deny"] == ["-", "-", "-", "no", "-", "-"], lines
+    assert lines["/echo"] == ["-"] * 6, lines
+    for p in ("/meta/echo", "/meta-old/echo"):
+        assert lines[p][5].isdigit() and int(lines[p][5]) < 5000 * SLOW, lines
+    assert stat(admin, "http.ingress_http.ext_authz.ignored_dynamic_metadata") == 0
+    al2, path2 = file_access_log(f"%DYNAMIC_METADATA({ns})%\\n")
+    port2, admin2 = start(procs, h2_upstream, authz.port,
+                          ext_authz(extra="enable_dynamic_metadata_ingestion: false\n"), hcm_extra=al2)
+    assert _h1(port2, "/meta/echo")[0] == 200
+    assert log_lines(path2, 1) == ["-"]
+    assert stat(admin2, "http.ingress_http.ext_authz.ignored_dynamic_metadata") == 1
 
 
 def _h1(port, path, **kw):

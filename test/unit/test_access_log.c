@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "http/access_log.h"
+#include "http/metadata.h"
 
 /* 2016-04-15T20:17:00.310Z, Envoy's documentation example. */
 #define START_US (1460751420ull * 1000000 + 310000)
@@ -230,6 +231,42 @@ static void test_upstream_host_diagnosis(void **state)
     expect_error("%UPSTREAM_HOST_DIAGNOSIS(x)%", "takes no argument");
 }
 
+/* %DYNAMIC_METADATA(NS:KEY...):N%, Envoy's MetadataFormatter: a string as
+ * it is, other values as JSON (keys sorted), the namespace alone as its
+ * struct, a path through nested structs, absent or null as "-", cut to N;
+ * alone in a JSON format it keeps its type and is not cut. */
+static void test_dynamic_metadata(void **state)
+{
+    fixture_t *f = *state;
+    expect(&f->si, "[%DYNAMIC_METADATA(envoy.lb:version)%]", "[-]");
+    sharp_md_value_t v, inner = {.kind = SHARP_MD_STRUCT}, n = {.kind = SHARP_MD_NUMBER, .number = 1e6};
+    sharp_md_struct_set(&inner, "n", 1, &n);
+    n = (sharp_md_value_t){.kind = SHARP_MD_BOOL, .b = true};
+    sharp_md_struct_set(&inner, "b", 1, &n);
+    sharp_md_value_string(&v, "1.0-beta", 8);
+    sharp_dynamic_metadata_set(&f->si.dynamic_metadata, "envoy.lb", 8, "version", 7, &v);
+    sharp_dynamic_metadata_set(&f->si.dynamic_metadata, "envoy.lb", 8, "obj", 3, &inner);
+    v = (sharp_md_value_t){.kind = SHARP_MD_NULL};
+    sharp_dynamic_metadata_set(&f->si.dynamic_metadata, "envoy.lb", 8, "nul", 3, &v);
+    expect(&f->si, "%DYNAMIC_METADATA(envoy.lb:version)% %DYNAMIC_METADATA(envoy.lb:version):3%", "1.0-beta 1.0");
+    expect(&f->si, "%DYNAMIC_METADATA(envoy.lb:obj)% %DYNAMIC_METADATA(envoy.lb:obj:n)%",
+           "{\"b\":true,\"n\":1e+06} 1e+06");
+    expect(&f->si, "%DYNAMIC_METADATA(envoy.lb)%",
+           "{\"nul\":null,\"obj\":{\"b\":true,\"n\":1e+06},\"version\":\"1.0-beta\"}");
+    expect(&f->si, "%DYNAMIC_METADATA(envoy.lb:obj):4%", "{\"b\"");
+    expect(&f->si, "[%DYNAMIC_METADATA(envoy.lb:nul)%|%DYNAMIC_METADATA(envoy.lb:version:x)%|"
+                   "%DYNAMIC_METADATA(envoy.lb:obj:zz)%|%DYNAMIC_METADATA(other)%]",
+           "[-|-|-|-]");
+    const char *keys[] = {"all", "cut", "num", "s"};
+    const char *fmts[] = {"%DYNAMIC_METADATA(envoy.lb:obj)%", "%DYNAMIC_METADATA(envoy.lb:version):2%",
+                          "%DYNAMIC_METADATA(envoy.lb:obj:n)%", "%DYNAMIC_METADATA(x:y)%"};
+    render_json(&f->si, keys, fmts, 4,
+                "{\"all\":{\"b\":true,\"n\":1e+06},\"cut\":\"1.0-beta\",\"num\":1e+06,\"s\":null}\n");
+    sharp_dynamic_metadata_free(f->si.dynamic_metadata);
+    f->si.dynamic_metadata = NULL;
+    expect_error("%DYNAMIC_METADATA%", "requires a namespace");
+}
+
 /* Without an upstream TLS connection (plaintext, or no upstream) every
  * UPSTREAM_TLS_* / _PEER_* / _LOCAL_* operator is absent, as in Envoy; the
  * values themselves are test_tls's and the integration tests'. */
@@ -448,6 +485,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_numeric_and_string_commands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_host_diagnosis, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_tls_operators_absent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dynamic_metadata, setup, teardown),
         cmocka_unit_test(test_response_flags),
         cmocka_unit_test(test_compile_errors),
         cmocka_unit_test_setup_teardown(test_json_format, setup, teardown),
