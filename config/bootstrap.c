@@ -2247,6 +2247,7 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
             return fail(b, "stats_flush_interval", "Only one of stats_flush_interval or stats_flush_on_admin should be set!");
         cfg->stats_flush_on_admin = true;
     }
+    cfg->enable_dispatcher_stats = bs->enable_dispatcher_stats;
     cfg->stats_flush_interval_ms = 5000;
     if (bs->stats_flush_interval)
         cfg->stats_flush_interval_ms = (uint64_t)bs->stats_flush_interval->seconds * 1000 +

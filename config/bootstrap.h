@@ -30,6 +30,7 @@ typedef struct sharp_config {
     size_t nmetrics_sinks;
     uint64_t stats_flush_interval_ms;
     bool stats_flush_on_admin; /* no timer: the admin's stats endpoints flush */
+    bool enable_dispatcher_stats; /* proxy/dispatcher_stats.h */
 } sharp_config_t;
 
 /* The bootstrap used when neither -c nor --config-yaml is given. */

@@ -242,6 +242,7 @@ static void stop_everything(sharp_server_t *s)
     uv_close((uv_handle_t *)&s->housekeeping, NULL);
     uv_close((uv_handle_t *)&s->stats_flush, NULL);
     uv_close((uv_handle_t *)&s->drain_deadline, NULL);
+    sharp_dispatcher_stats_stop(&s->dispatcher_stats);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigusr1, NULL);
@@ -687,6 +688,9 @@ int sharp_server_run(sharp_server_t *s)
      * upstream connection exists */
     sharp_kernel_start(s, s->loop);
     uv_timer_start(&s->housekeeping, on_housekeeping, 1000, 1000);
+    if (s->config->enable_dispatcher_stats)
+        sharp_dispatcher_stats_start(&s->dispatcher_stats, s->loop, s->stats, sharp_stats_shard(s->stats, 0),
+                                     "server.dispatcher.");
     s->stats_flush_on_admin = s->config->stats_flush_on_admin;
     if (!s->stats_flush_on_admin)
         uv_timer_start(&s->stats_flush, on_stats_flush, s->config->stats_flush_interval_ms,

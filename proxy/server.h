@@ -59,6 +59,7 @@ typedef struct sharp_server {
     uv_signal_t sigterm, sigint, sigusr1, sighup;
     uv_timer_t housekeeping; /* uptime gauge, drain progress */
     uv_timer_t stats_flush;  /* stats_flush_interval: histogram intervals, stats sinks */
+    sharp_dispatcher_stats_t dispatcher_stats; /* enable_dispatcher_stats: the main thread's */
     bool stats_flush_on_admin; /* no flush timer: the admin's stats endpoints flush */
     uv_timer_t drain_deadline;
     struct sharp_admin *admin;

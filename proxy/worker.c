@@ -10,6 +10,7 @@
 #include "log.h"
 #include "overload.h"
 #include "server.h"
+#include "config/bootstrap.h"
 #include "upstream/pool.h"
 #include "upstream/async_post.h"
 #include "kernel/tcpinfo.h"
@@ -616,6 +617,7 @@ static void on_wakeup(uv_async_t *a)
         uv_idle_stop(&w->flush_idle);
         uv_close((uv_handle_t *)&w->flush_idle, NULL);
         uv_close((uv_handle_t *)&w->wakeup, NULL);
+        sharp_dispatcher_stats_stop(&w->dispatcher_stats);
         sharp_deadlines_close(w);
     }
 }
@@ -681,6 +683,11 @@ int sharp_worker_init(sharp_worker_t *w)
     uv_idle_init(&w->loop, &w->flush_idle);
     w->flush_idle.data = w;
     uv_timer_start(&w->tick, on_tick, 1000, 1000);
+    if (w->server && w->server->config->enable_dispatcher_stats) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "listener_manager.worker_%u.dispatcher.", w->index);
+        sharp_dispatcher_stats_start(&w->dispatcher_stats, &w->loop, w->server->stats, w->stats, prefix);
+    }
     sharp_deadlines_init(w);
     sharp_access_log_worker_init(w);
     w->drain_epoch = sharp_upstream_drain_epoch();

@@ -11,6 +11,7 @@
 #include "stats.h"
 #include "upstream/env.h"
 #include "upstream/lb.h"
+#include "dispatcher_stats.h"
 
 #include <uv.h>
 
@@ -214,6 +215,7 @@ typedef struct sharp_worker {
     sharp_dlist_t inspecting;        /* accepted, listener filters still reading (no filter chain yet) */
     sharp_dlist_t flush_list;        /* connections holding a response head not yet written */
     uv_check_t flush_check;          /* writes those heads at the end of each loop turn */
+    sharp_dispatcher_stats_t dispatcher_stats; /* enable_dispatcher_stats */
     /* active while flush_list is not empty, so that the loop does not block
      * in poll before the check runs (a flush asked from a timer callback
      * would otherwise wait for the next I/O event or timer) */

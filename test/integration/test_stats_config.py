@@ -470,3 +470,27 @@ def test_envoy_gateway_stats_config_live(procs, upstream):
     # its "priority" tag: circuit_breakers\.((.+?)\.).+ next to the default tags
     assert re.search(r'envoy_cluster_circuit_breakers_cx_open\{priority="default",'
                      r'envoy_cluster_name="backend"\} 0', prom), prom
+
+
+def test_dispatcher_stats(procs, upstream):
+    """enable_dispatcher_stats: the main thread's and each worker's event
+    loop histograms under Envoy's names; a worker's loop durations include
+    the turns that served requests. Without the field there are none."""
+    listen, admin = start(procs, upstream, "enable_dispatcher_stats: true\n", cluster="backend")
+    for _ in range(20):
+        assert get(f"http://127.0.0.1:{listen}/") == 200
+    names = ["server.dispatcher.loop_duration_us", "server.dispatcher.poll_delay_us",
+             "listener_manager.worker_0.dispatcher.loop_duration_us",
+             "listener_manager.worker_0.dispatcher.poll_delay_us"]
+
+    def recorded():
+        text = admin_get(admin, "/stats?filter=dispatcher")
+        return all(n in text for n in names) and "P0(" in text.split(
+            "listener_manager.worker_0.dispatcher.loop_duration_us: ", 1)[1].split("\n", 1)[0]
+    wait_for(recorded, 15, "dispatcher histograms with values")
+    prom = admin_get(admin, "/stats/prometheus")
+    # Envoy's worker_id tag takes the worker's number out of the name
+    assert 'envoy_listener_manager_worker_dispatcher_loop_duration_us_count{envoy_worker_id="0"}' in prom
+    assert "envoy_server_dispatcher_poll_delay_us_count" in prom
+    listen2, admin2 = start(procs, upstream, "", cluster="backend")
+    assert "dispatcher" not in admin_get(admin2, "/stats?filter=dispatcher")
