@@ -5,7 +5,11 @@
 # 1,000 clusters, a 1,000-endpoint EDS assignment, routes). The pushes go
 # through Envoy's filesystem subscription (files moved into place). See
 # bench/xds_bench.py for the method; part 1b pushes the same from the test
-# gRPC control plane over ADS (GRPC=0 skips it). About 2.5 minutes.
+# gRPC control plane over ADS (GRPC=0 skips it). In part 2, the worker's
+# event loop turns longer than 1 ms and 5 ms during each run, from its
+# enable_dispatcher_stats histogram: a push's stall of the data path seen
+# directly rather than through the noise of a 2-core machine's p99. About
+# 2.5 minutes.
 #
 #   bench/xds.sh
 #   env: SIZES="10 1000 10000" RATE=2000 DURATION=15 STEADY_CLUSTERS=1000

@@ -122,6 +122,7 @@ class Bench:
         write_atomic(self.rds, {"version_info": "1", "resources": [route("routes", "boot", 1)]})
         boot = f"""admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {self.admin} }} }}
+enable_dispatcher_stats: true
 dynamic_resources:
   cds_config: {{ path_config_source: {{ path: {self.cds} }} }}
 static_resources:
@@ -239,12 +240,28 @@ static_resources:
                 "first_request_ms": (first["t"] - t0) * 1000, "rss_kib": rss_kib(self.sharp.pid),
                 "active_clusters": self.counter("cluster_manager.active_clusters")}
 
+    def worker_turns(self, what="loop_duration"):
+        """The worker's event loop turns so far, by duration: {bound in
+        us: turns at most that long} (the Prometheus buckets of
+        listener_manager.worker_0.dispatcher.loop_duration_us; with
+        what="poll_delay", how late its polls returned)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/stats/prometheus", timeout=30) as r:
+            text = r.read().decode()
+        out = {}
+        for ln in text.splitlines():
+            if ln.startswith(f"envoy_listener_manager_worker_dispatcher_{what}_us_bucket{{") and \
+                    'envoy_worker_id="0"' in ln:
+                le = ln.split('le="', 1)[1].split('"', 1)[0]
+                out[float("inf") if le == "+Inf" else float(le)] = int(float(ln.rsplit(" ", 1)[1]))
+        return out
+
     def loadgen(self, seconds, pushes):
         """Open-loop traffic for `seconds`; with pushes ("all": CDS, EDS and
         RDS in turn; "eds": EDS only), one per second while it runs.
         Returns loadgen's summary, the pushes made and SHARP's CPU seconds."""
         out = os.path.join(self.w, f"loadgen-{pushes or 'quiet'}.json")
         c0 = cpu_s(self.sharp.pid)
+        turns0, delays0 = self.worker_turns(), self.worker_turns("poll_delay")
         lg = subprocess.Popen([LOADGEN, "--url", f"http://127.0.0.1:{self.listen}/", "--rate", str(RATE),
                                "--duration", str(seconds), "--warmup", "1", "--output", "json", "--seed", "7"],
                               stdout=open(out, "w"), stderr=subprocess.STDOUT)
@@ -275,6 +292,20 @@ static_resources:
                 time.sleep(max(0.0, 1.0 - (time.time() - t)))
         lg.wait()
         cpu = cpu_s(self.sharp.pid) - c0
+        turns1, delays1 = self.worker_turns(), self.worker_turns("poll_delay")
+
+        def over(h0, h1, us):
+            """the run's values above `us` (a bucket bound)"""
+            total = h1.get(float("inf"), 0) - h0.get(float("inf"), 0)
+            b = max((k for k in h1 if k <= us), default=None)
+            return total - ((h1.get(b, 0) - h0.get(b, 0)) if b is not None else 0)
+        # the worker's long turns during the run (over 1 ms, over 5 ms, the
+        # bucket bound of the longest), and its polls that returned more
+        # than 1 ms late (the thread waited for a CPU)
+        total = turns1.get(float("inf"), 0) - turns0.get(float("inf"), 0)
+        longest = min((k for k in sorted(turns1) if turns1[k] - turns0.get(k, 0) == total), default=float("inf"))
+        self.turns = (over(turns0, turns1, 1000), over(turns0, turns1, 5000), longest,
+                      over(delays0, delays1, 1000))
         with open(out) as f:
             text = f.read()
         try:
@@ -415,7 +446,7 @@ def main():
         print(f"\n2. steady traffic at {RATE} req/s (open loop, sharp-loadgen), {DURATION} s each, "
               f"{STEADY_CLUSTERS} clusters + an EDS cluster of {EDS_ENDPOINTS} endpoints")
         print(f"{'run':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} {'pushes':>7} "
-              f"{'CPU us/req':>11}")
+              f"{'CPU us/req':>11} {'turns>1ms':>10} {'turns>5ms':>10} {'longest<=ms':>12} {'late>1ms':>9}")
         rows = {}
         for name, pushes in (("no pushes", None), ("1 EDS push/s", "eds"), ("1 push/s (CDS/EDS/RDS)", "all")):
             s, made, cpu = b.loadgen(DURATION, pushes)
@@ -427,8 +458,9 @@ def main():
             p50, p99, mx = lat["p50"], lat["p99"], lat["max"]
             rows[name] = (p99, s)
             cpu_us = cpu * 1e6 / done if done else float("nan")
-            print(f"{name:<22} {rps:>9.1f} {p50:>8.2f} {p99:>8.2f} {mx:>8.2f} {errs:>7} {made:>7} {cpu_us:>11.1f}",
-                  flush=True)
+            t1, t5, longest, late = b.turns
+            print(f"{name:<22} {rps:>9.1f} {p50:>8.2f} {p99:>8.2f} {mx:>8.2f} {errs:>7} {made:>7} {cpu_us:>11.1f} "
+                  f"{t1:>10} {t5:>10} {longest / 1000:>12g} {late:>9}", flush=True)
         q99 = rows["no pushes"][0]
         for name in ("1 EDS push/s", "1 push/s (CDS/EDS/RDS)"):
             print(f"p99 with {name[2:]} / without: {rows[name][0] / q99:.2f}")
