@@ -181,6 +181,7 @@ static void entry_release(sharp_odst_entry_t *e, bool destroy)
     for (int prio = 0; prio < 2; prio++)
         for (int k = 0; k < 2; k++)
             if (e->pools[prio][k]) (destroy ? sharp_pool_destroy : sharp_pool_retire)(e->pools[prio][k]);
+    atomic_fetch_sub_explicit(&e->host->npools, 1, memory_order_release);
     free(e);
 }
 
@@ -206,6 +207,9 @@ static sharp_odst_entry_t *local_add(sharp_odst_local_t *m, sharp_host_t *h)
     }
     sharp_odst_entry_t *e = sharp_calloc(1, sizeof *e);
     e->host = h;
+    /* the entry holds the pointer: counted as a pool, so the host is not
+     * freed before this worker let go of it (sharp_cluster_collect_departed) */
+    atomic_fetch_add_explicit(&h->npools, 1, memory_order_relaxed);
     m->e[m->n++] = e;
     if (2 * m->n > m->nslots) {
         local_reindex(m);
@@ -358,7 +362,7 @@ void sharp_odst_sync(sharp_cluster_t *c, uint64_t now_ms)
     if (!changed) return;
     /* /clusters, the membership gauges, and the workers' sweep of the
      * pools of removed hosts */
-    sharp_counter_inc(sharp_stats_shard(c->stats, 0), c->st.membership_change);
+    if (c->stats) sharp_counter_inc(sharp_stats_shard(c->stats, 0), c->st.membership_change);
     sharp_cluster_publish_hosts(c, hosts, n);
     free(hosts);
 }
