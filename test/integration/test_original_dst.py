@@ -551,3 +551,63 @@ static_resources:
     assert (st, body) == (200, b"virtual")
     assert netns.call(stat, ADMIN, f"listener.127.0.0.5_{other_port}.downstream_cx_total") == 1
     assert netns.call(stat, ADMIN, f"listener.0.0.0.0_{SHARP_PORT}.downstream_cx_total") == 1
+
+
+def test_connect_terminated_to_the_authority(procs):
+    """terminate_http1_connect.yaml: a CONNECT request's :authority names
+    the ORIGINAL_DST host its tunnel goes to."""
+    u = AddrUpstream("127.0.0.2", "tunnel")
+    procs.append(u)
+    listen, admin = free_port(), free_port()
+    text = http_bootstrap(listen, admin, odst_cluster(
+        extra='original_dst_lb_config: { use_http_header: true, http_header_name: ":authority" }\n'))
+    text = text.replace("""              - match: { prefix: "/" }
+                route: { cluster: odst }
+""", """              - match: { connect_matcher: {} }
+                route: { cluster: odst, upgrade_configs: [{ upgrade_type: CONNECT, connect_config: {} }] }
+""").replace("          http_filters:\n", "          upgrade_configs: [{ upgrade_type: CONNECT }]\n          http_filters:\n", 1)
+    start(procs, text, admin)
+    with socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW) as c:
+        c.sendall(f"CONNECT 127.0.0.2:{u.port} HTTP/1.1\r\nhost: 127.0.0.2:{u.port}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = c.recv(4096)
+            assert b, head
+            head += b
+        assert head.startswith(b"HTTP/1.1 200"), head
+        c.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            data += b
+    assert b"x-upstream-name: tunnel" in data
+    wait_for(lambda: hosts_of(admin) == [f"127.0.0.2:{u.port}"], 5, "the tunnel's host in /clusters")
+
+
+def test_mirror_to_an_original_dst_cluster(procs):
+    """A mirrored copy goes to the host its own header names (Envoy's async
+    client gives the copy's headers to the cluster's balancer)."""
+    main = AddrUpstream("127.0.0.1", "main")
+    copy = AddrUpstream("127.0.0.2", "copy")
+    procs += [main, copy]
+    listen, admin = free_port(), free_port()
+    clusters = odst_cluster(extra="original_dst_lb_config: { use_http_header: true }\n") + f"""\
+  - name: main
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: main
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {main.port} }} }} }}
+"""
+    text = http_bootstrap(listen, admin, clusters).replace(
+        "route: { cluster: odst }", "route: { cluster: main, request_mirror_policies: [{ cluster: odst }] }")
+    start(procs, text, admin)
+    st, h, _ = h1_request(listen, headers={"x-envoy-original-dst-host": f"127.0.0.2:{copy.port}"})
+    assert st == 200 and h["x-upstream-name"] == "main"
+    wait_for(lambda: stat(admin, "cluster.odst.upstream_rq_200") == 1, 5, "the copy answered by its host")
+    assert hosts_of(admin) == [f"127.0.0.2:{copy.port}"] or wait_for(
+        lambda: hosts_of(admin) == [f"127.0.0.2:{copy.port}"], 5, "the copy's host in /clusters")
