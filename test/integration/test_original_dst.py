@@ -611,3 +611,38 @@ def test_mirror_to_an_original_dst_cluster(procs):
     wait_for(lambda: stat(admin, "cluster.odst.upstream_rq_200") == 1, 5, "the copy answered by its host")
     assert hosts_of(admin) == [f"127.0.0.2:{copy.port}"] or wait_for(
         lambda: hosts_of(admin) == [f"127.0.0.2:{copy.port}"], 5, "the copy's host in /clusters")
+
+
+@needs_netns
+def test_ipv6_original_destination(procs, netns):
+    """IP6T_SO_ORIGINAL_DST: a redirected ::1 connection goes to its
+    original destination. Only the client's connections (from a source
+    port SHARP's ephemeral range does not use) are redirected."""
+    if shutil.which("ip6tables") is None:
+        pytest.skip("needs ip6tables")
+    u = AddrUpstream("::1", "six", netns=netns.name)
+    procs.append(u)
+    _run("ip", "netns", "exec", netns.name, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=20000 29999")
+    try:
+        _run("ip", "netns", "exec", netns.name, "ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "::1",
+             "--dport", str(u.port), "--sport", "40000:40999", "-j", "REDIRECT", "--to-ports", str(SHARP_PORT))
+    except RuntimeError as e:
+        pytest.skip(f"ip6tables nat REDIRECT unavailable: {e}")
+    text = ns_http_bootstrap().replace("address: 0.0.0.0, port_value: 15001", 'address: "::", port_value: 15001')
+    ns_sharp(procs, netns, text)
+
+    def get():
+        with socket.socket(socket.AF_INET6) as c:
+            c.settimeout(10 * SLOW)
+            c.bind(("::1", 40000 + os.getpid() % 1000))
+            c.connect(("::1", u.port))
+            c.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            data = b""
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    return data
+                data += b
+    data = netns.call(get)
+    assert data.startswith(b"HTTP/1.1 200") and b"x-upstream-name: six" in data, data[:300]
+    wait_for(lambda: netns.call(hosts_of, ADMIN) == [f"::1:{u.port}"], 5, "the IPv6 host in /clusters")
