@@ -646,3 +646,56 @@ def test_ipv6_original_destination(procs, netns):
     data = netns.call(get)
     assert data.startswith(b"HTTP/1.1 200") and b"x-upstream-name: six" in data, data[:300]
     wait_for(lambda: netns.call(hosts_of, ADMIN) == [f"::1:{u.port}"], 5, "the IPv6 host in /clusters")
+
+
+def direct_chain(body, match=""):
+    return f"""\
+- {match}filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: {body}
+      route_config:
+        virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes:
+          - match: {{ prefix: "/" }}
+            direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }}
+      access_log:
+      - name: envoy.access_loggers.stdout
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+          log_format: {{ text_format_source: {{ inline_string: "LOCAL=%DOWNSTREAM_LOCAL_ADDRESS%\\n" }} }}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+
+
+@needs_netns
+def test_filter_chain_matches_the_original_destination(procs, netns):
+    """Istio's virtual outbound listener: the chain is chosen by the
+    original destination's port and address, and %DOWNSTREAM_LOCAL_ADDRESS%
+    is the original destination."""
+    chains = (direct_chain("by-port", "filter_chain_match: { destination_port: 18090 }\n  ")
+              + direct_chain("by-ip", "filter_chain_match: { prefix_ranges: [{ address_prefix: 127.0.0.7, "
+                                      "prefix_len: 32 }] }\n  ")
+              + direct_chain("other"))
+    text = f"""\
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADMIN} }} }}
+static_resources:
+  listeners:
+  - name: virtual
+    address: {{ socket_address: {{ address: 0.0.0.0, port_value: {SHARP_PORT} }} }}
+{textwrap.indent(ODST_LF, '    ')}    filter_chains:
+{textwrap.indent(chains, '    ')}"""
+    for port in (18090, 18091):
+        redirect(netns, port)
+    s = ns_sharp(procs, netns, text)
+    assert netns.call(ns_http, SHARP_PORT, ("127.0.0.1", 18090))[2] == b"by-port"
+    assert netns.call(ns_http, SHARP_PORT, ("127.0.0.7", 18091))[2] == b"by-ip"
+    assert netns.call(ns_http, SHARP_PORT, ("127.0.0.1", 18091))[2] == b"other"
+    wait_for(lambda: "LOCAL=127.0.0.7:18091" in s.output(), 5, "the original destination in the access log")
