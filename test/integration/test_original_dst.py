@@ -333,11 +333,16 @@ class Netns:
 def netns(procs):
     ns = Netns()
     yield ns
-    # the processes in it first (procs' teardown runs after this one: stop them here)
+    # the processes in it first (procs' teardown runs after this one: stop
+    # them here); SHARP must exit 0 from SIGTERM
+    bad = []
     for p in reversed(procs):
         if p.p.poll() is None:
-            p.stop()
+            rc = p.stop()
+            if SHARP in p.args and rc != 0:
+                bad.append(f"sharp exited {rc}:\n{p.output()[-2000:]}")
     ns.close()
+    assert not bad, "\n".join(bad)
 
 
 SHARP_PORT, ADMIN = 15001, 15000
