@@ -1614,6 +1614,11 @@ static int build_original_dst(build_ctx_t *b, sharp_cluster_t *c, const cluster_
         snprintf(p, sizeof p, "%s.load_balancing_policy", path);
         return fail(b, p, "an ORIGINAL_DST cluster provides its own load balancer (lb_policy CLUSTER_PROVIDED)");
     }
+    if (pb->common_lb_config) {
+        /* Envoy's original destination balancer reads none of it */
+        snprintf(p, sizeof p, "%s.common_lb_config", path);
+        return fail(b, p, "common_lb_config does not apply to an ORIGINAL_DST cluster's load balancer");
+    }
     if (pb->n_health_checks) {
         snprintf(p, sizeof p, "%s.health_checks", path);
         return fail(b, p, "health checks of an ORIGINAL_DST cluster's hosts are not supported by SHARP");

@@ -205,7 +205,11 @@ int sharp_original_dst(int fd, const struct sockaddr_storage *local, struct sock
     memset(&ss, 0, sizeof ss);
     socklen_t len = sizeof ss;
     int rc;
-    if (local->ss_family == AF_INET) rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+    /* an IPv4 connection to a dual-stack socket (a v4-mapped address) is
+     * IPv4 to Envoy, and to netfilter */
+    bool v4 = local->ss_family == AF_INET ||
+              (local->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)local)->sin6_addr));
+    if (v4) rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
     else if (local->ss_family == AF_INET6) rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
     else return UV_EAFNOSUPPORT;
     if (rc != 0) return uv_translate_sys_error(errno);

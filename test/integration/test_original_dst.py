@@ -217,6 +217,10 @@ BAD = [
     ("health_checks: [{ timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, "
      "tcp_health_check: {} }]", "health_checks"),
     ("outlier_detection: {}", "outlier_detection"),
+    ("common_lb_config: { healthy_panic_threshold: { value: 10 } }", "common_lb_config"),
+    ("load_balancing_policy: { policies: [{ typed_extension_config: { name: rr, typed_config: { '@type': "
+     "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin } } }] }",
+     "load_balancing_policy"),
 ]
 
 
