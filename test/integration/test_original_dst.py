@@ -501,11 +501,20 @@ def test_tcp_proxy_to_the_original_destination(procs, netns):
     assert netns.call(stat, ADMIN, "cluster.odst.upstream_cx_total") == 3
 
 
+WILD = """\
+- name: wildcard
+  address: { socket_address: { address: 0.0.0.0, port_value: 18083 } }
+  filter_chains:
+"""
+
+
 @needs_netns
 def test_use_original_dst_hands_off_to_the_destination_listener(procs, netns):
     """use_original_dst: the listener bound to the original destination
-    takes a redirected connection; one without such a listener stays."""
+    (exactly, else the wildcard address on its port) takes a redirected
+    connection; one without such a listener stays."""
     other_port = 18081
+    wild_listener = WILD + textwrap.indent(direct_chain("wildcard"), "  ")
     text = f"""\
 admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADMIN} }} }}
@@ -550,15 +559,19 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"""
+{textwrap.indent(wild_listener, '  ')}"""
     redirect(netns, other_port)
     redirect(netns, 18082)
+    redirect(netns, 18083)
     ns_sharp(procs, netns, text)
     st, _, body = netns.call(ns_http, SHARP_PORT, ("127.0.0.5", other_port))
     assert (st, body) == (200, b"service")
     st, _, body = netns.call(ns_http, SHARP_PORT, ("127.0.0.6", 18082))
     assert (st, body) == (200, b"virtual")
+    st, _, body = netns.call(ns_http, SHARP_PORT, ("127.0.0.9", 18083))
+    assert (st, body) == (200, b"wildcard")
     assert netns.call(stat, ADMIN, f"listener.127.0.0.5_{other_port}.downstream_cx_total") == 1
+    assert netns.call(stat, ADMIN, "listener.0.0.0.0_18083.downstream_cx_total") == 1
     assert netns.call(stat, ADMIN, f"listener.0.0.0.0_{SHARP_PORT}.downstream_cx_total") == 1
 
 
