@@ -35,7 +35,9 @@
 #include "tls/sds.h"
 #include "tls/conn.h"
 #include "upstream/dns.h"
+#include "upstream/original_dst.h"
 #include "xds/xds.h"
+#include <ctype.h>
 #include <sys/un.h>
 
 #include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
@@ -1274,10 +1276,12 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
 
 #define TLS_INSPECTOR "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 #define HTTP_INSPECTOR "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+#define ORIGINAL_DST "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 
-/* listener_filters: Envoy's TLS and HTTP inspectors (other listener
- * filters are refused by the support table's extension list), by typed
- * config or, as Envoy's older documentation writes them, by name alone. */
+/* listener_filters: Envoy's TLS and HTTP inspectors and the original
+ * destination filter (other listener filters are refused by the support
+ * table's extension list), by typed config or, as Envoy's older
+ * documentation writes them, by name alone. */
 static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
                                   sharp_listener_config_t *l, const char *path)
 {
@@ -1293,18 +1297,31 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
             t = TLS_INSPECTOR;
         } else if (!strcmp(f->name, "envoy.filters.listener.http_inspector") || !strcmp(f->name, "http_inspector")) {
             t = HTTP_INSPECTOR;
+        } else if (!strcmp(f->name, "envoy.filters.listener.original_dst") ||
+                   !strcmp(f->name, "envoy.listener.original_dst")) {
+            t = ORIGINAL_DST;
         } else {
-            return fail(b, p, "listener filter '%s' is not supported by SHARP (only the TLS and HTTP inspectors)",
+            return fail(b, p,
+                        "listener filter '%s' is not supported by SHARP (only the TLS and HTTP inspectors and "
+                        "original_dst)",
                         f->name);
         }
         if (!strcmp(t, TLS_INSPECTOR)) {
             l->inspect_tls = true;
         } else if (!strcmp(t, HTTP_INSPECTOR)) {
             l->inspect_http = true;
+        } else if (!strcmp(t, ORIGINAL_DST)) {
+            l->original_dst = true;
         } else {
-            return fail(b, p, "listener filter %s is not supported by SHARP (only the TLS and HTTP inspectors)", t);
+            return fail(b, p,
+                        "listener filter %s is not supported by SHARP (only the TLS and HTTP inspectors and "
+                        "original_dst)",
+                        t);
         }
     }
+    /* Envoy's buildOriginalDstListenerFilter: use_original_dst adds the
+     * original_dst filter (which leaves a pipe's connections alone) */
+    if (pb->use_original_dst && pb->use_original_dst->value) l->original_dst = l->use_original_dst = true;
     /* Envoy's ListenerImpl::buildTlsInspectorListenerFilter: a chain that
      * matches on "tls", or on server names or application protocols
      * without a transport protocol, needs the TLS inspector; Envoy adds
@@ -1620,6 +1637,84 @@ static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l)
     return l ? sharp_locality_intern(l->region, l->zone, l->sub_zone) : 0;
 }
 
+/* type ORIGINAL_DST (upstream/original_dst.h), with Envoy's
+ * OriginalDstClusterFactory rules; cleanup_interval and
+ * original_dst_lb_config, which only this type reads, are refused on
+ * others. */
+static int build_original_dst(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
+{
+    char p[1024];
+    const Envoy__Config__Cluster__V3__Cluster__OriginalDstLbConfig *oc =
+        pb->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_ORIGINAL_DST_LB_CONFIG
+            ? pb->original_dst_lb_config
+            : NULL;
+    if (c->type != SHARP_CLUSTER_ORIGINAL_DST) {
+        if (pb->cleanup_interval) {
+            snprintf(p, sizeof p, "%s.cleanup_interval", path);
+            return fail(b, p, "cleanup_interval only applies to ORIGINAL_DST clusters");
+        }
+        if (oc) {
+            snprintf(p, sizeof p, "%s.original_dst_lb_config", path);
+            return fail(b, p, "original_dst_lb_config only applies to ORIGINAL_DST clusters");
+        }
+        return 0;
+    }
+    if (pb->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED) {
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+            &envoy__config__cluster__v3__cluster__lb_policy__descriptor, (int)pb->lb_policy);
+        snprintf(p, sizeof p, "%s.lb_policy", path);
+        return fail(b, p,
+                    "cluster: LB policy %s is not valid for Cluster type ORIGINAL_DST. Only 'CLUSTER_PROVIDED' is "
+                    "allowed with cluster type 'ORIGINAL_DST'",
+                    v ? v->name : "?");
+    }
+    if (pb->load_assignment) {
+        snprintf(p, sizeof p, "%s.load_assignment", path);
+        return fail(b, p, "ORIGINAL_DST clusters must have no load assignment configured");
+    }
+    if (oc && !oc->use_http_header && oc->http_header_name[0]) {
+        snprintf(p, sizeof p, "%s.original_dst_lb_config.http_header_name", path);
+        return fail(b, p,
+                    "ORIGINAL_DST cluster: invalid config http_header_name=%s and use_http_header is false. Set "
+                    "use_http_header to true if http_header_name is desired.",
+                    oc->http_header_name);
+    }
+    if (oc && oc->metadata_key) {
+        snprintf(p, sizeof p, "%s.original_dst_lb_config.metadata_key", path);
+        return fail(b, p, "metadata_key (the destination from dynamic metadata) is not supported by SHARP");
+    }
+    if (pb->load_balancing_policy) {
+        snprintf(p, sizeof p, "%s.load_balancing_policy", path);
+        return fail(b, p, "an ORIGINAL_DST cluster provides its own load balancer (lb_policy CLUSTER_PROVIDED)");
+    }
+    if (pb->common_lb_config) {
+        /* Envoy's original destination balancer reads none of it */
+        snprintf(p, sizeof p, "%s.common_lb_config", path);
+        return fail(b, p, "common_lb_config does not apply to an ORIGINAL_DST cluster's load balancer");
+    }
+    if (pb->n_health_checks) {
+        snprintf(p, sizeof p, "%s.health_checks", path);
+        return fail(b, p, "health checks of an ORIGINAL_DST cluster's hosts are not supported by SHARP");
+    }
+    if (pb->outlier_detection) {
+        snprintf(p, sizeof p, "%s.outlier_detection", path);
+        return fail(b, p, "outlier detection of an ORIGINAL_DST cluster's hosts is not supported by SHARP");
+    }
+    sharp_odst_t *o = c->odst = sharp_odst_new();
+    o->cleanup_ms = duration_ms(pb->cleanup_interval, 5000);
+    if (!o->cleanup_ms) o->cleanup_ms = 1;
+    if (oc && oc->use_http_header) {
+        const char *name = oc->http_header_name[0] ? oc->http_header_name : "x-envoy-original-dst-host";
+        o->header = sharp_strdup(name);
+        for (char *q = o->header; *q; q++) *q = (char)tolower((unsigned char)*q);
+    }
+    if (oc && oc->upstream_port_override) {
+        o->has_port_override = true;
+        o->port_override = oc->upstream_port_override->value;
+    }
+    return 0;
+}
+
 static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
 {
     char p[1024];
@@ -1636,11 +1731,13 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: c->type = SHARP_CLUSTER_STRICT_DNS; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS: c->type = SHARP_CLUSTER_LOGICAL_DNS; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS: c->type = SHARP_CLUSTER_EDS; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST: c->type = SHARP_CLUSTER_ORIGINAL_DST; break;
     default:
         snprintf(p, sizeof p, "%s.type", path);
-        fail(b, p, "only STATIC, STRICT_DNS, LOGICAL_DNS and EDS clusters are supported yet");
+        fail(b, p, "only STATIC, STRICT_DNS, LOGICAL_DNS, EDS and ORIGINAL_DST clusters are supported yet");
         goto bad;
     }
+    if (build_original_dst(b, c, pb, path) < 0) goto bad;
     if (pb->eds_cluster_config && c->type != SHARP_CLUSTER_EDS) {
         snprintf(p, sizeof p, "%s.eds_cluster_config", path);
         fail(b, p, "eds_cluster_config only applies to a cluster of type EDS");
@@ -1652,7 +1749,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         fail(b, p, "an EDS cluster takes its endpoints from EDS, not load_assignment");
         goto bad;
     }
-    if (c->type == SHARP_CLUSTER_STATIC &&
+    if ((c->type == SHARP_CLUSTER_STATIC || c->type == SHARP_CLUSTER_ORIGINAL_DST) &&
         (pb->dns_refresh_rate || pb->dns_failure_refresh_rate || pb->respect_dns_ttl || pb->n_dns_resolvers ||
          pb->dns_resolution_config || pb->dns_jitter || pb->use_tcp_for_dns_lookups || pb->typed_dns_resolver_config)) {
         /* Envoy ignores them on a STATIC cluster; SHARP says so rather than
@@ -1676,7 +1773,14 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
     if (c->connect_timeout_ms == 0) c->connect_timeout_ms = 1;
-    switch (pb->lb_policy) {
+    switch (c->odst ? ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN : pb->lb_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
+        /* Envoy's ClusterFactoryImplBase::create: only ORIGINAL_DST
+         * provides its load balancer */
+        snprintf(p, sizeof p, "%s.lb_policy", path);
+        fail(b, p, "cluster manager: cluster provided LB specified but cluster '%s' did not provide one. Check "
+                   "cluster documentation.", c->name);
+        goto bad;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN: c->lb_policy = SHARP_LB_ROUND_ROBIN; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST: c->lb_policy = SHARP_LB_LEAST_REQUEST; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM: c->lb_policy = SHARP_LB_RANDOM; break;
@@ -1861,7 +1965,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                                      b->bootstrap->cluster_manager->local_cluster_name[0]
                                  ? b->bootstrap->cluster_manager->local_cluster_name
                                  : NULL;
-    if (!c->shuffle_shard && (local_name || c->zone.fail_traffic_on_panic)) {
+    if (!c->shuffle_shard && !c->odst && (local_name || c->zone.fail_traffic_on_panic)) {
         c->zone_on = true;
         c->zone_local_cluster = local_name ? sharp_strdup(local_name) : NULL;
         const Envoy__Config__Core__V3__Locality *nl =

@@ -190,6 +190,34 @@ int sharp_stream_peer(const uv_tcp_t *h, struct sockaddr_storage *ss)
     return rc;
 }
 
+/* linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h, which do
+ * not mix with the C library's headers */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+int sharp_original_dst(int fd, const struct sockaddr_storage *local, struct sockaddr_storage *out)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len = sizeof ss;
+    int rc;
+    /* an IPv4 connection to a dual-stack socket (a v4-mapped address) is
+     * IPv4 to Envoy, and to netfilter */
+    bool v4 = local->ss_family == AF_INET ||
+              (local->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)local)->sin6_addr));
+    if (v4) rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+    else if (local->ss_family == AF_INET6) rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
+    else return UV_EAFNOSUPPORT;
+    if (rc != 0) return uv_translate_sys_error(errno);
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return UV_EAFNOSUPPORT;
+    *out = ss;
+    return 0;
+}
+
 int sharp_stream_connect(uv_tcp_t *h, uv_connect_t *req, const struct sockaddr *sa, socklen_t len,
                          uv_connect_cb cb, bool *connected)
 {

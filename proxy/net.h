@@ -62,6 +62,14 @@ int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen);
  * socket's own name, the listener's path, and so does this. Returns 0 or a
  * negative uv error. The storage is zeroed first. */
 int sharp_stream_peer(const uv_tcp_t *h, struct sockaddr_storage *ss);
+/* The original destination of an accepted TCP socket whose local address
+ * is `local` (Envoy's Network::Utility::getOriginalDst): SO_ORIGINAL_DST
+ * for IPv4, IP6T_SO_ORIGINAL_DST for IPv6, as netfilter (an iptables
+ * REDIRECT or TPROXY) recorded it; an IPv4 connection to a dual-stack
+ * socket (v4-mapped) asks SO_ORIGINAL_DST and gets an IPv4 address. 0, or
+ * a negative errno when there is none (no conntrack entry, another
+ * family). `out` may be `local`. */
+int sharp_original_dst(int fd, const struct sockaddr_storage *local, struct sockaddr_storage *out);
 
 /* Connects h (initialized, not open) to sa. IP goes through
  * uv_tcp_connect. A Unix socket connects at once or fails at once (Linux

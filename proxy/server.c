@@ -21,6 +21,7 @@
 #include "upstream/outlier.h"
 #include "kernel/kernel.h"
 #include "upstream/dns.h"
+#include "upstream/original_dst.h"
 #include "upstream/health_check.h"
 #include "grpc/health.h"
 #include "grpc/server.h"
@@ -279,6 +280,7 @@ static void on_housekeeping(uv_timer_t *t)
     sharp_heap_release_idle();
     for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) {
         sharp_cluster_refresh_gauges(s->snap->clusters[i]);
+        sharp_odst_sync(s->snap->clusters[i], uv_now(s->loop)); /* ORIGINAL_DST hosts and their cleanup */
         sharp_cluster_collect_departed(s->snap->clusters[i]);
     }
     free_closed_clusters(s);

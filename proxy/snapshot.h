@@ -230,6 +230,12 @@ typedef struct sharp_listener_config {
      * (downstream_pre_cx_timeout), or with continue_on_listener_filters_timeout
      * its chain is chosen from what is known */
     bool inspect_tls, inspect_http;
+    /* the original_dst listener filter (or use_original_dst, which adds
+     * it as Envoy does): a connection's local address becomes the original
+     * destination (SO_ORIGINAL_DST) when it has one. With use_original_dst
+     * such a connection is handed to the worker's listener bound to that
+     * address, when there is one (Envoy's hand-off), else kept. */
+    bool original_dst, use_original_dst;
     uint64_t listener_filters_timeout_ms;
     bool continue_on_listener_filters_timeout;
     sharp_stat_id_t pre_cx_active, pre_cx_timeout;

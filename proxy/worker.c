@@ -13,6 +13,7 @@
 #include "config/bootstrap.h"
 #include "upstream/pool.h"
 #include "upstream/async_post.h"
+#include "upstream/original_dst.h"
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
 #include "http/otel.h"
@@ -161,6 +162,25 @@ static void on_connection(uv_stream_t *server, int status)
     sharp_conn_accept(w, l, server);
 }
 
+const sharp_listener_config_t *sharp_worker_listener_for(sharp_worker_t *w, const struct sockaddr_storage *a)
+{
+    const sharp_listener_config_t *wild = NULL;
+    for (sharp_dlist_t *n = w->listens.next; n != &w->listens; n = n->next) {
+        const sharp_listener_config_t *l = sharp_container_of(n, sharp_listen_entry_t, link)->listener;
+        if (l->addr.ss_family != a->ss_family) continue;
+        if (sharp_addr_equal(&l->addr, a)) return l;
+        if (wild) continue;
+        if (a->ss_family == AF_INET) {
+            const struct sockaddr_in *x = (const void *)&l->addr, *y = (const void *)a;
+            if (x->sin_port == y->sin_port && x->sin_addr.s_addr == htonl(INADDR_ANY)) wild = l;
+        } else if (a->ss_family == AF_INET6) {
+            const struct sockaddr_in6 *x = (const void *)&l->addr, *y = (const void *)a;
+            if (x->sin6_port == y->sin6_port && IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr)) wild = l;
+        }
+    }
+    return wild;
+}
+
 /* stop_accepting_connections no longer saturated: take the connection each
  * paused listener left waiting, which makes libuv poll it again. */
 static void resume_accepting(sharp_worker_t *w)
@@ -303,6 +323,11 @@ static sharp_cluster_local_t *cluster_local_new(sharp_worker_t *w, sharp_cluster
     cl->cluster = sharp_cluster_ref(c);
     cl->worker = w;
     cl->set = w->index < c->npending ? atomic_exchange(&c->pending[w->index], NULL) : NULL;
+    if (c->odst) {
+        /* its hosts come from sharp_odst_choose, not from a set */
+        sharp_hostset_unref(cl->set);
+        cl->set = sharp_hostset_new(NULL, 0, 0);
+    }
     if (!cl->set) cl->set = sharp_hostset_ref(c->set);
     build_lb(w, cl);
     return cl;
@@ -332,6 +357,7 @@ static void cluster_local_unref(sharp_worker_t *w, sharp_cluster_local_t *cl)
         free(cl->pools[prio]);
         free(cl->h2_pools[prio]);
     }
+    sharp_odst_local_free(cl, w->stopping);
     sharp_lb_destroy(&cl->lb);
     sharp_hostset_unref(cl->set);
     sharp_cluster_unref(cl->cluster);
@@ -473,7 +499,13 @@ static void check_hostsets(sharp_worker_t *w)
         sharp_cluster_t *c = cl->cluster;
         if (w->index >= c->npending || !atomic_load_explicit(&c->pending[w->index], memory_order_relaxed)) continue;
         sharp_hostset_t *ns = atomic_exchange(&c->pending[w->index], NULL);
-        if (ns) apply_hostset(w, cl, ns);
+        if (ns && c->odst) {
+            /* the cleanup may have removed hosts: their pools retire */
+            sharp_hostset_unref(ns);
+            sharp_odst_local_sweep(cl);
+        } else if (ns) {
+            apply_hostset(w, cl, ns);
+        }
     }
 }
 
@@ -533,6 +565,7 @@ static void each_pool(sharp_worker_t *w, void (*fn)(struct sharp_pool *p))
                 if (cl->pools[prio] && cl->pools[prio][h]) fn(cl->pools[prio][h]);
                 if (cl->h2_pools[prio] && cl->h2_pools[prio][h]) fn(cl->h2_pools[prio][h]);
             }
+        sharp_odst_local_each_pool(cl, fn);
     }
 }
 

@@ -49,6 +49,9 @@ typedef struct sharp_cluster_local {
      * (cluster_manager.local_cluster_name) whose host set the balancer
      * reads; a reference unless it is this cluster itself. NULL without one. */
     struct sharp_cluster_local *zone_local;
+    /* ORIGINAL_DST: the worker's hosts and their pools, made on demand
+     * (upstream/original_dst.h); set, lb and pools stay empty for it */
+    struct sharp_odst_local *odst;
 } sharp_cluster_local_t;
 
 /* What a worker serves with: a config snapshot and the worker's balancers
@@ -267,6 +270,11 @@ void sharp_worker_set_hostset(sharp_worker_t *w, sharp_cluster_t *c);
  * reference of its own): from its next wake-up new streams use it. */
 void sharp_worker_set_snapshot(sharp_worker_t *w, sharp_snapshot_t *snap);
 uint64_t sharp_worker_random(sharp_worker_t *w);
+/* The listener the worker accepts on for address a (an original
+ * destination): the one bound to it exactly, else one bound to the
+ * wildcard address of its family on its port; NULL when none (Envoy's
+ * findActiveListenerByAddress). */
+const sharp_listener_config_t *sharp_worker_listener_for(sharp_worker_t *w, const struct sockaddr_storage *a);
 /* A connection joined flush_list: the flush check runs this loop turn. */
 void sharp_worker_want_flush(sharp_worker_t *w);
 

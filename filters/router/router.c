@@ -44,6 +44,7 @@
 #include "log.h"
 #include "tls/conn.h"
 #include "upstream/diagnosis.h"
+#include "upstream/original_dst.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
 #include "upstream/shadow.h"
@@ -752,6 +753,12 @@ static void apply_route_duration(router_state_t *rs, const sharp_route_t *r, sha
  * pick, as Envoy does. */
 static sharp_host_t *choose_host(router_state_t *rs)
 {
+    if (rs->cluster->odst) {
+        /* the cluster's own balancer: the original destination, from the
+         * request's headers as they are now or the connection */
+        sharp_stream_t *s = rs->f->stream;
+        return sharp_odst_choose(rs->cl, shard(rs), &s->req, sharp_stream_restored_local(s));
+    }
     if (rs->cluster->shuffle_shard) {
         /* the shard balancer applies previous_hosts itself, within the shard */
         bool ph = rs->policy && rs->policy->previous_hosts;
@@ -867,6 +874,9 @@ static void start_try(router_state_t *rs)
     if (rs->terminate) {
         pool = rs->tcp_pool = sharp_pool_create(&w->upstream_env, c, host, rs->priority);
         sharp_pool_use_tcp(pool);
+    } else if (c->odst) {
+        pool = sharp_odst_pool(&w->upstream_env, rs->cl, rs->priority, host,
+                               c->downstream_protocol && s->info.protocol && strcmp(s->info.protocol, "HTTP/2") == 0);
     } else {
         pool = sharp_cluster_pool(rs->cl, rs->priority, host, s->info.protocol);
     }

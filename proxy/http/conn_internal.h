@@ -145,8 +145,12 @@ struct sharp_conn {
     uint64_t idle_since_ns; /* the idle timeout was armed (reduce_timeouts re-arms from it) */
     char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN];
     struct sockaddr_storage remote_ss;
-    struct sockaddr_storage local_ss; /* the accepted socket's own address */
+    struct sockaddr_storage local_ss; /* the accepted socket's own address, or its original destination */
     bool have_local;
+    /* local_ss is the original destination the original_dst listener
+     * filter restored (Envoy's localAddressRestored), which ORIGINAL_DST
+     * clusters connect to */
+    bool local_restored;
     sharp_h1_conn_t h1;
     struct sharp_h2_conn *h2; /* HTTP/2 codec state (http2_server.c) */
     /* codec_type AUTO: the first bytes, until they are or are not the

@@ -782,6 +782,22 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
     bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
     if (have_peer) c->remote_ss = peer;
+    /* the original_dst listener filter: the address before an iptables
+     * REDIRECT becomes the connection's local address; with
+     * use_original_dst the listener bound to it takes the connection */
+    uv_os_fd_t fd = -1;
+    if (have_local && l->original_dst && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+        sharp_original_dst(fd, &local, &local) == 0) {
+        c->local_restored = true;
+        if (l->use_original_dst) {
+            const sharp_listener_config_t *to = sharp_worker_listener_for(w, &local);
+            if (to && to != l) {
+                sharp_debug(conn_handler, "listener '%s': handing a connection to %s over to listener '%s'",
+                            l->name, to->address, to->name);
+                l = to;
+            }
+        }
+    }
     if (have_local) c->local_ss = local;
     c->have_local = have_local;
     if (l->inspect_tls || l->inspect_http) {
@@ -1344,6 +1360,11 @@ void sharp_conn_flush_pending(sharp_worker_t *w)
 sharp_worker_t *sharp_stream_worker(sharp_stream_t *s)
 {
     return s->conn->worker;
+}
+
+const struct sockaddr_storage *sharp_stream_restored_local(sharp_stream_t *s)
+{
+    return s->conn && s->conn->local_restored ? &s->conn->local_ss : NULL;
 }
 
 uint32_t sharp_stream_buffer_limit(sharp_stream_t *s)

@@ -168,6 +168,10 @@ bool sharp_stream_set_connection_data(sharp_stream_t *s, const void *key, void *
 sharp_stream_info_t *sharp_stream_info(sharp_stream_t *s);
 const struct sharp_route *sharp_stream_route(sharp_stream_t *s);
 struct sharp_worker *sharp_stream_worker(sharp_stream_t *s);
+/* The connection's original destination when the original_dst listener
+ * filter restored its local address (Envoy's localAddressRestored), else
+ * NULL: what an ORIGINAL_DST cluster connects to. */
+const struct sockaddr_storage *sharp_stream_restored_local(sharp_stream_t *s);
 sharp_headers_t *sharp_stream_request_headers(sharp_stream_t *s);
 bool sharp_stream_request_complete(sharp_stream_t *s);
 bool sharp_stream_is_head(sharp_stream_t *s);

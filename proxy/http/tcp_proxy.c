@@ -37,6 +37,7 @@
 #include "stats.h"
 #include "tls/downstream.h"
 #include "upstream/lb.h"
+#include "upstream/original_dst.h"
 #include "upstream/pool.h"
 #include "tls/conn.h"
 
@@ -352,6 +353,8 @@ static const sharp_upstream_callbacks_t up_callbacks = {
  * again for another host than the one that failed, a few times. */
 static sharp_host_t *choose_host(sharp_tcp_session_t *t)
 {
+    if (t->cluster->odst) /* the connection's original destination */
+        return sharp_odst_choose(t->cl, shard(t), NULL, t->c->local_restored ? &t->c->local_ss : NULL);
     sharp_host_t *h = NULL;
     for (int i = 0; i < 4; i++) {
         h = sharp_lb_choose(&t->cl->lb);

@@ -7,6 +7,7 @@
 #include "upstream/outlier.h"
 #include "upstream/diagnosis.h"
 #include "upstream/dns.h"
+#include "upstream/original_dst.h"
 #include "upstream/shard_lb.h"
 #include "kernel/kernel.h"
 #include "tls/context.h"
@@ -197,6 +198,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(rq_retry_limit_exceeded, "upstream_rq_retry_limit_exceeded");
     C(rq_retry_backoff_exponential, "upstream_rq_retry_backoff_exponential");
     C(retry_or_shadow_abandoned, "retry_or_shadow_abandoned");
+    C(original_dst_host_invalid, "original_dst_host_invalid");
     C(cx_http1_total, "upstream_cx_http1_total");
     C(cx_http2_total, "upstream_cx_http2_total");
     C(cx_close_notify, "upstream_cx_close_notify");
@@ -242,7 +244,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
             st->rq_maintenance_mode, st->rq_retry_success, st->rq_retry_overflow,
             st->rq_retry_limit_exceeded, st->rq_retry_backoff_exponential, st->cx_connect_ms,
             st->cx_length_ms, st->retry_or_shadow_abandoned, st->cx_http1_total, st->cx_http2_total,
-            st->cx_close_notify,
+            st->cx_close_notify, st->original_dst_host_invalid,
         };
         uint32_t group = sharp_stats_new_group(s);
         for (size_t i = 0; i < SHARP_ARRAY_SIZE(traffic); i++)
@@ -511,6 +513,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     free(c->all_hosts);
     sharp_host_index_free(&c->all_index);
     sharp_dns_cluster_free(c->dns);
+    sharp_odst_free(c->odst);
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);

@@ -46,6 +46,7 @@ typedef enum {
     SHARP_CLUSTER_STRICT_DNS,
     SHARP_CLUSTER_LOGICAL_DNS,
     SHARP_CLUSTER_EDS,
+    SHARP_CLUSTER_ORIGINAL_DST, /* hosts made on demand (upstream/original_dst.h) */
 } sharp_cluster_type_t;
 
 /* core.v3.RoutingPriority: a route's priority picks the circuit breaker
@@ -91,7 +92,7 @@ typedef struct sharp_cluster_stats {
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
         cx_connect_ms, cx_length_ms, retry_or_shadow_abandoned, cx_http1_total, cx_http2_total,
-        cx_close_notify, membership_change, update_attempt, update_success, update_failure, update_empty,
+        cx_close_notify, original_dst_host_invalid, membership_change, update_attempt, update_success, update_failure, update_empty,
         update_no_rebuild;
     /* Envoy's ClusterLbStats of zone-aware routing (upstream/zone_lb.h);
      * lb_zone_number_differs stays 0, as in Envoy since localities are
@@ -228,6 +229,8 @@ typedef struct sharp_cluster {
     /* STRICT_DNS / LOGICAL_DNS resolution settings and state, NULL for
      * STATIC clusters (upstream/dns.h). */
     struct sharp_dns_cluster *dns;
+    /* ORIGINAL_DST: its settings and shared host map, NULL for other types */
+    struct sharp_odst *odst;
     /* transport_socket envoy.transport_sockets.tls (UpstreamTlsContext):
      * the client context, built at load (rebuilt when an SDS secret rotates,
      * tls/sds.h) and shared by every worker's

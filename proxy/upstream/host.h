@@ -64,6 +64,9 @@ typedef struct sharp_host {
      * sets that list it, the pools made for it (a retired pool lives until
      * its last connection closes); with active_rq, the tries in flight. */
     _Atomic uint32_t nsets, npools;
+    /* ORIGINAL_DST clusters (upstream/original_dst.h): chosen since the
+     * last cleanup pass; removed by the cleanup (workers drop its pools) */
+    _Atomic bool odst_used, odst_removed;
     uint32_t unused_passes; /* main thread: collections that found it unused */
     /* the host's diagnosis (upstream/diagnosis.h): the workers' counts of
      * answers, latency, 5xx and resets, and the main thread's verdict */

@@ -1,5 +1,6 @@
 /* shadow.c: request mirroring; see shadow.h. */
 #include "upstream/shadow.h"
+#include "upstream/original_dst.h"
 #include "log.h"
 #include "net.h"
 #include "upstream/outlier.h"
@@ -78,33 +79,33 @@ const char *sharp_local_address(void)
     return local_address;
 }
 
-static void prepare_headers(sharp_shadow_t *sh, const sharp_shadow_args_t *a)
+static void prepare_headers(sharp_headers_t *h, const sharp_shadow_args_t *a)
 {
-    sharp_headers_copy(&sh->h, a->headers);
+    sharp_headers_copy(h, a->headers);
     if (a->host_suffix) {
         sharp_str_t auth = {"", 0};
-        sharp_headers_get_cstr(&sh->h, ":authority", &auth);
+        sharp_headers_get_cstr(h, ":authority", &auth);
         size_t hostlen = host_part(auth);
         sharp_sbuf_t v = {0};
         sharp_sbuf_append(&v, auth.p, hostlen);
         sharp_sbuf_puts(&v, "-shadow");
         sharp_sbuf_append(&v, auth.p + hostlen, auth.len - hostlen);
-        sharp_headers_set(&sh->h, ":authority", 10, v.data, v.len);
+        sharp_headers_set(h, ":authority", 10, v.data, v.len);
         sharp_sbuf_free(&v);
     }
     /* as Envoy's async client: the copy is an internal request of this proxy */
-    sharp_headers_set_cstr(&sh->h, "x-envoy-internal", "true");
+    sharp_headers_set_cstr(h, "x-envoy-internal", "true");
     sharp_local_address();
     sharp_str_t xff;
-    if (sharp_headers_get_cstr(&sh->h, "x-forwarded-for", &xff) && xff.len) {
+    if (sharp_headers_get_cstr(h, "x-forwarded-for", &xff) && xff.len) {
         sharp_sbuf_t v = {0};
         sharp_sbuf_append(&v, xff.p, xff.len);
         sharp_sbuf_puts(&v, ",");
         sharp_sbuf_puts(&v, local_address);
-        sharp_headers_set(&sh->h, "x-forwarded-for", 15, v.data, v.len);
+        sharp_headers_set(h, "x-forwarded-for", 15, v.data, v.len);
         sharp_sbuf_free(&v);
     } else {
-        sharp_headers_set_cstr(&sh->h, "x-forwarded-for", local_address);
+        sharp_headers_set_cstr(h, "x-forwarded-for", local_address);
     }
 }
 
@@ -271,8 +272,15 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     sharp_cluster_t *c = a->cluster;
     sharp_cluster_local_t *cl = a->cl;
     *handle = NULL;
-    sharp_host_t *host = choose_host(a, cl);
+    /* the copy's headers first: an ORIGINAL_DST cluster's header is read
+     * from them, as Envoy's async client stream gives its own headers to
+     * the cluster's balancer (and no downstream connection) */
+    sharp_headers_t hdrs;
+    sharp_headers_init(&hdrs);
+    prepare_headers(&hdrs, a);
+    sharp_host_t *host = c->odst ? sharp_odst_choose(cl, w->stats, &hdrs, NULL) : choose_host(a, cl);
     if (!host) {
+        sharp_headers_free(&hdrs);
         sharp_debug(router, "[C%llu][S%llu] shadow: no healthy host in cluster '%s'", a->conn_id, a->stream_id,
                     c->name);
         return NULL;
@@ -283,6 +291,7 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         sharp_debug(router, "[C%llu][S%llu] shadow: cluster '%s' circuit breaker full", a->conn_id, a->stream_id,
                     c->name);
+        sharp_headers_free(&hdrs);
         return NULL;
     }
     sharp_shadow_t *sh = sharp_calloc(1, sizeof *sh);
@@ -295,8 +304,7 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     sh->conn_id = a->conn_id;
     sh->stream_id = a->stream_id;
     sh->start_ns = sharp_now_ns();
-    sharp_headers_init(&sh->h);
-    prepare_headers(sh, a);
+    sh->h = hdrs; /* taken over */
     uv_timer_init(&w->loop, &sh->timer);
     sh->timer.data = sh;
     sharp_dlist_init(&sh->link);
@@ -317,7 +325,8 @@ sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t 
     /* Envoy's shadows are async client streams, whose stream info says
      * HTTP/1.1: a use_downstream_protocol_config shadow cluster gets them
      * over HTTP/1.1 whatever the primary's downstream protocol. */
-    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, "HTTP/1.1");
+    sharp_pool_t *pool = c->odst ? sharp_odst_pool(&w->upstream_env, cl, SHARP_PRIORITY_DEFAULT, host, false)
+                                 : sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &sh->ureq, &shadow_cbs, sh)) {
         sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
         finish(sh);

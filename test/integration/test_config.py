@@ -183,8 +183,9 @@ def test_dns_cluster_validates_and_eds_needs_its_source():
     # an EDS cluster takes its endpoints from EDS (test_xds_file.py), never load_assignment
     rc, out = validate(GOOD.replace("type: STATIC", "type: EDS"))
     assert rc == 1 and "an EDS cluster takes its endpoints from EDS, not load_assignment" in out
+    # an ORIGINAL_DST cluster makes its hosts (test_original_dst.py): Envoy's rules
     rc, out = validate(GOOD.replace("type: STATIC", "type: ORIGINAL_DST"))
-    assert rc == 1 and "only STATIC, STRICT_DNS, LOGICAL_DNS and EDS" in out
+    assert rc == 1 and "is not valid for Cluster type ORIGINAL_DST" in out
 
 
 def test_yaml_syntax_error():

@@ -110,7 +110,6 @@ CLUSTER = "static_resources.clusters[0]"
 REFUSED = [
     # (bootstrap_yaml keyword, text, path, feature words)
     ("listener_extra", "freebind: true\n", LISTENER + ".freebind", "freebind"),
-    ("listener_extra", "use_original_dst: true\n", LISTENER + ".use_original_dst", "original destination"),
     ("hcm_extra", "local_reply_config: { mappers: [ { filter: { traceable_filter: {} } } ] }\n",
      HCM + ".local_reply_config.mappers[0].filter.traceable_filter", "tracing"),
     ("hcm_extra", "proxy_100_continue: true\n", HCM + ".proxy_100_continue", "proxying 100-continue"),
