@@ -1,0 +1,385 @@
+"""Extended CONNECT (RFC 8441, WebSocket over HTTP/2) through SHARP, as Envoy
+does it: with the connection manager's http2_protocol_options.allow_connect
+SHARP advertises SETTINGS_ENABLE_CONNECT_PROTOCOL, takes a CONNECT with
+:protocol as the HTTP/1.1 upgrade it stands for (upgrade_configs decide),
+sends it to an HTTP/1.1 upstream as GET with Upgrade and Connection: upgrade,
+and answers the upstream's 101 with 200. An HTTP/2 client (python3-h2)
+speaks RFC 6455 frames over the stream to a real WebSocket upstream
+(ws_upstream.py, python3-websockets)."""
+import base64
+import os
+import socket
+import struct
+import tempfile
+import time
+
+import pytest
+
+from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, validate_config
+from test_websocket import FMT, client_frame, log_lines, raw_upstream, read_head, ws_upstream  # noqa: F401
+
+ALLOW = "http2_protocol_options: { allow_connect: true }\n"
+WS = "upgrade_configs: [{ upgrade_type: websocket }]\n"
+
+
+def start(procs, port, hcm_extra=ALLOW + WS, routes=None):
+    class P:
+        pass
+    p = P()
+    p.listen, p.admin = free_port(), free_port()
+    p.access_log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "access.log")
+    al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+          '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n'
+          f"    path: {p.access_log}\n    log_format: {{ text_format_source: {{ inline_string: {FMT} }} }}\n")
+    run_sharp_config(procs, bootstrap_yaml(p.listen, p.admin, {"backend": [port]}, routes=routes,
+                                           hcm_extra=al + hcm_extra), p.admin, concurrency=1)
+    return p
+
+
+class H2Ws:
+    """An HTTP/2 connection to SHARP (python3-h2) with one extended CONNECT
+    stream. Server frames are parsed from the stream's DATA."""
+
+    def __init__(self, port, path, protocol="websocket", extra=(), end_stream=False):
+        import h2.config
+        import h2.connection
+        import h2.events
+        import h2.settings
+        self.ev = h2.events
+        self.codes = h2.settings.SettingCodes
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+        # h2 checks its peer's SETTINGS before it sends :protocol: off, so a
+        # refused request can be sent too
+        self.c = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+            normalize_outbound_headers=False))
+        self.c.initiate_connection()
+        self.flush()
+        self.settings = None
+        self.headers = None
+        self.data = b""
+        self.ended = False
+        self.end_stream = False  # END_STREAM came
+        self.reset = None
+        self.terminated = False
+        self.until(lambda: self.settings is not None)
+        self.sid = self.c.get_next_available_stream_id()
+        self.c.send_headers(self.sid, [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"),
+                                       (":path", path), (":authority", "x"), ("sec-websocket-version", "13"),
+                                       ("sec-websocket-key", base64.b64encode(os.urandom(16)).decode()),
+                                       *extra], end_stream=end_stream)
+        self.flush()
+
+    def flush(self):
+        d = self.c.data_to_send()
+        if d:
+            self.s.sendall(d)
+
+    def pump(self):
+        try:
+            d = self.s.recv(65536)
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.terminated = self.ended = True
+            return
+        for e in self.c.receive_data(d):
+            if isinstance(e, self.ev.RemoteSettingsChanged):
+                self.settings = {k: v.new_value for k, v in e.changed_settings.items()}
+            elif isinstance(e, self.ev.ResponseReceived):
+                self.headers = dict(e.headers)
+            elif isinstance(e, self.ev.DataReceived):
+                self.data += e.data
+                if e.flow_controlled_length:
+                    self.c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, self.ev.StreamEnded):
+                self.ended = self.end_stream = True
+            elif isinstance(e, self.ev.StreamReset):
+                self.reset = e.error_code
+                self.ended = True
+            elif isinstance(e, self.ev.ConnectionTerminated):
+                self.terminated = self.ended = True
+        self.flush()
+
+    def until(self, pred, timeout=10):
+        deadline = time.time() + timeout * SLOW
+        while not pred():
+            assert time.time() < deadline, "timed out"
+            if self.terminated:
+                return
+            self.pump()
+
+    def send(self, data, end=False):
+        # in pieces the peer's windows take
+        view = memoryview(data)
+        while True:
+            n = min(len(view), self.c.local_flow_control_window(self.sid), self.c.max_outbound_frame_size)
+            if n == 0 and len(view):
+                self.pump()
+                continue
+            last = n == len(view)
+            self.c.send_data(self.sid, bytes(view[:n]), end_stream=end and last)
+            self.flush()
+            view = view[n:]
+            if last:
+                return
+
+    def frame(self):
+        """The next server frame (unmasked): (opcode, payload)."""
+        while True:
+            f = parse_frame(self.data)
+            if f:
+                op, payload, n = f
+                self.data = self.data[n:]
+                return op, payload
+            assert not self.ended, f"stream ended with {self.data!r}"
+            self.until(lambda: parse_frame(self.data) is not None or self.ended)
+
+    def close(self):
+        self.s.close()
+
+
+def parse_frame(buf):
+    if len(buf) < 2:
+        return None
+    op, n = buf[0] & 0x0F, buf[1] & 0x7F
+    off = 2
+    if n == 126:
+        if len(buf) < 4:
+            return None
+        n, off = struct.unpack("!H", buf[2:4])[0], 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None
+        n, off = struct.unpack("!Q", buf[2:10])[0], 10
+    if len(buf) < off + n:
+        return None
+    return op, buf[off:off + n], off + n
+
+
+# ---- WebSocket over HTTP/2 to an HTTP/1.1 upstream -----------------------------
+
+
+def test_echo_both_ways_with_flow_control(procs, ws_upstream):
+    p = start(procs, ws_upstream.port)
+    t = H2Ws(p.listen, "/echo?x=1")
+    try:
+        assert t.settings.get(t.codes.ENABLE_CONNECT_PROTOCOL) == 1
+        t.until(lambda: t.headers is not None)
+        # the upstream's 101 is a 200 without Upgrade, Connection or a zero
+        # content-length; the WebSocket headers stay
+        assert t.headers[":status"] == "200", t.headers
+        assert "upgrade" not in t.headers and "connection" not in t.headers and "content-length" not in t.headers
+        assert "sec-websocket-accept" in t.headers
+        t.send(client_frame(b"hello", opcode=1))
+        assert t.frame() == (1, b"hello")
+        # more than the stream windows both ways (64 KiB initial on each side)
+        big = os.urandom(3 * 1024 * 1024)
+        t.send(client_frame(big))
+        op, payload = t.frame()
+        assert op == 2 and payload == big
+        # the closing handshake, then the upstream closes: the stream ends
+        t.send(client_frame(struct.pack("!H", 1000) + b"bye", opcode=8))
+        op, payload = t.frame()
+        assert op == 8 and payload[:2] == struct.pack("!H", 1000)
+        t.until(lambda: t.ended)
+        # END_STREAM; the request never ended, so a RST_STREAM NO_ERROR
+        # follows it (RFC 9113 section 8.1)
+        assert t.end_stream and t.reset in (None, 0)
+    finally:
+        t.close()
+    # the upstream saw the HTTP/1.1 upgrade Envoy makes of it
+    e = ws_upstream.wait_event(lambda e: e["kind"] == "handshake" and e["path"] == "/echo?x=1")
+    hdrs = {k.lower(): v for k, v in e["headers"]}
+    assert hdrs["upgrade"] == "websocket" and hdrs["connection"].lower() == "upgrade", hdrs
+    assert hdrs["host"] == "x"
+    assert not any(k.startswith(":") for k in hdrs)
+    ws_upstream.wait_event(lambda e: e["kind"] == "close" and e["path"] == "/echo?x=1")
+    assert stat(p.admin, "http.ingress_http.downstream_cx_upgrades_total") == 1
+    deadline = time.time() + 10 * SLOW
+    while stat(p.admin, "http.ingress_http.downstream_cx_upgrades_active") != 0:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    # the connection manager saw the 101 (the 200 is the codec's)
+    line = log_lines(p, 1)[0]
+    assert line[0] == "101" and line[-1] == "/echo?x=1", line
+
+
+def test_upstream_close_ends_the_stream(procs, ws_upstream):
+    p = start(procs, ws_upstream.port)
+    t = H2Ws(p.listen, "/hello-close")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200"
+        assert t.frame() == (1, b"hello")
+        op, payload = t.frame()
+        assert op == 8 and payload[:2] == struct.pack("!H", 1000)
+        t.send(client_frame(payload[:2], opcode=8))
+        t.until(lambda: t.ended)
+        assert t.end_stream and t.reset in (None, 0) and not t.terminated
+    finally:
+        t.close()
+    deadline = time.time() + 10 * SLOW
+    while stat(p.admin, "cluster.backend.upstream_cx_active") != 0:
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_half_close_and_raw_bytes(procs):
+    """Any protocol, raw bytes: the client's END_STREAM reaches the upstream
+    as a FIN, the upstream's answer after it still flows, then its FIN ends
+    the stream."""
+    seen = {}
+
+    def script(c):
+        head, _, rest = read_head(c)
+        seen["head"] = head
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+                  b"Content-Length: 0\r\n\r\n")
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        seen["up"] = rest
+        c.sendall(b"after-fin" * 20000)
+        c.shutdown(socket.SHUT_WR)
+
+    port, th, lsock = raw_upstream(script)
+    p = start(procs, port, hcm_extra=ALLOW + "upgrade_configs: [{ upgrade_type: foo }]\n")
+    t = H2Ws(p.listen, "/raw", protocol="foo")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200" and "content-length" not in t.headers, t.headers
+        payload = os.urandom(300000)
+        t.send(payload, end=True)
+        t.until(lambda: t.ended)
+        assert t.reset is None
+        assert t.data == b"after-fin" * 20000
+    finally:
+        t.close()
+    th.join(10 * SLOW)
+    lsock.close()
+    assert seen["up"] == payload
+    head = seen["head"].decode()
+    assert head.startswith("GET /raw HTTP/1.1\r\n"), head
+    assert "upgrade: foo" in head.lower() and "connection: upgrade" in head.lower()
+
+
+def test_upstream_reset_resets_the_stream(procs):
+    def script(c):
+        read_head(c)
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        c.recv(100)
+        c.sendall(b"partial")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    port, th, lsock = raw_upstream(script)
+    p = start(procs, port)
+    t = H2Ws(p.listen, "/reset")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200"
+        t.send(b"go")
+        t.until(lambda: t.ended)
+        # a reset, not a clean end: what the upstream sent before it arrived
+        assert t.reset is not None, (t.data, t.terminated)
+        assert t.data in (b"", b"partial")
+    finally:
+        t.close()
+    th.join(10 * SLOW)
+    lsock.close()
+    assert stat(p.admin, "http.ingress_http.downstream_cx_upgrades_active") == 0
+
+
+def test_non_101_answer_passes_through(procs, ws_upstream):
+    p = start(procs, ws_upstream.port)
+    t = H2Ws(p.listen, "/reject")
+    try:
+        t.until(lambda: t.ended)
+        assert t.end_stream and t.reset in (None, 0) and t.headers[":status"] == "403", t.headers
+        assert t.data == b"upgrade refused by upstream"
+    finally:
+        t.close()
+    ws_upstream.wait_event(lambda e: e["kind"] == "reject")
+
+
+# ---- refusals ------------------------------------------------------------------
+
+
+def test_upgrade_not_enabled_is_403(procs, ws_upstream):
+    """allow_connect without an upgrade_configs entry for the protocol: 403
+    upgrade_failed, as for an HTTP/1.1 upgrade; the route can enable it."""
+    routes = ('- match: { prefix: "/on" }\n  route: { cluster: backend, upgrade_configs: [{ upgrade_type: websocket }] }\n'
+              '- match: { prefix: "/" }\n  route: { cluster: backend }\n')
+    p = start(procs, ws_upstream.port, hcm_extra=ALLOW, routes=routes)
+    t = H2Ws(p.listen, "/echo")
+    try:
+        t.until(lambda: t.ended)
+        assert t.headers and t.headers[":status"] == "403", t.headers
+    finally:
+        t.close()
+    t = H2Ws(p.listen, "/on")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200"
+    finally:
+        t.close()
+    assert [e["path"] for e in ws_upstream.read_events() if e["kind"] == "handshake"] == ["/on"]
+    assert stat(p.admin, "http.ingress_http.downstream_rq_ws_on_non_ws_route") == 1
+    line = log_lines(p, 1)[0]
+    assert line[0] == "403" and line[2] == "upgrade_failed", line
+
+
+def test_route_disables_the_upgrade(procs, ws_upstream):
+    routes = ('- match: { prefix: "/" }\n  route: { cluster: backend, '
+              'upgrade_configs: [{ upgrade_type: websocket, enabled: false }] }\n')
+    p = start(procs, ws_upstream.port, routes=routes)
+    t = H2Ws(p.listen, "/echo")
+    try:
+        t.until(lambda: t.ended)
+        assert t.headers and t.headers[":status"] == "403", t.headers
+    finally:
+        t.close()
+    assert not ws_upstream.read_events()
+
+
+@pytest.mark.parametrize("hcm", ["", "http2_protocol_options: { allow_connect: false }\n"], ids=["unset", "false"])
+def test_without_allow_connect_protocol_is_refused(procs, ws_upstream, hcm):
+    """SETTINGS_ENABLE_CONNECT_PROTOCOL is 0 (Envoy sends it with the
+    field's value) and nghttp2 refuses :protocol as an invalid header: the
+    connection ends (stream_error_on_invalid_http_message off) and nothing
+    reaches the upstream."""
+    p = start(procs, ws_upstream.port, hcm_extra=hcm + WS)
+    t = H2Ws(p.listen, "/echo")
+    try:
+        assert t.settings.get(t.codes.ENABLE_CONNECT_PROTOCOL, 0) == 0
+        t.until(lambda: t.ended)
+        assert t.headers is None and (t.terminated or t.reset is not None)
+    finally:
+        t.close()
+    assert stat(p.admin, "http2.rx_messaging_error") == 1
+    assert not ws_upstream.read_events()
+
+
+def test_stream_error_on_invalid_message_resets_only_the_stream(procs, ws_upstream):
+    p = start(procs, ws_upstream.port,
+              hcm_extra="http2_protocol_options: { override_stream_error_on_invalid_http_message: true }\n" + WS)
+    t = H2Ws(p.listen, "/echo")
+    try:
+        t.until(lambda: t.ended)
+        assert t.headers is None and t.reset == 1 and not t.terminated  # PROTOCOL_ERROR
+    finally:
+        t.close()
+    assert not ws_upstream.read_events()
+
+
+def test_cluster_allow_connect_is_refused():
+    """Extended CONNECT towards HTTP/2 upstreams is not implemented."""
+    text = bootstrap_yaml(free_port(), free_port(), {"backend": [1]}, hcm_extra=ALLOW + WS,
+                          cluster_extra="typed_extension_protocol_options:\n"
+                          "  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+                          '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+                          "    explicit_http_config: { http2_protocol_options: { allow_connect: true } }\n")
+    rc, out = validate_config(text)
+    assert rc != 0 and "allow_connect is not supported by SHARP" in out, out
