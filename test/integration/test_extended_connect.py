@@ -374,12 +374,141 @@ def test_stream_error_on_invalid_message_resets_only_the_stream(procs, ws_upstre
     assert not ws_upstream.read_events()
 
 
-def test_cluster_allow_connect_is_refused():
-    """Extended CONNECT towards HTTP/2 upstreams is not implemented."""
-    text = bootstrap_yaml(free_port(), free_port(), {"backend": [1]}, hcm_extra=ALLOW + WS,
-                          cluster_extra="typed_extension_protocol_options:\n"
-                          "  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
-                          '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
-                          "    explicit_http_config: { http2_protocol_options: { allow_connect: true } }\n")
-    rc, out = validate_config(text)
-    assert rc != 0 and "allow_connect is not supported by SHARP" in out, out
+# ---- towards HTTP/2 upstreams ---------------------------------------------------
+
+def h2_cluster(allow_connect):
+    opts = "{ allow_connect: true }" if allow_connect else "{}"
+    return ("typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+            '    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+            f"    explicit_http_config: {{ http2_protocol_options: {opts} }}\n")
+
+
+def chain(procs, ws_upstream, back_hcm=ALLOW + WS, allow_connect=True):
+    """Envoy's "WebSocket over HTTP/2 hops": client -> front SHARP (HTTP/2
+    cluster) -> back SHARP (allow_connect) -> HTTP/1.1 WebSocket upstream."""
+    back = start(procs, ws_upstream.port, hcm_extra=back_hcm)
+    front = P()
+    front.listen, front.admin = free_port(), free_port()
+    run_sharp_config(procs, bootstrap_yaml(front.listen, front.admin, {"next_hop": [back.listen]},
+                                           hcm_extra=ALLOW + WS, cluster_extra=h2_cluster(allow_connect)),
+                     front.admin, concurrency=1)
+    return front, back
+
+
+class P:
+    pass
+
+
+def test_http11_websocket_over_an_http2_hop(procs, ws_upstream):
+    """The front sends the HTTP/1.1 upgrade as an extended CONNECT (Envoy's
+    transformUpgradeRequestFromH1toH2), the back takes it and sends the
+    upgrade on; the back's 200 is a 101 again at the front."""
+    import asyncio
+    from test_websocket import connect, run
+    front, back = chain(procs, ws_upstream)
+    big = os.urandom(2 * 1024 * 1024)
+
+    async def go():
+        async with connect(f"ws://127.0.0.1:{front.listen}/echo?hop=1") as ws:
+            await ws.send("over two hops")
+            assert await ws.recv() == "over two hops"
+            await ws.send(big)
+            assert await ws.recv() == big
+        return True
+
+    assert run(go())
+    e = ws_upstream.wait_event(lambda e: e["kind"] == "handshake" and e["path"] == "/echo?hop=1")
+    hdrs = {k.lower(): v for k, v in e["headers"]}
+    assert hdrs["upgrade"] == "websocket" and hdrs["connection"].lower() == "upgrade"
+    ws_upstream.wait_event(lambda e: e["kind"] == "close" and e["path"] == "/echo?hop=1")
+    assert stat(back.admin, "http.ingress_http.downstream_cx_upgrades_total") == 1
+    assert stat(front.admin, "http.ingress_http.downstream_cx_upgrades_total") == 1
+    # one HTTP/2 connection between the proxies, the stream ended with the tunnel
+    assert stat(front.admin, "cluster.next_hop.upstream_cx_http2_total") == 1
+    for admin, name in ((front.admin, "cluster.next_hop.upstream_rq_active"),
+                        (back.admin, "http.ingress_http.downstream_cx_upgrades_active")):
+        deadline = time.time() + 10 * SLOW
+        while stat(admin, name) != 0:
+            assert time.time() < deadline, name
+            time.sleep(0.05)
+
+
+def test_http2_websocket_over_an_http2_hop(procs, ws_upstream):
+    """Extended CONNECT end to end: HTTP/2 client, HTTP/2 hop, HTTP/1.1
+    upstream; the upstream's close ends the client's stream."""
+    front, back = chain(procs, ws_upstream)
+    t = H2Ws(front.listen, "/hello-close")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200", t.headers
+        assert "upgrade" not in t.headers and "connection" not in t.headers
+        assert t.frame() == (1, b"hello")
+        op, payload = t.frame()
+        assert op == 8
+        t.send(client_frame(payload[:2], opcode=8))
+        t.until(lambda: t.ended)
+        assert t.end_stream and t.reset in (None, 0)
+    finally:
+        t.close()
+    ws_upstream.wait_event(lambda e: e["kind"] == "handshake" and e["path"] == "/hello-close")
+
+
+def test_non_200_from_an_http2_hop_passes_through(procs, ws_upstream):
+    front, back = chain(procs, ws_upstream)
+    s = socket.create_connection(("127.0.0.1", front.listen), timeout=10 * SLOW)
+    with s:
+        s.sendall(b"GET /reject HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) +
+                  b"\r\n\r\n")
+        head, _, body = read_head(s)
+        assert head.startswith(b"HTTP/1.1 403 "), head
+        assert b"upgrade:" not in head.lower()
+        want = b"upgrade refused by upstream"
+        while len(body) < len(want):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        assert body == want
+    ws_upstream.wait_event(lambda e: e["kind"] == "reject")
+
+
+def test_http2_hop_that_does_not_offer_extended_connect(procs, ws_upstream):
+    """As in Envoy, the front sends the extended CONNECT whatever the next
+    hop's SETTINGS say; a hop without allow_connect refuses it (nghttp2), and
+    the client gets the front's 503 for the reset, never a tunnel."""
+    front, back = chain(procs, ws_upstream, back_hcm=WS)
+    s = socket.create_connection(("127.0.0.1", front.listen), timeout=10 * SLOW)
+    with s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) +
+                  b"\r\n\r\n")
+        head, _, _ = read_head(s)
+        assert head.startswith(b"HTTP/1.1 503 "), head
+    assert stat(back.admin, "http2.rx_messaging_error") == 1
+    assert not ws_upstream.read_events()
+
+
+def test_cluster_allow_connect_is_sent_in_settings(procs):
+    """A cluster's allow_connect is the SETTINGS_ENABLE_CONNECT_PROTOCOL it
+    sends, as Envoy's codec sends it on both sides."""
+    import json
+    from conftest import Upstream
+    for allow, want in ((True, 1), (False, 0)):
+        u = Upstream(name="upstream", extra=("--h2",))
+        procs.append(u)
+        listen, admin = free_port(), free_port()
+        run_sharp_config(procs, bootstrap_yaml(listen, admin, {"backend": [u.port]}, cluster_extra=h2_cluster(allow)),
+                         admin, concurrency=1)
+        s = socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW)
+        with s:
+            s.sendall(b"GET /admin/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert json.loads(body)["peer_settings"]["enable_connect_protocol"] == want
