@@ -335,13 +335,15 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
     sharp_str_t method = {"", 0};
     sharp_headers_get_cstr(h, ":method", &method);
     s->is_head = sharp_str_eq(method, "HEAD", 4);
-    sharp_str_t protocol;
-    if (sharp_str_eq(method, "CONNECT", 7) && sharp_headers_get_cstr(h, ":protocol", &protocol)) {
+    sharp_str_t protocol = {"", 0};
+    sharp_headers_get_cstr(h, ":protocol", &protocol);
+    if (sharp_str_eq(method, "CONNECT", 7) && protocol.len && !sharp_str_eq(protocol, "bytestream", 10)) {
         /* an extended CONNECT (RFC 8441): nghttp2 takes :protocol only
          * after SETTINGS_ENABLE_CONNECT_PROTOCOL went out (allow_connect)
          * and checked :scheme, :path and :authority. Envoy's
-         * transformUpgradeRequestFromH2toH1: the request is the HTTP/1.1
-         * upgrade it stands for, which upgrade_configs decide on as one. */
+         * isH2UpgradeRequest and transformUpgradeRequestFromH2toH1: the
+         * request is the HTTP/1.1 upgrade it stands for, which
+         * upgrade_configs decide on as one. */
         /* the value moves: the map's storage may move under it */
         char local[64];
         size_t plen = protocol.len;
@@ -355,8 +357,9 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
         s->upgrade_request = s->extended_connect = true;
     } else if (sharp_str_eq(method, "CONNECT", 7)) {
         /* a CONNECT (RFC 9113 section 8.5: :method and :authority only,
-         * nghttp2 checked it): an upgrade of type "CONNECT" whose DATA
-         * frames are the tunnel's bytes */
+         * nghttp2 checked it; or an extended one whose :protocol is empty
+         * or "bytestream", which Envoy takes as a CONNECT too): an upgrade
+         * of type "CONNECT" whose DATA frames are the tunnel's bytes */
         s->upgrade_request = s->is_connect = true;
     }
     sharp_str_t expect;

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, validate_config
+from test_tcp_proxy import servers  # noqa: F401
 from test_websocket import FMT, client_frame, log_lines, raw_upstream, read_head, ws_upstream  # noqa: F401
 
 ALLOW = "http2_protocol_options: { allow_connect: true }\n"
@@ -372,6 +373,25 @@ def test_stream_error_on_invalid_message_resets_only_the_stream(procs, ws_upstre
     finally:
         t.close()
     assert not ws_upstream.read_events()
+
+
+def test_bytestream_protocol_is_a_connect(procs, servers):
+    """Envoy's isH2UpgradeRequest leaves out a :protocol of "bytestream"
+    (and an empty one): such a request is a CONNECT, here terminated by the
+    route's connect_config, not an upgrade to "bytestream"."""
+    from test_connect import server, terminating
+    up = server(servers)
+    p = terminating(procs, up.port)
+    t = H2Ws(p.listen, "/", protocol="bytestream")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200", t.headers
+        t.send(b"raw bytes")
+        t.until(lambda: len(t.data) >= 9)
+        assert t.data == b"raw bytes"
+    finally:
+        t.close()
+    assert stat(p.admin, "http.ingress_http.downstream_cx_upgrades_total") == 1
 
 
 # ---- towards HTTP/2 upstreams ---------------------------------------------------
