@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, validate_config
+from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, validate_config, wait_for
 from test_tcp_proxy import servers  # noqa: F401
 from test_websocket import FMT, client_frame, log_lines, raw_upstream, read_head, ws_upstream  # noqa: F401
 
@@ -204,6 +204,39 @@ def test_echo_both_ways_with_flow_control(procs, ws_upstream):
     # the connection manager saw the 101 (the 200 is the codec's)
     line = log_lines(p, 1)[0]
     assert line[0] == "101" and line[-1] == "/echo?x=1", line
+
+
+def test_slow_reader_stops_the_upstream(procs, ws_upstream):
+    """The client reads nothing (its stream window closes): SHARP stops
+    reading the upstream near the buffer limit, far below the 64 MiB
+    offered; once the client reads, every byte arrives."""
+    mb = 64
+    p = start(procs, ws_upstream.port)
+    t = H2Ws(p.listen, f"/flood?mb={mb}")
+    rx = "cluster.backend.upstream_cx_rx_bytes_total"
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200"
+        wait_for(lambda: (stat(p.admin, rx) or 0) > 256 << 10, 10, "upstream bytes")
+        # until SHARP has stopped reading: no new upstream bytes for 0.5 s
+        last, since = stat(p.admin, rx), time.time()
+        deadline = time.time() + 20 * SLOW
+        while time.time() - since < 0.5:
+            assert time.time() < deadline, "the upstream is still read"
+            time.sleep(0.05)
+            now = stat(p.admin, rx)
+            if now != last:
+                last, since = now, time.time()
+        assert last < 24 << 20, last
+        got = 0
+        while got < mb << 20:
+            op, payload = t.frame()
+            assert op == 2
+            got += len(payload)
+        assert got == mb << 20
+        t.send(client_frame(struct.pack("!H", 1000), opcode=8))
+    finally:
+        t.close()
 
 
 def test_upstream_close_ends_the_stream(procs, ws_upstream):
