@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, validate_config, wait_for
+from conftest import SLOW, bootstrap_yaml, free_port, run_sharp_config, stat, wait_for
 from test_tcp_proxy import servers  # noqa: F401
 from test_websocket import FMT, client_frame, log_lines, raw_upstream, read_head, ws_upstream  # noqa: F401
 
@@ -197,10 +197,7 @@ def test_echo_both_ways_with_flow_control(procs, ws_upstream):
     assert not any(k.startswith(":") for k in hdrs)
     ws_upstream.wait_event(lambda e: e["kind"] == "close" and e["path"] == "/echo?x=1")
     assert stat(p.admin, "http.ingress_http.downstream_cx_upgrades_total") == 1
-    deadline = time.time() + 10 * SLOW
-    while stat(p.admin, "http.ingress_http.downstream_cx_upgrades_active") != 0:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: stat(p.admin, "http.ingress_http.downstream_cx_upgrades_active") == 0, 10, "tunnel closed")
     # the connection manager saw the 101 (the 200 is the codec's)
     line = log_lines(p, 1)[0]
     assert line[0] == "101" and line[-1] == "/echo?x=1", line
@@ -253,10 +250,7 @@ def test_upstream_close_ends_the_stream(procs, ws_upstream):
         assert t.end_stream and t.reset in (None, 0) and not t.terminated
     finally:
         t.close()
-    deadline = time.time() + 10 * SLOW
-    while stat(p.admin, "cluster.backend.upstream_cx_active") != 0:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: stat(p.admin, "cluster.backend.upstream_cx_active") == 0, 10, "upstream connection closed")
 
 
 def test_half_close_and_raw_bytes(procs):
@@ -344,7 +338,8 @@ def test_non_101_answer_passes_through(procs, ws_upstream):
 def test_upgrade_not_enabled_is_403(procs, ws_upstream):
     """allow_connect without an upgrade_configs entry for the protocol: 403
     upgrade_failed, as for an HTTP/1.1 upgrade; the route can enable it."""
-    routes = ('- match: { prefix: "/on" }\n  route: { cluster: backend, upgrade_configs: [{ upgrade_type: websocket }] }\n'
+    routes = ('- match: { prefix: "/on" }\n'
+              '  route: { cluster: backend, upgrade_configs: [{ upgrade_type: websocket }] }\n'
               '- match: { prefix: "/" }\n  route: { cluster: backend }\n')
     p = start(procs, ws_upstream.port, hcm_extra=ALLOW, routes=routes)
     t = H2Ws(p.listen, "/echo")
@@ -480,10 +475,7 @@ def test_http11_websocket_over_an_http2_hop(procs, ws_upstream):
     assert stat(front.admin, "cluster.next_hop.upstream_cx_http2_total") == 1
     for admin, name in ((front.admin, "cluster.next_hop.upstream_rq_active"),
                         (back.admin, "http.ingress_http.downstream_cx_upgrades_active")):
-        deadline = time.time() + 10 * SLOW
-        while stat(admin, name) != 0:
-            assert time.time() < deadline, name
-            time.sleep(0.05)
+        wait_for(lambda: stat(admin, name) == 0, 10, name)
 
 
 def test_http2_websocket_over_an_http2_hop(procs, ws_upstream):
