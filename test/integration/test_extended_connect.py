@@ -3,8 +3,11 @@ does it: with the connection manager's http2_protocol_options.allow_connect
 SHARP advertises SETTINGS_ENABLE_CONNECT_PROTOCOL, takes a CONNECT with
 :protocol as the HTTP/1.1 upgrade it stands for (upgrade_configs decide),
 sends it to an HTTP/1.1 upstream as GET with Upgrade and Connection: upgrade,
-and answers the upstream's 101 with 200. An HTTP/2 client (python3-h2)
-speaks RFC 6455 frames over the stream to a real WebSocket upstream
+and answers the upstream's 101 with 200; towards an HTTP/2 upstream an
+upgrade goes as an extended CONNECT and its 200 comes back as 101 (Envoy's
+"WebSocket over HTTP/2 hops", here SHARP to SHARP). An HTTP/2 client
+(python3-h2) speaks RFC 6455 frames over the stream, and a WebSocket client
+(python3-websockets) over HTTP/1.1, to a real WebSocket upstream
 (ws_upstream.py, python3-websockets)."""
 import base64
 import os
