@@ -239,6 +239,47 @@ def test_slow_reader_stops_the_upstream(procs, ws_upstream):
         t.close()
 
 
+def test_slow_upstream_stops_the_client(procs, ws_upstream):
+    """The other direction: the upstream stops reading (it floods and never
+    reads); the client's stream window closes instead of SHARP buffering
+    what it sends."""
+    import socket as _socket
+    p = start(procs, ws_upstream.port)
+    t = H2Ws(p.listen, "/flood?mb=1")
+    try:
+        t.until(lambda: t.headers is not None)
+        assert t.headers[":status"] == "200"
+        stream = client_frame(b"z" * 65536) * 512  # 32 MiB of frames
+        sent, stalled_since = 0, None
+        t.s.settimeout(0.2)
+        deadline = time.time() + 30 * SLOW
+        while sent < len(stream):
+            assert time.time() < deadline, sent
+            n = min(len(stream) - sent, t.c.local_flow_control_window(t.sid), t.c.max_outbound_frame_size)
+            if n > 0:
+                t.c.send_data(t.sid, stream[sent:sent + n])
+                t.flush()
+                sent += n
+                stalled_since = None
+                continue
+            # the window is closed: wait for a WINDOW_UPDATE (reading what
+            # the upstream sends meanwhile)
+            try:
+                t.pump()
+            except _socket.timeout:
+                pass
+            assert not t.ended
+            if t.c.local_flow_control_window(t.sid) == 0:
+                stalled_since = stalled_since or time.time()
+                if time.time() - stalled_since > 1.0:
+                    break
+            else:
+                stalled_since = None
+        assert sent < 24 << 20, sent
+    finally:
+        t.close()
+
+
 def test_upstream_close_ends_the_stream(procs, ws_upstream):
     p = start(procs, ws_upstream.port)
     t = H2Ws(p.listen, "/hello-close")
