@@ -243,7 +243,6 @@ def test_slow_upstream_stops_the_client(procs, ws_upstream):
     """The other direction: the upstream stops reading (it floods and never
     reads); the client's stream window closes instead of SHARP buffering
     what it sends."""
-    import socket as _socket
     p = start(procs, ws_upstream.port)
     t = H2Ws(p.listen, "/flood?mb=1")
     try:
@@ -266,7 +265,7 @@ def test_slow_upstream_stops_the_client(procs, ws_upstream):
             # the upstream sends meanwhile)
             try:
                 t.pump()
-            except _socket.timeout:
+            except socket.timeout:
                 pass
             assert not t.ended
             if t.c.local_flow_control_window(t.sid) == 0:
