@@ -138,8 +138,9 @@ typedef struct sharp_h2_options {
     /* a malformed HTTP message resets only its stream (true) or closes the
      * connection (false, Envoy's default) */
     bool stream_error_on_invalid_http_message;
-    /* allow_connect (false): a connection manager's extended CONNECT (RFC
-     * 8441), SETTINGS_ENABLE_CONNECT_PROTOCOL advertised as this value */
+    /* allow_connect (false): SETTINGS_ENABLE_CONNECT_PROTOCOL is sent as
+     * this value; a connection manager takes extended CONNECT (RFC 8441)
+     * only with it */
     bool allow_connect;
     /* connection_keepalive: a PING every interval (0: none), jittered by
      * interval_jitter percent of it; no answer within timeout closes. */

@@ -809,10 +809,10 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
     /* Envoy's transformUpgradeRequestFromH1toH2: an HTTP/1.1 upgrade
      * (Connection: upgrade and an Upgrade header) goes as an extended
      * CONNECT (RFC 8441) whose :protocol is the Upgrade token, with its
-     * :scheme and :path; Upgrade and Connection go as hop-by-hop headers,
-     * a content-length of 0 too. As in Envoy, whatever the upstream's
-     * SETTINGS_ENABLE_CONNECT_PROTOCOL: a server that did not offer it
-     * refuses the stream. */
+     * :scheme and :path; Upgrade and Connection go with the other
+     * hop-by-hop headers, a content-length of 0 too. As in Envoy, whatever
+     * the upstream's SETTINGS_ENABLE_CONNECT_PROTOCOL: a server that did
+     * not offer it refuses the stream. */
     bool ext_connect = rh.upgrade.p && rh.connection.p && sharp_header_value_has_token(rh.connection, "upgrade");
     if (ext_connect) {
         method = SHARP_STR("CONNECT");
