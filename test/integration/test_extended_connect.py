@@ -35,8 +35,9 @@ def start(procs, port, hcm_extra=ALLOW + WS, routes=None):
     al = ("access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
           '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n'
           f"    path: {p.access_log}\n    log_format: {{ text_format_source: {{ inline_string: {FMT} }} }}\n")
-    run_sharp_config(procs, bootstrap_yaml(p.listen, p.admin, {"backend": [port]}, routes=routes,
-                                           hcm_extra=al + hcm_extra), p.admin, concurrency=1)
+    sharp = run_sharp_config(procs, bootstrap_yaml(p.listen, p.admin, {"backend": [port]}, routes=routes,
+                                                   hcm_extra=al + hcm_extra), p.admin, concurrency=1)
+    p.sharp_pid = sharp.p.pid
     return p
 
 
@@ -242,21 +243,28 @@ def test_slow_reader_stops_the_upstream(procs, ws_upstream):
 def test_slow_upstream_stops_the_client(procs, ws_upstream):
     """The other direction: the upstream stops reading (it floods and never
     reads); the client's stream window closes instead of SHARP buffering
-    what it sends."""
+    what it sends (the kernel's socket buffers take what they take: SHARP's
+    own memory is what stays bounded)."""
+    from test_websocket import rss_kb
     p = start(procs, ws_upstream.port)
+    pid = p.sharp_pid
     t = H2Ws(p.listen, "/flood?mb=1")
     try:
         t.until(lambda: t.headers is not None)
         assert t.headers[":status"] == "200"
-        stream = client_frame(b"z" * 65536) * 512  # 32 MiB of frames
+        before = rss_kb(pid)
+        frame = client_frame(b"z" * 65536)
+        offered = 256 << 20
         sent, stalled_since = 0, None
         t.s.settimeout(0.2)
-        deadline = time.time() + 30 * SLOW
-        while sent < len(stream):
+        deadline = time.time() + 60 * SLOW
+        while sent < offered:
             assert time.time() < deadline, sent
-            n = min(len(stream) - sent, t.c.local_flow_control_window(t.sid), t.c.max_outbound_frame_size)
+            n = min(t.c.local_flow_control_window(t.sid), t.c.max_outbound_frame_size)
             if n > 0:
-                t.c.send_data(t.sid, stream[sent:sent + n])
+                off = sent % len(frame)
+                piece = (frame[off:] + frame)[:n]
+                t.c.send_data(t.sid, piece)
                 t.flush()
                 sent += n
                 stalled_since = None
@@ -274,7 +282,9 @@ def test_slow_upstream_stops_the_client(procs, ws_upstream):
                     break
             else:
                 stalled_since = None
-        assert sent < 24 << 20, sent
+        during = rss_kb(pid)
+        assert sent < offered  # the window stayed closed
+        assert during - before < 24 * 1024, (before, during, sent)
     finally:
         t.close()
 
@@ -340,27 +350,27 @@ def test_half_close_and_raw_bytes(procs):
 def test_upstream_reset_resets_the_stream(procs):
     def script(c):
         read_head(c)
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                  b"partial")
         c.recv(100)
-        c.sendall(b"partial")
+        # RST once the client has had "partial" (nothing unread at SHARP)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     port, th, lsock = raw_upstream(script)
     p = start(procs, port)
     t = H2Ws(p.listen, "/reset")
     try:
-        t.until(lambda: t.headers is not None)
-        assert t.headers[":status"] == "200"
+        t.until(lambda: t.headers is not None and len(t.data) >= 7)
+        assert t.headers[":status"] == "200" and t.data == b"partial"
         t.send(b"go")
         t.until(lambda: t.ended)
-        # a reset, not a clean end: what the upstream sent before it arrived
-        assert t.reset is not None, (t.data, t.terminated)
-        assert t.data in (b"", b"partial")
+        # a reset, not a clean end
+        assert t.reset is not None and not t.end_stream, (t.data, t.terminated)
     finally:
         t.close()
     th.join(10 * SLOW)
     lsock.close()
-    assert stat(p.admin, "http.ingress_http.downstream_cx_upgrades_active") == 0
+    wait_for(lambda: stat(p.admin, "http.ingress_http.downstream_cx_upgrades_active") == 0, 10, "tunnel closed")
 
 
 def test_non_101_answer_passes_through(procs, ws_upstream):
