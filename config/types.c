@@ -186,6 +186,7 @@ void sharp_config_http2_options(const Envoy__Config__Core__V3__Http2ProtocolOpti
     h->stream_error_on_invalid_http_message = o->override_stream_error_on_invalid_http_message
                                                   ? o->override_stream_error_on_invalid_http_message->value
                                                   : o->stream_error_on_invalid_http_messaging;
+    h->allow_connect = o->allow_connect;
     h->keepalive_interval_ms = h->keepalive_timeout_ms = 0;
     h->has_keepalive = o->connection_keepalive != NULL;
     h->keepalive_jitter_percent = 15;

@@ -335,19 +335,31 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
     sharp_str_t method = {"", 0};
     sharp_headers_get_cstr(h, ":method", &method);
     s->is_head = sharp_str_eq(method, "HEAD", 4);
-    if (sharp_str_eq(method, "CONNECT", 7)) {
-        if (sharp_headers_get_cstr(h, ":protocol", NULL) || sharp_headers_get_cstr(h, ":path", NULL)) {
-            /* extended CONNECT (RFC 8441, upgrades over HTTP/2) is not
-             * implemented: SETTINGS_ENABLE_CONNECT_PROTOCOL is never sent,
-             * so a client that sends one anyway is refused */
-            s->request_complete = true;
-            if (s->nfilters)
-                sharp_stream_send_local_reply(&s->filters[0], 403, "upgrade not supported", 0, "upgrade_failed");
-            return;
-        }
+    sharp_str_t protocol = {"", 0};
+    sharp_headers_get_cstr(h, ":protocol", &protocol);
+    if (sharp_str_eq(method, "CONNECT", 7) && protocol.len && !sharp_str_eq(protocol, "bytestream", 10)) {
+        /* an extended CONNECT (RFC 8441): nghttp2 takes :protocol only
+         * after SETTINGS_ENABLE_CONNECT_PROTOCOL went out (allow_connect)
+         * and checked :scheme, :path and :authority. Envoy's
+         * isH2UpgradeRequest and transformUpgradeRequestFromH2toH1: the
+         * request is the HTTP/1.1 upgrade it stands for, which
+         * upgrade_configs decide on as one. */
+        /* the value moves: the map's storage may move under it */
+        char local[64];
+        size_t plen = protocol.len;
+        char *proto = plen <= sizeof local ? local : sharp_calloc(1, plen);
+        memcpy(proto, protocol.p, plen);
+        sharp_headers_remove_cstr(h, ":protocol");
+        sharp_headers_set_cstr(h, ":method", "GET");
+        sharp_headers_set(h, "upgrade", 7, proto, plen);
+        sharp_headers_set_cstr(h, "connection", "upgrade");
+        if (proto != local) free(proto);
+        s->upgrade_request = s->extended_connect = true;
+    } else if (sharp_str_eq(method, "CONNECT", 7)) {
         /* a CONNECT (RFC 9113 section 8.5: :method and :authority only,
-         * nghttp2 checked it): an upgrade of type "CONNECT" whose DATA
-         * frames are the tunnel's bytes */
+         * nghttp2 checked it; or an extended one whose :protocol is empty
+         * or "bytestream", which Envoy takes as a CONNECT too): an upgrade
+         * of type "CONNECT" whose DATA frames are the tunnel's bytes */
         s->upgrade_request = s->is_connect = true;
     }
     sharp_str_t expect;
@@ -632,7 +644,21 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     if (c->closing || s->response_started || h->closed) return;
     uint32_t code = sharp_headers_status(hd);
     if (!code) code = 200;
+    /* Envoy's transformUpgradeResponseFromH1toH2 for a response that is an
+     * upgrade (Connection: upgrade and an Upgrade header): its 101 is the
+     * extended CONNECT's 200, and a content-length of 0 goes (nghttp2
+     * refuses DATA after it); Upgrade and Connection are dropped below */
+    sharp_str_t conn_v, cl;
+    bool upgrade = sharp_headers_get_cstr(hd, "upgrade", NULL) && sharp_headers_get_cstr(hd, "connection", &conn_v) &&
+                   sharp_header_value_has_token(conn_v, "upgrade");
+    bool drop_cl = upgrade && sharp_headers_get_cstr(hd, "content-length", &cl) && sharp_str_eq(cl, "0", 1);
+    /* the stream's code stays 101, as Envoy's connection manager saw it
+     * (access log, stats): only the wire has 200 */
     s->info.response_code = code;
+    if (upgrade && code == 101) {
+        code = 200;
+        if (s->extended_connect && !end_stream) s->upgraded = true;
+    }
     s->response_started = true;
     /* disable_http_keepalive (Envoy's encodeHeaders): over HTTP/2 the drain
      * starts, its GOAWAY ahead of this response */
@@ -651,6 +677,7 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     for (uint32_t i = 0; i < hd->n; i++) {
         sharp_str_t k = sharp_headers_name(hd, i), v = sharp_headers_value(hd, i);
         if ((k.len && k.p[0] == ':') || sharp_header_is_connection_specific(k)) continue;
+        if (drop_cl && sharp_str_eq(k, "content-length", 14)) continue;
         nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len,
                                 sharp_hpack_no_index(&c->h2->hpack, k, v) ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE};
     }
@@ -997,6 +1024,9 @@ void sharp_http2_server_init(sharp_conn_t *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size},
+        /* allow_connect, as Envoy sends it (0 or 1): nghttp2 takes a
+         * :protocol only once it is 1 */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, o->allow_connect ? 1u : 0u},
     };
     nghttp2_submit_settings(c->h2->session, NGHTTP2_FLAG_NONE, iv, SHARP_ARRAY_SIZE(iv));
     if (conn_window > 65535)

@@ -139,6 +139,10 @@ typedef struct sharp_h2_options {
     /* a malformed HTTP message resets only its stream (true) or closes the
      * connection (false, Envoy's default) */
     bool stream_error_on_invalid_http_message;
+    /* allow_connect (false): SETTINGS_ENABLE_CONNECT_PROTOCOL is sent as
+     * this value; a connection manager takes extended CONNECT (RFC 8441)
+     * only with it */
+    bool allow_connect;
     /* connection_keepalive: a PING every interval (0: none), jittered by
      * interval_jitter percent of it; no answer within timeout closes. */
     bool has_keepalive; /* connection_keepalive set (its timeout is required) */

@@ -56,6 +56,10 @@ typedef struct h2_stream {
     bool closed;           /* the session is done with it (or never had it) */
     bool counted;          /* counts in the pool's active streams */
     size_t unconsumed;     /* response DATA bytes not given back to the window */
+    /* an HTTP/1.1 upgrade sent as an extended CONNECT (RFC 8441): its
+     * Upgrade token, for the 101 its 200 becomes (a small block) */
+    char *upgrade;
+    size_t upgrade_len;
     sharp_reset_reason_t fail_why; /* a local failure to report from the flush timer */
     const char *fail_detail;
 } h2_stream_t;
@@ -132,6 +136,7 @@ static void stream_free(h2_stream_t *s)
     sharp_headers_free(&s->resp_trailers);
     sharp_headers_free(&s->trailers);
     sharp_sbuf_free(&s->body);
+    sharp_small_free(s->upgrade);
     sharp_small_free(s);
 }
 
@@ -212,8 +217,15 @@ static void deliver_headers(h2_conn_t *hc, h2_stream_t *s, bool end_stream)
         sharp_headers_clear(&s->resp);
         return;
     }
-    /* :status first, as the HTTP/1 codec delivers it */
     sharp_headers_t *h = &s->resp;
+    if (s->upgrade && code == 200) {
+        /* Envoy's transformUpgradeResponseFromH2toH1: the extended
+         * CONNECT's 200 is the upgrade's 101 */
+        sharp_headers_set_cstr(h, ":status", "101");
+        sharp_headers_set(h, "upgrade", 7, s->upgrade, s->upgrade_len);
+        sharp_headers_set_cstr(h, "connection", "upgrade");
+    }
+    /* :status first, as the HTTP/1 codec delivers it */
     int at = sharp_headers_find(h, ":status", 7, 0);
     if (at > 0) {
         sharp_header_entry_t e = h->e[at];
@@ -663,6 +675,9 @@ static void h2_init(sharp_upstream_conn_t *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_BYTES},
+        /* allow_connect, as Envoy's codec sends it on both sides (0 or 1;
+         * a server ignores it, RFC 8441 section 3) */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, o->allow_connect ? 1u : 0u},
     };
     nghttp2_submit_settings(hc->ng, NGHTTP2_FLAG_NONE, iv, SHARP_ARRAY_SIZE(iv));
     /* the connection window: Envoy raises it with a WINDOW_UPDATE */
@@ -791,28 +806,41 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
                 authority = rh.authority.p ? rh.authority : rh.host.p ? rh.host : SHARP_STR(""),
                 scheme = rh.scheme.p ? rh.scheme : SHARP_STR("http");
     s->is_head = sharp_str_eq(method, "HEAD", 4);
-    if (rh.upgrade.p && rh.connection.p && sharp_header_value_has_token(rh.connection, "upgrade")) {
-        /* an upgrade needs extended CONNECT (allow_connect), not implemented */
-        fail_later(s, SHARP_RESET_PROTOCOL_ERROR, "upgrade over HTTP/2 is not supported");
-        return;
+    /* Envoy's transformUpgradeRequestFromH1toH2: an HTTP/1.1 upgrade
+     * (Connection: upgrade and an Upgrade header) goes as an extended
+     * CONNECT (RFC 8441) whose :protocol is the Upgrade token, with its
+     * :scheme and :path; Upgrade and Connection go with the other
+     * hop-by-hop headers, a content-length of 0 too. As in Envoy, whatever
+     * the upstream's SETTINGS_ENABLE_CONNECT_PROTOCOL: a server that did
+     * not offer it refuses the stream. */
+    bool ext_connect = rh.upgrade.p && rh.connection.p && sharp_header_value_has_token(rh.connection, "upgrade");
+    if (ext_connect) {
+        method = SHARP_STR("CONNECT");
+        sharp_small_free(s->upgrade);
+        s->upgrade = sharp_small_alloc(rh.upgrade.len ? rh.upgrade.len : 1);
+        memcpy(s->upgrade, rh.upgrade.p, rh.upgrade.len);
+        s->upgrade_len = rh.upgrade.len;
     }
+    bool drop_cl = ext_connect && rh.content_length.p && sharp_str_eq(rh.content_length, "0", 1);
     /* nghttp2 copies the list when the request is submitted: a request of
      * usual size needs no allocation for it. Names are the map's, which
      * stores them lower-case (headers.h), as HTTP/2 wants them. */
     nghttp2_nv nv_local[32];
-    nghttp2_nv *nv = h->n + 4 <= 32 ? nv_local : sharp_calloc(h->n + 4, sizeof *nv);
+    nghttp2_nv *nv = h->n + 5 <= 32 ? nv_local : sharp_calloc(h->n + 5, sizeof *nv);
     size_t nn = 0;
 #define NV(k_, kl_, v_, vl_) nv[nn++] = (nghttp2_nv){(uint8_t *)(k_), (uint8_t *)(v_), (kl_), (vl_), NGHTTP2_NV_FLAG_NONE}
     /* a CONNECT (the TCP proxy's tunnel) has only :method and :authority
      * (RFC 9113 section 8.5) */
-    bool connect = sharp_str_eq(method, "CONNECT", 7);
+    bool connect = sharp_str_eq(method, "CONNECT", 7) && !ext_connect;
     NV(":method", 7, method.p, method.len);
+    if (ext_connect) NV(":protocol", 9, s->upgrade, s->upgrade_len);
     if (!connect) NV(":scheme", 7, scheme.p, scheme.len);
     NV(":authority", 10, authority.p, authority.len);
     if (!connect) NV(":path", 5, path.p, path.len);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if (!n.len || n.p[0] == ':' || connection_specific(n, v)) continue;
+        if (drop_cl && sharp_str_eq(n, "content-length", 14)) continue;
         NV(n.p, n.len, v.p, v.len);
         if (sharp_hpack_no_index(&hc->hpack, n, v)) nv[nn - 1].flags = NGHTTP2_NV_FLAG_NO_INDEX;
     }

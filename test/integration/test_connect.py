@@ -621,12 +621,3 @@ def test_config_refusals(upgrade, message):
     text = connect_bootstrap(free_port(), free_port(), cluster_yaml("target", [1]), route_yaml("target", upgrade))
     rc, out = validate_config(text)
     assert rc != 0 and message in out, out
-
-
-def test_upstream_allow_connect_refused():
-    """Extended CONNECT to upstreams (a cluster's allow_connect) is not
-    implemented: refused by name."""
-    extra = H2_OPTIONS.replace("http2_protocol_options: {}", "http2_protocol_options: { allow_connect: true }")
-    text = connect_bootstrap(free_port(), free_port(), cluster_yaml("target", [1], extra), route_yaml("target"))
-    rc, out = validate_config(text)
-    assert rc != 0 and "allow_connect is not supported by SHARP" in out, out

@@ -429,7 +429,7 @@ REFUSALS = [
     (EXT_H2.replace("explicit_http_config:\n      http2_protocol_options:\n%s",
                     "auto_config: { http3_protocol_options: {} }\n"),
      EXT + ".auto_config.http3_protocol_options", "HTTP/3"),
-    ("http2_protocol_options: { allow_connect: true }\n", CL + ".http2_protocol_options.allow_connect", "CONNECT"),
+    ("http2_protocol_options: { allow_metadata: true }\n", CL + ".http2_protocol_options.allow_metadata", "METADATA"),
     ("http2_protocol_options: { custom_settings_parameters: [{ identifier: 8, value: 1 }] }\n",
      CL + ".http2_protocol_options.custom_settings_parameters", "SETTINGS"),
     ("http2_protocol_options: { use_oghttp2_codec: true }\n", CL + ".http2_protocol_options.use_oghttp2_codec",

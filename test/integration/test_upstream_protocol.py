@@ -323,8 +323,6 @@ REFUSED = [
     ("      http3_protocol_options: {}\n", P + ".http3_protocol_options", "HTTP/3"),
     ("      http2_protocol_options: { allow_metadata: true }\n", P + ".http2_protocol_options.allow_metadata",
      "METADATA"),
-    ("      http2_protocol_options: { allow_connect: true }\n", P + ".http2_protocol_options.allow_connect",
-     "CONNECT"),
     ("      http2_protocol_options: { connection_keepalive: { timeout: 1s, connection_idle_interval: 1s } }\n",
      P + ".http2_protocol_options.connection_keepalive.connection_idle_interval", "idle"),
     ("      http_protocol_options: { accept_http_10: true }\n", P + ".http_protocol_options.accept_http_10",

@@ -392,7 +392,7 @@ static void start_response(h2stream_t *s)
                          "{\"goaway\": %llu, \"refuse\": %llu, \"ping_silent\": %llu, \"connections_accepted\": "
                          "%llu, \"requests\": %llu, \"streams_peak\": %llu, \"pings\": %llu, \"peer_settings\": {"
                          "\"header_table_size\": %u, \"enable_push\": %u, \"max_concurrent_streams\": %u, "
-                         "\"initial_window_size\": %u, \"max_header_list_size\": %u}, "
+                         "\"initial_window_size\": %u, \"max_header_list_size\": %u, \"enable_connect_protocol\": %u}, "
                          "\"connection_send_window\": %d}\n",
                          (unsigned long long)f_goaway, (unsigned long long)f_refuse,
                          (unsigned long long)f_ping_silent, (unsigned long long)g.accepted,
@@ -403,6 +403,7 @@ static void start_response(h2stream_t *s)
                          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
                          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE),
                          nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE),
+                         nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL),
                          nghttp2_session_get_remote_window_size(ng));
         s->body = xmalloc((size_t)n);
         memcpy(s->body, tmp, (size_t)n);
