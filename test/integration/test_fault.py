@@ -7,6 +7,7 @@ workers, the per-route config replacing the filter's (and disabling it),
 the response rate limit (timed, bounded, the upstream paused), a client
 abandoning a delayed request, Envoy's stats and the DI/FI response flags,
 refused configs, and Envoy's fault injection example."""
+import json
 import os
 import socket
 import threading
@@ -151,6 +152,19 @@ def test_fixed_delay(procs, upstream, proto):
     assert stat(admin, P + "delays_injected") == 1
     assert log_lines(log, 1) == ["200 DI via_upstream /echo"]
     wait_for(lambda: stat(admin, P + "active_faults") == 0, 5, "active_faults back to 0")
+
+
+@protos("h1", "h2-down")
+def test_delayed_request_body(procs, upstream, proto):
+    """The body of a delayed request waits (more than the buffer limit of
+    it: the downstream is read no further meanwhile) and then goes upstream
+    whole."""
+    port, _, _ = start(procs, upstream, "delay: { fixed_delay: 0.3s, percentage: { numerator: 100 } }\n")
+    body = os.urandom(3 * 1024 * 1024)
+    t0 = time.monotonic()
+    s, _, b = proto.request(port, "/upload", method="POST", body=body, timeout=20 * SLOW)
+    assert s == 200 and time.monotonic() - t0 >= 0.3
+    assert json.loads(b)["body_bytes"] == len(body)
 
 
 def test_delay_then_abort(procs, upstream):
@@ -409,8 +423,14 @@ def test_client_abandons_delayed_request(procs, upstream, proto):
         for _ in range(3):
             c.send_data(sid, b"x" * 16000)
     wait_for(lambda: stat(admin, P + "active_faults") == 1, 5, "the delay")
-    c.close()
+    if proto.name == "h1":
+        c.close()
+    else:
+        # a reset of the stream alone, the connection left open
+        c.conn.reset_stream(sid)
+        c._flush()
     wait_for(lambda: stat(admin, P + "active_faults") == 0, 5, "the abandoned stream to go")
+    c.close()
     assert stat(admin, P + "delays_injected") == 1
     code, flags = log_lines(log, 1)[0].split()[:2]
     assert code == "0" and "DI" in flags.split(","), (code, flags)
