@@ -35,12 +35,13 @@ def with_filter(yaml_text, cfg):
     return yaml_text.replace("          http_filters:\n", "          http_filters:\n" + indent(f, 10))
 
 
-def start(procs, upstream, cfg, routes=None, clusters=None, runtime=None):
+def start(procs, upstream, cfg, routes=None, clusters=None, runtime=None, cluster_extra=""):
     """SHARP with the fault filter (`cfg`, an HTTPFault in YAML) before the
     router and an access log of LOG; returns (port, admin, log path)."""
     listen, admin = free_port(), free_port()
     al, log = file_access_log(LOG)
-    y = bootstrap_yaml(listen, admin, clusters or {"backend": [upstream.port]}, routes=routes, hcm_extra=al)
+    y = bootstrap_yaml(listen, admin, clusters or {"backend": [upstream.port]}, routes=routes, hcm_extra=al,
+                       cluster_extra=cluster_extra)
     y = with_filter(y, cfg)
     if runtime:
         y += "layered_runtime:\n  layers:\n  - name: static\n    static_layer:\n" + indent(runtime, 6)
@@ -340,20 +341,22 @@ def test_per_route_override(procs, upstream):
     assert stat(admin, P + "delays_injected") == 1
 
 
-def fetch_all(port, path, headers=None, timeout=30):
-    """An HTTP/1.1 GET read to its end; returns (status, body length, seconds)."""
+def fetch_all(port, path, headers=None, timeout=30, proto=H1):
+    """A GET read to its end; returns (status, body length, seconds)."""
     t0 = time.monotonic()
-    s, _, b = H1.request(port, path, headers=headers, timeout=timeout * SLOW)
+    s, _, b = proto.request(port, path, headers=headers, timeout=timeout * SLOW)
     return s, len(b), time.monotonic() - t0
 
 
-def test_response_rate_limit(procs, upstream):
+@protos("h1", "h2-down", "h2-up")
+def test_response_rate_limit(procs, proto):
     """fixed_limit 100 KiB/s: a 200 KiB body takes about 2 s (5 KiB at
     once, then 100 KiB a second), arrives whole; counted in
     response_rl_injected; the request is an active fault until it ends."""
-    port, admin, log = start(procs, upstream,
-                             "response_rate_limit: { fixed_limit: { limit_kbps: 100 }, percentage: { numerator: 100 } }\n")
-    s, n, took = fetch_all(port, "/bytes/204800")
+    port, admin, log = start(procs, proto.upstream(procs),
+                             "response_rate_limit: { fixed_limit: { limit_kbps: 100 }, percentage: { numerator: 100 } }\n",
+                             cluster_extra=proto.cluster)
+    s, n, took = fetch_all(port, "/bytes/204800", proto=proto)
     assert s == 200 and n == 204800
     assert 1.5 <= took < 1.95 + 4 * SLOW, took
     assert stat(admin, P + "response_rl_injected") == 1
@@ -377,13 +380,20 @@ def test_response_rate_limit_by_header(procs, upstream):
     assert stat(admin, P + "response_rl_injected") == 1
 
 
-def test_response_rate_limit_is_bounded(procs, upstream):
+@protos("h1", "h2-up")
+def test_response_rate_limit_is_bounded(procs, proto):
     """A 64 MB body at 1000 KiB/s: the fault filter holds at most about
     the buffer limit, so the router pauses the upstream; after 1.5 s far
     less than the body has come from the upstream. The client then leaves,
-    and the stream (and its buffer) goes."""
-    port, admin, _ = start(procs, upstream,
-                           "response_rate_limit: { fixed_limit: { limit_kbps: 1000 }, percentage: { numerator: 100 } }\n")
+    and the stream (and its buffer) goes. An HTTP/2 upstream stops at its
+    stream's flow-control window (1 MiB here; Envoy's default is 256 MiB),
+    as for a downstream above its watermark."""
+    cluster = proto.cluster
+    if cluster:
+        cluster = "http2_protocol_options: { initial_stream_window_size: 1048576 }\n"
+    port, admin, _ = start(procs, proto.upstream(procs),
+                           "response_rate_limit: { fixed_limit: { limit_kbps: 1000 }, percentage: { numerator: 100 } }\n",
+                           cluster_extra=cluster)
     c = socket.create_connection(("127.0.0.1", port))
     try:
         c.sendall(b"GET /bytes/64000000 HTTP/1.1\r\nhost: x\r\n\r\n")
