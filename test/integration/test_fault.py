@@ -341,6 +341,10 @@ def test_per_route_override(procs, upstream):
     assert stat(admin, P + "delays_injected") == 1
 
 
+def rate_cfg(kbps):
+    return f"response_rate_limit: {{ fixed_limit: {{ limit_kbps: {kbps} }}, percentage: {{ numerator: 100 }} }}\n"
+
+
 def fetch_all(port, path, headers=None, timeout=30, proto=H1):
     """A GET read to its end; returns (status, body length, seconds)."""
     t0 = time.monotonic()
@@ -354,7 +358,7 @@ def test_response_rate_limit(procs, proto):
     once, then 100 KiB a second), arrives whole; counted in
     response_rl_injected; the request is an active fault until it ends."""
     port, admin, log = start(procs, proto.upstream(procs),
-                             "response_rate_limit: { fixed_limit: { limit_kbps: 100 }, percentage: { numerator: 100 } }\n",
+                             rate_cfg(100),
                              cluster_extra=proto.cluster)
     s, n, took = fetch_all(port, "/bytes/204800", proto=proto)
     assert s == 200 and n == 204800
@@ -392,7 +396,7 @@ def test_response_rate_limit_is_bounded(procs, proto):
     if cluster:
         cluster = "http2_protocol_options: { initial_stream_window_size: 1048576 }\n"
     port, admin, _ = start(procs, proto.upstream(procs),
-                           "response_rate_limit: { fixed_limit: { limit_kbps: 1000 }, percentage: { numerator: 100 } }\n",
+                           rate_cfg(1000),
                            cluster_extra=cluster)
     c = socket.create_connection(("127.0.0.1", port))
     try:
