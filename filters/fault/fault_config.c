@@ -56,18 +56,19 @@ void sharp_fault_settings_free(sharp_fault_settings_t *s)
     free(s->abort_grpc_status_rt);
     free(s->max_active_rt);
     free(s->rate_percent_rt);
+    sharp_md_value_clear(&s->metadata);
     free(s);
 }
 
 sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, char *err,
                                                     size_t errlen)
 {
-    if (pb->filter_metadata) {
-        snprintf(err, errlen,
-                 "filter_metadata: not supported by SHARP (dynamic metadata of injected faults)");
-        return NULL;
-    }
     sharp_fault_settings_t *s = sharp_calloc(1, sizeof *s);
+    s->metadata.kind = SHARP_MD_STRUCT;
+    if (pb->filter_metadata && !sharp_md_value_from_struct(pb->filter_metadata, &s->metadata)) {
+        snprintf(err, errlen, "filter_metadata: a string is not valid UTF-8");
+        goto fail;
+    }
     const delay_pb_t *d = pb->delay;
     if (d) {
         switch (d->fault_delay_secifier_case) {

@@ -8,6 +8,7 @@
 #define SHARP_FILTERS_FAULT_CONFIG_H
 
 #include "http/headers.h"
+#include "http/metadata.h"
 #include "http/route.h"
 
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
@@ -47,6 +48,9 @@ typedef struct sharp_fault_settings {
     char *delay_percent_rt, *abort_percent_rt, *delay_duration_rt, *abort_http_status_rt,
         *abort_grpc_status_rt, *max_active_rt, *rate_percent_rt;
     bool disable_downstream_cluster_stats;
+    /* filter_metadata: a STRUCT (empty when unset) that replaces the
+     * filter's dynamic metadata namespace when a delay or abort begins */
+    sharp_md_value_t metadata;
 } sharp_fault_settings_t;
 
 /* Builds the settings from an HTTPFault (the filter's config or a

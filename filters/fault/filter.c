@@ -25,7 +25,9 @@
  * Stats (http.<stat_prefix>.fault.): delays_injected, aborts_injected,
  * response_rl_injected, faults_overflow, the active_faults gauge, and per
  * x-envoy-downstream-service-cluster <cluster>.delays_injected and
- * <cluster>.aborts_injected unless disable_downstream_cluster_stats. */
+ * <cluster>.aborts_injected unless disable_downstream_cluster_stats. A
+ * delay or an abort sets the filter's dynamic metadata namespace (its
+ * config name) to filter_metadata, as Envoy does. */
 #include "filters/fault/filter.h"
 #include "filters/fault/fault_config.h"
 #include "http/grpc.h"
@@ -151,10 +153,20 @@ static void count_dc(fault_state_t *st, const char *name)
     sharp_counter_inc(shard(st), id);
 }
 
+/* Envoy sets the filter's namespace (its config name) to filter_metadata
+ * (an empty struct without it) when a delay or an abort begins. */
+static void set_metadata(fault_state_t *st)
+{
+    const char *ns = st->f->name ? st->f->name : st->f->factory->name;
+    sharp_dynamic_metadata_replace(&sharp_stream_info(st->f->stream)->dynamic_metadata, ns,
+                                   strlen(ns), &st->s->metadata);
+}
+
 static void abort_with(fault_state_t *st, uint32_t http, int64_t grpc)
 {
     sharp_counter_inc(shard(st), st->fc->st_aborts);
     count_dc(st, "aborts_injected");
+    set_metadata(st);
     /* a gRPC status is sent to gRPC requests only (Envoy's sendLocalReply
      * ignores it for others, which get the HTTP 200) */
     const char *hdrs[3] = {NULL, NULL, NULL};
@@ -233,6 +245,7 @@ static sharp_filter_status_t fault_decode_headers(sharp_filter_t *f, sharp_heade
         sharp_counter_inc(shard(st), st->fc->st_delays);
         count_dc(st, "delays_injected");
         sharp_stream_info(f->stream)->response_flags |= SHARP_RF_DELAY_INJECTED;
+        set_metadata(st);
         return SHARP_FILTER_STOP;
     }
     if (maybe_abort(st, h)) return SHARP_FILTER_STOP;

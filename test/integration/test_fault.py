@@ -132,6 +132,29 @@ def test_abort_by_header(procs, upstream):
     assert stat(admin, P + "aborts_injected") == 4
 
 
+def test_filter_metadata(procs, upstream):
+    """filter_metadata replaces the filter's dynamic metadata namespace (its
+    name) when a delay or abort begins, as the access log shows; a request
+    without a fault has none, and a fault without filter_metadata sets it
+    empty."""
+    listen, admin = free_port(), free_port()
+    al, log = file_access_log("%RESPONSE_CODE% %DYNAMIC_METADATA(envoy.filters.http.fault)%\\n")
+    routes = ('- match: { prefix: "/plain" }\n  route: { cluster: backend }\n'
+              "  typed_per_filter_config:\n    envoy.filters.http.fault:\n"
+              + indent(f'"@type": {TYPE}\n' + ABORT_503, 6)
+              + '- match: { prefix: "/" }\n  route: { cluster: backend }\n')
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]}, routes=routes, hcm_extra=al)
+    cfg = ("abort: { header_abort: {}, percentage: { numerator: 100 } }\n"
+           "filter_metadata: { experiment: chaos-1, weight: 2 }\n")
+    run_sharp_config(procs, with_filter(y, cfg), admin)
+    assert H1.request(listen, "/")[0] == 200
+    log_lines(log, 1)
+    assert H1.request(listen, "/", headers={"x-envoy-fault-abort-request": "502"})[0] == 502
+    log_lines(log, 2)
+    assert H1.request(listen, "/plain")[0] == 503
+    assert log_lines(log, 3) == ["200 -", '502 {"experiment":"chaos-1","weight":2}', "503 {}"]
+
+
 def test_header_percentage_capped_by_config(procs, upstream):
     """The header's percentage is capped by the configured numerator (0
     here): no abort whatever the header says."""
@@ -462,7 +485,6 @@ BAD = [
     ("response_rate_limit: { fixed_limit: { limit_kbps: 0 } }\n", "limit_kbps"),
     ("response_rate_limit: { percentage: { numerator: 10 } }\n", "response_rate_limit.limit_type"),
     ("headers: [ { name: '' , present_match: true } ]\n", "name"),
-    ("filter_metadata: { a: b }\n", "filter_metadata"),
 ]
 
 

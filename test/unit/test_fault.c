@@ -122,10 +122,40 @@ static void config_checks(void **state)
     assert_non_null(strstr(err, "limit_kbps"));
     pb.response_rate_limit = NULL;
 
+    /* filter_metadata: a struct kept for the namespace; empty without it */
+    s = build(&pb, err);
+    assert_non_null(s);
+    assert_int_equal(s->metadata.kind, SHARP_MD_STRUCT);
+    assert_int_equal(s->metadata.n, 0);
+    sharp_fault_settings_free(s);
+    Google__Protobuf__Value v = GOOGLE__PROTOBUF__VALUE__INIT;
+    v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+    v.string_value = "injected";
+    Google__Protobuf__Struct__FieldsEntry fe = GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
+    fe.key = "fault";
+    fe.value = &v;
+    Google__Protobuf__Struct__FieldsEntry *fes[] = {&fe};
     Google__Protobuf__Struct st = GOOGLE__PROTOBUF__STRUCT__INIT;
+    st.n_fields = 1;
+    st.fields = fes;
     pb.filter_metadata = &st;
-    assert_null(build(&pb, err));
-    assert_non_null(strstr(err, "filter_metadata: not supported by SHARP"));
+    s = build(&pb, err);
+    assert_non_null(s);
+    const sharp_md_value_t *got = sharp_md_struct_get(&s->metadata, "fault", 5);
+    assert_non_null(got);
+    assert_string_equal(got->s, "injected");
+    /* it replaces the namespace of a stream's metadata, whatever was there */
+    sharp_dynamic_metadata_t *md = NULL;
+    sharp_md_value_t old;
+    sharp_md_value_string(&old, "x", 1);
+    sharp_dynamic_metadata_set(&md, "ns", 2, "before", 6, &old);
+    sharp_dynamic_metadata_replace(&md, "ns", 2, &s->metadata);
+    const sharp_md_value_t *ns = sharp_dynamic_metadata_ns(md, "ns", 2);
+    assert_int_equal(ns->n, 1);
+    assert_null(sharp_md_struct_get(ns, "before", 6));
+    assert_string_equal(sharp_md_struct_get(ns, "fault", 5)->s, "injected");
+    sharp_dynamic_metadata_free(md);
+    sharp_fault_settings_free(s);
 }
 
 /* A settings with a fixed abort and delay at n out of 100, or header ones. */
