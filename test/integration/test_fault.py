@@ -368,6 +368,24 @@ def rate_cfg(kbps):
     return f"response_rate_limit: {{ fixed_limit: {{ limit_kbps: {kbps} }}, percentage: {{ numerator: 100 }} }}\n"
 
 
+def test_istio_shape(procs, upstream):
+    """What Istio's VirtualService fault programs: an empty HTTPFault in the
+    connection manager (no fault anywhere) and the route's HTTPFault with
+    MILLION percentages."""
+    routes = ('- match: { prefix: "/faulty" }\n  route: { cluster: backend }\n'
+              "  typed_per_filter_config:\n    envoy.filters.http.fault:\n"
+              + indent(f'"@type": {TYPE}\n'
+                       "delay: { fixed_delay: 0.2s, percentage: { numerator: 1000000, denominator: MILLION } }\n"
+                       "abort: { http_status: 418, percentage: { numerator: 1000000, denominator: MILLION } }\n", 6)
+              + '- match: { prefix: "/" }\n  route: { cluster: backend }\n')
+    port, admin, log = start(procs, upstream, "", routes=routes)
+    assert H1.request(port, "/fine")[0] == 200
+    s, _, b, took = timed(port, "/faulty")
+    assert (s, b) == (418, b"fault filter abort") and took >= 0.2
+    assert stat(admin, P + "delays_injected") == 1 and stat(admin, P + "aborts_injected") == 1
+    assert sorted(log_lines(log, 2)) == ["200 - via_upstream /fine", "418 DI,FI fault_filter_abort /faulty"]
+
+
 def fetch_all(port, path, headers=None, timeout=30, proto=H1):
     """A GET read to its end; returns (status, body length, seconds)."""
     t0 = time.monotonic()
