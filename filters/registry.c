@@ -2,6 +2,7 @@
 #include "filters/adaptive_concurrency/filter.h"
 #include "filters/compressor/filter.h"
 #include "filters/ext_authz/filter.h"
+#include "filters/fault/filter.h"
 #include "filters/header_to_metadata/filter.h"
 #include "filters/health_check/filter.h"
 #include "filters/local_ratelimit/filter.h"
@@ -18,4 +19,5 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_local_ratelimit_filter);
     sharp_filter_register(&sharp_ext_authz_filter);
     sharp_filter_register(&sharp_header_to_metadata_filter);
+    sharp_filter_register(&sharp_fault_filter);
 }

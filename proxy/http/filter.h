@@ -152,6 +152,13 @@ void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t);
  * on to the filters after `f`; held there like any request data while one
  * of them stops the chain. */
 void sharp_stream_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream);
+/* A filter holding response data (the fault filter's response rate
+ * limit) tells the filters after it that its buffer went above the
+ * stream's buffer limit (above) or drained (below): the router pauses or
+ * resumes its upstream, as on the downstream connection's watermarks.
+ * Resuming waits while the downstream connection is itself above its
+ * watermark. */
+void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above);
 /* Stops/resumes reading the downstream connection (request body backpressure). */
 void sharp_stream_read_disable(sharp_stream_t *s, bool disable);
 /* Resets the stream (closes an HTTP/1 connection) after a failure mid-response. */
@@ -167,6 +174,10 @@ bool sharp_stream_set_connection_data(sharp_stream_t *s, const void *key, void *
 /* Accessors. */
 sharp_stream_info_t *sharp_stream_info(sharp_stream_t *s);
 const struct sharp_route *sharp_stream_route(sharp_stream_t *s);
+/* The route entry's cluster (the weighted cluster picked with the route,
+ * Envoy's routeEntry()->clusterName()); NULL without a route entry (no
+ * route, a direct response or redirect). */
+const char *sharp_stream_route_cluster(sharp_stream_t *s);
 struct sharp_worker *sharp_stream_worker(sharp_stream_t *s);
 /* The connection's original destination when the original_dst listener
  * filter restored its local address (Envoy's localAddressRestored), else

@@ -98,6 +98,11 @@ const struct sharp_route *sharp_stream_route(sharp_stream_t *s)
 {
     return s->route;
 }
+const char *sharp_stream_route_cluster(sharp_stream_t *s)
+{
+    return s->route && s->route->action == SHARP_ROUTE_ACTION_ROUTE && s->route_cluster_picked ? s->route_cluster
+                                                                                               : NULL;
+}
 sharp_headers_t *sharp_stream_request_headers(sharp_stream_t *s)
 {
     return &s->req;
@@ -1013,6 +1018,15 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
     enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, true);
     sharp_sbuf_free(&b);
+}
+
+void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed || (!above && sharp_codec_downstream_above_watermark(s))) return;
+    for (uint32_t i = f->index + 1; i < s->nfilters; i++)
+        if (!s->filters[i].off && s->filters[i].factory->on_downstream_watermark)
+            s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
 }
 
 void sharp_stream_read_disable(sharp_stream_t *s, bool disable)

@@ -72,8 +72,28 @@ static int md_ns_find(const sharp_dynamic_metadata_t *md, const char *ns, size_t
     return -1;
 }
 
-void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **mdp, const char *ns, size_t nslen,
-                                const char *key, size_t klen, sharp_md_value_t *v)
+void sharp_md_value_copy(sharp_md_value_t *dst, const sharp_md_value_t *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->kind = src->kind;
+    dst->b = src->b;
+    dst->number = src->number;
+    if (src->s) {
+        dst->s = sharp_strndup(src->s, src->len);
+        dst->len = src->len;
+    }
+    if (!src->n) return;
+    dst->n = dst->cap = src->n;
+    dst->items = sharp_calloc(src->n, sizeof *dst->items);
+    if (src->keys) dst->keys = sharp_calloc(src->n, sizeof *dst->keys);
+    for (uint32_t i = 0; i < src->n; i++) {
+        if (src->keys) dst->keys[i] = sharp_strdup(src->keys[i]);
+        sharp_md_value_copy(&dst->items[i], &src->items[i]);
+    }
+}
+
+/* The namespace's struct, made empty on first use. */
+static sharp_md_value_t *md_ns(sharp_dynamic_metadata_t **mdp, const char *ns, size_t nslen)
 {
     if (!*mdp) *mdp = sharp_calloc(1, sizeof **mdp);
     sharp_dynamic_metadata_t *md = *mdp;
@@ -89,7 +109,22 @@ void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **mdp, const char *ns, 
         memset(&md->structs[i], 0, sizeof md->structs[i]);
         md->structs[i].kind = SHARP_MD_STRUCT;
     }
-    sharp_md_struct_set(&md->structs[i], key, klen, v);
+    return &md->structs[i];
+}
+
+void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **mdp, const char *ns, size_t nslen,
+                                const char *key, size_t klen, sharp_md_value_t *v)
+{
+    sharp_md_struct_set(md_ns(mdp, ns, nslen), key, klen, v);
+}
+
+void sharp_dynamic_metadata_replace(sharp_dynamic_metadata_t **mdp, const char *ns, size_t nslen,
+                                    const sharp_md_value_t *st)
+{
+    sharp_md_value_t *v = md_ns(mdp, ns, nslen);
+    sharp_md_value_clear(v);
+    sharp_md_value_copy(v, st);
+    v->kind = SHARP_MD_STRUCT;
 }
 
 const sharp_md_value_t *sharp_dynamic_metadata_ns(const sharp_dynamic_metadata_t *md,

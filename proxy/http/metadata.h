@@ -51,6 +51,12 @@ const sharp_md_value_t *sharp_md_struct_get(const sharp_md_value_t *st, const ch
  * first use (*md allocated when NULL), the key merged into it. Takes v. */
 void sharp_dynamic_metadata_set(sharp_dynamic_metadata_t **md, const char *ns, size_t nslen,
                                 const char *key, size_t klen, sharp_md_value_t *v);
+/* Envoy's filter_metadata[ns] = st: the namespace's struct replaced by a
+ * copy of the STRUCT `st` (an empty one leaves the namespace empty). */
+void sharp_dynamic_metadata_replace(sharp_dynamic_metadata_t **md, const char *ns, size_t nslen,
+                                    const sharp_md_value_t *st);
+/* A deep copy of src into dst (which is overwritten). */
+void sharp_md_value_copy(sharp_md_value_t *dst, const sharp_md_value_t *src);
 /* The namespace's STRUCT, or NULL. */
 const sharp_md_value_t *sharp_dynamic_metadata_ns(const sharp_dynamic_metadata_t *md,
                                                   const char *ns, size_t nslen);
