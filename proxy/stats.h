@@ -170,6 +170,10 @@ uint32_t sharp_stats_ngroups(sharp_stats_t *s);
  * ?usedonly. Output is appended to `out`. Text and JSON show each histogram's
  * interval and cumulative quantiles (see sharp_stats_flush); Prometheus uses
  * the cumulative ones, as Envoy does. */
+/* Whether the admin filter regex names one stat exactly, as ^a\.b$: the
+ * name, unescaped, into lit (the views then look it up instead of matching
+ * every name). */
+bool sharp_stats_filter_exact(const char *filter, char *lit, size_t cap);
 int sharp_stats_render_text(sharp_stats_t *s, const char *filter, bool used_only, sharp_sbuf_t *out,
                             char *err, size_t errlen);
 int sharp_stats_render_json(sharp_stats_t *s, const char *filter, bool used_only, sharp_sbuf_t *out,

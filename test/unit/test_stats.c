@@ -348,6 +348,21 @@ static void test_filter(void **state)
     out = render(sharp_stats_render_json, s, "live", false);
     assert_string_equal(out, "{\"stats\":[{\"name\":\"server.live\",\"value\":0}]}");
     free(out);
+    /* a filter naming one stat exactly is answered from the name table:
+     * the same output as the regex would give */
+    out = render(sharp_stats_render_text, s, "^cluster\\.b\\.upstream_rq_total$", false);
+    assert_string_equal(out, "cluster.b.upstream_rq_total: 0\n");
+    free(out);
+    out = render(sharp_stats_render_text, s, "^cluster\\.b\\.upstream_rq_tota$", false);
+    assert_string_equal(out, "");
+    free(out);
+    out = render(sharp_stats_render_text, s, "^cluster\\.b\\.upstream_rq_total$", true);
+    assert_string_equal(out, "");
+    free(out);
+    /* an unescaped dot, a class: regexes, matching both clusters */
+    out = render(sharp_stats_render_text, s, "^cluster.\\w.upstream_rq_total$", false);
+    assert_string_equal(out, "cluster.a.upstream_rq_total: 0\ncluster.b.upstream_rq_total: 0\n");
+    free(out);
     out = render(sharp_stats_render_prometheus, s, "b\\.upstream", false);
     assert_string_equal(out, "# TYPE envoy_cluster_upstream_rq_total counter\n"
                              "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"b\"} 0\n\n");
