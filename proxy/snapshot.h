@@ -158,6 +158,11 @@ typedef struct sharp_hcm_config {
      * byte and connection counters the TCP proxy's; the connection-level
      * HTTP stats are not kept. NULL for an HTTP connection manager. */
     sharp_tcp_proxy_config_t *tcp_proxy;
+    /* the envoy.filters.network.rbac filters before it, in chain order
+     * (filters/rbac/filter.h): data reaches the codec or the TCP proxy only
+     * once they allow the connection */
+    struct sharp_net_rbac **net_rbac;
+    uint32_t nnet_rbac;
 } sharp_hcm_config_t;
 
 /* Where a listener, or one filter chain of it, is in a listener update
