@@ -465,12 +465,12 @@ def http_config(cfg):
     ("rules: {policies: {p: {permissions: [{metadata: {filter: f, path: [{key: k}], value: {present_match: true}}}],"
      " principals: [{any: true}]}}}", "metadata is not supported by SHARP"),
     ("rules: {policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {id: 1}}}}",
-     "condition"),
+     "condition is not supported by SHARP"),
     ("rules: {policies: {p: {permissions: [{destination_port_range: {start: 9, end: 9}}], "
      "principals: [{any: true}]}}}", "range start 9 cannot be greater or equal than range end 9"),
     ("rules: {policies: {p: {permissions: [{any: true}], principals: [{remote_ip: {address_prefix: 300.1.1.1}}]}}}",
      "invalid ip/mask combo"),
-    ("matcher: {matcher_list: {}}", "matcher"),
+    ("matcher: {matcher_list: {}}", "matcher is not supported by SHARP"),
     ("track_per_rule_stats: true", "track_per_rule_stats"),
     ("rules: {audit_logging_options: {audit_condition: ON_DENY}}", "audit_logging_options"),
 ])
@@ -499,9 +499,10 @@ def test_refused_per_route_config():
     (lambda: tcp_chain("      - name: envoy.filters.network.local_ratelimit\n        typed_config:\n"
                        "          \"@type\": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit"
                        ".v3.LocalRateLimit\n          stat_prefix: x\n"), "local_ratelimit"),
-    (lambda: tcp_chain(net_rbac("delay_deny: 1s")), "delay_deny"),
-    (lambda: tcp_chain(net_rbac("enforce_on_transport_ready: true")), "enforce_on_transport_ready"),
-    (lambda: tcp_chain(net_rbac("shadow_matcher: {matcher_list: {}}")), "shadow_matcher"),
+    (lambda: tcp_chain(net_rbac("delay_deny: 1s")), "delay_deny is not supported by SHARP"),
+    (lambda: tcp_chain(net_rbac("enforce_on_transport_ready: true")),
+     "enforce_on_transport_ready is not supported by SHARP"),
+    (lambda: tcp_chain(net_rbac("shadow_matcher: {matcher_list: {}}")), "shadow_matcher is not supported by SHARP"),
     (lambda: tcp_chain(net_rbac("rules: {policies: {p: {permissions: [{any: true}], "
                                 "principals: [{filter_state: {key: k}}]}}}")), "filter_state is not supported"),
 ])
