@@ -175,9 +175,10 @@ typedef enum {
     SHARP_DRAIN_CLOSING,  /* the drain time has passed: what is left is closed */
 } sharp_drain_state_t;
 
-/* One of a listener's filter chains: its match criteria and its (only)
+/* One of a listener's filter chains: its match criteria and its terminal
  * network filter, the HTTP connection manager or the TCP proxy (hcm then
- * holds the TCP proxy's connection settings, hcm->tcp_proxy set). Reference counted: an
+ * holds the TCP proxy's connection settings, hcm->tcp_proxy set; network
+ * RBAC filters before it are in hcm->net_rbac). Reference counted: an
  * in-place listener update (LDS) hands an unchanged chain, with its
  * connections, to the listener's new version. */
 typedef struct sharp_filter_chain_config {
