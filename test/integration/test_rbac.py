@@ -453,6 +453,35 @@ rules:
     wait_for(lambda: stat(admin, "http.ingress_http.downstream_rq_total") == 1, 5 * SLOW, "one request")
 
 
+def test_network_rbac_after_tls(procs, upstream, pki):
+    """Over TLS the network filter sees the decrypted first data, with the
+    client certificate: only the authenticated principal gets an answer."""
+    listen, admin = free_port(), free_port()
+    cfg = """\
+rules:
+  action: ALLOW
+  policies:
+    client:
+      permissions: [{requested_server_name: {exact: "www.example.com"}}]
+      principals: [{authenticated: {principal_name: {exact: "spiffe://example/client"}}}]
+"""
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]})
+    y = y.replace("    - filters:\n", "    - filters:\n" + net_rbac(cfg, "mtls."), 1)
+    run_sharp_config(procs, with_tls(y, tls_context(pki, client_ca=True)), admin)
+
+    class T:
+        pass
+    t = T()
+    t.listen, t.pki = listen, pki
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}", "--cert", f"{pki}/client.crt", "--key",
+             f"{pki}/client.key")
+    assert r.returncode == 0 and r.stdout == b"200", r.stderr
+    r = curl(t, "/echo", "-o", "/dev/null", "-w", "%{http_code}")
+    assert r.returncode != 0 and r.stdout == b"000", (r.stdout, r.stderr)
+    assert stat(admin, "mtls.rbac.allowed") == 1 and stat(admin, "mtls.rbac.denied") == 1
+    assert stat(admin, "http.ingress_http.downstream_rq_total") == 1
+
+
 # ---- refused configs ----
 
 def http_config(cfg):
