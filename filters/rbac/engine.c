@@ -2,10 +2,12 @@
  * its matchers (source/extensions/filters/common/rbac). */
 #include "filters/rbac/engine.h"
 #include "config/route_config.h"
+#include "http/metadata.h"
 #include "http/route.h"
 #include "net.h"
 
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
+#include "envoy/type/matcher/v3/metadata.pb-c.h"
 
 #include <ctype.h>
 #include <netinet/in.h>
@@ -28,7 +30,29 @@ typedef enum {
     M_SOURCE_IP,        /* the connection's remote address */
     M_DIRECT_REMOTE_IP, /* the physical peer */
     M_REMOTE_IP,        /* the trusted client address */
+    M_METADATA,         /* the stream's dynamic metadata */
 } matcher_kind_t;
+
+/* Envoy's Matchers::ValueMatcher (envoy.type.matcher.v3.ValueMatcher). */
+typedef enum {
+    V_NULL,
+    V_DOUBLE_RANGE,
+    V_DOUBLE_EXACT,
+    V_STRING,
+    V_BOOL,
+    V_PRESENT,
+    V_LIST, /* one_of: sub[0] */
+    V_OR,
+} value_kind_t;
+
+typedef struct value_matcher {
+    value_kind_t kind;
+    bool b;
+    double lo, hi; /* DOUBLE_RANGE: [lo, hi); DOUBLE_EXACT: lo */
+    sharp_string_matcher_t sm;
+    uint32_t n;
+    struct value_matcher *sub;
+} value_matcher_t;
 
 typedef struct matcher {
     matcher_kind_t kind;
@@ -39,6 +63,12 @@ typedef struct matcher {
     bool has_sm;
     sharp_cidr_t cidr;
     int32_t start, end; /* DEST_PORT: start; DEST_PORT_RANGE: [start, end) */
+    /* METADATA: the namespace, the path of keys, the value, invert */
+    char *md_filter;
+    char **md_path;
+    uint32_t md_npath;
+    value_matcher_t *md_value;
+    bool md_invert;
 } matcher_t;
 
 typedef struct policy {
@@ -54,6 +84,13 @@ struct sharp_rbac_engine {
 
 /* ---- building ---- */
 
+static void value_matcher_free(value_matcher_t *v)
+{
+    for (uint32_t i = 0; i < v->n; i++) value_matcher_free(&v->sub[i]);
+    free(v->sub);
+    if (v->kind == V_STRING) sharp_string_matcher_free(&v->sm);
+}
+
 static void matcher_free(matcher_t *m)
 {
     for (uint32_t i = 0; i < m->n; i++) matcher_free(&m->sub[i]);
@@ -63,6 +100,11 @@ static void matcher_free(matcher_t *m)
         sharp_string_matcher_free(&m->hm.sm);
     }
     if (m->has_sm) sharp_string_matcher_free(&m->sm);
+    free(m->md_filter);
+    for (uint32_t i = 0; i < m->md_npath; i++) free(m->md_path[i]);
+    free(m->md_path);
+    if (m->md_value) value_matcher_free(m->md_value);
+    free(m->md_value);
     memset(m, 0, sizeof *m);
 }
 
@@ -105,14 +147,113 @@ static int header_from(const Envoy__Config__Route__V3__HeaderMatcher *pb, const 
     return 0;
 }
 
+/* protobuf's default recursion limit bounds a config's nesting anyway;
+ * this keeps evaluation's recursion bounded whatever built the message */
+#define MAX_DEPTH 100
+
+/* ValueMatcher with Envoy's validation: its match_pattern required, a
+ * DoubleMatcher's too, or_match of at least 2 matchers. */
+static int value_from(const Envoy__Type__Matcher__V3__ValueMatcher *pb, const char *path, value_matcher_t *v,
+                      char *err, size_t errlen, unsigned depth)
+{
+    char p[512];
+    if (depth > MAX_DEPTH) return fail(err, errlen, path, "nested too deep");
+    switch (pb->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_NULL_MATCH:
+        v->kind = V_NULL;
+        return 0;
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_DOUBLE_MATCH: {
+        const Envoy__Type__Matcher__V3__DoubleMatcher *d = pb->double_match;
+        if (d->match_pattern_case == ENVOY__TYPE__MATCHER__V3__DOUBLE_MATCHER__MATCH_PATTERN_RANGE) {
+            v->kind = V_DOUBLE_RANGE;
+            v->lo = d->range->start;
+            v->hi = d->range->end;
+            return 0;
+        }
+        if (d->match_pattern_case == ENVOY__TYPE__MATCHER__V3__DOUBLE_MATCHER__MATCH_PATTERN_EXACT) {
+            v->kind = V_DOUBLE_EXACT;
+            v->lo = d->exact;
+            return 0;
+        }
+        snprintf(p, sizeof p, "%s.double_match", path);
+        return fail(err, errlen, p, "match_pattern: value is required");
+    }
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_STRING_MATCH:
+        v->kind = V_STRING;
+        snprintf(p, sizeof p, "%s.string_match", path);
+        return sharp_config_string_matcher(pb->string_match, p, &v->sm, err, errlen) < 0 ? -1 : 0;
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_BOOL_MATCH:
+        v->kind = V_BOOL;
+        v->b = pb->bool_match;
+        return 0;
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_PRESENT_MATCH:
+        v->kind = V_PRESENT;
+        v->b = pb->present_match;
+        return 0;
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_LIST_MATCH:
+        v->kind = V_LIST;
+        snprintf(p, sizeof p, "%s.list_match", path);
+        if (pb->list_match->match_pattern_case != ENVOY__TYPE__MATCHER__V3__LIST_MATCHER__MATCH_PATTERN_ONE_OF)
+            return fail(err, errlen, p, "match_pattern: value is required");
+        v->sub = sharp_calloc(1, sizeof *v->sub);
+        v->n = 1;
+        snprintf(p, sizeof p, "%s.list_match.one_of", path);
+        return value_from(pb->list_match->one_of, p, v->sub, err, errlen, depth + 1);
+    case ENVOY__TYPE__MATCHER__V3__VALUE_MATCHER__MATCH_PATTERN_OR_MATCH: {
+        const Envoy__Type__Matcher__V3__OrMatcher *o = pb->or_match;
+        v->kind = V_OR;
+        if (o->n_value_matchers < 2) {
+            snprintf(p, sizeof p, "%s.or_match.value_matchers", path);
+            return fail(err, errlen, p, "value must contain at least 2 item(s)");
+        }
+        v->sub = sharp_calloc(o->n_value_matchers, sizeof *v->sub);
+        v->n = (uint32_t)o->n_value_matchers;
+        for (size_t i = 0; i < o->n_value_matchers; i++) {
+            snprintf(p, sizeof p, "%s.or_match.value_matchers[%zu]", path, i);
+            if (value_from(o->value_matchers[i], p, &v->sub[i], err, errlen, depth + 1) < 0) return -1;
+        }
+        return 0;
+    }
+    default:
+        return fail(err, errlen, path, "match_pattern: value is required");
+    }
+}
+
+/* MetadataMatcher: filter, a path of at least one key, a value. */
+static int metadata_from(const Envoy__Type__Matcher__V3__MetadataMatcher *pb, const char *path, matcher_t *m,
+                         char *err, size_t errlen)
+{
+    char p[512];
+    m->kind = M_METADATA;
+    m->md_invert = pb->invert;
+    if (!pb->filter || !pb->filter[0]) {
+        snprintf(p, sizeof p, "%s.filter", path);
+        return fail(err, errlen, p, "value length must be at least 1 characters");
+    }
+    m->md_filter = sharp_strdup(pb->filter);
+    if (pb->n_path == 0) {
+        snprintf(p, sizeof p, "%s.path", path);
+        return fail(err, errlen, p, "value must contain at least 1 item(s)");
+    }
+    m->md_path = sharp_calloc(pb->n_path, sizeof *m->md_path);
+    for (size_t i = 0; i < pb->n_path; i++) {
+        const Envoy__Type__Matcher__V3__MetadataMatcher__PathSegment *seg = pb->path[i];
+        snprintf(p, sizeof p, "%s.path[%zu]", path, i);
+        if (seg->segment_case != ENVOY__TYPE__MATCHER__V3__METADATA_MATCHER__PATH_SEGMENT__SEGMENT_KEY)
+            return fail(err, errlen, p, "segment: value is required");
+        if (!seg->key || !seg->key[0]) return fail(err, errlen, p, "key: value length must be at least 1 characters");
+        m->md_path[m->md_npath++] = sharp_strdup(seg->key);
+    }
+    snprintf(p, sizeof p, "%s.value", path);
+    if (!pb->value) return fail(err, errlen, p, "value is required");
+    m->md_value = sharp_calloc(1, sizeof *m->md_value);
+    return value_from(pb->value, p, m->md_value, err, errlen, 0);
+}
+
 static int permission_from(const Envoy__Config__Rbac__V3__Permission *pb, const char *path, matcher_t *m, char *err,
                            size_t errlen, unsigned depth);
 static int principal_from(const Envoy__Config__Rbac__V3__Principal *pb, const char *path, matcher_t *m, char *err,
                           size_t errlen, unsigned depth);
-
-/* protobuf's default recursion limit bounds a config's nesting anyway;
- * this keeps evaluation's recursion bounded whatever built the message */
-#define MAX_DEPTH 100
 
 static int permission_set(Envoy__Config__Rbac__V3__Permission *const *rules, size_t n, const char *path,
                           const char *field, matcher_kind_t kind, matcher_t *m, char *err, size_t errlen,
@@ -214,8 +355,8 @@ static int permission_from(const Envoy__Config__Rbac__V3__Permission *pb, const 
         m->has_sm = true;
         return 0;
     case ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_METADATA:
-        return fail(err, errlen, path,
-                    "metadata: not supported by SHARP (matching the dynamic metadata in RBAC permissions)");
+        snprintf(p, sizeof p, "%s.metadata", path);
+        return metadata_from(pb->metadata, p, m, err, errlen);
     case ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_MATCHER:
         return fail(err, errlen, path, "matcher: not supported by SHARP (RBAC matcher extensions)");
     case ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_URI_TEMPLATE:
@@ -276,8 +417,8 @@ static int principal_from(const Envoy__Config__Rbac__V3__Principal *pb, const ch
         snprintf(p, sizeof p, "%s.not_id", path);
         return principal_from(pb->not_id, p, m->sub, err, errlen, depth + 1);
     case ENVOY__CONFIG__RBAC__V3__PRINCIPAL__IDENTIFIER_METADATA:
-        return fail(err, errlen, path,
-                    "metadata: not supported by SHARP (matching the dynamic metadata in RBAC principals)");
+        snprintf(p, sizeof p, "%s.metadata", path);
+        return metadata_from(pb->metadata, p, m, err, errlen);
     case ENVOY__CONFIG__RBAC__V3__PRINCIPAL__IDENTIFIER_FILTER_STATE:
         return fail(err, errlen, path, "filter_state: not supported by SHARP (matching filter state in RBAC principals)");
     default:
@@ -396,6 +537,46 @@ static bool header_match(const matcher_t *m, const sharp_rbac_input_t *in)
     return sharp_header_matcher_match(&m->hm, in->headers ? in->headers : &empty);
 }
 
+/* Envoy's ValueMatcher::match; v NULL is a Value without a kind. */
+static bool value_match(const value_matcher_t *vm, const sharp_md_value_t *v)
+{
+    sharp_md_kind_t kind = v ? v->kind : SHARP_MD_UNSET;
+    switch (vm->kind) {
+    case V_NULL: return kind == SHARP_MD_NULL;
+    case V_DOUBLE_RANGE: return kind == SHARP_MD_NUMBER && vm->lo <= v->number && v->number < vm->hi;
+    case V_DOUBLE_EXACT: return kind == SHARP_MD_NUMBER && v->number == vm->lo;
+    case V_STRING: return kind == SHARP_MD_STRING && sharp_string_matcher_match(&vm->sm, (sharp_str_t){v->s, v->len});
+    case V_BOOL: return kind == SHARP_MD_BOOL && v->b == vm->b;
+    case V_PRESENT: return vm->b && kind != SHARP_MD_UNSET;
+    case V_LIST:
+        if (kind != SHARP_MD_LIST) return false;
+        for (uint32_t i = 0; i < v->n; i++)
+            if (value_match(vm->sub, &v->items[i])) return true;
+        return false;
+    case V_OR:
+        for (uint32_t i = 0; i < vm->n; i++)
+            if (value_match(&vm->sub[i], v)) return true;
+        return false;
+    }
+    return false;
+}
+
+/* Envoy's Config::Metadata::metadataValue: the namespace's struct, then
+ * each key in turn, every one but the last naming a struct; NULL when the
+ * path leads nowhere. */
+static const sharp_md_value_t *metadata_value(const matcher_t *m, const struct sharp_dynamic_metadata *md)
+{
+    const sharp_md_value_t *st = sharp_dynamic_metadata_ns(md, m->md_filter, strlen(m->md_filter));
+    const sharp_md_value_t *v = NULL;
+    for (uint32_t i = 0; i < m->md_npath; i++) {
+        if (!st || st->kind != SHARP_MD_STRUCT) return NULL;
+        v = sharp_md_struct_get(st, m->md_path[i], strlen(m->md_path[i]));
+        if (!v) return NULL;
+        st = v;
+    }
+    return v;
+}
+
 static bool matches(const matcher_t *m, const sharp_rbac_input_t *in)
 {
     switch (m->kind) {
@@ -422,6 +603,7 @@ static bool matches(const matcher_t *m, const sharp_rbac_input_t *in)
     case M_SOURCE_IP: return cidr_match(&m->cidr, in->conn_remote);
     case M_DIRECT_REMOTE_IP: return cidr_match(&m->cidr, in->direct_remote);
     case M_REMOTE_IP: return cidr_match(&m->cidr, in->remote);
+    case M_METADATA: return value_match(m->md_value, metadata_value(m, in->metadata)) != m->md_invert;
     }
     return false;
 }

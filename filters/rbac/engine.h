@@ -11,7 +11,8 @@
  * and/or/not nodes over leaves that look at the request headers (absent
  * for a connection: header and url_path leaves then see an empty header
  * map, as Envoy's network filter does), the connection's addresses, its
- * requested server name and its peer certificate. Immutable once built,
+ * requested server name, its peer certificate and the stream's dynamic
+ * metadata. Immutable once built,
  * shared by every worker. */
 #ifndef SHARP_FILTERS_RBAC_ENGINE_H
 #define SHARP_FILTERS_RBAC_ENGINE_H
@@ -45,6 +46,9 @@ typedef struct sharp_rbac_input {
     bool tls;
     const char *const *uri_sans, *const *dns_sans;
     const char *subject;
+    /* metadata: the stream's dynamic metadata (NULL: none, as for a
+     * connection) */
+    const struct sharp_dynamic_metadata *metadata;
 } sharp_rbac_input_t;
 
 /* Builds an engine from its config; `path` prefixes field names in errors.

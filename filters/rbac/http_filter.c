@@ -191,6 +191,7 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
         .uri_sans = tls ? (const char *const *)tls->peer_uri_sans : NULL,
         .dns_sans = tls ? (const char *const *)tls->peer_dns_sans : NULL,
         .subject = tls ? tls->peer_subject : NULL,
+        .metadata = si->dynamic_metadata,
     };
     const char *policy;
     if (e->shadow) {
@@ -200,6 +201,7 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
         set_md_string(si, MD_NS, c->key_result, ok ? "allowed" : "denied");
     }
     if (!e->engine) return SHARP_FILTER_CONTINUE;
+    in.metadata = si->dynamic_metadata; /* with what the shadow rules set, as in Envoy */
     bool matched;
     bool ok = sharp_rbac_engine_allowed(e->engine, &in, &policy, &matched);
     if (sharp_rbac_engine_action(e->engine) == SHARP_RBAC_LOG) {

@@ -1,5 +1,6 @@
 """Envoy's RBAC filters with the real sharp binary: envoy.filters.http.rbac
-(ALLOW/DENY by path, header, remote address, destination port; shadow rules
+(ALLOW/DENY by path, header, remote address, destination port, dynamic
+metadata set by an earlier filter; shadow rules
 only counted and in dynamic metadata; RBACPerRoute disabling or overriding;
 the 403 local reply and its response code details; PERMISSION_DENIED for a
 gRPC client; the authenticated principal of an mTLS client certificate made
@@ -266,6 +267,44 @@ def test_per_route_disable_and_override(procs, upstream):
     assert get(listen, "/echo/anything")[0] == 200
 
 
+def test_metadata_from_an_earlier_filter(procs, upstream):
+    """metadata permissions and principals read the stream's dynamic
+    metadata, here set by the header-to-metadata filter before RBAC; a
+    shadow result set before the rules is visible to them, as in Envoy."""
+    cfg = """\
+shadow_rules:
+  action: ALLOW
+  policies:
+    any: {permissions: [{any: true}], principals: [{any: true}]}
+rules:
+  action: ALLOW
+  policies:
+    tenant:
+      permissions: [{metadata: {filter: tenants, path: [{key: id}], value: {string_match: {suffix: "-prod"}}}}]
+      principals: [{not_id: {metadata: {filter: tenants, path: [{key: blocked}], value: {present_match: true}}}}]
+    shadowed:
+      permissions: [{url_path: {path: {prefix: /echo/shadowed}}}]
+      principals: [{metadata: {filter: envoy.filters.http.rbac, path: [{key: shadow_engine_result}],
+                               value: {string_match: {exact: allowed}}}}]
+"""
+    h2m = ("- name: envoy.filters.http.header_to_metadata\n  typed_config:\n"
+           "    \"@type\": type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config\n"
+           "    request_rules:\n"
+           "    - header: x-tenant\n"
+           "      on_header_present: { metadata_namespace: tenants, key: id, type: STRING }\n"
+           "    - header: x-blocked\n"
+           "      on_header_present: { metadata_namespace: tenants, key: blocked, type: STRING }\n")
+    listen, admin = free_port(), free_port()
+    y = with_rbac(bootstrap_yaml(listen, admin, {"backend": [upstream.port]}), cfg)
+    y = y.replace("          http_filters:\n", "          http_filters:\n" + indent(h2m, 10), 1)
+    run_sharp_config(procs, y, admin)
+    assert get(listen)[0] == 403
+    assert get(listen, headers={"x-tenant": "acme-prod"})[0] == 200
+    assert get(listen, headers={"x-tenant": "acme-dev"})[0] == 403
+    assert get(listen, headers={"x-tenant": "acme-prod", "x-blocked": "1"})[0] == 403
+    assert get(listen, "/echo/shadowed")[0] == 200
+
+
 def test_grpc_client_sees_permission_denied(procs, upstream):
     """A denied gRPC request: the local reply's gRPC mapping turns 403 into
     PERMISSION_DENIED with the body as grpc-message."""
@@ -491,8 +530,9 @@ def http_config(cfg):
 @pytest.mark.parametrize("cfg,msg", [
     ("rules: {policies: {p: {permissions: [], principals: [{any: true}]}}}", "permissions"),
     ("rules: {policies: {p: {permissions: [{any: true}], principals: [{}]}}}", "identifier: value is required"),
-    ("rules: {policies: {p: {permissions: [{metadata: {filter: f, path: [{key: k}], value: {present_match: true}}}],"
-     " principals: [{any: true}]}}}", "metadata is not supported by SHARP"),
+    ("rules: {policies: {p: {permissions: [{metadata: {filter: f, path: [{key: k}], value: {or_match: "
+     "{value_matchers: [{present_match: true}]}}}}], principals: [{any: true}]}}}",
+     "or_match.value_matchers: needs at least 2 items"),
     ("rules: {policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {id: 1}}}}",
      "condition is not supported by SHARP"),
     ("rules: {policies: {p: {permissions: [{destination_port_range: {start: 9, end: 9}}], "

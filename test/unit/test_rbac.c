@@ -3,7 +3,7 @@
  * and the effective policy, permissions and principals combined with
  * and/or/not, CIDR ranges of each address kind, ports and port ranges,
  * header and url_path matchers, SNI, the authenticated principal (URI SAN,
- * DNS SAN, subject), the response detail and stat name joining, and the
+ * DNS SAN, subject), metadata matchers, the response detail and stat name joining, and the
  * config checks. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +14,7 @@
 #include "config/mapper.h"
 #include "filters/rbac/engine.h"
 #include "http/headers.h"
+#include "http/metadata.h"
 #include "net.h"
 
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
@@ -377,6 +378,104 @@ static void sni_and_authenticated(void **state)
     sharp_rbac_engine_free(subject);
 }
 
+static void set_md(sharp_dynamic_metadata_t **md, const char *ns, const char *key, sharp_md_value_t *v)
+{
+    sharp_dynamic_metadata_set(md, ns, strlen(ns), key, strlen(key), v);
+}
+
+/* metadata permissions and principals: Envoy's MetadataMatcher over the
+ * stream's dynamic metadata (a path of struct keys, ValueMatcher kinds,
+ * invert); without metadata only an inverted or absent-tolerant one
+ * matches. */
+static void metadata_matchers(void **state)
+{
+    (void)state;
+    sharp_rbac_engine_t *e = must(
+        "policies:\n"
+        "  a-tenant: {permissions: [{metadata: {filter: tenants, path: [{key: id}], value: {string_match: {prefix: acme}}}}],\n"
+        "             principals: [{any: true}]}\n"
+        "  b-nested: {permissions: [{any: true}], principals: [{metadata: {filter: auth, path: [{key: claims}, {key: role}],\n"
+        "             value: {list_match: {one_of: {string_match: {exact: admin}}}}}}]}\n"
+        "  c-number: {permissions: [{metadata: {filter: m, path: [{key: num}], value: {or_match: {value_matchers:\n"
+        "             [{double_match: {range: {start: 1, end: 2}}}, {double_match: {exact: 7}}]}}}}], principals: [{any: true}]}\n"
+        "  d-flags: {permissions: [{and_rules: {rules: [{metadata: {filter: m, path: [{key: ok}], value: {bool_match: true}}},\n"
+        "            {metadata: {filter: m, path: [{key: nil}], value: {null_match: {}}}}]}}], principals: [{any: true}]}\n"
+        "  e-absent: {permissions: [{metadata: {filter: m, path: [{key: gone}], value: {present_match: true}, invert: true}}],\n"
+        "             principals: [{header: {name: x-absent, present_match: true}}]}\n");
+    sharp_rbac_engine_t *present_false = must(
+        "policies: {p: {permissions: [{metadata: {filter: m, path: [{key: gone}], value: {present_match: false}}}], "
+        "principals: [{any: true}]}}");
+    req_t r;
+    const char *p;
+    req(&r, "127.0.0.1", "127.0.0.1", 80, "/");
+    sharp_dynamic_metadata_t *md = NULL;
+    r.in.metadata = md;
+    assert_false(allowed(e, &r, &p));
+    assert_false(allowed(present_false, &r, NULL)); /* present_match false matches nothing */
+    /* a string under tenants.id */
+    sharp_md_value_t v = {0};
+    sharp_md_value_string(&v, "acme-eu", 7);
+    set_md(&md, "tenants", "id", &v);
+    r.in.metadata = md;
+    assert_true(allowed(e, &r, &p));
+    assert_string_equal(p, "a-tenant");
+    sharp_md_value_string(&v, "other", 5);
+    set_md(&md, "tenants", "id", &v);
+    assert_false(allowed(e, &r, NULL));
+    /* a list under auth.claims.role: the path walks structs */
+    sharp_md_value_t claims = {.kind = SHARP_MD_STRUCT}, roles = {.kind = SHARP_MD_LIST};
+    roles.items = sharp_calloc(2, sizeof *roles.items);
+    roles.n = roles.cap = 2;
+    sharp_md_value_string(&roles.items[0], "viewer", 6);
+    sharp_md_value_string(&roles.items[1], "admin", 5);
+    sharp_md_struct_set(&claims, "role", 4, &roles);
+    set_md(&md, "auth", "claims", &claims);
+    r.in.metadata = md;
+    assert_true(allowed(e, &r, &p));
+    assert_string_equal(p, "b-nested");
+    /* numbers: [1, 2) or exactly 7 */
+    sharp_dynamic_metadata_free(md);
+    md = NULL;
+    double nums[] = {0.5, 1, 1.99, 2, 7, 7.5};
+    bool want[] = {false, true, true, false, true, false};
+    for (size_t i = 0; i < 6; i++) {
+        sharp_md_value_t n = {.kind = SHARP_MD_NUMBER, .number = nums[i]};
+        set_md(&md, "m", "num", &n);
+        r.in.metadata = md;
+        assert_int_equal(allowed(e, &r, NULL), want[i]);
+    }
+    /* bool and null together */
+    sharp_md_value_t t = {.kind = SHARP_MD_BOOL, .b = true}, nil = {.kind = SHARP_MD_NULL};
+    sharp_md_value_t str = {0};
+    sharp_md_value_string(&str, "x", 1);
+    set_md(&md, "m", "num", &str);
+    set_md(&md, "m", "ok", &t);
+    r.in.metadata = md;
+    assert_false(allowed(e, &r, NULL));
+    set_md(&md, "m", "nil", &nil);
+    r.in.metadata = md;
+    assert_true(allowed(e, &r, &p));
+    assert_string_equal(p, "d-flags");
+    /* invert: the key is absent; a key that is not a struct ends the path */
+    sharp_dynamic_metadata_free(md);
+    md = NULL;
+    sharp_headers_add_cstr(&r.h, "x-absent", "1");
+    r.in.metadata = NULL;
+    assert_true(allowed(e, &r, &p));
+    assert_string_equal(p, "e-absent");
+    sharp_md_value_string(&str, "here", 4);
+    set_md(&md, "m", "gone", &str);
+    r.in.metadata = md;
+    assert_false(allowed(e, &r, NULL));
+    sharp_md_value_string(&str, "scalar", 6);
+    set_md(&md, "auth", "claims", &str); /* claims.role leads nowhere */
+    assert_false(allowed(e, &r, NULL));
+    sharp_dynamic_metadata_free(md);
+    sharp_headers_free(&r.h);
+    sharp_rbac_engine_free(e);
+    sharp_rbac_engine_free(present_false);
+}
+
 static void bad_configs(void **state)
 {
     (void)state;
@@ -395,9 +494,17 @@ static void bad_configs(void **state)
             "invalid ip/mask combo");
     refused("policies: {p: {permissions: [{any: true}], principals: [{source_ip: {address_prefix: nope}}]}}",
             "invalid ip/mask combo");
-    refused("policies: {p: {permissions: [{metadata: {filter: f, path: [{key: k}], value: {present_match: true}}}], "
+    refused("policies: {p: {permissions: [{metadata: {filter: f, path: [{key: k}], value: {or_match: "
+            "{value_matchers: [{bool_match: true}]}}}}], principals: [{any: true}]}}",
+            "value_matchers: value must contain at least 2 item(s)");
+    refused("policies: {p: {permissions: [{metadata: {filter: f, path: [], value: {present_match: true}}}], "
             "principals: [{any: true}]}}",
-            "metadata is not supported by SHARP");
+            "path: value must contain at least 1 item(s)");
+    refused("policies: {p: {permissions: [{any: true}], principals: [{metadata: {filter: '', path: [{key: k}], "
+            "value: {present_match: true}}}]}}",
+            "filter: value length must be at least 1 characters");
+    refused("policies: {p: {permissions: [{metadata: {filter: f, path: [{key: k}]}}], principals: [{any: true}]}}",
+            "value");
     refused("policies: {p: {permissions: [{any: true}], principals: [{filter_state: {key: k}}]}}",
             "filter_state is not supported by SHARP");
     refused("policies: {p: {permissions: [{matcher: {name: m}}], principals: [{any: true}]}}",
@@ -439,6 +546,7 @@ int main(void)
         cmocka_unit_test(ports),
         cmocka_unit_test(headers_and_paths),
         cmocka_unit_test(sni_and_authenticated),
+        cmocka_unit_test(metadata_matchers),
         cmocka_unit_test(bad_configs),
         cmocka_unit_test(details_and_stat_names),
     };
