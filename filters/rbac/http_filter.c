@@ -4,20 +4,23 @@
  * the rules (engine.c), of the most specific RBACPerRoute when the route
  * has one (whose absent `rbac` turns the filter off for the route), else
  * of the filter's config. The shadow result only counts
- * (shadow_allowed/shadow_denied) and goes into the stream's dynamic
- * metadata under envoy.filters.http.rbac: <shadow_rules_stat_prefix>
- * shadow_engine_result ("allowed"/"denied") and, when a policy matched,
- * <shadow_rules_stat_prefix>shadow_effective_policy_id. The rules decide:
- * allowed goes on, denied gets the local reply 403 "RBAC: access denied"
- * with details rbac_access_denied_matched_policy[<policy or none>] (a
- * gRPC request gets PERMISSION_DENIED from the local reply's gRPC
- * mapping). A LOG action allows every request and sets envoy.common's
- * access_log_hint to whether a policy matched. Without rules (or shadow
- * rules) that part does nothing. Stats:
+ * (shadow_allowed/shadow_denied). Both results go into the stream's
+ * dynamic metadata under envoy.filters.http.rbac once both have run:
+ * <shadow_rules_stat_prefix>shadow_engine_result ("allowed"/"denied") and
+ * <shadow_rules_stat_prefix>shadow_effective_policy_id (when a policy
+ * matched), <rules_stat_prefix>enforced_engine_result and
+ * <rules_stat_prefix>enforced_effective_policy_id (a per-route config's
+ * prefixes when it sets them). The rules decide: allowed goes on, denied
+ * gets the local reply 403 "RBAC: access denied" with details
+ * rbac_access_denied_matched_policy[<policy or none>] (a gRPC request gets
+ * PERMISSION_DENIED from the local reply's gRPC mapping). A LOG action
+ * allows every request and sets envoy.common's access_log_hint to whether
+ * a policy matched. Stats:
  * http.<stat_prefix>.rbac.<rules_stat_prefix>{allowed,denied} and
  * http.<stat_prefix>.rbac.<shadow_rules_stat_prefix>{shadow_allowed,
- * shadow_denied} (joined as Envoy's statPrefixJoin); a per-route config
- * counts in its filter's. */
+ * shadow_denied} (joined as Envoy's statPrefixJoin), with
+ * track_per_rule_stats also <that>.policy.<policy>.<counter> for the
+ * matched policy; a per-route config counts in its filter's. */
 #include "filters/rbac/filter.h"
 #include "filters/rbac/engine.h"
 #include "http/metadata.h"
@@ -40,11 +43,18 @@ typedef Envoy__Extensions__Filters__Http__Rbac__V3__RBACPerRoute rbac_route_pb_t
 
 typedef struct rbac_engines {
     sharp_rbac_engine_t *engine, *shadow; /* NULL: none */
+    /* rules_stat_prefix / shadow_rules_stat_prefix ("" when unset): they
+     * prefix the dynamic metadata keys; a per-route config's, when set,
+     * replace the filter's there (its counters stay the filter's) */
+    char *rules_prefix, *shadow_prefix;
+    bool per_rule_stats; /* track_per_rule_stats */
 } rbac_engines_t;
 
 typedef struct rbac_config {
     rbac_engines_t e;
-    char *key_policy, *key_result; /* the shadow metadata keys, with shadow_rules_stat_prefix */
+    sharp_stats_t *stats;
+    /* the per-policy counters' prefixes: <rules>.policy / <shadow rules>.policy */
+    char *policy_prefix, *shadow_policy_prefix;
     sharp_stat_id_t st_allowed, st_denied, st_shadow_allowed, st_shadow_denied;
 } rbac_config_t;
 
@@ -52,6 +62,8 @@ static void engines_free(rbac_engines_t *e)
 {
     sharp_rbac_engine_free(e->engine);
     sharp_rbac_engine_free(e->shadow);
+    free(e->rules_prefix);
+    free(e->shadow_prefix);
 }
 
 static void config_free(void *p)
@@ -59,8 +71,8 @@ static void config_free(void *p)
     rbac_config_t *c = p;
     if (!c) return;
     engines_free(&c->e);
-    free(c->key_policy);
-    free(c->key_result);
+    free(c->policy_prefix);
+    free(c->shadow_policy_prefix);
     free(c);
 }
 
@@ -76,22 +88,22 @@ static void route_config_free(void *p)
 static int engines_build(const rbac_pb_t *pb, const char *path, rbac_engines_t *out, char *err, size_t errlen)
 {
     char p[256];
-    if (pb->track_per_rule_stats) {
-        snprintf(err, errlen, "%strack_per_rule_stats: not supported by SHARP (per-policy RBAC counters)", path);
-        return -1;
-    }
+    out->rules_prefix = sharp_strdup(pb->rules_stat_prefix ? pb->rules_stat_prefix : "");
+    out->shadow_prefix = sharp_strdup(pb->shadow_rules_stat_prefix ? pb->shadow_rules_stat_prefix : "");
+    out->per_rule_stats = pb->track_per_rule_stats;
     if (pb->rules) {
         snprintf(p, sizeof p, "%srules", path);
-        if (!(out->engine = sharp_rbac_engine_create(pb->rules, p, err, errlen))) return -1;
+        if (!(out->engine = sharp_rbac_engine_create(pb->rules, p, err, errlen))) goto fail;
     }
     if (pb->shadow_rules) {
         snprintf(p, sizeof p, "%sshadow_rules", path);
-        if (!(out->shadow = sharp_rbac_engine_create(pb->shadow_rules, p, err, errlen))) {
-            engines_free(out);
-            return -1;
-        }
+        if (!(out->shadow = sharp_rbac_engine_create(pb->shadow_rules, p, err, errlen))) goto fail;
     }
     return 0;
+fail:
+    engines_free(out);
+    memset(out, 0, sizeof *out);
+    return -1;
 }
 
 static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
@@ -103,21 +115,15 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
         free(c);
         return NULL;
     }
-    const char *sp = pb->shadow_rules_stat_prefix ? pb->shadow_rules_stat_prefix : "";
-    const char *rp = pb->rules_stat_prefix ? pb->rules_stat_prefix : "";
-    size_t n = strlen(sp) + 32;
-    c->key_policy = sharp_calloc(1, n);
-    c->key_result = sharp_calloc(1, n);
-    snprintf(c->key_policy, n, "%sshadow_effective_policy_id", sp);
-    snprintf(c->key_result, n, "%sshadow_engine_result", sp);
     /* Envoy's generateStats: statPrefixJoin("http.<stat_prefix>.", "rbac."),
-     * then the rules' and shadow rules' prefixes, then the counter */
+     * then the rules' and shadow rules' prefixes, then the counter; the
+     * per-policy counters under "policy." there */
     char base[512], rules[768], shadow[768], name[1024];
     snprintf(name, sizeof name, "http.%s.", ctx->stat_prefix);
     sharp_rbac_stat_join(name, "rbac.", base, sizeof base);
-    sharp_rbac_stat_join(base, rp, rules, sizeof rules);
-    sharp_rbac_stat_join(base, sp, shadow, sizeof shadow);
-    sharp_stats_t *s = ctx->server->stats;
+    sharp_rbac_stat_join(base, c->e.rules_prefix, rules, sizeof rules);
+    sharp_rbac_stat_join(base, c->e.shadow_prefix, shadow, sizeof shadow);
+    sharp_stats_t *s = c->stats = ctx->server->stats;
     sharp_rbac_stat_join(rules, "allowed", name, sizeof name);
     c->st_allowed = sharp_stats_counterf(s, "%s", name);
     sharp_rbac_stat_join(rules, "denied", name, sizeof name);
@@ -126,11 +132,16 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     c->st_shadow_allowed = sharp_stats_counterf(s, "%s", name);
     sharp_rbac_stat_join(shadow, "shadow_denied", name, sizeof name);
     c->st_shadow_denied = sharp_stats_counterf(s, "%s", name);
+    sharp_rbac_stat_join(rules, "policy", name, sizeof name);
+    c->policy_prefix = sharp_strdup(name);
+    sharp_rbac_stat_join(shadow, "policy", name, sizeof name);
+    c->shadow_policy_prefix = sharp_strdup(name);
     return c;
 }
 
-/* RBACPerRoute: its rbac's rules and shadow rules (its other fields are
- * not read, as in Envoy); without rbac the filter is off for the route. */
+/* RBACPerRoute: its rbac's rules and shadow rules, its stat prefixes (for
+ * the dynamic metadata keys) and track_per_rule_stats; without rbac the
+ * filter does nothing for the route. */
 static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t errlen)
 {
     const rbac_route_pb_t *pb = (const rbac_route_pb_t *)msg;
@@ -161,11 +172,21 @@ static bool parse_addr(const char *text, struct sockaddr_storage *ss)
     return sharp_addr_parse(ip, (uint32_t)strtoul(colon + 1, NULL, 10), ss, &len) == 0;
 }
 
-static void set_md_string(sharp_stream_info_t *si, const char *ns, const char *key, const char *val)
+static void md_put(sharp_md_value_t *st, const char *prefix, const char *key, const char *val)
 {
+    char k[512];
+    snprintf(k, sizeof k, "%s%s", prefix, key);
     sharp_md_value_t v = {0};
     sharp_md_value_string(&v, val, strlen(val));
-    sharp_dynamic_metadata_set(&si->dynamic_metadata, ns, strlen(ns), key, strlen(key), &v);
+    sharp_md_struct_set(st, k, strlen(k), &v);
+}
+
+/* Envoy's incPolicy*: <prefix>.<policy>.<suffix>, registered on first use. */
+static void count_policy(sharp_filter_t *f, const char *prefix, const char *policy, const char *suffix)
+{
+    const rbac_config_t *c = f->config;
+    sharp_counter_inc(sharp_stream_worker(f->stream)->stats,
+                      sharp_stats_counterf(c->stats, "%s.%s.%s", prefix, policy, suffix));
 }
 
 static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
@@ -175,6 +196,9 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
     const rbac_engines_t *rc = sharp_stream_route_config(f);
     const rbac_engines_t *e = rc ? rc : &c->e;
     if (!e->engine && !e->shadow) return SHARP_FILTER_CONTINUE;
+    /* the metadata keys' prefixes: a per-route config's when it sets them */
+    const char *rules_prefix = rc && rc->rules_prefix[0] ? rc->rules_prefix : c->e.rules_prefix;
+    const char *shadow_prefix = rc && rc->shadow_prefix[0] ? rc->shadow_prefix : c->e.shadow_prefix;
     sharp_stream_info_t *si = sharp_stream_info(f->stream);
     sharp_stats_shard_t *sh = sharp_stream_worker(f->stream)->stats;
     struct sockaddr_storage remote;
@@ -193,28 +217,38 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
         .subject = tls ? tls->peer_subject : NULL,
         .metadata = si->dynamic_metadata,
     };
+    /* the results go into envoy.filters.http.rbac together, once both
+     * engines have run (the rules do not see the shadow result) */
+    sharp_md_value_t md = {.kind = SHARP_MD_STRUCT};
     const char *policy;
     if (e->shadow) {
         bool ok = sharp_rbac_engine_allowed(e->shadow, &in, &policy, NULL);
         sharp_counter_inc(sh, ok ? c->st_shadow_allowed : c->st_shadow_denied);
-        if (policy) set_md_string(si, MD_NS, c->key_policy, policy);
-        set_md_string(si, MD_NS, c->key_result, ok ? "allowed" : "denied");
+        if (policy && e->per_rule_stats)
+            count_policy(f, c->shadow_policy_prefix, policy, ok ? "shadow_allowed" : "shadow_denied");
+        if (policy) md_put(&md, shadow_prefix, "shadow_effective_policy_id", policy);
+        md_put(&md, shadow_prefix, "shadow_engine_result", ok ? "allowed" : "denied");
     }
-    if (!e->engine) return SHARP_FILTER_CONTINUE;
-    in.metadata = si->dynamic_metadata; /* with what the shadow rules set, as in Envoy */
-    bool matched;
-    bool ok = sharp_rbac_engine_allowed(e->engine, &in, &policy, &matched);
-    if (sharp_rbac_engine_action(e->engine) == SHARP_RBAC_LOG) {
-        sharp_md_value_t v = {.kind = SHARP_MD_BOOL, .b = matched};
-        sharp_dynamic_metadata_set(&si->dynamic_metadata, "envoy.common", 12, "access_log_hint", 15, &v);
+    bool ok = true;
+    if (e->engine) {
+        bool matched;
+        ok = sharp_rbac_engine_allowed(e->engine, &in, &policy, &matched);
+        if (sharp_rbac_engine_action(e->engine) == SHARP_RBAC_LOG) {
+            sharp_md_value_t v = {.kind = SHARP_MD_BOOL, .b = matched};
+            sharp_dynamic_metadata_set(&si->dynamic_metadata, "envoy.common", 12, "access_log_hint", 15, &v);
+        }
+        sharp_counter_inc(sh, ok ? c->st_allowed : c->st_denied);
+        if (policy && e->per_rule_stats) count_policy(f, c->policy_prefix, policy, ok ? "allowed" : "denied");
+        if (policy) md_put(&md, rules_prefix, "enforced_effective_policy_id", policy);
+        md_put(&md, rules_prefix, "enforced_engine_result", ok ? "allowed" : "denied");
     }
-    if (ok) {
-        sharp_counter_inc(sh, c->st_allowed);
-        return SHARP_FILTER_CONTINUE;
-    }
+    for (uint32_t i = 0; i < md.n; i++)
+        sharp_dynamic_metadata_set(&si->dynamic_metadata, MD_NS, strlen(MD_NS), md.keys[i], strlen(md.keys[i]),
+                                   &md.items[i]);
+    sharp_md_value_clear(&md);
+    if (ok) return SHARP_FILTER_CONTINUE;
     char details[512];
     sharp_rbac_response_detail(policy, details, sizeof details);
-    sharp_counter_inc(sh, c->st_denied);
     sharp_stream_send_local_reply(f, 403, "RBAC: access denied", 0, details);
     return SHARP_FILTER_STOP;
 }

@@ -228,6 +228,64 @@ rules:
     assert sorted(log_lines(log, 2)) == ["200 false", "200 true"]
 
 
+def test_enforced_metadata_and_per_rule_stats(procs, upstream):
+    """The enforced result and policy go into envoy.filters.http.rbac too,
+    under rules_stat_prefix; track_per_rule_stats counts the matched
+    policy under <prefix>.policy.<name>; a per-route config's prefixes
+    rename the metadata keys only, its track_per_rule_stats applies on its
+    route."""
+    cfg = """\
+rules_stat_prefix: "r_"
+track_per_rule_stats: true
+rules:
+  action: DENY
+  policies:
+    "no.admin":
+      permissions: [{url_path: {path: {prefix: /echo/admin}}}]
+      principals: [{any: true}]
+shadow_rules_stat_prefix: "s_"
+shadow_rules:
+  action: ALLOW
+  policies:
+    everyone:
+      permissions: [{any: true}]
+      principals: [{any: true}]
+"""
+    routes = f"""\
+- match: {{ prefix: "/echo/route" }}
+  route: {{ cluster: backend }}
+  typed_per_filter_config:
+    envoy.filters.http.rbac:
+      "@type": {RBAC_ROUTE}
+      rbac:
+        rules_stat_prefix: "route_"
+        rules:
+          action: ALLOW
+          policies:
+            route-policy: {{permissions: [{{any: true}}], principals: [{{any: true}}]}}
+- match: {{ prefix: "/" }}
+  route: {{ cluster: backend }}
+"""
+    p = start(procs, upstream, cfg, routes=routes)
+    assert get(p.listen, "/echo/a")[0] == 200
+    assert get(p.listen, "/echo/admin")[0] == 403
+    assert get(p.listen, "/echo/route")[0] == 200
+    base = "http.ingress_http.rbac."
+    assert stat(p.admin, base + "r_.allowed") == 2 and stat(p.admin, base + "r_.denied") == 1
+    assert stat(p.admin, base + "r_.policy.no.admin.denied") == 1
+    assert stat(p.admin, base + "s_.policy.everyone.shadow_allowed") == 2
+    assert stat(p.admin, base + "r_.policy.route-policy.allowed") is None  # the route does not track
+    lines = log_lines(p.log, 3)
+    mds = {ln.split(" ", 1)[0] + ("-route" if "route_" in ln else ""): json.loads(ln.split(" ", 2)[2])
+           for ln in lines}
+    assert mds["403"] == {"r_enforced_effective_policy_id": "no.admin", "r_enforced_engine_result": "denied",
+                          "s_shadow_effective_policy_id": "everyone", "s_shadow_engine_result": "allowed"}, mds
+    assert mds["200"] == {"r_enforced_engine_result": "allowed", "s_shadow_effective_policy_id": "everyone",
+                          "s_shadow_engine_result": "allowed"}, mds
+    assert mds["200-route"] == {"route_enforced_effective_policy_id": "route-policy",
+                                "route_enforced_engine_result": "allowed"}, mds
+
+
 def test_per_route_disable_and_override(procs, upstream):
     """RBACPerRoute without rbac turns the filter off for its route; with
     rbac its rules replace the filter's (counted in the filter's stats); a
@@ -269,8 +327,9 @@ def test_per_route_disable_and_override(procs, upstream):
 
 def test_metadata_from_an_earlier_filter(procs, upstream):
     """metadata permissions and principals read the stream's dynamic
-    metadata, here set by the header-to-metadata filter before RBAC; a
-    shadow result set before the rules is visible to them, as in Envoy."""
+    metadata, here set by the header-to-metadata filter before RBAC; the
+    shadow result goes into the metadata after the rules ran, so they do
+    not see it (as in Envoy)."""
     cfg = """\
 shadow_rules:
   action: ALLOW
@@ -302,7 +361,7 @@ rules:
     assert get(listen, headers={"x-tenant": "acme-prod"})[0] == 200
     assert get(listen, headers={"x-tenant": "acme-dev"})[0] == 403
     assert get(listen, headers={"x-tenant": "acme-prod", "x-blocked": "1"})[0] == 403
-    assert get(listen, "/echo/shadowed")[0] == 200
+    assert get(listen, "/echo/shadowed")[0] == 403
 
 
 def test_grpc_client_sees_permission_denied(procs, upstream):
@@ -540,7 +599,6 @@ def http_config(cfg):
     ("rules: {policies: {p: {permissions: [{any: true}], principals: [{remote_ip: {address_prefix: 300.1.1.1}}]}}}",
      "invalid ip/mask combo"),
     ("matcher: {matcher_list: {}}", "matcher is not supported by SHARP"),
-    ("track_per_rule_stats: true", "track_per_rule_stats"),
     ("rules: {audit_logging_options: {audit_condition: ON_DENY}}", "audit_logging_options"),
 ])
 def test_refused_http_configs(cfg, msg):
