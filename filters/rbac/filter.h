@@ -21,8 +21,12 @@ void sharp_net_rbac_free(sharp_net_rbac_t *r);
 /* Envoy's onData for data that arrived on the connection (`first`: the
  * first data of the connection): false when the connection is denied and
  * must be closed. ONE_TIME_ON_FIRST_BYTE checks only the first data (a
- * connection still open was allowed), CONTINUOUS checks every data. */
-bool sharp_net_rbac_on_data(const sharp_net_rbac_t *r, sharp_stats_shard_t *sh, const sharp_rbac_input_t *in,
-                            bool first);
+ * connection still open was allowed), CONTINUOUS checks every data. `md`:
+ * the connection's dynamic metadata, which gets the shadow result (NULL:
+ * the connection has none); in->metadata then points at it for the rules,
+ * as Envoy's rules see the shadow result there. */
+struct sharp_dynamic_metadata;
+bool sharp_net_rbac_on_data(const sharp_net_rbac_t *r, sharp_stats_shard_t *sh, sharp_rbac_input_t *in,
+                            struct sharp_dynamic_metadata **md, bool first);
 
 #endif

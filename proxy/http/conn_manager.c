@@ -431,8 +431,12 @@ bool sharp_conn_net_rbac_allows(sharp_conn_t *c)
         .dns_sans = tls ? (const char *const *)tls->peer_dns_sans : NULL,
         .subject = tls ? tls->peer_subject : NULL,
     };
+    /* a TCP proxy connection's metadata is its access log's */
+    sharp_stream_info_t *si = sharp_tcp_proxy_info(c);
+    in.metadata = si ? si->dynamic_metadata : NULL;
     for (uint32_t i = 0; i < h->nnet_rbac; i++) {
-        if (sharp_net_rbac_on_data(h->net_rbac[i], STATS(c), &in, first)) continue;
+        if (sharp_net_rbac_on_data(h->net_rbac[i], STATS(c), &in, si ? &si->dynamic_metadata : NULL, first))
+            continue;
         sharp_debug(connection, "[C%llu] closing: denied by the network RBAC filter", c->id);
         sharp_conn_close(c);
         return false;

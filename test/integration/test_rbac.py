@@ -438,18 +438,19 @@ def net_rbac(cfg, stat_prefix="tcp."):
             f"          stat_prefix: {stat_prefix}\n" + indent(cfg, 10))
 
 
-def tcp_chain(rbac_filters):
+def tcp_chain(rbac_filters, tp_extra=""):
     return ("    - filters:\n" + rbac_filters + "      - name: envoy.filters.network.tcp_proxy\n"
             "        typed_config:\n"
             "          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
-            "          stat_prefix: tp\n          cluster: backend\n")
+            "          stat_prefix: tp\n          cluster: backend\n" + indent(tp_extra, 10))
 
 
-def start_tcp(procs, servers, rbac_filters):  # noqa: F811
+def start_tcp(procs, servers, rbac_filters, tp_extra=""):  # noqa: F811
     echo = server(servers)
     p = P()
     p.listen, p.admin = free_port(), free_port()
-    y = tcp_bootstrap(p.listen, p.admin, cluster_yaml("backend", [echo.port]), chains=tcp_chain(rbac_filters))
+    y = tcp_bootstrap(p.listen, p.admin, cluster_yaml("backend", [echo.port]),
+                      chains=tcp_chain(rbac_filters, tp_extra))
     run_sharp_config(procs, y, p.admin)
     p.echo = echo
     return p
@@ -495,9 +496,10 @@ def test_network_rbac_before_tcp_proxy(procs, servers):  # noqa: F811
     assert p.echo.received == 15
 
 
-def test_network_rbac_continuous_and_shadow(procs, servers):  # noqa: F811
+def test_network_rbac_continuous_and_shadow(procs, servers, tmp_path):  # noqa: F811
     """CONTINUOUS checks every data; shadow rules are counted under their
-    prefix; a header permission never matches a connection."""
+    prefix and their result is in the TCP proxy's dynamic metadata, where
+    the rules see it; a header permission never matches a connection."""
     cfg = """\
 enforcement_type: CONTINUOUS
 shadow_rules_stat_prefix: shadow_
@@ -512,9 +514,18 @@ rules:
   policies:
     loopback:
       permissions: [{any: true}]
-      principals: [{remote_ip: {address_prefix: 127.0.0.0, prefix_len: 8}}]
+      principals: [{and_ids: {ids: [
+        {remote_ip: {address_prefix: 127.0.0.0, prefix_len: 8}},
+        {metadata: {filter: envoy.filters.network.rbac, path: [{key: shadow_shadow_engine_result}],
+                    value: {string_match: {exact: denied}}}}]}}]
 """
-    p = start_tcp(procs, servers, net_rbac(cfg, stat_prefix="net"))
+    log = tmp_path / "tcp.log"
+    al = (f"access_log:\n- name: envoy.access_loggers.file\n  typed_config:\n"
+          f"    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n"
+          f"    path: {log}\n"
+          f"    log_format: {{ text_format_source: {{ inline_string: "
+          f"\"%DYNAMIC_METADATA(envoy.filters.network.rbac)%\\n\" }} }}\n")
+    p = start_tcp(procs, servers, net_rbac(cfg, stat_prefix="net"), tp_extra=al)
     s = connect(p.listen)
     for i in range(3):
         s.sendall(b"x%d" % i)
@@ -523,6 +534,8 @@ rules:
     assert stat(p.admin, "net.rbac.allowed") == 3
     assert stat(p.admin, "net.rbac.shadow_.shadow_denied") == 3
     assert stat(p.admin, "net.rbac.shadow_.shadow_allowed") == 0
+    line = log_lines(str(log), 1)[0]
+    assert json.loads(line) == {"shadow_shadow_engine_result": "denied"}, line
 
 
 def test_network_rbac_before_http(procs, upstream):
