@@ -11,9 +11,8 @@
  * and/or/not nodes over leaves that look at the request headers (absent
  * for a connection: header and url_path leaves then see an empty header
  * map, as Envoy's network filter does), the connection's addresses, its
- * requested server name, its peer certificate and the stream's dynamic
- * metadata. Immutable once built,
- * shared by every worker. */
+ * requested server name, its peer certificate and the dynamic metadata.
+ * Immutable once built, shared by every worker. */
 #ifndef SHARP_FILTERS_RBAC_ENGINE_H
 #define SHARP_FILTERS_RBAC_ENGINE_H
 
@@ -46,16 +45,15 @@ typedef struct sharp_rbac_input {
     bool tls;
     const char *const *uri_sans, *const *dns_sans;
     const char *subject;
-    /* metadata: the stream's dynamic metadata (NULL: none, as for a
-     * connection) */
+    /* metadata: the stream's, or a TCP proxy connection's, dynamic
+     * metadata (NULL: none) */
     const struct sharp_dynamic_metadata *metadata;
 } sharp_rbac_input_t;
 
 /* Builds an engine from its config; `path` prefixes field names in errors.
- * `http`: the HTTP filter's (the network filter refuses nothing more, the
- * header and url_path leaves just never match there, as in Envoy). Fields
- * SHARP does not implement are refused by name. NULL and err on a bad
- * config. */
+ * Both filters take the same leaves (in the network filter header and
+ * url_path just never match, as in Envoy). Fields SHARP does not implement
+ * are refused by name. NULL and err on a bad config. */
 sharp_rbac_engine_t *sharp_rbac_engine_create(const struct Envoy__Config__Rbac__V3__RBAC *pb, const char *path,
                                               char *err, size_t errlen);
 void sharp_rbac_engine_free(sharp_rbac_engine_t *e);
