@@ -47,6 +47,8 @@
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
+#include "filters/rbac/filter.h"
 #include "envoy/config/trace/v3/opentelemetry.pb-c.h"
 #include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
@@ -66,6 +68,7 @@ typedef Envoy__Config__Cluster__V3__Cluster cluster_pb_t;
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+#define NET_RBAC_TYPE "envoy.extensions.filters.network.rbac.v3.RBAC"
 typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy tcp_proxy_pb_t;
 
 typedef struct build_ctx {
@@ -1224,6 +1227,28 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
     return h;
 }
 
+static void net_rbacs_free(sharp_net_rbac_t **r, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) sharp_net_rbac_free(r[i]);
+    free(r);
+}
+
+/* The chain's network RBAC filters go with its terminal filter's config. */
+static int attach_net_rbacs(sharp_hcm_config_t *h, sharp_net_rbac_t **r, uint32_t n)
+{
+    if (!h) {
+        net_rbacs_free(r, n);
+        return -1;
+    }
+    if (n) {
+        h->net_rbac = (struct sharp_net_rbac **)r;
+        h->nnet_rbac = n;
+    } else {
+        free(r);
+    }
+    return 0;
+}
+
 /* One filter chain: plaintext or TLS transport, one network filter (the
  * HCM or the TCP proxy). */
 static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3__FilterChain *fc, const char *path,
@@ -1243,35 +1268,84 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
         return fail(b, p, "transport socket '%s' is not supported by SHARP on listeners (raw_buffer, or tls with a "
                     "DownstreamTlsContext)", fc->transport_socket->name);
     }
-    if (fc->n_filters != 1)
-        return fail(b, path, "the filter chain must hold exactly one filter: envoy.filters.network.http_connection_manager "
-                    "or envoy.filters.network.tcp_proxy");
-    const Envoy__Config__Listener__V3__Filter *f = fc->filters[0];
-    snprintf(p, sizeof p, "%s.filters[0]", path);
-    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
+    if (fc->n_filters == 0)
+        return fail(b, path, "the filter chain must end with envoy.filters.network.http_connection_manager or "
+                    "envoy.filters.network.tcp_proxy");
+    /* envoy.filters.network.rbac filters may come before the terminal one */
+    sharp_net_rbac_t **rbacs = fc->n_filters > 1 ? sharp_calloc(fc->n_filters - 1, sizeof *rbacs) : NULL;
+    uint32_t nrbacs = 0;
+    for (size_t i = 0; i + 1 < fc->n_filters; i++) {
+        const Envoy__Config__Listener__V3__Filter *rf = fc->filters[i];
+        snprintf(p, sizeof p, "%s.filters[%zu]", path, i);
+        const char *rt = NULL;
+        if (rf->config_type_case == ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+            const char *sl = strrchr(rf->typed_config->type_url, '/');
+            rt = sl ? sl + 1 : rf->typed_config->type_url;
+        }
+        if (!rt || strcmp(rt, NET_RBAC_TYPE) != 0) {
+            net_rbacs_free(rbacs, nrbacs);
+            if (rt && (!strcmp(rt, HCM_TYPE) || !strcmp(rt, TCP_PROXY_TYPE)))
+                return fail(b, p, "network filter '%s' is terminal: it must be the last filter of the chain", rf->name);
+            return fail(b, p, "network filter '%s' (%s) is not supported: only %s before the last filter (%s or %s)",
+                        rf->name, rt ? rt : "no typed_config", NET_RBAC_TYPE, HCM_TYPE, TCP_PROXY_TYPE);
+        }
+        sharp_config_error_t re = {{0}};
+        ProtobufCMessage *rm = sharp_any_unpack(&rf->typed_config->base,
+            &envoy__extensions__filters__network__rbac__v3__rbac__descriptor, &re);
+        if (!rm) {
+            net_rbacs_free(rbacs, nrbacs);
+            return fail(b, p, "typed_config: %s", re.msg);
+        }
+        char rerr[1024];
+        rbacs[nrbacs] = sharp_net_rbac_create((const Envoy__Extensions__Filters__Network__Rbac__V3__RBAC *)rm,
+                                              b->srv->stats, "typed_config", rerr, sizeof rerr);
+        protobuf_c_message_free_unpacked(rm, NULL);
+        if (!rbacs[nrbacs]) {
+            net_rbacs_free(rbacs, nrbacs);
+            return fail(b, p, "%s", rerr);
+        }
+        nrbacs++;
+    }
+    size_t last = fc->n_filters - 1;
+    const Envoy__Config__Listener__V3__Filter *f = fc->filters[last];
+    snprintf(p, sizeof p, "%s.filters[%zu]", path, last);
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+        net_rbacs_free(rbacs, nrbacs);
         return fail(b, p, "typed_config is required");
+    }
     const char *slash = strrchr(f->typed_config->type_url, '/');
     const char *t = slash ? slash + 1 : f->typed_config->type_url;
     sharp_config_error_t e = {{0}};
     if (strcmp(t, TCP_PROXY_TYPE) == 0) {
         ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base,
             &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, &e);
-        if (!m) return fail(b, p, "typed_config: %s", e.msg);
-        snprintf(p, sizeof p, "%s.filters[0].typed_config", path);
+        if (!m) {
+            net_rbacs_free(rbacs, nrbacs);
+            return fail(b, p, "typed_config: %s", e.msg);
+        }
+        snprintf(p, sizeof p, "%s.filters[%zu].typed_config", path, last);
         out->hcm = build_tcp_proxy(b, (const tcp_proxy_pb_t *)m, p);
         protobuf_c_message_free_unpacked(m, NULL);
-        return out->hcm ? 0 : -1;
+        return attach_net_rbacs(out->hcm, rbacs, nrbacs);
     }
-    if (strcmp(t, HCM_TYPE) != 0)
-        return fail(b, p, "network filter '%s' (%s) is not supported: only %s and %s", f->name, t, HCM_TYPE,
-                    TCP_PROXY_TYPE);
+    if (strcmp(t, HCM_TYPE) != 0) {
+        net_rbacs_free(rbacs, nrbacs);
+        if (!strcmp(t, NET_RBAC_TYPE))
+            return fail(b, p, "network filter '%s' is not terminal: the chain must end with %s or %s", f->name,
+                        HCM_TYPE, TCP_PROXY_TYPE);
+        return fail(b, p, "network filter '%s' (%s) is not supported: only %s and %s (with %s before them)", f->name,
+                    t, HCM_TYPE, TCP_PROXY_TYPE, NET_RBAC_TYPE);
+    }
     ProtobufCMessage *m = sharp_any_unpack(&f->typed_config->base,
         &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor, &e);
-    if (!m) return fail(b, p, "typed_config: %s", e.msg);
-    snprintf(p, sizeof p, "%s.filters[0].typed_config", path);
+    if (!m) {
+        net_rbacs_free(rbacs, nrbacs);
+        return fail(b, p, "typed_config: %s", e.msg);
+    }
+    snprintf(p, sizeof p, "%s.filters[%zu].typed_config", path, last);
     out->hcm = build_hcm(b, (const hcm_pb_t *)m, p);
     protobuf_c_message_free_unpacked(m, NULL);
-    return out->hcm ? 0 : -1;
+    return attach_net_rbacs(out->hcm, rbacs, nrbacs);
 }
 
 #define TLS_INSPECTOR "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"

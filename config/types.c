@@ -23,6 +23,8 @@
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/ext_authz/v3/ext_authz.pb-c.h"
 #include "envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata.pb-c.h"
+#include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
+#include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/compression/brotli/compressor/v3/brotli.pb-c.h"
 #include "envoy/extensions/compression/gzip/compressor/v3/gzip.pb-c.h"
 #include "envoy/extensions/compression/zstd/compressor/v3/zstd.pb-c.h"
@@ -81,6 +83,10 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,
         /* also its per-route config (the same message) */
         &envoy__extensions__filters__http__header_to_metadata__v3__config__descriptor,
+        /* RBAC: the HTTP filter and its per-route config, the network filter */
+        &envoy__extensions__filters__http__rbac__v3__rbac__descriptor,
+        &envoy__extensions__filters__http__rbac__v3__rbacper_route__descriptor,
+        &envoy__extensions__filters__network__rbac__v3__rbac__descriptor,
         /* typed_per_filter_config: the compressor's per-route config and
          * the generic wrapper of any filter's */
         &envoy__extensions__filters__http__compressor__v3__compressor_per_route__descriptor,

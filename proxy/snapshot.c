@@ -8,6 +8,7 @@
 #include "tls/context.h"
 #include "tls/sds.h"
 #include "listen_socket.h"
+#include "filters/rbac/filter.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
 {
@@ -24,6 +25,8 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
         free(h->filters[i].name);
     }
     free(h->filters);
+    for (uint32_t i = 0; i < h->nnet_rbac; i++) sharp_net_rbac_free(h->net_rbac[i]);
+    free(h->net_rbac);
     for (uint32_t i = 0; i < h->naccess_logs; i++) sharp_access_log_free(h->access_logs[i]);
     free(h->access_logs);
     if (h->routes) sharp_route_table_free(h->routes);

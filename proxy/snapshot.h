@@ -158,6 +158,11 @@ typedef struct sharp_hcm_config {
      * byte and connection counters the TCP proxy's; the connection-level
      * HTTP stats are not kept. NULL for an HTTP connection manager. */
     sharp_tcp_proxy_config_t *tcp_proxy;
+    /* the envoy.filters.network.rbac filters before it, in chain order
+     * (filters/rbac/filter.h): data reaches the codec or the TCP proxy only
+     * once they allow the connection */
+    struct sharp_net_rbac **net_rbac;
+    uint32_t nnet_rbac;
 } sharp_hcm_config_t;
 
 /* Where a listener, or one filter chain of it, is in a listener update
@@ -170,9 +175,10 @@ typedef enum {
     SHARP_DRAIN_CLOSING,  /* the drain time has passed: what is left is closed */
 } sharp_drain_state_t;
 
-/* One of a listener's filter chains: its match criteria and its (only)
+/* One of a listener's filter chains: its match criteria and its terminal
  * network filter, the HTTP connection manager or the TCP proxy (hcm then
- * holds the TCP proxy's connection settings, hcm->tcp_proxy set). Reference counted: an
+ * holds the TCP proxy's connection settings, hcm->tcp_proxy set; network
+ * RBAC filters before it are in hcm->net_rbac). Reference counted: an
  * in-place listener update (LDS) hands an unchanged chain, with its
  * connections, to the listener's new version. */
 typedef struct sharp_filter_chain_config {

@@ -167,6 +167,7 @@ struct sharp_conn {
     bool half_closed_done; /* ...and has left */
     /* filters' connection-lifetime data (sharp_stream_connection_data) */
     struct sharp_conn_data *filter_data;
+    bool net_rbac_checked; /* the network RBAC filters saw the first data */
 };
 
 #define SHARP_CONN_STATS(c) ((c)->worker->stats)
@@ -211,6 +212,11 @@ void sharp_conn_defer_flush(sharp_conn_t *c);
 void sharp_conn_cancel_flush(sharp_conn_t *c);
 
 /* ---- what the TLS transport (proxy/tls/downstream.c) calls ---- */
+
+/* Data arrived for the codec: the chain's network RBAC filters check the
+ * connection first (filters/rbac/network.c). False when one denied it: the
+ * connection is closed and the data dropped. */
+bool sharp_conn_net_rbac_allows(sharp_conn_t *c);
 
 /* Installs the codec of the HCM's codec_type; AUTO takes HTTP/2 for an
  * ALPN of "h2", HTTP/1 for any other ALPN, and sniffs the first bytes

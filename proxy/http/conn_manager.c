@@ -22,6 +22,7 @@
 #include "tls/context.h"
 #include "tls/downstream.h"
 #include "listener_inspect.h"
+#include "filters/rbac/filter.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -405,10 +406,42 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0 && !c->closing) {
         sharp_counter_add(STATS(c), HCM(c)->st.rx_bytes_total, (uint64_t)nread);
         if (c->tls) sharp_conn_tls_read(c, buf->base, (size_t)nread); /* TLS: plaintext reaches dispatch */
-        else c->codec->dispatch(c, buf->base, (size_t)nread);
+        else if (sharp_conn_net_rbac_allows(c)) c->codec->dispatch(c, buf->base, (size_t)nread);
     } else if (nread < 0 && !c->closing) {
         sharp_conn_remote_closed(c, nread);
     }
+}
+
+bool sharp_conn_net_rbac_allows(sharp_conn_t *c)
+{
+    const sharp_hcm_config_t *h = HCM(c);
+    if (!h->nnet_rbac) return true;
+    bool first = !c->net_rbac_checked;
+    c->net_rbac_checked = true;
+    const sharp_downstream_tls_info_t *tls = sharp_conn_tls_info(c);
+    const struct sockaddr *peer = c->remote_ss.ss_family ? (const struct sockaddr *)&c->remote_ss : NULL;
+    sharp_rbac_input_t in = {
+        .conn_remote = peer,
+        .direct_remote = peer,
+        .remote = peer,
+        .local = c->have_local ? (const struct sockaddr *)&c->local_ss : NULL,
+        .sni = tls ? tls->sni : c->inspected_sni,
+        .tls = tls != NULL,
+        .uri_sans = tls ? (const char *const *)tls->peer_uri_sans : NULL,
+        .dns_sans = tls ? (const char *const *)tls->peer_dns_sans : NULL,
+        .subject = tls ? tls->peer_subject : NULL,
+    };
+    /* a TCP proxy connection's metadata is its access log's */
+    sharp_stream_info_t *si = sharp_tcp_proxy_info(c);
+    in.metadata = si ? si->dynamic_metadata : NULL;
+    for (uint32_t i = 0; i < h->nnet_rbac; i++) {
+        if (sharp_net_rbac_on_data(h->net_rbac[i], STATS(c), &in, si ? &si->dynamic_metadata : NULL, first))
+            continue;
+        sharp_debug(connection, "[C%llu] closing: denied by the network RBAC filter", c->id);
+        sharp_conn_close(c);
+        return false;
+    }
+    return true;
 }
 
 void sharp_conn_remote_closed(sharp_conn_t *c, ssize_t err)

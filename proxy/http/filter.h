@@ -193,6 +193,13 @@ const struct sharp_hcm_config *sharp_stream_hcm(sharp_stream_t *s);
  * route, its virtual host, the route table), found by f's config name and
  * made by f's factory; NULL when none. */
 const void *sharp_stream_route_config(sharp_filter_t *f);
+/* The downstream connection's peer address and the accepted socket's own
+ * address (NULL when unknown). The trusted client address (Envoy's
+ * downstream remote address, from x-forwarded-for) is the stream info's
+ * downstream_remote_address. */
+struct sockaddr;
+const struct sockaddr *sharp_stream_downstream_peer(sharp_stream_t *s);
+const struct sockaddr *sharp_stream_downstream_local(sharp_stream_t *s);
 /* The stream's filter chain, in chain order (filters that work together
  * within one stream, such as several compressors, find each other here). */
 uint32_t sharp_stream_nfilters(sharp_stream_t *s);

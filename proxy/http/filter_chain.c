@@ -125,6 +125,14 @@ const void *sharp_stream_route_config(sharp_filter_t *f)
     if (!s->route) return NULL;
     return sharp_route_filter_config(s->routes, s->vhost, s->route, s->route_wc, f->name, f->factory);
 }
+const struct sockaddr *sharp_stream_downstream_peer(sharp_stream_t *s)
+{
+    return s->conn && s->conn->remote_ss.ss_family ? (const struct sockaddr *)&s->conn->remote_ss : NULL;
+}
+const struct sockaddr *sharp_stream_downstream_local(sharp_stream_t *s)
+{
+    return s->conn && s->conn->have_local ? (const struct sockaddr *)&s->conn->local_ss : NULL;
+}
 uint32_t sharp_stream_nfilters(sharp_stream_t *s)
 {
     return s->nfilters;

@@ -55,6 +55,9 @@ typedef struct sharp_downstream_tls_info {
     const char *cipher;  /* "TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256" */
     const char *sni;
     char *peer_uri_san, *peer_subject, *local_subject;
+    /* every URI and DNS subjectAltName of the peer's certificate,
+     * NULL-terminated (NULL: none), for RBAC's authenticated principal */
+    char **peer_uri_sans, **peer_dns_sans;
     bool peer_cert; /* the client presented a certificate (mutual TLS) */
     char *xfcc;     /* this connection's x-forwarded-client-cert element, when the HCM adds one */
 } sharp_downstream_tls_info_t;

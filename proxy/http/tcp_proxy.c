@@ -28,6 +28,7 @@
  * (HTTP/2: 200); any other answer, or a reset before it, is a failed
  * connect attempt. */
 #include "http/tcp_proxy.h"
+#include "http/metadata.h"
 #include "http/access_log_emit.h"
 #include "http/access_log.h"
 #include "http/conn_internal.h"
@@ -563,6 +564,7 @@ static void tp_release(sharp_conn_t *c)
     if (t->info.upstream_tls) sharp_tls_conn_free((struct sharp_tls_conn *)t->info.upstream_tls);
     if (t->cluster) sharp_cluster_unref(t->cluster);
     sharp_sbuf_free(&t->early);
+    sharp_dynamic_metadata_free(t->info.dynamic_metadata);
     free(t);
     c->tcp_session = NULL;
 }
@@ -586,6 +588,11 @@ const sharp_server_codec_t sharp_tcp_proxy_codec = {
 };
 
 /* ---- what the connection manager calls ---- */
+
+sharp_stream_info_t *sharp_tcp_proxy_info(sharp_conn_t *c)
+{
+    return c->tcp_session ? &c->tcp_session->info : NULL;
+}
 
 void sharp_tcp_proxy_begin(sharp_conn_t *c)
 {

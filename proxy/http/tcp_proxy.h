@@ -21,5 +21,9 @@ void sharp_tcp_proxy_downstream_watermark(struct sharp_conn *c, bool above);
 /* Closes the connection when its upstream host failed its health checks
  * since it connected and the cluster has close_connections_on_host_health_failure. */
 void sharp_tcp_proxy_check_host(struct sharp_conn *c);
+/* The connection's stream info (its access log's, with the dynamic
+ * metadata network filters set), NULL before the TCP proxy took it over. */
+struct sharp_stream_info;
+struct sharp_stream_info *sharp_tcp_proxy_info(struct sharp_conn *c);
 
 #endif

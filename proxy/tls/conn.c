@@ -408,6 +408,33 @@ char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c)
     return out;
 }
 
+char **sharp_tls_conn_peer_sans(const sharp_tls_conn_t *c, int type)
+{
+    X509 *x = SSL_get0_peer_certificate(c->ssl);
+    GENERAL_NAMES *sans = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+    char **out = NULL;
+    size_t n = 0;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != type) continue;
+        const ASN1_STRING *as = type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+        int len = ASN1_STRING_length(as);
+        out = sharp_realloc(out, (n + 2) * sizeof *out);
+        out[n] = sharp_realloc(NULL, (size_t)len + 1);
+        memcpy(out[n], ASN1_STRING_get0_data(as), (size_t)len);
+        out[n][len] = '\0';
+        out[++n] = NULL;
+    }
+    GENERAL_NAMES_free(sans);
+    return out;
+}
+
+void sharp_tls_strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++) free(v[i]);
+    free(v);
+}
+
 /* ---- Envoy's Ssl::ConnectionInfo, for the access log ---- */
 
 /* Envoy's Utility::getSubjectAltNames: each SAN of the type, ','-joined;

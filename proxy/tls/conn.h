@@ -149,6 +149,11 @@ bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c);
  * certificate's subject; malloc'd, NULL when absent. */
 char *sharp_tls_conn_peer_subject(const sharp_tls_conn_t *c);
 char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c);
+/* Every subjectAltName of the peer's certificate of one GENERAL_NAME type
+ * (GEN_URI, GEN_DNS), in certificate order, as a NULL-terminated array
+ * (NULL when there is none); free with sharp_tls_strv_free. */
+char **sharp_tls_conn_peer_sans(const sharp_tls_conn_t *c, int type);
+void sharp_tls_strv_free(char **v);
 char *sharp_tls_conn_local_subject(const sharp_tls_conn_t *c);
 
 /* Envoy's Ssl::ConnectionInfo values for the access log's UPSTREAM_TLS_*,

@@ -6,6 +6,7 @@
 #include "server.h"
 #include "tls/conn.h"
 
+#include <openssl/x509v3.h>
 #include <string.h>
 
 struct sharp_conn_tls {
@@ -86,6 +87,8 @@ static void handshake_done(sharp_conn_t *c)
     t->info.sni = sharp_tls_conn_sni(e);
     t->info.peer_uri_san = sharp_tls_conn_peer_uri_san(e);
     t->info.peer_subject = sharp_tls_conn_peer_subject(e);
+    t->info.peer_uri_sans = sharp_tls_conn_peer_sans(e, GEN_URI);
+    t->info.peer_dns_sans = sharp_tls_conn_peer_sans(e, GEN_DNS);
     t->info.local_subject = sharp_tls_conn_local_subject(e);
     t->info.peer_cert = sharp_tls_conn_peer_has_cert(e);
     /* APPEND_FORWARD and SANITIZE_SET write the client's certificate
@@ -107,6 +110,7 @@ static bool on_plaintext(void *ud, const uint8_t *p, size_t n)
     if (c->closing || c->shutdown) return false;
     if (!c->tls->open) handshake_done(c);
     if (c->closing) return false;
+    if (n && !sharp_conn_net_rbac_allows(c)) return false;
     c->codec->dispatch(c, (const char *)p, n);
     return !c->closing && !c->shutdown;
 }
@@ -199,6 +203,8 @@ void sharp_conn_tls_free(sharp_conn_t *c)
     sharp_tls_conn_free(t->engine);
     free(t->info.peer_uri_san);
     free(t->info.peer_subject);
+    sharp_tls_strv_free(t->info.peer_uri_sans);
+    sharp_tls_strv_free(t->info.peer_dns_sans);
     free(t->info.local_subject);
     free(t->info.xfcc);
     free(t);
