@@ -125,6 +125,12 @@ const void *sharp_stream_route_config(sharp_filter_t *f)
     if (!s->route) return NULL;
     return sharp_route_filter_config(s->routes, s->vhost, s->route, s->route_wc, f->name, f->factory);
 }
+uint32_t sharp_stream_route_configs(sharp_filter_t *f, const void **out, uint32_t cap)
+{
+    sharp_stream_t *s = f->stream;
+    if (!s->route) return 0;
+    return sharp_route_filter_configs(s->routes, s->vhost, s->route, s->route_wc, f->name, f->factory, out, cap);
+}
 uint32_t sharp_stream_nfilters(sharp_stream_t *s)
 {
     return s->nfilters;
@@ -1018,6 +1024,25 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
     enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, true);
     sharp_sbuf_free(&b);
+}
+
+void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const char *details)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed || s->response_started || s->enc_stopped) return;
+    sharp_debug(http, "[C%llu][S%llu] %s answers with headers only (%s)", s->conn_id, s->id, f->factory->name,
+                details ? details : "-");
+    if (details) s->info.response_code_details = details;
+    /* the request ends here, as after a local reply: its data goes no
+     * further */
+    s->local_reply = true;
+    s->local_reply_code = sharp_headers_status(h);
+    sharp_headers_t *resp = &s->resp;
+    if (h != resp) {
+        sharp_headers_clear(resp);
+        sharp_headers_copy(resp, h);
+    }
+    enc_iterate_headers(s, (int32_t)s->nfilters - 1, resp, true);
 }
 
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
