@@ -420,6 +420,11 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
     }
     if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
         sharp_headers_set_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http"); /* TLS */
+    /* scheme_header_transformation.scheme_to_overwrite */
+    if (hcm->scheme_to_set) {
+        sharp_headers_set_cstr(h, ":scheme", hcm->scheme_to_set);
+        sharp_headers_set_cstr(h, "x-forwarded-proto", hcm->scheme_to_set);
+    }
     bool final_is_remote = !have_final; /* not from x-forwarded-for */
     if (!have_final && hcm->use_remote_address) {
         memcpy(&final, remote, sockaddr_size(remote));
@@ -436,6 +441,14 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         if (s->routes)
             for (uint32_t i = 0; i < s->routes->ninternal_only_headers; i++)
                 sharp_headers_remove_cstr(h, s->routes->internal_only_headers[i]);
+    }
+    /* add_user_agent (Envoy's mutateRequestHeaders, after the internal
+     * headers are cleaned) */
+    if (hcm->user_agent) {
+        sharp_headers_set_cstr(h, "x-envoy-downstream-service-cluster", hcm->user_agent);
+        sharp_str_t ua;
+        if (!sharp_headers_get_cstr(h, "user-agent", &ua) || !ua.len) sharp_headers_set_cstr(h, "user-agent", hcm->user_agent);
+        if (hcm->user_agent_node[0]) sharp_headers_set_cstr(h, "x-envoy-downstream-service-node", hcm->user_agent_node);
     }
     if (edge && final.ss_family != AF_UNIX) {
         /* first ingress point into the trusted network (IP peers only) */
