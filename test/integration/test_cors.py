@@ -16,7 +16,8 @@ import urllib.request
 
 import pytest
 
-from conftest import PROTOS, bootstrap_yaml, free_port, protos, run_sharp_config, stat, validate_config
+from conftest import (PROTOS, bootstrap_yaml, file_access_log, free_port, log_lines, protos, run_sharp_config, stat,
+                      validate_config)
 
 H1 = PROTOS["h1"]
 POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
@@ -39,10 +40,10 @@ def with_cors(yaml_text, name="envoy.filters.http.cors"):
     return yaml_text.replace("          http_filters:\n", "          http_filters:\n" + indent(f, 10))
 
 
-def start(procs, upstream, routes=None, vhost_extra="", extra="", filt=True, cluster_extra=""):
+def start(procs, upstream, routes=None, vhost_extra="", extra="", filt=True, cluster_extra="", hcm_extra=""):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]}, routes=routes, vhost_extra=vhost_extra,
-                       cluster_extra=cluster_extra)
+                       cluster_extra=cluster_extra, hcm_extra=hcm_extra)
     if filt:
         y = with_cors(y)
     run_sharp_config(procs, y + extra, admin)
@@ -260,6 +261,24 @@ def test_shadow_mode(procs, upstream):
     port, admin = start(procs, upstream, vhost_extra=typed_policy(pol))
     s, h, b = preflight(H1, port)
     assert b == b"" and h["access-control-allow-origin"] == "https://a.example"
+
+
+def test_access_log_details_and_weighted_cluster(procs, upstream):
+    """The preflight answer's response code details are "cors_response"
+    (Envoy's); a weighted cluster's policy is the most specific level."""
+    al, path = file_access_log("%RESPONSE_CODE% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER%\\n")
+    routes = ('- match: { prefix: "/" }\n  route:\n    weighted_clusters:\n      clusters:\n'
+              '      - name: backend\n        weight: 1\n' +
+              indent(typed_policy('allow_origin_string_match: [{ exact: https://wc.example }]\n'), 8))
+    port, _ = start(procs, upstream, routes=routes, vhost_extra=typed_policy(FULL), hcm_extra=al)
+    s, h, b = preflight(H1, port, origin="https://wc.example")
+    assert s == 200 and b == b"" and h["access-control-allow-origin"] == "https://wc.example"
+    # attributes the weighted cluster's policy lacks come from the virtual host's
+    assert h["access-control-allow-methods"] == "GET,PUT"
+    s, h, _ = preflight(H1, port, origin="https://a.example")
+    assert "x-upstream-name" in h and "access-control-allow-origin" not in h
+    lines = sorted(log_lines(path, 2))
+    assert lines[0].startswith("200 cors_response ") and "via_upstream" in lines[1], lines
 
 
 def test_direct_response_passed_over(procs, upstream):
