@@ -281,6 +281,29 @@ def test_access_log_details_and_weighted_cluster(procs, upstream):
     assert lines[0].startswith("200 cors_response ") and "via_upstream" in lines[1], lines
 
 
+def test_filters_after_cors_see_the_answer(procs, upstream):
+    """The preflight answer passes the encode side of the filters after
+    the CORS filter too (as Envoy's), here a compressor that leaves a
+    headers-only answer alone; an actual request's body is compressed and
+    gets the CORS headers."""
+    comp = ("- name: envoy.filters.http.compressor\n  typed_config:\n"
+            "    \"@type\": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor\n"
+            "    compressor_library:\n      name: gzip\n      typed_config:\n"
+            "        \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip\n")
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]}, vhost_extra=typed_policy(FULL))
+    y = with_cors(y.replace("          http_filters:\n", "          http_filters:\n" + indent(comp, 10)))
+    assert y.index("envoy.filters.http.cors") < y.index("envoy.filters.http.compressor")
+    run_sharp_config(procs, y, admin)
+    s, h, b = preflight(H1, listen, extra={"accept-encoding": "gzip"})
+    assert s == 200 and b == b"" and "content-encoding" not in h
+    assert h["access-control-allow-origin"] == "https://a.example"
+    s, h, b = H1.request(listen, "/bytes/4000?hdr=content-type:text/plain",
+                         headers={"origin": "https://a.example", "accept-encoding": "gzip"})
+    assert s == 200 and h.get("content-encoding") == "gzip"
+    assert h["access-control-allow-origin"] == "https://a.example"
+
+
 def test_direct_response_passed_over(procs, upstream):
     """A direct response route has no route entry: the filter does
     nothing there, as in Envoy."""
