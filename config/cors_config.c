@@ -29,8 +29,9 @@ static sharp_cors_bool_t tri(const Google__Protobuf__BoolValue *b)
     return !b ? SHARP_CORS_UNSET : b->value ? SHARP_CORS_TRUE : SHARP_CORS_FALSE;
 }
 
-static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *path,
-                         const char *field, sharp_runtime_fraction_t *out, char *err, size_t errlen)
+static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf,
+                         const char *path, const char *field, sharp_runtime_fraction_t *out,
+                         char *err, size_t errlen)
 {
     static const uint32_t denominators[] = {100, 10000, 1000000};
     if (!rf->default_value) {
@@ -38,7 +39,8 @@ static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent
         return -1;
     }
     if ((unsigned)rf->default_value->denominator >= SHARP_ARRAY_SIZE(denominators)) {
-        snprintf(err, errlen, "%s%s%s.default_value.denominator: unknown", path, path[0] ? "." : "", field);
+        snprintf(err, errlen, "%s%s%s.default_value.denominator: unknown", path, path[0] ? "." : "",
+                 field);
         return -1;
     }
     out->numerator = rf->default_value->numerator;
@@ -54,7 +56,8 @@ static sharp_cors_policy_t *build(const fields_t *f, const char *path, char *err
     if (f->norigins) {
         p->origins = sharp_calloc(f->norigins, sizeof *p->origins);
         for (size_t i = 0; i < f->norigins; i++) {
-            snprintf(fp, sizeof fp, "%s%sallow_origin_string_match[%zu]", path, path[0] ? "." : "", i);
+            snprintf(fp, sizeof fp, "%s%sallow_origin_string_match[%zu]", path, path[0] ? "." : "",
+                     i);
             if (sharp_config_string_matcher(f->origins[i], fp, &p->origins[i], err, errlen) < 0) {
                 sharp_string_matcher_free(&p->origins[i]);
                 goto fail;
@@ -70,11 +73,15 @@ static sharp_cors_policy_t *build(const fields_t *f, const char *path, char *err
     p->allow_private_network_access = tri(f->allow_private_network_access);
     p->forward_not_matching_preflights = tri(f->forward_not_matching_preflights);
     if (f->filter_enabled) {
-        if (fraction_from(f->filter_enabled, path, "filter_enabled", &p->filter_enabled, err, errlen) < 0) goto fail;
+        if (fraction_from(f->filter_enabled, path, "filter_enabled", &p->filter_enabled, err,
+                          errlen) < 0)
+            goto fail;
         p->has_filter_enabled = true;
     }
     if (f->shadow_enabled) {
-        if (fraction_from(f->shadow_enabled, path, "shadow_enabled", &p->shadow_enabled, err, errlen) < 0) goto fail;
+        if (fraction_from(f->shadow_enabled, path, "shadow_enabled", &p->shadow_enabled, err,
+                          errlen) < 0)
+            goto fail;
         p->has_shadow_enabled = true;
     }
     return p;
@@ -83,8 +90,9 @@ fail:
     return NULL;
 }
 
-sharp_cors_policy_t *sharp_config_cors_policy(const Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy *pb,
-                                              const char *path, char *err, size_t errlen)
+sharp_cors_policy_t *
+sharp_config_cors_policy(const Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy *pb,
+                         const char *path, char *err, size_t errlen)
 {
     fields_t f = {
         .origins = pb->allow_origin_string_match,
@@ -102,8 +110,8 @@ sharp_cors_policy_t *sharp_config_cors_policy(const Envoy__Extensions__Filters__
     return build(&f, path, err, errlen);
 }
 
-sharp_cors_policy_t *sharp_config_route_cors_policy(const Envoy__Config__Route__V3__CorsPolicy *pb, const char *path,
-                                                    char *err, size_t errlen)
+sharp_cors_policy_t *sharp_config_route_cors_policy(const Envoy__Config__Route__V3__CorsPolicy *pb,
+                                                    const char *path, char *err, size_t errlen)
 {
     fields_t f = {
         .origins = pb->allow_origin_string_match,
@@ -115,10 +123,11 @@ sharp_cors_policy_t *sharp_config_route_cors_policy(const Envoy__Config__Route__
         .allow_credentials = pb->allow_credentials,
         .allow_private_network_access = pb->allow_private_network_access,
         .forward_not_matching_preflights = pb->forward_not_matching_preflights,
-        .filter_enabled = pb->enabled_specifier_case ==
-                                  ENVOY__CONFIG__ROUTE__V3__CORS_POLICY__ENABLED_SPECIFIER_FILTER_ENABLED
-                              ? pb->filter_enabled
-                              : NULL,
+        .filter_enabled =
+            pb->enabled_specifier_case ==
+                    ENVOY__CONFIG__ROUTE__V3__CORS_POLICY__ENABLED_SPECIFIER_FILTER_ENABLED
+                ? pb->filter_enabled
+                : NULL,
         .shadow_enabled = pb->shadow_enabled,
     };
     return build(&f, path, err, errlen);

@@ -10,9 +10,10 @@
 #include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
 
 /* Returns the policy, or NULL with "path.field: message" in err. */
-sharp_cors_policy_t *sharp_config_cors_policy(const Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy *pb,
-                                              const char *path, char *err, size_t errlen);
-sharp_cors_policy_t *sharp_config_route_cors_policy(const Envoy__Config__Route__V3__CorsPolicy *pb, const char *path,
-                                                    char *err, size_t errlen);
+sharp_cors_policy_t *
+sharp_config_cors_policy(const Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy *pb,
+                         const char *path, char *err, size_t errlen);
+sharp_cors_policy_t *sharp_config_route_cors_policy(const Envoy__Config__Route__V3__CorsPolicy *pb,
+                                                    const char *path, char *err, size_t errlen);
 
 #endif

@@ -45,7 +45,8 @@ typedef struct cors_state {
     size_t origin_len;
 } cors_state_t;
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     (void)msg, (void)err, (void)errlen;
     cors_config_t *c = sharp_calloc(1, sizeof *c);
@@ -62,8 +63,8 @@ static void destroy_config(void *p)
 
 static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t errlen)
 {
-    return sharp_config_cors_policy((const Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy *)msg, "", err,
-                                    errlen);
+    return sharp_config_cors_policy(
+        (const Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy *)msg, "", err, errlen);
 }
 
 static void destroy_route_config(void *p)
@@ -82,7 +83,8 @@ static void policies_of(sharp_filter_t *f, sharp_cors_policies_t *ps)
     if (vh && vh->cors) ps->v[ps->n++] = vh->cors;
 }
 
-static sharp_filter_status_t cors_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t cors_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                 bool end_stream)
 {
     (void)end_stream;
     const cors_config_t *c = f->config;
@@ -93,8 +95,10 @@ static sharp_filter_status_t cors_decode_headers(sharp_filter_t *f, sharp_header
     if (!st->policies.n) return SHARP_FILTER_CONTINUE;
     const sharp_cors_policy_t *first = st->policies.v[0];
     sharp_worker_t *w = sharp_stream_worker(f->stream);
-    bool enabled = !first->has_filter_enabled || sharp_fraction_enabled(&first->filter_enabled, sharp_worker_random(w));
-    bool shadow = first->has_shadow_enabled && sharp_fraction_enabled(&first->shadow_enabled, sharp_worker_random(w));
+    bool enabled = !first->has_filter_enabled ||
+                   sharp_fraction_enabled(&first->filter_enabled, sharp_worker_random(w));
+    bool shadow = first->has_shadow_enabled &&
+                  sharp_fraction_enabled(&first->shadow_enabled, sharp_worker_random(w));
     sharp_headers_t resp;
     sharp_headers_init(&resp);
     sharp_cors_decision_t d = sharp_cors_decide(&st->policies, h, enabled, shadow, &resp);
@@ -117,11 +121,13 @@ static sharp_filter_status_t cors_decode_headers(sharp_filter_t *f, sharp_header
     return SHARP_FILTER_STOP;
 }
 
-static sharp_filter_status_t cors_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t cors_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                 bool end_stream)
 {
     (void)end_stream;
     cors_state_t *st = f->state;
-    if (st->origin) sharp_cors_response_headers(&st->policies, (sharp_str_t){st->origin, st->origin_len}, h);
+    if (st->origin)
+        sharp_cors_response_headers(&st->policies, (sharp_str_t){st->origin, st->origin_len}, h);
     return SHARP_FILTER_CONTINUE;
 }
 

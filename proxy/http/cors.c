@@ -8,7 +8,8 @@
 void sharp_cors_policy_free(sharp_cors_policy_t *p)
 {
     if (!p) return;
-    for (uint32_t i = 0; i < p->norigins; i++) sharp_string_matcher_free(&p->origins[i]);
+    for (uint32_t i = 0; i < p->norigins; i++)
+        sharp_string_matcher_free(&p->origins[i]);
     free(p->origins);
     free(p->allow_methods);
     free(p->allow_headers);
@@ -33,9 +34,9 @@ bool sharp_cors_origin_allowed(const sharp_cors_policies_t *ps, sharp_str_t orig
     return false;
 }
 
-#define FIRST_STRING(field)                                                                                            \
-    for (uint32_t i = 0; i < ps->n; i++)                                                                               \
-        if (ps->v[i]->field) return ps->v[i]->field;                                                                   \
+#define FIRST_STRING(field)                                                                        \
+    for (uint32_t i = 0; i < ps->n; i++)                                                           \
+        if (ps->v[i]->field) return ps->v[i]->field;                                               \
     return NULL
 
 const char *sharp_cors_allow_methods(const sharp_cors_policies_t *ps)
@@ -58,9 +59,9 @@ const char *sharp_cors_max_age(const sharp_cors_policies_t *ps)
     FIRST_STRING(max_age);
 }
 
-#define FIRST_BOOL(field, dflt)                                                                                        \
-    for (uint32_t i = 0; i < ps->n; i++)                                                                               \
-        if (ps->v[i]->field != SHARP_CORS_UNSET) return ps->v[i]->field == SHARP_CORS_TRUE;                            \
+#define FIRST_BOOL(field, dflt)                                                                    \
+    for (uint32_t i = 0; i < ps->n; i++)                                                           \
+        if (ps->v[i]->field != SHARP_CORS_UNSET) return ps->v[i]->field == SHARP_CORS_TRUE;        \
     return dflt
 
 bool sharp_cors_allow_credentials(const sharp_cors_policies_t *ps)
@@ -86,8 +87,8 @@ static sharp_str_t header(const sharp_headers_t *h, const char *name)
     return v;
 }
 
-sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const sharp_headers_t *req, bool enabled,
-                                        bool shadow, sharp_headers_t *resp)
+sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const sharp_headers_t *req,
+                                        bool enabled, bool shadow, sharp_headers_t *resp)
 {
     sharp_cors_decision_t d = {.action = SHARP_CORS_PASS};
     if (!ps->n || (!enabled && !shadow)) return d;
@@ -106,8 +107,10 @@ sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const s
     d.action = SHARP_CORS_PREFLIGHT;
     sharp_headers_clear(resp);
     sharp_headers_add_cstr(resp, ":status", "200");
-    if (d.origin_allowed) sharp_headers_set(resp, "access-control-allow-origin", 27, origin.p, origin.len);
-    if (sharp_cors_allow_credentials(ps)) sharp_headers_set_cstr(resp, "access-control-allow-credentials", "true");
+    if (d.origin_allowed)
+        sharp_headers_set(resp, "access-control-allow-origin", 27, origin.p, origin.len);
+    if (sharp_cors_allow_credentials(ps))
+        sharp_headers_set_cstr(resp, "access-control-allow-credentials", "true");
     const char *v = sharp_cors_allow_methods(ps);
     if (v) {
         sharp_str_t s = strcmp(v, "*") == 0 ? method : (sharp_str_t){v, strlen(v)};
@@ -115,7 +118,8 @@ sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const s
     }
     v = sharp_cors_allow_headers(ps);
     if (v) {
-        sharp_str_t s = strcmp(v, "*") == 0 ? header(req, "access-control-request-headers") : (sharp_str_t){v, strlen(v)};
+        sharp_str_t s = strcmp(v, "*") == 0 ? header(req, "access-control-request-headers")
+                                            : (sharp_str_t){v, strlen(v)};
         sharp_headers_set(resp, "access-control-allow-headers", 28, s.p, s.len);
     }
     v = sharp_cors_max_age(ps);
@@ -126,10 +130,12 @@ sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const s
     return d;
 }
 
-void sharp_cors_response_headers(const sharp_cors_policies_t *ps, sharp_str_t origin, sharp_headers_t *h)
+void sharp_cors_response_headers(const sharp_cors_policies_t *ps, sharp_str_t origin,
+                                 sharp_headers_t *h)
 {
     sharp_headers_set(h, "access-control-allow-origin", 27, origin.p, origin.len);
-    if (sharp_cors_allow_credentials(ps)) sharp_headers_set_cstr(h, "access-control-allow-credentials", "true");
+    if (sharp_cors_allow_credentials(ps))
+        sharp_headers_set_cstr(h, "access-control-allow-credentials", "true");
     const char *v = sharp_cors_expose_headers(ps);
     if (v) sharp_headers_set_cstr(h, "access-control-expose-headers", v);
 }

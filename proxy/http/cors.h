@@ -30,7 +30,8 @@ typedef struct sharp_cors_policy {
     uint32_t norigins;
     /* NULL when empty (Envoy: an empty string is "not set") */
     char *allow_methods, *allow_headers, *expose_headers, *max_age;
-    sharp_cors_bool_t allow_credentials, allow_private_network_access, forward_not_matching_preflights;
+    sharp_cors_bool_t allow_credentials, allow_private_network_access,
+        forward_not_matching_preflights;
     bool has_filter_enabled, has_shadow_enabled;
     sharp_runtime_fraction_t filter_enabled, shadow_enabled;
 } sharp_cors_policy_t;
@@ -80,12 +81,13 @@ typedef struct {
  * -allow-methods and -allow-headers ("*" echoes the request's
  * access-control-request-method/-headers), -max-age, and
  * -allow-private-network when allowed and the request asks for it. */
-sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const sharp_headers_t *req, bool enabled,
-                                        bool shadow, sharp_headers_t *resp);
+sharp_cors_decision_t sharp_cors_decide(const sharp_cors_policies_t *ps, const sharp_headers_t *req,
+                                        bool enabled, bool shadow, sharp_headers_t *resp);
 
 /* Envoy's CorsFilter::encodeHeaders for a CORS request whose origin was
  * allowed: access-control-allow-origin (the request's origin),
  * -allow-credentials and -expose-headers set on the response. */
-void sharp_cors_response_headers(const sharp_cors_policies_t *ps, sharp_str_t origin, sharp_headers_t *h);
+void sharp_cors_response_headers(const sharp_cors_policies_t *ps, sharp_str_t origin,
+                                 sharp_headers_t *h);
 
 #endif

@@ -20,11 +20,13 @@
 typedef Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy pb_t;
 typedef Envoy__Type__Matcher__V3__StringMatcher sm_t;
 
-static sharp_cors_policy_t *policy(const char *exact, const char *prefix, const char *methods, const char *headers,
-                                   const char *expose, const char *max_age, int credentials)
+static sharp_cors_policy_t *policy(const char *exact, const char *prefix, const char *methods,
+                                   const char *headers, const char *expose, const char *max_age,
+                                   int credentials)
 {
     pb_t pb = ENVOY__EXTENSIONS__FILTERS__HTTP__CORS__V3__CORS_POLICY__INIT;
-    sm_t m[2] = {ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__INIT, ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__INIT};
+    sm_t m[2] = {ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__INIT,
+                 ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__INIT};
     sm_t *mp[2] = {&m[0], &m[1]};
     size_t n = 0;
     if (exact) {
@@ -52,7 +54,8 @@ static sharp_cors_policy_t *policy(const char *exact, const char *prefix, const 
     return p;
 }
 
-static sharp_headers_t *req(const char *method, const char *origin, const char *acrm, const char *acrh)
+static sharp_headers_t *req(const char *method, const char *origin, const char *acrm,
+                            const char *acrh)
 {
     static sharp_headers_t h;
     sharp_headers_free(&h);
@@ -105,24 +108,28 @@ static void preflight_answer(void **state)
     sharp_cors_policies_t ps = {{route, vh}, 2};
     sharp_headers_t resp;
     sharp_headers_init(&resp);
-    sharp_cors_decision_t d = sharp_cors_decide(&ps, req("OPTIONS", "https://a.example", "PATCH", "x-h"), true,
-                                                false, &resp);
+    sharp_cors_decision_t d = sharp_cors_decide(
+        &ps, req("OPTIONS", "https://a.example", "PATCH", "x-h"), true, false, &resp);
     assert_int_equal(d.action, SHARP_CORS_PREFLIGHT);
     assert_true(d.counted && d.origin_allowed);
     assert_string_equal(get(&resp, ":status"), "200");
     assert_string_equal(get(&resp, "access-control-allow-origin"), "https://a.example");
-    assert_string_equal(get(&resp, "access-control-allow-methods"), "PATCH"); /* "*" from the route */
-    assert_string_equal(get(&resp, "access-control-allow-headers"), "x-h");   /* "*" from the virtual host */
+    assert_string_equal(get(&resp, "access-control-allow-methods"),
+                        "PATCH"); /* "*" from the route */
+    assert_string_equal(get(&resp, "access-control-allow-headers"),
+                        "x-h"); /* "*" from the virtual host */
     assert_string_equal(get(&resp, "access-control-max-age"), "30");
     assert_string_equal(get(&resp, "access-control-allow-credentials"), "true");
     assert_null(get(&resp, "access-control-expose-headers"));
     assert_null(get(&resp, "access-control-allow-private-network"));
     /* not allowed: forwarded (forward_not_matching_preflights defaults to true) */
-    d = sharp_cors_decide(&ps, req("OPTIONS", "https://x.example", "GET", NULL), true, false, &resp);
+    d = sharp_cors_decide(&ps, req("OPTIONS", "https://x.example", "GET", NULL), true, false,
+                          &resp);
     assert_int_equal(d.action, SHARP_CORS_REQUEST);
     assert_true(d.counted && !d.origin_allowed);
     route->forward_not_matching_preflights = SHARP_CORS_FALSE;
-    d = sharp_cors_decide(&ps, req("OPTIONS", "https://x.example", "GET", NULL), true, false, &resp);
+    d = sharp_cors_decide(&ps, req("OPTIONS", "https://x.example", "GET", NULL), true, false,
+                          &resp);
     assert_int_equal(d.action, SHARP_CORS_PREFLIGHT);
     assert_null(get(&resp, "access-control-allow-origin"));
     assert_string_equal(get(&resp, "access-control-allow-methods"), "GET");
@@ -173,11 +180,12 @@ static void shadow_and_disabled(void **state)
     sharp_cors_policies_t ps = {{p}, 1};
     sharp_headers_t resp;
     sharp_headers_init(&resp);
-    sharp_cors_decision_t d = sharp_cors_decide(&ps, req("OPTIONS", "https://a.example", "GET", NULL), false, true,
-                                                &resp);
+    sharp_cors_decision_t d = sharp_cors_decide(
+        &ps, req("OPTIONS", "https://a.example", "GET", NULL), false, true, &resp);
     assert_int_equal(d.action, SHARP_CORS_PASS);
     assert_true(d.counted && d.origin_allowed);
-    d = sharp_cors_decide(&ps, req("OPTIONS", "https://a.example", "GET", NULL), false, false, &resp);
+    d = sharp_cors_decide(&ps, req("OPTIONS", "https://a.example", "GET", NULL), false, false,
+                          &resp);
     assert_int_equal(d.action, SHARP_CORS_PASS);
     assert_false(d.counted);
     /* both: enabled wins */
@@ -185,7 +193,8 @@ static void shadow_and_disabled(void **state)
     assert_int_equal(d.action, SHARP_CORS_PREFLIGHT);
     /* no policy at all: nothing */
     sharp_cors_policies_t empty = {{0}, 0};
-    d = sharp_cors_decide(&empty, req("OPTIONS", "https://a.example", "GET", NULL), true, false, &resp);
+    d = sharp_cors_decide(&empty, req("OPTIONS", "https://a.example", "GET", NULL), true, false,
+                          &resp);
     assert_int_equal(d.action, SHARP_CORS_PASS);
     assert_false(d.counted);
     sharp_headers_free(&resp);
@@ -216,13 +225,15 @@ static void route_policy_translation(void **state)
 {
     (void)state;
     Envoy__Config__Route__V3__CorsPolicy pb = ENVOY__CONFIG__ROUTE__V3__CORS_POLICY__INIT;
-    Envoy__Config__Core__V3__RuntimeFractionalPercent rf = ENVOY__CONFIG__CORE__V3__RUNTIME_FRACTIONAL_PERCENT__INIT;
+    Envoy__Config__Core__V3__RuntimeFractionalPercent rf =
+        ENVOY__CONFIG__CORE__V3__RUNTIME_FRACTIONAL_PERCENT__INIT;
     Envoy__Type__V3__FractionalPercent fp = ENVOY__TYPE__V3__FRACTIONAL_PERCENT__INIT;
     fp.numerator = 25;
     fp.denominator = ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND;
     rf.default_value = &fp;
     rf.runtime_key = "cors.k";
-    pb.enabled_specifier_case = ENVOY__CONFIG__ROUTE__V3__CORS_POLICY__ENABLED_SPECIFIER_FILTER_ENABLED;
+    pb.enabled_specifier_case =
+        ENVOY__CONFIG__ROUTE__V3__CORS_POLICY__ENABLED_SPECIFIER_FILTER_ENABLED;
     pb.filter_enabled = &rf;
     pb.max_age = "";
     char err[256] = "";
@@ -244,8 +255,8 @@ static void route_policy_translation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(origin_matching),        cmocka_unit_test(preflight_answer),
-        cmocka_unit_test(private_network_access), cmocka_unit_test(shadow_and_disabled),
+        cmocka_unit_test(origin_matching),         cmocka_unit_test(preflight_answer),
+        cmocka_unit_test(private_network_access),  cmocka_unit_test(shadow_and_disabled),
         cmocka_unit_test(actual_response_headers), cmocka_unit_test(route_policy_translation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
