@@ -22,7 +22,9 @@ from conftest import (PROTOS, bootstrap_yaml, file_access_log, free_port, log_li
 H1 = PROTOS["h1"]
 POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
 CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
-CORPUS = "/work/shared/envoy-corpus"
+CORPUS = next((d for d in (os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                                                        "envoy-corpus")), "/work/shared/envoy-corpus")
+               if os.path.isdir(d)), "/work/shared/envoy-corpus")
 ADMIN_LAYER = "layered_runtime:\n  layers:\n  - name: admin\n    admin_layer: {}\n"
 
 
@@ -388,3 +390,9 @@ def test_corpus_files_with_cors():
         if rc != 0:
             low = out.lower()
             assert "cors" not in low, (path, out)
+    # Envoy's CORS example, both sides
+    for name in ("examples__cors__backend__envoy.yaml", "examples__cors__frontend__envoy.yaml"):
+        path = os.path.join(CORPUS, name)
+        if os.path.exists(path):
+            rc, out = validate_config(open(path).read())
+            assert rc == 0, (name, out)

@@ -7,7 +7,10 @@ sets x-envoy-downstream-service-cluster from node.cluster (replacing the
 client's), user-agent when the client sent none or an empty one, and
 x-envoy-downstream-service-node from node.id; bad values refused."""
 import json
+import os
 import socket
+
+import pytest
 
 from conftest import SLOW, PROTOS, bootstrap_yaml, free_port, run_sharp_config, validate_config
 
@@ -114,3 +117,18 @@ def test_bad_scheme_refused():
                        hcm_extra="scheme_header_transformation: { scheme_to_overwrite: ftp }\n")
     rc, out = validate_config(y)
     assert rc != 0 and "scheme_to_overwrite" in out and "[http https]" in out, out
+
+
+CORPUS = next((d for d in (os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                                                        "envoy-corpus")), "/work/shared/envoy-corpus")
+               if os.path.isdir(d)), "/work/shared/envoy-corpus")
+PROXY = os.path.join(CORPUS, "envoy__configs__envoyproxy_io_proxy.yaml")
+
+
+@pytest.mark.skipif(not os.path.exists(PROXY), reason="corpus file missing")
+def test_corpus_proxy_config_validates():
+    """Envoy's configs/envoyproxy_io_proxy.yaml sets scheme_header_transformation."""
+    text = open(PROXY).read()
+    assert "scheme_header_transformation" in text
+    rc, out = validate_config(text)
+    assert rc == 0, out
