@@ -861,6 +861,30 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
     h->server_name = sharp_strdup(pb->server_name[0] ? pb->server_name : "sharp");
     h->server_header_transformation = (int)pb->server_header_transformation;
     h->via = pb->via[0] ? sharp_strdup(pb->via) : NULL;
+    /* Envoy's HttpConnectionManagerConfig: scheme_to_overwrite wins over
+     * match_upstream; "in: [http, https]" is its validation rule */
+    if (pb->scheme_header_transformation) {
+        const Envoy__Config__Core__V3__SchemeHeaderTransformation *st = pb->scheme_header_transformation;
+        const char *sc = st->transformation_case ==
+                                 ENVOY__CONFIG__CORE__V3__SCHEME_HEADER_TRANSFORMATION__TRANSFORMATION_SCHEME_TO_OVERWRITE
+                             ? st->scheme_to_overwrite
+                             : "";
+        if (sc[0]) {
+            if (strcmp(sc, "http") != 0 && strcmp(sc, "https") != 0) {
+                fail(b, path, "scheme_header_transformation.scheme_to_overwrite: value must be in list [http https]");
+                goto bad;
+            }
+            h->scheme_to_set = sharp_strdup(sc);
+            if (st->match_upstream)
+                sharp_log_warn("%s: match_upstream and scheme_to_overwrite both set, using scheme_to_overwrite", path);
+        } else {
+            h->scheme_match_upstream = st->match_upstream;
+        }
+    }
+    if (pb->add_user_agent && pb->add_user_agent->value) {
+        h->user_agent = sharp_strdup(b->srv ? b->srv->node_cluster : "");
+        h->user_agent_node = sharp_strdup(b->srv ? b->srv->node_id : "");
+    }
     /* upgrade_configs: Envoy refuses a type listed twice (case-insensitively).
      * CONNECT is a type too: it lets CONNECT requests through (proxied, or
      * terminated by a route's connect_config). */

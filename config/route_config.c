@@ -8,6 +8,7 @@
  * ignored. Hash policies are read for shuffle-shard clusters
  * (http/hash_policy.h); other balancers ignore them, as Envoy's do. */
 #include "config/route_config.h"
+#include "config/cors_config.h"
 #include "config/mapper.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
@@ -718,6 +719,9 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
         (a->idle_timeout && (a->idle_timeout->seconds < 0 || a->idle_timeout->nanos < 0)))
         return fail(c, path, "timeouts must not be negative");
     r->timeout_ms = a->timeout ? duration_ms(a->timeout) : DEFAULT_TIMEOUT_MS;
+    if (a->cors && !(r->cors = sharp_config_route_cors_policy(a->cors, sub(p, sizeof p, path, "cors"), c->err,
+                                                              c->errlen)))
+        return -1;
     if (a->idle_timeout) {
         r->has_idle_timeout = true;
         r->idle_timeout_ms = duration_ms(a->idle_timeout);
@@ -970,6 +974,9 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
     if (mirror_from(c, path, pb->request_mirror_policies, pb->n_request_mirror_policies, &vh->mirror_own) < 0)
         return -1;
     if (PER_FILTER(c, path, pb, &vh->per_filter) < 0) return -1;
+    if (pb->cors && !(vh->cors = sharp_config_route_cors_policy(pb->cors, sub(p, sizeof p, path, "cors"), c->err,
+                                                                c->errlen)))
+        return -1;
     vh->include_request_attempt_count = pb->include_request_attempt_count;
     vh->include_attempt_count_in_response = pb->include_attempt_count_in_response;
     vh->require_tls = (sharp_tls_requirement_t)pb->require_tls; /* "defined" in the support table */

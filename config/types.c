@@ -17,6 +17,7 @@
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
+#include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
@@ -74,6 +75,9 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__router__v3__router__descriptor,
         &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
+        /* and its per-route policy (typed_per_filter_config) */
+        &envoy__extensions__filters__http__cors__v3__cors__descriptor,
+        &envoy__extensions__filters__http__cors__v3__cors_policy__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
         /* also its own per-route config (typed_per_filter_config) */

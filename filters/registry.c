@@ -1,6 +1,7 @@
 /* registry.c: the HTTP filters built into SHARP. */
 #include "filters/adaptive_concurrency/filter.h"
 #include "filters/compressor/filter.h"
+#include "filters/cors/filter.h"
 #include "filters/ext_authz/filter.h"
 #include "filters/fault/filter.h"
 #include "filters/header_to_metadata/filter.h"
@@ -22,4 +23,5 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_header_to_metadata_filter);
     sharp_filter_register(&sharp_fault_filter);
     sharp_filter_register(&sharp_rbac_filter);
+    sharp_filter_register(&sharp_cors_filter);
 }

@@ -34,6 +34,9 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     sharp_tracing_config_free(h->tracing);
     free(h->server_name);
     free(h->via);
+    free(h->scheme_to_set);
+    free(h->user_agent);
+    free(h->user_agent_node);
     free(h->default_host_for_http_10);
     free(h->internal_cidrs);
     sharp_local_reply_free(h->local_reply);

@@ -129,6 +129,17 @@ typedef struct sharp_hcm_config {
     char *server_name;                /* default "sharp" */
     int server_header_transformation; /* 0 overwrite, 1 append if absent, 2 pass through */
     char *via;
+    /* scheme_header_transformation: scheme_to_overwrite sets :scheme and
+     * x-forwarded-proto of every request (NULL: not set); otherwise
+     * match_upstream makes the router send :scheme as the upstream
+     * transport is (https with TLS) */
+    char *scheme_to_set;
+    bool scheme_match_upstream;
+    /* add_user_agent: the node's cluster for x-envoy-downstream-service-
+     * cluster and an absent user-agent (NULL: off), the node's id for
+     * x-envoy-downstream-service-node ("" : none) */
+    char *user_agent;
+    char *user_agent_node;
     bool accept_http_10;              /* http_protocol_options.accept_http_10 */
     char *default_host_for_http_10;
     bool normalize_path;              /* default false, as Envoy's runtime default */

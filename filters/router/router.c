@@ -1134,6 +1134,10 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     if (rs->timeout_ms && rs->per_try_timeout_ms >= rs->timeout_ms) rs->per_try_timeout_ms = 0;
     set_timeout_headers(rs, h);
     sharp_route_apply_request_headers(s->routes, s->vhost, r, wc, h, &s->info);
+    /* scheme_header_transformation.match_upstream: Envoy's
+     * setUpstreamScheme, after the route's headers */
+    if (s->hcm->scheme_match_upstream && !s->is_connect)
+        sharp_headers_set_cstr(h, ":scheme", rs->cluster->tls ? "https" : "http");
     rs->wc = wc;
     rs->request_end_seen = end_stream;
     rs->upgrade = s->upgrade_accepted;

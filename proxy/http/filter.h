@@ -143,6 +143,14 @@ struct sharp_header_ops;
 void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const char *body, uint32_t response_flag,
                                        const char *details, const char *const *headers,
                                        const struct sharp_header_ops *ops);
+/* A filter answers the request itself with a headers-only response `h`
+ * (Envoy's decoder filter encodeHeaders(headers, true, details), as the
+ * CORS filter answers a preflight): not a local reply, so neither the
+ * route's response headers nor local_reply_config apply, and the response
+ * passes every filter's encode_headers from the last one to the first,
+ * `f` included, as in Envoy. The request goes no further than `f`; its
+ * filter returns SHARP_FILTER_STOP. */
+void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const char *details);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);
@@ -200,6 +208,13 @@ const void *sharp_stream_route_config(sharp_filter_t *f);
 struct sockaddr;
 const struct sockaddr *sharp_stream_downstream_peer(sharp_stream_t *s);
 const struct sockaddr *sharp_stream_downstream_local(sharp_stream_t *s);
+/* Every per-route config of f's filter for the stream's route, the most
+ * specific first (Envoy's getAllPerFilterConfig, reversed), at most `cap`:
+ * their number. */
+uint32_t sharp_stream_route_configs(sharp_filter_t *f, const void **out, uint32_t cap);
+/* The virtual host of the stream's route (NULL without one). */
+struct sharp_vhost;
+const struct sharp_vhost *sharp_stream_vhost(sharp_stream_t *s);
 /* The stream's filter chain, in chain order (filters that work together
  * within one stream, such as several compressors, find each other here). */
 uint32_t sharp_stream_nfilters(sharp_stream_t *s);

@@ -133,6 +133,12 @@ const struct sockaddr *sharp_stream_downstream_local(sharp_stream_t *s)
 {
     return s->conn && s->conn->have_local ? (const struct sockaddr *)&s->conn->local_ss : NULL;
 }
+uint32_t sharp_stream_route_configs(sharp_filter_t *f, const void **out, uint32_t cap)
+{
+    sharp_stream_t *s = f->stream;
+    if (!s->route) return 0;
+    return sharp_route_filter_configs(s->routes, s->vhost, s->route, s->route_wc, f->name, f->factory, out, cap);
+}
 uint32_t sharp_stream_nfilters(sharp_stream_t *s)
 {
     return s->nfilters;
@@ -422,6 +428,11 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
     }
     if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
         sharp_headers_set_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http"); /* TLS */
+    /* scheme_header_transformation.scheme_to_overwrite */
+    if (hcm->scheme_to_set) {
+        sharp_headers_set_cstr(h, ":scheme", hcm->scheme_to_set);
+        sharp_headers_set_cstr(h, "x-forwarded-proto", hcm->scheme_to_set);
+    }
     bool final_is_remote = !have_final; /* not from x-forwarded-for */
     if (!have_final && hcm->use_remote_address) {
         memcpy(&final, remote, sockaddr_size(remote));
@@ -438,6 +449,14 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         if (s->routes)
             for (uint32_t i = 0; i < s->routes->ninternal_only_headers; i++)
                 sharp_headers_remove_cstr(h, s->routes->internal_only_headers[i]);
+    }
+    /* add_user_agent (Envoy's mutateRequestHeaders, after the internal
+     * headers are cleaned) */
+    if (hcm->user_agent) {
+        sharp_headers_set_cstr(h, "x-envoy-downstream-service-cluster", hcm->user_agent);
+        sharp_str_t ua;
+        if (!sharp_headers_get_cstr(h, "user-agent", &ua) || !ua.len) sharp_headers_set_cstr(h, "user-agent", hcm->user_agent);
+        if (hcm->user_agent_node[0]) sharp_headers_set_cstr(h, "x-envoy-downstream-service-node", hcm->user_agent_node);
     }
     if (edge && final.ss_family != AF_UNIX) {
         /* first ingress point into the trusted network (IP peers only) */
@@ -1026,6 +1045,25 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
     enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, true);
     sharp_sbuf_free(&b);
+}
+
+void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const char *details)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed || s->response_started || s->enc_stopped) return;
+    sharp_debug(http, "[C%llu][S%llu] %s answers with headers only (%s)", s->conn_id, s->id, f->factory->name,
+                details ? details : "-");
+    if (details) s->info.response_code_details = details;
+    /* the request ends here, as after a local reply: its data goes no
+     * further */
+    s->local_reply = true;
+    s->local_reply_code = sharp_headers_status(h);
+    sharp_headers_t *resp = &s->resp;
+    if (h != resp) {
+        sharp_headers_clear(resp);
+        sharp_headers_copy(resp, h);
+    }
+    enc_iterate_headers(s, (int32_t)s->nfilters - 1, resp, true);
 }
 
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)

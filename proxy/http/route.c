@@ -582,6 +582,20 @@ const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_
     return NULL;
 }
 
+uint32_t sharp_route_filter_configs(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                    const sharp_weighted_cluster_t *wc, const char *name,
+                                    const struct sharp_filter_factory *factory, const void **out, uint32_t cap)
+{
+    const sharp_per_filter_configs_t *levels[4];
+    int n = name ? per_filter_levels(t, vh, r, wc, levels) : 0;
+    uint32_t k = 0;
+    for (int i = 0; i < n && k < cap; i++) {
+        const sharp_per_filter_t *e = per_filter_find(levels[i], name);
+        if (e && e->config && e->factory == factory) out[k++] = e->config;
+    }
+    return k;
+}
+
 int sharp_route_filter_disabled(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
                                 const sharp_weighted_cluster_t *wc, const char *name)
 {

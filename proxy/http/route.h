@@ -14,6 +14,7 @@
 struct sharp_stream_info;
 struct sharp_access_log_format;
 struct sharp_filter_factory;
+struct sharp_cors_policy;
 
 /* One entry of a typed_per_filter_config map (Envoy's PerFilterConfigs):
  * the config of the filter named `name` in the connection manager's
@@ -334,6 +335,7 @@ typedef struct sharp_route {
     sharp_redirect_t redirect;
     sharp_header_ops_t req_ops, resp_ops;
     sharp_per_filter_configs_t per_filter; /* Route.typed_per_filter_config */
+    struct sharp_cors_policy *cors;       /* RouteAction.cors (deprecated; http/cors.h), NULL: none */
 } sharp_route_t;
 
 typedef enum {
@@ -361,6 +363,7 @@ typedef struct sharp_vhost {
     sharp_tls_requirement_t require_tls;
     sharp_route_t tls_redirect;
     sharp_per_filter_configs_t per_filter; /* VirtualHost.typed_per_filter_config */
+    struct sharp_cors_policy *cors;       /* VirtualHost.cors (deprecated; http/cors.h), NULL: none */
 } sharp_vhost_t;
 
 typedef struct sharp_route_table {
@@ -460,6 +463,12 @@ void sharp_route_table_free(sharp_route_table_t *t);
 const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
                                       const sharp_weighted_cluster_t *wc, const char *name,
                                       const struct sharp_filter_factory *factory);
+/* Every level's config for `name` made by `factory`, the most specific
+ * first, at most `cap` of them (Envoy's perFilterConfigs, reversed): their
+ * number. */
+uint32_t sharp_route_filter_configs(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,
+                                    const sharp_weighted_cluster_t *wc, const char *name,
+                                    const struct sharp_filter_factory *factory, const void **out, uint32_t cap);
 /* Whether any of the levels has a typed_per_filter_config entry (most
  * routes have none: the stream skips the per-filter lookups). */
 bool sharp_route_has_filter_configs(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,

@@ -2,6 +2,7 @@
  * header mutations (Envoy's HeaderParser). */
 #include "http/route.h"
 #include "http/filter.h"
+#include "http/cors.h"
 
 #include <strings.h>
 
@@ -316,6 +317,7 @@ static void free_route(sharp_route_t *r)
     free_ops(&r->req_ops);
     free_ops(&r->resp_ops);
     sharp_per_filter_configs_free(&r->per_filter);
+    sharp_cors_policy_free(r->cors);
 }
 
 void sharp_per_filter_configs_free(sharp_per_filter_configs_t *c)
@@ -348,6 +350,7 @@ void sharp_route_table_free(sharp_route_table_t *t)
         free_retry(&vh->retry);
         free_mirror(&vh->mirror_own);
         sharp_per_filter_configs_free(&vh->per_filter);
+        sharp_cors_policy_free(vh->cors);
     }
     free_mirror(&t->mirror);
     free(t->vhosts);
