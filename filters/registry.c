@@ -6,6 +6,7 @@
 #include "filters/header_to_metadata/filter.h"
 #include "filters/health_check/filter.h"
 #include "filters/local_ratelimit/filter.h"
+#include "filters/matching/filter.h"
 #include "filters/router/router.h"
 #include "http/filter.h"
 
@@ -20,4 +21,6 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_ext_authz_filter);
     sharp_filter_register(&sharp_header_to_metadata_filter);
     sharp_filter_register(&sharp_fault_filter);
+    sharp_filter_register(&sharp_match_delegate_filter);
+    sharp_filter_register(&sharp_composite_filter);
 }
