@@ -40,9 +40,9 @@ typedef enum { PRED_SINGLE, PRED_OR, PRED_AND, PRED_NOT } pred_kind_t;
 
 typedef struct predicate {
     pred_kind_t kind;
-    input_t input;               /* PRED_SINGLE */
-    sharp_string_matcher_t sm;   /* PRED_SINGLE */
-    struct predicate *sub;       /* PRED_OR/AND: n of them; PRED_NOT: one */
+    input_t input;             /* PRED_SINGLE */
+    sharp_string_matcher_t sm; /* PRED_SINGLE */
+    struct predicate *sub;     /* PRED_OR/AND: n of them; PRED_NOT: one */
     uint32_t nsub;
 } predicate_t;
 
@@ -64,7 +64,7 @@ struct sharp_matcher {
     uint32_t nfm;
     /* tree */
     input_t input;
-    bool prefix;      /* prefix_match_map: entries sorted by key length, longest first */
+    bool prefix; /* prefix_match_map: entries sorted by key length, longest first */
     map_entry_t *map;
     uint32_t nmap;
     on_match_t on_no_match;
@@ -84,7 +84,8 @@ typedef struct {
 
 #define MAX_DEPTH 32
 
-static int fail(build_t *b, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(build_t *b, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(build_t *b, const char *path, const char *fmt, ...)
 {
     char msg[512];
@@ -125,7 +126,8 @@ static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
 }
 
 /* The input's value into *out (`tmp` holds it when built). */
-static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp, sharp_str_t *out)
+static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp,
+                         sharp_str_t *out)
 {
     const sharp_headers_t *h = NULL;
     switch (in->kind) {
@@ -195,7 +197,9 @@ static int pred_eval(const predicate_t *p, const sharp_match_data_t *d)
         sharp_sbuf_t tmp = {0};
         sharp_str_t v;
         avail_t a = input_get(&p->input, d, &tmp, &v);
-        int r = a == AVAIL_NONE ? -1 : a == AVAIL_ABSENT ? 0 : sharp_string_matcher_match(&p->sm, v);
+        int r = a == AVAIL_NONE     ? -1
+                : a == AVAIL_ABSENT ? 0
+                                    : sharp_string_matcher_match(&p->sm, v);
         free(tmp.data);
         return r;
     }
@@ -224,7 +228,8 @@ static int pred_eval(const predicate_t *p, const sharp_match_data_t *d)
     return 0;
 }
 
-static sharp_match_result_t handle(const on_match_t *om, const sharp_match_data_t *d, const void **action)
+static sharp_match_result_t handle(const on_match_t *om, const sharp_match_data_t *d,
+                                   const void **action)
 {
     if (!om->set) return SHARP_MATCH_NONE;
     if (om->matcher) return sharp_matcher_evaluate(om->matcher, d, action);
@@ -289,7 +294,8 @@ static void pred_free(predicate_t *p)
         return;
     }
     uint32_t n = p->kind == PRED_NOT ? 1 : p->nsub;
-    for (uint32_t i = 0; p->sub && i < n; i++) pred_free(&p->sub[i]);
+    for (uint32_t i = 0; p->sub && i < n; i++)
+        pred_free(&p->sub[i]);
     free(p->sub);
 }
 
@@ -320,7 +326,8 @@ static const char *type_name(const char *url)
 }
 
 /* A TypedExtensionConfig's typed_config, unpacked; NULL after fail(). */
-static ProtobufCMessage *unpack(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, const char *path)
+static ProtobufCMessage *unpack(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc,
+                                const char *path)
 {
     char p[1024];
     snprintf(p, sizeof p, "%s.typed_config", path);
@@ -331,7 +338,8 @@ static ProtobufCMessage *unpack(build_t *b, const Xds__Core__V3__TypedExtensionC
     return msg;
 }
 
-static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, const char *path, input_t *in)
+static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, const char *path,
+                       input_t *in)
 {
     if (!tc) return fail(b, path, "input is required");
     char p[1024];
@@ -360,9 +368,11 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
             return fail(b, p, "query_param: value length must be at least 1 characters");
         }
     } else {
-        int r = fail(b, p, "match input '%s' is not supported (SHARP implements the HTTP request/response "
-                           "header and trailer inputs and HttpRequestQueryParamMatchInput)",
-                     d->name);
+        int r =
+            fail(b, p,
+                 "match input '%s' is not supported (SHARP implements the HTTP request/response "
+                 "header and trailer inputs and HttpRequestQueryParamMatchInput)",
+                 d->name);
         protobuf_c_message_free_unpacked(msg, NULL);
         return r;
     }
@@ -375,7 +385,8 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
     if (in->kind != INPUT_QUERY_PARAM)
         for (char *c = in->name; *c; c++)
             if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
-    if (in->kind == INPUT_RESPONSE_HEADER || in->kind == INPUT_RESPONSE_TRAILER) b->needs_response = true;
+    if (in->kind == INPUT_RESPONSE_HEADER || in->kind == INPUT_RESPONSE_TRAILER)
+        b->needs_response = true;
     protobuf_c_message_free_unpacked(msg, NULL);
     return 0;
 }
@@ -397,8 +408,8 @@ static int build_on_match(build_t *b, const on_match_pb_t *pb, const char *path,
         if (!msg) return -1;
         char ap[1100];
         snprintf(ap, sizeof ap, "%s.typed_config", p);
-        om->action = b->make_action(pb->action->name, pb->action->typed_config->type_url, msg, b->arg, ap, b->err,
-                                    b->errlen);
+        om->action = b->make_action(pb->action->name, pb->action->typed_config->type_url, msg,
+                                    b->arg, ap, b->err, b->errlen);
         protobuf_c_message_free_unpacked(msg, NULL);
         if (!om->action) return -1;
     } else {
@@ -415,21 +426,25 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
     int rc = 0;
     switch (pb->match_type_case) {
     case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_SINGLE_PREDICATE: {
-        const Xds__Type__Matcher__V3__Matcher__MatcherList__Predicate__SinglePredicate *sp = pb->single_predicate;
+        const Xds__Type__Matcher__V3__Matcher__MatcherList__Predicate__SinglePredicate *sp =
+            pb->single_predicate;
         out->kind = PRED_SINGLE;
         snprintf(p, sizeof p, "%s.single_predicate", path);
         if (build_input(b, sp->input, p, &out->input) < 0) {
             rc = -1;
             break;
         }
-        if (sp->matcher_case == XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__SINGLE_PREDICATE__MATCHER_CUSTOM_MATCH) {
+        if (sp->matcher_case ==
+            XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__SINGLE_PREDICATE__MATCHER_CUSTOM_MATCH) {
             snprintf(p, sizeof p, "%s.single_predicate.custom_match", path);
             rc = fail(b, p, "custom_match '%s' is not supported (only value_match)",
-                      sp->custom_match->typed_config ? type_name(sp->custom_match->typed_config->type_url)
-                                                     : sp->custom_match->name);
+                      sp->custom_match->typed_config
+                          ? type_name(sp->custom_match->typed_config->type_url)
+                          : sp->custom_match->name);
             break;
         }
-        if (sp->matcher_case != XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__SINGLE_PREDICATE__MATCHER_VALUE_MATCH) {
+        if (sp->matcher_case !=
+            XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__SINGLE_PREDICATE__MATCHER_VALUE_MATCH) {
             rc = fail(b, p, "one of value_match and custom_match is required");
             break;
         }
@@ -439,20 +454,20 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
         int r;
         switch (sm->match_pattern_case) {
         case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-            r = sharp_string_matcher_init(&out->sm, SHARP_SM_EXACT, sm->exact, strlen(sm->exact), sm->ignore_case, e,
-                                          sizeof e);
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_EXACT, sm->exact, strlen(sm->exact),
+                                          sm->ignore_case, e, sizeof e);
             break;
         case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-            r = sharp_string_matcher_init(&out->sm, SHARP_SM_PREFIX, sm->prefix, strlen(sm->prefix), sm->ignore_case,
-                                          e, sizeof e);
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_PREFIX, sm->prefix, strlen(sm->prefix),
+                                          sm->ignore_case, e, sizeof e);
             break;
         case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-            r = sharp_string_matcher_init(&out->sm, SHARP_SM_SUFFIX, sm->suffix, strlen(sm->suffix), sm->ignore_case,
-                                          e, sizeof e);
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_SUFFIX, sm->suffix, strlen(sm->suffix),
+                                          sm->ignore_case, e, sizeof e);
             break;
         case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-            r = sharp_string_matcher_init(&out->sm, SHARP_SM_CONTAINS, sm->contains, strlen(sm->contains),
-                                          sm->ignore_case, e, sizeof e);
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_CONTAINS, sm->contains,
+                                          strlen(sm->contains), sm->ignore_case, e, sizeof e);
             break;
         case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
             if (sm->ignore_case) {
@@ -464,14 +479,17 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
             break;
         default:
             r = -1;
-            snprintf(e, sizeof e, "one of exact, prefix, suffix, safe_regex and contains is required");
+            snprintf(e, sizeof e,
+                     "one of exact, prefix, suffix, safe_regex and contains is required");
         }
         if (r < 0) rc = fail(b, p, "%s", e[0] ? e : "invalid string matcher");
         break;
     }
     case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_OR_MATCHER:
     case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_AND_MATCHER: {
-        bool is_or = pb->match_type_case == XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_OR_MATCHER;
+        bool is_or =
+            pb->match_type_case ==
+            XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_OR_MATCHER;
         const Xds__Type__Matcher__V3__Matcher__MatcherList__Predicate__PredicateList *pl =
             is_or ? pb->or_matcher : pb->and_matcher;
         out->kind = is_or ? PRED_OR : PRED_AND;
@@ -496,7 +514,8 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
         rc = build_pred(b, pb->not_matcher, p, out->sub);
         break;
     default:
-        rc = fail(b, path, "one of single_predicate, or_matcher, and_matcher and not_matcher is required");
+        rc = fail(b, path,
+                  "one of single_predicate, or_matcher, and_matcher and not_matcher is required");
     }
     b->depth--;
     return rc;
@@ -511,7 +530,8 @@ static int cmp_len_desc(const void *a, const void *b)
 static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *path)
 {
     char p[1024];
-    if (++b->depth > MAX_DEPTH) return fail(b, path, "matchers nest deeper than %d", MAX_DEPTH), NULL;
+    if (++b->depth > MAX_DEPTH)
+        return fail(b, path, "matchers nest deeper than %d", MAX_DEPTH), NULL;
     sharp_matcher_t *m = sharp_calloc(1, sizeof *m);
     m->free_action = b->free_action;
     int rc = 0;
@@ -537,7 +557,8 @@ static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *pa
             }
             rc = build_on_match(b, fm->on_match, q, &m->fm[i].on_match);
         }
-    } else if (pb->matcher_type_case == XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TYPE_MATCHER_TREE) {
+    } else if (pb->matcher_type_case ==
+               XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TYPE_MATCHER_TREE) {
         const Xds__Type__Matcher__V3__Matcher__MatcherTree *t = pb->matcher_tree;
         m->is_tree = true;
         snprintf(p, sizeof p, "%s.matcher_tree", path);
@@ -555,12 +576,16 @@ static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *pa
                 break;
             case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TREE__TREE_TYPE_CUSTOM_MATCH:
                 snprintf(p, sizeof p, "%s.matcher_tree.custom_match", path);
-                rc = fail(b, p, "custom_match '%s' is not supported (only exact_match_map and prefix_match_map)",
-                          t->custom_match->typed_config ? type_name(t->custom_match->typed_config->type_url)
-                                                        : t->custom_match->name);
+                rc = fail(b, p,
+                          "custom_match '%s' is not supported (only exact_match_map and "
+                          "prefix_match_map)",
+                          t->custom_match->typed_config
+                              ? type_name(t->custom_match->typed_config->type_url)
+                              : t->custom_match->name);
                 break;
             default:
-                rc = fail(b, p, "one of exact_match_map, prefix_match_map and custom_match is required");
+                rc = fail(b, p,
+                          "one of exact_match_map, prefix_match_map and custom_match is required");
             }
         if (mm) {
             if (mm->n_map == 0) rc = fail(b, p, "value must contain at least 1 pair(s)");
@@ -593,10 +618,15 @@ static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *pa
     return m;
 }
 
-sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path, sharp_match_action_fn make_action,
-                                     void (*free_action)(void *), void *arg, char *err, size_t errlen)
+sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
+                                     sharp_match_action_fn make_action, void (*free_action)(void *),
+                                     void *arg, char *err, size_t errlen)
 {
-    build_t b = {.make_action = make_action, .free_action = free_action, .arg = arg, .err = err, .errlen = errlen};
+    build_t b = {.make_action = make_action,
+                 .free_action = free_action,
+                 .arg = arg,
+                 .err = err,
+                 .errlen = errlen};
     sharp_matcher_t *m = build(&b, pb, path);
     if (m) m->needs_response = b.needs_response;
     return m;

@@ -51,14 +51,16 @@ typedef struct sharp_matcher sharp_matcher_t;
 /* Makes the action of an OnMatch from its TypedExtensionConfig: `name` and
  * the unpacked typed_config (type_url its type). Returns it, or NULL with
  * `err` filled to refuse the config. */
-typedef void *(*sharp_match_action_fn)(const char *name, const char *type_url, const ProtobufCMessage *msg,
-                                       void *arg, const char *path, char *err, size_t errlen);
+typedef void *(*sharp_match_action_fn)(const char *name, const char *type_url,
+                                       const ProtobufCMessage *msg, void *arg, const char *path,
+                                       char *err, size_t errlen);
 
 /* Builds a matcher; NULL and `err` (naming the field under `path`) on a bad
  * or unsupported config. free_action frees what make_action returned. */
-sharp_matcher_t *sharp_matcher_build(const struct Xds__Type__Matcher__V3__Matcher *pb, const char *path,
-                                     sharp_match_action_fn make_action, void (*free_action)(void *), void *arg,
-                                     char *err, size_t errlen);
+sharp_matcher_t *sharp_matcher_build(const struct Xds__Type__Matcher__V3__Matcher *pb,
+                                     const char *path, sharp_match_action_fn make_action,
+                                     void (*free_action)(void *), void *arg, char *err,
+                                     size_t errlen);
 /* Evaluates against `d`; for SHARP_MATCH_ACTION *action is the action. */
 sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
                                             const void **action);

@@ -42,7 +42,8 @@ typedef struct {
     bool started;
 } inner_t;
 
-static void inner_start(inner_t *in, sharp_filter_t *outer, const sharp_filter_factory_t *fac, const void *config)
+static void inner_start(inner_t *in, sharp_filter_t *outer, const sharp_filter_factory_t *fac,
+                        const void *config)
 {
     if (in->started) return;
     in->started = true;
@@ -56,11 +57,13 @@ static void inner_start(inner_t *in, sharp_filter_t *outer, const sharp_filter_f
 
 static sharp_filter_status_t inner_decode_headers(inner_t *in, sharp_headers_t *h, bool end)
 {
-    return in->f.factory->decode_headers ? in->f.factory->decode_headers(&in->f, h, end) : SHARP_FILTER_CONTINUE;
+    return in->f.factory->decode_headers ? in->f.factory->decode_headers(&in->f, h, end)
+                                         : SHARP_FILTER_CONTINUE;
 }
 static sharp_filter_status_t inner_decode_data(inner_t *in, const char *p, size_t n, bool end)
 {
-    return in->f.factory->decode_data ? in->f.factory->decode_data(&in->f, p, n, end) : SHARP_FILTER_CONTINUE;
+    return in->f.factory->decode_data ? in->f.factory->decode_data(&in->f, p, n, end)
+                                      : SHARP_FILTER_CONTINUE;
 }
 static sharp_filter_status_t inner_decode_trailers(inner_t *in, sharp_headers_t *t)
 {
@@ -71,15 +74,18 @@ static sharp_filter_status_t inner_decode_trailers(inner_t *in, sharp_headers_t 
 }
 static sharp_filter_status_t inner_encode_headers(inner_t *in, sharp_headers_t *h, bool end)
 {
-    return in->f.factory->encode_headers ? in->f.factory->encode_headers(&in->f, h, end) : SHARP_FILTER_CONTINUE;
+    return in->f.factory->encode_headers ? in->f.factory->encode_headers(&in->f, h, end)
+                                         : SHARP_FILTER_CONTINUE;
 }
 static sharp_filter_status_t inner_encode_data(inner_t *in, const char *p, size_t n, bool end)
 {
-    return in->f.factory->encode_data ? in->f.factory->encode_data(&in->f, p, n, end) : SHARP_FILTER_CONTINUE;
+    return in->f.factory->encode_data ? in->f.factory->encode_data(&in->f, p, n, end)
+                                      : SHARP_FILTER_CONTINUE;
 }
 static void inner_watermark(inner_t *in, bool above)
 {
-    if (in->started && in->f.factory->on_downstream_watermark) in->f.factory->on_downstream_watermark(&in->f, above);
+    if (in->started && in->f.factory->on_downstream_watermark)
+        in->f.factory->on_downstream_watermark(&in->f, above);
 }
 static void inner_complete(inner_t *in, const sharp_stream_info_t *si)
 {
@@ -111,7 +117,8 @@ typedef struct {
 static void action_free(void *p)
 {
     match_action_t *a = p;
-    if (a->factory && a->factory->destroy_config && a->config) a->factory->destroy_config(a->config);
+    if (a->factory && a->factory->destroy_config && a->config)
+        a->factory->destroy_config(a->config);
     free(a);
 }
 
@@ -124,13 +131,16 @@ static const char skip_type[] = "envoy.extensions.filters.common.matcher.action.
 static const char execute_type[] = "envoy.extensions.filters.http.composite.v3.ExecuteFilterAction";
 
 /* The filter of an ExecuteFilterAction's typed_config, with its config. */
-static int make_execute(const Envoy__Extensions__Filters__Http__Composite__V3__ExecuteFilterAction *pb,
-                        sharp_filter_config_ctx_t *ctx, const char *path, match_action_t *a, char *err,
-                        size_t errlen)
+static int
+make_execute(const Envoy__Extensions__Filters__Http__Composite__V3__ExecuteFilterAction *pb,
+             sharp_filter_config_ctx_t *ctx, const char *path, match_action_t *a, char *err,
+             size_t errlen)
 {
     if (pb->dynamic_config) {
-        snprintf(err, errlen, "%s.dynamic_config: not supported (filter configs from an extension config "
-                              "discovery service)", path);
+        snprintf(err, errlen,
+                 "%s.dynamic_config: not supported (filter configs from an extension config "
+                 "discovery service)",
+                 path);
         return -1;
     }
     if (pb->sample_percent) {
@@ -142,16 +152,17 @@ static int make_execute(const Envoy__Extensions__Filters__Http__Composite__V3__E
         snprintf(err, errlen, "%s: one of typed_config and dynamic_config is required", path);
         return -1;
     }
-    const sharp_filter_factory_t *fac = sharp_filter_find_by_type_url(tc->typed_config->type_url,
-                                                                      strlen(tc->typed_config->type_url));
+    const sharp_filter_factory_t *fac = sharp_filter_find_by_type_url(
+        tc->typed_config->type_url, strlen(tc->typed_config->type_url));
     if (!fac) {
-        snprintf(err, errlen, "%s.typed_config: no HTTP filter handles typed_config type '%s'", path,
-                 tc->typed_config->type_url);
+        snprintf(err, errlen, "%s.typed_config: no HTTP filter handles typed_config type '%s'",
+                 path, tc->typed_config->type_url);
         return -1;
     }
     if (fac->terminal) {
-        snprintf(err, errlen, "%s.typed_config: the terminal filter '%s' cannot run in the composite filter", path,
-                 fac->name);
+        snprintf(err, errlen,
+                 "%s.typed_config: the terminal filter '%s' cannot run in the composite filter",
+                 path, fac->name);
         return -1;
     }
     sharp_config_error_t e = {{0}};
@@ -164,7 +175,8 @@ static int make_execute(const Envoy__Extensions__Filters__Http__Composite__V3__E
     void *cfg = fac->create_config ? fac->create_config(msg, ctx, ferr, sizeof ferr) : NULL;
     protobuf_c_message_free_unpacked(msg, NULL);
     if (fac->create_config && !cfg) {
-        snprintf(err, errlen, "%s.typed_config: %s", path, ferr[0] ? ferr : "invalid filter config");
+        snprintf(err, errlen, "%s.typed_config: %s", path,
+                 ferr[0] ? ferr : "invalid filter config");
         return -1;
     }
     a->factory = fac;
@@ -172,8 +184,8 @@ static int make_execute(const Envoy__Extensions__Filters__Http__Composite__V3__E
     return 0;
 }
 
-static void *make_action(const char *name, const char *type_url, const ProtobufCMessage *msg, void *arg,
-                         const char *path, char *err, size_t errlen)
+static void *make_action(const char *name, const char *type_url, const ProtobufCMessage *msg,
+                         void *arg, const char *path, char *err, size_t errlen)
 {
     (void)name;
     action_ctx_t *ac = arg;
@@ -186,21 +198,27 @@ static void *make_action(const char *name, const char *type_url, const ProtobufC
     }
     if (strcmp(t, execute_type) == 0) {
         if (ac->inner != &sharp_composite_filter) {
-            snprintf(err, errlen, "%s: ExecuteFilterAction is an action of the composite filter "
-                                  "(envoy.filters.http.composite), not of '%s'", path, ac->inner->name);
+            snprintf(err, errlen,
+                     "%s: ExecuteFilterAction is an action of the composite filter "
+                     "(envoy.filters.http.composite), not of '%s'",
+                     path, ac->inner->name);
             free(a);
             return NULL;
         }
         a->kind = ACTION_EXECUTE;
-        if (make_execute((const Envoy__Extensions__Filters__Http__Composite__V3__ExecuteFilterAction *)msg, ac->ctx,
-                         path, a, err, errlen) < 0) {
+        if (make_execute(
+                (const Envoy__Extensions__Filters__Http__Composite__V3__ExecuteFilterAction *)msg,
+                ac->ctx, path, a, err, errlen) < 0) {
             free(a);
             return NULL;
         }
         return a;
     }
-    snprintf(err, errlen, "%s: action '%s' is not supported (SkipFilter, and ExecuteFilterAction for the composite "
-                          "filter)", path, t);
+    snprintf(
+        err, errlen,
+        "%s: action '%s' is not supported (SkipFilter, and ExecuteFilterAction for the composite "
+        "filter)",
+        path, t);
     free(a);
     return NULL;
 }
@@ -217,7 +235,8 @@ typedef struct {
     inner_t deleg; /* the action's filter, once a match picked one */
 } composite_state_t;
 
-static void *composite_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *composite_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx,
+                              char *err, size_t errlen)
 {
     (void)msg;
     (void)err;
@@ -251,15 +270,17 @@ static void composite_on_action(sharp_filter_t *f, const match_action_t *a)
     sharp_counter_inc(sharp_stream_worker(f->stream)->stats, c->st_success);
 }
 
-#define COMPOSITE_DELEGATE(call, dflt) \
-    composite_state_t *st = f->state;  \
+#define COMPOSITE_DELEGATE(call, dflt)                                                             \
+    composite_state_t *st = f->state;                                                              \
     return st->deleg.started ? call : dflt
 
-static sharp_filter_status_t composite_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end)
+static sharp_filter_status_t composite_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                      bool end)
 {
     COMPOSITE_DELEGATE(inner_decode_headers(&st->deleg, h, end), SHARP_FILTER_CONTINUE);
 }
-static sharp_filter_status_t composite_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end)
+static sharp_filter_status_t composite_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                                   bool end)
 {
     COMPOSITE_DELEGATE(inner_decode_data(&st->deleg, p, n, end), SHARP_FILTER_CONTINUE);
 }
@@ -267,11 +288,13 @@ static sharp_filter_status_t composite_decode_trailers(sharp_filter_t *f, sharp_
 {
     COMPOSITE_DELEGATE(inner_decode_trailers(&st->deleg, t), SHARP_FILTER_CONTINUE);
 }
-static sharp_filter_status_t composite_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end)
+static sharp_filter_status_t composite_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                      bool end)
 {
     COMPOSITE_DELEGATE(inner_encode_headers(&st->deleg, h, end), SHARP_FILTER_CONTINUE);
 }
-static sharp_filter_status_t composite_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end)
+static sharp_filter_status_t composite_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                                   bool end)
 {
     COMPOSITE_DELEGATE(inner_encode_data(&st->deleg, p, n, end), SHARP_FILTER_CONTINUE);
 }
@@ -327,6 +350,10 @@ typedef struct {
     bool decided; /* the matcher's result is final */
     bool skip;    /* SkipFilter: the wrapped filter is out of the stream */
     const sharp_headers_t *req, *req_trailers, *resp, *resp_trailers;
+    /* the response headers kept while undecided after them (the caller's
+     * map may not outlive encode_headers); has_copy: initialized */
+    sharp_headers_t resp_copy;
+    bool has_copy;
 } emw_state_t;
 
 static void emw_destroy_config(void *p)
@@ -334,11 +361,13 @@ static void emw_destroy_config(void *p)
     emw_config_t *c = p;
     if (!c) return;
     sharp_matcher_free(c->matcher);
-    if (c->inner && c->inner->destroy_config && c->inner_config) c->inner->destroy_config(c->inner_config);
+    if (c->inner && c->inner->destroy_config && c->inner_config)
+        c->inner->destroy_config(c->inner_config);
     free(c);
 }
 
-static void *emw_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *emw_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                        size_t errlen)
 {
     const Envoy__Extensions__Common__Matching__V3__ExtensionWithMatcher *pb =
         (const Envoy__Extensions__Common__Matching__V3__ExtensionWithMatcher *)msg;
@@ -351,15 +380,16 @@ static void *emw_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *
         snprintf(err, errlen, "extension_config.typed_config: value is required");
         return NULL;
     }
-    const sharp_filter_factory_t *fac =
-        sharp_filter_find_by_type_url(tc->typed_config->type_url, strlen(tc->typed_config->type_url));
+    const sharp_filter_factory_t *fac = sharp_filter_find_by_type_url(
+        tc->typed_config->type_url, strlen(tc->typed_config->type_url));
     if (!fac) {
         snprintf(err, errlen, "extension_config: no HTTP filter handles typed_config type '%s'",
                  tc->typed_config->type_url);
         return NULL;
     }
     if (fac->terminal) {
-        snprintf(err, errlen, "extension_config: the terminal filter '%s' cannot be wrapped with a matcher",
+        snprintf(err, errlen,
+                 "extension_config: the terminal filter '%s' cannot be wrapped with a matcher",
                  fac->name);
         return NULL;
     }
@@ -372,16 +402,19 @@ static void *emw_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *
     emw_config_t *c = sharp_calloc(1, sizeof *c);
     c->inner = fac;
     char ferr[512] = "";
-    c->inner_config = fac->create_config ? fac->create_config(inner_msg, ctx, ferr, sizeof ferr) : NULL;
+    c->inner_config =
+        fac->create_config ? fac->create_config(inner_msg, ctx, ferr, sizeof ferr) : NULL;
     protobuf_c_message_free_unpacked(inner_msg, NULL);
     if (fac->create_config && !c->inner_config) {
-        snprintf(err, errlen, "extension_config.typed_config: %s", ferr[0] ? ferr : "invalid filter config");
+        snprintf(err, errlen, "extension_config.typed_config: %s",
+                 ferr[0] ? ferr : "invalid filter config");
         free(c);
         return NULL;
     }
     if (pb->xds_matcher) {
         action_ctx_t ac = {.inner = fac, .ctx = ctx};
-        c->matcher = sharp_matcher_build(pb->xds_matcher, "xds_matcher", make_action, action_free, &ac, err, errlen);
+        c->matcher = sharp_matcher_build(pb->xds_matcher, "xds_matcher", make_action, action_free,
+                                         &ac, err, errlen);
         if (!c->matcher) {
             emw_destroy_config(c);
             return NULL;
@@ -455,6 +488,13 @@ static sharp_filter_status_t emw_encode_headers(sharp_filter_t *f, sharp_headers
     emw_state_t *st = f->state;
     st->resp = h;
     emw_evaluate(f, st);
+    if (!st->decided && h != &f->stream->resp) {
+        /* response trailers may still decide: keep what they will need */
+        if (!st->has_copy) sharp_headers_init(&st->resp_copy);
+        st->has_copy = true;
+        sharp_headers_copy(&st->resp_copy, h);
+        st->resp = &st->resp_copy;
+    }
     if (st->skip) return SHARP_FILTER_CONTINUE;
     return inner_encode_headers(emw_inner(f, st), h, end);
 }
@@ -486,11 +526,18 @@ static void emw_on_destroy(sharp_filter_t *f)
 {
     emw_state_t *st = f->state;
     inner_destroy(&st->inner);
+    if (st->has_copy) sharp_headers_free(&st->resp_copy);
 }
 static uint64_t emw_buffered(sharp_filter_t *f)
 {
     emw_state_t *st = f->state;
     return inner_buffered(&st->inner);
+}
+
+static const sharp_filter_factory_t *emw_wrapped(const void *config)
+{
+    const emw_config_t *c = config;
+    return c->inner;
 }
 
 const sharp_filter_factory_t sharp_match_delegate_filter = {
@@ -509,4 +556,5 @@ const sharp_filter_factory_t sharp_match_delegate_filter = {
     .on_complete = emw_complete,
     .on_destroy = emw_on_destroy,
     .buffered_bytes = emw_buffered,
+    .wrapped_factory = emw_wrapped,
 };

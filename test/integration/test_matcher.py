@@ -6,11 +6,13 @@ when the response headers arrive), the composite filter running a fault
 abort or a header_to_metadata config picked by a request header, configs
 refused by name, and the Envoy corpus bootstraps of the matching docs."""
 import json
+import socket
+import time
 
 import pytest
 
-from conftest import (PROTOS, bootstrap_yaml, file_access_log, free_port, log_lines, protos, run_sharp_config, stat,
-                      validate_config)
+from conftest import (PROTOS, SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, protos, run_sharp_config,
+                      stat, validate_config, wait_for)
 
 H1 = PROTOS["h1"]
 CORPUS = "/work/shared/envoy-corpus"
@@ -49,10 +51,10 @@ def wrapped(inner, matcher, name="with-matcher"):
     return f
 
 
-def start(procs, upstream, filters):
+def start(procs, upstream, filters, routes=None):
     listen, admin = free_port(), free_port()
     al, log = file_access_log(LOG)
-    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]}, hcm_extra=al)
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]}, routes=routes, hcm_extra=al)
     y = y.replace("          http_filters:\n", "          http_filters:\n" + indent(filters, 10))
     run_sharp_config(procs, y, admin)
     return listen, admin, log
@@ -130,7 +132,8 @@ def test_response_header_match_decided_on_response(procs, upstream):
     skips the filter at once; otherwise the decision waits for the response
     headers, and response-header: bar then skips the filter's response
     rules, any other value leaves them on."""
-    h2m = f'"@type": {H2M}\nresponse_rules:\n- header: x-meta\n  on_header_present: {{ metadata_namespace: m, key: k, type: STRING }}\n'
+    h2m = (f'"@type": {H2M}\nresponse_rules:\n- header: x-meta\n'
+           "  on_header_present: { metadata_namespace: m, key: k, type: STRING }\n")
     port, _, log = start(procs, upstream, wrapped(h2m, REQ_RESP))
     assert H1.request(port, "/echo?hdr=x-meta:one&hdr=response-header:bar")[0] == 200
     assert H1.request(port, "/echo?hdr=x-meta:two&hdr=response-header:baz")[0] == 200
@@ -171,10 +174,36 @@ matcher_list:
     assert H1.request(port, "/", headers={"x-fault": "on"})[0] == 503
 
 
-def composite(actions):
-    """A composite filter in an ExtensionWithMatcher keyed on x-pick, with
+def test_per_route_config_of_wrapped_filter(procs, upstream):
+    """A route's typed_per_filter_config under the wrapper's name is the
+    wrapped filter's (Envoy's wrapped filter reads it through the
+    wrapper's callbacks): an HTTPFault there replaces the fault config;
+    FilterConfig disabled takes the wrapper out; another filter's type
+    there is refused naming both."""
+    per = lambda cfg: "  typed_per_filter_config:\n    with-matcher:\n" + indent(cfg, 6)
+    routes = ('- match: { prefix: "/override" }\n  route: { cluster: backend }\n'
+              + per(f'"@type": {FAULT}\nabort: {{ http_status: 429, percentage: {{ numerator: 100 }} }}\n')
+              + '- match: { prefix: "/off" }\n  route: { cluster: backend }\n'
+              + per('"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig\ndisabled: true\n')
+              + '- match: { prefix: "/" }\n  route: { cluster: backend }\n')
+    port, _, _ = start(procs, upstream, wrapped(ABORT, SIMPLE), routes=routes)
+    assert H1.request(port, "/any")[0] == 503
+    assert H1.request(port, "/override")[0] == 429
+    assert H1.request(port, "/override", headers={"some-header": "some_value_to_match_on"})[0] == 200
+    assert H1.request(port, "/off")[0] == 200
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [1]}, routes=(
+        '- match: { prefix: "/" }\n  route: { cluster: backend }\n'
+        + per(f'"@type": {H2M}\nrequest_rules:\n- header: x\n  on_header_present: {{ key: k }}\n')))
+    y = y.replace("          http_filters:\n", "          http_filters:\n" + indent(wrapped(ABORT, SIMPLE), 10))
+    rc, out = validate_config(y)
+    assert rc != 0 and "not of this connection manager's filter 'with-matcher' (envoy.filters.http.fault)" in out, out
+
+
+def composite(actions, header="x-pick"):
+    """A composite filter in an ExtensionWithMatcher keyed on `header`, with
     ExecuteFilterAction `actions` (value -> typed_config YAML)."""
-    m = f"matcher_tree:\n  {req_input('x-pick')}\n  exact_match_map:\n    map:\n"
+    m = f"matcher_tree:\n  {req_input(header)}\n  exact_match_map:\n    map:\n"
     for k, tc in actions.items():
         m += (f"      {k}:\n        action:\n          name: composite-action\n          typed_config:\n"
               f"            \"@type\": {EXECUTE}\n            typed_config:\n              name: f\n"
@@ -199,6 +228,31 @@ def test_composite_executes_per_request(procs, upstream, proto):
     assert sorted(log_lines(log, 4)) == ["200 - /2 v2", "200 - /3 -", "200 - /4 -", "503 FI /1 -"]
     assert stat(admin, "http.ingress_http.composite.filter_delegation_success") == 2
     assert stat(admin, "http.ingress_http.fault.aborts_injected") == 1
+
+
+def test_composite_delay_resumes(procs, upstream):
+    """composite.yaml's shape with short delays: the delegated fault filter
+    stops the chain on its timer and resumes it from inside the composite
+    filter (the request then reaches the upstream); the other value's
+    delay is longer; no match has no delay."""
+    tiny = f'"@type": {FAULT}\ndelay: {{ fixed_delay: 0.3s, percentage: {{ numerator: 100 }} }}\n'
+    huge = f'"@type": {FAULT}\ndelay: {{ fixed_delay: 0.8s, percentage: {{ numerator: 100 }} }}\n'
+    actions = {'"tiny fault"': tiny, '"huge fault"': huge}
+    port, admin, log = start(procs, upstream, composite(actions, "x-fault-category"))
+    for value, low, high in (("tiny fault", 0.3, 0.8), ("huge fault", 0.8, 5), (None, 0, 0.3)):
+        t0 = time.monotonic()
+        s, _, b = H1.request(port, "/echo", headers={"x-fault-category": value} if value else None)
+        took = time.monotonic() - t0
+        assert s == 200 and json.loads(b)["path"] == "/echo", (s, b)
+        assert low <= took < high * SLOW, (value, took)
+    assert stat(admin, "http.ingress_http.fault.delays_injected") == 2
+    assert sorted(log_lines(log, 3)) == ["200 - /echo -", "200 DI /echo -", "200 DI /echo -"]
+    # a client leaving during the delegated delay: the delay ends with the stream
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(b"GET /gone HTTP/1.1\r\nhost: x\r\nx-fault-category: huge fault\r\n\r\n")
+        wait_for(lambda: stat(admin, "http.ingress_http.fault.active_faults") == 1, 5, "the delay to start")
+    wait_for(lambda: stat(admin, "http.ingress_http.fault.active_faults") == 0, 5, "the delay to end with the stream")
+    assert stat(admin, "http.ingress_http.fault.delays_injected") == 3
 
 
 def refused(filters, *want):
