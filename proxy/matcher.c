@@ -475,6 +475,13 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
                 snprintf(e, sizeof e, "ignore_case has no effect for safe_regex.");
                 break;
             }
+            /* xds's RegexMatcher requires its engine (validate.required) */
+            if (sm->safe_regex->engine_type_case !=
+                XDS__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2) {
+                r = -1;
+                snprintf(e, sizeof e, "safe_regex.google_re2: value is required");
+                break;
+            }
             r = sharp_string_matcher_init_regex(&out->sm, sm->safe_regex->regex, NULL, e, sizeof e);
             break;
         default:

@@ -497,6 +497,12 @@ static void bad_configs(void **state)
     refused("matcher_list:\n"
             "  matchers:\n"
             "  - predicate: {single_predicate: {" REQ_INPUT(
+                "a") ", value_match: {safe_regex: {regex: 'x'}}}}\n"
+                     "    on_match: {" SKIP_ACTION("a") "}\n",
+            "value_match: safe_regex.google_re2: value is required");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" REQ_INPUT(
                 "a") ", custom_match: {name: c, typed_config: {'@type': "
                      "type.googleapis.com/xds.type.v3.TypedStruct, type_url: x.y.Z}}}}\n"
                      "    on_match: {" SKIP_ACTION("a") "}\n",
