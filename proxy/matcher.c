@@ -69,7 +69,7 @@ struct sharp_matcher {
     uint32_t nmap;
     on_match_t on_no_match;
     void (*free_action)(void *);
-    bool needs_response;
+    uint32_t inputs; /* SHARP_MATCH_IN_* of the whole tree (the root's) */
 };
 
 typedef struct {
@@ -78,7 +78,7 @@ typedef struct {
     void *arg;
     char *err;
     size_t errlen;
-    bool needs_response;
+    uint32_t inputs;
     int depth;
 } build_t;
 
@@ -275,7 +275,12 @@ sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const shar
 
 bool sharp_matcher_needs_response(const sharp_matcher_t *m)
 {
-    return m->needs_response;
+    return m->inputs & (SHARP_MATCH_IN_RESPONSE_HEADER | SHARP_MATCH_IN_RESPONSE_TRAILER);
+}
+
+uint32_t sharp_matcher_inputs(const sharp_matcher_t *m)
+{
+    return m->inputs;
 }
 
 /* ---- building ---- */
@@ -385,8 +390,7 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
     if (in->kind != INPUT_QUERY_PARAM)
         for (char *c = in->name; *c; c++)
             if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
-    if (in->kind == INPUT_RESPONSE_HEADER || in->kind == INPUT_RESPONSE_TRAILER)
-        b->needs_response = true;
+    b->inputs |= 1u << in->kind; /* input_kind_t follows SHARP_MATCH_IN_*'s order */
     protobuf_c_message_free_unpacked(msg, NULL);
     return 0;
 }
@@ -635,6 +639,6 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
                  .err = err,
                  .errlen = errlen};
     sharp_matcher_t *m = build(&b, pb, path);
-    if (m) m->needs_response = b.needs_response;
+    if (m) m->inputs = b.inputs;
     return m;
 }

@@ -66,6 +66,15 @@ sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const shar
                                             const void **action);
 /* Whether some input of the matcher reads response headers or trailers. */
 bool sharp_matcher_needs_response(const sharp_matcher_t *m);
+/* The inputs the matcher reads, a mask of these bits. */
+enum {
+    SHARP_MATCH_IN_REQUEST_HEADER = 1u << 0,
+    SHARP_MATCH_IN_REQUEST_TRAILER = 1u << 1,
+    SHARP_MATCH_IN_RESPONSE_HEADER = 1u << 2,
+    SHARP_MATCH_IN_RESPONSE_TRAILER = 1u << 3,
+    SHARP_MATCH_IN_QUERY_PARAM = 1u << 4,
+};
+uint32_t sharp_matcher_inputs(const sharp_matcher_t *m);
 void sharp_matcher_free(sharp_matcher_t *m);
 
 #endif

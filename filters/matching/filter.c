@@ -197,6 +197,12 @@ static void *make_action(const char *name, const char *type_url, const ProtobufC
         return a;
     }
     if (strcmp(t, execute_type) == 0) {
+        if (!ac->inner) {
+            snprintf(err, errlen, "%s: ExecuteFilterAction in a per-route matcher is not supported",
+                     path);
+            free(a);
+            return NULL;
+        }
         if (ac->inner != &sharp_composite_filter) {
             snprintf(err, errlen,
                      "%s: ExecuteFilterAction is an action of the composite filter "
@@ -354,6 +360,7 @@ typedef struct {
      * map may not outlive encode_headers); has_copy: initialized */
     sharp_headers_t resp_copy;
     bool has_copy;
+    const sharp_matcher_t *route_matcher; /* the route's ExtensionWithMatcherPerRoute */
 } emw_state_t;
 
 static void emw_destroy_config(void *p)
@@ -423,12 +430,49 @@ static void *emw_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *
     return c;
 }
 
-/* Envoy's FilterMatchState::evaluateMatchTree. */
+/* ExtensionWithMatcherPerRoute: its matcher replaces the filter's for the
+ * route's streams. As Envoy, its inputs may only be request headers. */
+static void *emw_route_create(const ProtobufCMessage *msg, char *err, size_t errlen)
+{
+    const Envoy__Extensions__Common__Matching__V3__ExtensionWithMatcherPerRoute *pb =
+        (const Envoy__Extensions__Common__Matching__V3__ExtensionWithMatcherPerRoute *)msg;
+    Xds__Type__Matcher__V3__Matcher empty = XDS__TYPE__MATCHER__V3__MATCHER__INIT;
+    action_ctx_t ac = {0};
+    sharp_matcher_t *m =
+        sharp_matcher_build(pb && pb->xds_matcher ? pb->xds_matcher : &empty, "xds_matcher",
+                            make_action, action_free, &ac, err, errlen);
+    if (!m) return NULL;
+    static const char *const names[] = {
+        "HttpRequestHeaderMatchInput", "HttpRequestTrailerMatchInput",
+        "HttpResponseHeaderMatchInput", "HttpResponseTrailerMatchInput",
+        "HttpRequestQueryParamMatchInput"};
+    uint32_t other = sharp_matcher_inputs(m) & ~(uint32_t)SHARP_MATCH_IN_REQUEST_HEADER;
+    if (other) {
+        snprintf(
+            err, errlen,
+            "requirement violation while creating match tree: data input typeUrl "
+            "type.googleapis.com/envoy.type.matcher.v3.%s not permitted according to allowlist",
+            names[__builtin_ctz(other)]);
+        sharp_matcher_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void emw_route_destroy(void *p)
+{
+    sharp_matcher_free(p);
+}
+
+/* Envoy's FilterMatchState::evaluateMatchTree; the matcher is the route's
+ * (ExtensionWithMatcherPerRoute) when it has one, picked on the request
+ * headers, else the filter's. */
 static void emw_evaluate(sharp_filter_t *f, emw_state_t *st)
 {
     const emw_config_t *c = f->config;
     if (st->decided) return;
-    if (!c->matcher) {
+    const sharp_matcher_t *matcher = st->route_matcher ? st->route_matcher : c->matcher;
+    if (!matcher) {
         st->decided = st->skip = true;
         return;
     }
@@ -437,7 +481,7 @@ static void emw_evaluate(sharp_filter_t *f, emw_state_t *st)
                             .response_headers = st->resp,
                             .response_trailers = st->resp_trailers};
     const void *action = NULL;
-    sharp_match_result_t r = sharp_matcher_evaluate(c->matcher, &d, &action);
+    sharp_match_result_t r = sharp_matcher_evaluate(matcher, &d, &action);
     if (r == SHARP_MATCH_INSUFFICIENT) return;
     st->decided = true;
     if (r != SHARP_MATCH_ACTION) return;
@@ -462,6 +506,7 @@ static sharp_filter_status_t emw_decode_headers(sharp_filter_t *f, sharp_headers
 {
     emw_state_t *st = f->state;
     st->req = h;
+    st->route_matcher = sharp_stream_route_config(f);
     emw_evaluate(f, st);
     if (st->skip) return SHARP_FILTER_CONTINUE;
     return inner_decode_headers(emw_inner(f, st), h, end);
@@ -556,5 +601,11 @@ const sharp_filter_factory_t sharp_match_delegate_filter = {
     .on_complete = emw_complete,
     .on_destroy = emw_on_destroy,
     .buffered_bytes = emw_buffered,
+    .route_type_url =
+        "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcherPerRoute",
+    .route_config_desc =
+        &envoy__extensions__common__matching__v3__extension_with_matcher_per_route__descriptor,
+    .create_route_config = emw_route_create,
+    .destroy_route_config = emw_route_destroy,
     .wrapped_factory = emw_wrapped,
 };

@@ -94,7 +94,7 @@ struct sharp_filter_factory {
     void (*destroy_route_config)(void *config);
     /* Optional: a filter that runs another one (ExtensionWithMatcher)
      * returns that filter's factory for its config: per-route configs
-     * under its name are the wrapped filter's, as in Envoy. */
+     * under its name may be the wrapped filter's, as in Envoy. */
     const sharp_filter_factory_t *(*wrapped_factory)(const void *config);
 };
 

@@ -200,6 +200,35 @@ def test_per_route_config_of_wrapped_filter(procs, upstream):
     assert rc != 0 and "not of this connection manager's filter 'with-matcher' (envoy.filters.http.fault)" in out, out
 
 
+def test_per_route_matcher_replaces_filters(procs, upstream):
+    """ExtensionWithMatcherPerRoute under the wrapper's name replaces its
+    matcher for the route: there the filter-level header no longer skips,
+    the route's does; an empty one matches nothing (the filter runs); a
+    response header input is refused (Envoy's allowlist)."""
+    ewmpr = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcherPerRoute"
+    per = lambda cfg: "  typed_per_filter_config:\n    with-matcher:\n" + indent(f'"@type": {ewmpr}\n' + cfg, 6)
+    route_m = (f"xds_matcher:\n  matcher_tree:\n    {req_input('x-skip')}\n"
+               f"    exact_match_map: {{ map: {{ \"yes\": {{ {SKIP_ACTION} }} }} }}\n")
+    routes = ('- match: { prefix: "/own" }\n  route: { cluster: backend }\n' + per(route_m)
+              + '- match: { prefix: "/empty" }\n  route: { cluster: backend }\n' + per("")
+              + '- match: { prefix: "/" }\n  route: { cluster: backend }\n')
+    port, _, _ = start(procs, upstream, wrapped(ABORT, SIMPLE), routes=routes)
+    filter_skip = {"some-header": "some_value_to_match_on"}
+    assert H1.request(port, "/x", headers=filter_skip)[0] == 200
+    assert H1.request(port, "/own", headers=filter_skip)[0] == 503
+    assert H1.request(port, "/own", headers={"x-skip": "yes"})[0] == 200
+    assert H1.request(port, "/x", headers={"x-skip": "yes"})[0] == 503
+    assert H1.request(port, "/empty", headers=filter_skip)[0] == 503
+    listen, admin = free_port(), free_port()
+    bad_m = (f"xds_matcher:\n  matcher_tree:\n    {resp_input('x-r')}\n"
+             f"    exact_match_map: {{ map: {{ a: {{ {SKIP_ACTION} }} }} }}\n")
+    y = bootstrap_yaml(listen, admin, {"backend": [1]},
+                       routes='- match: { prefix: "/" }\n  route: { cluster: backend }\n' + per(bad_m))
+    y = y.replace("          http_filters:\n", "          http_filters:\n" + indent(wrapped(ABORT, SIMPLE), 10))
+    rc, out = validate_config(y)
+    assert rc != 0 and "HttpResponseHeaderMatchInput not permitted according to allowlist" in out, out
+
+
 def composite(actions, header="x-pick"):
     """A composite filter in an ExtensionWithMatcher keyed on `header`, with
     ExecuteFilterAction `actions` (value -> typed_config YAML)."""
@@ -269,7 +298,7 @@ def test_bad_configs_refused():
     """Refused by name: keep_matching, custom_match, an input SHARP lacks,
     an ExecuteFilterAction outside the composite filter, its sample_percent
     and dynamic_config, an unknown action, the router wrapped, a missing
-    extension_config, the deprecated `matcher`, per-route matchers."""
+    extension_config, the deprecated `matcher`."""
     one = lambda on_match: (f"matcher_list:\n  matchers:\n  - predicate: {{ single_predicate: {{ {req_input('a')}, "
                             f"value_match: {{ exact: x }} }} }}\n    on_match: {on_match}\n")
     refused(wrapped(ABORT, one(f"{{ keep_matching: true, {SKIP_ACTION} }}")), "on_match.keep_matching")
