@@ -80,6 +80,7 @@ typedef struct {
     size_t errlen;
     uint32_t inputs;
     int depth;
+    bool legacy; /* from envoy.config.common.matcher.v3.Matcher */
 } build_t;
 
 #define MAX_DEPTH 32
@@ -479,9 +480,21 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
                 snprintf(e, sizeof e, "ignore_case has no effect for safe_regex.");
                 break;
             }
+            /* Envoy's RegexMatcher (the deprecated matcher's) came here
+             * through its wire format: its GoogleRE2's max_program_size is
+             * an unknown field of xds's */
+            if (b->legacy && sm->safe_regex->google_re2 &&
+                sm->safe_regex->google_re2->base.n_unknown_fields) {
+                r = -1;
+                snprintf(
+                    e, sizeof e,
+                    "safe_regex.google_re2.max_program_size is not supported in the deprecated "
+                    "matcher (use xds_matcher)");
+                break;
+            }
             /* xds's RegexMatcher requires its engine (validate.required) */
-            if (sm->safe_regex->engine_type_case !=
-                XDS__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2) {
+            if (!b->legacy && sm->safe_regex->engine_type_case !=
+                                  XDS__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2) {
                 r = -1;
                 snprintf(e, sizeof e, "safe_regex.google_re2: value is required");
                 break;
@@ -615,6 +628,9 @@ static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *pa
             }
             if (m->prefix && m->nmap > 1) qsort(m->map, m->nmap, sizeof *m->map, cmp_len_desc);
         }
+    } else if (b->legacy) {
+        /* envoy.config.common.matcher.v3's matcher_type is required */
+        rc = fail(b, path, "one of matcher_list and matcher_tree is required");
     }
     /* without a matcher type, Envoy's AnyMatcher: on_no_match alone decides */
     if (rc == 0 && pb->on_no_match) {
@@ -640,5 +656,32 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
                  .errlen = errlen};
     sharp_matcher_t *m = build(&b, pb, path);
     if (m) m->inputs = b.inputs;
+    return m;
+}
+
+sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,
+                                           sharp_match_action_fn make_action,
+                                           void (*free_action)(void *), void *arg, char *err,
+                                           size_t errlen)
+{
+    /* the same messages with the same field numbers: through the wire */
+    size_t n = protobuf_c_message_get_packed_size(pb);
+    uint8_t *buf = sharp_calloc(1, n ? n : 1);
+    protobuf_c_message_pack(pb, buf);
+    matcher_pb_t *x = xds__type__matcher__v3__matcher__unpack(NULL, n, buf);
+    free(buf);
+    if (!x) {
+        snprintf(err, errlen, "%s: cannot be read as an xds.type.matcher.v3.Matcher", path);
+        return NULL;
+    }
+    build_t b = {.make_action = make_action,
+                 .free_action = free_action,
+                 .arg = arg,
+                 .err = err,
+                 .errlen = errlen,
+                 .legacy = true};
+    sharp_matcher_t *m = build(&b, x, path);
+    if (m) m->inputs = b.inputs;
+    xds__type__matcher__v3__matcher__free_unpacked(x, NULL);
     return m;
 }

@@ -61,6 +61,12 @@ sharp_matcher_t *sharp_matcher_build(const struct Xds__Type__Matcher__V3__Matche
                                      const char *path, sharp_match_action_fn make_action,
                                      void (*free_action)(void *), void *arg, char *err,
                                      size_t errlen);
+/* The same from the deprecated envoy.config.common.matcher.v3.Matcher
+ * (Envoy's StringMatcher: its RegexMatcher's engine is optional). */
+sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,
+                                           sharp_match_action_fn make_action,
+                                           void (*free_action)(void *), void *arg, char *err,
+                                           size_t errlen);
 /* Evaluates against `d`; for SHARP_MATCH_ACTION *action is the action. */
 sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
                                             const void **action);

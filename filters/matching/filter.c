@@ -418,14 +418,17 @@ static void *emw_create(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *
         free(c);
         return NULL;
     }
-    if (pb->xds_matcher) {
-        action_ctx_t ac = {.inner = fac, .ctx = ctx};
+    /* as Envoy: xds_matcher, else the deprecated matcher */
+    action_ctx_t ac = {.inner = fac, .ctx = ctx};
+    if (pb->xds_matcher)
         c->matcher = sharp_matcher_build(pb->xds_matcher, "xds_matcher", make_action, action_free,
                                          &ac, err, errlen);
-        if (!c->matcher) {
-            emw_destroy_config(c);
-            return NULL;
-        }
+    else if (pb->matcher)
+        c->matcher = sharp_matcher_build_envoy(&pb->matcher->base, "matcher", make_action,
+                                               action_free, &ac, err, errlen);
+    if ((pb->xds_matcher || pb->matcher) && !c->matcher) {
+        emw_destroy_config(c);
+        return NULL;
     }
     return c;
 }

@@ -229,6 +229,32 @@ def test_per_route_matcher_replaces_filters(procs, upstream):
     assert rc != 0 and "HttpResponseHeaderMatchInput not permitted according to allowlist" in out, out
 
 
+def test_deprecated_matcher(procs, upstream):
+    """The deprecated `matcher` (envoy.config.common.matcher.v3) works as
+    xds_matcher, with Envoy's StringMatcher (a regex without google_re2);
+    xds_matcher wins when both are set; a max_program_size in it is
+    refused by name."""
+    m = f"""\
+matcher_list:
+  matchers:
+  - predicate: {{ single_predicate: {{ {req_input("x-a")}, value_match: {{ safe_regex: {{ regex: "sk.p" }} }} }} }}
+    on_match: {{ {SKIP_ACTION} }}
+"""
+    legacy = "    matcher:\n" + indent(m, 6) + "    extension_config:"
+    f = wrapped(ABORT, None).replace("    extension_config:", legacy)
+    port, _, _ = start(procs, upstream, f)
+    assert H1.request(port, "/", headers={"x-a": "skip"})[0] == 200
+    assert H1.request(port, "/", headers={"x-a": "skipped"})[0] == 503
+    both = wrapped(ABORT, SIMPLE).replace("    extension_config:", legacy)
+    port, _, _ = start(procs, upstream, both)
+    assert H1.request(port, "/", headers={"x-a": "skip"})[0] == 503
+    assert H1.request(port, "/", headers={"some-header": "some_value_to_match_on"})[0] == 200
+    refused(f.replace('safe_regex: { regex: "sk.p" }',
+                      'safe_regex: { google_re2: { max_program_size: 100 }, regex: "sk.p" }'),
+            "matcher.matcher_list.matchers[0].predicate.single_predicate.value_match: "
+            "safe_regex.google_re2.max_program_size is not supported in the deprecated matcher")
+
+
 def composite(actions, header="x-pick"):
     """A composite filter in an ExtensionWithMatcher keyed on `header`, with
     ExecuteFilterAction `actions` (value -> typed_config YAML)."""
@@ -298,7 +324,7 @@ def test_bad_configs_refused():
     """Refused by name: keep_matching, custom_match, an input SHARP lacks,
     an ExecuteFilterAction outside the composite filter, its sample_percent
     and dynamic_config, an unknown action, the router wrapped, a missing
-    extension_config, the deprecated `matcher`."""
+    extension_config, a deprecated `matcher` without a matcher type."""
     one = lambda on_match: (f"matcher_list:\n  matchers:\n  - predicate: {{ single_predicate: {{ {req_input('a')}, "
                             f"value_match: {{ exact: x }} }} }}\n    on_match: {on_match}\n")
     refused(wrapped(ABORT, one(f"{{ keep_matching: true, {SKIP_ACTION} }}")), "on_match.keep_matching")
@@ -324,7 +350,7 @@ def test_bad_configs_refused():
             "terminal filter")
     refused(f'- name: m\n  typed_config:\n    "@type": {EWM}\n', "extension_config")
     refused(wrapped(ABORT, None).replace("    extension_config:", "    matcher: {}\n    extension_config:"),
-            'unknown field "matcher"')
+            "http_filters[0]: matcher: one of matcher_list and matcher_tree is required")
 
 
 @pytest.mark.parametrize("name", [
