@@ -155,6 +155,31 @@ def test_request_path_runs_while_undecided(procs, upstream):
     assert H1.request(port, "/echo", headers={"request-header": "foo"})[0] == 200
 
 
+def test_query_param_and_prefix_tree(procs, upstream):
+    """A prefix tree on a query parameter (its first value, decoded), with
+    a nested list on :path falling back to the shorter prefix."""
+    qp = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestQueryParamMatchInput"
+    m = f"""\
+matcher_tree:
+  input: {{ name: q, typed_config: {{ "@type": {qp}, query_param: mode }} }}
+  prefix_match_map:
+    map:
+      "skip": {{ {SKIP_ACTION} }}
+      "skip all":
+        matcher:
+          matcher_list:
+            matchers:
+            - predicate: {{ single_predicate: {{ {req_input("':path'")}, value_match: {{ prefix: /never }} }} }}
+              on_match: {{ {SKIP_ACTION} }}
+"""
+    port, _, _ = start(procs, upstream, wrapped(ABORT, m))
+    assert H1.request(port, "/echo?mode=skip")[0] == 200
+    assert H1.request(port, "/echo?mode=skip%20all&mode=x")[0] == 200  # the nested miss falls back to "skip"
+    assert H1.request(port, "/echo?mode=ski")[0] == 503
+    assert H1.request(port, "/echo?x=skip&mode=no")[0] == 503
+    assert H1.request(port, "/echo")[0] == 503
+
+
 def test_no_matcher_skips_and_on_no_match(procs, upstream):
     """Without xds_matcher the wrapped filter is always skipped (Envoy's
     match delegate); on_no_match's SkipFilter skips what the list did not
