@@ -303,10 +303,12 @@ static int check_per_filter_level(build_ctx_t *b, const sharp_hcm_config_t *h, c
             if (strcmp(fe->name, e->name) != 0) continue;
             if (e->disabled && fe->factory->terminal)
                 return fail(b, p, "the terminal filter %s cannot be disabled on a route", e->name);
-            if (e->factory && e->factory != fe->factory)
+            const sharp_filter_factory_t *own =
+                fe->factory->wrapped_factory ? fe->factory->wrapped_factory(fe->config) : fe->factory;
+            if (e->factory && e->factory != own && e->factory != fe->factory)
                 return fail(b, p, "type '%s' is the per-route config of %s, not of this connection manager's "
                             "filter '%s' (%s)", strrchr(e->factory->route_type_url, '/') + 1, e->factory->name,
-                            e->name, fe->factory->name);
+                            e->name, own->name);
         }
     }
     return 0;

@@ -19,6 +19,10 @@
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/common/matching/v3/extension_matcher.pb-c.h"
+#include "envoy/extensions/filters/common/matcher/action/v3/skip_action.pb-c.h"
+#include "envoy/extensions/filters/http/composite/v3/composite.pb-c.h"
+#include "envoy/type/matcher/v3/http_inputs.pb-c.h"
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
@@ -78,6 +82,16 @@ void sharp_config_types_register(void)
         /* and its per-route policy (typed_per_filter_config) */
         &envoy__extensions__filters__http__cors__v3__cors__descriptor,
         &envoy__extensions__filters__http__cors__v3__cors_policy__descriptor,
+        &envoy__extensions__common__matching__v3__extension_with_matcher__descriptor,
+        &envoy__extensions__common__matching__v3__extension_with_matcher_per_route__descriptor,
+        &envoy__extensions__filters__common__matcher__action__v3__skip_filter__descriptor,
+        &envoy__extensions__filters__http__composite__v3__composite__descriptor,
+        &envoy__extensions__filters__http__composite__v3__execute_filter_action__descriptor,
+        &envoy__type__matcher__v3__http_request_header_match_input__descriptor,
+        &envoy__type__matcher__v3__http_response_header_match_input__descriptor,
+        &envoy__type__matcher__v3__http_request_trailer_match_input__descriptor,
+        &envoy__type__matcher__v3__http_response_trailer_match_input__descriptor,
+        &envoy__type__matcher__v3__http_request_query_param_match_input__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
         /* also its own per-route config (typed_per_filter_config) */

@@ -8,6 +8,7 @@
 #include "filters/health_check/filter.h"
 #include "filters/local_ratelimit/filter.h"
 #include "filters/rbac/filter.h"
+#include "filters/matching/filter.h"
 #include "filters/router/router.h"
 #include "http/filter.h"
 
@@ -24,4 +25,6 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_fault_filter);
     sharp_filter_register(&sharp_rbac_filter);
     sharp_filter_register(&sharp_cors_filter);
+    sharp_filter_register(&sharp_match_delegate_filter);
+    sharp_filter_register(&sharp_composite_filter);
 }

@@ -92,6 +92,10 @@ struct sharp_filter_factory {
     const ProtobufCMessageDescriptor *route_config_desc;
     void *(*create_route_config)(const ProtobufCMessage *msg, char *err, size_t errlen);
     void (*destroy_route_config)(void *config);
+    /* Optional: a filter that runs another one (ExtensionWithMatcher)
+     * returns that filter's factory for its config: per-route configs
+     * under its name may be the wrapped filter's, as in Envoy. */
+    const sharp_filter_factory_t *(*wrapped_factory)(const void *config);
 };
 
 /* One filter instance in one stream's chain. */

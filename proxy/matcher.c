@@ -1,0 +1,687 @@
+/* matcher.c: Envoy's generic matching API. See matcher.h. */
+#include "matcher.h"
+#include "config/mapper.h"
+#include "http/route.h"
+#include "log.h"
+#include "sbuf.h"
+
+#include "envoy/type/matcher/v3/http_inputs.pb-c.h"
+#include "xds/type/matcher/v3/matcher.pb-c.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef Xds__Type__Matcher__V3__Matcher matcher_pb_t;
+typedef Xds__Type__Matcher__V3__Matcher__OnMatch on_match_pb_t;
+typedef Xds__Type__Matcher__V3__Matcher__MatcherList__Predicate predicate_pb_t;
+typedef Xds__Type__Matcher__V3__Matcher__MatcherTree__MatchMap match_map_pb_t;
+
+typedef enum {
+    INPUT_REQUEST_HEADER,
+    INPUT_REQUEST_TRAILER,
+    INPUT_RESPONSE_HEADER,
+    INPUT_RESPONSE_TRAILER,
+    INPUT_QUERY_PARAM,
+} input_kind_t;
+
+typedef struct {
+    input_kind_t kind;
+    char *name; /* header name (lower-case) or query parameter */
+} input_t;
+
+typedef struct on_match {
+    bool set;
+    sharp_matcher_t *matcher; /* nested matcher, or */
+    void *action;             /* the action */
+} on_match_t;
+
+typedef enum { PRED_SINGLE, PRED_OR, PRED_AND, PRED_NOT } pred_kind_t;
+
+typedef struct predicate {
+    pred_kind_t kind;
+    input_t input;             /* PRED_SINGLE */
+    sharp_string_matcher_t sm; /* PRED_SINGLE */
+    struct predicate *sub;     /* PRED_OR/AND: n of them; PRED_NOT: one */
+    uint32_t nsub;
+} predicate_t;
+
+typedef struct {
+    predicate_t pred;
+    on_match_t on_match;
+} field_matcher_t;
+
+typedef struct {
+    char *key;
+    size_t len;
+    on_match_t on_match;
+} map_entry_t;
+
+struct sharp_matcher {
+    bool is_tree;
+    /* list */
+    field_matcher_t *fm;
+    uint32_t nfm;
+    /* tree */
+    input_t input;
+    bool prefix; /* prefix_match_map: entries sorted by key length, longest first */
+    map_entry_t *map;
+    uint32_t nmap;
+    on_match_t on_no_match;
+    void (*free_action)(void *);
+    uint32_t inputs; /* SHARP_MATCH_IN_* of the whole tree (the root's) */
+};
+
+typedef struct {
+    sharp_match_action_fn make_action;
+    void (*free_action)(void *);
+    void *arg;
+    char *err;
+    size_t errlen;
+    uint32_t inputs;
+    int depth;
+    bool legacy; /* from envoy.config.common.matcher.v3.Matcher */
+} build_t;
+
+#define MAX_DEPTH 32
+
+static int fail(build_t *b, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(build_t *b, const char *path, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(b->err, b->errlen, "%s: %s", path, msg);
+    return -1;
+}
+
+/* ---- evaluation ---- */
+
+typedef enum { AVAIL_NONE, AVAIL_ABSENT, AVAIL_VALUE } avail_t;
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Envoy's PercentEncoding::decode: "%XX" with two hex digits is decoded,
+ * anything else stays as it is. */
+static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
+{
+    sharp_sbuf_reset(b);
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+            char c = (char)(hexval(p[i + 1]) << 4 | hexval(p[i + 2]));
+            sharp_sbuf_append(b, &c, 1);
+            i += 2;
+        } else {
+            sharp_sbuf_append(b, p + i, 1);
+        }
+    }
+}
+
+/* The input's value into *out (`tmp` holds it when built). */
+static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp,
+                         sharp_str_t *out)
+{
+    const sharp_headers_t *h = NULL;
+    switch (in->kind) {
+    case INPUT_REQUEST_HEADER:
+    case INPUT_QUERY_PARAM:
+        h = d->request_headers;
+        break;
+    case INPUT_REQUEST_TRAILER:
+        h = d->request_trailers;
+        break;
+    case INPUT_RESPONSE_HEADER:
+        h = d->response_headers;
+        break;
+    case INPUT_RESPONSE_TRAILER:
+        h = d->response_trailers;
+        break;
+    }
+    if (!h) return AVAIL_NONE;
+    if (in->kind == INPUT_QUERY_PARAM) {
+        sharp_str_t path;
+        if (!sharp_headers_get_cstr(h, ":path", &path)) return AVAIL_NONE;
+        const char *qm = memchr(path.p, '?', path.len);
+        if (!qm) return AVAIL_ABSENT;
+        sharp_str_t q = {qm + 1, path.len - (size_t)(qm + 1 - path.p)};
+        size_t nlen = strlen(in->name), i = 0;
+        while (i < q.len) {
+            const char *amp = memchr(q.p + i, '&', q.len - i);
+            size_t end = amp ? (size_t)(amp - q.p) : q.len;
+            const char *eq = memchr(q.p + i, '=', end - i);
+            size_t kend = eq ? (size_t)(eq - q.p) : end;
+            pct_decode(tmp, q.p + i, kend - i);
+            if (tmp->len == nlen && memcmp(tmp->data, in->name, nlen) == 0) {
+                if (eq)
+                    pct_decode(tmp, eq + 1, end - kend - 1);
+                else
+                    sharp_sbuf_reset(tmp);
+                *out = (sharp_str_t){tmp->data ? tmp->data : "", tmp->len};
+                return AVAIL_VALUE;
+            }
+            i = end + 1;
+        }
+        return AVAIL_ABSENT;
+    }
+    size_t nlen = strlen(in->name);
+    int first = sharp_headers_find(h, in->name, nlen, 0);
+    if (first < 0) return AVAIL_ABSENT;
+    *out = sharp_headers_value(h, (uint32_t)first);
+    int next = sharp_headers_find(h, in->name, nlen, (uint32_t)first + 1);
+    if (next >= 0) {
+        /* Envoy's getAllOfHeaderAsString: the values joined with "," */
+        sharp_sbuf_reset(tmp);
+        for (int i = first; i >= 0; i = sharp_headers_find(h, in->name, nlen, (uint32_t)i + 1)) {
+            if (tmp->len) sharp_sbuf_append(tmp, ",", 1);
+            sharp_str_t x = sharp_headers_value(h, (uint32_t)i);
+            sharp_sbuf_append(tmp, x.p, x.len);
+        }
+        *out = (sharp_str_t){tmp->data, tmp->len};
+    }
+    return AVAIL_VALUE;
+}
+
+/* A predicate: 1 true, 0 false, -1 not decidable yet. */
+static int pred_eval(const predicate_t *p, const sharp_match_data_t *d)
+{
+    switch (p->kind) {
+    case PRED_SINGLE: {
+        sharp_sbuf_t tmp = {0};
+        sharp_str_t v;
+        avail_t a = input_get(&p->input, d, &tmp, &v);
+        int r = a == AVAIL_NONE     ? -1
+                : a == AVAIL_ABSENT ? 0
+                                    : sharp_string_matcher_match(&p->sm, v);
+        free(tmp.data);
+        return r;
+    }
+    case PRED_OR: {
+        bool unable = false;
+        for (uint32_t i = 0; i < p->nsub; i++) {
+            int r = pred_eval(&p->sub[i], d);
+            if (r < 0)
+                unable = true;
+            else if (r)
+                return 1;
+        }
+        return unable ? -1 : 0;
+    }
+    case PRED_AND:
+        for (uint32_t i = 0; i < p->nsub; i++) {
+            int r = pred_eval(&p->sub[i], d);
+            if (r <= 0) return r;
+        }
+        return 1;
+    case PRED_NOT: {
+        int r = pred_eval(p->sub, d);
+        return r < 0 ? r : !r;
+    }
+    }
+    return 0;
+}
+
+static sharp_match_result_t handle(const on_match_t *om, const sharp_match_data_t *d,
+                                   const void **action)
+{
+    if (!om->set) return SHARP_MATCH_NONE;
+    if (om->matcher) return sharp_matcher_evaluate(om->matcher, d, action);
+    *action = om->action;
+    return SHARP_MATCH_ACTION;
+}
+
+sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
+                                            const void **action)
+{
+    *action = NULL;
+    if (!m->is_tree) {
+        for (uint32_t i = 0; i < m->nfm; i++) {
+            int r = pred_eval(&m->fm[i].pred, d);
+            if (r < 0) return SHARP_MATCH_INSUFFICIENT;
+            if (!r) continue;
+            sharp_match_result_t res = handle(&m->fm[i].on_match, d, action);
+            if (res != SHARP_MATCH_NONE) return res;
+        }
+        return handle(&m->on_no_match, d, action);
+    }
+    sharp_sbuf_t tmp = {0};
+    sharp_str_t v;
+    avail_t a = input_get(&m->input, d, &tmp, &v);
+    sharp_match_result_t res = SHARP_MATCH_NONE;
+    if (a == AVAIL_NONE) {
+        res = SHARP_MATCH_INSUFFICIENT;
+    } else if (a == AVAIL_VALUE) {
+        for (uint32_t i = 0; i < m->nmap; i++) {
+            const map_entry_t *e = &m->map[i];
+            bool hit = m->prefix ? v.len >= e->len && memcmp(v.p, e->key, e->len) == 0
+                                 : v.len == e->len && memcmp(v.p, e->key, e->len) == 0;
+            if (!hit) continue;
+            res = handle(&e->on_match, d, action);
+            /* exact: one key; prefix: longest first, then shorter ones */
+            if (res != SHARP_MATCH_NONE || !m->prefix) break;
+        }
+    }
+    free(tmp.data);
+    if (a != AVAIL_NONE && res == SHARP_MATCH_NONE) res = handle(&m->on_no_match, d, action);
+    return res;
+}
+
+bool sharp_matcher_needs_response(const sharp_matcher_t *m)
+{
+    return m->inputs & (SHARP_MATCH_IN_RESPONSE_HEADER | SHARP_MATCH_IN_RESPONSE_TRAILER);
+}
+
+uint32_t sharp_matcher_inputs(const sharp_matcher_t *m)
+{
+    return m->inputs;
+}
+
+/* ---- building ---- */
+
+static void on_match_free(on_match_t *om, void (*free_action)(void *))
+{
+    if (om->matcher) sharp_matcher_free(om->matcher);
+    if (om->action && free_action) free_action(om->action);
+}
+
+static void pred_free(predicate_t *p)
+{
+    if (p->kind == PRED_SINGLE) {
+        free(p->input.name);
+        sharp_string_matcher_free(&p->sm);
+        return;
+    }
+    uint32_t n = p->kind == PRED_NOT ? 1 : p->nsub;
+    for (uint32_t i = 0; p->sub && i < n; i++)
+        pred_free(&p->sub[i]);
+    free(p->sub);
+}
+
+void sharp_matcher_free(sharp_matcher_t *m)
+{
+    if (!m) return;
+    for (uint32_t i = 0; i < m->nfm; i++) {
+        pred_free(&m->fm[i].pred);
+        on_match_free(&m->fm[i].on_match, m->free_action);
+    }
+    free(m->fm);
+    for (uint32_t i = 0; i < m->nmap; i++) {
+        free(m->map[i].key);
+        on_match_free(&m->map[i].on_match, m->free_action);
+    }
+    free(m->map);
+    free(m->input.name);
+    on_match_free(&m->on_no_match, m->free_action);
+    free(m);
+}
+
+static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *path);
+
+static const char *type_name(const char *url)
+{
+    const char *s = strrchr(url, '/');
+    return s ? s + 1 : url;
+}
+
+/* A TypedExtensionConfig's typed_config, unpacked; NULL after fail(). */
+static ProtobufCMessage *unpack(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc,
+                                const char *path)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s.typed_config", path);
+    if (!tc->typed_config) return fail(b, p, "is required"), NULL;
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *msg = sharp_any_unpack(&tc->typed_config->base, NULL, &e);
+    if (!msg) fail(b, p, "%s", e.msg);
+    return msg;
+}
+
+static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, const char *path,
+                       input_t *in)
+{
+    if (!tc) return fail(b, path, "input is required");
+    char p[1024];
+    snprintf(p, sizeof p, "%s.input", path);
+    ProtobufCMessage *msg = unpack(b, tc, p);
+    if (!msg) return -1;
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    const char *name = NULL;
+    if (d == &envoy__type__matcher__v3__http_request_header_match_input__descriptor) {
+        in->kind = INPUT_REQUEST_HEADER;
+        name = ((Envoy__Type__Matcher__V3__HttpRequestHeaderMatchInput *)msg)->header_name;
+    } else if (d == &envoy__type__matcher__v3__http_request_trailer_match_input__descriptor) {
+        in->kind = INPUT_REQUEST_TRAILER;
+        name = ((Envoy__Type__Matcher__V3__HttpRequestTrailerMatchInput *)msg)->header_name;
+    } else if (d == &envoy__type__matcher__v3__http_response_header_match_input__descriptor) {
+        in->kind = INPUT_RESPONSE_HEADER;
+        name = ((Envoy__Type__Matcher__V3__HttpResponseHeaderMatchInput *)msg)->header_name;
+    } else if (d == &envoy__type__matcher__v3__http_response_trailer_match_input__descriptor) {
+        in->kind = INPUT_RESPONSE_TRAILER;
+        name = ((Envoy__Type__Matcher__V3__HttpResponseTrailerMatchInput *)msg)->header_name;
+    } else if (d == &envoy__type__matcher__v3__http_request_query_param_match_input__descriptor) {
+        in->kind = INPUT_QUERY_PARAM;
+        name = ((Envoy__Type__Matcher__V3__HttpRequestQueryParamMatchInput *)msg)->query_param;
+        if (!name[0]) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return fail(b, p, "query_param: value length must be at least 1 characters");
+        }
+    } else {
+        int r =
+            fail(b, p,
+                 "match input '%s' is not supported (SHARP implements the HTTP request/response "
+                 "header and trailer inputs and HttpRequestQueryParamMatchInput)",
+                 d->name);
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return r;
+    }
+    /* HTTP_HEADER_NAME, strict: false: no NUL, CR or LF */
+    if (in->kind != INPUT_QUERY_PARAM && strpbrk(name, "\r\n")) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return fail(b, p, "header_name: value does not match regex pattern");
+    }
+    in->name = sharp_strdup(name);
+    if (in->kind != INPUT_QUERY_PARAM)
+        for (char *c = in->name; *c; c++)
+            if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+    b->inputs |= 1u << in->kind; /* input_kind_t follows SHARP_MATCH_IN_*'s order */
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return 0;
+}
+
+static int build_on_match(build_t *b, const on_match_pb_t *pb, const char *path, on_match_t *om)
+{
+    char p[1024];
+    if (pb->keep_matching) {
+        snprintf(p, sizeof p, "%s.keep_matching", path);
+        return fail(b, p, "keep_matching is not supported");
+    }
+    if (pb->on_match_case == XDS__TYPE__MATCHER__V3__MATCHER__ON_MATCH__ON_MATCH_MATCHER) {
+        snprintf(p, sizeof p, "%s.matcher", path);
+        om->matcher = build(b, pb->matcher, p);
+        if (!om->matcher) return -1;
+    } else if (pb->on_match_case == XDS__TYPE__MATCHER__V3__MATCHER__ON_MATCH__ON_MATCH_ACTION) {
+        snprintf(p, sizeof p, "%s.action", path);
+        ProtobufCMessage *msg = unpack(b, pb->action, p);
+        if (!msg) return -1;
+        char ap[1100];
+        snprintf(ap, sizeof ap, "%s.typed_config", p);
+        om->action = b->make_action(pb->action->name, pb->action->typed_config->type_url, msg,
+                                    b->arg, ap, b->err, b->errlen);
+        protobuf_c_message_free_unpacked(msg, NULL);
+        if (!om->action) return -1;
+    } else {
+        return fail(b, path, "one of matcher and action is required");
+    }
+    om->set = true;
+    return 0;
+}
+
+static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, predicate_t *out)
+{
+    char p[1024];
+    if (++b->depth > MAX_DEPTH) return fail(b, path, "predicates nest deeper than %d", MAX_DEPTH);
+    int rc = 0;
+    switch (pb->match_type_case) {
+    case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_SINGLE_PREDICATE: {
+        const Xds__Type__Matcher__V3__Matcher__MatcherList__Predicate__SinglePredicate *sp =
+            pb->single_predicate;
+        out->kind = PRED_SINGLE;
+        snprintf(p, sizeof p, "%s.single_predicate", path);
+        if (build_input(b, sp->input, p, &out->input) < 0) {
+            rc = -1;
+            break;
+        }
+        if (sp->matcher_case ==
+            XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__SINGLE_PREDICATE__MATCHER_CUSTOM_MATCH) {
+            snprintf(p, sizeof p, "%s.single_predicate.custom_match", path);
+            rc = fail(b, p, "custom_match '%s' is not supported (only value_match)",
+                      sp->custom_match->typed_config
+                          ? type_name(sp->custom_match->typed_config->type_url)
+                          : sp->custom_match->name);
+            break;
+        }
+        if (sp->matcher_case !=
+            XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__SINGLE_PREDICATE__MATCHER_VALUE_MATCH) {
+            rc = fail(b, p, "one of value_match and custom_match is required");
+            break;
+        }
+        const Xds__Type__Matcher__V3__StringMatcher *sm = sp->value_match;
+        snprintf(p, sizeof p, "%s.single_predicate.value_match", path);
+        char e[512] = "";
+        int r;
+        switch (sm->match_pattern_case) {
+        case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_EXACT, sm->exact, strlen(sm->exact),
+                                          sm->ignore_case, e, sizeof e);
+            break;
+        case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_PREFIX, sm->prefix, strlen(sm->prefix),
+                                          sm->ignore_case, e, sizeof e);
+            break;
+        case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_SUFFIX, sm->suffix, strlen(sm->suffix),
+                                          sm->ignore_case, e, sizeof e);
+            break;
+        case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+            r = sharp_string_matcher_init(&out->sm, SHARP_SM_CONTAINS, sm->contains,
+                                          strlen(sm->contains), sm->ignore_case, e, sizeof e);
+            break;
+        case XDS__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
+            if (sm->ignore_case) {
+                r = -1;
+                snprintf(e, sizeof e, "ignore_case has no effect for safe_regex.");
+                break;
+            }
+            /* Envoy's RegexMatcher (the deprecated matcher's) came here
+             * through its wire format: its GoogleRE2's max_program_size is
+             * an unknown field of xds's */
+            if (b->legacy && sm->safe_regex->google_re2 &&
+                sm->safe_regex->google_re2->base.n_unknown_fields) {
+                r = -1;
+                snprintf(
+                    e, sizeof e,
+                    "safe_regex.google_re2.max_program_size is not supported in the deprecated "
+                    "matcher (use xds_matcher)");
+                break;
+            }
+            /* xds's RegexMatcher requires its engine (validate.required) */
+            if (!b->legacy && sm->safe_regex->engine_type_case !=
+                                  XDS__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2) {
+                r = -1;
+                snprintf(e, sizeof e, "safe_regex.google_re2: value is required");
+                break;
+            }
+            r = sharp_string_matcher_init_regex(&out->sm, sm->safe_regex->regex, NULL, e, sizeof e);
+            break;
+        default:
+            r = -1;
+            snprintf(e, sizeof e,
+                     "one of exact, prefix, suffix, safe_regex and contains is required");
+        }
+        if (r < 0) rc = fail(b, p, "%s", e[0] ? e : "invalid string matcher");
+        break;
+    }
+    case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_OR_MATCHER:
+    case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_AND_MATCHER: {
+        bool is_or =
+            pb->match_type_case ==
+            XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_OR_MATCHER;
+        const Xds__Type__Matcher__V3__Matcher__MatcherList__Predicate__PredicateList *pl =
+            is_or ? pb->or_matcher : pb->and_matcher;
+        out->kind = is_or ? PRED_OR : PRED_AND;
+        snprintf(p, sizeof p, "%s.%s.predicate", path, is_or ? "or_matcher" : "and_matcher");
+        if (pl->n_predicate < 2) {
+            rc = fail(b, p, "value must contain at least 2 item(s)");
+            break;
+        }
+        out->sub = sharp_calloc(pl->n_predicate, sizeof *out->sub);
+        out->nsub = (uint32_t)pl->n_predicate;
+        for (size_t i = 0; i < pl->n_predicate && rc == 0; i++) {
+            char q[1100];
+            snprintf(q, sizeof q, "%s[%zu]", p, i);
+            rc = build_pred(b, pl->predicate[i], q, &out->sub[i]);
+        }
+        break;
+    }
+    case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_LIST__PREDICATE__MATCH_TYPE_NOT_MATCHER:
+        out->kind = PRED_NOT;
+        out->sub = sharp_calloc(1, sizeof *out->sub);
+        snprintf(p, sizeof p, "%s.not_matcher", path);
+        rc = build_pred(b, pb->not_matcher, p, out->sub);
+        break;
+    default:
+        rc = fail(b, path,
+                  "one of single_predicate, or_matcher, and_matcher and not_matcher is required");
+    }
+    b->depth--;
+    return rc;
+}
+
+static int cmp_len_desc(const void *a, const void *b)
+{
+    const map_entry_t *x = a, *y = b;
+    return x->len < y->len ? 1 : x->len > y->len ? -1 : 0;
+}
+
+static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *path)
+{
+    char p[1024];
+    if (++b->depth > MAX_DEPTH)
+        return fail(b, path, "matchers nest deeper than %d", MAX_DEPTH), NULL;
+    sharp_matcher_t *m = sharp_calloc(1, sizeof *m);
+    m->free_action = b->free_action;
+    int rc = 0;
+    if (pb->matcher_type_case == XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TYPE_MATCHER_LIST) {
+        const Xds__Type__Matcher__V3__Matcher__MatcherList *l = pb->matcher_list;
+        snprintf(p, sizeof p, "%s.matcher_list.matchers", path);
+        if (l->n_matchers == 0) rc = fail(b, p, "value must contain at least 1 item(s)");
+        m->fm = l->n_matchers ? sharp_calloc(l->n_matchers, sizeof *m->fm) : NULL;
+        for (size_t i = 0; i < l->n_matchers && rc == 0; i++) {
+            const Xds__Type__Matcher__V3__Matcher__MatcherList__FieldMatcher *fm = l->matchers[i];
+            char q[1100];
+            m->nfm++;
+            snprintf(q, sizeof q, "%s[%zu].predicate", p, i);
+            if (!fm->predicate) {
+                rc = fail(b, q, "value is required");
+                break;
+            }
+            if ((rc = build_pred(b, fm->predicate, q, &m->fm[i].pred)) < 0) break;
+            snprintf(q, sizeof q, "%s[%zu].on_match", p, i);
+            if (!fm->on_match) {
+                rc = fail(b, q, "value is required");
+                break;
+            }
+            rc = build_on_match(b, fm->on_match, q, &m->fm[i].on_match);
+        }
+    } else if (pb->matcher_type_case ==
+               XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TYPE_MATCHER_TREE) {
+        const Xds__Type__Matcher__V3__Matcher__MatcherTree *t = pb->matcher_tree;
+        m->is_tree = true;
+        snprintf(p, sizeof p, "%s.matcher_tree", path);
+        rc = build_input(b, t->input, p, &m->input);
+        const match_map_pb_t *mm = NULL;
+        if (rc == 0) switch (t->tree_type_case) {
+            case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TREE__TREE_TYPE_EXACT_MATCH_MAP:
+                mm = t->exact_match_map;
+                snprintf(p, sizeof p, "%s.matcher_tree.exact_match_map.map", path);
+                break;
+            case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TREE__TREE_TYPE_PREFIX_MATCH_MAP:
+                mm = t->prefix_match_map;
+                m->prefix = true;
+                snprintf(p, sizeof p, "%s.matcher_tree.prefix_match_map.map", path);
+                break;
+            case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TREE__TREE_TYPE_CUSTOM_MATCH:
+                snprintf(p, sizeof p, "%s.matcher_tree.custom_match", path);
+                rc = fail(b, p,
+                          "custom_match '%s' is not supported (only exact_match_map and "
+                          "prefix_match_map)",
+                          t->custom_match->typed_config
+                              ? type_name(t->custom_match->typed_config->type_url)
+                              : t->custom_match->name);
+                break;
+            default:
+                rc = fail(b, p,
+                          "one of exact_match_map, prefix_match_map and custom_match is required");
+            }
+        if (mm) {
+            if (mm->n_map == 0) rc = fail(b, p, "value must contain at least 1 pair(s)");
+            m->map = mm->n_map ? sharp_calloc(mm->n_map, sizeof *m->map) : NULL;
+            for (size_t i = 0; i < mm->n_map && rc == 0; i++) {
+                char q[1400];
+                snprintf(q, sizeof q, "%s[\"%s\"]", p, mm->map[i]->key);
+                map_entry_t *e = &m->map[m->nmap++];
+                e->key = sharp_strdup(mm->map[i]->key);
+                e->len = strlen(e->key);
+                if (!mm->map[i]->value) {
+                    rc = fail(b, q, "an OnMatch is required");
+                    break;
+                }
+                rc = build_on_match(b, mm->map[i]->value, q, &e->on_match);
+            }
+            if (m->prefix && m->nmap > 1) qsort(m->map, m->nmap, sizeof *m->map, cmp_len_desc);
+        }
+    } else if (b->legacy) {
+        /* envoy.config.common.matcher.v3's matcher_type is required */
+        rc = fail(b, path, "one of matcher_list and matcher_tree is required");
+    }
+    /* without a matcher type, Envoy's AnyMatcher: on_no_match alone decides */
+    if (rc == 0 && pb->on_no_match) {
+        snprintf(p, sizeof p, "%s.on_no_match", path);
+        rc = build_on_match(b, pb->on_no_match, p, &m->on_no_match);
+    }
+    b->depth--;
+    if (rc < 0) {
+        sharp_matcher_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
+                                     sharp_match_action_fn make_action, void (*free_action)(void *),
+                                     void *arg, char *err, size_t errlen)
+{
+    build_t b = {.make_action = make_action,
+                 .free_action = free_action,
+                 .arg = arg,
+                 .err = err,
+                 .errlen = errlen};
+    sharp_matcher_t *m = build(&b, pb, path);
+    if (m) m->inputs = b.inputs;
+    return m;
+}
+
+sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,
+                                           sharp_match_action_fn make_action,
+                                           void (*free_action)(void *), void *arg, char *err,
+                                           size_t errlen)
+{
+    /* the same messages with the same field numbers: through the wire */
+    size_t n = protobuf_c_message_get_packed_size(pb);
+    uint8_t *buf = sharp_calloc(1, n ? n : 1);
+    protobuf_c_message_pack(pb, buf);
+    matcher_pb_t *x = xds__type__matcher__v3__matcher__unpack(NULL, n, buf);
+    free(buf);
+    if (!x) {
+        snprintf(err, errlen, "%s: cannot be read as an xds.type.matcher.v3.Matcher", path);
+        return NULL;
+    }
+    build_t b = {.make_action = make_action,
+                 .free_action = free_action,
+                 .arg = arg,
+                 .err = err,
+                 .errlen = errlen,
+                 .legacy = true};
+    sharp_matcher_t *m = build(&b, x, path);
+    if (m) m->inputs = b.inputs;
+    xds__type__matcher__v3__matcher__free_unpacked(x, NULL);
+    return m;
+}

@@ -1,0 +1,575 @@
+/* test_matcher.c: the generic matching API engine (proxy/matcher.c) built
+ * from xds.type.matcher.v3.Matcher YAML: matcher_list (first match wins,
+ * on_no_match), exact and prefix trees, or/and/not predicates, nested
+ * matchers falling through, input availability (a response header input
+ * defers the decision until the response headers are known), header values
+ * joined with ',', query parameters, and the configs it refuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/mapper.h"
+#include "config/types.h"
+#include "matcher.h"
+
+#include "xds/type/matcher/v3/matcher.pb-c.h"
+
+static const char *make_action_fail; /* an action name make_action refuses */
+
+static void *make_action(const char *name, const char *type_url, const ProtobufCMessage *msg,
+                         void *arg, const char *path, char *err, size_t errlen)
+{
+    (void)type_url;
+    (void)msg;
+    (void)arg;
+    if (make_action_fail && strcmp(name, make_action_fail) == 0) {
+        snprintf(err, errlen, "%s: refused action", path);
+        return NULL;
+    }
+    return sharp_strdup(name);
+}
+
+static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
+{
+    sharp_config_error_t e = {{0}};
+    sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                                               &xds__type__matcher__v3__matcher__descriptor, &e);
+    if (!d) {
+        snprintf(err, errlen, "parse: %s", e.msg);
+        return NULL;
+    }
+    sharp_matcher_t *m =
+        sharp_matcher_build((const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d),
+                            "xds_matcher", make_action, free, NULL, err, errlen);
+    sharp_config_doc_free(d);
+    return m;
+}
+
+static sharp_matcher_t *must_build(const char *yaml)
+{
+    char err[1024] = "";
+    sharp_matcher_t *m = build(yaml, err, sizeof err);
+    if (!m) fail_msg("build failed: %s", err);
+    return m;
+}
+
+/* Evaluates; returns the action name, "" for no match, NULL when undecided. */
+static const char *eval(const sharp_matcher_t *m, const sharp_headers_t *req,
+                        const sharp_headers_t *resp)
+{
+    sharp_match_data_t d = {.request_headers = req, .response_headers = resp};
+    const void *a = NULL;
+    sharp_match_result_t r = sharp_matcher_evaluate(m, &d, &a);
+    if (r == SHARP_MATCH_INSUFFICIENT) return NULL;
+    if (r == SHARP_MATCH_NONE) return "";
+    return a;
+}
+
+static void hdrs(sharp_headers_t *h, ...)
+{
+    sharp_headers_init(h);
+    va_list ap;
+    va_start(ap, h);
+    for (const char *n; (n = va_arg(ap, const char *));)
+        sharp_headers_add_cstr(h, n, va_arg(ap, const char *));
+    va_end(ap);
+}
+
+#define SKIP_ACTION(n)                                                                             \
+    "action: {name: " n ", typed_config: {'@type': "                                               \
+    "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter}}"
+#define REQ_INPUT(h)                                                                               \
+    "input: {name: i, typed_config: {'@type': "                                                    \
+    "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, "                      \
+    "header_name: " h "}}"
+#define RESP_INPUT(h)                                                                              \
+    "input: {name: i, typed_config: {'@type': "                                                    \
+    "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput, "                     \
+    "header_name: " h "}}"
+
+static void list_first_match_wins(void **state)
+{
+    (void)state;
+    sharp_matcher_t *m =
+        must_build("matcher_list:\n"
+                   "  matchers:\n"
+                   "  - predicate: {single_predicate: {" REQ_INPUT(
+                       "x-a") ", value_match: {prefix: f}}}\n"
+                              "    on_match: {" SKIP_ACTION(
+                                  "first") "}\n"
+                                           "  - predicate: {single_predicate: {" REQ_INPUT(
+                                               "x-a") ", value_match: {exact: foo}}}\n"
+                                                      "    on_match: {" SKIP_ACTION(
+                                                          "second") "}\n"
+                                                                    "on_no_match: {" SKIP_ACTION(
+                                                                        "none") "}\n");
+    sharp_headers_t h;
+    hdrs(&h, "x-a", "foo", NULL);
+    assert_string_equal(eval(m, &h, NULL), "first");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-a", "bar", NULL);
+    assert_string_equal(eval(m, &h, NULL), "none");
+    sharp_headers_free(&h);
+    /* an absent header: the predicate is false, decided */
+    hdrs(&h, "x-b", "foo", NULL);
+    assert_string_equal(eval(m, &h, NULL), "none");
+    sharp_headers_free(&h);
+    /* request headers not known yet: undecided */
+    assert_null(eval(m, NULL, NULL));
+    sharp_matcher_free(m);
+
+    /* without on_no_match, nothing matches */
+    m = must_build("matcher_list:\n"
+                   "  matchers:\n"
+                   "  - predicate: {single_predicate: {" REQ_INPUT(
+                       "X-A") ", value_match: {exact: foo, ignore_case: true}}}\n"
+                              "    on_match: {" SKIP_ACTION("a") "}\n");
+    hdrs(&h, "x-a", "FOO", NULL);
+    assert_string_equal(eval(m, &h, NULL), "a");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-a", "bar", NULL);
+    assert_string_equal(eval(m, &h, NULL), "");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+}
+
+static void predicates(void **state)
+{
+    (void)state;
+    sharp_matcher_t *m = must_build(
+        "matcher_list:\n"
+        "  matchers:\n"
+        "  - predicate:\n"
+        "      and_matcher:\n"
+        "        predicate:\n"
+        "        - single_predicate: {" REQ_INPUT(
+            "x-a") ", value_match: {exact: '1'}}\n"
+                   "        - not_matcher: {single_predicate: {" REQ_INPUT(
+                       "x-b") ", value_match: {safe_regex: {google_re2: {}, regex: 'ba.'}}}}\n"
+                              "    on_match: {" SKIP_ACTION(
+                                  "and") "}\n"
+                                         "  - predicate:\n"
+                                         "      or_matcher:\n"
+                                         "        predicate:\n"
+                                         "        - single_predicate: {" REQ_INPUT(
+                                             "x-c") ", value_match: {suffix: z}}\n"
+                                                    "        - single_predicate: {" REQ_INPUT(
+                                                        "x-c") ", value_match: {contains: mid}}\n"
+                                                               "    on_match: {" SKIP_ACTION(
+                                                                   "or") "}\n");
+    sharp_headers_t h;
+    hdrs(&h, "x-a", "1", NULL);
+    assert_string_equal(eval(m, &h, NULL), "and"); /* not(absent) is true */
+    sharp_headers_free(&h);
+    hdrs(&h, "x-a", "1", "x-b", "bar", NULL);
+    assert_string_equal(eval(m, &h, NULL), "");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-a", "1", "x-b", "barx", "x-c", "amidb", NULL); /* regex is a full match */
+    assert_string_equal(eval(m, &h, NULL), "and");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-c", "abz", NULL);
+    assert_string_equal(eval(m, &h, NULL), "or");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-c", "amidb", NULL);
+    assert_string_equal(eval(m, &h, NULL), "or");
+    sharp_headers_free(&h);
+    /* repeated header: values joined with ',' */
+    hdrs(&h, "x-c", "a", "x-c", "z", NULL);
+    assert_string_equal(eval(m, &h, NULL), "or");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+
+    m = must_build("matcher_list:\n"
+                   "  matchers:\n"
+                   "  - predicate: {single_predicate: {" REQ_INPUT(
+                       "x-a") ", value_match: {exact: 'a,b'}}}\n"
+                              "    on_match: {" SKIP_ACTION("joined") "}\n");
+    hdrs(&h, "x-a", "a", "x-a", "b", NULL);
+    assert_string_equal(eval(m, &h, NULL), "joined");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+}
+
+static void tree_exact_and_prefix(void **state)
+{
+    (void)state;
+    sharp_matcher_t *m = must_build(
+        "matcher_tree:\n"
+        "  " REQ_INPUT("x-k") "\n"
+                              "  exact_match_map:\n"
+                              "    map:\n"
+                              "      foo: {" SKIP_ACTION(
+                                  "foo") "}\n"
+                                         "      bar: {" SKIP_ACTION(
+                                             "bar") "}\n"
+                                                    "on_no_match: {" SKIP_ACTION("other") "}\n");
+    sharp_headers_t h;
+    hdrs(&h, "x-k", "bar", NULL);
+    assert_string_equal(eval(m, &h, NULL), "bar");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-k", "barr", NULL);
+    assert_string_equal(eval(m, &h, NULL), "other");
+    sharp_headers_free(&h);
+    hdrs(&h, "y", "foo", NULL); /* absent: on_no_match */
+    assert_string_equal(eval(m, &h, NULL), "other");
+    sharp_headers_free(&h);
+    assert_null(eval(m, NULL, NULL));
+    sharp_matcher_free(m);
+
+    /* prefix: the longest wins; when its nested matcher does not match,
+     * a shorter one is tried, then on_no_match */
+    m = must_build(
+        "matcher_tree:\n"
+        "  " REQ_INPUT(
+            "':path'") "\n"
+                       "  prefix_match_map:\n"
+                       "    map:\n"
+                       "      /: {" SKIP_ACTION(
+                           "root") "}\n"
+                                   "      /api/v1:\n"
+                                   "        matcher:\n"
+                                   "          matcher_list:\n"
+                                   "            matchers:\n"
+                                   "            - predicate: {single_predicate: {" REQ_INPUT(
+                                       "x-v") ", value_match: {exact: yy}}}\n"
+                                              "              on_match: {" SKIP_ACTION(
+                                                  "v1") "}\n"
+                                                        "      /api: {" SKIP_ACTION(
+                                                            "api") "}\n"
+                                                                   "on_no_match: {" SKIP_ACTION(
+                                                                       "none") "}\n");
+    hdrs(&h, ":path", "/api/v1/x", "x-v", "yy", NULL);
+    assert_string_equal(eval(m, &h, NULL), "v1");
+    sharp_headers_free(&h);
+    hdrs(&h, ":path", "/api/v1/x", NULL);
+    assert_string_equal(eval(m, &h, NULL), "api");
+    sharp_headers_free(&h);
+    hdrs(&h, ":path", "/apx", NULL);
+    assert_string_equal(eval(m, &h, NULL), "root");
+    sharp_headers_free(&h);
+    hdrs(&h, ":path", "x", NULL);
+    assert_string_equal(eval(m, &h, NULL), "none");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+}
+
+static void nesting(void **state)
+{
+    (void)state;
+    /* the complicated.yaml shape: a tree selecting a nested list */
+    sharp_matcher_t *m = must_build(
+        "matcher_tree:\n"
+        "  " REQ_INPUT(
+            "some-header") "\n"
+                           "  exact_match_map:\n"
+                           "    map:\n"
+                           "      some_value_to_match_on:\n"
+                           "        matcher:\n"
+                           "          matcher_list:\n"
+                           "            matchers:\n"
+                           "            - predicate:\n"
+                           "                or_matcher:\n"
+                           "                  predicate:\n"
+                           "                  - single_predicate: {" REQ_INPUT(
+                               "second-header") ", value_match: {exact: foo}}\n"
+                                                "                  - single_predicate: {" REQ_INPUT(
+                                                    "second-header") ", value_match: {exact: "
+                                                                     "bar}}\n"
+                                                                     "              on_match: "
+                                                                     "{" SKIP_ACTION("skip") "}\n");
+    sharp_headers_t h;
+    hdrs(&h, "some-header", "some_value_to_match_on", "second-header", "bar", NULL);
+    assert_string_equal(eval(m, &h, NULL), "skip");
+    sharp_headers_free(&h);
+    hdrs(&h, "some-header", "some_value_to_match_on", "second-header", "baz", NULL);
+    assert_string_equal(eval(m, &h, NULL), "");
+    sharp_headers_free(&h);
+    hdrs(&h, "some-header", "other", "second-header", "foo", NULL);
+    assert_string_equal(eval(m, &h, NULL), "");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+
+    /* a list entry whose nested matcher does not match lets the list go on;
+     * a nested on_no_match is a match */
+    m = must_build(
+        "matcher_list:\n"
+        "  matchers:\n"
+        "  - predicate: {single_predicate: {" REQ_INPUT(
+            "a") ", value_match: {exact: '1'}}}\n"
+                 "    on_match:\n"
+                 "      matcher:\n"
+                 "        matcher_list:\n"
+                 "          matchers:\n"
+                 "          - predicate: {single_predicate: {" REQ_INPUT(
+                     "b") ", value_match: {exact: '1'}}}\n"
+                          "            on_match: {" SKIP_ACTION(
+                              "a1b1") "}\n"
+                                      "  - predicate: {single_predicate: {" REQ_INPUT(
+                                          "a") ", value_match: {prefix: '1'}}}\n"
+                                               "    on_match:\n"
+                                               "      matcher:\n"
+                                               "        matcher_list:\n"
+                                               "          matchers:\n"
+                                               "          - predicate: {single_predicate: "
+                                               "{" REQ_INPUT(
+                                                   "b") ", value_match: {exact: '2'}}}\n"
+                                                        "            on_match: {" SKIP_ACTION(
+                                                            "a1b2") "}\n"
+                                                                    "        on_no_match: "
+                                                                    "{" SKIP_ACTION(
+                                                                        "a1") "}\n"
+                                                                              "on_no_match: "
+                                                                              "{" SKIP_ACTION(
+                                                                                  "top") "}\n");
+    hdrs(&h, "a", "1", "b", "1", NULL);
+    assert_string_equal(eval(m, &h, NULL), "a1b1");
+    sharp_headers_free(&h);
+    hdrs(&h, "a", "1", "b", "2", NULL);
+    assert_string_equal(eval(m, &h, NULL), "a1b2");
+    sharp_headers_free(&h);
+    hdrs(&h, "a", "1", NULL);
+    assert_string_equal(eval(m, &h, NULL), "a1");
+    sharp_headers_free(&h);
+    hdrs(&h, "a", "2", NULL);
+    assert_string_equal(eval(m, &h, NULL), "top");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+
+    /* no matcher type: on_no_match alone (Envoy's AnyMatcher) */
+    m = must_build("on_no_match: {" SKIP_ACTION("always") "}\n");
+    assert_string_equal(eval(m, NULL, NULL), "always");
+    sharp_matcher_free(m);
+}
+
+static void response_header_timing(void **state)
+{
+    (void)state;
+    /* the request_response.yaml shape */
+    sharp_matcher_t *m = must_build(
+        "matcher_list:\n"
+        "  matchers:\n"
+        "  - predicate:\n"
+        "      or_matcher:\n"
+        "        predicate:\n"
+        "        - single_predicate: {" REQ_INPUT(
+            "request-header") ", value_match: {exact: foo}}\n"
+                              "        - single_predicate: {" RESP_INPUT(
+                                  "response-header") ", value_match: {exact: bar}}\n"
+                                                     "    on_match: {" SKIP_ACTION("skip") "}\n");
+    assert_true(sharp_matcher_needs_response(m));
+    sharp_headers_t req, resp;
+    hdrs(&req, "request-header", "foo", NULL);
+    assert_string_equal(eval(m, &req, NULL), "skip"); /* decided on the request alone */
+    sharp_headers_free(&req);
+    hdrs(&req, "request-header", "nope", NULL);
+    assert_null(eval(m, &req, NULL)); /* undecided until the response headers */
+    hdrs(&resp, "response-header", "bar", NULL);
+    assert_string_equal(eval(m, &req, &resp), "skip");
+    sharp_headers_free(&resp);
+    hdrs(&resp, "response-header", "baz", NULL);
+    assert_string_equal(eval(m, &req, &resp), "");
+    sharp_headers_free(&resp);
+    sharp_headers_free(&req);
+    sharp_matcher_free(m);
+
+    /* and: a false request predicate decides at once */
+    m = must_build("matcher_list:\n"
+                   "  matchers:\n"
+                   "  - predicate:\n"
+                   "      and_matcher:\n"
+                   "        predicate:\n"
+                   "        - single_predicate: {" REQ_INPUT(
+                       "a") ", value_match: {exact: '1'}}\n"
+                            "        - single_predicate: {" RESP_INPUT(
+                                "b") ", value_match: {exact: '1'}}\n"
+                                     "    on_match: {" SKIP_ACTION(
+                                         "both") "}\n"
+                                                 "on_no_match: {" SKIP_ACTION("nomatch") "}\n");
+    hdrs(&req, "a", "2", NULL);
+    assert_string_equal(eval(m, &req, NULL), "nomatch");
+    sharp_headers_free(&req);
+    hdrs(&req, "a", "1", NULL);
+    assert_null(eval(m, &req, NULL));
+    hdrs(&resp, "b", "1", NULL);
+    assert_string_equal(eval(m, &req, &resp), "both");
+    sharp_headers_free(&resp);
+    sharp_headers_free(&req);
+    sharp_matcher_free(m);
+
+    /* a tree on a response header is undecided during the request */
+    m = must_build("matcher_tree:\n"
+                   "  " RESP_INPUT("':status'") "\n"
+                                                "  exact_match_map: {map: {'503': {" SKIP_ACTION(
+                                                    "s503") "}}}\n");
+    hdrs(&req, "a", "1", NULL);
+    assert_null(eval(m, &req, NULL));
+    hdrs(&resp, ":status", "503", NULL);
+    assert_string_equal(eval(m, &req, &resp), "s503");
+    sharp_headers_free(&resp);
+    sharp_headers_free(&req);
+    sharp_matcher_free(m);
+}
+
+static void trailers(void **state)
+{
+    (void)state;
+    sharp_matcher_t *m = must_build(
+        "matcher_list:\n"
+        "  matchers:\n"
+        "  - predicate: {single_predicate: {input: {name: t, typed_config: {'@type': "
+        "type.googleapis.com/envoy.type.matcher.v3.HttpResponseTrailerMatchInput, header_name: "
+        "grpc-status}}, value_match: {exact: '0'}}}\n"
+        "    on_match: {" SKIP_ACTION(
+            "ok") "}\n"
+                  "  - predicate: {single_predicate: {input: {name: t, typed_config: {'@type': "
+                  "type.googleapis.com/envoy.type.matcher.v3.HttpRequestTrailerMatchInput, "
+                  "header_name: x-t}}, value_match: {exact: '1'}}}\n"
+                  "    on_match: {" SKIP_ACTION("req") "}\n");
+    assert_true(sharp_matcher_needs_response(m));
+    sharp_headers_t req, rt, qt;
+    hdrs(&req, "a", "1", NULL);
+    hdrs(&rt, "grpc-status", "0", NULL);
+    hdrs(&qt, "x-t", "1", NULL);
+    sharp_match_data_t d = {.request_headers = &req};
+    const void *a;
+    assert_int_equal(sharp_matcher_evaluate(m, &d, &a), SHARP_MATCH_INSUFFICIENT);
+    d.response_headers = &req;
+    assert_int_equal(sharp_matcher_evaluate(m, &d, &a), SHARP_MATCH_INSUFFICIENT);
+    d.response_trailers = &rt;
+    assert_int_equal(sharp_matcher_evaluate(m, &d, &a), SHARP_MATCH_ACTION);
+    assert_string_equal(a, "ok");
+    d.response_trailers = &req; /* no grpc-status: the next entry needs request trailers */
+    assert_int_equal(sharp_matcher_evaluate(m, &d, &a), SHARP_MATCH_INSUFFICIENT);
+    d.request_trailers = &qt;
+    assert_int_equal(sharp_matcher_evaluate(m, &d, &a), SHARP_MATCH_ACTION);
+    assert_string_equal(a, "req");
+    sharp_headers_free(&req);
+    sharp_headers_free(&rt);
+    sharp_headers_free(&qt);
+    sharp_matcher_free(m);
+}
+
+static void query_param(void **state)
+{
+    (void)state;
+    sharp_matcher_t *m =
+        must_build("matcher_tree:\n"
+                   "  input: {name: q, typed_config: {'@type': "
+                   "type.googleapis.com/envoy.type.matcher.v3.HttpRequestQueryParamMatchInput, "
+                   "query_param: 'a b'}}\n"
+                   "  exact_match_map: {map: {'x&y': {" SKIP_ACTION("hit") "}, '': {" SKIP_ACTION(
+                       "empty") "}}}\n"
+                                "on_no_match: {" SKIP_ACTION("none") "}\n");
+    sharp_headers_t h;
+    hdrs(&h, ":path", "/p?z=1&a%20b=x%26y&a%20b=2", NULL);
+    assert_string_equal(eval(m, &h, NULL), "hit"); /* the first value, decoded */
+    sharp_headers_free(&h);
+    hdrs(&h, ":path", "/p?a%20b", NULL);
+    assert_string_equal(eval(m, &h, NULL), "empty");
+    sharp_headers_free(&h);
+    hdrs(&h, ":path", "/p?ab=1", NULL);
+    assert_string_equal(eval(m, &h, NULL), "none");
+    sharp_headers_free(&h);
+    hdrs(&h, ":path", "/p", NULL);
+    assert_string_equal(eval(m, &h, NULL), "none");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+}
+
+static void refused(const char *yaml, const char *want)
+{
+    char err[1024] = "";
+    sharp_matcher_t *m = build(yaml, err, sizeof err);
+    if (m) fail_msg("accepted: %s", yaml);
+    if (!strstr(err, want)) fail_msg("error '%s' lacks '%s'", err, want);
+}
+
+static void bad_configs(void **state)
+{
+    (void)state;
+    refused("matcher_list: {matchers: []}",
+            "xds_matcher.matcher_list.matchers: value must contain at least 1");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" REQ_INPUT(
+                "a") ", value_match: {safe_regex: {regex: 'x'}}}}\n"
+                     "    on_match: {" SKIP_ACTION("a") "}\n",
+            "value_match: safe_regex.google_re2: value is required");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" REQ_INPUT(
+                "a") ", custom_match: {name: c, typed_config: {'@type': "
+                     "type.googleapis.com/xds.type.v3.TypedStruct, type_url: x.y.Z}}}}\n"
+                     "    on_match: {" SKIP_ACTION("a") "}\n",
+            "custom_match");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {or_matcher: {predicate: [{single_predicate: {" REQ_INPUT(
+                "a") ", value_match: {exact: x}}}]}}\n"
+                     "    on_match: {" SKIP_ACTION("a") "}\n",
+            "or_matcher.predicate: value must contain at least 2");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" REQ_INPUT(
+                "a") ", value_match: {exact: x}}}\n"
+                     "    on_match: {keep_matching: true, " SKIP_ACTION("a") "}\n",
+            "keep_matching");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {input: {name: i, typed_config: {'@type': "
+            "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter}}, "
+            "value_match: {exact: x}}}\n"
+            "    on_match: {" SKIP_ACTION("a") "}\n",
+            "match input 'envoy.extensions.filters.common.matcher.action.v3.SkipFilter' is not "
+            "supported");
+    refused("matcher_tree:\n"
+            "  " REQ_INPUT("a") "\n"
+                                "  custom_match: {name: c, typed_config: {'@type': "
+                                "type.googleapis.com/xds.type.v3.TypedStruct, type_url: x.y.Z}}\n",
+            "matcher_tree.custom_match");
+    refused("matcher_tree:\n"
+            "  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+            "input is required");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" REQ_INPUT(
+                "a") ", value_match: {safe_regex: {google_re2: {}, regex: '('}}}}\n"
+                     "    on_match: {" SKIP_ACTION("a") "}\n",
+            "value_match");
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" REQ_INPUT("a") ", value_match: {exact: x}}}\n"
+                                                                 "    on_match: {}\n",
+            "one of matcher and action is required");
+    /* the action callback's refusal, and the nested path it reports */
+    make_action_fail = "bad";
+    refused(
+        "matcher_tree:\n"
+        "  " REQ_INPUT("a") "\n"
+                            "  exact_match_map: {map: {k: {matcher: {on_no_match: {" SKIP_ACTION(
+                                "bad") "}}}}}\n",
+        "xds_matcher.matcher_tree.exact_match_map.map[\"k\"].matcher.on_no_match.action.typed_"
+        "config: refused");
+    make_action_fail = NULL;
+}
+
+int main(void)
+{
+    sharp_config_types_register();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(list_first_match_wins),
+        cmocka_unit_test(predicates),
+        cmocka_unit_test(tree_exact_and_prefix),
+        cmocka_unit_test(nesting),
+        cmocka_unit_test(response_header_timing),
+        cmocka_unit_test(trailers),
+        cmocka_unit_test(query_param),
+        cmocka_unit_test(bad_configs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
