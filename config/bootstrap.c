@@ -15,6 +15,8 @@
 #include "config/runtime_config.h"
 #include "runtime.h"
 #include "config/shuffle_shard_config.h"
+#include "upstream/subset.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "config/scaling_config.h"
 #include "config/overload_config.h"
 #include "config/types.h"
@@ -1534,6 +1536,7 @@ static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
 /* The DNS settings of a STRICT_DNS / LOGICAL_DNS cluster (Envoy's
  * BaseDynamicClusterImpl / ClusterImplBase validation). */
 static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
+static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md);
 
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {
@@ -1626,6 +1629,67 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 flags = SHARP_HOST_FAILED_EDS_HEALTH;
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
+            dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
+        }
+    }
+    return 0;
+}
+
+/* An endpoint's filter_metadata["envoy.lb"] in canonical form
+ * (upstream/subset.h), NULL without (a namespace given twice: the last). */
+static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md)
+{
+    const Google__Protobuf__Struct *st = NULL;
+    for (size_t i = 0; md && i < md->n_filter_metadata; i++)
+        if (md->filter_metadata[i]->key && strcmp(md->filter_metadata[i]->key, "envoy.lb") == 0)
+            st = md->filter_metadata[i]->value;
+    return st ? sharp_lbmeta_from_struct(st) : NULL;
+}
+
+/* lb_subset_config: Envoy's LoadBalancerSubsetInfoImpl (subset load
+ * balancing is on only with at least one selector; selectors without keys
+ * are dropped, keys are a set). The fields SHARP does not implement are
+ * refused by the support table. */
+static int subset_config(build_ctx_t *b, sharp_cluster_t *c, const Envoy__Config__Cluster__V3__Cluster *pb,
+                         const char *path)
+{
+    const Envoy__Config__Cluster__V3__Cluster__LbSubsetConfig *sc = pb->lb_subset_config;
+    char p[1200];
+    if (!sc) return 0;
+    snprintf(p, sizeof p, "%s.lb_subset_config", path);
+    if (pb->load_balancing_policy)
+        return fail(b, p, "cluster: load_balancing_policy cannot be combined with lb_subset_config");
+    if (!sc->n_subset_selectors) return 0;
+    if (pb->lb_policy == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED)
+        return fail(b, p, "cluster: LB policy CLUSTER_PROVIDED cannot be combined with lb_subset_config");
+    sharp_subset_config_t *cfg = sharp_calloc(1, sizeof *cfg);
+    c->subset = cfg;
+    switch (sc->fallback_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_FALLBACK_POLICY__ANY_ENDPOINT:
+        cfg->fallback = SHARP_SUBSET_ANY_ENDPOINT;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_FALLBACK_POLICY__DEFAULT_SUBSET:
+        cfg->fallback = SHARP_SUBSET_DEFAULT_SUBSET;
+        break;
+    default: cfg->fallback = SHARP_SUBSET_NO_FALLBACK; break;
+    }
+    cfg->default_subset = sc->default_subset ? sharp_lbmeta_from_struct(sc->default_subset) : NULL;
+    cfg->panic_mode_any = sc->panic_mode_any;
+    cfg->selectors = sharp_calloc(sc->n_subset_selectors, sizeof *cfg->selectors);
+    for (size_t i = 0; i < sc->n_subset_selectors; i++) {
+        const Envoy__Config__Cluster__V3__Cluster__LbSubsetConfig__LbSubsetSelector *sel = sc->subset_selectors[i];
+        if (!sel->n_keys) continue;
+        sharp_subset_selector_t *out = &cfg->selectors[cfg->nselectors++];
+        out->keys = sharp_calloc(sel->n_keys, sizeof *out->keys);
+        for (size_t k = 0; k < sel->n_keys; k++) {
+            /* sorted insert, bytewise as std::set<std::string>, once each */
+            const char *key = sel->keys[k];
+            uint32_t at = 0;
+            while (at < out->nkeys && strcmp(out->keys[at], key) < 0) at++;
+            if (at < out->nkeys && strcmp(out->keys[at], key) == 0) continue;
+            memmove(&out->keys[at + 1], &out->keys[at], (out->nkeys - at) * sizeof *out->keys);
+            out->keys[at] = sharp_strdup(key);
+            out->nkeys++;
         }
     }
     return 0;
@@ -1773,6 +1837,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
     if (c->connect_timeout_ms == 0) c->connect_timeout_ms = 1;
+    if (subset_config(b, c, pb, path) < 0) goto bad;
     switch (c->odst ? ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN : pb->lb_policy) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
         /* Envoy's ClusterFactoryImplBase::create: only ORIGINAL_DST
@@ -1916,6 +1981,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             }
             h->priority = le->priority;
             h->locality = locality_id(le->locality);
+            h->lb_meta = endpoint_lb_meta(e->metadata);
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
@@ -2078,6 +2144,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = locality_id(le->locality);
+                h->lb_meta = endpoint_lb_meta(e->metadata);
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
                 fresh[nfresh++] = h;
             } else {
@@ -2088,6 +2155,16 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = loc;
+                /* metadata is read on the main thread only (the subsets are
+                 * remade with the set), so it is replaced in place */
+                sharp_lbmeta_t *meta = endpoint_lb_meta(e->metadata);
+                if (!sharp_lbmeta_equal(meta, h->lb_meta)) {
+                    *changed = true;
+                    free(h->lb_meta);
+                    h->lb_meta = meta;
+                } else {
+                    free(meta);
+                }
                 snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
                 uint32_t was = atomic_load(&h->health_flags) & SHARP_HOST_FAILED_EDS_HEALTH;
                 if (unhealthy != (was != 0)) {
@@ -2109,7 +2186,10 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
     *nout = nh;
     return 0;
 bad:
-    for (uint32_t k = 0; k < nfresh; k++) free(fresh[k]);
+    for (uint32_t k = 0; k < nfresh; k++) {
+        free(fresh[k]->lb_meta);
+        free(fresh[k]);
+    }
     free(fresh);
     free(hosts);
     sharp_host_index_free(&listed);

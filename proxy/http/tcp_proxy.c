@@ -357,7 +357,7 @@ static sharp_host_t *choose_host(sharp_tcp_session_t *t)
         return sharp_odst_choose(t->cl, shard(t), NULL, t->c->local_restored ? &t->c->local_ss : NULL);
     sharp_host_t *h = NULL;
     for (int i = 0; i < 4; i++) {
-        h = sharp_lb_choose(&t->cl->lb);
+        h = sharp_cluster_choose(t->cl, false, NULL, 0);
         if (!h || h != t->failed_host) break;
     }
     return h;
