@@ -838,6 +838,8 @@ static void start_try(router_state_t *rs)
     sharp_host_t *host = choose_host(rs);
     if (!host) {
         sharp_debug(router, "[C%llu][S%llu] no healthy host for cluster '%s'", s->conn_id, s->id, c->name);
+        /* Envoy's httpConnPoolImpl counts a pick without a host */
+        sharp_counter_inc(w->stats, c->st.cx_none_healthy);
         if (rs->retry_slot) {
             rs->retry_slot = false;
             sharp_cluster_retry_release(c, rs->priority);

@@ -385,6 +385,7 @@ static void connect_next(sharp_tcp_session_t *t)
     if (!h) {
         sharp_debug(connection, "[C%llu] TCP proxy: no healthy host in cluster '%s'", c->id, t->cluster->name);
         t->info.response_flags |= SHARP_RF_NO_HEALTHY_UPSTREAM;
+        if (t->cl) sharp_counter_inc(sh, t->cluster->st.cx_none_healthy); /* Envoy's tcpConn */
         sharp_conn_close(c);
         return;
     }

@@ -167,6 +167,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_tx_bytes_total, "upstream_cx_tx_bytes_total");
     C(cx_overflow, "upstream_cx_overflow");
     C(cx_connect_attempts_exceeded, "upstream_cx_connect_attempts_exceeded");
+    C(cx_none_healthy, "upstream_cx_none_healthy");
     C(cx_protocol_error, "upstream_cx_protocol_error");
     C(cx_idle_timeout, "upstream_cx_idle_timeout");
     C(cx_max_duration_reached, "upstream_cx_max_duration_reached");
@@ -245,7 +246,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
             st->rq_pending_active, st->rq_pending_overflow, st->rq_cancelled, st->rq_rx_reset,
             st->rq_tx_reset, st->rq_completed, st->cx_total, st->cx_active, st->cx_connect_fail,
             st->cx_connect_timeout, st->cx_destroy, st->cx_destroy_local, st->cx_destroy_remote,
-            st->cx_rx_bytes_total, st->cx_tx_bytes_total, st->cx_overflow, st->cx_connect_attempts_exceeded,
+            st->cx_rx_bytes_total, st->cx_tx_bytes_total, st->cx_overflow, st->cx_connect_attempts_exceeded, st->cx_none_healthy,
             st->cx_protocol_error,
             st->cx_idle_timeout, st->cx_max_requests, st->upstream_rq_per_try_timeout, st->rq_retry,
             st->rq_maintenance_mode, st->rq_retry_success, st->rq_retry_overflow,

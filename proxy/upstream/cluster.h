@@ -90,7 +90,7 @@ typedef struct sharp_cluster_stats {
         rq_pending_active, rq_pending_overflow, rq_cancelled, rq_rx_reset, rq_tx_reset,
         rq_completed, cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_destroy,
         cx_destroy_local, cx_destroy_remote, cx_rx_bytes_total, cx_tx_bytes_total, cx_overflow,
-        cx_connect_attempts_exceeded,
+        cx_connect_attempts_exceeded, cx_none_healthy,
         cx_protocol_error, cx_idle_timeout, cx_max_requests, cx_max_duration_reached, rq_max_duration_reached, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
