@@ -1646,6 +1646,21 @@ static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata 
     return st ? sharp_lbmeta_from_struct(st) : NULL;
 }
 
+/* Strings as a std::set<std::string>: sorted bytewise, each once. */
+static void key_set(char *const *in, size_t n, char ***out, uint32_t *nout)
+{
+    *out = sharp_calloc(n ? n : 1, sizeof **out);
+    *nout = 0;
+    for (size_t k = 0; k < n; k++) {
+        uint32_t at = 0;
+        while (at < *nout && strcmp((*out)[at], in[k]) < 0) at++;
+        if (at < *nout && strcmp((*out)[at], in[k]) == 0) continue;
+        memmove(&(*out)[at + 1], &(*out)[at], (*nout - at) * sizeof **out);
+        (*out)[at] = sharp_strdup(in[k]);
+        (*nout)++;
+    }
+}
+
 /* lb_subset_config: Envoy's LoadBalancerSubsetInfoImpl (subset load
  * balancing is on only with at least one selector; selectors without keys
  * are dropped, keys are a set). The fields SHARP does not implement are
@@ -1680,18 +1695,26 @@ static int subset_config(build_ctx_t *b, sharp_cluster_t *c, const Envoy__Config
         const Envoy__Config__Cluster__V3__Cluster__LbSubsetConfig__LbSubsetSelector *sel = sc->subset_selectors[i];
         if (!sel->n_keys) continue;
         sharp_subset_selector_t *out = &cfg->selectors[cfg->nselectors++];
-        out->keys = sharp_calloc(sel->n_keys, sizeof *out->keys);
-        for (size_t k = 0; k < sel->n_keys; k++) {
-            /* sorted insert, bytewise as std::set<std::string>, once each */
-            const char *key = sel->keys[k];
-            uint32_t at = 0;
-            while (at < out->nkeys && strcmp(out->keys[at], key) < 0) at++;
-            if (at < out->nkeys && strcmp(out->keys[at], key) == 0) continue;
-            memmove(&out->keys[at + 1], &out->keys[at], (out->nkeys - at) * sizeof *out->keys);
-            out->keys[at] = sharp_strdup(key);
-            out->nkeys++;
+        key_set(sel->keys, sel->n_keys, &out->keys, &out->nkeys);
+        key_set(sel->fallback_keys_subset, sel->n_fallback_keys_subset, &out->fallback_keys, &out->nfallback_keys);
+        out->fallback = (sharp_selector_fallback_t)sel->fallback_policy;
+        out->single_host = sel->single_host_per_subset;
+        /* Envoy's SubsetSelector checks */
+        snprintf(p, sizeof p, "%s.lb_subset_config.subset_selectors[%zu]", path, i);
+        if (out->fallback != SHARP_SELECTOR_KEYS_SUBSET) {
+            if (out->nfallback_keys)
+                return fail(b, p, "fallback_keys_subset can be set only for KEYS_SUBSET fallback_policy");
+            continue;
         }
+        if (!out->nfallback_keys) return fail(b, p, "fallback_keys_subset cannot be empty");
+        for (uint32_t k = 0, at = 0; k < out->nfallback_keys; k++) {
+            while (at < out->nkeys && strcmp(out->keys[at], out->fallback_keys[k]) < 0) at++;
+            if (at == out->nkeys || strcmp(out->keys[at], out->fallback_keys[k]))
+                return fail(b, p, "fallback_keys_subset must be a subset of selector keys");
+        }
+        if (out->nfallback_keys == out->nkeys) return fail(b, p, "fallback_keys_subset cannot be equal to keys");
     }
+    sharp_subset_config_finish(cfg);
     return 0;
 }
 

@@ -286,6 +286,13 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
         sharp_counter_add(sharp_stats_shard(s, 0), st->lb_subsets_created, c->set->subsets->n);
         sharp_gauge_set(s, st->lb_subsets_active, c->set->subsets->n);
     }
+    if (c->subset) {
+        /* Envoy makes it with a subset balancer's first update */
+        st->lb_subsets_single_host_per_subset_duplicate =
+            sharp_stats_gaugef(s, "cluster.%s.lb_subsets_single_host_per_subset_duplicate", n);
+        if (c->set && c->set->subsets)
+            sharp_gauge_set(s, st->lb_subsets_single_host_per_subset_duplicate, c->set->subsets->single_duplicates);
+    }
     uint32_t healthy = 0;
     for (uint32_t i = 0; i < c->nhosts; i++) healthy += sharp_host_healthy(c->hosts[i]);
     sharp_gauge_set(s, st->membership_healthy, healthy);
@@ -485,6 +492,8 @@ void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts,
             sharp_counter_add(sh, c->st.lb_subsets_created, created);
             sharp_counter_add(sh, c->st.lb_subsets_removed, removed);
             sharp_gauge_set(c->stats, c->st.lb_subsets_active, c->set->subsets->n);
+            sharp_gauge_set(c->stats, c->st.lb_subsets_single_host_per_subset_duplicate,
+                            c->set->subsets->single_duplicates);
         }
     }
     sharp_hostset_unref(old);

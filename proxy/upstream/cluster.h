@@ -106,7 +106,7 @@ typedef struct sharp_cluster_stats {
     /* Envoy's ClusterLbStats of subset load balancing (upstream/subset.h);
      * lb_subsets_active counts the current host set's subsets */
     sharp_stat_id_t lb_subsets_active, lb_subsets_created, lb_subsets_removed, lb_subsets_selected,
-        lb_subsets_fallback, lb_subsets_fallback_panic;
+        lb_subsets_fallback, lb_subsets_fallback_panic, lb_subsets_single_host_per_subset_duplicate;
     /* cluster.<name>.ssl.*, registered for TLS clusters only (Envoy's
      * client context stats in the cluster's scope); ciphers.<name>,
      * versions.<v> and curves.<name> are registered on first use */

@@ -327,13 +327,48 @@ void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_m
 
 /* ---- configuration ---- */
 
+/* Whether node n's keys are selector s's first `depth` keys. */
+static bool node_is(const sharp_subset_config_t *cfg, const sharp_subset_fbnode_t *n, uint32_t s, uint32_t depth)
+{
+    if (n->depth != depth) return false;
+    for (uint32_t k = 0; k < depth; k++)
+        if (strcmp(cfg->selectors[n->sel].keys[k], cfg->selectors[s].keys[k])) return false;
+    return true;
+}
+
+void sharp_subset_config_finish(sharp_subset_config_t *cfg)
+{
+    uint32_t cap = 0;
+    for (uint32_t s = 0; s < cfg->nselectors; s++) cap += cfg->selectors[s].nkeys;
+    cfg->nodes = sharp_calloc(cap ? cap : 1, sizeof *cfg->nodes);
+    for (uint32_t s = 0; s < cfg->nselectors; s++) {
+        const sharp_subset_selector_t *sel = &cfg->selectors[s];
+        if (sel->fallback == SHARP_SELECTOR_DEFAULT_SUBSET) cfg->any_selector_default = true;
+        for (uint32_t d = 1; d <= sel->nkeys; d++) {
+            bool found = false;
+            for (uint32_t i = 0; i < cfg->nnodes && !found; i++) found = node_is(cfg, &cfg->nodes[i], s, d);
+            if (found) continue;
+            sharp_subset_fbnode_t *n = &cfg->nodes[cfg->nnodes++];
+            n->sel = s;
+            n->depth = d;
+            if (d == sel->nkeys) {
+                n->fallback = sel->fallback;
+                n->params = s;
+            }
+        }
+    }
+}
+
 void sharp_subset_config_free(sharp_subset_config_t *cfg)
 {
     if (!cfg) return;
     for (uint32_t i = 0; i < cfg->nselectors; i++) {
         for (uint32_t k = 0; k < cfg->selectors[i].nkeys; k++) free(cfg->selectors[i].keys[k]);
         free(cfg->selectors[i].keys);
+        for (uint32_t k = 0; k < cfg->selectors[i].nfallback_keys; k++) free(cfg->selectors[i].fallback_keys[k]);
+        free(cfg->selectors[i].fallback_keys);
     }
+    free(cfg->nodes);
     free(cfg->selectors);
     free(cfg->default_subset);
     free(cfg);
@@ -444,6 +479,7 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, s
                     memcpy(en->key, key.data, key.len);
                     en->keylen = (uint32_t)key.len;
                     en->hash = hash_bytes(en->key, en->keylen);
+                    en->single = cfg->selectors[s].single_host;
                     last[p->n] = NULL;
                     e = (int32_t)p->n++;
                     if (2 * p->n > p->cap) {
@@ -473,7 +509,23 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, s
     free(last);
     sharp_sbuf_free(&key);
     if (!p->cap) plan_index(p);
-    if (cfg->fallback == SHARP_SUBSET_DEFAULT_SUBSET) {
+    /* Envoy's SingleHostLbSubset: per priority the first host, and of
+     * those the lowest priority's; the others count as duplicates */
+    for (uint32_t e = 0; e < p->n; e++) {
+        sharp_subset_entry_t *en = &p->entries[e];
+        if (!en->single || en->nhosts < 2) continue;
+        uint32_t best = 0, nprio = 0;
+        for (uint32_t i = 0; i < en->nhosts; i++) {
+            bool first = true;
+            for (uint32_t j = 0; j < i && first; j++) first = en->hosts[j]->priority != en->hosts[i]->priority;
+            nprio += first;
+            if (en->hosts[i]->priority < en->hosts[best]->priority) best = i;
+        }
+        p->single_duplicates += en->nhosts - nprio;
+        en->hosts[0] = en->hosts[best];
+        en->nhosts = 1;
+    }
+    if (cfg->fallback == SHARP_SUBSET_DEFAULT_SUBSET || cfg->any_selector_default) {
         p->has_default = true;
         p->dflt = sharp_calloc(n ? n : 1, sizeof *p->dflt);
         for (uint32_t i = 0; i < n; i++)
@@ -552,8 +604,29 @@ static void count(const sharp_lb_t *any, sharp_stat_id_t id)
     if (any->stats && id) sharp_counter_inc(any->stats, id);
 }
 
-sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
-                                  size_t len)
+/* The selector map's node for the criteria's keys (in order), or NULL
+ * (Envoy's tryFindSelectorFallbackParams). */
+static const sharp_subset_fbnode_t *fallback_node(const sharp_subset_config_t *cfg, const uint8_t *crit, size_t len)
+{
+    uint32_t n = 0;
+    size_t pos = 0;
+    field_t f;
+    while (next_field(crit, len, &pos, &f)) n++;
+    for (uint32_t i = 0; i < cfg->nnodes; i++) {
+        const sharp_subset_fbnode_t *node = &cfg->nodes[i];
+        if (node->depth != n) continue;
+        const sharp_subset_selector_t *sel = &cfg->selectors[node->sel];
+        bool same = true;
+        pos = 0;
+        for (uint32_t k = 0; k < n && same && next_field(crit, len, &pos, &f); k++)
+            same = strlen(sel->keys[k]) == f.klen && !memcmp(sel->keys[k], f.key, f.klen);
+        if (same) return node;
+    }
+    return NULL;
+}
+
+static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
+                                      size_t len)
 {
     const sharp_cluster_stats_t *st = any->st;
     if (has_crit) {
@@ -561,7 +634,38 @@ sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool h
         if (i >= 0) {
             /* the subset exists (it has hosts): its answer, even none */
             if (st) count(any, st->lb_subsets_selected);
+            if (s->plan->entries[i].single) return s->plan->entries[i].hosts[0];
             return sharp_lb_choose(&s->lbs[i]);
+        }
+        const sharp_subset_fbnode_t *node = fallback_node(s->cfg, crit, len);
+        if (node && node->fallback != SHARP_SELECTOR_NOT_DEFINED) {
+            /* Envoy's chooseHostForSelectorFallbackPolicy: no stats */
+            switch (node->fallback) {
+            case SHARP_SELECTOR_ANY_ENDPOINT: return sharp_lb_choose(any);
+            case SHARP_SELECTOR_DEFAULT_SUBSET: return sharp_lb_choose(&s->dflt);
+            case SHARP_SELECTOR_KEYS_SUBSET: {
+                /* the criteria cut to fallback_keys_subset, balanced again */
+                const sharp_subset_selector_t *sel = &s->cfg->selectors[node->params];
+                uint8_t small[512];
+                uint8_t *cut = len <= sizeof small ? small : sharp_calloc(len, 1);
+                size_t cl = 0, pos = 0;
+                field_t f;
+                while (next_field(crit, len, &pos, &f)) {
+                    bool keep = false;
+                    for (uint32_t k = 0; k < sel->nfallback_keys && !keep; k++)
+                        keep = strlen(sel->fallback_keys[k]) == f.klen && !memcmp(sel->fallback_keys[k], f.key, f.klen);
+                    if (!keep) continue;
+                    memcpy(cut + cl, &f.klen, 4);
+                    memcpy(cut + cl + 4, f.key, f.klen);
+                    memcpy(cut + cl + 4 + f.klen, f.val, 4 + f.vlen);
+                    cl += 8 + f.klen + f.vlen;
+                }
+                sharp_host_t *h = choose_iteration(s, any, true, cut, cl);
+                if (cut != small) free(cut);
+                return h;
+            }
+            default: return NULL;
+            }
         }
     }
     sharp_lb_t *fb = s->cfg->fallback == SHARP_SUBSET_ANY_ENDPOINT     ? any
@@ -578,4 +682,10 @@ sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool h
         if (h && st) count(any, st->lb_subsets_fallback_panic);
     }
     return h;
+}
+
+sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
+                                  size_t len)
+{
+    return choose_iteration(s, any, has_crit, crit, len);
 }

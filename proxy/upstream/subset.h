@@ -55,10 +55,34 @@ typedef enum {
     SHARP_SUBSET_DEFAULT_SUBSET = 2,
 } sharp_subset_fallback_t;
 
+/* LbSubsetSelector.fallback_policy (Envoy's numbers) */
+typedef enum {
+    SHARP_SELECTOR_NOT_DEFINED = 0,
+    SHARP_SELECTOR_NO_FALLBACK = 1,
+    SHARP_SELECTOR_ANY_ENDPOINT = 2,
+    SHARP_SELECTOR_DEFAULT_SUBSET = 3,
+    SHARP_SELECTOR_KEYS_SUBSET = 4,
+} sharp_selector_fallback_t;
+
 typedef struct {
     char **keys; /* sorted, without duplicates */
     uint32_t nkeys;
+    sharp_selector_fallback_t fallback;
+    char **fallback_keys; /* KEYS_SUBSET: sorted, a strict subset of keys */
+    uint32_t nfallback_keys;
+    bool single_host; /* single_host_per_subset */
 } sharp_subset_selector_t;
+
+/* Envoy's selector map: a trie of the selectors' sorted keys whose node at
+ * the end of a selector's keys holds its fallback policy when that
+ * selector made the node (a node another selector made first, as a prefix
+ * of its own keys, keeps NOT_DEFINED, as in Envoy). Flattened: one node
+ * per distinct key prefix, its keys those of selector `sel` up to depth. */
+typedef struct {
+    uint32_t sel, depth;
+    sharp_selector_fallback_t fallback;
+    uint32_t params; /* the selector whose fallback applies, when fallback is set */
+} sharp_subset_fbnode_t;
 
 /* lb_subset_config (only with at least one selector: Envoy turns subset
  * load balancing on only then). */
@@ -68,8 +92,13 @@ typedef struct sharp_subset_config {
     sharp_subset_selector_t *selectors;
     uint32_t nselectors;
     bool panic_mode_any;
+    bool any_selector_default; /* a selector falls back to the default subset */
+    sharp_subset_fbnode_t *nodes;
+    uint32_t nnodes;
 } sharp_subset_config_t;
 
+/* Builds the selector map from the selectors (after they are all set). */
+void sharp_subset_config_finish(sharp_subset_config_t *cfg);
 void sharp_subset_config_free(sharp_subset_config_t *cfg);
 
 typedef struct {
@@ -78,6 +107,9 @@ typedef struct {
     uint64_t hash;
     sharp_host_t **hosts; /* in the host set's order */
     uint32_t nhosts;
+    /* single_host_per_subset (the selector that made it): hosts[0] only,
+     * the first host of the lowest priority, chosen whatever its health */
+    bool single;
 } sharp_subset_entry_t;
 
 /* The subsets of one host set: never empty ones. */
@@ -86,7 +118,8 @@ typedef struct sharp_subset_plan {
     uint32_t n;
     uint32_t *table; /* open addressing: entry index + 1, 0 empty */
     uint32_t cap;
-    bool has_default; /* fallback DEFAULT_SUBSET: hosts matching default_subset */
+    bool has_default; /* a DEFAULT_SUBSET fallback: hosts matching default_subset */
+    uint32_t single_duplicates; /* hosts a single-host subset left out */
     sharp_host_t **dflt;
     uint32_t ndflt;
 } sharp_subset_plan_t;

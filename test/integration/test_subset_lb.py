@@ -262,6 +262,39 @@ def test_corpus_header_to_metadata_example(procs, hosts):
     assert stat(admin, "cluster.versioned-cluster.lb_subsets_active") == 2
 
 
+def test_selector_fallback_policies(procs, hosts):
+    """Per selector: NO_FALLBACK on [stage] (listed first, so Envoy's
+    selector map gives it its policy) answers stage=test with no host while
+    the cluster falls back to its default subset for other criteria;
+    KEYS_SUBSET on [v, stage] retries with [stage] alone; ANY_ENDPOINT on
+    [v] balances over every host without counting lb_subsets_fallback."""
+    sub = {"fallback_policy": "DEFAULT_SUBSET", "default_subset": {"stage": "prod"}, "subset_selectors": [
+        {"keys": ["stage"], "fallback_policy": "NO_FALLBACK"},
+        {"keys": ["v", "stage"], "fallback_policy": "KEYS_SUBSET", "fallback_keys_subset": ["stage"]},
+        {"keys": ["v"], "fallback_policy": "ANY_ENDPOINT"}]}
+    routes = [route("/test", match={"stage": "test"}), route("/other", match={"other": "x"}),
+              route("/keys", match={"v": "9", "stage": "canary"}), route("/v", match={"v": "9"})]
+    listen, admin = start(procs, [cluster("svc", hosts, EXAMPLE, sub)], routes)
+    st, _, body = who(listen, "/test")
+    assert st == 503 and body == b"no healthy upstream"
+    assert set(names(listen, "/other", n=4)) == {"host1", "host2"}
+    assert set(names(listen, "/keys", n=4)) == {"host3"}
+    assert set(names(listen, "/v", n=16)) == set(EXAMPLE)
+    assert stat(admin, "cluster.svc.lb_subsets_fallback") == 4
+    assert stat(admin, "cluster.svc.lb_subsets_selected") == 4
+
+
+def test_single_host_per_subset(procs, hosts):
+    """single_host_per_subset: each subset is its first host, even when
+    more match (counted in lb_subsets_single_host_per_subset_duplicate)."""
+    sub = {"subset_selectors": [{"keys": ["stage"], "single_host_per_subset": True}]}
+    listen, admin = start(procs, [cluster("svc", hosts, EXAMPLE, sub)],
+                          [route("/prod", match={"stage": "prod"})])
+    assert set(names(listen, "/prod", n=6)) == {"host1"}
+    assert stat(admin, "cluster.svc.lb_subsets_single_host_per_subset_duplicate") == 1
+    assert stat(admin, "cluster.svc.lb_subsets_active") == 3
+
+
 def write_atomic(path, obj):
     tmp = f"{path}.tmp{time.time_ns()}"
     with open(tmp, "w") as f:
@@ -331,11 +364,16 @@ static_resources:
     (cluster_yaml("      scale_locality_weight: true\n"), "scale_locality_weight"),
     (cluster_yaml("      list_as_any: true\n"), "list_as_any"),
     (cluster_yaml("      metadata_fallback_policy: FALLBACK_LIST\n"), "metadata_fallback_policy"),
-    (cluster_yaml("", selectors="[{ keys: [stage], fallback_policy: ANY_ENDPOINT }]"),
-     "LbSubsetSelector.fallback_policy"),
-    (cluster_yaml("", selectors="[{ keys: [stage, v], fallback_policy: KEYS_SUBSET, fallback_keys_subset: [v] }]"),
-     "fallback_policy"),
-    (cluster_yaml("", selectors="[{ keys: [stage], single_host_per_subset: true }]"), "single_host_per_subset"),
+    # Envoy's SubsetSelector checks
+    (cluster_yaml("", selectors="[{ keys: [stage], fallback_keys_subset: [stage] }]"),
+     "fallback_keys_subset can be set only for KEYS_SUBSET fallback_policy"),
+    (cluster_yaml("", selectors="[{ keys: [stage], fallback_policy: KEYS_SUBSET }]"),
+     "fallback_keys_subset cannot be empty"),
+    (cluster_yaml("", selectors="[{ keys: [stage, v], fallback_policy: KEYS_SUBSET, fallback_keys_subset: [x] }]"),
+     "fallback_keys_subset must be a subset of selector keys"),
+    (cluster_yaml("", selectors="[{ keys: [stage, v], fallback_policy: KEYS_SUBSET, "
+                                "fallback_keys_subset: [v, stage, v] }]"),
+     "fallback_keys_subset cannot be equal to keys"),
     (cluster_yaml("", lb_policy="CLUSTER_PROVIDED"),
      "cluster: LB policy CLUSTER_PROVIDED cannot be combined with lb_subset_config"),
     (cluster_yaml("    load_balancing_policy: { policies: [ { typed_extension_config: { name: rr, typed_config: "

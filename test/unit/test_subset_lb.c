@@ -194,6 +194,7 @@ static sharp_subset_config_t *config(sharp_subset_fallback_t fb, const char *dfl
     c->selectors[1].keys = calloc(1, sizeof(char *));
     c->selectors[1].keys[0] = strdup("stage");
     c->selectors[1].nkeys = 1;
+    sharp_subset_config_finish(c);
     return c;
 }
 
@@ -362,6 +363,126 @@ static void test_choose_and_fallbacks(void **state)
     free_hosts();
 }
 
+/* The overview's example: DEFAULT_SUBSET stage=prod for the cluster, the
+ * [stage] selector overridden with NO_FALLBACK: "stage: test" balances
+ * over nothing, "v: 1.0" and "other: x" over host1 and host2. With the
+ * selectors in the overview's order ([v, stage] first) Envoy's selector
+ * map never gives [stage] its policy (the node exists as a prefix of
+ * [stage, v], initSubsetSelectorMap sets it only on a node it creates), so
+ * the overview's result needs [stage] listed first; the other order is
+ * checked below. */
+static void test_selector_fallbacks(void **state)
+{
+    (void)state;
+    make_hosts();
+    sharp_lb_t any;
+    sharp_lb_init(&any, SHARP_LB_ROUND_ROBIN, hp, NH, 7);
+    sharp_subset_config_t *cfg = config(SHARP_SUBSET_DEFAULT_SUBSET, "stage=s:prod");
+    free(cfg->nodes);
+    cfg->nnodes = 0;
+    sharp_subset_selector_t t = cfg->selectors[0]; /* [stage] first */
+    cfg->selectors[0] = cfg->selectors[1];
+    cfg->selectors[1] = t;
+    cfg->selectors[0].fallback = SHARP_SELECTOR_NO_FALLBACK;
+    sharp_subset_config_finish(cfg);
+    sharp_subset_plan_t *p = sharp_subset_plan_build(cfg, hp, NH);
+    sharp_subset_lbs_t s;
+    sharp_subset_lbs_init(&s, cfg, p, &any);
+    assert_null(choose(&s, &any, "stage=s:test"));
+    for (int k = 0; k < 6; k++) {
+        sharp_host_t *h = choose(&s, &any, k % 2 ? "v=s:1.0" : "other=s:x");
+        assert_true(h == &hosts[0] || h == &hosts[1]);
+        assert_ptr_equal(choose(&s, &any, "stage=s:canary"), &hosts[2]);
+    }
+    sharp_subset_lbs_destroy(&s);
+    sharp_subset_plan_free(p);
+    /* KEYS_SUBSET on [stage, v] down to [stage]: v=9 stage=canary finds
+     * the canary subset; ANY_ENDPOINT on [stage] would then take any host */
+    free(cfg->nodes);
+    cfg->nnodes = 0;
+    cfg->selectors[1].fallback = SHARP_SELECTOR_KEYS_SUBSET;
+    cfg->selectors[1].fallback_keys = calloc(1, sizeof(char *));
+    cfg->selectors[1].fallback_keys[0] = strdup("stage");
+    cfg->selectors[1].nfallback_keys = 1;
+    cfg->selectors[0].fallback = SHARP_SELECTOR_ANY_ENDPOINT;
+    sharp_subset_config_finish(cfg);
+    p = sharp_subset_plan_build(cfg, hp, NH);
+    sharp_subset_lbs_init(&s, cfg, p, &any);
+    for (int k = 0; k < 4; k++) assert_ptr_equal(choose(&s, &any, "v=s:9;stage=s:canary"), &hosts[2]);
+    bool seen[NH] = {false};
+    for (int k = 0; k < 20; k++) {
+        sharp_host_t *h = choose(&s, &any, "v=s:9;stage=s:nope");
+        assert_non_null(h);
+        seen[h - hosts] = true;
+    }
+    for (int i = 0; i < NH; i++) assert_true(seen[i]);
+    sharp_subset_lbs_destroy(&s);
+    sharp_subset_plan_free(p);
+    /* a selector whose keys another selector made first as its prefix has
+     * no fallback of its own (Envoy's selector map) */
+    sharp_subset_config_t *c2 = calloc(1, sizeof *c2);
+    c2->fallback = SHARP_SUBSET_ANY_ENDPOINT;
+    c2->selectors = calloc(2, sizeof *c2->selectors);
+    c2->nselectors = 2;
+    c2->selectors[0].keys = calloc(2, sizeof(char *));
+    c2->selectors[0].keys[0] = strdup("stage");
+    c2->selectors[0].keys[1] = strdup("v");
+    c2->selectors[0].nkeys = 2;
+    c2->selectors[1].keys = calloc(1, sizeof(char *));
+    c2->selectors[1].keys[0] = strdup("stage");
+    c2->selectors[1].nkeys = 1;
+    c2->selectors[1].fallback = SHARP_SELECTOR_NO_FALLBACK;
+    sharp_subset_config_finish(c2);
+    p = sharp_subset_plan_build(c2, hp, NH);
+    sharp_subset_lbs_init(&s, c2, p, &any);
+    assert_non_null(choose(&s, &any, "stage=s:test")); /* the cluster's ANY_ENDPOINT */
+    assert_int_equal(c2->nnodes, 2);
+    assert_int_equal(c2->nodes[0].fallback, SHARP_SELECTOR_NOT_DEFINED);
+    sharp_subset_lbs_destroy(&s);
+    sharp_subset_plan_free(p);
+    sharp_subset_config_free(c2);
+    sharp_subset_config_free(cfg);
+    sharp_lb_destroy(&any);
+    free_hosts();
+}
+
+/* single_host_per_subset: the first host of the lowest priority, whatever
+ * its health; the others are duplicates. */
+static void test_single_host(void **state)
+{
+    (void)state;
+    make_hosts();
+    hosts[1].priority = 0;
+    hosts[0].priority = 1;
+    sharp_lb_t any;
+    sharp_lb_init(&any, SHARP_LB_ROUND_ROBIN, hp, NH, 7);
+    sharp_subset_config_t *cfg = config(SHARP_SUBSET_NO_FALLBACK, NULL);
+    cfg->selectors[1].single_host = true; /* [stage] */
+    sharp_subset_plan_t *p = sharp_subset_plan_build(cfg, hp, NH);
+    assert_int_equal(p->single_duplicates, 0); /* two priorities: one host each */
+    sharp_subset_lbs_t s;
+    sharp_subset_lbs_init(&s, cfg, p, &any);
+    sharp_host_health_set(&hosts[1], SHARP_HOST_FAILED_ACTIVE_HC);
+    for (int k = 0; k < 4; k++) assert_ptr_equal(choose(&s, &any, "stage=s:prod"), &hosts[1]);
+    sharp_host_health_clear(&hosts[1], SHARP_HOST_FAILED_ACTIVE_HC);
+    /* [stage, v] is not single: both prod hosts */
+    int32_t both = find(p, "stage=s:prod;v=s:1.0");
+    assert_false(p->entries[both].single);
+    assert_int_equal(p->entries[both].nhosts, 2);
+    sharp_subset_lbs_destroy(&s);
+    sharp_subset_plan_free(p);
+    hosts[0].priority = 0;
+    p = sharp_subset_plan_build(cfg, hp, NH);
+    assert_int_equal(p->single_duplicates, 1);
+    int32_t i = find(p, "stage=s:prod");
+    assert_int_equal(p->entries[i].nhosts, 1);
+    assert_ptr_equal(p->entries[i].hosts[0], &hosts[0]);
+    sharp_subset_plan_free(p);
+    sharp_subset_config_free(cfg);
+    sharp_lb_destroy(&any);
+    free_hosts();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +491,8 @@ int main(void)
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_plan_many),
         cmocka_unit_test(test_choose_and_fallbacks),
+        cmocka_unit_test(test_selector_fallbacks),
+        cmocka_unit_test(test_single_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
