@@ -151,8 +151,9 @@ void sharp_subset_lbs_destroy(sharp_subset_lbs_t *s);
 void sharp_subset_lbs_rezone(sharp_subset_lbs_t *s, const sharp_lb_t *tmpl);
 /* Envoy's SubsetLoadBalancer::chooseHost: the subset of the criteria
  * (has_crit false: the request has none) when it exists, else the fallback
- * policy over `any` (all hosts) or the default subset, then with
- * panic_mode_any all hosts. Counts lb_subsets_selected / _fallback /
+ * policy of the selector with exactly the criteria's keys when it has one,
+ * else the cluster's over `any` (all hosts) or the default subset, then
+ * with panic_mode_any all hosts. Counts lb_subsets_selected / _fallback /
  * _fallback_panic in any's stats. */
 sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
                                   size_t len);
