@@ -1690,6 +1690,9 @@ static int subset_config(build_ctx_t *b, sharp_cluster_t *c, const Envoy__Config
     }
     cfg->default_subset = sc->default_subset ? sharp_lbmeta_from_struct(sc->default_subset) : NULL;
     cfg->panic_mode_any = sc->panic_mode_any;
+    cfg->metadata_fallback_list =
+        sc->metadata_fallback_policy ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_METADATA_FALLBACK_POLICY__FALLBACK_LIST;
     cfg->selectors = sharp_calloc(sc->n_subset_selectors, sizeof *cfg->selectors);
     for (size_t i = 0; i < sc->n_subset_selectors; i++) {
         const Envoy__Config__Cluster__V3__Cluster__LbSubsetConfig__LbSubsetSelector *sel = sc->subset_selectors[i];

@@ -203,6 +203,61 @@ static void put_field(sharp_sbuf_t *out, const field_t *f)
     sharp_sbuf_append(out, (const char *)f->val, 4 + f->vlen);
 }
 
+/* The fields of a[0..al) with those of o[0..ol) over them, appended to out. */
+static void merge_bytes(const uint8_t *a, size_t al, const uint8_t *o, size_t ol, sharp_sbuf_t *out)
+{
+    size_t ap = 0, op = 0;
+    field_t fa = {0}, fo = {0};
+    bool ha = next_field(a, al, &ap, &fa), ho = next_field(o, ol, &op, &fo);
+    while (ha || ho) {
+        int c = !ha ? 1 : !ho ? -1 : key_cmp(fa.key, fa.klen, fo.key, fo.klen);
+        if (c < 0) {
+            put_field(out, &fa);
+            ha = next_field(a, al, &ap, &fa);
+        } else {
+            put_field(out, &fo);
+            if (c == 0) ha = next_field(a, al, &ap, &fa);
+            ho = next_field(o, ol, &op, &fo);
+        }
+    }
+}
+
+/* The size of the canonical value at p (never past end; 0 when it is not
+ * well formed, which values made here always are). */
+static size_t value_size(const uint8_t *p, const uint8_t *end)
+{
+    if (p >= end) return 0;
+    size_t n, at;
+    switch (*p) {
+    case TAG_UNSET:
+    case TAG_NULL: return 1;
+    case TAG_BOOL: return end - p >= 2 ? 2 : 0;
+    case TAG_NUMBER: return end - p >= 9 ? 9 : 0;
+    case TAG_STRING:
+        if (end - p < 5) return 0;
+        n = get_u32(p + 1);
+        return (size_t)(end - p) >= 5 + n ? 5 + n : 0;
+    case TAG_STRUCT:
+    case TAG_LIST:
+        if (end - p < 5) return 0;
+        n = get_u32(p + 1);
+        at = 5;
+        for (size_t i = 0; i < n; i++) {
+            if (*p == TAG_STRUCT) {
+                if ((size_t)(end - p) < at + 4) return 0;
+                size_t kl = get_u32(p + at);
+                if ((size_t)(end - p) < at + 4 + kl) return 0;
+                at += 4 + kl;
+            }
+            size_t vs = value_size(p + at, end);
+            if (!vs) return 0;
+            at += vs;
+        }
+        return at;
+    default: return 0;
+    }
+}
+
 sharp_lbmeta_t *sharp_lbmeta_merge(const sharp_lbmeta_t *base, const sharp_lbmeta_t *over)
 {
     sharp_sbuf_t out = {0};
@@ -684,8 +739,72 @@ static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bo
     return h;
 }
 
+/* Envoy's metadata_fallback_policy FALLBACK_LIST: the criteria's
+ * "fallback_list" (a list of structs) is taken out, and each struct in turn
+ * is merged over the rest of the criteria until one gives a host; a
+ * missing list balances on the rest; an empty one, or a value that is not a
+ * list, on the rest alone. The buffers are this path's only. */
+static sharp_host_t *choose_fallback_list(sharp_subset_lbs_t *s, sharp_lb_t *any, const uint8_t *crit, size_t len,
+                                          bool *done)
+{
+    size_t pos = 0;
+    field_t f, fl = {0};
+    bool found = false;
+    while (!found && next_field(crit, len, &pos, &f))
+        if (f.klen == 13 && !memcmp(f.key, "fallback_list", 13)) {
+            fl = f;
+            found = true;
+        }
+    *done = found;
+    if (!found) return NULL;
+    sharp_sbuf_t rest = {0}, over = {0}, merged = {0};
+    pos = 0;
+    while (next_field(crit, len, &pos, &f))
+        if (f.key != fl.key) put_field(&rest, &f);
+    const uint8_t *v = fl.val + 4, *end = v + fl.vlen;
+    uint32_t n = *v == TAG_LIST && fl.vlen >= 5 ? get_u32(v + 1) : 0;
+    sharp_host_t *h = NULL;
+    if (!n) {
+        h = choose_iteration(s, any, true, (const uint8_t *)rest.data, rest.len);
+    } else {
+        const uint8_t *e = v + 5;
+        for (uint32_t i = 0; i < n && !h; i++) {
+            size_t es = value_size(e, end);
+            if (!es) break;
+            sharp_sbuf_reset(&over);
+            if (*e == TAG_STRUCT) {
+                /* the element's fields in the criteria's form */
+                uint32_t nf = get_u32(e + 1);
+                const uint8_t *p = e + 5;
+                for (uint32_t k = 0; k < nf; k++) {
+                    uint32_t kl = get_u32(p);
+                    size_t vs = value_size(p + 4 + kl, e + es);
+                    put_u32(&over, kl);
+                    sharp_sbuf_append(&over, (const char *)p + 4, kl);
+                    put_u32(&over, (uint32_t)vs);
+                    sharp_sbuf_append(&over, (const char *)p + 4 + kl, vs);
+                    p += 4 + kl + vs;
+                }
+            }
+            sharp_sbuf_reset(&merged);
+            merge_bytes((const uint8_t *)rest.data, rest.len, (const uint8_t *)over.data, over.len, &merged);
+            h = choose_iteration(s, any, true, (const uint8_t *)merged.data, merged.len);
+            e += es;
+        }
+    }
+    sharp_sbuf_free(&rest);
+    sharp_sbuf_free(&over);
+    sharp_sbuf_free(&merged);
+    return h;
+}
+
 sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
                                   size_t len)
 {
+    if (has_crit && s->cfg->metadata_fallback_list) {
+        bool done;
+        sharp_host_t *h = choose_fallback_list(s, any, crit, len, &done);
+        if (done) return h;
+    }
     return choose_iteration(s, any, has_crit, crit, len);
 }

@@ -92,6 +92,7 @@ typedef struct sharp_subset_config {
     sharp_subset_selector_t *selectors;
     uint32_t nselectors;
     bool panic_mode_any;
+    bool metadata_fallback_list; /* metadata_fallback_policy FALLBACK_LIST */
     bool any_selector_default; /* a selector falls back to the default subset */
     sharp_subset_fbnode_t *nodes;
     uint32_t nnodes;

@@ -295,6 +295,21 @@ def test_single_host_per_subset(procs, hosts):
     assert stat(admin, "cluster.svc.lb_subsets_active") == 3
 
 
+def test_metadata_fallback_list(procs, hosts):
+    """metadata_fallback_policy FALLBACK_LIST: the route's fallback_list
+    structs are tried in turn over the rest of its criteria (stage test,
+    then gone, then canary: host3); without the policy the list is one
+    more key, and no subset has it."""
+    sub = {"subset_selectors": [{"keys": ["stage"]}]}
+    crit = {"stage": "test", "fallback_list": [{"stage": "gone"}, {"stage": "canary"}]}
+    routes = [route("/list/", "list", match=crit), route("/plain/", "plain", match=crit)]
+    listen, admin = start(procs, [cluster("list", hosts, EXAMPLE, {**sub, "metadata_fallback_policy": "FALLBACK_LIST"}),
+                                  cluster("plain", hosts, EXAMPLE, sub)], routes)
+    assert set(names(listen, "/list/", n=4)) == {"host3"}
+    assert who(listen, "/plain/")[0] == 503
+    assert stat(admin, "cluster.list.lb_subsets_selected") == 4
+
+
 def write_atomic(path, obj):
     tmp = f"{path}.tmp{time.time_ns()}"
     with open(tmp, "w") as f:
@@ -363,7 +378,6 @@ static_resources:
     (cluster_yaml("      locality_weight_aware: true\n"), "locality_weight_aware"),
     (cluster_yaml("      scale_locality_weight: true\n"), "scale_locality_weight"),
     (cluster_yaml("      list_as_any: true\n"), "list_as_any"),
-    (cluster_yaml("      metadata_fallback_policy: FALLBACK_LIST\n"), "metadata_fallback_policy"),
     # Envoy's SubsetSelector checks
     (cluster_yaml("", selectors="[{ keys: [stage], fallback_keys_subset: [stage] }]"),
      "fallback_keys_subset can be set only for KEYS_SUBSET fallback_policy"),

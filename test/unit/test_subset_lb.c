@@ -483,6 +483,63 @@ static void test_single_host(void **state)
     free_hosts();
 }
 
+/* A STRUCT {key: string value}. */
+static void md_struct1(sharp_md_value_t *st, const char *key, const char *val)
+{
+    memset(st, 0, sizeof *st);
+    st->kind = SHARP_MD_STRUCT;
+    sharp_md_value_t v = {0};
+    sharp_md_value_string(&v, val, strlen(val));
+    sharp_md_struct_set(st, key, strlen(key), &v);
+}
+
+/* metadata_fallback_policy FALLBACK_LIST: the structs of the criteria's
+ * fallback_list are tried in turn over the rest of the criteria. */
+static void test_fallback_list(void **state)
+{
+    (void)state;
+    make_hosts();
+    sharp_lb_t any;
+    sharp_lb_init(&any, SHARP_LB_ROUND_ROBIN, hp, NH, 7);
+    sharp_subset_config_t *cfg = config(SHARP_SUBSET_NO_FALLBACK, NULL);
+    cfg->metadata_fallback_list = true;
+    sharp_subset_plan_t *p = sharp_subset_plan_build(cfg, hp, NH);
+    sharp_subset_lbs_t s;
+    sharp_subset_lbs_init(&s, cfg, p, &any);
+    for (int variant = 0; variant < 4; variant++) {
+        sharp_md_value_t crit = {0}, v = {0};
+        md_struct1(&crit, "stage", variant == 3 ? "canary" : "nope");
+        if (variant < 2) {
+            v.kind = SHARP_MD_LIST;
+            v.n = v.cap = variant == 0 ? 2 : 0;
+            v.items = calloc(2, sizeof *v.items);
+            if (variant == 0) {
+                md_struct1(&v.items[0], "stage", "gone");
+                md_struct1(&v.items[1], "stage", "canary");
+            }
+        } else {
+            sharp_md_value_string(&v, "x", 1); /* not a list: the rest alone */
+        }
+        sharp_md_struct_set(&crit, "fallback_list", 13, &v);
+        sharp_sbuf_t b = {0};
+        sharp_lbmeta_merge_dynamic(NULL, &crit, &b);
+        sharp_host_t *h = sharp_subset_choose(&s, &any, true, (const uint8_t *)b.data, b.len);
+        if (variant == 0 || variant == 3) assert_ptr_equal(h, &hosts[2]);
+        else assert_null(h); /* stage=nope alone: no subset, NO_FALLBACK */
+        /* without the policy the list is just another key: no subset */
+        cfg->metadata_fallback_list = false;
+        assert_null(sharp_subset_choose(&s, &any, true, (const uint8_t *)b.data, b.len));
+        cfg->metadata_fallback_list = true;
+        sharp_sbuf_free(&b);
+        sharp_md_value_clear(&crit);
+    }
+    sharp_subset_lbs_destroy(&s);
+    sharp_subset_plan_free(p);
+    sharp_subset_config_free(cfg);
+    sharp_lb_destroy(&any);
+    free_hosts();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_choose_and_fallbacks),
         cmocka_unit_test(test_selector_fallbacks),
         cmocka_unit_test(test_single_host),
+        cmocka_unit_test(test_fallback_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
