@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from conftest import (SLOW, Upstream, free_port, h1_request, run_sharp_config, stat, validate_config,
-                      wait_for)
+from conftest import (SLOW, Upstream, free_port, h1_request, run_sharp_config, stat, upstream_admin,
+                      validate_config, wait_for)
 
 CORPUS = "/work/shared/envoy-corpus"
 H2M = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
@@ -308,6 +308,22 @@ def test_metadata_fallback_list(procs, hosts):
     assert set(names(listen, "/list/", n=4)) == {"host3"}
     assert who(listen, "/plain/")[0] == 503
     assert stat(admin, "cluster.list.lb_subsets_selected") == 4
+
+
+def test_retries_stay_in_the_subset(procs, hosts):
+    """A retry with the previous_hosts predicate asks the subset again: the
+    failing prod host's requests are retried on the other prod host, never
+    on a host outside the subset."""
+    upstream_admin(hosts["host1"], "/admin/fault?status=503")
+    retry = {"retry_on": "5xx", "num_retries": 2, "host_selection_retry_max_attempts": 3,
+             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}],
+             "retry_back_off": {"base_interval": "0.005s"}}
+    listen, admin = start(procs, [cluster("svc", hosts, EXAMPLE, EXAMPLE_SUBSET)],
+                          [route("/", match={"stage": "prod"}, retry_policy=retry)])
+    assert names(listen, "/", n=20) == {"host2": 20}
+    assert stat(admin, "cluster.svc.upstream_rq_retry") >= 5  # round robin sends first tries to host1
+    for n in ("host3", "host4"):
+        assert upstream_admin(hosts[n], "/admin/stats")["requests"] == 1, n  # this call only
 
 
 def write_atomic(path, obj):
