@@ -7,7 +7,15 @@
 
 /* ---- the canonical form ---- */
 
-enum { TAG_UNSET = 'u', TAG_NULL = 'n', TAG_NUMBER = 'd', TAG_STRING = 's', TAG_BOOL = 'b', TAG_STRUCT = 'o', TAG_LIST = 'l' };
+enum {
+    TAG_UNSET = 'u',
+    TAG_NULL = 'n',
+    TAG_NUMBER = 'd',
+    TAG_STRING = 's',
+    TAG_BOOL = 'b',
+    TAG_STRUCT = 'o',
+    TAG_LIST = 'l'
+};
 
 static void put_u32(sharp_sbuf_t *b, uint32_t v)
 {
@@ -117,7 +125,9 @@ static void pb_value(sharp_sbuf_t *b, const Google__Protobuf__Value *v)
         t = TAG_NULL;
         sharp_sbuf_append(b, &t, 1);
         break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE: put_number(b, v->number_value); break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
+        put_number(b, v->number_value);
+        break;
     case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
         put_string(b, TAG_STRING, v->string_value, strlen(v->string_value));
         break;
@@ -127,13 +137,16 @@ static void pb_value(sharp_sbuf_t *b, const Google__Protobuf__Value *v)
         t = v->bool_value ? 1 : 0;
         sharp_sbuf_append(b, &t, 1);
         break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE: pb_struct(b, v->struct_value, false); break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+        pb_struct(b, v->struct_value, false);
+        break;
     case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
         uint32_t n = v->list_value ? (uint32_t)v->list_value->n_values : 0;
         t = TAG_LIST;
         sharp_sbuf_append(b, &t, 1);
         put_u32(b, n);
-        for (uint32_t i = 0; i < n; i++) pb_value(b, v->list_value->values[i]);
+        for (uint32_t i = 0; i < n; i++)
+            pb_value(b, v->list_value->values[i]);
         break;
     }
     default:
@@ -230,9 +243,12 @@ static size_t value_size(const uint8_t *p, const uint8_t *end)
     size_t n, at;
     switch (*p) {
     case TAG_UNSET:
-    case TAG_NULL: return 1;
-    case TAG_BOOL: return end - p >= 2 ? 2 : 0;
-    case TAG_NUMBER: return end - p >= 9 ? 9 : 0;
+    case TAG_NULL:
+        return 1;
+    case TAG_BOOL:
+        return end - p >= 2 ? 2 : 0;
+    case TAG_NUMBER:
+        return end - p >= 9 ? 9 : 0;
     case TAG_STRING:
         if (end - p < 5) return 0;
         n = get_u32(p + 1);
@@ -254,7 +270,8 @@ static size_t value_size(const uint8_t *p, const uint8_t *end)
             at += vs;
         }
         return at;
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -290,7 +307,8 @@ static void md_struct_fields(sharp_sbuf_t *b, const sharp_md_value_t *st, bool t
     uint32_t idx_s[16];
     size_t *lens = n <= 16 ? lens_s : sharp_calloc(n, sizeof *lens);
     uint32_t *idx = n <= 16 ? idx_s : sharp_calloc(n, sizeof *idx);
-    for (uint32_t i = 0; i < n; i++) lens[i] = strlen(st->keys[i]);
+    for (uint32_t i = 0; i < n; i++)
+        lens[i] = strlen(st->keys[i]);
     uint32_t m = sorted_keys((const char *const *)st->keys, lens, n, idx);
     if (!top) {
         char t = TAG_STRUCT;
@@ -322,20 +340,27 @@ static void md_value(sharp_sbuf_t *b, const sharp_md_value_t *v)
         t = TAG_NULL;
         sharp_sbuf_append(b, &t, 1);
         break;
-    case SHARP_MD_NUMBER: put_number(b, v->number); break;
-    case SHARP_MD_STRING: put_string(b, TAG_STRING, v->s, v->len); break;
+    case SHARP_MD_NUMBER:
+        put_number(b, v->number);
+        break;
+    case SHARP_MD_STRING:
+        put_string(b, TAG_STRING, v->s, v->len);
+        break;
     case SHARP_MD_BOOL:
         t = TAG_BOOL;
         sharp_sbuf_append(b, &t, 1);
         t = v->b ? 1 : 0;
         sharp_sbuf_append(b, &t, 1);
         break;
-    case SHARP_MD_STRUCT: md_struct_fields(b, v, false); break;
+    case SHARP_MD_STRUCT:
+        md_struct_fields(b, v, false);
+        break;
     case SHARP_MD_LIST:
         t = TAG_LIST;
         sharp_sbuf_append(b, &t, 1);
         put_u32(b, v->n);
-        for (uint32_t i = 0; i < v->n; i++) md_value(b, &v->items[i]);
+        for (uint32_t i = 0; i < v->n; i++)
+            md_value(b, &v->items[i]);
         break;
     default:
         t = TAG_UNSET;
@@ -344,7 +369,8 @@ static void md_value(sharp_sbuf_t *b, const sharp_md_value_t *v)
     }
 }
 
-void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_md_value *dyn, sharp_sbuf_t *out)
+void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_md_value *dyn,
+                                sharp_sbuf_t *out)
 {
     /* the dynamic fields in canonical form first, then the merge appended
      * behind them and moved to the front: one buffer, which the caller
@@ -383,7 +409,8 @@ void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_m
 /* ---- configuration ---- */
 
 /* Whether node n's keys are selector s's first `depth` keys. */
-static bool node_is(const sharp_subset_config_t *cfg, const sharp_subset_fbnode_t *n, uint32_t s, uint32_t depth)
+static bool node_is(const sharp_subset_config_t *cfg, const sharp_subset_fbnode_t *n, uint32_t s,
+                    uint32_t depth)
 {
     if (n->depth != depth) return false;
     for (uint32_t k = 0; k < depth; k++)
@@ -394,14 +421,16 @@ static bool node_is(const sharp_subset_config_t *cfg, const sharp_subset_fbnode_
 void sharp_subset_config_finish(sharp_subset_config_t *cfg)
 {
     uint32_t cap = 0;
-    for (uint32_t s = 0; s < cfg->nselectors; s++) cap += cfg->selectors[s].nkeys;
+    for (uint32_t s = 0; s < cfg->nselectors; s++)
+        cap += cfg->selectors[s].nkeys;
     cfg->nodes = sharp_calloc(cap ? cap : 1, sizeof *cfg->nodes);
     for (uint32_t s = 0; s < cfg->nselectors; s++) {
         const sharp_subset_selector_t *sel = &cfg->selectors[s];
         if (sel->fallback == SHARP_SELECTOR_DEFAULT_SUBSET) cfg->any_selector_default = true;
         for (uint32_t d = 1; d <= sel->nkeys; d++) {
             bool found = false;
-            for (uint32_t i = 0; i < cfg->nnodes && !found; i++) found = node_is(cfg, &cfg->nodes[i], s, d);
+            for (uint32_t i = 0; i < cfg->nnodes && !found; i++)
+                found = node_is(cfg, &cfg->nodes[i], s, d);
             if (found) continue;
             sharp_subset_fbnode_t *n = &cfg->nodes[cfg->nnodes++];
             n->sel = s;
@@ -418,9 +447,11 @@ void sharp_subset_config_free(sharp_subset_config_t *cfg)
 {
     if (!cfg) return;
     for (uint32_t i = 0; i < cfg->nselectors; i++) {
-        for (uint32_t k = 0; k < cfg->selectors[i].nkeys; k++) free(cfg->selectors[i].keys[k]);
+        for (uint32_t k = 0; k < cfg->selectors[i].nkeys; k++)
+            free(cfg->selectors[i].keys[k]);
         free(cfg->selectors[i].keys);
-        for (uint32_t k = 0; k < cfg->selectors[i].nfallback_keys; k++) free(cfg->selectors[i].fallback_keys[k]);
+        for (uint32_t k = 0; k < cfg->selectors[i].nfallback_keys; k++)
+            free(cfg->selectors[i].fallback_keys[k]);
         free(cfg->selectors[i].fallback_keys);
     }
     free(cfg->nodes);
@@ -434,7 +465,8 @@ void sharp_subset_config_free(sharp_subset_config_t *cfg)
 static uint64_t hash_bytes(const uint8_t *p, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
     return h ^ (h >> 29);
 }
 
@@ -477,18 +509,21 @@ int32_t sharp_subset_plan_find(const sharp_subset_plan_t *p, const uint8_t *crit
         uint32_t e = p->table[k];
         if (!e) return -1;
         const sharp_subset_entry_t *en = &p->entries[e - 1];
-        if (en->hash == h && en->keylen == len && !memcmp(en->key, crit, len)) return (int32_t)(e - 1);
+        if (en->hash == h && en->keylen == len && !memcmp(en->key, crit, len))
+            return (int32_t)(e - 1);
     }
 }
 
 static void plan_index(sharp_subset_plan_t *p)
 {
     p->cap = 16;
-    while (p->cap < 2 * p->n) p->cap <<= 1;
+    while (p->cap < 2 * p->n)
+        p->cap <<= 1;
     p->table = sharp_calloc(p->cap, sizeof *p->table);
     for (uint32_t i = 0; i < p->n; i++) {
         uint32_t k = (uint32_t)p->entries[i].hash & (p->cap - 1);
-        while (p->table[k]) k = (k + 1) & (p->cap - 1);
+        while (p->table[k])
+            k = (k + 1) & (p->cap - 1);
         p->table[k] = i + 1;
     }
 }
@@ -509,8 +544,8 @@ static bool host_key(const sharp_host_t *h, const sharp_subset_selector_t *sel, 
 /* Two passes over hosts x selectors: the first makes the entries and
  * counts their hosts, the second fills arrays of the right size (a cluster
  * of many hosts with a subset per host stays linear in memory). */
-sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, sharp_host_t *const *hosts,
-                                             uint32_t n)
+sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg,
+                                             sharp_host_t *const *hosts, uint32_t n)
 {
     sharp_subset_plan_t *p = sharp_calloc(1, sizeof *p);
     uint32_t cap = 0;
@@ -542,7 +577,8 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, s
                         plan_index(p);
                     } else {
                         uint32_t k = (uint32_t)en->hash & (p->cap - 1);
-                        while (p->table[k]) k = (k + 1) & (p->cap - 1);
+                        while (p->table[k])
+                            k = (k + 1) & (p->cap - 1);
                         p->table[k] = p->n;
                     }
                 }
@@ -550,13 +586,16 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, s
                 /* two selectors with the same keys: the host once */
                 if (last[e] == h) continue;
                 last[e] = h;
-                if (pass == 0) en->nhosts++;
-                else en->hosts[en->nhosts++] = h;
+                if (pass == 0)
+                    en->nhosts++;
+                else
+                    en->hosts[en->nhosts++] = h;
             }
         }
         if (pass == 0)
             for (uint32_t e = 0; e < p->n; e++) {
-                p->entries[e].hosts = sharp_calloc(p->entries[e].nhosts, sizeof *p->entries[e].hosts);
+                p->entries[e].hosts =
+                    sharp_calloc(p->entries[e].nhosts, sizeof *p->entries[e].hosts);
                 p->entries[e].nhosts = 0;
                 last[e] = NULL;
             }
@@ -572,7 +611,8 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, s
         uint32_t best = 0, nprio = 0;
         for (uint32_t i = 0; i < en->nhosts; i++) {
             bool first = true;
-            for (uint32_t j = 0; j < i && first; j++) first = en->hosts[j]->priority != en->hosts[i]->priority;
+            for (uint32_t j = 0; j < i && first; j++)
+                first = en->hosts[j]->priority != en->hosts[i]->priority;
             nprio += first;
             if (en->hosts[i]->priority < en->hosts[best]->priority) best = i;
         }
@@ -584,7 +624,8 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, s
         p->has_default = true;
         p->dflt = sharp_calloc(n ? n : 1, sizeof *p->dflt);
         for (uint32_t i = 0; i < n; i++)
-            if (host_matches(cfg->default_subset, hosts[i]->lb_meta)) p->dflt[p->ndflt++] = hosts[i];
+            if (host_matches(cfg->default_subset, hosts[i]->lb_meta))
+                p->dflt[p->ndflt++] = hosts[i];
     }
     return p;
 }
@@ -602,14 +643,16 @@ void sharp_subset_plan_free(sharp_subset_plan_t *p)
     free(p);
 }
 
-void sharp_subset_plan_diff(const sharp_subset_plan_t *before, const sharp_subset_plan_t *now, uint32_t *created,
-                            uint32_t *removed)
+void sharp_subset_plan_diff(const sharp_subset_plan_t *before, const sharp_subset_plan_t *now,
+                            uint32_t *created, uint32_t *removed)
 {
     *created = *removed = 0;
     for (uint32_t i = 0; now && i < now->n; i++)
-        if (sharp_subset_plan_find(before, now->entries[i].key, now->entries[i].keylen) < 0) (*created)++;
+        if (sharp_subset_plan_find(before, now->entries[i].key, now->entries[i].keylen) < 0)
+            (*created)++;
     for (uint32_t i = 0; before && i < before->n; i++)
-        if (sharp_subset_plan_find(now, before->entries[i].key, before->entries[i].keylen) < 0) (*removed)++;
+        if (sharp_subset_plan_find(now, before->entries[i].key, before->entries[i].keylen) < 0)
+            (*removed)++;
 }
 
 /* ---- a worker's balancers ---- */
@@ -625,22 +668,24 @@ static void lb_like(sharp_lb_t *lb, const sharp_lb_t *tmpl, sharp_host_t *const 
     if (tmpl->zone) sharp_lb_set_zone(lb, tmpl->zone, tmpl->local_locality, tmpl->local_set);
 }
 
-void sharp_subset_lbs_init(sharp_subset_lbs_t *s, const sharp_subset_config_t *cfg, const sharp_subset_plan_t *plan,
-                           const sharp_lb_t *tmpl)
+void sharp_subset_lbs_init(sharp_subset_lbs_t *s, const sharp_subset_config_t *cfg,
+                           const sharp_subset_plan_t *plan, const sharp_lb_t *tmpl)
 {
     memset(s, 0, sizeof *s);
     if (!cfg || !plan) return;
     s->cfg = cfg;
     s->plan = plan;
     s->lbs = sharp_calloc(plan->n ? plan->n : 1, sizeof *s->lbs);
-    for (uint32_t i = 0; i < plan->n; i++) lb_like(&s->lbs[i], tmpl, plan->entries[i].hosts, plan->entries[i].nhosts);
+    for (uint32_t i = 0; i < plan->n; i++)
+        lb_like(&s->lbs[i], tmpl, plan->entries[i].hosts, plan->entries[i].nhosts);
     if (plan->has_default) lb_like(&s->dflt, tmpl, plan->dflt, plan->ndflt);
 }
 
 void sharp_subset_lbs_destroy(sharp_subset_lbs_t *s)
 {
     if (!s->plan) return;
-    for (uint32_t i = 0; i < s->plan->n; i++) sharp_lb_destroy(&s->lbs[i]);
+    for (uint32_t i = 0; i < s->plan->n; i++)
+        sharp_lb_destroy(&s->lbs[i]);
     free(s->lbs);
     if (s->plan->has_default) sharp_lb_destroy(&s->dflt);
     memset(s, 0, sizeof *s);
@@ -651,7 +696,8 @@ void sharp_subset_lbs_rezone(sharp_subset_lbs_t *s, const sharp_lb_t *tmpl)
     if (!s->plan || !tmpl->zone) return;
     for (uint32_t i = 0; i < s->plan->n; i++)
         sharp_lb_set_zone(&s->lbs[i], tmpl->zone, tmpl->local_locality, tmpl->local_set);
-    if (s->plan->has_default) sharp_lb_set_zone(&s->dflt, tmpl->zone, tmpl->local_locality, tmpl->local_set);
+    if (s->plan->has_default)
+        sharp_lb_set_zone(&s->dflt, tmpl->zone, tmpl->local_locality, tmpl->local_set);
 }
 
 static void count(const sharp_lb_t *any, sharp_stat_id_t id)
@@ -661,12 +707,14 @@ static void count(const sharp_lb_t *any, sharp_stat_id_t id)
 
 /* The selector map's node for the criteria's keys (in order), or NULL
  * (Envoy's tryFindSelectorFallbackParams). */
-static const sharp_subset_fbnode_t *fallback_node(const sharp_subset_config_t *cfg, const uint8_t *crit, size_t len)
+static const sharp_subset_fbnode_t *fallback_node(const sharp_subset_config_t *cfg,
+                                                  const uint8_t *crit, size_t len)
 {
     uint32_t n = 0;
     size_t pos = 0;
     field_t f;
-    while (next_field(crit, len, &pos, &f)) n++;
+    while (next_field(crit, len, &pos, &f))
+        n++;
     for (uint32_t i = 0; i < cfg->nnodes; i++) {
         const sharp_subset_fbnode_t *node = &cfg->nodes[i];
         if (node->depth != n) continue;
@@ -680,8 +728,8 @@ static const sharp_subset_fbnode_t *fallback_node(const sharp_subset_config_t *c
     return NULL;
 }
 
-static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
-                                      size_t len)
+static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit,
+                                      const uint8_t *crit, size_t len)
 {
     const sharp_cluster_stats_t *st = any->st;
     if (has_crit) {
@@ -696,8 +744,10 @@ static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bo
         if (node && node->fallback != SHARP_SELECTOR_NOT_DEFINED) {
             /* Envoy's chooseHostForSelectorFallbackPolicy: no stats */
             switch (node->fallback) {
-            case SHARP_SELECTOR_ANY_ENDPOINT: return sharp_lb_choose(any);
-            case SHARP_SELECTOR_DEFAULT_SUBSET: return sharp_lb_choose(&s->dflt);
+            case SHARP_SELECTOR_ANY_ENDPOINT:
+                return sharp_lb_choose(any);
+            case SHARP_SELECTOR_DEFAULT_SUBSET:
+                return sharp_lb_choose(&s->dflt);
             case SHARP_SELECTOR_KEYS_SUBSET: {
                 /* the criteria cut to fallback_keys_subset, balanced again */
                 const sharp_subset_selector_t *sel = &s->cfg->selectors[node->params];
@@ -708,7 +758,8 @@ static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bo
                 while (next_field(crit, len, &pos, &f)) {
                     bool keep = false;
                     for (uint32_t k = 0; k < sel->nfallback_keys && !keep; k++)
-                        keep = strlen(sel->fallback_keys[k]) == f.klen && !memcmp(sel->fallback_keys[k], f.key, f.klen);
+                        keep = strlen(sel->fallback_keys[k]) == f.klen &&
+                               !memcmp(sel->fallback_keys[k], f.key, f.klen);
                     if (!keep) continue;
                     memcpy(cut + cl, &f.klen, 4);
                     memcpy(cut + cl + 4, f.key, f.klen);
@@ -719,7 +770,8 @@ static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bo
                 if (cut != small) free(cut);
                 return h;
             }
-            default: return NULL;
+            default:
+                return NULL;
             }
         }
     }
@@ -744,8 +796,8 @@ static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bo
  * is merged over the rest of the criteria until one gives a host; a
  * missing list balances on the rest; an empty one, or a value that is not a
  * list, on the rest alone. The buffers are this path's only. */
-static sharp_host_t *choose_fallback_list(sharp_subset_lbs_t *s, sharp_lb_t *any, const uint8_t *crit, size_t len,
-                                          bool *done)
+static sharp_host_t *choose_fallback_list(sharp_subset_lbs_t *s, sharp_lb_t *any,
+                                          const uint8_t *crit, size_t len, bool *done)
 {
     size_t pos = 0;
     field_t f, fl = {0};
@@ -787,7 +839,8 @@ static sharp_host_t *choose_fallback_list(sharp_subset_lbs_t *s, sharp_lb_t *any
                 }
             }
             sharp_sbuf_reset(&merged);
-            merge_bytes((const uint8_t *)rest.data, rest.len, (const uint8_t *)over.data, over.len, &merged);
+            merge_bytes((const uint8_t *)rest.data, rest.len, (const uint8_t *)over.data, over.len,
+                        &merged);
             h = choose_iteration(s, any, true, (const uint8_t *)merged.data, merged.len);
             e += es;
         }
@@ -798,8 +851,8 @@ static sharp_host_t *choose_fallback_list(sharp_subset_lbs_t *s, sharp_lb_t *any
     return h;
 }
 
-sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
-                                  size_t len)
+sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit,
+                                  const uint8_t *crit, size_t len)
 {
     if (has_crit && s->cfg->metadata_fallback_list) {
         bool done;

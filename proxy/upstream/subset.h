@@ -47,7 +47,8 @@ sharp_lbmeta_t *sharp_lbmeta_merge(const sharp_lbmeta_t *base, const sharp_lbmet
 /* The same at request time, into `out` (reset first): base's fields, with
  * the fields of the STRUCT `dyn` (the stream's "envoy.lb" dynamic metadata)
  * over them. */
-void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_md_value *dyn, sharp_sbuf_t *out);
+void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_md_value *dyn,
+                                sharp_sbuf_t *out);
 
 typedef enum {
     SHARP_SUBSET_NO_FALLBACK = 0,
@@ -93,7 +94,7 @@ typedef struct sharp_subset_config {
     uint32_t nselectors;
     bool panic_mode_any;
     bool metadata_fallback_list; /* metadata_fallback_policy FALLBACK_LIST */
-    bool any_selector_default; /* a selector falls back to the default subset */
+    bool any_selector_default;   /* a selector falls back to the default subset */
     sharp_subset_fbnode_t *nodes;
     uint32_t nnodes;
 } sharp_subset_config_t;
@@ -119,21 +120,21 @@ typedef struct sharp_subset_plan {
     uint32_t n;
     uint32_t *table; /* open addressing: entry index + 1, 0 empty */
     uint32_t cap;
-    bool has_default; /* a DEFAULT_SUBSET fallback: hosts matching default_subset */
+    bool has_default;           /* a DEFAULT_SUBSET fallback: hosts matching default_subset */
     uint32_t single_duplicates; /* hosts a single-host subset left out */
     sharp_host_t **dflt;
     uint32_t ndflt;
 } sharp_subset_plan_t;
 
 /* Host metadata is read here only (main thread). */
-sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg, sharp_host_t *const *hosts,
-                                             uint32_t n);
+sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg,
+                                             sharp_host_t *const *hosts, uint32_t n);
 void sharp_subset_plan_free(sharp_subset_plan_t *p);
 /* The entry whose pairs are exactly crit[0..len), or -1. */
 int32_t sharp_subset_plan_find(const sharp_subset_plan_t *p, const uint8_t *crit, size_t len);
 /* Subsets of `now` that `before` lacks (created) and the reverse (removed). */
-void sharp_subset_plan_diff(const sharp_subset_plan_t *before, const sharp_subset_plan_t *now, uint32_t *created,
-                            uint32_t *removed);
+void sharp_subset_plan_diff(const sharp_subset_plan_t *before, const sharp_subset_plan_t *now,
+                            uint32_t *created, uint32_t *removed);
 
 /* A worker's balancers over a plan: one per subset and one for the default
  * subset, configured like `tmpl` (the cluster's balancer over all hosts,
@@ -145,8 +146,8 @@ typedef struct sharp_subset_lbs {
     sharp_lb_t dflt;
 } sharp_subset_lbs_t;
 
-void sharp_subset_lbs_init(sharp_subset_lbs_t *s, const sharp_subset_config_t *cfg, const sharp_subset_plan_t *plan,
-                           const sharp_lb_t *tmpl);
+void sharp_subset_lbs_init(sharp_subset_lbs_t *s, const sharp_subset_config_t *cfg,
+                           const sharp_subset_plan_t *plan, const sharp_lb_t *tmpl);
 void sharp_subset_lbs_destroy(sharp_subset_lbs_t *s);
 /* Re-applies tmpl's zone-aware settings to every subset balancer. */
 void sharp_subset_lbs_rezone(sharp_subset_lbs_t *s, const sharp_lb_t *tmpl);
@@ -156,7 +157,7 @@ void sharp_subset_lbs_rezone(sharp_subset_lbs_t *s, const sharp_lb_t *tmpl);
  * else the cluster's over `any` (all hosts) or the default subset, then
  * with panic_mode_any all hosts. Counts lb_subsets_selected / _fallback /
  * _fallback_panic in any's stats. */
-sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit, const uint8_t *crit,
-                                  size_t len);
+sharp_host_t *sharp_subset_choose(sharp_subset_lbs_t *s, sharp_lb_t *any, bool has_crit,
+                                  const uint8_t *crit, size_t len);
 
 #endif

@@ -30,7 +30,8 @@ static sharp_lbmeta_t *meta(const char *spec)
         char kind = eq[1];
         const char *v = eq + 3;
         sharp_md_value_t val = {0};
-        if (kind == 's') sharp_md_value_string(&val, v, strlen(v));
+        if (kind == 's')
+            sharp_md_value_string(&val, v, strlen(v));
         else if (kind == 'd') {
             val.kind = SHARP_MD_NUMBER;
             val.number = strtod(v, NULL);
@@ -127,7 +128,8 @@ static void test_merges(void **state)
 {
     (void)state;
     sharp_lbmeta_t *route = meta("stage=s:prod;v=s:1.0"), *wc = meta("stage=s:canary;zone=s:a");
-    sharp_lbmeta_t *m = sharp_lbmeta_merge(route, wc), *want = meta("stage=s:canary;v=s:1.0;zone=s:a");
+    sharp_lbmeta_t *m = sharp_lbmeta_merge(route, wc),
+                   *want = meta("stage=s:canary;v=s:1.0;zone=s:a");
     assert_true(same(m, want));
     free(m);
     m = sharp_lbmeta_merge(NULL, wc);
@@ -164,8 +166,8 @@ static sharp_host_t *hp[NH];
 
 static void make_hosts(void)
 {
-    static const char *const md[NH] = {"v=s:1.0;stage=s:prod", "v=s:1.0;stage=s:prod", "v=s:1.1;stage=s:canary",
-                                       "v=s:1.2-pre;stage=s:dev", ""};
+    static const char *const md[NH] = {"v=s:1.0;stage=s:prod", "v=s:1.0;stage=s:prod",
+                                       "v=s:1.1;stage=s:canary", "v=s:1.2-pre;stage=s:dev", ""};
     memset(hosts, 0, sizeof hosts);
     for (int i = 0; i < NH; i++) {
         snprintf(hosts[i].address, sizeof hosts[i].address, "10.0.0.%d:80", i + 1);
@@ -177,7 +179,8 @@ static void make_hosts(void)
 
 static void free_hosts(void)
 {
-    for (int i = 0; i < NH; i++) free(hosts[i].lb_meta);
+    for (int i = 0; i < NH; i++)
+        free(hosts[i].lb_meta);
 }
 
 static sharp_subset_config_t *config(sharp_subset_fallback_t fb, const char *dflt)
@@ -289,7 +292,8 @@ static void test_plan_many(void **state)
     }
     sharp_subset_plan_free(p);
     sharp_subset_config_free(cfg);
-    for (int i = 0; i < N; i++) free(hs[i].lb_meta);
+    for (int i = 0; i < N; i++)
+        free(hs[i].lb_meta);
     free(hs);
     free(ptrs);
 }
@@ -320,14 +324,18 @@ static void test_choose_and_fallbacks(void **state)
             /* no subset: the fallback policy */
             for (int q = 0; q < 2; q++) {
                 h = choose(&s, &any, q ? "stage=s:test" : NULL);
-                if (fb == SHARP_SUBSET_NO_FALLBACK) assert_null(h);
-                else if (fb == SHARP_SUBSET_DEFAULT_SUBSET) assert_true(h == &hosts[0] || h == &hosts[1]);
-                else assert_non_null(h);
+                if (fb == SHARP_SUBSET_NO_FALLBACK)
+                    assert_null(h);
+                else if (fb == SHARP_SUBSET_DEFAULT_SUBSET)
+                    assert_true(h == &hosts[0] || h == &hosts[1]);
+                else
+                    assert_non_null(h);
             }
         }
         /* round robin inside a subset: both prod hosts */
         bool seen[2] = {false, false};
-        for (int k = 0; k < 4; k++) seen[choose(&s, &any, "stage=s:prod") == &hosts[1]] = true;
+        for (int k = 0; k < 4; k++)
+            seen[choose(&s, &any, "stage=s:prod") == &hosts[1]] = true;
         assert_true(seen[0] && seen[1]);
         sharp_subset_lbs_destroy(&s);
         sharp_subset_plan_free(p);
@@ -408,14 +416,16 @@ static void test_selector_fallbacks(void **state)
     sharp_subset_config_finish(cfg);
     p = sharp_subset_plan_build(cfg, hp, NH);
     sharp_subset_lbs_init(&s, cfg, p, &any);
-    for (int k = 0; k < 4; k++) assert_ptr_equal(choose(&s, &any, "v=s:9;stage=s:canary"), &hosts[2]);
+    for (int k = 0; k < 4; k++)
+        assert_ptr_equal(choose(&s, &any, "v=s:9;stage=s:canary"), &hosts[2]);
     bool seen[NH] = {false};
     for (int k = 0; k < 20; k++) {
         sharp_host_t *h = choose(&s, &any, "v=s:9;stage=s:nope");
         assert_non_null(h);
         seen[h - hosts] = true;
     }
-    for (int i = 0; i < NH; i++) assert_true(seen[i]);
+    for (int i = 0; i < NH; i++)
+        assert_true(seen[i]);
     sharp_subset_lbs_destroy(&s);
     sharp_subset_plan_free(p);
     /* a selector whose keys another selector made first as its prefix has
@@ -463,7 +473,8 @@ static void test_single_host(void **state)
     sharp_subset_lbs_t s;
     sharp_subset_lbs_init(&s, cfg, p, &any);
     sharp_host_health_set(&hosts[1], SHARP_HOST_FAILED_ACTIVE_HC);
-    for (int k = 0; k < 4; k++) assert_ptr_equal(choose(&s, &any, "stage=s:prod"), &hosts[1]);
+    for (int k = 0; k < 4; k++)
+        assert_ptr_equal(choose(&s, &any, "stage=s:prod"), &hosts[1]);
     sharp_host_health_clear(&hosts[1], SHARP_HOST_FAILED_ACTIVE_HC);
     /* [stage, v] is not single: both prod hosts */
     int32_t both = find(p, "stage=s:prod;v=s:1.0");
@@ -524,8 +535,10 @@ static void test_fallback_list(void **state)
         sharp_sbuf_t b = {0};
         sharp_lbmeta_merge_dynamic(NULL, &crit, &b);
         sharp_host_t *h = sharp_subset_choose(&s, &any, true, (const uint8_t *)b.data, b.len);
-        if (variant == 0 || variant == 3) assert_ptr_equal(h, &hosts[2]);
-        else assert_null(h); /* stage=nope alone: no subset, NO_FALLBACK */
+        if (variant == 0 || variant == 3)
+            assert_ptr_equal(h, &hosts[2]);
+        else
+            assert_null(h); /* stage=nope alone: no subset, NO_FALLBACK */
         /* without the policy the list is just another key: no subset */
         cfg->metadata_fallback_list = false;
         assert_null(sharp_subset_choose(&s, &any, true, (const uint8_t *)b.data, b.len));
