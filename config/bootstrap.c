@@ -66,6 +66,10 @@ typedef Envoy__Config__Bootstrap__V3__Bootstrap bootstrap_t;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager hcm_pb_t;
 typedef Envoy__Config__Cluster__V3__Cluster cluster_pb_t;
 
+/* A Metadata's filter_metadata["envoy.lb"] (an endpoint's, a metadata_match)
+ * in upstream/subset.h's form. */
+static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md);
+
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy tcp_proxy_pb_t;
@@ -1183,6 +1187,26 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
         break;
     }
     default:
+        break;
+    }
+    /* metadata_match: the criteria of subset load balancing, a weighted
+     * cluster's own merged over the filter's, as Envoy's TcpProxy */
+    sharp_lbmeta_t *top = endpoint_lb_meta(pb->metadata_match);
+    for (uint32_t i = 0; i < t->nclusters; i++) {
+        sharp_lbmeta_t *own =
+            pb->cluster_specifier_case ==
+                    ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS
+                ? endpoint_lb_meta(pb->weighted_clusters->clusters[i]->metadata_match)
+                : NULL;
+        t->clusters[i].metadata_match = own ? sharp_lbmeta_merge(top, own) : sharp_lbmeta_dup(top);
+        free(own);
+    }
+    free(top);
+    switch (pb->cluster_specifier_case) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER:
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS:
+        break;
+    default:
         fail(b, path, "cluster_specifier: one of cluster or weighted_clusters is required");
         sharp_hcm_config_free(h);
         return NULL;
@@ -1536,7 +1560,6 @@ static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
 /* The DNS settings of a STRICT_DNS / LOGICAL_DNS cluster (Envoy's
  * BaseDynamicClusterImpl / ClusterImplBase validation). */
 static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
-static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md);
 
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {

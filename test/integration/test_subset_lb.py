@@ -428,22 +428,29 @@ def test_accepted_configs():
     assert rc == 0, out
 
 
-def test_tcp_proxy_metadata_match_is_refused():
-    y = cluster_yaml("") + """\
-  listeners:
-  - name: l
-    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: t
-          cluster: c
-          metadata_match: { filter_metadata: { envoy.lb: { stage: prod } } }
-"""
-    rc, out = validate_config(y)
-    assert rc != 0 and "metadata_match" in out, out
+def test_tcp_proxy_metadata_match(procs, hosts):
+    """The TCP proxy's metadata_match picks the subset of its connections;
+    a weighted cluster's is merged over it (the test upstreams answer HTTP
+    through the TCP proxy, naming themselves)."""
+    TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+    listen1, listen2, admin = free_port(), free_port(), free_port()
+
+    def listener(port, tp):
+        return {"name": f"l{port}", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy",
+                                                "typed_config": {"@type": TCP, "stat_prefix": f"t{port}", **tp}}]}]}
+    lb = lambda m: {"filter_metadata": {"envoy.lb": m}}
+    y = json.dumps({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [listener(listen1, {"cluster": "svc", "metadata_match": lb({"stage": "canary"})}),
+                          listener(listen2, {"metadata_match": lb({"stage": "canary"}), "weighted_clusters": {
+                              "clusters": [{"name": "svc", "weight": 1, "metadata_match": lb({"stage": "dev"})}]}})],
+            "clusters": [cluster("svc", hosts, EXAMPLE, EXAMPLE_SUBSET)]}})
+    run_sharp_config(procs, y, admin)
+    assert set(names(listen1, "/", n=4)) == {"host3"}
+    assert set(names(listen2, "/", n=4)) == {"host4"}
+    assert stat(admin, "cluster.svc.lb_subsets_selected") == 8
 
 
 @pytest.mark.skipif(not os.path.isdir(CORPUS), reason="no Envoy corpus")
