@@ -1561,6 +1561,8 @@ static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
  * BaseDynamicClusterImpl / ClusterImplBase validation). */
 static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
 
+static int check_combinations(build_ctx_t *b, const sharp_cluster_t *c, const sharp_lbmeta_t *m, const char *path);
+
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {
     char p[1024];
@@ -1653,6 +1655,7 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
             dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
+            if (check_combinations(b, c, dc->targets[dc->ntargets - 1].lb_meta, p) < 0) return -1;
         }
     }
     return 0;
@@ -1667,6 +1670,19 @@ static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata 
         if (md->filter_metadata[i]->key && strcmp(md->filter_metadata[i]->key, "envoy.lb") == 0)
             st = md->filter_metadata[i]->value;
     return st ? sharp_lbmeta_from_struct(st) : NULL;
+}
+
+/* list_as_any: an endpoint whose list values would put its host in more
+ * subsets of one selector than SHARP keeps is refused (Envoy sets no
+ * bound; the product of a few long lists would take any amount of memory). */
+static int check_combinations(build_ctx_t *b, const sharp_cluster_t *c, const sharp_lbmeta_t *m, const char *path)
+{
+    uint64_t n = c->subset ? sharp_subset_host_combinations(c->subset, m) : 0;
+    if (n <= SHARP_SUBSET_MAX_COMBINATIONS) return 0;
+    return fail(b, path,
+                "metadata: with lb_subset_config.list_as_any its list values would put the host in %llu subsets "
+                "of one selector, more than SHARP's limit of %u",
+                (unsigned long long)n, SHARP_SUBSET_MAX_COMBINATIONS);
 }
 
 /* Strings as a std::set<std::string>: sorted bytewise, each once. */
@@ -1713,6 +1729,7 @@ static int subset_config(build_ctx_t *b, sharp_cluster_t *c, const Envoy__Config
     }
     cfg->default_subset = sc->default_subset ? sharp_lbmeta_from_struct(sc->default_subset) : NULL;
     cfg->panic_mode_any = sc->panic_mode_any;
+    cfg->list_as_any = sc->list_as_any;
     cfg->metadata_fallback_list =
         sc->metadata_fallback_policy ==
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_METADATA_FALLBACK_POLICY__FALLBACK_LIST;
@@ -2031,6 +2048,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             h->priority = le->priority;
             h->locality = locality_id(le->locality);
             h->lb_meta = endpoint_lb_meta(e->metadata);
+            if (check_combinations(b, c, h->lb_meta, p) < 0) goto bad;
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
@@ -2181,6 +2199,11 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 fail(&b, ap, "duplicate endpoint address in the ClusterLoadAssignment");
                 goto bad;
             }
+            sharp_lbmeta_t *meta = endpoint_lb_meta(e->metadata);
+            if (check_combinations(&b, c, meta, p) < 0) {
+                free(meta);
+                goto bad;
+            }
             /* a host whose address the cluster has (or had) keeps its
              * identity: health check, outlier and request state */
             sharp_host_t *h = sharp_host_index_find(&c->all_index, &addr);
@@ -2193,7 +2216,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = locality_id(le->locality);
-                h->lb_meta = endpoint_lb_meta(e->metadata);
+                h->lb_meta = meta;
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
                 fresh[nfresh++] = h;
             } else {
@@ -2206,7 +2229,6 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->locality = loc;
                 /* metadata is read on the main thread only (the subsets are
                  * remade with the set), so it is replaced in place */
-                sharp_lbmeta_t *meta = endpoint_lb_meta(e->metadata);
                 if (!sharp_lbmeta_equal(meta, h->lb_meta)) {
                     *changed = true;
                     free(h->lb_meta);

@@ -487,15 +487,32 @@ static bool meta_get(const sharp_lbmeta_t *m, const char *key, size_t klen, fiel
     return false;
 }
 
+static size_t value_size(const uint8_t *p, const uint8_t *end);
+
 /* Envoy's metadataLabelMatch: every pair of `want` is in the host's
- * metadata with an equal value. */
-static bool host_matches(const sharp_lbmeta_t *want, const sharp_lbmeta_t *have)
+ * metadata with an equal value (with list_as_any, a list value of the
+ * host's matches when one of its elements is equal). */
+static bool host_matches(const sharp_lbmeta_t *want, const sharp_lbmeta_t *have, bool list_as_any)
 {
     if (!want) return true;
     size_t pos = 0;
     field_t w = {0}, h = {0};
     while (next_field(want->b, want->len, &pos, &w)) {
         if (!meta_get(have, w.key, w.klen, &h)) return false;
+        const uint8_t *v = h.val + 4, *end = v + h.vlen;
+        if (list_as_any && h.vlen >= 5 && *v == TAG_LIST) {
+            uint32_t ne = get_u32(v + 1);
+            bool any = false;
+            const uint8_t *e = v + 5;
+            for (uint32_t i = 0; i < ne && !any; i++) {
+                size_t es = value_size(e, end);
+                if (!es) break;
+                any = es == w.vlen && !memcmp(e, w.val + 4, es);
+                e += es;
+            }
+            if (!any) return false;
+            continue;
+        }
         if (h.vlen != w.vlen || memcmp(h.val, w.val, 4 + w.vlen)) return false;
     }
     return true;
@@ -530,15 +547,83 @@ static void plan_index(sharp_subset_plan_t *p)
 
 /* The key of host h's subset for selector sel into key; false when the
  * host lacks one of the selector's keys. */
-static bool host_key(const sharp_host_t *h, const sharp_subset_selector_t *sel, sharp_sbuf_t *key)
+/* Appends a [u32 length][key] record of rec[0..rl) plus the field
+ * (key, value v of vl bytes) to out. */
+static void put_record(sharp_sbuf_t *out, const uint8_t *rec, uint32_t rl, const field_t *f,
+                       const uint8_t *v, uint32_t vl)
 {
-    sharp_sbuf_reset(key);
+    put_u32(out, rl + 8 + f->klen + vl);
+    sharp_sbuf_append(out, (const char *)rec, rl);
+    put_u32(out, f->klen);
+    sharp_sbuf_append(out, f->key, f->klen);
+    put_u32(out, vl);
+    sharp_sbuf_append(out, (const char *)v, vl);
+}
+
+/* Envoy's extractSubsetMetadata: the keys of host h's subsets for selector
+ * sel into `keys` as [u32 length][key] records, returning how many: none
+ * when the host lacks one of the keys, one, or with list_as_any one per
+ * combination of the list values' elements (an empty list drops what came
+ * before it, as Envoy's loop does). At most SHARP_SUBSET_MAX_COMBINATIONS,
+ * which the loader checks endpoints against. */
+static uint32_t host_keys(const sharp_host_t *h, const sharp_subset_selector_t *sel,
+                          bool list_as_any, sharp_sbuf_t *keys, sharp_sbuf_t *tmp)
+{
+    sharp_sbuf_reset(keys);
+    uint32_t n = 0;
     for (uint32_t k = 0; k < sel->nkeys; k++) {
         field_t f;
-        if (!meta_get(h->lb_meta, sel->keys[k], strlen(sel->keys[k]), &f)) return false;
-        put_field(key, &f);
+        if (!meta_get(h->lb_meta, sel->keys[k], strlen(sel->keys[k]), &f)) return 0;
+        const uint8_t *v = f.val + 4, *end = v + f.vlen;
+        bool list = list_as_any && f.vlen >= 5 && *v == TAG_LIST;
+        uint32_t ne = list ? get_u32(v + 1) : 1;
+        sharp_sbuf_reset(tmp);
+        uint32_t m = 0;
+        size_t pos = 0;
+        for (uint32_t r = 0; r < (n ? n : 1); r++) {
+            const uint8_t *rec = (const uint8_t *)keys->data + pos + 4;
+            uint32_t rl = n ? get_u32((const uint8_t *)keys->data + pos) : 0;
+            if (n) pos += 4 + rl;
+            const uint8_t *e = list ? v + 5 : v;
+            for (uint32_t i = 0; i < ne && m < SHARP_SUBSET_MAX_COMBINATIONS; i++) {
+                uint32_t es = list ? (uint32_t)value_size(e, end) : f.vlen;
+                if (!es) break;
+                put_record(tmp, rec, rl, &f, e, es);
+                m++;
+                e += es;
+            }
+        }
+        sharp_sbuf_t t = *keys;
+        *keys = *tmp;
+        *tmp = t;
+        n = m;
     }
-    return true;
+    return n;
+}
+
+uint64_t sharp_subset_host_combinations(const sharp_subset_config_t *cfg,
+                                        const sharp_lbmeta_t *meta)
+{
+    uint64_t most = 0;
+    if (!cfg || !cfg->list_as_any || !meta) return meta ? 1 : 0;
+    for (uint32_t s = 0; s < cfg->nselectors; s++) {
+        uint64_t prod = 1;
+        for (uint32_t k = 0; k < cfg->selectors[s].nkeys; k++) {
+            field_t f;
+            const char *key = cfg->selectors[s].keys[k];
+            if (!meta_get(meta, key, strlen(key), &f)) {
+                prod = 0;
+                break;
+            }
+            const uint8_t *v = f.val + 4;
+            if (f.vlen >= 5 && *v == TAG_LIST) {
+                uint64_t ne = get_u32(v + 1);
+                prod = ne ? (prod > UINT32_MAX ? prod : prod * ne) : 1; /* an empty list restarts */
+            }
+        }
+        if (prod > most) most = prod;
+    }
+    return most;
 }
 
 /* Two passes over hosts x selectors: the first makes the entries and
@@ -549,47 +634,52 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg,
 {
     sharp_subset_plan_t *p = sharp_calloc(1, sizeof *p);
     uint32_t cap = 0;
-    sharp_sbuf_t key = {0};
+    sharp_sbuf_t keys = {0}, tmp = {0};
     sharp_host_t **last = NULL; /* per entry: the last host counted, so a host counts once */
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < n; i++) {
             sharp_host_t *h = hosts[i];
             for (uint32_t s = 0; s < cfg->nselectors; s++) {
-                if (!host_key(h, &cfg->selectors[s], &key)) continue;
-                int32_t e = sharp_subset_plan_find(p, (const uint8_t *)key.data, key.len);
-                if (e < 0) { /* first pass only */
-                    if (p->n == cap) {
-                        cap = cap ? 2 * cap : 8;
-                        p->entries = sharp_realloc(p->entries, cap * sizeof *p->entries);
-                        last = sharp_realloc(last, cap * sizeof *last);
+                uint32_t nk = host_keys(h, &cfg->selectors[s], cfg->list_as_any, &keys, &tmp);
+                for (uint32_t r = 0, rpos = 0; r < nk; r++) {
+                    sharp_str_t key = {keys.data + rpos + 4,
+                                       get_u32((const uint8_t *)keys.data + rpos)};
+                    rpos += 4 + (uint32_t)key.len;
+                    int32_t e = sharp_subset_plan_find(p, (const uint8_t *)key.p, key.len);
+                    if (e < 0) { /* first pass only */
+                        if (p->n == cap) {
+                            cap = cap ? 2 * cap : 8;
+                            p->entries = sharp_realloc(p->entries, cap * sizeof *p->entries);
+                            last = sharp_realloc(last, cap * sizeof *last);
+                        }
+                        sharp_subset_entry_t *en = &p->entries[p->n];
+                        memset(en, 0, sizeof *en);
+                        en->key = sharp_calloc(key.len ? key.len : 1, 1);
+                        memcpy(en->key, key.p, key.len);
+                        en->keylen = (uint32_t)key.len;
+                        en->hash = hash_bytes(en->key, en->keylen);
+                        en->single = cfg->selectors[s].single_host;
+                        last[p->n] = NULL;
+                        e = (int32_t)p->n++;
+                        if (2 * p->n > p->cap) {
+                            free(p->table);
+                            plan_index(p);
+                        } else {
+                            uint32_t k = (uint32_t)en->hash & (p->cap - 1);
+                            while (p->table[k])
+                                k = (k + 1) & (p->cap - 1);
+                            p->table[k] = p->n;
+                        }
                     }
-                    sharp_subset_entry_t *en = &p->entries[p->n];
-                    memset(en, 0, sizeof *en);
-                    en->key = sharp_calloc(key.len ? key.len : 1, 1);
-                    memcpy(en->key, key.data, key.len);
-                    en->keylen = (uint32_t)key.len;
-                    en->hash = hash_bytes(en->key, en->keylen);
-                    en->single = cfg->selectors[s].single_host;
-                    last[p->n] = NULL;
-                    e = (int32_t)p->n++;
-                    if (2 * p->n > p->cap) {
-                        free(p->table);
-                        plan_index(p);
-                    } else {
-                        uint32_t k = (uint32_t)en->hash & (p->cap - 1);
-                        while (p->table[k])
-                            k = (k + 1) & (p->cap - 1);
-                        p->table[k] = p->n;
-                    }
+                    sharp_subset_entry_t *en = &p->entries[e];
+                    /* two selectors with the same keys: the host once */
+                    if (last[e] == h) continue;
+                    last[e] = h;
+                    if (pass == 0)
+                        en->nhosts++;
+                    else
+                        en->hosts[en->nhosts++] = h;
                 }
-                sharp_subset_entry_t *en = &p->entries[e];
-                /* two selectors with the same keys: the host once */
-                if (last[e] == h) continue;
-                last[e] = h;
-                if (pass == 0)
-                    en->nhosts++;
-                else
-                    en->hosts[en->nhosts++] = h;
             }
         }
         if (pass == 0)
@@ -601,7 +691,8 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg,
             }
     }
     free(last);
-    sharp_sbuf_free(&key);
+    sharp_sbuf_free(&keys);
+    sharp_sbuf_free(&tmp);
     if (!p->cap) plan_index(p);
     /* Envoy's SingleHostLbSubset: per priority the first host, and of
      * those the lowest priority's; the others count as duplicates */
@@ -624,7 +715,7 @@ sharp_subset_plan_t *sharp_subset_plan_build(const sharp_subset_config_t *cfg,
         p->has_default = true;
         p->dflt = sharp_calloc(n ? n : 1, sizeof *p->dflt);
         for (uint32_t i = 0; i < n; i++)
-            if (host_matches(cfg->default_subset, hosts[i]->lb_meta))
+            if (host_matches(cfg->default_subset, hosts[i]->lb_meta, cfg->list_as_any))
                 p->dflt[p->ndflt++] = hosts[i];
     }
     return p;

@@ -93,11 +93,21 @@ typedef struct sharp_subset_config {
     sharp_subset_selector_t *selectors;
     uint32_t nselectors;
     bool panic_mode_any;
+    bool list_as_any;            /* a list value puts a host in a subset per element */
     bool metadata_fallback_list; /* metadata_fallback_policy FALLBACK_LIST */
     bool any_selector_default;   /* a selector falls back to the default subset */
     sharp_subset_fbnode_t *nodes;
     uint32_t nnodes;
 } sharp_subset_config_t;
+
+/* list_as_any: the most subsets one host may be in for one selector (the
+ * product of its list values' lengths); the loader refuses an endpoint
+ * over it, which bounds the memory hostile metadata could take. */
+#define SHARP_SUBSET_MAX_COMBINATIONS 1024
+/* The most subsets the metadata puts a host in for one selector (0: none,
+ * 1 without list_as_any). */
+uint64_t sharp_subset_host_combinations(const sharp_subset_config_t *cfg,
+                                        const sharp_lbmeta_t *meta);
 
 /* Builds the selector map from the selectors (after they are all set). */
 void sharp_subset_config_finish(sharp_subset_config_t *cfg);

@@ -326,6 +326,23 @@ def test_retries_stay_in_the_subset(procs, hosts):
         assert upstream_admin(hosts[n], "/admin/stats")["requests"] == 1, n  # this call only
 
 
+def test_list_as_any(procs, hosts):
+    """list_as_any: a host whose version is a list is in the subset of each
+    element; without it the list is one value."""
+    meta = {"host1": {"v": ["1.0", "1.1"]}, "host2": {"v": "1.1"}, "host3": {"v": "2.0"}, "host4": None}
+    sub = {"subset_selectors": [{"keys": ["v"]}]}
+    routes = [route("/any/10", "any", match={"v": "1.0"}), route("/any/11", "any", match={"v": "1.1"}),
+              route("/plain/10", "plain", match={"v": "1.0"}), route("/plain/11", "plain", match={"v": "1.1"})]
+    listen, admin = start(procs, [cluster("any", hosts, meta, {**sub, "list_as_any": True}),
+                                  cluster("plain", hosts, meta, sub)], routes)
+    assert set(names(listen, "/any/10", n=4)) == {"host1"}
+    assert set(names(listen, "/any/11", n=8)) == {"host1", "host2"}
+    assert who(listen, "/plain/10")[0] == 503
+    assert set(names(listen, "/plain/11", n=4)) == {"host2"}
+    assert stat(admin, "cluster.any.lb_subsets_active") == 3
+    assert stat(admin, "cluster.plain.lb_subsets_active") == 3  # [1.0, 1.1] is one value
+
+
 def write_atomic(path, obj):
     tmp = f"{path}.tmp{time.time_ns()}"
     with open(tmp, "w") as f:
@@ -393,7 +410,9 @@ static_resources:
 @pytest.mark.parametrize("text,msg", [
     (cluster_yaml("      locality_weight_aware: true\n"), "locality_weight_aware"),
     (cluster_yaml("      scale_locality_weight: true\n"), "scale_locality_weight"),
-    (cluster_yaml("      list_as_any: true\n"), "list_as_any"),
+    (cluster_yaml("      list_as_any: true\n", selectors="[{ keys: [a, b] }]").replace(
+        "{ stage: prod }", "{ a: [" + ",".join(map(str, range(40))) + "], b: [" + ",".join(map(str, range(40))) + "] }"),
+     "more than SHARP's limit of 1024"),
     # Envoy's SubsetSelector checks
     (cluster_yaml("", selectors="[{ keys: [stage], fallback_keys_subset: [stage] }]"),
      "fallback_keys_subset can be set only for KEYS_SUBSET fallback_policy"),

@@ -553,6 +553,98 @@ static void test_fallback_list(void **state)
     free_hosts();
 }
 
+/* list_as_any: a list value puts the host in a subset per element (per
+ * combination of several lists), an empty list drops the keys before it
+ * (Envoy's extractSubsetMetadata); default_subset matches any element. */
+static void test_list_as_any(void **state)
+{
+    (void)state;
+    sharp_host_t h[3];
+    memset(h, 0, sizeof h);
+    sharp_host_t *ptrs[3] = {&h[0], &h[1], &h[2]};
+    for (int i = 0; i < 3; i++)
+        h[i].weight = 1;
+    /* h0: stage prod, v [1.0, 1.1]; h1: stage [a, b], v [x, y]; h2: stage
+     * canary, v [] */
+    sharp_md_value_t st = {.kind = SHARP_MD_STRUCT}, v = {0}, l = {.kind = SHARP_MD_LIST};
+    sharp_md_value_string(&v, "prod", 4);
+    sharp_md_struct_set(&st, "stage", 5, &v);
+    l.items = calloc(2, sizeof *l.items);
+    l.n = l.cap = 2;
+    sharp_md_value_string(&l.items[0], "1.0", 3);
+    sharp_md_value_string(&l.items[1], "1.1", 3);
+    sharp_md_struct_set(&st, "v", 1, &l);
+    sharp_sbuf_t b = {0};
+    sharp_lbmeta_merge_dynamic(NULL, &st, &b);
+    h[0].lb_meta = calloc(1, sizeof *h[0].lb_meta + b.len);
+    h[0].lb_meta->len = (uint32_t)b.len;
+    memcpy(h[0].lb_meta->b, b.data, b.len);
+    sharp_md_value_clear(&st);
+    st = (sharp_md_value_t){.kind = SHARP_MD_STRUCT};
+    for (int k = 0; k < 2; k++) {
+        l = (sharp_md_value_t){.kind = SHARP_MD_LIST};
+        l.items = calloc(2, sizeof *l.items);
+        l.n = l.cap = 2;
+        sharp_md_value_string(&l.items[0], k ? "x" : "a", 1);
+        sharp_md_value_string(&l.items[1], k ? "y" : "b", 1);
+        sharp_md_struct_set(&st, k ? "v" : "stage", k ? 1 : 5, &l);
+    }
+    sharp_lbmeta_merge_dynamic(NULL, &st, &b);
+    h[1].lb_meta = calloc(1, sizeof *h[1].lb_meta + b.len);
+    h[1].lb_meta->len = (uint32_t)b.len;
+    memcpy(h[1].lb_meta->b, b.data, b.len);
+    sharp_md_value_clear(&st);
+    st = (sharp_md_value_t){.kind = SHARP_MD_STRUCT};
+    sharp_md_value_string(&v, "canary", 6);
+    sharp_md_struct_set(&st, "stage", 5, &v);
+    l = (sharp_md_value_t){.kind = SHARP_MD_LIST};
+    sharp_md_struct_set(&st, "v", 1, &l);
+    sharp_lbmeta_merge_dynamic(NULL, &st, &b);
+    h[2].lb_meta = calloc(1, sizeof *h[2].lb_meta + b.len);
+    h[2].lb_meta->len = (uint32_t)b.len;
+    memcpy(h[2].lb_meta->b, b.data, b.len);
+    sharp_md_value_clear(&st);
+    sharp_sbuf_free(&b);
+
+    sharp_subset_config_t *cfg = config(SHARP_SUBSET_DEFAULT_SUBSET, "v=s:1.1");
+    cfg->list_as_any = true;
+    assert_int_equal(sharp_subset_host_combinations(cfg, h[0].lb_meta), 2);
+    assert_int_equal(sharp_subset_host_combinations(cfg, h[1].lb_meta), 4);
+    sharp_subset_plan_t *p = sharp_subset_plan_build(cfg, ptrs, 3);
+    int32_t i = find(p, "stage=s:prod;v=s:1.1");
+    assert_true(i >= 0);
+    assert_ptr_equal(p->entries[i].hosts[0], &h[0]);
+    assert_true(find(p, "stage=s:prod;v=s:1.0") >= 0);
+    for (const char *const *c =
+             (const char *const[]){"stage=s:a;v=s:x", "stage=s:a;v=s:y", "stage=s:b;v=s:x",
+                                   "stage=s:b;v=s:y", "stage=s:a", "stage=s:b", NULL};
+         *c; c++) {
+        i = find(p, *c);
+        assert_true(i >= 0);
+        assert_int_equal(p->entries[i].nhosts, 1);
+        assert_ptr_equal(p->entries[i].hosts[0], &h[1]);
+    }
+    /* h2: [stage] gives stage=canary; [stage, v] with v an empty list gives
+     * nothing (the list is the last key) */
+    assert_true(find(p, "stage=s:canary") >= 0);
+    assert_int_equal(find(p, "stage=s:canary;v=s:x"), -1);
+    /* prod, prod/1.0, prod/1.1, a, b, a/x, a/y, b/x, b/y, canary */
+    assert_int_equal(p->n, 10);
+    assert_int_equal(p->ndflt, 1); /* v=1.1: an element of h0's list */
+    assert_ptr_equal(p->dflt[0], &h[0]);
+    sharp_subset_plan_free(p);
+    /* without list_as_any a list is one value */
+    cfg->list_as_any = false;
+    p = sharp_subset_plan_build(cfg, ptrs, 3);
+    assert_int_equal(find(p, "stage=s:prod;v=s:1.1"), -1);
+    assert_int_equal(p->ndflt, 0);
+    assert_int_equal(sharp_subset_host_combinations(cfg, h[1].lb_meta), 1);
+    sharp_subset_plan_free(p);
+    sharp_subset_config_free(cfg);
+    for (int k = 0; k < 3; k++)
+        free(h[k].lb_meta);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_selector_fallbacks),
         cmocka_unit_test(test_single_host),
         cmocka_unit_test(test_fallback_list),
+        cmocka_unit_test(test_list_as_any),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
