@@ -409,7 +409,6 @@ static_resources:
 
 @pytest.mark.parametrize("text,msg", [
     (cluster_yaml("      locality_weight_aware: true\n"), "locality_weight_aware"),
-    (cluster_yaml("      scale_locality_weight: true\n"), "scale_locality_weight"),
     (cluster_yaml("      list_as_any: true\n", selectors="[{ keys: [a, b] }]").replace(
         "{ stage: prod }", "{ a: [" + ",".join(map(str, range(40))) + "], b: [" + ",".join(map(str, range(40))) + "] }"),
      "more than SHARP's limit of 1024"),
@@ -444,6 +443,9 @@ def test_accepted_configs():
     rc, out = validate_config(cluster_yaml("      fallback_policy: DEFAULT_SUBSET\n      default_subset: "
                                            "{ stage: prod, n: 1, on: true, l: [a, 1], s: { x: y } }\n"
                                            "      panic_mode_any: true\n"))
+    assert rc == 0, out
+    # scale_locality_weight only scales locality_weight_aware's weights
+    rc, out = validate_config(cluster_yaml("      scale_locality_weight: true\n"))
     assert rc == 0, out
 
 
