@@ -15,6 +15,8 @@
 #include "config/runtime_config.h"
 #include "runtime.h"
 #include "config/shuffle_shard_config.h"
+#include "upstream/subset.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "config/scaling_config.h"
 #include "config/overload_config.h"
 #include "config/types.h"
@@ -65,6 +67,10 @@
 typedef Envoy__Config__Bootstrap__V3__Bootstrap bootstrap_t;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager hcm_pb_t;
 typedef Envoy__Config__Cluster__V3__Cluster cluster_pb_t;
+
+/* A Metadata's filter_metadata["envoy.lb"] (an endpoint's, a metadata_match)
+ * in upstream/subset.h's form. */
+static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md);
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -1210,6 +1216,26 @@ static sharp_hcm_config_t *build_tcp_proxy(build_ctx_t *b, const tcp_proxy_pb_t 
         break;
     }
     default:
+        break;
+    }
+    /* metadata_match: the criteria of subset load balancing, a weighted
+     * cluster's own merged over the filter's, as Envoy's TcpProxy */
+    sharp_lbmeta_t *top = endpoint_lb_meta(pb->metadata_match);
+    for (uint32_t i = 0; i < t->nclusters; i++) {
+        sharp_lbmeta_t *own =
+            pb->cluster_specifier_case ==
+                    ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS
+                ? endpoint_lb_meta(pb->weighted_clusters->clusters[i]->metadata_match)
+                : NULL;
+        t->clusters[i].metadata_match = own ? sharp_lbmeta_merge(top, own) : sharp_lbmeta_dup(top);
+        free(own);
+    }
+    free(top);
+    switch (pb->cluster_specifier_case) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER:
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS:
+        break;
+    default:
         fail(b, path, "cluster_specifier: one of cluster or weighted_clusters is required");
         sharp_hcm_config_free(h);
         return NULL;
@@ -1635,6 +1661,8 @@ static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
  * BaseDynamicClusterImpl / ClusterImplBase validation). */
 static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
 
+static int check_combinations(build_ctx_t *b, const sharp_cluster_t *c, const sharp_lbmeta_t *m, const char *path);
+
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {
     char p[1024];
@@ -1726,8 +1754,110 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 flags = SHARP_HOST_FAILED_EDS_HEALTH;
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
+            dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
+            if (check_combinations(b, c, dc->targets[dc->ntargets - 1].lb_meta, p) < 0) return -1;
         }
     }
+    return 0;
+}
+
+/* An endpoint's filter_metadata["envoy.lb"] in canonical form
+ * (upstream/subset.h), NULL without (a namespace given twice: the last). */
+static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md)
+{
+    const Google__Protobuf__Struct *st = NULL;
+    for (size_t i = 0; md && i < md->n_filter_metadata; i++)
+        if (md->filter_metadata[i]->key && strcmp(md->filter_metadata[i]->key, "envoy.lb") == 0)
+            st = md->filter_metadata[i]->value;
+    return st ? sharp_lbmeta_from_struct(st) : NULL;
+}
+
+/* list_as_any: an endpoint whose list values would put its host in more
+ * subsets of one selector than SHARP keeps is refused (Envoy sets no
+ * bound; the product of a few long lists would take any amount of memory). */
+static int check_combinations(build_ctx_t *b, const sharp_cluster_t *c, const sharp_lbmeta_t *m, const char *path)
+{
+    uint64_t n = c->subset ? sharp_subset_host_combinations(c->subset, m) : 0;
+    if (n <= SHARP_SUBSET_MAX_COMBINATIONS) return 0;
+    return fail(b, path,
+                "metadata: with lb_subset_config.list_as_any its list values would put the host in %llu subsets "
+                "of one selector, more than SHARP's limit of %u",
+                (unsigned long long)n, SHARP_SUBSET_MAX_COMBINATIONS);
+}
+
+/* Strings as a std::set<std::string>: sorted bytewise, each once. */
+static void key_set(char *const *in, size_t n, char ***out, uint32_t *nout)
+{
+    *out = sharp_calloc(n ? n : 1, sizeof **out);
+    *nout = 0;
+    for (size_t k = 0; k < n; k++) {
+        uint32_t at = 0;
+        while (at < *nout && strcmp((*out)[at], in[k]) < 0) at++;
+        if (at < *nout && strcmp((*out)[at], in[k]) == 0) continue;
+        memmove(&(*out)[at + 1], &(*out)[at], (*nout - at) * sizeof **out);
+        (*out)[at] = sharp_strdup(in[k]);
+        (*nout)++;
+    }
+}
+
+/* lb_subset_config: Envoy's LoadBalancerSubsetInfoImpl (subset load
+ * balancing is on only with at least one selector; selectors without keys
+ * are dropped, keys are a set). The fields SHARP does not implement are
+ * refused by the support table. */
+static int subset_config(build_ctx_t *b, sharp_cluster_t *c, const Envoy__Config__Cluster__V3__Cluster *pb,
+                         const char *path)
+{
+    const Envoy__Config__Cluster__V3__Cluster__LbSubsetConfig *sc = pb->lb_subset_config;
+    char p[1200];
+    if (!sc) return 0;
+    snprintf(p, sizeof p, "%s.lb_subset_config", path);
+    if (pb->load_balancing_policy)
+        return fail(b, p, "cluster: load_balancing_policy cannot be combined with lb_subset_config");
+    if (!sc->n_subset_selectors) return 0;
+    if (pb->lb_policy == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED)
+        return fail(b, p, "cluster: LB policy CLUSTER_PROVIDED cannot be combined with lb_subset_config");
+    sharp_subset_config_t *cfg = sharp_calloc(1, sizeof *cfg);
+    c->subset = cfg;
+    switch (sc->fallback_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_FALLBACK_POLICY__ANY_ENDPOINT:
+        cfg->fallback = SHARP_SUBSET_ANY_ENDPOINT;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_FALLBACK_POLICY__DEFAULT_SUBSET:
+        cfg->fallback = SHARP_SUBSET_DEFAULT_SUBSET;
+        break;
+    default: cfg->fallback = SHARP_SUBSET_NO_FALLBACK; break;
+    }
+    cfg->default_subset = sc->default_subset ? sharp_lbmeta_from_struct(sc->default_subset) : NULL;
+    cfg->panic_mode_any = sc->panic_mode_any;
+    cfg->list_as_any = sc->list_as_any;
+    cfg->metadata_fallback_list =
+        sc->metadata_fallback_policy ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_SUBSET_CONFIG__LB_SUBSET_METADATA_FALLBACK_POLICY__FALLBACK_LIST;
+    cfg->selectors = sharp_calloc(sc->n_subset_selectors, sizeof *cfg->selectors);
+    for (size_t i = 0; i < sc->n_subset_selectors; i++) {
+        const Envoy__Config__Cluster__V3__Cluster__LbSubsetConfig__LbSubsetSelector *sel = sc->subset_selectors[i];
+        if (!sel->n_keys) continue;
+        sharp_subset_selector_t *out = &cfg->selectors[cfg->nselectors++];
+        key_set(sel->keys, sel->n_keys, &out->keys, &out->nkeys);
+        key_set(sel->fallback_keys_subset, sel->n_fallback_keys_subset, &out->fallback_keys, &out->nfallback_keys);
+        out->fallback = (sharp_selector_fallback_t)sel->fallback_policy;
+        out->single_host = sel->single_host_per_subset;
+        /* Envoy's SubsetSelector checks */
+        snprintf(p, sizeof p, "%s.lb_subset_config.subset_selectors[%zu]", path, i);
+        if (out->fallback != SHARP_SELECTOR_KEYS_SUBSET) {
+            if (out->nfallback_keys)
+                return fail(b, p, "fallback_keys_subset can be set only for KEYS_SUBSET fallback_policy");
+            continue;
+        }
+        if (!out->nfallback_keys) return fail(b, p, "fallback_keys_subset cannot be empty");
+        for (uint32_t k = 0, at = 0; k < out->nfallback_keys; k++) {
+            while (at < out->nkeys && strcmp(out->keys[at], out->fallback_keys[k]) < 0) at++;
+            if (at == out->nkeys || strcmp(out->keys[at], out->fallback_keys[k]))
+                return fail(b, p, "fallback_keys_subset must be a subset of selector keys");
+        }
+        if (out->nfallback_keys == out->nkeys) return fail(b, p, "fallback_keys_subset cannot be equal to keys");
+    }
+    sharp_subset_config_finish(cfg);
     return 0;
 }
 
@@ -1873,6 +2003,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
     if (c->connect_timeout_ms == 0) c->connect_timeout_ms = 1;
+    if (subset_config(b, c, pb, path) < 0) goto bad;
     switch (c->odst ? ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN : pb->lb_policy) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
         /* Envoy's ClusterFactoryImplBase::create: only ORIGINAL_DST
@@ -2016,6 +2147,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             }
             h->priority = le->priority;
             h->locality = locality_id(le->locality);
+            h->lb_meta = endpoint_lb_meta(e->metadata);
+            if (check_combinations(b, c, h->lb_meta, p) < 0) goto bad;
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
                 e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT)
@@ -2166,6 +2299,11 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 fail(&b, ap, "duplicate endpoint address in the ClusterLoadAssignment");
                 goto bad;
             }
+            sharp_lbmeta_t *meta = endpoint_lb_meta(e->metadata);
+            if (check_combinations(&b, c, meta, p) < 0) {
+                free(meta);
+                goto bad;
+            }
             /* a host whose address the cluster has (or had) keeps its
              * identity: health check, outlier and request state */
             sharp_host_t *h = sharp_host_index_find(&c->all_index, &addr);
@@ -2178,6 +2316,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = locality_id(le->locality);
+                h->lb_meta = meta;
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
                 fresh[nfresh++] = h;
             } else {
@@ -2188,6 +2327,15 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = loc;
+                /* metadata is read on the main thread only (the subsets are
+                 * remade with the set), so it is replaced in place */
+                if (!sharp_lbmeta_equal(meta, h->lb_meta)) {
+                    *changed = true;
+                    free(h->lb_meta);
+                    h->lb_meta = meta;
+                } else {
+                    free(meta);
+                }
                 snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
                 uint32_t was = atomic_load(&h->health_flags) & SHARP_HOST_FAILED_EDS_HEALTH;
                 if (unhealthy != (was != 0)) {
@@ -2209,7 +2357,10 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
     *nout = nh;
     return 0;
 bad:
-    for (uint32_t k = 0; k < nfresh; k++) free(fresh[k]);
+    for (uint32_t k = 0; k < nfresh; k++) {
+        free(fresh[k]->lb_meta);
+        free(fresh[k]);
+    }
     free(fresh);
     free(hosts);
     sharp_host_index_free(&listed);

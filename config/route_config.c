@@ -13,6 +13,7 @@
 #include "http/access_log_emit.h"
 #include "http/filter.h"
 #include "log.h"
+#include "upstream/subset.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -579,6 +580,17 @@ static int per_filter_from(ctx_t *c, const char *path, const void *entries, size
 #define PER_FILTER(c, path, pb, out) \
     per_filter_from((c), (path), (const void *)(pb)->typed_per_filter_config, (pb)->n_typed_per_filter_config, (out))
 
+/* A metadata_match's "envoy.lb" struct (Envoy reads no other namespace
+ * for subset load balancing). */
+static const Google__Protobuf__Struct *lb_match(const Envoy__Config__Core__V3__Metadata *md)
+{
+    const Google__Protobuf__Struct *st = NULL;
+    for (size_t i = 0; md && i < md->n_filter_metadata; i++)
+        if (md->filter_metadata[i]->key && strcmp(md->filter_metadata[i]->key, "envoy.lb") == 0)
+            st = md->filter_metadata[i]->value;
+    return st;
+}
+
 static int weighted_from(ctx_t *c, const char *path,
                          const Envoy__Config__Route__V3__WeightedCluster *w, sharp_route_t *r)
 {
@@ -604,6 +616,12 @@ static int weighted_from(ctx_t *c, const char *path,
         if (OPS(c, p, cw, request, &wc->req_ops) < 0 || OPS(c, p, cw, response, &wc->resp_ops) < 0)
             return -1;
         if (PER_FILTER(c, p, cw, &wc->per_filter) < 0) return -1;
+        const Google__Protobuf__Struct *mm = lb_match(cw->metadata_match);
+        if (mm) {
+            sharp_lbmeta_t *own = sharp_lbmeta_from_struct(mm);
+            wc->metadata_match = sharp_lbmeta_merge(r->metadata_match, own);
+            free(own);
+        }
     }
     if (r->total_weight == 0)
         return fail(c, path, "Sum of weights in the weighted_cluster must be greater than 0");
@@ -697,6 +715,8 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
 {
     char p[512];
     r->action = SHARP_ROUTE_ACTION_ROUTE;
+    const Google__Protobuf__Struct *mm = lb_match(a->metadata_match);
+    if (mm) r->metadata_match = sharp_lbmeta_from_struct(mm);
     switch (a->cluster_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
         if (!a->cluster[0]) return fail(c, sub(p, sizeof p, path, "cluster"), "must not be empty");

@@ -43,7 +43,10 @@ void sharp_hcm_config_free(sharp_hcm_config_t *h)
     for (uint32_t i = 0; i < h->nupgrades; i++) free(h->upgrades[i].type);
     free(h->upgrades);
     if (h->tcp_proxy) {
-        for (uint32_t i = 0; i < h->tcp_proxy->nclusters; i++) free(h->tcp_proxy->clusters[i].name);
+        for (uint32_t i = 0; i < h->tcp_proxy->nclusters; i++) {
+            free(h->tcp_proxy->clusters[i].name);
+            free(h->tcp_proxy->clusters[i].metadata_match);
+        }
         free(h->tcp_proxy->clusters);
         free(h->tcp_proxy->stat_prefix);
         sharp_tcp_tunnel_config_t *tn = h->tcp_proxy->tunnel;

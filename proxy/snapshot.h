@@ -25,6 +25,10 @@ struct sharp_local_reply;
 typedef struct sharp_tcp_proxy_cluster {
     char *name;
     uint32_t weight;
+    /* the subset load balancing criteria (upstream/subset.h form): the
+     * filter's metadata_match "envoy.lb", a weighted cluster's merged over
+     * it (Envoy's WeightedClusterEntry); NULL without */
+    struct sharp_lbmeta *metadata_match;
 } sharp_tcp_proxy_cluster_t;
 
 typedef struct sharp_tcp_proxy_config {

@@ -311,6 +311,7 @@ static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl)
     cl->lb.st = &c->st;
     if (c->zone_on)
         sharp_lb_set_zone(&cl->lb, &c->zone, c->local_locality, cl->zone_local ? &cl->zone_local->set : NULL);
+    sharp_subset_lbs_init(&cl->subsets, c->subset, cl->set->subsets, &cl->lb);
 }
 
 /* A worker's balancer and pools for cluster c, over the host set the main
@@ -358,6 +359,7 @@ static void cluster_local_unref(sharp_worker_t *w, sharp_cluster_local_t *cl)
         free(cl->h2_pools[prio]);
     }
     sharp_odst_local_free(cl, w->stopping);
+    sharp_subset_lbs_destroy(&cl->subsets);
     sharp_lb_destroy(&cl->lb);
     sharp_hostset_unref(cl->set);
     sharp_cluster_unref(cl->cluster);
@@ -379,6 +381,7 @@ static void link_zone_local(sharp_worker_t *w, sharp_worker_view_t *v, sharp_clu
     if (target && target != cl) target->refs++;
     cl->zone_local = target;
     sharp_lb_set_zone(&cl->lb, &c->zone, c->local_locality, target ? &target->set : NULL);
+    sharp_subset_lbs_rezone(&cl->subsets, &cl->lb);
     if (old && old != cl) cluster_local_unref(w, old);
 }
 
@@ -485,6 +488,7 @@ static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_ho
         }
     }
     free(where);
+    sharp_subset_lbs_destroy(&cl->subsets);
     sharp_lb_destroy(&cl->lb);
     cl->set = ns;
     build_lb(w, cl);

@@ -11,6 +11,7 @@
 #include "stats.h"
 #include "upstream/env.h"
 #include "upstream/lb.h"
+#include "upstream/subset.h"
 #include "dispatcher_stats.h"
 
 #include <uv.h>
@@ -36,6 +37,9 @@ typedef struct sharp_cluster_local {
      * wake-up (a DNS or EDS cluster's membership changed). */
     sharp_hostset_t *set;
     sharp_lb_t lb;
+    /* lb_subset_config: a balancer per subset of set (upstream/subset.h);
+     * lb stays the one over all hosts (the ANY_ENDPOINT fallback) */
+    sharp_subset_lbs_t subsets;
     /* [priority][i], i indexed like set->hosts; NULL arrays and entries
      * until first used */
     struct sharp_pool **pools[SHARP_NPRIORITIES];
@@ -71,6 +75,16 @@ typedef struct sharp_worker_view {
  * view has none. */
 sharp_cluster_t *sharp_view_cluster(const sharp_worker_view_t *v, const char *name, sharp_cluster_local_t **cl);
 void sharp_view_unref(sharp_worker_view_t *v);
+
+/* A host of the cluster for a request: its subset when the cluster has
+ * subsets (the request's match criteria crit[0..len), has_crit false when
+ * it has none), else the cluster's balancer. */
+static inline sharp_host_t *sharp_cluster_choose(sharp_cluster_local_t *cl, bool has_crit, const uint8_t *crit,
+                                                 size_t len)
+{
+    if (cl->subsets.plan) return sharp_subset_choose(&cl->subsets, &cl->lb, has_crit, crit, len);
+    return sharp_lb_choose(&cl->lb);
+}
 
 /* The position of h in the worker's set: its index, which the main thread
  * keeps as the position in the newest set (always right for a STATIC

@@ -241,7 +241,7 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
     }
     /* a shuffle-shard cluster needs a customer key the check has not got:
      * its balancer is not asked */
-    c->host = a->cluster->shuffle_shard ? NULL : sharp_lb_choose(&a->cl->lb);
+    c->host = a->cluster->shuffle_shard ? NULL : sharp_cluster_choose(a->cl, false, NULL, 0);
     if (!c->host) {
         end_call(c, "no healthy upstream");
         c->starting = false;

@@ -38,6 +38,7 @@
 #include "http/filter.h"
 #include "http/grpc.h"
 #include "http/hcm_internal.h"
+#include "http/metadata.h"
 #include "http/route.h"
 #include "http/stream.h"
 #include "http/tracing.h"
@@ -115,6 +116,15 @@ typedef struct router_state {
     sharp_host_t *tried[ROUTER_MAX_TRIED];
     uint32_t ntried;
     sharp_sbuf_t shard_key; /* the customer key of a shuffle-shard cluster */
+    /* subset load balancing (upstream/subset.h): the request's match
+     * criteria, decided at the first pick as Envoy's metadataMatchCriteria
+     * (the route's or weighted cluster's, the stream's "envoy.lb" dynamic
+     * metadata over them; only a merge with dynamic metadata is built, in
+     * subset_crit, else crit points into the route) */
+    bool crit_ready;
+    const uint8_t *crit;
+    size_t crit_len;
+    sharp_sbuf_t subset_crit;
     sharp_priority_t priority; /* the route's: its breakers and pools */
     /* the access log's view of the last try's connection (Envoy's
      * UpstreamInfo, new for every try): its TLS engine, referenced, and
@@ -766,11 +776,27 @@ static sharp_host_t *choose_host(router_state_t *rs)
                                      rs->shard_key.data ? rs->shard_key.data : "", rs->shard_key.len,
                                      ph ? rs->tried : NULL, ph ? rs->ntried : 0, shard(rs));
     }
+    if (rs->cl->subsets.plan && !rs->crit_ready) {
+        sharp_stream_t *s = rs->f->stream;
+        const sharp_lbmeta_t *base = rs->wc && rs->wc->metadata_match ? rs->wc->metadata_match
+                                     : s->route                       ? s->route->metadata_match
+                                                                      : NULL;
+        const sharp_md_value_t *dyn = sharp_dynamic_metadata_ns(s->info.dynamic_metadata, "envoy.lb", 8);
+        if (dyn) {
+            sharp_lbmeta_merge_dynamic(base, dyn, &rs->subset_crit);
+            rs->crit = (const uint8_t *)rs->subset_crit.data;
+            rs->crit_len = rs->subset_crit.len;
+        } else if (base) {
+            rs->crit = base->b;
+            rs->crit_len = base->len;
+        }
+        rs->crit_ready = true;
+    }
     uint32_t picks = 1;
     if (rs->policy && rs->policy->previous_hosts && rs->ntried) picks += rs->policy->host_selection_max_attempts;
     sharp_host_t *h = NULL;
     for (uint32_t i = 0; i < picks; i++) {
-        h = sharp_lb_choose(&rs->cl->lb);
+        h = sharp_cluster_choose(rs->cl, rs->crit_len > 0, rs->crit, rs->crit_len);
         if (!h) return NULL;
         if (!(rs->policy && rs->policy->previous_hosts) || !sharp_host_listed(h, rs->tried, rs->ntried)) break;
     }
@@ -812,6 +838,8 @@ static void start_try(router_state_t *rs)
     sharp_host_t *host = choose_host(rs);
     if (!host) {
         sharp_debug(router, "[C%llu][S%llu] no healthy host for cluster '%s'", s->conn_id, s->id, c->name);
+        /* Envoy's httpConnPoolImpl counts a pick without a host */
+        sharp_counter_inc(w->stats, c->st.cx_none_healthy);
         if (rs->retry_slot) {
             rs->retry_slot = false;
             sharp_cluster_retry_release(c, rs->priority);
@@ -1524,6 +1552,7 @@ static void router_on_destroy(sharp_filter_t *f)
     sharp_sbuf_free(&rs->replay);
     sharp_headers_free(&rs->req_trailers);
     sharp_sbuf_free(&rs->shard_key);
+    sharp_sbuf_free(&rs->subset_crit);
     clear_upstream_info(rs); /* after the access logs, which run first */
 }
 

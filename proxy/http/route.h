@@ -117,6 +117,9 @@ typedef struct {
     char *runtime_key; /* runtime_key_prefix + "." + name, NULL without a prefix */
     sharp_header_ops_t req_ops, resp_ops;
     sharp_per_filter_configs_t per_filter; /* ClusterWeight.typed_per_filter_config */
+    /* metadata_match's "envoy.lb" merged over the route's (Envoy's
+     * WeightedClusterEntry), upstream/subset.h form; NULL: the route's */
+    struct sharp_lbmeta *metadata_match;
 } sharp_weighted_cluster_t;
 
 /* retry_on conditions (Envoy's names in the comments). */
@@ -287,6 +290,9 @@ typedef struct sharp_route {
     char *cluster; /* single cluster, NULL if weighted */
     sharp_weighted_cluster_t *weighted;
     uint32_t nweighted;
+    /* RouteAction.metadata_match's "envoy.lb": the criteria of subset load
+     * balancing (upstream/subset.h form), NULL without */
+    struct sharp_lbmeta *metadata_match;
     uint64_t total_weight;
     bool weighted_runtime; /* runtime_key_prefix set: weights come from the runtime */
     uint32_t cluster_not_found_code; /* 503 (default) or 404 */

@@ -289,9 +289,11 @@ static void free_route(sharp_route_t *r)
     free(r->query);
     free(r->cluster);
     free(r->runtime_fraction.key);
+    free(r->metadata_match);
     for (uint32_t i = 0; i < r->nweighted; i++) {
         free(r->weighted[i].name);
         free(r->weighted[i].runtime_key);
+        free(r->weighted[i].metadata_match);
         free_ops(&r->weighted[i].req_ops);
         free_ops(&r->weighted[i].resp_ops);
         sharp_per_filter_configs_free(&r->weighted[i].per_filter);

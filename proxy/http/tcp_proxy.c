@@ -52,6 +52,7 @@ struct sharp_tcp_session {
     sharp_worker_view_t *view;      /* a reference while connecting */
     sharp_cluster_t *cluster;       /* a reference */
     sharp_cluster_local_t *cl;
+    const sharp_tcp_proxy_cluster_t *route; /* the cluster entry picked (its metadata_match) */
     sharp_pool_t *pool;             /* this connection's own, for the current host */
     sharp_upstream_request_t req;
     sharp_upstream_cx_t *cx;        /* the upstream connection, once connected */
@@ -358,7 +359,8 @@ static sharp_host_t *choose_host(sharp_tcp_session_t *t)
         return sharp_odst_choose(t->cl, shard(t), NULL, t->c->local_restored ? &t->c->local_ss : NULL);
     sharp_host_t *h = NULL;
     for (int i = 0; i < 4; i++) {
-        h = sharp_lb_choose(&t->cl->lb);
+        const sharp_lbmeta_t *m = t->route ? t->route->metadata_match : NULL;
+        h = sharp_cluster_choose(t->cl, m != NULL, m ? m->b : NULL, m ? m->len : 0);
         if (!h || h != t->failed_host) break;
     }
     return h;
@@ -386,6 +388,7 @@ static void connect_next(sharp_tcp_session_t *t)
     if (!h) {
         sharp_debug(connection, "[C%llu] TCP proxy: no healthy host in cluster '%s'", c->id, t->cluster->name);
         t->info.response_flags |= SHARP_RF_NO_HEALTHY_UPSTREAM;
+        if (t->cl) sharp_counter_inc(sh, t->cluster->st.cx_none_healthy); /* Envoy's tcpConn */
         sharp_conn_close(c);
         return;
     }
@@ -412,17 +415,19 @@ static void start(sharp_tcp_session_t *t)
 {
     const sharp_tcp_proxy_config_t *cfg = t->cfg;
     sharp_conn_t *c = t->c;
-    const char *name = cfg->clusters[0].name;
+    const sharp_tcp_proxy_cluster_t *route = &cfg->clusters[0];
     if (cfg->nclusters > 1) {
         uint64_t r = sharp_worker_random(c->worker) % cfg->total_weight;
         for (uint32_t i = 0; i < cfg->nclusters; i++) {
             if (r < cfg->clusters[i].weight) {
-                name = cfg->clusters[i].name;
+                route = &cfg->clusters[i];
                 break;
             }
             r -= cfg->clusters[i].weight;
         }
     }
+    const char *name = route->name;
+    t->route = route;
     sharp_cluster_local_t *cl = NULL;
     sharp_worker_view_t *v = c->worker->view;
     sharp_cluster_t *cluster = v ? sharp_view_cluster(v, name, &cl) : NULL;

@@ -236,7 +236,7 @@ bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protoc
         return false;
     }
     /* the async client's request: DEFAULT priority, the cluster's breakers */
-    sharp_host_t *host = sharp_lb_choose(&cl->lb);
+    sharp_host_t *host = sharp_cluster_choose(cl, false, NULL, 0);
     bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
                                                    sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
                                                                         SHARP_CB_MAX_REQUESTS));
@@ -294,7 +294,7 @@ sharp_async_stream_t *sharp_async_stream_open(sharp_worker_t *w, const char *clu
         sharp_headers_free(h);
         return NULL;
     }
-    sharp_host_t *host = sharp_lb_choose(&cl->lb);
+    sharp_host_t *host = sharp_cluster_choose(cl, false, NULL, 0);
     bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
                                                    sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
                                                                         SHARP_CB_MAX_REQUESTS));

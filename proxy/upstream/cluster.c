@@ -1,5 +1,6 @@
 /* cluster.c: cluster stats registration and teardown. */
 #include "upstream/cluster.h"
+#include "upstream/subset.h"
 #include "log.h"
 #include "retire.h"
 #include "runtime.h"
@@ -166,6 +167,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(cx_tx_bytes_total, "upstream_cx_tx_bytes_total");
     C(cx_overflow, "upstream_cx_overflow");
     C(cx_connect_attempts_exceeded, "upstream_cx_connect_attempts_exceeded");
+    C(cx_none_healthy, "upstream_cx_none_healthy");
     C(cx_protocol_error, "upstream_cx_protocol_error");
     C(cx_idle_timeout, "upstream_cx_idle_timeout");
     C(cx_max_duration_reached, "upstream_cx_max_duration_reached");
@@ -190,6 +192,12 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
     C(lb_local_cluster_not_ok, "lb_local_cluster_not_ok");
     C(lb_zone_number_differs, "lb_zone_number_differs");
     C(lb_zone_no_capacity_left, "lb_zone_no_capacity_left");
+    G(lb_subsets_active, "lb_subsets_active");
+    C(lb_subsets_created, "lb_subsets_created");
+    C(lb_subsets_removed, "lb_subsets_removed");
+    C(lb_subsets_selected, "lb_subsets_selected");
+    C(lb_subsets_fallback, "lb_subsets_fallback");
+    C(lb_subsets_fallback_panic, "lb_subsets_fallback_panic");
     C(upstream_rq_per_try_timeout, "upstream_rq_per_try_timeout");
     C(rq_retry, "upstream_rq_retry");
     C(rq_maintenance_mode, "upstream_rq_maintenance_mode");
@@ -238,7 +246,7 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
             st->rq_pending_active, st->rq_pending_overflow, st->rq_cancelled, st->rq_rx_reset,
             st->rq_tx_reset, st->rq_completed, st->cx_total, st->cx_active, st->cx_connect_fail,
             st->cx_connect_timeout, st->cx_destroy, st->cx_destroy_local, st->cx_destroy_remote,
-            st->cx_rx_bytes_total, st->cx_tx_bytes_total, st->cx_overflow, st->cx_connect_attempts_exceeded,
+            st->cx_rx_bytes_total, st->cx_tx_bytes_total, st->cx_overflow, st->cx_connect_attempts_exceeded, st->cx_none_healthy,
             st->cx_protocol_error,
             st->cx_idle_timeout, st->cx_max_requests, st->upstream_rq_per_try_timeout, st->rq_retry,
             st->rq_maintenance_mode, st->rq_retry_success, st->rq_retry_overflow,
@@ -273,6 +281,18 @@ void sharp_cluster_stats_init(sharp_cluster_t *c, sharp_stats_t *s)
      * as answers come (upstream/dns.c) */
     if (c->type == SHARP_CLUSTER_STATIC && c->nhosts) sharp_counter_inc(sharp_stats_shard(s, 0), st->membership_change);
     sharp_gauge_set(s, st->membership_total, c->nhosts);
+    if (c->set && c->set->subsets) {
+        /* the first host set's subsets, made before the stats existed */
+        sharp_counter_add(sharp_stats_shard(s, 0), st->lb_subsets_created, c->set->subsets->n);
+        sharp_gauge_set(s, st->lb_subsets_active, c->set->subsets->n);
+    }
+    if (c->subset) {
+        /* Envoy makes it with a subset balancer's first update */
+        st->lb_subsets_single_host_per_subset_duplicate =
+            sharp_stats_gaugef(s, "cluster.%s.lb_subsets_single_host_per_subset_duplicate", n);
+        if (c->set && c->set->subsets)
+            sharp_gauge_set(s, st->lb_subsets_single_host_per_subset_duplicate, c->set->subsets->single_duplicates);
+    }
     uint32_t healthy = 0;
     for (uint32_t i = 0; i < c->nhosts; i++) healthy += sharp_host_healthy(c->hosts[i]);
     sharp_gauge_set(s, st->membership_healthy, healthy);
@@ -368,6 +388,7 @@ void sharp_hostset_unref(sharp_hostset_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
     for (uint32_t i = 0; i < s->nhosts; i++) atomic_fetch_sub_explicit(&s->hosts[i]->nsets, 1, memory_order_release);
+    sharp_subset_plan_free(s->subsets);
     free(s);
 }
 
@@ -379,6 +400,7 @@ static void free_departed_host(void *p)
         free(h->outlier);
     }
     sharp_diag_host_destroy(h);
+    free(h->lb_meta);
     free(h);
 }
 
@@ -435,6 +457,7 @@ void sharp_cluster_init_hostset(sharp_cluster_t *c)
     c->pending = sharp_calloc(c->npending ? c->npending : 1, sizeof *c->pending);
     for (uint32_t i = 0; i < c->nhosts; i++) sharp_cluster_adopt_host(c, c->hosts[i]);
     c->set = sharp_hostset_new(c->hosts, c->nhosts, 1);
+    if (c->subset) c->set->subsets = sharp_subset_plan_build(c->subset, c->set->hosts, c->nhosts);
     free(c->hosts);
     c->hosts = c->set->hosts;
 }
@@ -458,6 +481,21 @@ void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts,
     c->set = sharp_hostset_new(hosts, n, old ? old->generation + 1 : 1);
     c->hosts = c->set->hosts;
     c->nhosts = n;
+    if (c->subset) {
+        /* Envoy's refreshSubsets and purgeEmptySubsets: subsets that gain
+         * their first host are created, those that lose their last removed */
+        c->set->subsets = sharp_subset_plan_build(c->subset, c->set->hosts, n);
+        uint32_t created, removed;
+        sharp_subset_plan_diff(old ? old->subsets : NULL, c->set->subsets, &created, &removed);
+        if (c->stats) {
+            sharp_stats_shard_t *sh = sharp_stats_shard(c->stats, 0);
+            sharp_counter_add(sh, c->st.lb_subsets_created, created);
+            sharp_counter_add(sh, c->st.lb_subsets_removed, removed);
+            sharp_gauge_set(c->stats, c->st.lb_subsets_active, c->set->subsets->n);
+            sharp_gauge_set(c->stats, c->st.lb_subsets_single_host_per_subset_duplicate,
+                            c->set->subsets->single_duplicates);
+        }
+    }
     sharp_hostset_unref(old);
     if (c->stats) {
         sharp_gauge_set(c->stats, c->st.membership_total, n);
@@ -503,11 +541,15 @@ void sharp_cluster_free(sharp_cluster_t *c)
         sharp_hostset_unref(c->set);
     } else { /* not built to the end: the loader's array */
         for (uint32_t i = 0; i < c->nhosts; i++)
-            if (!sharp_host_listed(c->hosts[i], c->all_hosts, c->nall_hosts)) free(c->hosts[i]);
+            if (!sharp_host_listed(c->hosts[i], c->all_hosts, c->nall_hosts)) {
+                free(c->hosts[i]->lb_meta);
+                free(c->hosts[i]);
+            }
         free(c->hosts);
     }
     for (uint32_t i = 0; i < c->nall_hosts; i++) {
         sharp_diag_host_destroy(c->all_hosts[i]);
+        free(c->all_hosts[i]->lb_meta);
         free(c->all_hosts[i]);
     }
     free(c->all_hosts);
@@ -517,6 +559,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);
+    sharp_subset_config_free(c->subset);
     sharp_tls_slot_free(c->tls);
     for (int p = 0; p < SHARP_NPRIORITIES; p++)
         for (int k = 0; k < SHARP_CB_NKEYS; k++) free(c->cb_keys[p][k]);

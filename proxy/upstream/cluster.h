@@ -28,6 +28,9 @@
 typedef struct sharp_hostset {
     _Atomic uint32_t refs;
     uint64_t generation; /* 1 for the first set of a cluster, +1 per publication */
+    /* lb_subset_config: the set's subsets (upstream/subset.h), made with it
+     * on the main thread; NULL without */
+    struct sharp_subset_plan *subsets;
     uint32_t nhosts;
     sharp_host_t *hosts[];
 } sharp_hostset_t;
@@ -87,7 +90,7 @@ typedef struct sharp_cluster_stats {
         rq_pending_active, rq_pending_overflow, rq_cancelled, rq_rx_reset, rq_tx_reset,
         rq_completed, cx_total, cx_active, cx_connect_fail, cx_connect_timeout, cx_destroy,
         cx_destroy_local, cx_destroy_remote, cx_rx_bytes_total, cx_tx_bytes_total, cx_overflow,
-        cx_connect_attempts_exceeded,
+        cx_connect_attempts_exceeded, cx_none_healthy,
         cx_protocol_error, cx_idle_timeout, cx_max_requests, cx_max_duration_reached, rq_max_duration_reached, membership_total, membership_healthy,
         lb_healthy_panic, upstream_rq_per_try_timeout, rq_retry, rq_maintenance_mode,
         rq_retry_success, rq_retry_overflow, rq_retry_limit_exceeded, rq_retry_backoff_exponential,
@@ -100,6 +103,10 @@ typedef struct sharp_cluster_stats {
     sharp_stat_id_t lb_recalculate_zone_structures, lb_zone_cluster_too_small, lb_zone_routing_all_directly,
         lb_zone_routing_sampled, lb_zone_routing_cross_zone, lb_local_cluster_not_ok, lb_zone_number_differs,
         lb_zone_no_capacity_left;
+    /* Envoy's ClusterLbStats of subset load balancing (upstream/subset.h);
+     * lb_subsets_active counts the current host set's subsets */
+    sharp_stat_id_t lb_subsets_active, lb_subsets_created, lb_subsets_removed, lb_subsets_selected,
+        lb_subsets_fallback, lb_subsets_fallback_panic, lb_subsets_single_host_per_subset_duplicate;
     /* cluster.<name>.ssl.*, registered for TLS clusters only (Envoy's
      * client context stats in the cluster's scope); ciphers.<name>,
      * versions.<v> and curves.<name> are registered on first use */
@@ -256,6 +263,8 @@ typedef struct sharp_cluster {
     sharp_stats_t *stats;
     sharp_cb_counts_t open[SHARP_NPRIORITIES]; /* what cb[] limits, per priority */
     struct sharp_outlier *outlier; /* outlier_detection, NULL without it (upstream/outlier.h) */
+    /* lb_subset_config with selectors, NULL without (upstream/subset.h) */
+    struct sharp_subset_config *subset;
     /* load_balancing_policy ShuffleShard, NULL for the other balancers (upstream/shard_lb.h) */
     struct sharp_shard_policy *shuffle_shard;
     /* References: each snapshot that lists the cluster, each worker's

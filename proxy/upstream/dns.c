@@ -5,6 +5,7 @@
 #include "log.h"
 #include "net.h"
 #include "upstream/cluster.h"
+#include "upstream/subset.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -43,6 +44,7 @@ void sharp_dns_cluster_free(sharp_dns_cluster_t *dc)
         free(dc->targets[i].hosts);
         free(dc->targets[i].backoff);
         free(dc->targets[i].addrs);
+        free(dc->targets[i].lb_meta);
     }
     free(dc->targets);
     free(dc->resolvers);
@@ -74,6 +76,10 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
                 h->weight = t->weight;
                 h->priority = t->priority;
                 h->locality = t->locality;
+                if (!sharp_lbmeta_equal(h->lb_meta, t->lb_meta)) {
+                    free(h->lb_meta);
+                    h->lb_meta = sharp_lbmeta_dup(t->lb_meta);
+                }
                 sharp_host_health_store(h, t->health_flags);
             }
         }
@@ -86,6 +92,7 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
             h->weight = t->weight;
             h->priority = t->priority;
             h->locality = t->locality;
+            h->lb_meta = sharp_lbmeta_dup(t->lb_meta);
             atomic_init(&h->health_flags, t->health_flags);
         }
         out[n++] = h;

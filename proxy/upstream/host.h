@@ -39,6 +39,10 @@ typedef struct sharp_host {
     uint32_t weight;               /* load_balancing_weight, >= 1 */
     uint32_t priority;             /* locality priority */
     uint32_t locality;             /* interned (region, zone, sub_zone), upstream/zone_lb.h; 0: none */
+    /* the endpoint's filter_metadata["envoy.lb"] in canonical form
+     * (upstream/subset.h), NULL without; read and replaced on the main
+     * thread only (workers see subsets, not metadata) */
+    struct sharp_lbmeta *lb_meta;
     /* Position in the cluster's newest host set (cluster.h), rewritten by
      * the main thread when a DNS cluster publishes a new set; a worker that
      * still uses an older set checks it (sharp_cluster_pool). */

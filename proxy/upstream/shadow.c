@@ -263,7 +263,7 @@ static sharp_host_t *choose_host(const sharp_shadow_args_t *a, sharp_cluster_loc
         return a->shard_key ? sharp_shard_lb_choose(c->shuffle_shard, &cl->lb, a->shard_key, a->shard_key_len, NULL,
                                                     0, a->worker->stats)
                             : NULL;
-    return sharp_lb_choose(&cl->lb);
+    return sharp_cluster_choose(cl, false, NULL, 0);
 }
 
 sharp_shadow_t *sharp_shadow_start(const sharp_shadow_args_t *a, sharp_shadow_t **handle)
