@@ -428,6 +428,19 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
     }
     if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
         sharp_headers_set_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http"); /* TLS */
+    /* HTTP/1's :scheme, unless an absolute URL gave it: the sanitized
+     * x-forwarded-proto when it is http or https, else the connection's
+     * encryption (Envoy's docs, "HTTP header manipulation: :scheme") */
+    if (s->info.protocol && strncmp(s->info.protocol, "HTTP/1", 6) == 0 && !s->scheme_from_url &&
+        sharp_headers_get_cstr(h, ":scheme", NULL)) {
+        sharp_str_t xfp;
+        const char *scheme = s->info.downstream_tls ? "https" : "http";
+        if (sharp_headers_get_cstr(h, "x-forwarded-proto", &xfp)) {
+            if (xfp.len == 5 && strncasecmp(xfp.p, "https", 5) == 0) scheme = "https";
+            else if (xfp.len == 4 && strncasecmp(xfp.p, "http", 4) == 0) scheme = "http";
+        }
+        sharp_headers_set_cstr(h, ":scheme", scheme);
+    }
     /* scheme_header_transformation.scheme_to_overwrite */
     if (hcm->scheme_to_set) {
         sharp_headers_set_cstr(h, ":scheme", hcm->scheme_to_set);

@@ -531,6 +531,7 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     const char *path = url;
     size_t plen = ulen;
     sharp_str_t authority = {NULL, 0};
+    const char *scheme = "http"; /* until the connection manager knows x-forwarded-proto */
     if (connect) {
         /* the target is the authority, host:port and nothing else (Envoy
          * parses it as http_parser's CONNECT URL); it replaces Host */
@@ -546,6 +547,23 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
             conn_protocol_error(c, 400, "Bad Request");
             return -1;
         }
+        /* Envoy takes :scheme from an absolute URL, and refuses a scheme
+         * other than http and https, or https over a plaintext connection
+         * (a request cannot claim an encryption it did not have) */
+        size_t sl = (size_t)(sep - url);
+        if (sl == 4 && strncasecmp(url, "http", 4) == 0) {
+            scheme = "http";
+        } else if (sl == 5 && strncasecmp(url, "https", 5) == 0) {
+            if (!s->info.downstream_tls) {
+                conn_protocol_error_ex(c, 400, "Bad Request", "http1.https_url_on_plaintext_connection");
+                return -1;
+            }
+            scheme = "https";
+        } else {
+            conn_protocol_error_ex(c, 400, "Bad Request", "http1.invalid_scheme");
+            return -1;
+        }
+        s->scheme_from_url = true;
         const char *a = sep + 3;
         const char *slash = strchr(a, '/');
         authority = (sharp_str_t){a, slash ? (size_t)(slash - a) : strlen(a)};
@@ -578,7 +596,7 @@ static int h1_request_head(sharp_conn_t *c, sharp_stream_t *s, llhttp_t *p)
     sharp_headers_add(h, ":method", 7, method, strlen(method));
     if (!connect) sharp_headers_add(h, ":path", 5, path, plen);
     sharp_headers_add(h, ":authority", 10, hostbuf, hlen);
-    if (!connect) sharp_headers_add(h, ":scheme", 7, "http", 4);
+    if (!connect) sharp_headers_add(h, ":scheme", 7, scheme, strlen(scheme));
     uint32_t npseudo = h->n - before;
     sharp_header_entry_t pseudo[4];
     memcpy(pseudo, &h->e[before], npseudo * sizeof pseudo[0]);

@@ -79,6 +79,10 @@ struct sharp_stream {
      * accepted it (upgrade_configs); the upstream's 101 went downstream and
      * bytes now flow both ways unframed. */
     bool upgrade_request;
+    /* HTTP/1: :scheme came from an absolute-form URL; otherwise the
+     * connection manager sets it from x-forwarded-proto once that is
+     * sanitized, as Envoy does */
+    bool scheme_from_url;
     bool upgrade_accepted;
     bool upgraded;
     /* a CONNECT request (no :path, :authority is the target): an upgrade of

@@ -132,3 +132,47 @@ def test_corpus_proxy_config_validates():
     assert "scheme_header_transformation" in text
     rc, out = validate_config(text)
     assert rc == 0, out
+
+
+def raw_h1(port, request):
+    """Sends one raw HTTP/1.1 request; the response's status line and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep and b"content-length:" in head.lower():
+                n = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                if len(body) >= n:
+                    return head.split(b"\r\n", 1)[0].decode(), body[:n]
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head.split(b"\r\n", 1)[0].decode(), body
+
+
+def test_http1_scheme(procs):
+    """HTTP/1's :scheme as Envoy sets it: from the sanitized
+    x-forwarded-proto (a trusted client's when it is http or https, else
+    the connection's encryption), or from an absolute URL, whose scheme
+    must be http, or https on an encrypted connection (400 otherwise)."""
+    up = H2UP.upstream(procs)
+    port = start(procs, up, cluster_extra=H2UP.cluster)
+    s, _, b = H1.request(port, "/echo")
+    assert s == 200 and seen(b)[":scheme"] == "http"
+    s, _, b = H1.request(port, "/echo", headers={"x-forwarded-proto": "https"})
+    assert s == 200 and seen(b)[":scheme"] == "https" and seen(b)["x-forwarded-proto"] == "https"
+    s, _, b = H1.request(port, "/echo", headers={"x-forwarded-proto": "gopher"})
+    assert s == 200 and seen(b)[":scheme"] == "http"
+    status, body = raw_h1(port, b"GET http://x/echo HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert " 200 " in status and seen(body)[":scheme"] == "http"
+    status, _ = raw_h1(port, b"GET https://x/echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert " 400 " in status, status
+    status, _ = raw_h1(port, b"GET ftp://x/echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert " 400 " in status, status
+    # use_remote_address (an edge): the client's x-forwarded-proto is replaced
+    port = start(procs, up, "use_remote_address: true\n", cluster_extra=H2UP.cluster)
+    s, _, b = H1.request(port, "/echo", headers={"x-forwarded-proto": "https"})
+    assert s == 200 and seen(b)[":scheme"] == "http" and seen(b)["x-forwarded-proto"] == "http"
