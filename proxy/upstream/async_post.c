@@ -223,6 +223,23 @@ void sharp_async_post_head(sharp_headers_t *h, const char *path, const char *aut
     sharp_headers_add_cstr(h, "content-type", content_type);
 }
 
+/* What a request and a stream share as they start: the headers of an
+ * internal request of this proxy (as Envoy's async client sends them), the
+ * timer, the worker's list, and the cluster's and host's request counts. */
+static void post_start(post_t *p, sharp_worker_t *w, sharp_cluster_t *c, sharp_host_t *host)
+{
+    sharp_headers_add_cstr(&p->h, "x-envoy-internal", "true");
+    sharp_headers_add_cstr(&p->h, "x-forwarded-for", sharp_local_address());
+    uv_timer_init(&w->loop, &p->timer);
+    p->timer.data = p;
+    sharp_dlist_init(&p->link);
+    sharp_dlist_push(&w->async_posts, &p->link);
+    sharp_counter_inc(w->stats, c->st.rq_total);
+    sharp_gauge_add(w->stats, c->st.rq_active, 1);
+    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
+}
+
 bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protocol, sharp_headers_t *h,
                       sharp_sbuf_t *body, uint64_t timeout_ms, const sharp_async_post_counts_t *counts,
                       const char *what)
@@ -261,17 +278,7 @@ bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protoc
     char len[24];
     snprintf(len, sizeof len, "%zu", p->body.len);
     sharp_headers_set_cstr(&p->h, "content-length", len);
-    /* as Envoy's async client: an internal request of this proxy */
-    sharp_headers_add_cstr(&p->h, "x-envoy-internal", "true");
-    sharp_headers_add_cstr(&p->h, "x-forwarded-for", sharp_local_address());
-    uv_timer_init(&w->loop, &p->timer);
-    p->timer.data = p;
-    sharp_dlist_init(&p->link);
-    sharp_dlist_push(&w->async_posts, &p->link);
-    sharp_counter_inc(w->stats, c->st.rq_total);
-    sharp_gauge_add(w->stats, c->st.rq_active, 1);
-    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
+    post_start(p, w, c, host);
     if (timeout_ms) uv_timer_start(&p->timer, on_timeout, timeout_ms, 0);
     sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, protocol);
     if (!sharp_pool_acquire(pool, &p->ureq, &post_cbs, p)) {
@@ -315,16 +322,7 @@ sharp_async_stream_t *sharp_async_stream_open(sharp_worker_t *w, const char *clu
     p->closed = closed;
     p->closed_arg = arg;
     snprintf(p->what, sizeof p->what, "%s", what);
-    sharp_headers_add_cstr(&p->h, "x-envoy-internal", "true");
-    sharp_headers_add_cstr(&p->h, "x-forwarded-for", sharp_local_address());
-    uv_timer_init(&w->loop, &p->timer);
-    p->timer.data = p;
-    sharp_dlist_init(&p->link);
-    sharp_dlist_push(&w->async_posts, &p->link);
-    sharp_counter_inc(w->stats, c->st.rq_total);
-    sharp_gauge_add(w->stats, c->st.rq_active, 1);
-    atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
+    post_start(p, w, c, host);
     sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, protocol);
     /* a failure inside the acquire (or an overflow) is this call's NULL,
      * not a callback */
