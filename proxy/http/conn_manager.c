@@ -1276,6 +1276,9 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     s->routes = NULL;
     sharp_sbuf_free(&s->dec_buf);
     sharp_sbuf_free(&s->enc_buf);
+    sharp_small_free(s->details_copy);
+    s->details_copy = NULL;
+    s->info.response_code_details = NULL;
     sharp_deadline_stop(&s->defer);
     uv_timer_stop(&s->request_timer);
     uv_timer_stop(&s->duration_timer);

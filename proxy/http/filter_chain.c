@@ -14,6 +14,7 @@
  * answers SHARP_FILTER_CONSUMED and passes its own data on from the next
  * filter; encode_data's STOP is otherwise advisory (response data always
  * flows: no built-in filter needs to hold a response body yet). */
+#include "small.h"
 #include "http/conn_internal.h"
 #include "http/filter.h"
 #include "http/grpc.h"
@@ -985,6 +986,17 @@ void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const
     local_reply(f, status, body, body ? strlen(body) : 0, response_flag, details, headers, ops);
 }
 
+/* The stream's copy of a filter's details (stream.h's details_copy). */
+static const char *keep_details(sharp_stream_t *s, const char *details)
+{
+    size_t n = strlen(details) + 1;
+    char *copy = sharp_small_alloc(n);
+    memcpy(copy, details, n);
+    sharp_small_free(s->details_copy);
+    s->details_copy = copy;
+    return copy;
+}
+
 static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, size_t blen, uint32_t response_flag,
                         const char *details, const char *const *headers, const sharp_header_ops_t *ops)
 {
@@ -993,7 +1005,7 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
     sharp_debug(http, "[C%llu][S%llu] Sending local reply with details %s (status %u, from %s)", s->conn_id,
                 s->id, details ? details : "-", status, f->factory->name);
     s->info.response_flags |= response_flag;
-    if (details) s->info.response_code_details = details;
+    if (details) s->info.response_code_details = keep_details(s, details);
     if (s->response_started) {
         sharp_stream_reset(s, 0);
         return;
@@ -1066,7 +1078,7 @@ void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const c
     if (s->destroyed || s->response_started || s->enc_stopped) return;
     sharp_debug(http, "[C%llu][S%llu] %s answers with headers only (%s)", s->conn_id, s->id, f->factory->name,
                 details ? details : "-");
-    if (details) s->info.response_code_details = details;
+    if (details) s->info.response_code_details = keep_details(s, details);
     /* the request ends here, as after a local reply: its data goes no
      * further */
     s->local_reply = true;

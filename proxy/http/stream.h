@@ -83,6 +83,10 @@ struct sharp_stream {
      * connection manager sets it from x-forwarded-proto once that is
      * sanitized, as Envoy does */
     bool scheme_from_url;
+    /* the response code details a filter gave (its own copy: a filter may
+     * build them in a buffer of its own, and the access log reads them
+     * after that filter's call has returned) */
+    char *details_copy;
     bool upgrade_accepted;
     bool upgraded;
     /* a CONNECT request (no :path, :authority is the target): an upgrade of

@@ -402,7 +402,7 @@ void sharp_lbmeta_merge_dynamic(const sharp_lbmeta_t *base, const struct sharp_m
         dcur = dnext;
         if (c == 0) ha = next_field(a, al, &ap, &fa);
     }
-    memmove(out->data, out->data + dl, out->len - dl);
+    if (out->len > dl) memmove(out->data, out->data + dl, out->len - dl); /* data is NULL when nothing was added */
     out->len -= dl;
 }
 
