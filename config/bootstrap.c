@@ -1295,6 +1295,7 @@ static int attach_net_rbacs(sharp_hcm_config_t *h, sharp_net_rbac_t **r, uint32_
     if (n) {
         h->net_rbac = (struct sharp_net_rbac **)r;
         h->nnet_rbac = n;
+        for (uint32_t i = 0; i < n; i++) h->net_rbac_continuous |= sharp_net_rbac_continuous(r[i]);
     } else {
         free(r);
     }

@@ -178,6 +178,7 @@ typedef struct sharp_hcm_config {
      * once they allow the connection */
     struct sharp_net_rbac **net_rbac;
     uint32_t nnet_rbac;
+    bool net_rbac_continuous; /* one of them checks every data, not only the first */
 } sharp_hcm_config_t;
 
 /* Where a listener, or one filter chain of it, is in a listener update

@@ -61,7 +61,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, const char *a, co
 bool sharp_stats_filter_exact(const char *filter, char *lit, size_t cap)
 {
     size_t n = strlen(filter), k = 0;
-    if (n < 3 || filter[0] != '^' || filter[n - 1] != '$' || (n >= 3 && filter[n - 2] == '\\')) return false;
+    if (n < 3 || filter[0] != '^' || filter[n - 1] != '$' || filter[n - 2] == '\\') return false;
     for (size_t i = 1; i < n - 1; i++) {
         char c = filter[i];
         if (c == '\\') {

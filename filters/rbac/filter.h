@@ -26,6 +26,8 @@ void sharp_net_rbac_free(sharp_net_rbac_t *r);
  * the connection has none); in->metadata then points at it for the rules,
  * as Envoy's rules see the shadow result there. */
 struct sharp_dynamic_metadata;
+/* Whether the filter checks every data (CONTINUOUS), not only the first. */
+bool sharp_net_rbac_continuous(const sharp_net_rbac_t *r);
 bool sharp_net_rbac_on_data(const sharp_net_rbac_t *r, sharp_stats_shard_t *sh, sharp_rbac_input_t *in,
                             struct sharp_dynamic_metadata **md, bool first);
 

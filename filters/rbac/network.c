@@ -97,6 +97,11 @@ static void set_md(sharp_dynamic_metadata_t **md, const char *key, const char *v
     sharp_dynamic_metadata_set(md, MD_NS, strlen(MD_NS), key, strlen(key), &v);
 }
 
+bool sharp_net_rbac_continuous(const sharp_net_rbac_t *r)
+{
+    return r->continuous;
+}
+
 bool sharp_net_rbac_on_data(const sharp_net_rbac_t *r, sharp_stats_shard_t *sh, sharp_rbac_input_t *in,
                             sharp_dynamic_metadata_t **md, bool first)
 {

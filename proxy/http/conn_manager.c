@@ -415,7 +415,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 bool sharp_conn_net_rbac_allows(sharp_conn_t *c)
 {
     const sharp_hcm_config_t *h = HCM(c);
-    if (!h->nnet_rbac) return true;
+    /* after the first data only CONTINUOUS filters look again: no input
+     * to build for every read */
+    if (!h->nnet_rbac || (c->net_rbac_checked && !h->net_rbac_continuous)) return true;
     bool first = !c->net_rbac_checked;
     c->net_rbac_checked = true;
     const sharp_downstream_tls_info_t *tls = sharp_conn_tls_info(c);

@@ -432,15 +432,15 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
     /* HTTP/1's :scheme, unless an absolute URL gave it: the sanitized
      * x-forwarded-proto when it is http or https, else the connection's
      * encryption (Envoy's docs, "HTTP header manipulation: :scheme") */
+    sharp_str_t cur, xfp;
     if (s->info.protocol && strncmp(s->info.protocol, "HTTP/1", 6) == 0 && !s->scheme_from_url &&
-        sharp_headers_get_cstr(h, ":scheme", NULL)) {
-        sharp_str_t xfp;
-        const char *scheme = s->info.downstream_tls ? "https" : "http";
-        if (sharp_headers_get_cstr(h, "x-forwarded-proto", &xfp)) {
-            if (xfp.len == 5 && strncasecmp(xfp.p, "https", 5) == 0) scheme = "https";
-            else if (xfp.len == 4 && strncasecmp(xfp.p, "http", 4) == 0) scheme = "http";
-        }
-        sharp_headers_set_cstr(h, ":scheme", scheme);
+        sharp_headers_get_cstr(h, ":scheme", &cur) && sharp_headers_get_cstr(h, "x-forwarded-proto", &xfp)) {
+        const char *scheme = xfp.len == 5 && strncasecmp(xfp.p, "https", 5) == 0  ? "https"
+                             : xfp.len == 4 && strncasecmp(xfp.p, "http", 4) == 0 ? "http"
+                             : s->info.downstream_tls                              ? "https"
+                                                                                   : "http";
+        /* the codec's placeholder is "http": most requests keep it */
+        if (!sharp_str_eq(cur, scheme, strlen(scheme))) sharp_headers_set_cstr(h, ":scheme", scheme);
     }
     /* scheme_header_transformation.scheme_to_overwrite */
     if (hcm->scheme_to_set) {

@@ -354,7 +354,7 @@ static void request_head_done(sharp_conn_t *c, sharp_stream_t *s, bool end_strea
         sharp_headers_set(h, "upgrade", 7, proto, plen);
         sharp_headers_set_cstr(h, "connection", "upgrade");
         if (proto != local) free(proto);
-        s->upgrade_request = s->extended_connect = true;
+        s->upgrade_request = true;
     } else if (sharp_str_eq(method, "CONNECT", 7)) {
         /* a CONNECT (RFC 9113 section 8.5: :method and :authority only,
          * nghttp2 checked it; or an extended one whose :protocol is empty
@@ -655,10 +655,7 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     /* the stream's code stays 101, as Envoy's connection manager saw it
      * (access log, stats): only the wire has 200 */
     s->info.response_code = code;
-    if (upgrade && code == 101) {
-        code = 200;
-        if (s->extended_connect && !end_stream) s->upgraded = true;
-    }
+    if (upgrade && code == 101) code = 200;
     s->response_started = true;
     /* disable_http_keepalive (Envoy's encodeHeaders): over HTTP/2 the drain
      * starts, its GOAWAY ahead of this response */

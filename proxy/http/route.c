@@ -573,13 +573,8 @@ const void *sharp_route_filter_config(const sharp_route_table_t *t, const sharp_
                                       const sharp_weighted_cluster_t *wc, const char *name,
                                       const struct sharp_filter_factory *factory)
 {
-    const sharp_per_filter_configs_t *levels[4];
-    int n = name ? per_filter_levels(t, vh, r, wc, levels) : 0;
-    for (int i = 0; i < n; i++) {
-        const sharp_per_filter_t *e = per_filter_find(levels[i], name);
-        if (e && e->config && e->factory == factory) return e->config;
-    }
-    return NULL;
+    const void *most_specific;
+    return sharp_route_filter_configs(t, vh, r, wc, name, factory, &most_specific, 1) ? most_specific : NULL;
 }
 
 uint32_t sharp_route_filter_configs(const sharp_route_table_t *t, const sharp_vhost_t *vh, const sharp_route_t *r,

@@ -92,10 +92,6 @@ struct sharp_stream {
     /* a CONNECT request (no :path, :authority is the target): an upgrade of
      * type "CONNECT" whose 2xx answer starts the tunnel */
     bool is_connect;
-    /* an HTTP/2 extended CONNECT (RFC 8441, :protocol): taken as the
-     * HTTP/1.1 upgrade it stands for (GET, Upgrade: the protocol,
-     * Connection: upgrade), and its upgrade answer (101) goes back as 200 */
-    bool extended_connect;
     bool reset_local; /* the proxy reset the stream (sharp_codec_reset) */
     /* tracing (http/tracing.h): the span, NULL without one; the route
      * decorator's operation while it may still go out in

@@ -46,32 +46,32 @@ static void free_post(uv_handle_t *h)
 
 static void stream_close_due(uv_timer_t *t);
 
-static void finish(post_t *p)
+/* The request's end, as post_start began it: its pool request, its
+ * counts and its buffers go (the handle separately). */
+static void release_request(post_t *p)
 {
-    if (p->done) return;
-    if (p->stream && p->closed && !p->opening) {
-        /* a stream's end reaches its owner from the loop: the request's
-         * resources go now, the handle with the callback */
-        p->done = true;
-        p->closing = true;
-        sharp_pool_cancel(&p->ureq);
-        p->cx = NULL;
-        atomic_fetch_sub_explicit(&p->host->active_rq, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&p->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1, memory_order_relaxed);
-        sharp_gauge_add(p->w->stats, p->c->st.rq_active, -1);
-        sharp_headers_free(&p->h);
-        sharp_sbuf_free(&p->body);
-        uv_timer_start(&p->timer, stream_close_due, 0, 0);
-        return;
-    }
     p->done = true;
     sharp_pool_cancel(&p->ureq);
     atomic_fetch_sub_explicit(&p->host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&p->c->open[SHARP_PRIORITY_DEFAULT].rq_open, 1, memory_order_relaxed);
     sharp_gauge_add(p->w->stats, p->c->st.rq_active, -1);
-    sharp_dlist_remove(&p->link);
     sharp_headers_free(&p->h);
     sharp_sbuf_free(&p->body);
+}
+
+static void finish(post_t *p)
+{
+    if (p->done) return;
+    release_request(p);
+    if (p->stream && p->closed && !p->opening) {
+        /* a stream's end reaches its owner from the loop: the handle goes
+         * with the callback */
+        p->closing = true;
+        p->cx = NULL;
+        uv_timer_start(&p->timer, stream_close_due, 0, 0);
+        return;
+    }
+    sharp_dlist_remove(&p->link);
     uv_timer_stop(&p->timer);
     uv_close((uv_handle_t *)&p->timer, free_post);
 }
@@ -240,41 +240,58 @@ static void post_start(post_t *p, sharp_worker_t *w, sharp_cluster_t *c, sharp_h
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
 }
 
-bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protocol, sharp_headers_t *h,
-                      sharp_sbuf_t *body, uint64_t timeout_ms, const sharp_async_post_counts_t *counts,
-                      const char *what)
+/* The cluster's host and a breaker slot for a new request or stream (the
+ * async client's request: DEFAULT priority, the cluster's breakers), and
+ * its post_t holding the headers; NULL with the reason (*why, *counted:
+ * a host was found, the breaker said no) otherwise, the headers freed. */
+static post_t *post_new(sharp_worker_t *w, const char *cluster, sharp_headers_t *h, const char *what,
+                        sharp_cluster_local_t **cl, const char **why)
 {
-    sharp_cluster_local_t *cl = NULL;
-    sharp_cluster_t *c = w->view ? sharp_view_cluster(w->view, cluster, &cl) : NULL;
-    if (!c || !cl) {
-        sharp_debug(upstream, "%s: cluster '%s' does not exist", what, cluster);
+    sharp_cluster_t *c = w->view ? sharp_view_cluster(w->view, cluster, cl) : NULL;
+    if (!c || !*cl) {
+        *why = "the cluster does not exist";
         sharp_headers_free(h);
-        sharp_sbuf_free(body);
-        return false;
+        return NULL;
     }
-    /* the async client's request: DEFAULT priority, the cluster's breakers */
-    sharp_host_t *host = sharp_cluster_choose(cl, false, NULL, 0);
+    sharp_host_t *host = sharp_cluster_choose(*cl, false, NULL, 0);
     bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
                                                    sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
                                                                         SHARP_CB_MAX_REQUESTS));
     if (!slot) {
         if (host) sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
-        sharp_debug(upstream, "%s to cluster '%s': %s", what, c->name, host ? "breaker full" : "no healthy host");
-        count_success(w, counts, 503); /* the router's 503 */
+        *why = host ? "the circuit breaker is full" : "no healthy host";
         sharp_headers_free(h);
-        sharp_sbuf_free(body);
-        return true;
+        return NULL;
     }
     post_t *p = sharp_calloc(1, sizeof *p);
     p->w = w;
     p->c = sharp_cluster_ref(c);
     p->host = host;
     p->h = *h;
-    p->body = *body;
     *h = (sharp_headers_t){0};
+    snprintf(p->what, sizeof p->what, "%s", what);
+    return p;
+}
+
+bool sharp_async_post(sharp_worker_t *w, const char *cluster, const char *protocol, sharp_headers_t *h,
+                      sharp_sbuf_t *body, uint64_t timeout_ms, const sharp_async_post_counts_t *counts,
+                      const char *what)
+{
+    sharp_cluster_local_t *cl = NULL;
+    const char *why;
+    post_t *p = post_new(w, cluster, h, what, &cl, &why);
+    if (!p) {
+        sharp_debug(upstream, "%s to cluster '%s': %s", what, cluster, why);
+        sharp_sbuf_free(body);
+        if (!cl) return false;
+        count_success(w, counts, 503); /* the router's 503 */
+        return true;
+    }
+    sharp_cluster_t *c = p->c;
+    sharp_host_t *host = p->host;
+    p->body = *body;
     *body = (sharp_sbuf_t){0};
     p->counts = *counts;
-    snprintf(p->what, sizeof p->what, "%s", what);
     char len[24];
     snprintf(len, sizeof len, "%zu", p->body.len);
     sharp_headers_set_cstr(&p->h, "content-length", len);
@@ -295,33 +312,14 @@ sharp_async_stream_t *sharp_async_stream_open(sharp_worker_t *w, const char *clu
                                               const char **why)
 {
     sharp_cluster_local_t *cl = NULL;
-    sharp_cluster_t *c = w->view ? sharp_view_cluster(w->view, cluster, &cl) : NULL;
-    if (!c || !cl) {
-        *why = "the cluster does not exist";
-        sharp_headers_free(h);
-        return NULL;
-    }
-    sharp_host_t *host = sharp_cluster_choose(cl, false, NULL, 0);
-    bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
-                                                   sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
-                                                                        SHARP_CB_MAX_REQUESTS));
-    if (!slot) {
-        if (host) sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
-        *why = host ? "the circuit breaker is full" : "no healthy host";
-        sharp_headers_free(h);
-        return NULL;
-    }
-    post_t *p = sharp_calloc(1, sizeof *p);
-    p->w = w;
-    p->c = sharp_cluster_ref(c);
-    p->host = host;
-    p->h = *h;
-    *h = (sharp_headers_t){0};
+    post_t *p = post_new(w, cluster, h, what, &cl, why);
+    if (!p) return NULL;
+    sharp_cluster_t *c = p->c;
+    sharp_host_t *host = p->host;
     p->stream = true;
     p->limit = buffer_limit;
     p->closed = closed;
     p->closed_arg = arg;
-    snprintf(p->what, sizeof p->what, "%s", what);
     post_start(p, w, c, host);
     sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, host, protocol);
     /* a failure inside the acquire (or an overflow) is this call's NULL,
@@ -332,7 +330,10 @@ sharp_async_stream_t *sharp_async_stream_open(sharp_worker_t *w, const char *clu
     if (!queued) sharp_counter_inc(w->stats, c->st.rq_pending_overflow);
     if (!queued || p->done) {
         *why = !queued ? "the pool is full" : p->why ? p->why : "closed";
-        finish(p); /* no-op when done: the post was finished inside */
+        /* no callback for a stream this call did not return (finish is a
+         * no-op when the post was finished inside) */
+        p->closed = NULL;
+        finish(p);
         return NULL;
     }
     return p;
