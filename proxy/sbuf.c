@@ -71,3 +71,46 @@ void sharp_sbuf_free(sharp_sbuf_t *b)
     free(b->data);
     memset(b, 0, sizeof *b);
 }
+
+static int b64_index(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+bool sharp_sbuf_base64_decode(sharp_sbuf_t *out, const char *s, size_t n)
+{
+    if (!n) return false;
+    if (s[n - 1] == '=') {
+        n--;
+        if (n && s[n - 1] == '=') n--;
+    }
+    if (!n || n % 4 == 1) return false;
+    size_t at = out->len;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_index((unsigned char)s[i]);
+        if (v < 0) {
+            out->len = at;
+            return false;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            char c = (char)((acc >> bits) & 0xff);
+            sharp_sbuf_append(out, &c, 1);
+        }
+    }
+    /* the unused low bits of the last character must be zero */
+    if (acc & ((1u << bits) - 1)) {
+        out->len = at;
+        return false;
+    }
+    return out->len > at;
+}

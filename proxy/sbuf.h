@@ -22,6 +22,12 @@ void sharp_sbuf_json_escape(sharp_sbuf_t *b, const char *s, size_t n);
 /* Keeps a terminating NUL after data (not counted in len). */
 const char *sharp_sbuf_cstr(sharp_sbuf_t *b);
 void sharp_sbuf_reset(sharp_sbuf_t *b);
+/* Appends the decoding of standard base64 as Envoy's
+ * Base64::decodeWithoutPadding reads it (padding optional, at most two
+ * '='; the unused low bits of the last character zero; not one character
+ * alone in its quantum); false, out unchanged, when s is empty or not
+ * such base64. */
+bool sharp_sbuf_base64_decode(sharp_sbuf_t *out, const char *s, size_t n);
 void sharp_sbuf_free(sharp_sbuf_t *b);
 
 #endif

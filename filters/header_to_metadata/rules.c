@@ -6,48 +6,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-static int b64_index(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-bool sharp_h2m_base64_decode(const char *s, size_t n, sharp_sbuf_t *out)
-{
-    if (!n) return false;
-    if (s[n - 1] == '=') {
-        n--;
-        if (n && s[n - 1] == '=') n--;
-    }
-    if (!n || n % 4 == 1) return false;
-    size_t at = out->len;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_index((unsigned char)s[i]);
-        if (v < 0) {
-            out->len = at;
-            return false;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            char c = (char)((acc >> bits) & 0xff);
-            sharp_sbuf_append(out, &c, 1);
-        }
-    }
-    /* the unused low bits of the last character must be zero */
-    if (acc & ((1u << bits) - 1)) {
-        out->len = at;
-        return false;
-    }
-    return out->len > at;
-}
 
 /* absl::SimpleAtod after Envoy's StringUtil::trim: whitespace around, an
  * optional '+' (not "+-"), then what std::from_chars reads in general
@@ -92,7 +50,7 @@ sharp_h2m_result_t sharp_h2m_make_value(const char *s, size_t n, int type, int e
     if (n >= SHARP_H2M_MAX_VALUE_LEN) return SHARP_H2M_TOO_LONG;
     sharp_sbuf_t dec = {0};
     if (encode == SHARP_H2M_ENCODE_BASE64) {
-        if (!sharp_h2m_base64_decode(s, n, &dec)) {
+        if (!sharp_sbuf_base64_decode(&dec, s, n)) {
             sharp_sbuf_free(&dec);
             return SHARP_H2M_BASE64_FAILED;
         }

@@ -48,10 +48,6 @@ typedef enum {
     SHARP_H2M_BAD_VALUE, /* not a number, or not a serialized google.protobuf.Value */
 } sharp_h2m_result_t;
 
-/* Envoy's Base64::decodeWithoutPadding: the standard alphabet, up to two
- * '=' at the end, the unused bits of the last character zero. False (and
- * nothing appended) for invalid input or an empty result. */
-bool sharp_h2m_base64_decode(const char *s, size_t n, sharp_sbuf_t *out);
 
 /* Envoy's addMetadata without the map: the value s[0..n) (not empty)
  * decoded as `encode` and converted to `type`. */

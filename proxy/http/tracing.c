@@ -774,51 +774,12 @@ void sharp_sw_base64(sharp_sbuf_t *out, const char *p, size_t n)
     }
 }
 
-static int b64_value(unsigned char c)
-{
-    const char *at = c ? strchr(b64_chars, c) : NULL;
-    return at ? (int)(at - b64_chars) : -1;
-}
-
 char *sharp_sw_base64_decode(const char *p, size_t n)
 {
-    /* at most two '=' at the end; the rest all base64, its unused low bits
-     * zero, and not one character alone in its quantum */
-    if (n && p[n - 1] == '=') {
-        n--;
-        if (n && p[n - 1] == '=') n--;
-    }
-    if (n % 4 == 1) return sharp_strdup("");
-    char *out = sharp_calloc(1, n / 4 * 3 + 3);
-    size_t o = 0;
-    uint32_t acc = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value((unsigned char)p[i]);
-        if (v < 0) {
-            free(out);
-            return sharp_strdup("");
-        }
-        acc = acc << 6 | (uint32_t)v;
-        if (i % 4 == 3) {
-            out[o++] = (char)(acc >> 16);
-            out[o++] = (char)(acc >> 8);
-            out[o++] = (char)acc;
-            acc = 0;
-        }
-    }
-    if (n % 4 == 2) {
-        if (acc & 0xf) goto invalid;
-        out[o++] = (char)(acc >> 4);
-    } else if (n % 4 == 3) {
-        if (acc & 0x3) goto invalid;
-        out[o++] = (char)(acc >> 10);
-        out[o++] = (char)(acc >> 2);
-    }
-    out[o] = '\0';
+    sharp_sbuf_t b = {0};
+    char *out = sharp_sbuf_base64_decode(&b, p, n) ? sharp_strndup(b.data, b.len) : sharp_strdup("");
+    sharp_sbuf_free(&b);
     return out;
-invalid:
-    free(out);
-    return sharp_strdup("");
 }
 
 /* std::stoi: blanks, a sign, digits (at least one), anything after; an

@@ -24,7 +24,7 @@ static char *b64(const char *in, bool *ok)
 {
     static sharp_sbuf_t b;
     sharp_sbuf_reset(&b);
-    *ok = sharp_h2m_base64_decode(in, strlen(in), &b);
+    *ok = sharp_sbuf_base64_decode(&b, in, strlen(in));
     return *ok ? sharp_strndup(b.data, b.len) : NULL;
 }
 
