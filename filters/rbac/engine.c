@@ -255,9 +255,10 @@ static int permission_from(const Envoy__Config__Rbac__V3__Permission *pb, const 
 static int principal_from(const Envoy__Config__Rbac__V3__Principal *pb, const char *path, matcher_t *m, char *err,
                           size_t errlen, unsigned depth);
 
-static int permission_set(Envoy__Config__Rbac__V3__Permission *const *rules, size_t n, const char *path,
-                          const char *field, matcher_kind_t kind, matcher_t *m, char *err, size_t errlen,
-                          unsigned depth)
+/* An and/or node over a list of permissions (principals false) or
+ * principals: at least one item, as Envoy's validation requires. */
+static int rule_set(const void *const *items, size_t n, bool principals, const char *path, const char *field,
+                    matcher_kind_t kind, matcher_t *m, char *err, size_t errlen, unsigned depth)
 {
     char p[512];
     m->kind = kind;
@@ -269,28 +270,25 @@ static int permission_set(Envoy__Config__Rbac__V3__Permission *const *rules, siz
     m->n = (uint32_t)n;
     for (size_t i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s.%s[%zu]", path, field, i);
-        if (permission_from(rules[i], p, &m->sub[i], err, errlen, depth + 1) < 0) return -1;
+        int rc = principals ? principal_from(items[i], p, &m->sub[i], err, errlen, depth + 1)
+                            : permission_from(items[i], p, &m->sub[i], err, errlen, depth + 1);
+        if (rc < 0) return -1;
     }
     return 0;
+}
+
+static int permission_set(Envoy__Config__Rbac__V3__Permission *const *rules, size_t n, const char *path,
+                          const char *field, matcher_kind_t kind, matcher_t *m, char *err, size_t errlen,
+                          unsigned depth)
+{
+    return rule_set((const void *const *)rules, n, false, path, field, kind, m, err, errlen, depth);
 }
 
 static int principal_set(Envoy__Config__Rbac__V3__Principal *const *ids, size_t n, const char *path,
                          const char *field, matcher_kind_t kind, matcher_t *m, char *err, size_t errlen,
                          unsigned depth)
 {
-    char p[512];
-    m->kind = kind;
-    if (n == 0) {
-        snprintf(p, sizeof p, "%s.%s", path, field);
-        return fail(err, errlen, p, "value must contain at least 1 item(s)");
-    }
-    m->sub = sharp_calloc(n, sizeof *m->sub);
-    m->n = (uint32_t)n;
-    for (size_t i = 0; i < n; i++) {
-        snprintf(p, sizeof p, "%s.%s[%zu]", path, field, i);
-        if (principal_from(ids[i], p, &m->sub[i], err, errlen, depth + 1) < 0) return -1;
-    }
-    return 0;
+    return rule_set((const void *const *)ids, n, true, path, field, kind, m, err, errlen, depth);
 }
 
 static int permission_from(const Envoy__Config__Rbac__V3__Permission *pb, const char *path, matcher_t *m, char *err,
