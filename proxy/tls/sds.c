@@ -628,19 +628,28 @@ static int rebuild(provider_t *p, char *err, size_t errlen)
     sds->rebuilding = false;
     sds->nused = 0;
     sds->pending = false;
+    if (rc < 0) {
+        for (size_t i = 0; i < sds->nconsumers; i++)
+            if (fresh[i]) sharp_tls_ctx_unref(fresh[i]);
+        free(fresh);
+        return rc;
+    }
+    /* every slot swapped before anything is logged or counted, so the
+     * listeners sharing a secret change it (nearly) together */
+    bool *first = sharp_calloc(sds->nconsumers ? sds->nconsumers : 1, sizeof *first);
     for (size_t i = 0; i < sds->nconsumers; i++) {
         if (!fresh[i]) continue;
-        if (rc < 0) {
-            sharp_tls_ctx_unref(fresh[i]);
-            continue;
-        }
+        first[i] = !sharp_tls_slot_get(sds->consumers[i]->slot);
+        sharp_tls_slot_set(sds->consumers[i]->slot, fresh[i]);
+    }
+    for (size_t i = 0; i < sds->nconsumers; i++) {
+        if (!fresh[i]) continue;
         consumer_t *c = sds->consumers[i];
-        bool first = !sharp_tls_slot_get(c->slot);
-        sharp_tls_slot_set(c->slot, fresh[i]);
         if (c->updated) counter_inc(sds, c->updated);
-        if (first) sharp_info(config, "%s: TLS context built: secret '%s' came", c->what, p->name);
+        if (first[i]) sharp_info(config, "%s: TLS context built: secret '%s' came", c->what, p->name);
         else sharp_info(config, "%s: TLS context rebuilt with secret '%s'", c->what, p->name);
     }
+    free(first);
     free(fresh);
     return rc;
 }
