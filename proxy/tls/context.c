@@ -648,6 +648,14 @@ sharp_tls_ctx_t *sharp_tls_ctx_create(sharp_tls_config_t *cfg, char *err, size_t
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (set_ciphers(ctx, cfg->cipher_list, err, errlen) < 0) goto bad;
+    /* TLS 1.3's suites are not configurable in Envoy: BoringSSL's own
+     * order, AES-128-GCM first, then AES-256-GCM and ChaCha20-Poly1305
+     * (OpenSSL's default puts AES-256-GCM first, some 40% more CPU per
+     * byte than AES-128-GCM for the same security level Envoy gives). */
+    if (SSL_CTX_set_ciphersuites(ctx, SHARP_TLS13_CIPHERSUITES) != 1) {
+        fail(err, errlen, "Failed to initialize TLS 1.3 cipher suites %s", SHARP_TLS13_CIPHERSUITES);
+        goto bad;
+    }
     if (SSL_CTX_set1_groups_list(ctx, cfg->curves) != 1) {
         fail(err, errlen, "Failed to initialize ECDH curves %s", cfg->curves);
         goto bad;
@@ -701,7 +709,10 @@ sharp_tls_ctx_t *sharp_tls_ctx_create(sharp_tls_config_t *cfg, char *err, size_t
             goto bad;
         }
         if (cfg->alpn) SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, x);
-        if (!cfg->prefer_client_ciphers) SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+        /* with its own order, a client that lists ChaCha20-Poly1305 first
+         * (one without AES instructions) gets it, as BoringSSL decides */
+        if (!cfg->prefer_client_ciphers)
+            SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
         /* OpenSSL reads a timeout of 0 as "its default"; a session that
          * lasts 0 seconds is one never resumed. */
         bool zero_timeout = cfg->has_session_timeout && cfg->session_timeout_s == 0;

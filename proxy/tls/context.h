@@ -35,6 +35,10 @@
 
 typedef struct sharp_tls_ctx sharp_tls_ctx_t;
 
+/* The TLS 1.3 suites every context offers, in BoringSSL's order (Envoy's:
+ * its cipher_suites apply to TLS 1.2 and below only). */
+#define SHARP_TLS13_CIPHERSUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 /* Where a filter chain or a cluster keeps its context: the current one,
  * which the main thread replaces when a secret rotates (tls/sds.h). A
  * worker loads it with one atomic load and no lock, and may use the

@@ -134,7 +134,7 @@ def test_http1_and_http2_by_alpn_with_stats(procs, upstream, pki):
     assert stat(t.admin, "http.ingress_http.downstream_cx_http1_total") == 1
     assert stat(t.admin, "http.ingress_http.downstream_cx_http2_total") == 1
     assert ssl_stat(t, "versions.TLSv1.3") == 2
-    assert ssl_stat(t, "ciphers.TLS_AES_256_GCM_SHA384") == 2
+    assert ssl_stat(t, "ciphers.TLS_AES_128_GCM_SHA256") == 2
     assert ssl_stat(t, "curves.X25519") == 2
     assert ssl_stat(t, "no_certificate") == 2
     assert ssl_stat(t, "connection_error") == 0
@@ -194,6 +194,25 @@ def test_ecdsa_and_rsa_certificates_follow_the_client(procs, upstream, pki):
     assert "CN = rsa www" in out and "Verify return code: 0 (ok)" in out, out
 
 
+def test_tls13_suites_in_boringssls_order(procs, upstream, pki):
+    """TLS 1.3's suites are Envoy's (BoringSSL's): AES-128-GCM before
+    AES-256-GCM whatever the client's order, ChaCha20-Poly1305 for a
+    client that lists it first (no AES instructions), and a client that
+    offers one suite only gets it; cipher_suites (TLS 1.2) leaves them be."""
+    ctx = tls_context(pki)
+    ctx["common_tls_context"]["tls_params"] = {"cipher_suites": ["ECDHE-RSA-AES256-GCM-SHA384"]}
+    t = start(procs, upstream, pki, ctx=ctx)
+    want = {"TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256": "TLS_AES_128_GCM_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256": "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_AES_256_GCM_SHA384": "TLS_AES_256_GCM_SHA384"}
+    for offer, suite in want.items():
+        out = s_client(t, "-ciphersuites", offer, data=b"")
+        assert f"Cipher is {suite}" in out, (offer, out)
+    out = s_client(t, "-tls1_2", data=b"")
+    assert "Cipher is ECDHE-RSA-AES256-GCM-SHA384" in out, out
+    wait_ssl_stat(t, "ciphers.TLS_AES_128_GCM_SHA256", 1)
+
+
 def test_sni_selects_the_certificate_and_is_logged(procs, upstream, pki):
     al, path = file_access_log("%REQUESTED_SERVER_NAME% %DOWNSTREAM_LOCAL_SUBJECT%\\n")
     t = start(procs, upstream, pki, certs=("rsa", "other"), hcm_extra=al)
@@ -219,7 +238,7 @@ def test_mutual_tls_accepted_and_logged(procs, upstream, pki):
     r = curl(t, "/", "--tls-max", "1.2", "--cert", f"{pki}/client.crt", "--key", f"{pki}/client.key")
     assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
     lines = sorted(log_lines(path, 2), key=lambda ln: "TLSv1.3" not in ln)  # two workers: in any order
-    assert lines[0] == "spiffe://example/client|O=Example,CN=client|TLSv1.3|TLS_AES_256_GCM_SHA384|" + HOST, lines
+    assert lines[0] == "spiffe://example/client|O=Example,CN=client|TLSv1.3|TLS_AES_128_GCM_SHA256|" + HOST, lines
     assert lines[1] == ("spiffe://example/client|O=Example,CN=client|TLSv1.2|ECDHE-RSA-AES128-GCM-SHA256|"
                         + HOST), lines
     wait_ssl_stat(t, "handshake", 2)
