@@ -1505,6 +1505,21 @@ static bool fc_match_empty(const sharp_fc_match_t *m)
            !m->nsource_prefix_ranges && !m->nsource_ports;
 }
 
+/* The listener stats Envoy's ActiveListenerImplBase registers for every
+ * listener, a UDP one's too (whose connection counters stay 0). */
+static void listener_stats(build_ctx_t *b, sharp_listener_config_t *l)
+{
+    sharp_stats_t *s = b->srv->stats;
+    l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
+    l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
+    l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
+    l->cx_global_overflow = sharp_stats_counterf(s, "listener.%s.downstream_global_cx_overflow", l->stat_name);
+    l->cx_overload_reject = sharp_stats_counterf(s, "listener.%s.downstream_cx_overload_reject", l->stat_name);
+    l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
+                                             l->stat_name);
+    l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
+}
+
 static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
                           sharp_listener_config_t *l, const char *path)
 {
@@ -1519,6 +1534,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         char epath[1024], emsg[1024];
         if (sharp_config_udp_listener(l, pb, path, b->srv->stats, epath, sizeof epath, emsg, sizeof emsg) < 0)
             return fail(b, epath, "%s", emsg);
+        listener_stats(b, l);
         return 0;
     }
     if (pb->udp_listener_config) {
@@ -1557,15 +1573,8 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         l->chains[i]->hcm->bypass_overload_manager = pb->bypass_overload_manager;
     l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
     l->bypass_overload_manager = pb->bypass_overload_manager;
+    listener_stats(b, l);
     sharp_stats_t *s = b->srv->stats;
-    l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
-    l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
-    l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
-    l->cx_global_overflow = sharp_stats_counterf(s, "listener.%s.downstream_global_cx_overflow", l->stat_name);
-    l->cx_overload_reject = sharp_stats_counterf(s, "listener.%s.downstream_cx_overload_reject", l->stat_name);
-    l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
-                                             l->stat_name);
-    l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
         if (l->chains[i]->tls) l->has_tls = true;
     if (l->has_tls) {

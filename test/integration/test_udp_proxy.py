@@ -184,6 +184,9 @@ def test_relay_both_ways_and_stats(procs, echo):
     assert counter(admin, "cluster.c.upstream_cx_tx_bytes_total") == 10
     assert counter(admin, "cluster.c.upstream_cx_rx_bytes_total") == 20
     assert counter(admin, "udp.svc.downstream_sess_no_route") == 0
+    # the listener stats Envoy keeps for every listener, which no datagram moves
+    assert stat(admin, "listener.127.0.0.1_%d.downstream_cx_total" % port) == 0
+    assert stat(admin, "listener.127.0.0.1_%d.udp.downstream_rx_datagram_dropped" % port) == 0
     c.close()
 
 
@@ -437,6 +440,13 @@ def test_lds_removal_stops_the_udp_listener_only(procs, echo, tmp_path):
     write_atomic(lds, discovery(3, udp, tcp))
     wait_for(lambda: stat(admin, "listener_manager.lds.update_success") == 3, 10, "the update")
     wait_for(lambda: c.exchange(b"v3", timeout=0.3) == b"v3", 10, "the listener again")
+    # a changed listener takes the socket: the old version's sessions end
+    udp2 = dict(udp_listener("udp", port, {"stat_prefix": "lds2", "cluster": "c"}), **{"@type": LISTENER})
+    write_atomic(lds, discovery(4, udp2, tcp))
+    wait_for(lambda: stat(admin, "listener_manager.lds.update_success") == 4, 10, "the update")
+    wait_for(lambda: stat(admin, "udp.lds.downstream_sess_active") == 0, 10, "the old version's session ended")
+    assert c.exchange(b"v4") == b"v4"
+    assert counter(admin, "udp.lds2.downstream_sess_total") == 1
     c.close()
 
 
