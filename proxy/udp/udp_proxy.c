@@ -38,7 +38,6 @@ typedef struct sharp_udp_session {
     struct sockaddr_storage peer;
     sharp_worker_view_t *view; /* a reference: keeps cl and host */
     sharp_cluster_t *cluster;  /* a reference */
-    sharp_cluster_local_t *cl;
     sharp_host_t *host;
     /* cluster.<name>.udp.* */
     sharp_stat_id_t sess_rx_datagrams, sess_rx_errors, sess_tx_datagrams, sess_tx_errors, sess_rx_dropped;
@@ -179,7 +178,6 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     s->view = u->w->view;
     s->view->refs++;
     s->cluster = sharp_cluster_ref(cluster);
-    s->cl = cl;
     s->host = host;
     s->sess_rx_datagrams = cluster_udp_counter(cluster, "sess_rx_datagrams");
     s->sess_rx_errors = cluster_udp_counter(cluster, "sess_rx_errors");

@@ -190,6 +190,24 @@ def test_relay_both_ways_and_stats(procs, echo):
     c.close()
 
 
+def test_ipv6_listener_to_ipv4_upstream(procs, echo):
+    e = echo(prefix=b"v4:")
+    admin = free_port()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    lst = udp_listener("udp6", port, {"stat_prefix": "v6", "cluster": "c"})
+    lst["address"]["socket_address"]["address"] = "::1"
+    start(procs, bootstrap(admin, [lst], [cluster("c", [e.port])]), admin)
+    c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    c.settimeout(5 * SLOW)
+    c.sendto(b"hi", ("::1", port))
+    data, src = c.recvfrom(100)
+    assert data == b"v4:hi" and src[1] == port
+    assert counter(admin, "udp.v6.downstream_sess_total") == 1
+    c.close()
+
+
 def test_sessions_per_source_address(procs, echo):
     e = echo()
     admin, port = free_port(), udp_port()
