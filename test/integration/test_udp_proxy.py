@@ -29,11 +29,11 @@ class UdpEcho:
     `prefix` + the datagram (or `reply_size` bytes when set), and records the
     source addresses it saw."""
 
-    def __init__(self, prefix=b"", reply_size=None):
+    def __init__(self, prefix=b"", reply_size=None, port=0):
         self.prefix = prefix
         self.reply_size = reply_size
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.peers = []
         self.received = []
@@ -285,6 +285,11 @@ def test_dead_upstream_is_counted(procs, echo):
     c2 = Client(port2)
     assert c2.exchange(b"alive") == b"alive"
     assert "live" in admin_get(admin, "/listeners")
+    # the session survives the errors: once the host answers, it relays
+    back = echo(prefix=b"back:", port=dead)
+    wait_for(lambda: c.exchange(b"again", timeout=0.3) == b"back:again", 10, "the host back")
+    assert counter(admin, "udp.dead.downstream_sess_total") == 1
+    assert back.peers and all(p == back.peers[0] for p in back.peers)
     c.close()
     c2.close()
 
