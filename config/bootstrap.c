@@ -15,6 +15,7 @@
 #include "config/runtime_config.h"
 #include "runtime.h"
 #include "config/shuffle_shard_config.h"
+#include "config/udp_proxy_config.h"
 #include "upstream/subset.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "config/scaling_config.h"
@@ -203,9 +204,10 @@ void sharp_config_free(sharp_config_t *c)
 
 /* An Address: a numeric socket_address, or a pipe (Envoy's PipeInstance:
  * a Unix domain socket path, '@' for the abstract namespace, and the mode
- * its file gets when SHARP binds it). */
+ * its file gets when SHARP binds it). With `udp` (a listener's address)
+ * the protocol may be UDP, which *udp says. */
 static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address *a, const char *path,
-                          struct sockaddr_storage *ss, socklen_t *len, uint32_t *mode)
+                          struct sockaddr_storage *ss, socklen_t *len, uint32_t *mode, bool *udp)
 {
     char p[1024];
     if (mode) *mode = 0;
@@ -223,7 +225,8 @@ static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
         return fail(b, path, "a socket_address or a pipe is required");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     snprintf(p, sizeof p, "%s.socket_address", path);
-    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
+    if (udp) *udp = sa->protocol == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__UDP;
+    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP && !(udp && *udp))
         return fail(b, p, "only TCP is supported");
     if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
         return fail(b, p, "port_value is required (named_port is not supported)");
@@ -1433,7 +1436,10 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
                         "original_dst)",
                         f->name);
         }
-        if (!strcmp(t, TLS_INSPECTOR)) {
+        if (!strcmp(t, "envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig")) {
+            return fail(b, p, "the UDP proxy (envoy.filters.udp_listener.udp_proxy) needs a UDP listener "
+                        "(address.socket_address.protocol: UDP)");
+        } else if (!strcmp(t, TLS_INSPECTOR)) {
             l->inspect_tls = true;
         } else if (!strcmp(t, HTTP_INSPECTOR)) {
             l->inspect_http = true;
@@ -1499,20 +1505,47 @@ static bool fc_match_empty(const sharp_fc_match_t *m)
            !m->nsource_prefix_ranges && !m->nsource_ports;
 }
 
+/* The listener stats Envoy's ActiveListenerImplBase registers for every
+ * listener, a UDP one's too (whose connection counters stay 0). */
+static void listener_stats(build_ctx_t *b, sharp_listener_config_t *l)
+{
+    sharp_stats_t *s = b->srv->stats;
+    l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
+    l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
+    l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
+    l->cx_global_overflow = sharp_stats_counterf(s, "listener.%s.downstream_global_cx_overflow", l->stat_name);
+    l->cx_overload_reject = sharp_stats_counterf(s, "listener.%s.downstream_cx_overload_reject", l->stat_name);
+    l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
+                                             l->stat_name);
+    l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
+}
+
 static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Listener *pb,
                           sharp_listener_config_t *l, const char *path)
 {
     char p[1024];
     snprintf(p, sizeof p, "%s.address", path);
-    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode) < 0) return -1;
+    bool udp = false;
+    if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode, &udp) < 0) return -1;
     sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
     sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
     l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
+    if (udp) {
+        char epath[1024], emsg[1024];
+        if (sharp_config_udp_listener(l, pb, path, b->srv->stats, epath, sizeof epath, emsg, sizeof emsg) < 0)
+            return fail(b, epath, "%s", emsg);
+        listener_stats(b, l);
+        return 0;
+    }
+    if (pb->udp_listener_config) {
+        snprintf(p, sizeof p, "%s.udp_listener_config", path);
+        return fail(b, p, "udp_listener_config needs a UDP listener (address.socket_address.protocol: UDP)");
+    }
     l->buffer_limit = pb->per_connection_buffer_limit_bytes ? pb->per_connection_buffer_limit_bytes->value : 1024 * 1024;
     b->traffic_direction = (int)pb->traffic_direction;
+    if (build_listener_filters(b, pb, l, path) < 0) return -1;
     if (pb->n_filter_chains == 0 && !pb->default_filter_chain)
         return fail(b, path, "error adding listener '%s': no filter chains specified", l->address);
-    if (build_listener_filters(b, pb, l, path) < 0) return -1;
     l->nchains = (uint32_t)pb->n_filter_chains;
     l->has_default_chain = pb->default_filter_chain != NULL;
     l->chains = sharp_calloc(l->nchains + 1, sizeof *l->chains);
@@ -1540,15 +1573,8 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         l->chains[i]->hcm->bypass_overload_manager = pb->bypass_overload_manager;
     l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
     l->bypass_overload_manager = pb->bypass_overload_manager;
+    listener_stats(b, l);
     sharp_stats_t *s = b->srv->stats;
-    l->cx_total = sharp_stats_counterf(s, "listener.%s.downstream_cx_total", l->stat_name);
-    l->cx_active = sharp_stats_gaugef(s, "listener.%s.downstream_cx_active", l->stat_name);
-    l->cx_destroy = sharp_stats_counterf(s, "listener.%s.downstream_cx_destroy", l->stat_name);
-    l->cx_global_overflow = sharp_stats_counterf(s, "listener.%s.downstream_global_cx_overflow", l->stat_name);
-    l->cx_overload_reject = sharp_stats_counterf(s, "listener.%s.downstream_cx_overload_reject", l->stat_name);
-    l->cx_length_ms = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "listener.%s.downstream_cx_length_ms",
-                                             l->stat_name);
-    l->no_filter_chain_match = sharp_stats_counterf(s, "listener.%s.no_filter_chain_match", l->stat_name);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
         if (l->chains[i]->tls) l->has_tls = true;
     if (l->has_tls) {
@@ -2137,7 +2163,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             h->index = c->nhosts++;
             char ap[1200];
             snprintf(ap, sizeof ap, "%s.endpoint.address", p);
-            if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen, NULL) < 0) goto bad;
+            if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen, NULL, NULL) < 0) goto bad;
             sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
             snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
             h->weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
@@ -2286,7 +2312,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
             struct sockaddr_storage addr;
             socklen_t addrlen;
             snprintf(ap, sizeof ap, "%s.endpoint.address", p);
-            if (socket_address(&b, e->endpoint->address, ap, &addr, &addrlen, NULL) < 0) goto bad;
+            if (socket_address(&b, e->endpoint->address, ap, &addr, &addrlen, NULL, NULL) < 0) goto bad;
             uint32_t weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
             if (weight == 0) {
                 snprintf(ap, sizeof ap, "%s.load_balancing_weight", p);
@@ -2827,7 +2853,7 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
     if (configure_stats_sinks(&b, bs) < 0) goto bad;
     if (bs->admin && bs->admin->address) {
         if (socket_address(&b, bs->admin->address, "admin.address", &cfg->admin_addr, &cfg->admin_addrlen,
-                           &cfg->admin_pipe_mode) < 0)
+                           &cfg->admin_pipe_mode, NULL) < 0)
             goto bad;
         sharp_addr_str((struct sockaddr *)&cfg->admin_addr, cfg->admin_address, sizeof cfg->admin_address);
         cfg->has_admin = true;
@@ -2926,10 +2952,11 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         for (size_t k = 0; k + 1 < s->nlisteners; k++) {
             const sharp_listener_config_t *o = s->listeners[k];
             char np[160];
-            /* Envoy's ListenerImpl::hasDuplicatedAddress: the same address and
-             * port (port 0 aside); a wildcard and a specific address may share
-             * a port, as both sockets use SO_REUSEPORT. Pipes compare by path. */
-            if (strcmp(o->address, l->address) == 0 &&
+            /* Envoy's ListenerImpl::hasDuplicatedAddress: the same address,
+             * port (port 0 aside) and protocol; a wildcard and a specific
+             * address may share a port, as both sockets use SO_REUSEPORT.
+             * Pipes compare by path. */
+            if (strcmp(o->address, l->address) == 0 && (o->udp != NULL) == (l->udp != NULL) &&
                 (sockaddr_port(&l->addr) != 0 || l->addr.ss_family == AF_UNIX)) {
                 snprintf(np, sizeof np, "%s.address", p);
                 fail(&b, np, "error adding listener: '%s' has duplicate address '%s' as existing listener "

@@ -36,6 +36,9 @@
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/filters/udp/udp_proxy/v3/route.pb-c.h"
+#include "envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.pb-c.h"
+#include "envoy/extensions/matching/common_inputs/network/v3/network_inputs.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
@@ -76,6 +79,13 @@ void sharp_config_types_register(void)
         &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
         &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
         &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
+        /* the UDP proxy, its matcher's action and the network inputs */
+        &envoy__extensions__filters__udp__udp_proxy__v3__udp_proxy_config__descriptor,
+        &envoy__extensions__filters__udp__udp_proxy__v3__route__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__source_ipinput__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__source_port_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__destination_ipinput__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__destination_port_input__descriptor,
         &envoy__extensions__filters__http__router__v3__router__descriptor,
         &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,

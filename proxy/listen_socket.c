@@ -11,7 +11,7 @@
 
 static _Atomic uint64_t next_id = 1;
 
-static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
                                 const char *address, unsigned nworkers, bool listening, char *err, size_t errlen)
 {
     sharp_lsock_t *s = sharp_calloc(1, sizeof *s);
@@ -20,6 +20,7 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
     s->addr = *addr;
     s->addrlen = addrlen;
     s->pipe_mode = pipe_mode;
+    s->udp = udp;
     snprintf(s->address, sizeof s->address, "%s", address);
     s->nfds = nworkers;
     s->fds = sharp_calloc(nworkers ? nworkers : 1, sizeof *s->fds);
@@ -29,6 +30,8 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
         if (addr->ss_family == AF_UNIX && i > 0) {
             fd = fcntl(atomic_load(&s->fds[0]), F_DUPFD_CLOEXEC, 0);
             if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", address, strerror(errno));
+        } else if (udp) {
+            fd = sharp_udp_bind_socket((const struct sockaddr *)addr, addrlen, address, err, errlen);
         } else {
             fd = listening ? sharp_listen_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen)
                            : sharp_bind_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen);
@@ -43,16 +46,16 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
     return s;
 }
 
-sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
                                 const char *address, unsigned nworkers, char *err, size_t errlen)
 {
-    return lsock_new(addr, addrlen, pipe_mode, address, nworkers, true, err, errlen);
+    return lsock_new(addr, addrlen, pipe_mode, udp, address, nworkers, true, err, errlen);
 }
 
-sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
                                 const char *address, unsigned nworkers, char *err, size_t errlen)
 {
-    return lsock_new(addr, addrlen, pipe_mode, address, nworkers, false, err, errlen);
+    return lsock_new(addr, addrlen, pipe_mode, udp, address, nworkers, udp, err, errlen);
 }
 
 int sharp_lsock_listen(sharp_lsock_t *s, char *err, size_t errlen)
@@ -100,8 +103,10 @@ static unsigned port_of(const struct sockaddr_storage *ss)
     return 0;
 }
 
-bool sharp_lsock_compatible(const sharp_lsock_t *s, const struct sockaddr_storage *addr, uint32_t pipe_mode)
+bool sharp_lsock_compatible(const sharp_lsock_t *s, const struct sockaddr_storage *addr, uint32_t pipe_mode,
+                            bool udp)
 {
+    if (s->udp != udp) return false;
     if (addr->ss_family == AF_UNIX) {
         const struct sockaddr_un *a = (const void *)&s->addr, *b = (const void *)addr;
         /* an abstract name may hold NUL bytes: compare the whole path */

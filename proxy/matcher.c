@@ -6,8 +6,10 @@
 #include "sbuf.h"
 
 #include "envoy/type/matcher/v3/http_inputs.pb-c.h"
+#include "envoy/extensions/matching/common_inputs/network/v3/network_inputs.pb-c.h"
 #include "xds/type/matcher/v3/matcher.pb-c.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +25,10 @@ typedef enum {
     INPUT_RESPONSE_HEADER,
     INPUT_RESPONSE_TRAILER,
     INPUT_QUERY_PARAM,
+    INPUT_SOURCE_IP,
+    INPUT_SOURCE_PORT,
+    INPUT_DESTINATION_IP,
+    INPUT_DESTINATION_PORT,
 } input_kind_t;
 
 typedef struct {
@@ -81,6 +87,8 @@ typedef struct {
     uint32_t inputs;
     int depth;
     bool legacy; /* from envoy.config.common.matcher.v3.Matcher */
+    bool network; /* the network inputs, not the HTTP ones */
+    bool local_ip_known;
 } build_t;
 
 #define MAX_DEPTH 32
@@ -126,12 +134,46 @@ static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
     }
 }
 
+/* A network input: Envoy's IP as addressAsString() (no brackets, no
+ * port) and the port in decimal. */
+static avail_t net_input_get(input_kind_t kind, const sharp_match_data_t *d, sharp_sbuf_t *tmp, sharp_str_t *out)
+{
+    bool src = kind == INPUT_SOURCE_IP || kind == INPUT_SOURCE_PORT;
+    const struct sockaddr *a = src ? d->source : d->local;
+    if (!a) return AVAIL_NONE;
+    char buf[INET6_ADDRSTRLEN + 8];
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
+        if (kind == INPUT_SOURCE_IP || kind == INPUT_DESTINATION_IP)
+            inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf);
+        else
+            snprintf(buf, sizeof buf, "%u", ntohs(v4->sin_port));
+    } else if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
+        if (kind == INPUT_SOURCE_IP || kind == INPUT_DESTINATION_IP)
+            inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf);
+        else
+            snprintf(buf, sizeof buf, "%u", ntohs(v6->sin6_port));
+    } else {
+        return AVAIL_ABSENT;
+    }
+    sharp_sbuf_reset(tmp);
+    sharp_sbuf_append(tmp, buf, strlen(buf));
+    *out = (sharp_str_t){tmp->data, tmp->len};
+    return AVAIL_VALUE;
+}
+
 /* The input's value into *out (`tmp` holds it when built). */
 static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp,
                          sharp_str_t *out)
 {
     const sharp_headers_t *h = NULL;
     switch (in->kind) {
+    case INPUT_SOURCE_IP:
+    case INPUT_SOURCE_PORT:
+    case INPUT_DESTINATION_IP:
+    case INPUT_DESTINATION_PORT:
+        return net_input_get(in->kind, d, tmp, out);
     case INPUT_REQUEST_HEADER:
     case INPUT_QUERY_PARAM:
         h = d->request_headers;
@@ -354,6 +396,31 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
     if (!msg) return -1;
     const ProtobufCMessageDescriptor *d = msg->descriptor;
     const char *name = NULL;
+    if (b->network) {
+        if (d == &envoy__extensions__matching__common_inputs__network__v3__source_ipinput__descriptor) {
+            in->kind = INPUT_SOURCE_IP;
+        } else if (d == &envoy__extensions__matching__common_inputs__network__v3__source_port_input__descriptor) {
+            in->kind = INPUT_SOURCE_PORT;
+        } else if (d == &envoy__extensions__matching__common_inputs__network__v3__destination_ipinput__descriptor &&
+                   b->local_ip_known) {
+            in->kind = INPUT_DESTINATION_IP;
+        } else if (d ==
+                   &envoy__extensions__matching__common_inputs__network__v3__destination_port_input__descriptor) {
+            in->kind = INPUT_DESTINATION_PORT;
+        } else {
+            int r = fail(b, p,
+                         "match input '%s' is not supported here (SHARP implements SourceIPInput, "
+                         "SourcePortInput, DestinationPortInput and, on a listener bound to one address, "
+                         "DestinationIPInput)",
+                         d->name);
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return r;
+        }
+        in->name = sharp_strdup("");
+        b->inputs |= 1u << in->kind;
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return 0;
+    }
     if (d == &envoy__type__matcher__v3__http_request_header_match_input__descriptor) {
         in->kind = INPUT_REQUEST_HEADER;
         name = ((Envoy__Type__Matcher__V3__HttpRequestHeaderMatchInput *)msg)->header_name;
@@ -654,6 +721,22 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
                  .arg = arg,
                  .err = err,
                  .errlen = errlen};
+    sharp_matcher_t *m = build(&b, pb, path);
+    if (m) m->inputs = b.inputs;
+    return m;
+}
+
+sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char *path,
+                                             sharp_match_action_fn make_action, void (*free_action)(void *),
+                                             void *arg, bool local_ip_known, char *err, size_t errlen)
+{
+    build_t b = {.make_action = make_action,
+                 .free_action = free_action,
+                 .arg = arg,
+                 .err = err,
+                 .errlen = errlen,
+                 .network = true,
+                 .local_ip_known = local_ip_known};
     sharp_matcher_t *m = build(&b, pb, path);
     if (m) m->inputs = b.inputs;
     return m;

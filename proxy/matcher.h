@@ -1,5 +1,5 @@
 /* matcher.h: Envoy's generic matching API (xds.type.matcher.v3.Matcher)
- * over HTTP data.
+ * over HTTP data (and over addresses, for the UDP proxy).
  *
  * A matcher is built once from its config on the main thread and is
  * immutable afterwards (shared by all workers). Evaluating it against a
@@ -20,7 +20,8 @@
  * absent input value goes to on_no_match (a single predicate on it is
  * false). Inputs: request and response headers and trailers (all values of
  * the header joined with ","), and request query parameters (the first
- * value, percent-decoded). Actions are made by the caller's callback from
+ * value, percent-decoded); or, for a network matcher (the UDP proxy's),
+ * the source and destination IP and port. Actions are made by the caller's callback from
  * each action's TypedExtensionConfig. */
 #ifndef SHARP_MATCHER_H
 #define SHARP_MATCHER_H
@@ -32,12 +33,15 @@
 
 struct Xds__Type__Matcher__V3__Matcher;
 
-/* The data of one stream; NULL: not known (yet). */
+/* The data of one stream; NULL: not known (yet). A network matcher
+ * (sharp_matcher_build_network) reads the addresses instead. */
 typedef struct sharp_match_data {
     const sharp_headers_t *request_headers;
     const sharp_headers_t *request_trailers;
     const sharp_headers_t *response_headers;
     const sharp_headers_t *response_trailers;
+    const struct sockaddr *source; /* the peer's address */
+    const struct sockaddr *local;  /* the address it was received on */
 } sharp_match_data_t;
 
 typedef enum {
@@ -67,6 +71,14 @@ sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const cha
                                            sharp_match_action_fn make_action,
                                            void (*free_action)(void *), void *arg, char *err,
                                            size_t errlen);
+/* The same over network data (Envoy's network matching inputs: source_ip,
+ * source_port, destination_ip and destination_port, nothing else); with
+ * local_ip_known false (a wildcard listener, whose datagrams do not say
+ * the address they came to) destination_ip is refused. */
+sharp_matcher_t *sharp_matcher_build_network(const struct Xds__Type__Matcher__V3__Matcher *pb,
+                                             const char *path, sharp_match_action_fn make_action,
+                                             void (*free_action)(void *), void *arg,
+                                             bool local_ip_known, char *err, size_t errlen);
 /* Evaluates against `d`; for SHARP_MATCH_ACTION *action is the action. */
 sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
                                             const void **action);
@@ -79,6 +91,10 @@ enum {
     SHARP_MATCH_IN_RESPONSE_HEADER = 1u << 2,
     SHARP_MATCH_IN_RESPONSE_TRAILER = 1u << 3,
     SHARP_MATCH_IN_QUERY_PARAM = 1u << 4,
+    SHARP_MATCH_IN_SOURCE_IP = 1u << 5,
+    SHARP_MATCH_IN_SOURCE_PORT = 1u << 6,
+    SHARP_MATCH_IN_DESTINATION_IP = 1u << 7,
+    SHARP_MATCH_IN_DESTINATION_PORT = 1u << 8,
 };
 uint32_t sharp_matcher_inputs(const sharp_matcher_t *m);
 void sharp_matcher_free(sharp_matcher_t *m);

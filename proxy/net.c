@@ -156,6 +156,25 @@ int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, c
     return fd;
 }
 
+int sharp_udp_bind_socket(const struct sockaddr *sa, socklen_t len, const char *name, char *err, size_t errlen)
+{
+    int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, sa, len) < 0) {
+        snprintf(err, errlen, "cannot bind '%s': %s", name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen)
 {
     if (listen(fd, 4096) < 0) {

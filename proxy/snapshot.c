@@ -8,6 +8,7 @@
 #include "tls/context.h"
 #include "tls/sds.h"
 #include "listen_socket.h"
+#include "udp/udp_proxy.h"
 #include "filters/rbac/filter.h"
 
 sharp_snapshot_t *sharp_snapshot_ref(sharp_snapshot_t *s)
@@ -107,6 +108,7 @@ void sharp_listener_unref(sharp_listener_config_t *l)
     free(l->chains);
     free(l->matches);
     free(l->name);
+    sharp_udp_proxy_config_free(l->udp);
     sharp_lsock_unref(l->sock);
     free(l);
 }

@@ -274,6 +274,10 @@ typedef struct sharp_listener_config {
     sharp_stat_id_t cx_global_overflow, cx_overload_reject;
     bool has_tls;                   /* a chain terminates TLS: ssl is registered */
     sharp_listener_ssl_stats_t ssl;
+    /* a UDP listener (socket_address.protocol UDP): no filter chains, its
+     * datagrams go to this UDP proxy (udp/udp_proxy.h); NULL for TCP and
+     * pipes */
+    struct sharp_udp_proxy_config *udp;
 } sharp_listener_config_t;
 
 /* A route configuration delivered by RDS (xds/xds.h), shared by the

@@ -20,6 +20,7 @@
 #include "http/skywalking.h"
 #include "http/zipkin.h"
 #include "xds/lds.h"
+#include "udp/udp_proxy.h"
 
 #include <unistd.h>
 
@@ -167,7 +168,7 @@ const sharp_listener_config_t *sharp_worker_listener_for(sharp_worker_t *w, cons
     const sharp_listener_config_t *wild = NULL;
     for (sharp_dlist_t *n = w->listens.next; n != &w->listens; n = n->next) {
         const sharp_listener_config_t *l = sharp_container_of(n, sharp_listen_entry_t, link)->listener;
-        if (l->addr.ss_family != a->ss_family) continue;
+        if (l->addr.ss_family != a->ss_family || l->udp) continue;
         if (sharp_addr_equal(&l->addr, a)) return l;
         if (wild) continue;
         if (a->ss_family == AF_INET) {
@@ -199,10 +200,13 @@ static void free_listen_entry(uv_handle_t *h)
     free((sharp_listen_entry_t *)h);
 }
 
-/* Stops accepting on a socket: its descriptor closes (the worker's own). */
+/* Stops accepting on a socket: its descriptor closes (the worker's own).
+ * A UDP socket's sessions end with it. */
 static void close_listen_entry(sharp_listen_entry_t *e)
 {
     sharp_dlist_remove(&e->link);
+    sharp_udp_listener_close(e->udp);
+    e->udp = NULL;
     uv_close(&e->h.handle, free_listen_entry);
 }
 
@@ -221,6 +225,22 @@ static sharp_listen_entry_t *open_listen_entry(sharp_worker_t *w, const sharp_li
      * TCP ones (libuv accepts a pipe server's connection into a TCP handle
      * on Unix). */
     int rc;
+    if (l->udp) {
+        uv_udp_init(&w->loop, &e->h.udp);
+        rc = uv_udp_open(&e->h.udp, fd);
+        e->h.handle.data = e;
+        e->sock_id = l->sock->id;
+        e->listener = l;
+        if (rc == 0 && !(e->udp = sharp_udp_listener_open(w, l, &e->h.udp))) rc = UV_EINVAL;
+        if (rc < 0) {
+            sharp_log_error("worker %u: UDP listener on %s failed: %s", w->index, l->address, uv_strerror(rc));
+            if (uv_fileno(&e->h.handle, &(uv_os_fd_t){0}) != 0) close(fd);
+            uv_close(&e->h.handle, free_listen_entry);
+            return NULL;
+        }
+        sharp_dlist_push(&w->listens, &e->link);
+        return e;
+    }
     if (l->addr.ss_family == AF_UNIX) {
         uv_pipe_init(&w->loop, &e->h.pipe, 0);
         rc = uv_pipe_open(&e->h.pipe, fd);
@@ -268,6 +288,7 @@ static int sync_listeners(sharp_worker_t *w, const sharp_snapshot_t *s)
             e->seen = true;
             if (e->listener != l) {
                 e->listener = l;
+                if (e->udp) sharp_udp_listener_update(e->udp, l);
                 sharp_counter_inc(w->stats, srv->st.listener_create_success);
             }
             continue;

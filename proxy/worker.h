@@ -186,12 +186,14 @@ static inline bool sharp_deadline_pending(const sharp_deadline_t *d)
     return d->list || d->own;
 }
 
-/* A listening socket: TCP, or a Unix domain socket (a pipe address). */
+/* A listening socket: TCP, a Unix domain socket (a pipe address), or a
+ * UDP listener's datagram socket. */
 typedef union sharp_listen_handle {
     uv_handle_t handle;
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
+    uv_udp_t udp;
 } sharp_listen_handle_t;
 
 /* One listening socket the worker accepts on (listen_socket.h), open as
@@ -204,6 +206,7 @@ typedef struct sharp_listen_entry {
     const sharp_listener_config_t *listener; /* held by the worker's snapshot */
     bool accept_paused; /* a connection is waiting, not accepted (stop_accepting_connections) */
     bool seen;
+    struct sharp_udp_listener *udp; /* a UDP listener's sessions (udp/udp_proxy.h), else NULL */
     sharp_dlist_t link; /* in worker->listens */
 } sharp_listen_entry_t;
 

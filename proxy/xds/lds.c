@@ -415,8 +415,13 @@ static unsigned port_of(const struct sockaddr_storage *ss)
     return 0;
 }
 
+static bool same_protocol(const sharp_listener_config_t *a, const sharp_listener_config_t *b)
+{
+    return (a->udp != NULL) == (b->udp != NULL);
+}
+
 /* Envoy's hasDuplicatedAddress: another listener (static, or from LDS
- * with another name) on the same address and port (port 0 aside; a
+ * with another name) on the same address, port and protocol (port 0 aside; a
  * wildcard and a specific address may share a port, their sockets being
  * SO_REUSEPORT ones). */
 static const sharp_listener_config_t *same_address(const sharp_lds_t *m, const sharp_listener_config_t *l)
@@ -424,14 +429,15 @@ static const sharp_listener_config_t *same_address(const sharp_lds_t *m, const s
     if (port_of(&l->addr) == 0 && l->addr.ss_family != AF_UNIX) return NULL;
     const sharp_snapshot_t *base = base_snapshot(m);
     for (uint32_t i = 0; base && i < base->nlisteners; i++)
-        if (!strcmp(base->listeners[i]->address, l->address)) return base->listeners[i];
+        if (!strcmp(base->listeners[i]->address, l->address) && same_protocol(base->listeners[i], l))
+            return base->listeners[i];
     for (uint32_t i = 0; i < m->nactive; i++) {
         const sharp_listener_config_t *o = m->active[i]->l;
-        if (strcmp(o->name, l->name) != 0 && !strcmp(o->address, l->address)) return o;
+        if (strcmp(o->name, l->name) != 0 && !strcmp(o->address, l->address) && same_protocol(o, l)) return o;
     }
     for (uint32_t i = 0; i < m->nwarming; i++) {
         const sharp_listener_config_t *o = m->warming[i]->l;
-        if (strcmp(o->name, l->name) != 0 && !strcmp(o->address, l->address)) return o;
+        if (strcmp(o->name, l->name) != 0 && !strcmp(o->address, l->address) && same_protocol(o, l)) return o;
     }
     return NULL;
 }
@@ -461,10 +467,12 @@ static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *
 {
     char why[512];
     sharp_lsock_t *s = NULL;
-    if (old && old->l->sock && sharp_lsock_compatible(old->l->sock, &l->addr, l->pipe_mode)) s = old->l->sock;
-    else if (wold && wold->l->sock && sharp_lsock_compatible(wold->l->sock, &l->addr, l->pipe_mode)) s = wold->l->sock;
+    bool udp = l->udp != NULL;
+    if (old && old->l->sock && sharp_lsock_compatible(old->l->sock, &l->addr, l->pipe_mode, udp)) s = old->l->sock;
+    else if (wold && wold->l->sock && sharp_lsock_compatible(wold->l->sock, &l->addr, l->pipe_mode, udp))
+        s = wold->l->sock;
     for (uint32_t i = 0; i < m->nsocks && !s; i++)
-        if (!m->socks[i]->users && sharp_lsock_compatible(m->socks[i], &l->addr, l->pipe_mode)) s = m->socks[i];
+        if (!m->socks[i]->users && sharp_lsock_compatible(m->socks[i], &l->addr, l->pipe_mode, udp)) s = m->socks[i];
     if (s) {
         if (listen && sharp_lsock_listen(s, why, sizeof why) < 0) {
             sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_create_failure);
@@ -475,8 +483,10 @@ static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *
         return 0;
     }
     if (m->srv->opts.validate_only) return 0;
-    l->sock = listen ? sharp_lsock_open(&l->addr, l->addrlen, l->pipe_mode, l->address, m->srv->nworkers, why, sizeof why)
-                     : sharp_lsock_bind(&l->addr, l->addrlen, l->pipe_mode, l->address, m->srv->nworkers, why, sizeof why);
+    l->sock = listen ? sharp_lsock_open(&l->addr, l->addrlen, l->pipe_mode, udp, l->address, m->srv->nworkers, why,
+                                        sizeof why)
+                     : sharp_lsock_bind(&l->addr, l->addrlen, l->pipe_mode, udp, l->address, m->srv->nworkers, why,
+                                        sizeof why);
     if (!l->sock) {
         /* Envoy: "listener '...' failed to bind or apply socket options" */
         sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_create_failure);

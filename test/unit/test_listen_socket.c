@@ -36,7 +36,7 @@ static void test_one_socket_per_worker_taken_once(void **state)
     socklen_t len;
     addr("127.0.0.1", 0, &ss, &len);
     char err[256];
-    sharp_lsock_t *s = sharp_lsock_open(&ss, len, 0, "127.0.0.1:0", 3, err, sizeof err);
+    sharp_lsock_t *s = sharp_lsock_open(&ss, len, 0, false, "127.0.0.1:0", 3, err, sizeof err);
     assert_non_null(s);
     int a = sharp_lsock_take(s, 0), b = sharp_lsock_take(s, 1);
     assert_true(a >= 0 && b >= 0 && a != b);
@@ -69,7 +69,7 @@ static void test_bind_failure(void **state)
     socklen_t len;
     addr("127.0.0.1", ntohs(sin.sin_port), &ss, &len);
     char err[256] = "";
-    assert_null(sharp_lsock_open(&ss, len, 0, "taken", 2, err, sizeof err));
+    assert_null(sharp_lsock_open(&ss, len, 0, false, "taken", 2, err, sizeof err));
     assert_non_null(strstr(err, "cannot bind 'taken'"));
     close(other);
 }
@@ -100,7 +100,7 @@ static void test_bound_then_listening(void **state)
     getsockname(probe, (struct sockaddr *)&sin, &sl);
     unsigned port = ntohs(sin.sin_port);
     addr("127.0.0.1", port, &ss, &len);
-    sharp_lsock_t *s = sharp_lsock_bind(&ss, len, 0, "warming", 2, err, sizeof err);
+    sharp_lsock_t *s = sharp_lsock_bind(&ss, len, 0, false, "warming", 2, err, sizeof err);
     assert_non_null(s);
     close(probe);
     assert_false(s->listening);
@@ -121,33 +121,71 @@ static void test_compatible_addresses(void **state)
     addr("127.0.0.1", 8080, &s.addr, &len);
     struct sockaddr_storage o;
     addr("127.0.0.1", 8080, &o, &len);
-    assert_true(sharp_lsock_compatible(&s, &o, 0));
+    assert_true(sharp_lsock_compatible(&s, &o, 0, false));
     addr("127.0.0.1", 8081, &o, &len);
-    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    assert_false(sharp_lsock_compatible(&s, &o, 0, false));
     addr("127.0.0.2", 8080, &o, &len);
-    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    assert_false(sharp_lsock_compatible(&s, &o, 0, false));
     addr("::1", 8080, &o, &len);
-    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    assert_false(sharp_lsock_compatible(&s, &o, 0, false));
     /* an ephemeral port is a new socket every time */
     addr("127.0.0.1", 0, &s.addr, &len);
     addr("127.0.0.1", 0, &o, &len);
-    assert_false(sharp_lsock_compatible(&s, &o, 0));
+    assert_false(sharp_lsock_compatible(&s, &o, 0, false));
     addr("::1", 9000, &s.addr, &len);
     addr("::1", 9000, &o, &len);
-    assert_true(sharp_lsock_compatible(&s, &o, 0));
+    assert_true(sharp_lsock_compatible(&s, &o, 0, false));
     /* pipes: the same path and mode */
     char perr[128];
     assert_int_equal(sharp_pipe_addr("/run/x.sock", &s.addr, &len, perr, sizeof perr), 0);
     assert_int_equal(sharp_pipe_addr("/run/x.sock", &o, &len, perr, sizeof perr), 0);
     s.pipe_mode = 0600;
-    assert_true(sharp_lsock_compatible(&s, &o, 0600));
-    assert_false(sharp_lsock_compatible(&s, &o, 0666));
+    assert_true(sharp_lsock_compatible(&s, &o, 0600, false));
+    assert_false(sharp_lsock_compatible(&s, &o, 0666, false));
     assert_int_equal(sharp_pipe_addr("/run/y.sock", &o, &len, perr, sizeof perr), 0);
-    assert_false(sharp_lsock_compatible(&s, &o, 0600));
+    assert_false(sharp_lsock_compatible(&s, &o, 0600, false));
     assert_int_equal(sharp_pipe_addr("@abs", &s.addr, &len, perr, sizeof perr), 0);
     assert_int_equal(sharp_pipe_addr("@abs", &o, &len, perr, sizeof perr), 0);
     s.pipe_mode = 0;
-    assert_true(sharp_lsock_compatible(&s, &o, 0));
+    assert_true(sharp_lsock_compatible(&s, &o, 0, false));
+}
+
+/* A UDP listener's sockets: datagram sockets, one per worker on the same
+ * port (SO_REUSEPORT), next to a TCP listener on that port; a UDP socket is
+ * never a TCP listener's. */
+static void test_udp_sockets(void **state)
+{
+    (void)state;
+    char err[256];
+    struct sockaddr_storage ss;
+    socklen_t len;
+    addr("127.0.0.1", 0, &ss, &len);
+    int probe = sharp_bind_socket((struct sockaddr *)&ss, len, 0, "probe", err, sizeof err);
+    assert_true(probe >= 0);
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    getsockname(probe, (struct sockaddr *)&sin, &sl);
+    unsigned port = ntohs(sin.sin_port);
+    addr("127.0.0.1", port, &ss, &len);
+    sharp_lsock_t *tcp = sharp_lsock_open(&ss, len, 0, false, "tcp", 1, err, sizeof err);
+    assert_non_null(tcp);
+    close(probe);
+    sharp_lsock_t *udp = sharp_lsock_bind(&ss, len, 0, true, "udp", 2, err, sizeof err);
+    assert_non_null(udp);
+    assert_true(udp->listening); /* nothing to listen for */
+    assert_int_equal(sharp_lsock_listen(udp, err, sizeof err), 0);
+    int fd = sharp_lsock_take(udp, 1);
+    assert_true(fd >= 0);
+    int type = 0;
+    socklen_t tl = sizeof type;
+    assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl), 0);
+    assert_int_equal(type, SOCK_DGRAM);
+    close(fd);
+    assert_true(sharp_lsock_compatible(udp, &ss, 0, true));
+    assert_false(sharp_lsock_compatible(udp, &ss, 0, false));
+    assert_false(sharp_lsock_compatible(tcp, &ss, 0, true));
+    sharp_lsock_unref(udp);
+    sharp_lsock_unref(tcp);
 }
 
 int main(void)
@@ -157,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_bind_failure),
         cmocka_unit_test(test_bound_then_listening),
         cmocka_unit_test(test_compatible_addresses),
+        cmocka_unit_test(test_udp_sockets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

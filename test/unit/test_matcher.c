@@ -19,6 +19,9 @@
 
 #include "xds/type/matcher/v3/matcher.pb-c.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 static const char *make_action_fail; /* an action name make_action refuses */
 
 static void *make_action(const char *name, const char *type_url, const ProtobufCMessage *msg,
@@ -558,6 +561,102 @@ static void bad_configs(void **state)
     make_action_fail = NULL;
 }
 
+#define NET_INPUT(t)                                                                                    \
+    "input: {name: i, typed_config: {'@type': "                                                          \
+    "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3." t "}}"
+
+static sharp_matcher_t *build_net(const char *yaml, bool local_ip_known, char *err, size_t errlen)
+{
+    sharp_config_error_t e = {{0}};
+    sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                                               &xds__type__matcher__v3__matcher__descriptor, &e);
+    if (!d) {
+        snprintf(err, errlen, "parse: %s", e.msg);
+        return NULL;
+    }
+    sharp_matcher_t *m = sharp_matcher_build_network(
+        (const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d), "matcher", make_action, free,
+        NULL, local_ip_known, err, errlen);
+    sharp_config_doc_free(d);
+    return m;
+}
+
+static const char *eval_net(const sharp_matcher_t *m, const struct sockaddr *src, const struct sockaddr *local)
+{
+    sharp_match_data_t d = {.source = src, .local = local};
+    const void *a = NULL;
+    sharp_match_result_t r = sharp_matcher_evaluate(m, &d, &a);
+    if (r == SHARP_MATCH_INSUFFICIENT) return NULL;
+    if (r == SHARP_MATCH_NONE) return "";
+    return a;
+}
+
+/* The network inputs (the UDP proxy's matcher): source and destination IP
+ * as Envoy prints them (no brackets, no port), ports in decimal; the HTTP
+ * inputs are refused there, and the network ones in an HTTP matcher; the
+ * destination IP needs a listener bound to one address. */
+static void network_inputs(void **state)
+{
+    (void)state;
+    char err[1024] = "";
+    sharp_matcher_t *m = build_net("matcher_list:\n"
+                                   "  matchers:\n"
+                                   "  - predicate: {single_predicate: {" NET_INPUT("SourceIPInput")
+                                   ", value_match: {exact: '::1'}}}\n"
+                                   "    on_match: {" SKIP_ACTION("v6") "}\n"
+                                   "  - predicate: {single_predicate: {" NET_INPUT("DestinationPortInput")
+                                   ", value_match: {exact: '53'}}}\n"
+                                   "    on_match: {" SKIP_ACTION("dns") "}\n"
+                                   "  - predicate: {single_predicate: {" NET_INPUT("DestinationIPInput")
+                                   ", value_match: {prefix: '10.'}}}\n"
+                                   "    on_match: {" SKIP_ACTION("ten") "}\n"
+                                   "on_no_match:\n"
+                                   "  matcher:\n"
+                                   "    matcher_tree:\n"
+                                   "      " NET_INPUT("SourcePortInput") "\n"
+                                   "      exact_match_map: {map: {'4000': {" SKIP_ACTION("p4000") "}}}\n",
+                                   true, err, sizeof err);
+    if (!m) fail_msg("build failed: %s", err);
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = htons(4000)};
+    inet_pton(AF_INET, "192.0.2.1", &src.sin_addr);
+    struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(8053)};
+    inet_pton(AF_INET, "127.0.0.1", &local.sin_addr);
+    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "p4000");
+    src.sin_port = htons(4001);
+    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "");
+    local.sin_port = htons(53);
+    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "dns");
+    local.sin_port = htons(54);
+    inet_pton(AF_INET, "10.1.2.3", &local.sin_addr);
+    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "ten");
+    struct sockaddr_in6 src6 = {.sin6_family = AF_INET6, .sin6_port = htons(1)};
+    inet_pton(AF_INET6, "::1", &src6.sin6_addr);
+    assert_string_equal(eval_net(m, (struct sockaddr *)&src6, (struct sockaddr *)&local), "v6");
+    sharp_matcher_free(m);
+
+    const char *dst_ip = "matcher_list:\n"
+                         "  matchers:\n"
+                         "  - predicate: {single_predicate: {" NET_INPUT("DestinationIPInput")
+                         ", value_match: {exact: '10.0.0.1'}}}\n"
+                         "    on_match: {" SKIP_ACTION("a") "}\n";
+    assert_null(build_net(dst_ip, false, err, sizeof err));
+    assert_non_null(strstr(err, "DestinationIPInput"));
+    m = build_net(dst_ip, true, err, sizeof err);
+    assert_non_null(m);
+    sharp_matcher_free(m);
+    assert_null(build_net("matcher_list:\n"
+                          "  matchers:\n"
+                          "  - predicate: {single_predicate: {" REQ_INPUT("a") ", value_match: {exact: x}}}\n"
+                          "    on_match: {" SKIP_ACTION("a") "}\n",
+                          true, err, sizeof err));
+    assert_non_null(strstr(err, "HttpRequestHeaderMatchInput"));
+    refused("matcher_list:\n"
+            "  matchers:\n"
+            "  - predicate: {single_predicate: {" NET_INPUT("SourceIPInput") ", value_match: {exact: x}}}\n"
+            "    on_match: {" SKIP_ACTION("a") "}\n",
+            "SourceIPInput' is not supported");
+}
+
 int main(void)
 {
     sharp_config_types_register();
@@ -570,6 +669,7 @@ int main(void)
         cmocka_unit_test(trailers),
         cmocka_unit_test(query_param),
         cmocka_unit_test(bad_configs),
+        cmocka_unit_test(network_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
