@@ -370,6 +370,233 @@ int sharp_dd_extract(const sharp_headers_t *h, sharp_dd_context_t *out, const ch
     return 1;
 }
 
+/* ---- the agent's sampling rates ---- */
+
+/* A small JSON reader for the agent's answer. */
+typedef struct {
+    const char *p, *end;
+    int depth;
+} json_t;
+
+static void js_ws(json_t *j)
+{
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static bool js_lit(json_t *j, char c)
+{
+    js_ws(j);
+    if (j->p < j->end && *j->p == c) {
+        j->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A string, its escapes decoded into out (NULL: skipped); a \u escape
+ * beyond ASCII reads as '?'. */
+static bool js_string(json_t *j, sharp_sbuf_t *out)
+{
+    if (!js_lit(j, '"')) return false;
+    while (j->p < j->end) {
+        char c = *j->p++;
+        if (c == '"') return true;
+        if ((unsigned char)c < 0x20) return false;
+        if (c == '\\') {
+            if (j->p >= j->end) return false;
+            char e = *j->p++;
+            switch (e) {
+            case '"': case '\\': case '/': c = e; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case 'n': c = '\n'; break;
+            case 'r': c = '\r'; break;
+            case 't': c = '\t'; break;
+            case 'u': {
+                uint64_t v;
+                if (j->end - j->p < 4 || !parse_hex(j->p, 4, &v)) return false;
+                j->p += 4;
+                c = v < 0x80 ? (char)v : '?';
+                break;
+            }
+            default: return false;
+            }
+        }
+        if (out) sharp_sbuf_append(out, &c, 1);
+    }
+    return false;
+}
+
+static bool js_number(json_t *j, double *out)
+{
+    js_ws(j);
+    size_t n = 0;
+    while (j->p + n < j->end && strchr("+-0123456789.eE", j->p[n]) && j->p[n]) n++;
+    char buf[64];
+    if (!n || n >= sizeof buf) return false;
+    memcpy(buf, j->p, n);
+    buf[n] = '\0';
+    char *e;
+    *out = strtod(buf, &e);
+    if (e != buf + n) return false;
+    j->p += n;
+    return true;
+}
+
+/* Any value, skipped. */
+static bool js_skip(json_t *j)
+{
+    js_ws(j);
+    if (j->p >= j->end || ++j->depth > 64) return false;
+    bool ok = true;
+    char c = *j->p;
+    if (c == '"') {
+        ok = js_string(j, NULL);
+    } else if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        j->p++;
+        if (!js_lit(j, close)) {
+            do {
+                if (c == '{' && (!js_string(j, NULL) || !js_lit(j, ':'))) {
+                    ok = false;
+                    break;
+                }
+                if (!js_skip(j)) {
+                    ok = false;
+                    break;
+                }
+            } while (js_lit(j, ','));
+            ok = ok && js_lit(j, close);
+        }
+    } else if (j->end - j->p >= 4 && (!memcmp(j->p, "true", 4) || !memcmp(j->p, "null", 4))) {
+        j->p += 4;
+    } else if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) {
+        j->p += 5;
+    } else {
+        double d;
+        ok = js_number(j, &d);
+    }
+    j->depth--;
+    return ok;
+}
+
+#define DEFAULT_RATE_KEY "service:,env:"
+
+void sharp_dd_sampler_free(sharp_dd_sampler_t *s)
+{
+    for (uint32_t i = 0; i < s->n; i++) free(s->keys[i]);
+    free(s->keys);
+    free(s->rates);
+    s->keys = NULL;
+    s->rates = NULL;
+    s->n = 0;
+}
+
+static void rates_set(sharp_dd_sampler_t *s, const char *k, size_t klen, double rate)
+{
+    for (uint32_t i = 0; i < s->n; i++)
+        if (strlen(s->keys[i]) == klen && !memcmp(s->keys[i], k, klen)) {
+            s->rates[i] = rate;
+            return;
+        }
+    s->keys = sharp_realloc(s->keys, (s->n + 1) * sizeof *s->keys);
+    s->rates = sharp_realloc(s->rates, (s->n + 1) * sizeof *s->rates);
+    s->keys[s->n] = sharp_strndup(k, klen);
+    s->rates[s->n++] = rate;
+}
+
+bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len)
+{
+    json_t j = {body, body + len, 0};
+    sharp_dd_sampler_t got = {0};
+    sharp_sbuf_t key = {0};
+    bool found = false, ok = js_lit(&j, '{');
+    if (ok && !js_lit(&j, '}')) {
+        do {
+            sharp_sbuf_reset(&key);
+            if (!js_string(&j, &key) || !js_lit(&j, ':')) {
+                ok = false;
+                break;
+            }
+            if (key.len != 15 || memcmp(key.data, "rate_by_service", 15)) {
+                ok = js_skip(&j);
+                continue;
+            }
+            /* an object of rates, each a number in [0, 1] */
+            found = true;
+            if (!js_lit(&j, '{')) {
+                ok = false;
+                break;
+            }
+            if (js_lit(&j, '}')) continue;
+            do {
+                double rate;
+                sharp_sbuf_reset(&key);
+                ok = js_string(&j, &key) && js_lit(&j, ':') && js_number(&j, &rate) && rate >= 0.0 && rate <= 1.0;
+                if (ok) rates_set(&got, key.data ? key.data : "", key.len, rate);
+            } while (ok && js_lit(&j, ','));
+            ok = ok && js_lit(&j, '}');
+        } while (ok && js_lit(&j, ','));
+        ok = ok && js_lit(&j, '}');
+    }
+    js_ws(&j);
+    ok = ok && j.p == j.end;
+    sharp_sbuf_free(&key);
+    if (!ok || !found) {
+        sharp_dd_sampler_free(&got);
+        return ok;
+    }
+    /* TraceSampler::handle_collector_response: the default is kept until
+     * an answer gives another */
+    for (uint32_t i = 0; i < got.n; i++)
+        if (!strcmp(got.keys[i], DEFAULT_RATE_KEY)) {
+            s->has_default = true;
+            s->default_rate = got.rates[i];
+        }
+    sharp_dd_sampler_free(s);
+    s->keys = got.keys;
+    s->rates = got.rates;
+    s->n = got.n;
+    return true;
+}
+
+/* TraceSampler::decide without rules: the agent's rate for the service (no
+ * env), else its default, else 1; kept when the Knuth hash of the trace
+ * id's low half is within it. */
+static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *service, uint64_t trace_lo)
+{
+    double rate = 1.0;
+    int mechanism = 0; /* DEFAULT */
+    if (s) {
+        size_t n = strlen(service);
+        bool found = false;
+        for (uint32_t i = 0; i < s->n && !found; i++) {
+            const char *k = s->keys[i];
+            found = !strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 && !memcmp(k + 8, service, n) &&
+                    !strcmp(k + 8 + n, ",env:");
+            if (found) rate = s->rates[i];
+        }
+        if (found) {
+            mechanism = 1; /* AGENT_RATE */
+        } else if (s->has_default) {
+            rate = s->default_rate;
+            mechanism = 1;
+        }
+    }
+    uint64_t threshold = rate >= 1.0 ? UINT64_MAX : (uint64_t)(rate * (double)UINT64_MAX);
+    bool keep = trace_lo * 1111111111111111111ull <= threshold;
+    d->priority = keep ? SHARP_DD_AUTO_KEEP : 0;
+    d->local_decision = true;
+    d->rate = rate;
+    if (keep) {
+        char dm[8];
+        int len = snprintf(dm, sizeof dm, "-%d", mechanism);
+        tags_set(&d->tags, DM_TAG, strlen(DM_TAG), dm, (size_t)len);
+    } else {
+        tags_remove(&d->tags, DM_TAG);
+    }
+}
+
 /* ---- spans ---- */
 
 /* The span's meta: a later value of a key replaces the earlier one unless
@@ -397,9 +624,9 @@ static void meta_cstr(sharp_span_t *sp, const char *key, const char *value)
     meta_set(sp, key, value, strlen(value), false);
 }
 
-void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced, const char *name, size_t name_len,
-                         const char *version, uint64_t start_wall_us, uint64_t start_ns,
-                         uint64_t (*random)(void *), void *rarg)
+void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced, const sharp_dd_sampler_t *sampler,
+                         const char *service, const char *name, size_t name_len, const char *version,
+                         uint64_t start_wall_us, uint64_t start_ns, uint64_t (*random)(void *), void *rarg)
 {
     memset(sp, 0, sizeof *sp);
     sharp_dd_span_t *d = sharp_calloc(1, sizeof *d);
@@ -446,10 +673,7 @@ void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
         d->priority = SHARP_DD_USER_DROP;
         tags_remove(&d->tags, DM_TAG);
     } else {
-        /* the trace sampler's default: keep at rate 1 (mechanism 0) */
-        d->priority = SHARP_DD_AUTO_KEEP;
-        d->local_decision = true;
-        tags_set(&d->tags, DM_TAG, strlen(DM_TAG), "-0", 2);
+        sample(d, sampler, service ? service : "", sp->trace_lo);
     }
 }
 
@@ -592,7 +816,7 @@ void sharp_dd_encode_trace(sharp_span_t *sp, const char *service, uint64_t durat
     sharp_msgpack_double(out, d->priority);
     if (d->local_decision) {
         sharp_msgpack_cstr(out, "_dd.agent_psr");
-        sharp_msgpack_double(out, 1.0);
+        sharp_msgpack_double(out, d->rate);
     }
     sharp_msgpack_cstr(out, "process_id");
     sharp_msgpack_double(out, (double)pid);
@@ -639,7 +863,18 @@ typedef struct reporter {
     sharp_sbuf_t traces; /* the pending traces, each an encoded array */
     uint32_t pending;
     uv_timer_t timer;
+    sharp_dd_sampler_t sampler; /* from the agent's answers */
 } reporter_t;
+
+/* DatadogAgent's on_response: a 200 with a body carries the rates. */
+static void on_agent_response(void *arg, uint32_t status, const char *body, size_t len)
+{
+    reporter_t *r = arg;
+    if (status != 200 || !len) return;
+    if (!sharp_dd_sampler_update(&r->sampler, body, len))
+        sharp_debug(upstream, "datadog: the agent's answer on cluster '%s' is not JSON with rate_by_service",
+                    r->cluster);
+}
 
 /* DatadogAgent::flush: the pending traces as one request. */
 static void flush(reporter_t *r)
@@ -657,7 +892,7 @@ static void flush(reporter_t *r)
      * router's own 503 and 504 included) reports_dropped, a reset or
      * timeout once the response began reports_failed */
     sharp_async_post_counts_t counts = {.count = true, .ok_status = 200, .ok = r->sent, .other = r->dropped,
-                                        .failed = r->failed};
+                                        .failed = r->failed, .response = on_agent_response, .arg = r};
     sharp_headers_t h;
     sharp_headers_init(&h);
     sharp_async_post_head(&h, SHARP_DD_TRACES_PATH, r->hostname, "application/msgpack");
@@ -710,6 +945,12 @@ void sharp_datadog_sync(sharp_worker_t *w, const sharp_snapshot_t *snap)
     }
 }
 
+const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+{
+    if (w->stopping) return NULL;
+    return &find_reporter(w, dc)->sampler;
+}
+
 void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, sharp_sbuf_t *trace)
 {
     if (w->stopping) {
@@ -733,6 +974,7 @@ static void free_reporter(uv_handle_t *h)
     free(r->cluster);
     free(r->hostname);
     sharp_sbuf_free(&r->traces);
+    sharp_dd_sampler_free(&r->sampler);
     free(r);
 }
 

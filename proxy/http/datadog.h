@@ -34,7 +34,13 @@
  *    256 bytes, then the other vendors' entries).
  *  - Sampling: a priority the request carries is kept; else Envoy's
  *    decision: not traced is USER_DROP (-1), traced is dd-trace-cpp's
- *    default keep (AUTO_KEEP, 1, decision maker "-0", _dd.agent_psr 1).
+ *    trace sampler without rules: the agent's rate for the service (its
+ *    last answer's rate_by_service, "service:<name>,env:"), else its
+ *    default ("service:,env:"; decision maker "-1"), else 1 before any
+ *    answer ("-0"); the trace is kept (AUTO_KEEP, 1) when the Knuth hash
+ *    of its low 64 bits is within the rate, else dropped (AUTO_DROP, 0);
+ *    the rate is the span's _dd.agent_psr. Each worker has its own rates,
+ *    as Envoy's thread-local tracers.
  *    New traces have 128-bit ids (the high half: the start time's seconds
  *    in its top 32 bits) and 63-bit span ids, as dd-trace-cpp makes them.
  *
@@ -47,8 +53,8 @@
  * application/msgpack, Datadog-Meta-Lang cpp, Datadog-Meta-Lang-Version,
  * Datadog-Meta-Tracer-Version and X-Datadog-Trace-Count, timed out after
  * 2 s; a request of the worker on the collector cluster as the Zipkin
- * reporter's (zipkin.h). The agent's answer is not read further (its
- * rate_by_service sampling rates are not applied).
+ * reporter's (zipkin.h). A 200 answer's rate_by_service updates the
+ * reporter's sampler.
  *
  * Stats (Envoy's, process-wide): tracing.datadog.reports_sent (the agent
  * answered 200), reports_dropped (any other answer, the router's own
@@ -103,10 +109,27 @@ typedef struct sharp_dd_context {
     const char *prop_error, *w3c_error;
 } sharp_dd_context_t;
 
+/* The agent's sampling rates (dd-trace-cpp's TraceSampler without rules):
+ * the rate_by_service of its last answer, and the default it gave last. */
+typedef struct sharp_dd_sampler {
+    char **keys; /* "service:<service>,env:<env>" */
+    double *rates;
+    uint32_t n;
+    bool has_default; /* "service:,env:" given once */
+    double default_rate;
+} sharp_dd_sampler_t;
+
+/* Takes the rates of an agent's answer ({"rate_by_service": {key: rate}},
+ * each rate in [0, 1]): false when it is not such JSON (nothing changed);
+ * an answer without rate_by_service changes nothing. */
+bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len);
+void sharp_dd_sampler_free(sharp_dd_sampler_t *s);
+
 /* The span's Datadog state. */
 typedef struct sharp_dd_span {
     int priority;
-    bool local_decision; /* decided here by the default rate: _dd.agent_psr */
+    bool local_decision; /* decided here by a rate: _dd.agent_psr */
+    double rate;         /* that rate */
     bool error;
     char *origin;
     sharp_dd_tags_t tags;
@@ -131,11 +154,12 @@ void sharp_dd_tags_free(sharp_dd_tags_t *t);
 
 /* A new span named "envoy.proxy" with resource `name`: a child of ctx's
  * parent in its trace (ctx moved into the span), or without ctx a new
- * trace. `traced` is Envoy's decision, used when ctx has no priority.
- * `version` is the span's version meta. */
-void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced, const char *name, size_t name_len,
-                         const char *version, uint64_t start_wall_us, uint64_t start_ns,
-                         uint64_t (*random)(void *), void *rarg);
+ * trace. `traced` is Envoy's decision, used when ctx has no priority: not
+ * traced is USER_DROP, traced the sampler's decision for `service` (NULL
+ * sampler: no rates yet, keep). `version` is the span's version meta. */
+void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced, const sharp_dd_sampler_t *sampler,
+                         const char *service, const char *name, size_t name_len, const char *version,
+                         uint64_t start_wall_us, uint64_t start_ns, uint64_t (*random)(void *), void *rarg);
 /* Envoy's Datadog Span::setTag. */
 void sharp_dd_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen);
 bool sharp_dd_span_error(const sharp_span_t *sp);
@@ -153,6 +177,9 @@ const char *sharp_dd_runtime_id(void);
 /* ---- the worker's reporters ---- */
 
 void sharp_datadog_sync(sharp_worker_t *w, const sharp_snapshot_t *snap);
+/* The sampler of the worker's reporter for dc's agent (NULL once the
+ * worker stops). */
+const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w, const sharp_datadog_config_t *dc);
 /* Hands one encoded trace (moved out of *trace) to the worker's reporter
  * for dc's collector. */
 void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, sharp_sbuf_t *trace);

@@ -28,6 +28,7 @@ class FakeAgent:
     def __init__(self, status=200):
         self.reports = []
         self.status = status
+        self.answer = b'{"rate_by_service":{"service:,env:":1}}'
         self.lock = threading.Lock()
         outer = self
 
@@ -40,7 +41,7 @@ class FakeAgent:
                 with outer.lock:
                     outer.reports.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
                                           traces))
-                answer = b'{"rate_by_service":{"service:,env:":1}}'
+                answer = outer.answer
                 self.send_response(outer.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(answer)))
@@ -164,6 +165,7 @@ def test_datadog_context_spans_and_report(procs, echo, agent):
 
 def test_new_trace_batched_and_runtime_id(procs, echo, agent):
     listen, admin = free_port(), free_port()
+    agent.answer = b"{}"  # no rates: every trace is decided by the default rate ("-0")
     start(procs, config(listen, admin, echo.port, agent.port), admin)
     echoed = []
     for _ in range(3):
@@ -214,6 +216,28 @@ def test_sampling_priority(procs, echo, agent):
     assert prio[77] == 1 and prio[79] == 0
     dropped = [sp for sp in spans if sp["trace_id"] not in (77, 79)][0]
     assert prio[dropped["trace_id"]] == -1 and "_dd.p.dm" not in dropped["meta"]
+
+
+def test_agent_rates_sample(procs, echo, agent):
+    listen, admin = free_port(), free_port()
+    # the agent answers rate 0 for this service: once its first answer
+    # came, new traces Envoy traces are dropped by the sampler (AUTO_DROP)
+    agent.answer = b'{"rate_by_service":{"service:,env:":1,"service:front-dd,env:":0}}'
+    start(procs, config(listen, admin, echo.port, agent.port), admin)
+    st, _, e = get(listen, path="/plain")
+    assert seen(e, "x-datadog-sampling-priority") == "1"
+    wait_for(lambda: stat(admin, "tracing.datadog.reports_sent") == 1, FLUSH_WAIT, "the first report answered")
+    st, _, e = get(listen, path="/plain")
+    assert seen(e, "x-datadog-sampling-priority") == "0" and seen(e, "traceparent").endswith("-00")
+    spans = n_spans(agent, 2, "the second span")
+    sp = spans[1]
+    assert sp["metrics"]["_sampling_priority_v1"] == 0 and sp["metrics"]["_dd.agent_psr"] == 0
+    assert "_dd.p.dm" not in sp["meta"]
+    # an answer that is not JSON changes nothing
+    agent.answer = b"not json"
+    wait_for(lambda: stat(admin, "tracing.datadog.reports_sent") == 2, FLUSH_WAIT, "the second report answered")
+    st, _, e = get(listen, path="/plain")
+    assert seen(e, "x-datadog-sampling-priority") == "0"
 
 
 def test_w3c_context(procs, echo, agent):

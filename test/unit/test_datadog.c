@@ -284,7 +284,7 @@ static void new_span_priority(void **state)
     uint64_t n = 0x8000000000000042ull;
     sharp_span_t sp;
     /* a new trace, traced: kept by the default rate */
-    sharp_dd_span_start(&sp, NULL, true, "ingress", 7, "envoy v", 1700000000123456ull, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy v", 1700000000123456ull, 1, seq, &n);
     assert_int_equal(sp.trace_lo, 0x42); /* 63 bits */
     assert_int_equal(sp.id, sp.trace_lo);
     assert_int_equal(sp.trace_hi, 1700000000ull << 32);
@@ -307,7 +307,7 @@ static void new_span_priority(void **state)
                                            "_dd.p.dm=-1"),
                                       &c, &why),
                      1);
-    sharp_dd_span_start(&sp, &c, false, "ingress", 7, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
     sharp_dd_context_free(&c);
     assert_int_equal(sp.dd->priority, -1);
     assert_int_equal(sp.dd->tags.n, 0);
@@ -324,7 +324,7 @@ static void new_span_priority(void **state)
                                            "x-datadog-sampling-priority", "2", "x-datadog-tags", "_dd.p.dm=-3"),
                                       &c, &why),
                      1);
-    sharp_dd_span_start(&sp, &c, false, "ingress", 7, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 2);
     assert_false(sp.dd->local_decision);
     assert_string_equal(sp.dd->tags.vals[0], "-3");
@@ -343,7 +343,7 @@ static void tracestate_encoding(void **state)
                                       &c, &why),
                      1);
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, &c, true, "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_t b = {0};
     sharp_dd_tracestate(&sp, &b);
     assert_string_equal(sharp_sbuf_cstr(&b), "dd=s:1;p:0000000000000001;o:a_b~c;t.k_x:v_w");
@@ -359,7 +359,7 @@ static void tracestate_encoding(void **state)
                                            "x-datadog-sampling-priority", "1", "x-datadog-tags", big),
                                       &c, &why),
                      1);
-    sharp_dd_span_start(&sp, &c, true, "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_reset(&b);
     sharp_dd_tracestate(&sp, &b);
     assert_true(b.len <= 256);
@@ -391,6 +391,63 @@ static void tracestate_encoding(void **state)
     sharp_sbuf_free(&b);
 }
 
+static void agent_rates(void **state)
+{
+    (void)state;
+    sharp_dd_sampler_t smp = {0};
+    /* before any answer: rate 1, mechanism DEFAULT */
+    const char *ok = " {\"other\": [1, {\"a\": \"b\\\"c\\u00e9\"}, true, null, -2.5e3],"
+                     " \"rate_by_service\": {\"service:,env:\": 0.5, \"service:svc,env:\": 0, "
+                     "\"service:svc,env:prod\": 1}} ";
+    assert_true(sharp_dd_sampler_update(&smp, ok, strlen(ok)));
+    assert_int_equal(smp.n, 3);
+    assert_true(smp.has_default);
+    assert_true(smp.default_rate == 0.5);
+    /* the service's own rate 0: dropped, no decision maker */
+    uint64_t n = 1;
+    sharp_span_t sp;
+    sharp_dd_span_start(&sp, NULL, true, &smp, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    assert_int_equal(sp.dd->priority, 0);
+    assert_true(sp.dd->local_decision && sp.dd->rate == 0.0);
+    assert_null(sp.dd->tags.n > 1 ? sp.dd->tags.keys[1] : NULL);
+    sharp_span_free(&sp);
+    /* another service: the default 0.5, by the Knuth hash of the trace id */
+    n = 1; /* 1 * 1111111111111111111 is under half of 2^64: kept */
+    sharp_dd_span_start(&sp, NULL, true, &smp, "other", "r", 1, NULL, 1, 1, seq, &n);
+    assert_int_equal(sp.dd->priority, 1);
+    assert_true(sp.dd->rate == 0.5);
+    assert_string_equal(sp.dd->tags.vals[1], "-1"); /* AGENT_RATE */
+    sharp_span_free(&sp);
+    n = 9; /* 9999999999999999999 is over it: dropped */
+    sharp_dd_span_start(&sp, NULL, true, &smp, "other", "r", 1, NULL, 1, 1, seq, &n);
+    assert_int_equal(sp.dd->priority, 0);
+    sharp_span_free(&sp);
+    /* answers that are not rates change nothing */
+    const char *bad[] = {"", "{", "nope", "{\"rate_by_service\": {\"service:,env:\": 1.5}}",
+                         "{\"rate_by_service\": {\"service:,env:\": \"1\"}}", "{\"rate_by_service\": []}",
+                         "{\"rate_by_service\": {}} x", "{\"a\": [1,]}", "{\"a\": \"\\q\"}",
+                         "{\"rate_by_service\": {\"service:,env:\": -0.1}}", "{\"rate_by_service\": {\"k\": nan}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(sharp_dd_sampler_update(&smp, bad[i], strlen(bad[i])));
+        assert_int_equal(smp.n, 3);
+    }
+    char deep[300];
+    for (int i = 0; i < 100; i++) deep[i] = '[';
+    memcpy(deep + 100, "", 1);
+    char nested[320];
+    snprintf(nested, sizeof nested, "{\"a\": %s}", deep);
+    assert_false(sharp_dd_sampler_update(&smp, nested, strlen(nested)));
+    /* no rate_by_service: nothing changes, not an error */
+    assert_true(sharp_dd_sampler_update(&smp, "{\"x\": 1}", 8));
+    assert_int_equal(smp.n, 3);
+    /* new rates replace the old; the default stays until another comes */
+    const char *next = "{\"rate_by_service\": {\"service:svc,env:\": 1}}";
+    assert_true(sharp_dd_sampler_update(&smp, next, strlen(next)));
+    assert_int_equal(smp.n, 1);
+    assert_true(smp.has_default && smp.default_rate == 0.5);
+    sharp_dd_sampler_free(&smp);
+}
+
 /* Where the bytes of a string literal (NULs included) are in b. */
 static size_t find_n(const sharp_sbuf_t *b, const char *needle, size_t n)
 {
@@ -405,7 +462,7 @@ static void span_tags_and_trace(void **state)
     (void)state;
     uint64_t n = 7;
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, NULL, true, "ingress", 7, "envoy x", 1000000, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy x", 1000000, 1, seq, &n);
     sharp_span_set_name(&sp, "checkout", 8);
     sharp_span_tag_cstr(&sp, "zone", ""); /* an empty value is kept */
     sharp_span_tag_cstr(&sp, "http.status_code", "500");
@@ -489,7 +546,7 @@ static void hostile_headers(void **state)
         assert_true(rc >= -1 && rc <= 1);
         if (rc < 0) assert_non_null(why);
         sharp_span_t sp;
-        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, "ingress", 7, "v", 1000000, 1, seq, &ids);
+        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "svc", "ingress", 7, "v", 1000000, 1, seq, &ids);
         if (rc > 0) sharp_dd_context_free(&c);
         sharp_dd_inject(&sp, &H);
         sharp_str_t tp, ts;
@@ -513,7 +570,7 @@ int main(void)
         cmocka_unit_test(extract_datadog_headers), cmocka_unit_test(decode_encode_tags),
         cmocka_unit_test(extract_w3c_headers),  cmocka_unit_test(new_span_priority),
         cmocka_unit_test(tracestate_encoding),  cmocka_unit_test(span_tags_and_trace),
-        cmocka_unit_test(hostile_headers),
+        cmocka_unit_test(hostile_headers),      cmocka_unit_test(agent_rates),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     sharp_headers_free(&H);
