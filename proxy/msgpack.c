@@ -6,7 +6,8 @@ static void put(sharp_sbuf_t *b, unsigned char type, uint64_t v, int bytes)
 {
     char buf[9];
     buf[0] = (char)type;
-    for (int i = 0; i < bytes; i++) buf[1 + i] = (char)(v >> (8 * (bytes - 1 - i)));
+    for (int i = 0; i < bytes; i++)
+        buf[1 + i] = (char)(v >> (8 * (bytes - 1 - i)));
     sharp_sbuf_append(b, buf, (size_t)bytes + 1);
 }
 

@@ -80,7 +80,8 @@ bool sharp_dd_decode_tags(const char *v, size_t n, sharp_dd_tags_t *out)
             tags_set(&t, v + start, klen, eq + 1, (size_t)(v + end - eq - 1));
         start = end + 1;
     }
-    for (uint32_t i = 0; i < t.n; i++) tags_set(out, t.keys[i], strlen(t.keys[i]), t.vals[i], strlen(t.vals[i]));
+    for (uint32_t i = 0; i < t.n; i++)
+        tags_set(out, t.keys[i], strlen(t.keys[i]), t.vals[i], strlen(t.vals[i]));
     sharp_dd_tags_free(&t);
     return true;
 }
@@ -178,12 +179,14 @@ static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, cons
     }
     if (sharp_headers_get_cstr(h, "x-datadog-parent-id", &v)) {
         if (!parse_u64(v.p, v.len, &c->parent_id))
-            return bad(why, "Could not extract Datadog-style parent span ID from x-datadog-parent-id");
+            return bad(why,
+                       "Could not extract Datadog-style parent span ID from x-datadog-parent-id");
         c->has_parent = true;
     }
     if (sharp_headers_get_cstr(h, "x-datadog-sampling-priority", &v)) {
         if (!parse_int(v.p, v.len, &c->priority))
-            return bad(why, "Could not extract Datadog-style sampling priority from x-datadog-sampling-priority");
+            return bad(why, "Could not extract Datadog-style sampling priority from "
+                            "x-datadog-sampling-priority");
         c->has_priority = true;
     }
     if (sharp_headers_get_cstr(h, "x-datadog-origin", &v)) c->origin = sharp_strndup(v.p, v.len);
@@ -195,8 +198,10 @@ static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, cons
         } else {
             const char *tid = tags_get(&c->tags, TID_TAG);
             uint64_t hi;
-            if (tid && !parse_hex(tid, strlen(tid), &hi)) c->prop_error = "decoding_error";
-            else if (tid && c->has_trace) c->trace_hi = hi;
+            if (tid && !parse_hex(tid, strlen(tid), &hi))
+                c->prop_error = "decoding_error";
+            else if (tid && c->has_trace)
+                c->trace_hi = hi;
         }
     }
     return 0;
@@ -204,8 +209,10 @@ static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, cons
 
 static void trim(const char **p, size_t *n)
 {
-    while (*n && (**p == ' ' || **p == '\t')) (*p)++, (*n)--;
-    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t')) (*n)--;
+    while (*n && (**p == ' ' || **p == '\t'))
+        (*p)++, (*n)--;
+    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+        (*n)--;
 }
 
 /* Appends `add` to *s with `sep` between (*s NULL: just add). */
@@ -303,8 +310,9 @@ static void extract_w3c(const sharp_headers_t *h, sharp_dd_context_t *c)
     size_t n = v.len;
     trim(&p, &n);
     /* version-traceid-parentid-flags, then the end or "-..." */
-    if (n < 55 || p[2] != '-' || p[35] != '-' || p[52] != '-' || !lower_hex(p, 2) || !lower_hex(p + 3, 32) ||
-        !lower_hex(p + 36, 16) || !lower_hex(p + 53, 2) || (n > 55 && p[55] != '-')) {
+    if (n < 55 || p[2] != '-' || p[35] != '-' || p[52] != '-' || !lower_hex(p, 2) ||
+        !lower_hex(p + 3, 32) || !lower_hex(p + 36, 16) || !lower_hex(p + 53, 2) ||
+        (n > 55 && p[55] != '-')) {
         c->w3c_error = "malformed_traceparent";
         return;
     }
@@ -380,7 +388,8 @@ typedef struct {
 
 static void js_ws(json_t *j)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
 }
 
 static bool js_lit(json_t *j, char c)
@@ -406,12 +415,26 @@ static bool js_string(json_t *j, sharp_sbuf_t *out)
             if (j->p >= j->end) return false;
             char e = *j->p++;
             switch (e) {
-            case '"': case '\\': case '/': c = e; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
+            case '"':
+            case '\\':
+            case '/':
+                c = e;
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
             case 'u': {
                 uint64_t v;
                 if (j->end - j->p < 4 || !parse_hex(j->p, 4, &v)) return false;
@@ -419,7 +442,8 @@ static bool js_string(json_t *j, sharp_sbuf_t *out)
                 c = v < 0x80 ? (char)v : '?';
                 break;
             }
-            default: return false;
+            default:
+                return false;
             }
         }
         if (out) sharp_sbuf_append(out, &c, 1);
@@ -431,7 +455,8 @@ static bool js_number(json_t *j, double *out)
 {
     js_ws(j);
     size_t n = 0;
-    while (j->p + n < j->end && strchr("+-0123456789.eE", j->p[n]) && j->p[n]) n++;
+    while (j->p + n < j->end && strchr("+-0123456789.eE", j->p[n]) && j->p[n])
+        n++;
     char buf[64];
     if (!n || n >= sizeof buf) return false;
     memcpy(buf, j->p, n);
@@ -484,7 +509,8 @@ static bool js_skip(json_t *j)
 
 void sharp_dd_sampler_free(sharp_dd_sampler_t *s)
 {
-    for (uint32_t i = 0; i < s->n; i++) free(s->keys[i]);
+    for (uint32_t i = 0; i < s->n; i++)
+        free(s->keys[i]);
     free(s->keys);
     free(s->rates);
     s->keys = NULL;
@@ -532,7 +558,8 @@ bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len
             do {
                 double rate;
                 sharp_sbuf_reset(&key);
-                ok = js_string(&j, &key) && js_lit(&j, ':') && js_number(&j, &rate) && rate >= 0.0 && rate <= 1.0;
+                ok = js_string(&j, &key) && js_lit(&j, ':') && js_number(&j, &rate) &&
+                     rate >= 0.0 && rate <= 1.0;
                 if (ok) rates_set(&got, key.data ? key.data : "", key.len, rate);
             } while (ok && js_lit(&j, ','));
             ok = ok && js_lit(&j, '}');
@@ -563,7 +590,8 @@ bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len
 /* TraceSampler::decide without rules: the agent's rate for the service (no
  * env), else its default, else 1; kept when the Knuth hash of the trace
  * id's low half is within it. */
-static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *service, uint64_t trace_lo)
+static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *service,
+                   uint64_t trace_lo)
 {
     double rate = 1.0;
     int mechanism = 0; /* DEFAULT */
@@ -572,8 +600,8 @@ static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *
         bool found = false;
         for (uint32_t i = 0; i < s->n && !found; i++) {
             const char *k = s->keys[i];
-            found = !strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 && !memcmp(k + 8, service, n) &&
-                    !strcmp(k + 8 + n, ",env:");
+            found = !strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 &&
+                    !memcmp(k + 8, service, n) && !strcmp(k + 8 + n, ",env:");
             if (found) rate = s->rates[i];
         }
         if (found) {
@@ -624,9 +652,10 @@ static void meta_cstr(sharp_span_t *sp, const char *key, const char *value)
     meta_set(sp, key, value, strlen(value), false);
 }
 
-void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced, const sharp_dd_sampler_t *sampler,
-                         const char *service, const char *name, size_t name_len, const char *version,
-                         uint64_t start_wall_us, uint64_t start_ns, uint64_t (*random)(void *), void *rarg)
+void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
+                         const sharp_dd_sampler_t *sampler, const char *service, const char *name,
+                         size_t name_len, const char *version, uint64_t start_wall_us,
+                         uint64_t start_ns, uint64_t (*random)(void *), void *rarg)
 {
     memset(sp, 0, sizeof *sp);
     sharp_dd_span_t *d = sharp_calloc(1, sizeof *d);
@@ -704,8 +733,10 @@ static void put_clean(sharp_sbuf_t *out, const char *s, const char *badc, bool t
 {
     for (; *s; s++) {
         char c = *s;
-        if ((unsigned char)c < 0x20 || (unsigned char)c > 0x7e || strchr(badc, c)) c = '_';
-        else if (tilde && c == '=') c = '~';
+        if ((unsigned char)c < 0x20 || (unsigned char)c > 0x7e || strchr(badc, c))
+            c = '_';
+        else if (tilde && c == '=')
+            c = '~';
         sharp_sbuf_append(out, &c, 1);
     }
 }
@@ -734,7 +765,8 @@ void sharp_dd_tracestate(const sharp_span_t *sp, sharp_sbuf_t *out)
     /* at most 256 bytes: whole fields dropped from the end */
     while (dd.len > SHARP_DD_TRACESTATE_MAX) {
         size_t i = dd.len;
-        while (i > 0 && dd.data[i - 1] != ';') i--;
+        while (i > 0 && dd.data[i - 1] != ';')
+            i--;
         if (i == 0) break;
         dd.len = i - 1;
     }
@@ -760,8 +792,10 @@ void sharp_dd_inject(sharp_span_t *sp, sharp_headers_t *h)
     if (d->origin) sharp_headers_set_cstr(h, "x-datadog-origin", d->origin);
     sharp_sbuf_t b = {0};
     sharp_dd_encode_tags(&d->tags, &b);
-    if (b.len > SHARP_DD_TAGS_HEADER_MAX) meta_cstr(sp, "_dd.propagation_error", "inject_max_size");
-    else if (b.len) sharp_headers_set(h, "x-datadog-tags", 14, b.data, b.len);
+    if (b.len > SHARP_DD_TAGS_HEADER_MAX)
+        meta_cstr(sp, "_dd.propagation_error", "inject_max_size");
+    else if (b.len)
+        sharp_headers_set(h, "x-datadog-tags", 14, b.data, b.len);
     /* W3C */
     char tp[56];
     sharp_traceparent_format(sp->trace_hi, sp->trace_lo, sp->id, d->priority > 0, tp);
@@ -772,8 +806,8 @@ void sharp_dd_inject(sharp_span_t *sp, sharp_headers_t *h)
     sharp_sbuf_free(&b);
 }
 
-void sharp_dd_encode_trace(sharp_span_t *sp, const char *service, uint64_t duration_ns, const char *runtime_id,
-                           int64_t pid, sharp_sbuf_t *out)
+void sharp_dd_encode_trace(sharp_span_t *sp, const char *service, uint64_t duration_ns,
+                           const char *runtime_id, int64_t pid, sharp_sbuf_t *out)
 {
     sharp_dd_span_t *d = sp->dd;
     /* TraceSegment::span_finished: the trace tags on the local root (its
@@ -872,7 +906,8 @@ static void on_agent_response(void *arg, uint32_t status, const char *body, size
     reporter_t *r = arg;
     if (status != 200 || !len) return;
     if (!sharp_dd_sampler_update(&r->sampler, body, len))
-        sharp_debug(upstream, "datadog: the agent's answer on cluster '%s' is not JSON with rate_by_service",
+        sharp_debug(upstream,
+                    "datadog: the agent's answer on cluster '%s' is not JSON with rate_by_service",
                     r->cluster);
 }
 
@@ -891,8 +926,13 @@ static void flush(reporter_t *r)
     /* AgentHTTPClient: a 200 is reports_sent, any other response (the
      * router's own 503 and 504 included) reports_dropped, a reset or
      * timeout once the response began reports_failed */
-    sharp_async_post_counts_t counts = {.count = true, .ok_status = 200, .ok = r->sent, .other = r->dropped,
-                                        .failed = r->failed, .response = on_agent_response, .arg = r};
+    sharp_async_post_counts_t counts = {.count = true,
+                                        .ok_status = 200,
+                                        .ok = r->sent,
+                                        .other = r->dropped,
+                                        .failed = r->failed,
+                                        .response = on_agent_response,
+                                        .arg = r};
     sharp_headers_t h;
     sharp_headers_init(&h);
     sharp_async_post_head(&h, SHARP_DD_TRACES_PATH, r->hostname, "application/msgpack");
@@ -900,7 +940,8 @@ static void flush(reporter_t *r)
     sharp_headers_add_cstr(&h, "datadog-meta-lang-version", SHARP_DD_LANG_VERSION);
     sharp_headers_add_cstr(&h, "datadog-meta-tracer-version", SHARP_DD_TRACER_VERSION);
     sharp_headers_add_cstr(&h, "x-datadog-trace-count", count);
-    if (!sharp_async_post(w, r->cluster, "HTTP/1.1", &h, &body, SHARP_DD_TIMEOUT_MS, &counts, "datadog traces")) {
+    if (!sharp_async_post(w, r->cluster, "HTTP/1.1", &h, &body, SHARP_DD_TIMEOUT_MS, &counts,
+                          "datadog traces")) {
         sharp_debug(upstream, "datadog: collector cluster '%s' does not exist", r->cluster);
         sharp_counter_inc(w->stats, r->skipped_no_cluster);
     }
@@ -959,7 +1000,8 @@ void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, s
     }
     reporter_t *r = find_reporter(w, dc);
     if (r->pending >= SHARP_DD_MAX_TRACES) {
-        sharp_debug(upstream, "datadog: %u traces wait for cluster '%s': trace dropped", r->pending, r->cluster);
+        sharp_debug(upstream, "datadog: %u traces wait for cluster '%s': trace dropped", r->pending,
+                    r->cluster);
         sharp_sbuf_free(trace);
         return;
     }

@@ -100,7 +100,7 @@ typedef struct sharp_dd_context {
     uint64_t trace_hi, trace_lo, parent_id;
     bool has_trace, has_parent, has_priority;
     int priority;
-    char *origin;       /* NULL: none */
+    char *origin; /* NULL: none */
     sharp_dd_tags_t tags;
     char *w3c_extra;    /* tracestate's entries other than dd= */
     char *dd_w3c_extra; /* the dd= entry's fields not understood */
@@ -157,9 +157,10 @@ void sharp_dd_tags_free(sharp_dd_tags_t *t);
  * trace. `traced` is Envoy's decision, used when ctx has no priority: not
  * traced is USER_DROP, traced the sampler's decision for `service` (NULL
  * sampler: no rates yet, keep). `version` is the span's version meta. */
-void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced, const sharp_dd_sampler_t *sampler,
-                         const char *service, const char *name, size_t name_len, const char *version,
-                         uint64_t start_wall_us, uint64_t start_ns, uint64_t (*random)(void *), void *rarg);
+void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
+                         const sharp_dd_sampler_t *sampler, const char *service, const char *name,
+                         size_t name_len, const char *version, uint64_t start_wall_us,
+                         uint64_t start_ns, uint64_t (*random)(void *), void *rarg);
 /* Envoy's Datadog Span::setTag. */
 void sharp_dd_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t vlen);
 bool sharp_dd_span_error(const sharp_span_t *sp);
@@ -167,8 +168,8 @@ bool sharp_dd_span_error(const sharp_span_t *sp);
 void sharp_dd_inject(sharp_span_t *sp, sharp_headers_t *h);
 /* The finished span as one trace (a msgpack array of its one span map),
  * appended to out: the process-wide meta (runtime_id, pid) added. */
-void sharp_dd_encode_trace(sharp_span_t *sp, const char *service, uint64_t duration_ns, const char *runtime_id,
-                           int64_t pid, sharp_sbuf_t *out);
+void sharp_dd_encode_trace(sharp_span_t *sp, const char *service, uint64_t duration_ns,
+                           const char *runtime_id, int64_t pid, sharp_sbuf_t *out);
 void sharp_dd_span_free(sharp_dd_span_t *d);
 
 /* This process's runtime id (a version 4 UUID made once). */
@@ -179,7 +180,8 @@ const char *sharp_dd_runtime_id(void);
 void sharp_datadog_sync(sharp_worker_t *w, const sharp_snapshot_t *snap);
 /* The sampler of the worker's reporter for dc's agent (NULL once the
  * worker stops). */
-const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w, const sharp_datadog_config_t *dc);
+const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w,
+                                                const sharp_datadog_config_t *dc);
 /* Hands one encoded trace (moved out of *trace) to the worker's reporter
  * for dc's collector. */
 void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, sharp_sbuf_t *trace);

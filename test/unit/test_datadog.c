@@ -20,7 +20,8 @@ static sharp_headers_t *hdrs(const char *const *kv)
 {
     sharp_headers_free(&H);
     sharp_headers_init(&H);
-    for (size_t i = 0; kv && kv[i]; i += 2) sharp_headers_add_cstr(&H, kv[i], kv[i + 1]);
+    for (size_t i = 0; kv && kv[i]; i += 2)
+        sharp_headers_add_cstr(&H, kv[i], kv[i + 1]);
     return &H;
 }
 
@@ -139,11 +140,12 @@ static void extract_datadog_headers(void **state)
     (void)state;
     sharp_dd_context_t c;
     const char *why = NULL;
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1234", "x-datadog-parent-id", "5678",
-                                           "x-datadog-sampling-priority", "-1", "x-datadog-origin", "synthetics",
-                                           "x-datadog-tags", "_dd.p.dm=-4,foo=bar,_dd.p.tid=640cfd8d00000000"),
-                                      &c, &why),
-                     1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "1234", "x-datadog-parent-id", "5678",
+                              "x-datadog-sampling-priority", "-1", "x-datadog-origin", "synthetics",
+                              "x-datadog-tags", "_dd.p.dm=-4,foo=bar,_dd.p.tid=640cfd8d00000000"),
+                         &c, &why),
+        1);
     assert_int_equal(c.trace_lo, 1234);
     assert_int_equal(c.trace_hi, 0x640cfd8d00000000ull);
     assert_int_equal(c.parent_id, 5678);
@@ -156,7 +158,8 @@ static void extract_datadog_headers(void **state)
     assert_null(c.prop_error);
     sharp_dd_context_free(&c);
     /* the largest id */
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "18446744073709551615", "x-datadog-parent-id", "1"),
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "18446744073709551615",
+                                           "x-datadog-parent-id", "1"),
                                       &c, &why),
                      1);
     assert_int_equal(c.trace_lo, UINT64_MAX);
@@ -165,36 +168,42 @@ static void extract_datadog_headers(void **state)
     /* nothing to extract */
     assert_int_equal(sharp_dd_extract(HDRS("x-other", "1"), &c, &why), 0);
     /* malformed: a new trace */
-    const char *bad[][2] = {{"x-datadog-trace-id", "12ab"}, {"x-datadog-trace-id", "18446744073709551616"},
-                            {"x-datadog-trace-id", "-1"}, {"x-datadog-trace-id", ""}};
+    const char *bad[][2] = {{"x-datadog-trace-id", "12ab"},
+                            {"x-datadog-trace-id", "18446744073709551616"},
+                            {"x-datadog-trace-id", "-1"},
+                            {"x-datadog-trace-id", ""}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why = NULL;
-        assert_int_equal(sharp_dd_extract(HDRS(bad[i][0], bad[i][1], "x-datadog-parent-id", "5"), &c, &why), -1);
+        assert_int_equal(
+            sharp_dd_extract(HDRS(bad[i][0], bad[i][1], "x-datadog-parent-id", "5"), &c, &why), -1);
         assert_non_null(strstr(why, "trace ID"));
     }
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "x"), &c, &why), -1);
     assert_int_equal(
-        sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "2", "x-datadog-sampling-priority", "one"),
-                         &c, &why),
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "x"), &c, &why),
         -1);
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "2",
+                                           "x-datadog-sampling-priority", "one"),
+                                      &c, &why),
+                     -1);
     assert_non_null(strstr(why, "sampling priority"));
     /* a trace without a parent: an error, unless it has an origin */
     assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1"), &c, &why), -1);
     /* a parent without a trace: the W3C style is tried next, and finds none */
     assert_int_equal(sharp_dd_extract(HDRS("x-datadog-parent-id", "1"), &c, &why), 0);
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "9", "x-datadog-origin", "rum"), &c, &why), 1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "9", "x-datadog-origin", "rum"), &c, &why), 1);
     assert_int_equal(c.parent_id, 0);
     sharp_dd_context_free(&c);
     /* x-datadog-tags that do not decode: kept out, the error noted */
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "2", "x-datadog-tags",
-                                           "_dd.p.dm=-4,novalue"),
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "2",
+                                           "x-datadog-tags", "_dd.p.dm=-4,novalue"),
                                       &c, &why),
                      1);
     assert_int_equal(c.tags.n, 0);
     assert_string_equal(c.prop_error, "decoding_error");
     sharp_dd_context_free(&c);
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "2", "x-datadog-tags",
-                                           "_dd.p.tid=xyz"),
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1", "x-datadog-parent-id", "2",
+                                           "x-datadog-tags", "_dd.p.tid=xyz"),
                                       &c, &why),
                      1);
     assert_string_equal(c.prop_error, "decoding_error");
@@ -225,10 +234,12 @@ static void extract_w3c_headers(void **state)
     (void)state;
     sharp_dd_context_t c;
     const char *why = NULL;
-    assert_int_equal(sharp_dd_extract(HDRS("traceparent", " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 ",
-                                           "tracestate", "vendor=1, dd=s:2;o:a~b;t.dm:-3;p:0000000000000001;x:y ,z=3"),
-                                      &c, &why),
-                     1);
+    assert_int_equal(
+        sharp_dd_extract(
+            HDRS("traceparent", " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 ",
+                 "tracestate", "vendor=1, dd=s:2;o:a~b;t.dm:-3;p:0000000000000001;x:y ,z=3"),
+            &c, &why),
+        1);
     assert_int_equal(c.trace_hi, 0x0af7651916cd43ddull);
     assert_int_equal(c.trace_lo, 0x8448eb211c80319cull);
     assert_int_equal(c.parent_id, 0xb7ad6b7169203331ull);
@@ -240,17 +251,20 @@ static void extract_w3c_headers(void **state)
     assert_string_equal(c.dd_w3c_extra, "x:y");
     sharp_dd_context_free(&c);
     /* the flag wins over an inconsistent s: */
-    assert_int_equal(sharp_dd_extract(HDRS("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
-                                           "tracestate", "dd=s:2"),
-                                      &c, &why),
-                     1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("traceparent",
+                              "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                              "tracestate", "dd=s:2"),
+                         &c, &why),
+        1);
     assert_int_equal(c.priority, 0);
     sharp_dd_context_free(&c);
     /* Datadog headers with a trace come first */
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "7", "x-datadog-parent-id", "8", "traceparent",
-                                           "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-                                      &c, &why),
-                     1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "7", "x-datadog-parent-id", "8", "traceparent",
+                              "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                         &c, &why),
+        1);
     assert_int_equal(c.trace_lo, 7);
     assert_int_equal(c.trace_hi, 0);
     sharp_dd_context_free(&c);
@@ -265,7 +279,9 @@ static void extract_w3c_headers(void **state)
         assert_int_equal(sharp_dd_extract(HDRS("traceparent", bad[i]), &c, &why), 0);
     /* a later version may have more fields */
     assert_int_equal(
-        sharp_dd_extract(HDRS("traceparent", "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"), &c, &why),
+        sharp_dd_extract(
+            HDRS("traceparent", "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"),
+            &c, &why),
         1);
     sharp_dd_context_free(&c);
 }
@@ -284,7 +300,8 @@ static void new_span_priority(void **state)
     uint64_t n = 0x8000000000000042ull;
     sharp_span_t sp;
     /* a new trace, traced: kept by the default rate */
-    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy v", 1700000000123456ull, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy v", 1700000000123456ull,
+                        1, seq, &n);
     assert_int_equal(sp.trace_lo, 0x42); /* 63 bits */
     assert_int_equal(sp.id, sp.trace_lo);
     assert_int_equal(sp.trace_hi, 1700000000ull << 32);
@@ -303,8 +320,8 @@ static void new_span_priority(void **state)
     /* not traced: Envoy's user drop, no decision maker */
     sharp_dd_context_t c;
     const char *why;
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6", "x-datadog-tags",
-                                           "_dd.p.dm=-1"),
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6",
+                                           "x-datadog-tags", "_dd.p.dm=-1"),
                                       &c, &why),
                      1);
     sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
@@ -320,10 +337,11 @@ static void new_span_priority(void **state)
     assert_memory_equal(v.p + 53, "00", 2);
     sharp_span_free(&sp);
     /* the caller's priority stays, whatever the decision */
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6",
-                                           "x-datadog-sampling-priority", "2", "x-datadog-tags", "_dd.p.dm=-3"),
-                                      &c, &why),
-                     1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6",
+                              "x-datadog-sampling-priority", "2", "x-datadog-tags", "_dd.p.dm=-3"),
+                         &c, &why),
+        1);
     sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 2);
     assert_false(sp.dd->local_decision);
@@ -338,8 +356,8 @@ static void tracestate_encoding(void **state)
     sharp_dd_context_t c;
     const char *why;
     assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6",
-                                           "x-datadog-sampling-priority", "1", "x-datadog-origin", "a;b=c",
-                                           "x-datadog-tags", "_dd.p.k;x=v~w"),
+                                           "x-datadog-sampling-priority", "1", "x-datadog-origin",
+                                           "a;b=c", "x-datadog-tags", "_dd.p.k;x=v~w"),
                                       &c, &why),
                      1);
     sharp_span_t sp;
@@ -355,10 +373,11 @@ static void tracestate_encoding(void **state)
     memset(big + 209, 'w', 100);
     big[309] = '\0';
     memcpy(big, "_dd.p.a=", 8);
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6",
-                                           "x-datadog-sampling-priority", "1", "x-datadog-tags", big),
-                                      &c, &why),
-                     1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "5", "x-datadog-parent-id", "6",
+                              "x-datadog-sampling-priority", "1", "x-datadog-tags", big),
+                         &c, &why),
+        1);
     sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_reset(&b);
     sharp_dd_tracestate(&sp, &b);
@@ -385,7 +404,8 @@ static void tracestate_encoding(void **state)
     assert_false(sharp_headers_get_cstr(h, "x-datadog-tags", NULL));
     bool found = false;
     for (uint32_t i = 0; i < sp.nattrs; i++)
-        if (!strcmp(sp.akeys[i], "_dd.propagation_error")) found = !strcmp(sp.avals[i], "inject_max_size");
+        if (!strcmp(sp.akeys[i], "_dd.propagation_error"))
+            found = !strcmp(sp.avals[i], "inject_max_size");
     assert_true(found);
     sharp_span_free(&sp);
     sharp_sbuf_free(&b);
@@ -423,16 +443,24 @@ static void agent_rates(void **state)
     assert_int_equal(sp.dd->priority, 0);
     sharp_span_free(&sp);
     /* answers that are not rates change nothing */
-    const char *bad[] = {"", "{", "nope", "{\"rate_by_service\": {\"service:,env:\": 1.5}}",
-                         "{\"rate_by_service\": {\"service:,env:\": \"1\"}}", "{\"rate_by_service\": []}",
-                         "{\"rate_by_service\": {}} x", "{\"a\": [1,]}", "{\"a\": \"\\q\"}",
-                         "{\"rate_by_service\": {\"service:,env:\": -0.1}}", "{\"rate_by_service\": {\"k\": nan}}"};
+    const char *bad[] = {"",
+                         "{",
+                         "nope",
+                         "{\"rate_by_service\": {\"service:,env:\": 1.5}}",
+                         "{\"rate_by_service\": {\"service:,env:\": \"1\"}}",
+                         "{\"rate_by_service\": []}",
+                         "{\"rate_by_service\": {}} x",
+                         "{\"a\": [1,]}",
+                         "{\"a\": \"\\q\"}",
+                         "{\"rate_by_service\": {\"service:,env:\": -0.1}}",
+                         "{\"rate_by_service\": {\"k\": nan}}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_false(sharp_dd_sampler_update(&smp, bad[i], strlen(bad[i])));
         assert_int_equal(smp.n, 3);
     }
     char deep[300];
-    for (int i = 0; i < 100; i++) deep[i] = '[';
+    for (int i = 0; i < 100; i++)
+        deep[i] = '[';
     memcpy(deep + 100, "", 1);
     char nested[320];
     snprintf(nested, sizeof nested, "{\"a\": %s}", deep);
@@ -471,7 +499,7 @@ static void span_tags_and_trace(void **state)
     assert_true(sharp_span_has_tag(&sp, "error"));
     sharp_span_tag_cstr(&sp, "error.reason", "boom");
     sharp_span_tag_cstr(&sp, "http.status_code", "503"); /* replaces */
-    sharp_span_tag_cstr(&sp, "_dd.p.dm", "mine");       /* the span's own wins over the trace tag */
+    sharp_span_tag_cstr(&sp, "_dd.p.dm", "mine"); /* the span's own wins over the trace tag */
     sharp_span_tag_cstr(&sp, "resource.name", "res");
     assert_string_equal(sp.name, "res");
     sharp_sbuf_t b = {0};
@@ -480,25 +508,36 @@ static void span_tags_and_trace(void **state)
     assert_int_equal((unsigned char)b.data[0], 0x91);
     assert_int_equal((unsigned char)b.data[1], 0x8c);
     assert_true(find(&b, "\xa7service\xa3svc") != (size_t)-1);
-    assert_true(find(&b, "\xa4name\xab" "envoy.proxy") != (size_t)-1);
+    assert_true(find(&b, "\xa4name\xab"
+                         "envoy.proxy") != (size_t)-1);
     assert_true(find(&b, "\xa8resource\xa3res") != (size_t)-1);
     assert_true(find(&b, "\xa8trace_id\x07") != (size_t)-1);
     assert_true(find(&b, "\xa7span_id\x07") != (size_t)-1);
     assert_true(find(&b, "\xa9parent_id\x00") != (size_t)-1);
     assert_true(find(&b, "\xa5start\xce\x3b\x9a\xca\x00") != (size_t)-1); /* 1 s in ns */
-    assert_true(find(&b, "\xa8" "duration\xcd\x05\xdc") != (size_t)-1);
-    assert_true(find(&b, "\xa5" "error\x01") != (size_t)-1);
+    assert_true(find(&b, "\xa8"
+                         "duration\xcd\x05\xdc") != (size_t)-1);
+    assert_true(find(&b, "\xa5"
+                         "error\x01") != (size_t)-1);
     assert_true(find(&b, "\xa4type\xa3web") != (size_t)-1);
     assert_true(find(&b, "\xa4zone\xa0") != (size_t)-1);
-    assert_true(find(&b, "\xb0http.status_code\xa3" "503") != (size_t)-1);
-    assert_true(find(&b, "\xa5" "error\xa4true") == (size_t)-1); /* not a meta */
-    assert_true(find(&b, "\xad" "error.message\xa4" "boom") != (size_t)-1);
-    assert_true(find(&b, "\xac" "error.reason\xa4" "boom") != (size_t)-1);
+    assert_true(find(&b, "\xb0http.status_code\xa3"
+                         "503") != (size_t)-1);
+    assert_true(find(&b, "\xa5"
+                         "error\xa4true") == (size_t)-1); /* not a meta */
+    assert_true(find(&b, "\xad"
+                         "error.message\xa4"
+                         "boom") != (size_t)-1);
+    assert_true(find(&b, "\xac"
+                         "error.reason\xa4"
+                         "boom") != (size_t)-1);
     assert_true(find(&b, "\xa8_dd.p.dm\xa4mine") != (size_t)-1);
     assert_true(find(&b, "\xa9_dd.p.tid\xb0") != (size_t)-1);
-    assert_true(find(&b, "\xa8language\xa3" "cpp") != (size_t)-1);
+    assert_true(find(&b, "\xa8language\xa3"
+                         "cpp") != (size_t)-1);
     assert_true(find(&b, "\xaaruntime-id\xa3rid") != (size_t)-1);
-    assert_true(find(&b, "\xa7version\xa7" "envoy x") != (size_t)-1);
+    assert_true(find(&b, "\xa7version\xa7"
+                         "envoy x") != (size_t)-1);
     assert_true(find(&b, "\xa7metrics\x83") != (size_t)-1);
     assert_true(find(&b, "\xb5_sampling_priority_v1\xcb\x3f\xf0") != (size_t)-1);
     assert_true(find(&b, "\xad_dd.agent_psr\xcb\x3f\xf0") != (size_t)-1);
@@ -514,9 +553,10 @@ static void hostile_headers(void **state)
 {
     (void)state;
     static const char alphabet[] = "0123456789abcdefABCDEF-=,;:~ .t_dposx\xff";
-    static const char *names[] = {"x-datadog-trace-id", "x-datadog-parent-id", "x-datadog-sampling-priority",
-                                  "x-datadog-origin",   "x-datadog-tags",      "traceparent",
-                                  "tracestate"};
+    static const char *names[] = {
+        "x-datadog-trace-id", "x-datadog-parent-id", "x-datadog-sampling-priority",
+        "x-datadog-origin",   "x-datadog-tags",      "traceparent",
+        "tracestate"};
     uint64_t r = 0x9E3779B97F4A7C15ull, ids = 1;
     for (int iter = 0; iter < 20000; iter++) {
         sharp_headers_free(&H);
@@ -529,7 +569,8 @@ static void hostile_headers(void **state)
             if (k == 5 && (r >> 20) % 2) {
                 /* a well formed traceparent now and then */
                 snprintf(v, sizeof v, "0%c-%032llx-%016llx-0%c", (int)('0' + (r >> 30) % 3),
-                         (unsigned long long)(r >> 1), (unsigned long long)(r >> 3), (int)('0' + (r >> 40) % 2));
+                         (unsigned long long)(r >> 1), (unsigned long long)(r >> 3),
+                         (int)('0' + (r >> 40) % 2));
                 n = strlen(v);
             } else {
                 for (size_t i = 0; i < n; i++) {
@@ -546,7 +587,8 @@ static void hostile_headers(void **state)
         assert_true(rc >= -1 && rc <= 1);
         if (rc < 0) assert_non_null(why);
         sharp_span_t sp;
-        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "svc", "ingress", 7, "v", 1000000, 1, seq, &ids);
+        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "svc", "ingress", 7, "v",
+                            1000000, 1, seq, &ids);
         if (rc > 0) sharp_dd_context_free(&c);
         sharp_dd_inject(&sp, &H);
         sharp_str_t tp, ts;
@@ -566,11 +608,16 @@ int main(void)
 {
     sharp_headers_init(&H);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(msgpack_ints),         cmocka_unit_test(msgpack_strings_and_containers),
-        cmocka_unit_test(extract_datadog_headers), cmocka_unit_test(decode_encode_tags),
-        cmocka_unit_test(extract_w3c_headers),  cmocka_unit_test(new_span_priority),
-        cmocka_unit_test(tracestate_encoding),  cmocka_unit_test(span_tags_and_trace),
-        cmocka_unit_test(hostile_headers),      cmocka_unit_test(agent_rates),
+        cmocka_unit_test(msgpack_ints),
+        cmocka_unit_test(msgpack_strings_and_containers),
+        cmocka_unit_test(extract_datadog_headers),
+        cmocka_unit_test(decode_encode_tags),
+        cmocka_unit_test(extract_w3c_headers),
+        cmocka_unit_test(new_span_priority),
+        cmocka_unit_test(tracestate_encoding),
+        cmocka_unit_test(span_tags_and_trace),
+        cmocka_unit_test(hostile_headers),
+        cmocka_unit_test(agent_rates),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     sharp_headers_free(&H);
