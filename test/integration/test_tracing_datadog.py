@@ -316,6 +316,43 @@ def test_dead_agent_loses_no_request(procs, echo):
     assert get(listen)[0] == 200
 
 
+def test_silent_agent_times_out(procs, echo):
+    """An agent that takes the connection and never answers: each report
+    ends at the 2 s timeout as the router's 504, reports_dropped."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+                held.append(c)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        listen, admin = free_port(), free_port()
+        start(procs, config(listen, admin, echo.port, srv.getsockname()[1]), admin)
+        assert get(listen)[0] == 200
+        wait_for(lambda: stat(admin, "tracing.datadog.reports_dropped") == 1, FLUSH_WAIT, "the timed out report")
+        assert stat(admin, "tracing.datadog.reports_sent") == 0
+        assert stat(admin, "cluster.datadog_agent.upstream_rq_timeout") == 1
+        assert get(listen)[0] == 200
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        srv.close()
+
+
 @pytest.mark.parametrize("provider, needle", [
     ("collector_cluster: datadog_agent\nservice_name: s\nremote_config: { polling_interval: 5s }\n",
      "remote_config"),
