@@ -100,6 +100,7 @@ void sharp_dd_encode_tags(const sharp_dd_tags_t *t, sharp_sbuf_t *out)
 
 void sharp_dd_context_free(sharp_dd_context_t *c)
 {
+    free(c->prop_error);
     free(c->origin);
     sharp_dd_tags_free(&c->tags);
     free(c->w3c_extra);
@@ -168,6 +169,16 @@ static int bad(const char **why, const char *msg)
     return -1;
 }
 
+/* _dd.propagation_error: `what` and `value` (may be NULL). */
+static void set_prop_error(sharp_dd_context_t *c, const char *what, const char *value)
+{
+    free(c->prop_error);
+    size_t a = strlen(what), b = value ? strlen(value) : 0;
+    c->prop_error = sharp_calloc(1, a + b + 1);
+    memcpy(c->prop_error, what, a);
+    if (b) memcpy(c->prop_error + a, value, b);
+}
+
 /* The Datadog style: -1 on a header that does not parse. */
 static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, const char **why)
 {
@@ -191,17 +202,18 @@ static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, cons
     }
     if (sharp_headers_get_cstr(h, "x-datadog-origin", &v)) c->origin = sharp_strndup(v.p, v.len);
     if (sharp_headers_get_cstr(h, "x-datadog-tags", &v)) {
-        if (v.len > SHARP_DD_TAGS_HEADER_MAX) {
-            c->prop_error = "extract_max_size";
-        } else if (!sharp_dd_decode_tags(v.p, v.len, &c->tags)) {
-            c->prop_error = "decoding_error";
-        } else {
+        if (!sharp_dd_decode_tags(v.p, v.len, &c->tags)) {
+            set_prop_error(c, "decoding_error", NULL);
+        } else if (tags_get(&c->tags, TID_TAG)) {
+            /* _dd.p.tid: the trace's high half, 16 hex digits */
             const char *tid = tags_get(&c->tags, TID_TAG);
             uint64_t hi;
-            if (tid && !parse_hex(tid, strlen(tid), &hi))
-                c->prop_error = "decoding_error";
-            else if (tid && c->has_trace)
+            if (strlen(tid) != 16 || !parse_hex(tid, 16, &hi)) {
+                set_prop_error(c, "malformed_tid ", tid);
+                tags_remove(&c->tags, TID_TAG);
+            } else if (c->has_trace) {
                 c->trace_hi = hi;
+            }
         }
     }
     return 0;
@@ -260,7 +272,10 @@ static void parse_dd_tracestate(sharp_dd_context_t *c, const char *v, size_t n)
                 c->has_priority = true;
             }
         } else if (klen == 1 && pair[0] == 'p') {
-            /* the last Datadog parent: not used here */
+            if (vlen == 16) {
+                memcpy(c->dd_parent, val, 16);
+                c->dd_parent[16] = '\0';
+            }
         } else if (klen > 2 && pair[0] == 't' && pair[1] == '.') {
             char key[256], value[256];
             int kn = snprintf(key, sizeof key, "_dd.p.%.*s", (int)(klen - 2), pair + 2);
@@ -344,38 +359,70 @@ static void extract_w3c(const sharp_headers_t *h, sharp_dd_context_t *c)
     c->has_parent = true;
     c->priority = (int)(flags & 1);
     c->has_priority = true;
+    memcpy(c->dd_parent, "0000000000000000", 17);
     if (sharp_headers_get_cstr(h, "tracestate", &v) && v.len) extract_tracestate(c, v.p, v.len);
 }
 
 int sharp_dd_extract(const sharp_headers_t *h, sharp_dd_context_t *out, const char **why)
 {
     memset(out, 0, sizeof *out);
-    if (extract_datadog(h, out, why) < 0) {
-        sharp_dd_context_free(out);
+    sharp_dd_context_t dd = {0}, w3 = {0};
+    if (extract_datadog(h, &dd, why) < 0) {
+        sharp_dd_context_free(&dd);
         return -1;
     }
-    if (!out->has_trace) {
-        /* the next style: what Datadog's headers gave is replaced */
-        const char *prop = out->prop_error;
-        sharp_dd_context_free(out);
-        out->prop_error = prop;
-        extract_w3c(h, out);
+    extract_w3c(h, &w3);
+    /* the first style with a trace id; without one, a parent alone is an
+     * error */
+    sharp_dd_context_t *ctx = dd.has_trace ? &dd : w3.has_trace ? &w3 : NULL;
+    int rc = 1;
+    if (!ctx) {
+        rc = dd.has_parent || w3.has_parent
+                 ? bad(why, "There's no trace ID to extract, but there is a parent span ID")
+                 : 0;
+        goto out;
     }
-    if (!out->has_trace && !out->has_parent) {
-        sharp_dd_context_free(out);
-        return 0;
+    if (ctx == &dd && w3.has_trace && w3.trace_hi == dd.trace_hi && w3.trace_lo == dd.trace_lo) {
+        /* the W3C context of the same trace adds its tracestate */
+        memcpy(dd.dd_parent, w3.dd_parent, sizeof dd.dd_parent);
+        dd.w3c_extra = w3.w3c_extra;
+        dd.dd_w3c_extra = w3.dd_w3c_extra;
+        w3.w3c_extra = w3.dd_w3c_extra = NULL;
     }
-    if (!out->has_trace) {
-        sharp_dd_context_free(out);
-        return bad(why, "There's no trace ID to extract, but there is a parent span ID");
+    if (!ctx->has_parent && !ctx->origin) {
+        rc = bad(why, "There's no parent span ID to extract, but there is a trace ID");
+        goto out;
     }
-    if (!out->has_parent && !out->origin) {
-        sharp_dd_context_free(out);
-        return bad(why, "There's no parent span ID to extract, but there is a trace ID");
+    if (!ctx->trace_hi && !ctx->trace_lo) {
+        rc = bad(why, "extracted zero value for trace ID, which is invalid");
+        goto out;
     }
     /* a trace started elsewhere without a span: this one is its root */
-    if (!out->has_parent) out->parent_id = 0;
-    return 1;
+    if (!ctx->has_parent) ctx->parent_id = 0;
+    *out = *ctx;
+    memset(ctx, 0, sizeof *ctx);
+    /* the span's meta from either style */
+    if (ctx != &dd) {
+        out->prop_error = dd.prop_error;
+        dd.prop_error = NULL;
+    }
+    out->w3c_error = w3.w3c_error;
+    if (out->trace_hi) {
+        /* _dd.p.tid must say the high half: else it is corrected */
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)out->trace_hi);
+        const char *tid = tags_get(&out->tags, TID_TAG);
+        uint64_t hi;
+        if (tid && (strlen(tid) != 16 || !parse_hex(tid, 16, &hi)))
+            set_prop_error(out, "malformed_tid ", tid);
+        else if (tid && hi != out->trace_hi)
+            set_prop_error(out, "inconsistent_tid ", tid);
+        tags_set(&out->tags, TID_TAG, strlen(TID_TAG), hex, 16);
+    }
+out:
+    sharp_dd_context_free(&dd);
+    sharp_dd_context_free(&w3);
+    return rc;
 }
 
 /* ---- the agent's sampling rates ---- */
@@ -685,17 +732,13 @@ void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
         d->dd_w3c_extra = ctx->dd_w3c_extra;
         if (ctx->prop_error) meta_cstr(sp, "_dd.propagation_error", ctx->prop_error);
         if (ctx->w3c_error) meta_cstr(sp, "_dd.w3c_extraction_error", ctx->w3c_error);
-        if (sp->trace_hi && !tags_get(&d->tags, TID_TAG)) {
-            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sp->trace_hi);
-            tags_set(&d->tags, TID_TAG, strlen(TID_TAG), hex, 16);
-        }
-        if (ctx->has_priority) {
-            /* the caller's decision, as it is */
-            d->priority = ctx->priority;
-            memset(ctx, 0, sizeof *ctx);
-            return;
-        }
+        if (ctx->dd_parent[0]) meta_cstr(sp, "_dd.parent_id", ctx->dd_parent);
+        free(ctx->prop_error);
+        bool has_priority = ctx->has_priority;
+        d->priority = ctx->priority;
         memset(ctx, 0, sizeof *ctx);
+        /* the caller's decision, as it is */
+        if (has_priority) return;
     }
     if (!traced) {
         /* Envoy's "user drop" (a manual decision): no decision maker */

@@ -21,11 +21,13 @@
  *  - Extraction reads x-datadog-trace-id, x-datadog-parent-id (decimal),
  *    x-datadog-sampling-priority, x-datadog-origin and x-datadog-tags (its
  *    _dd.p.* tags; _dd.p.tid holds the high 64 bits of a 128-bit trace
- *    id); when they name no trace, traceparent and tracestate (its dd=
- *    entry: s: priority, o: origin, t.*: trace tags). A trace id without a
- *    parent is a root of that trace only with an origin; a header that does
- *    not parse, or a parent without a trace, is an error and the request
- *    starts a new trace, as in Envoy.
+ *    id), and traceparent and tracestate (its dd= entry: s: priority, o:
+ *    origin, p: last parent, t.*: trace tags); the first style with a
+ *    trace id is the context, the W3C one adding its tracestate to a
+ *    Datadog context of the same trace. A trace id without a parent is a
+ *    root of that trace only with an origin; a Datadog header that does
+ *    not parse, a parent without a trace or a zero trace id is an error and
+ *    the request starts a new trace, as in Envoy.
  *  - Injection sets x-datadog-trace-id (the low 64 bits), x-datadog-parent-id
  *    (the span's id), x-datadog-sampling-priority, x-datadog-origin,
  *    x-datadog-tags (the trace tags, at most 512 bytes, else none and meta
@@ -104,9 +106,14 @@ typedef struct sharp_dd_context {
     sharp_dd_tags_t tags;
     char *w3c_extra;    /* tracestate's entries other than dd= */
     char *dd_w3c_extra; /* the dd= entry's fields not understood */
+    /* the dd= entry's p: (the last Datadog parent; 16 zeros without one),
+     * meta _dd.parent_id, when traceparent gave the trace */
+    char dd_parent[17];
     /* meta for the span: _dd.propagation_error (x-datadog-tags that did
-     * not decode) and _dd.w3c_extraction_error (a traceparent that did not) */
-    const char *prop_error, *w3c_error;
+     * not decode, a malformed or inconsistent _dd.p.tid) and
+     * _dd.w3c_extraction_error (a traceparent that did not parse) */
+    char *prop_error;
+    const char *w3c_error;
 } sharp_dd_context_t;
 
 /* The agent's sampling rates (dd-trace-cpp's TraceSampler without rules):

@@ -143,6 +143,7 @@ def test_datadog_context_spans_and_report(procs, echo, agent):
     assert sp["start"] > 10 ** 18 and 0 < sp["duration"] < 10 ** 10  # nanoseconds
     m = sp["meta"]
     assert m["_dd.origin"] == "synthetics" and m["_dd.p.dm"] == "-4" and "other" not in m
+    assert "_dd.parent_id" not in m and "_dd.propagation_error" not in m
     assert m["http.method"] == "GET" and m["http.status_code"] == "200" and m["user_agent"] == "it-client"
     assert m["upstream_cluster"] == "backend" and m["component"] == "proxy"
     assert m["node_id"] == "node-1" and m["zone"] == "z1"
@@ -258,6 +259,7 @@ def test_w3c_context(procs, echo, agent):
     assert sp["trace_id"] == int(trace[16:], 16) and sp["parent_id"] == 0xb7ad6b7169203331
     assert sp["resource"] == "egress svc.local"
     assert sp["meta"]["_dd.p.tid"] == trace[:16] and sp["meta"]["_dd.origin"] == "rum"
+    assert sp["meta"]["_dd.parent_id"] == "0" * 16  # tracestate named no Datadog parent
     assert sp["metrics"]["_sampling_priority_v1"] == 2
 
 

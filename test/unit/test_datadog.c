@@ -188,8 +188,12 @@ static void extract_datadog_headers(void **state)
     assert_non_null(strstr(why, "sampling priority"));
     /* a trace without a parent: an error, unless it has an origin */
     assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "1"), &c, &why), -1);
-    /* a parent without a trace: the W3C style is tried next, and finds none */
-    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-parent-id", "1"), &c, &why), 0);
+    /* a parent without a trace, a zero trace id */
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-parent-id", "1"), &c, &why), -1);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "0", "x-datadog-parent-id", "1"), &c, &why),
+        -1);
+    assert_non_null(strstr(why, "zero"));
     assert_int_equal(
         sharp_dd_extract(HDRS("x-datadog-trace-id", "9", "x-datadog-origin", "rum"), &c, &why), 1);
     assert_int_equal(c.parent_id, 0);
@@ -206,7 +210,7 @@ static void extract_datadog_headers(void **state)
                                            "x-datadog-tags", "_dd.p.tid=xyz"),
                                       &c, &why),
                      1);
-    assert_string_equal(c.prop_error, "decoding_error");
+    assert_string_equal(c.prop_error, "malformed_tid xyz");
     assert_int_equal(c.trace_hi, 0);
     sharp_dd_context_free(&c);
 }
@@ -245,10 +249,53 @@ static void extract_w3c_headers(void **state)
     assert_int_equal(c.parent_id, 0xb7ad6b7169203331ull);
     assert_int_equal(c.priority, 2);
     assert_string_equal(c.origin, "a=b");
-    assert_int_equal(c.tags.n, 1);
+    assert_int_equal(c.tags.n, 2);
     assert_string_equal(c.tags.keys[0], "_dd.p.dm");
+    assert_string_equal(c.tags.keys[1], "_dd.p.tid"); /* the trace's high half */
+    assert_string_equal(c.tags.vals[1], "0af7651916cd43dd");
     assert_string_equal(c.w3c_extra, "vendor=1,z=3");
     assert_string_equal(c.dd_w3c_extra, "x:y");
+    assert_string_equal(c.dd_parent, "0000000000000001");
+    sharp_dd_context_free(&c);
+    /* Datadog headers of the same trace take W3C's tracestate */
+    assert_int_equal(
+        sharp_dd_extract(HDRS("x-datadog-trace-id", "9532127138774266268", "x-datadog-parent-id",
+                              "5", "x-datadog-tags", "_dd.p.tid=0af7651916cd43dd", "traceparent",
+                              "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                              "tracestate", "dd=s:1;p:00000000000000aa;x:y,v=1"),
+                         &c, &why),
+        1);
+    assert_int_equal(c.parent_id, 5);
+    assert_string_equal(c.dd_parent, "00000000000000aa");
+    assert_string_equal(c.w3c_extra, "v=1");
+    assert_string_equal(c.dd_w3c_extra, "x:y");
+    assert_null(c.prop_error);
+    sharp_dd_context_free(&c);
+    /* ... but not those of another trace; a malformed traceparent is noted */
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "7", "x-datadog-parent-id", "5",
+                                           "traceparent", "00-xyz", "tracestate", "v=1"),
+                                      &c, &why),
+                     1);
+    assert_null(c.w3c_extra);
+    assert_int_equal(c.dd_parent[0], 0);
+    assert_string_equal(c.w3c_error, "malformed_traceparent");
+    sharp_dd_context_free(&c);
+    /* a _dd.p.tid that is malformed or says another high half */
+    assert_int_equal(sharp_dd_extract(HDRS("x-datadog-trace-id", "7", "x-datadog-parent-id", "5",
+                                           "x-datadog-tags", "_dd.p.tid=12"),
+                                      &c, &why),
+                     1);
+    assert_string_equal(c.prop_error, "malformed_tid 12");
+    assert_int_equal(c.tags.n, 0);
+    sharp_dd_context_free(&c);
+    assert_int_equal(
+        sharp_dd_extract(HDRS("traceparent",
+                              "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                              "tracestate", "dd=t.tid:1111111111111111"),
+                         &c, &why),
+        1);
+    assert_string_equal(c.prop_error, "inconsistent_tid 1111111111111111");
+    assert_string_equal(c.tags.vals[0], "0af7651916cd43dd");
     sharp_dd_context_free(&c);
     /* the flag wins over an inconsistent s: */
     assert_int_equal(
