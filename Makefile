@@ -13,7 +13,7 @@ DEB_PACKAGES := build-essential pkg-config meson ninja-build \
 	libuv1-dev node-llhttp libnghttp2-dev libssl-dev libc-ares-dev libyaml-dev libre2-dev \
 	protobuf-c-compiler libprotobuf-c-dev libcmocka-dev zlib1g-dev libbrotli-dev libzstd-dev libmimalloc-dev \
 	python3 python3-pytest python3-pytest-xdist python3-yaml python3-websockets python3-grpcio python3-protobuf python3-h2 python3-hyperframe \
-	python3-hpack python3-dnslib python3-brotli python3-zstandard curl wrk nginx haproxy nghttp2-client h2o nghttp2-proxy \
+	python3-hpack python3-dnslib python3-brotli python3-zstandard python3-msgpack curl wrk nginx haproxy nghttp2-client h2o nghttp2-proxy \
 	openssl procps iproute2 gnuplot-nox clang libclang-rt-14-dev nodejs \
 	bpftool libbpf-dev iptables
 

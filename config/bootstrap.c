@@ -52,6 +52,7 @@
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "filters/rbac/filter.h"
+#include "envoy/config/trace/v3/datadog.pb-c.h"
 #include "envoy/config/trace/v3/opentelemetry.pb-c.h"
 #include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
@@ -440,6 +441,7 @@ static int build_access_logs(build_ctx_t *b, ProtobufCMessage *const *logs, size
 #define ZIPKIN_TYPE "envoy.config.trace.v3.ZipkinConfig"
 #define OTEL_TYPE "envoy.config.trace.v3.OpenTelemetryConfig"
 #define SKYWALKING_TYPE "envoy.config.trace.v3.SkyWalkingConfig"
+#define DATADOG_TYPE "envoy.config.trace.v3.DatadogConfig"
 
 static void otel_header(sharp_otel_config_t *oc, const char *k, const char *v)
 {
@@ -599,12 +601,47 @@ out:
     return sc;
 }
 
-/* A tracing provider (Tracing.Http): the Zipkin, OpenTelemetry or
- * SkyWalking tracer, the ones SHARP implements (the support table refuses
+/* The Datadog tracer (DatadogConfig): Envoy's DatadogTracerFactory. The
+ * support table has refused remote_config and checked the strings'
+ * lengths. */
+static sharp_datadog_config_t *build_datadog(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
+                                             const char *p)
+{
+    sharp_config_error_t e = {{0}};
+    Envoy__Config__Trace__V3__DatadogConfig *o = (Envoy__Config__Trace__V3__DatadogConfig *)sharp_any_unpack(
+        &http->typed_config->base, &envoy__config__trace__v3__datadog_config__descriptor, &e);
+    if (!o) {
+        fail(b, p, "%s", e.msg);
+        return NULL;
+    }
+    sharp_datadog_config_t *dc = NULL;
+    char fp[1300];
+    if (!o->collector_cluster[0]) {
+        snprintf(fp, sizeof fp, "%s.collector_cluster", p);
+        fail(b, fp, "value length must be at least 1 characters");
+        goto out;
+    }
+    dc = sharp_calloc(1, sizeof *dc);
+    dc->cluster = sharp_strdup(o->collector_cluster);
+    dc->hostname = sharp_strdup(o->collector_hostname[0] ? o->collector_hostname : o->collector_cluster);
+    /* makeConfig: "envoy" for an empty name (validation refuses one first) */
+    dc->service = sharp_strdup(o->service_name[0] ? o->service_name : "envoy");
+    sharp_stats_t *st = b->srv->stats;
+    dc->st.reports_skipped_no_cluster = sharp_stats_counter(st, "tracing.datadog.reports_skipped_no_cluster");
+    dc->st.reports_sent = sharp_stats_counter(st, "tracing.datadog.reports_sent");
+    dc->st.reports_dropped = sharp_stats_counter(st, "tracing.datadog.reports_dropped");
+    dc->st.reports_failed = sharp_stats_counter(st, "tracing.datadog.reports_failed");
+out:
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    return dc;
+}
+
+/* A tracing provider (Tracing.Http): the Zipkin, OpenTelemetry, SkyWalking
+ * or Datadog tracer, the ones SHARP implements (the support table refuses
  * the other tracers' types). */
 static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__Trace__V3__Tracing__Http *http,
                                            const char *path, sharp_otel_config_t **otel,
-                                           sharp_skywalking_config_t **sw)
+                                           sharp_skywalking_config_t **sw, sharp_datadog_config_t **dd)
 {
     char p[1200];
     snprintf(p, sizeof p, "%s.typed_config", path);
@@ -622,10 +659,14 @@ static sharp_zipkin_config_t *build_zipkin(build_ctx_t *b, const Envoy__Config__
         *sw = build_skywalking(b, http, p);
         return NULL;
     }
+    if (strcmp(t, DATADOG_TYPE) == 0) {
+        *dd = build_datadog(b, http, p);
+        return NULL;
+    }
     if (strcmp(t, ZIPKIN_TYPE) != 0) {
         fail(b, p, "tracer '%s' (%s) is not supported by SHARP: only envoy.tracers.zipkin (%s), "
-             "envoy.tracers.opentelemetry (%s) and envoy.tracers.skywalking (%s)", http->name, t, ZIPKIN_TYPE,
-             OTEL_TYPE, SKYWALKING_TYPE);
+             "envoy.tracers.opentelemetry (%s), envoy.tracers.skywalking (%s) and envoy.tracers.datadog (%s)",
+             http->name, t, ZIPKIN_TYPE, OTEL_TYPE, SKYWALKING_TYPE, DATADOG_TYPE);
         return NULL;
     }
     sharp_config_error_t e = {{0}};
@@ -735,8 +776,8 @@ static sharp_tracing_config_t *build_tracing(build_ctx_t *b, const hcm_pb_t *pb,
         http = bs->tracing->http;
         snprintf(p, sizeof p, "tracing.http");
     }
-    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel, &tc->skywalking)) && !tc->otel &&
-        !tc->skywalking) {
+    if (http && !(tc->zipkin = build_zipkin(b, http, p, &tc->otel, &tc->skywalking, &tc->datadog)) && !tc->otel &&
+        !tc->skywalking && !tc->datadog) {
         sharp_tracing_config_free(tc);
         return NULL;
     }
@@ -2764,6 +2805,12 @@ static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l
             char tp[320];
             snprintf(tp, sizeof tp, "%s.%s.filters[0].typed_config.tracing", p, cp);
             return fail(b, tp, "envoy.tracers.zipkin: unknown cluster '%s'", tc->zipkin->cluster);
+        }
+        if (tc && tc->datadog && !cluster_known(b, s, tc->datadog->cluster)) {
+            /* Envoy's Config::Utility::checkCluster */
+            char tp[320];
+            snprintf(tp, sizeof tp, "%s.%s.filters[0].typed_config.tracing", p, cp);
+            return fail(b, tp, "envoy.tracers.datadog: unknown cluster '%s'", tc->datadog->cluster);
         }
         if (tc && tc->otel && tc->otel->grpc && !cluster_known(b, s, tc->otel->cluster)) {
             /* Envoy's gRPC client factory checks its cluster */

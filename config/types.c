@@ -5,6 +5,7 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/config/overload/v3/overload.pb-c.h"
+#include "envoy/config/trace/v3/datadog.pb-c.h"
 #include "envoy/config/trace/v3/opentelemetry.pb-c.h"
 #include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
@@ -127,6 +128,7 @@ void sharp_config_types_register(void)
         &envoy__config__trace__v3__zipkin_config__descriptor,
         &envoy__config__trace__v3__open_telemetry_config__descriptor,
         &envoy__config__trace__v3__sky_walking_config__descriptor,
+        &envoy__config__trace__v3__datadog_config__descriptor,
         &envoy__extensions__load_balancing_policies__least_request__v3__least_request__descriptor,
         &envoy__extensions__load_balancing_policies__round_robin__v3__round_robin__descriptor,
         &envoy__extensions__load_balancing_policies__random__v3__random__descriptor,

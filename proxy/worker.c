@@ -17,6 +17,7 @@
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
 #include "http/otel.h"
+#include "http/datadog.h"
 #include "http/skywalking.h"
 #include "http/zipkin.h"
 #include "xds/lds.h"
@@ -566,6 +567,7 @@ static void check_snapshot(sharp_worker_t *w)
     sharp_zipkin_sync(w, ns);
     sharp_otel_sync(w, ns);
     sharp_skywalking_sync(w, ns);
+    sharp_datadog_sync(w, ns);
     sharp_snapshot_unref(w->snap);
     w->snap = ns; /* the handed-over reference */
     sharp_view_unref(old);
@@ -666,6 +668,7 @@ static void on_wakeup(uv_async_t *a)
         sharp_async_post_cancel_all(w);
         sharp_zipkin_stop_all(w);
         sharp_otel_stop_all(w);
+        sharp_datadog_stop_all(w);
         teardown_clusters(w);
         sharp_access_log_worker_flush(w);
         uv_timer_stop(&w->tick);
@@ -728,6 +731,7 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->async_posts);
     sharp_dlist_init(&w->otel_reporters);
     sharp_dlist_init(&w->skywalking_reporters);
+    sharp_dlist_init(&w->datadog_reporters);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
@@ -755,6 +759,7 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_zipkin_sync(w, w->snap);
     sharp_otel_sync(w, w->snap);
     sharp_skywalking_sync(w, w->snap);
+    sharp_datadog_sync(w, w->snap);
     return sync_listeners(w, w->snap);
 }
 

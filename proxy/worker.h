@@ -256,6 +256,7 @@ typedef struct sharp_worker {
     sharp_dlist_t zipkin_reporters;  /* one per Zipkin collector (http/zipkin.h) */
     sharp_dlist_t otel_reporters;    /* one per OpenTelemetry collector (http/otel.h) */
     sharp_dlist_t skywalking_reporters; /* one per SkyWalking collector (http/skywalking.h) */
+    sharp_dlist_t datadog_reporters; /* one per Datadog agent (http/datadog.h) */
     sharp_dlist_t async_posts;       /* their reports in flight (upstream/async_post.h) */
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
     sharp_deadline_list_t deadlines[SHARP_DEADLINE_LISTS];

@@ -171,9 +171,10 @@ static void *router_create_config(const ProtobufCMessage *msg, sharp_filter_conf
     /* child spans are SkyWalking's Exit spans; the Zipkin and
      * OpenTelemetry spans have none in SHARP */
     const sharp_tracing_config_t *tc = ctx ? ctx->tracing : NULL;
-    if (c->start_child_span && tc && (tc->zipkin || tc->otel)) {
+    if (c->start_child_span && tc && (tc->zipkin || tc->otel || tc->datadog)) {
         snprintf(err, errlen, "start_child_span: child spans are not supported by SHARP with %s (only with "
-                 "envoy.tracers.skywalking)", tc->zipkin ? "envoy.tracers.zipkin" : "envoy.tracers.opentelemetry");
+                 "envoy.tracers.skywalking)", tc->zipkin ? "envoy.tracers.zipkin"
+                 : tc->otel ? "envoy.tracers.opentelemetry" : "envoy.tracers.datadog");
         free(c);
         return NULL;
     }

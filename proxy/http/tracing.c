@@ -1,6 +1,7 @@
 /* tracing.c: sampling decisions, B3 context, spans and their Zipkin v2
  * JSON; see tracing.h. */
 #include "http/tracing.h"
+#include "http/datadog.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -47,9 +48,19 @@ void sharp_skywalking_config_free(sharp_skywalking_config_t *sc)
     free(sc);
 }
 
+void sharp_datadog_config_free(sharp_datadog_config_t *dc)
+{
+    if (!dc) return;
+    free(dc->cluster);
+    free(dc->hostname);
+    free(dc->service);
+    free(dc);
+}
+
 void sharp_tracing_config_free(sharp_tracing_config_t *tc)
 {
     if (!tc) return;
+    sharp_datadog_config_free(tc->datadog);
     sharp_zipkin_config_free(tc->zipkin);
     sharp_otel_config_free(tc->otel);
     sharp_skywalking_config_free(tc->skywalking);
@@ -255,6 +266,7 @@ int sharp_b3_extract(const sharp_headers_t *h, bool sampled, sharp_b3_context_t 
 
 void sharp_span_set_name(sharp_span_t *sp, const char *name, size_t len)
 {
+    /* a Datadog span's operation is its resource (the name here) */
     if (sp->sw) return; /* SkyWalking's Span::setOperation does nothing */
     free(sp->name);
     sp->name = sharp_strndup(name, len);
@@ -375,6 +387,10 @@ void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t
         otel_attr(sp, key, value, vlen);
         return;
     }
+    if (sp->dd) {
+        sharp_dd_span_tag(sp, key, value, vlen);
+        return;
+    }
     if (!key[0] || !vlen) return;
     if (sp->ntags == sp->cap_tags) {
         sp->cap_tags = sp->cap_tags ? sp->cap_tags * 2 : 24;
@@ -391,6 +407,7 @@ void sharp_span_tag(sharp_span_t *sp, const char *key, const char *value, size_t
 
 bool sharp_span_has_tag(const sharp_span_t *sp, const char *key)
 {
+    if (sp->dd && !strcmp(key, "error")) return sharp_dd_span_error(sp);
     for (uint32_t i = 0; i < sp->nattrs; i++)
         if (!strcmp(sp->akeys[i], key)) return true;
     size_t n = strlen(key);
@@ -422,6 +439,8 @@ void sharp_span_free(sharp_span_t *sp)
     sp->tracestate = NULL;
     free(sp->peer);
     sp->peer = NULL;
+    sharp_dd_span_free(sp->dd);
+    sp->dd = NULL;
 }
 
 static void hex64(uint64_t w, char out[17])

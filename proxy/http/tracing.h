@@ -88,6 +88,18 @@ typedef struct sharp_skywalking_config {
     } st;
 } sharp_skywalking_config_t;
 
+/* DatadogConfig, translated: traces as msgpack to the Datadog agent
+ * behind the collector cluster (datadog.h). Its stats are the
+ * process-wide tracing.datadog.* counters. */
+typedef struct sharp_datadog_config {
+    char *cluster;  /* collector_cluster */
+    char *hostname; /* collector_hostname, default the cluster's name: :authority */
+    char *service;  /* service_name */
+    struct {
+        sharp_stat_id_t reports_skipped_no_cluster, reports_sent, reports_dropped, reports_failed;
+    } st;
+} sharp_datadog_config_t;
+
 /* HttpConnectionManager.tracing, translated. */
 typedef struct sharp_tracing_config {
     bool egress;               /* the listener's traffic_direction is OUTBOUND: CLIENT spans, "egress" */
@@ -99,6 +111,7 @@ typedef struct sharp_tracing_config {
     sharp_zipkin_config_t *zipkin; /* NULL: no provider, decisions only (Envoy's null tracer) */
     sharp_otel_config_t *otel;     /* the OpenTelemetry provider (exclusive with zipkin) */
     sharp_skywalking_config_t *skywalking; /* the SkyWalking provider (exclusive with the others) */
+    sharp_datadog_config_t *datadog;       /* the Datadog provider (exclusive with the others) */
     const char *node_id, *zone, *service_name; /* node.id, node.locality.zone, node.cluster (owned) */
     /* http.<stat_prefix>.tracing.* */
     struct {
@@ -110,6 +123,7 @@ void sharp_tracing_config_free(sharp_tracing_config_t *tc);
 void sharp_zipkin_config_free(sharp_zipkin_config_t *zc);
 void sharp_otel_config_free(sharp_otel_config_t *oc);
 void sharp_skywalking_config_free(sharp_skywalking_config_t *sc);
+void sharp_datadog_config_free(sharp_datadog_config_t *dc);
 
 /* ---- x-request-id (Envoy's UUIDRequestIDExtension) ---- */
 
@@ -200,6 +214,9 @@ typedef struct sharp_span {
     bool sw_exit;     /* Exit (the router's child), else Entry */
     bool sw_finished;
     bool sw_http;     /* layer Http, else Unknown */
+    /* a Datadog span (datadog.h): its meta are the attributes above (a
+     * later value of a key replaces the earlier one), the rest is here */
+    struct sharp_dd_span *dd;
     int32_t sw_id, sw_parent;
     uint64_t end_wall_us;
     char *peer;

@@ -4,6 +4,7 @@
 #include "http/conn_internal.h"
 #include "http/stream.h"
 #include "http/tracing.h"
+#include "http/datadog.h"
 #include "http/otel.h"
 #include "http/skywalking.h"
 #include "http/zipkin.h"
@@ -13,6 +14,7 @@
 
 #include <stdio.h>
 #include <strings.h>
+#include <unistd.h>
 
 static uint64_t stream_random(void *w)
 {
@@ -107,6 +109,30 @@ void sharp_tracing_begin(sharp_stream_t *s)
             sharp_span_tag_cstr(s->span, "node_id", tc->node_id);
             sharp_span_tag_cstr(s->span, "zone", tc->zone);
         }
+    } else if (tc->datadog) {
+        /* Envoy's Datadog Tracer::startSpan: the caller's context (Datadog,
+         * then W3C headers), else a new trace; a context that does not
+         * parse starts a new trace too. Every request has a span: the
+         * decision is its sampling priority. The operation name ("ingress",
+         * "egress <host>") is the span's resource. */
+        sharp_dd_context_t ctx;
+        const char *why = "";
+        int rc = sharp_dd_extract(h, &ctx, &why);
+        if (rc < 0)
+            sharp_debug(http, "[C%llu][S%llu] Unable to extract span context. Creating a new trace instead: %s",
+                        s->conn_id, s->id, why);
+        sharp_str_t host = {"", 0};
+        sharp_headers_get_cstr(h, ":authority", &host);
+        char name[300];
+        int n = tc->egress ? snprintf(name, sizeof name, "egress %.*s", (int)(host.len < 280 ? host.len : 280), host.p)
+                           : snprintf(name, sizeof name, "ingress");
+        s->span = sharp_calloc(1, sizeof *s->span);
+        sharp_dd_span_start(s->span, rc > 0 ? &ctx : NULL, traced, w ? sharp_datadog_sampler(w, tc->datadog) : NULL,
+                            tc->datadog->service, name, (size_t)n, "envoy sharp/" SHARP_VERSION "/Clean/RELEASE/OpenSSL",
+                            s->info.start_wall_us, s->info.start_ns, stream_random, w);
+        if (rc > 0) sharp_dd_context_free(&ctx);
+        sharp_span_tag_cstr(s->span, "node_id", tc->node_id);
+        sharp_span_tag_cstr(s->span, "zone", tc->zone);
     } else if (tc->skywalking) {
         /* Envoy's SkyWalking Driver::startSpan: the caller's sw8 context
          * makes a segment whatever the decision (its sampling flag is not
@@ -154,6 +180,7 @@ void sharp_tracing_begin(sharp_stream_t *s)
      * try has its host (sharp_tracing_child_inject) */
     if (s->span && !s->span->sw) {
         if (s->span->otel) sharp_span_inject_w3c(s->span, h);
+        else if (s->span->dd) sharp_dd_inject(s->span, h);
         else sharp_span_inject(s->span, h);
     }
 }
@@ -330,6 +357,12 @@ void sharp_tracing_finish(sharp_stream_t *s)
         sharp_sbuf_t span = {0};
         sharp_span_otlp(sp, sharp_wall_us() * 1000, &span);
         sharp_otel_report(sharp_stream_worker(s), tc->otel, &span);
+    } else if (tc->datadog && sp->dd) {
+        uint64_t now = sharp_now_ns();
+        sharp_sbuf_t trace = {0};
+        sharp_dd_encode_trace(sp, tc->datadog->service, now > sp->start_ns ? now - sp->start_ns : 0,
+                              sharp_dd_runtime_id(), (int64_t)getpid(), &trace);
+        sharp_datadog_report(sharp_stream_worker(s), tc->datadog, &trace);
     }
 out:
     if (sp->sw) {

@@ -15,6 +15,7 @@ typedef struct sharp_async_stream { /* a post, or a stream */
     sharp_host_t *host;
     sharp_headers_t h;
     sharp_sbuf_t body;
+    sharp_sbuf_t resp; /* the response's body, for counts.response */
     sharp_upstream_request_t ureq;
     uv_timer_t timer; /* the timeout */
     uint32_t code;    /* the response's status, once its headers came */
@@ -57,6 +58,7 @@ static void release_request(post_t *p)
     sharp_gauge_add(p->w->stats, p->c->st.rq_active, -1);
     sharp_headers_free(&p->h);
     sharp_sbuf_free(&p->body);
+    sharp_sbuf_free(&p->resp);
 }
 
 static void finish(post_t *p)
@@ -163,6 +165,7 @@ static void complete(post_t *p)
 {
     if (!p->why) p->why = "the response ended";
     sharp_counter_inc(p->w->stats, p->c->st.rq_completed);
+    if (p->counts.response && !p->done) p->counts.response(p->counts.arg, p->code, p->resp.data, p->resp.len);
     answered(p, p->code);
 }
 
@@ -178,8 +181,11 @@ static void on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
 
 static void on_data(void *ctx, const char *d, size_t n, bool end_stream)
 {
-    (void)d;
-    (void)n;
+    post_t *p = ctx;
+    if (p->counts.response && p->resp.len < SHARP_ASYNC_POST_MAX_RESPONSE) {
+        size_t room = SHARP_ASYNC_POST_MAX_RESPONSE - p->resp.len;
+        sharp_sbuf_append(&p->resp, d, n < room ? n : room);
+    }
     if (end_stream) complete(ctx);
 }
 

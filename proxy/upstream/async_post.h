@@ -26,7 +26,15 @@ typedef struct sharp_async_post_counts {
     bool count;
     uint32_t ok_status;
     sharp_stat_id_t ok, other, failed;
+    /* when set, called with a complete response from the cluster (not the
+     * router's own answers): its status and the first
+     * SHARP_ASYNC_POST_MAX_RESPONSE bytes of its body (the rest is not
+     * kept). Not called once the worker stops. */
+    void (*response)(void *arg, uint32_t status, const char *body, size_t len);
+    void *arg;
 } sharp_async_post_counts_t;
+
+#define SHARP_ASYNC_POST_MAX_RESPONSE (64u * 1024)
 
 /* The request's usual head: POST to `path` at `authority` (http), of
  * `content_type`. */
