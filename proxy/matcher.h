@@ -20,13 +20,20 @@
  * absent input value goes to on_no_match (a single predicate on it is
  * false). Inputs: request and response headers and trailers (all values of
  * the header joined with ","), and request query parameters (the first
- * value, percent-decoded). Actions are made by the caller's callback from
- * each action's TypedExtensionConfig. */
+ * value, percent-decoded); or, built with sharp_matcher_build_network, the
+ * network inputs of a connection (Envoy's envoy.matching.inputs.*: the
+ * destination and source addresses and ports, the direct source address,
+ * the source type, server name, transport and application protocols,
+ * filter state). Trees may also use the xds.type.matcher.v3.IPMatcher
+ * custom match (the input parsed as an IP address, the longest matching
+ * range first). Actions are made by the caller's callback from each
+ * action's TypedExtensionConfig. */
 #ifndef SHARP_MATCHER_H
 #define SHARP_MATCHER_H
 
 #include "common.h"
 #include "http/headers.h"
+#include "listener_match.h"
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -38,6 +45,9 @@ typedef struct sharp_match_data {
     const sharp_headers_t *request_trailers;
     const sharp_headers_t *response_headers;
     const sharp_headers_t *response_trailers;
+    /* a connection's addresses, SNI, transport and application protocols:
+     * the network inputs (a listener's filter_chain_matcher) */
+    const sharp_fc_conn_t *conn;
 } sharp_match_data_t;
 
 typedef enum {
@@ -61,6 +71,12 @@ sharp_matcher_t *sharp_matcher_build(const struct Xds__Type__Matcher__V3__Matche
                                      const char *path, sharp_match_action_fn make_action,
                                      void (*free_action)(void *), void *arg, char *err,
                                      size_t errlen);
+/* The same over a connection's data (the network inputs; HTTP inputs are
+ * refused). */
+sharp_matcher_t *sharp_matcher_build_network(const struct Xds__Type__Matcher__V3__Matcher *pb,
+                                             const char *path, sharp_match_action_fn make_action,
+                                             void (*free_action)(void *), void *arg, char *err,
+                                             size_t errlen);
 /* The same from the deprecated envoy.config.common.matcher.v3.Matcher
  * (Envoy's StringMatcher: its RegexMatcher's engine is optional). */
 sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,
