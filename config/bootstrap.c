@@ -1616,6 +1616,10 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         SSL_STAT(fail_verify_san);
         SSL_STAT(fail_verify_cert_hash);
         SSL_STAT(fail_verify_no_cert);
+        SSL_STAT(ocsp_staple_requests);
+        SSL_STAT(ocsp_staple_responses);
+        SSL_STAT(ocsp_staple_omitted);
+        SSL_STAT(ocsp_staple_failed);
 #undef SSL_STAT
     }
     return 0;

@@ -215,6 +215,7 @@ typedef struct sharp_filter_chain_config {
 typedef struct sharp_listener_ssl_stats {
     sharp_stat_id_t connection_error, handshake, session_reused, no_certificate, fail_verify_error,
         fail_verify_san, fail_verify_cert_hash, fail_verify_no_cert;
+    sharp_stat_id_t ocsp_staple_requests, ocsp_staple_responses, ocsp_staple_omitted, ocsp_staple_failed;
 } sharp_listener_ssl_stats_t;
 
 struct sharp_lsock;
