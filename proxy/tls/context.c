@@ -210,8 +210,11 @@ static int load_ocsp(const sharp_tls_cert_config_t *cc, sharp_tls_cert_t *c, cha
     ASN1_GENERALIZEDTIME *revoked, *this_update, *next_update;
     OCSP_single_get0_status(one, &reason, &revoked, &this_update, &next_update);
     struct tm tm;
-    if (this_update && ASN1_TIME_to_tm(this_update, &tm) && timegm(&tm) > time(NULL))
-        sharp_log_warn("OCSP Response thisUpdate field is set in the future (certificate %s)", cc->chain_source);
+    if (this_update && ASN1_TIME_to_tm(this_update, &tm)) {
+        c->this_update = (int64_t)timegm(&tm);
+        if (c->this_update > (int64_t)time(NULL))
+            sharp_log_warn("OCSP Response thisUpdate field is set in the future (certificate %s)", cc->chain_source);
+    }
     if (next_update && ASN1_TIME_to_tm(next_update, &tm)) {
         c->has_next_update = true;
         c->next_update = (int64_t)timegm(&tm);
@@ -954,8 +957,19 @@ static void json_time(sharp_sbuf_t *b, const char *key, const ASN1_TIME *t)
     sharp_sbuf_printf(b, ",\"%s\":\"%s\"", key, out);
 }
 
-/* One certificate's details; its days until expiration (0 once expired). */
-static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path)
+static void json_epoch(sharp_sbuf_t *b, const char *key, int64_t t)
+{
+    struct tm tm;
+    char out[32] = "";
+    time_t tt = (time_t)t;
+    if (gmtime_r(&tt, &tm)) strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    sharp_sbuf_printf(b, "\"%s\":\"%s\"", key, out);
+}
+
+/* One certificate's details; its days until expiration (0 once expired).
+ * `c`: a server's certificate, whose staple is shown as Envoy's
+ * ocsp_details (thisUpdate, and nextUpdate or now without one). */
+static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path, const sharp_tls_cert_t *c)
 {
     sharp_sbuf_puts(b, "{\"path\":\"");
     sharp_sbuf_json_escape(b, path ? path : "<inline>", strlen(path ? path : "<inline>"));
@@ -1001,6 +1015,13 @@ static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path)
     sharp_sbuf_printf(b, ",\"days_until_expiration\":\"%lld\"", (long long)left);
     json_time(b, "valid_from", X509_get0_notBefore(x));
     json_time(b, "expiration_time", X509_get0_notAfter(x));
+    if (c && c->ocsp) {
+        sharp_sbuf_puts(b, ",\"ocsp_details\":{");
+        json_epoch(b, "valid_from", c->this_update);
+        sharp_sbuf_puts(b, ",");
+        json_epoch(b, "expiration", c->has_next_update ? c->next_update : (int64_t)time(NULL));
+        sharp_sbuf_puts(b, "}");
+    }
     sharp_sbuf_puts(b, "}");
     return left;
 }
@@ -1020,7 +1041,7 @@ int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b)
     sharp_sbuf_puts(b, "{\"ca_cert\":[");
     X509 *ca = first_cert(ctx->cfg.validation.ca, ctx->cfg.validation.ca_len);
     if (ca) {
-        int64_t d = cert_details(b, ca, ctx->cfg.validation.ca_source);
+        int64_t d = cert_details(b, ca, ctx->cfg.validation.ca_source, NULL);
         if (d < min) min = d;
         X509_free(ca);
     }
@@ -1031,7 +1052,7 @@ int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b)
         if (!x) continue;
         if (!first) sharp_sbuf_puts(b, ",");
         first = false;
-        int64_t d = cert_details(b, x, ctx->cfg.certs[i].chain_source);
+        int64_t d = cert_details(b, x, ctx->cfg.certs[i].chain_source, i < ctx->ncerts ? &ctx->certs[i] : NULL);
         if (d < min) min = d;
         X509_free(x);
     }

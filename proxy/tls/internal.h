@@ -21,7 +21,7 @@ typedef struct {
     const uint8_t *ocsp;
     size_t ocsp_len;
     bool has_next_update;
-    int64_t next_update;
+    int64_t this_update, next_update;
     bool must_staple;
 } sharp_tls_cert_t;
 

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import SHARP, SLOW, free_port, run_sharp_config, stat, validate_config as validate, wait_for
+from conftest import SHARP, SLOW, admin_get, free_port, run_sharp_config, stat, validate_config as validate, wait_for
 
 CORPUS = next((d for d in (os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
                                                         "envoy-corpus")), "/work/shared/envoy-corpus")
@@ -145,6 +145,11 @@ def test_staple_sent_when_asked(procs, pki):
     assert done and "OCSP Response Status" not in out, out
     assert ssl_stats(admin, listen) == (1, 1, 0, 0)
     assert stat(admin, f"listener.127.0.0.1_{listen}.ssl.handshake") == 2
+    # /certs shows the staple's validity, as Envoy's ocsp_details
+    chain = json.loads(admin_get(admin, "/certs"))["certificates"][0]["cert_chain"][0]
+    ocsp = chain["ocsp_details"]
+    assert ocsp["valid_from"] < ocsp["expiration"], chain
+    assert ocsp["expiration"][:10] > ocsp["valid_from"][:10], chain  # nextUpdate a day later
 
 
 def test_expired_staple_per_policy(procs, pki):
