@@ -534,17 +534,19 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
     for (size_t i = 0; i < sizeof net / sizeof net[0]; i++) {
         if (d != net[i].d) continue;
         if (!b->network) {
-            int r = fail(b, p,
-                         "match input '%s' is not supported here (SHARP reads the network inputs only "
-                         "in a listener's filter_chain_matcher)",
-                         d->name);
+            int r =
+                fail(b, p,
+                     "match input '%s' is not supported here (SHARP reads the network inputs only "
+                     "in a listener's filter_chain_matcher)",
+                     d->name);
             protobuf_c_message_free_unpacked(msg, NULL);
             return r;
         }
         in->kind = net[i].kind;
         if (in->kind == INPUT_FILTER_STATE) {
             const char *key =
-                ((Envoy__Extensions__Matching__CommonInputs__Network__V3__FilterStateInput *)msg)->key;
+                ((Envoy__Extensions__Matching__CommonInputs__Network__V3__FilterStateInput *)msg)
+                    ->key;
             if (!key[0]) {
                 protobuf_c_message_free_unpacked(msg, NULL);
                 return fail(b, p, "key: value length must be at least 1 characters");
@@ -555,12 +557,13 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
         return 0;
     }
     if (b->network) {
-        int r = fail(b, p,
-                     "match input '%s' is not supported in a filter_chain_matcher (SHARP implements "
-                     "the network inputs: DestinationIPInput, DestinationPortInput, SourceIPInput, "
-                     "SourcePortInput, DirectSourceIPInput, SourceTypeInput, ServerNameInput, "
-                     "TransportProtocolInput, ApplicationProtocolInput, FilterStateInput)",
-                     d->name);
+        int r =
+            fail(b, p,
+                 "match input '%s' is not supported in a filter_chain_matcher (SHARP implements "
+                 "the network inputs: DestinationIPInput, DestinationPortInput, SourceIPInput, "
+                 "SourcePortInput, DirectSourceIPInput, SourceTypeInput, ServerNameInput, "
+                 "TransportProtocolInput, ApplicationProtocolInput, FilterStateInput)",
+                 d->name);
         protobuf_c_message_free_unpacked(msg, NULL);
         return r;
     }
@@ -758,7 +761,8 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
 static int cmp_range(const void *a, const void *b)
 {
     const ip_range_t *x = a, *y = b;
-    if (x->cidr.prefix_len != y->cidr.prefix_len) return x->cidr.prefix_len < y->cidr.prefix_len ? 1 : -1;
+    if (x->cidr.prefix_len != y->cidr.prefix_len)
+        return x->cidr.prefix_len < y->cidr.prefix_len ? 1 : -1;
     return x->om < y->om ? -1 : x->om > y->om ? 1 : 0;
 }
 
@@ -772,7 +776,8 @@ static int build_ip(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, c
     int rc = 0;
     m->ip = true;
     size_t n = 0;
-    for (size_t i = 0; i < ipm->n_range_matchers; i++) n += ipm->range_matchers[i]->n_ranges;
+    for (size_t i = 0; i < ipm->n_range_matchers; i++)
+        n += ipm->range_matchers[i]->n_ranges;
     m->ip_om = ipm->n_range_matchers ? sharp_calloc(ipm->n_range_matchers, sizeof *m->ip_om) : NULL;
     m->ranges = n ? sharp_calloc(n, sizeof *m->ranges) : NULL;
     for (size_t i = 0; i < ipm->n_range_matchers && rc == 0; i++) {
@@ -792,7 +797,8 @@ static int build_ip(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, c
             if (sharp_cidr_parse(cr->address_prefix, len, &r->cidr) < 0) {
                 char q2[1200];
                 snprintf(q2, sizeof q2, "%s.ranges[%zu]", q, k);
-                rc = fail(b, q2, "malformed IP address or prefix length: %s/%u", cr->address_prefix, len);
+                rc = fail(b, q2, "malformed IP address or prefix length: %s/%u", cr->address_prefix,
+                          len);
                 break;
             }
             r->om = (uint32_t)i;

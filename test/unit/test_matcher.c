@@ -568,7 +568,6 @@ static void bad_configs(void **state)
     make_action_fail = NULL;
 }
 
-
 /* ---- network inputs and the IP matcher ---- */
 
 #define NET_INPUT(t)                                                                               \
@@ -611,7 +610,8 @@ static const char *tree_value(const char *input, const char *key, const sharp_fc
              "  input: {name: i, typed_config: {'@type': "
              "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}\n"
              "  exact_match_map: {map: {\"%s\": {" SKIP_ACTION("hit") "}}}\n"
-             "on_no_match: {" SKIP_ACTION("none") "}\n",
+                                                                      "on_no_match: {" SKIP_ACTION(
+                                                                          "none") "}\n",
              input, key);
     build_network = true;
     sharp_matcher_t *m = must_build(yaml);
@@ -673,24 +673,45 @@ static void ip_matcher(void **state)
      * other IPv4 sources tls; the longest prefix first */
     sharp_matcher_t *m = must_build(
         "matcher_tree:\n"
-        "  " NET_INPUT("DestinationPortInput") "\n"
-        "  exact_match_map:\n"
-        "    map:\n"
-        "      \"80\": {" SKIP_ACTION("http") "}\n"
-        "      \"443\":\n"
-        "        matcher:\n"
-        "          matcher_tree:\n"
-        "            " NET_INPUT("SourceIPInput") "\n"
-        "            custom_match:\n"
-        "              name: ip\n"
-        "              typed_config:\n"
-        "                '@type': type.googleapis.com/xds.type.matcher.v3.IPMatcher\n"
-        "                range_matchers:\n"
-        "                - ranges: [{address_prefix: 192.0.0.0, prefix_len: 2}, "
-        "{address_prefix: 10.0.0.0, prefix_len: 24}]\n"
-        "                  on_match: {" SKIP_ACTION("internal") "}\n"
-        "                - ranges: [{address_prefix: 0.0.0.0}]\n"
-        "                  on_match: {" SKIP_ACTION("tls") "}\n");
+        "  " NET_INPUT(
+            "DestinationPortInput") "\n"
+                                    "  exact_match_map:\n"
+                                    "    map:\n"
+                                    "      \"80\": {" SKIP_ACTION(
+                                        "http") "}\n"
+                                                "      \"443\":\n"
+                                                "        matcher:\n"
+                                                "          matcher_tree:\n"
+                                                "            " NET_INPUT(
+                                                    "SourceIPInput") "\n"
+                                                                     "            custom_match:\n"
+                                                                     "              name: ip\n"
+                                                                     "              typed_config:\n"
+                                                                     "                '@type': "
+                                                                     "type.googleapis.com/"
+                                                                     "xds.type.matcher.v3."
+                                                                     "IPMatcher\n"
+                                                                     "                "
+                                                                     "range_matchers:\n"
+                                                                     "                - ranges: "
+                                                                     "[{address_prefix: 192.0.0.0, "
+                                                                     "prefix_len: 2}, "
+                                                                     "{address_prefix: 10.0.0.0, "
+                                                                     "prefix_len: 24}]\n"
+                                                                     "                  on_match: "
+                                                                     "{" SKIP_ACTION(
+                                                                         "internal") "}\n"
+                                                                                     "             "
+                                                                                     "   - ranges: "
+                                                                                     "[{address_"
+                                                                                     "prefix: "
+                                                                                     "0.0.0.0}]\n"
+                                                                                     "             "
+                                                                                     "     "
+                                                                                     "on_match: "
+                                                                                     "{" SKIP_ACTION(
+                                                                                         "tls") "}"
+                                                                                                "\n");
     struct sockaddr_storage local = addr("127.0.0.1", 443), remote = addr("10.0.0.7", 1);
     sharp_fc_conn_t c = {.local = (struct sockaddr *)&local, .remote = (struct sockaddr *)&remote};
     assert_string_equal(eval_conn(m, &c), "internal");
@@ -710,22 +731,32 @@ static void ip_matcher(void **state)
      * unless that range is exclusive */
     const char *nested =
         "matcher_tree:\n"
-        "  " NET_INPUT("SourceIPInput") "\n"
-        "  custom_match:\n"
-        "    name: ip\n"
-        "    typed_config:\n"
-        "      '@type': type.googleapis.com/xds.type.matcher.v3.IPMatcher\n"
-        "      range_matchers:\n"
-        "      - ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]\n"
-        "        exclusive: %s\n"
-        "        on_match: {" SKIP_ACTION("wide") "}\n"
-        "      - ranges: [{address_prefix: 10.1.0.0, prefix_len: 16}]\n"
-        "        on_match:\n"
-        "          matcher:\n"
-        "            matcher_tree:\n"
-        "              " NET_INPUT("DestinationPortInput") "\n"
-        "              exact_match_map: {map: {\"1\": {" SKIP_ACTION("narrow") "}}}\n"
-        "on_no_match: {" SKIP_ACTION("none") "}\n";
+        "  " NET_INPUT(
+            "SourceIPInput") "\n"
+                             "  custom_match:\n"
+                             "    name: ip\n"
+                             "    typed_config:\n"
+                             "      '@type': type.googleapis.com/xds.type.matcher.v3.IPMatcher\n"
+                             "      range_matchers:\n"
+                             "      - ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]\n"
+                             "        exclusive: %s\n"
+                             "        on_match: {" SKIP_ACTION(
+                                 "wide") "}\n"
+                                         "      - ranges: [{address_prefix: 10.1.0.0, prefix_len: "
+                                         "16}]\n"
+                                         "        on_match:\n"
+                                         "          matcher:\n"
+                                         "            matcher_tree:\n"
+                                         "              " NET_INPUT(
+                                             "DestinationPortInput") "\n"
+                                                                     "              "
+                                                                     "exact_match_map: {map: "
+                                                                     "{\"1\": {" SKIP_ACTION(
+                                                                         "narrow") "}}}\n"
+                                                                                   "on_no_match: "
+                                                                                   "{" SKIP_ACTION(
+                                                                                       "none") "}"
+                                                                                               "\n";
     char yaml[4096];
     snprintf(yaml, sizeof yaml, nested, "false");
     m = must_build(yaml);
@@ -753,25 +784,32 @@ static void network_refusals(void **state)
     char err[1024];
     /* HTTP inputs in a network matcher, network inputs in an HTTP one */
     build_network = true;
-    assert_null(build("matcher_tree:\n  " REQ_INPUT("x") "\n  exact_match_map: {map: {a: {" SKIP_ACTION(
-                          "a") "}}}\n",
+    assert_null(build("matcher_tree:\n  " REQ_INPUT(
+                          "x") "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
                       err, sizeof err));
-    assert_non_null(strstr(err, "HttpRequestHeaderMatchInput' is not supported in a filter_chain_matcher"));
-    assert_null(build("matcher_tree:\n  input: {name: i, typed_config: {'@type': "
-                      "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput}}"
-                      "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
-                      err, sizeof err));
+    assert_non_null(
+        strstr(err, "HttpRequestHeaderMatchInput' is not supported in a filter_chain_matcher"));
+    assert_null(build(
+        "matcher_tree:\n  input: {name: i, typed_config: {'@type': "
+        "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput}}"
+        "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+        err, sizeof err));
     assert_non_null(strstr(err, "key: value length must be at least 1"));
-    assert_null(build("matcher_tree:\n  " NET_INPUT("SourceIPInput") "\n  custom_match: {name: ip, "
-                      "typed_config: {'@type': type.googleapis.com/xds.type.matcher.v3.IPMatcher, "
-                      "range_matchers: [{ranges: [{address_prefix: 10.0.0.0, prefix_len: 33}], on_match: {" SKIP_ACTION(
-                          "a") "}}]}}\n",
-                      err, sizeof err));
-    assert_non_null(strstr(err, "range_matchers[0].ranges[0]: malformed IP address or prefix length"));
+    assert_null(
+        build("matcher_tree:\n  " NET_INPUT(
+                  "SourceIPInput") "\n  custom_match: {name: ip, "
+                                   "typed_config: {'@type': "
+                                   "type.googleapis.com/xds.type.matcher.v3.IPMatcher, "
+                                   "range_matchers: [{ranges: [{address_prefix: 10.0.0.0, "
+                                   "prefix_len: 33}], on_match: {" SKIP_ACTION("a") "}}]}}\n",
+              err, sizeof err));
+    assert_non_null(
+        strstr(err, "range_matchers[0].ranges[0]: malformed IP address or prefix length"));
     build_network = false;
-    assert_null(build("matcher_tree:\n  " NET_INPUT("SourceIPInput") "\n  exact_match_map: {map: {a: {" SKIP_ACTION(
-                          "a") "}}}\n",
-                      err, sizeof err));
+    assert_null(
+        build("matcher_tree:\n  " NET_INPUT(
+                  "SourceIPInput") "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+              err, sizeof err));
     assert_non_null(strstr(err, "SourceIPInput' is not supported here"));
 }
 
