@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 
-from conftest import (SHARP, SLOW, Sharp, Upstream, free_port, run_sharp_config, stat,
+from conftest import (SHARP, SLOW, Sharp, Upstream, admin_get, free_port, run_sharp_config, stat,
                       validate_config as validate, wait_for)
 from test_filter_chains import TLS_INSPECTOR, chain, get, indent
 from test_xds_file import discovery, write_atomic
@@ -97,6 +97,9 @@ def test_tree_on_port_and_source_ip(procs):
     assert stat(admin, "http.internal.downstream_rq_total") == 2
     assert stat(admin, "http.lo.downstream_rq_total") == 2
     assert stat(admin, f"listener.127.0.0.1_{listen}.no_filter_chain_match") == 0
+    # the config dump shows the matcher, its IPMatcher unpacked
+    dump = admin_get(admin, "/config_dump")
+    assert "filter_chain_matcher" in dump and "xds.type.matcher.v3.IPMatcher" in dump and "127.0.0.16" in dump
 
 
 def test_no_match_takes_the_default_chain_else_closes(procs):
