@@ -183,6 +183,31 @@ def test_expired_staple_per_policy(procs, pki):
     assert ssl_stats(admin, listen) == (1, 0, 0, 1)
 
 
+def test_a_certificate_failing_its_policy_is_not_selected(procs, pki):
+    """Several certificates, a client without SNI asking for a staple: the
+    first certificate's expired staple fails STRICT_STAPLING, so the next
+    one, stapled, is selected (Envoy's findTlsContext)."""
+    listen, admin = free_port(), free_port()
+    ctx = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+           "ocsp_staple_policy": "STRICT_STAPLING",
+           "common_tls_context": {"tls_certificates": [
+               {"certificate_chain": {"filename": f"{pki}/{c}.crt"}, "private_key": {"filename": f"{pki}/{c}.key"},
+                "ocsp_staple": {"filename": f"{pki}/{der}"}} for c, der in (("server", "stale.der"),
+                                                                          ("other", "other.der"))]}}
+    run_sharp_config(procs, tls_listener(listen, admin, ctx), admin)
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{listen}", "-noservername", "-status",
+                        "-showcerts"], input=b"", capture_output=True, timeout=10 * SLOW)
+    out = r.stdout.decode(errors="replace")
+    assert "Cert Status: good" in out, out
+    assert f"Serial Number: {serial(pki, 'other.crt')}" in out, out
+    assert ssl_stats(admin, listen) == (1, 1, 0, 0)
+    # the client that does not ask gets the first certificate
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{listen}", "-noservername"], input=b"",
+                       capture_output=True, timeout=10 * SLOW)
+    crt = open(f"{pki}/server.crt").read().strip()
+    assert crt in r.stdout.decode(errors="replace"), r.stdout
+
+
 def test_must_staple_certificate(procs, pki):
     """A certificate with the must-staple TLS feature is MUST_STAPLE
     whatever the policy says."""
