@@ -53,6 +53,8 @@
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "filters/rbac/filter.h"
 #include "envoy/config/trace/v3/datadog.pb-c.h"
+#include "matcher.h"
+#include "google/protobuf/wrappers.pb-c.h"
 #include "envoy/config/trace/v3/opentelemetry.pb-c.h"
 #include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
@@ -1354,7 +1356,8 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
     char p[1024];
     out->name = sharp_strdup(fc->name ? fc->name : "");
     snprintf(p, sizeof p, "%s.filter_chain_match", path);
-    if (build_fc_match(b, fc->filter_chain_match, p, l, &out->match) < 0) return -1;
+    /* with a filter_chain_matcher Envoy ignores filter_chain_match */
+    if (!l->fc_matcher_set && build_fc_match(b, fc->filter_chain_match, p, l, &out->match) < 0) return -1;
     snprintf(p, sizeof p, "%s.transport_socket", path);
     if (!strcmp(transport_socket_type(fc->transport_socket), DOWNSTREAM_TLS_TYPE)) {
         char what[1200], prefix[300];
@@ -1539,6 +1542,33 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
     return 0;
 }
 
+/* A filter_chain_matcher action: the name of a chain of filter_chains
+ * (a google.protobuf.StringValue), as an index; -1 for a name no chain has
+ * (Envoy's FilterChainNameAction finds no chain: the connection is
+ * closed). */
+static void *fc_name_action(const char *name, const char *type_url, const ProtobufCMessage *msg, void *arg,
+                            const char *path, char *err, size_t errlen)
+{
+    const Envoy__Config__Listener__V3__Listener *pb = arg;
+    if (msg->descriptor != &google__protobuf__string_value__descriptor) {
+        const char *slash = strrchr(type_url, '/');
+        snprintf(err, errlen,
+                 "%s: Didn't find a registered implementation for '%s' with type URL: '%s' (a filter_chain_matcher "
+                 "action is a google.protobuf.StringValue naming a filter chain)",
+                 path, name, slash ? slash + 1 : type_url);
+        return NULL;
+    }
+    const char *chain = ((const Google__Protobuf__StringValue *)msg)->value;
+    int32_t *at = sharp_calloc(1, sizeof *at);
+    *at = -1;
+    for (size_t i = 0; i < pb->n_filter_chains; i++)
+        if (!strcmp(pb->filter_chains[i]->name, chain)) *at = (int32_t)i;
+    if (*at < 0)
+        sharp_log_warn("filter_chain_matcher: %s names filter chain '%s', which the listener does not have: "
+                       "connections it matches are closed", path, chain);
+    return at;
+}
+
 static bool fc_match_empty(const sharp_fc_match_t *m)
 {
     return !m->destination_port && !m->nprefix_ranges && !m->nserver_names && !m->transport_protocol &&
@@ -1587,6 +1617,30 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     if (build_listener_filters(b, pb, l, path) < 0) return -1;
     if (pb->n_filter_chains == 0 && !pb->default_filter_chain)
         return fail(b, path, "error adding listener '%s': no filter chains specified", l->address);
+    l->fc_matcher_set = pb->filter_chain_matcher != NULL;
+    if (l->fc_matcher_set) {
+        /* Envoy's setupFilterChainMatcher: every chain named, uniquely */
+        for (size_t i = 0; i < pb->n_filter_chains; i++) {
+            snprintf(p, sizeof p, "%s.filter_chains[%zu].name", path, i);
+            if (!pb->filter_chains[i]->name[0])
+                return fail(b, p, "error adding listener '%s': \"name\" field is required when using a listener "
+                            "matcher", l->address);
+            for (size_t k = 0; k < i; k++)
+                if (!strcmp(pb->filter_chains[k]->name, pb->filter_chains[i]->name))
+                    return fail(b, p, "error adding listener '%s': \"name\" field is duplicated with value '%s'",
+                                l->address, pb->filter_chains[i]->name);
+        }
+        snprintf(p, sizeof p, "%s.filter_chain_matcher", path);
+        char err[1024];
+        l->fc_matcher = sharp_matcher_build_network(pb->filter_chain_matcher, p, fc_name_action, free, (void *)pb, true, err,
+                                                    sizeof err);
+        if (!l->fc_matcher) { /* "PATH: message": the position of PATH */
+            char *sep = strstr(err, ": ");
+            if (!sep) return fail(b, p, "%s", err);
+            *sep = '\0';
+            return fail(b, err, "%s", sep + 2);
+        }
+    }
     l->nchains = (uint32_t)pb->n_filter_chains;
     l->has_default_chain = pb->default_filter_chain != NULL;
     l->chains = sharp_calloc(l->nchains + 1, sizeof *l->chains);
@@ -1599,7 +1653,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         snprintf(p, sizeof p, "%s.filter_chains[%u]", path, i);
         if (build_filter_chain(b, pb->filter_chains[i], p, l, l->chains[i]) < 0) return -1;
         l->matches[i] = &l->chains[i]->match;
-        for (uint32_t k = 0; k < i; k++)
+        for (uint32_t k = 0; k < i && !l->fc_matcher_set; k++)
             if (sharp_fc_overlap(&l->chains[k]->match, &l->chains[i]->match))
                 return fail(b, p, "error adding listener '%s': multiple filter chains with the same matching rules "
                             "are defined (filter_chains[%u] and [%u])", l->address, k, i);
@@ -1609,7 +1663,8 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         if (build_filter_chain(b, pb->default_filter_chain, p, l, l->chains[l->nchains]) < 0) return -1;
     }
     /* the usual listener: one chain, no criteria, no default */
-    l->match_any = l->nchains == 1 && !l->has_default_chain && fc_match_empty(&l->chains[0]->match);
+    l->match_any =
+        l->nchains == 1 && !l->has_default_chain && !l->fc_matcher && fc_match_empty(&l->chains[0]->match);
     for (uint32_t i = 0; i < l->nchains + l->has_default_chain; i++)
         l->chains[i]->hcm->bypass_overload_manager = pb->bypass_overload_manager;
     l->ignore_global_conn_limit = pb->ignore_global_conn_limit;
@@ -1628,6 +1683,10 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         SSL_STAT(fail_verify_san);
         SSL_STAT(fail_verify_cert_hash);
         SSL_STAT(fail_verify_no_cert);
+        SSL_STAT(ocsp_staple_requests);
+        SSL_STAT(ocsp_staple_responses);
+        SSL_STAT(ocsp_staple_omitted);
+        SSL_STAT(ocsp_staple_failed);
 #undef SSL_STAT
     }
     return 0;

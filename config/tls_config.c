@@ -302,8 +302,6 @@ static int certificate(const cert_pb_t *c, const char *path, bool from_sds, shar
                     "SdsSecretConfig with sds_config), as in Envoy: static files are read once", path);
     if (c->private_key_provider)
         return fail(err, errlen, "%s.private_key_provider: private key providers are not supported by SHARP", path);
-    if (c->ocsp_staple && c->ocsp_staple->specifier_case)
-        return fail(err, errlen, "%s.ocsp_staple: OCSP stapling is not supported by SHARP", path);
     if (c->n_signed_certificate_timestamp)
         return fail(err, errlen, "%s.signed_certificate_timestamp: signed certificate timestamps are not supported by SHARP", path);
     snprintf(sub, sizeof sub, "%s.certificate_chain", path);
@@ -319,6 +317,22 @@ static int certificate(const cert_pb_t *c, const char *path, bool from_sds, shar
         return fail(err, errlen, "%s.password: contains a NUL byte", path);
     }
     out->password = pw;
+    /* Envoy's TlsCertificateConfigImpl reads the staple after the key */
+    snprintf(sub, sizeof sub, "%s.ocsp_staple", path);
+    char *ocsp = NULL;
+    size_t ocsp_len = 0;
+    if (read_ds(c->ocsp_staple, sub, &ocsp, &ocsp_len, NULL, err, errlen) < 0) return -1;
+    if (c->ocsp_staple &&
+        c->ocsp_staple->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING) {
+        free(ocsp);
+        return fail(err, errlen, "%s: OCSP staple cannot be provided via inline_string", sub);
+    }
+    if (ocsp && !ocsp_len) {
+        free(ocsp);
+        ocsp = NULL;
+    }
+    out->ocsp = (uint8_t *)ocsp;
+    out->ocsp_len = ocsp_len;
     if (!out->chain || !out->chain_len)
         return fail(err, errlen, "%s.certificate_chain: Failed to load certificate chain from %s", path,
                     out->chain_source ? out->chain_source : "<empty>");
@@ -546,10 +560,11 @@ int sharp_tls_config_downstream(const Envoy__Extensions__TransportSockets__Tls__
         fail(err, errlen, "require_sni: requiring SNI is not supported by SHARP");
         goto out;
     }
-    if (pb->ocsp_staple_policy) {
-        fail(err, errlen, "ocsp_staple_policy: OCSP stapling is not supported by SHARP");
+    if (pb->ocsp_staple_policy > 2) {
+        fail(err, errlen, "ocsp_staple_policy: value must be one of the defined enum values");
         goto out;
     }
+    out->ocsp_policy = (sharp_tls_ocsp_policy_t)pb->ocsp_staple_policy;
     if (common(pb->common_tls_context ? pb->common_tls_context : &empty_common, out, err, errlen) < 0) goto out;
     if (!out->ncerts) {
         fail(err, errlen, "common_tls_context.tls_certificates: No TLS certificates found for server context");
@@ -674,6 +689,7 @@ void sharp_tls_config_free(sharp_tls_config_t *c)
         if (t->password) free_secret(t->password, strlen(t->password));
         free(t->chain_source);
         free(t->key_source);
+        free(t->ocsp);
     }
     free(c->certs);
     sharp_tls_validation_config_t *v = &c->validation;

@@ -48,7 +48,18 @@ typedef struct {
     char *password;
     char *chain_source;
     char *key_source;
+    /* ocsp_staple: a DER OCSPResponse (NULL when none); servers parse and
+     * staple it (tls/context.h), clients read it and leave it, as Envoy */
+    uint8_t *ocsp;
+    size_t ocsp_len;
 } sharp_tls_cert_config_t;
+
+/* DownstreamTlsContext.ocsp_staple_policy */
+typedef enum {
+    SHARP_TLS_OCSP_LENIENT = 0,
+    SHARP_TLS_OCSP_STRICT = 1,
+    SHARP_TLS_OCSP_MUST_STAPLE = 2,
+} sharp_tls_ocsp_policy_t;
 
 typedef struct {
     bool present;          /* a validation_context was configured */
@@ -90,6 +101,7 @@ typedef struct sharp_tls_config {
     uint32_t session_timeout_s;
     bool full_scan_certs_on_sni_mismatch;
     bool prefer_client_ciphers;
+    sharp_tls_ocsp_policy_t ocsp_policy;
 
     /* clients (UpstreamTlsContext) */
     char *sni;                    /* NULL when not configured */

@@ -24,6 +24,8 @@
 #include "envoy/extensions/filters/common/matcher/action/v3/skip_action.pb-c.h"
 #include "envoy/extensions/filters/http/composite/v3/composite.pb-c.h"
 #include "envoy/type/matcher/v3/http_inputs.pb-c.h"
+#include "envoy/extensions/matching/common_inputs/network/v3/network_inputs.pb-c.h"
+#include "xds/type/matcher/v3/ip.pb-c.h"
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
@@ -103,6 +105,17 @@ void sharp_config_types_register(void)
         &envoy__type__matcher__v3__http_request_trailer_match_input__descriptor,
         &envoy__type__matcher__v3__http_response_trailer_match_input__descriptor,
         &envoy__type__matcher__v3__http_request_query_param_match_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__destination_ipinput__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__destination_port_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__source_ipinput__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__source_port_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__direct_source_ipinput__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__source_type_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__server_name_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__transport_protocol_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__application_protocol_input__descriptor,
+        &envoy__extensions__matching__common_inputs__network__v3__filter_state_input__descriptor,
+        &xds__type__matcher__v3__ipmatcher__descriptor,
         &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
         &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
         /* also its own per-route config (typed_per_filter_config) */

@@ -106,11 +106,15 @@ static bool same_ip(const struct sockaddr *a, const struct sockaddr *b)
 
 /* SAME_IP_OR_LOOPBACK: the peer is a loopback address or the connection's
  * own local address (Envoy's Network::Utility::isSameIpOrLoopback). */
+bool sharp_fc_conn_is_local(const sharp_fc_conn_t *c)
+{
+    return c->remote && (is_loopback(c->remote) || (c->local && same_ip(c->remote, c->local)));
+}
+
 static int c_source_type(const sharp_fc_match_t *m, const sharp_fc_conn_t *c)
 {
     if (m->source_type == SHARP_FC_SOURCE_ANY) return 0;
-    bool local = c->remote && (is_loopback(c->remote) || (c->local && same_ip(c->remote, c->local)));
-    return local == (m->source_type == SHARP_FC_SOURCE_LOCAL) ? 1 : -1;
+    return sharp_fc_conn_is_local(c) == (m->source_type == SHARP_FC_SOURCE_LOCAL) ? 1 : -1;
 }
 
 static int c_source_ip(const sharp_fc_match_t *m, const sharp_fc_conn_t *c)

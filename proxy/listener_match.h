@@ -60,6 +60,9 @@ typedef struct sharp_fc_conn {
     uint32_t napplication_protocols;
 } sharp_fc_conn_t;
 
+/* SAME_IP_OR_LOOPBACK: the peer is a loopback address or the connection's
+ * own local address (Envoy's Network::Utility::isSameIpOrLoopback). */
+bool sharp_fc_conn_is_local(const sharp_fc_conn_t *conn);
 /* Index of the chain `conn` takes among chains[0..n), or -1 for none. */
 int sharp_fc_select(const sharp_fc_match_t *const *chains, uint32_t n, const sharp_fc_conn_t *conn);
 /* Whether two chains share a combination of values (see above). */

@@ -5,11 +5,13 @@
 #include "log.h"
 #include "sbuf.h"
 
-#include "envoy/type/matcher/v3/http_inputs.pb-c.h"
 #include "envoy/extensions/matching/common_inputs/network/v3/network_inputs.pb-c.h"
+#include "envoy/type/matcher/v3/http_inputs.pb-c.h"
+#include "xds/type/matcher/v3/ip.pb-c.h"
 #include "xds/type/matcher/v3/matcher.pb-c.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,15 +27,22 @@ typedef enum {
     INPUT_RESPONSE_HEADER,
     INPUT_RESPONSE_TRAILER,
     INPUT_QUERY_PARAM,
-    INPUT_SOURCE_IP,
-    INPUT_SOURCE_PORT,
+    /* the network inputs (sharp_matcher_build_network) */
     INPUT_DESTINATION_IP,
     INPUT_DESTINATION_PORT,
+    INPUT_SOURCE_IP,
+    INPUT_SOURCE_PORT,
+    INPUT_DIRECT_SOURCE_IP,
+    INPUT_SOURCE_TYPE,
+    INPUT_SERVER_NAME,
+    INPUT_TRANSPORT_PROTOCOL,
+    INPUT_APPLICATION_PROTOCOL,
+    INPUT_FILTER_STATE,
 } input_kind_t;
 
 typedef struct {
     input_kind_t kind;
-    char *name; /* header name (lower-case) or query parameter */
+    char *name; /* header name (lower-case), query parameter or filter state key */
 } input_t;
 
 typedef struct on_match {
@@ -63,6 +72,14 @@ typedef struct {
     on_match_t on_match;
 } map_entry_t;
 
+/* One range of an IPMatcher: its range matcher's on_match is shared by
+ * all its ranges (ip_om[om]). */
+typedef struct {
+    sharp_cidr_t cidr;
+    uint32_t om;
+    bool exclusive;
+} ip_range_t;
+
 struct sharp_matcher {
     bool is_tree;
     /* list */
@@ -73,6 +90,13 @@ struct sharp_matcher {
     bool prefix; /* prefix_match_map: entries sorted by key length, longest first */
     map_entry_t *map;
     uint32_t nmap;
+    /* custom_match IPMatcher: ranges sorted by prefix length, longest
+     * first, then in the order of the config (Envoy's TrieMatcher) */
+    bool ip;
+    ip_range_t *ranges;
+    uint32_t nranges;
+    on_match_t *ip_om;
+    uint32_t nip_om;
     on_match_t on_no_match;
     void (*free_action)(void *);
     uint32_t inputs; /* SHARP_MATCH_IN_* of the whole tree (the root's) */
@@ -86,9 +110,9 @@ typedef struct {
     size_t errlen;
     uint32_t inputs;
     int depth;
-    bool legacy; /* from envoy.config.common.matcher.v3.Matcher */
-    bool network; /* the network inputs, not the HTTP ones */
-    bool local_ip_known;
+    bool legacy;  /* from envoy.config.common.matcher.v3.Matcher */
+    bool network; /* the network inputs, not HTTP's */
+    bool local_ip_known; /* DestinationIPInput has a value (not a UDP socket bound to a wildcard) */
 } build_t;
 
 #define MAX_DEPTH 32
@@ -134,46 +158,94 @@ static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
     }
 }
 
-/* A network input: Envoy's IP as addressAsString() (no brackets, no
- * port) and the port in decimal. */
-static avail_t net_input_get(input_kind_t kind, const sharp_match_data_t *d, sharp_sbuf_t *tmp, sharp_str_t *out)
+static avail_t ip_value(const struct sockaddr *sa, sharp_sbuf_t *tmp, sharp_str_t *out)
 {
-    bool src = kind == INPUT_SOURCE_IP || kind == INPUT_SOURCE_PORT;
-    const struct sockaddr *a = src ? d->source : d->local;
-    if (!a) return AVAIL_NONE;
-    char buf[INET6_ADDRSTRLEN + 8];
-    if (a->sa_family == AF_INET) {
-        const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
-        if (kind == INPUT_SOURCE_IP || kind == INPUT_DESTINATION_IP)
-            inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf);
-        else
-            snprintf(buf, sizeof buf, "%u", ntohs(v4->sin_port));
-    } else if (a->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
-        if (kind == INPUT_SOURCE_IP || kind == INPUT_DESTINATION_IP)
-            inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf);
-        else
-            snprintf(buf, sizeof buf, "%u", ntohs(v6->sin6_port));
-    } else {
-        return AVAIL_ABSENT;
-    }
+    char ip[INET6_ADDRSTRLEN];
+    if (!sa) return AVAIL_ABSENT;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof ip);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof ip);
+    else
+        return AVAIL_ABSENT; /* not an IP address (a pipe): no value, as Envoy */
     sharp_sbuf_reset(tmp);
-    sharp_sbuf_append(tmp, buf, strlen(buf));
+    sharp_sbuf_puts(tmp, ip);
     *out = (sharp_str_t){tmp->data, tmp->len};
     return AVAIL_VALUE;
+}
+
+static avail_t port_value(const struct sockaddr *sa, sharp_sbuf_t *tmp, sharp_str_t *out)
+{
+    unsigned port;
+    if (sa && sa->sa_family == AF_INET)
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    else if (sa && sa->sa_family == AF_INET6)
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    else
+        return AVAIL_ABSENT;
+    sharp_sbuf_reset(tmp);
+    sharp_sbuf_printf(tmp, "%u", port);
+    *out = (sharp_str_t){tmp->data, tmp->len};
+    return AVAIL_VALUE;
+}
+
+static avail_t str_value(const char *v, sharp_str_t *out)
+{
+    if (!v || !v[0]) return AVAIL_ABSENT;
+    *out = (sharp_str_t){v, strlen(v)};
+    return AVAIL_VALUE;
+}
+
+/* A network input (Envoy's source/common/network/matching/inputs.cc):
+ * always known once the connection's chain is chosen; an empty server
+ * name or protocol, or an address that is not IP, is no value. */
+static avail_t net_input_get(const input_t *in, const sharp_fc_conn_t *c, sharp_sbuf_t *tmp,
+                             sharp_str_t *out)
+{
+    if (!c) return AVAIL_NONE;
+    switch (in->kind) {
+    case INPUT_DESTINATION_IP:
+        return ip_value(c->local, tmp, out);
+    case INPUT_DESTINATION_PORT:
+        return port_value(c->local, tmp, out);
+    case INPUT_SOURCE_IP:
+        return ip_value(c->remote, tmp, out);
+    case INPUT_SOURCE_PORT:
+        return port_value(c->remote, tmp, out);
+    case INPUT_DIRECT_SOURCE_IP:
+        return ip_value(c->direct_remote ? c->direct_remote : c->remote, tmp, out);
+    case INPUT_SOURCE_TYPE:
+        return str_value(sharp_fc_conn_is_local(c) ? "local" : NULL, out);
+    case INPUT_SERVER_NAME:
+        return str_value(c->server_name, out);
+    case INPUT_TRANSPORT_PROTOCOL:
+        return str_value(c->transport_protocol, out);
+    case INPUT_APPLICATION_PROTOCOL:
+        /* 'h2','http/1.1' */
+        if (!c->napplication_protocols) return AVAIL_ABSENT;
+        sharp_sbuf_reset(tmp);
+        for (uint32_t i = 0; i < c->napplication_protocols; i++)
+            sharp_sbuf_printf(tmp, "%s'%s'", i ? "," : "", c->application_protocols[i]);
+        *out = (sharp_str_t){tmp->data, tmp->len};
+        return AVAIL_VALUE;
+    case INPUT_FILTER_STATE:
+        /* a connection has filter state objects only from listener
+         * filters that set them; those SHARP implements (the TLS and HTTP
+         * inspectors, original_dst on Linux) set none, as in Envoy: no
+         * value */
+        return AVAIL_ABSENT;
+    default:
+        return AVAIL_NONE;
+    }
 }
 
 /* The input's value into *out (`tmp` holds it when built). */
 static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp,
                          sharp_str_t *out)
 {
+    if (in->kind >= INPUT_DESTINATION_IP) return net_input_get(in, d->conn, tmp, out);
     const sharp_headers_t *h = NULL;
     switch (in->kind) {
-    case INPUT_SOURCE_IP:
-    case INPUT_SOURCE_PORT:
-    case INPUT_DESTINATION_IP:
-    case INPUT_DESTINATION_PORT:
-        return net_input_get(in->kind, d, tmp, out);
     case INPUT_REQUEST_HEADER:
     case INPUT_QUERY_PARAM:
         h = d->request_headers;
@@ -186,6 +258,8 @@ static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_s
         break;
     case INPUT_RESPONSE_TRAILER:
         h = d->response_trailers;
+        break;
+    default:
         break;
     }
     if (!h) return AVAIL_NONE;
@@ -280,6 +354,37 @@ static sharp_match_result_t handle(const on_match_t *om, const sharp_match_data_
     return SHARP_MATCH_ACTION;
 }
 
+/* Envoy's TrieMatcher: the ranges holding the address, the longest prefix
+ * first; the first one's on_match always, the others' unless exclusive,
+ * until one matches. An input that is not an IP address matches none. */
+static sharp_match_result_t ip_evaluate(const sharp_matcher_t *m, sharp_str_t v,
+                                        const sharp_match_data_t *d, const void **action)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    struct sockaddr_storage ss = {0};
+    if (v.len >= sizeof ip) return SHARP_MATCH_NONE;
+    memcpy(ip, v.p, v.len);
+    ip[v.len] = 0;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1)
+        ss.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1)
+        ss.ss_family = AF_INET6;
+    else
+        return SHARP_MATCH_NONE;
+    bool first = true;
+    for (uint32_t i = 0; i < m->nranges; i++) {
+        const ip_range_t *r = &m->ranges[i];
+        if (!sharp_cidr_contains(&r->cidr, (const struct sockaddr *)&ss)) continue;
+        if (!first && r->exclusive) continue;
+        sharp_match_result_t res = handle(&m->ip_om[r->om], d, action);
+        if (res != SHARP_MATCH_NONE) return res;
+        first = false;
+    }
+    return SHARP_MATCH_NONE;
+}
+
 sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
                                             const void **action)
 {
@@ -300,6 +405,8 @@ sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const shar
     sharp_match_result_t res = SHARP_MATCH_NONE;
     if (a == AVAIL_NONE) {
         res = SHARP_MATCH_INSUFFICIENT;
+    } else if (a == AVAIL_VALUE && m->ip) {
+        res = ip_evaluate(m, v, d, action);
     } else if (a == AVAIL_VALUE) {
         for (uint32_t i = 0; i < m->nmap; i++) {
             const map_entry_t *e = &m->map[i];
@@ -360,6 +467,10 @@ void sharp_matcher_free(sharp_matcher_t *m)
         on_match_free(&m->map[i].on_match, m->free_action);
     }
     free(m->map);
+    for (uint32_t i = 0; i < m->nip_om; i++)
+        on_match_free(&m->ip_om[i], m->free_action);
+    free(m->ip_om);
+    free(m->ranges);
     free(m->input.name);
     on_match_free(&m->on_no_match, m->free_action);
     free(m);
@@ -396,30 +507,72 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
     if (!msg) return -1;
     const ProtobufCMessageDescriptor *d = msg->descriptor;
     const char *name = NULL;
-    if (b->network) {
-        if (d == &envoy__extensions__matching__common_inputs__network__v3__source_ipinput__descriptor) {
-            in->kind = INPUT_SOURCE_IP;
-        } else if (d == &envoy__extensions__matching__common_inputs__network__v3__source_port_input__descriptor) {
-            in->kind = INPUT_SOURCE_PORT;
-        } else if (d == &envoy__extensions__matching__common_inputs__network__v3__destination_ipinput__descriptor &&
-                   b->local_ip_known) {
-            in->kind = INPUT_DESTINATION_IP;
-        } else if (d ==
-                   &envoy__extensions__matching__common_inputs__network__v3__destination_port_input__descriptor) {
-            in->kind = INPUT_DESTINATION_PORT;
-        } else {
-            int r = fail(b, p,
-                         "match input '%s' is not supported here (SHARP implements SourceIPInput, "
-                         "SourcePortInput, DestinationPortInput and, on a listener bound to one address, "
-                         "DestinationIPInput)",
-                         d->name);
+    static const struct {
+        const ProtobufCMessageDescriptor *d;
+        input_kind_t kind;
+    } net[] = {
+        {&envoy__extensions__matching__common_inputs__network__v3__destination_ipinput__descriptor,
+         INPUT_DESTINATION_IP},
+        {&envoy__extensions__matching__common_inputs__network__v3__destination_port_input__descriptor,
+         INPUT_DESTINATION_PORT},
+        {&envoy__extensions__matching__common_inputs__network__v3__source_ipinput__descriptor,
+         INPUT_SOURCE_IP},
+        {&envoy__extensions__matching__common_inputs__network__v3__source_port_input__descriptor,
+         INPUT_SOURCE_PORT},
+        {&envoy__extensions__matching__common_inputs__network__v3__direct_source_ipinput__descriptor,
+         INPUT_DIRECT_SOURCE_IP},
+        {&envoy__extensions__matching__common_inputs__network__v3__source_type_input__descriptor,
+         INPUT_SOURCE_TYPE},
+        {&envoy__extensions__matching__common_inputs__network__v3__server_name_input__descriptor,
+         INPUT_SERVER_NAME},
+        {&envoy__extensions__matching__common_inputs__network__v3__transport_protocol_input__descriptor,
+         INPUT_TRANSPORT_PROTOCOL},
+        {&envoy__extensions__matching__common_inputs__network__v3__application_protocol_input__descriptor,
+         INPUT_APPLICATION_PROTOCOL},
+        {&envoy__extensions__matching__common_inputs__network__v3__filter_state_input__descriptor,
+         INPUT_FILTER_STATE},
+    };
+    for (size_t i = 0; i < sizeof net / sizeof net[0]; i++) {
+        if (d != net[i].d) continue;
+        if (!b->network) {
+            int r =
+                fail(b, p,
+                     "match input '%s' is not supported here (SHARP reads the network inputs only "
+                     "in a listener's filter_chain_matcher and the UDP proxy's matcher)",
+                     d->name);
             protobuf_c_message_free_unpacked(msg, NULL);
             return r;
         }
-        in->name = sharp_strdup("");
-        b->inputs |= 1u << in->kind;
+        in->kind = net[i].kind;
+        if (in->kind == INPUT_DESTINATION_IP && !b->local_ip_known) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return fail(b, p, "match input '%s' is not supported on a UDP listener bound to a wildcard address "
+                        "(SHARP does not read a datagram's destination address there)", d->name);
+        }
+        if (in->kind == INPUT_FILTER_STATE) {
+            const char *key =
+                ((Envoy__Extensions__Matching__CommonInputs__Network__V3__FilterStateInput *)msg)
+                    ->key;
+            if (!key[0]) {
+                protobuf_c_message_free_unpacked(msg, NULL);
+                return fail(b, p, "key: value length must be at least 1 characters");
+            }
+            in->name = sharp_strdup(key);
+        }
         protobuf_c_message_free_unpacked(msg, NULL);
         return 0;
+    }
+    if (b->network) {
+        int r =
+            fail(b, p,
+                 "match input '%s' is not supported in a network matcher (a listener's "
+                 "filter_chain_matcher, the UDP proxy's matcher: SHARP implements "
+                 "the network inputs: DestinationIPInput, DestinationPortInput, SourceIPInput, "
+                 "SourcePortInput, DirectSourceIPInput, SourceTypeInput, ServerNameInput, "
+                 "TransportProtocolInput, ApplicationProtocolInput, FilterStateInput)",
+                 d->name);
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return r;
     }
     if (d == &envoy__type__matcher__v3__http_request_header_match_input__descriptor) {
         in->kind = INPUT_REQUEST_HEADER;
@@ -458,7 +611,7 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
     if (in->kind != INPUT_QUERY_PARAM)
         for (char *c = in->name; *c; c++)
             if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
-    b->inputs |= 1u << in->kind; /* input_kind_t follows SHARP_MATCH_IN_*'s order */
+    b->inputs |= 1u << in->kind; /* the HTTP input kinds follow SHARP_MATCH_IN_*'s order */
     protobuf_c_message_free_unpacked(msg, NULL);
     return 0;
 }
@@ -612,6 +765,66 @@ static int build_pred(build_t *b, const predicate_pb_t *pb, const char *path, pr
     return rc;
 }
 
+static int cmp_range(const void *a, const void *b)
+{
+    const ip_range_t *x = a, *y = b;
+    if (x->cidr.prefix_len != y->cidr.prefix_len)
+        return x->cidr.prefix_len < y->cidr.prefix_len ? 1 : -1;
+    return x->om < y->om ? -1 : x->om > y->om ? 1 : 0;
+}
+
+/* custom_match xds.type.matcher.v3.IPMatcher (Envoy's trie matcher). */
+static int build_ip(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc, const char *path,
+                    sharp_matcher_t *m)
+{
+    ProtobufCMessage *msg = unpack(b, tc, path);
+    if (!msg) return -1;
+    const Xds__Type__Matcher__V3__IPMatcher *ipm = (const Xds__Type__Matcher__V3__IPMatcher *)msg;
+    int rc = 0;
+    m->ip = true;
+    size_t n = 0;
+    for (size_t i = 0; i < ipm->n_range_matchers; i++)
+        n += ipm->range_matchers[i]->n_ranges;
+    m->ip_om = ipm->n_range_matchers ? sharp_calloc(ipm->n_range_matchers, sizeof *m->ip_om) : NULL;
+    m->ranges = n ? sharp_calloc(n, sizeof *m->ranges) : NULL;
+    for (size_t i = 0; i < ipm->n_range_matchers && rc == 0; i++) {
+        const Xds__Type__Matcher__V3__IPMatcher__IPRangeMatcher *rm = ipm->range_matchers[i];
+        char q[1100];
+        snprintf(q, sizeof q, "%s.typed_config.range_matchers[%zu]", path, i);
+        for (size_t k = 0; k < rm->n_ranges; k++) {
+            const Xds__Core__V3__CidrRange *cr = rm->ranges[k];
+            ip_range_t *r = &m->ranges[m->nranges];
+            uint32_t len = cr->prefix_len ? cr->prefix_len->value : 0;
+            if (!cr->address_prefix[0]) {
+                char q2[1200];
+                snprintf(q2, sizeof q2, "%s.ranges[%zu].address_prefix", q, k);
+                rc = fail(b, q2, "value length must be at least 1 characters");
+                break;
+            }
+            if (sharp_cidr_parse(cr->address_prefix, len, &r->cidr) < 0) {
+                char q2[1200];
+                snprintf(q2, sizeof q2, "%s.ranges[%zu]", q, k);
+                rc = fail(b, q2, "malformed IP address or prefix length: %s/%u", cr->address_prefix,
+                          len);
+                break;
+            }
+            r->om = (uint32_t)i;
+            r->exclusive = rm->exclusive;
+            m->nranges++;
+        }
+        if (rc < 0) break;
+        snprintf(q, sizeof q, "%s.typed_config.range_matchers[%zu].on_match", path, i);
+        m->nip_om++;
+        if (!rm->on_match)
+            rc = fail(b, q, "value is required");
+        else
+            rc = build_on_match(b, rm->on_match, q, &m->ip_om[i]);
+    }
+    if (rc == 0 && m->nranges > 1) qsort(m->ranges, m->nranges, sizeof *m->ranges, cmp_range);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return rc;
+}
+
 static int cmp_len_desc(const void *a, const void *b)
 {
     const map_entry_t *x = a, *y = b;
@@ -667,9 +880,15 @@ static sharp_matcher_t *build(build_t *b, const matcher_pb_t *pb, const char *pa
                 break;
             case XDS__TYPE__MATCHER__V3__MATCHER__MATCHER_TREE__TREE_TYPE_CUSTOM_MATCH:
                 snprintf(p, sizeof p, "%s.matcher_tree.custom_match", path);
+                if (t->custom_match->typed_config &&
+                    !strcmp(type_name(t->custom_match->typed_config->type_url),
+                            "xds.type.matcher.v3.IPMatcher")) {
+                    rc = build_ip(b, t->custom_match, p, m);
+                    break;
+                }
                 rc = fail(b, p,
-                          "custom_match '%s' is not supported (only exact_match_map and "
-                          "prefix_match_map)",
+                          "custom_match '%s' is not supported (only exact_match_map, "
+                          "prefix_match_map and xds.type.matcher.v3.IPMatcher)",
                           t->custom_match->typed_config
                               ? type_name(t->custom_match->typed_config->type_url)
                               : t->custom_match->name);
@@ -727,8 +946,9 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
 }
 
 sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char *path,
-                                             sharp_match_action_fn make_action, void (*free_action)(void *),
-                                             void *arg, bool local_ip_known, char *err, size_t errlen)
+                                             sharp_match_action_fn make_action,
+                                             void (*free_action)(void *), void *arg, bool local_ip_known,
+                                             char *err, size_t errlen)
 {
     build_t b = {.make_action = make_action,
                  .free_action = free_action,

@@ -1,5 +1,5 @@
 /* matcher.h: Envoy's generic matching API (xds.type.matcher.v3.Matcher)
- * over HTTP data (and over addresses, for the UDP proxy).
+ * over HTTP data.
  *
  * A matcher is built once from its config on the main thread and is
  * immutable afterwards (shared by all workers). Evaluating it against a
@@ -20,28 +20,36 @@
  * absent input value goes to on_no_match (a single predicate on it is
  * false). Inputs: request and response headers and trailers (all values of
  * the header joined with ","), and request query parameters (the first
- * value, percent-decoded); or, for a network matcher (the UDP proxy's),
- * the source and destination IP and port. Actions are made by the caller's callback from
- * each action's TypedExtensionConfig. */
+ * value, percent-decoded); or, built with sharp_matcher_build_network, the
+ * network inputs of a connection (Envoy's envoy.matching.inputs.*: the
+ * destination and source addresses and ports, the direct source address,
+ * the source type, server name, transport and application protocols,
+ * filter state; a connection's or, for the UDP proxy, a datagram's: its
+ * DestinationIPInput needs `local_ip_known`, refused on a UDP socket bound
+ * to a wildcard address). Trees may also use the xds.type.matcher.v3.IPMatcher
+ * custom match (the input parsed as an IP address, the longest matching
+ * range first). Actions are made by the caller's callback from each
+ * action's TypedExtensionConfig. */
 #ifndef SHARP_MATCHER_H
 #define SHARP_MATCHER_H
 
 #include "common.h"
 #include "http/headers.h"
+#include "listener_match.h"
 
 #include <protobuf-c/protobuf-c.h>
 
 struct Xds__Type__Matcher__V3__Matcher;
 
-/* The data of one stream; NULL: not known (yet). A network matcher
- * (sharp_matcher_build_network) reads the addresses instead. */
+/* The data of one stream; NULL: not known (yet). */
 typedef struct sharp_match_data {
     const sharp_headers_t *request_headers;
     const sharp_headers_t *request_trailers;
     const sharp_headers_t *response_headers;
     const sharp_headers_t *response_trailers;
-    const struct sockaddr *source; /* the peer's address */
-    const struct sockaddr *local;  /* the address it was received on */
+    /* a connection's addresses, SNI, transport and application protocols:
+     * the network inputs (a listener's filter_chain_matcher) */
+    const sharp_fc_conn_t *conn;
 } sharp_match_data_t;
 
 typedef enum {
@@ -65,20 +73,18 @@ sharp_matcher_t *sharp_matcher_build(const struct Xds__Type__Matcher__V3__Matche
                                      const char *path, sharp_match_action_fn make_action,
                                      void (*free_action)(void *), void *arg, char *err,
                                      size_t errlen);
+/* The same over a connection's data (the network inputs; HTTP inputs are
+ * refused). */
+sharp_matcher_t *sharp_matcher_build_network(const struct Xds__Type__Matcher__V3__Matcher *pb,
+                                             const char *path, sharp_match_action_fn make_action,
+                                             void (*free_action)(void *), void *arg, bool local_ip_known,
+                                             char *err, size_t errlen);
 /* The same from the deprecated envoy.config.common.matcher.v3.Matcher
  * (Envoy's StringMatcher: its RegexMatcher's engine is optional). */
 sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,
                                            sharp_match_action_fn make_action,
                                            void (*free_action)(void *), void *arg, char *err,
                                            size_t errlen);
-/* The same over network data (Envoy's network matching inputs: source_ip,
- * source_port, destination_ip and destination_port, nothing else); with
- * local_ip_known false (a wildcard listener, whose datagrams do not say
- * the address they came to) destination_ip is refused. */
-sharp_matcher_t *sharp_matcher_build_network(const struct Xds__Type__Matcher__V3__Matcher *pb,
-                                             const char *path, sharp_match_action_fn make_action,
-                                             void (*free_action)(void *), void *arg,
-                                             bool local_ip_known, char *err, size_t errlen);
 /* Evaluates against `d`; for SHARP_MATCH_ACTION *action is the action. */
 sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
                                             const void **action);
@@ -91,10 +97,6 @@ enum {
     SHARP_MATCH_IN_RESPONSE_HEADER = 1u << 2,
     SHARP_MATCH_IN_RESPONSE_TRAILER = 1u << 3,
     SHARP_MATCH_IN_QUERY_PARAM = 1u << 4,
-    SHARP_MATCH_IN_SOURCE_IP = 1u << 5,
-    SHARP_MATCH_IN_SOURCE_PORT = 1u << 6,
-    SHARP_MATCH_IN_DESTINATION_IP = 1u << 7,
-    SHARP_MATCH_IN_DESTINATION_PORT = 1u << 8,
 };
 uint32_t sharp_matcher_inputs(const sharp_matcher_t *m);
 void sharp_matcher_free(sharp_matcher_t *m);

@@ -1,5 +1,6 @@
 /* snapshot.c: reference counting of config snapshots. */
 #include "snapshot.h"
+#include "matcher.h"
 #include "http/tracing.h"
 #include "http/access_log.h"
 #include "http/access_log_emit.h"
@@ -107,6 +108,7 @@ void sharp_listener_unref(sharp_listener_config_t *l)
         sharp_filter_chain_unref(l->chains[k]);
     free(l->chains);
     free(l->matches);
+    sharp_matcher_free(l->fc_matcher);
     free(l->name);
     sharp_udp_proxy_config_free(l->udp);
     sharp_lsock_unref(l->sock);
@@ -179,6 +181,18 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = remote, .server_name = server_name,
                             .transport_protocol = transport_protocol, .application_protocols = alpn,
                             .napplication_protocols = nalpn};
+    if (l->fc_matcher) {
+        /* Envoy's findFilterChainUsingMatcher: a match names the chain (a
+         * name no chain has: none, not the default); no match: the
+         * default chain */
+        sharp_match_data_t d = {.conn = &conn};
+        const void *action;
+        if (sharp_matcher_evaluate(l->fc_matcher, &d, &action) == SHARP_MATCH_ACTION) {
+            int32_t at = *(const int32_t *)action;
+            return at >= 0 ? l->chains[at] : NULL;
+        }
+        return l->has_default_chain ? l->chains[l->nchains] : NULL;
+    }
     int i = sharp_fc_select(l->matches, l->nchains, &conn);
     if (i >= 0) return l->chains[i];
     return l->has_default_chain ? l->chains[l->nchains] : NULL;

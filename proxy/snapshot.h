@@ -215,6 +215,7 @@ typedef struct sharp_filter_chain_config {
 typedef struct sharp_listener_ssl_stats {
     sharp_stat_id_t connection_error, handshake, session_reused, no_certificate, fail_verify_error,
         fail_verify_san, fail_verify_cert_hash, fail_verify_no_cert;
+    sharp_stat_id_t ocsp_staple_requests, ocsp_staple_responses, ocsp_staple_omitted, ocsp_staple_failed;
 } sharp_listener_ssl_stats_t;
 
 struct sharp_lsock;
@@ -246,6 +247,12 @@ typedef struct sharp_listener_config {
     bool has_default_chain; /* chains[nchains] is default_filter_chain */
     const sharp_fc_match_t **matches; /* &chains[i]->match, for sharp_fc_select */
     bool match_any;        /* one chain without criteria: every connection takes it */
+    /* filter_chain_matcher (matcher.h, network inputs): when set it names
+     * the chain (its actions are int32_t indices into chains, -1 for a name
+     * no chain of filter_chains has) and the chains' filter_chain_match are
+     * ignored, as Envoy's FilterChainManagerImpl */
+    struct sharp_matcher *fc_matcher;
+    bool fc_matcher_set; /* while it is built */
     /* listener_filters: Envoy's TLS and HTTP inspectors read the first
      * bytes before the chain is chosen (listener_inspect.h), for at most
      * listener_filters_timeout (0: no limit); then the connection is closed

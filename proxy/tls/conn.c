@@ -243,6 +243,11 @@ sharp_tls_failure_t sharp_tls_conn_failure(const sharp_tls_conn_t *c)
     return c->failure;
 }
 
+sharp_tls_ocsp_t sharp_tls_conn_ocsp(const sharp_tls_conn_t *c)
+{
+    return c->ocsp;
+}
+
 const char *sharp_tls_conn_error(const sharp_tls_conn_t *c)
 {
     return c->error;

@@ -45,6 +45,16 @@ typedef enum {
     SHARP_TLS_FAIL_CONNECTION,       /* ssl.connection_error: anything else (protocol, versions, ciphers) */
 } sharp_tls_failure_t;
 
+/* A server connection's OCSP stapling, decided on its ClientHello (Envoy's
+ * OcspStapleAction), for the ssl.ocsp_staple_* stats. */
+typedef enum {
+    SHARP_TLS_OCSP_PENDING,       /* no ClientHello yet */
+    SHARP_TLS_OCSP_NOT_REQUESTED, /* no status_request: not counted */
+    SHARP_TLS_OCSP_STAPLED,       /* ocsp_staple_requests, ocsp_staple_responses */
+    SHARP_TLS_OCSP_OMITTED,       /* ocsp_staple_requests, ocsp_staple_omitted */
+    SHARP_TLS_OCSP_FAILED,        /* ocsp_staple_requests, ocsp_staple_failed: the handshake fails */
+} sharp_tls_ocsp_t;
+
 typedef struct sharp_tls_conn sharp_tls_conn_t;
 
 /* Plaintext for the application; return false to pause delivery. */
@@ -112,6 +122,7 @@ void sharp_tls_conn_close(sharp_tls_conn_t *c);
 
 sharp_tls_state_t sharp_tls_conn_state(const sharp_tls_conn_t *c);
 sharp_tls_failure_t sharp_tls_conn_failure(const sharp_tls_conn_t *c);
+sharp_tls_ocsp_t sharp_tls_conn_ocsp(const sharp_tls_conn_t *c);
 /* Why it failed ("verify cert failed: SAN matcher", OpenSSL's reason...). */
 const char *sharp_tls_conn_error(const sharp_tls_conn_t *c);
 /* Envoy's transport failure reason (SslSocket::drainErrorQueue): every

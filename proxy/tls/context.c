@@ -10,13 +10,17 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "log.h"
 #include "retire.h"
+
+#include <time.h>
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -156,6 +160,110 @@ static int load_cert(const sharp_tls_cert_config_t *cc, sharp_tls_cert_t *c, cha
     return 0;
 }
 
+/* ---- server: OCSP stapling -------------------------------------------------- */
+
+/* Envoy's OcspResponseWrapperImpl (ocsp.cc): the staple is one successful
+ * basic OCSPResponse for one certificate, whose serial number is the
+ * leaf's; its signature is not checked (the staple comes from a trusted
+ * source). Its nextUpdate decides whether it has expired. */
+static int load_ocsp(const sharp_tls_cert_config_t *cc, sharp_tls_cert_t *c, char *err, size_t errlen)
+{
+    /* the TLS feature extension (RFC 7633) with status_request: the
+     * certificate must be stapled */
+    STACK_OF(ASN1_INTEGER) *features = X509_get_ext_d2i(c->leaf, NID_tlsfeature, NULL, NULL);
+    for (int i = 0; features && i < sk_ASN1_INTEGER_num(features); i++)
+        if (ASN1_INTEGER_get(sk_ASN1_INTEGER_value(features, i)) == TLSEXT_TYPE_status_request) c->must_staple = true;
+    sk_ASN1_INTEGER_pop_free(features, ASN1_INTEGER_free);
+    if (!cc->ocsp) return 0;
+    const unsigned char *p = cc->ocsp;
+    OCSP_RESPONSE *r = d2i_OCSP_RESPONSE(NULL, &p, (long)cc->ocsp_len);
+    OCSP_BASICRESP *b = NULL;
+    int rc = -1;
+    if (!r) {
+        fail(err, errlen, "OCSP Response is not a well-formed ASN.1 SEQUENCE");
+        goto out;
+    }
+    if (p != cc->ocsp + cc->ocsp_len) {
+        fail(err, errlen, "Data contained more than a single OCSP response");
+        goto out;
+    }
+    if (OCSP_response_status(r) != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        fail(err, errlen, "OCSP response was unsuccessful");
+        goto out;
+    }
+    if (!(b = OCSP_response_get1_basic(r))) {
+        fail(err, errlen, "OCSP response has no body");
+        goto out;
+    }
+    if (OCSP_resp_count(b) != 1) {
+        fail(err, errlen, "OCSP Response must be for one certificate only");
+        goto out;
+    }
+    OCSP_SINGLERESP *one = OCSP_resp_get0(b, 0);
+    ASN1_INTEGER *serial = NULL;
+    OCSP_id_get0_info(NULL, NULL, NULL, &serial, (OCSP_CERTID *)OCSP_SINGLERESP_get0_id(one));
+    if (!serial || ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(c->leaf)) != 0) {
+        fail(err, errlen, "OCSP response does not match its TLS certificate");
+        goto out;
+    }
+    int reason;
+    ASN1_GENERALIZEDTIME *revoked, *this_update, *next_update;
+    OCSP_single_get0_status(one, &reason, &revoked, &this_update, &next_update);
+    struct tm tm;
+    if (this_update && ASN1_TIME_to_tm(this_update, &tm)) {
+        c->this_update = (int64_t)timegm(&tm);
+        if (c->this_update > (int64_t)time(NULL))
+            sharp_log_warn("OCSP Response thisUpdate field is set in the future (certificate %s)", cc->chain_source);
+    }
+    if (next_update && ASN1_TIME_to_tm(next_update, &tm)) {
+        c->has_next_update = true;
+        c->next_update = (int64_t)timegm(&tm);
+    }
+    c->ocsp = cc->ocsp;
+    c->ocsp_len = cc->ocsp_len;
+    rc = 0;
+out:
+    OCSP_BASICRESP_free(b);
+    OCSP_RESPONSE_free(r);
+    ERR_clear_error();
+    return rc;
+}
+
+/* Envoy's ServerContextImpl::ocspStapleAction: a must-staple certificate
+ * upgrades the policy to MUST_STAPLE; a staple without nextUpdate, or past
+ * it, has expired. */
+static sharp_tls_ocsp_t ocsp_action(const sharp_tls_ctx_t *x, const sharp_tls_cert_t *c, bool capable)
+{
+    if (!capable) return SHARP_TLS_OCSP_NOT_REQUESTED;
+    sharp_tls_ocsp_policy_t policy = c->must_staple ? SHARP_TLS_OCSP_MUST_STAPLE : x->cfg.ocsp_policy;
+    bool valid = c->ocsp && c->has_next_update && c->next_update >= (int64_t)time(NULL);
+    switch (policy) {
+    case SHARP_TLS_OCSP_STRICT:
+        return valid ? SHARP_TLS_OCSP_STAPLED : c->ocsp ? SHARP_TLS_OCSP_FAILED : SHARP_TLS_OCSP_OMITTED;
+    case SHARP_TLS_OCSP_MUST_STAPLE:
+        return valid ? SHARP_TLS_OCSP_STAPLED : SHARP_TLS_OCSP_FAILED;
+    default:
+        return valid ? SHARP_TLS_OCSP_STAPLED : SHARP_TLS_OCSP_OMITTED;
+    }
+}
+
+/* OpenSSL asks for the staple once the certificate is chosen (only when
+ * the client sent status_request): the one client_hello_cb decided on. */
+static int status_cb(SSL *ssl, void *arg)
+{
+    (void)arg;
+    sharp_tls_conn_t *c = SSL_get_app_data(ssl);
+    if (!c || c->ocsp != SHARP_TLS_OCSP_STAPLED || !c->ocsp_cert) return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *der = OPENSSL_malloc(c->ocsp_cert->ocsp_len);
+    if (!der) return SSL_TLSEXT_ERR_NOACK;
+    memcpy(der, c->ocsp_cert->ocsp, c->ocsp_cert->ocsp_len);
+    if (SSL_set_tlsext_status_ocsp_resp(ssl, der, (long)c->ocsp_cert->ocsp_len) != 1) {
+        OPENSSL_free(der);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
 /* ---- server: certificate selection ------------------------------------------ */
 
 /* The client's ECDSA curves: none unless it offers an ECDSA signature
@@ -211,11 +319,15 @@ typedef struct {
     const int *curves;
     size_t ncurves;
     const sharp_tls_cert_t *selected, *candidate;
+    const sharp_tls_ctx_t *x;
+    bool ocsp_capable;
 } pick_t;
 
-/* Envoy's DefaultTlsCertificateSelector::findTlsContext "selected". */
+/* Envoy's DefaultTlsCertificateSelector::findTlsContext "selected": a
+ * certificate whose OCSP policy fails the client is not selected. */
 static bool pick(pick_t *k, const sharp_tls_cert_t *c)
 {
+    if (ocsp_action(k->x, c, k->ocsp_capable) == SHARP_TLS_OCSP_FAILED) return false;
     for (size_t i = 0; i < k->ncurves; i++)
         if (c->ec_nid != NID_undef && c->ec_nid == k->curves[i]) {
             k->selected = c;
@@ -252,10 +364,10 @@ static void pick_by_name(sharp_tls_ctx_t *x, pick_t *k, const char *name)
     }
 }
 
-static const sharp_tls_cert_t *select_cert(sharp_tls_ctx_t *x, SSL *ssl, const char *sni)
+static const sharp_tls_cert_t *select_cert(sharp_tls_ctx_t *x, SSL *ssl, const char *sni, bool ocsp_capable)
 {
     int curves[3];
-    pick_t k = {curves, client_ecdsa_curves(ssl, curves), NULL, NULL};
+    pick_t k = {curves, client_ecdsa_curves(ssl, curves), NULL, NULL, x, ocsp_capable};
     if (sni) {
         pick_by_name(x, &k, sni);
         if (!k.selected) k.selected = k.candidate;
@@ -282,11 +394,22 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     sharp_tls_conn_t *c = SSL_get_app_data(ssl);
     free(c->sni);
     c->sni = client_sni(ssl);
+    const unsigned char *ext;
+    size_t ext_len;
+    bool ocsp_capable = SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_status_request, &ext, &ext_len) == 1;
+    const sharp_tls_cert_t *cert = x->ncerts == 1 ? &x->certs[0] : select_cert(x, ssl, c->sni, ocsp_capable);
+    c->ocsp = ocsp_action(x, cert, ocsp_capable);
+    c->ocsp_cert = c->ocsp == SHARP_TLS_OCSP_STAPLED ? cert : NULL;
+    if (c->ocsp == SHARP_TLS_OCSP_FAILED) {
+        sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_CONNECTION, "the certificate's OCSP staple policy fails: %s",
+                                   cert->ocsp ? "its staple has expired" : "it has no staple");
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
     /* one certificate: the context's own, set once (a connection's
      * SSL_use_cert_and_key checks the key against the certificate, some
      * 2% of a full handshake's CPU) */
     if (x->ncerts == 1) return SSL_CLIENT_HELLO_SUCCESS;
-    const sharp_tls_cert_t *cert = select_cert(x, ssl, c->sni);
     if (SSL_use_cert_and_key(ssl, cert->leaf, cert->key, cert->chain, 1) != 1) {
         sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_CONNECTION, "cannot use the selected certificate: %s", ssl_error());
         *alert = SSL_AD_INTERNAL_ERROR;
@@ -671,6 +794,17 @@ sharp_tls_ctx_t *sharp_tls_ctx_create(sharp_tls_config_t *cfg, char *err, size_t
         for (size_t i = 0; i < cfg->ncerts; i++) {
             x->ncerts++;
             if (load_cert(&cfg->certs[i], &x->certs[i], err, errlen) < 0) goto bad;
+            if (!cfg->server) continue; /* a client's staple is read, and left (Envoy) */
+            if (load_ocsp(&cfg->certs[i], &x->certs[i], err, errlen) < 0) goto bad;
+            /* Envoy's ServerContextImpl: without a staple */
+            if (!x->certs[i].ocsp && x->certs[i].must_staple) {
+                fail(err, errlen, "OCSP response is required for must-staple certificate");
+                goto bad;
+            }
+            if (!x->certs[i].ocsp && cfg->ocsp_policy == SHARP_TLS_OCSP_MUST_STAPLE) {
+                fail(err, errlen, "Required OCSP response is missing from TLS context");
+                goto bad;
+            }
         }
     }
 
@@ -703,6 +837,8 @@ sharp_tls_ctx_t *sharp_tls_ctx_create(sharp_tls_config_t *cfg, char *err, size_t
     if (cfg->server) {
         if (cfg->require_client_cert) mode |= SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
         SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, x);
+        SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
+        SSL_CTX_set_tlsext_status_arg(ctx, x);
         if (x->ncerts == 1 &&
             SSL_CTX_use_cert_and_key(ctx, x->certs[0].leaf, x->certs[0].key, x->certs[0].chain, 1) != 1) {
             fail(err, errlen, "Failed to load certificate chain from %s", cfg->certs[0].chain_source);
@@ -832,8 +968,19 @@ static void json_time(sharp_sbuf_t *b, const char *key, const ASN1_TIME *t)
     sharp_sbuf_printf(b, ",\"%s\":\"%s\"", key, out);
 }
 
-/* One certificate's details; its days until expiration (0 once expired). */
-static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path)
+static void json_epoch(sharp_sbuf_t *b, const char *key, int64_t t)
+{
+    struct tm tm;
+    char out[32] = "";
+    time_t tt = (time_t)t;
+    if (gmtime_r(&tt, &tm)) strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    sharp_sbuf_printf(b, "\"%s\":\"%s\"", key, out);
+}
+
+/* One certificate's details; its days until expiration (0 once expired).
+ * `c`: a server's certificate, whose staple is shown as Envoy's
+ * ocsp_details (thisUpdate, and nextUpdate or now without one). */
+static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path, const sharp_tls_cert_t *c)
 {
     sharp_sbuf_puts(b, "{\"path\":\"");
     sharp_sbuf_json_escape(b, path ? path : "<inline>", strlen(path ? path : "<inline>"));
@@ -879,6 +1026,13 @@ static int64_t cert_details(sharp_sbuf_t *b, X509 *x, const char *path)
     sharp_sbuf_printf(b, ",\"days_until_expiration\":\"%lld\"", (long long)left);
     json_time(b, "valid_from", X509_get0_notBefore(x));
     json_time(b, "expiration_time", X509_get0_notAfter(x));
+    if (c && c->ocsp) {
+        sharp_sbuf_puts(b, ",\"ocsp_details\":{");
+        json_epoch(b, "valid_from", c->this_update);
+        sharp_sbuf_puts(b, ",");
+        json_epoch(b, "expiration", c->has_next_update ? c->next_update : (int64_t)time(NULL));
+        sharp_sbuf_puts(b, "}");
+    }
     sharp_sbuf_puts(b, "}");
     return left;
 }
@@ -898,7 +1052,7 @@ int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b)
     sharp_sbuf_puts(b, "{\"ca_cert\":[");
     X509 *ca = first_cert(ctx->cfg.validation.ca, ctx->cfg.validation.ca_len);
     if (ca) {
-        int64_t d = cert_details(b, ca, ctx->cfg.validation.ca_source);
+        int64_t d = cert_details(b, ca, ctx->cfg.validation.ca_source, NULL);
         if (d < min) min = d;
         X509_free(ca);
     }
@@ -909,7 +1063,7 @@ int64_t sharp_tls_ctx_certs_json(const sharp_tls_ctx_t *ctx, sharp_sbuf_t *b)
         if (!x) continue;
         if (!first) sharp_sbuf_puts(b, ",");
         first = false;
-        int64_t d = cert_details(b, x, ctx->cfg.certs[i].chain_source);
+        int64_t d = cert_details(b, x, ctx->cfg.certs[i].chain_source, i < ctx->ncerts ? &ctx->certs[i] : NULL);
         if (d < min) min = d;
         X509_free(x);
     }

@@ -13,8 +13,27 @@ struct sharp_conn_tls {
     sharp_tls_conn_t *engine;
     bool open;        /* the handshake completed: counted, codec chosen */
     bool peer_closed; /* the client's close_notify was handed on */
+    bool ocsp_counted; /* the ClientHello's OCSP stapling was counted */
     sharp_downstream_tls_info_t info;
 };
+
+/* Envoy's ServerContextImpl::selectTlsContext: ocsp_staple_requests for a
+ * client that asked (status_request), then what was done about it. */
+static void count_ocsp(sharp_conn_t *c)
+{
+    struct sharp_conn_tls *t = c->tls;
+    if (t->ocsp_counted) return;
+    sharp_tls_ocsp_t o = sharp_tls_conn_ocsp(t->engine);
+    if (o == SHARP_TLS_OCSP_PENDING) return;
+    t->ocsp_counted = true;
+    if (o == SHARP_TLS_OCSP_NOT_REQUESTED) return;
+    const sharp_listener_ssl_stats_t *st = &c->listener->ssl;
+    sharp_stats_shard_t *sh = SHARP_CONN_STATS(c);
+    sharp_counter_inc(sh, st->ocsp_staple_requests);
+    sharp_counter_inc(sh, o == SHARP_TLS_OCSP_STAPLED   ? st->ocsp_staple_responses
+                          : o == SHARP_TLS_OCSP_OMITTED ? st->ocsp_staple_omitted
+                                                        : st->ocsp_staple_failed);
+}
 
 static int send_ciphertext(sharp_conn_t *c)
 {
@@ -147,6 +166,7 @@ void sharp_conn_tls_read(sharp_conn_t *c, const char *p, size_t n)
         off += took;
         sharp_tls_state_t st = sharp_tls_conn_process(t->engine);
         if (c->closing) return;
+        count_ocsp(c);
         if (st != SHARP_TLS_HANDSHAKING && st != SHARP_TLS_FAILED && !t->open) handshake_done(c);
         if (c->closing) return;
         /* the handshake's answers and alerts; records the codec wrote

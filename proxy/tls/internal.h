@@ -16,6 +16,13 @@ typedef struct {
     int ec_nid;            /* the ECDSA key's curve, NID_undef for RSA */
     char **names;          /* lower-case server name patterns; "*.x" stored as ".x" */
     size_t nnames;
+    /* servers: the OCSP staple (DER, the config's), its nextUpdate, and
+     * whether the certificate has the must-staple TLS feature */
+    const uint8_t *ocsp;
+    size_t ocsp_len;
+    bool has_next_update;
+    int64_t this_update, next_update;
+    bool must_staple;
 } sharp_tls_cert_t;
 
 struct sharp_tls_ctx {
@@ -53,6 +60,8 @@ struct sharp_tls_conn {
      * until then, or when the queue was empty */
     char *failure_reason;
     char *sni; /* requested (server, from the ClientHello) or sent (client) */
+    sharp_tls_ocsp_t ocsp;
+    const sharp_tls_cert_t *ocsp_cert; /* SHARP_TLS_OCSP_STAPLED: whose staple */
     bool paused, close_sent, close_received;
 };
 

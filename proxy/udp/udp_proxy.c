@@ -7,6 +7,7 @@
 #include "udp/udp_proxy.h"
 #include "udp/session_table.h"
 #include "log.h"
+#include "listener_match.h"
 #include "matcher.h"
 #include "net.h"
 #include "snapshot.h"
@@ -222,7 +223,9 @@ static const char *route(const sharp_udp_listener_t *u, const struct sockaddr *p
 {
     const sharp_udp_proxy_config_t *cfg = u->cfg;
     if (!cfg->matcher) return cfg->route.cluster;
-    sharp_match_data_t d = {.source = peer, .local = (const struct sockaddr *)&u->l->addr};
+    /* a datagram has no server name or protocols: only the addresses */
+    sharp_fc_conn_t conn = {.local = (const struct sockaddr *)&u->l->addr, .remote = peer, .direct_remote = peer};
+    sharp_match_data_t d = {.conn = &conn};
     const void *action = NULL;
     if (sharp_matcher_evaluate(cfg->matcher, &d, &action) != SHARP_MATCH_ACTION) return NULL;
     return ((const sharp_udp_route_t *)action)->cluster;

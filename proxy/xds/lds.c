@@ -326,13 +326,15 @@ static bool packed_equal(const ProtobufCMessage *a, const ProtobufCMessage *b)
 }
 
 /* Envoy's ListenerMessageUtil::filterChainOnlyChange: the listeners are
- * equal but for filter_chains and default_filter_chain. */
+ * equal but for filter_chains, default_filter_chain and
+ * filter_chain_matcher. */
 static bool only_chains_differ(const listener_pb_t *a, const listener_pb_t *b)
 {
     listener_pb_t x = *a, y = *b;
     x.n_filter_chains = y.n_filter_chains = 0;
     x.filter_chains = y.filter_chains = NULL;
     x.default_filter_chain = y.default_filter_chain = NULL;
+    x.filter_chain_matcher = y.filter_chain_matcher = NULL;
     return packed_equal(&x.base, &y.base);
 }
 

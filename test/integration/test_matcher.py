@@ -354,8 +354,13 @@ def test_bad_configs_refused():
                             f"value_match: {{ exact: x }} }} }}\n    on_match: {on_match}\n")
     refused(wrapped(ABORT, one(f"{{ keep_matching: true, {SKIP_ACTION} }}")), "on_match.keep_matching")
     refused(wrapped(ABORT, f"matcher_tree:\n  {req_input('a')}\n  custom_match: {{ name: c, typed_config: "
-                           "{ \"@type\": type.googleapis.com/xds.type.matcher.v3.IPMatcher } }\n"),
-            "matcher_tree.custom_match: custom_match is not supported")
+                           "{ \"@type\": type.googleapis.com/xds.type.matcher.v3.ServerNameMatcher } }\n"),
+            "ServerNameMatcher is not supported")
+    # the network inputs are a listener's filter_chain_matcher's
+    refused(wrapped(ABORT, "matcher_tree:\n  input: { name: i, typed_config: { \"@type\": type.googleapis.com/"
+                           "envoy.extensions.matching.common_inputs.network.v3.SourceIPInput } }\n"
+                           f"  exact_match_map: {{ map: {{ a: {{ {SKIP_ACTION} }} }} }}\n"),
+            "SourceIPInput' is not supported here")
     refused(wrapped(ABORT, "matcher_tree:\n  input: { name: i, typed_config: { \"@type\": "
                            "type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput } }\n"
                            f"  exact_match_map: {{ map: {{ a: {{ {SKIP_ACTION} }} }} }}\n"),

@@ -523,7 +523,7 @@ def test_refused_sds_configs(pki, tmp_path):
         tls_certificate={"certificate_chain": {"filename": f"{d}/s1.crt"},
                          "private_key": {"filename": f"{d}/s1.key"},
                          "ocsp_staple": {"inline_string": "x"}})]}))
-    refused(sds_ref("server", f"{d}/ocsp.yaml"), "OCSP stapling")
+    refused(sds_ref("server", f"{d}/ocsp.yaml"), "OCSP staple cannot be provided via inline_string")
     # watched_directory outside SDS does nothing in Envoy: refused
     rc, out = validate_config(sds_bootstrap(pki, {"tls_certificates": [{
         "certificate_chain": {"filename": f"{d}/s1.crt"}, "private_key": {"filename": f"{d}/s1.key"},

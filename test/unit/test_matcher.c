@@ -3,7 +3,9 @@
  * on_no_match), exact and prefix trees, or/and/not predicates, nested
  * matchers falling through, input availability (a response header input
  * defers the decision until the response headers are known), header values
- * joined with ',', query parameters, and the configs it refuses. */
+ * joined with ',', query parameters, and the configs it refuses; the
+ * network inputs of a listener's filter_chain_matcher and the IPMatcher
+ * custom match tree. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,6 +39,9 @@ static void *make_action(const char *name, const char *type_url, const ProtobufC
     return sharp_strdup(name);
 }
 
+static bool build_network;         /* sharp_matcher_build_network */
+static bool local_ip_unknown;      /* ... for a UDP socket bound to a wildcard address */
+
 static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
 {
     sharp_config_error_t e = {{0}};
@@ -46,9 +51,13 @@ static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
         snprintf(err, errlen, "parse: %s", e.msg);
         return NULL;
     }
+    const Xds__Type__Matcher__V3__Matcher *pb =
+        (const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d);
     sharp_matcher_t *m =
-        sharp_matcher_build((const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d),
-                            "xds_matcher", make_action, free, NULL, err, errlen);
+        build_network
+            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, !local_ip_unknown, err,
+                                          errlen)
+            : sharp_matcher_build(pb, "xds_matcher", make_action, free, NULL, err, errlen);
     sharp_config_doc_free(d);
     return m;
 }
@@ -561,29 +570,31 @@ static void bad_configs(void **state)
     make_action_fail = NULL;
 }
 
-#define NET_INPUT(t)                                                                                    \
-    "input: {name: i, typed_config: {'@type': "                                                          \
+/* ---- network inputs and the IP matcher ---- */
+
+#define NET_INPUT(t)                                                                               \
+    "input: {name: i, typed_config: {'@type': "                                                    \
     "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3." t "}}"
 
-static sharp_matcher_t *build_net(const char *yaml, bool local_ip_known, char *err, size_t errlen)
+static struct sockaddr_storage addr(const char *ip, unsigned port)
 {
-    sharp_config_error_t e = {{0}};
-    sharp_config_doc_t *d = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
-                                               &xds__type__matcher__v3__matcher__descriptor, &e);
-    if (!d) {
-        snprintf(err, errlen, "parse: %s", e.msg);
-        return NULL;
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+    } else {
+        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
     }
-    sharp_matcher_t *m = sharp_matcher_build_network(
-        (const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d), "matcher", make_action, free,
-        NULL, local_ip_known, err, errlen);
-    sharp_config_doc_free(d);
-    return m;
+    return ss;
 }
 
-static const char *eval_net(const sharp_matcher_t *m, const struct sockaddr *src, const struct sockaddr *local)
+static const char *eval_conn(const sharp_matcher_t *m, const sharp_fc_conn_t *c)
 {
-    sharp_match_data_t d = {.source = src, .local = local};
+    sharp_match_data_t d = {.conn = c};
     const void *a = NULL;
     sharp_match_result_t r = sharp_matcher_evaluate(m, &d, &a);
     if (r == SHARP_MATCH_INSUFFICIENT) return NULL;
@@ -591,70 +602,226 @@ static const char *eval_net(const sharp_matcher_t *m, const struct sockaddr *src
     return a;
 }
 
-/* The network inputs (the UDP proxy's matcher): source and destination IP
- * as Envoy prints them (no brackets, no port), ports in decimal; the HTTP
- * inputs are refused there, and the network ones in an HTTP matcher; the
- * destination IP needs a listener bound to one address. */
+/* A tree on one input whose on_no_match is "none": the value the input
+ * gives is the key of the one entry. */
+static const char *tree_value(const char *input, const char *key, const sharp_fc_conn_t *c)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "matcher_tree:\n"
+             "  input: {name: i, typed_config: {'@type': "
+             "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}\n"
+             "  exact_match_map: {map: {\"%s\": {" SKIP_ACTION("hit") "}}}\n"
+                                                                      "on_no_match: {" SKIP_ACTION(
+                                                                          "none") "}\n",
+             input, key);
+    build_network = true;
+    sharp_matcher_t *m = must_build(yaml);
+    build_network = false;
+    static char out[64];
+    const char *r = eval_conn(m, c);
+    snprintf(out, sizeof out, "%s", r ? r : "(undecided)");
+    sharp_matcher_free(m);
+    return out;
+}
+
 static void network_inputs(void **state)
 {
     (void)state;
-    char err[1024] = "";
-    sharp_matcher_t *m = build_net("matcher_list:\n"
-                                   "  matchers:\n"
-                                   "  - predicate: {single_predicate: {" NET_INPUT("SourceIPInput")
-                                   ", value_match: {exact: '::1'}}}\n"
-                                   "    on_match: {" SKIP_ACTION("v6") "}\n"
-                                   "  - predicate: {single_predicate: {" NET_INPUT("DestinationPortInput")
-                                   ", value_match: {exact: '53'}}}\n"
-                                   "    on_match: {" SKIP_ACTION("dns") "}\n"
-                                   "  - predicate: {single_predicate: {" NET_INPUT("DestinationIPInput")
-                                   ", value_match: {prefix: '10.'}}}\n"
-                                   "    on_match: {" SKIP_ACTION("ten") "}\n"
-                                   "on_no_match:\n"
-                                   "  matcher:\n"
-                                   "    matcher_tree:\n"
-                                   "      " NET_INPUT("SourcePortInput") "\n"
-                                   "      exact_match_map: {map: {'4000': {" SKIP_ACTION("p4000") "}}}\n",
-                                   true, err, sizeof err);
-    if (!m) fail_msg("build failed: %s", err);
-    struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = htons(4000)};
-    inet_pton(AF_INET, "192.0.2.1", &src.sin_addr);
-    struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(8053)};
-    inet_pton(AF_INET, "127.0.0.1", &local.sin_addr);
-    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "p4000");
-    src.sin_port = htons(4001);
-    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "");
-    local.sin_port = htons(53);
-    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "dns");
-    local.sin_port = htons(54);
-    inet_pton(AF_INET, "10.1.2.3", &local.sin_addr);
-    assert_string_equal(eval_net(m, (struct sockaddr *)&src, (struct sockaddr *)&local), "ten");
-    struct sockaddr_in6 src6 = {.sin6_family = AF_INET6, .sin6_port = htons(1)};
-    inet_pton(AF_INET6, "::1", &src6.sin6_addr);
-    assert_string_equal(eval_net(m, (struct sockaddr *)&src6, (struct sockaddr *)&local), "v6");
+    struct sockaddr_storage local = addr("10.0.0.1", 443), remote = addr("192.168.1.7", 40000),
+                            direct = addr("172.16.0.9", 50000);
+    const char *alpn[] = {"h2", "http/1.1"};
+    sharp_fc_conn_t c = {.local = (struct sockaddr *)&local,
+                         .remote = (struct sockaddr *)&remote,
+                         .direct_remote = (struct sockaddr *)&direct,
+                         .server_name = "www.example.com",
+                         .transport_protocol = "tls",
+                         .application_protocols = alpn,
+                         .napplication_protocols = 2};
+    assert_string_equal(tree_value("DestinationIPInput", "10.0.0.1", &c), "hit");
+    assert_string_equal(tree_value("DestinationPortInput", "443", &c), "hit");
+    assert_string_equal(tree_value("SourceIPInput", "192.168.1.7", &c), "hit");
+    assert_string_equal(tree_value("SourcePortInput", "40000", &c), "hit");
+    assert_string_equal(tree_value("DirectSourceIPInput", "172.16.0.9", &c), "hit");
+    assert_string_equal(tree_value("ServerNameInput", "www.example.com", &c), "hit");
+    assert_string_equal(tree_value("TransportProtocolInput", "tls", &c), "hit");
+    assert_string_equal(tree_value("ApplicationProtocolInput", "'h2','http/1.1'", &c), "hit");
+    /* an external peer has no source type value */
+    assert_string_equal(tree_value("SourceTypeInput", "local", &c), "none");
+    struct sockaddr_storage lo = addr("127.0.0.1", 1234), self = addr("10.0.0.1", 1234);
+    c.remote = (struct sockaddr *)&lo;
+    assert_string_equal(tree_value("SourceTypeInput", "local", &c), "hit");
+    c.remote = (struct sockaddr *)&self; /* the connection's own address */
+    assert_string_equal(tree_value("SourceTypeInput", "local", &c), "hit");
+    /* no SNI, no ALPN: no value (on_no_match) */
+    c.server_name = "";
+    c.napplication_protocols = 0;
+    assert_string_equal(tree_value("ServerNameInput", "", &c), "none");
+    assert_string_equal(tree_value("ApplicationProtocolInput", "''", &c), "none");
+    /* IPv6 in its compressed form */
+    struct sockaddr_storage l6 = addr("2001:db8:0:0::1", 8443);
+    c.local = (struct sockaddr *)&l6;
+    assert_string_equal(tree_value("DestinationIPInput", "2001:db8::1", &c), "hit");
+    /* without the direct source, the source */
+    c.direct_remote = NULL;
+    assert_string_equal(tree_value("DirectSourceIPInput", "10.0.0.1", &c), "hit");
+}
+
+static void ip_matcher(void **state)
+{
+    (void)state;
+    build_network = true;
+    /* the docs' example: 443 from 192.0.0.0/2 or 10.0.0.0/24 is internal,
+     * other IPv4 sources tls; the longest prefix first */
+    sharp_matcher_t *m = must_build(
+        "matcher_tree:\n"
+        "  " NET_INPUT(
+            "DestinationPortInput") "\n"
+                                    "  exact_match_map:\n"
+                                    "    map:\n"
+                                    "      \"80\": {" SKIP_ACTION(
+                                        "http") "}\n"
+                                                "      \"443\":\n"
+                                                "        matcher:\n"
+                                                "          matcher_tree:\n"
+                                                "            " NET_INPUT(
+                                                    "SourceIPInput") "\n"
+                                                                     "            custom_match:\n"
+                                                                     "              name: ip\n"
+                                                                     "              typed_config:\n"
+                                                                     "                '@type': "
+                                                                     "type.googleapis.com/"
+                                                                     "xds.type.matcher.v3."
+                                                                     "IPMatcher\n"
+                                                                     "                "
+                                                                     "range_matchers:\n"
+                                                                     "                - ranges: "
+                                                                     "[{address_prefix: 192.0.0.0, "
+                                                                     "prefix_len: 2}, "
+                                                                     "{address_prefix: 10.0.0.0, "
+                                                                     "prefix_len: 24}]\n"
+                                                                     "                  on_match: "
+                                                                     "{" SKIP_ACTION(
+                                                                         "internal") "}\n"
+                                                                                     "             "
+                                                                                     "   - ranges: "
+                                                                                     "[{address_"
+                                                                                     "prefix: "
+                                                                                     "0.0.0.0}]\n"
+                                                                                     "             "
+                                                                                     "     "
+                                                                                     "on_match: "
+                                                                                     "{" SKIP_ACTION(
+                                                                                         "tls") "}"
+                                                                                                "\n");
+    struct sockaddr_storage local = addr("127.0.0.1", 443), remote = addr("10.0.0.7", 1);
+    sharp_fc_conn_t c = {.local = (struct sockaddr *)&local, .remote = (struct sockaddr *)&remote};
+    assert_string_equal(eval_conn(m, &c), "internal");
+    remote = addr("200.1.2.3", 1); /* 192.0.0.0/2 is 192-255 */
+    assert_string_equal(eval_conn(m, &c), "internal");
+    remote = addr("10.0.1.7", 1);
+    assert_string_equal(eval_conn(m, &c), "tls");
+    remote = addr("::1", 1); /* no IPv6 range: on_no_match of none */
+    assert_string_equal(eval_conn(m, &c), "");
+    local = addr("127.0.0.1", 80);
+    assert_string_equal(eval_conn(m, &c), "http");
+    local = addr("127.0.0.1", 81);
+    assert_string_equal(eval_conn(m, &c), "");
     sharp_matcher_free(m);
 
-    const char *dst_ip = "matcher_list:\n"
-                         "  matchers:\n"
-                         "  - predicate: {single_predicate: {" NET_INPUT("DestinationIPInput")
-                         ", value_match: {exact: '10.0.0.1'}}}\n"
-                         "    on_match: {" SKIP_ACTION("a") "}\n";
-    assert_null(build_net(dst_ip, false, err, sizeof err));
-    assert_non_null(strstr(err, "DestinationIPInput"));
-    m = build_net(dst_ip, true, err, sizeof err);
-    assert_non_null(m);
+    /* a nested matcher that does not match lets a shorter range try,
+     * unless that range is exclusive */
+    const char *nested =
+        "matcher_tree:\n"
+        "  " NET_INPUT(
+            "SourceIPInput") "\n"
+                             "  custom_match:\n"
+                             "    name: ip\n"
+                             "    typed_config:\n"
+                             "      '@type': type.googleapis.com/xds.type.matcher.v3.IPMatcher\n"
+                             "      range_matchers:\n"
+                             "      - ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]\n"
+                             "        exclusive: %s\n"
+                             "        on_match: {" SKIP_ACTION(
+                                 "wide") "}\n"
+                                         "      - ranges: [{address_prefix: 10.1.0.0, prefix_len: "
+                                         "16}]\n"
+                                         "        on_match:\n"
+                                         "          matcher:\n"
+                                         "            matcher_tree:\n"
+                                         "              " NET_INPUT(
+                                             "DestinationPortInput") "\n"
+                                                                     "              "
+                                                                     "exact_match_map: {map: "
+                                                                     "{\"1\": {" SKIP_ACTION(
+                                                                         "narrow") "}}}\n"
+                                                                                   "on_no_match: "
+                                                                                   "{" SKIP_ACTION(
+                                                                                       "none") "}"
+                                                                                               "\n";
+    char yaml[4096];
+    snprintf(yaml, sizeof yaml, nested, "false");
+    m = must_build(yaml);
+    local = addr("127.0.0.1", 1);
+    remote = addr("10.1.2.3", 9);
+    assert_string_equal(eval_conn(m, &c), "narrow");
+    local = addr("127.0.0.1", 2);
+    assert_string_equal(eval_conn(m, &c), "wide");
+    remote = addr("11.0.0.1", 9);
+    assert_string_equal(eval_conn(m, &c), "none");
     sharp_matcher_free(m);
-    assert_null(build_net("matcher_list:\n"
-                          "  matchers:\n"
-                          "  - predicate: {single_predicate: {" REQ_INPUT("a") ", value_match: {exact: x}}}\n"
-                          "    on_match: {" SKIP_ACTION("a") "}\n",
-                          true, err, sizeof err));
-    assert_non_null(strstr(err, "HttpRequestHeaderMatchInput"));
-    refused("matcher_list:\n"
-            "  matchers:\n"
-            "  - predicate: {single_predicate: {" NET_INPUT("SourceIPInput") ", value_match: {exact: x}}}\n"
-            "    on_match: {" SKIP_ACTION("a") "}\n",
-            "SourceIPInput' is not supported");
+    snprintf(yaml, sizeof yaml, nested, "true");
+    m = must_build(yaml);
+    remote = addr("10.1.2.3", 9);
+    assert_string_equal(eval_conn(m, &c), "none");
+    remote = addr("10.2.0.1", 9); /* the first (longest) range holding it */
+    assert_string_equal(eval_conn(m, &c), "wide");
+    sharp_matcher_free(m);
+    build_network = false;
+}
+
+static void network_refusals(void **state)
+{
+    (void)state;
+    char err[1024];
+    /* HTTP inputs in a network matcher, network inputs in an HTTP one */
+    build_network = true;
+    assert_null(build("matcher_tree:\n  " REQ_INPUT(
+                          "x") "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+                      err, sizeof err));
+    assert_non_null(
+        strstr(err, "HttpRequestHeaderMatchInput' is not supported in a network matcher"));
+    /* a UDP listener bound to a wildcard cannot tell a datagram's
+     * destination address */
+    const char *dst_ip = "matcher_tree:\n  " NET_INPUT("DestinationIPInput") "\n  exact_match_map: {map: {a: {"
+                         SKIP_ACTION("a") "}}}\n";
+    local_ip_unknown = true;
+    assert_null(build(dst_ip, err, sizeof err));
+    assert_non_null(strstr(err, "DestinationIPInput' is not supported on a UDP listener bound to a wildcard"));
+    local_ip_unknown = false;
+    sharp_matcher_free(must_build(dst_ip));
+    assert_null(build(
+        "matcher_tree:\n  input: {name: i, typed_config: {'@type': "
+        "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput}}"
+        "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+        err, sizeof err));
+    assert_non_null(strstr(err, "key: value length must be at least 1"));
+    assert_null(
+        build("matcher_tree:\n  " NET_INPUT(
+                  "SourceIPInput") "\n  custom_match: {name: ip, "
+                                   "typed_config: {'@type': "
+                                   "type.googleapis.com/xds.type.matcher.v3.IPMatcher, "
+                                   "range_matchers: [{ranges: [{address_prefix: 10.0.0.0, "
+                                   "prefix_len: 33}], on_match: {" SKIP_ACTION("a") "}}]}}\n",
+              err, sizeof err));
+    assert_non_null(
+        strstr(err, "range_matchers[0].ranges[0]: malformed IP address or prefix length"));
+    build_network = false;
+    assert_null(
+        build("matcher_tree:\n  " NET_INPUT(
+                  "SourceIPInput") "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+              err, sizeof err));
+    assert_non_null(strstr(err, "SourceIPInput' is not supported here"));
 }
 
 int main(void)
@@ -670,6 +837,8 @@ int main(void)
         cmocka_unit_test(query_param),
         cmocka_unit_test(bad_configs),
         cmocka_unit_test(network_inputs),
+        cmocka_unit_test(ip_matcher),
+        cmocka_unit_test(network_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -348,7 +348,16 @@ static void translation_errors_are_envoys(void **state)
                        "  - pkcs12: {filename: %D/x.p12}\n", "(PKCS#12 certificates)");
     expect_error(true, SERVER_RSA "  tls_certificate_sds_secret_configs: [{name: x}]\n", "ignored when tls_certificates is set");
     expect_error(true, SERVER_RSA "session_ticket_keys_sds_secret_config: {name: x}\n", "Unknown static secret: x");
-    expect_error(true, SERVER_RSA "ocsp_staple_policy: MUST_STAPLE\n", "OCSP stapling");
+    /* OCSP: Envoy's checks of the staple at load */
+    expect_error(true, SERVER_RSA "ocsp_staple_policy: MUST_STAPLE\n", "Required OCSP response is missing from TLS context");
+    expect_error(true, SERVER_RSA "      ocsp_staple: {inline_string: abcd}\n", "OCSP staple cannot be provided via inline_string");
+    expect_error(true, SERVER_RSA "      ocsp_staple: {inline_bytes: YWJjZA==}\n", "OCSP Response is not a well-formed ASN.1 SEQUENCE");
+    /* SEQUENCE { ENUMERATED internalError }: no response bytes */
+    expect_error(true, SERVER_RSA "      ocsp_staple: {inline_bytes: MAMKAQI=}\n", "OCSP response was unsuccessful");
+    /* SEQUENCE { ENUMERATED successful }: no body */
+    expect_error(true, SERVER_RSA "      ocsp_staple: {inline_bytes: MAMKAQA=}\n", "OCSP response has no body");
+    expect_error(true, SERVER_RSA "      ocsp_staple: {inline_bytes: MAMKAQAA}\n", "Data contained more than a single OCSP response");
+    expect_error(true, SERVER_RSA "      ocsp_staple: {filename: /nonexistent/ocsp.der}\n", "ocsp_staple: Invalid path: /nonexistent/ocsp.der");
     expect_error(true, SERVER_RSA "  tls_params: {cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, NOT-A-CIPHER]}\n",
                  "The following ciphers were rejected when tried individually: NOT-A-CIPHER");
     expect_error(true, SERVER_RSA "  tls_params: {ecdh_curves: [NOPE]}\n", "Failed to initialize ECDH curves NOPE");
@@ -377,9 +386,9 @@ static void translator_refuses_unsupported_fields(void **state)
     assert_string_equal(err, "common_tls_context.key_log: TLS key logging is not supported by SHARP");
     Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext dtc =
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__INIT;
-    dtc.ocsp_staple_policy = ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__OCSP_STAPLE_POLICY__MUST_STAPLE;
+    dtc.ocsp_staple_policy = 7;
     assert_int_equal(sharp_tls_config_downstream(&dtc, &cfg, err, sizeof err), -1);
-    assert_string_equal(err, "ocsp_staple_policy: OCSP stapling is not supported by SHARP");
+    assert_string_equal(err, "ocsp_staple_policy: value must be one of the defined enum values");
 }
 
 /* The support table still refuses the TLS contexts, though they parse. */
