@@ -303,6 +303,9 @@ static void make_key(const cache_config_t *c, const sharp_headers_t *h, sharp_sb
 /* The stored response as an answer: its length, and the age just computed. */
 static void set_length(sharp_headers_t *h, size_t n)
 {
+    /* no length on a response that never has a body */
+    uint32_t status = sharp_headers_status(h);
+    if (status == 204 || status == 304 || status < 200) return;
     char len[24];
     snprintf(len, sizeof len, "%zu", n);
     sharp_headers_remove_cstr(h, "transfer-encoding");

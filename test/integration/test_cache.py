@@ -116,7 +116,7 @@ def test_cacheable_response_is_served_from_cache(procs, proto):
     for _ in range(3):
         st, h2, body2 = px.req(p)
         assert st == 200 and body2 == body
-        assert h2["age"] in ("0", "1")
+        assert 0 <= int(h2["age"]) <= 5
         assert h2["etag"] == "\"v1\"" and h2["cache-control"] == "max-age=600"
         assert h2["content-length"] == str(len(body))
     assert n() == 1
