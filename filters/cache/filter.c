@@ -300,7 +300,8 @@ static void make_key(const cache_config_t *c, const sharp_headers_t *h, sharp_sb
     }
 }
 
-/* The stored response as an answer: its length, and the age just computed. */
+/* The length of the body sent with stored headers (the stored framing may
+ * have been chunked). */
 static void set_length(sharp_headers_t *h, size_t n)
 {
     /* no length on a response that never has a body */

@@ -371,3 +371,38 @@ def test_corpus_configs_validate(name):
     r = subprocess.run([SHARP, "--mode", "validate", "-c", f], capture_output=True, text=True, timeout=30,
                        cwd=CORPUS)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_response_cut_short_is_not_stored(procs, upstream):
+    """An upstream that closes mid-body: the copy is dropped (upstream_reset)
+    and the next request goes upstream again."""
+    import http.client
+    px = start(procs, upstream)
+    n = Counter(upstream)
+    p = path("/close-mid-body", "cache-control:max-age=600")
+    for i in range(2):
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            px.proto.request(px.listen, p)
+        wait_for(lambda: stat(px.admin, EVENT + "upstream_reset") == i + 1, 5, "the reset insert counted")
+    assert n() == 2
+    assert stat(px.admin, EVENT + "hit") == 0
+
+
+def test_hits_on_one_keep_alive_connection(procs, upstream):
+    """Answers from the cache keep the HTTP/1.1 connection open, and a
+    request after them on it still reaches the upstream."""
+    import http.client
+    px = start(procs, upstream)
+    n = Counter(upstream)
+    p = path("/ka", "cache-control:max-age=600")
+    c = http.client.HTTPConnection("127.0.0.1", px.listen, timeout=10)
+    try:
+        got = []
+        for q in (p, p, p, "/plain"):
+            c.request("GET", q)
+            r = c.getresponse()
+            got.append((r.status, r.getheader("age") is not None, r.read()))
+    finally:
+        c.close()
+    assert [g[:2] for g in got] == [(200, False), (200, True), (200, True), (200, False)]
+    assert got[1][2] == got[0][2] and n() == 2
