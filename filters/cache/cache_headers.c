@@ -10,8 +10,10 @@
 
 static sharp_str_t trim(sharp_str_t s)
 {
-    while (s.len && (s.p[0] == ' ' || s.p[0] == '\t')) s.p++, s.len--;
-    while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t')) s.len--;
+    while (s.len && (s.p[0] == ' ' || s.p[0] == '\t'))
+        s.p++, s.len--;
+    while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t'))
+        s.len--;
     return s;
 }
 
@@ -39,7 +41,8 @@ static int64_t parse_seconds(sharp_str_t s)
 
 /* Calls fn for each directive of a Cache-Control value: its name and
  * argument (empty when none), both trimmed. */
-static void each_directive(sharp_str_t value, void (*fn)(sharp_str_t d, sharp_str_t arg, void *out), void *out)
+static void each_directive(sharp_str_t value, void (*fn)(sharp_str_t d, sharp_str_t arg, void *out),
+                           void *out)
 {
     const char *p = value.p, *end = value.p + value.len;
     while (p <= end) {
@@ -60,25 +63,39 @@ static void each_directive(sharp_str_t value, void (*fn)(sharp_str_t d, sharp_st
 static void req_directive(sharp_str_t d, sharp_str_t arg, void *out)
 {
     sharp_cache_req_cc_t *cc = out;
-    if (is(d, "no-cache")) cc->must_validate = true;
-    else if (is(d, "no-store")) cc->no_store = true;
-    else if (is(d, "no-transform")) cc->no_transform = true;
-    else if (is(d, "only-if-cached")) cc->only_if_cached = true;
-    else if (is(d, "max-age")) cc->max_age = parse_seconds(arg);
-    else if (is(d, "min-fresh")) cc->min_fresh = parse_seconds(arg);
-    else if (is(d, "max-stale")) cc->max_stale = arg.len ? parse_seconds(arg) : SHARP_CACHE_ANY;
+    if (is(d, "no-cache"))
+        cc->must_validate = true;
+    else if (is(d, "no-store"))
+        cc->no_store = true;
+    else if (is(d, "no-transform"))
+        cc->no_transform = true;
+    else if (is(d, "only-if-cached"))
+        cc->only_if_cached = true;
+    else if (is(d, "max-age"))
+        cc->max_age = parse_seconds(arg);
+    else if (is(d, "min-fresh"))
+        cc->min_fresh = parse_seconds(arg);
+    else if (is(d, "max-stale"))
+        cc->max_stale = arg.len ? parse_seconds(arg) : SHARP_CACHE_ANY;
 }
 
 static void resp_directive(sharp_str_t d, sharp_str_t arg, void *out)
 {
     sharp_cache_resp_cc_t *cc = out;
-    if (is(d, "no-cache")) cc->must_validate = true;
-    else if (is(d, "must-revalidate") || is(d, "proxy-revalidate")) cc->no_stale = true;
-    else if (is(d, "no-store") || is(d, "private")) cc->no_store = true;
-    else if (is(d, "no-transform")) cc->no_transform = true;
-    else if (is(d, "public")) cc->is_public = true;
-    else if (is(d, "s-maxage")) cc->max_age = parse_seconds(arg);
-    else if (cc->max_age == SHARP_CACHE_NONE && is(d, "max-age")) cc->max_age = parse_seconds(arg);
+    if (is(d, "no-cache"))
+        cc->must_validate = true;
+    else if (is(d, "must-revalidate") || is(d, "proxy-revalidate"))
+        cc->no_stale = true;
+    else if (is(d, "no-store") || is(d, "private"))
+        cc->no_store = true;
+    else if (is(d, "no-transform"))
+        cc->no_transform = true;
+    else if (is(d, "public"))
+        cc->is_public = true;
+    else if (is(d, "s-maxage"))
+        cc->max_age = parse_seconds(arg);
+    else if (cc->max_age == SHARP_CACHE_NONE && is(d, "max-age"))
+        cc->max_age = parse_seconds(arg);
 }
 
 void sharp_cache_parse_request_cc(sharp_str_t value, sharp_cache_req_cc_t *out)
@@ -93,8 +110,8 @@ void sharp_cache_parse_response_cc(sharp_str_t value, sharp_cache_resp_cc_t *out
 
 static void req_cc_init(sharp_cache_req_cc_t *cc)
 {
-    *cc = (sharp_cache_req_cc_t){.max_age = SHARP_CACHE_NONE, .min_fresh = SHARP_CACHE_NONE,
-                                 .max_stale = SHARP_CACHE_NONE};
+    *cc = (sharp_cache_req_cc_t){
+        .max_age = SHARP_CACHE_NONE, .min_fresh = SHARP_CACHE_NONE, .max_stale = SHARP_CACHE_NONE};
 }
 
 void sharp_cache_request_cc(const sharp_headers_t *h, sharp_cache_req_cc_t *out)
@@ -112,7 +129,8 @@ void sharp_cache_request_cc(const sharp_headers_t *h, sharp_cache_req_cc_t *out)
      * its other directives are ignored */
     sharp_cache_req_cc_t pragma;
     req_cc_init(&pragma);
-    for (int i = sharp_headers_find(h, "pragma", 6, 0); i >= 0; i = sharp_headers_find(h, "pragma", 6, (uint32_t)i + 1))
+    for (int i = sharp_headers_find(h, "pragma", 6, 0); i >= 0;
+         i = sharp_headers_find(h, "pragma", 6, (uint32_t)i + 1))
         sharp_cache_parse_request_cc(sharp_headers_value(h, (uint32_t)i), &pragma);
     out->must_validate = pragma.must_validate;
 }
@@ -169,7 +187,8 @@ int64_t sharp_cache_age(const sharp_headers_t *resp, int64_t response_time_ms, i
     return age_ms / 1000;
 }
 
-bool sharp_cache_requires_validation(const sharp_cache_req_cc_t *req, const sharp_headers_t *resp, int64_t age)
+bool sharp_cache_requires_validation(const sharp_cache_req_cc_t *req, const sharp_headers_t *resp,
+                                     int64_t age)
 {
     sharp_cache_resp_cc_t cc;
     sharp_cache_response_cc(resp, &cc);
@@ -187,7 +206,8 @@ bool sharp_cache_requires_validation(const sharp_cache_req_cc_t *req, const shar
     }
     if (age > lifetime) {
         /* stale: served only when the response allows it and max-stale covers it */
-        bool allowed_by_max_stale = req->max_stale != SHARP_CACHE_NONE && req->max_stale > age - lifetime;
+        bool allowed_by_max_stale =
+            req->max_stale != SHARP_CACHE_NONE && req->max_stale > age - lifetime;
         return cc.no_stale || !allowed_by_max_stale;
     }
     /* fresh: validated only for an unsatisfied min-fresh */
@@ -208,7 +228,8 @@ const char *sharp_cache_request_uncacheable(const sharp_headers_t *req)
     if (!sharp_headers_get_cstr(req, ":method", &v) || !v.len) return "no method";
     if (!is(v, "GET") && !is(v, "HEAD")) return "method";
     if (!sharp_headers_get_cstr(req, ":scheme", &v)) return "scheme";
-    bool http = v.len == 4 && !strncasecmp(v.p, "http", 4), https = v.len == 5 && !strncasecmp(v.p, "https", 5);
+    bool http = v.len == 4 && !strncasecmp(v.p, "http", 4),
+         https = v.len == 5 && !strncasecmp(v.p, "https", 5);
     if (!http && !https) return "scheme";
     return NULL;
 }
@@ -217,9 +238,22 @@ static bool status_cacheable(uint32_t s)
 {
     /* RFC 7231 6.1, RFC 7538 3, RFC 7725 3 */
     switch (s) {
-    case 200: case 203: case 204: case 206: case 300: case 301: case 308:
-    case 404: case 405: case 410: case 414: case 451: case 501: return true;
-    default: return false;
+    case 200:
+    case 203:
+    case 204:
+    case 206:
+    case 300:
+    case 301:
+    case 308:
+    case 404:
+    case 405:
+    case 410:
+    case 414:
+    case 451:
+    case 501:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -232,7 +266,8 @@ bool sharp_cache_has_vary(const sharp_headers_t *resp)
 /* Every value of every vary header, the tokens of each comma-separated. */
 static bool vary_allowed(const sharp_headers_t *resp, const sharp_cache_vary_allow_t *allow)
 {
-    for (int i = sharp_headers_find(resp, "vary", 4, 0); i >= 0; i = sharp_headers_find(resp, "vary", 4, (uint32_t)i + 1)) {
+    for (int i = sharp_headers_find(resp, "vary", 4, 0); i >= 0;
+         i = sharp_headers_find(resp, "vary", 4, (uint32_t)i + 1)) {
         sharp_str_t rest = sharp_headers_value(resp, (uint32_t)i), tok;
         while (sharp_list_next(&rest, &tok)) {
             /* Vary: * is never cached (RFC 7231 7.1.4) */
@@ -243,13 +278,16 @@ static bool vary_allowed(const sharp_headers_t *resp, const sharp_cache_vary_all
     return true;
 }
 
-bool sharp_cache_response_cacheable(const sharp_headers_t *resp, const sharp_cache_vary_allow_t *allow)
+bool sharp_cache_response_cacheable(const sharp_headers_t *resp,
+                                    const sharp_cache_vary_allow_t *allow)
 {
     sharp_cache_resp_cc_t cc;
     sharp_cache_response_cc(resp, &cc);
     bool has_validation_data = cc.must_validate || cc.max_age != SHARP_CACHE_NONE ||
-                               (sharp_headers_get_cstr(resp, "date", NULL) && sharp_headers_get_cstr(resp, "expires", NULL));
-    if (cc.no_store || !status_cacheable(sharp_headers_status(resp)) || !has_validation_data) return false;
+                               (sharp_headers_get_cstr(resp, "date", NULL) &&
+                                sharp_headers_get_cstr(resp, "expires", NULL));
+    if (cc.no_store || !status_cacheable(sharp_headers_status(resp)) || !has_validation_data)
+        return false;
     return !sharp_cache_has_vary(resp) || vary_allowed(resp, allow);
 }
 
@@ -267,10 +305,12 @@ bool sharp_cache_vary_identifier(const sharp_headers_t *resp, const sharp_cache_
     sharp_sbuf_puts(out, "vary-id\n");
     sharp_str_t names[64];
     size_t n = 0;
-    for (int i = sharp_headers_find(resp, "vary", 4, 0); i >= 0; i = sharp_headers_find(resp, "vary", 4, (uint32_t)i + 1)) {
+    for (int i = sharp_headers_find(resp, "vary", 4, 0); i >= 0;
+         i = sharp_headers_find(resp, "vary", 4, (uint32_t)i + 1)) {
         sharp_str_t rest = sharp_headers_value(resp, (uint32_t)i), tok;
         while (sharp_list_next(&rest, &tok)) {
-            if (n == sizeof names / sizeof names[0]) return false; /* more than a cache key should hold */
+            if (n == sizeof names / sizeof names[0])
+                return false; /* more than a cache key should hold */
             names[n++] = tok;
         }
     }
@@ -295,8 +335,8 @@ bool sharp_cache_vary_identifier(const sharp_headers_t *resp, const sharp_cache_
 
 static bool kept_on_update(sharp_str_t n)
 {
-    return (n.len && n.p[0] == ':') || is(n, "etag") || is(n, "content-length") || is(n, "content-range") ||
-           is(n, "vary");
+    return (n.len && n.p[0] == ':') || is(n, "etag") || is(n, "content-length") ||
+           is(n, "content-range") || is(n, "vary");
 }
 
 void sharp_cache_apply_header_update(const sharp_headers_t *update, sharp_headers_t *stored)

@@ -63,7 +63,8 @@ int64_t sharp_cache_age(const sharp_headers_t *resp, int64_t response_time_ms, i
 
 /* Envoy's LookupRequest::requiresValidation: whether a stored response of
  * `age` seconds must be validated before it serves this request. */
-bool sharp_cache_requires_validation(const sharp_cache_req_cc_t *req, const sharp_headers_t *resp, int64_t age);
+bool sharp_cache_requires_validation(const sharp_cache_req_cc_t *req, const sharp_headers_t *resp,
+                                     int64_t age);
 
 /* Envoy's canServeRequestFromCache: NULL when the request may be looked up
  * (GET or HEAD, a path, a host, a valid scheme, no authorization, none of
@@ -80,7 +81,8 @@ typedef struct {
  * 301, 308, 404, 405, 410, 414, 451, 501), no no-store or private, enough to
  * compute freshness (no-cache, max-age or s-maxage, or both Date and
  * Expires), and a Vary naming only allowed headers (never "*"). */
-bool sharp_cache_response_cacheable(const sharp_headers_t *resp, const sharp_cache_vary_allow_t *allow);
+bool sharp_cache_response_cacheable(const sharp_headers_t *resp,
+                                    const sharp_cache_vary_allow_t *allow);
 
 /* Whether the response has a non-empty vary header. */
 bool sharp_cache_has_vary(const sharp_headers_t *resp);

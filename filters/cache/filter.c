@@ -54,9 +54,19 @@ typedef Envoy__Extensions__Filters__Http__Cache__V3__CacheConfig cache_pb_t;
 /* Envoy's SimpleHttpCache cacheInfo().name_, dots made underscores */
 #define STAT_LABEL "envoy_extensions_http_cache_simple"
 
-enum { EV_HIT, EV_MISS, EV_VALIDATE, EV_FAILED_VALIDATION, EV_UNCACHEABLE, EV_UPSTREAM_RESET, EV_LOOKUP_ERROR, EV_N };
-static const char *const event_names[EV_N] = {"hit",         "miss",           "validate",    "failed_validation",
-                                              "uncacheable", "upstream_reset", "lookup_error"};
+enum {
+    EV_HIT,
+    EV_MISS,
+    EV_VALIDATE,
+    EV_FAILED_VALIDATION,
+    EV_UNCACHEABLE,
+    EV_UPSTREAM_RESET,
+    EV_LOOKUP_ERROR,
+    EV_N
+};
+static const char *const event_names[EV_N] = {
+    "hit",         "miss",           "validate",    "failed_validation",
+    "uncacheable", "upstream_reset", "lookup_error"};
 
 typedef struct cache_config {
     bool disabled; /* `disabled`: the filter does nothing */
@@ -72,10 +82,10 @@ typedef struct cache_config {
 } cache_config_t;
 
 typedef enum {
-    PH_NONE,         /* not looked at (disabled) or passed untouched */
-    PH_MISS,         /* looked up, not found: the response may be stored */
-    PH_VALIDATING,   /* a stale entry: the request went upstream with validators */
-    PH_SERVED,       /* the response is the cached one, sent from decode_headers */
+    PH_NONE,           /* not looked at (disabled) or passed untouched */
+    PH_MISS,           /* looked up, not found: the response may be stored */
+    PH_VALIDATING,     /* a stale entry: the request went upstream with validators */
+    PH_SERVED,         /* the response is the cached one, sent from decode_headers */
     PH_ENCODE_SERVING, /* a 304 is becoming the cached response */
 } phase_t;
 
@@ -120,7 +130,8 @@ static sharp_cache_vary_allow_t allow_of(const cache_config_t *c)
 static void config_free(cache_config_t *c)
 {
     if (!c) return;
-    for (size_t i = 0; i < c->nvary; i++) sharp_string_matcher_free(&c->vary[i]);
+    for (size_t i = 0; i < c->nvary; i++)
+        sharp_string_matcher_free(&c->vary[i]);
     free(c->vary);
     for (size_t i = 0; i < c->nqin; i++) {
         free(c->qin[i].name);
@@ -136,15 +147,18 @@ static void config_free(cache_config_t *c)
     free(c);
 }
 
-static int query_matchers(Envoy__Config__Route__V3__QueryParameterMatcher *const *pb, size_t n, const char *field,
-                          sharp_query_matcher_t **out, size_t *nout, char *err, size_t errlen)
+static int query_matchers(Envoy__Config__Route__V3__QueryParameterMatcher *const *pb, size_t n,
+                          const char *field, sharp_query_matcher_t **out, size_t *nout, char *err,
+                          size_t errlen)
 {
     *out = sharp_calloc(n ? n : 1, sizeof **out);
     for (size_t i = 0; i < n; i++, (*nout)++) {
         sharp_query_matcher_t *q = &(*out)[i];
         char path[128];
         if (!pb[i]->name || !pb[i]->name[0]) {
-            snprintf(err, errlen, "key_creator_params.%s[%zu].name: a query parameter name is required", field, i);
+            snprintf(err, errlen,
+                     "key_creator_params.%s[%zu].name: a query parameter name is required", field,
+                     i);
             return -1;
         }
         q->name = sharp_strdup(pb[i]->name);
@@ -162,15 +176,17 @@ static int query_matchers(Envoy__Config__Route__V3__QueryParameterMatcher *const
     return 0;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     const cache_pb_t *pb = (const cache_pb_t *)msg;
     static const cache_pb_t none = ENVOY__EXTENSIONS__FILTERS__HTTP__CACHE__V3__CACHE_CONFIG__INIT;
     if (!pb) pb = &none;
     cache_config_t *c = sharp_calloc(1, sizeof *c);
     if (pb->thundering_herd_handler) {
-        snprintf(err, errlen, "thundering_herd_handler: not supported by SHARP (every request of a "
-                              "resource not yet cached goes upstream, as with the default none handler)");
+        snprintf(err, errlen,
+                 "thundering_herd_handler: not supported by SHARP (every request of a "
+                 "resource not yet cached goes upstream, as with the default none handler)");
         goto fail;
     }
     c->disabled = pb->disabled && pb->disabled->value;
@@ -184,12 +200,22 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
         const char *slash = strrchr(url, '/');
         const char *type = slash ? slash + 1 : url;
         const ProtobufCMessageDescriptor *desc = NULL;
-        if (!strcmp(type, envoy__extensions__http__cache__simple_http_cache__v3__simple_http_cache_config__descriptor.name))
-            desc = &envoy__extensions__http__cache__simple_http_cache__v3__simple_http_cache_config__descriptor;
-        else if (!strcmp(type, envoy__extensions__cache__simple_http_cache__v3__simple_http_cache_config__descriptor.name))
-            desc = &envoy__extensions__cache__simple_http_cache__v3__simple_http_cache_config__descriptor;
+        if (!strcmp(
+                type,
+                envoy__extensions__http__cache__simple_http_cache__v3__simple_http_cache_config__descriptor
+                    .name))
+            desc =
+                &envoy__extensions__http__cache__simple_http_cache__v3__simple_http_cache_config__descriptor;
+        else if (
+            !strcmp(
+                type,
+                envoy__extensions__cache__simple_http_cache__v3__simple_http_cache_config__descriptor
+                    .name))
+            desc =
+                &envoy__extensions__cache__simple_http_cache__v3__simple_http_cache_config__descriptor;
         if (!desc) {
-            snprintf(err, errlen, "typed_config: Didn't find a registered implementation for type: '%s'", type);
+            snprintf(err, errlen,
+                     "typed_config: Didn't find a registered implementation for type: '%s'", type);
             goto fail;
         }
         sharp_config_error_t e = {{0}};
@@ -201,30 +227,34 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
         protobuf_c_message_free_unpacked(m, NULL);
         c->store = sharp_cache_store_acquire();
     }
-    c->vary = sharp_calloc(pb->n_allowed_vary_headers ? pb->n_allowed_vary_headers : 1, sizeof *c->vary);
+    c->vary =
+        sharp_calloc(pb->n_allowed_vary_headers ? pb->n_allowed_vary_headers : 1, sizeof *c->vary);
     for (size_t i = 0; i < pb->n_allowed_vary_headers; i++, c->nvary++) {
         char path[64];
         snprintf(path, sizeof path, "allowed_vary_headers[%zu]", i);
-        if (sharp_config_string_matcher(pb->allowed_vary_headers[i], path, &c->vary[i], err, errlen) < 0) {
+        if (sharp_config_string_matcher(pb->allowed_vary_headers[i], path, &c->vary[i], err,
+                                        errlen) < 0) {
             c->nvary++;
             goto fail;
         }
     }
     if (pb->key_creator_params) {
-        const Envoy__Extensions__Filters__Http__Cache__V3__CacheConfig__KeyCreatorParams *k = pb->key_creator_params;
+        const Envoy__Extensions__Filters__Http__Cache__V3__CacheConfig__KeyCreatorParams *k =
+            pb->key_creator_params;
         c->exclude_scheme = k->exclude_scheme;
         c->exclude_host = k->exclude_host;
-        if (query_matchers(k->query_parameters_included, k->n_query_parameters_included, "query_parameters_included",
-                           &c->qin, &c->nqin, err, errlen) < 0 ||
-            query_matchers(k->query_parameters_excluded, k->n_query_parameters_excluded, "query_parameters_excluded",
-                           &c->qex, &c->nqex, err, errlen) < 0)
+        if (query_matchers(k->query_parameters_included, k->n_query_parameters_included,
+                           "query_parameters_included", &c->qin, &c->nqin, err, errlen) < 0 ||
+            query_matchers(k->query_parameters_excluded, k->n_query_parameters_excluded,
+                           "query_parameters_excluded", &c->qex, &c->nqex, err, errlen) < 0)
             goto fail;
     }
     c->max_body_bytes = pb->max_body_bytes;
     c->ignore_request_cc = pb->ignore_request_cache_control_header;
     if (c->store) {
         for (int i = 0; i < EV_N; i++)
-            c->ev[i] = sharp_stats_counterf(ctx->server->stats, "cache.event.cache_label." STAT_LABEL ".event_type.%s",
+            c->ev[i] = sharp_stats_counterf(ctx->server->stats,
+                                            "cache.event.cache_label." STAT_LABEL ".event_type.%s",
                                             event_names[i]);
     }
     return c;
@@ -290,7 +320,8 @@ static void make_key(const cache_config_t *c, const sharp_headers_t *h, sharp_sb
         if (!amp) amp = end;
         const char *eq = memchr(p, '=', (size_t)(amp - p));
         sharp_str_t name = {p, (size_t)((eq ? eq : amp) - p)};
-        sharp_str_t value = eq ? (sharp_str_t){eq + 1, (size_t)(amp - eq - 1)} : (sharp_str_t){"", 0};
+        sharp_str_t value =
+            eq ? (sharp_str_t){eq + 1, (size_t)(amp - eq - 1)} : (sharp_str_t){"", 0};
         if (name.len && query_param_in_key(c, name, value)) {
             sharp_sbuf_append(key, first ? "?" : "&", 1);
             sharp_sbuf_append(key, p, (size_t)(amp - p));
@@ -318,7 +349,8 @@ static void inject_validators(const sharp_headers_t *cached, sharp_headers_t *re
 {
     sharp_str_t v;
     int64_t t;
-    if (sharp_headers_get_cstr(cached, "etag", &v)) sharp_headers_set(req, "if-none-match", 13, v.p, v.len);
+    if (sharp_headers_get_cstr(cached, "etag", &v))
+        sharp_headers_set(req, "if-none-match", 13, v.p, v.len);
     if (sharp_cache_header_date(cached, "last-modified", &t)) {
         sharp_headers_get_cstr(cached, "last-modified", &v);
         sharp_headers_set(req, "if-modified-since", 17, v.p, v.len);
@@ -329,7 +361,8 @@ static void inject_validators(const sharp_headers_t *cached, sharp_headers_t *re
     }
 }
 
-static sharp_filter_status_t cache_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t cache_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                  bool end_stream)
 {
     const cache_config_t *c = f->config;
     cache_state_t *st = f->state;
@@ -354,7 +387,8 @@ static sharp_filter_status_t cache_decode_headers(sharp_filter_t *f, sharp_heade
     st->have_req = true;
     sharp_cache_vary_allow_t allow = allow_of(c);
     sharp_cache_hit_t hit;
-    if (!sharp_cache_store_lookup(c->store, (sharp_str_t){st->key.data, st->key.len}, &allow, h, &hit)) {
+    if (!sharp_cache_store_lookup(c->store, (sharp_str_t){st->key.data, st->key.len}, &allow, h,
+                                  &hit)) {
         sharp_cache_hit_free(&hit);
         st->phase = PH_MISS;
         count(f, EV_MISS);
@@ -404,9 +438,10 @@ static void insert_finish(sharp_filter_t *f)
     b->len = st->body.len;
     if (st->body.len) memcpy(b->data, st->body.data, st->body.len);
     sharp_cache_vary_allow_t allow = allow_of(c);
-    bool ok = sharp_cache_store_insert(c->store, (sharp_str_t){st->key.data, st->key.len}, &allow, &st->req,
-                                       &st->resp, b, st->response_time_ms);
-    sharp_debug(http, "cache: %s a response of %zu bytes", ok ? "stored" : "could not store", b->len);
+    bool ok = sharp_cache_store_insert(c->store, (sharp_str_t){st->key.data, st->key.len}, &allow,
+                                       &st->req, &st->resp, b, st->response_time_ms);
+    sharp_debug(http, "cache: %s a response of %zu bytes", ok ? "stored" : "could not store",
+                b->len);
     sharp_cache_body_release(b);
     st->inserting = false;
     sharp_headers_free(&st->resp);
@@ -429,8 +464,9 @@ static sharp_filter_status_t serve_validated(sharp_filter_t *f, sharp_headers_t 
      * freshen the entry (RFC 7234 4.3.4) */
     sharp_str_t etag, cached_etag;
     bool has_etag = sharp_headers_get_cstr(h, "etag", &etag);
-    bool should_update = !has_etag || (sharp_headers_get_cstr(cached, "etag", &cached_etag) &&
-                                       etag.len == cached_etag.len && !memcmp(etag.p, cached_etag.p, etag.len));
+    bool should_update =
+        !has_etag || (sharp_headers_get_cstr(cached, "etag", &cached_etag) &&
+                      etag.len == cached_etag.len && !memcmp(etag.p, cached_etag.p, etag.len));
     char status[8];
     snprintf(status, sizeof status, "%u", sharp_headers_status(cached));
     sharp_headers_set_cstr(h, ":status", status);
@@ -450,7 +486,8 @@ static sharp_filter_status_t serve_validated(sharp_filter_t *f, sharp_headers_t 
         sharp_headers_add(h, n.p, n.len, v.p, v.len);
     }
     if (should_update)
-        sharp_cache_store_update(c->store, (sharp_str_t){st->hit.entry_key.data, st->hit.entry_key.len}, h, now_ms());
+        sharp_cache_store_update(
+            c->store, (sharp_str_t){st->hit.entry_key.data, st->hit.entry_key.len}, h, now_ms());
     count(f, EV_VALIDATE);
     sharp_stream_info_t *si = sharp_stream_info(f->stream);
     si->response_flags |= SHARP_RF_RESPONSE_FROM_CACHE_FILTER;
@@ -464,7 +501,8 @@ static sharp_filter_status_t serve_validated(sharp_filter_t *f, sharp_headers_t 
     return SHARP_FILTER_STOP;
 }
 
-static sharp_filter_status_t cache_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t cache_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                  bool end_stream)
 {
     const cache_config_t *c = f->config;
     cache_state_t *st = f->state;
@@ -475,7 +513,8 @@ static sharp_filter_status_t cache_encode_headers(sharp_filter_t *f, sharp_heade
     }
     st->phase = PH_NONE;
     sharp_cache_vary_allow_t allow = allow_of(c);
-    if (!st->allows_insert || st->is_head || !sharp_cache_response_cacheable(h, &allow)) return SHARP_FILTER_CONTINUE;
+    if (!st->allows_insert || st->is_head || !sharp_cache_response_cacheable(h, &allow))
+        return SHARP_FILTER_CONTINUE;
     st->inserting = true;
     sharp_headers_init(&st->resp);
     sharp_headers_copy(&st->resp, h);
@@ -486,7 +525,8 @@ static sharp_filter_status_t cache_encode_headers(sharp_filter_t *f, sharp_heade
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t cache_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t cache_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                               bool end_stream)
 {
     cache_state_t *st = f->state;
     /* what the upstream sends after a validated 304 is replaced by the

@@ -7,12 +7,12 @@
 #include <string.h>
 
 typedef struct entry {
-    struct entry *hnext;             /* hash chain */
+    struct entry *hnext;               /* hash chain */
     struct entry *lru_prev, *lru_next; /* most recently used first */
     uint64_t hash;
     char *key;
     size_t klen;
-    sharp_headers_t headers; /* read and written under the store's mutex */
+    sharp_headers_t headers;  /* read and written under the store's mutex */
     sharp_cache_body_t *body; /* NULL for a vary marker */
     int64_t response_time_ms;
     uint64_t charge; /* bytes counted against max_bytes */
@@ -48,7 +48,8 @@ void sharp_cache_hit_free(sharp_cache_hit_t *hit)
 static uint64_t hash_key(sharp_str_t k)
 {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < k.len; i++) h = (h ^ (unsigned char)k.p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < k.len; i++)
+        h = (h ^ (unsigned char)k.p[i]) * 1099511628211ull;
     return h;
 }
 
@@ -92,10 +93,14 @@ static entry_t *find(sharp_cache_store_t *st, sharp_str_t key, uint64_t h)
 
 static void lru_unlink(sharp_cache_store_t *st, entry_t *e)
 {
-    if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
-    else st->lru_head = e->lru_next;
-    if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
-    else st->lru_tail = e->lru_prev;
+    if (e->lru_prev)
+        e->lru_prev->lru_next = e->lru_next;
+    else
+        st->lru_head = e->lru_next;
+    if (e->lru_next)
+        e->lru_next->lru_prev = e->lru_prev;
+    else
+        st->lru_tail = e->lru_prev;
     e->lru_prev = e->lru_next = NULL;
 }
 
@@ -111,7 +116,8 @@ static void lru_push_front(sharp_cache_store_t *st, entry_t *e)
 static void remove_entry(sharp_cache_store_t *st, entry_t *e)
 {
     entry_t **pp = &st->buckets[e->hash & (st->nbuckets - 1)];
-    while (*pp != e) pp = &(*pp)->hnext;
+    while (*pp != e)
+        pp = &(*pp)->hnext;
     *pp = e->hnext;
     lru_unlink(st, e);
     st->n--;
@@ -137,10 +143,11 @@ static void grow(sharp_cache_store_t *st)
 
 /* Puts a new entry at `key` (replacing one there), evicting the least
  * recently used ones to stay within the bounds. Takes the body reference. */
-static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t *headers, sharp_cache_body_t *body,
-                int64_t response_time_ms)
+static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t *headers,
+                sharp_cache_body_t *body, int64_t response_time_ms)
 {
-    uint64_t charge = ENTRY_OVERHEAD + key.len + sharp_headers_byte_size(headers) + (body ? body->len : 0);
+    uint64_t charge =
+        ENTRY_OVERHEAD + key.len + sharp_headers_byte_size(headers) + (body ? body->len : 0);
     if (charge > st->max_bytes) {
         sharp_cache_body_release(body);
         return false;
@@ -177,8 +184,9 @@ static void varied_key(sharp_str_t key, sharp_sbuf_t *vary_id, sharp_sbuf_t *out
     sharp_sbuf_append(out, vary_id->data, vary_id->len);
 }
 
-bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key, const sharp_cache_vary_allow_t *allow,
-                              const sharp_headers_t *req, sharp_cache_hit_t *hit)
+bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
+                              const sharp_cache_vary_allow_t *allow, const sharp_headers_t *req,
+                              sharp_cache_hit_t *hit)
 {
     memset(hit, 0, sizeof *hit);
     sharp_headers_init(&hit->headers);
@@ -191,7 +199,9 @@ bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key, const sh
         bool ok = sharp_cache_vary_identifier(&e->headers, allow, req, &id);
         if (ok) varied_key(key, &id, &full);
         sharp_sbuf_free(&id);
-        e = ok ? find(st, (sharp_str_t){full.data, full.len}, hash_key((sharp_str_t){full.data, full.len})) : NULL;
+        e = ok ? find(st, (sharp_str_t){full.data, full.len},
+                      hash_key((sharp_str_t){full.data, full.len}))
+               : NULL;
         if (e && !e->body) e = NULL;
     } else if (e) {
         sharp_sbuf_append(&full, key.p, key.len);
@@ -211,8 +221,9 @@ bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key, const sh
     return e != NULL;
 }
 
-bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key, const sharp_cache_vary_allow_t *allow,
-                              const sharp_headers_t *req, const sharp_headers_t *resp, sharp_cache_body_t *body,
+bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
+                              const sharp_cache_vary_allow_t *allow, const sharp_headers_t *req,
+                              const sharp_headers_t *resp, sharp_cache_body_t *body,
                               int64_t response_time_ms)
 {
     atomic_fetch_add(&body->refs, 1);
@@ -231,7 +242,8 @@ bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key, const sh
     varied_key(key, &id, &full);
     sharp_headers_t marker;
     sharp_headers_init(&marker);
-    for (int i = sharp_headers_find(resp, "vary", 4, 0); i >= 0; i = sharp_headers_find(resp, "vary", 4, (uint32_t)i + 1)) {
+    for (int i = sharp_headers_find(resp, "vary", 4, 0); i >= 0;
+         i = sharp_headers_find(resp, "vary", 4, (uint32_t)i + 1)) {
         sharp_str_t v = sharp_headers_value(resp, (uint32_t)i);
         sharp_headers_add(&marker, "vary", 4, v.p, v.len);
     }
@@ -245,8 +257,8 @@ bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key, const sh
     return ok;
 }
 
-void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key, const sharp_headers_t *update,
-                              int64_t response_time_ms)
+void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key,
+                              const sharp_headers_t *update, int64_t response_time_ms)
 {
     pthread_mutex_lock(&st->mu);
     entry_t *e = find(st, entry_key, hash_key(entry_key));
@@ -260,7 +272,8 @@ void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key, co
         lru_unlink(st, e);
         lru_push_front(st, e);
         /* a larger header set may have passed the bound: the oldest go */
-        while (st->bytes > st->max_bytes && st->lru_tail && st->lru_tail != e) remove_entry(st, st->lru_tail);
+        while (st->bytes > st->max_bytes && st->lru_tail && st->lru_tail != e)
+            remove_entry(st, st->lru_tail);
     }
     pthread_mutex_unlock(&st->mu);
 }
@@ -288,7 +301,9 @@ static uint32_t global_refs;
 sharp_cache_store_t *sharp_cache_store_acquire(void)
 {
     pthread_mutex_lock(&global_mu);
-    if (!global_store) global_store = sharp_cache_store_new(SHARP_CACHE_STORE_MAX_BYTES, SHARP_CACHE_STORE_MAX_ENTRIES);
+    if (!global_store)
+        global_store =
+            sharp_cache_store_new(SHARP_CACHE_STORE_MAX_BYTES, SHARP_CACHE_STORE_MAX_ENTRIES);
     global_refs++;
     sharp_cache_store_t *st = global_store;
     pthread_mutex_unlock(&global_mu);

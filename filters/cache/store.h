@@ -56,19 +56,21 @@ void sharp_cache_store_free(sharp_cache_store_t *st);
 /* The entry for `key` that fits the request (through the vary identifier
  * when a marker is stored there): true and *hit filled, or false. A hit
  * becomes the most recently used entry. */
-bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key, const sharp_cache_vary_allow_t *allow,
-                              const sharp_headers_t *req, sharp_cache_hit_t *hit);
+bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
+                              const sharp_cache_vary_allow_t *allow, const sharp_headers_t *req,
+                              sharp_cache_hit_t *hit);
 /* Stores a response (its headers copied, `body` taken: the store holds a
  * reference, the caller keeps its own) for `key` and the request `req`,
  * replacing what was stored there. False when it was not stored (a vary
  * header not allowed, or larger than the store). */
-bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key, const sharp_cache_vary_allow_t *allow,
-                              const sharp_headers_t *req, const sharp_headers_t *resp, sharp_cache_body_t *body,
+bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
+                              const sharp_cache_vary_allow_t *allow, const sharp_headers_t *req,
+                              const sharp_headers_t *resp, sharp_cache_body_t *body,
                               int64_t response_time_ms);
 /* Freshens the entry at `entry_key` (a lookup's) with a 304's headers
  * (sharp_cache_apply_header_update) and a new response time. */
-void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key, const sharp_headers_t *update,
-                              int64_t response_time_ms);
+void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key,
+                              const sharp_headers_t *update, int64_t response_time_ms);
 
 /* What the store holds now. */
 uint64_t sharp_cache_store_bytes(sharp_cache_store_t *st);

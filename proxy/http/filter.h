@@ -158,7 +158,8 @@ void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const c
 /* The same with a body of `n` bytes (a cache hit, Envoy's decoder-filter
  * encodeHeaders and encodeData): the headers end the stream when n is 0 or
  * the request is HEAD, else the body follows through the same filters. */
-void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *body, size_t n, const char *details);
+void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *body, size_t n,
+                          const char *details);
 /* A filter that stopped the response headers (SHARP_FILTER_STOP from
  * encode_headers) resumes them with a body of its own in place of what the
  * upstream sent (a validated 304 becoming the cached response, as Envoy's

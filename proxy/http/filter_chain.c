@@ -1077,12 +1077,13 @@ void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const c
     sharp_stream_respond(f, h, NULL, 0, details);
 }
 
-void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *body, size_t n, const char *details)
+void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *body, size_t n,
+                          const char *details)
 {
     sharp_stream_t *s = f->stream;
     if (s->destroyed || s->response_started || s->enc_stopped) return;
-    sharp_debug(http, "[C%llu][S%llu] %s answers with a response of its own (%s)", s->conn_id, s->id,
-                f->factory->name, details ? details : "-");
+    sharp_debug(http, "[C%llu][S%llu] %s answers with a response of its own (%s)", s->conn_id,
+                s->id, f->factory->name, details ? details : "-");
     if (details) s->info.response_code_details = keep_details(s, details);
     /* the request ends here, as after a local reply: its data goes no
      * further */

@@ -34,7 +34,8 @@ static void hdrs(sharp_headers_t *h, ...)
     sharp_headers_init(h);
     va_list ap;
     va_start(ap, h);
-    for (const char *n; (n = va_arg(ap, const char *));) sharp_headers_add_cstr(h, n, va_arg(ap, const char *));
+    for (const char *n; (n = va_arg(ap, const char *));)
+        sharp_headers_add_cstr(h, n, va_arg(ap, const char *));
     va_end(ap);
 }
 
@@ -43,7 +44,8 @@ static void request_cache_control(void **state)
     (void)state;
     sharp_headers_t h;
     sharp_cache_req_cc_t cc;
-    hdrs(&h, "cache-control", "no-cache, max-age=\"10\", min-fresh=5, max-stale, only-if-cached, no-transform", NULL);
+    hdrs(&h, "cache-control",
+         "no-cache, max-age=\"10\", min-fresh=5, max-stale, only-if-cached, no-transform", NULL);
     sharp_cache_request_cc(&h, &cc);
     assert_true(cc.must_validate && cc.only_if_cached && cc.no_transform && !cc.no_store);
     assert_int_equal(cc.max_age, 10);
@@ -90,7 +92,8 @@ static void response_cache_control(void **state)
     assert_int_equal(cc.max_age, 30);
     cc = (sharp_cache_resp_cc_t){.max_age = SHARP_CACHE_NONE};
     sharp_cache_parse_response_cc(S("private=\"set-cookie\", no-cache, proxy-revalidate"), &cc);
-    assert_true(cc.no_store && cc.must_validate && cc.no_stale); /* private: a shared cache stores nothing */
+    assert_true(cc.no_store && cc.must_validate &&
+                cc.no_stale); /* private: a shared cache stores nothing */
     cc = (sharp_cache_resp_cc_t){.max_age = SHARP_CACHE_NONE};
     sharp_cache_parse_response_cc(S(" ,  no-store ,"), &cc);
     assert_true(cc.no_store);
@@ -138,8 +141,10 @@ static sharp_cache_req_cc_t req_cc(const char *cache_control)
 {
     sharp_headers_t h;
     sharp_cache_req_cc_t cc;
-    if (cache_control) hdrs(&h, "cache-control", cache_control, NULL);
-    else hdrs(&h, NULL);
+    if (cache_control)
+        hdrs(&h, "cache-control", cache_control, NULL);
+    else
+        hdrs(&h, NULL);
     sharp_cache_request_cc(&h, &cc);
     sharp_headers_free(&h);
     return cc;
@@ -179,7 +184,8 @@ static void freshness(void **state)
     assert_true(sharp_cache_requires_validation(&none, &r, 0));
     sharp_headers_free(&r);
     /* Expires - Date is the lifetime without max-age */
-    hdrs(&r, "date", "Sun, 06 Nov 1994 08:49:37 GMT", "expires", "Sun, 06 Nov 1994 08:50:37 GMT", NULL);
+    hdrs(&r, "date", "Sun, 06 Nov 1994 08:49:37 GMT", "expires", "Sun, 06 Nov 1994 08:50:37 GMT",
+         NULL);
     int64_t age = sharp_cache_age(&r, T0, T0 + 30000);
     assert_false(sharp_cache_requires_validation(&none, &r, age));
     age = sharp_cache_age(&r, T0, T0 + 61000);
@@ -274,16 +280,19 @@ static void header_update(void **state)
 {
     (void)state;
     sharp_headers_t stored, upd;
-    hdrs(&stored, ":status", "200", "etag", "\"a\"", "content-length", "5", "x-a", "1", "x-a", "2", "x-b", "keep",
+    hdrs(&stored, ":status", "200", "etag", "\"a\"", "content-length", "5", "x-a", "1", "x-a", "2",
+         "x-b", "keep", NULL);
+    hdrs(&upd, ":status", "304", "etag", "\"b\"", "content-length", "0", "x-a", "3", "x-c", "new",
          NULL);
-    hdrs(&upd, ":status", "304", "etag", "\"b\"", "content-length", "0", "x-a", "3", "x-c", "new", NULL);
     sharp_cache_apply_header_update(&upd, &stored);
     sharp_str_t v;
     assert_true(sharp_headers_get_cstr(&stored, ":status", &v) && sharp_str_eq(v, "200", 3));
     assert_true(sharp_headers_get_cstr(&stored, "etag", &v) && sharp_str_eq(v, "\"a\"", 3));
     assert_true(sharp_headers_get_cstr(&stored, "content-length", &v) && sharp_str_eq(v, "5", 1));
     assert_true(sharp_headers_get_cstr(&stored, "x-a", &v) && sharp_str_eq(v, "3", 1));
-    assert_int_equal(sharp_headers_find(&stored, "x-a", 3, (uint32_t)sharp_headers_find(&stored, "x-a", 3, 0) + 1), -1);
+    assert_int_equal(sharp_headers_find(&stored, "x-a", 3,
+                                        (uint32_t)sharp_headers_find(&stored, "x-a", 3, 0) + 1),
+                     -1);
     assert_true(sharp_headers_get_cstr(&stored, "x-b", &v) && sharp_str_eq(v, "keep", 4));
     assert_true(sharp_headers_get_cstr(&stored, "x-c", &v) && sharp_str_eq(v, "new", 3));
     sharp_headers_free(&stored);
@@ -300,8 +309,8 @@ static sharp_cache_body_t *body_of(const char *s)
     return b;
 }
 
-static bool insert(sharp_cache_store_t *st, const char *key, const sharp_headers_t *req, const sharp_headers_t *resp,
-                   const char *body, int64_t t)
+static bool insert(sharp_cache_store_t *st, const char *key, const sharp_headers_t *req,
+                   const sharp_headers_t *resp, const char *body, int64_t t)
 {
     sharp_cache_body_t *b = body_of(body);
     bool ok = sharp_cache_store_insert(st, S(key), &ALLOW, req, resp, b, t);
@@ -310,7 +319,8 @@ static bool insert(sharp_cache_store_t *st, const char *key, const sharp_headers
 }
 
 /* The body stored at key for req, or NULL ("" for none); into buf. */
-static const char *lookup(sharp_cache_store_t *st, const char *key, const sharp_headers_t *req, char *buf, size_t cap)
+static const char *lookup(sharp_cache_store_t *st, const char *key, const sharp_headers_t *req,
+                          char *buf, size_t cap)
 {
     sharp_cache_hit_t hit;
     bool found = sharp_cache_store_lookup(st, S(key), &ALLOW, req, &hit);
@@ -415,8 +425,10 @@ static void store_update_freshens(void **state)
     assert_int_equal(hit.response_time_ms, T0);
     /* stale at T0 + 61 s; the 304 makes it fresh for 120 s from then */
     sharp_cache_req_cc_t cc = req_cc(NULL);
-    assert_true(sharp_cache_requires_validation(&cc, &hit.headers, sharp_cache_age(&hit.headers, T0, T0 + 61000)));
-    sharp_cache_store_update(st, (sharp_str_t){hit.entry_key.data, hit.entry_key.len}, &upd, T0 + 61000);
+    assert_true(sharp_cache_requires_validation(&cc, &hit.headers,
+                                                sharp_cache_age(&hit.headers, T0, T0 + 61000)));
+    sharp_cache_store_update(st, (sharp_str_t){hit.entry_key.data, hit.entry_key.len}, &upd,
+                             T0 + 61000);
     sharp_cache_hit_free(&hit);
     assert_true(sharp_cache_store_lookup(st, S("k"), &ALLOW, &none, &hit));
     assert_int_equal(hit.response_time_ms, T0 + 61000);
