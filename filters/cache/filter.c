@@ -1,8 +1,9 @@
 /* filter.c: envoy.filters.http.cache, Envoy's HTTP cache filter, with the
  * in-memory SimpleHttpCache storage (store.c).
  *
- * decode_headers: a request with a body, or one Envoy's
- * canServeRequestFromCache refuses (cache_headers.c), passes untouched.
+ * decode_headers: a request with a body, one Envoy's
+ * canServeRequestFromCache refuses (cache_headers.c), or a range request
+ * (SHARP serves no ranges from the cache), passes untouched.
  * Otherwise its key (scheme, host, path, shaped by key_creator_params) is
  * looked up at once: the store is in memory, so nothing waits.
  * - A fresh entry (Envoy's requiresValidation, from its age and the
@@ -369,6 +370,9 @@ static sharp_filter_status_t cache_decode_headers(sharp_filter_t *f, sharp_heade
     st->f = f;
     if (c->disabled) return SHARP_FILTER_CONTINUE;
     const char *why = end_stream ? sharp_cache_request_uncacheable(h) : "the request has a body";
+    /* SHARP serves no ranges from the cache, and a 206 must not become the
+     * entry of the whole resource: range requests pass it */
+    if (!why && sharp_headers_get_cstr(h, "range", NULL)) why = "range";
     if (why) {
         sharp_debug(http, "cache: request not cacheable (%s)", why);
         count(f, EV_UNCACHEABLE);

@@ -191,7 +191,12 @@ def test_uncacheable_statuses_and_requests(procs, upstream):
     # POST passes, a request with a body passes
     px.req(p, method="POST", body=b"x")
     assert n() == 7
-    assert stat(px.admin, EVENT + "uncacheable") == 4
+    # a range request passes: neither served from the cache nor stored
+    r = path("/r", "cache-control:max-age=600")
+    px.req(r)
+    _, h, _ = px.req(r, headers={"range": "bytes=0-3"})
+    assert "age" not in h and n() == 9
+    assert stat(px.admin, EVENT + "uncacheable") == 5
 
 
 def test_vary_with_allowed_headers(procs, upstream):
