@@ -220,8 +220,10 @@ def test_vary_with_allowed_headers(procs, upstream):
     assert n() == 5
 
 
-def test_stale_entry_validated_by_304(procs, upstream):
-    px = start(procs, upstream)
+@protos("h1", "h2-both")
+def test_stale_entry_validated_by_304(procs, proto):
+    upstream = proto.upstream(procs)
+    px = start(procs, upstream, proto=proto)
     n = Counter(upstream)
     # stored already older than its max-age: every use validates it
     p = path("/v", "cache-control:max-age=60", "age:120", "etag:\"v1\"", "x-first:1")
