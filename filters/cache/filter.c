@@ -15,8 +15,9 @@
  * - A stale one is validated: the request goes upstream with If-None-Match
  *   (its etag) and If-Modified-Since (its last-modified, else its date).
  *   A 304 becomes the cached response: the cached status and length, the
- *   304's headers with the cached ones it lacks (no age: it is as fresh as
- *   the origin's answer), the stored headers freshened by the 304 unless
+ *   304's headers with the cached ones it lacks (no age unless the 304 has
+ *   one: it is as fresh as the origin's answer), the stored headers
+ *   freshened by the 304 unless
  *   its etag differs, and the cached body, added after the headers from the
  *   loop's next turn (sharp_stream_continue_encoding_body). Any other answer
  *   goes on as a miss's.
