@@ -19,6 +19,9 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
+#include "envoy/extensions/filters/http/cache/v3/cache.pb-c.h"
+#include "envoy/extensions/http/cache/simple_http_cache/v3/config.pb-c.h"
+#include "envoy/extensions/cache/simple_http_cache/v3/config.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/common/matching/v3/extension_matcher.pb-c.h"
 #include "envoy/extensions/filters/common/matcher/action/v3/skip_action.pb-c.h"
@@ -95,6 +98,10 @@ void sharp_config_types_register(void)
         /* and its per-route policy (typed_per_filter_config) */
         &envoy__extensions__filters__http__cors__v3__cors__descriptor,
         &envoy__extensions__filters__http__cors__v3__cors_policy__descriptor,
+        /* the cache filter and its in-memory storage (both package names) */
+        &envoy__extensions__filters__http__cache__v3__cache_config__descriptor,
+        &envoy__extensions__http__cache__simple_http_cache__v3__simple_http_cache_config__descriptor,
+        &envoy__extensions__cache__simple_http_cache__v3__simple_http_cache_config__descriptor,
         &envoy__extensions__common__matching__v3__extension_with_matcher__descriptor,
         &envoy__extensions__common__matching__v3__extension_with_matcher_per_route__descriptor,
         &envoy__extensions__filters__common__matcher__action__v3__skip_filter__descriptor,

@@ -1,5 +1,6 @@
 /* registry.c: the HTTP filters built into SHARP. */
 #include "filters/adaptive_concurrency/filter.h"
+#include "filters/cache/filter.h"
 #include "filters/compressor/filter.h"
 #include "filters/cors/filter.h"
 #include "filters/ext_authz/filter.h"
@@ -25,6 +26,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_fault_filter);
     sharp_filter_register(&sharp_rbac_filter);
     sharp_filter_register(&sharp_cors_filter);
+    sharp_filter_register(&sharp_cache_filter);
     sharp_filter_register(&sharp_match_delegate_filter);
     sharp_filter_register(&sharp_composite_filter);
 }

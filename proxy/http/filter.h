@@ -155,6 +155,22 @@ void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const
  * `f` included, as in Envoy. The request goes no further than `f`; its
  * filter returns SHARP_FILTER_STOP. */
 void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const char *details);
+/* The same with a body of `n` bytes (a cache hit, Envoy's decoder-filter
+ * encodeHeaders and encodeData): the headers end the stream when n is 0 or
+ * the request is HEAD, else the body follows through the same filters. */
+void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *body, size_t n,
+                          const char *details);
+/* A filter that stopped the response headers (SHARP_FILTER_STOP from
+ * encode_headers) resumes them with a body of its own in place of what the
+ * upstream sent (a validated 304 becoming the cached response, as Envoy's
+ * cache filter adds the cached body with addEncodedData): the headers, as
+ * the filter left them, go on to the filters before it, without end of
+ * stream unless n is 0 or the request is HEAD, then the body ends the
+ * stream. Response data or trailers held behind the filter are dropped; the
+ * filter consumes (SHARP_FILTER_CONSUMED) any that arrive later. */
+void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, size_t n);
+/* Whether the response has trailers (known once encode_data sees the end). */
+bool sharp_stream_has_response_trailers(sharp_stream_t *s);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);

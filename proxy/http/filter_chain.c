@@ -1074,10 +1074,16 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
 
 void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const char *details)
 {
+    sharp_stream_respond(f, h, NULL, 0, details);
+}
+
+void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *body, size_t n,
+                          const char *details)
+{
     sharp_stream_t *s = f->stream;
     if (s->destroyed || s->response_started || s->enc_stopped) return;
-    sharp_debug(http, "[C%llu][S%llu] %s answers with headers only (%s)", s->conn_id, s->id, f->factory->name,
-                details ? details : "-");
+    sharp_debug(http, "[C%llu][S%llu] %s answers with a response of its own (%s)", s->conn_id,
+                s->id, f->factory->name, details ? details : "-");
     if (details) s->info.response_code_details = keep_details(s, details);
     /* the request ends here, as after a local reply: its data goes no
      * further */
@@ -1088,7 +1094,30 @@ void sharp_stream_respond_headers(sharp_filter_t *f, sharp_headers_t *h, const c
         sharp_headers_clear(resp);
         sharp_headers_copy(resp, h);
     }
-    enc_iterate_headers(s, (int32_t)s->nfilters - 1, resp, true);
+    /* a HEAD request's response has no body (the headers keep its length) */
+    bool end = n == 0 || s->is_head;
+    enc_iterate_headers(s, (int32_t)s->nfilters - 1, resp, end);
+    if (!end && !s->destroyed) enc_run_data(s, (int32_t)s->nfilters - 1, body, n, true);
+}
+
+void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, size_t n)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed || !s->enc_stopped || s->enc_next != (int32_t)f->index) return;
+    /* what the upstream sent after the headers (a 304's empty end) is
+     * replaced by the filter's body */
+    sharp_sbuf_free(&s->enc_buf);
+    s->enc_end_pending = false;
+    s->has_resp_trailers = false;
+    bool end = n == 0 || s->is_head;
+    s->enc_stopped = false;
+    enc_iterate_headers(s, (int32_t)f->index - 1, &s->resp, end);
+    if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, body, n, true);
+}
+
+bool sharp_stream_has_response_trailers(sharp_stream_t *s)
+{
+    return s->has_resp_trailers;
 }
 
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
