@@ -535,7 +535,7 @@ static void on_retry(uv_timer_t *t)
 
 void sharp_lrs_start(sharp_lrs_t *l)
 {
-    if (!l || l->started) return;
+    if (!l || l->started || l->stopped) return;
     sharp_server_t *s = l->srv;
     l->started = true;
     uv_timer_init(s->loop, &l->retry_timer);

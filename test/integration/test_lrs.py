@@ -374,14 +374,15 @@ def test_node_interval_counts_and_named_clusters(procs, two_upstreams, servers):
     # reports at the interval the server asked for, which they measure
     times = [t for _, t, _ in reqs[2:]]
     gaps = [y - x for x, y in zip(times, times[1:])]
-    assert min(gaps) > 0.2 and sum(gaps) / len(gaps) < 0.3 + 0.2 * SLOW, gaps
+    assert 0.25 < sum(gaps) / len(gaps) < 0.3 + 0.3 * SLOW, gaps
     for _, _, r in reqs[2:]:
         for c in r["stats"]:
-            assert 0.25 < c["interval"] < 0.3 + 0.5 * SLOW, c
+            assert 0.29 < c["interval"] < 0.3 + 0.5 * SLOW, c
     # quiet intervals report the clusters with no localities
     assert any(all(not c["localities"] for c in r["stats"]) for _, _, r in reqs[-2:])
     assert stat(admin, "load_reporter.requests") == 1
-    assert stat(admin, "load_reporter.responses") == len(reqs)
+    # (a report may go out between the snapshot and this read)
+    assert len(reqs) <= stat(admin, "load_reporter.responses") <= len(reqs) + 3
     assert stat(admin, "load_reporter.errors") == 0
 
 
@@ -458,3 +459,17 @@ def test_dead_server_at_start_costs_nothing(procs, two_upstreams):
     assert stat(admin, "load_reporter.requests") == 0
     assert get(listen, "/", 2) == [200] * 2
 
+
+
+def test_malformed_response_ends_the_stream(procs, two_upstreams, servers):
+    """A LoadStatsResponse that does not decode ends the stream (INTERNAL),
+    which is counted and opened again later; traffic is not affected."""
+    a, b = two_upstreams
+    lrs = LrsServer(initial=b"\xff\xff\xff")
+    servers.append(lrs)
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, a.port, b.port, lrs.port), admin)
+    wait_for(lambda: stat(admin, "load_reporter.errors") >= 1, 10, "the stream's end counted")
+    assert stat(admin, "load_reporter.requests") == 0
+    assert get(listen, "/", 2) == [200, 200]
+    wait_for(lambda: lrs.streams >= 2, 15, "a new stream 5 s later")
