@@ -361,16 +361,16 @@ def test_node_interval_counts_and_named_clusters(procs, two_upstreams, servers):
     t = totals(reqs, "backend")
     assert t == {"success": 6, "error": 2, "issued": 8, "dropped": 0}, t
     assert totals(reqs, "maint") == {"success": 0, "error": 0, "issued": 0, "dropped": 2}
-    # localities of the backend: r1/z1 and r1/z2/s2 at priority 0, round robin
+    # localities of the backend: r1/z1 and r1/z2/s2 at priority 0
     locs = {}
     for _, _, r in reqs:
         for c in r["stats"]:
             for ls in c["localities"] if c["name"] == "backend" else []:
                 assert ls["priority"] == 0
-                assert ls["in_progress"] == 0
                 assert ls["endpoints"] == []
                 locs[ls["locality"]] = locs.get(ls["locality"], 0) + ls["issued"]
-    assert locs == {("r1", "z1", ""): 4, ("r1", "z2", "s2"): 4}, locs
+    # each worker balances on its own: both localities, not necessarily 4 and 4
+    assert set(locs) == {("r1", "z1", ""), ("r1", "z2", "s2")} and sum(locs.values()) == 8, locs
     # reports at the interval the server asked for, which they measure
     times = [t for _, t, _ in reqs[2:]]
     gaps = [y - x for x, y in zip(times, times[1:])]
