@@ -9,7 +9,6 @@
 #include "upstream/zone_lb.h"
 #include "xds/xds.h"
 
-#include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/core/v3/config_source.pb-c.h"
 #include "envoy/service/load_stats/v3/lrs.pb-c.h"
 
@@ -299,24 +298,14 @@ static Envoy__Config__Core__V3__Address *host_address(allocs_t *a, const sharp_h
     return ad;
 }
 
-/* cluster_service_name: the cluster's eds_cluster_config.service_name
- * (Envoy's edsServiceName, empty without one). */
-static const char *eds_service_name(const sharp_cluster_t *c)
-{
-    if (c->type != SHARP_CLUSTER_EDS || !c->pb) return "";
-    const Envoy__Config__Cluster__V3__Cluster *pb = (const void *)c->pb;
-    return pb->eds_cluster_config && pb->eds_cluster_config->service_name
-               ? pb->eds_cluster_config->service_name
-               : "";
-}
-
 static Envoy__Config__Endpoint__V3__ClusterStats *
 cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uint64_t now)
 {
     Envoy__Config__Endpoint__V3__ClusterStats *cs = alloc(a, sizeof *cs);
     envoy__config__endpoint__v3__cluster_stats__init(cs);
     cs->cluster_name = c->name;
-    cs->cluster_service_name = (char *)eds_service_name(c);
+    /* Envoy's edsServiceName: eds_cluster_config.service_name, if given */
+    cs->cluster_service_name = c->eds_service_name_set ? c->eds_service_name : (char *)"";
     /* the runtime guards of Envoy's locality rule (both on by default) */
     bool non_zero =
         sharp_runtime_get_bool("envoy.reloadable_features.report_load_for_non_zero_stats", true);

@@ -287,6 +287,7 @@ typedef struct sharp_cluster {
      * (eds_cluster_config.service_name, else the cluster's name) and the
      * subscription that feeds them (xds/xds.h); NULL for other types */
     char *eds_service_name;
+    bool eds_service_name_set; /* service_name given (Envoy's edsServiceName, the load reports') */
     struct sharp_xds_eds *eds;
     /* For the admin: the version of the CDS update that built the cluster
      * and when ("" and 0 for a static cluster). */

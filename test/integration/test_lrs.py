@@ -11,6 +11,7 @@ now, the requests maintenance mode dropped, and the interval measured. A
 stream that ends is opened again 5 s later (Envoy's fixed retry delay),
 and what happened meanwhile is in its first report."""
 import concurrent.futures
+import json
 import queue
 import textwrap
 import threading
@@ -187,7 +188,7 @@ H2 = textwrap.dedent("""\
     """)
 
 
-def config(listen, admin, up_a, up_b, lrs_port, lrs_extra="", load_stats=None):
+def config(listen, admin, up_a, up_b, lrs_port, lrs_extra="", load_stats=None, extra_clusters="", extra_routes=""):
     if load_stats is None:
         load_stats = textwrap.dedent(f"""\
             load_stats_config:
@@ -199,8 +200,8 @@ def config(listen, admin, up_a, up_b, lrs_port, lrs_extra="", load_stats=None):
     clusters = (cluster("backend", [(up_a, ("r1", "z1", ""), 0), (up_b, ("r1", "z2", "s2"), 0)])
                 + cluster("other", [(up_a, None, 0)])
                 + cluster("maint", [(up_a, None, 0)])
-                + cluster("lrs_cluster", [(lrs_port, None, 0)], H2))
-    return textwrap.dedent(f"""\
+                + cluster("lrs_cluster", [(lrs_port, None, 0)], H2) + extra_clusters)
+    text = textwrap.dedent(f"""\
         node: {{ id: node-1, cluster: cluster-1 }}
         admin:
           address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
@@ -239,6 +240,12 @@ def config(listen, admin, up_a, up_b, lrs_port, lrs_extra="", load_stats=None):
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
           clusters:
         """) + clusters
+    if extra_routes:
+        last = '- match: { prefix: "/" }'
+        at = text.index(last)
+        indent = at - text.rindex("\n", 0, at) - 1
+        text = text[:at] + textwrap.indent(extra_routes, " " * indent).lstrip() + "\n" + " " * indent + text[at:]
+    return text
 
 
 @pytest.fixture
@@ -278,6 +285,11 @@ def totals(reqs, name):
                     for k in ("success", "error", "issued"):
                         t[k] += ls[k]
     return t
+
+
+def reporting(lrs):
+    """A report with clusters came: the response has been taken."""
+    return any(r["stats"] for _, _, r in lrs.snapshot())
 
 
 # ---- configuration ----
@@ -344,6 +356,8 @@ def test_node_interval_counts_and_named_clusters(procs, two_upstreams, servers):
     # the first request: the node, Envoy's client feature, nothing to report yet
     assert first["node"] == {"id": "node-1", "cluster": "cluster-1", "client_features": [FEATURE]}
     assert first["stats"] == []
+    # the requests after the response: the clusters' counts start from zero there
+    wait_for(lambda: reporting(lrs), 10, "the first report of the clusters")
     assert get(listen, "/", 6) == [200] * 6
     assert get(listen, "/status/503", 2) == [503] * 2
     assert get(listen, "/other/", 3) == [200] * 3
@@ -473,3 +487,37 @@ def test_malformed_response_ends_the_stream(procs, two_upstreams, servers):
     assert stat(admin, "load_reporter.requests") == 0
     assert get(listen, "/", 2) == [200, 200]
     wait_for(lambda: lrs.streams >= 2, 15, "a new stream 5 s later")
+
+
+def test_eds_cluster_service_name(procs, two_upstreams, servers, tmp_path):
+    """An EDS cluster's report names its eds_cluster_config.service_name
+    (cluster_service_name); its hosts' localities come from the
+    ClusterLoadAssignment."""
+    a, b = two_upstreams
+    eds = tmp_path / "eds.json"
+    eds.write_text(json.dumps({"version_info": "1", "resources": [{
+        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "cluster_name": "svc-a",
+        "endpoints": [{"locality": {"region": "eu", "zone": "eu-1"}, "lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": a.port}}}}]}]}]}))
+    extra = textwrap.indent(textwrap.dedent(f"""\
+        - name: eds_backend
+          type: EDS
+          connect_timeout: 1s
+          eds_cluster_config:
+            service_name: svc-a
+            eds_config: {{ path_config_source: {{ path: {eds} }} }}
+        """), "  ")
+    routes = '- match: { prefix: "/eds" }\n  route: { cluster: eds_backend, prefix_rewrite: "/" }'
+    lrs = LrsServer(initial=response(["eds_backend", "other"], interval_ms=200))
+    servers.append(lrs)
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, a.port, b.port, lrs.port, extra_clusters=extra, extra_routes=routes), admin)
+    wait_for(lambda: reporting(lrs), 10, "the first report of the clusters")
+    assert get(listen, "/eds", 3) == [200] * 3
+    wait_for(lambda: totals(lrs.snapshot(), "eds_backend")["success"] == 3, 10, "the EDS cluster's requests")
+    cs = [c for _, _, r in lrs.snapshot() for c in r["stats"]]
+    assert {c["service_name"] for c in cs if c["name"] == "eds_backend"} == {"svc-a"}
+    assert {c["service_name"] for c in cs if c["name"] == "other"} == {""}
+    locs = {ls["locality"] for c in cs if c["name"] == "eds_backend" for ls in c["localities"]}
+    assert locs == {("eu", "eu-1", "")}
