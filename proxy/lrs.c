@@ -157,11 +157,22 @@ sharp_lrs_t *sharp_lrs_create(sharp_server_t *srv, const ProtobufCMessage *pb,
 
 /* ---- tracking (Envoy's clusters_) ---- */
 
-static tracked_t *find_tracked(tracked_t *t, size_t n, const char *name)
+/* l->tracked is sorted by name, so that a response naming many clusters
+ * (up to the 4 MiB a message may have) costs n log n, not n^2. */
+static int cmp_name(const void *a, const void *b)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(t[i].name, name)) return &t[i];
-    return NULL;
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int cmp_tracked(const void *a, const void *b)
+{
+    return strcmp(((const tracked_t *)a)->name, ((const tracked_t *)b)->name);
+}
+
+static tracked_t *find_tracked(sharp_lrs_t *l, const char *name)
+{
+    tracked_t key = {.name = (char *)name};
+    return l->ntracked ? bsearch(&key, l->tracked, l->ntracked, sizeof key, cmp_tracked) : NULL;
 }
 
 static void free_tracked(tracked_t *t, size_t n)
@@ -196,38 +207,36 @@ static void latch_cluster(sharp_cluster_t *c)
     latch(&c->rq_dropped, &c->lrs_dropped);
 }
 
-/* Envoy's startLoadReportPeriod: the clusters of the last response are
- * tracked from now on (those already tracked keep their interval start and
- * their counts), and the report timer is set. */
 static void on_report(uv_timer_t *t);
 
-static void add_tracked(sharp_lrs_t *l, tracked_t **out, size_t *n, const char *name, uint64_t now)
-{
-    if (find_tracked(*out, *n, name)) return; /* a name listed twice */
-    tracked_t *old = find_tracked(l->tracked, l->ntracked, name);
-    *out = sharp_realloc(*out, (*n + 1) * sizeof **out);
-    (*out)[*n].name = sharp_strdup(name);
-    (*out)[*n].start_us = old ? old->start_us : now;
-    (*n)++;
-    sharp_cluster_t *c = sharp_snapshot_cluster(current(l), name);
-    if (c && !old) latch_cluster(c); /* a newly tracked cluster starts from zero */
-}
-
+/* Envoy's startLoadReportPeriod: the clusters of the last response (or
+ * every cluster of the snapshot) are tracked from now on; those already
+ * tracked keep their interval start and their counts, a newly tracked one
+ * that exists starts from zero; then the report timer is set. */
 static void start_period(sharp_lrs_t *l)
 {
     uint64_t now = now_us();
-    tracked_t *t = NULL;
-    size_t n = 0;
     sharp_snapshot_t *snap = current(l);
-    if (l->send_all)
-        for (uint32_t i = 0; i < snap->nclusters; i++)
-            add_tracked(l, &t, &n, snap->clusters[i]->name, now);
-    else
-        for (size_t i = 0; i < l->nresp_clusters; i++)
-            add_tracked(l, &t, &n, l->resp_clusters[i], now);
+    size_t n = l->send_all ? snap->nclusters : l->nresp_clusters;
+    const char **names = sharp_calloc(n ? n : 1, sizeof *names);
+    for (size_t i = 0; i < n; i++)
+        names[i] = l->send_all ? snap->clusters[i]->name : l->resp_clusters[i];
+    qsort(names, n, sizeof *names, cmp_name);
+    tracked_t *t = sharp_calloc(n ? n : 1, sizeof *t);
+    size_t nt = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (nt && !strcmp(t[nt - 1].name, names[i])) continue; /* a name listed twice */
+        tracked_t *old = find_tracked(l, names[i]);
+        t[nt].name = sharp_strdup(names[i]);
+        t[nt].start_us = old ? old->start_us : now;
+        nt++;
+        sharp_cluster_t *c = sharp_snapshot_cluster(snap, names[i]);
+        if (c && !old) latch_cluster(c);
+    }
+    free(names);
     free_tracked(l->tracked, l->ntracked);
     l->tracked = t;
-    l->ntracked = n;
+    l->ntracked = nt;
     uv_timer_start(&l->response_timer, on_report, l->interval_ms, 0);
 }
 

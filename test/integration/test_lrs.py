@@ -521,3 +521,19 @@ def test_eds_cluster_service_name(procs, two_upstreams, servers, tmp_path):
     assert {c["service_name"] for c in cs if c["name"] == "other"} == {""}
     locs = {ls["locality"] for c in cs if c["name"] == "eds_backend" for ls in c["localities"]}
     assert locs == {("eu", "eu-1", "")}
+
+
+def test_response_naming_many_clusters(procs, two_upstreams, servers):
+    """A response naming 200000 clusters (repeats included) costs little:
+    the reports name each existing cluster once, and the proxy answers."""
+    a, b = two_upstreams
+    names = [f"c{i}" for i in range(100000)] * 2 + ["backend", "backend"]
+    lrs = LrsServer(initial=response(names, interval_ms=200))
+    servers.append(lrs)
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, a.port, b.port, lrs.port), admin)
+    wait_for(lambda: len(lrs.snapshot()) >= 4, 10, "reports")
+    for _, _, r in lrs.snapshot()[1:]:
+        assert [c["name"] for c in r["stats"]] == ["backend"], r
+    assert get(listen, "/", 2) == [200, 200]
+    assert stat(admin, "load_reporter.errors") == 0
