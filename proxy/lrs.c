@@ -307,6 +307,15 @@ static Envoy__Config__Core__V3__Address *host_address(allocs_t *a, const sharp_h
     return ad;
 }
 
+/* Hosts by priority, then locality, then address (a stable order). */
+static int cmp_host(const void *a, const void *b)
+{
+    const sharp_host_t *x = *(const sharp_host_t *const *)a, *y = *(const sharp_host_t *const *)b;
+    if (x->priority != y->priority) return x->priority < y->priority ? -1 : 1;
+    if (x->locality != y->locality) return sharp_locality_cmp(x->locality, y->locality);
+    return strcmp(x->address, y->address);
+}
+
 static Envoy__Config__Endpoint__V3__ClusterStats *
 cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uint64_t now)
 {
@@ -320,46 +329,40 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
         sharp_runtime_get_bool("envoy.reloadable_features.report_load_for_non_zero_stats", true);
     bool active_non_zero = sharp_runtime_get_bool(
         "envoy.reloadable_features.report_load_when_rq_active_is_non_zero", true);
-    /* the hosts grouped by priority and locality, in the order of their
-     * first host */
-    group_t *g = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *g);
-    endpoint_t *ep = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *ep);
-    uint32_t *of = sharp_calloc(c->nhosts ? c->nhosts : 1, sizeof *of); /* host -> group */
-    size_t ng = 0;
-    for (uint32_t i = 0; i < c->nhosts; i++) {
-        sharp_host_t *h = c->hosts[i];
-        size_t k = 0;
-        while (k < ng && (g[k].priority != h->priority || g[k].locality != h->locality))
-            k++;
-        if (k == ng) {
+    /* the hosts grouped by priority and locality (sorted by both, so that
+     * a large host set costs n log n), each group's endpoints next to each
+     * other in ep[] */
+    uint32_t nh = c->nhosts;
+    sharp_host_t **hs = sharp_calloc(nh ? nh : 1, sizeof *hs);
+    memcpy(hs, c->hosts, nh * sizeof *hs);
+    qsort(hs, nh, sizeof *hs, cmp_host);
+    group_t *g = sharp_calloc(nh ? nh : 1, sizeof *g);
+    endpoint_t *ep = sharp_calloc(nh ? nh : 1, sizeof *ep);
+    size_t ng = 0, ne = 0;
+    for (uint32_t i = 0; i < nh; i++) {
+        sharp_host_t *h = hs[i];
+        if (!ng || g[ng - 1].priority != h->priority || g[ng - 1].locality != h->locality) {
             g[ng].priority = h->priority;
             g[ng].locality = h->locality;
+            g[ng].first = ne;
             ng++;
         }
-        of[i] = (uint32_t)k;
+        group_t *k = &g[ng - 1];
+        endpoint_t e = {.h = h};
+        e.success = latch(&h->rq_success, &h->lrs_success);
+        e.error = latch(&h->rq_error, &h->lrs_error);
+        e.issued = latch(&h->rq_total, &h->lrs_total);
+        int64_t act = atomic_load_explicit(&h->active_rq, memory_order_relaxed);
+        e.active = act > 0 ? (uint64_t)act : 0;
+        if (!(e.success | e.error | e.active | e.issued)) continue; /* no update: left out */
+        k->success += e.success;
+        k->error += e.error;
+        k->active += e.active;
+        k->issued += e.issued;
+        ep[ne++] = e;
+        k->nendpoints++;
     }
-    /* each group's hosts next to each other in ep[] */
-    size_t ne = 0;
-    for (size_t k = 0; k < ng; k++) {
-        g[k].first = ne;
-        for (uint32_t i = 0; i < c->nhosts; i++) {
-            if (of[i] != k) continue;
-            sharp_host_t *h = c->hosts[i];
-            endpoint_t e = {.h = h};
-            e.success = latch(&h->rq_success, &h->lrs_success);
-            e.error = latch(&h->rq_error, &h->lrs_error);
-            e.issued = latch(&h->rq_total, &h->lrs_total);
-            int64_t act = atomic_load_explicit(&h->active_rq, memory_order_relaxed);
-            e.active = act > 0 ? (uint64_t)act : 0;
-            if (!(e.success | e.error | e.active | e.issued)) continue; /* no update: left out */
-            g[k].success += e.success;
-            g[k].error += e.error;
-            g[k].active += e.active;
-            g[k].issued += e.issued;
-            ep[ne++] = e;
-        }
-        g[k].nendpoints = ne - g[k].first;
-    }
+    free(hs);
     cs->upstream_locality_stats = alloc(a, (ng ? ng : 1) * sizeof *cs->upstream_locality_stats);
     for (size_t k = 0; k < ng; k++) {
         bool send = g[k].issued != 0;
@@ -402,7 +405,6 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
     }
     free(g);
     free(ep);
-    free(of);
     cs->total_dropped_requests = latch(&c->rq_dropped, &c->lrs_dropped);
     Google__Protobuf__Duration *d = alloc(a, sizeof *d);
     google__protobuf__duration__init(d);
