@@ -5,6 +5,7 @@
  * idle keep-alive connections) bounded by --drain-time-s, then stop. */
 #include "server.h"
 #include "statsd.h"
+#include "lrs.h"
 #include "metrics_service.h"
 #include "scaling.h"
 #include "admin/admin.h"
@@ -140,6 +141,16 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
             return -1;
         }
     }
+    /* cluster_manager.load_stats_config: the load reporter, on a static
+     * cluster of the bootstrap */
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bsc = (const void *)s->config->bootstrap;
+    if (bsc->cluster_manager && bsc->cluster_manager->load_stats_config) {
+        s->lrs = sharp_lrs_create(s, &bsc->cluster_manager->load_stats_config->base, s->snap, err, sizeof err);
+        if (!s->lrs) {
+            fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+            return -1;
+        }
+    }
     /* Envoy's init order: static clusters, the RTDS layers, CDS (and the
      * EDS of its clusters), then LDS and the RDS of its listeners (the
      * bootstrap's listeners read theirs while it was built); the files are
@@ -233,6 +244,7 @@ static void stop_everything(sharp_server_t *s)
     if (s->snap) sharp_sds_stop(s->snap->sds);
     sharp_xds_stop(s->xds);
     for (size_t i = 0; s->config && i < s->config->nmetrics_sinks; i++) sharp_metrics_sink_stop(s->config->metrics_sinks[i]);
+    sharp_lrs_stop(s->lrs);
     sharp_kernel_stop();
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
@@ -590,6 +602,8 @@ static void on_dns_cluster_ready(void *arg)
     sharp_server_t *s = arg;
     if (s->dns_awaiting && --s->dns_awaiting == 0 && !s->shutting_down) {
         sharp_log_info("first DNS resolution of every DNS cluster done");
+        /* Envoy starts the load reporter with the secondary clusters */
+        sharp_lrs_start(s->lrs);
         sharp_xds_initialize(s->xds, on_xds_initialized, s);
     }
 }
@@ -760,6 +774,8 @@ void sharp_server_free(sharp_server_t *s)
         uv_loop_close(s->loop);
     }
     sharp_scaling_free(s->scaling); /* its timer closed in the run above */
+    sharp_lrs_free(s->lrs); /* likewise */
+    s->lrs = NULL;
     s->scaling = NULL;
     free_closed_clusters(s);
     free(s->closing);

@@ -1110,6 +1110,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         static const char *const overloaded[] = {"x-envoy-overloaded", "true", NULL};
         sharp_cluster_count_response(c, w->stats, 503);
         sharp_counter_inc(w->stats, c->st.rq_maintenance_mode);
+        atomic_fetch_add_explicit(&c->rq_dropped, 1, memory_order_relaxed); /* for load reports */
         sharp_stream_send_local_reply_ex(f, 503, "maintenance mode", SHARP_RF_UPSTREAM_OVERFLOW, "maintenance_mode",
                                          suppress_headers(rs) ? NULL : overloaded);
         return SHARP_FILTER_STOP;

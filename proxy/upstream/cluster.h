@@ -262,6 +262,11 @@ typedef struct sharp_cluster {
     } cbg[2];
     sharp_stats_t *stats;
     sharp_cb_counts_t open[SHARP_NPRIORITIES]; /* what cb[] limits, per priority */
+    /* Envoy's load report stat upstream_rq_dropped: requests maintenance
+     * mode refused (any worker), and the load reporter's latch of it
+     * (lrs.h, main thread) */
+    _Atomic uint64_t rq_dropped;
+    uint64_t lrs_dropped;
     struct sharp_outlier *outlier; /* outlier_detection, NULL without it (upstream/outlier.h) */
     /* lb_subset_config with selectors, NULL without (upstream/subset.h) */
     struct sharp_subset_config *subset;
@@ -282,6 +287,7 @@ typedef struct sharp_cluster {
      * (eds_cluster_config.service_name, else the cluster's name) and the
      * subscription that feeds them (xds/xds.h); NULL for other types */
     char *eds_service_name;
+    bool eds_service_name_set; /* service_name given (Envoy's edsServiceName, the load reports') */
     struct sharp_xds_eds *eds;
     /* For the admin: the version of the CDS update that built the cluster
      * and when ("" and 0 for a static cluster). */

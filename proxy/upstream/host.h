@@ -51,6 +51,9 @@ typedef struct sharp_host {
     _Atomic int64_t active_rq;     /* requests in flight on all workers (least-request LB) */
     _Atomic int64_t active_cx;
     _Atomic uint64_t rq_total, rq_success, rq_error, cx_total, cx_connect_fail, rq_timeout;
+    /* the load reporter's (lrs.h) latches of rq_success, rq_error and
+     * rq_total: their values at its previous report; main thread only */
+    uint64_t lrs_success, lrs_error, lrs_total;
     _Atomic uint32_t breaker;      /* sharp_host_breaker_t, written by outlier.c */
     _Atomic int32_t probe_budget;  /* half-open: requests still admitted (lb.c takes them) */
     /* Bumped when the host's connections are to be drained (it failed an

@@ -1570,6 +1570,7 @@ int sharp_xds_eds_subscribe(sharp_xds_t *x, sharp_cluster_t *c, const ProtobufCM
     bool grpc = grpc_source(&ec->eds_config->base);
     if (!grpc && sharp_xds_config_source_path(&ec->eds_config->base, f, &path, &wdir, err, errlen) < 0) return -1;
     c->eds_service_name = sharp_strdup(ec->service_name[0] ? ec->service_name : c->name);
+    c->eds_service_name_set = ec->service_name[0] != '\0';
     sharp_xds_eds_t *e = sharp_calloc(1, sizeof *e);
     e->x = x;
     e->c = c;

@@ -49,6 +49,9 @@ NAMES_FEATURE = re.compile(r"is not supported by SHARP|not supported yet|are not
                            r"|paths must refer to an existing path in the system: '[^']*' does not exist"
                            # an xDS source without transport_api_version: V3 (Envoy refuses it too, same words)
                            r"|V2 \(and AUTO\) xDS transport protocol versions are deprecated"
+                           # an API config source without a gRPC service (Istio's LRS golden file):
+                           # Envoy's own error when it starts the load reporter
+                           r"|API configs must have either a gRPC service or a cluster name defined"
                            # gRPC xDS without a node id and cluster: Envoy's own error too (Envoy Gateway
                            # gives them on the command line, --service-node and --service-cluster)
                            r"|node 'id' and 'cluster' are required"
