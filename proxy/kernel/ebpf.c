@@ -33,6 +33,7 @@ struct sharp_kernel_bpf {
     bool tagged; /* the tagged-socket design (BTF tracepoints and the TCP iterator) */
     bool raw;    /* attached as raw tracepoints */
     bool btf;    /* tcp:tcp_probe as a BTF-enabled raw tracepoint */
+    bool no_batch_update; /* the kernel has no batch updates and deletes */
 };
 
 /* libbpf explains each failure over several lines; they go to the debug
@@ -385,36 +386,91 @@ int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
 
 /* The port's bit follows whether a watched remote has it (the map is
  * written whole: it changes only as hosts come and go). */
-static int port_bit(sharp_kernel_bpf_t *b, uint16_t port, bool on)
+/* Whether a batch operation failed for want of the kernel's support
+ * (rather than for one of its keys). */
+static bool batch_unsupported(int err)
 {
-    uint64_t bit = 1ull << (port & 63);
-    __u64 *w = &b->ports.bits[port >> 6];
-    *w = on ? *w | bit : *w & ~bit;
-    uint32_t zero = 0;
-    return bpf_map_update_elem(b->ports_fd, &zero, &b->ports, BPF_ANY) < 0 ? -errno : 0;
+    return err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS;
 }
 
-int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok)
 {
-    /* a per-CPU value: one zeroed counter set per possible CPU */
-    memset(b->percpu, 0, (size_t)b->ncpus * sizeof *b->percpu);
-    if (bpf_map_update_elem(b->remotes_fd, key, b->percpu, BPF_NOEXIST) < 0) return -errno;
-    if (b->port_refs[key->port]++ == 0) {
-        int rc = port_bit(b, key->port, true);
-        if (rc < 0) {
-            b->port_refs[key->port]--;
-            bpf_map_delete_elem(b->remotes_fd, key);
-            return rc;
+    if (!n) return 0;
+    size_t vsz = (size_t)b->ncpus * sizeof *b->percpu;
+    memset(ok, 0, n * sizeof *ok);
+    size_t done = 0;
+    if (!b->no_batch_update && n > 1) {
+        /* one call for the entries, each a zeroed counter set per CPU
+         * (a batch takes no BPF_NOEXIST: the keys are ones not watched) */
+        void *zeros = sharp_calloc(n, vsz);
+        LIBBPF_OPTS(bpf_map_batch_opts, opts);
+        uint32_t count = (uint32_t)n;
+        int rc = bpf_map_update_batch(b->remotes_fd, keys, zeros, &count, &opts);
+        int err = errno;
+        free(zeros);
+        /* the count is the kernel's only once it started on the keys: a
+         * refusal of the call itself leaves it as it was */
+        if (rc == 0) done = n;
+        else if (batch_unsupported(err)) b->no_batch_update = true;
+        else done = count < n ? count : 0; /* those before the one that failed */
+        for (size_t i = 0; i < done; i++) ok[i] = true;
+    }
+    /* the rest one by one: a kernel without batches, or past a key the
+     * batch stopped at (already there: watched; the table full: not) */
+    for (size_t i = done; i < n; i++) {
+        memset(b->percpu, 0, vsz);
+        ok[i] = bpf_map_update_elem(b->remotes_fd, &keys[i], b->percpu, BPF_NOEXIST) == 0 || errno == EEXIST;
+    }
+    /* the new ports' bits, in one update of the ports map */
+    bool changed = false;
+    size_t nok = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i]) continue;
+        nok++;
+        uint16_t port = keys[i].port;
+        if (b->port_refs[port]++ == 0) {
+            b->ports.bits[port >> 6] |= 1ull << (port & 63);
+            changed = true;
         }
     }
-    return 0;
+    uint32_t zero = 0;
+    if (changed && bpf_map_update_elem(b->ports_fd, &zero, &b->ports, BPF_ANY) < 0) {
+        /* not watched after all: entries and references undone */
+        for (size_t i = 0; i < n; i++) {
+            if (!ok[i]) continue;
+            ok[i] = false;
+            uint16_t port = keys[i].port;
+            if (--b->port_refs[port] == 0) b->ports.bits[port >> 6] &= ~(1ull << (port & 63));
+            bpf_map_delete_elem(b->remotes_fd, &keys[i]);
+        }
+        return 0;
+    }
+    return nok;
 }
 
-int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n)
 {
-    if (bpf_map_delete_elem(b->remotes_fd, key) < 0) return -errno;
-    if (b->port_refs[key->port] && --b->port_refs[key->port] == 0) port_bit(b, key->port, false);
-    return 0;
+    if (!n) return;
+    size_t done = 0;
+    if (!b->no_batch_update && n > 1) {
+        LIBBPF_OPTS(bpf_map_batch_opts, opts);
+        uint32_t count = (uint32_t)n;
+        int rc = bpf_map_delete_batch(b->remotes_fd, keys, &count, &opts);
+        if (rc == 0) done = n;
+        else if (batch_unsupported(errno)) b->no_batch_update = true;
+        else done = count < n ? count : 0;
+    }
+    for (size_t i = done; i < n; i++) bpf_map_delete_elem(b->remotes_fd, &keys[i]);
+    bool changed = false;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t port = keys[i].port;
+        if (b->port_refs[port] && --b->port_refs[port] == 0) {
+            b->ports.bits[port >> 6] &= ~(1ull << (port & 63));
+            changed = true;
+        }
+    }
+    uint32_t zero = 0;
+    if (changed) bpf_map_update_elem(b->ports_fd, &zero, &b->ports, BPF_ANY);
 }
 
 static void sum_cpus(const sharp_tcp_counters_t *percpu, int ncpus, sharp_tcp_counters_t *out)
@@ -515,16 +571,16 @@ int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
     return -ENOSYS;
 }
 
-int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok)
 {
-    (void)b, (void)key;
-    return -ENOSYS;
+    (void)b, (void)keys;
+    memset(ok, 0, n * sizeof *ok);
+    return 0;
 }
 
-int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key)
+void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n)
 {
-    (void)b, (void)key;
-    return -ENOSYS;
+    (void)b, (void)keys, (void)n;
 }
 
 int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)

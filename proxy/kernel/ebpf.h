@@ -32,11 +32,13 @@ uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b);
  * and RTT into the counters (the TCP iterator), before they are read each
  * interval. 0 (nothing to do with the other designs), or a negative errno. */
 int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b);
-/* Starts counting for a remote (its counters start at zero); 0, or a
- * negative errno (-EEXIST when it is already watched). */
-int sharp_kernel_bpf_watch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);
-/* Stops counting for a remote and forgets its counters. */
-int sharp_kernel_bpf_unwatch(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key);
+/* Starts counting for remotes (their counters start at zero), or stops
+ * and forgets their counters: many at once (an EDS or CDS push), in one
+ * batch call where the kernel has them (Linux 5.6), one by one otherwise,
+ * and the ports' bits in one update. watch_many sets ok[i] when keys[i] is
+ * watched (one already watched counts) and returns how many are. */
+size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok);
+void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n);
 /* Every watched remote's counters (summed over the CPUs), in a few batch
  * lookups: fn(arg, key, counters) per entry. 0, or a negative errno
  * (-EINVAL, -ENOTSUP on kernels without batch operations: read each remote

@@ -30,6 +30,7 @@ typedef struct {
     uint64_t mark; /* the reconciliation that last found a host for it */
     sharp_tcp_counters_t cur;
     bool read_ok;
+    bool pending; /* added since the last flush_pending: not in the map yet */
 } watch_t;
 
 static struct {
@@ -178,7 +179,9 @@ static watch_t *watch_find(const struct sharp_tcp_remote *k)
     return NULL;
 }
 
-/* Watches the host's remote (once per remote) and marks it as wanted. */
+/* Marks the host's remote as wanted; a remote not watched yet is added,
+ * pending until flush_pending puts the new ones in the map together (an
+ * EDS or CDS push brings hundreds: one batch, not a system call each). */
 static void watch_host(const sharp_host_t *h)
 {
     struct sharp_tcp_remote k;
@@ -186,13 +189,6 @@ static void watch_host(const sharp_host_t *h)
     watch_t *w = watch_find(&k);
     if (w) {
         w->mark = K.mark;
-        return;
-    }
-    int rc = sharp_kernel_bpf_watch(K.bpf, &k);
-    if (rc < 0 && rc != -EEXIST) {
-        if (!K.full_logged) /* the map is full (E2BIG): said once */
-            sharp_log_warn("kernel signals: cannot watch %s: %s", h->address, strerror(-rc));
-        K.full_logged = true;
         return;
     }
     if (K.nw == K.wcap) {
@@ -204,8 +200,39 @@ static void watch_host(const sharp_host_t *h)
     w->key = k;
     w->gen = ++K.gen;
     w->mark = K.mark;
+    w->pending = true;
     if (2 * K.nw > K.ixcap) index_rebuild();
     else index_insert(K.nw - 1);
+}
+
+/* Puts the pending remotes in the probes' map; those it cannot take (the
+ * map full) are forgotten, said once in the log. */
+static void flush_pending(void)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < K.nw; i++) n += K.w[i].pending;
+    if (!n) return;
+    struct sharp_tcp_remote *keys = sharp_calloc(n, sizeof *keys);
+    uint32_t *pos = sharp_calloc(n, sizeof *pos);
+    bool *ok = sharp_calloc(n, sizeof *ok);
+    for (uint32_t i = 0, j = 0; i < K.nw; i++)
+        if (K.w[i].pending) pos[j] = i, keys[j++] = K.w[i].key;
+    size_t nok = sharp_kernel_bpf_watch_many(K.bpf, keys, n, ok);
+    for (uint32_t j = 0; j < n; j++) K.w[pos[j]].pending = !ok[j]; /* still pending: to be dropped */
+    if (nok < n) {
+        if (!K.full_logged) /* the map is full (E2BIG): said once */
+            sharp_log_warn("kernel signals: cannot watch %zu remote(s): the probes' table is full (%u remotes)",
+                           (size_t)(n - nok), sharp_kernel_bpf_max_remotes(K.bpf));
+        K.full_logged = true;
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < K.nw; i++)
+            if (!K.w[i].pending) K.w[kept++] = K.w[i];
+        K.nw = kept;
+        index_rebuild();
+    }
+    free(keys);
+    free(pos);
+    free(ok);
 }
 
 /* Makes the watched set the remotes of the current clusters' hosts: adds
@@ -218,14 +245,21 @@ static void reconcile(void)
         const sharp_cluster_t *c = snap->clusters[i];
         for (uint32_t k = 0; k < c->nhosts; k++) watch_host(c->hosts[k]);
     }
-    uint32_t kept = 0;
+    flush_pending();
+    /* the remotes no host wants any more, out of the map together */
+    uint32_t kept = 0, ngone = 0;
+    for (uint32_t i = 0; i < K.nw; i++) ngone += K.w[i].mark != K.mark;
+    struct sharp_tcp_remote *gone = ngone ? sharp_calloc(ngone, sizeof *gone) : NULL;
+    ngone = 0;
     for (uint32_t i = 0; i < K.nw; i++) {
         if (K.w[i].mark == K.mark) {
             K.w[kept++] = K.w[i];
             continue;
         }
-        sharp_kernel_bpf_unwatch(K.bpf, &K.w[i].key);
+        gone[ngone++] = K.w[i].key;
     }
+    sharp_kernel_bpf_unwatch_many(K.bpf, gone, ngone);
+    free(gone);
     if (kept != K.nw) {
         K.nw = kept;
         K.full_logged = false;
@@ -238,6 +272,7 @@ void sharp_kernel_hosts_changed(sharp_cluster_t *c)
 {
     if (K.source != SHARP_KERNEL_SOURCE_EBPF) return;
     for (uint32_t k = 0; k < c->nhosts; k++) watch_host(c->hosts[k]);
+    flush_pending();
     sharp_gauge_set(K.stats, K.st.watched, K.nw);
 }
 
