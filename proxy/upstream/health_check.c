@@ -92,6 +92,7 @@ sharp_hc_transition_t sharp_hc_state_put(const sharp_hc_config_t *cfg, sharp_hc_
         if (st->failed) {
             if (st->first_check || ++st->num_healthy == cfg->healthy_threshold) {
                 st->failed = false;
+                st->timeout = false;
                 t = SHARP_HC_CHANGED;
             } else {
                 t = SHARP_HC_CHANGE_PENDING;
@@ -114,6 +115,9 @@ sharp_hc_transition_t sharp_hc_state_put(const sharp_hc_config_t *cfg, sharp_hc_
                 t = SHARP_HC_CHANGE_PENDING;
             }
         }
+        /* Envoy's setUnhealthy: a timeout of a failed host says so, any
+         * other failure clears it */
+        st->timeout = r == SHARP_HC_TIMEOUT && st->failed;
     }
     st->first_check = false;
     return t;
@@ -399,6 +403,7 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     }
     bool was_failed = s->st.failed, was_first = s->st.first_check;
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
+    s->host->hc_timeout = s->st.timeout;
     if (s->st.failed != was_failed) {
         if (s->st.failed) {
             sharp_host_health_set(s->host, SHARP_HOST_FAILED_ACTIVE_HC);

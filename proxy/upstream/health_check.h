@@ -130,6 +130,8 @@ typedef struct {
     bool failed;      /* mirrors SHARP_HOST_FAILED_ACTIVE_HC */
     bool degraded;    /* the last success carried x-envoy-degraded */
     bool first_check; /* no result yet */
+    bool timeout;     /* failed, and the last failure was a timeout (Envoy's ACTIVE_HC_TIMEOUT);
+                       * cleared when the host becomes healthy */
     uint32_t num_healthy, num_unhealthy;
 } sharp_hc_state_t;
 
