@@ -133,6 +133,7 @@ class HdsServer:
         self.queues = {}
         self.initial = initial
         self.streams = 0
+        self.metadata = []
         self.lock = threading.Lock()
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
@@ -148,6 +149,7 @@ class HdsServer:
             self.streams += 1
             n = self.streams
             self.queues[n] = q
+            self.metadata.append(dict(ctx.invocation_metadata()))
 
         def read():
             first = True
@@ -296,6 +298,8 @@ def test_request_then_reports_healthy_unhealthy_timeout(procs, servers):
     first = wait_for(lambda: hds.snapshot(), 10, "the first message")[0][2]
     # the HealthCheckRequest: the node and Envoy's capability (HTTP, TCP)
     assert first == {"node": {"id": "node-1", "cluster": "cluster-1"}, "protocols": [0, 1]}
+    # the service's initial_metadata
+    assert hds.metadata[0].get("authorization") == "token", hds.metadata
 
     def settled():
         r = hds.last()
