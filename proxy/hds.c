@@ -204,9 +204,12 @@ static sharp_cluster_t *cluster_build(sharp_hds_t *h, const chc_t *chc, size_t i
     envoy__config__endpoint__v3__cluster_load_assignment__init(&la);
     la.cluster_name = chc->cluster_name;
     size_t nle = chc->n_locality_endpoints, nep = 0;
-    for (size_t k = 0; k < nle; k++) nep += chc->locality_endpoints[k]->n_endpoints;
-    Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = sharp_calloc(nle ? nle : 1, sizeof *lle);
-    Envoy__Config__Endpoint__V3__LocalityLbEndpoints **llep = sharp_calloc(nle ? nle : 1, sizeof *llep);
+    for (size_t k = 0; k < nle; k++)
+        nep += chc->locality_endpoints[k]->n_endpoints;
+    Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle =
+        sharp_calloc(nle ? nle : 1, sizeof *lle);
+    Envoy__Config__Endpoint__V3__LocalityLbEndpoints **llep =
+        sharp_calloc(nle ? nle : 1, sizeof *llep);
     Envoy__Config__Endpoint__V3__LbEndpoint *lbe = sharp_calloc(nep ? nep : 1, sizeof *lbe);
     Envoy__Config__Endpoint__V3__LbEndpoint **lbep = sharp_calloc(nep ? nep : 1, sizeof *lbep);
     group_t *g = sharp_calloc(nle ? nle : 1, sizeof *g);
@@ -219,7 +222,8 @@ static sharp_cluster_t *cluster_build(sharp_hds_t *h, const chc_t *chc, size_t i
         g[k].first = (uint32_t)e;
         for (size_t j = 0; j < le->n_endpoints; j++) {
             envoy__config__endpoint__v3__lb_endpoint__init(&lbe[e]);
-            lbe[e].host_identifier_case = ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT;
+            lbe[e].host_identifier_case =
+                ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT;
             lbe[e].endpoint = le->endpoints[j];
             lbep[e] = &lbe[e];
             e++;
@@ -242,7 +246,8 @@ static sharp_cluster_t *cluster_build(sharp_hds_t *h, const chc_t *chc, size_t i
             pb.http2_protocol_options = &h2;
     char where[64];
     snprintf(where, sizeof where, "cluster_health_checks[%zu]", i);
-    sharp_cluster_t *c = sharp_config_build_cluster(h->srv, &pb.base, h->next_index++, "hds", where, err, errlen);
+    sharp_cluster_t *c =
+        sharp_config_build_cluster(h->srv, &pb.base, h->next_index++, "hds", where, err, errlen);
     free(lle);
     free(llep);
     free(lbe);
@@ -253,7 +258,8 @@ static sharp_cluster_t *cluster_build(sharp_hds_t *h, const chc_t *chc, size_t i
     }
     /* Envoy's HdsCluster::initialize: every host failed until a check
      * passes, checked or not */
-    for (uint32_t k = 0; k < c->nhosts; k++) sharp_host_health_set(c->hosts[k], SHARP_HOST_FAILED_ACTIVE_HC);
+    for (uint32_t k = 0; k < c->nhosts; k++)
+        sharp_host_health_set(c->hosts[k], SHARP_HOST_FAILED_ACTIVE_HC);
     *groups = g;
     *ngroups = (uint32_t)nle;
     return c;
@@ -277,7 +283,8 @@ static void *alloc(allocs_t *a, size_t size)
 
 static void free_allocs(allocs_t *a)
 {
-    for (size_t i = 0; i < a->n; i++) free(a->p[i]);
+    for (size_t i = 0; i < a->n; i++)
+        free(a->p[i]);
     free(a->p);
 }
 
@@ -325,8 +332,10 @@ static void send_response(sharp_hds_t *h)
     Envoy__Service__Health__V3__EndpointHealthResponse r =
         ENVOY__SERVICE__HEALTH__V3__ENDPOINT_HEALTH_RESPONSE__INIT;
     size_t nhosts = 0;
-    for (uint32_t i = 0; i < h->nclusters; i++) nhosts += h->clusters[i].c->nhosts;
-    r.cluster_endpoints_health = alloc(&a, (h->nclusters ? h->nclusters : 1) * sizeof *r.cluster_endpoints_health);
+    for (uint32_t i = 0; i < h->nclusters; i++)
+        nhosts += h->clusters[i].c->nhosts;
+    r.cluster_endpoints_health =
+        alloc(&a, (h->nclusters ? h->nclusters : 1) * sizeof *r.cluster_endpoints_health);
     r.endpoints_health = alloc(&a, (nhosts ? nhosts : 1) * sizeof *r.endpoints_health);
     for (uint32_t i = 0; i < h->nclusters; i++) {
         const hds_cluster_t *hc = &h->clusters[i];
@@ -376,9 +385,11 @@ static void send_response(sharp_hds_t *h)
     m.request_type_case =
         ENVOY__SERVICE__HEALTH__V3__HEALTH_CHECK_REQUEST_OR_ENDPOINT_HEALTH_RESPONSE__REQUEST_TYPE_ENDPOINT_HEALTH_RESPONSE;
     m.endpoint_health_response = &r;
-    sharp_debug(upstream, "hds: sending the health of %zu endpoints of %u clusters", nhosts, h->nclusters);
+    sharp_debug(upstream, "hds: sending the health of %zu endpoints of %u clusters", nhosts,
+                h->nclusters);
     if (sharp_grpc_stream_send(h->stream, &m.base) == SHARP_GRPC_SEND_REFUSED)
-        sharp_debug(upstream, "hds: the stream to cluster '%s' cannot take the report (%zu bytes queued)",
+        sharp_debug(upstream,
+                    "hds: the stream to cluster '%s' cannot take the report (%zu bytes queued)",
                     h->cluster, sharp_grpc_stream_queued(h->stream));
     free_allocs(&a);
     count(h, h->st.responses);
@@ -403,7 +414,8 @@ static hds_cluster_t *find_cluster(hds_cluster_t *cs, uint32_t n, const char *na
 /* Builds the new set; 0, or -1 with the reason (nothing changed then). */
 static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen)
 {
-    hds_cluster_t *next = sharp_calloc(sp->n_cluster_health_checks ? sp->n_cluster_health_checks : 1, sizeof *next);
+    hds_cluster_t *next =
+        sharp_calloc(sp->n_cluster_health_checks ? sp->n_cluster_health_checks : 1, sizeof *next);
     uint32_t nnext = 0;
     bool *kept = sharp_calloc(h->nclusters ? h->nclusters : 1, sizeof *kept);
     for (size_t i = 0; i < sp->n_cluster_health_checks; i++) {
@@ -411,11 +423,15 @@ static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen
         if (!chc->cluster_name[0]) {
             /* Envoy builds a cluster without a name again at every update;
              * SHARP's clusters and their stats need one */
-            snprintf(err, errlen, "cluster_health_checks[%zu].cluster_name: SHARP needs a name for every HDS cluster", i);
+            snprintf(
+                err, errlen,
+                "cluster_health_checks[%zu].cluster_name: SHARP needs a name for every HDS cluster",
+                i);
             goto bad;
         }
         if (find_cluster(next, nnext, chc->cluster_name)) {
-            sharp_log_warn("hds: an HDS cluster named '%s' has already been added, not using", chc->cluster_name);
+            sharp_log_warn("hds: an HDS cluster named '%s' has already been added, not using",
+                           chc->cluster_name);
             continue;
         }
         size_t len = protobuf_c_message_get_packed_size(&chc->base);
@@ -445,9 +461,11 @@ static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen
         if (!kept[i]) cluster_release(h, &h->clusters[i]);
     for (uint32_t i = 0; i < nnext; i++) {
         bool fresh = true;
-        for (uint32_t k = 0; k < h->nclusters && fresh; k++) fresh = !(kept[k] && h->clusters[k].c == next[i].c);
+        for (uint32_t k = 0; k < h->nclusters && fresh; k++)
+            fresh = !(kept[k] && h->clusters[k].c == next[i].c);
         if (fresh)
-            sharp_health_checker_add_cluster(&h->checker, h->srv->loop, h->srv->stats, next[i].c, NULL, NULL);
+            sharp_health_checker_add_cluster(&h->checker, h->srv->loop, h->srv->stats, next[i].c,
+                                             NULL, NULL);
     }
     free(kept);
     free(h->clusters);
@@ -457,7 +475,8 @@ static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen
 bad:
     for (uint32_t i = 0; i < nnext; i++) {
         bool old = false;
-        for (uint32_t k = 0; k < h->nclusters && !old; k++) old = kept[k] && h->clusters[k].c == next[i].c;
+        for (uint32_t k = 0; k < h->nclusters && !old; k++)
+            old = kept[k] && h->clusters[k].c == next[i].c;
         if (!old) {
             sharp_cluster_unref(next[i].c);
             free(next[i].name);
@@ -494,8 +513,8 @@ static void on_message(void *arg, const ProtobufCMessage *m)
      * google.protobuf.Duration's range fails its conversion */
     int64_t ms = HDS_DEFAULT_INTERVAL_MS;
     if (sp->interval) {
-        if (sp->interval->seconds < 0 || sp->interval->nanos < 0 || sp->interval->seconds > 315576000000LL ||
-            sp->interval->nanos > 999999999) {
+        if (sp->interval->seconds < 0 || sp->interval->nanos < 0 ||
+            sp->interval->seconds > 315576000000LL || sp->interval->nanos > 999999999) {
             snprintf(err, sizeof err, "interval: not a valid non-negative duration");
             goto bad;
         }
@@ -508,7 +527,8 @@ static void on_message(void *arg, const ProtobufCMessage *m)
     h->spec_len = len;
     /* a zero interval would send without pause: at least 1 ms */
     uint64_t interval = ms > 0 ? (uint64_t)ms : 1;
-    sharp_debug(upstream, "hds: %u HDS clusters, reports every %llu ms", h->nclusters, (unsigned long long)interval);
+    sharp_debug(upstream, "hds: %u HDS clusters, reports every %llu ms", h->nclusters,
+                (unsigned long long)interval);
     if (h->interval_ms != interval) {
         h->interval_ms = interval;
         arm_response_timer(h);
@@ -528,7 +548,8 @@ static void handle_failure(sharp_hds_t *h)
 {
     count(h, h->st.errors);
     uint64_t ms = sharp_backoff_next(&h->backoff);
-    sharp_log_warn("HdsDelegate stream/connection failure, will retry in %llu ms.", (unsigned long long)ms);
+    sharp_log_warn("HdsDelegate stream/connection failure, will retry in %llu ms.",
+                   (unsigned long long)ms);
     uv_timer_start(&h->retry_timer, on_retry, ms, 0);
 }
 
@@ -554,9 +575,9 @@ static const sharp_grpc_stream_callbacks_t hds_callbacks = {
 static void establish(sharp_hds_t *h)
 {
     sharp_debug(upstream, "hds: establishing a new gRPC bidi stream for %s", HDS_PATH + 1);
-    h->stream = sharp_grpc_stream_start(h->client, HDS_PATH,
-                                        &envoy__service__health__v3__health_check_specifier__descriptor, 0,
-                                        NULL, &hds_callbacks, h);
+    h->stream = sharp_grpc_stream_start(
+        h->client, HDS_PATH, &envoy__service__health__v3__health_check_specifier__descriptor, 0,
+        NULL, &hds_callbacks, h);
     if (!h->stream) {
         sharp_log_warn("hds: unable to establish new stream");
         handle_failure(h);
@@ -569,7 +590,8 @@ static void establish(sharp_hds_t *h)
     };
     cap.health_check_protocols = protocols;
     cap.n_health_check_protocols = 2;
-    Envoy__Service__Health__V3__HealthCheckRequest req = ENVOY__SERVICE__HEALTH__V3__HEALTH_CHECK_REQUEST__INIT;
+    Envoy__Service__Health__V3__HealthCheckRequest req =
+        ENVOY__SERVICE__HEALTH__V3__HEALTH_CHECK_REQUEST__INIT;
     req.node = &h->node;
     req.capability = &cap;
     Envoy__Service__Health__V3__HealthCheckRequestOrEndpointHealthResponse m =
@@ -643,7 +665,8 @@ void sharp_hds_free(sharp_hds_t *h)
 {
     if (!h) return;
     sharp_hds_stop(h);
-    for (uint32_t i = 0; i < h->nclusters; i++) cluster_release(h, &h->clusters[i]);
+    for (uint32_t i = 0; i < h->nclusters; i++)
+        cluster_release(h, &h->clusters[i]);
     free(h->clusters);
     free(h->spec);
     sharp_headers_free(&h->metadata);
