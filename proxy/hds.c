@@ -45,6 +45,9 @@ typedef struct {
     char *name;
     uint8_t *packed; /* its ClusterHealthCheck as received: an equal one keeps the cluster */
     size_t len;
+    uint8_t *checks; /* its health_checks as received: equal ones keep the sessions' counts */
+    size_t checks_len;
+    bool reused;        /* (during an update) the previous set's, unchanged */
     sharp_cluster_t *c; /* a reference */
     group_t *groups;
     uint32_t ngroups;
@@ -181,6 +184,7 @@ static void cluster_release(sharp_hds_t *h, hds_cluster_t *hc)
     }
     free(hc->name);
     free(hc->packed);
+    free(hc->checks);
     free(hc->groups);
 }
 
@@ -404,21 +408,71 @@ static void on_response_timer(uv_timer_t *t)
 
 /* ---- specifiers (Envoy's onReceiveMessage and processMessage) ---- */
 
-static hds_cluster_t *find_cluster(hds_cluster_t *cs, uint32_t n, const char *name)
+/* Names sorted with their position, so that a specifier naming many
+ * clusters costs n log n. */
+typedef struct {
+    const char *name;
+    uint32_t i;
+} named_t;
+
+static int cmp_named(const void *a, const void *b)
 {
-    for (uint32_t i = 0; i < n; i++)
-        if (cs[i].name && !strcmp(cs[i].name, name)) return &cs[i];
+    const named_t *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+static hds_cluster_t *find_old(sharp_hds_t *h, const named_t *idx, const char *name)
+{
+    size_t lo = 0, hi = h->nclusters;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(idx[mid].name, name);
+        if (!c) return &h->clusters[idx[mid].i];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
+}
+
+static uint8_t *pack_checks(const chc_t *chc, size_t *len)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < chc->n_health_checks; k++)
+        n += protobuf_c_message_get_packed_size(&chc->health_checks[k]->base) + 1;
+    uint8_t *p = sharp_realloc(NULL, n ? n : 1);
+    size_t off = 0;
+    for (size_t k = 0; k < chc->n_health_checks; k++) {
+        off += protobuf_c_message_pack(&chc->health_checks[k]->base, p + off);
+        p[off++] = 0; /* a separator: [a][b] differs from [ab] */
+    }
+    *len = off;
+    return p;
 }
 
 /* Builds the new set; 0, or -1 with the reason (nothing changed then). */
 static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen)
 {
-    hds_cluster_t *next =
-        sharp_calloc(sp->n_cluster_health_checks ? sp->n_cluster_health_checks : 1, sizeof *next);
+    size_t nspec = sp->n_cluster_health_checks;
+    hds_cluster_t *next = sharp_calloc(nspec ? nspec : 1, sizeof *next);
     uint32_t nnext = 0;
     bool *kept = sharp_calloc(h->nclusters ? h->nclusters : 1, sizeof *kept);
-    for (size_t i = 0; i < sp->n_cluster_health_checks; i++) {
+    named_t *old_idx = sharp_calloc(h->nclusters ? h->nclusters : 1, sizeof *old_idx);
+    for (uint32_t i = 0; i < h->nclusters; i++)
+        old_idx[i] = (named_t){h->clusters[i].name, i};
+    qsort(old_idx, h->nclusters, sizeof *old_idx, cmp_named);
+    /* a name given again later in the specifier is skipped (Envoy) */
+    named_t *spec_idx = sharp_calloc(nspec ? nspec : 1, sizeof *spec_idx);
+    bool *dup = sharp_calloc(nspec ? nspec : 1, sizeof *dup);
+    for (size_t i = 0; i < nspec; i++)
+        spec_idx[i] = (named_t){sp->cluster_health_checks[i]->cluster_name, (uint32_t)i};
+    qsort(spec_idx, nspec, sizeof *spec_idx, cmp_named);
+    for (size_t i = 1; i < nspec; i++)
+        if (!strcmp(spec_idx[i].name, spec_idx[i - 1].name)) dup[spec_idx[i].i] = true;
+    free(spec_idx);
+    for (size_t i = 0; i < nspec; i++) {
         const chc_t *chc = sp->cluster_health_checks[i];
         if (!chc->cluster_name[0]) {
             /* Envoy builds a cluster without a name again at every update;
@@ -429,7 +483,7 @@ static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen
                 i);
             goto bad;
         }
-        if (find_cluster(next, nnext, chc->cluster_name)) {
+        if (dup[i]) {
             sharp_log_warn("hds: an HDS cluster named '%s' has already been added, not using",
                            chc->cluster_name);
             continue;
@@ -437,12 +491,13 @@ static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen
         size_t len = protobuf_c_message_get_packed_size(&chc->base);
         uint8_t *packed = sharp_realloc(NULL, len ? len : 1);
         protobuf_c_message_pack(&chc->base, packed);
-        hds_cluster_t *old = find_cluster(h->clusters, h->nclusters, chc->cluster_name);
+        hds_cluster_t *old = find_old(h, old_idx, chc->cluster_name);
         if (old && old->len == len && !memcmp(old->packed, packed, len)) {
             /* unchanged: the same cluster, hosts and health */
             free(packed);
             kept[old - h->clusters] = true;
-            next[nnext++] = *old;
+            next[nnext] = *old;
+            next[nnext++].reused = true;
             continue;
         }
         hds_cluster_t *n = &next[nnext];
@@ -454,38 +509,45 @@ static int apply(sharp_hds_t *h, const specifier_t *sp, char *err, size_t errlen
         n->name = sharp_strdup(chc->cluster_name);
         n->packed = packed;
         n->len = len;
+        n->checks = pack_checks(chc, &n->checks_len);
         nnext++;
     }
-    /* the clusters that left, or changed, stop being checked */
+    /* new and changed clusters join the checker; a changed one's hosts keep
+     * the health they had in its previous version (Envoy's
+     * HdsCluster::update), which then stops being checked, as do the
+     * clusters that left */
+    for (uint32_t i = 0; i < nnext; i++) {
+        if (next[i].reused) continue;
+        const hds_cluster_t *old = find_old(h, old_idx, next[i].name);
+        bool same = old && old->checks_len == next[i].checks_len &&
+                    !memcmp(old->checks, next[i].checks, old->checks_len);
+        sharp_health_checker_add_cluster_from(&h->checker, h->srv->loop, h->srv->stats, next[i].c,
+                                              old ? old->c : NULL, same);
+    }
     for (uint32_t i = 0; i < h->nclusters; i++)
         if (!kept[i]) cluster_release(h, &h->clusters[i]);
-    for (uint32_t i = 0; i < nnext; i++) {
-        bool fresh = true;
-        for (uint32_t k = 0; k < h->nclusters && fresh; k++)
-            fresh = !(kept[k] && h->clusters[k].c == next[i].c);
-        if (fresh)
-            sharp_health_checker_add_cluster(&h->checker, h->srv->loop, h->srv->stats, next[i].c,
-                                             NULL, NULL);
-    }
+    for (uint32_t i = 0; i < nnext; i++)
+        next[i].reused = false;
     free(kept);
+    free(dup);
+    free(old_idx);
     free(h->clusters);
     h->clusters = next;
     h->nclusters = nnext;
     return 0;
 bad:
     for (uint32_t i = 0; i < nnext; i++) {
-        bool old = false;
-        for (uint32_t k = 0; k < h->nclusters && !old; k++)
-            old = kept[k] && h->clusters[k].c == next[i].c;
-        if (!old) {
-            sharp_cluster_unref(next[i].c);
-            free(next[i].name);
-            free(next[i].packed);
-            free(next[i].groups);
-        }
+        if (next[i].reused) continue;
+        sharp_cluster_unref(next[i].c);
+        free(next[i].name);
+        free(next[i].packed);
+        free(next[i].checks);
+        free(next[i].groups);
     }
     free(next);
     free(kept);
+    free(dup);
+    free(old_idx);
     return -1;
 }
 

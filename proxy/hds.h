@@ -16,9 +16,11 @@
  *   specifier's localities, checked by the cluster's health_checks through
  *   SHARP's active health checker (upstream/health_check.h), in a checker of
  *   the delegate's own. A cluster whose ClusterHealthCheck is unchanged
- *   keeps its hosts and their health; a changed one is built again (Envoy
- *   keeps the unchanged endpoints of a changed cluster; SHARP starts them
- *   over, unhealthy until their first check). A specifier equal to the
+ *   keeps its hosts and sessions; a changed one is built again, its hosts
+ *   of an earlier locality and address keeping their health (and, when its
+ *   health checks are unchanged, their sessions' counts), as Envoy's
+ *   HdsCluster::update keeps them (Envoy keeps their check schedule too;
+ *   SHARP checks them once at once). A specifier equal to the
  *   last one is ignored; one that breaks a validation rule, uses something
  *   SHARP does not implement, or names a cluster that cannot be built
  *   counts an error and changes nothing;

@@ -1290,6 +1290,49 @@ uint32_t sharp_health_checker_add_cluster(sharp_health_checker_t **hcp, uv_loop_
     return c->nhosts;
 }
 
+/* Sessions ordered by locality and address, to find a host's earlier
+ * session in n log n. */
+static int cmp_session_addr(const void *a, const void *b)
+{
+    const sharp_host_t *x = (*(hc_session_t *const *)a)->host, *y = (*(hc_session_t *const *)b)->host;
+    if (x->locality != y->locality) return x->locality < y->locality ? -1 : 1;
+    if (x->addrlen != y->addrlen) return x->addrlen < y->addrlen ? -1 : 1;
+    return memcmp(&x->addr, &y->addr, x->addrlen);
+}
+
+uint32_t sharp_health_checker_add_cluster_from(sharp_health_checker_t **hcp, uv_loop_t *loop, sharp_stats_t *stats,
+                                               sharp_cluster_t *c, const sharp_cluster_t *from, bool same_checks)
+{
+    uint32_t first = *hcp ? (*hcp)->nsessions : 0;
+    uint32_t n = sharp_health_checker_add_cluster(hcp, loop, stats, c, NULL, NULL);
+    sharp_health_checker_t *hc = *hcp;
+    if (!n || !from) return n;
+    hc_session_t **old = sharp_calloc(hc->nsessions, sizeof *old);
+    uint32_t nold = 0;
+    for (uint32_t i = 0; i < first; i++)
+        if (hc->sessions[i]->cluster == from) old[nold++] = hc->sessions[i];
+    qsort(old, nold, sizeof *old, cmp_session_addr);
+    for (uint32_t i = first; i < hc->nsessions && nold; i++) {
+        hc_session_t *s = hc->sessions[i];
+        hc_session_t **o = bsearch(&s, old, nold, sizeof *old, cmp_session_addr);
+        if (!o) continue;
+        /* Envoy keeps the host (its health flags); with the same checks,
+         * the session's counts too */
+        if (same_checks) {
+            s->st = (*o)->st;
+        } else {
+            s->st.failed = (*o)->st.failed;
+            s->st.timeout = (*o)->st.timeout;
+            s->st.degraded = (*o)->st.degraded;
+        }
+        s->host->hc_timeout = s->st.timeout;
+        if (!s->st.failed) sharp_host_health_clear(s->host, SHARP_HOST_FAILED_ACTIVE_HC);
+    }
+    free(old);
+    update_gauges(hc, c);
+    return n;
+}
+
 void sharp_health_checker_remove_cluster(sharp_health_checker_t *hc, sharp_cluster_t *c)
 {
     if (!hc || hc->stopping) return;

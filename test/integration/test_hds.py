@@ -359,11 +359,43 @@ def test_new_specifier_replaces_clusters(procs, servers):
     assert stat(admin, "hds_delegate.updates") == 2
     # the unchanged cluster kept its hosts and sessions: no new first check
     assert stat(admin, "cluster.keep.health_check.attempt") == 1
-    # a changed cluster is built again: a new host starts unhealthy, then is checked
+    # a changed cluster: a new host starts unhealthy, then is checked
     hds.send(1, specifier([cluster_check("keep", [http_check()], [(None, [a.port, b.port])])], interval_ms=200))
     wait_for(lambda: health(hds.last(), "keep") == {f"127.0.0.1:{a.port}": HEALTHY, f"127.0.0.1:{b.port}": HEALTHY},
              10, "keep with two hosts")
     assert list(hds.last()["clusters"]) == ["keep"]
+    assert stat(admin, "hds_delegate.errors") == 0
+
+
+def test_changed_cluster_keeps_its_hosts_health(procs, servers):
+    """Envoy's HdsCluster::update: an endpoint of a changed cluster keeps
+    its health while the new version's first check runs (a slow one here,
+    1.5 s), and a new endpoint is UNHEALTHY until its own first check."""
+    a, b = Upstream("a"), Upstream("b")
+    procs.extend([a, b])
+    slow = http_check("/work?ms=1500", timeout_ms=5000)
+    hds = HdsServer(initial=specifier([cluster_check("c", [slow], [(None, [a.port])])], interval_ms=100))
+    servers.append(hds)
+    admin = free_port()
+    start(procs, config(admin, hds.port), admin)
+    ea, eb = f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"
+    wait_for(lambda: health(hds.last(), "c").get(ea) == HEALTHY, 10, "a healthy")
+    for checks, what in (([slow], "the same checks"), ([http_check("/work?ms=1500", timeout_ms=4000)], "new checks")):
+        n = stat(admin, "hds_delegate.updates")
+        hds.send(1, specifier([cluster_check("c", checks, [(None, [a.port, b.port])])], interval_ms=100))
+        wait_for(lambda: stat(admin, "hds_delegate.updates") == n + 1, 10, f"the update ({what})")
+        r0 = len(hds.reports())
+        wait_for(lambda: len(hds.reports()) > r0 + 1, 10, "a report of the changed cluster")
+        assert len(health(hds.last(), "c")) == 2
+        t0 = time.monotonic()
+        # while the new version's first checks run, a keeps its health, b has none yet
+        while time.monotonic() - t0 < 1.0:
+            h = health(hds.last(), "c")
+            assert h[ea] == HEALTHY, (what, h)
+            if h[eb] == HEALTHY:
+                break
+            time.sleep(0.05)
+        wait_for(lambda: health(hds.last(), "c") == {ea: HEALTHY, eb: HEALTHY}, 10, f"both healthy ({what})")
     assert stat(admin, "hds_delegate.errors") == 0
 
 
