@@ -481,3 +481,35 @@ def test_bad_specifiers_change_nothing(procs, servers):
     wait_for(lambda: hds.streams >= 2, 10, "a new stream")
     assert sh.p.poll() is None
     wait_for(lambda: health(hds.last(), "c").get(addr) == HEALTHY, 10, "reports on the new stream")
+
+
+class GrpcHealth:
+    """grpc.health.v1.Health/Check answering `status` (1 SERVING, 2 NOT_SERVING)."""
+
+    def __init__(self, status):
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health",
+            {"Check": grpc.unary_unary_rpc_method_handler(lambda req, ctx: enc_field(1, 0, status), IDENT, IDENT)}),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0).wait(5)
+
+
+def test_grpc_health_checks(procs, servers):
+    """A gRPC check: Envoy's HDS cluster speaks HTTP/2 for it."""
+    serving, not_serving = GrpcHealth(1), GrpcHealth(2)
+    servers.extend([serving, not_serving])
+    grpc_check = enc_field(1, 2, duration(1000)) + enc_field(2, 2, duration(1000)) \
+        + enc_field(4, 2, enc_field(1, 0, 1)) + enc_field(5, 2, enc_field(1, 0, 1)) + enc_field(11, 2, b"")
+    hds = HdsServer(initial=specifier([cluster_check("g", [grpc_check], [(None, [serving.port, not_serving.port])])],
+                                      interval_ms=100))
+    servers.append(hds)
+    admin = free_port()
+    start(procs, config(admin, hds.port), admin)
+    want = {f"127.0.0.1:{serving.port}": HEALTHY, f"127.0.0.1:{not_serving.port}": UNHEALTHY}
+    wait_for(lambda: health(hds.last(), "g") == want and stat(admin, "cluster.g.health_check.success") >= 1,
+             10, "the gRPC checks' results")
+    assert stat(admin, "cluster.g.health_check.failure") >= 1
