@@ -260,6 +260,31 @@ static sharp_cluster_t *cluster_build(sharp_hds_t *h, const chc_t *chc, size_t i
         free(g);
         return NULL;
     }
+    /* upstream_bind_config: the checks' source address (a numeric IP, as
+     * Envoy's resolveProtoSocketAddress) */
+    const Envoy__Config__Core__V3__BindConfig *bc = chc->upstream_bind_config;
+    if (bc && bc->source_address) {
+        const Envoy__Config__Core__V3__SocketAddress *sa = bc->source_address;
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&c->bind_addr;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&c->bind_addr;
+        if (inet_pton(AF_INET, sa->address, &s4->sin_addr) == 1) {
+            s4->sin_family = AF_INET;
+            s4->sin_port = htons((uint16_t)sa->port_value);
+            c->bind_addrlen = sizeof *s4;
+        } else if (inet_pton(AF_INET6, sa->address, &s6->sin6_addr) == 1) {
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = htons((uint16_t)sa->port_value);
+            c->bind_addrlen = sizeof *s6;
+        } else {
+            snprintf(err, errlen,
+                     "cluster_health_checks[%zu].upstream_bind_config.source_address.address: "
+                     "malformed IP address: %s",
+                     i, sa->address);
+            sharp_cluster_unref(c);
+            free(g);
+            return NULL;
+        }
+    }
     /* Envoy's HdsCluster::initialize: every host failed until a check
      * passes, checked or not */
     for (uint32_t k = 0; k < c->nhosts; k++)

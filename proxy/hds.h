@@ -12,7 +12,8 @@
  * - each HealthCheckSpecifier replaces the set of HDS clusters: one per
  *   ClusterHealthCheck (a later one of a name already seen is skipped), with
  *   Envoy's HdsCluster settings (STATIC, connect_timeout 1 s, 32 KiB
- *   buffer limit, HTTP/2 when a check is gRPC), its endpoints grouped by the
+ *   buffer limit, HTTP/2 when a check is gRPC, its checks connecting from
+ *   upstream_bind_config's source_address), its endpoints grouped by the
  *   specifier's localities, checked by the cluster's health_checks through
  *   SHARP's active health checker (upstream/health_check.h), in a checker of
  *   the delegate's own. A cluster whose ClusterHealthCheck is unchanged

@@ -1038,6 +1038,12 @@ static int conn_open(hc_session_t *s)
     bool at_once = false;
     if (rc == 0 && s->addr.ss_family != AF_UNIX) rc = sharp_cluster_socket_options(s->cluster, &conn->tcp);
     else rc = 0;
+    /* an HDS cluster's upstream_bind_config: connect from its source
+     * address (another family cannot connect, as in Envoy) */
+    if (rc == 0 && s->cluster->bind_addrlen) {
+        if (s->cluster->bind_addr.ss_family != s->addr.ss_family) rc = UV_EAFNOSUPPORT;
+        else rc = uv_tcp_bind(&conn->tcp, (const struct sockaddr *)&s->cluster->bind_addr, 0);
+    }
     if (rc == 0)
         rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
                                   s->host->addrlen, on_connect, &at_once);

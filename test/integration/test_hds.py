@@ -513,3 +513,43 @@ def test_grpc_health_checks(procs, servers):
     wait_for(lambda: health(hds.last(), "g") == want and stat(admin, "cluster.g.health_check.success") >= 1,
              10, "the gRPC checks' results")
     assert stat(admin, "cluster.g.health_check.failure") >= 1
+
+
+def test_upstream_bind_config(procs, servers):
+    """upstream_bind_config.source_address (Kuma sets it with its
+    transparent proxy): the checks connect from it; an address that is no
+    IP refuses the specifier."""
+    peers = []
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    lsock.settimeout(0.2)
+    done = threading.Event()
+
+    def accept():
+        while not done.is_set():
+            try:
+                c, addr = lsock.accept()
+            except OSError:
+                continue
+            peers.append(addr[0])
+            c.close()
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        def bound(addr):
+            sa = enc_field(2, 2, addr.encode()) + enc_field(3, 0, 0)
+            return cluster_check("b", [tcp_check()], [(None, [lsock.getsockname()[1]])]) + enc_field(5, 2, enc_field(1, 2, sa))
+        hds = HdsServer(initial=specifier([bound("127.0.0.2")], interval_ms=100))
+        servers.append(hds)
+        admin = free_port()
+        start(procs, config(admin, hds.port), admin)
+        wait_for(lambda: health(hds.last(), "b") == {f"127.0.0.1:{lsock.getsockname()[1]}": HEALTHY}, 10, "healthy")
+        assert peers and set(peers) == {"127.0.0.2"}, peers
+        hds.send(1, specifier([bound("not-an-ip")], interval_ms=100))
+        wait_for(lambda: stat(admin, "hds_delegate.errors") == 1, 10, "the bad source address refused")
+        assert stat(admin, "hds_delegate.updates") == 1
+    finally:
+        done.set()
+        t.join()
+        lsock.close()
