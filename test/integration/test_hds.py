@@ -106,7 +106,10 @@ def decode(buf):
 
     def ep_health(b):
         ef = fields(b)
-        sa = fields(fields(fields(ef[1][0])[1][0])[1][0])
+        addr = fields(fields(ef[1][0])[1][0])
+        if 2 in addr:  # a pipe
+            return "unix:" + s(fields(addr[2][0])[1][0]), ef.get(2, [0])[0]
+        sa = fields(addr[1][0])
         return f"{s(sa[2][0])}:{sa.get(3, [0])[0]}", ef.get(2, [0])[0]
     clusters = {}
     for c in r.get(2, []):
@@ -553,3 +556,30 @@ def test_upstream_bind_config(procs, servers):
         done.set()
         t.join()
         lsock.close()
+
+
+def test_kuma_shaped_specifier(procs, servers, tmp_path):
+    """What Kuma's HDS server sends: an HTTP check of the proxy's own admin
+    /ready (over TCP, or its admin socket, a pipe), and TCP checks of the
+    inbounds, with no_traffic_interval."""
+    up = Upstream("a")
+    procs.append(up)
+    path = str(tmp_path / "admin.sock")
+    usock = socket.socket(socket.AF_UNIX)
+    usock.bind(path)
+    usock.listen(16)
+    try:
+        admin = free_port()
+        pipe_ep = enc_field(1, 2, enc_field(2, 2, enc_field(1, 2, path.encode())))
+        hds = HdsServer(initial=specifier([
+            cluster_check("kuma:envoy:admin", [http_check("/ready", no_traffic_ms=200)], [(None, [admin])]),
+            cluster_check("pipe", [tcp_check()], [(None, [pipe_ep])]),
+            cluster_check("localhost:%d" % up.port, [tcp_check()], [(None, [up.port])]),
+        ], interval_ms=100))
+        servers.append(hds)
+        start(procs, config(admin, hds.port), admin)
+        want = {"kuma:envoy:admin": {f"127.0.0.1:{admin}": HEALTHY}, "pipe": {f"unix:{path}": HEALTHY},
+                "localhost:%d" % up.port: {f"127.0.0.1:{up.port}": HEALTHY}}
+        wait_for(lambda: {k: health(hds.last(), k) for k in want} == want, 10, "every check healthy")
+    finally:
+        usock.close()
