@@ -6,6 +6,7 @@
 #include "server.h"
 #include "statsd.h"
 #include "lrs.h"
+#include "hds.h"
 #include "metrics_service.h"
 #include "scaling.h"
 #include "admin/admin.h"
@@ -151,6 +152,15 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
             return -1;
         }
     }
+    /* hds_config: the health discovery service client, on a static
+     * cluster of the bootstrap */
+    if (bsc->hds_config) {
+        s->hds = sharp_hds_create(s, &bsc->hds_config->base, s->snap, err, sizeof err);
+        if (!s->hds) {
+            fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
+            return -1;
+        }
+    }
     /* Envoy's init order: static clusters, the RTDS layers, CDS (and the
      * EDS of its clusters), then LDS and the RDS of its listeners (the
      * bootstrap's listeners read theirs while it was built); the files are
@@ -245,6 +255,7 @@ static void stop_everything(sharp_server_t *s)
     sharp_xds_stop(s->xds);
     for (size_t i = 0; s->config && i < s->config->nmetrics_sinks; i++) sharp_metrics_sink_stop(s->config->metrics_sinks[i]);
     sharp_lrs_stop(s->lrs);
+    sharp_hds_stop(s->hds);
     sharp_kernel_stop();
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
@@ -604,6 +615,7 @@ static void on_dns_cluster_ready(void *arg)
         sharp_log_info("first DNS resolution of every DNS cluster done");
         /* Envoy starts the load reporter with the secondary clusters */
         sharp_lrs_start(s->lrs);
+        sharp_hds_start(s->hds);
         sharp_xds_initialize(s->xds, on_xds_initialized, s);
     }
 }
@@ -776,6 +788,8 @@ void sharp_server_free(sharp_server_t *s)
     sharp_scaling_free(s->scaling); /* its timer closed in the run above */
     sharp_lrs_free(s->lrs); /* likewise */
     s->lrs = NULL;
+    sharp_hds_free(s->hds);
+    s->hds = NULL;
     s->scaling = NULL;
     free_closed_clusters(s);
     free(s->closing);

@@ -67,6 +67,7 @@ typedef struct sharp_server {
     struct sharp_grpc_health *grpc_health;    /* grpc.health.v1.Health, in `grpc` */
     struct sharp_scaling *scaling;            /* the scaling agent (scaling.h), NULL without one */
     struct sharp_lrs *lrs;                    /* the load reporter (lrs.h), NULL without load_stats_config */
+    struct sharp_hds *hds;                    /* the health discovery client (hds.h), NULL without hds_config */
     struct sharp_health_checker *health_checker; /* active health checks, NULL without any */
     uint32_t dns_awaiting; /* DNS clusters whose first resolution is not done yet (+1 while starting them) */
     /* The main thread's upstream env, for the pools of SHARP's own clients

@@ -205,6 +205,10 @@ typedef struct sharp_cluster {
      * upstream socket, and each of TCP_KEEPCNT / TCP_KEEPIDLE / TCP_KEEPINTVL
      * that is configured (0 = not configured: the OS default stays). */
     bool tcp_keepalive;
+    /* the source address of health check connections (an HDS cluster's
+     * upstream_bind_config.source_address, hds.c); bind_addrlen 0: none */
+    struct sockaddr_storage bind_addr;
+    socklen_t bind_addrlen;
     uint32_t keepalive_probes, keepalive_time_s, keepalive_interval_s;
     /* HTTP/2 to the hosts (http2_protocol_options, or the HttpProtocolOptions
      * extension's explicit_http_config.http2_protocol_options). With

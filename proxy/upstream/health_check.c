@@ -92,6 +92,7 @@ sharp_hc_transition_t sharp_hc_state_put(const sharp_hc_config_t *cfg, sharp_hc_
         if (st->failed) {
             if (st->first_check || ++st->num_healthy == cfg->healthy_threshold) {
                 st->failed = false;
+                st->timeout = false;
                 t = SHARP_HC_CHANGED;
             } else {
                 t = SHARP_HC_CHANGE_PENDING;
@@ -114,6 +115,9 @@ sharp_hc_transition_t sharp_hc_state_put(const sharp_hc_config_t *cfg, sharp_hc_
                 t = SHARP_HC_CHANGE_PENDING;
             }
         }
+        /* Envoy's setUnhealthy: a timeout of a failed host says so, any
+         * other failure clears it */
+        st->timeout = r == SHARP_HC_TIMEOUT && st->failed;
     }
     st->first_check = false;
     return t;
@@ -399,6 +403,7 @@ static void session_result(hc_session_t *s, sharp_hc_result_t r, uint32_t status
     }
     bool was_failed = s->st.failed, was_first = s->st.first_check;
     sharp_hc_transition_t t = sharp_hc_state_put(s->cfg, &s->st, r);
+    s->host->hc_timeout = s->st.timeout;
     if (s->st.failed != was_failed) {
         if (s->st.failed) {
             sharp_host_health_set(s->host, SHARP_HOST_FAILED_ACTIVE_HC);
@@ -1033,6 +1038,12 @@ static int conn_open(hc_session_t *s)
     bool at_once = false;
     if (rc == 0 && s->addr.ss_family != AF_UNIX) rc = sharp_cluster_socket_options(s->cluster, &conn->tcp);
     else rc = 0;
+    /* an HDS cluster's upstream_bind_config: connect from its source
+     * address (another family cannot connect, as in Envoy) */
+    if (rc == 0 && s->cluster->bind_addrlen) {
+        if (s->cluster->bind_addr.ss_family != s->addr.ss_family) rc = UV_EAFNOSUPPORT;
+        else rc = uv_tcp_bind(&conn->tcp, (const struct sockaddr *)&s->cluster->bind_addr, 0);
+    }
     if (rc == 0)
         rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
                                   s->host->addrlen, on_connect, &at_once);
@@ -1283,6 +1294,49 @@ uint32_t sharp_health_checker_add_cluster(sharp_health_checker_t **hcp, uv_loop_
     for (uint32_t k = 0; k < c->nhosts; k++) session_add(hc, c, c->hosts[k])->counts_for_cluster = true;
     update_gauges(hc, c);
     return c->nhosts;
+}
+
+/* Sessions ordered by locality and address, to find a host's earlier
+ * session in n log n. */
+static int cmp_session_addr(const void *a, const void *b)
+{
+    const sharp_host_t *x = (*(hc_session_t *const *)a)->host, *y = (*(hc_session_t *const *)b)->host;
+    if (x->locality != y->locality) return x->locality < y->locality ? -1 : 1;
+    if (x->addrlen != y->addrlen) return x->addrlen < y->addrlen ? -1 : 1;
+    return memcmp(&x->addr, &y->addr, x->addrlen);
+}
+
+uint32_t sharp_health_checker_add_cluster_from(sharp_health_checker_t **hcp, uv_loop_t *loop, sharp_stats_t *stats,
+                                               sharp_cluster_t *c, const sharp_cluster_t *from, bool same_checks)
+{
+    uint32_t first = *hcp ? (*hcp)->nsessions : 0;
+    uint32_t n = sharp_health_checker_add_cluster(hcp, loop, stats, c, NULL, NULL);
+    sharp_health_checker_t *hc = *hcp;
+    if (!n || !from) return n;
+    hc_session_t **old = sharp_calloc(hc->nsessions, sizeof *old);
+    uint32_t nold = 0;
+    for (uint32_t i = 0; i < first; i++)
+        if (hc->sessions[i]->cluster == from) old[nold++] = hc->sessions[i];
+    qsort(old, nold, sizeof *old, cmp_session_addr);
+    for (uint32_t i = first; i < hc->nsessions && nold; i++) {
+        hc_session_t *s = hc->sessions[i];
+        hc_session_t **o = bsearch(&s, old, nold, sizeof *old, cmp_session_addr);
+        if (!o) continue;
+        /* Envoy keeps the host (its health flags); with the same checks,
+         * the session's counts too */
+        if (same_checks) {
+            s->st = (*o)->st;
+        } else {
+            s->st.failed = (*o)->st.failed;
+            s->st.timeout = (*o)->st.timeout;
+            s->st.degraded = (*o)->st.degraded;
+        }
+        s->host->hc_timeout = s->st.timeout;
+        if (!s->st.failed) sharp_host_health_clear(s->host, SHARP_HOST_FAILED_ACTIVE_HC);
+    }
+    free(old);
+    update_gauges(hc, c);
+    return n;
 }
 
 void sharp_health_checker_remove_cluster(sharp_health_checker_t *hc, sharp_cluster_t *c)

@@ -130,6 +130,8 @@ typedef struct {
     bool failed;      /* mirrors SHARP_HOST_FAILED_ACTIVE_HC */
     bool degraded;    /* the last success carried x-envoy-degraded */
     bool first_check; /* no result yet */
+    bool timeout;     /* failed, and the last failure was a timeout (Envoy's ACTIVE_HC_TIMEOUT);
+                       * cleared when the host becomes healthy */
     uint32_t num_healthy, num_unhealthy;
 } sharp_hc_state_t;
 
@@ -196,6 +198,14 @@ void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, struct sharp
  * every one has had its first result, never when it returns 0. */
 uint32_t sharp_health_checker_add_cluster(sharp_health_checker_t **hcp, uv_loop_t *loop, sharp_stats_t *stats,
                                           struct sharp_cluster *c, void (*on_first_round)(void *), void *arg);
+/* The same for a cluster that replaces `from` (still checked, removed by
+ * the caller afterwards; may be NULL): a host of the same locality and
+ * address as one of `from` keeps its health (and, with `same_checks`, its
+ * session's consecutive counts and first-check state), as Envoy's
+ * HdsCluster::update keeps its hosts. Its first check runs at once. */
+uint32_t sharp_health_checker_add_cluster_from(sharp_health_checker_t **hcp, uv_loop_t *loop, sharp_stats_t *stats,
+                                               struct sharp_cluster *c, const struct sharp_cluster *from,
+                                               bool same_checks);
 /* CDS removed or replaced a checked cluster: its sessions stop (its hosts
  * keep their last health), and the checker lets go of it. */
 void sharp_health_checker_remove_cluster(sharp_health_checker_t *hc, struct sharp_cluster *c);

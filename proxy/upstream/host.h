@@ -54,6 +54,9 @@ typedef struct sharp_host {
     /* the load reporter's (lrs.h) latches of rq_success, rq_error and
      * rq_total: their values at its previous report; main thread only */
     uint64_t lrs_success, lrs_error, lrs_total;
+    /* the host fails active health checks and the last failure was a
+     * timeout (Envoy's ACTIVE_HC_TIMEOUT); main thread only */
+    bool hc_timeout;
     _Atomic uint32_t breaker;      /* sharp_host_breaker_t, written by outlier.c */
     _Atomic int32_t probe_budget;  /* half-open: requests still admitted (lb.c takes them) */
     /* Bumped when the host's connections are to be drained (it failed an

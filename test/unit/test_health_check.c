@@ -139,6 +139,42 @@ static void test_degraded(void **state)
     assert_true(st.degraded);
 }
 
+/* Envoy's ACTIVE_HC_TIMEOUT, which HDS reports as TIMEOUT: a timeout of a
+ * failed host sets it, any other failure clears it, and it stays while the
+ * host is on its way back until it is healthy again. */
+static void test_timeout_flag(void **state)
+{
+    (void)state;
+    sharp_hc_config_t c = base_config();
+    sharp_hc_state_t st;
+    sharp_hc_state_init(&st);
+    assert_false(st.timeout);
+    sharp_hc_state_put(&c, &st, SHARP_HC_TIMEOUT); /* failed from the start */
+    assert_true(st.failed);
+    assert_true(st.timeout);
+    sharp_hc_state_put(&c, &st, SHARP_HC_NETWORK);
+    assert_false(st.timeout);
+    sharp_hc_state_put(&c, &st, SHARP_HC_TIMEOUT);
+    assert_true(st.timeout);
+    /* one of healthy_threshold (2) successes: still failed, still a timeout */
+    assert_int_equal(sharp_hc_state_put(&c, &st, SHARP_HC_OK), SHARP_HC_CHANGE_PENDING);
+    assert_true(st.timeout);
+    assert_int_equal(sharp_hc_state_put(&c, &st, SHARP_HC_OK), SHARP_HC_CHANGED);
+    assert_false(st.failed);
+    assert_false(st.timeout);
+    /* a healthy host's timeouts below unhealthy_threshold (3) are no timeout state */
+    sharp_hc_state_put(&c, &st, SHARP_HC_TIMEOUT);
+    sharp_hc_state_put(&c, &st, SHARP_HC_TIMEOUT);
+    assert_false(st.failed);
+    assert_false(st.timeout);
+    assert_int_equal(sharp_hc_state_put(&c, &st, SHARP_HC_TIMEOUT), SHARP_HC_CHANGED);
+    assert_true(st.failed);
+    assert_true(st.timeout);
+    /* an unexpected answer of a failed host clears it */
+    sharp_hc_state_put(&c, &st, SHARP_HC_FAILED);
+    assert_false(st.timeout);
+}
+
 static void test_interval_selection(void **state)
 {
     (void)state;
@@ -332,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_network_failures_count_to_threshold),
         cmocka_unit_test(test_unexpected_status_fails_at_once),
         cmocka_unit_test(test_degraded),
+        cmocka_unit_test(test_timeout_flag),
         cmocka_unit_test(test_interval_selection),
         cmocka_unit_test(test_jitter_bounds),
         cmocka_unit_test(test_initial_delay),

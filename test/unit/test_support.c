@@ -20,6 +20,7 @@
 
 #include "config/mapper.h"
 #include "config/mapper_internal.h"
+#include "envoy/service/health/v3/hds.pb-c.h"
 #include "config/support.h"
 #include "config/types.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
@@ -96,6 +97,8 @@ static void walk_all(walk_t *w)
 {
     sharp_config_types_register();
     visit(w, &envoy__config__bootstrap__v3__bootstrap__descriptor, NULL);
+    /* what the health discovery service sends, checked as received (hds.c) */
+    visit(w, &envoy__service__health__v3__health_check_specifier__descriptor, NULL);
     for (size_t i = 0; i < sharp_support_nextensions; i++) {
         const sharp_support_extension_t *x = &sharp_support_extensions[i];
         /* A refused extension is walked too when the table already lists
