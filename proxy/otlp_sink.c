@@ -207,7 +207,8 @@ static const otlp_names_t *names_of(sharp_otlp_flusher_t *f, sharp_stats_t *s, s
     sharp_stat_tag_t tags[OTLP_MAX_TAGS];
     size_t nt = 0;
     if (f->o.tag_extracted_name || f->o.tags_as_attributes)
-        nt = sharp_stats_config_extract_tags(sharp_stats_get_config(s), name, &b, tags, OTLP_MAX_TAGS);
+        nt = sharp_stats_config_extract_tags(sharp_stats_get_config(s), name, &b, tags,
+                                             OTLP_MAX_TAGS);
     const char *base = f->o.tag_extracted_name ? sharp_sbuf_cstr(&b) : name;
     size_t pl = strlen(f->prefix), bl = strlen(base);
     nm->name = sharp_realloc(NULL, pl + bl + 1);
@@ -222,7 +223,8 @@ static const otlp_names_t *names_of(sharp_otlp_flusher_t *f, sharp_stats_t *s, s
             opentelemetry__proto__common__v1__key_value__init(&nm->attrs[i]);
             opentelemetry__proto__common__v1__any_value__init(&nm->values[i]);
             nm->attrs[i].key = sharp_strdup(tags[i].tag);
-            nm->values[i].value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+            nm->values[i].value_case =
+                OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
             nm->values[i].string_value = sharp_strndup(tags[i].value, tags[i].len);
             nm->attrs[i].value = &nm->values[i];
             nm->attr_ptrs[i] = &nm->attrs[i];
@@ -240,8 +242,8 @@ static metric_t *new_metric(sharp_otlp_flusher_t *f, const otlp_names_t *nm)
     return m;
 }
 
-static number_point_t *number_point(sharp_otlp_flusher_t *f, const otlp_names_t *nm, uint64_t start_ns,
-                                    uint64_t now_ns, int64_t value)
+static number_point_t *number_point(sharp_otlp_flusher_t *f, const otlp_names_t *nm,
+                                    uint64_t start_ns, uint64_t now_ns, int64_t value)
 {
     number_point_t *p = arena_alloc(&f->arena, sizeof *p);
     opentelemetry__proto__metrics__v1__number_data_point__init(p);
@@ -254,8 +256,9 @@ static number_point_t *number_point(sharp_otlp_flusher_t *f, const otlp_names_t 
     return p;
 }
 
-size_t sharp_otlp_flusher_build(sharp_otlp_flusher_t *f, sharp_stats_t *s, uint64_t now_ns,
-                                Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest *req)
+size_t sharp_otlp_flusher_build(
+    sharp_otlp_flusher_t *f, sharp_stats_t *s, uint64_t now_ns,
+    Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest *req)
 {
     arena_reset(&f->arena);
     uint32_t n = sharp_stats_size(s);
@@ -265,7 +268,8 @@ size_t sharp_otlp_flusher_build(sharp_otlp_flusher_t *f, sharp_stats_t *s, uint6
     const sharp_stats_config_t *cfg = sharp_stats_get_config(s);
     uint64_t delta_start = f->last_ns;
     /* Envoy's flusher order: gauges, counters, histograms */
-    static const sharp_stat_kind_t order[] = {SHARP_STAT_GAUGE, SHARP_STAT_COUNTER, SHARP_STAT_HISTOGRAM};
+    static const sharp_stat_kind_t order[] = {SHARP_STAT_GAUGE, SHARP_STAT_COUNTER,
+                                              SHARP_STAT_HISTOGRAM};
     for (int pass = 0; pass < 3; pass++) {
         for (sharp_stat_id_t id = 0; id < n; id++) {
             sharp_stat_kind_t kind;
@@ -283,8 +287,9 @@ size_t sharp_otlp_flusher_build(sharp_otlp_flusher_t *f, sharp_stats_t *s, uint6
                 opentelemetry__proto__metrics__v1__sum__init(sum);
                 sum->is_monotonic = true;
                 sum->aggregation_temporality =
-                    f->o.counters_as_deltas ? OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_DELTA
-                                            : OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
+                    f->o.counters_as_deltas
+                        ? OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_DELTA
+                        : OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
                 sum->data_points = arena_alloc(&f->arena, sizeof *sum->data_points);
                 sum->data_points[0] =
                     number_point(f, nm, f->o.counters_as_deltas ? delta_start : f->start_ns, now_ns,
@@ -310,7 +315,9 @@ size_t sharp_otlp_flusher_build(sharp_otlp_flusher_t *f, sharp_stats_t *s, uint6
                 if (!f->h) f->h = sharp_calloc(1, sizeof *f->h);
                 bool delta = f->o.histograms_as_deltas;
                 /* Envoy's intervalStatistics or cumulativeStatistics */
-                if (sharp_stats_histogram_merge(s, id, delta ? NULL : f->h, delta ? f->h : NULL) < 0) continue;
+                if (sharp_stats_histogram_merge(s, id, delta ? NULL : f->h, delta ? f->h : NULL) <
+                    0)
+                    continue;
                 const otlp_names_t *nm = names_of(f, s, id, name);
                 size_t nb;
                 const double *bounds = sharp_stats_config_buckets(cfg, name, &nb);
@@ -339,11 +346,13 @@ size_t sharp_otlp_flusher_build(sharp_otlp_flusher_t *f, sharp_stats_t *s, uint6
                     if (le > below) below = le;
                 }
                 p->bucket_counts[nb] = f->h->count >= below ? f->h->count - below : 0;
-                Opentelemetry__Proto__Metrics__V1__Histogram *hg = arena_alloc(&f->arena, sizeof *hg);
+                Opentelemetry__Proto__Metrics__V1__Histogram *hg =
+                    arena_alloc(&f->arena, sizeof *hg);
                 opentelemetry__proto__metrics__v1__histogram__init(hg);
                 hg->aggregation_temporality =
-                    delta ? OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_DELTA
-                          : OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
+                    delta
+                        ? OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_DELTA
+                        : OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
                 hg->data_points = arena_alloc(&f->arena, sizeof *hg->data_points);
                 hg->data_points[0] = p;
                 hg->n_data_points = 1;
@@ -433,7 +442,8 @@ void sharp_otlp_sink_free(sharp_otlp_sink_t *k)
     free(k);
 }
 
-int sharp_otlp_sink_check(const sharp_otlp_sink_t *k, sharp_snapshot_t *snap, char *err, size_t errlen)
+int sharp_otlp_sink_check(const sharp_otlp_sink_t *k, sharp_snapshot_t *snap, char *err,
+                          size_t errlen)
 {
     const sharp_cluster_t *c = sharp_snapshot_cluster(snap, k->cluster);
     if (!c) {
@@ -441,11 +451,12 @@ int sharp_otlp_sink_check(const sharp_otlp_sink_t *k, sharp_snapshot_t *snap, ch
         return -1;
     }
     if (!c->http2) {
-        snprintf(err, errlen,
-                 "gRPC client cluster '%s' does not use HTTP/2 (set typed_extension_protocol_options "
-                 "with explicit_http_config.http2_protocol_options, or the deprecated "
-                 "http2_protocol_options)",
-                 k->cluster);
+        snprintf(
+            err, errlen,
+            "gRPC client cluster '%s' does not use HTTP/2 (set typed_extension_protocol_options "
+            "with explicit_http_config.http2_protocol_options, or the deprecated "
+            "http2_protocol_options)",
+            k->cluster);
         return -1;
     }
     return 0;
@@ -460,17 +471,19 @@ static void on_export(void *arg, int status, const char *message, const Protobuf
     slot->call = NULL;
     if (status != 0) {
         k->failed++;
-        sharp_debug(stats, "open telemetry stats sink: export failure; status: %d, message: %s", status,
-                    message);
+        sharp_debug(stats, "open telemetry stats sink: export failure; status: %d, message: %s",
+                    status, message);
         return;
     }
-    const Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceResponse *r = (const void *)response;
+    const Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceResponse *r =
+        (const void *)response;
     if (r && r->partial_success)
-        sharp_debug(stats,
-                    "open telemetry stats sink: export response with partial success; %lld rejected, "
-                    "collector message: %s",
-                    (long long)r->partial_success->rejected_data_points,
-                    r->partial_success->error_message ? r->partial_success->error_message : "");
+        sharp_debug(
+            stats,
+            "open telemetry stats sink: export response with partial success; %lld rejected, "
+            "collector message: %s",
+            (long long)r->partial_success->rejected_data_points,
+            r->partial_success->error_message ? r->partial_success->error_message : "");
 }
 
 void sharp_otlp_sink_flush(sharp_otlp_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
@@ -499,14 +512,16 @@ void sharp_otlp_sink_flush(sharp_otlp_sink_t *k, sharp_stats_t *s, const sharp_u
         if (!k->slots[i].call) slot = &k->slots[i];
     if (!slot) {
         k->dropped++;
-        sharp_debug(stats,
-                    "open telemetry stats sink: %d exports to cluster '%s' still pending: flush dropped "
-                    "(%llu so far)",
-                    SHARP_OTLP_MAX_INFLIGHT, k->cluster, (unsigned long long)k->dropped);
+        sharp_debug(
+            stats,
+            "open telemetry stats sink: %d exports to cluster '%s' still pending: flush dropped "
+            "(%llu so far)",
+            SHARP_OTLP_MAX_INFLIGHT, k->cluster, (unsigned long long)k->dropped);
         return;
     }
-    slot->call = sharp_grpc_unary(k->client, OTLP_PATH, &req.base,
-                                  &opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__descriptor,
-                                  0, NULL, on_export, slot);
+    slot->call = sharp_grpc_unary(
+        k->client, OTLP_PATH, &req.base,
+        &opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__descriptor,
+        0, NULL, on_export, slot);
     if (slot->call) k->sent++;
 }

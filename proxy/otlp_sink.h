@@ -74,8 +74,9 @@ void sharp_otlp_flusher_free(sharp_otlp_flusher_t *f);
  * it points to belongs to the flusher and stays valid until the next build
  * or free. Returns the number of metrics (0: req has no ResourceMetrics,
  * as Envoy's for a flush without used stats). */
-size_t sharp_otlp_flusher_build(sharp_otlp_flusher_t *f, sharp_stats_t *s, uint64_t now_ns,
-                                Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest *req);
+size_t sharp_otlp_flusher_build(
+    sharp_otlp_flusher_t *f, sharp_stats_t *s, uint64_t now_ns,
+    Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest *req);
 
 /* ---- the sink ---- */
 
@@ -89,7 +90,8 @@ sharp_otlp_sink_t *sharp_otlp_sink_create(const char *cluster, const char *autho
 void sharp_otlp_sink_free(sharp_otlp_sink_t *k);
 /* The cluster must exist in the bootstrap's snapshot ("Unknown gRPC client
  * cluster") and speak HTTP/2. 0, or -1 with the reason in err. */
-int sharp_otlp_sink_check(const sharp_otlp_sink_t *k, sharp_snapshot_t *snap, char *err, size_t errlen);
+int sharp_otlp_sink_check(const sharp_otlp_sink_t *k, sharp_snapshot_t *snap, char *err,
+                          size_t errlen);
 /* One flush (main thread, loop running, after sharp_stats_flush); the
  * client is made on the first one from `snap` and `env`. */
 void sharp_otlp_sink_flush(sharp_otlp_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
