@@ -32,6 +32,7 @@
 #include "safe_regex.h"
 #include "statsd.h"
 #include "metrics_service.h"
+#include "otlp_sink.h"
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "tls/context.h"
@@ -59,6 +60,8 @@
 #include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
 #include "envoy/config/metrics/v3/metrics_service.pb-c.h"
+#include "envoy/extensions/stat_sinks/open_telemetry/v3/open_telemetry.pb-c.h"
+#include "envoy/extensions/tracers/opentelemetry/resource_detectors/v3/static_config_resource_detector.pb-c.h"
 
 #include <strings.h>
 #include <errno.h>
@@ -200,6 +203,8 @@ void sharp_config_free(sharp_config_t *c)
     free(c->stats_sinks);
     for (size_t i = 0; i < c->nmetrics_sinks; i++) sharp_metrics_sink_free(c->metrics_sinks[i]);
     free(c->metrics_sinks);
+    for (size_t i = 0; i < c->notlp_sinks; i++) sharp_otlp_sink_free(c->otlp_sinks[i]);
+    free(c->otlp_sinks);
     sharp_scaling_agent_config_free(c->scaling);
     if (c->doc) sharp_config_doc_free(c->doc);
     free(c);
@@ -2596,6 +2601,114 @@ static int statsd_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
 #define STATSD_SINK_TYPE "envoy.config.metrics.v3.StatsdSink"
 #define DOG_STATSD_SINK_TYPE "envoy.config.metrics.v3.DogStatsdSink"
 #define METRICS_SERVICE_TYPE "envoy.config.metrics.v3.MetricsServiceConfig"
+#define OTLP_SINK_TYPE "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
+#define STATIC_DETECTOR_TYPE "envoy.extensions.tracers.opentelemetry.resource_detectors.v3.StaticConfigResourceDetectorConfig"
+
+typedef Envoy__Extensions__Tracers__Opentelemetry__ResourceDetectors__V3__StaticConfigResourceDetectorConfig
+    static_detector_t;
+
+/* resource_detectors: the static_config detector's attributes, in order
+ * (Envoy merges each detector's resource over the previous one). The
+ * unpacked detectors go to dets (freed by the caller). */
+static int otlp_resource(build_ctx_t *b, const Envoy__Extensions__StatSinks__OpenTelemetry__V3__SinkConfig *sc,
+                         const char *p, static_detector_t **dets, const char ***keys, const char ***values,
+                         size_t *n)
+{
+    char fp[400];
+    size_t total = 0;
+    for (size_t i = 0; i < sc->n_resource_detectors; i++) {
+        const Envoy__Config__Core__V3__TypedExtensionConfig *d = sc->resource_detectors[i];
+        snprintf(fp, sizeof fp, "%s.resource_detectors[%zu].typed_config", p, i);
+        const char *url = d->typed_config && d->typed_config->type_url ? d->typed_config->type_url : "";
+        const char *slash = strrchr(url, '/');
+        const char *t = slash ? slash + 1 : url;
+        if (strcmp(t, STATIC_DETECTOR_TYPE) != 0)
+            return fail(b, fp, "resource detector '%s' (%s) is not supported by SHARP: only "
+                        "envoy.tracers.opentelemetry.resource_detectors.static_config", d->name ? d->name : "", t);
+        sharp_config_error_t err = {{0}};
+        dets[i] = (static_detector_t *)sharp_any_unpack(
+            &d->typed_config->base,
+            &envoy__extensions__tracers__opentelemetry__resource_detectors__v3__static_config_resource_detector_config__descriptor,
+            &err);
+        if (!dets[i]) return fail(b, fp, "%s", err.msg);
+        total += dets[i]->n_attributes;
+    }
+    *keys = sharp_calloc(total + 1, sizeof **keys);
+    *values = sharp_calloc(total + 1, sizeof **values);
+    for (size_t i = 0; i < sc->n_resource_detectors; i++) {
+        for (size_t a = 0; a < dets[i]->n_attributes; a++) {
+            (*keys)[*n] = dets[i]->attributes[a]->key ? dets[i]->attributes[a]->key : "";
+            (*values)[(*n)++] = dets[i]->attributes[a]->value ? dets[i]->attributes[a]->value : "";
+        }
+    }
+    return 0;
+}
+
+/* envoy.stat_sinks.open_telemetry (proxy/otlp_sink.h): Envoy's
+ * SinkConfig validation (grpc_service required) and SHARP's limits: an
+ * envoy_grpc service (google_grpc is refused by the support table), only
+ * static_config resource detectors, no custom_metric_conversions. The
+ * cluster is checked
+ * once the snapshot is built (sharp_otlp_sink_check). */
+static int otlp_stats_sink(build_ctx_t *b, const ProtobufCMessage *m, const char *p)
+{
+    const Envoy__Extensions__StatSinks__OpenTelemetry__V3__SinkConfig *sc = (const void *)m;
+    char fp[320];
+    if (sc->custom_metric_conversions) {
+        snprintf(fp, sizeof fp, "%s.custom_metric_conversions", p);
+        return fail(b, fp, "custom_metric_conversions (stat matching, renaming and aggregation) is not supported "
+                    "by SHARP");
+    }
+    if (sc->protocol_specifier_case != ENVOY__EXTENSIONS__STAT_SINKS__OPEN_TELEMETRY__V3__SINK_CONFIG__PROTOCOL_SPECIFIER_GRPC_SERVICE ||
+        !sc->grpc_service) {
+        snprintf(fp, sizeof fp, "%s.protocol_specifier", p);
+        return fail(b, fp, "value is required");
+    }
+    const Envoy__Config__Core__V3__GrpcService *gs = sc->grpc_service;
+    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
+        !gs->envoy_grpc) {
+        snprintf(fp, sizeof fp, "%s.grpc_service", p);
+        return fail(b, fp, "envoy_grpc is required (google_grpc is not supported by SHARP)");
+    }
+    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg = gs->envoy_grpc;
+    if (!eg->cluster_name || !eg->cluster_name[0]) {
+        snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.cluster_name", p);
+        return fail(b, fp, "value length must be at least 1 characters");
+    }
+    sharp_headers_t md;
+    sharp_headers_init(&md);
+    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
+        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
+        if (h->value && h->value[0]) sharp_headers_add_cstr(&md, h->key, h->value);
+        else sharp_headers_add(&md, h->key, strlen(h->key), (const char *)h->raw_value.data, h->raw_value.len);
+    }
+    static_detector_t **dets = sharp_calloc(sc->n_resource_detectors + 1, sizeof *dets);
+    const char **rkeys = NULL, **rvalues = NULL;
+    size_t nres = 0;
+    int rc = otlp_resource(b, sc, p, dets, &rkeys, &rvalues, &nres);
+    if (rc == 0) {
+        sharp_otlp_options_t o = {
+        .counters_as_deltas = sc->report_counters_as_deltas,
+        .histograms_as_deltas = sc->report_histograms_as_deltas,
+        .tags_as_attributes = !sc->emit_tags_as_attributes || sc->emit_tags_as_attributes->value,
+        .tag_extracted_name = !sc->use_tag_extracted_name || sc->use_tag_extracted_name->value,
+        .prefix = sc->prefix,
+        .resource_keys = rkeys,
+        .resource_values = rvalues,
+        .nresource = nres,
+        };
+        sharp_config_t *cfg = b->cfg;
+        cfg->otlp_sinks[cfg->notlp_sinks++] =
+            sharp_otlp_sink_create(eg->cluster_name, eg->authority, &md, duration_ms(gs->timeout, 0), &o);
+    }
+    for (size_t i = 0; i < sc->n_resource_detectors; i++)
+        if (dets[i]) protobuf_c_message_free_unpacked(&dets[i]->base, NULL);
+    free(dets);
+    free(rkeys);
+    free(rvalues);
+    sharp_headers_free(&md);
+    return rc;
+}
 
 /* envoy.stat_sinks.metrics_service (proxy/metrics_service.h): Envoy's
  * MetricsServiceSinkFactory checks (the transport version, the gRPC
@@ -2662,6 +2775,7 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
     if (bs->n_stats_sinks) {
         cfg->stats_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->stats_sinks);
         cfg->metrics_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->metrics_sinks);
+        cfg->otlp_sinks = sharp_calloc(bs->n_stats_sinks, sizeof *cfg->otlp_sinks);
     }
     for (size_t i = 0; i < bs->n_stats_sinks; i++) {
         const Envoy__Config__Metrics__V3__StatsSink *k = bs->stats_sinks[i];
@@ -2671,6 +2785,15 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
         const char *slash = strrchr(k->typed_config->type_url, '/');
         const char *t = slash ? slash + 1 : k->typed_config->type_url;
         sharp_config_error_t err = {{0}};
+        if (strcmp(t, OTLP_SINK_TYPE) == 0) {
+            ProtobufCMessage *m = sharp_any_unpack(
+                &k->typed_config->base, &envoy__extensions__stat_sinks__open_telemetry__v3__sink_config__descriptor, &err);
+            if (!m) return fail(b, p, "%s", err.msg);
+            int rc = otlp_stats_sink(b, m, p);
+            protobuf_c_message_free_unpacked(m, NULL);
+            if (rc) return rc;
+            continue;
+        }
         if (strcmp(t, METRICS_SERVICE_TYPE) == 0) {
             ProtobufCMessage *m = sharp_any_unpack(&k->typed_config->base,
                                                    &envoy__config__metrics__v3__metrics_service_config__descriptor, &err);
@@ -2683,7 +2806,7 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
         bool dog = strcmp(t, DOG_STATSD_SINK_TYPE) == 0;
         if (!dog && strcmp(t, STATSD_SINK_TYPE) != 0)
             return fail(b, p, "stats sink '%s' (%s) is not supported by SHARP: only envoy.stat_sinks.statsd, "
-                        "envoy.stat_sinks.dog_statsd and envoy.stat_sinks.metrics_service", k->name, t);
+                        "envoy.stat_sinks.dog_statsd, envoy.stat_sinks.metrics_service and envoy.stat_sinks.open_telemetry", k->name, t);
         ProtobufCMessage *m = sharp_any_unpack(&k->typed_config->base,
                                                dog ? &envoy__config__metrics__v3__dog_statsd_sink__descriptor
                                                    : &envoy__config__metrics__v3__statsd_sink__descriptor,

@@ -28,6 +28,9 @@ typedef struct sharp_config {
      * the statsd ones */
     struct sharp_metrics_sink **metrics_sinks;
     size_t nmetrics_sinks;
+    /* the OpenTelemetry stats sinks (proxy/otlp_sink.h), flushed last */
+    struct sharp_otlp_sink **otlp_sinks;
+    size_t notlp_sinks;
     uint64_t stats_flush_interval_ms;
     bool stats_flush_on_admin; /* no timer: the admin's stats endpoints flush */
     bool enable_dispatcher_stats; /* proxy/dispatcher_stats.h */

@@ -10,6 +10,10 @@
 #include "envoy/config/trace/v3/skywalking.pb-c.h"
 #include "envoy/config/trace/v3/zipkin.pb-c.h"
 #include "envoy/config/metrics/v3/metrics_service.pb-c.h"
+#include "envoy/extensions/stat_sinks/open_telemetry/v3/open_telemetry.pb-c.h"
+#include "envoy/extensions/tracers/opentelemetry/resource_detectors/v3/static_config_resource_detector.pb-c.h"
+#include "envoy/extensions/tracers/opentelemetry/resource_detectors/v3/environment_resource_detector.pb-c.h"
+#include "envoy/extensions/tracers/opentelemetry/resource_detectors/v3/dynatrace_resource_detector.pb-c.h"
 #include "envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.pb-c.h"
 #include "envoy/extensions/resource_monitors/fixed_heap/v3/fixed_heap.pb-c.h"
 #include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
@@ -178,6 +182,10 @@ void sharp_config_types_register(void)
         &envoy__config__metrics__v3__statsd_sink__descriptor,
         &envoy__config__metrics__v3__dog_statsd_sink__descriptor,
         &envoy__config__metrics__v3__metrics_service_config__descriptor,
+        &envoy__extensions__stat_sinks__open_telemetry__v3__sink_config__descriptor,
+        &envoy__extensions__tracers__opentelemetry__resource_detectors__v3__static_config_resource_detector_config__descriptor,
+        &envoy__extensions__tracers__opentelemetry__resource_detectors__v3__environment_resource_detector_config__descriptor,
+        &envoy__extensions__tracers__opentelemetry__resource_detectors__v3__dynatrace_resource_detector_config__descriptor,
         &udpa__type__v1__typed_struct__descriptor,
         &xds__type__v3__typed_struct__descriptor,
         &envoy__config__overload__v3__shrink_heap_config__descriptor,

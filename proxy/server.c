@@ -8,6 +8,7 @@
 #include "lrs.h"
 #include "hds.h"
 #include "metrics_service.h"
+#include "otlp_sink.h"
 #include "scaling.h"
 #include "admin/admin.h"
 #include "config/bootstrap.h"
@@ -142,6 +143,12 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
             return -1;
         }
     }
+    for (size_t i = 0; i < s->config->notlp_sinks; i++) {
+        if (sharp_otlp_sink_check(s->config->otlp_sinks[i], s->snap, err, sizeof err) < 0) {
+            fprintf(stderr, "error initializing configuration '%s': stats_sinks: %s\n", what, err);
+            return -1;
+        }
+    }
     /* cluster_manager.load_stats_config: the load reporter, on a static
      * cluster of the bootstrap */
     const Envoy__Config__Bootstrap__V3__Bootstrap *bsc = (const void *)s->config->bootstrap;
@@ -254,6 +261,7 @@ static void stop_everything(sharp_server_t *s)
     if (s->snap) sharp_sds_stop(s->snap->sds);
     sharp_xds_stop(s->xds);
     for (size_t i = 0; s->config && i < s->config->nmetrics_sinks; i++) sharp_metrics_sink_stop(s->config->metrics_sinks[i]);
+    for (size_t i = 0; s->config && i < s->config->notlp_sinks; i++) sharp_otlp_sink_stop(s->config->otlp_sinks[i]);
     sharp_lrs_stop(s->lrs);
     sharp_hds_stop(s->hds);
     sharp_kernel_stop();
@@ -281,11 +289,13 @@ void sharp_server_flush_stats(sharp_server_t *s)
     s->last_flush_ns = sharp_now_ns();
     sharp_stats_flush(s->stats);
     for (size_t i = 0; i < s->config->nstats_sinks; i++) sharp_statsd_sink_flush(s->config->stats_sinks[i], s->stats);
-    if (!s->snap || !s->config->nmetrics_sinks) return;
+    if (!s->snap || (!s->config->nmetrics_sinks && !s->config->notlp_sinks)) return;
     /* the bootstrap's snapshot: the collector's cluster is a static one */
     sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
     for (size_t i = 0; i < s->config->nmetrics_sinks; i++)
         sharp_metrics_sink_flush(s->config->metrics_sinks[i], s->stats, &s->upstream_env, base, sharp_xds_node(s->xds));
+    for (size_t i = 0; i < s->config->notlp_sinks; i++)
+        sharp_otlp_sink_flush(s->config->otlp_sinks[i], s->stats, &s->upstream_env, base);
 }
 
 static void on_stats_flush(uv_timer_t *t)

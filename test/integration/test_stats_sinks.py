@@ -215,7 +215,6 @@ def test_unreachable_sink_does_not_affect_proxy(procs, upstream, statsd):
 
 
 @pytest.mark.parametrize("typ,name,why", [
-    ("envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig", "envoy.stat_sinks.open_telemetry", "OTLP"),
     ("envoy.config.metrics.v3.HystrixSink", "envoy.stat_sinks.hystrix", "hystrix"),
     ("envoy.extensions.stat_sinks.wasm.v3.Wasm", "envoy.stat_sinks.wasm", "Wasm"),
 ])
