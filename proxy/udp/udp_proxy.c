@@ -39,6 +39,8 @@ typedef struct sharp_udp_session {
     struct sockaddr_storage peer;
     sharp_worker_view_t *view; /* a reference: keeps cl and host */
     sharp_cluster_t *cluster;  /* a reference */
+    /* pinned (its npools counts the session): a host that left the
+     * cluster's set is not freed while a session still points at it */
     sharp_host_t *host;
     /* cluster.<name>.udp.* */
     sharp_stat_id_t sess_rx_datagrams, sess_rx_errors, sess_tx_datagrams, sess_tx_errors, sess_rx_dropped;
@@ -65,6 +67,9 @@ static void session_end(sharp_udp_session_t *s)
     sharp_deadline_stop(&s->idle);
     sharp_gauge_add(shard(u), u->cfg->st.active, -1);
     atomic_fetch_sub_explicit(&s->cluster->open[SHARP_PRIORITY_DEFAULT].cx_open, 1, memory_order_relaxed);
+    /* the session's last use of the host was above: the release orders it
+     * before sharp_cluster_collect_departed's acquire */
+    atomic_fetch_sub_explicit(&s->host->npools, 1, memory_order_release);
     sharp_cluster_unref(s->cluster);
     sharp_view_unref(s->view);
     uv_udp_recv_stop(&s->up);
@@ -180,6 +185,7 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     s->view->refs++;
     s->cluster = sharp_cluster_ref(cluster);
     s->host = host;
+    atomic_fetch_add_explicit(&host->npools, 1, memory_order_relaxed);
     s->sess_rx_datagrams = cluster_udp_counter(cluster, "sess_rx_datagrams");
     s->sess_rx_errors = cluster_udp_counter(cluster, "sess_rx_errors");
     s->sess_tx_datagrams = cluster_udp_counter(cluster, "sess_tx_datagrams");
@@ -231,9 +237,9 @@ static const char *route(const sharp_udp_listener_t *u, const struct sockaddr *p
     return ((const sharp_udp_route_t *)action)->cluster;
 }
 
-static bool host_usable(const sharp_cluster_local_t *cl, const sharp_host_t *h)
+static bool host_listed(const sharp_cluster_local_t *cl, const sharp_host_t *h)
 {
-    return sharp_host_healthy(h) && sharp_cluster_local_pos(cl, h) < cl->set->nhosts;
+    return sharp_cluster_local_pos(cl, h) < cl->set->nhosts;
 }
 
 /* Envoy's UdpProxyFilter::onData. */
@@ -279,11 +285,17 @@ static void on_datagram(sharp_udp_listener_t *u, const struct sockaddr *peer, co
         session_end(s);
         s = NULL;
     }
-    if (s && !host_usable(cl, s->host)) {
+    if (s && !host_listed(cl, s->host)) {
+        /* the host left the cluster (EDS, DNS): Envoy ends its sessions;
+         * the datagram opens one to a host of the set */
+        sharp_debug(filter, "udp proxy: upstream %s removed, new session", s->host->address);
+        session_end(s);
+        s = session_new(u, &key, hash, peer, cluster, cl, NULL);
+    } else if (s && !sharp_host_healthy(s->host)) {
         /* a new session to a healthy host, when there is another one */
         sharp_host_t *h = choose_host(cl);
         if (h && h != s->host && sharp_host_healthy(h)) {
-            sharp_debug(filter, "udp proxy: upstream %s unhealthy or removed, new session", s->host->address);
+            sharp_debug(filter, "udp proxy: upstream %s unhealthy, new session", s->host->address);
             session_end(s);
             s = session_new(u, &key, hash, peer, cluster, cl, h);
         }

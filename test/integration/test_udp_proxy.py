@@ -369,6 +369,52 @@ def test_unknown_cluster_is_no_route(procs, echo):
     c.close()
 
 
+def eds_doc(version, name, *ports):
+    return {"version_info": str(version), "resources": [{
+        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": p}}}} for p in ports]}]}]}
+
+
+def eds_cluster(name, path):
+    return {"name": name, "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": {"path_config_source": {"path": path}}}}
+
+
+def housekeeping_passes(admin, n):
+    """Waits until the main thread's housekeeping (one pass a second, which
+    frees the hosts that left a cluster once nothing uses them) has run n
+    more times: server.uptime moves with it."""
+    start_ = stat(admin, "server.uptime")
+    wait_for(lambda: stat(admin, "server.uptime") >= start_ + n, n + 5, f"{n} housekeeping passes")
+
+
+def test_eds_removes_the_session_host(procs, echo, tmp_path):
+    """A session's host leaves the cluster (EDS): the host stays alive while
+    the session points at it (under ASan a freed host read by the next
+    datagram is reported), and the next datagram moves the session to a host
+    of the new set."""
+    a, b = echo(prefix=b"a:"), echo(prefix=b"b:")
+    admin, port = free_port(), udp_port()
+    eds = str(tmp_path / "eds.json")
+    write_atomic(eds, eds_doc(1, "c", a.port))
+    start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "eds", "cluster": "c"})],
+                           [eds_cluster("c", eds)]), admin, concurrency=1)
+    c = Client(port)
+    wait_for(lambda: c.exchange(b"1", timeout=0.3) == b"a:1", 10, "the first host")
+    write_atomic(eds, eds_doc(2, "c", b.port))
+    wait_for(lambda: stat(admin, "cluster.c.update_success") == 2, 10, "the EDS update")
+    # long enough for the departed host to be collected, were it unpinned
+    housekeeping_passes(admin, 3)
+    assert c.exchange(b"2") == b"b:2"
+    assert counter(admin, "udp.eds.downstream_sess_total") == 2
+    assert stat(admin, "udp.eds.downstream_sess_active") == 1
+    # the host, once no session has it, is collected
+    housekeeping_passes(admin, 3)
+    assert c.exchange(b"3") == b"b:3"
+    c.close()
+
+
 def test_per_packet_load_balancing(procs, echo):
     a, b = echo(prefix=b"a:"), echo(prefix=b"b:")
     admin, port = free_port(), udp_port()
