@@ -37,8 +37,10 @@ typedef struct sharp_udp_session {
     uv_udp_t up; /* connected to host */
     sharp_deadline_t idle;
     struct sockaddr_storage peer;
-    sharp_worker_view_t *view; /* a reference: keeps cl and host */
-    sharp_cluster_t *cluster;  /* a reference */
+    /* a reference; the session holds no view (a snapshot and its pools
+     * would live as long as its traffic): the worker's current view gives
+     * the cluster's balancer at each datagram */
+    sharp_cluster_t *cluster;
     /* pinned (its npools counts the session): a host that left the
      * cluster's set is not freed while a session still points at it */
     sharp_host_t *host;
@@ -56,7 +58,7 @@ static void free_session(uv_handle_t *h)
     free(sharp_container_of((uv_udp_t *)h, sharp_udp_session_t, up));
 }
 
-/* Ends a session: out of the table, its breaker slot, view and cluster
+/* Ends a session: out of the table, its breaker slot, host and cluster
  * let go, its socket closed. */
 static void session_end(sharp_udp_session_t *s)
 {
@@ -71,7 +73,6 @@ static void session_end(sharp_udp_session_t *s)
      * before sharp_cluster_collect_departed's acquire */
     atomic_fetch_sub_explicit(&s->host->npools, 1, memory_order_release);
     sharp_cluster_unref(s->cluster);
-    sharp_view_unref(s->view);
     uv_udp_recv_stop(&s->up);
     uv_close((uv_handle_t *)&s->up, free_session);
 }
@@ -181,8 +182,6 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     s->entry.key = *key;
     s->entry.hash = hash;
     memcpy(&s->peer, peer, peer->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
-    s->view = u->w->view;
-    s->view->refs++;
     s->cluster = sharp_cluster_ref(cluster);
     s->host = host;
     atomic_fetch_add_explicit(&host->npools, 1, memory_order_relaxed);
