@@ -112,8 +112,13 @@ static int build_proxy(err_t *e, sharp_udp_proxy_config_t *c, const udp_proxy_pb
     }
     /* Envoy's PROTOBUF_GET_MS_OR_DEFAULT(config, idle_timeout, 60 * 1000) */
     c->idle_timeout_ms = 60000;
-    if (pb->idle_timeout)
-        c->idle_timeout_ms = (uint64_t)pb->idle_timeout->seconds * 1000 + (uint64_t)pb->idle_timeout->nanos / 1000000;
+    if (pb->idle_timeout) {
+        char err[256];
+        if (sharp_duration_ms(pb->idle_timeout, &c->idle_timeout_ms, err, sizeof err) < 0) {
+            snprintf(p, sizeof p, "%s.idle_timeout", path);
+            return fail(e, p, "%s", err);
+        }
+    }
     c->per_packet_lb = pb->use_per_packet_load_balancing;
     c->upstream_max_rx = max_rx(pb->upstream_socket_config);
     return 0;

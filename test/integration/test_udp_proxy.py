@@ -555,6 +555,9 @@ REFUSED = [
     ({"session_filters": [{"name": "x"}]}, {}, "session_filters"),
     ({}, {"udp_listener_config": {"quic_options": {}}}, "QUIC"),
     ({"stat_prefix": ""}, {}, "stat_prefix"),
+    # Envoy's DurationUtil: a negative duration is no "never"
+    ({"idle_timeout": "-1s"}, {}, "idle_timeout: Expected positive duration"),
+    ({"idle_timeout": "-0.5s"}, {}, "idle_timeout: Expected positive duration"),
     ({"idle_timeout": "1s", "cluster": None}, {}, "cluster and matcher"),
     ({}, {"udp_listener_config": {"downstream_socket_config": {"max_rx_datagram_size": 70000}}},
      "max_rx_datagram_size"),
