@@ -190,6 +190,24 @@ def test_relay_both_ways_and_stats(procs, echo):
     c.close()
 
 
+def test_listening_port_cannot_be_shared(procs, echo):
+    """The UDP listener's sockets have no SO_REUSEADDR (libuv sets it when
+    it adopts a socket; SHARP clears it): another socket cannot bind the
+    same address and port and take datagrams meant for the proxy."""
+    e = echo()
+    admin, port = free_port(), udp_port()
+    start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "svc", "cluster": "c"})],
+                           [cluster("c", [e.port])]), admin)
+    thief = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with pytest.raises(OSError):
+        thief.bind(("127.0.0.1", port))
+    thief.close()
+    c = Client(port)
+    assert c.exchange(b"mine") == b"mine"
+    c.close()
+
+
 def test_ipv6_listener_to_ipv4_upstream(procs, echo):
     e = echo(prefix=b"v4:")
     admin = free_port()
