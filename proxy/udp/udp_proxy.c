@@ -254,6 +254,13 @@ static void on_datagram(sharp_udp_listener_t *u, const struct sockaddr *peer, co
     if (!cluster || !cl) {
         sharp_debug(filter, "udp proxy: no route%s%s", name ? ": no cluster " : "", name ? name : "");
         sharp_counter_inc(sh, cfg->st.no_route);
+        /* the peer's session to a cluster CDS removed ends, as Envoy's
+         * cluster removal ends its sessions (per-packet sessions, keyed by
+         * their host too, end when idle) */
+        if (!cfg->per_packet_lb) {
+            sharp_udp_entry_t *e = sharp_udp_table_find(&u->table, &key, sharp_udp_key_hash(&u->table, &key));
+            if (e) session_end(sharp_container_of(e, sharp_udp_session_t, entry));
+        }
         return;
     }
     sharp_udp_session_t *s;

@@ -433,6 +433,30 @@ def test_eds_removes_the_session_host(procs, echo, tmp_path):
     c.close()
 
 
+def test_cluster_removed_ends_the_session(procs, echo, tmp_path):
+    """CDS removes the session's cluster: the peer's next datagram has no
+    route, and its session ends (it no longer relays the host's answers)."""
+    e = echo()
+    admin, port = free_port(), udp_port()
+    cds = str(tmp_path / "cds.json")
+    cl = dict(cluster("c", [e.port]), **{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"})
+    other = dict(cluster("other", [e.port]), **{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"})
+    write_atomic(cds, discovery(1, cl, other))
+    dyn = "dynamic_resources:\n  cds_config: {\"path_config_source\": {\"path\": \"%s\"}}\n" % cds
+    start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "rm", "cluster": "c"})], [],
+                           dynamic=dyn), admin, concurrency=1)
+    c = Client(port)
+    wait_for(lambda: c.exchange(b"1", timeout=0.3) == b"1", 10, "the session")
+    assert stat(admin, "udp.rm.downstream_sess_active") == 1
+    write_atomic(cds, discovery(2, other))
+    wait_for(lambda: stat(admin, "cluster_manager.cds.update_success") == 2, 10, "the CDS update")
+    c.send(b"2")
+    wait_for(lambda: counter(admin, "udp.rm.downstream_sess_no_route") == 1, 5, "no route")
+    wait_for(lambda: stat(admin, "udp.rm.downstream_sess_active") == 0, 5, "the session ended")
+    assert c.recv(0.2) is None
+    c.close()
+
+
 def test_per_packet_load_balancing(procs, echo):
     a, b = echo(prefix=b"a:"), echo(prefix=b"b:")
     admin, port = free_port(), udp_port()
