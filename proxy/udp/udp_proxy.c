@@ -44,7 +44,7 @@ typedef struct sharp_udp_session {
     /* pinned (its npools counts the session): a host that left the
      * cluster's set is not freed while a session still points at it */
     sharp_host_t *host;
-    /* cluster.<name>.udp.* */
+    /* cluster.<name>.udp.* (cluster_udp_counter) */
     sharp_stat_id_t sess_rx_datagrams, sess_rx_errors, sess_tx_datagrams, sess_tx_errors, sess_rx_dropped;
 } sharp_udp_session_t;
 
@@ -139,9 +139,23 @@ static sharp_host_t *choose_host(sharp_cluster_local_t *cl)
     return sharp_cluster_choose(cl, false, NULL, 0);
 }
 
-static sharp_stat_id_t cluster_udp_counter(const sharp_cluster_t *c, const char *name)
+enum { UDP_RX_DATAGRAMS, UDP_RX_ERRORS, UDP_TX_DATAGRAMS, UDP_TX_ERRORS, UDP_RX_DROPPED, UDP_NSTATS };
+
+/* cluster.<name>.udp.<which>: registered once per cluster (a registration
+ * formats the name and takes the stats lock), not per session. The slot
+ * holds id + 1, as the cluster's upstream_rq_<code>. */
+static sharp_stat_id_t cluster_udp_counter(sharp_cluster_t *c, int which)
 {
-    return sharp_stats_counterf(c->stats, "cluster.%s.udp.%s", c->stat_name, name);
+    static const char *const names[UDP_NSTATS] = {"sess_rx_datagrams", "sess_rx_errors", "sess_tx_datagrams",
+                                                  "sess_tx_errors", "sess_rx_datagrams_dropped"};
+    _Static_assert(UDP_NSTATS == sizeof ((sharp_cluster_t *)0)->udp_st / sizeof ((sharp_cluster_t *)0)->udp_st[0],
+                   "a slot per counter");
+    sharp_stat_id_t id1 = atomic_load_explicit(&c->udp_st[which], memory_order_acquire);
+    if (!id1) {
+        id1 = sharp_stats_counterf(c->stats, "cluster.%s.udp.%s", c->stat_name, names[which]) + 1;
+        atomic_store_explicit(&c->udp_st[which], id1, memory_order_release);
+    }
+    return id1 - 1;
 }
 
 /* A new session of the peer to host (chosen when not given), counted in the
@@ -167,7 +181,7 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     }
     sharp_udp_session_t *s = sharp_calloc(1, sizeof *s);
     s->u = u;
-    s->sess_tx_errors = cluster_udp_counter(cluster, "sess_tx_errors");
+    s->sess_tx_errors = cluster_udp_counter(cluster, UDP_TX_ERRORS);
     int rc = uv_udp_init_ex(&u->w->loop, &s->up, host->addr.ss_family);
     if (rc < 0) {
         /* the socket call fails only for want of memory or descriptors,
@@ -185,10 +199,10 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     s->cluster = sharp_cluster_ref(cluster);
     s->host = host;
     atomic_fetch_add_explicit(&host->npools, 1, memory_order_relaxed);
-    s->sess_rx_datagrams = cluster_udp_counter(cluster, "sess_rx_datagrams");
-    s->sess_rx_errors = cluster_udp_counter(cluster, "sess_rx_errors");
-    s->sess_tx_datagrams = cluster_udp_counter(cluster, "sess_tx_datagrams");
-    s->sess_rx_dropped = cluster_udp_counter(cluster, "sess_rx_datagrams_dropped");
+    s->sess_rx_datagrams = cluster_udp_counter(cluster, UDP_RX_DATAGRAMS);
+    s->sess_rx_errors = cluster_udp_counter(cluster, UDP_RX_ERRORS);
+    s->sess_tx_datagrams = cluster_udp_counter(cluster, UDP_TX_DATAGRAMS);
+    s->sess_rx_dropped = cluster_udp_counter(cluster, UDP_RX_DROPPED);
     sharp_udp_table_insert(&u->table, &s->entry);
     sharp_dlist_push(&u->sessions, &s->link);
     sharp_counter_inc(sh, u->cfg->st.total);
