@@ -130,8 +130,11 @@ int sharp_config_udp_listener(sharp_listener_config_t *l, const Envoy__Config__L
 {
     err_t e = {epath, emsg, epathlen, emsglen};
     char p[1024];
-    if (pb->n_filter_chains || pb->default_filter_chain) {
-        snprintf(p, sizeof p, "%s.%s", path, pb->n_filter_chains ? "filter_chains" : "default_filter_chain");
+    if (pb->n_filter_chains || pb->default_filter_chain || pb->filter_chain_matcher) {
+        snprintf(p, sizeof p, "%s.%s", path,
+                 pb->n_filter_chains         ? "filter_chains"
+                 : pb->default_filter_chain ? "default_filter_chain"
+                                            : "filter_chain_matcher");
         return fail(&e, p,
                     "a UDP listener has no filter chains: its listener filter "
                     "(envoy.filters.udp_listener.udp_proxy) takes its datagrams (QUIC listeners, which have "

@@ -627,6 +627,11 @@ def test_listener_shape_is_checked():
     lst = dict(base, filter_chains=[{"filters": []}])
     rc, out = validate_config(bootstrap(free_port(), [lst], [cluster("c", [1])]))
     assert rc != 0 and "filter_chains" in out and "QUIC" in out, out
+    # nor a matcher choosing between them
+    lst = dict(base, filter_chain_matcher={"on_no_match": {"action": {"name": "a", "typed_config": {
+        "@type": "type.googleapis.com/google.protobuf.StringValue", "value": "x"}}}})
+    rc, out = validate_config(bootstrap(free_port(), [lst], [cluster("c", [1])]))
+    assert rc != 0 and "filter_chain_matcher" in out and "no filter chains" in out, out
     # other listener filters on it
     lst = dict(base, listener_filters=[{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}])
