@@ -1632,7 +1632,7 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
         }
         snprintf(p, sizeof p, "%s.filter_chain_matcher", path);
         char err[1024];
-        l->fc_matcher = sharp_matcher_build_network(pb->filter_chain_matcher, p, fc_name_action, free, (void *)pb, true, err,
+        l->fc_matcher = sharp_matcher_build_network(pb->filter_chain_matcher, p, fc_name_action, free, (void *)pb, 0, err,
                                                     sizeof err);
         if (!l->fc_matcher) { /* "PATH: message": the position of PATH */
             char *sep = strstr(err, ": ");

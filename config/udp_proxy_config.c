@@ -96,8 +96,8 @@ static int build_proxy(err_t *e, sharp_udp_proxy_config_t *c, const udp_proxy_pb
     case ENVOY__EXTENSIONS__FILTERS__UDP__UDP_PROXY__V3__UDP_PROXY_CONFIG__ROUTE_SPECIFIER_MATCHER: {
         char err[1024];
         snprintf(p, sizeof p, "%s.matcher", path);
-        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, !wildcard(&l->addr),
-                                                 err, sizeof err);
+        uint32_t flags = SHARP_MATCH_NET_UDP | (wildcard(&l->addr) ? SHARP_MATCH_NET_NO_LOCAL_IP : 0);
+        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, flags, err, sizeof err);
         if (!c->matcher) {
             /* "path: what": the path of the field inside the matcher */
             const char *sep = strstr(err, ": ");

@@ -112,7 +112,7 @@ typedef struct {
     int depth;
     bool legacy;  /* from envoy.config.common.matcher.v3.Matcher */
     bool network; /* the network inputs, not HTTP's */
-    bool local_ip_known; /* DestinationIPInput has a value (not a UDP socket bound to a wildcard) */
+    uint32_t net_flags;  /* SHARP_MATCH_NET_* */
 } build_t;
 
 #define MAX_DEPTH 32
@@ -544,7 +544,14 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
             return r;
         }
         in->kind = net[i].kind;
-        if (in->kind == INPUT_DESTINATION_IP && !b->local_ip_known) {
+        if ((b->net_flags & SHARP_MATCH_NET_UDP) && in->kind != INPUT_DESTINATION_IP &&
+            in->kind != INPUT_DESTINATION_PORT && in->kind != INPUT_SOURCE_IP && in->kind != INPUT_SOURCE_PORT) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return fail(b, p, "Didn't find a registered implementation for '%s' with type URL: '%s' (the UDP "
+                        "proxy's matcher reads a datagram's DestinationIPInput, DestinationPortInput, "
+                        "SourceIPInput and SourcePortInput)", tc->name, d->name);
+        }
+        if (in->kind == INPUT_DESTINATION_IP && (b->net_flags & SHARP_MATCH_NET_NO_LOCAL_IP)) {
             protobuf_c_message_free_unpacked(msg, NULL);
             return fail(b, p, "match input '%s' is not supported on a UDP listener bound to a wildcard address "
                         "(SHARP does not read a datagram's destination address there)", d->name);
@@ -947,7 +954,7 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
 
 sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char *path,
                                              sharp_match_action_fn make_action,
-                                             void (*free_action)(void *), void *arg, bool local_ip_known,
+                                             void (*free_action)(void *), void *arg, uint32_t flags,
                                              char *err, size_t errlen)
 {
     build_t b = {.make_action = make_action,
@@ -956,7 +963,7 @@ sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char 
                  .err = err,
                  .errlen = errlen,
                  .network = true,
-                 .local_ip_known = local_ip_known};
+                 .net_flags = flags};
     sharp_matcher_t *m = build(&b, pb, path);
     if (m) m->inputs = b.inputs;
     return m;

@@ -654,6 +654,17 @@ def test_listener_shape_is_checked():
     lst["address"]["socket_address"]["address"] = "127.0.0.1"
     rc, out = validate_config(bootstrap(free_port(), [lst], [cluster("c", [1])]))
     assert rc == 0, out
+    # the inputs Envoy has no datagram implementation of
+    for name in ("ServerNameInput", "DirectSourceIPInput", "TransportProtocolInput"):
+        m = {"matcher_tree": {"input": {"name": "in", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3." + name}},
+            "exact_match_map": {"map": {"x": {"action": {"name": "r", "typed_config": {
+                "@type": ROUTE, "cluster": "c"}}}}}}}
+        rc, out = validate_config(bootstrap(free_port(), [udp_listener("udp", 1234, {"stat_prefix": "s",
+                                                                                     "matcher": m})],
+                                            [cluster("c", [1])]))
+        assert rc != 0 and "matcher.matcher_tree.input" in out and \
+            "Didn't find a registered implementation for 'in'" in out and name in out, out
     # a TCP and a UDP listener may share an address; two UDP ones may not
     tcp = {"name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1234}},
            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {

@@ -40,7 +40,7 @@ static void *make_action(const char *name, const char *type_url, const ProtobufC
 }
 
 static bool build_network;         /* sharp_matcher_build_network */
-static bool local_ip_unknown;      /* ... for a UDP socket bound to a wildcard address */
+static uint32_t network_flags;     /* ... with these SHARP_MATCH_NET_* */
 
 static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
 {
@@ -55,8 +55,7 @@ static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
         (const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d);
     sharp_matcher_t *m =
         build_network
-            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, !local_ip_unknown, err,
-                                          errlen)
+            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, network_flags, err, errlen)
             : sharp_matcher_build(pb, "xds_matcher", make_action, free, NULL, err, errlen);
     sharp_config_doc_free(d);
     return m;
@@ -795,11 +794,45 @@ static void network_refusals(void **state)
      * destination address */
     const char *dst_ip = "matcher_tree:\n  " NET_INPUT("DestinationIPInput") "\n  exact_match_map: {map: {a: {"
                          SKIP_ACTION("a") "}}}\n";
-    local_ip_unknown = true;
+    network_flags = SHARP_MATCH_NET_UDP | SHARP_MATCH_NET_NO_LOCAL_IP;
     assert_null(build(dst_ip, err, sizeof err));
     assert_non_null(strstr(err, "DestinationIPInput' is not supported on a UDP listener bound to a wildcard"));
-    local_ip_unknown = false;
+    network_flags = SHARP_MATCH_NET_UDP;
     sharp_matcher_free(must_build(dst_ip));
+    /* the UDP proxy's matcher has Envoy's datagram inputs only: the
+     * addresses and ports; a listener's filter_chain_matcher has them all */
+    static const char *const udp_ok[] = {"DestinationIPInput", "DestinationPortInput", "SourceIPInput",
+                                         "SourcePortInput"};
+    static const char *const udp_refused[] = {"DirectSourceIPInput", "SourceTypeInput", "ServerNameInput",
+                                              "TransportProtocolInput", "ApplicationProtocolInput"};
+    char yaml[1024];
+    for (size_t i = 0; i < sizeof udp_ok / sizeof udp_ok[0]; i++) {
+        snprintf(yaml, sizeof yaml, "matcher_tree:\n  input: {name: in, typed_config: {'@type': "
+                 "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}\n"
+                 "  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n", udp_ok[i]);
+        sharp_matcher_free(must_build(yaml));
+    }
+    for (size_t i = 0; i < sizeof udp_refused / sizeof udp_refused[0]; i++) {
+        snprintf(yaml, sizeof yaml, "matcher_tree:\n  input: {name: in, typed_config: {'@type': "
+                 "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}\n"
+                 "  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n", udp_refused[i]);
+        network_flags = SHARP_MATCH_NET_UDP;
+        assert_null(build(yaml, err, sizeof err));
+        char want[256];
+        snprintf(want, sizeof want, "matcher_tree.input: Didn't find a registered implementation for 'in' with type "
+                 "URL: 'envoy.extensions.matching.common_inputs.network.v3.%s'", udp_refused[i]);
+        if (!strstr(err, want)) fail_msg("%s: %s", udp_refused[i], err);
+        network_flags = 0;
+        sharp_matcher_free(must_build(yaml));
+    }
+    network_flags = SHARP_MATCH_NET_UDP;
+    assert_null(build(
+        "matcher_tree:\n  input: {name: fs, typed_config: {'@type': "
+        "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput, key: k}}"
+        "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+        err, sizeof err));
+    assert_non_null(strstr(err, "Didn't find a registered implementation for 'fs'"));
+    network_flags = 0;
     assert_null(build(
         "matcher_tree:\n  input: {name: i, typed_config: {'@type': "
         "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput}}"
