@@ -94,17 +94,12 @@ static int build_proxy(err_t *e, sharp_udp_proxy_config_t *c, const udp_proxy_pb
         c->route.cluster = sharp_strdup(pb->cluster);
         break;
     case ENVOY__EXTENSIONS__FILTERS__UDP__UDP_PROXY__V3__UDP_PROXY_CONFIG__ROUTE_SPECIFIER_MATCHER: {
-        char err[1024];
+        char err[1024], epath[1024];
         snprintf(p, sizeof p, "%s.matcher", path);
         uint32_t flags = SHARP_MATCH_NET_UDP | (wildcard(&l->addr) ? SHARP_MATCH_NET_NO_LOCAL_IP : 0);
-        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, flags, err, sizeof err);
-        if (!c->matcher) {
-            /* "path: what": the path of the field inside the matcher */
-            const char *sep = strstr(err, ": ");
-            if (!sep) return fail(e, p, "%s", err);
-            snprintf(p, sizeof p, "%.*s", (int)(sep - err), err);
-            return fail(e, p, "%s", sep + 2);
-        }
+        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, flags, epath,
+                                                 sizeof epath, err, sizeof err);
+        if (!c->matcher) return fail(e, epath, "%s", err);
         break;
     }
     default:

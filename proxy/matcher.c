@@ -113,6 +113,8 @@ typedef struct {
     bool legacy;  /* from envoy.config.common.matcher.v3.Matcher */
     bool network; /* the network inputs, not HTTP's */
     uint32_t net_flags;  /* SHARP_MATCH_NET_* */
+    char *epath;         /* the refused field's path apart from err's message, or NULL: "path: message" */
+    size_t epathlen;
 } build_t;
 
 #define MAX_DEPTH 32
@@ -126,8 +128,30 @@ static int fail(build_t *b, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(b->err, b->errlen, "%s: %s", path, msg);
+    if (b->epath) {
+        snprintf(b->epath, b->epathlen, "%s", path);
+        snprintf(b->err, b->errlen, "%s", msg);
+    } else {
+        snprintf(b->err, b->errlen, "%s: %s", path, msg);
+    }
     return -1;
+}
+
+/* make_action refused the action at `path` with "PATH: message", PATH
+ * being path or a field below it: apart for a caller that wants them so.
+ * PATH is found after path's own text, which may hold ": " (a map key). */
+static void action_refused(build_t *b, const char *path)
+{
+    if (!b->epath) return;
+    size_t n = strlen(path);
+    const char *rest = strncmp(b->err, path, n) == 0 ? b->err + n : NULL;
+    const char *sep = rest ? strstr(rest, ": ") : NULL;
+    if (!sep) { /* a message alone: the action's */
+        snprintf(b->epath, b->epathlen, "%s", path);
+        return;
+    }
+    snprintf(b->epath, b->epathlen, "%.*s", (int)(sep - b->err), b->err);
+    memmove(b->err, sep + 2, strlen(sep + 2) + 1);
 }
 
 /* ---- evaluation ---- */
@@ -643,7 +667,10 @@ static int build_on_match(build_t *b, const on_match_pb_t *pb, const char *path,
         om->action = b->make_action(pb->action->name, pb->action->typed_config->type_url, msg,
                                     b->arg, ap, b->err, b->errlen);
         protobuf_c_message_free_unpacked(msg, NULL);
-        if (!om->action) return -1;
+        if (!om->action) {
+            action_refused(b, ap);
+            return -1;
+        }
     } else {
         return fail(b, path, "one of matcher and action is required");
     }
@@ -955,7 +982,7 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
 sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char *path,
                                              sharp_match_action_fn make_action,
                                              void (*free_action)(void *), void *arg, uint32_t flags,
-                                             char *err, size_t errlen)
+                                             char *epath, size_t epathlen, char *err, size_t errlen)
 {
     build_t b = {.make_action = make_action,
                  .free_action = free_action,
@@ -963,7 +990,10 @@ sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char 
                  .err = err,
                  .errlen = errlen,
                  .network = true,
-                 .net_flags = flags};
+                 .net_flags = flags,
+                 .epath = epath,
+                 .epathlen = epathlen};
+    if (epath) snprintf(epath, epathlen, "%s", path);
     sharp_matcher_t *m = build(&b, pb, path);
     if (m) m->inputs = b.inputs;
     return m;

@@ -86,11 +86,13 @@ enum {
     SHARP_MATCH_NET_NO_LOCAL_IP = 1u << 1,
 };
 /* The same over a connection's data (the network inputs; HTTP inputs are
- * refused), with SHARP_MATCH_NET_* `flags`. */
+ * refused), with SHARP_MATCH_NET_* `flags`. A refusal puts the field's path
+ * in `epath` and the message alone in `err` (make_action's "PATH: message"
+ * is split so too). */
 sharp_matcher_t *sharp_matcher_build_network(const struct Xds__Type__Matcher__V3__Matcher *pb,
                                              const char *path, sharp_match_action_fn make_action,
                                              void (*free_action)(void *), void *arg, uint32_t flags,
-                                             char *err, size_t errlen);
+                                             char *epath, size_t epathlen, char *err, size_t errlen);
 /* The same from the deprecated envoy.config.common.matcher.v3.Matcher
  * (Envoy's StringMatcher: its RegexMatcher's engine is optional). */
 sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,

@@ -53,10 +53,18 @@ static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
     }
     const Xds__Type__Matcher__V3__Matcher *pb =
         (const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d);
+    char epath[1024] = "";
     sharp_matcher_t *m =
         build_network
-            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, network_flags, err, errlen)
+            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, network_flags, epath,
+                                          sizeof epath, err, errlen)
             : sharp_matcher_build(pb, "xds_matcher", make_action, free, NULL, err, errlen);
+    /* the network matcher's path apart: printed as the other's */
+    if (!m && build_network) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", err);
+        snprintf(err, errlen, "%s: %s", epath, msg);
+    }
     sharp_config_doc_free(d);
     return m;
 }
@@ -833,6 +841,36 @@ static void network_refusals(void **state)
         err, sizeof err));
     assert_non_null(strstr(err, "Didn't find a registered implementation for 'fs'"));
     network_flags = 0;
+    /* the path and the message apart, also for a path holding ": " (a map
+     * key) and an action's refusal */
+    build_network = false;
+    {
+        sharp_config_error_t ce = {{0}};
+        const char *y = "matcher_tree:\n  " NET_INPUT("SourcePortInput") "\n  exact_match_map: {map: {'a: b': {"
+                        SKIP_ACTION("refuse") "}}}\n";
+        sharp_config_doc_t *d = sharp_config_parse(y, strlen(y), "test.yaml", &xds__type__matcher__v3__matcher__descriptor,
+                                                   &ce);
+        if (!d) fail_msg("parse: %s", ce.msg);
+        char epath[1024] = "";
+        make_action_fail = "refuse";
+        assert_null(sharp_matcher_build_network((const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d),
+                                                "m", make_action, free, NULL, 0, epath, sizeof epath, err,
+                                                sizeof err));
+        make_action_fail = NULL;
+        assert_string_equal(epath, "m.matcher_tree.exact_match_map.map[\"a: b\"].action.typed_config");
+        assert_string_equal(err, "refused action");
+        sharp_config_doc_free(d);
+        y = "matcher_tree:\n  " NET_INPUT("SourcePortInput") "\n  exact_match_map: {map: {'a: b': {}}}\n";
+        d = sharp_config_parse(y, strlen(y), "test.yaml", &xds__type__matcher__v3__matcher__descriptor, &ce);
+        assert_non_null(d);
+        assert_null(sharp_matcher_build_network((const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d),
+                                                "m", make_action, free, NULL, 0, epath, sizeof epath, err,
+                                                sizeof err));
+        assert_string_equal(epath, "m.matcher_tree.exact_match_map.map[\"a: b\"]");
+        assert_string_equal(err, "one of matcher and action is required");
+        sharp_config_doc_free(d);
+    }
+    build_network = true;
     assert_null(build(
         "matcher_tree:\n  input: {name: i, typed_config: {'@type': "
         "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput}}"
