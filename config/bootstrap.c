@@ -1636,15 +1636,10 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
                                 l->address, pb->filter_chains[i]->name);
         }
         snprintf(p, sizeof p, "%s.filter_chain_matcher", path);
-        char err[1024];
-        l->fc_matcher = sharp_matcher_build_network(pb->filter_chain_matcher, p, fc_name_action, free, (void *)pb, true, err,
-                                                    sizeof err);
-        if (!l->fc_matcher) { /* "PATH: message": the position of PATH */
-            char *sep = strstr(err, ": ");
-            if (!sep) return fail(b, p, "%s", err);
-            *sep = '\0';
-            return fail(b, err, "%s", sep + 2);
-        }
+        char err[1024], epath[1024];
+        l->fc_matcher = sharp_matcher_build_network(pb->filter_chain_matcher, p, fc_name_action, free, (void *)pb, 0,
+                                                    epath, sizeof epath, err, sizeof err);
+        if (!l->fc_matcher) return fail(b, epath, "%s", err);
     }
     l->nchains = (uint32_t)pb->n_filter_chains;
     l->has_default_chain = pb->default_filter_chain != NULL;

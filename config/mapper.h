@@ -191,6 +191,15 @@ ProtobufCMessage *sharp_any_unpack(const ProtobufCMessage *any,
                                    const ProtobufCMessageDescriptor *expected,
                                    sharp_config_error_t *err);
 
+/* ---- durations ------------------------------------------------------------ */
+
+struct Google__Protobuf__Duration;
+/* A Duration in milliseconds as Envoy's DurationUtil::durationToMilliseconds
+ * (PROTOBUF_GET_MS_OR_DEFAULT) takes it: a negative seconds or nanos is
+ * refused ("Expected positive duration"), and so is one past protobuf's
+ * range. 0, or -1 with the message in err. */
+int sharp_duration_ms(const struct Google__Protobuf__Duration *d, uint64_t *ms, char *err, size_t errlen);
+
 /* ---- JSON output ---------------------------------------------------------- */
 
 /* Appends `m` as compact proto3 JSON: proto field names in field-number

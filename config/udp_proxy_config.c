@@ -94,17 +94,12 @@ static int build_proxy(err_t *e, sharp_udp_proxy_config_t *c, const udp_proxy_pb
         c->route.cluster = sharp_strdup(pb->cluster);
         break;
     case ENVOY__EXTENSIONS__FILTERS__UDP__UDP_PROXY__V3__UDP_PROXY_CONFIG__ROUTE_SPECIFIER_MATCHER: {
-        char err[1024];
+        char err[1024], epath[1024];
         snprintf(p, sizeof p, "%s.matcher", path);
-        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, !wildcard(&l->addr),
-                                                 err, sizeof err);
-        if (!c->matcher) {
-            /* "path: what": the path of the field inside the matcher */
-            const char *sep = strstr(err, ": ");
-            if (!sep) return fail(e, p, "%s", err);
-            snprintf(p, sizeof p, "%.*s", (int)(sep - err), err);
-            return fail(e, p, "%s", sep + 2);
-        }
+        uint32_t flags = SHARP_MATCH_NET_UDP | (wildcard(&l->addr) ? SHARP_MATCH_NET_NO_LOCAL_IP : 0);
+        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, flags, epath,
+                                                 sizeof epath, err, sizeof err);
+        if (!c->matcher) return fail(e, epath, "%s", err);
         break;
     }
     default:
@@ -112,8 +107,13 @@ static int build_proxy(err_t *e, sharp_udp_proxy_config_t *c, const udp_proxy_pb
     }
     /* Envoy's PROTOBUF_GET_MS_OR_DEFAULT(config, idle_timeout, 60 * 1000) */
     c->idle_timeout_ms = 60000;
-    if (pb->idle_timeout)
-        c->idle_timeout_ms = (uint64_t)pb->idle_timeout->seconds * 1000 + (uint64_t)pb->idle_timeout->nanos / 1000000;
+    if (pb->idle_timeout) {
+        char err[256];
+        if (sharp_duration_ms(pb->idle_timeout, &c->idle_timeout_ms, err, sizeof err) < 0) {
+            snprintf(p, sizeof p, "%s.idle_timeout", path);
+            return fail(e, p, "%s", err);
+        }
+    }
     c->per_packet_lb = pb->use_per_packet_load_balancing;
     c->upstream_max_rx = max_rx(pb->upstream_socket_config);
     return 0;
@@ -125,8 +125,11 @@ int sharp_config_udp_listener(sharp_listener_config_t *l, const Envoy__Config__L
 {
     err_t e = {epath, emsg, epathlen, emsglen};
     char p[1024];
-    if (pb->n_filter_chains || pb->default_filter_chain) {
-        snprintf(p, sizeof p, "%s.%s", path, pb->n_filter_chains ? "filter_chains" : "default_filter_chain");
+    if (pb->n_filter_chains || pb->default_filter_chain || pb->filter_chain_matcher) {
+        snprintf(p, sizeof p, "%s.%s", path,
+                 pb->n_filter_chains         ? "filter_chains"
+                 : pb->default_filter_chain ? "default_filter_chain"
+                                            : "filter_chain_matcher");
         return fail(&e, p,
                     "a UDP listener has no filter chains: its listener filter "
                     "(envoy.filters.udp_listener.udp_proxy) takes its datagrams (QUIC listeners, which have "

@@ -5,6 +5,8 @@
 #include "mapper_internal.h"
 #include "config/support.h"
 
+#include "google/protobuf/duration.pb-c.h"
+
 #include <stdio.h>
 
 #define MAX_DURATION_SECONDS 315576000000ll
@@ -499,4 +501,19 @@ bool sharp_cfg_format_timestamp(sharp_sbuf_t *b, int64_t s, int32_t nanos)
     }
     sharp_sbuf_append(b, "Z", 1);
     return true;
+}
+
+int sharp_duration_ms(const Google__Protobuf__Duration *d, uint64_t *ms, char *err, size_t errlen)
+{
+    /* Envoy prints the Duration's DebugString */
+    if (d->seconds < 0 || d->nanos < 0) {
+        snprintf(err, errlen, "Expected positive duration: seconds: %lld nanos: %d", (long long)d->seconds, d->nanos);
+        return -1;
+    }
+    if (d->nanos > 999999999 || d->seconds > MAX_DURATION_SECONDS) {
+        snprintf(err, errlen, "Duration out-of-range: seconds: %lld nanos: %d", (long long)d->seconds, d->nanos);
+        return -1;
+    }
+    *ms = (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+    return 0;
 }

@@ -31,10 +31,11 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
             fd = fcntl(atomic_load(&s->fds[0]), F_DUPFD_CLOEXEC, 0);
             if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", address, strerror(errno));
         } else if (udp) {
-            fd = sharp_udp_bind_socket((const struct sockaddr *)addr, addrlen, address, err, errlen);
+            fd = sharp_bind_socket((const struct sockaddr *)addr, addrlen, SOCK_DGRAM, 0, address, err, errlen);
         } else {
             fd = listening ? sharp_listen_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen)
-                           : sharp_bind_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen);
+                           : sharp_bind_socket((const struct sockaddr *)addr, addrlen, SOCK_STREAM, pipe_mode, address, err,
+                                               errlen);
         }
         if (fd < 0) {
             sharp_lsock_unref(s);

@@ -112,7 +112,9 @@ typedef struct {
     int depth;
     bool legacy;  /* from envoy.config.common.matcher.v3.Matcher */
     bool network; /* the network inputs, not HTTP's */
-    bool local_ip_known; /* DestinationIPInput has a value (not a UDP socket bound to a wildcard) */
+    uint32_t net_flags;  /* SHARP_MATCH_NET_* */
+    char *epath;         /* the refused field's path apart from err's message, or NULL: "path: message" */
+    size_t epathlen;
 } build_t;
 
 #define MAX_DEPTH 32
@@ -126,8 +128,30 @@ static int fail(build_t *b, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(b->err, b->errlen, "%s: %s", path, msg);
+    if (b->epath) {
+        snprintf(b->epath, b->epathlen, "%s", path);
+        snprintf(b->err, b->errlen, "%s", msg);
+    } else {
+        snprintf(b->err, b->errlen, "%s: %s", path, msg);
+    }
     return -1;
+}
+
+/* make_action refused the action at `path` with "PATH: message", PATH
+ * being path or a field below it: apart for a caller that wants them so.
+ * PATH is found after path's own text, which may hold ": " (a map key). */
+static void action_refused(build_t *b, const char *path)
+{
+    if (!b->epath) return;
+    size_t n = strlen(path);
+    const char *rest = strncmp(b->err, path, n) == 0 ? b->err + n : NULL;
+    const char *sep = rest ? strstr(rest, ": ") : NULL;
+    if (!sep) { /* a message alone: the action's */
+        snprintf(b->epath, b->epathlen, "%s", path);
+        return;
+    }
+    snprintf(b->epath, b->epathlen, "%.*s", (int)(sep - b->err), b->err);
+    memmove(b->err, sep + 2, strlen(sep + 2) + 1);
 }
 
 /* ---- evaluation ---- */
@@ -158,23 +182,24 @@ static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
     }
 }
 
-static avail_t ip_value(const struct sockaddr *sa, sharp_sbuf_t *tmp, sharp_str_t *out)
+/* An address or port input's text, on the evaluation's stack: no
+ * allocation per connection or datagram. */
+#define VALUE_MAX INET6_ADDRSTRLEN
+
+static avail_t ip_value(const struct sockaddr *sa, char *buf, sharp_str_t *out)
 {
-    char ip[INET6_ADDRSTRLEN];
     if (!sa) return AVAIL_ABSENT;
     if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof ip);
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, VALUE_MAX);
     else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof ip);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, VALUE_MAX);
     else
         return AVAIL_ABSENT; /* not an IP address (a pipe): no value, as Envoy */
-    sharp_sbuf_reset(tmp);
-    sharp_sbuf_puts(tmp, ip);
-    *out = (sharp_str_t){tmp->data, tmp->len};
+    *out = (sharp_str_t){buf, strlen(buf)};
     return AVAIL_VALUE;
 }
 
-static avail_t port_value(const struct sockaddr *sa, sharp_sbuf_t *tmp, sharp_str_t *out)
+static avail_t port_value(const struct sockaddr *sa, char *buf, sharp_str_t *out)
 {
     unsigned port;
     if (sa && sa->sa_family == AF_INET)
@@ -183,10 +208,22 @@ static avail_t port_value(const struct sockaddr *sa, sharp_sbuf_t *tmp, sharp_st
         port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
     else
         return AVAIL_ABSENT;
-    sharp_sbuf_reset(tmp);
-    sharp_sbuf_printf(tmp, "%u", port);
-    *out = (sharp_str_t){tmp->data, tmp->len};
+    int n = snprintf(buf, VALUE_MAX, "%u", port);
+    *out = (sharp_str_t){buf, (size_t)n};
     return AVAIL_VALUE;
+}
+
+static bool ip_input(input_kind_t k)
+{
+    return k == INPUT_DESTINATION_IP || k == INPUT_SOURCE_IP || k == INPUT_DIRECT_SOURCE_IP;
+}
+
+/* The address an IP input reads. */
+static const struct sockaddr *ip_input_addr(input_kind_t k, const sharp_fc_conn_t *c)
+{
+    if (k == INPUT_DESTINATION_IP) return c->local;
+    if (k == INPUT_SOURCE_IP) return c->remote;
+    return c->direct_remote ? c->direct_remote : c->remote;
 }
 
 static avail_t str_value(const char *v, sharp_str_t *out)
@@ -199,21 +236,19 @@ static avail_t str_value(const char *v, sharp_str_t *out)
 /* A network input (Envoy's source/common/network/matching/inputs.cc):
  * always known once the connection's chain is chosen; an empty server
  * name or protocol, or an address that is not IP, is no value. */
-static avail_t net_input_get(const input_t *in, const sharp_fc_conn_t *c, sharp_sbuf_t *tmp,
+static avail_t net_input_get(const input_t *in, const sharp_fc_conn_t *c, sharp_sbuf_t *tmp, char *buf,
                              sharp_str_t *out)
 {
     if (!c) return AVAIL_NONE;
     switch (in->kind) {
     case INPUT_DESTINATION_IP:
-        return ip_value(c->local, tmp, out);
-    case INPUT_DESTINATION_PORT:
-        return port_value(c->local, tmp, out);
     case INPUT_SOURCE_IP:
-        return ip_value(c->remote, tmp, out);
-    case INPUT_SOURCE_PORT:
-        return port_value(c->remote, tmp, out);
     case INPUT_DIRECT_SOURCE_IP:
-        return ip_value(c->direct_remote ? c->direct_remote : c->remote, tmp, out);
+        return ip_value(ip_input_addr(in->kind, c), buf, out);
+    case INPUT_DESTINATION_PORT:
+        return port_value(c->local, buf, out);
+    case INPUT_SOURCE_PORT:
+        return port_value(c->remote, buf, out);
     case INPUT_SOURCE_TYPE:
         return str_value(sharp_fc_conn_is_local(c) ? "local" : NULL, out);
     case INPUT_SERVER_NAME:
@@ -239,11 +274,12 @@ static avail_t net_input_get(const input_t *in, const sharp_fc_conn_t *c, sharp_
     }
 }
 
-/* The input's value into *out (`tmp` holds it when built). */
-static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp,
+/* The input's value into *out (`tmp` or, for an address or port, `buf` of
+ * VALUE_MAX bytes holds it when built). */
+static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_sbuf_t *tmp, char *buf,
                          sharp_str_t *out)
 {
-    if (in->kind >= INPUT_DESTINATION_IP) return net_input_get(in, d->conn, tmp, out);
+    if (in->kind >= INPUT_DESTINATION_IP) return net_input_get(in, d->conn, tmp, buf, out);
     const sharp_headers_t *h = NULL;
     switch (in->kind) {
     case INPUT_REQUEST_HEADER:
@@ -312,8 +348,9 @@ static int pred_eval(const predicate_t *p, const sharp_match_data_t *d)
     switch (p->kind) {
     case PRED_SINGLE: {
         sharp_sbuf_t tmp = {0};
+        char buf[VALUE_MAX];
         sharp_str_t v;
-        avail_t a = input_get(&p->input, d, &tmp, &v);
+        avail_t a = input_get(&p->input, d, &tmp, buf, &v);
         int r = a == AVAIL_NONE     ? -1
                 : a == AVAIL_ABSENT ? 0
                                     : sharp_string_matcher_match(&p->sm, v);
@@ -356,7 +393,24 @@ static sharp_match_result_t handle(const on_match_t *om, const sharp_match_data_
 
 /* Envoy's TrieMatcher: the ranges holding the address, the longest prefix
  * first; the first one's on_match always, the others' unless exclusive,
- * until one matches. An input that is not an IP address matches none. */
+ * until one matches. */
+static sharp_match_result_t ip_match(const sharp_matcher_t *m, const struct sockaddr *sa,
+                                     const sharp_match_data_t *d, const void **action)
+{
+    bool first = true;
+    for (uint32_t i = 0; i < m->nranges; i++) {
+        const ip_range_t *r = &m->ranges[i];
+        if (!sharp_cidr_contains(&r->cidr, sa)) continue;
+        if (!first && r->exclusive) continue;
+        sharp_match_result_t res = handle(&m->ip_om[r->om], d, action);
+        if (res != SHARP_MATCH_NONE) return res;
+        first = false;
+    }
+    return SHARP_MATCH_NONE;
+}
+
+/* The same for an input read as text (an address in a header): one that
+ * is not an IP address matches none. */
 static sharp_match_result_t ip_evaluate(const sharp_matcher_t *m, sharp_str_t v,
                                         const sharp_match_data_t *d, const void **action)
 {
@@ -373,16 +427,7 @@ static sharp_match_result_t ip_evaluate(const sharp_matcher_t *m, sharp_str_t v,
         ss.ss_family = AF_INET6;
     else
         return SHARP_MATCH_NONE;
-    bool first = true;
-    for (uint32_t i = 0; i < m->nranges; i++) {
-        const ip_range_t *r = &m->ranges[i];
-        if (!sharp_cidr_contains(&r->cidr, (const struct sockaddr *)&ss)) continue;
-        if (!first && r->exclusive) continue;
-        sharp_match_result_t res = handle(&m->ip_om[r->om], d, action);
-        if (res != SHARP_MATCH_NONE) return res;
-        first = false;
-    }
-    return SHARP_MATCH_NONE;
+    return ip_match(m, (const struct sockaddr *)&ss, d, action);
 }
 
 sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const sharp_match_data_t *d,
@@ -400,13 +445,22 @@ sharp_match_result_t sharp_matcher_evaluate(const sharp_matcher_t *m, const shar
         return handle(&m->on_no_match, d, action);
     }
     sharp_sbuf_t tmp = {0};
+    char buf[VALUE_MAX];
     sharp_str_t v;
-    avail_t a = input_get(&m->input, d, &tmp, &v);
+    const struct sockaddr *sa = NULL;
+    avail_t a;
+    if (m->ip && d->conn && ip_input(m->input.kind)) {
+        /* the address itself, not its text parsed back */
+        sa = ip_input_addr(m->input.kind, d->conn);
+        a = sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) ? AVAIL_VALUE : AVAIL_ABSENT;
+    } else {
+        a = input_get(&m->input, d, &tmp, buf, &v);
+    }
     sharp_match_result_t res = SHARP_MATCH_NONE;
     if (a == AVAIL_NONE) {
         res = SHARP_MATCH_INSUFFICIENT;
     } else if (a == AVAIL_VALUE && m->ip) {
-        res = ip_evaluate(m, v, d, action);
+        res = sa ? ip_match(m, sa, d, action) : ip_evaluate(m, v, d, action);
     } else if (a == AVAIL_VALUE) {
         for (uint32_t i = 0; i < m->nmap; i++) {
             const map_entry_t *e = &m->map[i];
@@ -544,7 +598,14 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
             return r;
         }
         in->kind = net[i].kind;
-        if (in->kind == INPUT_DESTINATION_IP && !b->local_ip_known) {
+        if ((b->net_flags & SHARP_MATCH_NET_UDP) && in->kind != INPUT_DESTINATION_IP &&
+            in->kind != INPUT_DESTINATION_PORT && in->kind != INPUT_SOURCE_IP && in->kind != INPUT_SOURCE_PORT) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return fail(b, p, "Didn't find a registered implementation for '%s' with type URL: '%s' (the UDP "
+                        "proxy's matcher reads a datagram's DestinationIPInput, DestinationPortInput, "
+                        "SourceIPInput and SourcePortInput)", tc->name, d->name);
+        }
+        if (in->kind == INPUT_DESTINATION_IP && (b->net_flags & SHARP_MATCH_NET_NO_LOCAL_IP)) {
             protobuf_c_message_free_unpacked(msg, NULL);
             return fail(b, p, "match input '%s' is not supported on a UDP listener bound to a wildcard address "
                         "(SHARP does not read a datagram's destination address there)", d->name);
@@ -636,7 +697,10 @@ static int build_on_match(build_t *b, const on_match_pb_t *pb, const char *path,
         om->action = b->make_action(pb->action->name, pb->action->typed_config->type_url, msg,
                                     b->arg, ap, b->err, b->errlen);
         protobuf_c_message_free_unpacked(msg, NULL);
-        if (!om->action) return -1;
+        if (!om->action) {
+            action_refused(b, ap);
+            return -1;
+        }
     } else {
         return fail(b, path, "one of matcher and action is required");
     }
@@ -947,8 +1011,8 @@ sharp_matcher_t *sharp_matcher_build(const matcher_pb_t *pb, const char *path,
 
 sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char *path,
                                              sharp_match_action_fn make_action,
-                                             void (*free_action)(void *), void *arg, bool local_ip_known,
-                                             char *err, size_t errlen)
+                                             void (*free_action)(void *), void *arg, uint32_t flags,
+                                             char *epath, size_t epathlen, char *err, size_t errlen)
 {
     build_t b = {.make_action = make_action,
                  .free_action = free_action,
@@ -956,7 +1020,10 @@ sharp_matcher_t *sharp_matcher_build_network(const matcher_pb_t *pb, const char 
                  .err = err,
                  .errlen = errlen,
                  .network = true,
-                 .local_ip_known = local_ip_known};
+                 .net_flags = flags,
+                 .epath = epath,
+                 .epathlen = epathlen};
+    if (epath) snprintf(epath, epathlen, "%s", path);
     sharp_matcher_t *m = build(&b, pb, path);
     if (m) m->inputs = b.inputs;
     return m;

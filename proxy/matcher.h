@@ -24,9 +24,10 @@
  * network inputs of a connection (Envoy's envoy.matching.inputs.*: the
  * destination and source addresses and ports, the direct source address,
  * the source type, server name, transport and application protocols,
- * filter state; a connection's or, for the UDP proxy, a datagram's: its
- * DestinationIPInput needs `local_ip_known`, refused on a UDP socket bound
- * to a wildcard address). Trees may also use the xds.type.matcher.v3.IPMatcher
+ * filter state; a connection's or, for the UDP proxy, a datagram's, whose
+ * inputs are only the addresses and ports (SHARP_MATCH_NET_UDP), its
+ * DestinationIPInput refused on a socket bound to a wildcard address).
+ * Trees may also use the xds.type.matcher.v3.IPMatcher
  * custom match (the input parsed as an IP address, the longest matching
  * range first). Actions are made by the caller's callback from each
  * action's TypedExtensionConfig. */
@@ -73,12 +74,25 @@ sharp_matcher_t *sharp_matcher_build(const struct Xds__Type__Matcher__V3__Matche
                                      const char *path, sharp_match_action_fn make_action,
                                      void (*free_action)(void *), void *arg, char *err,
                                      size_t errlen);
+/* sharp_matcher_build_network's flags. */
+enum {
+    /* the UDP proxy's matcher: the inputs Envoy registers for a datagram
+     * (UdpMatchingData: the destination and source IP addresses and
+     * ports); the others are refused as Envoy refuses them ("Didn't find a
+     * registered implementation") */
+    SHARP_MATCH_NET_UDP = 1u << 0,
+    /* DestinationIPInput has no value to read (a UDP socket bound to a
+     * wildcard address): refused */
+    SHARP_MATCH_NET_NO_LOCAL_IP = 1u << 1,
+};
 /* The same over a connection's data (the network inputs; HTTP inputs are
- * refused). */
+ * refused), with SHARP_MATCH_NET_* `flags`. A refusal puts the field's path
+ * in `epath` and the message alone in `err` (make_action's "PATH: message"
+ * is split so too). */
 sharp_matcher_t *sharp_matcher_build_network(const struct Xds__Type__Matcher__V3__Matcher *pb,
                                              const char *path, sharp_match_action_fn make_action,
-                                             void (*free_action)(void *), void *arg, bool local_ip_known,
-                                             char *err, size_t errlen);
+                                             void (*free_action)(void *), void *arg, uint32_t flags,
+                                             char *epath, size_t epathlen, char *err, size_t errlen);
 /* The same from the deprecated envoy.config.common.matcher.v3.Matcher
  * (Envoy's StringMatcher: its RegexMatcher's engine is optional). */
 sharp_matcher_t *sharp_matcher_build_envoy(const ProtobufCMessage *pb, const char *path,

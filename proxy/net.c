@@ -123,10 +123,10 @@ int sharp_pipe_addr(const char *path, struct sockaddr_storage *ss, socklen_t *le
     return 0;
 }
 
-int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
-                      size_t errlen)
+int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32_t mode, const char *name,
+                      char *err, size_t errlen)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(sa->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket(): %s", strerror(errno));
         return -1;
@@ -139,7 +139,10 @@ int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, c
          * that cannot be removed makes bind fail with a clear errno. */
         if (unix_path) unlink(un->sun_path);
     } else {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* Envoy's setPrebindSocketOptions: SO_REUSEADDR on stream sockets
+         * only; on a datagram socket it would let anyone bind the same
+         * port and take part of its datagrams */
+        if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
         if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
@@ -150,25 +153,6 @@ int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, c
     }
     if (unix_path && mode != 0 && chmod(un->sun_path, (mode_t)mode) < 0) {
         snprintf(err, errlen, "Failed to create socket with mode %u: %s", mode, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-int sharp_udp_bind_socket(const struct sockaddr *sa, socklen_t len, const char *name, char *err, size_t errlen)
-{
-    int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket(): %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, sa, len) < 0) {
-        snprintf(err, errlen, "cannot bind '%s': %s", name, strerror(errno));
         close(fd);
         return -1;
     }
@@ -187,7 +171,7 @@ int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen)
 int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
                         size_t errlen)
 {
-    int fd = sharp_bind_socket(sa, len, mode, name, err, errlen);
+    int fd = sharp_bind_socket(sa, len, SOCK_STREAM, mode, name, err, errlen);
     if (fd >= 0 && sharp_listen_fd(fd, name, err, errlen) < 0) {
         close(fd);
         return -1;

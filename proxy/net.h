@@ -51,14 +51,12 @@ int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode,
                         size_t errlen);
 /* The same socket bound but not listening yet (a warming listener's: the
  * address is taken, connection attempts are refused until
- * sharp_listen_fd). */
-int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
-                      size_t errlen);
-/* A UDP listener's socket: a non-blocking datagram socket bound to an IP
- * address with SO_REUSEADDR, SO_REUSEPORT (one per worker, the kernel
- * hashing each peer to one of them) and IPV6_V6ONLY. -1 with a message in
- * err naming `name`. */
-int sharp_udp_bind_socket(const struct sockaddr *sa, socklen_t len, const char *name, char *err, size_t errlen);
+ * sharp_listen_fd), of `type` SOCK_STREAM, or SOCK_DGRAM for a UDP
+ * listener's (an IP address; no SO_REUSEADDR, as Envoy: SO_REUSEPORT alone
+ * gives a socket per worker, the kernel hashing each peer to one of them,
+ * and lets no other user bind the port). */
+int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32_t mode, const char *name,
+                      char *err, size_t errlen);
 /* listen(2) with SHARP's backlog. 0, or -1 with a message naming `name`. */
 int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen);
 

@@ -23,6 +23,8 @@
 #include "xds/lds.h"
 #include "udp/udp_proxy.h"
 
+#include <errno.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 uint64_t sharp_worker_random(sharp_worker_t *w)
@@ -229,6 +231,10 @@ static sharp_listen_entry_t *open_listen_entry(sharp_worker_t *w, const sharp_li
     if (l->udp) {
         uv_udp_init(&w->loop, &e->h.udp);
         rc = uv_udp_open(&e->h.udp, fd);
+        /* libuv sets SO_REUSEADDR on the socket it adopts: cleared again
+         * (sharp_bind_socket), else any local user could bind the port */
+        if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){0}, sizeof(int)) < 0)
+            rc = uv_translate_sys_error(errno);
         e->h.handle.data = e;
         e->sock_id = l->sock->id;
         e->listener = l;

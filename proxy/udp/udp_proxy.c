@@ -37,10 +37,14 @@ typedef struct sharp_udp_session {
     uv_udp_t up; /* connected to host */
     sharp_deadline_t idle;
     struct sockaddr_storage peer;
-    sharp_worker_view_t *view; /* a reference: keeps cl and host */
-    sharp_cluster_t *cluster;  /* a reference */
+    /* a reference; the session holds no view (a snapshot and its pools
+     * would live as long as its traffic): the worker's current view gives
+     * the cluster's balancer at each datagram */
+    sharp_cluster_t *cluster;
+    /* pinned (its npools counts the session): a host that left the
+     * cluster's set is not freed while a session still points at it */
     sharp_host_t *host;
-    /* cluster.<name>.udp.* */
+    /* cluster.<name>.udp.* (cluster_udp_counter) */
     sharp_stat_id_t sess_rx_datagrams, sess_rx_errors, sess_tx_datagrams, sess_tx_errors, sess_rx_dropped;
 } sharp_udp_session_t;
 
@@ -54,7 +58,7 @@ static void free_session(uv_handle_t *h)
     free(sharp_container_of((uv_udp_t *)h, sharp_udp_session_t, up));
 }
 
-/* Ends a session: out of the table, its breaker slot, view and cluster
+/* Ends a session: out of the table, its breaker slot, host and cluster
  * let go, its socket closed. */
 static void session_end(sharp_udp_session_t *s)
 {
@@ -65,8 +69,10 @@ static void session_end(sharp_udp_session_t *s)
     sharp_deadline_stop(&s->idle);
     sharp_gauge_add(shard(u), u->cfg->st.active, -1);
     atomic_fetch_sub_explicit(&s->cluster->open[SHARP_PRIORITY_DEFAULT].cx_open, 1, memory_order_relaxed);
+    /* the session's last use of the host was above: the release orders it
+     * before sharp_cluster_collect_departed's acquire */
+    atomic_fetch_sub_explicit(&s->host->npools, 1, memory_order_release);
     sharp_cluster_unref(s->cluster);
-    sharp_view_unref(s->view);
     uv_udp_recv_stop(&s->up);
     uv_close((uv_handle_t *)&s->up, free_session);
 }
@@ -133,9 +139,23 @@ static sharp_host_t *choose_host(sharp_cluster_local_t *cl)
     return sharp_cluster_choose(cl, false, NULL, 0);
 }
 
-static sharp_stat_id_t cluster_udp_counter(const sharp_cluster_t *c, const char *name)
+enum { UDP_RX_DATAGRAMS, UDP_RX_ERRORS, UDP_TX_DATAGRAMS, UDP_TX_ERRORS, UDP_RX_DROPPED, UDP_NSTATS };
+
+/* cluster.<name>.udp.<which>: registered once per cluster (a registration
+ * formats the name and takes the stats lock), not per session. The slot
+ * holds id + 1, as the cluster's upstream_rq_<code>. */
+static sharp_stat_id_t cluster_udp_counter(sharp_cluster_t *c, int which)
 {
-    return sharp_stats_counterf(c->stats, "cluster.%s.udp.%s", c->stat_name, name);
+    static const char *const names[UDP_NSTATS] = {"sess_rx_datagrams", "sess_rx_errors", "sess_tx_datagrams",
+                                                  "sess_tx_errors", "sess_rx_datagrams_dropped"};
+    _Static_assert(UDP_NSTATS == sizeof ((sharp_cluster_t *)0)->udp_st / sizeof ((sharp_cluster_t *)0)->udp_st[0],
+                   "a slot per counter");
+    sharp_stat_id_t id1 = atomic_load_explicit(&c->udp_st[which], memory_order_acquire);
+    if (!id1) {
+        id1 = sharp_stats_counterf(c->stats, "cluster.%s.udp.%s", c->stat_name, names[which]) + 1;
+        atomic_store_explicit(&c->udp_st[which], id1, memory_order_release);
+    }
+    return id1 - 1;
 }
 
 /* A new session of the peer to host (chosen when not given), counted in the
@@ -161,7 +181,7 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     }
     sharp_udp_session_t *s = sharp_calloc(1, sizeof *s);
     s->u = u;
-    s->sess_tx_errors = cluster_udp_counter(cluster, "sess_tx_errors");
+    s->sess_tx_errors = cluster_udp_counter(cluster, UDP_TX_ERRORS);
     int rc = uv_udp_init_ex(&u->w->loop, &s->up, host->addr.ss_family);
     if (rc < 0) {
         /* the socket call fails only for want of memory or descriptors,
@@ -176,14 +196,13 @@ static sharp_udp_session_t *session_new(sharp_udp_listener_t *u, const sharp_udp
     s->entry.key = *key;
     s->entry.hash = hash;
     memcpy(&s->peer, peer, peer->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
-    s->view = u->w->view;
-    s->view->refs++;
     s->cluster = sharp_cluster_ref(cluster);
     s->host = host;
-    s->sess_rx_datagrams = cluster_udp_counter(cluster, "sess_rx_datagrams");
-    s->sess_rx_errors = cluster_udp_counter(cluster, "sess_rx_errors");
-    s->sess_tx_datagrams = cluster_udp_counter(cluster, "sess_tx_datagrams");
-    s->sess_rx_dropped = cluster_udp_counter(cluster, "sess_rx_datagrams_dropped");
+    atomic_fetch_add_explicit(&host->npools, 1, memory_order_relaxed);
+    s->sess_rx_datagrams = cluster_udp_counter(cluster, UDP_RX_DATAGRAMS);
+    s->sess_rx_errors = cluster_udp_counter(cluster, UDP_RX_ERRORS);
+    s->sess_tx_datagrams = cluster_udp_counter(cluster, UDP_TX_DATAGRAMS);
+    s->sess_rx_dropped = cluster_udp_counter(cluster, UDP_RX_DROPPED);
     sharp_udp_table_insert(&u->table, &s->entry);
     sharp_dlist_push(&u->sessions, &s->link);
     sharp_counter_inc(sh, u->cfg->st.total);
@@ -231,9 +250,9 @@ static const char *route(const sharp_udp_listener_t *u, const struct sockaddr *p
     return ((const sharp_udp_route_t *)action)->cluster;
 }
 
-static bool host_usable(const sharp_cluster_local_t *cl, const sharp_host_t *h)
+static bool host_listed(const sharp_cluster_local_t *cl, const sharp_host_t *h)
 {
-    return sharp_host_healthy(h) && sharp_cluster_local_pos(cl, h) < cl->set->nhosts;
+    return sharp_cluster_local_pos(cl, h) < cl->set->nhosts;
 }
 
 /* Envoy's UdpProxyFilter::onData. */
@@ -249,6 +268,13 @@ static void on_datagram(sharp_udp_listener_t *u, const struct sockaddr *peer, co
     if (!cluster || !cl) {
         sharp_debug(filter, "udp proxy: no route%s%s", name ? ": no cluster " : "", name ? name : "");
         sharp_counter_inc(sh, cfg->st.no_route);
+        /* the peer's session to a cluster CDS removed ends, as Envoy's
+         * cluster removal ends its sessions (per-packet sessions, keyed by
+         * their host too, end when idle) */
+        if (!cfg->per_packet_lb) {
+            sharp_udp_entry_t *e = sharp_udp_table_find(&u->table, &key, sharp_udp_key_hash(&u->table, &key));
+            if (e) session_end(sharp_container_of(e, sharp_udp_session_t, entry));
+        }
         return;
     }
     sharp_udp_session_t *s;
@@ -279,11 +305,17 @@ static void on_datagram(sharp_udp_listener_t *u, const struct sockaddr *peer, co
         session_end(s);
         s = NULL;
     }
-    if (s && !host_usable(cl, s->host)) {
+    if (s && !host_listed(cl, s->host)) {
+        /* the host left the cluster (EDS, DNS): Envoy ends its sessions;
+         * the datagram opens one to a host of the set */
+        sharp_debug(filter, "udp proxy: upstream %s removed, new session", s->host->address);
+        session_end(s);
+        s = session_new(u, &key, hash, peer, cluster, cl, NULL);
+    } else if (s && !sharp_host_healthy(s->host)) {
         /* a new session to a healthy host, when there is another one */
         sharp_host_t *h = choose_host(cl);
         if (h && h != s->host && sharp_host_healthy(h)) {
-            sharp_debug(filter, "udp proxy: upstream %s unhealthy or removed, new session", s->host->address);
+            sharp_debug(filter, "udp proxy: upstream %s unhealthy, new session", s->host->address);
             session_end(s);
             s = session_new(u, &key, hash, peer, cluster, cl, h);
         }

@@ -259,6 +259,9 @@ typedef struct sharp_cluster {
      * on first use of each code (a registration takes the stats lock once
      * per code, never again, also when the stats matcher rejects it). */
     _Atomic sharp_stat_id_t rq_code[600];
+    /* the UDP proxy's cluster.<name>.udp.* counters (udp/udp_proxy.c), the
+     * same way: ids plus one, registered by the first session's worker */
+    _Atomic sharp_stat_id_t udp_st[5];
     /* circuit_breakers.<priority>.* gauges, [0] default, [1] high */
     struct {
         sharp_stat_id_t cx_open, cx_pool_open, rq_pending_open, rq_open, rq_retry_open, remaining_cx,

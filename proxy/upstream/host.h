@@ -72,7 +72,8 @@ typedef struct sharp_host {
     /* What still uses a host that left its cluster (upstream/cluster.h's
      * sharp_cluster_collect_departed frees it once all are zero): the host
      * sets that list it, the pools made for it (a retired pool lives until
-     * its last connection closes); with active_rq, the tries in flight. */
+     * its last connection closes) and the UDP proxy's sessions to it
+     * (udp/udp_proxy.c); with active_rq, the tries in flight. */
     _Atomic uint32_t nsets, npools;
     /* ORIGINAL_DST clusters (upstream/original_dst.h): chosen since the
      * last cleanup pass; removed by the cleanup (workers drop its pools) */

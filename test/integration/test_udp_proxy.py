@@ -190,6 +190,24 @@ def test_relay_both_ways_and_stats(procs, echo):
     c.close()
 
 
+def test_listening_port_cannot_be_shared(procs, echo):
+    """The UDP listener's sockets have no SO_REUSEADDR (libuv sets it when
+    it adopts a socket; SHARP clears it): another socket cannot bind the
+    same address and port and take datagrams meant for the proxy."""
+    e = echo()
+    admin, port = free_port(), udp_port()
+    start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "svc", "cluster": "c"})],
+                           [cluster("c", [e.port])]), admin)
+    thief = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with pytest.raises(OSError):
+        thief.bind(("127.0.0.1", port))
+    thief.close()
+    c = Client(port)
+    assert c.exchange(b"mine") == b"mine"
+    c.close()
+
+
 def test_ipv6_listener_to_ipv4_upstream(procs, echo):
     e = echo(prefix=b"v4:")
     admin = free_port()
@@ -369,6 +387,76 @@ def test_unknown_cluster_is_no_route(procs, echo):
     c.close()
 
 
+def eds_doc(version, name, *ports):
+    return {"version_info": str(version), "resources": [{
+        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": p}}}} for p in ports]}]}]}
+
+
+def eds_cluster(name, path):
+    return {"name": name, "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": {"path_config_source": {"path": path}}}}
+
+
+def housekeeping_passes(admin, n):
+    """Waits until the main thread's housekeeping (one pass a second, which
+    frees the hosts that left a cluster once nothing uses them) has run n
+    more times: server.uptime moves with it."""
+    start_ = stat(admin, "server.uptime")
+    wait_for(lambda: stat(admin, "server.uptime") >= start_ + n, n + 5, f"{n} housekeeping passes")
+
+
+def test_eds_removes_the_session_host(procs, echo, tmp_path):
+    """A session's host leaves the cluster (EDS): the host stays alive while
+    the session points at it (under ASan a freed host read by the next
+    datagram is reported), and the next datagram moves the session to a host
+    of the new set."""
+    a, b = echo(prefix=b"a:"), echo(prefix=b"b:")
+    admin, port = free_port(), udp_port()
+    eds = str(tmp_path / "eds.json")
+    write_atomic(eds, eds_doc(1, "c", a.port))
+    start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "eds", "cluster": "c"})],
+                           [eds_cluster("c", eds)]), admin, concurrency=1)
+    c = Client(port)
+    wait_for(lambda: c.exchange(b"1", timeout=0.3) == b"a:1", 10, "the first host")
+    write_atomic(eds, eds_doc(2, "c", b.port))
+    wait_for(lambda: stat(admin, "cluster.c.update_success") == 2, 10, "the EDS update")
+    # long enough for the departed host to be collected, were it unpinned
+    housekeeping_passes(admin, 3)
+    assert c.exchange(b"2") == b"b:2"
+    assert counter(admin, "udp.eds.downstream_sess_total") == 2
+    assert stat(admin, "udp.eds.downstream_sess_active") == 1
+    # the host, once no session has it, is collected
+    housekeeping_passes(admin, 3)
+    assert c.exchange(b"3") == b"b:3"
+    c.close()
+
+
+def test_cluster_removed_ends_the_session(procs, echo, tmp_path):
+    """CDS removes the session's cluster: the peer's next datagram has no
+    route, and its session ends (it no longer relays the host's answers)."""
+    e = echo()
+    admin, port = free_port(), udp_port()
+    cds = str(tmp_path / "cds.json")
+    cl = dict(cluster("c", [e.port]), **{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"})
+    other = dict(cluster("other", [e.port]), **{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"})
+    write_atomic(cds, discovery(1, cl, other))
+    dyn = "dynamic_resources:\n  cds_config: {\"path_config_source\": {\"path\": \"%s\"}}\n" % cds
+    start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "rm", "cluster": "c"})], [],
+                           dynamic=dyn), admin, concurrency=1)
+    c = Client(port)
+    wait_for(lambda: c.exchange(b"1", timeout=0.3) == b"1", 10, "the session")
+    assert stat(admin, "udp.rm.downstream_sess_active") == 1
+    write_atomic(cds, discovery(2, other))
+    wait_for(lambda: stat(admin, "cluster_manager.cds.update_success") == 2, 10, "the CDS update")
+    c.send(b"2")
+    wait_for(lambda: counter(admin, "udp.rm.downstream_sess_no_route") == 1, 5, "no route")
+    wait_for(lambda: stat(admin, "udp.rm.downstream_sess_active") == 0, 5, "the session ended")
+    assert c.recv(0.2) is None
+    c.close()
+
+
 def test_per_packet_load_balancing(procs, echo):
     a, b = echo(prefix=b"a:"), echo(prefix=b"b:")
     admin, port = free_port(), udp_port()
@@ -509,6 +597,9 @@ REFUSED = [
     ({"session_filters": [{"name": "x"}]}, {}, "session_filters"),
     ({}, {"udp_listener_config": {"quic_options": {}}}, "QUIC"),
     ({"stat_prefix": ""}, {}, "stat_prefix"),
+    # Envoy's DurationUtil: a negative duration is no "never"
+    ({"idle_timeout": "-1s"}, {}, "idle_timeout: Expected positive duration"),
+    ({"idle_timeout": "-0.5s"}, {}, "idle_timeout: Expected positive duration"),
     ({"idle_timeout": "1s", "cluster": None}, {}, "cluster and matcher"),
     ({}, {"udp_listener_config": {"downstream_socket_config": {"max_rx_datagram_size": 70000}}},
      "max_rx_datagram_size"),
@@ -536,6 +627,11 @@ def test_listener_shape_is_checked():
     lst = dict(base, filter_chains=[{"filters": []}])
     rc, out = validate_config(bootstrap(free_port(), [lst], [cluster("c", [1])]))
     assert rc != 0 and "filter_chains" in out and "QUIC" in out, out
+    # nor a matcher choosing between them
+    lst = dict(base, filter_chain_matcher={"on_no_match": {"action": {"name": "a", "typed_config": {
+        "@type": "type.googleapis.com/google.protobuf.StringValue", "value": "x"}}}})
+    rc, out = validate_config(bootstrap(free_port(), [lst], [cluster("c", [1])]))
+    assert rc != 0 and "filter_chain_matcher" in out and "no filter chains" in out, out
     # other listener filters on it
     lst = dict(base, listener_filters=[{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}])
@@ -558,6 +654,17 @@ def test_listener_shape_is_checked():
     lst["address"]["socket_address"]["address"] = "127.0.0.1"
     rc, out = validate_config(bootstrap(free_port(), [lst], [cluster("c", [1])]))
     assert rc == 0, out
+    # the inputs Envoy has no datagram implementation of
+    for name in ("ServerNameInput", "DirectSourceIPInput", "TransportProtocolInput"):
+        m = {"matcher_tree": {"input": {"name": "in", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3." + name}},
+            "exact_match_map": {"map": {"x": {"action": {"name": "r", "typed_config": {
+                "@type": ROUTE, "cluster": "c"}}}}}}}
+        rc, out = validate_config(bootstrap(free_port(), [udp_listener("udp", 1234, {"stat_prefix": "s",
+                                                                                     "matcher": m})],
+                                            [cluster("c", [1])]))
+        assert rc != 0 and "matcher.matcher_tree.input" in out and \
+            "Didn't find a registered implementation for 'in'" in out and name in out, out
     # a TCP and a UDP listener may share an address; two UDP ones may not
     tcp = {"name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1234}},
            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {

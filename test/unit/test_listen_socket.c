@@ -93,7 +93,7 @@ static void test_bound_then_listening(void **state)
     addr("127.0.0.1", 0, &ss, &len);
     char err[256];
     /* the port: one bound socket's, reused by the listener's (SO_REUSEPORT) */
-    int probe = sharp_bind_socket((struct sockaddr *)&ss, len, 0, "probe", err, sizeof err);
+    int probe = sharp_bind_socket((struct sockaddr *)&ss, len, SOCK_STREAM, 0, "probe", err, sizeof err);
     assert_true(probe >= 0);
     struct sockaddr_in sin;
     socklen_t sl = sizeof sin;
@@ -160,7 +160,7 @@ static void test_udp_sockets(void **state)
     struct sockaddr_storage ss;
     socklen_t len;
     addr("127.0.0.1", 0, &ss, &len);
-    int probe = sharp_bind_socket((struct sockaddr *)&ss, len, 0, "probe", err, sizeof err);
+    int probe = sharp_bind_socket((struct sockaddr *)&ss, len, SOCK_STREAM, 0, "probe", err, sizeof err);
     assert_true(probe >= 0);
     struct sockaddr_in sin;
     socklen_t sl = sizeof sin;
@@ -188,6 +188,45 @@ static void test_udp_sockets(void **state)
     sharp_lsock_unref(tcp);
 }
 
+/* A UDP listener's socket has no SO_REUSEADDR (Envoy sets it on stream
+ * sockets only): another socket, with SO_REUSEADDR but not SO_REUSEPORT,
+ * cannot bind the same address and port to take its datagrams. A TCP
+ * listener keeps SO_REUSEADDR. */
+static void test_udp_socket_not_shared(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    addr("127.0.0.1", 0, &ss, &len);
+    char err[256];
+    int fd = sharp_bind_socket((struct sockaddr *)&ss, len, SOCK_DGRAM, 0, "udp", err, sizeof err);
+    assert_true(fd >= 0);
+    int v = -1;
+    socklen_t vl = sizeof v;
+    assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &vl), 0);
+    assert_int_equal(v, 0);
+    int type = 0;
+    vl = sizeof type;
+    assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &vl), 0);
+    assert_int_equal(type, SOCK_DGRAM);
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof sin;
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    int other = socket(AF_INET, SOCK_DGRAM, 0);
+    int one = 1;
+    setsockopt(other, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    assert_int_equal(bind(other, (struct sockaddr *)&sin, sl), -1);
+    assert_int_equal(errno, EADDRINUSE);
+    close(other);
+    close(fd);
+    int tcp = sharp_bind_socket((struct sockaddr *)&ss, len, SOCK_STREAM, 0, "tcp", err, sizeof err);
+    assert_true(tcp >= 0);
+    vl = sizeof v;
+    assert_int_equal(getsockopt(tcp, SOL_SOCKET, SO_REUSEADDR, &v, &vl), 0);
+    assert_int_equal(v, 1);
+    close(tcp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -196,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_bound_then_listening),
         cmocka_unit_test(test_compatible_addresses),
         cmocka_unit_test(test_udp_sockets),
+        cmocka_unit_test(test_udp_socket_not_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

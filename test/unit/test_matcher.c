@@ -40,7 +40,7 @@ static void *make_action(const char *name, const char *type_url, const ProtobufC
 }
 
 static bool build_network;         /* sharp_matcher_build_network */
-static bool local_ip_unknown;      /* ... for a UDP socket bound to a wildcard address */
+static uint32_t network_flags;     /* ... with these SHARP_MATCH_NET_* */
 
 static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
 {
@@ -53,11 +53,18 @@ static sharp_matcher_t *build(const char *yaml, char *err, size_t errlen)
     }
     const Xds__Type__Matcher__V3__Matcher *pb =
         (const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d);
+    char epath[1024] = "";
     sharp_matcher_t *m =
         build_network
-            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, !local_ip_unknown, err,
-                                          errlen)
+            ? sharp_matcher_build_network(pb, "xds_matcher", make_action, free, NULL, network_flags, epath,
+                                          sizeof epath, err, errlen)
             : sharp_matcher_build(pb, "xds_matcher", make_action, free, NULL, err, errlen);
+    /* the network matcher's path apart: printed as the other's */
+    if (!m && build_network) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", err);
+        snprintf(err, errlen, "%s: %s", epath, msg);
+    }
     sharp_config_doc_free(d);
     return m;
 }
@@ -780,6 +787,66 @@ static void ip_matcher(void **state)
     build_network = false;
 }
 
+/* The IPMatcher over an address input reads the address itself; over a
+ * header, its text parsed (not an address: no range holds it); the same
+ * ranges either way. */
+static void ip_matcher_inputs(void **state)
+{
+    (void)state;
+    static const char *const ranges =
+        "  custom_match:\n"
+        "    name: ip\n"
+        "    typed_config:\n"
+        "      '@type': type.googleapis.com/xds.type.matcher.v3.IPMatcher\n"
+        "      range_matchers:\n"
+        "      - ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}, {address_prefix: 'fd00::', prefix_len: 8}]\n"
+        "        on_match: {" SKIP_ACTION("inside") "}\n"
+        "on_no_match: {" SKIP_ACTION("outside") "}\n";
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml, "matcher_tree:\n  %s\n%s", REQ_INPUT("x-ip"), ranges);
+    sharp_matcher_t *m = must_build(yaml);
+    sharp_headers_t h;
+    hdrs(&h, "x-ip", "10.9.8.7", NULL);
+    assert_string_equal(eval(m, &h, NULL), "inside");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-ip", "fd12::1", NULL);
+    assert_string_equal(eval(m, &h, NULL), "inside");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-ip", "11.0.0.1", NULL);
+    assert_string_equal(eval(m, &h, NULL), "outside");
+    sharp_headers_free(&h);
+    hdrs(&h, "x-ip", "not an address", NULL);
+    assert_string_equal(eval(m, &h, NULL), "outside");
+    sharp_headers_free(&h);
+    sharp_matcher_free(m);
+
+    build_network = true;
+    static const char *const inputs[] = {"SourceIPInput", "DirectSourceIPInput", "DestinationIPInput"};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+        char in[256];
+        snprintf(in, sizeof in, "input: {name: i, typed_config: {'@type': "
+                 "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}", inputs[i]);
+        snprintf(yaml, sizeof yaml, "matcher_tree:\n  %s\n%s", in, ranges);
+        m = must_build(yaml);
+        struct sockaddr_storage inside = addr("10.1.2.3", 5), inside6 = addr("fd00::9", 5),
+                                outside = addr("192.168.0.1", 5);
+        struct sockaddr_storage pipe = {.ss_family = AF_UNIX};
+        sharp_fc_conn_t c = {.local = (struct sockaddr *)&inside, .remote = (struct sockaddr *)&inside};
+        assert_string_equal(eval_conn(m, &c), "inside");
+        c.local = c.remote = (struct sockaddr *)&inside6;
+        assert_string_equal(eval_conn(m, &c), "inside");
+        c.local = c.remote = (struct sockaddr *)&outside;
+        assert_string_equal(eval_conn(m, &c), "outside");
+        c.local = c.remote = (struct sockaddr *)&pipe; /* no IP address: no value */
+        assert_string_equal(eval_conn(m, &c), "outside");
+        sharp_match_data_t none = {0};
+        const void *a;
+        assert_int_equal(sharp_matcher_evaluate(m, &none, &a), SHARP_MATCH_INSUFFICIENT);
+        sharp_matcher_free(m);
+    }
+    build_network = false;
+}
+
 static void network_refusals(void **state)
 {
     (void)state;
@@ -795,11 +862,75 @@ static void network_refusals(void **state)
      * destination address */
     const char *dst_ip = "matcher_tree:\n  " NET_INPUT("DestinationIPInput") "\n  exact_match_map: {map: {a: {"
                          SKIP_ACTION("a") "}}}\n";
-    local_ip_unknown = true;
+    network_flags = SHARP_MATCH_NET_UDP | SHARP_MATCH_NET_NO_LOCAL_IP;
     assert_null(build(dst_ip, err, sizeof err));
     assert_non_null(strstr(err, "DestinationIPInput' is not supported on a UDP listener bound to a wildcard"));
-    local_ip_unknown = false;
+    network_flags = SHARP_MATCH_NET_UDP;
     sharp_matcher_free(must_build(dst_ip));
+    /* the UDP proxy's matcher has Envoy's datagram inputs only: the
+     * addresses and ports; a listener's filter_chain_matcher has them all */
+    static const char *const udp_ok[] = {"DestinationIPInput", "DestinationPortInput", "SourceIPInput",
+                                         "SourcePortInput"};
+    static const char *const udp_refused[] = {"DirectSourceIPInput", "SourceTypeInput", "ServerNameInput",
+                                              "TransportProtocolInput", "ApplicationProtocolInput"};
+    char yaml[1024];
+    for (size_t i = 0; i < sizeof udp_ok / sizeof udp_ok[0]; i++) {
+        snprintf(yaml, sizeof yaml, "matcher_tree:\n  input: {name: in, typed_config: {'@type': "
+                 "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}\n"
+                 "  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n", udp_ok[i]);
+        sharp_matcher_free(must_build(yaml));
+    }
+    for (size_t i = 0; i < sizeof udp_refused / sizeof udp_refused[0]; i++) {
+        snprintf(yaml, sizeof yaml, "matcher_tree:\n  input: {name: in, typed_config: {'@type': "
+                 "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.%s}}\n"
+                 "  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n", udp_refused[i]);
+        network_flags = SHARP_MATCH_NET_UDP;
+        assert_null(build(yaml, err, sizeof err));
+        char want[256];
+        snprintf(want, sizeof want, "matcher_tree.input: Didn't find a registered implementation for 'in' with type "
+                 "URL: 'envoy.extensions.matching.common_inputs.network.v3.%s'", udp_refused[i]);
+        if (!strstr(err, want)) fail_msg("%s: %s", udp_refused[i], err);
+        network_flags = 0;
+        sharp_matcher_free(must_build(yaml));
+    }
+    network_flags = SHARP_MATCH_NET_UDP;
+    assert_null(build(
+        "matcher_tree:\n  input: {name: fs, typed_config: {'@type': "
+        "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput, key: k}}"
+        "\n  exact_match_map: {map: {a: {" SKIP_ACTION("a") "}}}\n",
+        err, sizeof err));
+    assert_non_null(strstr(err, "Didn't find a registered implementation for 'fs'"));
+    network_flags = 0;
+    /* the path and the message apart, also for a path holding ": " (a map
+     * key) and an action's refusal */
+    build_network = false;
+    {
+        sharp_config_error_t ce = {{0}};
+        const char *y = "matcher_tree:\n  " NET_INPUT("SourcePortInput") "\n  exact_match_map: {map: {'a: b': {"
+                        SKIP_ACTION("refuse") "}}}\n";
+        sharp_config_doc_t *d = sharp_config_parse(y, strlen(y), "test.yaml", &xds__type__matcher__v3__matcher__descriptor,
+                                                   &ce);
+        if (!d) fail_msg("parse: %s", ce.msg);
+        char epath[1024] = "";
+        make_action_fail = "refuse";
+        assert_null(sharp_matcher_build_network((const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d),
+                                                "m", make_action, free, NULL, 0, epath, sizeof epath, err,
+                                                sizeof err));
+        make_action_fail = NULL;
+        assert_string_equal(epath, "m.matcher_tree.exact_match_map.map[\"a: b\"].action.typed_config");
+        assert_string_equal(err, "refused action");
+        sharp_config_doc_free(d);
+        y = "matcher_tree:\n  " NET_INPUT("SourcePortInput") "\n  exact_match_map: {map: {'a: b': {}}}\n";
+        d = sharp_config_parse(y, strlen(y), "test.yaml", &xds__type__matcher__v3__matcher__descriptor, &ce);
+        assert_non_null(d);
+        assert_null(sharp_matcher_build_network((const Xds__Type__Matcher__V3__Matcher *)sharp_config_doc_message(d),
+                                                "m", make_action, free, NULL, 0, epath, sizeof epath, err,
+                                                sizeof err));
+        assert_string_equal(epath, "m.matcher_tree.exact_match_map.map[\"a: b\"]");
+        assert_string_equal(err, "one of matcher and action is required");
+        sharp_config_doc_free(d);
+    }
+    build_network = true;
     assert_null(build(
         "matcher_tree:\n  input: {name: i, typed_config: {'@type': "
         "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput}}"
@@ -838,6 +969,7 @@ int main(void)
         cmocka_unit_test(bad_configs),
         cmocka_unit_test(network_inputs),
         cmocka_unit_test(ip_matcher),
+        cmocka_unit_test(ip_matcher_inputs),
         cmocka_unit_test(network_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
