@@ -54,6 +54,16 @@ static bool parse_double(const char *s, size_t n, double *out)
     return true;
 }
 
+uint32_t sharp_fractional_denominator(int denominator)
+{
+    switch (denominator) {
+    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED: return 100;
+    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND: return 10000;
+    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION: return 1000000;
+    default: return 0;
+    }
+}
+
 /* The FractionalPercent Envoy reads from a value that is neither a bool nor a
  * number: YAML or JSON of the message, strictly (unknown fields and
  * undefined denominators make it no fractional percent at all). */
@@ -69,13 +79,8 @@ static bool parse_fractional(const char *raw, uint32_t *num, uint32_t *den)
     if (!doc) return false;
     const Envoy__Type__V3__FractionalPercent *fp =
         (const Envoy__Type__V3__FractionalPercent *)sharp_config_doc_message(doc);
-    bool ok = true;
-    switch (fp->denominator) {
-    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED: *den = 100; break;
-    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND: *den = 10000; break;
-    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION: *den = 1000000; break;
-    default: ok = false; break;
-    }
+    *den = sharp_fractional_denominator(fp->denominator);
+    bool ok = *den != 0;
     *num = fp->numerator;
     sharp_config_doc_free(doc);
     return ok;

@@ -23,13 +23,21 @@ typedef Envoy__Extensions__Filters__Common__Fault__V3__FaultRateLimit rate_pb_t;
 #define H_RATE_PCT "x-envoy-fault-throughput-response-percentage"
 #define H_NODE "x-envoy-downstream-service-node"
 
-static sharp_fault_percent_t percent_from(const Envoy__Type__V3__FractionalPercent *p)
+/* A percentage field; false (with the error) for a denominator the enum does
+ * not define, which Envoy's validation refuses. */
+static bool percent_from(const Envoy__Type__V3__FractionalPercent *p, const char *field,
+                         sharp_fault_percent_t *out, char *err, size_t errlen)
 {
-    static const uint32_t den[] = {100, 10000, 1000000};
     /* an absent percentage is the message's default: 0 out of 100 */
-    if (!p) return (sharp_fault_percent_t){0, 100};
-    return (sharp_fault_percent_t){p->numerator,
-                                   den[(unsigned)p->denominator < 3 ? p->denominator : 0]};
+    *out = (sharp_fault_percent_t){0, 100};
+    if (!p) return true;
+    out->denominator = sharp_fractional_denominator(p->denominator);
+    if (!out->denominator) {
+        snprintf(err, errlen, "%s.percentage.denominator: unknown", field);
+        return false;
+    }
+    out->numerator = p->numerator;
+    return true;
 }
 
 static char *key_or(const char *configured, const char *envoy_default)
@@ -90,7 +98,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
             goto fail;
         }
         s->has_delay = true;
-        s->delay_pct = percent_from(d->percentage);
+        if (!percent_from(d->percentage, "delay", &s->delay_pct, err, errlen)) goto fail;
     }
     const abort_pb_t *a = pb->abort;
     if (a) {
@@ -115,7 +123,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
             goto fail;
         }
         s->has_abort = true;
-        s->abort_pct = percent_from(a->percentage);
+        if (!percent_from(a->percentage, "abort", &s->abort_pct, err, errlen)) goto fail;
     }
     const rate_pb_t *r = pb->response_rate_limit;
     if (r) {
@@ -138,7 +146,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
             goto fail;
         }
         s->has_rate_limit = true;
-        s->rate_pct = percent_from(r->percentage);
+        if (!percent_from(r->percentage, "response_rate_limit", &s->rate_pct, err, errlen)) goto fail;
     }
     if (pb->upstream_cluster && pb->upstream_cluster[0])
         s->upstream_cluster = sharp_strdup(pb->upstream_cluster);

@@ -20,6 +20,7 @@
  * enforced,rate_limited,ok}; a per-route config counts in its filter's. */
 #include "filters/local_ratelimit/filter.h"
 #include "config/route_config.h"
+#include "runtime.h"
 #include "filters/local_ratelimit/token_bucket.h"
 #include "http/grpc.h"
 #include "http/route.h"
@@ -74,17 +75,16 @@ static void config_free(void *p)
 static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *field,
                          sharp_runtime_fraction_t *out, char *err, size_t errlen)
 {
-    static const uint32_t denominators[] = {100, 10000, 1000000};
     if (!rf->default_value) {
         snprintf(err, errlen, "%s.default_value: is required", field);
         return -1;
     }
-    if ((unsigned)rf->default_value->denominator >= 3) {
+    out->denominator = sharp_fractional_denominator(rf->default_value->denominator);
+    if (!out->denominator) {
         snprintf(err, errlen, "%s.default_value.denominator: unknown", field);
         return -1;
     }
     out->numerator = rf->default_value->numerator;
-    out->denominator = denominators[rf->default_value->denominator];
     if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
     return 0;
 }

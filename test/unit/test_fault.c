@@ -89,6 +89,21 @@ static void config_checks(void **state)
     assert_int_equal(s->abort_pct.numerator, 0);
     assert_int_equal(s->abort_pct.denominator, 100);
     sharp_fault_settings_free(s);
+    /* a denominator the enum does not define is refused, as Envoy's
+     * validation (enum defined_only) refuses it, never read as HUNDRED */
+    Envoy__Type__V3__FractionalPercent bad = ENVOY__TYPE__V3__FRACTIONAL_PERCENT__INIT;
+    bad.numerator = 5;
+    bad.denominator = 3;
+    ab.percentage = &bad;
+    assert_null(build(&pb, err));
+    assert_string_equal(err, "abort.percentage.denominator: unknown");
+    bad.denominator = ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND;
+    s = build(&pb, err);
+    assert_non_null(s);
+    assert_int_equal(s->abort_pct.numerator, 5);
+    assert_int_equal(s->abort_pct.denominator, 10000);
+    sharp_fault_settings_free(s);
+    ab.percentage = NULL;
     pb.abort = NULL;
 
     delay_pb_t d = ENVOY__EXTENSIONS__FILTERS__COMMON__FAULT__V3__FAULT_DELAY__INIT;
