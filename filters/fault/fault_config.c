@@ -233,13 +233,19 @@ static char *keyf(const char *fmt, sharp_str_t c)
     return b.data;
 }
 
-void sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, sharp_str_t c)
+bool sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, const sharp_fault_settings_t *s, sharp_str_t c)
 {
-    k->delay_percent = keyf("fault.http.%.*s.delay.fixed_delay_percent", c);
-    k->abort_percent = keyf("fault.http.%.*s.abort.abort_percent", c);
-    k->delay_duration = keyf("fault.http.%.*s.delay.fixed_duration_ms", c);
-    k->abort_http_status = keyf("fault.http.%.*s.abort.http_status", c);
-    k->abort_grpc_status = keyf("fault.http.%.*s.abort.grpc_status", c);
+    memset(k, 0, sizeof *k);
+    if (s->has_delay) {
+        k->delay_percent = keyf("fault.http.%.*s.delay.fixed_delay_percent", c);
+        k->delay_duration = keyf("fault.http.%.*s.delay.fixed_duration_ms", c);
+    }
+    if (s->has_abort) {
+        k->abort_percent = keyf("fault.http.%.*s.abort.abort_percent", c);
+        k->abort_http_status = keyf("fault.http.%.*s.abort.http_status", c);
+        k->abort_grpc_status = keyf("fault.http.%.*s.abort.grpc_status", c);
+    }
+    return s->has_delay || s->has_abort;
 }
 
 void sharp_fault_dc_keys_free(sharp_fault_dc_keys_t *k)

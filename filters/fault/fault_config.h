@@ -77,7 +77,10 @@ bool sharp_fault_matches(const sharp_fault_settings_t *s, const sharp_headers_t 
 typedef struct {
     char *delay_percent, *abort_percent, *delay_duration, *abort_http_status, *abort_grpc_status;
 } sharp_fault_dc_keys_t;
-void sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, sharp_str_t cluster);
+/* Builds the keys the settings can read: the delay's with a delay, the
+ * abort's with an abort (the others stay NULL). False when there are none
+ * (no delay and no abort: nothing reads them). */
+bool sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, const sharp_fault_settings_t *s, sharp_str_t cluster);
 void sharp_fault_dc_keys_free(sharp_fault_dc_keys_t *k);
 
 /* The decisions, each drawing from `random` as Envoy's featureEnabled

@@ -331,7 +331,7 @@ static void runtime_overrides(void **state)
     assert_int_equal(sharp_fault_max_active(s), 3);
     /* a downstream cluster's percent key replaces the default one */
     sharp_fault_dc_keys_t dc;
-    sharp_fault_dc_keys_init(&dc, str("web"));
+    assert_true(sharp_fault_dc_keys_init(&dc, s, str("web")));
     assert_string_equal(dc.delay_percent, "fault.http.web.delay.fixed_delay_percent");
     assert_string_equal(dc.abort_grpc_status, "fault.http.web.abort.grpc_status");
     assert_false(sharp_fault_abort(s, &h, &dc, 0, &http, &grpc));
@@ -341,12 +341,26 @@ static void runtime_overrides(void **state)
     assert_true(sharp_fault_delay(s, &h, NULL, 0, &ms) && ms == 20);
     assert_true(sharp_fault_delay(s, &h, &dc, 0, &ms) && ms == 7);
     sharp_fault_dc_keys_free(&dc);
-    sharp_fault_dc_keys_init(&dc, str("other"));
+    assert_true(sharp_fault_dc_keys_init(&dc, s, str("other")));
     assert_true(sharp_fault_delay(s, &h, &dc, 0, &ms) && ms == 20);
     /* a runtime status that is not one keeps the configured status */
     const char *k2[] = {"fault.http.abort.http_status"}, *v2[] = {"0"};
     assert_int_equal(sharp_runtime_merge_admin(rt, k2, v2, 1, err, sizeof err), 0);
     assert_true(sharp_fault_abort(s, &h, NULL, 0, &http, &grpc) && http == 503);
+    sharp_fault_dc_keys_free(&dc);
+    sharp_fault_settings_free(s);
+    /* only the keys the settings read are built: none without a delay or
+     * an abort, the delay's without an abort */
+    sharp_fault_pb_t pb = ENVOY__EXTENSIONS__FILTERS__HTTP__FAULT__V3__HTTPFAULT__INIT;
+    s = build(&pb, err);
+    assert_non_null(s);
+    assert_false(sharp_fault_dc_keys_init(&dc, s, str("web")));
+    assert_null(dc.delay_percent);
+    assert_null(dc.abort_percent);
+    s->has_delay = true;
+    assert_true(sharp_fault_dc_keys_init(&dc, s, str("web")));
+    assert_string_equal(dc.delay_duration, "fault.http.web.delay.fixed_duration_ms");
+    assert_null(dc.abort_http_status);
     sharp_fault_dc_keys_free(&dc);
     sharp_fault_settings_free(s);
     sharp_headers_free(&h);
