@@ -43,6 +43,7 @@ typedef enum {
 typedef struct {
     input_kind_t kind;
     char *name; /* header name (lower-case), query parameter or filter state key */
+    size_t name_len;
 } input_t;
 
 typedef struct on_match {
@@ -269,7 +270,7 @@ static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_s
         const char *qm = memchr(path.p, '?', path.len);
         if (!qm) return AVAIL_ABSENT;
         sharp_str_t q = {qm + 1, path.len - (size_t)(qm + 1 - path.p)};
-        size_t nlen = strlen(in->name), i = 0;
+        size_t nlen = in->name_len, i = 0;
         while (i < q.len) {
             const char *amp = memchr(q.p + i, '&', q.len - i);
             size_t end = amp ? (size_t)(amp - q.p) : q.len;
@@ -288,7 +289,7 @@ static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_s
         }
         return AVAIL_ABSENT;
     }
-    size_t nlen = strlen(in->name);
+    size_t nlen = in->name_len;
     int first = sharp_headers_find(h, in->name, nlen, 0);
     if (first < 0) return AVAIL_ABSENT;
     *out = sharp_headers_value(h, (uint32_t)first);
@@ -558,6 +559,7 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
                 return fail(b, p, "key: value length must be at least 1 characters");
             }
             in->name = sharp_strdup(key);
+            in->name_len = strlen(key);
         }
         protobuf_c_message_free_unpacked(msg, NULL);
         return 0;
@@ -608,6 +610,7 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
         return fail(b, p, "header_name: value does not match regex pattern");
     }
     in->name = sharp_strdup(name);
+    in->name_len = strlen(name);
     if (in->kind != INPUT_QUERY_PARAM)
         for (char *c = in->name; *c; c++)
             if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');

@@ -56,6 +56,7 @@ void sharp_fault_settings_free(sharp_fault_settings_t *s)
     for (uint32_t i = 0; i < s->ndownstream_nodes; i++)
         free(s->downstream_nodes[i]);
     free(s->downstream_nodes);
+    free(s->downstream_node_lens);
     free(s->upstream_cluster);
     free(s->delay_percent_rt);
     free(s->abort_percent_rt);
@@ -160,8 +161,12 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
     }
     s->downstream_nodes =
         sharp_calloc(pb->n_downstream_nodes ? pb->n_downstream_nodes : 1, sizeof(char *));
-    for (size_t i = 0; i < pb->n_downstream_nodes; i++)
+    s->downstream_node_lens =
+        sharp_calloc(pb->n_downstream_nodes ? pb->n_downstream_nodes : 1, sizeof(size_t));
+    for (size_t i = 0; i < pb->n_downstream_nodes; i++) {
+        s->downstream_node_lens[s->ndownstream_nodes] = strlen(pb->downstream_nodes[i]);
         s->downstream_nodes[s->ndownstream_nodes++] = sharp_strdup(pb->downstream_nodes[i]);
+    }
     if (pb->max_active_faults) {
         s->has_max_active = true;
         s->max_active = pb->max_active_faults->value;
@@ -217,7 +222,7 @@ bool sharp_fault_matches(const sharp_fault_settings_t *s, const sharp_headers_t 
         if (!sharp_headers_get_cstr(h, H_NODE, &node)) return false;
         bool found = false;
         for (uint32_t i = 0; i < s->ndownstream_nodes && !found; i++)
-            found = strlen(s->downstream_nodes[i]) == node.len &&
+            found = s->downstream_node_lens[i] == node.len &&
                     !memcmp(s->downstream_nodes[i], node.p, node.len);
         if (!found) return false;
     }

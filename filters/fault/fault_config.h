@@ -41,6 +41,7 @@ typedef struct sharp_fault_settings {
     sharp_header_matcher_t *headers;
     uint32_t nheaders;
     char **downstream_nodes;
+    size_t *downstream_node_lens;
     uint32_t ndownstream_nodes;
     bool has_max_active;
     uint32_t max_active;
