@@ -135,28 +135,12 @@ static int fail(build_t *b, const char *path, const char *fmt, ...)
 
 typedef enum { AVAIL_NONE, AVAIL_ABSENT, AVAIL_VALUE } avail_t;
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Envoy's PercentEncoding::decode: "%XX" with two hex digits is decoded,
- * anything else stays as it is. */
+/* Envoy's PercentEncoding::decode of p[0, n) into b. */
 static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
 {
     sharp_sbuf_reset(b);
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-            char c = (char)(hexval(p[i + 1]) << 4 | hexval(p[i + 2]));
-            sharp_sbuf_append(b, &c, 1);
-            i += 2;
-        } else {
-            sharp_sbuf_append(b, p + i, 1);
-        }
-    }
+    sharp_sbuf_reserve(b, n + 1);
+    b->len = sharp_percent_decode(p, n, b->data);
 }
 
 static avail_t ip_value(const struct sockaddr *sa, sharp_sbuf_t *tmp, sharp_str_t *out)
@@ -289,22 +273,8 @@ static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_s
         }
         return AVAIL_ABSENT;
     }
-    size_t nlen = in->name_len;
-    int first = sharp_headers_find(h, in->name, nlen, 0);
-    if (first < 0) return AVAIL_ABSENT;
-    *out = sharp_headers_value(h, (uint32_t)first);
-    int next = sharp_headers_find(h, in->name, nlen, (uint32_t)first + 1);
-    if (next >= 0) {
-        /* Envoy's getAllOfHeaderAsString: the values joined with "," */
-        sharp_sbuf_reset(tmp);
-        for (int i = first; i >= 0; i = sharp_headers_find(h, in->name, nlen, (uint32_t)i + 1)) {
-            if (tmp->len) sharp_sbuf_append(tmp, ",", 1);
-            sharp_str_t x = sharp_headers_value(h, (uint32_t)i);
-            sharp_sbuf_append(tmp, x.p, x.len);
-        }
-        *out = (sharp_str_t){tmp->data, tmp->len};
-    }
-    return AVAIL_VALUE;
+    /* Envoy's getAllOfHeaderAsString: the values joined with "," */
+    return sharp_headers_get_all(h, in->name, in->name_len, tmp, out) ? AVAIL_VALUE : AVAIL_ABSENT;
 }
 
 /* A predicate: 1 true, 0 false, -1 not decidable yet. */

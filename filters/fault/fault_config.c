@@ -186,30 +186,6 @@ fail:
     return NULL;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-bool sharp_fault_parse_uint(sharp_str_t v, uint64_t max, uint64_t *out)
-{
-    const char *p = v.p, *e = v.p + v.len;
-    while (p < e && is_space(*p))
-        p++;
-    while (e > p && is_space(e[-1]))
-        e--;
-    if (p < e && *p == '+') p++;
-    if (p == e) return false;
-    uint64_t n = 0;
-    for (; p < e; p++) {
-        if (*p < '0' || *p > '9') return false;
-        uint64_t d = (uint64_t)(*p - '0');
-        if (n > (max - d) / 10) return false;
-        n = n * 10 + d;
-    }
-    *out = n;
-    return true;
-}
 
 bool sharp_fault_matches(const sharp_fault_settings_t *s, const sharp_headers_t *h,
                          const char *route_cluster)
@@ -271,7 +247,7 @@ static sharp_fault_percent_t header_percent(sharp_fault_percent_t p, const sharp
 {
     sharp_str_t v;
     uint64_t n;
-    if (!sharp_headers_get_cstr(h, name, &v) || !sharp_fault_parse_uint(v, UINT32_MAX, &n))
+    if (!sharp_headers_get_cstr(h, name, &v) || !sharp_simple_atou(v, UINT32_MAX, &n))
         return p;
     if (n < p.numerator) p.numerator = (uint32_t)n;
     return p;
@@ -293,7 +269,7 @@ bool sharp_fault_delay(const sharp_fault_settings_t *s, const sharp_headers_t *h
     uint64_t d = s->delay_ms;
     if (s->delay_from_header) {
         sharp_str_t v;
-        if (!sharp_headers_get_cstr(h, H_DELAY, &v) || !sharp_fault_parse_uint(v, UINT64_MAX, &d))
+        if (!sharp_headers_get_cstr(h, H_DELAY, &v) || !sharp_simple_atou(v, UINT64_MAX, &d))
             return false;
     }
     d = sharp_runtime_get_u64(s->delay_duration_rt, d);
@@ -321,7 +297,7 @@ bool sharp_fault_abort(const sharp_fault_settings_t *s, const sharp_headers_t *h
     } else if (from_header) {
         sharp_str_t v;
         has_http = sharp_headers_get_cstr(h, H_ABORT, &v) &&
-                   sharp_fault_parse_uint(v, UINT64_MAX, &code) && code >= 200 && code < 600;
+                   sharp_simple_atou(v, UINT64_MAX, &code) && code >= 200 && code < 600;
     }
     if (has_http) {
         /* a downstream cluster's key replaces the status key, both defaulting
@@ -341,7 +317,7 @@ bool sharp_fault_abort(const sharp_fault_settings_t *s, const sharp_headers_t *h
     } else if (from_header) {
         sharp_str_t v;
         has_grpc = sharp_headers_get_cstr(h, H_ABORT_GRPC, &v) &&
-                   sharp_fault_parse_uint(v, UINT32_MAX, &g);
+                   sharp_simple_atou(v, UINT32_MAX, &g);
     }
     if (!has_grpc) return false;
     uint64_t rt = sharp_runtime_get_u64(dc ? dc->abort_grpc_status : s->abort_grpc_status_rt, g);
@@ -360,7 +336,7 @@ bool sharp_fault_rate(const sharp_fault_settings_t *s, const sharp_headers_t *h,
     uint64_t k = s->rate_kbps;
     if (s->rate_from_header) {
         sharp_str_t v;
-        if (!sharp_headers_get_cstr(h, H_RATE, &v) || !sharp_fault_parse_uint(v, UINT64_MAX, &k) ||
+        if (!sharp_headers_get_cstr(h, H_RATE, &v) || !sharp_simple_atou(v, UINT64_MAX, &k) ||
             k == 0)
             return false;
     }

@@ -61,10 +61,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
                                                     size_t errlen);
 void sharp_fault_settings_free(sharp_fault_settings_t *s);
 
-/* absl::SimpleAtoi for an unsigned type of at most `max`: optional ASCII
- * white space around, an optional '+', decimal digits; false otherwise or
- * on overflow. The fault headers' values are read with it. */
-bool sharp_fault_parse_uint(sharp_str_t v, uint64_t max, uint64_t *out);
+/* The fault headers' values are read with sharp_simple_atou (common.h). */
 
 /* The request is a target: upstream_cluster (the route entry's cluster,
  * NULL without one), downstream_nodes (x-envoy-downstream-service-node)

@@ -143,17 +143,15 @@ static bool extract(const sharp_h2m_rule_t *r, sharp_headers_t *h, sharp_sbuf_t 
         sharp_sbuf_append(out, v.p, v.len);
         return true;
     }
-    size_t nlen = r->name_len;
-    bool found = false;
-    for (int i = sharp_headers_find(h, r->header, nlen, 0); i >= 0;
-         i = sharp_headers_find(h, r->header, nlen, (uint32_t)i + 1)) {
-        sharp_str_t v = sharp_headers_value(h, (uint32_t)i);
-        if (found) sharp_sbuf_append(out, ",", 1);
+    sharp_str_t v;
+    if (!sharp_headers_get_all(h, r->header, r->name_len, out, &v)) return false;
+    /* one value is not in `out` yet; copied before a remove drops it */
+    if (v.p != out->data) {
+        sharp_sbuf_reset(out);
         sharp_sbuf_append(out, v.p, v.len);
-        found = true;
     }
-    if (found && r->remove) sharp_headers_remove(h, r->header, nlen);
-    return found;
+    if (r->remove) sharp_headers_remove(h, r->header, r->name_len);
+    return true;
 }
 
 void sharp_h2m_apply(const sharp_h2m_rule_t *rules, uint32_t n, sharp_headers_t *h,

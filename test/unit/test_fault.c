@@ -39,17 +39,17 @@ static void simple_atoi(void **state)
 {
     (void)state;
     uint64_t v = 7;
-    assert_true(sharp_fault_parse_uint(str("503"), UINT64_MAX, &v) && v == 503);
-    assert_true(sharp_fault_parse_uint(str(" +42\t"), UINT64_MAX, &v) && v == 42);
-    assert_true(sharp_fault_parse_uint(str("0"), UINT64_MAX, &v) && v == 0);
-    assert_true(sharp_fault_parse_uint(str("4294967295"), UINT32_MAX, &v) && v == UINT32_MAX);
-    assert_false(sharp_fault_parse_uint(str("4294967296"), UINT32_MAX, &v));
-    assert_true(sharp_fault_parse_uint(str("18446744073709551615"), UINT64_MAX, &v) &&
+    assert_true(sharp_simple_atou(str("503"), UINT64_MAX, &v) && v == 503);
+    assert_true(sharp_simple_atou(str(" +42\t"), UINT64_MAX, &v) && v == 42);
+    assert_true(sharp_simple_atou(str("0"), UINT64_MAX, &v) && v == 0);
+    assert_true(sharp_simple_atou(str("4294967295"), UINT32_MAX, &v) && v == UINT32_MAX);
+    assert_false(sharp_simple_atou(str("4294967296"), UINT32_MAX, &v));
+    assert_true(sharp_simple_atou(str("18446744073709551615"), UINT64_MAX, &v) &&
                 v == UINT64_MAX);
-    assert_false(sharp_fault_parse_uint(str("18446744073709551616"), UINT64_MAX, &v));
+    assert_false(sharp_simple_atou(str("18446744073709551616"), UINT64_MAX, &v));
     const char *bad[] = {"", " ", "+", "-1", "1.5", "0x10", "12a", "1 2", "++1"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        assert_false(sharp_fault_parse_uint(str(bad[i]), 100000, &v));
+        assert_false(sharp_simple_atou(str(bad[i]), 100000, &v));
 }
 
 static void config_checks(void **state)
