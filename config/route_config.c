@@ -173,6 +173,7 @@ static int header_matcher_from(ctx_t *c, const char *path, const hm_pb_t *pb,
         return fail(c, p, "a header name is required");
     }
     m->name = lower_dup(pb->name);
+    m->name_len = strlen(m->name);
     m->invert = pb->invert_match;
     m->treat_missing_as_empty = pb->treat_missing_header_as_empty;
     m->kind = SHARP_HM_STRING;

@@ -312,7 +312,7 @@ bool sharp_header_matcher_match(const sharp_header_matcher_t *m, const sharp_hea
 {
     sharp_sbuf_t joined = {0};
     sharp_str_t v = SHARP_STR("");
-    if (!sharp_headers_get_all(h, m->name, strlen(m->name), &joined, &v) && !m->treat_missing_as_empty) {
+    if (!sharp_headers_get_all(h, m->name, m->name_len, &joined, &v) && !m->treat_missing_as_empty) {
         bool present_kind = m->kind == SHARP_HM_PRESENT;
         return m->invert ? present_kind && m->present : present_kind && !m->present;
     }
