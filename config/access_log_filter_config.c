@@ -1,6 +1,7 @@
 /* access_log_filter_config.c: see access_log_filter_config.h. */
 #include "config/access_log_filter_config.h"
 #include "config/route_config.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -86,17 +87,8 @@ static sharp_alf_t *build(const alf_pb_t *pb, const char *path, char *err, size_
         f->denominator = 100; /* Envoy's default: 0% of 100 */
         if (r->percent_sampled) {
             f->numerator = r->percent_sampled->numerator;
-            switch (r->percent_sampled->denominator) {
-            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED:
-                f->denominator = 100;
-                break;
-            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND:
-                f->denominator = 10000;
-                break;
-            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION:
-                f->denominator = 1000000;
-                break;
-            default:
+            f->denominator = sharp_fractional_denominator(r->percent_sampled->denominator);
+            if (!f->denominator) {
                 snprintf(err, errlen,
                          "%s.runtime_filter.percent_sampled.denominator: value %d is not a defined "
                          "value",

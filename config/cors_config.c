@@ -4,6 +4,7 @@
  * default_value. */
 #include "config/cors_config.h"
 #include "config/route_config.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,18 +34,17 @@ static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent
                          const char *path, const char *field, sharp_runtime_fraction_t *out,
                          char *err, size_t errlen)
 {
-    static const uint32_t denominators[] = {100, 10000, 1000000};
     if (!rf->default_value) {
         snprintf(err, errlen, "%s%s%s.default_value: required", path, path[0] ? "." : "", field);
         return -1;
     }
-    if ((unsigned)rf->default_value->denominator >= SHARP_ARRAY_SIZE(denominators)) {
+    out->denominator = sharp_fractional_denominator(rf->default_value->denominator);
+    if (!out->denominator) {
         snprintf(err, errlen, "%s%s%s.default_value.denominator: unknown", path, path[0] ? "." : "",
                  field);
         return -1;
     }
     out->numerator = rf->default_value->numerator;
-    out->denominator = denominators[rf->default_value->denominator];
     if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
     return 0;
 }

@@ -62,14 +62,6 @@ static int optional_duration(ctx_t *c, const char *path, const char *field,
     return 0;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 /* Payload.text is hex (Envoy decodes it; an empty or invalid string is an
  * error), Payload.binary raw bytes. */
 static int payload_from(ctx_t *c, const char *path, const payload_pb_t *pb, sharp_hc_payload_t *out)
@@ -86,7 +78,7 @@ static int payload_from(ctx_t *c, const char *path, const payload_pb_t *pb, shar
     if (!n || n % 2) return fail(c, path, "text", "invalid hex string '%s'", pb->text);
     out->data = sharp_calloc(1, n / 2);
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval(pb->text[2 * i]), lo = hexval(pb->text[2 * i + 1]);
+        int hi = sharp_hexval(pb->text[2 * i]), lo = sharp_hexval(pb->text[2 * i + 1]);
         if (hi < 0 || lo < 0) return fail(c, path, "text", "invalid hex string '%s'", pb->text);
         out->data[i] = (uint8_t)(hi << 4 | lo);
     }

@@ -8,6 +8,7 @@
  * ignored. Hash policies are read for shuffle-shard clusters
  * (http/hash_policy.h); other balancers ignore them, as Envoy's do. */
 #include "config/route_config.h"
+#include "runtime.h"
 #include "config/cors_config.h"
 #include "config/mapper.h"
 #include "http/access_log_emit.h"
@@ -172,6 +173,7 @@ static int header_matcher_from(ctx_t *c, const char *path, const hm_pb_t *pb,
         return fail(c, p, "a header name is required");
     }
     m->name = lower_dup(pb->name);
+    m->name_len = strlen(m->name);
     m->invert = pb->invert_match;
     m->treat_missing_as_empty = pb->treat_missing_header_as_empty;
     m->kind = SHARP_HM_STRING;
@@ -364,11 +366,9 @@ static int runtime_fraction_from(ctx_t *c, const char *path,
     char p[512];
     const Envoy__Type__V3__FractionalPercent *fp = rf->default_value;
     if (!fp) return fail(c, sub(p, sizeof p, path, "default_value"), "required");
-    static const uint32_t denominators[] = {100, 10000, 1000000};
-    if ((unsigned)fp->denominator >= SHARP_ARRAY_SIZE(denominators))
-        return fail(c, sub(p, sizeof p, path, "default_value.denominator"), "unknown");
+    out->denominator = sharp_fractional_denominator(fp->denominator);
+    if (!out->denominator) return fail(c, sub(p, sizeof p, path, "default_value.denominator"), "unknown");
     out->numerator = fp->numerator;
-    out->denominator = denominators[fp->denominator];
     if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
     return 0;
 }
@@ -920,7 +920,6 @@ int sharp_config_custom_tags(Envoy__Type__Tracing__V3__CustomTag *const *pb, siz
 static int route_tracing_from(ctx_t *c, const char *path, const Envoy__Config__Route__V3__Tracing *t,
                               sharp_route_t *r)
 {
-    static const uint32_t denominators[] = {100, 10000, 1000000};
     const Envoy__Type__V3__FractionalPercent *f[3] = {t->client_sampling, t->random_sampling, t->overall_sampling};
     static const char *const names[3] = {"client_sampling", "random_sampling", "overall_sampling"};
     uint32_t num[3], den[3];
@@ -929,10 +928,9 @@ static int route_tracing_from(ctx_t *c, const char *path, const Envoy__Config__R
         num[i] = 100;
         den[i] = 100;
         if (!f[i]) continue;
-        if ((unsigned)f[i]->denominator >= SHARP_ARRAY_SIZE(denominators))
-            return fail(c, sub(p, sizeof p, path, "%s", names[i]), "unknown denominator");
+        den[i] = sharp_fractional_denominator(f[i]->denominator);
+        if (!den[i]) return fail(c, sub(p, sizeof p, path, "%s.denominator", names[i]), "unknown");
         num[i] = f[i]->numerator;
-        den[i] = denominators[f[i]->denominator];
     }
     r->has_tracing = true;
     r->tracing = (sharp_trace_sampling_t){num[0], den[0], num[1], den[1], num[2], den[2]};

@@ -145,14 +145,6 @@ static int tls_version(int v, int dflt)
     }
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Envoy: a 95-character fingerprint loses its colons, then the rest must be
  * exactly 32 bytes of hex. */
 static bool decode_hash(const char *in, uint8_t out[SHARP_TLS_SHA256_LEN])
@@ -166,7 +158,7 @@ static bool decode_hash(const char *in, uint8_t out[SHARP_TLS_SHA256_LEN])
     }
     if (n != 2 * SHARP_TLS_SHA256_LEN) return false;
     for (size_t i = 0; i < SHARP_TLS_SHA256_LEN; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = sharp_hexval(hex[2 * i]), lo = sharp_hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) return false;
         out[i] = (uint8_t)(hi << 4 | lo);
     }

@@ -71,6 +71,34 @@ static inline size_t sharp_u64_to_str(uint64_t v, char *out)
     return n;
 }
 
+/* A hex digit's value, -1 for another character. */
+static inline int sharp_hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Number parsing shared by the config, the filters and the tracers:
+ * - sharp_parse_dec: decimal digits only (at least one), at most max;
+ * - sharp_simple_atou: absl::SimpleAtoi for an unsigned type: blanks
+ *   (" \t\n\v\f\r") around, an optional '+', then sharp_parse_dec;
+ * - sharp_parse_hex64: 1 to 16 hex digits, nothing else (Envoy's
+ *   StringUtil::atoull base 16 without strtoull's signs, blanks and 0x). */
+bool sharp_parse_dec(const char *p, size_t n, uint64_t max, uint64_t *out);
+bool sharp_simple_atou(sharp_str_t v, uint64_t max, uint64_t *out);
+bool sharp_parse_hex64(const char *p, size_t n, uint64_t *out);
+
+/* Percent-decodes `len` bytes of `src` into `dst`, which must hold at least
+ * len + 1 bytes, and NUL-terminates it (Envoy's PercentEncoding::decode).
+ * "%hh" with two hex digits becomes that byte; a '%' not followed by two hex
+ * digits is kept literally, and '+' is kept as '+' (so a regex such as
+ * "a.+b" survives unescaped). Returns the decoded length, at most `len`. A
+ * decoded NUL byte is kept in the output; callers that need C strings treat
+ * it as the end. */
+size_t sharp_percent_decode(const char *src, size_t len, char *dst);
+
 /* xorshift64*: fast, 64 bits of state, good enough for load balancing and
  * request ids. The state must not be zero. */
 static inline uint64_t sharp_xorshift64s(uint64_t *state)

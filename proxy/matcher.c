@@ -43,6 +43,7 @@ typedef enum {
 typedef struct {
     input_kind_t kind;
     char *name; /* header name (lower-case), query parameter or filter state key */
+    size_t name_len;
 } input_t;
 
 typedef struct on_match {
@@ -158,28 +159,12 @@ static void action_refused(build_t *b, const char *path)
 
 typedef enum { AVAIL_NONE, AVAIL_ABSENT, AVAIL_VALUE } avail_t;
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Envoy's PercentEncoding::decode: "%XX" with two hex digits is decoded,
- * anything else stays as it is. */
+/* Envoy's PercentEncoding::decode of p[0, n) into b. */
 static void pct_decode(sharp_sbuf_t *b, const char *p, size_t n)
 {
     sharp_sbuf_reset(b);
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-            char c = (char)(hexval(p[i + 1]) << 4 | hexval(p[i + 2]));
-            sharp_sbuf_append(b, &c, 1);
-            i += 2;
-        } else {
-            sharp_sbuf_append(b, p + i, 1);
-        }
-    }
+    sharp_sbuf_reserve(b, n + 1);
+    b->len = sharp_percent_decode(p, n, b->data);
 }
 
 /* An address or port input's text, on the evaluation's stack: no
@@ -305,7 +290,7 @@ static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_s
         const char *qm = memchr(path.p, '?', path.len);
         if (!qm) return AVAIL_ABSENT;
         sharp_str_t q = {qm + 1, path.len - (size_t)(qm + 1 - path.p)};
-        size_t nlen = strlen(in->name), i = 0;
+        size_t nlen = in->name_len, i = 0;
         while (i < q.len) {
             const char *amp = memchr(q.p + i, '&', q.len - i);
             size_t end = amp ? (size_t)(amp - q.p) : q.len;
@@ -324,22 +309,8 @@ static avail_t input_get(const input_t *in, const sharp_match_data_t *d, sharp_s
         }
         return AVAIL_ABSENT;
     }
-    size_t nlen = strlen(in->name);
-    int first = sharp_headers_find(h, in->name, nlen, 0);
-    if (first < 0) return AVAIL_ABSENT;
-    *out = sharp_headers_value(h, (uint32_t)first);
-    int next = sharp_headers_find(h, in->name, nlen, (uint32_t)first + 1);
-    if (next >= 0) {
-        /* Envoy's getAllOfHeaderAsString: the values joined with "," */
-        sharp_sbuf_reset(tmp);
-        for (int i = first; i >= 0; i = sharp_headers_find(h, in->name, nlen, (uint32_t)i + 1)) {
-            if (tmp->len) sharp_sbuf_append(tmp, ",", 1);
-            sharp_str_t x = sharp_headers_value(h, (uint32_t)i);
-            sharp_sbuf_append(tmp, x.p, x.len);
-        }
-        *out = (sharp_str_t){tmp->data, tmp->len};
-    }
-    return AVAIL_VALUE;
+    /* Envoy's getAllOfHeaderAsString: the values joined with "," */
+    return sharp_headers_get_all(h, in->name, in->name_len, tmp, out) ? AVAIL_VALUE : AVAIL_ABSENT;
 }
 
 /* A predicate: 1 true, 0 false, -1 not decidable yet. */
@@ -619,6 +590,7 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
                 return fail(b, p, "key: value length must be at least 1 characters");
             }
             in->name = sharp_strdup(key);
+            in->name_len = strlen(key);
         }
         protobuf_c_message_free_unpacked(msg, NULL);
         return 0;
@@ -669,6 +641,7 @@ static int build_input(build_t *b, const Xds__Core__V3__TypedExtensionConfig *tc
         return fail(b, p, "header_name: value does not match regex pattern");
     }
     in->name = sharp_strdup(name);
+    in->name_len = strlen(name);
     if (in->kind != INPUT_QUERY_PARAM)
         for (char *c = in->name; *c; c++)
             if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');

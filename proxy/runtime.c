@@ -22,19 +22,10 @@ _Thread_local const sharp_runtime_snapshot_t *sharp_runtime_tls;
 
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
 {
-    /* absl::SimpleAtoi: optional '+', decimal digits, no overflow */
-    size_t i = 0;
-    if (i < n && s[i] == '+') i++;
-    if (i == n) return false;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return false;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
+    /* absl::SimpleAtoi on the text without surrounding blanks: optional
+     * '+', decimal digits, no overflow */
+    if (n && s[0] == '+') s++, n--;
+    return sharp_parse_dec(s, n, UINT64_MAX, out);
 }
 
 static bool parse_double(const char *s, size_t n, double *out)
@@ -54,6 +45,16 @@ static bool parse_double(const char *s, size_t n, double *out)
     return true;
 }
 
+uint32_t sharp_fractional_denominator(int denominator)
+{
+    switch (denominator) {
+    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED: return 100;
+    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND: return 10000;
+    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION: return 1000000;
+    default: return 0;
+    }
+}
+
 /* The FractionalPercent Envoy reads from a value that is neither a bool nor a
  * number: YAML or JSON of the message, strictly (unknown fields and
  * undefined denominators make it no fractional percent at all). */
@@ -69,13 +70,8 @@ static bool parse_fractional(const char *raw, uint32_t *num, uint32_t *den)
     if (!doc) return false;
     const Envoy__Type__V3__FractionalPercent *fp =
         (const Envoy__Type__V3__FractionalPercent *)sharp_config_doc_message(doc);
-    bool ok = true;
-    switch (fp->denominator) {
-    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED: *den = 100; break;
-    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND: *den = 10000; break;
-    case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION: *den = 1000000; break;
-    default: ok = false; break;
-    }
+    *den = sharp_fractional_denominator(fp->denominator);
+    bool ok = *den != 0;
     *num = fp->numerator;
     sharp_config_doc_free(doc);
     return ok;

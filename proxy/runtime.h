@@ -148,6 +148,11 @@ uint64_t sharp_runtime_get_u64(const char *key, uint64_t default_value);
 double sharp_runtime_get_double(const char *key, double default_value);
 /* getBoolean (RuntimeFeatureFlag): "true"/"false" or a whole number. */
 bool sharp_runtime_get_bool(const char *key, bool default_value);
+/* A FractionalPercent's denominator (type.v3.FractionalPercent.DenominatorType,
+ * which Envoy validates as enum defined_only) as a number: 100, 10000 or
+ * 1000000; 0 for a value the enum does not define, which configs refuse. */
+uint32_t sharp_fractional_denominator(int denominator);
+
 /* featureEnabled(key, FractionalPercent default, random) as
  * RuntimeFractionalPercent uses it: the key's FractionalPercent, or a whole
  * number as a percentage (above 100: always), else the default;

@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static void reserve(sharp_sbuf_t *b, size_t extra)
+void sharp_sbuf_reserve(sharp_sbuf_t *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
@@ -15,7 +15,7 @@ static void reserve(sharp_sbuf_t *b, size_t extra)
 
 void sharp_sbuf_append(sharp_sbuf_t *b, const char *p, size_t n)
 {
-    reserve(b, n);
+    sharp_sbuf_reserve(b, n);
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -28,7 +28,7 @@ void sharp_sbuf_printf(sharp_sbuf_t *b, const char *fmt, ...)
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     if (n <= 0) return;
-    reserve(b, (size_t)n);
+    sharp_sbuf_reserve(b, (size_t)n);
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -37,7 +37,7 @@ void sharp_sbuf_printf(sharp_sbuf_t *b, const char *fmt, ...)
 
 void sharp_sbuf_json_escape(sharp_sbuf_t *b, const char *s, size_t n)
 {
-    reserve(b, n);
+    sharp_sbuf_reserve(b, n);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         switch (c) {
@@ -55,7 +55,7 @@ void sharp_sbuf_json_escape(sharp_sbuf_t *b, const char *s, size_t n)
 
 const char *sharp_sbuf_cstr(sharp_sbuf_t *b)
 {
-    reserve(b, 0);
+    sharp_sbuf_reserve(b, 0);
     b->data[b->len] = '\0';
     return b->data;
 }

@@ -12,6 +12,8 @@ typedef struct {
 } sharp_sbuf_t;
 
 void sharp_sbuf_append(sharp_sbuf_t *b, const char *p, size_t n);
+/* Room for `extra` more bytes after len and a terminator. */
+void sharp_sbuf_reserve(sharp_sbuf_t *b, size_t extra);
 static inline void sharp_sbuf_puts(sharp_sbuf_t *b, const char *s)
 {
     sharp_sbuf_append(b, s, strlen(s));

@@ -112,3 +112,65 @@ void sharp_name_index_free(sharp_name_index_t *ix)
     free(ix->slots);
     ix->slots = NULL;
 }
+
+bool sharp_parse_dec(const char *p, size_t n, uint64_t max, uint64_t *out)
+{
+    if (!n) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return false;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (v > (max - d) / 10) return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+bool sharp_simple_atou(sharp_str_t v, uint64_t max, uint64_t *out)
+{
+    const char *p = v.p, *e = v.p + v.len;
+    while (p < e && is_blank(*p))
+        p++;
+    while (e > p && is_blank(e[-1]))
+        e--;
+    if (p < e && *p == '+') p++;
+    return sharp_parse_dec(p, (size_t)(e - p), max, out);
+}
+
+bool sharp_parse_hex64(const char *p, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 16) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = sharp_hexval((unsigned char)p[i]);
+        if (d < 0) return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+size_t sharp_percent_decode(const char *src, size_t len, char *dst)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        /* needs two characters after the '%': indexes i+1 and i+2 */
+        if (src[i] == '%' && len - i > 2) {
+            int h = sharp_hexval((unsigned char)src[i + 1]), l = sharp_hexval((unsigned char)src[i + 2]);
+            if (h >= 0 && l >= 0) {
+                dst[o++] = (char)(h * 16 + l);
+                i += 2;
+                continue;
+            }
+        }
+        dst[o++] = src[i];
+    }
+    dst[o] = '\0';
+    return o;
+}

@@ -256,6 +256,7 @@ typedef struct sharp_worker {
     sharp_dlist_t zipkin_reporters;  /* one per Zipkin collector (http/zipkin.h) */
     sharp_dlist_t otel_reporters;    /* one per OpenTelemetry collector (http/otel.h) */
     sharp_dlist_t skywalking_reporters; /* one per SkyWalking collector (http/skywalking.h) */
+    struct sharp_sw_index *skywalking_index; /* the current configuration's tracers' reporters */
     sharp_dlist_t datadog_reporters; /* one per Datadog agent (http/datadog.h) */
     sharp_dlist_t async_posts;       /* their reports in flight (upstream/async_post.h) */
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */

@@ -198,18 +198,7 @@ bool sharp_ae_has_token(sharp_str_t value, const char *token, bool ignore_case)
 
 bool sharp_ae_parse_length(sharp_str_t v, uint64_t *out)
 {
-    v = trim(v);
-    if (v.len && v.p[0] == '+') v.p++, v.len--;
-    if (!v.len) return false;
-    uint64_t x = 0;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.p[i] < '0' || v.p[i] > '9') return false;
-        uint64_t d = (uint64_t)(v.p[i] - '0');
-        if (x > (UINT64_MAX - d) / 10) return false;
-        x = x * 10 + d;
-    }
-    *out = x;
-    return true;
+    return sharp_simple_atou(v, UINT64_MAX, out);
 }
 
 bool sharp_ae_etag_kept(sharp_str_t etag)

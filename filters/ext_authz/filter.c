@@ -273,15 +273,18 @@ static int common_build(const ea_pb_t *pb, ea_config_t *c, char *err, size_t err
         c->allow_partial = pb->with_request_body->allow_partial_message;
     }
     if (pb->filter_enabled) {
-        static const uint32_t denominators[] = {100, 10000, 1000000};
         const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf = pb->filter_enabled;
         if (!rf->default_value) {
             snprintf(err, errlen, "filter_enabled.default_value: value is required");
             return -1;
         }
+        c->enabled.denominator = sharp_fractional_denominator(rf->default_value->denominator);
+        if (!c->enabled.denominator) {
+            snprintf(err, errlen, "filter_enabled.default_value.denominator: unknown");
+            return -1;
+        }
         c->has_enabled = true;
         c->enabled.numerator = rf->default_value->numerator;
-        c->enabled.denominator = denominators[(unsigned)rf->default_value->denominator % 3];
         if (rf->runtime_key && rf->runtime_key[0]) c->enabled.key = sharp_strdup(rf->runtime_key);
     }
     if (pb->deny_at_disable) {

@@ -23,13 +23,21 @@ typedef Envoy__Extensions__Filters__Common__Fault__V3__FaultRateLimit rate_pb_t;
 #define H_RATE_PCT "x-envoy-fault-throughput-response-percentage"
 #define H_NODE "x-envoy-downstream-service-node"
 
-static sharp_fault_percent_t percent_from(const Envoy__Type__V3__FractionalPercent *p)
+/* A percentage field; false (with the error) for a denominator the enum does
+ * not define, which Envoy's validation refuses. */
+static bool percent_from(const Envoy__Type__V3__FractionalPercent *p, const char *field,
+                         sharp_fault_percent_t *out, char *err, size_t errlen)
 {
-    static const uint32_t den[] = {100, 10000, 1000000};
     /* an absent percentage is the message's default: 0 out of 100 */
-    if (!p) return (sharp_fault_percent_t){0, 100};
-    return (sharp_fault_percent_t){p->numerator,
-                                   den[(unsigned)p->denominator < 3 ? p->denominator : 0]};
+    *out = (sharp_fault_percent_t){0, 100};
+    if (!p) return true;
+    out->denominator = sharp_fractional_denominator(p->denominator);
+    if (!out->denominator) {
+        snprintf(err, errlen, "%s.percentage.denominator: unknown", field);
+        return false;
+    }
+    out->numerator = p->numerator;
+    return true;
 }
 
 static char *key_or(const char *configured, const char *envoy_default)
@@ -48,6 +56,7 @@ void sharp_fault_settings_free(sharp_fault_settings_t *s)
     for (uint32_t i = 0; i < s->ndownstream_nodes; i++)
         free(s->downstream_nodes[i]);
     free(s->downstream_nodes);
+    free(s->downstream_node_lens);
     free(s->upstream_cluster);
     free(s->delay_percent_rt);
     free(s->abort_percent_rt);
@@ -90,7 +99,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
             goto fail;
         }
         s->has_delay = true;
-        s->delay_pct = percent_from(d->percentage);
+        if (!percent_from(d->percentage, "delay", &s->delay_pct, err, errlen)) goto fail;
     }
     const abort_pb_t *a = pb->abort;
     if (a) {
@@ -115,7 +124,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
             goto fail;
         }
         s->has_abort = true;
-        s->abort_pct = percent_from(a->percentage);
+        if (!percent_from(a->percentage, "abort", &s->abort_pct, err, errlen)) goto fail;
     }
     const rate_pb_t *r = pb->response_rate_limit;
     if (r) {
@@ -138,7 +147,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
             goto fail;
         }
         s->has_rate_limit = true;
-        s->rate_pct = percent_from(r->percentage);
+        if (!percent_from(r->percentage, "response_rate_limit", &s->rate_pct, err, errlen)) goto fail;
     }
     if (pb->upstream_cluster && pb->upstream_cluster[0])
         s->upstream_cluster = sharp_strdup(pb->upstream_cluster);
@@ -152,8 +161,12 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
     }
     s->downstream_nodes =
         sharp_calloc(pb->n_downstream_nodes ? pb->n_downstream_nodes : 1, sizeof(char *));
-    for (size_t i = 0; i < pb->n_downstream_nodes; i++)
+    s->downstream_node_lens =
+        sharp_calloc(pb->n_downstream_nodes ? pb->n_downstream_nodes : 1, sizeof(size_t));
+    for (size_t i = 0; i < pb->n_downstream_nodes; i++) {
+        s->downstream_node_lens[s->ndownstream_nodes] = strlen(pb->downstream_nodes[i]);
         s->downstream_nodes[s->ndownstream_nodes++] = sharp_strdup(pb->downstream_nodes[i]);
+    }
     if (pb->max_active_faults) {
         s->has_max_active = true;
         s->max_active = pb->max_active_faults->value;
@@ -173,30 +186,6 @@ fail:
     return NULL;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-bool sharp_fault_parse_uint(sharp_str_t v, uint64_t max, uint64_t *out)
-{
-    const char *p = v.p, *e = v.p + v.len;
-    while (p < e && is_space(*p))
-        p++;
-    while (e > p && is_space(e[-1]))
-        e--;
-    if (p < e && *p == '+') p++;
-    if (p == e) return false;
-    uint64_t n = 0;
-    for (; p < e; p++) {
-        if (*p < '0' || *p > '9') return false;
-        uint64_t d = (uint64_t)(*p - '0');
-        if (n > (max - d) / 10) return false;
-        n = n * 10 + d;
-    }
-    *out = n;
-    return true;
-}
 
 bool sharp_fault_matches(const sharp_fault_settings_t *s, const sharp_headers_t *h,
                          const char *route_cluster)
@@ -209,7 +198,7 @@ bool sharp_fault_matches(const sharp_fault_settings_t *s, const sharp_headers_t 
         if (!sharp_headers_get_cstr(h, H_NODE, &node)) return false;
         bool found = false;
         for (uint32_t i = 0; i < s->ndownstream_nodes && !found; i++)
-            found = strlen(s->downstream_nodes[i]) == node.len &&
+            found = s->downstream_node_lens[i] == node.len &&
                     !memcmp(s->downstream_nodes[i], node.p, node.len);
         if (!found) return false;
     }
@@ -225,13 +214,19 @@ static char *keyf(const char *fmt, sharp_str_t c)
     return b.data;
 }
 
-void sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, sharp_str_t c)
+bool sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, const sharp_fault_settings_t *s, sharp_str_t c)
 {
-    k->delay_percent = keyf("fault.http.%.*s.delay.fixed_delay_percent", c);
-    k->abort_percent = keyf("fault.http.%.*s.abort.abort_percent", c);
-    k->delay_duration = keyf("fault.http.%.*s.delay.fixed_duration_ms", c);
-    k->abort_http_status = keyf("fault.http.%.*s.abort.http_status", c);
-    k->abort_grpc_status = keyf("fault.http.%.*s.abort.grpc_status", c);
+    memset(k, 0, sizeof *k);
+    if (s->has_delay) {
+        k->delay_percent = keyf("fault.http.%.*s.delay.fixed_delay_percent", c);
+        k->delay_duration = keyf("fault.http.%.*s.delay.fixed_duration_ms", c);
+    }
+    if (s->has_abort) {
+        k->abort_percent = keyf("fault.http.%.*s.abort.abort_percent", c);
+        k->abort_http_status = keyf("fault.http.%.*s.abort.http_status", c);
+        k->abort_grpc_status = keyf("fault.http.%.*s.abort.grpc_status", c);
+    }
+    return s->has_delay || s->has_abort;
 }
 
 void sharp_fault_dc_keys_free(sharp_fault_dc_keys_t *k)
@@ -252,7 +247,7 @@ static sharp_fault_percent_t header_percent(sharp_fault_percent_t p, const sharp
 {
     sharp_str_t v;
     uint64_t n;
-    if (!sharp_headers_get_cstr(h, name, &v) || !sharp_fault_parse_uint(v, UINT32_MAX, &n))
+    if (!sharp_headers_get_cstr(h, name, &v) || !sharp_simple_atou(v, UINT32_MAX, &n))
         return p;
     if (n < p.numerator) p.numerator = (uint32_t)n;
     return p;
@@ -274,7 +269,7 @@ bool sharp_fault_delay(const sharp_fault_settings_t *s, const sharp_headers_t *h
     uint64_t d = s->delay_ms;
     if (s->delay_from_header) {
         sharp_str_t v;
-        if (!sharp_headers_get_cstr(h, H_DELAY, &v) || !sharp_fault_parse_uint(v, UINT64_MAX, &d))
+        if (!sharp_headers_get_cstr(h, H_DELAY, &v) || !sharp_simple_atou(v, UINT64_MAX, &d))
             return false;
     }
     d = sharp_runtime_get_u64(s->delay_duration_rt, d);
@@ -302,7 +297,7 @@ bool sharp_fault_abort(const sharp_fault_settings_t *s, const sharp_headers_t *h
     } else if (from_header) {
         sharp_str_t v;
         has_http = sharp_headers_get_cstr(h, H_ABORT, &v) &&
-                   sharp_fault_parse_uint(v, UINT64_MAX, &code) && code >= 200 && code < 600;
+                   sharp_simple_atou(v, UINT64_MAX, &code) && code >= 200 && code < 600;
     }
     if (has_http) {
         /* a downstream cluster's key replaces the status key, both defaulting
@@ -322,7 +317,7 @@ bool sharp_fault_abort(const sharp_fault_settings_t *s, const sharp_headers_t *h
     } else if (from_header) {
         sharp_str_t v;
         has_grpc = sharp_headers_get_cstr(h, H_ABORT_GRPC, &v) &&
-                   sharp_fault_parse_uint(v, UINT32_MAX, &g);
+                   sharp_simple_atou(v, UINT32_MAX, &g);
     }
     if (!has_grpc) return false;
     uint64_t rt = sharp_runtime_get_u64(dc ? dc->abort_grpc_status : s->abort_grpc_status_rt, g);
@@ -341,7 +336,7 @@ bool sharp_fault_rate(const sharp_fault_settings_t *s, const sharp_headers_t *h,
     uint64_t k = s->rate_kbps;
     if (s->rate_from_header) {
         sharp_str_t v;
-        if (!sharp_headers_get_cstr(h, H_RATE, &v) || !sharp_fault_parse_uint(v, UINT64_MAX, &k) ||
+        if (!sharp_headers_get_cstr(h, H_RATE, &v) || !sharp_simple_atou(v, UINT64_MAX, &k) ||
             k == 0)
             return false;
     }

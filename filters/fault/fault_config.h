@@ -41,6 +41,7 @@ typedef struct sharp_fault_settings {
     sharp_header_matcher_t *headers;
     uint32_t nheaders;
     char **downstream_nodes;
+    size_t *downstream_node_lens;
     uint32_t ndownstream_nodes;
     bool has_max_active;
     uint32_t max_active;
@@ -60,10 +61,7 @@ sharp_fault_settings_t *sharp_fault_settings_create(const sharp_fault_pb_t *pb, 
                                                     size_t errlen);
 void sharp_fault_settings_free(sharp_fault_settings_t *s);
 
-/* absl::SimpleAtoi for an unsigned type of at most `max`: optional ASCII
- * white space around, an optional '+', decimal digits; false otherwise or
- * on overflow. The fault headers' values are read with it. */
-bool sharp_fault_parse_uint(sharp_str_t v, uint64_t max, uint64_t *out);
+/* The fault headers' values are read with sharp_simple_atou (common.h). */
 
 /* The request is a target: upstream_cluster (the route entry's cluster,
  * NULL without one), downstream_nodes (x-envoy-downstream-service-node)
@@ -77,7 +75,10 @@ bool sharp_fault_matches(const sharp_fault_settings_t *s, const sharp_headers_t 
 typedef struct {
     char *delay_percent, *abort_percent, *delay_duration, *abort_http_status, *abort_grpc_status;
 } sharp_fault_dc_keys_t;
-void sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, sharp_str_t cluster);
+/* Builds the keys the settings can read: the delay's with a delay, the
+ * abort's with an abort (the others stay NULL). False when there are none
+ * (no delay and no abort: nothing reads them). */
+bool sharp_fault_dc_keys_init(sharp_fault_dc_keys_t *k, const sharp_fault_settings_t *s, sharp_str_t cluster);
 void sharp_fault_dc_keys_free(sharp_fault_dc_keys_t *k);
 
 /* The decisions, each drawing from `random` as Envoy's featureEnabled

@@ -228,9 +228,10 @@ static sharp_filter_status_t fault_decode_headers(sharp_filter_t *f, sharp_heade
     if (!sharp_fault_matches(st->s, h, sharp_stream_route_cluster(f->stream)))
         return SHARP_FILTER_CONTINUE;
     sharp_str_t dc;
-    if (sharp_headers_get_cstr(h, "x-envoy-downstream-service-cluster", &dc)) {
-        st->has_dc = true;
-        sharp_fault_dc_keys_init(&st->dc, dc);
+    /* the cluster's runtime keys and stats serve delays and aborts only */
+    if ((st->s->has_delay || st->s->has_abort) &&
+        sharp_headers_get_cstr(h, "x-envoy-downstream-service-cluster", &dc)) {
+        st->has_dc = sharp_fault_dc_keys_init(&st->dc, st->s, dc);
         if (dc.len && !st->s->disable_downstream_cluster_stats) {
             st->dc_stat = sharp_calloc(1, dc.len + 1);
             memcpy(st->dc_stat, dc.p, dc.len);

@@ -193,6 +193,7 @@ static int rule_from(const h2m_rule_pb_t *pb, const char *path, sharp_h2m_rule_t
         }
         r->subst = sharp_strdup(subst);
     }
+    sharp_h2m_rule_lengths(r);
     return 0;
 }
 

@@ -80,15 +80,30 @@ sharp_h2m_result_t sharp_h2m_make_value(const char *s, size_t n, int type, int e
     return r;
 }
 
+static void kv_lengths(sharp_h2m_kv_t *kv)
+{
+    if (!kv->set) return;
+    kv->ns_len = strlen(kv->ns);
+    kv->key_len = strlen(kv->key);
+    kv->value_len = strlen(kv->value);
+}
+
+void sharp_h2m_rule_lengths(sharp_h2m_rule_t *r)
+{
+    r->name_len = strlen(r->header ? r->header : r->cookie);
+    kv_lengths(&r->present);
+    kv_lengths(&r->missing);
+}
+
 /* Envoy's applyKeyValue: the pair's own value, else the header's through
  * the rule's rewrite; nothing for an empty result. */
 static void apply_kv(const sharp_h2m_rule_t *r, const sharp_h2m_kv_t *kv, const char *v, size_t n,
                      sharp_dynamic_metadata_t **md, sharp_h2m_counts_t *counts)
 {
     char *rewritten = NULL;
-    if (kv->value[0]) {
+    if (kv->value_len) {
         v = kv->value;
-        n = strlen(kv->value);
+        n = kv->value_len;
     } else if (r->re) {
         size_t outlen = 0;
         if (sharp_re2_replace_all(r->re, v, n, r->subst, &rewritten, &outlen) < 0) return;
@@ -100,7 +115,7 @@ static void apply_kv(const sharp_h2m_rule_t *r, const sharp_h2m_kv_t *kv, const 
         sharp_md_value_t val;
         switch (sharp_h2m_make_value(v, n, kv->type, kv->encode, &val)) {
         case SHARP_H2M_ADDED:
-            sharp_dynamic_metadata_set(md, kv->ns, strlen(kv->ns), kv->key, strlen(kv->key), &val);
+            sharp_dynamic_metadata_set(md, kv->ns, kv->ns_len, kv->key, kv->key_len, &val);
             counts->metadata_added++;
             break;
         case SHARP_H2M_TOO_LONG:
@@ -124,21 +139,19 @@ static bool extract(const sharp_h2m_rule_t *r, sharp_headers_t *h, sharp_sbuf_t 
 {
     if (!r->header) {
         sharp_str_t v;
-        if (!sharp_headers_cookie_value(h, r->cookie, strlen(r->cookie), &v)) return false;
+        if (!sharp_headers_cookie_value(h, r->cookie, r->name_len, &v)) return false;
         sharp_sbuf_append(out, v.p, v.len);
         return true;
     }
-    size_t nlen = strlen(r->header);
-    bool found = false;
-    for (int i = sharp_headers_find(h, r->header, nlen, 0); i >= 0;
-         i = sharp_headers_find(h, r->header, nlen, (uint32_t)i + 1)) {
-        sharp_str_t v = sharp_headers_value(h, (uint32_t)i);
-        if (found) sharp_sbuf_append(out, ",", 1);
+    sharp_str_t v;
+    if (!sharp_headers_get_all(h, r->header, r->name_len, out, &v)) return false;
+    /* one value is not in `out` yet; copied before a remove drops it */
+    if (v.p != out->data) {
+        sharp_sbuf_reset(out);
         sharp_sbuf_append(out, v.p, v.len);
-        found = true;
     }
-    if (found && r->remove) sharp_headers_remove(h, r->header, nlen);
-    return found;
+    if (r->remove) sharp_headers_remove(h, r->header, r->name_len);
+    return true;
 }
 
 void sharp_h2m_apply(const sharp_h2m_rule_t *rules, uint32_t n, sharp_headers_t *h,

@@ -23,17 +23,22 @@ typedef struct {
     char *ns; /* never empty: SHARP_H2M_NAMESPACE when unset */
     char *key;
     char *value; /* "" when unset */
+    size_t ns_len, key_len, value_len; /* sharp_h2m_rule_lengths */
     int type, encode;
 } sharp_h2m_kv_t;
 
 typedef struct {
     char *header; /* lower-case; NULL for a cookie rule */
     char *cookie;
+    size_t name_len; /* the header's or the cookie's (sharp_h2m_rule_lengths) */
     bool remove;
     sharp_h2m_kv_t present, missing;
     sharp_re2_t *re; /* on_header_present.regex_value_rewrite */
     char *subst;
 } sharp_h2m_rule_t;
+
+/* Sets the lengths of a built rule's strings, which evaluation reads. */
+void sharp_h2m_rule_lengths(sharp_h2m_rule_t *r);
 
 /* What one evaluation did, for the filter's stats (Envoy's counters). */
 typedef struct {

@@ -17,9 +17,10 @@
  * a token bucket (allowed at the connection manager only) lets every
  * request through. With local_rate_limit_per_downstream_connection each
  * downstream connection has its own bucket instead. Stats: <stat_prefix>.http_local_rate_limit.{enabled,
- * enforced,rate_limited,ok}; a per-route config counts in its filter's. */
+ * enforced,rate_limited,ok} of the effective config (a per-route config's own). */
 #include "filters/local_ratelimit/filter.h"
 #include "config/route_config.h"
+#include "runtime.h"
 #include "filters/local_ratelimit/token_bucket.h"
 #include "http/grpc.h"
 #include "http/route.h"
@@ -29,6 +30,7 @@
 
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +51,14 @@ typedef struct lrl_config {
     sharp_header_ops_t resp_ops, req_ops;
     bool x_ratelimit_headers;
     bool resource_exhausted;
-    /* the connection manager's config only */
-    sharp_stat_id_t st_enabled, st_enforced, st_rate_limited, st_ok;
+    /* <stat_prefix>.http_local_rate_limit.*: the connection manager's
+     * config registers them at load (and keeps the store for the per-route
+     * configs); a per-route config, built without the store, on the first
+     * request it decides (st_ready), two workers racing storing the same ids */
+    sharp_stats_t *stats;
+    char *stat_prefix;
+    _Atomic bool st_ready;
+    _Atomic sharp_stat_id_t st_enabled, st_enforced, st_rate_limited, st_ok;
 } lrl_config_t;
 
 typedef struct lrl_state {
@@ -66,6 +74,7 @@ static void config_free(void *p)
     if (!c) return;
     free(c->enabled.key);
     free(c->enforced.key);
+    free(c->stat_prefix);
     sharp_header_ops_free(&c->resp_ops);
     sharp_header_ops_free(&c->req_ops);
     free(c);
@@ -74,17 +83,16 @@ static void config_free(void *p)
 static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *field,
                          sharp_runtime_fraction_t *out, char *err, size_t errlen)
 {
-    static const uint32_t denominators[] = {100, 10000, 1000000};
     if (!rf->default_value) {
         snprintf(err, errlen, "%s.default_value: is required", field);
         return -1;
     }
-    if ((unsigned)rf->default_value->denominator >= 3) {
+    out->denominator = sharp_fractional_denominator(rf->default_value->denominator);
+    if (!out->denominator) {
         snprintf(err, errlen, "%s.default_value.denominator: unknown", field);
         return -1;
     }
     out->numerator = rf->default_value->numerator;
-    out->denominator = denominators[rf->default_value->denominator];
     if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
     return 0;
 }
@@ -178,6 +186,20 @@ fail:
     return NULL;
 }
 
+static void register_stats(lrl_config_t *c, sharp_stats_t *s)
+{
+    const char *pre = c->stat_prefix;
+    atomic_store_explicit(&c->st_enabled, sharp_stats_counterf(s, "%s.http_local_rate_limit.enabled", pre),
+                          memory_order_relaxed);
+    atomic_store_explicit(&c->st_enforced, sharp_stats_counterf(s, "%s.http_local_rate_limit.enforced", pre),
+                          memory_order_relaxed);
+    atomic_store_explicit(&c->st_rate_limited,
+                          sharp_stats_counterf(s, "%s.http_local_rate_limit.rate_limited", pre),
+                          memory_order_relaxed);
+    atomic_store_explicit(&c->st_ok, sharp_stats_counterf(s, "%s.http_local_rate_limit.ok", pre),
+                          memory_order_relaxed);
+}
+
 static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
 {
     if (!msg) {
@@ -187,17 +209,29 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     const lrl_pb_t *pb = (const lrl_pb_t *)msg;
     lrl_config_t *c = config_build(pb, false, err, errlen);
     if (!c) return NULL;
-    sharp_stats_t *s = ctx->server->stats;
-    c->st_enabled = sharp_stats_counterf(s, "%s.http_local_rate_limit.enabled", pb->stat_prefix);
-    c->st_enforced = sharp_stats_counterf(s, "%s.http_local_rate_limit.enforced", pb->stat_prefix);
-    c->st_rate_limited = sharp_stats_counterf(s, "%s.http_local_rate_limit.rate_limited", pb->stat_prefix);
-    c->st_ok = sharp_stats_counterf(s, "%s.http_local_rate_limit.ok", pb->stat_prefix);
+    c->stat_prefix = sharp_strdup(pb->stat_prefix);
+    c->stats = ctx->server->stats;
+    register_stats(c, c->stats);
     return c;
 }
 
 static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t errlen)
 {
-    return config_build((const lrl_pb_t *)msg, true, err, errlen);
+    lrl_config_t *c = config_build((const lrl_pb_t *)msg, true, err, errlen);
+    if (c) c->stat_prefix = sharp_strdup(((const lrl_pb_t *)msg)->stat_prefix);
+    return c;
+}
+
+/* The config whose counters a request counts in: the effective one, as
+ * Envoy counts in its effective config's stats. */
+static const lrl_config_t *stats_of(const lrl_config_t *fc, const lrl_config_t *c)
+{
+    if (c != fc && !atomic_load_explicit(&c->st_ready, memory_order_acquire)) {
+        lrl_config_t *m = (lrl_config_t *)c;
+        register_stats(m, fc->stats);
+        atomic_store_explicit(&m->st_ready, true, memory_order_release);
+    }
+    return c;
 }
 
 static bool fraction_on(sharp_filter_t *f, bool has, const sharp_runtime_fraction_t *fr)
@@ -249,20 +283,21 @@ static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers
     lrl_state_t *st = f->state;
     sharp_stats_shard_t *sh = sharp_stream_worker(f->stream)->stats;
     if (!fraction_on(f, c->has_enabled, &c->enabled)) return SHARP_FILTER_CONTINUE;
-    sharp_counter_inc(sh, fc->st_enabled);
+    const lrl_config_t *sc = stats_of(fc, c);
+    sharp_counter_inc(sh, atomic_load_explicit(&sc->st_enabled, memory_order_relaxed));
     sharp_token_bucket_t *b = c->has_bucket ? bucket_for(f, c) : NULL;
     if (!b || sharp_token_bucket_consume(b, sharp_now_ns())) {
         if (b && c->x_ratelimit_headers) st->used = b;
-        sharp_counter_inc(sh, fc->st_ok);
+        sharp_counter_inc(sh, atomic_load_explicit(&sc->st_ok, memory_order_relaxed));
         return SHARP_FILTER_CONTINUE;
     }
     if (c->x_ratelimit_headers) st->used = b;
-    sharp_counter_inc(sh, fc->st_rate_limited);
+    sharp_counter_inc(sh, atomic_load_explicit(&sc->st_rate_limited, memory_order_relaxed));
     if (!fraction_on(f, c->has_enforced, &c->enforced)) {
         sharp_header_ops_apply_si(&c->req_ops, h, sharp_stream_info(f->stream));
         return SHARP_FILTER_CONTINUE;
     }
-    sharp_counter_inc(sh, fc->st_enforced);
+    sharp_counter_inc(sh, atomic_load_explicit(&sc->st_enforced, memory_order_relaxed));
     const char *hdrs[9] = {0};
     char buf[3][24];
     size_t n = 0;

@@ -484,6 +484,18 @@ sharp_rbac_action_t sharp_rbac_engine_action(const sharp_rbac_engine_t *e)
     return e->action;
 }
 
+uint32_t sharp_rbac_engine_npolicies(const sharp_rbac_engine_t *e)
+{
+    return e->npolicies;
+}
+
+int32_t sharp_rbac_engine_policy_index(const sharp_rbac_engine_t *e, const char *name)
+{
+    for (uint32_t i = 0; i < e->npolicies; i++)
+        if (e->policies[i].name == name) return (int32_t)i;
+    return -1;
+}
+
 /* ---- evaluation ---- */
 
 static int addr_port(const struct sockaddr *sa)

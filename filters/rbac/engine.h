@@ -60,6 +60,12 @@ void sharp_rbac_engine_free(sharp_rbac_engine_t *e);
 
 sharp_rbac_action_t sharp_rbac_engine_action(const sharp_rbac_engine_t *e);
 
+/* The engine's policies, in the order it tries them (by name), and the
+ * index of the one whose name sharp_rbac_engine_allowed returned (the
+ * pointer itself, not a copy; -1 for another). */
+uint32_t sharp_rbac_engine_npolicies(const sharp_rbac_engine_t *e);
+int32_t sharp_rbac_engine_policy_index(const sharp_rbac_engine_t *e, const char *name);
+
 /* Envoy's handleAction: whether the engine allows the input. *policy gets
  * the effective policy's name (NULL when none matched); *matched whether a
  * policy matched (the LOG action's access log hint). Either may be NULL. */

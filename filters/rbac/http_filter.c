@@ -32,6 +32,7 @@
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,14 +42,24 @@ typedef Envoy__Extensions__Filters__Http__Rbac__V3__RBACPerRoute rbac_route_pb_t
 
 #define MD_NS "envoy.filters.http.rbac"
 
+/* the dynamic metadata keys, each after its prefix */
+enum { MD_SHADOW_POLICY, MD_SHADOW_RESULT, MD_ENFORCED_POLICY, MD_ENFORCED_RESULT, MD_NKEYS };
+static const char *const md_key_names[MD_NKEYS] = {"shadow_effective_policy_id", "shadow_engine_result",
+                                                   "enforced_effective_policy_id", "enforced_engine_result"};
+
 typedef struct rbac_engines {
     sharp_rbac_engine_t *engine, *shadow; /* NULL: none */
     /* rules_stat_prefix / shadow_rules_stat_prefix ("" when unset): they
      * prefix the dynamic metadata keys; a per-route config's, when set,
      * replace the filter's there (its counters stay the filter's) */
     char *rules_prefix, *shadow_prefix;
+    /* the dynamic metadata keys those prefixes make, built once */
+    char *md_keys[MD_NKEYS];
     bool per_rule_stats; /* track_per_rule_stats */
 } rbac_engines_t;
+
+/* A per-policy counter not registered yet (Envoy makes it on first use). */
+#define POLICY_ST_NONE UINT32_MAX
 
 typedef struct rbac_config {
     rbac_engines_t e;
@@ -56,6 +67,10 @@ typedef struct rbac_config {
     /* the per-policy counters' prefixes: <rules>.policy / <shadow rules>.policy */
     char *policy_prefix, *shadow_policy_prefix;
     sharp_stat_id_t st_allowed, st_denied, st_shadow_allowed, st_shadow_denied;
+    /* with track_per_rule_stats, the ids of the per-policy counters of the
+     * filter's own engines ([policy index][allowed, denied]), registered on
+     * first use and kept (a per-route engine's are looked up by name) */
+    _Atomic sharp_stat_id_t *policy_st, *shadow_policy_st;
 } rbac_config_t;
 
 static void engines_free(rbac_engines_t *e)
@@ -64,6 +79,7 @@ static void engines_free(rbac_engines_t *e)
     sharp_rbac_engine_free(e->shadow);
     free(e->rules_prefix);
     free(e->shadow_prefix);
+    for (int i = 0; i < MD_NKEYS; i++) free(e->md_keys[i]);
 }
 
 static void config_free(void *p)
@@ -73,6 +89,8 @@ static void config_free(void *p)
     engines_free(&c->e);
     free(c->policy_prefix);
     free(c->shadow_policy_prefix);
+    free((void *)c->policy_st);
+    free((void *)c->shadow_policy_st);
     free(c);
 }
 
@@ -90,6 +108,12 @@ static int engines_build(const rbac_pb_t *pb, const char *path, rbac_engines_t *
     char p[256];
     out->rules_prefix = sharp_strdup(pb->rules_stat_prefix ? pb->rules_stat_prefix : "");
     out->shadow_prefix = sharp_strdup(pb->shadow_rules_stat_prefix ? pb->shadow_rules_stat_prefix : "");
+    for (int i = 0; i < MD_NKEYS; i++) {
+        const char *prefix = i < MD_ENFORCED_POLICY ? out->shadow_prefix : out->rules_prefix;
+        size_t n = strlen(prefix) + strlen(md_key_names[i]) + 1;
+        out->md_keys[i] = sharp_calloc(1, n);
+        snprintf(out->md_keys[i], n, "%s%s", prefix, md_key_names[i]);
+    }
     out->per_rule_stats = pb->track_per_rule_stats;
     if (pb->rules) {
         snprintf(p, sizeof p, "%srules", path);
@@ -104,6 +128,15 @@ fail:
     engines_free(out);
     memset(out, 0, sizeof *out);
     return -1;
+}
+
+static _Atomic sharp_stat_id_t *policy_st_new(const sharp_rbac_engine_t *e)
+{
+    uint32_t n = e ? 2 * sharp_rbac_engine_npolicies(e) : 0;
+    if (!n) return NULL;
+    _Atomic sharp_stat_id_t *ids = sharp_calloc(n, sizeof *ids);
+    for (uint32_t i = 0; i < n; i++) atomic_init(&ids[i], POLICY_ST_NONE);
+    return ids;
 }
 
 static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
@@ -136,6 +169,10 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     c->policy_prefix = sharp_strdup(name);
     sharp_rbac_stat_join(shadow, "policy", name, sizeof name);
     c->shadow_policy_prefix = sharp_strdup(name);
+    if (c->e.per_rule_stats) {
+        c->policy_st = policy_st_new(c->e.engine);
+        c->shadow_policy_st = policy_st_new(c->e.shadow);
+    }
     return c;
 }
 
@@ -172,21 +209,30 @@ static bool parse_addr(const char *text, struct sockaddr_storage *ss)
     return sharp_addr_parse(ip, (uint32_t)strtoul(colon + 1, NULL, 10), ss, &len) == 0;
 }
 
-static void md_put(sharp_md_value_t *st, const char *prefix, const char *key, const char *val)
+static void md_put(sharp_md_value_t *st, const char *key, const char *val)
 {
-    char k[512];
-    snprintf(k, sizeof k, "%s%s", prefix, key);
     sharp_md_value_t v = {0};
     sharp_md_value_string(&v, val, strlen(val));
-    sharp_md_struct_set(st, k, strlen(k), &v);
+    sharp_md_struct_set(st, key, strlen(key), &v);
 }
 
-/* Envoy's incPolicy*: <prefix>.<policy>.<suffix>, registered on first use. */
-static void count_policy(sharp_filter_t *f, const char *prefix, const char *policy, const char *suffix)
+/* Envoy's incPolicy*: <prefix>.<policy>.<suffix>, registered on first use.
+ * The filter's own engines (`ids` non-NULL) keep the id once registered
+ * (registering the same name again gives the same id, so two workers racing
+ * store the same value); a per-route engine's policy is looked up by name. */
+static void count_policy(sharp_filter_t *f, _Atomic sharp_stat_id_t *ids, const sharp_rbac_engine_t *e,
+                         const char *prefix, const char *policy, bool allowed, bool shadow)
 {
     const rbac_config_t *c = f->config;
-    sharp_counter_inc(sharp_stream_worker(f->stream)->stats,
-                      sharp_stats_counterf(c->stats, "%s.%s.%s", prefix, policy, suffix));
+    const char *suffix = shadow ? (allowed ? "shadow_allowed" : "shadow_denied") : (allowed ? "allowed" : "denied");
+    int32_t i = ids ? sharp_rbac_engine_policy_index(e, policy) : -1;
+    _Atomic sharp_stat_id_t *slot = i >= 0 ? &ids[2 * i + (allowed ? 0 : 1)] : NULL;
+    sharp_stat_id_t id = slot ? atomic_load_explicit(slot, memory_order_relaxed) : POLICY_ST_NONE;
+    if (id == POLICY_ST_NONE) {
+        id = sharp_stats_counterf(c->stats, "%s.%s.%s", prefix, policy, suffix);
+        if (slot) atomic_store_explicit(slot, id, memory_order_relaxed);
+    }
+    sharp_counter_inc(sharp_stream_worker(f->stream)->stats, id);
 }
 
 static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
@@ -196,9 +242,12 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
     const rbac_engines_t *rc = sharp_stream_route_config(f);
     const rbac_engines_t *e = rc ? rc : &c->e;
     if (!e->engine && !e->shadow) return SHARP_FILTER_CONTINUE;
-    /* the metadata keys' prefixes: a per-route config's when it sets them */
-    const char *rules_prefix = rc && rc->rules_prefix[0] ? rc->rules_prefix : c->e.rules_prefix;
-    const char *shadow_prefix = rc && rc->shadow_prefix[0] ? rc->shadow_prefix : c->e.shadow_prefix;
+    /* the metadata keys: a per-route config's when it sets their prefix */
+    const rbac_engines_t *rules_keys = rc && rc->rules_prefix[0] ? rc : &c->e;
+    const rbac_engines_t *shadow_keys = rc && rc->shadow_prefix[0] ? rc : &c->e;
+    /* the per-policy counter ids kept for the filter's own engines */
+    _Atomic sharp_stat_id_t *policy_st = rc ? NULL : c->policy_st;
+    _Atomic sharp_stat_id_t *shadow_policy_st = rc ? NULL : c->shadow_policy_st;
     sharp_stream_info_t *si = sharp_stream_info(f->stream);
     sharp_stats_shard_t *sh = sharp_stream_worker(f->stream)->stats;
     struct sockaddr_storage remote;
@@ -225,9 +274,9 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
         bool ok = sharp_rbac_engine_allowed(e->shadow, &in, &policy, NULL);
         sharp_counter_inc(sh, ok ? c->st_shadow_allowed : c->st_shadow_denied);
         if (policy && e->per_rule_stats)
-            count_policy(f, c->shadow_policy_prefix, policy, ok ? "shadow_allowed" : "shadow_denied");
-        if (policy) md_put(&md, shadow_prefix, "shadow_effective_policy_id", policy);
-        md_put(&md, shadow_prefix, "shadow_engine_result", ok ? "allowed" : "denied");
+            count_policy(f, shadow_policy_st, e->shadow, c->shadow_policy_prefix, policy, ok, true);
+        if (policy) md_put(&md, shadow_keys->md_keys[MD_SHADOW_POLICY], policy);
+        md_put(&md, shadow_keys->md_keys[MD_SHADOW_RESULT], ok ? "allowed" : "denied");
     }
     bool ok = true;
     if (e->engine) {
@@ -238,9 +287,9 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
             sharp_dynamic_metadata_set(&si->dynamic_metadata, "envoy.common", 12, "access_log_hint", 15, &v);
         }
         sharp_counter_inc(sh, ok ? c->st_allowed : c->st_denied);
-        if (policy && e->per_rule_stats) count_policy(f, c->policy_prefix, policy, ok ? "allowed" : "denied");
-        if (policy) md_put(&md, rules_prefix, "enforced_effective_policy_id", policy);
-        md_put(&md, rules_prefix, "enforced_engine_result", ok ? "allowed" : "denied");
+        if (policy && e->per_rule_stats) count_policy(f, policy_st, e->engine, c->policy_prefix, policy, ok, false);
+        if (policy) md_put(&md, rules_keys->md_keys[MD_ENFORCED_POLICY], policy);
+        md_put(&md, rules_keys->md_keys[MD_ENFORCED_RESULT], ok ? "allowed" : "denied");
     }
     for (uint32_t i = 0; i < md.n; i++)
         sharp_dynamic_metadata_set(&si->dynamic_metadata, MD_NS, strlen(MD_NS), md.keys[i], strlen(md.keys[i]),

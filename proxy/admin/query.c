@@ -15,37 +15,10 @@ void sharp_url_split(const char *target, size_t len, sharp_str_t *path, sharp_st
     *query = (sharp_str_t){q + 1, len - (size_t)(q - target) - 1};
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-size_t sharp_url_decode(const char *src, size_t len, char *dst)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        /* Needs two characters after the '%': indexes i+1 and i+2. */
-        if (src[i] == '%' && len - i > 2) {
-            int h = hexval(src[i + 1]), l = hexval(src[i + 2]);
-            if (h >= 0 && l >= 0) {
-                dst[o++] = (char)(h * 16 + l);
-                i += 2;
-                continue;
-            }
-        }
-        dst[o++] = src[i];
-    }
-    dst[o] = '\0';
-    return o;
-}
-
 static char *decode_dup(const char *p, size_t n)
 {
     char *d = sharp_calloc(1, n + 1);
-    sharp_url_decode(p, n, d);
+    sharp_percent_decode(p, n, d);
     return d;
 }
 

@@ -26,13 +26,6 @@ typedef struct sharp_query {
  * point into `target`. */
 void sharp_url_split(const char *target, size_t len, sharp_str_t *path, sharp_str_t *query);
 
-/* Percent-decodes `len` bytes of `src` into `dst`, which must hold at least
- * len + 1 bytes, and NUL-terminates it. "%hh" with two hex digits becomes
- * that byte; a '%' not followed by two hex digits is kept literally, and '+'
- * is kept as '+' (so a regex such as "a.+b" survives unescaped). Returns the
- * decoded length, which is at most `len`. A decoded NUL byte is kept in the
- * output; callers that need C strings treat it as the end. */
-size_t sharp_url_decode(const char *src, size_t len, char *dst);
 
 /* Parses a query string ("a=1&b&c=%2F", without the '?') into decoded
  * parameters, in order, duplicates kept. Empty segments ("a=1&&b") are

@@ -11,7 +11,6 @@
  * callback, so a call that ended inside a codec callback is still readable
  * until the codec's call stack has unwound. */
 #include "grpc/client.h"
-#include "admin/query.h" /* sharp_url_decode: grpc-message's percent-decoding */
 #include "grpc/backoff.h"
 #include "grpc/framing.h"
 #include "grpc/server.h" /* status codes, SHARP_GRPC_MAX_RECV_DEFAULT */
@@ -240,7 +239,7 @@ static void finish_from(sharp_grpc_stream_t *s, const sharp_headers_t *h)
     sharp_str_t m = {"", 0};
     sharp_headers_get_cstr(h, "grpc-message", &m);
     char *msg = sharp_calloc(1, m.len + 1);
-    sharp_url_decode(m.p, m.len, msg);
+    sharp_percent_decode(m.p, m.len, msg);
     finish(s, (int)code, msg, h);
     free(msg);
 }

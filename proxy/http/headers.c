@@ -400,3 +400,23 @@ bool sharp_headers_cookie_value(const sharp_headers_t *h, const char *name, size
     }
     return false;
 }
+
+bool sharp_headers_get_all(const sharp_headers_t *h, const char *name, size_t nlen, sharp_sbuf_t *tmp,
+                           sharp_str_t *out)
+{
+    int first = sharp_headers_find(h, name, nlen, 0);
+    if (first < 0) return false;
+    int next = sharp_headers_find(h, name, nlen, (uint32_t)first + 1);
+    if (next < 0) {
+        *out = sharp_headers_value(h, (uint32_t)first);
+        return true;
+    }
+    sharp_sbuf_reset(tmp);
+    for (int i = first; i >= 0; i = sharp_headers_find(h, name, nlen, (uint32_t)i + 1)) {
+        if (i != first) sharp_sbuf_append(tmp, ",", 1);
+        sharp_str_t x = sharp_headers_value(h, (uint32_t)i);
+        sharp_sbuf_append(tmp, x.p, x.len);
+    }
+    *out = (sharp_str_t){tmp->data ? tmp->data : "", tmp->len};
+    return true;
+}

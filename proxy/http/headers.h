@@ -83,6 +83,11 @@ static inline bool sharp_headers_get_cstr(const sharp_headers_t *h, const char *
 }
 /* Index of the n-th header with that name at or after `from`, or -1. */
 int sharp_headers_find(const sharp_headers_t *h, const char *name, size_t nlen, uint32_t from);
+/* Envoy's HeaderUtility::getAllOfHeaderAsString: the value of the header
+ * when it occurs once, else all its values joined with "," (built in
+ * `tmp`, which is reset). False, *out untouched, when it is absent. */
+bool sharp_headers_get_all(const sharp_headers_t *h, const char *name, size_t nlen, sharp_sbuf_t *tmp,
+                           sharp_str_t *out);
 
 static inline sharp_str_t sharp_headers_name(const sharp_headers_t *h, uint32_t i)
 {

@@ -310,23 +310,11 @@ static bool parse_i64(sharp_str_t v, int64_t *out)
  * behaves identically.) */
 bool sharp_header_matcher_match(const sharp_header_matcher_t *m, const sharp_headers_t *h)
 {
-    size_t nlen = strlen(m->name);
-    int first = sharp_headers_find(h, m->name, nlen, 0);
-    if (first < 0 && !m->treat_missing_as_empty) {
+    sharp_sbuf_t joined = {0};
+    sharp_str_t v = SHARP_STR("");
+    if (!sharp_headers_get_all(h, m->name, m->name_len, &joined, &v) && !m->treat_missing_as_empty) {
         bool present_kind = m->kind == SHARP_HM_PRESENT;
         return m->invert ? present_kind && m->present : present_kind && !m->present;
-    }
-    sharp_str_t v = first < 0 ? SHARP_STR("") : sharp_headers_value(h, (uint32_t)first);
-    char *joined = NULL;
-    if (first >= 0 && sharp_headers_find(h, m->name, nlen, (uint32_t)first + 1) >= 0) {
-        sharp_sbuf_t b = {0};
-        for (int i = first; i >= 0; i = sharp_headers_find(h, m->name, nlen, (uint32_t)i + 1)) {
-            if (b.len) sharp_sbuf_append(&b, ",", 1);
-            sharp_str_t x = sharp_headers_value(h, (uint32_t)i);
-            sharp_sbuf_append(&b, x.p, x.len);
-        }
-        joined = b.data;
-        v = (sharp_str_t){b.data, b.len};
     }
     bool match = false;
     switch (m->kind) {
@@ -342,7 +330,7 @@ bool sharp_header_matcher_match(const sharp_header_matcher_t *m, const sharp_hea
         break;
     }
     }
-    free(joined);
+    sharp_sbuf_free(&joined);
     return match != m->invert;
 }
 

@@ -60,6 +60,7 @@ typedef enum {
 
 typedef struct {
     char *name; /* lower-case */
+    size_t name_len;
     sharp_header_match_kind_t kind;
     sharp_string_matcher_t sm;
     bool present; /* for SHARP_HM_PRESENT */

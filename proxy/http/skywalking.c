@@ -229,14 +229,53 @@ static reporter_t *find_reporter(sharp_worker_t *w, const sharp_skywalking_confi
     return r;
 }
 
+/* The reporter of each SkyWalking config of the worker's configuration,
+ * by the config's address, rebuilt on every new configuration: a segment
+ * finds its reporter by comparing pointers instead of every field. Only
+ * configs alive in that configuration are listed, so an address cannot
+ * stand for another config; a segment of a stream that still holds an
+ * older configuration's config finds its reporter by its fields. */
+struct sharp_sw_index {
+    const sharp_skywalking_config_t **cfgs;
+    reporter_t **reporters;
+    uint32_t n, cap;
+};
+
+static void index_add(sharp_worker_t *w, const sharp_skywalking_config_t *sc, reporter_t *r)
+{
+    if (!w->skywalking_index) w->skywalking_index = sharp_calloc(1, sizeof *w->skywalking_index);
+    struct sharp_sw_index *x = w->skywalking_index;
+    for (uint32_t i = 0; i < x->n; i++)
+        if (x->cfgs[i] == sc) return;
+    if (x->n == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 4;
+        x->cfgs = sharp_realloc(x->cfgs, x->cap * sizeof *x->cfgs);
+        x->reporters = sharp_realloc(x->reporters, x->cap * sizeof *x->reporters);
+    }
+    x->cfgs[x->n] = sc;
+    x->reporters[x->n++] = r;
+}
+
+static reporter_t *reporter_for(sharp_worker_t *w, const sharp_skywalking_config_t *sc)
+{
+    const struct sharp_sw_index *x = w->skywalking_index;
+    for (uint32_t i = 0; x && i < x->n; i++)
+        if (x->cfgs[i] == sc) return x->reporters[i];
+    return find_reporter(w, sc);
+}
+
 void sharp_skywalking_sync(sharp_worker_t *w, const sharp_snapshot_t *snap)
 {
     if (w->stopping) return;
+    if (w->skywalking_index) w->skywalking_index->n = 0;
     for (uint32_t i = 0; i < snap->nlisteners; i++) {
         const sharp_listener_config_t *l = snap->listeners[i];
         for (uint32_t c = 0; c < l->nchains + l->has_default_chain; c++) {
             const sharp_hcm_config_t *h = l->chains[c]->hcm;
-            if (h && h->tracing && h->tracing->skywalking) find_reporter(w, h->tracing->skywalking);
+            if (h && h->tracing && h->tracing->skywalking) {
+                const sharp_skywalking_config_t *sc = h->tracing->skywalking;
+                index_add(w, sc, find_reporter(w, sc));
+            }
         }
     }
 }
@@ -248,7 +287,7 @@ void sharp_skywalking_report(sharp_worker_t *w, const sharp_skywalking_config_t 
         sharp_sw_segment_free(seg);
         return;
     }
-    reporter_t *r = find_reporter(w, sc);
+    reporter_t *r = reporter_for(w, sc);
     sharp_sbuf_t msg = {0};
     sharp_sw_segment_encode(seg, &msg);
     sharp_sw_segment_free(seg);
@@ -300,6 +339,12 @@ static void free_reporter(uv_handle_t *h)
 
 void sharp_skywalking_stop_all(sharp_worker_t *w)
 {
+    if (w->skywalking_index) {
+        free(w->skywalking_index->cfgs);
+        free(w->skywalking_index->reporters);
+        free(w->skywalking_index);
+        w->skywalking_index = NULL;
+    }
     while (!sharp_dlist_empty(&w->skywalking_reporters)) {
         reporter_t *r = sharp_container_of(w->skywalking_reporters.next, reporter_t, link);
         sharp_dlist_remove(&r->link);

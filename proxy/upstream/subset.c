@@ -418,8 +418,23 @@ static bool node_is(const sharp_subset_config_t *cfg, const sharp_subset_fbnode_
     return true;
 }
 
+static size_t *lengths(char *const *s, uint32_t n)
+{
+    size_t *l = sharp_calloc(n ? n : 1, sizeof *l);
+    for (uint32_t i = 0; i < n; i++)
+        l[i] = strlen(s[i]);
+    return l;
+}
+
 void sharp_subset_config_finish(sharp_subset_config_t *cfg)
 {
+    for (uint32_t s = 0; s < cfg->nselectors; s++) {
+        sharp_subset_selector_t *sel = &cfg->selectors[s];
+        free(sel->key_lens);
+        free(sel->fallback_key_lens);
+        sel->key_lens = lengths(sel->keys, sel->nkeys);
+        sel->fallback_key_lens = lengths(sel->fallback_keys, sel->nfallback_keys);
+    }
     uint32_t cap = 0;
     for (uint32_t s = 0; s < cfg->nselectors; s++)
         cap += cfg->selectors[s].nkeys;
@@ -441,6 +456,12 @@ void sharp_subset_config_finish(sharp_subset_config_t *cfg)
             }
         }
     }
+    /* a node without a policy decides as no node does: the cluster's */
+    free(cfg->fb_nodes);
+    cfg->fb_nodes = sharp_calloc(cfg->nnodes ? cfg->nnodes : 1, sizeof *cfg->fb_nodes);
+    cfg->nfb_nodes = 0;
+    for (uint32_t i = 0; i < cfg->nnodes; i++)
+        if (cfg->nodes[i].fallback != SHARP_SELECTOR_NOT_DEFINED) cfg->fb_nodes[cfg->nfb_nodes++] = i;
 }
 
 void sharp_subset_config_free(sharp_subset_config_t *cfg)
@@ -453,8 +474,11 @@ void sharp_subset_config_free(sharp_subset_config_t *cfg)
         for (uint32_t k = 0; k < cfg->selectors[i].nfallback_keys; k++)
             free(cfg->selectors[i].fallback_keys[k]);
         free(cfg->selectors[i].fallback_keys);
+        free(cfg->selectors[i].key_lens);
+        free(cfg->selectors[i].fallback_key_lens);
     }
     free(cfg->nodes);
+    free(cfg->fb_nodes);
     free(cfg->selectors);
     free(cfg->default_subset);
     free(cfg);
@@ -796,24 +820,26 @@ static void count(const sharp_lb_t *any, sharp_stat_id_t id)
     if (any->stats && id) sharp_counter_inc(any->stats, id);
 }
 
-/* The selector map's node for the criteria's keys (in order), or NULL
- * (Envoy's tryFindSelectorFallbackParams). */
+/* The selector map's node with a fallback policy for the criteria's keys
+ * (in order), or NULL (Envoy's tryFindSelectorFallbackParams: a node
+ * without a policy, or none, leaves the cluster's fallback). */
 static const sharp_subset_fbnode_t *fallback_node(const sharp_subset_config_t *cfg,
                                                   const uint8_t *crit, size_t len)
 {
+    if (!cfg->nfb_nodes) return NULL;
     uint32_t n = 0;
     size_t pos = 0;
     field_t f;
     while (next_field(crit, len, &pos, &f))
         n++;
-    for (uint32_t i = 0; i < cfg->nnodes; i++) {
-        const sharp_subset_fbnode_t *node = &cfg->nodes[i];
+    for (uint32_t i = 0; i < cfg->nfb_nodes; i++) {
+        const sharp_subset_fbnode_t *node = &cfg->nodes[cfg->fb_nodes[i]];
         if (node->depth != n) continue;
         const sharp_subset_selector_t *sel = &cfg->selectors[node->sel];
         bool same = true;
         pos = 0;
         for (uint32_t k = 0; k < n && same && next_field(crit, len, &pos, &f); k++)
-            same = strlen(sel->keys[k]) == f.klen && !memcmp(sel->keys[k], f.key, f.klen);
+            same = sel->key_lens[k] == f.klen && !memcmp(sel->keys[k], f.key, f.klen);
         if (same) return node;
     }
     return NULL;
@@ -849,7 +875,7 @@ static sharp_host_t *choose_iteration(sharp_subset_lbs_t *s, sharp_lb_t *any, bo
                 while (next_field(crit, len, &pos, &f)) {
                     bool keep = false;
                     for (uint32_t k = 0; k < sel->nfallback_keys && !keep; k++)
-                        keep = strlen(sel->fallback_keys[k]) == f.klen &&
+                        keep = sel->fallback_key_lens[k] == f.klen &&
                                !memcmp(sel->fallback_keys[k], f.key, f.klen);
                     if (!keep) continue;
                     memcpy(cut + cl, &f.klen, 4);

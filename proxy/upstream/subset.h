@@ -71,6 +71,7 @@ typedef struct {
     sharp_selector_fallback_t fallback;
     char **fallback_keys; /* KEYS_SUBSET: sorted, a strict subset of keys */
     uint32_t nfallback_keys;
+    size_t *key_lens, *fallback_key_lens; /* their lengths (sharp_subset_config_finish) */
     bool single_host; /* single_host_per_subset */
 } sharp_subset_selector_t;
 
@@ -98,6 +99,10 @@ typedef struct sharp_subset_config {
     bool any_selector_default;   /* a selector falls back to the default subset */
     sharp_subset_fbnode_t *nodes;
     uint32_t nnodes;
+    /* the nodes with a fallback policy (not NOT_DEFINED), the only ones a
+     * request's fallback can be decided by (sharp_subset_config_finish) */
+    uint32_t *fb_nodes;
+    uint32_t nfb_nodes;
 } sharp_subset_config_t;
 
 /* list_as_any: the most subsets one host may be in for one selector (the

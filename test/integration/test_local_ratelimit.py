@@ -144,7 +144,10 @@ def test_without_x_ratelimit_headers(procs, upstream):
 def test_per_route_bucket(procs, upstream):
     """The connection manager's filter has no bucket (every request passes
     there); a route's typed_per_filter_config brings its own bucket, which
-    only that route uses; another route's config overrides the filter's."""
+    only that route uses; another route's config overrides the filter's.
+    A request a route's config decides counts in that config's stats
+    (<its stat_prefix>.http_local_rate_limit.*), as Envoy counts in the
+    effective config's, the others in the filter's."""
     routes = f"""\
 - match: {{ prefix: "/echo/limited" }}
   route: {{ cluster: backend }}
@@ -158,7 +161,13 @@ def test_per_route_bucket(procs, upstream):
     assert [s for s, _, _ in statuses(H1, port, 4, path="/echo/free")] == [200] * 4
     assert [s for s, _, _ in statuses(H1, port, 4, path="/echo/limited")] == [200, 200, 429, 429]
     assert [s for s, _, _ in statuses(H1, port, 2, path="/echo/free")] == [200] * 2
-    assert stat(admin, "lrl.http_local_rate_limit.rate_limited") == 2
+    assert stat(admin, "route.http_local_rate_limit.enabled") == 4
+    assert stat(admin, "route.http_local_rate_limit.ok") == 2
+    assert stat(admin, "route.http_local_rate_limit.rate_limited") == 2
+    assert stat(admin, "route.http_local_rate_limit.enforced") == 2
+    assert stat(admin, "lrl.http_local_rate_limit.enabled") == 6
+    assert stat(admin, "lrl.http_local_rate_limit.ok") == 6
+    assert stat(admin, "lrl.http_local_rate_limit.rate_limited") == 0
 
     # the filter's own bucket (1 token) and a route with a bigger one
     port, _ = start(procs, upstream, lrl(1, "60s", prefix="lrl2"), routes=routes)

@@ -34,7 +34,7 @@ static void test_url_split(void **state)
 static void decode(const char *in, const char *want)
 {
     char out[256];
-    size_t n = sharp_url_decode(in, strlen(in), out);
+    size_t n = sharp_percent_decode(in, strlen(in), out);
     assert_int_equal(n, strlen(want));
     assert_string_equal(out, want);
 }
@@ -57,7 +57,7 @@ static void test_url_decode(void **state)
 static void test_url_decode_nul(void **state)
 {
     char out[8];
-    size_t n = sharp_url_decode("a%00b", 5, out);
+    size_t n = sharp_percent_decode("a%00b", 5, out);
     assert_int_equal(n, 3);
     assert_int_equal(out[1], '\0');
     assert_int_equal(out[2], 'b');

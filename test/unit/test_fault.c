@@ -39,17 +39,17 @@ static void simple_atoi(void **state)
 {
     (void)state;
     uint64_t v = 7;
-    assert_true(sharp_fault_parse_uint(str("503"), UINT64_MAX, &v) && v == 503);
-    assert_true(sharp_fault_parse_uint(str(" +42\t"), UINT64_MAX, &v) && v == 42);
-    assert_true(sharp_fault_parse_uint(str("0"), UINT64_MAX, &v) && v == 0);
-    assert_true(sharp_fault_parse_uint(str("4294967295"), UINT32_MAX, &v) && v == UINT32_MAX);
-    assert_false(sharp_fault_parse_uint(str("4294967296"), UINT32_MAX, &v));
-    assert_true(sharp_fault_parse_uint(str("18446744073709551615"), UINT64_MAX, &v) &&
+    assert_true(sharp_simple_atou(str("503"), UINT64_MAX, &v) && v == 503);
+    assert_true(sharp_simple_atou(str(" +42\t"), UINT64_MAX, &v) && v == 42);
+    assert_true(sharp_simple_atou(str("0"), UINT64_MAX, &v) && v == 0);
+    assert_true(sharp_simple_atou(str("4294967295"), UINT32_MAX, &v) && v == UINT32_MAX);
+    assert_false(sharp_simple_atou(str("4294967296"), UINT32_MAX, &v));
+    assert_true(sharp_simple_atou(str("18446744073709551615"), UINT64_MAX, &v) &&
                 v == UINT64_MAX);
-    assert_false(sharp_fault_parse_uint(str("18446744073709551616"), UINT64_MAX, &v));
+    assert_false(sharp_simple_atou(str("18446744073709551616"), UINT64_MAX, &v));
     const char *bad[] = {"", " ", "+", "-1", "1.5", "0x10", "12a", "1 2", "++1"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        assert_false(sharp_fault_parse_uint(str(bad[i]), 100000, &v));
+        assert_false(sharp_simple_atou(str(bad[i]), 100000, &v));
 }
 
 static void config_checks(void **state)
@@ -89,6 +89,21 @@ static void config_checks(void **state)
     assert_int_equal(s->abort_pct.numerator, 0);
     assert_int_equal(s->abort_pct.denominator, 100);
     sharp_fault_settings_free(s);
+    /* a denominator the enum does not define is refused, as Envoy's
+     * validation (enum defined_only) refuses it, never read as HUNDRED */
+    Envoy__Type__V3__FractionalPercent bad = ENVOY__TYPE__V3__FRACTIONAL_PERCENT__INIT;
+    bad.numerator = 5;
+    bad.denominator = 3;
+    ab.percentage = &bad;
+    assert_null(build(&pb, err));
+    assert_string_equal(err, "abort.percentage.denominator: unknown");
+    bad.denominator = ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND;
+    s = build(&pb, err);
+    assert_non_null(s);
+    assert_int_equal(s->abort_pct.numerator, 5);
+    assert_int_equal(s->abort_pct.denominator, 10000);
+    sharp_fault_settings_free(s);
+    ab.percentage = NULL;
     pb.abort = NULL;
 
     delay_pb_t d = ENVOY__EXTENSIONS__FILTERS__COMMON__FAULT__V3__FAULT_DELAY__INIT;
@@ -316,7 +331,7 @@ static void runtime_overrides(void **state)
     assert_int_equal(sharp_fault_max_active(s), 3);
     /* a downstream cluster's percent key replaces the default one */
     sharp_fault_dc_keys_t dc;
-    sharp_fault_dc_keys_init(&dc, str("web"));
+    assert_true(sharp_fault_dc_keys_init(&dc, s, str("web")));
     assert_string_equal(dc.delay_percent, "fault.http.web.delay.fixed_delay_percent");
     assert_string_equal(dc.abort_grpc_status, "fault.http.web.abort.grpc_status");
     assert_false(sharp_fault_abort(s, &h, &dc, 0, &http, &grpc));
@@ -326,12 +341,26 @@ static void runtime_overrides(void **state)
     assert_true(sharp_fault_delay(s, &h, NULL, 0, &ms) && ms == 20);
     assert_true(sharp_fault_delay(s, &h, &dc, 0, &ms) && ms == 7);
     sharp_fault_dc_keys_free(&dc);
-    sharp_fault_dc_keys_init(&dc, str("other"));
+    assert_true(sharp_fault_dc_keys_init(&dc, s, str("other")));
     assert_true(sharp_fault_delay(s, &h, &dc, 0, &ms) && ms == 20);
     /* a runtime status that is not one keeps the configured status */
     const char *k2[] = {"fault.http.abort.http_status"}, *v2[] = {"0"};
     assert_int_equal(sharp_runtime_merge_admin(rt, k2, v2, 1, err, sizeof err), 0);
     assert_true(sharp_fault_abort(s, &h, NULL, 0, &http, &grpc) && http == 503);
+    sharp_fault_dc_keys_free(&dc);
+    sharp_fault_settings_free(s);
+    /* only the keys the settings read are built: none without a delay or
+     * an abort, the delay's without an abort */
+    sharp_fault_pb_t pb = ENVOY__EXTENSIONS__FILTERS__HTTP__FAULT__V3__HTTPFAULT__INIT;
+    s = build(&pb, err);
+    assert_non_null(s);
+    assert_false(sharp_fault_dc_keys_init(&dc, s, str("web")));
+    assert_null(dc.delay_percent);
+    assert_null(dc.abort_percent);
+    s->has_delay = true;
+    assert_true(sharp_fault_dc_keys_init(&dc, s, str("web")));
+    assert_string_equal(dc.delay_duration, "fault.http.web.delay.fixed_duration_ms");
+    assert_null(dc.abort_http_status);
     sharp_fault_dc_keys_free(&dc);
     sharp_fault_settings_free(s);
     sharp_headers_free(&h);

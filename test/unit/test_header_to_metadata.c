@@ -317,6 +317,9 @@ static void rules_present_missing_remove(void **state)
     assert_non_null(r[3].re);
     r[3].subst = "\\1";
     kv(&r[3].present, "envoy.lb", "cluster", NULL, SHARP_H2M_STRING);
+    for (int i = 0; i < 4; i++) sharp_h2m_rule_lengths(&r[i]);
+    assert_int_equal(r[2].name_len, 7);
+    assert_int_equal(r[0].missing.value_len, 4);
 
     sharp_headers_t h;
     sharp_headers_init(&h);

@@ -347,9 +347,37 @@ static void test_request_head_scan(void **state)
     sharp_headers_free(&h);
 }
 
+/* getAllOfHeaderAsString: one value as is, several joined with ",", an
+ * empty one included (",a", not "a") */
+static void test_get_all_joined(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_sbuf_t tmp = {0};
+    sharp_str_t v = SHARP_STR("untouched");
+    assert_false(sharp_headers_get_all(&h, "x", 1, &tmp, &v));
+    assert_int_equal(v.len, 9);
+    sharp_headers_add_cstr(&h, "x", "");
+    assert_true(sharp_headers_get_all(&h, "x", 1, &tmp, &v));
+    assert_int_equal(v.len, 0);
+    sharp_headers_add_cstr(&h, "y", "other");
+    sharp_headers_add_cstr(&h, "X", "a");
+    assert_true(sharp_headers_get_all(&h, "x", 1, &tmp, &v));
+    assert_int_equal(v.len, 2);
+    assert_memory_equal(v.p, ",a", 2);
+    sharp_headers_add_cstr(&h, "x", "b");
+    assert_true(sharp_headers_get_all(&h, "x", 1, &tmp, &v));
+    assert_int_equal(v.len, 4);
+    assert_memory_equal(v.p, ",a,b", 4);
+    sharp_sbuf_free(&tmp);
+    sharp_headers_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_all_joined),
         cmocka_unit_test(test_add_get_lowercases),
         cmocka_unit_test(test_repeated_and_find),
         cmocka_unit_test(test_set_replaces_all_keeps_position),

@@ -118,6 +118,11 @@ static void actions_and_effective_policy(void **state)
     sharp_headers_add_cstr(&r.h, "x-all", "1");
     assert_true(allowed(allow, &r, &p));
     assert_string_equal(p, "a-all");
+    /* the effective policy's index, found by the name pointer returned */
+    assert_int_equal(sharp_rbac_engine_npolicies(allow), 2);
+    assert_int_equal(sharp_rbac_engine_policy_index(allow, p), 0);
+    assert_int_equal(sharp_rbac_engine_policy_index(allow, "a-all"), -1); /* a copy is not the policy */
+    assert_true(allowed(allow, &r, &p) && sharp_rbac_engine_policy_index(allow, p) == 0);
     sharp_headers_free(&r.h);
     req(&r, "127.0.0.1", "127.0.0.1", 80, "/public");
     assert_false(allowed(allow, &r, &p));

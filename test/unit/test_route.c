@@ -64,6 +64,7 @@ static sharp_header_matcher_t *add_header_matcher(sharp_route_t *r, const char *
     sharp_header_matcher_t *m = &r->headers[r->nheaders++];
     memset(m, 0, sizeof *m);
     m->name = sharp_strdup(name);
+    m->name_len = strlen(name);
     m->kind = kind;
     m->present = true;
     return m;

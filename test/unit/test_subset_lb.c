@@ -418,6 +418,9 @@ static void test_selector_fallbacks(void **state)
     sharp_subset_lbs_init(&s, cfg, p, &any);
     for (int k = 0; k < 4; k++)
         assert_ptr_equal(choose(&s, &any, "v=s:9;stage=s:canary"), &hosts[2]);
+    /* both nodes have a policy, and the lengths follow the new keys */
+    assert_int_equal(cfg->nfb_nodes, 2);
+    assert_int_equal(cfg->selectors[1].fallback_key_lens[0], 5);
     bool seen[NH] = {false};
     for (int k = 0; k < 20; k++) {
         sharp_host_t *h = choose(&s, &any, "v=s:9;stage=s:nope");
@@ -448,6 +451,9 @@ static void test_selector_fallbacks(void **state)
     assert_non_null(choose(&s, &any, "stage=s:test")); /* the cluster's ANY_ENDPOINT */
     assert_int_equal(c2->nnodes, 2);
     assert_int_equal(c2->nodes[0].fallback, SHARP_SELECTOR_NOT_DEFINED);
+    /* only nodes with a policy are searched: none here */
+    assert_int_equal(c2->nfb_nodes, 0);
+    assert_int_equal(c2->selectors[0].key_lens[1], 1);
     sharp_subset_lbs_destroy(&s);
     sharp_subset_plan_free(p);
     sharp_subset_config_free(c2);
