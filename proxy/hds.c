@@ -644,7 +644,7 @@ static void on_close(void *arg, int status, const char *message, const sharp_hea
 {
     (void)trailers;
     sharp_hds_t *h = arg;
-    sharp_log_warn("%s gRPC config stream closed: %d, %s", HDS_PATH + 1, status, message);
+    sharp_log_warn("%s gRPC config stream closed: %d, %s", &HDS_PATH[1], status, message);
     h->stream = NULL;
     uv_timer_stop(&h->response_timer);
     h->interval_ms = 0;
@@ -661,7 +661,7 @@ static const sharp_grpc_stream_callbacks_t hds_callbacks = {
 
 static void establish(sharp_hds_t *h)
 {
-    sharp_debug(upstream, "hds: establishing a new gRPC bidi stream for %s", HDS_PATH + 1);
+    sharp_debug(upstream, "hds: establishing a new gRPC bidi stream for %s", &HDS_PATH[1]);
     h->stream = sharp_grpc_stream_start(
         h->client, HDS_PATH, &envoy__service__health__v3__health_check_specifier__descriptor, 0,
         NULL, &hds_callbacks, h);

@@ -495,10 +495,10 @@ static void on_close(void *arg, int status, const char *message, const sharp_hea
     l->stream = NULL;
     uv_timer_stop(&l->response_timer);
     if (status != 0) {
-        sharp_log_warn("%s gRPC config stream closed: %d, %s", LRS_PATH + 1, status, message);
+        sharp_log_warn("%s gRPC config stream closed: %d, %s", &LRS_PATH[1], status, message);
         handle_failure(l);
     } else {
-        sharp_debug(upstream, "%s gRPC config stream closed gracefully, %s", LRS_PATH + 1, message);
+        sharp_debug(upstream, "%s gRPC config stream closed gracefully, %s", &LRS_PATH[1], message);
         sharp_log_info("load reporter stats stream/connection will retry in %d ms.",
                        LRS_RETRY_DELAY_MS);
         uv_timer_start(&l->retry_timer, on_retry, LRS_RETRY_DELAY_MS, 0);
@@ -513,7 +513,7 @@ static const sharp_grpc_stream_callbacks_t lrs_callbacks = {
 static void establish(sharp_lrs_t *l)
 {
     sharp_debug(upstream, "load reporter: establishing a new gRPC bidi stream for %s",
-                LRS_PATH + 1);
+                &LRS_PATH[1]);
     l->stream = sharp_grpc_stream_start(
         l->client, LRS_PATH, &envoy__service__load_stats__v3__load_stats_response__descriptor, 0,
         NULL, &lrs_callbacks, l);
