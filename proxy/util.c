@@ -2,6 +2,9 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <string.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +35,77 @@ char *sharp_strndup(const char *s, size_t n)
     char *d = sharp_calloc(1, n + 1);
     memcpy(d, s, n);
     return d;
+}
+
+bool sharp_parse_u64(const char *p, size_t n, uint64_t *out, bool *overflow)
+{
+    if (overflow) *overflow = false;
+    if (!n) return false;
+    uint64_t v = 0;
+    bool over = false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return false;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (over || v > (UINT64_MAX - d) / 10)
+            over = true;
+        else
+            v = v * 10 + d;
+    }
+    if (over) {
+        if (overflow) *overflow = true;
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int sharp_hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+bool sharp_parse_hex64(const char *p, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 16) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = sharp_hexval(p[i]);
+        if (d < 0) return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+uint64_t sharp_hash_bytes(uint64_t seed, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = sharp_hash_mix(seed, n);
+    for (; n >= 8; b += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, b, 8);
+        h = sharp_hash_mix(h, w);
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, b, n);
+        h = sharp_hash_mix(h, w);
+    }
+    return h;
+}
+
+uint64_t sharp_hash_seed(void)
+{
+    static _Atomic uint64_t seed;
+    uint64_t s = seed;
+    if (s) return s;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = sharp_now_ns() ^ (uint64_t)getpid() << 32;
+    s |= 1;
+    uint64_t zero = 0;
+    return atomic_compare_exchange_strong(&seed, &zero, s) ? s : seed;
 }
 
 uint64_t sharp_now_ns(void)
