@@ -150,6 +150,40 @@ static sharp_cache_req_cc_t req_cc(const char *cache_control)
     return cc;
 }
 
+/* RFC 7234 1.2.1: a delta-seconds too large to represent counts as 2^31,
+ * never wrapping around (an Age of 10^18 once made a stale entry fresh). */
+static void delta_seconds_clamped(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    hdrs(&h, "date", "Sun, 06 Nov 1994 08:49:37 GMT", "age", "999999999999999999",
+         "cache-control", "max-age=60", NULL);
+    assert_int_equal(sharp_cache_age(&h, T0, T0), 2147483648ll);
+    sharp_cache_req_cc_t none = req_cc(NULL);
+    assert_true(sharp_cache_requires_validation(&none, &h, sharp_cache_age(&h, T0, T0)));
+    sharp_headers_free(&h);
+    hdrs(&h, "age", "99999999999999999999999999", NULL);
+    assert_int_equal(sharp_cache_age(&h, T0, T0 + 1000), 2147483649ll);
+    sharp_headers_free(&h);
+    sharp_cache_req_cc_t cc = req_cc("max-age=99999999999999999999, min-fresh=\"18446744073709551616\", "
+                                     "max-stale=3000000000");
+    assert_int_equal(cc.max_age, 2147483648ll);
+    assert_int_equal(cc.min_fresh, 2147483648ll);
+    assert_int_equal(cc.max_stale, 2147483648ll);
+    sharp_cache_resp_cc_t rc = {.max_age = SHARP_CACHE_NONE};
+    sharp_cache_parse_response_cc(S("s-maxage=123456789012345678901234567890"), &rc);
+    assert_int_equal(rc.max_age, 2147483648ll);
+    /* a huge max-age keeps a response fresh, a huge age makes it stale */
+    hdrs(&h, "cache-control", "max-age=99999999999999999999", NULL);
+    assert_false(sharp_cache_requires_validation(&none, &h, 1000000));
+    sharp_headers_free(&h);
+    /* still refused: signs inside, letters, empty */
+    cc = req_cc("max-age=-5, min-fresh=1e9, max-stale=x");
+    assert_int_equal(cc.max_age, SHARP_CACHE_NONE);
+    assert_int_equal(cc.min_fresh, SHARP_CACHE_NONE);
+    assert_int_equal(cc.max_stale, SHARP_CACHE_NONE);
+}
+
 static void freshness(void **state)
 {
     (void)state;
@@ -451,6 +485,7 @@ int main(void)
         cmocka_unit_test(response_cache_control),
         cmocka_unit_test(http_dates),
         cmocka_unit_test(age_calculation),
+        cmocka_unit_test(delta_seconds_clamped),
         cmocka_unit_test(freshness),
         cmocka_unit_test(request_cacheability),
         cmocka_unit_test(response_cacheability),
