@@ -79,7 +79,10 @@
 #define SHARP_DD_TRACES_PATH "/v0.4/traces"
 #define SHARP_DD_FLUSH_MS 2000
 #define SHARP_DD_TIMEOUT_MS 2000
+/* a reporter holds at most this many traces, and this many bytes of them,
+ * between flushes; more are dropped (reports_dropped) */
 #define SHARP_DD_MAX_TRACES 1000
+#define SHARP_DD_MAX_PENDING_BYTES (4u << 20)
 #define SHARP_DD_TAGS_HEADER_MAX 512
 #define SHARP_DD_TRACESTATE_MAX 256
 /* dd-trace-cpp's tracer signature: the library's version and the C++

@@ -651,6 +651,73 @@ static void hostile_headers(void **state)
     }
 }
 
+/* Client-supplied lists cost linear time: 100,000 trace tags (a quadratic
+ * insert takes minutes), duplicates set once with the last value in the
+ * first one's place, and a tracestate read to its 32nd list member. */
+static void large_tag_lists(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    sharp_sbuf_t v = {0};
+    for (int i = 0; i < N; i++)
+        sharp_sbuf_printf(&v, "%s_dd.p.k%d=%d", i ? "," : "", i, i);
+    sharp_sbuf_printf(&v, ",_dd.p.k0=last");
+    sharp_dd_tags_t t = {0};
+    uint64_t t0 = sharp_now_ns();
+    assert_true(sharp_dd_decode_tags(v.data, v.len, &t));
+    assert_int_equal(t.n, N);
+    assert_string_equal(t.keys[0], "_dd.p.k0");
+    assert_string_equal(t.vals[0], "last");
+    assert_string_equal(t.vals[N - 1], "99999");
+    /* a second decode into the same tags replaces values, adds nothing */
+    assert_true(sharp_dd_decode_tags("_dd.p.k5=x,_dd.p.new=y", 22, &t));
+    assert_int_equal(t.n, N + 1);
+    assert_string_equal(t.vals[5], "x");
+    assert_string_equal(t.keys[N], "_dd.p.new");
+
+    /* the span's meta take each trace tag once, its own meta kept */
+    sharp_headers_free(&H);
+    sharp_headers_init(&H);
+    sharp_headers_add(&H, "x-datadog-trace-id", 18, "5", 1);
+    sharp_headers_add(&H, "x-datadog-parent-id", 19, "6", 1);
+    sharp_headers_add(&H, "x-datadog-tags", 14, v.data, v.len);
+    sharp_dd_context_t c;
+    const char *why = NULL;
+    assert_int_equal(sharp_dd_extract(&H, &c, &why), 1);
+    assert_int_equal(c.tags.n, N);
+    uint64_t ids = 1;
+    sharp_span_t sp;
+    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "ingress", 7, "v", 1000000, 1, seq, &ids);
+    sharp_dd_context_free(&c);
+    sharp_sbuf_t b = {0};
+    sharp_dd_encode_trace(&sp, "svc", 1, "rid", 1, &b);
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < sp.nattrs; i++)
+        found += !strncmp(sp.akeys[i], "_dd.p.k", 7);
+    assert_int_equal(found, N);
+    sharp_sbuf_free(&b);
+    sharp_span_free(&sp);
+    assert_true(sharp_now_ns() - t0 < 5000000000ull);
+    sharp_dd_tags_free(&t);
+    sharp_sbuf_free(&v);
+
+    /* tracestate: 40 members, the 33rd on not read */
+    sharp_sbuf_t ts = {0};
+    for (int i = 0; i < 40; i++)
+        sharp_sbuf_printf(&ts, "%sv%d=%d", i ? "," : "", i, i);
+    sharp_sbuf_puts(&ts, ",dd=s:2");
+    assert_int_equal(
+        sharp_dd_extract(HDRS("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                              "tracestate", sharp_sbuf_cstr(&ts)),
+                         &c, &why),
+        1);
+    assert_int_equal(c.priority, 1); /* dd= was past the 32nd member */
+    assert_non_null(strstr(c.w3c_extra, ",v31=31"));
+    assert_null(strstr(c.w3c_extra, "v32"));
+    sharp_dd_context_free(&c);
+    sharp_sbuf_free(&ts);
+}
+
 int main(void)
 {
     sharp_headers_init(&H);
@@ -664,6 +731,7 @@ int main(void)
         cmocka_unit_test(tracestate_encoding),
         cmocka_unit_test(span_tags_and_trace),
         cmocka_unit_test(hostile_headers),
+        cmocka_unit_test(large_tag_lists),
         cmocka_unit_test(agent_rates),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
