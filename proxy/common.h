@@ -120,8 +120,13 @@ bool sharp_parse_hex64(const char *p, size_t n, uint64_t *out);
  * process) or a worker's random source. */
 static inline uint64_t sharp_hash_mix(uint64_t h, uint64_t v)
 {
+    /* then MurmurHash3's fmix64, so every bit of v reaches the low bits
+     * (a bucket index) */
     h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
     return h ^ (h >> 33);
 }
 uint64_t sharp_hash_bytes(uint64_t seed, const void *p, size_t n);

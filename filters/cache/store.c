@@ -27,6 +27,7 @@ struct sharp_cache_store {
     uint64_t max_bytes;
     uint32_t max_entries;
     entry_t *lru_head, *lru_tail;
+    uint64_t seed;
 };
 
 /* What an entry costs besides its key, headers and body: its bookkeeping. */
@@ -45,12 +46,11 @@ void sharp_cache_hit_free(sharp_cache_hit_t *hit)
     sharp_sbuf_free(&hit->entry_key);
 }
 
-static uint64_t hash_key(sharp_str_t k)
+/* Keys are a request's host, path and query: the hash is seeded with the
+ * process's random seed, so a client cannot choose keys of one bucket. */
+static uint64_t hash_key(const sharp_cache_store_t *st, sharp_str_t k)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < k.len; i++)
-        h = (h ^ (unsigned char)k.p[i]) * 1099511628211ull;
-    return h;
+    return sharp_hash_bytes(st->seed, k.p, k.len);
 }
 
 sharp_cache_store_t *sharp_cache_store_new(uint64_t max_bytes, uint32_t max_entries)
@@ -61,6 +61,7 @@ sharp_cache_store_t *sharp_cache_store_new(uint64_t max_bytes, uint32_t max_entr
     st->buckets = sharp_calloc(st->nbuckets, sizeof *st->buckets);
     st->max_bytes = max_bytes;
     st->max_entries = max_entries ? max_entries : 1;
+    st->seed = sharp_hash_seed();
     return st;
 }
 
@@ -152,7 +153,7 @@ static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t 
         sharp_cache_body_release(body);
         return false;
     }
-    uint64_t h = hash_key(key);
+    uint64_t h = hash_key(st, key);
     entry_t *old = find(st, key, h);
     if (old) remove_entry(st, old);
     while (st->lru_tail && (st->bytes + charge > st->max_bytes || st->n + 1 > st->max_entries))
@@ -191,7 +192,7 @@ bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
     memset(hit, 0, sizeof *hit);
     sharp_headers_init(&hit->headers);
     pthread_mutex_lock(&st->mu);
-    entry_t *e = find(st, key, hash_key(key));
+    entry_t *e = find(st, key, hash_key(st, key));
     sharp_sbuf_t full = {0};
     if (e && !e->body) {
         /* a vary marker: the variant of this request's identifier */
@@ -200,7 +201,7 @@ bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
         if (ok) varied_key(key, &id, &full);
         sharp_sbuf_free(&id);
         e = ok ? find(st, (sharp_str_t){full.data, full.len},
-                      hash_key((sharp_str_t){full.data, full.len}))
+                      hash_key(st, (sharp_str_t){full.data, full.len}))
                : NULL;
         if (e && !e->body) e = NULL;
     } else if (e) {
@@ -261,7 +262,7 @@ void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key,
                               const sharp_headers_t *update, int64_t response_time_ms)
 {
     pthread_mutex_lock(&st->mu);
-    entry_t *e = find(st, entry_key, hash_key(entry_key));
+    entry_t *e = find(st, entry_key, hash_key(st, entry_key));
     if (e && e->body) {
         size_t before = sharp_headers_byte_size(&e->headers);
         sharp_cache_apply_header_update(update, &e->headers);

@@ -2,8 +2,9 @@
  *
  * One store serves every cache filter of the process with the
  * SimpleHttpCacheConfig storage, as Envoy's singleton does; the workers
- * share it under one mutex. Entries are keyed by the filter's cache key; a
- * response with a Vary header is stored as a marker at the key, holding its
+ * share it under one mutex. Entries are keyed by the filter's cache key
+ * (hashed with the process's random seed, so a client cannot choose keys
+ * of one bucket); a response with a Vary header is stored as a marker at the key, holding its
  * vary headers, and the response itself at the key extended by the vary
  * identifier of the request that fetched it (Envoy's varyInsert), so each
  * variant is looked up by the identifier of the request at hand.

@@ -478,6 +478,29 @@ static void store_update_freshens(void **state)
     sharp_headers_free(&upd);
 }
 
+/* The store's keys hash with the process's random seed: a seed changes
+ * every hash, the same seed gives the same one, the length counts. */
+static void key_hash_seeded(void **state)
+{
+    (void)state;
+    uint64_t seed = sharp_hash_seed();
+    assert_int_equal(seed, sharp_hash_seed());
+    assert_true(seed & 1);
+    const char *k = "example.com/a/path?q=1";
+    assert_int_equal(sharp_hash_bytes(seed, k, strlen(k)), sharp_hash_bytes(seed, k, strlen(k)));
+    assert_int_not_equal(sharp_hash_bytes(seed, k, strlen(k)), sharp_hash_bytes(seed ^ 2, k, strlen(k)));
+    assert_int_not_equal(sharp_hash_bytes(seed, "a\0", 2), sharp_hash_bytes(seed, "a", 1));
+    /* the low bits (the bucket) of 4096 keys spread over 64 buckets */
+    uint32_t counts[64] = {0}, most = 0;
+    char key[32];
+    for (int i = 0; i < 4096; i++) {
+        int n = snprintf(key, sizeof key, "h/p?%d", i);
+        uint32_t b = (uint32_t)sharp_hash_bytes(seed, key, (size_t)n) & 63;
+        if (++counts[b] > most) most = counts[b];
+    }
+    assert_true(most < 128);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +517,7 @@ int main(void)
         cmocka_unit_test(store_variants_and_replacement),
         cmocka_unit_test(store_is_bounded),
         cmocka_unit_test(store_update_freshens),
+        cmocka_unit_test(key_hash_seeded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
