@@ -16,6 +16,9 @@ typedef struct entry {
     sharp_cache_body_t *body; /* NULL for a vary marker */
     int64_t response_time_ms;
     uint64_t charge; /* bytes counted against max_bytes */
+    /* a vary marker's variants; a variant's marker and its siblings: a
+     * marker replaced or evicted takes its variants along */
+    struct entry *variants, *marker, *vnext, *vprev;
 } entry_t;
 
 struct sharp_cache_store {
@@ -116,6 +119,20 @@ static void lru_push_front(sharp_cache_store_t *st, entry_t *e)
 
 static void remove_entry(sharp_cache_store_t *st, entry_t *e)
 {
+    while (e->variants) {
+        entry_t *v = e->variants;
+        e->variants = v->vnext;
+        v->marker = NULL;
+        remove_entry(st, v);
+    }
+    entry_t *m = e->marker;
+    if (m) {
+        if (e->vprev)
+            e->vprev->vnext = e->vnext;
+        else
+            m->variants = e->vnext;
+        if (e->vnext) e->vnext->vprev = e->vprev;
+    }
     entry_t **pp = &st->buckets[e->hash & (st->nbuckets - 1)];
     while (*pp != e)
         pp = &(*pp)->hnext;
@@ -124,6 +141,8 @@ static void remove_entry(sharp_cache_store_t *st, entry_t *e)
     st->n--;
     st->bytes -= e->charge;
     entry_free(e);
+    /* a marker without variants serves nothing */
+    if (m && !m->variants) remove_entry(st, m);
 }
 
 static void grow(sharp_cache_store_t *st)
@@ -144,14 +163,14 @@ static void grow(sharp_cache_store_t *st)
 
 /* Puts a new entry at `key` (replacing one there), evicting the least
  * recently used ones to stay within the bounds. Takes the body reference. */
-static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t *headers,
-                sharp_cache_body_t *body, int64_t response_time_ms)
+static entry_t *put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t *headers,
+                    sharp_cache_body_t *body, int64_t response_time_ms)
 {
     uint64_t charge =
         ENTRY_OVERHEAD + key.len + sharp_headers_byte_size(headers) + (body ? body->len : 0);
     if (charge > st->max_bytes) {
         sharp_cache_body_release(body);
-        return false;
+        return NULL;
     }
     uint64_t h = hash_key(st, key);
     entry_t *old = find(st, key, h);
@@ -174,6 +193,23 @@ static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t 
     lru_push_front(st, e);
     st->n++;
     st->bytes += charge;
+    return e;
+}
+
+static void promote(sharp_cache_store_t *st, entry_t *e)
+{
+    lru_unlink(st, e);
+    lru_push_front(st, e);
+}
+
+/* Whether marker m holds the same vary values as `vary`. */
+static bool same_vary(const entry_t *m, const sharp_headers_t *vary)
+{
+    if (m->headers.n != vary->n) return false;
+    for (uint32_t i = 0; i < vary->n; i++) {
+        sharp_str_t a = sharp_headers_value(&m->headers, i), b = sharp_headers_value(vary, i);
+        if (a.len != b.len || memcmp(a.p, b.p, a.len)) return false;
+    }
     return true;
 }
 
@@ -213,8 +249,9 @@ bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
         hit->body = e->body;
         hit->response_time_ms = e->response_time_ms;
         hit->entry_key = full;
-        lru_unlink(st, e);
-        lru_push_front(st, e);
+        promote(st, e);
+        /* a variant's marker is as recently used as the variant */
+        if (e->marker) promote(st, e->marker);
     } else {
         sharp_sbuf_free(&full);
     }
@@ -230,7 +267,7 @@ bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
     atomic_fetch_add(&body->refs, 1);
     if (!sharp_cache_has_vary(resp)) {
         pthread_mutex_lock(&st->mu);
-        bool ok = put(st, key, resp, body, response_time_ms);
+        bool ok = put(st, key, resp, body, response_time_ms) != NULL;
         pthread_mutex_unlock(&st->mu);
         return ok;
     }
@@ -248,9 +285,32 @@ bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
         sharp_str_t v = sharp_headers_value(resp, (uint32_t)i);
         sharp_headers_add(&marker, "vary", 4, v.p, v.len);
     }
+    sharp_str_t fk = {full.data, full.len};
     pthread_mutex_lock(&st->mu);
-    bool ok = put(st, (sharp_str_t){full.data, full.len}, resp, body, response_time_ms);
-    if (ok) ok = put(st, key, &marker, NULL, response_time_ms);
+    /* a marker of other vary values (or a response without Vary) is
+     * replaced, its variants dropped; one of the same values is kept with
+     * its other variants */
+    entry_t *m = find(st, key, hash_key(st, key));
+    if (m && (m->body || !same_vary(m, &marker))) remove_entry(st, m);
+    bool ok = put(st, fk, resp, body, response_time_ms) != NULL;
+    if (ok) {
+        /* putting the variant may have evicted the marker, and putting
+         * the marker the variant */
+        m = find(st, key, hash_key(st, key));
+        if (m)
+            promote(st, m);
+        else
+            m = put(st, key, &marker, NULL, response_time_ms);
+        entry_t *v = find(st, fk, hash_key(st, fk));
+        if (v && !m) remove_entry(st, v);
+        if (v && m) {
+            v->marker = m;
+            v->vnext = m->variants;
+            if (m->variants) m->variants->vprev = v;
+            m->variants = v;
+        }
+        ok = v && m;
+    }
     pthread_mutex_unlock(&st->mu);
     sharp_headers_free(&marker);
     sharp_sbuf_free(&id);
@@ -270,10 +330,11 @@ void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key,
         e->charge = e->charge - before + after;
         st->bytes = st->bytes - before + after;
         e->response_time_ms = response_time_ms;
-        lru_unlink(st, e);
-        lru_push_front(st, e);
+        promote(st, e);
+        if (e->marker) promote(st, e->marker);
         /* a larger header set may have passed the bound: the oldest go */
-        while (st->bytes > st->max_bytes && st->lru_tail && st->lru_tail != e)
+        while (st->bytes > st->max_bytes && st->lru_tail && st->lru_tail != e &&
+               st->lru_tail != e->marker)
             remove_entry(st, st->lru_tail);
     }
     pthread_mutex_unlock(&st->mu);

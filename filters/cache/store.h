@@ -7,7 +7,11 @@
  * of one bucket); a response with a Vary header is stored as a marker at the key, holding its
  * vary headers, and the response itself at the key extended by the vary
  * identifier of the request that fetched it (Envoy's varyInsert), so each
- * variant is looked up by the identifier of the request at hand.
+ * variant is looked up by the identifier of the request at hand. A marker
+ * lives as long as its variants: a variant's hit or update makes its
+ * marker recently used too, a marker replaced (by a response without Vary
+ * or with other vary values) or evicted takes its variants along, and a
+ * marker whose last variant goes is removed.
  *
  * Unlike Envoy's unbounded SimpleHttpCache, the store holds at most
  * `max_bytes` (headers, bodies and keys counted) and `max_entries`

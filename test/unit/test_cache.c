@@ -407,6 +407,65 @@ static void store_variants_and_replacement(void **state)
     sharp_headers_free(&vresp);
 }
 
+/* A vary marker lives as long as its variants: a variant hit makes the
+ * marker recently used too, and a marker replaced by a response without
+ * Vary (or by other vary values) takes its variants along. */
+static void store_marker_follows_variants(void **state)
+{
+    (void)state;
+    sharp_cache_store_t *st = sharp_cache_store_new(1 << 20, 3);
+    sharp_headers_t en, fr, none, resp, vresp;
+    hdrs(&en, "accept-language", "en", NULL);
+    hdrs(&fr, "accept-language", "fr", NULL);
+    hdrs(&none, NULL);
+    hdrs(&resp, ":status", "200", "cache-control", "max-age=60", NULL);
+    hdrs(&vresp, ":status", "200", "cache-control", "max-age=60", "vary", "accept-language", NULL);
+    char buf[64];
+    /* LRU: marker k, its variant, then x; the hit on k's variant makes both
+     * newer than x, which the next insert evicts */
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "x", &none, &resp, "x", T0));
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "english");
+    assert_true(insert(st, "y", &none, &resp, "y", T0));
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "english");
+    assert_null(lookup(st, "x", &none, buf, sizeof buf));
+    assert_int_equal(sharp_cache_store_entries(st), 3);
+    sharp_cache_store_free(st);
+
+    st = sharp_cache_store_new(1 << 20, 100);
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "k", &fr, &vresp, "french", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 3);
+    /* a response without Vary replaces the marker and both variants */
+    assert_true(insert(st, "k", &none, &resp, "plain", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 1);
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "plain");
+    /* vary again, then with another vary value: the old variants go */
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "k", &fr, &vresp, "french", T0));
+    sharp_headers_set_cstr(&vresp, "vary", "accept-language, accept-language");
+    assert_true(insert(st, "k", &en, &vresp, "english2", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 2);
+    assert_null(lookup(st, "k", &fr, buf, sizeof buf));
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "english2");
+    sharp_cache_store_free(st);
+
+    /* a marker evicted takes its variants: only room for two entries */
+    st = sharp_cache_store_new(1 << 20, 2);
+    sharp_headers_set_cstr(&vresp, "vary", "accept-language");
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "x", &none, &resp, "x", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 1);
+    assert_null(lookup(st, "k", &en, buf, sizeof buf));
+    assert_string_equal(lookup(st, "x", &none, buf, sizeof buf), "x");
+    sharp_cache_store_free(st);
+    sharp_headers_free(&en);
+    sharp_headers_free(&fr);
+    sharp_headers_free(&none);
+    sharp_headers_free(&resp);
+    sharp_headers_free(&vresp);
+}
+
 static void store_is_bounded(void **state)
 {
     (void)state;
@@ -515,6 +574,7 @@ int main(void)
         cmocka_unit_test(vary_identifier),
         cmocka_unit_test(header_update),
         cmocka_unit_test(store_variants_and_replacement),
+        cmocka_unit_test(store_marker_follows_variants),
         cmocka_unit_test(store_is_bounded),
         cmocka_unit_test(store_update_freshens),
         cmocka_unit_test(key_hash_seeded),
