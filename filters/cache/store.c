@@ -221,42 +221,66 @@ static void varied_key(sharp_str_t key, sharp_sbuf_t *vary_id, sharp_sbuf_t *out
     sharp_sbuf_append(out, vary_id->data, vary_id->len);
 }
 
+/* Fills hit from entry e (under the lock), found at `full`. */
+static void take_hit(sharp_cache_store_t *st, entry_t *e, sharp_sbuf_t *full, sharp_cache_hit_t *hit)
+{
+    sharp_headers_copy(&hit->headers, &e->headers);
+    atomic_fetch_add(&e->body->refs, 1);
+    hit->body = e->body;
+    hit->response_time_ms = e->response_time_ms;
+    hit->entry_key = *full;
+    *full = (sharp_sbuf_t){0};
+    promote(st, e);
+    /* a variant's marker is as recently used as the variant */
+    if (e->marker) promote(st, e->marker);
+}
+
 bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
                               const sharp_cache_vary_allow_t *allow, const sharp_headers_t *req,
                               sharp_cache_hit_t *hit)
 {
     memset(hit, 0, sizeof *hit);
     sharp_headers_init(&hit->headers);
+    sharp_sbuf_t full = {0};
+    sharp_headers_t vary;
+    sharp_headers_init(&vary);
     pthread_mutex_lock(&st->mu);
     entry_t *e = find(st, key, hash_key(st, key));
-    sharp_sbuf_t full = {0};
-    if (e && !e->body) {
-        /* a vary marker: the variant of this request's identifier */
-        sharp_sbuf_t id = {0};
-        bool ok = sharp_cache_vary_identifier(&e->headers, allow, req, &id);
-        if (ok) varied_key(key, &id, &full);
-        sharp_sbuf_free(&id);
-        e = ok ? find(st, (sharp_str_t){full.data, full.len},
-                      hash_key(st, (sharp_str_t){full.data, full.len}))
-               : NULL;
-        if (e && !e->body) e = NULL;
-    } else if (e) {
+    bool found = e && e->body;
+    if (found) {
         sharp_sbuf_append(&full, key.p, key.len);
-    }
-    if (e) {
-        sharp_headers_copy(&hit->headers, &e->headers);
-        atomic_fetch_add(&e->body->refs, 1);
-        hit->body = e->body;
-        hit->response_time_ms = e->response_time_ms;
-        hit->entry_key = full;
-        promote(st, e);
-        /* a variant's marker is as recently used as the variant */
-        if (e->marker) promote(st, e->marker);
-    } else {
-        sharp_sbuf_free(&full);
+        take_hit(st, e, &full, hit);
+    } else if (e) {
+        /* a vary marker: its vary values copied, the identifier (header
+         * names parsed and sorted, the allowed_vary_headers matchers) made
+         * without the lock */
+        sharp_headers_copy(&vary, &e->headers);
     }
     pthread_mutex_unlock(&st->mu);
-    return e != NULL;
+    if (found || !vary.n) {
+        sharp_headers_free(&vary);
+        return found;
+    }
+    sharp_sbuf_t id = {0};
+    bool ok = sharp_cache_vary_identifier(&vary, allow, req, &id);
+    sharp_headers_free(&vary);
+    if (ok) varied_key(key, &id, &full);
+    sharp_sbuf_free(&id);
+    if (!ok) {
+        sharp_sbuf_free(&full);
+        return false;
+    }
+    /* the variant as it is now: if the marker was replaced meanwhile, its
+     * variants went with it, and one under a new marker of the same vary
+     * values has this key */
+    sharp_str_t fk = {full.data, full.len};
+    pthread_mutex_lock(&st->mu);
+    e = find(st, fk, hash_key(st, fk));
+    found = e && e->body && e->marker;
+    if (found) take_hit(st, e, &full, hit);
+    pthread_mutex_unlock(&st->mu);
+    sharp_sbuf_free(&full);
+    return found;
 }
 
 bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,

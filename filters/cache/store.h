@@ -11,7 +11,9 @@
  * lives as long as its variants: a variant's hit or update makes its
  * marker recently used too, a marker replaced (by a response without Vary
  * or with other vary values) or evicted takes its variants along, and a
- * marker whose last variant goes is removed.
+ * marker whose last variant goes is removed. A lookup of a varied key
+ * copies the marker's vary values under the lock and makes the request's
+ * identifier without it, then looks the variant up under the lock again.
  *
  * Unlike Envoy's unbounded SimpleHttpCache, the store holds at most
  * `max_bytes` (headers, bodies and keys counted) and `max_entries`

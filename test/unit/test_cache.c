@@ -4,13 +4,16 @@
  * Cache-Control parsing of requests and responses, HTTP dates, the age of a
  * stored response, freshness and validation with the request's directives,
  * which requests and responses are cacheable, the Vary identifier, the 304
- * header update, and the store's vary variants, replacement, LRU bound and
- * freshening. */
+ * header update, and the store's vary variants (their marker's life, the
+ * identifier made outside the lock), replacement, LRU bound, freshening
+ * and seeded key hash. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,6 +469,87 @@ static void store_marker_follows_variants(void **state)
     sharp_headers_free(&vresp);
 }
 
+/* The vary identifier is made without the store's lock: the matcher of
+ * allowed_vary_headers runs while another thread uses the store, or
+ * while the entry is replaced under the lookup. */
+typedef struct {
+    sharp_cache_store_t *st;
+    int action; /* 0: a thread reads the store, 1: replace without Vary, 2: new variant */
+    bool store_was_locked;
+    sharp_headers_t *req, *resp;
+} race_t;
+
+static void *read_store(void *arg)
+{
+    sharp_cache_store_entries(arg);
+    return NULL;
+}
+
+static bool racing_match(const void *ctx, sharp_str_t name)
+{
+    race_t *r = (race_t *)ctx;
+    if (r->action == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, read_store, r->st);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        if (pthread_timedjoin_np(t, NULL, &until)) {
+            r->store_was_locked = true;
+            pthread_detach(t);
+        }
+    } else if (r->action == 1 || r->action == 2) {
+        int a = r->action;
+        r->action = -1; /* once: the insert runs the matcher too */
+        if (a == 1) assert_true(insert(r->st, "k", r->req, r->resp, "plain", T0));
+        if (a == 2) assert_true(insert(r->st, "k", r->req, r->resp, "newer", T0));
+    }
+    return allow_accept_language(NULL, name);
+}
+
+static void store_vary_outside_lock(void **state)
+{
+    (void)state;
+    sharp_cache_store_t *st = sharp_cache_store_new(1 << 20, 100);
+    sharp_headers_t en, none, resp, vresp;
+    hdrs(&en, "accept-language", "en", NULL);
+    hdrs(&none, NULL);
+    hdrs(&resp, ":status", "200", "cache-control", "max-age=60", NULL);
+    hdrs(&vresp, ":status", "200", "cache-control", "max-age=60", "vary", "accept-language", NULL);
+    char buf[64];
+    race_t r = {.st = st, .action = -1};
+    sharp_cache_vary_allow_t allow = {racing_match, &r};
+    sharp_cache_body_t *b = body_of("english");
+    assert_true(sharp_cache_store_insert(st, S("k"), &allow, &en, &vresp, b, T0));
+    sharp_cache_body_release(b);
+    sharp_cache_hit_t hit;
+    r.action = 0;
+    assert_true(sharp_cache_store_lookup(st, S("k"), &allow, &en, &hit));
+    assert_false(r.store_was_locked);
+    assert_memory_equal(hit.body->data, "english", 7);
+    sharp_cache_hit_free(&hit);
+    /* the marker replaced by a response without Vary while the identifier
+     * is made: its variants are gone, a miss */
+    r = (race_t){.st = st, .action = 1, .req = &none, .resp = &resp};
+    assert_false(sharp_cache_store_lookup(st, S("k"), &allow, &en, &hit));
+    sharp_cache_hit_free(&hit);
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "plain");
+    /* a new variant of the same vary values meanwhile: that one serves */
+    r.action = -1;
+    b = body_of("english");
+    assert_true(sharp_cache_store_insert(st, S("k"), &allow, &en, &vresp, b, T0));
+    sharp_cache_body_release(b);
+    r = (race_t){.st = st, .action = 2, .req = &en, .resp = &vresp};
+    assert_true(sharp_cache_store_lookup(st, S("k"), &allow, &en, &hit));
+    assert_memory_equal(hit.body->data, "newer", 5);
+    sharp_cache_hit_free(&hit);
+    sharp_cache_store_free(st);
+    sharp_headers_free(&en);
+    sharp_headers_free(&none);
+    sharp_headers_free(&resp);
+    sharp_headers_free(&vresp);
+}
+
 static void store_is_bounded(void **state)
 {
     (void)state;
@@ -575,6 +659,7 @@ int main(void)
         cmocka_unit_test(header_update),
         cmocka_unit_test(store_variants_and_replacement),
         cmocka_unit_test(store_marker_follows_variants),
+        cmocka_unit_test(store_vary_outside_lock),
         cmocka_unit_test(store_is_bounded),
         cmocka_unit_test(store_update_freshens),
         cmocka_unit_test(key_hash_seeded),
