@@ -23,18 +23,8 @@ _Thread_local const sharp_runtime_snapshot_t *sharp_runtime_tls;
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
 {
     /* absl::SimpleAtoi: optional '+', decimal digits, no overflow */
-    size_t i = 0;
-    if (i < n && s[i] == '+') i++;
-    if (i == n) return false;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return false;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
+    if (n && s[0] == '+') s++, n--;
+    return sharp_parse_u64(s, n, out, NULL);
 }
 
 static bool parse_double(const char *s, size_t n, double *out)

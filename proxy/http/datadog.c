@@ -178,28 +178,6 @@ void sharp_dd_context_free(sharp_dd_context_t *c)
     memset(c, 0, sizeof *c);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* 1 to 16 hex digits, nothing else. */
-static bool parse_hex(const char *p, size_t n, uint64_t *out)
-{
-    if (!n || n > 16) return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        int d = hexval(p[i]);
-        if (d < 0) return false;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return true;
-}
-
 /* Lower-case hex digits only (W3C's). */
 static bool lower_hex(const char *p, size_t n)
 {
@@ -208,27 +186,12 @@ static bool lower_hex(const char *p, size_t n)
     return true;
 }
 
-/* A decimal uint64: digits only, no overflow. */
-static bool parse_u64(const char *p, size_t n, uint64_t *out)
-{
-    if (!n) return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return false;
-        uint64_t d = (uint64_t)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
-}
-
 /* A decimal int, a '-' allowed. */
 static bool parse_int(const char *p, size_t n, int *out)
 {
     bool neg = n && p[0] == '-';
     uint64_t v;
-    if (!parse_u64(p + neg, n - neg, &v) || v > (uint64_t)INT32_MAX + neg) return false;
+    if (!sharp_parse_u64(p + neg, n - neg, &v, NULL) || v > (uint64_t)INT32_MAX + neg) return false;
     *out = neg ? (int)-(int64_t)v : (int)v;
     return true;
 }
@@ -254,12 +217,12 @@ static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, cons
 {
     sharp_str_t v;
     if (sharp_headers_get_cstr(h, "x-datadog-trace-id", &v)) {
-        if (!parse_u64(v.p, v.len, &c->trace_lo))
+        if (!sharp_parse_u64(v.p, v.len, &c->trace_lo, NULL))
             return bad(why, "Could not extract Datadog-style trace ID from x-datadog-trace-id");
         c->has_trace = true;
     }
     if (sharp_headers_get_cstr(h, "x-datadog-parent-id", &v)) {
-        if (!parse_u64(v.p, v.len, &c->parent_id))
+        if (!sharp_parse_u64(v.p, v.len, &c->parent_id, NULL))
             return bad(why,
                        "Could not extract Datadog-style parent span ID from x-datadog-parent-id");
         c->has_parent = true;
@@ -278,7 +241,7 @@ static int extract_datadog(const sharp_headers_t *h, sharp_dd_context_t *c, cons
             /* _dd.p.tid: the trace's high half, 16 hex digits */
             const char *tid = tags_get(&c->tags, TID_TAG);
             uint64_t hi;
-            if (strlen(tid) != 16 || !parse_hex(tid, 16, &hi)) {
+            if (strlen(tid) != 16 || !sharp_parse_hex64(tid, 16, &hi)) {
                 set_prop_error(c, "malformed_tid ", tid);
                 tags_remove(&c->tags, TID_TAG);
             } else if (c->has_trace) {
@@ -438,10 +401,10 @@ static void extract_w3c(const sharp_headers_t *h, sharp_dd_context_t *c)
         return;
     }
     uint64_t hi = 0, lo = 0, parent = 0, flags = 0;
-    parse_hex(p + 3, 16, &hi);
-    parse_hex(p + 19, 16, &lo);
-    parse_hex(p + 36, 16, &parent);
-    parse_hex(p + 53, 2, &flags);
+    sharp_parse_hex64(p + 3, 16, &hi);
+    sharp_parse_hex64(p + 19, 16, &lo);
+    sharp_parse_hex64(p + 36, 16, &parent);
+    sharp_parse_hex64(p + 53, 2, &flags);
     if (!hi && !lo) {
         c->w3c_error = "trace_id_zero";
         return;
@@ -511,7 +474,7 @@ int sharp_dd_extract(const sharp_headers_t *h, sharp_dd_context_t *out, const ch
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)out->trace_hi);
         const char *tid = tags_get(&out->tags, TID_TAG);
         uint64_t hi;
-        if (tid && (strlen(tid) != 16 || !parse_hex(tid, 16, &hi)))
+        if (tid && (strlen(tid) != 16 || !sharp_parse_hex64(tid, 16, &hi)))
             set_prop_error(out, "malformed_tid ", tid);
         else if (tid && hi != out->trace_hi)
             set_prop_error(out, "inconsistent_tid ", tid);
@@ -582,7 +545,7 @@ static bool js_string(json_t *j, sharp_sbuf_t *out)
                 break;
             case 'u': {
                 uint64_t v;
-                if (j->end - j->p < 4 || !parse_hex(j->p, 4, &v)) return false;
+                if (j->end - j->p < 4 || !sharp_parse_hex64(j->p, 4, &v)) return false;
                 j->p += 4;
                 c = v < 0x80 ? (char)v : '?';
                 break;

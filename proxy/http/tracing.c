@@ -100,33 +100,10 @@ void sharp_request_id_set_reason(char *rid, size_t len, sharp_trace_reason_t r)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* A whole string of 1 to 16 hex digits (StringUtil::atoull base 16, without
- * strtoull's leniency for signs, blanks and a 0x prefix). */
-static bool parse_hex64(const char *p, size_t n, uint64_t *out)
-{
-    if (n == 0 || n > 16) return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        int d = hexval(p[i]);
-        if (d < 0) return false;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return true;
-}
-
 bool sharp_request_id_integer(const char *rid, size_t len, uint64_t *out)
 {
     if (!rid || len < 8) return false;
-    return parse_hex64(rid, 8, out);
+    return sharp_parse_hex64(rid, 8, out);
 }
 
 sharp_trace_reason_t sharp_tracing_decide(const sharp_trace_sampling_t *f, char *rid, size_t len,
@@ -206,16 +183,16 @@ static int extract_single(sharp_str_t b3, bool sampled, sharp_b3_context_t *out,
     if (len > B3_MAX_LENGTH) return bad(why, "b3 header too long");
     sharp_b3_context_t c = {0};
     if (s[32] == '-') {
-        if (!parse_hex64(s, 16, &c.trace_hi)) return bad(why, "invalid trace id high in b3 header");
+        if (!sharp_parse_hex64(s, 16, &c.trace_hi)) return bad(why, "invalid trace id high in b3 header");
         pos += 16;
-        if (!parse_hex64(s + pos, 16, &c.trace_lo)) return bad(why, "invalid trace id in b3 header");
-    } else if (!parse_hex64(s, 16, &c.trace_lo)) {
+        if (!sharp_parse_hex64(s + pos, 16, &c.trace_lo)) return bad(why, "invalid trace id in b3 header");
+    } else if (!sharp_parse_hex64(s, 16, &c.trace_lo)) {
         return bad(why, "invalid trace id in b3 header");
     }
     pos += 16;
     if (s[pos++] != '-') return bad(why, "no span id in b3 header");
     size_t n = len - pos < 16 ? len - pos : 16;
-    if (!parse_hex64(s + pos, n, &c.span_id)) return bad(why, "invalid span id in b3 header");
+    if (!sharp_parse_hex64(s + pos, n, &c.span_id)) return bad(why, "invalid span id in b3 header");
     pos += 16;
     if (len > pos) {
         /* "-<flag>" and maybe "-<parent id>" follow */
@@ -230,7 +207,7 @@ static int extract_single(sharp_str_t b3, bool sampled, sharp_b3_context_t *out,
         if (len > pos) {
             if (len != pos + 17) return bad(why, "truncated b3 header");
             pos++; /* the '-' checked above */
-            if (!parse_hex64(s + pos, len - pos, &c.parent_id)) return bad(why, "invalid parent id in b3 header");
+            if (!sharp_parse_hex64(s + pos, len - pos, &c.parent_id)) return bad(why, "invalid parent id in b3 header");
         }
     }
     c.sampled = sampled;
@@ -248,14 +225,14 @@ int sharp_b3_extract(const sharp_headers_t *h, bool sampled, sharp_b3_context_t 
     sharp_b3_context_t c = {0};
     /* a 128-bit trace id is two 64-bit halves */
     if (tid.len == 32) {
-        if (!parse_hex64(tid.p, 16, &c.trace_hi) || !parse_hex64(tid.p + 16, 16, &c.trace_lo))
+        if (!sharp_parse_hex64(tid.p, 16, &c.trace_hi) || !sharp_parse_hex64(tid.p + 16, 16, &c.trace_lo))
             return bad(why, "invalid x-b3-traceid");
-    } else if (!parse_hex64(tid.p, tid.len, &c.trace_lo)) {
+    } else if (!sharp_parse_hex64(tid.p, tid.len, &c.trace_lo)) {
         return bad(why, "invalid x-b3-traceid");
     }
-    if (!parse_hex64(sid.p, sid.len, &c.span_id)) return bad(why, "invalid x-b3-spanid");
+    if (!sharp_parse_hex64(sid.p, sid.len, &c.span_id)) return bad(why, "invalid x-b3-spanid");
     if (sharp_headers_get_cstr(h, "x-b3-parentspanid", &pid) && pid.len &&
-        !parse_hex64(pid.p, pid.len, &c.parent_id))
+        !sharp_parse_hex64(pid.p, pid.len, &c.parent_id))
         return bad(why, "invalid x-b3-parentspanid");
     c.sampled = sampled;
     *out = c;
@@ -610,7 +587,7 @@ static bool all_zeros(const char *p, size_t n)
 static bool all_hex(const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (hexval(p[i]) < 0) return false;
+        if (sharp_hexval(p[i]) < 0) return false;
     return true;
 }
 
@@ -624,10 +601,10 @@ int sharp_traceparent_parse(const char *v, size_t len, sharp_w3c_context_t *out,
     if (all_zeros(tid, 32)) return bad(why, "invalid trace id");
     if (all_zeros(pid, 16)) return bad(why, "invalid parent id");
     sharp_w3c_context_t c = {0};
-    parse_hex64(tid, 16, &c.trace_hi);
-    parse_hex64(tid + 16, 16, &c.trace_lo);
-    parse_hex64(pid, 16, &c.parent_id);
-    c.sampled = hexval(flags[1]) & 1;
+    sharp_parse_hex64(tid, 16, &c.trace_hi);
+    sharp_parse_hex64(tid + 16, 16, &c.trace_lo);
+    sharp_parse_hex64(pid, 16, &c.parent_id);
+    c.sampled = sharp_hexval(flags[1]) & 1;
     *out = c;
     return 0;
 }
