@@ -3,6 +3,7 @@
 #include "http/datadog.h"
 #include "log.h"
 #include "msgpack.h"
+#include "server.h"
 #include "upstream/async_post.h"
 
 #include <pthread.h>
@@ -695,30 +696,28 @@ bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len
     return true;
 }
 
-/* TraceSampler::decide without rules: the agent's rate for the service (no
- * env), else its default, else 1; kept when the Knuth hash of the trace
- * id's low half is within it. */
-static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *service,
-                   uint64_t trace_lo)
+void sharp_dd_sampler_rate(const sharp_dd_sampler_t *s, const char *service, sharp_dd_rate_t *out)
 {
-    double rate = 1.0;
-    int mechanism = 0; /* DEFAULT */
-    if (s) {
-        size_t n = strlen(service);
-        bool found = false;
-        for (uint32_t i = 0; i < s->n && !found; i++) {
-            const char *k = s->keys[i];
-            found = !strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 &&
-                    !memcmp(k + 8, service, n) && !strcmp(k + 8 + n, ",env:");
-            if (found) rate = s->rates[i];
-        }
-        if (found) {
-            mechanism = 1; /* AGENT_RATE */
-        } else if (s->has_default) {
-            rate = s->default_rate;
-            mechanism = 1;
+    *out = (sharp_dd_rate_t){.rate = 1.0, .mechanism = 0};
+    if (!s) return;
+    size_t n = strlen(service);
+    for (uint32_t i = 0; i < s->n; i++) {
+        const char *k = s->keys[i];
+        if (!strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 && !memcmp(k + 8, service, n) &&
+            !strcmp(k + 8 + n, ",env:")) {
+            *out = (sharp_dd_rate_t){.rate = s->rates[i], .mechanism = 1}; /* AGENT_RATE */
+            return;
         }
     }
+    if (s->has_default) *out = (sharp_dd_rate_t){.rate = s->default_rate, .mechanism = 1};
+}
+
+/* TraceSampler::decide without rules: kept when the Knuth hash of the
+ * trace id's low half is within the rate (r NULL: no rates yet, 1). */
+static void sample(sharp_dd_span_t *d, const sharp_dd_rate_t *r, uint64_t trace_lo)
+{
+    double rate = r ? r->rate : 1.0;
+    int mechanism = r ? r->mechanism : 0;
     uint64_t threshold = rate >= 1.0 ? UINT64_MAX : (uint64_t)(rate * (double)UINT64_MAX);
     bool keep = trace_lo * 1111111111111111111ull <= threshold;
     d->priority = keep ? SHARP_DD_AUTO_KEEP : 0;
@@ -767,8 +766,7 @@ static void meta_cstr(sharp_span_t *sp, const char *key, const char *value)
 }
 
 void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
-                         const sharp_dd_sampler_t *sampler, const char *service, const char *name,
-                         size_t name_len, const char *version, uint64_t start_wall_us,
+                         const sharp_dd_rate_t *rate, const char *name, size_t name_len, const char *version, uint64_t start_wall_us,
                          uint64_t start_ns, uint64_t (*random)(void *), void *rarg)
 {
     memset(sp, 0, sizeof *sp);
@@ -812,7 +810,7 @@ void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
         d->priority = SHARP_DD_USER_DROP;
         tags_remove(&d->tags, DM_TAG);
     } else {
-        sample(d, sampler, service ? service : "", sp->trace_lo);
+        sample(d, rate, sp->trace_lo);
     }
 }
 
@@ -1022,14 +1020,25 @@ typedef struct reporter {
     uint32_t pending;
     uv_timer_t timer;
     sharp_dd_sampler_t sampler; /* from the agent's answers */
+    uint64_t answers;           /* rate answers taken: slots resolve again */
 } reporter_t;
+
+/* A worker's cache for one configuration: its reporter, and the rate of
+ * the configuration's service as of the reporter's answers-th answer. */
+struct sharp_dd_worker_slot {
+    reporter_t *r;
+    uint64_t answers;
+    sharp_dd_rate_t rate;
+};
 
 /* DatadogAgent's on_response: a 200 with a body carries the rates. */
 static void on_agent_response(void *arg, uint32_t status, const char *body, size_t len)
 {
     reporter_t *r = arg;
     if (status != 200 || !len) return;
-    if (!sharp_dd_sampler_update(&r->sampler, body, len))
+    if (sharp_dd_sampler_update(&r->sampler, body, len))
+        r->answers++;
+    else
         sharp_debug(upstream,
                     "datadog: the agent's answer on cluster '%s' is not JSON with rate_by_service",
                     r->cluster);
@@ -1112,10 +1121,45 @@ void sharp_datadog_sync(sharp_worker_t *w, const sharp_snapshot_t *snap)
     }
 }
 
-const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+/* dc's slot for worker w; the slots are made by the first worker that
+ * asks (each worker then writes only its own). */
+static struct sharp_dd_worker_slot *slot_of(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+{
+    sharp_datadog_config_t *mdc = (sharp_datadog_config_t *)dc; /* the cache, not the configuration */
+    struct sharp_dd_worker_slot *slots = atomic_load_explicit(&mdc->slots, memory_order_acquire);
+    if (!slots) {
+        unsigned n = w->server && w->server->nworkers > w->index ? w->server->nworkers : w->index + 1;
+        struct sharp_dd_worker_slot *mine = sharp_calloc(n, sizeof *mine), *none = NULL;
+        if (atomic_compare_exchange_strong(&mdc->slots, &none, mine))
+            slots = mine;
+        else {
+            free(mine);
+            slots = none;
+        }
+    }
+    return &slots[w->index];
+}
+
+/* dc's slot for worker w with its reporter found. */
+static struct sharp_dd_worker_slot *slot_reporter(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+{
+    struct sharp_dd_worker_slot *s = slot_of(w, dc);
+    if (!s->r) {
+        s->r = find_reporter(w, dc);
+        s->answers = s->r->answers - 1; /* the rate not resolved yet */
+    }
+    return s;
+}
+
+const sharp_dd_rate_t *sharp_datadog_rate(sharp_worker_t *w, const sharp_datadog_config_t *dc)
 {
     if (w->stopping) return NULL;
-    return &find_reporter(w, dc)->sampler;
+    struct sharp_dd_worker_slot *s = slot_reporter(w, dc);
+    if (s->answers != s->r->answers) {
+        sharp_dd_sampler_rate(&s->r->sampler, dc->service ? dc->service : "", &s->rate);
+        s->answers = s->r->answers;
+    }
+    return &s->rate;
 }
 
 void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, sharp_sbuf_t *trace)
@@ -1124,7 +1168,7 @@ void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, s
         sharp_sbuf_free(trace);
         return;
     }
-    reporter_t *r = find_reporter(w, dc);
+    reporter_t *r = slot_reporter(w, dc)->r;
     if (r->pending >= SHARP_DD_MAX_TRACES || r->traces.len + trace->len > SHARP_DD_MAX_PENDING_BYTES) {
         sharp_debug(upstream, "datadog: %u traces (%zu bytes) wait for cluster '%s': trace dropped",
                     r->pending, r->traces.len, r->cluster);

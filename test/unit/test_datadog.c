@@ -347,7 +347,7 @@ static void new_span_priority(void **state)
     uint64_t n = 0x8000000000000042ull;
     sharp_span_t sp;
     /* a new trace, traced: kept by the default rate */
-    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy v", 1700000000123456ull,
+    sharp_dd_span_start(&sp, NULL, true, NULL, "ingress", 7, "envoy v", 1700000000123456ull,
                         1, seq, &n);
     assert_int_equal(sp.trace_lo, 0x42); /* 63 bits */
     assert_int_equal(sp.id, sp.trace_lo);
@@ -371,7 +371,7 @@ static void new_span_priority(void **state)
                                            "x-datadog-tags", "_dd.p.dm=-1"),
                                       &c, &why),
                      1);
-    sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, false, NULL, "ingress", 7, NULL, 1, 1, seq, &n);
     sharp_dd_context_free(&c);
     assert_int_equal(sp.dd->priority, -1);
     assert_int_equal(sp.dd->tags.n, 0);
@@ -389,7 +389,7 @@ static void new_span_priority(void **state)
                               "x-datadog-sampling-priority", "2", "x-datadog-tags", "_dd.p.dm=-3"),
                          &c, &why),
         1);
-    sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, false, NULL, "ingress", 7, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 2);
     assert_false(sp.dd->local_decision);
     assert_string_equal(sp.dd->tags.vals[0], "-3");
@@ -408,7 +408,7 @@ static void tracestate_encoding(void **state)
                                       &c, &why),
                      1);
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, true, NULL, "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_t b = {0};
     sharp_dd_tracestate(&sp, &b);
     assert_string_equal(sharp_sbuf_cstr(&b), "dd=s:1;p:0000000000000001;o:a_b~c;t.k_x:v_w");
@@ -425,7 +425,7 @@ static void tracestate_encoding(void **state)
                               "x-datadog-sampling-priority", "1", "x-datadog-tags", big),
                          &c, &why),
         1);
-    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, true, NULL, "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_reset(&b);
     sharp_dd_tracestate(&sp, &b);
     assert_true(b.len <= 256);
@@ -458,6 +458,15 @@ static void tracestate_encoding(void **state)
     sharp_sbuf_free(&b);
 }
 
+/* The service's rate, resolved from the sampler as a reporter does once
+ * per answer. */
+static const sharp_dd_rate_t *rate_of(const sharp_dd_sampler_t *s, const char *service)
+{
+    static sharp_dd_rate_t r;
+    sharp_dd_sampler_rate(s, service, &r);
+    return &r;
+}
+
 static void agent_rates(void **state)
 {
     (void)state;
@@ -470,23 +479,28 @@ static void agent_rates(void **state)
     assert_int_equal(smp.n, 3);
     assert_true(smp.has_default);
     assert_true(smp.default_rate == 0.5);
+    /* the rates resolved per service: its own, else the default */
+    assert_true(rate_of(&smp, "svc")->rate == 0.0 && rate_of(&smp, "svc")->mechanism == 1);
+    assert_true(rate_of(&smp, "other")->rate == 0.5 && rate_of(&smp, "other")->mechanism == 1);
+    sharp_dd_sampler_t empty = {0};
+    assert_true(rate_of(&empty, "svc")->rate == 1.0 && rate_of(&empty, "svc")->mechanism == 0);
     /* the service's own rate 0: dropped, no decision maker */
     uint64_t n = 1;
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, NULL, true, &smp, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, rate_of(&smp, "svc"), "r", 1, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 0);
     assert_true(sp.dd->local_decision && sp.dd->rate == 0.0);
     assert_null(sp.dd->tags.n > 1 ? sp.dd->tags.keys[1] : NULL);
     sharp_span_free(&sp);
     /* another service: the default 0.5, by the Knuth hash of the trace id */
     n = 1; /* 1 * 1111111111111111111 is under half of 2^64: kept */
-    sharp_dd_span_start(&sp, NULL, true, &smp, "other", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, rate_of(&smp, "other"), "r", 1, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 1);
     assert_true(sp.dd->rate == 0.5);
     assert_string_equal(sp.dd->tags.vals[1], "-1"); /* AGENT_RATE */
     sharp_span_free(&sp);
     n = 9; /* 9999999999999999999 is over it: dropped */
-    sharp_dd_span_start(&sp, NULL, true, &smp, "other", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, rate_of(&smp, "other"), "r", 1, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 0);
     sharp_span_free(&sp);
     /* answers that are not rates change nothing */
@@ -537,7 +551,7 @@ static void span_tags_and_trace(void **state)
     (void)state;
     uint64_t n = 7;
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy x", 1000000, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, NULL, "ingress", 7, "envoy x", 1000000, 1, seq, &n);
     sharp_span_set_name(&sp, "checkout", 8);
     sharp_span_tag_cstr(&sp, "zone", ""); /* an empty value is kept */
     sharp_span_tag_cstr(&sp, "http.status_code", "500");
@@ -634,7 +648,7 @@ static void hostile_headers(void **state)
         assert_true(rc >= -1 && rc <= 1);
         if (rc < 0) assert_non_null(why);
         sharp_span_t sp;
-        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "svc", "ingress", 7, "v",
+        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "ingress", 7, "v",
                             1000000, 1, seq, &ids);
         if (rc > 0) sharp_dd_context_free(&c);
         sharp_dd_inject(&sp, &H);
@@ -687,7 +701,7 @@ static void large_tag_lists(void **state)
     assert_int_equal(c.tags.n, N);
     uint64_t ids = 1;
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "ingress", 7, "v", 1000000, 1, seq, &ids);
+    sharp_dd_span_start(&sp, &c, true, NULL, "ingress", 7, "v", 1000000, 1, seq, &ids);
     sharp_dd_context_free(&c);
     sharp_sbuf_t b = {0};
     sharp_dd_encode_trace(&sp, "svc", 1, "rid", 1, &b);
