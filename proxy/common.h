@@ -133,6 +133,24 @@ void sharp_name_index_init(sharp_name_index_t *ix, const char *const *names, uin
 int32_t sharp_name_index_find(const sharp_name_index_t *ix, const char *name);
 void sharp_name_index_free(sharp_name_index_t *ix);
 
+/* A seeded 64-bit hash for tables whose keys a peer chooses: each step
+ * mixes one word into h; sharp_hash_bytes folds a byte string (with its
+ * length) into seed. The seed comes from sharp_hash_seed() (random per
+ * process) or a worker's random source. */
+static inline uint64_t sharp_hash_mix(uint64_t h, uint64_t v)
+{
+    /* then MurmurHash3's fmix64, so every bit of v reaches the low bits
+     * (a bucket index) */
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+uint64_t sharp_hash_bytes(uint64_t seed, const void *p, size_t n);
+uint64_t sharp_hash_seed(void);
+
 /* Monotonic clock in nanoseconds and wall clock in microseconds. */
 uint64_t sharp_now_ns(void);
 uint64_t sharp_wall_us(void);

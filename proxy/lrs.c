@@ -456,6 +456,18 @@ static void on_message(void *arg, const ProtobufCMessage *m)
 {
     sharp_lrs_t *l = arg;
     const Envoy__Service__LoadStats__V3__LoadStatsResponse *r = (const void *)m;
+    /* Envoy's DurationUtil::durationToMilliseconds throws for a negative
+     * interval or one past what int64 nanoseconds hold (9223372036 s, about
+     * 292 years), or nanos past 999999999: such a response is refused
+     * (its epoch not started, the previous one kept) */
+    const Google__Protobuf__Duration *d = r->load_reporting_interval;
+    if (d && (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999 ||
+              d->seconds > INT64_MAX / 1000000000)) {
+        sharp_log_warn("load reporter: LoadStatsResponse refused: load_reporting_interval "
+                       "%lld s %d ns is out of range",
+                       (long long)d->seconds, (int)d->nanos);
+        return;
+    }
     for (size_t i = 0; i < l->nresp_clusters; i++)
         free(l->resp_clusters[i]);
     free(l->resp_clusters);
@@ -465,12 +477,8 @@ static void on_message(void *arg, const ProtobufCMessage *m)
     l->nresp_clusters = r->n_clusters;
     l->send_all = r->send_all_clusters;
     l->endpoint_granularity = r->report_endpoint_granularity;
-    /* Envoy's DurationUtil::durationToMilliseconds (a negative one is 0) */
-    int64_t ms = 0;
-    if (r->load_reporting_interval)
-        ms = r->load_reporting_interval->seconds * 1000 +
-             r->load_reporting_interval->nanos / 1000000;
-    l->interval_ms = ms > 0 ? (uint64_t)ms : 0;
+    /* DurationUtil::durationToMilliseconds, in range (checked above) */
+    l->interval_ms = d ? (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000 : 0;
     l->has_response = true;
     sharp_debug(upstream, "load reporter: new load report epoch: %zu clusters%s, every %llu ms",
                 l->nresp_clusters, l->send_all ? " (all)" : "", (unsigned long long)l->interval_ms);

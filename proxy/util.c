@@ -2,6 +2,9 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <string.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +35,34 @@ char *sharp_strndup(const char *s, size_t n)
     char *d = sharp_calloc(1, n + 1);
     memcpy(d, s, n);
     return d;
+}
+
+uint64_t sharp_hash_bytes(uint64_t seed, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = sharp_hash_mix(seed, n);
+    for (; n >= 8; b += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, b, 8);
+        h = sharp_hash_mix(h, w);
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, b, n);
+        h = sharp_hash_mix(h, w);
+    }
+    return h;
+}
+
+uint64_t sharp_hash_seed(void)
+{
+    static _Atomic uint64_t seed;
+    uint64_t s = seed;
+    if (s) return s;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = sharp_now_ns() ^ (uint64_t)getpid() << 32;
+    s |= 1;
+    uint64_t zero = 0;
+    return atomic_compare_exchange_strong(&seed, &zero, s) ? s : seed;
 }
 
 uint64_t sharp_now_ns(void)

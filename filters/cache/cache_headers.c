@@ -23,20 +23,24 @@ static bool is(sharp_str_t s, const char *lit)
     return s.len == n && memcmp(s.p, lit, n) == 0;
 }
 
+/* RFC 7234 1.2.1: a delta-seconds larger than a cache can represent, or
+ * whose calculations would overflow, counts as 2^31. */
+#define DELTA_SECONDS_MAX 2147483648ll
+
 /* Envoy's parseDuration: delta-seconds, optionally quoted; anything else
- * (or a negative number) is SHARP_CACHE_NONE. */
+ * (or a negative number) is SHARP_CACHE_NONE. Clamped to 2^31, so every
+ * product with 1000 and every sum of two stays far from overflow. */
 static int64_t parse_seconds(sharp_str_t s)
 {
     if (s.len > 1 && s.p[0] == '"' && s.p[s.len - 1] == '"') s.p++, s.len -= 2;
     s = trim(s);
     if (s.len && s.p[0] == '+') s.p++, s.len--;
-    if (!s.len || s.len > 18) return SHARP_CACHE_NONE;
-    int64_t v = 0;
-    for (size_t i = 0; i < s.len; i++) {
+    if (!s.len) return SHARP_CACHE_NONE;
+    for (size_t i = 0; i < s.len; i++)
         if (s.p[i] < '0' || s.p[i] > '9') return SHARP_CACHE_NONE;
-        v = v * 10 + (s.p[i] - '0');
-    }
-    return v;
+    /* digits only: a value over the bound (or past 64 bits) is the bound */
+    uint64_t v;
+    return sharp_parse_dec(s.p, s.len, DELTA_SECONDS_MAX, &v) ? (int64_t)v : DELTA_SECONDS_MAX;
 }
 
 /* Calls fn for each directive of a Cache-Control value: its name and

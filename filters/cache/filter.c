@@ -185,10 +185,12 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     static const cache_pb_t none = ENVOY__EXTENSIONS__FILTERS__HTTP__CACHE__V3__CACHE_CONFIG__INIT;
     if (!pb) pb = &none;
     cache_config_t *c = sharp_calloc(1, sizeof *c);
-    if (pb->thundering_herd_handler) {
-        snprintf(err, errlen,
-                 "thundering_herd_handler: not supported by SHARP (every request of a "
-                 "resource not yet cached goes upstream, as with the default none handler)");
+    /* none is what SHARP does: every request of a resource not yet cached
+     * goes upstream; block_until_completion is refused by the support table */
+    if (pb->thundering_herd_handler &&
+        pb->thundering_herd_handler->handler_case ==
+            ENVOY__EXTENSIONS__FILTERS__HTTP__CACHE__V3__CACHE_CONFIG__THUNDERING_HERD_HANDLER__HANDLER_BLOCK_UNTIL_COMPLETION) {
+        snprintf(err, errlen, "thundering_herd_handler.block_until_completion: not supported by SHARP");
         goto fail;
     }
     c->disabled = pb->disabled && pb->disabled->value;

@@ -16,6 +16,9 @@ typedef struct entry {
     sharp_cache_body_t *body; /* NULL for a vary marker */
     int64_t response_time_ms;
     uint64_t charge; /* bytes counted against max_bytes */
+    /* a vary marker's variants; a variant's marker and its siblings: a
+     * marker replaced or evicted takes its variants along */
+    struct entry *variants, *marker, *vnext, *vprev;
 } entry_t;
 
 struct sharp_cache_store {
@@ -27,6 +30,7 @@ struct sharp_cache_store {
     uint64_t max_bytes;
     uint32_t max_entries;
     entry_t *lru_head, *lru_tail;
+    uint64_t seed;
 };
 
 /* What an entry costs besides its key, headers and body: its bookkeeping. */
@@ -45,12 +49,11 @@ void sharp_cache_hit_free(sharp_cache_hit_t *hit)
     sharp_sbuf_free(&hit->entry_key);
 }
 
-static uint64_t hash_key(sharp_str_t k)
+/* Keys are a request's host, path and query: the hash is seeded with the
+ * process's random seed, so a client cannot choose keys of one bucket. */
+static uint64_t hash_key(const sharp_cache_store_t *st, sharp_str_t k)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < k.len; i++)
-        h = (h ^ (unsigned char)k.p[i]) * 1099511628211ull;
-    return h;
+    return sharp_hash_bytes(st->seed, k.p, k.len);
 }
 
 sharp_cache_store_t *sharp_cache_store_new(uint64_t max_bytes, uint32_t max_entries)
@@ -61,6 +64,7 @@ sharp_cache_store_t *sharp_cache_store_new(uint64_t max_bytes, uint32_t max_entr
     st->buckets = sharp_calloc(st->nbuckets, sizeof *st->buckets);
     st->max_bytes = max_bytes;
     st->max_entries = max_entries ? max_entries : 1;
+    st->seed = sharp_hash_seed();
     return st;
 }
 
@@ -115,6 +119,20 @@ static void lru_push_front(sharp_cache_store_t *st, entry_t *e)
 
 static void remove_entry(sharp_cache_store_t *st, entry_t *e)
 {
+    while (e->variants) {
+        entry_t *v = e->variants;
+        e->variants = v->vnext;
+        v->marker = NULL;
+        remove_entry(st, v);
+    }
+    entry_t *m = e->marker;
+    if (m) {
+        if (e->vprev)
+            e->vprev->vnext = e->vnext;
+        else
+            m->variants = e->vnext;
+        if (e->vnext) e->vnext->vprev = e->vprev;
+    }
     entry_t **pp = &st->buckets[e->hash & (st->nbuckets - 1)];
     while (*pp != e)
         pp = &(*pp)->hnext;
@@ -123,6 +141,8 @@ static void remove_entry(sharp_cache_store_t *st, entry_t *e)
     st->n--;
     st->bytes -= e->charge;
     entry_free(e);
+    /* a marker without variants serves nothing */
+    if (m && !m->variants) remove_entry(st, m);
 }
 
 static void grow(sharp_cache_store_t *st)
@@ -143,16 +163,16 @@ static void grow(sharp_cache_store_t *st)
 
 /* Puts a new entry at `key` (replacing one there), evicting the least
  * recently used ones to stay within the bounds. Takes the body reference. */
-static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t *headers,
-                sharp_cache_body_t *body, int64_t response_time_ms)
+static entry_t *put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t *headers,
+                    sharp_cache_body_t *body, int64_t response_time_ms)
 {
     uint64_t charge =
         ENTRY_OVERHEAD + key.len + sharp_headers_byte_size(headers) + (body ? body->len : 0);
     if (charge > st->max_bytes) {
         sharp_cache_body_release(body);
-        return false;
+        return NULL;
     }
-    uint64_t h = hash_key(key);
+    uint64_t h = hash_key(st, key);
     entry_t *old = find(st, key, h);
     if (old) remove_entry(st, old);
     while (st->lru_tail && (st->bytes + charge > st->max_bytes || st->n + 1 > st->max_entries))
@@ -173,6 +193,23 @@ static bool put(sharp_cache_store_t *st, sharp_str_t key, const sharp_headers_t 
     lru_push_front(st, e);
     st->n++;
     st->bytes += charge;
+    return e;
+}
+
+static void promote(sharp_cache_store_t *st, entry_t *e)
+{
+    lru_unlink(st, e);
+    lru_push_front(st, e);
+}
+
+/* Whether marker m holds the same vary values as `vary`. */
+static bool same_vary(const entry_t *m, const sharp_headers_t *vary)
+{
+    if (m->headers.n != vary->n) return false;
+    for (uint32_t i = 0; i < vary->n; i++) {
+        sharp_str_t a = sharp_headers_value(&m->headers, i), b = sharp_headers_value(vary, i);
+        if (a.len != b.len || memcmp(a.p, b.p, a.len)) return false;
+    }
     return true;
 }
 
@@ -184,41 +221,66 @@ static void varied_key(sharp_str_t key, sharp_sbuf_t *vary_id, sharp_sbuf_t *out
     sharp_sbuf_append(out, vary_id->data, vary_id->len);
 }
 
+/* Fills hit from entry e (under the lock), found at `full`. */
+static void take_hit(sharp_cache_store_t *st, entry_t *e, sharp_sbuf_t *full, sharp_cache_hit_t *hit)
+{
+    sharp_headers_copy(&hit->headers, &e->headers);
+    atomic_fetch_add(&e->body->refs, 1);
+    hit->body = e->body;
+    hit->response_time_ms = e->response_time_ms;
+    hit->entry_key = *full;
+    *full = (sharp_sbuf_t){0};
+    promote(st, e);
+    /* a variant's marker is as recently used as the variant */
+    if (e->marker) promote(st, e->marker);
+}
+
 bool sharp_cache_store_lookup(sharp_cache_store_t *st, sharp_str_t key,
                               const sharp_cache_vary_allow_t *allow, const sharp_headers_t *req,
                               sharp_cache_hit_t *hit)
 {
     memset(hit, 0, sizeof *hit);
     sharp_headers_init(&hit->headers);
-    pthread_mutex_lock(&st->mu);
-    entry_t *e = find(st, key, hash_key(key));
     sharp_sbuf_t full = {0};
-    if (e && !e->body) {
-        /* a vary marker: the variant of this request's identifier */
-        sharp_sbuf_t id = {0};
-        bool ok = sharp_cache_vary_identifier(&e->headers, allow, req, &id);
-        if (ok) varied_key(key, &id, &full);
-        sharp_sbuf_free(&id);
-        e = ok ? find(st, (sharp_str_t){full.data, full.len},
-                      hash_key((sharp_str_t){full.data, full.len}))
-               : NULL;
-        if (e && !e->body) e = NULL;
-    } else if (e) {
+    sharp_headers_t vary;
+    sharp_headers_init(&vary);
+    pthread_mutex_lock(&st->mu);
+    entry_t *e = find(st, key, hash_key(st, key));
+    bool found = e && e->body;
+    if (found) {
         sharp_sbuf_append(&full, key.p, key.len);
-    }
-    if (e) {
-        sharp_headers_copy(&hit->headers, &e->headers);
-        atomic_fetch_add(&e->body->refs, 1);
-        hit->body = e->body;
-        hit->response_time_ms = e->response_time_ms;
-        hit->entry_key = full;
-        lru_unlink(st, e);
-        lru_push_front(st, e);
-    } else {
-        sharp_sbuf_free(&full);
+        take_hit(st, e, &full, hit);
+    } else if (e) {
+        /* a vary marker: its vary values copied, the identifier (header
+         * names parsed and sorted, the allowed_vary_headers matchers) made
+         * without the lock */
+        sharp_headers_copy(&vary, &e->headers);
     }
     pthread_mutex_unlock(&st->mu);
-    return e != NULL;
+    if (found || !vary.n) {
+        sharp_headers_free(&vary);
+        return found;
+    }
+    sharp_sbuf_t id = {0};
+    bool ok = sharp_cache_vary_identifier(&vary, allow, req, &id);
+    sharp_headers_free(&vary);
+    if (ok) varied_key(key, &id, &full);
+    sharp_sbuf_free(&id);
+    if (!ok) {
+        sharp_sbuf_free(&full);
+        return false;
+    }
+    /* the variant as it is now: if the marker was replaced meanwhile, its
+     * variants went with it, and one under a new marker of the same vary
+     * values has this key */
+    sharp_str_t fk = {full.data, full.len};
+    pthread_mutex_lock(&st->mu);
+    e = find(st, fk, hash_key(st, fk));
+    found = e && e->body && e->marker;
+    if (found) take_hit(st, e, &full, hit);
+    pthread_mutex_unlock(&st->mu);
+    sharp_sbuf_free(&full);
+    return found;
 }
 
 bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
@@ -229,7 +291,7 @@ bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
     atomic_fetch_add(&body->refs, 1);
     if (!sharp_cache_has_vary(resp)) {
         pthread_mutex_lock(&st->mu);
-        bool ok = put(st, key, resp, body, response_time_ms);
+        bool ok = put(st, key, resp, body, response_time_ms) != NULL;
         pthread_mutex_unlock(&st->mu);
         return ok;
     }
@@ -247,9 +309,32 @@ bool sharp_cache_store_insert(sharp_cache_store_t *st, sharp_str_t key,
         sharp_str_t v = sharp_headers_value(resp, (uint32_t)i);
         sharp_headers_add(&marker, "vary", 4, v.p, v.len);
     }
+    sharp_str_t fk = {full.data, full.len};
     pthread_mutex_lock(&st->mu);
-    bool ok = put(st, (sharp_str_t){full.data, full.len}, resp, body, response_time_ms);
-    if (ok) ok = put(st, key, &marker, NULL, response_time_ms);
+    /* a marker of other vary values (or a response without Vary) is
+     * replaced, its variants dropped; one of the same values is kept with
+     * its other variants */
+    entry_t *m = find(st, key, hash_key(st, key));
+    if (m && (m->body || !same_vary(m, &marker))) remove_entry(st, m);
+    bool ok = put(st, fk, resp, body, response_time_ms) != NULL;
+    if (ok) {
+        /* putting the variant may have evicted the marker, and putting
+         * the marker the variant */
+        m = find(st, key, hash_key(st, key));
+        if (m)
+            promote(st, m);
+        else
+            m = put(st, key, &marker, NULL, response_time_ms);
+        entry_t *v = find(st, fk, hash_key(st, fk));
+        if (v && !m) remove_entry(st, v);
+        if (v && m) {
+            v->marker = m;
+            v->vnext = m->variants;
+            if (m->variants) m->variants->vprev = v;
+            m->variants = v;
+        }
+        ok = v && m;
+    }
     pthread_mutex_unlock(&st->mu);
     sharp_headers_free(&marker);
     sharp_sbuf_free(&id);
@@ -261,7 +346,7 @@ void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key,
                               const sharp_headers_t *update, int64_t response_time_ms)
 {
     pthread_mutex_lock(&st->mu);
-    entry_t *e = find(st, entry_key, hash_key(entry_key));
+    entry_t *e = find(st, entry_key, hash_key(st, entry_key));
     if (e && e->body) {
         size_t before = sharp_headers_byte_size(&e->headers);
         sharp_cache_apply_header_update(update, &e->headers);
@@ -269,10 +354,11 @@ void sharp_cache_store_update(sharp_cache_store_t *st, sharp_str_t entry_key,
         e->charge = e->charge - before + after;
         st->bytes = st->bytes - before + after;
         e->response_time_ms = response_time_ms;
-        lru_unlink(st, e);
-        lru_push_front(st, e);
+        promote(st, e);
+        if (e->marker) promote(st, e->marker);
         /* a larger header set may have passed the bound: the oldest go */
-        while (st->bytes > st->max_bytes && st->lru_tail && st->lru_tail != e)
+        while (st->bytes > st->max_bytes && st->lru_tail && st->lru_tail != e &&
+               st->lru_tail != e->marker)
             remove_entry(st, st->lru_tail);
     }
     pthread_mutex_unlock(&st->mu);

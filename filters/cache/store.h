@@ -2,11 +2,18 @@
  *
  * One store serves every cache filter of the process with the
  * SimpleHttpCacheConfig storage, as Envoy's singleton does; the workers
- * share it under one mutex. Entries are keyed by the filter's cache key; a
- * response with a Vary header is stored as a marker at the key, holding its
+ * share it under one mutex. Entries are keyed by the filter's cache key
+ * (hashed with the process's random seed, so a client cannot choose keys
+ * of one bucket); a response with a Vary header is stored as a marker at the key, holding its
  * vary headers, and the response itself at the key extended by the vary
  * identifier of the request that fetched it (Envoy's varyInsert), so each
- * variant is looked up by the identifier of the request at hand.
+ * variant is looked up by the identifier of the request at hand. A marker
+ * lives as long as its variants: a variant's hit or update makes its
+ * marker recently used too, a marker replaced (by a response without Vary
+ * or with other vary values) or evicted takes its variants along, and a
+ * marker whose last variant goes is removed. A lookup of a varied key
+ * copies the marker's vary values under the lock and makes the request's
+ * identifier without it, then looks the variant up under the lock again.
  *
  * Unlike Envoy's unbounded SimpleHttpCache, the store holds at most
  * `max_bytes` (headers, bodies and keys counted) and `max_entries`

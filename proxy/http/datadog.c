@@ -3,6 +3,7 @@
 #include "http/datadog.h"
 #include "log.h"
 #include "msgpack.h"
+#include "server.h"
 #include "upstream/async_post.h"
 
 #include <pthread.h>
@@ -16,6 +17,45 @@
 
 /* ---- trace tags ---- */
 
+/* Positions of keys by name for one batch of inserts, so n tags from a
+ * request cost O(n), not O(n^2) (a hostile x-datadog-tags holds
+ * thousands). Open addressing, seeded. */
+typedef struct {
+    uint32_t *slots; /* position + 1, 0: empty */
+    uint32_t mask;
+    uint64_t seed;
+} key_index_t;
+
+static void key_index_init(key_index_t *ix, size_t n)
+{
+    uint32_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    ix->slots = sharp_calloc(cap, sizeof *ix->slots);
+    ix->mask = cap - 1;
+    ix->seed = sharp_hash_seed();
+}
+
+/* The position of key in keys, else -1 and *slot where to add it. */
+static int64_t key_index_find(const key_index_t *ix, char *const *keys, const char *k, size_t klen,
+                              uint32_t *slot)
+{
+    uint32_t i = (uint32_t)sharp_hash_bytes(ix->seed, k, klen) & ix->mask;
+    for (;; i = (i + 1) & ix->mask) {
+        uint32_t pos = ix->slots[i];
+        if (!pos) break;
+        const char *e = keys[pos - 1];
+        if (!strncmp(e, k, klen) && !e[klen]) return pos - 1;
+    }
+    *slot = i;
+    return -1;
+}
+
+static void key_index_add(key_index_t *ix, char *const *keys, uint32_t pos)
+{
+    uint32_t slot;
+    if (key_index_find(ix, keys, keys[pos], strlen(keys[pos]), &slot) < 0) ix->slots[slot] = pos + 1;
+}
+
 static void tags_set(sharp_dd_tags_t *t, const char *k, size_t klen, const char *v, size_t vlen)
 {
     for (uint32_t i = 0; i < t->n; i++)
@@ -28,6 +68,31 @@ static void tags_set(sharp_dd_tags_t *t, const char *k, size_t klen, const char 
     t->vals = sharp_realloc(t->vals, (t->n + 1) * sizeof *t->vals);
     t->keys[t->n] = sharp_strndup(k, klen);
     t->vals[t->n++] = sharp_strndup(v, vlen);
+}
+
+/* tags_set for each of n pairs, in O(t->n + n). */
+static void tags_set_many(sharp_dd_tags_t *t, const sharp_str_t *keys, const sharp_str_t *vals, size_t n)
+{
+    if (!n) return;
+    key_index_t ix;
+    key_index_init(&ix, t->n + n);
+    for (uint32_t i = 0; i < t->n; i++)
+        key_index_add(&ix, t->keys, i);
+    t->keys = sharp_realloc(t->keys, (t->n + n) * sizeof *t->keys);
+    t->vals = sharp_realloc(t->vals, (t->n + n) * sizeof *t->vals);
+    for (size_t j = 0; j < n; j++) {
+        uint32_t slot;
+        int64_t at = key_index_find(&ix, t->keys, keys[j].p, keys[j].len, &slot);
+        if (at >= 0) {
+            free(t->vals[at]);
+            t->vals[at] = sharp_strndup(vals[j].p, vals[j].len);
+            continue;
+        }
+        t->keys[t->n] = sharp_strndup(keys[j].p, keys[j].len);
+        t->vals[t->n] = sharp_strndup(vals[j].p, vals[j].len);
+        ix.slots[slot] = ++t->n;
+    }
+    free(ix.slots);
 }
 
 static const char *tags_get(const sharp_dd_tags_t *t, const char *k)
@@ -65,25 +130,31 @@ void sharp_dd_tags_free(sharp_dd_tags_t *t)
  * a '=' and a non-empty key. */
 bool sharp_dd_decode_tags(const char *v, size_t n, sharp_dd_tags_t *out)
 {
-    sharp_dd_tags_t t = {0};
-    size_t start = 0;
+    /* validated whole first: a malformed value adds nothing */
+    size_t cap = 0;
+    for (size_t i = 0; i < n; i++) cap += v[i] == '=';
+    sharp_str_t *keys = sharp_calloc(cap + 1, sizeof *keys), *vals = sharp_calloc(cap + 1, sizeof *vals);
+    size_t np = 0, start = 0;
+    bool ok = true;
     while (start < n) {
         const char *comma = memchr(v + start, ',', n - start);
         size_t end = comma ? (size_t)(comma - v) : n;
         const char *eq = memchr(v + start, '=', end - start);
         if (!eq || eq == v + start) {
-            sharp_dd_tags_free(&t);
-            return false;
+            ok = false;
+            break;
         }
         size_t klen = (size_t)(eq - (v + start));
-        if (klen >= 6 && !memcmp(v + start, "_dd.p.", 6))
-            tags_set(&t, v + start, klen, eq + 1, (size_t)(v + end - eq - 1));
+        if (klen >= 6 && !memcmp(v + start, "_dd.p.", 6)) {
+            keys[np] = (sharp_str_t){v + start, klen};
+            vals[np++] = (sharp_str_t){eq + 1, (size_t)(v + end - eq - 1)};
+        }
         start = end + 1;
     }
-    for (uint32_t i = 0; i < t.n; i++)
-        tags_set(out, t.keys[i], strlen(t.keys[i]), t.vals[i], strlen(t.vals[i]));
-    sharp_dd_tags_free(&t);
-    return true;
+    if (ok) tags_set_many(out, keys, vals, np);
+    free(keys);
+    free(vals);
+    return ok;
 }
 
 void sharp_dd_encode_tags(const sharp_dd_tags_t *t, sharp_sbuf_t *out)
@@ -190,27 +261,26 @@ static void trim(const char **p, size_t *n)
         (*n)--;
 }
 
-/* Appends `add` to *s with `sep` between (*s NULL: just add). */
-static void join(char **s, char sep, const char *add, size_t n)
+/* Appends `add` to b with `sep` before unless b is empty. */
+static void join(sharp_sbuf_t *b, char sep, const char *add, size_t n)
 {
-    size_t old = *s ? strlen(*s) : 0;
-    char *r = sharp_calloc(1, old + n + 2);
-    size_t o = 0;
-    if (*s) {
-        memcpy(r, *s, old);
-        o = old;
-        r[o++] = sep;
-    }
-    memcpy(r + o, add, n);
-    r[o + n] = '\0';
-    free(*s);
-    *s = r;
+    if (b->len) sharp_sbuf_append(b, &sep, 1);
+    sharp_sbuf_append(b, add, n);
+}
+
+/* The sbuf's text as a string of its own (NULL when empty); b is freed. */
+static char *sbuf_take(sharp_sbuf_t *b)
+{
+    char *r = b->len ? sharp_strndup(b->data, b->len) : NULL;
+    sharp_sbuf_free(b);
+    return r;
 }
 
 /* The dd= entry of tracestate: s:, o:, p:, t.*; the rest kept. */
 static void parse_dd_tracestate(sharp_dd_context_t *c, const char *v, size_t n)
 {
-    size_t start = 0;
+    sharp_sbuf_t extra = {0}, tagbuf = {0};
+    size_t ntags = 0, start = 0;
     while (start < n) {
         const char *semi = memchr(v + start, ';', n - start);
         size_t end = semi ? (size_t)(semi - v) : n;
@@ -240,27 +310,53 @@ static void parse_dd_tracestate(sharp_dd_context_t *c, const char *v, size_t n)
                 c->dd_parent[16] = '\0';
             }
         } else if (klen > 2 && pair[0] == 't' && pair[1] == '.') {
-            char key[256], value[256];
-            int kn = snprintf(key, sizeof key, "_dd.p.%.*s", (int)(klen - 2), pair + 2);
-            size_t vn = vlen < sizeof value ? vlen : sizeof value - 1;
-            memcpy(value, val, vn);
-            for (size_t i = 0; i < vn; i++)
-                if (value[i] == '~') value[i] = '=';
-            if (kn > 0 && (size_t)kn < sizeof key) tags_set(&c->tags, key, (size_t)kn, value, vn);
+            /* key and value as "_dd.p.<key>\0<value>\0" in tagbuf, set together below */
+            if (klen - 2 + 6 >= 256) continue;
+            size_t vn = vlen < 255 ? vlen : 255;
+            sharp_sbuf_puts(&tagbuf, "_dd.p.");
+            sharp_sbuf_append(&tagbuf, pair + 2, klen - 2);
+            sharp_sbuf_append(&tagbuf, "", 1);
+            size_t at = tagbuf.len;
+            sharp_sbuf_append(&tagbuf, val, vn);
+            sharp_sbuf_append(&tagbuf, "", 1);
+            for (size_t i = at; i < at + vn; i++)
+                if (tagbuf.data[i] == '~') tagbuf.data[i] = '=';
+            ntags++;
         } else {
-            join(&c->dd_w3c_extra, ';', pair, plen);
+            join(&extra, ';', pair, plen);
         }
     }
+    if (ntags) {
+        sharp_str_t *keys = sharp_calloc(ntags, sizeof *keys), *vals = sharp_calloc(ntags, sizeof *vals);
+        const char *q = tagbuf.data;
+        for (size_t i = 0; i < ntags; i++) {
+            keys[i] = (sharp_str_t){q, strlen(q)};
+            q += keys[i].len + 1;
+            vals[i] = (sharp_str_t){q, strlen(q)};
+            q += vals[i].len + 1;
+        }
+        tags_set_many(&c->tags, keys, vals, ntags);
+        free(keys);
+        free(vals);
+    }
+    sharp_sbuf_free(&tagbuf);
+    free(c->dd_w3c_extra);
+    c->dd_w3c_extra = sbuf_take(&extra);
 }
+
+/* W3C trace-context 3.3.1.1: a tracestate holds at most 32 list members;
+ * those beyond are not read. */
+#define TRACESTATE_MAX_MEMBERS 32
 
 /* tracestate: the dd= entry parsed, the others kept in order. */
 static void extract_tracestate(sharp_dd_context_t *c, const char *v, size_t n)
 {
     trim(&v, &n);
-    size_t start = 0;
+    size_t start = 0, members = 0;
     const char *dd = NULL;
     size_t dd_len = 0;
-    while (start < n) {
+    sharp_sbuf_t extra = {0};
+    while (start < n && members < TRACESTATE_MAX_MEMBERS) {
         const char *comma = memchr(v + start, ',', n - start);
         size_t end = comma ? (size_t)(comma - v) : n;
         const char *pair = v + start;
@@ -268,13 +364,16 @@ static void extract_tracestate(sharp_dd_context_t *c, const char *v, size_t n)
         start = end + 1;
         trim(&pair, &plen);
         if (!plen) continue;
+        members++;
         if (!dd && plen >= 3 && !memcmp(pair, "dd=", 3)) {
             dd = pair + 3;
             dd_len = plen - 3;
             continue;
         }
-        join(&c->w3c_extra, ',', pair, plen);
+        join(&extra, ',', pair, plen);
     }
+    free(c->w3c_extra);
+    c->w3c_extra = sbuf_take(&extra);
     if (dd) parse_dd_tracestate(c, dd, dd_len);
 }
 
@@ -597,30 +696,28 @@ bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len
     return true;
 }
 
-/* TraceSampler::decide without rules: the agent's rate for the service (no
- * env), else its default, else 1; kept when the Knuth hash of the trace
- * id's low half is within it. */
-static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *service,
-                   uint64_t trace_lo)
+void sharp_dd_sampler_rate(const sharp_dd_sampler_t *s, const char *service, sharp_dd_rate_t *out)
 {
-    double rate = 1.0;
-    int mechanism = 0; /* DEFAULT */
-    if (s) {
-        size_t n = strlen(service);
-        bool found = false;
-        for (uint32_t i = 0; i < s->n && !found; i++) {
-            const char *k = s->keys[i];
-            found = !strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 &&
-                    !memcmp(k + 8, service, n) && !strcmp(k + 8 + n, ",env:");
-            if (found) rate = s->rates[i];
-        }
-        if (found) {
-            mechanism = 1; /* AGENT_RATE */
-        } else if (s->has_default) {
-            rate = s->default_rate;
-            mechanism = 1;
+    *out = (sharp_dd_rate_t){.rate = 1.0, .mechanism = 0};
+    if (!s) return;
+    size_t n = strlen(service);
+    for (uint32_t i = 0; i < s->n; i++) {
+        const char *k = s->keys[i];
+        if (!strncmp(k, "service:", 8) && strlen(k) == 8 + n + 5 && !memcmp(k + 8, service, n) &&
+            !strcmp(k + 8 + n, ",env:")) {
+            *out = (sharp_dd_rate_t){.rate = s->rates[i], .mechanism = 1}; /* AGENT_RATE */
+            return;
         }
     }
+    if (s->has_default) *out = (sharp_dd_rate_t){.rate = s->default_rate, .mechanism = 1};
+}
+
+/* TraceSampler::decide without rules: kept when the Knuth hash of the
+ * trace id's low half is within the rate (r NULL: no rates yet, 1). */
+static void sample(sharp_dd_span_t *d, const sharp_dd_rate_t *r, uint64_t trace_lo)
+{
+    double rate = r ? r->rate : 1.0;
+    int mechanism = r ? r->mechanism : 0;
     uint64_t threshold = rate >= 1.0 ? UINT64_MAX : (uint64_t)(rate * (double)UINT64_MAX);
     bool keep = trace_lo * 1111111111111111111ull <= threshold;
     d->priority = keep ? SHARP_DD_AUTO_KEEP : 0;
@@ -637,17 +734,8 @@ static void sample(sharp_dd_span_t *d, const sharp_dd_sampler_t *s, const char *
 
 /* ---- spans ---- */
 
-/* The span's meta: a later value of a key replaces the earlier one unless
- * `keep` (then the first stays). */
-static void meta_set(sharp_span_t *sp, const char *key, const char *value, size_t vlen, bool keep)
+static void meta_append(sharp_span_t *sp, const char *key, const char *value, size_t vlen)
 {
-    for (uint32_t i = 0; i < sp->nattrs; i++)
-        if (!strcmp(sp->akeys[i], key)) {
-            if (keep) return;
-            free(sp->avals[i]);
-            sp->avals[i] = sharp_strndup(value, vlen);
-            return;
-        }
     if (sp->nattrs == sp->cap_attrs) {
         sp->cap_attrs = sp->cap_attrs ? sp->cap_attrs * 2 : 32;
         sp->akeys = sharp_realloc(sp->akeys, sp->cap_attrs * sizeof *sp->akeys);
@@ -657,14 +745,28 @@ static void meta_set(sharp_span_t *sp, const char *key, const char *value, size_
     sp->avals[sp->nattrs++] = sharp_strndup(value, vlen);
 }
 
+/* The span's meta: a later value of a key replaces the earlier one unless
+ * `keep` (then the first stays). For the span's few own meta; the trace
+ * tags are added in one pass by sharp_dd_encode_trace. */
+static void meta_set(sharp_span_t *sp, const char *key, const char *value, size_t vlen, bool keep)
+{
+    for (uint32_t i = 0; i < sp->nattrs; i++)
+        if (!strcmp(sp->akeys[i], key)) {
+            if (keep) return;
+            free(sp->avals[i]);
+            sp->avals[i] = sharp_strndup(value, vlen);
+            return;
+        }
+    meta_append(sp, key, value, vlen);
+}
+
 static void meta_cstr(sharp_span_t *sp, const char *key, const char *value)
 {
     meta_set(sp, key, value, strlen(value), false);
 }
 
 void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
-                         const sharp_dd_sampler_t *sampler, const char *service, const char *name,
-                         size_t name_len, const char *version, uint64_t start_wall_us,
+                         const sharp_dd_rate_t *rate, const char *name, size_t name_len, const char *version, uint64_t start_wall_us,
                          uint64_t start_ns, uint64_t (*random)(void *), void *rarg)
 {
     memset(sp, 0, sizeof *sp);
@@ -708,7 +810,7 @@ void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
         d->priority = SHARP_DD_USER_DROP;
         tags_remove(&d->tags, DM_TAG);
     } else {
-        sample(d, sampler, service ? service : "", sp->trace_lo);
+        sample(d, rate, sp->trace_lo);
     }
 }
 
@@ -818,8 +920,20 @@ void sharp_dd_encode_trace(sharp_span_t *sp, const char *service, uint64_t durat
     sharp_dd_span_t *d = sp->dd;
     /* TraceSegment::span_finished: the trace tags on the local root (its
      * own tags of those names stay), then what every span carries */
-    for (uint32_t i = 0; i < d->tags.n; i++)
-        meta_set(sp, d->tags.keys[i], d->tags.vals[i], strlen(d->tags.vals[i]), true);
+    if (d->tags.n) {
+        key_index_t ix;
+        key_index_init(&ix, sp->nattrs + d->tags.n);
+        for (uint32_t i = 0; i < sp->nattrs; i++)
+            key_index_add(&ix, sp->akeys, i);
+        for (uint32_t i = 0; i < d->tags.n; i++) {
+            uint32_t slot;
+            const char *k = d->tags.keys[i];
+            if (key_index_find(&ix, sp->akeys, k, strlen(k), &slot) >= 0) continue;
+            meta_append(sp, k, d->tags.vals[i], strlen(d->tags.vals[i]));
+            ix.slots[slot] = sp->nattrs;
+        }
+        free(ix.slots);
+    }
     if (d->origin) meta_cstr(sp, "_dd.origin", d->origin);
     meta_cstr(sp, "language", "cpp");
     meta_cstr(sp, "runtime-id", runtime_id);
@@ -900,18 +1014,31 @@ typedef struct reporter {
     sharp_worker_t *w;
     char *cluster, *hostname;
     sharp_stat_id_t skipped_no_cluster, sent, dropped, failed;
-    sharp_sbuf_t traces; /* the pending traces, each an encoded array */
+    /* the pending traces, each an encoded array, after 5 bytes left for
+     * the request's array32 header (so a flush sends the buffer itself) */
+    sharp_sbuf_t traces;
     uint32_t pending;
     uv_timer_t timer;
     sharp_dd_sampler_t sampler; /* from the agent's answers */
+    uint64_t answers;           /* rate answers taken: slots resolve again */
 } reporter_t;
+
+/* A worker's cache for one configuration: its reporter, and the rate of
+ * the configuration's service as of the reporter's answers-th answer. */
+struct sharp_dd_worker_slot {
+    reporter_t *r;
+    uint64_t answers;
+    sharp_dd_rate_t rate;
+};
 
 /* DatadogAgent's on_response: a 200 with a body carries the rates. */
 static void on_agent_response(void *arg, uint32_t status, const char *body, size_t len)
 {
     reporter_t *r = arg;
     if (status != 200 || !len) return;
-    if (!sharp_dd_sampler_update(&r->sampler, body, len))
+    if (sharp_dd_sampler_update(&r->sampler, body, len))
+        r->answers++;
+    else
         sharp_debug(upstream,
                     "datadog: the agent's answer on cluster '%s' is not JSON with rate_by_service",
                     r->cluster);
@@ -922,12 +1049,14 @@ static void flush(reporter_t *r)
 {
     if (!r->pending) return;
     sharp_worker_t *w = r->w;
-    sharp_sbuf_t body = {0};
-    sharp_msgpack_array(&body, r->pending);
-    sharp_sbuf_append(&body, r->traces.data, r->traces.len);
+    /* array32 whatever the count: valid MessagePack, written in place */
+    sharp_sbuf_t body = r->traces;
+    body.data[0] = (char)0xdd;
+    for (int i = 0; i < 4; i++)
+        body.data[1 + i] = (char)(r->pending >> (24 - 8 * i));
     char count[16];
     snprintf(count, sizeof count, "%u", r->pending);
-    sharp_sbuf_reset(&r->traces);
+    r->traces = (sharp_sbuf_t){0};
     r->pending = 0;
     /* AgentHTTPClient: a 200 is reports_sent, any other response (the
      * router's own 503 and 504 included) reports_dropped, a reset or
@@ -992,10 +1121,45 @@ void sharp_datadog_sync(sharp_worker_t *w, const sharp_snapshot_t *snap)
     }
 }
 
-const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+/* dc's slot for worker w; the slots are made by the first worker that
+ * asks (each worker then writes only its own). */
+static struct sharp_dd_worker_slot *slot_of(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+{
+    sharp_datadog_config_t *mdc = (sharp_datadog_config_t *)dc; /* the cache, not the configuration */
+    struct sharp_dd_worker_slot *slots = atomic_load_explicit(&mdc->slots, memory_order_acquire);
+    if (!slots) {
+        unsigned n = w->server && w->server->nworkers > w->index ? w->server->nworkers : w->index + 1;
+        struct sharp_dd_worker_slot *mine = sharp_calloc(n, sizeof *mine), *none = NULL;
+        if (atomic_compare_exchange_strong(&mdc->slots, &none, mine))
+            slots = mine;
+        else {
+            free(mine);
+            slots = none;
+        }
+    }
+    return &slots[w->index];
+}
+
+/* dc's slot for worker w with its reporter found. */
+static struct sharp_dd_worker_slot *slot_reporter(sharp_worker_t *w, const sharp_datadog_config_t *dc)
+{
+    struct sharp_dd_worker_slot *s = slot_of(w, dc);
+    if (!s->r) {
+        s->r = find_reporter(w, dc);
+        s->answers = s->r->answers - 1; /* the rate not resolved yet */
+    }
+    return s;
+}
+
+const sharp_dd_rate_t *sharp_datadog_rate(sharp_worker_t *w, const sharp_datadog_config_t *dc)
 {
     if (w->stopping) return NULL;
-    return &find_reporter(w, dc)->sampler;
+    struct sharp_dd_worker_slot *s = slot_reporter(w, dc);
+    if (s->answers != s->r->answers) {
+        sharp_dd_sampler_rate(&s->r->sampler, dc->service ? dc->service : "", &s->rate);
+        s->answers = s->r->answers;
+    }
+    return &s->rate;
 }
 
 void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, sharp_sbuf_t *trace)
@@ -1004,13 +1168,15 @@ void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, s
         sharp_sbuf_free(trace);
         return;
     }
-    reporter_t *r = find_reporter(w, dc);
-    if (r->pending >= SHARP_DD_MAX_TRACES) {
-        sharp_debug(upstream, "datadog: %u traces wait for cluster '%s': trace dropped", r->pending,
-                    r->cluster);
+    reporter_t *r = slot_reporter(w, dc)->r;
+    if (r->pending >= SHARP_DD_MAX_TRACES || r->traces.len + trace->len > SHARP_DD_MAX_PENDING_BYTES) {
+        sharp_debug(upstream, "datadog: %u traces (%zu bytes) wait for cluster '%s': trace dropped",
+                    r->pending, r->traces.len, r->cluster);
+        sharp_counter_inc(w->stats, r->dropped);
         sharp_sbuf_free(trace);
         return;
     }
+    if (!r->traces.len) sharp_sbuf_append(&r->traces, "\0\0\0\0\0", 5);
     sharp_sbuf_append(&r->traces, trace->data, trace->len);
     r->pending++;
     sharp_sbuf_free(trace);

@@ -79,7 +79,10 @@
 #define SHARP_DD_TRACES_PATH "/v0.4/traces"
 #define SHARP_DD_FLUSH_MS 2000
 #define SHARP_DD_TIMEOUT_MS 2000
+/* a reporter holds at most this many traces, and this many bytes of them,
+ * between flushes; more are dropped (reports_dropped) */
 #define SHARP_DD_MAX_TRACES 1000
+#define SHARP_DD_MAX_PENDING_BYTES (4u << 20)
 #define SHARP_DD_TAGS_HEADER_MAX 512
 #define SHARP_DD_TRACESTATE_MAX 256
 /* dd-trace-cpp's tracer signature: the library's version and the C++
@@ -132,6 +135,16 @@ typedef struct sharp_dd_sampler {
 bool sharp_dd_sampler_update(sharp_dd_sampler_t *s, const char *body, size_t len);
 void sharp_dd_sampler_free(sharp_dd_sampler_t *s);
 
+/* One service's rate, resolved from a sampler once per agent answer (not
+ * per request): the agent's rate for the service (no env), else its
+ * default, else 1 with mechanism DEFAULT. */
+typedef struct sharp_dd_rate {
+    double rate;
+    int mechanism; /* 0 DEFAULT, 1 AGENT_RATE */
+} sharp_dd_rate_t;
+
+void sharp_dd_sampler_rate(const sharp_dd_sampler_t *s, const char *service, sharp_dd_rate_t *out);
+
 /* The span's Datadog state. */
 typedef struct sharp_dd_span {
     int priority;
@@ -162,10 +175,11 @@ void sharp_dd_tags_free(sharp_dd_tags_t *t);
 /* A new span named "envoy.proxy" with resource `name`: a child of ctx's
  * parent in its trace (ctx moved into the span), or without ctx a new
  * trace. `traced` is Envoy's decision, used when ctx has no priority: not
- * traced is USER_DROP, traced the sampler's decision for `service` (NULL
- * sampler: no rates yet, keep). `version` is the span's version meta. */
+ * traced is USER_DROP, traced the decision by `rate` (the service's, from
+ * sharp_dd_sampler_rate; NULL: no rates yet, keep). `version` is the
+ * span's version meta. */
 void sharp_dd_span_start(sharp_span_t *sp, sharp_dd_context_t *ctx, bool traced,
-                         const sharp_dd_sampler_t *sampler, const char *service, const char *name,
+                         const sharp_dd_rate_t *rate, const char *name,
                          size_t name_len, const char *version, uint64_t start_wall_us,
                          uint64_t start_ns, uint64_t (*random)(void *), void *rarg);
 /* Envoy's Datadog Span::setTag. */
@@ -185,10 +199,10 @@ const char *sharp_dd_runtime_id(void);
 /* ---- the worker's reporters ---- */
 
 void sharp_datadog_sync(sharp_worker_t *w, const sharp_snapshot_t *snap);
-/* The sampler of the worker's reporter for dc's agent (NULL once the
- * worker stops). */
-const sharp_dd_sampler_t *sharp_datadog_sampler(sharp_worker_t *w,
-                                                const sharp_datadog_config_t *dc);
+/* dc's service rate from the worker's reporter for dc's agent (NULL once
+ * the worker stops). The reporter is found once per worker and
+ * configuration, the rate resolved once per agent answer. */
+const sharp_dd_rate_t *sharp_datadog_rate(sharp_worker_t *w, const sharp_datadog_config_t *dc);
 /* Hands one encoded trace (moved out of *trace) to the worker's reporter
  * for dc's collector. */
 void sharp_datadog_report(sharp_worker_t *w, const sharp_datadog_config_t *dc, sharp_sbuf_t *trace);

@@ -54,6 +54,7 @@ void sharp_datadog_config_free(sharp_datadog_config_t *dc)
     free(dc->cluster);
     free(dc->hostname);
     free(dc->service);
+    free(dc->slots);
     free(dc);
 }
 

@@ -98,6 +98,10 @@ typedef struct sharp_datadog_config {
     struct {
         sharp_stat_id_t reports_skipped_no_cluster, reports_sent, reports_dropped, reports_failed;
     } st;
+    /* per worker (by index, made by the first worker that asks): its
+     * reporter for this configuration and the service's rate resolved
+     * from it (datadog.c); a cache, written by each worker in its slot */
+    _Atomic(struct sharp_dd_worker_slot *) slots;
 } sharp_datadog_config_t;
 
 /* HttpConnectionManager.tracing, translated. */

@@ -127,8 +127,8 @@ void sharp_tracing_begin(sharp_stream_t *s)
         int n = tc->egress ? snprintf(name, sizeof name, "egress %.*s", (int)(host.len < 280 ? host.len : 280), host.p)
                            : snprintf(name, sizeof name, "ingress");
         s->span = sharp_calloc(1, sizeof *s->span);
-        sharp_dd_span_start(s->span, rc > 0 ? &ctx : NULL, traced, w ? sharp_datadog_sampler(w, tc->datadog) : NULL,
-                            tc->datadog->service, name, (size_t)n, "envoy sharp/" SHARP_VERSION "/Clean/RELEASE/OpenSSL",
+        sharp_dd_span_start(s->span, rc > 0 ? &ctx : NULL, traced, w ? sharp_datadog_rate(w, tc->datadog) : NULL,
+                            name, (size_t)n, "envoy sharp/" SHARP_VERSION "/Clean/RELEASE/OpenSSL",
                             s->info.start_wall_us, s->info.start_ns, stream_random, w);
         if (rc > 0) sharp_dd_context_free(&ctx);
         sharp_span_tag_cstr(s->span, "node_id", tc->node_id);

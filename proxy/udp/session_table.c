@@ -40,22 +40,15 @@ int sharp_udp_key_make(sharp_udp_key_t *k, const struct sockaddr *peer, const vo
     return -1;
 }
 
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    h *= 0xff51afd7ed558ccdull;
-    return h ^ (h >> 33);
-}
-
 uint64_t sharp_udp_key_hash(const sharp_udp_table_t *t, const sharp_udp_key_t *k)
 {
     uint64_t a, b;
     memcpy(&a, k->addr, 8);
     memcpy(&b, k->addr + 8, 8);
-    uint64_t h = mix(t->seed, (uint64_t)k->family << 48 | (uint64_t)k->port << 32 | k->scope);
-    h = mix(h, a);
-    h = mix(h, b);
-    return mix(h, (uint64_t)(uintptr_t)k->host);
+    uint64_t h = sharp_hash_mix(t->seed, (uint64_t)k->family << 48 | (uint64_t)k->port << 32 | k->scope);
+    h = sharp_hash_mix(h, a);
+    h = sharp_hash_mix(h, b);
+    return sharp_hash_mix(h, (uint64_t)(uintptr_t)k->host);
 }
 
 static bool key_eq(const sharp_udp_key_t *x, const sharp_udp_key_t *y)

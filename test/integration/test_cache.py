@@ -354,7 +354,8 @@ def test_disabled_filter_passes_everything(procs, upstream):
     (False, "", "at least one of typed_config or disabled must be set"),
     (False, "typed_config:\n  \"@type\": type.googleapis.com/google.protobuf.Empty\n",
      "Didn't find a registered implementation for type: 'google.protobuf.Empty'"),
-    (True, "thundering_herd_handler:\n  none: {}\n", "thundering_herd_handler"),
+    (True, "thundering_herd_handler:\n  block_until_completion: { parallel_requests: 2 }\n",
+     "block_until_completion"),
     (True, "allowed_vary_headers:\n- prefix: \"\"\n", "allowed_vary_headers[0]"),
     (True, "key_creator_params:\n  query_parameters_included:\n  - string_match: { exact: a }\n",
      "query_parameters_included[0].name"),
@@ -366,6 +367,19 @@ def test_bad_configs_are_refused(storage, extra, err):
         f += f"    typed_config:\n      \"@type\": {SIMPLE}\n"
     rc, out = validate_config(y.replace("          http_filters:\n", "          http_filters:\n" + indent(f, 10)))
     assert rc != 0 and err in out, out
+
+
+def test_thundering_herd_handler_none_is_accepted(procs, upstream):
+    """none is SHARP's behaviour: accepted, and the filter caches as without it."""
+    f = (f"- name: envoy.filters.http.cache\n  typed_config:\n    \"@type\": {CACHE}\n"
+         f"    thundering_herd_handler:\n      none: {{}}\n"
+         f"    typed_config:\n      \"@type\": {SIMPLE}\n")
+    px = start(procs, upstream, filt=f)
+    n = Counter(upstream)
+    p = path("/herd", "cache-control:max-age=600")
+    px.req(p)
+    _, h, _ = px.req(p)
+    assert "age" in h and n() == 1
 
 
 @pytest.mark.parametrize("name", ["examples__cache__envoy.yaml",

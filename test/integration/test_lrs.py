@@ -537,3 +537,25 @@ def test_response_naming_many_clusters(procs, two_upstreams, servers):
         assert [c["name"] for c in r["stats"]] == ["backend"], r
     assert get(listen, "/", 2) == [200, 200]
     assert stat(admin, "load_reporter.errors") == 0
+
+
+def test_out_of_range_interval_refused(procs, two_upstreams, servers):
+    """A load_reporting_interval past what Envoy's DurationUtil converts
+    (9223372036 s) is refused, as Envoy's conversion throws: no epoch starts
+    (requests not counted, no cluster reported), nothing overflows, and a
+    valid response afterwards starts reporting."""
+    a, b = two_upstreams
+    bad = enc_field(1, 2, b"backend") + enc_field(2, 2, enc_field(1, 0, 2 ** 62))
+    lrs = LrsServer(initial=bad)
+    servers.append(lrs)
+    listen, admin = free_port(), free_port()
+    s = start(procs, config(listen, admin, a.port, b.port, lrs.port), admin)
+    wait_for(lambda: lrs.snapshot(), 10, "the first LoadStatsRequest")
+    wait_for(lambda: "load_reporting_interval" in s.output(), 10, "the refusal logged")
+    assert stat(admin, "load_reporter.requests") == 0
+    assert get(listen, "/", 2) == [200, 200]
+    assert all(r["stats"] == [] for _, _, r in lrs.snapshot())
+    lrs.send(1, response(["backend"], interval_ms=200))
+    wait_for(lambda: reporting(lrs), 10, "reports of backend")
+    assert stat(admin, "load_reporter.requests") == 1
+    assert stat(admin, "load_reporter.errors") == 0

@@ -7,6 +7,7 @@ resource, service, type, meta, metrics, error), the headers the upstream
 saw (Datadog and W3C), the sampling priority kept or decided, malformed
 contexts, the report's headers, the stats with a live, a failing and a
 dead agent, refusals by name and the corpus configs."""
+import concurrent.futures
 import http.server
 import json
 import threading
@@ -27,6 +28,7 @@ class FakeAgent:
 
     def __init__(self, status=200):
         self.reports = []
+        self.sizes = []
         self.status = status
         self.answer = b'{"rate_by_service":{"service:,env:":1}}'
         self.lock = threading.Lock()
@@ -39,6 +41,7 @@ class FakeAgent:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 traces = msgpack.unpackb(body, raw=False, strict_map_key=False)
                 with outer.lock:
+                    outer.sizes.append(len(body))
                     outer.reports.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
                                           traces))
                 answer = outer.answer
@@ -193,6 +196,31 @@ def test_new_trace_batched_and_runtime_id(procs, echo, agent):
     assert len({sp["meta"]["runtime-id"] for sp in spans}) == 1
     total = sum(int(h["x-datadog-trace-count"]) for _, _, h, _ in agent.reports)
     assert total == 3
+
+
+def test_pending_traces_bounded_by_bytes(procs, echo, agent):
+    """Traces of ~50 KB each (a large x-datadog-tags lands in the span's
+    meta): a reporter holds at most 4 MiB of them between flushes, the
+    rest dropped and counted in reports_dropped; every trace taken is sent."""
+    listen, admin = free_port(), free_port()
+    start(procs, config(listen, admin, echo.port, agent.port), admin)
+    tags = ",".join(f"_dd.p.k{i}={'v' * 40}" for i in range(1000))
+    headers = {"x-datadog-trace-id": "77", "x-datadog-parent-id": "88", "x-datadog-tags": tags}
+    sent = 0
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        while not stat(admin, "tracing.datadog.reports_dropped") and sent < 1200:
+            statuses = list(pool.map(lambda _: get(listen, headers, path="/plain")[0], range(100)))
+            assert statuses == [200] * 100
+            sent += 100
+    dropped = stat(admin, "tracing.datadog.reports_dropped")
+    assert dropped >= 1, "no trace dropped"
+    wait_for(lambda: len(agent.spans()) + stat(admin, "tracing.datadog.reports_dropped") >= sent, FLUSH_WAIT,
+             "every trace sent or dropped")
+    with agent.lock:
+        assert agent.sizes and max(agent.sizes) <= 4 * 1024 * 1024 + 16
+    sp = agent.spans()[0]
+    assert sp["meta"]["_dd.p.k999"] == "v" * 40 and sp["trace_id"] == 77
+    assert stat(admin, "tracing.datadog.reports_failed") == 0
 
 
 def test_sampling_priority(procs, echo, agent):

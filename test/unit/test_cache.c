@@ -4,13 +4,16 @@
  * Cache-Control parsing of requests and responses, HTTP dates, the age of a
  * stored response, freshness and validation with the request's directives,
  * which requests and responses are cacheable, the Vary identifier, the 304
- * header update, and the store's vary variants, replacement, LRU bound and
- * freshening. */
+ * header update, and the store's vary variants (their marker's life, the
+ * identifier made outside the lock), replacement, LRU bound, freshening
+ * and seeded key hash. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +151,40 @@ static sharp_cache_req_cc_t req_cc(const char *cache_control)
     sharp_cache_request_cc(&h, &cc);
     sharp_headers_free(&h);
     return cc;
+}
+
+/* RFC 7234 1.2.1: a delta-seconds too large to represent counts as 2^31,
+ * never wrapping around (an Age of 10^18 once made a stale entry fresh). */
+static void delta_seconds_clamped(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    hdrs(&h, "date", "Sun, 06 Nov 1994 08:49:37 GMT", "age", "999999999999999999",
+         "cache-control", "max-age=60", NULL);
+    assert_int_equal(sharp_cache_age(&h, T0, T0), 2147483648ll);
+    sharp_cache_req_cc_t none = req_cc(NULL);
+    assert_true(sharp_cache_requires_validation(&none, &h, sharp_cache_age(&h, T0, T0)));
+    sharp_headers_free(&h);
+    hdrs(&h, "age", "99999999999999999999999999", NULL);
+    assert_int_equal(sharp_cache_age(&h, T0, T0 + 1000), 2147483649ll);
+    sharp_headers_free(&h);
+    sharp_cache_req_cc_t cc = req_cc("max-age=99999999999999999999, min-fresh=\"18446744073709551616\", "
+                                     "max-stale=3000000000");
+    assert_int_equal(cc.max_age, 2147483648ll);
+    assert_int_equal(cc.min_fresh, 2147483648ll);
+    assert_int_equal(cc.max_stale, 2147483648ll);
+    sharp_cache_resp_cc_t rc = {.max_age = SHARP_CACHE_NONE};
+    sharp_cache_parse_response_cc(S("s-maxage=123456789012345678901234567890"), &rc);
+    assert_int_equal(rc.max_age, 2147483648ll);
+    /* a huge max-age keeps a response fresh, a huge age makes it stale */
+    hdrs(&h, "cache-control", "max-age=99999999999999999999", NULL);
+    assert_false(sharp_cache_requires_validation(&none, &h, 1000000));
+    sharp_headers_free(&h);
+    /* still refused: signs inside, letters, empty */
+    cc = req_cc("max-age=-5, min-fresh=1e9, max-stale=x");
+    assert_int_equal(cc.max_age, SHARP_CACHE_NONE);
+    assert_int_equal(cc.min_fresh, SHARP_CACHE_NONE);
+    assert_int_equal(cc.max_stale, SHARP_CACHE_NONE);
 }
 
 static void freshness(void **state)
@@ -373,6 +410,146 @@ static void store_variants_and_replacement(void **state)
     sharp_headers_free(&vresp);
 }
 
+/* A vary marker lives as long as its variants: a variant hit makes the
+ * marker recently used too, and a marker replaced by a response without
+ * Vary (or by other vary values) takes its variants along. */
+static void store_marker_follows_variants(void **state)
+{
+    (void)state;
+    sharp_cache_store_t *st = sharp_cache_store_new(1 << 20, 3);
+    sharp_headers_t en, fr, none, resp, vresp;
+    hdrs(&en, "accept-language", "en", NULL);
+    hdrs(&fr, "accept-language", "fr", NULL);
+    hdrs(&none, NULL);
+    hdrs(&resp, ":status", "200", "cache-control", "max-age=60", NULL);
+    hdrs(&vresp, ":status", "200", "cache-control", "max-age=60", "vary", "accept-language", NULL);
+    char buf[64];
+    /* LRU: marker k, its variant, then x; the hit on k's variant makes both
+     * newer than x, which the next insert evicts */
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "x", &none, &resp, "x", T0));
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "english");
+    assert_true(insert(st, "y", &none, &resp, "y", T0));
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "english");
+    assert_null(lookup(st, "x", &none, buf, sizeof buf));
+    assert_int_equal(sharp_cache_store_entries(st), 3);
+    sharp_cache_store_free(st);
+
+    st = sharp_cache_store_new(1 << 20, 100);
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "k", &fr, &vresp, "french", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 3);
+    /* a response without Vary replaces the marker and both variants */
+    assert_true(insert(st, "k", &none, &resp, "plain", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 1);
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "plain");
+    /* vary again, then with another vary value: the old variants go */
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "k", &fr, &vresp, "french", T0));
+    sharp_headers_set_cstr(&vresp, "vary", "accept-language, accept-language");
+    assert_true(insert(st, "k", &en, &vresp, "english2", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 2);
+    assert_null(lookup(st, "k", &fr, buf, sizeof buf));
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "english2");
+    sharp_cache_store_free(st);
+
+    /* a marker evicted takes its variants: only room for two entries */
+    st = sharp_cache_store_new(1 << 20, 2);
+    sharp_headers_set_cstr(&vresp, "vary", "accept-language");
+    assert_true(insert(st, "k", &en, &vresp, "english", T0));
+    assert_true(insert(st, "x", &none, &resp, "x", T0));
+    assert_int_equal(sharp_cache_store_entries(st), 1);
+    assert_null(lookup(st, "k", &en, buf, sizeof buf));
+    assert_string_equal(lookup(st, "x", &none, buf, sizeof buf), "x");
+    sharp_cache_store_free(st);
+    sharp_headers_free(&en);
+    sharp_headers_free(&fr);
+    sharp_headers_free(&none);
+    sharp_headers_free(&resp);
+    sharp_headers_free(&vresp);
+}
+
+/* The vary identifier is made without the store's lock: the matcher of
+ * allowed_vary_headers runs while another thread uses the store, or
+ * while the entry is replaced under the lookup. */
+typedef struct {
+    sharp_cache_store_t *st;
+    int action; /* 0: a thread reads the store, 1: replace without Vary, 2: new variant */
+    bool store_was_locked;
+    sharp_headers_t *req, *resp;
+} race_t;
+
+static void *read_store(void *arg)
+{
+    sharp_cache_store_entries(arg);
+    return NULL;
+}
+
+static bool racing_match(const void *ctx, sharp_str_t name)
+{
+    race_t *r = (race_t *)ctx;
+    if (r->action == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, read_store, r->st);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        if (pthread_timedjoin_np(t, NULL, &until)) {
+            r->store_was_locked = true;
+            pthread_detach(t);
+        }
+    } else if (r->action == 1 || r->action == 2) {
+        int a = r->action;
+        r->action = -1; /* once: the insert runs the matcher too */
+        if (a == 1) assert_true(insert(r->st, "k", r->req, r->resp, "plain", T0));
+        if (a == 2) assert_true(insert(r->st, "k", r->req, r->resp, "newer", T0));
+    }
+    return allow_accept_language(NULL, name);
+}
+
+static void store_vary_outside_lock(void **state)
+{
+    (void)state;
+    sharp_cache_store_t *st = sharp_cache_store_new(1 << 20, 100);
+    sharp_headers_t en, none, resp, vresp;
+    hdrs(&en, "accept-language", "en", NULL);
+    hdrs(&none, NULL);
+    hdrs(&resp, ":status", "200", "cache-control", "max-age=60", NULL);
+    hdrs(&vresp, ":status", "200", "cache-control", "max-age=60", "vary", "accept-language", NULL);
+    char buf[64];
+    race_t r = {.st = st, .action = -1};
+    sharp_cache_vary_allow_t allow = {racing_match, &r};
+    sharp_cache_body_t *b = body_of("english");
+    assert_true(sharp_cache_store_insert(st, S("k"), &allow, &en, &vresp, b, T0));
+    sharp_cache_body_release(b);
+    sharp_cache_hit_t hit;
+    r.action = 0;
+    assert_true(sharp_cache_store_lookup(st, S("k"), &allow, &en, &hit));
+    assert_false(r.store_was_locked);
+    assert_memory_equal(hit.body->data, "english", 7);
+    sharp_cache_hit_free(&hit);
+    /* the marker replaced by a response without Vary while the identifier
+     * is made: its variants are gone, a miss */
+    r = (race_t){.st = st, .action = 1, .req = &none, .resp = &resp};
+    assert_false(sharp_cache_store_lookup(st, S("k"), &allow, &en, &hit));
+    sharp_cache_hit_free(&hit);
+    assert_string_equal(lookup(st, "k", &en, buf, sizeof buf), "plain");
+    /* a new variant of the same vary values meanwhile: that one serves */
+    r.action = -1;
+    b = body_of("english");
+    assert_true(sharp_cache_store_insert(st, S("k"), &allow, &en, &vresp, b, T0));
+    sharp_cache_body_release(b);
+    r = (race_t){.st = st, .action = 2, .req = &en, .resp = &vresp};
+    assert_true(sharp_cache_store_lookup(st, S("k"), &allow, &en, &hit));
+    assert_memory_equal(hit.body->data, "newer", 5);
+    sharp_cache_hit_free(&hit);
+    sharp_cache_store_free(st);
+    sharp_headers_free(&en);
+    sharp_headers_free(&none);
+    sharp_headers_free(&resp);
+    sharp_headers_free(&vresp);
+}
+
 static void store_is_bounded(void **state)
 {
     (void)state;
@@ -444,6 +621,29 @@ static void store_update_freshens(void **state)
     sharp_headers_free(&upd);
 }
 
+/* The store's keys hash with the process's random seed: a seed changes
+ * every hash, the same seed gives the same one, the length counts. */
+static void key_hash_seeded(void **state)
+{
+    (void)state;
+    uint64_t seed = sharp_hash_seed();
+    assert_int_equal(seed, sharp_hash_seed());
+    assert_true(seed & 1);
+    const char *k = "example.com/a/path?q=1";
+    assert_int_equal(sharp_hash_bytes(seed, k, strlen(k)), sharp_hash_bytes(seed, k, strlen(k)));
+    assert_int_not_equal(sharp_hash_bytes(seed, k, strlen(k)), sharp_hash_bytes(seed ^ 2, k, strlen(k)));
+    assert_int_not_equal(sharp_hash_bytes(seed, "a\0", 2), sharp_hash_bytes(seed, "a", 1));
+    /* the low bits (the bucket) of 4096 keys spread over 64 buckets */
+    uint32_t counts[64] = {0}, most = 0;
+    char key[32];
+    for (int i = 0; i < 4096; i++) {
+        int n = snprintf(key, sizeof key, "h/p?%d", i);
+        uint32_t b = (uint32_t)sharp_hash_bytes(seed, key, (size_t)n) & 63;
+        if (++counts[b] > most) most = counts[b];
+    }
+    assert_true(most < 128);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,14 +651,18 @@ int main(void)
         cmocka_unit_test(response_cache_control),
         cmocka_unit_test(http_dates),
         cmocka_unit_test(age_calculation),
+        cmocka_unit_test(delta_seconds_clamped),
         cmocka_unit_test(freshness),
         cmocka_unit_test(request_cacheability),
         cmocka_unit_test(response_cacheability),
         cmocka_unit_test(vary_identifier),
         cmocka_unit_test(header_update),
         cmocka_unit_test(store_variants_and_replacement),
+        cmocka_unit_test(store_marker_follows_variants),
+        cmocka_unit_test(store_vary_outside_lock),
         cmocka_unit_test(store_is_bounded),
         cmocka_unit_test(store_update_freshens),
+        cmocka_unit_test(key_hash_seeded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

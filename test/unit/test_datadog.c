@@ -347,7 +347,7 @@ static void new_span_priority(void **state)
     uint64_t n = 0x8000000000000042ull;
     sharp_span_t sp;
     /* a new trace, traced: kept by the default rate */
-    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy v", 1700000000123456ull,
+    sharp_dd_span_start(&sp, NULL, true, NULL, "ingress", 7, "envoy v", 1700000000123456ull,
                         1, seq, &n);
     assert_int_equal(sp.trace_lo, 0x42); /* 63 bits */
     assert_int_equal(sp.id, sp.trace_lo);
@@ -371,7 +371,7 @@ static void new_span_priority(void **state)
                                            "x-datadog-tags", "_dd.p.dm=-1"),
                                       &c, &why),
                      1);
-    sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, false, NULL, "ingress", 7, NULL, 1, 1, seq, &n);
     sharp_dd_context_free(&c);
     assert_int_equal(sp.dd->priority, -1);
     assert_int_equal(sp.dd->tags.n, 0);
@@ -389,7 +389,7 @@ static void new_span_priority(void **state)
                               "x-datadog-sampling-priority", "2", "x-datadog-tags", "_dd.p.dm=-3"),
                          &c, &why),
         1);
-    sharp_dd_span_start(&sp, &c, false, NULL, "svc", "ingress", 7, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, false, NULL, "ingress", 7, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 2);
     assert_false(sp.dd->local_decision);
     assert_string_equal(sp.dd->tags.vals[0], "-3");
@@ -408,7 +408,7 @@ static void tracestate_encoding(void **state)
                                       &c, &why),
                      1);
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, true, NULL, "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_t b = {0};
     sharp_dd_tracestate(&sp, &b);
     assert_string_equal(sharp_sbuf_cstr(&b), "dd=s:1;p:0000000000000001;o:a_b~c;t.k_x:v_w");
@@ -425,7 +425,7 @@ static void tracestate_encoding(void **state)
                               "x-datadog-sampling-priority", "1", "x-datadog-tags", big),
                          &c, &why),
         1);
-    sharp_dd_span_start(&sp, &c, true, NULL, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, &c, true, NULL, "r", 1, NULL, 1, 1, seq, &n);
     sharp_sbuf_reset(&b);
     sharp_dd_tracestate(&sp, &b);
     assert_true(b.len <= 256);
@@ -458,6 +458,15 @@ static void tracestate_encoding(void **state)
     sharp_sbuf_free(&b);
 }
 
+/* The service's rate, resolved from the sampler as a reporter does once
+ * per answer. */
+static const sharp_dd_rate_t *rate_of(const sharp_dd_sampler_t *s, const char *service)
+{
+    static sharp_dd_rate_t r;
+    sharp_dd_sampler_rate(s, service, &r);
+    return &r;
+}
+
 static void agent_rates(void **state)
 {
     (void)state;
@@ -470,23 +479,28 @@ static void agent_rates(void **state)
     assert_int_equal(smp.n, 3);
     assert_true(smp.has_default);
     assert_true(smp.default_rate == 0.5);
+    /* the rates resolved per service: its own, else the default */
+    assert_true(rate_of(&smp, "svc")->rate == 0.0 && rate_of(&smp, "svc")->mechanism == 1);
+    assert_true(rate_of(&smp, "other")->rate == 0.5 && rate_of(&smp, "other")->mechanism == 1);
+    sharp_dd_sampler_t empty = {0};
+    assert_true(rate_of(&empty, "svc")->rate == 1.0 && rate_of(&empty, "svc")->mechanism == 0);
     /* the service's own rate 0: dropped, no decision maker */
     uint64_t n = 1;
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, NULL, true, &smp, "svc", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, rate_of(&smp, "svc"), "r", 1, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 0);
     assert_true(sp.dd->local_decision && sp.dd->rate == 0.0);
     assert_null(sp.dd->tags.n > 1 ? sp.dd->tags.keys[1] : NULL);
     sharp_span_free(&sp);
     /* another service: the default 0.5, by the Knuth hash of the trace id */
     n = 1; /* 1 * 1111111111111111111 is under half of 2^64: kept */
-    sharp_dd_span_start(&sp, NULL, true, &smp, "other", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, rate_of(&smp, "other"), "r", 1, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 1);
     assert_true(sp.dd->rate == 0.5);
     assert_string_equal(sp.dd->tags.vals[1], "-1"); /* AGENT_RATE */
     sharp_span_free(&sp);
     n = 9; /* 9999999999999999999 is over it: dropped */
-    sharp_dd_span_start(&sp, NULL, true, &smp, "other", "r", 1, NULL, 1, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, rate_of(&smp, "other"), "r", 1, NULL, 1, 1, seq, &n);
     assert_int_equal(sp.dd->priority, 0);
     sharp_span_free(&sp);
     /* answers that are not rates change nothing */
@@ -537,7 +551,7 @@ static void span_tags_and_trace(void **state)
     (void)state;
     uint64_t n = 7;
     sharp_span_t sp;
-    sharp_dd_span_start(&sp, NULL, true, NULL, "svc", "ingress", 7, "envoy x", 1000000, 1, seq, &n);
+    sharp_dd_span_start(&sp, NULL, true, NULL, "ingress", 7, "envoy x", 1000000, 1, seq, &n);
     sharp_span_set_name(&sp, "checkout", 8);
     sharp_span_tag_cstr(&sp, "zone", ""); /* an empty value is kept */
     sharp_span_tag_cstr(&sp, "http.status_code", "500");
@@ -634,7 +648,7 @@ static void hostile_headers(void **state)
         assert_true(rc >= -1 && rc <= 1);
         if (rc < 0) assert_non_null(why);
         sharp_span_t sp;
-        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "svc", "ingress", 7, "v",
+        sharp_dd_span_start(&sp, rc > 0 ? &c : NULL, iter % 2, NULL, "ingress", 7, "v",
                             1000000, 1, seq, &ids);
         if (rc > 0) sharp_dd_context_free(&c);
         sharp_dd_inject(&sp, &H);
@@ -651,6 +665,73 @@ static void hostile_headers(void **state)
     }
 }
 
+/* Client-supplied lists cost linear time: 100,000 trace tags (a quadratic
+ * insert takes minutes), duplicates set once with the last value in the
+ * first one's place, and a tracestate read to its 32nd list member. */
+static void large_tag_lists(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    sharp_sbuf_t v = {0};
+    for (int i = 0; i < N; i++)
+        sharp_sbuf_printf(&v, "%s_dd.p.k%d=%d", i ? "," : "", i, i);
+    sharp_sbuf_printf(&v, ",_dd.p.k0=last");
+    sharp_dd_tags_t t = {0};
+    uint64_t t0 = sharp_now_ns();
+    assert_true(sharp_dd_decode_tags(v.data, v.len, &t));
+    assert_int_equal(t.n, N);
+    assert_string_equal(t.keys[0], "_dd.p.k0");
+    assert_string_equal(t.vals[0], "last");
+    assert_string_equal(t.vals[N - 1], "99999");
+    /* a second decode into the same tags replaces values, adds nothing */
+    assert_true(sharp_dd_decode_tags("_dd.p.k5=x,_dd.p.new=y", 22, &t));
+    assert_int_equal(t.n, N + 1);
+    assert_string_equal(t.vals[5], "x");
+    assert_string_equal(t.keys[N], "_dd.p.new");
+
+    /* the span's meta take each trace tag once, its own meta kept */
+    sharp_headers_free(&H);
+    sharp_headers_init(&H);
+    sharp_headers_add(&H, "x-datadog-trace-id", 18, "5", 1);
+    sharp_headers_add(&H, "x-datadog-parent-id", 19, "6", 1);
+    sharp_headers_add(&H, "x-datadog-tags", 14, v.data, v.len);
+    sharp_dd_context_t c;
+    const char *why = NULL;
+    assert_int_equal(sharp_dd_extract(&H, &c, &why), 1);
+    assert_int_equal(c.tags.n, N);
+    uint64_t ids = 1;
+    sharp_span_t sp;
+    sharp_dd_span_start(&sp, &c, true, NULL, "ingress", 7, "v", 1000000, 1, seq, &ids);
+    sharp_dd_context_free(&c);
+    sharp_sbuf_t b = {0};
+    sharp_dd_encode_trace(&sp, "svc", 1, "rid", 1, &b);
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < sp.nattrs; i++)
+        found += !strncmp(sp.akeys[i], "_dd.p.k", 7);
+    assert_int_equal(found, N);
+    sharp_sbuf_free(&b);
+    sharp_span_free(&sp);
+    assert_true(sharp_now_ns() - t0 < 5000000000ull);
+    sharp_dd_tags_free(&t);
+    sharp_sbuf_free(&v);
+
+    /* tracestate: 40 members, the 33rd on not read */
+    sharp_sbuf_t ts = {0};
+    for (int i = 0; i < 40; i++)
+        sharp_sbuf_printf(&ts, "%sv%d=%d", i ? "," : "", i, i);
+    sharp_sbuf_puts(&ts, ",dd=s:2");
+    assert_int_equal(
+        sharp_dd_extract(HDRS("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                              "tracestate", sharp_sbuf_cstr(&ts)),
+                         &c, &why),
+        1);
+    assert_int_equal(c.priority, 1); /* dd= was past the 32nd member */
+    assert_non_null(strstr(c.w3c_extra, ",v31=31"));
+    assert_null(strstr(c.w3c_extra, "v32"));
+    sharp_dd_context_free(&c);
+    sharp_sbuf_free(&ts);
+}
+
 int main(void)
 {
     sharp_headers_init(&H);
@@ -664,6 +745,7 @@ int main(void)
         cmocka_unit_test(tracestate_encoding),
         cmocka_unit_test(span_tags_and_trace),
         cmocka_unit_test(hostile_headers),
+        cmocka_unit_test(large_tag_lists),
         cmocka_unit_test(agent_rates),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
