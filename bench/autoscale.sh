@@ -2,8 +2,8 @@
 # Autoscaling in the scaling simulator: the shipped PPO policy through the
 # guardian against the Kubernetes HPA rule (70% CPU target, 10% tolerance,
 # 15 s syncs, 300 s scale-down stabilization, +100% / +4 pods per 15 s) and a
-# fixed maximum (100 replicas), on the flash crowd, diurnal, step and noisy
-# traces. No network and no proxy: `sharp-train eval-scaling` runs every
+# fixed maximum (100 replicas), on the flash crowd, diurnal, step, noisy and
+# walk traces. No network and no proxy: `sharp-train eval-scaling` runs every
 # controller on the same traces (proxy/agent/scaling_env.c).
 #
 #   bench/autoscale.sh                          (a few seconds)
@@ -24,11 +24,14 @@
 # Targets: on the reference flash crowd at least 50% fewer SLO-violation
 # seconds than the HPA at no more replica-seconds; on every other set no
 # more SLO-violation seconds and no more replica-seconds than the HPA.
+# SHAPES (default all five) runs a subset.
 # Exit status 1 when a target is missed.
 #
 # Environment (defaults in brackets): BUILD [build], POLICY
-# [proxy/agent/policies/scaling.pol], TRAINED [flash,step,noisy: the
-# shipped policy's], EPISODES [20], SEED [1], RESULTS [bench/results].
+# [proxy/agent/policies/scaling.pol], TRAINED [flash,step,noisy,walk: the
+# shipped policy's; diurnal is held out], EPISODES [20], SEED [1], SHAPES
+# [flash diurnal step noisy walk], EVAL_ARGS [none: more sharp-train
+# eval-scaling options, e.g. --no-capacity-rules], RESULTS [bench/results].
 # Writes RESULTS/autoscale.txt, autoscale-episodes.csv, the reference
 # episodes' timelines (autoscale-<shape>-timeline.txt) and, with gnuplot,
 # autoscale.png.
@@ -36,7 +39,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 POLICY=${POLICY:-proxy/agent/policies/scaling.pol}
-TRAINED=${TRAINED:-flash,step,noisy}
+TRAINED=${TRAINED:-flash,step,noisy,walk}
+SHAPES=${SHAPES:-flash diurnal step noisy walk}
+EVAL_ARGS=${EVAL_ARGS:-}
 EPISODES=${EPISODES:-20}
 SEED=${SEED:-1}
 RESULTS=${RESULTS:-bench/results}
@@ -49,9 +54,9 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 
 : > "$W/episodes.csv"
-for shape in flash diurnal step noisy; do
+for shape in $SHAPES; do
     for set in reference randomized; do
-        args=(--policy "$POLICY" --trace "$shape" --seed "$SEED" --episodes "$EPISODES" --per-episode)
+        args=(--policy "$POLICY" --trace "$shape" --seed "$SEED" --episodes "$EPISODES" --per-episode $EVAL_ARGS)
         if [ "$set" = randomized ]; then
             args+=(--randomized)
         else
@@ -129,9 +134,9 @@ set -e
 
 if command -v gnuplot > /dev/null; then
     gnuplot <<EOF
-set terminal pngcairo size 1400,900 font ",10"
+set terminal pngcairo size 1400,1300 font ",10"
 set output "$RESULTS/autoscale.png"
-set multiplot layout 2,2 title "Reference scenarios (first episode): replicas asked for (left axis) and offered load (right axis)"
+set multiplot layout 3,2 title "Reference scenarios (first episode): replicas asked for (left axis) and offered load (right axis)"
 set xlabel "seconds"
 set ylabel "replicas"
 set y2label "requests / s"
@@ -140,7 +145,7 @@ set ytics nomirror
 set key below horizontal
 set yrange [0:*]
 set y2range [0:*]
-do for [shape in "flash diurnal step noisy"] {
+do for [shape in "$SHAPES"] {
     f = sprintf("$RESULTS/autoscale-%s-timeline.txt", shape)
     set title shape
     plot f using 2:(strcol(1) eq "ppo+guardian" ? \$4 : 1/0) with steps lw 2 title "ppo+guardian", \

@@ -2,8 +2,8 @@
 """The scaling agent in a closed loop, for real, on loopback.
 
 Replicas are sharp-test-upstream processes serving /work (SLOTS requests at once, each
-held SERVICE_MS: SLOTS / SERVICE_MS requests/s per replica, 200 by default,
-the simulator's replica). SHARP sends the traffic to them through an EDS
+held SERVICE_MS: SLOTS / SERVICE_MS requests/s per replica, 100 by default,
+from MIN_REPLICAS 4). SHARP sends the traffic to them through an EDS
 cluster read from a file. A replica controller stands in for Kubernetes
 and KEDA: every POLL_S it calls SHARP's KEDA external scaler
 (externalscaler.ExternalScaler/GetMetrics on the admin port, the desired
@@ -11,7 +11,8 @@ replica count), starts the replicas asked for, which turn ready (enter the
 EDS file) BOOT_S later, and stops the ones no longer asked for (the booting
 ones first, then the newest; out of the EDS file, stopped after a drain).
 sharp-loadgen runs the flash crowd open-loop: BASE req/s for BASE_S, a
-ramp to PEAK over RAMP_S, PEAK for PEAK_S.
+ramp to PEAK over RAMP_S, PEAK for PEAK_S (100 -> 1,000 req/s by default:
+scaled to a 2-core machine, which 10,000 req/s saturated).
 
 The same run once per controller in CONTROLLERS:
   agent  the scaling agent in ACTIVE mode (the shipped PPO policy behind
@@ -54,11 +55,18 @@ def env_num(name, default):
     return type(default)(os.environ.get(name, default))
 
 
-BASE, PEAK = env_num("BASE", 1000), env_num("PEAK", 10000)
+# 100 -> 1,000 req/s: 1 to 5 replicas' full capacity, which a 2-core machine
+# serves with room to spare (at 10,000 req/s the machine itself saturates,
+# and the latency measured is the machine's, not the replicas')
+BASE, PEAK = env_num("BASE", 100), env_num("PEAK", 1000)
 BASE_S, RAMP_S, PEAK_S = env_num("BASE_S", 45), env_num("RAMP_S", 60), env_num("PEAK_S", 150)
 BOOT_S, POLL_S, SYNC_S = env_num("BOOT_S", 30.0), env_num("POLL_S", 15.0), env_num("SYNC_S", 15)
-SLOTS, SERVICE_MS = env_num("SLOTS", 20), env_num("SERVICE_MS", 100)
-MIN_R, MAX_R = env_num("MIN_REPLICAS", 2), env_num("MAX_REPLICAS", 100)
+# replicas of 100 req/s (10 slots x 100 ms): 1 -> 10 replicas' capacity in
+# the crowd, from a floor of 4 (from 2 or 3, growth's 4 pods, the HPA's own
+# allowance, would put more than half the count in boot, a state the
+# policy never met in training: the guardian would fall back)
+SLOTS, SERVICE_MS = env_num("SLOTS", 10), env_num("SERVICE_MS", 100)
+MIN_R, MAX_R = env_num("MIN_REPLICAS", 4), env_num("MAX_REPLICAS", 100)
 # the simulator's cluster: Envoy's default max_requests (1024) for its 40 ms
 # requests; the same bound in time for these replicas' requests (1024 x
 # SERVICE_MS / 40 in flight), or the breaker sheds where the simulator's
@@ -204,6 +212,25 @@ def schedule():
     return ",".join(steps)
 
 
+def record_decision(admin, t, decisions):
+    """The agent's last decision from /scaling (new ones only): what it
+    observed, what the policy proposed and what the guardian made of it."""
+    try:
+        doc = http_json(f"http://127.0.0.1:{admin}/scaling")
+    except Exception:
+        return
+    for c in doc.get("clusters", []):
+        if c.get("last_update_unix") is None:
+            continue
+        if decisions and decisions[-1]["unix"] == c["last_update_unix"]:
+            continue
+        g = c.get("guardian") or {}
+        decisions.append({"t": round(t), "unix": c["last_update_unix"], "current": c.get("current"),
+                          "action": (c.get("action") or {}).get("name"), "verdict": g.get("verdict"),
+                          "applied": g.get("applied"), "observation": g.get("observation"),
+                          "reason": g.get("reason"), "obs": c.get("observation")})
+
+
 def run(controller, work):
     import grpc
     from conftest import free_port, stat
@@ -239,6 +266,7 @@ def run(controller, work):
                                "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         start = time.monotonic()
         desired = [INITIAL]
+        decisions = []
 
         def control():
             ch = grpc.insecure_channel(f"127.0.0.1:{admin}")
@@ -246,6 +274,7 @@ def run(controller, work):
             ref = M["ScaledObjectRef"](name="backend", namespace="bench")
             ref.scalerMetadata["cluster"] = "backend"
             next_poll = time.monotonic() + POLL_S
+            next_look = time.monotonic()
             while not stop.wait(0.2):
                 now = time.monotonic()
                 reps.tick(now)
@@ -258,6 +287,9 @@ def run(controller, work):
                         print(f"  GetMetrics failed: {e.code()}", file=sys.stderr)
                         continue
                     reps.scale_to(desired[0], now)
+                if now >= next_look:  # every decision, once a second
+                    next_look = now + 1.0
+                    record_decision(admin, now - start, decisions)
             ch.close()
 
         ctl = threading.Thread(target=control, daemon=True)
@@ -271,7 +303,10 @@ def run(controller, work):
         ctl.join(timeout=10)
         summary = json.loads(out.decode())
         fallbacks = stat(admin, "scaling.backend.fallbacks") or 0
-        return summary, timeline, reps.actions, fallbacks
+        with open(os.path.join(RESULTS, f"flash_crowd-decisions-{controller}.jsonl"), "w") as f:
+            for d in decisions:
+                f.write(json.dumps(d) + "\n")
+        return summary, timeline, reps.actions, fallbacks, decisions
     finally:
         stop.set()
         if sharp.poll() is None:
@@ -304,7 +339,7 @@ def evaluate(summary, timeline):
 def plot(rows, path_tsv, path_png):
     with open(path_tsv, "w") as f:
         f.write("controller\tt\treplicas\tready\tdesired\trate\tp99_ms\n")
-        for ctl, (summary, timeline, _, _) in rows.items():
+        for ctl, (summary, timeline, _, _, _) in rows.items():
             series = summary["series"]
             for i, (t, n, ready, want) in enumerate(timeline):
                 s = series[i] if i < len(series) else {"sent": 0, "p99": 0}
@@ -357,16 +392,23 @@ def main():
             if os.environ.get("KEEP") != "1":
                 shutil.rmtree(work, ignore_errors=True)
     with open(os.path.join(RESULTS, "flash_crowd.json"), "w") as f:
-        json.dump({c: {"summary": r[0], "timeline": r[1], "actions": r[2], "fallbacks": r[3]} for c, r in rows.items()},
+        json.dump({c: {"summary": r[0], "timeline": r[1], "actions": r[2], "fallbacks": r[3], "decisions": r[4]}
+                   for c, r in rows.items()},
                   f)
     print(f"\n{'controller':<10} {'SLO-viol s':>10} {'replica-s':>10} {'actions':>8} {'errors':>8} {'requests':>9} "
           f"{'p99 ms':>8} {'peak':>5} {'fallbacks':>9}")
     ev = {}
-    for ctl, (summary, timeline, actions, fallbacks) in rows.items():
+    for ctl, (summary, timeline, actions, fallbacks, _) in rows.items():
         e = evaluate(summary, timeline)
         ev[ctl] = e
         print(f"{ctl:<10} {e['violation_s']:>10} {e['replica_s']:>10} {actions:>8} {e['errors']:>8} {e['sent']:>9} "
               f"{e['p99']:>8.1f} {e['peak']:>5} {fallbacks:>9}")
+    if "agent" in rows:
+        # why the guardian fell back, if it did: the observation outside the
+        # policy's trained range (or missing) and its value
+        falls = [d for d in rows["agent"][4] if d["verdict"] == "fallback"]
+        for d in falls:
+            print(f"agent fallback at {d['t']} s: {d['reason']}")
     if "agent" in ev and "hpa" in ev:
         a, h = ev["agent"], ev["hpa"]
 

@@ -7,8 +7,8 @@
 # knobs. About 9 minutes with the defaults.
 #
 #   bench/flash_crowd.sh
-#   env: BASE=1000 PEAK=10000 BASE_S=45 RAMP_S=60 PEAK_S=150 BOOT_S=30 POLL_S=15
-#        SYNC_S=15 SLOTS=20 SERVICE_MS=100 MIN_REPLICAS=2 MAX_REPLICAS=100
+#   env: BASE=100 PEAK=1000 BASE_S=45 RAMP_S=60 PEAK_S=150 BOOT_S=30 POLL_S=15
+#        SYNC_S=15 SLOTS=10 SERVICE_MS=100 MIN_REPLICAS=4 MAX_REPLICAS=100
 #        INITIAL_REPLICAS=(the base load at 70% of their capacity)
 #        MAX_REQUESTS=(1024 x SERVICE_MS / 40: the simulator's breaker in time)
 #        SLO_P99_MS=500 CONTROLLERS="agent hpa" WEIGHTS=... BUILD=build

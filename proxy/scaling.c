@@ -126,14 +126,6 @@ static void sample(agent_t *a, const sharp_cluster_t *c)
     a->hist_known = true;
 }
 
-static double time_of_day_s(uint64_t wall_us)
-{
-    time_t t = (time_t)(wall_us / 1000000);
-    struct tm tm;
-    if (!localtime_r(&t, &tm)) return 0.0;
-    return tm.tm_hour * 3600.0 + tm.tm_min * 60.0 + tm.tm_sec + (double)(wall_us % 1000000) / 1e6;
-}
-
 /* ---- KEDA's StreamIsActive ------------------------------------------------ */
 
 static bool active_of(const agent_t *a)
@@ -194,16 +186,12 @@ static void sync_agent(agent_t *a, const sharp_cluster_t *c, uint64_t now_ms)
         sig.has_p99 = a->has_p99;
         sig.p99_s = a->p99_max;
         sig.inflight_mean = a->samples ? a->inflight_sum / a->samples : (double)in_flight(c);
-        sharp_cb_thresholds_t cb;
-        sharp_cluster_cb_effective(c, SHARP_PRIORITY_DEFAULT, &cb);
-        sig.limit = cb.max_requests;
         int64_t healthy = sharp_stats_gauge_value(st, c->st.membership_healthy);
         sig.ready = healthy < 0 ? 0 : (healthy > INT32_MAX ? INT32_MAX : (int)healthy);
         sig.has_prev = a->has_prev_rate;
         sig.prev_rate = a->prev_rate;
     }
     uint64_t wall = sharp_wall_us();
-    sig.tod_s = time_of_day_s(wall);
     sharp_scaling_live_step(a->live, (double)now_ms / 1000.0, &sig, &a->last);
     a->stepped = true;
     a->last_wall_us = wall;
@@ -483,7 +471,7 @@ static void num(sharp_sbuf_t *b, double v)
 static const char *const rule_names[] = {"min_replicas", "max_replicas", "max_step_up", "max_step_down",
                                          "growth", "scale_down_cooldown", "observation_missing",
                                          "observation_stale", "observation_nan", "observation_out_of_range",
-                                         "shadow"};
+                                         "shadow", "scale_down_interval", "utilization_floor", "idle_scale_up"};
 
 static void render_agent(const agent_t *a, sharp_sbuf_t *b)
 {

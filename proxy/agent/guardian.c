@@ -35,9 +35,12 @@ void sharp_guardian_config_default(sharp_guardian_config_t *c)
     c->max_step_down = 16;
     c->max_growth = 2.0;
     c->growth_window_s = 60.0;
+    c->growth_min_pods = 4;
     c->scale_down_cooldown_s = 120.0;
     c->scale_down_interval_s = 30.0;
     c->stale_after_s = 30.0;
+    c->scale_down_max_utilization = 0.77;
+    c->scale_up_min_utilization = 0.7;
 }
 
 const char *sharp_guardian_config_check(const sharp_guardian_config_t *c)
@@ -52,12 +55,17 @@ const char *sharp_guardian_config_check(const sharp_guardian_config_t *c)
         return "max_growth must be a finite factor of at least 1";
     if (!(c->growth_window_s >= 0.0) || !isfinite(c->growth_window_s))
         return "growth_window_s must be finite and not negative";
+    if (c->growth_min_pods < 0)
+        return "growth_min_pods must not be negative";
     if (!(c->scale_down_cooldown_s >= 0.0) || !isfinite(c->scale_down_cooldown_s))
         return "scale_down_cooldown_s must be finite and not negative";
     if (!(c->scale_down_interval_s >= 0.0) || !isfinite(c->scale_down_interval_s))
         return "scale_down_interval_s must be finite and not negative";
     if (!(c->stale_after_s > 0.0))
         return "stale_after_s must be positive";
+    if (!(c->scale_down_max_utilization >= 0.0 && c->scale_down_max_utilization <= 1.0) ||
+        !(c->scale_up_min_utilization >= 0.0 && c->scale_up_min_utilization <= 1.0))
+        return "scale_down_max_utilization and scale_up_min_utilization must be within [0, 1]";
     if (c->n_obs < 0 || c->n_obs > SHARP_GUARDIAN_MAX_OBS)
         return "n_obs must be in [0, 32]";
     if (c->has_range)
@@ -207,10 +215,22 @@ static unsigned check_obs(const sharp_guardian_t *g, const sharp_guardian_obs_t 
 }
 
 /* The agent's proposal through the rules; the bits of those that bound. */
-static int guard(const sharp_guardian_t *g, double now, int current, int p, unsigned *bits,
-                 sharp_guardian_decision_t *d, bool explain)
+static int guard(const sharp_guardian_t *g, double now, int current, int p, const sharp_guardian_obs_t *obs,
+                 unsigned *bits, sharp_guardian_decision_t *d, bool explain)
 {
     const sharp_guardian_config_t *c = &g->cfg;
+    bool load = obs && obs->has_load && isfinite(obs->busy) && obs->busy >= 0.0;
+    /* the load if it grew again as it just did (a falling one as it is) */
+    double growth = load && isfinite(obs->growth) && obs->growth > 1.0 ? obs->growth : 1.0;
+    double next_busy = load ? obs->busy * (growth < 1e6 ? growth : 1e6) : 0.0;
+    if (p > current && load && c->scale_up_min_utilization > 0.0 && !obs->violated &&
+        next_busy < c->scale_up_min_utilization * current) {
+        if (explain)
+            say(d, "idle_scale_up: %d replicas would run at %.0f%% (< %.0f%%) and met the objective", current,
+                100.0 * next_busy / (current > 0 ? current : 1), 100.0 * c->scale_up_min_utilization);
+        p = current;
+        *bits |= SHARP_GUARD_RULE_IDLE_UP;
+    }
     if (p > current) {
         if (p - current > c->max_step_up) {
             if (explain)
@@ -220,13 +240,15 @@ static int guard(const sharp_guardian_t *g, double now, int current, int p, unsi
         }
         int base = growth_base(g, now, current);
         double capd = floor(c->max_growth * base + 1e-9);
+        if (capd < (double)base + c->growth_min_pods)
+            capd = (double)base + c->growth_min_pods;
         if (capd < current)
             capd = current; /* never a forced scale-down */
         if ((double)p > capd) {
             int cap = (int)capd; /* below p, an int */
             if (explain)
-                say(d, "growth: %d > %g x %d, the lowest count of the last %g s", p, c->max_growth, base,
-                    c->growth_window_s);
+                say(d, "growth: %d > %g x %d (or + %d), the lowest count of the last %g s", p, c->max_growth, base,
+                    c->growth_min_pods, c->growth_window_s);
             p = cap;
             *bits |= SHARP_GUARD_RULE_GROWTH;
         }
@@ -250,6 +272,19 @@ static int guard(const sharp_guardian_t *g, double now, int current, int p, unsi
                 say(d, "max_step_down: -%d limited to -%d", current - p, c->max_step_down);
             p = current - c->max_step_down;
             *bits |= SHARP_GUARD_RULE_STEP_DOWN;
+        }
+        if (p < current && load && c->scale_down_max_utilization > 0.0) {
+            /* the fewest replicas that carry the load at the ceiling */
+            double need = ceil(obs->busy / c->scale_down_max_utilization - 1e-9);
+            if (need > (double)current)
+                need = current;
+            if ((double)p < need) {
+                if (explain)
+                    say(d, "utilization_floor: %d would run %.0f busy replicas' worth above %.0f%%; %d kept", p,
+                        obs->busy, 100.0 * c->scale_down_max_utilization, (int)need);
+                p = (int)need;
+                *bits |= SHARP_GUARD_RULE_UTIL_FLOOR;
+            }
         }
     }
     if (p < c->min_replicas) {
@@ -307,7 +342,7 @@ int sharp_guardian_decide(sharp_guardian_t *g, double now, int current, int agen
     unsigned agent_bits = 0;
     /* Explained only when it is what happens; in shadow mode it is
      * reported too. */
-    d->agent_guarded = guard(g, now, current, agent, &agent_bits, d, trust);
+    d->agent_guarded = guard(g, now, current, agent, obs, &agent_bits, d, trust);
 
     if (!trust) {
         unsigned b = 0;

@@ -15,8 +15,12 @@
  *       max_step_up / max_step_down   replicas added or removed per decision;
  *       growth                        the count stays within max_growth (2)
  *                                     times the lowest count in force during
- *                                     the last growth_window_s (60 s): no
- *                                     more than doubling within a minute;
+ *                                     the last growth_window_s (60 s), or
+ *                                     growth_min_pods (4) above it, the
+ *                                     larger: no more than doubling within a
+ *                                     minute, and small clusters may grow by
+ *                                     the 4 pods the HPA's default scale-up
+ *                                     policy allows any cluster;
  *       scale_down_cooldown           no scale-down within
  *                                     scale_down_cooldown_s (120 s) of the
  *                                     last rise of the count: no flapping;
@@ -24,6 +28,22 @@
  *                                     scale_down_interval_s (30 s) of the
  *                                     last fall: every cut is measured for
  *                                     a whole sync period before the next;
+ *       utilization_floor             no scale-down to fewer replicas than
+ *                                     the load measured needs at
+ *                                     scale_down_max_utilization (77%: the
+ *                                     HPA's 70% target and its 10%
+ *                                     tolerance) of their concurrency: a
+ *                                     cut the HPA rule would undo at once;
+ *                                     near saturation a queue's wait grows
+ *                                     as 1 / (1 - rho), and such a cut buys
+ *                                     violations;
+ *       idle_scale_up                 no scale-up while the replicas asked
+ *                                     for would run below
+ *                                     scale_up_min_utilization (70%) even
+ *                                     if the load grew again as much as in
+ *                                     the period, and the period met the
+ *                                     objective: replicas added with nothing
+ *                                     to show for them are cost only;
  *       min_replicas / max_replicas   last, so they hold whatever came before.
  *
  * The verdict is ACCEPT (the proposal as is), CLAMP (changed by a rule),
@@ -48,9 +68,14 @@ typedef struct {
     int max_step_down; /* >= 1 */
     double max_growth;        /* >= 1 */
     double growth_window_s;   /* >= 0 */
+    int growth_min_pods;      /* >= 0: growth always allows this many above the lowest count */
     double scale_down_cooldown_s; /* >= 0: after a rise */
     double scale_down_interval_s; /* >= 0: after a fall */
     double stale_after_s;     /* > 0 */
+    /* The capacity rules, applied when the caller gives the load
+     * (sharp_guardian_obs_t.has_load); 0 turns each off. */
+    double scale_down_max_utilization; /* [0, 1]: the most a scale-down may leave */
+    double scale_up_min_utilization;   /* [0, 1]: below it, no scale-up while the objective is met */
     int n_obs;                /* observations checked, <= SHARP_GUARDIAN_MAX_OBS */
     bool has_range;           /* lo/hi hold the trained range of each observation */
     double lo[SHARP_GUARDIAN_MAX_OBS], hi[SHARP_GUARDIAN_MAX_OBS];
@@ -58,8 +83,9 @@ typedef struct {
 } sharp_guardian_config_t;
 
 /* min 2, max 100, steps +32/-16, doubling within 60 s, no scale-down
- * within 120 s of a rise or 30 s of a fall, observations stale after 30 s (two sync periods), no range,
- * not in shadow mode. */
+ * within 120 s of a rise or 30 s of a fall, none to above 77% utilization,
+ * no scale-up below 70% while the objective is met, observations stale
+ * after 30 s (two sync periods), no range, not in shadow mode. */
 void sharp_guardian_config_default(sharp_guardian_config_t *c);
 /* NULL, or what is wrong. */
 const char *sharp_guardian_config_check(const sharp_guardian_config_t *c);
@@ -84,6 +110,8 @@ enum {
     SHARP_GUARD_RULE_OBS_RANGE = 1u << 9,
     SHARP_GUARD_RULE_SHADOW = 1u << 10,
     SHARP_GUARD_RULE_INTERVAL = 1u << 11,
+    SHARP_GUARD_RULE_UTIL_FLOOR = 1u << 12,
+    SHARP_GUARD_RULE_IDLE_UP = 1u << 13,
 };
 
 /* The observations behind a proposal: n_obs values, each with its age (s)
@@ -92,6 +120,14 @@ typedef struct {
     const double *value;
     const double *age_s;
     const bool *present;
+    /* The load for the capacity rules (has_load false: they do not
+     * apply): `busy` the requests in flight over one replica's concurrency
+     * (mean over the period: busy replicas' worth), `violated` the period
+     * missed the objective. */
+    bool has_load;
+    double busy;
+    bool violated;
+    double growth; /* the offered rate over the period before's (1 when not known) */
 } sharp_guardian_obs_t;
 
 typedef struct {

@@ -8,7 +8,8 @@
 
 #include "agent_util.h"
 
-void sharp_scaling_live_observe(const sharp_scaling_signals_t *s, double *obs, bool *present)
+void sharp_scaling_live_observe(const sharp_scaling_live_config_t *c, const sharp_scaling_signals_t *s, double *obs,
+                                bool *present)
 {
     for (int i = 0; i < SHARP_SCALE_OBS_N; i++) {
         obs[i] = 0.0;
@@ -16,26 +17,30 @@ void sharp_scaling_live_observe(const sharp_scaling_signals_t *s, double *obs, b
     }
     if (!s->cluster_present)
         return;
-    /* The units of sharp_scaling_observe: requests/s, seconds, shares of
-     * the offered requests, in flight as a share of the bound, counts. */
+    /* The simulator's function on the simulator's quantities: in flight
+     * against the replicas' concurrency (its workers), the p99 against
+     * the objective's, shares of the offered requests, counts. */
     double secs = s->seconds > 0.0 ? s->seconds : 1.0;
-    double rate = s->offered / secs;
-    obs[SHARP_SCALE_OBS_RATE] = rate;
-    /* as in the simulator's first step: no period before, no change */
-    obs[SHARP_SCALE_OBS_RATE_DELTA] = s->has_prev ? (rate - s->prev_rate) / secs : 0.0;
-    obs[SHARP_SCALE_OBS_P99] = s->has_p99 ? s->p99_s : 0.0;
+    sharp_scale_measure_t m = {
+        .inflight = s->inflight_mean,
+        .concurrency = c->per_replica_concurrency,
+        .ready = s->ready,
+        .replicas = s->replicas,
+        .rate = s->offered / secs,
+        /* as in the simulator's first step: no period before, no change */
+        .prev_rate = s->prev_rate,
+        .has_prev = s->has_prev,
+        .peak_rate = s->peak_rate,
+        .p99_s = s->has_p99 ? s->p99_s : 0.0,
+        .slo_p99_s = c->slo_p99_s,
+        .offered = s->offered,
+        .errors = s->errors,
+        .shed = s->shed,
+    };
+    sharp_scale_obs_from(&m, obs);
     present[SHARP_SCALE_OBS_P99] = s->has_p99;
-    obs[SHARP_SCALE_OBS_ERROR_RATE] = s->offered > 0.0 ? s->errors / s->offered : 0.0;
-    obs[SHARP_SCALE_OBS_SHED_RATE] = s->offered > 0.0 ? s->shed / s->offered : 0.0;
-    obs[SHARP_SCALE_OBS_INFLIGHT] = s->limit > 0.0 ? s->inflight_mean / s->limit : 0.0;
-    obs[SHARP_SCALE_OBS_READY] = s->ready;
-    obs[SHARP_SCALE_OBS_REPLICAS] = s->replicas;
-    obs[SHARP_SCALE_OBS_RATE_PER_REPLICA] = rate / (s->replicas > 0 ? s->replicas : 1);
-    double tod = fmod(s->tod_s, SHARP_TRACE_DAY_S);
-    if (tod < 0.0)
-        tod += SHARP_TRACE_DAY_S;
-    obs[SHARP_SCALE_OBS_TOD_SIN] = sin(2.0 * M_PI * tod / SHARP_TRACE_DAY_S);
-    obs[SHARP_SCALE_OBS_TOD_COS] = cos(2.0 * M_PI * tod / SHARP_TRACE_DAY_S);
+    if (!s->has_p99)
+        obs[SHARP_SCALE_OBS_P99] = 0.0;
 }
 
 const char *sharp_scaling_mode_name(sharp_scaling_mode_t m)
@@ -99,6 +104,7 @@ struct sharp_scaling_live {
     sharp_hpa_pod_t *pods;
     int pods_cap;
     int current;
+    sharp_scale_peak_t peak; /* the periods' offered rates */
 };
 
 sharp_scaling_live_t *sharp_scaling_live_new(const sharp_scaling_live_config_t *c, sharp_policy_t *policy,
@@ -121,6 +127,12 @@ sharp_scaling_live_t *sharp_scaling_live_new(const sharp_scaling_live_config_t *
     gc.stale_after_s = 2.0 * c->sync_period_s;
     gc.n_obs = SHARP_SCALE_OBS_N;
     gc.shadow = c->mode == SHARP_SCALING_SHADOW;
+    /* no scale-up of a cluster below the HPA rule's own target (the
+     * simulator's 70%) while it meets the objective */
+    gc.scale_up_min_utilization = c->target_utilization >= 100 ? 1.0 : c->target_utilization / 100.0;
+    /* and no cut that leaves it above the target and the HPA's 10%
+     * tolerance (the simulator's 77%) */
+    gc.scale_down_max_utilization = c->target_utilization >= 90 ? 1.0 : c->target_utilization * 1.1 / 100.0;
     gc.has_range = policy && policy->has_range;
     for (int i = 0; gc.has_range && i < SHARP_SCALE_OBS_N; i++) {
         gc.lo[i] = policy->range_lo[i];
@@ -225,7 +237,13 @@ int sharp_scaling_live_step(sharp_scaling_live_t *l, double now, const sharp_sca
     out->current = l->current;
     sharp_scaling_signals_t s = *sig;
     s.replicas = l->current;
-    sharp_scaling_live_observe(&s, out->obs, out->present);
+    /* the recent peak over the periods measured in a row */
+    if (s.cluster_present)
+        s.peak_rate = sharp_scale_peak_push(&l->peak, s.offered / (s.seconds > 0.0 ? s.seconds : 1.0),
+                                            sharp_scale_peak_keep(l->cfg.sync_period_s));
+    else
+        sharp_scale_peak_reset(&l->peak);
+    sharp_scaling_live_observe(&l->cfg, &s, out->obs, out->present);
 
     out->utilization = s.cluster_present && s.ready > 0
                            ? 100.0 * s.inflight_mean / ((double)s.ready * l->cfg.per_replica_concurrency)
@@ -233,6 +251,9 @@ int sharp_scaling_live_step(sharp_scaling_live_t *l, double now, const sharp_sca
     int n = s.cluster_present ? hpa_pods(l, now, &s, out->utilization / 100.0) : 0;
     int advice = sharp_hpa_advise(l->hpa, now, l->current, l->pods, n, &out->hpa);
 
+    double bad = s.offered > 0.0 ? (s.errors + s.shed) / s.offered : 0.0;
+    bool violated =
+        s.cluster_present && ((s.has_p99 && s.p99_s > l->cfg.slo_p99_s) || bad > l->cfg.slo_error_rate);
     bool all_present = true;
     for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
         all_present = all_present && out->present[i];
@@ -264,7 +285,16 @@ int sharp_scaling_live_step(sharp_scaling_live_t *l, double now, const sharp_sca
             snprintf(d->reason, sizeof d->reason, "no policy (%.200s): the HPA rule's count", l->policy_error);
     } else {
         double age[SHARP_SCALE_OBS_N] = {0};
-        sharp_guardian_obs_t go = {out->obs, age, out->present};
+        /* the load for the capacity rules: in flight in replicas' worth of
+         * concurrency, and the period against the objective */
+        double rate = s.offered / (s.seconds > 0.0 ? s.seconds : 1.0);
+        sharp_guardian_obs_t go = {out->obs,
+                                   age,
+                                   out->present,
+                                   .has_load = s.cluster_present,
+                                   .busy = s.inflight_mean / l->cfg.per_replica_concurrency,
+                                   .violated = violated,
+                                   .growth = s.has_prev && s.prev_rate > 0.0 ? rate / s.prev_rate : 1.0};
         sharp_guardian_decide(l->guardian, now, l->current, proposal, advice, &go, d);
         out->guarded = true;
     }
@@ -274,8 +304,7 @@ int sharp_scaling_live_step(sharp_scaling_live_t *l, double now, const sharp_sca
     if (d->verdict != SHARP_GUARD_ACCEPT && d->verdict != SHARP_GUARD_CLAMP && next == advice)
         sharp_hpa_record_scale(l->hpa, now, l->current, next);
 
-    double bad = s.offered > 0.0 ? (s.errors + s.shed) / s.offered : 0.0;
-    out->violated = s.cluster_present && ((s.has_p99 && s.p99_s > l->cfg.slo_p99_s) || bad > l->cfg.slo_error_rate);
+    out->violated = violated;
     out->recommendation = next;
     l->current = next;
     return next;

@@ -7,8 +7,9 @@
  *     cluster over one sync period (sharp_scaling_signals_t, counted by the
  *     proxy's stats; proxy/scaling.c gathers them) into the scaling
  *     environment's observation vector: the same layout (SHARP_SCALE_OBS_*)
- *     and units as sharp_scaling_observe in the simulator, which is what
- *     the policy was trained on;
+ *     and the same function (sharp_scale_obs_from) as sharp_scaling_observe
+ *     in the simulator, which is what the policy was trained on: shares
+ *     and ratios, free of the cluster's scale;
  *
  *   - a controller (sharp_scaling_live_t) that, once per sync period, runs
  *     the policy's most probable action, the Kubernetes HPA rule on the same
@@ -44,18 +45,15 @@ typedef struct {
     bool has_p99;         /* at least one second of the period had requests */
     double p99_s;         /* the p99 latency of its worst second, s */
     double inflight_mean; /* requests in flight, mean of the period's samples */
-    double limit;         /* the bound on in flight (circuit breaker max_requests) */
     int ready;            /* healthy hosts */
     int replicas;         /* replicas asked for: the count in force */
     bool has_prev;        /* a period before this one was measured */
     double prev_rate;     /* its offered rate, requests/s */
-    double tod_s;         /* time of day, seconds since midnight */
+    /* the highest offered rate of the periods of the last 5 minutes, this
+     * one's included (sharp_scaling_live_step fills it in from its own
+     * window) */
+    double peak_rate;
 } sharp_scaling_signals_t;
-
-/* The observation (SHARP_SCALE_OBS_N values) and which values were
- * measured: without the cluster nothing is; p99 is missing when no second
- * of the period had a request. A missing value is 0 in obs. */
-void sharp_scaling_live_observe(const sharp_scaling_signals_t *s, double *obs, bool *present);
 
 typedef enum {
     SHARP_SCALING_SHADOW, /* the proto's enum values */
@@ -78,6 +76,14 @@ typedef struct {
 
 /* NULL, or what is wrong. */
 const char *sharp_scaling_live_config_check(const sharp_scaling_live_config_t *c);
+
+/* The observation (SHARP_SCALE_OBS_N values) and which values were
+ * measured: without the cluster nothing is; p99 is missing when no second
+ * of the period had a request. A missing value is 0 in obs. The scale
+ * comes from the config: per_replica_concurrency is one replica's
+ * concurrency (the simulator's workers), slo_p99_s the objective's p99. */
+void sharp_scaling_live_observe(const sharp_scaling_live_config_t *c, const sharp_scaling_signals_t *s, double *obs,
+                                bool *present);
 
 /* NULL, or why the policy cannot be used for the scaling environment (its
  * observation and action counts). */

@@ -19,8 +19,8 @@ static const struct {
 };
 
 static const char *const obs_names[SHARP_SCALE_OBS_N] = {
-    "rate", "rate_delta", "p99", "error_rate", "shed_rate", "inflight", "ready", "replicas", "rate_per_replica",
-    "tod_sin", "tod_cos",
+    "util", "util_asked", "rate_change", "p99_slo", "error_rate", "shed_rate", "booting", "inv_replicas",
+    "from_peak",
 };
 
 int sharp_scale_action_target(int a, int current)
@@ -86,30 +86,107 @@ const char *sharp_scaling_config_check(const sharp_scaling_config_t *c)
         return "episode_s must hold at least two steps";
     if (!(c->initial_utilization > 0.0 && c->initial_utilization <= 1.0))
         return "initial_utilization must be in (0, 1]";
+    if (c->slo_p99_hi > 0.0 && !(c->slo_p99_lo > 0.0 && c->slo_p99_lo <= c->slo_p99_hi && isfinite(c->slo_p99_hi)))
+        return "the objective's p99 range needs 0 < lo <= hi";
+    if (!(c->no_adaptive_share >= 0.0 && c->no_adaptive_share <= 1.0))
+        return "no_adaptive_share must be within [0, 1]";
     for (int k = 0; k < SHARP_TRACE_MIXED; k++)
         if (c->kinds[k] < 0 || c->kinds[k] > SHARP_SCALING_MAX_KINDS)
             return "a trace kind's weight must be in [0, 16]";
-    if (!(c->w_violation >= 0.0) || !(c->w_drop >= 0.0) || !(c->w_cost >= 0.0) || !(c->w_excess >= 0.0) || !(c->cost_ref > 0.0) ||
+    if (!(c->w_violation >= 0.0) || !(c->w_drop >= 0.0) || !(c->w_cost >= 0.0) || !(c->w_excess >= 0.0) || !(c->w_headroom >= 0.0) || !(c->cost_ref > 0.0) ||
         !(c->w_change >= 0.0))
         return "reward weights must not be negative (cost_ref positive)";
     return NULL;
 }
 
-void sharp_scaling_observe(const sharp_sim_t *s, const sharp_sim_stats_t *st, double prev_rate, double *obs)
+static double cap(double v, double lo, double hi)
 {
-    double rate = st->rate;
-    obs[SHARP_SCALE_OBS_RATE] = rate;
-    obs[SHARP_SCALE_OBS_RATE_DELTA] = st->seconds > 0 ? (rate - prev_rate) / st->seconds : 0.0;
-    obs[SHARP_SCALE_OBS_P99] = st->p99;
-    obs[SHARP_SCALE_OBS_ERROR_RATE] = st->offered > 0.0 ? st->errors / st->offered : 0.0;
-    obs[SHARP_SCALE_OBS_SHED_RATE] = st->offered > 0.0 ? st->shed / st->offered : 0.0;
-    obs[SHARP_SCALE_OBS_INFLIGHT] = st->limit > 0.0 ? st->inflight / st->limit : 0.0;
-    obs[SHARP_SCALE_OBS_READY] = sharp_sim_ready(s);
-    obs[SHARP_SCALE_OBS_REPLICAS] = s->n;
-    obs[SHARP_SCALE_OBS_RATE_PER_REPLICA] = rate / (s->n > 0 ? s->n : 1);
-    double tod = fmod(s->trace->start_tod + s->t, SHARP_TRACE_DAY_S);
-    obs[SHARP_SCALE_OBS_TOD_SIN] = sin(2.0 * M_PI * tod / SHARP_TRACE_DAY_S);
-    obs[SHARP_SCALE_OBS_TOD_COS] = cos(2.0 * M_PI * tod / SHARP_TRACE_DAY_S);
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+void sharp_scale_obs_from(const sharp_scale_measure_t *m, double *obs)
+{
+    double conc = m->concurrency > 0.0 ? m->concurrency : 1.0;
+    double inflight = m->inflight > 0.0 ? m->inflight : 0.0;
+    /* no replica ready: the in flight of one (all of it waits) */
+    obs[SHARP_SCALE_OBS_UTIL] = cap(inflight / ((m->ready > 0 ? m->ready : 1) * conc), 0.0, SHARP_SCALE_OBS_CAP);
+    obs[SHARP_SCALE_OBS_UTIL_ASKED] =
+        cap(inflight / ((m->replicas > 0 ? m->replicas : 1) * conc), 0.0, SHARP_SCALE_OBS_CAP);
+    double change = 0.0;
+    if (m->has_prev && m->rate > 0.0 && m->prev_rate > 0.0)
+        change = log(m->rate / m->prev_rate);
+    else if (m->has_prev && m->rate > 0.0)
+        change = SHARP_SCALE_OBS_CHANGE_CAP; /* from nothing */
+    else if (m->has_prev && m->prev_rate > 0.0)
+        change = -SHARP_SCALE_OBS_CHANGE_CAP; /* to nothing */
+    obs[SHARP_SCALE_OBS_RATE_CHANGE] = cap(change, -SHARP_SCALE_OBS_CHANGE_CAP, SHARP_SCALE_OBS_CHANGE_CAP);
+    obs[SHARP_SCALE_OBS_P99] =
+        m->slo_p99_s > 0.0 ? cap(m->p99_s / m->slo_p99_s, 0.0, SHARP_SCALE_OBS_CAP) : 0.0;
+    obs[SHARP_SCALE_OBS_ERROR_RATE] = m->offered > 0.0 ? cap(m->errors / m->offered, 0.0, 1.0) : 0.0;
+    obs[SHARP_SCALE_OBS_SHED_RATE] = m->offered > 0.0 ? cap(m->shed / m->offered, 0.0, 1.0) : 0.0;
+    int asked = m->replicas > 0 ? m->replicas : 1;
+    int ready = m->ready < 0 ? 0 : (m->ready > asked ? asked : m->ready);
+    obs[SHARP_SCALE_OBS_BOOTING] = m->replicas > 0 ? (double)(asked - ready) / asked : 0.0;
+    obs[SHARP_SCALE_OBS_INV_REPLICAS] = 1.0 / asked;
+    /* at the peak (or no peak known): 0 */
+    obs[SHARP_SCALE_OBS_FROM_PEAK] =
+        m->rate > 0.0 && m->peak_rate > m->rate ? cap(log(m->rate / m->peak_rate), -SHARP_SCALE_OBS_CHANGE_CAP, 0.0)
+        : m->peak_rate > 0.0 && !(m->rate > 0.0) ? -SHARP_SCALE_OBS_CHANGE_CAP
+                                                 : 0.0;
+}
+
+void sharp_scale_peak_reset(sharp_scale_peak_t *w)
+{
+    w->n = w->next = 0;
+}
+
+double sharp_scale_peak_push(sharp_scale_peak_t *w, double rate, int keep)
+{
+    if (keep < 1)
+        keep = 1;
+    if (keep > SHARP_SCALE_PEAK_SLOTS)
+        keep = SHARP_SCALE_PEAK_SLOTS;
+    w->v[w->next] = isfinite(rate) && rate > 0.0 ? rate : 0.0;
+    w->next = (w->next + 1) % SHARP_SCALE_PEAK_SLOTS;
+    if (w->n < SHARP_SCALE_PEAK_SLOTS)
+        w->n++;
+    int have = w->n < keep ? w->n : keep;
+    double peak = 0.0;
+    for (int i = 1; i <= have; i++) {
+        double v = w->v[(w->next - i + SHARP_SCALE_PEAK_SLOTS) % SHARP_SCALE_PEAK_SLOTS];
+        if (v > peak)
+            peak = v;
+    }
+    return peak;
+}
+
+int sharp_scale_peak_keep(double period_s)
+{
+    if (!(period_s > 0.0))
+        return 1;
+    double k = ceil(SHARP_SCALE_PEAK_WINDOW_S / period_s - 1e-9);
+    return k < 1 ? 1 : (k > SHARP_SCALE_PEAK_SLOTS ? SHARP_SCALE_PEAK_SLOTS : (int)k);
+}
+
+void sharp_scaling_observe(const sharp_sim_t *s, const sharp_sim_stats_t *st, double prev_rate, bool has_prev,
+                           double peak_rate, double *obs)
+{
+    sharp_scale_measure_t m = {
+        .inflight = st->inflight,
+        .concurrency = s->cfg.workers,
+        .ready = sharp_sim_ready(s),
+        .replicas = s->n,
+        .rate = st->rate,
+        .prev_rate = prev_rate,
+        .has_prev = has_prev,
+        .peak_rate = peak_rate,
+        .p99_s = st->p99,
+        .slo_p99_s = s->cfg.slo_p99_s,
+        .offered = st->offered,
+        .errors = st->errors,
+        .shed = st->shed,
+    };
+    sharp_scale_obs_from(&m, obs);
 }
 
 double sharp_scaling_reward(const sharp_scaling_config_t *c, const sharp_sim_stats_t *st, bool changed)
@@ -121,8 +198,10 @@ double sharp_scaling_reward(const sharp_scaling_config_t *c, const sharp_sim_sta
     double need = st->rate / sharp_sim_capacity(&c->sim);
     double excess = replicas > need ? replicas - need : 0.0;
     double drop = st->offered > 0.0 ? (st->shed + st->errors) / st->offered : 0.0;
+    double floor_need = need > c->guardian.min_replicas ? need : c->guardian.min_replicas;
+    double headroom = replicas > floor_need ? (replicas - floor_need) / floor_need : 0.0;
     return -(c->w_violation * viol + c->w_drop * drop + c->w_cost * replicas / c->cost_ref + c->w_excess * excess / c->cost_ref +
-             (changed ? c->w_change : 0.0));
+             c->w_headroom * headroom + (changed ? c->w_change : 0.0));
 }
 
 int sharp_scaling_parse_kinds(const char *list, int out[SHARP_TRACE_MIXED])
@@ -218,8 +297,18 @@ typedef struct {
     bool live; /* trace and sim allocated */
     sharp_guardian_t *guardian;
     double prev_rate;
-    bool kinds; /* cfg.kinds names kinds: cfg.trace is set per episode */
+    sharp_scale_peak_t peak; /* the steps' rates of the last 5 minutes */
+    double busy;   /* the last step's in flight over one replica's workers */
+    bool violated; /* the last step missed the objective */
+    double growth; /* the last step's offered rate over the one before's */
+    bool kinds;    /* cfg.kinds names kinds: cfg.trace is set per episode */
 } scaling_env_t;
+
+/* The guardian's load from a step's stats. */
+static double step_busy(const sharp_sim_t *s, const sharp_sim_stats_t *st)
+{
+    return st->inflight / s->cfg.workers;
+}
 
 static void track(scaling_env_t *e, const double *obs)
 {
@@ -246,15 +335,21 @@ static void release(scaling_env_t *e)
 
 /* A new trace and cluster, and the first step without a decision. */
 static void start_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed, int replicas, sharp_trace_t *tr,
-                          sharp_sim_t *sim, double *obs, double *rate)
+                          sharp_sim_t *sim, double *obs, double *rate, sharp_scale_peak_t *peak, double *busy,
+                          bool *violated, double *growth)
 {
     sharp_trace_generate(tr, cfg->trace, trace_seed, cfg->reference, cfg->episode_s);
     sharp_sim_init(sim, &cfg->sim, tr, replicas > 0 ? replicas : sharp_scaling_initial_replicas(cfg, tr));
     sharp_sim_stats_t st;
     sharp_sim_step(sim, &st);
     /* no step before the first: no change to report */
-    sharp_scaling_observe(sim, &st, st.rate, obs);
+    sharp_scale_peak_reset(peak);
+    double top = sharp_scale_peak_push(peak, st.rate, sharp_scale_peak_keep(cfg->sim.step_s));
+    sharp_scaling_observe(sim, &st, st.rate, false, top, obs);
     *rate = st.rate;
+    *busy = step_busy(sim, &st);
+    *violated = st.violation_s > 0;
+    *growth = 1.0; /* no step before the first */
 }
 
 static void env_reset(sharp_env_t *env, double *obs)
@@ -266,7 +361,14 @@ static void env_reset(sharp_env_t *env, double *obs)
      * the trace's seed */
     if (e->kinds)
         c->trace = sharp_scaling_draw_kind(c->kinds, &e->rng);
-    start_episode(c, sharp_rng_next(&e->rng), 0, &e->trace, &e->sim, obs, &e->prev_rate);
+    /* then the objective, when it is drawn */
+    if (c->slo_p99_hi > 0.0)
+        c->sim.slo_p99_s = sharp_rng_range(&e->rng, c->slo_p99_lo, c->slo_p99_hi);
+    /* then whether SHARP's adaptive concurrency filter is in front */
+    if (c->no_adaptive_share > 0.0)
+        c->sim.adaptive_concurrency = !(sharp_rng_uniform(&e->rng) < c->no_adaptive_share);
+    start_episode(c, sharp_rng_next(&e->rng), 0, &e->trace, &e->sim, obs, &e->prev_rate, &e->peak, &e->busy,
+                  &e->violated, &e->growth);
     e->live = true;
     sharp_guardian_reset(e->guardian);
     track(e, obs);
@@ -279,13 +381,19 @@ static void env_step(sharp_env_t *env, int action, double *obs, double *reward, 
     int target = sharp_scale_action_target(action, current);
     sharp_guardian_decision_t d;
     /* In simulation every observation is fresh and present: only the
-     * guardian's limits apply (the fallback's HPA is never consulted). */
-    int applied = sharp_guardian_decide(e->guardian, e->sim.t, current, target, current, NULL, &d);
+     * guardian's limits apply (the fallback's HPA is never consulted),
+     * with the load for its capacity rules. */
+    sharp_guardian_obs_t go = {.has_load = true, .busy = e->busy, .violated = e->violated, .growth = e->growth};
+    int applied = sharp_guardian_decide(e->guardian, e->sim.t, current, target, current, &go, &d);
     sharp_sim_set_replicas(&e->sim, applied);
     sharp_sim_stats_t st;
     sharp_sim_step(&e->sim, &st);
-    sharp_scaling_observe(&e->sim, &st, e->prev_rate, obs);
+    double top = sharp_scale_peak_push(&e->peak, st.rate, sharp_scale_peak_keep(e->cfg.sim.step_s));
+    sharp_scaling_observe(&e->sim, &st, e->prev_rate, true, top, obs);
+    e->growth = e->prev_rate > 0.0 ? st.rate / e->prev_rate : 1.0;
     e->prev_rate = st.rate;
+    e->busy = step_busy(&e->sim, &st);
+    e->violated = st.violation_s > 0;
     *reward = sharp_scaling_reward(&e->cfg, &st, applied != current);
     *terminated = false;
     *truncated = sharp_sim_done(&e->sim);
@@ -361,9 +469,12 @@ int sharp_scaling_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed
     }
     sharp_trace_t tr;
     sharp_sim_t sim;
-    double obs[SHARP_SCALE_OBS_N], prev_rate;
+    double obs[SHARP_SCALE_OBS_N], prev_rate, busy, growth;
+    bool violated;
+    sharp_scale_peak_t peak_win;
     /* A fixed count is there from the start. */
-    start_episode(cfg, trace_seed, ctl->kind == SHARP_CTL_FIXED ? ctl->fixed : 0, &tr, &sim, obs, &prev_rate);
+    start_episode(cfg, trace_seed, ctl->kind == SHARP_CTL_FIXED ? ctl->fixed : 0, &tr, &sim, obs, &prev_rate, &peak_win,
+                  &busy, &violated, &growth);
 
     sharp_hpa_t *hpa = NULL;
     sharp_guardian_t *guardian = NULL;
@@ -401,7 +512,8 @@ int sharp_scaling_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed
             int n = sharp_sim_hpa_pods(&sim, pods, cfg->sim.max_replicas);
             int advice = sharp_hpa_advise(hpa, now, current, pods, n, &hd);
             int a = sharp_policy_act(ctl->policy, obs, NULL);
-            sharp_guardian_obs_t go = {obs, age, present};
+            sharp_guardian_obs_t go = {obs,        age,       present, .has_load = true, .busy = busy, .violated = violated,
+                                       .growth = growth};
             sharp_guardian_decision_t gd;
             next = sharp_guardian_decide(guardian, now, current, sharp_scale_action_target(a, current), advice, &go,
                                          &gd);
@@ -421,8 +533,12 @@ int sharp_scaling_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed
         res->reward += sharp_scaling_reward(cfg, &st, sim.n != current);
         if (ctl->on_step)
             ctl->on_step(ctl->step_arg, &sim, &st);
-        sharp_scaling_observe(&sim, &st, prev_rate, obs);
+        double top = sharp_scale_peak_push(&peak_win, st.rate, sharp_scale_peak_keep(cfg->sim.step_s));
+        sharp_scaling_observe(&sim, &st, prev_rate, true, top, obs);
+        growth = prev_rate > 0.0 ? st.rate / prev_rate : 1.0;
         prev_rate = st.rate;
+        busy = step_busy(&sim, &st);
+        violated = st.violation_s > 0;
         res->decisions++;
     }
     res->violation_s = sim.total.violation_s;

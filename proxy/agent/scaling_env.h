@@ -9,11 +9,13 @@
  * 15 s with the result.
  *
  * What the agent observes is what SHARP measures live for the cluster over
- * the last step (see the SHARP_SCALE_OBS_* names): the offered request
- * rate and its change, p99 latency, the error and shed rates, requests in
- * flight against the concurrency limit, ready replicas, the replicas asked
- * for (booting ones included), the rate per replica asked for, and the
- * time of day as a point on the unit circle.
+ * the last step, as shares and ratios free of the cluster's scale (see the
+ * SHARP_SCALE_OBS_* names): requests in flight per ready replica and per
+ * replica asked for, over one replica's concurrency (a utilization), the
+ * offered rate's relative change, the p99 over the objective's, the error
+ * and shed shares, the share of replicas still booting, 1 / the replicas
+ * asked for, and the offered rate against its peak of the last 5 minutes
+ * (in a lull after a burst, or at the top).
  *
  * Reward per step: -(w_violation x the share of the step's seconds that
  * violated the objective + w_drop x the share of its offered requests shed
@@ -51,20 +53,65 @@
 #include "scaling_sim.h"
 #include "traces.h"
 
+/* Every observation is free of the cluster's scale (requests/s, replica
+ * counts, latencies in seconds): a policy trained on one service applies to
+ * a service ten times smaller or larger, with other replicas and another
+ * objective, as long as these shares and ratios are in the range it met.
+ * The utilizations and the p99 are capped at SHARP_SCALE_OBS_CAP (deeper
+ * overload calls for the same answer; the shed and error shares say how
+ * deep), the rate change at +-SHARP_SCALE_OBS_CHANGE_CAP. */
 enum {
-    SHARP_SCALE_OBS_RATE,             /* offered requests/s */
-    SHARP_SCALE_OBS_RATE_DELTA,       /* its change per second since the step before */
-    SHARP_SCALE_OBS_P99,              /* s, the worst second of the step */
-    SHARP_SCALE_OBS_ERROR_RATE,       /* failed / offered */
-    SHARP_SCALE_OBS_SHED_RATE,        /* shed / offered */
-    SHARP_SCALE_OBS_INFLIGHT,         /* in flight / the limit, mean over the step */
-    SHARP_SCALE_OBS_READY,            /* healthy replicas */
-    SHARP_SCALE_OBS_REPLICAS,         /* replicas asked for */
-    SHARP_SCALE_OBS_RATE_PER_REPLICA, /* offered requests/s per replica asked for */
-    SHARP_SCALE_OBS_TOD_SIN,
-    SHARP_SCALE_OBS_TOD_COS,
+    SHARP_SCALE_OBS_UTIL,         /* requests in flight / (ready replicas x concurrency each), mean */
+    SHARP_SCALE_OBS_UTIL_ASKED,   /* in flight / (replicas asked for x concurrency each), mean */
+    SHARP_SCALE_OBS_RATE_CHANGE,  /* ln(offered rate / the step before's) */
+    SHARP_SCALE_OBS_P99,          /* the worst second's p99 / the objective's p99 */
+    SHARP_SCALE_OBS_ERROR_RATE,   /* failed / offered */
+    SHARP_SCALE_OBS_SHED_RATE,    /* shed / offered */
+    SHARP_SCALE_OBS_BOOTING,      /* share of the replicas asked for not ready yet */
+    SHARP_SCALE_OBS_INV_REPLICAS, /* 1 / replicas asked for: what one replica is of the count */
+    SHARP_SCALE_OBS_FROM_PEAK,    /* ln(offered rate / the highest of the last 5 minutes' periods) */
     SHARP_SCALE_OBS_N
 };
+
+/* The periods the recent peak covers: 5 minutes of them (the HPA's
+ * scale-down stabilization window), at most SHARP_SCALE_PEAK_SLOTS. */
+#define SHARP_SCALE_PEAK_WINDOW_S 300.0
+#define SHARP_SCALE_PEAK_SLOTS 64
+
+typedef struct {
+    double v[SHARP_SCALE_PEAK_SLOTS];
+    int n, next;
+} sharp_scale_peak_t;
+
+void sharp_scale_peak_reset(sharp_scale_peak_t *w);
+/* Adds a period's offered rate and returns the highest of the last `keep`
+ * (1 to SHARP_SCALE_PEAK_SLOTS), this one included. */
+double sharp_scale_peak_push(sharp_scale_peak_t *w, double rate, int keep);
+/* The periods of period_s seconds the window holds. */
+int sharp_scale_peak_keep(double period_s);
+
+#define SHARP_SCALE_OBS_CAP 4.0
+#define SHARP_SCALE_OBS_CHANGE_CAP 2.0
+
+/* The scale-free observation from what was measured over a period, in the
+ * same way in the simulator and live: `inflight` the mean requests in
+ * flight, `concurrency` what one replica serves at once, `ready` and
+ * `replicas` (asked for) the counts, `rate` and `prev_rate` the offered
+ * requests/s of the period and of the one before (has_prev false: no
+ * change), `peak_rate` the highest period's rate of the last 5 minutes
+ * (sharp_scale_peak_push), `p99_s` the worst second's, `slo_p99_s` the objective's,
+ * `offered`, `errors`, `shed` the period's requests. */
+typedef struct {
+    double inflight, concurrency;
+    int ready, replicas;
+    double rate, prev_rate;
+    bool has_prev;
+    double peak_rate; /* the highest offered rate of the last 5 minutes' periods, this one's included */
+    double p99_s, slo_p99_s;
+    double offered, errors, shed;
+} sharp_scale_measure_t;
+
+void sharp_scale_obs_from(const sharp_scale_measure_t *m, double *obs);
 
 #define SHARP_SCALE_ACTIONS 10
 #define SHARP_SCALE_ACTION_HOLD 4
@@ -88,6 +135,19 @@ typedef struct {
     int episode_s;
     double initial_utilization;
     double w_violation, w_drop, w_cost, w_excess, cost_ref, w_change;
+    /* Training only: when slo_p99_hi > 0, each episode's objective p99 is
+     * drawn uniformly from [slo_p99_lo, slo_p99_hi] s instead of the
+     * simulator's, so that the policy meets p99 / objective ratios of
+     * services whose requests are fast or slow against their objective. */
+    double slo_p99_lo, slo_p99_hi;
+    /* Training only: the share of episodes run without the adaptive
+     * concurrency filter in front (overload then queues up to the circuit
+     * breaker and times out, as in front of replicas that queue), drawn
+     * per episode after the objective. */
+    double no_adaptive_share;
+    /* the replicas above the need as a share of it (the need taken as at
+     * least min_replicas): the excess weighed the same at every scale */
+    double w_headroom;
 } sharp_scaling_config_t;
 
 /* The simulator's defaults; guardian and HPA between 2 and 100 replicas,
@@ -112,8 +172,10 @@ sharp_trace_kind_t sharp_scaling_draw_kind(const int kinds[SHARP_TRACE_MIXED], s
 const char *sharp_scaling_kinds_name(const int kinds[SHARP_TRACE_MIXED], char *buf, size_t len);
 
 /* The observation after a step (st: its stats; prev_rate: the offered rate
- * of the step before). */
-void sharp_scaling_observe(const sharp_sim_t *s, const sharp_sim_stats_t *st, double prev_rate, double *obs);
+ * of the step before, has_prev false for the first step; peak_rate: the
+ * highest step's of the last 5 minutes, this one's included). */
+void sharp_scaling_observe(const sharp_sim_t *s, const sharp_sim_stats_t *st, double prev_rate, bool has_prev,
+                           double peak_rate, double *obs);
 /* The reward of a step that ended with these stats; `changed`: the
  * decision before it changed the count. */
 double sharp_scaling_reward(const sharp_scaling_config_t *c, const sharp_sim_stats_t *st, bool changed);

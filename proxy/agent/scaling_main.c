@@ -65,6 +65,16 @@ static void train_usage(FILE *f)
           "               replica's capacity) for a step (default 0)\n"
           "  --drop-weight W  reward weight of a step whose requests were all shed or failed, in\n"
           "               proportion to the share that was (default 0)\n"
+          "  --headroom-weight W  reward weight of the replicas above the load's need as a share of it\n"
+          "               (the need taken as at least min_replicas) for a step (default 0): the excess\n"
+          "               weighed the same at every scale\n"
+          "  --change-weight W  reward weight of a decision that changed the count (default 0.001)\n"
+          "  --idle-up-utilization U  the guardian's idle_scale_up threshold in training (default 0.7)\n"
+          "  --down-max-utilization U  the guardian's utilization_floor in training (default 0.77)\n"
+          "  --slo-p99-range LO,HI  each episode's objective p99 drawn from [LO, HI] s (default: the\n"
+          "               simulator's 250 ms): the policy meets services fast and slow against their objective\n"
+          "  --no-adaptive-share P  the share of episodes without SHARP's adaptive concurrency filter in\n"
+          "               front (default 0): overload queues up to the circuit breaker and times out\n"
           "  --ent-coef C entropy bonus (default 0.01)\n"
           "  --out FILE   where the policy goes (default: not written)\n"
           "  --quiet      print the result only\n",
@@ -143,7 +153,9 @@ int sharp_scaling_train_main(int argc, char **argv)
                 goto bad_value;
             cfg.w_cost = w;
             i++;
-        } else if (!strcmp(a, "--excess-weight") || !strcmp(a, "--drop-weight") || !strcmp(a, "--ent-coef")) {
+        } else if (!strcmp(a, "--excess-weight") || !strcmp(a, "--drop-weight") || !strcmp(a, "--ent-coef") ||
+                   !strcmp(a, "--headroom-weight") || !strcmp(a, "--change-weight") ||
+                   !strcmp(a, "--no-adaptive-share")) {
             char *end = NULL;
             double w = v ? strtod(v, &end) : NAN;
             if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 100.0))
@@ -152,8 +164,37 @@ int sharp_scaling_train_main(int argc, char **argv)
                 cfg.w_excess = w;
             else if (!strcmp(a, "--drop-weight"))
                 cfg.w_drop = w;
+            else if (!strcmp(a, "--headroom-weight"))
+                cfg.w_headroom = w;
+            else if (!strcmp(a, "--change-weight"))
+                cfg.w_change = w;
+            else if (!strcmp(a, "--no-adaptive-share")) {
+                if (w > 1.0)
+                    goto bad_value;
+                cfg.no_adaptive_share = w;
+            }
             else
                 pc.ent_coef = w;
+            i++;
+        } else if (!strcmp(a, "--idle-up-utilization") || !strcmp(a, "--down-max-utilization")) {
+            char *end = NULL;
+            double w = v ? strtod(v, &end) : NAN;
+            if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 1.0))
+                goto bad_value;
+            if (!strcmp(a, "--idle-up-utilization"))
+                cfg.guardian.scale_up_min_utilization = w;
+            else
+                cfg.guardian.scale_down_max_utilization = w;
+            i++;
+        } else if (!strcmp(a, "--slo-p99-range")) {
+            char *end = NULL, *end2 = NULL;
+            double lo = v ? strtod(v, &end) : NAN, hi = NAN;
+            if (v && end != v && *end == ',')
+                hi = strtod(end + 1, &end2);
+            if (!v || !end2 || end2 == end + 1 || *end2 != '\0' || !(lo > 0.0 && lo <= hi && hi <= 60.0))
+                goto bad_value;
+            cfg.slo_p99_lo = lo;
+            cfg.slo_p99_hi = hi;
             i++;
         } else if (!strcmp(a, "--out")) {
             if (!v)
@@ -207,6 +248,12 @@ int sharp_scaling_train_main(int argc, char **argv)
            res.steps, res.last.episodes, secs, pc.seed, cfg.w_cost, res.last.window, res.last.mean_return);
     if (cfg.w_excess > 0.0 || cfg.w_drop > 0.0 || pc.ent_coef != 0.01)
         printf("  excess weight %g, drop weight %g, entropy coefficient %g\n", cfg.w_excess, cfg.w_drop, pc.ent_coef);
+    if (cfg.w_headroom > 0.0 || cfg.w_change != 0.001)
+        printf("  headroom weight %g, change weight %g\n", cfg.w_headroom, cfg.w_change);
+    if (cfg.slo_p99_hi > 0.0)
+        printf("  objective p99 drawn from [%g, %g] s per episode\n", cfg.slo_p99_lo, cfg.slo_p99_hi);
+    if (cfg.no_adaptive_share > 0.0)
+        printf("  %g of the episodes without the adaptive concurrency filter\n", cfg.no_adaptive_share);
     if (!pr.quiet)
         for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
             printf("  trained range of %-16s [%g, %g]\n", sharp_scale_obs_name(i), p->range_lo[i],
@@ -235,6 +282,9 @@ static void eval_usage(FILE *f)
           "  --episodes N    traces to run, each from its own seed (default 1)\n"
           "  --randomized    randomized traces of the kind instead of its reference scenario\n"
           "  --fixed N       replicas of the fixed baseline (default: the maximum, 100)\n"
+          "  --idle-up-utilization U  the guardian's idle_scale_up threshold (default 0.7)\n"
+          "  --down-max-utilization U  the guardian's utilization_floor (default 0.77)\n"
+          "  --no-capacity-rules  the guardian without its utilization_floor and idle_scale_up rules\n"
           "  --shadow        also run the policy with the guardian in shadow mode (acting on the HPA)\n"
           "  --log           print every guardian decision of the policy's runs\n"
           "  --timeline FILE write the first episode's steps for each controller: controller, end of the\n"
@@ -331,6 +381,19 @@ int sharp_scaling_eval_main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--randomized")) {
             cfg.reference = false;
+        } else if (!strcmp(a, "--idle-up-utilization") || !strcmp(a, "--down-max-utilization")) {
+            char *end = NULL;
+            double w = v ? strtod(v, &end) : NAN;
+            if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 1.0))
+                goto bad_value;
+            if (!strcmp(a, "--idle-up-utilization"))
+                cfg.guardian.scale_up_min_utilization = w;
+            else
+                cfg.guardian.scale_down_max_utilization = w;
+            i++;
+        } else if (!strcmp(a, "--no-capacity-rules")) {
+            cfg.guardian.scale_down_max_utilization = 0.0;
+            cfg.guardian.scale_up_min_utilization = 0.0;
         } else if (!strcmp(a, "--shadow")) {
             shadow = true;
         } else if (!strcmp(a, "--log")) {

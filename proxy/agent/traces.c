@@ -17,7 +17,7 @@ enum { STREAM_KIND = 1, STREAM_SHAPE = 2, STREAM_NOISE = 3, STREAM_SPIKES = 4 };
 #define NOISE_PHI 0.98
 #define NOISE_SIGMA 0.05
 
-static const char *const names[SHARP_TRACE_KINDS] = {"flash", "diurnal", "step", "noisy", "mixed"};
+static const char *const names[SHARP_TRACE_KINDS] = {"flash", "diurnal", "step", "noisy", "walk", "mixed"};
 
 int sharp_trace_parse(const char *name, sharp_trace_kind_t *out)
 {
@@ -146,6 +146,56 @@ static void gen_noisy(sharp_trace_t *tr, sharp_rng_t *shape, sharp_rng_t *spikes
     tr->ramp_s = 0.0;
 }
 
+/* From level to level: each segment holds its level for a while after a
+ * linear ramp from the one before. The reference scenario's segments are
+ * fixed; randomized ones draw each level as a factor of the last (log-normal,
+ * sd 0.6) kept within [base / 3, 8 x base], each segment 2 to 12 minutes
+ * long and each ramp 1 s to 10 minutes (half of them within 30 s). */
+static void gen_walk(sharp_trace_t *tr, sharp_rng_t *shape)
+{
+    static const double ref_at[] = {600, 1200, 1800, 2400, 3000}, ref_ramp[] = {300, 1, 120, 30, 600},
+                        ref_level[] = {2.5, 1.2, 4.0, 0.6, 2.0};
+    double base = 2000.0;
+    tr->start_tod = 16 * 3600.0;
+    if (!tr->reference) {
+        base = sharp_rng_range(shape, 300.0, 3000.0);
+        tr->start_tod = sharp_rng_range(shape, 0.0, SHARP_TRACE_DAY_S);
+    }
+    double from = base, to = base, seg_at = 0.0, ramp = 1.0, next_at, peak = base;
+    int ref = 0;
+    next_at = tr->reference ? ref_at[0] : sharp_rng_range(shape, 120.0, 720.0);
+    for (int t = 0; t < tr->seconds; t++) {
+        if (t >= next_at) {
+            from = to;
+            seg_at = next_at;
+            if (tr->reference) {
+                int i = ref < 5 ? ref : 4;
+                to = base * ref_level[i];
+                ramp = ref_ramp[i];
+                ref++;
+                next_at = ref < 5 ? ref_at[ref] : 1e18;
+            } else {
+                double f = exp(0.6 * sharp_rng_normal(shape));
+                to = from * f;
+                to = to < base / 3.0 ? base / 3.0 : (to > 8.0 * base ? 8.0 * base : to);
+                ramp = sharp_rng_uniform(shape) < 0.5 ? sharp_rng_range(shape, 1.0, 30.0)
+                                                      : sharp_rng_range(shape, 30.0, 600.0);
+                next_at = seg_at + sharp_rng_range(shape, 120.0, 720.0);
+                if (ramp > next_at - seg_at)
+                    ramp = next_at - seg_at;
+            }
+        }
+        double r = lerp01(from, to, (t - seg_at) / ramp);
+        tr->rate[t] = r;
+        if (r > peak)
+            peak = r;
+    }
+    tr->base = base;
+    tr->peak = peak;
+    tr->event_at = tr->reference ? ref_at[0] : 0.0;
+    tr->ramp_s = tr->reference ? ref_ramp[0] : 0.0;
+}
+
 void sharp_trace_generate(sharp_trace_t *tr, sharp_trace_kind_t kind, uint64_t seed, bool reference, int seconds)
 {
     memset(tr, 0, sizeof *tr);
@@ -154,7 +204,7 @@ void sharp_trace_generate(sharp_trace_t *tr, sharp_trace_kind_t kind, uint64_t s
     if (kind == SHARP_TRACE_MIXED) {
         sharp_rng_t k;
         sharp_rng_seed(&k, sharp_rng_derive(seed, STREAM_KIND));
-        kind = (sharp_trace_kind_t)sharp_rng_below(&k, 4);
+        kind = (sharp_trace_kind_t)sharp_rng_below(&k, SHARP_TRACE_MIXED);
     }
     tr->kind = kind;
     tr->reference = reference;
@@ -173,6 +223,9 @@ void sharp_trace_generate(sharp_trace_t *tr, sharp_trace_kind_t kind, uint64_t s
         break;
     case SHARP_TRACE_STEP:
         gen_step(tr, &shape);
+        break;
+    case SHARP_TRACE_WALK:
+        gen_walk(tr, &shape);
         break;
     default:
         gen_noisy(tr, &shape, &spikes);

@@ -9,9 +9,13 @@
  *            around 15:00) seen through an episode-long window of it;
  *   step     the load jumps to a multiple of its base within a second
  *            (a failover, a batch job starting) and later drops back;
- *   noisy    a level base with heavy correlated noise and short spikes.
+ *   noisy    a level base with heavy correlated noise and short spikes;
+ *   walk     a walk between levels: every few minutes a new level (a
+ *            factor of the last, within bounds of the base), reached by a
+ *            ramp of a second to ten minutes: steps, ramps up and down and
+ *            plateaus of every height, in no set order.
  *
- * `mixed` draws one of the four for each episode. Every trace carries
+ * `mixed` draws one of the five for each episode. Every trace carries
  * multiplicative noise: an AR(1) process on the log of the rate (per
  * second, correlation 0.98 so that it wanders over tens of seconds) on top
  * of the shape.
@@ -33,10 +37,11 @@ typedef enum {
     SHARP_TRACE_DIURNAL,
     SHARP_TRACE_STEP,
     SHARP_TRACE_NOISY,
-    SHARP_TRACE_MIXED, /* a choice among the four above, per episode */
+    SHARP_TRACE_WALK,
+    SHARP_TRACE_MIXED, /* a choice among the five above, per episode */
 } sharp_trace_kind_t;
 
-#define SHARP_TRACE_KINDS 5
+#define SHARP_TRACE_KINDS 6
 #define SHARP_TRACE_DAY_S 86400.0
 
 typedef struct {
@@ -51,7 +56,7 @@ typedef struct {
     double base, peak, event_at, ramp_s;
 } sharp_trace_t;
 
-/* "flash", "diurnal", "step", "noisy", "mixed": 0, or -1 if unknown. */
+/* "flash", "diurnal", "step", "noisy", "walk", "mixed": 0, or -1 if unknown. */
 int sharp_trace_parse(const char *name, sharp_trace_kind_t *out);
 const char *sharp_trace_name(sharp_trace_kind_t k);
 

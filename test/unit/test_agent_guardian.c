@@ -1,7 +1,7 @@
 /* The scaling guardian (proxy/agent/guardian.c) on its own: every rule
  * with the verdict and reason it gives (min/max replicas, maximum step up
  * and down, no more than doubling within a minute, the scale-down
- * cooldown), the fallback to the HPA for missing, stale, non-numeric and
+ * cooldown, the capacity rules on the load), the fallback to the HPA for missing, stale, non-numeric and
  * out-of-range observations, shadow mode and its log, the history bound,
  * and the config checks. */
 #include <setjmp.h>
@@ -196,8 +196,9 @@ static void scale_down_cooldown(void **state)
     expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_INTERVAL, NULL);
     sharp_guardian_decide(g, 400, 15, 2, 15, NULL, &d);
     expect(&d, 2, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* from 2, growth allows the HPA's 4 pods: 6, not 2 x 2 */
     sharp_guardian_decide(g, 420, 2, 20, 2, NULL, &d);
-    expect(&d, 4, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 20 > 2 x 2");
+    expect(&d, 6, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 20 > 2 x 2 (or + 4)");
     sharp_guardian_free(g);
     /* both at 0: every scale-down goes at once */
     c.scale_down_cooldown_s = 0;
@@ -231,7 +232,7 @@ static void fallback_on_bad_observations(void **state)
     sharp_guardian_decision_t d;
     double v[3] = {5000, 0.2, 0.5}, age[3] = {5, 5, 5};
     bool present[3] = {true, true, true};
-    sharp_guardian_obs_t obs = {v, age, present};
+    sharp_guardian_obs_t obs = {.value = v, .age_s = age, .present = present};
 
     sharp_guardian_decide(g, 0, 10, 30, 12, &obs, &d);
     expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL); /* all good: the agent's, guarded */
@@ -284,7 +285,7 @@ static void fallback_on_bad_observations(void **state)
     assert_true(d.rules & SHARP_GUARD_RULE_MAX);
     assert_non_null(strstr(d.reason, "bounded by min/max"));
     /* missing arrays count as missing */
-    sharp_guardian_obs_t none = {NULL, NULL, NULL};
+    sharp_guardian_obs_t none = {.value = NULL};
     sharp_guardian_decide(g, 150, 18, 30, 18, &none, &d);
     expect(&d, 18, SHARP_GUARD_FALLBACK,
            SHARP_GUARD_RULE_OBS_MISSING, "observation 0 missing");
@@ -423,6 +424,82 @@ static void config_checks(void **state)
     assert_non_null(sharp_guardian_config_check(&c));
 }
 
+static void capacity_rules(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    /* the defaults: the HPA's 70% target, and with its 10% tolerance 77% */
+    assert_true(c.scale_down_max_utilization == 0.77 && c.scale_up_min_utilization == 0.7);
+    c.scale_down_max_utilization = 0.85;
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    /* 17 busy replicas' worth on 20: a cut to 10 would run them at 170%;
+     * the fewest at 85% are ceil(17 / 0.85) = 20: held */
+    sharp_guardian_obs_t load = {.has_load = true, .busy = 17.0};
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "utilization_floor");
+    /* 12.75 busy: 15 carry it at 85%; the cut to 10 stops there */
+    load.busy = 12.75;
+    sharp_guardian_decide(g, 15, 20, 10, 20, &load, &d);
+    expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "15 kept");
+    /* 8 busy on 15 (53%): a cut to 10 (80%) is within the ceiling, and
+     * the interval after the last cut has passed */
+    load.busy = 8.0;
+    sharp_guardian_decide(g, 45, 15, 10, 15, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* 5 busy on 10 (50% < 70%) meeting the objective: no scale-up */
+    load.busy = 5.0;
+    sharp_guardian_decide(g, 60, 10, 15, 10, &load, &d);
+    expect(&d, 10, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_IDLE_UP, "idle_scale_up");
+    /* the same load missing the objective: the scale-up goes through */
+    load.violated = true;
+    sharp_guardian_decide(g, 75, 10, 15, 10, &load, &d);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* 14 busy on 15 (93%) meeting the objective: up is allowed */
+    load.violated = false;
+    load.busy = 14.0;
+    sharp_guardian_decide(g, 90, 15, 20, 15, &load, &d);
+    expect(&d, 20, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* a load that just grew by half counts as growing again: 4 busy on 10
+     * would be 6 (60%), idle; 5 would be 7.5 (75%), not */
+    sharp_guardian_reset(g);
+    load.busy = 4.0;
+    load.growth = 1.5;
+    sharp_guardian_decide(g, 0, 10, 12, 10, &load, &d);
+    expect(&d, 10, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_IDLE_UP, "would run at 60%");
+    load.busy = 5.0;
+    sharp_guardian_decide(g, 15, 10, 12, 10, &load, &d);
+    expect(&d, 12, SHARP_GUARD_ACCEPT, 0, "accepted");
+    load.growth = 0.0; /* not known: as 1 */
+    /* without the load (or with a bad one) neither rule applies */
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 10, 20, NULL, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    load.busy = NAN;
+    sharp_guardian_decide(g, 15, 10, 15, 10, &load, &d);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_free(g);
+    /* 0 turns each off */
+    c.scale_down_max_utilization = 0.0;
+    c.scale_up_min_utilization = 0.0;
+    g = make(&c);
+    load.busy = 17.0;
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    load.busy = 1.0;
+    sharp_guardian_decide(g, 30, 10, 15, 10, &load, &d);
+    expect(&d, 15, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_free(g);
+    c.scale_up_min_utilization = 1.5;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c.scale_up_min_utilization = 0.0;
+    c.scale_down_max_utilization = -0.1;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c.scale_down_max_utilization = 0.0;
+    c.growth_min_pods = -1;
+    assert_non_null(sharp_guardian_config_check(&c));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +513,7 @@ int main(void)
         cmocka_unit_test(logs_every_decision),
         cmocka_unit_test(long_history_stays_conservative),
         cmocka_unit_test(config_checks),
+        cmocka_unit_test(capacity_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

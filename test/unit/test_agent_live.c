@@ -25,84 +25,6 @@
 #include "agent/live.h"
 #include "agent/rng.h"
 
-/* A minute of a cluster at 400 requests/s: recorded values. */
-static sharp_scaling_signals_t recorded(void)
-{
-    sharp_scaling_signals_t s = {0};
-    s.cluster_present = true;
-    s.seconds = 15.0;
-    s.offered = 6000.0; /* 400/s */
-    s.errors = 30.0;
-    s.shed = 60.0;
-    s.has_p99 = true;
-    s.p99_s = 0.180;
-    s.inflight_mean = 51.2;
-    s.limit = 1024.0;
-    s.ready = 3;
-    s.replicas = 4;
-    s.has_prev = true;
-    s.prev_rate = 340.0;
-    s.tod_s = 6 * 3600.0; /* 06:00: a quarter of the day */
-    return s;
-}
-
-static void observation_in_simulator_units(void **state)
-{
-    (void)state;
-    sharp_scaling_signals_t s = recorded();
-    double obs[SHARP_SCALE_OBS_N];
-    bool present[SHARP_SCALE_OBS_N];
-    sharp_scaling_live_observe(&s, obs, present);
-    for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
-        assert_true(present[i]);
-    assert_near(obs[SHARP_SCALE_OBS_RATE], 400.0, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_RATE_DELTA], (400.0 - 340.0) / 15.0, 1e-12); /* 4 per second */
-    assert_near(obs[SHARP_SCALE_OBS_P99], 0.180, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_ERROR_RATE], 30.0 / 6000.0, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_SHED_RATE], 60.0 / 6000.0, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_INFLIGHT], 0.05, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_READY], 3.0, 0);
-    assert_near(obs[SHARP_SCALE_OBS_REPLICAS], 4.0, 0);
-    assert_near(obs[SHARP_SCALE_OBS_RATE_PER_REPLICA], 100.0, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_TOD_SIN], 1.0, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_TOD_COS], 0.0, 1e-12);
-    /* 18:00 the other way round; a day later the same point */
-    s.tod_s = 18 * 3600.0 + 86400.0;
-    sharp_scaling_live_observe(&s, obs, present);
-    assert_near(obs[SHARP_SCALE_OBS_TOD_SIN], -1.0, 1e-12);
-    assert_near(obs[SHARP_SCALE_OBS_TOD_COS], 0.0, 1e-12);
-}
-
-static void first_period_and_missing_values(void **state)
-{
-    (void)state;
-    sharp_scaling_signals_t s = recorded();
-    s.has_prev = false; /* as the simulator's first step: no change */
-    s.has_p99 = false;  /* no request completed in any second */
-    s.offered = 0.0;
-    s.errors = s.shed = 0.0;
-    s.replicas = 0;
-    double obs[SHARP_SCALE_OBS_N];
-    bool present[SHARP_SCALE_OBS_N];
-    sharp_scaling_live_observe(&s, obs, present);
-    assert_near(obs[SHARP_SCALE_OBS_RATE_DELTA], 0.0, 0);
-    assert_false(present[SHARP_SCALE_OBS_P99]);
-    assert_near(obs[SHARP_SCALE_OBS_P99], 0.0, 0);
-    assert_true(present[SHARP_SCALE_OBS_RATE]);
-    /* no division by zero: shares of nothing are 0, a count of 0 divides as 1 */
-    assert_near(obs[SHARP_SCALE_OBS_ERROR_RATE], 0.0, 0);
-    assert_near(obs[SHARP_SCALE_OBS_SHED_RATE], 0.0, 0);
-    assert_near(obs[SHARP_SCALE_OBS_RATE_PER_REPLICA], 0.0, 0);
-    s.limit = 0.0;
-    sharp_scaling_live_observe(&s, obs, present);
-    assert_near(obs[SHARP_SCALE_OBS_INFLIGHT], 0.0, 0);
-    /* a cluster that is not there: nothing measured */
-    s.cluster_present = false;
-    sharp_scaling_live_observe(&s, obs, present);
-    for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
-        assert_false(present[i]);
-}
-
 static sharp_scaling_live_config_t config(sharp_scaling_mode_t mode)
 {
     sharp_scaling_live_config_t c = {
@@ -119,10 +41,119 @@ static sharp_scaling_live_config_t config(sharp_scaling_mode_t mode)
     return c;
 }
 
+/* A minute of a cluster at 400 requests/s: recorded values. */
+static sharp_scaling_signals_t recorded(void)
+{
+    sharp_scaling_signals_t s = {0};
+    s.cluster_present = true;
+    s.seconds = 15.0;
+    s.offered = 6000.0; /* 400/s */
+    s.errors = 30.0;
+    s.shed = 60.0;
+    s.has_p99 = true;
+    s.p99_s = 0.180;
+    s.inflight_mean = 6.0;
+    s.ready = 3;
+    s.replicas = 4;
+    s.has_prev = true;
+    s.prev_rate = 320.0;
+    return s;
+}
+
+static void observation_free_of_scale(void **state)
+{
+    (void)state;
+    sharp_scaling_live_config_t c = config(SHARP_SCALING_ACTIVE); /* 4 requests at once per replica, p99 0.5 s */
+    sharp_scaling_signals_t s = recorded();
+    double obs[SHARP_SCALE_OBS_N];
+    bool present[SHARP_SCALE_OBS_N];
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
+        assert_true(present[i]);
+    assert_near(obs[SHARP_SCALE_OBS_UTIL], 6.0 / (3 * 4), 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_UTIL_ASKED], 6.0 / (4 * 4), 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_RATE_CHANGE], log(400.0 / 320.0), 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_P99], 0.180 / 0.5, 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_ERROR_RATE], 30.0 / 6000.0, 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_SHED_RATE], 60.0 / 6000.0, 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_BOOTING], 0.25, 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_INV_REPLICAS], 0.25, 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_FROM_PEAK], 0.0, 0); /* no peak above the rate */
+    s.peak_rate = 800.0;
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    assert_near(obs[SHARP_SCALE_OBS_FROM_PEAK], log(0.5), 1e-12);
+    /* ten times the cluster, the load and its concurrency: the same
+     * observation */
+    double big[SHARP_SCALE_OBS_N];
+    s.offered *= 10;
+    s.errors *= 10;
+    s.shed *= 10;
+    s.prev_rate *= 10;
+    s.peak_rate *= 10;
+    s.inflight_mean *= 10;
+    s.ready *= 10;
+    s.replicas *= 10;
+    sharp_scaling_live_observe(&c, &s, big, present);
+    for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
+        if (i != SHARP_SCALE_OBS_INV_REPLICAS)
+            assert_near(big[i], obs[i], 1e-12);
+    /* deep overload and a jump are capped */
+    s.inflight_mean = 1e6;
+    s.p99_s = 30.0;
+    s.prev_rate = 1.0;
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    assert_near(obs[SHARP_SCALE_OBS_UTIL], SHARP_SCALE_OBS_CAP, 0);
+    assert_near(obs[SHARP_SCALE_OBS_UTIL_ASKED], SHARP_SCALE_OBS_CAP, 0);
+    assert_near(obs[SHARP_SCALE_OBS_P99], SHARP_SCALE_OBS_CAP, 0);
+    assert_near(obs[SHARP_SCALE_OBS_RATE_CHANGE], SHARP_SCALE_OBS_CHANGE_CAP, 0);
+    s.prev_rate = 1e9;
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    assert_near(obs[SHARP_SCALE_OBS_RATE_CHANGE], -SHARP_SCALE_OBS_CHANGE_CAP, 0);
+}
+
+static void first_period_and_missing_values(void **state)
+{
+    (void)state;
+    sharp_scaling_live_config_t c = config(SHARP_SCALING_ACTIVE);
+    sharp_scaling_signals_t s = recorded();
+    s.has_prev = false; /* as the simulator's first step: no change */
+    s.has_p99 = false;  /* no request completed in any second */
+    s.offered = 0.0;
+    s.errors = s.shed = 0.0;
+    s.replicas = 0;
+    s.ready = 0;
+    double obs[SHARP_SCALE_OBS_N];
+    bool present[SHARP_SCALE_OBS_N];
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    assert_near(obs[SHARP_SCALE_OBS_RATE_CHANGE], 0.0, 0);
+    assert_false(present[SHARP_SCALE_OBS_P99]);
+    assert_near(obs[SHARP_SCALE_OBS_P99], 0.0, 0);
+    assert_true(present[SHARP_SCALE_OBS_UTIL]);
+    /* no division by zero: shares of nothing are 0, a count of 0 divides as 1 */
+    assert_near(obs[SHARP_SCALE_OBS_ERROR_RATE], 0.0, 0);
+    assert_near(obs[SHARP_SCALE_OBS_SHED_RATE], 0.0, 0);
+    assert_near(obs[SHARP_SCALE_OBS_UTIL], 6.0 / 4, 1e-12);
+    assert_near(obs[SHARP_SCALE_OBS_BOOTING], 0.0, 0);
+    assert_near(obs[SHARP_SCALE_OBS_INV_REPLICAS], 1.0, 0);
+    /* traffic that stopped, and traffic from nothing */
+    s.has_prev = true;
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    assert_near(obs[SHARP_SCALE_OBS_RATE_CHANGE], -SHARP_SCALE_OBS_CHANGE_CAP, 0);
+    s.prev_rate = 0.0;
+    s.offered = 15.0;
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    assert_near(obs[SHARP_SCALE_OBS_RATE_CHANGE], SHARP_SCALE_OBS_CHANGE_CAP, 0);
+    /* a cluster that is not there: nothing measured */
+    s.cluster_present = false;
+    sharp_scaling_live_observe(&c, &s, obs, present);
+    for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
+        assert_false(present[i]);
+}
+
 /* A small policy of the scaling environment's shape whose most probable
  * action is `action` for every observation (the actor's output biases),
- * trained range [lo, hi] of the rate and wide for the rest. */
-static sharp_policy_t *policy_for(int action, double rate_lo, double rate_hi)
+ * trained range [lo, hi] of the utilization and wide for the rest. */
+static sharp_policy_t *policy_for(int action, double util_lo, double util_hi)
 {
     int hidden[1] = {8};
     sharp_policy_t *p = sharp_policy_new(SHARP_SCALE_OBS_N, SHARP_SCALE_ACTIONS, hidden, 1, false, 10.0);
@@ -131,7 +162,7 @@ static sharp_policy_t *policy_for(int action, double rate_lo, double rate_hi)
     sharp_rng_seed(&rng, 7);
     sharp_policy_init_weights(p, &rng);
     /* the actor's last layer: 8 x 10 weights then 10 biases, after the
-     * first layer's 11 x 8 + 8 */
+     * first layer's SHARP_SCALE_OBS_N x 8 + 8 */
     size_t last = (size_t)SHARP_SCALE_OBS_N * 8 + 8;
     for (size_t i = 0; i < 8 * SHARP_SCALE_ACTIONS; i++)
         p->params[last + i] = 0.0;
@@ -142,8 +173,8 @@ static sharp_policy_t *policy_for(int action, double rate_lo, double rate_hi)
         p->range_lo[i] = -1e9;
         p->range_hi[i] = 1e9;
     }
-    p->range_lo[SHARP_SCALE_OBS_RATE] = rate_lo;
-    p->range_hi[SHARP_SCALE_OBS_RATE] = rate_hi;
+    p->range_lo[SHARP_SCALE_OBS_UTIL] = util_lo;
+    p->range_hi[SHARP_SCALE_OBS_UTIL] = util_hi;
     return p;
 }
 
@@ -165,6 +196,50 @@ static sharp_scaling_signals_t busy(void)
     s.ready = 4;
     s.inflight_mean = 16.0;
     return s;
+}
+
+static void recent_peak(void **state)
+{
+    (void)state;
+    /* 5 minutes of 15 s periods: 20 */
+    assert_int_equal(sharp_scale_peak_keep(15.0), 20);
+    assert_int_equal(sharp_scale_peak_keep(1.0), SHARP_SCALE_PEAK_SLOTS);
+    assert_int_equal(sharp_scale_peak_keep(600.0), 1);
+    sharp_scale_peak_t w;
+    sharp_scale_peak_reset(&w);
+    assert_near(sharp_scale_peak_push(&w, 100.0, 3), 100.0, 0);
+    assert_near(sharp_scale_peak_push(&w, 400.0, 3), 400.0, 0);
+    assert_near(sharp_scale_peak_push(&w, 200.0, 3), 400.0, 0);
+    assert_near(sharp_scale_peak_push(&w, 150.0, 3), 400.0, 0);
+    assert_near(sharp_scale_peak_push(&w, 120.0, 3), 200.0, 0); /* 400 left the window */
+    assert_near(sharp_scale_peak_push(&w, NAN, 3), 150.0, 0);
+
+    /* the controller keeps the window: a burst, then the lull after it */
+    sharp_scaling_live_t *l = make(SHARP_SCALING_OFF, NULL, NULL);
+    sharp_scaling_signals_t s = recorded();
+    sharp_scaling_step_t d;
+    sharp_scaling_live_step(l, 0.0, &s, &d);
+    assert_near(d.obs[SHARP_SCALE_OBS_FROM_PEAK], 0.0, 0); /* at its own peak */
+    s.offered = 4 * 6000.0;
+    sharp_scaling_live_step(l, 15.0, &s, &d);
+    assert_near(d.obs[SHARP_SCALE_OBS_FROM_PEAK], 0.0, 0);
+    s.offered = 6000.0;
+    sharp_scaling_live_step(l, 30.0, &s, &d);
+    assert_near(d.obs[SHARP_SCALE_OBS_FROM_PEAK], log(0.25), 1e-12);
+    /* 20 periods later the burst is out of the window */
+    for (int i = 0; i < 19; i++)
+        sharp_scaling_live_step(l, 45.0 + 15 * i, &s, &d);
+    assert_near(d.obs[SHARP_SCALE_OBS_FROM_PEAK], 0.0, 0);
+    /* a period without the cluster starts the window over */
+    s.offered = 4 * 6000.0;
+    sharp_scaling_live_step(l, 400.0, &s, &d);
+    s.cluster_present = false;
+    sharp_scaling_live_step(l, 415.0, &s, &d);
+    s.cluster_present = true;
+    s.offered = 6000.0;
+    sharp_scaling_live_step(l, 430.0, &s, &d);
+    assert_near(d.obs[SHARP_SCALE_OBS_FROM_PEAK], 0.0, 0);
+    sharp_scaling_live_free(l);
 }
 
 static void active_applies_the_policy_through_the_guardian(void **state)
@@ -200,7 +275,7 @@ static void active_applies_the_policy_through_the_guardian(void **state)
     s.inflight_mean = 10.0;
     rec = sharp_scaling_live_step(l, 1015.0, &s, &d);
     assert_int_equal(d.current, 5);
-    assert_near(d.obs[SHARP_SCALE_OBS_REPLICAS], 5.0, 0);
+    assert_near(d.obs[SHARP_SCALE_OBS_INV_REPLICAS], 1.0 / 5, 1e-12);
     assert_int_equal(rec, 7);
     sharp_scaling_live_free(l);
 }
@@ -266,20 +341,20 @@ static void off_runs_only_the_hpa_rule(void **state)
 static void fallback_outside_the_trained_range(void **state)
 {
     (void)state;
-    /* trained on 1000 requests/s and more; 400 is outside */
-    sharp_scaling_live_t *l = make(SHARP_SCALING_ACTIVE, policy_for(9, 1000.0, 1e6), NULL);
+    /* trained on utilizations up to 0.9; 100% is outside */
+    sharp_scaling_live_t *l = make(SHARP_SCALING_ACTIVE, policy_for(9, 0.0, 0.9), NULL);
     sharp_scaling_signals_t s = busy();
     sharp_scaling_step_t d;
     int rec = sharp_scaling_live_step(l, 0.0, &s, &d);
     assert_true(d.ran_policy); /* it ran and its answer was not trusted */
     assert_int_equal(d.guard.verdict, SHARP_GUARD_FALLBACK);
-    assert_int_equal(d.guard.obs_index, SHARP_SCALE_OBS_RATE);
+    assert_int_equal(d.guard.obs_index, SHARP_SCALE_OBS_UTIL);
     assert_int_equal(rec, d.hpa.desired);
     assert_int_equal(rec, 8);
     /* a missing p99 (no request in any second) falls back too, the policy
      * not run on a made-up value */
     s.has_p99 = false;
-    s.offered = 20000.0;
+    s.inflight_mean = 8.0;
     rec = sharp_scaling_live_step(l, 15.0, &s, &d);
     assert_false(d.ran_policy);
     assert_int_equal(d.guard.verdict, SHARP_GUARD_FALLBACK);
@@ -358,7 +433,8 @@ static void config_and_policy_checks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(observation_in_simulator_units),
+        cmocka_unit_test(observation_free_of_scale),
+        cmocka_unit_test(recent_peak),
         cmocka_unit_test(first_period_and_missing_values),
         cmocka_unit_test(active_applies_the_policy_through_the_guardian),
         cmocka_unit_test(active_is_clamped_by_the_guardian),
