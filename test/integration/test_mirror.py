@@ -308,7 +308,9 @@ def test_primary_unaffected_by_dead_slow_and_failing_shadows(procs, proto):
             assert took < 1.0, took  # the 3 s shadow does not delay the answer
         assert len(main.requests) == 3
         assert len(failing.wait(3)) == 3 and len(slow.wait(1, timeout=2)) >= 1
-        assert [r["body"] for r in failing.requests] == [b"payload-0", b"payload-1", b"payload-2"]
+        # each shadow may go on its own connection: the recorder sees them
+        # in the order its threads take them
+        assert sorted(r["body"] for r in failing.requests) == [b"payload-0", b"payload-1", b"payload-2"]
         deadline = time.time() + 3
         while time.time() < deadline and (stat(admin, "cluster.failing.upstream_rq_500") or 0) < 3:
             time.sleep(0.05)
