@@ -7,6 +7,7 @@
  * clusters. Every error names the field path and, when the text had it, the
  * line and column. */
 #include "config/bootstrap.h"
+#include "grpc/api_source.h"
 #include "config/support.h"
 #include "config/mapper.h"
 #include "config/metrics_config.h"
@@ -2672,11 +2673,7 @@ static int otlp_stats_sink(build_ctx_t *b, const ProtobufCMessage *m, const char
     }
     sharp_headers_t md;
     sharp_headers_init(&md);
-    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
-        if (h->value && h->value[0]) sharp_headers_add_cstr(&md, h->key, h->value);
-        else sharp_headers_add(&md, h->key, strlen(h->key), (const char *)h->raw_value.data, h->raw_value.len);
-    }
+    sharp_grpc_initial_metadata(&md, gs);
     static_detector_t **dets = sharp_calloc(sc->n_resource_detectors + 1, sizeof *dets);
     const char **rkeys = NULL, **rvalues = NULL;
     size_t nres = 0;
@@ -2741,11 +2738,7 @@ static int metrics_service_sink(build_ctx_t *b, const ProtobufCMessage *m, const
     }
     sharp_headers_t md;
     sharp_headers_init(&md);
-    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
-        if (h->value && h->value[0]) sharp_headers_add_cstr(&md, h->key, h->value);
-        else sharp_headers_add(&md, h->key, strlen(h->key), (const char *)h->raw_value.data, h->raw_value.len);
-    }
+    sharp_grpc_initial_metadata(&md, gs);
     /* envoy_grpc.retry_policy is for xDS streams only (Envoy's docs): the
      * metrics stream is re-opened by the next flush */
     sharp_ms_options_t o = {

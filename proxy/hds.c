@@ -3,6 +3,7 @@
 #include "config/bootstrap.h"
 #include "config/support.h"
 #include "grpc/backoff.h"
+#include "grpc/api_source.h"
 #include "grpc/client.h"
 #include "log.h"
 #include "server.h"
@@ -55,8 +56,7 @@ typedef struct {
 
 struct sharp_hds {
     sharp_server_t *srv;
-    char *cluster, *authority;
-    sharp_headers_t metadata;
+    sharp_grpc_target_t target; /* the management server's cluster */
     sharp_grpc_client_t *client;
     sharp_grpc_stream_t *stream;
     uv_timer_t retry_timer, response_timer;
@@ -89,83 +89,13 @@ static void count(sharp_hds_t *h, sharp_stat_id_t id)
 sharp_hds_t *sharp_hds_create(sharp_server_t *srv, const ProtobufCMessage *pb,
                               const sharp_snapshot_t *snap, char *err, size_t errlen)
 {
-    const Envoy__Config__Core__V3__ApiConfigSource *a = (const void *)pb;
-    if (a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3) {
-        snprintf(err, errlen,
-                 HDS_FIELD
-                 ".transport_api_version: V2 (and AUTO) xDS transport protocol versions are "
-                 "deprecated in envoy.config.core.v3.ApiConfigSource. The v2 xDS major version has "
-                 "been removed and "
-                 "is no longer supported. You may be missing explicit V3 configuration of the "
-                 "transport API version, "
-                 "see the advice in https://www.envoyproxy.io/docs/envoy/latest/faq/api/envoy_v3.");
+    sharp_grpc_target_t target;
+    if (sharp_grpc_api_source_target((const Envoy__Config__Core__V3__ApiConfigSource *)pb, HDS_FIELD, snap, &target, err,
+                                     errlen) < 0)
         return NULL;
-    }
-    bool grpc = a->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC ||
-                a->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC;
-    if (a->n_grpc_services == 0 && a->n_cluster_names == 0) {
-        snprintf(err, errlen,
-                 HDS_FIELD
-                 ": API configs must have either a gRPC service or a cluster name defined");
-        return NULL;
-    }
-    if (!grpc) {
-        snprintf(
-            err, errlen,
-            a->n_grpc_services ? HDS_FIELD
-                ": envoy.config.core.v3.ApiConfigSource, if not a gRPC type, must not have a gRPC "
-                "service specified"
-                               : HDS_FIELD
-                ": envoy.config.core.v3.ApiConfigSource type must be gRPC");
-        return NULL;
-    }
-    if (a->n_grpc_services > 1) {
-        snprintf(err, errlen,
-                 HDS_FIELD
-                 ".grpc_services: envoy.config.core.v3.ApiConfigSource::(DELTA_)GRPC must "
-                 "have a single gRPC service specified");
-        return NULL;
-    }
-    const Envoy__Config__Core__V3__GrpcService *gs = a->grpc_services[0];
-    if (gs->target_specifier_case !=
-            ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
-        !gs->envoy_grpc) {
-        snprintf(err, errlen, HDS_FIELD ".grpc_services[0]: envoy_grpc is required");
-        return NULL;
-    }
-    const char *cname = gs->envoy_grpc->cluster_name ? gs->envoy_grpc->cluster_name : "";
-    const sharp_cluster_t *c = sharp_snapshot_cluster(snap, cname);
-    if (!c || c->type == SHARP_CLUSTER_EDS) {
-        snprintf(err, errlen,
-                 HDS_FIELD ".grpc_services[0].envoy_grpc.cluster_name: envoy.config.core.v3."
-                           "ApiConfigSource must have a statically defined non-EDS cluster: '%s' "
-                           "does not exist, was added via "
-                           "api, or is an EDS cluster",
-                 cname);
-        return NULL;
-    }
-    if (!c->http2) {
-        snprintf(err, errlen,
-                 HDS_FIELD
-                 ".grpc_services[0].envoy_grpc.cluster_name: gRPC client cluster '%s' does "
-                 "not use HTTP/2 (set typed_extension_protocol_options with explicit_http_config."
-                 "http2_protocol_options, or the deprecated http2_protocol_options)",
-                 cname);
-        return NULL;
-    }
     sharp_hds_t *h = sharp_calloc(1, sizeof *h);
     h->srv = srv;
-    h->cluster = sharp_strdup(cname);
-    h->authority = sharp_strdup(gs->envoy_grpc->authority ? gs->envoy_grpc->authority : "");
-    sharp_headers_init(&h->metadata);
-    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *m = gs->initial_metadata[i];
-        if (m->value && m->value[0])
-            sharp_headers_add_cstr(&h->metadata, m->key, m->value);
-        else
-            sharp_headers_add(&h->metadata, m->key, strlen(m->key), (const char *)m->raw_value.data,
-                              m->raw_value.len);
-    }
+    h->target = target;
     sharp_stats_t *s = srv->stats;
     h->st.requests = sharp_stats_counter(s, "hds_delegate.requests");
     h->st.responses = sharp_stats_counter(s, "hds_delegate.responses");
@@ -296,57 +226,6 @@ static sharp_cluster_t *cluster_build(sharp_hds_t *h, const chc_t *chc, size_t i
 
 /* ---- reports (Envoy's sendResponse) ---- */
 
-typedef struct {
-    void **p;
-    size_t n, cap;
-} allocs_t;
-
-static void *alloc(allocs_t *a, size_t size)
-{
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 64;
-        a->p = sharp_realloc(a->p, a->cap * sizeof *a->p);
-    }
-    return a->p[a->n++] = sharp_calloc(1, size);
-}
-
-static void free_allocs(allocs_t *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->p[i]);
-    free(a->p);
-}
-
-static Envoy__Config__Core__V3__Address *host_address(allocs_t *a, const sharp_host_t *host)
-{
-    Envoy__Config__Core__V3__Address *ad = alloc(a, sizeof *ad);
-    envoy__config__core__v3__address__init(ad);
-    if (host->addr.ss_family == AF_UNIX) {
-        Envoy__Config__Core__V3__Pipe *p = alloc(a, sizeof *p);
-        envoy__config__core__v3__pipe__init(p);
-        p->path = (char *)host->address;
-        ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE;
-        ad->pipe = p;
-        return ad;
-    }
-    Envoy__Config__Core__V3__SocketAddress *sa = alloc(a, sizeof *sa);
-    envoy__config__core__v3__socket_address__init(sa);
-    char *ip = alloc(a, INET6_ADDRSTRLEN);
-    if (host->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const void *)&host->addr;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
-        sa->port_value = ntohs(s6->sin6_port);
-    } else {
-        const struct sockaddr_in *s4 = (const void *)&host->addr;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
-        sa->port_value = ntohs(s4->sin_port);
-    }
-    sa->address = ip;
-    sa->port_specifier_case = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
-    ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
-    ad->socket_address = sa;
-    return ad;
-}
 
 static void on_response_timer(uv_timer_t *t);
 
@@ -357,28 +236,28 @@ static void arm_response_timer(sharp_hds_t *h)
 
 static void send_response(sharp_hds_t *h)
 {
-    allocs_t a = {0};
+    sharp_arena_t a = {0};
     Envoy__Service__Health__V3__EndpointHealthResponse r =
         ENVOY__SERVICE__HEALTH__V3__ENDPOINT_HEALTH_RESPONSE__INIT;
     size_t nhosts = 0;
     for (uint32_t i = 0; i < h->nclusters; i++)
         nhosts += h->clusters[i].c->nhosts;
     r.cluster_endpoints_health =
-        alloc(&a, (h->nclusters ? h->nclusters : 1) * sizeof *r.cluster_endpoints_health);
-    r.endpoints_health = alloc(&a, (nhosts ? nhosts : 1) * sizeof *r.endpoints_health);
+        sharp_arena_alloc(&a, (h->nclusters ? h->nclusters : 1) * sizeof *r.cluster_endpoints_health);
+    r.endpoints_health = sharp_arena_alloc(&a, (nhosts ? nhosts : 1) * sizeof *r.endpoints_health);
     for (uint32_t i = 0; i < h->nclusters; i++) {
         const hds_cluster_t *hc = &h->clusters[i];
-        Envoy__Service__Health__V3__ClusterEndpointsHealth *ceh = alloc(&a, sizeof *ceh);
+        Envoy__Service__Health__V3__ClusterEndpointsHealth *ceh = sharp_arena_alloc(&a, sizeof *ceh);
         envoy__service__health__v3__cluster_endpoints_health__init(ceh);
         ceh->cluster_name = hc->name;
         ceh->locality_endpoints_health =
-            alloc(&a, (hc->ngroups ? hc->ngroups : 1) * sizeof *ceh->locality_endpoints_health);
+            sharp_arena_alloc(&a, (hc->ngroups ? hc->ngroups : 1) * sizeof *ceh->locality_endpoints_health);
         for (uint32_t k = 0; k < hc->ngroups; k++) {
             const group_t *g = &hc->groups[k];
             if (!g->n) continue; /* Envoy names a group by its first host */
-            Envoy__Service__Health__V3__LocalityEndpointsHealth *leh = alloc(&a, sizeof *leh);
+            Envoy__Service__Health__V3__LocalityEndpointsHealth *leh = sharp_arena_alloc(&a, sizeof *leh);
             envoy__service__health__v3__locality_endpoints_health__init(leh);
-            Envoy__Config__Core__V3__Locality *loc = alloc(&a, sizeof *loc);
+            Envoy__Config__Core__V3__Locality *loc = sharp_arena_alloc(&a, sizeof *loc);
             envoy__config__core__v3__locality__init(loc);
             const char *region, *zone, *sub_zone;
             sharp_locality_get(hc->c->hosts[g->first]->locality, &region, &zone, &sub_zone);
@@ -386,14 +265,14 @@ static void send_response(sharp_hds_t *h)
             loc->zone = (char *)zone;
             loc->sub_zone = (char *)sub_zone;
             leh->locality = loc;
-            leh->endpoints_health = alloc(&a, g->n * sizeof *leh->endpoints_health);
+            leh->endpoints_health = sharp_arena_alloc(&a, g->n * sizeof *leh->endpoints_health);
             for (uint32_t j = 0; j < g->n; j++) {
                 const sharp_host_t *host = hc->c->hosts[g->first + j];
-                Envoy__Service__Health__V3__EndpointHealth *eh = alloc(&a, sizeof *eh);
+                Envoy__Service__Health__V3__EndpointHealth *eh = sharp_arena_alloc(&a, sizeof *eh);
                 envoy__service__health__v3__endpoint_health__init(eh);
-                Envoy__Config__Endpoint__V3__Endpoint *ep = alloc(&a, sizeof *ep);
+                Envoy__Config__Endpoint__V3__Endpoint *ep = sharp_arena_alloc(&a, sizeof *ep);
                 envoy__config__endpoint__v3__endpoint__init(ep);
-                ep->address = host_address(&a, host);
+                ep->address = sharp_pb_host_address(&a, host);
                 eh->endpoint = ep;
                 /* Envoy's coarseHealth: any failure flag makes it unhealthy */
                 if (sharp_host_healthy(host))
@@ -419,8 +298,8 @@ static void send_response(sharp_hds_t *h)
     if (sharp_grpc_stream_send(h->stream, &m.base) == SHARP_GRPC_SEND_REFUSED)
         sharp_debug(upstream,
                     "hds: the stream to cluster '%s' cannot take the report (%zu bytes queued)",
-                    h->cluster, sharp_grpc_stream_queued(h->stream));
-    free_allocs(&a);
+                    h->target.cluster, sharp_grpc_stream_queued(h->stream));
+    sharp_arena_free(&a);
     count(h, h->st.responses);
     arm_response_timer(h);
 }
@@ -721,7 +600,7 @@ void sharp_hds_start(sharp_hds_t *h)
     char err[512];
     sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
     sharp_grpc_client_config_t cfg = {
-        .cluster_name = h->cluster, .authority = h->authority, .initial_metadata = &h->metadata};
+        .cluster_name = h->target.cluster, .authority = h->target.authority, .initial_metadata = &h->target.metadata};
     h->client = sharp_grpc_client_create(&s->upstream_env, base, &cfg, err, sizeof err);
     if (!h->client) {
         /* checked at load */
@@ -756,8 +635,6 @@ void sharp_hds_free(sharp_hds_t *h)
         cluster_release(h, &h->clusters[i]);
     free(h->clusters);
     free(h->spec);
-    sharp_headers_free(&h->metadata);
-    free(h->cluster);
-    free(h->authority);
+    sharp_grpc_target_free(&h->target);
     free(h);
 }

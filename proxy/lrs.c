@@ -1,5 +1,6 @@
 /* lrs.c: the load reporting service client (lrs.h). */
 #include "lrs.h"
+#include "grpc/api_source.h"
 #include "grpc/client.h"
 #include "log.h"
 #include "runtime.h"
@@ -31,8 +32,7 @@ typedef struct {
 
 struct sharp_lrs {
     sharp_server_t *srv;
-    char *cluster, *authority;
-    sharp_headers_t metadata;
+    sharp_grpc_target_t target; /* the management server's cluster */
     sharp_grpc_client_t *client;
     sharp_grpc_stream_t *stream;
     uv_timer_t retry_timer, response_timer;
@@ -70,83 +70,13 @@ static void count(sharp_lrs_t *l, sharp_stat_id_t id)
 sharp_lrs_t *sharp_lrs_create(sharp_server_t *srv, const ProtobufCMessage *pb,
                               const sharp_snapshot_t *snap, char *err, size_t errlen)
 {
-    const Envoy__Config__Core__V3__ApiConfigSource *a = (const void *)pb;
-    if (a->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3) {
-        snprintf(err, errlen,
-                 LRS_FIELD
-                 ".transport_api_version: V2 (and AUTO) xDS transport protocol versions are "
-                 "deprecated in envoy.config.core.v3.ApiConfigSource. The v2 xDS major version has "
-                 "been removed and "
-                 "is no longer supported. You may be missing explicit V3 configuration of the "
-                 "transport API version, "
-                 "see the advice in https://www.envoyproxy.io/docs/envoy/latest/faq/api/envoy_v3.");
+    sharp_grpc_target_t target;
+    if (sharp_grpc_api_source_target((const Envoy__Config__Core__V3__ApiConfigSource *)pb, LRS_FIELD, snap, &target, err,
+                                     errlen) < 0)
         return NULL;
-    }
-    bool grpc = a->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC ||
-                a->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC;
-    if (a->n_grpc_services == 0 && a->n_cluster_names == 0) {
-        snprintf(err, errlen,
-                 LRS_FIELD
-                 ": API configs must have either a gRPC service or a cluster name defined");
-        return NULL;
-    }
-    if (!grpc) {
-        snprintf(
-            err, errlen,
-            a->n_grpc_services ? LRS_FIELD
-                ": envoy.config.core.v3.ApiConfigSource, if not a gRPC type, must not have a gRPC "
-                "service specified"
-                               : LRS_FIELD
-                ": envoy.config.core.v3.ApiConfigSource type must be gRPC");
-        return NULL;
-    }
-    if (a->n_grpc_services > 1) {
-        snprintf(err, errlen,
-                 LRS_FIELD
-                 ".grpc_services: envoy.config.core.v3.ApiConfigSource::(DELTA_)GRPC must "
-                 "have a single gRPC service specified");
-        return NULL;
-    }
-    const Envoy__Config__Core__V3__GrpcService *gs = a->grpc_services[0];
-    if (gs->target_specifier_case !=
-            ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
-        !gs->envoy_grpc) {
-        snprintf(err, errlen, LRS_FIELD ".grpc_services[0]: envoy_grpc is required");
-        return NULL;
-    }
-    const char *cname = gs->envoy_grpc->cluster_name ? gs->envoy_grpc->cluster_name : "";
-    const sharp_cluster_t *c = sharp_snapshot_cluster(snap, cname);
-    if (!c || c->type == SHARP_CLUSTER_EDS) {
-        snprintf(err, errlen,
-                 LRS_FIELD ".grpc_services[0].envoy_grpc.cluster_name: envoy.config.core.v3."
-                           "ApiConfigSource must have a statically defined non-EDS cluster: '%s' "
-                           "does not exist, was added via "
-                           "api, or is an EDS cluster",
-                 cname);
-        return NULL;
-    }
-    if (!c->http2) {
-        snprintf(err, errlen,
-                 LRS_FIELD
-                 ".grpc_services[0].envoy_grpc.cluster_name: gRPC client cluster '%s' does "
-                 "not use HTTP/2 (set typed_extension_protocol_options with explicit_http_config."
-                 "http2_protocol_options, or the deprecated http2_protocol_options)",
-                 cname);
-        return NULL;
-    }
     sharp_lrs_t *l = sharp_calloc(1, sizeof *l);
     l->srv = srv;
-    l->cluster = sharp_strdup(cname);
-    l->authority = sharp_strdup(gs->envoy_grpc->authority ? gs->envoy_grpc->authority : "");
-    sharp_headers_init(&l->metadata);
-    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
-        if (h->value && h->value[0])
-            sharp_headers_add_cstr(&l->metadata, h->key, h->value);
-        else
-            sharp_headers_add(&l->metadata, h->key, strlen(h->key), (const char *)h->raw_value.data,
-                              h->raw_value.len);
-    }
+    l->target = target;
     sharp_stats_t *s = srv->stats;
     l->st.requests = sharp_stats_counter(s, "load_reporter.requests");
     l->st.responses = sharp_stats_counter(s, "load_reporter.responses");
@@ -253,59 +183,6 @@ typedef struct {
     uint64_t success, error, active, issued;
 } endpoint_t;
 
-/* The message's memory: protobuf-c structs pointing at each other, freed
- * together after the send (the client packs the message at once). */
-typedef struct {
-    void **p;
-    size_t n, cap;
-} allocs_t;
-
-static void *alloc(allocs_t *a, size_t size)
-{
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 64;
-        a->p = sharp_realloc(a->p, a->cap * sizeof *a->p);
-    }
-    return a->p[a->n++] = sharp_calloc(1, size);
-}
-
-static void free_allocs(allocs_t *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->p[i]);
-    free(a->p);
-}
-
-static Envoy__Config__Core__V3__Address *host_address(allocs_t *a, const sharp_host_t *h)
-{
-    Envoy__Config__Core__V3__Address *ad = alloc(a, sizeof *ad);
-    envoy__config__core__v3__address__init(ad);
-    if (h->addr.ss_family == AF_UNIX) {
-        Envoy__Config__Core__V3__Pipe *p = alloc(a, sizeof *p);
-        envoy__config__core__v3__pipe__init(p);
-        p->path = (char *)h->address;
-        ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE;
-        ad->pipe = p;
-        return ad;
-    }
-    Envoy__Config__Core__V3__SocketAddress *sa = alloc(a, sizeof *sa);
-    envoy__config__core__v3__socket_address__init(sa);
-    char *ip = alloc(a, INET6_ADDRSTRLEN);
-    if (h->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const void *)&h->addr;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
-        sa->port_value = ntohs(s6->sin6_port);
-    } else {
-        const struct sockaddr_in *s4 = (const void *)&h->addr;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
-        sa->port_value = ntohs(s4->sin_port);
-    }
-    sa->address = ip;
-    sa->port_specifier_case = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
-    ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
-    ad->socket_address = sa;
-    return ad;
-}
 
 /* Hosts by priority, then locality, then address (a stable order). */
 static int cmp_host(const void *a, const void *b)
@@ -317,9 +194,9 @@ static int cmp_host(const void *a, const void *b)
 }
 
 static Envoy__Config__Endpoint__V3__ClusterStats *
-cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uint64_t now)
+cluster_stats(sharp_lrs_t *l, sharp_arena_t *a, sharp_cluster_t *c, tracked_t *t, uint64_t now)
 {
-    Envoy__Config__Endpoint__V3__ClusterStats *cs = alloc(a, sizeof *cs);
+    Envoy__Config__Endpoint__V3__ClusterStats *cs = sharp_arena_alloc(a, sizeof *cs);
     envoy__config__endpoint__v3__cluster_stats__init(cs);
     cs->cluster_name = c->name;
     /* Envoy's edsServiceName: eds_cluster_config.service_name, if given */
@@ -363,7 +240,7 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
         k->nendpoints++;
     }
     free(hs);
-    cs->upstream_locality_stats = alloc(a, (ng ? ng : 1) * sizeof *cs->upstream_locality_stats);
+    cs->upstream_locality_stats = sharp_arena_alloc(a, (ng ? ng : 1) * sizeof *cs->upstream_locality_stats);
     for (size_t k = 0; k < ng; k++) {
         bool send = g[k].issued != 0;
         if (non_zero)
@@ -371,9 +248,9 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
         else if (active_non_zero)
             send = g[k].issued || g[k].active;
         if (!send) continue;
-        Envoy__Config__Endpoint__V3__UpstreamLocalityStats *ls = alloc(a, sizeof *ls);
+        Envoy__Config__Endpoint__V3__UpstreamLocalityStats *ls = sharp_arena_alloc(a, sizeof *ls);
         envoy__config__endpoint__v3__upstream_locality_stats__init(ls);
-        Envoy__Config__Core__V3__Locality *loc = alloc(a, sizeof *loc);
+        Envoy__Config__Core__V3__Locality *loc = sharp_arena_alloc(a, sizeof *loc);
         envoy__config__core__v3__locality__init(loc);
         const char *region, *zone, *sub_zone;
         sharp_locality_get(g[k].locality, &region, &zone, &sub_zone);
@@ -388,12 +265,12 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
         ls->total_issued_requests = g[k].issued;
         if (l->has_response && l->endpoint_granularity && g[k].nendpoints) {
             ls->upstream_endpoint_stats =
-                alloc(a, g[k].nendpoints * sizeof *ls->upstream_endpoint_stats);
+                sharp_arena_alloc(a, g[k].nendpoints * sizeof *ls->upstream_endpoint_stats);
             for (size_t j = 0; j < g[k].nendpoints; j++) {
                 const endpoint_t *e = &ep[g[k].first + j];
-                Envoy__Config__Endpoint__V3__UpstreamEndpointStats *es = alloc(a, sizeof *es);
+                Envoy__Config__Endpoint__V3__UpstreamEndpointStats *es = sharp_arena_alloc(a, sizeof *es);
                 envoy__config__endpoint__v3__upstream_endpoint_stats__init(es);
-                es->address = host_address(a, e->h);
+                es->address = sharp_pb_host_address(a, e->h);
                 es->total_successful_requests = e->success;
                 es->total_error_requests = e->error;
                 es->total_requests_in_progress = e->active;
@@ -406,7 +283,7 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
     free(g);
     free(ep);
     cs->total_dropped_requests = latch(&c->rq_dropped, &c->lrs_dropped);
-    Google__Protobuf__Duration *d = alloc(a, sizeof *d);
+    Google__Protobuf__Duration *d = sharp_arena_alloc(a, sizeof *d);
     google__protobuf__duration__init(d);
     uint64_t us = now - t->start_us;
     d->seconds = (int64_t)(us / 1000000);
@@ -418,11 +295,11 @@ cluster_stats(sharp_lrs_t *l, allocs_t *a, sharp_cluster_t *c, tracked_t *t, uin
 
 static void send_report(sharp_lrs_t *l)
 {
-    allocs_t a = {0};
+    sharp_arena_t a = {0};
     Envoy__Service__LoadStats__V3__LoadStatsRequest req =
         ENVOY__SERVICE__LOAD_STATS__V3__LOAD_STATS_REQUEST__INIT;
     req.node = &l->node;
-    req.cluster_stats = alloc(&a, (l->ntracked ? l->ntracked : 1) * sizeof *req.cluster_stats);
+    req.cluster_stats = sharp_arena_alloc(&a, (l->ntracked ? l->ntracked : 1) * sizeof *req.cluster_stats);
     uint64_t now = now_us();
     for (size_t i = 0; i < l->ntracked; i++) {
         sharp_cluster_t *c = sharp_snapshot_cluster(current(l), l->tracked[i].name);
@@ -437,8 +314,8 @@ static void send_report(sharp_lrs_t *l)
         sharp_debug(
             upstream,
             "load reporter: the stream to cluster '%s' cannot take the report (%zu bytes queued)",
-            l->cluster, sharp_grpc_stream_queued(l->stream));
-    free_allocs(&a);
+            l->target.cluster, sharp_grpc_stream_queued(l->stream));
+    sharp_arena_free(&a);
     count(l, l->st.responses);
     /* on a new stream before any response, no period starts */
     if (l->has_response) start_period(l);
@@ -564,7 +441,7 @@ void sharp_lrs_start(sharp_lrs_t *l)
     char err[512];
     sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
     sharp_grpc_client_config_t cfg = {
-        .cluster_name = l->cluster, .authority = l->authority, .initial_metadata = &l->metadata};
+        .cluster_name = l->target.cluster, .authority = l->target.authority, .initial_metadata = &l->target.metadata};
     l->client = sharp_grpc_client_create(&s->upstream_env, base, &cfg, err, sizeof err);
     if (!l->client) {
         /* checked at load */
@@ -597,8 +474,6 @@ void sharp_lrs_free(sharp_lrs_t *l)
     free(l->resp_clusters);
     free_tracked(l->tracked, l->ntracked);
     free(l->features);
-    sharp_headers_free(&l->metadata);
-    free(l->cluster);
-    free(l->authority);
+    sharp_grpc_target_free(&l->target);
     free(l);
 }

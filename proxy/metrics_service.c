@@ -1,5 +1,6 @@
 /* metrics_service.c: the gRPC metrics service stats sink (metrics_service.h). */
 #include "metrics_service.h"
+#include "arena.h"
 #include "grpc/client.h"
 #include "log.h"
 #include "stats_config.h"
@@ -14,61 +15,6 @@
  * bucket bounds, as the admin views use them (stats_render.c). */
 static const double ms_quantiles[] = {0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1};
 #define MS_NQUANTILES SHARP_ARRAY_SIZE(ms_quantiles)
-static const double ms_buckets[] = {0.5,   1,      5,      10,      25,     50,    100,
-                                    250,   500,    1000,   2500,    5000,   10000, 30000,
-                                    60000, 300000, 600000, 1800000, 3600000};
-
-/* ---- a bump allocator for one flush's message ---- */
-
-typedef struct chunk {
-    struct chunk *next;
-    size_t used, cap;
-    max_align_t data[];
-} chunk_t;
-
-typedef struct {
-    chunk_t *head;
-} arena_t;
-
-static void *arena_alloc(arena_t *a, size_t n)
-{
-    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    chunk_t *c = a->head;
-    if (!c || c->cap - c->used < n) {
-        size_t cap = n > 64 * 1024 ? n : 64 * 1024;
-        c = sharp_realloc(NULL, sizeof *c + cap);
-        c->next = a->head;
-        c->used = 0;
-        c->cap = cap;
-        a->head = c;
-    }
-    void *p = (char *)c->data + c->used;
-    c->used += n;
-    memset(p, 0, n);
-    return p;
-}
-
-static void arena_reset(arena_t *a)
-{
-    /* keeps the newest chunk (the size of a flush hardly changes) */
-    chunk_t *c = a->head;
-    if (!c) return;
-    for (chunk_t *n = c->next, *next; n; n = next) {
-        next = n->next;
-        free(n);
-    }
-    c->next = NULL;
-    c->used = 0;
-}
-
-static void arena_free(arena_t *a)
-{
-    for (chunk_t *c = a->head, *next; c; c = next) {
-        next = c->next;
-        free(c);
-    }
-    a->head = NULL;
-}
 
 /* ---- the flusher ---- */
 
@@ -86,7 +32,7 @@ struct sharp_ms_flusher {
     uint64_t *last;    /* counters: value at the previous flush, by id */
     ms_names_t *names; /* by id */
     uint32_t cap;
-    arena_t arena;
+    sharp_arena_t arena;
     sharp_hist_merged_t *h;
 };
 
@@ -113,7 +59,7 @@ void sharp_ms_flusher_free(sharp_ms_flusher_t *f)
     free(f->names);
     free(f->last);
     free(f->h);
-    arena_free(&f->arena);
+    sharp_arena_free(&f->arena);
     free(f);
 }
 
@@ -168,14 +114,14 @@ static Io__Prometheus__Client__Metric *family(sharp_ms_flusher_t *f,
                                               Io__Prometheus__Client__MetricType type,
                                               const ms_names_t *nm, int64_t ts)
 {
-    Io__Prometheus__Client__MetricFamily *fam = arena_alloc(&f->arena, sizeof *fam);
+    Io__Prometheus__Client__MetricFamily *fam = sharp_arena_alloc(&f->arena, sizeof *fam);
     io__prometheus__client__metric_family__init(fam);
-    Io__Prometheus__Client__Metric *m = arena_alloc(&f->arena, sizeof *m);
+    Io__Prometheus__Client__Metric *m = sharp_arena_alloc(&f->arena, sizeof *m);
     io__prometheus__client__metric__init(m);
     fam->name = nm->name;
     fam->has_type = true;
     fam->type = type;
-    fam->metric = arena_alloc(&f->arena, sizeof *fam->metric);
+    fam->metric = sharp_arena_alloc(&f->arena, sizeof *fam->metric);
     fam->metric[0] = m;
     fam->n_metric = 1;
     m->has_timestamp_ms = true;
@@ -189,10 +135,10 @@ static Io__Prometheus__Client__Metric *family(sharp_ms_flusher_t *f,
 static void summary(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m,
                     const sharp_hist_merged_t *h)
 {
-    Io__Prometheus__Client__Summary *sm = arena_alloc(&f->arena, sizeof *sm);
+    Io__Prometheus__Client__Summary *sm = sharp_arena_alloc(&f->arena, sizeof *sm);
     io__prometheus__client__summary__init(sm);
-    sm->quantile = arena_alloc(&f->arena, MS_NQUANTILES * sizeof *sm->quantile);
-    Io__Prometheus__Client__Quantile *q = arena_alloc(&f->arena, MS_NQUANTILES * sizeof *q);
+    sm->quantile = sharp_arena_alloc(&f->arena, MS_NQUANTILES * sizeof *sm->quantile);
+    Io__Prometheus__Client__Quantile *q = sharp_arena_alloc(&f->arena, MS_NQUANTILES * sizeof *q);
     for (size_t i = 0; i < MS_NQUANTILES; i++) {
         io__prometheus__client__quantile__init(&q[i]);
         q[i].has_quantile = q[i].has_value = true;
@@ -211,13 +157,13 @@ static void summary(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m,
 static void histogram(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m,
                       const sharp_hist_merged_t *h, const double *bounds, size_t nb)
 {
-    Io__Prometheus__Client__Histogram *hg = arena_alloc(&f->arena, sizeof *hg);
+    Io__Prometheus__Client__Histogram *hg = sharp_arena_alloc(&f->arena, sizeof *hg);
     io__prometheus__client__histogram__init(hg);
     hg->has_sample_count = hg->has_sample_sum = true;
     hg->sample_count = h->count;
     hg->sample_sum = (double)h->sum;
-    hg->bucket = arena_alloc(&f->arena, (nb ? nb : 1) * sizeof *hg->bucket);
-    Io__Prometheus__Client__Bucket *b = arena_alloc(&f->arena, (nb ? nb : 1) * sizeof *b);
+    hg->bucket = sharp_arena_alloc(&f->arena, (nb ? nb : 1) * sizeof *hg->bucket);
+    Io__Prometheus__Client__Bucket *b = sharp_arena_alloc(&f->arena, (nb ? nb : 1) * sizeof *b);
     for (size_t i = 0; i < nb; i++) {
         io__prometheus__client__bucket__init(&b[i]);
         b[i].has_upper_bound = b[i].has_cumulative_count = true;
@@ -232,14 +178,14 @@ static void histogram(sharp_ms_flusher_t *f, Io__Prometheus__Client__Metric *m,
 size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t ts,
                               Envoy__Service__Metrics__V3__StreamMetricsMessage *msg)
 {
-    arena_reset(&f->arena);
+    sharp_arena_reset(&f->arena);
     uint32_t n = sharp_stats_size(s);
     grow(f, n);
     bool summaries = f->o.histogram_mode != SHARP_MS_HISTOGRAM;
     bool histograms = f->o.histogram_mode != SHARP_MS_SUMMARY;
     /* room for every stat, histograms twice */
     Io__Prometheus__Client__MetricFamily **fams =
-        arena_alloc(&f->arena, (2 * (size_t)n + 1) * sizeof *fams);
+        sharp_arena_alloc(&f->arena, (2 * (size_t)n + 1) * sizeof *fams);
     size_t nf = 0;
     const sharp_stats_config_t *cfg = sharp_stats_get_config(s);
     /* Envoy's MetricsFlusher order: counters, gauges, histograms */
@@ -257,7 +203,7 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
                 Io__Prometheus__Client__Metric *m =
                     family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__COUNTER,
                            names_of(f, s, id, name), ts);
-                Io__Prometheus__Client__Counter *c = arena_alloc(&f->arena, sizeof *c);
+                Io__Prometheus__Client__Counter *c = sharp_arena_alloc(&f->arena, sizeof *c);
                 io__prometheus__client__counter__init(c);
                 c->has_value = true;
                 c->value = (double)(f->o.counters_as_deltas ? delta : cur);
@@ -267,7 +213,7 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
                 Io__Prometheus__Client__Metric *m =
                     family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__GAUGE,
                            names_of(f, s, id, name), ts);
-                Io__Prometheus__Client__Gauge *g = arena_alloc(&f->arena, sizeof *g);
+                Io__Prometheus__Client__Gauge *g = sharp_arena_alloc(&f->arena, sizeof *g);
                 io__prometheus__client__gauge__init(g);
                 g->has_value = true;
                 g->value = (double)sharp_stats_gauge_value(s, id);
@@ -287,8 +233,8 @@ size_t sharp_ms_flusher_build(sharp_ms_flusher_t *f, sharp_stats_t *s, int64_t t
                     size_t nb;
                     const double *bounds = sharp_stats_config_buckets(cfg, name, &nb);
                     if (!bounds) {
-                        bounds = ms_buckets;
-                        nb = SHARP_ARRAY_SIZE(ms_buckets);
+                        bounds = sharp_stats_default_buckets;
+                        nb = SHARP_STATS_DEFAULT_NBUCKETS;
                     }
                     histogram(f,
                               family(f, &fams[nf++], IO__PROMETHEUS__CLIENT__METRIC_TYPE__HISTOGRAM,

@@ -1,5 +1,6 @@
 /* otlp_sink.c: the OpenTelemetry stats sink (otlp_sink.h). */
 #include "otlp_sink.h"
+#include "arena.h"
 #include "grpc/client.h"
 #include "log.h"
 #include "stats_config.h"
@@ -15,62 +16,6 @@ typedef Opentelemetry__Proto__Metrics__V1__Metric metric_t;
 typedef Opentelemetry__Proto__Metrics__V1__NumberDataPoint number_point_t;
 typedef Opentelemetry__Proto__Metrics__V1__HistogramDataPoint hist_point_t;
 
-/* Envoy's default histogram bucket bounds (HistogramSettingsImpl) */
-static const double otlp_buckets[] = {0.5,   1,      5,      10,      25,     50,    100,
-                                      250,   500,    1000,   2500,    5000,   10000, 30000,
-                                      60000, 300000, 600000, 1800000, 3600000};
-
-/* ---- a bump allocator for one flush's request ---- */
-
-typedef struct chunk {
-    struct chunk *next;
-    size_t used, cap;
-    max_align_t data[];
-} chunk_t;
-
-typedef struct {
-    chunk_t *head;
-} arena_t;
-
-static void *arena_alloc(arena_t *a, size_t n)
-{
-    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    if (!n) n = sizeof(max_align_t);
-    chunk_t *c = a->head;
-    if (!c || c->cap - c->used < n) {
-        size_t cap = n > 64 * 1024 ? n : 64 * 1024;
-        c = sharp_realloc(NULL, sizeof *c + cap);
-        c->next = a->head;
-        c->used = 0;
-        c->cap = cap;
-        a->head = c;
-    }
-    void *p = (char *)c->data + c->used;
-    c->used += n;
-    memset(p, 0, n);
-    return p;
-}
-
-static void arena_reset(arena_t *a)
-{
-    chunk_t *c = a->head;
-    if (!c) return;
-    for (chunk_t *n = c->next, *next; n; n = next) {
-        next = n->next;
-        free(n);
-    }
-    c->next = NULL;
-    c->used = 0;
-}
-
-static void arena_free(arena_t *a)
-{
-    for (chunk_t *c = a->head, *next; c; c = next) {
-        next = c->next;
-        free(c);
-    }
-    a->head = NULL;
-}
 
 /* ---- the flusher ---- */
 
@@ -92,7 +37,7 @@ struct sharp_otlp_flusher {
     uint64_t *last;      /* counters: value at the previous flush, by id */
     otlp_names_t *names; /* by id */
     uint32_t cap;
-    arena_t arena;
+    sharp_arena_t arena;
     sharp_hist_merged_t *h;
     /* the resource, built once */
     Opentelemetry__Proto__Resource__V1__Resource resource;
@@ -181,7 +126,7 @@ void sharp_otlp_flusher_free(sharp_otlp_flusher_t *f)
     free(f->last);
     free(f->h);
     free(f->prefix);
-    arena_free(&f->arena);
+    sharp_arena_free(&f->arena);
     free(f);
 }
 
@@ -236,7 +181,7 @@ static const otlp_names_t *names_of(sharp_otlp_flusher_t *f, sharp_stats_t *s, s
 
 static metric_t *new_metric(sharp_otlp_flusher_t *f, const otlp_names_t *nm)
 {
-    metric_t *m = arena_alloc(&f->arena, sizeof *m);
+    metric_t *m = sharp_arena_alloc(&f->arena, sizeof *m);
     opentelemetry__proto__metrics__v1__metric__init(m);
     m->name = nm->name;
     return m;
@@ -245,7 +190,7 @@ static metric_t *new_metric(sharp_otlp_flusher_t *f, const otlp_names_t *nm)
 static number_point_t *number_point(sharp_otlp_flusher_t *f, const otlp_names_t *nm,
                                     uint64_t start_ns, uint64_t now_ns, int64_t value)
 {
-    number_point_t *p = arena_alloc(&f->arena, sizeof *p);
+    number_point_t *p = sharp_arena_alloc(&f->arena, sizeof *p);
     opentelemetry__proto__metrics__v1__number_data_point__init(p);
     p->attributes = nm->attr_ptrs;
     p->n_attributes = nm->nattrs;
@@ -260,10 +205,10 @@ size_t sharp_otlp_flusher_build(
     sharp_otlp_flusher_t *f, sharp_stats_t *s, uint64_t now_ns,
     Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest *req)
 {
-    arena_reset(&f->arena);
+    sharp_arena_reset(&f->arena);
     uint32_t n = sharp_stats_size(s);
     grow(f, n);
-    metric_t **metrics = arena_alloc(&f->arena, ((size_t)n + 1) * sizeof *metrics);
+    metric_t **metrics = sharp_arena_alloc(&f->arena, ((size_t)n + 1) * sizeof *metrics);
     size_t nm_out = 0;
     const sharp_stats_config_t *cfg = sharp_stats_get_config(s);
     uint64_t delta_start = f->last_ns;
@@ -283,14 +228,14 @@ size_t sharp_otlp_flusher_build(
                 if (!sharp_stats_used(s, id)) continue;
                 const otlp_names_t *nm = names_of(f, s, id, name);
                 metric_t *m = new_metric(f, nm);
-                Opentelemetry__Proto__Metrics__V1__Sum *sum = arena_alloc(&f->arena, sizeof *sum);
+                Opentelemetry__Proto__Metrics__V1__Sum *sum = sharp_arena_alloc(&f->arena, sizeof *sum);
                 opentelemetry__proto__metrics__v1__sum__init(sum);
                 sum->is_monotonic = true;
                 sum->aggregation_temporality =
                     f->o.counters_as_deltas
                         ? OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_DELTA
                         : OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
-                sum->data_points = arena_alloc(&f->arena, sizeof *sum->data_points);
+                sum->data_points = sharp_arena_alloc(&f->arena, sizeof *sum->data_points);
                 sum->data_points[0] =
                     number_point(f, nm, f->o.counters_as_deltas ? delta_start : f->start_ns, now_ns,
                                  (int64_t)(f->o.counters_as_deltas ? delta : cur));
@@ -302,9 +247,9 @@ size_t sharp_otlp_flusher_build(
                 if (!sharp_stats_used(s, id)) continue;
                 const otlp_names_t *nm = names_of(f, s, id, name);
                 metric_t *m = new_metric(f, nm);
-                Opentelemetry__Proto__Metrics__V1__Gauge *g = arena_alloc(&f->arena, sizeof *g);
+                Opentelemetry__Proto__Metrics__V1__Gauge *g = sharp_arena_alloc(&f->arena, sizeof *g);
                 opentelemetry__proto__metrics__v1__gauge__init(g);
-                g->data_points = arena_alloc(&f->arena, sizeof *g->data_points);
+                g->data_points = sharp_arena_alloc(&f->arena, sizeof *g->data_points);
                 g->data_points[0] = number_point(f, nm, 0, now_ns, sharp_stats_gauge_value(s, id));
                 g->n_data_points = 1;
                 m->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_GAUGE;
@@ -322,10 +267,10 @@ size_t sharp_otlp_flusher_build(
                 size_t nb;
                 const double *bounds = sharp_stats_config_buckets(cfg, name, &nb);
                 if (!bounds) {
-                    bounds = otlp_buckets;
-                    nb = SHARP_ARRAY_SIZE(otlp_buckets);
+                    bounds = sharp_stats_default_buckets;
+                    nb = SHARP_STATS_DEFAULT_NBUCKETS;
                 }
-                hist_point_t *p = arena_alloc(&f->arena, sizeof *p);
+                hist_point_t *p = sharp_arena_alloc(&f->arena, sizeof *p);
                 opentelemetry__proto__metrics__v1__histogram_data_point__init(p);
                 p->attributes = nm->attr_ptrs;
                 p->n_attributes = nm->nattrs;
@@ -336,7 +281,7 @@ size_t sharp_otlp_flusher_build(
                 p->sum = (double)f->h->sum;
                 p->explicit_bounds = (double *)bounds;
                 p->n_explicit_bounds = nb;
-                p->bucket_counts = arena_alloc(&f->arena, (nb + 1) * sizeof *p->bucket_counts);
+                p->bucket_counts = sharp_arena_alloc(&f->arena, (nb + 1) * sizeof *p->bucket_counts);
                 p->n_bucket_counts = nb + 1;
                 /* disjoint counts: (bound[i-1], bound[i]], then above the last */
                 uint64_t below = 0;
@@ -347,13 +292,13 @@ size_t sharp_otlp_flusher_build(
                 }
                 p->bucket_counts[nb] = f->h->count >= below ? f->h->count - below : 0;
                 Opentelemetry__Proto__Metrics__V1__Histogram *hg =
-                    arena_alloc(&f->arena, sizeof *hg);
+                    sharp_arena_alloc(&f->arena, sizeof *hg);
                 opentelemetry__proto__metrics__v1__histogram__init(hg);
                 hg->aggregation_temporality =
                     delta
                         ? OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_DELTA
                         : OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
-                hg->data_points = arena_alloc(&f->arena, sizeof *hg->data_points);
+                hg->data_points = sharp_arena_alloc(&f->arena, sizeof *hg->data_points);
                 hg->data_points[0] = p;
                 hg->n_data_points = 1;
                 metric_t *m = new_metric(f, nm);
@@ -367,17 +312,17 @@ size_t sharp_otlp_flusher_build(
     req->n_resource_metrics = 0;
     req->resource_metrics = NULL;
     if (!nm_out) return 0;
-    Opentelemetry__Proto__Metrics__V1__ScopeMetrics *sm = arena_alloc(&f->arena, sizeof *sm);
+    Opentelemetry__Proto__Metrics__V1__ScopeMetrics *sm = sharp_arena_alloc(&f->arena, sizeof *sm);
     opentelemetry__proto__metrics__v1__scope_metrics__init(sm);
     sm->metrics = metrics;
     sm->n_metrics = nm_out;
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics *rm = arena_alloc(&f->arena, sizeof *rm);
+    Opentelemetry__Proto__Metrics__V1__ResourceMetrics *rm = sharp_arena_alloc(&f->arena, sizeof *rm);
     opentelemetry__proto__metrics__v1__resource_metrics__init(rm);
     rm->resource = &f->resource;
-    rm->scope_metrics = arena_alloc(&f->arena, sizeof *rm->scope_metrics);
+    rm->scope_metrics = sharp_arena_alloc(&f->arena, sizeof *rm->scope_metrics);
     rm->scope_metrics[0] = sm;
     rm->n_scope_metrics = 1;
-    req->resource_metrics = arena_alloc(&f->arena, sizeof *req->resource_metrics);
+    req->resource_metrics = sharp_arena_alloc(&f->arena, sizeof *req->resource_metrics);
     req->resource_metrics[0] = rm;
     req->n_resource_metrics = 1;
     return nm_out;

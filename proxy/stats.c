@@ -32,6 +32,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+const double sharp_stats_default_buckets[SHARP_STATS_DEFAULT_NBUCKETS] = {
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000};
+
 #define STATS_PAGE_BITS 10
 #define STATS_PAGE_SLOTS (1u << STATS_PAGE_BITS)
 #define STATS_MAX_PAGES 1024 /* 1M stats */

@@ -87,6 +87,10 @@ uint64_t sharp_stats_histogram_count(sharp_stats_t *s, sharp_stat_id_t id);
  * sharp_stats_size() are valid; sharp_stats_name returns NULL for the few
  * internal placeholder ids (the targets of failed registrations). */
 uint32_t sharp_stats_size(sharp_stats_t *s);
+/* Envoy's default histogram bucket bounds (HistogramSettingsImpl;
+ * milliseconds for times), for the Prometheus output and the sinks. */
+#define SHARP_STATS_DEFAULT_NBUCKETS 19
+extern const double sharp_stats_default_buckets[SHARP_STATS_DEFAULT_NBUCKETS];
 const char *sharp_stats_name(sharp_stats_t *s, sharp_stat_id_t id, sharp_stat_kind_t *kind);
 /* Envoy's notion of "used": a counter or gauge has been written at least once
  * (add, even of 0, or set), a histogram has recorded at least one value. */

@@ -27,10 +27,6 @@ static const char *const quantile_labels[] = {"P0",  "P25", "P50",   "P75",   "P
                                               "P95", "P99", "P99.5", "P99.9", "P100"};
 #define NQUANTILES SHARP_ARRAY_SIZE(quantiles)
 
-/* Envoy's default Prometheus bucket bounds (milliseconds for time). */
-static const double prom_buckets[] = {0.5,   1,      5,      10,      25,     50,    100,
-                                      250,   500,    1000,   2500,    5000,   10000, 30000,
-                                      60000, 300000, 600000, 1800000, 3600000};
 
 /* ---- selection ---------------------------------------------------------- */
 
@@ -465,8 +461,8 @@ int sharp_stats_render_prometheus(sharp_stats_t *s, const char *filter, bool use
             sharp_stats_histogram_merge(s, x->id, cum, NULL);
             const char *sep = *x->labels ? "," : "";
             const prom_names_t *p = x->prom;
-            const double *bounds = p->buckets ? p->buckets : prom_buckets;
-            size_t nb = p->buckets ? p->nbuckets : SHARP_ARRAY_SIZE(prom_buckets);
+            const double *bounds = p->buckets ? p->buckets : sharp_stats_default_buckets;
+            size_t nb = p->buckets ? p->nbuckets : SHARP_STATS_DEFAULT_NBUCKETS;
             for (size_t k = 0; k < nb; k++)
                 sharp_sbuf_printf(out, "%s_bucket{%s%sle=\"%.32g\"} %" PRIu64 "\n", x->metric,
                                   x->labels, sep, bounds[k],

@@ -1,5 +1,6 @@
 /* xds.c: see xds.h. */
 #include "xds/xds.h"
+#include "grpc/api_source.h"
 
 #include "config/bootstrap.h"
 #include "config/mapper.h"
@@ -702,12 +703,7 @@ static int api_source(const Envoy__Config__Core__V3__ApiConfigSource *a, const c
     mc->node_first_only = a->set_node_on_first_message_only;
     g->cluster = sharp_strdup(eg->cluster_name);
     g->authority = sharp_strdup(eg->authority);
-    for (size_t i = 0; i < gs->n_initial_metadata; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *h = gs->initial_metadata[i];
-        if (h->value && h->value[0]) sharp_headers_add_cstr(&g->metadata, h->key, h->value);
-        else sharp_headers_add(&g->metadata, h->key, strlen(h->key), (const char *)h->raw_value.data,
-                               h->raw_value.len);
-    }
+    sharp_grpc_initial_metadata(&g->metadata, gs);
     g->klen = protobuf_c_message_get_packed_size(&gs->base);
     g->key = sharp_realloc(NULL, g->klen ? g->klen : 1);
     protobuf_c_message_pack(&gs->base, g->key);
