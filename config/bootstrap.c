@@ -7,7 +7,7 @@
  * clusters. Every error names the field path and, when the text had it, the
  * line and column. */
 #include "config/bootstrap.h"
-#include "grpc/api_source.h"
+#include "api_source.h"
 #include "config/support.h"
 #include "config/mapper.h"
 #include "config/metrics_config.h"
@@ -2640,6 +2640,28 @@ static int otlp_resource(build_ctx_t *b, const Envoy__Extensions__StatSinks__Ope
     return 0;
 }
 
+/* A gRPC stats sink's service: envoy_grpc (`why` refuses the others) with
+ * a cluster name, whose cluster is checked once the snapshot is built;
+ * NULL after failing. */
+static const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *
+sink_envoy_grpc(build_ctx_t *b, const Envoy__Config__Core__V3__GrpcService *gs, const char *p, const char *why)
+{
+    char fp[320];
+    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
+        !gs->envoy_grpc) {
+        snprintf(fp, sizeof fp, "%s.grpc_service", p);
+        fail(b, fp, "%s", why);
+        return NULL;
+    }
+    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg = gs->envoy_grpc;
+    if (!eg->cluster_name || !eg->cluster_name[0]) {
+        snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.cluster_name", p);
+        fail(b, fp, "value length must be at least 1 characters");
+        return NULL;
+    }
+    return eg;
+}
+
 /* envoy.stat_sinks.open_telemetry (proxy/otlp_sink.h): Envoy's
  * SinkConfig validation (grpc_service required) and SHARP's limits: an
  * envoy_grpc service (google_grpc is refused by the support table), only
@@ -2661,16 +2683,9 @@ static int otlp_stats_sink(build_ctx_t *b, const ProtobufCMessage *m, const char
         return fail(b, fp, "value is required");
     }
     const Envoy__Config__Core__V3__GrpcService *gs = sc->grpc_service;
-    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
-        !gs->envoy_grpc) {
-        snprintf(fp, sizeof fp, "%s.grpc_service", p);
-        return fail(b, fp, "envoy_grpc is required (google_grpc is not supported by SHARP)");
-    }
-    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg = gs->envoy_grpc;
-    if (!eg->cluster_name || !eg->cluster_name[0]) {
-        snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.cluster_name", p);
-        return fail(b, fp, "value length must be at least 1 characters");
-    }
+    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg =
+        sink_envoy_grpc(b, gs, p, "envoy_grpc is required (google_grpc is not supported by SHARP)");
+    if (!eg) return -1;
     sharp_headers_t md;
     sharp_headers_init(&md);
     sharp_grpc_initial_metadata(&md, gs);
@@ -2726,16 +2741,9 @@ static int metrics_service_sink(build_ctx_t *b, const ProtobufCMessage *m, const
         return fail(b, fp, "value must be one of the defined enum values");
     }
     const Envoy__Config__Core__V3__GrpcService *gs = ms->grpc_service;
-    if (gs->target_specifier_case != ENVOY__CONFIG__CORE__V3__GRPC_SERVICE__TARGET_SPECIFIER_ENVOY_GRPC ||
-        !gs->envoy_grpc) {
-        snprintf(fp, sizeof fp, "%s.grpc_service", p);
-        return fail(b, fp, "envoy_grpc is required (the metrics service is reached through a cluster)");
-    }
-    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg = gs->envoy_grpc;
-    if (!eg->cluster_name || !eg->cluster_name[0]) {
-        snprintf(fp, sizeof fp, "%s.grpc_service.envoy_grpc.cluster_name", p);
-        return fail(b, fp, "value length must be at least 1 characters");
-    }
+    const Envoy__Config__Core__V3__GrpcService__EnvoyGrpc *eg =
+        sink_envoy_grpc(b, gs, p, "envoy_grpc is required (the metrics service is reached through a cluster)");
+    if (!eg) return -1;
     sharp_headers_t md;
     sharp_headers_init(&md);
     sharp_grpc_initial_metadata(&md, gs);

@@ -3,7 +3,7 @@
 #include "config/bootstrap.h"
 #include "config/support.h"
 #include "grpc/backoff.h"
-#include "grpc/api_source.h"
+#include "api_source.h"
 #include "grpc/client.h"
 #include "log.h"
 #include "server.h"
@@ -598,10 +598,7 @@ void sharp_hds_start(sharp_hds_t *h)
     else
         envoy__config__core__v3__node__init(&h->node);
     char err[512];
-    sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
-    sharp_grpc_client_config_t cfg = {
-        .cluster_name = h->target.cluster, .authority = h->target.authority, .initial_metadata = &h->target.metadata};
-    h->client = sharp_grpc_client_create(&s->upstream_env, base, &cfg, err, sizeof err);
+    h->client = sharp_grpc_target_client(&h->target, s, err, sizeof err);
     if (!h->client) {
         /* checked at load */
         sharp_log_error("hds: %s", err);

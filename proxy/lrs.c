@@ -1,6 +1,6 @@
 /* lrs.c: the load reporting service client (lrs.h). */
 #include "lrs.h"
-#include "grpc/api_source.h"
+#include "api_source.h"
 #include "grpc/client.h"
 #include "log.h"
 #include "runtime.h"
@@ -439,10 +439,7 @@ void sharp_lrs_start(sharp_lrs_t *l)
     l->node.client_features = l->features;
     l->node.n_client_features++;
     char err[512];
-    sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
-    sharp_grpc_client_config_t cfg = {
-        .cluster_name = l->target.cluster, .authority = l->target.authority, .initial_metadata = &l->target.metadata};
-    l->client = sharp_grpc_client_create(&s->upstream_env, base, &cfg, err, sizeof err);
+    l->client = sharp_grpc_target_client(&l->target, s, err, sizeof err);
     if (!l->client) {
         /* checked at load */
         sharp_log_error("load reporter: %s", err);

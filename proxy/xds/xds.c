@@ -1,6 +1,6 @@
 /* xds.c: see xds.h. */
 #include "xds/xds.h"
-#include "grpc/api_source.h"
+#include "api_source.h"
 
 #include "config/bootstrap.h"
 #include "config/mapper.h"

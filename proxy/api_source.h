@@ -19,6 +19,8 @@
 #include "envoy/config/core/v3/grpc_service.pb-c.h"
 
 struct sharp_snapshot;
+struct sharp_server;
+struct sharp_grpc_client;
 struct sharp_host;
 
 typedef struct {
@@ -31,6 +33,11 @@ typedef struct {
 int sharp_grpc_api_source_target(const Envoy__Config__Core__V3__ApiConfigSource *a, const char *field,
                                  const struct sharp_snapshot *snap, sharp_grpc_target_t *t, char *err, size_t errlen);
 void sharp_grpc_target_free(sharp_grpc_target_t *t);
+/* The main loop's client for the target's cluster (in the server's base
+ * snapshot, where a static cluster is); NULL with err when it cannot be
+ * made. */
+struct sharp_grpc_client *sharp_grpc_target_client(const sharp_grpc_target_t *t, struct sharp_server *s, char *err,
+                                                   size_t errlen);
 /* Adds a GrpcService's initial_metadata to `out`: each entry's value, or
  * its raw_value when the value is empty. */
 void sharp_grpc_initial_metadata(sharp_headers_t *out, const Envoy__Config__Core__V3__GrpcService *gs);

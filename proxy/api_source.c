@@ -1,6 +1,8 @@
 /* api_source.c: see api_source.h. */
-#include "grpc/api_source.h"
+#include "api_source.h"
 #include "common.h"
+#include "grpc/client.h"
+#include "server.h"
 #include "upstream/cluster.h"
 #include "upstream/host.h"
 #include "snapshot.h"
@@ -88,6 +90,15 @@ void sharp_grpc_initial_metadata(sharp_headers_t *out, const Envoy__Config__Core
         else
             sharp_headers_add(out, m->key, strlen(m->key), (const char *)m->raw_value.data, m->raw_value.len);
     }
+}
+
+sharp_grpc_client_t *sharp_grpc_target_client(const sharp_grpc_target_t *t, struct sharp_server *s, char *err,
+                                              size_t errlen)
+{
+    sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;
+    sharp_grpc_client_config_t cfg = {
+        .cluster_name = t->cluster, .authority = t->authority, .initial_metadata = &t->metadata};
+    return sharp_grpc_client_create(&s->upstream_env, base, &cfg, err, errlen);
 }
 
 void sharp_grpc_target_free(sharp_grpc_target_t *t)
