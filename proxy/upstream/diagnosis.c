@@ -106,11 +106,14 @@ static double share(uint64_t part, uint64_t whole)
 static bool unreachable(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in, uint64_t *fails)
 {
     /* the kernel sees every attempt (health checks' too); without it, the
-     * pools' failures and no answer at all */
+     * pools' failures and no answer at all. A reset on a connection that
+     * got past its SYN is an answer too: a host that resets connections
+     * under their handshake's last ACK fails the pools' connects (the
+     * reset comes before the connect is reported) but is reachable. */
     uint64_t f = in->kernel ? SHARP_MAX(in->connect_fail, in->cx_fail) : in->cx_fail;
     *fails = f;
-    if (f < cfg->min_failures) return false;
-    return in->kernel ? in->connects == 0 && in->responses == 0 : in->responses == 0;
+    if (f < cfg->min_failures || in->resets) return false;
+    return in->kernel ? in->connects == 0 && in->responses == 0 && in->rst_rx == 0 : in->responses == 0;
 }
 
 static bool resets(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in, uint64_t *n)

@@ -87,6 +87,14 @@ static void test_causes(void **state)
     assert_string_equal(t, "network: 10.0.0.3:8080 unreachable (6 connect failures, no connection established)");
     in.connects = 1; /* some connect: not unreachable */
     assert_int_equal(eval(&in, &CLEAN_CX, t), SHARP_DIAG_NONE);
+    /* the pools' connects failed on resets the host sent after its SYN-ACK
+     * (the kernel counted no connect in the interval): reachable, resetting */
+    in = quiet();
+    in.connects = 0, in.cx_fail = 3, in.rst_rx = 3, in.responses = 0, in.latency_mean_us = -1;
+    assert_int_equal(eval(&in, &CLEAN_CX, t), SHARP_DIAG_RESETS);
+    in = quiet();
+    in.kernel = false, in.cx_fail = 4, in.resets = 3, in.responses = 0;
+    assert_int_equal(eval(&in, &CLEAN_CX, t), SHARP_DIAG_RESETS);
 
     /* resets */
     in = quiet();
