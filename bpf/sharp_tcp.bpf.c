@@ -329,13 +329,25 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
     return 0;
 }
 
+/* SHARP's process id in the kernel's own (initial) PID namespace, learned
+ * at its first connect: 0 until then. */
+__u32 sharp_kernel_tgid = 0;
+
 /* Whether the running task is one of SHARP's threads: its process id as
- * seen in SHARP's own PID namespace (SHARP may run in a container). */
+ * seen in SHARP's own PID namespace (SHARP may run in a container). That
+ * test asks the kernel to translate the id (a fifth of the probes' cost
+ * of a connection); once SHARP's id in the initial namespace is known,
+ * which stays unique while SHARP runs, one comparison does. */
 static __always_inline bool in_sharp(void)
 {
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u32 known = *(volatile __u32 *)&sharp_kernel_tgid;
+    if (known) return tgid == known;
     struct bpf_pidns_info ns;
     if (bpf_get_ns_current_pid_tgid(target_pidns_dev, target_pidns_ino, &ns, sizeof ns)) return false;
-    return ns.tgid == target_tgid;
+    if (ns.tgid != target_tgid) return false;
+    sharp_kernel_tgid = tgid;
+    return true;
 }
 
 SEC("tp_btf/inet_sock_set_state")
