@@ -207,6 +207,8 @@ void sharp_config_free(sharp_config_t *c)
     for (size_t i = 0; i < c->notlp_sinks; i++) sharp_otlp_sink_free(c->otlp_sinks[i]);
     free(c->otlp_sinks);
     sharp_scaling_agent_config_free(c->scaling);
+    for (size_t i = 0; i < c->nadmin_allow; i++) sharp_string_matcher_free(&c->admin_allow[i]);
+    free(c->admin_allow);
     if (c->doc) sharp_config_doc_free(c->doc);
     free(c);
 }
@@ -3084,6 +3086,23 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         cfg->has_admin = true;
     }
     if (bs->admin && build_admin_access_logs(&b, bs->admin, s) < 0) goto bad;
+    if (bs->admin && bs->admin->n_allow_paths) {
+        cfg->admin_allow = sharp_calloc(bs->admin->n_allow_paths, sizeof *cfg->admin_allow);
+        for (size_t i = 0; i < bs->admin->n_allow_paths; i++) {
+            char p[64], merr[1024];
+            snprintf(p, sizeof p, "admin.allow_paths[%zu]", i);
+            if (sharp_config_string_matcher(bs->admin->allow_paths[i], p, &cfg->admin_allow[i], merr,
+                                            sizeof merr) <
+                0) {
+                /* err is "path[.field]: message" */
+                char *sep = strstr(merr, ": ");
+                if (sep) *sep = '\0';
+                fail(&b, merr, "%s", sep ? sep + 2 : "invalid string matcher");
+                goto bad;
+            }
+            cfg->nadmin_allow++;
+        }
+    }
     if (configure_cluster_manager(&b, bs, s) < 0) goto bad;
     if (check_bootstrap_dns(&b, bs) < 0) goto bad;
     bool ol_failed;

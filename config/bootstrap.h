@@ -3,6 +3,7 @@
 #ifndef SHARP_CONFIG_BOOTSTRAP_H
 #define SHARP_CONFIG_BOOTSTRAP_H
 
+#include "http/route.h"
 #include "server.h"
 
 #include <sys/socket.h>
@@ -11,6 +12,10 @@ typedef struct sharp_config {
     struct sharp_config_doc *doc;
     const ProtobufCMessage *bootstrap; /* envoy.config.bootstrap.v3.Bootstrap, owned by doc */
     bool has_admin;
+    /* admin.allow_paths: the request targets (path and query) the admin
+     * server serves, any other gets 403; none: every target */
+    sharp_string_matcher_t *admin_allow;
+    size_t nadmin_allow;
     char admin_address[SHARP_ADDR_STRLEN];
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;

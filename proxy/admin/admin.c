@@ -479,6 +479,15 @@ static void target_path(const char *url, size_t len, sharp_str_t *path, sharp_st
     sharp_url_split(url, len, path, query);
 }
 
+/* The path and its query, as they came (contiguous in the request line
+ * or :path). */
+static sharp_str_t target_of(sharp_str_t path, sharp_str_t query)
+{
+    sharp_str_t t = path;
+    if (query.len && query.p > path.p) t.len = (size_t)(query.p + query.len - path.p);
+    return t;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     admin_conn_t *c = p->data;
@@ -486,6 +495,7 @@ static int on_message_complete(llhttp_t *p)
     rq.method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
     sharp_str_t query;
     target_path(sharp_sbuf_cstr(&c->url), c->url.len, &rq.path, &query);
+    rq.target = target_of(rq.path, query);
     sharp_query_parse(query.p, query.len, &rq.query);
     /* form values, which /runtime_modify reads as Envoy does: only with
      * exactly this content type */
@@ -600,6 +610,7 @@ static void h2_plain(void *ctx, const sharp_headers_t *req, const char *body, si
     rq.method = method;
     if (!target.len) target = SHARP_STR("/");
     sharp_url_split(target.p, target.len, &rq.path, &query);
+    rq.target = target_of(rq.path, query);
     sharp_query_parse(query.p, query.len, &rq.query);
     if (len && sharp_headers_get_cstr(req, "content-type", &ct) && ct.len == 33 &&
         memcmp(ct.p, "application/x-www-form-urlencoded", 33) == 0)

@@ -6,6 +6,7 @@
  * where Envoy pretty-prints (one space per level). */
 #include "admin/handlers.h"
 #include "admin/json.h"
+#include "config/bootstrap.h"
 #include "config/mapper.h"
 #include "heap.h"
 #include "log.h"
@@ -972,6 +973,20 @@ void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t
 {
     rsp->status = 200;
     rsp->content_type = SHARP_ADMIN_CT_TEXT;
+    const sharp_config_t *cfg = rq->srv ? rq->srv->config : NULL;
+    if (cfg && cfg->nadmin_allow) {
+        /* Envoy's admin.allow_paths: matched against the path with its
+         * query, so a prefix matcher allows "/stats?filter=..." */
+        bool allowed = false;
+        for (size_t i = 0; i < cfg->nadmin_allow && !allowed; i++)
+            allowed = sharp_string_matcher_match(&cfg->admin_allow[i], rq->target);
+        if (!allowed) {
+            rsp->status = 403;
+            sharp_sbuf_printf(&rsp->body, "request to path %.*s not allowed by admin.allow_paths\n",
+                              (int)SHARP_MIN(rq->target.len, 256), rq->target.p);
+            return;
+        }
+    }
     for (size_t i = 0; i < nhandlers; i++) {
         const handler_t *h = &handlers[i];
         if (!sharp_str_eq(rq->path, h->prefix, strlen(h->prefix))) continue;
@@ -997,6 +1012,8 @@ const char *sharp__admin_reason(unsigned status)
         return "OK";
     case 400:
         return "Bad Request";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:

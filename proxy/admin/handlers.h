@@ -16,6 +16,7 @@ typedef struct sharp_admin_request {
     sharp_server_t *srv;
     const char *method; /* "GET", "POST", ... as llhttp names it */
     sharp_str_t path;   /* without the query, not decoded */
+    sharp_str_t target; /* the path and its query as received (admin.allow_paths) */
     sharp_query_t query;
     sharp_query_t form; /* an application/x-www-form-urlencoded body's values */
 } sharp_admin_request_t;
@@ -28,9 +29,10 @@ typedef struct sharp_admin_response {
 } sharp_admin_response_t;
 
 /* Routes `rq` to its endpoint and fills `rsp` (status, content type, body).
- * `rsp` must arrive zeroed; the caller frees rsp->body. Never fails: unknown
- * paths give 404 with the help text, mutating endpoints asked with another
- * method than POST give 405. */
+ * `rsp` must arrive zeroed; the caller frees rsp->body. Never fails: a
+ * target no admin.allow_paths matcher matches (when there are any) gives
+ * 403, unknown paths 404 with the help text, mutating endpoints asked with
+ * another method than POST 405. */
 void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
 
 /* /config_dump (config_dump.c). */
