@@ -7,11 +7,13 @@ sample, and gRPC responses (python3-grpcio server) are judged by their
 grpc-status against grpc_criteria."""
 import http.client
 import textwrap
+import urllib.request
 
 import grpc
 import pytest
 
-from conftest import SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, stat
+from conftest import (SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, run_sharp_config, stat,
+                      wait_for)
 
 PREFIX = "http.ingress_http.admission_control."
 
@@ -29,7 +31,7 @@ def ac_filter(body):
             "    \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n")
 
 
-def start(procs, upstream_port, body, log_format=None, cluster_extra=""):
+def start(procs, upstream_port, body, log_format=None, cluster_extra="", top_extra=""):
     listen, admin = free_port(), free_port()
     extra, log = "", None
     if log_format:
@@ -38,7 +40,7 @@ def start(procs, upstream_port, body, log_format=None, cluster_extra=""):
     # our filter list replaces the router-only one bootstrap_yaml writes
     head, tail = y.split("          http_filters:\n", 1)
     tail = tail.split("  clusters:\n", 1)[1]
-    y = head + textwrap.indent(ac_filter(body), "          ") + "  clusters:\n" + tail
+    y = head + textwrap.indent(ac_filter(body), "          ") + "  clusters:\n" + tail + top_extra
     run_sharp_config(procs, y, admin)
     return listen, admin, log
 
@@ -170,6 +172,35 @@ def test_disabled_by_runtime_and_custom_http_criteria(procs, upstream):
     assert any(is_rejection(*r) for r in results)
     s = stats(admin2)
     assert s["rq_success"] == 0 and s["rq_failure"] == sum(1 for r in results if r[0] == 404)
+
+
+def runtime_modify(admin, query):
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}/runtime_modify?{query}", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+
+
+def test_runtime_keys_override_the_defaults(procs, upstream):
+    """enabled and max_rejection_probability from the runtime (an admin
+    layer): a runtime max_rejection_probability outside [0, 100] is ignored
+    (Envoy's Runtime::Percentage), 100 lets the filter reject."""
+    listen, admin, _ = start(procs, upstream.port, """\
+        enabled: { default_value: false, runtime_key: ac.enabled }
+        success_criteria: {}
+        max_rejection_probability: { default_value: { value: 0 }, runtime_key: ac.max_p }
+        """, top_extra="layered_runtime:\n  layers:\n  - name: admin\n    admin_layer: {}\n")
+    conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10 * SLOW)
+    assert all(send(conn, "/status/503")[0] == 503 for _ in range(50))
+    assert stats(admin) == {"rq_rejected": 0, "rq_success": 0, "rq_failure": 0}
+    # one snapshot: enabled, and a cap out of range (the default 0 applies)
+    runtime_modify(admin, "ac.enabled=true&ac.max_p=150")
+    wait_for(lambda: send(conn, "/status/503") and stats(admin)["rq_failure"] > 0, 5, "the filter enabled")
+    results = [send(conn, "/status/503") for _ in range(100)]
+    assert not any(is_rejection(*r) for r in results)
+    assert stats(admin)["rq_rejected"] == 0
+    runtime_modify(admin, "ac.max_p=100")
+    wait_for(lambda: is_rejection(*send(conn, "/status/503")), 5, "a rejection")
+    assert stats(admin)["rq_rejected"] >= 1
 
 
 def test_invalid_configs_are_refused(procs, upstream):
