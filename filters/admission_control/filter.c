@@ -114,7 +114,8 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
         snprintf(err, errlen, "evaluation_criteria: success_criteria is required");
         return NULL;
     }
-    if (pb->sr_threshold && pb->sr_threshold->default_value && pb->sr_threshold->default_value->value < 1.0) {
+    /* an unset default_value is 0 to Envoy too */
+    if (pb->sr_threshold && (!pb->sr_threshold->default_value || pb->sr_threshold->default_value->value < 1.0)) {
         snprintf(err, errlen, "Success rate threshold cannot be less than 1.0%%.");
         return NULL;
     }

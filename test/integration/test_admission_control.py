@@ -208,6 +208,7 @@ def test_invalid_configs_are_refused(procs, upstream):
     for body, msg in [
         ("sr_threshold: { default_value: { value: 0.5 }, runtime_key: k }\nsuccess_criteria: {}\n",
          "Success rate threshold cannot be less than 1.0%."),
+        ("sr_threshold: { runtime_key: k }\nsuccess_criteria: {}\n", "Success rate threshold cannot be less than 1.0%."),
         ("success_criteria: { http_criteria: { http_success_status: [{ start: 99, end: 200 }] } }\n",
          "invalid HTTP range: [99, 200)"),
         ("success_criteria: { grpc_criteria: { grpc_success_status: [0, 17] } }\n", "invalid gRPC code 17"),
