@@ -114,6 +114,22 @@ def test_rejected_response_shape(procs, upstream):
     assert stats(admin)["rq_rejected"] == 1
 
 
+def test_unreachable_upstream_counts_as_failures(procs):
+    """The router's own 503 for an upstream it cannot reach (UF) passes the
+    filter like any response: a failure, and rejections follow."""
+    listen, admin, log = start(procs, free_port(), "success_criteria: {}\n",
+                               log_format="%RESPONSE_CODE% %RESPONSE_FLAGS%\\n")
+    conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10 * SLOW)
+    results = [send(conn, "/") for _ in range(100)]
+    rejected = sum(1 for r in results if is_rejection(*r))
+    assert 0 < rejected < 100
+    assert all(r[0] == 503 for r in results)
+    s = stats(admin)
+    assert s == {"rq_rejected": rejected, "rq_success": 0, "rq_failure": 100 - rejected}
+    lines = log_lines(log, 100)
+    assert lines.count("503 UF") == 100 - rejected and lines.count("503 -") == rejected
+
+
 def test_healthy_upstream_gets_nothing_rejected(procs, upstream):
     """4xx are successes by default: a healthy upstream and client errors
     give no rejections."""
