@@ -22,6 +22,7 @@
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/adaptive_concurrency/v3/adaptive_concurrency.pb-c.h"
+#include "envoy/extensions/filters/http/admission_control/v3/admission_control.pb-c.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
 #include "envoy/extensions/filters/http/cache/v3/cache.pb-c.h"
 #include "envoy/extensions/http/cache/simple_http_cache/v3/config.pb-c.h"
@@ -98,6 +99,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__matching__common_inputs__network__v3__destination_port_input__descriptor,
         &envoy__extensions__filters__http__router__v3__router__descriptor,
         &envoy__extensions__filters__http__adaptive_concurrency__v3__adaptive_concurrency__descriptor,
+        &envoy__extensions__filters__http__admission_control__v3__admission_control__descriptor,
         &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
         /* and its per-route policy (typed_per_filter_config) */
         &envoy__extensions__filters__http__cors__v3__cors__descriptor,

@@ -1,5 +1,6 @@
 /* registry.c: the HTTP filters built into SHARP. */
 #include "filters/adaptive_concurrency/filter.h"
+#include "filters/admission_control/filter.h"
 #include "filters/cache/filter.h"
 #include "filters/compressor/filter.h"
 #include "filters/cors/filter.h"
@@ -18,6 +19,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_router_filter);
     sharp_filter_register(&sharp_adaptive_concurrency_filter);
     sharp_filter_register(&sharp_aimd_concurrency_filter);
+    sharp_filter_register(&sharp_admission_control_filter);
     sharp_filter_register(&sharp_health_check_filter);
     sharp_filter_register(&sharp_compressor_filter);
     sharp_filter_register(&sharp_local_ratelimit_filter);

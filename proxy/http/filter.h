@@ -71,6 +71,11 @@ struct sharp_filter_factory {
     sharp_filter_status_t (*decode_trailers)(sharp_filter_t *f, sharp_headers_t *t);
     sharp_filter_status_t (*encode_headers)(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);
     sharp_filter_status_t (*encode_data)(sharp_filter_t *f, const char *p, size_t n, bool end_stream);
+    /* Response trailers: a filter with encode_trailers gets the response's
+     * last data through encode_data without end_stream, then the trailers
+     * (one without it gets encode_data with end_stream, and
+     * sharp_stream_has_response_trailers tells it trailers follow). It
+     * reads them; its status is ignored (it cannot hold them). */
     sharp_filter_status_t (*encode_trailers)(sharp_filter_t *f, sharp_headers_t *t);
     /* Downstream write buffer crossed its high (above=true) or low watermark:
      * a filter producing response data (the router) pauses or resumes it. */

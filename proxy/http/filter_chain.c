@@ -884,7 +884,17 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
         sharp_filter_t *f = &s->filters[i];
         if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
-        if (f->factory->encode_data) st = f->factory->encode_data(f, p, n, end);
+        if (end && s->has_resp_trailers && f->factory->encode_trailers) {
+            /* a filter that reads the response trailers gets the last data
+             * without the end, then the trailers (Envoy's encodeTrailers);
+             * it cannot hold them */
+            if (f->factory->encode_data && n) st = f->factory->encode_data(f, p, n, false);
+            if (s->destroyed) return;
+            if (st == SHARP_FILTER_CONSUMED) return;
+            f->factory->encode_trailers(f, &s->resp_trailers);
+        } else if (f->factory->encode_data) {
+            st = f->factory->encode_data(f, p, n, end);
+        }
         if (s->destroyed) return;
         /* the filter passed its own data on (sharp_stream_encode_data) */
         if (st == SHARP_FILTER_CONSUMED) return;
