@@ -429,3 +429,13 @@ def test_config_rules():
         "@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip
 """)
     assert rc != 0 and "unsupported decompressor library" in out, out
+    rc, out = check("""\
+- name: envoy.filters.http.decompressor
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
+    decompressor_library:
+      name: z
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.compression.zstd.decompressor.v3.Zstd
+""")
+    assert rc != 0 and "zstd decompressor library" in out and "not supported" in out, out
