@@ -318,6 +318,30 @@ def test_gzip_request_decompressed(procs, proto):
                  "request.total_uncompressed_bytes": 2 * len(BODY)}
 
 
+@pytest.mark.parametrize("up", ["h1", "h2"])
+def test_gzip_request_with_trailers(procs, up):
+    """An HTTP/2 request whose gzip body ends with trailers: the byte
+    counts join them (Envoy's decodeTrailers), the body goes up whole."""
+    from conftest import H2Client
+    proto = PROTOS["h2-both" if up == "h2" else "h2-down"]
+    u = proto.upstream(procs)
+    listen, admin = start(procs, decompressor(), u.port, cluster_extra=proto.cluster)
+    c = H2Client(listen)
+    try:
+        sid = c.send("/upload", method="POST", headers={"content-encoding": "gzip"}, end=False)
+        for i in range(0, len(GZ), 16384):
+            c.send_data(sid, GZ[i:i + 16384])
+        c.conn.send_headers(sid, [("x-checksum", "abc")], end_stream=True)
+        c._flush()
+        st, h, body = c.response(sid, timeout=10)
+    finally:
+        c.close()
+    assert st == 200
+    assert json.loads(body) == {"body_bytes": len(BODY), "checksum": fnv(BODY)}
+    assert stats(admin, ["request.decompressed", "request.total_uncompressed_bytes"]) == {
+        "request.decompressed": 1, "request.total_uncompressed_bytes": len(BODY)}
+
+
 def test_request_not_decompressed(procs, upstream):
     """A body in another coding, or with the request direction disabled,
     goes up as it came; a request without a body is not counted."""
