@@ -38,8 +38,9 @@ int sharp_decompressor_lib_init(sharp_decompressor_lib_t *lib,
         &envoy__extensions__compression__brotli__decompressor__v3__brotli__descriptor,
     };
     size_t which;
-    ProtobufCMessage *m = sharp_codec_library_unpack(tec, "decompressor_library", "decompressor", descs, 2,
-                                                     "gzip and brotli decompressors are", &which, err, errlen);
+    ProtobufCMessage *m =
+        sharp_codec_library_unpack(tec, "decompressor_library", "decompressor", descs, 2,
+                                   "gzip and brotli decompressors are", &which, err, errlen);
     if (!m) return -1;
     memset(lib, 0, sizeof *lib);
     if (which == 0) {
@@ -80,8 +81,9 @@ sharp_decompressor_t *sharp_decompressor_new(const sharp_decompressor_lib_t *lib
         }
     } else if (ok) {
         d->u.br = BrotliDecoderCreateInstance(NULL, NULL, NULL);
-        ok = d->u.br && BrotliDecoderSetParameter(d->u.br, BROTLI_DECODER_PARAM_DISABLE_RING_BUFFER_REALLOCATION,
-                                                  lib->disable_ring_buffer_reallocation);
+        ok = d->u.br && BrotliDecoderSetParameter(
+                            d->u.br, BROTLI_DECODER_PARAM_DISABLE_RING_BUFFER_REALLOCATION,
+                            lib->disable_ring_buffer_reallocation);
     }
     if (!ok) {
         sharp_decompressor_free(d);
@@ -92,8 +94,9 @@ sharp_decompressor_t *sharp_decompressor_new(const sharp_decompressor_lib_t *lib
 
 /* ---- gzip (zlib) ---- */
 
-static sharp_decompress_result_t gz_decompress(sharp_decompressor_t *d, const char *p, size_t n, uint64_t limit,
-                                               sharp_compressor_emit_fn emit, void *arg, int *zerr)
+static sharp_decompress_result_t gz_decompress(sharp_decompressor_t *d, const char *p, size_t n,
+                                               uint64_t limit, sharp_compressor_emit_fn emit,
+                                               void *arg, int *zerr)
 {
     z_stream *z = &d->u.z;
     uint32_t cs = d->lib->chunk_size;
@@ -144,8 +147,9 @@ static sharp_decompress_result_t gz_decompress(sharp_decompressor_t *d, const ch
 
 /* ---- brotli ---- */
 
-static sharp_decompress_result_t br_decompress(sharp_decompressor_t *d, const char *p, size_t n, uint64_t limit,
-                                               sharp_compressor_emit_fn emit, void *arg)
+static sharp_decompress_result_t br_decompress(sharp_decompressor_t *d, const char *p, size_t n,
+                                               uint64_t limit, sharp_compressor_emit_fn emit,
+                                               void *arg)
 {
     uint32_t cs = d->lib->chunk_size;
     size_t avail_in = n;
@@ -154,7 +158,8 @@ static sharp_decompress_result_t br_decompress(sharp_decompressor_t *d, const ch
     for (;;) {
         size_t avail_out = cs;
         uint8_t *next_out = (uint8_t *)d->chunk;
-        BrotliDecoderResult r = BrotliDecoderDecompressStream(d->u.br, &avail_in, &next_in, &avail_out, &next_out, NULL);
+        BrotliDecoderResult r = BrotliDecoderDecompressStream(d->u.br, &avail_in, &next_in,
+                                                              &avail_out, &next_out, NULL);
         if (r == BROTLI_DECODER_RESULT_ERROR) return SHARP_DECOMPRESS_ERROR;
         size_t got = cs - avail_out;
         if (got) {
@@ -171,8 +176,9 @@ static sharp_decompress_result_t br_decompress(sharp_decompressor_t *d, const ch
     }
 }
 
-sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d, const char *p, size_t n,
-                                                        sharp_compressor_emit_fn emit, void *arg, int *zerr)
+sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d, const char *p,
+                                                        size_t n, sharp_compressor_emit_fn emit,
+                                                        void *arg, int *zerr)
 {
     *zerr = 0;
     if (d->done || d->finished || !n) return SHARP_DECOMPRESS_OK;

@@ -54,8 +54,9 @@ typedef struct sharp_decompressor sharp_decompressor_t;
 sharp_decompressor_t *sharp_decompressor_new(const sharp_decompressor_lib_t *lib);
 /* Decompresses n bytes. After a result other than OK the decompressor is
  * done: later calls return OK and give nothing. */
-sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d, const char *p, size_t n,
-                                                        sharp_compressor_emit_fn emit, void *arg, int *zerr);
+sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d, const char *p,
+                                                        size_t n, sharp_compressor_emit_fn emit,
+                                                        void *arg, int *zerr);
 /* The end of the compressed stream was seen (bytes after it are dropped). */
 bool sharp_decompressor_finished(const sharp_decompressor_t *d);
 void sharp_decompressor_free(sharp_decompressor_t *d);

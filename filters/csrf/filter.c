@@ -75,10 +75,12 @@ sharp_str_t sharp_csrf_host_and_port(sharp_str_t url)
         if ((unsigned char)*q <= ' ' || *q == 0x7f) return url;
     /* scheme "://" */
     const char *q = p;
-    while (q < end && is_alpha(*q)) q++;
+    while (q < end && is_alpha(*q))
+        q++;
     if (q == p || end - q < 3 || memcmp(q, "://", 3) != 0) return url;
     const char *auth = q + 3, *auth_end = auth;
-    while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#') auth_end++;
+    while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
+        auth_end++;
     /* userinfo: up to the one '@' */
     const char *at = NULL;
     for (const char *r = auth; r < auth_end; r++)
@@ -89,18 +91,21 @@ sharp_str_t sharp_csrf_host_and_port(sharp_str_t url)
     const char *host = at ? at + 1 : auth, *h = host;
     if (h < auth_end && *h == '[') {
         h++;
-        while (h < auth_end && is_ipv6_char(*h)) h++;
+        while (h < auth_end && is_ipv6_char(*h))
+            h++;
         if (h == host + 1 || h == auth_end || *h != ']') return url;
         h++;
     } else {
-        while (h < auth_end && is_host_char(*h)) h++;
+        while (h < auth_end && is_host_char(*h))
+            h++;
         if (h == host) return url;
     }
     if (h < auth_end) {
         if (*h != ':') return url;
         const char *port = ++h;
         uint32_t v = 0;
-        while (h < auth_end && is_digit(*h) && h - port < 6) v = v * 10 + (uint32_t)(*h++ - '0');
+        while (h < auth_end && is_digit(*h) && h - port < 6)
+            v = v * 10 + (uint32_t)(*h++ - '0');
         if (h == port || h != auth_end || v > 65535) return url;
     }
     return (sharp_str_t){host, (size_t)(auth_end - host)};
@@ -108,8 +113,8 @@ sharp_str_t sharp_csrf_host_and_port(sharp_str_t url)
 
 bool sharp_csrf_mutating(sharp_str_t m)
 {
-    return sharp_str_eq(m, "POST", 4) || sharp_str_eq(m, "PUT", 3) || sharp_str_eq(m, "DELETE", 6) ||
-           sharp_str_eq(m, "PATCH", 5);
+    return sharp_str_eq(m, "POST", 4) || sharp_str_eq(m, "PUT", 3) ||
+           sharp_str_eq(m, "DELETE", 6) || sharp_str_eq(m, "PATCH", 5);
 }
 
 /* ---- config ---- */
@@ -119,13 +124,14 @@ static void policy_free(csrf_policy_t *p)
     if (!p) return;
     free(p->filter_enabled.key);
     free(p->shadow_enabled.key);
-    for (uint32_t i = 0; i < p->norigins; i++) sharp_string_matcher_free(&p->origins[i]);
+    for (uint32_t i = 0; i < p->norigins; i++)
+        sharp_string_matcher_free(&p->origins[i]);
     free(p->origins);
     free(p);
 }
 
-static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *field,
-                         sharp_runtime_fraction_t *out, char *err, size_t errlen)
+static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf,
+                         const char *field, sharp_runtime_fraction_t *out, char *err, size_t errlen)
 {
     if (!rf->default_value) {
         snprintf(err, errlen, "%s.default_value: value is required", field);
@@ -148,9 +154,12 @@ static csrf_policy_t *policy_build(const csrf_pb_t *pb, char *err, size_t errlen
         return NULL;
     }
     csrf_policy_t *p = sharp_calloc(1, sizeof *p);
-    if (fraction_from(pb->filter_enabled, "filter_enabled", &p->filter_enabled, err, errlen) < 0) goto fail;
+    if (fraction_from(pb->filter_enabled, "filter_enabled", &p->filter_enabled, err, errlen) < 0)
+        goto fail;
     if (pb->shadow_enabled) {
-        if (fraction_from(pb->shadow_enabled, "shadow_enabled", &p->shadow_enabled, err, errlen) < 0) goto fail;
+        if (fraction_from(pb->shadow_enabled, "shadow_enabled", &p->shadow_enabled, err, errlen) <
+            0)
+            goto fail;
         p->has_shadow = true;
     }
     if (pb->n_additional_origins) {
@@ -158,7 +167,8 @@ static csrf_policy_t *policy_build(const csrf_pb_t *pb, char *err, size_t errlen
         for (size_t i = 0; i < pb->n_additional_origins; i++) {
             char path[64];
             snprintf(path, sizeof path, "additional_origins[%zu]", i);
-            if (sharp_config_string_matcher(pb->additional_origins[i], path, &p->origins[i], err, errlen) < 0) {
+            if (sharp_config_string_matcher(pb->additional_origins[i], path, &p->origins[i], err,
+                                            errlen) < 0) {
                 sharp_string_matcher_free(&p->origins[i]);
                 goto fail;
             }
@@ -171,7 +181,8 @@ fail:
     return NULL;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     if (!msg) {
         snprintf(err, errlen, "filter_enabled: value is required");
@@ -182,7 +193,8 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     csrf_config_t *c = sharp_calloc(1, sizeof *c);
     c->policy = p;
     sharp_stats_t *s = ctx->server->stats;
-    c->missing_source_origin = sharp_stats_counterf(s, "http.%s.csrf.missing_source_origin", ctx->stat_prefix);
+    c->missing_source_origin =
+        sharp_stats_counterf(s, "http.%s.csrf.missing_source_origin", ctx->stat_prefix);
     c->request_invalid = sharp_stats_counterf(s, "http.%s.csrf.request_invalid", ctx->stat_prefix);
     c->request_valid = sharp_stats_counterf(s, "http.%s.csrf.request_valid", ctx->stat_prefix);
     return c;
@@ -228,7 +240,8 @@ static bool origin_valid(const csrf_policy_t *p, sharp_str_t source, const sharp
 {
     sharp_str_t host = {"", 0}, scheme = {"http", 4};
     sharp_headers_get_cstr(h, ":authority", &host);
-    if (!sharp_headers_get_cstr(h, ":scheme", &scheme) || !scheme.len) scheme = (sharp_str_t){"http", 4};
+    if (!sharp_headers_get_cstr(h, ":scheme", &scheme) || !scheme.len)
+        scheme = (sharp_str_t){"http", 4};
     bool ok;
     if (!host.len) {
         ok = source.len == 0; /* no Host: the target origin is empty */
@@ -244,11 +257,13 @@ static bool origin_valid(const csrf_policy_t *p, sharp_str_t source, const sharp
         ok = target.len == source.len && memcmp(target.p, source.p, source.len) == 0;
         if (url != stackbuf) free(url);
     }
-    for (uint32_t i = 0; !ok && i < p->norigins; i++) ok = sharp_string_matcher_match(&p->origins[i], source);
+    for (uint32_t i = 0; !ok && i < p->norigins; i++)
+        ok = sharp_string_matcher_match(&p->origins[i], source);
     return ok;
 }
 
-static sharp_filter_status_t csrf_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t csrf_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                 bool end_stream)
 {
     (void)end_stream;
     const csrf_config_t *c = f->config;
@@ -257,7 +272,8 @@ static sharp_filter_status_t csrf_decode_headers(sharp_filter_t *f, sharp_header
     sharp_worker_t *w = sharp_stream_worker(f->stream);
     /* drawn once for the request */
     bool enabled = sharp_fraction_enabled(&p->filter_enabled, sharp_worker_random(w));
-    bool shadow = p->has_shadow && sharp_fraction_enabled(&p->shadow_enabled, sharp_worker_random(w));
+    bool shadow =
+        p->has_shadow && sharp_fraction_enabled(&p->shadow_enabled, sharp_worker_random(w));
     if (!enabled && !shadow) return SHARP_FILTER_CONTINUE;
     sharp_str_t method = {"", 0};
     sharp_headers_get_cstr(h, ":method", &method);

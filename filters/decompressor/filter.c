@@ -50,13 +50,15 @@
 #include <zlib.h>
 
 typedef Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor decomp_pb_t;
-typedef Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor__CommonDirectionConfig common_pb_t;
+typedef Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor__CommonDirectionConfig
+    common_pb_t;
 
 typedef struct direction {
     bool enabled;      /* enabled.default_value (true when unset) */
     char *enabled_key; /* enabled.runtime_key: the runtime's value wins */
     bool ignore_no_transform;
-    sharp_stat_id_t decompressed, not_decompressed, total_uncompressed_bytes, total_compressed_bytes;
+    sharp_stat_id_t decompressed, not_decompressed, total_uncompressed_bytes,
+        total_compressed_bytes;
 } direction_t;
 
 typedef struct decomp_config {
@@ -84,8 +86,10 @@ typedef struct decomp_state {
 
 static sharp_str_t trim(sharp_str_t s)
 {
-    while (s.len && (s.p[0] == ' ' || s.p[0] == '\t')) s.p++, s.len--;
-    while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t')) s.len--;
+    while (s.len && (s.p[0] == ' ' || s.p[0] == '\t'))
+        s.p++, s.len--;
+    while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t'))
+        s.len--;
     return s;
 }
 
@@ -100,7 +104,8 @@ void sharp_decomp_accept_encoding(sharp_str_t value, const char *encoding, sharp
         if (entry.len) {
             /* the coding: before any ';', trimmed; compared exactly */
             const char *semi = memchr(entry.p, ';', entry.len);
-            sharp_str_t coding = trim((sharp_str_t){entry.p, semi ? (size_t)(semi - entry.p) : entry.len});
+            sharp_str_t coding =
+                trim((sharp_str_t){entry.p, semi ? (size_t)(semi - entry.p) : entry.len});
             if (!sharp_str_eq(coding, encoding, elen)) {
                 if (out->len) sharp_sbuf_append(out, ",", 1);
                 sharp_sbuf_append(out, entry.p, entry.len);
@@ -143,8 +148,8 @@ static void destroy_config(void *p)
     free(c);
 }
 
-static void direction_init(direction_t *d, const common_pb_t *cc, sharp_stats_t *s, const char *prefix,
-                           const char *dir)
+static void direction_init(direction_t *d, const common_pb_t *cc, sharp_stats_t *s,
+                           const char *prefix, const char *dir)
 {
     const Envoy__Config__Core__V3__RuntimeFeatureFlag *en = cc ? cc->enabled : NULL;
     d->enabled = !en || !en->default_value || en->default_value->value;
@@ -152,7 +157,8 @@ static void direction_init(direction_t *d, const common_pb_t *cc, sharp_stats_t 
     d->ignore_no_transform = cc && cc->ignore_no_transform_header;
     d->decompressed = sharp_stats_counterf(s, "%s%s.decompressed", prefix, dir);
     d->not_decompressed = sharp_stats_counterf(s, "%s%s.not_decompressed", prefix, dir);
-    d->total_uncompressed_bytes = sharp_stats_counterf(s, "%s%s.total_uncompressed_bytes", prefix, dir);
+    d->total_uncompressed_bytes =
+        sharp_stats_counterf(s, "%s%s.total_uncompressed_bytes", prefix, dir);
     d->total_compressed_bytes = sharp_stats_counterf(s, "%s%s.total_compressed_bytes", prefix, dir);
 }
 
@@ -164,7 +170,8 @@ static char *dup_printf(const char *fmt, const char *a)
     return s;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     const decomp_pb_t *pb = (const decomp_pb_t *)msg;
     if (!pb || !pb->decompressor_library) {
@@ -180,22 +187,31 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     sharp_stats_t *s = ctx->server->stats;
     /* http.<stat_prefix>.decompressor.<library name>.<library>. */
     char prefix[512];
-    snprintf(prefix, sizeof prefix, "http.%s.decompressor.%s.%s.", ctx->stat_prefix, name, c->lib.stats_prefix);
-    const Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor__RequestDirectionConfig *rq =
-        pb->request_direction_config;
+    snprintf(prefix, sizeof prefix, "http.%s.decompressor.%s.%s.", ctx->stat_prefix, name,
+             c->lib.stats_prefix);
+    const Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor__RequestDirectionConfig
+        *rq = pb->request_direction_config;
     direction_init(&c->req, rq ? rq->common_config : NULL, s, prefix, "request");
-    direction_init(&c->resp, pb->response_direction_config ? pb->response_direction_config->common_config : NULL, s,
-                   prefix, "response");
-    c->advertise_accept_encoding = !rq || !rq->advertise_accept_encoding || rq->advertise_accept_encoding->value;
+    direction_init(&c->resp,
+                   pb->response_direction_config ? pb->response_direction_config->common_config
+                                                 : NULL,
+                   s, prefix, "response");
+    c->advertise_accept_encoding =
+        !rq || !rq->advertise_accept_encoding || rq->advertise_accept_encoding->value;
     c->trailer_compressed = dup_printf("x-envoy-decompressor-%s-compressed-bytes", name);
     c->trailer_uncompressed = dup_printf("x-envoy-decompressor-%s-uncompressed-bytes", name);
     if (c->lib.kind == SHARP_DECOMPRESSOR_GZIP) {
         c->zlib_errno = sharp_stats_counterf(s, "%sdecompressor_library.zlib_errno", prefix);
-        c->zlib_stream_error = sharp_stats_counterf(s, "%sdecompressor_library.zlib_stream_error", prefix);
-        c->zlib_data_error = sharp_stats_counterf(s, "%sdecompressor_library.zlib_data_error", prefix);
-        c->zlib_mem_error = sharp_stats_counterf(s, "%sdecompressor_library.zlib_mem_error", prefix);
-        c->zlib_buf_error = sharp_stats_counterf(s, "%sdecompressor_library.zlib_buf_error", prefix);
-        c->zlib_version_error = sharp_stats_counterf(s, "%sdecompressor_library.zlib_version_error", prefix);
+        c->zlib_stream_error =
+            sharp_stats_counterf(s, "%sdecompressor_library.zlib_stream_error", prefix);
+        c->zlib_data_error =
+            sharp_stats_counterf(s, "%sdecompressor_library.zlib_data_error", prefix);
+        c->zlib_mem_error =
+            sharp_stats_counterf(s, "%sdecompressor_library.zlib_mem_error", prefix);
+        c->zlib_buf_error =
+            sharp_stats_counterf(s, "%sdecompressor_library.zlib_buf_error", prefix);
+        c->zlib_version_error =
+            sharp_stats_counterf(s, "%sdecompressor_library.zlib_version_error", prefix);
     } else {
         c->brotli_error = sharp_stats_counterf(s, "%sdecompressor_library.brotli_error", prefix);
     }
@@ -219,7 +235,8 @@ static bool header_joined(const sharp_headers_t *h, const char *name, sharp_sbuf
 {
     size_t nl = strlen(name);
     bool any = false;
-    for (int i = sharp_headers_find(h, name, nl, 0); i >= 0; i = sharp_headers_find(h, name, nl, (uint32_t)i + 1)) {
+    for (int i = sharp_headers_find(h, name, nl, 0); i >= 0;
+         i = sharp_headers_find(h, name, nl, (uint32_t)i + 1)) {
         sharp_str_t v = sharp_headers_value(h, (uint32_t)i);
         if (any) sharp_sbuf_append(out, ",", 1);
         sharp_sbuf_append(out, v.p, v.len);
@@ -234,11 +251,13 @@ static void maybe_init(sharp_filter_t *f, const direction_t *d, side_t *side, sh
     const decomp_config_t *c = f->config;
     sharp_sbuf_t ce = {0}, cc = {0};
     bool has_ce = header_joined(h, "content-encoding", &ce);
-    bool no_transform = header_joined(h, "cache-control", &cc) &&
-                        sharp_ae_has_token((sharp_str_t){cc.data ? cc.data : "", cc.len}, "no-transform", true);
+    bool no_transform =
+        header_joined(h, "cache-control", &cc) &&
+        sharp_ae_has_token((sharp_str_t){cc.data ? cc.data : "", cc.len}, "no-transform", true);
     sharp_str_t cev = {ce.data ? ce.data : "", ce.len};
     if (direction_enabled(d) && (!no_transform || d->ignore_no_transform) && has_ce &&
-        sharp_decomp_encoding_matches(cev, c->lib.encoding) && (side->d = sharp_decompressor_new(&c->lib))) {
+        sharp_decomp_encoding_matches(cev, c->lib.encoding) &&
+        (side->d = sharp_decompressor_new(&c->lib))) {
         sharp_counter_inc(shard(f), d->decompressed);
         sharp_headers_remove_cstr(h, "content-length");
         sharp_str_t rest;
@@ -263,13 +282,15 @@ static void collect(void *arg, const char *p, size_t n)
 
 /* Runs one event's body through the side's decompressor: the output lands
  * in st->out; stats and the byte tracker count it. */
-static void decompress_event(sharp_filter_t *f, const direction_t *d, side_t *side, const char *p, size_t n)
+static void decompress_event(sharp_filter_t *f, const direction_t *d, side_t *side, const char *p,
+                             size_t n)
 {
     const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
     sharp_sbuf_reset(&st->out);
     int zerr = 0;
-    sharp_decompress_result_t r = sharp_decompressor_decompress(side->d, p, n, collect, &st->out, &zerr);
+    sharp_decompress_result_t r =
+        sharp_decompressor_decompress(side->d, p, n, collect, &st->out, &zerr);
     sharp_stats_shard_t *sh = shard(f);
     side->compressed += n;
     side->uncompressed += st->out.len;
@@ -284,12 +305,23 @@ static void decompress_event(sharp_filter_t *f, const direction_t *d, side_t *si
     sharp_stat_id_t id = c->zlib_data_error;
     if (r == SHARP_DECOMPRESS_ERROR) {
         switch (zerr) {
-        case Z_ERRNO: id = c->zlib_errno; break;
-        case Z_STREAM_ERROR: id = c->zlib_stream_error; break;
-        case Z_MEM_ERROR: id = c->zlib_mem_error; break;
-        case Z_BUF_ERROR: id = c->zlib_buf_error; break;
-        case Z_VERSION_ERROR: id = c->zlib_version_error; break;
-        default: break;
+        case Z_ERRNO:
+            id = c->zlib_errno;
+            break;
+        case Z_STREAM_ERROR:
+            id = c->zlib_stream_error;
+            break;
+        case Z_MEM_ERROR:
+            id = c->zlib_mem_error;
+            break;
+        case Z_BUF_ERROR:
+            id = c->zlib_buf_error;
+            break;
+        case Z_VERSION_ERROR:
+            id = c->zlib_version_error;
+            break;
+        default:
+            break;
         }
     }
     sharp_counter_inc(sh, id);
@@ -314,14 +346,16 @@ static void release_out(decomp_state_t *st)
 
 /* ---- callbacks ---- */
 
-static sharp_filter_status_t dc_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t dc_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
     if (direction_enabled(&c->resp) && c->advertise_accept_encoding) {
         sharp_sbuf_t ae = {0}, v = {0};
         header_joined(h, "accept-encoding", &ae);
-        sharp_decomp_accept_encoding((sharp_str_t){ae.data ? ae.data : "", ae.len}, c->lib.encoding, &v);
+        sharp_decomp_accept_encoding((sharp_str_t){ae.data ? ae.data : "", ae.len}, c->lib.encoding,
+                                     &v);
         sharp_headers_set(h, "accept-encoding", 15, v.data, v.len);
         sharp_sbuf_free(&ae);
         sharp_sbuf_free(&v);
@@ -332,7 +366,8 @@ static sharp_filter_status_t dc_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t dc_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t dc_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
@@ -366,7 +401,8 @@ static sharp_filter_status_t dc_decode_trailers(sharp_filter_t *f, sharp_headers
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t dc_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t dc_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
@@ -379,7 +415,8 @@ static sharp_filter_status_t dc_encode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t dc_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t dc_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;

@@ -76,7 +76,8 @@ static void test_content_encoding(void **state)
 
 /* ---- libraries ---- */
 
-static void *parse_filter(const char *yaml, const ProtobufCMessageDescriptor *d, sharp_config_doc_t **doc)
+static void *parse_filter(const char *yaml, const ProtobufCMessageDescriptor *d,
+                          sharp_config_doc_t **doc)
 {
     sharp_config_types_register();
     sharp_config_error_t e;
@@ -85,13 +86,15 @@ static void *parse_filter(const char *yaml, const ProtobufCMessageDescriptor *d,
     return (void *)sharp_config_doc_message(*doc);
 }
 
-static int dlib_from_yaml(sharp_decompressor_lib_t *lib, const char *typed_config_yaml, char *err, size_t errlen)
+static int dlib_from_yaml(sharp_decompressor_lib_t *lib, const char *typed_config_yaml, char *err,
+                          size_t errlen)
 {
     char text[2048];
-    snprintf(text, sizeof text, "decompressor_library:\n  name: t\n  typed_config:\n%s", typed_config_yaml);
+    snprintf(text, sizeof text, "decompressor_library:\n  name: t\n  typed_config:\n%s",
+             typed_config_yaml);
     sharp_config_doc_t *doc;
-    const Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor *pb =
-        parse_filter(text, &envoy__extensions__filters__http__decompressor__v3__decompressor__descriptor, &doc);
+    const Envoy__Extensions__Filters__Http__Decompressor__V3__Decompressor *pb = parse_filter(
+        text, &envoy__extensions__filters__http__decompressor__v3__decompressor__descriptor, &doc);
     int r = sharp_decompressor_lib_init(lib, pb->decompressor_library, err, errlen);
     sharp_config_doc_free(doc);
     return r;
@@ -100,19 +103,27 @@ static int dlib_from_yaml(sharp_decompressor_lib_t *lib, const char *typed_confi
 static void clib_from_yaml(sharp_compressor_lib_t *lib, const char *typed_config_yaml)
 {
     char text[2048], err[256];
-    snprintf(text, sizeof text, "compressor_library:\n  name: t\n  typed_config:\n%s", typed_config_yaml);
+    snprintf(text, sizeof text, "compressor_library:\n  name: t\n  typed_config:\n%s",
+             typed_config_yaml);
     sharp_config_doc_t *doc;
-    const Envoy__Extensions__Filters__Http__Compressor__V3__Compressor *pb =
-        parse_filter(text, &envoy__extensions__filters__http__compressor__v3__compressor__descriptor, &doc);
+    const Envoy__Extensions__Filters__Http__Compressor__V3__Compressor *pb = parse_filter(
+        text, &envoy__extensions__filters__http__compressor__v3__compressor__descriptor, &doc);
     memset(lib, 0, sizeof *lib);
-    if (sharp_compressor_lib_init(lib, pb->compressor_library, err, sizeof err) < 0) fail_msg("%s", err);
+    if (sharp_compressor_lib_init(lib, pb->compressor_library, err, sizeof err) < 0)
+        fail_msg("%s", err);
     sharp_config_doc_free(doc);
 }
 
-#define GZIP_C "    \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip\n"
-#define BR_C "    \"@type\": type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli\n"
-#define GZIP_D "    \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip\n"
-#define BR_D "    \"@type\": type.googleapis.com/envoy.extensions.compression.brotli.decompressor.v3.Brotli\n"
+#define GZIP_C                                                                                     \
+    "    \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip\n"
+#define BR_C                                                                                       \
+    "    \"@type\": "                                                                              \
+    "type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli\n"
+#define GZIP_D                                                                                     \
+    "    \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip\n"
+#define BR_D                                                                                       \
+    "    \"@type\": "                                                                              \
+    "type.googleapis.com/envoy.extensions.compression.brotli.decompressor.v3.Brotli\n"
 
 typedef struct {
     sharp_sbuf_t all;
@@ -167,7 +178,8 @@ static void round_trip(const char *ctyped, const char *dtyped, size_t piece)
     for (size_t off = 0; off < z.len; off += piece) {
         size_t k = z.len - off < piece ? z.len - off : piece;
         int zerr;
-        assert_int_equal(sharp_decompressor_decompress(d, z.data + off, k, sink, &s, &zerr), SHARP_DECOMPRESS_OK);
+        assert_int_equal(sharp_decompressor_decompress(d, z.data + off, k, sink, &s, &zerr),
+                         SHARP_DECOMPRESS_OK);
     }
     assert_true(sharp_decompressor_finished(d));
     assert_int_equal(s.all.len, n);
@@ -185,9 +197,11 @@ static void test_round_trips(void **state)
     size_t pieces[] = {1, 7, 1000, 1u << 20};
     for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
         round_trip(GZIP_C, GZIP_D, pieces[i]);
-        round_trip(GZIP_C "    window_bits: 9\n", GZIP_D "    window_bits: 9\n    chunk_size: 8192\n", pieces[i]);
+        round_trip(GZIP_C "    window_bits: 9\n",
+                   GZIP_D "    window_bits: 9\n    chunk_size: 8192\n", pieces[i]);
         round_trip(BR_C, BR_D, pieces[i]);
-        round_trip(BR_C, BR_D "    disable_ring_buffer_reallocation: true\n    chunk_size: 65536\n", pieces[i]);
+        round_trip(BR_C, BR_D "    disable_ring_buffer_reallocation: true\n    chunk_size: 65536\n",
+                   pieces[i]);
     }
 }
 
@@ -255,8 +269,9 @@ static void bomb(const char *ctyped, const char *dtyped, uint32_t ratio, size_t 
     size_t got = s.all.len;
     int zerr;
     if (off < z.len)
-        assert_int_equal(sharp_decompressor_decompress(d, z.data + off, z.len - off, sink, &s, &zerr),
-                         SHARP_DECOMPRESS_OK);
+        assert_int_equal(
+            sharp_decompressor_decompress(d, z.data + off, z.len - off, sink, &s, &zerr),
+            SHARP_DECOMPRESS_OK);
     assert_int_equal(s.all.len, got);
     assert_true(got < n);
     sharp_decompressor_free(d);
@@ -268,14 +283,17 @@ static void test_inflate_ratio_bound(void **state)
 {
     (void)state;
     bomb(GZIP_C "    compression_level: BEST_COMPRESSION\n", GZIP_D, 100, 65536, true);
-    bomb(GZIP_C "    compression_level: BEST_COMPRESSION\n", GZIP_D "    max_inflate_ratio: 10\n", 10, 1000, true);
-    bomb(GZIP_C "    compression_level: BEST_COMPRESSION\n", GZIP_D "    max_inflate_ratio: 1032\n", 1032, 16384, false);
+    bomb(GZIP_C "    compression_level: BEST_COMPRESSION\n", GZIP_D "    max_inflate_ratio: 10\n",
+         10, 1000, true);
+    bomb(GZIP_C "    compression_level: BEST_COMPRESSION\n", GZIP_D "    max_inflate_ratio: 1032\n",
+         1032, 16384, false);
     bomb(BR_C, BR_D, 100, 4096, true);
     /* Envoy's LimitMaxDecompressOutputSize: 20 KB of zeros in a 69-byte
      * stream at ratio 10 gives one 4096-byte chunk */
     sharp_decompressor_lib_t lib;
     char err[256];
-    assert_int_equal(dlib_from_yaml(&lib, GZIP_D "    max_inflate_ratio: 10\n", err, sizeof err), 0);
+    assert_int_equal(dlib_from_yaml(&lib, GZIP_D "    max_inflate_ratio: 10\n", err, sizeof err),
+                     0);
     char zeros[20000] = {0};
     sharp_sbuf_t z;
     compress_all(GZIP_C "    compression_level: BEST_COMPRESSION\n", zeros, sizeof zeros, &z);
@@ -283,7 +301,8 @@ static void test_inflate_ratio_bound(void **state)
     sharp_decompressor_t *d = sharp_decompressor_new(&lib);
     sink_t s = {0};
     int zerr;
-    assert_int_equal(sharp_decompressor_decompress(d, z.data, z.len, sink, &s, &zerr), SHARP_DECOMPRESS_RATIO);
+    assert_int_equal(sharp_decompressor_decompress(d, z.data, z.len, sink, &s, &zerr),
+                     SHARP_DECOMPRESS_RATIO);
     assert_int_equal(s.all.len, 4096);
     sharp_decompressor_free(d);
     sharp_sbuf_free(&s.all);
@@ -301,10 +320,12 @@ static void test_corrupt_and_truncated(void **state)
     sink_t s = {0};
     int zerr;
     const char junk[] = "this is not a gzip stream at all, just text";
-    assert_int_equal(sharp_decompressor_decompress(d, junk, sizeof junk, sink, &s, &zerr), SHARP_DECOMPRESS_ERROR);
+    assert_int_equal(sharp_decompressor_decompress(d, junk, sizeof junk, sink, &s, &zerr),
+                     SHARP_DECOMPRESS_ERROR);
     assert_int_equal(zerr, Z_DATA_ERROR);
     assert_int_equal(s.all.len, 0);
-    assert_int_equal(sharp_decompressor_decompress(d, junk, sizeof junk, sink, &s, &zerr), SHARP_DECOMPRESS_OK);
+    assert_int_equal(sharp_decompressor_decompress(d, junk, sizeof junk, sink, &s, &zerr),
+                     SHARP_DECOMPRESS_OK);
     sharp_decompressor_free(d);
 
     size_t n = 100000;
@@ -313,7 +334,8 @@ static void test_corrupt_and_truncated(void **state)
     compress_all(GZIP_C, in, n, &z);
     /* cut short: what it held comes out, no error, not finished */
     d = sharp_decompressor_new(&lib);
-    assert_int_equal(sharp_decompressor_decompress(d, z.data, z.len / 2, sink, &s, &zerr), SHARP_DECOMPRESS_OK);
+    assert_int_equal(sharp_decompressor_decompress(d, z.data, z.len / 2, sink, &s, &zerr),
+                     SHARP_DECOMPRESS_OK);
     assert_false(sharp_decompressor_finished(d));
     assert_true(s.all.len > 0 && s.all.len < n);
     assert_memory_equal(s.all.data, in, s.all.len);
@@ -333,10 +355,12 @@ static void test_corrupt_and_truncated(void **state)
     /* bytes after the end of the stream are dropped */
     sharp_sbuf_append(&z, "trailing", 8);
     d = sharp_decompressor_new(&lib);
-    assert_int_equal(sharp_decompressor_decompress(d, z.data, z.len, sink, &s, &zerr), SHARP_DECOMPRESS_OK);
+    assert_int_equal(sharp_decompressor_decompress(d, z.data, z.len, sink, &s, &zerr),
+                     SHARP_DECOMPRESS_OK);
     assert_true(sharp_decompressor_finished(d));
     assert_int_equal(s.all.len, n);
-    assert_int_equal(sharp_decompressor_decompress(d, "more", 4, sink, &s, &zerr), SHARP_DECOMPRESS_OK);
+    assert_int_equal(sharp_decompressor_decompress(d, "more", 4, sink, &s, &zerr),
+                     SHARP_DECOMPRESS_OK);
     assert_int_equal(s.all.len, n);
     sharp_decompressor_free(d);
     sharp_sbuf_free(&s.all);
@@ -346,8 +370,9 @@ static void test_corrupt_and_truncated(void **state)
     /* brotli: junk is an error */
     assert_int_equal(dlib_from_yaml(&lib, BR_D, err, sizeof err), 0);
     d = sharp_decompressor_new(&lib);
-    assert_int_equal(sharp_decompressor_decompress(d, "\xff\xff\xff\xff\xff\xff", 6, sink, &s, &zerr),
-                     SHARP_DECOMPRESS_ERROR);
+    assert_int_equal(
+        sharp_decompressor_decompress(d, "\xff\xff\xff\xff\xff\xff", 6, sink, &s, &zerr),
+        SHARP_DECOMPRESS_ERROR);
     sharp_decompressor_free(d);
     sharp_sbuf_free(&s.all);
 }
@@ -355,8 +380,8 @@ static void test_corrupt_and_truncated(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accept_encoding),    cmocka_unit_test(test_content_encoding),
-        cmocka_unit_test(test_round_trips),        cmocka_unit_test(test_library_config),
+        cmocka_unit_test(test_accept_encoding),     cmocka_unit_test(test_content_encoding),
+        cmocka_unit_test(test_round_trips),         cmocka_unit_test(test_library_config),
         cmocka_unit_test(test_inflate_ratio_bound), cmocka_unit_test(test_corrupt_and_truncated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
