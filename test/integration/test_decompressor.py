@@ -463,3 +463,14 @@ def test_config_rules():
         "@type": type.googleapis.com/envoy.extensions.compression.zstd.decompressor.v3.Zstd
 """)
     assert rc != 0 and "zstd decompressor library" in out and "not supported" in out, out
+
+
+def test_corpus_gzip_example():
+    """Envoy's gzip example (a compressor and a decompressor with
+    max_inflate_ratio 1000, response decompression off by runtime flag)
+    loads."""
+    path = "/work/shared/envoy-corpus/examples__gzip__envoy.yaml"
+    if not os.path.exists(path):
+        pytest.skip("corpus not present")
+    rc, out = validate_config(open(path).read())
+    assert rc == 0, out
