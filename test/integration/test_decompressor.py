@@ -292,6 +292,49 @@ request_direction_config:
     assert "accept-encoding" not in encoded.seen[-1]
 
 
+# ---- streaming ----------------------------------------------------------------------------------
+
+def rss_kb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith(field + ":"):
+                return int(ln.split()[1])
+    raise AssertionError(field)
+
+
+@pytest.mark.parametrize("down", ["h1", "h2"])
+def test_large_bodies_stream_in_bounded_memory(procs, encoded, upstream, down):
+    """Tens of MB each way are decompressed as they stream: SHARP's peak
+    resident memory grows by a small fraction of the body, and the body is
+    whole at the other end."""
+    import hashlib
+    n = (12 if SLOW > 1 else 48) * 1024 * 1024
+    big = os.urandom(n)
+    big_gz = gzip.compress(big, compresslevel=1)
+    encoded.BODIES = dict(encoded.BODIES, big=(big_gz, "gzip"))
+    listen, _ = start(procs, decompressor(), encoded.port)
+    sharp = procs[-1]
+    req = h2_request if down == "h2" else h1_request
+    req(listen, "/gz")  # warm up
+    before = rss_kb(sharp.p.pid)
+    st, h, body = req(listen, "/big", timeout=120)
+    assert st == 200 and "content-encoding" not in h
+    assert len(body) == n and hashlib.sha256(body).digest() == hashlib.sha256(big).digest()
+    grown = rss_kb(sharp.p.pid, "VmHWM") - before
+    assert grown < n // 1024 // 4, f"peak RSS grew by {grown} KiB for a {n // 1024} KiB response"
+    # the request direction, into the test upstream's /upload
+    listen, _ = start(procs, decompressor(), upstream.port)
+    sharp = procs[-1]
+    req(listen, "/")
+    before = rss_kb(sharp.p.pid)
+    chunks = [big_gz[i:i + 65536] for i in range(0, len(big_gz), 65536)]
+    st, h, body = req(listen, "/upload", method="POST", headers={"content-encoding": "gzip"}, chunks=chunks,
+                      timeout=120)
+    assert st == 200 and json.loads(body)["body_bytes"] == n
+    grown = rss_kb(sharp.p.pid, "VmHWM") - before
+    assert grown < n // 1024 // 4, f"peak RSS grew by {grown} KiB for a {n // 1024} KiB request"
+
+
 # ---- requests -----------------------------------------------------------------------------------
 
 @protos("h1", "h2-down", "h2-up", "h2-both")
