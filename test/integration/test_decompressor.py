@@ -13,14 +13,13 @@ import json
 import os
 import subprocess
 import threading
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import brotli
 import pytest
 
-from conftest import (PROTOS, SLOW, bootstrap_yaml, free_port, h1_request, h2_request, protos, run_sharp_config,
-                      stat, validate_config)
+from conftest import (PROTOS, SANITIZED, SLOW, bootstrap_yaml, free_port, h1_request, h2_request, protos,
+                      run_sharp_config, stat, validate_config)
 
 PREFIX = "http.ingress_http.decompressor"
 
@@ -321,7 +320,8 @@ def test_large_bodies_stream_in_bounded_memory(procs, encoded, upstream, down):
     assert st == 200 and "content-encoding" not in h
     assert len(body) == n and hashlib.sha256(body).digest() == hashlib.sha256(big).digest()
     grown = rss_kb(sharp.p.pid, "VmHWM") - before
-    assert grown < n // 1024 // 4, f"peak RSS grew by {grown} KiB for a {n // 1024} KiB response"
+    # a sanitizer's quarantine keeps freed memory: RSS then follows the traffic
+    assert SANITIZED or grown < n // 1024 // 4, f"peak RSS grew by {grown} KiB for a {n // 1024} KiB response"
     # the request direction, into the test upstream's /upload
     listen, _ = start(procs, decompressor(), upstream.port)
     sharp = procs[-1]
@@ -332,7 +332,7 @@ def test_large_bodies_stream_in_bounded_memory(procs, encoded, upstream, down):
                       timeout=120)
     assert st == 200 and json.loads(body)["body_bytes"] == n
     grown = rss_kb(sharp.p.pid, "VmHWM") - before
-    assert grown < n // 1024 // 4, f"peak RSS grew by {grown} KiB for a {n // 1024} KiB request"
+    assert SANITIZED or grown < n // 1024 // 4, f"peak RSS grew by {grown} KiB for a {n // 1024} KiB request"
 
 
 # ---- requests -----------------------------------------------------------------------------------
