@@ -9,7 +9,6 @@ request_valid; the config rules and the Envoy corpus example."""
 import os
 import urllib.request
 
-
 from conftest import PROTOS, bootstrap_yaml, free_port, protos, run_sharp_config, stat, validate_config
 
 H1 = PROTOS["h1"]
