@@ -44,6 +44,10 @@
 #include "envoy/extensions/compression/brotli/compressor/v3/brotli.pb-c.h"
 #include "envoy/extensions/compression/gzip/compressor/v3/gzip.pb-c.h"
 #include "envoy/extensions/compression/zstd/compressor/v3/zstd.pb-c.h"
+#include "envoy/extensions/compression/gzip/decompressor/v3/gzip.pb-c.h"
+#include "envoy/extensions/compression/brotli/decompressor/v3/brotli.pb-c.h"
+#include "envoy/extensions/filters/http/decompressor/v3/decompressor.pb-c.h"
+#include "envoy/extensions/filters/http/csrf/v3/csrf.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
@@ -149,6 +153,12 @@ void sharp_config_types_register(void)
         &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor,
         &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor,
         &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor,
+        /* the decompressor filter and its libraries */
+        &envoy__extensions__filters__http__decompressor__v3__decompressor__descriptor,
+        &envoy__extensions__compression__gzip__decompressor__v3__gzip__descriptor,
+        &envoy__extensions__compression__brotli__decompressor__v3__brotli__descriptor,
+        /* the CSRF filter, also its per-route policy */
+        &envoy__extensions__filters__http__csrf__v3__csrf_policy__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
         &envoy__config__trace__v3__zipkin_config__descriptor,

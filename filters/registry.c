@@ -4,6 +4,8 @@
 #include "filters/cache/filter.h"
 #include "filters/compressor/filter.h"
 #include "filters/cors/filter.h"
+#include "filters/csrf/filter.h"
+#include "filters/decompressor/filter.h"
 #include "filters/ext_authz/filter.h"
 #include "filters/fault/filter.h"
 #include "filters/header_to_metadata/filter.h"
@@ -28,6 +30,8 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_fault_filter);
     sharp_filter_register(&sharp_rbac_filter);
     sharp_filter_register(&sharp_cors_filter);
+    sharp_filter_register(&sharp_csrf_filter);
+    sharp_filter_register(&sharp_decompressor_filter);
     sharp_filter_register(&sharp_cache_filter);
     sharp_filter_register(&sharp_match_delegate_filter);
     sharp_filter_register(&sharp_composite_filter);

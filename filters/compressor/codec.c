@@ -148,36 +148,51 @@ typedef Envoy__Extensions__Compression__Gzip__Compressor__V3__Gzip gzip_pb_t;
 typedef Envoy__Extensions__Compression__Brotli__Compressor__V3__Brotli brotli_pb_t;
 typedef Envoy__Extensions__Compression__Zstd__Compressor__V3__Zstd zstd_pb_t;
 
+/* Shared with the decompressor libraries (decodec.c): the library's
+ * typed_config unpacked as the one of `descs` its type names. */
+ProtobufCMessage *sharp_codec_library_unpack(const Envoy__Config__Core__V3__TypedExtensionConfig *tec,
+                                             const char *field, const char *kind, const ProtobufCMessageDescriptor *const *descs,
+                                             size_t ndescs, const char *supported, size_t *which, char *err,
+                                             size_t errlen)
+{
+    if (!tec || !tec->typed_config || !tec->typed_config->type_url) {
+        snprintf(err, errlen, "%s: a typed_config is required", field);
+        return NULL;
+    }
+    const char *url = tec->typed_config->type_url;
+    const char *slash = strrchr(url, '/');
+    const char *type = slash ? slash + 1 : url;
+    size_t i = 0;
+    while (i < ndescs && strcmp(type, descs[i]->name) != 0) i++;
+    if (i == ndescs) {
+        snprintf(err, errlen, "%s: unsupported %s library '%s' (%s)", field, kind, type, supported);
+        return NULL;
+    }
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&tec->typed_config->base, descs[i], &e);
+    if (!m) {
+        snprintf(err, errlen, "%s.typed_config: %s", field, e.msg);
+        return NULL;
+    }
+    *which = i;
+    return m;
+}
+
 /* The library's parameters, with Envoy's defaults. Ranges were checked by
  * the support table (Envoy's validation rules). */
 int sharp_compressor_lib_init(sharp_compressor_lib_t *lib, const Envoy__Config__Core__V3__TypedExtensionConfig *tec,
                               char *err, size_t errlen)
 {
-    if (!tec || !tec->typed_config || !tec->typed_config->type_url) {
-        snprintf(err, errlen, "compressor_library: a typed_config is required");
-        return -1;
-    }
-    const char *url = tec->typed_config->type_url;
-    const char *slash = strrchr(url, '/');
-    const char *type = slash ? slash + 1 : url;
-    const ProtobufCMessageDescriptor *desc = NULL;
-    if (!strcmp(type, envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor.name))
-        desc = &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor;
-    else if (!strcmp(type, envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor.name))
-        desc = &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor;
-    else if (!strcmp(type, envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor.name))
-        desc = &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor;
-    if (!desc) {
-        snprintf(err, errlen, "compressor_library: unsupported compressor library '%s' (gzip, brotli and zstd are)",
-                 type);
-        return -1;
-    }
-    sharp_config_error_t e = {{0}};
-    ProtobufCMessage *m = sharp_any_unpack(&tec->typed_config->base, desc, &e);
-    if (!m) {
-        snprintf(err, errlen, "compressor_library.typed_config: %s", e.msg);
-        return -1;
-    }
+    static const ProtobufCMessageDescriptor *const descs[] = {
+        &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor,
+        &envoy__extensions__compression__brotli__compressor__v3__brotli__descriptor,
+        &envoy__extensions__compression__zstd__compressor__v3__zstd__descriptor,
+    };
+    size_t which;
+    ProtobufCMessage *m = sharp_codec_library_unpack(tec, "compressor_library", "compressor", descs, 3,
+                                                     "gzip, brotli and zstd compressors are", &which, err, errlen);
+    if (!m) return -1;
+    const ProtobufCMessageDescriptor *desc = descs[which];
     if (desc == &envoy__extensions__compression__gzip__compressor__v3__gzip__descriptor) {
         const gzip_pb_t *g = (const gzip_pb_t *)m;
         lib->kind = SHARP_COMPRESSOR_GZIP;

@@ -57,6 +57,18 @@ int sharp_compressor_lib_init(sharp_compressor_lib_t *lib, const Envoy__Config__
                               char *err, size_t errlen);
 void sharp_compressor_lib_free(sharp_compressor_lib_t *lib);
 
+/* A compression library's typed_config (the compressor's
+ * compressor_library, the decompressor's decompressor_library) unpacked
+ * as the one of `descs` its type names (`kind`: "compressor" or
+ * "decompressor", for errors): the message, to free with
+ * protobuf_c_message_free_unpacked, and its index in *which. NULL with
+ * "<field>...: why" in err for another type (`supported` lists the types
+ * taken) or a bad message. */
+ProtobufCMessage *sharp_codec_library_unpack(const Envoy__Config__Core__V3__TypedExtensionConfig *tec,
+                                             const char *field, const char *kind, const ProtobufCMessageDescriptor *const *descs,
+                                             size_t ndescs, const char *supported, size_t *which, char *err,
+                                             size_t errlen);
+
 typedef struct sharp_compressor sharp_compressor_t;
 
 typedef void (*sharp_compressor_emit_fn)(void *arg, const char *p, size_t n);

@@ -185,6 +185,12 @@ void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t);
  * on to the filters after `f`; held there like any request data while one
  * of them stops the chain. */
 void sharp_stream_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream);
+/* A filter that consumed the request's last data (SHARP_FILTER_CONSUMED
+ * with end of stream) ends the request with trailers `t` instead, after
+ * its own last data (sharp_stream_decode_data without end of stream):
+ * they reach the filters after `f` through decode_trailers (Envoy's
+ * addDecodedTrailers). */
+void sharp_stream_decode_trailers(sharp_filter_t *f, sharp_headers_t *t);
 /* A filter holding response data (the fault filter's response rate
  * limit) tells the filters after it that its buffer went above the
  * stream's buffer limit (above) or drained (below): the router pauses or

@@ -931,6 +931,14 @@ void sharp_stream_decode_data(sharp_filter_t *f, const char *p, size_t n, bool e
     dec_run_data(f->stream, f->index + 1, p, n, end_stream);
 }
 
+void sharp_stream_decode_trailers(sharp_filter_t *f, sharp_headers_t *t)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return;
+    if (t != &s->req_trailers) sharp_headers_copy(&s->req_trailers, t);
+    dec_run_trailers(s, f->index + 1);
+}
+
 void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 {
     sharp_stream_t *s = f->stream;

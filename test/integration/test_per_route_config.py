@@ -309,9 +309,10 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
 
 @pytest.mark.parametrize("entries,filters,expect", [
     # per-route types of filters SHARP does not have: refused naming the feature
-    ({"envoy.filters.http.csrf": "\"@type\": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy\n"
-                                 "filter_enabled: { default_value: { numerator: 100 } }"},
-     "", "CSRF filter"),
+    ({"envoy.filters.http.grpc_http1_reverse_bridge": "\"@type\": type.googleapis.com/envoy.extensions.filters.http."
+                                                      "grpc_http1_reverse_bridge.v3.FilterConfigPerRoute\n"
+                                                      "disabled: true"},
+     "", "gRPC HTTP/1 reverse bridge per-route config"),
     ({"envoy.filters.http.ratelimit": "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3."
                                       "RateLimitPerRoute\nvh_rate_limits: INCLUDE"},
      "", "global rate limit per-route config"),
@@ -344,7 +345,7 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
      "invalid CompressorPerRoute.Override: value is required"),
     ({"envoy.filters.http.compressor": f"\"@type\": {FC}\nis_optional: true"}, compressor_filter(),
      "Empty route/virtual host per filter configuration for envoy.filters.http.compressor filter"),
-], ids=["csrf", "ratelimit", "dfp-in-filterconfig", "router-config", "router-disabled", "type-mismatch",
+], ids=["reverse-bridge", "ratelimit", "dfp-in-filterconfig", "router-config", "router-disabled", "type-mismatch",
         "main-type", "no-route-support", "cpr-disabled-false", "cpr-empty", "filterconfig-empty"])
 def test_refused(entries, filters, expect):
     routes = route("/", pfc(entries))
@@ -460,9 +461,9 @@ def test_per_route_config_from_rds(procs, upstream, tmp_path):
     assert compressed(listen, f"/bytes/3000?{TEXT}")
     st, h, body = curl(listen, "/healthz")  # the health check filter still answers
     assert st == 200 and body == b""
-    write_rds(rds, 3, {"envoy.filters.http.csrf": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy",
-        "filter_enabled": {"default_value": {"numerator": 100}}}})
+    write_rds(rds, 3, {"envoy.filters.http.grpc_http1_reverse_bridge": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfigPerRoute",
+        "disabled": True}})
     # refused when the file is read (update_failure), as any type SHARP lacks
     wait_for(lambda: stat(admin, "http.ingress_http.rds.dyn.update_failure") == 1, 5 * SLOW, "update 3 refused")
     assert stat(admin, "http.ingress_http.rds.dyn.update_success") == 2
