@@ -212,6 +212,8 @@ void sharp_config_free(sharp_config_t *c)
     free(c);
 }
 
+#define IPV4_COMPAT_LISTENERS_ONLY "ipv4_compat is implemented for TCP listener addresses only"
+
 /* An Address: a numeric socket_address, or a pipe (Envoy's PipeInstance:
  * a Unix domain socket path, '@' for the abstract namespace, and the mode
  * its file gets when SHARP binds it). With `udp` (a listener's address)
@@ -235,6 +237,7 @@ static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
         return fail(b, path, "a socket_address or a pipe is required");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->ipv4_compat && !udp) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (udp) *udp = sa->protocol == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__UDP;
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP && !(udp && *udp))
         return fail(b, p, "only TCP is supported");
@@ -1687,6 +1690,19 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     snprintf(p, sizeof p, "%s.address", path);
     bool udp = false;
     if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode, &udp) < 0) return -1;
+    /* listen socket options (Envoy's buildListenSocketOptions, and the
+     * Ipv6Instance's v6only) */
+    if (pb->address->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS &&
+        pb->address->socket_address->ipv4_compat) {
+        snprintf(p, sizeof p, "%s.address.socket_address.ipv4_compat", path);
+        if (udp) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
+        if (l->addr.ss_family == AF_INET6) l->sock_flags |= SHARP_SOCK_V4COMPAT;
+    }
+    if (pb->freebind && pb->freebind->value) {
+        snprintf(p, sizeof p, "%s.freebind", path);
+        if (l->addr.ss_family == AF_UNIX) return fail(b, p, "freebind needs an IP address (not a pipe)");
+        l->sock_flags |= SHARP_SOCK_FREEBIND;
+    }
     sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
     sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
     l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
@@ -1788,6 +1804,7 @@ static int resolver_address(build_ctx_t *b, const Envoy__Config__Core__V3__Addre
         return fail(b, path, "a socket_address is required (a DNS server's IP and port)");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->ipv4_compat) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (sa->port_specifier_case == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_NAMED_PORT)
         return fail(b, p, "named_port is not supported");
     uint32_t port = sa->port_value ? sa->port_value : 53;
@@ -1947,6 +1964,7 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 return fail(b, ap, "a socket_address with a DNS name is required");
             const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
             snprintf(ap, sizeof ap, "%s.endpoint.address.socket_address", p);
+            if (sa->ipv4_compat) return fail(b, ap, "%s", IPV4_COMPAT_LISTENERS_ONLY);
             if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
                 return fail(b, ap, "only TCP is supported");
             if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
@@ -2669,6 +2687,7 @@ static int statsd_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     char p[256];
     snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->ipv4_compat) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
         return fail(b, p, "port_value is required (named_port is not supported)");
     if (sa->port_value > 65535) return fail(b, p, "port_value %u is out of range", sa->port_value);

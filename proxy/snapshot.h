@@ -239,6 +239,10 @@ typedef struct sharp_listener_config {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t pipe_mode; /* address.pipe.mode: the socket file's permissions, 0 = left to the umask */
+    /* freebind and address.socket_address.ipv4_compat (SHARP_SOCK_*, net.h);
+     * with ipv4_compat an IPv4 peer's mapped address (::ffff:a.b.c.d) is
+     * taken as the IPv4 address, as Envoy's addressFromSockAddr does */
+    unsigned sock_flags;
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     /* filter_chains, then default_filter_chain (when set) as the last entry;
      * a connection takes the chain listener_match.h picks, else the default,

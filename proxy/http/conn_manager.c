@@ -922,6 +922,11 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     int llen = sizeof local;
     bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
     bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
+    if (l->sock_flags & SHARP_SOCK_V4COMPAT) {
+        /* an IPv4 client of an ipv4_compat listener is its IPv4 address */
+        sharp_addr_unmap_v4(&local);
+        sharp_addr_unmap_v4(&peer);
+    }
     if (have_peer) c->remote_ss = c->direct_remote_ss = peer;
     /* the original_dst listener filter: the address before an iptables
      * REDIRECT becomes the connection's local address; with
