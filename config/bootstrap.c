@@ -1591,6 +1591,14 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
     /* Envoy's buildOriginalDstListenerFilter: use_original_dst adds the
      * original_dst filter (which leaves a pipe's connections alone) */
     if (pb->use_original_dst && pb->use_original_dst->value) l->original_dst = l->use_original_dst = true;
+    /* Envoy hands a connection over once all listener filters ran, to the
+     * listener of a destination the PROXY protocol header may have given;
+     * SHARP hands over at accept */
+    if (l->use_original_dst && l->proxy_protocol) {
+        snprintf(p, sizeof p, "%s.use_original_dst", path);
+        return fail(b, p, "use_original_dst with the proxy_protocol listener filter is not supported by SHARP (the "
+                    "hand-off to the listener of the header's destination)");
+    }
     /* Envoy's ListenerImpl::buildTlsInspectorListenerFilter: a chain that
      * matches on "tls", or on server names or application protocols
      * without a transport protocol, needs the TLS inspector; Envoy adds

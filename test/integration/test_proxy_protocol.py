@@ -399,3 +399,6 @@ static_resources:
     assert rc == 0, out
     rc, out = validate_config(cfg("- name: envoy.filters.listener.proxy_protocol\n"))
     assert rc == 0, out
+    rc, out = validate_config(cfg(pp_filter()).replace("    listener_filters:\n", "    use_original_dst: true\n"
+                                                        "    listener_filters:\n", 1))
+    assert rc != 0 and "use_original_dst" in out, out
