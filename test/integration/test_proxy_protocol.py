@@ -402,3 +402,47 @@ static_resources:
     rc, out = validate_config(cfg(pp_filter()).replace("    listener_filters:\n", "    use_original_dst: true\n"
                                                         "    listener_filters:\n", 1))
     assert rc != 0 and "use_original_dst" in out, out
+
+
+def test_original_dst_cluster_connects_to_the_header_destination(procs, path_upstream):
+    """The header's destination is the restored local address an
+    ORIGINAL_DST cluster connects to (Envoy's localAddressRestored)."""
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"unused": [1]}, routes='- match: { prefix: "/" }\n  route: { cluster: odst }\n',
+                       listener_extra="listener_filters:\n" + pp_filter())
+    y += ("  - name: odst\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n")
+    run_sharp_config(procs, y, admin)
+    st, body = exchange(listen, v1("192.0.2.1", "127.0.0.1", 1234, path_upstream.port) + REQ % b"odst")
+    assert st == 200, body
+    assert json.loads(body)["path"] == "/odst"
+    # a destination where nothing listens: the cluster fails to connect
+    st, _ = exchange(listen, v1("192.0.2.1", "127.0.0.1", 1234, free_port()) + REQ % b"odst")
+    assert st == 503
+
+
+def test_inspectors_read_the_bytes_after_the_header(procs):
+    """The HTTP inspector sees the request line after the header (the
+    header cut across segments, the request in the same one as its end)."""
+    listen, admin = free_port(), free_port()
+    http_inspector = "- name: envoy.filters.listener.http_inspector\n"
+    dflt = "  " + chain("other")[2:]  # the chain's fields, as a mapping
+    y = f"""\
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: pp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    listener_filters:
+{indent(pp_filter() + http_inspector, 4)}    filter_chains:
+{indent(chain("h1", "{ application_protocols: [http/1.1] }"), 4)}    default_filter_chain:
+{indent(dflt, 4)}"""
+    run_sharp_config(procs, y, admin)
+    h = v2("192.0.2.1", "198.51.100.1", 1, 2)
+    assert exchange(listen, h[:10], h[10:] + REQ % b"i") == (200, b"h1")
+    # HTTP/1.0 takes the default chain (whose connection manager refuses it)
+    assert exchange(listen, h, b"GET / HTTP/1.0\r\n\r\n")[0] == 426
+    assert stat(admin, "http.other.downstream_cx_total") == 1
+    assert stat(admin, "http.h1.downstream_cx_total") == 1
+    assert stat(admin, "http_inspector.http11_found") == 1
+    assert stat(admin, "http_inspector.http10_found") == 1
