@@ -322,6 +322,67 @@ static_resources:
     assert stat(admin, f"listener.127.0.0.1_{listen}.no_filter_chain_match") == 2
 
 
+def tcp_proxy_yaml(listen, admin, upstream_port, pp_cfg="", pre_filters="", tp_extra=""):
+    return f"""\
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: pp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    listener_filters:
+{indent(pp_filter(pp_cfg), 4)}    filter_chains:
+    - filters:
+{indent(pre_filters, 6)}      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: app
+{indent(tp_extra, 10)}  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }}
+"""
+
+
+def test_network_rbac_sees_both_addresses(procs, path_upstream):
+    """Network RBAC in front of a TCP proxy: remote_ip is the header's
+    source, direct_remote_ip the socket's peer; a TLV rule's metadata is
+    there for its metadata principal."""
+    listen, admin = free_port(), free_port()
+    rbac = """\
+- name: envoy.filters.network.rbac
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC
+    stat_prefix: pp
+    rules:
+      action: ALLOW
+      policies:
+        both:
+          permissions: [{any: true}]
+          principals:
+          - and_ids:
+              ids:
+              - remote_ip: {address_prefix: 192.0.2.0, prefix_len: 24}
+              - direct_remote_ip: {address_prefix: 127.0.0.1, prefix_len: 32}
+              - metadata: {filter: envoy.filters.listener.proxy_protocol, path: [{key: tenant}],
+                           value: {string_match: {exact: t1}}}
+"""
+    run_sharp_config(procs, tcp_proxy_yaml(listen, admin, path_upstream.port,
+                                           "rules: [{ tlv_type: 0xe0, on_tlv_present: { key: tenant } }]\n", rbac),
+                     admin)
+    ok = v2("192.0.2.5", "198.51.100.1", 1, 2, tlvs=tlv(0xe0, b"t1"))
+    assert exchange(listen, ok + REQ % b"n")[0] == 200
+    assert exchange(listen, v2("203.0.113.5", "198.51.100.1", 1, 2, tlvs=tlv(0xe0, b"t1")) + REQ % b"n")[0] == 0
+    assert exchange(listen, v2("192.0.2.5", "198.51.100.1", 1, 2, tlvs=tlv(0xe0, b"t2")) + REQ % b"n")[0] == 0
+    assert stat(admin, "pp.rbac.allowed") == 1 and stat(admin, "pp.rbac.denied") == 2
+
+
 def test_tcp_proxy_logs_tlv_metadata(procs, path_upstream):
     listen, admin = free_port(), free_port()
     log = os.path.join(tempfile.mkdtemp(prefix="sharp-al-"), "tcp.log")
