@@ -507,3 +507,37 @@ static_resources:
     assert stat(admin, "http.h1.downstream_cx_total") == 1
     assert stat(admin, "http_inspector.http11_found") == 1
     assert stat(admin, "http_inspector.http10_found") == 1
+
+
+def test_tls_after_the_header(procs, path_upstream, pki):
+    """The header, then a TLS handshake: the TLS inspector reads the
+    ClientHello after the header and the chain's TLS terminates it."""
+    import ssl
+    from conftest import TLS_HOST
+    listen, admin = free_port(), free_port()
+    tls_inspector = ("- name: envoy.filters.listener.tls_inspector\n  typed_config:\n    \"@type\": "
+                     "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector\n")
+    y = bootstrap_yaml(listen, admin, {"app": [path_upstream.port]}, hcm_extra="use_remote_address: true\n",
+                       listener_extra="listener_filters:\n" + pp_filter() + tls_inspector)
+    ctx = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+           "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": f"{pki}/rsa.crt"},
+                                                        "private_key": {"filename": f"{pki}/rsa.key"}}]}}
+    ts = "transport_socket: {name: envoy.transport_sockets.tls, typed_config: " + json.dumps(ctx) + "}"
+    out = y.replace("    filter_chains:\n    - filters:\n", f"    filter_chains:\n    - {ts}\n      filters:\n", 1)
+    assert out != y
+    run_sharp_config(procs, out, admin)
+    raw = socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW)
+    raw.sendall(v2("192.0.2.200", "198.51.100.1", 999, 443))
+    c = ssl.create_default_context(cafile=f"{pki}/ca.crt").wrap_socket(raw, server_hostname=TLS_HOST)
+    c.sendall(REQ % b"tls")
+    out = b""
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        out += d
+    c.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert upstream_headers(body)["x-forwarded-for"] == "192.0.2.200"
+    assert stat(admin, "tls_inspector.sni_found") == 1
