@@ -46,6 +46,7 @@
 #include <sys/un.h>
 
 #include "envoy/extensions/bootstrap/internal_listener/v3/internal_listener.pb-c.h"
+#include "envoy/extensions/filters/listener/proxy_protocol/v3/proxy_protocol.pb-c.h"
 #include "sharp/extensions/scaling/v1/scaling_agent.pb-c.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/regex_engines/v3/google_re2.pb-c.h"
@@ -213,6 +214,8 @@ void sharp_config_free(sharp_config_t *c)
     free(c);
 }
 
+#define IPV4_COMPAT_LISTENERS_ONLY "ipv4_compat is implemented for TCP listener addresses only"
+
 /* An Address: a numeric socket_address, or a pipe (Envoy's PipeInstance:
  * a Unix domain socket path, '@' for the abstract namespace, and the mode
  * its file gets when SHARP binds it). With `udp` (a listener's address)
@@ -236,6 +239,7 @@ static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
         return fail(b, path, "a socket_address or a pipe is required");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->ipv4_compat && !udp) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (udp) *udp = sa->protocol == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__UDP;
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP && !(udp && *udp))
         return fail(b, p, "only TCP is supported");
@@ -1459,6 +1463,62 @@ static int build_filter_chain(build_ctx_t *b, const Envoy__Config__Listener__V3_
 #define TLS_INSPECTOR "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 #define HTTP_INSPECTOR "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
 #define ORIGINAL_DST "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+#define PROXY_PROTOCOL "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
+
+typedef Envoy__Extensions__Filters__Listener__ProxyProtocol__V3__ProxyProtocol pp_pb_t;
+
+/* The PROXY protocol listener filter's config (Envoy's Config): its
+ * options, TLV rules and stats, proxy_proto.[<stat_prefix>.] and the
+ * legacy downstream_cx_proxy_proto_error, both rooted at the server's
+ * scope as Envoy's listener filter scope is. */
+static int build_proxy_protocol(build_ctx_t *b, const pp_pb_t *pb, sharp_listener_config_t *l, const char *path)
+{
+    char p[1024];
+    int rc = 0;
+    l->proxy_protocol = true;
+    l->pp_opts.allow_without = pb->allow_requests_without_proxy_protocol;
+    for (size_t i = 0; i < pb->n_disallowed_versions; i++) {
+        if (pb->disallowed_versions[i] == ENVOY__CONFIG__CORE__V3__PROXY_PROTOCOL_CONFIG__VERSION__V1) {
+            l->pp_opts.deny_v1 = true;
+        } else if (pb->disallowed_versions[i] == ENVOY__CONFIG__CORE__V3__PROXY_PROTOCOL_CONFIG__VERSION__V2) {
+            l->pp_opts.deny_v2 = true;
+        } else {
+            snprintf(p, sizeof p, "%s.typed_config.disallowed_versions[%zu]", path, i);
+            rc = fail(b, p, "value must be one of the defined enum values (V1, V2)");
+            goto out;
+        }
+    }
+    if (l->pp_opts.deny_v1 && l->pp_opts.deny_v2) {
+        snprintf(p, sizeof p, "%s.typed_config.disallowed_versions", path);
+        rc = fail(b, p, "Proxy Protocol filter is misconfigured: all proxy protocol versions are disallowed.");
+        goto out;
+    }
+    l->pp_rules = pb->n_rules ? sharp_calloc(pb->n_rules, sizeof *l->pp_rules) : NULL;
+    for (size_t i = 0; i < pb->n_rules; i++) {
+        const Envoy__Extensions__Filters__Listener__ProxyProtocol__V3__ProxyProtocol__Rule *r = pb->rules[i];
+        const Envoy__Extensions__Filters__Listener__ProxyProtocol__V3__ProxyProtocol__KeyValuePair *kv =
+            r->on_tlv_present;
+        struct sharp_pp_rule *out = &l->pp_rules[l->npp_rules++];
+        out->tlv_type = (uint8_t)r->tlv_type;
+        out->ns = sharp_strdup(kv && kv->metadata_namespace[0] ? kv->metadata_namespace
+                                                                : "envoy.filters.listener.proxy_protocol");
+        out->key = sharp_strdup(kv ? kv->key : "");
+    }
+    sharp_stats_t *s = b->srv->stats;
+    char pre[256];
+    if (pb->stat_prefix[0]) snprintf(pre, sizeof pre, "proxy_proto.%s.", pb->stat_prefix);
+    else snprintf(pre, sizeof pre, "proxy_proto.");
+    l->pp_stats.cx_error = sharp_stats_counterf(s, "downstream_cx_proxy_proto_error");
+    l->pp_stats.not_found_allowed = sharp_stats_counterf(s, "%snot_found_allowed", pre);
+    l->pp_stats.not_found_disallowed = sharp_stats_counterf(s, "%snot_found_disallowed", pre);
+    for (int v = 0; v < 2; v++) {
+        l->pp_stats.found[v] = sharp_stats_counterf(s, "%sversions.v%d.found", pre, v + 1);
+        l->pp_stats.disallowed[v] = sharp_stats_counterf(s, "%sversions.v%d.disallowed", pre, v + 1);
+        l->pp_stats.error[v] = sharp_stats_counterf(s, "%sversions.v%d.error", pre, v + 1);
+    }
+out:
+    return rc;
+}
 
 /* listener_filters: Envoy's TLS and HTTP inspectors and the original
  * destination filter (other listener filters are refused by the support
@@ -1482,10 +1542,13 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
         } else if (!strcmp(f->name, "envoy.filters.listener.original_dst") ||
                    !strcmp(f->name, "envoy.listener.original_dst")) {
             t = ORIGINAL_DST;
+        } else if (!strcmp(f->name, "envoy.filters.listener.proxy_protocol") ||
+                   !strcmp(f->name, "envoy.listener.proxy_protocol")) {
+            t = PROXY_PROTOCOL;
         } else {
             return fail(b, p,
-                        "listener filter '%s' is not supported by SHARP (only the TLS and HTTP inspectors and "
-                        "original_dst)",
+                        "listener filter '%s' is not supported by SHARP (only the TLS and HTTP inspectors, "
+                        "original_dst and proxy_protocol)",
                         f->name);
         }
         if (!strcmp(t, "envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig")) {
@@ -1496,17 +1559,48 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
         } else if (!strcmp(t, HTTP_INSPECTOR)) {
             l->inspect_http = true;
         } else if (!strcmp(t, ORIGINAL_DST)) {
+            /* it runs when the connection is accepted */
+            if (l->proxy_protocol)
+                return fail(b, p, "the original_dst listener filter must come before proxy_protocol (SHARP "
+                            "restores the original destination when it accepts the connection)");
             l->original_dst = true;
+        } else if (!strcmp(t, PROXY_PROTOCOL)) {
+            /* it runs first: the inspectors read the bytes after the header */
+            if (l->inspect_tls || l->inspect_http)
+                return fail(b, p, "the proxy_protocol listener filter must come before the TLS and HTTP "
+                            "inspectors, which read the bytes after the PROXY protocol header");
+            if (l->proxy_protocol) return fail(b, p, "a second proxy_protocol listener filter");
+            if (f->config_type_case == ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+                sharp_config_error_t e = {{0}};
+                pp_pb_t *pp = (pp_pb_t *)sharp_any_unpack(
+                    &f->typed_config->base,
+                    &envoy__extensions__filters__listener__proxy_protocol__v3__proxy_protocol__descriptor, &e);
+                if (!pp) return fail(b, p, "typed_config: %s", e.msg);
+                int rc = build_proxy_protocol(b, pp, l, p);
+                protobuf_c_message_free_unpacked(&pp->base, NULL);
+                if (rc < 0) return -1;
+            } else {
+                pp_pb_t dflt = ENVOY__EXTENSIONS__FILTERS__LISTENER__PROXY_PROTOCOL__V3__PROXY_PROTOCOL__INIT;
+                if (build_proxy_protocol(b, &dflt, l, p) < 0) return -1;
+            }
         } else {
             return fail(b, p,
-                        "listener filter %s is not supported by SHARP (only the TLS and HTTP inspectors and "
-                        "original_dst)",
+                        "listener filter %s is not supported by SHARP (only the TLS and HTTP inspectors, "
+                        "original_dst and proxy_protocol)",
                         t);
         }
     }
     /* Envoy's buildOriginalDstListenerFilter: use_original_dst adds the
      * original_dst filter (which leaves a pipe's connections alone) */
     if (pb->use_original_dst && pb->use_original_dst->value) l->original_dst = l->use_original_dst = true;
+    /* Envoy hands a connection over once all listener filters ran, to the
+     * listener of a destination the PROXY protocol header may have given;
+     * SHARP hands over at accept */
+    if (l->use_original_dst && l->proxy_protocol) {
+        snprintf(p, sizeof p, "%s.use_original_dst", path);
+        return fail(b, p, "use_original_dst with the proxy_protocol listener filter is not supported by SHARP (the "
+                    "hand-off to the listener of the header's destination)");
+    }
     /* Envoy's ListenerImpl::buildTlsInspectorListenerFilter: a chain that
      * matches on "tls", or on server names or application protocols
      * without a transport protocol, needs the TLS inspector; Envoy adds
@@ -1525,7 +1619,7 @@ static int build_listener_filters(build_ctx_t *b, const Envoy__Config__Listener_
             }
         }
     }
-    if (!l->inspect_tls && !l->inspect_http) return 0;
+    if (!l->inspect_tls && !l->inspect_http && !l->proxy_protocol) return 0;
     /* Envoy's default listener_filters_timeout is 15 s; 0 disables it */
     l->listener_filters_timeout_ms = duration_ms(pb->listener_filters_timeout, 15000);
     l->continue_on_listener_filters_timeout = pb->continue_on_listener_filters_timeout;
@@ -1606,6 +1700,19 @@ static int build_listener(build_ctx_t *b, const Envoy__Config__Listener__V3__Lis
     snprintf(p, sizeof p, "%s.address", path);
     bool udp = false;
     if (socket_address(b, pb->address, p, &l->addr, &l->addrlen, &l->pipe_mode, &udp) < 0) return -1;
+    /* listen socket options (Envoy's buildListenSocketOptions, and the
+     * Ipv6Instance's v6only) */
+    if (pb->address->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS &&
+        pb->address->socket_address->ipv4_compat) {
+        snprintf(p, sizeof p, "%s.address.socket_address.ipv4_compat", path);
+        if (udp) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
+        if (l->addr.ss_family == AF_INET6) l->sock_flags |= SHARP_SOCK_V4COMPAT;
+    }
+    if (pb->freebind && pb->freebind->value) {
+        snprintf(p, sizeof p, "%s.freebind", path);
+        if (l->addr.ss_family == AF_UNIX) return fail(b, p, "freebind needs an IP address (not a pipe)");
+        l->sock_flags |= SHARP_SOCK_FREEBIND;
+    }
     sharp_addr_str((struct sockaddr *)&l->addr, l->address, sizeof l->address);
     sharp_addr_stat_name((struct sockaddr *)&l->addr, l->stat_name, sizeof l->stat_name);
     l->name = sharp_strdup(pb->name[0] ? pb->name : l->address);
@@ -1707,6 +1814,7 @@ static int resolver_address(build_ctx_t *b, const Envoy__Config__Core__V3__Addre
         return fail(b, path, "a socket_address is required (a DNS server's IP and port)");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->ipv4_compat) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (sa->port_specifier_case == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_NAMED_PORT)
         return fail(b, p, "named_port is not supported");
     uint32_t port = sa->port_value ? sa->port_value : 53;
@@ -1866,6 +1974,7 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 return fail(b, ap, "a socket_address with a DNS name is required");
             const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
             snprintf(ap, sizeof ap, "%s.endpoint.address.socket_address", p);
+            if (sa->ipv4_compat) return fail(b, ap, "%s", IPV4_COMPAT_LISTENERS_ONLY);
             if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
                 return fail(b, ap, "only TCP is supported");
             if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
@@ -2588,6 +2697,7 @@ static int statsd_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
     char p[256];
     snprintf(p, sizeof p, "%s.socket_address", path);
+    if (sa->ipv4_compat) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE)
         return fail(b, p, "port_value is required (named_port is not supported)");
     if (sa->port_value > 65535) return fail(b, p, "port_value %u is out of range", sa->port_value);

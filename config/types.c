@@ -62,6 +62,7 @@
 #include "envoy/service/runtime/v3/rtds.pb-c.h"
 #include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb-c.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
+#include "envoy/extensions/filters/listener/proxy_protocol/v3/proxy_protocol.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
@@ -179,6 +180,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor,
         &envoy__extensions__filters__listener__http_inspector__v3__http_inspector__descriptor,
         &envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor,
+        &envoy__extensions__filters__listener__proxy_protocol__v3__proxy_protocol__descriptor,
         /* TLS parses (so a config names its fields correctly) but stays
          * refused by the support table until the transport socket is wired. */
         &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor,

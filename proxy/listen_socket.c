@@ -11,8 +11,9 @@
 
 static _Atomic uint64_t next_id = 1;
 
-static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
-                                const char *address, unsigned nworkers, bool listening, char *err, size_t errlen)
+static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode,
+                                unsigned flags, bool udp, const char *address, unsigned nworkers, bool listening,
+                                char *err, size_t errlen)
 {
     sharp_lsock_t *s = sharp_calloc(1, sizeof *s);
     atomic_init(&s->refs, 1);
@@ -21,6 +22,7 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
     s->addrlen = addrlen;
     s->pipe_mode = pipe_mode;
     s->udp = udp;
+    s->flags = flags;
     snprintf(s->address, sizeof s->address, "%s", address);
     s->nfds = nworkers;
     s->fds = sharp_calloc(nworkers ? nworkers : 1, sizeof *s->fds);
@@ -31,11 +33,12 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
             fd = fcntl(atomic_load(&s->fds[0]), F_DUPFD_CLOEXEC, 0);
             if (fd < 0) snprintf(err, errlen, "cannot duplicate the socket of '%s': %s", address, strerror(errno));
         } else if (udp) {
-            fd = sharp_bind_socket((const struct sockaddr *)addr, addrlen, SOCK_DGRAM, 0, address, err, errlen);
+            fd = sharp_bind_socket((const struct sockaddr *)addr, addrlen, SOCK_DGRAM, 0, flags, address, err, errlen);
         } else {
-            fd = listening ? sharp_listen_socket((const struct sockaddr *)addr, addrlen, pipe_mode, address, err, errlen)
-                           : sharp_bind_socket((const struct sockaddr *)addr, addrlen, SOCK_STREAM, pipe_mode, address, err,
-                                               errlen);
+            fd = listening ? sharp_listen_socket((const struct sockaddr *)addr, addrlen, pipe_mode, flags, address, err,
+                                                 errlen)
+                           : sharp_bind_socket((const struct sockaddr *)addr, addrlen, SOCK_STREAM, pipe_mode, flags,
+                                               address, err, errlen);
         }
         if (fd < 0) {
             sharp_lsock_unref(s);
@@ -47,16 +50,16 @@ static sharp_lsock_t *lsock_new(const struct sockaddr_storage *addr, socklen_t a
     return s;
 }
 
-sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
-                                const char *address, unsigned nworkers, char *err, size_t errlen)
+sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, unsigned flags,
+                                bool udp, const char *address, unsigned nworkers, char *err, size_t errlen)
 {
-    return lsock_new(addr, addrlen, pipe_mode, udp, address, nworkers, true, err, errlen);
+    return lsock_new(addr, addrlen, pipe_mode, flags, udp, address, nworkers, true, err, errlen);
 }
 
-sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
-                                const char *address, unsigned nworkers, char *err, size_t errlen)
+sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, unsigned flags,
+                                bool udp, const char *address, unsigned nworkers, char *err, size_t errlen)
 {
-    return lsock_new(addr, addrlen, pipe_mode, udp, address, nworkers, udp, err, errlen);
+    return lsock_new(addr, addrlen, pipe_mode, flags, udp, address, nworkers, udp, err, errlen);
 }
 
 int sharp_lsock_listen(sharp_lsock_t *s, char *err, size_t errlen)
@@ -105,9 +108,9 @@ static unsigned port_of(const struct sockaddr_storage *ss)
 }
 
 bool sharp_lsock_compatible(const sharp_lsock_t *s, const struct sockaddr_storage *addr, uint32_t pipe_mode,
-                            bool udp)
+                            unsigned flags, bool udp)
 {
-    if (s->udp != udp) return false;
+    if (s->udp != udp || s->flags != flags) return false;
     if (addr->ss_family == AF_UNIX) {
         const struct sockaddr_un *a = (const void *)&s->addr, *b = (const void *)addr;
         /* an abstract name may hold NUL bytes: compare the whole path */

@@ -39,17 +39,18 @@ typedef struct sharp_lsock {
     uint32_t users;        /* main thread: the listeners serving on it now or warming on it */
     bool listening;        /* main thread: listen(2) was called (a warming listener's socket is only bound) */
     bool udp;              /* datagram sockets */
+    unsigned flags;        /* SHARP_SOCK_* options (net.h) */
 } sharp_lsock_t;
 
 /* Binds and listens on `addr` for `nworkers` workers (binds datagram
  * sockets with `udp`). NULL with the reason in err. */
-sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
-                                const char *address, unsigned nworkers, char *err, size_t errlen);
+sharp_lsock_t *sharp_lsock_open(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, unsigned flags,
+                                bool udp, const char *address, unsigned nworkers, char *err, size_t errlen);
 /* The same, bound only: the address is the listener's (a busy port is an
  * error now) but connection attempts are refused until sharp_lsock_listen
  * (Envoy's warming listener: bound, listening once it is warm). */
-sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, bool udp,
-                                const char *address, unsigned nworkers, char *err, size_t errlen);
+sharp_lsock_t *sharp_lsock_bind(const struct sockaddr_storage *addr, socklen_t addrlen, uint32_t pipe_mode, unsigned flags,
+                                bool udp, const char *address, unsigned nworkers, char *err, size_t errlen);
 /* Listens on the descriptors no worker has taken yet (all of them: no
  * snapshot listed the socket). 0 (also when already listening), or -1 with
  * the reason. */
@@ -63,10 +64,10 @@ void sharp_lsock_release(sharp_lsock_t *s);
 sharp_lsock_t *sharp_lsock_ref(sharp_lsock_t *s);
 /* The last reference releases (any thread) and frees. */
 void sharp_lsock_unref(sharp_lsock_t *s);
-/* Whether a listener on (addr, pipe_mode, udp) can take over socket s: the
- * same address and protocol, and not an ephemeral port (port 0 binds a new
+/* Whether a listener on (addr, pipe_mode, flags, udp) can take over socket
+ * s: the same address, socket options and protocol, and not an ephemeral port (port 0 binds a new
  * one each time). */
 bool sharp_lsock_compatible(const sharp_lsock_t *s, const struct sockaddr_storage *addr, uint32_t pipe_mode,
-                            bool udp);
+                            unsigned flags, bool udp);
 
 #endif

@@ -123,8 +123,8 @@ int sharp_pipe_addr(const char *path, struct sockaddr_storage *ss, socklen_t *le
     return 0;
 }
 
-int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32_t mode, const char *name,
-                      char *err, size_t errlen)
+int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32_t mode, unsigned flags,
+                      const char *name, char *err, size_t errlen)
 {
     int fd = socket(sa->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -144,7 +144,24 @@ int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32
          * port and take part of its datagrams */
         if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        /* Envoy's Ipv6Instance: v6only unless ipv4_compat */
+        int v6only = !(flags & SHARP_SOCK_V4COMPAT);
+        if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+        /* Envoy's buildIpFreebindOptions, a prebind option aware of the
+         * address family: IPV6_FREEBIND on IPv6 where the kernel has it,
+         * else IP_FREEBIND */
+        if (flags & SHARP_SOCK_FREEBIND) {
+            int rc = -1;
+#ifdef IPV6_FREEBIND
+            if (sa->sa_family == AF_INET6) rc = setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof one);
+#endif
+            if (rc < 0) rc = setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+            if (rc < 0) {
+                snprintf(err, errlen, "cannot set IP_FREEBIND on '%s': %s", name, strerror(errno));
+                close(fd);
+                return -1;
+            }
+        }
     }
     if (bind(fd, sa, len) < 0) {
         snprintf(err, errlen, "cannot bind '%s': %s", name, strerror(errno));
@@ -168,15 +185,26 @@ int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen)
     return 0;
 }
 
-int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
-                        size_t errlen)
+int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, unsigned flags, const char *name,
+                        char *err, size_t errlen)
 {
-    int fd = sharp_bind_socket(sa, len, SOCK_STREAM, mode, name, err, errlen);
+    int fd = sharp_bind_socket(sa, len, SOCK_STREAM, mode, flags, name, err, errlen);
     if (fd >= 0 && sharp_listen_fd(fd, name, err, errlen) < 0) {
         close(fd);
         return -1;
     }
     return fd;
+}
+
+void sharp_addr_unmap_v4(struct sockaddr_storage *ss)
+{
+    if (ss->ss_family != AF_INET6) return;
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+    if (!IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return;
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = in6->sin6_port};
+    memcpy(&in.sin_addr, in6->sin6_addr.s6_addr + 12, 4);
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, &in, sizeof in);
 }
 
 int sharp_stream_peer(const uv_tcp_t *h, struct sockaddr_storage *ss)

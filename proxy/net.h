@@ -34,6 +34,10 @@ char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
 /* The same IPv4/IPv6 address and port, or the same (non-empty) Unix path. */
 bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) becomes the IPv4 address
+ * with the same port (Envoy's addressFromSockAddr when not v6only); any
+ * other address is left alone. */
+void sharp_addr_unmap_v4(struct sockaddr_storage *ss);
 /* Envoy's PipeInstance: a path into an AF_UNIX address. A leading '@' names
  * Linux's abstract namespace (the address is then as long as the name, no
  * trailing NUL). Returns 0, or -1 with Envoy's message in err (empty path,
@@ -42,21 +46,26 @@ int sharp_pipe_addr(const char *path, struct sockaddr_storage *ss, socklen_t *le
 /* Whether an AF_UNIX address is in the abstract namespace. */
 bool sharp_pipe_is_abstract(const struct sockaddr *sa);
 
+/* Socket options of a listener's sockets (`flags` below). */
+#define SHARP_SOCK_FREEBIND 1u  /* Listener.freebind: IP_FREEBIND (IPV6_FREEBIND on IPv6) */
+#define SHARP_SOCK_V4COMPAT 2u  /* socket_address.ipv4_compat: IPV6_V6ONLY off */
+
 /* A listening stream socket as Envoy's SocketImpl::bind and listen make it.
- * IP: SO_REUSEADDR, SO_REUSEPORT (one socket per worker), IPV6_V6ONLY. Unix:
+ * IP: SO_REUSEADDR, SO_REUSEPORT (one socket per worker), IPV6_V6ONLY
+ * unless SHARP_SOCK_V4COMPAT, and IP_FREEBIND with SHARP_SOCK_FREEBIND. Unix:
  * whatever is at a filesystem path is unlinked first (a stale socket from
  * a previous run), and a non-zero mode is applied with chmod after bind.
  * Returns the fd, or -1 with a message in err naming `name`. */
-int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, const char *name, char *err,
-                        size_t errlen);
+int sharp_listen_socket(const struct sockaddr *sa, socklen_t len, uint32_t mode, unsigned flags, const char *name,
+                        char *err, size_t errlen);
 /* The same socket bound but not listening yet (a warming listener's: the
  * address is taken, connection attempts are refused until
  * sharp_listen_fd), of `type` SOCK_STREAM, or SOCK_DGRAM for a UDP
  * listener's (an IP address; no SO_REUSEADDR, as Envoy: SO_REUSEPORT alone
  * gives a socket per worker, the kernel hashing each peer to one of them,
  * and lets no other user bind the port). */
-int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32_t mode, const char *name,
-                      char *err, size_t errlen);
+int sharp_bind_socket(const struct sockaddr *sa, socklen_t len, int type, uint32_t mode, unsigned flags,
+                      const char *name, char *err, size_t errlen);
 /* listen(2) with SHARP's backlog. 0, or -1 with a message naming `name`. */
 int sharp_listen_fd(int fd, const char *name, char *err, size_t errlen);
 

@@ -653,7 +653,8 @@ int sharp_server_run(sharp_server_t *s)
     for (uint32_t l = 0; l < snap->nlisteners; l++) {
         sharp_listener_config_t *lc = snap->listeners[l];
         if (lc->sock) continue; /* LDS's, bound as its file was read */
-        lc->sock = sharp_lsock_open(&lc->addr, lc->addrlen, lc->pipe_mode, lc->udp != NULL, lc->address, s->nworkers,
+        lc->sock = sharp_lsock_open(&lc->addr, lc->addrlen, lc->pipe_mode, lc->sock_flags, lc->udp != NULL, lc->address,
+                                    s->nworkers,
                                     err, sizeof err);
         if (!lc->sock) {
             sharp_log_error("listener '%s': %s", lc->name, err);

@@ -109,6 +109,11 @@ void sharp_listener_unref(sharp_listener_config_t *l)
     free(l->chains);
     free(l->matches);
     sharp_matcher_free(l->fc_matcher);
+    for (uint32_t k = 0; k < l->npp_rules; k++) {
+        free(l->pp_rules[k].ns);
+        free(l->pp_rules[k].key);
+    }
+    free(l->pp_rules);
     free(l->name);
     sharp_udp_proxy_config_free(l->udp);
     sharp_lsock_unref(l->sock);
@@ -170,15 +175,16 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_liste
 {
     /* no listener filter has looked at the bytes: no SNI, no ALPN, and the
      * transport protocol is Envoy's default, raw_buffer */
-    return sharp_listener_select_chain_inspected(l, local, remote, "", "raw_buffer", NULL, 0);
+    return sharp_listener_select_chain_inspected(l, local, remote, remote, "", "raw_buffer", NULL, 0);
 }
 
 const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     const sharp_listener_config_t *l, const struct sockaddr *local, const struct sockaddr *remote,
-    const char *server_name, const char *transport_protocol, const char *const *alpn, uint32_t nalpn)
+    const struct sockaddr *direct_remote, const char *server_name, const char *transport_protocol,
+    const char *const *alpn, uint32_t nalpn)
 {
     if (l->match_any) return l->chains[0];
-    sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = remote, .server_name = server_name,
+    sharp_fc_conn_t conn = {.local = local, .remote = remote, .direct_remote = direct_remote, .server_name = server_name,
                             .transport_protocol = transport_protocol, .application_protocols = alpn,
                             .napplication_protocols = nalpn};
     if (l->fc_matcher) {

@@ -13,6 +13,7 @@
 #include "http/route.h"
 #include "upstream/cluster.h"
 #include "listener_match.h"
+#include "proxy_protocol.h"
 
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -238,6 +239,10 @@ typedef struct sharp_listener_config {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t pipe_mode; /* address.pipe.mode: the socket file's permissions, 0 = left to the umask */
+    /* freebind and address.socket_address.ipv4_compat (SHARP_SOCK_*, net.h);
+     * with ipv4_compat an IPv4 peer's mapped address (::ffff:a.b.c.d) is
+     * taken as the IPv4 address, as Envoy's addressFromSockAddr does */
+    unsigned sock_flags;
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes, default 1 MiB */
     /* filter_chains, then default_filter_chain (when set) as the last entry;
      * a connection takes the chain listener_match.h picks, else the default,
@@ -265,6 +270,22 @@ typedef struct sharp_listener_config {
      * such a connection is handed to the worker's listener bound to that
      * address, when there is one (Envoy's hand-off), else kept. */
     bool original_dst, use_original_dst;
+    /* the PROXY protocol listener filter (proxy_protocol.h): it reads the
+     * header first, before the inspectors (which see the bytes after it);
+     * the connection's remote and local addresses then become the
+     * header's, its directly connected peer stays the socket's */
+    bool proxy_protocol;
+    sharp_pp_opts_t pp_opts;
+    struct sharp_pp_rule {
+        uint8_t tlv_type;
+        char *ns, *key; /* dynamic metadata the TLV's value is set to */
+    } *pp_rules;
+    uint32_t npp_rules;
+    struct {
+        sharp_stat_id_t cx_error; /* downstream_cx_proxy_proto_error (Envoy's legacy stat) */
+        sharp_stat_id_t not_found_allowed, not_found_disallowed;
+        sharp_stat_id_t found[2], disallowed[2], error[2]; /* versions.v1, versions.v2 */
+    } pp_stats;
     uint64_t listener_filters_timeout_ms;
     bool continue_on_listener_filters_timeout;
     sharp_stat_id_t pre_cx_active, pre_cx_timeout;
@@ -344,10 +365,13 @@ const sharp_filter_chain_config_t *sharp_listener_select_chain(const sharp_liste
                                                                const struct sockaddr *local,
                                                                const struct sockaddr *remote);
 /* The same once listener filters have read the first bytes: the server
- * name, transport protocol and application protocols they found. */
+ * name, transport protocol and application protocols they found, and the
+ * addresses a PROXY protocol header gave (`direct_remote` stays the
+ * socket's peer, for direct_source_prefix_ranges). */
 const sharp_filter_chain_config_t *sharp_listener_select_chain_inspected(
     const sharp_listener_config_t *l, const struct sockaddr *local, const struct sockaddr *remote,
-    const char *server_name, const char *transport_protocol, const char *const *alpn, uint32_t nalpn);
+    const struct sockaddr *direct_remote, const char *server_name, const char *transport_protocol,
+    const char *const *alpn, uint32_t nalpn);
 
 /* Every TLS context's certificates (listeners' chains, then clusters), as
  * Envoy's /certs lists them, appended to `json` when not NULL; returns the

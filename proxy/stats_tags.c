@@ -247,6 +247,50 @@ static bool m_rds(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs,
     return SPAN(r, last + 1, r, last);
 }
 
+/* Whether n[at..len) is one or more \w characters. */
+static bool all_word(const char *n, size_t len, size_t at)
+{
+    if (at >= len) return false;
+    for (size_t i = at; i < len; i++)
+        if (!is_word(n[i])) return false;
+    return true;
+}
+
+/* "versions.v<digit>.<\w+>" at n[at..len). */
+static bool pp_versioned(const char *n, size_t len, size_t at)
+{
+    return has_prefix(n + at, len - at, "versions.v") && at + 11 < len && is_digit(n[at + 10]) &&
+           n[at + 11] == '.' && all_word(n, len, at + 12);
+}
+
+/* The PROXY protocol listener filter's stats,
+ * proxy_proto.[<stat_prefix>.][versions.v<N>.]<stat>: the version tag takes
+ * "versions.v<N>." out (value N), the prefix tag "<stat_prefix>." (Envoy's
+ * tag extractor tests: proxy_proto.p.versions.v2.error is proxy_proto.error
+ * with both tags). */
+static bool m_pp_version(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs, size_t *ve)
+{
+    if (!has_prefix(n, len, "proxy_proto.")) return false;
+    size_t at = 12;
+    if (!pp_versioned(n, len, at)) {
+        const char *d = memchr(n + at, '.', len - at);
+        if (!d || d == n + at) return false;
+        at = (size_t)(d - n) + 1;
+        if (!pp_versioned(n, len, at)) return false;
+    }
+    return SPAN(at, at + 12, at + 10, at + 11);
+}
+
+static bool m_pp_prefix(const char *n, size_t len, size_t *rs, size_t *re, size_t *vs, size_t *ve)
+{
+    if (!has_prefix(n, len, "proxy_proto.") || pp_versioned(n, len, 12)) return false;
+    const char *d = memchr(n + 12, '.', len - 12);
+    if (!d || d == n + 12) return false;
+    size_t e = (size_t)(d - n);
+    if (!all_word(n, len, e + 1) && !pp_versioned(n, len, e + 1)) return false;
+    return SPAN(12, e + 1, 12, e);
+}
+
 #define PAT(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* Envoy's default rules in Envoy's order: its regular-expression rules first,
@@ -264,6 +308,8 @@ static const extractor_t extractors[] = {
     {"envoy.worker_id", NULL, m_worker_id, NULL},
     {"envoy.listener_address", "listener", m_listener_address, NULL},
     {"envoy.rds_route_config", "http", m_rds, NULL},
+    {"envoy.proxy_protocol_prefix", "proxy_proto", m_pp_prefix, NULL},
+    {"envoy.proxy_protocol_version", "proxy_proto", m_pp_version, NULL},
     {"envoy.mongo_callsite", "mongo", NULL,
      PAT("mongo", "*", "collection", "*", "callsite", "$", "query", "**")},
     {"envoy.mongo_collection", "mongo", NULL,

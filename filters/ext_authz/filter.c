@@ -554,7 +554,7 @@ static void start_check(sharp_filter_t *f)
             .headers = sharp_stream_request_headers(s),
             .stream_id = s->id,
             .protocol = si->protocol,
-            .source = si->downstream_direct_remote_address,
+            .source = sharp_stream_downstream_peer_str(s), /* the connection's remote address, as Envoy's */
             .destination = si->downstream_local_address,
             .service = service,
             .time_us = si->start_wall_us,

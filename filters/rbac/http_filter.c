@@ -256,7 +256,7 @@ static sharp_filter_status_t rbac_decode_headers(sharp_filter_t *f, sharp_header
     sharp_rbac_input_t in = {
         .headers = h,
         .conn_remote = peer,
-        .direct_remote = peer,
+        .direct_remote = sharp_stream_downstream_direct_peer(f->stream),
         .remote = parse_addr(si->downstream_remote_address, &remote) ? (const struct sockaddr *)&remote : peer,
         .local = sharp_stream_downstream_local(f->stream),
         .sni = tls ? tls->sni : NULL,

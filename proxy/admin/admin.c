@@ -798,7 +798,7 @@ sharp_admin_t *sharp_admin_start(sharp_server_t *srv, uv_loop_t *loop, const str
          * applied); libuv then listens and accepts on it through the TCP
          * handle, which only sees a stream fd. */
         char lerr[256];
-        int fd = sharp_listen_socket(addr, addrlen, pipe_mode, sharp_server_admin_address(srv), lerr,
+        int fd = sharp_listen_socket(addr, addrlen, pipe_mode, 0, sharp_server_admin_address(srv), lerr,
                                      sizeof lerr);
         if (fd < 0) {
             snprintf(err, errlen, "%s", lerr);

@@ -115,6 +115,7 @@ struct sharp_conn {
     uint8_t *inspect_buf;
     size_t inspect_len;
     bool inspecting;
+    bool pp_done; /* the PROXY protocol filter has its verdict */
     uint64_t stream_idle_due; /* loop time (ms) stream_idle_timer is due */
     sharp_worker_t *worker;
     const sharp_listener_config_t *listener;
@@ -144,8 +145,16 @@ struct sharp_conn {
     uint64_t start_ns;
     uint64_t idle_since_ns; /* the idle timeout was armed (reduce_timeouts re-arms from it) */
     char remote[SHARP_ADDR_STRLEN], local[SHARP_ADDR_STRLEN];
-    struct sockaddr_storage remote_ss;
+    struct sockaddr_storage remote_ss; /* the peer, or the source a PROXY protocol header gave */
     struct sockaddr_storage local_ss; /* the accepted socket's own address, or its original destination */
+    /* the socket's peer (Envoy's directRemoteAddress): remote_ss unless a
+     * PROXY protocol header gave another source (`proxied`) */
+    struct sockaddr_storage direct_remote_ss;
+    char direct_remote[SHARP_ADDR_STRLEN];
+    bool proxied;
+    /* the PROXY protocol filter's rules: TLVs as the connection's dynamic
+     * metadata (a TCP proxy's access log and network RBAC read it) */
+    struct sharp_dynamic_metadata *conn_metadata;
     bool have_local;
     /* local_ss is the original destination the original_dst listener
      * filter restored (Envoy's localAddressRestored), which ORIGINAL_DST

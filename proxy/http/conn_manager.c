@@ -22,6 +22,7 @@
 #include "tls/context.h"
 #include "tls/downstream.h"
 #include "listener_inspect.h"
+#include "proxy_protocol.h"
 #include "filters/rbac/filter.h"
 
 #include <stdio.h>
@@ -48,6 +49,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     sharp_writer_release(&c->writer);
     free(c->inspect_buf);
     free(c->inspected_sni);
+    sharp_dynamic_metadata_free(c->conn_metadata);
     sharp_conn_data_free(c);
     free(c);
 }
@@ -422,9 +424,11 @@ bool sharp_conn_net_rbac_allows(sharp_conn_t *c)
     c->net_rbac_checked = true;
     const sharp_downstream_tls_info_t *tls = sharp_conn_tls_info(c);
     const struct sockaddr *peer = c->remote_ss.ss_family ? (const struct sockaddr *)&c->remote_ss : NULL;
+    const struct sockaddr *direct =
+        c->direct_remote_ss.ss_family ? (const struct sockaddr *)&c->direct_remote_ss : peer;
     sharp_rbac_input_t in = {
         .conn_remote = peer,
-        .direct_remote = peer,
+        .direct_remote = direct,
         .remote = peer,
         .local = c->have_local ? (const struct sockaddr *)&c->local_ss : NULL,
         .sni = tls ? tls->sni : c->inspected_sni,
@@ -435,7 +439,7 @@ bool sharp_conn_net_rbac_allows(sharp_conn_t *c)
     };
     /* a TCP proxy connection's metadata is its access log's */
     sharp_stream_info_t *si = sharp_tcp_proxy_info(c);
-    in.metadata = si ? si->dynamic_metadata : NULL;
+    in.metadata = si ? si->dynamic_metadata : c->conn_metadata;
     for (uint32_t i = 0; i < h->nnet_rbac; i++) {
         if (sharp_net_rbac_on_data(h->net_rbac[i], STATS(c), &in, si ? &si->dynamic_metadata : NULL, first))
             continue;
@@ -596,6 +600,8 @@ static bool conn_begin(sharp_conn_t *c, sharp_worker_t *w, const sharp_listener_
     sharp_dlist_push(&w->connections, &c->link);
     sharp_writer_init(&c->writer, (uv_stream_t *)&c->tcp, on_writer_drain, on_writer_error);
     if (c->remote_ss.ss_family) sharp_addr_str((struct sockaddr *)&c->remote_ss, c->remote, sizeof c->remote);
+    if (c->proxied) sharp_addr_str((struct sockaddr *)&c->direct_remote_ss, c->direct_remote, sizeof c->direct_remote);
+    else SHARP_COPY_CSTR(c->direct_remote, c->remote);
     if (c->have_local) sharp_addr_str((struct sockaddr *)&c->local_ss, c->local, sizeof c->local);
     uv_tcp_nodelay(&c->tcp, 1);
     sharp_debug(conn_handler, "[C%llu] new connection from %s on listener '%s'", c->id, c->remote, l->name);
@@ -643,13 +649,112 @@ static void inspect_close(sharp_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
-/* Runs the inspectors over what has been read; `final` (the timeout with
- * continue_on_listener_filters_timeout, or the peer's end) takes what is
- * known. Chooses the chain once both are done and replays the bytes. */
+/* Envoy's sanitizeUtf8String for a TLV's value as a metadata string:
+ * every byte that does not belong to a valid UTF-8 sequence becomes '!'. */
+static char *utf8_sanitized(const uint8_t *p, size_t n)
+{
+    char *out = sharp_calloc(1, n + 1);
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 : (p[i] & 0xf0) == 0xe0 ? 3 : (p[i] & 0xf8) == 0xf0 ? 4 : 0;
+        bool ok = k && i + k <= n && !(k == 2 && p[i] < 0xc2) && !(k == 4 && p[i] > 0xf4);
+        for (size_t j = 1; ok && j < k; j++) ok = (p[i + j] & 0xc0) == 0x80;
+        if (ok && k == 3) ok = !(p[i] == 0xe0 && p[i + 1] < 0xa0) && !(p[i] == 0xed && p[i + 1] >= 0xa0);
+        if (ok && k == 4) ok = !(p[i] == 0xf0 && p[i + 1] < 0x90) && !(p[i] == 0xf4 && p[i + 1] >= 0x90);
+        if (!ok) k = 1;
+        for (size_t j = 0; j < k; j++) out[i + j] = ok ? (char)p[i + j] : '!';
+        i += k;
+    }
+    out[n] = 0;
+    return out;
+}
+
+/* The PROXY protocol filter over the bytes read so far (Envoy's
+ * Filter::onData). True once it is done: the header is dropped from the
+ * bytes and the connection has its addresses. False while it waits for
+ * more, or when it closed the connection (a malformed header, none where
+ * one is required, a disallowed version). `final` (the timeout with
+ * continue_on_listener_filters_timeout) gives up on an incomplete header:
+ * the connection goes on with its own addresses and all its bytes. */
+static bool pp_run(sharp_conn_t *c, bool final)
+{
+    const sharp_listener_config_t *l = c->listener;
+    sharp_stats_shard_t *sh = c->worker->stats;
+    sharp_pp_header_t h;
+    sharp_pp_result_t r = sharp_pp_parse(c->inspect_buf, c->inspect_len, &l->pp_opts, &h);
+    int v = h.version - 1;
+    switch (r) {
+    case SHARP_PP_NEED_MORE:
+        if (!final) return false;
+        c->pp_done = true;
+        return true;
+    case SHARP_PP_DENIED:
+        sharp_counter_inc(sh, l->pp_stats.found[v]);
+        sharp_counter_inc(sh, l->pp_stats.disallowed[v]);
+        sharp_debug(conn_handler, "closing a connection on listener '%s': PROXY protocol v%d is disallowed", l->name,
+                    h.version);
+        inspect_close(c);
+        return false;
+    case SHARP_PP_ERROR:
+        sharp_counter_inc(sh, v >= 0 ? l->pp_stats.error[v] : l->pp_stats.not_found_disallowed);
+        sharp_counter_inc(sh, l->pp_stats.cx_error);
+        sharp_debug(conn_handler, "closing a connection on listener '%s': %s", l->name,
+                    v >= 0 ? "malformed PROXY protocol header" : "no PROXY protocol header");
+        inspect_close(c);
+        return false;
+    case SHARP_PP_DONE:
+        break;
+    }
+    c->pp_done = true;
+    if (v < 0) {
+        sharp_counter_inc(sh, l->pp_stats.not_found_allowed);
+        return true;
+    }
+    sharp_counter_inc(sh, l->pp_stats.found[v]);
+    if (!h.local) {
+        /* Envoy's setRemoteAddress, and restoreLocalAddress when the
+         * destination differs from the socket's own address */
+        c->remote_ss = h.src;
+        c->proxied = true;
+        if (!c->have_local || !sharp_addr_equal(&c->local_ss, &h.dst)) {
+            c->local_ss = h.dst;
+            c->have_local = true;
+            c->local_restored = true;
+        }
+        size_t at = 0;
+        sharp_pp_tlv_t t;
+        while (l->npp_rules && sharp_pp_tlv_next(&h, &at, &t)) {
+            /* one rule per type: the last one configured (Envoy's map) */
+            const struct sharp_pp_rule *rule = NULL;
+            for (uint32_t i = 0; i < l->npp_rules; i++)
+                if (l->pp_rules[i].tlv_type == t.type) rule = &l->pp_rules[i];
+            if (!rule) continue;
+            char *val = utf8_sanitized(t.value, t.len);
+            sharp_md_value_t mv = {0};
+            sharp_md_value_string(&mv, val, t.len);
+            free(val);
+            sharp_dynamic_metadata_set(&c->conn_metadata, rule->ns, strlen(rule->ns), rule->key, strlen(rule->key),
+                                       &mv);
+        }
+    }
+    sharp_debug(conn_handler, "listener '%s': PROXY protocol v%d header of %zu bytes%s", l->name, h.version, h.len,
+                h.local ? " (LOCAL: the connection's own addresses)" : "");
+    memmove(c->inspect_buf, c->inspect_buf + h.len, c->inspect_len - h.len);
+    c->inspect_len -= h.len;
+    return true;
+}
+
+/* Runs the listener filters over what has been read: the PROXY protocol
+ * first, then the inspectors over the bytes after its header; `final` (the
+ * timeout with continue_on_listener_filters_timeout, or the peer's end)
+ * takes what is known. Chooses the chain once all are done and replays
+ * the bytes. */
 static void inspect_run(sharp_conn_t *c, bool final)
 {
     const sharp_listener_config_t *l = c->listener;
     sharp_stats_shard_t *sh = c->worker->stats;
+    if (l->proxy_protocol && !c->pp_done && !pp_run(c, final)) return;
+    /* the inspectors need bytes of the payload to say anything */
+    if ((l->inspect_tls || l->inspect_http) && !c->inspect_len && !final) return;
     const char *transport = "raw_buffer";
     sharp_client_hello_t hello;
     const char *alpn[SHARP_INSPECT_MAX_ALPN];
@@ -702,7 +807,8 @@ static void inspect_run(sharp_conn_t *c, bool final)
     uv_read_stop((uv_stream_t *)&c->tcp);
     const sharp_filter_chain_config_t *chain = sharp_listener_select_chain_inspected(
         l, c->have_local ? (struct sockaddr *)&c->local_ss : NULL,
-        c->remote_ss.ss_family ? (struct sockaddr *)&c->remote_ss : NULL, sni, transport, alpn, nalpn);
+        c->remote_ss.ss_family ? (struct sockaddr *)&c->remote_ss : NULL,
+        c->direct_remote_ss.ss_family ? (struct sockaddr *)&c->direct_remote_ss : NULL, sni, transport, alpn, nalpn);
     if (!chain) {
         sharp_counter_inc(sh, l->no_filter_chain_match);
         sharp_debug(conn_handler, "closing a connection on listener '%s': no filter chain matches it", l->name);
@@ -816,7 +922,12 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     int llen = sizeof local;
     bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
     bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
-    if (have_peer) c->remote_ss = peer;
+    if (l->sock_flags & SHARP_SOCK_V4COMPAT) {
+        /* an IPv4 client of an ipv4_compat listener is its IPv4 address */
+        sharp_addr_unmap_v4(&local);
+        sharp_addr_unmap_v4(&peer);
+    }
+    if (have_peer) c->remote_ss = c->direct_remote_ss = peer;
     /* the original_dst listener filter: the address before an iptables
      * REDIRECT becomes the connection's local address; with
      * use_original_dst the listener bound to it takes the connection */
@@ -835,7 +946,7 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     }
     if (have_local) c->local_ss = local;
     c->have_local = have_local;
-    if (l->inspect_tls || l->inspect_http) {
+    if (l->inspect_tls || l->inspect_http || l->proxy_protocol) {
         inspect_start(c, w, l);
         return;
     }
@@ -1207,7 +1318,7 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     s->info.start_ns = sharp_now_ns();
     s->info.request_headers = &s->req;
     SHARP_COPY_CSTR(s->info.downstream_remote_address, c->remote);
-    SHARP_COPY_CSTR(s->info.downstream_direct_remote_address, c->remote);
+    SHARP_COPY_CSTR(s->info.downstream_direct_remote_address, c->direct_remote);
     SHARP_COPY_CSTR(s->info.downstream_local_address, c->local);
     s->info.downstream_tls = sharp_conn_tls_info(c); /* TLS */
     /* The defer timer always exists (it defers finishing and resets, and

@@ -238,6 +238,11 @@ const void *sharp_stream_route_config(sharp_filter_t *f);
  * downstream_remote_address. */
 struct sockaddr;
 const struct sockaddr *sharp_stream_downstream_peer(sharp_stream_t *s);
+/* The socket's peer (Envoy's directRemoteAddress): the peer address above
+ * unless a PROXY protocol header gave the connection another source. */
+const struct sockaddr *sharp_stream_downstream_direct_peer(sharp_stream_t *s);
+/* The connection's peer address above, printed ("" when unknown). */
+const char *sharp_stream_downstream_peer_str(sharp_stream_t *s);
 const struct sockaddr *sharp_stream_downstream_local(sharp_stream_t *s);
 /* Every per-route config of f's filter for the stream's route, the most
  * specific first (Envoy's getAllPerFilterConfig, reversed), at most `cap`:

@@ -130,6 +130,16 @@ const struct sockaddr *sharp_stream_downstream_peer(sharp_stream_t *s)
 {
     return s->conn && s->conn->remote_ss.ss_family ? (const struct sockaddr *)&s->conn->remote_ss : NULL;
 }
+const struct sockaddr *sharp_stream_downstream_direct_peer(sharp_stream_t *s)
+{
+    if (!s->conn) return NULL;
+    if (s->conn->direct_remote_ss.ss_family) return (const struct sockaddr *)&s->conn->direct_remote_ss;
+    return sharp_stream_downstream_peer(s);
+}
+const char *sharp_stream_downstream_peer_str(sharp_stream_t *s)
+{
+    return s->conn ? s->conn->remote : "";
+}
 const struct sockaddr *sharp_stream_downstream_local(sharp_stream_t *s)
 {
     return s->conn && s->conn->have_local ? (const struct sockaddr *)&s->conn->local_ss : NULL;

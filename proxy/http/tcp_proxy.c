@@ -612,7 +612,12 @@ void sharp_tcp_proxy_begin(sharp_conn_t *c)
     si->start_wall_us = sharp_wall_us();
     si->start_ns = c->start_ns;
     SHARP_COPY_CSTR(si->downstream_remote_address, c->remote);
-    SHARP_COPY_CSTR(si->downstream_direct_remote_address, c->remote);
+    SHARP_COPY_CSTR(si->downstream_direct_remote_address, c->direct_remote);
+    /* the connection's dynamic metadata (PROXY protocol TLVs) is the
+     * session's: Envoy's TCP proxy logs the connection's stream info */
+    for (uint32_t i = 0; c->conn_metadata && i < c->conn_metadata->n; i++)
+        sharp_dynamic_metadata_replace(&si->dynamic_metadata, c->conn_metadata->ns[i], strlen(c->conn_metadata->ns[i]),
+                                       &c->conn_metadata->structs[i]);
     SHARP_COPY_CSTR(si->downstream_local_address, c->local);
     si->downstream_tls = sharp_conn_tls_info(c);
     if (!si->downstream_tls && c->inspected_sni) {

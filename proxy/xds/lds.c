@@ -470,11 +470,16 @@ static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *
     char why[512];
     sharp_lsock_t *s = NULL;
     bool udp = l->udp != NULL;
-    if (old && old->l->sock && sharp_lsock_compatible(old->l->sock, &l->addr, l->pipe_mode, udp)) s = old->l->sock;
-    else if (wold && wold->l->sock && sharp_lsock_compatible(wold->l->sock, &l->addr, l->pipe_mode, udp))
+    if (old && old->l->sock &&
+        sharp_lsock_compatible(old->l->sock, &l->addr, l->pipe_mode, l->sock_flags, udp))
+        s = old->l->sock;
+    else if (wold && wold->l->sock &&
+             sharp_lsock_compatible(wold->l->sock, &l->addr, l->pipe_mode, l->sock_flags, udp))
         s = wold->l->sock;
     for (uint32_t i = 0; i < m->nsocks && !s; i++)
-        if (!m->socks[i]->users && sharp_lsock_compatible(m->socks[i], &l->addr, l->pipe_mode, udp)) s = m->socks[i];
+        if (!m->socks[i]->users &&
+            sharp_lsock_compatible(m->socks[i], &l->addr, l->pipe_mode, l->sock_flags, udp))
+            s = m->socks[i];
     if (s) {
         if (listen && sharp_lsock_listen(s, why, sizeof why) < 0) {
             sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_create_failure);
@@ -485,10 +490,10 @@ static int take_socket(sharp_lds_t *m, sharp_listener_config_t *l, const dyn_t *
         return 0;
     }
     if (m->srv->opts.validate_only) return 0;
-    l->sock = listen ? sharp_lsock_open(&l->addr, l->addrlen, l->pipe_mode, udp, l->address, m->srv->nworkers, why,
-                                        sizeof why)
-                     : sharp_lsock_bind(&l->addr, l->addrlen, l->pipe_mode, udp, l->address, m->srv->nworkers, why,
-                                        sizeof why);
+    l->sock = listen ? sharp_lsock_open(&l->addr, l->addrlen, l->pipe_mode, l->sock_flags, udp,
+                                        l->address, m->srv->nworkers, why, sizeof why)
+                     : sharp_lsock_bind(&l->addr, l->addrlen, l->pipe_mode, l->sock_flags, udp,
+                                        l->address, m->srv->nworkers, why, sizeof why);
     if (!l->sock) {
         /* Envoy: "listener '...' failed to bind or apply socket options" */
         sharp_counter_inc(sharp_stats_shard(m->srv->stats, 0), m->st.listener_create_failure);

@@ -207,7 +207,7 @@ void fz_start(fz_run_t *r)
 
     /* the fake upstream's listening socket: the cluster's one endpoint */
     sharp_host_t *h = snap->clusters[0]->hosts[0];
-    r->up_listen_fd = sharp_listen_socket((struct sockaddr *)&h->addr, h->addrlen, 0, h->address, err, sizeof err);
+    r->up_listen_fd = sharp_listen_socket((struct sockaddr *)&h->addr, h->addrlen, 0, 0, h->address, err, sizeof err);
     if (r->up_listen_fd < 0) die(err);
 
     /* the worker, as sharp_server_run sets one up, minus the thread */

@@ -169,8 +169,8 @@ def test_config_errors():
                                  listener_filters=TLS_INSPECTOR))
     assert rc == 0, out
     rc, out = validate(bootstrap(listen, admin, [chain("a")],
-                                 listener_filters="- name: envoy.filters.listener.proxy_protocol\n"))
-    assert rc == 1 and "proxy_protocol" in out, out
+                                 listener_filters="- name: envoy.filters.listener.original_src\n"))
+    assert rc == 1 and "original_src" in out, out
     # raw_buffer is what every connection has without a TLS inspector
     rc, out = validate(bootstrap(listen, admin, [chain("a", "{ transport_protocol: raw_buffer }")]))
     assert rc == 0, out

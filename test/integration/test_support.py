@@ -112,7 +112,7 @@ CLUSTER = "static_resources.clusters[0]"
 
 REFUSED = [
     # (bootstrap_yaml keyword, text, path, feature words)
-    ("listener_extra", "freebind: true\n", LISTENER + ".freebind", "freebind"),
+    ("listener_extra", "transparent: true\n", LISTENER + ".transparent", "transparent"),
     ("hcm_extra", "local_reply_config: { mappers: [ { filter: { traceable_filter: {} } } ] }\n",
      HCM + ".local_reply_config.mappers[0].filter.traceable_filter", "tracing"),
     ("hcm_extra", "proxy_100_continue: true\n", HCM + ".proxy_100_continue", "proxying 100-continue"),
@@ -153,13 +153,13 @@ def test_refusals_in_routes_and_bootstrap():
 
 def test_refused_field_stops_a_serving_start_too(procs):
     """Not only --mode validate: the proxy does not start on such a config."""
-    text = bootstrap_yaml(free_port(), free_port(), {"b": [8080]}, listener_extra="freebind: true\n")
+    text = bootstrap_yaml(free_port(), free_port(), {"b": [8080]}, listener_extra="transparent: true\n")
     d = tempfile.mkdtemp()
     p = os.path.join(d, "c.yaml")
     with open(p, "w") as f:
         f.write(text)
     r = subprocess.run([SHARP, "-c", p], capture_output=True, text=True, timeout=60 if SANITIZED else 20)
-    assert r.returncode == 1 and "freebind is not supported by SHARP" in r.stdout + r.stderr
+    assert r.returncode == 1 and "transparent is not supported by SHARP" in r.stdout + r.stderr
 
 
 def test_envoy_validation_rules():
