@@ -110,7 +110,7 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
         return NULL;
     }
     if (pb->n_descriptors) {
-        snprintf(err, errlen, "descriptors: not supported by SHARP (route rate_limits actions are not implemented)");
+        snprintf(err, errlen, "descriptors: not supported by SHARP (local rate limit descriptors)");
         return NULL;
     }
     if (pb->local_cluster_rate_limit) {

@@ -257,7 +257,7 @@ def test_per_route_needs_bucket():
     ("envoy__docs__root__configuration__http__http_filters___include__local-rate-limit-route-specific-configuration"
      ".yaml", None),
     ("envoy__docs__root__configuration__http__http_filters___include__local-rate-limit-with-descriptors.yaml",
-     "rate_limits is not supported by SHARP"),
+     "descriptors is not supported by SHARP"),
     ("examples__local_ratelimit__envoy.yaml", None),
 ])
 def test_corpus(name, refusal):
