@@ -14,8 +14,8 @@ from concurrent import futures
 
 import pytest
 
-from conftest import (SLOW, Upstream, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines,
-                      run_sharp_config, stat, validate_config)
+from conftest import (SLOW, Upstream, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines, protos,
+                      run_sharp_config, stat, validate_config, wait_for)
 
 grpc = pytest.importorskip("grpc")
 
@@ -222,7 +222,8 @@ def test_no_descriptors_no_call(procs, upstream, rls):
     assert stat(admin, "cluster.backend.ratelimit.ok") is None
 
 
-def test_over_limit(procs, upstream, rls):
+@protos("h1", "h2-down")
+def test_over_limit(procs, upstream, rls, proto):
     """OVER_LIMIT: 429 with x-envoy-ratelimited, the answer's headers and
     x-ratelimit-* (DRAFT_VERSION_03), response_headers_to_add, flag RL;
     the route cluster counts over_limit and the 429."""
@@ -230,7 +231,7 @@ def test_over_limit(procs, upstream, rls):
     cfg = ratelimit("enable_x_ratelimit_headers: DRAFT_VERSION_03\n"
                     "response_headers_to_add: [{ header: { key: x-limited-by, value: sharp } }]\n")
     port, admin = start(procs, upstream, rls.port, cfg, hcm_extra=al)
-    st, h, b = h1_request(port, "/echo", headers={"x-mode": "over"})
+    st, h, b = proto.request(port, "/echo", headers={"x-mode": "over"})
     assert st == 429 and b == b""
     assert h.get("x-envoy-ratelimited") == "true"
     assert h.get("x-rls-resp") == "over"
@@ -239,14 +240,14 @@ def test_over_limit(procs, upstream, rls):
     assert h.get("x-ratelimit-remaining") == "5"
     assert h.get("x-ratelimit-reset") == "30"
     # the answer's raw_body and content-type make the reply
-    st, h, b = h1_request(port, "/echo", headers={"x-mode": "over-json"})
+    st, h, b = proto.request(port, "/echo", headers={"x-mode": "over-json"})
     assert st == 429 and b == b'{"limited": true}'
     assert h.get("content-type") == "application/json"
     assert log_lines(path, 2) == ["429 RL request_rate_limited"] * 2
     assert stat(admin, "cluster.backend.ratelimit.over_limit") == 2
     assert stat(admin, "cluster.backend.upstream_rq_429") == 2
     # OK: x-ratelimit-* on the upstream's response too
-    st, h, _ = h1_request(port, "/echo", headers={"x-mode": "ok"})
+    st, h, _ = proto.request(port, "/echo", headers={"x-mode": "ok"})
     assert st == 200 and h.get("x-ratelimit-remaining") == "5" and "x-envoy-ratelimited" not in h
 
 
@@ -292,6 +293,22 @@ def test_errors(procs, upstream, rls):
     port3, _ = start(procs, upstream, rls.port,
                      ratelimit("failure_mode_deny: true\nstatus_on_error: { code: 503 }\n"))
     assert h1_request(port3, "/echo", headers={"x-mode": "fail"})[0] == 503
+
+
+def test_client_gone_during_call(procs, upstream, rls):
+    """The client leaves while the call is in flight: the call is reset
+    (cancelled with its stream), nothing reaches the upstream, and the
+    proxy goes on serving."""
+    import socket
+    port, admin = start(procs, upstream, rls.port, ratelimit(timeout="5s"))
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"GET /echo HTTP/1.1\r\nhost: x\r\nx-mode: slow\r\n\r\n")
+    wait_for(lambda: rls.requests, 5 * SLOW, "the ShouldRateLimit call")
+    c.close()
+    wait_for(lambda: stat(admin, "cluster.rls.upstream_rq_tx_reset") == 1, 5 * SLOW, "the call's reset")
+    assert stat(admin, "cluster.backend.upstream_rq_total") in (None, 0)
+    assert stat(admin, "cluster.backend.ratelimit.error") is None
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
 
 
 def test_dead_service(procs, upstream):
