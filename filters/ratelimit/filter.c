@@ -32,7 +32,8 @@
  * and details rate_limiter_error. The answer's response_headers_to_add go
  * on the client's response (the local reply too), with the
  * x-ratelimit-limit/-remaining/-reset headers of enable_x_ratelimit_headers
- * (DRAFT_VERSION_03) from the descriptor statuses.
+ * (DRAFT_VERSION_03) from the descriptor statuses; its dynamic_metadata
+ * goes into the stream's namespace envoy.filters.http.ratelimit.
  *
  * Stats: cluster.<route cluster>.ratelimit.[<stat_prefix>.]{ok,over_limit,
  * error,failure_mode_allowed}, registered on first use; OVER_LIMIT also
@@ -42,6 +43,7 @@
 #include "filters/ext_authz/call.h"
 #include "grpc/framing.h"
 #include "http/grpc.h"
+#include "http/metadata.h"
 #include "http/ratelimit_policy.h"
 #include "http/route.h"
 #include "http/stream.h"
@@ -407,6 +409,21 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
     sharp_stream_t *s = f->stream;
     st->call = NULL;
     rls_resp_t *a = decode_answer(r);
+    /* the answer's dynamic_metadata goes into the stream's namespace
+     * envoy.filters.http.ratelimit (Envoy's setDynamicMetadata); a string
+     * that is not UTF-8 would have failed protobuf's parse: an error */
+    sharp_md_value_t md = {0};
+    if (a && a->dynamic_metadata && !sharp_md_value_from_struct(a->dynamic_metadata, &md)) {
+        envoy__service__ratelimit__v3__rate_limit_response__free_unpacked(a, NULL);
+        a = NULL;
+    }
+    if (md.kind == SHARP_MD_STRUCT && md.n) {
+        static const char ns[] = "envoy.filters.http.ratelimit";
+        sharp_dynamic_metadata_t **dm = &sharp_stream_info(s)->dynamic_metadata;
+        for (uint32_t i = 0; i < md.n; i++)
+            sharp_dynamic_metadata_set(dm, ns, sizeof ns - 1, md.keys[i], strlen(md.keys[i]), &md.items[i]);
+    }
+    sharp_md_value_clear(&md);
     int status =
         !a ? RL_ERROR
         : a->overall_code == ENVOY__SERVICE__RATELIMIT__V3__RATE_LIMIT_RESPONSE__CODE__OVER_LIMIT
@@ -540,8 +557,8 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     sharp_headers_add_cstr(&rh, "te", "trailers");
     if (c->timeout_ms) {
         char t[10];
-        sharp_grpc_timeout_format(c->timeout_ms, t);
-        sharp_headers_add_cstr(&rh, "grpc-timeout", t);
+        size_t tl = sharp_grpc_timeout_format(c->timeout_ms, t);
+        sharp_headers_add(&rh, "grpc-timeout", 12, t, tl);
     }
     for (uint32_t i = 0; i < c->initial_metadata.n; i++) {
         sharp_str_t n = sharp_headers_name(&c->initial_metadata, i),

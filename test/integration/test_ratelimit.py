@@ -4,7 +4,7 @@ implementing envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit
 to a descriptor set with protoc-c at test time): the descriptors the route
 and virtual host rate_limits make, OK with header mutations, OVER_LIMIT
 into 429 (x-envoy-ratelimited, raw_body, x-ratelimit-* headers, RL),
-errors and timeouts into failure_mode_deny (RLSE) or through, stats, and
+dynamic metadata, errors and timeouts into failure_mode_deny (RLSE) or through, stats, and
 the fields SHARP refuses."""
 import os
 import subprocess
@@ -51,6 +51,8 @@ class RateLimitService:
 
     def __init__(self):
         self.requests = []
+        self.metadata = []
+        self.deadlines = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         handler = grpc.unary_unary_rpc_method_handler(
             self._should, RateLimitRequest.FromString, lambda m: m if isinstance(m, bytes) else m.SerializeToString())
@@ -62,6 +64,8 @@ class RateLimitService:
 
     def _should(self, req, ctx):
         self.requests.append(req)
+        self.metadata.append(dict(ctx.invocation_metadata()))
+        self.deadlines.append(ctx.time_remaining())
         modes = [v for d in descriptors(req) for k, v in d if k == "mode"]
         mode = modes[0] if modes else "ok"
         r = RateLimitResponse()
@@ -84,6 +88,9 @@ class RateLimitService:
         h.key, h.value = "x-rls-resp", mode
         h = r.request_headers_to_add.add()
         h.key, h.value = "x-rls-req", mode
+        if mode == "meta":
+            r.dynamic_metadata["tier"] = "gold"
+            r.dynamic_metadata["n"] = 3
         if mode == "over-json":
             h = r.response_headers_to_add.add()
             h.key, h.value = "content-type", "application/json"
@@ -196,6 +203,9 @@ def test_descriptors_from_actions(procs, upstream, rls):
     assert len(rls.requests) == 1
     req = rls.requests[0]
     assert req.domain == "edge"
+    # initial_metadata, and the filter's timeout as the call's deadline
+    assert rls.metadata[0].get("x-from-config") == "meta"
+    assert rls.deadlines[0] is not None and 0 < rls.deadlines[0] <= 1.0
     assert descriptors(req) == [
         [("source_cluster", "front"), ("destination_cluster", "backend"), ("generic_key", "gv"), ("gk2", "gv2"),
          ("user", "alice"), ("remote_address", "127.0.0.1"), ("masked_remote_address", "127.0.0.0/16"),
@@ -249,6 +259,17 @@ def test_over_limit(procs, upstream, rls, proto):
     # OK: x-ratelimit-* on the upstream's response too
     st, h, _ = proto.request(port, "/echo", headers={"x-mode": "ok"})
     assert st == 200 and h.get("x-ratelimit-remaining") == "5" and "x-envoy-ratelimited" not in h
+
+
+def test_dynamic_metadata(procs, upstream, rls):
+    """The answer's dynamic_metadata lands in the stream's namespace
+    envoy.filters.http.ratelimit."""
+    al, path = file_access_log("%DYNAMIC_METADATA(envoy.filters.http.ratelimit)%\\n")
+    port, _ = start(procs, upstream, rls.port, ratelimit(), hcm_extra=al)
+    assert h1_request(port, "/echo", headers={"x-mode": "meta"})[0] == 200
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+    # the two requests may be logged by different workers, in either order
+    assert sorted(log_lines(path, 2)) == ["-", '{"n":3,"tier":"gold"}']
 
 
 def test_over_limit_options(procs, upstream, rls):
