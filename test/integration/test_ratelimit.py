@@ -377,6 +377,10 @@ def test_request_type(procs, upstream, rls):
     assert rls.requests == []
 
 
+PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
+             f"      \"@type\": {ROUTE_TYPE}\n")
+
+
 @pytest.mark.parametrize("cfg,routes,msg", [
     (ratelimit("request_type: sometimes\n"), ROUTES, "request_type"),
     (ratelimit("stage: 11\n"), ROUTES, "stage"),
@@ -392,6 +396,9 @@ def test_request_type(procs, upstream, rls):
      "v4_prefix_mask_len"),
     (ratelimit(), ROUTES.replace("    - actions: [" + MODE + "]\n", "    - stage: 11\n      actions: [" + MODE + "]\n"),
      "stage"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      override_option: INCLUDE_POLICY\n", "override_option"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "rate_limits is not supported by SHARP"),
 ])
 def test_refused(cfg, routes, msg):
     y = bootstrap_yaml(free_port(), free_port(), {"backend": [1], "rls": [2]}, routes=routes)
