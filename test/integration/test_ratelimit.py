@@ -272,6 +272,19 @@ def test_dynamic_metadata(procs, upstream, rls):
     assert sorted(log_lines(path, 2)) == ["-", '{"n":3,"tier":"gold"}']
 
 
+def test_x_ratelimit_headers_of_several_statuses(procs, upstream, rls):
+    """x-ratelimit-*: the status closest to its limit gives the numbers,
+    every status its quota policy."""
+    routes = ROUTES + "    - actions: [{ generic_key: { descriptor_value: second } }]\n"
+    port, _ = start(procs, upstream, rls.port, ratelimit("enable_x_ratelimit_headers: DRAFT_VERSION_03\n"),
+                    routes=routes)
+    st, h, _ = h1_request(port, "/echo", headers={"x-mode": "ok"})
+    assert st == 200
+    assert h.get("x-ratelimit-limit") == '20, 10;w=60;name="d0", 20;w=60;name="d1"'
+    assert h.get("x-ratelimit-remaining") == "4"
+    assert h.get("x-ratelimit-reset") == "31"
+
+
 def test_over_limit_options(procs, upstream, rls):
     """rate_limited_status, disable_x_envoy_ratelimited_header, stat_prefix,
     and gRPC RESOURCE_EXHAUSTED."""
