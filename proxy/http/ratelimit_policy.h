@@ -22,7 +22,8 @@
  *                         when the headers match (every matcher) as
  *                         expect_match (true) says, else fails
  *   query_parameter_value_match (descriptor_key or "query_match", ...) the
- *                         same on the query parameters of :path
+ *                         same on the query parameters of :path (names
+ *                         and values percent-decoded, the first value)
  * Immutable once built; owned by the route table. */
 #ifndef SHARP_HTTP_RATELIMIT_POLICY_H
 #define SHARP_HTTP_RATELIMIT_POLICY_H

@@ -197,6 +197,41 @@ static void test_stage_disable_key_and_defaults(void **state)
     release(&b);
 }
 
+/* query_parameter_value_match reads names and values percent-decoded
+ * ("%XX" only, '+' kept), the first value of a name. */
+static void test_query_decoding(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "      - actions: [{ query_parameter_value_match: { descriptor_value: q, "
+              "query_parameters: [{ name: a, "
+              "string_match: { exact: 'x y+' } }] } }]\n"
+              "      - actions: [{ query_parameter_value_match: { descriptor_value: p, "
+              "query_parameters: [{ name: "
+              "flag }] } }]\n");
+    const sharp_rate_limits_t *rls = route_limits(&b);
+    static const struct {
+        const char *path, *want;
+    } cases[] = {
+        {"/p?a%3D=1&%61=x%20y+&a=other", "query_match=q"},
+        {"/p?a=x%20y%2B", "query_match=q"},
+        {"/p?a=x+y%2B", ""},
+        {"/p?a=x%2", ""},
+        {"/p?flag&a=x y+", "query_match=q|query_match=p"},
+        {"/p", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sharp_headers_t h = req_headers(cases[i].path, "GET");
+        sharp_rl_input_t in = {.headers = &h, .remote_address = ""};
+        char out[256];
+        describe(rls, &in, out, sizeof out);
+        if (strcmp(out, cases[i].want) != 0)
+            fail_msg("%s: got '%s', want '%s'", cases[i].path, out, cases[i].want);
+        sharp_headers_free(&h);
+    }
+    release(&b);
+}
+
 static void expect_error(const char *rate_limits, const char *want)
 {
     built_t b;
@@ -273,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_every_action),
         cmocka_unit_test(test_failing_actions),
         cmocka_unit_test(test_stage_disable_key_and_defaults),
+        cmocka_unit_test(test_query_decoding),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_virtual_host_rate_limits),
     };
