@@ -401,6 +401,27 @@ static void x_ratelimit_headers(const rls_resp_t *a, sharp_headers_t *out)
     sharp_sbuf_free(&policy);
 }
 
+/* A header of the answer into `out`: the name lower-cased (Envoy's
+ * LowerCaseString); one that is not a token, or a value with CR, LF or
+ * NUL, is dropped rather than written to a client or upstream. */
+static void answer_header(const Envoy__Config__Core__V3__HeaderValue *hv, sharp_headers_t *out)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    const char *k = hv->key ? hv->key : "", *v = hv->value ? hv->value : "";
+    size_t n = strlen(k);
+    if (!n || n > 256) return;
+    char name[257];
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)k[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              strchr(tchar, ch)))
+            return;
+        name[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    if (strpbrk(v, "\r\n")) return;
+    sharp_headers_add(out, name, n, v, strlen(v));
+}
+
 static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
 {
     sharp_filter_t *f = ctx;
@@ -421,7 +442,8 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
         static const char ns[] = "envoy.filters.http.ratelimit";
         sharp_dynamic_metadata_t **dm = &sharp_stream_info(s)->dynamic_metadata;
         for (uint32_t i = 0; i < md.n; i++)
-            sharp_dynamic_metadata_set(dm, ns, sizeof ns - 1, md.keys[i], strlen(md.keys[i]), &md.items[i]);
+            sharp_dynamic_metadata_set(dm, ns, sizeof ns - 1, md.keys[i], strlen(md.keys[i]),
+                                       &md.items[i]);
     }
     sharp_md_value_clear(&md);
     int status =
@@ -430,10 +452,8 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
             ? RL_OVER_LIMIT
             : RL_OK;
     sharp_headers_t *add = &st->resp_add;
-    for (size_t i = 0; a && i < a->n_response_headers_to_add; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *hv = a->response_headers_to_add[i];
-        if (hv->key && hv->key[0]) sharp_headers_add_cstr(add, hv->key, hv->value ? hv->value : "");
-    }
+    for (size_t i = 0; a && i < a->n_response_headers_to_add; i++)
+        answer_header(a->response_headers_to_add[i], add);
     switch (status) {
     case RL_OK:
         count_cluster(f, "ok");
@@ -495,10 +515,8 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
     }
     if (status == RL_ERROR) count_cluster(f, "failure_mode_allowed");
     sharp_headers_t *req = sharp_stream_request_headers(s);
-    for (size_t i = 0; a && i < a->n_request_headers_to_add; i++) {
-        const Envoy__Config__Core__V3__HeaderValue *hv = a->request_headers_to_add[i];
-        if (hv->key && hv->key[0]) sharp_headers_add_cstr(req, hv->key, hv->value ? hv->value : "");
-    }
+    for (size_t i = 0; a && i < a->n_request_headers_to_add; i++)
+        answer_header(a->request_headers_to_add[i], req);
     if (a) envoy__service__ratelimit__v3__rate_limit_response__free_unpacked(a, NULL);
     sharp_stream_continue_decoding(f);
 }

@@ -88,6 +88,12 @@ class RateLimitService:
         h.key, h.value = "x-rls-resp", mode
         h = r.request_headers_to_add.add()
         h.key, h.value = "x-rls-req", mode
+        if mode == "evil":
+            for k, v in (("X-Upper", "up"), ("bad name", "v"), ("x-split", "a\r\nx-injected: 1"), (":status", "500")):
+                h = r.response_headers_to_add.add()
+                h.key, h.value = k, v
+                h = r.request_headers_to_add.add()
+                h.key, h.value = k, v
         if mode == "meta":
             r.dynamic_metadata["tier"] = "gold"
             r.dynamic_metadata["n"] = 3
@@ -259,6 +265,19 @@ def test_over_limit(procs, upstream, rls, proto):
     # OK: x-ratelimit-* on the upstream's response too
     st, h, _ = proto.request(port, "/echo", headers={"x-mode": "ok"})
     assert st == 200 and h.get("x-ratelimit-remaining") == "5" and "x-envoy-ratelimited" not in h
+
+
+def test_hostile_answer_headers(procs, upstream, rls):
+    """Header names are lower-cased; a name that is not a token, a value
+    with CR/LF, a pseudo-header are dropped, on both sides."""
+    port, _ = start(procs, upstream, rls.port, ratelimit())
+    st, h, b = h1_request(port, "/echo", headers={"x-mode": "evil"})
+    assert st == 200, b
+    assert h.get("x-upper") == "up" and h.get("x-rls-resp") == "evil"
+    assert "x-injected" not in h and "x-split" not in h and "bad name" not in h
+    seen = echoed(b)
+    assert seen.get("x-upper") == ["up"]
+    assert "x-injected" not in seen and "x-split" not in seen
 
 
 def test_dynamic_metadata(procs, upstream, rls):
