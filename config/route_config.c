@@ -4,15 +4,17 @@
  * that would change which route or cluster a request gets but that SHARP
  * does not implement are rejected rather than ignored (a silently different
  * routing decision is worse than a config error); fields that only tune
- * features SHARP lacks (rate limits, tracing, metadata) are accepted and
- * ignored. Hash policies are read for shuffle-shard clusters
- * (http/hash_policy.h); other balancers ignore them, as Envoy's do. */
+ * features SHARP lacks (metadata) are accepted and ignored. Hash policies
+ * are read for shuffle-shard clusters (http/hash_policy.h); other balancers
+ * ignore them, as Envoy's do. Rate limits are read for the rate limit
+ * filter (http/ratelimit_policy.h). */
 #include "config/route_config.h"
 #include "runtime.h"
 #include "config/cors_config.h"
 #include "config/mapper.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
+#include "http/ratelimit_policy.h"
 #include "log.h"
 #include "upstream/subset.h"
 
@@ -711,6 +713,139 @@ static int upgrades_from(ctx_t *c, const char *path, const action_pb_t *a, sharp
     return 0;
 }
 
+/* RouteAction.rate_limits and VirtualHost.rate_limits (Envoy's
+ * RateLimitPolicyImpl). The actions and fields SHARP lacks (metadata,
+ * dynamic_metadata, extension, limit) are refused by the support table. */
+typedef Envoy__Config__Route__V3__RateLimit rl_pb_t;
+typedef Envoy__Config__Route__V3__RateLimit__Action rla_pb_t;
+
+static int rl_action_from(ctx_t *c, const char *path, const rla_pb_t *pb, sharp_rl_action_t *a)
+{
+    char p[512];
+    switch (pb->action_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_SOURCE_CLUSTER:
+        a->kind = SHARP_RL_SOURCE_CLUSTER;
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_DESTINATION_CLUSTER:
+        a->kind = SHARP_RL_DESTINATION_CLUSTER;
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_REQUEST_HEADERS: {
+        const Envoy__Config__Route__V3__RateLimit__Action__RequestHeaders *rh = pb->request_headers;
+        a->kind = SHARP_RL_REQUEST_HEADERS;
+        if (!rh->header_name[0])
+            return fail(c, sub(p, sizeof p, path, "request_headers.header_name"),
+                        "value length must be at least 1 characters");
+        if (!rh->descriptor_key[0])
+            return fail(c, sub(p, sizeof p, path, "request_headers.descriptor_key"),
+                        "value length must be at least 1 characters");
+        a->header_name = lower_dup(rh->header_name);
+        a->key = sharp_strdup(rh->descriptor_key);
+        a->skip_if_absent = rh->skip_if_absent;
+        return 0;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_REMOTE_ADDRESS:
+        a->kind = SHARP_RL_REMOTE_ADDRESS;
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_MASKED_REMOTE_ADDRESS: {
+        const Envoy__Config__Route__V3__RateLimit__Action__MaskedRemoteAddress *m =
+            pb->masked_remote_address;
+        a->kind = SHARP_RL_MASKED_REMOTE_ADDRESS;
+        a->v4_mask = m->v4_prefix_mask_len ? m->v4_prefix_mask_len->value : 32;
+        a->v6_mask = m->v6_prefix_mask_len ? m->v6_prefix_mask_len->value : 128;
+        if (a->v4_mask > 32)
+            return fail(c, sub(p, sizeof p, path, "masked_remote_address.v4_prefix_mask_len"),
+                        "value must be less than or equal to 32");
+        if (a->v6_mask > 128)
+            return fail(c, sub(p, sizeof p, path, "masked_remote_address.v6_prefix_mask_len"),
+                        "value must be less than or equal to 128");
+        return 0;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_GENERIC_KEY: {
+        const Envoy__Config__Route__V3__RateLimit__Action__GenericKey *g = pb->generic_key;
+        a->kind = SHARP_RL_GENERIC_KEY;
+        if (!g->descriptor_value[0])
+            return fail(c, sub(p, sizeof p, path, "generic_key.descriptor_value"),
+                        "value length must be at least 1 characters");
+        a->key = sharp_strdup(g->descriptor_key[0] ? g->descriptor_key : "generic_key");
+        a->value = sharp_strdup(g->descriptor_value);
+        return 0;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_HEADER_VALUE_MATCH: {
+        const Envoy__Config__Route__V3__RateLimit__Action__HeaderValueMatch *h = pb->header_value_match;
+        a->kind = SHARP_RL_HEADER_VALUE_MATCH;
+        if (!h->descriptor_value[0])
+            return fail(c, sub(p, sizeof p, path, "header_value_match.descriptor_value"),
+                        "value length must be at least 1 characters");
+        if (!h->n_headers)
+            return fail(c, sub(p, sizeof p, path, "header_value_match.headers"),
+                        "value must contain at least 1 item(s)");
+        a->key = sharp_strdup(h->descriptor_key[0] ? h->descriptor_key : "header_match");
+        a->value = sharp_strdup(h->descriptor_value);
+        a->expect_match = h->expect_match ? h->expect_match->value : true;
+        a->headers = sharp_calloc(h->n_headers, sizeof *a->headers);
+        for (size_t i = 0; i < h->n_headers; i++) {
+            a->nheaders++;
+            if (header_matcher_from(c, sub(p, sizeof p, path, "header_value_match.headers[%zu]", i),
+                                    h->headers[i], &a->headers[i]) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_QUERY_PARAMETER_VALUE_MATCH: {
+        const Envoy__Config__Route__V3__RateLimit__Action__QueryParameterValueMatch *q =
+            pb->query_parameter_value_match;
+        a->kind = SHARP_RL_QUERY_VALUE_MATCH;
+        if (!q->descriptor_value[0])
+            return fail(c, sub(p, sizeof p, path, "query_parameter_value_match.descriptor_value"),
+                        "value length must be at least 1 characters");
+        if (!q->n_query_parameters)
+            return fail(c, sub(p, sizeof p, path, "query_parameter_value_match.query_parameters"),
+                        "value must contain at least 1 item(s)");
+        a->key = sharp_strdup(q->descriptor_key[0] ? q->descriptor_key : "query_match");
+        a->value = sharp_strdup(q->descriptor_value);
+        a->expect_match = q->expect_match ? q->expect_match->value : true;
+        a->query = sharp_calloc(q->n_query_parameters, sizeof *a->query);
+        for (size_t i = 0; i < q->n_query_parameters; i++) {
+            a->nquery++;
+            if (query_matcher_from(c,
+                                   sub(p, sizeof p, path, "query_parameter_value_match.query_parameters[%zu]", i),
+                                   q->query_parameters[i], &a->query[i]) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    default:
+        /* metadata, dynamic_metadata, extension: refused by the support table */
+        return fail(c, path, "value is required (one of the rate limit actions)");
+    }
+}
+
+static int rate_limits_from(ctx_t *c, const char *path, rl_pb_t *const *pbs, size_t n,
+                            struct sharp_rate_limits **out)
+{
+    if (!n) return 0;
+    char p[512], q[512];
+    sharp_rate_limits_t *rls = sharp_calloc(1, sizeof *rls);
+    *out = rls;
+    rls->v = sharp_calloc(n, sizeof *rls->v);
+    for (size_t i = 0; i < n; i++) {
+        const rl_pb_t *pb = pbs[i];
+        sharp_rate_limit_t *rl = &rls->v[rls->n++];
+        sub(p, sizeof p, path, "rate_limits[%zu]", i);
+        rl->stage = pb->stage ? pb->stage->value : 0;
+        if (rl->stage > 10) return fail(c, sub(q, sizeof q, p, "stage"), "value must be less than or equal to 10");
+        if (pb->disable_key[0]) rl->disable_key = sharp_strdup(pb->disable_key);
+        if (!pb->n_actions) return fail(c, sub(q, sizeof q, p, "actions"), "value must contain at least 1 item(s)");
+        rl->actions = sharp_calloc(pb->n_actions, sizeof *rl->actions);
+        for (size_t j = 0; j < pb->n_actions; j++) {
+            rl->nactions++;
+            if (rl_action_from(c, sub(q, sizeof q, p, "actions[%zu]", j), pb->actions[j], &rl->actions[j]) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_route_t *r)
 {
     char p[512];
@@ -786,6 +921,8 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
     if (mirror_from(c, path, a->request_mirror_policies, a->n_request_mirror_policies, &r->mirror_own) < 0)
         return -1;
     if (a->n_upgrade_configs && upgrades_from(c, path, a, r) < 0) return -1;
+    if (rate_limits_from(c, path, a->rate_limits, a->n_rate_limits, &r->rate_limits) < 0) return -1;
+    r->include_vh_rate_limits = a->include_vh_rate_limits && a->include_vh_rate_limits->value;
     return 0;
 }
 
@@ -992,6 +1129,7 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
     if (mirror_from(c, path, pb->request_mirror_policies, pb->n_request_mirror_policies, &vh->mirror_own) < 0)
         return -1;
     if (PER_FILTER(c, path, pb, &vh->per_filter) < 0) return -1;
+    if (rate_limits_from(c, path, pb->rate_limits, pb->n_rate_limits, &vh->rate_limits) < 0) return -1;
     if (pb->cors && !(vh->cors = sharp_config_route_cors_policy(pb->cors, sub(p, sizeof p, path, "cors"), c->err,
                                                                 c->errlen)))
         return -1;

@@ -38,6 +38,7 @@
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/ext_authz/v3/ext_authz.pb-c.h"
+#include "envoy/extensions/filters/http/ratelimit/v3/rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata.pb-c.h"
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
@@ -141,6 +142,9 @@ void sharp_config_types_register(void)
         /* and its per-route config */
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz__descriptor,
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,
+        /* the global rate limit filter and its per-route config */
+        &envoy__extensions__filters__http__ratelimit__v3__rate_limit__descriptor,
+        &envoy__extensions__filters__http__ratelimit__v3__rate_limit_per_route__descriptor,
         /* also its per-route config (the same message) */
         &envoy__extensions__filters__http__header_to_metadata__v3__config__descriptor,
         /* RBAC: the HTTP filter and its per-route config, the network filter */

@@ -11,6 +11,7 @@
 #include "filters/header_to_metadata/filter.h"
 #include "filters/health_check/filter.h"
 #include "filters/local_ratelimit/filter.h"
+#include "filters/ratelimit/filter.h"
 #include "filters/rbac/filter.h"
 #include "filters/matching/filter.h"
 #include "filters/router/router.h"
@@ -26,6 +27,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_compressor_filter);
     sharp_filter_register(&sharp_local_ratelimit_filter);
     sharp_filter_register(&sharp_ext_authz_filter);
+    sharp_filter_register(&sharp_ratelimit_filter);
     sharp_filter_register(&sharp_header_to_metadata_filter);
     sharp_filter_register(&sharp_fault_filter);
     sharp_filter_register(&sharp_rbac_filter);

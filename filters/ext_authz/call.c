@@ -27,6 +27,7 @@ struct sharp_ext_authz_call {
     bool ended;         /* the outcome is known (delivered, or waiting for the timer) */
     bool finished;
     unsigned long long conn_id, stream_id;
+    const char *what;
 };
 
 static void free_call(uv_handle_t *h)
@@ -89,8 +90,8 @@ static void end_call(sharp_ext_authz_call_t *c, const char *reason)
     c->ended = true;
     c->reason = reason;
     if (reason)
-        sharp_debug(router, "[C%llu][S%llu] ext_authz request to cluster '%s' failed: %s",
-                    c->conn_id, c->stream_id, c->c ? c->c->name : "", reason);
+        sharp_debug(router, "[C%llu][S%llu] %s request to cluster '%s' failed: %s", c->conn_id,
+                    c->stream_id, c->what, c->c ? c->c->name : "", reason);
     if (c->starting) {
         uv_timer_stop(&c->timer);
         uv_timer_start(&c->timer, on_deliver_timer, 0, 0);
@@ -224,6 +225,7 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
     c->max_response_bytes = a->max_response_bytes;
     c->conn_id = a->conn_id;
     c->stream_id = a->stream_id;
+    c->what = a->what ? a->what : "ext_authz";
     c->start_ns = sharp_now_ns();
     sharp_headers_init(&c->req);
     sharp_headers_init(&c->resp);

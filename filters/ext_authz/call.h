@@ -1,5 +1,6 @@
 /* call.h: the authorization request of the ext_authz filter, a side request
- * from a worker to the authorization cluster (Envoy's async client).
+ * from a worker to the authorization cluster (Envoy's async client); the
+ * rate limit filter's ShouldRateLimit calls go the same way.
  *
  * A call picks a host of the cluster with the worker's balancer, takes a
  * DEFAULT-priority circuit breaker slot, uses the worker's pools for that
@@ -47,6 +48,7 @@ typedef struct {
     unsigned long long conn_id, stream_id;
     sharp_ext_authz_done_fn done;
     void *ctx;
+    const char *what; /* names the call in the log; NULL: "ext_authz" */
 } sharp_ext_authz_call_args_t;
 
 /* Starts a call; its end comes through args->done, later, from the loop.

@@ -578,8 +578,8 @@ static void start_check(sharp_filter_t *f)
         sharp_headers_add_cstr(&h, "te", "trailers");
         if (c->timeout_ms) {
             char t[10];
-            sharp_grpc_timeout_format(c->timeout_ms, t);
-            sharp_headers_add_cstr(&h, "grpc-timeout", t);
+            size_t tl = sharp_grpc_timeout_format(c->timeout_ms, t);
+            sharp_headers_add(&h, "grpc-timeout", 12, t, tl);
         }
         for (uint32_t i = 0; i < c->initial_metadata.n; i++) {
             sharp_str_t n = sharp_headers_name(&c->initial_metadata, i),

@@ -16,14 +16,21 @@
  * x-ratelimit-limit/-remaining/-reset of the bucket used. A config without
  * a token bucket (allowed at the connection manager only) lets every
  * request through. With local_rate_limit_per_downstream_connection each
- * downstream connection has its own bucket instead. Stats: <stat_prefix>.http_local_rate_limit.{enabled,
- * enforced,rate_limited,ok} of the effective config (a per-route config's own). */
+ * downstream connection has its own bucket instead. With descriptors, a
+ * request whose route and virtual host rate_limits (the config's stage)
+ * make a configured descriptor takes a token from that descriptor's bucket
+ * (the slowest filling first), then from the default bucket unless
+ * always_consume_default_token_bucket is false. Stats:
+ * <stat_prefix>.http_local_rate_limit.{enabled, enforced,rate_limited,ok} of the effective config
+ * (a per-route config's own). */
 #include "filters/local_ratelimit/filter.h"
 #include "config/route_config.h"
 #include "runtime.h"
 #include "filters/local_ratelimit/token_bucket.h"
 #include "http/grpc.h"
+#include "http/ratelimit_policy.h"
 #include "http/route.h"
+#include "http/stream.h"
 #include "server.h"
 #include "stats.h"
 #include "worker.h"
@@ -39,6 +46,15 @@ typedef Envoy__Extensions__Filters__Http__LocalRatelimit__V3__LocalRateLimit lrl
 
 #define MIN_FILL_INTERVAL_NS (50ull * 1000 * 1000)
 
+/* One of `descriptors`: its entries and its own bucket. */
+typedef struct {
+    sharp_rl_descriptor_t d;
+    sharp_token_bucket_t bucket;
+    double fill_rate; /* tokens_per_fill / fill_interval: the order buckets are taken in */
+} lrl_descriptor_t;
+
+enum { LRL_VH_OVERRIDE, LRL_VH_INCLUDE, LRL_VH_IGNORE };
+
 typedef struct lrl_config {
     bool has_bucket;
     sharp_token_bucket_t bucket;
@@ -51,6 +67,12 @@ typedef struct lrl_config {
     sharp_header_ops_t resp_ops, req_ops;
     bool x_ratelimit_headers;
     bool resource_exhausted;
+    lrl_descriptor_t *descs; /* descriptors, matched against the route rate_limits' */
+    uint32_t ndescs;
+    uint32_t stage;
+    int vh_rate_limits;
+    bool always_consume_default; /* always_consume_default_token_bucket (default true) */
+    char *local_cluster;         /* the filter-level config's: source_cluster */
     /* <stat_prefix>.http_local_rate_limit.*: the connection manager's
      * config registers them at load (and keeps the store for the per-route
      * configs); a per-route config, built without the store, on the first
@@ -77,6 +99,15 @@ static void config_free(void *p)
     free(c->stat_prefix);
     sharp_header_ops_free(&c->resp_ops);
     sharp_header_ops_free(&c->req_ops);
+    for (uint32_t i = 0; i < c->ndescs; i++) {
+        for (uint32_t j = 0; j < c->descs[i].d.n; j++) {
+            free(c->descs[i].d.entries[j].key);
+            free(c->descs[i].d.entries[j].value);
+        }
+        free(c->descs[i].d.entries);
+    }
+    free(c->descs);
+    free(c->local_cluster);
     free(c);
 }
 
@@ -97,6 +128,103 @@ static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent
     return 0;
 }
 
+/* "k=v, k=v": Envoy's LocalDescriptor::toString. */
+static void descriptor_text(const sharp_rl_descriptor_t *d, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < d->n && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s=%s", i ? ", " : "", d->entries[i].key,
+                              d->entries[i].value);
+}
+
+static bool same_descriptor(const sharp_rl_descriptor_t *a, const sharp_rl_descriptor_t *b)
+{
+    if (a->n != b->n) return false;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (strcmp(a->entries[i].key, b->entries[i].key) != 0 ||
+            strcmp(a->entries[i].value, b->entries[i].value) != 0)
+            return false;
+    return true;
+}
+
+/* descriptors: each an exact list of entries with its own bucket (Envoy's
+ * LocalRateLimiterImpl). An empty value (Envoy's wildcard, a bucket per
+ * value seen) is refused. */
+static int descriptors_from(const lrl_pb_t *pb, lrl_config_t *c, char *err, size_t errlen)
+{
+    c->descs = sharp_calloc(pb->n_descriptors, sizeof *c->descs);
+    for (size_t i = 0; i < pb->n_descriptors; i++) {
+        const Envoy__Extensions__Common__Ratelimit__V3__LocalRateLimitDescriptor *dp =
+            pb->descriptors[i];
+        lrl_descriptor_t *d = &c->descs[c->ndescs++];
+        if (!dp->n_entries) {
+            snprintf(err, errlen, "descriptors[%zu].entries: value must contain at least 1 item(s)",
+                     i);
+            return -1;
+        }
+        d->d.entries = sharp_calloc(dp->n_entries, sizeof *d->d.entries);
+        for (size_t j = 0; j < dp->n_entries; j++) {
+            const char *k = dp->entries[j]->key ? dp->entries[j]->key : "",
+                       *v = dp->entries[j]->value ? dp->entries[j]->value : "";
+            if (!k[0]) {
+                snprintf(
+                    err, errlen,
+                    "descriptors[%zu].entries[%zu].key: value length must be at least 1 characters",
+                    i, j);
+                return -1;
+            }
+            if (!v[0]) {
+                snprintf(err, errlen,
+                         "descriptors[%zu].entries[%zu].value: an empty value is not supported by "
+                         "SHARP (wildcard "
+                         "descriptors, a bucket per value)",
+                         i, j);
+                return -1;
+            }
+            d->d.entries[d->d.n].key = sharp_strdup(k);
+            d->d.entries[d->d.n].value = sharp_strdup(v);
+            d->d.n++;
+        }
+        const Envoy__Type__V3__TokenBucket *tb = dp->token_bucket;
+        if (!tb) {
+            snprintf(err, errlen, "descriptors[%zu].token_bucket: value is required", i);
+            return -1;
+        }
+        if (tb->max_tokens == 0) {
+            snprintf(err, errlen,
+                     "descriptors[%zu].token_bucket.max_tokens: value must be greater than 0", i);
+            return -1;
+        }
+        if (tb->tokens_per_fill && tb->tokens_per_fill->value == 0) {
+            snprintf(err, errlen,
+                     "descriptors[%zu].token_bucket.tokens_per_fill: value must be greater than 0",
+                     i);
+            return -1;
+        }
+        int64_t ns = tb->fill_interval
+                         ? tb->fill_interval->seconds * 1000000000ll + tb->fill_interval->nanos
+                         : 0;
+        if ((uint64_t)(ns > 0 ? ns : 0) / 1000000 * 1000000 < MIN_FILL_INTERVAL_NS) {
+            snprintf(err, errlen,
+                     "local rate limit descriptor token bucket fill timer must be >= 50ms");
+            return -1;
+        }
+        uint32_t per_fill = tb->tokens_per_fill ? tb->tokens_per_fill->value : 1;
+        sharp_token_bucket_init(&d->bucket, tb->max_tokens, per_fill, (uint64_t)ns, sharp_now_ns());
+        d->fill_rate = (double)per_fill / (double)ns;
+        for (uint32_t k = 0; k + 1 < c->ndescs; k++) {
+            if (same_descriptor(&c->descs[k].d, &d->d)) {
+                char txt[512];
+                descriptor_text(&d->d, txt, sizeof txt);
+                snprintf(err, errlen, "duplicate descriptor in the local rate descriptor: %s", txt);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Envoy's FilterConfig: its checks and defaults. Fields SHARP does not
  * implement are refused here with the reason. */
 static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err, size_t errlen)
@@ -109,8 +237,11 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
         snprintf(err, errlen, "local rate limit token bucket must be set for per filter configs");
         return NULL;
     }
-    if (pb->n_descriptors) {
-        snprintf(err, errlen, "descriptors: not supported by SHARP (route rate_limits actions are not implemented)");
+    if (pb->n_descriptors && pb->local_rate_limit_per_downstream_connection) {
+        snprintf(
+            err, errlen,
+            "descriptors: not supported by SHARP with local_rate_limit_per_downstream_connection "
+            "(descriptor buckets per downstream connection)");
         return NULL;
     }
     if (pb->local_cluster_rate_limit) {
@@ -180,6 +311,18 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
         pb->enable_x_ratelimit_headers == ENVOY__EXTENSIONS__COMMON__RATELIMIT__V3__XRATE_LIMIT_HEADERS_RFCVERSION__DRAFT_VERSION_03;
     c->resource_exhausted = pb->rate_limited_as_resource_exhausted;
     c->per_connection = pb->local_rate_limit_per_downstream_connection;
+    c->stage = pb->stage;
+    c->vh_rate_limits =
+        pb->vh_rate_limits ==
+                ENVOY__EXTENSIONS__COMMON__RATELIMIT__V3__VH_RATE_LIMITS_OPTIONS__INCLUDE
+            ? LRL_VH_INCLUDE
+        : pb->vh_rate_limits ==
+                ENVOY__EXTENSIONS__COMMON__RATELIMIT__V3__VH_RATE_LIMITS_OPTIONS__IGNORE
+            ? LRL_VH_IGNORE
+            : LRL_VH_OVERRIDE;
+    c->always_consume_default =
+        !pb->always_consume_default_token_bucket || pb->always_consume_default_token_bucket->value;
+    if (pb->n_descriptors && descriptors_from(pb, c, err, errlen) < 0) goto fail;
     return c;
 fail:
     config_free(c);
@@ -210,6 +353,7 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     lrl_config_t *c = config_build(pb, false, err, errlen);
     if (!c) return NULL;
     c->stat_prefix = sharp_strdup(pb->stat_prefix);
+    c->local_cluster = sharp_strdup(ctx->server->node_cluster);
     c->stats = ctx->server->stats;
     register_stats(c, c->stats);
     return c;
@@ -274,6 +418,77 @@ static sharp_token_bucket_t *bucket_for(sharp_filter_t *f, const lrl_config_t *c
     return (sharp_token_bucket_t *)&c->bucket;
 }
 
+/* The request's descriptors from the route and virtual host rate_limits of
+ * the config's stage (Envoy's local filter skips those with a
+ * disable_key). */
+static void request_descriptors(sharp_filter_t *f, const lrl_config_t *fc, const lrl_config_t *c,
+                                sharp_headers_t *h, sharp_rl_descriptors_t *out)
+{
+    sharp_stream_t *s = f->stream;
+    const sharp_route_t *r = sharp_stream_route(s);
+    if (!r || r->action != SHARP_ROUTE_ACTION_ROUTE) return;
+    sharp_rl_input_t in = {
+        .headers = h,
+        .local_cluster = fc->local_cluster ? fc->local_cluster : "",
+        .route_cluster = s->route_cluster,
+        .remote_address = sharp_stream_info(s)->downstream_remote_address,
+    };
+    int vh = r->include_vh_rate_limits ? LRL_VH_INCLUDE : c->vh_rate_limits;
+    const sharp_rate_limits_t *levels[2] = {
+        r->rate_limits,
+        vh == LRL_VH_INCLUDE || (vh == LRL_VH_OVERRIDE && !(r->rate_limits && r->rate_limits->n))
+            ? (s->vhost ? s->vhost->rate_limits : NULL)
+            : NULL,
+    };
+    for (int l = 0; l < 2; l++) {
+        for (uint32_t i = 0; levels[l] && i < levels[l]->n; i++) {
+            const sharp_rate_limit_t *rl = &levels[l]->v[i];
+            if (rl->stage != c->stage || rl->disable_key) continue;
+            sharp_rate_limit_populate(rl, &in, out);
+        }
+    }
+}
+
+/* Envoy's LocalRateLimiterImpl::requestAllowed with descriptors: each
+ * configured descriptor the request has gives a token, the slowest filling
+ * first; then the default bucket, when nothing matched or under
+ * always_consume_default_token_bucket. *used: the bucket whose state the
+ * x-ratelimit headers show (the one that refused, else the first matched,
+ * else the default). */
+static bool descriptors_allow(sharp_filter_t *f, const lrl_config_t *fc, const lrl_config_t *c,
+                              sharp_headers_t *h, sharp_token_bucket_t **used)
+{
+    sharp_rl_descriptors_t rd = {0};
+    request_descriptors(f, fc, c, h, &rd);
+    lrl_descriptor_t *matched[16];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < rd.n; i++) {
+        for (uint32_t k = 0; k < c->ndescs && n < 16; k++) {
+            if (!same_descriptor(&c->descs[k].d, &rd.d[i])) continue;
+            matched[n++] = &c->descs[k];
+            break;
+        }
+    }
+    sharp_rl_descriptors_free(&rd);
+    for (uint32_t i = 1; i < n; i++) /* by fill rate, ascending (few entries: insertion sort) */
+        for (uint32_t j = i; j > 0 && matched[j]->fill_rate < matched[j - 1]->fill_rate; j--) {
+            lrl_descriptor_t *t = matched[j];
+            matched[j] = matched[j - 1];
+            matched[j - 1] = t;
+        }
+    uint64_t now = sharp_now_ns();
+    for (uint32_t i = 0; i < n; i++) {
+        if (!sharp_token_bucket_consume(&matched[i]->bucket, now)) {
+            *used = &matched[i]->bucket;
+            return false;
+        }
+    }
+    sharp_token_bucket_t *def = *used;
+    if (n) *used = &matched[0]->bucket;
+    if ((!n || c->always_consume_default) && def) return sharp_token_bucket_consume(def, now);
+    return true;
+}
+
 static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
 {
     (void)end_stream;
@@ -286,7 +501,9 @@ static sharp_filter_status_t lrl_decode_headers(sharp_filter_t *f, sharp_headers
     const lrl_config_t *sc = stats_of(fc, c);
     sharp_counter_inc(sh, atomic_load_explicit(&sc->st_enabled, memory_order_relaxed));
     sharp_token_bucket_t *b = c->has_bucket ? bucket_for(f, c) : NULL;
-    if (!b || sharp_token_bucket_consume(b, sharp_now_ns())) {
+    bool allowed = c->ndescs ? descriptors_allow(f, fc, c, h, &b)
+                             : !b || sharp_token_bucket_consume(b, sharp_now_ns());
+    if (allowed) {
         if (b && c->x_ratelimit_headers) st->used = b;
         sharp_counter_inc(sh, atomic_load_explicit(&sc->st_ok, memory_order_relaxed));
         return SHARP_FILTER_CONTINUE;

@@ -152,6 +152,10 @@ struct sharp_header_ops;
 void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const char *body, uint32_t response_flag,
                                        const char *details, const char *const *headers,
                                        const struct sharp_header_ops *ops);
+/* The same with a body of `blen` bytes. */
+void sharp_stream_send_local_reply_body_ops(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
+                                            uint32_t response_flag, const char *details, const char *const *headers,
+                                            const struct sharp_header_ops *ops);
 /* A filter answers the request itself with a headers-only response `h`
  * (Envoy's decoder filter encodeHeaders(headers, true, details), as the
  * CORS filter answers a preflight): not a local reply, so neither the

@@ -1014,6 +1014,13 @@ void sharp_stream_send_local_reply_ops(sharp_filter_t *f, uint32_t status, const
     local_reply(f, status, body, body ? strlen(body) : 0, response_flag, details, headers, ops);
 }
 
+void sharp_stream_send_local_reply_body_ops(sharp_filter_t *f, uint32_t status, const char *body, size_t blen,
+                                            uint32_t response_flag, const char *details, const char *const *headers,
+                                            const sharp_header_ops_t *ops)
+{
+    local_reply(f, status, body, blen, response_flag, details, headers, ops);
+}
+
 /* The stream's copy of a filter's details (stream.h's details_copy). */
 static const char *keep_details(sharp_stream_t *s, const char *details)
 {

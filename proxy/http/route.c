@@ -3,6 +3,7 @@
  * path, headers, query parameters and the rest all accept the request.
  * Building helpers, header mutations and freeing are in route_build.c. */
 #include "http/route.h"
+#include "http/ratelimit_policy.h"
 #include "runtime.h"
 
 #include <ctype.h>
@@ -414,18 +415,21 @@ static bool route_matches(const sharp_route_t *r, const sharp_headers_t *req, ui
      * the empty string: only a prefix "" takes it besides connect_matcher */
     sharp_str_t path = SHARP_STR("");
     sharp_headers_get_cstr(req, ":path", &path);
-    if (r->nquery) {
-        const char *qm = memchr(path.p, '?', path.len);
-        sharp_str_t q =
-            qm ? (sharp_str_t){qm + 1, path.len - (size_t)(qm + 1 - path.p)} : SHARP_STR("");
-        for (uint32_t i = 0; i < r->nquery; i++) {
-            sharp_str_t val;
-            if (!query_param(q, r->query[i].name, &val)) return false;
-            if (!r->query[i].present_match && !sharp_string_matcher_match(&r->query[i].sm, val))
-                return false;
-        }
-    }
+    if (r->nquery && !sharp_query_matchers_match(r->query, r->nquery, path)) return false;
     return path_matches(r, path);
+}
+
+bool sharp_query_matchers_match(const sharp_query_matcher_t *qm, uint32_t n, sharp_str_t path)
+{
+    const char *mark = memchr(path.p, '?', path.len);
+    sharp_str_t q =
+        mark ? (sharp_str_t){mark + 1, path.len - (size_t)(mark + 1 - path.p)} : SHARP_STR("");
+    for (uint32_t i = 0; i < n; i++) {
+        sharp_str_t val;
+        if (!query_param(q, qm[i].name, &val)) return false;
+        if (!qm[i].present_match && !sharp_string_matcher_match(&qm[i].sm, val)) return false;
+    }
+    return true;
 }
 
 const sharp_route_t *sharp_vhost_match_random(const sharp_vhost_t *vh, const sharp_headers_t *req,

@@ -15,6 +15,7 @@ struct sharp_stream_info;
 struct sharp_access_log_format;
 struct sharp_filter_factory;
 struct sharp_cors_policy;
+struct sharp_rate_limits;
 
 /* One entry of a typed_per_filter_config map (Envoy's PerFilterConfigs):
  * the config of the filter named `name` in the connection manager's
@@ -343,6 +344,10 @@ typedef struct sharp_route {
     sharp_header_ops_t req_ops, resp_ops;
     sharp_per_filter_configs_t per_filter; /* Route.typed_per_filter_config */
     struct sharp_cors_policy *cors;       /* RouteAction.cors (deprecated; http/cors.h), NULL: none */
+    /* RouteAction.rate_limits (http/ratelimit_policy.h), NULL: none; with
+     * include_vh_rate_limits the rate limit filter adds the virtual host's */
+    struct sharp_rate_limits *rate_limits;
+    bool include_vh_rate_limits;
 } sharp_route_t;
 
 typedef enum {
@@ -371,6 +376,7 @@ typedef struct sharp_vhost {
     sharp_route_t tls_redirect;
     sharp_per_filter_configs_t per_filter; /* VirtualHost.typed_per_filter_config */
     struct sharp_cors_policy *cors;       /* VirtualHost.cors (deprecated; http/cors.h), NULL: none */
+    struct sharp_rate_limits *rate_limits; /* VirtualHost.rate_limits (http/ratelimit_policy.h), NULL: none */
 } sharp_vhost_t;
 
 typedef struct sharp_route_table {

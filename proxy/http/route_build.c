@@ -3,6 +3,7 @@
 #include "http/route.h"
 #include "http/filter.h"
 #include "http/cors.h"
+#include "http/ratelimit_policy.h"
 
 #include <strings.h>
 
@@ -320,6 +321,8 @@ static void free_route(sharp_route_t *r)
     free_ops(&r->resp_ops);
     sharp_per_filter_configs_free(&r->per_filter);
     sharp_cors_policy_free(r->cors);
+    if (r->rate_limits) sharp_rate_limits_free(r->rate_limits);
+    free(r->rate_limits);
 }
 
 void sharp_per_filter_configs_free(sharp_per_filter_configs_t *c)
@@ -353,6 +356,8 @@ void sharp_route_table_free(sharp_route_table_t *t)
         free_mirror(&vh->mirror_own);
         sharp_per_filter_configs_free(&vh->per_filter);
         sharp_cors_policy_free(vh->cors);
+        if (vh->rate_limits) sharp_rate_limits_free(vh->rate_limits);
+        free(vh->rate_limits);
     }
     free_mirror(&t->mirror);
     free(t->vhosts);

@@ -4,7 +4,8 @@ connections), refill after the fill interval, the per-route config's own
 bucket, filter_enabled/filter_enforced at 0% (nothing done / only counted),
 response_headers_to_add and the RL response flag on the local reply,
 request headers when not enforced, x-ratelimit headers, gRPC status,
-Envoy's stats, refused fields, and the Envoy corpus bootstraps."""
+Envoy's stats, descriptors from the route rate_limits, refused fields, and
+the Envoy corpus bootstraps."""
 import json
 import os
 import time
@@ -225,8 +226,7 @@ def test_per_connection_buckets(procs, upstream):
 @pytest.mark.parametrize("cfg,msg", [
     (lrl(3, "0.049s"), "fill timer must be >= 50ms"),
     (lrl(0, "1s"), "max_tokens"),
-    (lrl(3, "1s", extra="descriptors:\n- entries: [{ key: a, value: b }]\n"
-                        "  token_bucket: { max_tokens: 1, fill_interval: 1s }\n"), "descriptors"),
+    (lrl(3, "1s", extra="descriptors:\n- entries: [{ key: a, value: b }]\n"), "token_bucket"),
     (lrl(3, "1s", extra="local_cluster_rate_limit: {}\n"), "local_cluster_rate_limit"),
     (lrl(3, "1s", extra="stage: 11\n"), "stage"),
     (lrl(3, "1s", prefix="''"), "stat_prefix"),
@@ -250,6 +250,72 @@ def test_per_route_needs_bucket():
     assert rc == 1 and "token bucket must be set for per filter configs" in out, out
 
 
+DESC_ROUTES = """\
+- match: { prefix: "/" }
+  route:
+    cluster: backend
+    rate_limits:
+    - actions: [{ request_headers: { header_name: x-client, descriptor_key: client } }]
+    - disable_key: dk
+      actions: [{ request_headers: { header_name: x-client, descriptor_key: client } }]
+    - stage: 1
+      actions: [{ generic_key: { descriptor_value: one } }]
+"""
+DESCRIPTORS = """\
+descriptors:
+- entries: [{ key: client, value: a }]
+  token_bucket: { max_tokens: 2, fill_interval: 60s }
+- entries: [{ key: client, value: b }]
+  token_bucket: { max_tokens: 1, fill_interval: 60s }
+"""
+
+
+def test_descriptors(procs, upstream):
+    """descriptors: a request whose route rate_limits make a configured
+    descriptor takes a token from that descriptor's bucket (refused: 429
+    with that bucket's x-ratelimit headers), and from the default bucket
+    too (always_consume_default_token_bucket); one matching none takes from
+    the default bucket only. A RateLimit with a disable_key, or of another
+    stage, gives nothing."""
+    port, admin = start(procs, upstream, lrl(5, extra="enable_x_ratelimit_headers: DRAFT_VERSION_03\n" + DESCRIPTORS),
+                        routes=DESC_ROUTES)
+    a = statuses(H1, port, 3, headers={"x-client": "a"})
+    assert [s for s, _, _ in a] == [200, 200, 429]
+    assert a[2][1].get("x-ratelimit-limit") == "2" and a[2][1].get("x-ratelimit-remaining") == "0"
+    assert a[2][2] == b"local_rate_limited"
+    assert [s for s, _, _ in statuses(H1, port, 2, headers={"x-client": "b"})] == [200, 429]
+    # the default bucket gave a token to each request a descriptor let
+    # through: 3 of 5 are gone
+    c = statuses(H1, port, 3, headers={"x-client": "c"})
+    assert [s for s, _, _ in c] == [200, 200, 429]
+    assert c[0][1].get("x-ratelimit-limit") == "5"
+    assert stat(admin, "lrl.http_local_rate_limit.rate_limited") == 3
+
+
+def test_descriptors_without_default_consumption(procs, upstream):
+    """always_consume_default_token_bucket false: a request a descriptor
+    decides leaves the default bucket alone."""
+    port, _ = start(procs, upstream, lrl(1, extra="always_consume_default_token_bucket: false\n" + DESCRIPTORS),
+                    routes=DESC_ROUTES)
+    assert [s for s, _, _ in statuses(H1, port, 3, headers={"x-client": "a"})] == [200, 200, 429]
+    assert [s for s, _, _ in statuses(H1, port, 2, headers={"x-client": "c"})] == [200, 429]
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (DESCRIPTORS + "- entries: [{ key: client, value: a }]\n  token_bucket: { max_tokens: 2, fill_interval: 60s }\n",
+     "duplicate descriptor in the local rate descriptor: client=a"),
+    ("descriptors:\n- entries: [{ key: client, value: '' }]\n  token_bucket: { max_tokens: 2, fill_interval: 60s }\n",
+     "descriptors[0].entries[0].value"),
+    ("descriptors:\n- entries: [{ key: client, value: a }]\n  token_bucket: { max_tokens: 2, fill_interval: 0.01s }\n",
+     "descriptor token bucket fill timer must be >= 50ms"),
+    (DESCRIPTORS + "local_rate_limit_per_downstream_connection: true\n", "local_rate_limit_per_downstream_connection"),
+])
+def test_descriptors_refused(extra, msg):
+    y = bootstrap_yaml(free_port(), free_port(), {"backend": [1]}, routes=DESC_ROUTES)
+    rc, out = validate_config(with_filter(y, lrl(5, extra=extra)))
+    assert rc != 0 and msg in out, out
+
+
 @pytest.mark.skipif(not os.path.isdir(CORPUS), reason="no Envoy corpus")
 @pytest.mark.parametrize("name,refusal", [
     ("envoy__docs__root__configuration__http__http_filters___include__local-rate-limit-global-configuration.yaml",
@@ -257,7 +323,7 @@ def test_per_route_needs_bucket():
     ("envoy__docs__root__configuration__http__http_filters___include__local-rate-limit-route-specific-configuration"
      ".yaml", None),
     ("envoy__docs__root__configuration__http__http_filters___include__local-rate-limit-with-descriptors.yaml",
-     "rate_limits is not supported by SHARP"),
+     None),
     ("examples__local_ratelimit__envoy.yaml", None),
 ])
 def test_corpus(name, refusal):

@@ -313,9 +313,10 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
                                                       "grpc_http1_reverse_bridge.v3.FilterConfigPerRoute\n"
                                                       "disabled: true"},
      "", "gRPC HTTP/1 reverse bridge per-route config"),
-    ({"envoy.filters.http.ratelimit": "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3."
-                                      "RateLimitPerRoute\nvh_rate_limits: INCLUDE"},
-     "", "global rate limit per-route config"),
+    ({"envoy.filters.http.rate_limit_quota": "\"@type\": type.googleapis.com/envoy.extensions.filters.http."
+                                             "rate_limit_quota.v3.RateLimitQuotaBucketSettings\n"
+                                             "expired_assignment_behavior_timeout: 1s"},
+     "", "rate limit quota per-route bucket settings"),
     ({"envoy.filters.http.dynamic_forward_proxy": f"\"@type\": {FC}\nconfig:\n  \"@type\": type.googleapis.com/"
                                                   "envoy.extensions.filters.http.dynamic_forward_proxy.v3.PerRouteConfig\n"
                                                   "  host_rewrite_literal: x"},
@@ -345,7 +346,7 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
      "invalid CompressorPerRoute.Override: value is required"),
     ({"envoy.filters.http.compressor": f"\"@type\": {FC}\nis_optional: true"}, compressor_filter(),
      "Empty route/virtual host per filter configuration for envoy.filters.http.compressor filter"),
-], ids=["reverse-bridge", "ratelimit", "dfp-in-filterconfig", "router-config", "router-disabled", "type-mismatch",
+], ids=["reverse-bridge", "ratelimit-quota", "dfp-in-filterconfig", "router-config", "router-disabled", "type-mismatch",
         "main-type", "no-route-support", "cpr-disabled-false", "cpr-empty", "filterconfig-empty"])
 def test_refused(entries, filters, expect):
     routes = route("/", pfc(entries))

@@ -1,0 +1,109 @@
+/* ratelimit_policy.h: the rate_limits of a route or virtual host
+ * (envoy.config.route.v3.RateLimit, Envoy's RateLimitPolicyImpl), and the
+ * descriptors they make for a request, which the rate limit filter sends
+ * to its rate limit service.
+ *
+ * A RateLimit is a stage (0..10), a runtime disable_key and a list of
+ * actions. Each action, in order, adds at most one entry to the
+ * RateLimit's descriptor, or fails: a failing action means no descriptor
+ * from this RateLimit (Envoy's populateDescriptors). The actions:
+ *   source_cluster        ("source_cluster", the local service cluster)
+ *   destination_cluster   ("destination_cluster", the routed cluster)
+ *   request_headers       (descriptor_key, the header's first value); an
+ *                         absent header fails the action, or with
+ *                         skip_if_absent adds nothing
+ *   remote_address        ("remote_address", the trusted client IP); fails
+ *                         for a non-IP client (a Unix socket)
+ *   masked_remote_address ("masked_remote_address", "ip/len" of the client
+ *                         IP masked to v4_prefix_mask_len (32) or
+ *                         v6_prefix_mask_len (128))
+ *   generic_key           (descriptor_key or "generic_key", descriptor_value)
+ *   header_value_match    (descriptor_key or "header_match", descriptor_value)
+ *                         when the headers match (every matcher) as
+ *                         expect_match (true) says, else fails
+ *   query_parameter_value_match (descriptor_key or "query_match", ...) the
+ *                         same on the query parameters of :path (names
+ *                         and values percent-decoded, the first value)
+ * Immutable once built; owned by the route table. */
+#ifndef SHARP_HTTP_RATELIMIT_POLICY_H
+#define SHARP_HTTP_RATELIMIT_POLICY_H
+
+#include "common.h"
+#include "http/headers.h"
+#include "http/route.h"
+
+typedef enum {
+    SHARP_RL_SOURCE_CLUSTER,
+    SHARP_RL_DESTINATION_CLUSTER,
+    SHARP_RL_REQUEST_HEADERS,
+    SHARP_RL_REMOTE_ADDRESS,
+    SHARP_RL_MASKED_REMOTE_ADDRESS,
+    SHARP_RL_GENERIC_KEY,
+    SHARP_RL_HEADER_VALUE_MATCH,
+    SHARP_RL_QUERY_VALUE_MATCH,
+} sharp_rl_action_kind_t;
+
+typedef struct {
+    sharp_rl_action_kind_t kind;
+    char *key;         /* the descriptor entry's key (all but the address and cluster kinds) */
+    char *value;       /* GENERIC_KEY, *_VALUE_MATCH: the entry's value */
+    char *header_name; /* REQUEST_HEADERS: lower-case */
+    bool skip_if_absent;
+    bool expect_match; /* *_VALUE_MATCH */
+    sharp_header_matcher_t *headers;
+    uint32_t nheaders;
+    sharp_query_matcher_t *query;
+    uint32_t nquery;
+    uint32_t v4_mask, v6_mask; /* MASKED_REMOTE_ADDRESS */
+} sharp_rl_action_t;
+
+/* One envoy.config.route.v3.RateLimit. */
+typedef struct {
+    uint32_t stage;
+    char *disable_key; /* NULL: none */
+    sharp_rl_action_t *actions;
+    uint32_t nactions;
+} sharp_rate_limit_t;
+
+/* A level's rate_limits, in order. */
+typedef struct sharp_rate_limits {
+    sharp_rate_limit_t *v;
+    uint32_t n;
+} sharp_rate_limits_t;
+
+typedef struct {
+    char *key, *value;
+} sharp_rl_entry_t;
+
+typedef struct {
+    sharp_rl_entry_t *entries;
+    uint32_t n;
+} sharp_rl_descriptor_t;
+
+/* The descriptors of one request, in order. */
+typedef struct {
+    sharp_rl_descriptor_t *d;
+    uint32_t n, cap;
+} sharp_rl_descriptors_t;
+
+/* What the actions read of a request. */
+typedef struct {
+    const sharp_headers_t *headers;
+    const char *local_cluster;  /* the local service cluster (node.cluster), "" when none */
+    const char *route_cluster;  /* the routed cluster; NULL: none (destination_cluster fails) */
+    const char *remote_address; /* the trusted client address as printed ("ip:port"), may be "" */
+} sharp_rl_input_t;
+
+/* Appends the descriptor of `rl` for the request to `out`, unless one of
+ * its actions fails. Returns whether it appended one. */
+bool sharp_rate_limit_populate(const sharp_rate_limit_t *rl, const sharp_rl_input_t *in,
+                               sharp_rl_descriptors_t *out);
+void sharp_rl_descriptors_free(sharp_rl_descriptors_t *d);
+
+void sharp_rate_limits_free(sharp_rate_limits_t *r);
+
+/* Whether every query parameter matcher accepts the query of `path` (the
+ * first value of each parameter, not percent-decoded, as route matching). */
+bool sharp_query_matchers_match(const sharp_query_matcher_t *q, uint32_t n, sharp_str_t path);
+
+#endif

@@ -1,0 +1,438 @@
+"""envoy.filters.http.ratelimit with a python3-grpcio rate limit service
+implementing envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit
+(generic handlers; the messages come from SHARP's own proto/ files, compiled
+to a descriptor set with protoc-c at test time): the descriptors the route
+and virtual host rate_limits make, OK with header mutations, OVER_LIMIT
+into 429 (x-envoy-ratelimited, raw_body, x-ratelimit-* headers, RL),
+dynamic metadata, errors and timeouts into failure_mode_deny (RLSE) or through, stats, and
+the fields SHARP refuses."""
+import os
+import subprocess
+import tempfile
+import time
+from concurrent import futures
+
+import pytest
+
+from conftest import (SLOW, Upstream, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines, protos,
+                      run_sharp_config, stat, validate_config, wait_for)
+
+grpc = pytest.importorskip("grpc")
+
+TYPE = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute"
+PROTO = os.path.join(os.path.dirname(__file__), "..", "..", "proto")
+
+
+def _messages():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    out = os.path.join(tempfile.mkdtemp(prefix="sharp-rl-"), "rls.pb")
+    subprocess.run(["protoc-c", f"--proto_path={PROTO}", f"--descriptor_set_out={out}", "--include_imports",
+                    "envoy/service/ratelimit/v3/rls.proto"], check=True, timeout=60)
+    fds = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
+    pool = descriptor_pool.DescriptorPool()
+    for f in fds.file:
+        pool.Add(f)
+    factory = message_factory.MessageFactory(pool)
+    return (factory.GetPrototype(pool.FindMessageTypeByName("envoy.service.ratelimit.v3.RateLimitRequest")),
+            factory.GetPrototype(pool.FindMessageTypeByName("envoy.service.ratelimit.v3.RateLimitResponse")))
+
+
+RateLimitRequest, RateLimitResponse = _messages()
+
+
+def descriptors(req):
+    return [[(e.key, e.value) for e in d.entries] for d in req.descriptors]
+
+
+class RateLimitService:
+    """The service: a descriptor entry ("mode", X) decides; OK otherwise.
+    Every request is recorded."""
+
+    def __init__(self):
+        self.requests = []
+        self.metadata = []
+        self.deadlines = []
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._should, RateLimitRequest.FromString, lambda m: m if isinstance(m, bytes) else m.SerializeToString())
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("envoy.service.ratelimit.v3.RateLimitService",
+                                                  {"ShouldRateLimit": handler}),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _should(self, req, ctx):
+        self.requests.append(req)
+        self.metadata.append(dict(ctx.invocation_metadata()))
+        self.deadlines.append(ctx.time_remaining())
+        modes = [v for d in descriptors(req) for k, v in d if k == "mode"]
+        mode = modes[0] if modes else "ok"
+        r = RateLimitResponse()
+        if mode == "slow":
+            time.sleep(1.5)
+        if mode == "fail":
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "rls down")
+        if mode == "garbage":
+            return b"\xff\xff\xff not a RateLimitResponse"
+        r.overall_code = 2 if mode.startswith("over") else 1  # OVER_LIMIT, OK
+        for i, _ in enumerate(req.descriptors):
+            s = r.statuses.add()
+            s.code = r.overall_code
+            s.current_limit.requests_per_unit = 10 * (i + 1)
+            s.current_limit.unit = 2  # MINUTE
+            s.current_limit.name = f"d{i}"
+            s.limit_remaining = 5 - i
+            s.duration_until_reset.seconds = 30 + i
+        h = r.response_headers_to_add.add()
+        h.key, h.value = "x-rls-resp", mode
+        h = r.request_headers_to_add.add()
+        h.key, h.value = "x-rls-req", mode
+        if mode == "evil":
+            for k, v in (("X-Upper", "up"), ("bad name", "v"), ("x-split", "a\r\nx-injected: 1"), (":status", "500")):
+                h = r.response_headers_to_add.add()
+                h.key, h.value = k, v
+                h = r.request_headers_to_add.add()
+                h.key, h.value = k, v
+        if mode == "meta":
+            r.dynamic_metadata["tier"] = "gold"
+            r.dynamic_metadata["n"] = 3
+        if mode == "over-json":
+            h = r.response_headers_to_add.add()
+            h.key, h.value = "content-type", "application/json"
+            r.raw_body = b'{"limited": true}'
+        return r
+
+    def close(self):
+        self.server.stop(0)
+
+
+@pytest.fixture
+def rls():
+    s = RateLimitService()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def upstream(procs):
+    u = Upstream()
+    procs.append(u)
+    return u
+
+
+def ratelimit(extra="", timeout="1s"):
+    return (f'"@type": {TYPE}\ndomain: edge\ntimeout: {timeout}\n'
+            "rate_limit_service:\n  transport_api_version: V3\n"
+            "  grpc_service:\n    envoy_grpc: { cluster_name: rls }\n"
+            "    initial_metadata: [{ key: x-from-config, value: meta }]\n" + extra)
+
+
+def with_filter(yaml_text, cfg):
+    f = "- name: envoy.filters.http.ratelimit\n  typed_config:\n" + "".join(
+        "    " + ln + "\n" for ln in cfg.splitlines())
+    return yaml_text.replace("          http_filters:\n",
+                             "          http_filters:\n" + "".join("          " + ln + "\n" for ln in f.splitlines()))
+
+
+# the "mode" header picks the service's answer; a request without it gets
+# no descriptor from this RateLimit (request_headers without skip_if_absent)
+MODE = "{ request_headers: { header_name: x-mode, descriptor_key: mode } }"
+ROUTES = f"""\
+- match: {{ prefix: "/" }}
+  route:
+    cluster: backend
+    rate_limits:
+    - actions: [{MODE}]
+"""
+
+
+def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_extra="", runtime=None):
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls_port]}, routes=routes,
+                       hcm_extra=hcm_extra, vhost_extra=vhost_extra)
+    y = with_filter(y, cfg)
+    # the rate limit service's cluster speaks HTTP/2
+    y = y.replace("  - name: rls\n    type: STATIC\n",
+                  "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
+    y = "node: { id: n1, cluster: front }\n" + y
+    if runtime:
+        y += "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { " + runtime + " }\n"
+    run_sharp_config(procs, y, admin)
+    return listen, admin
+
+
+def echoed(body):
+    import json
+    out = {}
+    for k, v in json.loads(body)["headers"]:
+        out.setdefault(k.lower(), []).append(v)
+    return out
+
+
+def test_descriptors_from_actions(procs, upstream, rls):
+    """Every action of a stage-0 RateLimit adds its entry, in order; a
+    RateLimit whose action fails, or of another stage, adds nothing; the
+    virtual host's are not used while the route has its own (OVERRIDE)."""
+    routes = f"""\
+- match: {{ prefix: "/" }}
+  route:
+    cluster: backend
+    rate_limits:
+    - actions:
+      - source_cluster: {{}}
+      - destination_cluster: {{}}
+      - generic_key: {{ descriptor_value: gv }}
+      - generic_key: {{ descriptor_value: gv2, descriptor_key: gk2 }}
+      - request_headers: {{ header_name: x-user, descriptor_key: user }}
+      - request_headers: {{ header_name: x-absent, descriptor_key: absent, skip_if_absent: true }}
+      - remote_address: {{}}
+      - masked_remote_address: {{ v4_prefix_mask_len: 16 }}
+      - header_value_match: {{ descriptor_value: is-get, headers: [{{ name: ":method", exact_match: GET }}] }}
+      - header_value_match: {{ descriptor_value: not-post, expect_match: false, descriptor_key: hk,
+                               headers: [{{ name: ":method", exact_match: POST }}] }}
+      - query_parameter_value_match: {{ descriptor_value: q1, query_parameters: [{{ name: a, string_match: {{ exact: b }} }}] }}
+    - actions: [{{ request_headers: {{ header_name: x-absent, descriptor_key: never }} }}]
+    - actions: [{{ header_value_match: {{ descriptor_value: post, headers: [{{ name: ":method", exact_match: POST }}] }} }}]
+    - stage: 1
+      actions: [{{ generic_key: {{ descriptor_value: stage-one }} }}]
+    - disable_key: on_key
+      actions: [{{ generic_key: {{ descriptor_value: runtime-on }} }}]
+    - disable_key: off_key
+      actions: [{{ generic_key: {{ descriptor_value: runtime-off }} }}]
+"""
+    vhost = "rate_limits:\n- actions: [{ generic_key: { descriptor_value: vhost } }]\n"
+    port, admin = start(procs, upstream, rls.port, ratelimit(), routes=routes, vhost_extra=vhost,
+                        runtime="ratelimit.off_key.http_filter_enabled: 0")
+    st, _, b = h1_request(port, "/echo?a=b", headers={"x-user": "alice"})
+    assert st == 200, b
+    assert len(rls.requests) == 1
+    req = rls.requests[0]
+    assert req.domain == "edge"
+    # initial_metadata, and the filter's timeout as the call's deadline
+    assert rls.metadata[0].get("x-from-config") == "meta"
+    assert rls.deadlines[0] is not None and 0 < rls.deadlines[0] <= 1.0
+    assert descriptors(req) == [
+        [("source_cluster", "front"), ("destination_cluster", "backend"), ("generic_key", "gv"), ("gk2", "gv2"),
+         ("user", "alice"), ("remote_address", "127.0.0.1"), ("masked_remote_address", "127.0.0.0/16"),
+         ("header_match", "is-get"), ("hk", "not-post"), ("query_match", "q1")],
+        [("generic_key", "runtime-on")],
+    ]
+    # the answer's request_headers_to_add reach the upstream, its
+    # response_headers_to_add the client
+    assert echoed(b)["x-rls-req"] == ["ok"]
+    assert stat(admin, "cluster.backend.ratelimit.ok") == 1
+    assert stat(admin, "cluster.rls.upstream_rq_200") == 1
+    # a query that does not match makes the first RateLimit fail: only the
+    # runtime-keyed one left on is
+    st, h, _ = h1_request(port, "/echo?a=c", headers={"x-user": "alice"})
+    assert st == 200 and h.get("x-rls-resp") == "ok"
+    assert descriptors(rls.requests[1]) == [[("generic_key", "runtime-on")]]
+
+
+def test_no_descriptors_no_call(procs, upstream, rls):
+    """Without descriptors the service is not asked."""
+    port, admin = start(procs, upstream, rls.port, ratelimit())
+    assert h1_request(port, "/echo")[0] == 200
+    assert rls.requests == []
+    assert stat(admin, "cluster.backend.ratelimit.ok") is None
+
+
+@protos("h1", "h2-down")
+def test_over_limit(procs, upstream, rls, proto):
+    """OVER_LIMIT: 429 with x-envoy-ratelimited, the answer's headers and
+    x-ratelimit-* (DRAFT_VERSION_03), response_headers_to_add, flag RL;
+    the route cluster counts over_limit and the 429."""
+    al, path = file_access_log("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n")
+    cfg = ratelimit("enable_x_ratelimit_headers: DRAFT_VERSION_03\n"
+                    "response_headers_to_add: [{ header: { key: x-limited-by, value: sharp } }]\n")
+    port, admin = start(procs, upstream, rls.port, cfg, hcm_extra=al)
+    st, h, b = proto.request(port, "/echo", headers={"x-mode": "over"})
+    assert st == 429 and b == b""
+    assert h.get("x-envoy-ratelimited") == "true"
+    assert h.get("x-rls-resp") == "over"
+    assert h.get("x-limited-by") == "sharp"
+    assert h.get("x-ratelimit-limit") == '10, 10;w=60;name="d0"'
+    assert h.get("x-ratelimit-remaining") == "5"
+    assert h.get("x-ratelimit-reset") == "30"
+    # the answer's raw_body and content-type make the reply
+    st, h, b = proto.request(port, "/echo", headers={"x-mode": "over-json"})
+    assert st == 429 and b == b'{"limited": true}'
+    assert h.get("content-type") == "application/json"
+    assert log_lines(path, 2) == ["429 RL request_rate_limited"] * 2
+    assert stat(admin, "cluster.backend.ratelimit.over_limit") == 2
+    assert stat(admin, "cluster.backend.upstream_rq_429") == 2
+    # OK: x-ratelimit-* on the upstream's response too
+    st, h, _ = proto.request(port, "/echo", headers={"x-mode": "ok"})
+    assert st == 200 and h.get("x-ratelimit-remaining") == "5" and "x-envoy-ratelimited" not in h
+
+
+def test_hostile_answer_headers(procs, upstream, rls):
+    """Header names are lower-cased; a name that is not a token, a value
+    with CR/LF, a pseudo-header are dropped, on both sides."""
+    port, _ = start(procs, upstream, rls.port, ratelimit())
+    st, h, b = h1_request(port, "/echo", headers={"x-mode": "evil"})
+    assert st == 200, b
+    assert h.get("x-upper") == "up" and h.get("x-rls-resp") == "evil"
+    assert "x-injected" not in h and "x-split" not in h and "bad name" not in h
+    seen = echoed(b)
+    assert seen.get("x-upper") == ["up"]
+    assert "x-injected" not in seen and "x-split" not in seen
+
+
+def test_dynamic_metadata(procs, upstream, rls):
+    """The answer's dynamic_metadata lands in the stream's namespace
+    envoy.filters.http.ratelimit."""
+    al, path = file_access_log("%DYNAMIC_METADATA(envoy.filters.http.ratelimit)%\\n")
+    port, _ = start(procs, upstream, rls.port, ratelimit(), hcm_extra=al)
+    assert h1_request(port, "/echo", headers={"x-mode": "meta"})[0] == 200
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+    # the two requests may be logged by different workers, in either order
+    assert sorted(log_lines(path, 2)) == ["-", '{"n":3,"tier":"gold"}']
+
+
+def test_x_ratelimit_headers_of_several_statuses(procs, upstream, rls):
+    """x-ratelimit-*: the status closest to its limit gives the numbers,
+    every status its quota policy."""
+    routes = ROUTES + "    - actions: [{ generic_key: { descriptor_value: second } }]\n"
+    port, _ = start(procs, upstream, rls.port, ratelimit("enable_x_ratelimit_headers: DRAFT_VERSION_03\n"),
+                    routes=routes)
+    st, h, _ = h1_request(port, "/echo", headers={"x-mode": "ok"})
+    assert st == 200
+    assert h.get("x-ratelimit-limit") == '20, 10;w=60;name="d0", 20;w=60;name="d1"'
+    assert h.get("x-ratelimit-remaining") == "4"
+    assert h.get("x-ratelimit-reset") == "31"
+
+
+def test_over_limit_options(procs, upstream, rls):
+    """rate_limited_status, disable_x_envoy_ratelimited_header, stat_prefix,
+    and gRPC RESOURCE_EXHAUSTED."""
+    cfg = ratelimit("rate_limited_status: { code: 503 }\ndisable_x_envoy_ratelimited_header: true\n"
+                    "stat_prefix: edge\nrate_limited_as_resource_exhausted: true\n")
+    port, admin = start(procs, upstream, rls.port, cfg)
+    st, h, _ = h1_request(port, "/echo", headers={"x-mode": "over"})
+    assert st == 503 and "x-envoy-ratelimited" not in h
+    st, h, _ = h1_request(port, "/echo", headers={"x-mode": "over", "content-type": "application/grpc"})
+    assert st == 200 and h.get("grpc-status") == "8"
+    assert stat(admin, "cluster.backend.ratelimit.edge.over_limit") == 2
+    # a status below 400 means 429
+    port2, _ = start(procs, upstream, rls.port, ratelimit("rate_limited_status: { code: 302 }\n"))
+    assert h1_request(port2, "/echo", headers={"x-mode": "over"})[0] == 429
+
+
+def test_errors(procs, upstream, rls):
+    """A failed call (gRPC UNAVAILABLE, an unreadable answer, a timeout) lets
+    the request through (failure_mode_allowed); failure_mode_deny answers
+    status_on_error with RLSE."""
+    port, admin = start(procs, upstream, rls.port, ratelimit(timeout="0.3s"))
+    for mode in ("fail", "garbage"):
+        st, _, b = h1_request(port, "/echo", headers={"x-mode": mode})
+        assert st == 200, (mode, b)
+        assert "x-rls-req" not in echoed(b)
+    t0 = time.time()
+    assert h1_request(port, "/echo", headers={"x-mode": "slow"})[0] == 200
+    assert time.time() - t0 < 1.4 * SLOW
+    assert stat(admin, "cluster.backend.ratelimit.error") == 3
+    assert stat(admin, "cluster.backend.ratelimit.failure_mode_allowed") == 3
+
+    al, path = file_access_log("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n")
+    port2, admin2 = start(procs, upstream, rls.port, ratelimit("failure_mode_deny: true\n", timeout="0.3s"),
+                          hcm_extra=al)
+    assert h1_request(port2, "/echo", headers={"x-mode": "fail"})[0] == 500
+    assert h1_request(port2, "/echo", headers={"x-mode": "slow"})[0] == 500
+    assert log_lines(path, 2) == ["500 RLSE rate_limiter_error"] * 2
+    assert stat(admin2, "cluster.backend.ratelimit.error") == 2
+    assert stat(admin2, "cluster.backend.ratelimit.failure_mode_allowed") is None
+    port3, _ = start(procs, upstream, rls.port,
+                     ratelimit("failure_mode_deny: true\nstatus_on_error: { code: 503 }\n"))
+    assert h1_request(port3, "/echo", headers={"x-mode": "fail"})[0] == 503
+
+
+def test_client_gone_during_call(procs, upstream, rls):
+    """The client leaves while the call is in flight: the call is reset
+    (cancelled with its stream), nothing reaches the upstream, and the
+    proxy goes on serving."""
+    import socket
+    port, admin = start(procs, upstream, rls.port, ratelimit(timeout="5s"))
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"GET /echo HTTP/1.1\r\nhost: x\r\nx-mode: slow\r\n\r\n")
+    wait_for(lambda: rls.requests, 5 * SLOW, "the ShouldRateLimit call")
+    c.close()
+    wait_for(lambda: stat(admin, "cluster.rls.upstream_rq_tx_reset") == 1, 5 * SLOW, "the call's reset")
+    assert stat(admin, "cluster.backend.upstream_rq_total") in (None, 0)
+    assert stat(admin, "cluster.backend.ratelimit.error") is None
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+
+
+def test_dead_service(procs, upstream):
+    """No rate limit service listening: an error; the request goes on."""
+    port, admin = start(procs, upstream, free_port(), ratelimit())
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+    assert stat(admin, "cluster.backend.ratelimit.error") == 1
+
+
+def test_virtual_host_rate_limits(procs, upstream, rls):
+    """The virtual host's rate_limits: used when the route has none, added
+    with include_vh_rate_limits or vh_rate_limits INCLUDE, never with
+    IGNORE; RateLimitPerRoute's domain replaces the filter's."""
+    vhost = f"rate_limits:\n- actions: [{{ generic_key: {{ descriptor_value: vhost }} }}, {MODE}]\n"
+    own = f"    rate_limits: [{{ actions: [{{ generic_key: {{ descriptor_value: route }} }}, {MODE}] }}]\n"
+    routes = (
+        '- match: { prefix: "/none" }\n  route:\n    cluster: backend\n'
+        '- match: { prefix: "/own" }\n  route:\n    cluster: backend\n' + own +
+        '- match: { prefix: "/incl" }\n  route:\n    cluster: backend\n    include_vh_rate_limits: true\n' + own +
+        '- match: { prefix: "/perroute" }\n  route:\n    cluster: backend\n' + own +
+        f"  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n      \"@type\": {ROUTE_TYPE}\n"
+        "      vh_rate_limits: INCLUDE\n      domain: other\n"
+        '- match: { prefix: "/ignore" }\n  route:\n    cluster: backend\n'
+        f"  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n      \"@type\": {ROUTE_TYPE}\n"
+        "      vh_rate_limits: IGNORE\n")
+    port, _ = start(procs, upstream, rls.port, ratelimit(), routes=routes, vhost_extra=vhost)
+    seen = {}
+    for p in ("/none", "/own", "/incl", "/perroute", "/ignore"):
+        n = len(rls.requests)
+        assert h1_request(port, p, headers={"x-mode": "ok"})[0] in (200, 404)
+        seen[p] = [(r.domain, [d[0][1] for d in descriptors(r)]) for r in rls.requests[n:]]
+    assert seen == {
+        "/none": [("edge", ["vhost"])],
+        "/own": [("edge", ["route"])],
+        "/incl": [("edge", ["route", "vhost"])],
+        "/perroute": [("other", ["route", "vhost"])],
+        "/ignore": [],
+    }
+
+
+def test_request_type(procs, upstream, rls):
+    """request_type internal: only x-envoy-internal requests are limited."""
+    port, _ = start(procs, upstream, rls.port, ratelimit("request_type: internal\n"))
+    assert h1_request(port, "/echo", headers={"x-mode": "over"})[0] == 200
+    assert rls.requests == []
+
+
+PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
+             f"      \"@type\": {ROUTE_TYPE}\n")
+
+
+@pytest.mark.parametrize("cfg,routes,msg", [
+    (ratelimit("request_type: sometimes\n"), ROUTES, "request_type"),
+    (ratelimit("stage: 11\n"), ROUTES, "stage"),
+    (ratelimit().replace("envoy_grpc: { cluster_name: rls }",
+                         "envoy_grpc: { cluster_name: rls }\n    google_grpc: { target_uri: x, stat_prefix: y }"),
+     ROUTES, "grpc_service"),
+    (ratelimit(), ROUTES.replace("- actions:", "- limit: { dynamic_metadata: { metadata_key: { key: k, path: [{ key: p }] } } }\n      actions:"),
+     "limit"),
+    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k, metadata_key: { key: k, path: [{ key: p }] } } }"),
+     "metadata"),
+    (ratelimit(), ROUTES.replace(MODE, "{ generic_key: { descriptor_value: '' } }"), "descriptor_value"),
+    (ratelimit(), ROUTES.replace(MODE, "{ masked_remote_address: { v4_prefix_mask_len: 33 } }"),
+     "v4_prefix_mask_len"),
+    (ratelimit(), ROUTES.replace("    - actions: [" + MODE + "]\n", "    - stage: 11\n      actions: [" + MODE + "]\n"),
+     "stage"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      override_option: INCLUDE_POLICY\n", "override_option"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "rate_limits is not supported by SHARP"),
+])
+def test_refused(cfg, routes, msg):
+    y = bootstrap_yaml(free_port(), free_port(), {"backend": [1], "rls": [2]}, routes=routes)
+    rc, out = validate_config(with_filter(y, cfg))
+    assert rc != 0 and msg in out, out

@@ -1,0 +1,316 @@
+/* test_ratelimit_policy.c: route and virtual host rate_limits (from YAML
+ * through the mapper and the route table translation) and the descriptors
+ * their actions make for a request (http/ratelimit_policy.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "config/mapper.h"
+#include "config/route_config.h"
+#include "config/support.h"
+#include "config/types.h"
+#include "http/filter.h"
+#include "http/ratelimit_policy.h"
+
+typedef struct {
+    sharp_config_doc_t *doc;
+    sharp_route_table_t *t;
+    char err[1024];
+} built_t;
+
+static const char *HEAD = "virtual_hosts:\n"
+                          "- name: vh\n"
+                          "  domains: ['*']\n"
+                          "  routes:\n"
+                          "  - match: { prefix: / }\n"
+                          "    route:\n"
+                          "      cluster: backend\n"
+                          "      rate_limits:\n";
+
+/* A table whose one route has `rate_limits` (YAML indented for the
+ * route's rate_limits list). */
+static void build(built_t *b, const char *rate_limits)
+{
+    char yaml[8192];
+    snprintf(yaml, sizeof yaml, "%s%s", HEAD, rate_limits);
+    sharp_config_error_t perr;
+    memset(b, 0, sizeof *b);
+    b->doc = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                                &envoy__config__route__v3__route_configuration__descriptor, &perr);
+    if (!b->doc) {
+        /* the mapper refuses a field the support table refuses */
+        snprintf(b->err, sizeof b->err, "%s", perr.msg);
+        return;
+    }
+    if (sharp_config_check_support(sharp_config_doc_message(b->doc), b->doc, NULL, &perr) < 0) {
+        snprintf(b->err, sizeof b->err, "%s", perr.msg);
+        return;
+    }
+    b->t = sharp_route_table_create((const void *)sharp_config_doc_message(b->doc), b->err,
+                                    sizeof b->err);
+}
+
+static void release(built_t *b)
+{
+    sharp_route_table_free(b->t);
+    sharp_config_doc_free(b->doc);
+}
+
+static const sharp_rate_limits_t *route_limits(const built_t *b)
+{
+    assert_non_null(b->t);
+    return b->t->vhosts[0].routes[0].rate_limits;
+}
+
+/* The descriptors of every RateLimit of the route, as
+ * "k=v,k=v|k=v" (descriptors separated by '|'). */
+static void describe(const sharp_rate_limits_t *rls, const sharp_rl_input_t *in, char *out,
+                     size_t cap)
+{
+    sharp_rl_descriptors_t d = {0};
+    for (uint32_t i = 0; i < rls->n; i++)
+        sharp_rate_limit_populate(&rls->v[i], in, &d);
+    size_t n = 0;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < d.n; i++) {
+        if (i) n += (size_t)snprintf(out + n, cap - n, "|");
+        for (uint32_t j = 0; j < d.d[i].n; j++)
+            n += (size_t)snprintf(out + n, cap - n, "%s%s=%s", j ? "," : "", d.d[i].entries[j].key,
+                                  d.d[i].entries[j].value);
+    }
+    sharp_rl_descriptors_free(&d);
+}
+
+static sharp_headers_t req_headers(const char *path, const char *method)
+{
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":method", method);
+    sharp_headers_add_cstr(&h, ":path", path);
+    sharp_headers_add_cstr(&h, ":authority", "example.com");
+    sharp_headers_add_cstr(&h, "x-user", "alice");
+    sharp_headers_add_cstr(&h, "x-user", "bob");
+    return h;
+}
+
+static void test_every_action(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b,
+          "      - actions:\n"
+          "        - source_cluster: {}\n"
+          "        - destination_cluster: {}\n"
+          "        - request_headers: { header_name: X-User, descriptor_key: user }\n"
+          "        - remote_address: {}\n"
+          "        - masked_remote_address: { v4_prefix_mask_len: 24, v6_prefix_mask_len: 64 }\n"
+          "        - generic_key: { descriptor_value: v1 }\n"
+          "        - generic_key: { descriptor_value: v2, descriptor_key: k2 }\n"
+          "        - header_value_match: { descriptor_value: get, headers: [{ name: ':method', "
+          "exact_match: GET }] }\n"
+          "        - query_parameter_value_match: { descriptor_value: q, descriptor_key: qk, "
+          "query_parameters: [{ name: a, string_match: { prefix: x } }] }\n");
+    const sharp_rate_limits_t *rls = route_limits(&b);
+    assert_int_equal(rls->n, 1);
+    assert_int_equal(rls->v[0].stage, 0);
+    assert_null(rls->v[0].disable_key);
+    sharp_headers_t h = req_headers("/p?a=xyz&b=1", "GET");
+    sharp_rl_input_t in = {.headers = &h,
+                           .local_cluster = "front",
+                           .route_cluster = "backend",
+                           .remote_address = "10.1.2.3:5555"};
+    char out[1024];
+    describe(rls, &in, out, sizeof out);
+    assert_string_equal(out,
+                        "source_cluster=front,destination_cluster=backend,user=alice,"
+                        "remote_address=10.1.2.3,masked_remote_address=10.1.2.0/24,generic_key=v1,"
+                        "k2=v2,header_match=get,qk=q");
+    /* IPv6: the address without brackets, the v6 mask */
+    in.remote_address = "[2001:db8:1:2:3::4]:80";
+    describe(rls, &in, out, sizeof out);
+    assert_non_null(
+        strstr(out, "remote_address=2001:db8:1:2:3::4,masked_remote_address=2001:db8:1:2::/64,"));
+    sharp_headers_free(&h);
+    release(&b);
+}
+
+/* An action that cannot add its entry drops the whole descriptor;
+ * skip_if_absent adds nothing and goes on. */
+static void test_failing_actions(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b,
+          "      - actions: [{ request_headers: { header_name: x-none, descriptor_key: nn } }]\n"
+          "      - actions: [{ generic_key: { descriptor_value: a } }, { request_headers: { "
+          "header_name: "
+          "x-none, descriptor_key: nn, skip_if_absent: true } }, { generic_key: { "
+          "descriptor_value: b, "
+          "descriptor_key: k } }]\n"
+          "      - actions: [{ header_value_match: { descriptor_value: post, headers: [{ name: "
+          "':method', "
+          "exact_match: POST }] } }]\n"
+          "      - actions: [{ header_value_match: { descriptor_value: notpost, expect_match: "
+          "false, headers: "
+          "[{ name: ':method', exact_match: POST }] } }]\n"
+          "      - actions: [{ query_parameter_value_match: { descriptor_value: q, "
+          "query_parameters: [{ name: "
+          "missing }] } }]\n"
+          "      - actions: [{ remote_address: {} }]\n"
+          "      - actions: [{ destination_cluster: {} }]\n");
+    const sharp_rate_limits_t *rls = route_limits(&b);
+    sharp_headers_t h = req_headers("/p", "GET");
+    /* a client on a Unix socket has no IP; no routed cluster */
+    sharp_rl_input_t in = {
+        .headers = &h, .local_cluster = "", .route_cluster = NULL, .remote_address = "/run/sock"};
+    char out[1024];
+    describe(rls, &in, out, sizeof out);
+    assert_string_equal(out, "generic_key=a,k=b|header_match=notpost");
+    /* an empty remote address is not an IP either */
+    in.remote_address = "";
+    describe(rls, &in, out, sizeof out);
+    assert_string_equal(out, "generic_key=a,k=b|header_match=notpost");
+    sharp_headers_free(&h);
+    release(&b);
+}
+
+static void test_stage_disable_key_and_defaults(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "      - stage: 3\n"
+              "        disable_key: dk\n"
+              "        actions: [{ masked_remote_address: {} }]\n");
+    const sharp_rate_limits_t *rls = route_limits(&b);
+    assert_int_equal(rls->v[0].stage, 3);
+    assert_string_equal(rls->v[0].disable_key, "dk");
+    assert_int_equal(rls->v[0].actions[0].v4_mask, 32);
+    assert_int_equal(rls->v[0].actions[0].v6_mask, 128);
+    sharp_headers_t h = req_headers("/", "GET");
+    sharp_rl_input_t in = {.headers = &h, .remote_address = "192.168.7.9:1"};
+    char out[256];
+    describe(rls, &in, out, sizeof out);
+    assert_string_equal(out, "masked_remote_address=192.168.7.9/32");
+    sharp_headers_free(&h);
+    release(&b);
+}
+
+/* query_parameter_value_match reads names and values percent-decoded
+ * ("%XX" only, '+' kept), the first value of a name. */
+static void test_query_decoding(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "      - actions: [{ query_parameter_value_match: { descriptor_value: q, "
+              "query_parameters: [{ name: a, "
+              "string_match: { exact: 'x y+' } }] } }]\n"
+              "      - actions: [{ query_parameter_value_match: { descriptor_value: p, "
+              "query_parameters: [{ name: "
+              "flag }] } }]\n");
+    const sharp_rate_limits_t *rls = route_limits(&b);
+    static const struct {
+        const char *path, *want;
+    } cases[] = {
+        {"/p?a%3D=1&%61=x%20y+&a=other", "query_match=q"},
+        {"/p?a=x%20y%2B", "query_match=q"},
+        {"/p?a=x+y%2B", ""},
+        {"/p?a=x%2", ""},
+        {"/p?flag&a=x y+", "query_match=q|query_match=p"},
+        {"/p", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sharp_headers_t h = req_headers(cases[i].path, "GET");
+        sharp_rl_input_t in = {.headers = &h, .remote_address = ""};
+        char out[256];
+        describe(rls, &in, out, sizeof out);
+        if (strcmp(out, cases[i].want) != 0)
+            fail_msg("%s: got '%s', want '%s'", cases[i].path, out, cases[i].want);
+        sharp_headers_free(&h);
+    }
+    release(&b);
+}
+
+static void expect_error(const char *rate_limits, const char *want)
+{
+    built_t b;
+    build(&b, rate_limits);
+    if (b.t) fail_msg("expected an error with '%s'", want);
+    if (!strstr(b.err, want)) fail_msg("error '%s' lacks '%s'", b.err, want);
+    release(&b);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    expect_error("      - actions: []\n", "rate_limits[0].actions");
+    expect_error("      - stage: 11\n        actions: [{ source_cluster: {} }]\n",
+                 "rate_limits[0].stage");
+    expect_error("      - actions: [{ generic_key: { descriptor_value: '' } }]\n",
+                 "rate_limits[0].actions[0].generic_key.descriptor_value");
+    expect_error("      - actions: [{ request_headers: { header_name: x, descriptor_key: '' } }]\n",
+                 "descriptor_key");
+    expect_error(
+        "      - actions: [{ header_value_match: { descriptor_value: v, headers: [] } }]\n",
+        "header_value_match.headers");
+    expect_error("      - actions: [{ masked_remote_address: { v6_prefix_mask_len: 129 } }]\n",
+                 "v6_prefix_mask_len");
+    /* refused by the support table, by name */
+    expect_error("      - actions: [{ dynamic_metadata: { descriptor_key: k, metadata_key: { key: "
+                 "a, path: [{ key: "
+                 "b }] } } }]\n",
+                 "dynamic_metadata");
+    expect_error(
+        "      - actions: [{ source_cluster: {} }]\n"
+        "        limit: { dynamic_metadata: { metadata_key: { key: a, path: [{ key: b }] } } }\n",
+        "limit");
+}
+
+static void test_virtual_host_rate_limits(void **state)
+{
+    (void)state;
+    const char *yaml = "virtual_hosts:\n"
+                       "- name: vh\n"
+                       "  domains: ['*']\n"
+                       "  rate_limits: [{ actions: [{ generic_key: { descriptor_value: vh } }] }]\n"
+                       "  routes:\n"
+                       "  - match: { prefix: / }\n"
+                       "    route: { cluster: backend, include_vh_rate_limits: true }\n";
+    sharp_config_error_t perr;
+    sharp_config_doc_t *d =
+        sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                           &envoy__config__route__v3__route_configuration__descriptor, &perr);
+    assert_non_null(d);
+    char err[512];
+    sharp_route_table_t *t =
+        sharp_route_table_create((const void *)sharp_config_doc_message(d), err, sizeof err);
+    assert_non_null(t);
+    assert_non_null(t->vhosts[0].rate_limits);
+    assert_int_equal(t->vhosts[0].rate_limits->n, 1);
+    assert_null(t->vhosts[0].routes[0].rate_limits);
+    assert_true(t->vhosts[0].routes[0].include_vh_rate_limits);
+    sharp_route_table_free(t);
+    sharp_config_doc_free(d);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    sharp_filters_register_builtin();
+    sharp_config_types_register();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_action),
+        cmocka_unit_test(test_failing_actions),
+        cmocka_unit_test(test_stage_disable_key_and_defaults),
+        cmocka_unit_test(test_query_decoding),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_virtual_host_rate_limits),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
