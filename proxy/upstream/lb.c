@@ -282,27 +282,75 @@ static bool level_in_panic(const sharp_lb_t *lb, uint32_t l)
     return healthy_pct < panic_threshold(lb);
 }
 
-/* Envoy's priority load: each level's health is min(100, 1.4 * healthy%);
- * load goes to levels in order, each taking up to its share of the total
- * health, and the rounding remainder goes to the first level with any
- * health. When no level has health at all, every level is in panic and the
- * load follows the host counts. Returns the chosen level, or -1 when nothing
- * may be chosen (no health and panic disabled). */
-static int choose_level(sharp_lb_t *lb, bool *panic)
+int sharp_lb_priority_load(uint32_t nl, const uint32_t *total, const uint32_t *healthy, double panic_threshold,
+                           uint32_t *load)
 {
-    uint32_t nl = lb->nlevels;
-    uint32_t health[nl], sum = 0;
+    uint32_t health[nl ? nl : 1], sum = 0;
     for (uint32_t l = 0; l < nl; l++) {
-        uint32_t t = lb->level_total[l];
-        uint64_t h = t ? (uint64_t)OVERPROVISIONING * lb->level_healthy[l] / t : 0;
+        uint64_t h = total[l] ? (uint64_t)OVERPROVISIONING * healthy[l] / total[l] : 0;
         health[l] = (uint32_t)SHARP_MIN(h, 100);
         sum += health[l];
     }
     uint32_t norm = SHARP_MIN(sum, 100);
-    if (norm == 0) {
-        if (panic_threshold(lb) <= 0) return -1;
+    if (nl == 0) return -1;
+    if (norm == 0 && panic_threshold <= 0) {
+        /* nothing available and panic off: Envoy puts the load on level
+         * 0, where no host can be chosen */
+        memset(load, 0, nl * sizeof *load);
+        load[0] = 100;
+        return -1;
+    }
+    uint32_t remaining = 100;
+    int first = -1;
+    for (uint32_t l = 0; l < nl; l++) {
+        if (first < 0 && health[l] > 0) first = (int)l;
+        load[l] = norm ? SHARP_MIN(remaining, health[l] * 100 / norm) : 0;
+        remaining -= load[l];
+    }
+    if (first >= 0) load[first] += remaining;
+    /* recalculatePerPriorityPanic: with no availability every level is in
+     * panic, else each by its healthy share */
+    bool all_panic = true;
+    for (uint32_t l = 0; l < nl && all_panic; l++)
+        all_panic = norm == 0 || (total[l] ? 100.0 * healthy[l] / total[l] : 0.0) < panic_threshold;
+    if (!all_panic) return 0;
+    /* recalculateLoadInTotalPanic: by host counts, the rounding remainder
+     * to the first level (levels are never empty) */
+    uint64_t all = 0;
+    for (uint32_t l = 0; l < nl; l++) all += total[l];
+    remaining = 100;
+    for (uint32_t l = 0; l < nl; l++) {
+        load[l] = all ? (uint32_t)(100 * (uint64_t)total[l] / all) : 0;
+        remaining -= load[l];
+    }
+    load[0] += remaining;
+    return 1;
+}
+
+uint32_t sharp_lb_pick_level(const uint32_t *load, uint32_t nl, uint64_t rnd)
+{
+    uint32_t r = (uint32_t)(rnd % 100);
+    for (uint32_t l = 0; l < nl; l++) {
+        if (r < load[l]) return l;
+        r -= load[l];
+    }
+    return 0;
+}
+
+/* Envoy's priority load (sharp_lb_priority_load), then a level by it; the
+ * chosen level is in panic when its healthy share is under the panic
+ * threshold (every level in total panic). Returns the chosen level, or -1
+ * when nothing may be chosen (no health and panic disabled). */
+static int choose_level(sharp_lb_t *lb, bool *panic)
+{
+    uint32_t nl = lb->nlevels;
+    if (nl == 0) return -1;
+    uint32_t load[nl];
+    int total_panic = sharp_lb_priority_load(nl, lb->level_total, lb->level_healthy, panic_threshold(lb), load);
+    if (total_panic < 0) return -1;
+    if (total_panic && nl > 1) {
+        /* by host counts, exactly (the percentages round) */
         *panic = true;
-        if (nl == 1) return 0;
         uint64_t r = sharp_lb_random(lb) % lb->nhosts;
         for (uint32_t l = 0; l < nl; l++) {
             if (r < lb->level_total[l]) return (int)l;
@@ -310,28 +358,8 @@ static int choose_level(sharp_lb_t *lb, bool *panic)
         }
         return 0;
     }
-    if (nl == 1) {
-        *panic = level_in_panic(lb, 0);
-        return 0;
-    }
-    uint32_t load[nl], remaining = 100;
-    int first = -1;
-    for (uint32_t l = 0; l < nl; l++) {
-        if (first < 0 && health[l] > 0) first = (int)l;
-        load[l] = SHARP_MIN(remaining, health[l] * 100 / norm);
-        remaining -= load[l];
-    }
-    load[first] += remaining;
-    uint32_t r = (uint32_t)(sharp_lb_random(lb) % 100);
-    uint32_t chosen = 0;
-    for (uint32_t l = 0; l < nl; l++) {
-        if (r < load[l]) {
-            chosen = l;
-            break;
-        }
-        r -= load[l];
-    }
-    *panic = level_in_panic(lb, chosen);
+    uint32_t chosen = nl == 1 ? 0 : sharp_lb_pick_level(load, nl, sharp_lb_random(lb));
+    *panic = total_panic || level_in_panic(lb, chosen);
     return (int)chosen;
 }
 
@@ -420,7 +448,10 @@ static bool take_probe(sharp_host_t *h)
     return false;
 }
 
-static sharp_host_t *choose_once(sharp_lb_t *lb)
+/* forced >= 0: that level, as an aggregate cluster chose it (no zone
+ * routing then: Envoy's aggregate context replaces the priority load, and
+ * the member's locality routing still applies only at its priority 0) */
+static sharp_host_t *choose_once(sharp_lb_t *lb, int forced)
 {
     lb->in_panic = false;
     if (!lb->nhosts) return NULL;
@@ -429,7 +460,14 @@ static sharp_host_t *choose_once(sharp_lb_t *lb)
         if (host_usable(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
     bool panic = false;
     if (lb->zone) zone_refresh(lb);
-    int level = choose_level(lb, &panic);
+    int level;
+    if (forced >= 0) {
+        if ((uint32_t)forced >= lb->nlevels) return NULL;
+        level = forced;
+        panic = level_in_panic(lb, (uint32_t)level);
+    } else {
+        level = choose_level(lb, &panic);
+    }
     if (level < 0) return NULL;
     if (panic && lb->st) count(lb, lb->st->lb_healthy_panic);
     if (panic && lb->zone && lb->zone->fail_traffic_on_panic) return NULL;
@@ -476,11 +514,31 @@ bool sharp_lb_take_probe(sharp_host_t *h)
 /* A half-open host admits only its probe budget: a pick that loses the race
  * for the last probe chooses again, and the host is no longer a candidate.
  * In panic every host is used, probes or not. */
-sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+static sharp_host_t *choose(sharp_lb_t *lb, int forced)
 {
     for (uint32_t attempt = 0; attempt <= lb->nhosts; attempt++) {
-        sharp_host_t *h = choose_once(lb);
+        sharp_host_t *h = choose_once(lb, forced);
         if (!h || take_probe(h) || lb->in_panic) return h;
     }
     return NULL;
+}
+
+sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+{
+    return choose(lb, -1);
+}
+
+sharp_host_t *sharp_lb_choose_level(sharp_lb_t *lb, uint32_t level)
+{
+    return choose(lb, (int)level);
+}
+
+void sharp_lb_level_counts(const sharp_lb_t *lb, uint32_t *total, uint32_t *healthy)
+{
+    for (uint32_t l = 0; l < lb->nlevels; l++) {
+        total[l] = lb->level_total[l];
+        healthy[l] = 0;
+    }
+    for (uint32_t i = 0; i < lb->nhosts; i++)
+        if (host_usable(lb->hosts[i])) healthy[lb->level_of[i]]++;
 }
