@@ -246,6 +246,10 @@ typedef struct sharp_cluster {
     struct sharp_dns_cluster *dns;
     /* ORIGINAL_DST: its settings and shared host map, NULL for other types */
     struct sharp_odst *odst;
+    /* cluster_type envoy.clusters.aggregate: its members (upstream/
+     * aggregate.h), NULL for other clusters; an aggregate has no hosts and
+     * its type says STATIC */
+    struct sharp_aggregate *aggregate;
     /* transport_socket envoy.transport_sockets.tls (UpstreamTlsContext):
      * the client context, built at load (rebuilt when an SDS secret rotates,
      * tls/sds.h) and shared by every worker's
