@@ -1038,6 +1038,20 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
             continue;
         }
         free(name);
+        bool agg = false;
+        uint32_t agg_level = 0;
+        if (c->aggregate) {
+            /* an aggregate shadow cluster: its member for this copy */
+            sharp_cluster_t *mc = sharp_aggregate_choose(s->view, c, c->panic_threshold, sharp_worker_random(w), &cl,
+                                                         &agg_level);
+            if (!mc) {
+                sharp_debug(router, "[C%llu][S%llu] shadow: no member of aggregate cluster '%s' has a host",
+                            s->conn_id, s->id, c->name);
+                continue;
+            }
+            c = mc;
+            agg = true;
+        }
         sharp_sbuf_t key = {0};
         if (c->shuffle_shard && !sharp_hash_policy_key(r->hash_policies, r->nhash_policies, h,
                                                        s->info.downstream_remote_address, &key) &&
@@ -1053,6 +1067,8 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
             .worker = w,
             .cluster = c,
             .cl = cl,
+            .agg = agg,
+            .agg_level = agg_level,
             .headers = h,
             .end_stream = end_stream,
             .host_suffix = !mp->disable_host_suffix,
