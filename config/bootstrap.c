@@ -1886,6 +1886,7 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
             dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
+            dc->targets[dc->ntargets - 1].locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
             if (check_combinations(b, c, dc->targets[dc->ntargets - 1].lb_meta, p) < 0) return -1;
         }
     }
@@ -2265,8 +2266,12 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     c->active_request_bias = 1.0;
     c->zone = (sharp_zone_config_t){.routing_enabled = 100, .min_cluster_size = 6};
-    /* locality_weighted_lb_config, the oneof's other member, is refused
-     * by the support table */
+    /* locality_weighted_lb_config, the oneof's other member: locality-
+     * weighted balancing (upstream/lb.h) */
+    if (pb->common_lb_config && !pb->load_balancing_policy &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_LOCALITY_WEIGHTED_LB_CONFIG)
+        c->locality_weighted = true;
     if (pb->common_lb_config && !pb->load_balancing_policy &&
         pb->common_lb_config->locality_config_specifier_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {
@@ -2378,6 +2383,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             }
             h->priority = le->priority;
             h->locality = locality_id(le->locality);
+            h->locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
             h->lb_meta = endpoint_lb_meta(e->metadata);
             if (check_combinations(b, c, h->lb_meta, p) < 0) goto bad;
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
@@ -2429,7 +2435,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                                      b->bootstrap->cluster_manager->local_cluster_name[0]
                                  ? b->bootstrap->cluster_manager->local_cluster_name
                                  : NULL;
-    if (!c->shuffle_shard && !c->odst && !c->aggregate && (local_name || c->zone.fail_traffic_on_panic)) {
+    if (!c->shuffle_shard && !c->odst && !c->aggregate && !c->locality_weighted &&
+        (local_name || c->zone.fail_traffic_on_panic)) {
         c->zone_on = true;
         c->zone_local_cluster = local_name ? sharp_strdup(local_name) : NULL;
         const Envoy__Config__Core__V3__Locality *nl =
@@ -2535,6 +2542,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 free(meta);
                 goto bad;
             }
+            uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
             /* a host whose address the cluster has (or had) keeps its
              * identity: health check, outlier and request state */
             sharp_host_t *h = sharp_host_index_find(&c->all_index, &addr);
@@ -2547,6 +2555,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = locality_id(le->locality);
+                h->locality_weight = lw;
                 h->lb_meta = meta;
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
                 fresh[nfresh++] = h;
@@ -2554,10 +2563,13 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 /* the endpoint's settings now (the balancers are rebuilt
                  * over the new set) */
                 uint32_t loc = locality_id(le->locality);
-                if (h->weight != weight || h->priority != le->priority || h->locality != loc) *changed = true;
+                if (h->weight != weight || h->priority != le->priority || h->locality != loc ||
+                    h->locality_weight != lw)
+                    *changed = true;
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = loc;
+                h->locality_weight = lw;
                 /* metadata is read on the main thread only (the subsets are
                  * remade with the set), so it is replaced in place */
                 if (!sharp_lbmeta_equal(meta, h->lb_meta)) {

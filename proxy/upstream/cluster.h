@@ -183,6 +183,11 @@ typedef struct sharp_cluster {
      * cluster (zone_local_cluster) or the cluster's zone-aware settings ask
      * for fail_traffic_on_panic; local_locality is node.locality's id. */
     bool zone_on, has_zone_config;
+    /* locality_weighted_lb_config (common_lb_config's, or a typed policy's
+     * locality_lb_config): localities by weight and health, then hosts
+     * (upstream/lb.h); zone-aware routing is then off, as in Envoy, whose
+     * locality choice comes first */
+    bool locality_weighted;
     sharp_zone_config_t zone;
     uint32_t local_locality;
     char *zone_local_cluster;

@@ -39,6 +39,9 @@ typedef struct sharp_host {
     uint32_t weight;               /* load_balancing_weight, >= 1 */
     uint32_t priority;             /* locality priority */
     uint32_t locality;             /* interned (region, zone, sub_zone), upstream/zone_lb.h; 0: none */
+    /* its LocalityLbEndpoints' load_balancing_weight, 0 when not set (read
+     * by locality-weighted balancing only, upstream/zone_lb.h) */
+    uint32_t locality_weight;
     /* the endpoint's filter_metadata["envoy.lb"] in canonical form
      * (upstream/subset.h), NULL without; read and replaced on the main
      * thread only (workers see subsets, not metadata) */

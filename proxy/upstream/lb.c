@@ -89,10 +89,20 @@ void sharp_lb_destroy(sharp_lb_t *lb)
     free(lb->level_total);
     free(lb->level_healthy);
     free(lb->loc_of);
+    free(lb->lw_slot);
+    free(lb->lw_first);
+    free(lb->lw_n);
+    free(lb->lw_weight);
+    free(lb->lw_total);
+    free(lb->lw_healthy);
+    free(lb->lw_eff);
+    free(lb->lw_deadline);
+    free(lb->lw_now);
     memset(lb, 0, sizeof *lb);
 }
 
 static double panic_threshold(const sharp_lb_t *lb);
+static bool host_usable(const sharp_host_t *h);
 
 static void count(sharp_lb_t *lb, sharp_stat_id_t id)
 {
@@ -151,6 +161,84 @@ void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t
         for (uint32_t k = 0; k < n; k++)
             if (lb->loc_id[k] == lb->hosts[i]->locality) lb->loc_of[i] = k;
     }
+}
+
+/* A level's localities in the order Envoy's HostsPerLocality has them
+ * (locality order; a level has at most as many localities as hosts), the
+ * weight of each its hosts' LocalityLbEndpoints gave (the first host's:
+ * one locality of one priority is one LocalityLbEndpoints). */
+void sharp_lb_set_locality_weighted(sharp_lb_t *lb)
+{
+    uint32_t n = lb->nhosts ? lb->nhosts : 1, nl = lb->nlevels ? lb->nlevels : 1;
+    lb->lw_on = true;
+    lb->lw_ready = false;
+    lb->lw_slot = sharp_calloc(n, sizeof *lb->lw_slot);
+    lb->lw_first = sharp_calloc(nl, sizeof *lb->lw_first);
+    lb->lw_n = sharp_calloc(nl, sizeof *lb->lw_n);
+    lb->lw_weight = sharp_calloc(n, sizeof *lb->lw_weight);
+    lb->lw_total = sharp_calloc(n, sizeof *lb->lw_total);
+    lb->lw_healthy = sharp_calloc(n, sizeof *lb->lw_healthy);
+    lb->lw_eff = sharp_calloc(n, sizeof *lb->lw_eff);
+    lb->lw_deadline = sharp_calloc(n, sizeof *lb->lw_deadline);
+    lb->lw_now = sharp_calloc(nl, sizeof *lb->lw_now);
+    uint32_t *ids = sharp_calloc(n, sizeof *ids), next = 0;
+    for (uint32_t l = 0; l < lb->nlevels; l++) {
+        lb->lw_first[l] = next;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < lb->nhosts; i++) {
+            if (lb->level_of[i] != l) continue;
+            uint32_t id = lb->hosts[i]->locality, j = 0;
+            while (j < k && ids[next + j] != id) j++;
+            if (j < k) continue;
+            /* insertion in locality order */
+            j = k;
+            while (j > 0 && sharp_locality_cmp(ids[next + j - 1], id) > 0) {
+                ids[next + j] = ids[next + j - 1];
+                lb->lw_weight[next + j] = lb->lw_weight[next + j - 1];
+                j--;
+            }
+            ids[next + j] = id;
+            lb->lw_weight[next + j] = lb->hosts[i]->locality_weight;
+            k++;
+        }
+        lb->lw_n[l] = k;
+        for (uint32_t i = 0; i < lb->nhosts; i++) {
+            if (lb->level_of[i] != l) continue;
+            for (uint32_t j = 0; j < k; j++)
+                if (ids[next + j] == lb->hosts[i]->locality) lb->lw_slot[i] = next + j;
+        }
+        next += k;
+    }
+    free(ids);
+}
+
+/* The effective locality weights from the hosts' health now, and a new
+ * EDF schedule for each level whose weights changed (Envoy rebuilds its
+ * locality scheduler when the host set or its health changes). */
+static void lw_refresh(sharp_lb_t *lb)
+{
+    uint64_t epoch = sharp_host_health_epoch_get();
+    if (lb->lw_ready && epoch == lb->lw_epoch) return;
+    lb->lw_epoch = epoch;
+    uint32_t nslots = lb->nlevels ? lb->lw_first[lb->nlevels - 1] + lb->lw_n[lb->nlevels - 1] : 0;
+    memset(lb->lw_total, 0, nslots * sizeof *lb->lw_total);
+    memset(lb->lw_healthy, 0, nslots * sizeof *lb->lw_healthy);
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        lb->lw_total[lb->lw_slot[i]]++;
+        if (host_usable(lb->hosts[i])) lb->lw_healthy[lb->lw_slot[i]]++;
+    }
+    for (uint32_t l = 0; l < lb->nlevels; l++) {
+        bool changed = !lb->lw_ready;
+        for (uint32_t s = lb->lw_first[l]; s < lb->lw_first[l] + lb->lw_n[l]; s++) {
+            double e = sharp_locality_effective_weight(lb->lw_weight[s], lb->lw_healthy[s], lb->lw_total[s]);
+            if (e != lb->lw_eff[s]) changed = true;
+            lb->lw_eff[s] = e;
+        }
+        if (changed)
+            sharp_edf_reset(lb->lw_n[l], lb->lw_eff + lb->lw_first[l], lb->lw_deadline + lb->lw_first[l],
+                            &lb->lw_now[l]);
+    }
+    lb->lw_ready = true;
 }
 
 /* Envoy regenerates the locality routing plan whenever priority 0 of the
@@ -477,10 +565,20 @@ static sharp_host_t *choose_once(sharp_lb_t *lb, int forced)
         loc = zone_locality(lb);
         if (loc == -2) return NULL;
     }
+    /* locality-weighted: a locality of the level by EDF (Envoy's
+     * chooseHealthyLocality), out of panic only */
+    int slot = -1;
+    if (lb->lw_on && !panic) {
+        lw_refresh(lb);
+        uint32_t f = lb->lw_first[level];
+        int k = sharp_edf_pick(lb->lw_n[level], lb->lw_eff + f, lb->lw_deadline + f, &lb->lw_now[level]);
+        if (k >= 0) slot = (int)(f + (uint32_t)k);
+    }
     uint32_t n = 0;
     for (uint32_t i = 0; i < lb->nhosts; i++) {
         if (lb->level_of[i] != (uint32_t)level) continue;
         if (loc >= 0 && lb->loc_of[i] != (uint32_t)loc) continue;
+        if (slot >= 0 && lb->lw_slot[i] != (uint32_t)slot) continue;
         if (panic || host_usable(lb->hosts[i])) lb->scratch[n++] = i;
     }
     if (!n) return NULL; /* a host turned unhealthy between the two scans */

@@ -58,6 +58,15 @@ typedef struct sharp_lb {
     uint32_t local_nloc, local_total;
     bool local_has_local, planned;
     const struct sharp_hostset *planned_local_set;
+    /* Locality-weighted balancing (sharp_lb_set_locality_weighted): each
+     * level's localities are slots lw_first[l] .. + lw_n[l]; lw_slot[i] is
+     * host i's; per slot its load_balancing_weight, host counts, effective
+     * weight and EDF deadline, per level the EDF's time. Remade from the
+     * health of the hosts when a host's health changed (lw_epoch). */
+    bool lw_on, lw_ready;
+    uint32_t *lw_slot, *lw_first, *lw_n, *lw_weight, *lw_total, *lw_healthy;
+    double *lw_eff, *lw_deadline, *lw_now;
+    uint64_t lw_epoch;
     uint64_t planned_local_gen, planned_epoch; /* what the plan was made from */
     sharp_zone_plan_t plan;
 } sharp_lb_t;
@@ -69,6 +78,12 @@ void sharp_lb_destroy(sharp_lb_t *lb);
  * sharp_lb_init. */
 void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t local_locality,
                        struct sharp_hostset *const *local_set);
+/* Turns locality-weighted balancing on: within the chosen level (out of
+ * panic) a locality is picked by Envoy's EDF over the localities'
+ * effective weights (sharp_locality_effective_weight), then a host of it
+ * by the policy; when no locality has weight, all healthy hosts of the
+ * level. Call after sharp_lb_init; zone-aware routing is not used with it. */
+void sharp_lb_set_locality_weighted(sharp_lb_t *lb);
 /* Picks a host: first a priority level (Envoy's priority load with the
  * 1.4 overprovisioning factor), then a host of that level by the policy,
  * among its healthy hosts or, in panic, all of them. A host whose outlier
