@@ -1794,6 +1794,51 @@ static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
 
 static int check_combinations(build_ctx_t *b, const sharp_cluster_t *c, const sharp_lbmeta_t *m, const char *path);
 
+static int endpoint_hc_check(build_ctx_t *b, const sharp_cluster_t *c, const sharp_host_hc_t *hc, int family,
+                             const char *path)
+{
+    if (hc->port && !hc->addrlen && family == AF_UNIX)
+        return fail(b, path, "port_value: the endpoint is a Unix domain socket (pipe), which has no port to replace");
+    if (c->health_check && c->health_check->alt_port && (hc->port || hc->addrlen))
+        return fail(b, path, "%s cannot be combined with the cluster's health_checks[0].alt_port",
+                    hc->addrlen ? "address" : "port_value");
+    return 0;
+}
+
+/* Endpoint.health_check_config: where health checks reach the endpoint
+ * (Envoy's resolveHealthCheckAddress: address, else the host's, with
+ * port_value over its port) and the host header they send. */
+static int endpoint_hc(build_ctx_t *b, const Envoy__Config__Endpoint__V3__Endpoint *e, const char *path,
+                       sharp_host_hc_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const Envoy__Config__Endpoint__V3__Endpoint__HealthCheckConfig *hcc = e->health_check_config;
+    if (!hcc) return 0;
+    char p[1300];
+    if (hcc->port_value > 65535) {
+        snprintf(p, sizeof p, "%s.health_check_config.port_value", path);
+        return fail(b, p, "value must be less than or equal to 65535");
+    }
+    out->port = (uint16_t)hcc->port_value;
+    out->disabled = hcc->disable_active_health_check;
+    if (hcc->hostname[0]) {
+        if (strlen(hcc->hostname) >= sizeof out->hostname) {
+            snprintf(p, sizeof p, "%s.health_check_config.hostname", path);
+            return fail(b, p, "longer than %zu characters", sizeof out->hostname - 1);
+        }
+        snprintf(out->hostname, sizeof out->hostname, "%s", hcc->hostname);
+    }
+    if (hcc->address) {
+        snprintf(p, sizeof p, "%s.health_check_config.address", path);
+        if (socket_address(b, hcc->address, p, &out->addr, &out->addrlen, NULL, NULL) < 0) return -1;
+        if (out->addr.ss_family == AF_UNIX && out->port) {
+            snprintf(p, sizeof p, "%s.health_check_config.port_value", path);
+            return fail(b, p, "a pipe address has no port to replace");
+        }
+    }
+    return 0;
+}
+
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {
     char p[1024];
@@ -1887,6 +1932,7 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                                  le->priority, locality_id(le->locality), flags);
             dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
             dc->targets[dc->ntargets - 1].locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
+            if (endpoint_hc(b, e->endpoint, p, &dc->targets[dc->ntargets - 1].hc) < 0) return -1;
             if (check_combinations(b, c, dc->targets[dc->ntargets - 1].lb_meta, p) < 0) return -1;
         }
     }
@@ -2384,6 +2430,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             h->priority = le->priority;
             h->locality = locality_id(le->locality);
             h->locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
+            snprintf(ap, sizeof ap, "%s.endpoint", p);
+            if (endpoint_hc(b, e->endpoint, ap, &h->hc) < 0) goto bad;
             h->lb_meta = endpoint_lb_meta(e->metadata);
             if (check_combinations(b, c, h->lb_meta, p) < 0) goto bad;
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
@@ -2422,6 +2470,19 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                  c->hosts[k]->address);
             goto bad;
         }
+    /* health_check_config: port_value needs a port to replace, and where
+     * the check's alt_port and an endpoint's address or port_value would
+     * both move the check, SHARP does not pick one */
+    for (uint32_t k = 0; k < c->nhosts; k++) {
+        const sharp_host_t *h = c->hosts[k];
+        snprintf(hc_path, sizeof hc_path, "%s.load_assignment (endpoint %s).health_check_config", path, h->address);
+        if (endpoint_hc_check(b, c, &h->hc, h->addr.ss_family, hc_path) < 0) goto bad;
+    }
+    for (uint32_t k = 0; c->dns && k < c->dns->ntargets; k++) {
+        snprintf(hc_path, sizeof hc_path, "%s.load_assignment (endpoint %s).health_check_config", path,
+                 c->dns->targets[k].name);
+        if (endpoint_hc_check(b, c, &c->dns->targets[k].hc, AF_INET, hc_path) < 0) goto bad;
+    }
     char lb_path[1200], lb_msg[512];
     if (sharp_config_load_balancing_policy(c, pb, path, b->srv->stats, lb_path, sizeof lb_path, lb_msg,
                                            sizeof lb_msg) < 0) {
@@ -2543,11 +2604,29 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 goto bad;
             }
             uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
+            sharp_host_hc_t hcc;
+            char hp[1300];
+            snprintf(ap, sizeof ap, "%s.endpoint", p);
+            snprintf(hp, sizeof hp, "%s.endpoint.health_check_config", p);
+            if (endpoint_hc(&b, e->endpoint, ap, &hcc) < 0 || endpoint_hc_check(&b, c, &hcc, addr.ss_family, hp) < 0) {
+                free(meta);
+                goto bad;
+            }
             /* a host whose address the cluster has (or had) keeps its
              * identity: health check, outlier and request state */
             sharp_host_t *h = sharp_host_index_find(&c->all_index, &addr);
+            /* another health_check_config is another host, as it is
+             * checked elsewhere: the old one leaves with its check state */
+            if (h && !sharp_host_hc_equal(&h->hc, &hcc)) {
+                h = NULL;
+                for (uint32_t k = 0; k < c->nall_hosts && !h; k++)
+                    if (c->all_hosts[k]->addrlen == addrlen && !memcmp(&c->all_hosts[k]->addr, &addr, addrlen) &&
+                        sharp_host_hc_equal(&c->all_hosts[k]->hc, &hcc))
+                        h = c->all_hosts[k];
+            }
             if (!h) {
                 h = sharp_calloc(1, sizeof *h);
+                h->hc = hcc;
                 memcpy(&h->addr, &addr, sizeof addr);
                 h->addrlen = addrlen;
                 sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
