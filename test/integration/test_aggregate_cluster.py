@@ -197,3 +197,66 @@ def test_refusals():
     rc, out = validate([aggregate("agg", "primary", circuit_breakers={"thresholds": [{"max_retries": 1}]},
                                   common_lb_config={"healthy_panic_threshold": {"value": 0}}), ok])
     assert rc == 0, out
+
+
+def tcp_bootstrap(listen, admin, clusters):
+    return f"""admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tp
+          cluster: agg
+  clusters: {json.dumps(clusters)}
+"""
+
+
+def via_tcp(port):
+    """The x-upstream-name of a request sent through the TCP proxy."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        out = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            out += c
+    finally:
+        s.close()
+    for line in out.split(b"\r\n\r\n")[0].decode().split("\r\n"):
+        k, _, v = line.partition(":")
+        if k.strip().lower() == "x-upstream-name":
+            return v.strip()
+    return None
+
+
+def test_tcp_proxy_chooses_a_member_per_connection(procs):
+    p0, s0 = upstreams(procs, "p0", "s0")
+    for primary_health, want in (("HEALTHY", "p0"), ("UNHEALTHY", "s0")):
+        primary = static_cluster("primary", p0.port)
+        primary["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["health_status"] = primary_health
+        listen, admin = free_port(), free_port()
+        s = start(procs, tcp_bootstrap(listen, admin, [aggregate("agg", "primary", "secondary"), primary,
+                                                        static_cluster("secondary", s0.port)]), admin)
+        assert [via_tcp(listen) for _ in range(5)] == [want] * 5
+        s.stop()
+
+
+def test_mirror_to_an_aggregate_goes_to_its_member(procs):
+    p0, s0 = upstreams(procs, "p0", "s0")
+    listen, admin = free_port(), free_port()
+    text = bootstrap(listen, admin, [aggregate("agg", "primary"), static_cluster("primary", p0.port),
+                                     static_cluster("secondary", s0.port)])
+    text = text.replace("route: { cluster: agg }",
+                        "route: { cluster: secondary, request_mirror_policies: [ { cluster: agg } ] }")
+    start(procs, text, admin)
+    assert names(listen, 5) == [(200, "s0")] * 5
+    wait_for(lambda: stat(admin, "cluster.primary.upstream_rq_total") == 5, 5, "the 5 copies on the member")
