@@ -41,6 +41,9 @@
 #include "tls/conn.h"
 #include "upstream/dns.h"
 #include "upstream/original_dst.h"
+#include "upstream/aggregate.h"
+#include "config/mapper_internal.h"
+#include "envoy/extensions/clusters/aggregate/v3/cluster.pb-c.h"
 #include "xds/xds.h"
 #include <ctype.h>
 #include <sys/un.h>
@@ -1901,6 +1904,51 @@ static uint32_t locality_id(const Envoy__Config__Core__V3__Locality *l);
 
 static int check_combinations(build_ctx_t *b, const sharp_cluster_t *c, const sharp_lbmeta_t *m, const char *path);
 
+static int endpoint_hc_check(build_ctx_t *b, const sharp_cluster_t *c, const sharp_host_hc_t *hc, int family,
+                             const char *path)
+{
+    if (hc->port && !hc->addrlen && family == AF_UNIX)
+        return fail(b, path, "port_value: the endpoint is a Unix domain socket (pipe), which has no port to replace");
+    if (c->health_check && c->health_check->alt_port && (hc->port || hc->addrlen))
+        return fail(b, path, "%s cannot be combined with the cluster's health_checks[0].alt_port",
+                    hc->addrlen ? "address" : "port_value");
+    return 0;
+}
+
+/* Endpoint.health_check_config: where health checks reach the endpoint
+ * (Envoy's resolveHealthCheckAddress: address, else the host's, with
+ * port_value over its port) and the host header they send. */
+static int endpoint_hc(build_ctx_t *b, const Envoy__Config__Endpoint__V3__Endpoint *e, const char *path,
+                       sharp_host_hc_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const Envoy__Config__Endpoint__V3__Endpoint__HealthCheckConfig *hcc = e->health_check_config;
+    if (!hcc) return 0;
+    char p[1300];
+    if (hcc->port_value > 65535) {
+        snprintf(p, sizeof p, "%s.health_check_config.port_value", path);
+        return fail(b, p, "value must be less than or equal to 65535");
+    }
+    out->port = (uint16_t)hcc->port_value;
+    out->disabled = hcc->disable_active_health_check;
+    if (hcc->hostname[0]) {
+        if (strlen(hcc->hostname) >= sizeof out->hostname) {
+            snprintf(p, sizeof p, "%s.health_check_config.hostname", path);
+            return fail(b, p, "longer than %zu characters", sizeof out->hostname - 1);
+        }
+        snprintf(out->hostname, sizeof out->hostname, "%s", hcc->hostname);
+    }
+    if (hcc->address) {
+        snprintf(p, sizeof p, "%s.health_check_config.address", path);
+        if (socket_address(b, hcc->address, p, &out->addr, &out->addrlen, NULL, NULL) < 0) return -1;
+        if (out->addr.ss_family == AF_UNIX && out->port) {
+            snprintf(p, sizeof p, "%s.health_check_config.port_value", path);
+            return fail(b, p, "a pipe address has no port to replace");
+        }
+    }
+    return 0;
+}
+
 static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
 {
     char p[1024];
@@ -1994,6 +2042,8 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
             dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
+            dc->targets[dc->ntargets - 1].locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
+            if (endpoint_hc(b, e->endpoint, p, &dc->targets[dc->ntargets - 1].hc) < 0) return -1;
             if (check_combinations(b, c, dc->targets[dc->ntargets - 1].lb_meta, p) < 0) return -1;
         }
     }
@@ -2184,6 +2234,102 @@ static int build_original_dst(build_ctx_t *b, sharp_cluster_t *c, const cluster_
     return 0;
 }
 
+/* cluster_type: the aggregate cluster (upstream/aggregate.h) is the one
+ * custom type SHARP has. Its own settings are few: Envoy reads the
+ * members' for everything a try does; what the aggregate's would set is
+ * refused, except connect_timeout (required by Envoy's older versions and
+ * in its examples; the members' apply), the retry thresholds of
+ * circuit_breakers (the router's retry breaker is the route's cluster's)
+ * and common_lb_config.healthy_panic_threshold (the aggregate's priority
+ * load). */
+static int build_aggregate(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
+{
+    char p[1024];
+    const Envoy__Config__Cluster__V3__Cluster__CustomClusterType *ct = pb->cluster_type;
+    snprintf(p, sizeof p, "%s.cluster_type", path);
+    if (strcmp(ct->name, "envoy.clusters.aggregate") != 0)
+        return fail(b, p, "cluster type '%s' is not supported by SHARP (only envoy.clusters.aggregate)", ct->name);
+    snprintf(p, sizeof p, "%s.cluster_type.typed_config", path);
+    if (!ct->typed_config) return fail(b, p, "is required");
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&ct->typed_config->base, NULL, &e);
+    if (!m) return fail(b, p, "%s", e.msg);
+    if (m->descriptor != &envoy__extensions__clusters__aggregate__v3__cluster_config__descriptor) {
+        int rc = fail(b, p, "envoy.clusters.aggregate takes an envoy.extensions.clusters.aggregate.v3.ClusterConfig, "
+                            "not %s", m->descriptor->name);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rc;
+    }
+    const Envoy__Extensions__Clusters__Aggregate__V3__ClusterConfig *cc =
+        (const Envoy__Extensions__Clusters__Aggregate__V3__ClusterConfig *)m;
+    int rc = 0;
+    snprintf(p, sizeof p, "%s.cluster_type.typed_config.clusters", path);
+    if (!cc->n_clusters) rc = fail(b, p, "value must contain at least 1 item(s)");
+    for (size_t i = 0; !rc && i < cc->n_clusters; i++) {
+        snprintf(p, sizeof p, "%s.cluster_type.typed_config.clusters[%zu]", path, i);
+        if (!cc->clusters[i][0]) rc = fail(b, p, "must not be empty");
+        else if (!strcmp(cc->clusters[i], c->name))
+            rc = fail(b, p, "aggregate cluster '%s' names itself: a loop", c->name);
+        for (size_t j = 0; !rc && j < i; j++)
+            if (!strcmp(cc->clusters[i], cc->clusters[j]))
+                rc = fail(b, p, "cluster '%s' is listed twice", cc->clusters[i]);
+    }
+    if (!rc) {
+        sharp_aggregate_t *a = c->aggregate = sharp_calloc(1, sizeof *a);
+        a->members = sharp_calloc(cc->n_clusters, sizeof *a->members);
+        for (size_t i = 0; i < cc->n_clusters; i++) a->members[a->n++] = sharp_strdup(cc->clusters[i]);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc) return rc;
+    if (pb->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED) {
+        snprintf(p, sizeof p, "%s.lb_policy", path);
+        return fail(b, p, "cluster manager: cluster provided LB not specified but cluster '%s' provided one. Check "
+                          "cluster documentation.", c->name);
+    }
+    /* every other field of the Cluster is the members' business */
+    static const char *const allowed[] = {"name", "alt_stat_name", "cluster_type", "lb_policy", "connect_timeout",
+                                          "circuit_breakers", "common_lb_config", "dns_lookup_family"};
+    const ProtobufCMessageDescriptor *d = pb->base.descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (!sharp_cfg_field_present(&pb->base, f)) continue;
+        bool ok = false;
+        for (size_t k = 0; k < SHARP_ARRAY_SIZE(allowed) && !ok; k++) ok = !strcmp(f->name, allowed[k]);
+        if (ok) continue;
+        snprintf(p, sizeof p, "%s.%s", path, f->name);
+        return fail(b, p, "does not apply to an aggregate cluster: a try uses the settings of the member cluster "
+                          "it goes to");
+    }
+    if (pb->common_lb_config) {
+        const ProtobufCMessageDescriptor *ld = pb->common_lb_config->base.descriptor;
+        for (unsigned i = 0; i < ld->n_fields; i++) {
+            const ProtobufCFieldDescriptor *f = &ld->fields[i];
+            if (!sharp_cfg_field_present(&pb->common_lb_config->base, f) ||
+                !strcmp(f->name, "healthy_panic_threshold"))
+                continue;
+            snprintf(p, sizeof p, "%s.common_lb_config.%s", path, f->name);
+            return fail(b, p, "does not apply to an aggregate cluster's balancer (only healthy_panic_threshold "
+                              "does; the members' balancers have their own)");
+        }
+    }
+    for (size_t i = 0; pb->circuit_breakers && i < pb->circuit_breakers->n_thresholds; i++) {
+        const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *t = pb->circuit_breakers->thresholds[i];
+        const char *bad = t->max_connections        ? "max_connections"
+                          : t->max_pending_requests ? "max_pending_requests"
+                          : t->max_requests         ? "max_requests"
+                                                    : NULL;
+        if (!bad) continue;
+        snprintf(p, sizeof p, "%s.circuit_breakers.thresholds[%zu].%s", path, i, bad);
+        return fail(b, p, "does not apply to an aggregate cluster: connections and requests count in the member "
+                          "cluster's breakers (only max_retries and retry_budget apply to the aggregate)");
+    }
+    if (pb->circuit_breakers && pb->circuit_breakers->n_per_host_thresholds) {
+        snprintf(p, sizeof p, "%s.circuit_breakers.per_host_thresholds", path);
+        return fail(b, p, "does not apply to an aggregate cluster, which has no hosts");
+    }
+    return 0;
+}
+
 static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
 {
     char p[1024];
@@ -2195,7 +2341,11 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     c->name = sharp_strdup(pb->name);
     c->stat_name = sharp_strdup(pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
     c->index = index;
-    switch (pb->type) {
+    if (pb->cluster_discovery_type_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
+        /* the oneof's other member: pb->type is not set */
+        c->type = SHARP_CLUSTER_STATIC;
+        if (build_aggregate(b, c, pb, path) < 0) goto bad;
+    } else switch (pb->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: c->type = SHARP_CLUSTER_STRICT_DNS; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS: c->type = SHARP_CLUSTER_LOGICAL_DNS; break;
@@ -2243,7 +2393,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
     if (c->connect_timeout_ms == 0) c->connect_timeout_ms = 1;
     if (subset_config(b, c, pb, path) < 0) goto bad;
-    switch (c->odst ? ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN : pb->lb_policy) {
+    switch (c->odst || c->aggregate ? ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN : pb->lb_policy) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
         /* Envoy's ClusterFactoryImplBase::create: only ORIGINAL_DST
          * provides its load balancer */
@@ -2273,8 +2423,12 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     }
     c->active_request_bias = 1.0;
     c->zone = (sharp_zone_config_t){.routing_enabled = 100, .min_cluster_size = 6};
-    /* locality_weighted_lb_config, the oneof's other member, is refused
-     * by the support table */
+    /* locality_weighted_lb_config, the oneof's other member: locality-
+     * weighted balancing (upstream/lb.h) */
+    if (pb->common_lb_config && !pb->load_balancing_policy &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_LOCALITY_WEIGHTED_LB_CONFIG)
+        c->locality_weighted = true;
     if (pb->common_lb_config && !pb->load_balancing_policy &&
         pb->common_lb_config->locality_config_specifier_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG) {
@@ -2386,6 +2540,9 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             }
             h->priority = le->priority;
             h->locality = locality_id(le->locality);
+            h->locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
+            snprintf(ap, sizeof ap, "%s.endpoint", p);
+            if (endpoint_hc(b, e->endpoint, ap, &h->hc) < 0) goto bad;
             h->lb_meta = endpoint_lb_meta(e->metadata);
             if (check_combinations(b, c, h->lb_meta, p) < 0) goto bad;
             if (e->health_status == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
@@ -2424,6 +2581,19 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                  c->hosts[k]->address);
             goto bad;
         }
+    /* health_check_config: port_value needs a port to replace, and where
+     * the check's alt_port and an endpoint's address or port_value would
+     * both move the check, SHARP does not pick one */
+    for (uint32_t k = 0; k < c->nhosts; k++) {
+        const sharp_host_t *h = c->hosts[k];
+        snprintf(hc_path, sizeof hc_path, "%s.load_assignment (endpoint %s).health_check_config", path, h->address);
+        if (endpoint_hc_check(b, c, &h->hc, h->addr.ss_family, hc_path) < 0) goto bad;
+    }
+    for (uint32_t k = 0; c->dns && k < c->dns->ntargets; k++) {
+        snprintf(hc_path, sizeof hc_path, "%s.load_assignment (endpoint %s).health_check_config", path,
+                 c->dns->targets[k].name);
+        if (endpoint_hc_check(b, c, &c->dns->targets[k].hc, AF_INET, hc_path) < 0) goto bad;
+    }
     char lb_path[1200], lb_msg[512];
     if (sharp_config_load_balancing_policy(c, pb, path, b->srv->stats, lb_path, sizeof lb_path, lb_msg,
                                            sizeof lb_msg) < 0) {
@@ -2437,7 +2607,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
                                      b->bootstrap->cluster_manager->local_cluster_name[0]
                                  ? b->bootstrap->cluster_manager->local_cluster_name
                                  : NULL;
-    if (!c->shuffle_shard && !c->odst && (local_name || c->zone.fail_traffic_on_panic)) {
+    if (!c->shuffle_shard && !c->odst && !c->aggregate && !c->locality_weighted &&
+        (local_name || c->zone.fail_traffic_on_panic)) {
         c->zone_on = true;
         c->zone_local_cluster = local_name ? sharp_strdup(local_name) : NULL;
         const Envoy__Config__Core__V3__Locality *nl =
@@ -2543,11 +2714,30 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 free(meta);
                 goto bad;
             }
+            uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
+            sharp_host_hc_t hcc;
+            char hp[1300];
+            snprintf(ap, sizeof ap, "%s.endpoint", p);
+            snprintf(hp, sizeof hp, "%s.endpoint.health_check_config", p);
+            if (endpoint_hc(&b, e->endpoint, ap, &hcc) < 0 || endpoint_hc_check(&b, c, &hcc, addr.ss_family, hp) < 0) {
+                free(meta);
+                goto bad;
+            }
             /* a host whose address the cluster has (or had) keeps its
              * identity: health check, outlier and request state */
             sharp_host_t *h = sharp_host_index_find(&c->all_index, &addr);
+            /* another health_check_config is another host, as it is
+             * checked elsewhere: the old one leaves with its check state */
+            if (h && !sharp_host_hc_equal(&h->hc, &hcc)) {
+                h = NULL;
+                for (uint32_t k = 0; k < c->nall_hosts && !h; k++)
+                    if (c->all_hosts[k]->addrlen == addrlen && !memcmp(&c->all_hosts[k]->addr, &addr, addrlen) &&
+                        sharp_host_hc_equal(&c->all_hosts[k]->hc, &hcc))
+                        h = c->all_hosts[k];
+            }
             if (!h) {
                 h = sharp_calloc(1, sizeof *h);
+                h->hc = hcc;
                 memcpy(&h->addr, &addr, sizeof addr);
                 h->addrlen = addrlen;
                 sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
@@ -2555,6 +2745,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = locality_id(le->locality);
+                h->locality_weight = lw;
                 h->lb_meta = meta;
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
                 fresh[nfresh++] = h;
@@ -2562,10 +2753,13 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 /* the endpoint's settings now (the balancers are rebuilt
                  * over the new set) */
                 uint32_t loc = locality_id(le->locality);
-                if (h->weight != weight || h->priority != le->priority || h->locality != loc) *changed = true;
+                if (h->weight != weight || h->priority != le->priority || h->locality != loc ||
+                    h->locality_weight != lw)
+                    *changed = true;
                 h->weight = weight;
                 h->priority = le->priority;
                 h->locality = loc;
+                h->locality_weight = lw;
                 /* metadata is read on the main thread only (the subsets are
                  * remade with the set), so it is replaced in place */
                 if (!sharp_lbmeta_equal(meta, h->lb_meta)) {
@@ -3261,6 +3455,26 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
         if (c->outlier) c->outlier->event_log = s->outlier_event_log;
     }
     sharp_snapshot_index_clusters(s);
+    /* an aggregate's static members: one that could never give it a
+     * level is refused rather than skipped (a nested aggregate, which also
+     * makes loops impossible) */
+    for (uint32_t i = 0; i < s->nclusters; i++) {
+        const sharp_aggregate_t *a = s->clusters[i]->aggregate;
+        for (uint32_t k = 0; a && k < a->n; k++) {
+            const sharp_cluster_t *m = sharp_snapshot_cluster(s, a->members[k]);
+            const char *why = !m                ? NULL
+                              : m->aggregate    ? "is an aggregate cluster itself (aggregates do not nest)"
+                              : m->odst         ? "is an ORIGINAL_DST cluster, whose hosts are made per request"
+                              : m->shuffle_shard ? "balances by customer shards, whose key the aggregate's routes "
+                                                   "do not compute"
+                                                 : NULL;
+            if (!why) continue;
+            char p[200];
+            snprintf(p, sizeof p, "static_resources.clusters[%u].cluster_type.typed_config.clusters[%u]", i, k);
+            fail(&b, p, "member cluster '%s' %s", a->members[k], why);
+            goto bad;
+        }
+    }
     /* Envoy's ClusterManagerImpl: the local cluster is a static one */
     if (bs->cluster_manager && bs->cluster_manager->local_cluster_name[0] &&
         !sharp_snapshot_cluster(s, bs->cluster_manager->local_cluster_name)) {

@@ -284,7 +284,9 @@ int sharp_config_health_checks(sharp_cluster_t *c, Envoy__Config__Core__V3__Heal
     }
     sharp_hc_stats_init(cfg, stats, c->stat_name);
     c->health_check = cfg;
+    /* unhealthy until the first check passes, except the endpoints that
+     * are never checked (health_check_config.disable_active_health_check) */
     for (uint32_t i = 0; i < c->nhosts; i++)
-        sharp_host_health_set(c->hosts[i], SHARP_HOST_FAILED_ACTIVE_HC);
+        if (!c->hosts[i]->hc.disabled) sharp_host_health_set(c->hosts[i], SHARP_HOST_FAILED_ACTIVE_HC);
     return 0;
 }

@@ -92,16 +92,18 @@ static ProtobufCMessage *policy_message(ctx_t *x, const Envoy__Config__Cluster__
     return m;
 }
 
-/* LocalityLbConfig of a typed policy: zone-aware settings (locality
- * weighted balancing is not implemented). */
+/* LocalityLbConfig of a typed policy: zone-aware settings, or
+ * locality-weighted balancing (an empty message). */
 static int locality_config(ctx_t *x, sharp_cluster_t *c, const LocalityLbConfig *lc, const char *lpath)
 {
     char p[1400];
     if (!lc) return 0;
-    if (lc->locality_config_specifier_case != LOCALITY_ZONE_AWARE) {
-        snprintf(p, sizeof p, "%s.locality_weighted_lb_config", lpath);
-        return fail(x, p, "locality-weighted load balancing is not supported by SHARP");
+    if (lc->locality_config_specifier_case ==
+        ENVOY__EXTENSIONS__LOAD_BALANCING_POLICIES__COMMON__V3__LOCALITY_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_LOCALITY_WEIGHTED_LB_CONFIG) {
+        c->locality_weighted = true;
+        return 0;
     }
+    if (lc->locality_config_specifier_case != LOCALITY_ZONE_AWARE) return 0; /* neither */
     const ZoneAwareLbConfig *z = lc->zone_aware_lb_config;
     snprintf(p, sizeof p, "%s.zone_aware_lb_config", lpath);
     if (z->force_local_zone) return fail(x, p, "force_local_zone is not supported by SHARP");
@@ -240,6 +242,14 @@ int sharp_config_load_balancing_policy(sharp_cluster_t *c, const Envoy__Config__
         return fail(&x, p,
                     "applies to lb_policy only; with load_balancing_policy, zone-aware settings go in the "
                     "policy's locality_lb_config");
+    }
+    if (pb->common_lb_config &&
+        pb->common_lb_config->locality_config_specifier_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_LOCALITY_WEIGHTED_LB_CONFIG) {
+        snprintf(p, sizeof p, "%s.common_lb_config.locality_weighted_lb_config", path);
+        return fail(&x, p,
+                    "applies to lb_policy only; with load_balancing_policy, locality-weighted balancing is the "
+                    "policy's locality_lb_config.locality_weighted_lb_config");
     }
     for (size_t i = 0; i < lbp->n_policies; i++) {
         snprintf(p, sizeof p, "%s.load_balancing_policy.policies[%zu]", path, i);

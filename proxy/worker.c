@@ -339,6 +339,7 @@ static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl)
     cl->lb.st = &c->st;
     if (c->zone_on)
         sharp_lb_set_zone(&cl->lb, &c->zone, c->local_locality, cl->zone_local ? &cl->zone_local->set : NULL);
+    if (c->locality_weighted) sharp_lb_set_locality_weighted(&cl->lb);
     sharp_subset_lbs_init(&cl->subsets, c->subset, cl->set->subsets, &cl->lb);
 }
 

@@ -44,6 +44,7 @@
 #include "http/tracing.h"
 #include "log.h"
 #include "tls/conn.h"
+#include "upstream/aggregate.h"
 #include "upstream/diagnosis.h"
 #include "upstream/original_dst.h"
 #include "upstream/outlier.h"
@@ -70,8 +71,17 @@ typedef struct router_timer {
 
 typedef struct router_state {
     sharp_filter_t *f;
+    /* the cluster of the current try and its worker state: the route's
+     * cluster, or for an aggregate cluster the member the try goes to */
     sharp_cluster_t *cluster;
     sharp_cluster_local_t *cl;
+    /* an aggregate route cluster (upstream/aggregate.h), NULL otherwise:
+     * the request's retries, retry breaker, timeout and response codes
+     * count there, each try's connection, breakers and host results in
+     * the member (Envoy's router and connection pools); agg_level is the
+     * member's level the try chose */
+    sharp_cluster_t *agg;
+    uint32_t agg_level;
     sharp_host_t *host;                 /* host of the current try */
     const sharp_weighted_cluster_t *wc; /* the weighted cluster picked, if any */
     sharp_upstream_request_t ureq;
@@ -144,6 +154,13 @@ typedef struct router_state {
     uint32_t try_code;
     bool try_complete;     /* its response ended */
 } router_state_t;
+
+/* The route's cluster: where the request's own stats and retry breaker
+ * are (the aggregate, when it is one). */
+static inline sharp_cluster_t *route_cluster(const struct router_state *rs)
+{
+    return rs->agg ? rs->agg : rs->cluster;
+}
 
 static const sharp_upstream_callbacks_t upstream_cbs;
 
@@ -270,7 +287,7 @@ static void release_upstream(router_state_t *rs)
     sharp_deadline_stop(&rs->duration_timer);
     if (rs->retry_slot) {
         rs->retry_slot = false;
-        sharp_cluster_retry_release(rs->cluster, rs->priority);
+        sharp_cluster_retry_release(route_cluster(rs), rs->priority);
     }
     if (!rs->upstream_active) return;
     capture_diagnosis(rs);
@@ -315,7 +332,7 @@ static void clear_upstream_info(router_state_t *rs)
  * cluster's stats, so 5xx alarms see connection failures and timeouts. */
 static void charge_local_upstream_code(router_state_t *rs, uint32_t code)
 {
-    sharp_cluster_count_response(rs->cluster, shard(rs), code);
+    sharp_cluster_count_response(route_cluster(rs), shard(rs), code);
     atomic_fetch_add_explicit(&rs->host->rq_error, 1, memory_order_relaxed);
 }
 
@@ -420,12 +437,12 @@ static retry_status_t should_retry(router_state_t *rs, bool retriable)
 {
     if (!retriable || !rs->can_replay) return RETRY_NO;
     if (rs->retries_left == 0) {
-        sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_limit_exceeded);
+        sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry_limit_exceeded);
         rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_RETRY_LIMIT_EXCEEDED;
         return RETRY_NO_LIMIT;
     }
-    if (!sharp_cluster_retry_acquire(rs->cluster, rs->priority)) {
-        sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_overflow);
+    if (!sharp_cluster_retry_acquire(route_cluster(rs), rs->priority)) {
+        sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry_overflow);
         rs->f->stream->info.response_flags |= SHARP_RF_UPSTREAM_OVERFLOW;
         return RETRY_NO_OVERFLOW;
     }
@@ -433,7 +450,7 @@ static retry_status_t should_retry(router_state_t *rs, bool retriable)
      * percentage (default 100) */
     if (!sharp_runtime_percent_enabled("upstream.use_retry", 100,
                                        sharp_worker_random(sharp_stream_worker(rs->f->stream)))) {
-        sharp_cluster_retry_release(rs->cluster, rs->priority);
+        sharp_cluster_retry_release(route_cluster(rs), rs->priority);
         return RETRY_NO;
     }
     return RETRY_YES;
@@ -484,8 +501,8 @@ static void schedule_retry(router_state_t *rs)
     rs->retry_slot = true; /* taken by should_retry for the next try */
     rs->retries_left--;
     rs->attempt++;
-    sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry);
-    sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_backoff_exponential);
+    sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry);
+    sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry_backoff_exponential);
     if (rs->replay.len) {
         sharp_sbuf_t b = {0};
         sharp_sbuf_append(&b, rs->replay.data, rs->replay.len);
@@ -507,7 +524,7 @@ static void on_timeout(sharp_deadline_t *d)
     if (rs->response_done) return;
     sharp_debug(router, "[C%llu][S%llu] upstream timeout (%llu ms)", rs->f->stream->conn_id, rs->f->stream->id,
                 (unsigned long long)rs->timeout_ms);
-    sharp_counter_inc(shard(rs), rs->cluster->st.rq_timeout);
+    sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_timeout);
     if (rs->upstream_active) {
         atomic_fetch_add_explicit(&rs->host->rq_timeout, 1, memory_order_relaxed);
         /* as Envoy: only a try still waiting for its response headers */
@@ -797,7 +814,10 @@ static sharp_host_t *choose_host(router_state_t *rs)
     if (rs->policy && rs->policy->previous_hosts && rs->ntried) picks += rs->policy->host_selection_max_attempts;
     sharp_host_t *h = NULL;
     for (uint32_t i = 0; i < picks; i++) {
-        h = sharp_cluster_choose(rs->cl, rs->crit_len > 0, rs->crit, rs->crit_len);
+        /* an aggregate's member: the level the aggregate chose, unless the
+         * member balances by subsets (its subset balancer chooses the level) */
+        if (rs->agg && !rs->cl->subsets.plan) h = sharp_lb_choose_level(&rs->cl->lb, rs->agg_level);
+        else h = sharp_cluster_choose(rs->cl, rs->crit_len > 0, rs->crit, rs->crit_len);
         if (!h) return NULL;
         if (!(rs->policy && rs->policy->previous_hosts) || !sharp_host_listed(h, rs->tried, rs->ntried)) break;
     }
@@ -835,9 +855,19 @@ static void start_try(router_state_t *rs)
     sharp_filter_t *f = rs->f;
     sharp_stream_t *s = f->stream;
     sharp_worker_t *w = sharp_stream_worker(s);
+    if (rs->agg) {
+        /* the member and level of this try (upstream/aggregate.h): each
+         * try chooses anew, among the members of the stream's view */
+        sharp_cluster_local_t *mcl = NULL;
+        sharp_cluster_t *m = sharp_aggregate_choose(s->view, rs->agg, rs->agg->panic_threshold,
+                                                    sharp_worker_random(w), &mcl, &rs->agg_level);
+        rs->cluster = m ? m : rs->agg;
+        rs->cl = m ? mcl : NULL;
+    }
     sharp_cluster_t *c = rs->cluster;
-    sharp_host_t *host = choose_host(rs);
+    sharp_host_t *host = rs->cl ? choose_host(rs) : NULL;
     if (!host) {
+        c = route_cluster(rs); /* Envoy counts it on the route's cluster */
         sharp_debug(router, "[C%llu][S%llu] no healthy host for cluster '%s'", s->conn_id, s->id, c->name);
         /* Envoy's httpConnPoolImpl counts a pick without a host */
         sharp_counter_inc(w->stats, c->st.cx_none_healthy);
@@ -1008,6 +1038,20 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
             continue;
         }
         free(name);
+        bool agg = false;
+        uint32_t agg_level = 0;
+        if (c->aggregate) {
+            /* an aggregate shadow cluster: its member for this copy */
+            sharp_cluster_t *mc = sharp_aggregate_choose(s->view, c, c->panic_threshold, sharp_worker_random(w), &cl,
+                                                         &agg_level);
+            if (!mc) {
+                sharp_debug(router, "[C%llu][S%llu] shadow: no member of aggregate cluster '%s' has a host",
+                            s->conn_id, s->id, c->name);
+                continue;
+            }
+            c = mc;
+            agg = true;
+        }
         sharp_sbuf_t key = {0};
         if (c->shuffle_shard && !sharp_hash_policy_key(r->hash_policies, r->nhash_policies, h,
                                                        s->info.downstream_remote_address, &key) &&
@@ -1023,6 +1067,8 @@ static void start_shadows(router_state_t *rs, const sharp_route_t *r, const shar
             .worker = w,
             .cluster = c,
             .cl = cl,
+            .agg = agg,
+            .agg_level = agg_level,
             .headers = h,
             .end_stream = end_stream,
             .host_suffix = !mp->disable_host_suffix,
@@ -1045,7 +1091,7 @@ static void shadow_data(router_state_t *rs, const char *p, size_t n, bool end)
 {
     for (uint32_t i = 0; i < rs->nshadows; i++)
         if (rs->shadows[i] && !sharp_shadow_send_data(rs->shadows[i], p, n, end))
-            sharp_counter_inc(shard(rs), rs->cluster->st.retry_or_shadow_abandoned);
+            sharp_counter_inc(shard(rs), route_cluster(rs)->st.retry_or_shadow_abandoned);
 }
 
 static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
@@ -1094,6 +1140,7 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
         return SHARP_FILTER_STOP;
     }
     rs->cluster = c;
+    rs->agg = c->aggregate ? c : NULL;
     if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
         sharp_str_t path = {"", 0};
         sharp_headers_get_cstr(h, ":path", &path);
@@ -1198,7 +1245,7 @@ static void keep_for_replay(router_state_t *rs, const char *p, size_t n)
     if (!rs->can_replay || !n) return;
     if (rs->replay.len + n > sharp_stream_buffer_limit(rs->f->stream)) {
         rs->can_replay = false;
-        sharp_counter_inc(shard(rs), rs->cluster->st.retry_or_shadow_abandoned);
+        sharp_counter_inc(shard(rs), route_cluster(rs)->st.retry_or_shadow_abandoned);
         sharp_sbuf_free(&rs->replay);
         return;
     }
@@ -1305,8 +1352,8 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     if (trailers) sharp_upstream_cx_send_trailers(cx, &rs->req_trailers);
     if (rs->request_end_seen) start_try_timer(rs);
     /* Envoy arms it when the try gets its connection; 0s means none. */
-    if (rs->cluster->max_stream_duration_ms)
-        deadline_start(rs, &rs->duration_timer, on_max_stream_duration, rs->cluster->max_stream_duration_ms);
+    if (route_cluster(rs)->max_stream_duration_ms)
+        deadline_start(rs, &rs->duration_timer, on_max_stream_duration, route_cluster(rs)->max_stream_duration_ms);
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
         sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     }
@@ -1358,7 +1405,7 @@ static void finish_response(router_state_t *rs, uint64_t now)
     rs->response_done = true;
     rs->try_complete = true;
     sharp_deadline_stop(&rs->timer);
-    sharp_histogram_record(shard(rs), rs->cluster->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
+    sharp_histogram_record(shard(rs), route_cluster(rs)->st.rq_time, (now - rs->upstream_start_ns) / 1000000);
     sharp_counter_inc(shard(rs), rs->cluster->st.rq_completed);
     release_upstream(rs);
 }
@@ -1371,7 +1418,7 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
     uint32_t code = sharp_headers_status(h);
     sharp_debug(router, "[C%llu][S%llu] upstream headers complete: status %u end_stream=%s (host %s)", s->conn_id,
                 s->id, code, end_stream ? "true" : "false", rs->host->address);
-    sharp_cluster_count_response(rs->cluster, shard(rs), code);
+    sharp_cluster_count_response(route_cluster(rs), shard(rs), code);
     rs->try_code = code;
     if (rs->child) sharp_tracing_child_response(rs->child, h);
     /* Envoy: a gRPC request's grpc-status in the response headers (a
@@ -1405,7 +1452,7 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream)
             return;
         }
     } else if (rs->attempt > 1) {
-        sharp_counter_inc(shard(rs), rs->cluster->st.rq_retry_success);
+        sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry_success);
     }
     s->info.upstream_first_byte_ns = now;
     rs->response_headers = true;

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "stats.h"
 #include "tls/downstream.h"
+#include "upstream/aggregate.h"
 #include "upstream/lb.h"
 #include "upstream/original_dst.h"
 #include "upstream/pool.h"
@@ -52,6 +53,10 @@ struct sharp_tcp_session {
     sharp_worker_view_t *view;      /* a reference while connecting */
     sharp_cluster_t *cluster;       /* a reference */
     sharp_cluster_local_t *cl;
+    /* the route's cluster is an aggregate (upstream/aggregate.h): cluster
+     * and cl are the member the connection goes to, at this level of it */
+    bool agg;
+    uint32_t agg_level;
     const sharp_tcp_proxy_cluster_t *route; /* the cluster entry picked (its metadata_match) */
     sharp_pool_t *pool;             /* this connection's own, for the current host */
     sharp_upstream_request_t req;
@@ -360,7 +365,8 @@ static sharp_host_t *choose_host(sharp_tcp_session_t *t)
     sharp_host_t *h = NULL;
     for (int i = 0; i < 4; i++) {
         const sharp_lbmeta_t *m = t->route ? t->route->metadata_match : NULL;
-        h = sharp_cluster_choose(t->cl, m != NULL, m ? m->b : NULL, m ? m->len : 0);
+        if (t->agg && !t->cl->subsets.plan) h = sharp_lb_choose_level(&t->cl->lb, t->agg_level);
+        else h = sharp_cluster_choose(t->cl, m != NULL, m ? m->b : NULL, m ? m->len : 0);
         if (!h || h != t->failed_host) break;
     }
     return h;
@@ -440,10 +446,20 @@ static void start(sharp_tcp_session_t *t)
     }
     t->view = v;
     v->refs++;
-    t->cl = cl;
-    t->cluster = sharp_cluster_ref(cluster);
     t->info.upstream_cluster = cluster->stat_name;
     t->info.upstream_cluster_raw = cluster->name;
+    if (cluster->aggregate) {
+        /* the member of the connection, chosen once: its attempts stay
+         * there (no member with a host: the aggregate's, without one) */
+        sharp_cluster_local_t *mcl = NULL;
+        sharp_cluster_t *m = sharp_aggregate_choose(v, cluster, cluster->panic_threshold,
+                                                    sharp_worker_random(c->worker), &mcl, &t->agg_level);
+        t->agg = true;
+        cl = m ? mcl : NULL;
+        if (m) cluster = m;
+    }
+    t->cl = cl;
+    t->cluster = sharp_cluster_ref(cluster);
     if (cfg->tunnel && cfg->tunnel->use_post && !cluster->http2) {
         /* Envoy's HTTP/1.1 tunnelling POST (its codec's TCP tunnelling
          * mode) is not implemented: refused, never sent chunked */

@@ -8,6 +8,7 @@
 #include "upstream/outlier.h"
 #include "upstream/diagnosis.h"
 #include "upstream/dns.h"
+#include "upstream/aggregate.h"
 #include "upstream/original_dst.h"
 #include "upstream/shard_lb.h"
 #include "kernel/kernel.h"
@@ -556,6 +557,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     sharp_host_index_free(&c->all_index);
     sharp_dns_cluster_free(c->dns);
     sharp_odst_free(c->odst);
+    sharp_aggregate_free(c->aggregate);
     sharp_hc_config_free(c->health_check);
     sharp_outlier_free(c->outlier);
     sharp_shard_policy_free(c->shuffle_shard);

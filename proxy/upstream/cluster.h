@@ -183,6 +183,11 @@ typedef struct sharp_cluster {
      * cluster (zone_local_cluster) or the cluster's zone-aware settings ask
      * for fail_traffic_on_panic; local_locality is node.locality's id. */
     bool zone_on, has_zone_config;
+    /* locality_weighted_lb_config (common_lb_config's, or a typed policy's
+     * locality_lb_config): localities by weight and health, then hosts
+     * (upstream/lb.h); zone-aware routing is then off, as in Envoy, whose
+     * locality choice comes first */
+    bool locality_weighted;
     sharp_zone_config_t zone;
     uint32_t local_locality;
     char *zone_local_cluster;
@@ -246,6 +251,10 @@ typedef struct sharp_cluster {
     struct sharp_dns_cluster *dns;
     /* ORIGINAL_DST: its settings and shared host map, NULL for other types */
     struct sharp_odst *odst;
+    /* cluster_type envoy.clusters.aggregate: its members (upstream/
+     * aggregate.h), NULL for other clusters; an aggregate has no hosts and
+     * its type says STATIC */
+    struct sharp_aggregate *aggregate;
     /* transport_socket envoy.transport_sockets.tls (UpstreamTlsContext):
      * the client context, built at load (rebuilt when an SDS secret rotates,
      * tls/sds.h) and shared by every worker's

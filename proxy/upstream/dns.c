@@ -76,6 +76,8 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
                 h->weight = t->weight;
                 h->priority = t->priority;
                 h->locality = t->locality;
+                h->locality_weight = t->locality_weight;
+                h->hc = t->hc;
                 if (!sharp_lbmeta_equal(h->lb_meta, t->lb_meta)) {
                     free(h->lb_meta);
                     h->lb_meta = sharp_lbmeta_dup(t->lb_meta);
@@ -92,6 +94,8 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
             h->weight = t->weight;
             h->priority = t->priority;
             h->locality = t->locality;
+            h->locality_weight = t->locality_weight;
+            h->hc = t->hc;
             h->lb_meta = sharp_lbmeta_dup(t->lb_meta);
             atomic_init(&h->health_flags, t->health_flags);
         }

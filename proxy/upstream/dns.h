@@ -93,6 +93,8 @@ struct sharp_dns_target {
     uint16_t port;
     char hostname[128];      /* endpoint.hostname, else the name */
     uint32_t weight, priority, locality, health_flags;
+    uint32_t locality_weight; /* the locality's load_balancing_weight, 0: none */
+    sharp_host_hc_t hc;       /* the endpoint's health_check_config */
     struct sharp_lbmeta *lb_meta; /* the endpoint's "envoy.lb" metadata, copied to its hosts */
     sharp_host_t **hosts;    /* the last successful answer's hosts */
     uint32_t nhosts;

@@ -241,6 +241,7 @@ struct hc_session {
     bool head;            /* the HTTP method is HEAD: answers have no body */
     sharp_sbuf_t request; /* the HTTP request, built once */
     struct sockaddr_storage addr;
+    socklen_t addrlen;
     uint8_t timers_open;  /* the session is freed when both timers are closed */
     bool counts_for_init; /* a host of the first round (the server waits for its first result) */
     bool counts_for_cluster; /* a host of the first round of a cluster added later (its warming) */
@@ -752,7 +753,9 @@ static void grpc_send(hc_session_t *s, hc_conn_t *conn)
     sharp_headers_add_cstr(&h, ":method", "POST");
     sharp_headers_add_cstr(&h, ":scheme", "http");
     sharp_headers_add_cstr(&h, ":path", "/grpc.health.v1.Health/Check");
-    sharp_headers_add_cstr(&h, ":authority", s->cfg->grpc_authority ? s->cfg->grpc_authority : s->cluster->name);
+    sharp_headers_add_cstr(&h, ":authority", s->host->hc.hostname[0] ? s->host->hc.hostname
+                                             : s->cfg->grpc_authority ? s->cfg->grpc_authority
+                                                                      : s->cluster->name);
     sharp_headers_add_cstr(&h, "content-type", "application/grpc");
     sharp_headers_add_cstr(&h, "te", "trailers");
     sharp_headers_add_cstr(&h, "user-agent", "Envoy/HC");
@@ -781,6 +784,15 @@ static void grpc_send(hc_session_t *s, hc_conn_t *conn)
     h2_flush(conn);
 }
 
+/* The host header of an HTTP check: the endpoint's health_check_config
+ * hostname, else the check's host, else the cluster's name (Envoy's
+ * HealthCheckUtility::getHostname). */
+static const char *check_host(const hc_session_t *s)
+{
+    if (s->host->hc.hostname[0]) return s->host->hc.hostname;
+    return s->cfg->host ? s->cfg->host : s->cluster->name;
+}
+
 /* An HTTP check with codec_client_type HTTP2: one stream per check, as
  * Envoy's HTTP checker sends it (method, path, host as :authority,
  * user-agent Envoy/HC, the configured headers; no body). */
@@ -796,7 +808,7 @@ static void h2_http_send(hc_session_t *s, hc_conn_t *conn)
     sharp_headers_add_cstr(&h, ":method", cfg->method);
     sharp_headers_add_cstr(&h, ":scheme", "http");
     sharp_headers_add_cstr(&h, ":path", cfg->path);
-    sharp_headers_add_cstr(&h, ":authority", cfg->host ? cfg->host : s->cluster->name);
+    sharp_headers_add_cstr(&h, ":authority", check_host(s));
     sharp_headers_add_cstr(&h, "user-agent", "Envoy/HC");
     sharp_header_ops_apply(&cfg->headers, &h);
     nghttp2_nv *nv = sharp_calloc(h.n ? h.n : 1, sizeof *nv);
@@ -1046,7 +1058,7 @@ static int conn_open(hc_session_t *s)
     }
     if (rc == 0)
         rc = sharp_stream_connect(&conn->tcp, &conn->connect_req, (const struct sockaddr *)&s->addr,
-                                  s->host->addrlen, on_connect, &at_once);
+                                  s->addrlen, on_connect, &at_once);
     if (rc < 0) {
         conn_close(conn);
         return rc;
@@ -1117,8 +1129,7 @@ static void build_request(hc_session_t *s)
 {
     const sharp_hc_config_t *cfg = s->cfg;
     sharp_sbuf_t *b = &s->request;
-    sharp_sbuf_printf(b, "%s %s HTTP/1.1\r\nhost: %s\r\n", cfg->method, cfg->path,
-                      cfg->host ? cfg->host : s->cluster->name);
+    sharp_sbuf_printf(b, "%s %s HTTP/1.1\r\nhost: %s\r\n", cfg->method, cfg->path, check_host(s));
     sharp_headers_t h;
     sharp_headers_init(&h);
     sharp_headers_add_cstr(&h, "user-agent", "Envoy/HC");
@@ -1143,12 +1154,17 @@ static void session_init(sharp_health_checker_t *hc, hc_session_t *s, sharp_clus
     s->cfg = c->health_check;
     sharp_hc_state_init(&s->st);
     sharp_host_health_set(h, SHARP_HOST_FAILED_ACTIVE_HC);
-    memcpy(&s->addr, &h->addr, h->addrlen);
-    if (s->cfg->alt_port) {
+    /* the endpoint's health_check_config address, else the host's; its
+     * port_value, else the check's alt_port, over the port (the loader
+     * refuses both together) */
+    s->addrlen = h->hc.addrlen ? h->hc.addrlen : h->addrlen;
+    memcpy(&s->addr, h->hc.addrlen ? &h->hc.addr : &h->addr, s->addrlen);
+    uint32_t port = h->hc.port ? h->hc.port : s->cfg->alt_port;
+    if (port && s->addr.ss_family != AF_UNIX) {
         if (s->addr.ss_family == AF_INET6)
-            ((struct sockaddr_in6 *)&s->addr)->sin6_port = htons((uint16_t)s->cfg->alt_port);
+            ((struct sockaddr_in6 *)&s->addr)->sin6_port = htons((uint16_t)port);
         else
-            ((struct sockaddr_in *)&s->addr)->sin_port = htons((uint16_t)s->cfg->alt_port);
+            ((struct sockaddr_in *)&s->addr)->sin_port = htons((uint16_t)port);
     }
     if (s->cfg->type == SHARP_HC_HTTP) {
         s->head = strcmp(s->cfg->method, "HEAD") == 0;
@@ -1196,7 +1212,7 @@ sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapsh
     uint32_t n = 0, nchecked = 0;
     for (uint32_t i = 0; i < snap->nclusters; i++)
         if (snap->clusters[i]->health_check) {
-            n += snap->clusters[i]->nhosts;
+            for (uint32_t k = 0; k < snap->clusters[i]->nhosts; k++) n += !snap->clusters[i]->hosts[k]->hc.disabled;
             nchecked++;
         }
     /* a DNS cluster without hosts yet still needs the checker for the
@@ -1209,7 +1225,8 @@ sharp_health_checker_t *sharp_health_checker_start(uv_loop_t *loop, sharp_snapsh
     for (uint32_t i = 0; i < snap->nclusters; i++) {
         sharp_cluster_t *c = snap->clusters[i];
         if (!c->health_check) continue;
-        for (uint32_t k = 0; k < c->nhosts; k++) session_add(hc, c, c->hosts[k])->counts_for_init = true;
+        for (uint32_t k = 0; k < c->nhosts; k++)
+            if (!c->hosts[k]->hc.disabled) session_add(hc, c, c->hosts[k])->counts_for_init = true;
         update_gauges(hc, c);
     }
     return hc;
@@ -1258,7 +1275,7 @@ void sharp_health_checker_hosts_changed(sharp_health_checker_t *hc, sharp_cluste
             have = hc->sessions[i]->cluster == c && hc->sessions[i]->host == c->hosts[j];
         /* Envoy: a new host of a checked cluster is unhealthy
          * (FAILED_ACTIVE_HC) until its first check passes */
-        if (!have) session_add(hc, c, c->hosts[j]);
+        if (!have && !c->hosts[j]->hc.disabled) session_add(hc, c, c->hosts[j]);
     }
     update_gauges(hc, c);
     cluster_maybe_warm(hc, c);
@@ -1290,10 +1307,13 @@ uint32_t sharp_health_checker_add_cluster(sharp_health_checker_t **hcp, uv_loop_
     sharp_health_checker_t *hc = *hcp;
     if (hc->stopping || checks(hc, c)) return 0;
     hc->dyn = sharp_realloc(hc->dyn, (hc->ndyn + 1) * sizeof *hc->dyn);
-    hc->dyn[hc->ndyn++] = (hc_cluster_t){sharp_cluster_ref(c), c->nhosts, on_first_round, arg};
-    for (uint32_t k = 0; k < c->nhosts; k++) session_add(hc, c, c->hosts[k])->counts_for_cluster = true;
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < c->nhosts; k++) n += !c->hosts[k]->hc.disabled;
+    hc->dyn[hc->ndyn++] = (hc_cluster_t){sharp_cluster_ref(c), n, on_first_round, arg};
+    for (uint32_t k = 0; k < c->nhosts; k++)
+        if (!c->hosts[k]->hc.disabled) session_add(hc, c, c->hosts[k])->counts_for_cluster = true;
     update_gauges(hc, c);
-    return c->nhosts;
+    return n;
 }
 
 /* Sessions ordered by locality and address, to find a host's earlier

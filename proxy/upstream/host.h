@@ -31,6 +31,22 @@ typedef enum {
     SHARP_HOST_BREAKER_HALF_OPEN,
 } sharp_host_breaker_t;
 
+/* An endpoint's health_check_config (Envoy's Endpoint.HealthCheckConfig):
+ * where and how active health checks reach it. */
+typedef struct sharp_host_hc {
+    struct sockaddr_storage addr; /* address: checked there instead of the host's */
+    socklen_t addrlen;            /* 0: no address */
+    uint16_t port;                /* port_value: the port checked (0: the address's own) */
+    bool disabled;                /* disable_active_health_check: never checked */
+    char hostname[128];           /* hostname: the checks' host header, over the cluster's */
+} sharp_host_hc_t;
+
+static inline bool sharp_host_hc_equal(const sharp_host_hc_t *a, const sharp_host_hc_t *b)
+{
+    return a->addrlen == b->addrlen && (!a->addrlen || !memcmp(&a->addr, &b->addr, a->addrlen)) &&
+           a->port == b->port && a->disabled == b->disabled && !strcmp(a->hostname, b->hostname);
+}
+
 typedef struct sharp_host {
     char address[SHARP_ADDR_STRLEN]; /* "ip:port" or a pipe's path, as printed by /clusters and %UPSTREAM_HOST% */
     char hostname[128];            /* endpoint.hostname, may be empty */
@@ -39,6 +55,10 @@ typedef struct sharp_host {
     uint32_t weight;               /* load_balancing_weight, >= 1 */
     uint32_t priority;             /* locality priority */
     uint32_t locality;             /* interned (region, zone, sub_zone), upstream/zone_lb.h; 0: none */
+    /* its LocalityLbEndpoints' load_balancing_weight, 0 when not set (read
+     * by locality-weighted balancing only, upstream/zone_lb.h) */
+    uint32_t locality_weight;
+    sharp_host_hc_t hc; /* health_check_config; all zero without it */
     /* the endpoint's filter_metadata["envoy.lb"] in canonical form
      * (upstream/subset.h), NULL without; read and replaced on the main
      * thread only (workers see subsets, not metadata) */

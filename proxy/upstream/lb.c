@@ -89,10 +89,20 @@ void sharp_lb_destroy(sharp_lb_t *lb)
     free(lb->level_total);
     free(lb->level_healthy);
     free(lb->loc_of);
+    free(lb->lw_slot);
+    free(lb->lw_first);
+    free(lb->lw_n);
+    free(lb->lw_weight);
+    free(lb->lw_total);
+    free(lb->lw_healthy);
+    free(lb->lw_eff);
+    free(lb->lw_deadline);
+    free(lb->lw_now);
     memset(lb, 0, sizeof *lb);
 }
 
 static double panic_threshold(const sharp_lb_t *lb);
+static bool host_usable(const sharp_host_t *h);
 
 static void count(sharp_lb_t *lb, sharp_stat_id_t id)
 {
@@ -151,6 +161,84 @@ void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t
         for (uint32_t k = 0; k < n; k++)
             if (lb->loc_id[k] == lb->hosts[i]->locality) lb->loc_of[i] = k;
     }
+}
+
+/* A level's localities in the order Envoy's HostsPerLocality has them
+ * (locality order; a level has at most as many localities as hosts), the
+ * weight of each its hosts' LocalityLbEndpoints gave (the first host's:
+ * one locality of one priority is one LocalityLbEndpoints). */
+void sharp_lb_set_locality_weighted(sharp_lb_t *lb)
+{
+    uint32_t n = lb->nhosts ? lb->nhosts : 1, nl = lb->nlevels ? lb->nlevels : 1;
+    lb->lw_on = true;
+    lb->lw_ready = false;
+    lb->lw_slot = sharp_calloc(n, sizeof *lb->lw_slot);
+    lb->lw_first = sharp_calloc(nl, sizeof *lb->lw_first);
+    lb->lw_n = sharp_calloc(nl, sizeof *lb->lw_n);
+    lb->lw_weight = sharp_calloc(n, sizeof *lb->lw_weight);
+    lb->lw_total = sharp_calloc(n, sizeof *lb->lw_total);
+    lb->lw_healthy = sharp_calloc(n, sizeof *lb->lw_healthy);
+    lb->lw_eff = sharp_calloc(n, sizeof *lb->lw_eff);
+    lb->lw_deadline = sharp_calloc(n, sizeof *lb->lw_deadline);
+    lb->lw_now = sharp_calloc(nl, sizeof *lb->lw_now);
+    uint32_t *ids = sharp_calloc(n, sizeof *ids), next = 0;
+    for (uint32_t l = 0; l < lb->nlevels; l++) {
+        lb->lw_first[l] = next;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < lb->nhosts; i++) {
+            if (lb->level_of[i] != l) continue;
+            uint32_t id = lb->hosts[i]->locality, j = 0;
+            while (j < k && ids[next + j] != id) j++;
+            if (j < k) continue;
+            /* insertion in locality order */
+            j = k;
+            while (j > 0 && sharp_locality_cmp(ids[next + j - 1], id) > 0) {
+                ids[next + j] = ids[next + j - 1];
+                lb->lw_weight[next + j] = lb->lw_weight[next + j - 1];
+                j--;
+            }
+            ids[next + j] = id;
+            lb->lw_weight[next + j] = lb->hosts[i]->locality_weight;
+            k++;
+        }
+        lb->lw_n[l] = k;
+        for (uint32_t i = 0; i < lb->nhosts; i++) {
+            if (lb->level_of[i] != l) continue;
+            for (uint32_t j = 0; j < k; j++)
+                if (ids[next + j] == lb->hosts[i]->locality) lb->lw_slot[i] = next + j;
+        }
+        next += k;
+    }
+    free(ids);
+}
+
+/* The effective locality weights from the hosts' health now, and a new
+ * EDF schedule for each level whose weights changed (Envoy rebuilds its
+ * locality scheduler when the host set or its health changes). */
+static void lw_refresh(sharp_lb_t *lb)
+{
+    uint64_t epoch = sharp_host_health_epoch_get();
+    if (lb->lw_ready && epoch == lb->lw_epoch) return;
+    lb->lw_epoch = epoch;
+    uint32_t nslots = lb->nlevels ? lb->lw_first[lb->nlevels - 1] + lb->lw_n[lb->nlevels - 1] : 0;
+    memset(lb->lw_total, 0, nslots * sizeof *lb->lw_total);
+    memset(lb->lw_healthy, 0, nslots * sizeof *lb->lw_healthy);
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        lb->lw_total[lb->lw_slot[i]]++;
+        if (host_usable(lb->hosts[i])) lb->lw_healthy[lb->lw_slot[i]]++;
+    }
+    for (uint32_t l = 0; l < lb->nlevels; l++) {
+        bool changed = !lb->lw_ready;
+        for (uint32_t s = lb->lw_first[l]; s < lb->lw_first[l] + lb->lw_n[l]; s++) {
+            double e = sharp_locality_effective_weight(lb->lw_weight[s], lb->lw_healthy[s], lb->lw_total[s]);
+            if (e != lb->lw_eff[s]) changed = true;
+            lb->lw_eff[s] = e;
+        }
+        if (changed)
+            sharp_edf_reset(lb->lw_n[l], lb->lw_eff + lb->lw_first[l], lb->lw_deadline + lb->lw_first[l],
+                            &lb->lw_now[l]);
+    }
+    lb->lw_ready = true;
 }
 
 /* Envoy regenerates the locality routing plan whenever priority 0 of the
@@ -282,27 +370,75 @@ static bool level_in_panic(const sharp_lb_t *lb, uint32_t l)
     return healthy_pct < panic_threshold(lb);
 }
 
-/* Envoy's priority load: each level's health is min(100, 1.4 * healthy%);
- * load goes to levels in order, each taking up to its share of the total
- * health, and the rounding remainder goes to the first level with any
- * health. When no level has health at all, every level is in panic and the
- * load follows the host counts. Returns the chosen level, or -1 when nothing
- * may be chosen (no health and panic disabled). */
-static int choose_level(sharp_lb_t *lb, bool *panic)
+int sharp_lb_priority_load(uint32_t nl, const uint32_t *total, const uint32_t *healthy, double panic_threshold,
+                           uint32_t *load)
 {
-    uint32_t nl = lb->nlevels;
-    uint32_t health[nl], sum = 0;
+    uint32_t health[nl ? nl : 1], sum = 0;
     for (uint32_t l = 0; l < nl; l++) {
-        uint32_t t = lb->level_total[l];
-        uint64_t h = t ? (uint64_t)OVERPROVISIONING * lb->level_healthy[l] / t : 0;
+        uint64_t h = total[l] ? (uint64_t)OVERPROVISIONING * healthy[l] / total[l] : 0;
         health[l] = (uint32_t)SHARP_MIN(h, 100);
         sum += health[l];
     }
     uint32_t norm = SHARP_MIN(sum, 100);
-    if (norm == 0) {
-        if (panic_threshold(lb) <= 0) return -1;
+    if (nl == 0) return -1;
+    if (norm == 0 && panic_threshold <= 0) {
+        /* nothing available and panic off: Envoy puts the load on level
+         * 0, where no host can be chosen */
+        memset(load, 0, nl * sizeof *load);
+        load[0] = 100;
+        return -1;
+    }
+    uint32_t remaining = 100;
+    int first = -1;
+    for (uint32_t l = 0; l < nl; l++) {
+        if (first < 0 && health[l] > 0) first = (int)l;
+        load[l] = norm ? SHARP_MIN(remaining, health[l] * 100 / norm) : 0;
+        remaining -= load[l];
+    }
+    if (first >= 0) load[first] += remaining;
+    /* recalculatePerPriorityPanic: with no availability every level is in
+     * panic, else each by its healthy share */
+    bool all_panic = true;
+    for (uint32_t l = 0; l < nl && all_panic; l++)
+        all_panic = norm == 0 || (total[l] ? 100.0 * healthy[l] / total[l] : 0.0) < panic_threshold;
+    if (!all_panic) return 0;
+    /* recalculateLoadInTotalPanic: by host counts, the rounding remainder
+     * to the first level (levels are never empty) */
+    uint64_t all = 0;
+    for (uint32_t l = 0; l < nl; l++) all += total[l];
+    remaining = 100;
+    for (uint32_t l = 0; l < nl; l++) {
+        load[l] = all ? (uint32_t)(100 * (uint64_t)total[l] / all) : 0;
+        remaining -= load[l];
+    }
+    load[0] += remaining;
+    return 1;
+}
+
+uint32_t sharp_lb_pick_level(const uint32_t *load, uint32_t nl, uint64_t rnd)
+{
+    uint32_t r = (uint32_t)(rnd % 100);
+    for (uint32_t l = 0; l < nl; l++) {
+        if (r < load[l]) return l;
+        r -= load[l];
+    }
+    return 0;
+}
+
+/* Envoy's priority load (sharp_lb_priority_load), then a level by it; the
+ * chosen level is in panic when its healthy share is under the panic
+ * threshold (every level in total panic). Returns the chosen level, or -1
+ * when nothing may be chosen (no health and panic disabled). */
+static int choose_level(sharp_lb_t *lb, bool *panic)
+{
+    uint32_t nl = lb->nlevels;
+    if (nl == 0) return -1;
+    uint32_t load[nl];
+    int total_panic = sharp_lb_priority_load(nl, lb->level_total, lb->level_healthy, panic_threshold(lb), load);
+    if (total_panic < 0) return -1;
+    if (total_panic && nl > 1) {
+        /* by host counts, exactly (the percentages round) */
         *panic = true;
-        if (nl == 1) return 0;
         uint64_t r = sharp_lb_random(lb) % lb->nhosts;
         for (uint32_t l = 0; l < nl; l++) {
             if (r < lb->level_total[l]) return (int)l;
@@ -310,28 +446,8 @@ static int choose_level(sharp_lb_t *lb, bool *panic)
         }
         return 0;
     }
-    if (nl == 1) {
-        *panic = level_in_panic(lb, 0);
-        return 0;
-    }
-    uint32_t load[nl], remaining = 100;
-    int first = -1;
-    for (uint32_t l = 0; l < nl; l++) {
-        if (first < 0 && health[l] > 0) first = (int)l;
-        load[l] = SHARP_MIN(remaining, health[l] * 100 / norm);
-        remaining -= load[l];
-    }
-    load[first] += remaining;
-    uint32_t r = (uint32_t)(sharp_lb_random(lb) % 100);
-    uint32_t chosen = 0;
-    for (uint32_t l = 0; l < nl; l++) {
-        if (r < load[l]) {
-            chosen = l;
-            break;
-        }
-        r -= load[l];
-    }
-    *panic = level_in_panic(lb, chosen);
+    uint32_t chosen = nl == 1 ? 0 : sharp_lb_pick_level(load, nl, sharp_lb_random(lb));
+    *panic = total_panic || level_in_panic(lb, chosen);
     return (int)chosen;
 }
 
@@ -420,7 +536,10 @@ static bool take_probe(sharp_host_t *h)
     return false;
 }
 
-static sharp_host_t *choose_once(sharp_lb_t *lb)
+/* forced >= 0: that level, as an aggregate cluster chose it (no zone
+ * routing then: Envoy's aggregate context replaces the priority load, and
+ * the member's locality routing still applies only at its priority 0) */
+static sharp_host_t *choose_once(sharp_lb_t *lb, int forced)
 {
     lb->in_panic = false;
     if (!lb->nhosts) return NULL;
@@ -429,7 +548,14 @@ static sharp_host_t *choose_once(sharp_lb_t *lb)
         if (host_usable(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
     bool panic = false;
     if (lb->zone) zone_refresh(lb);
-    int level = choose_level(lb, &panic);
+    int level;
+    if (forced >= 0) {
+        if ((uint32_t)forced >= lb->nlevels) return NULL;
+        level = forced;
+        panic = level_in_panic(lb, (uint32_t)level);
+    } else {
+        level = choose_level(lb, &panic);
+    }
     if (level < 0) return NULL;
     if (panic && lb->st) count(lb, lb->st->lb_healthy_panic);
     if (panic && lb->zone && lb->zone->fail_traffic_on_panic) return NULL;
@@ -439,10 +565,20 @@ static sharp_host_t *choose_once(sharp_lb_t *lb)
         loc = zone_locality(lb);
         if (loc == -2) return NULL;
     }
+    /* locality-weighted: a locality of the level by EDF (Envoy's
+     * chooseHealthyLocality), out of panic only */
+    int slot = -1;
+    if (lb->lw_on && !panic) {
+        lw_refresh(lb);
+        uint32_t f = lb->lw_first[level];
+        int k = sharp_edf_pick(lb->lw_n[level], lb->lw_eff + f, lb->lw_deadline + f, &lb->lw_now[level]);
+        if (k >= 0) slot = (int)(f + (uint32_t)k);
+    }
     uint32_t n = 0;
     for (uint32_t i = 0; i < lb->nhosts; i++) {
         if (lb->level_of[i] != (uint32_t)level) continue;
         if (loc >= 0 && lb->loc_of[i] != (uint32_t)loc) continue;
+        if (slot >= 0 && lb->lw_slot[i] != (uint32_t)slot) continue;
         if (panic || host_usable(lb->hosts[i])) lb->scratch[n++] = i;
     }
     if (!n) return NULL; /* a host turned unhealthy between the two scans */
@@ -476,11 +612,31 @@ bool sharp_lb_take_probe(sharp_host_t *h)
 /* A half-open host admits only its probe budget: a pick that loses the race
  * for the last probe chooses again, and the host is no longer a candidate.
  * In panic every host is used, probes or not. */
-sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+static sharp_host_t *choose(sharp_lb_t *lb, int forced)
 {
     for (uint32_t attempt = 0; attempt <= lb->nhosts; attempt++) {
-        sharp_host_t *h = choose_once(lb);
+        sharp_host_t *h = choose_once(lb, forced);
         if (!h || take_probe(h) || lb->in_panic) return h;
     }
     return NULL;
+}
+
+sharp_host_t *sharp_lb_choose(sharp_lb_t *lb)
+{
+    return choose(lb, -1);
+}
+
+sharp_host_t *sharp_lb_choose_level(sharp_lb_t *lb, uint32_t level)
+{
+    return choose(lb, (int)level);
+}
+
+void sharp_lb_level_counts(const sharp_lb_t *lb, uint32_t *total, uint32_t *healthy)
+{
+    for (uint32_t l = 0; l < lb->nlevels; l++) {
+        total[l] = lb->level_total[l];
+        healthy[l] = 0;
+    }
+    for (uint32_t i = 0; i < lb->nhosts; i++)
+        if (host_usable(lb->hosts[i])) healthy[lb->level_of[i]]++;
 }

@@ -58,6 +58,15 @@ typedef struct sharp_lb {
     uint32_t local_nloc, local_total;
     bool local_has_local, planned;
     const struct sharp_hostset *planned_local_set;
+    /* Locality-weighted balancing (sharp_lb_set_locality_weighted): each
+     * level's localities are slots lw_first[l] .. + lw_n[l]; lw_slot[i] is
+     * host i's; per slot its load_balancing_weight, host counts, effective
+     * weight and EDF deadline, per level the EDF's time. Remade from the
+     * health of the hosts when a host's health changed (lw_epoch). */
+    bool lw_on, lw_ready;
+    uint32_t *lw_slot, *lw_first, *lw_n, *lw_weight, *lw_total, *lw_healthy;
+    double *lw_eff, *lw_deadline, *lw_now;
+    uint64_t lw_epoch;
     uint64_t planned_local_gen, planned_epoch; /* what the plan was made from */
     sharp_zone_plan_t plan;
 } sharp_lb_t;
@@ -69,6 +78,12 @@ void sharp_lb_destroy(sharp_lb_t *lb);
  * sharp_lb_init. */
 void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t local_locality,
                        struct sharp_hostset *const *local_set);
+/* Turns locality-weighted balancing on: within the chosen level (out of
+ * panic) a locality is picked by Envoy's EDF over the localities'
+ * effective weights (sharp_locality_effective_weight), then a host of it
+ * by the policy; when no locality has weight, all healthy hosts of the
+ * level. Call after sharp_lb_init; zone-aware routing is not used with it. */
+void sharp_lb_set_locality_weighted(sharp_lb_t *lb);
 /* Picks a host: first a priority level (Envoy's priority load with the
  * 1.4 overprovisioning factor), then a host of that level by the policy,
  * among its healthy hosts or, in panic, all of them. A host whose outlier
@@ -76,6 +91,28 @@ void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t
  * while it has probes left; choosing it takes one (host.h). NULL when there
  * are no hosts at all, or none is healthy and the panic threshold is 0. */
 sharp_host_t *sharp_lb_choose(sharp_lb_t *lb);
+/* The same, at one level of the balancer's (levels are its hosts'
+ * distinct priorities, ascending): an aggregate cluster chose it
+ * (upstream/aggregate.h). The level is in panic by its own health. */
+sharp_host_t *sharp_lb_choose_level(sharp_lb_t *lb, uint32_t level);
+/* Each level's hosts (total[l]) and usable hosts (healthy[l]), nlevels
+ * entries each, as a choice would count them now. */
+void sharp_lb_level_counts(const sharp_lb_t *lb, uint32_t *total, uint32_t *healthy);
+/* Envoy's priority load over nl levels (LoadBalancerBase's
+ * recalculatePerPriorityState and recalculatePerPriorityPanic,
+ * overprovisioning factor 1.4): level l's health is
+ * min(100, 140 * healthy[l] / total[l]) percent; load goes to the levels in
+ * order, each taking health * 100 / min(100, sum of health), up to what is
+ * left, and the rounding remainder to the first level with health. When
+ * every level is in panic (its healthy percentage under panic_threshold, or
+ * nothing is available at all) the load follows the host counts instead
+ * and the function returns 1 (total panic); with nothing available and
+ * panic_threshold 0 it returns -1 (load[0] = 100, no host can be chosen);
+ * else 0. load[] sums to 100. */
+int sharp_lb_priority_load(uint32_t nl, const uint32_t *total, const uint32_t *healthy, double panic_threshold,
+                           uint32_t *load);
+/* The level a random number falls in under load[0..nl). */
+uint32_t sharp_lb_pick_level(const uint32_t *load, uint32_t nl, uint64_t rnd);
 /* The health notion sharp_lb_choose uses, for balancers built on it
  * (upstream/shard_lb.h): a host is usable when no health flag is set and its
  * outlier breaker is closed, or half-open with probes left. Choosing a

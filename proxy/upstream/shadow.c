@@ -263,6 +263,7 @@ static sharp_host_t *choose_host(const sharp_shadow_args_t *a, sharp_cluster_loc
         return a->shard_key ? sharp_shard_lb_choose(c->shuffle_shard, &cl->lb, a->shard_key, a->shard_key_len, NULL,
                                                     0, a->worker->stats)
                             : NULL;
+    if (a->agg && !cl->subsets.plan) return sharp_lb_choose_level(&cl->lb, a->agg_level);
     return sharp_cluster_choose(cl, false, NULL, 0);
 }
 

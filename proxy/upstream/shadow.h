@@ -41,6 +41,10 @@ typedef struct {
     sharp_worker_t *worker;
     sharp_cluster_t *cluster;        /* the shadow cluster */
     sharp_cluster_local_t *cl;       /* the worker's balancer and pools for it (the stream's view) */
+    /* the shadow cluster is a member an aggregate chose (upstream/
+     * aggregate.h): its host comes from this level of it */
+    bool agg;
+    uint32_t agg_level;
     const sharp_headers_t *headers;  /* the request as sent to the primary (copied) */
     bool end_stream;                 /* the request has no body */
     bool host_suffix;                /* append "-shadow" to the host (not disable_shadow_host_suffix_append) */

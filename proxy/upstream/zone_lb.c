@@ -152,3 +152,27 @@ uint32_t sharp_zone_pick(const sharp_zone_plan_t *p, uint64_t (*rnd)(void *), vo
     while (threshold >= p->residual[i]) i++;
     return i;
 }
+
+double sharp_locality_effective_weight(uint32_t weight, uint32_t healthy, uint32_t total)
+{
+    if (!total || !weight) return 0.0;
+    double avail = 1.4 * (double)healthy / (double)total;
+    return (double)weight * (avail < 1.0 ? avail : 1.0);
+}
+
+void sharp_edf_reset(uint32_t n, const double *w, double *deadline, double *now)
+{
+    *now = 0.0;
+    for (uint32_t i = 0; i < n; i++) deadline[i] = w[i] > 0 ? 1.0 / w[i] : 0.0;
+}
+
+int sharp_edf_pick(uint32_t n, const double *w, double *deadline, double *now)
+{
+    int best = -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (w[i] > 0 && (best < 0 || deadline[i] < deadline[best])) best = (int)i;
+    if (best < 0) return -1;
+    *now = deadline[best];
+    deadline[best] = *now + 1.0 / w[best];
+    return best;
+}

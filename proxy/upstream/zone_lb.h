@@ -74,6 +74,20 @@ typedef struct sharp_zone_plan {
     uint64_t residual[SHARP_ZONE_MAX_LOCALITIES]; /* accumulated residual capacity */
 } sharp_zone_plan_t;
 
+/* Locality-weighted balancing (common_lb_config.locality_weighted_lb_config):
+ * Envoy's effectiveLocalityWeight, a locality's load_balancing_weight
+ * scaled by its availability: weight * min(1, 1.4 * healthy / total), 0
+ * for a locality without hosts or weight. */
+double sharp_locality_effective_weight(uint32_t weight, uint32_t healthy, uint32_t total);
+/* Envoy's EDF scheduler over n entries of weights w[] (those of weight 0
+ * never picked): each entry's next deadline is the time of its last pick
+ * plus 1 / weight; a pick takes the earliest deadline (ties: the lowest
+ * index, the order Envoy added them) and moves *now there. reset starts a
+ * schedule (deadline[i] = 1 / w[i], *now = 0); pick returns -1 when every
+ * weight is 0. */
+void sharp_edf_reset(uint32_t n, const double *w, double *deadline, double *now);
+int sharp_edf_pick(uint32_t n, const double *w, double *deadline, double *now);
+
 /* Envoy's calculateLocalityPercentages for one locality: its share of the
  * healthy hosts, in 1/10000. */
 uint64_t sharp_zone_percentage(uint64_t count, uint64_t total);

@@ -253,6 +253,115 @@ static void test_random_is_deterministic_per_seed(void **state)
     sharp_lb_destroy(&b);
 }
 
+
+/* Envoy's priority load, with its documented examples
+ * (arch_overview/upstream/load_balancing/priority, overprovisioning 1.4):
+ * two levels, P=1 fully healthy, P=0's healthy share varying. */
+static void test_priority_load_envoy_examples(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t healthy0, p0, p1;
+    } ex[] = {{100, 100, 0}, {72, 100, 0}, {71, 99, 1}, {50, 70, 30}, {25, 35, 65}, {0, 0, 100}};
+    for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+        uint32_t total[2] = {100, 100}, healthy[2] = {ex[i].healthy0, 100}, load[2];
+        assert_int_equal(sharp_lb_priority_load(2, total, healthy, 50, load), 0);
+        assert_int_equal(load[0], ex[i].p0);
+        assert_int_equal(load[1], ex[i].p1);
+    }
+    /* normalized total health: P=0 and P=1 both 20% healthy (health 28
+     * each, 56 in all) split 50/50 instead of leaving 44% unassigned; with
+     * the default panic threshold both are in panic: the host counts (equal
+     * here) decide */
+    uint32_t total[3] = {100, 100, 100}, healthy[3] = {20, 20, 0}, load[3];
+    assert_int_equal(sharp_lb_priority_load(2, total, healthy, 0, load), 0);
+    assert_int_equal(load[0], 50);
+    assert_int_equal(load[1], 50);
+    assert_int_equal(sharp_lb_priority_load(2, total, healthy, 50, load), 1);
+    assert_int_equal(load[0], 50);
+    assert_int_equal(load[1], 50);
+    /* an aggregate's linearized levels: primary P0 (4 hosts, 1 healthy:
+     * health 35), primary P1 (2 hosts, both down), secondary P0 (fully
+     * healthy): 35 / 0 / 65 */
+    uint32_t t3[3] = {4, 2, 3}, h3[3] = {1, 0, 3};
+    assert_int_equal(sharp_lb_priority_load(3, t3, h3, 50, load), 0);
+    assert_int_equal(load[0], 35);
+    assert_int_equal(load[1], 0);
+    assert_int_equal(load[2], 65);
+    /* rounding: health 33 + 33 + 33 = 99, each gets 33 * 100 / 99 = 33,
+     * the remainder (1) goes to the first level with health */
+    uint32_t t4[3] = {100, 100, 100}, h4[3] = {24, 24, 24};
+    assert_int_equal(sharp_lb_priority_load(3, t4, h4, 0, load), 0);
+    assert_int_equal(load[0], 34);
+    assert_int_equal(load[1], 33);
+    assert_int_equal(load[2], 33);
+}
+
+/* Total panic: nothing available at all, or every level under the panic
+ * threshold: the load follows the host counts (Envoy's
+ * recalculateLoadInTotalPanic); with panic off and nothing available, all
+ * of it on P=0, where no host can be chosen. */
+static void test_priority_load_total_panic(void **state)
+{
+    (void)state;
+    uint32_t total[2] = {3, 1}, none[2] = {0, 0}, load[2];
+    assert_int_equal(sharp_lb_priority_load(2, total, none, 50, load), 1);
+    assert_int_equal(load[0], 75);
+    assert_int_equal(load[1], 25);
+    assert_int_equal(sharp_lb_priority_load(2, total, none, 0, load), -1);
+    assert_int_equal(load[0], 100);
+    assert_int_equal(load[1], 0);
+    /* one level above the threshold: no total panic, health decides
+     * (84 and 14 of 98: 85 and 14, the remainder to level 0) */
+    uint32_t t2[2] = {10, 10}, h2[2] = {6, 1};
+    assert_int_equal(sharp_lb_priority_load(2, t2, h2, 50, load), 0);
+    assert_int_equal(load[0], 86);
+    assert_int_equal(load[1], 14);
+    /* thirds round down; the remainder to level 0 */
+    uint32_t t3[3] = {1, 1, 1}, h3[3] = {0, 0, 0}, l3[3];
+    assert_int_equal(sharp_lb_priority_load(3, t3, h3, 50, l3), 1);
+    assert_int_equal(l3[0], 34);
+    assert_int_equal(l3[1], 33);
+    assert_int_equal(l3[2], 33);
+    /* the level a random number falls in */
+    uint32_t ld[3] = {35, 0, 65};
+    assert_int_equal(sharp_lb_pick_level(ld, 3, 0), 0);
+    assert_int_equal(sharp_lb_pick_level(ld, 3, 34), 0);
+    assert_int_equal(sharp_lb_pick_level(ld, 3, 35), 2);
+    assert_int_equal(sharp_lb_pick_level(ld, 3, 199), 2);
+}
+
+/* An aggregate forces a level: the choice stays there even when another
+ * level is healthier, and the level's own panic applies. */
+static void test_choose_level(void **state)
+{
+    (void)state;
+    hostset_t s;
+    hosts_init(&s, 4, NULL);
+    s.h[2].priority = s.h[3].priority = 1;
+    s.h[0].health_flags = SHARP_HOST_FAILED_ACTIVE_HC;
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 7);
+    uint32_t t[2], h[2];
+    sharp_lb_level_counts(&lb, t, h);
+    assert_int_equal(t[0], 2);
+    assert_int_equal(h[0], 1);
+    assert_int_equal(t[1], 2);
+    assert_int_equal(h[1], 2);
+    for (int i = 0; i < 20; i++) assert_ptr_equal(sharp_lb_choose_level(&lb, 0), &s.h[1]);
+    for (int i = 0; i < 20; i++) {
+        sharp_host_t *x = sharp_lb_choose_level(&lb, 1);
+        assert_true(x == &s.h[2] || x == &s.h[3]);
+    }
+    /* level 0 with no healthy host: in panic (0% < 50%), any of its hosts */
+    s.h[1].health_flags = SHARP_HOST_FAILED_ACTIVE_HC;
+    sharp_host_t *x = sharp_lb_choose_level(&lb, 0);
+    assert_true(x == &s.h[0] || x == &s.h[1]);
+    assert_true(lb.in_panic);
+    assert_null(sharp_lb_choose_level(&lb, 2)); /* no such level */
+    sharp_lb_destroy(&lb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +375,9 @@ int main(void)
         cmocka_unit_test(test_p2c_prefers_less_loaded),
         cmocka_unit_test(test_least_request_weighted),
         cmocka_unit_test(test_priorities),
+        cmocka_unit_test(test_priority_load_envoy_examples),
+        cmocka_unit_test(test_priority_load_total_panic),
+        cmocka_unit_test(test_choose_level),
         cmocka_unit_test(test_random_is_deterministic_per_seed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

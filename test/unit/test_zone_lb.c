@@ -342,6 +342,88 @@ static void test_balancer_direct_and_local_panic(void **state)
     sharp_hostset_unref(ls);
 }
 
+
+/* Locality-weighted balancing, the example of Envoy's docs
+ * (arch_overview/upstream/load_balancing/locality_weight): localities X
+ * (weight 1) and Y (weight 2, fully healthy), X's healthy share varying;
+ * the EDF schedule over the effective weights gives X the documented
+ * percentage of 3000 picks (to within one point: the docs round). */
+static void test_locality_weights_envoy_example(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t healthy_x, pct_x;
+    } ex[] = {{100, 33}, {70, 33}, {69, 32}, {50, 26}, {25, 15}, {0, 0}};
+    for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+        double w[2] = {sharp_locality_effective_weight(1, ex[i].healthy_x, 100),
+                       sharp_locality_effective_weight(2, 100, 100)}, deadline[2], now;
+        sharp_edf_reset(2, w, deadline, &now);
+        uint32_t x = 0;
+        for (int k = 0; k < 3000; k++) {
+            int pick = sharp_edf_pick(2, w, deadline, &now);
+            assert_true(pick == 0 || pick == 1);
+            x += pick == 0;
+        }
+        double pct = 100.0 * x / 3000;
+        assert_true(pct > ex[i].pct_x - 1.0 && pct < ex[i].pct_x + 1.0);
+    }
+    /* no weight (unset, or no hosts): never picked; none at all: -1 */
+    assert_true(sharp_locality_effective_weight(0, 5, 5) == 0.0);
+    assert_true(sharp_locality_effective_weight(3, 0, 0) == 0.0);
+    assert_true(sharp_locality_effective_weight(3, 5, 5) == 3.0);
+    double w[3] = {0, 2, 0}, d[3], now;
+    sharp_edf_reset(3, w, d, &now);
+    for (int k = 0; k < 5; k++) assert_int_equal(sharp_edf_pick(3, w, d, &now), 1);
+    double z[2] = {0, 0};
+    sharp_edf_reset(2, z, d, &now);
+    assert_int_equal(sharp_edf_pick(2, z, d, &now), -1);
+    /* EDF spreads picks: 1:2 gives Y X Y, Y X Y, ... never X twice in a row */
+    double w12[2] = {1, 2};
+    sharp_edf_reset(2, w12, d, &now);
+    int last = -1;
+    for (int k = 0; k < 30; k++) {
+        int pick = sharp_edf_pick(2, w12, d, &now);
+        assert_false(pick == 0 && last == 0);
+        last = pick;
+    }
+}
+
+/* The balancer: localities by weight and health at the chosen level, the
+ * hosts of the picked locality by the policy, all hosts in panic. */
+static void test_balancer_locality_weighted(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    sharp_host_t h[N];
+    sharp_host_t *p[N];
+    memset(h, 0, sizeof h);
+    uint32_t za = sharp_locality_intern("r", "lw-a", ""), zb = sharp_locality_intern("r", "lw-b", "");
+    for (int i = 0; i < N; i++) {
+        p[i] = &h[i];
+        h[i].weight = 1;
+        h[i].locality = i < 2 ? za : zb; /* a: 2 hosts weight 1; b: 4 hosts weight 3 */
+        h[i].locality_weight = i < 2 ? 1 : 3;
+    }
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, p, N, 3);
+    sharp_lb_set_locality_weighted(&lb);
+    uint32_t in_a = 0;
+    for (int k = 0; k < 400; k++) in_a += sharp_lb_choose(&lb) - h < 2;
+    assert_int_equal(in_a, 100); /* 1 : 3, exactly over whole cycles */
+    /* b half healthy: 3 * 0.7 = 2.1 against 1 */
+    atomic_store(&h[2].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    atomic_store(&h[3].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    atomic_fetch_add(&sharp_host_health_epoch, 1);
+    in_a = 0;
+    for (int k = 0; k < 3100; k++) {
+        sharp_host_t *x = sharp_lb_choose(&lb);
+        assert_true(x != &h[2] && x != &h[3]);
+        in_a += x - h < 2;
+    }
+    assert_true(in_a >= 990 && in_a <= 1010); /* 1 / 3.1 */
+    sharp_lb_destroy(&lb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +437,8 @@ int main(void)
         cmocka_unit_test(test_balancer_residual_split),
         cmocka_unit_test(test_balancer_direct_and_local_panic),
         cmocka_unit_test(test_balancer_too_many_localities),
+        cmocka_unit_test(test_locality_weights_envoy_example),
+        cmocka_unit_test(test_balancer_locality_weighted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
