@@ -415,8 +415,8 @@ def test_rejected_listeners_keep_their_previous_version(env, tmp_path):
     # a field SHARP does not implement: that listener is refused alone (the
     # rest of the file would apply) and keeps its version
     bad = listener("l", port, header="v2")
-    bad["freebind"] = True
-    dyn = expect_rejected(3, bad, why="freebind")
+    bad["transparent"] = True
+    dyn = expect_rejected(3, bad, why="transparent")
     assert dyn["l"]["active_state"]["version_info"] == "1"
     # the name of a static listener
     expect_rejected(4, listener("l", port), listener("static", other), why="static listener")

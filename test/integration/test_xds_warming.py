@@ -606,11 +606,11 @@ def test_a_listener_using_an_unimplemented_field_is_refused_alone(env, mode):
     p1, p2, p3 = free_port(), free_port(), free_port()
     cp, ups, s, admin = lds_start(env, mode, p1)
     fb = inline_listener("dyn2", p2, "c1")
-    fb["resource"]["freebind"] = True
+    fb["resource"]["transparent"] = True
     cp.set(LDS, [inline_listener("dyn1", p1, "c2"), fb, inline_listener("dyn3", p3, "c1")], replace=True)
     wait_for(lambda: nacks(cp, LDS), 10, "the NACK")
     msg = nacks(cp, LDS)[-1]["error_detail"]["message"]
-    assert msg.startswith("Error adding/updating listener(s) dyn2: freebind"), msg
+    assert msg.startswith("Error adding/updating listener(s) dyn2: transparent"), msg
     assert "dyn1:" not in msg and "dyn3:" not in msg, msg
     assert stat(admin, "listener_manager.lds.update_rejected") == 1
     wait_for(lambda: try_get(p3) == (200, "u1"), 10, "dyn3")
@@ -618,8 +618,8 @@ def test_a_listener_using_an_unimplemented_field_is_refused_alone(env, mode):
     assert refused(p2)
     ld = config(admin, "ListenersConfigDump")
     by_name = {e["name"]: e for e in ld["dynamic_listeners"] if "name" in e}
-    assert "active_state" not in by_name["dyn2"] and "freebind" in by_name["dyn2"]["error_state"]["details"]
-    assert by_name["dyn2"]["error_state"]["failed_configuration"]["freebind"] is True
+    assert "active_state" not in by_name["dyn2"] and "transparent" in by_name["dyn2"]["error_state"]["details"]
+    assert by_name["dyn2"]["error_state"]["failed_configuration"]["transparent"] is True
     # dyn2 without the field: ACKed and serving
     cp.set(LDS, [inline_listener("dyn1", p1, "c2"), inline_listener("dyn2", p2, "c1"),
                  inline_listener("dyn3", p3, "c1")], replace=True)
