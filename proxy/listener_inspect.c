@@ -138,6 +138,7 @@ static bool tchar(uint8_t c)
 sharp_inspect_result_t sharp_inspect_http(const uint8_t *p, size_t n, const char **protocol)
 {
     size_t pl = sizeof h2_preface - 1;
+    if (!n) return SHARP_INSPECT_NEED_MORE; /* no buffer yet */
     if (memcmp(p, h2_preface, n < pl ? n : pl) == 0) {
         if (n < pl) return SHARP_INSPECT_NEED_MORE;
         *protocol = "h2c";

@@ -121,6 +121,9 @@ static bool tlvs_valid(const uint8_t *p, size_t n)
 sharp_pp_result_t sharp_pp_parse(const uint8_t *p, size_t n, const sharp_pp_opts_t *o, sharp_pp_header_t *out)
 {
     memset(out, 0, sizeof *out);
+    /* nothing read yet (a timeout before the first byte): no buffer to
+     * compare, and nothing to say */
+    if (!n) return SHARP_PP_NEED_MORE;
     if (o->allow_without) {
         bool v2 = !o->deny_v2 && memcmp(p, v2_sig, min_sz(sizeof v2_sig, n)) == 0;
         bool v1 = !o->deny_v1 && memcmp(p, v1_sig, min_sz(V1_SIG_LEN, n)) == 0;

@@ -63,7 +63,8 @@ static uint64_t age(uint64_t now_ns, uint64_t start_ns)
 /* Envoy's maybeUpdateHistoricalData. */
 static void update(sharp_admc_history_t *h, uint64_t now_ns)
 {
-    while (h->len && age(now_ns, at(h, 0)->start_ns) >= h->window_s * NS_PER_S) drop_oldest(h);
+    /* in whole seconds: a window of centuries in nanoseconds overflows */
+    while (h->len && age(now_ns, at(h, 0)->start_ns) / NS_PER_S >= h->window_s) drop_oldest(h);
     if (!h->len || age(now_ns, at(h, h->len - 1)->start_ns) >= NS_PER_S) push(h, now_ns);
 }
 

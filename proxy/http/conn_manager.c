@@ -848,8 +848,12 @@ static void on_inspect_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread == 0) return;
-    size_t room = SHARP_INSPECT_MAX_BYTES + 16 * 1024;
-    if (c->inspect_len + (size_t)nread > room) nread = (ssize_t)(room - c->inspect_len);
+    /* room for the largest PROXY protocol header and, after it, the
+     * largest ClientHello the TLS inspector reads: once it is filled the
+     * filters take what they have. A read is kept whole (the bytes go to
+     * the filter chain after the filters), so this bounds the buffer to
+     * the room and one read. */
+    size_t room = (c->listener->proxy_protocol ? SHARP_PP_V2_MAX : 0) + SHARP_INSPECT_MAX_BYTES + 16 * 1024;
     c->inspect_buf = sharp_realloc(c->inspect_buf, c->inspect_len + (size_t)nread);
     memcpy(c->inspect_buf + c->inspect_len, buf->base, (size_t)nread);
     c->inspect_len += (size_t)nread;

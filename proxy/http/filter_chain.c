@@ -900,7 +900,13 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
              * it cannot hold them */
             if (f->factory->encode_data && n) st = f->factory->encode_data(f, p, n, false);
             if (s->destroyed) return;
-            if (st == SHARP_FILTER_CONSUMED) return;
+            /* a filter that passed its data on itself did so without the
+             * end: the trailers still go through it and the rest */
+            if (st == SHARP_FILTER_CONSUMED) {
+                p = NULL;
+                n = 0;
+                st = SHARP_FILTER_CONTINUE;
+            }
             f->factory->encode_trailers(f, &s->resp_trailers);
         } else if (f->factory->encode_data) {
             st = f->factory->encode_data(f, p, n, end);

@@ -584,6 +584,62 @@ def test_h2_trailers_follow_the_compressed_body(procs):
     assert decode("gzip", body) == pattern(50000)
 
 
+@pytest.mark.parametrize("with_trailers", [True, False], ids=["trailers", "no-trailers"])
+def test_h2_trailers_pass_a_decompressor_after_the_compressor(procs, with_trailers):
+    """A decompressor (first in the chain) decoding the compressor's own
+    output: the compressor's last bytes come with the end of the response
+    while trailers follow. The decompressor passes those bytes on itself;
+    the trailers must still reach it and the client (the stream ends)."""
+    proto = PROTOS["h2-both"]
+    u = proto.upstream(procs)
+    dec = """\
+- name: envoy.filters.http.decompressor
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
+    decompressor_library:
+      name: gz
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip
+        max_inflate_ratio: 1032
+"""
+    listen, _ = start(procs, dec + compressor(), u.port, proto)
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = socket.create_connection(("127.0.0.1", listen), timeout=10 * SLOW)
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                       (":path", f"/bytes/50000?{TEXT}" + ("&trailers=1" if with_trailers else "")),
+                       ("accept-encoding", "gzip")], end_stream=True)
+    s.sendall(c.data_to_send())
+    body, trailers, headers, done = b"", None, None, False
+    try:
+        while not done:
+            data = s.recv(65536)
+            assert data, "connection closed before the stream ended"
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    headers = dict(ev.headers)
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    c.acknowledge_received_data(ev.flow_controlled_length, 1)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    done = True
+            s.sendall(c.data_to_send())
+    except socket.timeout:
+        pass
+    s.close()
+    assert done, f"the response never ended ({len(body)} body bytes, trailers {trailers})"
+    assert headers[":status"] == "200" and "content-encoding" not in headers
+    assert len(body) == 50000 and body == pattern(50000), (len(body), body[:40], pattern(50000)[:40])
+    # the upstream's trailers (if any) and the decompressor's byte counts
+    assert trailers.get("x-trailer") == ("done" if with_trailers else None), trailers
+    assert "x-envoy-decompressor-gz-compressed-bytes" in trailers
+
+
 def test_local_reply_is_compressed(procs, upstream):
     """A direct response goes through the filter like any response."""
     text = "x" * 200

@@ -199,6 +199,40 @@ def test_largest_v2_header_with_tlvs(procs, path_upstream):
     assert upstream_headers(body)["x-forwarded-for"] == "192.0.2.99"
 
 
+def client_hello(sni, pad):
+    """A TLS ClientHello with server_name `sni` and a padding extension of
+    `pad` bytes, cut into records of at most 16384 bytes."""
+    name = sni.encode()
+    sni_ext = struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name
+    exts = sni_ext + struct.pack("!HH", 0x15, pad) + b"\0" * pad
+    body = b"\x03\x03" + b"r" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack("!H", len(exts)) + exts
+    msg = b"\x01" + struct.pack("!I", len(body))[1:] + body
+    return b"".join(b"\x16\x03\x01" + struct.pack("!H", len(msg[i:i + 16384])) + msg[i:i + 16384]
+                    for i in range(0, len(msg), 16384))
+
+
+def test_largest_v2_header_then_a_large_client_hello(procs, path_upstream):
+    """The largest header, then a ClientHello of 30 KB (within the TLS
+    inspector's 64 KB): the inspector reads all of it after the header and
+    finds its server name."""
+    listen, admin = free_port(), free_port()
+    tls_inspector = ("- name: envoy.filters.listener.tls_inspector\n  typed_config:\n    \"@type\": "
+                     "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector\n")
+    y = bootstrap_yaml(listen, admin, {"app": [path_upstream.port]},
+                       listener_extra="listener_filters:\n" + pp_filter() + tls_inspector)
+    run_sharp_config(procs, y, admin)
+    h = v2("192.0.2.99", "198.51.100.1", 1, 2, tlvs=tlv(0xee, b"z" * (65535 - 12 - 3)))
+    ch = client_hello("big.example", 30000)
+    s = socket.create_connection(("127.0.0.1", listen), timeout=5 * SLOW)
+    s.sendall(h + ch)
+    wait_for(lambda: stat(admin, "tls_inspector.sni_found") + stat(admin, "tls_inspector.tls_not_found") > 0,
+             5, "the TLS inspector's verdict")
+    s.close()
+    assert stat(admin, "tls_inspector.tls_not_found") == 0
+    assert stat(admin, "tls_inspector.sni_found") == 1
+    assert stat(admin, "proxy_proto.versions.v2.found") == 1
+
+
 def test_allow_requests_without_proxy_protocol(procs, path_upstream):
     p = Proxy(procs, path_upstream, "allow_requests_without_proxy_protocol: true\n",
               hcm_extra="use_remote_address: true\n")

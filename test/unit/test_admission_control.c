@@ -159,6 +159,21 @@ static void test_window_under_a_second(void **state)
     sharp_admc_history_free(&h);
 }
 
+static void test_window_of_centuries(void **state)
+{
+    (void)state;
+    /* a window whose length in nanoseconds does not fit 64 bits (here it
+     * would wrap to under a second): nothing it holds is dropped */
+    sharp_admc_history_t h;
+    sharp_admc_history_init(&h, 18446744074ull);
+    sharp_admc_record(&h, S, false);
+    sharp_admc_record(&h, 3 * S, true);
+    sharp_admc_counts_t n = sharp_admc_counts(&h, 5 * S);
+    assert_int_equal(n.requests, 2);
+    assert_int_equal(n.successes, 1);
+    sharp_admc_history_free(&h);
+}
+
 static void test_average_rps(void **state)
 {
     (void)state;
@@ -348,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_window_buckets_and_expiry),
         cmocka_unit_test(test_window_is_bounded),
         cmocka_unit_test(test_window_under_a_second),
+        cmocka_unit_test(test_window_of_centuries),
         cmocka_unit_test(test_average_rps),
         cmocka_unit_test(test_rejections_follow_success_rate),
         cmocka_unit_test(test_criteria_defaults),

@@ -120,6 +120,8 @@ static void http(void **state)
     assert_int_equal(sharp_inspect_http((const uint8_t *)h2, strlen(h2), &proto), SHARP_INSPECT_NOT_FOUND);
     const uint8_t tls[] = {0x16, 3, 1, 0, 5};
     assert_int_equal(sharp_inspect_http(tls, sizeof tls, &proto), SHARP_INSPECT_NOT_FOUND);
+    /* nothing read yet: no buffer (run under UBSan) */
+    assert_int_equal(sharp_inspect_http(NULL, 0, &proto), SHARP_INSPECT_NEED_MORE);
     const char *sp = "GET /a b HTTP/1.1\r\n";
     assert_int_equal(sharp_inspect_http((const uint8_t *)sp, strlen(sp), &proto), SHARP_INSPECT_NOT_FOUND);
 }

@@ -321,6 +321,19 @@ static void disallowed_versions(void **state)
     assert_int_equal(sharp_pp_parse(b, n, &no1, &h), SHARP_PP_DONE);
 }
 
+/* Nothing read yet is no buffer at all (the listener filters' timeout
+ * with continue_on_listener_filters_timeout before the first byte): no
+ * verdict, and no comparison with a null pointer (run under UBSan). */
+static void nothing_read(void **state)
+{
+    (void)state;
+    sharp_pp_header_t h;
+    sharp_pp_opts_t allow = {.allow_without = true};
+    assert_int_equal(sharp_pp_parse(NULL, 0, &strict, &h), SHARP_PP_NEED_MORE);
+    assert_int_equal(sharp_pp_parse(NULL, 0, &allow, &h), SHARP_PP_NEED_MORE);
+    assert_int_equal(h.version, 0);
+}
+
 /* Random bytes after either signature never read past the buffer (run
  * under ASan) and always give a verdict or ask for at most SHARP_PP_V2_MAX. */
 static void hostile(void **state)
@@ -357,6 +370,7 @@ int main(void)
         cmocka_unit_test(v1_oversized), cmocka_unit_test(v2_tcp4),             cmocka_unit_test(v2_tcp6),
         cmocka_unit_test(v2_local_and_unspec), cmocka_unit_test(v2_malformed), cmocka_unit_test(v2_tlvs),
         cmocka_unit_test(without_proxy_protocol), cmocka_unit_test(disallowed_versions), cmocka_unit_test(hostile),
+        cmocka_unit_test(nothing_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
