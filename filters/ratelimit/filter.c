@@ -591,6 +591,7 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     sharp_ext_authz_call_args_t a = {
         .worker = w,
         .cluster = sc,
+        .view = s->view,
         .cl = scl,
         .headers = &rh,
         .body = body.data,

@@ -14,8 +14,8 @@ from concurrent import futures
 
 import pytest
 
-from conftest import (SLOW, Upstream, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines, protos,
-                      run_sharp_config, stat, validate_config, wait_for)
+from conftest import (SLOW, Upstream, as_aggregate, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines,
+                      protos, run_sharp_config, stat, validate_config, wait_for)
 
 grpc = pytest.importorskip("grpc")
 
@@ -147,7 +147,8 @@ ROUTES = f"""\
 """
 
 
-def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_extra="", runtime=None):
+def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_extra="", runtime=None,
+          aggregate=False):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls_port]}, routes=routes,
                        hcm_extra=hcm_extra, vhost_extra=vhost_extra)
@@ -155,6 +156,8 @@ def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_ext
     # the rate limit service's cluster speaks HTTP/2
     y = y.replace("  - name: rls\n    type: STATIC\n",
                   "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
+    if aggregate:
+        y = as_aggregate(y, "rls")
     y = "node: { id: n1, cluster: front }\n" + y
     if runtime:
         y += "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { " + runtime + " }\n"
@@ -362,6 +365,21 @@ def test_client_gone_during_call(procs, upstream, rls):
     assert stat(admin, "cluster.backend.upstream_rq_total") in (None, 0)
     assert stat(admin, "cluster.backend.ratelimit.error") is None
     assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+
+
+def test_aggregate_service_cluster(procs, upstream, rls):
+    """The rate limit service's cluster is an aggregate cluster: the call
+    goes to the member its balancer chooses (it failed with "no healthy
+    upstream" before, and the request went through unchecked)."""
+    port, admin = start(procs, upstream, rls.port, ratelimit(extra="failure_mode_deny: true\n"), aggregate=True)
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+    st, _, _ = h1_request(port, "/echo", headers={"x-mode": "over"})
+    assert st == 429
+    assert [descriptors(r) for r in rls.requests] == [[[("mode", "ok")]], [[("mode", "over")]]]
+    assert stat(admin, "cluster.rls_m.upstream_rq_total") == 2
+    assert stat(admin, "cluster.backend.ratelimit.ok") == 1
+    assert stat(admin, "cluster.backend.ratelimit.over_limit") == 1
+    assert not stat(admin, "cluster.backend.ratelimit.error")
 
 
 def test_dead_service(procs, upstream):
