@@ -94,6 +94,13 @@ class RateLimitService:
                 h.key, h.value = k, v
                 h = r.request_headers_to_add.add()
                 h.key, h.value = k, v
+        if mode == "framing":
+            for k, v in (("content-length", "0"), ("transfer-encoding", "chunked"), ("connection", "close"),
+                         ("host", "elsewhere"), ("upgrade", "websocket"), ("keep-alive", "timeout=1")):
+                h = r.response_headers_to_add.add()
+                h.key, h.value = k, v
+                h = r.request_headers_to_add.add()
+                h.key, h.value = k, v
         if mode == "meta":
             r.dynamic_metadata["tier"] = "gold"
             r.dynamic_metadata["n"] = 3
@@ -281,6 +288,29 @@ def test_hostile_answer_headers(procs, upstream, rls):
     seen = echoed(b)
     assert seen.get("x-upper") == ["up"]
     assert "x-injected" not in seen and "x-split" not in seen
+
+
+def test_answer_headers_do_not_touch_framing(procs, upstream, rls):
+    """An answer's content-length, Host and connection-specific headers
+    (transfer-encoding, connection, upgrade, keep-alive) are dropped on both
+    sides: written beside the message's own framing they would make the
+    upstream or the client read this message, and the next ones on the
+    connection, differently."""
+    port, _ = start(procs, upstream, rls.port, ratelimit())
+    st, h, b = h1_request(port, "/echo", method="POST", body=b"hello", headers={"x-mode": "framing"})
+    assert st == 200, b
+    import json
+    assert json.loads(b)["body_bytes"] == 5
+    seen = echoed(b)
+    assert seen.get("content-length") == ["5"], seen
+    assert seen.get("host") == [f"127.0.0.1:{port}"], seen
+    for k in ("transfer-encoding", "connection", "upgrade", "keep-alive"):
+        assert k not in seen, seen
+    assert seen.get("x-rls-req") == ["framing"]
+    assert h.get("content-length") == str(len(b)), h
+    for k in ("transfer-encoding", "connection", "upgrade", "keep-alive"):
+        assert k not in h, h
+    assert h.get("x-rls-resp") == "framing"
 
 
 def test_dynamic_metadata(procs, upstream, rls):
