@@ -17,6 +17,7 @@
 #include "runtime.h"
 #include "config/shuffle_shard_config.h"
 #include "config/udp_proxy_config.h"
+#include "udp/udp_proxy.h"
 #include "upstream/subset.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "config/scaling_config.h"
@@ -3279,6 +3280,15 @@ static bool cluster_known(const build_ctx_t *b, const sharp_snapshot_t *s, const
 static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l, const sharp_snapshot_t *s,
                                 const char *p)
 {
+    /* the UDP proxy has no aggregate clusters: its sessions are bound to
+     * one cluster's host (a CDS aggregate fails per datagram, udp_proxy.h) */
+    for (uint32_t i = 0; l->udp && i < l->udp->nroutes; i++) {
+        const sharp_udp_route_t *r = l->udp->routes[i];
+        const sharp_cluster_t *c = sharp_snapshot_cluster(s, r->cluster);
+        if (c && c->aggregate)
+            return fail(b, r->path, "cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which is not "
+                                    "supported by SHARP's UDP proxy", r->cluster);
+    }
     for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
         sharp_route_table_t *rt = l->chains[fc]->hcm->routes;
         char cp[64];

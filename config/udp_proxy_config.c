@@ -46,7 +46,7 @@ static void *make_route(const char *name, const char *type_url, const ProtobufCM
                         const char *path, char *err, size_t errlen)
 {
     (void)name;
-    (void)arg;
+    sharp_udp_proxy_config_t *c = arg;
     const char *t = strrchr(type_url, '/');
     t = t ? t + 1 : type_url;
     if (strcmp(t, ROUTE_TYPE) != 0) {
@@ -60,6 +60,11 @@ static void *make_route(const char *name, const char *type_url, const ProtobufCM
     }
     sharp_udp_route_t *route = sharp_calloc(1, sizeof *route);
     route->cluster = sharp_strdup(r->cluster);
+    char p[1024];
+    snprintf(p, sizeof p, "%s.cluster", path);
+    route->path = sharp_strdup(p);
+    c->routes = sharp_realloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
+    c->routes[c->nroutes++] = route;
     return route;
 }
 
@@ -67,6 +72,7 @@ static void free_route(void *a)
 {
     sharp_udp_route_t *r = a;
     free(r->cluster);
+    free(r->path);
     free(r);
 }
 
@@ -92,12 +98,16 @@ static int build_proxy(err_t *e, sharp_udp_proxy_config_t *c, const udp_proxy_pb
             return fail(e, p, "value length must be at least 1 characters");
         }
         c->route.cluster = sharp_strdup(pb->cluster);
+        snprintf(p, sizeof p, "%s.cluster", path);
+        c->route.path = sharp_strdup(p);
+        c->routes = sharp_calloc(1, sizeof *c->routes);
+        c->routes[c->nroutes++] = &c->route;
         break;
     case ENVOY__EXTENSIONS__FILTERS__UDP__UDP_PROXY__V3__UDP_PROXY_CONFIG__ROUTE_SPECIFIER_MATCHER: {
         char err[1024], epath[1024];
         snprintf(p, sizeof p, "%s.matcher", path);
         uint32_t flags = SHARP_MATCH_NET_UDP | (wildcard(&l->addr) ? SHARP_MATCH_NET_NO_LOCAL_IP : 0);
-        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, NULL, flags, epath,
+        c->matcher = sharp_matcher_build_network(pb->matcher, p, make_route, free_route, c, flags, epath,
                                                  sizeof epath, err, sizeof err);
         if (!c->matcher) return fail(e, epath, "%s", err);
         break;

@@ -59,11 +59,13 @@ int sharp_grpc_api_source_target(const Envoy__Config__Core__V3__ApiConfigSource 
     }
     const char *cname = gs->envoy_grpc->cluster_name ? gs->envoy_grpc->cluster_name : "";
     const sharp_cluster_t *c = sharp_snapshot_cluster(snap, cname);
-    if (!c || c->type == SHARP_CLUSTER_EDS) {
+    if (!c || c->type == SHARP_CLUSTER_EDS || c->aggregate) {
+        /* an aggregate cluster is initialized after the primary ones, and
+         * Envoy's check takes primary clusters only */
         snprintf(err, errlen,
                  "%s.grpc_services[0].envoy_grpc.cluster_name: envoy.config.core.v3.ApiConfigSource must have a "
-                 "statically defined non-EDS cluster: '%s' does not exist, was added via api, or is an EDS cluster",
-                 field, cname);
+                 "statically defined non-EDS cluster: '%s' does not exist, was added via api, or is an EDS cluster%s",
+                 field, cname, c && c->aggregate ? " (it is an aggregate cluster, which is not supported here)" : "");
         return -1;
     }
     if (!c->http2) {

@@ -315,6 +315,11 @@ int sharp_metrics_sink_check(const sharp_metrics_sink_t *k, sharp_snapshot_t *sn
         snprintf(err, errlen, "Unknown gRPC client cluster '%s'", k->cluster);
         return -1;
     }
+    if (c->aggregate) {
+        snprintf(err, errlen, "gRPC client cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which "
+                 "is not supported by SHARP's metrics service sink", k->cluster);
+        return -1;
+    }
     if (!c->http2) {
         /* Envoy would send gRPC over HTTP/1.1 and fail every stream */
         snprintf(

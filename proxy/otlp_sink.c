@@ -395,6 +395,11 @@ int sharp_otlp_sink_check(const sharp_otlp_sink_t *k, sharp_snapshot_t *snap, ch
         snprintf(err, errlen, "Unknown gRPC client cluster '%s'", k->cluster);
         return -1;
     }
+    if (c->aggregate) {
+        snprintf(err, errlen, "gRPC client cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which "
+                 "is not supported by SHARP's OpenTelemetry stats sink", k->cluster);
+        return -1;
+    }
     if (!c->http2) {
         snprintf(
             err, errlen,

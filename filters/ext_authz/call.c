@@ -1,6 +1,8 @@
 /* call.c: the ext_authz filter's side request to its authorization
  * cluster; see call.h. */
 #include "filters/ext_authz/call.h"
+#include "upstream/aggregate.h"
+#include "worker.h"
 #include "log.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
@@ -216,9 +218,16 @@ static const sharp_upstream_callbacks_t call_cbs = {
 sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_args_t *a)
 {
     sharp_worker_t *w = a->worker;
+    /* the host first: of an aggregate cluster, the member its balancer
+     * chooses takes the call, its pools, breakers and stats
+     * (upstream/aggregate.h); a shuffle-shard cluster needs a customer key
+     * the call has not got, so its balancer is not asked */
+    sharp_cluster_t *cluster = a->cluster;
+    sharp_cluster_local_t *cl = a->cl;
+    sharp_host_t *host = sharp_aggregate_host(a->view, &cluster, &cl, sharp_worker_random(w));
     sharp_ext_authz_call_t *c = sharp_calloc(1, sizeof *c);
     c->w = w;
-    c->c = a->cluster ? sharp_cluster_ref(a->cluster) : NULL;
+    c->c = cluster ? sharp_cluster_ref(cluster) : NULL;
     c->done = a->done;
     c->ctx = a->ctx;
     c->timeout_ms = a->timeout_ms;
@@ -241,9 +250,7 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
         c->starting = false;
         return c;
     }
-    /* a shuffle-shard cluster needs a customer key the check has not got:
-     * its balancer is not asked */
-    c->host = a->cluster->shuffle_shard ? NULL : sharp_cluster_choose(a->cl, false, NULL, 0);
+    c->host = host;
     if (!c->host) {
         end_call(c, "no healthy upstream");
         c->starting = false;
@@ -264,7 +271,7 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
     atomic_fetch_add_explicit(&c->host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->host->rq_total, 1, memory_order_relaxed);
     if (c->timeout_ms) uv_timer_start(&c->timer, on_timeout, c->timeout_ms, 0);
-    sharp_pool_t *pool = sharp_cluster_pool(a->cl, SHARP_PRIORITY_DEFAULT, c->host,
+    sharp_pool_t *pool = sharp_cluster_pool(cl, SHARP_PRIORITY_DEFAULT, c->host,
                                             a->http2 ? "HTTP/2" : "HTTP/1.1");
     if (!sharp_pool_acquire(pool, &c->ureq, &call_cbs, c)) {
         sharp_counter_inc(w->stats, c->c->st.rq_pending_overflow);

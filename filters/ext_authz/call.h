@@ -39,6 +39,7 @@ typedef struct {
     sharp_worker_t *worker;
     sharp_cluster_t *cluster; /* NULL: no such cluster, the call fails */
     sharp_cluster_local_t *cl;
+    const struct sharp_worker_view *view; /* cluster's and cl's: an aggregate's members are looked up there */
     const sharp_headers_t *headers; /* the request head (copied) */
     const char *body;               /* the request body (copied), NULL for none */
     size_t body_len;

@@ -604,6 +604,7 @@ static void start_check(sharp_filter_t *f)
     sharp_ext_authz_call_args_t a = {
         .worker = w,
         .cluster = ac,
+        .view = s->view,
         .cl = cl,
         .headers = &h,
         .body = c->grpc ? grpc_body.data : st->body.data,

@@ -460,10 +460,12 @@ static bool descriptors_allow(sharp_filter_t *f, const lrl_config_t *fc, const l
 {
     sharp_rl_descriptors_t rd = {0};
     request_descriptors(f, fc, c, h, &rd);
-    lrl_descriptor_t *matched[16];
+    /* one per request descriptor at most (as many as the route's
+     * rate_limits): every matched bucket is asked, however many */
+    lrl_descriptor_t *stackbuf[16], **matched = rd.n <= 16 ? stackbuf : sharp_calloc(rd.n, sizeof *matched);
     uint32_t n = 0;
     for (uint32_t i = 0; i < rd.n; i++) {
-        for (uint32_t k = 0; k < c->ndescs && n < 16; k++) {
+        for (uint32_t k = 0; k < c->ndescs; k++) {
             if (!same_descriptor(&c->descs[k].d, &rd.d[i])) continue;
             matched[n++] = &c->descs[k];
             break;
@@ -480,11 +482,13 @@ static bool descriptors_allow(sharp_filter_t *f, const lrl_config_t *fc, const l
     for (uint32_t i = 0; i < n; i++) {
         if (!sharp_token_bucket_consume(&matched[i]->bucket, now)) {
             *used = &matched[i]->bucket;
+            if (matched != stackbuf) free(matched);
             return false;
         }
     }
     sharp_token_bucket_t *def = *used;
     if (n) *used = &matched[0]->bucket;
+    if (matched != stackbuf) free(matched);
     if ((!n || c->always_consume_default) && def) return sharp_token_bucket_consume(def, now);
     return true;
 }

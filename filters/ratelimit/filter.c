@@ -403,7 +403,13 @@ static void x_ratelimit_headers(const rls_resp_t *a, sharp_headers_t *out)
 
 /* A header of the answer into `out`: the name lower-cased (Envoy's
  * LowerCaseString); one that is not a token, or a value with CR, LF or
- * NUL, is dropped rather than written to a client or upstream. */
+ * NUL, is dropped rather than written to a client or upstream. So are the
+ * message's framing (content-length) and the connection-specific fields
+ * (transfer-encoding, connection, ...): the codecs frame by their own
+ * view of the message, and a second length or a chunked coding beside it
+ * would make the peer read the message (and the ones after it on the
+ * connection) differently; a second Host (the request's is its
+ * :authority) would let two readers see two authorities. */
 static void answer_header(const Envoy__Config__Core__V3__HeaderValue *hv, sharp_headers_t *out)
 {
     static const char tchar[] = "!#$%&'*+-.^_`|~";
@@ -419,6 +425,10 @@ static void answer_header(const Envoy__Config__Core__V3__HeaderValue *hv, sharp_
         name[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
     }
     if (strpbrk(v, "\r\n")) return;
+    sharp_str_t nm = {name, n};
+    if ((n == 14 && !memcmp(name, "content-length", 14)) || (n == 4 && !memcmp(name, "host", 4)) ||
+        sharp_header_is_connection_specific(nm))
+        return;
     sharp_headers_add(out, name, n, v, strlen(v));
 }
 
@@ -591,6 +601,7 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     sharp_ext_authz_call_args_t a = {
         .worker = w,
         .cluster = sc,
+        .view = s->view,
         .cl = scl,
         .headers = &rh,
         .body = body.data,

@@ -95,6 +95,13 @@ sharp_grpc_client_t *sharp_grpc_client_create(const sharp_upstream_env_t *env, s
         snprintf(err, errlen, "Unknown gRPC client cluster '%s'", name);
         return NULL;
     }
+    if (cl->aggregate) {
+        /* this client's pools are the cluster's own hosts'; its callers
+         * refuse an aggregate at load */
+        snprintf(err, errlen, "gRPC client cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which "
+                 "is not supported by SHARP's gRPC client", name);
+        return NULL;
+    }
     if (!cl->http2) {
         /* gRPC needs HTTP/2; Envoy would send it over HTTP/1.1 and fail
          * every call, SHARP says so at once */

@@ -28,6 +28,7 @@ struct sharp_udp_listener {
     char *buf;              /* one datagram, read and relayed at once */
     size_t buflen;
     bool reading;
+    bool aggregate_logged; /* the error of a datagram to an aggregate cluster, once per config */
 };
 
 typedef struct sharp_udp_session {
@@ -265,6 +266,16 @@ static void on_datagram(sharp_udp_listener_t *u, const struct sockaddr *peer, co
     const char *name = route(u, peer);
     sharp_cluster_local_t *cl = NULL;
     sharp_cluster_t *cluster = name && u->w->view ? sharp_view_cluster(u->w->view, name, &cl) : NULL;
+    if (cluster && cluster->aggregate) {
+        /* refused at load; one from CDS fails visibly (udp_proxy.h) */
+        if (!u->aggregate_logged)
+            sharp_log_error("udp proxy %s: cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which "
+                            "is not supported by SHARP's UDP proxy: its datagrams are dropped (counted in "
+                            "udp.%s.downstream_sess_no_route)",
+                            u->l->name, name, cfg->stat_prefix);
+        u->aggregate_logged = true;
+        cluster = NULL;
+    }
     if (!cluster || !cl) {
         sharp_debug(filter, "udp proxy: no route%s%s", name ? ": no cluster " : "", name ? name : "");
         sharp_counter_inc(sh, cfg->st.no_route);
@@ -353,6 +364,7 @@ static void set_listener(sharp_udp_listener_t *u, const sharp_listener_config_t 
 {
     u->l = l;
     u->cfg = l->udp;
+    u->aggregate_logged = false;
     size_t n = l->udp->downstream_max_rx > l->udp->upstream_max_rx ? l->udp->downstream_max_rx
                                                                    : l->udp->upstream_max_rx;
     if (n > u->buflen) {
@@ -404,6 +416,8 @@ void sharp_udp_proxy_config_free(sharp_udp_proxy_config_t *c)
     if (!c) return;
     free(c->stat_prefix);
     free(c->route.cluster);
+    free(c->route.path);
+    free(c->routes);
     if (c->matcher) sharp_matcher_free(c->matcher);
     free(c);
 }

@@ -26,12 +26,17 @@ struct sharp_matcher;
 /* A matcher action: envoy.extensions.filters.udp.udp_proxy.v3.Route */
 typedef struct sharp_udp_route {
     char *cluster;
+    char *path; /* the cluster field's config path, for errors */
 } sharp_udp_route_t;
 
 typedef struct sharp_udp_proxy_config {
     char *stat_prefix;
     sharp_udp_route_t route;        /* `cluster` */
     struct sharp_matcher *matcher;  /* or the matcher (actions: sharp_udp_route_t) */
+    /* every route: &route, or the matcher's actions (not owned), for the
+     * load's check of their clusters */
+    sharp_udp_route_t **routes;
+    uint32_t nroutes;
     uint64_t idle_timeout_ms;       /* default 60 s */
     bool per_packet_lb;             /* use_per_packet_load_balancing */
     uint32_t downstream_max_rx; /* udp_listener_config.downstream_socket_config.max_rx_datagram_size: 1500 */
@@ -41,6 +46,9 @@ typedef struct sharp_udp_proxy_config {
             idle_timeout, active;
     } st; /* udp.<stat_prefix>.downstream_sess_* and idle_timeout */
     sharp_stat_id_t rx_datagram_dropped; /* listener.<address>.udp.downstream_rx_datagram_dropped */
+    /* udp.<stat_prefix>.downstream_sess_no_route counts a datagram whose
+     * cluster is an aggregate (not supported by the UDP proxy: refused at
+     * load for a static one; one from CDS fails here, with an error log) */
 } sharp_udp_proxy_config_t;
 
 void sharp_udp_proxy_config_free(sharp_udp_proxy_config_t *c);

@@ -60,3 +60,20 @@ sharp_cluster_t *sharp_aggregate_choose(const sharp_worker_view_t *v, const shar
     *level = at[k].level;
     return at[k].c;
 }
+
+sharp_host_t *sharp_aggregate_host(const sharp_worker_view_t *v, sharp_cluster_t **c, sharp_cluster_local_t **cl,
+                                   uint64_t rnd)
+{
+    if (!*c || !*cl || (*c)->shuffle_shard) return NULL;
+    if (!(*c)->aggregate) return sharp_cluster_choose(*cl, false, NULL, 0);
+    sharp_cluster_local_t *mcl = NULL;
+    uint32_t level = 0;
+    sharp_cluster_t *m = sharp_aggregate_choose(v, *c, (*c)->panic_threshold, rnd, &mcl, &level);
+    if (!m) return NULL;
+    *c = m;
+    *cl = mcl;
+    /* a member that balances by subsets: its subset balancer chooses the
+     * level (as the router's try) */
+    if (mcl->subsets.plan) return sharp_cluster_choose(mcl, false, NULL, 0);
+    return sharp_lb_choose_level(&mcl->lb, level);
+}

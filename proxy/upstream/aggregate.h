@@ -18,6 +18,7 @@
 
 struct sharp_cluster;
 struct sharp_cluster_local;
+struct sharp_host;
 struct sharp_worker_view;
 
 typedef struct sharp_aggregate {
@@ -39,5 +40,15 @@ void sharp_aggregate_free(sharp_aggregate_t *a);
 struct sharp_cluster *sharp_aggregate_choose(const struct sharp_worker_view *v, const struct sharp_cluster *agg,
                                              double panic_threshold, uint64_t rnd,
                                              struct sharp_cluster_local **cl, uint32_t *level);
+
+/* A host for a request that is no router's try (an async post or stream of
+ * a tracer, an ext_authz or rate limit call): of the cluster *c (its state
+ * *cl) itself, or, when *c is an aggregate, of the member and level that
+ * sharp_aggregate_choose gives, *c and *cl then the member's (its pools,
+ * breakers and stats take the request, as a router's try). NULL when there
+ * is no host; *c and *cl stay the aggregate's when no member has a level.
+ * A shuffle-shard cluster gives none (no customer key). */
+struct sharp_host *sharp_aggregate_host(const struct sharp_worker_view *v, struct sharp_cluster **c,
+                                        struct sharp_cluster_local **cl, uint64_t rnd);
 
 #endif

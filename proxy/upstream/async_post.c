@@ -1,5 +1,6 @@
 /* async_post.c: a worker's requests to a cluster; see async_post.h. */
 #include "upstream/async_post.h"
+#include "upstream/aggregate.h"
 #include "log.h"
 #include "upstream/cluster.h"
 #include "upstream/pool.h"
@@ -259,7 +260,9 @@ static post_t *post_new(sharp_worker_t *w, const char *cluster, sharp_headers_t 
         sharp_headers_free(h);
         return NULL;
     }
-    sharp_host_t *host = sharp_cluster_choose(*cl, false, NULL, 0);
+    /* an aggregate cluster: the member its balancer chooses takes the
+     * request (upstream/aggregate.h) */
+    sharp_host_t *host = sharp_aggregate_host(w->view, &c, cl, sharp_worker_random(w));
     bool slot = host && sharp_cluster_slot_acquire(&c->open[SHARP_PRIORITY_DEFAULT].rq_open,
                                                    sharp_cluster_cb_max(c, SHARP_PRIORITY_DEFAULT,
                                                                         SHARP_CB_MAX_REQUESTS));

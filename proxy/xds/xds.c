@@ -716,10 +716,13 @@ static int gsrc_check(gsrc_t *g, const sharp_snapshot_t *snap, char *err, size_t
 {
     const sharp_snapshot_t *base = snap->base ? snap->base : snap;
     const sharp_cluster_t *c = sharp_snapshot_cluster(base, g->cluster);
-    if (!c || c->type == SHARP_CLUSTER_EDS) {
+    if (!c || c->type == SHARP_CLUSTER_EDS || c->aggregate) {
+        /* an aggregate cluster is initialized after the primary ones, and
+         * Envoy's check takes primary clusters only */
         snprintf(err, errlen, "%s.grpc_services[0].envoy_grpc.cluster_name: envoy.config.core.v3.ApiConfigSource "
                  "must have a statically defined non-EDS cluster: '%s' does not exist, was added via api, or is an "
-                 "EDS cluster", g->field, g->cluster);
+                 "EDS cluster%s", g->field, g->cluster,
+                 c && c->aggregate ? " (it is an aggregate cluster, which is not supported here)" : "");
         return -1;
     }
     if (!c->http2) {

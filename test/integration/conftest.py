@@ -280,6 +280,19 @@ static_resources:
 {cl}"""
 
 
+def as_aggregate(yaml_text, name):
+    """A bootstrap_yaml text whose STATIC cluster `name` becomes the member
+    `name`_m of an aggregate cluster (envoy.clusters.aggregate) `name`."""
+    old = f"  - name: {name}\n    type: STATIC\n"
+    assert old in yaml_text
+    agg = (f"  - name: {name}\n    connect_timeout: 1s\n    lb_policy: CLUSTER_PROVIDED\n"
+           "    cluster_type:\n      name: envoy.clusters.aggregate\n      typed_config:\n"
+           '        "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig\n'
+           f"        clusters: [{name}_m]\n")
+    y = yaml_text.replace(old, agg + f"  - name: {name}_m\n    type: STATIC\n")
+    return y.replace(f"      cluster_name: {name}\n", f"      cluster_name: {name}_m\n")
+
+
 class Sharp(Proc):
     def __init__(self, yaml_text, concurrency=2, extra=()):
         self.dir = tempfile.mkdtemp(prefix="sharp-it-")

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from conftest import (PROTOS, SLOW, bootstrap_yaml, file_access_log, free_port, log_lines, protos, run_sharp_config, stat,
-                      validate_config, wait_for)
+from conftest import (PROTOS, SLOW, as_aggregate, bootstrap_yaml, file_access_log, free_port, log_lines, protos,
+                      run_sharp_config, stat, validate_config, wait_for)
 
 TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
@@ -128,10 +128,12 @@ def with_filter(yaml_text, cfg):
                              "          http_filters:\n" + "".join("          " + ln + "\n" for ln in f.splitlines()))
 
 
-def start(procs, upstream, authz_port, cfg, routes=None, hcm_extra=""):
+def start(procs, upstream, authz_port, cfg, routes=None, hcm_extra="", aggregate=False):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "authz": [authz_port]}, routes=routes,
                        hcm_extra=hcm_extra)
+    if aggregate:
+        y = as_aggregate(y, "authz")
     run_sharp_config(procs, with_filter(y, cfg), admin)
     return listen, admin
 
@@ -302,6 +304,19 @@ def test_unknown_cluster_is_an_error(procs, upstream, authz):
     assert PROTOS_H1.request(port, "/echo")[0] == 403
     assert stat(admin, "http.ingress_http.ext_authz.error") == 1
     assert authz.requests == []
+
+
+def test_aggregate_authorization_cluster(procs, upstream, authz):
+    """server_uri's cluster is an aggregate cluster: the check goes to the
+    host of the member its balancer chooses, counted in the member's
+    stats (it got "no healthy upstream" and a 403 before)."""
+    port, admin = start(procs, upstream, authz.port, ext_authz(), routes=ROUTES, aggregate=True)
+    for _ in range(3):
+        assert PROTOS_H1.request(port, "/echo")[0] == 200
+    assert len(authz.requests) == 3
+    assert stat(admin, "http.ingress_http.ext_authz.ok") == 3
+    assert stat(admin, "cluster.authz_m.upstream_rq_total") == 3
+    assert not stat(admin, "http.ingress_http.ext_authz.error")
 
 
 def test_per_route_disabled(procs, upstream, authz):

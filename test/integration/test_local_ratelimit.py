@@ -292,6 +292,20 @@ def test_descriptors(procs, upstream):
     assert stat(admin, "lrl.http_local_rate_limit.rate_limited") == 3
 
 
+def test_many_descriptors_all_count(procs, upstream):
+    """A request that makes more than 16 configured descriptors takes a
+    token from each of their buckets (the 17th was ignored)."""
+    n = 17
+    routes = ('- match: { prefix: "/" }\n  route:\n    cluster: backend\n    rate_limits:\n'
+              + "".join(f"    - actions: [{{ generic_key: {{ descriptor_value: d{i} }} }}]\n" for i in range(n)))
+    descs = "descriptors:\n" + "".join(
+        f"- entries: [{{ key: generic_key, value: d{i} }}]\n"
+        f"  token_bucket: {{ max_tokens: {1 if i == n - 1 else 100}, fill_interval: 60s }}\n" for i in range(n))
+    port, admin = start(procs, upstream, lrl(100, extra=descs), routes=routes)
+    assert [s for s, _, _ in statuses(H1, port, 2)] == [200, 429]
+    assert stat(admin, "lrl.http_local_rate_limit.rate_limited") == 1
+
+
 def test_descriptors_without_default_consumption(procs, upstream):
     """always_consume_default_token_bucket false: a request a descriptor
     decides leaves the default bucket alone."""

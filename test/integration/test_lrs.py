@@ -299,8 +299,9 @@ def test_config_loads_and_envoy_refusals():
     rc, out = validate_config(config(listen, admin, 1, 2, 3))
     assert rc == 0, out
 
-    def refused(load_stats, msg):
-        rc, out = validate_config(config(listen, admin, 1, 2, 3, load_stats=load_stats))
+    def refused(load_stats, msg, extra_clusters=""):
+        rc, out = validate_config(config(listen, admin, 1, 2, 3, load_stats=load_stats,
+                                         extra_clusters=extra_clusters))
         assert rc != 0 and msg in out, out
     refused("load_stats_config: { api_type: GRPC, transport_api_version: V3 }",
             "cluster_manager.load_stats_config: API configs must have either a gRPC service or a cluster name defined")
@@ -320,6 +321,17 @@ def test_config_loads_and_envoy_refusals():
     refused("load_stats_config: { api_type: GRPC, transport_api_version: V3, "
             "grpc_services: [{ envoy_grpc: { cluster_name: other } }] }",
             "gRPC client cluster 'other' does not use HTTP/2")
+    # an aggregate cluster is no primary cluster: refused as Envoy refuses it
+    agg = ("  - name: agg\n    connect_timeout: 1s\n    lb_policy: CLUSTER_PROVIDED\n    cluster_type:\n"
+           "      name: envoy.clusters.aggregate\n      typed_config:\n"
+           '        "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig\n'
+           "        clusters: [lrs_cluster]\n")
+    refused("load_stats_config: { api_type: GRPC, transport_api_version: V3, "
+            "grpc_services: [{ envoy_grpc: { cluster_name: agg } }] }",
+            "cluster_manager.load_stats_config.grpc_services[0].envoy_grpc.cluster_name: "
+            "envoy.config.core.v3.ApiConfigSource must have a statically defined non-EDS cluster: 'agg' does not "
+            "exist, was added via api, or is an EDS cluster (it is an aggregate cluster, which is not supported "
+            "here)", extra_clusters=agg)
     refused("load_stats_config: { api_type: GRPC, transport_api_version: V3, config_validators: "
             "[{ name: x, typed_config: { '@type': type.googleapis.com/google.protobuf.Empty } }], "
             "grpc_services: [{ envoy_grpc: { cluster_name: lrs_cluster } }] }",

@@ -368,9 +368,22 @@ def test_stalled_collector_drops_flushes(procs, upstream, collectors):
     assert stat(admin, "cluster.backend.upstream_rq_total") == 3
 
 
+AGGREGATE = """\
+  - name: agg
+    connect_timeout: 1s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.aggregate
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig
+        clusters: [metrics_collector]
+"""
+
+
 def refused(extra_sink, cluster_extra="", collector="metrics_collector"):
     listen, admin = free_port(), free_port()
     text = config(listen, admin, 1, 2, extra_sink)
+    text = text.replace("stats_flush_interval:", AGGREGATE + "stats_flush_interval:", 1)
     text = text.replace("cluster_name: metrics_collector } }", f"cluster_name: {collector} }} }}")
     if cluster_extra == "http1":
         text = text.replace("explicit_http_config: { http2_protocol_options: {} }",
@@ -383,6 +396,10 @@ def refused(extra_sink, cluster_extra="", collector="metrics_collector"):
 def test_refusals():
     assert "Unknown gRPC client cluster 'nope'" in refused("", collector="nope")
     assert "does not use HTTP/2" in refused("", cluster_extra="http1")
+    # an aggregate cluster: SHARP's gRPC client goes to the cluster's own
+    # hosts, so it is refused by name (not "does not use HTTP/2")
+    assert "gRPC client cluster 'agg' is an aggregate cluster (envoy.clusters.aggregate), which is not supported" \
+        in refused("", collector="agg")
     listen, admin = free_port(), free_port()
     text = config(listen, admin, 1, 2).replace("    transport_api_version: V3\n", "")
     rc, out = validate_config(text)

@@ -434,6 +434,16 @@ def test_refusals():
                                                                        "cluster_name: nope } }"))
     assert "does not use HTTP/2" in refused(base.replace("explicit_http_config: { http2_protocol_options: {} }",
                                                          "explicit_http_config: { http_protocol_options: {} }"))
+    # an aggregate cluster: the sink's gRPC client pools the cluster's own
+    # hosts, so it is refused by name (it was "does not use HTTP/2")
+    agg = ("  - name: agg\n    connect_timeout: 1s\n    lb_policy: CLUSTER_PROVIDED\n    cluster_type:\n"
+           "      name: envoy.clusters.aggregate\n      typed_config:\n"
+           '        "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig\n'
+           "        clusters: [otel_collector]\n")
+    text = base.replace("cluster_name: otel_collector } }", "cluster_name: agg } }").replace(
+        "stats_flush_interval:", agg + "stats_flush_interval:", 1)
+    assert ("stats_sinks: gRPC client cluster 'agg' is an aggregate cluster (envoy.clusters.aggregate), which is "
+            "not supported by SHARP's OpenTelemetry stats sink") in refused(text)
     out = refused(base.replace("grpc_service: { envoy_grpc: { cluster_name: otel_collector } }",
                                "grpc_service: { google_grpc: { target_uri: 127.0.0.1:1, stat_prefix: m } }"))
     assert "google_grpc" in out

@@ -14,8 +14,8 @@ from concurrent import futures
 
 import pytest
 
-from conftest import (SLOW, Upstream, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines, protos,
-                      run_sharp_config, stat, validate_config, wait_for)
+from conftest import (SLOW, Upstream, as_aggregate, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines,
+                      protos, run_sharp_config, stat, validate_config, wait_for)
 
 grpc = pytest.importorskip("grpc")
 
@@ -94,6 +94,13 @@ class RateLimitService:
                 h.key, h.value = k, v
                 h = r.request_headers_to_add.add()
                 h.key, h.value = k, v
+        if mode == "framing":
+            for k, v in (("content-length", "0"), ("transfer-encoding", "chunked"), ("connection", "close"),
+                         ("host", "elsewhere"), ("upgrade", "websocket"), ("keep-alive", "timeout=1")):
+                h = r.response_headers_to_add.add()
+                h.key, h.value = k, v
+                h = r.request_headers_to_add.add()
+                h.key, h.value = k, v
         if mode == "meta":
             r.dynamic_metadata["tier"] = "gold"
             r.dynamic_metadata["n"] = 3
@@ -147,7 +154,8 @@ ROUTES = f"""\
 """
 
 
-def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_extra="", runtime=None):
+def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_extra="", runtime=None,
+          aggregate=False):
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls_port]}, routes=routes,
                        hcm_extra=hcm_extra, vhost_extra=vhost_extra)
@@ -155,6 +163,8 @@ def start(procs, upstream, rls_port, cfg, routes=ROUTES, hcm_extra="", vhost_ext
     # the rate limit service's cluster speaks HTTP/2
     y = y.replace("  - name: rls\n    type: STATIC\n",
                   "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
+    if aggregate:
+        y = as_aggregate(y, "rls")
     y = "node: { id: n1, cluster: front }\n" + y
     if runtime:
         y += "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { " + runtime + " }\n"
@@ -280,6 +290,29 @@ def test_hostile_answer_headers(procs, upstream, rls):
     assert "x-injected" not in seen and "x-split" not in seen
 
 
+def test_answer_headers_do_not_touch_framing(procs, upstream, rls):
+    """An answer's content-length, Host and connection-specific headers
+    (transfer-encoding, connection, upgrade, keep-alive) are dropped on both
+    sides: written beside the message's own framing they would make the
+    upstream or the client read this message, and the next ones on the
+    connection, differently."""
+    port, _ = start(procs, upstream, rls.port, ratelimit())
+    st, h, b = h1_request(port, "/echo", method="POST", body=b"hello", headers={"x-mode": "framing"})
+    assert st == 200, b
+    import json
+    assert json.loads(b)["body_bytes"] == 5
+    seen = echoed(b)
+    assert seen.get("content-length") == ["5"], seen
+    assert seen.get("host") == [f"127.0.0.1:{port}"], seen
+    for k in ("transfer-encoding", "connection", "upgrade", "keep-alive"):
+        assert k not in seen, seen
+    assert seen.get("x-rls-req") == ["framing"]
+    assert h.get("content-length") == str(len(b)), h
+    for k in ("transfer-encoding", "connection", "upgrade", "keep-alive"):
+        assert k not in h, h
+    assert h.get("x-rls-resp") == "framing"
+
+
 def test_dynamic_metadata(procs, upstream, rls):
     """The answer's dynamic_metadata lands in the stream's namespace
     envoy.filters.http.ratelimit."""
@@ -362,6 +395,21 @@ def test_client_gone_during_call(procs, upstream, rls):
     assert stat(admin, "cluster.backend.upstream_rq_total") in (None, 0)
     assert stat(admin, "cluster.backend.ratelimit.error") is None
     assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+
+
+def test_aggregate_service_cluster(procs, upstream, rls):
+    """The rate limit service's cluster is an aggregate cluster: the call
+    goes to the member its balancer chooses (it failed with "no healthy
+    upstream" before, and the request went through unchecked)."""
+    port, admin = start(procs, upstream, rls.port, ratelimit(extra="failure_mode_deny: true\n"), aggregate=True)
+    assert h1_request(port, "/echo", headers={"x-mode": "ok"})[0] == 200
+    st, _, _ = h1_request(port, "/echo", headers={"x-mode": "over"})
+    assert st == 429
+    assert [descriptors(r) for r in rls.requests] == [[[("mode", "ok")]], [[("mode", "over")]]]
+    assert stat(admin, "cluster.rls_m.upstream_rq_total") == 2
+    assert stat(admin, "cluster.backend.ratelimit.ok") == 1
+    assert stat(admin, "cluster.backend.ratelimit.over_limit") == 1
+    assert not stat(admin, "cluster.backend.ratelimit.error")
 
 
 def test_dead_service(procs, upstream):

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from conftest import (PathEchoUpstream, Sharp, free_port, h1_request, h2_request, stat, validate_config, wait_for,
-                      wait_port, bootstrap_yaml)
+from conftest import (PathEchoUpstream, Sharp, as_aggregate, free_port, h1_request, h2_request, stat, validate_config,
+                      wait_for, wait_port, bootstrap_yaml)
 
 CORPUS = "/work/shared/envoy-corpus"
 
@@ -316,6 +316,20 @@ def test_custom_tags(procs, echo, collector, monkeypatch):
     assert a["tenant"] == "acme" and b["tenant"] == "anonymous"
     assert a["user_agent"] == "replaced"
     assert a["quiet"] == "from-hcm" and b["quiet"] == "from-route"
+
+
+def test_aggregate_collector_cluster(procs, echo, collector):
+    """collector_cluster is an aggregate cluster: the report goes to the
+    member its balancer chooses (it was dropped for "no healthy host"
+    before)."""
+    listen, admin = free_port(), free_port()
+    y = config(listen, admin, echo.port, collector.port, runtime="tracing.zipkin.min_flush_spans: 1")
+    start(procs, as_aggregate(y, "zipkin"), admin)
+    assert get(listen)[0] == 200
+    wait_for(lambda: collector.spans(), 10, "the span")
+    wait_for(lambda: stat(admin, "tracing.zipkin.reports_sent") == 1, 5, "reports_sent")
+    assert stat(admin, "cluster.zipkin_m.upstream_rq_total") == 1
+    assert not stat(admin, "tracing.zipkin.reports_dropped")
 
 
 def test_http2_downstream_and_post_body(procs, echo, collector):

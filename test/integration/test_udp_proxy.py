@@ -674,3 +674,59 @@ def test_listener_shape_is_checked():
     assert rc == 0, out
     rc, out = validate_config(bootstrap(free_port(), [base, dict(base, name="udp2")], [cluster("c", [1])]))
     assert rc != 0 and "duplicate address" in out, out
+
+
+AGG = "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
+
+
+def aggregate_cluster(name, *members):
+    return {"name": name, "connect_timeout": "1s", "lb_policy": "CLUSTER_PROVIDED",
+            "cluster_type": {"name": "envoy.clusters.aggregate",
+                             "typed_config": {"@type": AGG, "clusters": list(members)}}}
+
+
+@pytest.mark.parametrize("route", ["cluster", "matcher"])
+def test_aggregate_cluster_refused(route):
+    """The UDP proxy does not take an aggregate cluster: a static one is
+    refused at load, naming the field (never accepted and answered with
+    "no route")."""
+    if route == "cluster":
+        proxy = {"stat_prefix": "agg", "cluster": "agg"}
+        where = "listener_filters[0].typed_config.cluster"
+    else:
+        proxy = {"stat_prefix": "agg", "matcher": {"on_no_match": {"action": {
+            "name": "route", "typed_config": {"@type": ROUTE, "cluster": "agg"}}}}}
+        where = "typed_config.matcher.on_no_match.action.typed_config.cluster"
+    rc, out = validate_config(bootstrap(free_port(), [udp_listener("udp", udp_port(), proxy)],
+                                        [cluster("m", [dead_udp_port()]), aggregate_cluster("agg", "m")]))
+    assert rc != 0, out
+    assert where in out, out
+    assert "cluster 'agg' is an aggregate cluster (envoy.clusters.aggregate), which is not supported" in out, out
+
+
+def test_aggregate_cluster_from_cds_fails_visibly(procs, echo, tmp_path):
+    """An aggregate cluster that CDS brings under the name the UDP proxy
+    routes to fails every datagram with an error log and
+    downstream_sess_no_route, and ends the session of the cluster it
+    replaced."""
+    e = echo()
+    admin, port = free_port(), udp_port()
+    cds = str(tmp_path / "cds.json")
+    typ = {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"}
+    write_atomic(cds, discovery(1, dict(cluster("c", [e.port]), **typ), dict(cluster("m", [e.port]), **typ)))
+    dyn = "dynamic_resources:\n  cds_config: {\"path_config_source\": {\"path\": \"%s\"}}\n" % cds
+    s = start(procs, bootstrap(admin, [udp_listener("udp", port, {"stat_prefix": "ag", "cluster": "c"})], [],
+                               dynamic=dyn), admin, concurrency=1)
+    c = Client(port)
+    wait_for(lambda: c.exchange(b"1", timeout=0.3) == b"1", 10, "the session")
+    write_atomic(cds, discovery(2, dict(aggregate_cluster("c", "m"), **typ), dict(cluster("m", [e.port]), **typ)))
+    wait_for(lambda: stat(admin, "cluster_manager.cds.update_success") == 2, 10, "the CDS update")
+    c.send(b"2")
+    c.send(b"3")
+    wait_for(lambda: counter(admin, "udp.ag.downstream_sess_no_route") == 2, 5, "no route")
+    wait_for(lambda: stat(admin, "udp.ag.downstream_sess_active") == 0, 5, "the session ended")
+    assert c.recv(0.2) is None
+    wait_for(lambda: "cluster 'c' is an aggregate cluster" in s.output(), 5, "the error log")
+    # once per configuration, not per datagram
+    assert s.output().count("cluster 'c' is an aggregate cluster") == 1, s.output()
+    c.close()

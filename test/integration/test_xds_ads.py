@@ -690,6 +690,18 @@ def test_bad_ads_configs_are_refused_as_envoy_refuses_them():
     b = boot()
     del b["static_resources"]["clusters"][0]["typed_extension_protocol_options"]
     check(b, "does not use HTTP/2")
+    # an aggregate cluster is not a primary cluster (Envoy initializes it
+    # after them): refused as Envoy's check refuses it
+    b = boot()
+    b["static_resources"]["clusters"].append({
+        "name": "aggx", "connect_timeout": "1s", "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+            "clusters": ["xds"]}}})
+    b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"] = "aggx"
+    check(b, "ads_config.grpc_services[0].envoy_grpc.cluster_name",
+          "'aggx' does not exist, was added via api, or is an EDS cluster (it is an aggregate cluster, which is "
+          "not supported here)")
     b = boot()
     b["dynamic_resources"]["ads_config"]["api_type"] = "REST"
     check(b, "REST", "not supported by SHARP")
