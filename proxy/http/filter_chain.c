@@ -1155,6 +1155,11 @@ bool sharp_stream_has_response_trailers(sharp_stream_t *s)
     return s->has_resp_trailers;
 }
 
+sharp_headers_t *sharp_stream_response_trailers(sharp_stream_t *s)
+{
+    return &s->resp_trailers;
+}
+
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
 {
     sharp_stream_t *s = f->stream;
