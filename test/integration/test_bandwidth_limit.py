@@ -271,3 +271,51 @@ def test_envoy_example_loads():
     with open(path) as f:
         rc, out = validate_config(f.read())
     assert rc == 0, out
+
+
+@pytest.mark.parametrize("up", ["h1", "h2"])
+def test_request_trailers_wait_for_the_body(procs, up):
+    """HTTP/2 request trailers after a paced 512 KiB body: they wait until
+    the body is through, then end the request; the upstream gets the whole
+    body and answers."""
+    proto = PROTOS["h2-both" if up == "h2" else "h2-down"]
+    port, admin = start(procs, proto.upstream(procs), "stat_prefix: bw\nenable_mode: REQUEST\nlimit_kbps: 256\n",
+                        cluster_extra=proto.cluster)
+    import h2.config
+    import h2.connection
+    import h2.events
+    c = socket.create_connection(("127.0.0.1", port), timeout=20 * SLOW)
+    t0 = time.monotonic()
+    try:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "POST"), (":path", "/upload"), (":scheme", "http"), (":authority", "x")])
+        body = b"t" * 524288
+        off, status, resp, ended, sent_trailers = 0, None, b"", False, False
+        c.sendall(conn.data_to_send())
+        while not ended:
+            while off < len(body) and conn.local_flow_control_window(1) > 0:
+                n = min(16384, len(body) - off, conn.local_flow_control_window(1), conn.max_outbound_frame_size)
+                conn.send_data(1, body[off:off + n])
+                off += n
+            if off == len(body) and not sent_trailers:
+                conn.send_headers(1, [("x-trailer", "1")], end_stream=True)
+                sent_trailers = True
+            c.sendall(conn.data_to_send())
+            d = c.recv(65536)
+            assert d
+            for ev in conn.receive_data(d):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = dict(ev.headers)[":status"]
+                elif isinstance(ev, h2.events.DataReceived):
+                    resp += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, 1)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = True
+            c.sendall(conn.data_to_send())
+    finally:
+        c.close()
+    took = time.monotonic() - t0
+    assert status == "200" and b"524288" in resp, (status, resp)
+    assert 0.7 <= took <= 1.0 + 1.0 * SLOW, took
+    wait_for(lambda: stat(admin, P + "request_pending") == 0, 5, "request_pending back to 0")
