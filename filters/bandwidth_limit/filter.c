@@ -78,14 +78,22 @@ static const struct {
     const char *name;
     char kind; /* c(ounter), g(auge), h(istogram) */
 } stat_names[ST_COUNT] = {
-    {"request_enabled", 'c'},         {"response_enabled", 'c'},
-    {"request_enforced", 'c'},        {"response_enforced", 'c'},
-    {"request_pending", 'g'},         {"response_pending", 'g'},
-    {"request_incoming_size", 'g'},   {"response_incoming_size", 'g'},
-    {"request_allowed_size", 'g'},    {"response_allowed_size", 'g'},
-    {"request_incoming_total_size", 'c'}, {"response_incoming_total_size", 'c'},
-    {"request_allowed_total_size", 'c'},  {"response_allowed_total_size", 'c'},
-    {"request_transfer_duration", 'h'},   {"response_transfer_duration", 'h'},
+    {"request_enabled", 'c'},
+    {"response_enabled", 'c'},
+    {"request_enforced", 'c'},
+    {"response_enforced", 'c'},
+    {"request_pending", 'g'},
+    {"response_pending", 'g'},
+    {"request_incoming_size", 'g'},
+    {"response_incoming_size", 'g'},
+    {"request_allowed_size", 'g'},
+    {"response_allowed_size", 'g'},
+    {"request_incoming_total_size", 'c'},
+    {"response_incoming_total_size", 'c'},
+    {"request_allowed_total_size", 'c'},
+    {"response_allowed_total_size", 'c'},
+    {"request_transfer_duration", 'h'},
+    {"response_transfer_duration", 'h'},
 };
 
 typedef struct bw_config {
@@ -146,8 +154,10 @@ static bool header_name_ok(const char *s)
 static char *trailer_name(const char *prefix, const char *name)
 {
     sharp_sbuf_t b = {0};
-    if (prefix && prefix[0]) sharp_sbuf_printf(&b, "%s-%s", prefix, name);
-    else sharp_sbuf_printf(&b, "%s", name);
+    if (prefix && prefix[0])
+        sharp_sbuf_printf(&b, "%s-%s", prefix, name);
+    else
+        sharp_sbuf_printf(&b, "%s", name);
     for (size_t i = 0; i < b.len; i++)
         if (b.data[i] >= 'A' && b.data[i] <= 'Z') b.data[i] = (char)(b.data[i] - 'A' + 'a');
     return b.data;
@@ -160,7 +170,8 @@ static bw_config_t *config_build(const bw_pb_t *pb, bool per_route, char *err, s
         return NULL;
     }
     if (per_route && !pb->limit_kbps) {
-        snprintf(err, errlen, "bandwidthlimitfilter: limit must be set for per route filter config");
+        snprintf(err, errlen,
+                 "bandwidthlimitfilter: limit must be set for per route filter config");
         return NULL;
     }
     if (pb->response_trailer_prefix && !header_name_ok(pb->response_trailer_prefix)) {
@@ -169,7 +180,8 @@ static bw_config_t *config_build(const bw_pb_t *pb, bool per_route, char *err, s
     }
     uint64_t fill_ms = BW_DEFAULT_FILL_MS;
     if (pb->fill_interval)
-        fill_ms = (uint64_t)pb->fill_interval->seconds * 1000 + (uint64_t)pb->fill_interval->nanos / 1000000;
+        fill_ms = (uint64_t)pb->fill_interval->seconds * 1000 +
+                  (uint64_t)pb->fill_interval->nanos / 1000000;
     bw_config_t *c = sharp_calloc(1, sizeof *c);
     c->mode = (uint32_t)pb->enable_mode & (BW_REQUEST | BW_RESPONSE);
     c->limit_kbps = pb->limit_kbps ? pb->limit_kbps->value : 0;
@@ -195,10 +207,15 @@ static void register_stats(bw_config_t *c, sharp_stats_t *s)
             const char *n = stat_names[i].name;
             const char *p = c->stat_prefix;
             switch (stat_names[i].kind) {
-            case 'c': c->st[i] = sharp_stats_counterf(s, "%s.http_bandwidth_limit.%s", p, n); break;
-            case 'g': c->st[i] = sharp_stats_gaugef(s, "%s.http_bandwidth_limit.%s", p, n); break;
+            case 'c':
+                c->st[i] = sharp_stats_counterf(s, "%s.http_bandwidth_limit.%s", p, n);
+                break;
+            case 'g':
+                c->st[i] = sharp_stats_gaugef(s, "%s.http_bandwidth_limit.%s", p, n);
+                break;
             default:
-                c->st[i] = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "%s.http_bandwidth_limit.%s", p, n);
+                c->st[i] = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS,
+                                                  "%s.http_bandwidth_limit.%s", p, n);
             }
         }
         atomic_store_explicit(&c->st_ready, true, memory_order_release);
@@ -206,7 +223,8 @@ static void register_stats(bw_config_t *c, sharp_stats_t *s)
     pthread_mutex_unlock(&c->st_mu);
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     if (!msg) {
         snprintf(err, errlen, "stat_prefix: value length must be at least 1 characters");
@@ -278,8 +296,10 @@ static void set_trailers(bw_state_t *st, uint64_t resp_ms)
 
 static void pause_source(bw_state_t *st, bool response, bool pause)
 {
-    if (response) sharp_stream_encoder_watermark(st->f, pause);
-    else sharp_stream_read_disable(st->f->stream, pause);
+    if (response)
+        sharp_stream_encoder_watermark(st->f, pause);
+    else
+        sharp_stream_read_disable(st->f->stream, pause);
 }
 
 /* Takes `take` bytes off the front of d's buffer into out. */
@@ -307,12 +327,13 @@ static void tick(bw_state_t *st, bool response)
     size_t pending = d->buf.len - d->off;
     uint64_t take = sharp_bw_bucket_take(&st->c->bucket, pending, sharp_now_ns());
     size_t left = pending - take;
-    sharp_gauge_set(st->c->stats, st->c->st[response ? ST_RESP_ALLOWED : ST_REQ_ALLOWED], (int64_t)take);
+    sharp_gauge_set(st->c->stats, st->c->st[response ? ST_RESP_ALLOWED : ST_REQ_ALLOWED],
+                    (int64_t)take);
     count(st, response ? ST_RESP_ALLOWED_TOTAL : ST_REQ_ALLOWED_TOTAL, take);
     if (left) {
         count(st, response ? ST_RESP_ENFORCED : ST_REQ_ENFORCED, 1);
-        sharp_deadline_start(sharp_stream_worker(f->stream), &d->tick, response ? on_resp_tick : on_req_tick,
-                             st->c->fill_ms);
+        sharp_deadline_start(sharp_stream_worker(f->stream), &d->tick,
+                             response ? on_resp_tick : on_req_tick, st->c->fill_ms);
     }
     sharp_sbuf_t out = {0};
     drain(d, &out, take);
@@ -374,7 +395,8 @@ static void write_data(bw_state_t *st, bool response, const char *p, size_t n, b
         d->start_ns = sharp_now_ns();
         sharp_gauge_add(shard(st), st->c->st[response ? ST_RESP_PENDING : ST_REQ_PENDING], 1);
     }
-    sharp_gauge_set(st->c->stats, st->c->st[response ? ST_RESP_INCOMING : ST_REQ_INCOMING], (int64_t)n);
+    sharp_gauge_set(st->c->stats, st->c->st[response ? ST_RESP_INCOMING : ST_REQ_INCOMING],
+                    (int64_t)n);
     count(st, response ? ST_RESP_INCOMING_TOTAL : ST_REQ_INCOMING_TOTAL, n);
     if (n) sharp_sbuf_append(&d->buf, p, n);
     if (end) d->saw_end = true;
@@ -385,10 +407,12 @@ static void write_data(bw_state_t *st, bool response, const char *p, size_t n, b
         pause_source(st, response, true);
     }
     if (!sharp_deadline_pending(&d->tick))
-        sharp_deadline_start(sharp_stream_worker(st->f->stream), &d->tick, response ? on_resp_tick : on_req_tick, 0);
+        sharp_deadline_start(sharp_stream_worker(st->f->stream), &d->tick,
+                             response ? on_resp_tick : on_req_tick, 0);
 }
 
-static sharp_filter_status_t bw_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t bw_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)h;
     (void)end_stream;
@@ -401,7 +425,8 @@ static sharp_filter_status_t bw_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t bw_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t bw_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     bw_state_t *st = f->state;
     if (!st->req.on) return SHARP_FILTER_CONTINUE;
@@ -424,7 +449,8 @@ static sharp_filter_status_t bw_decode_trailers(sharp_filter_t *f, sharp_headers
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t bw_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t bw_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)h;
     (void)end_stream;
@@ -437,7 +463,8 @@ static sharp_filter_status_t bw_encode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t bw_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t bw_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     bw_state_t *st = f->state;
     if (!st->resp.on) return SHARP_FILTER_CONTINUE;
@@ -468,8 +495,10 @@ static void bw_on_destroy(sharp_filter_t *f)
 
 const sharp_filter_factory_t sharp_bandwidth_limit_filter = {
     .name = "envoy.filters.http.bandwidth_limit",
-    .type_url = "type.googleapis.com/envoy.extensions.filters.http.bandwidth_limit.v3.BandwidthLimit",
-    .config_desc = &envoy__extensions__filters__http__bandwidth_limit__v3__bandwidth_limit__descriptor,
+    .type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.bandwidth_limit.v3.BandwidthLimit",
+    .config_desc =
+        &envoy__extensions__filters__http__bandwidth_limit__v3__bandwidth_limit__descriptor,
     .create_config = create_config,
     .destroy_config = config_free,
     .state_size = sizeof(bw_state_t),
@@ -480,8 +509,10 @@ const sharp_filter_factory_t sharp_bandwidth_limit_filter = {
     .encode_data = bw_encode_data,
     .on_destroy = bw_on_destroy,
     .buffered_bytes = bw_buffered_bytes,
-    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.bandwidth_limit.v3.BandwidthLimit",
-    .route_config_desc = &envoy__extensions__filters__http__bandwidth_limit__v3__bandwidth_limit__descriptor,
+    .route_type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.bandwidth_limit.v3.BandwidthLimit",
+    .route_config_desc =
+        &envoy__extensions__filters__http__bandwidth_limit__v3__bandwidth_limit__descriptor,
     .create_route_config = create_route_config,
     .destroy_route_config = config_free,
 };

@@ -56,7 +56,8 @@ static void pacing_over_a_second(void **state)
     sharp_bw_bucket_init(&b, 1, T0);
     uint64_t got = sharp_bw_bucket_take(&b, 1 << 20, T0);
     /* a pass every 50 ms for 10 s: 10 KiB more, within a token */
-    for (uint64_t t = 50; t <= 10000; t += 50) got += sharp_bw_bucket_take(&b, 1 << 20, T0 + t * MS);
+    for (uint64_t t = 50; t <= 10000; t += 50)
+        got += sharp_bw_bucket_take(&b, 1 << 20, T0 + t * MS);
     assert_true(got >= 11 * 1024 - 1 && got <= 11 * 1024);
     sharp_bw_bucket_destroy(&b);
 }
@@ -77,7 +78,8 @@ static uint64_t taken[THREADS];
 static void *taker(void *arg)
 {
     uint64_t *out = arg;
-    for (int i = 0; i < 100000; i++) *out += sharp_bw_bucket_take(&shared, 7, T0);
+    for (int i = 0; i < 100000; i++)
+        *out += sharp_bw_bucket_take(&shared, 7, T0);
     return NULL;
 }
 
@@ -86,7 +88,8 @@ static void threads_share_it(void **state)
     (void)state;
     sharp_bw_bucket_init(&shared, 64, T0);
     pthread_t t[THREADS];
-    for (int i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, taker, &taken[i]);
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, taker, &taken[i]);
     uint64_t sum = 0;
     for (int i = 0; i < THREADS; i++) {
         pthread_join(t[i], NULL);
@@ -99,10 +102,8 @@ static void threads_share_it(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(starts_full),
-        cmocka_unit_test(refills_at_the_rate),
-        cmocka_unit_test(pacing_over_a_second),
-        cmocka_unit_test(zero_limit_gives_nothing),
+        cmocka_unit_test(starts_full),          cmocka_unit_test(refills_at_the_rate),
+        cmocka_unit_test(pacing_over_a_second), cmocka_unit_test(zero_limit_gives_nothing),
         cmocka_unit_test(threads_share_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
