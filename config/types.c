@@ -38,6 +38,7 @@
 #include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/compressor/v3/compressor.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
+#include "envoy/extensions/filters/http/bandwidth_limit/v3/bandwidth_limit.pb-c.h"
 #include "envoy/extensions/filters/http/ext_authz/v3/ext_authz.pb-c.h"
 #include "envoy/extensions/filters/http/ratelimit/v3/rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata.pb-c.h"
@@ -140,6 +141,8 @@ void sharp_config_types_register(void)
         &envoy__extensions__filters__http__compressor__v3__compressor__descriptor,
         /* also its own per-route config (typed_per_filter_config) */
         &envoy__extensions__filters__http__local_ratelimit__v3__local_rate_limit__descriptor,
+        /* the bandwidth limit filter, also its per-route config (the same message) */
+        &envoy__extensions__filters__http__bandwidth_limit__v3__bandwidth_limit__descriptor,
         /* and its per-route config */
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz__descriptor,
         &envoy__extensions__filters__http__ext_authz__v3__ext_authz_per_route__descriptor,

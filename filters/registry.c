@@ -1,5 +1,6 @@
 /* registry.c: the HTTP filters built into SHARP. */
 #include "filters/adaptive_concurrency/filter.h"
+#include "filters/bandwidth_limit/filter.h"
 #include "filters/admission_control/filter.h"
 #include "filters/cache/filter.h"
 #include "filters/compressor/filter.h"
@@ -30,6 +31,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_ratelimit_filter);
     sharp_filter_register(&sharp_header_to_metadata_filter);
     sharp_filter_register(&sharp_fault_filter);
+    sharp_filter_register(&sharp_bandwidth_limit_filter);
     sharp_filter_register(&sharp_rbac_filter);
     sharp_filter_register(&sharp_cors_filter);
     sharp_filter_register(&sharp_csrf_filter);

@@ -180,6 +180,11 @@ void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *bod
 void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, size_t n);
 /* Whether the response has trailers (known once encode_data sees the end). */
 bool sharp_stream_has_response_trailers(sharp_stream_t *s);
+/* The response trailers, which a filter holding the response's end may
+ * add to (the upstream's when sharp_stream_has_response_trailers, else
+ * empty); a filter that adds some to a response without them ends it with
+ * sharp_stream_encode_trailers (Envoy's addEncodedTrailers). */
+sharp_headers_t *sharp_stream_response_trailers(sharp_stream_t *s);
 /* The terminal filter injects the upstream response: the encode chain runs
  * from the filter before `f` back to the first one, then the codec. */
 void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream);

@@ -603,7 +603,11 @@ void dec_run_trailers(sharp_stream_t *s, uint32_t from)
         if (f->factory->decode_trailers) st = f->factory->decode_trailers(f, &s->req_trailers);
         else if (f->factory->decode_data) st = f->factory->decode_data(f, NULL, 0, true);
         if (stream_done(s)) return;
-        if (st == SHARP_FILTER_STOP && hold < 0 && i != (int32_t)s->nfilters - 1) {
+        /* a filter stopping the trailers holds them, also when the chain
+         * is otherwise only stopped at the terminal filter (which
+         * consumes what it gets) */
+        bool held = hold >= 0 && hold != (int32_t)s->nfilters - 1;
+        if (st == SHARP_FILTER_STOP && !held && i != (int32_t)s->nfilters - 1) {
             s->dec_data_stop = i;
             hold = last = i;
         } else if (hold < 0 && s->dec_data_stop > i) {
@@ -1159,6 +1163,11 @@ void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, si
 bool sharp_stream_has_response_trailers(sharp_stream_t *s)
 {
     return s->has_resp_trailers;
+}
+
+sharp_headers_t *sharp_stream_response_trailers(sharp_stream_t *s)
+{
+    return &s->resp_trailers;
 }
 
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
