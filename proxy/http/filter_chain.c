@@ -820,6 +820,8 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     /* Envoy traces the request once its route is known, before the filters */
     if (s->hcm->tracing) sharp_tracing_begin(s);
     if (s->upgrade_request && !accept_upgrade(s)) return;
+    s->grpc_request = sharp_grpc_is_request(&s->req);
+    s->grpc_known = true;
     dec_iterate_headers(s, 0);
 }
 
@@ -900,8 +902,16 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
              * it cannot hold them */
             if (f->factory->encode_data && n) st = f->factory->encode_data(f, p, n, false);
             if (s->destroyed) return;
-            if (st == SHARP_FILTER_CONSUMED) return;
             f->factory->encode_trailers(f, &s->resp_trailers);
+            if (s->destroyed) return;
+            /* the filter ended the response itself
+             * (sharp_stream_continue_encoding_body) */
+            if (!s->has_resp_trailers) return;
+            if (st == SHARP_FILTER_CONSUMED) {
+                /* the filter passed its data on; the trailers follow it */
+                enc_run_data(s, i - 1, NULL, 0, true);
+                return;
+            }
         } else if (f->factory->encode_data) {
             st = f->factory->encode_data(f, p, n, end);
         }
@@ -1079,7 +1089,7 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
         sharp_headers_remove_cstr(h, "content-type");
     }
     sharp_sbuf_free(&ct_before);
-    if (sharp_grpc_is_request(&s->req)) {
+    if (s->grpc_known ? s->grpc_request : sharp_grpc_is_request(&s->req)) {
         /* Envoy's local reply to a gRPC request: a trailers-only response,
          * HTTP 200 with grpc-status (mapped from the HTTP status unless set)
          * and the body as grpc-message */
@@ -1148,6 +1158,11 @@ void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, si
     s->enc_stopped = false;
     enc_iterate_headers(s, (int32_t)f->index - 1, &s->resp, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, body, n, true);
+}
+
+sharp_headers_t *sharp_stream_held_response_headers(sharp_stream_t *s)
+{
+    return &s->resp;
 }
 
 bool sharp_stream_has_response_trailers(sharp_stream_t *s)
