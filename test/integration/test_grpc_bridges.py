@@ -423,3 +423,22 @@ def test_reverse_bridge_config_errors(body, msg):
 def test_corpus_configs_load(name):
     rc, out = validate_config(open(f"{CORPUS}/{name}").read())
     assert rc == 0, out
+
+
+def test_bridge_hostile_http1_requests(procs, grpc_server):
+    """An upgraded body ending with chunked trailers, a gRPC request with a
+    truncated frame and one whose frame header announces 4 GiB: each gets
+    an answer, nothing hangs, and the proxy serves the next request."""
+    from conftest import raw_request
+    listen = start_bridge(procs, grpc_server.port, "upgrade_protobuf_to_grpc: true\n")
+    path = b"/sharp.test.Bridge/Echo"
+    st, h, body, _ = raw_request(listen, b"POST " + path + b" HTTP/1.1\r\nhost: x\r\n"
+                                 b"content-type: application/x-protobuf\r\nte: trailers\r\ntransfer-encoding: chunked\r\n\r\n"
+                                 b"5\r\nhello\r\n0\r\nx-trailer: t\r\n\r\n", timeout=5 * SLOW)
+    # the held body goes framed at the end of the body, the trailers after it
+    assert (st, h["grpc-status"], body) == (200, "0", b"echo:hello")
+    for bad in (b"\x00\x00\x00", b"\x00\xff\xff\xff\xffabc"):
+        st, h, body = h1_grpc(listen, "Echo", bad)
+        assert h.get("grpc-status") not in (None, "0"), (st, h, body)
+    st, h, body = h1_grpc(listen, "Echo", frame(b"after"))
+    assert (st, body) == (200, frame(b"echo:after"))
