@@ -53,7 +53,8 @@ bool sharp_grpc_bridge_adjust_content_length(sharp_headers_t *h, int64_t delta)
 {
     sharp_str_t v;
     uint64_t n;
-    if (!sharp_headers_get_cstr(h, "content-length", &v) || !sharp_grpc_bridge_atou64(v, &n) || n == 0)
+    if (!sharp_headers_get_cstr(h, "content-length", &v) || !sharp_grpc_bridge_atou64(v, &n) ||
+        n == 0)
         return true;
     if (delta < 0 && n < (uint64_t)-delta) return false;
     char buf[24];
@@ -70,15 +71,18 @@ bool sharp_grpc_bridge_is_protobuf(const sharp_headers_t *h)
            memcmp(ct.p, pb, ct.len) == 0;
 }
 
-void sharp_grpc_bridge_merge_trailers(sharp_headers_t *resp, const sharp_headers_t *trailers, uint64_t body_len)
+void sharp_grpc_bridge_merge_trailers(sharp_headers_t *resp, const sharp_headers_t *trailers,
+                                      uint64_t body_len)
 {
     sharp_str_t v;
     if (sharp_headers_get_cstr(trailers, "grpc-status", &v)) {
         uint64_t code;
-        if (!sharp_grpc_bridge_atou64(v, &code) || code != 0) sharp_headers_set_cstr(resp, ":status", "503");
+        if (!sharp_grpc_bridge_atou64(v, &code) || code != 0)
+            sharp_headers_set_cstr(resp, ":status", "503");
         sharp_headers_set(resp, "grpc-status", 11, v.p, v.len);
     }
-    if (sharp_headers_get_cstr(trailers, "grpc-message", &v)) sharp_headers_set(resp, "grpc-message", 12, v.p, v.len);
+    if (sharp_headers_get_cstr(trailers, "grpc-message", &v))
+        sharp_headers_set(resp, "grpc-message", 12, v.p, v.len);
     char buf[24];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)body_len);
     sharp_headers_set_cstr(resp, "content-length", buf);

@@ -41,7 +41,8 @@ bool sharp_grpc_bridge_is_protobuf(const sharp_headers_t *h);
  * (Http1BridgeFilter::encodeTrailers): grpc-status copied from the
  * trailers, :status 503 when it is not the number 0; grpc-message copied;
  * content-length set to `body_len`. */
-void sharp_grpc_bridge_merge_trailers(sharp_headers_t *resp, const sharp_headers_t *trailers, uint64_t body_len);
+void sharp_grpc_bridge_merge_trailers(sharp_headers_t *resp, const sharp_headers_t *trailers,
+                                      uint64_t body_len);
 
 /* The reverse bridge's grpc-status for an upstream HTTP status
  * (grpcStatusFromHeaders): 200 is OK (0), others map as

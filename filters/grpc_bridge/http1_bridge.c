@@ -42,15 +42,16 @@ typedef struct {
 } h1b_config_t;
 
 typedef struct {
-    bool bridging;       /* an HTTP/1 gRPC request: its response is bridged */
-    bool framing;        /* an upgraded application/x-protobuf request */
+    bool bridging;        /* an HTTP/1 gRPC request: its response is bridged */
+    bool framing;         /* an upgraded application/x-protobuf request */
     bool holding_headers; /* encode_headers stopped */
     uint32_t resp_strip;  /* bytes of the response's frame header still to drop */
     sharp_sbuf_t req;     /* the upgraded request body */
     sharp_sbuf_t resp;    /* the held response body */
 } h1b_state_t;
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     (void)ctx;
     (void)err;
@@ -69,7 +70,8 @@ static void destroy_config(void *c)
     free(c);
 }
 
-static sharp_filter_status_t h1b_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t h1b_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                bool end_stream)
 {
     (void)end_stream;
     const h1b_config_t *c = f->config;
@@ -82,7 +84,8 @@ static sharp_filter_status_t h1b_decode_headers(sharp_filter_t *f, sharp_headers
     }
     const char *proto = sharp_stream_info(f->stream)->protocol;
     bool http1 = proto && strncmp(proto, "HTTP/1", 6) == 0;
-    if (http1 && sharp_grpc_is_request(h) && sharp_headers_get_cstr(h, ":path", NULL)) st->bridging = true;
+    if (http1 && sharp_grpc_is_request(h) && sharp_headers_get_cstr(h, ":path", NULL))
+        st->bridging = true;
     if (st->bridging && c->ignore_query) {
         sharp_str_t path;
         if (sharp_headers_get_cstr(h, ":path", &path)) {
@@ -99,7 +102,8 @@ static sharp_filter_status_t h1b_decode_headers(sharp_filter_t *f, sharp_headers
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t h1b_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t h1b_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                             bool end_stream)
 {
     h1b_state_t *st = f->state;
     if (!st->bridging || !st->framing) return SHARP_FILTER_CONTINUE;
@@ -125,7 +129,8 @@ static sharp_filter_status_t h1b_decode_data(sharp_filter_t *f, const char *p, s
     return SHARP_FILTER_CONSUMED;
 }
 
-static sharp_filter_status_t h1b_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t h1b_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                bool end_stream)
 {
     (void)h;
     h1b_state_t *st = f->state;
@@ -134,7 +139,8 @@ static sharp_filter_status_t h1b_encode_headers(sharp_filter_t *f, sharp_headers
     return SHARP_FILTER_STOP;
 }
 
-static sharp_filter_status_t h1b_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t h1b_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                             bool end_stream)
 {
     h1b_state_t *st = f->state;
     if (!st->holding_headers) return st->bridging ? SHARP_FILTER_CONSUMED : SHARP_FILTER_CONTINUE;
@@ -146,7 +152,8 @@ static sharp_filter_status_t h1b_encode_data(sharp_filter_t *f, const char *p, s
     if (st->resp.len + n > sharp_stream_buffer_limit(f->stream)) {
         sharp_sbuf_free(&st->resp);
         st->holding_headers = false;
-        sharp_stream_send_local_reply(f, 500, "Internal Server Error", 0, "response_payload_too_large");
+        sharp_stream_send_local_reply(f, 500, "Internal Server Error", 0,
+                                      "response_payload_too_large");
         return SHARP_FILTER_CONSUMED;
     }
     sharp_sbuf_append(&st->resp, p, n);
@@ -175,7 +182,8 @@ static sharp_filter_status_t h1b_encode_trailers(sharp_filter_t *f, sharp_header
     h1b_state_t *st = f->state;
     if (!st->holding_headers) return SHARP_FILTER_CONTINUE;
     st->holding_headers = false;
-    sharp_grpc_bridge_merge_trailers(sharp_stream_held_response_headers(f->stream), t, st->resp.len);
+    sharp_grpc_bridge_merge_trailers(sharp_stream_held_response_headers(f->stream), t,
+                                     st->resp.len);
     sharp_sbuf_t b = st->resp;
     memset(&st->resp, 0, sizeof st->resp);
     /* the body ends the response: the trailers go no further */

@@ -47,7 +47,8 @@
 #include <string.h>
 
 typedef Envoy__Extensions__Filters__Http__GrpcHttp1ReverseBridge__V3__FilterConfig config_pb_t;
-typedef Envoy__Extensions__Filters__Http__GrpcHttp1ReverseBridge__V3__FilterConfigPerRoute route_pb_t;
+typedef Envoy__Extensions__Filters__Http__GrpcHttp1ReverseBridge__V3__FilterConfigPerRoute
+    route_pb_t;
 
 typedef struct {
     char *content_type;
@@ -65,13 +66,14 @@ typedef struct {
     bool frame_added;
     bool failed; /* a local reply or reset ended the response */
     uint32_t grpc_status;
-    char *content_type; /* the request's */
+    char *content_type;      /* the request's */
     uint64_t message_length; /* from response_size_header */
     uint64_t upstream_bytes;
     sharp_sbuf_t buf; /* the held response body, frame header room first */
 } rb_state_t;
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     (void)ctx;
     const config_pb_t *pb = (const config_pb_t *)msg;
@@ -133,14 +135,16 @@ static void grpc_reply(sharp_filter_t *f, uint32_t code, const char *message, co
     sharp_stream_send_local_reply_ex(f, 200, message, 0, details, hdrs);
 }
 
-static sharp_filter_status_t rb_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t rb_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     const rb_config_t *c = f->config;
     rb_state_t *st = f->state;
     if (end_stream) return SHARP_FILTER_CONTINUE;
     const rb_route_t *r = sharp_stream_route(f->stream) ? sharp_stream_route_config(f) : NULL;
     if (r && r->disabled) return SHARP_FILTER_CONTINUE;
-    if (!sharp_grpc_is_request(h) || !sharp_headers_get_cstr(h, ":path", NULL)) return SHARP_FILTER_CONTINUE;
+    if (!sharp_grpc_is_request(h) || !sharp_headers_get_cstr(h, ":path", NULL))
+        return SHARP_FILTER_CONTINUE;
     st->enabled = true;
     sharp_str_t ct;
     sharp_headers_get_cstr(h, "content-type", &ct);
@@ -155,7 +159,8 @@ static sharp_filter_status_t rb_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t rb_decode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t rb_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     const rb_config_t *c = f->config;
     rb_state_t *st = f->state;
@@ -166,11 +171,13 @@ static sharp_filter_status_t rb_decode_data(sharp_filter_t *f, const char *p, si
         return SHARP_FILTER_STOP;
     }
     st->prefix_stripped = true;
-    sharp_stream_decode_data(f, p + SHARP_GRPC_FRAME_HEADER_SIZE, n - SHARP_GRPC_FRAME_HEADER_SIZE, end_stream);
+    sharp_stream_decode_data(f, p + SHARP_GRPC_FRAME_HEADER_SIZE, n - SHARP_GRPC_FRAME_HEADER_SIZE,
+                             end_stream);
     return SHARP_FILTER_CONSUMED;
 }
 
-static sharp_filter_status_t rb_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t rb_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)end_stream;
     const rb_config_t *c = f->config;
@@ -179,15 +186,18 @@ static sharp_filter_status_t rb_encode_headers(sharp_filter_t *f, sharp_headers_
     sharp_str_t ct, status = {"", 0};
     bool has_ct = sharp_headers_get_cstr(h, "content-type", &ct);
     sharp_headers_get_cstr(h, ":status", &status);
-    if (!has_ct || ct.len != strlen(c->content_type) || memcmp(ct.p, c->content_type, ct.len) != 0) {
+    if (!has_ct || ct.len != strlen(c->content_type) ||
+        memcmp(ct.p, c->content_type, ct.len) != 0) {
         char msg[512];
         if (has_ct)
             snprintf(msg, sizeof msg,
-                     "envoy reverse bridge: upstream responded with unsupported content-type %.*s, status code %.*s",
+                     "envoy reverse bridge: upstream responded with unsupported content-type %.*s, "
+                     "status code %.*s",
                      (int)SHARP_MIN(ct.len, 256), ct.p, (int)SHARP_MIN(status.len, 16), status.p);
         else
             snprintf(msg, sizeof msg,
-                     "envoy reverse bridge: upstream responded with no content-type header, status code %.*s",
+                     "envoy reverse bridge: upstream responded with no content-type header, status "
+                     "code %.*s",
                      (int)SHARP_MIN(status.len, 16), status.p);
         grpc_reply(f, 2, msg, "grpc_bridge_content_type_wrong");
         return SHARP_FILTER_STOP;
@@ -202,7 +212,8 @@ static sharp_filter_status_t rb_encode_headers(sharp_filter_t *f, sharp_headers_
                 return SHARP_FILTER_STOP;
             }
             char cl[24];
-            snprintf(cl, sizeof cl, "%llu", (unsigned long long)(st->message_length + SHARP_GRPC_FRAME_HEADER_SIZE));
+            snprintf(cl, sizeof cl, "%llu",
+                     (unsigned long long)(st->message_length + SHARP_GRPC_FRAME_HEADER_SIZE));
             sharp_headers_set_cstr(h, "content-length", cl);
         } else {
             sharp_grpc_bridge_adjust_content_length(h, SHARP_GRPC_FRAME_HEADER_SIZE);
@@ -226,10 +237,12 @@ static void frame_held(rb_state_t *st)
         uint8_t room[SHARP_GRPC_FRAME_HEADER_SIZE] = {0};
         sharp_sbuf_append(&st->buf, (const char *)room, sizeof room);
     }
-    sharp_grpc_bridge_frame_header((uint8_t *)st->buf.data, (uint32_t)(st->buf.len - SHARP_GRPC_FRAME_HEADER_SIZE));
+    sharp_grpc_bridge_frame_header((uint8_t *)st->buf.data,
+                                   (uint32_t)(st->buf.len - SHARP_GRPC_FRAME_HEADER_SIZE));
 }
 
-static sharp_filter_status_t rb_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t rb_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                            bool end_stream)
 {
     const rb_config_t *c = f->config;
     rb_state_t *st = f->state;
@@ -262,7 +275,8 @@ static sharp_filter_status_t rb_encode_data(sharp_filter_t *f, const char *p, si
         if (st->buf.len - SHARP_GRPC_FRAME_HEADER_SIZE + n > sharp_stream_buffer_limit(s)) {
             sharp_sbuf_free(&st->buf);
             st->failed = true;
-            sharp_stream_send_local_reply(f, 500, "Internal Server Error", 0, "response_payload_too_large");
+            sharp_stream_send_local_reply(f, 500, "Internal Server Error", 0,
+                                          "response_payload_too_large");
             return SHARP_FILTER_CONSUMED;
         }
         sharp_sbuf_append(&st->buf, p, n);
@@ -318,8 +332,10 @@ static void rb_on_destroy(sharp_filter_t *f)
 
 const sharp_filter_factory_t sharp_grpc_http1_reverse_bridge_filter = {
     .name = "envoy.filters.http.grpc_http1_reverse_bridge",
-    .type_url = "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfig",
-    .config_desc = &envoy__extensions__filters__http__grpc_http1_reverse_bridge__v3__filter_config__descriptor,
+    .type_url = "type.googleapis.com/"
+                "envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfig",
+    .config_desc =
+        &envoy__extensions__filters__http__grpc_http1_reverse_bridge__v3__filter_config__descriptor,
     .create_config = create_config,
     .destroy_config = destroy_config,
     .state_size = sizeof(rb_state_t),
@@ -331,7 +347,8 @@ const sharp_filter_factory_t sharp_grpc_http1_reverse_bridge_filter = {
     .buffered_bytes = rb_buffered,
     .on_destroy = rb_on_destroy,
     .route_type_url =
-        "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfigPerRoute",
+        "type.googleapis.com/"
+        "envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfigPerRoute",
     .route_config_desc =
         &envoy__extensions__filters__http__grpc_http1_reverse_bridge__v3__filter_config_per_route__descriptor,
     .create_route_config = create_route_config,

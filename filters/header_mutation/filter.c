@@ -56,15 +56,16 @@ typedef struct hm_state {
 
 /* ---- mutation lists ---- */
 
-int sharp_hm_list_init(sharp_hm_list_t *l, const char *path, hm_pb_t *const *pb, size_t n, char *err,
-                       size_t errlen)
+int sharp_hm_list_init(sharp_hm_list_t *l, const char *path, hm_pb_t *const *pb, size_t n,
+                       char *err, size_t errlen)
 {
     memset(l, 0, sizeof *l);
     l->m = sharp_calloc(n ? n : 1, sizeof *l->m);
     for (size_t i = 0; i < n; i++) {
         const hm_pb_t *m = pb[i];
         sharp_hm_mutation_t *out = &l->m[l->n];
-        if (m->action_case == ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_REMOVE) {
+        if (m->action_case ==
+            ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_REMOVE) {
             out->remove = true;
             out->op.name = sharp_strdup(m->remove);
             for (char *c = out->op.name; *c; c++)
@@ -72,7 +73,8 @@ int sharp_hm_list_init(sharp_hm_list_t *l, const char *path, hm_pb_t *const *pb,
             l->n++;
             continue;
         }
-        if (m->action_case != ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_APPEND) {
+        if (m->action_case !=
+            ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_APPEND) {
             snprintf(err, errlen, "%s[%zu]: one of remove or append is required", path, i);
             return -1;
         }
@@ -85,11 +87,14 @@ int sharp_hm_list_init(sharp_hm_list_t *l, const char *path, hm_pb_t *const *pb,
         if (o->append) {
             if (o->append_action !=
                 ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD) {
-                snprintf(err, errlen, "%s[%zu].append: Both append and append_action are set and it's not allowed",
-                         path, i);
+                snprintf(
+                    err, errlen,
+                    "%s[%zu].append: Both append and append_action are set and it's not allowed",
+                    path, i);
                 return -1;
             }
-            action = o->append->value ? SHARP_APPEND_IF_EXISTS_OR_ADD : SHARP_OVERWRITE_IF_EXISTS_OR_ADD;
+            action =
+                o->append->value ? SHARP_APPEND_IF_EXISTS_OR_ADD : SHARP_OVERWRITE_IF_EXISTS_OR_ADD;
         }
         char *raw = NULL, msg[256];
         const char *value = o->header->value;
@@ -97,7 +102,8 @@ int sharp_hm_list_init(sharp_hm_list_t *l, const char *path, hm_pb_t *const *pb,
             raw = sharp_strndup((const char *)o->header->raw_value.data, o->header->raw_value.len);
             value = raw;
         }
-        int rc = sharp_header_op_init(&out->op, o->header->key, value, action, o->keep_empty_value, msg, sizeof msg);
+        int rc = sharp_header_op_init(&out->op, o->header->key, value, action, o->keep_empty_value,
+                                      msg, sizeof msg);
         free(raw);
         if (rc < 0) {
             snprintf(err, errlen, "%s[%zu].append.header.value: %s", path, i, msg);
@@ -119,7 +125,8 @@ void sharp_hm_list_free(sharp_hm_list_t *l)
     memset(l, 0, sizeof *l);
 }
 
-void sharp_hm_list_apply(const sharp_hm_list_t *l, sharp_headers_t *h, const sharp_stream_info_t *si)
+void sharp_hm_list_apply(const sharp_hm_list_t *l, sharp_headers_t *h,
+                         const sharp_stream_info_t *si)
 {
     sharp_sbuf_t val = {0};
     for (uint32_t i = 0; i < l->n; i++) {
@@ -183,7 +190,8 @@ static int mutations_init(hm_mutations_t *out, const mutations_pb_t *pb, char *e
     return 0;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     (void)ctx;
     const config_pb_t *pb = (const config_pb_t *)msg;
@@ -243,7 +251,8 @@ static void init_routes(sharp_filter_t *f)
     st->nroutes = n;
 }
 
-static sharp_filter_status_t hm_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t hm_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)end_stream;
     const hm_config_t *c = f->config;
@@ -256,7 +265,8 @@ static sharp_filter_status_t hm_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t hm_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t hm_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)end_stream;
     const hm_config_t *c = f->config;
@@ -275,15 +285,19 @@ static sharp_filter_status_t hm_encode_headers(sharp_filter_t *f, sharp_headers_
 
 const sharp_filter_factory_t sharp_header_mutation_filter = {
     .name = "envoy.filters.http.header_mutation",
-    .type_url = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-    .config_desc = &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
+    .type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+    .config_desc =
+        &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
     .create_config = create_config,
     .destroy_config = destroy_config,
     .state_size = sizeof(hm_state_t),
     .decode_headers = hm_decode_headers,
     .encode_headers = hm_encode_headers,
-    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
-    .route_config_desc = &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,
+    .route_type_url = "type.googleapis.com/"
+                      "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+    .route_config_desc =
+        &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,
     .create_route_config = create_route_config,
     .destroy_route_config = destroy_route_config,
 };

@@ -24,10 +24,11 @@ typedef struct sharp_hm_list {
 struct Envoy__Config__Common__MutationRules__V3__HeaderMutation;
 /* Builds a list from `n` protos; errors name "path[i].field". */
 int sharp_hm_list_init(sharp_hm_list_t *l, const char *path,
-                       struct Envoy__Config__Common__MutationRules__V3__HeaderMutation *const *pb, size_t n,
-                       char *err, size_t errlen);
+                       struct Envoy__Config__Common__MutationRules__V3__HeaderMutation *const *pb,
+                       size_t n, char *err, size_t errlen);
 void sharp_hm_list_free(sharp_hm_list_t *l);
 /* Applies the list to `h`; values are rendered for `si` (may be NULL). */
-void sharp_hm_list_apply(const sharp_hm_list_t *l, sharp_headers_t *h, const sharp_stream_info_t *si);
+void sharp_hm_list_apply(const sharp_hm_list_t *l, sharp_headers_t *h,
+                         const sharp_stream_info_t *si);
 
 #endif

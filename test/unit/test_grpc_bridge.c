@@ -203,7 +203,8 @@ static hm_pb_t *mk_remove(const char *k)
 static void free_pb(hm_pb_t **pb, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (pb[i]->action_case == ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_APPEND) {
+        if (pb[i]->action_case ==
+            ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_APPEND) {
             free(pb[i]->append->header);
             free(pb[i]->append);
         }
@@ -215,11 +216,11 @@ static void test_mutations_in_order(void **state)
 {
     (void)state;
     hm_pb_t *pb[] = {
-        mk_append("X-A", "1", 0, false),  /* APPEND_IF_EXISTS_OR_ADD */
+        mk_append("X-A", "1", 0, false), /* APPEND_IF_EXISTS_OR_ADD */
         mk_append("x-a", "2", 0, false),
         mk_append("x-b", "first", 1, false), /* ADD_IF_ABSENT */
         mk_append("x-b", "second", 1, false),
-        mk_append("x-a", "only", 2, false), /* OVERWRITE_IF_EXISTS_OR_ADD */
+        mk_append("x-a", "only", 2, false),  /* OVERWRITE_IF_EXISTS_OR_ADD */
         mk_append("x-c", "never", 3, false), /* OVERWRITE_IF_EXISTS: x-c absent */
         mk_remove("X-B"),
         mk_append("x-b", "again", 3, false), /* absent after the removal */
@@ -235,7 +236,8 @@ static void test_mutations_in_order(void **state)
     sharp_headers_add_cstr(&h, "x-b", "old");
     sharp_hm_list_apply(&l, &h, NULL);
     assert_string_equal(get(&h, "x-a"), "only");
-    assert_int_equal(sharp_headers_find(&h, "x-a", 3, (uint32_t)sharp_headers_find(&h, "x-a", 3, 0) + 1), -1);
+    assert_int_equal(
+        sharp_headers_find(&h, "x-a", 3, (uint32_t)sharp_headers_find(&h, "x-a", 3, 0) + 1), -1);
     assert_null(get(&h, "x-b"));
     assert_null(get(&h, "x-c"));
     assert_null(get(&h, "x-e"));
@@ -252,7 +254,8 @@ static void test_mutation_errors(void **state)
     envoy__config__common__mutation_rules__v3__header_mutation__init(none);
     sharp_hm_list_t l;
     char err[256] = "";
-    assert_int_equal(sharp_hm_list_init(&l, "mutations.request_mutations", &none, 1, err, sizeof err), -1);
+    assert_int_equal(
+        sharp_hm_list_init(&l, "mutations.request_mutations", &none, 1, err, sizeof err), -1);
     assert_string_equal(err, "mutations.request_mutations[0]: one of remove or append is required");
     sharp_hm_list_free(&l);
     free(none);
@@ -266,14 +269,10 @@ static void test_mutation_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_frame_header),
-        cmocka_unit_test(test_atou64),
-        cmocka_unit_test(test_adjust_content_length),
-        cmocka_unit_test(test_size_header),
-        cmocka_unit_test(test_is_protobuf),
-        cmocka_unit_test(test_merge_trailers),
-        cmocka_unit_test(test_status_from_http),
-        cmocka_unit_test(test_mutations_in_order),
+        cmocka_unit_test(test_frame_header),          cmocka_unit_test(test_atou64),
+        cmocka_unit_test(test_adjust_content_length), cmocka_unit_test(test_size_header),
+        cmocka_unit_test(test_is_protobuf),           cmocka_unit_test(test_merge_trailers),
+        cmocka_unit_test(test_status_from_http),      cmocka_unit_test(test_mutations_in_order),
         cmocka_unit_test(test_mutation_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
