@@ -871,11 +871,14 @@ static void enc_iterate_headers(sharp_stream_t *s, int32_t from, sharp_headers_t
         sharp_filter_t *f = &s->filters[i];
         if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        bool was_local = s->local_reply;
         if (f->factory->encode_headers) st = f->factory->encode_headers(f, h, end);
         if (s->destroyed) return;
         if (st == SHARP_FILTER_STOP) {
-            /* keep our own copy: the caller's map may not outlive this call */
-            if (h != &s->resp) sharp_headers_copy(&s->resp, h);
+            /* keep our own copy: the caller's map may not outlive this call;
+             * unless the filter answered with a local reply, whose headers
+             * are the response now (access logs read them) */
+            if (h != &s->resp && (was_local || !s->local_reply)) sharp_headers_copy(&s->resp, h);
             s->enc_next = i;
             s->enc_stopped = true;
             s->enc_headers_end = end;

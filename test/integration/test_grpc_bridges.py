@@ -24,8 +24,8 @@ from concurrent import futures
 import grpc
 import pytest
 
-from conftest import (SLOW, H2Client, bootstrap_yaml, free_port, h1_request, run_sharp_config,
-                      validate_config)
+from conftest import (SLOW, H2Client, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines,
+                      run_sharp_config, validate_config)
 
 CORPUS = "/work/shared/envoy-corpus"
 BRIDGE = "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config"
@@ -271,13 +271,14 @@ def plain_upstream():
     u.close()
 
 
-def start_reverse(procs, port, body, listener_extra=""):
+def start_reverse(procs, port, body, listener_extra="", hcm_extra=""):
     listen, admin = free_port(), free_port()
     routes = ("- match: { prefix: \"/sharp.test.Off/\" }\n  route: { cluster: plain }\n"
               "  typed_per_filter_config:\n    envoy.filters.http.grpc_http1_reverse_bridge:\n"
               f"      \"@type\": {REVERSE_ROUTE}\n      disabled: true\n"
               "- match: { prefix: \"/\" }\n  route: { cluster: plain }\n")
-    y = bootstrap_yaml(listen, admin, {"plain": [port]}, routes=routes, listener_extra=listener_extra)
+    y = bootstrap_yaml(listen, admin, {"plain": [port]}, routes=routes, listener_extra=listener_extra,
+                       hcm_extra=hcm_extra)
     run_sharp_config(procs, with_filter(y, "envoy.filters.http.grpc_http1_reverse_bridge", REVERSE, body), admin)
     return listen
 
@@ -325,11 +326,15 @@ def test_reverse_bridge_http_status_to_grpc(procs, plain_upstream):
 
 
 def test_reverse_bridge_wrong_content_type(procs, plain_upstream):
-    listen = start_reverse(procs, plain_upstream.port, WITHHOLD)
+    """Envoy's gRPC local reply; the access log sees it, not the upstream's
+    response it replaced."""
+    al, log = file_access_log("%RESPONSE_CODE% %RESP(content-type)% %RESP(grpc-status)% %RESPONSE_CODE_DETAILS%\\n")
+    listen = start_reverse(procs, plain_upstream.port, WITHHOLD, hcm_extra=al)
     err = grpc_error(listen, "Html")
     assert err.code() == grpc.StatusCode.UNKNOWN
     assert err.details() == ("envoy reverse bridge: upstream responded with unsupported content-type "
                              "text/html, status code 200")
+    assert log_lines(log, 1) == ["200 application/grpc 2 grpc_bridge_content_type_wrong"]
 
 
 def test_reverse_bridge_response_size_header(procs, plain_upstream):
