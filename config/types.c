@@ -51,6 +51,9 @@
 #include "envoy/extensions/compression/brotli/decompressor/v3/brotli.pb-c.h"
 #include "envoy/extensions/filters/http/decompressor/v3/decompressor.pb-c.h"
 #include "envoy/extensions/filters/http/csrf/v3/csrf.pb-c.h"
+#include "envoy/extensions/filters/http/header_mutation/v3/header_mutation.pb-c.h"
+#include "envoy/extensions/filters/http/grpc_http1_bridge/v3/config.pb-c.h"
+#include "envoy/extensions/filters/http/grpc_http1_reverse_bridge/v3/config.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
@@ -168,6 +171,13 @@ void sharp_config_types_register(void)
         &envoy__extensions__compression__brotli__decompressor__v3__brotli__descriptor,
         /* the CSRF filter, also its per-route policy */
         &envoy__extensions__filters__http__csrf__v3__csrf_policy__descriptor,
+        /* the header mutation filter and its per-route config */
+        &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
+        &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,
+        /* the gRPC HTTP/1 bridges, the reverse one's per-route config */
+        &envoy__extensions__filters__http__grpc_http1_bridge__v3__config__descriptor,
+        &envoy__extensions__filters__http__grpc_http1_reverse_bridge__v3__filter_config__descriptor,
+        &envoy__extensions__filters__http__grpc_http1_reverse_bridge__v3__filter_config_per_route__descriptor,
         &sharp__extensions__filters__http__adaptive_concurrency__v1__aimd_adaptive_concurrency__descriptor,
         &sharp__extensions__load_balancing_policies__shuffle_shard__v1__shuffle_shard__descriptor,
         &envoy__config__trace__v3__zipkin_config__descriptor,

@@ -9,6 +9,8 @@
 #include "filters/decompressor/filter.h"
 #include "filters/ext_authz/filter.h"
 #include "filters/fault/filter.h"
+#include "filters/grpc_bridge/bridge.h"
+#include "filters/header_mutation/filter.h"
 #include "filters/header_to_metadata/filter.h"
 #include "filters/health_check/filter.h"
 #include "filters/local_ratelimit/filter.h"
@@ -35,6 +37,9 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_rbac_filter);
     sharp_filter_register(&sharp_cors_filter);
     sharp_filter_register(&sharp_csrf_filter);
+    sharp_filter_register(&sharp_header_mutation_filter);
+    sharp_filter_register(&sharp_grpc_http1_bridge_filter);
+    sharp_filter_register(&sharp_grpc_http1_reverse_bridge_filter);
     sharp_filter_register(&sharp_decompressor_filter);
     sharp_filter_register(&sharp_cache_filter);
     sharp_filter_register(&sharp_match_delegate_filter);

@@ -178,6 +178,10 @@ void sharp_stream_respond(sharp_filter_t *f, sharp_headers_t *h, const char *bod
  * stream. Response data or trailers held behind the filter are dropped; the
  * filter consumes (SHARP_FILTER_CONSUMED) any that arrive later. */
 void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, size_t n);
+/* The response headers a filter holds after returning SHARP_FILTER_STOP
+ * from encode_headers (a copy the stream keeps): the filter may change them
+ * until it resumes them. */
+sharp_headers_t *sharp_stream_held_response_headers(sharp_stream_t *s);
 /* Whether the response has trailers (known once encode_data sees the end). */
 bool sharp_stream_has_response_trailers(sharp_stream_t *s);
 /* The response trailers, which a filter holding the response's end may

@@ -824,6 +824,8 @@ void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct s
     /* Envoy traces the request once its route is known, before the filters */
     if (s->hcm->tracing) sharp_tracing_begin(s);
     if (s->upgrade_request && !accept_upgrade(s)) return;
+    s->grpc_request = sharp_grpc_is_request(&s->req);
+    s->grpc_known = true;
     dec_iterate_headers(s, 0);
 }
 
@@ -873,11 +875,14 @@ static void enc_iterate_headers(sharp_stream_t *s, int32_t from, sharp_headers_t
         sharp_filter_t *f = &s->filters[i];
         if (f->off) continue;
         sharp_filter_status_t st = SHARP_FILTER_CONTINUE;
+        bool was_local = s->local_reply;
         if (f->factory->encode_headers) st = f->factory->encode_headers(f, h, end);
         if (s->destroyed) return;
         if (st == SHARP_FILTER_STOP) {
-            /* keep our own copy: the caller's map may not outlive this call */
-            if (h != &s->resp) sharp_headers_copy(&s->resp, h);
+            /* keep our own copy: the caller's map may not outlive this call;
+             * unless the filter answered with a local reply, whose headers
+             * are the response now (access logs read them) */
+            if (h != &s->resp && (was_local || !s->local_reply)) sharp_headers_copy(&s->resp, h);
             s->enc_next = i;
             s->enc_stopped = true;
             s->enc_headers_end = end;
@@ -904,14 +909,16 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
              * it cannot hold them */
             if (f->factory->encode_data && n) st = f->factory->encode_data(f, p, n, false);
             if (s->destroyed) return;
-            /* a filter that passed its data on itself did so without the
-             * end: the trailers still go through it and the rest */
-            if (st == SHARP_FILTER_CONSUMED) {
-                p = NULL;
-                n = 0;
-                st = SHARP_FILTER_CONTINUE;
-            }
             f->factory->encode_trailers(f, &s->resp_trailers);
+            if (s->destroyed) return;
+            /* the filter ended the response itself
+             * (sharp_stream_continue_encoding_body) */
+            if (!s->has_resp_trailers) return;
+            if (st == SHARP_FILTER_CONSUMED) {
+                /* the filter passed its data on; the trailers follow it */
+                enc_run_data(s, i - 1, NULL, 0, true);
+                return;
+            }
         } else if (f->factory->encode_data) {
             st = f->factory->encode_data(f, p, n, end);
         }
@@ -1089,7 +1096,7 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
         sharp_headers_remove_cstr(h, "content-type");
     }
     sharp_sbuf_free(&ct_before);
-    if (sharp_grpc_is_request(&s->req)) {
+    if (s->grpc_known ? s->grpc_request : sharp_grpc_is_request(&s->req)) {
         /* Envoy's local reply to a gRPC request: a trailers-only response,
          * HTTP 200 with grpc-status (mapped from the HTTP status unless set)
          * and the body as grpc-message */
@@ -1158,6 +1165,11 @@ void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, si
     s->enc_stopped = false;
     enc_iterate_headers(s, (int32_t)f->index - 1, &s->resp, end);
     if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, body, n, true);
+}
+
+sharp_headers_t *sharp_stream_held_response_headers(sharp_stream_t *s)
+{
+    return &s->resp;
 }
 
 bool sharp_stream_has_response_trailers(sharp_stream_t *s)

@@ -64,6 +64,10 @@ struct sharp_stream {
     bool local_reply;
     uint32_t local_reply_code; /* the status asked for, before local_reply_config rewrote it */
     bool is_head;
+    /* Envoy's is_grpc_request: decided from the request headers as the
+     * filters first see them (a filter rewriting content-type, as the gRPC
+     * bridges do, does not change how local replies are sent) */
+    bool grpc_known, grpc_request;
     bool destroyed;
     bool finish_scheduled;
     bool resp_chunked;

@@ -652,7 +652,8 @@ class H2Client:
         sid = self.conn.get_next_available_stream_id()
         hdrs = [(":method", method), (":scheme", "http"), (":authority", f"127.0.0.1:{self.port}"), (":path", path)]
         hdrs += [(k.lower(), str(v)) for k, v in (headers or {}).items()]
-        self.streams[sid] = {"status": None, "headers": {}, "body": bytearray(), "ended": False, "reset": None}
+        self.streams[sid] = {"status": None, "headers": {}, "body": bytearray(), "ended": False, "reset": None,
+                             "trailers": {}}
         self.conn.send_headers(sid, hdrs, end_stream=end and not body)
         if body:
             self.conn.send_data(sid, body, end_stream=end)
@@ -697,6 +698,8 @@ class H2Client:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 except h2.exceptions.StreamClosedError:
                     pass
+            elif isinstance(ev, h2.events.TrailersReceived) and st is not None:
+                st["trailers"] = dict(ev.headers)
             elif isinstance(ev, h2.events.StreamEnded) and st is not None:
                 st["ended"] = True
             elif isinstance(ev, h2.events.StreamReset) and st is not None:

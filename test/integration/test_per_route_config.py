@@ -309,10 +309,10 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
 
 @pytest.mark.parametrize("entries,filters,expect", [
     # per-route types of filters SHARP does not have: refused naming the feature
-    ({"envoy.filters.http.grpc_http1_reverse_bridge": "\"@type\": type.googleapis.com/envoy.extensions.filters.http."
-                                                      "grpc_http1_reverse_bridge.v3.FilterConfigPerRoute\n"
-                                                      "disabled: true"},
-     "", "gRPC HTTP/1 reverse bridge per-route config"),
+    ({"envoy.filters.http.ext_proc": "\"@type\": type.googleapis.com/envoy.extensions.filters.http."
+                                     "ext_proc.v3.ExtProcPerRoute\n"
+                                     "disabled: true"},
+     "", "external processing per-route config"),
     ({"envoy.filters.http.rate_limit_quota": "\"@type\": type.googleapis.com/envoy.extensions.filters.http."
                                              "rate_limit_quota.v3.RateLimitQuotaBucketSettings\n"
                                              "expired_assignment_behavior_timeout: 1s"},
@@ -462,8 +462,8 @@ def test_per_route_config_from_rds(procs, upstream, tmp_path):
     assert compressed(listen, f"/bytes/3000?{TEXT}")
     st, h, body = curl(listen, "/healthz")  # the health check filter still answers
     assert st == 200 and body == b""
-    write_rds(rds, 3, {"envoy.filters.http.grpc_http1_reverse_bridge": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfigPerRoute",
+    write_rds(rds, 3, {"envoy.filters.http.ext_proc": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
         "disabled": True}})
     # refused when the file is read (update_failure), as any type SHARP lacks
     wait_for(lambda: stat(admin, "http.ingress_http.rds.dyn.update_failure") == 1, 5 * SLOW, "update 3 refused")
