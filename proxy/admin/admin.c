@@ -645,7 +645,13 @@ static void h2_plain(void *ctx, const sharp_headers_t *req, const char *body, si
     }
 }
 
-static const sharp_grpc_conn_io_t h2_io = {h2_write, h2_write_queued, h2_done, h2_plain};
+static bool h2_allowed(void *ctx, sharp_str_t path)
+{
+    admin_conn_t *c = ctx;
+    return sharp__admin_allowed(c->admin->srv, path);
+}
+
+static const sharp_grpc_conn_io_t h2_io = {h2_write, h2_write_queued, h2_done, h2_plain, h2_allowed};
 
 /* Decides the protocol from the first bytes read. Returns -1 while they are
  * a proper beginning of the preface (more is needed). */

@@ -969,23 +969,26 @@ static void help_text(sharp_sbuf_t *b)
     }
 }
 
+bool sharp__admin_allowed(const sharp_server_t *srv, sharp_str_t target)
+{
+    /* Envoy's admin.allow_paths: matched against the path with its query,
+     * so a prefix matcher allows "/stats?filter=..." */
+    const sharp_config_t *cfg = srv ? srv->config : NULL;
+    if (!cfg || !cfg->nadmin_allow) return true;
+    for (size_t i = 0; i < cfg->nadmin_allow; i++)
+        if (sharp_string_matcher_match(&cfg->admin_allow[i], target)) return true;
+    return false;
+}
+
 void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp)
 {
     rsp->status = 200;
     rsp->content_type = SHARP_ADMIN_CT_TEXT;
-    const sharp_config_t *cfg = rq->srv ? rq->srv->config : NULL;
-    if (cfg && cfg->nadmin_allow) {
-        /* Envoy's admin.allow_paths: matched against the path with its
-         * query, so a prefix matcher allows "/stats?filter=..." */
-        bool allowed = false;
-        for (size_t i = 0; i < cfg->nadmin_allow && !allowed; i++)
-            allowed = sharp_string_matcher_match(&cfg->admin_allow[i], rq->target);
-        if (!allowed) {
-            rsp->status = 403;
-            sharp_sbuf_printf(&rsp->body, "request to path %.*s not allowed by admin.allow_paths\n",
-                              (int)SHARP_MIN(rq->target.len, 256), rq->target.p);
-            return;
-        }
+    if (!sharp__admin_allowed(rq->srv, rq->target)) {
+        rsp->status = 403;
+        sharp_sbuf_printf(&rsp->body, "request to path %.*s not allowed by admin.allow_paths\n",
+                          (int)SHARP_MIN(rq->target.len, 256), rq->target.p);
+        return;
     }
     for (size_t i = 0; i < nhandlers; i++) {
         const handler_t *h = &handlers[i];

@@ -35,6 +35,10 @@ typedef struct sharp_admin_response {
  * another method than POST 405. */
 void sharp__admin_handle(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
 
+/* Whether admin.allow_paths lets `target` (a path with its query, or a
+ * gRPC call's :path) be served: true without allow_paths. */
+bool sharp__admin_allowed(const sharp_server_t *srv, sharp_str_t target);
+
 /* /config_dump (config_dump.c). */
 void sharp__admin_config_dump(const sharp_admin_request_t *rq, sharp_admin_response_t *rsp);
 

@@ -639,9 +639,15 @@ static void call_head_done(sharp_grpc_call_t *call)
         respond_plain_text(call, 405, "gRPC calls are POST requests\n");
         return;
     }
+    char msg[256];
+    if (c->io && c->io->allowed && !c->io->allowed(c->ctx, path)) {
+        snprintf(msg, sizeof msg, "request to path %.*s not allowed by admin.allow_paths",
+                 (int)SHARP_MIN(path.len, 160), path.p);
+        call_end(call, SHARP_GRPC_PERMISSION_DENIED, msg);
+        return;
+    }
     int m;
     const reg_service_t *svc = registry_lookup(c->reg, path.p, path.len, &m);
-    char msg[256];
     if (!svc || m < 0) {
         const char *slash = path.len > 1 ? memchr(path.p + 1, '/', path.len - 1) : NULL;
         if (!svc)

@@ -39,6 +39,7 @@ enum {
     SHARP_GRPC_INVALID_ARGUMENT = 3,
     SHARP_GRPC_DEADLINE_EXCEEDED = 4,
     SHARP_GRPC_NOT_FOUND = 5,
+    SHARP_GRPC_PERMISSION_DENIED = 7,
     SHARP_GRPC_RESOURCE_EXHAUSTED = 8,
     SHARP_GRPC_UNIMPLEMENTED = 12,
     SHARP_GRPC_INTERNAL = 13,
@@ -146,6 +147,10 @@ typedef struct {
      * request gets a 404. */
     void (*plain)(void *ctx, const struct sharp_headers *req, const char *body, size_t len,
                   sharp_grpc_plain_response_t *rsp);
+    /* Optional: whether a gRPC call to `path` (its :path) may be served;
+     * one that may not ends with PERMISSION_DENIED (the admin port's
+     * allow_paths). NULL: every call. */
+    bool (*allowed)(void *ctx, sharp_str_t path);
 } sharp_grpc_conn_io_t;
 
 #define SHARP_GRPC_PLAIN_BODY_MAX (64u * 1024)

@@ -72,7 +72,7 @@ static void fz_plain(void *ctx, const struct sharp_headers *req, const char *bod
     sharp_sbuf_append(&rsp->body, body, len);
 }
 
-static const sharp_grpc_conn_io_t fz_io = {fz_write, fz_write_queued, fz_done, fz_plain};
+static const sharp_grpc_conn_io_t fz_io = {fz_write, fz_write_queued, fz_done, fz_plain, NULL};
 
 static bool fz_serving(void *arg)
 {

@@ -74,3 +74,27 @@ def test_a_bad_matcher_is_refused_by_name(tmp_path):
     r = subprocess.run([SHARP, "-c", str(cfg), "--mode", "validate"], capture_output=True, text=True, timeout=20)
     assert r.returncode == 1
     assert "admin.allow_paths[1]" in r.stderr, r.stderr
+
+
+def test_grpc_calls_on_the_admin_port_are_held_to_the_list(procs):
+    """SHARP's gRPC services on the admin port (health, the KEDA scaler)
+    answer only a :path one of the matchers allows; any other call ends
+    with PERMISSION_DENIED naming the path."""
+    import grpc
+    admin = free_port()
+    allow = "  allow_paths:\n  - exact: /ready\n  - prefix: /grpc.health.v1.Health/Check\n"
+    s = Sharp(bootstrap(admin, allow))
+    procs.append(s)
+    s.wait_ready(admin)
+    with grpc.insecure_channel(f"127.0.0.1:{admin}") as ch:
+        call = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                              response_deserializer=lambda b: b)
+        assert call(b"", timeout=10) == b"\x08\x01"  # SERVING
+        watch = ch.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+        try:
+            next(iter(watch(b"", timeout=10)))
+            raise AssertionError("Watch was served")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e
+            assert "/grpc.health.v1.Health/Watch" in e.details() and "allow_paths" in e.details()

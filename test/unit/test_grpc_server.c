@@ -192,7 +192,7 @@ static void io_done(void *ctx)
     ((client_t *)ctx)->done = true;
 }
 
-static const sharp_grpc_conn_io_t io = {io_write, io_queued, io_done, NULL};
+static const sharp_grpc_conn_io_t io = {io_write, io_queued, io_done, NULL, NULL};
 
 static int c_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                        const uint8_t *value, size_t vlen, uint8_t flags, void *user)
