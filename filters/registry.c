@@ -6,6 +6,7 @@
 #include "filters/cors/filter.h"
 #include "filters/csrf/filter.h"
 #include "filters/decompressor/filter.h"
+#include "filters/dynamic_forward_proxy/filter.h"
 #include "filters/ext_authz/filter.h"
 #include "filters/fault/filter.h"
 #include "filters/header_to_metadata/filter.h"
@@ -35,6 +36,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_csrf_filter);
     sharp_filter_register(&sharp_decompressor_filter);
     sharp_filter_register(&sharp_cache_filter);
+    sharp_filter_register(&sharp_dynamic_forward_proxy_filter);
     sharp_filter_register(&sharp_match_delegate_filter);
     sharp_filter_register(&sharp_composite_filter);
 }

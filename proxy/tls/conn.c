@@ -24,6 +24,11 @@ void sharp_tls_conn_set_failure(sharp_tls_conn_t *c, sharp_tls_failure_t f, cons
     va_end(ap);
 }
 
+void sharp_tls_conn_set_auto_san(sharp_tls_conn_t *c)
+{
+    c->auto_san = true;
+}
+
 sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud)
 {
     SSL *ssl = SSL_new(ctx->ssl_ctx);
