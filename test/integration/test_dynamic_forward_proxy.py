@@ -1,0 +1,257 @@
+"""The dynamic forward proxy (envoy.filters.http.dynamic_forward_proxy with
+an envoy.clusters.dynamic_forward_proxy cluster sharing one DNS cache)
+against a DNS server on loopback that the test controls (test_dns's Zone)
+and test upstreams on 127.0.0.2, 127.0.0.3 on one port."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import SHARP, SLOW, admin_get, file_access_log, free_port, log_lines, stat
+from test_dns import Upstream, dns, get, start, wait_for  # noqa: F401 (dns is a fixture)
+
+CORPUS = next((d for d in (os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                                                        "envoy-corpus")), "/work/shared/envoy-corpus")
+               if os.path.isdir(d)), "/work/shared/envoy-corpus")
+FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig"
+PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.PerRouteConfig"
+CLUSTER = "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig"
+LOG = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_HOST%\\n"
+
+
+def cache_yaml(dns_port, extra=""):
+    lines = ["name: c", "dns_lookup_family: V4_ONLY",
+             "typed_dns_resolver_config:",
+             "  name: envoy.network.dns_resolver.cares",
+             "  typed_config:",
+             "    \"@type\": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+             f"    resolvers: [{{ socket_address: {{ address: 127.0.0.1, port_value: {dns_port} }} }}]",
+             "    dns_resolver_options: { no_default_search_domain: true }"]
+    return "\n".join(lines + [ln for ln in extra.splitlines() if ln]) + "\n"
+
+
+def indent(text, n):
+    return "".join(" " * n + ln + "\n" for ln in text.splitlines())
+
+
+def config(listen, admin, dns_port, cache_extra="", log_path_yaml=""):
+    cache = cache_yaml(dns_port, cache_extra)
+    return f"""admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+{indent(log_path_yaml, 10)}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/literal" }}
+                route: {{ cluster: dfp }}
+                typed_per_filter_config:
+                  envoy.filters.http.dynamic_forward_proxy:
+                    "@type": {PER_ROUTE}
+                    host_rewrite_literal: b.test:{{UPPORT}}
+              - match: {{ prefix: "/header" }}
+                route: {{ cluster: dfp }}
+                typed_per_filter_config:
+                  envoy.filters.http.dynamic_forward_proxy:
+                    "@type": {PER_ROUTE}
+                    host_rewrite_header: X-Target
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: dfp }}
+          http_filters:
+          - name: envoy.filters.http.dynamic_forward_proxy
+            typed_config:
+              "@type": {FILTER}
+              dns_cache_config:
+{indent(cache, 16)}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: dfp
+    connect_timeout: 1s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.dynamic_forward_proxy
+      typed_config:
+        "@type": {CLUSTER}
+        dns_cache_config:
+{indent(cache, 10)}"""
+
+
+@pytest.fixture
+def env(procs, dns):
+    """Upstreams a (127.0.0.2) and b (127.0.0.3) on one port; a.test and
+    b.test resolve to them."""
+    port = free_port()
+    procs.append(Upstream("127.0.0.2", port, "a"))
+    procs.append(Upstream("127.0.0.3", port, "b"))
+    dns.set("a.test", a=["127.0.0.2"])
+    dns.set("b.test", a=["127.0.0.3"])
+    return dns, port
+
+
+def run(procs, dns, upport, cache_extra="", log=True):
+    listen, admin = free_port(), free_port()
+    al, path = file_access_log(LOG) if log else ("", None)
+    y = config(listen, admin, dns.port, cache_extra, al).replace("{UPPORT}", str(upport))
+    start(procs, y, admin)
+    return listen, admin, path
+
+
+def request(port, host, path="/echo", headers=None):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * SLOW)
+    c.request("GET", path, headers={"Host": host, **(headers or {})})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, r.getheader("x-upstream-name"), body
+
+
+def dstat(admin, name):
+    return stat(admin, f"dns_cache.c.{name}") or 0
+
+
+def test_resolves_then_serves_from_the_cache(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up)
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    assert request(listen, f"b.test:{up}")[:2] == (200, "b")
+    queries = dns.count("a.test")
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    assert dns.count("a.test") == queries  # in the cache: no new query
+    assert dstat(admin, "dns_query_attempt") == 2
+    assert dstat(admin, "dns_query_success") == 2
+    assert dstat(admin, "host_added") == 2
+    assert dstat(admin, "num_hosts") == 2
+    assert dstat(admin, "dns_query_failure") == 0
+
+
+def test_nxdomain_is_503_dns_resolution_failure(procs, env):
+    dns, up = env
+    listen, admin, path = run(procs, dns, up)
+    st, _, body = request(listen, f"nx.test:{up}")
+    assert st == 503 and body == b"DNS resolution failure"
+    line = log_lines(path, 1)[0]
+    code, flags, details = line.split()[:3]
+    assert (code, flags) == ("503", "DF")
+    assert details.startswith("dns_resolution_failure{cares_norecords:"), line
+    assert dstat(admin, "dns_query_failure") == 1
+    # the failure is cached: the next request fails without a query
+    q = dns.count("nx.test")
+    assert request(listen, f"nx.test:{up}")[0] == 503
+    assert dns.count("nx.test") == q
+    # the other hosts are not affected
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+
+
+def test_resolver_that_does_not_answer_times_out(procs, env):
+    dns, up = env
+    dns.set("slow.test", a=["127.0.0.2"], mode="drop")
+    listen, admin, path = run(procs, dns, up, "dns_query_timeout: 0.5s")
+    st, _, _ = request(listen, f"slow.test:{up}")
+    assert st == 503
+    line = log_lines(path, 1)[0]
+    assert line.split()[:3] == ["503", "DF", "dns_resolution_failure{resolve_timeout}"], line
+    assert dstat(admin, "dns_query_timeout") == 1
+    assert dstat(admin, "dns_query_failure") == 1
+
+
+def test_max_hosts_overflow(procs, env):
+    dns, up = env
+    listen, admin, path = run(procs, dns, up, "max_hosts: 1")
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    st, _, body = request(listen, f"b.test:{up}")
+    assert st == 503 and body == b"DNS cache overflow"
+    lines = log_lines(path, 2)
+    assert lines[1].split()[:3] == ["503", "-", "dns_cache_overflow"], lines
+    assert dstat(admin, "host_overflow") == 1
+    assert dstat(admin, "num_hosts") == 1
+    # the host already cached still works
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+
+
+def test_pending_request_circuit_breaker(procs, env):
+    dns, up = env
+    listen, admin, path = run(procs, dns, up, "dns_cache_circuit_breaker: { max_pending_requests: 0 }")
+    st, _, body = request(listen, f"a.test:{up}")
+    assert st == 503 and body == b"Dynamic forward proxy pending request overflow"
+    assert log_lines(path, 1)[0].split()[:3] == ["503", "-", "dynamic_forward_proxy_pending_request_overflow"]
+    assert dstat(admin, "dns_rq_pending_overflow") == 1
+    assert dns.count("a.test") == 0
+
+
+def test_unused_hosts_expire_after_host_ttl(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up, "host_ttl: 1s\ndns_refresh_rate: 0.3s")
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    assert wait_for(lambda: dstat(admin, "host_removed") == 1, timeout=10 * SLOW)
+    assert dstat(admin, "num_hosts") == 0
+    # the cluster lets go of its host too
+    assert wait_for(lambda: "127.0.0.2" not in admin_get(admin, "/clusters"), timeout=10 * SLOW)
+    # and a new request resolves it again
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    assert dstat(admin, "host_added") == 2
+
+
+def test_address_change_moves_new_requests(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up, "dns_refresh_rate: 0.2s")
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    dns.set("a.test", a=["127.0.0.3"])
+    assert wait_for(lambda: request(listen, f"a.test:{up}")[1] == "b", timeout=10 * SLOW)
+    assert dstat(admin, "host_address_changed") >= 1
+
+
+def test_per_route_host_rewrite(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up)
+    # host_rewrite_literal: b.test whatever the request says
+    assert request(listen, f"a.test:{up}", "/literal")[:2] == (200, "b")
+    # host_rewrite_header: the header's value
+    assert request(listen, f"b.test:{up}", "/header", {"x-target": f"a.test:{up}"})[:2] == (200, "a")
+    # without the header the request's own host
+    assert request(listen, f"b.test:{up}", "/header")[:2] == (200, "b")
+
+
+def test_default_port_is_80_without_tls(procs, env):
+    dns, up = env
+    listen, admin, path = run(procs, dns, up)
+    # a.test:80 has no upstream: the connection fails, after the lookup of a.test
+    st, _, _ = request(listen, "a.test")
+    assert st == 503
+    assert log_lines(path, 1)[0].split()[3] == "127.0.0.2:80"
+
+
+def test_corpus_dns_cache_circuit_breaker_loads():
+    path = os.path.join(CORPUS, "envoy__docs__root__configuration__http__http_filters___include__"
+                                "dns-cache-circuit-breaker.yaml")
+    if not os.path.exists(path):
+        pytest.skip("no corpus")
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", path], capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("field,extra", [
+    ("allow_coalesced_connections", "allow_coalesced_connections: true"),
+    ("dns_min_refresh_rate", None),
+])
+def test_refused_fields_are_named(tmp_path, field, extra):
+    y = config(free_port(), free_port(), 53).replace("{UPPORT}", "1")
+    if field == "dns_min_refresh_rate":
+        y = y.replace("name: c\n", "name: c\n                dns_min_refresh_rate: 5s\n", 1)
+    else:
+        y = y.replace("\n        dns_cache_config:\n", f"\n        {extra}\n        dns_cache_config:\n", 1)
+    p = tmp_path / "c.yaml"
+    p.write_text(y)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 1 and field in r.stdout + r.stderr, r.stdout + r.stderr
