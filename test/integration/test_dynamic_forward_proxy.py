@@ -9,6 +9,7 @@ import pytest
 
 from conftest import SHARP, SLOW, admin_get, file_access_log, free_port, log_lines, stat
 from test_dns import Upstream, dns, get, start, wait_for  # noqa: F401 (dns is a fixture)
+from test_tls_upstream import tls_server  # noqa: F401 (a fixture)
 
 CORPUS = next((d for d in (os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
                                                         "envoy-corpus")), "/work/shared/envoy-corpus")
@@ -34,7 +35,7 @@ def indent(text, n):
     return "".join(" " * n + ln + "\n" for ln in text.splitlines())
 
 
-def config(listen, admin, dns_port, cache_extra="", log_path_yaml=""):
+def config(listen, admin, dns_port, cache_extra="", log_path_yaml="", cluster_extra=""):
     cache = cache_yaml(dns_port, cache_extra)
     return f"""admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
@@ -84,7 +85,7 @@ static_resources:
       typed_config:
         "@type": {CLUSTER}
         dns_cache_config:
-{indent(cache, 10)}"""
+{indent(cache, 10)}{indent(cluster_extra, 4)}"""
 
 
 @pytest.fixture
@@ -99,10 +100,10 @@ def env(procs, dns):
     return dns, port
 
 
-def run(procs, dns, upport, cache_extra="", log=True):
+def run(procs, dns, upport, cache_extra="", log=True, cluster_extra=""):
     listen, admin = free_port(), free_port()
     al, path = file_access_log(LOG) if log else ("", None)
-    y = config(listen, admin, dns.port, cache_extra, al).replace("{UPPORT}", str(upport))
+    y = config(listen, admin, dns.port, cache_extra, al, cluster_extra).replace("{UPPORT}", str(upport))
     start(procs, y, admin)
     return listen, admin, path
 
@@ -230,6 +231,25 @@ def test_default_port_is_80_without_tls(procs, env):
     st, _, _ = request(listen, "a.test")
     assert st == 503
     assert log_lines(path, 1)[0].split()[3] == "127.0.0.2:80"
+
+
+def test_tls_sni_and_san_from_the_host(procs, dns, pki, tls_server):  # noqa: F811
+    """Envoy's auto_sni and auto_san_validation: the host's name is the SNI,
+    and the server's certificate must carry it."""
+    import json
+    port = tls_server()
+    dns.set("www.example.com", a=["127.0.0.1"])
+    dns.set("wrong.test", a=["127.0.0.1"])
+    tls = ("transport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n"
+           "    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+           f"    common_tls_context: {{ validation_context: {{ trusted_ca: {{ filename: {pki}/ca.crt }} }} }}\n")
+    listen, admin, path = run(procs, dns, port, cluster_extra=tls)
+    st, _, body = request(listen, f"www.example.com:{port}", "/")
+    assert st == 200, body
+    assert json.loads(body)["sni"] == "www.example.com"
+    st, _, body = request(listen, f"wrong.test:{port}", "/")
+    assert st == 503, body
+    assert stat(admin, "cluster.dfp.ssl.fail_verify_san") == 1
 
 
 def test_corpus_dns_cache_circuit_breaker_loads():
