@@ -304,9 +304,11 @@ uint32_t sharp_dfp_take_queued(sharp_dfp_cache_t *c, sharp_dfp_entry_t **out, ui
 {
     uv_mutex_lock(&c->lock);
     uint32_t n = c->nqueued < cap ? c->nqueued : cap;
-    memcpy(out, c->queued, n * sizeof *out);
-    memmove(c->queued, c->queued + n, (c->nqueued - n) * sizeof *c->queued);
-    c->nqueued -= n;
+    if (n) {
+        memcpy(out, c->queued, n * sizeof *out);
+        memmove(c->queued, c->queued + n, (c->nqueued - n) * sizeof *c->queued);
+        c->nqueued -= n;
+    }
     uv_mutex_unlock(&c->lock);
     return n;
 }
