@@ -2,8 +2,10 @@
 an envoy.clusters.dynamic_forward_proxy cluster sharing one DNS cache)
 against a DNS server on loopback that the test controls (test_dns's Zone)
 and test upstreams on 127.0.0.2, 127.0.0.3 on one port."""
+import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -54,13 +56,13 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/literal" }}
+              - match: {{ prefix: "/", headers: [{{ name: x-rw, string_match: {{ exact: literal }} }}] }}
                 route: {{ cluster: dfp }}
                 typed_per_filter_config:
                   envoy.filters.http.dynamic_forward_proxy:
                     "@type": {PER_ROUTE}
                     host_rewrite_literal: b.test:{{UPPORT}}
-              - match: {{ prefix: "/header" }}
+              - match: {{ prefix: "/", headers: [{{ name: x-rw, string_match: {{ exact: header }} }}] }}
                 route: {{ cluster: dfp }}
                 typed_per_filter_config:
                   envoy.filters.http.dynamic_forward_proxy:
@@ -108,10 +110,10 @@ def run(procs, dns, upport, cache_extra="", log=True, cluster_extra=""):
     return listen, admin, path
 
 
-def request(port, host, path="/echo", headers=None):
+def request(port, host, path="/echo", headers=None, method="GET", body=None):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * SLOW)
-    c.request("GET", path, headers={"Host": host, **(headers or {})})
+    c.request(method, path, body=body, headers={"Host": host, **(headers or {})})
     r = c.getresponse()
     body = r.read()
     c.close()
@@ -216,12 +218,15 @@ def test_address_change_moves_new_requests(procs, env):
 def test_per_route_host_rewrite(procs, env):
     dns, up = env
     listen, admin, _ = run(procs, dns, up)
-    # host_rewrite_literal: b.test whatever the request says
-    assert request(listen, f"a.test:{up}", "/literal")[:2] == (200, "b")
+    # host_rewrite_literal: b.test whatever the request says, looked up and
+    # sent upstream
+    st, who, body = request(listen, f"a.test:{up}", headers={"x-rw": "literal"})
+    assert (st, who) == (200, "b")
+    assert [h[1] for h in json.loads(body)["headers"] if h[0].lower() == "host"] == [f"b.test:{up}"]
     # host_rewrite_header: the header's value
-    assert request(listen, f"b.test:{up}", "/header", {"x-target": f"a.test:{up}"})[:2] == (200, "a")
+    assert request(listen, f"b.test:{up}", headers={"x-rw": "header", "x-target": f"a.test:{up}"})[:2] == (200, "a")
     # without the header the request's own host
-    assert request(listen, f"b.test:{up}", "/header")[:2] == (200, "b")
+    assert request(listen, f"b.test:{up}", headers={"x-rw": "header"})[:2] == (200, "b")
 
 
 def test_default_port_is_80_without_tls(procs, env):
@@ -250,6 +255,24 @@ def test_tls_sni_and_san_from_the_host(procs, dns, pki, tls_server):  # noqa: F8
     st, _, body = request(listen, f"wrong.test:{port}", "/")
     assert st == 503, body
     assert stat(admin, "cluster.dfp.ssl.fail_verify_san") == 1
+
+
+def test_request_body_waits_for_the_resolution(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up)
+    st, who, body = request(listen, f"a.test:{up}", method="POST", body=b"x" * 200000)
+    assert (st, who) == (200, "a")
+    assert json.loads(body)["body_bytes"] == 200000
+
+
+def test_concurrent_requests_share_one_resolution(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up)
+    with ThreadPoolExecutor(16) as ex:
+        out = list(ex.map(lambda _: request(listen, f"a.test:{up}")[:2], range(32)))
+    assert out == [(200, "a")] * 32
+    assert dstat(admin, "host_added") == 1
+    assert dstat(admin, "dns_rq_pending_overflow") == 0
 
 
 def test_corpus_dns_cache_circuit_breaker_loads():
