@@ -175,8 +175,8 @@ def test_max_hosts_overflow(procs, env):
     assert request(listen, f"a.test:{up}")[:2] == (200, "a")
     st, _, body = request(listen, f"b.test:{up}")
     assert st == 503 and body == b"DNS cache overflow"
-    lines = log_lines(path, 2)
-    assert lines[1].split()[:3] == ["503", "-", "dns_cache_overflow"], lines
+    lines = log_lines(path, 2)  # one per worker's buffer: in any order
+    assert ["503", "-", "dns_cache_overflow"] in [ln.split()[:3] for ln in lines], lines
     assert dstat(admin, "host_overflow") == 1
     assert dstat(admin, "num_hosts") == 1
     # the host already cached still works
