@@ -3677,6 +3677,8 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             const sharp_cluster_t *m = sharp_snapshot_cluster(s, a->members[k]);
             const char *why = !m                ? NULL
                               : m->aggregate    ? "is an aggregate cluster itself (aggregates do not nest)"
+                              : m->odst && m->odst->dfp ? "is a dynamic forward proxy cluster, whose hosts are "
+                                                          "made per request"
                               : m->odst         ? "is an ORIGINAL_DST cluster, whose hosts are made per request"
                               : m->shuffle_shard ? "balances by customer shards, whose key the aggregate's routes "
                                                    "do not compute"

@@ -45,13 +45,14 @@ typedef struct dfp_route_config {
 } dfp_route_config_t;
 
 typedef struct dfp_state {
-    sharp_dfp_waiter_t wait;   /* first: the waiter's done finds the state */
+    sharp_dfp_waiter_t wait; /* first: the waiter's done finds the state */
     sharp_filter_t *f;
-    bool breaker;              /* holds a slot of the cache's circuit breaker */
+    bool breaker; /* holds a slot of the cache's circuit breaker */
     bool waiting;
 } dfp_state_t;
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     const dfp_pb_t *pb = (const dfp_pb_t *)msg;
     if (!pb) {
@@ -60,20 +61,23 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
     }
     if (pb->implementation_specifier_case ==
         ENVOY__EXTENSIONS__FILTERS__HTTP__DYNAMIC_FORWARD_PROXY__V3__FILTER_CONFIG__IMPLEMENTATION_SPECIFIER_SUB_CLUSTER_CONFIG) {
-        snprintf(err, errlen, "sub_cluster_config: sub clusters are not supported by SHARP (use dns_cache_config)");
+        snprintf(
+            err, errlen,
+            "sub_cluster_config: sub clusters are not supported by SHARP (use dns_cache_config)");
         return NULL;
     }
     if (pb->save_upstream_address) {
-        snprintf(err, errlen, "save_upstream_address: the envoy.stream.upstream_address filter state is not "
-                              "supported by SHARP");
+        snprintf(err, errlen,
+                 "save_upstream_address: the envoy.stream.upstream_address filter state is not "
+                 "supported by SHARP");
         return NULL;
     }
     if (!pb->dns_cache_config) {
         snprintf(err, errlen, "dns_cache_config: value is required");
         return NULL;
     }
-    sharp_dfp_cache_t *cache = sharp_config_dns_cache(&pb->dns_cache_config->base, ctx ? ctx->server : NULL, err,
-                                                      errlen);
+    sharp_dfp_cache_t *cache =
+        sharp_config_dns_cache(&pb->dns_cache_config->base, ctx ? ctx->server : NULL, err, errlen);
     if (!cache) return NULL;
     dfp_config_t *c = sharp_calloc(1, sizeof *c);
     c->cache = cache;
@@ -91,15 +95,18 @@ static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t 
     (void)errlen;
     const dfp_route_pb_t *pb = (const dfp_route_pb_t *)msg;
     dfp_route_config_t *rc = sharp_calloc(1, sizeof *rc);
-    if (pb && pb->host_rewrite_specifier_case ==
-                  ENVOY__EXTENSIONS__FILTERS__HTTP__DYNAMIC_FORWARD_PROXY__V3__PER_ROUTE_CONFIG__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL &&
+    if (pb &&
+        pb->host_rewrite_specifier_case ==
+            ENVOY__EXTENSIONS__FILTERS__HTTP__DYNAMIC_FORWARD_PROXY__V3__PER_ROUTE_CONFIG__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL &&
         pb->host_rewrite_literal[0])
         rc->host_rewrite = sharp_strdup(pb->host_rewrite_literal);
-    if (pb && pb->host_rewrite_specifier_case ==
-                  ENVOY__EXTENSIONS__FILTERS__HTTP__DYNAMIC_FORWARD_PROXY__V3__PER_ROUTE_CONFIG__HOST_REWRITE_SPECIFIER_HOST_REWRITE_HEADER &&
+    if (pb &&
+        pb->host_rewrite_specifier_case ==
+            ENVOY__EXTENSIONS__FILTERS__HTTP__DYNAMIC_FORWARD_PROXY__V3__PER_ROUTE_CONFIG__HOST_REWRITE_SPECIFIER_HOST_REWRITE_HEADER &&
         pb->host_rewrite_header[0]) {
         rc->host_rewrite_header = sharp_strdup(pb->host_rewrite_header);
-        for (char *p = rc->host_rewrite_header; *p; p++) *p = (char)tolower((unsigned char)*p);
+        for (char *p = rc->host_rewrite_header; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
     }
     return rc;
 }
@@ -128,10 +135,12 @@ static void release_breaker(dfp_state_t *st, const dfp_config_t *c)
 static void resolution_failed(sharp_filter_t *f, const char *details)
 {
     char d[160];
-    snprintf(d, sizeof d, "dns_resolution_failure{%s}", details && details[0] ? details : "no_host");
+    snprintf(d, sizeof d, "dns_resolution_failure{%s}",
+             details && details[0] ? details : "no_host");
     for (char *p = d; *p; p++)
         if (*p == ' ' || *p == '\t') *p = '_';
-    sharp_stream_send_local_reply(f, 503, "DNS resolution failure", SHARP_RF_DNS_RESOLUTION_FAILURE, d);
+    sharp_stream_send_local_reply(f, 503, "DNS resolution failure", SHARP_RF_DNS_RESOLUTION_FAILURE,
+                                  d);
 }
 
 /* The host's state in the cache: continue, stop to wait, or a local reply. */
@@ -215,7 +224,8 @@ static sharp_filter_status_t decode_headers(sharp_filter_t *f, sharp_headers_t *
         sharp_stream_send_local_reply(f, 400, "Empty host header", 0, "empty_host_header");
         return SHARP_FILTER_STOP;
     }
-    if (!sharp_dfp_normalize(auth.p, auth.len, cluster->odst->dfp_default_port, st->wait.key, sizeof st->wait.key)) {
+    if (!sharp_dfp_normalize(auth.p, auth.len, cluster->odst->dfp_default_port, st->wait.key,
+                             sizeof st->wait.key)) {
         /* longer than any DNS name */
         release_breaker(st, c);
         resolution_failed(f, "host_too_long");
@@ -238,15 +248,19 @@ static void on_destroy(sharp_filter_t *f)
 
 const sharp_filter_factory_t sharp_dynamic_forward_proxy_filter = {
     .name = "envoy.filters.http.dynamic_forward_proxy",
-    .type_url = "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
-    .config_desc = &envoy__extensions__filters__http__dynamic_forward_proxy__v3__filter_config__descriptor,
+    .type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+    .config_desc =
+        &envoy__extensions__filters__http__dynamic_forward_proxy__v3__filter_config__descriptor,
     .create_config = create_config,
     .destroy_config = destroy_config,
     .state_size = sizeof(dfp_state_t),
     .decode_headers = decode_headers,
     .on_destroy = on_destroy,
-    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.PerRouteConfig",
-    .route_config_desc = &envoy__extensions__filters__http__dynamic_forward_proxy__v3__per_route_config__descriptor,
+    .route_type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.PerRouteConfig",
+    .route_config_desc =
+        &envoy__extensions__filters__http__dynamic_forward_proxy__v3__per_route_config__descriptor,
     .create_route_config = create_route_config,
     .destroy_route_config = destroy_route_config,
 };

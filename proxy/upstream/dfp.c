@@ -41,7 +41,8 @@ void sharp_dfp_default_settings(sharp_dfp_settings_t *s)
 static uint32_t key_hash(const char *k)
 {
     uint32_t h = 2166136261u;
-    for (; *k; k++) h = (h ^ (unsigned char)*k) * 16777619u;
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 16777619u;
     return h;
 }
 
@@ -51,7 +52,8 @@ sharp_dfp_cache_t *sharp_dfp_cache_new(const char *name, const sharp_dfp_setting
     c->name = sharp_strdup(name);
     c->set = *set;
     uint32_t n = 16;
-    while (n < set->max_hosts && n < (1u << 16)) n <<= 1;
+    while (n < set->max_hosts && n < (1u << 16))
+        n <<= 1;
     c->nbuckets = n;
     c->buckets = sharp_calloc(n, sizeof *c->buckets);
     uv_mutex_init(&c->lock);
@@ -80,7 +82,8 @@ void sharp_dfp_cache_free(sharp_dfp_cache_t *c)
         }
     free(c->buckets);
     free(c->queued);
-    for (uint32_t i = 0; i < c->npreresolve; i++) free(c->preresolve[i]);
+    for (uint32_t i = 0; i < c->npreresolve; i++)
+        free(c->preresolve[i]);
     free(c->preresolve);
     free(c->dns.resolvers);
     free(c->config);
@@ -101,7 +104,8 @@ static sharp_dfp_entry_t *find(const sharp_dfp_cache_t *c, const char *key)
 static void unlink_entry(sharp_dfp_cache_t *c, sharp_dfp_entry_t *e)
 {
     sharp_dfp_entry_t **pp = &c->buckets[key_hash(e->key) & (c->nbuckets - 1)];
-    while (*pp && *pp != e) pp = &(*pp)->next;
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
     if (*pp) {
         *pp = e->next;
         c->nentries--;
@@ -166,8 +170,8 @@ bool sharp_dfp_normalize(const char *host, size_t len, uint16_t default_port, ch
     return n > 0 && (size_t)n < cap;
 }
 
-sharp_dfp_status_t sharp_dfp_load(sharp_dfp_cache_t *c, sharp_stats_shard_t *sh, const char *key, uint64_t now_ms,
-                                  sharp_dfp_result_t *out)
+sharp_dfp_status_t sharp_dfp_load(sharp_dfp_cache_t *c, sharp_stats_shard_t *sh, const char *key,
+                                  uint64_t now_ms, sharp_dfp_result_t *out)
 {
     bool wake = false;
     sharp_dfp_status_t st;
@@ -198,7 +202,8 @@ sharp_dfp_status_t sharp_dfp_load(sharp_dfp_cache_t *c, sharp_stats_shard_t *sh,
     return st;
 }
 
-bool sharp_dfp_address(sharp_dfp_cache_t *c, const char *key, uint64_t now_ms, struct sockaddr_storage *out)
+bool sharp_dfp_address(sharp_dfp_cache_t *c, const char *key, uint64_t now_ms,
+                       struct sockaddr_storage *out)
 {
     uv_mutex_lock(&c->lock);
     sharp_dfp_entry_t *e = find(c, key);
@@ -245,8 +250,8 @@ bool sharp_dfp_breaker_acquire(sharp_dfp_cache_t *c, sharp_stats_shard_t *sh)
             if (sh && c->stats) sharp_counter_inc(sh, c->st.dns_rq_pending_overflow);
             return false;
         }
-    } while (!atomic_compare_exchange_weak_explicit(&c->pending, &cur, cur + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(&c->pending, &cur, cur + 1,
+                                                    memory_order_relaxed, memory_order_relaxed));
     return true;
 }
 
@@ -318,8 +323,8 @@ static sharp_stats_shard_t *main_shard(sharp_dfp_cache_t *c)
     return c->stats ? sharp_stats_shard(c->stats, 0) : NULL;
 }
 
-bool sharp_dfp_resolved(sharp_dfp_cache_t *c, sharp_dfp_entry_t *e, bool ok, const struct sockaddr_storage *a,
-                        const char *details)
+bool sharp_dfp_resolved(sharp_dfp_cache_t *c, sharp_dfp_entry_t *e, bool ok,
+                        const struct sockaddr_storage *a, const char *details)
 {
     sharp_stats_shard_t *sh = main_shard(c);
     if (sh) sharp_counter_inc(sh, ok ? c->st.dns_query_success : c->st.dns_query_failure);
@@ -370,7 +375,8 @@ uint64_t sharp_dfp_next_delay(sharp_dfp_cache_t *c, sharp_dfp_entry_t *e, bool o
     if (!c->set.has_failure_rate) return c->set.refresh_ms;
     if (!e->backoff) {
         e->backoff = sharp_calloc(1, sizeof *e->backoff);
-        sharp_backoff_init(e->backoff, c->set.failure_base_ms, c->set.failure_max_ms, dfp_random, &c->rng);
+        sharp_backoff_init(e->backoff, c->set.failure_base_ms, c->set.failure_max_ms, dfp_random,
+                           &c->rng);
     }
     return sharp_backoff_next(e->backoff);
 }
@@ -420,8 +426,10 @@ static void finish(sharp_dfp_entry_t *e, bool ok, const char *details)
     if (e->query) e->query->entry = NULL;
     e->query = NULL;
     uv_timer_stop(&e->timeout);
-    sharp_debug(upstream, "dns cache '%s': host '%s' %s", c->name, e->key, ok ? "resolved" : details);
-    if (sharp_dfp_resolved(c, e, ok, ok ? &e->found : NULL, ok ? "cares_success" : details)) notify_workers();
+    sharp_debug(upstream, "dns cache '%s': host '%s' %s", c->name, e->key,
+                ok ? "resolved" : details);
+    if (sharp_dfp_resolved(c, e, ok, ok ? &e->found : NULL, ok ? "cares_success" : details))
+        notify_workers();
     uint64_t delay = sharp_dfp_next_delay(c, e, ok);
     if (!c->stopping) uv_timer_start(&e->refresh, on_refresh, delay ? delay : 1, 0);
 }
@@ -442,11 +450,15 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     sharp_dfp_cache_t *c = e->cache;
     if (status == ARES_SUCCESS && res && !e->has_found) {
         for (struct ares_addrinfo_node *n = res->nodes; n; n = n->ai_next) {
-            if ((n->ai_family != AF_INET && n->ai_family != AF_INET6) || n->ai_addrlen > sizeof e->found) continue;
+            if ((n->ai_family != AF_INET && n->ai_family != AF_INET6) ||
+                n->ai_addrlen > sizeof e->found)
+                continue;
             memset(&e->found, 0, sizeof e->found);
             memcpy(&e->found, n->ai_addr, n->ai_addrlen);
-            if (n->ai_family == AF_INET) ((struct sockaddr_in *)&e->found)->sin_port = htons(e->port);
-            else ((struct sockaddr_in6 *)&e->found)->sin6_port = htons(e->port);
+            if (n->ai_family == AF_INET)
+                ((struct sockaddr_in *)&e->found)->sin_port = htons(e->port);
+            else
+                ((struct sockaddr_in6 *)&e->found)->sin6_port = htons(e->port);
             e->has_found = true;
             break;
         }
@@ -468,7 +480,8 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     } else {
         /* Envoy's c-ares resolver details */
         bool norec = status == ARES_ENODATA || status == ARES_ENOTFOUND;
-        snprintf(details, sizeof details, "%s:%s", norec ? "cares_norecords" : "cares_failure", ares_strerror(status));
+        snprintf(details, sizeof details, "%s:%s", norec ? "cares_norecords" : "cares_failure",
+                 ares_strerror(status));
         for (char *p = details; *p; p++)
             if (*p == ' ') *p = '_';
         finish(e, false, details);
@@ -509,8 +522,10 @@ static void start_resolve(sharp_dfp_entry_t *e)
     e->resolving = true;
     e->step = 0;
     e->has_found = false;
-    sharp_debug(upstream, "dns cache '%s': starting main thread resolve for host '%s'", c->name, e->key);
-    uv_timer_start(&e->timeout, on_query_timeout, c->set.query_timeout_ms ? c->set.query_timeout_ms : 1, 0);
+    sharp_debug(upstream, "dns cache '%s': starting main thread resolve for host '%s'", c->name,
+                e->key);
+    uv_timer_start(&e->timeout, on_query_timeout,
+                   c->set.query_timeout_ms ? c->set.query_timeout_ms : 1, 0);
     ask(e);
     sharp_dns_process_timeouts(&c->dns);
 }
@@ -539,7 +554,8 @@ static void on_async(uv_async_t *a)
     sharp_dfp_entry_t *batch[64];
     uint32_t n;
     while ((n = sharp_dfp_take_queued(c, batch, SHARP_ARRAY_SIZE(batch))) > 0)
-        for (uint32_t i = 0; i < n; i++) start_entry(c, batch[i]);
+        for (uint32_t i = 0; i < n; i++)
+            start_entry(c, batch[i]);
 }
 
 static int cache_start(sharp_dfp_cache_t *c, char *err, size_t errlen)
@@ -572,8 +588,8 @@ static int cache_start(sharp_dfp_cache_t *c, char *err, size_t errlen)
     return 0;
 }
 
-int sharp_dfp_start(uv_loop_t *loop, sharp_stats_t *stats, void (*wake)(void *arg), void *arg, char *err,
-                    size_t errlen)
+int sharp_dfp_start(uv_loop_t *loop, sharp_stats_t *stats, void (*wake)(void *arg), void *arg,
+                    char *err, size_t errlen)
 {
     dfp_loop = loop;
     dfp_stats = stats;
@@ -590,8 +606,9 @@ static int config_equal(const sharp_dfp_cache_t *c, const uint8_t *config, size_
 }
 
 sharp_dfp_cache_t *sharp_dfp_cache_get(const char *name, const sharp_dfp_settings_t *set,
-                                       const sharp_dns_cluster_t *dns, char **preresolve, uint32_t npreresolve,
-                                       const uint8_t *config, size_t config_len, char *err, size_t errlen)
+                                       const sharp_dns_cluster_t *dns, char **preresolve,
+                                       uint32_t npreresolve, const uint8_t *config,
+                                       size_t config_len, char *err, size_t errlen)
 {
     for (sharp_dfp_cache_t *c = registry; c; c = c->next) {
         if (strcmp(c->name, name) != 0) continue;
@@ -599,7 +616,8 @@ sharp_dfp_cache_t *sharp_dfp_cache_get(const char *name, const sharp_dfp_setting
             snprintf(err, errlen, "config specified DNS cache '%s' with different settings", name);
             return NULL;
         }
-        for (uint32_t i = 0; i < npreresolve; i++) free(preresolve[i]);
+        for (uint32_t i = 0; i < npreresolve; i++)
+            free(preresolve[i]);
         free(preresolve);
         return c;
     }

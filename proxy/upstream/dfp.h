@@ -42,14 +42,14 @@ struct sharp_worker;
 typedef struct sharp_dfp_entry sharp_dfp_entry_t;
 
 typedef struct sharp_dfp_settings {
-    sharp_dns_family_t family;     /* dns_lookup_family (AUTO) */
-    uint64_t refresh_ms;           /* dns_refresh_rate, default 60 s */
-    uint64_t host_ttl_ms;          /* host_ttl, default 5 min */
-    uint32_t max_hosts;            /* max_hosts, default 1024 */
-    uint32_t max_pending;          /* dns_cache_circuit_breaker.max_pending_requests, default 1024 */
-    bool has_failure_rate;         /* dns_failure_refresh_rate */
+    sharp_dns_family_t family; /* dns_lookup_family (AUTO) */
+    uint64_t refresh_ms;       /* dns_refresh_rate, default 60 s */
+    uint64_t host_ttl_ms;      /* host_ttl, default 5 min */
+    uint32_t max_hosts;        /* max_hosts, default 1024 */
+    uint32_t max_pending;      /* dns_cache_circuit_breaker.max_pending_requests, default 1024 */
+    bool has_failure_rate;     /* dns_failure_refresh_rate */
     uint64_t failure_base_ms, failure_max_ms;
-    uint64_t query_timeout_ms;     /* dns_query_timeout, default 5 s */
+    uint64_t query_timeout_ms; /* dns_query_timeout, default 5 s */
 } sharp_dfp_settings_t;
 
 typedef struct sharp_dfp_cache {
@@ -58,16 +58,16 @@ typedef struct sharp_dfp_cache {
     /* the resolver settings and, once started, the c-ares channel (only
      * its resolver fields and run time state are used) */
     sharp_dns_cluster_t dns;
-    uint8_t *config;               /* the DnsCacheConfig, packed: another with the name must be equal */
+    uint8_t *config; /* the DnsCacheConfig, packed: another with the name must be equal */
     size_t config_len;
-    char **preresolve;             /* preresolve_hostnames as "name:port" */
+    char **preresolve; /* preresolve_hostnames as "name:port" */
     uint32_t npreresolve;
-    uv_mutex_t lock;               /* guards the map and the queue */
-    sharp_dfp_entry_t **buckets;   /* by key hash, nbuckets a power of two */
+    uv_mutex_t lock;             /* guards the map and the queue */
+    sharp_dfp_entry_t **buckets; /* by key hash, nbuckets a power of two */
     uint32_t nbuckets, nentries;
-    sharp_dfp_entry_t **queued;    /* new entries for the main thread to resolve */
+    sharp_dfp_entry_t **queued; /* new entries for the main thread to resolve */
     uint32_t nqueued, queued_cap;
-    _Atomic int64_t pending;       /* streams waiting for a resolution (the circuit breaker) */
+    _Atomic int64_t pending; /* streams waiting for a resolution (the circuit breaker) */
     /* main thread */
     uv_async_t async;
     bool started, stopping;
@@ -75,7 +75,8 @@ typedef struct sharp_dfp_cache {
     sharp_stats_t *stats;
     struct {
         sharp_stat_id_t dns_query_attempt, dns_query_success, dns_query_failure, dns_query_timeout,
-            host_address_changed, host_added, host_removed, host_overflow, dns_rq_pending_overflow, num_hosts;
+            host_address_changed, host_added, host_removed, host_overflow, dns_rq_pending_overflow,
+            num_hosts;
     } st;
     struct sharp_dfp_cache *next; /* the registry */
 } sharp_dfp_cache_t;
@@ -83,11 +84,11 @@ typedef struct sharp_dfp_cache {
 /* One host of the cache. The fields after the key are guarded by the
  * cache's lock; the run-time ones are the main thread's. */
 struct sharp_dfp_entry {
-    sharp_dfp_entry_t *next;      /* bucket chain */
-    char *key;                    /* "name:port" */
-    char *name;                   /* what is resolved (an IPv6 literal without brackets) */
+    sharp_dfp_entry_t *next; /* bucket chain */
+    char *key;               /* "name:port" */
+    char *name;              /* what is resolved (an IPv6 literal without brackets) */
     uint16_t port;
-    bool first_done;              /* the first resolution completed */
+    bool first_done; /* the first resolution completed */
     bool has_addr;
     struct sockaddr_storage addr; /* the address with the port */
     char details[96];             /* the last failure's, Envoy's host details */
@@ -96,12 +97,12 @@ struct sharp_dfp_entry {
     /* main thread */
     sharp_dfp_cache_t *cache;
     bool started, resolving, removed;
-    int step;                     /* family step of the running lookup */
+    int step;                      /* family step of the running lookup */
     struct sockaddr_storage found; /* its first address so far */
     bool has_found;
-    int last_status;              /* c-ares status of the running lookup's last step */
-    struct dfp_query *query;      /* the running lookup, NULL when none */
-    uv_timer_t refresh;           /* the next resolution, then the query timeout */
+    int last_status;         /* c-ares status of the running lookup's last step */
+    struct dfp_query *query; /* the running lookup, NULL when none */
+    uv_timer_t refresh;      /* the next resolution, then the query timeout */
     uv_timer_t timeout;
     struct sharp_backoff *backoff;
     uint32_t open_handles;
@@ -114,8 +115,9 @@ struct sharp_dfp_entry {
  * otherwise, taking `dns` (resolver settings), preresolve and settings.
  * With `check_only` nothing is registered (validation of a config). */
 sharp_dfp_cache_t *sharp_dfp_cache_get(const char *name, const sharp_dfp_settings_t *set,
-                                       const sharp_dns_cluster_t *dns, char **preresolve, uint32_t npreresolve,
-                                       const uint8_t *config, size_t config_len, char *err, size_t errlen);
+                                       const sharp_dns_cluster_t *dns, char **preresolve,
+                                       uint32_t npreresolve, const uint8_t *config,
+                                       size_t config_len, char *err, size_t errlen);
 /* A cache that is not registered (unit tests): no stats, no loop. */
 sharp_dfp_cache_t *sharp_dfp_cache_new(const char *name, const sharp_dfp_settings_t *set);
 void sharp_dfp_cache_free(sharp_dfp_cache_t *c);
@@ -126,8 +128,8 @@ void sharp_dfp_default_settings(sharp_dfp_settings_t *s);
 /* Starts every registered cache on `loop` (stats in `stats`, workers woken
  * with wake(arg)) and each cache registered later at once: c-ares
  * channels, the preresolved hosts. */
-int sharp_dfp_start(uv_loop_t *loop, sharp_stats_t *stats, void (*wake)(void *arg), void *arg, char *err,
-                    size_t errlen);
+int sharp_dfp_start(uv_loop_t *loop, sharp_stats_t *stats, void (*wake)(void *arg), void *arg,
+                    char *err, size_t errlen);
 /* Stops resolving and closes the caches' handles (the loop then runs
  * their close callbacks); the caches are freed by sharp_dfp_free_all. */
 void sharp_dfp_stop(void);
@@ -151,16 +153,18 @@ typedef struct sharp_dfp_result {
 /* Envoy's normalizeHostForDfp: the authority `host` with ":port" added
  * when it has no port of its own. Writes at most cap bytes; false when
  * it does not fit or the host is empty. */
-bool sharp_dfp_normalize(const char *host, size_t len, uint16_t default_port, char *out, size_t cap);
+bool sharp_dfp_normalize(const char *host, size_t len, uint16_t default_port, char *out,
+                         size_t cap);
 
 /* Any thread: the host `key` (normalized). A host in the cache is marked
  * used at now_ms. A new host is queued and the main thread woken (when
  * the cache is started). */
-sharp_dfp_status_t sharp_dfp_load(sharp_dfp_cache_t *c, sharp_stats_shard_t *sh, const char *key, uint64_t now_ms,
-                                  sharp_dfp_result_t *out);
+sharp_dfp_status_t sharp_dfp_load(sharp_dfp_cache_t *c, sharp_stats_shard_t *sh, const char *key,
+                                  uint64_t now_ms, sharp_dfp_result_t *out);
 /* Any thread: the current address of host `key` (and marks it used);
  * false when the cache has no address for it. */
-bool sharp_dfp_address(sharp_dfp_cache_t *c, const char *key, uint64_t now_ms, struct sockaddr_storage *out);
+bool sharp_dfp_address(sharp_dfp_cache_t *c, const char *key, uint64_t now_ms,
+                       struct sockaddr_storage *out);
 /* Whether host `key` still has address `a` (a cluster keeps its host
  * while true). */
 bool sharp_dfp_current(sharp_dfp_cache_t *c, const char *key, const struct sockaddr_storage *a);
@@ -197,8 +201,8 @@ uint32_t sharp_dfp_take_queued(sharp_dfp_cache_t *c, sharp_dfp_entry_t **out, ui
  * `details`. Counts success or failure, sets the address when it is new
  * or changed; returns whether workers must be woken (first resolution or
  * changed address). */
-bool sharp_dfp_resolved(sharp_dfp_cache_t *c, sharp_dfp_entry_t *e, bool ok, const struct sockaddr_storage *a,
-                        const char *details);
+bool sharp_dfp_resolved(sharp_dfp_cache_t *c, sharp_dfp_entry_t *e, bool ok,
+                        const struct sockaddr_storage *a, const char *details);
 /* The refresh timer of e fired at now_ms: true when e was not used for
  * host_ttl and is removed from the map (host_removed counted; the caller
  * frees it), false when it is to be resolved again. */

@@ -298,3 +298,20 @@ def test_refused_fields_are_named(tmp_path, field, extra):
     p.write_text(y)
     r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
     assert r.returncode == 1 and field in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_aggregate_member_refused(tmp_path):
+    y = config(free_port(), free_port(), 53).replace("{UPPORT}", "1")
+    y += """  - name: agg
+    connect_timeout: 1s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.aggregate
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig
+        clusters: [dfp]
+"""
+    p = tmp_path / "c.yaml"
+    p.write_text(y)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 1 and "is a dynamic forward proxy cluster" in r.stdout + r.stderr, r.stdout + r.stderr
