@@ -410,7 +410,7 @@ static void on_refresh(uv_timer_t *t)
     sharp_dfp_entry_t *e = t->data;
     sharp_dfp_cache_t *c = e->cache;
     if (c->stopping) return;
-    if (sharp_dfp_expire(c, e, uv_now(dfp_loop))) {
+    if (sharp_dfp_expire(c, e, sharp_now_ns() / 1000000)) {
         entry_close(e);
         notify_workers(); /* streams waiting for it are told it is gone */
         return;
@@ -582,7 +582,7 @@ static int cache_start(sharp_dfp_cache_t *c, char *err, size_t errlen)
     /* preresolve_hostnames: resolved now, as Envoy's cache constructor does */
     for (uint32_t i = 0; i < c->npreresolve; i++) {
         sharp_dfp_result_t r;
-        sharp_dfp_load(c, NULL, c->preresolve[i], uv_now(dfp_loop), &r);
+        sharp_dfp_load(c, NULL, c->preresolve[i], sharp_now_ns() / 1000000, &r);
     }
     on_async(&c->async);
     return 0;

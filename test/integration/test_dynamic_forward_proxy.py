@@ -257,6 +257,16 @@ def test_tls_sni_and_san_from_the_host(procs, dns, pki, tls_server):  # noqa: F8
     assert stat(admin, "cluster.dfp.ssl.fail_verify_san") == 1
 
 
+def test_preresolve_hostnames(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up, "preresolve_hostnames: [{ address: a.test, port_value: {UPPORT} }]")
+    # resolved at start, before any request
+    assert wait_for(lambda: dstat(admin, "dns_query_success") == 1, timeout=10 * SLOW)
+    assert dstat(admin, "num_hosts") == 1 and dns.count("a.test") == 1
+    assert request(listen, f"a.test:{up}")[:2] == (200, "a")
+    assert dns.count("a.test") == 1
+
+
 def test_request_body_waits_for_the_resolution(procs, env):
     dns, up = env
     listen, admin, _ = run(procs, dns, up)
