@@ -499,7 +499,18 @@ static void ask(sharp_dfp_entry_t *e)
     }
     struct ares_addrinfo_hints hints = {.ai_family = sharp_dns_family_of(c->set.family, e->step),
                                         .ai_flags = ARES_AI_NOSORT};
-    ares_getaddrinfo(c->dns.channel, e->name, NULL, &hints, on_addrinfo, q);
+    /* no_default_search_domain: a name is asked as an absolute one, as the
+     * DNS clusters do (c-ares' getaddrinfo walks the search list of a name
+     * without dots otherwise); an IP address stays as it is */
+    char name[300];
+    unsigned char buf[sizeof(struct in6_addr)];
+    size_t len = strlen(e->name);
+    bool ip = inet_pton(AF_INET, e->name, buf) == 1 || inet_pton(AF_INET6, e->name, buf) == 1;
+    if (c->dns.no_search && !ip && len && e->name[len - 1] != '.' && len + 2 <= sizeof name)
+        snprintf(name, sizeof name, "%s.", e->name);
+    else
+        snprintf(name, sizeof name, "%s", e->name);
+    ares_getaddrinfo(c->dns.channel, name, NULL, &hints, on_addrinfo, q);
 }
 
 static void on_query_timeout(uv_timer_t *t)
@@ -612,13 +623,13 @@ sharp_dfp_cache_t *sharp_dfp_cache_get(const char *name, const sharp_dfp_setting
 {
     for (sharp_dfp_cache_t *c = registry; c; c = c->next) {
         if (strcmp(c->name, name) != 0) continue;
+        for (uint32_t i = 0; i < npreresolve; i++)
+            free(preresolve[i]);
+        free(preresolve);
         if (!config_equal(c, config, config_len)) {
             snprintf(err, errlen, "config specified DNS cache '%s' with different settings", name);
             return NULL;
         }
-        for (uint32_t i = 0; i < npreresolve; i++)
-            free(preresolve[i]);
-        free(preresolve);
         return c;
     }
     sharp_dfp_cache_t *c = sharp_dfp_cache_new(name, set);

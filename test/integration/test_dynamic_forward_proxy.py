@@ -325,3 +325,19 @@ def test_aggregate_member_refused(tmp_path):
     p.write_text(y)
     r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
     assert r.returncode == 1 and "is a dynamic forward proxy cluster" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_ip_address_host(procs, env):
+    dns, up = env
+    listen, admin, _ = run(procs, dns, up)
+    assert request(listen, f"127.0.0.3:{up}")[:2] == (200, "b")
+
+
+def test_same_cache_name_with_other_settings_is_refused(tmp_path):
+    y = config(free_port(), free_port(), 53).replace("{UPPORT}", "1")
+    # the filter's cache gets max_hosts, the cluster's does not
+    y = y.replace("name: c\n", "name: c\n                max_hosts: 5\n", 1)
+    p = tmp_path / "c.yaml"
+    p.write_text(y)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 1 and "DNS cache 'c' with different settings" in r.stdout + r.stderr, r.stdout + r.stderr
