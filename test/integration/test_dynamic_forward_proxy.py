@@ -341,3 +341,30 @@ def test_same_cache_name_with_other_settings_is_refused(tmp_path):
     p.write_text(y)
     r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
     assert r.returncode == 1 and "DNS cache 'c' with different settings" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_shutdown_with_a_request_waiting_for_dns(procs, env):
+    """SIGTERM while a request waits for a lookup that is never answered:
+    the server drains and exits cleanly (the procs fixture checks the exit
+    status and sanitizer reports)."""
+    import signal
+    import threading
+    dns, up = env
+    dns.set("slow.test", a=["127.0.0.2"], mode="drop")
+    listen, admin, _ = run(procs, dns, up, "dns_query_timeout: 30s")
+    out = []
+    t = threading.Thread(target=lambda: out.append(_try_request(listen, f"slow.test:{up}")), daemon=True)
+    t.start()
+    assert wait_for(lambda: dns.count("slow.test") >= 1, timeout=10 * SLOW)
+    assert dstat(admin, "dns_query_attempt") == 1
+    sharp = procs[-1]
+    assert sharp.stop(signal.SIGTERM, timeout=20 * SLOW) == 0
+    t.join(10 * SLOW)
+    assert out and out[0] != 200
+
+
+def _try_request(port, host):
+    try:
+        return request(port, host)[0]
+    except Exception:  # the connection closed by the drain
+        return None
