@@ -45,6 +45,8 @@
 #include "upstream/aggregate.h"
 #include "config/mapper_internal.h"
 #include "envoy/extensions/clusters/aggregate/v3/cluster.pb-c.h"
+#include "envoy/extensions/clusters/dynamic_forward_proxy/v3/cluster.pb-c.h"
+#include "upstream/dfp.h"
 #include "xds/xds.h"
 #include <ctype.h>
 #include <sys/un.h>
@@ -1888,6 +1890,136 @@ static int resolver_settings(build_ctx_t *b, sharp_dns_cluster_t *dc,
     return 0;
 }
 
+/* A dynamic forward proxy's DNS cache (upstream/dfp.h) from its
+ * DnsCacheConfig, Envoy's DnsCacheImpl defaults and validation; the
+ * registered cache of that name when the config is equal to its. */
+static sharp_dfp_cache_t *build_dns_cache(build_ctx_t *b, const Envoy__Extensions__Common__DynamicForwardProxy__V3__DnsCacheConfig *pb,
+                                          const char *path)
+{
+    char p[1024];
+    sharp_dfp_settings_t set;
+    sharp_dfp_default_settings(&set);
+    if (!pb->name[0]) {
+        snprintf(p, sizeof p, "%s.name", path);
+        fail(b, p, "value length must be at least 1 characters");
+        return NULL;
+    }
+    switch (pb->dns_lookup_family) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY: set.family = SHARP_DNS_V4_ONLY; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY: set.family = SHARP_DNS_V6_ONLY; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_PREFERRED: set.family = SHARP_DNS_V4_PREFERRED; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL: set.family = SHARP_DNS_ALL; break;
+    default: set.family = SHARP_DNS_AUTO; break;
+    }
+    if (pb->dns_refresh_rate) {
+        set.refresh_ms = duration_ms(pb->dns_refresh_rate, 60000);
+        if (set.refresh_ms < 1) {
+            snprintf(p, sizeof p, "%s.dns_refresh_rate", path);
+            fail(b, p, "value must be greater than or equal to 1ms");
+            return NULL;
+        }
+    }
+    if (pb->dns_min_refresh_rate) {
+        snprintf(p, sizeof p, "%s.dns_min_refresh_rate", path);
+        fail(b, p, "dns_min_refresh_rate (a refresh at the DNS TTL) is not supported by SHARP: hosts are resolved "
+                   "again every dns_refresh_rate");
+        return NULL;
+    }
+    if (pb->host_ttl) {
+        set.host_ttl_ms = duration_ms(pb->host_ttl, 300000);
+        if (!set.host_ttl_ms) {
+            snprintf(p, sizeof p, "%s.host_ttl", path);
+            fail(b, p, "value must be greater than 0s");
+            return NULL;
+        }
+    }
+    if (pb->max_hosts) {
+        if (!pb->max_hosts->value) {
+            snprintf(p, sizeof p, "%s.max_hosts", path);
+            fail(b, p, "value must be greater than 0");
+            return NULL;
+        }
+        set.max_hosts = pb->max_hosts->value;
+    }
+    if (pb->dns_failure_refresh_rate) {
+        const Envoy__Config__Cluster__V3__Cluster__RefreshRate *r = pb->dns_failure_refresh_rate;
+        snprintf(p, sizeof p, "%s.dns_failure_refresh_rate", path);
+        set.has_failure_rate = true;
+        set.failure_base_ms = duration_ms(r->base_interval, 0);
+        if (!r->base_interval || !set.failure_base_ms) {
+            fail(b, p, "base_interval: value must be greater than 1ms");
+            return NULL;
+        }
+        set.failure_max_ms = r->max_interval ? duration_ms(r->max_interval, 0) : 10 * set.failure_base_ms;
+        if (set.failure_max_ms < set.failure_base_ms) {
+            fail(b, p, "dns_failure_refresh_rate must have max_interval greater than or equal to the base_interval");
+            return NULL;
+        }
+    }
+    if (pb->dns_cache_circuit_breaker && pb->dns_cache_circuit_breaker->max_pending_requests)
+        set.max_pending = pb->dns_cache_circuit_breaker->max_pending_requests->value;
+    if (pb->dns_query_timeout) {
+        set.query_timeout_ms = duration_ms(pb->dns_query_timeout, 5000);
+        if (!set.query_timeout_ms) {
+            snprintf(p, sizeof p, "%s.dns_query_timeout", path);
+            fail(b, p, "value must be greater than 0s");
+            return NULL;
+        }
+    }
+    /* Envoy's makeDnsResolverConfig: typed_dns_resolver_config, else
+     * dns_resolution_config, else use_tcp_for_dns_lookups; the system's
+     * resolv.conf without resolvers */
+    sharp_dns_cluster_t dns = {0};
+    if (resolver_settings(b, &dns, pb->typed_dns_resolver_config, pb->dns_resolution_config, NULL, 0,
+                          pb->use_tcp_for_dns_lookups, path) < 0) {
+        free(dns.resolvers);
+        return NULL;
+    }
+    char **pre = sharp_calloc(pb->n_preresolve_hostnames + 1, sizeof *pre);
+    uint32_t npre = 0;
+    for (size_t i = 0; i < pb->n_preresolve_hostnames; i++) {
+        const Envoy__Config__Core__V3__SocketAddress *sa = pb->preresolve_hostnames[i];
+        snprintf(p, sizeof p, "%s.preresolve_hostnames[%zu]", path, i);
+        char key[300];
+        int bad = !sa->address[0] ? fail(b, p, "address is required")
+                  : sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
+                          sa->port_value > 65535
+                      ? fail(b, p, "port_value (0 to 65535) is required")
+                  : !sharp_dfp_normalize(sa->address, strlen(sa->address), (uint16_t)sa->port_value, key, sizeof key)
+                      ? fail(b, p, "address is too long")
+                      : 0;
+        if (bad) {
+            for (uint32_t k = 0; k < npre; k++) free(pre[k]);
+            free(pre);
+            free(dns.resolvers);
+            return NULL;
+        }
+        /* Envoy's normalizeHostForDfp(address, port_value) */
+        pre[npre++] = sharp_strdup(key);
+    }
+    size_t len = protobuf_c_message_get_packed_size(&pb->base);
+    uint8_t *packed = sharp_calloc(1, len ? len : 1);
+    protobuf_c_message_pack(&pb->base, packed);
+    char err[512];
+    sharp_dfp_cache_t *c = sharp_dfp_cache_get(pb->name, &set, &dns, pre, npre, packed, len, err, sizeof err);
+    free(packed);
+    free(dns.resolvers);
+    if (!c) fail(b, path, "%s", err);
+    return c;
+}
+
+sharp_dfp_cache_t *sharp_config_dns_cache(const ProtobufCMessage *pb, sharp_server_t *srv, char *err, size_t errlen)
+{
+    if (!srv || !srv->config) {
+        snprintf(err, errlen, "dns_cache_config: no server to resolve on");
+        return NULL;
+    }
+    build_ctx_t b = {.cfg = srv->config, .srv = srv, .err = err, .errlen = errlen,
+                     .bootstrap = (const bootstrap_t *)srv->config->bootstrap};
+    return build_dns_cache(&b, (const Envoy__Extensions__Common__DynamicForwardProxy__V3__DnsCacheConfig *)pb,
+                           "dns_cache_config");
+}
+
 /* The bootstrap's DNS resolver, which Envoy builds at start whether or
  * not a cluster uses it: checked once here, applied per cluster below. */
 static int check_bootstrap_dns(build_ctx_t *b, const bootstrap_t *bs)
@@ -2249,7 +2381,8 @@ static int build_aggregate(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_
     const Envoy__Config__Cluster__V3__Cluster__CustomClusterType *ct = pb->cluster_type;
     snprintf(p, sizeof p, "%s.cluster_type", path);
     if (strcmp(ct->name, "envoy.clusters.aggregate") != 0)
-        return fail(b, p, "cluster type '%s' is not supported by SHARP (only envoy.clusters.aggregate)", ct->name);
+        return fail(b, p, "cluster type '%s' is not supported by SHARP (only envoy.clusters.aggregate and "
+                          "envoy.clusters.dynamic_forward_proxy)", ct->name);
     snprintf(p, sizeof p, "%s.cluster_type.typed_config", path);
     if (!ct->typed_config) return fail(b, p, "is required");
     sharp_config_error_t e = {{0}};
@@ -2331,6 +2464,81 @@ static int build_aggregate(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_
     return 0;
 }
 
+/* cluster_type envoy.clusters.dynamic_forward_proxy (Envoy's
+ * Extensions::Clusters::DynamicForwardProxy::Cluster): no endpoints, its
+ * hosts are the DNS cache's (upstream/dfp.h), made per request as an
+ * ORIGINAL_DST cluster's are (upstream/original_dst.h), named by the host
+ * they were resolved from. Envoy sets upstream_http_protocol_options'
+ * auto_sni and auto_san_validation on such a cluster when it has none;
+ * SHARP, which has no upstream_http_protocol_options, always does the
+ * same with TLS: the host's name is the SNI and the SAN the certificate
+ * must have. */
+static int build_dfp_cluster(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb, const char *path)
+{
+    char p[1024];
+    const Envoy__Config__Cluster__V3__Cluster__CustomClusterType *ct = pb->cluster_type;
+    snprintf(p, sizeof p, "%s.cluster_type.typed_config", path);
+    if (!ct->typed_config) return fail(b, p, "is required");
+    sharp_config_error_t e = {{0}};
+    ProtobufCMessage *m = sharp_any_unpack(&ct->typed_config->base, NULL, &e);
+    if (!m) return fail(b, p, "%s", e.msg);
+    if (m->descriptor != &envoy__extensions__clusters__dynamic_forward_proxy__v3__cluster_config__descriptor) {
+        int rc = fail(b, p, "envoy.clusters.dynamic_forward_proxy takes an "
+                            "envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig, not %s",
+                      m->descriptor->name);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rc;
+    }
+    const Envoy__Extensions__Clusters__DynamicForwardProxy__V3__ClusterConfig *cc = (const void *)m;
+    int rc = 0;
+    char q[1100];
+    if (cc->allow_coalesced_connections) {
+        snprintf(q, sizeof q, "%s.allow_coalesced_connections", p);
+        rc = fail(b, q, "connection coalescing (HTTP/2 connections reused across hosts) is not supported by SHARP");
+    } else if (!cc->dns_cache_config) {
+        snprintf(q, sizeof q, "%s.dns_cache_config", p);
+        rc = fail(b, q, "value is required");
+    } else {
+        snprintf(q, sizeof q, "%s.dns_cache_config", p);
+        sharp_dfp_cache_t *cache = build_dns_cache(b, cc->dns_cache_config, q);
+        if (!cache) rc = -1;
+        else {
+            sharp_odst_t *o = c->odst = sharp_odst_new();
+            o->dfp = cache;
+            o->cleanup_ms = 1; /* every housekeeping pass */
+        }
+    }
+    /* allow_insecure_cluster_options lets upstream_http_protocol_options
+     * turn auto_sni / auto_san_validation off; SHARP refuses that field, so
+     * both always apply and the flag changes nothing */
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc) return rc;
+    if (pb->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED) {
+        snprintf(p, sizeof p, "%s.lb_policy", path);
+        return fail(b, p, "cluster manager: cluster provided LB not specified but cluster '%s' provided one. Check "
+                          "cluster documentation.", c->name);
+    }
+    static const struct {
+        const char *field, *why;
+    } refused[] = {
+        {"load_assignment", "a dynamic forward proxy cluster's hosts come from its DNS cache"},
+        {"health_checks", "health checks of a dynamic forward proxy cluster's hosts are not supported by SHARP"},
+        {"outlier_detection", "outlier detection of a dynamic forward proxy cluster's hosts is not supported by SHARP"},
+        {"load_balancing_policy", "a dynamic forward proxy cluster provides its own load balancer"},
+        {"common_lb_config", "does not apply to a dynamic forward proxy cluster's load balancer"},
+        {"lb_subset_config", "does not apply to a dynamic forward proxy cluster's load balancer"},
+        {"eds_cluster_config", "a dynamic forward proxy cluster has no EDS endpoints"},
+    };
+    const ProtobufCMessageDescriptor *d = pb->base.descriptor;
+    for (size_t k = 0; k < SHARP_ARRAY_SIZE(refused); k++) {
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, refused[k].field);
+        if (!f || !sharp_cfg_field_present(&pb->base, f)) continue;
+        snprintf(p, sizeof p, "%s.%s", path, refused[k].field);
+        return fail(b, p, "%s", refused[k].why);
+    }
+    return 0;
+}
+
 static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, uint32_t index, const char *path)
 {
     char p[1024];
@@ -2345,7 +2553,9 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     if (pb->cluster_discovery_type_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
         /* the oneof's other member: pb->type is not set */
         c->type = SHARP_CLUSTER_STATIC;
-        if (build_aggregate(b, c, pb, path) < 0) goto bad;
+        if (!strcmp(pb->cluster_type->name, "envoy.clusters.dynamic_forward_proxy")) {
+            if (build_dfp_cluster(b, c, pb, path) < 0) goto bad;
+        } else if (build_aggregate(b, c, pb, path) < 0) goto bad;
     } else switch (pb->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: c->type = SHARP_CLUSTER_STATIC; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: c->type = SHARP_CLUSTER_STRICT_DNS; break;
@@ -2391,6 +2601,9 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
              "UpstreamTlsContext)", pb->transport_socket->name);
         goto bad;
     }
+    /* a dynamic forward proxy's port when the host names none: Envoy's
+     * ProxyFilter takes 443 when the transport socket is secure */
+    if (c->odst && c->odst->dfp) c->odst->dfp_default_port = c->tls ? 443 : 80;
     c->connect_timeout_ms = duration_ms(pb->connect_timeout, 5000);
     if (c->connect_timeout_ms == 0) c->connect_timeout_ms = 1;
     if (subset_config(b, c, pb, path) < 0) goto bad;
@@ -3474,6 +3687,8 @@ sharp_snapshot_t *sharp_config_build_snapshot(sharp_config_t *cfg, sharp_server_
             const sharp_cluster_t *m = sharp_snapshot_cluster(s, a->members[k]);
             const char *why = !m                ? NULL
                               : m->aggregate    ? "is an aggregate cluster itself (aggregates do not nest)"
+                              : m->odst && m->odst->dfp ? "is a dynamic forward proxy cluster, whose hosts are "
+                                                          "made per request"
                               : m->odst         ? "is an ORIGINAL_DST cluster, whose hosts are made per request"
                               : m->shuffle_shard ? "balances by customer shards, whose key the aggregate's routes "
                                                    "do not compute"

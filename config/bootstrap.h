@@ -41,6 +41,14 @@ typedef struct sharp_config {
     bool enable_dispatcher_stats; /* proxy/dispatcher_stats.h */
 } sharp_config_t;
 
+/* The DNS cache of a dynamic forward proxy filter's dns_cache_config
+ * (envoy.extensions.common.dynamic_forward_proxy.v3.DnsCacheConfig):
+ * the one its name has when the settings are equal, else a new one
+ * (upstream/dfp.h). NULL and err on a bad config. */
+struct sharp_dfp_cache;
+struct sharp_dfp_cache *sharp_config_dns_cache(const ProtobufCMessage *pb, sharp_server_t *srv, char *err,
+                                               size_t errlen);
+
 /* The bootstrap used when neither -c nor --config-yaml is given. */
 extern const char sharp_default_bootstrap_yaml[];
 

@@ -4,6 +4,8 @@
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/extensions/clusters/aggregate/v3/cluster.pb-c.h"
+#include "envoy/extensions/clusters/dynamic_forward_proxy/v3/cluster.pb-c.h"
+#include "envoy/extensions/filters/http/dynamic_forward_proxy/v3/dynamic_forward_proxy.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/config/overload/v3/overload.pb-c.h"
 #include "envoy/config/trace/v3/datadog.pb-c.h"
@@ -188,6 +190,9 @@ void sharp_config_types_register(void)
         &envoy__extensions__load_balancing_policies__round_robin__v3__round_robin__descriptor,
         &envoy__extensions__load_balancing_policies__random__v3__random__descriptor,
         &envoy__extensions__clusters__aggregate__v3__cluster_config__descriptor,
+        &envoy__extensions__clusters__dynamic_forward_proxy__v3__cluster_config__descriptor,
+        &envoy__extensions__filters__http__dynamic_forward_proxy__v3__filter_config__descriptor,
+        &envoy__extensions__filters__http__dynamic_forward_proxy__v3__per_route_config__descriptor,
         &sharp__extensions__scaling__v1__scaling_agent__descriptor,
         &sharp__extensions__outlier_detection_monitors__kernel__v1__kernel_signals__descriptor,
         &sharp__extensions__outlier_detection_monitors__latency__v1__latency_outlier__descriptor,

@@ -7,6 +7,7 @@
 #include "filters/cors/filter.h"
 #include "filters/csrf/filter.h"
 #include "filters/decompressor/filter.h"
+#include "filters/dynamic_forward_proxy/filter.h"
 #include "filters/ext_authz/filter.h"
 #include "filters/fault/filter.h"
 #include "filters/grpc_bridge/bridge.h"
@@ -42,6 +43,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_grpc_http1_reverse_bridge_filter);
     sharp_filter_register(&sharp_decompressor_filter);
     sharp_filter_register(&sharp_cache_filter);
+    sharp_filter_register(&sharp_dynamic_forward_proxy_filter);
     sharp_filter_register(&sharp_match_delegate_filter);
     sharp_filter_register(&sharp_composite_filter);
 }

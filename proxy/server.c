@@ -24,6 +24,7 @@
 #include "upstream/outlier.h"
 #include "kernel/kernel.h"
 #include "upstream/dns.h"
+#include "upstream/dfp.h"
 #include "upstream/original_dst.h"
 #include "upstream/health_check.h"
 #include "grpc/health.h"
@@ -267,6 +268,7 @@ static void stop_everything(sharp_server_t *s)
     sharp_kernel_stop();
     s->health_checker = NULL;
     for (uint32_t c = 0; s->snap && c < s->snap->nclusters; c++) sharp_dns_stop(s->snap->clusters[c]);
+    sharp_dfp_stop();
     sharp_scaling_stop(s->scaling);
     uv_timer_stop(&s->housekeeping);
     uv_timer_stop(&s->stats_flush);
@@ -579,6 +581,15 @@ static void on_initial_health_checks(void *arg)
  * check passes, before any worker can choose it), then every running
  * worker gets the new host set (worker.h). Workers not started yet build
  * their view from the cluster's current set when they start. */
+/* A DNS cache settled or removed hosts: the workers look at their waiting
+ * streams (upstream/dfp.h). */
+static void wake_workers_for_dfp(void *arg)
+{
+    sharp_server_t *s = arg;
+    if (s->shutting_down || !s->workers_started) return;
+    for (unsigned i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].wakeup);
+}
+
 static void hand_hostset_to_workers(void *arg, sharp_cluster_t *c)
 {
     sharp_server_t *s = arg;
@@ -742,6 +753,13 @@ int sharp_server_run(sharp_server_t *s)
     sharp_server_update_state_gauges(s);
     sharp_upstream_set_drain_notify(wake_workers_for_drain, s);
     sharp_cluster_set_hostset_notify(hand_hostset_to_workers, s);
+    /* the dynamic forward proxy's DNS caches resolve on this loop */
+    if (sharp_dfp_start(s->loop, s->stats, wake_workers_for_dfp, s, err, sizeof err) < 0) {
+        sharp_log_error("%s", err);
+        fprintf(stderr, "error: %s\n", err);
+        s->exit_code = 1;
+        stop_everything(s);
+    }
     /* one count for the loop below, so that a cluster answered at once
      * does not start the checks before the others have begun */
     s->dns_awaiting = 1;
@@ -796,6 +814,7 @@ void sharp_server_free(sharp_server_t *s)
         uv_run(s->loop, UV_RUN_NOWAIT);
         uv_loop_close(s->loop);
     }
+    sharp_dfp_free_all(); /* the DNS caches: their handles are closed */
     sharp_scaling_free(s->scaling); /* its timer closed in the run above */
     sharp_lrs_free(s->lrs); /* likewise */
     s->lrs = NULL;

@@ -14,6 +14,7 @@
 #include "upstream/pool.h"
 #include "upstream/async_post.h"
 #include "upstream/original_dst.h"
+#include "upstream/dfp.h"
 #include "kernel/tcpinfo.h"
 #include "upstream/shadow.h"
 #include "http/otel.h"
@@ -657,6 +658,7 @@ static void on_wakeup(uv_async_t *a)
     check_hostsets(w);
     check_host_drains(w);
     check_listener_drains(w);
+    sharp_dfp_worker_poll(w); /* streams whose host a DNS cache resolved */
     /* between two events: no TLS context loaded from a slot is still in use */
     sharp_retire_quiescent(w->index);
     uint32_t og = sharp_overload_generation();
@@ -736,6 +738,7 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->shadows);
     sharp_dlist_init(&w->zipkin_reporters);
     sharp_dlist_init(&w->async_posts);
+    sharp_dlist_init(&w->dfp_waiters);
     sharp_dlist_init(&w->otel_reporters);
     sharp_dlist_init(&w->skywalking_reporters);
     sharp_dlist_init(&w->datadog_reporters);

@@ -259,6 +259,10 @@ typedef struct sharp_worker {
     struct sharp_sw_index *skywalking_index; /* the current configuration's tracers' reporters */
     sharp_dlist_t datadog_reporters; /* one per Datadog agent (http/datadog.h) */
     sharp_dlist_t async_posts;       /* their reports in flight (upstream/async_post.h) */
+    /* streams waiting for a dynamic forward proxy's DNS cache
+     * (upstream/dfp.h) and the caches' epoch of the last pass over them */
+    sharp_dlist_t dfp_waiters;
+    uint64_t dfp_epoch;
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
     sharp_deadline_list_t deadlines[SHARP_DEADLINE_LISTS];
 } sharp_worker_t;

@@ -24,6 +24,11 @@ void sharp_tls_conn_set_failure(sharp_tls_conn_t *c, sharp_tls_failure_t f, cons
     va_end(ap);
 }
 
+void sharp_tls_conn_set_auto_san(sharp_tls_conn_t *c)
+{
+    c->auto_san = true;
+}
+
 sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud)
 {
     SSL *ssl = SSL_new(ctx->ssl_ctx);
@@ -50,6 +55,14 @@ sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, shar
             SSL_set_tlsext_host_name(ssl, name);
         }
         SSL_SESSION *s = sharp_tls_ctx_take_session(ctx);
+        /* a session made with another server name is not resumed: its
+         * certificate was checked for that name (a dynamic forward proxy's
+         * hosts, or auto_host_sni's, share one context) */
+        const char *was = s ? SSL_SESSION_get0_hostname(s) : NULL;
+        if (s && was && (!name || strcmp(was, name) != 0)) {
+            SSL_SESSION_free(s);
+            s = NULL;
+        }
         if (s) {
             SSL_set_session(ssl, s);
             SSL_SESSION_free(s);

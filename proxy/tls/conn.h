@@ -64,6 +64,9 @@ typedef bool (*sharp_tls_on_data_cb)(void *ud, const uint8_t *data, size_t len);
  * only, may be NULL) overrides the context's sni: the upstream host's name
  * for auto_host_sni. */
 sharp_tls_conn_t *sharp_tls_conn_new(sharp_tls_ctx_t *ctx, const char *sni, sharp_tls_on_data_cb on_data, void *ud);
+/* A client connection whose peer must have its SNI as a DNS SAN (Envoy's
+ * auto_san_validation), when the context verifies the peer (a trusted CA). */
+void sharp_tls_conn_set_auto_san(sharp_tls_conn_t *c);
 /* Drops a reference; the last one frees the connection. The owner holds
  * the first; a stream that logs its upstream connection's TLS details
  * takes another (sharp_tls_conn_ref), so the details outlive the socket.

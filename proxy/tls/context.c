@@ -589,7 +589,8 @@ static int verify_cb(X509_STORE_CTX *sctx, void *arg)
         }
         validated = true;
     }
-    const char *auto_sni = !x->cfg.server && x->cfg.auto_sni_san_validation && c->sni ? c->sni : NULL;
+    const char *auto_sni =
+        !x->cfg.server && (x->cfg.auto_sni_san_validation || c->auto_san) && c->sni ? c->sni : NULL;
     if (auto_sni || v->nsans) {
         if (!match_sans(x, leaf, auto_sni)) {
             sharp_tls_conn_set_failure(c, SHARP_TLS_FAIL_VERIFY_SAN, "verify cert failed: SAN matcher");

@@ -60,6 +60,9 @@ struct sharp_tls_conn {
      * until then, or when the queue was empty */
     char *failure_reason;
     char *sni; /* requested (server, from the ClientHello) or sent (client) */
+    /* client: the peer's certificate must have the SNI as a DNS SAN, as
+     * with auto_sni_san_validation (a dynamic forward proxy's hosts) */
+    bool auto_san;
     sharp_tls_ocsp_t ocsp;
     const sharp_tls_cert_t *ocsp_cert; /* SHARP_TLS_OCSP_STAPLED: whose staple */
     bool paused, close_sent, close_received;

@@ -5,6 +5,7 @@
 #include "tls/conn.h"
 #include "tls/internal.h"
 #include "upstream/codec.h"
+#include "upstream/original_dst.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -144,7 +145,10 @@ void sharp_upstream_tls_start(sharp_upstream_conn_t *c)
     }
     const sharp_tls_config_t *cfg = sharp_tls_ctx_config(ctx);
     /* auto_host_sni: the host's hostname when it has one, else `sni` */
-    const char *sni = cfg->auto_host_sni && c->pool->host->hostname[0] ? c->pool->host->hostname : NULL;
+    /* a dynamic forward proxy's hosts: Envoy's auto_sni and
+     * auto_san_validation, from the name the host was resolved from */
+    bool dfp = cl->odst && cl->odst->dfp;
+    const char *sni = (cfg->auto_host_sni || dfp) && c->pool->host->hostname[0] ? c->pool->host->hostname : NULL;
     struct sharp_upstream_tls *t = sharp_calloc(1, sizeof *t);
     c->tls = t;
     t->engine = sharp_tls_conn_new(ctx, sni, on_plaintext, c);
@@ -153,6 +157,7 @@ void sharp_upstream_tls_start(sharp_upstream_conn_t *c)
         handshake_failed(c, "cannot create a TLS connection");
         return;
     }
+    if (dfp) sharp_tls_conn_set_auto_san(t->engine);
     /* Envoy's ALPN fallback (Http::wrapTransportSocketOptions): without
      * alpn_protocols the pool's protocols are offered, both in
      * auto_config's order. */

@@ -162,7 +162,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
         p->dc = dc;
         p->fd = fd;
         if (uv_poll_init_socket(dc->loop, &p->poll, fd) != 0) {
-            sharp_log_error("cluster '%s': cannot poll a DNS socket", dc->cluster->name);
+            sharp_log_error("%s: cannot poll a DNS socket", dc->owner);
             free(p);
             return;
         }
@@ -178,6 +178,11 @@ static void on_ares_timer(uv_timer_t *t)
 {
     sharp_dns_cluster_t *dc = t->data;
     ares_process_fd(dc->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    process_timeouts(dc);
+}
+
+void sharp_dns_process_timeouts(sharp_dns_cluster_t *dc)
+{
     process_timeouts(dc);
 }
 
@@ -201,7 +206,7 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
 
 /* The families a lookup asks in turn (the second only when the first has
  * no address). */
-static int family_of(sharp_dns_family_t f, int step)
+int sharp_dns_family_of(sharp_dns_family_t f, int step)
 {
     switch (f) {
     case SHARP_DNS_V4_ONLY: return step == 0 ? AF_INET : -1;
@@ -292,7 +297,7 @@ static void ask(sharp_dns_target_t *t)
     sharp_dns_cluster_t *dc = t->dc;
     /* ARES_AI_NOSORT, as Envoy: the answer's order (the first address is
      * LOGICAL_DNS's), and no probe connections to sort by */
-    struct ares_addrinfo_hints hints = {.ai_family = family_of(dc->family, t->step), .ai_flags = ARES_AI_NOSORT};
+    struct ares_addrinfo_hints hints = {.ai_family = sharp_dns_family_of(dc->family, t->step), .ai_flags = ARES_AI_NOSORT};
     ares_getaddrinfo(dc->channel, t->name, NULL, &hints, on_addrinfo, t);
 }
 
@@ -342,7 +347,7 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
         sharp_debug(upstream, "cluster '%s': resolving %s (family step %d) failed: %s", dc->cluster->name, t->name,
                     t->step, ares_strerror(status));
     }
-    bool more = family_of(dc->family, t->step + 1) >= 0;
+    bool more = sharp_dns_family_of(dc->family, t->step + 1) >= 0;
     if (more && (dc->family == SHARP_DNS_ALL || t->naddrs == 0)) {
         t->step++;
         ask(t);
@@ -393,10 +398,8 @@ static uint64_t dns_random(void *arg)
 
 static bool ares_ready;
 
-int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *arg), void *arg, char *err,
-                    size_t errlen)
+int sharp_dns_channel_open(sharp_dns_cluster_t *dc, uv_loop_t *loop, char *err, size_t errlen)
 {
-    sharp_dns_cluster_t *dc = c->dns;
     if (!ares_ready) {
         int rc = ares_library_init(ARES_LIB_INIT_ALL);
         if (rc != ARES_SUCCESS) {
@@ -407,19 +410,6 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
     }
     dc->loop = loop;
     dc->rng = sharp_now_ns() | 1;
-    /* no_default_search_domain: besides ARES_FLAG_NOSEARCH, each name is
-     * asked as an absolute one (a trailing dot), as c-ares' getaddrinfo
-     * still walks the search list of a name without dots otherwise */
-    for (uint32_t i = 0; dc->no_search && i < dc->ntargets; i++) {
-        sharp_dns_target_t *t = &dc->targets[i];
-        size_t len = strlen(t->name);
-        if (!len || t->name[len - 1] == '.') continue;
-        char *abs = sharp_calloc(1, len + 2);
-        memcpy(abs, t->name, len);
-        memcpy(abs + len, ".", 2);
-        free(t->name);
-        t->name = abs;
-    }
     struct ares_options o = {0};
     int mask = ARES_OPT_SOCK_STATE_CB;
     o.sock_state_cb = on_sock_state;
@@ -438,13 +428,13 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
     ares_channel ch;
     int rc = ares_init_options(&ch, &o, mask);
     if (rc != ARES_SUCCESS) {
-        snprintf(err, errlen, "cluster '%s': c-ares: %s", c->name, ares_strerror(rc));
+        snprintf(err, errlen, "%s: c-ares: %s", dc->owner, ares_strerror(rc));
         return -1;
     }
     dc->channel = ch;
     if (dc->nresolvers && dc->resolvers_as_fallback && !sharp_dns_only_default_server(ch)) {
-        sharp_debug(upstream, "cluster '%s': the system's name servers are used, the configured resolvers are "
-                    "the fallback", c->name);
+        sharp_debug(upstream, "%s: the system's name servers are used, the configured resolvers are "
+                    "the fallback", dc->owner);
     } else if (dc->nresolvers) {
         struct ares_addr_port_node *nodes = sharp_calloc(dc->nresolvers, sizeof *nodes);
         for (uint32_t i = 0; i < dc->nresolvers; i++) {
@@ -464,7 +454,7 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
         rc = ares_set_servers_ports(ch, nodes);
         free(nodes);
         if (rc != ARES_SUCCESS) {
-            snprintf(err, errlen, "cluster '%s': c-ares resolvers: %s", c->name, ares_strerror(rc));
+            snprintf(err, errlen, "%s: c-ares resolvers: %s", dc->owner, ares_strerror(rc));
             ares_destroy(ch);
             dc->channel = NULL;
             return -1;
@@ -473,6 +463,29 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
     uv_timer_init(loop, &dc->ares_timer);
     dc->ares_timer.data = dc;
     dc->open_handles++;
+    dc->started = true;
+    return 0;
+}
+
+int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *arg), void *arg, char *err,
+                    size_t errlen)
+{
+    sharp_dns_cluster_t *dc = c->dns;
+    /* no_default_search_domain: besides ARES_FLAG_NOSEARCH, each name is
+     * asked as an absolute one (a trailing dot), as c-ares' getaddrinfo
+     * still walks the search list of a name without dots otherwise */
+    for (uint32_t i = 0; dc->no_search && i < dc->ntargets; i++) {
+        sharp_dns_target_t *t = &dc->targets[i];
+        size_t len = strlen(t->name);
+        if (!len || t->name[len - 1] == '.') continue;
+        char *abs = sharp_calloc(1, len + 2);
+        memcpy(abs, t->name, len);
+        memcpy(abs + len, ".", 2);
+        free(t->name);
+        t->name = abs;
+    }
+    snprintf(dc->owner, sizeof dc->owner, "cluster '%s'", c->name);
+    if (sharp_dns_channel_open(dc, loop, err, errlen) < 0) return -1;
     sharp_stats_t *s = c->stats;
     dc->st.resolve_total = sharp_stats_counterf(s, "dns.cares.resolve_total");
     dc->st.pending_resolutions = sharp_stats_gaugef(s, "dns.cares.pending_resolutions");
@@ -482,7 +495,6 @@ int sharp_dns_start(sharp_cluster_t *c, uv_loop_t *loop, void (*on_first)(void *
     dc->on_first = on_first;
     dc->on_first_arg = arg;
     dc->awaiting_first = dc->ntargets;
-    dc->started = true;
     for (uint32_t i = 0; i < dc->ntargets; i++) {
         sharp_dns_target_t *t = &dc->targets[i];
         uv_timer_init(loop, &t->timer);
@@ -512,6 +524,17 @@ bool sharp_dns_closing(const sharp_cluster_t *c)
     return c->dns && c->dns->open_handles > 0;
 }
 
+void sharp_dns_channel_close(sharp_dns_cluster_t *dc)
+{
+    /* fails the queries in flight (ARES_EDESTRUCTION) and closes its
+     * sockets through on_sock_state */
+    dc->stopping = true;
+    if (dc->channel) ares_destroy(dc->channel);
+    dc->channel = NULL;
+    uv_timer_stop(&dc->ares_timer);
+    uv_close((uv_handle_t *)&dc->ares_timer, on_ares_timer_closed);
+}
+
 void sharp_dns_stop(sharp_cluster_t *c)
 {
     sharp_dns_cluster_t *dc = c->dns;
@@ -522,10 +545,5 @@ void sharp_dns_stop(sharp_cluster_t *c)
         uv_timer_stop(&dc->targets[i].timer);
         uv_close((uv_handle_t *)&dc->targets[i].timer, on_target_timer_closed);
     }
-    /* fails the queries in flight (ARES_EDESTRUCTION) and closes its
-     * sockets through on_sock_state */
-    ares_destroy(dc->channel);
-    dc->channel = NULL;
-    uv_timer_stop(&dc->ares_timer);
-    uv_close((uv_handle_t *)&dc->ares_timer, on_ares_timer_closed);
+    sharp_dns_channel_close(dc);
 }

@@ -72,6 +72,7 @@ typedef struct sharp_dns_cluster {
     sharp_dns_target_t *targets;
     uint32_t ntargets;
     /* run time (main thread) */
+    char owner[300]; /* who resolves, for logs: "cluster 'x'" */
     void *channel; /* ares_channel */
     uv_loop_t *loop;
     uv_timer_t ares_timer;
@@ -123,6 +124,25 @@ void sharp_dns_stop(struct sharp_cluster *c);
 /* Whether handles of a stopped cluster are still closing: the cluster may
  * be freed only once they are closed. */
 bool sharp_dns_closing(const struct sharp_cluster *c);
+
+/* The c-ares channel alone, for another owner of resolutions (the
+ * dynamic forward proxy's DNS cache, upstream/dfp.h): dc's resolver
+ * settings (resolvers, no_search, use_tcp, query timeout and tries) and
+ * dc->owner are set; targets are not used. Opens the channel on `loop`
+ * (0, or -1 and err); close it with sharp_dns_channel_close, after which
+ * dc may be freed once sharp_dns_channel_closing is false. Queries are
+ * ares_getaddrinfo on dc->channel followed by
+ * sharp_dns_process_timeouts(dc). */
+int sharp_dns_channel_open(sharp_dns_cluster_t *dc, uv_loop_t *loop, char *err, size_t errlen);
+void sharp_dns_channel_close(sharp_dns_cluster_t *dc);
+static inline bool sharp_dns_channel_closing(const sharp_dns_cluster_t *dc)
+{
+    return dc->open_handles > 0;
+}
+void sharp_dns_process_timeouts(sharp_dns_cluster_t *dc);
+/* The address family a lookup of `f` asks at step 0, 1 (-1: no more):
+ * AUTO asks AAAA then A, V4_PREFERRED the reverse, ALL A then AAAA. */
+int sharp_dns_family_of(sharp_dns_family_t f, int step);
 
 /* Whether a c-ares channel (ares_channel) has only c-ares' default name
  * server, 127.0.0.1 alone: resolv.conf named none. Envoy then uses the

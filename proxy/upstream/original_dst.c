@@ -5,6 +5,7 @@
 #include "log.h"
 #include "net.h"
 #include "upstream/cluster.h"
+#include "upstream/dfp.h"
 #include "upstream/pool.h"
 #include "worker.h"
 
@@ -148,12 +149,14 @@ static uint32_t addr_hash(const struct sockaddr_storage *a)
     return h;
 }
 
-static sharp_odst_entry_t *local_find(const sharp_odst_local_t *m, const struct sockaddr_storage *a)
+/* The entry of address a (and, for a dynamic forward proxy, host name
+ * `name`: two names may share an address). */
+static sharp_odst_entry_t *local_find(const sharp_odst_local_t *m, const struct sockaddr_storage *a, const char *name)
 {
     if (!m || !m->nslots) return NULL;
     for (uint32_t k = addr_hash(a) & (m->nslots - 1); m->slots[k]; k = (k + 1) & (m->nslots - 1)) {
         sharp_odst_entry_t *e = m->e[m->slots[k] - 1];
-        if (sharp_addr_equal(&e->host->addr, a)) return e;
+        if (sharp_addr_equal(&e->host->addr, a) && (!name || !strcmp(e->host->hostname, name))) return e;
     }
     return NULL;
 }
@@ -222,22 +225,31 @@ static sharp_odst_entry_t *local_add(sharp_odst_local_t *m, sharp_host_t *h)
 }
 
 /* The cluster's host for address a, made when it has none (under its lock). */
-static sharp_host_t *shared_host(sharp_cluster_t *c, const struct sockaddr_storage *a)
+static sharp_host_t *shared_host(sharp_cluster_t *c, const struct sockaddr_storage *a, const char *name)
 {
     sharp_odst_t *o = c->odst;
     uv_mutex_lock(&o->lock);
-    sharp_host_t *h = sharp_host_index_find(&o->index, a);
+    sharp_host_t *h = NULL;
+    if (name) {
+        /* by name and address: bounded by the cache's max_hosts */
+        for (uint32_t i = 0; i < o->nhosts && !h; i++)
+            if (sharp_addr_equal(&o->hosts[i]->addr, a) && !strcmp(o->hosts[i]->hostname, name)) h = o->hosts[i];
+    } else {
+        h = sharp_host_index_find(&o->index, a);
+    }
     if (!h) {
         h = sharp_calloc(1, sizeof *h);
         memcpy(&h->addr, a, sizeof h->addr);
         h->addrlen = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
         sharp_addr_str((struct sockaddr *)&h->addr, h->address, sizeof h->address);
-        /* Envoy names the host "<cluster name><address>" */
-        snprintf(h->hostname, sizeof h->hostname, "%s%s", c->name, h->address);
+        /* Envoy names the host "<cluster name><address>"; a dynamic
+         * forward proxy's by the name it was resolved from */
+        if (name) snprintf(h->hostname, sizeof h->hostname, "%s", name);
+        else snprintf(h->hostname, sizeof h->hostname, "%s%s", c->name, h->address);
         h->weight = 1;
         atomic_init(&h->index, UINT32_MAX);
         atomic_init(&h->odst_used, true);
-        sharp_host_index_add(&o->index, h);
+        if (!name) sharp_host_index_add(&o->index, h);
         if (o->nhosts == o->cap) {
             o->cap = o->cap ? 2 * o->cap : 8;
             o->hosts = sharp_realloc(o->hosts, o->cap * sizeof *o->hosts);
@@ -254,24 +266,72 @@ static sharp_host_t *shared_host(sharp_cluster_t *c, const struct sockaddr_stora
     return h;
 }
 
+void sharp_odst_dfp_key(const sharp_host_t *h, char *out, size_t cap)
+{
+    unsigned port = ntohs(h->addr.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&h->addr)->sin6_port
+                                                        : ((const struct sockaddr_in *)&h->addr)->sin_port);
+    if (strchr(h->hostname, ':')) snprintf(out, cap, "[%s]:%u", h->hostname, port);
+    else snprintf(out, cap, "%s:%u", h->hostname, port);
+}
+
+/* A dynamic forward proxy's host: the cache's address of the request's
+ * host (:authority, as the filter may have rewritten it, with the default
+ * port), Envoy's Cluster::LoadBalancer::chooseHost; none while the cache
+ * has no address for it. */
+static sharp_host_t *dfp_choose(sharp_cluster_local_t *cl, const sharp_headers_t *h)
+{
+    sharp_cluster_t *c = cl->cluster;
+    sharp_odst_t *o = c->odst;
+    sharp_str_t auth;
+    char key[300], name[300];
+    struct sockaddr_storage dst;
+    if (!h || !sharp_headers_get_cstr(h, ":authority", &auth) ||
+        !sharp_dfp_normalize(auth.p, auth.len, o->dfp_default_port, key, sizeof key)) {
+        sharp_debug(upstream, "host empty");
+        return NULL;
+    }
+    if (!sharp_dfp_address(o->dfp, key, sharp_now_ns() / 1000000, &dst)) {
+        sharp_debug(upstream, "host %s not found", key);
+        return NULL;
+    }
+    /* the name without the port (and an IPv6 literal's brackets) */
+    const char *colon = strrchr(key, ':');
+    size_t n = (size_t)(colon - key);
+    const char *k = key;
+    if (n >= 2 && k[0] == '[' && k[n - 1] == ']') k++, n -= 2;
+    if (n >= sizeof ((sharp_host_t *)0)->hostname) return NULL;
+    memcpy(name, k, n);
+    name[n] = 0;
+    if (!cl->odst) cl->odst = sharp_calloc(1, sizeof *cl->odst);
+    sharp_odst_entry_t *e = local_find(cl->odst, &dst, name);
+    if (e && atomic_load_explicit(&e->host->odst_removed, memory_order_acquire)) {
+        local_drop(cl->odst, false, false);
+        e = NULL;
+    }
+    if (!e) e = local_add(cl->odst, shared_host(c, &dst, name));
+    atomic_store_explicit(&e->host->odst_used, true, memory_order_relaxed);
+    return e->host;
+}
+
 sharp_host_t *sharp_odst_choose(sharp_cluster_local_t *cl, sharp_stats_shard_t *sh, const sharp_headers_t *h,
                                 const struct sockaddr_storage *restored)
 {
     sharp_cluster_t *c = cl->cluster;
     struct sockaddr_storage dst;
+    if (c->odst->dfp) return dfp_choose(cl, h);
     if (!sharp_odst_destination(c, sh, h, restored, &dst)) {
         sharp_debug(upstream, "original_dst_load_balancer: No downstream connection or no original_dst.");
         return NULL;
     }
     if (!cl->odst) cl->odst = sharp_calloc(1, sizeof *cl->odst);
-    sharp_odst_entry_t *e = local_find(cl->odst, &dst);
+    sharp_odst_entry_t *e = local_find(cl->odst, &dst, NULL);
     if (e && atomic_load_explicit(&e->host->odst_removed, memory_order_acquire)) {
         /* the cleanup removed it since: its pools retire, the address gets
          * the cluster's current host */
         local_drop(cl->odst, false, false);
         e = NULL;
     }
-    if (!e) e = local_add(cl->odst, shared_host(c, &dst));
+    if (!e) e = local_add(cl->odst, shared_host(c, &dst, NULL));
     atomic_store_explicit(&e->host->odst_used, true, memory_order_relaxed);
     return e->host;
 }
@@ -280,7 +340,7 @@ sharp_pool_t *sharp_odst_pool(const sharp_upstream_env_t *env, sharp_cluster_loc
                               bool h2)
 {
     if (!cl->odst) cl->odst = sharp_calloc(1, sizeof *cl->odst);
-    sharp_odst_entry_t *e = local_find(cl->odst, &h->addr);
+    sharp_odst_entry_t *e = local_find(cl->odst, &h->addr, cl->cluster->odst->dfp ? h->hostname : NULL);
     if (!e || e->host != h) e = local_add(cl->odst, h); /* not reached: chosen in this event */
     sharp_pool_t **slot = &e->pools[prio][h2 ? 1 : 0];
     if (!*slot) {
@@ -334,9 +394,18 @@ void sharp_odst_sync(sharp_cluster_t *c, uint64_t now_ms)
         uint32_t kept = 0;
         for (uint32_t i = 0; i < o->nhosts; i++) {
             sharp_host_t *h = o->hosts[i];
-            bool keep = atomic_exchange_explicit(&h->odst_used, false, memory_order_relaxed) ||
-                        atomic_load_explicit(&h->active_cx, memory_order_relaxed) > 0 ||
-                        atomic_load_explicit(&h->active_rq, memory_order_relaxed) > 0;
+            bool keep;
+            if (o->dfp) {
+                /* Envoy's onDnsHostRemove / onDnsHostAddOrUpdate: the
+                 * cache's host went (host_ttl) or moved to another address */
+                char key[300];
+                sharp_odst_dfp_key(h, key, sizeof key);
+                keep = sharp_dfp_current(o->dfp, key, &h->addr);
+            } else {
+                keep = atomic_exchange_explicit(&h->odst_used, false, memory_order_relaxed) ||
+                       atomic_load_explicit(&h->active_cx, memory_order_relaxed) > 0 ||
+                       atomic_load_explicit(&h->active_rq, memory_order_relaxed) > 0;
+            }
             if (keep) {
                 o->hosts[kept++] = h;
                 continue;
@@ -347,7 +416,7 @@ void sharp_odst_sync(sharp_cluster_t *c, uint64_t now_ms)
         if (kept != o->nhosts) {
             o->nhosts = kept;
             sharp_host_index_free(&o->index);
-            for (uint32_t i = 0; i < kept; i++) sharp_host_index_add(&o->index, o->hosts[i]);
+            for (uint32_t i = 0; i < kept && !o->dfp; i++) sharp_host_index_add(&o->index, o->hosts[i]);
             changed = true;
         }
     }

@@ -46,6 +46,14 @@ typedef struct sharp_odst {
     uint32_t port_override; /* upstream_port_override, 0: none */
     bool has_port_override;
     uint64_t cleanup_ms;    /* cleanup_interval, default 5000 */
+    /* envoy.clusters.dynamic_forward_proxy: the DNS cache its hosts come
+     * from (upstream/dfp.h), NULL for ORIGINAL_DST. Such a cluster keeps
+     * its hosts in this map too, one per cache host ("name:port") and
+     * address, named by the host's name (SNI and SAN checks); the cleanup
+     * then removes, every pass, the hosts whose cache host is gone or has
+     * another address. */
+    struct sharp_dfp_cache *dfp;
+    uint16_t dfp_default_port; /* 443 with TLS, else 80 */
     uint64_t next_cleanup_ms; /* main thread: loop time of the next cleanup */
     uv_mutex_t lock;        /* guards what follows */
     sharp_host_index_t index; /* the current hosts by address */
@@ -74,6 +82,9 @@ bool sharp_odst_parse_address(const char *p, size_t n, struct sockaddr_storage *
 bool sharp_odst_destination(const struct sharp_cluster *c, struct sharp_stats_shard *sh,
                             const struct sharp_headers *h, const struct sockaddr_storage *restored,
                             struct sockaddr_storage *out);
+
+/* A dynamic forward proxy host's cache key: "<hostname>:<port>" ("[v6]:port"). */
+void sharp_odst_dfp_key(const sharp_host_t *h, char *out, size_t cap);
 
 /* Worker: the host of a destination (sharp_odst_destination), from the
  * worker's map or else the cluster's (made there when new); marks it used.
