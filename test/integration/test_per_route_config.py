@@ -317,10 +317,10 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
                                              "rate_limit_quota.v3.RateLimitQuotaBucketSettings\n"
                                              "expired_assignment_behavior_timeout: 1s"},
      "", "rate limit quota per-route bucket settings"),
-    ({"envoy.filters.http.dynamic_forward_proxy": f"\"@type\": {FC}\nconfig:\n  \"@type\": type.googleapis.com/"
-                                                  "envoy.extensions.filters.http.dynamic_forward_proxy.v3.PerRouteConfig\n"
-                                                  "  host_rewrite_literal: x"},
-     "", "dynamic forward proxy per-route config"),
+    ({"envoy.filters.http.lua": f"\"@type\": {FC}\nconfig:\n  \"@type\": type.googleapis.com/"
+                                "envoy.extensions.filters.http.lua.v3.LuaPerRoute\n"
+                                "  disabled: true"},
+     "", "Lua per-route config"),
     # the router takes no per-route config, and cannot be disabled on a route
     ({"envoy.filters.http.router": "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
      "", "The filter envoy.filters.http.router doesn't support virtual host or route specific configurations"),
@@ -346,7 +346,7 @@ def test_per_route_config_for_a_filter_of_no_chain_is_accepted():
      "invalid CompressorPerRoute.Override: value is required"),
     ({"envoy.filters.http.compressor": f"\"@type\": {FC}\nis_optional: true"}, compressor_filter(),
      "Empty route/virtual host per filter configuration for envoy.filters.http.compressor filter"),
-], ids=["reverse-bridge", "ratelimit-quota", "dfp-in-filterconfig", "router-config", "router-disabled", "type-mismatch",
+], ids=["reverse-bridge", "ratelimit-quota", "lua-in-filterconfig", "router-config", "router-disabled", "type-mismatch",
         "main-type", "no-route-support", "cpr-disabled-false", "cpr-empty", "filterconfig-empty"])
 def test_refused(entries, filters, expect):
     routes = route("/", pfc(entries))
