@@ -3502,11 +3502,33 @@ static int check_route_clusters(build_ctx_t *b, const sharp_listener_config_t *l
             return fail(b, r->path, "cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which is not "
                                     "supported by SHARP's UDP proxy", r->cluster);
     }
+    for (uint32_t i = 0; l->udp && i < l->udp->nroutes; i++) {
+        const sharp_udp_route_t *r = l->udp->routes[i];
+        const sharp_cluster_t *c = sharp_snapshot_cluster(s, r->cluster);
+        if (c && c->odst && c->odst->dfp)
+            return fail(b, r->path, "cluster '%s' is a dynamic forward proxy cluster (envoy.clusters."
+                                    "dynamic_forward_proxy), whose hosts come from HTTP requests: not supported by "
+                                    "SHARP's UDP proxy", r->cluster);
+    }
     for (uint32_t fc = 0; fc < l->nchains + l->has_default_chain; fc++) {
         sharp_route_table_t *rt = l->chains[fc]->hcm->routes;
         char cp[64];
         if (fc < l->nchains) snprintf(cp, sizeof cp, "filter_chains[%u]", fc);
         else snprintf(cp, sizeof cp, "default_filter_chain");
+        /* a dynamic forward proxy cluster's host is a request's authority:
+         * the TCP proxy has one only from the SNI dynamic forward proxy
+         * network filter (or filter state), which SHARP does not have */
+        const sharp_tcp_proxy_config_t *tcpp = l->chains[fc]->hcm->tcp_proxy;
+        for (uint32_t i = 0; tcpp && i < tcpp->nclusters; i++) {
+            const sharp_cluster_t *c = sharp_snapshot_cluster(s, tcpp->clusters[i].name);
+            if (c && c->odst && c->odst->dfp) {
+                char tpp[320];
+                snprintf(tpp, sizeof tpp, "%s.%s.filters[0].typed_config", p, cp);
+                return fail(b, tpp, "cluster '%s' is a dynamic forward proxy cluster (envoy.clusters."
+                                    "dynamic_forward_proxy): the TCP proxy takes its host from the SNI dynamic "
+                                    "forward proxy filter, which SHARP does not support", tcpp->clusters[i].name);
+            }
+        }
         const sharp_tracing_config_t *tc = l->chains[fc]->hcm->tracing;
         if (tc && tc->zipkin && !cluster_known(b, s, tc->zipkin->cluster)) {
             char tp[320];

@@ -368,3 +368,37 @@ def _try_request(port, host):
         return request(port, host)[0]
     except Exception:  # the connection closed by the drain
         return None
+
+
+def test_tcp_proxy_to_a_dfp_cluster_is_refused(tmp_path):
+    """A TCP proxy has no request authority to resolve: Envoy takes its host
+    from the SNI dynamic forward proxy filter, which SHARP does not have, so
+    the configuration is refused naming the cluster rather than loaded to
+    find no host."""
+    y = f"""static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {free_port()} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+          cluster: dfp
+  clusters:
+  - name: dfp
+    connect_timeout: 1s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.dynamic_forward_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
+        dns_cache_config: {{ name: c, dns_lookup_family: V4_ONLY }}
+"""
+    p = tmp_path / "c.yaml"
+    p.write_text(y)
+    r = subprocess.run([SHARP, "--mode", "validate", "-c", str(p)], capture_output=True, text=True, timeout=20 * SLOW)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "cluster 'dfp' is a dynamic forward proxy cluster" in out, out
+    assert "filters[0].typed_config" in out, out
