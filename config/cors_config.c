@@ -30,23 +30,13 @@ static sharp_cors_bool_t tri(const Google__Protobuf__BoolValue *b)
     return !b ? SHARP_CORS_UNSET : b->value ? SHARP_CORS_TRUE : SHARP_CORS_FALSE;
 }
 
-static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf,
-                         const char *path, const char *field, sharp_runtime_fraction_t *out,
-                         char *err, size_t errlen)
+/* path.field, for the runtime fraction's error messages */
+static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *path,
+                         const char *field, sharp_runtime_fraction_t *out, char *err, size_t errlen)
 {
-    if (!rf->default_value) {
-        snprintf(err, errlen, "%s%s%s.default_value: required", path, path[0] ? "." : "", field);
-        return -1;
-    }
-    out->denominator = sharp_fractional_denominator(rf->default_value->denominator);
-    if (!out->denominator) {
-        snprintf(err, errlen, "%s%s%s.default_value.denominator: unknown", path, path[0] ? "." : "",
-                 field);
-        return -1;
-    }
-    out->numerator = rf->default_value->numerator;
-    if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
-    return 0;
+    char p[512];
+    snprintf(p, sizeof p, "%s%s%s", path, path[0] ? "." : "", field);
+    return sharp_config_runtime_fraction(rf, p, out, err, errlen);
 }
 
 static sharp_cors_policy_t *build(const fields_t *f, const char *path, char *err, size_t errlen)

@@ -1215,6 +1215,13 @@ int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *p
     return header_matcher_from(&c, path, pb, m);
 }
 
+int sharp_config_runtime_fraction(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *path,
+                                  sharp_runtime_fraction_t *out, char *err, size_t errlen)
+{
+    ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
+    return runtime_fraction_from(&c, path, rf, out);
+}
+
 int sharp_config_string_matcher(const Envoy__Type__Matcher__V3__StringMatcher *pb, const char *path,
                                 sharp_string_matcher_t *out, char *err, size_t errlen)
 {

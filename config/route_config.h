@@ -24,6 +24,11 @@ sharp_route_table_create(const Envoy__Config__Route__V3__RouteConfiguration *rc,
  * error `m` may hold allocations (free its name and string matcher). */
 int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb, const char *path,
                                 sharp_header_matcher_t *m, char *err, size_t errlen);
+/* A RuntimeFractionalPercent at `path` (its default_value required, the
+ * denominator known), as the route table reads one. Returns 0, or -1 with
+ * "path.field: message" in err. */
+int sharp_config_runtime_fraction(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *path,
+                                  sharp_runtime_fraction_t *out, char *err, size_t errlen);
 /* One StringMatcher (exact, prefix, suffix, contains, safe_regex as RE2,
  * ignore_case), for translators outside route tables (the stats matcher).
  * Returns 0, or -1 with "path[.field]: message" in err. */

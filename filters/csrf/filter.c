@@ -130,23 +130,6 @@ static void policy_free(csrf_policy_t *p)
     free(p);
 }
 
-static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf,
-                         const char *field, sharp_runtime_fraction_t *out, char *err, size_t errlen)
-{
-    if (!rf->default_value) {
-        snprintf(err, errlen, "%s.default_value: value is required", field);
-        return -1;
-    }
-    out->denominator = sharp_fractional_denominator(rf->default_value->denominator);
-    if (!out->denominator) {
-        snprintf(err, errlen, "%s.default_value.denominator: unknown", field);
-        return -1;
-    }
-    out->numerator = rf->default_value->numerator;
-    if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
-    return 0;
-}
-
 static csrf_policy_t *policy_build(const csrf_pb_t *pb, char *err, size_t errlen)
 {
     if (!pb->filter_enabled) {
@@ -154,10 +137,10 @@ static csrf_policy_t *policy_build(const csrf_pb_t *pb, char *err, size_t errlen
         return NULL;
     }
     csrf_policy_t *p = sharp_calloc(1, sizeof *p);
-    if (fraction_from(pb->filter_enabled, "filter_enabled", &p->filter_enabled, err, errlen) < 0)
+    if (sharp_config_runtime_fraction(pb->filter_enabled, "filter_enabled", &p->filter_enabled, err, errlen) < 0)
         goto fail;
     if (pb->shadow_enabled) {
-        if (fraction_from(pb->shadow_enabled, "shadow_enabled", &p->shadow_enabled, err, errlen) <
+        if (sharp_config_runtime_fraction(pb->shadow_enabled, "shadow_enabled", &p->shadow_enabled, err, errlen) <
             0)
             goto fail;
         p->has_shadow = true;

@@ -1,6 +1,7 @@
 /* call.c: the ext_authz filter's side request to its authorization
  * cluster; see call.h. */
 #include "filters/ext_authz/call.h"
+#include "http/grpc.h"
 #include "upstream/aggregate.h"
 #include "worker.h"
 #include "log.h"
@@ -287,4 +288,24 @@ void sharp_ext_authz_call_cancel(sharp_ext_authz_call_t *c)
     c->done = NULL;
     if (!c->ended && c->slot) sharp_counter_inc(c->w->stats, c->c->st.rq_tx_reset);
     finish(c);
+}
+
+void sharp_ext_authz_grpc_head(sharp_headers_t *h, const char *path, const char *authority, uint64_t timeout_ms,
+                               const sharp_headers_t *initial_metadata)
+{
+    sharp_headers_add_cstr(h, ":method", "POST");
+    sharp_headers_add_cstr(h, ":path", path);
+    sharp_headers_add_cstr(h, ":authority", authority);
+    sharp_headers_add_cstr(h, ":scheme", "http");
+    sharp_headers_add_cstr(h, "content-type", "application/grpc");
+    sharp_headers_add_cstr(h, "te", "trailers");
+    if (timeout_ms) {
+        char t[10];
+        size_t tl = sharp_grpc_timeout_format(timeout_ms, t);
+        sharp_headers_add(h, "grpc-timeout", 12, t, tl);
+    }
+    for (uint32_t i = 0; initial_metadata && i < initial_metadata->n; i++) {
+        sharp_str_t n = sharp_headers_name(initial_metadata, i), v = sharp_headers_value(initial_metadata, i);
+        sharp_headers_add(h, n.p, n.len, v.p, v.len);
+    }
 }

@@ -58,4 +58,11 @@ sharp_ext_authz_call_t *sharp_ext_authz_call_start(const sharp_ext_authz_call_ar
 /* The stream went away: the request is reset, done is not called. */
 void sharp_ext_authz_call_cancel(sharp_ext_authz_call_t *c);
 
+/* Adds the head of a unary gRPC call to `path` (":method" POST, ":path",
+ * ":authority", ":scheme" http, content-type application/grpc, te:
+ * trailers, grpc-timeout when timeout_ms, then the service's
+ * initial_metadata) to h. */
+void sharp_ext_authz_grpc_head(sharp_headers_t *h, const char *path, const char *authority, uint64_t timeout_ms,
+                               const sharp_headers_t *initial_metadata);
+
 #endif

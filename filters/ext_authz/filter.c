@@ -570,22 +570,8 @@ static void start_check(sharp_filter_t *f)
         sharp_ext_authz_grpc_request(&in, &grpc_body);
         free(service);
         free(kv);
-        sharp_headers_add_cstr(&h, ":method", "POST");
-        sharp_headers_add_cstr(&h, ":path", "/envoy.service.auth.v3.Authorization/Check");
-        sharp_headers_add_cstr(&h, ":authority", c->authority);
-        sharp_headers_add_cstr(&h, ":scheme", "http");
-        sharp_headers_add_cstr(&h, "content-type", "application/grpc");
-        sharp_headers_add_cstr(&h, "te", "trailers");
-        if (c->timeout_ms) {
-            char t[10];
-            size_t tl = sharp_grpc_timeout_format(c->timeout_ms, t);
-            sharp_headers_add(&h, "grpc-timeout", 12, t, tl);
-        }
-        for (uint32_t i = 0; i < c->initial_metadata.n; i++) {
-            sharp_str_t n = sharp_headers_name(&c->initial_metadata, i),
-                        v = sharp_headers_value(&c->initial_metadata, i);
-            sharp_headers_add(&h, n.p, n.len, v.p, v.len);
-        }
+        sharp_ext_authz_grpc_head(&h, "/envoy.service.auth.v3.Authorization/Check", c->authority, c->timeout_ms,
+                                  &c->initial_metadata);
     } else {
         sharp_ext_authz_http_request(&c->http, sharp_stream_request_headers(s), blen,
                                      st->with_body ? st->partial : -1, &h, sharp_stream_info(s));

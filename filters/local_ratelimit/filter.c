@@ -111,23 +111,6 @@ static void config_free(void *p)
     free(c);
 }
 
-static int fraction_from(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *field,
-                         sharp_runtime_fraction_t *out, char *err, size_t errlen)
-{
-    if (!rf->default_value) {
-        snprintf(err, errlen, "%s.default_value: is required", field);
-        return -1;
-    }
-    out->denominator = sharp_fractional_denominator(rf->default_value->denominator);
-    if (!out->denominator) {
-        snprintf(err, errlen, "%s.default_value.denominator: unknown", field);
-        return -1;
-    }
-    out->numerator = rf->default_value->numerator;
-    if (rf->runtime_key && rf->runtime_key[0]) out->key = sharp_strdup(rf->runtime_key);
-    return 0;
-}
-
 /* "k=v, k=v": Envoy's LocalDescriptor::toString. */
 static void descriptor_text(const sharp_rl_descriptor_t *d, char *out, size_t cap)
 {
@@ -291,11 +274,11 @@ static lrl_config_t *config_build(const lrl_pb_t *pb, bool per_route, char *err,
                                 sharp_now_ns());
     }
     if (pb->filter_enabled) {
-        if (fraction_from(pb->filter_enabled, "filter_enabled", &c->enabled, err, errlen) < 0) goto fail;
+        if (sharp_config_runtime_fraction(pb->filter_enabled, "filter_enabled", &c->enabled, err, errlen) < 0) goto fail;
         c->has_enabled = true;
     }
     if (pb->filter_enforced) {
-        if (fraction_from(pb->filter_enforced, "filter_enforced", &c->enforced, err, errlen) < 0) goto fail;
+        if (sharp_config_runtime_fraction(pb->filter_enforced, "filter_enforced", &c->enforced, err, errlen) < 0) goto fail;
         c->has_enforced = true;
     }
     /* HttpStatus: Envoy's toErrorCode, a status below 400 is 429 */

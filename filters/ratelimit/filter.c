@@ -576,23 +576,8 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     sharp_rl_descriptors_free(&d);
     sharp_headers_t rh;
     sharp_headers_init(&rh);
-    sharp_headers_add_cstr(&rh, ":method", "POST");
-    sharp_headers_add_cstr(&rh, ":path",
-                           "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit");
-    sharp_headers_add_cstr(&rh, ":authority", c->authority);
-    sharp_headers_add_cstr(&rh, ":scheme", "http");
-    sharp_headers_add_cstr(&rh, "content-type", "application/grpc");
-    sharp_headers_add_cstr(&rh, "te", "trailers");
-    if (c->timeout_ms) {
-        char t[10];
-        size_t tl = sharp_grpc_timeout_format(c->timeout_ms, t);
-        sharp_headers_add(&rh, "grpc-timeout", 12, t, tl);
-    }
-    for (uint32_t i = 0; i < c->initial_metadata.n; i++) {
-        sharp_str_t n = sharp_headers_name(&c->initial_metadata, i),
-                    val = sharp_headers_value(&c->initial_metadata, i);
-        sharp_headers_add(&rh, n.p, n.len, val.p, val.len);
-    }
+    sharp_ext_authz_grpc_head(&rh, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", c->authority,
+                              c->timeout_ms, &c->initial_metadata);
     sharp_cluster_local_t *scl = NULL;
     sharp_cluster_t *sc = sharp_view_cluster(s->view, c->cluster, &scl);
     if (!sc)
