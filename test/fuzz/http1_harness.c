@@ -220,7 +220,7 @@ void fz_start(fz_run_t *r)
     w->runtime = sharp_runtime_snapshot_ref(env_srv.runtime->current);
     /* the listener's socket for this input (the worker takes and closes it) */
     sharp_listener_config_t *l = snap->listeners[0];
-    l->sock = sharp_lsock_open(&l->addr, l->addrlen, 0, false, l->address, 1, err, sizeof err);
+    l->sock = sharp_lsock_open(&l->addr, l->addrlen, 0, 0, false, l->address, 1, err, sizeof err);
     if (!l->sock) die(err);
     if (sharp_worker_init(w) != 0) die("sharp_worker_init failed");
     sharp_runtime_tls = w->runtime;
