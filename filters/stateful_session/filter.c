@@ -32,22 +32,23 @@
 #include <string.h>
 
 typedef Envoy__Extensions__Filters__Http__StatefulSession__V3__StatefulSession ss_pb_t;
-typedef Envoy__Extensions__Filters__Http__StatefulSession__V3__StatefulSessionPerRoute ss_route_pb_t;
+typedef Envoy__Extensions__Filters__Http__StatefulSession__V3__StatefulSessionPerRoute
+    ss_route_pb_t;
 typedef Envoy__Extensions__Http__StatefulSession__Cookie__V3__CookieBasedSessionState cookie_pb_t;
 typedef Envoy__Extensions__Http__StatefulSession__Header__V3__HeaderBasedSessionState header_pb_t;
 
 typedef struct ss_config {
     bool disabled; /* a per-route StatefulSessionPerRoute.disabled */
     bool strict;
-    bool cookie;   /* the cookie state, else the header one */
-    char *name;    /* cookie name, or header name (lower-case) */
-    char *path;    /* cookie path, "" for none */
+    bool cookie; /* the cookie state, else the header one */
+    char *name;  /* cookie name, or header name (lower-case) */
+    char *path;  /* cookie path, "" for none */
     uint64_t ttl_s;
 } ss_config_t;
 
 typedef struct ss_state {
-    bool active;                             /* the session applies to the stream */
-    bool has_addr;                           /* the request named a host */
+    bool active;   /* the session applies to the stream */
+    bool has_addr; /* the request named a host */
     char addr[SHARP_SESSION_ADDR_MAX + 1];
 } ss_state_t;
 
@@ -70,15 +71,25 @@ static ss_config_t *config_build(const ss_pb_t *pb, char *err, size_t errlen)
     const char *slash = strrchr(url, '/');
     const char *type = slash ? slash + 1 : url;
     const ProtobufCMessageDescriptor *desc;
-    if (!strcmp(type, envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor.name))
-        desc = &envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor;
-    else if (!strcmp(type, envoy__extensions__http__stateful_session__header__v3__header_based_session_state__descriptor.name))
-        desc = &envoy__extensions__http__stateful_session__header__v3__header_based_session_state__descriptor;
+    if (!strcmp(
+            type,
+            envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor
+                .name))
+        desc =
+            &envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor;
+    else if (
+        !strcmp(
+            type,
+            envoy__extensions__http__stateful_session__header__v3__header_based_session_state__descriptor
+                .name))
+        desc =
+            &envoy__extensions__http__stateful_session__header__v3__header_based_session_state__descriptor;
     else {
-        snprintf(err, errlen,
-                 "session_state: unsupported session state '%s' (envoy.http.stateful_session.cookie, "
-                 "envoy.http.stateful_session.header)",
-                 type);
+        snprintf(
+            err, errlen,
+            "session_state: unsupported session state '%s' (envoy.http.stateful_session.cookie, "
+            "envoy.http.stateful_session.header)",
+            type);
         return NULL;
     }
     sharp_config_error_t e = {{0}};
@@ -89,12 +100,15 @@ static ss_config_t *config_build(const ss_pb_t *pb, char *err, size_t errlen)
     }
     ss_config_t *c = sharp_calloc(1, sizeof *c);
     c->strict = pb->strict;
-    if (desc == &envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor) {
+    if (desc ==
+        &envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor) {
         const cookie_pb_t *ck = (const cookie_pb_t *)m;
         c->cookie = true;
         if (!ck->cookie || !ck->cookie->name || !ck->cookie->name[0]) {
-            snprintf(err, errlen, "session_state.typed_config.cookie.name: Cookie key cannot be empty for cookie "
-                                  "based stateful sessions");
+            snprintf(
+                err, errlen,
+                "session_state.typed_config.cookie.name: Cookie key cannot be empty for cookie "
+                "based stateful sessions");
             goto fail;
         }
         uint64_t ms = 0;
@@ -105,8 +119,10 @@ static ss_config_t *config_build(const ss_pb_t *pb, char *err, size_t errlen)
     } else {
         const header_pb_t *hd = (const header_pb_t *)m;
         if (!hd->name || !hd->name[0]) {
-            snprintf(err, errlen, "session_state.typed_config.name: Header name cannot be empty for header based "
-                                  "stateful sessions");
+            snprintf(
+                err, errlen,
+                "session_state.typed_config.name: Header name cannot be empty for header based "
+                "stateful sessions");
             goto fail;
         }
         c->name = sharp_strdup(hd->name);
@@ -122,7 +138,8 @@ fail:
     return NULL;
 }
 
-static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err, size_t errlen)
+static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_t *ctx, char *err,
+                           size_t errlen)
 {
     (void)ctx;
     return config_build((const ss_pb_t *)msg, err, errlen);
@@ -153,7 +170,8 @@ static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t 
     }
 }
 
-static sharp_filter_status_t ss_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t ss_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)end_stream;
     const ss_config_t *c = sharp_stream_route_config(f);
@@ -164,13 +182,16 @@ static sharp_filter_status_t ss_decode_headers(sharp_filter_t *f, sharp_headers_
     if (c->cookie) {
         sharp_str_t path = {"", 0};
         sharp_headers_get_cstr(h, ":path", &path);
-        if (!sharp_session_path_match(c->path, strlen(c->path), path.p, path.len)) return SHARP_FILTER_CONTINUE;
+        if (!sharp_session_path_match(c->path, strlen(c->path), path.p, path.len))
+            return SHARP_FILTER_CONTINUE;
         st->active = true;
         if (sharp_headers_cookie_value(h, c->name, strlen(c->name), &v))
-            st->has_addr = sharp_session_cookie_decode(v.p, v.len, sharp_now_ns() / 1000000000ull, st->addr);
+            st->has_addr =
+                sharp_session_cookie_decode(v.p, v.len, sharp_now_ns() / 1000000000ull, st->addr);
     } else {
         st->active = true;
-        if (sharp_headers_get_cstr(h, c->name, &v)) st->has_addr = sharp_session_header_decode(v.p, v.len, st->addr);
+        if (sharp_headers_get_cstr(h, c->name, &v))
+            st->has_addr = sharp_session_header_decode(v.p, v.len, st->addr);
     }
     if (st->has_addr) {
         sharp_stream_t *s = f->stream;
@@ -180,7 +201,8 @@ static sharp_filter_status_t ss_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t ss_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t ss_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                               bool end_stream)
 {
     (void)end_stream;
     ss_state_t *st = f->state;
@@ -207,15 +229,19 @@ static sharp_filter_status_t ss_encode_headers(sharp_filter_t *f, sharp_headers_
 
 const sharp_filter_factory_t sharp_stateful_session_filter = {
     .name = "envoy.filters.http.stateful_session",
-    .type_url = "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
-    .config_desc = &envoy__extensions__filters__http__stateful_session__v3__stateful_session__descriptor,
+    .type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+    .config_desc =
+        &envoy__extensions__filters__http__stateful_session__v3__stateful_session__descriptor,
     .create_config = create_config,
     .destroy_config = destroy_config,
     .state_size = sizeof(ss_state_t),
     .decode_headers = ss_decode_headers,
     .encode_headers = ss_encode_headers,
-    .route_type_url = "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSessionPerRoute",
-    .route_config_desc = &envoy__extensions__filters__http__stateful_session__v3__stateful_session_per_route__descriptor,
+    .route_type_url = "type.googleapis.com/"
+                      "envoy.extensions.filters.http.stateful_session.v3.StatefulSessionPerRoute",
+    .route_config_desc =
+        &envoy__extensions__filters__http__stateful_session__v3__stateful_session_per_route__descriptor,
     .create_route_config = create_route_config,
     .destroy_route_config = destroy_config,
 };

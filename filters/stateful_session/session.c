@@ -53,8 +53,8 @@ static bool get_varint(const unsigned char **p, const unsigned char *end, uint64
  * are skipped and the last occurrence of a field wins. False when the
  * bytes are no such message. (protobuf also refuses an address that is not
  * UTF-8; taken here, such an address names no host either.) */
-static bool parse_cookie_msg(const unsigned char *p, size_t n, const unsigned char **addr, size_t *alen,
-                             uint64_t *expires)
+static bool parse_cookie_msg(const unsigned char *p, size_t n, const unsigned char **addr,
+                             size_t *alen, uint64_t *expires)
 {
     const unsigned char *end = p + n;
     *addr = NULL;
@@ -110,7 +110,8 @@ static bool take_addr(const void *p, size_t n, char addr[SHARP_SESSION_ADDR_MAX 
     return true;
 }
 
-bool sharp_session_cookie_decode(const char *v, size_t n, uint64_t now_s, char addr[SHARP_SESSION_ADDR_MAX + 1])
+bool sharp_session_cookie_decode(const char *v, size_t n, uint64_t now_s,
+                                 char addr[SHARP_SESSION_ADDR_MAX + 1])
 {
     sharp_sbuf_t raw = {0};
     bool ok = false;

@@ -17,7 +17,8 @@
 /* The cookie state's value: base64 of an envoy.Cookie message {address = 1
  * (string), expires = 2 (uint64 seconds of the monotonic clock)},
  * expires omitted when 0 (no ttl). Appended to out. */
-void sharp_session_cookie_encode(sharp_sbuf_t *out, const char *addr, size_t alen, uint64_t expires);
+void sharp_session_cookie_encode(sharp_sbuf_t *out, const char *addr, size_t alen,
+                                 uint64_t expires);
 
 /* Reads a cookie value as Envoy's CookieBasedSessionStateFactory does:
  * base64 (padded, as Envoy's Base64::decode wants it); bytes that parse as
@@ -26,7 +27,8 @@ void sharp_session_cookie_encode(sharp_sbuf_t *out, const char *addr, size_t ale
  * (the older, plain format). Returns true with the address in addr (NUL
  * terminated) or false: not base64, no or an empty address, expired, too
  * long. */
-bool sharp_session_cookie_decode(const char *v, size_t n, uint64_t now_s, char addr[SHARP_SESSION_ADDR_MAX + 1]);
+bool sharp_session_cookie_decode(const char *v, size_t n, uint64_t now_s,
+                                 char addr[SHARP_SESSION_ADDR_MAX + 1]);
 
 /* The header state's value: base64 of the address, no message. */
 void sharp_session_header_encode(sharp_sbuf_t *out, const char *addr, size_t alen);

@@ -29,7 +29,8 @@ static void test_cookie_encode(void **unused)
     assert_string_equal(sharp_sbuf_cstr(&b), "Cg4xMjcuMC4wLjE6ODA4MA=="); /* {address} */
     sharp_sbuf_reset(&b);
     sharp_session_cookie_encode(&b, "127.0.0.1:8080", 14, 300);
-    assert_string_equal(sharp_sbuf_cstr(&b), "Cg4xMjcuMC4wLjE6ODA4MBCsAg=="); /* {address, expires 300} */
+    assert_string_equal(sharp_sbuf_cstr(&b),
+                        "Cg4xMjcuMC4wLjE6ODA4MBCsAg=="); /* {address, expires 300} */
     sharp_sbuf_free(&b);
 }
 
@@ -54,7 +55,14 @@ static void test_cookie_decode(void **unused)
     assert_string_equal(addr, "[::1]:10001");
     /* unknown fields are skipped, the last address wins */
     sharp_sbuf_t raw = {0}, enc = {0};
-    sharp_sbuf_append(&raw, "\x0a\x03" "a:1" "\x1a\x02xy" "\x25\x01\x02\x03\x04" "\x0a\x0b" "10.0.0.1:80", 27);
+    sharp_sbuf_append(&raw,
+                      "\x0a\x03"
+                      "a:1"
+                      "\x1a\x02xy"
+                      "\x25\x01\x02\x03\x04"
+                      "\x0a\x0b"
+                      "10.0.0.1:80",
+                      27);
     sharp_sw_base64(&enc, raw.data, raw.len);
     assert_true(cdec(sharp_sbuf_cstr(&enc), 0));
     assert_string_equal(addr, "10.0.0.1:80");
@@ -76,7 +84,10 @@ static void test_cookie_hostile(void **unused)
     /* a message whose length runs past its end: taken as a plain address
      * of raw bytes, which names no host but must not crash */
     sharp_sbuf_t raw = {0}, enc = {0};
-    sharp_sbuf_append(&raw, "\x0a\x7f" "abc", 5);
+    sharp_sbuf_append(&raw,
+                      "\x0a\x7f"
+                      "abc",
+                      5);
     sharp_sw_base64(&enc, raw.data, raw.len);
     assert_true(cdec(sharp_sbuf_cstr(&enc), 0));
     assert_int_equal(strlen(addr), 5);
@@ -149,7 +160,8 @@ static void test_set_cookie(void **unused)
     (void)unused;
     sharp_sbuf_t b = {0};
     sharp_session_set_cookie(&b, "global-session-cookie", "abc=", 4, 120, "/path");
-    assert_string_equal(sharp_sbuf_cstr(&b), "global-session-cookie=\"abc=\"; Max-Age=120; Path=/path; HttpOnly");
+    assert_string_equal(sharp_sbuf_cstr(&b),
+                        "global-session-cookie=\"abc=\"; Max-Age=120; Path=/path; HttpOnly");
     sharp_sbuf_reset(&b);
     sharp_session_set_cookie(&b, "s", "v", 1, 0, "");
     assert_string_equal(sharp_sbuf_cstr(&b), "s=\"v\"; HttpOnly");
@@ -159,9 +171,9 @@ static void test_set_cookie(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cookie_encode), cmocka_unit_test(test_cookie_decode),
+        cmocka_unit_test(test_cookie_encode),  cmocka_unit_test(test_cookie_decode),
         cmocka_unit_test(test_cookie_hostile), cmocka_unit_test(test_header_value),
-        cmocka_unit_test(test_path_match), cmocka_unit_test(test_set_cookie),
+        cmocka_unit_test(test_path_match),     cmocka_unit_test(test_set_cookie),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
