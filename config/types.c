@@ -53,6 +53,9 @@
 #include "envoy/extensions/compression/brotli/decompressor/v3/brotli.pb-c.h"
 #include "envoy/extensions/filters/http/decompressor/v3/decompressor.pb-c.h"
 #include "envoy/extensions/filters/http/csrf/v3/csrf.pb-c.h"
+#include "envoy/extensions/filters/http/stateful_session/v3/stateful_session.pb-c.h"
+#include "envoy/extensions/http/stateful_session/cookie/v3/cookie.pb-c.h"
+#include "envoy/extensions/http/stateful_session/header/v3/header.pb-c.h"
 #include "envoy/extensions/filters/http/header_mutation/v3/header_mutation.pb-c.h"
 #include "envoy/extensions/filters/http/grpc_http1_bridge/v3/config.pb-c.h"
 #include "envoy/extensions/filters/http/grpc_http1_reverse_bridge/v3/config.pb-c.h"
@@ -173,6 +176,10 @@ void sharp_config_types_register(void)
         &envoy__extensions__compression__brotli__decompressor__v3__brotli__descriptor,
         /* the CSRF filter, also its per-route policy */
         &envoy__extensions__filters__http__csrf__v3__csrf_policy__descriptor,
+        &envoy__extensions__filters__http__stateful_session__v3__stateful_session__descriptor,
+        &envoy__extensions__filters__http__stateful_session__v3__stateful_session_per_route__descriptor,
+        &envoy__extensions__http__stateful_session__cookie__v3__cookie_based_session_state__descriptor,
+        &envoy__extensions__http__stateful_session__header__v3__header_based_session_state__descriptor,
         /* the header mutation filter and its per-route config */
         &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
         &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,

@@ -6,6 +6,7 @@
 #include "filters/compressor/filter.h"
 #include "filters/cors/filter.h"
 #include "filters/csrf/filter.h"
+#include "filters/stateful_session/filter.h"
 #include "filters/decompressor/filter.h"
 #include "filters/dynamic_forward_proxy/filter.h"
 #include "filters/ext_authz/filter.h"
@@ -38,6 +39,7 @@ void sharp_filters_register_builtin(void)
     sharp_filter_register(&sharp_rbac_filter);
     sharp_filter_register(&sharp_cors_filter);
     sharp_filter_register(&sharp_csrf_filter);
+    sharp_filter_register(&sharp_stateful_session_filter);
     sharp_filter_register(&sharp_header_mutation_filter);
     sharp_filter_register(&sharp_grpc_http1_bridge_filter);
     sharp_filter_register(&sharp_grpc_http1_reverse_bridge_filter);

@@ -779,8 +779,34 @@ static void apply_route_duration(router_state_t *rs, const sharp_route_t *r, sha
  * the load balancer again, up to host_selection_retry_max_attempts more
  * times, for a host no earlier try used; failing that it takes the last
  * pick, as Envoy does. */
+/* The stream's override host (a filter's setUpstreamOverrideHost, as the
+ * stateful session sets it) for the first try: the host of the try's
+ * cluster with that address when its health is in the default
+ * override_host_status (UNKNOWN, HEALTHY, DEGRADED: no failed active
+ * health check, outlier ejection, unhealthy EDS status or removal), NULL
+ * otherwise. A retry never uses it (Envoy's overrideHostToSelect is empty
+ * for retries). *refused says strict refuses the request then. */
+static sharp_host_t *override_host(router_state_t *rs, bool *refused)
+{
+    sharp_stream_t *s = rs->f->stream;
+    *refused = false;
+    if (!s->override_host[0] || rs->attempt != 1) return NULL;
+    const sharp_hostset_t *set = rs->cl->set;
+    for (uint32_t i = 0; set && i < set->nhosts; i++) {
+        sharp_host_t *h = set->hosts[i];
+        if (strcmp(h->address, s->override_host) != 0) continue;
+        if (sharp_host_healthy(h)) return h;
+        break;
+    }
+    *refused = s->override_host_strict;
+    return NULL;
+}
+
 static sharp_host_t *choose_host(router_state_t *rs)
 {
+    bool refused;
+    sharp_host_t *oh = override_host(rs, &refused);
+    if (oh || refused) return oh;
     if (rs->cluster->odst) {
         /* the cluster's own balancer: the original destination, from the
          * request's headers as they are now or the connection */

@@ -103,6 +103,12 @@ struct sharp_stream {
     struct sharp_span *span;
     const char *decorated_operation;
     bool decorated_propagate;
+    /* The upstream host a filter asks for ("ip:port", "" for none; Envoy's
+     * setUpstreamOverrideHost, filters/stateful_session): the router's
+     * first try takes it when the route's cluster has it healthy, else
+     * balances as usual, or with override_host_strict answers 503. */
+    char override_host[SHARP_ADDR_STRLEN];
+    bool override_host_strict;
     uint64_t idle_timeout_ms; /* stream_idle_timeout, or the route's idle_timeout */
     /* stream_idle_timeout runs on the connection's stream_idle_timer: the
      * stream is due at idle_since_ns (last activity) plus the scaled
