@@ -1342,6 +1342,19 @@ static void connect_ready(router_state_t *rs, sharp_upstream_cx_t *cx)
     sharp_headers_free(&h);
 }
 
+/* Envoy's HeaderUtility::checkRequiredRequestHeaders, as the upstream
+ * codec checks a request before encoding it: :method, and :path (a CONNECT:
+ * :authority); a filter (header_mutation) may have removed them. The
+ * missing one's name, or NULL. */
+static const char *missing_required_header(const sharp_headers_t *h)
+{
+    sharp_str_t m;
+    if (!sharp_headers_get_cstr(h, ":method", &m)) return ":method";
+    if (m.len == 7 && memcmp(m.p, "CONNECT", 7) == 0)
+        return sharp_headers_get_cstr(h, ":authority", NULL) ? NULL : ":authority";
+    return sharp_headers_get_cstr(h, ":path", NULL) ? NULL : ":path";
+}
+
 static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
 {
     router_state_t *rs = ctx;
@@ -1359,6 +1372,19 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     rs->try_protocol = sharp_upstream_cx_protocol(cx);
     if (rs->terminate) {
         connect_ready(rs, cx);
+        return;
+    }
+    const char *missing = missing_required_header(&s->req);
+    if (missing) {
+        /* Envoy's onPoolReady when encodeHeaders fails: a 503 of the
+         * router's own, no retry */
+        char body[64], details[96];
+        snprintf(body, sizeof body, "missing required header: %s", missing);
+        snprintf(details, sizeof details,
+                 "filter_removed_required_request_headers{missing_required_header:_%s}", missing);
+        sharp_deadline_stop(&rs->timer);
+        release_upstream(rs);
+        sharp_stream_send_local_reply(rs->f, 503, body, SHARP_RF_DOWNSTREAM_PROTOCOL_ERROR, details);
         return;
     }
     if (rs->child) sharp_tracing_child_inject(s, rs->child, rs->host->address, &s->req);

@@ -319,3 +319,55 @@ def test_request_trailers_wait_for_the_body(procs, up):
     assert status == "200" and b"524288" in resp, (status, resp)
     assert 0.7 <= took <= 1.0 + 1.0 * SLOW, took
     wait_for(lambda: stat(admin, P + "request_pending") == 0, 5, "request_pending back to 0")
+
+
+
+
+def test_h2_streams_reset_while_held(procs, upstream):
+    """Many HTTP/2 streams of one connection share a slow bucket, both
+    directions held: half are reset by the client while their timers are
+    armed and their bodies held, then the connection goes mid-transfer.
+    Nothing is touched after it is gone (the ASan build reports it) and the
+    pending gauges come back to 0."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+    port, admin = start(procs, upstream,
+                        "stat_prefix: bw\nenable_mode: REQUEST_AND_RESPONSE\nlimit_kbps: 64\nfill_interval: 0.02s\n")
+    c = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    try:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        ids = [1 + 2 * i for i in range(20)]
+        for sid in ids:
+            path = "/upload" if sid % 4 == 1 else "/bytes/300000"
+            conn.send_headers(sid, [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "x")])
+            conn.send_data(sid, b"u" * 2000, end_stream=sid % 4 != 1)
+        c.sendall(conn.data_to_send())
+        # the responses empty the bucket, then the uploads' next bytes wait
+        wait_for(lambda: stat(admin, P + "response_pending") >= 5, 5 * SLOW, "responses held")
+        for sid in ids:
+            if sid % 4 == 1:
+                conn.send_data(sid, b"v" * 2000)
+        c.sendall(conn.data_to_send())
+        wait_for(lambda: stat(admin, P + "request_pending") >= 5, 5 * SLOW, "uploads held")
+        for sid in ids[::2]:
+            conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        c.sendall(conn.data_to_send())
+        t0 = time.monotonic()
+        c.settimeout(0.2)
+        while time.monotonic() - t0 < 0.5:
+            try:
+                d = c.recv(65536)
+            except socket.timeout:
+                continue
+            assert d
+            for ev in conn.receive_data(d):
+                pass
+            c.sendall(conn.data_to_send())
+    finally:
+        c.close()
+    wait_for(lambda: stat(admin, P + "request_pending") == 0 and stat(admin, P + "response_pending") == 0,
+             5 * SLOW, "the pending gauges back to 0")
+    s, _, _ = H1.request(port, "/bytes/10", timeout=10 * SLOW)
+    assert s == 200

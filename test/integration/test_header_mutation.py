@@ -108,6 +108,19 @@ def test_pseudo_header_and_path(procs, path_upstream):
 
 
 @pytest.mark.parametrize("down", ["h1", "h2"])
+@pytest.mark.parametrize("name", [":method", ":path"])
+def test_removed_required_request_header(procs, path_upstream, down, name):
+    """A request a mutation left without :method or :path is not sent on
+    with a made-up one: the router answers 503 (Envoy's
+    filter_removed_required_request_headers); other requests go on."""
+    listen = start(procs, path_upstream.port, mutations(req=remove(name)))
+    req = h2_request if down == "h2" else h1_request
+    st, _, body = req(listen, "/x", method="POST", body=b"payload")
+    assert st == 503, (st, body)
+    assert body == f"missing required header: {name}".encode(), body
+
+
+@pytest.mark.parametrize("down", ["h1", "h2"])
 def test_response_mutations(procs, path_upstream, down):
     resp = (append("x-resp", "r1") + append("content-type", "text/x-mutated", "OVERWRITE_IF_EXISTS")
             + append("x-echo-status", "%RESP(:status)%-%REQ(x-in)%") + append("x-gone", "g") + remove("x-gone"))
