@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef Envoy__Config__Common__MutationRules__V3__HeaderMutation hm_pb_t;
 typedef Envoy__Extensions__Filters__Http__HeaderMutation__V3__Mutations mutations_pb_t;
@@ -61,8 +62,21 @@ int sharp_hm_list_init(sharp_hm_list_t *l, const char *path, hm_pb_t *const *pb,
 {
     memset(l, 0, sizeof *l);
     l->m = sharp_calloc(n ? n : 1, sizeof *l->m);
+    bool response = strstr(path, "response_mutations") != NULL;
     for (size_t i = 0; i < n; i++) {
         const hm_pb_t *m = pb[i];
+        /* a response without a valid :status: Envoy answers 502 after the
+         * filters; SHARP refuses the mutation instead */
+        const char *name = m->action_case == ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_REMOVE
+                               ? m->remove
+                           : m->action_case == ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_APPEND &&
+                                   m->append->header
+                               ? m->append->header->key
+                               : NULL;
+        if (response && name && strcasecmp(name, ":status") == 0) {
+            snprintf(err, errlen, "%s[%zu]: a header mutation may not change a response's :status in SHARP", path, i);
+            return -1;
+        }
         sharp_hm_mutation_t *out = &l->m[l->n];
         if (m->action_case ==
             ENVOY__CONFIG__COMMON__MUTATION_RULES__V3__HEADER_MUTATION__ACTION_REMOVE) {

@@ -179,6 +179,12 @@ def test_local_reply_passes_encode(procs):
     ("mutations:\n  request_mutations:\n  - append: { header: { key: a, value: v }, append: true,"
      " append_action: ADD_IF_ABSENT }\n", "Both append and append_action"),
     ("mutations:\n  query_parameter_mutations: []\n", "query_parameter_mutations"),
+    # a response left without a valid :status (Envoy answers 502 after the
+    # filters): refused
+    ("mutations:\n  response_mutations:\n  - remove: \":status\"\n",
+     "response_mutations[0]: a header mutation may not change a response's :status"),
+    ("mutations:\n  response_mutations:\n  - append: { header: { key: \":status\", value: abc } }\n",
+     "response_mutations[0]: a header mutation may not change a response's :status"),
 ])
 def test_config_errors(body, msg):
     _, _, y = config(free_port(), body)
