@@ -120,3 +120,58 @@ def test_held_requests_pin_bounded_memory(procs, upstream):
         assert stat(admin, "http.ingress_http.decompressor.gz.gzip.decompressor_library.zlib_data_error") == 0
     finally:
         authz.close()
+
+
+def test_slow_reader_pins_bounded_memory(procs):
+    """The response direction: an HTTP/2 client that opens many streams
+    and reads nothing (no WINDOW_UPDATE) while the upstream sends each a
+    90:1 gzip body. The decompressor stops inflating while the downstream
+    is above its write watermark and keeps the compressed rest (pausing
+    the upstream), so SHARP's memory grows by a few MiB, not by streams x
+    body; the connection then goes away cleanly and SHARP serves on."""
+    from test_decompressor import Encoded
+    body = dense(6 << 20, seed=2)
+    gz = gzip.compress(body, 6)
+    enc = Encoded()
+    enc.srv.socket.listen(128)  # room for every stream's upstream connection at once
+    enc.BODIES = dict(enc.BODIES, dense=(gz, "gzip"))
+    try:
+        listen, admin = free_port(), free_port()
+        y = bootstrap_yaml(listen, admin, {"backend": [enc.port]},
+                           listener_extra=f"per_connection_buffer_limit_bytes: {LIMIT}\n")
+        run_sharp_config(procs, with_filters(y, decompressor()), admin)
+        sharp = procs[-1]
+        c = H2Client(listen, timeout=30)
+        try:
+            sid = c.send("/gz")
+            c.response(sid, timeout=10)
+            before = rss_kb(sharp.p.pid)
+            c.ack = False
+            sids = [c.send("/dense") for _ in range(STREAMS)]
+            name = "http.ingress_http.decompressor.gz.gzip.response.total_uncompressed_bytes"
+            c.wait(lambda: all(c.streams[s]["status"] == 200 for s in sids), timeout=20)
+            assert all(c.streams[s]["status"] == 200 for s in sids)
+            # until what SHARP makes stops growing: it waits for the reader
+            last = [-1]
+
+            def settled():
+                c.pump(0.3)
+                v = stat(admin, name)
+                done, last[0] = v == last[0], v
+                return done
+            c.wait(settled, timeout=30)
+            peak = rss_kb(sharp.p.pid, "VmHWM") - before
+            made = stat(admin, name)
+        finally:
+            c.close()
+        assert made < STREAMS * len(body) // 4, made
+        assert SANITIZED or peak < 48 * 1024, f"peak RSS grew by {peak} KiB"
+        # still serving, whole bodies
+        c = H2Client(listen, timeout=30)
+        try:
+            st, h, b = c.response(c.send("/dense"), timeout=30)
+        finally:
+            c.close()
+        assert st == 200 and b == body
+    finally:
+        enc.close()
