@@ -2,6 +2,7 @@
 #include "listener_inspect.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- TLS: the ClientHello (RFC 8446 4.1.2, RFC 6066 3, RFC 7301 3.1) ---- */
@@ -67,43 +68,9 @@ static void parse_alpn(const uint8_t *p, size_t n, sharp_client_hello_t *out)
     }
 }
 
-sharp_inspect_result_t sharp_inspect_tls(const uint8_t *p, size_t n, sharp_client_hello_t *out)
+/* The ClientHello's fields, once the whole message is in hs[0..hlen). */
+static sharp_inspect_result_t parse_hello(const uint8_t *hs, size_t hlen, sharp_client_hello_t *out)
 {
-    memset(out, 0, sizeof *out);
-    /* The handshake message may span several records: gather their
-     * payloads until the ClientHello's length is in. */
-    static __thread uint8_t hs[SHARP_INSPECT_MAX_BYTES]; /* not on the worker's stack */
-    size_t hlen = 0, at = 0;
-    for (;;) {
-        if (n - at < 5) return n == at || (p[at] == 0x16 && (n - at < 2 || p[at + 1] == 3)) ? SHARP_INSPECT_NEED_MORE
-                                                                                           : SHARP_INSPECT_NOT_FOUND;
-        if (p[at] != 0x16 || p[at + 1] != 3) return SHARP_INSPECT_NOT_FOUND; /* not a handshake record */
-        size_t rlen = (size_t)p[at + 3] << 8 | p[at + 4];
-        if (rlen == 0 || rlen > 16384 + 2048) return SHARP_INSPECT_NOT_FOUND;
-        if (n - at - 5 < rlen) {
-            /* the record is not all here; the hello may already be */
-            size_t have = n - at - 5;
-            if (hlen + have > sizeof hs) return SHARP_INSPECT_TOO_LARGE;
-            memcpy(hs + hlen, p + at + 5, have);
-            hlen += have;
-            at = n;
-        } else {
-            if (hlen + rlen > sizeof hs) return SHARP_INSPECT_TOO_LARGE;
-            memcpy(hs + hlen, p + at + 5, rlen);
-            hlen += rlen;
-            at += 5 + rlen;
-        }
-        if (hlen >= 1 && hs[0] != 1) return SHARP_INSPECT_NOT_FOUND; /* not a ClientHello */
-        if (hlen >= 4) {
-            size_t mlen = (size_t)hs[1] << 16 | (size_t)hs[2] << 8 | hs[3];
-            if (mlen + 4 > SHARP_INSPECT_MAX_BYTES) return SHARP_INSPECT_TOO_LARGE;
-            if (hlen >= mlen + 4) {
-                hlen = mlen + 4;
-                break;
-            }
-        }
-        if (at >= n) return SHARP_INSPECT_NEED_MORE;
-    }
     rd_t r = {hs + 4, hlen - 4, 0, false};
     rd_u(&r, 2);                 /* legacy_version */
     rd_skip(&r, 32);             /* random */
@@ -124,6 +91,91 @@ sharp_inspect_result_t sharp_inspect_tls(const uint8_t *p, size_t n, sharp_clien
         else if (type == 16) parse_alpn(data, len, out);
     }
     return SHARP_INSPECT_FOUND;
+}
+
+/* Appends record payload to the gathered handshake message. */
+static bool hs_append(sharp_tls_inspector_t *ti, const uint8_t *p, size_t n)
+{
+    if (ti->hlen + n > SHARP_INSPECT_MAX_BYTES) return false;
+    if (ti->hlen + n > ti->hcap) {
+        size_t cap = ti->hcap ? ti->hcap : 512;
+        while (cap < ti->hlen + n) cap *= 2;
+        if (cap > SHARP_INSPECT_MAX_BYTES) cap = SHARP_INSPECT_MAX_BYTES;
+        uint8_t *hs = realloc(ti->hs, cap);
+        if (!hs) return false;
+        ti->hs = hs;
+        ti->hcap = cap;
+    }
+    memcpy(ti->hs + ti->hlen, p, n);
+    ti->hlen += n;
+    ti->copied += n;
+    return true;
+}
+
+sharp_inspect_result_t sharp_tls_inspector_feed(sharp_tls_inspector_t *ti, const uint8_t *p, size_t n,
+                                                sharp_client_hello_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (ti->decided) return ti->verdict;
+    /* The handshake message may span several records: their payloads are
+     * gathered as they arrive, each byte once, until the ClientHello's
+     * length is in; the hello is then parsed once. */
+    sharp_inspect_result_t v = SHARP_INSPECT_NEED_MORE;
+    while (v == SHARP_INSPECT_NEED_MORE && ti->at < n) {
+        if (!ti->rec_left) {
+            /* a record header: type, version, length */
+            size_t have = n - ti->at;
+            const uint8_t *h = p + ti->at;
+            if (h[0] != 0x16 || (have >= 2 && h[1] != 3)) {
+                v = SHARP_INSPECT_NOT_FOUND; /* not a handshake record */
+                break;
+            }
+            if (have < 5) break;
+            size_t rlen = (size_t)h[3] << 8 | h[4];
+            if (rlen == 0 || rlen > 16384 + 2048) {
+                v = SHARP_INSPECT_NOT_FOUND;
+                break;
+            }
+            ti->rec_left = rlen;
+            ti->at += 5;
+            continue;
+        }
+        size_t take = ti->rec_left < n - ti->at ? ti->rec_left : n - ti->at;
+        if (!hs_append(ti, p + ti->at, take)) {
+            v = SHARP_INSPECT_TOO_LARGE;
+            break;
+        }
+        ti->at += take;
+        ti->rec_left -= take;
+        if (ti->hs[0] != 1) v = SHARP_INSPECT_NOT_FOUND; /* not a ClientHello */
+        else if (ti->hlen >= 4) {
+            size_t mlen = (size_t)ti->hs[1] << 16 | (size_t)ti->hs[2] << 8 | ti->hs[3];
+            if (mlen + 4 > SHARP_INSPECT_MAX_BYTES) v = SHARP_INSPECT_TOO_LARGE;
+            else if (ti->hlen >= mlen + 4) v = parse_hello(ti->hs, mlen + 4, out);
+        }
+    }
+    if (v != SHARP_INSPECT_NEED_MORE) {
+        ti->decided = true;
+        ti->verdict = v;
+        free(ti->hs);
+        ti->hs = NULL;
+        ti->hlen = ti->hcap = 0;
+    }
+    return v;
+}
+
+void sharp_tls_inspector_free(sharp_tls_inspector_t *ti)
+{
+    free(ti->hs);
+    memset(ti, 0, sizeof *ti);
+}
+
+sharp_inspect_result_t sharp_inspect_tls(const uint8_t *p, size_t n, sharp_client_hello_t *out)
+{
+    sharp_tls_inspector_t ti = {0};
+    sharp_inspect_result_t r = sharp_tls_inspector_feed(&ti, p, n, out);
+    sharp_tls_inspector_free(&ti);
+    return r;
 }
 
 /* ---- HTTP: the HTTP/2 preface or an HTTP/1.x request line ---- */

@@ -35,6 +35,25 @@ typedef struct sharp_client_hello {
  * carrying a ClientHello (plaintext, or a malformed hello). */
 sharp_inspect_result_t sharp_inspect_tls(const uint8_t *p, size_t n, sharp_client_hello_t *out);
 
+/* The same over a connection's bytes as they arrive: each call passes all
+ * the bytes read so far (the same prefix, grown), and the inspector takes
+ * only those it has not seen, so a hello that comes one byte at a time
+ * costs linear work, not a copy of all of it per read. Its verdict, once
+ * not NEED_MORE, is kept (`out` is filled by the call that found it). A
+ * zeroed struct is a new inspector; free releases what it holds. */
+typedef struct sharp_tls_inspector {
+    size_t at;       /* input bytes consumed */
+    size_t rec_left; /* payload bytes of the current record still to come */
+    uint8_t *hs;     /* the handshake message gathered so far */
+    size_t hlen, hcap;
+    uint64_t copied; /* bytes copied into hs in all (what the unit test bounds) */
+    bool decided;    /* verdict holds the answer */
+    sharp_inspect_result_t verdict;
+} sharp_tls_inspector_t;
+sharp_inspect_result_t sharp_tls_inspector_feed(sharp_tls_inspector_t *ti, const uint8_t *p, size_t n,
+                                                sharp_client_hello_t *out);
+void sharp_tls_inspector_free(sharp_tls_inspector_t *ti);
+
 /* The HTTP inspector: FOUND sets *protocol to "h2c" (the HTTP/2 connection
  * preface), "http/1.1" or "http/1.0" (a request line); NOT_FOUND for
  * anything else. */

@@ -299,7 +299,7 @@ static void pause_source(bw_state_t *st, bool response, bool pause)
     if (response)
         sharp_stream_encoder_watermark(st->f, pause);
     else
-        sharp_stream_read_disable(st->f->stream, pause);
+        sharp_stream_decoder_watermark(st->f, pause); /* the filters before it (a decompressor) pause too */
 }
 
 /* Takes `take` bytes off the front of d's buffer into out. */

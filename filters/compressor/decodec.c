@@ -19,6 +19,7 @@ struct sharp_decompressor {
     const sharp_decompressor_lib_t *lib;
     bool done;     /* failed, or past the ratio: nothing more comes out */
     bool finished; /* the compressed stream ended */
+    bool more;     /* stopped at max_out: output may come without more input */
     char *chunk;   /* lib->chunk_size bytes of output space */
     union {
         z_stream z;
@@ -94,15 +95,20 @@ sharp_decompressor_t *sharp_decompressor_new(const sharp_decompressor_lib_t *lib
 
 /* ---- gzip (zlib) ---- */
 
-static sharp_decompress_result_t gz_decompress(sharp_decompressor_t *d, const char *p, size_t n,
-                                               uint64_t limit, sharp_compressor_emit_fn emit,
-                                               void *arg, int *zerr)
+/* Both loops take input from p until it is used up (*used tells how much
+ * went in), the stream ends, the output passes `limit` (the ratio) or, at
+ * a chunk's end, reaches max_out: then d->more says output may still come
+ * from what went in. */
+static sharp_decompress_result_t gz_decompress(sharp_decompressor_t *d, const char *p, size_t n, size_t *used,
+                                               uint64_t max_out, uint64_t limit, uint64_t *out_total,
+                                               sharp_compressor_emit_fn emit, void *arg, int *zerr)
 {
     z_stream *z = &d->u.z;
     uint32_t cs = d->lib->chunk_size;
     uint64_t out = 0;
     sharp_decompress_result_t res = SHARP_DECOMPRESS_OK;
-    while (n && res == SHARP_DECOMPRESS_OK && !d->finished) {
+    bool stop = false;
+    do {
         /* avail_in is 32 bits wide */
         uInt take = n > (1u << 30) ? (1u << 30) : (uInt)n;
         z->next_in = (Bytef *)(uintptr_t)p;
@@ -130,50 +136,102 @@ static sharp_decompress_result_t gz_decompress(sharp_decompressor_t *d, const ch
                     res = SHARP_DECOMPRESS_RATIO;
                     break;
                 }
+                if (out >= max_out) {
+                    stop = true;
+                    break;
+                }
             }
         }
-        p += take;
-        n -= take;
-    }
+        size_t took = take - z->avail_in;
+        p += took;
+        n -= took;
+        *used += took;
+    } while (n && res == SHARP_DECOMPRESS_OK && !d->finished && !stop);
+    d->more = stop && !d->finished;
     z->next_in = NULL;
     z->avail_in = 0;
     /* what the last chunk holds goes out with this call (not past a bomb) */
-    if (res != SHARP_DECOMPRESS_RATIO && z->avail_out < cs) emit(arg, d->chunk, cs - z->avail_out);
+    if (res != SHARP_DECOMPRESS_RATIO && z->avail_out < cs) {
+        emit(arg, d->chunk, cs - z->avail_out);
+        out += cs - z->avail_out;
+    }
     z->next_out = (Bytef *)d->chunk;
     z->avail_out = cs;
     if (d->finished && z->state) inflateEnd(z); /* the window goes with the stream's end */
+    *out_total = out;
     return res;
 }
 
 /* ---- brotli ---- */
 
-static sharp_decompress_result_t br_decompress(sharp_decompressor_t *d, const char *p, size_t n,
-                                               uint64_t limit, sharp_compressor_emit_fn emit,
-                                               void *arg)
+static sharp_decompress_result_t br_decompress(sharp_decompressor_t *d, const char *p, size_t n, size_t *used,
+                                               uint64_t max_out, uint64_t limit, uint64_t *out_total,
+                                               sharp_compressor_emit_fn emit, void *arg)
 {
     uint32_t cs = d->lib->chunk_size;
     size_t avail_in = n;
     const uint8_t *next_in = (const uint8_t *)p;
     uint64_t out = 0;
+    sharp_decompress_result_t res = SHARP_DECOMPRESS_OK;
+    d->more = false;
     for (;;) {
         size_t avail_out = cs;
         uint8_t *next_out = (uint8_t *)d->chunk;
         BrotliDecoderResult r = BrotliDecoderDecompressStream(d->u.br, &avail_in, &next_in,
                                                               &avail_out, &next_out, NULL);
-        if (r == BROTLI_DECODER_RESULT_ERROR) return SHARP_DECOMPRESS_ERROR;
+        if (r == BROTLI_DECODER_RESULT_ERROR) {
+            res = SHARP_DECOMPRESS_ERROR;
+            break;
+        }
         size_t got = cs - avail_out;
         if (got) {
             emit(arg, d->chunk, got);
             out += got;
-            if (out > limit) return SHARP_DECOMPRESS_RATIO;
+            if (out > limit) {
+                res = SHARP_DECOMPRESS_RATIO;
+                break;
+            }
         }
         if (r == BROTLI_DECODER_RESULT_SUCCESS) {
             d->finished = true;
-            return SHARP_DECOMPRESS_OK;
+            break;
         }
-        if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT) return SHARP_DECOMPRESS_OK;
-        /* NEEDS_MORE_OUTPUT: the next chunk */
+        if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT) break;
+        /* NEEDS_MORE_OUTPUT: the next chunk, unless this call has given enough */
+        if (out >= max_out) {
+            d->more = true;
+            break;
+        }
     }
+    *used += n - avail_in;
+    *out_total = out;
+    return res;
+}
+
+sharp_decompress_result_t sharp_decompressor_decompress_some(sharp_decompressor_t *d, const char *p, size_t n,
+                                                             size_t *used, uint64_t max_out, uint64_t *allowance,
+                                                             sharp_compressor_emit_fn emit, void *arg, int *zerr)
+{
+    *zerr = 0;
+    *used = 0;
+    if (d->done || d->finished) {
+        *used = n; /* dropped */
+        d->more = false;
+        return SHARP_DECOMPRESS_OK;
+    }
+    if (!n && !d->more) return SHARP_DECOMPRESS_OK;
+    uint64_t out = 0;
+    sharp_decompress_result_t r =
+        d->lib->kind == SHARP_DECOMPRESSOR_GZIP
+            ? gz_decompress(d, p, n, used, max_out, *allowance, &out, emit, arg, zerr)
+            : br_decompress(d, p, n, used, max_out, *allowance, &out, emit, arg);
+    *allowance = out >= *allowance ? 0 : *allowance - out;
+    if (r != SHARP_DECOMPRESS_OK) {
+        d->done = true;
+        d->more = false;
+        *used = n;
+    }
+    return r;
 }
 
 sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d, const char *p,
@@ -182,12 +240,14 @@ sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d,
 {
     *zerr = 0;
     if (d->done || d->finished || !n) return SHARP_DECOMPRESS_OK;
-    uint64_t limit = (uint64_t)d->lib->max_inflate_ratio * n;
-    sharp_decompress_result_t r = d->lib->kind == SHARP_DECOMPRESSOR_GZIP
-                                      ? gz_decompress(d, p, n, limit, emit, arg, zerr)
-                                      : br_decompress(d, p, n, limit, emit, arg);
-    if (r != SHARP_DECOMPRESS_OK) d->done = true;
-    return r;
+    uint64_t allowance = (uint64_t)d->lib->max_inflate_ratio * n;
+    size_t used;
+    return sharp_decompressor_decompress_some(d, p, n, &used, UINT64_MAX, &allowance, emit, arg, zerr);
+}
+
+bool sharp_decompressor_has_more(const sharp_decompressor_t *d)
+{
+    return d->more;
 }
 
 bool sharp_decompressor_finished(const sharp_decompressor_t *d)

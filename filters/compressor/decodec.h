@@ -57,6 +57,20 @@ sharp_decompressor_t *sharp_decompressor_new(const sharp_decompressor_lib_t *lib
 sharp_decompress_result_t sharp_decompressor_decompress(sharp_decompressor_t *d, const char *p,
                                                         size_t n, sharp_compressor_emit_fn emit,
                                                         void *arg, int *zerr);
+/* The same in bounded steps, for a caller that holds compressed input
+ * while what it made cannot go on (Envoy has no such step: its output
+ * piles up behind a stopped filter): takes input from the n bytes at p
+ * until they are used up or, at a chunk's end, max_out bytes have come
+ * out; *used tells how many went in (the rest is for a later call). The
+ * ratio bound is the caller's: *allowance is how much output the input
+ * given so far still allows (max_inflate_ratio x its bytes), less what
+ * came out; past it the result is SHARP_DECOMPRESS_RATIO. After a stop at
+ * max_out, sharp_decompressor_has_more tells that output may still come
+ * from input already taken: the next call may pass no bytes. */
+sharp_decompress_result_t sharp_decompressor_decompress_some(sharp_decompressor_t *d, const char *p, size_t n,
+                                                             size_t *used, uint64_t max_out, uint64_t *allowance,
+                                                             sharp_compressor_emit_fn emit, void *arg, int *zerr);
+bool sharp_decompressor_has_more(const sharp_decompressor_t *d);
 /* The end of the compressed stream was seen (bytes after it are dropped). */
 bool sharp_decompressor_finished(const sharp_decompressor_t *d);
 void sharp_decompressor_free(sharp_decompressor_t *d);

@@ -13,14 +13,18 @@
  * content-encoding (the header goes with the last one). The response side
  * (encode_headers) makes the same decision for a response with a body.
  *
- * Bodies are decompressed as they flow: each data event goes through the
- * decompressor and on at once, so a stream holds only the library's window
- * and one event's output, which the library bounds to max_inflate_ratio
- * times the event's input (decodec.h): a decompression bomb is cut there,
- * counted as the library's error (zlib_data_error, brotli_error), and the
- * rest of the body is dropped, as Envoy does. Back-pressure is the
- * connection's: the event's output goes to the next filter as one piece,
- * and above the buffer limit the peer stops being read, as for any body.
+ * Bodies are decompressed as they flow, in steps of bounded output passed
+ * on at once; each data event's output is bounded to max_inflate_ratio
+ * times its input (decodec.h): a decompression bomb is cut there, counted
+ * as the library's error (zlib_data_error, brotli_error), and the rest of
+ * the body is dropped, as Envoy does. Back-pressure: while request data
+ * held after the filter is above the stream's buffer limit
+ * (sharp_stream_decoder_above_limit), or the downstream is above its write
+ * watermark for responses, the filter inflates nothing and keeps the
+ * compressed input (pausing the peer once that is above the limit too);
+ * on_decoder_drained and on_downstream_watermark resume it. So a peer's
+ * in-flight window of compressed data never becomes ratio times as much
+ * held memory.
  * A truncated or corrupt body is no error of the stream: what could be
  * decompressed goes on and the library's error stat counts the rest.
  *
@@ -75,11 +79,29 @@ typedef struct decomp_config {
 typedef struct side {
     sharp_decompressor_t *d;
     uint64_t compressed, uncompressed; /* Envoy's ByteTracker */
+    /* compressed input not yet taken, held while what it would make has
+     * nowhere to go */
+    sharp_sbuf_t in;
+    size_t in_off;
+    /* the data events `in` holds, in order (small ones merged, as one read
+     * would have brought them): the ratio bounds each one's output, as
+     * when it is decompressed at once */
+    struct held_event {
+        size_t left, len;
+    } *ev;
+    uint32_t nev, capev;
+    bool ev_started;     /* ev[0] is being taken: allowance is its */
+    uint64_t allowance;  /* output the current event still allows (the ratio) */
+    bool end;            /* the body ended: after `in`, the byte counts */
+    bool paused_peer;    /* `in` is above the buffer limit: the peer is paused */
+    bool pumping;        /* in pump (the output's way on may call back) */
+    sharp_headers_t *trailers; /* the stream's trailers, held behind `in` */
 } side_t;
 
 typedef struct decomp_state {
     side_t req, resp;
-    sharp_sbuf_t out; /* one event's decompressed output */
+    sharp_sbuf_t out;  /* one step's decompressed output */
+    bool resp_paused;  /* the downstream is above its write watermark */
 } decomp_state_t;
 
 /* ---- header rules (exported for the unit tests) ---- */
@@ -280,23 +302,13 @@ static void collect(void *arg, const char *p, size_t n)
     sharp_sbuf_append(arg, p, n);
 }
 
-/* Runs one event's body through the side's decompressor: the output lands
- * in st->out; stats and the byte tracker count it. */
-static void decompress_event(sharp_filter_t *f, const direction_t *d, side_t *side, const char *p,
-                             size_t n)
+/* Counts a step's result: the library's error stat past a bomb or an
+ * error. */
+static void count_result(sharp_filter_t *f, sharp_decompress_result_t r, int zerr)
 {
     const decomp_config_t *c = f->config;
-    decomp_state_t *st = f->state;
-    sharp_sbuf_reset(&st->out);
-    int zerr = 0;
-    sharp_decompress_result_t r =
-        sharp_decompressor_decompress(side->d, p, n, collect, &st->out, &zerr);
-    sharp_stats_shard_t *sh = shard(f);
-    side->compressed += n;
-    side->uncompressed += st->out.len;
-    sharp_counter_add(sh, d->total_compressed_bytes, n);
-    sharp_counter_add(sh, d->total_uncompressed_bytes, st->out.len);
     if (r == SHARP_DECOMPRESS_OK) return;
+    sharp_stats_shard_t *sh = shard(f);
     if (c->lib.kind == SHARP_DECOMPRESSOR_BROTLI) {
         sharp_counter_inc(sh, c->brotli_error);
         return;
@@ -337,11 +349,181 @@ static void report_bytes(const decomp_config_t *c, const side_t *side, sharp_hea
     sharp_headers_add(t, c->trailer_uncompressed, strlen(c->trailer_uncompressed), num, n);
 }
 
-/* The event's output is large only for a large input: a buffer grown by
+/* The step's output is large only for a large limit: a buffer grown by
  * one is given back rather than kept for the stream's life. */
 static void release_out(decomp_state_t *st)
 {
     if (st->out.cap > 256 * 1024) sharp_sbuf_free(&st->out);
+}
+
+/* Whether what this side makes has nowhere to go now: request data held
+ * after the filter above the stream's buffer limit, or a downstream above
+ * its write watermark. */
+static bool side_blocked(sharp_filter_t *f, bool req)
+{
+    decomp_state_t *st = f->state;
+    return req ? sharp_stream_decoder_above_limit(f) : st->resp_paused;
+}
+
+/* The peer (the downstream for requests, the upstream through the router
+ * for responses) is paused while the compressed input held is above the
+ * buffer limit, and resumed once it is taken. */
+static void pause_peer(sharp_filter_t *f, bool req, side_t *side, bool pause)
+{
+    if (side->paused_peer == pause) return;
+    side->paused_peer = pause;
+    if (req) sharp_stream_read_disable(f->stream, pause);
+    else sharp_stream_encoder_watermark(f, pause);
+}
+
+/* Keeps n bytes of a data event not taken yet, behind those held. */
+static void hold(side_t *side, const char *p, size_t n)
+{
+    if (!n) return;
+    sharp_sbuf_append(&side->in, p, n);
+    struct held_event *last = side->nev ? &side->ev[side->nev - 1] : NULL;
+    if (last && last->len < 4096 && !(side->nev == 1 && side->ev_started)) {
+        last->len += n;
+        last->left += n;
+        return;
+    }
+    if (side->nev == side->capev) {
+        side->capev = side->capev ? side->capev * 2 : 4;
+        side->ev = sharp_realloc(side->ev, side->capev * sizeof *side->ev);
+    }
+    side->ev[side->nev++] = (struct held_event){n, n};
+}
+
+/* Decompresses what the side holds, then the n bytes at p, in steps of a
+ * bounded output, each passed on at once; stops while the output has
+ * nowhere to go (side_blocked) and keeps the input not taken. So a stream
+ * pins at most its buffer limit of output held after the filter, one
+ * step, and the compressed input held here, whatever the ratio. At the
+ * body's end, once all is taken, the byte counts go in trailers. */
+static void pump(sharp_filter_t *f, bool req, const char *p, size_t n)
+{
+    const decomp_config_t *c = f->config;
+    decomp_state_t *st = f->state;
+    side_t *side = req ? &st->req : &st->resp;
+    const direction_t *d = req ? &c->req : &c->resp;
+    /* the event goes behind what is held (a call back from our own
+     * output's way on included): the loop below takes it in order */
+    hold(side, p, n);
+    if (side->pumping) return;
+    side->pumping = true;
+    uint32_t limit = sharp_stream_buffer_limit(f->stream);
+    uint64_t step = SHARP_MAX((uint64_t)c->lib.chunk_size, SHARP_MIN((uint64_t)limit, 64 * 1024));
+    while (side->d && !side_blocked(f, req)) {
+        const char *src = NULL;
+        size_t avail = 0;
+        if (sharp_decompressor_has_more(side->d)) {
+            /* output of input already taken comes first */
+        } else if (side->nev && side->ev_started && side->ev[0].left) {
+            src = side->in.data + side->in_off;
+            avail = side->ev[0].left;
+        } else if (side->nev && side->ev_started) {
+            /* the current event is all taken: the next one */
+            memmove(side->ev, side->ev + 1, (side->nev - 1) * sizeof *side->ev);
+            side->nev--;
+            side->ev_started = false;
+            side->allowance = 0;
+            continue;
+        } else if (side->nev) {
+            side->ev_started = true;
+            side->allowance = (uint64_t)c->lib.max_inflate_ratio * side->ev[0].len;
+            continue;
+        } else {
+            break;
+        }
+        sharp_sbuf_reset(&st->out);
+        size_t used = 0;
+        int zerr = 0;
+        sharp_decompress_result_t r = sharp_decompressor_decompress_some(side->d, src, avail, &used, step,
+                                                                         &side->allowance, collect, &st->out, &zerr);
+        if (src) {
+            side->in_off += used;
+            side->ev[0].left -= used;
+        }
+        side->uncompressed += st->out.len;
+        sharp_counter_add(shard(f), d->total_uncompressed_bytes, st->out.len);
+        count_result(f, r, zerr);
+        if (st->out.len) {
+            if (req) sharp_stream_decode_data(f, st->out.data, st->out.len, false);
+            else sharp_stream_encode_data(f, st->out.data, st->out.len, false);
+        }
+        release_out(st);
+    }
+    if (!side->d) {
+        /* done (or ended): what is held is dropped */
+        side->nev = 0;
+        side->ev_started = false;
+        sharp_sbuf_reset(&side->in);
+        side->in_off = 0;
+    }
+    if (side->in_off == side->in.len) {
+        sharp_sbuf_reset(&side->in);
+        side->in_off = 0;
+        if (side->in.cap > 64 * 1024) sharp_sbuf_free(&side->in);
+    } else if (side->in_off > side->in.len / 2) {
+        /* taken bytes go once they are most of it: each byte moves O(1) times */
+        memmove(side->in.data, side->in.data + side->in_off, side->in.len - side->in_off);
+        side->in.len -= side->in_off;
+        side->in_off = 0;
+    }
+    side->pumping = false;
+    size_t held = side->in.len - side->in_off;
+    pause_peer(f, req, side, held > limit);
+    if (!side->d || held || !side->end || sharp_decompressor_has_more(side->d)) return;
+    /* all taken: the body ends with the byte counts, in the trailers it
+     * had or in new ones */
+    sharp_headers_t own, *t = side->trailers;
+    if (!t) {
+        sharp_headers_init(&own);
+        t = &own;
+    }
+    report_bytes(c, side, t);
+    sharp_decompressor_free(side->d);
+    side->d = NULL;
+    side->end = false;
+    side->trailers = NULL;
+    /* the stream may have been reset by the data: the trailers' way checks */
+    if (req) sharp_stream_decode_trailers(f, t);
+    else sharp_stream_encode_trailers(f, t);
+    if (t == &own) sharp_headers_free(&own);
+}
+
+/* A data event of a decompressed body. */
+static sharp_filter_status_t side_data(sharp_filter_t *f, bool req, const char *p, size_t n, bool end_stream)
+{
+    const decomp_config_t *c = f->config;
+    decomp_state_t *st = f->state;
+    side_t *side = req ? &st->req : &st->resp;
+    const direction_t *d = req ? &c->req : &c->resp;
+    side->compressed += n;
+    sharp_counter_add(shard(f), d->total_compressed_bytes, n);
+    if (end_stream) side->end = true;
+    pump(f, req, p, n);
+    return SHARP_FILTER_CONSUMED;
+}
+
+/* Trailers after a decompressed body: they follow its last output, now or
+ * once the input held is taken. */
+static sharp_filter_status_t side_trailers(sharp_filter_t *f, bool req, sharp_headers_t *t)
+{
+    decomp_state_t *st = f->state;
+    side_t *side = req ? &st->req : &st->resp;
+    side->end = true;
+    side->trailers = t;
+    if (side->in.len == side->in_off && !sharp_decompressor_has_more(side->d)) {
+        report_bytes(f->config, side, t);
+        sharp_decompressor_free(side->d);
+        side->d = NULL;
+        side->end = false;
+        side->trailers = NULL;
+        return SHARP_FILTER_CONTINUE;
+    }
+    pump(f, req, NULL, 0);
+    return SHARP_FILTER_CONSUMED;
 }
 
 /* ---- callbacks ---- */
@@ -369,36 +551,16 @@ static sharp_filter_status_t dc_decode_headers(sharp_filter_t *f, sharp_headers_
 static sharp_filter_status_t dc_decode_data(sharp_filter_t *f, const char *p, size_t n,
                                             bool end_stream)
 {
-    const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
     if (!st->req.d) return SHARP_FILTER_CONTINUE;
-    decompress_event(f, &c->req, &st->req, p, n);
-    if (!end_stream) {
-        sharp_stream_decode_data(f, st->out.data, st->out.len, false);
-        release_out(st);
-        return SHARP_FILTER_CONSUMED;
-    }
-    /* the body ends with the byte counts in new trailers */
-    sharp_headers_t t;
-    sharp_headers_init(&t);
-    report_bytes(c, &st->req, &t);
-    sharp_decompressor_free(st->req.d);
-    st->req.d = NULL;
-    sharp_stream_decode_data(f, st->out.data, st->out.len, false);
-    sharp_stream_decode_trailers(f, &t);
-    sharp_headers_free(&t);
-    return SHARP_FILTER_CONSUMED;
+    return side_data(f, true, p, n, end_stream);
 }
 
 static sharp_filter_status_t dc_decode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 {
-    const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
     if (!st->req.d) return SHARP_FILTER_CONTINUE;
-    report_bytes(c, &st->req, t);
-    sharp_decompressor_free(st->req.d);
-    st->req.d = NULL;
-    return SHARP_FILTER_CONTINUE;
+    return side_trailers(f, true, t);
 }
 
 static sharp_filter_status_t dc_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
@@ -410,6 +572,13 @@ static sharp_filter_status_t dc_encode_headers(sharp_filter_t *f, sharp_headers_
     sharp_decompressor_free(st->resp.d);
     st->resp.d = NULL;
     st->resp.compressed = st->resp.uncompressed = 0;
+    sharp_sbuf_reset(&st->resp.in);
+    st->resp.in_off = 0;
+    st->resp.nev = 0;
+    st->resp.ev_started = false;
+    st->resp.allowance = 0;
+    st->resp.end = false;
+    st->resp.trailers = NULL;
     if (end_stream) return SHARP_FILTER_CONTINUE;
     maybe_init(f, &c->resp, &st->resp, h);
     return SHARP_FILTER_CONTINUE;
@@ -418,36 +587,37 @@ static sharp_filter_status_t dc_encode_headers(sharp_filter_t *f, sharp_headers_
 static sharp_filter_status_t dc_encode_data(sharp_filter_t *f, const char *p, size_t n,
                                             bool end_stream)
 {
-    const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
     if (!st->resp.d) return SHARP_FILTER_CONTINUE;
-    decompress_event(f, &c->resp, &st->resp, p, n);
-    if (!end_stream) {
-        sharp_stream_encode_data(f, st->out.data, st->out.len, false);
-        release_out(st);
-        return SHARP_FILTER_CONSUMED;
-    }
-    sharp_headers_t t;
-    sharp_headers_init(&t);
-    report_bytes(c, &st->resp, &t);
-    sharp_decompressor_free(st->resp.d);
-    st->resp.d = NULL;
-    sharp_stream_encode_data(f, st->out.data, st->out.len, false);
-    /* the stream may have been reset by the data: encode_trailers checks */
-    sharp_stream_encode_trailers(f, &t);
-    sharp_headers_free(&t);
-    return SHARP_FILTER_CONSUMED;
+    return side_data(f, false, p, n, end_stream);
 }
 
 static sharp_filter_status_t dc_encode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 {
-    const decomp_config_t *c = f->config;
     decomp_state_t *st = f->state;
     if (!st->resp.d) return SHARP_FILTER_CONTINUE;
-    report_bytes(c, &st->resp, t);
-    sharp_decompressor_free(st->resp.d);
-    st->resp.d = NULL;
-    return SHARP_FILTER_CONTINUE;
+    return side_trailers(f, false, t);
+}
+
+/* What is held after the filter drained, or the downstream took its
+ * writes: the held input goes on. */
+static void dc_on_decoder_drained(sharp_filter_t *f)
+{
+    decomp_state_t *st = f->state;
+    if (st->req.d) pump(f, true, NULL, 0);
+}
+
+static void dc_on_downstream_watermark(sharp_filter_t *f, bool above)
+{
+    decomp_state_t *st = f->state;
+    st->resp_paused = above;
+    if (!above && st->resp.d) pump(f, false, NULL, 0);
+}
+
+static uint64_t dc_buffered_bytes(sharp_filter_t *f)
+{
+    decomp_state_t *st = f->state;
+    return st->req.in.len + st->resp.in.len + st->out.cap;
 }
 
 static void dc_on_destroy(sharp_filter_t *f)
@@ -457,6 +627,10 @@ static void dc_on_destroy(sharp_filter_t *f)
     sharp_decompressor_free(st->resp.d);
     st->req.d = st->resp.d = NULL;
     sharp_sbuf_free(&st->out);
+    sharp_sbuf_free(&st->req.in);
+    sharp_sbuf_free(&st->resp.in);
+    free(st->req.ev);
+    free(st->resp.ev);
 }
 
 const sharp_filter_factory_t sharp_decompressor_filter = {
@@ -472,5 +646,8 @@ const sharp_filter_factory_t sharp_decompressor_filter = {
     .encode_headers = dc_encode_headers,
     .encode_data = dc_encode_data,
     .encode_trailers = dc_encode_trailers,
+    .on_downstream_watermark = dc_on_downstream_watermark,
+    .on_decoder_drained = dc_on_decoder_drained,
     .on_destroy = dc_on_destroy,
+    .buffered_bytes = dc_buffered_bytes,
 };

@@ -1290,8 +1290,7 @@ static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p
         if (end) start_try_timer(rs);
     } else {
         if (n) sharp_sbuf_append(&rs->pending_body, p, n);
-        if (rs->pending_body.len > sharp_stream_buffer_limit(f->stream))
-            sharp_stream_read_disable(f->stream, true);
+        if (rs->pending_body.len > sharp_stream_buffer_limit(f->stream)) sharp_stream_decoder_watermark(f, true);
     }
     if (end && !rs->upgrade) start_timer(rs);
     return SHARP_FILTER_STOP;
@@ -1332,7 +1331,7 @@ static void connect_ready(router_state_t *rs, sharp_upstream_cx_t *cx)
         sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen);
         sharp_sbuf_free(&b);
         if (!rs->upstream_active) return;
-        sharp_stream_read_disable(s, false);
+        sharp_stream_decoder_watermark(rs->f, false);
     }
     if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     sharp_headers_t h;
@@ -1398,7 +1397,7 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         keep_for_replay(rs, b.data, b.len);
         sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen && !trailers);
         sharp_sbuf_free(&b);
-        if (rs->upstream_active) sharp_stream_read_disable(s, false);
+        if (rs->upstream_active) sharp_stream_decoder_watermark(rs->f, false);
     }
     if (!rs->upstream_active) return;
     if (trailers) sharp_upstream_cx_send_trailers(cx, &rs->req_trailers);
@@ -1608,7 +1607,7 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 static void up_on_write_watermark(void *ctx, bool above)
 {
     router_state_t *rs = ctx;
-    sharp_stream_read_disable(rs->f->stream, above);
+    sharp_stream_decoder_watermark(rs->f, above);
 }
 
 static const sharp_upstream_callbacks_t upstream_cbs = {

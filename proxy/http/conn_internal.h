@@ -11,6 +11,7 @@
 
 #include "http/hcm_internal.h"
 #include "http/stream.h"
+#include "listener_inspect.h"
 #include "net.h"
 #include "worker.h"
 
@@ -113,7 +114,8 @@ struct sharp_conn {
      * wait (listener_filters_timeout) */
     uv_timer_t inspect_timer;
     uint8_t *inspect_buf;
-    size_t inspect_len;
+    size_t inspect_len, inspect_cap;
+    sharp_tls_inspector_t tls_inspect; /* the TLS inspector's progress over inspect_buf */
     bool inspecting;
     bool pp_done; /* the PROXY protocol filter has its verdict */
     uint64_t stream_idle_due; /* loop time (ms) stream_idle_timer is due */

@@ -48,6 +48,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     atomic_fetch_sub_explicit(&c->worker->active_connections, 1, memory_order_relaxed);
     sharp_writer_release(&c->writer);
     free(c->inspect_buf);
+    sharp_tls_inspector_free(&c->tls_inspect);
     free(c->inspected_sni);
     sharp_dynamic_metadata_free(c->conn_metadata);
     sharp_conn_data_free(c);
@@ -761,7 +762,7 @@ static void inspect_run(sharp_conn_t *c, bool final)
     uint32_t nalpn = 0;
     const char *sni = "";
     if (l->inspect_tls) {
-        switch (sharp_inspect_tls(c->inspect_buf, c->inspect_len, &hello)) {
+        switch (sharp_tls_inspector_feed(&c->tls_inspect, c->inspect_buf, c->inspect_len, &hello)) {
         case SHARP_INSPECT_NEED_MORE:
             if (!final) return;
             sharp_counter_inc(sh, l->tls_inspector.tls_not_found);
@@ -830,7 +831,8 @@ static void inspect_run(sharp_conn_t *c, bool final)
     uint8_t *buf = c->inspect_buf;
     size_t n = c->inspect_len;
     c->inspect_buf = NULL;
-    c->inspect_len = 0;
+    c->inspect_len = c->inspect_cap = 0;
+    sharp_tls_inspector_free(&c->tls_inspect);
     if (n && !c->closing) {
         uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
         on_read((uv_stream_t *)&c->tcp, (ssize_t)n, &b);
@@ -854,7 +856,14 @@ static void on_inspect_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
      * the filter chain after the filters), so this bounds the buffer to
      * the room and one read. */
     size_t room = (c->listener->proxy_protocol ? SHARP_PP_V2_MAX : 0) + SHARP_INSPECT_MAX_BYTES + 16 * 1024;
-    c->inspect_buf = sharp_realloc(c->inspect_buf, c->inspect_len + (size_t)nread);
+    if (c->inspect_len + (size_t)nread > c->inspect_cap) {
+        /* grown by doubling: a peer sending a byte at a time costs no
+         * copy of all it sent per read */
+        size_t cap = c->inspect_cap ? c->inspect_cap : 4096;
+        while (cap < c->inspect_len + (size_t)nread) cap *= 2;
+        c->inspect_buf = sharp_realloc(c->inspect_buf, cap);
+        c->inspect_cap = cap;
+    }
     memcpy(c->inspect_buf + c->inspect_len, buf->base, (size_t)nread);
     c->inspect_len += (size_t)nread;
     inspect_run(c, c->inspect_len >= room);

@@ -24,6 +24,10 @@
  *   it itself with sharp_stream_decode_data()/sharp_stream_encode_data() (a
  *   filter transforming bodies, such as the compressor). Iteration stops
  *   here for this data; the filter's own data goes on from the next filter.
+ * - SHARP_FILTER_CONSUMED from decode_trailers and encode_trailers: the
+ *   filter took the trailers (the stream's own, which stay valid) and
+ *   passes them on later with sharp_stream_decode_trailers() or
+ *   sharp_stream_encode_trailers(), after data it still has to pass on.
  * A filter may call sharp_stream_send_local_reply() from any callback; it then
  *   returns SHARP_FILTER_STOP. A filter never frees its stream: the connection
  *   manager owns it and calls on_destroy exactly once, after on_complete.
@@ -80,6 +84,14 @@ struct sharp_filter_factory {
     /* Downstream write buffer crossed its high (above=true) or low watermark:
      * a filter producing response data (the router) pauses or resumes it. */
     void (*on_downstream_watermark)(sharp_filter_t *f, bool above);
+    /* Request data held after this filter (by the connection manager
+     * behind a stopped filter, or by a filter after it such as the router
+     * waiting for its upstream) went back to or below the stream's buffer
+     * limit (Envoy's low watermark): a filter that makes request data out
+     * of less (the decompressor) and stopped making it while
+     * sharp_stream_decoder_above_limit said so may go on. A hint: the
+     * filter asks sharp_stream_decoder_above_limit again. */
+    void (*on_decoder_drained)(sharp_filter_t *f);
     /* The stream is finished (response complete, or reset); info is final. */
     void (*on_complete)(sharp_filter_t *f, const sharp_stream_info_t *si);
     /* Release per-stream resources (timers, upstream requests). Always called once. */
@@ -116,6 +128,9 @@ struct sharp_filter {
      * creates no such filter). The connection manager calls none of its
      * callbacks. */
     bool off;
+    /* the request data this filter holds is above the stream's buffer
+     * limit (sharp_stream_decoder_watermark) */
+    bool dec_above;
 };
 
 /* Registry (populated at startup by sharp_filters_register_builtin()). */
@@ -211,6 +226,18 @@ void sharp_stream_decode_trailers(sharp_filter_t *f, sharp_headers_t *t);
  * Resuming waits while the downstream connection is itself above its
  * watermark. */
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above);
+/* A filter holding request data (the router's body while its upstream
+ * connects, or while the upstream's write buffer is full) tells that it
+ * went above the stream's buffer limit (above) or drained (below): the
+ * downstream stops or resumes being read, and on below the filters before
+ * it get on_decoder_drained. */
+void sharp_stream_decoder_watermark(sharp_filter_t *f, bool above);
+/* Whether request data held after `f` is above the stream's buffer limit:
+ * the connection manager's buffer behind a stopped filter after f, or a
+ * filter after f that said so with sharp_stream_decoder_watermark. A
+ * filter that makes much request data out of little (the decompressor)
+ * holds its input meanwhile, until on_decoder_drained. */
+bool sharp_stream_decoder_above_limit(sharp_filter_t *f);
 /* Stops/resumes reading the downstream connection (request body backpressure). */
 void sharp_stream_read_disable(sharp_stream_t *s, bool disable);
 /* Resets the stream (closes an HTTP/1 connection) after a failure mid-response. */

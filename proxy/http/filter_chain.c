@@ -603,6 +603,8 @@ void dec_run_trailers(sharp_stream_t *s, uint32_t from)
         if (f->factory->decode_trailers) st = f->factory->decode_trailers(f, &s->req_trailers);
         else if (f->factory->decode_data) st = f->factory->decode_data(f, NULL, 0, true);
         if (stream_done(s)) return;
+        /* the filter passes the trailers on itself (sharp_stream_decode_trailers) */
+        if (st == SHARP_FILTER_CONSUMED) return;
         /* a filter stopping the trailers holds them, also when the chain
          * is otherwise only stopped at the terminal filter (which
          * consumes what it gets) */
@@ -623,6 +625,36 @@ void dec_run_trailers(sharp_stream_t *s, uint32_t from)
     s->dec_end_sent = true;
 }
 
+/* The filters before `upto` that make request data hear that what is
+ * held after them may have room again. */
+static void dec_drained(sharp_stream_t *s, uint32_t upto)
+{
+    for (uint32_t i = 0; i < upto && i < s->nfilters && !stream_done(s); i++) {
+        sharp_filter_t *f = &s->filters[i];
+        if (!f->off && f->factory->on_decoder_drained && !sharp_stream_decoder_above_limit(f))
+            f->factory->on_decoder_drained(f);
+    }
+}
+
+bool sharp_stream_decoder_above_limit(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return false;
+    if (s->dec_buf.len > sharp_stream_buffer_limit(s)) return true;
+    for (uint32_t i = f->index + 1; i < s->nfilters; i++)
+        if (!s->filters[i].off && s->filters[i].dec_above) return true;
+    return false;
+}
+
+void sharp_stream_decoder_watermark(sharp_filter_t *f, bool above)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return;
+    f->dec_above = above;
+    sharp_codec_read_disable(s, above);
+    if (!above) dec_drained(s, f->index);
+}
+
 static void dec_flush_buffer(sharp_stream_t *s, uint32_t from)
 {
     sharp_sbuf_t b = s->dec_buf;
@@ -637,6 +669,7 @@ static void dec_flush_buffer(sharp_stream_t *s, uint32_t from)
     }
     sharp_sbuf_free(&b);
     if (!s->dec_stopped && s->dec_data_stop < 0 && !s->destroyed) sharp_codec_read_disable(s, false);
+    dec_drained(s, s->nfilters);
 }
 
 static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
@@ -909,11 +942,12 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
              * it cannot hold them */
             if (f->factory->encode_data && n) st = f->factory->encode_data(f, p, n, false);
             if (s->destroyed) return;
-            f->factory->encode_trailers(f, &s->resp_trailers);
+            sharp_filter_status_t ts = f->factory->encode_trailers(f, &s->resp_trailers);
             if (s->destroyed) return;
             /* the filter ended the response itself
-             * (sharp_stream_continue_encoding_body) */
-            if (!s->has_resp_trailers) return;
+             * (sharp_stream_continue_encoding_body), or passes the
+             * trailers on later (sharp_stream_encode_trailers) */
+            if (!s->has_resp_trailers || ts == SHARP_FILTER_CONSUMED) return;
             if (st == SHARP_FILTER_CONSUMED) {
                 /* the filter passed its data on; the trailers follow it */
                 enc_run_data(s, i - 1, NULL, 0, true);

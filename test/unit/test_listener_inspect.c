@@ -81,6 +81,78 @@ static void hello_across_records(void **state)
     assert_int_equal(sharp_inspect_tls(split, out - 1, &ch), SHARP_INSPECT_NEED_MORE);
 }
 
+/* A ClientHello of about 60 KiB (a padding extension), framed in records
+ * of at most 16 KiB, as OpenSSL would not make one: handshake header,
+ * version, random, no session id, one cipher suite, null compression,
+ * server_name then padding. Returns the bytes written. */
+static size_t large_hello(uint8_t *out, size_t pad)
+{
+    static uint8_t msg[70000];
+    size_t m = 4;
+    msg[m++] = 3, msg[m++] = 3;
+    memset(msg + m, 0x5a, 32), m += 32;
+    msg[m++] = 0;
+    msg[m++] = 0, msg[m++] = 2, msg[m++] = 0x13, msg[m++] = 0x01;
+    msg[m++] = 1, msg[m++] = 0;
+    static const char host[] = "big.example";
+    size_t hl = sizeof host - 1, sni_len = 2 + 1 + 2 + hl;
+    size_t ext_len = 4 + sni_len + 4 + pad;
+    msg[m++] = (uint8_t)(ext_len >> 8), msg[m++] = (uint8_t)ext_len;
+    msg[m++] = 0, msg[m++] = 0, msg[m++] = (uint8_t)(sni_len >> 8), msg[m++] = (uint8_t)sni_len;
+    msg[m++] = (uint8_t)((sni_len - 2) >> 8), msg[m++] = (uint8_t)(sni_len - 2);
+    msg[m++] = 0, msg[m++] = (uint8_t)(hl >> 8), msg[m++] = (uint8_t)hl;
+    memcpy(msg + m, host, hl), m += hl;
+    msg[m++] = 0, msg[m++] = 21, msg[m++] = (uint8_t)(pad >> 8), msg[m++] = (uint8_t)pad;
+    memset(msg + m, 0, pad), m += pad;
+    size_t body = m - 4;
+    msg[0] = 1, msg[1] = (uint8_t)(body >> 16), msg[2] = (uint8_t)(body >> 8), msg[3] = (uint8_t)body;
+    size_t o = 0;
+    for (size_t at = 0; at < m; at += 16384) {
+        size_t k = m - at < 16384 ? m - at : 16384;
+        out[o++] = 0x16, out[o++] = 3, out[o++] = 1, out[o++] = (uint8_t)(k >> 8), out[o++] = (uint8_t)k;
+        memcpy(out + o, msg + at, k), o += k;
+    }
+    return o;
+}
+
+/* A large hello arriving a byte at a time: every prefix asks for more,
+ * the whole one is found, and the inspector copies each byte of the
+ * message once (not all it has per read: 60 KiB a byte at a time would be
+ * some 2 GB of copying). */
+static void large_hello_byte_by_byte(void **state)
+{
+    (void)state;
+    static uint8_t buf[70000];
+    size_t n = large_hello(buf, 60000);
+    assert_true(n > 60000 && n < SHARP_INSPECT_MAX_BYTES);
+    sharp_client_hello_t ch;
+    assert_int_equal(sharp_inspect_tls(buf, n, &ch), SHARP_INSPECT_FOUND);
+    assert_string_equal(ch.server_name, "big.example");
+    sharp_tls_inspector_t ti = {0};
+    for (size_t k = 1; k < n; k++)
+        assert_int_equal(sharp_tls_inspector_feed(&ti, buf, k, &ch), SHARP_INSPECT_NEED_MORE);
+    assert_int_equal(sharp_tls_inspector_feed(&ti, buf, n, &ch), SHARP_INSPECT_FOUND);
+    assert_string_equal(ch.server_name, "big.example");
+    /* each payload byte once: the input less its record headers */
+    assert_true(ti.copied <= n);
+    assert_true(ti.copied >= n - 5 * 4);
+    /* the verdict stays */
+    assert_int_equal(sharp_tls_inspector_feed(&ti, buf, n, &ch), SHARP_INSPECT_FOUND);
+    sharp_tls_inspector_free(&ti);
+    /* a verdict other than FOUND stays too: not a handshake after all */
+    sharp_tls_inspector_t t2 = {0};
+    const uint8_t get[] = "GET / HTTP/1.1\r\n";
+    assert_int_equal(sharp_tls_inspector_feed(&t2, get, 1, &ch), SHARP_INSPECT_NOT_FOUND);
+    assert_int_equal(sharp_tls_inspector_feed(&t2, get, sizeof get - 1, &ch), SHARP_INSPECT_NOT_FOUND);
+    sharp_tls_inspector_free(&t2);
+    /* one past the limit is too large, found as soon as its length is in */
+    sharp_tls_inspector_t t3 = {0};
+    n = large_hello(buf, 65500);
+    assert_int_equal(sharp_tls_inspector_feed(&t3, buf, 9, &ch), SHARP_INSPECT_TOO_LARGE);
+    assert_int_equal(t3.copied, 4);
+    sharp_tls_inspector_free(&t3);
+}
+
 static void not_tls(void **state)
 {
     (void)state;
@@ -130,6 +202,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sni_and_alpn),         cmocka_unit_test(no_sni_no_alpn), cmocka_unit_test(hello_across_records),
+        cmocka_unit_test(large_hello_byte_by_byte),
         cmocka_unit_test(not_tls),              cmocka_unit_test(http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
