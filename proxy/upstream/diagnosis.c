@@ -370,7 +370,15 @@ unsigned sharp_diag_eject(const sharp_diag_config_t *cfg, sharp_diag_state_t *st
      * signal further above its threshold names the cause */
     bool loss_seen_as_rtt = by == SHARP_DIAG_BY_KERNEL_LOSS && ev == SHARP_DIAG_NETWORK_LATENCY &&
                             loss_score(cfg, in, cx) > rtt_score(cfg, in, cx);
-    if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY && !loss_seen_as_rtt) {
+    /* and the other way: the RTT detector ejects a host behind a queue
+     * that also drops, its interval reading as loss first */
+    bool rtt_seen_as_loss = by == SHARP_DIAG_BY_KERNEL_RTT && ev == SHARP_DIAG_PACKET_LOSS &&
+                            rtt_score(cfg, in, cx) > loss_score(cfg, in, cx);
+    if (rtt_seen_as_loss) {
+        cause = SHARP_DIAG_NETWORK_LATENCY;
+        o.len = 0;
+        word_rtt(&o, in, cx);
+    } else if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY && !loss_seen_as_rtt) {
         cause = ev; /* the network explains what the detector saw */
     } else if (cut && rst) {
         /* a connect that fails on an established path ends in a reset too */

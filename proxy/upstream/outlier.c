@@ -1124,18 +1124,26 @@ sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_c
                                                     uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts)
 {
     bool judged = false;
+    /* how far each signal is above its threshold (0: not above): a full
+     * queue both delays and drops, and the signal further above its
+     * threshold names the cause */
+    double loss = 0, rtt = 0;
     if (rate_hosts >= k->minimum_hosts && rate_median >= 0 && s->segs_out >= k->min_segments &&
         s->segs_out > 0 && s->retrans_rate >= 0) {
         judged = true;
+        double t = SHARP_MAX(k->min_retransmit_rate, k->retransmit_rate_factor * rate_median);
         if (s->retrans_rate >= k->min_retransmit_rate && s->retrans_rate >= k->retransmit_rate_factor * rate_median)
-            return SHARP_KERNEL_VERDICT_LOSS;
+            loss = t > 0 ? s->retrans_rate / t : 1;
     }
     if (k->rtt_ratio > 0 && rtt_hosts >= k->minimum_hosts && rtt_median > 0 && s->rtt_samples > 0 &&
         s->rtt_us > 0) {
         judged = true;
+        double t = SHARP_MAX(k->rtt_ratio * rtt_median, (double)k->min_rtt_us);
         if (s->rtt_us >= k->rtt_ratio * rtt_median && s->rtt_us >= (double)k->min_rtt_us)
-            return SHARP_KERNEL_VERDICT_LATENCY;
+            rtt = t > 0 ? s->rtt_us / t : 1;
     }
+    if (loss > 0 && loss >= rtt) return SHARP_KERNEL_VERDICT_LOSS;
+    if (rtt > 0) return SHARP_KERNEL_VERDICT_LATENCY;
     return judged ? SHARP_KERNEL_VERDICT_OK : SHARP_KERNEL_VERDICT_UNKNOWN;
 }
 

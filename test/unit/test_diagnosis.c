@@ -375,6 +375,21 @@ static void test_ejection(void **state)
     sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 1.8% vs cluster median 0.0%");
     assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
     assert_string_equal(st.text, "network: latency to 10.0.0.3:8080 (RTT 60.0 ms vs cluster 0.30 ms)");
+    /* the same queue dropping enough to read as loss first (4.3% of 300
+     * segments), the RTT monitor ejecting: still latency, 90 ms standing
+     * out far more than 4.3% */
+    sharp_diag_state_init(&st);
+    queue.rtt_us = 90000;
+    queue.segs_out = 300, queue.retrans = 13, queue.retrans_rate = 0.043;
+    assert_int_equal(eval(&queue, &CLEAN_CX, why), SHARP_DIAG_PACKET_LOSS);
+    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 90.0 ms vs cluster median 0.30 ms");
+    assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
+    assert_string_equal(st.text, "network: latency to 10.0.0.3:8080 (RTT 90.0 ms vs cluster 0.30 ms)");
+    /* heavy loss with a little RTT: the loss monitor's, loss */
+    sharp_diag_state_init(&st);
+    queue.rtt_us = 6000, queue.retrans = 60, queue.retrans_rate = 0.2;
+    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 20.0% vs cluster median 0.0%");
+    assert_int_equal(st.cause, SHARP_DIAG_PACKET_LOSS);
 }
 
 /* ---- the hosts' side, over a cluster of three, on a fake clock ---- */

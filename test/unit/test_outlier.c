@@ -997,6 +997,18 @@ static void test_kernel_verdict(void **state)
     assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_OK);
     s.rtt_us = 20000;
     assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 8000, 3), SHARP_KERNEL_VERDICT_OK);
+    /* both over their thresholds: the one further above names the cause. A
+     * full queue: 90 ms against 0.12 ms (18 times the 5 ms floor) and the
+     * 4.3% its tail drops (4.3 times the 1% floor): latency */
+    s.retrans_rate = 0.043;
+    s.rtt_us = 90000;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 120, 3), SHARP_KERNEL_VERDICT_LATENCY);
+    /* 20% lost, 6 ms (1.2 times the floor): loss */
+    s.retrans_rate = 0.2;
+    s.rtt_us = 6000;
+    assert_int_equal(sharp_outlier_kernel_verdict(k, &s, 0, 3, 120, 3), SHARP_KERNEL_VERDICT_LOSS);
+    s.retrans_rate = 0;
+    s.rtt_us = 20000;
     sharp_outlier_kernel_config_t off = *k;
     off.rtt_ratio = 0;
     assert_int_equal(sharp_outlier_kernel_verdict(&off, &s, 0, 3, 1000, 3), SHARP_KERNEL_VERDICT_OK);
