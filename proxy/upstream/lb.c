@@ -363,11 +363,11 @@ static double panic_threshold(const sharp_lb_t *lb)
     return e->uint_value > 100 ? 100.0 : (double)e->uint_value;
 }
 
-static bool level_in_panic(const sharp_lb_t *lb, uint32_t l)
+static bool level_in_panic(const sharp_lb_t *lb, uint32_t l, double threshold)
 {
     uint32_t total = lb->level_total[l];
     double healthy_pct = total ? 100.0 * lb->level_healthy[l] / total : 0.0;
-    return healthy_pct < panic_threshold(lb);
+    return healthy_pct < threshold;
 }
 
 int sharp_lb_priority_load(uint32_t nl, const uint32_t *total, const uint32_t *healthy, double panic_threshold,
@@ -433,10 +433,20 @@ static int choose_level(sharp_lb_t *lb, bool *panic)
 {
     uint32_t nl = lb->nlevels;
     if (nl == 0) return -1;
+    double threshold = panic_threshold(lb); /* a runtime lookup: once a pick */
+    if (nl == 1) {
+        /* the usual cluster: one level takes all the load; nothing to
+         * choose when it has no healthy host and panic is off */
+        uint32_t total = lb->level_total[0];
+        bool none = !total || (uint64_t)OVERPROVISIONING * lb->level_healthy[0] / total == 0;
+        if (none && threshold <= 0) return -1;
+        *panic = none || level_in_panic(lb, 0, threshold);
+        return 0;
+    }
     uint32_t load[nl];
-    int total_panic = sharp_lb_priority_load(nl, lb->level_total, lb->level_healthy, panic_threshold(lb), load);
+    int total_panic = sharp_lb_priority_load(nl, lb->level_total, lb->level_healthy, threshold, load);
     if (total_panic < 0) return -1;
-    if (total_panic && nl > 1) {
+    if (total_panic) {
         /* by host counts, exactly (the percentages round) */
         *panic = true;
         uint64_t r = sharp_lb_random(lb) % lb->nhosts;
@@ -446,8 +456,8 @@ static int choose_level(sharp_lb_t *lb, bool *panic)
         }
         return 0;
     }
-    uint32_t chosen = nl == 1 ? 0 : sharp_lb_pick_level(load, nl, sharp_lb_random(lb));
-    *panic = total_panic || level_in_panic(lb, chosen);
+    uint32_t chosen = sharp_lb_pick_level(load, nl, sharp_lb_random(lb));
+    *panic = level_in_panic(lb, chosen, threshold);
     return (int)chosen;
 }
 
@@ -552,7 +562,7 @@ static sharp_host_t *choose_once(sharp_lb_t *lb, int forced)
     if (forced >= 0) {
         if ((uint32_t)forced >= lb->nlevels) return NULL;
         level = forced;
-        panic = level_in_panic(lb, (uint32_t)level);
+        panic = level_in_panic(lb, (uint32_t)level, panic_threshold(lb));
     } else {
         level = choose_level(lb, &panic);
     }

@@ -157,6 +157,16 @@ static void test_panic_threshold(void **state)
     atomic_store(&s.h[3].health_flags, 0);
     count(&lb, &s, 10, c);
     assert_int_equal(c[3], 10);
+    assert_false(lb.in_panic);
+    /* 1 of 4 healthy = 25%: in panic from a threshold above it only */
+    lb.panic_threshold = 25;
+    count(&lb, &s, 10, c);
+    assert_int_equal(c[3], 10);
+    assert_false(lb.in_panic);
+    lb.panic_threshold = 26;
+    count(&lb, &s, 100, c);
+    assert_int_equal(c[0], 25);
+    assert_true(lb.in_panic);
     sharp_lb_destroy(&lb);
 }
 
