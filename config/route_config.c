@@ -820,8 +820,12 @@ static int rl_action_from(ctx_t *c, const char *path, const rla_pb_t *pb, sharp_
     }
 }
 
+/* `per_filter`: the rate limit filter's RateLimitPerRoute rate_limits
+ * (Envoy's RateLimitConfig path), which refuse stage and disable_key and
+ * alone read hits_addend; Envoy's route and virtual host path ignores a
+ * hits_addend, so SHARP refuses one there rather than do the same. */
 static int rate_limits_from(ctx_t *c, const char *path, rl_pb_t *const *pbs, size_t n,
-                            struct sharp_rate_limits **out)
+                            struct sharp_rate_limits **out, bool per_filter)
 {
     if (!n) return 0;
     char p[512], q[512];
@@ -832,9 +836,28 @@ static int rate_limits_from(ctx_t *c, const char *path, rl_pb_t *const *pbs, siz
         const rl_pb_t *pb = pbs[i];
         sharp_rate_limit_t *rl = &rls->v[rls->n++];
         sub(p, sizeof p, path, "rate_limits[%zu]", i);
+        if (per_filter && (pb->stage || pb->disable_key[0]))
+            return fail(c, p, "'stage' field and 'disable_key' field are not supported");
         rl->stage = pb->stage ? pb->stage->value : 0;
         if (rl->stage > 10) return fail(c, sub(q, sizeof q, p, "stage"), "value must be less than or equal to 10");
         if (pb->disable_key[0]) rl->disable_key = sharp_strdup(pb->disable_key);
+        rl->apply_on_stream_done = pb->apply_on_stream_done;
+        if (pb->hits_addend) {
+            const Envoy__Config__Route__V3__RateLimit__HitsAddend *ha = pb->hits_addend;
+            sub(q, sizeof q, p, "hits_addend");
+            if (!per_filter)
+                return fail(c, q,
+                            "supported only in the rate limit filter's per-route rate_limits "
+                            "(RateLimitPerRoute), as in Envoy, which ignores it here");
+            if ((ha->format && ha->format[0]) == !!ha->number)
+                return fail(c, q, "hits_addend must contain either a format or a number");
+            if (ha->number && ha->number->value > 1000000000)
+                return fail(c, sub(q, sizeof q, p, "hits_addend.number"),
+                            "value must be less than or equal to 1000000000");
+            /* a format is refused by the support table */
+            rl->has_hits_addend = ha->number != NULL;
+            rl->hits_addend = ha->number ? ha->number->value : 0;
+        }
         if (!pb->n_actions) return fail(c, sub(q, sizeof q, p, "actions"), "value must contain at least 1 item(s)");
         rl->actions = sharp_calloc(pb->n_actions, sizeof *rl->actions);
         for (size_t j = 0; j < pb->n_actions; j++) {
@@ -921,7 +944,7 @@ static int action_from(ctx_t *c, const char *path, const action_pb_t *a, sharp_r
     if (mirror_from(c, path, a->request_mirror_policies, a->n_request_mirror_policies, &r->mirror_own) < 0)
         return -1;
     if (a->n_upgrade_configs && upgrades_from(c, path, a, r) < 0) return -1;
-    if (rate_limits_from(c, path, a->rate_limits, a->n_rate_limits, &r->rate_limits) < 0) return -1;
+    if (rate_limits_from(c, path, a->rate_limits, a->n_rate_limits, &r->rate_limits, false) < 0) return -1;
     r->include_vh_rate_limits = a->include_vh_rate_limits && a->include_vh_rate_limits->value;
     return 0;
 }
@@ -1129,7 +1152,7 @@ static int vhost_from(ctx_t *c, size_t idx, const vh_pb_t *pb, sharp_vhost_t *vh
     if (mirror_from(c, path, pb->request_mirror_policies, pb->n_request_mirror_policies, &vh->mirror_own) < 0)
         return -1;
     if (PER_FILTER(c, path, pb, &vh->per_filter) < 0) return -1;
-    if (rate_limits_from(c, path, pb->rate_limits, pb->n_rate_limits, &vh->rate_limits) < 0) return -1;
+    if (rate_limits_from(c, path, pb->rate_limits, pb->n_rate_limits, &vh->rate_limits, false) < 0) return -1;
     if (pb->cors && !(vh->cors = sharp_config_route_cors_policy(pb->cors, sub(p, sizeof p, path, "cors"), c->err,
                                                                 c->errlen)))
         return -1;
@@ -1213,6 +1236,13 @@ int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *p
 {
     ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
     return header_matcher_from(&c, path, pb, m);
+}
+
+int sharp_config_rate_limits(Envoy__Config__Route__V3__RateLimit *const *pbs, size_t n, const char *path,
+                             sharp_rate_limits_t **out, char *err, size_t errlen)
+{
+    ctx_t c = {.err = err, .errlen = errlen, .max_body = DEFAULT_MAX_DIRECT_BODY};
+    return rate_limits_from(&c, path, pbs, n, out, true);
 }
 
 int sharp_config_runtime_fraction(const Envoy__Config__Core__V3__RuntimeFractionalPercent *rf, const char *path,

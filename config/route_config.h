@@ -4,6 +4,7 @@
 #ifndef SHARP_CONFIG_ROUTE_CONFIG_H
 #define SHARP_CONFIG_ROUTE_CONFIG_H
 
+#include "http/ratelimit_policy.h"
 #include "http/route.h"
 
 #include "envoy/config/route/v3/route.pb-c.h"
@@ -24,6 +25,13 @@ sharp_route_table_create(const Envoy__Config__Route__V3__RouteConfiguration *rc,
  * error `m` may hold allocations (free its name and string matcher). */
 int sharp_config_header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb, const char *path,
                                 sharp_header_matcher_t *m, char *err, size_t errlen);
+/* The rate limit filter's per-route rate_limits (RateLimitPerRoute), with
+ * Envoy's checks for that place: no stage, no disable_key; hits_addend
+ * read. Returns 0 with *out set (NULL for none), or -1 with
+ * "path.rate_limits[i].field: message" in err; free *out in either case
+ * (sharp_rate_limits_free, then free). */
+int sharp_config_rate_limits(Envoy__Config__Route__V3__RateLimit *const *pbs, size_t n, const char *path,
+                             sharp_rate_limits_t **out, char *err, size_t errlen);
 /* A RuntimeFractionalPercent at `path` (its default_value required, the
  * denominator known), as the route table reads one. Returns 0, or -1 with
  * "path.field: message" in err. */

@@ -9,7 +9,12 @@
  * (OVERRIDE), always (INCLUDE: the route's include_vh_rate_limits, or a
  * RateLimitPerRoute vh_rate_limits INCLUDE) or never (IGNORE); a RateLimit
  * whose disable_key is off in the runtime (ratelimit.<key>.http_filter_enabled)
- * is skipped. Nothing is asked without a route to a cluster that exists,
+ * is skipped; the most specific RateLimitPerRoute's own rate_limits, when
+ * it has some, replace all of these (Envoy's RateLimitConfig path: no stage
+ * or disable_key there, and each RateLimit's hits_addend goes with its
+ * descriptor). A RateLimit with apply_on_stream_done is left out at the
+ * request and asked for when the stream ends, in a call nobody waits for
+ * (upstream/async_post.h). Nothing is asked without a route to a cluster that exists,
  * for a request request_type excludes (x-envoy-internal: true is internal),
  * with ratelimit.http_filter_enabled off, or without descriptors.
  * Otherwise the request stops and a ShouldRateLimit call with the domain
@@ -41,6 +46,7 @@
 #include "filters/ratelimit/filter.h"
 #include "config/route_config.h"
 #include "filters/ext_authz/call.h"
+#include "upstream/async_post.h"
 #include "grpc/framing.h"
 #include "http/grpc.h"
 #include "http/metadata.h"
@@ -88,13 +94,15 @@ typedef struct rl_config {
 
 typedef struct rl_route_config {
     int vh_rate_limits;
-    char *domain; /* NULL: the filter's */
+    char *domain;                    /* NULL: the filter's */
+    sharp_rate_limits_t *rate_limits; /* NULL: the route's and virtual host's */
 } rl_route_config_t;
 
 typedef struct rl_state {
     sharp_ext_authz_call_t *call;
     sharp_headers_t resp_add; /* for the client's response */
     bool has_resp_add;
+    bool decoded; /* decode_headers ran: the stream's end may ask too (apply_on_stream_done) */
 } rl_state_t;
 
 /* ---- config ---- */
@@ -215,12 +223,17 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
 static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t errlen)
 {
     const rl_route_pb_t *pb = (const rl_route_pb_t *)msg;
-    if (pb->override_option) {
-        snprintf(err, errlen,
-                 "override_option: not supported by SHARP (not implemented in Envoy either)");
+    /* Envoy declares override_option and implements nothing for it: it is
+     * accepted with the same (no) effect, and said so */
+    if (pb->override_option)
+        sharp_warn(config, "RateLimitPerRoute.override_option has no effect (Envoy does not implement it either)");
+    rl_route_config_t *c = sharp_calloc(1, sizeof *c);
+    if (sharp_config_rate_limits(pb->rate_limits, pb->n_rate_limits, "", &c->rate_limits, err, errlen) < 0) {
+        if (c->rate_limits) sharp_rate_limits_free(c->rate_limits);
+        free(c->rate_limits);
+        free(c);
         return NULL;
     }
-    rl_route_config_t *c = sharp_calloc(1, sizeof *c);
     switch (pb->vh_rate_limits) {
     case ENVOY__EXTENSIONS__FILTERS__HTTP__RATELIMIT__V3__RATE_LIMIT_PER_ROUTE__VH_RATE_LIMITS_OPTIONS__INCLUDE:
         c->vh_rate_limits = VH_INCLUDE;
@@ -233,8 +246,6 @@ static void *create_route_config(const ProtobufCMessage *msg, char *err, size_t 
         break;
     }
     if (pb->domain && pb->domain[0]) c->domain = sharp_strdup(pb->domain);
-    (void)err;
-    (void)errlen;
     return c;
 }
 
@@ -243,6 +254,8 @@ static void route_config_free(void *p)
     rl_route_config_t *c = p;
     if (!c) return;
     free(c->domain);
+    if (c->rate_limits) sharp_rate_limits_free(c->rate_limits);
+    free(c->rate_limits);
     free(c);
 }
 
@@ -263,14 +276,16 @@ static void count_cluster(sharp_filter_t *f, const char *name)
         sharp_stats_counterf(c->stats, "cluster.%s.%s%s", rc->stat_name, c->stat_prefix, name));
 }
 
+/* The route's or virtual host's rate_limits of the filter's stage that
+ * apply now: at the request, or at the stream's end (on_stream_done). */
 static void populate(sharp_filter_t *f, const sharp_rate_limits_t *rls, const sharp_rl_input_t *in,
-                     sharp_rl_descriptors_t *out)
+                     bool on_stream_done, sharp_rl_descriptors_t *out)
 {
     const rl_config_t *c = f->config;
     sharp_worker_t *w = sharp_stream_worker(f->stream);
     for (uint32_t i = 0; rls && i < rls->n; i++) {
         const sharp_rate_limit_t *rl = &rls->v[i];
-        if (rl->stage != c->stage) continue;
+        if (rl->stage != c->stage || rl->apply_on_stream_done != on_stream_done) continue;
         if (rl->disable_key) {
             char key[512];
             snprintf(key, sizeof key, "ratelimit.%s.http_filter_enabled", rl->disable_key);
@@ -291,6 +306,9 @@ static void build_request(const char *domain, const sharp_rl_descriptors_t *d, s
         sharp_calloc(d->n ? d->n : 1, sizeof *ds);
     Envoy__Extensions__Common__Ratelimit__V3__RateLimitDescriptor **dp =
         sharp_calloc(d->n ? d->n : 1, sizeof *dp);
+    Google__Protobuf__UInt64Value *hits = sharp_calloc(d->n ? d->n : 1, sizeof *hits);
+    for (uint32_t i = 0; i < d->n; i++)
+        google__protobuf__uint64_value__init(&hits[i]);
     size_t nentries = 0;
     for (uint32_t i = 0; i < d->n; i++)
         nentries += d->d[i].n;
@@ -303,6 +321,10 @@ static void build_request(const char *domain, const sharp_rl_descriptors_t *d, s
         envoy__extensions__common__ratelimit__v3__rate_limit_descriptor__init(&ds[i]);
         ds[i].n_entries = d->d[i].n;
         ds[i].entries = &ep[k];
+        if (d->d[i].has_hits_addend) {
+            hits[i].value = d->d[i].hits_addend;
+            ds[i].hits_addend = &hits[i];
+        }
         for (uint32_t j = 0; j < d->d[i].n; j++, k++) {
             envoy__extensions__common__ratelimit__v3__rate_limit_descriptor__entry__init(&es[k]);
             es[k].key = d->d[i].entries[j].key;
@@ -317,6 +339,7 @@ static void build_request(const char *domain, const sharp_rl_descriptors_t *d, s
     free(es);
     free(dp);
     free(ds);
+    free(hits);
 }
 
 enum { RL_OK, RL_OVER_LIMIT, RL_ERROR };
@@ -531,6 +554,47 @@ static void on_done(void *ctx, const sharp_ext_authz_result_t *r)
     sharp_stream_continue_decoding(f);
 }
 
+/* The request's descriptors that apply now (at the request, or at the
+ * stream's end): the most specific RateLimitPerRoute's rate_limits when it
+ * has some (Envoy's RateLimitConfig path: no stage, no disable_key), else
+ * the route's and virtual host's of the filter's stage as vh_rate_limits
+ * says. None without a route to a cluster that exists. */
+static void descriptors_for(sharp_filter_t *f, const sharp_headers_t *h, bool on_stream_done,
+                            sharp_rl_descriptors_t *d)
+{
+    const rl_config_t *c = f->config;
+    sharp_stream_t *s = f->stream;
+    const sharp_route_t *r = sharp_stream_route(s);
+    if (!r || r->action != SHARP_ROUTE_ACTION_ROUTE || !s->route_cluster) return;
+    sharp_cluster_local_t *cl = NULL;
+    if (!sharp_view_cluster(s->view, s->route_cluster, &cl)) return;
+    const rl_route_config_t *rc = sharp_stream_route_config(f);
+    sharp_rl_input_t in = {
+        .headers = h,
+        .local_cluster = c->local_cluster,
+        .route_cluster = s->route_cluster,
+        .remote_address = sharp_stream_info(s)->downstream_remote_address,
+    };
+    if (rc && rc->rate_limits && rc->rate_limits->n) {
+        for (uint32_t i = 0; i < rc->rate_limits->n; i++)
+            if (rc->rate_limits->v[i].apply_on_stream_done == on_stream_done)
+                sharp_rate_limit_populate(&rc->rate_limits->v[i], &in, d);
+        return;
+    }
+    int vh = r->include_vh_rate_limits ? VH_INCLUDE : rc ? rc->vh_rate_limits : VH_OVERRIDE;
+    populate(f, r->rate_limits, &in, on_stream_done, d);
+    const sharp_rate_limits_t *vrl = s->vhost ? s->vhost->rate_limits : NULL;
+    if (vh == VH_INCLUDE || (vh == VH_OVERRIDE && !(r->rate_limits && r->rate_limits->n)))
+        populate(f, vrl, &in, on_stream_done, d);
+}
+
+static const char *domain_of(sharp_filter_t *f)
+{
+    const rl_config_t *c = f->config;
+    const rl_route_config_t *rc = sharp_stream_route_config(f);
+    return rc && rc->domain ? rc->domain : c->domain;
+}
+
 static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
                                                bool end_stream)
 {
@@ -540,6 +604,9 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     sharp_stream_t *s = f->stream;
     sharp_worker_t *w = sharp_stream_worker(s);
     sharp_headers_init(&st->resp_add);
+    /* as Envoy, whose stream-end descriptors need only that the headers
+     * were seen, whatever the runtime switch and request_type say */
+    st->decoded = true;
     if (!sharp_runtime_percent_enabled("ratelimit.http_filter_enabled", 100,
                                        sharp_worker_random(w)))
         return SHARP_FILTER_CONTINUE;
@@ -548,31 +615,14 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     if ((internal && c->request_type == REQ_EXTERNAL) ||
         (!internal && c->request_type == REQ_INTERNAL))
         return SHARP_FILTER_CONTINUE;
-    const sharp_route_t *r = sharp_stream_route(s);
-    if (!r || r->action != SHARP_ROUTE_ACTION_ROUTE || !s->route_cluster)
-        return SHARP_FILTER_CONTINUE;
-    sharp_cluster_local_t *cl = NULL;
-    if (!sharp_view_cluster(s->view, s->route_cluster, &cl)) return SHARP_FILTER_CONTINUE;
-    const rl_route_config_t *rc = sharp_stream_route_config(f);
-    int vh = r->include_vh_rate_limits ? VH_INCLUDE : rc ? rc->vh_rate_limits : VH_OVERRIDE;
-    sharp_rl_input_t in = {
-        .headers = h,
-        .local_cluster = c->local_cluster,
-        .route_cluster = s->route_cluster,
-        .remote_address = sharp_stream_info(s)->downstream_remote_address,
-    };
     sharp_rl_descriptors_t d = {0};
-    populate(f, r->rate_limits, &in, &d);
-    const sharp_rate_limits_t *vrl = s->vhost ? s->vhost->rate_limits : NULL;
-    if (vh == VH_INCLUDE || (vh == VH_OVERRIDE && !(r->rate_limits && r->rate_limits->n)))
-        populate(f, vrl, &in, &d);
+    descriptors_for(f, h, false, &d);
     if (!d.n) {
         sharp_rl_descriptors_free(&d);
         return SHARP_FILTER_CONTINUE;
     }
-    const char *domain = rc && rc->domain ? rc->domain : c->domain;
     sharp_sbuf_t body = {0};
-    build_request(domain, &d, &body);
+    build_request(domain_of(f), &d, &body);
     sharp_rl_descriptors_free(&d);
     sharp_headers_t rh;
     sharp_headers_init(&rh);
@@ -606,6 +656,35 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     return SHARP_FILTER_STOP;
 }
 
+/* The stream ended: the descriptors of the rate limits with
+ * apply_on_stream_done go to the service in a call nobody waits for
+ * (Envoy's OnStreamDoneCallBack), which outlives the stream and ends with
+ * its answer, its timeout or the worker's stop. */
+static void stream_done_call(sharp_filter_t *f)
+{
+    const rl_config_t *c = f->config;
+    sharp_stream_t *s = f->stream;
+    sharp_worker_t *w = sharp_stream_worker(s);
+    if (w->stopping) return;
+    sharp_rl_descriptors_t d = {0};
+    descriptors_for(f, sharp_stream_request_headers(s), true, &d);
+    if (!d.n) {
+        sharp_rl_descriptors_free(&d);
+        return;
+    }
+    sharp_sbuf_t body = {0};
+    build_request(domain_of(f), &d, &body);
+    sharp_rl_descriptors_free(&d);
+    sharp_headers_t rh;
+    sharp_headers_init(&rh);
+    sharp_ext_authz_grpc_head(&rh, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", c->authority,
+                              c->timeout_ms, &c->initial_metadata);
+    sharp_debug(http, "[C%llu][S%llu] ratelimit: the stream's end asks too", s->conn_id, s->id);
+    static const sharp_async_post_counts_t uncounted = {0};
+    /* takes over the head and body, whatever the outcome */
+    sharp_async_post(w, c->cluster, "HTTP/2", &rh, &body, c->timeout_ms, &uncounted, "ratelimit");
+}
+
 static sharp_filter_status_t rl_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
                                                bool end_stream)
 {
@@ -624,7 +703,10 @@ static sharp_filter_status_t rl_encode_headers(sharp_filter_t *f, sharp_headers_
 static void rl_on_destroy(sharp_filter_t *f)
 {
     rl_state_t *st = f->state;
-    if (st->call) sharp_ext_authz_call_cancel(st->call);
+    if (st->call)
+        sharp_ext_authz_call_cancel(st->call);
+    else if (st->decoded)
+        stream_done_call(f);
     st->call = NULL;
     sharp_headers_free(&st->resp_add);
 }

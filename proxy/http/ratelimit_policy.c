@@ -182,6 +182,8 @@ bool sharp_rate_limit_populate(const sharp_rate_limit_t *rl, const sharp_rl_inpu
             return false;
         }
     }
+    d.has_hits_addend = rl->has_hits_addend;
+    d.hits_addend = rl->hits_addend;
     if (out->n == out->cap) {
         out->cap = out->cap ? 2 * out->cap : 4;
         out->d = sharp_realloc(out->d, out->cap * sizeof *out->d);

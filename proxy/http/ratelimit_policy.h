@@ -63,6 +63,9 @@ typedef struct {
     char *disable_key; /* NULL: none */
     sharp_rl_action_t *actions;
     uint32_t nactions;
+    bool has_hits_addend; /* hits_addend.number: the descriptor's own hits_addend */
+    uint64_t hits_addend;
+    bool apply_on_stream_done; /* the rate limit filter asks when the stream ends */
 } sharp_rate_limit_t;
 
 /* A level's rate_limits, in order. */
@@ -78,6 +81,8 @@ typedef struct {
 typedef struct {
     sharp_rl_entry_t *entries;
     uint32_t n;
+    bool has_hits_addend; /* RateLimitDescriptor.hits_addend: set, even to 0 */
+    uint64_t hits_addend;
 } sharp_rl_descriptor_t;
 
 /* The descriptors of one request, in order. */
@@ -95,7 +100,8 @@ typedef struct {
 } sharp_rl_input_t;
 
 /* Appends the descriptor of `rl` for the request to `out`, unless one of
- * its actions fails. Returns whether it appended one. */
+ * its actions fails, with rl's hits_addend when it has one. Returns
+ * whether it appended one. */
 bool sharp_rate_limit_populate(const sharp_rate_limit_t *rl, const sharp_rl_input_t *in,
                                sharp_rl_descriptors_t *out);
 void sharp_rl_descriptors_free(sharp_rl_descriptors_t *d);

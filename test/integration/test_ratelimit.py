@@ -457,6 +457,75 @@ def test_request_type(procs, upstream, rls):
     assert rls.requests == []
 
 
+def test_per_route_rate_limits(procs, upstream, rls):
+    """A RateLimitPerRoute's rate_limits alone make the descriptors (the
+    route's and virtual host's are not read, whatever vh_rate_limits says),
+    each with its hits_addend; its domain replaces the filter's; a
+    descriptor with apply_on_stream_done is asked for when the stream ends,
+    in a call of its own after the response."""
+    vhost = "rate_limits:\n- actions: [{ generic_key: { descriptor_value: vhost } }]\n"
+    routes = (
+        '- match: { prefix: "/quota" }\n  route:\n    cluster: backend\n'
+        "    rate_limits: [{ actions: [{ generic_key: { descriptor_value: route } }] }]\n"
+        f"  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n      \"@type\": {ROUTE_TYPE}\n"
+        "      vh_rate_limits: INCLUDE\n      override_option: INCLUDE_POLICY\n      domain: quota\n"
+        "      rate_limits:\n"
+        "      - actions: [{ generic_key: { descriptor_key: service, descriptor_value: s1 } }]\n"
+        "        hits_addend: { number: 0 }\n"
+        f"      - actions: [{{ generic_key: {{ descriptor_key: service, descriptor_value: s2 }} }}, {MODE}]\n"
+        "        hits_addend: { number: 5 }\n"
+        "      - actions: [{ generic_key: { descriptor_key: service, descriptor_value: s3 } }]\n"
+        "      - actions: [{ request_headers: { header_name: x-cost, descriptor_key: cost } }]\n"
+        "        hits_addend: { number: 7 }\n"
+        "        apply_on_stream_done: true\n")
+    port, admin = start(procs, upstream, rls.port, ratelimit(), routes=routes, vhost_extra=vhost)
+
+    def seen(r):
+        return (r.domain, [(d.entries[0].value, d.hits_addend.value if d.HasField("hits_addend") else None)
+                           for d in r.descriptors])
+
+    st, _, b = h1_request(port, "/quota/a", headers={"x-mode": "ok", "x-cost": "3"})
+    assert st == 200, b
+    assert seen(rls.requests[0]) == ("quota", [("s1", 0), ("s2", 5), ("s3", None)])
+    # the stream's end: a call of its own with the stream-done descriptor
+    assert wait_for(lambda: len(rls.requests) == 2, 5, "the stream-end call")
+    assert seen(rls.requests[1]) == ("quota", [("3", 7)])
+    assert descriptors(rls.requests[1]) == [[("cost", "3")]]
+    # over the limit at the request: 429, and the stream's end still asks
+    st, h, _ = h1_request(port, "/quota/b", headers={"x-mode": "over", "x-cost": "4"})
+    assert st == 429 and h.get("x-envoy-ratelimited") == "true"
+    assert wait_for(lambda: len(rls.requests) == 4, 5, "the stream-end call")
+    assert descriptors(rls.requests[3]) == [[("cost", "4")]]
+    # a stream-end descriptor whose action fails (no x-cost) makes no call
+    assert h1_request(port, "/quota/c", headers={"x-mode": "ok"})[0] == 200
+    assert wait_for(lambda: len(rls.requests) == 5, 5, "the stream-end call")
+    time.sleep(0.3 * SLOW)
+    assert len(rls.requests) == 5
+    assert stat(admin, "cluster.backend.ratelimit.ok") == 2
+
+
+def test_route_rate_limits_on_stream_done(procs, upstream, rls):
+    """A route RateLimit with apply_on_stream_done: not asked for at the
+    request (which goes on without a call when it is the only one), asked
+    for when the stream ends, also when the client went away first."""
+    routes = ('- match: { prefix: "/" }\n  route:\n    cluster: backend\n'
+              "    rate_limits:\n"
+              "    - actions: [{ generic_key: { descriptor_value: done } }]\n"
+              "      apply_on_stream_done: true\n")
+    port, admin = start(procs, upstream, rls.port, ratelimit(), routes=routes)
+    st, _, _ = h1_request(port, "/echo")
+    assert st == 200
+    assert wait_for(lambda: len(rls.requests) == 1, 5, "the stream-end call")
+    assert descriptors(rls.requests[0]) == [[("generic_key", "done")]]
+    assert stat(admin, "cluster.backend.ratelimit.ok") is None
+    # the client resets before the upstream answers: the end still asks
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(b"GET /?delay_ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+    assert wait_for(lambda: len(rls.requests) == 2, 5, "the stream-end call")
+
+
 PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
              f"      \"@type\": {ROUTE_TYPE}\n")
 
@@ -476,9 +545,19 @@ PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
      "v4_prefix_mask_len"),
     (ratelimit(), ROUTES.replace("    - actions: [" + MODE + "]\n", "    - stage: 11\n      actions: [" + MODE + "]\n"),
      "stage"),
-    (ratelimit(), ROUTES + PER_ROUTE + "      override_option: INCLUDE_POLICY\n", "override_option"),
-    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ actions: [{ generic_key: { descriptor_value: x } }] }]\n",
-     "rate_limits is not supported by SHARP"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ stage: 0, actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "rate_limits[0]: 'stage' field and 'disable_key' field are not supported"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ disable_key: k, actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "'stage' field and 'disable_key' field are not supported"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ hits_addend: { format: '%BYTES_RECEIVED%' }, actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "format is not supported by SHARP"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ hits_addend: {}, actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "hits_addend must contain either a format or a number"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ hits_addend: { number: 1000000001 }, actions: [{ generic_key: { descriptor_value: x } }] }]\n",
+     "hits_addend.number: must be at most 1000000000"),
+    (ratelimit(), ROUTES + PER_ROUTE + "      rate_limits: [{ actions: [] }]\n", "actions"),
+    (ratelimit(), ROUTES.replace("    - actions:", "    - hits_addend: { number: 2 }\n      actions:"),
+     "hits_addend: supported only in the rate limit filter's per-route rate_limits"),
 ])
 def test_refused(cfg, routes, msg):
     y = bootstrap_yaml(free_port(), free_port(), {"backend": [1], "rls": [2]}, routes=routes)

@@ -14,6 +14,10 @@
 #include "http/filter.h"
 #include "http/ratelimit_policy.h"
 
+#include "envoy/extensions/filters/http/ratelimit/v3/rate_limit.pb-c.h"
+
+#include <stdlib.h>
+
 typedef struct {
     sharp_config_doc_t *doc;
     sharp_route_table_t *t;
@@ -265,6 +269,85 @@ static void test_errors(void **state)
         "      - actions: [{ source_cluster: {} }]\n"
         "        limit: { dynamic_metadata: { metadata_key: { key: a, path: [{ key: b }] } } }\n",
         "limit");
+    /* Envoy reads hits_addend only in the rate limit filter's per-route
+     * rate_limits: refused here rather than ignored */
+    expect_error("      - actions: [{ source_cluster: {} }]\n        hits_addend: { number: 2 }\n",
+                 "rate_limits[0].hits_addend: supported only in the rate limit filter's per-route");
+}
+
+/* A RateLimitPerRoute's rate_limits (sharp_config_rate_limits): no stage or
+ * disable_key, hits_addend into each descriptor, apply_on_stream_done kept. */
+static sharp_rate_limits_t *per_filter(const char *yaml, char *err, size_t errlen, sharp_config_doc_t **doc)
+{
+    sharp_config_error_t perr;
+    *doc = sharp_config_parse(yaml, strlen(yaml), "test.yaml",
+                              &envoy__extensions__filters__http__ratelimit__v3__rate_limit_per_route__descriptor, &perr);
+    if (!*doc) {
+        snprintf(err, errlen, "%s", perr.msg);
+        return NULL;
+    }
+    const Envoy__Extensions__Filters__Http__Ratelimit__V3__RateLimitPerRoute *pb =
+        (const void *)sharp_config_doc_message(*doc);
+    sharp_rate_limits_t *rls = NULL;
+    if (sharp_config_rate_limits(pb->rate_limits, pb->n_rate_limits, "", &rls, err, errlen) < 0) {
+        if (rls) sharp_rate_limits_free(rls);
+        free(rls);
+        return NULL;
+    }
+    return rls;
+}
+
+static void test_per_filter_rate_limits(void **state)
+{
+    (void)state;
+    char err[1024] = "";
+    sharp_config_doc_t *doc = NULL;
+    sharp_rate_limits_t *rls = per_filter("rate_limits:\n"
+                                          "- actions: [{ generic_key: { descriptor_value: a } }]\n"
+                                          "  hits_addend: { number: 0 }\n"
+                                          "- actions: [{ generic_key: { descriptor_value: b } }]\n"
+                                          "  hits_addend: { number: 9 }\n"
+                                          "  apply_on_stream_done: true\n"
+                                          "- actions: [{ generic_key: { descriptor_value: c } }]\n",
+                                          err, sizeof err, &doc);
+    if (!rls) fail_msg("%s", err);
+    assert_int_equal(rls->n, 3);
+    assert_false(rls->v[0].apply_on_stream_done);
+    assert_true(rls->v[1].apply_on_stream_done);
+    sharp_headers_t h = req_headers("/", "GET");
+    sharp_rl_input_t in = {.headers = &h, .local_cluster = "", .route_cluster = "backend", .remote_address = ""};
+    sharp_rl_descriptors_t d = {0};
+    for (uint32_t i = 0; i < rls->n; i++)
+        assert_true(sharp_rate_limit_populate(&rls->v[i], &in, &d));
+    assert_int_equal(d.n, 3);
+    /* set to 0 is sent as 0, unset is not sent */
+    assert_true(d.d[0].has_hits_addend);
+    assert_int_equal(d.d[0].hits_addend, 0);
+    assert_true(d.d[1].has_hits_addend);
+    assert_int_equal(d.d[1].hits_addend, 9);
+    assert_false(d.d[2].has_hits_addend);
+    sharp_rl_descriptors_free(&d);
+    sharp_headers_free(&h);
+    sharp_rate_limits_free(rls);
+    free(rls);
+    sharp_config_doc_free(doc);
+
+    static const char *const bad[][2] = {
+        {"rate_limits: [{ stage: 1, actions: [{ source_cluster: {} }] }]\n",
+         "rate_limits[0]: 'stage' field and 'disable_key' field are not supported"},
+        {"rate_limits: [{ disable_key: k, actions: [{ source_cluster: {} }] }]\n",
+         "'stage' field and 'disable_key' field are not supported"},
+        {"rate_limits: [{ hits_addend: {}, actions: [{ source_cluster: {} }] }]\n",
+         "rate_limits[0].hits_addend: hits_addend must contain either a format or a number"},
+        {"rate_limits: [{ actions: [] }]\n", "rate_limits[0].actions"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        rls = per_filter(bad[i][0], err, sizeof err, &doc);
+        if (rls) fail_msg("'%s' accepted", bad[i][0]);
+        if (!strstr(err, bad[i][1])) fail_msg("error '%s' lacks '%s'", err, bad[i][1]);
+        sharp_config_doc_free(doc);
+    }
 }
 
 static void test_virtual_host_rate_limits(void **state)
@@ -311,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_query_decoding),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_virtual_host_rate_limits),
+        cmocka_unit_test(test_per_filter_rate_limits),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
