@@ -14,6 +14,7 @@
 #include "config/mapper.h"
 #include "http/access_log_emit.h"
 #include "http/filter.h"
+#include "http/metadata.h"
 #include "http/ratelimit_policy.h"
 #include "log.h"
 #include "upstream/subset.h"
@@ -814,8 +815,40 @@ static int rl_action_from(ctx_t *c, const char *path, const rla_pb_t *pb, sharp_
         }
         return 0;
     }
+    case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__ACTION_SPECIFIER_METADATA: {
+        const Envoy__Config__Route__V3__RateLimit__Action__MetaData *m = pb->metadata;
+        a->kind = SHARP_RL_METADATA;
+        if (!m->descriptor_key[0])
+            return fail(c, sub(p, sizeof p, path, "metadata.descriptor_key"),
+                        "value length must be at least 1 characters");
+        if (!m->metadata_key)
+            return fail(c, sub(p, sizeof p, path, "metadata.metadata_key"), "value is required");
+        switch (m->source) {
+        case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__META_DATA__SOURCE__DYNAMIC:
+            a->md_source = SHARP_RL_MD_DYNAMIC;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__META_DATA__SOURCE__ROUTE_ENTRY:
+            a->md_source = SHARP_RL_MD_ROUTE_ENTRY;
+            break;
+        case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__META_DATA__SOURCE__CLUSTER_LOCALITY_ENTRY:
+            return fail(c, sub(p, sizeof p, path, "metadata.source"),
+                        "CLUSTER_LOCALITY_ENTRY is not supported by SHARP (the upstream host's locality metadata)");
+        default:
+            return fail(c, sub(p, sizeof p, path, "metadata.source"), "value must be one of the defined enum values");
+        }
+        a->key = sharp_strdup(m->descriptor_key);
+        a->value = sharp_strdup(m->default_value);
+        a->skip_if_absent = m->skip_if_absent;
+        a->md_ns = sharp_strdup(m->metadata_key->key);
+        a->md_path = sharp_calloc(m->metadata_key->n_path ? m->metadata_key->n_path : 1, sizeof *a->md_path);
+        for (size_t i = 0; i < m->metadata_key->n_path; i++) {
+            const Envoy__Type__Metadata__V3__MetadataKey__PathSegment *seg = m->metadata_key->path[i];
+            a->md_path[a->md_npath++] = sharp_strdup(seg->key ? seg->key : "");
+        }
+        return 0;
+    }
     default:
-        /* metadata, dynamic_metadata, extension: refused by the support table */
+        /* dynamic_metadata, extension: refused by the support table */
         return fail(c, path, "value is required (one of the rate limit actions)");
     }
 }
@@ -1107,6 +1140,16 @@ static int route_from(ctx_t *c, const char *path, const route_pb_t *pb, sharp_ro
         r->decorator_propagate = pb->decorator->propagate ? pb->decorator->propagate->value : true;
     }
     if (pb->tracing && route_tracing_from(c, sub(p, sizeof p, path, "tracing"), pb->tracing, r) < 0) return -1;
+    for (size_t i = 0; pb->metadata && i < pb->metadata->n_filter_metadata; i++) {
+        const Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *e = pb->metadata->filter_metadata[i];
+        sharp_md_value_t st = {0};
+        if (!e->key || !e->value || !sharp_md_value_from_struct(e->value, &st)) {
+            sharp_md_value_clear(&st);
+            continue;
+        }
+        sharp_dynamic_metadata_replace(&r->metadata, e->key, strlen(e->key), &st);
+        sharp_md_value_clear(&st);
+    }
     r->case_sensitive = true;
     r->timeout_ms = DEFAULT_TIMEOUT_MS;
     if (match_from(c, sub(p, sizeof p, path, "match"), pb->match, r) < 0) return -1;

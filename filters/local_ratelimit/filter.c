@@ -415,6 +415,8 @@ static void request_descriptors(sharp_filter_t *f, const lrl_config_t *fc, const
         .local_cluster = fc->local_cluster ? fc->local_cluster : "",
         .route_cluster = s->route_cluster,
         .remote_address = sharp_stream_info(s)->downstream_remote_address,
+        .dynamic_metadata = sharp_stream_info(s)->dynamic_metadata,
+        .route_metadata = r->metadata,
     };
     int vh = r->include_vh_rate_limits ? LRL_VH_INCLUDE : c->vh_rate_limits;
     const sharp_rate_limits_t *levels[2] = {

@@ -574,6 +574,8 @@ static void descriptors_for(sharp_filter_t *f, const sharp_headers_t *h, bool on
         .local_cluster = c->local_cluster,
         .route_cluster = s->route_cluster,
         .remote_address = sharp_stream_info(s)->downstream_remote_address,
+        .dynamic_metadata = sharp_stream_info(s)->dynamic_metadata,
+        .route_metadata = r->metadata,
     };
     if (rc && rc->rate_limits && rc->rate_limits->n) {
         for (uint32_t i = 0; i < rc->rate_limits->n; i++)

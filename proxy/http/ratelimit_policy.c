@@ -1,6 +1,7 @@
 /* ratelimit_policy.c: route rate_limits and their descriptors; see
  * ratelimit_policy.h. */
 #include "http/ratelimit_policy.h"
+#include "http/metadata.h"
 #include "net.h"
 #include "sbuf.h"
 
@@ -112,6 +113,19 @@ static bool query_match(const sharp_rl_action_t *a, sharp_str_t path)
     return all;
 }
 
+/* Envoy's Metadata::metadataValue(...).string_value(): the STRING at the
+ * action's namespace and path, NULL for anything else. */
+static const sharp_md_value_t *md_string(const sharp_rl_action_t *a, const sharp_rl_input_t *in)
+{
+    const struct sharp_dynamic_metadata *md =
+        a->md_source == SHARP_RL_MD_DYNAMIC ? in->dynamic_metadata : in->route_metadata;
+    if (!md) return NULL;
+    const sharp_md_value_t *v = sharp_dynamic_metadata_ns(md, a->md_ns, strlen(a->md_ns));
+    for (uint32_t i = 0; v && i < a->md_npath; i++)
+        v = v->kind == SHARP_MD_STRUCT ? sharp_md_struct_get(v, a->md_path[i], strlen(a->md_path[i])) : NULL;
+    return v && v->kind == SHARP_MD_STRING ? v : NULL;
+}
+
 /* One action: false when it fails (no descriptor from its RateLimit). */
 static bool action(const sharp_rl_action_t *a, const sharp_rl_input_t *in, sharp_rl_descriptor_t *d)
 {
@@ -149,6 +163,18 @@ static bool action(const sharp_rl_action_t *a, const sharp_rl_input_t *in, sharp
         if (m != a->expect_match) return false;
         add_cstr(d, a->key, a->value);
         return true;
+    }
+    case SHARP_RL_METADATA: {
+        const sharp_md_value_t *s = md_string(a, in);
+        if (s && s->len) {
+            add_entry(d, a->key, strlen(a->key), s->s, s->len);
+            return true;
+        }
+        if (a->value && a->value[0]) {
+            add_cstr(d, a->key, a->value);
+            return true;
+        }
+        return a->skip_if_absent;
     }
     case SHARP_RL_QUERY_VALUE_MATCH: {
         sharp_str_t path = SHARP_STR("");
@@ -220,6 +246,10 @@ void sharp_rate_limits_free(sharp_rate_limits_t *r)
                 sharp_string_matcher_free(&a->query[k].sm);
             }
             free(a->query);
+            free(a->md_ns);
+            for (uint32_t k = 0; k < a->md_npath; k++)
+                free(a->md_path[k]);
+            free(a->md_path);
         }
         free(rl->actions);
         free(rl->disable_key);

@@ -24,6 +24,11 @@
  *   query_parameter_value_match (descriptor_key or "query_match", ...) the
  *                         same on the query parameters of :path (names
  *                         and values percent-decoded, the first value)
+ *   metadata              (descriptor_key, the string at metadata_key in the
+ *                         stream's dynamic metadata or the route's);
+ *                         absent or empty:
+ *                         default_value, else fails, or with
+ *                         skip_if_absent adds nothing
  * Immutable once built; owned by the route table. */
 #ifndef SHARP_HTTP_RATELIMIT_POLICY_H
 #define SHARP_HTTP_RATELIMIT_POLICY_H
@@ -41,7 +46,14 @@ typedef enum {
     SHARP_RL_GENERIC_KEY,
     SHARP_RL_HEADER_VALUE_MATCH,
     SHARP_RL_QUERY_VALUE_MATCH,
+    SHARP_RL_METADATA,
 } sharp_rl_action_kind_t;
+
+/* Where a metadata action reads (RateLimit.Action.MetaData.Source). */
+typedef enum {
+    SHARP_RL_MD_DYNAMIC,          /* the stream's dynamic metadata */
+    SHARP_RL_MD_ROUTE_ENTRY,      /* the route's metadata */
+} sharp_rl_md_source_t;
 
 typedef struct {
     sharp_rl_action_kind_t kind;
@@ -55,6 +67,12 @@ typedef struct {
     sharp_query_matcher_t *query;
     uint32_t nquery;
     uint32_t v4_mask, v6_mask; /* MASKED_REMOTE_ADDRESS */
+    /* METADATA: metadata_key's namespace and path of struct keys, and the
+     * value used when the string there is absent or empty ("" none) */
+    sharp_rl_md_source_t md_source;
+    char *md_ns;
+    char **md_path;
+    uint32_t md_npath;
 } sharp_rl_action_t;
 
 /* One envoy.config.route.v3.RateLimit. */
@@ -97,6 +115,9 @@ typedef struct {
     const char *local_cluster;  /* the local service cluster (node.cluster), "" when none */
     const char *route_cluster;  /* the routed cluster; NULL: none (destination_cluster fails) */
     const char *remote_address; /* the trusted client address as printed ("ip:port"), may be "" */
+    /* what metadata actions read, NULL: none */
+    const struct sharp_dynamic_metadata *dynamic_metadata;
+    const struct sharp_dynamic_metadata *route_metadata;
 } sharp_rl_input_t;
 
 /* Appends the descriptor of `rl` for the request to `out`, unless one of

@@ -348,6 +348,10 @@ typedef struct sharp_route {
      * include_vh_rate_limits the rate limit filter adds the virtual host's */
     struct sharp_rate_limits *rate_limits;
     bool include_vh_rate_limits;
+    /* Route.metadata's filter_metadata (namespace -> Struct, as a stream's
+     * dynamic metadata is kept: http/metadata.h), NULL: none; read by the
+     * rate limit metadata action with source ROUTE_ENTRY */
+    struct sharp_dynamic_metadata *metadata;
 } sharp_route_t;
 
 typedef enum {

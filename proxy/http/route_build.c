@@ -1,5 +1,6 @@
 /* route_build.c: the parts of route.h that build and free route tables, and
  * header mutations (Envoy's HeaderParser). */
+#include "http/metadata.h"
 #include "http/route.h"
 #include "http/filter.h"
 #include "http/cors.h"
@@ -323,6 +324,7 @@ static void free_route(sharp_route_t *r)
     sharp_cors_policy_free(r->cors);
     if (r->rate_limits) sharp_rate_limits_free(r->rate_limits);
     free(r->rate_limits);
+    sharp_dynamic_metadata_free(r->metadata);
 }
 
 void sharp_per_filter_configs_free(sharp_per_filter_configs_t *c)

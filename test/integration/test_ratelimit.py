@@ -526,6 +526,45 @@ def test_route_rate_limits_on_stream_done(procs, upstream, rls):
     assert wait_for(lambda: len(rls.requests) == 2, 5, "the stream-end call")
 
 
+def test_metadata_actions(procs, upstream, rls):
+    """metadata actions: the string at metadata_key in the stream's dynamic
+    metadata (set here by header_to_metadata, a filter before this one) or
+    in the route's metadata; absent or empty takes default_value, else
+    drops the descriptor, or with skip_if_absent leaves the entry out."""
+    routes = (
+        '- match: { prefix: "/" }\n'
+        "  metadata:\n"
+        "    filter_metadata:\n"
+        "      acme: { plan: { tier: gold, count: 3 } }\n"
+        "  route:\n    cluster: backend\n    rate_limits:\n"
+        "    - actions:\n"
+        "      - metadata: { descriptor_key: tenant, metadata_key: { key: acme, path: [{ key: tenant }] } }\n"
+        "      - metadata: { descriptor_key: tier, source: ROUTE_ENTRY,\n"
+        "                    metadata_key: { key: acme, path: [{ key: plan }, { key: tier }] } }\n"
+        "    - actions:\n"
+        "      - metadata: { descriptor_key: dflt, default_value: anon, metadata_key: { key: acme, path: [{ key: nope }] } }\n"
+        "      - metadata: { descriptor_key: skipped, skip_if_absent: true,\n"
+        "                    metadata_key: { key: acme, path: [{ key: nope }] } }\n"
+        "      - metadata: { descriptor_key: notstring, skip_if_absent: true, source: ROUTE_ENTRY,\n"
+        "                    metadata_key: { key: acme, path: [{ key: plan }, { key: count }] } }\n")
+    h2m = ("- name: envoy.filters.http.header_to_metadata\n  typed_config:\n"
+           "    \"@type\": type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config\n"
+           "    request_rules:\n    - header: x-tenant\n"
+           "      on_header_present: { metadata_namespace: acme, key: tenant, type: STRING }\n")
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls.port]}, routes=routes)
+    y = with_filter(y, ratelimit())
+    y = y.replace("          http_filters:\n",
+                  "          http_filters:\n" + "".join("          " + ln + "\n" for ln in h2m.splitlines()))
+    y = y.replace("  - name: rls\n    type: STATIC\n", "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
+    run_sharp_config(procs, y, admin)
+    assert h1_request(listen, "/echo", headers={"x-tenant": "t1"})[0] == 200
+    assert descriptors(rls.requests[0]) == [[("tenant", "t1"), ("tier", "gold")], [("dflt", "anon")]]
+    # no tenant in the dynamic metadata: the first RateLimit makes nothing
+    assert h1_request(listen, "/echo")[0] == 200
+    assert descriptors(rls.requests[1]) == [[("dflt", "anon")]]
+
+
 PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
              f"      \"@type\": {ROUTE_TYPE}\n")
 
@@ -538,8 +577,12 @@ PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
      ROUTES, "grpc_service"),
     (ratelimit(), ROUTES.replace("- actions:", "- limit: { dynamic_metadata: { metadata_key: { key: k, path: [{ key: p }] } } }\n      actions:"),
      "limit"),
-    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k, metadata_key: { key: k, path: [{ key: p }] } } }"),
-     "metadata"),
+    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k, source: CLUSTER_LOCALITY_ENTRY, "
+                                       "metadata_key: { key: k, path: [{ key: p }] } } }"),
+     "CLUSTER_LOCALITY_ENTRY is not supported by SHARP"),
+    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: '', metadata_key: { key: k } } }"),
+     "descriptor_key"),
+    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k } }"), "metadata_key"),
     (ratelimit(), ROUTES.replace(MODE, "{ generic_key: { descriptor_value: '' } }"), "descriptor_value"),
     (ratelimit(), ROUTES.replace(MODE, "{ masked_remote_address: { v4_prefix_mask_len: 33 } }"),
      "v4_prefix_mask_len"),

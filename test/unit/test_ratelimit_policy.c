@@ -12,6 +12,7 @@
 #include "config/support.h"
 #include "config/types.h"
 #include "http/filter.h"
+#include "http/metadata.h"
 #include "http/ratelimit_policy.h"
 
 #include "envoy/extensions/filters/http/ratelimit/v3/rate_limit.pb-c.h"
@@ -275,6 +276,52 @@ static void test_errors(void **state)
                  "rate_limits[0].hits_addend: supported only in the rate limit filter's per-route");
 }
 
+/* metadata actions: a string at the key's namespace and path of the
+ * stream's dynamic metadata or the route's; a number, a struct or an empty
+ * string there counts as absent. */
+static void test_metadata_action(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "      - actions:\n"
+              "        - metadata: { descriptor_key: t, metadata_key: { key: ns, path: [{ key: a }, { key: b }] } }\n"
+              "      - actions:\n"
+              "        - metadata: { descriptor_key: r, source: ROUTE_ENTRY, metadata_key: { key: ns, path: [{ key: a }] } }\n"
+              "      - actions:\n"
+              "        - metadata: { descriptor_key: d, default_value: dv, metadata_key: { key: ns, path: [{ key: num }] } }\n"
+              "        - metadata: { descriptor_key: e, skip_if_absent: true, metadata_key: { key: ns, path: [{ key: empty }] } }\n"
+              "      - actions:\n"
+              "        - metadata: { descriptor_key: x, metadata_key: { key: other, path: [{ key: a }] } }\n");
+    if (!b.t) fail_msg("%s", b.err);
+    sharp_dynamic_metadata_t *dyn = NULL, *route = NULL;
+    sharp_md_value_t inner = {0}, v = {0};
+    inner.kind = SHARP_MD_STRUCT;
+    sharp_md_value_string(&v, "deep", 4);
+    sharp_md_struct_set(&inner, "b", 1, &v);
+    sharp_dynamic_metadata_set(&dyn, "ns", 2, "a", 1, &inner);
+    v.kind = SHARP_MD_NUMBER;
+    v.number = 3;
+    sharp_dynamic_metadata_set(&dyn, "ns", 2, "num", 3, &v);
+    sharp_md_value_string(&v, "", 0);
+    sharp_dynamic_metadata_set(&dyn, "ns", 2, "empty", 5, &v);
+    sharp_md_value_string(&v, "from-route", 10);
+    sharp_dynamic_metadata_set(&route, "ns", 2, "a", 1, &v);
+    sharp_headers_t h = req_headers("/", "GET");
+    sharp_rl_input_t in = {.headers = &h, .local_cluster = "", .route_cluster = "backend", .remote_address = "",
+                           .dynamic_metadata = dyn, .route_metadata = route};
+    char out[512];
+    describe(route_limits(&b), &in, out, sizeof out);
+    assert_string_equal(out, "t=deep|r=from-route|d=dv");
+    /* without metadata: only the default value is left */
+    in.dynamic_metadata = in.route_metadata = NULL;
+    describe(route_limits(&b), &in, out, sizeof out);
+    assert_string_equal(out, "d=dv");
+    sharp_dynamic_metadata_free(dyn);
+    sharp_dynamic_metadata_free(route);
+    sharp_headers_free(&h);
+    release(&b);
+}
+
 /* A RateLimitPerRoute's rate_limits (sharp_config_rate_limits): no stage or
  * disable_key, hits_addend into each descriptor, apply_on_stream_done kept. */
 static sharp_rate_limits_t *per_filter(const char *yaml, char *err, size_t errlen, sharp_config_doc_t **doc)
@@ -395,6 +442,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_virtual_host_rate_limits),
         cmocka_unit_test(test_per_filter_rate_limits),
+        cmocka_unit_test(test_metadata_action),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
