@@ -6,7 +6,7 @@
  * interface). Two designs, the loader takes the first that loads:
  *
  * Tagged sockets (BTF-enabled tracepoints, "tp_btf/", and the TCP socket
- * iterator, "iter/tcp"; Linux 5.11 and later). Each TCP connection SHARP's
+ * iterator, "iter/tcp"; Linux 5.12 and later). Each TCP connection SHARP's
  * process opens to a watched remote is tagged as it connects (the
  * SYN_SENT transition runs in the connecting thread): its cookie (the
  * kernel's socket id, asked for here; never reused) written in a way of
@@ -327,7 +327,8 @@ static __always_inline struct sharp_tcp_counters *remote_of(const struct sock *s
 /* What the socket sent since it was last seen, and its RTT when it
  * received something since its last sample (an idle connection's srtt is
  * old news, as TCP_INFO's fallback also reasons). */
-static __always_inline void tagged_segs(__u32 segs, struct sharp_tcp_sock *st, struct sharp_tcp_counters *cnt)
+static __always_inline void tagged_segs(__u32 segs, struct sharp_tcp_sock *st,
+                                        struct sharp_tcp_counters *cnt)
 {
     /* signed: a way another CPU was writing at once (a tag evicted as its
      * socket closed) may hold another socket's count, which adds nothing

@@ -96,7 +96,8 @@ static __always_inline int sharp_tcp_tag_find(const struct sharp_tcp_tag_set *se
  * first free one (never used, or its socket closed), else the one of the
  * socket that began connecting longest ago, which loses its tag (*evicted
  * set: that socket is not counted any more). */
-static __always_inline int sharp_tcp_tag_pick(const struct sharp_tcp_tag_set *set, __u64 t, int *evicted)
+static __always_inline int sharp_tcp_tag_pick(const struct sharp_tcp_tag_set *set, __u64 t,
+                                              int *evicted)
 {
     int free_way = -1, oldest = 0;
     __u64 oldest_ns = ~0ull;

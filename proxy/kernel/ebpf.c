@@ -184,7 +184,8 @@ static void size_remotes(sharp_kernel_bpf_t *b, struct bpf_map *m)
 static void size_tags(sharp_kernel_bpf_t *b, struct bpf_map *m)
 {
     uint32_t n = SHARP_TCP_MIN_TAG_SETS;
-    while (n < SHARP_TCP_MAX_TAG_SETS && (size_t)n * 2 * sizeof(struct sharp_tcp_tag_set) <= SHARP_TCP_TAGS_BUDGET)
+    while (n < SHARP_TCP_MAX_TAG_SETS &&
+           (size_t)n * 2 * sizeof(struct sharp_tcp_tag_set) <= SHARP_TCP_TAGS_BUDGET)
         n *= 2;
     bpf_map__set_max_entries(m, n);
     b->skel->rodata->tag_set_mask = n - 1;

@@ -325,7 +325,8 @@ static void test_tag_table(void **state)
         tag(&set, w, 100 + (uint64_t)i, 1000 - (uint64_t)i); /* the last one began first */
     }
     assert_int_equal(evicted, 0);
-    for (int i = 0; i < SHARP_TCP_TAG_WAYS; i++) assert_int_equal(sharp_tcp_tag_find(&set, 100 + (uint64_t)i), i);
+    for (int i = 0; i < SHARP_TCP_TAG_WAYS; i++)
+        assert_int_equal(sharp_tcp_tag_find(&set, 100 + (uint64_t)i), i);
     /* a connection already there keeps its way */
     assert_int_equal(sharp_tcp_tag_pick(&set, 103, &evicted), 3);
     assert_int_equal(evicted, 0);
