@@ -6,14 +6,26 @@
  * interface). Two designs, the loader takes the first that loads:
  *
  * Tagged sockets (BTF-enabled tracepoints, "tp_btf/", and the TCP socket
- * iterator, "iter/tcp"; Linux 5.11 and later). Each TCP connection SHARP's
+ * iterator, "iter/tcp"; Linux 5.12 and later). Each TCP connection SHARP's
  * process opens to a watched remote is tagged as it connects (the
- * SYN_SENT transition runs in the connecting thread): an entry of the
- * `tagged` socket storage, created here, freed by the kernel with the
- * socket. Every other program's first test is whether the socket has any
- * BPF storage at all (a load from the struct sock), then whether it has
- * SHARP's (a lookup in the socket's own short list): any other socket of
- * the machine costs that and nothing more.
+ * SYN_SENT transition runs in the connecting thread): its cookie (the
+ * kernel's socket id, asked for here; never reused) written in a way of
+ * `tags`, a preallocated array of 8-way sets (sharp_tcp.h), and marked
+ * closed at its TCP_CLOSE transition, which every socket that reached
+ * SYN_SENT passes (tcp_set_state) before the kernel frees it, time-wait
+ * included (tcp_time_wait ends with tcp_done). Every other program's first
+ * test is whether the socket has a cookie at all (a load from the struct
+ * sock): nearly every other socket of the machine has none (the kernel
+ * gives one on demand only: ss, SO_COOKIE, BPF) and costs that and nothing
+ * more; a socket with one finds its set (an array lookup the verifier
+ * inlines) and compares the set's eight tags. No allocation, no lock, no
+ * delete. A closed tag stays until a new connection takes its way, so a
+ * reset the kernel sends after the close (an abortive close sets TCP_CLOSE
+ * first) still counts. A full set gives the way of its oldest connection
+ * to the new one (tag_failures counts those). The counters' remote is
+ * always read from the socket itself, never from the table: two CPUs
+ * writing one set at once (no lock) can cost a tag or a segment count,
+ * never count for a wrong host.
  *   tcp:tcp_retransmit_skb     retransmissions (SYNs included)
  *   sock:inet_sock_set_state   connect latency (SYN_SENT -> ESTABLISHED),
  *                              connect failures (SYN_SENT -> CLOSE), closes,
@@ -70,9 +82,13 @@ const volatile __u32 target_netns = 0;
 const volatile __u32 target_tgid = 0;
 const volatile __u64 target_pidns_dev = 0;
 const volatile __u64 target_pidns_ino = 0;
-/* SHARP's connections left untagged (tagged design): the kernel had no
- * memory for their storage */
+/* SHARP's connections that lost their tag (tagged design): a connection
+ * found its set full and took the way of the set's oldest one, which is
+ * not counted any more */
 __u64 tag_failures = 0;
+/* the tags table's sets minus one (a power of two; tagged design), set by
+ * the loader with the table's size */
+const volatile __u32 tag_set_mask = 0;
 /* the raw tcp_retransmit_skb passes the retransmission's result as its
  * third argument (kernels whose trace record has an `err` field); the
  * loader finds out from the kernel's BTF */
@@ -96,14 +112,19 @@ struct {
     __type(value, struct sharp_tcp_ports);
 } ports SEC(".maps");
 
-/* SHARP's upstream sockets (tagged design): created by SHARP, freed with
- * the socket; nothing allocated in advance. */
+/* SHARP's upstream sockets (tagged design): sets of tags (sharp_tcp.h),
+ * their number set by the loader from a memory budget (size_tags in
+ * proxy/kernel/ebpf.c). An array: preallocated, and its lookups inlined
+ * by the verifier. Mappable: its values then start on a page, so each
+ * set's tags fill one cache line, and SHARP reads it in place (/kernel's
+ * count of tagged sockets). */
 struct {
-    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
-    __uint(map_flags, BPF_F_NO_PREALLOC);
-    __type(key, int);
-    __type(value, struct sharp_tcp_sock);
-} tagged SEC(".maps");
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, SHARP_TCP_MIN_TAG_SETS);
+    __type(key, __u32);
+    __type(value, struct sharp_tcp_tag_set);
+} tags SEC(".maps");
 
 /* Sockets to watched remotes (fallback design): a bounded LRU, so a
  * socket whose close was missed cannot leak an entry. */
@@ -260,12 +281,30 @@ static __always_inline void on_set_state(const struct sock *sk, int from, int to
 
 /* ---- tagged sockets: BTF-enabled tracepoints and the TCP iterator ---- */
 
-/* SHARP's state of the socket, NULL for any socket SHARP did not tag. */
+/* The socket's cookie, 0 if nothing asked the kernel for one: a load. */
+static __always_inline __u64 cookie_of(const struct sock *sk)
+{
+    return (__u64)sk->__sk_common.skc_cookie.counter;
+}
+
+/* The set of the socket whose cookie is c. */
+static __always_inline struct sharp_tcp_tag_set *tag_set(__u64 c)
+{
+    __u32 i = sharp_tcp_tag_set_of(c, tag_set_mask);
+    return bpf_map_lookup_elem(&tags, &i);
+}
+
+/* SHARP's state of the socket, NULL for any socket SHARP did not tag (or
+ * whose tag went: closed, or evicted). */
 static __always_inline struct sharp_tcp_sock *tag_of(const struct sock *sk)
 {
-    /* nearly every socket has no BPF storage at all: one load */
-    if (!sk || !sk->sk_bpf_storage) return NULL;
-    return bpf_sk_storage_get(&tagged, (struct sock *)sk, NULL, 0);
+    if (!sk) return NULL;
+    __u64 c = cookie_of(sk);
+    if (!c) return NULL;
+    struct sharp_tcp_tag_set *set = tag_set(c);
+    if (!set) return NULL;
+    int w = sharp_tcp_tag_find(set, c);
+    return w < 0 ? NULL : &set->sock[w & (SHARP_TCP_TAG_WAYS - 1)];
 }
 
 /* The counters of the socket's remote, read with plain loads. */
@@ -288,13 +327,22 @@ static __always_inline struct sharp_tcp_counters *remote_of(const struct sock *s
 /* What the socket sent since it was last seen, and its RTT when it
  * received something since its last sample (an idle connection's srtt is
  * old news, as TCP_INFO's fallback also reasons). */
+static __always_inline void tagged_segs(__u32 segs, struct sharp_tcp_sock *st,
+                                        struct sharp_tcp_counters *cnt)
+{
+    /* signed: a way another CPU was writing at once (a tag evicted as its
+     * socket closed) may hold another socket's count, which adds nothing
+     * rather than 4 billion */
+    __s32 delta = (__s32)(segs - st->segs_out_seen);
+    st->segs_out_seen = segs;
+    if (delta > 0) ADD(cnt->segs_out, (__u32)delta);
+}
+
 static __always_inline void tagged_sample(const struct tcp_sock *tp, struct sharp_tcp_sock *st,
                                           struct sharp_tcp_counters *cnt)
 {
-    __u32 segs = tp->segs_out, in = tp->segs_in;
-    __u32 delta = segs - st->segs_out_seen;
-    st->segs_out_seen = segs;
-    if (delta) ADD(cnt->segs_out, delta);
+    __u32 in = tp->segs_in;
+    tagged_segs(tp->segs_out, st, cnt);
     if (in != st->segs_in_seen) {
         st->segs_in_seen = in;
         add_rtt(cnt, tp->srtt_us, tp->mdev_us);
@@ -356,17 +404,21 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
     if (to == TCP_SYN_SENT) {
         /* connect(), in the connecting thread: the remote is set, nothing
          * sent yet. SHARP's TCP connection to a watched remote is tagged
-         * here, before its SYN (a UDP or Unix socket never gets here) */
+         * here, before its SYN (a UDP or Unix socket never gets here): no
+         * other program looks for this socket before then */
         if (!sk || !port_watched(bpf_ntohs(sk->__sk_common.skc_dport)) || !in_sharp() || !remote_of(sk))
             return 0;
-        struct sharp_tcp_sock *st = bpf_sk_storage_get(&tagged, (struct sock *)sk, NULL,
-                                                       BPF_SK_STORAGE_GET_F_CREATE);
-        if (!st) { /* the kernel is out of memory: this connection is not counted */
-            __sync_fetch_and_add(&tag_failures, 1);
-            return 0;
-        }
-        st->connect_start_ns = bpf_ktime_get_ns();
-        st->segs_out_seen = st->segs_in_seen = 0;
+        /* the kernel's id of the socket, given now (and kept with it) */
+        __u64 c = bpf_get_socket_cookie((void *)sk);
+        struct sharp_tcp_tag_set *set = tag_set(c);
+        if (!c || !set) return 0;
+        int evicted = 0;
+        int w = sharp_tcp_tag_pick(set, c, &evicted) & (SHARP_TCP_TAG_WAYS - 1);
+        if (evicted) __sync_fetch_and_add(&tag_failures, 1);
+        /* the tag first: an evicted socket's programs stop finding it */
+        *(volatile __u64 *)&set->tag[w] = c;
+        set->sock[w].connect_start_ns = bpf_ktime_get_ns();
+        set->sock[w].segs_out_seen = set->sock[w].segs_in_seen = 0;
         return 0;
     }
     /* what counts: a connect's end and a close. Any other transition (a
@@ -374,31 +426,39 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
      * other sockets') leaves here, before any read of the socket */
     bool connected = from == TCP_SYN_SENT && to == TCP_ESTABLISHED;
     if (!connected && to != TCP_CLOSE) return 0;
-    /* only TCP sockets are tagged: no protocol test needed */
-    struct sharp_tcp_sock *st = tag_of(sk);
-    if (!st) return 0;
+    /* nearly every other socket has no cookie: one load */
+    __u64 c = sk ? cookie_of(sk) : 0;
+    if (!c) return 0;
+    struct sharp_tcp_tag_set *set = tag_set(c);
+    if (!set) return 0;
+    int w = sharp_tcp_tag_find(set, c);
+    if (w < 0) return 0;
+    w &= SHARP_TCP_TAG_WAYS - 1;
+    struct sharp_tcp_sock *st = &set->sock[w];
     struct sharp_tcp_counters *cnt = remote_of(sk);
-    if (!cnt) return 0;
     if (connected) {
+        if (!cnt) return 0;
         ADD(cnt->connects, 1);
         if (st->connect_start_ns) ADD(cnt->connect_lat_sum_us, (bpf_ktime_get_ns() - st->connect_start_ns) / 1000);
         return 0; /* its SYN is counted with the next sample */
     }
-    if (from == TCP_SYN_SENT) ADD(cnt->connect_fail, 1);
-    else ADD(cnt->closes, 1);
-    /* the segments sent since the last sample (SYNs of a failed connect
-     * included) and, for a connection that was established, its last RTT
-     * sample: a connection shorter than an interval has no other */
-    const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
-    if (!tp) return 0;
-    if (from != TCP_SYN_SENT) {
-        tagged_sample(tp, st, cnt);
-    } else {
-        __u32 segs = tp->segs_out;
-        __u32 delta = segs - st->segs_out_seen;
-        st->segs_out_seen = segs;
-        if (delta) ADD(cnt->segs_out, delta);
+    if (cnt) {
+        if (from == TCP_SYN_SENT) ADD(cnt->connect_fail, 1);
+        else ADD(cnt->closes, 1);
+        /* the segments sent since the last sample (SYNs of a failed
+         * connect included) and, for a connection that was established,
+         * its last RTT sample: a connection shorter than an interval has
+         * no other */
+        const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+        if (tp) {
+            if (from != TCP_SYN_SENT) tagged_sample(tp, st, cnt);
+            else tagged_segs(tp->segs_out, st, cnt);
+        }
     }
+    /* closed: the way is free for a new connection; the tag stays (+ 1)
+     * for a reset the kernel sends after setting TCP_CLOSE (an abortive
+     * close). Unless another CPU's connect has just taken the way. */
+    if (*(volatile __u64 *)&set->tag[w] == c) *(volatile __u64 *)&set->tag[w] = c | SHARP_TCP_TAG_CLOSED;
     return 0;
 }
 
@@ -433,8 +493,18 @@ int BPF_PROG(sharp_tag_receive_reset, struct sock *sk)
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(sharp_tag_send_reset, const struct sock *sk)
 {
-    /* sk is NULL for a reset that answers a segment no socket owns */
-    if (!tag_of(sk)) return 0;
+    /* sk is NULL for a reset that answers a segment no socket owns; a
+     * time-wait or request socket (its cookie may be its full socket's)
+     * is not SHARP's connection */
+    __u64 c = sk ? cookie_of(sk) : 0;
+    if (!c) return 0;
+    __u8 state = sk->__sk_common.skc_state;
+    if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV) return 0;
+    struct sharp_tcp_tag_set *set = tag_set(c);
+    if (!set) return 0;
+    /* a live tag, or a closed one: an abortive close sends its reset
+     * after setting TCP_CLOSE */
+    if (sharp_tcp_tag_find(set, c) < 0 && sharp_tcp_tag_find(set, c | SHARP_TCP_TAG_CLOSED) < 0) return 0;
     struct sharp_tcp_counters *cnt = remote_of(sk);
     if (cnt) ADD(cnt->rst_tx, 1);
     return 0;

@@ -37,15 +37,85 @@ struct sharp_tcp_counters {
 };
 
 /* Per socket: when its connect began, the segs_out already counted and
- * (tagged sockets) the segs_in at its last RTT sample. The value of the
- * `tagged` socket storage (created by the probes as SHARP connects the
- * socket), and of the `socks` map of the watched-remotes design (key: the
- * struct sock's address). */
+ * (tagged sockets) the segs_in at its last RTT sample. A way of the `tags`
+ * table (tagged design), and the value of the `socks` map of the
+ * watched-remotes design (key: the struct sock's address). */
 struct sharp_tcp_sock {
     __u64 connect_start_ns;
     __u32 segs_out_seen;
     __u32 segs_in_seen;
 };
+
+/* SHARP's upstream sockets (tagged design): a preallocated array of sets
+ * of SHARP_TCP_TAG_WAYS ways. A socket's tag is its cookie (the kernel's
+ * 64-bit socket id, given on first demand, never reused while the kernel
+ * runs), SHARP_TCP_TAG_CLOSED added once the socket closed (the way is
+ * free again, but a reset the kernel sends after the close still finds
+ * it); 0: a way never used. The set of a cookie is sharp_tcp_tag_set_of;
+ * its way is found by comparing the tags. The tags come first: a lookup
+ * reads them and, unless it finds its socket, nothing else. */
+#define SHARP_TCP_TAG_WAYS 8
+#define SHARP_TCP_TAG_CLOSED (1ull << 63)
+struct sharp_tcp_tag_set {
+    __u64 tag[SHARP_TCP_TAG_WAYS];
+    struct sharp_tcp_sock sock[SHARP_TCP_TAG_WAYS];
+};
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+/* the ways' loops unrolled (the verifier then sees straight code) */
+#ifdef __clang__
+#define SHARP_TCP_UNROLL _Pragma("unroll")
+#else
+#define SHARP_TCP_UNROLL
+#endif
+
+/* The set of a cookie in a table of mask + 1 sets (a power of two). A CPU
+ * hands out cookies in order (in batches), so SHARP's connections of one
+ * thread get consecutive ones: SHARP_TCP_TAG_WAYS of them share a set,
+ * the next ones the next set, and the table is walked in order, its lines
+ * and pages warm, rather than touched at random. */
+static __always_inline __u32 sharp_tcp_tag_set_of(__u64 cookie, __u32 mask)
+{
+    return (__u32)(cookie / SHARP_TCP_TAG_WAYS) & mask;
+}
+
+/* The way of `set` tagged t, or -1. Each tag is read once (another CPU
+ * may be writing one: a 64-bit store, never seen torn). */
+static __always_inline int sharp_tcp_tag_find(const struct sharp_tcp_tag_set *set, __u64 t)
+{
+    SHARP_TCP_UNROLL
+    for (int w = 0; w < SHARP_TCP_TAG_WAYS; w++)
+        if (*(const volatile __u64 *)&set->tag[w] == t) return w;
+    return -1;
+}
+
+/* The way a socket (t, its cookie) connecting now takes: its own if the
+ * set still has it (a socket connected again after it closed), else the
+ * first free one (never used, or its socket closed), else the one of the
+ * socket that began connecting longest ago, which loses its tag (*evicted
+ * set: that socket is not counted any more). */
+static __always_inline int sharp_tcp_tag_pick(const struct sharp_tcp_tag_set *set, __u64 t,
+                                              int *evicted)
+{
+    int free_way = -1, oldest = 0;
+    __u64 oldest_ns = ~0ull;
+    SHARP_TCP_UNROLL
+    for (int w = 0; w < SHARP_TCP_TAG_WAYS; w++) {
+        __u64 v = *(const volatile __u64 *)&set->tag[w];
+        if (v == t) return w;
+        if (!v || (v & SHARP_TCP_TAG_CLOSED)) {
+            if (free_way < 0) free_way = w;
+        } else if (set->sock[w].connect_start_ns < oldest_ns) {
+            oldest_ns = set->sock[w].connect_start_ns;
+            oldest = w;
+        }
+    }
+    if (free_way >= 0) return free_way;
+    *evicted = 1;
+    return oldest;
+}
 
 /* The ports of the watched remotes, one bit each: the probes run on every
  * TCP event of the machine (and the socket walk visits every socket of
@@ -63,5 +133,8 @@ struct sharp_tcp_ports {
 
 #define SHARP_TCP_MAX_REMOTES 65536
 #define SHARP_TCP_MAX_SOCKS 65536
+/* the tags table's sets: bounds of what the loader sizes from its budget */
+#define SHARP_TCP_MIN_TAG_SETS 256
+#define SHARP_TCP_MAX_TAG_SETS 65536
 
 #endif

@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,10 @@ struct sharp_kernel_bpf {
     struct sharp_tcp *skel;
     int remotes_fd, ports_fd;
     uint32_t max_remotes; /* the remotes table's size (size_remotes) */
+    uint32_t tag_sets;    /* the tags table's sets (size_tags; tagged design) */
+    /* the tags table mapped read-only (tagged design; NULL if it cannot be) */
+    const struct sharp_tcp_tag_set *tags;
+    size_t tags_len;
     /* the ports map's bits, and how many watched remotes use each port */
     struct sharp_tcp_ports ports;
     uint32_t *port_refs;
@@ -165,6 +170,28 @@ static void size_remotes(sharp_kernel_bpf_t *b, struct bpf_map *m)
     b->max_remotes = (uint32_t)n;
 }
 
+/* The tagged design's table of SHARP's upstream sockets, preallocated
+ * (an array) and sized once from its own budget: SHARP_TCP_TAG_WAYS ways a
+ * set, a power of two of sets, between SHARP_TCP_MIN_TAG_SETS and
+ * SHARP_TCP_MAX_TAG_SETS. 2 MiB take 8,192 sets (1.5 MiB), 65,536
+ * sockets' ways: with 10,000 upstream connections open at once the table
+ * is 15% full, and a connection whose set is full (it then takes the way
+ * of the set's oldest one, counted in tag_failures) is rare (SHARP's
+ * connections of a thread take consecutive sets). The socket storage it
+ * replaces took some 260 bytes a connection. */
+#define SHARP_TCP_TAGS_BUDGET (2u << 20)
+
+static void size_tags(sharp_kernel_bpf_t *b, struct bpf_map *m)
+{
+    uint32_t n = SHARP_TCP_MIN_TAG_SETS;
+    while (n < SHARP_TCP_MAX_TAG_SETS &&
+           (size_t)n * 2 * sizeof(struct sharp_tcp_tag_set) <= SHARP_TCP_TAGS_BUDGET)
+        n *= 2;
+    bpf_map__set_max_entries(m, n);
+    b->skel->rodata->tag_set_mask = n - 1;
+    b->tag_sets = n;
+}
+
 static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why, size_t whylen)
 {
     b->skel = sharp_tcp__open();
@@ -191,6 +218,7 @@ static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why,
     /* the watched-remotes design's per-socket map: not used here */
     bpf_map__set_autocreate(b->skel->maps.socks, false);
     size_remotes(b, b->skel->maps.remotes);
+    size_tags(b, b->skel->maps.tags);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
         snprintf(why, whylen, "loading the eBPF probes (BTF tracepoints and the TCP iterator) failed: %s%s",
@@ -222,6 +250,15 @@ static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why,
     }
     add_probe(b, "iter:tcp");
     b->tagged = true;
+    /* the table, read in place (/kernel's count of tagged sockets) */
+    size_t len = (size_t)b->tag_sets * sizeof(struct sharp_tcp_tag_set);
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, bpf_map__fd(b->skel->maps.tags), 0);
+    if (m != MAP_FAILED) {
+        b->tags = m;
+        b->tags_len = len;
+    } else {
+        sharp_debug(main, "kernel signals: the tags table cannot be mapped: %s", strerror(errno));
+    }
     return 0;
 }
 
@@ -251,7 +288,7 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, bool btf, const char *rt
     for (size_t i = 0; i < SHARP_ARRAY_SIZE(tagged_probes); i++)
         bpf_program__set_autoload(prog_at(b->skel, tagged_probes[i].prog), false);
     bpf_program__set_autoload(b->skel->progs.sharp_iter_tcp, false);
-    bpf_map__set_autocreate(b->skel->maps.tagged, false);
+    bpf_map__set_autocreate(b->skel->maps.tags, false);
     size_remotes(b, b->skel->maps.remotes);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
@@ -350,6 +387,7 @@ fail:
 void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b)
 {
     if (!b) return;
+    if (b->tags) munmap((void *)b->tags, b->tags_len);
     sharp_tcp__destroy(b->skel); /* detaches and frees the maps */
     free(b->percpu);
     free(b->port_refs);
@@ -371,6 +409,23 @@ const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b)
 uint32_t sharp_kernel_bpf_max_remotes(const sharp_kernel_bpf_t *b)
 {
     return b->max_remotes;
+}
+
+uint32_t sharp_kernel_bpf_tag_slots(const sharp_kernel_bpf_t *b)
+{
+    return b->tagged ? b->tag_sets * SHARP_TCP_TAG_WAYS : 0;
+}
+
+int64_t sharp_kernel_bpf_tagged_sockets(const sharp_kernel_bpf_t *b)
+{
+    if (!b->tags) return -1;
+    int64_t n = 0;
+    for (uint32_t i = 0; i < b->tag_sets; i++)
+        for (int w = 0; w < SHARP_TCP_TAG_WAYS; w++) {
+            uint64_t t = __atomic_load_n(&b->tags[i].tag[w], __ATOMIC_RELAXED);
+            n += t && !(t & SHARP_TCP_TAG_CLOSED);
+        }
+    return n;
 }
 
 uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b)
@@ -557,6 +612,18 @@ uint32_t sharp_kernel_bpf_max_remotes(const sharp_kernel_bpf_t *b)
 {
     (void)b;
     return 0;
+}
+
+uint32_t sharp_kernel_bpf_tag_slots(const sharp_kernel_bpf_t *b)
+{
+    (void)b;
+    return 0;
+}
+
+int64_t sharp_kernel_bpf_tagged_sockets(const sharp_kernel_bpf_t *b)
+{
+    (void)b;
+    return -1;
 }
 
 uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b)

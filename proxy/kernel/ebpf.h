@@ -24,10 +24,16 @@ const char *sharp_kernel_bpf_probes(const sharp_kernel_bpf_t *b);
 const char *sharp_kernel_bpf_attach_kind(const sharp_kernel_bpf_t *b);
 /* How many remotes the probes' table holds (sized at load from a memory budget). */
 uint32_t sharp_kernel_bpf_max_remotes(const sharp_kernel_bpf_t *b);
-/* The tagged-socket design: SHARP's connections the probes could not tag
- * (the kernel out of memory for their storage) since the load; 0 with the
- * other designs. */
+/* The tagged-socket design: SHARP's connections that lost their tag (a
+ * new connection found its set of the probes' table full and took the way
+ * of the set's oldest one) since the load; 0 with the other designs. */
 uint64_t sharp_kernel_bpf_tag_failures(const sharp_kernel_bpf_t *b);
+/* The tagged-socket design: how many sockets the probes' table can tag
+ * (0 with the other designs), and how many of SHARP's connections it tags
+ * now (those connecting or open; read in place, a walk of the table), -1
+ * if it cannot be read. */
+uint32_t sharp_kernel_bpf_tag_slots(const sharp_kernel_bpf_t *b);
+int64_t sharp_kernel_bpf_tagged_sockets(const sharp_kernel_bpf_t *b);
 /* The tagged-socket design: samples every tagged socket's segments sent
  * and RTT into the counters (the TCP iterator), before they are read each
  * interval. 0 (nothing to do with the other designs), or a negative errno. */

@@ -624,6 +624,10 @@ void sharp_kernel_admin_json(sharp_sbuf_t *b, const sharp_snapshot_t *snap)
         sharp_sbuf_printf(b, ",\"attach\":\"%s\"", sharp_kernel_bpf_attach_kind(K.bpf));
         sharp_sbuf_printf(b, ",\"watched_remotes\":%u,\"max_watched_remotes\":%u", K.nw,
                           sharp_kernel_bpf_max_remotes(K.bpf));
+        int64_t tagged = sharp_kernel_bpf_tagged_sockets(K.bpf);
+        if (tagged >= 0)
+            sharp_sbuf_printf(b, ",\"tagged_sockets\":%lld,\"tag_slots\":%u", (long long)tagged,
+                              sharp_kernel_bpf_tag_slots(K.bpf));
     }
     sharp_sbuf_puts(b, ",\"clusters\":[");
     for (uint32_t i = 0; snap && i < snap->nclusters; i++) {

@@ -597,6 +597,55 @@ def test_probes_see_only_sharps_sockets(net3):
     wait_for(lambda: long_total()["segments_out"] > before["segments_out"], 5 * SLOW, "SHARP's segments counted")
 
 
+@netns_test
+def test_tag_table_drains(net3):
+    """The probes' table of SHARP's sockets (tagged design): many upstream
+    connections open at once are each tagged, counted once and none lost to
+    a full set; once they have closed, the table holds none of them (each
+    close frees its way), and the closes and segments all counted."""
+    n = 200
+    hold_ms = int(3000 * SLOW)
+    net3.upstream(1)
+    net3.sharp(bootstrap({"held": [(Net.addr(1), PORT)]}, [("/held", "held")]))
+    k = ebpf_or_skip(net3)
+    if k["attach"] != "tp_btf+iter":
+        pytest.skip(f"the probes watch remotes here ({k['attach']}): no table of SHARP's sockets")
+    assert k["tagged_sockets"] == 0 and k["tag_slots"] >= 2048, k
+    host = f"{Net.addr(1)}:{PORT}"
+    results = []
+
+    def start():
+        # threads started here share SHARP's namespace: n requests at once,
+        # each held by the upstream (one upstream connection each), whose
+        # connections close with their responses
+        ts = [threading.Thread(target=lambda: results.append(
+            _get(LISTEN, f"/held?delay_ms={hold_ms}&hdr=connection:close", timeout=30 * SLOW)))
+            for _ in range(n)]
+        for t in ts:
+            t.start()
+        return ts
+    threads = net3.call(start)
+    try:
+        wait_for(lambda: net3.admin_json("/kernel")["tagged_sockets"] == n, hold_ms / 1000,
+                 f"{n} upstream connections tagged at once")
+    finally:
+        for t in threads:
+            t.join(60 * SLOW)
+    assert [r[0] for r in results] == [200] * n
+
+    def drained():
+        k = net3.admin_json("/kernel")
+        t = hosts_of(k, "held")[host].get("total", {})
+        return k["tagged_sockets"] == 0 and t.get("closes", 0) >= n
+    wait_for(drained, 5 * SLOW, "the table drained and every close counted")
+    t = hosts_of(net3.admin_json("/kernel"), "held")[host]["total"]
+    assert t["connects"] == n and t["closes"] == n and t["connect_failures"] == 0, t
+    assert t["segments_out"] >= 3 * n, t  # SYN, request, FIN at least
+    tag_errors = int(next(ln for ln in net3.admin_text("/stats").splitlines()
+                          if ln.startswith("kernel.tag_errors: ")).split(": ")[1])
+    assert tag_errors == 0
+
+
 # ---- on loopback: no namespaces needed ----
 
 from conftest import Sharp, Upstream, admin_get, bootstrap_yaml, free_port  # noqa: E402

@@ -1,11 +1,14 @@
 /* test_kernel_signals.c: the kernel TCP signals computed from recorded
  * counter sequences (rates, RTT means, ratios to the cluster's median,
- * restarts of a source, intervals without traffic), and the TCP_INFO
- * fallback's sampling on a real loopback connection. */
+ * restarts of a source, intervals without traffic), the TCP_INFO
+ * fallback's sampling on a real loopback connection, and the probes'
+ * table of SHARP's sockets (bpf/sharp_tcp.h: its sets and ways, the code
+ * the eBPF programs run). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include <arpa/inet.h>
@@ -301,13 +304,71 @@ static void test_tcpinfo_sampling(void **state)
     close(srv);
 }
 
+/* A connection of the probes' table as the tagging program makes it. */
+static void tag(struct sharp_tcp_tag_set *set, int w, uint64_t cookie, uint64_t start_ns)
+{
+    set->tag[w] = cookie;
+    set->sock[w].connect_start_ns = start_ns;
+}
+
+static void test_tag_table(void **state)
+{
+    (void)state;
+    struct sharp_tcp_tag_set set;
+    memset(&set, 0, sizeof set);
+    int evicted = 0;
+    assert_int_equal(sharp_tcp_tag_find(&set, 100), -1);
+    /* eight connections fill the eight ways in order, each found again */
+    for (int i = 0; i < SHARP_TCP_TAG_WAYS; i++) {
+        int w = sharp_tcp_tag_pick(&set, 100 + (uint64_t)i, &evicted);
+        assert_int_equal(w, i);
+        tag(&set, w, 100 + (uint64_t)i, 1000 - (uint64_t)i); /* the last one began first */
+    }
+    assert_int_equal(evicted, 0);
+    for (int i = 0; i < SHARP_TCP_TAG_WAYS; i++)
+        assert_int_equal(sharp_tcp_tag_find(&set, 100 + (uint64_t)i), i);
+    /* a connection already there keeps its way */
+    assert_int_equal(sharp_tcp_tag_pick(&set, 103, &evicted), 3);
+    assert_int_equal(evicted, 0);
+    /* closed: not found as a live socket, still found as a closed one (a
+     * reset sent after the close), and its way is the next connection's */
+    set.tag[3] |= SHARP_TCP_TAG_CLOSED;
+    assert_int_equal(sharp_tcp_tag_find(&set, 103), -1);
+    assert_int_equal(sharp_tcp_tag_find(&set, 103 | SHARP_TCP_TAG_CLOSED), 3);
+    assert_int_equal(sharp_tcp_tag_pick(&set, 200, &evicted), 3);
+    assert_int_equal(evicted, 0);
+    tag(&set, 3, 200, 2000);
+    assert_int_equal(sharp_tcp_tag_find(&set, 103 | SHARP_TCP_TAG_CLOSED), -1);
+    /* full: the connection that began connecting first loses its way */
+    assert_int_equal(sharp_tcp_tag_pick(&set, 201, &evicted), SHARP_TCP_TAG_WAYS - 1);
+    assert_int_equal(evicted, 1);
+    tag(&set, SHARP_TCP_TAG_WAYS - 1, 201, 3000);
+    assert_int_equal(sharp_tcp_tag_find(&set, 100 + SHARP_TCP_TAG_WAYS - 1), -1);
+    evicted = 0;
+    assert_int_equal(sharp_tcp_tag_pick(&set, 202, &evicted), SHARP_TCP_TAG_WAYS - 2);
+    assert_int_equal(evicted, 1);
+    /* consecutive cookies share a set, then take the next one; the table
+     * wraps */
+    uint32_t mask = 255;
+    uint64_t base = 8 * 1000;
+    for (uint64_t c = base; c < base + SHARP_TCP_TAG_WAYS; c++)
+        assert_int_equal(sharp_tcp_tag_set_of(c, mask), sharp_tcp_tag_set_of(base, mask));
+    assert_int_equal(sharp_tcp_tag_set_of(base + SHARP_TCP_TAG_WAYS, mask),
+                     (sharp_tcp_tag_set_of(base, mask) + 1) & mask);
+    assert_int_equal(sharp_tcp_tag_set_of(base + (uint64_t)SHARP_TCP_TAG_WAYS * 256, mask),
+                     sharp_tcp_tag_set_of(base, mask));
+    /* a set's tags fill one cache line (the table's values start on a page) */
+    assert_int_equal(sizeof set.tag, 64);
+    assert_int_equal(sizeof set % 64, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_recorded_sequence),  cmocka_unit_test(test_idle_interval_keeps_rtt),
         cmocka_unit_test(test_source_restart),     cmocka_unit_test(test_rate_clamped),
         cmocka_unit_test(test_median),             cmocka_unit_test(test_ratios_skip_unknown),
-        cmocka_unit_test(test_tcpinfo_sampling),
+        cmocka_unit_test(test_tcpinfo_sampling),   cmocka_unit_test(test_tag_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
