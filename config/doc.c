@@ -3,7 +3,9 @@
  * formatting and path bookkeeping shared by the mapper. See mapper.h. */
 #include "mapper_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <strings.h>
@@ -636,6 +638,177 @@ out:
     return rc;
 }
 
+/* ---- direct JSON loading --------------------------------------------------- */
+
+/* libyaml reads JSON as YAML, through its scanner, token queue and event
+ * parser: most of the cost of a large JSON file (an EDS assignment of
+ * thousands of endpoints read every update). A document that json_check
+ * accepted and that stays in the plain subset below is built here directly
+ * as the same node tree libyaml makes (node order, tags, styles, values and
+ * start marks), which the mapper then walks as before. Anything else
+ * (non-ASCII bytes, tabs, carriage returns, \u escapes, single quotes,
+ * control characters in strings, the depth and node limits) goes to libyaml
+ * as before, so its errors and readings stay as they were. */
+struct jload {
+    const char *s;
+    size_t len, i;
+    size_t line, col; /* 0-based, as libyaml's marks */
+    yaml_document_t *doc;
+    size_t nodes;
+    char *buf; /* a string's decoded bytes */
+    size_t bcap;
+};
+
+static void jl_ws(struct jload *l)
+{
+    while (l->i < l->len) {
+        char ch = l->s[l->i];
+        if (ch == ' ') {
+            l->col++;
+        } else if (ch == '\n') {
+            l->line++;
+            l->col = 0;
+        } else {
+            return;
+        }
+        l->i++;
+    }
+}
+
+static void jl_skip(struct jload *l)
+{
+    l->i++;
+    l->col++;
+}
+
+static int jl_marked(struct jload *l, int id, size_t i, size_t line, size_t col)
+{
+    if (!id) return 0;
+    yaml_node_t *n = yaml_document_get_node(l->doc, id);
+    n->start_mark = (yaml_mark_t){i, line, col};
+    n->end_mark = (yaml_mark_t){l->i, l->line, l->col};
+    return id;
+}
+
+static int jl_value(struct jload *l, int depth);
+
+/* An object or array at '{' or '[': its node, 0 to give up. */
+static int jl_container(struct jload *l, int depth)
+{
+    size_t i = l->i, line = l->line, col = l->col;
+    bool map = l->s[l->i] == '{';
+    char close = map ? '}' : ']';
+    int id = map ? yaml_document_add_mapping(l->doc, NULL, YAML_FLOW_MAPPING_STYLE)
+                 : yaml_document_add_sequence(l->doc, NULL, YAML_FLOW_SEQUENCE_STYLE);
+    if (!id) return 0;
+    jl_skip(l);
+    jl_ws(l);
+    if (l->i < l->len && l->s[l->i] == close) {
+        jl_skip(l);
+        return jl_marked(l, id, i, line, col);
+    }
+    for (;;) {
+        jl_ws(l);
+        if (l->i >= l->len) return 0;
+        if (map) {
+            if (l->s[l->i] != '"') return 0;
+            int k = jl_value(l, depth + 1);
+            if (!k) return 0;
+            jl_ws(l);
+            if (l->i >= l->len || l->s[l->i] != ':') return 0;
+            jl_skip(l);
+            jl_ws(l);
+            int v = jl_value(l, depth + 1);
+            if (!v || !yaml_document_append_mapping_pair(l->doc, id, k, v)) return 0;
+        } else {
+            int v = jl_value(l, depth + 1);
+            if (!v || !yaml_document_append_sequence_item(l->doc, id, v)) return 0;
+        }
+        jl_ws(l);
+        if (l->i >= l->len) return 0;
+        if (l->s[l->i] == ',') {
+            jl_skip(l);
+            continue;
+        }
+        if (l->s[l->i] != close) return 0;
+        jl_skip(l);
+        return jl_marked(l, id, i, line, col);
+    }
+}
+
+/* A double-quoted string of printable ASCII and the one-character escapes
+ * that mean the same in JSON and YAML. */
+static int jl_string(struct jload *l)
+{
+    size_t i = l->i, line = l->line, col = l->col, n = 0;
+    jl_skip(l);
+    for (;;) {
+        if (l->i >= l->len) return 0;
+        unsigned char ch = (unsigned char)l->s[l->i];
+        if (ch == '"') break;
+        if (ch < 0x20 || ch >= 0x7F) return 0;
+        if (ch == '\\') {
+            if (l->i + 1 >= l->len) return 0;
+            switch (l->s[l->i + 1]) {
+            case '"': ch = '"'; break;
+            case '\\': ch = '\\'; break;
+            case '/': ch = '/'; break;
+            case 'b': ch = '\b'; break;
+            case 'f': ch = '\f'; break;
+            case 'n': ch = '\n'; break;
+            case 'r': ch = '\r'; break;
+            case 't': ch = '\t'; break;
+            default: return 0;
+            }
+            jl_skip(l);
+        }
+        jl_skip(l);
+        if (n == l->bcap) {
+            l->bcap = l->bcap ? 2 * l->bcap : 256;
+            l->buf = sharp_realloc(l->buf, l->bcap);
+        }
+        l->buf[n++] = (char)ch;
+    }
+    jl_skip(l);
+    if (n > INT_MAX) return 0;
+    int id = yaml_document_add_scalar(l->doc, NULL, (yaml_char_t *)(l->buf ? l->buf : ""), (int)n,
+                                      YAML_DOUBLE_QUOTED_SCALAR_STYLE);
+    return jl_marked(l, id, i, line, col);
+}
+
+static int jl_value(struct jload *l, int depth)
+{
+    /* precheck's limits: past them libyaml's path says why */
+    if (depth > SHARP_CONFIG_MAX_DEPTH || ++l->nodes > SHARP_CONFIG_MAX_NODES || l->i >= l->len) return 0;
+    char ch = l->s[l->i];
+    if (ch == '{' || ch == '[') return jl_container(l, depth);
+    if (ch == '"') return jl_string(l);
+    /* a number, true, false or null: a plain scalar as written */
+    size_t i = l->i, line = l->line, col = l->col;
+    while (l->i < l->len && (isalnum((unsigned char)l->s[l->i]) || l->s[l->i] == '-' || l->s[l->i] == '+' ||
+                             l->s[l->i] == '.'))
+        jl_skip(l);
+    if (l->i == i || l->i - i > INT_MAX) return 0;
+    int id = yaml_document_add_scalar(l->doc, NULL, (yaml_char_t *)(l->s + i), (int)(l->i - i),
+                                      YAML_PLAIN_SCALAR_STYLE);
+    return jl_marked(l, id, i, line, col);
+}
+
+bool sharp_cfg_json_load(const char *text, size_t len, yaml_document_t *doc)
+{
+    if (!yaml_document_initialize(doc, NULL, NULL, NULL, 1, 1)) return false;
+    struct jload l = {.s = text, .len = len, .doc = doc};
+    jl_ws(&l);
+    bool ok = jl_value(&l, 0) != 0;
+    if (ok) {
+        jl_ws(&l);
+        ok = l.i == l.len;
+    }
+    free(l.buf);
+    if (!ok) yaml_document_delete(doc);
+    return ok;
+}
+
 static void json_error(sharp_config_error_t *err, const char *source, const struct jscan *j, const char *why)
 {
     snprintf(err->msg, sizeof err->msg, "%s:%zu:%zu: JSON syntax error: %s%s", source, j->pline, j->pcol,
@@ -679,12 +852,17 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
                    " (a file whose name does not end in .yaml or .yml is read as strict JSON, as Envoy does)");
         return NULL;
     }
-    size_t fixed_len = len;
-    char *fixed = rewrite_surrogates(text, len, &fixed_len);
-    const char *input = untab_json_start(fixed ? fixed : text, fixed_len, &fixed);
     yaml_document_t ydoc;
-    int rc = load_document(input, fixed_len, source_name, &ydoc, err);
-    free(fixed);
+    int rc = 0;
+    /* checked JSON in the plain subset: built directly, within the limits */
+    bool direct = mode == PARSE_JSON && sharp_cfg_json_load(text, len, &ydoc);
+    if (!direct) {
+        size_t fixed_len = len;
+        char *fixed = rewrite_surrogates(text, len, &fixed_len);
+        const char *input = untab_json_start(fixed ? fixed : text, fixed_len, &fixed);
+        rc = load_document(input, fixed_len, source_name, &ydoc, err);
+        free(fixed);
+    }
     if (rc < 0) {
         /* libyaml's account of broken JSON (a comment, a trailing comma) is
          * often far from the mistake; YAML text in JSON form gets the JSON
@@ -703,7 +881,7 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
     doc->empty = !root || (sharp_cfg_scalar_of(root, &sc) && sc.null);
     if (root) {
         sharp_cfg_note(&c, root);
-        rc = precheck(&c);
+        rc = direct ? 0 : precheck(&c); /* no alias, and within the limits */
         if (rc == 0) rc = sharp_cfg_map_message(&c, root, doc->msg);
     }
     sharp_sbuf_free(&c.path);

@@ -43,6 +43,11 @@ typedef struct cfg_pair {
     bool merged;
 } cfg_pair_t;
 
+/* Builds the libyaml node tree of a JSON text that json_check accepted, as
+ * libyaml's loader would, when the text stays in the plain subset (doc.c);
+ * false (nothing to free) sends it to libyaml. */
+bool sharp_cfg_json_load(const char *text, size_t len, yaml_document_t *doc);
+
 /* Records the first error as "source:line:col: path: message" (node gives
  * the position; NULL means line 1, col 1). Always returns -1. */
 int sharp_cfg_fail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
