@@ -164,6 +164,20 @@ static size_t push_field(walk_t *w, const char *name)
     return old;
 }
 
+/* "[i]", without printf: a list of thousands of endpoints has as many */
+static void push_index(walk_t *w, size_t i)
+{
+    char d[24];
+    size_t k = sizeof d;
+    d[--k] = ']';
+    do {
+        d[--k] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    d[--k] = '[';
+    sharp_sbuf_append(&w->path, d + k, sizeof d - k);
+}
+
 static void pop(walk_t *w, size_t old)
 {
     w->path.len = old;
@@ -451,7 +465,7 @@ static int walk_field(walk_t *w, const ProtobufCMessage *m, const ProtobufCField
                      ? walk_value(w, *(ProtobufCMessage *const *)member(arr[i], vf), ctx)
                      : 0;
         } else {
-            sharp_sbuf_printf(&w->path, "[%zu]", i);
+            push_index(w, i);
             rc = walk_value(w, arr[i], ctx);
         }
         if (rc < 0) return rc;

@@ -833,16 +833,17 @@ static void test_json_direct_load(void **state)
         "{\"\": \"\", \"key with spaces\": \"  padded  \"}",
     };
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
-        yaml_document_t direct, loaded;
+        cfg_json_doc_t direct;
+        yaml_document_t loaded;
         assert_true(sharp_cfg_json_load(same[i], strlen(same[i]), &direct));
         yaml_parser_t p;
         assert_true(yaml_parser_initialize(&p));
         yaml_parser_set_input_string(&p, (const unsigned char *)same[i], strlen(same[i]));
         assert_true(yaml_parser_load(&p, &loaded));
         yaml_parser_delete(&p);
-        expect_same_node(&direct, 1, &loaded, 1);
-        assert_int_equal(direct.nodes.top - direct.nodes.start, loaded.nodes.top - loaded.nodes.start);
-        yaml_document_delete(&direct);
+        expect_same_node(&direct.doc, 1, &loaded, 1);
+        assert_int_equal(direct.doc.nodes.top - direct.doc.nodes.start, loaded.nodes.top - loaded.nodes.start);
+        sharp_cfg_json_free(&direct);
         yaml_document_delete(&loaded);
     }
     static const char *const left[] = {
@@ -850,7 +851,7 @@ static void test_json_direct_load(void **state)
         "{'a': 1}",              "{\"a\": \"x\ty\"}", "\xEF\xBB\xBF{}",
     };
     for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
-        yaml_document_t d;
+        cfg_json_doc_t d;
         assert_false(sharp_cfg_json_load(left[i], strlen(left[i]), &d));
     }
     /* nesting past the limit goes to libyaml, whose path refuses it as before */
@@ -858,7 +859,7 @@ static void test_json_direct_load(void **state)
     for (int i = 0; i < 101; i++) strcat(deep, "[");
     strcat(deep, "1");
     for (int i = 0; i < 101; i++) strcat(deep, "]");
-    yaml_document_t d;
+    cfg_json_doc_t d;
     assert_false(sharp_cfg_json_load(deep, strlen(deep), &d));
     /* the same mapping and positions through the direct path */
     const char *bad = "{\n  \"r_inner\": [{\"name\": \"a\"},\n    {\"nme\": 2}]}";
