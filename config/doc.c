@@ -681,13 +681,15 @@ out:
 /* libyaml reads JSON as YAML, through its scanner, token queue and event
  * parser, and allocates every node's tag and value: most of the cost of a
  * large JSON file (an EDS assignment of thousands of endpoints read every
- * update). A document that json_check accepted and that stays in the plain
- * subset below is built here directly as the same node tree libyaml makes
- * (node order, tags, styles, values and start marks), in a few blocks, and
- * the mapper walks it as before. Anything else (non-ASCII bytes, tabs,
- * carriage returns, \u escapes, single quotes, control characters in
- * strings, the depth and node limits) goes to libyaml as before, so its
- * errors and readings stay as they were. */
+ * update). A JSON document in the plain subset below is built here directly
+ * as the same node tree libyaml makes (node order, tags, styles, values and
+ * start marks), in a few blocks, and the mapper walks it as before. The
+ * subset is strict JSON (the loader checks the syntax as it goes, numbers
+ * included), so such a document needs no json_check either. Anything else
+ * (a syntax error, non-ASCII bytes, tabs, carriage returns, \u escapes,
+ * single quotes, control characters in strings, the depth and node limits)
+ * goes through json_check and libyaml as before, so its errors and
+ * readings stay as they were. */
 struct jspan {
     size_t off, n; /* a container's children in the pairs or items block */
 };
@@ -878,6 +880,30 @@ static int jl_string(struct jload *l)
     return id;
 }
 
+/* Exactly true, false, null or a JSON number (RFC 8259: no leading zero,
+ * digits on both sides of the point, an optional exponent), as json_check
+ * has it: what the direct loader takes is strict JSON. */
+static bool jl_plain_ok(const char *s, size_t n)
+{
+    if ((n == 4 && (!memcmp(s, "true", 4) || !memcmp(s, "null", 4))) || (n == 5 && !memcmp(s, "false", 5)))
+        return true;
+    size_t i = 0;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n || !isdigit((unsigned char)s[i])) return false;
+    if (s[i] == '0' && i + 1 < n && isdigit((unsigned char)s[i + 1])) return false;
+    while (i < n && isdigit((unsigned char)s[i])) i++;
+    if (i < n && s[i] == '.') {
+        if (++i >= n || !isdigit((unsigned char)s[i])) return false;
+        while (i < n && isdigit((unsigned char)s[i])) i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        if (++i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || !isdigit((unsigned char)s[i])) return false;
+        while (i < n && isdigit((unsigned char)s[i])) i++;
+    }
+    return i == n;
+}
+
 static int jl_value(struct jload *l, int depth)
 {
     /* precheck's limits: past them libyaml's path says why */
@@ -891,7 +917,8 @@ static int jl_value(struct jload *l, int depth)
     while (l->i < l->len && (isalnum((unsigned char)l->s[l->i]) || l->s[l->i] == '-' || l->s[l->i] == '+' ||
                              l->s[l->i] == '.'))
         jl_skip(l);
-    yaml_char_t *v = l->i > i ? jl_value_bytes(l, l->s + i, l->i - i) : NULL;
+    if (!jl_plain_ok(l->s + i, l->i - i)) return 0;
+    yaml_char_t *v = jl_value_bytes(l, l->s + i, l->i - i);
     if (!v) return 0;
     yaml_node_t *node = &l->out->doc.nodes.start[id - 1];
     node->tag = (yaml_char_t *)YAML_DEFAULT_SCALAR_TAG;
@@ -990,16 +1017,17 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
         return NULL;
     }
     struct jscan js;
-    if (mode == PARSE_JSON && !json_check(&js, text, len)) {
+    /* JSON in the plain subset: built directly, within the limits (what the
+     * direct loader takes is strict JSON: json_check would pass it) */
+    cfg_json_doc_t jdoc;
+    bool direct = mode == PARSE_JSON && sharp_cfg_json_load(text, len, &jdoc);
+    if (mode == PARSE_JSON && !direct && !json_check(&js, text, len)) {
         json_error(err, source_name, &js,
                    " (a file whose name does not end in .yaml or .yml is read as strict JSON, as Envoy does)");
         return NULL;
     }
-    cfg_json_doc_t jdoc;
     yaml_document_t ydoc;
     int rc = 0;
-    /* checked JSON in the plain subset: built directly, within the limits */
-    bool direct = mode == PARSE_JSON && sharp_cfg_json_load(text, len, &jdoc);
     if (direct) {
         ydoc = jdoc.doc;
     } else {

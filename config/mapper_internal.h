@@ -50,9 +50,8 @@ typedef struct cfg_pair {
     bool merged;
 } cfg_pair_t;
 
-/* The libyaml node tree of a JSON text that json_check accepted, as
- * libyaml's loader would build it, when the text stays in the plain subset
- * (doc.c): its nodes, children and values in blocks of its own, freed by
+/* The libyaml node tree of a JSON text, as libyaml's loader would build
+ * it, when the text is strict JSON in the plain subset (doc.c): its nodes, children and values in blocks of its own, freed by
  * sharp_cfg_json_free (not yaml_document_delete). False (nothing to free)
  * sends the text to libyaml. */
 typedef struct cfg_json_doc {

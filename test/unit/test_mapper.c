@@ -849,6 +849,9 @@ static void test_json_direct_load(void **state)
     static const char *const left[] = {
         "{\t\"a\": 1}",          "{\"a\": 1}\r\n",  "{\"a\": \"\\u00e9\"}", "{\"a\": \"\xc3\xa9\"}",
         "{'a': 1}",              "{\"a\": \"x\ty\"}", "\xEF\xBB\xBF{}",
+        /* not JSON: left to json_check, which says where */
+        "{\"a\": tru}", "[01]", "[1.]", "[-]", "[1e]", "[.5]", "[1,]", "{\"a\": 1,}", "[1] x", "{\"a\" 1}",
+        "[1 2]", "{a: 1}", "[/* c */ 1]", "", "[", "nulls",
     };
     for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
         cfg_json_doc_t d;
@@ -866,6 +869,11 @@ static void test_json_direct_load(void **state)
     sharp_config_error_t err = {{0}};
     assert_null(sharp_config_parse_json(bad, strlen(bad), "b.json", all_desc, &err));
     assert_string_equal(err.msg, "b.json:3:6: r_inner[1].nme: unknown field \"nme\" in sharp.test.v1.Inner");
+    /* a syntax error is still json_check's, with its position */
+    const char *broken = "{\"f_int32\": 1,\n \"f_uint32\": 02}";
+    assert_null(sharp_config_parse_json(broken, strlen(broken), "s.json", all_desc, &err));
+    assert_non_null(strstr(err.msg, "s.json:2:14: JSON syntax error: number cannot have extraneous leading zero"));
+    memset(&err, 0, sizeof err);
     const char *good = "{\"fInt32\": 9, \"labels\": {\"k\": \"v\"},\n \"r_inner\": [{\"name\": \"a\\/b\"}]}";
     sharp_config_doc_t *doc = sharp_config_parse_json(good, strlen(good), "g.json", all_desc, &err);
     assert_non_null(doc);
