@@ -226,6 +226,19 @@ void sharp_config_free(sharp_config_t *c)
  * a Unix domain socket path, '@' for the abstract namespace, and the mode
  * its file gets when SHARP binds it). With `udp` (a listener's address)
  * the protocol may be UDP, which *udp says. */
+/* dst = a then b, truncated to n: the paths an EDS assignment's every
+ * endpoint needs in case of an error, made without printf */
+static const char *path_cat(char *dst, size_t n, const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= n) la = n - 1;
+    if (lb >= n - la) lb = n - la - 1;
+    memmove(dst, a, la);
+    memcpy(dst + la, b, lb);
+    dst[la + lb] = '\0';
+    return dst;
+}
+
 static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address *a, const char *path,
                           struct sockaddr_storage *ss, socklen_t *len, uint32_t *mode, bool *udp)
 {
@@ -244,7 +257,7 @@ static int socket_address(build_ctx_t *b, const Envoy__Config__Core__V3__Address
     if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
         return fail(b, path, "a socket_address or a pipe is required");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
-    snprintf(p, sizeof p, "%s.socket_address", path);
+    path_cat(p, sizeof p, path, ".socket_address");
     if (sa->ipv4_compat && !udp) return fail(b, p, "%s", IPV4_COMPAT_LISTENERS_ONLY);
     if (udp) *udp = sa->protocol == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__UDP;
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP && !(udp && *udp))
@@ -2899,16 +2912,26 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
     sharp_host_index_t listed = {0}; /* this assignment's hosts by address: duplicates */
     for (size_t i = 0; i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        char pre[1024];
+        snprintf(pre, sizeof pre, "%s.endpoints[%zu].lb_endpoints[", path, i);
         for (size_t j = 0; j < le->n_lb_endpoints; j++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *e = le->lb_endpoints[j];
-            snprintf(p, sizeof p, "%s.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
+            char num[24];
+            size_t at = sizeof num;
+            num[--at] = '\0';
+            num[--at] = ']';
+            for (size_t v = j;; v /= 10) {
+                num[--at] = (char)('0' + v % 10);
+                if (v < 10) break;
+            }
+            path_cat(p, sizeof p, pre, num + at);
             if (e->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT) {
                 fail(&b, p, "endpoint is required");
                 goto bad;
             }
             struct sockaddr_storage addr;
             socklen_t addrlen;
-            snprintf(ap, sizeof ap, "%s.endpoint.address", p);
+            path_cat(ap, sizeof ap, p, ".endpoint.address");
             if (socket_address(&b, e->endpoint->address, ap, &addr, &addrlen, NULL, NULL) < 0) goto bad;
             uint32_t weight = e->load_balancing_weight ? e->load_balancing_weight->value : 1;
             if (weight == 0) {
@@ -2931,8 +2954,8 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
             uint32_t lw = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
             sharp_host_hc_t hcc;
             char hp[1300];
-            snprintf(ap, sizeof ap, "%s.endpoint", p);
-            snprintf(hp, sizeof hp, "%s.endpoint.health_check_config", p);
+            path_cat(ap, sizeof ap, p, ".endpoint");
+            path_cat(hp, sizeof hp, p, ".endpoint.health_check_config");
             if (endpoint_hc(&b, e->endpoint, ap, &hcc) < 0 || endpoint_hc_check(&b, c, &hcc, addr.ss_family, hp) < 0) {
                 free(meta);
                 goto bad;

@@ -3,7 +3,9 @@
  * formatting and path bookkeeping shared by the mapper. See mapper.h. */
 #include "mapper_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <strings.h>
@@ -37,14 +39,21 @@ struct sharp_config_doc {
 
 /* ---- source map --------------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *s, size_t n)
+#define HASH_BASIS 1469598103934665603ull
+
+/* FNV-1a, continued from h over n more bytes */
+static uint64_t hash_more(uint64_t h, const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= 1099511628211ull;
     }
     return h;
+}
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    return hash_more(HASH_BASIS, s, n);
 }
 
 static struct srcmap_entry *srcmap_slot(const cfg_srcmap_t *m, const char *path, size_t len, uint64_t h)
@@ -68,6 +77,11 @@ static struct srcmap_entry *srcmap_table(size_t cap)
 /* Adds path -> (line, col); the first position recorded for a path wins. */
 void sharp_cfg_srcmap_put(cfg_srcmap_t *m, const char *path, size_t len, int line, int col)
 {
+    sharp_cfg_srcmap_put_hashed(m, path, len, hash_bytes(path, len), line, col);
+}
+
+void sharp_cfg_srcmap_put_hashed(cfg_srcmap_t *m, const char *path, size_t len, uint64_t h, int line, int col)
+{
     if (len >= UINT32_MAX || m->alen + len >= UINT32_MAX) return; /* beyond any config */
     if ((m->used + 1) * 2 > m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 64;
@@ -83,7 +97,6 @@ void sharp_cfg_srcmap_put(cfg_srcmap_t *m, const char *path, size_t len, int lin
         m->slots = t;
         m->cap = cap;
     }
-    uint64_t h = hash_bytes(path, len);
     struct srcmap_entry *e = srcmap_slot(m, path, len, h);
     if (e->len != UINT32_MAX) return;
     if (m->alen + len > m->acap) {
@@ -139,19 +152,45 @@ static int cfg_vfail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, va_
     return -1;
 }
 
+/* After a push from length `old`: the new length's hash from old's. */
+static size_t pushed(cfg_ctx_t *c, size_t old)
+{
+    size_t len = c->path.len;
+    if (len >= c->phash_cap) {
+        size_t cap = SHARP_MAX(2 * c->phash_cap, len + 64);
+        c->phash = sharp_realloc(c->phash, cap * sizeof *c->phash);
+        c->phash_cap = cap;
+    }
+    c->phash[len] = hash_more(old ? c->phash[old] : HASH_BASIS, c->path.data + old, len - old);
+    return old;
+}
+
 size_t sharp_cfg_push_field(cfg_ctx_t *c, const char *name)
+{
+    return sharp_cfg_push_name(c, name, strlen(name));
+}
+
+size_t sharp_cfg_push_name(cfg_ctx_t *c, const char *name, size_t len)
 {
     size_t old = c->path.len;
     if (old) sharp_sbuf_append(&c->path, ".", 1);
-    sharp_sbuf_puts(&c->path, name);
-    return old;
+    sharp_sbuf_append(&c->path, name, len);
+    return pushed(c, old);
 }
 
 size_t sharp_cfg_push_index(cfg_ctx_t *c, size_t i)
 {
     size_t old = c->path.len;
-    sharp_sbuf_printf(&c->path, "[%zu]", i);
-    return old;
+    char d[24];
+    size_t k = sizeof d;
+    d[--k] = ']';
+    do {
+        d[--k] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    d[--k] = '[';
+    sharp_sbuf_append(&c->path, d + k, sizeof d - k);
+    return pushed(c, old);
 }
 
 size_t sharp_cfg_push_key(cfg_ctx_t *c, const char *key, size_t len)
@@ -160,7 +199,7 @@ size_t sharp_cfg_push_key(cfg_ctx_t *c, const char *key, size_t len)
     sharp_sbuf_append(&c->path, "[\"", 2);
     sharp_sbuf_append(&c->path, key, len);
     sharp_sbuf_append(&c->path, "\"]", 2);
-    return old;
+    return pushed(c, old);
 }
 
 void sharp_cfg_pop(cfg_ctx_t *c, size_t old_len)
@@ -173,8 +212,9 @@ void sharp_cfg_pop(cfg_ctx_t *c, size_t old_len)
 void sharp_cfg_note(cfg_ctx_t *c, const yaml_node_t *node)
 {
     if (c->map && node)
-        sharp_cfg_srcmap_put(c->map, c->path.len ? c->path.data : "", c->path.len,
-                             (int)node->start_mark.line + 1, (int)node->start_mark.column + 1);
+        sharp_cfg_srcmap_put_hashed(c->map, c->path.len ? c->path.data : "", c->path.len,
+                                    c->path.len ? c->phash[c->path.len] : HASH_BASIS,
+                                    (int)node->start_mark.line + 1, (int)node->start_mark.column + 1);
 }
 
 /* ---- node helpers -------------------------------------------------------- */
@@ -636,6 +676,309 @@ out:
     return rc;
 }
 
+/* ---- direct JSON loading --------------------------------------------------- */
+
+/* libyaml reads JSON as YAML, through its scanner, token queue and event
+ * parser, and allocates every node's tag and value: most of the cost of a
+ * large JSON file (an EDS assignment of thousands of endpoints read every
+ * update). A JSON document in the plain subset below is built here directly
+ * as the same node tree libyaml makes (node order, tags, styles, values and
+ * start marks), in a few blocks, and the mapper walks it as before. The
+ * subset is strict JSON (the loader checks the syntax as it goes, numbers
+ * included), so such a document needs no json_check either. Anything else
+ * (a syntax error, non-ASCII bytes, tabs, carriage returns, \u escapes,
+ * single quotes, control characters in strings, the depth and node limits)
+ * goes through json_check and libyaml as before, so its errors and
+ * readings stay as they were. */
+struct jspan {
+    size_t off, n; /* a container's children in the pairs or items block */
+};
+
+struct jload {
+    const char *s;
+    size_t len, i;
+    size_t line, col; /* 0-based, as libyaml's marks */
+    cfg_json_doc_t *out;
+    size_t nn, ncap; /* nodes */
+    struct jspan *spans;
+    yaml_node_pair_t *pairs;
+    size_t npairs, pcap;
+    yaml_node_item_t *items;
+    size_t nitems, icap;
+    int *stack; /* the children of the open containers */
+    size_t nstack, scap;
+    size_t alen, acap; /* the values block */
+};
+
+#define JL_GROW(ptr, n, cap)                                          \
+    do {                                                              \
+        if ((n) == (cap)) {                                           \
+            (cap) = (cap) ? 2 * (cap) : 64;                           \
+            (ptr) = sharp_realloc((ptr), (cap) * sizeof *(ptr));      \
+        }                                                             \
+    } while (0)
+
+static void jl_ws(struct jload *l)
+{
+    while (l->i < l->len) {
+        char ch = l->s[l->i];
+        if (ch == ' ') {
+            l->col++;
+        } else if (ch == '\n') {
+            l->line++;
+            l->col = 0;
+        } else {
+            return;
+        }
+        l->i++;
+    }
+}
+
+static void jl_skip(struct jload *l)
+{
+    l->i++;
+    l->col++;
+}
+
+/* A new node (1-based id, as libyaml's) starting here. */
+static int jl_node(struct jload *l, yaml_node_type_t type)
+{
+    if (l->nn == l->ncap) {
+        l->ncap = l->ncap ? 2 * l->ncap : 256;
+        l->out->doc.nodes.start = sharp_realloc(l->out->doc.nodes.start, l->ncap * sizeof(yaml_node_t));
+        l->spans = sharp_realloc(l->spans, l->ncap * sizeof *l->spans);
+    }
+    yaml_node_t *n = &l->out->doc.nodes.start[l->nn];
+    memset(n, 0, sizeof *n);
+    n->type = type;
+    n->start_mark = (yaml_mark_t){l->i, l->line, l->col};
+    l->spans[l->nn] = (struct jspan){0, 0};
+    return (int)++l->nn;
+}
+
+static void jl_end(struct jload *l, int id)
+{
+    l->out->doc.nodes.start[id - 1].end_mark = (yaml_mark_t){l->i, l->line, l->col};
+}
+
+static int jl_value(struct jload *l, int depth);
+
+/* An object or array at '{' or '[': its node, 0 to give up. Its children
+ * wait on the stack until it closes, then move to the pairs or items block
+ * in one piece. */
+static int jl_container(struct jload *l, int depth)
+{
+    bool map = l->s[l->i] == '{';
+    char close = map ? '}' : ']';
+    int id = jl_node(l, map ? YAML_MAPPING_NODE : YAML_SEQUENCE_NODE);
+    size_t base = l->nstack;
+    jl_skip(l);
+    jl_ws(l);
+    if (l->i < l->len && l->s[l->i] == close) goto closed;
+    for (;;) {
+        jl_ws(l);
+        if (l->i >= l->len) return 0;
+        if (map) {
+            if (l->s[l->i] != '"') return 0;
+            int k = jl_value(l, depth + 1);
+            if (!k) return 0;
+            JL_GROW(l->stack, l->nstack, l->scap);
+            l->stack[l->nstack++] = k;
+            jl_ws(l);
+            if (l->i >= l->len || l->s[l->i] != ':') return 0;
+            jl_skip(l);
+            jl_ws(l);
+        }
+        int v = jl_value(l, depth + 1);
+        if (!v) return 0;
+        JL_GROW(l->stack, l->nstack, l->scap);
+        l->stack[l->nstack++] = v;
+        jl_ws(l);
+        if (l->i >= l->len) return 0;
+        if (l->s[l->i] == ',') {
+            jl_skip(l);
+            continue;
+        }
+        if (l->s[l->i] != close) return 0;
+        break;
+    }
+closed:
+    jl_skip(l);
+    jl_end(l, id);
+    size_t n = l->nstack - base;
+    if (map) {
+        l->spans[id - 1] = (struct jspan){l->npairs, n / 2};
+        for (size_t k = base; k < l->nstack; k += 2) {
+            JL_GROW(l->pairs, l->npairs, l->pcap);
+            l->pairs[l->npairs++] = (yaml_node_pair_t){l->stack[k], l->stack[k + 1]};
+        }
+    } else {
+        l->spans[id - 1] = (struct jspan){l->nitems, n};
+        for (size_t k = base; k < l->nstack; k++) {
+            JL_GROW(l->items, l->nitems, l->icap);
+            l->items[l->nitems++] = l->stack[k];
+        }
+    }
+    l->nstack = base;
+    return id;
+}
+
+/* A scalar's value: `n` bytes appended to the values block, which was
+ * sized for the whole text (a value is never longer than its token). */
+static yaml_char_t *jl_value_bytes(struct jload *l, const char *v, size_t n)
+{
+    if (l->alen + n + 1 > l->acap) return NULL;
+    yaml_char_t *p = (yaml_char_t *)l->out->values + l->alen;
+    memcpy(p, v, n);
+    p[n] = '\0';
+    l->alen += n + 1;
+    return p;
+}
+
+/* A double-quoted string of printable ASCII and the one-character escapes
+ * that mean the same in JSON and YAML, decoded in place in the values
+ * block. */
+static int jl_string(struct jload *l)
+{
+    int id = jl_node(l, YAML_SCALAR_NODE);
+    char *v = l->out->values + l->alen;
+    size_t n = 0;
+    jl_skip(l);
+    for (;;) {
+        if (l->i >= l->len) return 0;
+        unsigned char ch = (unsigned char)l->s[l->i];
+        if (ch == '"') break;
+        if (ch < 0x20 || ch >= 0x7F) return 0;
+        if (ch == '\\') {
+            if (l->i + 1 >= l->len) return 0;
+            switch (l->s[l->i + 1]) {
+            case '"': ch = '"'; break;
+            case '\\': ch = '\\'; break;
+            case '/': ch = '/'; break;
+            case 'b': ch = '\b'; break;
+            case 'f': ch = '\f'; break;
+            case 'n': ch = '\n'; break;
+            case 'r': ch = '\r'; break;
+            case 't': ch = '\t'; break;
+            default: return 0;
+            }
+            jl_skip(l);
+        }
+        jl_skip(l);
+        if (l->alen + n + 1 >= l->acap) return 0;
+        v[n++] = (char)ch;
+    }
+    jl_skip(l);
+    v[n] = '\0';
+    l->alen += n + 1;
+    yaml_node_t *node = &l->out->doc.nodes.start[id - 1];
+    node->tag = (yaml_char_t *)YAML_DEFAULT_SCALAR_TAG;
+    node->data.scalar.value = (yaml_char_t *)v;
+    node->data.scalar.length = n;
+    node->data.scalar.style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+    jl_end(l, id);
+    return id;
+}
+
+/* Exactly true, false, null or a JSON number (RFC 8259: no leading zero,
+ * digits on both sides of the point, an optional exponent), as json_check
+ * has it: what the direct loader takes is strict JSON. */
+static bool jl_plain_ok(const char *s, size_t n)
+{
+    if ((n == 4 && (!memcmp(s, "true", 4) || !memcmp(s, "null", 4))) || (n == 5 && !memcmp(s, "false", 5)))
+        return true;
+    size_t i = 0;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n || !isdigit((unsigned char)s[i])) return false;
+    if (s[i] == '0' && i + 1 < n && isdigit((unsigned char)s[i + 1])) return false;
+    while (i < n && isdigit((unsigned char)s[i])) i++;
+    if (i < n && s[i] == '.') {
+        if (++i >= n || !isdigit((unsigned char)s[i])) return false;
+        while (i < n && isdigit((unsigned char)s[i])) i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        if (++i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || !isdigit((unsigned char)s[i])) return false;
+        while (i < n && isdigit((unsigned char)s[i])) i++;
+    }
+    return i == n;
+}
+
+static int jl_value(struct jload *l, int depth)
+{
+    /* precheck's limits: past them libyaml's path says why */
+    if (depth > SHARP_CONFIG_MAX_DEPTH || l->nn >= SHARP_CONFIG_MAX_NODES || l->i >= l->len) return 0;
+    char ch = l->s[l->i];
+    if (ch == '{' || ch == '[') return jl_container(l, depth);
+    if (ch == '"') return jl_string(l);
+    /* a number, true, false or null: a plain scalar as written */
+    int id = jl_node(l, YAML_SCALAR_NODE);
+    size_t i = l->i;
+    while (l->i < l->len && (isalnum((unsigned char)l->s[l->i]) || l->s[l->i] == '-' || l->s[l->i] == '+' ||
+                             l->s[l->i] == '.'))
+        jl_skip(l);
+    if (!jl_plain_ok(l->s + i, l->i - i)) return 0;
+    yaml_char_t *v = jl_value_bytes(l, l->s + i, l->i - i);
+    if (!v) return 0;
+    yaml_node_t *node = &l->out->doc.nodes.start[id - 1];
+    node->tag = (yaml_char_t *)YAML_DEFAULT_SCALAR_TAG;
+    node->data.scalar.value = v;
+    node->data.scalar.length = l->i - i;
+    node->data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
+    jl_end(l, id);
+    return id;
+}
+
+bool sharp_cfg_json_load(const char *text, size_t len, cfg_json_doc_t *out)
+{
+    memset(out, 0, sizeof *out);
+    struct jload l = {.s = text, .len = len, .out = out, .acap = len + 2};
+    out->values = sharp_realloc(NULL, l.acap);
+    jl_ws(&l);
+    bool ok = jl_value(&l, 0) != 0;
+    if (ok) {
+        jl_ws(&l);
+        ok = l.i == l.len;
+    }
+    free(l.stack);
+    out->pairs = l.pairs;
+    out->items = l.items;
+    yaml_document_t *d = &out->doc;
+    d->nodes.end = d->nodes.start + l.ncap;
+    d->nodes.top = d->nodes.start + l.nn;
+    d->start_implicit = d->end_implicit = 1;
+    if (ok) {
+        /* the blocks are where they end up: the children's pointers now */
+        for (size_t k = 0; k < l.nn; k++) {
+            yaml_node_t *n = &d->nodes.start[k];
+            if (n->type == YAML_MAPPING_NODE) {
+                n->tag = (yaml_char_t *)YAML_DEFAULT_MAPPING_TAG;
+                n->data.mapping.pairs.start = l.pairs + l.spans[k].off;
+                n->data.mapping.pairs.top = n->data.mapping.pairs.end = n->data.mapping.pairs.start + l.spans[k].n;
+                n->data.mapping.style = YAML_FLOW_MAPPING_STYLE;
+            } else if (n->type == YAML_SEQUENCE_NODE) {
+                n->tag = (yaml_char_t *)YAML_DEFAULT_SEQUENCE_TAG;
+                n->data.sequence.items.start = l.items + l.spans[k].off;
+                n->data.sequence.items.top = n->data.sequence.items.end =
+                    n->data.sequence.items.start + l.spans[k].n;
+                n->data.sequence.style = YAML_FLOW_SEQUENCE_STYLE;
+            }
+        }
+    }
+    free(l.spans);
+    if (!ok) sharp_cfg_json_free(out);
+    return ok;
+}
+
+void sharp_cfg_json_free(cfg_json_doc_t *d)
+{
+    free(d->doc.nodes.start);
+    free(d->pairs);
+    free(d->items);
+    free(d->values);
+    memset(d, 0, sizeof *d);
+}
+
 static void json_error(sharp_config_error_t *err, const char *source, const struct jscan *j, const char *why)
 {
     snprintf(err->msg, sizeof err->msg, "%s:%zu:%zu: JSON syntax error: %s%s", source, j->pline, j->pcol,
@@ -674,17 +1017,26 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
         return NULL;
     }
     struct jscan js;
-    if (mode == PARSE_JSON && !json_check(&js, text, len)) {
+    /* JSON in the plain subset: built directly, within the limits (what the
+     * direct loader takes is strict JSON: json_check would pass it) */
+    cfg_json_doc_t jdoc;
+    bool direct = mode == PARSE_JSON && sharp_cfg_json_load(text, len, &jdoc);
+    if (mode == PARSE_JSON && !direct && !json_check(&js, text, len)) {
         json_error(err, source_name, &js,
                    " (a file whose name does not end in .yaml or .yml is read as strict JSON, as Envoy does)");
         return NULL;
     }
-    size_t fixed_len = len;
-    char *fixed = rewrite_surrogates(text, len, &fixed_len);
-    const char *input = untab_json_start(fixed ? fixed : text, fixed_len, &fixed);
     yaml_document_t ydoc;
-    int rc = load_document(input, fixed_len, source_name, &ydoc, err);
-    free(fixed);
+    int rc = 0;
+    if (direct) {
+        ydoc = jdoc.doc;
+    } else {
+        size_t fixed_len = len;
+        char *fixed = rewrite_surrogates(text, len, &fixed_len);
+        const char *input = untab_json_start(fixed ? fixed : text, fixed_len, &fixed);
+        rc = load_document(input, fixed_len, source_name, &ydoc, err);
+        free(fixed);
+    }
     if (rc < 0) {
         /* libyaml's account of broken JSON (a comment, a trailing comma) is
          * often far from the mistake; YAML text in JSON form gets the JSON
@@ -703,11 +1055,13 @@ static sharp_config_doc_t *parse_text(const char *text, size_t len, const char *
     doc->empty = !root || (sharp_cfg_scalar_of(root, &sc) && sc.null);
     if (root) {
         sharp_cfg_note(&c, root);
-        rc = precheck(&c);
+        rc = direct ? 0 : precheck(&c); /* no alias, and within the limits */
         if (rc == 0) rc = sharp_cfg_map_message(&c, root, doc->msg);
     }
     sharp_sbuf_free(&c.path);
-    yaml_document_delete(&ydoc);
+    free(c.phash);
+    if (direct) sharp_cfg_json_free(&jdoc);
+    else yaml_document_delete(&ydoc);
     doc->refused = c.refused;
     doc->nrefused = c.nrefused;
     if (rc < 0) {

@@ -365,9 +365,7 @@ int sharp_cfg_map_fields(cfg_ctx_t *c, yaml_node_t *mapping, ProtobufCMessage *m
         if (skip && strlen(skip) == k.len && !memcmp(skip, k.s, k.len)) continue;
         const ProtobufCFieldDescriptor *f = find_field(d, k.s, k.len);
         if (!f) {
-            size_t old = c->path.len;
-            if (old) sharp_sbuf_append(&c->path, ".", 1);
-            sharp_sbuf_append(&c->path, k.s, k.len);
+            sharp_cfg_push_name(c, k.s, k.len);
             /* A real Envoy field SHARP's protos leave out names its feature. */
             const sharp_support_field_t *e = sharp_support_field(d->name, k.s, k.len);
             if (e && e->status == SHARP_FIELD_NO)

@@ -13,6 +13,8 @@
 /* Source map: field path -> 1-based line/column. */
 typedef struct cfg_srcmap cfg_srcmap_t;
 void sharp_cfg_srcmap_put(cfg_srcmap_t *m, const char *path, size_t len, int line, int col);
+/* The same with the path's hash (sharp_cfg_path_hash) already known. */
+void sharp_cfg_srcmap_put_hashed(cfg_srcmap_t *m, const char *path, size_t len, uint64_t hash, int line, int col);
 
 /* State of one mapping run over a libyaml document. `path` always holds the
  * path of the node being mapped. */
@@ -22,6 +24,11 @@ typedef struct cfg_ctx {
     sharp_config_error_t *err;
     cfg_srcmap_t *map; /* may be NULL */
     sharp_sbuf_t path;
+    /* phash[n]: the hash of the path's first n bytes, for each length the
+     * path has had through the push functions (its prefixes), so that
+     * noting a node's position hashes only what its push appended */
+    uint64_t *phash;
+    size_t phash_cap;
     /* the field (of ctx_msg) the message being mapped was reached through
      * (both NULL at the root and inside an Any): the support table's
      * context for that message's fields */
@@ -43,6 +50,19 @@ typedef struct cfg_pair {
     bool merged;
 } cfg_pair_t;
 
+/* The libyaml node tree of a JSON text, as libyaml's loader would build
+ * it, when the text is strict JSON in the plain subset (doc.c): its nodes, children and values in blocks of its own, freed by
+ * sharp_cfg_json_free (not yaml_document_delete). False (nothing to free)
+ * sends the text to libyaml. */
+typedef struct cfg_json_doc {
+    yaml_document_t doc;
+    yaml_node_pair_t *pairs;
+    yaml_node_item_t *items;
+    char *values;
+} cfg_json_doc_t;
+bool sharp_cfg_json_load(const char *text, size_t len, cfg_json_doc_t *out);
+void sharp_cfg_json_free(cfg_json_doc_t *d);
+
 /* Records the first error as "source:line:col: path: message" (node gives
  * the position; NULL means line 1, col 1). Always returns -1. */
 int sharp_cfg_fail(cfg_ctx_t *c, const yaml_node_t *node, const char *fmt, ...)
@@ -55,6 +75,8 @@ int sharp_cfg_fail_unsupported(cfg_ctx_t *c, const yaml_node_t *node, const char
 size_t sharp_cfg_push_field(cfg_ctx_t *c, const char *name);
 size_t sharp_cfg_push_index(cfg_ctx_t *c, size_t i);
 size_t sharp_cfg_push_key(cfg_ctx_t *c, const char *key, size_t len);
+/* A field name as written (an unknown key), the path's "." separator first. */
+size_t sharp_cfg_push_name(cfg_ctx_t *c, const char *name, size_t len);
 void sharp_cfg_pop(cfg_ctx_t *c, size_t old_len);
 void sharp_cfg_note(cfg_ctx_t *c, const yaml_node_t *node);
 

@@ -75,6 +75,13 @@ static support_memo_t support_memo[SUPPORT_MEMO_SLOTS];
 static unsigned support_memo_used;
 static pthread_mutex_t support_memo_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* In front of it, each thread's own direct-mapped copy of the entries it
+ * looked up, read without the lock: an answer never changes (the table is
+ * static data), and the walk of an xDS update asks for every field of
+ * every message, thousands of times for a large EDS assignment. */
+#define SUPPORT_NEAR_SLOTS 1024u
+static __thread support_memo_t support_near[SUPPORT_NEAR_SLOTS];
+
 const sharp_support_field_t *sharp_support_field_of(const ProtobufCMessageDescriptor *d,
                                                     const ProtobufCFieldDescriptor *f,
                                                     const ProtobufCMessageDescriptor *pd,
@@ -83,6 +90,8 @@ const sharp_support_field_t *sharp_support_field_of(const ProtobufCMessageDescri
     if (!pd || !pf) pd = NULL, pf = NULL;
     uintptr_t h = ((uintptr_t)f >> 3) * (uintptr_t)0x9E3779B97F4A7C15ull ^
                   ((uintptr_t)pf >> 3) * (uintptr_t)0xC2B2AE3D27D4EB4Full;
+    support_memo_t *near = &support_near[(unsigned)(h >> 17) & (SUPPORT_NEAR_SLOTS - 1)];
+    if (near->f == f && near->pf == pf) return near->e;
     unsigned i = (unsigned)(h >> 17) & (SUPPORT_MEMO_SLOTS - 1);
     pthread_mutex_lock(&support_memo_mu);
     for (;; i = (i + 1) & (SUPPORT_MEMO_SLOTS - 1)) {
@@ -91,6 +100,7 @@ const sharp_support_field_t *sharp_support_field_of(const ProtobufCMessageDescri
         if (m->f == f && m->pf == pf) {
             const sharp_support_field_t *e = m->e;
             pthread_mutex_unlock(&support_memo_mu);
+            *near = (support_memo_t){f, pf, e};
             return e;
         }
     }
@@ -105,6 +115,7 @@ const sharp_support_field_t *sharp_support_field_of(const ProtobufCMessageDescri
     support_memo[i] = (support_memo_t){f, pf, e};
     support_memo_used++;
     pthread_mutex_unlock(&support_memo_mu);
+    *near = (support_memo_t){f, pf, e};
     return e;
 }
 
@@ -162,6 +173,20 @@ static size_t push_field(walk_t *w, const char *name)
     if (old) sharp_sbuf_append(&w->path, ".", 1);
     sharp_sbuf_append(&w->path, name, strlen(name));
     return old;
+}
+
+/* "[i]", without printf: a list of thousands of endpoints has as many */
+static void push_index(walk_t *w, size_t i)
+{
+    char d[24];
+    size_t k = sizeof d;
+    d[--k] = ']';
+    do {
+        d[--k] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    d[--k] = '[';
+    sharp_sbuf_append(&w->path, d + k, sizeof d - k);
 }
 
 static void pop(walk_t *w, size_t old)
@@ -451,7 +476,7 @@ static int walk_field(walk_t *w, const ProtobufCMessage *m, const ProtobufCField
                      ? walk_value(w, *(ProtobufCMessage *const *)member(arr[i], vf), ctx)
                      : 0;
         } else {
-            sharp_sbuf_printf(&w->path, "[%zu]", i);
+            push_index(w, i);
             rc = walk_value(w, arr[i], ctx);
         }
         if (rc < 0) return rc;

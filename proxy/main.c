@@ -32,6 +32,9 @@ static void usage(FILE *f)
           "      --disable-hot-restart       accepted for compatibility\n"
           "      --kernel-signals MODE       SHARP: per-host kernel TCP signals from auto (eBPF probes,\n"
           "                                  else TCP_INFO; the default), tcp_info (TCP_INFO only) or off\n"
+          "      --main-thread-nice N        SHARP: the main thread (xDS, health checks, admin, stats)\n"
+          "                                  runs N nice levels below the workers once they start, so\n"
+          "                                  its bursts yield the CPU to the data path (0-19; default 0)\n"
           "      --version                   print the version and exit\n"
           "  -h, --help                      this text\n"
           "With both -c and --config-yaml, the YAML is merged over the file (proto MergeFrom).\n"
@@ -53,7 +56,7 @@ int main(int argc, char **argv)
 {
     enum { O_CONFIG_YAML = 256, O_MODE, O_CONCURRENCY, O_LOG_PATH, O_SERVICE_CLUSTER,
            O_SERVICE_NODE, O_DRAIN_TIME, O_PARENT_SHUTDOWN, O_VERSION, O_IGNORED,
-           O_COMPONENT_LOG_LEVEL, O_LOG_FORMAT, O_RESTART_EPOCH, O_BASE_ID, O_KERNEL_SIGNALS };
+           O_COMPONENT_LOG_LEVEL, O_LOG_FORMAT, O_RESTART_EPOCH, O_BASE_ID, O_KERNEL_SIGNALS, O_MAIN_THREAD_NICE };
     static const struct option longopts[] = {
         {"config-path", required_argument, NULL, 'c'},
         {"config-yaml", required_argument, NULL, O_CONFIG_YAML},
@@ -73,6 +76,7 @@ int main(int argc, char **argv)
         {"base-id", required_argument, NULL, O_BASE_ID},
         {"disable-hot-restart", no_argument, NULL, O_IGNORED},
         {"kernel-signals", required_argument, NULL, O_KERNEL_SIGNALS},
+        {"main-thread-nice", required_argument, NULL, O_MAIN_THREAD_NICE},
         {NULL, 0, NULL, 0},
     };
     sharp_options_t o = {0};
@@ -160,6 +164,12 @@ int main(int argc, char **argv)
             o.kernel_signals = (int)m;
             break;
         }
+        case O_MAIN_THREAD_NICE:
+            if (parse_uint(optarg, &o.main_thread_nice) < 0 || o.main_thread_nice > 19) {
+                fprintf(stderr, "sharp: --main-thread-nice must be an integer in [0, 19], got '%s'\n", optarg);
+                return 1;
+            }
+            break;
         case O_VERSION: printf("sharp/%s\n", SHARP_VERSION); return 0;
         case O_IGNORED: break;
         case 'h': usage(stdout); return 0;

@@ -34,6 +34,8 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
 #include <errno.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -431,6 +433,26 @@ static void release_unstarted_workers(sharp_server_t *s, unsigned n)
 /* Starts the workers (they accept on their listening sockets) and goes LIVE. */
 static void wake_workers_for_drain(void *arg);
 
+/* --main-thread-nice: the main thread's work (an xDS update's parse and
+ * apply, health checks, admin, stats flushes) yields the CPU to the
+ * workers when they compete for it. Set once the workers run (a thread
+ * takes its creator's nice value, and theirs must stay) and on this
+ * thread alone (setpriority on a thread id is per thread on Linux). */
+static void lower_main_thread(sharp_server_t *s)
+{
+    if (!s->opts.main_thread_nice) return;
+    id_t tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, tid);
+    if (cur == -1 && errno) cur = 0;
+    int want = SHARP_MIN(cur + (int)s->opts.main_thread_nice, 19);
+    if (setpriority(PRIO_PROCESS, tid, want) < 0)
+        sharp_log_warn("--main-thread-nice: cannot set the main thread's nice value to %d: %s", want,
+                       strerror(errno));
+    else
+        sharp_log_info("main thread at nice %d, workers at %d", want, cur);
+}
+
 static void start_serving(sharp_server_t *s)
 {
     sharp_snapshot_t *snap = s->snap;
@@ -457,6 +479,7 @@ static void start_serving(sharp_server_t *s)
         }
     }
     s->workers_started = true;
+    lower_main_thread(s);
     s->state = SHARP_SERVER_LIVE;
     sharp_server_update_state_gauges(s);
     sharp_gauge_set(s->stats, s->st.listeners_active, snap->nlisteners);

@@ -27,6 +27,7 @@ typedef struct sharp_options {
     unsigned drain_time_s;            /* default 600 as Envoy; SIGTERM drain bound */
     unsigned parent_shutdown_time_s;  /* default 900 */
     int kernel_signals;               /* sharp_kernel_mode_t (kernel/kernel.h), auto by default */
+    unsigned main_thread_nice;        /* nice levels the main thread runs below the workers (0: as Envoy) */
 } sharp_options_t;
 
 typedef enum {

@@ -39,7 +39,11 @@ static void build_levels(sharp_lb_t *lb)
     uint32_t *prio = sharp_calloc(n ? n : 1, sizeof *prio);
     for (uint32_t i = 0; i < n; i++)
         prio[i] = lb->hosts[i]->priority;
-    qsort(prio, n, sizeof *prio, cmp_u32);
+    /* most sets list their levels in order (one level, usually): a worker
+     * adopting an EDS update of thousands of hosts sorts nothing then */
+    uint32_t sorted = 1;
+    while (sorted < n && prio[sorted - 1] <= prio[sorted]) sorted++;
+    if (sorted < n) qsort(prio, n, sizeof *prio, cmp_u32);
     uint32_t nl = 0;
     for (uint32_t i = 0; i < n; i++)
         if (i == 0 || prio[i] != prio[i - 1]) prio[nl++] = prio[i];

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config/mapper.h"
+#include "config/mapper_internal.h"
 #include "mapper_test.pb-c.h"
 
 typedef Sharp__Test__V1__All All;
@@ -775,6 +776,116 @@ static void test_json_input(void **state)
     assert_string_equal(err.msg, "b.json:1:30: r_inner[1].nme: unknown field \"nme\" in sharp.test.v1.Inner");
 }
 
+/* The same node of two documents: type, tag, style, value, start mark and
+ * children, recursively. */
+static void expect_same_node(yaml_document_t *a, int ia, yaml_document_t *b, int ib)
+{
+    yaml_node_t *x = yaml_document_get_node(a, ia), *y = yaml_document_get_node(b, ib);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_int_equal(x->type, y->type);
+    assert_string_equal((const char *)x->tag, (const char *)y->tag);
+    assert_int_equal(x->start_mark.line, y->start_mark.line);
+    assert_int_equal(x->start_mark.column, y->start_mark.column);
+    switch (x->type) {
+    case YAML_SCALAR_NODE:
+        assert_int_equal(x->data.scalar.style, y->data.scalar.style);
+        assert_int_equal(x->data.scalar.length, y->data.scalar.length);
+        assert_memory_equal(x->data.scalar.value, y->data.scalar.value, x->data.scalar.length);
+        break;
+    case YAML_SEQUENCE_NODE: {
+        long n = x->data.sequence.items.top - x->data.sequence.items.start;
+        assert_int_equal(n, y->data.sequence.items.top - y->data.sequence.items.start);
+        for (long i = 0; i < n; i++)
+            expect_same_node(a, x->data.sequence.items.start[i], b, y->data.sequence.items.start[i]);
+        break;
+    }
+    case YAML_MAPPING_NODE: {
+        long n = x->data.mapping.pairs.top - x->data.mapping.pairs.start;
+        assert_int_equal(n, y->data.mapping.pairs.top - y->data.mapping.pairs.start);
+        for (long i = 0; i < n; i++) {
+            expect_same_node(a, x->data.mapping.pairs.start[i].key, b, y->data.mapping.pairs.start[i].key);
+            expect_same_node(a, x->data.mapping.pairs.start[i].value, b, y->data.mapping.pairs.start[i].value);
+        }
+        break;
+    }
+    default: fail_msg("unexpected node type %d", x->type);
+    }
+}
+
+/* JSON in the plain subset is loaded without libyaml's scanner into the
+ * tree libyaml would build; anything else is left to libyaml. */
+static void test_json_direct_load(void **state)
+{
+    (void)state;
+    static const char *const same[] = {
+        "{\"version_info\": \"7\", \"resources\": [{\"@type\": "
+        "\"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment\", \"cluster_name\": \"e\", "
+        "\"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
+        "{\"address\": \"127.0.0.1\", \"port_value\": 20000}}}}, {\"endpoint\": {\"address\": "
+        "{\"socket_address\": {\"address\": \"127.0.0.2\", \"port_value\": 20001}}}, "
+        "\"load_balancing_weight\": 3}]}]}]}",
+        "{\n  \"a\": [1, -2.5, 3e10, 4E-2, true, false, null],\n  \"b\": {},\n  \"c\": [],\n"
+        "  \"d\": \"q\\\" b\\\\ s\\/ \\b\\f\\n\\r\\t end\",\n  \"e\" : [ [ ], { \"x\" : { } } ]\n}\n",
+        "\n\n   [\"x\",\n\"y\"  ,  {\"k\":\"v\"}]  \n",
+        "\"just a string\"",
+        "42",
+        "{\"\": \"\", \"key with spaces\": \"  padded  \"}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+        cfg_json_doc_t direct;
+        yaml_document_t loaded;
+        assert_true(sharp_cfg_json_load(same[i], strlen(same[i]), &direct));
+        yaml_parser_t p;
+        assert_true(yaml_parser_initialize(&p));
+        yaml_parser_set_input_string(&p, (const unsigned char *)same[i], strlen(same[i]));
+        assert_true(yaml_parser_load(&p, &loaded));
+        yaml_parser_delete(&p);
+        expect_same_node(&direct.doc, 1, &loaded, 1);
+        assert_int_equal(direct.doc.nodes.top - direct.doc.nodes.start, loaded.nodes.top - loaded.nodes.start);
+        sharp_cfg_json_free(&direct);
+        yaml_document_delete(&loaded);
+    }
+    static const char *const left[] = {
+        "{\t\"a\": 1}",          "{\"a\": 1}\r\n",  "{\"a\": \"\\u00e9\"}", "{\"a\": \"\xc3\xa9\"}",
+        "{'a': 1}",              "{\"a\": \"x\ty\"}", "\xEF\xBB\xBF{}",
+        /* not JSON: left to json_check, which says where */
+        "{\"a\": tru}", "[01]", "[1.]", "[-]", "[1e]", "[.5]", "[1,]", "{\"a\": 1,}", "[1] x", "{\"a\" 1}",
+        "[1 2]", "{a: 1}", "[/* c */ 1]", "", "[", "nulls",
+    };
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        cfg_json_doc_t d;
+        assert_false(sharp_cfg_json_load(left[i], strlen(left[i]), &d));
+    }
+    /* nesting past the limit goes to libyaml, whose path refuses it as before */
+    char deep[512] = "";
+    for (int i = 0; i < 101; i++) strcat(deep, "[");
+    strcat(deep, "1");
+    for (int i = 0; i < 101; i++) strcat(deep, "]");
+    cfg_json_doc_t d;
+    assert_false(sharp_cfg_json_load(deep, strlen(deep), &d));
+    /* the same mapping and positions through the direct path */
+    const char *bad = "{\n  \"r_inner\": [{\"name\": \"a\"},\n    {\"nme\": 2}]}";
+    sharp_config_error_t err = {{0}};
+    assert_null(sharp_config_parse_json(bad, strlen(bad), "b.json", all_desc, &err));
+    assert_string_equal(err.msg, "b.json:3:6: r_inner[1].nme: unknown field \"nme\" in sharp.test.v1.Inner");
+    /* a syntax error is still json_check's, with its position */
+    const char *broken = "{\"f_int32\": 1,\n \"f_uint32\": 02}";
+    assert_null(sharp_config_parse_json(broken, strlen(broken), "s.json", all_desc, &err));
+    assert_non_null(strstr(err.msg, "s.json:2:14: JSON syntax error: number cannot have extraneous leading zero"));
+    memset(&err, 0, sizeof err);
+    const char *good = "{\"fInt32\": 9, \"labels\": {\"k\": \"v\"},\n \"r_inner\": [{\"name\": \"a\\/b\"}]}";
+    sharp_config_doc_t *doc = sharp_config_parse_json(good, strlen(good), "g.json", all_desc, &err);
+    assert_non_null(doc);
+    assert_int_equal(msg_of(doc)->f_int32, 9);
+    assert_string_equal(msg_of(doc)->r_inner[0]->name, "a/b");
+    int line, col;
+    assert_true(sharp_config_doc_where(doc, "r_inner[0].name", &line, &col));
+    assert_int_equal(line, 2);
+    assert_int_equal(col, 15);
+    sharp_config_doc_free(doc);
+}
+
 static void test_where(void **state)
 {
     (void)state;
@@ -1089,6 +1200,7 @@ int main(void)
         cmocka_unit_test(test_aliases_and_merge),
         cmocka_unit_test(test_alias_bomb),
         cmocka_unit_test(test_json_input),
+        cmocka_unit_test(test_json_direct_load),
         cmocka_unit_test(test_where),
         cmocka_unit_test(test_empty_and_file),
         cmocka_unit_test(test_strict_json),
