@@ -181,15 +181,7 @@ size_t sharp_cfg_push_name(cfg_ctx_t *c, const char *name, size_t len)
 size_t sharp_cfg_push_index(cfg_ctx_t *c, size_t i)
 {
     size_t old = c->path.len;
-    char d[24];
-    size_t k = sizeof d;
-    d[--k] = ']';
-    do {
-        d[--k] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i);
-    d[--k] = '[';
-    sharp_sbuf_append(&c->path, d + k, sizeof d - k);
+    sharp_sbuf_append_index(&c->path, i);
     return pushed(c, old);
 }
 

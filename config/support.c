@@ -175,19 +175,6 @@ static size_t push_field(walk_t *w, const char *name)
     return old;
 }
 
-/* "[i]", without printf: a list of thousands of endpoints has as many */
-static void push_index(walk_t *w, size_t i)
-{
-    char d[24];
-    size_t k = sizeof d;
-    d[--k] = ']';
-    do {
-        d[--k] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i);
-    d[--k] = '[';
-    sharp_sbuf_append(&w->path, d + k, sizeof d - k);
-}
 
 static void pop(walk_t *w, size_t old)
 {
@@ -476,7 +463,7 @@ static int walk_field(walk_t *w, const ProtobufCMessage *m, const ProtobufCField
                      ? walk_value(w, *(ProtobufCMessage *const *)member(arr[i], vf), ctx)
                      : 0;
         } else {
-            push_index(w, i);
+            sharp_sbuf_append_index(&w->path, i);
             rc = walk_value(w, arr[i], ctx);
         }
         if (rc < 0) return rc;

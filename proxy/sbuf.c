@@ -114,3 +114,16 @@ bool sharp_sbuf_base64_decode(sharp_sbuf_t *out, const char *s, size_t n)
     }
     return out->len > at;
 }
+
+void sharp_sbuf_append_index(sharp_sbuf_t *b, size_t i)
+{
+    char d[24];
+    size_t k = sizeof d;
+    d[--k] = ']';
+    do {
+        d[--k] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    d[--k] = '[';
+    sharp_sbuf_append(b, d + k, sizeof d - k);
+}

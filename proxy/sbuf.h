@@ -19,6 +19,9 @@ static inline void sharp_sbuf_puts(sharp_sbuf_t *b, const char *s)
     sharp_sbuf_append(b, s, strlen(s));
 }
 void sharp_sbuf_printf(sharp_sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "[i]" (a list index in a field path), without printf: a list of
+ * thousands of endpoints has as many. */
+void sharp_sbuf_append_index(sharp_sbuf_t *b, size_t i);
 /* Appends s as the inside of a JSON string (quotes not included). */
 void sharp_sbuf_json_escape(sharp_sbuf_t *b, const char *s, size_t n);
 /* Keeps a terminating NUL after data (not counted in len). */

@@ -597,6 +597,26 @@ static const char *domain_of(sharp_filter_t *f)
     return rc && rc->domain ? rc->domain : c->domain;
 }
 
+/* The ShouldRateLimit call's head and body for the descriptors that apply
+ * now; false when there are none (nothing to ask). */
+static bool call_request(sharp_filter_t *f, const sharp_headers_t *h, bool on_stream_done, sharp_headers_t *rh,
+                         sharp_sbuf_t *body)
+{
+    const rl_config_t *c = f->config;
+    sharp_rl_descriptors_t d = {0};
+    descriptors_for(f, h, on_stream_done, &d);
+    if (!d.n) {
+        sharp_rl_descriptors_free(&d);
+        return false;
+    }
+    build_request(domain_of(f), &d, body);
+    sharp_rl_descriptors_free(&d);
+    sharp_headers_init(rh);
+    sharp_ext_authz_grpc_head(rh, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", c->authority,
+                              c->timeout_ms, &c->initial_metadata);
+    return true;
+}
+
 static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
                                                bool end_stream)
 {
@@ -617,19 +637,9 @@ static sharp_filter_status_t rl_decode_headers(sharp_filter_t *f, sharp_headers_
     if ((internal && c->request_type == REQ_EXTERNAL) ||
         (!internal && c->request_type == REQ_INTERNAL))
         return SHARP_FILTER_CONTINUE;
-    sharp_rl_descriptors_t d = {0};
-    descriptors_for(f, h, false, &d);
-    if (!d.n) {
-        sharp_rl_descriptors_free(&d);
-        return SHARP_FILTER_CONTINUE;
-    }
-    sharp_sbuf_t body = {0};
-    build_request(domain_of(f), &d, &body);
-    sharp_rl_descriptors_free(&d);
     sharp_headers_t rh;
-    sharp_headers_init(&rh);
-    sharp_ext_authz_grpc_head(&rh, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", c->authority,
-                              c->timeout_ms, &c->initial_metadata);
+    sharp_sbuf_t body = {0};
+    if (!call_request(f, h, false, &rh, &body)) return SHARP_FILTER_CONTINUE;
     sharp_cluster_local_t *scl = NULL;
     sharp_cluster_t *sc = sharp_view_cluster(s->view, c->cluster, &scl);
     if (!sc)
@@ -668,19 +678,9 @@ static void stream_done_call(sharp_filter_t *f)
     sharp_stream_t *s = f->stream;
     sharp_worker_t *w = sharp_stream_worker(s);
     if (w->stopping) return;
-    sharp_rl_descriptors_t d = {0};
-    descriptors_for(f, sharp_stream_request_headers(s), true, &d);
-    if (!d.n) {
-        sharp_rl_descriptors_free(&d);
-        return;
-    }
-    sharp_sbuf_t body = {0};
-    build_request(domain_of(f), &d, &body);
-    sharp_rl_descriptors_free(&d);
     sharp_headers_t rh;
-    sharp_headers_init(&rh);
-    sharp_ext_authz_grpc_head(&rh, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", c->authority,
-                              c->timeout_ms, &c->initial_metadata);
+    sharp_sbuf_t body = {0};
+    if (!call_request(f, sharp_stream_request_headers(s), true, &rh, &body)) return;
     sharp_debug(http, "[C%llu][S%llu] ratelimit: the stream's end asks too", s->conn_id, s->id);
     static const sharp_async_post_counts_t uncounted = {0};
     /* takes over the head and body, whatever the outcome */
