@@ -252,6 +252,13 @@ void sharp_stream_decode_trailers(sharp_filter_t *f, sharp_headers_t *t);
  * twice changes nothing): the router resumes only once no source holds
  * it (the downstream connection, the codec, other filters). */
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above);
+/* A filter that buffers the response body itself (the gRPC bridges) and
+ * finds it above the stream's buffer limit answers as the connection
+ * manager does for a held body (Envoy's responseDataTooLarge): counted in
+ * http.<stat_prefix>.rs_too_large, a 500 local reply with details
+ * response_payload_too_large (a reset once the response has started). The
+ * filter then returns SHARP_FILTER_CONSUMED or SHARP_FILTER_STOP. */
+void sharp_stream_response_too_large(sharp_filter_t *f);
 /* Whether a response-side pause applies to f (see on_downstream_watermark):
  * a filter that starts producing response data (the router binding an
  * upstream) begins paused. */

@@ -980,6 +980,15 @@ static void enc_too_large(sharp_stream_t *s)
                    NULL, NULL);
 }
 
+void sharp_stream_response_too_large(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return;
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rs_too_large);
+    local_reply_at(s, (int32_t)f->index - 1, f->factory->name, 500, "Internal Server Error", 21, 0,
+                   "response_payload_too_large", NULL, NULL);
+}
+
 /* Response data held behind the filter holding the headers (Envoy's
  * buffered response data, a watermark buffer at the stream's buffer
  * limit): above the limit the filters after that filter pause, until it
