@@ -36,7 +36,8 @@ static void on_release(sharp_deadline_t *d)
     sharp_stream_continue_encoding(st->f);
 }
 
-static sharp_filter_status_t hold_decode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t hold_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                 bool end_stream)
 {
     (void)end_stream;
     hold_state_t *st = f->state;
@@ -48,11 +49,13 @@ static sharp_filter_status_t hold_decode_headers(sharp_filter_t *f, sharp_header
         num[v.len] = '\0';
         st->hold_ms = strtoull(num, NULL, 10);
     }
-    st->buffer = sharp_headers_get_cstr(h, "x-test-hold-response-mode", &v) && sharp_str_eq(v, "buffer", 6);
+    st->buffer =
+        sharp_headers_get_cstr(h, "x-test-hold-response-mode", &v) && sharp_str_eq(v, "buffer", 6);
     return SHARP_FILTER_CONTINUE;
 }
 
-static sharp_filter_status_t hold_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
+static sharp_filter_status_t hold_encode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                 bool end_stream)
 {
     (void)h;
     hold_state_t *st = f->state;
@@ -62,7 +65,8 @@ static sharp_filter_status_t hold_encode_headers(sharp_filter_t *f, sharp_header
     return SHARP_FILTER_STOP;
 }
 
-static sharp_filter_status_t hold_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
+static sharp_filter_status_t hold_encode_data(sharp_filter_t *f, const char *p, size_t n,
+                                              bool end_stream)
 {
     (void)p;
     (void)n;

@@ -35,7 +35,7 @@ static struct {
     unsigned read_disable_calls;
     uint32_t status; /* the response head the codec got, 0: none */
     bool headers_end;
-    size_t data;      /* response body bytes the codec got */
+    size_t data; /* response body bytes the codec got */
     bool data_end;
     char body[64];
 } codec;
@@ -128,8 +128,10 @@ static void f_watermark(sharp_filter_t *f, bool above)
     /* edges only: never the same twice in a row */
     assert_true(st->paused != above);
     st->paused = above;
-    if (above) st->above++;
-    else st->below++;
+    if (above)
+        st->above++;
+    else
+        st->below++;
 }
 
 static const sharp_filter_factory_t plain = {
@@ -239,7 +241,7 @@ static void read_pause_resumes_after_the_last_source(void **state)
     sharp_stream_t *s = stream();
     sharp_stream_decoder_watermark(F(s, 2), true); /* the router: upstream write buffer full */
     assert_true(codec.read_disabled);
-    sharp_stream_read_disable(F(s, 1), true); /* a decompressor's held input */
+    sharp_stream_read_disable(F(s, 1), true);      /* a decompressor's held input */
     sharp_stream_decoder_watermark(F(s, 0), true); /* a bandwidth limit's buffer */
     assert_int_equal(s->read_pauses, 3);
     assert_int_equal(codec.read_disable_calls, 1);
@@ -368,7 +370,8 @@ static void stream_begins_paused(void **state)
     assert_true(sharp_stream_encoder_paused(F(s, 2)));
     assert_int_equal(fs[2].above, 0);
     /* the filters look when they start (the router binding its upstream) */
-    for (uint32_t i = 0; i < NF; i++) fs[i].paused = sharp_stream_encoder_paused(F(s, i));
+    for (uint32_t i = 0; i < NF; i++)
+        fs[i].paused = sharp_stream_encoder_paused(F(s, i));
     /* the connection drains: the filters hear the end */
     sharp_hcm_downstream_watermark(s, false);
     assert_false(sharp_stream_encoder_paused(F(s, 2)));
@@ -473,7 +476,8 @@ static void held_response_replaced_by_local_reply(void **state)
     /* a filter answers instead (a timeout): the held body and its pause
      * go (the holder lets the local reply's headers pass) */
     fs[0].stop_headers = false;
-    sharp_stream_send_local_reply(F(s, 2), 504, "upstream request timeout", 0, "upstream_response_timeout");
+    sharp_stream_send_local_reply(F(s, 2), 504, "upstream request timeout", 0,
+                                  "upstream_response_timeout");
     assert_int_equal(codec.status, 504);
     assert_int_equal(s->enc_buf.len, 0);
     assert_false(fs[2].paused);
