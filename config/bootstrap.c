@@ -419,6 +419,7 @@ static void hcm_stats_init(sharp_hcm_config_t *h, sharp_stats_t *s)
     C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
     C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
     C(rq_too_large, "downstream_rq_too_large");
+    C(rs_too_large, "rs_too_large");
     C(rq_failed_path_normalization, "downstream_rq_failed_path_normalization");
     C(rq_redirected_with_normalized_path, "downstream_rq_redirected_with_normalized_path");
     C(rq_max_duration_reached, "downstream_rq_max_duration_reached");

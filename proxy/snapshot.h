@@ -74,7 +74,8 @@ typedef struct sharp_hcm_stats {
         rq_ws_on_non_ws_route, cx_length, rq_response_before_rq_complete, rq_too_large,
         rq_failed_path_normalization, rq_redirected_with_normalized_path, rq_max_duration_reached,
         cx_max_duration_reached, cx_delayed_close_timeout, cx_upgrades_total, cx_upgrades_active,
-        rq_header_timeout, cx_overload_disable_keepalive, cx_http2_total, cx_http2_active, rq_http2_total;
+        rq_header_timeout, cx_overload_disable_keepalive, cx_http2_total, cx_http2_active, rq_http2_total,
+        rs_too_large;
     /* HTTP/1 and HTTP/2 codec stats, rooted at "http1." and "http2." as in
      * Envoy (shared by every HCM) */
     sharp_stat_id_t http1_dropped_headers_with_underscores, http1_requests_rejected_with_underscores;

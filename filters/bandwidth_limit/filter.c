@@ -400,8 +400,8 @@ static void write_data(bw_state_t *st, bool response, const char *p, size_t n, b
     count(st, response ? ST_RESP_INCOMING_TOTAL : ST_REQ_INCOMING_TOTAL, n);
     if (n) sharp_sbuf_append(&d->buf, p, n);
     if (end) d->saw_end = true;
-    /* above the limit: the source pauses (again, should something else
-     * have resumed it meanwhile) */
+    /* above the limit: the source pauses (this filter is one source of
+     * its pause; saying it again changes nothing) */
     if (d->buf.len - d->off > sharp_stream_buffer_limit(st->f->stream)) {
         d->above = true;
         pause_source(st, response, true);

@@ -101,7 +101,6 @@ typedef struct side {
 typedef struct decomp_state {
     side_t req, resp;
     sharp_sbuf_t out;  /* one step's decompressed output */
-    bool resp_paused;  /* the downstream is above its write watermark */
 } decomp_state_t;
 
 /* ---- header rules (exported for the unit tests) ---- */
@@ -357,12 +356,12 @@ static void release_out(decomp_state_t *st)
 }
 
 /* Whether what this side makes has nowhere to go now: request data held
- * after the filter above the stream's buffer limit, or a downstream above
- * its write watermark. */
+ * after the filter above the stream's buffer limit, or a response-side
+ * pause (a downstream above its write watermark, a filter before this one
+ * holding response data above the limit). */
 static bool side_blocked(sharp_filter_t *f, bool req)
 {
-    decomp_state_t *st = f->state;
-    return req ? sharp_stream_decoder_above_limit(f) : st->resp_paused;
+    return req ? sharp_stream_decoder_above_limit(f) : sharp_stream_encoder_paused(f);
 }
 
 /* The peer (the downstream for requests, the upstream through the router
@@ -372,7 +371,7 @@ static void pause_peer(sharp_filter_t *f, bool req, side_t *side, bool pause)
 {
     if (side->paused_peer == pause) return;
     side->paused_peer = pause;
-    if (req) sharp_stream_read_disable(f->stream, pause);
+    if (req) sharp_stream_read_disable(f, pause);
     else sharp_stream_encoder_watermark(f, pause);
 }
 
@@ -610,7 +609,6 @@ static void dc_on_decoder_drained(sharp_filter_t *f)
 static void dc_on_downstream_watermark(sharp_filter_t *f, bool above)
 {
     decomp_state_t *st = f->state;
-    st->resp_paused = above;
     if (!above && st->resp.d) pump(f, false, NULL, 0);
 }
 

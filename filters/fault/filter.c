@@ -295,8 +295,8 @@ static sharp_filter_status_t fault_encode_data(sharp_filter_t *f, const char *p,
     if (!st->limiting) return SHARP_FILTER_CONTINUE;
     if (n) sharp_sbuf_append(&st->buf, p, n);
     if (end_stream) st->saw_end = true;
-    /* above the limit: the router pauses (again, should the downstream
-     * connection's drain have resumed it meanwhile) */
+    /* above the limit: the router pauses (this filter is one source of
+     * its pause; saying it again changes nothing) */
     if (st->buf.len - st->off > sharp_stream_buffer_limit(f->stream)) {
         st->above = true;
         sharp_stream_encoder_watermark(f, true);

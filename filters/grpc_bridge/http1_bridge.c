@@ -152,8 +152,7 @@ static sharp_filter_status_t h1b_encode_data(sharp_filter_t *f, const char *p, s
     if (st->resp.len + n > sharp_stream_buffer_limit(f->stream)) {
         sharp_sbuf_free(&st->resp);
         st->holding_headers = false;
-        sharp_stream_send_local_reply(f, 500, "Internal Server Error", 0,
-                                      "response_payload_too_large");
+        sharp_stream_response_too_large(f);
         return SHARP_FILTER_CONSUMED;
     }
     sharp_sbuf_append(&st->resp, p, n);

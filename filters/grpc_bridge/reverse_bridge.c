@@ -275,8 +275,7 @@ static sharp_filter_status_t rb_encode_data(sharp_filter_t *f, const char *p, si
         if (st->buf.len - SHARP_GRPC_FRAME_HEADER_SIZE + n > sharp_stream_buffer_limit(s)) {
             sharp_sbuf_free(&st->buf);
             st->failed = true;
-            sharp_stream_send_local_reply(f, 500, "Internal Server Error", 0,
-                                          "response_payload_too_large");
+            sharp_stream_response_too_large(f);
             return SHARP_FILTER_CONSUMED;
         }
         sharp_sbuf_append(&st->buf, p, n);

@@ -102,6 +102,11 @@ typedef struct router_state {
     sharp_headers_t req_trailers; /* the request's trailers, kept for every try */
     bool has_req_trailers;
     bool request_end_seen;     /* the downstream request has ended */
+    /* The router's reasons to pause the downstream's reads, which it holds
+     * as one source (sharp_stream_decoder_watermark, `dec_paused` what it
+     * said last): the body waiting for a connection above the buffer
+     * limit, and the try's upstream write buffer above its watermark. */
+    bool pending_above, write_above, dec_paused;
     bool upstream_active;   /* a try's acquire issued and not yet released */
     bool bound;             /* a connection is bound */
     bool response_headers;  /* upstream response headers went downstream */
@@ -280,6 +285,16 @@ static void child_finish(router_state_t *rs)
                                rs->try_code, rs->try_flags, !rs->try_complete && !rs->try_flags);
 }
 
+/* Tells the connection manager whether the router holds the
+ * downstream's read pause, when that changed. */
+static void update_dec_pause(router_state_t *rs)
+{
+    bool pause = rs->pending_above || rs->write_above;
+    if (pause == rs->dec_paused) return;
+    rs->dec_paused = pause;
+    sharp_stream_decoder_watermark(rs->f, pause);
+}
+
 static void release_upstream(router_state_t *rs)
 {
     child_finish(rs);
@@ -293,6 +308,9 @@ static void release_upstream(router_state_t *rs)
     capture_diagnosis(rs);
     rs->upstream_active = false;
     rs->bound = false;
+    /* the try's write buffer goes with it (the next try, if any, lets the
+     * pause go: update_dec_pause in on_backoff) */
+    rs->write_above = false;
     sharp_pool_cancel(&rs->ureq);
     if (rs->tcp_pool) {
         /* it goes once its connection has sent what it still holds */
@@ -489,6 +507,7 @@ static void on_backoff(uv_timer_t *t)
     if (!rs || !rs->backing_off) return;
     rs->backing_off = false;
     start_try(rs);
+    update_dec_pause(rs);
 }
 
 /* The current try failed in a retriable way and should_retry said yes: end
@@ -1290,7 +1309,10 @@ static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p
         if (end) start_try_timer(rs);
     } else {
         if (n) sharp_sbuf_append(&rs->pending_body, p, n);
-        if (rs->pending_body.len > sharp_stream_buffer_limit(f->stream)) sharp_stream_decoder_watermark(f, true);
+        if (rs->pending_body.len > sharp_stream_buffer_limit(f->stream)) {
+            rs->pending_above = true;
+            update_dec_pause(rs);
+        }
     }
     if (end && !rs->upgrade) start_timer(rs);
     return SHARP_FILTER_STOP;
@@ -1324,16 +1346,16 @@ static void up_on_headers(void *ctx, sharp_headers_t *h, bool end_stream);
  * stream's data both ways is the connection's bytes. */
 static void connect_ready(router_state_t *rs, sharp_upstream_cx_t *cx)
 {
-    sharp_stream_t *s = rs->f->stream;
     if (rs->pending_body.len || rs->request_end_seen) {
         sharp_sbuf_t b = rs->pending_body;
         memset(&rs->pending_body, 0, sizeof rs->pending_body);
         sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen);
         sharp_sbuf_free(&b);
         if (!rs->upstream_active) return;
-        sharp_stream_decoder_watermark(rs->f, false);
+        rs->pending_above = false;
+        update_dec_pause(rs);
     }
-    if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) sharp_upstream_cx_read_disable(rs->ureq.cx, true);
+    if (sharp_stream_encoder_paused(rs->f) && rs->ureq.cx) sharp_upstream_cx_read_disable(rs->ureq.cx, true);
     sharp_headers_t h;
     sharp_headers_init(&h);
     sharp_headers_add_cstr(&h, ":status", "200");
@@ -1397,7 +1419,10 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         keep_for_replay(rs, b.data, b.len);
         sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen && !trailers);
         sharp_sbuf_free(&b);
-        if (rs->upstream_active) sharp_stream_decoder_watermark(rs->f, false);
+        if (rs->upstream_active) {
+            rs->pending_above = false;
+            update_dec_pause(rs);
+        }
     }
     if (!rs->upstream_active) return;
     if (trailers) sharp_upstream_cx_send_trailers(cx, &rs->req_trailers);
@@ -1405,9 +1430,9 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
     /* Envoy arms it when the try gets its connection; 0s means none. */
     if (route_cluster(rs)->max_stream_duration_ms)
         deadline_start(rs, &rs->duration_timer, on_max_stream_duration, route_cluster(rs)->max_stream_duration_ms);
-    if (sharp_codec_downstream_above_watermark(s) && rs->ureq.cx) {
-        sharp_upstream_cx_read_disable(rs->ureq.cx, true);
-    }
+    /* Envoy's addDownstreamWatermarkCallbacks: the pauses already held
+     * apply to the new upstream */
+    if (sharp_stream_encoder_paused(rs->f) && rs->ureq.cx) sharp_upstream_cx_read_disable(rs->ureq.cx, true);
 }
 
 static void up_on_pool_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
@@ -1607,7 +1632,8 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
 static void up_on_write_watermark(void *ctx, bool above)
 {
     router_state_t *rs = ctx;
-    sharp_stream_decoder_watermark(rs->f, above);
+    rs->write_above = above;
+    update_dec_pause(rs);
 }
 
 static const sharp_upstream_callbacks_t upstream_cbs = {

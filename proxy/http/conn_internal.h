@@ -34,10 +34,10 @@ typedef struct sharp_server_codec {
     void (*encode_data)(sharp_stream_t *s, const char *p, size_t n, bool end_stream);
     void (*encode_trailers)(sharp_stream_t *s, sharp_headers_t *t);
     void (*send_continue)(sharp_stream_t *s);
-    /* Request body backpressure for one stream, and whether the client's
-     * side of a stream is above its write watermark. */
+    /* Request body backpressure for one stream (the stream's sources of
+     * it counted: disable when the first holds it, enable when the last
+     * lets go). */
     void (*read_disable)(sharp_stream_t *s, bool disable);
-    bool (*above_watermark)(sharp_stream_t *s);
     /* The stream's finish is due (its response complete), or its reset
      * (`reset`: sharp_codec_reset, deferred to a loop turn of its own): the
      * codec ends it on the wire, destroys it (sharp_conn_stream_destroy)

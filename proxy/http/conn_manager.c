@@ -351,19 +351,17 @@ void sharp_conn_half_close(sharp_conn_t *c)
     }
 }
 
-/* The connection's write queue crossed its watermark: every stream's
- * filters hear it (the router pauses or resumes its upstream), or the TCP
- * proxy. */
+/* The connection's write queue crossed its watermark: every stream
+ * takes it as one source of its response-side pause (the router pauses or
+ * resumes its upstream once no other source holds it), or the TCP proxy
+ * hears it. */
 static void notify_watermark(sharp_conn_t *c, bool above)
 {
     if (c->tcp_session) sharp_tcp_proxy_downstream_watermark(c, above);
     for (sharp_dlist_t *n = c->streams.next; n != &c->streams;) {
         sharp_stream_t *s = sharp_container_of(n, sharp_stream_t, conn_link);
         n = n->next;
-        if (s->destroyed) continue;
-        for (uint32_t i = 0; i < s->nfilters; i++)
-            if (!s->filters[i].off && s->filters[i].factory->on_downstream_watermark)
-                s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
+        if (!s->destroyed) sharp_hcm_downstream_watermark(s, above);
     }
 }
 
@@ -1323,6 +1321,9 @@ sharp_stream_t *sharp_conn_stream_create(sharp_conn_t *c)
     }
     s->dec_data_stop = -1;
     s->enc_next = (int32_t)hcm->nfilters - 1;
+    /* Envoy's addCallbacksHelper: a stream of a connection above its write
+     * watermark starts paused */
+    if (c->above_watermark) sharp_hcm_stream_begin_above(s);
     sharp_headers_init(&s->req);
     sharp_headers_init(&s->resp);
     sharp_headers_init(&s->req_trailers);
@@ -1470,11 +1471,6 @@ void sharp_codec_send_continue(sharp_stream_t *s)
 void sharp_codec_read_disable(sharp_stream_t *s, bool disable)
 {
     s->conn->codec->read_disable(s, disable);
-}
-
-bool sharp_codec_downstream_above_watermark(sharp_stream_t *s)
-{
-    return s->conn->codec->above_watermark(s);
 }
 
 static void on_stream_reset(sharp_deadline_t *d)

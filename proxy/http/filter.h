@@ -19,6 +19,15 @@
  *   buffer limit, beyond which the downstream stops being read); on continue
  *   it goes on to the filters after it. The terminal filter returns STOP from
  *   every callback: it consumes what it is given.
+ *   On the response side a STOP from encode_headers holds the response the
+ *   same way: its data reaches the filters up to the stopped one and waits
+ *   behind it. Above the stream's buffer limit the filters after it (the
+ *   router) pause until it continues (Envoy's StopIterationAndWatermark),
+ *   unless it returned STOP from encode_data for that data: it wants the
+ *   whole body (Envoy's StopIterationAndBuffer), and above the limit the
+ *   response is replaced by a 500 (details response_payload_too_large,
+ *   counted in http.<stat_prefix>.rs_too_large). Otherwise encode_data's
+ *   STOP is advisory: response data flows.
  * - SHARP_FILTER_CONSUMED (decode_data and encode_data only): the filter took
  *   the data, and the end of stream with it, and passes on what it makes of
  *   it itself with sharp_stream_decode_data()/sharp_stream_encode_data() (a
@@ -81,8 +90,13 @@ struct sharp_filter_factory {
      * sharp_stream_has_response_trailers tells it trailers follow). It
      * reads them; its status is ignored (it cannot hold them). */
     sharp_filter_status_t (*encode_trailers)(sharp_filter_t *f, sharp_headers_t *t);
-    /* Downstream write buffer crossed its high (above=true) or low watermark:
-     * a filter producing response data (the router) pauses or resumes it. */
+    /* The response data this filter passes on has nowhere to go (above:
+     * the downstream above its write watermark, or a filter before it or
+     * the connection manager holding response data above the stream's
+     * buffer limit) or has room again (the last such pause ended): a
+     * filter producing response data (the router) pauses or resumes it.
+     * Pauses are counted per filter (Envoy's high watermark count): the
+     * filter hears only the first beginning and the last end. */
     void (*on_downstream_watermark)(sharp_filter_t *f, bool above);
     /* Request data held after this filter (by the connection manager
      * behind a stopped filter, or by a filter after it such as the router
@@ -131,6 +145,17 @@ struct sharp_filter {
     /* the request data this filter holds is above the stream's buffer
      * limit (sharp_stream_decoder_watermark) */
     bool dec_above;
+    /* the filter pauses the downstream's reads (sharp_stream_read_disable) */
+    bool read_paused;
+    /* the response data this filter holds is above the stream's buffer
+     * limit (sharp_stream_encoder_watermark) */
+    bool enc_above;
+    /* Response-side pauses that apply to this filter (the downstream
+     * above its write watermark, a filter before it or the connection
+     * manager holding response data above the buffer limit), counted: the
+     * filter's on_downstream_watermark hears when the first begins and
+     * when the last ends (sharp_stream_encoder_paused). */
+    uint32_t enc_pauses;
 };
 
 /* Registry (populated at startup by sharp_filters_register_builtin()). */
@@ -223,14 +248,27 @@ void sharp_stream_decode_trailers(sharp_filter_t *f, sharp_headers_t *t);
  * limit) tells the filters after it that its buffer went above the
  * stream's buffer limit (above) or drained (below): the router pauses or
  * resumes its upstream, as on the downstream connection's watermarks.
- * Resuming waits while the downstream connection is itself above its
- * watermark. */
+ * Each filter is one source of the pause, held or not (saying the same
+ * twice changes nothing): the router resumes only once no source holds
+ * it (the downstream connection, the codec, other filters). */
 void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above);
+/* A filter that buffers the response body itself (the gRPC bridges) and
+ * finds it above the stream's buffer limit answers as the connection
+ * manager does for a held body (Envoy's responseDataTooLarge): counted in
+ * http.<stat_prefix>.rs_too_large, a 500 local reply with details
+ * response_payload_too_large (a reset once the response has started). The
+ * filter then returns SHARP_FILTER_CONSUMED or SHARP_FILTER_STOP. */
+void sharp_stream_response_too_large(sharp_filter_t *f);
+/* Whether a response-side pause applies to f (see on_downstream_watermark):
+ * a filter that starts producing response data (the router binding an
+ * upstream) begins paused. */
+bool sharp_stream_encoder_paused(sharp_filter_t *f);
 /* A filter holding request data (the router's body while its upstream
  * connects, or while the upstream's write buffer is full) tells that it
  * went above the stream's buffer limit (above) or drained (below): the
  * downstream stops or resumes being read, and on below the filters before
- * it get on_decoder_drained. */
+ * it get on_decoder_drained. The filter is one source of the downstream's
+ * read pause (see sharp_stream_read_disable). */
 void sharp_stream_decoder_watermark(sharp_filter_t *f, bool above);
 /* Whether request data held after `f` is above the stream's buffer limit:
  * the connection manager's buffer behind a stopped filter after f, or a
@@ -238,8 +276,13 @@ void sharp_stream_decoder_watermark(sharp_filter_t *f, bool above);
  * filter that makes much request data out of little (the decompressor)
  * holds its input meanwhile, until on_decoder_drained. */
 bool sharp_stream_decoder_above_limit(sharp_filter_t *f);
-/* Stops/resumes reading the downstream connection (request body backpressure). */
-void sharp_stream_read_disable(sharp_stream_t *s, bool disable);
+/* The filter f stops/resumes reading the downstream (request body
+ * backpressure). Reading is paused by sources, counted as Envoy's
+ * readDisable: the connection manager's held request data, each filter's
+ * decoder watermark and each filter's read_disable; it resumes only once
+ * no source holds it. A filter holds it at most once (disabling twice is
+ * one hold, and one enable releases it). */
+void sharp_stream_read_disable(sharp_filter_t *f, bool disable);
 /* Resets the stream (closes an HTTP/1 connection) after a failure mid-response. */
 void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag);
 

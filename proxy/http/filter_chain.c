@@ -10,10 +10,16 @@
  * consumes it instead), and continue_decoding hands the held data to the
  * filters after it. On the encode side a stop on headers holds the response data the
  * same way: it reaches the filters up to the stopped one and waits in
- * enc_buf behind it. A filter that transforms bodies (the compressor)
- * answers SHARP_FILTER_CONSUMED and passes its own data on from the next
- * filter; encode_data's STOP is otherwise advisory (response data always
- * flows: no built-in filter needs to hold a response body yet). */
+ * enc_buf behind it, bounded by the stream's buffer limit (above it the
+ * filters after it pause, or, when the holding filter returned STOP for
+ * the data, the response becomes a 500). A filter that transforms bodies
+ * (the compressor) answers SHARP_FILTER_CONSUMED and passes its own data
+ * on from the next filter; encode_data's STOP is otherwise advisory.
+ *
+ * Flow control counts its sources, as Envoy's readDisable and high
+ * watermark counts do: the downstream is read again only when no source
+ * holds its pause (read_pause), and a filter producing response data
+ * resumes only when no source holds its pause (enc_pause). */
 #include "small.h"
 #include "http/conn_internal.h"
 #include "http/filter.h"
@@ -29,6 +35,7 @@
 #include "worker.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -547,11 +554,35 @@ static bool stream_done(sharp_stream_t *s)
     return s->destroyed || s->local_reply || s->response_complete;
 }
 
+/* One source of the downstream's read pause holds it (pause) or lets it
+ * go: the codec stops reading the stream when the first source holds it
+ * and reads again when the last lets go (Envoy's reference-counted
+ * readDisable). `held` is the source's own flag, so a source counts once
+ * however often it says the same. */
+static void read_pause(sharp_stream_t *s, bool *held, bool pause)
+{
+    if (s->destroyed || *held == pause) return;
+    *held = pause;
+    if (pause) {
+        if (s->read_pauses++ == 0) sharp_codec_read_disable(s, true);
+        return;
+    }
+    assert(s->read_pauses > 0);
+    if (s->read_pauses > 0 && --s->read_pauses == 0) sharp_codec_read_disable(s, false);
+}
+
+/* The connection manager's own source: request data held behind a
+ * stopped filter above the stream's buffer limit. */
+static void dec_buf_check(sharp_stream_t *s)
+{
+    read_pause(s, &s->dec_buf_paused, s->dec_buf.len > sharp_stream_buffer_limit(s));
+}
+
 static void dec_buffer(sharp_stream_t *s, const char *p, size_t n, bool end)
 {
     if (n) sharp_sbuf_append(&s->dec_buf, p, n);
     if (end) s->dec_end_pending = true;
-    if (s->dec_buf.len > sharp_stream_buffer_limit(s)) sharp_codec_read_disable(s, true);
+    dec_buf_check(s);
 }
 
 /* Delivers request data to filters [from, ...]. Data goes as far as the
@@ -650,8 +681,7 @@ void sharp_stream_decoder_watermark(sharp_filter_t *f, bool above)
 {
     sharp_stream_t *s = f->stream;
     if (s->destroyed) return;
-    f->dec_above = above;
-    sharp_codec_read_disable(s, above);
+    read_pause(s, &f->dec_above, above);
     if (!above) dec_drained(s, f->index);
 }
 
@@ -668,7 +698,8 @@ static void dec_flush_buffer(sharp_stream_t *s, uint32_t from)
         dec_run_data(s, from, b.data, b.len, end);
     }
     sharp_sbuf_free(&b);
-    if (!s->dec_stopped && s->dec_data_stop < 0 && !s->destroyed) sharp_codec_read_disable(s, false);
+    /* what a filter stopped again holds now counts */
+    dec_buf_check(s);
     dec_drained(s, s->nfilters);
 }
 
@@ -687,12 +718,9 @@ static void dec_iterate_headers(sharp_stream_t *s, uint32_t from)
             /* The terminal filter consumes what it is given: request data
              * held while a filter before it had stopped the chain (one
              * that waited for an answer, such as ext_authz) goes on to it
-             * now. Reading resumes first: the terminal filter pauses the
-             * downstream itself when it must. */
-            if (i == s->nfilters - 1 && (s->dec_buf.len || s->dec_end_pending)) {
-                if (s->dec_data_stop < 0 && !s->destroyed) sharp_codec_read_disable(s, false);
-                dec_flush_buffer(s, from);
-            }
+             * now (the terminal filter pauses the downstream itself when
+             * it must, a source of its own). */
+            if (i == s->nfilters - 1 && (s->dec_buf.len || s->dec_end_pending)) dec_flush_buffer(s, from);
             return;
         }
     }
@@ -878,6 +906,118 @@ void sharp_stream_continue_decoding(sharp_filter_t *f)
 /* ------------------------------------------------------------------ */
 /* encode iteration                                                     */
 
+/* One source of a response-side pause holds it (pause) or lets it go,
+ * for the filters after `after` (-1: all of them). Each filter counts
+ * the sources that hold it (Envoy's high_watermark_count_) and hears the
+ * first one's beginning and the last one's end (on_downstream_watermark):
+ * the router then pauses or resumes its upstream. `held` is the source's
+ * own flag, so a source counts once however often it says the same. */
+static void enc_pause(sharp_stream_t *s, int32_t after, bool *held, bool pause)
+{
+    if (s->destroyed || *held == pause) return;
+    *held = pause;
+    for (uint32_t i = (uint32_t)(after + 1); i < s->nfilters; i++) {
+        sharp_filter_t *g = &s->filters[i];
+        bool edge;
+        if (pause) {
+            edge = g->enc_pauses++ == 0;
+        } else {
+            assert(g->enc_pauses > 0);
+            edge = g->enc_pauses > 0 && --g->enc_pauses == 0;
+        }
+        if (edge && !g->off && !s->destroyed && g->factory->on_downstream_watermark)
+            g->factory->on_downstream_watermark(g, pause);
+    }
+}
+
+void sharp_hcm_downstream_watermark(sharp_stream_t *s, bool above)
+{
+    enc_pause(s, -1, &s->conn_above, above);
+}
+
+void sharp_hcm_codec_watermark(sharp_stream_t *s, bool above)
+{
+    enc_pause(s, -1, &s->codec_above, above);
+}
+
+void sharp_hcm_stream_begin_above(sharp_stream_t *s)
+{
+    if (s->conn_above) return;
+    s->conn_above = true;
+    for (uint32_t i = 0; i < s->nfilters; i++) s->filters[i].enc_pauses++;
+}
+
+bool sharp_stream_encoder_paused(sharp_filter_t *f)
+{
+    /* the chain's own filter at f's place: a filter another one runs
+     * (ExtensionWithMatcher) is a copy that the counts do not reach */
+    sharp_stream_t *s = f->stream;
+    return f->index < s->nfilters && s->filters[f->index].enc_pauses > 0;
+}
+
+void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
+{
+    enc_pause(f->stream, (int32_t)f->index, &f->enc_above, above);
+}
+
+static void local_reply_at(sharp_stream_t *s, int32_t from, const char *who, uint32_t status, const char *body,
+                           size_t blen, uint32_t response_flag, const char *details, const char *const *headers,
+                           const sharp_header_ops_t *ops);
+
+/* Envoy's responseDataTooLarge when the filter holding the headers
+ * buffers the body: counted, and answered with a 500 that goes straight
+ * to the codec (Envoy's sendDirectLocalReply: the response's headers were
+ * started but not sent); the held response and what the upstream still
+ * sends are dropped. */
+static void enc_too_large(sharp_stream_t *s)
+{
+    sharp_debug(http, "[C%llu][S%llu] response data too large (above the buffer limit of %u held by %s)", s->conn_id,
+                s->id, sharp_stream_buffer_limit(s), s->filters[s->enc_next].factory->name);
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rs_too_large);
+    s->enc_replaced = true;
+    s->has_resp_trailers = false;
+    local_reply_at(s, -1, "the connection manager", 500, "Internal Server Error", 21, 0, "response_payload_too_large",
+                   NULL, NULL);
+}
+
+void sharp_stream_response_too_large(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (s->destroyed) return;
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rs_too_large);
+    local_reply_at(s, (int32_t)f->index - 1, f->factory->name, 500, "Internal Server Error", 21, 0,
+                   "response_payload_too_large", NULL, NULL);
+}
+
+/* Response data held behind the filter holding the headers (Envoy's
+ * buffered response data, a watermark buffer at the stream's buffer
+ * limit): above the limit the filters after that filter pause, until it
+ * lets the data go; a filter that buffers the whole body gets the 500
+ * instead. */
+static void enc_buf_check(sharp_stream_t *s)
+{
+    bool above = s->enc_stopped && s->enc_buf.len > sharp_stream_buffer_limit(s);
+    if (s->enc_buf_above && (!above || s->enc_buf_at != s->enc_next))
+        enc_pause(s, s->enc_buf_at, &s->enc_buf_above, false);
+    if (!above || s->destroyed || s->enc_buf_above) return;
+    if (s->enc_buffering) {
+        enc_too_large(s);
+        return;
+    }
+    s->enc_buf_at = s->enc_next;
+    enc_pause(s, s->enc_buf_at, &s->enc_buf_above, true);
+}
+
+/* The held response is over (continued, replaced or answered locally):
+ * its data goes, and with it its pause. */
+static void enc_drop_held(sharp_stream_t *s)
+{
+    sharp_sbuf_free(&s->enc_buf);
+    s->enc_end_pending = false;
+    s->enc_buffering = false;
+    if (s->enc_buf_above) enc_pause(s, s->enc_buf_at, &s->enc_buf_above, false);
+}
+
 static bool stream_keeps_response_head(const sharp_stream_t *s)
 {
     if (s->hcm->naccess_logs) return true;
@@ -929,6 +1069,8 @@ static void enc_iterate_headers(sharp_stream_t *s, int32_t from, sharp_headers_t
 static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t n, bool end)
 {
     if (s->destroyed) return;
+    /* a filter answering with a local reply ends this data's way */
+    bool was_local = s->local_reply;
     /* while a filter holds the response headers, data goes as far as that
      * filter and waits behind it */
     int32_t last = s->enc_stopped ? s->enc_next : 0;
@@ -941,9 +1083,9 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
              * without the end, then the trailers (Envoy's encodeTrailers);
              * it cannot hold them */
             if (f->factory->encode_data && n) st = f->factory->encode_data(f, p, n, false);
-            if (s->destroyed) return;
+            if (s->destroyed || s->local_reply != was_local) return;
             sharp_filter_status_t ts = f->factory->encode_trailers(f, &s->resp_trailers);
-            if (s->destroyed) return;
+            if (s->destroyed || s->local_reply != was_local) return;
             /* the filter ended the response itself
              * (sharp_stream_continue_encoding_body), or passes the
              * trailers on later (sharp_stream_encode_trailers) */
@@ -956,13 +1098,16 @@ static void enc_run_data(sharp_stream_t *s, int32_t from, const char *p, size_t 
         } else if (f->factory->encode_data) {
             st = f->factory->encode_data(f, p, n, end);
         }
-        if (s->destroyed) return;
+        if (s->destroyed || s->local_reply != was_local) return;
         /* the filter passed its own data on (sharp_stream_encode_data) */
         if (st == SHARP_FILTER_CONSUMED) return;
+        /* the filter holding the headers keeps the body to see it whole */
+        if (st == SHARP_FILTER_STOP && s->enc_stopped && i == s->enc_next) s->enc_buffering = true;
     }
     if (s->enc_stopped) {
         if (n) sharp_sbuf_append(&s->enc_buf, p, n);
         if (end) s->enc_end_pending = true;
+        enc_buf_check(s);
         return;
     }
     if (end && s->has_resp_trailers) {
@@ -984,6 +1129,7 @@ void sharp_stream_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end
 
 void sharp_stream_encode_data(sharp_filter_t *f, const char *p, size_t n, bool end_stream)
 {
+    if (f->stream->enc_replaced) return;
     enc_run_data(f->stream, (int32_t)f->index - 1, p, n, end_stream);
 }
 
@@ -1003,7 +1149,7 @@ void sharp_stream_decode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 void sharp_stream_encode_trailers(sharp_filter_t *f, sharp_headers_t *t)
 {
     sharp_stream_t *s = f->stream;
-    if (s->destroyed) return;
+    if (s->destroyed || s->enc_replaced) return;
     if (t != &s->resp_trailers) sharp_headers_copy(&s->resp_trailers, t);
     s->has_resp_trailers = true;
     enc_run_data(s, (int32_t)f->index - 1, NULL, 0, true);
@@ -1014,14 +1160,20 @@ void sharp_stream_continue_encoding(sharp_filter_t *f)
     sharp_stream_t *s = f->stream;
     if (s->destroyed || !s->enc_stopped || s->enc_next != (int32_t)f->index) return;
     s->enc_stopped = false;
-    enc_iterate_headers(s, (int32_t)f->index - 1, &s->resp, s->enc_headers_end);
-    if (s->enc_stopped || s->destroyed) return;
+    s->enc_buffering = false;
     sharp_sbuf_t b = s->enc_buf;
     bool end = s->enc_end_pending;
     memset(&s->enc_buf, 0, sizeof s->enc_buf);
     s->enc_end_pending = false;
-    if (b.len || end) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, end);
+    bool was_local = s->local_reply;
+    enc_iterate_headers(s, (int32_t)f->index - 1, &s->resp, s->enc_headers_end);
+    /* the held data follows the headers, as far as a filter that holds
+     * them again; not after a local reply that took the response's place */
+    if (!s->destroyed && s->local_reply == was_local && (b.len || end))
+        enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, end);
     sharp_sbuf_free(&b);
+    /* the pause ends, or moves to where the data waits now */
+    enc_buf_check(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1086,10 +1238,19 @@ static const char *keep_details(sharp_stream_t *s, const char *details)
 static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, size_t blen, uint32_t response_flag,
                         const char *details, const char *const *headers, const sharp_header_ops_t *ops)
 {
-    sharp_stream_t *s = f->stream;
+    local_reply_at(f->stream, (int32_t)f->index - 1, f->factory->name, status, body, blen, response_flag, details,
+                   headers, ops);
+}
+
+/* The local reply's headers and body go through the filters from `from`
+ * down to the first (-1: none, straight to the codec). */
+static void local_reply_at(sharp_stream_t *s, int32_t from, const char *who, uint32_t status, const char *body,
+                           size_t blen, uint32_t response_flag, const char *details, const char *const *headers,
+                           const sharp_header_ops_t *ops)
+{
     if (s->destroyed) return;
     sharp_debug(http, "[C%llu][S%llu] Sending local reply with details %s (status %u, from %s)", s->conn_id,
-                s->id, details ? details : "-", status, f->factory->name);
+                s->id, details ? details : "-", status, who);
     s->info.response_flags |= response_flag;
     if (details) s->info.response_code_details = keep_details(s, details);
     if (s->response_started) {
@@ -1098,6 +1259,8 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
     }
     s->local_reply = true;
     s->local_reply_code = status;
+    /* a response some filter held is replaced: its data goes */
+    if (s->enc_stopped) enc_drop_held(s);
     s->enc_stopped = false;
     sharp_headers_t *h = &s->resp;
     sharp_headers_clear(h);
@@ -1149,12 +1312,12 @@ static void local_reply(sharp_filter_t *f, uint32_t status, const char *body, si
             sharp_sbuf_free(&m);
         }
         sharp_sbuf_free(&b);
-        enc_iterate_headers(s, (int32_t)f->index - 1, h, true);
+        enc_iterate_headers(s, from, h, true);
         return;
     }
     bool end = b.len == 0 || s->is_head;
-    enc_iterate_headers(s, (int32_t)f->index - 1, h, end);
-    if (!end && !s->destroyed) enc_run_data(s, (int32_t)f->index - 1, b.data, b.len, true);
+    enc_iterate_headers(s, from, h, end);
+    if (!end && !s->destroyed) enc_run_data(s, from, b.data, b.len, true);
     sharp_sbuf_free(&b);
 }
 
@@ -1192,8 +1355,7 @@ void sharp_stream_continue_encoding_body(sharp_filter_t *f, const char *body, si
     if (s->destroyed || !s->enc_stopped || s->enc_next != (int32_t)f->index) return;
     /* what the upstream sent after the headers (a 304's empty end) is
      * replaced by the filter's body */
-    sharp_sbuf_free(&s->enc_buf);
-    s->enc_end_pending = false;
+    enc_drop_held(s);
     s->has_resp_trailers = false;
     bool end = n == 0 || s->is_head;
     s->enc_stopped = false;
@@ -1216,18 +1378,9 @@ sharp_headers_t *sharp_stream_response_trailers(sharp_stream_t *s)
     return &s->resp_trailers;
 }
 
-void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
+void sharp_stream_read_disable(sharp_filter_t *f, bool disable)
 {
-    sharp_stream_t *s = f->stream;
-    if (s->destroyed || (!above && sharp_codec_downstream_above_watermark(s))) return;
-    for (uint32_t i = f->index + 1; i < s->nfilters; i++)
-        if (!s->filters[i].off && s->filters[i].factory->on_downstream_watermark)
-            s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
-}
-
-void sharp_stream_read_disable(sharp_stream_t *s, bool disable)
-{
-    if (!s->destroyed) sharp_codec_read_disable(s, disable);
+    read_pause(f->stream, &f->read_paused, disable);
 }
 
 void sharp_stream_reset(sharp_stream_t *s, uint32_t response_flag)

@@ -16,7 +16,6 @@ void sharp_codec_reset(sharp_stream_t *s);
 /* Sends "100 Continue" on the wire. */
 void sharp_codec_send_continue(sharp_stream_t *s);
 const char *sharp_h1_reason(uint32_t code);
-bool sharp_codec_downstream_above_watermark(sharp_stream_t *s);
 /* Restarts the stream idle timer with s->idle_timeout_ms (0 stops it). */
 void sharp_codec_touch(sharp_stream_t *s);
 /* the request headers are complete: request_headers_timeout stops */
@@ -27,6 +26,16 @@ void sharp_codec_request_headers_done(sharp_stream_t *s);
  * chain. `remote` is the peer address. */
 void sharp_hcm_decode_headers(sharp_stream_t *s, bool end_stream, const struct sockaddr *remote);
 void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, bool end);
+/* The connection's write queue crossed its watermark (above or below),
+ * or the codec's own buffer of this stream's response did (HTTP/2's
+ * unsent body): two sources of the response-side pause of every filter
+ * of the stream (the router stops reading its upstream). */
+void sharp_hcm_downstream_watermark(sharp_stream_t *s, bool above);
+void sharp_hcm_codec_watermark(sharp_stream_t *s, bool above);
+/* A stream begins while its connection is above its write watermark: it
+ * starts paused, without telling filters that have not started yet (the
+ * router looks when it binds its upstream: sharp_stream_encoder_paused). */
+void sharp_hcm_stream_begin_above(sharp_stream_t *s);
 /* The request ends with trailers (s->req_trailers, filled by the codec). */
 void dec_run_trailers(sharp_stream_t *s, uint32_t from);
 

@@ -908,11 +908,6 @@ static void h1_read_disable(sharp_stream_t *s, bool disable)
     sharp_conn_update_reading(c);
 }
 
-static bool h1_above_watermark(sharp_stream_t *s)
-{
-    return s->conn->above_watermark;
-}
-
 /* The stream's response is complete (or it was reset): HTTP/1 either
  * closes the connection or goes on with the next pipelined request. */
 static void h1_stream_done(sharp_conn_t *c, sharp_stream_t *s, bool reset)
@@ -988,7 +983,6 @@ const sharp_server_codec_t sharp_http1_server_codec = {
     .encode_trailers = h1_encode_trailers,
     .send_continue = h1_send_continue,
     .read_disable = h1_read_disable,
-    .above_watermark = h1_above_watermark,
     .stream_done = h1_stream_done,
     .busy = h1_busy,
     .read_blocked = h1_read_blocked,

@@ -113,13 +113,6 @@ static void h2_schedule(sharp_conn_t *c)
     if (!c->closing) sharp_conn_defer_flush(c);
 }
 
-static void notify_stream_watermark(sharp_stream_t *s, bool above)
-{
-    for (uint32_t i = 0; i < s->nfilters; i++)
-        if (!s->filters[i].off && s->filters[i].factory->on_downstream_watermark)
-            s->filters[i].factory->on_downstream_watermark(&s->filters[i], above);
-}
-
 static size_t out_pending(const h2_stream_t *h)
 {
     return h->out_len - h->out_off;
@@ -608,7 +601,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     }
     if (h->above && out_pending(h) <= s->conn->listener->buffer_limit / 2) {
         h->above = false;
-        if (!c->above_watermark) notify_stream_watermark(s, false);
+        sharp_hcm_codec_watermark(s, false);
     }
     if (!out_pending(h) && h->out_end) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -708,7 +701,7 @@ static void h2_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_
     if (end_stream) h->out_end = true;
     if (!h->above && out_pending(h) > c->listener->buffer_limit) {
         h->above = true;
-        if (!c->above_watermark) notify_stream_watermark(s, true);
+        sharp_hcm_codec_watermark(s, true);
     }
     if (h->deferred) {
         h->deferred = false;
@@ -746,11 +739,6 @@ static void h2_read_disable(sharp_stream_t *s, bool disable)
         h->unconsumed = 0;
         h2_schedule(c);
     }
-}
-
-static bool h2_above_watermark(sharp_stream_t *s)
-{
-    return s->conn->above_watermark || H2S(s)->above;
 }
 
 /* ---- connection ---- */
@@ -1049,7 +1037,6 @@ const sharp_server_codec_t sharp_http2_server_codec = {
     .encode_trailers = h2_encode_trailers,
     .send_continue = h2_send_continue,
     .read_disable = h2_read_disable,
-    .above_watermark = h2_above_watermark,
     .stream_done = h2_stream_done,
     .busy = h2_busy,
     .read_blocked = h2_read_blocked,

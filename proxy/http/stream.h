@@ -55,9 +55,34 @@ struct sharp_stream {
      * counting down; enc_next == -1 when all have */
     int32_t enc_next;
     bool enc_stopped;
-    sharp_sbuf_t enc_buf;
+    sharp_sbuf_t enc_buf;     /* response body held behind the filter holding the headers */
     bool enc_end_pending;
     bool enc_headers_end;
+    /* The filter holding the response headers returned STOP for the data
+     * held behind it: it wants the whole body (Envoy's
+     * StopIterationAndBuffer), so above the buffer limit the response is a
+     * 500 (rs_too_large) rather than a pause of the upstream. */
+    bool enc_buffering;
+    /* The response was replaced by that 500: what the terminal filter
+     * still passes on is dropped. */
+    bool enc_replaced;
+    /* Downstream read pause, counted as Envoy's readDisable is: the
+     * number of sources that hold it (the codec stops reading the stream
+     * while it is not 0). The sources are dec_buf_paused (request data
+     * held behind a stopped filter above the buffer limit) and each
+     * filter's dec_above (sharp_stream_decoder_watermark) and read_paused
+     * (sharp_stream_read_disable); each holds it at most once. */
+    uint32_t read_pauses;
+    bool dec_buf_paused;
+    /* Response-side pause sources, each counted in the filters it pauses
+     * (sharp_filter_t.enc_pauses): the connection's write watermark as
+     * this stream has seen it (conn_above), the codec's own buffer of this
+     * stream's response (codec_above, HTTP/2), and the response data held
+     * behind the filter holding the headers above the buffer limit
+     * (enc_buf_above, pausing the filters after enc_buf_at). Filters'
+     * own are sharp_filter_t.enc_above. */
+    bool conn_above, codec_above, enc_buf_above;
+    int32_t enc_buf_at;
     bool request_complete;
     bool response_started;    /* codec wrote the response head */
     bool response_complete;

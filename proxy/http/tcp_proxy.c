@@ -537,12 +537,6 @@ static void tp_read_disable(sharp_stream_t *s, bool disable)
     (void)disable;
 }
 
-static bool tp_above_watermark(sharp_stream_t *s)
-{
-    (void)s;
-    return false;
-}
-
 static void tp_stream_done(sharp_conn_t *c, sharp_stream_t *s, bool reset)
 {
     (void)c;
@@ -599,7 +593,6 @@ const sharp_server_codec_t sharp_tcp_proxy_codec = {
     .encode_trailers = tp_encode_trailers,
     .send_continue = tp_stream_nothing,
     .read_disable = tp_read_disable,
-    .above_watermark = tp_above_watermark,
     .stream_done = tp_stream_done,
     .busy = tp_busy,
     .read_blocked = tp_read_blocked,

@@ -16,6 +16,8 @@ import pytest
 
 BUILD = os.environ.get("SHARP_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 SHARP = os.path.join(BUILD, "proxy", "sharp")
+# SHARP with the test-only HTTP filters of test/tools/test_filters.c
+SHARP_TEST_FILTERS = os.path.join(BUILD, "test", "tools", "sharp-test-filters")
 UPSTREAM = os.path.join(BUILD, "test", "upstream", "sharp-test-upstream")
 SANITIZED = os.environ.get("SHARP_SANITIZED") == "1"
 # Sanitized builds are several times slower: scale loads, not assertions.
@@ -294,12 +296,13 @@ def as_aggregate(yaml_text, name):
 
 
 class Sharp(Proc):
-    def __init__(self, yaml_text, concurrency=2, extra=()):
+    def __init__(self, yaml_text, concurrency=2, extra=(), binary=None):
         self.dir = tempfile.mkdtemp(prefix="sharp-it-")
         self.config = os.path.join(self.dir, "bootstrap.yaml")
         with open(self.config, "w") as f:
             f.write(yaml_text)
-        super().__init__([SHARP, "-c", self.config, "--concurrency", str(concurrency), "-l", "info", *extra])
+        super().__init__([binary or SHARP, "-c", self.config, "--concurrency", str(concurrency), "-l", "info",
+                          *extra])
 
     def wait_ready(self, admin_port, timeout=15):
         deadline = time.time() + timeout
@@ -399,8 +402,8 @@ def proxy(procs, upstream):
     return p
 
 
-def run_sharp_config(procs, yaml_text, admin_port, concurrency=2):
-    s = Sharp(yaml_text, concurrency=concurrency)
+def run_sharp_config(procs, yaml_text, admin_port, concurrency=2, binary=None):
+    s = Sharp(yaml_text, concurrency=concurrency, binary=binary)
     procs.append(s)
     s.wait_ready(admin_port)
     return s

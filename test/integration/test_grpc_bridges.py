@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 from conftest import (SLOW, H2Client, bootstrap_yaml, file_access_log, free_port, h1_request, log_lines,
-                      run_sharp_config, validate_config)
+                      run_sharp_config, stat, validate_config)
 
 CORPUS = "/work/shared/envoy-corpus"
 BRIDGE = "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config"
@@ -90,8 +90,8 @@ def grpc_server():
     s.close()
 
 
-def start_bridge(procs, port, body="", listener_extra=""):
-    listen, admin = free_port(), free_port()
+def start_bridge(procs, port, body="", listener_extra="", admin=None):
+    listen, admin = free_port(), admin or free_port()
     y = bootstrap_yaml(listen, admin, {"grpc": [port]}, cluster_extra="http2_protocol_options: {}\n",
                        listener_extra=listener_extra)
     run_sharp_config(procs, with_filter(y, "envoy.filters.http.grpc_http1_bridge", BRIDGE, body), admin)
@@ -174,13 +174,15 @@ def test_bridge_leaves_http2_grpc_alone(procs, grpc_server):
 
 def test_bridge_bounded_by_buffer_limit(procs, grpc_server):
     """A response held past the buffer limit becomes a 500 local reply (a
-    gRPC one); an upgraded request body past it a 413; neither grows without
-    bound."""
+    gRPC one, counted in rs_too_large as Envoy's filter manager counts it);
+    an upgraded request body past it a 413; neither grows without bound."""
+    admin = free_port()
     listen = start_bridge(procs, grpc_server.port, "upgrade_protobuf_to_grpc: true\n",
-                          listener_extra="per_connection_buffer_limit_bytes: 32768\n")
+                          listener_extra="per_connection_buffer_limit_bytes: 32768\n", admin=admin)
     st, h, body = h1_grpc(listen, "Big", frame(b"x"))
     # Envoy's 500 local reply, to a gRPC request: trailers-only, Unknown
     assert (st, h["grpc-status"], h["grpc-message"]) == (200, "2", "Internal Server Error")
+    assert stat(admin, "http.ingress_http.rs_too_large") == 1
     # the upgraded request was no gRPC request when the filters first saw it
     st, h, body = h1_grpc(listen, "Echo", b"p" * (256 * 1024), ct="application/x-protobuf")
     assert st == 413
@@ -271,8 +273,8 @@ def plain_upstream():
     u.close()
 
 
-def start_reverse(procs, port, body, listener_extra="", hcm_extra=""):
-    listen, admin = free_port(), free_port()
+def start_reverse(procs, port, body, listener_extra="", hcm_extra="", admin=None):
+    listen, admin = free_port(), admin or free_port()
     routes = ("- match: { prefix: \"/sharp.test.Off/\" }\n  route: { cluster: plain }\n"
               "  typed_per_filter_config:\n    envoy.filters.http.grpc_http1_reverse_bridge:\n"
               f"      \"@type\": {REVERSE_ROUTE}\n      disabled: true\n"
@@ -395,10 +397,12 @@ def test_reverse_bridge_truncated_and_hostile_frames(procs, plain_upstream):
 
 
 def test_reverse_bridge_bounded_by_buffer_limit(procs, plain_upstream):
+    admin = free_port()
     listen = start_reverse(procs, plain_upstream.port, WITHHOLD,
-                           listener_extra="per_connection_buffer_limit_bytes: 32768\n")
+                           listener_extra="per_connection_buffer_limit_bytes: 32768\n", admin=admin)
     err = grpc_error(listen, "Big")
     assert err.code() != grpc.StatusCode.OK
+    assert stat(admin, "http.ingress_http.rs_too_large") == 1
     assert grpc_call(listen, "Echo")[0] == b"reply:hello"
 
 
