@@ -305,6 +305,9 @@ def test_scaling_bad_arguments(tmp_path):
         (("scaling", "--idle-up-utilization", "2"), "--idle-up-utilization needs a valid value"),
         (("eval-scaling", "--policy", "x", "--down-max-utilization", "-1"),
          "--down-max-utilization needs a valid value"),
+        (("scaling", "--down-window", "-1"), "--down-window needs a valid value"),
+        (("eval-scaling", "--policy", "x", "--down-window", "4000"), "--down-window needs a valid value"),
+        (("eval-scaling", "--policy", "x", "--down-window"), "--down-window needs a valid value"),
         (("eval-scaling", "--policy", "x", "--timeline"), "--timeline needs a valid value"),
         (("scaling", "--frobnicate"), "unknown option"),
         (("eval-scaling",), "eval-scaling needs --policy FILE"),
@@ -348,7 +351,7 @@ SHIPPED = os.path.join(REPO, "proxy", "agent", "policies", "scaling.pol")
 SHIPPED_ARGS = ("scaling", "--trace", "flash,flash,step,noisy,walk,walk", "--seed", "2", "--steps", "2000000",
                 "--cost-weight", "0", "--excess-weight", "0.1", "--drop-weight", "0.3", "--change-weight", "0.005",
                 "--ent-coef", "0.01", "--slo-p99-range", "0.2,0.6", "--no-adaptive-share", "0.25",
-                "--down-max-utilization", "0.85", "--quiet")
+                "--down-max-utilization", "0.85", "--idle-up-utilization", "0.7", "--down-window", "0", "--quiet")
 
 
 def per_episode(stdout):
