@@ -274,6 +274,9 @@ int sharp_scaling_train_main(int argc, char **argv)
         printf("  objective p99 drawn from [%g, %g] s per episode\n", cfg.slo_p99_lo, cfg.slo_p99_hi);
     if (cfg.no_adaptive_share > 0.0)
         printf("  %g of the episodes without the adaptive concurrency filter\n", cfg.no_adaptive_share);
+    printf("  guardian: idle_scale_up below %g, utilization_floor at %g over %g s%s\n",
+           cfg.guardian.scale_up_min_utilization, cfg.guardian.scale_down_max_utilization,
+           cfg.guardian.scale_down_window_s, cfg.train_hpa ? ", the HPA rule advising (hpa_ceiling)" : "");
     if (!pr.quiet)
         for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
             printf("  trained range of %-16s [%g, %g]\n", sharp_scale_obs_name(i), p->range_lo[i],

@@ -155,6 +155,16 @@ def test_scaling_training_and_evaluation(tmp_path):
         assert f"trained range of {name}" in r.stdout, r.stdout
     assert f"policy written to {out}" in r.stdout
     assert out.stat().st_size == SCALING_FILE_SIZE
+    # the guardian it trained behind: the defaults, the HPA rule not advising
+    assert "  guardian: idle_scale_up below 0.77, utilization_floor at 0.7 over 60 s\n" in r.stdout, r.stdout
+    r2 = run("scaling", "--trace", "flash", "--seed", "3", "--steps", "4096", "--quiet", "--train-with-hpa",
+             "--down-window", "30", "--idle-up-utilization", "0.7")
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert ("  guardian: idle_scale_up below 0.7, utilization_floor at 0.7 over 30 s, the HPA rule advising "
+            "(hpa_ceiling)\n") in r2.stdout, r2.stdout
+    # the guardian's rules can be switched off at evaluation
+    r2 = run("eval-scaling", "--policy", str(out), "--trace", "walk", "--no-hpa-ceiling", "--down-window", "0")
+    assert r2.returncode == 0 and "ppo+guardian against the hpa" in r2.stdout, r2.stdout + r2.stderr
 
     r = run("eval-scaling", "--policy", str(out), "--trace", "flash")
     assert r.returncode == 0, r.stdout + r.stderr
