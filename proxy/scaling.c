@@ -471,7 +471,8 @@ static void num(sharp_sbuf_t *b, double v)
 static const char *const rule_names[] = {"min_replicas", "max_replicas", "max_step_up", "max_step_down",
                                          "growth", "scale_down_cooldown", "observation_missing",
                                          "observation_stale", "observation_nan", "observation_out_of_range",
-                                         "shadow", "scale_down_interval", "utilization_floor", "idle_scale_up"};
+                                         "shadow", "scale_down_interval", "utilization_floor", "idle_scale_up",
+                                         "hpa_ceiling"};
 
 static void render_agent(const agent_t *a, sharp_sbuf_t *b)
 {

@@ -13,6 +13,7 @@ typedef struct {
     double t;
     int lo;    /* the lowest count in force just before t and from t on */
     int after; /* the count applied at t */
+    double busy; /* the load measured for the decision at t (-1: none), at most the count found */
 } entry_t;
 
 struct sharp_guardian {
@@ -39,8 +40,10 @@ void sharp_guardian_config_default(sharp_guardian_config_t *c)
     c->scale_down_cooldown_s = 120.0;
     c->scale_down_interval_s = 30.0;
     c->stale_after_s = 30.0;
-    c->scale_down_max_utilization = 0.77;
-    c->scale_up_min_utilization = 0.7;
+    c->scale_down_max_utilization = 0.7;
+    c->scale_up_min_utilization = 0.77;
+    c->scale_down_window_s = 60.0;
+    c->hpa_ceiling = true;
 }
 
 const char *sharp_guardian_config_check(const sharp_guardian_config_t *c)
@@ -66,6 +69,8 @@ const char *sharp_guardian_config_check(const sharp_guardian_config_t *c)
     if (!(c->scale_down_max_utilization >= 0.0 && c->scale_down_max_utilization <= 1.0) ||
         !(c->scale_up_min_utilization >= 0.0 && c->scale_up_min_utilization <= 1.0))
         return "scale_down_max_utilization and scale_up_min_utilization must be within [0, 1]";
+    if (!(c->scale_down_window_s >= 0.0) || !isfinite(c->scale_down_window_s))
+        return "scale_down_window_s must be finite and not negative";
     if (c->n_obs < 0 || c->n_obs > SHARP_GUARDIAN_MAX_OBS)
         return "n_obs must be in [0, 32]";
     if (c->has_range)
@@ -165,17 +170,19 @@ static int min_int(int a, int b)
     return a < b ? a : b;
 }
 
-static void remember(sharp_guardian_t *g, double now, int current, int applied)
+static void remember(sharp_guardian_t *g, double now, int current, int applied, double busy)
 {
     if (g->n == SHARP_GUARDIAN_HISTORY) {
         /* Full: fold the oldest into the next. Keeping the lower counts
-         * for longer can only make the growth rule stricter, never
-         * looser. */
+         * and the higher load for longer can only make the growth rule and
+         * the utilization floor stricter, never looser. */
         g->hist[1].lo = min_int(g->hist[1].lo, min_int(g->hist[0].lo, g->hist[0].after));
+        if (g->hist[0].busy > g->hist[1].busy)
+            g->hist[1].busy = g->hist[0].busy;
         memmove(g->hist, g->hist + 1, (SHARP_GUARDIAN_HISTORY - 1) * sizeof g->hist[0]);
         g->n--;
     }
-    g->hist[g->n++] = (entry_t){now, min_int(current, applied), applied};
+    g->hist[g->n++] = (entry_t){now, min_int(current, applied), applied, busy};
 }
 
 /* The first failing observation (its index), with a bit for each kind of
@@ -215,14 +222,20 @@ static unsigned check_obs(const sharp_guardian_t *g, const sharp_guardian_obs_t 
 }
 
 /* The agent's proposal through the rules; the bits of those that bound. */
-static int guard(const sharp_guardian_t *g, double now, int current, int p, const sharp_guardian_obs_t *obs,
-                 unsigned *bits, sharp_guardian_decision_t *d, bool explain)
+static int guard(const sharp_guardian_t *g, double now, int current, int p, int hpa,
+                 const sharp_guardian_obs_t *obs, unsigned *bits, sharp_guardian_decision_t *d, bool explain)
 {
     const sharp_guardian_config_t *c = &g->cfg;
     bool load = obs && obs->has_load && isfinite(obs->busy) && obs->busy >= 0.0;
     /* the load if it grew again as it just did (a falling one as it is) */
     double growth = load && isfinite(obs->growth) && obs->growth > 1.0 ? obs->growth : 1.0;
     double next_busy = load ? obs->busy * (growth < 1e6 ? growth : 1e6) : 0.0;
+    if (c->hpa_ceiling && load && !obs->violated && hpa < current && p > hpa) {
+        if (explain)
+            say(d, "hpa_ceiling: %d lowered to the HPA's %d", p, hpa);
+        p = hpa;
+        *bits |= SHARP_GUARD_RULE_HPA_CEILING;
+    }
     if (p > current && load && c->scale_up_min_utilization > 0.0 && !obs->violated &&
         next_busy < c->scale_up_min_utilization * current) {
         if (explain)
@@ -275,13 +288,17 @@ static int guard(const sharp_guardian_t *g, double now, int current, int p, cons
         }
         if (p < current && load && c->scale_down_max_utilization > 0.0) {
             /* the fewest replicas that carry the load at the ceiling */
-            double need = ceil(obs->busy / c->scale_down_max_utilization - 1e-9);
+            double busy = obs->busy;
+            for (int i = 0; i < g->n && c->scale_down_window_s > 0.0; i++)
+                if (g->hist[i].t > now - c->scale_down_window_s && g->hist[i].busy > busy)
+                    busy = g->hist[i].busy;
+            double need = ceil(busy / c->scale_down_max_utilization - 1e-9);
             if (need > (double)current)
                 need = current;
             if ((double)p < need) {
                 if (explain)
                     say(d, "utilization_floor: %d would run %.0f busy replicas' worth above %.0f%%; %d kept", p,
-                        obs->busy, 100.0 * c->scale_down_max_utilization, (int)need);
+                        busy, 100.0 * c->scale_down_max_utilization, (int)need);
                 p = (int)need;
                 *bits |= SHARP_GUARD_RULE_UTIL_FLOOR;
             }
@@ -342,7 +359,7 @@ int sharp_guardian_decide(sharp_guardian_t *g, double now, int current, int agen
     unsigned agent_bits = 0;
     /* Explained only when it is what happens; in shadow mode it is
      * reported too. */
-    d->agent_guarded = guard(g, now, current, agent, obs, &agent_bits, d, trust);
+    d->agent_guarded = guard(g, now, current, agent, hpa, obs, &agent_bits, d, trust);
 
     if (!trust) {
         unsigned b = 0;
@@ -371,7 +388,10 @@ int sharp_guardian_decide(sharp_guardian_t *g, double now, int current, int agen
         g->fell = true;
         g->last_fall = now;
     }
-    remember(g, now, current, d->applied);
+    double busy = -1.0;
+    if (obs && obs->has_load && isfinite(obs->busy) && obs->busy >= 0.0)
+        busy = obs->busy < current ? obs->busy : current;
+    remember(g, now, current, d->applied, busy);
     if (g->log)
         g->log(g->log_arg, d);
     return d->applied;

@@ -12,6 +12,14 @@
  *   - shadow mode: the agent's proposal is computed, put through the rules
  *     below and reported next to the HPA's, and the HPA's is applied;
  *   - otherwise the agent's proposal, limited by these rules in this order:
+ *       hpa_ceiling                   when the HPA's recommendation is a
+ *                                     scale-down and the period met the
+ *                                     objective, no more replicas than the
+ *                                     HPA's (the scale-down rules below
+ *                                     still hold the cut): the agent may
+ *                                     run leaner than the HPA rule, never
+ *                                     keep what the HPA rule, after its
+ *                                     5-minute stabilization, sheds;
  *       max_step_up / max_step_down   replicas added or removed per decision;
  *       growth                        the count stays within max_growth (2)
  *                                     times the lowest count in force during
@@ -29,17 +37,21 @@
  *                                     last fall: every cut is measured for
  *                                     a whole sync period before the next;
  *       utilization_floor             no scale-down to fewer replicas than
- *                                     the load measured needs at
- *                                     scale_down_max_utilization (77%: the
- *                                     HPA's 70% target and its 10%
- *                                     tolerance) of their concurrency: a
- *                                     cut the HPA rule would undo at once;
+ *                                     the highest load of the last
+ *                                     scale_down_window_s (60 s; each
+ *                                     period's taken as at most the count
+ *                                     then in force) needs at
+ *                                     scale_down_max_utilization (70%: the
+ *                                     HPA's target) of their concurrency:
  *                                     near saturation a queue's wait grows
- *                                     as 1 / (1 - rho), and such a cut buys
- *                                     violations;
+ *                                     as 1 / (1 - rho), and a cut to the
+ *                                     edge buys violations at the next
+ *                                     swell of the load;
  *       idle_scale_up                 no scale-up while the replicas asked
  *                                     for would run below
- *                                     scale_up_min_utilization (70%) even
+ *                                     scale_up_min_utilization (77%: the
+ *                                     HPA's target and its 10% tolerance,
+ *                                     where the HPA rule scales up) even
  *                                     if the load grew again as much as in
  *                                     the period, and the period met the
  *                                     objective: replicas added with nothing
@@ -76,6 +88,14 @@ typedef struct {
      * (sharp_guardian_obs_t.has_load); 0 turns each off. */
     double scale_down_max_utilization; /* [0, 1]: the most a scale-down may leave */
     double scale_up_min_utilization;   /* [0, 1]: below it, no scale-up while the objective is met */
+    /* utilization_floor judges the highest load of the decisions within
+     * this window (>= 0; 0: the last period's only), each taken as at most
+     * the count then in force */
+    double scale_down_window_s;
+    /* hpa_ceiling: when the HPA's recommendation (given with each
+     * decision) is a scale-down and the period met the objective, no more
+     * replicas than it */
+    bool hpa_ceiling;
     int n_obs;                /* observations checked, <= SHARP_GUARDIAN_MAX_OBS */
     bool has_range;           /* lo/hi hold the trained range of each observation */
     double lo[SHARP_GUARDIAN_MAX_OBS], hi[SHARP_GUARDIAN_MAX_OBS];
@@ -83,9 +103,11 @@ typedef struct {
 } sharp_guardian_config_t;
 
 /* min 2, max 100, steps +32/-16, doubling within 60 s, no scale-down
- * within 120 s of a rise or 30 s of a fall, none to above 77% utilization,
- * no scale-up below 70% while the objective is met, observations stale
- * after 30 s (two sync periods), no range, not in shadow mode. */
+ * within 120 s of a rise or 30 s of a fall, none to above 70% utilization
+ * of the last 60 s' highest load, no scale-up below 77% while the
+ * objective is met, no more than the HPA's scale-down over a period that
+ * met it, observations stale after 30 s (two sync periods), no range, not
+ * in shadow mode. */
 void sharp_guardian_config_default(sharp_guardian_config_t *c);
 /* NULL, or what is wrong. */
 const char *sharp_guardian_config_check(const sharp_guardian_config_t *c);
@@ -112,6 +134,7 @@ enum {
     SHARP_GUARD_RULE_INTERVAL = 1u << 11,
     SHARP_GUARD_RULE_UTIL_FLOOR = 1u << 12,
     SHARP_GUARD_RULE_IDLE_UP = 1u << 13,
+    SHARP_GUARD_RULE_HPA_CEILING = 1u << 14,
 };
 
 /* The observations behind a proposal: n_obs values, each with its age (s)

@@ -127,12 +127,14 @@ sharp_scaling_live_t *sharp_scaling_live_new(const sharp_scaling_live_config_t *
     gc.stale_after_s = 2.0 * c->sync_period_s;
     gc.n_obs = SHARP_SCALE_OBS_N;
     gc.shadow = c->mode == SHARP_SCALING_SHADOW;
-    /* no scale-up of a cluster below the HPA rule's own target (the
-     * simulator's 70%) while it meets the objective */
-    gc.scale_up_min_utilization = c->target_utilization >= 100 ? 1.0 : c->target_utilization / 100.0;
-    /* and no cut that leaves it above the target and the HPA's 10%
-     * tolerance (the simulator's 77%) */
-    gc.scale_down_max_utilization = c->target_utilization >= 90 ? 1.0 : c->target_utilization * 1.1 / 100.0;
+    /* no scale-up of a cluster below the HPA rule's own scale-up
+     * threshold, its target and 10% tolerance (the simulator's 77%), while
+     * it meets the objective */
+    gc.scale_up_min_utilization = c->target_utilization >= 90 ? 1.0 : c->target_utilization * 1.1 / 100.0;
+    /* and no cut that leaves it above the target (the simulator's 70%) at
+     * the highest load of the last four periods (60 s at 15 s) */
+    gc.scale_down_max_utilization = c->target_utilization >= 100 ? 1.0 : c->target_utilization / 100.0;
+    gc.scale_down_window_s = 4.0 * c->sync_period_s;
     gc.has_range = policy && policy->has_range;
     for (int i = 0; gc.has_range && i < SHARP_SCALE_OBS_N; i++) {
         gc.lo[i] = policy->range_lo[i];

@@ -296,6 +296,8 @@ typedef struct {
     sharp_sim_t sim;
     bool live; /* trace and sim allocated */
     sharp_guardian_t *guardian;
+    sharp_hpa_t *hpa; /* cfg.train_hpa: the HPA rule advising */
+    sharp_hpa_pod_t *pods; /* its view of the cluster */
     double prev_rate;
     sharp_scale_peak_t peak; /* the steps' rates of the last 5 minutes */
     double busy;   /* the last step's in flight over one replica's workers */
@@ -371,6 +373,10 @@ static void env_reset(sharp_env_t *env, double *obs)
                   &e->violated, &e->growth);
     e->live = true;
     sharp_guardian_reset(e->guardian);
+    if (e->hpa) {
+        sharp_hpa_free(e->hpa);
+        e->hpa = sharp_hpa_new(&c->hpa);
+    }
     track(e, obs);
 }
 
@@ -381,10 +387,17 @@ static void env_step(sharp_env_t *env, int action, double *obs, double *reward, 
     int target = sharp_scale_action_target(action, current);
     sharp_guardian_decision_t d;
     /* In simulation every observation is fresh and present: only the
-     * guardian's limits apply (the fallback's HPA is never consulted),
-     * with the load for its capacity rules. */
+     * guardian's limits apply (the fallback never happens), with the load
+     * for its capacity rules and, with train_hpa, the HPA's advice for
+     * its hpa_ceiling. */
+    int advice = current;
+    if (e->hpa) {
+        sharp_hpa_decision_t hd;
+        int n = sharp_sim_hpa_pods(&e->sim, e->pods, e->cfg.sim.max_replicas);
+        advice = sharp_hpa_advise(e->hpa, e->sim.t, current, e->pods, n, &hd);
+    }
     sharp_guardian_obs_t go = {.has_load = true, .busy = e->busy, .violated = e->violated, .growth = e->growth};
-    int applied = sharp_guardian_decide(e->guardian, e->sim.t, current, target, current, &go, &d);
+    int applied = sharp_guardian_decide(e->guardian, e->sim.t, current, target, advice, &go, &d);
     sharp_sim_set_replicas(&e->sim, applied);
     sharp_sim_stats_t st;
     sharp_sim_step(&e->sim, &st);
@@ -405,6 +418,8 @@ static void env_destroy(sharp_env_t *env)
     scaling_env_t *e = (scaling_env_t *)env;
     release(e);
     sharp_guardian_free(e->guardian);
+    sharp_hpa_free(e->hpa);
+    free(e->pods);
     free(e);
 }
 
@@ -436,6 +451,10 @@ sharp_env_t *sharp_scaling_factory(void *arg, int index, uint64_t seed)
     e->factory = index >= 0 ? f : NULL;
     sharp_rng_seed(&e->rng, seed);
     e->guardian = sharp_guardian_new(&e->cfg.guardian);
+    if (e->cfg.train_hpa) {
+        e->hpa = sharp_hpa_new(&e->cfg.hpa);
+        e->pods = agent_calloc((size_t)e->cfg.sim.max_replicas, sizeof *e->pods);
+    }
     return &e->env;
 }
 

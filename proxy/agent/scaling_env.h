@@ -148,6 +148,12 @@ typedef struct {
     /* the replicas above the need as a share of it (the need taken as at
      * least min_replicas): the excess weighed the same at every scale */
     double w_headroom;
+    /* Training only: the guardian judges each proposal against the HPA
+     * rule's recommendation for the same cluster (its hpa_ceiling rule),
+     * as in evaluation and live; without it the training environment
+     * gives the guardian the current count as the HPA's, and the rule
+     * never binds. */
+    bool train_hpa;
 } sharp_scaling_config_t;
 
 /* The simulator's defaults; guardian and HPA between 2 and 100 replicas,

@@ -49,6 +49,17 @@ double sharp_train_now(void)
 
 /* ---------------- training ---------------- */
 
+/* The guardian's scale_down_window_s: seconds in [0, 3600]. */
+static int parse_window(const char *v, double *out)
+{
+    char *end = NULL;
+    double w = v ? strtod(v, &end) : NAN;
+    if (!v || end == v || *end != '\0' || !(w >= 0.0 && w <= 3600.0))
+        return -1;
+    *out = w;
+    return 0;
+}
+
 static void train_usage(FILE *f)
 {
     fputs("usage: sharp-train scaling [--trace T] [--seed N] [--steps N] [--out FILE] [options]\n"
@@ -69,8 +80,11 @@ static void train_usage(FILE *f)
           "               (the need taken as at least min_replicas) for a step (default 0): the excess\n"
           "               weighed the same at every scale\n"
           "  --change-weight W  reward weight of a decision that changed the count (default 0.001)\n"
-          "  --idle-up-utilization U  the guardian's idle_scale_up threshold in training (default 0.7)\n"
-          "  --down-max-utilization U  the guardian's utilization_floor in training (default 0.77)\n"
+          "  --idle-up-utilization U  the guardian's idle_scale_up threshold in training (default 0.77)\n"
+          "  --down-max-utilization U  the guardian's utilization_floor in training (default 0.7)\n"
+          "  --down-window S  the window of the load utilization_floor judges, seconds (default 60)\n"
+          "  --train-with-hpa  the HPA rule advises in training, for the guardian's hpa_ceiling (without\n"
+          "               it the rule never binds in training)\n"
           "  --slo-p99-range LO,HI  each episode's objective p99 drawn from [LO, HI] s (default: the\n"
           "               simulator's 250 ms): the policy meets services fast and slow against their objective\n"
           "  --no-adaptive-share P  the share of episodes without SHARP's adaptive concurrency filter in\n"
@@ -186,6 +200,12 @@ int sharp_scaling_train_main(int argc, char **argv)
             else
                 cfg.guardian.scale_down_max_utilization = w;
             i++;
+        } else if (!strcmp(a, "--down-window")) {
+            if (parse_window(v, &cfg.guardian.scale_down_window_s) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--train-with-hpa")) {
+            cfg.train_hpa = true;
         } else if (!strcmp(a, "--slo-p99-range")) {
             char *end = NULL, *end2 = NULL;
             double lo = v ? strtod(v, &end) : NAN, hi = NAN;
@@ -254,6 +274,9 @@ int sharp_scaling_train_main(int argc, char **argv)
         printf("  objective p99 drawn from [%g, %g] s per episode\n", cfg.slo_p99_lo, cfg.slo_p99_hi);
     if (cfg.no_adaptive_share > 0.0)
         printf("  %g of the episodes without the adaptive concurrency filter\n", cfg.no_adaptive_share);
+    printf("  guardian: idle_scale_up below %g, utilization_floor at %g over %g s%s\n",
+           cfg.guardian.scale_up_min_utilization, cfg.guardian.scale_down_max_utilization,
+           cfg.guardian.scale_down_window_s, cfg.train_hpa ? ", the HPA rule advising (hpa_ceiling)" : "");
     if (!pr.quiet)
         for (int i = 0; i < SHARP_SCALE_OBS_N; i++)
             printf("  trained range of %-16s [%g, %g]\n", sharp_scale_obs_name(i), p->range_lo[i],
@@ -282,9 +305,11 @@ static void eval_usage(FILE *f)
           "  --episodes N    traces to run, each from its own seed (default 1)\n"
           "  --randomized    randomized traces of the kind instead of its reference scenario\n"
           "  --fixed N       replicas of the fixed baseline (default: the maximum, 100)\n"
-          "  --idle-up-utilization U  the guardian's idle_scale_up threshold (default 0.7)\n"
-          "  --down-max-utilization U  the guardian's utilization_floor (default 0.77)\n"
+          "  --idle-up-utilization U  the guardian's idle_scale_up threshold (default 0.77)\n"
+          "  --down-max-utilization U  the guardian's utilization_floor (default 0.7)\n"
+          "  --down-window S  the window of the load utilization_floor judges, seconds (default 60)\n"
           "  --no-capacity-rules  the guardian without its utilization_floor and idle_scale_up rules\n"
+          "  --no-hpa-ceiling  the guardian without its hpa_ceiling rule\n"
           "  --shadow        also run the policy with the guardian in shadow mode (acting on the HPA)\n"
           "  --log           print every guardian decision of the policy's runs\n"
           "  --timeline FILE write the first episode's steps for each controller: controller, end of the\n"
@@ -391,9 +416,15 @@ int sharp_scaling_eval_main(int argc, char **argv)
             else
                 cfg.guardian.scale_down_max_utilization = w;
             i++;
+        } else if (!strcmp(a, "--down-window")) {
+            if (parse_window(v, &cfg.guardian.scale_down_window_s) != 0)
+                goto bad_value;
+            i++;
         } else if (!strcmp(a, "--no-capacity-rules")) {
             cfg.guardian.scale_down_max_utilization = 0.0;
             cfg.guardian.scale_up_min_utilization = 0.0;
+        } else if (!strcmp(a, "--no-hpa-ceiling")) {
+            cfg.guardian.hpa_ceiling = false;
         } else if (!strcmp(a, "--shadow")) {
             shadow = true;
         } else if (!strcmp(a, "--log")) {

@@ -28,6 +28,9 @@ from conftest import (SLOW, Upstream, admin_get, bootstrap_yaml, free_port, run_
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 WEIGHTS = os.path.abspath(os.path.join(ROOT, "proxy", "agent", "policies", "scaling.pol"))
 ACTIONS = ["-50%", "-25%", "-10%", "-1", "hold", "+1", "+10%", "+25%", "+50%", "+100%"]
+RULES = {"min_replicas", "max_replicas", "max_step_up", "max_step_down", "growth", "scale_down_cooldown",
+         "observation_missing", "observation_stale", "observation_nan", "observation_out_of_range", "shadow",
+         "scale_down_interval", "utilization_floor", "idle_scale_up", "hpa_ceiling"}
 OBS = ["util", "util_asked", "rate_change", "p99_slo", "error_rate", "shed_rate", "booting", "inv_replicas",
        "from_peak"]
 
@@ -171,6 +174,13 @@ def test_active_mode_acts_on_the_policy(procs, two_upstreams):
         assert c["action"] is not None
         assert c["recommendation"] == c["guardian"]["agent_guarded"]
         assert 2 <= c["recommendation"] <= 20
+        assert set(c["guardian"]["rules"]) <= RULES, c["guardian"]
+        if c["hpa"]["desired"] < c["current"] and not c["objective"]["violated"]:
+            # the HPA rule asks for a cut over a period that met the objective: no scale-up, and a
+            # proposal above the HPA rule's count is lowered to it (hpa_ceiling)
+            assert c["recommendation"] <= c["current"], c
+            if c["guardian"]["agent_proposal"] > c["hpa"]["desired"]:
+                assert "hpa_ceiling" in c["guardian"]["rules"], c
     # the count in force follows the recommendations
     for prev, cur in zip(ds, ds[1:]):
         assert cur["current"] == prev["recommendation"]
@@ -384,3 +394,4 @@ def test_examples_agree():
     assert so["spec"]["maxReplicaCount"] == agent["max_replicas"]
     assert "%ds" % so["spec"]["pollingInterval"] == agent["sync_period"]
     assert os.path.exists(os.path.join(ROOT, agent["weights_path"]))
+

@@ -155,6 +155,16 @@ def test_scaling_training_and_evaluation(tmp_path):
         assert f"trained range of {name}" in r.stdout, r.stdout
     assert f"policy written to {out}" in r.stdout
     assert out.stat().st_size == SCALING_FILE_SIZE
+    # the guardian it trained behind: the defaults, the HPA rule not advising
+    assert "  guardian: idle_scale_up below 0.77, utilization_floor at 0.7 over 60 s\n" in r.stdout, r.stdout
+    r2 = run("scaling", "--trace", "flash", "--seed", "3", "--steps", "4096", "--quiet", "--train-with-hpa",
+             "--down-window", "30", "--idle-up-utilization", "0.7")
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert ("  guardian: idle_scale_up below 0.7, utilization_floor at 0.7 over 30 s, the HPA rule advising "
+            "(hpa_ceiling)\n") in r2.stdout, r2.stdout
+    # the guardian's rules can be switched off at evaluation
+    r2 = run("eval-scaling", "--policy", str(out), "--trace", "walk", "--no-hpa-ceiling", "--down-window", "0")
+    assert r2.returncode == 0 and "ppo+guardian against the hpa" in r2.stdout, r2.stdout + r2.stderr
 
     r = run("eval-scaling", "--policy", str(out), "--trace", "flash")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -305,6 +315,9 @@ def test_scaling_bad_arguments(tmp_path):
         (("scaling", "--idle-up-utilization", "2"), "--idle-up-utilization needs a valid value"),
         (("eval-scaling", "--policy", "x", "--down-max-utilization", "-1"),
          "--down-max-utilization needs a valid value"),
+        (("scaling", "--down-window", "-1"), "--down-window needs a valid value"),
+        (("eval-scaling", "--policy", "x", "--down-window", "4000"), "--down-window needs a valid value"),
+        (("eval-scaling", "--policy", "x", "--down-window"), "--down-window needs a valid value"),
         (("eval-scaling", "--policy", "x", "--timeline"), "--timeline needs a valid value"),
         (("scaling", "--frobnicate"), "unknown option"),
         (("eval-scaling",), "eval-scaling needs --policy FILE"),
@@ -348,7 +361,7 @@ SHIPPED = os.path.join(REPO, "proxy", "agent", "policies", "scaling.pol")
 SHIPPED_ARGS = ("scaling", "--trace", "flash,flash,step,noisy,walk,walk", "--seed", "2", "--steps", "2000000",
                 "--cost-weight", "0", "--excess-weight", "0.1", "--drop-weight", "0.3", "--change-weight", "0.005",
                 "--ent-coef", "0.01", "--slo-p99-range", "0.2,0.6", "--no-adaptive-share", "0.25",
-                "--down-max-utilization", "0.85", "--quiet")
+                "--down-max-utilization", "0.85", "--idle-up-utilization", "0.7", "--down-window", "0", "--quiet")
 
 
 def per_episode(stdout):

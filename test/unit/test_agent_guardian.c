@@ -1,7 +1,8 @@
 /* The scaling guardian (proxy/agent/guardian.c) on its own: every rule
  * with the verdict and reason it gives (min/max replicas, maximum step up
  * and down, no more than doubling within a minute, the scale-down
- * cooldown, the capacity rules on the load), the fallback to the HPA for missing, stale, non-numeric and
+ * cooldown, the capacity rules on the load and its window, the HPA
+ * ceiling), the fallback to the HPA for missing, stale, non-numeric and
  * out-of-range observations, shadow mode and its log, the history bound,
  * and the config checks. */
 #include <setjmp.h>
@@ -428,9 +429,14 @@ static void capacity_rules(void **state)
 {
     (void)state;
     sharp_guardian_config_t c = base_config();
-    /* the defaults: the HPA's 70% target, and with its 10% tolerance 77% */
-    assert_true(c.scale_down_max_utilization == 0.77 && c.scale_up_min_utilization == 0.7);
+    /* the defaults: no cut above the HPA's 70% target, no scale-up below
+     * it with its 10% tolerance (77%), the load of the last 60 s */
+    assert_true(c.scale_down_max_utilization == 0.7 && c.scale_up_min_utilization == 0.77);
+    assert_true(c.scale_down_window_s == 60.0 && c.hpa_ceiling);
+    /* the last period's load only (the window has its own test) */
+    c.scale_down_window_s = 0.0;
     c.scale_down_max_utilization = 0.85;
+    c.scale_up_min_utilization = 0.7;
     sharp_guardian_t *g = make(&c);
     sharp_guardian_decision_t d;
     /* 17 busy replicas' worth on 20: a cut to 10 would run them at 170%;
@@ -500,6 +506,145 @@ static void capacity_rules(void **state)
     assert_non_null(sharp_guardian_config_check(&c));
 }
 
+static void utilization_floor_window(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    assert_true(c.scale_down_window_s == 60.0 && c.scale_down_max_utilization == 0.7);
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    sharp_guardian_obs_t load = {.has_load = true, .busy = 14.0};
+    /* 14 busy on 20 (70%): a cut to 10 is held at ceil(14 / 0.7) = 20 */
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "14 busy replicas' worth");
+    /* the load falls to 7: the 14 of 15 s ago still counts, held */
+    load.busy = 7.0;
+    sharp_guardian_decide(g, 15, 20, 10, 20, &load, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "20 kept");
+    /* at 45 s the decision at 0 is still within the window */
+    sharp_guardian_decide(g, 45, 20, 10, 20, &load, &d);
+    expect(&d, 20, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "20 kept");
+    /* at 60 s it is not (a record counts when strictly after now - 60):
+     * 7 busy need ceil(7 / 0.7) = 10, the cut goes through */
+    sharp_guardian_decide(g, 60, 20, 10, 20, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* a load above the count then in force counts as that count: 30 busy
+     * on 10 (an overload queueing) weighs as 10, and a cut from 20 at 7
+     * busy stops at ceil(10 / 0.7) = 15, not at the 20 that 30 would keep */
+    sharp_guardian_reset(g);
+    load.busy = 30.0;
+    sharp_guardian_decide(g, 0, 10, 10, 10, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    load.busy = 7.0;
+    sharp_guardian_decide(g, 15, 20, 10, 20, &load, &d);
+    expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "15 kept");
+    sharp_guardian_free(g);
+    /* decisions every second over a 10 minute window, more than the
+     * history holds: the highest load still binds until it leaves it */
+    c.scale_down_window_s = 600.0;
+    c.scale_down_interval_s = 0.0;
+    g = make(&c);
+    load.busy = 14.0;
+    sharp_guardian_decide(g, 0, 20, 20, 20, &load, &d);
+    load.busy = 7.0;
+    for (int t = 1; t < 500; t++) {
+        sharp_guardian_decide(g, t, 20, 10, 20, &load, &d);
+        if (d.applied != 20)
+            fail_msg("t=%d: %d, expected 20 while 14 busy were within the window", t, d.applied);
+    }
+    sharp_guardian_decide(g, 599, 20, 10, 20, &load, &d);
+    assert_int_equal(d.applied, 20);
+    /* the folded load moved to a later decision at most: it has left the
+     * window once every decision up to 499 has */
+    sharp_guardian_decide(g, 1099, 20, 10, 20, &load, &d);
+    assert_int_equal(d.applied, 10);
+    sharp_guardian_free(g);
+    c.scale_down_interval_s = 30.0;
+    /* a window of 0: the last period's load alone */
+    c.scale_down_window_s = 0.0;
+    g = make(&c);
+    load.busy = 14.0;
+    sharp_guardian_decide(g, 0, 20, 20, 20, &load, &d);
+    load.busy = 7.0;
+    sharp_guardian_decide(g, 15, 20, 10, 20, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_free(g);
+    c.scale_down_window_s = -1.0;
+    assert_non_null(sharp_guardian_config_check(&c));
+    c.scale_down_window_s = INFINITY;
+    assert_non_null(sharp_guardian_config_check(&c));
+}
+
+static void hpa_ceiling(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    /* 9 busy on 20, the objective met, the HPA for 15: the agent's +2 is
+     * lowered to the HPA's count */
+    sharp_guardian_obs_t load = {.has_load = true, .busy = 9.0};
+    sharp_guardian_decide(g, 0, 20, 22, 15, &load, &d);
+    expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_HPA_CEILING, "hpa_ceiling: 22 lowered to the HPA's 15");
+    assert_int_equal(d.agent_guarded, 15);
+    /* holding is lowered too; a deeper cut than the HPA's is the agent's */
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 20, 15, &load, &d);
+    expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_HPA_CEILING, "hpa_ceiling: 20 lowered");
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 13, 15, &load, &d);
+    expect(&d, 13, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* the rules on a scale-down still hold the cut: the utilization floor
+     * (9 busy need 13) and, after a rise, the cooldown */
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 20, 10, &load, &d);
+    expect(&d, 13, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_HPA_CEILING | SHARP_GUARD_RULE_UTIL_FLOOR, "13 kept");
+    sharp_guardian_reset(g);
+    load.busy = 18.0;
+    sharp_guardian_decide(g, 0, 20, 24, 24, &load, &d);
+    expect(&d, 24, SHARP_GUARD_ACCEPT, 0, "accepted");
+    load.busy = 9.0;
+    sharp_guardian_decide(g, 15, 24, 24, 15, &load, &d);
+    expect(&d, 24, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_HPA_CEILING | SHARP_GUARD_RULE_COOLDOWN,
+           "scale_down_cooldown");
+    /* a period that missed the objective lifts it */
+    sharp_guardian_reset(g);
+    load.violated = true;
+    sharp_guardian_decide(g, 0, 20, 22, 15, &load, &d);
+    expect(&d, 22, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* so does an HPA that holds or scales up, and a decision without the
+     * load */
+    load.violated = false;
+    load.busy = 18.0;
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 22, 20, &load, &d);
+    expect(&d, 22, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 22, 25, &load, &d);
+    expect(&d, 22, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_reset(g);
+    sharp_guardian_decide(g, 0, 20, 22, 15, NULL, &d);
+    expect(&d, 22, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_free(g);
+    /* in shadow mode the guarded proposal shows it, the HPA acts */
+    c.shadow = true;
+    g = make(&c);
+    load.busy = 9.0;
+    sharp_guardian_decide(g, 0, 20, 22, 15, &load, &d);
+    assert_int_equal(d.agent_guarded, 15);
+    assert_int_equal(d.applied, 15);
+    assert_int_equal(d.verdict, SHARP_GUARD_SHADOW);
+    assert_true(d.rules & SHARP_GUARD_RULE_HPA_CEILING);
+    sharp_guardian_free(g);
+    /* off */
+    c.shadow = false;
+    c.hpa_ceiling = false;
+    g = make(&c);
+    sharp_guardian_decide(g, 0, 20, 20, 15, &load, &d);
+    expect(&d, 20, SHARP_GUARD_ACCEPT, 0, "accepted");
+    sharp_guardian_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +659,8 @@ int main(void)
         cmocka_unit_test(long_history_stays_conservative),
         cmocka_unit_test(config_checks),
         cmocka_unit_test(capacity_rules),
+        cmocka_unit_test(utilization_floor_window),
+        cmocka_unit_test(hpa_ceiling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
