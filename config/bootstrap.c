@@ -3360,10 +3360,12 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
         } else {
             const Envoy__Config__Metrics__V3__StatsdSink *sd = (const void *)m;
             prefix = sd->prefix;
-            if (sd->statsd_specifier_case == ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_TCP_CLUSTER_NAME)
-                rc = fail(b, p, "tcp_cluster_name: statsd over TCP to a cluster is not supported by SHARP "
-                          "(use address: statsd over UDP)");
-            else if (sd->statsd_specifier_case != ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_ADDRESS)
+            if (sd->statsd_specifier_case == ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_TCP_CLUSTER_NAME) {
+                /* the cluster and the node are checked once the bootstrap is built (server.c) */
+                cfg->stats_sinks[cfg->nstats_sinks++] = sharp_statsd_sink_create_tcp(sd->tcp_cluster_name, prefix);
+                protobuf_c_message_free_unpacked(m, NULL);
+                continue;
+            } else if (sd->statsd_specifier_case != ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_ADDRESS)
                 rc = fail(b, p, "one of address and tcp_cluster_name is required");
             else
                 rc = statsd_address(b, sd->address, ap, &ss, &len);
