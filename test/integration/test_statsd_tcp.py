@@ -171,3 +171,27 @@ stats_sinks:
     assert rc != 0 and "tcp statsd: node 'id' and 'cluster' are required" in out, out
     rc, out = validate_config(NODE + base.replace("tcp_cluster_name: nope", "tcp_cluster_name: backend"))
     assert rc == 0, out
+
+
+def test_collector_that_never_reads(procs, upstream):
+    """A collector that accepts and never reads: the flushes queue on the
+    one connection (dropped past 16 MiB, statsd.cx_overflow), the main
+    thread never blocks, and requests are served as usual."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    held = []
+    t = threading.Thread(target=lambda: held.append(srv.accept()[0]), daemon=True)
+    t.start()
+    try:
+        listen, admin = free_port(), free_port()
+        run_sharp_config(procs, config(listen, admin, upstream.port, srv.getsockname()[1]), admin)
+        wait_for(lambda: stat(admin, "cluster.statsd.upstream_cx_tx_bytes_total") > 20000, 20,
+                 "flushes written to the connection")
+        get(listen, 5)
+        assert stat(admin, "cluster.statsd.upstream_cx_total") == 1
+        assert stat(admin, "statsd.cx_overflow") == 0
+    finally:
+        for c in held:
+            c.close()
+        srv.close()
