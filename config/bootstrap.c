@@ -993,6 +993,12 @@ static sharp_hcm_config_t *build_hcm(build_ctx_t *b, const hcm_pb_t *pb, const c
         h->accept_http_10 = pb->http_protocol_options->accept_http_10;
         if (pb->http_protocol_options->default_host_for_http_10[0])
             h->default_host_for_http_10 = sharp_strdup(pb->http_protocol_options->default_host_for_http_10);
+        char kerr[512];
+        if (sharp_config_h1_key_format(pb->http_protocol_options, &h->h1_keys, kerr, sizeof kerr) < 0) {
+            snprintf(p, sizeof p, "%s.http_protocol_options", path);
+            fail(b, p, "%s", kerr);
+            goto bad;
+        }
     }
     if (pb->route_specifier_case ==
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG) {
@@ -2683,6 +2689,14 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
         goto bad;
     }
     if (pb->http2_protocol_options) sharp_config_upstream_http2(pb->http2_protocol_options, c);
+    if (pb->http_protocol_options) {
+        char kerr[512];
+        if (sharp_config_h1_key_format(pb->http_protocol_options, &c->h1_keys, kerr, sizeof kerr) < 0) {
+            snprintf(p, sizeof p, "%s.http_protocol_options", path);
+            fail(b, p, "%s", kerr);
+            goto bad;
+        }
+    }
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
         snprintf(p, sizeof p, "%s.typed_extension_protocol_options[\"%s\"]", path, key);
@@ -3370,10 +3384,12 @@ static int configure_stats_sinks(build_ctx_t *b, const bootstrap_t *bs)
         } else {
             const Envoy__Config__Metrics__V3__StatsdSink *sd = (const void *)m;
             prefix = sd->prefix;
-            if (sd->statsd_specifier_case == ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_TCP_CLUSTER_NAME)
-                rc = fail(b, p, "tcp_cluster_name: statsd over TCP to a cluster is not supported by SHARP "
-                          "(use address: statsd over UDP)");
-            else if (sd->statsd_specifier_case != ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_ADDRESS)
+            if (sd->statsd_specifier_case == ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_TCP_CLUSTER_NAME) {
+                /* the cluster and the node are checked once the bootstrap is built (server.c) */
+                cfg->stats_sinks[cfg->nstats_sinks++] = sharp_statsd_sink_create_tcp(sd->tcp_cluster_name, prefix);
+                protobuf_c_message_free_unpacked(m, NULL);
+                continue;
+            } else if (sd->statsd_specifier_case != ENVOY__CONFIG__METRICS__V3__STATSD_SINK__STATSD_SPECIFIER_ADDRESS)
                 rc = fail(b, p, "one of address and tcp_cluster_name is required");
             else
                 rc = statsd_address(b, sd->address, ap, &ss, &len);

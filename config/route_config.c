@@ -704,7 +704,10 @@ static int upgrades_from(ctx_t *c, const char *path, const action_pb_t *a, sharp
          * upstream), and no other type may have one */
         if (cc && strcmp(type, "CONNECT") != 0)
             return fail(c, p, "Non-CONNECT upgrade type %s has ConnectConfig", type);
-        if (cc) r->connect_terminate = true;
+        if (cc) {
+            r->connect_terminate = true;
+            r->connect_allow_post = cc->allow_post;
+        }
         for (uint32_t j = 0; j < r->nupgrades; j++)
             if (strcasecmp(r->upgrades[j].type, type) == 0) return fail(c, p, "Duplicate upgrade %s", type);
         r->upgrades[r->nupgrades].type = sharp_strdup(type);

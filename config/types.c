@@ -69,6 +69,7 @@
 #include "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/http/header_formatters/preserve_case/v3/preserve_case.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
 #include "envoy/service/runtime/v3/rtds.pb-c.h"
 #include "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.pb-c.h"
@@ -219,6 +220,7 @@ void sharp_config_types_register(void)
         &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
         &envoy__service__runtime__v3__runtime__descriptor,
         &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
+        &envoy__extensions__http__header_formatters__preserve_case__v3__preserve_case_formatter_config__descriptor,
         &envoy__extensions__regex_engines__v3__google_re2__descriptor,
         &envoy__extensions__network__dns_resolver__cares__v3__cares_dns_resolver_config__descriptor,
         &envoy__extensions__resource_monitors__fixed_heap__v3__fixed_heap_config__descriptor,
@@ -307,6 +309,55 @@ void sharp_config_http2_options(const Envoy__Config__Core__V3__Http2ProtocolOpti
     }
 }
 
+int sharp_config_h1_key_format(const Envoy__Config__Core__V3__Http1ProtocolOptions *o, sharp_h1_key_format_t *out,
+                               char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    const Envoy__Config__Core__V3__Http1ProtocolOptions__HeaderKeyFormat *k = o ? o->header_key_format : NULL;
+    if (!k) return 0;
+    switch (k->header_format_case) {
+    case ENVOY__CONFIG__CORE__V3__HTTP1_PROTOCOL_OPTIONS__HEADER_KEY_FORMAT__HEADER_FORMAT_PROPER_CASE_WORDS:
+        out->mode = SHARP_H1_KEYS_PROPER;
+        return 0;
+    case ENVOY__CONFIG__CORE__V3__HTTP1_PROTOCOL_OPTIONS__HEADER_KEY_FORMAT__HEADER_FORMAT_STATEFUL_FORMATTER: {
+        /* the only stateful formatter: envoy.http.stateful_header_formatters.preserve_case */
+        const Envoy__Config__Core__V3__TypedExtensionConfig *t = k->stateful_formatter;
+        sharp_config_error_t e = {{0}};
+        ProtobufCMessage *m =
+            t->typed_config
+                ? sharp_any_unpack(&t->typed_config->base,
+                                   &envoy__extensions__http__header_formatters__preserve_case__v3__preserve_case_formatter_config__descriptor,
+                                   &e)
+                : NULL;
+        if (!m) {
+            snprintf(err, errlen, "header_key_format.stateful_formatter.typed_config: %s",
+                     t->typed_config ? e.msg
+                                     : "required: a type.googleapis.com/envoy.extensions.http.header_formatters."
+                                       "preserve_case.v3.PreserveCaseFormatterConfig");
+            return -1;
+        }
+        const Envoy__Extensions__Http__HeaderFormatters__PreserveCase__V3__PreserveCaseFormatterConfig *pc = (const void *)m;
+        int rc = 0;
+        if (pc->formatter_type_on_envoy_headers != 0 && pc->formatter_type_on_envoy_headers != 1) {
+            snprintf(err, errlen,
+                     "header_key_format.stateful_formatter.typed_config.formatter_type_on_envoy_headers: "
+                     "value must be one of the defined enum values, got %d",
+                     (int)pc->formatter_type_on_envoy_headers);
+            rc = -1;
+        }
+        out->mode = SHARP_H1_KEYS_PRESERVE;
+        out->proper_others = pc->formatter_type_on_envoy_headers == 1;
+        out->forward_reason = pc->forward_reason_phrase;
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rc;
+    }
+    default:
+        /* Envoy: the oneof is required */
+        snprintf(err, errlen, "header_key_format: one of proper_case_words or stateful_formatter must be set");
+        return -1;
+    }
+}
+
 void sharp_config_upstream_http2(const Envoy__Config__Core__V3__Http2ProtocolOptions *o, sharp_cluster_t *c)
 {
     c->http2 = true;
@@ -330,6 +381,7 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
      * common_http_protocol_options, not field by field over them. */
     sharp_config_upstream_common_http(o->common_http_protocol_options, c);
     c->http2 = c->downstream_protocol = c->auto_http = false;
+    memset(&c->h1_keys, 0, sizeof c->h1_keys);
     if (o->upstream_protocol_options_case ==
         ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG) {
         /* Envoy's mixed pool: each connection speaks what ALPN negotiated
@@ -339,6 +391,10 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
         const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__AutoHttpConfig *a = o->auto_config;
         c->auto_http = true;
         sharp_config_http2_options(a->http2_protocol_options, &c->h2);
+        if (sharp_config_h1_key_format(a->http_protocol_options, &c->h1_keys, err, errlen) < 0) {
+            snprintf(sub, sublen, "auto_config.http_protocol_options");
+            rc = -1;
+        }
     }
     if (o->upstream_protocol_options_case ==
         ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG) {
@@ -346,6 +402,11 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
         if (x->protocol_config_case ==
             ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
             sharp_config_upstream_http2(x->http2_protocol_options, c);
+        } else if (x->protocol_config_case ==
+                       ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS &&
+                   sharp_config_h1_key_format(x->http_protocol_options, &c->h1_keys, err, errlen) < 0) {
+            snprintf(sub, sublen, "explicit_http_config.http_protocol_options");
+            rc = -1;
         } else if (x->protocol_config_case !=
                    ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
             snprintf(sub, sublen, "explicit_http_config");
@@ -365,6 +426,10 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
         c->downstream_protocol = true;
         if (d->http2_protocol_options) sharp_config_upstream_http2(d->http2_protocol_options, c);
         else sharp_config_http2_options(NULL, &c->h2);
+        if (sharp_config_h1_key_format(d->http_protocol_options, &c->h1_keys, err, errlen) < 0) {
+            snprintf(sub, sublen, "use_downstream_protocol_config.http_protocol_options");
+            rc = -1;
+        }
     }
     protobuf_c_message_free_unpacked(m, NULL);
     return rc;

@@ -20,6 +20,12 @@ int sharp_config_apply_upstream_http_options(const ProtobufCMessage *any, sharp_
 
 struct Envoy__Config__Core__V3__HttpProtocolOptions;
 struct Envoy__Config__Core__V3__Http2ProtocolOptions;
+struct Envoy__Config__Core__V3__Http1ProtocolOptions;
+/* Http1ProtocolOptions.header_key_format (o may be NULL: lower case).
+ * Returns 0, or -1 with the message in err (its first words the path below
+ * http_protocol_options). */
+int sharp_config_h1_key_format(const struct Envoy__Config__Core__V3__Http1ProtocolOptions *o,
+                               sharp_h1_key_format_t *out, char *err, size_t errlen);
 /* Http2ProtocolOptions (validated by the support table) with Envoy's
  * defaults for every unset field; `o` may be NULL (all defaults). */
 void sharp_config_http2_options(const struct Envoy__Config__Core__V3__Http2ProtocolOptions *o, sharp_h2_options_t *h);

@@ -155,4 +155,15 @@ uint64_t sharp_hash_seed(void);
 uint64_t sharp_now_ns(void);
 uint64_t sharp_wall_us(void);
 
+/* Http1ProtocolOptions.header_key_format of a codec: how it writes HTTP/1
+ * header names it encodes (lower-case, proper_case_words) and, with the
+ * preserve_case stateful formatter, that it remembers the spelling of the
+ * names it receives (http/headers.h). */
+typedef enum { SHARP_H1_KEYS_LOWER = 0, SHARP_H1_KEYS_PROPER, SHARP_H1_KEYS_PRESERVE } sharp_h1_keys_t;
+typedef struct {
+    uint8_t mode;        /* sharp_h1_keys_t */
+    bool proper_others;  /* preserve_case: formatter_type_on_envoy_headers PROPER_CASE */
+    bool forward_reason; /* preserve_case: forward_reason_phrase */
+} sharp_h1_key_format_t;
+
 #endif

@@ -140,6 +140,12 @@ int sharp_server_init(sharp_server_t *s, const sharp_options_t *opts)
         fprintf(stderr, "error initializing configuration '%s': %s\n", what, err);
         return -1;
     }
+    for (size_t i = 0; i < s->config->nstats_sinks; i++) {
+        if (sharp_statsd_sink_check(s->config->stats_sinks[i], s->snap, sharp_xds_node(s->xds), err, sizeof err) < 0) {
+            fprintf(stderr, "error initializing configuration '%s': stats_sinks: %s\n", what, err);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < s->config->nmetrics_sinks; i++) {
         if (sharp_metrics_sink_check(s->config->metrics_sinks[i], s->snap, err, sizeof err) < 0) {
             fprintf(stderr, "error initializing configuration '%s': stats_sinks: %s\n", what, err);
@@ -264,6 +270,7 @@ static void stop_everything(sharp_server_t *s)
     if (s->snap) sharp_sds_stop(s->snap->sds);
     sharp_xds_stop(s->xds);
     for (size_t i = 0; s->config && i < s->config->nmetrics_sinks; i++) sharp_metrics_sink_stop(s->config->metrics_sinks[i]);
+    for (size_t i = 0; s->config && i < s->config->nstats_sinks; i++) sharp_statsd_sink_stop(s->config->stats_sinks[i]);
     for (size_t i = 0; s->config && i < s->config->notlp_sinks; i++) sharp_otlp_sink_stop(s->config->otlp_sinks[i]);
     sharp_lrs_stop(s->lrs);
     sharp_hds_stop(s->hds);
@@ -292,7 +299,10 @@ void sharp_server_flush_stats(sharp_server_t *s)
 {
     s->last_flush_ns = sharp_now_ns();
     sharp_stats_flush(s->stats);
-    for (size_t i = 0; i < s->config->nstats_sinks; i++) sharp_statsd_sink_flush(s->config->stats_sinks[i], s->stats);
+    /* the bootstrap's snapshot: a TCP statsd sink's cluster is a static one */
+    sharp_snapshot_t *boot = s->snap ? (s->snap->base ? s->snap->base : s->snap) : NULL;
+    for (size_t i = 0; i < s->config->nstats_sinks; i++)
+        sharp_statsd_sink_flush(s->config->stats_sinks[i], s->stats, &s->upstream_env, boot);
     if (!s->snap || (!s->config->nmetrics_sinks && !s->config->notlp_sinks)) return;
     /* the bootstrap's snapshot: the collector's cluster is a static one */
     sharp_snapshot_t *base = s->snap->base ? s->snap->base : s->snap;

@@ -147,6 +147,7 @@ typedef struct sharp_hcm_config {
     char *user_agent;
     char *user_agent_node;
     bool accept_http_10;              /* http_protocol_options.accept_http_10 */
+    sharp_h1_key_format_t h1_keys;    /* http_protocol_options.header_key_format */
     char *default_host_for_http_10;
     bool normalize_path;              /* default false, as Envoy's runtime default */
     bool merge_slashes;

@@ -1,7 +1,13 @@
 /* statsd.c: the statsd and DogStatsD stats sinks (statsd.h). */
 #include "statsd.h"
 #include "log.h"
+#include "snapshot.h"
 #include "stats_config.h"
+#include "upstream/env.h"
+#include "upstream/host.h"
+#include "upstream/pool.h"
+
+#include "envoy/config/core/v3/base.pb-c.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +76,21 @@ struct sharp_statsd_sink {
     char *prefix;
     bool dog;
     int fd; /* -1 until the first flush; -2 when it could not be opened */
+    /* tcp_cluster_name (cluster non-NULL): one connection through a pool */
+    char *cluster;
+    sharp_snapshot_t *snap; /* held while the pool lives */
+    sharp_pool_t *pool;
+    sharp_host_t *pool_host;
+    uint32_t rr;
+    sharp_upstream_request_t req;
+    bool acquired;          /* req waits for, or holds, a connection */
+    sharp_upstream_cx_t *cx; /* the connection, once ready */
+    sharp_sbuf_t flush_out; /* this flush's lines */
+    sharp_sbuf_t tcp_out;   /* what waits for the connect */
+    bool stopped;
+    bool overflow_registered;
+    sharp_stat_id_t cx_overflow; /* statsd.cx_overflow */
+    uint64_t overflows, dropped_flushes, written;
     sharp_statsd_packer_t packer;
     uint64_t *last;      /* counters: value at the previous flush, by id */
     stat_names_t *names; /* by id */
@@ -91,6 +112,199 @@ static void udp_send(void *arg, const char *data, size_t len)
     if (n >= 0) k->datagrams++;
 }
 
+/* ---- statsd over TCP (tcp_cluster_name) ---- */
+
+static void tcp_line(void *arg, const char *data, size_t len)
+{
+    sharp_statsd_sink_t *k = arg;
+    sharp_sbuf_append(&k->flush_out, data, len);
+    sharp_sbuf_append(&k->flush_out, "\n", 1);
+}
+
+static void tcp_release(sharp_statsd_sink_t *k)
+{
+    if (k->acquired) sharp_pool_cancel(&k->req);
+    k->acquired = false;
+    k->cx = NULL;
+}
+
+static void tcp_ready(void *ctx, sharp_upstream_cx_t *cx)
+{
+    sharp_statsd_sink_t *k = ctx;
+    k->cx = cx;
+    if (k->tcp_out.len) {
+        sharp_upstream_cx_send_data(cx, k->tcp_out.data, k->tcp_out.len, false);
+        k->written += k->tcp_out.len;
+        sharp_sbuf_reset(&k->tcp_out);
+    }
+}
+
+static void tcp_failure(void *ctx, sharp_pool_failure_t why, const char *detail)
+{
+    (void)why;
+    sharp_statsd_sink_t *k = ctx;
+    sharp_debug(stats, "tcp statsd: no connection to cluster '%s' (%s): %zu bytes dropped", k->cluster,
+                detail ? detail : "-", k->tcp_out.len);
+    k->acquired = false;
+    k->cx = NULL;
+    if (k->tcp_out.len) k->dropped_flushes++;
+    sharp_sbuf_reset(&k->tcp_out);
+}
+
+static void tcp_data(void *ctx, const char *p, size_t n, bool end_stream)
+{
+    (void)p;
+    (void)n;
+    sharp_statsd_sink_t *k = ctx;
+    /* a collector sends nothing; its close ends the connection (the next
+     * flush makes another) */
+    if (end_stream) tcp_release(k);
+}
+
+static void tcp_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
+{
+    (void)why;
+    sharp_statsd_sink_t *k = ctx;
+    sharp_debug(stats, "tcp statsd: connection to cluster '%s' closed (%s)", k->cluster, detail ? detail : "-");
+    k->acquired = false;
+    k->cx = NULL;
+    sharp_sbuf_reset(&k->tcp_out);
+}
+
+static void tcp_watermark(void *ctx, bool above)
+{
+    (void)ctx;
+    (void)above; /* the flush measures what is queued itself */
+}
+
+static const sharp_upstream_callbacks_t tcp_callbacks = {
+    .on_ready = tcp_ready,
+    .on_pool_failure = tcp_failure,
+    .on_data = tcp_data,
+    .on_reset = tcp_reset,
+    .on_write_watermark = tcp_watermark,
+};
+
+/* The pool of a host of the cluster: healthy hosts first, round robin. */
+static sharp_pool_t *tcp_pool(sharp_statsd_sink_t *k, const sharp_upstream_env_t *env)
+{
+    sharp_cluster_t *c = sharp_snapshot_cluster(k->snap, k->cluster);
+    if (!c || !c->nhosts) return NULL;
+    sharp_host_t *h = NULL;
+    for (uint32_t i = 0; i < c->nhosts && !h; i++) {
+        uint32_t at = (k->rr + i) % c->nhosts;
+        if (sharp_host_healthy(c->hosts[at])) {
+            h = c->hosts[at];
+            k->rr = at + 1;
+        }
+    }
+    if (!h) h = c->hosts[k->rr++ % c->nhosts];
+    if (k->pool && k->pool_host != h) {
+        sharp_pool_destroy(k->pool);
+        k->pool = NULL;
+    }
+    if (!k->pool) {
+        k->pool = sharp_pool_create(env, c, h, SHARP_PRIORITY_DEFAULT);
+        sharp_pool_use_tcp(k->pool);
+        k->pool_host = h;
+    }
+    return k->pool;
+}
+
+/* Envoy's TlsSink::write for one flush's lines (k->flush_out). */
+static void tcp_write(sharp_statsd_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
+                      sharp_snapshot_t *snap)
+{
+    if (!k->overflow_registered) {
+        k->cx_overflow = sharp_stats_counterf(s, "statsd.cx_overflow");
+        k->overflow_registered = true;
+    }
+    if (!k->snap) k->snap = sharp_snapshot_ref(snap);
+    sharp_sbuf_t *lines = &k->flush_out;
+    /* what the collector has not taken yet: the connection's queue, or
+     * what waits for its connect */
+    size_t buffered = k->cx ? sharp_upstream_cx_queued(k->cx) : k->tcp_out.len;
+    if (buffered > SHARP_STATSD_TCP_MAX_BUFFERED) {
+        sharp_debug(stats, "tcp statsd: %zu bytes not taken by cluster '%s': connection closed, flush dropped",
+                    buffered, k->cluster);
+        tcp_release(k);
+        sharp_sbuf_reset(&k->tcp_out);
+        sharp_counter_inc(env->stats, k->cx_overflow);
+        k->overflows++;
+        sharp_sbuf_reset(lines);
+        return;
+    }
+    if (!lines->len) return;
+    if (!k->acquired) {
+        sharp_pool_t *p = tcp_pool(k, env);
+        if (!p) {
+            k->dropped_flushes++;
+            sharp_sbuf_reset(lines);
+            return;
+        }
+        sharp_sbuf_append(&k->tcp_out, lines->data, lines->len);
+        sharp_sbuf_reset(lines);
+        k->acquired = true; /* on_ready may come before acquire returns */
+        if (!sharp_pool_acquire(p, &k->req, &tcp_callbacks, k)) {
+            k->acquired = false;
+            k->dropped_flushes++;
+            sharp_sbuf_reset(&k->tcp_out);
+        }
+        return;
+    }
+    if (k->cx) {
+        sharp_upstream_cx_send_data(k->cx, lines->data, lines->len, false);
+        k->written += lines->len;
+    } else {
+        sharp_sbuf_append(&k->tcp_out, lines->data, lines->len);
+    }
+    sharp_sbuf_reset(lines);
+}
+
+sharp_statsd_sink_t *sharp_statsd_sink_create_tcp(const char *cluster, const char *prefix)
+{
+    sharp_statsd_sink_t *k = sharp_calloc(1, sizeof *k);
+    k->cluster = sharp_strdup(cluster);
+    k->prefix = sharp_strdup(prefix && prefix[0] ? prefix : "envoy");
+    k->fd = -2;
+    k->packer = (sharp_statsd_packer_t){.max = 0, .send = tcp_line, .arg = k};
+    return k;
+}
+
+int sharp_statsd_sink_check(const sharp_statsd_sink_t *k, sharp_snapshot_t *snap, const ProtobufCMessage *node,
+                            char *err, size_t errlen)
+{
+    if (!k->cluster) return 0;
+    const sharp_cluster_t *c = sharp_snapshot_cluster(snap, k->cluster);
+    if (!c) {
+        snprintf(err, errlen, "tcp statsd: unknown cluster '%s'", k->cluster);
+        return -1;
+    }
+    if (c->aggregate) {
+        snprintf(err, errlen, "tcp statsd: cluster '%s' is an aggregate cluster (envoy.clusters.aggregate), which "
+                 "is not supported by SHARP's TCP statsd sink", k->cluster);
+        return -1;
+    }
+    const Envoy__Config__Core__V3__Node *n = (const void *)node;
+    if (!n || !n->id || !n->id[0] || !n->cluster || !n->cluster[0]) {
+        snprintf(err, errlen, "tcp statsd: node 'id' and 'cluster' are required. Set it either in 'node' config "
+                 "or via --service-node and --service-cluster options.");
+        return -1;
+    }
+    return 0;
+}
+
+void sharp_statsd_sink_stop(sharp_statsd_sink_t *k)
+{
+    if (!k || !k->cluster) return;
+    k->stopped = true;
+    tcp_release(k);
+    if (k->pool) sharp_pool_destroy(k->pool);
+    k->pool = NULL;
+    if (k->snap) sharp_snapshot_unref(k->snap);
+    k->snap = NULL;
+}
+
 sharp_statsd_sink_t *sharp_statsd_sink_create(const struct sockaddr *addr, socklen_t addrlen,
                                               const char *prefix, bool dog, size_t max_bytes)
 {
@@ -108,6 +322,10 @@ sharp_statsd_sink_t *sharp_statsd_sink_create(const struct sockaddr *addr, sockl
 void sharp_statsd_sink_free(sharp_statsd_sink_t *k)
 {
     if (!k) return;
+    sharp_statsd_sink_stop(k);
+    free(k->cluster);
+    sharp_sbuf_free(&k->flush_out);
+    sharp_sbuf_free(&k->tcp_out);
     if (k->fd >= 0) close(k->fd);
     for (uint32_t i = 0; i < k->cap; i++) {
         free(k->names[i].head);
@@ -124,6 +342,11 @@ void sharp_statsd_sink_free(sharp_statsd_sink_t *k)
 uint64_t sharp_statsd_sink_datagrams(const sharp_statsd_sink_t *k)
 {
     return k->datagrams;
+}
+
+uint64_t sharp_statsd_sink_overflows(const sharp_statsd_sink_t *k)
+{
+    return k->overflows;
 }
 
 static void open_socket(sharp_statsd_sink_t *k)
@@ -202,8 +425,10 @@ static void emit_histogram(sharp_statsd_sink_t *k, const stat_names_t *nm, const
     }
 }
 
-void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s)
+void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
+                             sharp_snapshot_t *snap)
 {
+    if (k->stopped) return;
     if (k->fd == -1) open_socket(k);
     uint32_t n = sharp_stats_size(s);
     grow(k, n);
@@ -237,4 +462,5 @@ void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s)
     }
     sharp_statsd_packer_flush(&k->packer);
     free(h);
+    if (k->cluster && env && snap) tcp_write(k, s, env, snap);
 }

@@ -1,5 +1,6 @@
 /* statsd.h: Envoy's statsd stats sinks (envoy.stat_sinks.statsd and
- * envoy.stat_sinks.dog_statsd) over UDP.
+ * envoy.stat_sinks.dog_statsd) over UDP, and plain statsd over TCP to a
+ * cluster (tcp_cluster_name, below).
  *
  * A sink runs on the main thread at every stats flush (the bootstrap's
  * stats_flush_interval): used counters as "<prefix>.<name>:<delta>|c" (the
@@ -24,6 +25,7 @@
 #include "sbuf.h"
 #include "stats.h"
 
+#include <protobuf-c/protobuf-c.h>
 #include <sys/socket.h>
 
 /* Datagram packing, as Envoy's UdpStatsdSink::writeBuffer. */
@@ -45,14 +47,38 @@ void sharp_statsd_format(sharp_sbuf_t *out, const char *prefix, const char *name
                          size_t ntags);
 
 typedef struct sharp_statsd_sink sharp_statsd_sink_t;
+struct sharp_upstream_env;
+struct sharp_snapshot;
 /* prefix NULL or "": "envoy". dog: tag-extracted names and DogStatsD tags.
  * The socket is opened at the first flush. */
 sharp_statsd_sink_t *sharp_statsd_sink_create(const struct sockaddr *addr, socklen_t addrlen,
                                               const char *prefix, bool dog, size_t max_bytes);
+/* StatsdSink.tcp_cluster_name: Envoy's TcpStatsdSink. The flush's lines,
+ * each ended by '\n', are written on one TCP connection to a host of the
+ * cluster (a static one), made through the cluster's pool (connect timeout,
+ * circuit breakers and upstream_cx_* stats apply) when a flush finds none
+ * and kept until it closes. What the connection has not sent yet (queued,
+ * or waiting for the connect) is bounded as in Envoy: a flush that finds
+ * more than SHARP_STATSD_TCP_MAX_BUFFERED bytes there closes the connection,
+ * drops its own lines and counts statsd.cx_overflow; without a host, or
+ * when the connect fails, the flush's lines are dropped. The next flush
+ * tries again. */
+#define SHARP_STATSD_TCP_MAX_BUFFERED (16u * 1024 * 1024)
+sharp_statsd_sink_t *sharp_statsd_sink_create_tcp(const char *cluster, const char *prefix);
+/* Envoy's checkClusterAndLocalInfo("tcp statsd"): the cluster exists in
+ * the bootstrap and the node has an id and a cluster. */
+int sharp_statsd_sink_check(const sharp_statsd_sink_t *k, struct sharp_snapshot *snap,
+                            const ProtobufCMessage *node, char *err, size_t errlen);
+/* Closes the TCP sink's connection (shutdown); later flushes send nothing. */
+void sharp_statsd_sink_stop(sharp_statsd_sink_t *k);
 void sharp_statsd_sink_free(sharp_statsd_sink_t *k);
-/* Sends the flush (main thread, right after sharp_stats_flush). */
-void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s);
+/* Sends the flush (main thread, right after sharp_stats_flush); env and
+ * snap (the bootstrap's) serve the TCP sink's pool. */
+void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s, const struct sharp_upstream_env *env,
+                             struct sharp_snapshot *snap);
 /* Lines and datagrams sent so far (for logs and tests). */
 uint64_t sharp_statsd_sink_datagrams(const sharp_statsd_sink_t *k);
+/* TCP: flushes dropped for a collector that did not take its bytes. */
+uint64_t sharp_statsd_sink_overflows(const sharp_statsd_sink_t *k);
 
 #endif

@@ -5,8 +5,9 @@
  * filter is enabled (runtime flag), a content-length is at least
  * min_content_length, the response is no upgrade, its content type is
  * listed, cache-control has no no-transform, there is no ETag with
- * disable_on_etag_header, no content-encoding yet and no compressing
- * transfer-encoding, the response has a body (headers without end of
+ * disable_on_etag_header, no content-encoding yet, its status is not in
+ * uncompressible_response_codes, no compressing transfer-encoding, the
+ * response has a body (headers without end of
  * stream), and the client's Accept-Encoding picks this filter's encoding
  * among the compressor filters of the chain (negotiate.c). Then
  * content-length goes (the codec frames the body: chunked over HTTP/1.1,
@@ -74,6 +75,8 @@ typedef struct comp_config {
     bool request_set; /* request_direction_config given: request compression possible */
     direction_t req, resp;
     bool disable_on_etag_header, remove_accept_encoding_header;
+    uint32_t *uncompressible_codes; /* response_direction_config.uncompressible_response_codes */
+    size_t n_uncompressible_codes;
     sharp_stat_id_t no_accept_header, header_identity, header_compressor_used, header_compressor_overshadowed,
         header_wildcard, header_not_valid, not_compressed_etag;
 } comp_config_t;
@@ -114,6 +117,7 @@ static void destroy_config(void *p)
     if (!c) return;
     direction_free(&c->req);
     direction_free(&c->resp);
+    free(c->uncompressible_codes);
     sharp_compressor_lib_free(&c->lib);
     free(c);
 }
@@ -170,6 +174,25 @@ static void *create_config(const ProtobufCMessage *msg, sharp_filter_config_ctx_
                        cc ? cc->content_type : NULL, cc ? cc->n_content_type : 0);
         c->disable_on_etag_header = rd->disable_on_etag_header;
         c->remove_accept_encoding_header = rd->remove_accept_encoding_header;
+        /* Envoy's rules: unique, each in [200, 600) */
+        for (size_t i = 0; i < rd->n_uncompressible_response_codes; i++) {
+            uint32_t code = rd->uncompressible_response_codes[i];
+            bool dup = false;
+            for (size_t j = 0; j < i; j++) dup = dup || rd->uncompressible_response_codes[j] == code;
+            if (code < 200 || code >= 600 || dup) {
+                snprintf(err, errlen,
+                         "response_direction_config.uncompressible_response_codes[%zu]: %u %s", i, code,
+                         dup ? "is repeated: the codes must be unique" : "must be in [200, 600)");
+                destroy_config(c);
+                return NULL;
+            }
+        }
+        if (rd->n_uncompressible_response_codes) {
+            c->n_uncompressible_codes = rd->n_uncompressible_response_codes;
+            c->uncompressible_codes = sharp_calloc(c->n_uncompressible_codes, sizeof *c->uncompressible_codes);
+            memcpy(c->uncompressible_codes, rd->uncompressible_response_codes,
+                   c->n_uncompressible_codes * sizeof *c->uncompressible_codes);
+        }
     } else {
         direction_init(&c->resp, pb->runtime_enabled, pb->content_length, pb->content_type, pb->n_content_type);
         c->disable_on_etag_header = pb->disable_on_etag_header;
@@ -447,6 +470,17 @@ static sharp_filter_status_t comp_decode_trailers(sharp_filter_t *f, sharp_heade
     return SHARP_FILTER_CONTINUE;
 }
 
+/* Envoy's isResponseCodeCompressible: the last of the response tests; a
+ * response without a usable :status passes. */
+static bool code_compressible(const comp_config_t *c, const sharp_headers_t *h)
+{
+    if (!c->n_uncompressible_codes) return true;
+    uint32_t code = sharp_headers_status(h);
+    for (size_t i = 0; i < c->n_uncompressible_codes; i++)
+        if (c->uncompressible_codes[i] == code) return false;
+    return true;
+}
+
 static sharp_filter_status_t comp_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end_stream)
 {
     const comp_config_t *c = f->config;
@@ -462,7 +496,7 @@ static sharp_filter_status_t comp_encode_headers(sharp_filter_t *f, sharp_header
         sharp_counter_inc(shard(f), c->not_compressed_etag);
         compressible = false;
     }
-    compressible = compressible && !sharp_headers_get_cstr(h, "content-encoding", NULL);
+    compressible = compressible && !sharp_headers_get_cstr(h, "content-encoding", NULL) && code_compressible(c, h);
     if (!end_stream && accept_encoding_allows(f, big_enough, h) && compressible && transfer_encoding_ok(c, h))
         st->resp_c = sharp_compressor_new(&c->lib);
     if (st->resp_c) {

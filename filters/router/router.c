@@ -1263,7 +1263,12 @@ static sharp_filter_status_t router_decode_headers(sharp_filter_t *f, sharp_head
     rs->wc = wc;
     rs->request_end_seen = end_stream;
     rs->upgrade = s->upgrade_accepted;
-    rs->terminate = s->is_connect && r->connect_terminate;
+    /* connect_config terminates a CONNECT, and with allow_post a POST
+     * (Envoy's TcpUpstream for both) */
+    sharp_str_t method;
+    rs->terminate = r->connect_terminate &&
+                    (s->is_connect || (r->connect_allow_post && sharp_headers_get_cstr(h, ":method", &method) &&
+                                       sharp_str_eq(method, "POST", 4)));
     if (SHARP_LOG_ON(router, SHARP_LOG_DEBUG)) {
         sharp_sbuf_t d = {0};
         sharp_headers_dump(h, &d);

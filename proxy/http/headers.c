@@ -11,12 +11,33 @@ void sharp_headers_init(sharp_headers_t *h)
     memset(h, 0, sizeof *h);
 }
 
+struct sharp_header_case {
+    bool proper_others, keep_reason;
+    uint32_t n, cap;
+    struct {
+        uint32_t off, len;
+    } *e;
+    sharp_sbuf_t bytes; /* the names, then the reason phrase's spans */
+    bool has_reason, refused;
+    uint32_t reason_off, reason_len;
+};
+
+static void case_free(sharp_headers_t *h)
+{
+    sharp_header_case_t *c = h->cases;
+    free(c->e);
+    sharp_sbuf_free(&c->bytes);
+    free(c);
+    h->cases = NULL;
+}
+
 void sharp_headers_clear(sharp_headers_t *h)
 {
     h->n = 0;
     h->blen = 0;
     h->names = 0;
     h->bytes = 0;
+    if (h->cases) case_free(h);
 }
 
 static inline unsigned char lower(unsigned char c)
@@ -81,6 +102,7 @@ void sharp_headers_free(sharp_headers_t *h)
 {
     sharp_small_free(h->e);
     sharp_small_free(h->buf);
+    if (h->cases) case_free(h);
     memset(h, 0, sizeof *h);
 }
 
@@ -136,6 +158,98 @@ void sharp_headers_copy(sharp_headers_t *dst, const sharp_headers_t *src)
         sharp_str_t nm = sharp_headers_name(src, i), v = sharp_headers_value(src, i);
         sharp_headers_add(dst, nm.p, nm.len, v.p, v.len);
     }
+    if (src->cases) {
+        const sharp_header_case_t *a = src->cases;
+        sharp_headers_case_enable(dst, a->proper_others, a->keep_reason);
+        sharp_header_case_t *b = dst->cases;
+        b->n = b->cap = a->n;
+        b->e = sharp_calloc(a->n ? a->n : 1, sizeof *b->e);
+        if (a->n) memcpy(b->e, a->e, a->n * sizeof *b->e);
+        if (a->bytes.len) sharp_sbuf_append(&b->bytes, a->bytes.data, a->bytes.len);
+        b->has_reason = a->has_reason;
+        b->refused = a->refused;
+        b->reason_off = a->reason_off;
+        b->reason_len = a->reason_len;
+    }
+}
+
+void sharp_headers_case_enable(sharp_headers_t *h, bool proper_others, bool keep_reason)
+{
+    if (!h->cases) h->cases = sharp_calloc(1, sizeof *h->cases);
+    h->cases->proper_others = proper_others;
+    h->cases->keep_reason = keep_reason;
+}
+
+void sharp_headers_case_name(sharp_headers_t *h, const char *p, size_t n, bool first)
+{
+    sharp_header_case_t *c = h->cases;
+    if (!c) return;
+    if (first) {
+        c->refused = c->n >= SHARP_HEADER_CASE_MAX_NAMES;
+        if (c->refused) return;
+        if (c->n == c->cap) {
+            c->cap = c->cap ? c->cap * 2 : 16;
+            c->e = sharp_realloc(c->e, c->cap * sizeof *c->e);
+        }
+        c->e[c->n].off = (uint32_t)c->bytes.len;
+        c->e[c->n].len = 0;
+        c->n++;
+    } else if (c->refused || !c->n) {
+        return;
+    }
+    sharp_sbuf_append(&c->bytes, p, n);
+    c->e[c->n - 1].len += (uint32_t)n;
+}
+
+void sharp_headers_case_reason(sharp_headers_t *h, const char *p, size_t n)
+{
+    sharp_header_case_t *c = h->cases;
+    if (!c || !c->keep_reason) return;
+    if (!c->has_reason) {
+        c->has_reason = true;
+        c->reason_off = (uint32_t)c->bytes.len;
+        c->reason_len = 0;
+    }
+    sharp_sbuf_append(&c->bytes, p, n);
+    c->reason_len += (uint32_t)n;
+}
+
+bool sharp_headers_case_reason_get(const sharp_headers_t *h, sharp_str_t *out)
+{
+    const sharp_header_case_t *c = h->cases;
+    if (!c || !c->has_reason || !c->reason_len) return false;
+    *out = (sharp_str_t){c->bytes.data + c->reason_off, c->reason_len};
+    return true;
+}
+
+void sharp_header_proper_case(char *p, size_t n)
+{
+    bool up = true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        bool alpha = (unsigned)((ch | 0x20) - 'a') < 26u, digit = (unsigned)(ch - '0') < 10u;
+        if (up && alpha && ch >= 'a') p[i] = (char)(ch - 32);
+        up = !alpha && !digit;
+    }
+}
+
+void sharp_header_name_format(const sharp_headers_t *h, bool proper, char *p, size_t n)
+{
+    const sharp_header_case_t *c = h->cases;
+    if (c) {
+        for (uint32_t i = 0; i < c->n; i++) {
+            if (c->e[i].len != n) continue;
+            const char *o = c->bytes.data + c->e[i].off;
+            size_t k = 0;
+            while (k < n && lower((unsigned char)o[k]) == lower((unsigned char)p[k])) k++;
+            if (k == n) {
+                memcpy(p, o, n);
+                return;
+            }
+        }
+        proper = c->proper_others;
+    }
+    if (proper) sharp_header_proper_case(p, n);
 }
 
 void sharp_headers_add(sharp_headers_t *h, const char *name, size_t nlen, const char *value,

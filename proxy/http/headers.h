@@ -16,6 +16,11 @@ typedef struct {
     uint32_t value_off, value_len;
 } sharp_header_entry_t;
 
+/* Header names as an HTTP/1 peer spelled them (Envoy's preserve_case
+ * stateful formatter), kept only on maps whose codec was configured for it:
+ * see sharp_headers_case_enable. */
+typedef struct sharp_header_case sharp_header_case_t;
+
 typedef struct sharp_headers {
     sharp_header_entry_t *e;
     uint32_t n, cap;
@@ -28,6 +33,7 @@ typedef struct sharp_headers {
      * bits set: a set bit only means "scan". */
     uint64_t names;
     uint32_t bytes; /* sharp_headers_byte_size, kept up to date */
+    sharp_header_case_t *cases; /* NULL unless preserve_case: the default path never looks further */
 } sharp_headers_t;
 
 void sharp_headers_init(sharp_headers_t *h);
@@ -102,6 +108,37 @@ static inline size_t sharp_headers_byte_size(const sharp_headers_t *h)
 {
     return h->bytes;
 }
+
+/* ---- header key formats (Http1ProtocolOptions.header_key_format) ----
+ * Names stay lower-case in the map; an HTTP/1 encoder that writes a name
+ * (lower-case, as stored) passes it through sharp_header_name_format when
+ * the map has cases or its codec proper-cases, which rewrites it in place
+ * (a format never changes a name's length).
+ *
+ * Envoy's PreserveCaseHeaderFormatter: the receiving HTTP/1 codec attaches
+ * a formatter to the map it builds and tells it each name as it arrived;
+ * the encoder on the other side writes a remembered name as first spelled
+ * (a later spelling of the same name does not replace it), any other name
+ * lower-case or, with formatter_type_on_envoy_headers PROPER_CASE,
+ * proper-cased; with forward_reason_phrase the response's reason phrase is
+ * kept for the status line. The memory holds at most
+ * SHARP_HEADER_CASE_MAX_NAMES names (then the rest go unremembered), each
+ * no longer than what the codec already accepted as a header block. */
+#define SHARP_HEADER_CASE_MAX_NAMES 1024u
+void sharp_headers_case_enable(sharp_headers_t *h, bool proper_others, bool keep_reason);
+/* A part of a received name: `first` starts a new name, else the part
+ * continues the last one (a name split across reads). */
+void sharp_headers_case_name(sharp_headers_t *h, const char *p, size_t n, bool first);
+void sharp_headers_case_reason(sharp_headers_t *h, const char *p, size_t n);
+/* The reason phrase kept with forward_reason_phrase; false if none. */
+bool sharp_headers_case_reason_get(const sharp_headers_t *h, sharp_str_t *out);
+/* Envoy's ProperCaseHeaderKeyFormatter: the first character and any letter
+ * after a character that is neither a letter nor a digit upper-cased. */
+void sharp_header_proper_case(char *p, size_t n);
+/* Formats the name at p (n bytes, as stored) for HTTP/1: the map's
+ * remembered spelling, else proper case if `proper` (the encoding codec's
+ * proper_case_words, or the memory's PROPER_CASE), else unchanged. */
+void sharp_header_name_format(const sharp_headers_t *h, bool proper, char *p, size_t n);
 
 /* The response's :status as a number; 0 when absent or not three digits. */
 uint32_t sharp_headers_status(const sharp_headers_t *h);

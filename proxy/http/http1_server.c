@@ -293,12 +293,18 @@ static int p_on_header_field(llhttp_t *p, const char *at, size_t n)
     sharp_headers_t *h = &c->h1.stream->req;
     c->h1.value_done = false;
     c->h1.value_spans = false;
-    if (c->h1.in_value || h->n == 0) {
+    bool first = c->h1.in_value || h->n == 0;
+    if (first) {
         if (h->n >= HCM(c)->max_headers_count) return too_large(p);
         sharp_headers_add(h, at, n, "", 0);
         c->h1.in_value = false;
     } else {
         sharp_headers_append_last_name(h, at, n);
+    }
+    /* preserve_case: the name's spelling, for the upstream HTTP/1 encoder */
+    if (HCM(c)->h1_keys.mode == SHARP_H1_KEYS_PRESERVE) {
+        if (!h->cases) sharp_headers_case_enable(h, HCM(c)->h1_keys.proper_others, false);
+        sharp_headers_case_name(h, at, n, first);
     }
     return 0;
 }
@@ -723,6 +729,18 @@ static void h1_send_continue(sharp_stream_t *s)
     sharp_conn_write(s->conn, &b, 1);
 }
 
+/* A header the codec adds itself, its name formatted as the map's. */
+static void put_codec_header(sharp_sbuf_t *out, const sharp_headers_t *h, bool fmt, bool proper, const char *name,
+                             const char *value)
+{
+    size_t n = strlen(name);
+    sharp_sbuf_append(out, name, n);
+    if (fmt) sharp_header_name_format(h, proper, out->data + out->len - n, n);
+    sharp_sbuf_append(out, ": ", 2);
+    sharp_sbuf_puts(out, value);
+    sharp_sbuf_append(out, "\r\n", 2);
+}
+
 /* Writes the status line and headers and decides the body framing:
  * no body (HEAD, 1xx, 204, 304), content-length as given, chunked for an
  * HTTP/1.1 peer, or delimited by closing the connection for HTTP/1.0. */
@@ -773,7 +791,13 @@ static void h1_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_st
     char status[8] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), ' '};
     sharp_sbuf_append(out, "HTTP/1.1 ", 9);
     sharp_sbuf_append(out, status, 4);
-    sharp_sbuf_puts(out, sharp_h1_reason(code));
+    /* header_key_format: names formatted as written (the response's
+     * remembered spellings, else proper_case_words); the default path
+     * writes them as stored */
+    bool proper = HCM(c)->h1_keys.mode == SHARP_H1_KEYS_PROPER, fmt = proper || h->cases;
+    sharp_str_t reason;
+    if (h->cases && sharp_headers_case_reason_get(h, &reason)) sharp_sbuf_append(out, reason.p, reason.len);
+    else sharp_sbuf_puts(out, sharp_h1_reason(code));
     sharp_sbuf_append(out, "\r\n", 2);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
@@ -782,20 +806,21 @@ static void h1_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_st
              !(upgrade && (sharp_str_eq(n, "connection", 10) || sharp_str_eq(n, "upgrade", 7)))))
             continue;
         sharp_sbuf_append(out, n.p, n.len);
+        if (fmt) sharp_header_name_format(h, proper, out->data + out->len - n.len, n.len);
         sharp_sbuf_append(out, ": ", 2);
         sharp_sbuf_append(out, v.p, v.len);
         sharp_sbuf_append(out, "\r\n", 2);
     }
-    if (s->resp_chunked) sharp_sbuf_puts(out, "transfer-encoding: chunked\r\n");
+    if (s->resp_chunked) put_codec_header(out, h, fmt, proper, "transfer-encoding", "chunked");
     if (upgrade) {
         /* the tunnel ends the connection; the 101 says nothing about it */
         s->closes_connection = true;
     } else if (s->closes_connection || !s->request_complete) {
         /* an early response ends the connection: say so */
         if (!s->request_complete) s->closes_connection = true;
-        sharp_sbuf_puts(out, "connection: close\r\n");
+        put_codec_header(out, h, fmt, proper, "connection", "close");
     } else if (http10) {
-        sharp_sbuf_puts(out, "connection: keep-alive\r\n");
+        put_codec_header(out, h, fmt, proper, "connection", "keep-alive");
     }
     sharp_sbuf_append(out, "\r\n", 2);
     if (end_stream) {

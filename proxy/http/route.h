@@ -337,6 +337,9 @@ typedef struct sharp_route {
      * terminates a CONNECT request (answers 200 once a TCP connection to
      * the host is up) and its payload goes to that connection as is */
     bool connect_terminate;
+    /* connect_config.allow_post: a POST is terminated the same way, its
+     * body the payload and the connection's bytes the response's body */
+    bool connect_allow_post;
     uint32_t direct_status;
     char *direct_body; /* may be NULL */
     size_t direct_body_len;

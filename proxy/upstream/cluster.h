@@ -203,6 +203,7 @@ typedef struct sharp_cluster {
     char *maintenance_key; /* "upstream.maintenance_mode.<name>", likewise */
     /* common_http_protocol_options, upstream side (Envoy's ClusterInfo). */
     uint32_t max_response_headers_count; /* max_headers_count, default 100 */
+    sharp_h1_key_format_t h1_keys;       /* HTTP/1 http_protocol_options.header_key_format */
     bool has_max_connection_duration;    /* max_connection_duration set (0s included) */
     uint64_t max_connection_duration_ms;
     uint64_t max_stream_duration_ms;     /* max_stream_duration of each try, 0 = none */

@@ -42,6 +42,8 @@ typedef struct h1_cx {
 } h1_cx_t;
 
 static llhttp_settings_t parser_settings;
+/* the same with on_status, for a cluster that forwards reason phrases */
+static llhttp_settings_t parser_settings_reason;
 
 #define H1(conn) ((h1_cx_t *)(conn)->codec_state)
 
@@ -111,7 +113,9 @@ static sharp_upstream_cx_t *h1_new_stream(sharp_upstream_conn_t *c, sharp_upstre
     cx->end_sent = cx->informational = cx->chunked_request = false;
     cx->upgrade_request = cx->connect_request = cx->upgraded = cx->tunnel = false;
     sharp_headers_clear(&cx->resp);
-    llhttp_init(&cx->parser, HTTP_RESPONSE, &parser_settings);
+    const sharp_h1_key_format_t *k = &cluster_of(cx)->h1_keys;
+    llhttp_init(&cx->parser, HTTP_RESPONSE,
+                k->mode == SHARP_H1_KEYS_PRESERVE && k->forward_reason ? &parser_settings_reason : &parser_settings);
     cx->parser.data = cx;
     if (cx->read_disabled) {
         cx->read_disabled = false;
@@ -291,21 +295,38 @@ static void h1_send_headers(sharp_upstream_cx_t *s, const sharp_headers_t *h, bo
         memcpy(out + o, (p_), (n_));                                                               \
         o += (n_);                                                                                 \
     } while (0)
+    /* header_key_format: names formatted as written (the request's
+     * remembered spellings, else the cluster's proper_case_words); the
+     * default path writes them as stored */
+    bool proper = cluster_of(cx)->h1_keys.mode == SHARP_H1_KEYS_PROPER, fmt = proper || h->cases;
+#define FMT(n_)                                                                                    \
+    do {                                                                                           \
+        if (fmt) sharp_header_name_format(h, proper, out + o - (n_), (n_));                        \
+    } while (0)
     PUT(method.p, method.len);
     PUT(" ", 1);
     PUT(path.p, path.len);
-    PUT(" HTTP/1.1\r\nhost: ", 17);
+    PUT(" HTTP/1.1\r\n", 11);
+    PUT("host", 4);
+    FMT(4);
+    PUT(": ", 2);
     PUT(authority.p, authority.len);
     PUT("\r\n", 2);
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if (skip_request_header(n)) continue;
         PUT(n.p, n.len);
+        FMT(n.len);
         PUT(": ", 2);
         PUT(v.p, v.len);
         PUT("\r\n", 2);
     }
-    if (cx->chunked_request) PUT("transfer-encoding: chunked\r\n", 28);
+    if (cx->chunked_request) {
+        PUT("transfer-encoding", 17);
+        FMT(17);
+        PUT(": chunked\r\n", 11);
+    }
+#undef FMT
     PUT("\r\n", 2);
 #undef PUT
     uv_buf_t b = uv_buf_init(out, (unsigned)o);
@@ -378,14 +399,32 @@ static int on_message_begin(llhttp_t *ps)
     return 0;
 }
 
+/* preserve_case on the cluster: the response's spellings (and with
+ * forward_reason_phrase its reason phrase) remembered for the downstream
+ * HTTP/1 encoder. Only installed when configured (h1_settings). */
+static int on_status(llhttp_t *ps, const char *at, size_t n)
+{
+    h1_cx_t *cx = ps->data;
+    const sharp_h1_key_format_t *k = &cluster_of(cx)->h1_keys;
+    if (!cx->resp.cases) sharp_headers_case_enable(&cx->resp, k->proper_others, k->forward_reason);
+    sharp_headers_case_reason(&cx->resp, at, n);
+    return 0;
+}
+
 static int on_header_field(llhttp_t *ps, const char *at, size_t n)
 {
     h1_cx_t *cx = ps->data;
-    if (cx->in_value || cx->resp.n == 0) {
+    bool first = cx->in_value || cx->resp.n == 0;
+    if (first) {
         sharp_headers_add(&cx->resp, at, n, "", 0);
         cx->in_value = false;
     } else {
         sharp_headers_append_last_name(&cx->resp, at, n);
+    }
+    const sharp_h1_key_format_t *k = &cluster_of(cx)->h1_keys;
+    if (k->mode == SHARP_H1_KEYS_PRESERVE) {
+        if (!cx->resp.cases) sharp_headers_case_enable(&cx->resp, k->proper_others, k->forward_reason);
+        sharp_headers_case_name(&cx->resp, at, n, first);
     }
     /* max_headers_count: Envoy's codec fails the response once it has more
      * header lines than that (a protocol error: 502 UPE). */
@@ -511,6 +550,8 @@ __attribute__((constructor)) static void init_settings(void)
     parser_settings.on_headers_complete = on_headers_complete;
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
+    parser_settings_reason = parser_settings;
+    parser_settings_reason.on_status = on_status;
 }
 
 const sharp_client_codec_t sharp_http1_client_codec = {

@@ -398,6 +398,41 @@ def test_disable_on_etag_header(procs, upstream):
     assert h["content-encoding"] == "gzip"
 
 
+def test_uncompressible_response_codes(procs, upstream):
+    """response_direction_config.uncompressible_response_codes: a response
+    with a listed status is not compressed and, as in Envoy (the code test
+    is part of isCompressible), gets no vary; other statuses are."""
+    listen, admin = start(procs, compressor(extra="response_direction_config:\n"
+                                                  "  common_config: { min_content_length: 5 }\n"
+                                                  "  uncompressible_response_codes: [206, 404]"), upstream.port)
+    p = "hdr=content-type:text/plain"
+    for code, compressed in ((206, False), (404, False), (200, True), (203, True), (500, True)):
+        st, h, body = get(listen, f"/status/{code}?{p}")
+        assert st == code
+        assert (h.get("content-encoding") == "gzip") == compressed, (code, h)
+        assert (h.get("vary") == "accept-encoding") == compressed, (code, h)
+        assert (decode("gzip", body) if compressed else body) == f"status {code}\n".encode()
+    assert stat(admin, f"{PREFIX}.text.gzip.response.compressed") == 3
+    assert stat(admin, f"{PREFIX}.text.gzip.response.not_compressed") == 2
+    # the bigger bodies of the other tests: /bytes is a 200
+    st, h, body = get(listen, f"/bytes/1000?{TEXT}")
+    assert h["content-encoding"] == "gzip" and decode("gzip", body) == pattern(1000)
+
+
+@pytest.mark.parametrize("codes,expect", [
+    ("[199]", "uncompressible_response_codes[0]: 199 must be in [200, 600)"),
+    ("[206, 600]", "uncompressible_response_codes[1]: 600 must be in [200, 600)"),
+    ("[206, 404, 206]", "uncompressible_response_codes[2]: 206 is repeated"),
+])
+def test_uncompressible_response_codes_rules(codes, expect):
+    rc, out = validate_config(config_with(compressor(extra="response_direction_config:\n"
+                                                           f"  uncompressible_response_codes: {codes}")))
+    assert rc != 0 and expect in out, out
+    rc, out = validate_config(config_with(compressor(extra="response_direction_config:\n"
+                                                           "  uncompressible_response_codes: [200, 599]")))
+    assert rc == 0, out
+
+
 def test_content_type_list(procs, upstream):
     listen, _ = start(procs, compressor(extra="response_direction_config:\n"
                                               "  common_config: { content_type: [application/octet-stream] }"),
@@ -864,8 +899,8 @@ DOCS_EXAMPLE = "/work/shared/envoy-corpus/envoy-main__docs__root__configuration_
 def test_docs_example_unknown_field():
     """Envoy's documentation example puts `uncompressible_response_code:`
     (empty) in CommonDirectionConfig, a field Envoy does not have there
-    (its `uncompressible_response_codes` belongs to ResponseDirectionConfig
-    and is newer than the API SHARP follows): the config is refused naming
+    (its `uncompressible_response_codes` belongs to ResponseDirectionConfig,
+    test_uncompressible_response_codes): the config is refused naming
     the field and its message, as Envoy's loader refuses unknown fields.
     Without that line the example loads."""
     if not os.path.exists(DOCS_EXAMPLE):

@@ -218,6 +218,52 @@ def test_terminate_raw_bytes_both_ways_and_half_close(procs, servers):
     wait_for(lambda: up.received == len(b"early late"), 5 * SLOW, "the echo server to get every byte")
 
 
+POST_ROUTE = 'headers: [{ name: ":method", string_match: { exact: POST } }], prefix: "/"'
+ALLOW_POST = "[{upgrade_type: CONNECT, connect_config: {allow_post: true}}]"
+
+
+def dechunk(body):
+    out = b""
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out += body[:n]
+        body = body[n + 2:]
+
+
+def test_allow_post_http1(procs, servers):
+    """connect_config.allow_post: a POST is terminated as a CONNECT is
+    (Envoy's TcpUpstream): its body goes to a TCP connection to the host
+    as raw bytes and its end half-closes it; 200 answers it and the echo
+    server's bytes, until it closes, are the response body."""
+    up = server(servers)
+    p = start(procs, cluster_yaml("target", [up.port]), route_yaml("target", ALLOW_POST, match=POST_ROUTE))
+    resp = raw_exchange(p.listen, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 11\r\nconnection: close\r\n\r\n"
+                                  b"hello world").encode()
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), resp
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    assert dechunk(body) == b"hello world"
+    wait_for(lambda: up.received == 11, 5 * SLOW, "the echo server to get the body")
+    # not a POST: the route does not match, nothing is terminated
+    resp = raw_exchange(p.listen, b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+    assert resp.startswith("HTTP/1.1 404 "), resp
+
+
+def test_allow_post_http2_with_curl(procs, servers):
+    """The corpus bootstrap's case: an HTTP/2 POST terminated as TCP."""
+    up = server(servers)
+    p = start(procs, cluster_yaml("target", [up.port]), route_yaml("target", ALLOW_POST, match=POST_ROUTE))
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", str(10 * SLOW), "-d", "payload-bytes",
+                        "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{p.listen}/"],
+                       capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 0, r.stderr
+    body, _, code = r.stdout.rpartition("\n")
+    assert code == "200" and body == "payload-bytes", r.stdout
+
+
 def test_terminate_bulk_transfer(procs, servers):
     """8 MiB each way through a terminated tunnel, read as it comes."""
     up = server(servers)
@@ -604,19 +650,18 @@ def test_corpus_connect_files():
     """The Envoy example bootstraps: proxy_connect, terminate_http2_connect
     and terminate_http1_connect (its ORIGINAL_DST cluster) load."""
     for name in ("envoy__configs__proxy_connect.yaml", "envoy__configs__terminate_http2_connect.yaml",
-                 "envoy__configs__terminate_http1_connect.yaml"):
+                 "envoy__configs__terminate_http1_connect.yaml", "envoy__configs__terminate_http2_post.yaml"):
         r = subprocess.run([SHARP, "--mode", "validate", "-c", f"{CORPUS}/{name}"], capture_output=True, text=True,
                            timeout=20 * SLOW)
         assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("upgrade,message", [
-    ("[{upgrade_type: CONNECT, connect_config: {allow_post: true}}]", "allow_post is not supported by SHARP"),
     ("[{upgrade_type: CONNECT, connect_config: {proxy_protocol_config: {version: V2}}}]",
      "proxy_protocol_config is not supported by SHARP"),
     ("[{upgrade_type: websocket, connect_config: {}}]", "Non-CONNECT upgrade type websocket has ConnectConfig"),
     ("[{upgrade_type: CONNECT}, {upgrade_type: connect}]", "Duplicate upgrade connect"),
-], ids=["allow_post", "proxy_protocol_config", "non-connect", "duplicate"])
+], ids=["proxy_protocol_config", "non-connect", "duplicate"])
 def test_config_refusals(upgrade, message):
     text = connect_bootstrap(free_port(), free_port(), cluster_yaml("target", [1]), route_yaml("target", upgrade))
     rc, out = validate_config(text)

@@ -327,8 +327,8 @@ REFUSED = [
      P + ".http2_protocol_options.connection_keepalive.connection_idle_interval", "idle"),
     ("      http_protocol_options: { accept_http_10: true }\n", P + ".http_protocol_options.accept_http_10",
      "HTTP/1.0"),
-    ("      http_protocol_options: { header_key_format: { proper_case_words: {} } }\n",
-     P + ".http_protocol_options.header_key_format", "case"),
+    ("      http_protocol_options: { enable_trailers: true }\n",
+     P + ".http_protocol_options.enable_trailers", "trailers"),
 ]
 
 

@@ -374,6 +374,86 @@ static void test_get_all_joined(void **state)
     sharp_headers_free(&h);
 }
 
+static void fmt(const sharp_headers_t *h, bool proper, const char *name, const char *want)
+{
+    char b[128];
+    size_t n = strlen(name);
+    memcpy(b, name, n);
+    sharp_header_name_format(h, proper, b, n);
+    b[n] = '\0';
+    assert_string_equal(b, want);
+}
+
+/* Envoy's ProperCaseHeaderKeyFormatter cases */
+static void test_proper_case(void **state)
+{
+    (void)state;
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    fmt(&h, true, "content-type", "Content-Type");
+    fmt(&h, true, "foo$b#$are", "Foo$B#$Are");
+    fmt(&h, true, "te", "Te");
+    fmt(&h, true, "x-9abc_def", "X-9abc_Def");
+    fmt(&h, true, "1a-b", "1a-B");
+    fmt(&h, true, "", "");
+    fmt(&h, false, "content-type", "content-type");
+    sharp_headers_free(&h);
+}
+
+/* preserve_case: first spelling wins, names split across reads join, the
+ * rest lower-case or proper-cased (PROPER_CASE), the memory is bounded and
+ * goes with clear, and a copy keeps it. */
+static void test_preserve_case(void **state)
+{
+    (void)state;
+    sharp_headers_t h, c;
+    sharp_headers_init(&h);
+    sharp_headers_init(&c);
+    sharp_headers_case_enable(&h, false, true);
+    sharp_headers_add(&h, "X-Foo", 5, "1", 1);
+    sharp_headers_case_name(&h, "X-Fo", 4, true);
+    sharp_headers_case_name(&h, "o", 1, false);
+    sharp_headers_case_name(&h, "x-FOO", 5, true);
+    sharp_headers_case_name(&h, "ETag", 4, true);
+    sharp_headers_case_reason(&h, "Very ", 5);
+    sharp_headers_case_reason(&h, "OK", 2);
+    fmt(&h, true, "x-foo", "X-Foo"); /* the map's memory wins over the codec's proper case */
+    fmt(&h, false, "etag", "ETag");
+    fmt(&h, true, "x-other", "x-other"); /* DEFAULT: the rest lower-case */
+    sharp_str_t r;
+    assert_true(sharp_headers_case_reason_get(&h, &r));
+    assert_int_equal(r.len, 7);
+    assert_memory_equal(r.p, "Very OK", 7);
+    sharp_headers_copy(&c, &h);
+    fmt(&c, false, "x-foo", "X-Foo");
+    assert_true(sharp_headers_case_reason_get(&c, &r));
+    sharp_headers_clear(&h);
+    assert_null(h.cases);
+    fmt(&h, false, "x-foo", "x-foo");
+    assert_false(sharp_headers_case_reason_get(&h, &r));
+    /* PROPER_CASE for names not received; no reason kept without forward_reason_phrase */
+    sharp_headers_case_enable(&h, true, false);
+    sharp_headers_case_name(&h, "x-lower", 7, true);
+    sharp_headers_case_reason(&h, "Nope", 4);
+    assert_false(sharp_headers_case_reason_get(&h, &r));
+    fmt(&h, false, "x-lower", "x-lower");
+    fmt(&h, false, "x-added", "X-Added");
+    /* bounded: names past the limit are not remembered */
+    char nm[32];
+    for (unsigned i = 0; i < SHARP_HEADER_CASE_MAX_NAMES + 10; i++) {
+        int n = snprintf(nm, sizeof nm, "N%u", i);
+        sharp_headers_case_name(&h, nm, (size_t)n, true);
+        sharp_headers_case_name(&h, "Z", 1, false);
+    }
+    fmt(&h, false, "n5z", "N5Z");
+    snprintf(nm, sizeof nm, "n%uz", SHARP_HEADER_CASE_MAX_NAMES + 5);
+    char want[32];
+    snprintf(want, sizeof want, "N%uz", SHARP_HEADER_CASE_MAX_NAMES + 5); /* PROPER_CASE, not remembered */
+    fmt(&h, false, nm, want);
+    sharp_headers_free(&h);
+    sharp_headers_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +473,8 @@ int main(void)
         cmocka_unit_test(test_hpack_no_index),
         cmocka_unit_test(test_remove_matching),
         cmocka_unit_test(test_request_head_scan),
+        cmocka_unit_test(test_proper_case),
+        cmocka_unit_test(test_preserve_case),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

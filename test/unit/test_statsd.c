@@ -111,7 +111,7 @@ static void test_flush_udp(void **state)
 
     sharp_statsd_sink_t *k = sharp_statsd_sink_create((struct sockaddr *)&a, al, NULL, false, 0);
     sharp_stats_flush(st);
-    sharp_statsd_sink_flush(k, st);
+    sharp_statsd_sink_flush(k, st, NULL, NULL);
     usleep(20000);
     char buf[8192];
     recv_all(fd, buf, sizeof buf);
@@ -124,7 +124,7 @@ static void test_flush_udp(void **state)
     /* the next flush: delta 2, and no timers for an empty interval */
     sharp_counter_add(sh, c, 2);
     sharp_stats_flush(st);
-    sharp_statsd_sink_flush(k, st);
+    sharp_statsd_sink_flush(k, st, NULL, NULL);
     usleep(20000);
     recv_all(fd, buf, sizeof buf);
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:2|c\n"));
@@ -132,7 +132,7 @@ static void test_flush_udp(void **state)
 
     /* DogStatsD: tag-extracted names and tags, packed datagrams */
     sharp_statsd_sink_t *d = sharp_statsd_sink_create((struct sockaddr *)&a, al, "dd", true, 512);
-    sharp_statsd_sink_flush(d, st);
+    sharp_statsd_sink_flush(d, st, NULL, NULL);
     usleep(20000);
     ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
     assert_true(n > 0);
