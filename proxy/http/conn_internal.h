@@ -72,6 +72,7 @@ typedef struct {
     sharp_sbuf_t head;     /* a response head waiting to go out with the first body bytes */
     size_t header_bytes;
     bool in_value;
+    bool preserve_case;     /* header_key_format preserve_case: names' spellings kept (read per name) */
     bool parsing;           /* inside llhttp_execute */
     bool paused;            /* parser paused at a message end */
     bool rejected;          /* a parser callback answered and stopped the parser */

@@ -302,7 +302,7 @@ static int p_on_header_field(llhttp_t *p, const char *at, size_t n)
         sharp_headers_append_last_name(h, at, n);
     }
     /* preserve_case: the name's spelling, for the upstream HTTP/1 encoder */
-    if (HCM(c)->h1_keys.mode == SHARP_H1_KEYS_PRESERVE) {
+    if (c->h1.preserve_case) {
         if (!h->cases) sharp_headers_case_enable(h, HCM(c)->h1_keys.proper_others, false);
         sharp_headers_case_name(h, at, n, first);
     }
@@ -997,6 +997,7 @@ void sharp_http1_server_init(sharp_conn_t *c)
     c->codec = &sharp_http1_server_codec;
     llhttp_init(&c->h1.parser, HTTP_REQUEST, &settings);
     c->h1.parser.data = c;
+    c->h1.preserve_case = HCM(c)->h1_keys.mode == SHARP_H1_KEYS_PRESERVE;
 }
 
 const sharp_server_codec_t sharp_http1_server_codec = {

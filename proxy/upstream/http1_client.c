@@ -18,6 +18,7 @@ typedef struct h1_cx {
     sharp_headers_t resp;
     bool bound;        /* a stream is in progress (the pool counts it active) */
     bool in_value;
+    bool preserve_case; /* the cluster's header_key_format preserve_case (read per name) */
     bool chunked_request;
     bool request_complete;
     bool response_started;
@@ -114,6 +115,7 @@ static sharp_upstream_cx_t *h1_new_stream(sharp_upstream_conn_t *c, sharp_upstre
     cx->upgrade_request = cx->connect_request = cx->upgraded = cx->tunnel = false;
     sharp_headers_clear(&cx->resp);
     const sharp_h1_key_format_t *k = &cluster_of(cx)->h1_keys;
+    cx->preserve_case = k->mode == SHARP_H1_KEYS_PRESERVE;
     llhttp_init(&cx->parser, HTTP_RESPONSE,
                 k->mode == SHARP_H1_KEYS_PRESERVE && k->forward_reason ? &parser_settings_reason : &parser_settings);
     cx->parser.data = cx;
@@ -421,8 +423,8 @@ static int on_header_field(llhttp_t *ps, const char *at, size_t n)
     } else {
         sharp_headers_append_last_name(&cx->resp, at, n);
     }
-    const sharp_h1_key_format_t *k = &cluster_of(cx)->h1_keys;
-    if (k->mode == SHARP_H1_KEYS_PRESERVE) {
+    if (cx->preserve_case) {
+        const sharp_h1_key_format_t *k = &cluster_of(cx)->h1_keys;
         if (!cx->resp.cases) sharp_headers_case_enable(&cx->resp, k->proper_others, k->forward_reason);
         sharp_headers_case_name(&cx->resp, at, n, first);
     }
