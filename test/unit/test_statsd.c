@@ -130,6 +130,25 @@ static void test_flush_udp(void **state)
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:2|c\n"));
     assert_null(strstr(buf, "upstream_rq_time"));
 
+    /* idle again, then recorded again: the counter's delta is 0 while it
+     * stays used, and the timers are only the new interval's */
+    sharp_stats_flush(st);
+    sharp_statsd_sink_flush(k, st);
+    usleep(20000);
+    recv_all(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:0|c\n"));
+    assert_null(strstr(buf, "upstream_rq_time"));
+    sharp_histogram_record(sh, h, 40);
+    sharp_counter_add(sh, c, 1);
+    sharp_stats_flush(st);
+    sharp_statsd_sink_flush(k, st);
+    usleep(20000);
+    recv_all(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:1|c\n"));
+    assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_time:40|ms\n"));
+    assert_null(strstr(buf, "upstream_rq_time:7|"));
+    assert_null(strstr(buf, "upstream_rq_time:9|"));
+
     /* DogStatsD: tag-extracted names and tags, packed datagrams */
     sharp_statsd_sink_t *d = sharp_statsd_sink_create((struct sockaddr *)&a, al, "dd", true, 512);
     sharp_statsd_sink_flush(d, st);
@@ -137,7 +156,7 @@ static void test_flush_udp(void **state)
     ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
     assert_true(n > 0);
     buf[n] = '\0';
-    assert_non_null(strstr(buf, "dd.cluster.upstream_rq_total:6|c|#envoy.cluster_name:a\n"));
+    assert_non_null(strstr(buf, "dd.cluster.upstream_rq_total:7|c|#envoy.cluster_name:a\n"));
     assert_non_null(strstr(buf, "dd.cluster.membership_total:3|g|#envoy.cluster_name:a"));
     assert_int_equal(sharp_statsd_sink_datagrams(d), 1);
 
