@@ -105,6 +105,9 @@ static void test_flush_udp(void **state)
     sharp_stat_id_t h = sharp_stats_histogram(st, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
     sharp_counter_add(sh, c, 4);
     sharp_gauge_add(sh, g, 3);
+    sharp_gauge_add(sh, sharp_stats_gauge(st, "server.neg"), -5);
+    sharp_gauge_set(st, sharp_stats_gauge(st, "server.min"), INT64_MIN);
+    sharp_counter_add(sh, sharp_stats_counter(st, "server.big"), UINT64_MAX);
     sharp_histogram_record(sh, h, 7);
     sharp_histogram_record(sh, h, 7);
     sharp_histogram_record(sh, h, 9);
@@ -118,6 +121,9 @@ static void test_flush_udp(void **state)
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:4|c\n"));
     assert_null(strstr(buf, "unused_total"));
     assert_non_null(strstr(buf, "envoy.cluster.a.membership_total:3|g\n"));
+    assert_non_null(strstr(buf, "envoy.server.neg:-5|g\n"));
+    assert_non_null(strstr(buf, "envoy.server.min:-9223372036854775808|g\n"));
+    assert_non_null(strstr(buf, "envoy.server.big:18446744073709551615|c\n"));
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_time:7|ms|@0.5\n"));
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_time:9|ms\n"));
 
