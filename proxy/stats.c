@@ -95,6 +95,11 @@ struct sharp_stats {
 
     pthread_mutex_t flush_mu; /* interval snapshots */
     _Atomic bool flushed;
+    /* The histograms' ids in registration order, in pages of
+     * STATS_PAGE_SLOTS allocated like the stat pages (under mu, never
+     * moved): the flush visits histograms only. */
+    _Atomic(uint32_t *) hist_ids[STATS_MAX_PAGES];
+    _Atomic uint32_t nhist;
 
     sharp_stats_config_t *cfg; /* stats_config; NULL: Envoy's defaults */
     _Atomic uint32_t ngroups;  /* deferred groups handed out */
@@ -184,23 +189,6 @@ static void hist_accumulate(sharp_hist_merged_t *m, hist_data_t *h)
     m->sum += atomic_load_explicit(&h->sum, RELAXED);
 }
 
-/* Stores a dense histogram into a snapshot (main thread, under flush_mu). */
-static void hist_store(hist_data_t *h, const sharp_hist_merged_t *m)
-{
-    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) {
-        const uint64_t *src = &m->buckets[r << SHARP_HIST_SUB_BITS];
-        bool any = false;
-        for (unsigned i = 0; i < HIST_SUB && !any; i++)
-            any = src[i] != 0;
-        _Atomic uint64_t *row = hist_row(h, r, any);
-        if (!row) continue;
-        for (unsigned i = 0; i < HIST_SUB; i++)
-            atomic_store_explicit(&row[i], src[i], RELAXED);
-    }
-    atomic_store_explicit(&h->count, m->count, RELAXED);
-    atomic_store_explicit(&h->sum, m->sum, RELAXED);
-}
-
 /* ---- store lifecycle ---------------------------------------------------- */
 
 static void alloc_page(sharp_stats_t *s, unsigned page)
@@ -254,6 +242,7 @@ void sharp_stats_destroy(sharp_stats_t *s)
     sharp_stats_config_free(s->cfg);
     for (unsigned p = 0; p < STATS_MAX_PAGES; p++) {
         free(s->meta[p]);
+        free(s->hist_ids[p]);
         for (unsigned i = 0; i < s->nshards; i++)
             free((void *)s->shards[i]->pages[p]);
     }
@@ -421,6 +410,14 @@ static sharp_stat_id_t do_register(sharp_stats_t *s, const char *name, sharp_sta
     m->unit = (uint8_t)unit;
     s->table[pos] = slot_make((uint32_t)(h >> 32), id + 1);
     s->table_len++;
+    if (kind == SHARP_STAT_HISTOGRAM) {
+        uint32_t k = atomic_load_explicit(&s->nhist, RELAXED);
+        if ((k & (STATS_PAGE_SLOTS - 1)) == 0)
+            atomic_store_explicit(&s->hist_ids[k >> STATS_PAGE_BITS],
+                                  sharp_calloc(STATS_PAGE_SLOTS, sizeof(uint32_t)), RELEASE);
+        atomic_load_explicit(&s->hist_ids[k >> STATS_PAGE_BITS], RELAXED)[k & (STATS_PAGE_SLOTS - 1)] = id;
+        atomic_store_explicit(&s->nhist, k + 1, RELEASE);
+    }
     atomic_store_explicit(&s->nstats, id + 1, RELEASE);
     pthread_mutex_unlock(&s->mu);
     return id;
@@ -667,39 +664,117 @@ int sharp_stats_histogram_merge(sharp_stats_t *s, sharp_stat_id_t id,
     return 0;
 }
 
+/* The shards' running totals of histogram id. A record bumps its bucket,
+ * then count, then sum, and each only grows, so totals equal to those of the
+ * last flush mean that nothing was recorded in between. */
+static void shard_totals(sharp_stats_t *s, sharp_stat_id_t id, uint64_t *count, uint64_t *sum)
+{
+    uint64_t c = 0, v = 0;
+    for (unsigned i = 0; i < s->nshards; i++) {
+        hist_data_t *h = shard_hist(s, i, id);
+        if (!h) continue;
+        c += atomic_load_explicit(&h->count, RELAXED);
+        v += atomic_load_explicit(&h->sum, RELAXED);
+    }
+    *count = c;
+    *sum = v;
+}
+
+/* Empties a snapshot, keeping its rows (main thread, under flush_mu). */
+static void hist_clear(hist_data_t *h)
+{
+    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) {
+        _Atomic uint64_t *row = hist_row(h, r, false);
+        if (!row) continue;
+        for (unsigned i = 0; i < HIST_SUB; i++)
+            atomic_store_explicit(&row[i], 0, RELAXED);
+    }
+    atomic_store_explicit(&h->count, 0, RELAXED);
+    atomic_store_explicit(&h->sum, 0, RELAXED);
+}
+
+/* Closes the interval of histogram id, row by row: only the rows a shard
+ * has touched are merged, and the interval is the new cumulative values
+ * less the previous ones. `sum` is the shards' sum read before the rows
+ * (main thread, under flush_mu). */
+static void flush_histogram(sharp_stats_t *s, sharp_stat_id_t id, stat_meta_t *m, uint64_t sum)
+{
+    hist_data_t *cum = m->flushed_cum, *iv = m->flushed_interval;
+    uint64_t cum_count = 0, iv_count = 0;
+    for (unsigned r = 0; r < SHARP_HIST_ROWS; r++) {
+        uint64_t cur[HIST_SUB];
+        bool any = false;
+        for (unsigned k = 0; k < s->nshards; k++) {
+            hist_data_t *h = shard_hist(s, k, id);
+            _Atomic uint64_t *row = h ? hist_row(h, r, false) : NULL;
+            if (!row) continue;
+            if (!any) memset(cur, 0, sizeof cur);
+            any = true;
+            for (unsigned i = 0; i < HIST_SUB; i++)
+                cur[i] += atomic_load_explicit(&row[i], RELAXED);
+        }
+        if (!any) {
+            /* no shard has the row, so neither can the snapshots, except
+             * for zeros (rows are allocated before their first count) */
+            _Atomic uint64_t *irow = hist_row(iv, r, false);
+            if (irow)
+                for (unsigned i = 0; i < HIST_SUB; i++)
+                    atomic_store_explicit(&irow[i], 0, RELAXED);
+            continue;
+        }
+        _Atomic uint64_t *crow = hist_row(cum, r, true), *irow = hist_row(iv, r, true);
+        for (unsigned i = 0; i < HIST_SUB; i++) {
+            uint64_t prev = atomic_load_explicit(&crow[i], RELAXED);
+            /* shards only grow, but a bucket read racing with its writer
+             * could make a difference look negative */
+            uint64_t d = cur[i] > prev ? cur[i] - prev : 0;
+            atomic_store_explicit(&crow[i], cur[i], RELAXED);
+            atomic_store_explicit(&irow[i], d, RELAXED);
+            cum_count += cur[i];
+            iv_count += d;
+        }
+    }
+    uint64_t prev_sum = atomic_load_explicit(&cum->sum, RELAXED);
+    atomic_store_explicit(&iv->count, iv_count, RELAXED);
+    atomic_store_explicit(&iv->sum, sum > prev_sum ? sum - prev_sum : 0, RELAXED);
+    atomic_store_explicit(&cum->count, cum_count, RELAXED);
+    atomic_store_explicit(&cum->sum, sum, RELAXED);
+}
+
+/* The cost of a flush follows what was recorded since the previous one: a
+ * histogram whose shard totals did not move keeps its snapshots (its
+ * interval is emptied once), one never recorded has none, and only the rows
+ * the shards touched are merged. The workers' record path is unchanged. */
 void sharp_stats_flush(sharp_stats_t *s)
 {
-    sharp_hist_merged_t *cur = sharp_calloc(1, sizeof *cur);
-    sharp_hist_merged_t *prev = sharp_calloc(1, sizeof *prev);
-    uint32_t n = atomic_load_explicit(&s->nstats, ACQUIRE);
-    for (uint32_t id = STATS_RESERVED; id < n; id++) {
+    uint32_t n = atomic_load_explicit(&s->nhist, ACQUIRE);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t *page = atomic_load_explicit(&s->hist_ids[k >> STATS_PAGE_BITS], ACQUIRE);
+        sharp_stat_id_t id = page[k & (STATS_PAGE_SLOTS - 1)];
         stat_meta_t *m = meta_of(s, id);
-        if (m->kind != SHARP_STAT_HISTOGRAM) continue;
-        merge_shards(s, id, cur);
+        uint64_t count, sum;
+        shard_totals(s, id, &count, &sum);
+        /* only this thread writes the snapshots: reading them needs no lock */
+        hist_data_t *cum = m->flushed_cum, *iv = m->flushed_interval;
+        if (!cum && count == 0 && sum == 0) continue; /* never recorded: empty interval */
+        if (cum && count == atomic_load_explicit(&cum->count, RELAXED) &&
+            sum == atomic_load_explicit(&cum->sum, RELAXED)) {
+            if (!atomic_load_explicit(&iv->count, RELAXED) && !atomic_load_explicit(&iv->sum, RELAXED))
+                continue;
+            pthread_mutex_lock(&s->flush_mu);
+            hist_clear(iv);
+            pthread_mutex_unlock(&s->flush_mu);
+            continue;
+        }
         pthread_mutex_lock(&s->flush_mu);
-        if (!m->flushed_cum) {
+        if (!cum) {
             m->flushed_cum = sharp_calloc(1, sizeof(hist_data_t));
             m->flushed_interval = sharp_calloc(1, sizeof(hist_data_t));
         }
-        memset(prev, 0, sizeof *prev);
-        hist_accumulate(prev, m->flushed_cum);
-        hist_store(m->flushed_cum, cur);
-        /* cur - prev, bucket by bucket; shards only grow, but a bucket read
-         * racing with its writer could make a difference look negative. */
-        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++)
-            prev->buckets[i] =
-                cur->buckets[i] > prev->buckets[i] ? cur->buckets[i] - prev->buckets[i] : 0;
-        uint64_t sum = cur->sum > prev->sum ? cur->sum - prev->sum : 0;
-        prev->count = 0;
-        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++)
-            prev->count += prev->buckets[i];
-        prev->sum = sum;
-        hist_store(m->flushed_interval, prev);
+        flush_histogram(s, id, m, sum);
         pthread_mutex_unlock(&s->flush_mu);
     }
     atomic_store_explicit(&s->flushed, true, RELEASE);
-    free(cur);
-    free(prev);
 }
 
 /* The value at rank q*count, interpolated linearly over the integers the

@@ -406,6 +406,17 @@ static void emit(sharp_statsd_sink_t *k, const stat_names_t *nm, const char *val
     sharp_statsd_packer_add(&k->packer, k->line.data, k->line.len);
 }
 
+/* "<value><type>" into v (64 bytes): every used counter and gauge makes a
+ * line on every flush, so no snprintf. */
+static void value_str(char *v, bool negative, uint64_t magnitude, const char *type)
+{
+    size_t n = 0;
+    if (negative) v[n++] = '-';
+    n += sharp_u64_to_str(magnitude, v + n);
+    size_t t = strlen(type);
+    memcpy(v + n, type, t + 1);
+}
+
 /* One timer line per non-empty bucket of the interval (see statsd.h). */
 static void emit_histogram(sharp_statsd_sink_t *k, const stat_names_t *nm, const sharp_hist_merged_t *h)
 {
@@ -446,11 +457,12 @@ void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s, const sha
                 uint64_t delta = cur >= k->last[id] ? cur - k->last[id] : cur;
                 k->last[id] = cur;
                 if (!sharp_stats_used(s, id)) continue;
-                snprintf(v, sizeof v, "%" PRIu64 "|c", delta);
+                value_str(v, false, delta, "|c");
                 emit(k, names_of(k, s, id, name), v);
             } else if (kind == SHARP_STAT_GAUGE) {
                 if (!sharp_stats_used(s, id)) continue;
-                snprintf(v, sizeof v, "%" PRId64 "|g", sharp_stats_gauge_value(s, id));
+                int64_t g = sharp_stats_gauge_value(s, id);
+                value_str(v, g < 0, g < 0 ? 0 - (uint64_t)g : (uint64_t)g, "|g");
                 emit(k, names_of(k, s, id, name), v);
             } else {
                 if (!sharp_stats_used(s, id)) continue;

@@ -1034,6 +1034,141 @@ static void test_threads(void **state)
     sharp_stats_destroy(s);
 }
 
+/* ---- flush intervals ---------------------------------------------------- */
+
+static void merged(sharp_stats_t *s, sharp_stat_id_t id, sharp_hist_merged_t *cum,
+                   sharp_hist_merged_t *iv)
+{
+    assert_int_equal(sharp_stats_histogram_merge(s, id, cum, iv), 0);
+}
+
+static void assert_same_hist(const sharp_hist_merged_t *a, const sharp_hist_merged_t *b)
+{
+    assert_int_equal(a->count, b->count);
+    assert_int_equal(a->sum, b->sum);
+    assert_memory_equal(a->buckets, b->buckets, sizeof a->buckets);
+}
+
+/* A histogram recorded in one interval and idle in the next: the idle
+ * interval is empty, the cumulative values stay, and a later interval holds
+ * only what it recorded. */
+static void test_flush_idle_interval(void **state)
+{
+    (void)state;
+    sharp_stats_t *s = sharp_stats_create(3);
+    sharp_stats_shard_t *w1 = sharp_stats_shard(s, 1), *w2 = sharp_stats_shard(s, 2);
+    sharp_stat_id_t h = sharp_stats_histogram(s, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
+    sharp_stat_id_t never = sharp_stats_histogram(s, "cluster.a.upstream_cx_length_ms", SHARP_HIST_MILLISECONDS);
+    sharp_hist_merged_t *cum = calloc(1, sizeof *cum), *iv = calloc(1, sizeof *iv);
+
+    sharp_histogram_record(w1, h, 3);
+    sharp_histogram_record(w2, h, 5000);
+    sharp_stats_flush(s);
+    merged(s, h, cum, iv);
+    assert_int_equal(iv->count, 2);
+    assert_int_equal(iv->sum, 5003);
+    assert_int_equal(cum->count, 2);
+    assert_true(sharp_hist_merged_quantile(iv, 0) == 3);
+
+    /* idle: an empty interval, twice (the second flush has nothing to clear) */
+    for (int k = 0; k < 2; k++) {
+        sharp_stats_flush(s);
+        merged(s, h, cum, iv);
+        assert_int_equal(iv->count, 0);
+        assert_int_equal(iv->sum, 0);
+        for (unsigned i = 0; i < SHARP_HIST_NBUCKETS; i++)
+            assert_int_equal(iv->buckets[i], 0);
+        assert_true(isnan(sharp_hist_merged_quantile(iv, 0.5)));
+        assert_int_equal(cum->count, 2);
+        assert_int_equal(cum->sum, 5003);
+    }
+    char *out = render(sharp_stats_render_text, s, "upstream_rq_time", false);
+    assert_string_equal(out, "cluster.a.upstream_rq_time: P0(nan,3) P25(nan,3) P50(nan,3) "
+                             "P75(nan,5055.5) P90(nan,5093.6) P95(nan,5106.3) "
+                             "P99(nan,5116.46) P99.5(nan,5117.73) P99.9(nan,5118.746) "
+                             "P100(nan,5119)\n");
+    free(out);
+
+    /* recorded again, in another row and a row seen before */
+    sharp_histogram_record(w1, h, 7);
+    sharp_histogram_record(w1, h, 3);
+    sharp_stats_flush(s);
+    merged(s, h, cum, iv);
+    assert_int_equal(iv->count, 2);
+    assert_int_equal(iv->sum, 10);
+    assert_int_equal(iv->buckets[3], 1);
+    assert_int_equal(iv->buckets[7], 1);
+    assert_int_equal(cum->count, 4);
+    assert_int_equal(cum->buckets[3], 2);
+
+    /* a value of 0 moves the count, not the sum */
+    sharp_histogram_record(w2, h, 0);
+    sharp_stats_flush(s);
+    merged(s, h, cum, iv);
+    assert_int_equal(iv->count, 1);
+    assert_int_equal(iv->buckets[0], 1);
+    assert_int_equal(iv->sum, 0);
+
+    /* never recorded: empty in both views, before and after flushes */
+    merged(s, never, cum, iv);
+    assert_int_equal(cum->count, 0);
+    assert_int_equal(iv->count, 0);
+    assert_false(sharp_stats_used(s, never));
+    free(cum);
+    free(iv);
+    sharp_stats_destroy(s);
+}
+
+/* Random intervals over several shards and histograms: after every flush,
+ * each interval equals a store that saw only that interval's values, and
+ * each cumulative view one that saw them all. */
+static void test_flush_matches_oracle(void **state)
+{
+    (void)state;
+    enum { NH = 6, SHARDS = 3, ROUNDS = 60 };
+    sharp_stats_t *s = sharp_stats_create(SHARDS), *all = sharp_stats_create(1);
+    sharp_stat_id_t h[NH], ha[NH];
+    for (int i = 0; i < NH; i++) {
+        h[i] = sharp_stats_histogramf(s, SHARP_HIST_MILLISECONDS, "h%d", i);
+        ha[i] = sharp_stats_histogramf(all, SHARP_HIST_MILLISECONDS, "h%d", i);
+    }
+    sharp_hist_merged_t *cum = calloc(1, sizeof *cum), *iv = calloc(1, sizeof *iv);
+    sharp_hist_merged_t *want = calloc(1, sizeof *want);
+    uint64_t seed = 88172645463325252ull;
+    for (int round = 0; round < ROUNDS; round++) {
+        sharp_stats_t *one = sharp_stats_create(1); /* never flushed: interval = all */
+        sharp_stat_id_t ho[NH];
+        for (int i = 0; i < NH; i++)
+            ho[i] = sharp_stats_histogramf(one, SHARP_HIST_MILLISECONDS, "h%d", i);
+        for (int i = 0; i < NH; i++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            if (seed % 3 == 0) continue; /* idle this interval */
+            int n = (int)(seed >> 8) % 20;
+            for (int k = 0; k < n; k++) {
+                seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+                uint64_t v = (seed >> 20) % ((uint64_t)1 << ((seed >> 4) % 40));
+                sharp_histogram_record(sharp_stats_shard(s, (unsigned)(seed % SHARDS)), h[i], v);
+                sharp_histogram_record(sharp_stats_shard(one, 0), ho[i], v);
+                sharp_histogram_record(sharp_stats_shard(all, 0), ha[i], v);
+            }
+        }
+        sharp_stats_flush(s);
+        for (int i = 0; i < NH; i++) {
+            merged(s, h[i], cum, iv);
+            merged(one, ho[i], want, NULL);
+            assert_same_hist(iv, want);
+            merged(all, ha[i], want, NULL);
+            assert_same_hist(cum, want);
+        }
+        sharp_stats_destroy(one);
+    }
+    free(cum);
+    free(iv);
+    free(want);
+    sharp_stats_destroy(s);
+    sharp_stats_destroy(all);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1045,6 +1180,8 @@ int main(void)
         cmocka_unit_test(test_custom_tags),         cmocka_unit_test(test_stats_matcher),
         cmocka_unit_test(test_custom_tags_and_buckets_in_prometheus),
         cmocka_unit_test(test_deferred_groups),
+        cmocka_unit_test(test_flush_idle_interval),
+        cmocka_unit_test(test_flush_matches_oracle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

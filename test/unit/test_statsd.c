@@ -105,6 +105,9 @@ static void test_flush_udp(void **state)
     sharp_stat_id_t h = sharp_stats_histogram(st, "cluster.a.upstream_rq_time", SHARP_HIST_MILLISECONDS);
     sharp_counter_add(sh, c, 4);
     sharp_gauge_add(sh, g, 3);
+    sharp_gauge_add(sh, sharp_stats_gauge(st, "server.neg"), -5);
+    sharp_gauge_set(st, sharp_stats_gauge(st, "server.min"), INT64_MIN);
+    sharp_counter_add(sh, sharp_stats_counter(st, "server.big"), UINT64_MAX);
     sharp_histogram_record(sh, h, 7);
     sharp_histogram_record(sh, h, 7);
     sharp_histogram_record(sh, h, 9);
@@ -118,6 +121,9 @@ static void test_flush_udp(void **state)
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:4|c\n"));
     assert_null(strstr(buf, "unused_total"));
     assert_non_null(strstr(buf, "envoy.cluster.a.membership_total:3|g\n"));
+    assert_non_null(strstr(buf, "envoy.server.neg:-5|g\n"));
+    assert_non_null(strstr(buf, "envoy.server.min:-9223372036854775808|g\n"));
+    assert_non_null(strstr(buf, "envoy.server.big:18446744073709551615|c\n"));
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_time:7|ms|@0.5\n"));
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_time:9|ms\n"));
 
@@ -130,6 +136,25 @@ static void test_flush_udp(void **state)
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:2|c\n"));
     assert_null(strstr(buf, "upstream_rq_time"));
 
+    /* idle again, then recorded again: the counter's delta is 0 while it
+     * stays used, and the timers are only the new interval's */
+    sharp_stats_flush(st);
+    sharp_statsd_sink_flush(k, st);
+    usleep(20000);
+    recv_all(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:0|c\n"));
+    assert_null(strstr(buf, "upstream_rq_time"));
+    sharp_histogram_record(sh, h, 40);
+    sharp_counter_add(sh, c, 1);
+    sharp_stats_flush(st);
+    sharp_statsd_sink_flush(k, st);
+    usleep(20000);
+    recv_all(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:1|c\n"));
+    assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_time:40|ms\n"));
+    assert_null(strstr(buf, "upstream_rq_time:7|"));
+    assert_null(strstr(buf, "upstream_rq_time:9|"));
+
     /* DogStatsD: tag-extracted names and tags, packed datagrams */
     sharp_statsd_sink_t *d = sharp_statsd_sink_create((struct sockaddr *)&a, al, "dd", true, 512);
     sharp_statsd_sink_flush(d, st, NULL, NULL);
@@ -137,7 +162,7 @@ static void test_flush_udp(void **state)
     ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
     assert_true(n > 0);
     buf[n] = '\0';
-    assert_non_null(strstr(buf, "dd.cluster.upstream_rq_total:6|c|#envoy.cluster_name:a\n"));
+    assert_non_null(strstr(buf, "dd.cluster.upstream_rq_total:7|c|#envoy.cluster_name:a\n"));
     assert_non_null(strstr(buf, "dd.cluster.membership_total:3|g|#envoy.cluster_name:a"));
     assert_int_equal(sharp_statsd_sink_datagrams(d), 1);
 
