@@ -139,7 +139,7 @@ static void test_flush_udp(void **state)
     /* idle again, then recorded again: the counter's delta is 0 while it
      * stays used, and the timers are only the new interval's */
     sharp_stats_flush(st);
-    sharp_statsd_sink_flush(k, st);
+    sharp_statsd_sink_flush(k, st, NULL, NULL);
     usleep(20000);
     recv_all(fd, buf, sizeof buf);
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:0|c\n"));
@@ -147,7 +147,7 @@ static void test_flush_udp(void **state)
     sharp_histogram_record(sh, h, 40);
     sharp_counter_add(sh, c, 1);
     sharp_stats_flush(st);
-    sharp_statsd_sink_flush(k, st);
+    sharp_statsd_sink_flush(k, st, NULL, NULL);
     usleep(20000);
     recv_all(fd, buf, sizeof buf);
     assert_non_null(strstr(buf, "envoy.cluster.a.upstream_rq_total:1|c\n"));
