@@ -502,6 +502,7 @@ static void slot_free(sharp_kernel_bpf_t *b, uint32_t s, uint64_t now)
 static void write_slots(sharp_kernel_bpf_t *b, const uint32_t *slots, const struct sharp_tcp_remote *remotes,
                         size_t n, bool *ok)
 {
+    if (!n) return;
     size_t ncpus = (size_t)b->ncpus;
     struct sharp_tcp_slot *v = sharp_calloc(n * ncpus, sizeof *v);
     for (size_t i = 0; remotes && i < n; i++)
