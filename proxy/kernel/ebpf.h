@@ -44,8 +44,8 @@ int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b);
  * otherwise, and the ports' bits in one update. watch_many sets ok[i] when
  * keys[i] is watched (one already watched counts) and slots[i] to its slot
  * in the probes' counters, and returns how many are; unwatch_many takes
- * the keys with their slots (freed: given to another remote only some time
- * later, and never counted into for the remote they had). */
+ * the keys with their slots (cleared and freed, given to another remote
+ * only after a quarantine; a socket to the old remote never counts there). */
 size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok,
                                    uint32_t *slots);
 void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, const uint32_t *slots,
