@@ -13,7 +13,15 @@ the probes the kernel's own accounting of each program's run time
 programs only) per request, and its share of SHARP's CPU per request in the
 same run. The programs are global: their run time includes every TCP event
 of the machine while the round runs (the other namespaces' traffic too),
-which is their real cost.
+which is their real cost. The accounting itself costs each run two clock
+reads: an empty program (it returns at once) attached to the same
+tracepoint, sock:inet_sock_set_state as a BTF-enabled tracepoint, for the
+whole measurement (off rounds too, so both modes carry it) gives that
+floor per run in the same rounds, and the probes' cost is printed both
+gross (the kernel's run_time_ns) and net of it (gross minus the probes'
+runs times the floor): the net part is SHARP's own work, the rest a run's
+entry and the accounting's clock, which no change inside the programs can
+remove. Set FLOOR=0 to leave it out.
 
 memory (MODE=memory or both): SHARP with --kernel-signals off and auto,
 each through CYCLES cycles of: h2load sends NCONN requests at once on
@@ -57,6 +65,7 @@ H2_CONNS = int(os.environ.get("H2_CONNS", "20"))
 MODES = os.environ.get("MODES", "off auto").split()
 # "/?hdr=connection:close": a new upstream connection per request
 REQ_PATH = os.environ.get("REQ_PATH", "/")
+FLOOR = os.environ.get("FLOOR", "1") != "0"
 LISTEN, ADMIN, UPORT = 10000, 9901, 8080
 
 PROCS = []
@@ -174,8 +183,8 @@ def bpftool(*args):
         return []
 
 
-def progs():
-    return {p["id"]: p for p in bpftool("prog", "show") if p.get("name", "").startswith("sharp_")}
+def progs(prefix="sharp_"):
+    return {p["id"]: p for p in bpftool("prog", "show") if p.get("name", "").startswith(prefix)}
 
 
 def fd_ids(pid, field):
@@ -210,9 +219,69 @@ def median(xs):
     return xs[len(xs) // 2] if xs else float("nan")
 
 
+# ---- the accounting's floor --------------------------------------------
+
+FLOOR_NAME = "floor_set_state"
+FLOOR_SRC = """\
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+SEC("tp_btf/inet_sock_set_state")
+int floor_set_state(void *ctx)
+{
+    return 0;
+}
+"""
+
+
+class Floor:
+    """An empty program on sock:inet_sock_set_state (BTF-enabled, as the
+    probes' own), loaded and attached through libbpf by this process: its
+    run_time_ns / run_cnt is what a run costs under bpf_stats before any
+    instruction of a program."""
+
+    def __init__(self):
+        import ctypes
+        src, obj = os.path.join(WORK, "floor.bpf.c"), os.path.join(WORK, "floor.bpf.o")
+        with open(src, "w") as f:
+            f.write(FLOOR_SRC)
+        # the kernel's types as the build dumped them for the probes
+        subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-I", os.path.join(BUILD, "bpf"), "-c", src, "-o", obj],
+                       check=True, timeout=60)
+        lib = self.lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        vp = ctypes.c_void_p
+        lib.bpf_object__open_file.restype, lib.bpf_object__open_file.argtypes = vp, [ctypes.c_char_p, vp]
+        lib.bpf_object__load.argtypes = [vp]
+        lib.bpf_object__find_program_by_name.restype = vp
+        lib.bpf_object__find_program_by_name.argtypes = [vp, ctypes.c_char_p]
+        lib.bpf_program__attach.restype, lib.bpf_program__attach.argtypes = vp, [vp]
+        lib.bpf_program__fd.argtypes = [vp]
+        lib.bpf_link__destroy.argtypes = [vp]
+        lib.bpf_object__close.argtypes = [vp]
+        self.obj = lib.bpf_object__open_file(obj.encode(), None)
+        if not self.obj or lib.bpf_object__load(self.obj) != 0:
+            raise RuntimeError("the floor program does not load")
+        prog = lib.bpf_object__find_program_by_name(self.obj, FLOOR_NAME.encode())
+        self.link = lib.bpf_program__attach(prog)
+        if not self.link:
+            raise RuntimeError("the floor program does not attach")
+        self.ids = fd_ids(os.getpid(), "prog_id")
+
+    def sample(self):
+        """(run_time_ns, run_cnt) so far."""
+        for k, v in progs(FLOOR_NAME).items():
+            if k in self.ids:
+                return v.get("run_time_ns", 0), v.get("run_cnt", 0)
+        return 0, 0
+
+    def close(self):
+        self.lib.bpf_link__destroy(self.link)
+        self.lib.bpf_object__close(self.obj)
+
+
 # ---- cpu ---------------------------------------------------------------
 
-def cpu_round(mode):
+def cpu_round(mode, floor):
     up = start_upstream()
     try:
         sharp, kern = start_sharp(mode)
@@ -220,11 +289,13 @@ def cpu_round(mode):
             mine = fd_ids(sharp.pid, "prog_id")  # this SHARP's probes
             hz = os.sysconf("SC_CLK_TCK")
             p0 = {k: v for k, v in progs().items() if k in mine}
+            f0 = floor.sample() if floor else (0, 0)
             c0 = cpu_ticks(sharp.pid)
             r = subprocess.run(["wrk", "-t", "2", "-c", str(CONNS), "-d", f"{DURATION_S}s",
                                 f"http://127.0.0.1:{LISTEN}{REQ_PATH}"], capture_output=True, text=True,
                                timeout=DURATION_S + 60)
             c1 = cpu_ticks(sharp.pid)
+            f1 = floor.sample() if floor else (0, 0)
             p1 = {k: v for k, v in progs().items() if k in mine}
         finally:
             stop(sharp)
@@ -237,9 +308,13 @@ def cpu_round(mode):
         a = p0.get(k, {})
         per[v["name"]] = ((v.get("run_time_ns", 0) - a.get("run_time_ns", 0)) / n,
                           (v.get("run_cnt", 0) - a.get("run_cnt", 0)) / n)
+    fruns = f1[1] - f0[1]
+    # the floor per run (nan without the floor, or without a run of it)
+    fns = (f1[0] - f0[0]) / fruns if fruns else float("nan")
+    probe_ns, runs = sum(x[0] for x in per.values()), sum(x[1] for x in per.values())
     return {"mode": mode, "source": kern.get("source"), "attach": kern.get("attach", ""), "rps": rps,
-            "sharp_us": (c1 - c0) / hz * 1e6 / n, "per": per, "probe_ns": sum(x[0] for x in per.values()),
-            "runs": sum(x[1] for x in per.values())}
+            "sharp_us": (c1 - c0) / hz * 1e6 / n, "per": per, "probe_ns": probe_ns, "runs": runs,
+            "floor_ns": fns, "net_ns": probe_ns - runs * fns}
 
 
 def cpu():
@@ -250,18 +325,28 @@ def cpu():
     with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
         f.write("1")
     rows = {m: [] for m in MODES}
+    floor = None
     try:
+        if FLOOR:
+            floor = Floor()
+            print(f"(an empty program, {FLOOR_NAME}, on sock:inet_sock_set_state (tp_btf) through all rounds: "
+                  f"the accounting's floor per run, measured in each round)", flush=True)
         for i in range(ROUNDS):
             for m in MODES:
-                x = cpu_round(m)
+                x = cpu_round(m, floor)
                 rows[m].append(x)
                 extra = ""
                 if x["per"]:
-                    extra = (f"  probes {x['probe_ns']:.1f} ns/req in {x['runs']:.2f} runs/req = "
+                    extra = (f"  probes gross {x['probe_ns']:.1f} ns/req in {x['runs']:.2f} runs/req = "
                              f"{x['probe_ns'] / 1000 / x['sharp_us'] * 100:.2f}% of SHARP's CPU/req")
+                    if floor:
+                        extra += (f"; floor {x['floor_ns']:.1f} ns/run, net {x['net_ns']:.1f} ns/req = "
+                                  f"{x['net_ns'] / 1000 / x['sharp_us'] * 100:.2f}%")
                 print(f"round {i + 1} {m:5} ({x['source']} {x['attach']}): {x['rps']:.0f} req/s, "
                       f"SHARP {x['sharp_us']:.2f} us/req{extra}", flush=True)
     finally:
+        if floor:
+            floor.close()
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write(was)
     base = median([x["sharp_us"] for x in rows[MODES[0]]])
@@ -276,15 +361,31 @@ def cpu():
         if not xs:
             continue
         print(f"\n{m}: the probes per request (kernel's run_time_ns / run_cnt, medians of {len(xs)} rounds)")
+        fl = median([x["floor_ns"] for x in xs]) if floor else float("nan")
+        if floor:
+            print(f"  the accounting's floor: {fl:.1f} ns per run (an empty program on the same tracepoint, "
+                  f"same rounds); net = gross - runs x floor")
         names = sorted({n for x in xs for n in x["per"]})
         for n in names:
             ns = median([x["per"].get(n, (0, 0))[0] for x in xs])
             runs = median([x["per"].get(n, (0, 0))[1] for x in xs])
-            print(f"  {n:32} {ns:8.1f} ns/req {runs:8.3f} runs/req")
+            per_run = f" {ns / runs:7.1f} ns/run" if runs else " " * 15
+            net = ""
+            if floor:
+                nets = [x["per"].get(n, (0, 0))[0] - x["per"].get(n, (0, 0))[1] * x["floor_ns"] for x in xs]
+                net = f"  net {median(nets):8.1f} ns/req"
+            print(f"  {n:32} gross {ns:8.1f} ns/req {runs:8.3f} runs/req{per_run}{net}")
         ns = median([x["probe_ns"] for x in xs])
         share = median([x["probe_ns"] / 1000 / x["sharp_us"] * 100 for x in xs])
-        print(f"  {'total':32} {ns:8.1f} ns/req = {share:.2f}% of SHARP's CPU per request (same runs); "
+        print(f"  {'total, gross':32} {ns:8.1f} ns/req = {share:.2f}% of SHARP's CPU per request (same runs); "
               f"{ns / 1000 / base * 100:.2f}% of SHARP's CPU per request with {MODES[0]}")
+        if floor:
+            net = median([x["net_ns"] for x in xs])
+            nshare = median([x["net_ns"] / 1000 / x["sharp_us"] * 100 for x in xs])
+            runs = median([x["runs"] for x in xs])
+            print(f"  {'total, net of the floor':32} {net:8.1f} ns/req = {nshare:.2f}% of SHARP's CPU per request "
+                  f"(same runs; {runs:.2f} runs/req x {fl:.1f} ns taken off); "
+                  f"{net / 1000 / base * 100:.2f}% with {MODES[0]}")
 
 
 # ---- memory ------------------------------------------------------------

@@ -12,7 +12,8 @@
 # Environment (defaults in brackets): BUILD [build], MODE [both: cpu,
 # memory], REQ_PATH [/; /?hdr=connection:close: a connection per request],
 # MODES [off auto], ROUNDS [3], DURATION_S [5], CONNS [32],
-# NCONN [10000], H2_CONNS [20], CYCLES [2], HOLD_MS [20000], SETTLE_S [3].
+# NCONN [10000], H2_CONNS [20], CYCLES [2], HOLD_MS [20000], SETTLE_S [3],
+# FLOOR [1; 0: no empty program measuring the accounting's floor per run].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}

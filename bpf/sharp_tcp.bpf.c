@@ -22,10 +22,14 @@
  * delete. A closed tag stays until a new connection takes its way, so a
  * reset the kernel sends after the close (an abortive close sets TCP_CLOSE
  * first) still counts. A full set gives the way of its oldest connection
- * to the new one (tag_failures counts those). The counters' remote is
- * always read from the socket itself, never from the table: two CPUs
- * writing one set at once (no lock) can cost a tag or a segment count,
- * never count for a wrong host.
+ * to the new one (tag_failures counts those). The tag's way also keeps
+ * the slot of the socket's remote in `counters` (looked up in `remotes`
+ * once, at the tag), so the socket's later events reach its counters by
+ * an inlined array lookup rather than a hash of the remote; a slot counts
+ * only if the remote it names is the socket's own (read from the socket),
+ * else the remote is looked up again: two CPUs writing one set at once
+ * (no lock), or a slot given to another remote since, can cost a tag or a
+ * segment count, never count for a wrong host.
  *   tcp:tcp_retransmit_skb     retransmissions (SYNs included)
  *   sock:inet_sock_set_state   connect latency (SYN_SENT -> ESTABLISHED),
  *                              connect failures (SYN_SENT -> CLOSE), closes,
@@ -56,11 +60,11 @@
  * receives; as a BTF-enabled tracepoint where it can) or, on kernels
  * without it, tcp:tcp_rcv_space_adjust; per-socket state is in `socks`.
  *
- * Both count into `remotes`, which holds only the upstream hosts SHARP
- * routes to (SHARP adds and removes entries as clusters' host sets
- * change): a tagged socket to a host no cluster has any more counts
- * nowhere. Counters are per CPU (no shared cache line between CPUs),
- * summed by the reader. */
+ * Both count into `counters`, a slot per remote of `remotes`, which holds
+ * only the upstream hosts SHARP routes to (SHARP adds and removes entries
+ * as clusters' host sets change): a tagged socket to a host no cluster
+ * has any more counts nowhere. Counters are per CPU (no shared cache line
+ * between CPUs), summed by the reader. */
 #include "vmlinux.h"
 
 #include <bpf/bpf_core_read.h>
@@ -94,15 +98,27 @@ const volatile __u32 tag_set_mask = 0;
  * loader finds out from the kernel's BTF */
 const volatile bool retransmit_has_err = false;
 
+/* The watched remotes: each one's slot in `counters` (sharp_tcp.h).
+ * Preallocated, its size set by the loader from a memory budget (see
+ * size_remotes in proxy/kernel/ebpf.c): adding and removing entries of a
+ * table that is not preallocated costs tens of microseconds each. */
 struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-    /* preallocated, its size set by the loader from a memory budget (see
-     * size_remotes in proxy/kernel/ebpf.c): adding and removing entries of
-     * a table that is not preallocated costs tens of microseconds each */
+    __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, SHARP_TCP_MAX_REMOTES);
     __type(key, struct sharp_tcp_remote);
-    __type(value, struct sharp_tcp_counters);
+    __type(value, __u32);
 } remotes SEC(".maps");
+
+/* The watched remotes' counters, per CPU, by slot: as many slots as
+ * `remotes` has entries. An array: its lookups are inlined by the
+ * verifier (no hash, no call), and a tagged socket's events find their
+ * counters by the slot kept in its way. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, SHARP_TCP_MAX_REMOTES);
+    __type(key, __u32);
+    __type(value, struct sharp_tcp_slot);
+} counters SEC(".maps");
 
 /* The watched remotes' ports (sharp_tcp.h): one entry. */
 struct {
@@ -150,14 +166,26 @@ static __always_inline bool port_watched(__u16 port)
     return pp && (pp->bits[(port >> 6) & (SHARP_TCP_PORT_WORDS - 1)] & (1ull << (port & 63)));
 }
 
-/* The key of a remote already read from the socket (key zeroed, then
+/* The slot of a remote already read from the socket (key zeroed, then
  * filled), looked up in `remotes`. */
-static __always_inline struct sharp_tcp_counters *find_remote(struct sharp_tcp_remote *key, __u16 family,
-                                                              __u16 port)
+static __always_inline const __u32 *find_slot(struct sharp_tcp_remote *key, __u16 family, __u16 port)
 {
     key->family = family;
     key->port = port;
     return bpf_map_lookup_elem(&remotes, key);
+}
+
+/* The watched-remotes design: the remote's counters, through its slot
+ * (SHARP writes a slot's counters before it puts the remote in `remotes`,
+ * and reuses a slot only long after its remote left). */
+static __always_inline struct sharp_tcp_counters *find_remote(struct sharp_tcp_remote *key, __u16 family,
+                                                              __u16 port)
+{
+    const __u32 *slot = find_slot(key, family, port);
+    if (!slot) return NULL;
+    __u32 i = *slot;
+    struct sharp_tcp_slot *s = bpf_map_lookup_elem(&counters, &i);
+    return s ? &s->c : NULL;
 }
 
 /* The CO-RE reads (a helper call each): every flavour's programs but the
@@ -307,8 +335,10 @@ static __always_inline struct sharp_tcp_sock *tag_of(const struct sock *sk)
     return w < 0 ? NULL : &set->sock[w & (SHARP_TCP_TAG_WAYS - 1)];
 }
 
-/* The counters of the socket's remote, read with plain loads. */
-static __always_inline struct sharp_tcp_counters *remote_of(const struct sock *sk)
+/* The slot of the socket's remote in `remotes`, read with plain loads:
+ * a hash of the remote, done once per connection (at its tag) unless its
+ * slot changed since. */
+static __always_inline const __u32 *slot_of(const struct sock *sk)
 {
     struct sharp_tcp_remote key;
     __builtin_memset(&key, 0, sizeof key);
@@ -321,7 +351,38 @@ static __always_inline struct sharp_tcp_counters *remote_of(const struct sock *s
     } else {
         return NULL;
     }
-    return find_remote(&key, family, bpf_ntohs(sk->__sk_common.skc_dport));
+    return find_slot(&key, family, bpf_ntohs(sk->__sk_common.skc_dport));
+}
+
+/* Whether the slot's remote is the socket's: a few loads of the
+ * socket's first line and of the slot's, no hash. */
+static __always_inline bool same_remote(const struct sock *sk, const struct sharp_tcp_remote *r)
+{
+    __u16 family = sk->__sk_common.skc_family;
+    if (r->family != family || r->port != bpf_ntohs(sk->__sk_common.skc_dport)) return false;
+    const __u32 *a = (const __u32 *)r->addr;
+    if (family == SHARP_AF_INET) return a[0] == sk->__sk_common.skc_daddr;
+    const __u32 *b = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32;
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/* The counters of a tagged socket's remote: those of the slot its way
+ * keeps (an inlined array lookup), if that slot is still its remote's.
+ * Else (its remote was unwatched, and maybe watched again in another
+ * slot; or another CPU was writing the way) the socket's remote is looked
+ * up again and the way keeps its new slot; NULL if it is not watched. */
+static __always_inline struct sharp_tcp_counters *counters_of(const struct sock *sk, struct sharp_tcp_sock *st)
+{
+    __u32 i = st->slot;
+    struct sharp_tcp_slot *s = bpf_map_lookup_elem(&counters, &i);
+    if (s && same_remote(sk, &s->remote)) return &s->c;
+    const __u32 *slot = slot_of(sk);
+    if (!slot) return NULL;
+    i = *slot;
+    s = bpf_map_lookup_elem(&counters, &i);
+    if (!s || !same_remote(sk, &s->remote)) return NULL;
+    st->slot = i;
+    return &s->c;
 }
 
 /* What the socket sent since it was last seen, and its RTT when it
@@ -372,7 +433,7 @@ int sharp_iter_tcp(struct bpf_iter__tcp *ctx)
     /* an idle connection (nothing sent or received since its last sample,
      * most of them when there are thousands) adds nothing: no lookup */
     if (tp->segs_out == st->segs_out_seen && tp->segs_in == st->segs_in_seen) return 0;
-    struct sharp_tcp_counters *cnt = remote_of(sk);
+    struct sharp_tcp_counters *cnt = counters_of(sk, st);
     if (cnt) tagged_sample(tp, st, cnt);
     return 0;
 }
@@ -406,8 +467,12 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
          * sent yet. SHARP's TCP connection to a watched remote is tagged
          * here, before its SYN (a UDP or Unix socket never gets here): no
          * other program looks for this socket before then */
-        if (!sk || !port_watched(bpf_ntohs(sk->__sk_common.skc_dport)) || !in_sharp() || !remote_of(sk))
-            return 0;
+        if (!sk || !port_watched(bpf_ntohs(sk->__sk_common.skc_dport)) || !in_sharp()) return 0;
+        /* the remote's slot, kept with the tag: the socket's later events
+         * reach its counters without hashing the remote again */
+        const __u32 *slot = slot_of(sk);
+        if (!slot) return 0;
+        __u32 si = *slot;
         /* the kernel's id of the socket, given now (and kept with it) */
         __u64 c = bpf_get_socket_cookie((void *)sk);
         struct sharp_tcp_tag_set *set = tag_set(c);
@@ -419,6 +484,7 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
         *(volatile __u64 *)&set->tag[w] = c;
         set->sock[w].connect_start_ns = bpf_ktime_get_ns();
         set->sock[w].segs_out_seen = set->sock[w].segs_in_seen = 0;
+        set->sock[w].slot = si;
         return 0;
     }
     /* what counts: a connect's end and a close. Any other transition (a
@@ -435,7 +501,7 @@ int BPF_PROG(sharp_tag_set_state, const struct sock *sk, const int from, const i
     if (w < 0) return 0;
     w &= SHARP_TCP_TAG_WAYS - 1;
     struct sharp_tcp_sock *st = &set->sock[w];
-    struct sharp_tcp_counters *cnt = remote_of(sk);
+    struct sharp_tcp_counters *cnt = counters_of(sk, st);
     if (connected) {
         if (!cnt) return 0;
         ADD(cnt->connects, 1);
@@ -470,8 +536,9 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(sharp_tag_retransmit_skb, const struct sock *sk)
 {
     if (retransmit_has_err && (int)ctx[2]) return 0;
-    if (!tag_of(sk)) return 0;
-    struct sharp_tcp_counters *cnt = remote_of(sk);
+    struct sharp_tcp_sock *st = tag_of(sk);
+    if (!st) return 0;
+    struct sharp_tcp_counters *cnt = counters_of(sk, st);
     if (!cnt) return 0;
     ADD(cnt->retrans, 1);
     if (sk->__sk_common.skc_state == TCP_SYN_SENT) ADD(cnt->syn_retrans, 1);
@@ -481,11 +548,12 @@ int BPF_PROG(sharp_tag_retransmit_skb, const struct sock *sk)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(sharp_tag_receive_reset, struct sock *sk)
 {
-    if (!tag_of(sk)) return 0;
+    struct sharp_tcp_sock *st = tag_of(sk);
+    if (!st) return 0;
     /* a reset answering a SYN is a refused connect: counted as a connect
      * failure when the socket closes */
     if (sk->__sk_common.skc_state == TCP_SYN_SENT) return 0;
-    struct sharp_tcp_counters *cnt = remote_of(sk);
+    struct sharp_tcp_counters *cnt = counters_of(sk, st);
     if (cnt) ADD(cnt->rst_rx, 1);
     return 0;
 }
@@ -504,8 +572,10 @@ int BPF_PROG(sharp_tag_send_reset, const struct sock *sk)
     if (!set) return 0;
     /* a live tag, or a closed one: an abortive close sends its reset
      * after setting TCP_CLOSE */
-    if (sharp_tcp_tag_find(set, c) < 0 && sharp_tcp_tag_find(set, c | SHARP_TCP_TAG_CLOSED) < 0) return 0;
-    struct sharp_tcp_counters *cnt = remote_of(sk);
+    int w = sharp_tcp_tag_find(set, c);
+    if (w < 0) w = sharp_tcp_tag_find(set, c | SHARP_TCP_TAG_CLOSED);
+    if (w < 0) return 0;
+    struct sharp_tcp_counters *cnt = counters_of(sk, &set->sock[w & (SHARP_TCP_TAG_WAYS - 1)]);
     if (cnt) ADD(cnt->rst_tx, 1);
     return 0;
 }

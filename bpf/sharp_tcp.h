@@ -8,7 +8,8 @@
 #include <linux/types.h>
 #endif
 
-/* A remote endpoint SHARP routes to: the key of the `remotes` map.
+/* A remote endpoint SHARP routes to: the key of the `remotes` map, and
+ * the owner of a slot of `counters`.
  * IPv4 addresses take the first 4 bytes of addr, the rest stays zero;
  * port is in host byte order; the whole key is zeroed before it is filled
  * (the map compares bytes). */
@@ -36,14 +37,31 @@ struct sharp_tcp_counters {
     __u64 closes;             /* connections that were established and closed */
 };
 
-/* Per socket: when its connect began, the segs_out already counted and
- * (tagged sockets) the segs_in at its last RTT sample. A way of the `tags`
- * table (tagged design), and the value of the `socks` map of the
- * watched-remotes design (key: the struct sock's address). */
+/* A watched remote's slot: a stable index in `counters` (a per-CPU array)
+ * that `remotes` (a hash) gives for the remote, and that a tagged socket
+ * keeps in its way, so that its later events reach the counters without
+ * hashing the remote again. Each CPU's copy names its remote: a program
+ * counts into a slot only if that remote is its socket's own (read from
+ * the socket), so a slot that went to another remote (its own unwatched,
+ * the slot given again) or a way another CPU was writing at once never
+ * counts for a wrong host. A free slot's remote is all zeros (family 0).
+ * The reader sums the CPUs' counters. */
+struct sharp_tcp_slot {
+    struct sharp_tcp_remote remote;
+    struct sharp_tcp_counters c;
+};
+
+/* Per socket: when its connect began, the segs_out already counted,
+ * (tagged sockets) the segs_in at its last RTT sample and its remote's
+ * slot in `counters`, given at the tag. A way of the `tags` table (tagged
+ * design), and the value of the `socks` map of the watched-remotes design
+ * (key: the struct sock's address; slot unused). */
 struct sharp_tcp_sock {
     __u64 connect_start_ns;
     __u32 segs_out_seen;
     __u32 segs_in_seen;
+    __u32 slot;
+    __u32 pad;
 };
 
 /* SHARP's upstream sockets (tagged design): a preallocated array of sets

@@ -17,10 +17,24 @@
 
 #include "sharp_tcp.skel.h"
 
+/* A freed slot of `counters` is given again only this long after its
+ * remote left (its counters zeroed, its remote cleared): a program that
+ * found the slot still its remote's has long finished adding to it (a
+ * tracepoint's program runs with preemption off, for microseconds; the
+ * socket walk runs in the main thread, which frees and gives slots). */
+#define SLOT_QUARANTINE_NS (100ull * 1000 * 1000)
+
 struct sharp_kernel_bpf {
     struct sharp_tcp *skel;
-    int remotes_fd, ports_fd;
+    int remotes_fd, counters_fd, ports_fd;
     uint32_t max_remotes; /* the remotes table's size (size_remotes) */
+    /* the slots of `counters`: [0, slots_used) were given at least once;
+     * the freed ones wait in a ring, oldest first, with when they were
+     * freed (SLOT_QUARANTINE_NS) */
+    uint32_t slots_used;
+    uint32_t *free_slots;
+    uint64_t *freed_ns;
+    uint32_t free_head, nfree;
     uint32_t tag_sets;    /* the tags table's sets (size_tags; tagged design) */
     /* the tags table mapped read-only (tagged design; NULL if it cannot be) */
     const struct sharp_tcp_tag_set *tags;
@@ -29,11 +43,11 @@ struct sharp_kernel_bpf {
     struct sharp_tcp_ports ports;
     uint32_t *port_refs;
     int ncpus;
-    sharp_tcp_counters_t *percpu; /* ncpus values, a lookup's buffer */
-    /* batch lookups: up to `chunk` keys and their per-CPU values */
+    struct sharp_tcp_slot *percpu; /* ncpus values, a lookup's buffer */
+    /* batch lookups: up to `chunk` slots and their per-CPU values */
     uint32_t chunk;
-    struct sharp_tcp_remote *bkeys;
-    sharp_tcp_counters_t *bvalues;
+    uint32_t *bkeys;
+    struct sharp_tcp_slot *bvalues;
     char probes[256];
     bool tagged; /* the tagged-socket design (BTF tracepoints and the TCP iterator) */
     bool raw;    /* attached as raw tracepoints */
@@ -144,36 +158,42 @@ static int run_iter(sharp_kernel_bpf_t *b)
 /* Opens, loads and attaches the tagged-socket design: BTF-enabled
  * tracepoints on SHARP's own (tagged) sockets and the TCP iterator, no
  * program per segment. 0, or -1 with the reason. */
-/* `remotes` is preallocated, sized at load from a memory budget. Without
+/* `remotes` and `counters` are preallocated, sized at load from a memory budget. Without
  * preallocation each remote added costs the kernel's per-CPU allocator
  * some 40-60 us and each removed one 20-30 us (measured on this design's
  * maps; 0.6 us preallocated): an EDS push replacing 500 endpoints took a
  * third of the main thread's CPU, and the allocator's locks stalled the
  * workers' requests (p99 4.6x with one such push a second; with the probes
- * off, no change). A preallocated entry costs its key, the table's
- * overhead and one counter set per possible CPU, so the table holds
+ * off, no change). A preallocated remote costs its key and slot, the hash
+ * table's overhead and one slot (its remote and counters) per possible
+ * CPU, so the tables hold
  * SHARP_TCP_REMOTES_BUDGET bytes' worth, between 1,024 and
  * SHARP_TCP_MAX_REMOTES remotes; beyond it a remote is not watched (said
  * once in the log, /kernel's `watched` stops growing). */
 #define SHARP_TCP_REMOTES_BUDGET (8u << 20)
 
-static void size_remotes(sharp_kernel_bpf_t *b, struct bpf_map *m)
+static void size_remotes(sharp_kernel_bpf_t *b)
 {
+    struct bpf_map *m = b->skel->maps.remotes;
     int ncpus = libbpf_num_possible_cpus();
     if (ncpus < 1) ncpus = 1;
-    size_t per = sizeof(struct sharp_tcp_remote) + 64 + (size_t)ncpus * ((sizeof(struct sharp_tcp_counters) + 7) & ~7u);
+    size_t per = sizeof(struct sharp_tcp_remote) + sizeof(uint32_t) + 64 +
+                 (size_t)ncpus * ((sizeof(struct sharp_tcp_slot) + 7) & ~7u);
     size_t n = SHARP_TCP_REMOTES_BUDGET / per;
     if (n < 1024) n = 1024;
     if (n > SHARP_TCP_MAX_REMOTES) n = SHARP_TCP_MAX_REMOTES;
     bpf_map__set_max_entries(m, (uint32_t)n);
     bpf_map__set_map_flags(m, bpf_map__map_flags(m) & ~(uint32_t)BPF_F_NO_PREALLOC);
+    bpf_map__set_max_entries(b->skel->maps.counters, (uint32_t)n);
     b->max_remotes = (uint32_t)n;
 }
 
 /* The tagged design's table of SHARP's upstream sockets, preallocated
  * (an array) and sized once from its own budget: SHARP_TCP_TAG_WAYS ways a
  * set, a power of two of sets, between SHARP_TCP_MIN_TAG_SETS and
- * SHARP_TCP_MAX_TAG_SETS. 2 MiB take 8,192 sets (1.5 MiB), 65,536
+ * SHARP_TCP_MAX_TAG_SETS. 2 MiB take 8,192 sets (2 MiB: a set is the
+ * line of its 8 tags and three of its ways' state, each with the slot of
+ * its remote's counters), 65,536
  * sockets' ways: with 10,000 upstream connections open at once the table
  * is 15% full, and a connection whose set is full (it then takes the way
  * of the set's oldest one, counted in tag_failures) is rare (SHARP's
@@ -217,7 +237,7 @@ static int try_tagged(sharp_kernel_bpf_t *b, bool retransmit_has_err, char *why,
     bpf_program__set_autoload(b->skel->progs.sharp_btf_tcp_probe, false);
     /* the watched-remotes design's per-socket map: not used here */
     bpf_map__set_autocreate(b->skel->maps.socks, false);
-    size_remotes(b, b->skel->maps.remotes);
+    size_remotes(b);
     size_tags(b, b->skel->maps.tags);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
@@ -289,7 +309,7 @@ static int try_flavour(sharp_kernel_bpf_t *b, bool raw, bool btf, const char *rt
         bpf_program__set_autoload(prog_at(b->skel, tagged_probes[i].prog), false);
     bpf_program__set_autoload(b->skel->progs.sharp_iter_tcp, false);
     bpf_map__set_autocreate(b->skel->maps.tags, false);
-    size_remotes(b, b->skel->maps.remotes);
+    size_remotes(b);
     int rc = sharp_tcp__load(b->skel);
     if (rc < 0) {
         snprintf(why, whylen, "loading the eBPF probes (%ss) failed: %s%s", kind, strerror(-rc),
@@ -363,7 +383,10 @@ sharp_kernel_bpf_t *sharp_kernel_bpf_open(uint32_t netns_ino, char *why, size_t 
         sharp_debug(main, "kernel signals: raw tracepoints unavailable (%s), classic tracepoints attached", raw_why);
     }
     b->remotes_fd = bpf_map__fd(b->skel->maps.remotes);
+    b->counters_fd = bpf_map__fd(b->skel->maps.counters);
     b->ports_fd = bpf_map__fd(b->skel->maps.ports);
+    b->free_slots = sharp_calloc(b->max_remotes, sizeof *b->free_slots);
+    b->freed_ns = sharp_calloc(b->max_remotes, sizeof *b->freed_ns);
     b->port_refs = sharp_calloc(65536, sizeof *b->port_refs);
     b->ncpus = libbpf_num_possible_cpus();
     if (b->ncpus <= 0) {
@@ -390,6 +413,8 @@ void sharp_kernel_bpf_close(sharp_kernel_bpf_t *b)
     if (b->tags) munmap((void *)b->tags, b->tags_len);
     sharp_tcp__destroy(b->skel); /* detaches and frees the maps */
     free(b->percpu);
+    free(b->free_slots);
+    free(b->freed_ns);
     free(b->port_refs);
     free(b->bkeys);
     free(b->bvalues);
@@ -439,8 +464,6 @@ int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
     return b->tagged ? run_iter(b) : 0;
 }
 
-/* The port's bit follows whether a watched remote has it (the map is
- * written whole: it changes only as hosts come and go). */
 /* Whether a batch operation failed for want of the kernel's support
  * (rather than for one of its keys). */
 static bool batch_unsupported(int err)
@@ -448,34 +471,128 @@ static bool batch_unsupported(int err)
     return err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS;
 }
 
-size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok)
+/* A slot for a new remote: the oldest freed one once its quarantine is
+ * over, else one never given; UINT32_MAX when there is none (the table
+ * full, or its free slots all freed too recently: the remote is tried
+ * again at the next reconciliation). */
+static uint32_t slot_take(sharp_kernel_bpf_t *b, uint64_t now)
 {
-    if (!n) return 0;
-    size_t vsz = (size_t)b->ncpus * sizeof *b->percpu;
-    memset(ok, 0, n * sizeof *ok);
+    if (b->nfree && now - b->freed_ns[b->free_head] >= SLOT_QUARANTINE_NS) {
+        uint32_t s = b->free_slots[b->free_head];
+        b->free_head = (b->free_head + 1) % b->max_remotes;
+        b->nfree--;
+        return s;
+    }
+    if (b->slots_used < b->max_remotes) return b->slots_used++;
+    return UINT32_MAX;
+}
+
+static void slot_free(sharp_kernel_bpf_t *b, uint32_t s, uint64_t now)
+{
+    if (b->nfree == b->max_remotes) return; /* cannot happen: each slot is freed once */
+    uint32_t i = (b->free_head + b->nfree++) % b->max_remotes;
+    b->free_slots[i] = s;
+    b->freed_ns[i] = now;
+}
+
+/* Writes n slots of `counters` at once (one batch call where the kernel
+ * has them, else one call each): each CPU's copy of slots[i] gets
+ * remotes[i] (NULL: all zeros, the slot free) and zeroed counters. A
+ * slot written is ok[i]. */
+static void write_slots(sharp_kernel_bpf_t *b, const uint32_t *slots, const struct sharp_tcp_remote *remotes,
+                        size_t n, bool *ok)
+{
+    if (!n) return;
+    size_t ncpus = (size_t)b->ncpus;
+    struct sharp_tcp_slot *v = sharp_calloc(n * ncpus, sizeof *v);
+    for (size_t i = 0; remotes && i < n; i++)
+        for (size_t c = 0; c < ncpus; c++) v[i * ncpus + c].remote = remotes[i];
     size_t done = 0;
     if (!b->no_batch_update && n > 1) {
-        /* one call for the entries, each a zeroed counter set per CPU
-         * (a batch takes no BPF_NOEXIST: the keys are ones not watched) */
-        void *zeros = sharp_calloc(n, vsz);
         LIBBPF_OPTS(bpf_map_batch_opts, opts);
         uint32_t count = (uint32_t)n;
-        int rc = bpf_map_update_batch(b->remotes_fd, keys, zeros, &count, &opts);
+        int rc = bpf_map_update_batch(b->counters_fd, slots, v, &count, &opts);
         int err = errno;
-        free(zeros);
-        /* the count is the kernel's only once it started on the keys: a
-         * refusal of the call itself leaves it as it was */
         if (rc == 0) done = n;
         else if (batch_unsupported(err)) b->no_batch_update = true;
-        else done = count < n ? count : 0; /* those before the one that failed */
-        for (size_t i = 0; i < done; i++) ok[i] = true;
+        else done = count < n ? count : 0;
+    }
+    for (size_t i = 0; i < done; i++) ok[i] = true;
+    for (size_t i = done; i < n; i++)
+        ok[i] = bpf_map_update_elem(b->counters_fd, &slots[i], &v[i * ncpus], BPF_ANY) == 0;
+    free(v);
+}
+
+/* The port's bit follows whether a watched remote has it (the map is
+ * written whole: it changes only as hosts come and go). A new remote's
+ * slot is written (its remote named, its counters zeroed) before the
+ * remote goes into `remotes`, where the probes find it. */
+size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok,
+                                   uint32_t *slots)
+{
+    if (!n) return 0;
+    memset(ok, 0, n * sizeof *ok);
+    uint64_t now = sharp_now_ns();
+    /* the slots: those given, in order, then the keys that got none */
+    uint32_t *sl = sharp_calloc(n, sizeof *sl);
+    size_t *pos = sharp_calloc(n, sizeof *pos);
+    struct sharp_tcp_remote *rk = sharp_calloc(n, sizeof *rk);
+    bool *wok = sharp_calloc(n, sizeof *wok);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        slots[i] = UINT32_MAX;
+        uint32_t s = slot_take(b, now);
+        if (s == UINT32_MAX) continue;
+        sl[m] = s, pos[m] = i, rk[m++] = keys[i];
+    }
+    write_slots(b, sl, rk, m, wok);
+    /* the slots not written go back (their contents unknown: freed now) */
+    size_t k = 0;
+    for (size_t j = 0; j < m; j++) {
+        if (!wok[j]) {
+            slot_free(b, sl[j], now);
+            continue;
+        }
+        sl[k] = sl[j], pos[k] = pos[j], rk[k++] = rk[j];
+    }
+    m = k;
+    size_t done = 0;
+    if (!b->no_batch_update && m > 1) {
+        /* one call for the entries (a batch takes no BPF_NOEXIST: the keys
+         * are ones not watched) */
+        LIBBPF_OPTS(bpf_map_batch_opts, opts);
+        uint32_t count = (uint32_t)m;
+        int rc = bpf_map_update_batch(b->remotes_fd, rk, sl, &count, &opts);
+        int err = errno;
+        /* the count is the kernel's only once it started on the keys: a
+         * refusal of the call itself leaves it as it was */
+        if (rc == 0) done = m;
+        else if (batch_unsupported(err)) b->no_batch_update = true;
+        else done = count < m ? count : 0; /* those before the one that failed */
+        for (size_t j = 0; j < done; j++) ok[pos[j]] = true, slots[pos[j]] = sl[j];
     }
     /* the rest one by one: a kernel without batches, or past a key the
-     * batch stopped at (already there: watched; the table full: not) */
-    for (size_t i = done; i < n; i++) {
-        memset(b->percpu, 0, vsz);
-        ok[i] = bpf_map_update_elem(b->remotes_fd, &keys[i], b->percpu, BPF_NOEXIST) == 0 || errno == EEXIST;
+     * batch stopped at (already there: watched, with its slot; the table
+     * full: not) */
+    size_t nunused = 0;
+    for (size_t j = done; j < m; j++) {
+        size_t i = pos[j];
+        if (bpf_map_update_elem(b->remotes_fd, &rk[j], &sl[j], BPF_NOEXIST) == 0) {
+            ok[i] = true, slots[i] = sl[j];
+            continue;
+        }
+        uint32_t had;
+        if (errno == EEXIST && bpf_map_lookup_elem(b->remotes_fd, &rk[j], &had) == 0) ok[i] = true, slots[i] = had;
+        sl[nunused++] = sl[j]; /* written, not used: cleared and freed below */
     }
+    if (nunused) {
+        write_slots(b, sl, NULL, nunused, wok);
+        for (size_t j = 0; j < nunused; j++) slot_free(b, sl[j], now);
+    }
+    free(sl);
+    free(pos);
+    free(rk);
+    free(wok);
     /* the new ports' bits, in one update of the ports map */
     bool changed = false;
     size_t nok = 0;
@@ -491,19 +608,34 @@ size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp
     uint32_t zero = 0;
     if (changed && bpf_map_update_elem(b->ports_fd, &zero, &b->ports, BPF_ANY) < 0) {
         /* not watched after all: entries and references undone */
-        for (size_t i = 0; i < n; i++) {
-            if (!ok[i]) continue;
-            ok[i] = false;
-            uint16_t port = keys[i].port;
-            if (--b->port_refs[port] == 0) b->ports.bits[port >> 6] &= ~(1ull << (port & 63));
-            bpf_map_delete_elem(b->remotes_fd, &keys[i]);
-        }
+        size_t nundo = 0;
+        for (size_t i = 0; i < n; i++)
+            if (ok[i]) {
+                uint16_t port = keys[i].port;
+                if (--b->port_refs[port] == 0) b->ports.bits[port >> 6] &= ~(1ull << (port & 63));
+                nundo++;
+            }
+        struct sharp_tcp_remote *uk = sharp_calloc(nundo, sizeof *uk);
+        uint32_t *us = sharp_calloc(nundo, sizeof *us);
+        for (size_t i = 0, j = 0; i < n; i++)
+            if (ok[i]) uk[j] = keys[i], us[j++] = slots[i], ok[i] = false;
+        for (size_t j = 0; j < nundo; j++) bpf_map_delete_elem(b->remotes_fd, &uk[j]);
+        bool *dok = sharp_calloc(nundo, sizeof *dok);
+        write_slots(b, us, NULL, nundo, dok);
+        for (size_t j = 0; j < nundo; j++) slot_free(b, us[j], now);
+        free(dok);
+        free(uk);
+        free(us);
         return 0;
     }
     return nok;
 }
 
-void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n)
+/* Out of `remotes` first (no new tag takes the slots), then the slots
+ * cleared (a tagged socket's event no longer finds its remote there) and
+ * freed, given again only after SLOT_QUARANTINE_NS. */
+void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, const uint32_t *slots,
+                                   size_t n)
 {
     if (!n) return;
     size_t done = 0;
@@ -516,6 +648,11 @@ void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp
         else done = count < n ? count : 0;
     }
     for (size_t i = done; i < n; i++) bpf_map_delete_elem(b->remotes_fd, &keys[i]);
+    bool *ok = sharp_calloc(n, sizeof *ok);
+    write_slots(b, slots, NULL, n, ok);
+    uint64_t now = sharp_now_ns();
+    for (size_t i = 0; i < n; i++) slot_free(b, slots[i], now);
+    free(ok);
     bool changed = false;
     for (size_t i = 0; i < n; i++) {
         uint16_t port = keys[i].port;
@@ -528,11 +665,11 @@ void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp
     if (changed) bpf_map_update_elem(b->ports_fd, &zero, &b->ports, BPF_ANY);
 }
 
-static void sum_cpus(const sharp_tcp_counters_t *percpu, int ncpus, sharp_tcp_counters_t *out)
+static void sum_cpus(const struct sharp_tcp_slot *percpu, int ncpus, sharp_tcp_counters_t *out)
 {
     memset(out, 0, sizeof *out);
     for (int i = 0; i < ncpus; i++) {
-        const sharp_tcp_counters_t *v = &percpu[i];
+        const sharp_tcp_counters_t *v = &percpu[i].c;
         out->segs_out += v->segs_out;
         out->retrans += v->retrans;
         out->syn_retrans += v->syn_retrans;
@@ -548,33 +685,39 @@ static void sum_cpus(const sharp_tcp_counters_t *percpu, int ncpus, sharp_tcp_co
     }
 }
 
-int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, uint32_t slot, const struct sharp_tcp_remote *key,
+                          sharp_tcp_counters_t *out)
 {
-    if (bpf_map_lookup_elem(b->remotes_fd, key, b->percpu) < 0) return -errno;
+    if (bpf_map_lookup_elem(b->counters_fd, &slot, b->percpu) < 0) return -errno;
+    if (memcmp(&b->percpu[0].remote, key, sizeof *key) != 0) return -ENOENT;
     sum_cpus(b->percpu, b->ncpus, out);
     return 0;
 }
 
 int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
-                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void (*fn)(void *arg, uint32_t slot, const struct sharp_tcp_remote *key,
+                                         const sharp_tcp_counters_t *c),
                               void *arg)
 {
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
-    uint32_t token = 0; /* a hash map's batch position is a bucket number */
-    bool first = true;
-    for (;;) {
-        uint32_t n = b->chunk;
-        int rc = bpf_map_lookup_batch(b->remotes_fd, first ? NULL : &token, &token, b->bkeys, b->bvalues, &n, &opts);
+    uint32_t token = 0; /* an array's batch position: the last index read */
+    /* the slots ever given, in chunks: the array's other slots are unused */
+    for (uint32_t at = 0; at < b->slots_used;) {
+        uint32_t n = b->slots_used - at < b->chunk ? b->slots_used - at : b->chunk;
+        int rc = bpf_map_lookup_batch(b->counters_fd, at ? &token : NULL, &token, b->bkeys, b->bvalues, &n, &opts);
         int err = rc < 0 ? errno : 0;
         if (rc < 0 && err != ENOENT) return -err;
         for (uint32_t i = 0; i < n; i++) {
+            const struct sharp_tcp_slot *v = &b->bvalues[(size_t)i * (size_t)b->ncpus];
+            if (!v->remote.family) continue; /* free */
             sharp_tcp_counters_t sum;
-            sum_cpus(&b->bvalues[(size_t)i * (size_t)b->ncpus], b->ncpus, &sum);
-            fn(arg, &b->bkeys[i], &sum);
+            sum_cpus(v, b->ncpus, &sum);
+            fn(arg, b->bkeys[i], &v->remote, &sum);
         }
-        if (err == ENOENT) return 0; /* the last batch */
-        first = false;
+        if (err == ENOENT || !n) return 0; /* the array's end */
+        at += n;
     }
+    return 0;
 }
 
 #else /* !SHARP_HAVE_BPF */
@@ -638,26 +781,30 @@ int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b)
     return -ENOSYS;
 }
 
-size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok)
+size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok,
+                                   uint32_t *slots)
 {
-    (void)b, (void)keys;
+    (void)b, (void)keys, (void)slots;
     memset(ok, 0, n * sizeof *ok);
     return 0;
 }
 
-void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n)
+void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, const uint32_t *slots,
+                                   size_t n)
 {
-    (void)b, (void)keys, (void)n;
+    (void)b, (void)keys, (void)slots, (void)n;
 }
 
-int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out)
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, uint32_t slot, const struct sharp_tcp_remote *key,
+                          sharp_tcp_counters_t *out)
 {
-    (void)b, (void)key, (void)out;
+    (void)b, (void)slot, (void)key, (void)out;
     return -ENOSYS;
 }
 
 int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
-                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void (*fn)(void *arg, uint32_t slot, const struct sharp_tcp_remote *key,
+                                         const sharp_tcp_counters_t *c),
                               void *arg)
 {
     (void)b, (void)fn, (void)arg;

@@ -40,19 +40,28 @@ int64_t sharp_kernel_bpf_tagged_sockets(const sharp_kernel_bpf_t *b);
 int sharp_kernel_bpf_sample(sharp_kernel_bpf_t *b);
 /* Starts counting for remotes (their counters start at zero), or stops
  * and forgets their counters: many at once (an EDS or CDS push), in one
- * batch call where the kernel has them (Linux 5.6), one by one otherwise,
- * and the ports' bits in one update. watch_many sets ok[i] when keys[i] is
- * watched (one already watched counts) and returns how many are. */
-size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok);
-void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n);
+ * batch call per map where the kernel has them (Linux 5.6), one by one
+ * otherwise, and the ports' bits in one update. watch_many sets ok[i] when
+ * keys[i] is watched (one already watched counts) and slots[i] to its slot
+ * in the probes' counters, and returns how many are; unwatch_many takes
+ * the keys with their slots (cleared and freed, given to another remote
+ * only after a quarantine; a socket to the old remote never counts there). */
+size_t sharp_kernel_bpf_watch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, size_t n, bool *ok,
+                                   uint32_t *slots);
+void sharp_kernel_bpf_unwatch_many(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *keys, const uint32_t *slots,
+                                   size_t n);
 /* Every watched remote's counters (summed over the CPUs), in a few batch
- * lookups: fn(arg, key, counters) per entry. 0, or a negative errno
- * (-EINVAL, -ENOTSUP on kernels without batch operations: read each remote
- * with sharp_kernel_bpf_read then). */
+ * lookups of the slots given so far: fn(arg, slot, key, counters) per
+ * slot in use. 0, or a negative errno (-EINVAL, -ENOTSUP on kernels
+ * without batch operations: read each remote with sharp_kernel_bpf_read
+ * then). */
 int sharp_kernel_bpf_read_all(sharp_kernel_bpf_t *b,
-                              void (*fn)(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c),
+                              void (*fn)(void *arg, uint32_t slot, const struct sharp_tcp_remote *key,
+                                         const sharp_tcp_counters_t *c),
                               void *arg);
-/* The remote's counters, summed over the CPUs; 0 or a negative errno. */
-int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, const struct sharp_tcp_remote *key, sharp_tcp_counters_t *out);
+/* The counters of the remote `key` at `slot`, summed over the CPUs; 0 or
+ * a negative errno (-ENOENT: the slot is not that remote's). */
+int sharp_kernel_bpf_read(sharp_kernel_bpf_t *b, uint32_t slot, const struct sharp_tcp_remote *key,
+                          sharp_tcp_counters_t *out);
 
 #endif

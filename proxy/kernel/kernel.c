@@ -23,9 +23,11 @@
 #define INTERVAL_MAX_MS 60000
 
 /* A watched remote: the userspace mirror of an entry of the probes'
- * `remotes` map, with the counters last read from it. */
+ * `remotes` map and its slot of their counters, with the counters last
+ * read from it. */
 typedef struct {
     struct sharp_tcp_remote key;
+    uint32_t slot; /* its slot in the probes' counters, once in the map */
     uint64_t gen;  /* identity of the map entry: a new entry starts at zero */
     uint64_t mark; /* the reconciliation that last found a host for it */
     sharp_tcp_counters_t cur;
@@ -215,10 +217,14 @@ static void flush_pending(void)
     struct sharp_tcp_remote *keys = sharp_calloc(n, sizeof *keys);
     uint32_t *pos = sharp_calloc(n, sizeof *pos);
     bool *ok = sharp_calloc(n, sizeof *ok);
+    uint32_t *slots = sharp_calloc(n, sizeof *slots);
     for (uint32_t i = 0, j = 0; i < K.nw; i++)
         if (K.w[i].pending) pos[j] = i, keys[j++] = K.w[i].key;
-    size_t nok = sharp_kernel_bpf_watch_many(K.bpf, keys, n, ok);
-    for (uint32_t j = 0; j < n; j++) K.w[pos[j]].pending = !ok[j]; /* still pending: to be dropped */
+    size_t nok = sharp_kernel_bpf_watch_many(K.bpf, keys, n, ok, slots);
+    for (uint32_t j = 0; j < n; j++) {
+        K.w[pos[j]].pending = !ok[j]; /* still pending: to be dropped */
+        K.w[pos[j]].slot = slots[j];
+    }
     if (nok < n) {
         if (!K.full_logged) /* the map is full (E2BIG): said once */
             sharp_log_warn("kernel signals: cannot watch %zu remote(s): the probes' table is full (%u remotes)",
@@ -233,6 +239,7 @@ static void flush_pending(void)
     free(keys);
     free(pos);
     free(ok);
+    free(slots);
 }
 
 /* Makes the watched set the remotes of the current clusters' hosts: adds
@@ -250,16 +257,19 @@ static void reconcile(void)
     uint32_t kept = 0, ngone = 0;
     for (uint32_t i = 0; i < K.nw; i++) ngone += K.w[i].mark != K.mark;
     struct sharp_tcp_remote *gone = ngone ? sharp_calloc(ngone, sizeof *gone) : NULL;
+    uint32_t *gone_slots = ngone ? sharp_calloc(ngone, sizeof *gone_slots) : NULL;
     ngone = 0;
     for (uint32_t i = 0; i < K.nw; i++) {
         if (K.w[i].mark == K.mark) {
             K.w[kept++] = K.w[i];
             continue;
         }
+        gone_slots[ngone] = K.w[i].slot;
         gone[ngone++] = K.w[i].key;
     }
-    sharp_kernel_bpf_unwatch_many(K.bpf, gone, ngone);
+    sharp_kernel_bpf_unwatch_many(K.bpf, gone, gone_slots, ngone);
     free(gone);
+    free(gone_slots);
     if (kept != K.nw) {
         K.nw = kept;
         K.full_logged = false;
@@ -384,11 +394,11 @@ static uint64_t interval_from_runtime(void)
     return v < INTERVAL_MIN_MS ? INTERVAL_MIN_MS : v > INTERVAL_MAX_MS ? INTERVAL_MAX_MS : v;
 }
 
-static void batch_entry(void *arg, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c)
+static void batch_entry(void *arg, uint32_t slot, const struct sharp_tcp_remote *key, const sharp_tcp_counters_t *c)
 {
     (void)arg;
     watch_t *w = watch_find(key);
-    if (!w) return; /* cannot happen: SHARP alone fills the map */
+    if (!w || w->slot != slot) return; /* cannot happen: SHARP alone fills the maps */
     w->cur = *c;
     w->read_ok = true;
 }
@@ -410,7 +420,7 @@ static void read_counters(void)
     }
     for (uint32_t i = 0; i < K.nw; i++) {
         watch_t *w = &K.w[i];
-        w->read_ok = sharp_kernel_bpf_read(K.bpf, &w->key, &w->cur) == 0;
+        w->read_ok = sharp_kernel_bpf_read(K.bpf, w->slot, &w->key, &w->cur) == 0;
         if (!w->read_ok) sharp_counter_inc(sharp_stats_shard(K.stats, 0), K.st.read_errors);
     }
 }

@@ -538,6 +538,73 @@ def test_watched_remotes_follow_eds(net3):
     shutil.rmtree(d, ignore_errors=True)
 
 
+
+@netns_test
+def test_slot_given_to_another_remote_counts_nowhere_wrong(net3):
+    """A tagged socket keeps its remote's slot in the probes' counters: when
+    that remote is unwatched while SHARP's connections to it are still open,
+    its slot goes (after a quarantine) to another remote, and the remote
+    comes back in another slot, the old connections' closes and segments
+    count for their own remote again, never for the one in their old slot."""
+    n = 5
+    hold_ms = int(6000 * SLOW)
+    for i in (1, 2, 3):
+        net3.upstream(i)
+    d = tempfile.mkdtemp(prefix="sharp-kernel-slot-")
+    eds = os.path.join(d, "eds.json")
+    write_eds(eds, 1, [1])
+    y = bootstrap({}, [("/", "dyn")]) + f"""\
+  - name: dyn
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config:
+      eds_config: {{ path_config_source: {{ path: {eds} }} }}
+"""
+    net3.sharp(y)
+    k = ebpf_or_skip(net3)
+    if k["attach"] != "tp_btf+iter":
+        pytest.skip(f"the probes watch remotes here ({k['attach']}): no slots kept with tagged sockets")
+    a, b, c = (f"{Net.addr(i)}:{PORT}" for i in (1, 2, 3))
+    results = []
+
+    def start():
+        ts = [threading.Thread(target=lambda: results.append(
+            _get(LISTEN, f"/?delay_ms={hold_ms}&hdr=connection:close", timeout=30 * SLOW)))
+            for _ in range(n)]
+        for t in ts:
+            t.start()
+        return ts
+    threads = net3.call(start)
+    try:
+        wait_for(lambda: net3.admin_json("/kernel")["tagged_sockets"] == n, hold_ms / 2000,
+                 f"{n} connections to host 1 tagged")
+        # host 1 leaves: unwatched at the next interval, its slot freed
+        write_eds(eds, 2, [2])
+        wait_for(lambda: list(hosts_of(net3.admin_json("/kernel"), "dyn")) == [b]
+                 and net3.admin_json("/kernel")["watched_remotes"] == 1, 5 * SLOW, "host 1 unwatched")
+        # a freed slot is given again once its quarantine (100 ms) is over:
+        # host 3 then takes host 1's slot, and host 1, back, a new one
+        time.sleep(0.3)
+        write_eds(eds, 3, [3, 2])
+        wait_for(lambda: net3.admin_json("/kernel")["watched_remotes"] == 2, 5 * SLOW, "host 3 watched")
+        write_eds(eds, 4, [3, 2, 1])
+        wait_for(lambda: net3.admin_json("/kernel")["watched_remotes"] == 3, 5 * SLOW, "host 1 watched again")
+        assert net3.admin_json("/kernel")["tagged_sockets"] == n  # still open
+    finally:
+        for t in threads:
+            t.join(60 * SLOW)
+    assert [r[0] for r in results] == [200] * n
+
+    def totals():
+        return {h: s.get("total", {}) for h, s in hosts_of(net3.admin_json("/kernel"), "dyn").items()}
+    wait_for(lambda: totals()[a].get("closes", 0) >= n, 5 * SLOW, "host 1's closes counted for host 1")
+    t = totals()
+    assert t[a]["closes"] == n, t
+    for h in (b, c):  # no traffic went to hosts 2 and 3: nothing of host 1's lands there
+        for f in ("connects", "closes", "segments_out", "resets_sent", "resets_received"):
+            assert t[h].get(f, 0) == 0, (h, f, t)
+    shutil.rmtree(d, ignore_errors=True)
+
 @netns_test
 def test_probes_see_only_sharps_sockets(net3):
     """The probes count SHARP's own upstream connections, tagged as SHARP's
