@@ -495,14 +495,10 @@ def write_eds(path, version, hosts):
     os.replace(tmp, path)
 
 
-@netns_test
-def test_watched_remotes_follow_eds(net3):
-    """The probes count only the hosts SHARP routes to: the watched set
-    follows an EDS cluster's endpoints as they come and go, and a new host
-    has signals from its first connection."""
-    for i in (1, 2, 3):
-        net3.upstream(i)
-    d = tempfile.mkdtemp(prefix="sharp-kernel-eds-")
+def sharp_on_eds(net3, prefix):
+    """SHARP with one EDS cluster "dyn" read from a file (its first version
+    lists host 1); returns the file's directory and path."""
+    d = tempfile.mkdtemp(prefix=prefix)
     eds = os.path.join(d, "eds.json")
     write_eds(eds, 1, [1])
     y = bootstrap({}, [("/", "dyn")]) + f"""\
@@ -513,6 +509,17 @@ def test_watched_remotes_follow_eds(net3):
       eds_config: {{ path_config_source: {{ path: {eds} }} }}
 """
     net3.sharp(y)
+    return d, eds
+
+
+@netns_test
+def test_watched_remotes_follow_eds(net3):
+    """The probes count only the hosts SHARP routes to: the watched set
+    follows an EDS cluster's endpoints as they come and go, and a new host
+    has signals from its first connection."""
+    for i in (1, 2, 3):
+        net3.upstream(i)
+    d, eds = sharp_on_eds(net3, "sharp-kernel-eds-")
     ebpf_or_skip(net3)
     assert net3.admin_json("/kernel")["watched_remotes"] == 1
 
@@ -550,17 +557,7 @@ def test_slot_given_to_another_remote_counts_nowhere_wrong(net3):
     hold_ms = int(6000 * SLOW)
     for i in (1, 2, 3):
         net3.upstream(i)
-    d = tempfile.mkdtemp(prefix="sharp-kernel-slot-")
-    eds = os.path.join(d, "eds.json")
-    write_eds(eds, 1, [1])
-    y = bootstrap({}, [("/", "dyn")]) + f"""\
-  - name: dyn
-    type: EDS
-    connect_timeout: 1s
-    eds_cluster_config:
-      eds_config: {{ path_config_source: {{ path: {eds} }} }}
-"""
-    net3.sharp(y)
+    d, eds = sharp_on_eds(net3, "sharp-kernel-slot-")
     k = ebpf_or_skip(net3)
     if k["attach"] != "tp_btf+iter":
         pytest.skip(f"the probes watch remotes here ({k['attach']}): no slots kept with tagged sockets")
