@@ -537,17 +537,21 @@ LOCALITY_ROUTES = ('- match: { prefix: "/" }\n  route:\n    cluster: backend\n'
                    "                    metadata_key: { key: acme, path: [{ key: tier }] } }\n")
 
 
-def test_metadata_action_cluster_locality(procs, upstream, rls):
+@pytest.mark.parametrize("cluster_type", ["STATIC", "STRICT_DNS"])
+def test_metadata_action_cluster_locality(procs, upstream, rls, cluster_type):
     """source CLUSTER_LOCALITY_ENTRY: the upstream host's locality metadata
     (LocalityLbEndpoints.metadata), which a stream has once a host is
     chosen: at the request there is none (default_value), at the stream's
-    end (apply_on_stream_done) the locality's value."""
+    end (apply_on_stream_done) the locality's value. A STRICT_DNS
+    cluster's hosts (an IP literal: no DNS server asked) have it too."""
     listen, admin = free_port(), free_port()
     y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls.port]}, routes=LOCALITY_ROUTES)
     y = with_filter(y, ratelimit())
     y = y.replace("  - name: rls\n    type: STATIC\n", "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
     old = "      cluster_name: backend\n      endpoints:\n      - lb_endpoints:\n"
     assert old in y
+    assert "  - name: backend\n    type: STATIC\n" in y
+    y = y.replace("  - name: backend\n    type: STATIC\n", f"  - name: backend\n    type: {cluster_type}\n")
     y = y.replace(old, "      cluster_name: backend\n      endpoints:\n"
                        "      - locality: { region: r1, zone: z1 }\n"
                        "        metadata: { filter_metadata: { acme: { tier: gold } } }\n"
