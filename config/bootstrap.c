@@ -2200,7 +2200,8 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 flags = SHARP_HOST_FAILED_EDS_HEALTH;
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
-            dc->targets[dc->ntargets - 1].locality_md = j ? sharp_locality_md_ref(lm) : (lm = locality_md_from(le->metadata));
+            sharp_dns_target_t *t = &dc->targets[dc->ntargets - 1];
+            t->locality_md = j ? sharp_locality_md_ref(lm) : (lm = locality_md_from(le->metadata));
             dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
             dc->targets[dc->ntargets - 1].locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
             if (endpoint_hc(b, e->endpoint, p, &dc->targets[dc->ntargets - 1].hc) < 0) return -1;

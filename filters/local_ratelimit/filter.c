@@ -418,7 +418,7 @@ static void request_descriptors(sharp_filter_t *f, const lrl_config_t *fc, const
         .remote_address = sharp_stream_info(s)->downstream_remote_address,
         .dynamic_metadata = sharp_stream_info(s)->dynamic_metadata,
         .route_metadata = r->metadata,
-        .locality_metadata = sharp_stream_info(s)->upstream_locality_md ? sharp_stream_info(s)->upstream_locality_md->md : NULL,
+        .locality_metadata = sharp_locality_md_of(sharp_stream_info(s)->upstream_locality_md),
     };
     int vh = r->include_vh_rate_limits ? LRL_VH_INCLUDE : c->vh_rate_limits;
     const sharp_rate_limits_t *levels[2] = {

@@ -21,7 +21,8 @@ sharp_locality_md_t *sharp_locality_md_new(sharp_dynamic_metadata_t *md)
     }
     /* canonical text: namespaces sorted, each struct as JSON (sorted keys) */
     char ***order = sharp_calloc(md->n, sizeof *order);
-    for (uint32_t i = 0; i < md->n; i++) order[i] = &md->ns[i];
+    for (uint32_t i = 0; i < md->n; i++)
+        order[i] = &md->ns[i];
     qsort(order, md->n, sizeof *order, ns_cmp);
     sharp_sbuf_t b = {0};
     for (uint32_t i = 0; i < md->n; i++) {
@@ -66,7 +67,8 @@ sharp_locality_md_t *sharp_host_locality_md_get(const sharp_host_t *h)
     /* a replaced object's host reference is retired only once every worker
      * has come back to its loop, so the one loaded here lives until the
      * reference is taken */
-    sharp_locality_md_t *lm = atomic_load_explicit(&((sharp_host_t *)h)->locality_md, memory_order_acquire);
+    sharp_locality_md_t *lm =
+        atomic_load_explicit(&((sharp_host_t *)h)->locality_md, memory_order_acquire);
     return sharp_locality_md_ref(lm);
 }
 

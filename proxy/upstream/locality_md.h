@@ -30,6 +30,12 @@ typedef struct sharp_locality_md {
     char *canon; /* the metadata as JSON, namespaces sorted: equality of two */
 } sharp_locality_md_t;
 
+/* Its metadata, NULL for none. */
+static inline const struct sharp_dynamic_metadata *sharp_locality_md_of(const sharp_locality_md_t *lm)
+{
+    return lm ? lm->md : NULL;
+}
+
 /* A new object (one reference) taking `md`; NULL (md freed) when md has
  * no namespace. */
 sharp_locality_md_t *sharp_locality_md_new(struct sharp_dynamic_metadata *md);
