@@ -19,6 +19,8 @@
 #include "config/udp_proxy_config.h"
 #include "udp/udp_proxy.h"
 #include "upstream/subset.h"
+#include "upstream/locality_md.h"
+#include "http/metadata.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "config/scaling_config.h"
 #include "config/overload_config.h"
@@ -86,6 +88,7 @@ typedef Envoy__Config__Cluster__V3__Cluster cluster_pb_t;
 /* A Metadata's filter_metadata["envoy.lb"] (an endpoint's, a metadata_match)
  * in upstream/subset.h's form. */
 static sharp_lbmeta_t *endpoint_lb_meta(const Envoy__Config__Core__V3__Metadata *md);
+static sharp_locality_md_t *locality_md_from(const Envoy__Config__Core__V3__Metadata *pb);
 
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -2163,6 +2166,9 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
     }
     for (size_t i = 0; la && i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        /* the locality's metadata: made with its first target, which owns
+         * that reference; the others take theirs */
+        sharp_locality_md_t *lm = NULL;
         for (size_t j = 0; j < le->n_lb_endpoints; j++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *e = le->lb_endpoints[j];
             snprintf(p, sizeof p, "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
@@ -2194,6 +2200,8 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
                 flags = SHARP_HOST_FAILED_EDS_HEALTH;
             sharp_dns_add_target(dc, sa->address, (uint16_t)sa->port_value, e->endpoint->hostname, weight,
                                  le->priority, locality_id(le->locality), flags);
+            sharp_dns_target_t *t = &dc->targets[dc->ntargets - 1];
+            t->locality_md = j ? sharp_locality_md_ref(lm) : (lm = locality_md_from(le->metadata));
             dc->targets[dc->ntargets - 1].lb_meta = endpoint_lb_meta(e->metadata);
             dc->targets[dc->ntargets - 1].locality_weight = le->load_balancing_weight ? le->load_balancing_weight->value : 0;
             if (endpoint_hc(b, e->endpoint, p, &dc->targets[dc->ntargets - 1].hc) < 0) return -1;
@@ -2201,6 +2209,24 @@ static int build_dns(build_ctx_t *b, sharp_cluster_t *c, const cluster_pb_t *pb,
         }
     }
     return 0;
+}
+
+/* A LocalityLbEndpoints' metadata (its filter_metadata; typed metadata
+ * is not read), NULL without any: shared by the locality's hosts. */
+static sharp_locality_md_t *locality_md_from(const Envoy__Config__Core__V3__Metadata *pb)
+{
+    sharp_dynamic_metadata_t *md = NULL;
+    for (size_t i = 0; pb && i < pb->n_filter_metadata; i++) {
+        const Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *e = pb->filter_metadata[i];
+        sharp_md_value_t st = {0};
+        if (!e->key || !e->value || !sharp_md_value_from_struct(e->value, &st)) {
+            sharp_md_value_clear(&st);
+            continue;
+        }
+        sharp_dynamic_metadata_replace(&md, e->key, strlen(e->key), &st);
+        sharp_md_value_clear(&st);
+    }
+    return sharp_locality_md_new(md);
 }
 
 /* An endpoint's filter_metadata["envoy.lb"] in canonical form
@@ -2759,6 +2785,8 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
     c->hosts = sharp_calloc(n ? n : 1, sizeof *c->hosts);
     for (size_t i = 0; la && i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        /* the locality's metadata: its first host owns this reference */
+        sharp_locality_md_t *lm = NULL;
         for (size_t j = 0; j < le->n_lb_endpoints; j++) {
             const Envoy__Config__Endpoint__V3__LbEndpoint *e = le->lb_endpoints[j];
             snprintf(p, sizeof p, "%s.load_assignment.endpoints[%zu].lb_endpoints[%zu]", path, i, j);
@@ -2769,6 +2797,7 @@ static sharp_cluster_t *build_cluster(build_ctx_t *b, const cluster_pb_t *pb, ui
             sharp_host_t *h = sharp_calloc(1, sizeof *h);
             c->hosts[c->nhosts] = h;
             h->index = c->nhosts++;
+            atomic_init(&h->locality_md, j ? sharp_locality_md_ref(lm) : (lm = locality_md_from(le->metadata)));
             char ap[1200];
             snprintf(ap, sizeof ap, "%s.endpoint.address", p);
             if (socket_address(b, e->endpoint->address, ap, &h->addr, &h->addrlen, NULL, NULL) < 0) goto bad;
@@ -2925,8 +2954,13 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
     sharp_host_t **fresh = sharp_calloc(n ? n : 1, sizeof *fresh);
     uint32_t nfresh = 0;
     sharp_host_index_t listed = {0}; /* this assignment's hosts by address: duplicates */
+    sharp_locality_md_t *lm = NULL;
     for (size_t i = 0; i < la->n_endpoints; i++) {
         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *le = la->endpoints[i];
+        /* the locality's metadata, shared by its hosts (each takes a
+         * reference; this one is dropped once the locality is done) */
+        sharp_locality_md_put(lm);
+        lm = locality_md_from(le->metadata);
         char pre[1024];
         snprintf(pre, sizeof pre, "%s.endpoints[%zu].lb_endpoints[", path, i);
         for (size_t j = 0; j < le->n_lb_endpoints; j++) {
@@ -3000,6 +3034,7 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 h->locality_weight = lw;
                 h->lb_meta = meta;
                 atomic_init(&h->health_flags, unhealthy ? SHARP_HOST_FAILED_EDS_HEALTH : 0);
+                atomic_init(&h->locality_md, sharp_locality_md_ref(lm));
                 fresh[nfresh++] = h;
             } else {
                 /* the endpoint's settings now (the balancers are rebuilt
@@ -3021,6 +3056,9 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
                 } else {
                     free(meta);
                 }
+                /* workers load it with a reference; the old one is retired
+                 * (nothing is rebuilt for it) */
+                sharp_host_locality_md_set(h, lm);
                 snprintf(h->hostname, sizeof h->hostname, "%s", e->endpoint->hostname);
                 uint32_t was = atomic_load(&h->health_flags) & SHARP_HOST_FAILED_EDS_HEALTH;
                 if (unhealthy != (was != 0)) {
@@ -3036,13 +3074,16 @@ int sharp_config_cla_hosts(sharp_cluster_t *c, const Envoy__Config__Endpoint__V3
     bool diff = nh != c->nhosts;
     for (uint32_t i = 0; !diff && i < nh; i++) diff = hosts[i] != c->hosts[i];
     *changed = *changed || diff;
+    sharp_locality_md_put(lm);
     free(fresh);
     sharp_host_index_free(&listed);
     *out = hosts;
     *nout = nh;
     return 0;
 bad:
+    sharp_locality_md_put(lm);
     for (uint32_t k = 0; k < nfresh; k++) {
+        sharp_host_locality_md_destroy(fresh[k]);
         free(fresh[k]->lb_meta);
         free(fresh[k]);
     }

@@ -834,8 +834,8 @@ static int rl_action_from(ctx_t *c, const char *path, const rla_pb_t *pb, sharp_
             a->md_source = SHARP_RL_MD_ROUTE_ENTRY;
             break;
         case ENVOY__CONFIG__ROUTE__V3__RATE_LIMIT__ACTION__META_DATA__SOURCE__CLUSTER_LOCALITY_ENTRY:
-            return fail(c, sub(p, sizeof p, path, "metadata.source"),
-                        "CLUSTER_LOCALITY_ENTRY is not supported by SHARP (the upstream host's locality metadata)");
+            a->md_source = SHARP_RL_MD_CLUSTER_LOCALITY;
+            break;
         default:
             return fail(c, sub(p, sizeof p, path, "metadata.source"), "value must be one of the defined enum values");
         }

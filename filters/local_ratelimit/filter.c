@@ -23,6 +23,7 @@
  * always_consume_default_token_bucket is false. Stats:
  * <stat_prefix>.http_local_rate_limit.{enabled, enforced,rate_limited,ok} of the effective config
  * (a per-route config's own). */
+#include "upstream/locality_md.h"
 #include "filters/local_ratelimit/filter.h"
 #include "config/route_config.h"
 #include "runtime.h"
@@ -417,6 +418,7 @@ static void request_descriptors(sharp_filter_t *f, const lrl_config_t *fc, const
         .remote_address = sharp_stream_info(s)->downstream_remote_address,
         .dynamic_metadata = sharp_stream_info(s)->dynamic_metadata,
         .route_metadata = r->metadata,
+        .locality_metadata = sharp_locality_md_of(sharp_stream_info(s)->upstream_locality_md),
     };
     int vh = r->include_vh_rate_limits ? LRL_VH_INCLUDE : c->vh_rate_limits;
     const sharp_rate_limits_t *levels[2] = {

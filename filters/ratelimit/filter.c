@@ -43,6 +43,7 @@
  * Stats: cluster.<route cluster>.ratelimit.[<stat_prefix>.]{ok,over_limit,
  * error,failure_mode_allowed}, registered on first use; OVER_LIMIT also
  * counts rate_limited_status in the route cluster's upstream_rq_<code>. */
+#include "upstream/locality_md.h"
 #include "filters/ratelimit/filter.h"
 #include "config/route_config.h"
 #include "filters/ext_authz/call.h"
@@ -576,6 +577,7 @@ static void descriptors_for(sharp_filter_t *f, const sharp_headers_t *h, bool on
         .remote_address = sharp_stream_info(s)->downstream_remote_address,
         .dynamic_metadata = sharp_stream_info(s)->dynamic_metadata,
         .route_metadata = r->metadata,
+        .locality_metadata = sharp_locality_md_of(sharp_stream_info(s)->upstream_locality_md),
     };
     if (rc && rc->rate_limits && rc->rate_limits->n) {
         for (uint32_t i = 0; i < rc->rate_limits->n; i++)

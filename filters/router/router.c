@@ -46,6 +46,7 @@
 #include "tls/conn.h"
 #include "upstream/aggregate.h"
 #include "upstream/diagnosis.h"
+#include "upstream/locality_md.h"
 #include "upstream/original_dst.h"
 #include "upstream/outlier.h"
 #include "upstream/pool.h"
@@ -954,6 +955,10 @@ static void start_try(router_state_t *rs)
     atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
     SHARP_COPY_CSTR(s->info.upstream_host, host->address);
+    /* the host's locality metadata (no atomic read-modify-write when its
+     * locality has none) */
+    sharp_locality_md_put(s->info.upstream_locality_md);
+    s->info.upstream_locality_md = sharp_host_locality_md_get(host);
     sharp_counter_inc(w->stats, c->st.rq_total);
     sharp_gauge_add(w->stats, c->st.rq_active, 1);
     if (rs->include_attempt_count) {

@@ -14,6 +14,7 @@
 #include "http/tracing.h"
 #include "http/grpc.h"
 #include "http/metadata.h"
+#include "upstream/locality_md.h"
 #include "http/tcp_proxy.h"
 #include "log.h"
 #include "net.h"
@@ -1396,6 +1397,8 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     sharp_headers_free(&s->resp_trailers);
     sharp_dynamic_metadata_free(s->info.dynamic_metadata);
     s->info.dynamic_metadata = NULL;
+    sharp_locality_md_put(s->info.upstream_locality_md);
+    s->info.upstream_locality_md = NULL;
     if (c->codec->stream_released) c->codec->stream_released(s);
     /* after the filters: the router's cluster and pools may be the view's last users */
     sharp_view_unref(s->view);

@@ -117,8 +117,9 @@ static bool query_match(const sharp_rl_action_t *a, sharp_str_t path)
  * action's namespace and path, NULL for anything else. */
 static const sharp_md_value_t *md_string(const sharp_rl_action_t *a, const sharp_rl_input_t *in)
 {
-    const struct sharp_dynamic_metadata *md =
-        a->md_source == SHARP_RL_MD_DYNAMIC ? in->dynamic_metadata : in->route_metadata;
+    const struct sharp_dynamic_metadata *md = a->md_source == SHARP_RL_MD_DYNAMIC       ? in->dynamic_metadata
+                                              : a->md_source == SHARP_RL_MD_ROUTE_ENTRY ? in->route_metadata
+                                                                                        : in->locality_metadata;
     if (!md) return NULL;
     const sharp_md_value_t *v = sharp_dynamic_metadata_ns(md, a->md_ns, strlen(a->md_ns));
     for (uint32_t i = 0; v && i < a->md_npath; i++)

@@ -25,7 +25,10 @@
  *                         same on the query parameters of :path (names
  *                         and values percent-decoded, the first value)
  *   metadata              (descriptor_key, the string at metadata_key in the
- *                         stream's dynamic metadata or the route's);
+ *                         stream's dynamic metadata, the route's, or the
+ *                         locality metadata of the stream's upstream host
+ *                         (CLUSTER_LOCALITY_ENTRY: none before a host is
+ *                         chosen, so in practice apply_on_stream_done));
  *                         absent or empty:
  *                         default_value, else fails, or with
  *                         skip_if_absent adds nothing
@@ -53,6 +56,7 @@ typedef enum {
 typedef enum {
     SHARP_RL_MD_DYNAMIC,          /* the stream's dynamic metadata */
     SHARP_RL_MD_ROUTE_ENTRY,      /* the route's metadata */
+    SHARP_RL_MD_CLUSTER_LOCALITY, /* the upstream host's locality metadata */
 } sharp_rl_md_source_t;
 
 typedef struct {
@@ -118,6 +122,9 @@ typedef struct {
     /* what metadata actions read, NULL: none */
     const struct sharp_dynamic_metadata *dynamic_metadata;
     const struct sharp_dynamic_metadata *route_metadata;
+    /* the stream's last upstream host's locality metadata
+     * (LocalityLbEndpoints.metadata); NULL before a host is chosen */
+    const struct sharp_dynamic_metadata *locality_metadata;
 } sharp_rl_input_t;
 
 /* Appends the descriptor of `rl` for the request to `out`, unless one of

@@ -109,6 +109,10 @@ typedef struct sharp_stream_info {
     /* Envoy's dynamic metadata (http/metadata.h), set by filters; NULL
      * until one sets some. The stream frees it after its access logs. */
     struct sharp_dynamic_metadata *dynamic_metadata;
+    /* the last try's host's locality metadata (upstream/locality_md.h), a
+     * reference the stream drops when it ends; NULL before a host is
+     * chosen or when its locality has none */
+    struct sharp_locality_md *upstream_locality_md;
 } sharp_stream_info_t;
 
 #endif

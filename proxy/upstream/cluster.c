@@ -7,6 +7,7 @@
 #include "upstream/health_check.h"
 #include "upstream/outlier.h"
 #include "upstream/diagnosis.h"
+#include "upstream/locality_md.h"
 #include "upstream/dns.h"
 #include "upstream/aggregate.h"
 #include "upstream/original_dst.h"
@@ -401,6 +402,7 @@ static void free_departed_host(void *p)
         free(h->outlier);
     }
     sharp_diag_host_destroy(h);
+    sharp_host_locality_md_destroy(h);
     free(h->lb_meta);
     free(h);
 }
@@ -543,6 +545,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     } else { /* not built to the end: the loader's array */
         for (uint32_t i = 0; i < c->nhosts; i++)
             if (!sharp_host_listed(c->hosts[i], c->all_hosts, c->nall_hosts)) {
+                sharp_host_locality_md_destroy(c->hosts[i]);
                 free(c->hosts[i]->lb_meta);
                 free(c->hosts[i]);
             }
@@ -550,6 +553,7 @@ void sharp_cluster_free(sharp_cluster_t *c)
     }
     for (uint32_t i = 0; i < c->nall_hosts; i++) {
         sharp_diag_host_destroy(c->all_hosts[i]);
+        sharp_host_locality_md_destroy(c->all_hosts[i]);
         free(c->all_hosts[i]->lb_meta);
         free(c->all_hosts[i]);
     }

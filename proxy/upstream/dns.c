@@ -1,6 +1,7 @@
 /* dns.c: resolution of STRICT_DNS / LOGICAL_DNS clusters with c-ares on the
  * main thread's loop (see dns.h). */
 #include "upstream/dns.h"
+#include "upstream/locality_md.h"
 #include "grpc/backoff.h"
 #include "log.h"
 #include "net.h"
@@ -45,6 +46,7 @@ void sharp_dns_cluster_free(sharp_dns_cluster_t *dc)
         free(dc->targets[i].backoff);
         free(dc->targets[i].addrs);
         free(dc->targets[i].lb_meta);
+        sharp_locality_md_put(dc->targets[i].locality_md);
     }
     free(dc->targets);
     free(dc->resolvers);
@@ -82,6 +84,7 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
                     free(h->lb_meta);
                     h->lb_meta = sharp_lbmeta_dup(t->lb_meta);
                 }
+                sharp_host_locality_md_set(h, t->locality_md);
                 sharp_host_health_store(h, t->health_flags);
             }
         }
@@ -97,6 +100,7 @@ uint32_t sharp_dns_merge_hosts(const sharp_dns_target_t *t, sharp_host_t *const 
             h->locality_weight = t->locality_weight;
             h->hc = t->hc;
             h->lb_meta = sharp_lbmeta_dup(t->lb_meta);
+            atomic_init(&h->locality_md, sharp_locality_md_ref(t->locality_md));
             atomic_init(&h->health_flags, t->health_flags);
         }
         out[n++] = h;

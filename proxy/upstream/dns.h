@@ -97,6 +97,7 @@ struct sharp_dns_target {
     uint32_t locality_weight; /* the locality's load_balancing_weight, 0: none */
     sharp_host_hc_t hc;       /* the endpoint's health_check_config */
     struct sharp_lbmeta *lb_meta; /* the endpoint's "envoy.lb" metadata, copied to its hosts */
+    struct sharp_locality_md *locality_md; /* its locality's metadata (a reference), shared with its hosts */
     sharp_host_t **hosts;    /* the last successful answer's hosts */
     uint32_t nhosts;
     uv_timer_t timer;

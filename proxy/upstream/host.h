@@ -59,6 +59,10 @@ typedef struct sharp_host {
      * by locality-weighted balancing only, upstream/zone_lb.h) */
     uint32_t locality_weight;
     sharp_host_hc_t hc; /* health_check_config; all zero without it */
+    /* its LocalityLbEndpoints' metadata (upstream/locality_md.h), shared
+     * with the locality's other hosts; NULL without. Replaced by the main
+     * thread, loaded with a reference by workers. */
+    _Atomic(struct sharp_locality_md *) locality_md;
     /* the endpoint's filter_metadata["envoy.lb"] in canonical form
      * (upstream/subset.h), NULL without; read and replaced on the main
      * thread only (workers see subsets, not metadata) */

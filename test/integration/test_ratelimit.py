@@ -526,6 +526,102 @@ def test_route_rate_limits_on_stream_done(procs, upstream, rls):
     assert wait_for(lambda: len(rls.requests) == 2, 5, "the stream-end call")
 
 
+LOCALITY_ROUTES = ('- match: { prefix: "/" }\n  route:\n    cluster: backend\n'
+                   "    rate_limits:\n"
+                   "    - actions:\n"
+                   "      - metadata: { descriptor_key: zone_tier, source: CLUSTER_LOCALITY_ENTRY,\n"
+                   "                    metadata_key: { key: acme, path: [{ key: tier }] } }\n"
+                   "      apply_on_stream_done: true\n"
+                   "    - actions:\n"
+                   "      - metadata: { descriptor_key: at_request, source: CLUSTER_LOCALITY_ENTRY, default_value: none,\n"
+                   "                    metadata_key: { key: acme, path: [{ key: tier }] } }\n")
+
+
+@pytest.mark.parametrize("cluster_type", ["STATIC", "STRICT_DNS"])
+def test_metadata_action_cluster_locality(procs, upstream, rls, cluster_type):
+    """source CLUSTER_LOCALITY_ENTRY: the upstream host's locality metadata
+    (LocalityLbEndpoints.metadata), which a stream has once a host is
+    chosen: at the request there is none (default_value), at the stream's
+    end (apply_on_stream_done) the locality's value. A STRICT_DNS
+    cluster's hosts (an IP literal: no DNS server asked) have it too."""
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls.port]}, routes=LOCALITY_ROUTES)
+    y = with_filter(y, ratelimit())
+    y = y.replace("  - name: rls\n    type: STATIC\n", "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
+    old = "      cluster_name: backend\n      endpoints:\n      - lb_endpoints:\n"
+    assert old in y
+    assert "  - name: backend\n    type: STATIC\n" in y
+    y = y.replace("  - name: backend\n    type: STATIC\n", f"  - name: backend\n    type: {cluster_type}\n")
+    y = y.replace(old, "      cluster_name: backend\n      endpoints:\n"
+                       "      - locality: { region: r1, zone: z1 }\n"
+                       "        metadata: { filter_metadata: { acme: { tier: gold } } }\n"
+                       "        lb_endpoints:\n")
+    run_sharp_config(procs, y, admin)
+    assert h1_request(listen, "/echo")[0] == 200
+    assert wait_for(lambda: len(rls.requests) == 2, 5 * SLOW, "the request's and the stream-end call")
+    assert descriptors(rls.requests[0]) == [[("at_request", "none")]]
+    assert descriptors(rls.requests[1]) == [[("zone_tier", "gold")]]
+
+
+def test_metadata_action_cluster_locality_eds_update(procs, upstream, rls, tmp_path):
+    """An EDS update that changes only the locality metadata of the same
+    endpoint: the next request's stream-end descriptor has the new value; a
+    locality without metadata gives no descriptor (no default_value)."""
+    import json
+    eds = str(tmp_path / "eds.json")
+
+    def write(version, md):
+        loc = {"locality": {"region": "r1", "zone": "z1"}, "lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port}}}}]}
+        if md is not None:
+            loc["metadata"] = {"filter_metadata": {"acme": {"tier": md}}}
+        obj = {"version_info": str(version), "resources": [{
+            "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "cluster_name": "backend", "endpoints": [loc]}]}
+        tmp = f"{eds}.tmp{version}"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(obj))
+        os.replace(tmp, eds)
+
+    write(1, "gold")
+    routes = LOCALITY_ROUTES.split("    - actions:\n      - metadata: { descriptor_key: at_request")[0]
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port], "rls": [rls.port]}, routes=routes)
+    y = with_filter(y, ratelimit())
+    y = y.replace("  - name: rls\n    type: STATIC\n", "  - name: rls\n    type: STATIC\n    http2_protocol_options: {}\n")
+    old = ("  - name: backend\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n"
+           "      cluster_name: backend\n      endpoints:\n      - lb_endpoints:\n"
+           f"        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream.port} }} }} }}\n")
+    assert old in y
+    y = y.replace(old, "  - name: backend\n    type: EDS\n    connect_timeout: 1s\n"
+                       f"    eds_cluster_config: {{ eds_config: {{ path_config_source: {{ path: {eds} }} }} }}\n")
+    run_sharp_config(procs, y, admin)
+
+    def ask():
+        n = len(rls.requests)
+        assert h1_request(listen, "/echo")[0] == 200
+        assert wait_for(lambda: len(rls.requests) == n + 1, 5 * SLOW, "the stream-end call")
+        return descriptors(rls.requests[n])
+
+    assert ask() == [[("zone_tier", "gold")]]
+    changes = stat(admin, "cluster.backend.membership_change")
+    write(2, "silver")
+    assert wait_for(lambda: stat(admin, "cluster.backend.update_success") == 2, 5 * SLOW, "EDS version 2")
+    assert ask() == [[("zone_tier", "silver")]]
+    # the host stayed the same one (updated in place)
+    assert stat(admin, "cluster.backend.membership_change") == changes
+    write(3, None)
+    assert wait_for(lambda: stat(admin, "cluster.backend.update_success") == 3, 5 * SLOW, "EDS version 3")
+    n = len(rls.requests)
+    # no descriptor at the stream's end, so no call
+    assert h1_request(listen, "/echo")[0] == 200
+    assert h1_request(listen, "/echo")[0] == 200
+    write(4, "bronze")
+    assert wait_for(lambda: stat(admin, "cluster.backend.update_success") == 4, 5 * SLOW, "EDS version 4")
+    assert ask() == [[("zone_tier", "bronze")]]
+    assert len(rls.requests) == n + 1
+
+
 def test_metadata_actions(procs, upstream, rls):
     """metadata actions: the string at metadata_key in the stream's dynamic
     metadata (set here by header_to_metadata, a filter before this one) or
@@ -577,9 +673,9 @@ PER_ROUTE = ("  typed_per_filter_config:\n    envoy.filters.http.ratelimit:\n"
      ROUTES, "grpc_service"),
     (ratelimit(), ROUTES.replace("- actions:", "- limit: { dynamic_metadata: { metadata_key: { key: k, path: [{ key: p }] } } }\n      actions:"),
      "limit"),
-    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k, source: CLUSTER_LOCALITY_ENTRY, "
+    (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k, source: 7, "
                                        "metadata_key: { key: k, path: [{ key: p }] } } }"),
-     "CLUSTER_LOCALITY_ENTRY is not supported by SHARP"),
+     "metadata.source"),
     (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: '', metadata_key: { key: k } } }"),
      "descriptor_key"),
     (ratelimit(), ROUTES.replace(MODE, "{ metadata: { descriptor_key: k } }"), "metadata_key"),

@@ -14,6 +14,8 @@
 #include "http/filter.h"
 #include "http/metadata.h"
 #include "http/ratelimit_policy.h"
+#include "upstream/host.h"
+#include "upstream/locality_md.h"
 
 #include "envoy/extensions/filters/http/ratelimit/v3/rate_limit.pb-c.h"
 
@@ -322,6 +324,89 @@ static void test_metadata_action(void **state)
     release(&b);
 }
 
+/* source CLUSTER_LOCALITY_ENTRY reads the upstream host's locality
+ * metadata (LocalityLbEndpoints.metadata): none before a host is chosen,
+ * so the action fails, or gives its default value. A host's locality
+ * metadata is shared, replaced in place and outlives the host for the
+ * stream that holds a reference. */
+static void test_metadata_action_locality(void **state)
+{
+    (void)state;
+    built_t b;
+    build(&b, "      - actions:\n"
+              "        - metadata: { descriptor_key: zone_tier, source: CLUSTER_LOCALITY_ENTRY,\n"
+              "                      metadata_key: { key: envoy.lb, path: [{ key: tier }] } }\n"
+              "      - actions:\n"
+              "        - metadata: { descriptor_key: dflt, source: CLUSTER_LOCALITY_ENTRY, default_value: none,\n"
+              "                      metadata_key: { key: envoy.lb, path: [{ key: missing }] } }\n");
+    if (!b.t) fail_msg("%s", b.err);
+    sharp_dynamic_metadata_t *md = NULL;
+    sharp_md_value_t v = {0};
+    sharp_md_value_string(&v, "gold", 4);
+    sharp_dynamic_metadata_set(&md, "envoy.lb", 8, "tier", 4, &v);
+    sharp_locality_md_t *lm = sharp_locality_md_new(md);
+    assert_non_null(lm);
+    /* two hosts of the locality share it */
+    sharp_host_t h1 = {0}, h2 = {0};
+    sharp_host_locality_md_set(&h1, lm);
+    sharp_host_locality_md_set(&h2, lm);
+    sharp_locality_md_put(lm);
+    assert_ptr_equal(atomic_load(&h1.locality_md), atomic_load(&h2.locality_md));
+    assert_int_equal(atomic_load(&lm->refs), 2);
+
+    sharp_headers_t h = req_headers("/", "GET");
+    sharp_rl_input_t in = {.headers = &h, .local_cluster = "", .route_cluster = "backend", .remote_address = ""};
+    char out[512];
+    /* before host selection: absent */
+    describe(route_limits(&b), &in, out, sizeof out);
+    assert_string_equal(out, "dflt=none");
+    /* the stream's reference to its host's locality metadata */
+    sharp_locality_md_t *held = sharp_host_locality_md_get(&h1);
+    in.locality_metadata = held->md;
+    describe(route_limits(&b), &in, out, sizeof out);
+    assert_string_equal(out, "zone_tier=gold|dflt=none");
+    /* the dynamic and route metadata are not read for this source */
+    in.locality_metadata = NULL;
+    in.dynamic_metadata = held->md;
+    in.route_metadata = held->md;
+    describe(route_limits(&b), &in, out, sizeof out);
+    assert_string_equal(out, "dflt=none");
+    in.dynamic_metadata = in.route_metadata = NULL;
+
+    /* an update with equal metadata keeps the object; another replaces it */
+    sharp_dynamic_metadata_t *same = NULL;
+    sharp_md_value_string(&v, "gold", 4);
+    sharp_dynamic_metadata_set(&same, "envoy.lb", 8, "tier", 4, &v);
+    sharp_locality_md_t *lm2 = sharp_locality_md_new(same);
+    assert_true(sharp_locality_md_equal(lm, lm2));
+    sharp_host_locality_md_set(&h1, lm2);
+    assert_ptr_equal(atomic_load(&h1.locality_md), lm);
+    sharp_locality_md_put(lm2);
+    sharp_dynamic_metadata_t *other = NULL;
+    sharp_md_value_string(&v, "silver", 6);
+    sharp_dynamic_metadata_set(&other, "envoy.lb", 8, "tier", 4, &v);
+    sharp_locality_md_t *lm3 = sharp_locality_md_new(other);
+    assert_false(sharp_locality_md_equal(lm, lm3));
+    sharp_host_locality_md_set(&h1, lm3);
+    sharp_host_locality_md_set(&h2, lm3);
+    sharp_locality_md_put(lm3);
+    /* the hosts leave; the stream still reads what it held */
+    sharp_host_locality_md_destroy(&h1);
+    sharp_host_locality_md_destroy(&h2);
+    assert_int_equal(atomic_load(&held->refs), 1);
+    in.locality_metadata = held->md;
+    describe(route_limits(&b), &in, out, sizeof out);
+    assert_string_equal(out, "zone_tier=gold|dflt=none");
+    sharp_locality_md_put(held);
+
+    /* no namespace: no object, and a host without one gives NULL */
+    assert_null(sharp_locality_md_new(NULL));
+    sharp_host_t h3 = {0};
+    assert_null(sharp_host_locality_md_get(&h3));
+    sharp_headers_free(&h);
+    release(&b);
+}
+
 /* A RateLimitPerRoute's rate_limits (sharp_config_rate_limits): no stage or
  * disable_key, hits_addend into each descriptor, apply_on_stream_done kept. */
 static sharp_rate_limits_t *per_filter(const char *yaml, char *err, size_t errlen, sharp_config_doc_t **doc)
@@ -443,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_virtual_host_rate_limits),
         cmocka_unit_test(test_per_filter_rate_limits),
         cmocka_unit_test(test_metadata_action),
+        cmocka_unit_test(test_metadata_action_locality),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
