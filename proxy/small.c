@@ -211,34 +211,43 @@ void *sharp_small_realloc(void *p, size_t size)
 #define ZPAGE 4096
 #define ZREGION ((size_t)256 << 20) /* 65536 tables: address space only */
 
-static char *zbase;
+/* The region's start; until it is mapped, the last 256 MiB of the address
+ * space (the kernel's, no block of ours), so that telling a page from a
+ * block is one comparison at every free. */
+static atomic_uintptr_t zbase = UINTPTR_MAX - ZREGION + 1;
 static atomic_size_t zused; /* pages handed out of the region */
 /* pages freed on this thread (a stack kept outside them, so that they
  * stay untouched) */
 static SHARP_TLS void **zfree;
 static SHARP_TLS size_t zfree_n, zfree_cap;
+static bool zmapped;
 
 static void zinit(void)
 {
     void *r = mmap(NULL, ZREGION, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r != MAP_FAILED && sysconf(_SC_PAGESIZE) == ZPAGE) zbase = r;
-    else if (r != MAP_FAILED) munmap(r, ZREGION);
+    if (r == MAP_FAILED) return;
+    if (sysconf(_SC_PAGESIZE) != ZPAGE) {
+        munmap(r, ZREGION);
+        return;
+    }
+    atomic_store_explicit(&zbase, (uintptr_t)r, memory_order_relaxed);
+    zmapped = true;
 }
 
 static bool is_zpage(const void *p)
 {
-    return zbase && (const char *)p >= zbase && (const char *)p < zbase + ZREGION;
+    return (uintptr_t)p - atomic_load_explicit(&zbase, memory_order_relaxed) < ZREGION;
 }
 
 static void *zpage_alloc(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, zinit);
-    if (!zbase) return NULL;
+    if (!zmapped) return NULL;
     if (zfree_n) return zfree[--zfree_n];
     size_t i = atomic_fetch_add_explicit(&zused, 1, memory_order_relaxed);
     if (i >= ZREGION / ZPAGE) return NULL;
-    return zbase + i * ZPAGE;
+    return (char *)atomic_load_explicit(&zbase, memory_order_relaxed) + i * ZPAGE;
 }
 
 static void zpage_free(void *p)
