@@ -224,7 +224,8 @@ static bool zmapped;
 
 static void zinit(void)
 {
-    void *r = mmap(NULL, ZREGION, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *r = mmap(NULL, ZREGION, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r == MAP_FAILED) return;
     if (sysconf(_SC_PAGESIZE) != ZPAGE) {
         munmap(r, ZREGION);
@@ -269,8 +270,10 @@ static void *mem_malloc(size_t size, void *ud)
 static void mem_free(void *p, void *ud)
 {
     (void)ud;
-    if (is_zpage(p)) zpage_free(p);
-    else sharp_small_free(p);
+    if (is_zpage(p))
+        zpage_free(p);
+    else
+        sharp_small_free(p);
 }
 
 static void *mem_calloc(size_t n, size_t size, void *ud)
