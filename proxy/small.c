@@ -3,11 +3,14 @@
 
 #include "common.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SHARP_SMALL_PLAIN 1
@@ -196,6 +199,68 @@ void *sharp_small_realloc(void *p, size_t size)
     return q;
 }
 
+/* Zero pages for nghttp2's page-sized callocs. nghttp2 (1.52) makes every
+ * session's stream map at once, a table of 4 KiB zeroed by calloc, which
+ * it writes only when a stream opens: on an idle connection it was a
+ * quarter of what the connection kept resident. Such a table takes a page
+ * of a region reserved once (the kernel gives each page zeroed, and
+ * resident only once written); a page freed goes back to the kernel
+ * (MADV_DONTNEED, zeroed again at its next touch) and onto the freeing
+ * thread's list. When the region is used up, or cannot be mapped, tables
+ * come from the lists above as before. */
+#define ZPAGE 4096
+#define ZREGION ((size_t)256 << 20) /* 65536 tables: address space only */
+
+/* The region's start; until it is mapped, the last 256 MiB of the address
+ * space (the kernel's, no block of ours), so that telling a page from a
+ * block is one comparison at every free. */
+static atomic_uintptr_t zbase = UINTPTR_MAX - ZREGION + 1;
+static atomic_size_t zused; /* pages handed out of the region */
+/* pages freed on this thread (a stack kept outside them, so that they
+ * stay untouched) */
+static SHARP_TLS void **zfree;
+static SHARP_TLS size_t zfree_n, zfree_cap;
+static bool zmapped;
+
+static void zinit(void)
+{
+    void *r = mmap(NULL, ZREGION, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) return;
+    if (sysconf(_SC_PAGESIZE) != ZPAGE) {
+        munmap(r, ZREGION);
+        return;
+    }
+    atomic_store_explicit(&zbase, (uintptr_t)r, memory_order_relaxed);
+    zmapped = true;
+}
+
+static bool is_zpage(const void *p)
+{
+    return (uintptr_t)p - atomic_load_explicit(&zbase, memory_order_relaxed) < ZREGION;
+}
+
+static void *zpage_alloc(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, zinit);
+    if (!zmapped) return NULL;
+    if (zfree_n) return zfree[--zfree_n];
+    size_t i = atomic_fetch_add_explicit(&zused, 1, memory_order_relaxed);
+    if (i >= ZREGION / ZPAGE) return NULL;
+    return (char *)atomic_load_explicit(&zbase, memory_order_relaxed) + i * ZPAGE;
+}
+
+static void zpage_free(void *p)
+{
+    madvise(p, ZPAGE, MADV_DONTNEED);
+    if (zfree_n == zfree_cap) {
+        zfree_cap = zfree_cap ? zfree_cap * 2 : 64;
+        zfree = sharp_realloc(zfree, zfree_cap * sizeof *zfree);
+    }
+    zfree[zfree_n++] = p;
+}
+
 static void *mem_malloc(size_t size, void *ud)
 {
     (void)ud;
@@ -205,12 +270,19 @@ static void *mem_malloc(size_t size, void *ud)
 static void mem_free(void *p, void *ud)
 {
     (void)ud;
-    sharp_small_free(p);
+    if (is_zpage(p))
+        zpage_free(p);
+    else
+        sharp_small_free(p);
 }
 
 static void *mem_calloc(size_t n, size_t size, void *ud)
 {
     (void)ud;
+    if (n * size == ZPAGE && size && n == ZPAGE / size) {
+        void *p = zpage_alloc();
+        if (p) return p;
+    }
     return sharp_small_calloc(n, size);
 }
 
@@ -218,8 +290,14 @@ static void *mem_realloc(void *p, size_t size, void *ud)
 {
     (void)ud;
     if (!size) { /* realloc(p, 0) frees */
-        sharp_small_free(p);
+        mem_free(p, ud);
         return NULL;
+    }
+    if (is_zpage(p)) {
+        void *q = sharp_small_alloc(size);
+        memcpy(q, p, size < ZPAGE ? size : ZPAGE);
+        zpage_free(p);
+        return q;
     }
     return sharp_small_realloc(p, size);
 }

@@ -213,7 +213,10 @@ static void outq_release(sharp_conn_t *c)
 static void outq_push(struct sharp_h2_conn *h2, uint64_t end, bool control)
 {
     if (h2->outq_len == h2->outq_cap) {
-        size_t cap = h2->outq_cap ? h2->outq_cap * 2 : 64;
+        /* an idle connection sends a handful of frames (SETTINGS, its
+         * WINDOW_UPDATE, the SETTINGS ACK): the queue starts small and
+         * doubles while streams keep more frames in flight */
+        size_t cap = h2->outq_cap ? h2->outq_cap * 2 : 4;
         h2_outq_entry_t *q = sharp_calloc(cap, sizeof *q);
         for (size_t i = 0; i < h2->outq_len; i++) q[i] = h2->outq[(h2->outq_head + i) % h2->outq_cap];
         free(h2->outq);

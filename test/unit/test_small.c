@@ -8,8 +8,10 @@
 #include "small.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Blocks of every class and beyond: writable to their size, aligned,
  * zeroed by calloc, their contents kept by realloc across classes. */
@@ -158,6 +160,43 @@ static void test_nghttp2_mem(void **state)
     sharp_small_flush();
 }
 
+static bool resident(const void *p)
+{
+    unsigned char v = 0;
+    assert_int_equal(mincore((void *)p, 4096, &v), 0);
+    return v & 1;
+}
+
+/* nghttp2's page-sized callocs (a session's stream map) are zero pages,
+ * resident only once written, and again after they are freed. */
+static void test_nghttp2_zero_pages(void **state)
+{
+    (void)state;
+    nghttp2_mem *m = sharp_small_nghttp2_mem();
+    if (!m) return; /* sanitizer builds: nghttp2's own */
+    unsigned char *p = m->calloc(256, 16, m->mem_user_data);
+    assert_int_equal((uintptr_t)p % 4096, 0);
+    assert_false(resident(p));
+    for (size_t i = 0; i < 4096; i++) assert_int_equal(p[i], 0);
+    memset(p, 0xab, 4096);
+    assert_true(resident(p));
+    m->free(p, m->mem_user_data);
+    unsigned char *q = m->calloc(4096, 1, m->mem_user_data);
+    assert_ptr_equal(q, p); /* the thread's freed page, zero again */
+    assert_false(resident(q));
+    for (size_t i = 0; i < 4096; i++) assert_int_equal(q[i], 0);
+    memset(q, 0x5a, 100);
+    unsigned char *r = m->realloc(q, 100, m->mem_user_data); /* leaves the page */
+    assert_ptr_not_equal(r, q);
+    for (size_t i = 0; i < 100; i++) assert_int_equal(r[i], 0x5a);
+    m->free(r, m->mem_user_data);
+    /* other sizes: the lists' blocks, as before */
+    unsigned char *b = m->calloc(2, 4096, m->mem_user_data);
+    for (size_t i = 0; i < 8192; i++) assert_int_equal(b[i], 0);
+    m->free(b, m->mem_user_data);
+    sharp_small_flush();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_caching_off),
         cmocka_unit_test(test_other_thread),
         cmocka_unit_test(test_nghttp2_mem),
+        cmocka_unit_test(test_nghttp2_zero_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
