@@ -936,8 +936,9 @@ bool sharp_cfg_json_load(const char *text, size_t len, cfg_json_doc_t *out)
     out->pairs = l.pairs;
     out->items = l.items;
     yaml_document_t *d = &out->doc;
-    d->nodes.end = d->nodes.start + l.ncap;
-    d->nodes.top = d->nodes.start + l.nn;
+    /* no node at all (an empty text): no offset from a NULL start */
+    d->nodes.end = d->nodes.start ? d->nodes.start + l.ncap : NULL;
+    d->nodes.top = d->nodes.start ? d->nodes.start + l.nn : NULL;
     d->start_implicit = d->end_implicit = 1;
     if (ok) {
         /* the blocks are where they end up: the children's pointers now */

@@ -554,7 +554,7 @@ def test_slot_given_to_another_remote_counts_nowhere_wrong(net3):
     comes back in another slot, the old connections' closes and segments
     count for their own remote again, never for the one in their old slot."""
     n = 5
-    hold_ms = int(6000 * SLOW)
+    hold_ms = int(6000 * min(SLOW, 2))  # under the route's default 15 s timeout
     for i in (1, 2, 3):
         net3.upstream(i)
     d, eds = sharp_on_eds(net3, "sharp-kernel-slot-")
@@ -866,7 +866,12 @@ def test_kernel_monitor_ejects_lossy_host(net3, source):
         assert stat_value(net3, "cluster.grey.outlier_detection.ejections_enforced_kernel") >= 1
         assert stat_value(net3, "cluster.grey.outlier_detection.ejections_active") >= 1
         out = sharp.output()
-        assert f"host {lossy}: packet loss, retransmission rate" in out, out[-3000:]
+        # the monitor names the signal that tripped it: loss inflates the
+        # RTT of what is sent behind a hole, and an interval whose
+        # retransmits came in low can trip on the RTT; the host's
+        # diagnosis below is what says why
+        assert (f"host {lossy}: packet loss, retransmission rate" in out or
+                f"host {lossy}: latency, RTT" in out), out[-3000:]
         assert f"cluster 'grey' host {lossy} ejected (kernel)" in out
         # the ejected host's diagnosis: the monitor's figures
         d = diagnosis_of(net3, "grey", lossy)
