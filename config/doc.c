@@ -946,14 +946,16 @@ bool sharp_cfg_json_load(const char *text, size_t len, cfg_json_doc_t *out)
             yaml_node_t *n = &d->nodes.start[k];
             if (n->type == YAML_MAPPING_NODE) {
                 n->tag = (yaml_char_t *)YAML_DEFAULT_MAPPING_TAG;
-                n->data.mapping.pairs.start = l.pairs + l.spans[k].off;
-                n->data.mapping.pairs.top = n->data.mapping.pairs.end = n->data.mapping.pairs.start + l.spans[k].n;
+                /* an empty mapping or sequence of a text with no other: no offset from NULL */
+                n->data.mapping.pairs.start = l.pairs ? l.pairs + l.spans[k].off : NULL;
+                n->data.mapping.pairs.top = n->data.mapping.pairs.end =
+                    l.pairs ? n->data.mapping.pairs.start + l.spans[k].n : NULL;
                 n->data.mapping.style = YAML_FLOW_MAPPING_STYLE;
             } else if (n->type == YAML_SEQUENCE_NODE) {
                 n->tag = (yaml_char_t *)YAML_DEFAULT_SEQUENCE_TAG;
-                n->data.sequence.items.start = l.items + l.spans[k].off;
+                n->data.sequence.items.start = l.items ? l.items + l.spans[k].off : NULL;
                 n->data.sequence.items.top = n->data.sequence.items.end =
-                    n->data.sequence.items.start + l.spans[k].n;
+                    l.items ? n->data.sequence.items.start + l.spans[k].n : NULL;
                 n->data.sequence.style = YAML_FLOW_SEQUENCE_STYLE;
             }
         }
