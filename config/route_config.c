@@ -878,6 +878,7 @@ static int rate_limits_from(ctx_t *c, const char *path, rl_pb_t *const *pbs, siz
         if (rl->stage > 10) return fail(c, sub(q, sizeof q, p, "stage"), "value must be less than or equal to 10");
         if (pb->disable_key[0]) rl->disable_key = sharp_strdup(pb->disable_key);
         rl->apply_on_stream_done = pb->apply_on_stream_done;
+        rls->any_on_stream_done |= pb->apply_on_stream_done;
         if (pb->hits_addend) {
             const Envoy__Config__Route__V3__RateLimit__HitsAddend *ha = pb->hits_addend;
             sub(q, sizeof q, p, "hits_addend");

@@ -680,6 +680,17 @@ static void stream_done_call(sharp_filter_t *f)
     sharp_stream_t *s = f->stream;
     sharp_worker_t *w = sharp_stream_worker(s);
     if (w->stopping) return;
+    /* most requests' rate limits have nothing for the stream's end: no
+     * second pass over them */
+    const sharp_route_t *r = sharp_stream_route(s);
+    const rl_route_config_t *rc = sharp_stream_route_config(f);
+    if (!r) return;
+    if (rc && rc->rate_limits && rc->rate_limits->n) {
+        if (!rc->rate_limits->any_on_stream_done) return;
+    } else if (!(r->rate_limits && r->rate_limits->any_on_stream_done) &&
+               !(s->vhost && s->vhost->rate_limits && s->vhost->rate_limits->any_on_stream_done)) {
+        return;
+    }
     sharp_headers_t rh;
     sharp_sbuf_t body = {0};
     if (!call_request(f, sharp_stream_request_headers(s), true, &rh, &body)) return;

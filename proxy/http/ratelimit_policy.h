@@ -94,6 +94,7 @@ typedef struct {
 typedef struct sharp_rate_limits {
     sharp_rate_limit_t *v;
     uint32_t n;
+    bool any_on_stream_done; /* one of them has apply_on_stream_done */
 } sharp_rate_limits_t;
 
 typedef struct {
