@@ -495,6 +495,20 @@ def write_eds(path, version, hosts):
     os.replace(tmp, path)
 
 
+def hold_requests(net3, path, n, hold_ms, results):
+    """n requests to `path` at once from SHARP's namespace, each held by the
+    upstream for hold_ms (one upstream connection each, closed with its
+    response); their (status, ...) go to `results`. Returns the threads."""
+    def start():
+        ts = [threading.Thread(target=lambda: results.append(
+            _get(LISTEN, f"{path}?delay_ms={hold_ms}&hdr=connection:close", timeout=30 * SLOW)))
+            for _ in range(n)]
+        for t in ts:
+            t.start()
+        return ts
+    return net3.call(start)
+
+
 def sharp_on_eds(net3, prefix):
     """SHARP with one EDS cluster "dyn" read from a file (its first version
     lists host 1); returns the file's directory and path."""
@@ -563,15 +577,7 @@ def test_slot_given_to_another_remote_counts_nowhere_wrong(net3):
         pytest.skip(f"the probes watch remotes here ({k['attach']}): no slots kept with tagged sockets")
     a, b, c = (f"{Net.addr(i)}:{PORT}" for i in (1, 2, 3))
     results = []
-
-    def start():
-        ts = [threading.Thread(target=lambda: results.append(
-            _get(LISTEN, f"/?delay_ms={hold_ms}&hdr=connection:close", timeout=30 * SLOW)))
-            for _ in range(n)]
-        for t in ts:
-            t.start()
-        return ts
-    threads = net3.call(start)
+    threads = hold_requests(net3, "/", n, hold_ms, results)
     try:
         wait_for(lambda: net3.admin_json("/kernel")["tagged_sockets"] == n, hold_ms / 2000,
                  f"{n} connections to host 1 tagged")
@@ -677,18 +683,7 @@ def test_tag_table_drains(net3):
     assert k["tagged_sockets"] == 0 and k["tag_slots"] >= 2048, k
     host = f"{Net.addr(1)}:{PORT}"
     results = []
-
-    def start():
-        # threads started here share SHARP's namespace: n requests at once,
-        # each held by the upstream (one upstream connection each), whose
-        # connections close with their responses
-        ts = [threading.Thread(target=lambda: results.append(
-            _get(LISTEN, f"/held?delay_ms={hold_ms}&hdr=connection:close", timeout=30 * SLOW)))
-            for _ in range(n)]
-        for t in ts:
-            t.start()
-        return ts
-    threads = net3.call(start)
+    threads = hold_requests(net3, "/held", n, hold_ms, results)
     try:
         wait_for(lambda: net3.admin_json("/kernel")["tagged_sockets"] == n, hold_ms / 1000,
                  f"{n} upstream connections tagged at once")
