@@ -19,16 +19,11 @@
  *     connection (an idle upstream connection is reused for it; the
  *     upstream does not answer it).
  *
- * Besides the sanitizers' invariants, one oracle: what the client receives
- * must parse as strict HTTP/1.1 responses (llhttp; a truncated last one is
- * fine, the proxy resets a response it cannot finish), up to a 101 (what
- * follows is the tunnel's), and hold no more final responses than the
- * client sent requests. */
+ * Besides the sanitizers' invariants, one oracle (fz_responses_t): what the
+ * client receives must parse as strict HTTP/1.1 responses, no more final
+ * ones than it sent requests. */
 #include "http1_harness.h"
 
-#include <llhttp.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -45,60 +40,6 @@ static const char *const requests[8] = {
 };
 static const char second_request[] = "GET /second HTTP/1.1\r\nhost: fuzz\r\n\r\n";
 
-typedef struct response_run {
-    llhttp_t parser;
-    llhttp_settings_t settings;
-    bool first_is_head;
-    unsigned requests_sent;
-    unsigned final_responses;
-    bool informational; /* the response being parsed is a 1xx */
-    bool done;          /* upgraded, or the stream stopped being HTTP */
-} response_run_t;
-
-static int on_headers_complete(llhttp_t *p)
-{
-    response_run_t *rr = p->data;
-    unsigned status = llhttp_get_status_code(p);
-    if (status == 101) {
-        /* what follows a 101 is the tunnel's, whether or not the response
-         * names the protocol (llhttp switches only when it does) */
-        rr->done = true;
-        return HPE_PAUSED;
-    }
-    rr->informational = status >= 100 && status < 200;
-    /* the first final response answers the first request */
-    if (!rr->informational && rr->final_responses == 0 && rr->first_is_head) return 1; /* no body */
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    response_run_t *rr = p->data;
-    if (rr->informational) return 0;
-    rr->final_responses++;
-    if (rr->final_responses > rr->requests_sent) {
-        fprintf(stderr, "fuzz_http1_response: the client got %u final responses to %u requests\n",
-                rr->final_responses, rr->requests_sent);
-        abort();
-    }
-    return 0;
-}
-
-static void client_data(fz_run_t *r, const char *data, size_t n)
-{
-    response_run_t *rr = r->target;
-    if (rr->done) return;
-    llhttp_errno_t e = llhttp_execute(&rr->parser, data, n);
-    if (e == HPE_OK) return;
-    if (e == HPE_PAUSED_UPGRADE || rr->done) { /* a 101: the tunnel's bytes follow */
-        rr->done = true;
-        return;
-    }
-    fprintf(stderr, "fuzz_http1_response: the proxy sent the client bytes that are not HTTP/1.1 responses: %s (%s)\n",
-            llhttp_errno_name(e), llhttp_get_error_reason(&rr->parser));
-    fz_abort_with_chunk(data, n);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2) return 0;
@@ -107,18 +48,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *resp = (const char *)data + 2;
     size_t len = size - 2;
 
-    static response_run_t rr;
+    static fz_responses_t rr;
     static fz_run_t r;
-    memset(&rr, 0, sizeof rr);
     memset(&r, 0, sizeof r);
-    llhttp_settings_init(&rr.settings);
-    rr.settings.on_headers_complete = on_headers_complete;
-    rr.settings.on_message_complete = on_message_complete;
-    llhttp_init(&rr.parser, HTTP_RESPONSE, &rr.settings);
-    rr.parser.data = &rr;
-    rr.first_is_head = (opts & 7) == 1;
-    r.target = &rr;
-    r.on_client_data = client_data;
+    fz_responses_init(&r, &rr, "fuzz_http1_response", (opts & 7) == 1);
     fz_start(&r);
     const char *req = requests[opts & 7];
     rr.requests_sent = 1;

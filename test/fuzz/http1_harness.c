@@ -24,7 +24,8 @@
  * (parallel fuzzing jobs do not collide, nothing is left on disk). Routes:
  * a virtual host answered locally, direct responses, a redirect, regex and
  * prefix rewrites, header matching, a mirror (the shadow path), WebSocket
- * upgrades, a hash policy; the health check filter before the router; path
+ * upgrades, a hash policy, an HTTP/2 cluster (up2, "/h2/", a retry on
+ * resets and refused streams); the health check filter before the router; path
  * normalization; two access logs (default text and JSON) to /dev/null.
  * Timeouts are left long so that no timer fires while an input runs: the
  * harness settles and tears down first. */
@@ -100,6 +101,8 @@ static const char bootstrap_fmt[] =
     "                route:\n"
     "                  cluster: up\n"
     "                  request_mirror_policies: [{ cluster: up }]\n"
+    "              - match: { prefix: \"/h2/\" }\n"
+    "                route: { cluster: up2, retry_policy: { retry_on: \"reset,refused-stream\", num_retries: 1 } }\n"
     "              - match: { prefix: \"/ws\" }\n"
     "                route: { cluster: up, upgrade_configs: [{ upgrade_type: websocket }] }\n"
     "              - match: { prefix: \"/\" }\n"
@@ -124,7 +127,20 @@ static const char bootstrap_fmt[] =
     "      cluster_name: up\n"
     "      endpoints:\n"
     "      - lb_endpoints:\n"
-    "        - endpoint: { address: { pipe: { path: \"@sharp-fuzz-%d-up\" } } }\n";
+    "        - endpoint: { address: { pipe: { path: \"@sharp-fuzz-%d-up\" } } }\n"
+    "  - name: up2\n"
+    "    type: STATIC\n"
+    "    connect_timeout: 5s\n"
+    "    per_connection_buffer_limit_bytes: 32768\n"
+    "    typed_extension_protocol_options:\n"
+    "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+    "        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+    "        explicit_http_config: { http2_protocol_options: { max_concurrent_streams: 4 } }\n"
+    "    load_assignment:\n"
+    "      cluster_name: up2\n"
+    "      endpoints:\n"
+    "      - lb_endpoints:\n"
+    "        - endpoint: { address: { pipe: { path: \"@sharp-fuzz-%d-up2\" } } }\n";
 
 static sharp_server_t env_srv;
 static char env_bootstrap[sizeof bootstrap_fmt + 64];
@@ -153,7 +169,8 @@ void fz_env_init(void)
     signal(SIGPIPE, SIG_IGN);
     sharp_log_set_all(SHARP_LOG_OFF);
     sharp_config_types_register();
-    snprintf(env_bootstrap, sizeof env_bootstrap, bootstrap_fmt, (int)getpid(), (int)getpid());
+    int pid = (int)getpid();
+    snprintf(env_bootstrap, sizeof env_bootstrap, bootstrap_fmt, pid, pid, pid);
     sharp_options_t o = {0};
     o.config_yaml = env_bootstrap;
     o.concurrency = 1;
@@ -205,10 +222,15 @@ void fz_start(fz_run_t *r)
     r->client_eof = false;
     r->client_received = r->upstream_received = 0;
 
-    /* the fake upstream's listening socket: the cluster's one endpoint */
-    sharp_host_t *h = snap->clusters[0]->hosts[0];
-    r->up_listen_fd = sharp_listen_socket((struct sockaddr *)&h->addr, h->addrlen, 0, 0, h->address, err, sizeof err);
-    if (r->up_listen_fd < 0) die(err);
+    /* the fake upstreams' listening sockets: each cluster's one endpoint */
+    static const char *const clusters[FZ_CLUSTERS] = {"up", "up2"};
+    for (int c = 0; c < FZ_CLUSTERS; c++) {
+        sharp_cluster_t *cl = sharp_snapshot_cluster(snap, clusters[c]);
+        if (!cl || !cl->nhosts) die("a cluster of the bootstrap is missing");
+        sharp_host_t *h = cl->hosts[0];
+        r->up_listen_fd[c] = sharp_listen_socket((struct sockaddr *)&h->addr, h->addrlen, 0, 0, h->address, err, sizeof err);
+        if (r->up_listen_fd[c] < 0) die(err);
+    }
 
     /* the worker, as sharp_server_run sets one up, minus the thread */
     sharp_worker_t *w = &r->w;
@@ -293,18 +315,20 @@ static bool flush_upstream(fz_run_t *r, int idx)
 static bool pump_upstream(fz_run_t *r)
 {
     bool progress = false;
-    for (;;) {
-        int fd = accept4(r->up_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;
-        progress = true;
-        if (r->nup == FZ_MAX_UPSTREAM) { /* more than a target handles: refused */
-            close(fd);
-            continue;
+    for (int c = 0; c < FZ_CLUSTERS; c++)
+        for (;;) {
+            int fd = accept4(r->up_listen_fd[c], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) break;
+            progress = true;
+            if (r->nup == FZ_MAX_UPSTREAM) { /* more than a target handles: refused */
+                close(fd);
+                continue;
+            }
+            int idx = r->nup++;
+            r->up[idx].fd = fd;
+            r->up[idx].cluster = c;
+            if (r->on_upstream_accept) r->on_upstream_accept(r, idx);
         }
-        int idx = r->nup++;
-        r->up[idx].fd = fd;
-        if (r->on_upstream_accept) r->on_upstream_accept(r, idx);
-    }
     char buf[16384];
     for (int i = 0; i < r->nup; i++) {
         while (r->up[i].fd >= 0 && !r->up[i].eof) {
@@ -412,7 +436,7 @@ void fz_finish(fz_run_t *r)
     int turns = 0;
     while (uv_run(&r->w.loop, UV_RUN_NOWAIT) != 0)
         if (++turns > STOP_MAX_TURNS) die("the worker's loop still has active handles after its stop");
-    close(r->up_listen_fd);
+    for (int c = 0; c < FZ_CLUSTERS; c++) close(r->up_listen_fd[c]);
     sharp_worker_release(&r->w);
     sharp_lsock_unref(r->w.snap->listeners[0]->sock);
     r->w.snap->listeners[0]->sock = NULL;
@@ -451,4 +475,64 @@ void fz_abort_with_chunk(const char *data, size_t n)
     fprintf(stderr, "chunk: ");
     put_escaped(data, n < 4096 ? n : 4096);
     abort();
+}
+
+/* ---- the response oracle (http1_harness.h) ---- */
+
+static int resp_on_headers_complete(llhttp_t *p)
+{
+    fz_responses_t *rr = p->data;
+    unsigned status = llhttp_get_status_code(p);
+    if (status == 101) {
+        /* what follows a 101 is the tunnel's, whether or not the response
+         * names the protocol (llhttp switches only when it does) */
+        rr->done = true;
+        return HPE_PAUSED;
+    }
+    rr->informational = status >= 100 && status < 200;
+    /* the first final response answers the first request */
+    if (!rr->informational && rr->final_responses == 0 && rr->first_is_head) return 1; /* no body */
+    return 0;
+}
+
+static int resp_on_message_complete(llhttp_t *p)
+{
+    fz_responses_t *rr = p->data;
+    if (rr->informational) return 0;
+    rr->final_responses++;
+    if (rr->final_responses > rr->requests_sent) {
+        fprintf(stderr, "%s: the client got %u final responses to %u requests\n", rr->target_name,
+                rr->final_responses, rr->requests_sent);
+        abort();
+    }
+    return 0;
+}
+
+static void resp_client_data(fz_run_t *r, const char *data, size_t n)
+{
+    fz_responses_t *rr = r->target;
+    if (rr->done) return;
+    llhttp_errno_t e = llhttp_execute(&rr->parser, data, n);
+    if (e == HPE_OK) return;
+    if (e == HPE_PAUSED_UPGRADE || rr->done) { /* a 101: the tunnel's bytes follow */
+        rr->done = true;
+        return;
+    }
+    fprintf(stderr, "%s: the proxy sent the client bytes that are not HTTP/1.1 responses: %s (%s)\n", rr->target_name,
+            llhttp_errno_name(e), llhttp_get_error_reason(&rr->parser));
+    fz_abort_with_chunk(data, n);
+}
+
+void fz_responses_init(fz_run_t *r, fz_responses_t *rr, const char *target_name, bool first_is_head)
+{
+    memset(rr, 0, sizeof *rr);
+    llhttp_settings_init(&rr->settings);
+    rr->settings.on_headers_complete = resp_on_headers_complete;
+    rr->settings.on_message_complete = resp_on_message_complete;
+    llhttp_init(&rr->parser, HTTP_RESPONSE, &rr->settings);
+    rr->parser.data = rr;
+    rr->target_name = target_name;
+    rr->first_is_head = first_is_head;
+    r->target = rr;
+    r->on_client_data = resp_client_data;
 }

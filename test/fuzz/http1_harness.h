@@ -1,5 +1,6 @@
-/* http1_harness.h: the in-process serving setup shared by the HTTP/1 fuzz
- * targets (fuzz_http1_request, fuzz_http1_response).
+/* http1_harness.h: the in-process serving setup shared by the fuzz targets
+ * of the data path (fuzz_http1_request, fuzz_http1_response,
+ * fuzz_http2_request, fuzz_http2_response).
  *
  * One process-wide server state is built once from a fixed bootstrap (the
  * real sharp_server_init: config, support table, snapshot, stats, runtime).
@@ -9,9 +10,10 @@
  *   - the downstream client is a plain non-blocking Unix socket connected
  *     to the listener (abstract address), so the real accept path
  *     (sharp_conn_accept), read path and codec run;
- *   - the upstream is a plain listening Unix socket (abstract address) that
- *     the cluster's one STATIC endpoint names; the pool really connects to
- *     it, and the target decides what it answers.
+ *   - each upstream is a plain listening Unix socket (abstract address)
+ *     that a cluster's one STATIC endpoint names (up speaks HTTP/1, up2
+ *     HTTP/2); the pool really connects to it, and the target decides what
+ *     it answers.
  * The harness alternates one non-blocking turn of the worker's loop with
  * one pass over its own sockets (accept, read, answer). "Settled" means
  * several turns in a row moved no byte, the loop has no ready event and no
@@ -23,6 +25,8 @@
 
 #include "server.h"
 #include "worker.h"
+
+#include <llhttp.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,8 +42,11 @@ typedef void (*fz_upstream_data_cb)(fz_run_t *r, int idx, const char *data, size
 /* Called once per accepted upstream connection. */
 typedef void (*fz_upstream_accept_cb)(fz_run_t *r, int idx);
 
+#define FZ_CLUSTERS 2 /* up (HTTP/1) and up2 (HTTP/2), in the bootstrap's order */
+
 typedef struct fz_upstream {
     int fd;            /* -1 once closed */
+    int cluster;       /* the index of the cluster whose endpoint accepted it */
     bool eof;          /* the proxy closed its side */
     bool close_after;  /* close once `out` has been sent */
     char *out;         /* bytes queued for the proxy (sent as the socket takes them) */
@@ -48,7 +55,7 @@ typedef struct fz_upstream {
 
 struct fz_run {
     sharp_worker_t w;
-    int up_listen_fd;
+    int up_listen_fd[FZ_CLUSTERS];
     int client_fd;             /* -1 once closed */
     bool client_eof;           /* the proxy closed the downstream connection */
     size_t client_received;
@@ -83,6 +90,25 @@ void fz_upstream_close(fz_run_t *r, int idx);
 /* Closes both ends, stops the worker, runs its loop to the end and frees
  * everything the run made. */
 void fz_finish(fz_run_t *r);
+
+/* The response oracle of the upstream targets (fuzz_http1_response,
+ * fuzz_http2_response): what the downstream HTTP/1.1 client receives must
+ * parse as strict HTTP/1.1 responses (llhttp; a truncated last one is fine,
+ * the proxy resets a response it cannot finish), up to a 101 (what follows
+ * is the tunnel's), and hold no more final responses than the client sent
+ * requests (requests_sent, kept by the target). */
+typedef struct fz_responses {
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    const char *target_name; /* in the finding's message */
+    bool first_is_head;      /* the first request is a HEAD: its response has no body */
+    unsigned requests_sent;
+    unsigned final_responses;
+    bool informational; /* the response being parsed is a 1xx */
+    bool done;          /* upgraded, or the stream stopped being HTTP */
+} fz_responses_t;
+/* Resets rr and makes it r's target and client-data check. */
+void fz_responses_init(fz_run_t *r, fz_responses_t *rr, const char *target_name, bool first_is_head);
 
 /* Splits n bytes into up to 8 chunks whose cut points follow from `seed`
  * (seed & 7 cuts, positions from a generator seeded by seed and n): fills
