@@ -823,7 +823,7 @@ static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, si
          * allow_partial_message */
         st->buffering = false;
         sharp_sbuf_free(&st->body);
-        sharp_stream_send_local_reply(f, 413, "Payload Too Large", 0, "request_payload_too_large");
+        sharp_stream_request_too_large(f);
         return SHARP_FILTER_STOP;
     }
     /* the connection manager stops reading at the stream's buffer limit:
@@ -832,8 +832,7 @@ static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, si
         if (!c->allow_partial) {
             st->buffering = false;
             sharp_sbuf_free(&st->body);
-            sharp_stream_send_local_reply(f, 413, "Payload Too Large", 0,
-                                          "request_payload_too_large");
+            sharp_stream_request_too_large(f);
             return SHARP_FILTER_STOP;
         }
         full = true;
@@ -843,7 +842,11 @@ static sharp_filter_status_t ea_decode_data(sharp_filter_t *f, const char *p, si
         st->with_body = true;
         st->partial = st->body_seen > st->body.len;
         start_check(f);
+        /* the body waits for the answer behind the stop on headers, paused
+         * at the buffer limit (Envoy's StopIterationAndWatermark) */
+        return SHARP_FILTER_CONTINUE;
     }
+    /* the body is buffered whole (Envoy's StopIterationAndBuffer) */
     return SHARP_FILTER_STOP;
 }
 

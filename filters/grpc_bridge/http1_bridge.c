@@ -111,7 +111,7 @@ static sharp_filter_status_t h1b_decode_data(sharp_filter_t *f, const char *p, s
         sharp_sbuf_free(&st->req);
         st->framing = false;
         st->bridging = false;
-        sharp_stream_send_local_reply(f, 413, "Payload Too Large", 0, "request_payload_too_large");
+        sharp_stream_request_too_large(f);
         return SHARP_FILTER_STOP;
     }
     if (!st->req.len) {

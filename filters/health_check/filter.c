@@ -195,7 +195,9 @@ static sharp_filter_status_t hcf_decode_data(sharp_filter_t *f, const char *p, s
     hcf_state_t *st = f->state;
     if (!st->handling) return SHARP_FILTER_CONTINUE;
     if (end_stream) reply(f);
-    return SHARP_FILTER_STOP;
+    /* the body of a request it answers goes nowhere (Envoy's
+     * StopIterationNoBuffer): nothing is held, whatever its size */
+    return SHARP_FILTER_CONSUMED;
 }
 
 static sharp_filter_status_t hcf_decode_trailers(sharp_filter_t *f, sharp_headers_t *t)

@@ -17,8 +17,15 @@
  *   that arrives meanwhile still reaches the filters up to the stopped one
  *   and is then held by the connection manager (bounded by the connection's
  *   buffer limit, beyond which the downstream stops being read); on continue
- *   it goes on to the filters after it. The terminal filter returns STOP from
- *   every callback: it consumes what it is given.
+ *   it goes on to the filters after it. A filter that returns STOP from
+ *   decode_data for that data wants the whole body (Envoy's
+ *   StopIterationAndBuffer): above the limit the request is answered with
+ *   a 413 (details request_payload_too_large, counted in
+ *   http.<stat_prefix>.downstream_rq_too_large; a reset once the response
+ *   has started) instead; CONTINUE from decode_data leaves the data held
+ *   behind a stop on headers (Envoy's StopIterationAndWatermark). The
+ *   terminal filter returns STOP from every callback: it consumes what it
+ *   is given.
  *   On the response side a STOP from encode_headers holds the response the
  *   same way: its data reaches the filters up to the stopped one and waits
  *   behind it. Above the stream's buffer limit the filters after it (the
@@ -259,6 +266,13 @@ void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above);
  * response_payload_too_large (a reset once the response has started). The
  * filter then returns SHARP_FILTER_CONSUMED or SHARP_FILTER_STOP. */
 void sharp_stream_response_too_large(sharp_filter_t *f);
+/* A filter that buffers the request body itself (ext_authz's
+ * max_request_bytes, the gRPC-HTTP/1 bridge) and finds it above its limit
+ * answers as the connection manager does for a held body (Envoy's
+ * requestDataTooLarge): counted in http.<stat_prefix>.downstream_rq_too_large,
+ * a 413 local reply with details request_payload_too_large (a reset once the
+ * response has started). The filter then returns SHARP_FILTER_STOP. */
+void sharp_stream_request_too_large(sharp_filter_t *f);
 /* Whether a response-side pause applies to f (see on_downstream_watermark):
  * a filter that starts producing response data (the router binding an
  * upstream) begins paused. */

@@ -571,11 +571,59 @@ static void read_pause(sharp_stream_t *s, bool *held, bool pause)
     if (s->read_pauses > 0 && --s->read_pauses == 0) sharp_codec_read_disable(s, false);
 }
 
+static void local_reply_at(sharp_stream_t *s, int32_t from, const char *who, uint32_t status, const char *body,
+                           size_t blen, uint32_t response_flag, const char *details, const char *const *headers,
+                           const sharp_header_ops_t *ops);
+
+/* Envoy's requestDataTooLarge when the filter holding the request buffers
+ * the whole body: counted, and answered with a 413 on behalf of that
+ * filter (Envoy's sendLocalReply through the filters before it; a reset
+ * once the response has started). What is held goes, and with it the
+ * read pause. */
+static void dec_too_large(sharp_stream_t *s, int32_t holder)
+{
+    sharp_debug(http, "[C%llu][S%llu] request data too large (above the buffer limit of %u held by %s)", s->conn_id,
+                s->id, sharp_stream_buffer_limit(s), s->filters[holder].factory->name);
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_too_large);
+    sharp_sbuf_free(&s->dec_buf);
+    s->dec_end_pending = false;
+    s->dec_buffering = false;
+    read_pause(s, &s->dec_buf_paused, false);
+    local_reply_at(s, holder - 1, "the connection manager", 413, "Payload Too Large", 17, 0,
+                   "request_payload_too_large", NULL, NULL);
+}
+
+void sharp_stream_request_too_large(sharp_filter_t *f)
+{
+    sharp_stream_t *s = f->stream;
+    if (stream_done(s)) return;
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_too_large);
+    local_reply_at(s, (int32_t)f->index - 1, f->factory->name, 413, "Payload Too Large", 17, 0,
+                   "request_payload_too_large", NULL, NULL);
+}
+
+/* The filter holding the request (the data stop, else the stop on
+ * headers), -1: none, or the terminal filter, which consumes. */
+static int32_t dec_holder(const sharp_stream_t *s)
+{
+    int32_t hold = -1;
+    if (s->dec_stopped) hold = (int32_t)s->dec_next - 1;
+    if (s->dec_data_stop >= 0 && (hold < 0 || s->dec_data_stop < hold)) hold = s->dec_data_stop;
+    return hold == (int32_t)s->nfilters - 1 ? -1 : hold;
+}
+
 /* The connection manager's own source: request data held behind a
- * stopped filter above the stream's buffer limit. */
+ * stopped filter above the stream's buffer limit; a 413 instead when the
+ * filter holding it buffers the whole body. */
 static void dec_buf_check(sharp_stream_t *s)
 {
-    read_pause(s, &s->dec_buf_paused, s->dec_buf.len > sharp_stream_buffer_limit(s));
+    bool above = s->dec_buf.len > sharp_stream_buffer_limit(s);
+    int32_t holder = above && s->dec_buffering && !stream_done(s) ? dec_holder(s) : -1;
+    if (holder >= 0) {
+        dec_too_large(s, holder);
+        return;
+    }
+    read_pause(s, &s->dec_buf_paused, above);
 }
 
 static void dec_buffer(sharp_stream_t *s, const char *p, size_t n, bool end)
@@ -608,6 +656,9 @@ void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, boo
             s->dec_data_stop = i;
             hold = last = i;
         }
+        /* the filter holding the request says whether it wants the whole
+         * body with each data it sees */
+        if (i == hold && i != (int32_t)s->nfilters - 1) s->dec_buffering = st == SHARP_FILTER_STOP;
     }
     if (hold >= 0 && hold != (int32_t)s->nfilters - 1) {
         dec_buffer(s, p, n, end);
@@ -896,9 +947,11 @@ void sharp_stream_continue_decoding(sharp_filter_t *f)
     if (stream_done(s)) return;
     if (s->dec_stopped && s->dec_next == f->index + 1) {
         s->dec_stopped = false;
+        s->dec_buffering = false;
         dec_iterate_headers(s, f->index + 1);
     } else if (s->dec_data_stop == (int32_t)f->index) {
         s->dec_data_stop = -1;
+        s->dec_buffering = false;
         dec_flush_buffer(s, f->index + 1);
     }
 }
@@ -959,10 +1012,6 @@ void sharp_stream_encoder_watermark(sharp_filter_t *f, bool above)
 {
     enc_pause(f->stream, (int32_t)f->index, &f->enc_above, above);
 }
-
-static void local_reply_at(sharp_stream_t *s, int32_t from, const char *who, uint32_t status, const char *body,
-                           size_t blen, uint32_t response_flag, const char *details, const char *const *headers,
-                           const sharp_header_ops_t *ops);
 
 /* Envoy's responseDataTooLarge when the filter holding the headers
  * buffers the body: counted, and answered with a 500 that goes straight

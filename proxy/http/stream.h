@@ -51,6 +51,13 @@ struct sharp_stream {
     int32_t dec_data_stop;    /* filter that stopped on data (buffering), -1 if none */
     sharp_sbuf_t dec_buf;     /* request body held while the chain is stopped */
     bool dec_end_pending;     /* end of request not yet passed through the chain */
+    /* The filter holding the request returned STOP from decode_data for
+     * the data it last saw: it wants the whole body (Envoy's
+     * StopIterationAndBuffer), so above the buffer limit the request is
+     * answered with a 413 (downstream_rq_too_large) rather than the
+     * downstream being paused. CONTINUE (held by the chain's stop on
+     * headers, Envoy's StopIterationAndWatermark) clears it. */
+    bool dec_buffering;
     /* encode side: filters (enc_next, nfilters) have seen the response headers,
      * counting down; enc_next == -1 when all have */
     int32_t enc_next;

@@ -1119,14 +1119,13 @@ static void put_ms(char *out, size_t n, double us)
     snprintf(out, n, ms < 10 ? "%.2f ms" : ms < 100 ? "%.1f ms" : "%.0f ms", ms);
 }
 
-sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
-                                                    const sharp_tcp_signals_t *s, double rate_median,
-                                                    uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts)
+/* How far each signal of one interval is above its threshold (0: not
+ * above, 1: at it); false when neither could be judged. */
+static bool kernel_scores(const sharp_outlier_kernel_config_t *k, const sharp_tcp_signals_t *s, double rate_median,
+                          uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts, double *loss_out,
+                          double *rtt_out)
 {
     bool judged = false;
-    /* how far each signal is above its threshold (0: not above): a full
-     * queue both delays and drops, and the signal further above its
-     * threshold names the cause */
     double loss = 0, rtt = 0;
     if (rate_hosts >= k->minimum_hosts && rate_median >= 0 && s->segs_out >= k->min_segments &&
         s->segs_out > 0 && s->retrans_rate >= 0) {
@@ -1142,9 +1141,66 @@ sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_c
         if (s->rtt_us >= k->rtt_ratio * rtt_median && s->rtt_us >= (double)k->min_rtt_us)
             rtt = t > 0 ? s->rtt_us / t : 1;
     }
+    *loss_out = loss;
+    *rtt_out = rtt;
+    return judged;
+}
+
+/* A full queue both delays and drops: the signal further above its
+ * threshold names the cause. */
+static sharp_kernel_verdict_t verdict_of(bool judged, double loss, double rtt)
+{
     if (loss > 0 && loss >= rtt) return SHARP_KERNEL_VERDICT_LOSS;
     if (rtt > 0) return SHARP_KERNEL_VERDICT_LATENCY;
     return judged ? SHARP_KERNEL_VERDICT_OK : SHARP_KERNEL_VERDICT_UNKNOWN;
+}
+
+sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
+                                                    const sharp_tcp_signals_t *s, double rate_median,
+                                                    uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts)
+{
+    double loss, rtt;
+    bool judged = kernel_scores(k, s, rate_median, rate_hosts, rtt_median, rtt_hosts, &loss, &rtt);
+    return verdict_of(judged, loss, rtt);
+}
+
+/* A run of outlier intervals starts again. */
+static void kernel_run_reset(sharp_outlier_host_t *oh)
+{
+    oh->kernel_streak = 0;
+    oh->kernel_loss_n = oh->kernel_rtt_n = 0;
+    oh->kernel_loss_score = oh->kernel_rtt_score = 0;
+}
+
+/* One outlier interval of the run: each signal above its threshold is
+ * evidence, kept with the figures of its strongest interval. */
+static void kernel_run_add(sharp_outlier_host_t *oh, const sharp_tcp_signals_t *s, double loss, double rtt,
+                           double rate_median, double rtt_median)
+{
+    if (loss > 0) {
+        oh->kernel_loss_n++;
+        if (loss > oh->kernel_loss_score) {
+            oh->kernel_loss_score = loss;
+            oh->kernel_loss_rate = s->retrans_rate;
+            oh->kernel_loss_median = rate_median > 0 ? rate_median : 0;
+        }
+    }
+    if (rtt > 0) {
+        oh->kernel_rtt_n++;
+        if (rtt > oh->kernel_rtt_score) {
+            oh->kernel_rtt_score = rtt;
+            oh->kernel_rtt_us = s->rtt_us;
+            oh->kernel_rtt_median = rtt_median;
+        }
+    }
+}
+
+/* The run's cause: the verdict's rule over the whole run rather than its
+ * last interval, so an interval of a lossy host whose retransmits came in
+ * low but whose RTT (inflated by the loss) tripped does not rename it. */
+sharp_kernel_verdict_t sharp_outlier_kernel_run_cause(const sharp_outlier_host_t *oh)
+{
+    return verdict_of(true, oh->kernel_loss_score, oh->kernel_rtt_score);
 }
 
 static const char *verdict_name(sharp_kernel_verdict_t v)
@@ -1179,7 +1235,7 @@ void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms)
         sharp_host_t *h = c->hosts[i];
         sharp_outlier_host_t *oh = od->hosts[i];
         if (!h->kern.has_prev || (host_flags(h) & SHARP_HOST_FAILED_OUTLIER)) {
-            oh->kernel_streak = 0;
+            kernel_run_reset(oh);
             continue;
         }
         const sharp_tcp_signals_t *s = &h->kern.sig;
@@ -1187,34 +1243,46 @@ void sharp_outlier_kernel_interval(sharp_cluster_t *c, uint64_t now_ms)
          * host) are not judged twice */
         if (s->intervals == oh->kernel_judged) continue;
         oh->kernel_judged = s->intervals;
-        sharp_kernel_verdict_t v = sharp_outlier_kernel_verdict(k, s, rate_median, nrate, rtt_median, nrtt);
+        double loss, rtt;
+        bool judged = kernel_scores(k, s, rate_median, nrate, rtt_median, nrtt, &loss, &rtt);
+        sharp_kernel_verdict_t v = verdict_of(judged, loss, rtt);
         if (v == SHARP_KERNEL_VERDICT_UNKNOWN) continue; /* neither counts nor breaks the run */
         if (v == SHARP_KERNEL_VERDICT_OK) {
-            oh->kernel_streak = 0;
+            kernel_run_reset(oh);
             continue;
         }
         oh->kernel_streak++;
-        oh->kernel_cause = v;
+        kernel_run_add(oh, s, loss, rtt, rate_median, rtt_median);
+        v = oh->kernel_cause = sharp_outlier_kernel_run_cause(oh);
         if (oh->kernel_streak < k->consecutive_intervals) continue;
-        oh->kernel_streak = 0;
-        if (v == SHARP_KERNEL_VERDICT_LOSS)
-            sharp_log_info("outlier detection: cluster '%s' host %s: %s, retransmission rate %.2f%% "
-                           "(cluster median %.2f%%) for %u intervals",
-                           c->name, h->address, verdict_name(v), 100 * s->retrans_rate,
-                           100 * (rate_median > 0 ? rate_median : 0), k->consecutive_intervals);
-        else
-            sharp_log_info("outlier detection: cluster '%s' host %s: %s, RTT %.0f us (cluster median %.0f us) "
-                           "for %u intervals",
-                           c->name, h->address, verdict_name(v), s->rtt_us, rtt_median, k->consecutive_intervals);
+        uint32_t n = oh->kernel_streak;
+        /* the named signal's strongest interval; the other one, when it
+         * also tripped during the run, follows */
+        char r[32], m[32], also[96] = "";
         if (v == SHARP_KERNEL_VERDICT_LOSS) {
+            if (oh->kernel_rtt_n) {
+                put_ms(r, sizeof r, oh->kernel_rtt_us);
+                snprintf(also, sizeof also, "; RTT up to %s in %u", r, oh->kernel_rtt_n);
+            }
+            sharp_log_info("outlier detection: cluster '%s' host %s: %s, retransmission rate %.2f%% "
+                           "(cluster median %.2f%%) in %u of %u intervals%s",
+                           c->name, h->address, verdict_name(v), 100 * oh->kernel_loss_rate,
+                           100 * oh->kernel_loss_median, oh->kernel_loss_n, n, also);
             snprintf(oh->detail, sizeof oh->detail, "retransmits %.1f%% vs cluster median %.1f%%",
-                     100 * s->retrans_rate, 100 * (rate_median > 0 ? rate_median : 0));
+                     100 * oh->kernel_loss_rate, 100 * oh->kernel_loss_median);
         } else {
-            char r[32], m[32];
-            put_ms(r, sizeof r, s->rtt_us);
-            put_ms(m, sizeof m, rtt_median);
+            if (oh->kernel_loss_n)
+                snprintf(also, sizeof also, "; retransmission rate up to %.2f%% in %u", 100 * oh->kernel_loss_rate,
+                         oh->kernel_loss_n);
+            sharp_log_info("outlier detection: cluster '%s' host %s: %s, RTT %.0f us (cluster median %.0f us) "
+                           "in %u of %u intervals%s",
+                           c->name, h->address, verdict_name(v), oh->kernel_rtt_us, oh->kernel_rtt_median,
+                           oh->kernel_rtt_n, n, also);
+            put_ms(r, sizeof r, oh->kernel_rtt_us);
+            put_ms(m, sizeof m, oh->kernel_rtt_median);
             snprintf(oh->detail, sizeof oh->detail, "RTT %s vs cluster median %s", r, m);
         }
+        kernel_run_reset(oh);
         count(od, od->st.detected[SHARP_OUTLIER_KERNEL]);
         eject(od, i, SHARP_OUTLIER_KERNEL, now_ms, false);
         any = true;

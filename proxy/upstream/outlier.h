@@ -144,6 +144,14 @@ typedef struct sharp_outlier_host {
     /* the kernel monitor: intervals in a row judged an outlier, and why */
     uint32_t kernel_streak;
     sharp_kernel_verdict_t kernel_cause;
+    /* the run's evidence, signal by signal: the intervals it was above its
+     * thresholds (whatever the interval's verdict) and the figures of the
+     * one where it was furthest above (score 1: at the threshold). The
+     * ejection names the signal that went further above them over the run
+     * (kernel_cause), not the last interval's verdict. */
+    uint32_t kernel_loss_n, kernel_rtt_n;
+    double kernel_loss_score, kernel_loss_rate, kernel_loss_median;
+    double kernel_rtt_score, kernel_rtt_us, kernel_rtt_median;
     uint64_t kernel_judged; /* the host's signals' interval count last judged */
     /* the latency monitor: the histogram workers add to (NULL without the
      * monitor), intervals in a row judged an outlier, the last interval's
@@ -272,6 +280,12 @@ uint64_t sharp_outlier_ejection_ms(const sharp_outlier_config_t *cfg, uint32_t b
 sharp_kernel_verdict_t sharp_outlier_kernel_verdict(const sharp_outlier_kernel_config_t *k,
                                                     const sharp_tcp_signals_t *s, double rate_median,
                                                     uint32_t rate_hosts, double rtt_median, uint32_t rtt_hosts);
+/* The cause of a host's run of outlier intervals (the kernel monitor's
+ * evidence so far, sharp_outlier_host_t): the verdict's rule over the
+ * whole run, the signal that went furthest above its threshold in any of
+ * its intervals; a lossy host whose last interval tripped on its RTT
+ * alone is still named for its loss. */
+sharp_kernel_verdict_t sharp_outlier_kernel_run_cause(const sharp_outlier_host_t *oh);
 /* The latency monitor's verdict on one host's interval: true when its
  * percentile reaches both factor times the median and min_latency. The
  * caller has checked request_volume and minimum_hosts. */

@@ -356,11 +356,13 @@ def test_with_request_body(procs, upstream, authz, proto):
 def test_with_request_body_too_large(procs, upstream, authz):
     """A body beyond max_request_bytes gets 413 without a check; with
     allow_partial_message the check goes with the first max_request_bytes."""
-    port, _ = start(procs, upstream, authz.port, ext_authz(extra="with_request_body: { max_request_bytes: 8 }\n"),
-                    routes=ROUTES)
+    port, admin = start(procs, upstream, authz.port, ext_authz(extra="with_request_body: { max_request_bytes: 8 }\n"),
+                        routes=ROUTES)
     st, _, _ = PROTOS_H1.request(port, "/echo", method="POST", body=b"0123456789abcdef")
     assert st == 413
     assert authz.requests == []
+    # Envoy's connection manager answers it (the filter's decoder buffer limit)
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
     port2, _ = start(procs, upstream, authz.port, ext_authz(
         extra="with_request_body: { max_request_bytes: 8, allow_partial_message: true }\n"), routes=ROUTES)
     st, _, _ = PROTOS_H1.request(port2, "/echo", method="POST", body=b"0123456789abcdef")

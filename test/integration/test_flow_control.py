@@ -12,7 +12,16 @@ The downstream's read pause is held by sources, counted: the bandwidth
 limit filter pausing a request while its buffer is full and the router
 pausing it while a slow upstream does not read overlap, and the one
 letting go does not resume reading while the other still holds it, so
-memory stays bounded; once the upstream reads, the upload completes."""
+memory stays bounded; once the upstream reads, the upload completes.
+
+On the request side a filter that holds the request headers
+(sharp.test.hold_request) holds the body too: above the buffer limit the
+client is paused until the filter lets it go, and the body then arrives
+whole; a filter that buffers the whole body (STOP from decode_data,
+Envoy's StopIterationAndBuffer as its buffer filter returns) gets Envoy's
+413 with downstream_rq_too_large instead, over HTTP/1 and HTTP/2 (curl),
+and on HTTP/2 the connection's other streams go on."""
+import json
 import os
 import socket
 import threading
@@ -20,7 +29,8 @@ import time
 
 import pytest
 
-from conftest import (SANITIZED, SHARP_TEST_FILTERS, SLOW, bootstrap_yaml, file_access_log, free_port, log_lines,
+from conftest import (SANITIZED, SHARP_TEST_FILTERS, SLOW, H2Client, admin_get, bootstrap_yaml, file_access_log,
+                      free_port, log_lines,
                       protos, run_sharp_config, stat, wait_for)
 
 LIMIT = 256 * 1024
@@ -266,3 +276,169 @@ def test_overlapping_read_pauses_stay_bounded(procs):
         s.close()
     finally:
         reader.close()
+
+
+# ---- the request side -------------------------------------------------------
+
+def start_hold_request(procs, upstream, hcm_extra=""):
+    """sharp-test-filters with sharp.test.hold_request before the router,
+    the listener's buffer limit LIMIT. Returns (port, admin)."""
+    listen, admin = free_port(), free_port()
+    y = bootstrap_yaml(listen, admin, {"backend": [upstream.port]},
+                       routes='- match: { prefix: "/" }\n  route: { cluster: backend, timeout: 0s }\n',
+                       listener_extra=f"per_connection_buffer_limit_bytes: {LIMIT}\n", hcm_extra=hcm_extra)
+    y = y.replace("          http_filters:\n", "          http_filters:\n          - name: sharp.test.hold_request\n")
+    run_sharp_config(procs, y, admin, binary=SHARP_TEST_FILTERS)
+    return listen, admin
+
+
+def curl_post(port, size, headers, h2, timeout=30):
+    """POSTs `size` bytes to /echo with curl (HTTP/2 with prior knowledge
+    when h2; no Expect: 100-continue). Returns (status, body, curl's exit
+    code)."""
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile(prefix="sharp-body-") as f:
+        f.write(b"b" * size)
+        f.flush()
+        args = ["curl", "-sS", "--max-time", str(timeout * SLOW), "-o", "-", "-w", "\n%{http_code}",
+                "-H", "Expect:", "--data-binary", f"@{f.name}"]
+        if h2:
+            args.append("--http2-prior-knowledge")
+        for k, v in headers.items():
+            args += ["-H", f"{k}: {v}"]
+        r = subprocess.run(args + [f"http://127.0.0.1:{port}/echo"], capture_output=True, timeout=timeout * SLOW + 5)
+    body, _, code = r.stdout.rpartition(b"\n")
+    return int(code or 0), body, (r.returncode, r.stderr.decode(errors="replace")[-500:])
+
+
+BUFFER_HOLD = {"x-test-hold-request-ms": "10000", "x-test-hold-request-mode": "buffer"}
+
+
+def h2_send_body(c, sid, size, end=False):
+    """Sends `size` bytes on stream sid of H2Client c as its windows allow,
+    until they are sent or the stream is answered or reset. Returns the
+    bytes sent."""
+    sent = 0
+    deadline = time.time() + 10 * SLOW
+    st = c.streams[sid]
+    while sent < size and st["reset"] is None and not st["ended"] and time.time() < deadline:
+        room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size, size - sent)
+        if room <= 0:
+            c.pump(0.05)
+            continue
+        c.send_data(sid, b"b" * room, end=end and sent + room == size)
+        sent += room
+        c.pump(0.001)
+    return sent
+
+
+def assert_too_large_counted(admin, log):
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
+    prom = admin_get(admin, "/stats/prometheus")
+    assert 'envoy_http_downstream_rq_too_large{envoy_http_conn_manager_prefix="ingress_http"} 1' in prom, \
+        [ln for ln in prom.splitlines() if "too_large" in ln]
+    assert log_lines(log, 1)[0] == "413 request_payload_too_large"
+    assert stat(admin, "cluster.backend.upstream_rq_total") == 0
+
+
+def test_held_request_buffered_too_large_h1(procs, upstream):
+    """The filter holds the request headers and wants the whole body (STOP
+    from decode_data): a body above the 256 KiB buffer limit, sent by curl,
+    is answered with Envoy's 413 long before the filter's 10 s are over,
+    counted in downstream_rq_too_large (/stats and Prometheus), logged with
+    request_payload_too_large, and nothing reaches the upstream; SHARP goes
+    on serving."""
+    al, log = file_access_log("%RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\\n")
+    port, admin = start_hold_request(procs, upstream, hcm_extra=al)
+    t0 = time.monotonic()
+    status, body, rc = curl_post(port, 3 * LIMIT, BUFFER_HOLD, False)
+    assert (status, body) == (413, b"Payload Too Large"), (status, body[:200], rc)
+    assert time.monotonic() - t0 < 5 * SLOW
+    assert_too_large_counted(admin, log)
+    # the connection manager and the filter still work
+    status, body, _ = curl_post(port, 1000, {"x-test-hold-request-ms": "100", "x-test-hold-request-mode": "buffer"},
+                                False)
+    assert status == 200 and json.loads(body)["body_bytes"] == 1000
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
+
+
+def test_held_request_buffered_too_large_h2(procs, upstream):
+    """The same over HTTP/2 (python3-h2: curl 7.88 gives up on an upload
+    the server ends, RST_STREAM NO_ERROR after the complete response, RFC
+    9113 section 8.1, before showing the response): the 413 arrives whole
+    before the body is sent, and the stream is then reset with NO_ERROR,
+    not the connection."""
+    al, log = file_access_log("%RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\\n")
+    port, admin = start_hold_request(procs, upstream, hcm_extra=al)
+    c = H2Client(port, timeout=10)
+    try:
+        t0 = time.monotonic()
+        sid = c.send("/echo", method="POST", headers=BUFFER_HOLD, end=False)
+        sent = h2_send_body(c, sid, 16 * LIMIT)
+        st, _, body = c.response(sid, timeout=5)
+        assert (st, body) == (413, b"Payload Too Large")
+        assert sent < 16 * LIMIT
+        assert time.monotonic() - t0 < 5 * SLOW
+        assert c.wait(lambda: c.streams[sid]["reset"] is not None, 5)
+        assert c.streams[sid]["reset"] == 0
+        assert_too_large_counted(admin, log)
+        assert c.goaways == [] and not c.eof
+    finally:
+        c.close()
+    status, body, _ = curl_post(port, 1000, {}, True)
+    assert status == 200 and json.loads(body)["body_bytes"] == 1000
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["h1", "h2"])
+def test_held_request_buffered_within_limit(procs, upstream, h2):
+    """A buffered body within the limit is held, not refused: it reaches
+    the upstream whole once the filter lets it go."""
+    port, admin = start_hold_request(procs, upstream)
+    size = LIMIT - 1000
+    status, body, rc = curl_post(port, size, {"x-test-hold-request-ms": "300", "x-test-hold-request-mode": "buffer"},
+                                 h2)
+    assert status == 200, (status, body[:200], rc)
+    assert json.loads(body)["body_bytes"] == size
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 0
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["h1", "h2"])
+def test_held_request_streaming_pauses(procs, upstream, h2):
+    """A filter that holds the headers but not the body (CONTINUE from
+    decode_data, Envoy's StopIterationAndWatermark): a body of 16 times the
+    limit pauses the client instead of a 413, and arrives whole once the
+    filter lets it go."""
+    port, admin = start_hold_request(procs, upstream)
+    size = 16 * LIMIT
+    status, body, rc = curl_post(port, size, {"x-test-hold-request-ms": str(int(1000 * SLOW))}, h2)
+    assert status == 200, (status, body[:200], rc)
+    assert json.loads(body)["body_bytes"] == size
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 0
+
+
+def test_held_request_too_large_h2_other_streams(procs, upstream):
+    """On one HTTP/2 connection: a request held (streaming) by the filter,
+    then one buffered above the limit. The second gets its 413 at once; the
+    first, and a third opened after the 413, complete with their bodies,
+    and the connection stays open (no GOAWAY)."""
+    port, admin = start_hold_request(procs, upstream)
+    c = H2Client(port, timeout=10)
+    try:
+        held = c.send("/echo", method="POST", headers={"x-test-hold-request-ms": str(int(1500 * SLOW))},
+                      body=b"a" * 1000)
+        big = c.send("/echo", method="POST", headers=BUFFER_HOLD, end=False)
+        h2_send_body(c, big, 16 * LIMIT)
+        st, _, body = c.response(big, timeout=5)
+        assert (st, body) == (413, b"Payload Too Large")
+        assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
+        third = c.send("/echo", method="POST", body=b"c" * 2000)
+        st, _, body = c.response(third, timeout=5)
+        assert st == 200 and json.loads(body)["body_bytes"] == 2000
+        st, _, body = c.response(held, timeout=10)
+        assert st == 200 and json.loads(body)["body_bytes"] == 1000
+        assert c.goaways == []
+        assert not c.eof
+    finally:
+        c.close()
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1

@@ -186,6 +186,7 @@ def test_bridge_bounded_by_buffer_limit(procs, grpc_server):
     # the upgraded request was no gRPC request when the filters first saw it
     st, h, body = h1_grpc(listen, "Echo", b"p" * (256 * 1024), ct="application/x-protobuf")
     assert st == 413
+    assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
     st, h, body = h1_grpc(listen, "Echo", frame(b"still fine"))
     assert (st, body) == (200, frame(b"echo:still fine"))
 

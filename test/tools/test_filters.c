@@ -11,7 +11,15 @@
  * waits behind it; with `x-test-hold-response-mode: buffer` its
  * encode_data returns SHARP_FILTER_STOP for that body (it wants the whole
  * body, Envoy's StopIterationAndBuffer), otherwise CONTINUE (Envoy's
- * StopIterationAndWatermark). */
+ * StopIterationAndWatermark).
+ *
+ * sharp.test.hold_request: the same on the request side. With
+ * `x-test-hold-request-ms: N` (N > 0) it stops the request headers and
+ * continues them N ms later; the body meanwhile waits behind it. With
+ * `x-test-hold-request-mode: buffer` its decode_data returns
+ * SHARP_FILTER_STOP for that body (it wants the whole body, Envoy's
+ * StopIterationAndBuffer, as Envoy's buffer filter does), otherwise
+ * CONTINUE (StopIterationAndWatermark). */
 #undef main
 #include "http/filter.h"
 #include "worker.h"
@@ -91,8 +99,61 @@ static const sharp_filter_factory_t hold_response_filter = {
     .on_destroy = hold_on_destroy,
 };
 
+static uint64_t header_ms(sharp_headers_t *h, const char *name)
+{
+    sharp_str_t v;
+    if (!sharp_headers_get_cstr(h, name, &v) || !v.len || v.len >= 16) return 0;
+    char num[16];
+    memcpy(num, v.p, v.len);
+    num[v.len] = '\0';
+    return strtoull(num, NULL, 10);
+}
+
+static void on_request_release(sharp_deadline_t *d)
+{
+    hold_state_t *st = sharp_container_of(d, hold_state_t, release);
+    st->holding = false;
+    sharp_stream_continue_decoding(st->f);
+}
+
+static sharp_filter_status_t hold_req_decode_headers(sharp_filter_t *f, sharp_headers_t *h,
+                                                     bool end_stream)
+{
+    hold_state_t *st = f->state;
+    st->f = f;
+    st->hold_ms = header_ms(h, "x-test-hold-request-ms");
+    sharp_str_t v;
+    st->buffer =
+        sharp_headers_get_cstr(h, "x-test-hold-request-mode", &v) && sharp_str_eq(v, "buffer", 6);
+    if (!st->hold_ms || end_stream) return SHARP_FILTER_CONTINUE;
+    st->holding = true;
+    sharp_deadline_start(sharp_stream_worker(f->stream), &st->release, on_request_release,
+                         st->hold_ms);
+    return SHARP_FILTER_STOP;
+}
+
+static sharp_filter_status_t hold_req_decode_data(sharp_filter_t *f, const char *p, size_t n,
+                                                  bool end_stream)
+{
+    (void)p;
+    (void)n;
+    (void)end_stream;
+    hold_state_t *st = f->state;
+    return st->holding && st->buffer ? SHARP_FILTER_STOP : SHARP_FILTER_CONTINUE;
+}
+
+static const sharp_filter_factory_t hold_request_filter = {
+    .name = "sharp.test.hold_request",
+    .type_url = "type.googleapis.com/sharp.test.HoldRequest",
+    .state_size = sizeof(hold_state_t),
+    .decode_headers = hold_req_decode_headers,
+    .decode_data = hold_req_decode_data,
+    .on_destroy = hold_on_destroy,
+};
+
 int main(int argc, char **argv)
 {
     sharp_filter_register(&hold_response_filter);
+    sharp_filter_register(&hold_request_filter);
     return sharp_main(argc, argv);
 }

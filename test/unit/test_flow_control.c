@@ -10,7 +10,9 @@
  * that stopped the headers; the producing filter hears the first pause
  * and the end of the last. Held response data above the buffer limit
  * pauses the filters after the holder until it continues, or, when the
- * holder buffers the whole body, becomes a 500 counted in rs_too_large. */
+ * holder buffers the whole body, becomes a 500 counted in rs_too_large.
+ * Held request data the same: a pause, or a 413 counted in
+ * downstream_rq_too_large when the holder buffers the whole body. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,6 +88,7 @@ typedef struct {
     bool paused;
     bool stop_headers;          /* encode_headers returns STOP */
     sharp_filter_status_t data; /* encode_data's status */
+    sharp_filter_status_t ddata; /* decode_data's status (not the terminal filter) */
     size_t got;                 /* request bytes it took (the producer) */
 } fstate_t;
 
@@ -102,7 +105,7 @@ static sharp_filter_status_t f_decode_data(sharp_filter_t *f, const char *p, siz
     (void)end;
     fstate_t *st = f->state;
     st->got += n;
-    return f->factory->terminal ? SHARP_FILTER_STOP : SHARP_FILTER_CONTINUE;
+    return f->factory->terminal ? SHARP_FILTER_STOP : st->ddata;
 }
 
 static sharp_filter_status_t f_encode_headers(sharp_filter_t *f, sharp_headers_t *h, bool end)
@@ -223,6 +226,7 @@ static int setup(void **state)
     listener.buffer_limit = LIMIT;
     hcm.server_name = "envoy";
     hcm.st.rs_too_large = sharp_stats_counter(stats, "http.test.rs_too_large");
+    hcm.st.rq_too_large = sharp_stats_counter(stats, "http.test.downstream_rq_too_large");
     return 0;
 }
 
@@ -464,6 +468,116 @@ static void held_response_buffered_too_large(void **state)
     stream_free(s);
 }
 
+/* ---- the request side's bound ---- */
+
+static void held_request_buffered_too_large(void **state)
+{
+    (void)state;
+    sharp_stream_t *s = stream();
+    uint64_t before = sharp_stats_counter_value(stats, hcm.st.rq_too_large);
+    /* the first filter stopped the request headers and wants the whole
+     * body (STOP from decode_data, Envoy's StopIterationAndBuffer) */
+    s->dec_stopped = true;
+    s->dec_next = 1;
+    fs[0].ddata = SHARP_FILTER_STOP;
+    char body[600];
+    memset(body, 'q', sizeof body);
+    dec_run_data(s, 0, body, sizeof body, false);
+    assert_true(s->dec_buffering);
+    assert_int_equal(codec.status, 0);
+    assert_false(codec.read_disabled);
+    dec_run_data(s, 0, body, sizeof body, false);
+    /* Envoy's requestDataTooLarge: a 413, counted, what was held dropped,
+     * the downstream not paused, nothing reached the filters after it */
+    assert_int_equal(codec.status, 413);
+    assert_int_equal(codec.data, 17);
+    assert_memory_equal(codec.body, "Payload Too Large", 17);
+    assert_true(codec.data_end);
+    assert_int_equal(sharp_stats_counter_value(stats, hcm.st.rq_too_large), before + 1);
+    assert_string_equal(s->info.response_code_details, "request_payload_too_large");
+    assert_int_equal(s->dec_buf.len, 0);
+    assert_false(codec.read_disabled);
+    assert_int_equal(s->read_pauses, 0);
+    assert_int_equal(fs[1].got + fs[2].got, 0);
+    /* the rest of the request goes nowhere, the holder's continue neither */
+    dec_run_data(s, 0, body, sizeof body, true);
+    sharp_stream_continue_decoding(F(s, 0));
+    assert_int_equal(fs[2].got, 0);
+    assert_int_equal(codec.data, 17);
+    assert_int_equal(sharp_stats_counter_value(stats, hcm.st.rq_too_large), before + 1);
+    stream_free(s);
+}
+
+static void held_request_data_stop_too_large(void **state)
+{
+    (void)state;
+    sharp_stream_t *s = stream();
+    uint64_t before = sharp_stats_counter_value(stats, hcm.st.rq_too_large);
+    /* the middle filter let the headers go and stops on the data */
+    fs[1].ddata = SHARP_FILTER_STOP;
+    char body[LIMIT + 1];
+    memset(body, 'q', sizeof body);
+    dec_run_data(s, 0, body, LIMIT, false);
+    assert_int_equal(s->dec_data_stop, 1);
+    assert_int_equal(codec.status, 0);
+    /* exactly at the limit is within it; one byte more is not */
+    dec_run_data(s, 0, body, 1, false);
+    assert_int_equal(codec.status, 413);
+    assert_int_equal(sharp_stats_counter_value(stats, hcm.st.rq_too_large), before + 1);
+    assert_int_equal(fs[0].got, LIMIT + 1);
+    assert_int_equal(fs[2].got, 0);
+    stream_free(s);
+}
+
+static void held_request_streaming_pauses(void **state)
+{
+    (void)state;
+    sharp_stream_t *s = stream();
+    uint64_t before = sharp_stats_counter_value(stats, hcm.st.rq_too_large);
+    /* the holder wanted the body whole, then lets it stream (CONTINUE, as
+     * ext_authz once its check has what it needs): the last word counts */
+    s->dec_stopped = true;
+    s->dec_next = 1;
+    fs[0].ddata = SHARP_FILTER_STOP;
+    char body[600];
+    memset(body, 'q', sizeof body);
+    dec_run_data(s, 0, body, sizeof body, false);
+    fs[0].ddata = SHARP_FILTER_CONTINUE;
+    dec_run_data(s, 0, body, sizeof body, false);
+    assert_false(s->dec_buffering);
+    assert_int_equal(codec.status, 0);
+    assert_true(codec.read_disabled);
+    assert_true(s->dec_buf_paused);
+    /* on continue the body goes on whole and reading resumes */
+    sharp_stream_continue_decoding(F(s, 0));
+    assert_int_equal(fs[2].got, 2 * sizeof body);
+    assert_false(codec.read_disabled);
+    assert_int_equal(sharp_stats_counter_value(stats, hcm.st.rq_too_large), before);
+    stream_free(s);
+}
+
+static void held_request_within_limit_continues(void **state)
+{
+    (void)state;
+    sharp_stream_t *s = stream();
+    s->dec_stopped = true;
+    s->dec_next = 1;
+    fs[0].ddata = SHARP_FILTER_STOP;
+    char body[LIMIT];
+    memset(body, 'q', sizeof body);
+    dec_run_data(s, 0, body, sizeof body, true);
+    assert_int_equal(codec.status, 0);
+    assert_false(codec.read_disabled);
+    /* the holder lets it go: the filters after it see the body whole, and
+     * the next stop starts with no buffering flag left over */
+    fs[0].ddata = SHARP_FILTER_CONTINUE;
+    sharp_stream_continue_decoding(F(s, 0));
+    assert_false(s->dec_buffering);
+    assert_int_equal(fs[2].got, sizeof body);
+    assert_true(s->dec_end_sent);
+    stream_free(s);
+}
+
 static void held_response_replaced_by_local_reply(void **state)
 {
     (void)state;
@@ -496,6 +610,10 @@ int main(void)
         cmocka_unit_test(held_response_pauses_the_producer),
         cmocka_unit_test(held_response_buffered_too_large),
         cmocka_unit_test(held_response_replaced_by_local_reply),
+        cmocka_unit_test(held_request_buffered_too_large),
+        cmocka_unit_test(held_request_data_stop_too_large),
+        cmocka_unit_test(held_request_streaming_pauses),
+        cmocka_unit_test(held_request_within_limit_continues),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

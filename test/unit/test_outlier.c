@@ -1093,6 +1093,65 @@ static void test_kernel_no_false_positive(void **state)
     teardown(f);
 }
 
+static void test_kernel_run_names_its_cause(void **state)
+{
+    (void)state;
+    sharp_outlier_config_t cfg = kernel_cfg();
+    fixture_t *f = setup(3, &cfg);
+    /* a lossy host: two intervals of 5.3% retransmits, then one whose
+     * retransmits came in under the 1% floor but whose RTT, inflated by
+     * the loss, is 9.2 ms (1.84 times the 5 ms floor): that interval's
+     * verdict is latency, the run's cause is loss, and the detail has the
+     * loss's figures */
+    static const uint64_t low[3] = {0, 0, 1};
+    static const double inflated[3] = {1000, 1100, 9200};
+    kernel_round(f, SEGS, LOSSY, RTT, 1000);
+    kernel_round(f, SEGS, LOSSY, RTT, 2000);
+    assert_false(ejected(f, 2));
+    kernel_round(f, SEGS, low, inflated, 3000);
+    assert_true(ejected(f, 2));
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LOSS);
+    assert_string_equal(f->od->hosts[2]->detail, "retransmits 5.3% vs cluster median 0.0%");
+    /* the evidence went with the ejection */
+    assert_int_equal(f->od->hosts[2]->kernel_loss_n, 0);
+    assert_true(f->od->hosts[2]->kernel_rtt_score == 0);
+    teardown(f);
+    /* the order does not matter: the RTT interval first */
+    f = setup(3, &cfg);
+    kernel_round(f, SEGS, low, inflated, 1000);
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LATENCY);
+    kernel_round(f, SEGS, LOSSY, RTT, 2000);
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LOSS);
+    kernel_round(f, SEGS, LOSSY, RTT, 3000);
+    assert_true(ejected(f, 2));
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LOSS);
+    teardown(f);
+    /* a full queue: 90 ms against the 5 ms floor every interval, with the
+     * 2.6% its tail drops in one: latency, as each interval's verdict */
+    f = setup(3, &cfg);
+    static const uint64_t tail[3] = {0, 0, 5};
+    static const double queued[3] = {1000, 1100, 90000};
+    kernel_round(f, SEGS, CLEAN, queued, 1000);
+    kernel_round(f, SEGS, tail, queued, 2000);
+    kernel_round(f, SEGS, CLEAN, queued, 3000);
+    assert_true(ejected(f, 2));
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LATENCY);
+    assert_string_equal(f->od->hosts[2]->detail, "RTT 90.0 ms vs cluster median 1.10 ms");
+    teardown(f);
+    /* a clean interval ends the run and its evidence: loss, clean, then
+     * two RTT intervals and one more are a latency run */
+    f = setup(3, &cfg);
+    kernel_round(f, SEGS, LOSSY, RTT, 1000);
+    kernel_round(f, SEGS, CLEAN, RTT, 2000);
+    kernel_round(f, SEGS, low, inflated, 3000);
+    kernel_round(f, SEGS, low, inflated, 4000);
+    kernel_round(f, SEGS, low, inflated, 5000);
+    assert_true(ejected(f, 2));
+    assert_int_equal(f->od->hosts[2]->kernel_cause, SHARP_KERNEL_VERDICT_LATENCY);
+    assert_string_equal(f->od->hosts[2]->detail, "RTT 9.20 ms vs cluster median 1.10 ms");
+    teardown(f);
+}
+
 static void test_kernel_latency_and_settings(void **state)
 {
     (void)state;
@@ -1646,6 +1705,7 @@ int main(void)
         cmocka_unit_test(test_kernel_ejects_after_consecutive_intervals),
         cmocka_unit_test(test_kernel_run_broken_and_unknown),
         cmocka_unit_test(test_kernel_no_false_positive),
+        cmocka_unit_test(test_kernel_run_names_its_cause),
         cmocka_unit_test(test_kernel_latency_and_settings),
         cmocka_unit_test(test_kernel_machinery_limits),
         cmocka_unit_test(test_kernel_config),
