@@ -225,7 +225,6 @@ void sharp_conn_tls_free(sharp_conn_t *c)
     free(t->info.peer_subject);
     sharp_tls_strv_free(t->info.peer_uri_sans);
     sharp_tls_strv_free(t->info.peer_dns_sans);
-    free(t->info.local_subject);
     free(t->info.xfcc);
     free(t);
     c->tls = NULL;
