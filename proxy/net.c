@@ -462,6 +462,13 @@ int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbu
     return 0;
 }
 
+bool sharp_addr_is_any(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET) return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (a->ss_family == AF_INET6) return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+    return false;
+}
+
 bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
     if (a->ss_family != b->ss_family) return false;

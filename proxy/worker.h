@@ -206,6 +206,11 @@ typedef struct sharp_listen_entry {
     const sharp_listener_config_t *listener; /* held by the worker's snapshot */
     bool accept_paused; /* a connection is waiting, not accepted (stop_accepting_connections) */
     bool seen;
+    /* TCP on one address (not 0.0.0.0 or [::]): the address it is bound
+     * to, every accepted connection's local address (Envoy's listener
+     * asks the kernel only when listening on the any address) */
+    bool fixed_local;
+    struct sockaddr_storage local;
     struct sharp_udp_listener *udp; /* a UDP listener's sessions (udp/udp_proxy.h), else NULL */
     sharp_dlist_t link; /* in worker->listens */
 } sharp_listen_entry_t;

@@ -932,7 +932,14 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
      * counted or read, unless listener filters read the first bytes */
     struct sockaddr_storage local = {0}, peer = {0};
     int llen = sizeof local;
-    bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
+    const sharp_listen_entry_t *e = (const sharp_listen_entry_t *)server;
+    bool have_local;
+    if (e->fixed_local && !l->original_dst) {
+        local = e->local;
+        have_local = true;
+    } else {
+        have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
+    }
     bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
     if (l->sock_flags & SHARP_SOCK_V4COMPAT) {
         /* an IPv4 client of an ipv4_compat listener is its IPv4 address */
