@@ -322,6 +322,17 @@ void sharp_conn_close_after_write(sharp_conn_t *c, bool delay)
         c->read_stopped = true;
     }
     if (c->tls) sharp_conn_tls_shutdown(c); /* TLS: close_notify goes before the FIN */
+    if (!c->delayed_close && c->writer.queued == 0 && c->codec == &sharp_http1_server_codec && !c->nstreams) {
+        /* HTTP/1 with its last response written: everything is already in
+         * the kernel and nothing waits for the peer, so close(2) sends the
+         * FIN after those bytes, as Envoy's closeSocket does, without a
+         * shutdown(2) and another pass of the loop first. (HTTP/1 closes
+         * connections from its callbacks already; the other codecs and the
+         * TCP proxy keep the asynchronous path.) */
+        c->flushed = true;
+        sharp_conn_close(c);
+        return;
+    }
     uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
     req->data = c;
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
