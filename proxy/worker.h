@@ -270,6 +270,15 @@ typedef struct sharp_worker {
     uint64_t dfp_epoch;
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
     sharp_deadline_list_t deadlines[SHARP_DEADLINE_LISTS];
+    /* the listeners' ssl.ciphers/versions/curves/sigalgs.<name> counters
+     * a handshake counts (tls/downstream.c), by the name's (static) string
+     * and the listener's stat name: found without formatting the name */
+    struct sharp_tls_named_stat {
+        const char *name;
+        int kind;
+        sharp_stat_id_t id;
+        char listener[SHARP_ADDR_STRLEN];
+    } tls_named_stats[8];
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);
