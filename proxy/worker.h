@@ -275,10 +275,9 @@ typedef struct sharp_worker {
      * and the listener's stat name: found without formatting the name */
     struct sharp_tls_named_stat {
         const char *name;
-        int kind;
         sharp_stat_id_t id;
         char listener[SHARP_ADDR_STRLEN];
-    } tls_named_stats[8];
+    } tls_named_stats[4][4]; /* [kind][by the name's address] */
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);

@@ -66,13 +66,12 @@ static sharp_stat_id_t named_counter(sharp_conn_t *c, int kind, const char *name
     static const char *const fmt[] = {"listener.%s.ssl.ciphers.%s", "listener.%s.ssl.versions.%s",
                                        "listener.%s.ssl.curves.%s", "listener.%s.ssl.sigalgs.%s"};
     const char *sn = c->listener->stat_name;
-    struct sharp_tls_named_stat *cache = c->worker->tls_named_stats;
-    size_t n = sizeof c->worker->tls_named_stats / sizeof *cache;
-    struct sharp_tls_named_stat *e = &cache[((uintptr_t)name >> 3 ^ (uintptr_t)kind) % n];
-    if (e->name == name && e->kind == kind && !strcmp(e->listener, sn)) return e->id;
+    struct sharp_tls_named_stat *row = c->worker->tls_named_stats[kind];
+    uintptr_t h = (uintptr_t)name;
+    struct sharp_tls_named_stat *e = &row[(h >> 4 ^ h >> 9) % 4];
+    if (e->name == name && !strcmp(e->listener, sn)) return e->id;
     sharp_stat_id_t id = sharp_stats_counterf(stats_store(c), fmt[kind], sn, name);
     e->name = name;
-    e->kind = kind;
     e->id = id;
     SHARP_COPY_CSTR(e->listener, sn);
     return id;
