@@ -40,10 +40,32 @@ sharp_str_t sharp_addr_without_port(const char *a)
     return (sharp_str_t){a, n};
 }
 
+/* Appends v in decimal at p; returns the end. */
+static char *put_uint(char *p, unsigned v)
+{
+    char d[10];
+    int n = 0;
+    do d[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n) *p++ = d[--n];
+    return p;
+}
+
 char *sharp_addr_str(const struct sockaddr *sa, char *out, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN] = "";
-    if (sa->sa_family == AF_INET) {
+    if (sa->sa_family == AF_INET && cap >= sizeof "255.255.255.255:65535") {
+        /* every accepted connection formats its addresses: by hand, what
+         * inet_ntop and snprintf write ("a.b.c.d:port") */
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        const uint8_t *b = (const uint8_t *)&in->sin_addr;
+        char *p = out;
+        for (int i = 0; i < 4; i++) {
+            p = put_uint(p, b[i]);
+            *p++ = i < 3 ? '.' : ':';
+        }
+        *put_uint(p, ntohs(in->sin_port)) = '\0';
+    } else if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
         inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
         snprintf(out, cap, "%s:%u", ip, ntohs(in->sin_port));
@@ -460,6 +482,13 @@ int sharp_writer_write_raw(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbu
     }
     w->queued += off;
     return 0;
+}
+
+bool sharp_addr_is_any(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET) return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (a->ss_family == AF_INET6) return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+    return false;
 }
 
 bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)

@@ -34,6 +34,8 @@ char *sharp_addr_stat_name(const struct sockaddr *sa, char *out, size_t cap);
 int sharp_addr_parse(const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len);
 /* The same IPv4/IPv6 address and port, or the same (non-empty) Unix path. */
 bool sharp_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* An IP address that is 0.0.0.0 or [::] (what a listener on any address is bound to). */
+bool sharp_addr_is_any(const struct sockaddr_storage *a);
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) becomes the IPv4 address
  * with the same port (Envoy's addressFromSockAddr when not v6only); any
  * other address is left alone. */

@@ -260,6 +260,11 @@ static sharp_listen_entry_t *open_listen_entry(sharp_worker_t *w, const sharp_li
     e->sock_id = l->sock->id;
     e->listener = l;
     if (rc == 0) rc = uv_listen(&e->h.stream, 4096, on_connection);
+    if (rc == 0 && l->addr.ss_family != AF_UNIX) {
+        int len = sizeof e->local;
+        e->fixed_local = uv_tcp_getsockname(&e->h.tcp, (struct sockaddr *)&e->local, &len) == 0 &&
+                         !sharp_addr_is_any(&e->local);
+    }
     if (rc < 0) {
         sharp_log_error("worker %u: listen on %s failed: %s", w->index, l->address, uv_strerror(rc));
         /* the handle owns the descriptor once opened; otherwise close it here */

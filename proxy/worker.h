@@ -206,6 +206,11 @@ typedef struct sharp_listen_entry {
     const sharp_listener_config_t *listener; /* held by the worker's snapshot */
     bool accept_paused; /* a connection is waiting, not accepted (stop_accepting_connections) */
     bool seen;
+    /* TCP on one address (not 0.0.0.0 or [::]): the address it is bound
+     * to, every accepted connection's local address (Envoy's listener
+     * asks the kernel only when listening on the any address) */
+    bool fixed_local;
+    struct sockaddr_storage local;
     struct sharp_udp_listener *udp; /* a UDP listener's sessions (udp/udp_proxy.h), else NULL */
     sharp_dlist_t link; /* in worker->listens */
 } sharp_listen_entry_t;
@@ -265,6 +270,14 @@ typedef struct sharp_worker {
     uint64_t dfp_epoch;
     sharp_upstream_env_t upstream_env; /* what this worker's pools use of it */
     sharp_deadline_list_t deadlines[SHARP_DEADLINE_LISTS];
+    /* the listeners' ssl.ciphers/versions/curves/sigalgs.<name> counters
+     * a handshake counts (tls/downstream.c), by the name's (static) string
+     * and the listener's stat name: found without formatting the name */
+    struct sharp_tls_named_stat {
+        const char *name;
+        sharp_stat_id_t id;
+        char listener[SHARP_ADDR_STRLEN];
+    } tls_named_stats[4][4]; /* [kind][by the name's address] */
 } sharp_worker_t;
 
 int sharp_worker_start(sharp_worker_t *w);

@@ -322,6 +322,17 @@ void sharp_conn_close_after_write(sharp_conn_t *c, bool delay)
         c->read_stopped = true;
     }
     if (c->tls) sharp_conn_tls_shutdown(c); /* TLS: close_notify goes before the FIN */
+    if (!c->delayed_close && c->writer.queued == 0 && c->codec == &sharp_http1_server_codec && !c->nstreams) {
+        /* HTTP/1 with its last response written: everything is already in
+         * the kernel and nothing waits for the peer, so close(2) sends the
+         * FIN after those bytes, as Envoy's closeSocket does, without a
+         * shutdown(2) and another pass of the loop first. (HTTP/1 closes
+         * connections from its callbacks already; the other codecs and the
+         * TCP proxy keep the asynchronous path.) */
+        c->flushed = true;
+        sharp_conn_close(c);
+        return;
+    }
     uv_shutdown_t *req = sharp_calloc(1, sizeof *req);
     req->data = c;
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
@@ -932,7 +943,14 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
      * counted or read, unless listener filters read the first bytes */
     struct sockaddr_storage local = {0}, peer = {0};
     int llen = sizeof local;
-    bool have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
+    const sharp_listen_entry_t *e = (const sharp_listen_entry_t *)server;
+    bool have_local;
+    if (e->fixed_local && !l->original_dst) {
+        local = e->local;
+        have_local = true;
+    } else {
+        have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
+    }
     bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
     if (l->sock_flags & SHARP_SOCK_V4COMPAT) {
         /* an IPv4 client of an ipv4_compat listener is its IPv4 address */

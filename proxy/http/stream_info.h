@@ -54,7 +54,8 @@ typedef struct sharp_downstream_tls_info {
     const char *version; /* "TLSv1.3" */
     const char *cipher;  /* "TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256" */
     const char *sni;
-    char *peer_uri_san, *peer_subject, *local_subject;
+    char *peer_uri_san, *peer_subject;
+    const char *local_subject; /* the TLS engine's, as long as the connection */
     /* every URI and DNS subjectAltName of the peer's certificate,
      * NULL-terminated (NULL: none), for RBAC's authenticated principal */
     char **peer_uri_sans, **peer_dns_sans;

@@ -84,6 +84,7 @@ void sharp_tls_conn_free(sharp_tls_conn_t *c)
     sharp_tls_ctx_unref(c->ctx);
     free(c->sni);
     free(c->failure_reason);
+    free(c->local_subject);
     free(c);
 }
 
@@ -392,7 +393,7 @@ bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c)
     return SSL_get0_peer_certificate(c->ssl) != NULL;
 }
 
-static char *name_string(X509_NAME *name)
+char *sharp_tls_name_string(X509_NAME *name)
 {
     if (!name) return NULL;
     BIO *b = BIO_new(BIO_s_mem());
@@ -409,13 +410,19 @@ static char *name_string(X509_NAME *name)
 char *sharp_tls_conn_peer_subject(const sharp_tls_conn_t *c)
 {
     X509 *x = SSL_get0_peer_certificate(c->ssl);
-    return x ? name_string(X509_get_subject_name(x)) : NULL;
+    return x ? sharp_tls_name_string(X509_get_subject_name(x)) : NULL;
 }
 
-char *sharp_tls_conn_local_subject(const sharp_tls_conn_t *c)
+const char *sharp_tls_conn_local_subject(sharp_tls_conn_t *c)
 {
     X509 *x = SSL_get_certificate(c->ssl);
-    return x ? name_string(X509_get_subject_name(x)) : NULL;
+    if (!x) return NULL;
+    /* the context's certificates have theirs made at load: printing a
+     * name costs more than the rest of a resumed handshake's bookkeeping */
+    for (size_t i = 0; i < c->ctx->ncerts; i++)
+        if (c->ctx->certs[i].leaf == x) return c->ctx->certs[i].subject;
+    if (!c->local_subject) c->local_subject = sharp_tls_name_string(X509_get_subject_name(x));
+    return c->local_subject;
 }
 
 char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c)
@@ -496,7 +503,7 @@ static bool put_sans(sharp_sbuf_t *out, X509 *x, int type)
 
 static bool put_name(sharp_sbuf_t *out, X509_NAME *name)
 {
-    char *s = name_string(name);
+    char *s = sharp_tls_name_string(name);
     bool ok = s && s[0];
     if (ok) sharp_sbuf_puts(out, s);
     free(s);
@@ -630,7 +637,7 @@ char *sharp_tls_conn_xfcc(const sharp_tls_conn_t *c, unsigned what)
         first = false;
     }
     if (what & SHARP_XFCC_SUBJECT) {
-        char *subj = name_string(X509_get_subject_name(peer));
+        char *subj = sharp_tls_name_string(X509_get_subject_name(peer));
         sharp_sbuf_printf(&b, "%sSubject=\"%s\"", first ? "" : ";", subj ? subj : "");
         free(subj);
         first = false;

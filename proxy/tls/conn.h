@@ -159,8 +159,8 @@ bool sharp_tls_conn_session_reused(const sharp_tls_conn_t *c);
  * RSA key exchange. */
 const char *sharp_tls_conn_peer_sigalg(const sharp_tls_conn_t *c);
 bool sharp_tls_conn_peer_has_cert(const sharp_tls_conn_t *c);
-/* The peer certificate's subject (RFC 2253), first URI SAN, and the local
- * certificate's subject; malloc'd, NULL when absent. */
+/* The peer certificate's subject (RFC 2253) and first URI SAN; malloc'd,
+ * NULL when absent. */
 char *sharp_tls_conn_peer_subject(const sharp_tls_conn_t *c);
 char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c);
 /* Every subjectAltName of the peer's certificate of one GENERAL_NAME type
@@ -168,7 +168,9 @@ char *sharp_tls_conn_peer_uri_san(const sharp_tls_conn_t *c);
  * (NULL when there is none); free with sharp_tls_strv_free. */
 char **sharp_tls_conn_peer_sans(const sharp_tls_conn_t *c, int type);
 void sharp_tls_strv_free(char **v);
-char *sharp_tls_conn_local_subject(const sharp_tls_conn_t *c);
+/* The subject of the certificate this side presents, NULL without one;
+ * it lives as long as the connection. */
+const char *sharp_tls_conn_local_subject(sharp_tls_conn_t *c);
 
 /* Envoy's Ssl::ConnectionInfo values for the access log's UPSTREAM_TLS_*,
  * UPSTREAM_PEER_* and UPSTREAM_LOCAL_* operators, computed when a log line

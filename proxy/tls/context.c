@@ -104,6 +104,7 @@ static void cert_free(sharp_tls_cert_t *c)
     EVP_PKEY_free(c->key);
     for (size_t i = 0; i < c->nnames; i++) free(c->names[i]);
     free(c->names);
+    free(c->subject);
 }
 
 static int load_cert(const sharp_tls_cert_config_t *cc, sharp_tls_cert_t *c, char *err, size_t errlen)
@@ -157,6 +158,7 @@ static int load_cert(const sharp_tls_cert_config_t *cc, sharp_tls_cert_t *c, cha
     if (X509_check_private_key(c->leaf, c->key) != 1)
         return fail(err, errlen, "Failed to load private key from %s, Cause: %s", cc->key_source, ssl_error());
     cert_names(c);
+    c->subject = sharp_tls_name_string(X509_get_subject_name(c->leaf));
     return 0;
 }
 

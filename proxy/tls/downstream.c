@@ -56,10 +56,30 @@ static sharp_stats_t *stats_store(sharp_conn_t *c)
     return c->worker->server->stats;
 }
 
+enum { NAMED_CIPHER, NAMED_VERSION, NAMED_CURVE, NAMED_SIGALG };
+
+/* listener.<stat name>.ssl.<kind>.<name>: registered on first use, then
+ * found in the worker's small cache by the name's address (OpenSSL's and
+ * our names are static strings) and the listener's stat name. */
+static sharp_stat_id_t named_counter(sharp_conn_t *c, int kind, const char *name)
+{
+    static const char *const fmt[] = {"listener.%s.ssl.ciphers.%s", "listener.%s.ssl.versions.%s",
+                                       "listener.%s.ssl.curves.%s", "listener.%s.ssl.sigalgs.%s"};
+    const char *sn = c->listener->stat_name;
+    struct sharp_tls_named_stat *row = c->worker->tls_named_stats[kind];
+    uintptr_t h = (uintptr_t)name;
+    struct sharp_tls_named_stat *e = &row[(h >> 4 ^ h >> 9) % 4];
+    if (e->name == name && !strcmp(e->listener, sn)) return e->id;
+    sharp_stat_id_t id = sharp_stats_counterf(stats_store(c), fmt[kind], sn, name);
+    e->name = name;
+    e->id = id;
+    SHARP_COPY_CSTR(e->listener, sn);
+    return id;
+}
+
 /* Envoy's ContextImpl::logHandshake: handshake, session_reused,
  * no_certificate, ciphers.<name>, versions.<v>, curves.<name>,
- * sigalgs.<name>. The named counters are registered on first use (a
- * lookup once per handshake). */
+ * sigalgs.<name>. */
 static void count_handshake(sharp_conn_t *c)
 {
     struct sharp_conn_tls *t = c->tls;
@@ -68,16 +88,13 @@ static void count_handshake(sharp_conn_t *c)
     sharp_counter_inc(sh, st->handshake);
     if (sharp_tls_conn_session_reused(t->engine)) sharp_counter_inc(sh, st->session_reused);
     if (!sharp_tls_conn_peer_has_cert(t->engine)) sharp_counter_inc(sh, st->no_certificate);
-    const char *sn = c->listener->stat_name;
-    if (t->info.cipher)
-        sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.ciphers.%s", sn, t->info.cipher));
-    if (t->info.version)
-        sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.versions.%s", sn, t->info.version));
+    if (t->info.cipher) sharp_counter_inc(sh, named_counter(c, NAMED_CIPHER, t->info.cipher));
+    if (t->info.version) sharp_counter_inc(sh, named_counter(c, NAMED_VERSION, t->info.version));
     const char *curve = sharp_tls_conn_curve(t->engine);
-    if (curve) sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.curves.%s", sn, curve));
+    if (curve) sharp_counter_inc(sh, named_counter(c, NAMED_CURVE, curve));
     /* the client's CertificateVerify: only a client certificate signs */
     const char *sigalg = sharp_tls_conn_peer_sigalg(t->engine);
-    if (sigalg) sharp_counter_inc(sh, sharp_stats_counterf(stats_store(c), "listener.%s.ssl.sigalgs.%s", sn, sigalg));
+    if (sigalg) sharp_counter_inc(sh, named_counter(c, NAMED_SIGALG, sigalg));
 }
 
 /* Envoy's SslSocket::drainErrorQueue: a failed verification counts its
@@ -225,7 +242,6 @@ void sharp_conn_tls_free(sharp_conn_t *c)
     free(t->info.peer_subject);
     sharp_tls_strv_free(t->info.peer_uri_sans);
     sharp_tls_strv_free(t->info.peer_dns_sans);
-    free(t->info.local_subject);
     free(t->info.xfcc);
     free(t);
     c->tls = NULL;

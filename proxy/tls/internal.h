@@ -16,6 +16,7 @@ typedef struct {
     int ec_nid;            /* the ECDSA key's curve, NID_undef for RSA */
     char **names;          /* lower-case server name patterns; "*.x" stored as ".x" */
     size_t nnames;
+    char *subject;         /* the leaf's subject (RFC 2253), made once for the access log */
     /* servers: the OCSP staple (DER, the config's), its nextUpdate, and
      * whether the certificate has the must-staple TLS feature */
     const uint8_t *ocsp;
@@ -65,12 +66,15 @@ struct sharp_tls_conn {
     bool auto_san;
     sharp_tls_ocsp_t ocsp;
     const sharp_tls_cert_t *ocsp_cert; /* SHARP_TLS_OCSP_STAPLED: whose staple */
+    char *local_subject; /* a local certificate not among the context's: its subject, made on first use */
     bool paused, close_sent, close_received;
 };
 
 /* Client contexts: the session to offer on a new connection (a reference
  * the caller releases), or NULL. */
 SSL_SESSION *sharp_tls_ctx_take_session(sharp_tls_ctx_t *ctx);
+/* A name's RFC 2253 text (NULL for no name), to free. */
+char *sharp_tls_name_string(X509_NAME *name);
 /* Records a failure reason from the verify callback, first one wins. */
 void sharp_tls_conn_set_failure(sharp_tls_conn_t *c, sharp_tls_failure_t f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -478,6 +478,42 @@ def test_tls_and_plaintext_chains_by_source_address(procs, upstream, pki):
     assert ssl_stat(t, "handshake") == 1
 
 
+def test_named_ssl_counters_are_each_listeners_own(procs, upstream, pki):
+    """listener.<address>.ssl.versions/ciphers/curves.<name>: two TLS
+    listeners of one worker, their handshakes interleaved, each counts its
+    own (the names are looked up once, then by name and listener)."""
+    a, b, admin = free_port(), free_port(), free_port()
+    text = with_tls(bootstrap_yaml(a, admin, {"app": [upstream.port]}), tls_context(pki))
+    start_l = text.index("  - name: ", text.index("  listeners:\n"))
+    end_l = text.index("  clusters:\n")
+    second = text[start_l:end_l].replace(f"port_value: {a}", f"port_value: {b}", 1)
+    second = "  - name: second" + second[second.index("\n"):]
+    assert f"port_value: {b}" in second
+    run_sharp_config(procs, text[:end_l] + second + text[end_l:], admin, concurrency=1)
+    ts = []
+    for port in (a, b):
+        t = Tls()
+        t.listen, t.admin, t.pki, t.prefix = port, admin, pki, f"listener.127.0.0.1_{port}.ssl."
+        ts.append(t)
+    for t in (ts[0], ts[1], ts[0], ts[0], ts[1]):
+        r = curl(t, "/", "--http1.1", "--tls-max", "1.3")
+        assert r.returncode == 0 and r.stdout == b"hello from upstream\n", r
+    wait_ssl_stat(ts[0], "handshake", 3)
+    wait_ssl_stat(ts[1], "handshake", 2)
+    for t, n in ((ts[0], 3), (ts[1], 2)):
+        assert ssl_stat(t, "versions.TLSv1.3") == n
+        assert ssl_stat(t, "ciphers.TLS_AES_128_GCM_SHA256") == n
+        assert ssl_stat(t, "curves.X25519") == n
+    # a TLS 1.2 handshake on the second: its own version and cipher there only
+    r = curl(ts[1], "/", "--http1.1", "--tls-max", "1.2")
+    assert r.returncode == 0, r
+    wait_ssl_stat(ts[1], "handshake", 3)
+    assert ssl_stat(ts[1], "versions.TLSv1.2") == 1
+    assert ssl_stat(ts[1], "ciphers.ECDHE-RSA-AES128-GCM-SHA256") == 1
+    assert ssl_stat(ts[0], "versions.TLSv1.2") in (0, None)
+    assert ssl_stat(ts[0], "versions.TLSv1.3") == 3
+
+
 # ---- configuration ----
 
 def test_config_errors_name_the_path(pki):

@@ -162,6 +162,39 @@ static int doubling(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
     return 0;
 }
 
+/* Addresses as text: IPv4 (written by hand) as inet_ntop and "%u" would
+ * write it, at the edges of each field; IPv6 in brackets. */
+static void test_addr_printed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ip;
+        uint32_t port;
+        const char *want;
+    } cases[] = {
+        {"0.0.0.0", 0, "0.0.0.0:0"},
+        {"127.0.0.1", 10000, "127.0.0.1:10000"},
+        {"255.255.255.255", 65535, "255.255.255.255:65535"},
+        {"10.9.100.99", 9, "10.9.100.99:9"},
+        {"1.20.199.200", 80, "1.20.199.200:80"},
+        {"::1", 443, "[::1]:443"},
+        {"2001:db8::7", 1, "[2001:db8::7]:1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        char out[64];
+        assert_int_equal(sharp_addr_parse(cases[i].ip, cases[i].port, &ss, &len), 0);
+        assert_string_equal(sharp_addr_str((struct sockaddr *)&ss, out, sizeof out), cases[i].want);
+    }
+    /* a buffer too small for every IPv4 address: snprintf's truncation */
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char small[8];
+    assert_int_equal(sharp_addr_parse("127.0.0.1", 80, &ss, &len), 0);
+    assert_string_equal(sharp_addr_str((struct sockaddr *)&ss, small, sizeof small), "127.0.0");
+}
+
 static void test_plain_written_through_a_transport(void **state)
 {
     (void)state;
@@ -242,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_pipe_abstract),
         cmocka_unit_test(test_pipe_invalid),
         cmocka_unit_test(test_pipe_printed),
+        cmocka_unit_test(test_addr_printed),
         cmocka_unit_test(test_plain_written_through_a_transport),
         cmocka_unit_test(test_plain_written_in_the_clear),
     };
