@@ -40,7 +40,10 @@
  *                                     the highest load of the last
  *                                     scale_down_window_s (60 s; each
  *                                     period's taken as at most the count
- *                                     then in force) needs at
+ *                                     then in force, the last one's as it
+ *                                     would be if it grew again as it just
+ *                                     did, as idle_scale_up takes it)
+ *                                     needs at
  *                                     scale_down_max_utilization (70%: the
  *                                     HPA's target) of their concurrency:
  *                                     near saturation a queue's wait grows
