@@ -287,18 +287,26 @@ static int guard(const sharp_guardian_t *g, double now, int current, int p, int 
             *bits |= SHARP_GUARD_RULE_STEP_DOWN;
         }
         if (p < current && load && c->scale_down_max_utilization > 0.0) {
-            /* the fewest replicas that carry the load at the ceiling */
-            double busy = obs->busy;
+            /* the fewest replicas that carry the load at the ceiling: the
+             * highest of the window's and of the period's as it would be
+             * if it grew again as it just did (as idle_scale_up judges
+             * it): no cut on a rising load to what only its last period
+             * fitted */
+            double busy = next_busy;
+            bool rising = next_busy > obs->busy;
             for (int i = 0; i < g->n && c->scale_down_window_s > 0.0; i++)
-                if (g->hist[i].t > now - c->scale_down_window_s && g->hist[i].busy > busy)
+                if (g->hist[i].t > now - c->scale_down_window_s && g->hist[i].busy > busy) {
                     busy = g->hist[i].busy;
+                    rising = false;
+                }
             double need = ceil(busy / c->scale_down_max_utilization - 1e-9);
             if (need > (double)current)
                 need = current;
             if ((double)p < need) {
                 if (explain)
-                    say(d, "utilization_floor: %d would run %.0f busy replicas' worth above %.0f%%; %d kept", p,
-                        busy, 100.0 * c->scale_down_max_utilization, (int)need);
+                    say(d, "utilization_floor: %d would run %.0f busy replicas' worth%s above %.0f%%; %d kept", p,
+                        busy, rising ? " (the load rising as in the period)" : "",
+                        100.0 * c->scale_down_max_utilization, (int)need);
                 p = (int)need;
                 *bits |= SHARP_GUARD_RULE_UTIL_FLOOR;
             }

@@ -40,7 +40,10 @@
  *                                     the highest load of the last
  *                                     scale_down_window_s (60 s; each
  *                                     period's taken as at most the count
- *                                     then in force) needs at
+ *                                     then in force, the last one's as it
+ *                                     would be if it grew again as it just
+ *                                     did, as idle_scale_up takes it)
+ *                                     needs at
  *                                     scale_down_max_utilization (70%: the
  *                                     HPA's target) of their concurrency:
  *                                     near saturation a queue's wait grows
@@ -90,7 +93,7 @@ typedef struct {
     double scale_up_min_utilization;   /* [0, 1]: below it, no scale-up while the objective is met */
     /* utilization_floor judges the highest load of the decisions within
      * this window (>= 0; 0: the last period's only), each taken as at most
-     * the count then in force */
+     * the count then in force, the last period's grown by its growth */
     double scale_down_window_s;
     /* hpa_ceiling: when the HPA's recommendation (given with each
      * decision) is a scale-down and the period met the objective, no more

@@ -575,6 +575,68 @@ static void utilization_floor_window(void **state)
     assert_non_null(sharp_guardian_config_check(&c));
 }
 
+/* utilization_floor on a rising load: the period's load counts as it would
+ * be if it grew again as it just did, the projection idle_scale_up makes;
+ * a falling or unknown growth counts as none, the window's loads as they
+ * were, and the floor still never raises the count. */
+static void utilization_floor_rising(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    c.scale_down_window_s = 0.0; /* the period's load alone first */
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    /* 7 busy on 20, steady: a cut to 10 (70%) goes through */
+    sharp_guardian_obs_t load = {.has_load = true, .busy = 7.0, .growth = 1.0};
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* the same 7 after a rise of 30%: 9.1 next period need
+     * ceil(9.1 / 0.7) = 13, the cut stops there and says why */
+    sharp_guardian_reset(g);
+    load.growth = 1.3;
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 13, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "9 busy replicas' worth (the load rising");
+    /* a falling load counts as it is (not lower): the cut to 10 */
+    sharp_guardian_reset(g);
+    load.growth = 0.6;
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* growth not a number: none */
+    sharp_guardian_reset(g);
+    load.growth = NAN;
+    sharp_guardian_decide(g, 0, 20, 10, 20, &load, &d);
+    expect(&d, 10, SHARP_GUARD_ACCEPT, 0, "accepted");
+    /* a projection past the count keeps the count, never more: 9 busy on
+     * 10 tripling would need 39 */
+    sharp_guardian_reset(g);
+    load.busy = 9.0;
+    load.growth = 3.0;
+    sharp_guardian_decide(g, 0, 10, 5, 10, &load, &d);
+    expect(&d, 10, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "10 kept");
+    /* a huge growth is bounded, no overflow: still the count */
+    sharp_guardian_reset(g);
+    load.growth = 1e300;
+    sharp_guardian_decide(g, 0, 10, 5, 10, &load, &d);
+    assert_int_equal(d.applied, 10);
+    sharp_guardian_free(g);
+    /* with the window: the highest of the window's loads and the
+     * projection binds; the window's is taken as it was measured */
+    c.scale_down_window_s = 60.0;
+    g = make(&c);
+    load.busy = 10.5;
+    load.growth = 1.0;
+    sharp_guardian_decide(g, 0, 20, 20, 20, &load, &d); /* 10.5 busy: 15 at 70% */
+    load.busy = 7.0;
+    load.growth = 1.2; /* 8.4: 12 at 70% */
+    sharp_guardian_decide(g, 15, 20, 10, 20, &load, &d);
+    expect(&d, 15, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "above 70%; 15 kept");
+    assert_null(strstr(d.reason, "rising"));
+    /* once the 10.5 has left the window, the projection binds: 12 */
+    sharp_guardian_decide(g, 75, 15, 10, 15, &load, &d);
+    expect(&d, 12, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_UTIL_FLOOR, "(the load rising as in the period)");
+    sharp_guardian_free(g);
+}
+
 static void hpa_ceiling(void **state)
 {
     (void)state;
@@ -660,6 +722,7 @@ int main(void)
         cmocka_unit_test(config_checks),
         cmocka_unit_test(capacity_rules),
         cmocka_unit_test(utilization_floor_window),
+        cmocka_unit_test(utilization_floor_rising),
         cmocka_unit_test(hpa_ceiling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
