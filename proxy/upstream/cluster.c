@@ -586,6 +586,9 @@ void sharp_cluster_unref(sharp_cluster_t *c)
 void sharp_cluster_free(sharp_cluster_t *c)
 {
     if (!c) return;
+    /* a set a worker released is on the list before the worker let go of
+     * the cluster: freed now, while its hosts are still there */
+    sharp_hostset_reap();
     for (uint32_t i = 0; c->pending && i < c->npending; i++)
         sharp_hostset_unref(atomic_exchange(&c->pending[i], NULL));
     free((void *)c->pending);

@@ -58,7 +58,8 @@ void sharp_hostset_unref(sharp_hostset_t *s);
  * housekeeping). Before sharp_hostset_defer_frees(true) and after (false),
  * the same as sharp_hostset_unref. No lock: a push on a lock-free list. */
 void sharp_hostset_release(sharp_hostset_t *s);
-/* Main thread. */
+/* Main thread; sharp_cluster_free reaps first, so a released set never
+ * outlives its cluster's hosts. */
 void sharp_hostset_reap(void);
 /* Main thread: on while workers run; off (after they are joined) reaps. */
 void sharp_hostset_defer_frees(bool on);

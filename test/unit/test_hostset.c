@@ -124,11 +124,29 @@ static void released_sets_are_freed_by_the_reap(void **state)
     sharp_cluster_free(c); /* frees every host it had */
 }
 
+/* A cluster freed while a set a worker released waits for the reap: the
+ * set goes first, its hosts after (ASan would see the other order). */
+static void a_freed_cluster_reaps_first(void **state)
+{
+    (void)state;
+    sharp_host_t *h[2] = {host(12000), host(12001)};
+    sharp_cluster_t *c = cluster(h, 2);
+    sharp_hostset_t *held = sharp_hostset_ref(c->set);
+    sharp_hostset_defer_frees(true);
+    sharp_host_t *v2[] = {h[1]};
+    sharp_cluster_publish_hosts(c, v2, 1);
+    sharp_hostset_release(held);
+    assert_int_equal(nsets(h[0]), 1);
+    sharp_cluster_free(c);
+    sharp_hostset_defer_frees(false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(positions_in_the_set_before),
         cmocka_unit_test(released_sets_are_freed_by_the_reap),
+        cmocka_unit_test(a_freed_cluster_reaps_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
