@@ -568,6 +568,16 @@ void sharp_stats_reset_counters(sharp_stats_t *s)
             atomic_store_explicit(&meta_of(s, id)->reset_base, sum_slots(s, id), RELAXED);
 }
 
+uint64_t sharp_stats_counter_read(sharp_stats_t *s, sharp_stat_id_t id, bool *used)
+{
+    *used = false;
+    if (!is_kind(s, id, SHARP_STAT_COUNTER)) return 0;
+    stat_meta_t *m = meta_of(s, id);
+    uint64_t sum = sum_slots(s, id);
+    *used = atomic_load_explicit(&m->used, RELAXED) || sum != 0;
+    return sum - atomic_load_explicit(&m->reset_base, RELAXED);
+}
+
 int64_t sharp_stats_gauge_value(sharp_stats_t *s, sharp_stat_id_t id)
 {
     if (!is_kind(s, id, SHARP_STAT_GAUGE)) return 0;
