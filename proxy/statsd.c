@@ -557,16 +557,22 @@ void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s, const sha
     char v[64];
     /* Envoy's order: counters, then gauges; histograms last here. */
     const sharp_stat_id_t *ids = k->ids[SHARP_STAT_COUNTER];
-    for (uint32_t i = 0; i < k->nids[SHARP_STAT_COUNTER]; i++) {
-        sharp_stat_id_t id = ids[i];
-        bool used;
-        uint64_t cur = sharp_stats_counter_read(s, id, &used);
-        /* after /reset_counters the value starts again from 0 */
-        uint64_t delta = cur >= k->last[id] ? cur - k->last[id] : cur;
-        k->last[id] = cur;
-        if (!used) continue;
-        size_t vlen = value_str(v, false, delta, "|c");
-        emit(k, names_of(k, s, id), v, vlen);
+    enum { CHUNK = 256 };
+    uint64_t values[CHUNK];
+    bool used[CHUNK];
+    for (uint32_t from = 0; from < k->nids[SHARP_STAT_COUNTER]; from += CHUNK) {
+        uint32_t m = SHARP_MIN(CHUNK, k->nids[SHARP_STAT_COUNTER] - from);
+        sharp_stats_counters_read(s, ids + from, m, values, used);
+        for (uint32_t i = 0; i < m; i++) {
+            sharp_stat_id_t id = ids[from + i];
+            uint64_t cur = values[i];
+            /* after /reset_counters the value starts again from 0 */
+            uint64_t delta = cur >= k->last[id] ? cur - k->last[id] : cur;
+            k->last[id] = cur;
+            if (!used[i]) continue;
+            size_t vlen = value_str(v, false, delta, "|c");
+            emit(k, names_of(k, s, id), v, vlen);
+        }
     }
     ids = k->ids[SHARP_STAT_GAUGE];
     for (uint32_t i = 0; i < k->nids[SHARP_STAT_GAUGE]; i++) {
