@@ -19,12 +19,15 @@ after the file's parse).
 
     BUILD=build python3 bench/eds_worker_cost.py [N]     (default 10; a few minutes)
 
+KEEP=1 keeps the work directory (the callgrind dumps, per thread).
+
 Needs valgrind (callgrind). Everything on 127.0.0.1; it ends only the
 processes it started."""
 import glob
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -139,6 +142,10 @@ def main():
             print(line)
     finally:
         b.stop()
+        if os.environ.get("KEEP"):
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
