@@ -4,8 +4,11 @@ instructions per flush under callgrind, counted inside
 sharp_server_flush_stats only (--toggle-collect), with N STATIC clusters
 (default 1,000) and, with TRAFFIC=1, requests to four of them meanwhile.
 The flush interval is 1 s; SHARP runs uninstrumented until it is ready.
+With SINK=statsd (or SINK=dog) the bootstrap has that stats sink, sending
+to a UDP socket of this script, which counts the lines it receives.
 
     BUILD=build python3 bench/stats_flush_cost.py [N] [SECONDS]
+    SINK=statsd BUILD=build python3 bench/stats_flush_cost.py 1000 8
 
 Needs valgrind (callgrind) and curl. Everything on 127.0.0.1; it ends only
 the processes it started."""
@@ -31,7 +34,20 @@ def port():
     return p
 
 
-def bootstrap(n, admin, listen, up):
+def sink(kind, port):
+    if not kind:
+        return ""
+    name, typ = {"statsd": ("envoy.stat_sinks.statsd", "envoy.config.metrics.v3.StatsdSink"),
+                 "dog": ("envoy.stat_sinks.dog_statsd", "envoy.config.metrics.v3.DogStatsdSink")}[kind]
+    return f"""stats_sinks:
+- name: {name}
+  typed_config:
+    "@type": type.googleapis.com/{typ}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+"""
+
+
+def bootstrap(n, admin, listen, up, sink_yaml=""):
     routes = "".join(f'              - match: {{ prefix: "/c{i}/" }}\n'
                      f'                route: {{ cluster: c{i} }}\n' for i in range(min(n, 4)))
     clusters = "".join(f"""  - name: c{i}
@@ -44,7 +60,7 @@ def bootstrap(n, admin, listen, up):
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }} }}
 """ for i in range(n))
     return f"""stats_flush_interval: 1s
-admin:
+{sink_yaml}admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 static_resources:
   listeners:
@@ -104,9 +120,23 @@ def main():
         procs.append(up)
         up_port = int(up.stdout.readline().decode().strip().rsplit(":", 1)[1])
         admin, listen = port(), port()
+        kind = os.environ.get("SINK", "")
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+        rx.setblocking(False)
+        lines = [0]
+
+        def drain():
+            while True:
+                try:
+                    lines[0] += rx.recv(65536).count(b"\n") + 1
+                except BlockingIOError:
+                    return
+
         cfg = os.path.join(d, "bootstrap.yaml")
         with open(cfg, "w") as f:
-            f.write(bootstrap(n, admin, listen, up_port))
+            f.write(bootstrap(n, admin, listen, up_port, sink(kind, rx.getsockname()[1])))
         out = os.path.join(d, "callgrind.out")
         sharp = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                   "--toggle-collect=sharp_server_flush_stats", f"--callgrind-out-file={out}",
@@ -127,17 +157,23 @@ def main():
                     subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{listen}/c{c}/x"])
                     sent += 1
             time.sleep(0.05)
+            drain()
         sharp.terminate()
         sharp.wait()
         total, calls = per_flush(out)
-        print(f"clusters={n} traffic={'yes' if traffic else 'no'} requests={sent} flushes={calls} "
-              f"instructions={total} per_flush={total // max(calls, 1)}")
+        drain()
+        print(f"clusters={n} traffic={'yes' if traffic else 'no'} sink={kind or 'none'} requests={sent} "
+              f"flushes={calls} instructions={total} per_flush={total // max(calls, 1)}"
+              + (f" lines_received={lines[0]}" if kind else ""))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.terminate()
                 p.wait()
-        subprocess.run(["rm", "-rf", d])
+        if os.environ.get("KEEP"):
+            print(f"kept {d}")
+        else:
+            subprocess.run(["rm", "-rf", d])
 
 
 if __name__ == "__main__":

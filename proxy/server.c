@@ -325,6 +325,7 @@ static void on_housekeeping(uv_timer_t *t)
     sharp_heap_thread_tick(); /* the main thread's heap (mimalloc) */
     update_memory_gauges(s);
     sharp_heap_release_idle();
+    sharp_hostset_reap(); /* before the departed hosts are counted */
     for (uint32_t i = 0; s->snap && i < s->snap->nclusters; i++) {
         sharp_cluster_refresh_gauges(s->snap->clusters[i]);
         sharp_odst_sync(s->snap->clusters[i], uv_now(s->loop)); /* ORIGINAL_DST hosts and their cleanup */
@@ -474,6 +475,8 @@ static void start_serving(sharp_server_t *s)
     sharp_overload_start(s->loop, snap->overload, s->stats);
     /* a TLS context replaced from now on waits for the workers' wake-ups */
     sharp_retire_start(s->loop, s->nworkers, wake_workers_for_drain, s);
+    /* the host sets workers let go of are freed here (upstream/cluster.h) */
+    sharp_hostset_defer_frees(true);
     for (unsigned i = 0; i < s->nworkers; i++) {
         if (sharp_worker_start(&s->workers[i]) != 0) {
             fprintf(stderr, "error: worker %u failed to start\n", i);
@@ -818,6 +821,7 @@ int sharp_server_run(sharp_server_t *s)
     else
         release_unstarted_workers(s, s->nworkers);
     sharp_retire_stop(); /* no worker reads a TLS slot any more */
+    sharp_hostset_defer_frees(false);
     sharp_upstream_set_drain_notify(NULL, NULL);
     sharp_cluster_set_hostset_notify(NULL, NULL);
     /* the workers are gone: a last reference frees at once from now on */

@@ -568,6 +568,48 @@ void sharp_stats_reset_counters(sharp_stats_t *s)
             atomic_store_explicit(&meta_of(s, id)->reset_base, sum_slots(s, id), RELAXED);
 }
 
+uint64_t sharp_stats_counter_read(sharp_stats_t *s, sharp_stat_id_t id, bool *used)
+{
+    *used = false;
+    if (!is_kind(s, id, SHARP_STAT_COUNTER)) return 0;
+    stat_meta_t *m = meta_of(s, id);
+    uint64_t sum = sum_slots(s, id);
+    *used = atomic_load_explicit(&m->used, RELAXED) || sum != 0;
+    return sum - atomic_load_explicit(&m->reset_base, RELAXED);
+}
+
+void sharp_stats_counters_read(sharp_stats_t *s, const sharp_stat_id_t *ids, uint32_t n, uint64_t *values,
+                               bool *used)
+{
+    enum { MAX_SHARDS = 64 };
+    if (s->nshards > MAX_SHARDS) {
+        for (uint32_t i = 0; i < n; i++) values[i] = sharp_stats_counter_read(s, ids[i], &used[i]);
+        return;
+    }
+    _Atomic uint64_t *pages[MAX_SHARDS];
+    stat_meta_t *mpage = NULL;
+    uint32_t at = UINT32_MAX, nstats = atomic_load_explicit(&s->nstats, ACQUIRE);
+    for (uint32_t i = 0; i < n; i++) {
+        sharp_stat_id_t id = ids[i];
+        values[i] = 0;
+        used[i] = false;
+        if (id >= nstats) continue;
+        uint32_t p = id >> STATS_PAGE_BITS, k = id & (STATS_PAGE_SLOTS - 1);
+        if (p != at) {
+            at = p;
+            mpage = atomic_load_explicit(&s->meta[p], ACQUIRE);
+            for (unsigned j = 0; j < s->nshards; j++)
+                pages[j] = atomic_load_explicit(&s->shards[j]->pages[p], ACQUIRE);
+        }
+        stat_meta_t *m = &mpage[k];
+        if (m->kind != SHARP_STAT_COUNTER) continue;
+        uint64_t sum = 0;
+        for (unsigned j = 0; j < s->nshards; j++) sum += atomic_load_explicit(&pages[j][k], RELAXED);
+        used[i] = atomic_load_explicit(&m->used, RELAXED) || sum != 0;
+        values[i] = sum - atomic_load_explicit(&m->reset_base, RELAXED);
+    }
+}
+
 int64_t sharp_stats_gauge_value(sharp_stats_t *s, sharp_stat_id_t id)
 {
     if (!is_kind(s, id, SHARP_STAT_GAUGE)) return 0;

@@ -95,6 +95,13 @@ const char *sharp_stats_name(sharp_stats_t *s, sharp_stat_id_t id, sharp_stat_ki
 /* Envoy's notion of "used": a counter or gauge has been written at least once
  * (add, even of 0, or set), a histogram has recorded at least one value. */
 bool sharp_stats_used(sharp_stats_t *s, sharp_stat_id_t id);
+/* A counter's value and whether it is used, from one pass over the shards
+ * (a sink reads both for every counter at every flush). */
+uint64_t sharp_stats_counter_read(sharp_stats_t *s, sharp_stat_id_t id, bool *used);
+/* The same for n counters, ids ascending (a sink's list): the pages of
+ * consecutive ids are looked up once. */
+void sharp_stats_counters_read(sharp_stats_t *s, const sharp_stat_id_t *ids, uint32_t n, uint64_t *values,
+                               bool *used);
 
 /* Histogram buckets are log-linear: values below 32 get one bucket each, and
  * every power of two above that is split into 32 equal buckets, so a bucket's

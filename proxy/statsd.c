@@ -68,7 +68,20 @@ void sharp_statsd_format(sharp_sbuf_t *out, const char *prefix, const char *name
 typedef struct {
     char *head;
     char *tags; /* NULL: none */
+    uint32_t headlen, tagslen;
 } stat_names_t;
+
+/* Datagrams of one flush waiting for one sendmmsg(2): the same datagrams
+ * as one sendto each, in order, with a system call per UDP_BATCH. */
+#define UDP_BATCH 256
+typedef struct {
+    sharp_sbuf_t bytes;
+    uint32_t n;
+    size_t off[UDP_BATCH];
+    /* the headers, addressed once; each send sets the iovecs */
+    struct mmsghdr msgs[UDP_BATCH];
+    struct iovec iov[UDP_BATCH];
+} udp_batch_t;
 
 struct sharp_statsd_sink {
     struct sockaddr_storage addr;
@@ -95,21 +108,75 @@ struct sharp_statsd_sink {
     uint64_t *last;      /* counters: value at the previous flush, by id */
     stat_names_t *names; /* by id */
     uint32_t cap;
+    /* the ids of each kind (counters, gauges, histograms) in id order, for
+     * the ids below `classified`: a stat's kind and name never change */
+    sharp_stat_id_t *ids[3];
+    uint32_t nids[3], ids_cap[3];
+    uint32_t classified;
     uint64_t datagrams;
     sharp_sbuf_t line;
+    udp_batch_t *batch;
 };
+
+/* Non-blocking and unconnected: a full socket buffer or a port nobody
+ * listens on loses a datagram and nothing else (the next ones are still
+ * sent, as they would be one sendto each). */
+static void udp_batch_send(sharp_statsd_sink_t *k)
+{
+    udp_batch_t *b = k->batch;
+    if (!b || !b->n) return;
+    /* the lengths were set as the datagrams came; the buffer may have
+     * moved since */
+    for (uint32_t i = 0; i < b->n; i++) b->iov[i].iov_base = b->bytes.data + b->off[i];
+    uint32_t at = 0;
+    while (at < b->n) {
+        int n = sendmmsg(k->fd, b->msgs + at, b->n - at, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            at += (uint32_t)n;
+            k->datagrams += (uint64_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            at++; /* this one is lost, as its sendto would have been */
+        }
+    }
+    b->n = 0;
+    sharp_sbuf_reset(&b->bytes);
+}
+
+static udp_batch_t *udp_batch(sharp_statsd_sink_t *k)
+{
+    if (k->batch) return k->batch;
+    udp_batch_t *b = k->batch = sharp_calloc(1, sizeof *k->batch);
+    for (uint32_t i = 0; i < UDP_BATCH; i++) {
+        b->msgs[i].msg_hdr.msg_name = &k->addr;
+        b->msgs[i].msg_hdr.msg_namelen = k->addrlen;
+        b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
+        b->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    return b;
+}
+
+/* Room for a datagram of len bytes at the end of the batch, which the
+ * caller fills; it is counted in. */
+static char *udp_batch_add(sharp_statsd_sink_t *k, size_t len)
+{
+    udp_batch_t *b = udp_batch(k);
+    if (b->n == UDP_BATCH) udp_batch_send(k);
+    sharp_sbuf_reserve(&b->bytes, len);
+    char *p = b->bytes.data + b->bytes.len;
+    b->off[b->n] = b->bytes.len;
+    b->iov[b->n].iov_len = len;
+    b->n++;
+    b->bytes.len += len;
+    return p;
+}
 
 static void udp_send(void *arg, const char *data, size_t len)
 {
     sharp_statsd_sink_t *k = arg;
     if (k->fd < 0) return;
-    /* Non-blocking and unconnected: a full socket buffer or a port nobody
-     * listens on loses the datagram and nothing else. */
-    ssize_t n;
-    do {
-        n = sendto(k->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&k->addr, k->addrlen);
-    } while (n < 0 && errno == EINTR);
-    if (n >= 0) k->datagrams++;
+    memcpy(udp_batch_add(k, len), data, len);
 }
 
 /* ---- statsd over TCP (tcp_cluster_name) ---- */
@@ -333,6 +400,9 @@ void sharp_statsd_sink_free(sharp_statsd_sink_t *k)
     }
     free(k->names);
     free(k->last);
+    for (int i = 0; i < 3; i++) free(k->ids[i]);
+    if (k->batch) sharp_sbuf_free(&k->batch->bytes);
+    free(k->batch);
     free(k->prefix);
     sharp_sbuf_free(&k->packer.buf);
     sharp_sbuf_free(&k->line);
@@ -370,51 +440,74 @@ static void grow(sharp_statsd_sink_t *k, uint32_t n)
     k->cap = cap;
 }
 
-static const stat_names_t *names_of(sharp_statsd_sink_t *k, sharp_stats_t *s, sharp_stat_id_t id,
-                                    const char *name)
+static const stat_names_t *names_of(sharp_statsd_sink_t *k, sharp_stats_t *s, sharp_stat_id_t id)
 {
     stat_names_t *nm = &k->names[id];
     if (nm->head) return nm;
+    const char *name = sharp_stats_name(s, id, NULL);
     sharp_sbuf_t b = {0};
     sharp_sbuf_puts(&b, k->prefix);
     sharp_sbuf_append(&b, ".", 1);
     if (!k->dog) {
         sharp_sbuf_puts(&b, name);
         nm->head = sharp_strdup(sharp_sbuf_cstr(&b));
+        nm->headlen = (uint32_t)strlen(nm->head);
         sharp_sbuf_free(&b);
         return nm;
     }
     sharp_stat_tag_t tags[STATSD_MAX_TAGS];
     size_t nt = sharp_stats_config_extract_tags(sharp_stats_get_config(s), name, &b, tags, STATSD_MAX_TAGS);
     nm->head = sharp_strdup(sharp_sbuf_cstr(&b));
+    nm->headlen = (uint32_t)strlen(nm->head);
     if (nt) {
         sharp_sbuf_reset(&b);
         append_tags(&b, tags, nt);
         nm->tags = sharp_strdup(sharp_sbuf_cstr(&b));
+        nm->tagslen = (uint32_t)strlen(nm->tags);
     }
     sharp_sbuf_free(&b);
     return nm;
 }
 
-static void emit(sharp_statsd_sink_t *k, const stat_names_t *nm, const char *value)
+/* "<head>:<value><tags>" (value holds its type), composed in one buffer
+ * from the lengths the names keep. */
+static void compose(char *p, const stat_names_t *nm, const char *value, size_t vlen)
 {
-    sharp_sbuf_reset(&k->line);
-    sharp_sbuf_puts(&k->line, nm->head);
-    sharp_sbuf_append(&k->line, ":", 1);
-    sharp_sbuf_puts(&k->line, value);
-    if (nm->tags) sharp_sbuf_puts(&k->line, nm->tags);
-    sharp_statsd_packer_add(&k->packer, k->line.data, k->line.len);
+    memcpy(p, nm->head, nm->headlen);
+    p += nm->headlen;
+    *p++ = ':';
+    memcpy(p, value, vlen);
+    p += vlen;
+    if (nm->tagslen) memcpy(p, nm->tags, nm->tagslen);
 }
 
-/* "<value><type>" into v (64 bytes): every used counter and gauge makes a
- * line on every flush, so no snprintf. */
-static void value_str(char *v, bool negative, uint64_t magnitude, const char *type)
+static void emit(sharp_statsd_sink_t *k, const stat_names_t *nm, const char *value, size_t vlen)
+{
+    size_t len = nm->headlen + 1 + vlen + nm->tagslen;
+    if (k->packer.send == udp_send && !k->packer.max) {
+        /* a datagram per line: composed where it is sent from */
+        if (k->fd >= 0) compose(udp_batch_add(k, len), nm, value, vlen);
+        return;
+    }
+    sharp_sbuf_reset(&k->line);
+    sharp_sbuf_reserve(&k->line, len);
+    compose(k->line.data, nm, value, vlen);
+    k->line.len = len;
+    k->line.data[len] = '\0';
+    sharp_statsd_packer_add(&k->packer, k->line.data, len);
+}
+
+/* "<value><type>" into v (64 bytes), its length: every used counter and
+ * gauge makes a line on every flush, so no snprintf. type is 2 bytes. */
+static size_t value_str(char *v, bool negative, uint64_t magnitude, const char type[2])
 {
     size_t n = 0;
     if (negative) v[n++] = '-';
     n += sharp_u64_to_str(magnitude, v + n);
-    size_t t = strlen(type);
-    memcpy(v + n, type, t + 1);
+    v[n++] = type[0];
+    v[n++] = type[1];
+    v[n] = '\0';
+    return n;
 }
 
 /* One timer line per non-empty bucket of the interval (see statsd.h). */
@@ -428,12 +521,29 @@ static void emit_histogram(sharp_statsd_sink_t *k, const stat_names_t *nm, const
         uint64_t lower = row == 0 ? sub : ((uint64_t)((1u << SHARP_HIST_SUB_BITS) + sub) << (row - 1));
         uint64_t width = row == 0 ? 1 : (uint64_t)1 << (row - 1);
         uint64_t mid = lower + (width - 1) / 2;
+        int vlen;
         if (c == 1)
-            snprintf(v, sizeof v, "%" PRIu64 "|ms", mid);
+            vlen = snprintf(v, sizeof v, "%" PRIu64 "|ms", mid);
         else
-            snprintf(v, sizeof v, "%" PRIu64 "|ms|@%.9g", mid, 1.0 / (double)c);
-        emit(k, nm, v);
+            vlen = snprintf(v, sizeof v, "%" PRIu64 "|ms|@%.9g", mid, 1.0 / (double)c);
+        emit(k, nm, v, (size_t)vlen);
     }
+}
+
+/* Sorts the ids registered since the last flush by kind (placeholders,
+ * which have no name, are left out). */
+static void classify(sharp_statsd_sink_t *k, sharp_stats_t *s, uint32_t n)
+{
+    for (sharp_stat_id_t id = k->classified; id < n; id++) {
+        sharp_stat_kind_t kind;
+        if (!sharp_stats_name(s, id, &kind) || (unsigned)kind > SHARP_STAT_HISTOGRAM) continue;
+        if (k->nids[kind] == k->ids_cap[kind]) {
+            k->ids_cap[kind] = k->ids_cap[kind] ? 2 * k->ids_cap[kind] : 256;
+            k->ids[kind] = sharp_realloc(k->ids[kind], k->ids_cap[kind] * sizeof *k->ids[kind]);
+        }
+        k->ids[kind][k->nids[kind]++] = id;
+    }
+    k->classified = n;
 }
 
 void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s, const sharp_upstream_env_t *env,
@@ -443,36 +553,46 @@ void sharp_statsd_sink_flush(sharp_statsd_sink_t *k, sharp_stats_t *s, const sha
     if (k->fd == -1) open_socket(k);
     uint32_t n = sharp_stats_size(s);
     grow(k, n);
-    sharp_hist_merged_t *h = NULL;
+    classify(k, s, n);
     char v[64];
     /* Envoy's order: counters, then gauges; histograms last here. */
-    for (int pass = 0; pass < 3; pass++) {
-        for (sharp_stat_id_t id = 0; id < n; id++) {
-            sharp_stat_kind_t kind;
-            const char *name = sharp_stats_name(s, id, &kind);
-            if (!name || (int)kind != pass) continue;
-            if (kind == SHARP_STAT_COUNTER) {
-                uint64_t cur = sharp_stats_counter_value(s, id);
-                /* after /reset_counters the value starts again from 0 */
-                uint64_t delta = cur >= k->last[id] ? cur - k->last[id] : cur;
-                k->last[id] = cur;
-                if (!sharp_stats_used(s, id)) continue;
-                value_str(v, false, delta, "|c");
-                emit(k, names_of(k, s, id, name), v);
-            } else if (kind == SHARP_STAT_GAUGE) {
-                if (!sharp_stats_used(s, id)) continue;
-                int64_t g = sharp_stats_gauge_value(s, id);
-                value_str(v, g < 0, g < 0 ? 0 - (uint64_t)g : (uint64_t)g, "|g");
-                emit(k, names_of(k, s, id, name), v);
-            } else {
-                if (!sharp_stats_used(s, id)) continue;
-                if (!h) h = sharp_calloc(1, sizeof *h);
-                if (sharp_stats_histogram_merge(s, id, NULL, h) < 0 || !h->count) continue;
-                emit_histogram(k, names_of(k, s, id, name), h);
-            }
+    const sharp_stat_id_t *ids = k->ids[SHARP_STAT_COUNTER];
+    enum { CHUNK = 256 };
+    uint64_t values[CHUNK];
+    bool used[CHUNK];
+    for (uint32_t from = 0; from < k->nids[SHARP_STAT_COUNTER]; from += CHUNK) {
+        uint32_t m = SHARP_MIN(CHUNK, k->nids[SHARP_STAT_COUNTER] - from);
+        sharp_stats_counters_read(s, ids + from, m, values, used);
+        for (uint32_t i = 0; i < m; i++) {
+            sharp_stat_id_t id = ids[from + i];
+            uint64_t cur = values[i];
+            /* after /reset_counters the value starts again from 0 */
+            uint64_t delta = cur >= k->last[id] ? cur - k->last[id] : cur;
+            k->last[id] = cur;
+            if (!used[i]) continue;
+            size_t vlen = value_str(v, false, delta, "|c");
+            emit(k, names_of(k, s, id), v, vlen);
         }
     }
+    ids = k->ids[SHARP_STAT_GAUGE];
+    for (uint32_t i = 0; i < k->nids[SHARP_STAT_GAUGE]; i++) {
+        sharp_stat_id_t id = ids[i];
+        if (!sharp_stats_used(s, id)) continue;
+        int64_t g = sharp_stats_gauge_value(s, id);
+        size_t vlen = value_str(v, g < 0, g < 0 ? 0 - (uint64_t)g : (uint64_t)g, "|g");
+        emit(k, names_of(k, s, id), v, vlen);
+    }
+    sharp_hist_merged_t *h = NULL;
+    ids = k->ids[SHARP_STAT_HISTOGRAM];
+    for (uint32_t i = 0; i < k->nids[SHARP_STAT_HISTOGRAM]; i++) {
+        sharp_stat_id_t id = ids[i];
+        if (!sharp_stats_used(s, id)) continue;
+        if (!h) h = sharp_calloc(1, sizeof *h);
+        if (sharp_stats_histogram_merge(s, id, NULL, h) < 0 || !h->count) continue;
+        emit_histogram(k, names_of(k, s, id), h);
+    }
     sharp_statsd_packer_flush(&k->packer);
+    udp_batch_send(k);
     free(h);
     if (k->cluster && env && snap) tcp_write(k, s, env, snap);
 }

@@ -17,7 +17,9 @@
  * followed by "|#tag:value,...". Lines are packed into datagrams of at most
  * max_bytes_per_datagram bytes separated by '\n' (Envoy's default of 0, and
  * plain statsd, send one line per datagram); a line longer than that is sent
- * alone. Send errors are ignored: a sink never affects the proxy. */
+ * alone. Send errors are ignored: a sink never affects the proxy. A flush's
+ * datagrams go out through sendmmsg(2) in batches, the same datagrams in the
+ * same order as one sendto each. */
 #ifndef SHARP_STATSD_H
 #define SHARP_STATSD_H
 

@@ -334,10 +334,13 @@ static sharp_pool_t *new_pool(sharp_worker_t *w, sharp_cluster_t *c, sharp_host_
     return p;
 }
 
-static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl)
+/* The balancer over cl->set, from the shape the main thread made with the
+ * set; `reuse`: the balancer's scratch memory is kept (a set adopted). */
+static void build_lb(sharp_worker_t *w, sharp_cluster_local_t *cl, bool reuse)
 {
     sharp_cluster_t *c = cl->cluster;
-    sharp_lb_init(&cl->lb, c->lb_policy, cl->set->hosts, cl->set->nhosts, sharp_worker_random(w));
+    sharp_lb_init_shaped(&cl->lb, c->lb_policy, cl->set->hosts, cl->set->nhosts, sharp_worker_random(w),
+                         cl->set->lb_shape, reuse ? &cl->lb : NULL);
     cl->lb.choice_count = c->choice_count;
     cl->lb.panic_threshold = c->panic_threshold;
     cl->lb.active_request_bias = c->active_request_bias;
@@ -361,11 +364,11 @@ static sharp_cluster_local_t *cluster_local_new(sharp_worker_t *w, sharp_cluster
     cl->set = w->index < c->npending ? atomic_exchange(&c->pending[w->index], NULL) : NULL;
     if (c->odst) {
         /* its hosts come from sharp_odst_choose, not from a set */
-        sharp_hostset_unref(cl->set);
+        sharp_hostset_release(cl->set);
         cl->set = sharp_hostset_new(NULL, 0, 0);
     }
     if (!cl->set) cl->set = sharp_hostset_ref(c->set);
-    build_lb(w, cl);
+    build_lb(w, cl, false);
     return cl;
 }
 
@@ -396,7 +399,7 @@ static void cluster_local_unref(sharp_worker_t *w, sharp_cluster_local_t *cl)
     sharp_odst_local_free(cl, w->stopping);
     sharp_subset_lbs_destroy(&cl->subsets);
     sharp_lb_destroy(&cl->lb);
-    sharp_hostset_unref(cl->set);
+    sharp_hostset_release(cl->set);
     sharp_cluster_unref(cl->cluster);
     sharp_cluster_local_t *zl = cl->zone_local;
     free(cl);
@@ -465,18 +468,17 @@ static void setup_clusters(sharp_worker_t *w)
     w->view->worker = w;
 }
 
-/* Moves a cluster to a newer host set, between two events: no request is
- * between choosing a host and taking its pool. Pools of hosts in both sets
- * move to their new positions; hosts that are new get pools; pools of
- * hosts that left retire: they take no new request (nothing finds them any
- * more), their requests in flight complete, and they free themselves with
- * their last connection. */
 /* For each host of the new set, its index in the old one, or -1: a host
- * kept across an update (DNS, EDS) is the same object. A hash of the old
+ * kept across an update (DNS, EDS) is the same object. The main thread
+ * wrote it down when it made the set (ns->prev) for the set before it,
+ * which is the worker's unless it skipped one; else a hash of the old
  * set's hosts makes it linear: a 1,000-endpoint assignment on the worker's
  * loop costs microseconds, not a million comparisons. */
-static int32_t *match_hosts(const sharp_hostset_t *os, const sharp_hostset_t *ns)
+static int32_t *match_hosts(const sharp_hostset_t *os, const sharp_hostset_t *ns, bool *owned)
 {
+    *owned = false;
+    if (ns->prev && ns->generation == os->generation + 1) return ns->prev;
+    *owned = true;
     int32_t *where = sharp_calloc(ns->nhosts ? ns->nhosts : 1, sizeof *where);
     uint32_t cap = 16;
     while (cap < 2 * os->nhosts) cap <<= 1;
@@ -500,19 +502,31 @@ static int32_t *match_hosts(const sharp_hostset_t *os, const sharp_hostset_t *ns
     return where;
 }
 
+/* Moves a cluster to a newer host set, between two events: no request is
+ * between choosing a host and taking its pool. Pools of hosts in both sets
+ * move to their new positions; hosts that are new get pools; pools of
+ * hosts that left retire: they take no new request (nothing finds them any
+ * more), their requests in flight complete, and they free themselves with
+ * their last connection. What depends on the hosts alone (the balancer's
+ * levels, the positions in the previous set) the main thread made with the
+ * set, and the old set goes back to it (sharp_hostset_release): a cluster
+ * with no pool yet costs the worker the same whatever its size, one with
+ * pools a move per host. */
 static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_hostset_t *ns)
 {
     sharp_hostset_t *os = cl->set;
-    int32_t *where = match_hosts(os, ns);
+    int32_t *where = NULL;
+    bool where_owned = false;
     for (int prio = 0; prio < SHARP_NPRIORITIES; prio++) {
         for (int kind = 0; kind < 2; kind++) {
             sharp_pool_t ***slot = kind ? &cl->h2_pools[prio] : &cl->pools[prio];
             if (!*slot) continue;
+            if (!where) where = match_hosts(os, ns, &where_owned);
             sharp_pool_t **old = *slot, **pools = sharp_calloc(ns->nhosts ? ns->nhosts : 1, sizeof *pools);
             /* a set lists a host once; if it did twice, the second gets a
              * pool of its own when first used; new hosts too */
             for (uint32_t i = 0; i < ns->nhosts; i++)
-                if (where[i] >= 0 && old[where[i]]) {
+                if (where[i] >= 0 && (uint32_t)where[i] < os->nhosts && old[where[i]]) {
                     pools[i] = old[where[i]];
                     old[where[i]] = NULL;
                 }
@@ -522,29 +536,52 @@ static void apply_hostset(sharp_worker_t *w, sharp_cluster_local_t *cl, sharp_ho
             *slot = pools;
         }
     }
-    free(where);
+    if (where_owned) free(where);
     sharp_subset_lbs_destroy(&cl->subsets);
-    sharp_lb_destroy(&cl->lb);
+    sharp_lb_destroy_keep(&cl->lb);
     cl->set = ns;
-    build_lb(w, cl);
-    sharp_hostset_unref(os);
+    build_lb(w, cl, true);
+    sharp_hostset_release(os);
 }
 
+/* The clusters queued since the last wake-up, oldest first. Each was
+ * taken off the queue (queued cleared) before its pending set is taken, so
+ * a set the main thread publishes meanwhile queues the cluster again. */
+static sharp_cluster_t *take_hostset_queue(sharp_worker_t *w)
+{
+    sharp_cluster_t *c = atomic_exchange(&w->hostset_queue, NULL), *fifo = NULL;
+    while (c) {
+        sharp_cluster_t *next = c->queue_next[w->index];
+        c->queue_next[w->index] = fifo;
+        fifo = c;
+        c = next;
+    }
+    for (c = fifo; c; c = c->queue_next[w->index]) atomic_store(&c->queued[w->index], false);
+    return fifo;
+}
+
+/* The clusters of the current view the main thread published a host set
+ * for: the queue names them, so a wake-up costs nothing per cluster of the
+ * view. A queued cluster the view does not have (not yet, or no more)
+ * keeps its pending set for the view that takes it (cluster_local_new). */
 static void check_hostsets(sharp_worker_t *w)
 {
-    if (!w->view || w->stopping) return;
-    for (uint32_t i = 0; i < w->view->snap->nclusters; i++) {
-        sharp_cluster_local_t *cl = w->view->clusters[i];
-        sharp_cluster_t *c = cl->cluster;
-        if (w->index >= c->npending || !atomic_load_explicit(&c->pending[w->index], memory_order_relaxed)) continue;
-        sharp_hostset_t *ns = atomic_exchange(&c->pending[w->index], NULL);
+    if (!atomic_load_explicit(&w->hostset_queue, memory_order_relaxed)) return;
+    sharp_cluster_t *c = take_hostset_queue(w);
+    while (c) {
+        sharp_cluster_t *next = c->queue_next[w->index];
+        int32_t k = w->view && !w->stopping ? sharp_snapshot_cluster_index(w->view->snap, c->name) : -1;
+        sharp_cluster_local_t *cl = k >= 0 && w->view->clusters[k]->cluster == c ? w->view->clusters[k] : NULL;
+        sharp_hostset_t *ns = cl ? atomic_exchange(&c->pending[w->index], NULL) : NULL;
         if (ns && c->odst) {
             /* the cleanup may have removed hosts: their pools retire */
-            sharp_hostset_unref(ns);
+            sharp_hostset_release(ns);
             sharp_odst_local_sweep(cl);
         } else if (ns) {
             apply_hostset(w, cl, ns);
         }
+        sharp_cluster_unref(c);
+        c = next;
     }
 }
 
@@ -553,6 +590,12 @@ void sharp_worker_set_hostset(sharp_worker_t *w, sharp_cluster_t *c)
     if (w->index >= c->npending) return;
     /* an older set the worker has not taken yet is dropped here */
     sharp_hostset_unref(atomic_exchange(&c->pending[w->index], sharp_hostset_ref(c->set)));
+    if (!atomic_exchange(&c->queued[w->index], true)) {
+        sharp_cluster_ref(c);
+        c->queue_next[w->index] = atomic_load(&w->hostset_queue);
+        while (!atomic_compare_exchange_weak(&w->hostset_queue, &c->queue_next[w->index], c))
+            ;
+    }
     uv_async_send(&w->wakeup);
 }
 
@@ -617,6 +660,10 @@ static void teardown_clusters(sharp_worker_t *w)
     w->view = NULL;
     sharp_view_unref(v);
     sharp_snapshot_unref(atomic_exchange(&w->snap_pending, NULL));
+    for (sharp_cluster_t *c = take_hostset_queue(w), *next; c; c = next) {
+        next = c->queue_next[w->index];
+        sharp_cluster_unref(c);
+    }
 }
 
 static void begin_drain(sharp_worker_t *w)
@@ -811,6 +858,11 @@ void sharp_worker_join(sharp_worker_t *w)
 
 void sharp_worker_release(sharp_worker_t *w)
 {
+    /* what the main thread queued after the worker's last wake-up */
+    for (sharp_cluster_t *c = take_hostset_queue(w), *next; c; c = next) {
+        next = c->queue_next[w->index];
+        sharp_cluster_unref(c);
+    }
     sharp_runtime_snapshot_unref(atomic_exchange(&w->runtime_pending, NULL));
     sharp_runtime_snapshot_unref(w->runtime);
     w->runtime = NULL;

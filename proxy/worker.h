@@ -235,6 +235,10 @@ typedef struct sharp_worker {
     /* a newer snapshot the main thread handed over (sharp_worker_set_snapshot),
      * taken at the next wake-up */
     _Atomic(sharp_snapshot_t *) snap_pending;
+    /* clusters with a newer host set for this worker (cluster.h's
+     * pending), each holding a reference, linked by their queue_next:
+     * pushed by the main thread, taken whole at the wake-up */
+    _Atomic(struct sharp_cluster *) hostset_queue;
     sharp_dlist_t listens; /* sharp_listen_entry_t: the sockets it accepts on */
     sharp_dlist_t connections;       /* downstream connections */
     sharp_dlist_t inspecting;        /* accepted, listener filters still reading (no filter chain yet) */

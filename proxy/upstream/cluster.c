@@ -383,15 +383,55 @@ sharp_hostset_t *sharp_hostset_new(sharp_host_t *const *hosts, uint32_t n, uint6
     s->nhosts = n;
     if (n) memcpy(s->hosts, hosts, n * sizeof *hosts);
     for (uint32_t i = 0; i < n; i++) atomic_fetch_add_explicit(&hosts[i]->nsets, 1, memory_order_relaxed);
+    s->lb_shape = sharp_lb_shape_new(s->hosts, n);
     return s;
+}
+
+static void hostset_free(sharp_hostset_t *s)
+{
+    for (uint32_t i = 0; i < s->nhosts; i++) atomic_fetch_sub_explicit(&s->hosts[i]->nsets, 1, memory_order_release);
+    sharp_subset_plan_free(s->subsets);
+    sharp_lb_shape_free(s->lb_shape);
+    free(s->prev);
+    free(s);
 }
 
 void sharp_hostset_unref(sharp_hostset_t *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
-    for (uint32_t i = 0; i < s->nhosts; i++) atomic_fetch_sub_explicit(&s->hosts[i]->nsets, 1, memory_order_release);
-    sharp_subset_plan_free(s->subsets);
-    free(s);
+    hostset_free(s);
+}
+
+static _Atomic(sharp_hostset_t *) released_sets;
+static atomic_bool defer_frees;
+
+void sharp_hostset_release(sharp_hostset_t *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    if (!atomic_load_explicit(&defer_frees, memory_order_acquire)) {
+        hostset_free(s);
+        return;
+    }
+    s->next_free = atomic_load_explicit(&released_sets, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&released_sets, &s->next_free, s, memory_order_release,
+                                                  memory_order_relaxed))
+        ;
+}
+
+void sharp_hostset_reap(void)
+{
+    sharp_hostset_t *s = atomic_exchange_explicit(&released_sets, NULL, memory_order_acquire);
+    while (s) {
+        sharp_hostset_t *next = s->next_free;
+        hostset_free(s);
+        s = next;
+    }
+}
+
+void sharp_hostset_defer_frees(bool on)
+{
+    atomic_store_explicit(&defer_frees, on, memory_order_release);
+    if (!on) sharp_hostset_reap();
 }
 
 static void free_departed_host(void *p)
@@ -458,7 +498,13 @@ void sharp_cluster_init_hostset(sharp_cluster_t *c)
     atomic_init(&c->refs, 1);
     c->npending = cluster_nworkers;
     c->pending = sharp_calloc(c->npending ? c->npending : 1, sizeof *c->pending);
-    for (uint32_t i = 0; i < c->nhosts; i++) sharp_cluster_adopt_host(c, c->hosts[i]);
+    c->queued = sharp_calloc(c->npending ? c->npending : 1, sizeof *c->queued);
+    c->queue_next = sharp_calloc(c->npending ? c->npending : 1, sizeof *c->queue_next);
+    for (uint32_t i = 0; i < c->nhosts; i++) {
+        sharp_cluster_adopt_host(c, c->hosts[i]);
+        /* its position, as sharp_cluster_publish_hosts keeps it */
+        atomic_store_explicit(&c->hosts[i]->index, i, memory_order_relaxed);
+    }
     c->set = sharp_hostset_new(c->hosts, c->nhosts, 1);
     if (c->subset) c->set->subsets = sharp_subset_plan_build(c->subset, c->set->hosts, c->nhosts);
     free(c->hosts);
@@ -476,12 +522,21 @@ void sharp_cluster_set_hostset_notify(void (*fn)(void *arg, sharp_cluster_t *c),
 
 void sharp_cluster_publish_hosts(sharp_cluster_t *c, sharp_host_t *const *hosts, uint32_t n)
 {
+    sharp_hostset_reap(); /* what workers left since the last one */
+    sharp_hostset_t *old = c->set;
+    /* a host's index is its position in the newest set: the old one's,
+     * for a host it lists, until it is stored below */
+    int32_t *prev = old ? sharp_calloc(n ? n : 1, sizeof *prev) : NULL;
     for (uint32_t i = 0; i < n; i++) {
         sharp_cluster_adopt_host(c, hosts[i]);
+        if (prev) {
+            uint32_t at = atomic_load_explicit(&hosts[i]->index, memory_order_relaxed);
+            prev[i] = at < old->nhosts && old->hosts[at] == hosts[i] ? (int32_t)at : -1;
+        }
         atomic_store_explicit(&hosts[i]->index, i, memory_order_relaxed);
     }
-    sharp_hostset_t *old = c->set;
     c->set = sharp_hostset_new(hosts, n, old ? old->generation + 1 : 1);
+    c->set->prev = prev;
     c->hosts = c->set->hosts;
     c->nhosts = n;
     if (c->subset) {
@@ -531,9 +586,14 @@ void sharp_cluster_unref(sharp_cluster_t *c)
 void sharp_cluster_free(sharp_cluster_t *c)
 {
     if (!c) return;
+    /* a set a worker released is on the list before the worker let go of
+     * the cluster: freed now, while its hosts are still there */
+    sharp_hostset_reap();
     for (uint32_t i = 0; c->pending && i < c->npending; i++)
         sharp_hostset_unref(atomic_exchange(&c->pending[i], NULL));
     free((void *)c->pending);
+    free((void *)c->queued);
+    free(c->queue_next);
     free(c->zone_local_cluster);
     free(c->eds_service_name);
     free(c->version_info);

@@ -31,6 +31,14 @@ typedef struct sharp_hostset {
     /* lb_subset_config: the set's subsets (upstream/subset.h), made with it
      * on the main thread; NULL without */
     struct sharp_subset_plan *subsets;
+    /* What every worker's balancer over the set reads (lb.h), made with
+     * the set on the main thread */
+    sharp_lb_shape_t *lb_shape;
+    /* prev[i]: where hosts[i] was in the set of generation - 1, or -1 (a
+     * new host); NULL for a first set. A worker moving from that set moves
+     * its pools by it, with no search. */
+    int32_t *prev;
+    struct sharp_hostset *next_free; /* sharp_hostset_release's list */
     uint32_t nhosts;
     sharp_host_t *hosts[];
 } sharp_hostset_t;
@@ -43,6 +51,18 @@ static inline sharp_hostset_t *sharp_hostset_ref(sharp_hostset_t *s)
 }
 /* Any thread; the last reference frees the array (never the hosts). */
 void sharp_hostset_unref(sharp_hostset_t *s);
+/* A worker's unref: a last reference does not free the set there (a
+ * decrement of every host's nsets, the subsets, the arrays: work in
+ * proportion to the set) but leaves it to the main thread, which frees
+ * what was left at its next sharp_hostset_reap (each publication, the
+ * housekeeping). Before sharp_hostset_defer_frees(true) and after (false),
+ * the same as sharp_hostset_unref. No lock: a push on a lock-free list. */
+void sharp_hostset_release(sharp_hostset_t *s);
+/* Main thread; sharp_cluster_free reaps first, so a released set never
+ * outlives its cluster's hosts. */
+void sharp_hostset_reap(void);
+/* Main thread: on while workers run; off (after they are joined) reaps. */
+void sharp_hostset_defer_frees(bool on);
 
 typedef enum {
     SHARP_CLUSTER_STATIC,
@@ -300,6 +320,11 @@ typedef struct sharp_cluster {
      * (sharp_worker_set_hostset), NULL when none; nworkers entries. */
     _Atomic(sharp_hostset_t *) *pending;
     uint32_t npending;
+    /* Per worker: the cluster is on the worker's list of clusters with a
+     * pending set (queued), and the next one on that list (queue_next), so
+     * a wake-up visits those clusters only, not every cluster of its view. */
+    atomic_bool *queued;
+    struct sharp_cluster **queue_next;
     /* EDS: the name the cluster's endpoints are published under
      * (eds_cluster_config.service_name, else the cluster's name) and the
      * subscription that feeds them (xds/xds.h); NULL for other types */

@@ -33,36 +33,62 @@ static int cmp_u32(const void *a, const void *b)
 
 /* Maps each host's priority to a dense level index (levels ascending by
  * priority, so level 0 is the most preferred). */
-static void build_levels(sharp_lb_t *lb)
+sharp_lb_shape_t *sharp_lb_shape_new(sharp_host_t *const *hosts, uint32_t n)
 {
-    uint32_t n = lb->nhosts;
+    sharp_lb_shape_t *sh = sharp_calloc(1, sizeof *sh);
+    sh->nhosts = n;
+    sh->all_equal_weights = true;
+    for (uint32_t i = 1; i < n; i++)
+        if (hosts[i]->weight != hosts[0]->weight) sh->all_equal_weights = false;
     uint32_t *prio = sharp_calloc(n ? n : 1, sizeof *prio);
     for (uint32_t i = 0; i < n; i++)
-        prio[i] = lb->hosts[i]->priority;
-    /* most sets list their levels in order (one level, usually): a worker
-     * adopting an EDS update of thousands of hosts sorts nothing then */
+        prio[i] = hosts[i]->priority;
+    /* most sets list their levels in order (one level, usually): no sort */
     uint32_t sorted = 1;
     while (sorted < n && prio[sorted - 1] <= prio[sorted]) sorted++;
     if (sorted < n) qsort(prio, n, sizeof *prio, cmp_u32);
     uint32_t nl = 0;
     for (uint32_t i = 0; i < n; i++)
         if (i == 0 || prio[i] != prio[i - 1]) prio[nl++] = prio[i];
-    lb->nlevels = nl;
-    lb->level_of = sharp_calloc(n ? n : 1, sizeof *lb->level_of);
-    lb->level_total = sharp_calloc(nl ? nl : 1, sizeof *lb->level_total);
-    lb->level_healthy = sharp_calloc(nl ? nl : 1, sizeof *lb->level_healthy);
+    sh->nlevels = nl;
+    sh->level_of = sharp_calloc(n ? n : 1, sizeof *sh->level_of);
+    sh->level_total = sharp_calloc(nl ? nl : 1, sizeof *sh->level_total);
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t *at = bsearch(&lb->hosts[i]->priority, prio, nl, sizeof *prio, cmp_u32);
-        lb->level_of[i] = (uint32_t)(at - prio);
-        lb->level_total[lb->level_of[i]]++;
+        /* one level: no search */
+        uint32_t *at = nl == 1 ? prio : bsearch(&hosts[i]->priority, prio, nl, sizeof *prio, cmp_u32);
+        sh->level_of[i] = (uint32_t)(at - prio);
+        sh->level_total[sh->level_of[i]]++;
     }
     free(prio);
+    return sh;
 }
 
-void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,
-                   uint32_t nhosts, uint64_t seed)
+void sharp_lb_shape_free(sharp_lb_shape_t *sh)
 {
+    if (!sh) return;
+    free(sh->level_of);
+    free(sh->level_total);
+    free(sh);
+}
+
+/* At least n entries; the contents are scratch, never read before written. */
+static void *scratch_at_least(void *p, uint32_t *cap, uint32_t n, size_t size)
+{
+    if (p && *cap >= n) return p;
+    free(p);
+    *cap = n ? n : 1;
+    return sharp_realloc(NULL, *cap * size);
+}
+
+void sharp_lb_init_shaped(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts, uint32_t nhosts,
+                          uint64_t seed, const sharp_lb_shape_t *shape, sharp_lb_t *reuse)
+{
+    uint32_t *scratch = reuse ? reuse->scratch : NULL, scap = reuse ? reuse->scratch_cap : 0;
+    int64_t *wscratch = reuse ? reuse->wscratch : NULL;
+    uint32_t wcap = reuse ? reuse->wscratch_cap : 0;
+    if (reuse && reuse != lb) memset(reuse, 0, sizeof *reuse);
     memset(lb, 0, sizeof *lb);
+    if (!shape || shape->nhosts != nhosts) shape = lb->own_shape = sharp_lb_shape_new(hosts, nhosts);
     lb->policy = policy;
     lb->hosts = hosts;
     lb->nhosts = nhosts;
@@ -72,16 +98,43 @@ void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const
     uint64_t s = seed;
     lb->rng = splitmix64(&s);
     if (!lb->rng) lb->rng = 0x9E3779B97F4A7C15ull;
-    lb->current = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->current);
-    lb->scratch = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->scratch);
-    lb->wscratch = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->wscratch);
-    lb->all_equal_weights = true;
-    for (uint32_t i = 1; i < nhosts; i++)
-        if (hosts[i]->weight != hosts[0]->weight) lb->all_equal_weights = false;
-    build_levels(lb);
+    lb->all_equal_weights = shape->all_equal_weights;
+    lb->nlevels = shape->nlevels;
+    lb->level_of = shape->level_of;
+    lb->level_total = shape->level_total;
+    lb->level_healthy = sharp_calloc(lb->nlevels ? lb->nlevels : 1, sizeof *lb->level_healthy);
+    lb->scratch = scratch_at_least(scratch, &scap, nhosts, sizeof *lb->scratch);
+    lb->scratch_cap = scap;
+    if (!lb->all_equal_weights) {
+        /* smooth weighted round robin's credits start at 0 */
+        lb->current = sharp_calloc(nhosts ? nhosts : 1, sizeof *lb->current);
+        lb->wscratch = scratch_at_least(wscratch, &wcap, nhosts, sizeof *lb->wscratch);
+        lb->wscratch_cap = wcap;
+    } else {
+        free(wscratch);
+    }
     /* Each worker starts its rotation at a different host, so a fleet of
      * freshly started workers does not send its first requests to one host. */
     lb->rr_index = nhosts ? sharp_lb_random(lb) % nhosts : 0;
+}
+
+void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,
+                   uint32_t nhosts, uint64_t seed)
+{
+    sharp_lb_init_shaped(lb, policy, hosts, nhosts, seed, NULL, NULL);
+}
+
+void sharp_lb_destroy_keep(sharp_lb_t *lb)
+{
+    uint32_t *scratch = lb->scratch, scap = lb->scratch_cap, wcap = lb->wscratch_cap;
+    int64_t *wscratch = lb->wscratch;
+    lb->scratch = NULL;
+    lb->wscratch = NULL;
+    sharp_lb_destroy(lb);
+    lb->scratch = scratch;
+    lb->scratch_cap = scap;
+    lb->wscratch = wscratch;
+    lb->wscratch_cap = wcap;
 }
 
 void sharp_lb_destroy(sharp_lb_t *lb)
@@ -89,8 +142,7 @@ void sharp_lb_destroy(sharp_lb_t *lb)
     free(lb->current);
     free(lb->scratch);
     free(lb->wscratch);
-    free(lb->level_of);
-    free(lb->level_total);
+    sharp_lb_shape_free(lb->own_shape);
     free(lb->level_healthy);
     free(lb->loc_of);
     free(lb->lw_slot);

@@ -18,6 +18,23 @@ typedef enum {
     SHARP_LB_RANDOM,
 } sharp_lb_policy_t;
 
+/* What a balancer derives from its hosts alone (priority levels, whether
+ * the weights are equal): immutable, so the main thread makes it once per
+ * host set (sharp_hostset_t.lb_shape) and every worker's balancer over the
+ * set reads it, instead of each worker going over the hosts again when it
+ * adopts the set. */
+typedef struct sharp_lb_shape {
+    uint32_t nhosts;
+    uint32_t nlevels;        /* distinct priorities, ascending */
+    bool all_equal_weights;
+    uint32_t *level_of;      /* host index -> level */
+    uint32_t *level_total;   /* hosts per level */
+} sharp_lb_shape_t;
+
+/* hosts[i]->priority and ->weight, read now. */
+sharp_lb_shape_t *sharp_lb_shape_new(sharp_host_t *const *hosts, uint32_t nhosts);
+void sharp_lb_shape_free(sharp_lb_shape_t *sh);
+
 typedef struct sharp_lb {
     sharp_lb_policy_t policy;
     sharp_host_t *const *hosts; /* not owned */
@@ -29,14 +46,17 @@ typedef struct sharp_lb {
     bool in_panic;              /* the last choice was made in panic mode (for lb_healthy_panic) */
     /* Private state. Weighted round robin is smooth weighted round robin:
      * `current` holds each host's running credit. */
-    int64_t *current;
+    int64_t *current;           /* NULL with equal weights (not used then) */
     uint64_t rr_index;
     bool all_equal_weights;
-    uint32_t *scratch;          /* candidate host indices, nhosts long */
-    int64_t *wscratch;          /* candidate weights, nhosts long */
+    uint32_t *scratch;          /* candidate host indices, at least nhosts long */
+    int64_t *wscratch;          /* candidate weights, as long; NULL with equal weights */
+    uint32_t scratch_cap, wscratch_cap;
     uint32_t nlevels;           /* distinct priorities, ascending */
-    uint32_t *level_of;         /* host index -> level */
-    uint32_t *level_total, *level_healthy;
+    const uint32_t *level_of;   /* host index -> level (the shape's) */
+    const uint32_t *level_total;
+    uint32_t *level_healthy;
+    sharp_lb_shape_t *own_shape; /* made by sharp_lb_init; NULL when borrowed */
     /* Zone-aware routing (upstream/zone_lb.h), on when zone is set: the
      * owner sets zone, local_locality (the node's), local_set (the address
      * of the worker's reference to the local cluster's host set, which the
@@ -73,7 +93,17 @@ typedef struct sharp_lb {
 
 void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,
                    uint32_t nhosts, uint64_t seed);
+/* The same over a shape made for these hosts (sharp_lb_shape_new), which
+ * the balancer reads and does not own: it must outlive the balancer. NULL:
+ * as sharp_lb_init. With `reuse` (a balancer being replaced, already
+ * destroyed with sharp_lb_destroy_keep), its scratch memory is taken over,
+ * so a new set of as many hosts allocates nothing per host. */
+void sharp_lb_init_shaped(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts, uint32_t nhosts,
+                          uint64_t seed, const sharp_lb_shape_t *shape, sharp_lb_t *reuse);
 void sharp_lb_destroy(sharp_lb_t *lb);
+/* sharp_lb_destroy, except for the scratch arrays, which stay in lb for
+ * sharp_lb_init_shaped's `reuse` (that frees what it does not take). */
+void sharp_lb_destroy_keep(sharp_lb_t *lb);
 /* Turns zone-aware routing on (see the fields above); call after
  * sharp_lb_init. */
 void sharp_lb_set_zone(sharp_lb_t *lb, const sharp_zone_config_t *zone, uint32_t local_locality,

@@ -372,6 +372,96 @@ static void test_choose_level(void **state)
     sharp_lb_destroy(&lb);
 }
 
+/* The shape a host set carries: its levels and weights, as a balancer
+ * made from the hosts alone would find them. */
+static void test_shape_levels_and_weights(void **state)
+{
+    hostset_t s;
+    uint32_t w[] = {1, 1, 3, 1, 1};
+    hosts_init(&s, 5, w);
+    s.h[0].priority = 2;
+    s.h[1].priority = 0;
+    s.h[2].priority = 2;
+    s.h[3].priority = 5;
+    s.h[4].priority = 0;
+    sharp_lb_shape_t *sh = sharp_lb_shape_new(s.ptr, s.n);
+    assert_int_equal(sh->nlevels, 3);
+    assert_false(sh->all_equal_weights);
+    uint32_t want_level[] = {1, 0, 1, 2, 0}, want_total[] = {2, 2, 1};
+    for (uint32_t i = 0; i < 5; i++) assert_int_equal(sh->level_of[i], want_level[i]);
+    for (uint32_t l = 0; l < 3; l++) assert_int_equal(sh->level_total[l], want_total[l]);
+    sharp_lb_shape_free(sh);
+    hosts_init(&s, 3, NULL);
+    sh = sharp_lb_shape_new(s.ptr, s.n);
+    assert_int_equal(sh->nlevels, 1);
+    assert_true(sh->all_equal_weights);
+    sharp_lb_shape_free(sh);
+}
+
+/* A balancer over a borrowed shape chooses exactly as one that made its
+ * own, for every policy, with priorities and unequal weights. */
+static void test_shaped_chooses_as_unshaped(void **state)
+{
+    hostset_t s;
+    uint32_t w[] = {4, 1, 2, 1, 3, 1};
+    hosts_init(&s, 6, w);
+    s.h[3].priority = 1;
+    s.h[4].priority = 1;
+    atomic_store(&s.h[0].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_lb_shape_t *sh = sharp_lb_shape_new(s.ptr, s.n);
+    sharp_lb_policy_t policies[] = {SHARP_LB_ROUND_ROBIN, SHARP_LB_LEAST_REQUEST, SHARP_LB_RANDOM};
+    for (int k = 0; k < 3; k++) {
+        sharp_lb_t own, shared;
+        sharp_lb_init(&own, policies[k], s.ptr, s.n, 99);
+        sharp_lb_init_shaped(&shared, policies[k], s.ptr, s.n, 99, sh, NULL);
+        assert_null(shared.own_shape);
+        for (int i = 0; i < 500; i++) assert_ptr_equal(sharp_lb_choose(&own), sharp_lb_choose(&shared));
+        sharp_lb_destroy(&own);
+        sharp_lb_destroy(&shared);
+    }
+    sharp_lb_shape_free(sh);
+}
+
+/* A balancer moved to another set (sharp_lb_destroy_keep, then init with
+ * reuse) keeps its scratch memory when the new set is no larger, and starts
+ * weighted round robin afresh; a shape made for another host count is not
+ * used (the balancer makes its own). */
+static void test_reinit_reuses_scratch(void **state)
+{
+    hostset_t big, small;
+    uint32_t w[] = {5, 1, 1};
+    hosts_init(&big, 8, NULL);
+    hosts_init(&small, 3, w);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, big.ptr, big.n, 3);
+    assert_null(lb.current); /* equal weights: no credits */
+    uint32_t *scratch = lb.scratch;
+    int c[MAXH];
+    count(&lb, &big, 80, c);
+    for (int i = 0; i < 8; i++) assert_int_equal(c[i], 10);
+
+    sharp_lb_shape_t *sh = sharp_lb_shape_new(small.ptr, small.n);
+    sharp_lb_destroy_keep(&lb);
+    sharp_lb_init_shaped(&lb, SHARP_LB_ROUND_ROBIN, small.ptr, small.n, 4, sh, &lb);
+    assert_ptr_equal(lb.scratch, scratch);
+    assert_true(lb.scratch_cap >= 8);
+    assert_non_null(lb.current);
+    count(&lb, &small, 700, c);
+    assert_int_equal(c[0], 500);
+    assert_int_equal(c[1], 100);
+    assert_int_equal(c[2], 100);
+
+    /* larger again, through a shape made for another count: its own */
+    sharp_lb_destroy_keep(&lb);
+    sharp_lb_init_shaped(&lb, SHARP_LB_ROUND_ROBIN, big.ptr, big.n, 5, sh, &lb);
+    assert_non_null(lb.own_shape);
+    assert_true(lb.scratch_cap >= 8);
+    count(&lb, &big, 80, c);
+    for (int i = 0; i < 8; i++) assert_int_equal(c[i], 10);
+    sharp_lb_destroy(&lb);
+    sharp_lb_shape_free(sh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +479,9 @@ int main(void)
         cmocka_unit_test(test_priority_load_total_panic),
         cmocka_unit_test(test_choose_level),
         cmocka_unit_test(test_random_is_deterministic_per_seed),
+        cmocka_unit_test(test_shape_levels_and_weights),
+        cmocka_unit_test(test_shaped_chooses_as_unshaped),
+        cmocka_unit_test(test_reinit_reuses_scratch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

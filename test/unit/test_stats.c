@@ -1169,6 +1169,52 @@ static void test_flush_matches_oracle(void **state)
     sharp_stats_destroy(all);
 }
 
+/* Counters read in a batch (a sink's list, across pages of ids, other
+ * kinds and unknown ids among them) read as one at a time: value, used,
+ * and after /reset_counters. */
+static void test_counters_read_batch(void **state)
+{
+    (void)state;
+    enum { N = 1500 };
+    sharp_stats_t *st = sharp_stats_create(3);
+    sharp_stats_shard_t *a = sharp_stats_shard(st, 1), *b = sharp_stats_shard(st, 2);
+    sharp_stat_id_t ids[N + 2];
+    char name[64];
+    uint32_t n = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "c.%d", i);
+        sharp_stat_id_t id = sharp_stats_counter(st, name);
+        snprintf(name, sizeof name, "g.%d", i);
+        sharp_stat_id_t g = sharp_stats_gauge(st, name);
+        if (i % 3 == 0) sharp_counter_add(a, id, (uint64_t)i);
+        if (i % 5 == 0) sharp_counter_add(b, id, 7);
+        if (i == 11) sharp_counter_add(a, id, 0); /* used, still 0 */
+        ids[n++] = id;
+        if (i == 700) ids[n++] = g; /* not a counter: 0, unused */
+    }
+    ids[n++] = sharp_stats_size(st) + 5; /* not registered */
+    uint64_t values[N + 2];
+    bool used[N + 2];
+    for (int round = 0; round < 2; round++) {
+        sharp_stats_counters_read(st, ids, n, values, used);
+        for (uint32_t i = 0; i < n; i++) {
+            bool u;
+            uint64_t v = sharp_stats_counter_read(st, ids[i], &u);
+            assert_int_equal(values[i], v);
+            assert_int_equal(used[i], u);
+            assert_int_equal(used[i], sharp_stats_used(st, ids[i]) && i != 701);
+            if (i < n - 1 && i != 701) assert_int_equal(v, sharp_stats_counter_value(st, ids[i]));
+        }
+        assert_true(used[0] && used[3] && used[5] && used[11]);
+        assert_int_equal(values[15], round ? 0 : 15 + 7);
+        assert_int_equal(used[1], round == 1);
+        sharp_stats_reset_counters(st);
+        sharp_counter_add(b, ids[1], 2);
+    }
+    assert_int_equal(values[1], 2);
+    sharp_stats_destroy(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1182,6 +1228,7 @@ int main(void)
         cmocka_unit_test(test_deferred_groups),
         cmocka_unit_test(test_flush_idle_interval),
         cmocka_unit_test(test_flush_matches_oracle),
+        cmocka_unit_test(test_counters_read_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,12 +172,57 @@ static void test_flush_udp(void **state)
     close(fd);
 }
 
+/* More lines than one sendmmsg batch: every line its own datagram, in the
+ * order of the flush (counters by registration, then gauges), each exactly
+ * as formatted one at a time. */
+static void test_flush_many_lines_in_order(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int rcv = 1 << 22;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    socklen_t al = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    enum { N = 700 };
+    sharp_stats_t *st = sharp_stats_create(2);
+    sharp_stats_shard_t *sh = sharp_stats_shard(st, 1);
+    char name[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "cluster.c%d.upstream_rq_total", i);
+        sharp_counter_add(sh, sharp_stats_counter(st, name), (uint64_t)i);
+        snprintf(name, sizeof name, "cluster.c%d.membership_total", i);
+        sharp_gauge_set(st, sharp_stats_gauge(st, name), i - 3);
+    }
+    sharp_statsd_sink_t *k = sharp_statsd_sink_create((struct sockaddr *)&a, al, "p", false, 0);
+    sharp_stats_flush(st);
+    sharp_statsd_sink_flush(k, st, NULL, NULL);
+    assert_int_equal(sharp_statsd_sink_datagrams(k), 2 * N);
+    char buf[256], want[256];
+    for (int i = 0; i < 2 * N; i++) {
+        ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        if (i < N)
+            snprintf(want, sizeof want, "p.cluster.c%d.upstream_rq_total:%d|c", i, i);
+        else
+            snprintf(want, sizeof want, "p.cluster.c%d.membership_total:%d|g", i - N, i - N - 3);
+        assert_string_equal(buf, want);
+    }
+    assert_true(recv(fd, buf, sizeof buf, MSG_DONTWAIT) < 0);
+    sharp_statsd_sink_free(k);
+    sharp_stats_destroy(st);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_packing),
         cmocka_unit_test(test_flush_udp),
+        cmocka_unit_test(test_flush_many_lines_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
