@@ -420,6 +420,23 @@ void fz_upstream_close(fz_run_t *r, int idx)
     flush_upstream(r, idx);
 }
 
+void fz_upstream_answer(fz_run_t *r, int cluster, const char *p, size_t n, uint8_t seed, bool close)
+{
+    size_t ends[9];
+    int nchunks = fz_split(seed, n, ends);
+    size_t at = 0;
+    for (int i = 0; i < nchunks; i++) {
+        for (int k = 0; k < r->nup; k++)
+            if (cluster < 0 || r->up[k].cluster == cluster) fz_upstream_send(r, k, p + at, ends[i] - at);
+        at = ends[i];
+        fz_settle(r);
+    }
+    if (close) {
+        for (int k = 0; k < r->nup; k++) fz_upstream_close(r, k);
+        fz_settle(r);
+    }
+}
+
 void fz_finish(fz_run_t *r)
 {
     /* the client goes away, then the upstream: each side's close path runs */

@@ -87,6 +87,11 @@ void fz_upstream_send(fz_run_t *r, int idx, const char *p, size_t n);
 /* Closes upstream connection idx (the proxy sees EOF) once what is queued
  * has been sent. */
 void fz_upstream_close(fz_run_t *r, int idx);
+/* The upstream targets' answer: the n bytes at p, split by `seed`
+ * (fz_split), each chunk sent on every upstream connection of `cluster`
+ * (-1: of any) open at that moment, the loop settling after each; then,
+ * with `close`, every upstream connection closes (and the loop settles). */
+void fz_upstream_answer(fz_run_t *r, int cluster, const char *p, size_t n, uint8_t seed, bool close);
 /* Closes both ends, stops the worker, runs its loop to the end and frees
  * everything the run made. */
 void fz_finish(fz_run_t *r);
