@@ -652,7 +652,11 @@ void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, boo
         if (stream_done(s)) return;
         /* the filter passed its own data on (sharp_stream_decode_data) */
         if (st == SHARP_FILTER_CONSUMED) return;
-        if (st == SHARP_FILTER_STOP && hold < 0 && i != (int32_t)s->nfilters - 1) {
+        /* a filter stopping the data holds it, also when the chain is
+         * otherwise only stopped at the terminal filter (which consumes
+         * what it gets: the router once it has the headers) */
+        bool held = hold >= 0 && hold != (int32_t)s->nfilters - 1;
+        if (st == SHARP_FILTER_STOP && !held && i != (int32_t)s->nfilters - 1) {
             s->dec_data_stop = i;
             hold = last = i;
         }

@@ -529,6 +529,32 @@ static void held_request_data_stop_too_large(void **state)
     stream_free(s);
 }
 
+/* The usual case of a data stop: the headers went through every filter and
+ * the terminal one (the router) holds them, as it does once it has sent
+ * them upstream. The filter's stop on the data still holds the body at it
+ * (it did not: the body went on to the terminal filter). */
+static void held_request_data_stop_behind_terminal(void **state)
+{
+    (void)state;
+    sharp_stream_t *s = stream();
+    uint64_t before = sharp_stats_counter_value(stats, hcm.st.rq_too_large);
+    s->dec_stopped = true;
+    s->dec_next = NF;
+    fs[1].ddata = SHARP_FILTER_STOP;
+    char body[LIMIT + 1];
+    memset(body, 'q', sizeof body);
+    dec_run_data(s, 0, body, LIMIT, false);
+    assert_int_equal(s->dec_data_stop, 1);
+    assert_true(s->dec_buffering);
+    assert_int_equal(fs[NF - 1].got, 0);
+    assert_int_equal(codec.status, 0);
+    dec_run_data(s, 0, body, 1, false);
+    assert_int_equal(codec.status, 413);
+    assert_int_equal(sharp_stats_counter_value(stats, hcm.st.rq_too_large), before + 1);
+    assert_int_equal(fs[NF - 1].got, 0);
+    stream_free(s);
+}
+
 static void held_request_streaming_pauses(void **state)
 {
     (void)state;
@@ -612,6 +638,7 @@ int main(void)
         cmocka_unit_test(held_response_replaced_by_local_reply),
         cmocka_unit_test(held_request_buffered_too_large),
         cmocka_unit_test(held_request_data_stop_too_large),
+        cmocka_unit_test(held_request_data_stop_behind_terminal),
         cmocka_unit_test(held_request_streaming_pauses),
         cmocka_unit_test(held_request_within_limit_continues),
     };
