@@ -442,3 +442,104 @@ def test_held_request_too_large_h2_other_streams(procs, upstream):
     finally:
         c.close()
     assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
+
+
+class EarlyAnswer:
+    """An HTTP/1.1 upstream that answers as soon as a request's head has
+    arrived (a 200 with a 100,000-byte content-length and its first 10
+    bytes), then reads and drops whatever else comes, until the peer
+    closes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        c.settimeout(30 * SLOW)
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                d = c.recv(65536)
+                if not d:
+                    return
+                head += d
+            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 10)
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def test_held_request_too_large_after_response_started(procs):
+    """The holding filter let the headers through and buffers the whole body
+    (x-test-hold-request-mode: buffer-body); the upstream answered at once,
+    so the response has started when the body goes over the buffer limit:
+    as in Envoy (a local reply cannot replace a started response), the
+    stream is reset, which on HTTP/1 closes the connection before the
+    response is complete, and the 413 is counted in downstream_rq_too_large."""
+    up = EarlyAnswer()
+    try:
+        port, admin = start_hold_request(procs, up)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+        size = 3 * LIMIT
+        s.sendall(f"POST /early HTTP/1.1\r\nhost: a\r\ncontent-length: {size}\r\n"
+                  "x-test-hold-request-mode: buffer-body\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(65536)
+            assert d, got
+            got += d
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        # the response has started: now the body, above the limit
+        s.settimeout(0.5)
+        sent, closed, t0 = 0, False, time.monotonic()
+        while not closed and time.monotonic() - t0 < 10 * SLOW:
+            if sent < size:
+                try:
+                    sent += s.send(b"b" * min(65536, size - sent))
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+            try:
+                d = s.recv(65536)
+                if not d:
+                    closed = True
+                got += d
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+        s.close()
+        assert closed, ("the connection stayed open", sent, len(got))
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert len(body) < 100000, len(body)
+        wait_for(lambda: stat(admin, "http.ingress_http.downstream_rq_too_large") == 1, 5,
+                 "downstream_rq_too_large counted")
+        # a reset, not a completed response, and no 413 on the wire
+        assert stat(admin, "http.ingress_http.downstream_rq_tx_reset") == 1
+        assert b"413" not in got
+    finally:
+        up.close()

@@ -19,7 +19,10 @@
  * `x-test-hold-request-mode: buffer` its decode_data returns
  * SHARP_FILTER_STOP for that body (it wants the whole body, Envoy's
  * StopIterationAndBuffer, as Envoy's buffer filter does), otherwise
- * CONTINUE (StopIterationAndWatermark). */
+ * CONTINUE (StopIterationAndWatermark). With `x-test-hold-request-mode:
+ * buffer-body` it lets the headers through at once (the router sends them
+ * upstream, and the upstream may answer) and then wants the whole body
+ * (SHARP_FILTER_STOP from every decode_data). */
 #undef main
 #include "http/filter.h"
 #include "worker.h"
@@ -33,6 +36,7 @@ typedef struct hold_state {
     sharp_filter_t *f;
     uint64_t hold_ms;
     bool buffer;
+    bool buffer_body; /* hold_request: headers through, the whole body held */
     bool holding;
     sharp_deadline_t release;
 } hold_state_t;
@@ -123,8 +127,9 @@ static sharp_filter_status_t hold_req_decode_headers(sharp_filter_t *f, sharp_he
     st->f = f;
     st->hold_ms = header_ms(h, "x-test-hold-request-ms");
     sharp_str_t v;
-    st->buffer =
-        sharp_headers_get_cstr(h, "x-test-hold-request-mode", &v) && sharp_str_eq(v, "buffer", 6);
+    bool mode = sharp_headers_get_cstr(h, "x-test-hold-request-mode", &v);
+    st->buffer = mode && sharp_str_eq(v, "buffer", 6);
+    st->buffer_body = mode && sharp_str_eq(v, "buffer-body", 11);
     if (!st->hold_ms || end_stream) return SHARP_FILTER_CONTINUE;
     st->holding = true;
     sharp_deadline_start(sharp_stream_worker(f->stream), &st->release, on_request_release,
@@ -139,6 +144,7 @@ static sharp_filter_status_t hold_req_decode_data(sharp_filter_t *f, const char 
     (void)n;
     (void)end_stream;
     hold_state_t *st = f->state;
+    if (st->buffer_body) return SHARP_FILTER_STOP;
     return st->holding && st->buffer ? SHARP_FILTER_STOP : SHARP_FILTER_CONTINUE;
 }
 
