@@ -575,6 +575,14 @@ static void local_reply_at(sharp_stream_t *s, int32_t from, const char *who, uin
                            size_t blen, uint32_t response_flag, const char *details, const char *const *headers,
                            const sharp_header_ops_t *ops);
 
+/* The 413 of a request too large for the filter at `holder` (counted in
+ * downstream_rq_too_large), sent through the filters before it. */
+static void request_too_large_at(sharp_stream_t *s, int32_t holder, const char *who)
+{
+    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_too_large);
+    local_reply_at(s, holder - 1, who, 413, "Payload Too Large", 17, 0, "request_payload_too_large", NULL, NULL);
+}
+
 /* Envoy's requestDataTooLarge when the filter holding the request buffers
  * the whole body: counted, and answered with a 413 on behalf of that
  * filter (Envoy's sendLocalReply through the filters before it; a reset
@@ -584,31 +592,34 @@ static void dec_too_large(sharp_stream_t *s, int32_t holder)
 {
     sharp_debug(http, "[C%llu][S%llu] request data too large (above the buffer limit of %u held by %s)", s->conn_id,
                 s->id, sharp_stream_buffer_limit(s), s->filters[holder].factory->name);
-    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_too_large);
     sharp_sbuf_free(&s->dec_buf);
     s->dec_end_pending = false;
     s->dec_buffering = false;
     read_pause(s, &s->dec_buf_paused, false);
-    local_reply_at(s, holder - 1, "the connection manager", 413, "Payload Too Large", 17, 0,
-                   "request_payload_too_large", NULL, NULL);
+    request_too_large_at(s, holder, "the connection manager");
 }
 
 void sharp_stream_request_too_large(sharp_filter_t *f)
 {
-    sharp_stream_t *s = f->stream;
-    if (stream_done(s)) return;
-    sharp_counter_inc(sharp_stream_worker(s)->stats, s->hcm->st.rq_too_large);
-    local_reply_at(s, (int32_t)f->index - 1, f->factory->name, 413, "Payload Too Large", 17, 0,
-                   "request_payload_too_large", NULL, NULL);
+    if (!stream_done(f->stream)) request_too_large_at(f->stream, (int32_t)f->index, f->factory->name);
 }
 
-/* The filter holding the request (the data stop, else the stop on
- * headers), -1: none, or the terminal filter, which consumes. */
-static int32_t dec_holder(const sharp_stream_t *s)
+/* Where the request stops in the chain: the first of the filter that
+ * stopped on data and the one that stopped the headers (the terminal
+ * filter, once it has them), -1 if none. */
+static int32_t dec_hold(const sharp_stream_t *s)
 {
     int32_t hold = -1;
     if (s->dec_stopped) hold = (int32_t)s->dec_next - 1;
     if (s->dec_data_stop >= 0 && (hold < 0 || s->dec_data_stop < hold)) hold = s->dec_data_stop;
+    return hold;
+}
+
+/* The filter holding the request: dec_hold, but -1 for the terminal
+ * filter, which consumes what it gets. */
+static int32_t dec_holder(const sharp_stream_t *s)
+{
+    int32_t hold = dec_hold(s);
     return hold == (int32_t)s->nfilters - 1 ? -1 : hold;
 }
 
@@ -640,9 +651,7 @@ void dec_run_data(sharp_stream_t *s, uint32_t from, const char *p, size_t n, boo
 {
     if (stream_done(s)) return;
     if (end && !n && s->dec_end_sent) return;
-    int32_t hold = -1;
-    if (s->dec_stopped) hold = (int32_t)s->dec_next - 1;
-    if (s->dec_data_stop >= 0 && (hold < 0 || s->dec_data_stop < hold)) hold = s->dec_data_stop;
+    int32_t hold = dec_hold(s);
     int32_t last = hold >= 0 ? hold : (int32_t)s->nfilters - 1;
     for (int32_t i = (int32_t)from; i <= last; i++) {
         sharp_filter_t *f = &s->filters[i];
@@ -678,9 +687,7 @@ void dec_run_trailers(sharp_stream_t *s, uint32_t from)
 {
     if (stream_done(s) || s->dec_end_sent) return;
     s->has_req_trailers = true;
-    int32_t hold = -1;
-    if (s->dec_stopped) hold = (int32_t)s->dec_next - 1;
-    if (s->dec_data_stop >= 0 && (hold < 0 || s->dec_data_stop < hold)) hold = s->dec_data_stop;
+    int32_t hold = dec_hold(s);
     int32_t last = hold >= 0 ? hold : (int32_t)s->nfilters - 1;
     for (int32_t i = (int32_t)from; i <= last; i++) {
         sharp_filter_t *f = &s->filters[i];
