@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.request
 
@@ -812,3 +813,49 @@ def start_nginx(procs, tmp_path, server, files=()):
     procs.append(Proc([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]))
     wait_port(port)
     return port
+
+
+class RawUpstream:
+    """An HTTP/1 upstream on loopback that answers each connection's first
+    request as soon as its head (up to the blank line) has arrived, with
+    fixed bytes, then reads and drops what follows until the proxy
+    closes."""
+
+    def __init__(self, answer, tail=b""):
+        self.answer = answer
+        self.tail = tail
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        c.settimeout(10)
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            c.sendall(self.answer + self.tail)
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()

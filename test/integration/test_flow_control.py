@@ -29,8 +29,8 @@ import time
 
 import pytest
 
-from conftest import (SANITIZED, SHARP_TEST_FILTERS, SLOW, H2Client, admin_get, bootstrap_yaml, file_access_log,
-                      free_port, log_lines,
+from conftest import (SANITIZED, SHARP_TEST_FILTERS, SLOW, H2Client, RawUpstream, admin_get, bootstrap_yaml,
+                      file_access_log, free_port, log_lines,
                       protos, run_sharp_config, stat, wait_for)
 
 LIMIT = 256 * 1024
@@ -444,53 +444,6 @@ def test_held_request_too_large_h2_other_streams(procs, upstream):
     assert stat(admin, "http.ingress_http.downstream_rq_too_large") == 1
 
 
-class EarlyAnswer:
-    """An HTTP/1.1 upstream that answers as soon as a request's head has
-    arrived (a 200 with a 100,000-byte content-length and its first 10
-    bytes), then reads and drops whatever else comes, until the peer
-    closes."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        c.settimeout(30 * SLOW)
-        head = b""
-        try:
-            while b"\r\n\r\n" not in head:
-                d = c.recv(65536)
-                if not d:
-                    return
-                head += d
-            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 10)
-            while c.recv(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop = True
-        self.thread.join(2)
-        self.sock.close()
-
-
 def test_held_request_too_large_after_response_started(procs):
     """The holding filter let the headers through and buffers the whole body
     (x-test-hold-request-mode: buffer-body); the upstream answered at once,
@@ -498,7 +451,7 @@ def test_held_request_too_large_after_response_started(procs):
     as in Envoy (a local reply cannot replace a started response), the
     stream is reset, which on HTTP/1 closes the connection before the
     response is complete, and the 413 is counted in downstream_rq_too_large."""
-    up = EarlyAnswer()
+    up = RawUpstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 10)
     try:
         port, admin = start_hold_request(procs, up)
         s = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)

@@ -5,55 +5,10 @@ transfer-encoding in a 1xx or 204 response, or a content-length other than
 (fuzz_http1_response found a 101 with a content-length forwarded as it was:
 the client then read the tunnel's first bytes as that body.)"""
 import socket
-import threading
 
 import pytest
 
-from conftest import bootstrap_yaml, free_port, run_sharp_config, stat, wait_for
-
-
-class RawUpstream:
-    """Answers every request (read up to its blank line) with fixed bytes,
-    then keeps reading what follows until the proxy closes."""
-
-    def __init__(self, answer, tail=b""):
-        self.answer = answer
-        self.tail = tail
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
-
-    def _conn(self, c):
-        c.settimeout(10)
-        buf = b""
-        try:
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
-            c.sendall(self.answer + self.tail)
-            while c.recv(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.sock.close()
+from conftest import RawUpstream, bootstrap_yaml, free_port, run_sharp_config, stat, wait_for
 
 
 def exchange(port, request, timeout=5):
