@@ -141,24 +141,6 @@ static bool network_latency(const sharp_diag_config_t *cfg, const sharp_diag_inp
            cx->rtt_us > 0 && in->rtt_us >= cfg->rtt_factor * cx->rtt_us;
 }
 
-/* How far a host's retransmission rate and RTT are above what would make
- * them a cause (1: at the threshold). */
-static double loss_score(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in, const sharp_diag_context_t *cx)
-{
-    if (!in->kernel || in->retrans_rate < 0) return 0;
-    double floor = cfg->loss_min_rate, rel = cx->retrans_rate > 0 ? cfg->loss_factor * cx->retrans_rate : 0;
-    double t = floor > rel ? floor : rel;
-    return t > 0 ? in->retrans_rate / t : 0;
-}
-
-static double rtt_score(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in, const sharp_diag_context_t *cx)
-{
-    if (!in->kernel || in->rtt_samples == 0 || in->rtt_us < 0) return 0;
-    double floor = cfg->rtt_min_us, rel = cx->rtt_us > 0 ? cfg->rtt_factor * cx->rtt_us : 0;
-    double t = floor > rel ? floor : rel;
-    return t > 0 ? in->rtt_us / t : 0;
-}
-
 static bool app_errors(const sharp_diag_config_t *cfg, const sharp_diag_input_t *in)
 {
     return in->resp_5xx >= cfg->min_failures && share(in->resp_5xx, in->responses) >= cfg->error_min_share;
@@ -365,20 +347,14 @@ unsigned sharp_diag_eject(const sharp_diag_config_t *cfg, sharp_diag_state_t *st
     bool cut = (by == SHARP_DIAG_BY_ERRORS || by == SHARP_DIAG_BY_LOCAL) && ev != SHARP_DIAG_APP_ERRORS &&
                rst + cxf >= cfg->min_failures && !timing_out(cfg, in);
     /* loss inflates the RTT of the segments sent behind a hole (their ACK
-     * waits for its repair), and a full queue both delays and drops: when
-     * the loss detector ejects a host whose interval reads as latency, the
-     * signal further above its threshold names the cause */
-    bool loss_seen_as_rtt = by == SHARP_DIAG_BY_KERNEL_LOSS && ev == SHARP_DIAG_NETWORK_LATENCY &&
-                            loss_score(cfg, in, cx) > rtt_score(cfg, in, cx);
-    /* and the other way: the RTT detector ejects a host behind a queue
-     * that also drops, its interval reading as loss first */
-    bool rtt_seen_as_loss = by == SHARP_DIAG_BY_KERNEL_RTT && ev == SHARP_DIAG_PACKET_LOSS &&
-                            rtt_score(cfg, in, cx) > loss_score(cfg, in, cx);
-    if (rtt_seen_as_loss) {
-        cause = SHARP_DIAG_NETWORK_LATENCY;
-        o.len = 0;
-        word_rtt(&o, in, cx);
-    } else if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY && !loss_seen_as_rtt) {
+     * waits for its repair), and a full queue both delays and drops, so one
+     * interval can read as the other signal. The kernel monitor weighed both
+     * against its thresholds over its whole run of intervals and named the
+     * one further above; its ejection keeps that name and the run's figures
+     * (as its log line does), whatever this interval alone would say. */
+    bool other_signal = (by == SHARP_DIAG_BY_KERNEL_LOSS && ev == SHARP_DIAG_NETWORK_LATENCY) ||
+                        (by == SHARP_DIAG_BY_KERNEL_RTT && ev == SHARP_DIAG_PACKET_LOSS);
+    if (ev >= SHARP_DIAG_UNREACHABLE && ev <= SHARP_DIAG_NETWORK_LATENCY && !other_signal) {
         cause = ev; /* the network explains what the detector saw */
     } else if (cut && rst) {
         /* a connect that fails on an established path ends in a reset too */

@@ -365,26 +365,38 @@ static void test_ejection(void **state)
     sharp_diag_state_init(&st);
     sharp_diag_eject(&cfg, &st, &rtt, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 5.91 ms vs cluster median 0.30 ms");
     assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
-    /* a full queue: 60 ms of RTT and the 1.8% its tail drops lose; the
-     * loss monitor ejects, the latency is what stands out */
+    /* a full queue: 60 ms of RTT and the 1.8% its tail drops lose. The
+     * monitor weighed both over its run: when it names latency, so does
+     * the diagnosis, with the monitor's figures */
     sharp_diag_state_init(&st);
     sharp_diag_input_t queue = quiet();
     queue.rtt_us = 60000;
     queue.retrans = 2;
     queue.retrans_rate = 0.018;
-    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 1.8% vs cluster median 0.0%");
+    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 60.0 ms vs cluster median 0.30 ms");
     assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
     assert_string_equal(st.text, "network: latency to 10.0.0.3:8080 (RTT 60.0 ms vs cluster 0.30 ms)");
-    /* the same queue dropping enough to read as loss first (4.3% of 300
-     * segments), the RTT monitor ejecting: still latency, 90 ms standing
-     * out far more than 4.3% */
+    /* the same queue dropping enough that this interval reads as loss
+     * (4.3% of 300 segments), the monitor having named latency over its
+     * run: latency, with the run's figures, as the monitor's log says */
     sharp_diag_state_init(&st);
     queue.rtt_us = 90000;
     queue.segs_out = 300, queue.retrans = 13, queue.retrans_rate = 0.043;
     assert_int_equal(eval(&queue, &CLEAN_CX, why), SHARP_DIAG_PACKET_LOSS);
-    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 90.0 ms vs cluster median 0.30 ms");
+    sharp_diag_eject(&cfg, &st, &queue, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_RTT, "RTT 95.0 ms vs cluster median 0.30 ms");
     assert_int_equal(st.cause, SHARP_DIAG_NETWORK_LATENCY);
-    assert_string_equal(st.text, "network: latency to 10.0.0.3:8080 (RTT 90.0 ms vs cluster 0.30 ms)");
+    assert_string_equal(st.text, "network: latency to 10.0.0.3:8080 (RTT 95.0 ms vs cluster median 0.30 ms)");
+    /* a lossy host whose last interval reads as latency (9.3 ms of RTT,
+     * few retransmits): the monitor named loss over the run, and the
+     * diagnosis agrees */
+    sharp_diag_state_init(&st);
+    sharp_diag_input_t hole = quiet();
+    hole.rtt_us = 9310;
+    hole.segs_out = 300, hole.retrans = 2, hole.retrans_rate = 0.007;
+    assert_int_equal(eval(&hole, &CLEAN_CX, why), SHARP_DIAG_NETWORK_LATENCY);
+    sharp_diag_eject(&cfg, &st, &hole, &CLEAN_CX, SHARP_DIAG_BY_KERNEL_LOSS, "retransmits 6.0% vs cluster median 0.1%");
+    assert_int_equal(st.cause, SHARP_DIAG_PACKET_LOSS);
+    assert_string_equal(st.text, "network: packet loss to 10.0.0.3:8080 (retransmits 6.0% vs cluster median 0.1%)");
     /* heavy loss with a little RTT: the loss monitor's, loss */
     sharp_diag_state_init(&st);
     queue.rtt_us = 6000, queue.retrans = 60, queue.retrans_rate = 0.2;
