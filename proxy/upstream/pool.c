@@ -440,6 +440,15 @@ static void on_connect(uv_connect_t *req, int status)
     if (status < 0) {
         char detail[128];
         snprintf(detail, sizeof detail, "delayed connect error: %s", uv_err_name(status));
+        /* a reset reported as the connect's result came after the
+         * handshake (its last ACK answered with a reset): the kernel
+         * connected and was reset, as the eBPF probes count it, so the
+         * host is reachable; a refused SYN stays a connect failure */
+        if (status == UV_ECONNRESET && sharp_tcpinfo_on()) {
+            sharp_tcpinfo_connected(&p->host->kern, &c->tcpi, (sharp_now_ns() - c->start_ns) / 1000,
+                                    uv_now(p->env->loop));
+            sharp_tcpinfo_reset_received(&p->host->kern, &c->tcpi);
+        }
         sharp_upstream_conn_connect_failed(c, detail);
         return;
     }
