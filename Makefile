@@ -73,10 +73,14 @@ asan: deps $(ASAN_BUILD)/build.ninja
 
 # libFuzzer targets (clang, ASan+UBSan, every library instrumented); see
 # test/fuzz/meson.build, scripts/fuzz.sh (bounded runs) and bench/fuzz.sh.
+# -O1 with line tables only (enough for the sanitizers' and libFuzzer's
+# stack traces): full debug information made this tree, clang with three
+# instrumentations, the slowest of the three to build.
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang CXX=clang++ $(MESON) setup $(FUZZ_BUILD) -Dfuzz=true -Dtests=false \
-		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
-		-Dc_args=-fsanitize=fuzzer-no-link -Dcpp_args=-fsanitize=fuzzer-no-link
+		-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=1 -Ddebug=false \
+		"-Dc_args=-fsanitize=fuzzer-no-link -gline-tables-only" \
+		"-Dcpp_args=-fsanitize=fuzzer-no-link -gline-tables-only"
 
 fuzz: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD) $(patsubst test/fuzz/%.c,test/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
@@ -84,6 +88,9 @@ fuzz: deps $(FUZZ_BUILD)/build.ninja
 # Every test: unit tests and integration tests on the normal build, then the
 # whole suite once more under ASan+UBSan, then each fuzz target for a short
 # bounded run. Ends with "N passed, N failed".
+# SHARP_TEST_T0: when make started, so the closing summary can say how long
+# the installs and builds took.
+test: export SHARP_TEST_T0 := $(shell date +%s)
 test: build asan fuzz npm-deps
 	@./scripts/test.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 

@@ -11,6 +11,16 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-5}
 passed=0
 failed=0
 skipped=0
+# how long each part took, printed before the closing line
+phases=""
+t_last=$(date +%s)
+[ -n "${SHARP_TEST_T0:-}" ] && phases="installs and builds $((t_last - SHARP_TEST_T0)) s"
+phase_done() {
+    local now
+    now=$(date +%s)
+    phases="${phases:+$phases, }$1 $((now - t_last)) s"
+    t_last=$now
+}
 
 # cmocka tests speak TAP with CMOCKA_MESSAGE_OUTPUT=TAP: count ok / not ok lines.
 run_unit() {
@@ -81,11 +91,15 @@ run_integration() {
 }
 
 run_unit "$BUILD" release
+phase_done "release unit"
 run_integration "$BUILD" release
+phase_done "release integration"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_unit "$ASAN_BUILD" asan
+phase_done "asan unit"
 SHARP_SANITIZED=1 run_integration "$ASAN_BUILD" asan
+phase_done "asan integration"
 
 # Each fuzz target from its seeds for FUZZ_SECONDS, after replaying its
 # committed reproducers: one test each, failed on any finding. A fixed seed
@@ -98,7 +112,10 @@ if [ -n "$FUZZ_BUILD" ]; then
     [ "$total" -eq 0 ] && total=1
     passed=$((passed + ok))
     failed=$((failed + total - ok))
+    phase_done "fuzz"
 fi
+
+echo "time: $phases"
 
 if [ "$skipped" -gt 0 ]; then
     echo "$passed passed, $failed failed, $skipped skipped"
