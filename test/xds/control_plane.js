@@ -121,8 +121,12 @@ function sendSotw(stream, typeUrl) {
     }, { type_url: typeUrl, version_info: version, nonce, resource_names: names });
 }
 
-// Sends what the delta client lacks for this type; nothing if it is current.
-function sendDelta(stream, typeUrl) {
+// Sends what the delta client lacks for this type; nothing if it is current,
+// unless `first`: the first request of a new wildcard subscription is
+// answered even when there is nothing to send, as go-control-plane's delta
+// server does (otherwise the client can only learn that no resource exists
+// from its initial_fetch_timeout).
+function sendDelta(stream, typeUrl, first = false) {
     if (holding(stream, typeUrl)) return;
     const sub = stream.subs.get(typeUrl);
     const st = typeState(typeUrl);
@@ -151,7 +155,7 @@ function sendDelta(stream, typeUrl) {
     if (st.duplicate && st.resources.has(st.duplicate) && inScope(st.duplicate)) {
         changed.push(st.duplicate, st.duplicate);
     }
-    if (!changed.length && !removed.length) return;
+    if (!changed.length && !removed.length && !(first && sub.wildcard)) return;
     const nonce = String(++nonceCounter);
     sub.nonce = nonce;
     const version = String(st.version);
@@ -216,6 +220,9 @@ function onDeltaRequest(stream, req) {
     const typeUrl = req.type_url || stream.defaultType;
     record({ stream: stream.id, ...requestEntry(req, true), type_url: typeUrl });
     let sub = stream.subs.get(typeUrl);
+    // a new subscription with nothing to resume from (a resumed one knows
+    // what it has and waits for nothing)
+    const first = !sub && Object.keys(req.initial_resource_versions || {}).length === 0;
     if (!sub) {
         sub = {
             names: new Set(), nonce: null, has: new Map(Object.entries(req.initial_resource_versions || {})),
@@ -235,7 +242,7 @@ function onDeltaRequest(stream, req) {
     }
     // the client no longer wants what left the scope: forget it silently
     if (!sub.wildcard) for (const n of [...sub.has.keys()]) if (!sub.names.has(n)) sub.has.delete(n);
-    sendDelta(stream, typeUrl);
+    sendDelta(stream, typeUrl, first);
 }
 
 function handler(service, kind, delta) {
