@@ -150,5 +150,21 @@ static inline void sharp_host_health_store(sharp_host_t *h, uint32_t flags)
     uint32_t was = atomic_exchange_explicit(&h->health_flags, flags, memory_order_release);
     if (was != flags) atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
 }
+/* The outlier breaker decides whether a balancer may pick the host too:
+ * its changes count in the same epoch. */
+static inline void sharp_host_breaker_store(sharp_host_t *h, uint32_t to)
+{
+    uint32_t was = atomic_exchange_explicit(&h->breaker, to, memory_order_release);
+    if (was != to) atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
+}
+/* Moves the breaker from `from` to `to` when it is still at `from`. */
+static inline bool sharp_host_breaker_cas(sharp_host_t *h, uint32_t from, uint32_t to)
+{
+    if (!atomic_compare_exchange_strong_explicit(&h->breaker, &from, to, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return false;
+    atomic_fetch_add_explicit(&sharp_host_health_epoch, 1, memory_order_release);
+    return true;
+}
 
 #endif

@@ -154,6 +154,10 @@ void sharp_lb_destroy(sharp_lb_t *lb)
     free(lb->lw_eff);
     free(lb->lw_deadline);
     free(lb->lw_now);
+    free(lb->pc_usable);
+    free(lb->pc_ustart);
+    free(lb->pc_all);
+    free(lb->pc_astart);
     memset(lb, 0, sizeof *lb);
 }
 
@@ -602,6 +606,58 @@ static bool take_probe(sharp_host_t *h)
     return false;
 }
 
+/* Whether the pick cache (see sharp_lb_t) holds for the health epoch now,
+ * remade first when the epoch moved. When it holds, level_healthy is
+ * current too. */
+static bool pick_cache_fresh(sharp_lb_t *lb)
+{
+    uint64_t epoch = sharp_host_health_epoch_get();
+    if (lb->pc_built && lb->pc_epoch == epoch) return lb->pc_ok;
+    uint32_t nl = lb->nlevels ? lb->nlevels : 1;
+    if (!lb->pc_usable) {
+        lb->pc_usable = sharp_calloc(lb->nhosts, sizeof *lb->pc_usable);
+        lb->pc_ustart = sharp_calloc(nl + 1, sizeof *lb->pc_ustart);
+        lb->pc_all = sharp_calloc(lb->nhosts, sizeof *lb->pc_all);
+        lb->pc_astart = sharp_calloc(nl + 1, sizeof *lb->pc_astart);
+        /* every host of a level, for panic: fixed with the hosts */
+        for (uint32_t l = 0; l < lb->nlevels; l++) lb->pc_astart[l + 1] = lb->pc_astart[l] + lb->level_total[l];
+        uint32_t *at = lb->pc_ustart; /* scratch: each level's next slot */
+        memcpy(at, lb->pc_astart, nl * sizeof *at);
+        for (uint32_t i = 0; i < lb->nhosts; i++) lb->pc_all[at[lb->level_of[i]]++] = i;
+    }
+    lb->pc_epoch = epoch;
+    lb->pc_built = true;
+    lb->pc_ok = true;
+    memset(lb->level_healthy, 0, lb->nlevels * sizeof *lb->level_healthy);
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        const sharp_host_t *h = lb->hosts[i];
+        if (atomic_load_explicit(&h->breaker, memory_order_acquire) == SHARP_HOST_BREAKER_HALF_OPEN)
+            lb->pc_ok = false;
+        if (host_usable(h)) lb->level_healthy[lb->level_of[i]]++;
+    }
+    if (!lb->pc_ok) return false;
+    lb->pc_ustart[0] = 0;
+    for (uint32_t l = 0; l < lb->nlevels; l++) lb->pc_ustart[l + 1] = lb->pc_ustart[l] + lb->level_healthy[l];
+    uint32_t *at = lb->scratch; /* each level's next slot; scratch is at least nhosts long */
+    memcpy(at, lb->pc_ustart, lb->nlevels * sizeof *at);
+    uint32_t total = lb->pc_ustart[lb->nlevels];
+    for (uint32_t i = 0; i < lb->nhosts; i++) {
+        if (!host_usable(lb->hosts[i])) continue;
+        uint32_t l = lb->level_of[i];
+        /* a host that turned usable between the two passes: remade at the
+         * next pick, as the epoch moved */
+        if (at[l] >= lb->pc_ustart[l + 1] || at[l] >= total) continue;
+        lb->pc_usable[at[l]++] = i;
+    }
+    for (uint32_t l = 0; l < lb->nlevels; l++)
+        if (at[l] != lb->pc_ustart[l + 1]) {
+            /* one turned unusable between the passes: no cache this epoch */
+            lb->pc_ok = false;
+            return false;
+        }
+    return true;
+}
+
 /* forced >= 0: that level, as an aggregate cluster chose it (no zone
  * routing then: Envoy's aggregate context replaces the priority load, and
  * the member's locality routing still applies only at its priority 0) */
@@ -609,9 +665,12 @@ static sharp_host_t *choose_once(sharp_lb_t *lb, int forced)
 {
     lb->in_panic = false;
     if (!lb->nhosts) return NULL;
-    memset(lb->level_healthy, 0, lb->nlevels * sizeof *lb->level_healthy);
-    for (uint32_t i = 0; i < lb->nhosts; i++)
-        if (host_usable(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
+    bool cached = pick_cache_fresh(lb);
+    if (!cached) {
+        memset(lb->level_healthy, 0, lb->nlevels * sizeof *lb->level_healthy);
+        for (uint32_t i = 0; i < lb->nhosts; i++)
+            if (host_usable(lb->hosts[i])) lb->level_healthy[lb->level_of[i]]++;
+    }
     bool panic = false;
     if (lb->zone) zone_refresh(lb);
     int level;
@@ -641,25 +700,33 @@ static sharp_host_t *choose_once(sharp_lb_t *lb, int forced)
         if (k >= 0) slot = (int)(f + (uint32_t)k);
     }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < lb->nhosts; i++) {
-        if (lb->level_of[i] != (uint32_t)level) continue;
-        if (loc >= 0 && lb->loc_of[i] != (uint32_t)loc) continue;
-        if (slot >= 0 && lb->lw_slot[i] != (uint32_t)slot) continue;
-        if (panic || host_usable(lb->hosts[i])) lb->scratch[n++] = i;
+    const uint32_t *cand = lb->scratch;
+    if (cached && loc < 0 && slot < 0) {
+        /* the level's candidates as the loop below would list them */
+        const uint32_t *start = panic ? lb->pc_astart : lb->pc_ustart;
+        cand = (panic ? lb->pc_all : lb->pc_usable) + start[level];
+        n = start[level + 1] - start[level];
+    } else {
+        for (uint32_t i = 0; i < lb->nhosts; i++) {
+            if (lb->level_of[i] != (uint32_t)level) continue;
+            if (loc >= 0 && lb->loc_of[i] != (uint32_t)loc) continue;
+            if (slot >= 0 && lb->lw_slot[i] != (uint32_t)slot) continue;
+            if (panic || host_usable(lb->hosts[i])) lb->scratch[n++] = i;
+        }
     }
     if (!n) return NULL; /* a host turned unhealthy between the two scans */
     lb->in_panic = panic;
     uint32_t pick;
     switch (lb->policy) {
     case SHARP_LB_LEAST_REQUEST:
-        pick = pick_least_request(lb, lb->scratch, n);
+        pick = pick_least_request(lb, cand, n);
         break;
     case SHARP_LB_RANDOM:
-        pick = lb->scratch[sharp_lb_random(lb) % n];
+        pick = cand[sharp_lb_random(lb) % n];
         break;
     case SHARP_LB_ROUND_ROBIN:
     default:
-        pick = pick_round_robin(lb, lb->scratch, n);
+        pick = pick_round_robin(lb, cand, n);
         break;
     }
     return lb->hosts[pick];

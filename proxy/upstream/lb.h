@@ -89,6 +89,17 @@ typedef struct sharp_lb {
     uint64_t lw_epoch;
     uint64_t planned_local_gen, planned_epoch; /* what the plan was made from */
     sharp_zone_plan_t plan;
+    /* The pick cache: while no host's health or breaker changed (the
+     * health epoch is pc_epoch), level_healthy holds and each level's
+     * usable hosts are pc_usable[pc_ustart[l] .. pc_ustart[l + 1]), its
+     * hosts pc_all[pc_astart[l] ..), both in host order, so a pick takes
+     * them instead of going over every host twice. Not kept (pc_ok
+     * false) while a host is half-open: its probe budget, which decides
+     * whether it may be picked, changes without the epoch. Allocated at
+     * the first pick. */
+    bool pc_built, pc_ok;
+    uint64_t pc_epoch;
+    uint32_t *pc_usable, *pc_ustart, *pc_all, *pc_astart;
 } sharp_lb_t;
 
 void sharp_lb_init(sharp_lb_t *lb, sharp_lb_policy_t policy, sharp_host_t *const *hosts,

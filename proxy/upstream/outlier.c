@@ -415,7 +415,7 @@ void sharp_outlier_hosts_attach(sharp_outlier_t *od)
         od->hosts[i]->member = false;
         if ((host_flags(h) & SHARP_HOST_FAILED_OUTLIER) && od->ejections_active) od->ejections_active--;
         sharp_host_health_clear(h, SHARP_HOST_FAILED_OUTLIER);
-        atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_CLOSED, RELAXED);
+        sharp_host_breaker_store(h, SHARP_HOST_BREAKER_CLOSED);
     }
     size_t n = c->nhosts ? c->nhosts : 1;
     od->hosts = sharp_realloc(od->hosts, n * sizeof *od->hosts);
@@ -519,8 +519,7 @@ static void probe_result(sharp_outlier_t *od, sharp_host_t *h, sharp_outlier_hos
     uint32_t st = SHARP_HOST_BREAKER_HALF_OPEN;
     if (atomic_load_explicit(&h->breaker, RELAXED) != st) return;
     uint32_t to = ok ? SHARP_HOST_BREAKER_CLOSED : SHARP_HOST_BREAKER_OPEN;
-    if (atomic_compare_exchange_strong_explicit(&h->breaker, &st, to, memory_order_acq_rel,
-                                                RELAXED))
+    if (sharp_host_breaker_cas(h, st, to))
         notify(od, oh, ok ? PENDING_PROBE_PASSED : PENDING_PROBE_FAILED);
 }
 
@@ -913,7 +912,7 @@ static bool eject(sharp_outlier_t *od, uint32_t i, sharp_outlier_type_t type, ui
     count(od, od->st.enforced_total);
     count(od, od->st.enforced[type]);
     sharp_host_health_set(h, SHARP_HOST_FAILED_OUTLIER);
-    atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_OPEN, memory_order_release);
+    sharp_host_breaker_store(h, SHARP_HOST_BREAKER_OPEN);
     oh->last_ejection_ms = now;
     oh->type = type;
     oh->jitter_ms = sharp_xorshift64s(&od->rng) % (cfg->max_ejection_time_jitter_ms + 1);
@@ -948,7 +947,7 @@ static void uneject(sharp_outlier_t *od, uint32_t i, uint64_t now, sharp_host_br
     /* Budget, then state, then the flag: a balancer that sees the flag
      * cleared sees the breaker it may use. */
     atomic_store_explicit(&h->probe_budget, SHARP_OUTLIER_HALF_OPEN_PROBES, memory_order_release);
-    atomic_store_explicit(&h->breaker, to, memory_order_release);
+    sharp_host_breaker_store(h, to);
     sharp_host_health_clear(h, SHARP_HOST_FAILED_OUTLIER);
     log_event(od, i, false, oh->type, false, now);
     sharp_log_info("outlier detection: cluster '%s' host %s un-ejected (%s)", od->cluster->name,
@@ -991,8 +990,7 @@ static void on_probe_failed(sharp_outlier_t *od, uint32_t i, uint64_t now)
         return;
     sharp_outlier_type_t type = od->hosts[i]->type;
     count(od, od->st.detected[type]);
-    if (!eject(od, i, type, now, true))
-        atomic_store_explicit(&h->breaker, SHARP_HOST_BREAKER_CLOSED, memory_order_release);
+    if (!eject(od, i, type, now, true)) sharp_host_breaker_store(h, SHARP_HOST_BREAKER_CLOSED);
 }
 
 void sharp_outlier_process_pending(sharp_outlier_t *od, uint64_t now_ms)
@@ -1352,9 +1350,7 @@ void sharp_outlier_on_health_check_success(sharp_cluster_t *c, sharp_host_t *h, 
     if (f & SHARP_HOST_FAILED_OUTLIER) {
         uneject(od, h->index, now_ms, SHARP_HOST_BREAKER_CLOSED);
     } else {
-        uint32_t st = SHARP_HOST_BREAKER_HALF_OPEN;
-        atomic_compare_exchange_strong_explicit(&h->breaker, &st, SHARP_HOST_BREAKER_CLOSED,
-                                                memory_order_acq_rel, RELAXED);
+        sharp_host_breaker_cas(h, SHARP_HOST_BREAKER_HALF_OPEN, SHARP_HOST_BREAKER_CLOSED);
     }
     set_gauges(od);
 }

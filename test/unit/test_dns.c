@@ -90,7 +90,7 @@ static void former_hosts_come_back(void **state)
     sharp_host_t *gone[1], *out[1];
     bool changed;
     sharp_dns_merge_hosts(&t, NULL, 0, NULL, 0, a, 1, gone, &changed);
-    atomic_store(&gone[0]->health_flags, SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(gone[0], SHARP_HOST_FAILED_OUTLIER);
     t.weight = 7;
     /* not in the target's hosts any more, but the cluster still has it */
     assert_int_equal(sharp_dns_merge_hosts(&t, NULL, 0, gone, 1, a, 1, out, &changed), 1);

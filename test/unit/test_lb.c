@@ -110,7 +110,7 @@ static void test_rr_skips_unhealthy(void **state)
 {
     hostset_t s;
     hosts_init(&s, 3, NULL);
-    atomic_store(&s.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&s.h[1], SHARP_HOST_FAILED_ACTIVE_HC);
     sharp_lb_t lb;
     sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 3);
     int c[MAXH];
@@ -120,7 +120,7 @@ static void test_rr_skips_unhealthy(void **state)
     assert_int_equal(c[2], 50);
     assert_false(lb.in_panic);
     /* recovery is seen on the next choice */
-    atomic_store(&s.h[1].health_flags, 0);
+    sharp_host_health_store(&s.h[1], 0);
     count(&lb, &s, 99, c);
     assert_int_equal(c[1], 33);
     sharp_lb_destroy(&lb);
@@ -134,19 +134,19 @@ static void test_panic_threshold(void **state)
     sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 3);
     int c[MAXH];
     /* 2 of 4 healthy = 50%: not below the threshold, unhealthy hosts skipped */
-    atomic_store(&s.h[0].health_flags, SHARP_HOST_FAILED_OUTLIER);
-    atomic_store(&s.h[1].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(&s.h[0], SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(&s.h[1], SHARP_HOST_FAILED_OUTLIER);
     count(&lb, &s, 100, c);
     assert_int_equal(c[0] + c[1], 0);
     assert_false(lb.in_panic);
     /* 1 of 4 healthy = 25% < 50%: panic, every host gets traffic */
-    atomic_store(&s.h[2].health_flags, SHARP_HOST_FAILED_EDS_HEALTH);
+    sharp_host_health_store(&s.h[2], SHARP_HOST_FAILED_EDS_HEALTH);
     count(&lb, &s, 100, c);
     for (int i = 0; i < 4; i++)
         assert_int_equal(c[i], 25);
     assert_true(lb.in_panic);
     /* none healthy: still panic */
-    atomic_store(&s.h[3].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&s.h[3], SHARP_HOST_FAILED_ACTIVE_HC);
     count(&lb, &s, 100, c);
     for (int i = 0; i < 4; i++)
         assert_int_equal(c[i], 25);
@@ -154,7 +154,7 @@ static void test_panic_threshold(void **state)
     lb.panic_threshold = 0;
     assert_null(sharp_lb_choose(&lb));
     /* threshold 0 with one healthy host: only that one */
-    atomic_store(&s.h[3].health_flags, 0);
+    sharp_host_health_store(&s.h[3], 0);
     count(&lb, &s, 10, c);
     assert_int_equal(c[3], 10);
     assert_false(lb.in_panic);
@@ -237,13 +237,13 @@ static void test_priorities(void **state)
     count(&lb, &s, 1000, c);
     assert_int_equal(c[0] + c[1], 1000);
     /* P0 half healthy: health min(100, 1.4 * 50) = 70%, the rest spills to P1 */
-    atomic_store(&s.h[0].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&s.h[0], SHARP_HOST_FAILED_ACTIVE_HC);
     count(&lb, &s, 10000, c);
     assert_int_equal(c[0], 0);
     assert_in_range(c[1], 6600, 7400);
     assert_in_range(c[2] + c[3], 2600, 3400);
     /* P0 all down: everything to P1 */
-    atomic_store(&s.h[1].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&s.h[1], SHARP_HOST_FAILED_ACTIVE_HC);
     count(&lb, &s, 1000, c);
     assert_int_equal(c[2] + c[3], 1000);
     sharp_lb_destroy(&lb);
@@ -364,11 +364,69 @@ static void test_choose_level(void **state)
         assert_true(x == &s.h[2] || x == &s.h[3]);
     }
     /* level 0 with no healthy host: in panic (0% < 50%), any of its hosts */
-    s.h[1].health_flags = SHARP_HOST_FAILED_ACTIVE_HC;
+    sharp_host_health_store(&s.h[1], SHARP_HOST_FAILED_ACTIVE_HC);
     sharp_host_t *x = sharp_lb_choose_level(&lb, 0);
     assert_true(x == &s.h[0] || x == &s.h[1]);
     assert_true(lb.in_panic);
     assert_null(sharp_lb_choose_level(&lb, 2)); /* no such level */
+    sharp_lb_destroy(&lb);
+}
+
+/* The pick cache: the level's usable hosts in host order, as the scan over
+ * every host listed them, kept while no host's health or breaker changes;
+ * a change (a health flag, an outlier breaker opened by a failed probe with
+ * no flag yet) is seen at the next pick, and a half-open host's probe
+ * budget is respected (no cache then). */
+static void test_pick_cache_follows_health_and_breakers(void **state)
+{
+    (void)state;
+    hostset_t s;
+    hosts_init(&s, 8, NULL);
+    s.h[6].priority = s.h[7].priority = 1;
+    sharp_host_health_store(&s.h[2], SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_lb_t lb;
+    sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, s.ptr, s.n, 5);
+    /* level 0: hosts 0, 1, 3, 4, 5 in rotation, in host order */
+    static const int usable[] = {0, 1, 3, 4, 5};
+    int first = index_of(&s, sharp_lb_choose(&lb)), k = 0;
+    while (usable[k] != first) k++;
+    for (int i = 1; i < 20; i++)
+        assert_int_equal(index_of(&s, sharp_lb_choose(&lb)), usable[(k + i) % 5]);
+    int c[MAXH];
+    /* host 4's breaker opens (a failed probe; the flag comes later) */
+    sharp_host_breaker_store(&s.h[4], SHARP_HOST_BREAKER_OPEN);
+    count(&lb, &s, 100, c);
+    assert_int_equal(c[4], 0);
+    assert_int_equal(c[2], 0);
+    /* 4 of level 0's 6 hosts healthy: 93% of the load (overprovisioning
+     * 1.4) stays at level 0, drawn per pick */
+    assert_in_range(c[0] + c[1] + c[3] + c[5], 85, 99);
+    /* half-open with 2 probes: picked exactly twice */
+    atomic_store(&s.h[4].probe_budget, 2);
+    sharp_host_breaker_store(&s.h[4], SHARP_HOST_BREAKER_HALF_OPEN);
+    count(&lb, &s, 50, c);
+    assert_int_equal(c[4], 2);
+    /* closed again, and host 2 recovers: both back at the next pick */
+    assert_true(sharp_host_breaker_cas(&s.h[4], SHARP_HOST_BREAKER_HALF_OPEN, SHARP_HOST_BREAKER_CLOSED));
+    sharp_host_health_store(&s.h[2], 0);
+    count(&lb, &s, 60, c);
+    for (int i = 0; i < 6; i++) assert_int_equal(c[i], 10);
+    assert_int_equal(c[6] + c[7], 0);
+    /* level 0 below the panic threshold (1 of 6 healthy): panic, all six
+     * of its hosts, still in host order */
+    for (int i = 0; i < 5; i++) sharp_host_health_store(&s.h[i], SHARP_HOST_FAILED_OUTLIER);
+    uint32_t t[2], h[2];
+    sharp_lb_level_counts(&lb, t, h);
+    assert_int_equal(h[0], 1);
+    /* level 0 forced (as an aggregate cluster does): every host of it in
+     * turn */
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < 12; i++) {
+        sharp_host_t *x = sharp_lb_choose_level(&lb, 0);
+        assert_true(lb.in_panic);
+        c[index_of(&s, x)]++;
+    }
+    for (int i = 0; i < 6; i++) assert_int_equal(c[i], 2);
     sharp_lb_destroy(&lb);
 }
 
@@ -407,7 +465,7 @@ static void test_shaped_chooses_as_unshaped(void **state)
     hosts_init(&s, 6, w);
     s.h[3].priority = 1;
     s.h[4].priority = 1;
-    atomic_store(&s.h[0].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&s.h[0], SHARP_HOST_FAILED_ACTIVE_HC);
     sharp_lb_shape_t *sh = sharp_lb_shape_new(s.ptr, s.n);
     sharp_lb_policy_t policies[] = {SHARP_LB_ROUND_ROBIN, SHARP_LB_LEAST_REQUEST, SHARP_LB_RANDOM};
     for (int k = 0; k < 3; k++) {
@@ -478,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_priority_load_envoy_examples),
         cmocka_unit_test(test_priority_load_total_panic),
         cmocka_unit_test(test_choose_level),
+        cmocka_unit_test(test_pick_cache_follows_health_and_breakers),
         cmocka_unit_test(test_random_is_deterministic_per_seed),
         cmocka_unit_test(test_shape_levels_and_weights),
         cmocka_unit_test(test_shaped_chooses_as_unshaped),

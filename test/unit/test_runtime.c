@@ -346,8 +346,8 @@ static void test_panic_threshold_key(void **state)
     sharp_lb_t lb;
     sharp_lb_init(&lb, SHARP_LB_ROUND_ROBIN, ptr, 4, 3);
     /* 2 of 4 healthy: 50% is not below the default 50 */
-    atomic_store(&h[0].health_flags, SHARP_HOST_FAILED_OUTLIER);
-    atomic_store(&h[1].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(&h[0], SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(&h[1], SHARP_HOST_FAILED_OUTLIER);
     sharp_runtime_tls = NULL;
     for (int i = 0; i < 8; i++) {
         const sharp_host_t *c = sharp_lb_choose(&lb);
@@ -370,8 +370,8 @@ static void test_panic_threshold_key(void **state)
     /* 0 disables panic: with no healthy host, no host at all */
     vals[0] = "0";
     sharp_runtime_merge_admin(rt, keys, vals, 1, err, sizeof err);
-    atomic_store(&h[2].health_flags, SHARP_HOST_FAILED_OUTLIER);
-    atomic_store(&h[3].health_flags, SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(&h[2], SHARP_HOST_FAILED_OUTLIER);
+    sharp_host_health_store(&h[3], SHARP_HOST_FAILED_OUTLIER);
     assert_null(sharp_lb_choose(&lb));
     sharp_runtime_free(rt);
     sharp_lb_destroy(&lb);

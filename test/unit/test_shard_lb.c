@@ -95,10 +95,10 @@ static void test_first_healthy_failover_and_fail(void **state)
     setup(&f, 2, SHARP_SHARD_FAIL, SHARP_SHARD_PICK_FIRST_HEALTHY);
     for (int i = 0; i < 5; i++)
         assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 0));
-    cell(&f, 0)->health_flags = SHARP_HOST_FAILED_ACTIVE_HC;
+    sharp_host_health_store(cell(&f, 0), SHARP_HOST_FAILED_ACTIVE_HC);
     assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 1));
     assert_int_equal(count(&f, f.p->st_failover), 1);
-    cell(&f, 1)->health_flags = SHARP_HOST_FAILED_OUTLIER;
+    sharp_host_health_store(cell(&f, 1), SHARP_HOST_FAILED_OUTLIER);
     assert_null(choose(&f, NULL, 0));
     assert_int_equal(count(&f, f.p->st_no_healthy), 1);
     assert_int_equal(count(&f, f.p->st_spill), 0);
@@ -112,15 +112,15 @@ static void test_spill_in_customer_order(void **state)
     fixture_t f;
     setup(&f, 3, SHARP_SHARD_SPILL, SHARP_SHARD_PICK_LEAST_REQUEST);
     for (int r = 0; r < 3; r++)
-        cell(&f, r)->health_flags = SHARP_HOST_FAILED_ACTIVE_HC;
+        sharp_host_health_store(cell(&f, r), SHARP_HOST_FAILED_ACTIVE_HC);
     assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 3));
     assert_ptr_equal(sharp_shard_lb_peek(f.p, f.ptr, f.order, N), cell(&f, 3));
-    cell(&f, 3)->health_flags = SHARP_HOST_FAILED_EDS_HEALTH;
+    sharp_host_health_store(cell(&f, 3), SHARP_HOST_FAILED_EDS_HEALTH);
     assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 4));
     assert_int_equal(count(&f, f.p->st_spill), 2);
     assert_int_equal(count(&f, f.p->st_failover), 0);
     /* the shard comes back: no more spill */
-    cell(&f, 1)->health_flags = 0;
+    sharp_host_health_store(cell(&f, 1), 0);
     assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 1));
     assert_int_equal(count(&f, f.p->st_spill), 2);
     assert_int_equal(count(&f, f.p->st_failover), 1);
@@ -149,13 +149,13 @@ static void test_half_open_needs_a_probe(void **state)
 {
     fixture_t f;
     setup(&f, 2, SHARP_SHARD_FAIL, SHARP_SHARD_PICK_FIRST_HEALTHY);
-    atomic_store(&cell(&f, 0)->breaker, SHARP_HOST_BREAKER_HALF_OPEN);
+    sharp_host_breaker_store(cell(&f, 0), SHARP_HOST_BREAKER_HALF_OPEN);
     atomic_store(&cell(&f, 0)->probe_budget, 1);
     assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 0)); /* takes the probe */
     assert_int_equal(atomic_load(&cell(&f, 0)->probe_budget), 0);
     assert_ptr_equal(choose(&f, NULL, 0), cell(&f, 1));
     assert_int_equal(count(&f, f.p->st_failover), 1);
-    atomic_store(&cell(&f, 1)->breaker, SHARP_HOST_BREAKER_OPEN);
+    sharp_host_breaker_store(cell(&f, 1), SHARP_HOST_BREAKER_OPEN);
     assert_null(choose(&f, NULL, 0));
     teardown(&f);
 }

@@ -411,8 +411,8 @@ static void test_balancer_locality_weighted(void **state)
     for (int k = 0; k < 400; k++) in_a += sharp_lb_choose(&lb) - h < 2;
     assert_int_equal(in_a, 100); /* 1 : 3, exactly over whole cycles */
     /* b half healthy: 3 * 0.7 = 2.1 against 1 */
-    atomic_store(&h[2].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
-    atomic_store(&h[3].health_flags, SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&h[2], SHARP_HOST_FAILED_ACTIVE_HC);
+    sharp_host_health_store(&h[3], SHARP_HOST_FAILED_ACTIVE_HC);
     atomic_fetch_add(&sharp_host_health_epoch, 1);
     in_a = 0;
     for (int k = 0; k < 3100; k++) {
