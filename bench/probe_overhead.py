@@ -36,6 +36,19 @@ option memory of SHARP's upstream sockets (ss -m `o`: where per-socket BPF
 storage is charged); and, while the connections are held, each program's
 runs and kernel time per second (the interval's socket walk among them).
 
+PERF=1 (cpu): each round's load also runs under `perf record -a -e
+cpu-clock -c 100000` (a sample per 100 us of any CPU's time), and the
+samples in the probes' own programs (this SHARP's) and in the kernel's
+dispatch to them (bpf_trace_run*, __bpf_trace_*, __traceiter_* of the
+tracepoints; __cgroup_bpf_run_filter_sock_ops for sock_ops) are reported
+per request and against SHARP's CPU per request: the dispatch, which the
+kernel's run_time_ns does not see, included. bpf_stats stays off then (its
+two clock reads a run would count as dispatch: no run_time_ns, no runs),
+and so does the floor's empty program (its own dispatch would count).
+Other processes' programs on the same tracepoints meanwhile (another
+SHARP's, whose programs have the same names) count too: each round says
+how many were loaded.
+
 Every process started here is stopped by PID."""
 import json
 import os
@@ -65,7 +78,8 @@ H2_CONNS = int(os.environ.get("H2_CONNS", "20"))
 MODES = os.environ.get("MODES", "off auto").split()
 # "/?hdr=connection:close": a new upstream connection per request
 REQ_PATH = os.environ.get("REQ_PATH", "/")
-FLOOR = os.environ.get("FLOOR", "1") != "0"
+PERF = os.environ.get("PERF", "0") != "0"
+FLOOR = os.environ.get("FLOOR", "1") != "0" and not PERF
 LISTEN, ADMIN, UPORT = 10000, 9901, 8080
 
 PROCS = []
@@ -157,8 +171,8 @@ def start_sharp(mode):
     with open(path, "w") as f:
         f.write(bootstrap())
     log = open(logpath, "w")
-    p = start([SHARP, "-c", path, "--concurrency", "2", "-l", "warn", "--kernel-signals", mode],
-              stdout=log, stderr=subprocess.STDOUT)
+    args = [SHARP, "-c", path, "--concurrency", "2", "-l", "warn", "--kernel-signals", mode]
+    p = start(args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 20
     while True:
         if p.poll() is not None:
@@ -291,10 +305,18 @@ def cpu_round(mode, floor):
             p0 = {k: v for k, v in progs().items() if k in mine}
             f0 = floor.sample() if floor else (0, 0)
             c0 = cpu_ticks(sharp.pid)
-            r = subprocess.run(["wrk", "-t", "2", "-c", str(CONNS), "-d", f"{DURATION_S}s",
-                                f"http://127.0.0.1:{LISTEN}{REQ_PATH}"], capture_output=True, text=True,
-                               timeout=DURATION_S + 60)
+            # other processes' probes (another SHARP's) on the machine: they run
+            # on this load's sockets too, and perf counts them with these
+            others = len([k for k in progs() if k not in mine])
+            wrk = ["wrk", "-t", "2", "-c", str(CONNS), "-d", f"{DURATION_S}s",
+                   f"http://127.0.0.1:{LISTEN}{REQ_PATH}"]
+            perf_data = os.path.join(WORK, "perf.data")
+            if PERF:
+                wrk = ["perf", "record", "-a", "-q", "-e", "cpu-clock", "-c", str(PERF_PERIOD_NS), "-o", perf_data,
+                       "--", *wrk]
+            r = subprocess.run(wrk, capture_output=True, text=True, timeout=DURATION_S + 60)
             c1 = cpu_ticks(sharp.pid)
+            others = max(others, len([k for k in progs() if k not in mine]))
             f1 = floor.sample() if floor else (0, 0)
             p1 = {k: v for k, v in progs().items() if k in mine}
         finally:
@@ -302,6 +324,7 @@ def cpu_round(mode, floor):
     finally:
         stop(up)
     n = int(re.search(r"(\d+) requests in", r.stdout).group(1))
+    perf = perf_samples(perf_data) if PERF else None
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
     per = {}
     for k, v in p1.items():
@@ -314,7 +337,35 @@ def cpu_round(mode, floor):
     probe_ns, runs = sum(x[0] for x in per.values()), sum(x[1] for x in per.values())
     return {"mode": mode, "source": kern.get("source"), "attach": kern.get("attach", ""), "rps": rps,
             "sharp_us": (c1 - c0) / hz * 1e6 / n, "per": per, "probe_ns": probe_ns, "runs": runs,
-            "floor_ns": fns, "net_ns": probe_ns - runs * fns}
+            "floor_ns": fns, "net_ns": probe_ns - runs * fns, "perf": perf, "n": n, "others": others}
+
+
+PERF_PERIOD_NS = 100000
+# the kernel's dispatch to the probes' programs: BTF-enabled and raw
+# tracepoints (the tracepoint's iterator, its BPF probe, bpf_trace_run<n>
+# per program attached) and sock_ops
+DISPATCH = re.compile(r"^(bpf_trace_run\d|__bpf_trace_(inet_sock_set_state|tcp_\w+)|"
+                      r"__traceiter_(inet_sock_set_state|tcp_\w+)|__cgroup_bpf_run_filter_sock_ops)$")
+
+
+def perf_samples(path):
+    """From a round's perf record: samples in SHARP's programs
+    (bpf_prog_<tag>_sharp_*: another SHARP's identical programs have the
+    same name) and in the dispatch to them (DISPATCH), any CPU, any task."""
+    r = subprocess.run(["perf", "report", "-i", path, "--stdio", "-n", "-q", "--sort", "comm,sym"],
+                       capture_output=True, text=True, timeout=300)
+    out = {"progs": 0, "dispatch": 0}
+    for ln in r.stdout.splitlines():
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[[^\]]+\]\s+(\S+)", ln)
+        if not m:
+            continue
+        n, sym = int(m.group(1)), m.group(3)
+        if re.match(r"bpf_prog_[0-9a-f]+_sharp_", sym):
+            out["progs"] += n
+        elif DISPATCH.match(sym):
+            out["dispatch"] += n
+    os.unlink(path)
+    return out
 
 
 def cpu():
@@ -322,8 +373,9 @@ def cpu():
           f"upstream, loopback, {ROUNDS} rounds of {' / '.join(MODES)}", flush=True)
     with open("/proc/sys/kernel/bpf_stats_enabled") as f:
         was = f.read().strip()
+    # not with PERF: the accounting's clock reads would count in the dispatch
     with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-        f.write("1")
+        f.write("0" if PERF else "1")
     rows = {m: [] for m in MODES}
     floor = None
     try:
@@ -336,12 +388,20 @@ def cpu():
                 x = cpu_round(m, floor)
                 rows[m].append(x)
                 extra = ""
-                if x["per"]:
+                if x["per"] and not PERF:
                     extra = (f"  probes gross {x['probe_ns']:.1f} ns/req in {x['runs']:.2f} runs/req = "
                              f"{x['probe_ns'] / 1000 / x['sharp_us'] * 100:.2f}% of SHARP's CPU/req")
                     if floor:
                         extra += (f"; floor {x['floor_ns']:.1f} ns/run, net {x['net_ns']:.1f} ns/req = "
                                   f"{x['net_ns'] / 1000 / x['sharp_us'] * 100:.2f}%")
+                if x["perf"] and x["source"] == "ebpf":
+                    pf = x["perf"]
+                    ns = (pf["progs"] + pf["dispatch"]) * PERF_PERIOD_NS / x["n"]
+                    extra += (f"; perf: programs {pf['progs'] * PERF_PERIOD_NS / x['n']:.0f} + dispatch "
+                              f"{pf['dispatch'] * PERF_PERIOD_NS / x['n']:.0f} ns/req = "
+                              f"{ns / 1000 / x['sharp_us'] * 100:.2f}% of SHARP's CPU/req")
+                if x["others"]:
+                    extra += f" [{x['others']} other sharp_* programs loaded]"
                 print(f"round {i + 1} {m:5} ({x['source']} {x['attach']}): {x['rps']:.0f} req/s, "
                       f"SHARP {x['sharp_us']:.2f} us/req{extra}", flush=True)
     finally:
@@ -351,16 +411,25 @@ def cpu():
             f.write(was)
     base = median([x["sharp_us"] for x in rows[MODES[0]]])
     brps = median([x["rps"] for x in rows[MODES[0]]])
-    print(f"\n{'mode':6} {'req/s':>9} {'SHARP us/req':>13} {'req/s vs ' + MODES[0]:>13} "
-          f"{'SHARP CPU vs ' + MODES[0]:>17}")
+    print(f"\n{'mode':12} {'attach':14} {'req/s':>9} {'SHARP us/req':>13} {'req/s vs ' + MODES[0]:>13} "
+          f"{'SHARP CPU vs ' + MODES[0]:>17}" + (f" {'perf: probes ns/req':>20} {'% of SHARP':>10}" if PERF else ""))
     for m, xs in rows.items():
         us, rps = median([x["sharp_us"] for x in xs]), median([x["rps"] for x in xs])
-        print(f"{m:6} {rps:9.0f} {us:13.2f} {rps / brps:13.3f} {us / base:17.3f}")
+        attach = xs[0]["attach"] or "-"
+        line = f"{m:12} {attach:14} {rps:9.0f} {us:13.2f} {rps / brps:13.3f} {us / base:17.3f}"
+        pf = [x for x in xs if x["perf"] and x["source"] == "ebpf"]
+        if pf:
+            ns = median([(x["perf"]["progs"] + x["perf"]["dispatch"]) * PERF_PERIOD_NS / x["n"] for x in pf])
+            share = median([(x["perf"]["progs"] + x["perf"]["dispatch"]) * PERF_PERIOD_NS / x["n"] / 1000 /
+                            x["sharp_us"] * 100 for x in pf])
+            line += f" {ns:20.0f} {share:9.2f}%"
+        print(line)
     for m, xs in rows.items():
         xs = [x for x in xs if x["per"]]
-        if not xs:
+        if not xs or PERF:
             continue
-        print(f"\n{m}: the probes per request (kernel's run_time_ns / run_cnt, medians of {len(xs)} rounds)")
+        print(f"\n{m} ({xs[0]['attach']}): the probes per request (kernel's run_time_ns / run_cnt, medians of "
+              f"{len(xs)} rounds)")
         fl = median([x["floor_ns"] for x in xs]) if floor else float("nan")
         if floor:
             print(f"  the accounting's floor: {fl:.1f} ns per run (an empty program on the same tracepoint, "

@@ -8,10 +8,13 @@
 #   bench/probe_overhead.sh                    (about 4 minutes)
 #   MODE=cpu ROUNDS=5 bench/probe_overhead.sh
 #   MODE=memory NCONN=10000 bench/probe_overhead.sh
+#   MODE=cpu REQ_PATH='/?hdr=connection:close' PERF=1 bench/probe_overhead.sh
 #
 # Environment (defaults in brackets): BUILD [build], MODE [both: cpu,
 # memory], REQ_PATH [/; /?hdr=connection:close: a connection per request],
-# MODES [off auto], ROUNDS [3], DURATION_S [5], CONNS [32],
+# MODES [off auto], PERF [0; 1: perf record -a per round: the probes'
+# programs and the kernel's dispatch to them, bpf_stats off], ROUNDS [3],
+# DURATION_S [5], CONNS [32],
 # NCONN [10000], H2_CONNS [20], CYCLES [2], HOLD_MS [20000], SETTLE_S [3],
 # FLOOR [1; 0: no empty program measuring the accounting's floor per run].
 set -euo pipefail
