@@ -207,13 +207,13 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 
 static void deliver_headers(h2_conn_t *hc, h2_stream_t *s, bool end_stream)
 {
-    sharp_str_t status;
-    if (!sharp_headers_get_cstr(&s->resp, ":status", &status) || status.len != 3) {
+    /* nghttp2 checked :status: three digits */
+    unsigned code = sharp_headers_status(&s->resp);
+    if (!code) {
         s->protocol_error = true;
         nghttp2_submit_rst_stream(hc->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
         return;
     }
-    unsigned code = (unsigned)((status.p[0] - '0') * 100 + (status.p[1] - '0') * 10 + (status.p[2] - '0'));
     if (code >= 100 && code < 200) {
         /* 100 Continue and friends: swallowed (nghttp2 allows more HEADERS) */
         sharp_headers_clear(&s->resp);
