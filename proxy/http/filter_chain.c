@@ -444,8 +444,8 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
          * xff_num_trusted_hops; internal only if it holds a single address. */
         have_final = xff_address(h, hcm->xff_num_trusted_hops, &final, &allow_trusted);
     }
-    if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL))
-        sharp_headers_set_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http"); /* TLS */
+    if (!sharp_headers_get_cstr(h, "x-forwarded-proto", NULL)) /* absent: set would look again */
+        sharp_headers_add_cstr(h, "x-forwarded-proto", s->info.downstream_tls ? "https" : "http"); /* TLS */
     /* HTTP/1's :scheme, unless an absolute URL gave it: the sanitized
      * x-forwarded-proto when it is http or https, else the connection's
      * encryption (Envoy's docs, "HTTP header manipulation: :scheme") */
@@ -504,15 +504,18 @@ static void mutate_request(sharp_stream_t *s, const struct sockaddr *remote)
         sharp_addr_str((const struct sockaddr *)&final, s->info.downstream_remote_address,
                        sizeof s->info.downstream_remote_address);
     sharp_str_t rid;
-    bool has_rid = sharp_headers_get_cstr(h, "x-request-id", &rid) && rid.len;
+    bool found_rid = sharp_headers_get_cstr(h, "x-request-id", &rid);
+    bool has_rid = found_rid && rid.len;
     bool force = edge && !hcm->preserve_external_request_id;
+    char uuid[37];
     if (hcm->generate_request_id && (!has_rid || force)) {
-        char uuid[37];
         make_uuid(s->conn ? sharp_stream_worker(s) : NULL, uuid);
         sharp_headers_set(h, "x-request-id", 12, uuid, 36);
+        /* the map's only x-request-id now: no lookup of the entry just added */
+        rid = (sharp_str_t){uuid, 36};
+        found_rid = true;
     }
-    if (sharp_headers_get_cstr(h, "x-request-id", &rid))
-        sharp_copy_str(s->info.request_id, sizeof s->info.request_id, rid.p, rid.len);
+    if (found_rid) sharp_copy_str(s->info.request_id, sizeof s->info.request_id, rid.p, rid.len);
 }
 
 /* The HTTP date, recomputed at most once a second per thread. */

@@ -1,5 +1,6 @@
 /* headers.h: an ordered HTTP header map, the one representation the codecs,
- * filters and router share. Names are stored lower-case (HTTP/2 style);
+ * filters and router share. Names are stored lower-case (HTTP/2 style;
+ * the HTTP/2 encoders hand them to nghttp2 as they are, nv_pin.h);
  * request pseudo-headers are entries named ":method", ":path", ":authority",
  * ":scheme", response ones ":status", exactly as in Envoy. The map owns one
  * growable byte buffer, so a request costs two allocations however many

@@ -34,6 +34,7 @@
  * answer them. */
 #include "http/conn_internal.h"
 #include "http/hpack_hint.h"
+#include "http/nv_pin.h"
 #include "log.h"
 #include "overload.h"
 #include "runtime.h"
@@ -81,6 +82,7 @@ struct sharp_h2_conn {
     /* premature resets (Envoy's HCM: CVE-2023-44487) */
     uint64_t closed_streams, premature_resets;
     h2_timers_t *ka;       /* connection_keepalive */
+    sharp_nv_pin_t *pins;  /* header blocks nghttp2 has not sent yet (nv_pin.h) */
 };
 
 /* A stream's HTTP/2 state (stream->codec_state). */
@@ -538,6 +540,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 {
     sharp_conn_t *c = user;
     /* the frame is in the batch being serialized (h2_flush queues it) */
+    sharp_nv_pin_release(&c->h2->pins, frame);
     uint8_t type = frame->hd.type;
     c->h2->sent_frames++;
     if (((type == NGHTTP2_PING || type == NGHTTP2_SETTINGS) && (frame->hd.flags & NGHTTP2_FLAG_ACK)) ||
@@ -611,7 +614,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
         if (h->trailers_pending) {
             *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             /* nghttp2 copies the list: gRPC's two or three trailers need
-             * no allocation for it */
+             * no allocation for it; the fields are pinned (nv_pin.h) */
             nghttp2_nv nv_local[8];
             nghttp2_nv *nv = h->trailers.n <= 8 ? nv_local : sharp_calloc(h->trailers.n, sizeof *nv);
             size_t nn = 0;
@@ -620,7 +623,8 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
                 if (k.len && k.p[0] == ':') continue;
                 nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
             }
-            nghttp2_submit_trailer(session, stream_id, nv, nn);
+            sharp_nv_pin_t *pin = sharp_nv_pin(&c->h2->pins, nv, nn, 0, h->trailers.buf, h->trailers.blen);
+            if (nghttp2_submit_trailer(session, stream_id, nv, nn) != 0) sharp_nv_pin_drop(&c->h2->pins, pin);
             if (nv != nv_local) free(nv);
             h->trailers_pending = false;
         }
@@ -662,7 +666,9 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     }
     char status[4] = {(char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
     /* nghttp2 copies the list when the response is submitted: a response
-     * of usual size needs no allocation for it */
+     * of usual size needs no allocation for it. The names and values are
+     * pinned (nv_pin.h): one copy of the map's bytes that lives until the
+     * frame has gone, instead of nghttp2's copy and lower-casing of each. */
     nghttp2_nv nv_local[32];
     nghttp2_nv *nv = hd->n + 1 <= 32 ? nv_local : sharp_calloc(hd->n + 1, sizeof *nv);
     size_t nn = 0;
@@ -677,13 +683,16 @@ static void h2_encode_headers(sharp_stream_t *s, sharp_headers_t *hd, bool end_s
     /* a HEAD response, a 204 and a 304 have no body on the wire */
     bool no_body = s->is_head || code == 204 || code == 304;
     h->submitted = true;
+    sharp_nv_pin_t *pin = sharp_nv_pin(&c->h2->pins, nv, nn, 1, hd->buf, hd->blen);
+    int rv;
     if (end_stream || no_body) {
         h->out_end = true;
-        nghttp2_submit_response(c->h2->session, h->id, nv, nn, NULL);
+        rv = nghttp2_submit_response(c->h2->session, h->id, nv, nn, NULL);
     } else {
         nghttp2_data_provider dp = {.source = {.ptr = NULL}, .read_callback = read_body};
-        nghttp2_submit_response(c->h2->session, h->id, nv, nn, &dp);
+        rv = nghttp2_submit_response(c->h2->session, h->id, nv, nn, &dp);
     }
+    if (rv != 0) sharp_nv_pin_drop(&c->h2->pins, pin);
     if (nv != nv_local) free(nv);
     h2_schedule(c);
 }
@@ -940,6 +949,17 @@ static void h2_drain(sharp_conn_t *c)
     h2_schedule(c);
 }
 
+/* A frame nghttp2 gave up on (its stream closed first): a pinned header
+ * block goes. */
+static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *frame, int lib_error, void *user)
+{
+    (void)session;
+    (void)lib_error;
+    sharp_conn_t *c = user;
+    sharp_nv_pin_release(&c->h2->pins, frame);
+    return 0;
+}
+
 static void h2_goaway(sharp_conn_t *c)
 {
     if (c->h2->goaway_final || c->closing) return;
@@ -953,6 +973,7 @@ static void h2_release(sharp_conn_t *c)
 {
     if (!c->h2) return;
     nghttp2_session_del(c->h2->session);
+    sharp_nv_pin_free_all(&c->h2->pins); /* frames the session never sent */
     h2_timers_t *ka = c->h2->ka;
     if (ka) {
         /* the timers' memory goes with their close; they never see c again */
@@ -977,6 +998,7 @@ __attribute__((constructor)) static void init_callbacks(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, on_frame_not_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame);
     nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
 }

@@ -19,6 +19,7 @@
  * never reaches the router while it is calling into the stream. */
 #include "upstream/codec.h"
 #include "http/hpack_hint.h"
+#include "http/nv_pin.h"
 #include "log.h"
 #include "net.h"
 #include "small.h"
@@ -84,6 +85,7 @@ struct h2_conn {
     uint64_t priority_frames, window_update_frames, data_frames_sent, opened_streams;
     sharp_reset_reason_t close_why;
     const char *close_detail;
+    sharp_nv_pin_t *pins; /* header blocks nghttp2 has not sent yet (nv_pin.h) */
 };
 
 #define HC(conn) ((h2_conn_t *)(conn)->codec_state)
@@ -205,13 +207,13 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 
 static void deliver_headers(h2_conn_t *hc, h2_stream_t *s, bool end_stream)
 {
-    sharp_str_t status;
-    if (!sharp_headers_get_cstr(&s->resp, ":status", &status) || status.len != 3) {
+    /* nghttp2 checked :status: three digits */
+    unsigned code = sharp_headers_status(&s->resp);
+    if (!code) {
         s->protocol_error = true;
         nghttp2_submit_rst_stream(hc->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
         return;
     }
-    unsigned code = (unsigned)((status.p[0] - '0') * 100 + (status.p[1] - '0') * 10 + (status.p[2] - '0'));
     if (code >= 100 && code < 200) {
         /* 100 Continue and friends: swallowed (nghttp2 allows more HEADERS) */
         sharp_headers_clear(&s->resp);
@@ -403,6 +405,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
 {
     (void)ng;
     h2_conn_t *hc = ud;
+    sharp_nv_pin_release(&hc->pins, frame);
     if (frame->hd.type == NGHTTP2_DATA) hc->data_frames_sent++;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) hc->opened_streams++;
     if (frame->hd.type == NGHTTP2_RST_STREAM) sharp_counter_inc(sh(hc), st(hc)->h2.tx_reset);
@@ -427,6 +430,18 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
         sharp_counter_inc(sh(hc), st(hc)->h2.outbound_control_flood);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
+    return 0;
+}
+
+/* A frame nghttp2 gave up on (a request whose stream was cancelled while
+ * it waited for a slot, a GOAWAY that came first): a pinned header block
+ * goes. */
+static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *frame, int lib_error_code, void *ud)
+{
+    (void)ng;
+    (void)lib_error_code;
+    h2_conn_t *hc = ud;
+    sharp_nv_pin_release(&hc->pins, frame);
     return 0;
 }
 
@@ -486,7 +501,9 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                 if (!k.len || k.p[0] == ':') continue;
                 nv[nn++] = (nghttp2_nv){(uint8_t *)k.p, (uint8_t *)v.p, k.len, v.len, NGHTTP2_NV_FLAG_NONE};
             }
+            sharp_nv_pin_t *pin = sharp_nv_pin(&hc->pins, nv, nn, 0, s->trailers.buf, s->trailers.blen);
             if (nn && nghttp2_submit_trailer(hc->ng, s->id, nv, nn) == 0) *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            else sharp_nv_pin_drop(&hc->pins, pin);
         }
     }
     /* below the buffer limit again: the router may send more */
@@ -637,6 +654,7 @@ __attribute__((constructor)) static void init_callbacks(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, on_frame_not_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame_recv);
 }
 
@@ -692,6 +710,7 @@ static void h2_destroy(sharp_upstream_conn_t *c)
     h2_conn_t *hc = HC(c);
     while (!sharp_dlist_empty(&hc->streams)) stream_free(STREAM(hc->streams.next));
     if (hc->ng) nghttp2_session_del(hc->ng);
+    sharp_nv_pin_free_all(&hc->pins); /* frames the session never sent */
     sharp_sbuf_free(&hc->batch);
     free(hc);
     c->codec_state = NULL;
@@ -824,7 +843,9 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
     bool drop_cl = ext_connect && rh.content_length.p && sharp_str_eq(rh.content_length, "0", 1);
     /* nghttp2 copies the list when the request is submitted: a request of
      * usual size needs no allocation for it. Names are the map's, which
-     * stores them lower-case (headers.h), as HTTP/2 wants them. */
+     * stores them lower-case (headers.h), as HTTP/2 wants them; names and
+     * values are pinned (nv_pin.h), since the request can wait in the
+     * session for a stream slot longer than the map lives. */
     nghttp2_nv nv_local[32];
     nghttp2_nv *nv = h->n + 5 <= 32 ? nv_local : sharp_calloc(h->n + 5, sizeof *nv);
     size_t nn = 0;
@@ -837,6 +858,7 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
     if (!connect) NV(":scheme", 7, scheme.p, scheme.len);
     NV(":authority", 10, authority.p, authority.len);
     if (!connect) NV(":path", 5, path.p, path.len);
+    size_t pseudo = nn; /* the fields after these are the map's */
     for (uint32_t i = 0; i < h->n; i++) {
         sharp_str_t n = sharp_headers_name(h, i), v = sharp_headers_value(h, i);
         if (!n.len || n.p[0] == ':' || connection_specific(n, v)) continue;
@@ -846,7 +868,9 @@ static void h2_send_headers(sharp_upstream_cx_t *x, const sharp_headers_t *h, bo
     }
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
+    sharp_nv_pin_t *pin = sharp_nv_pin(&hc->pins, nv, nn, pseudo, h->buf, h->blen);
     int32_t id = nghttp2_submit_request(hc->ng, NULL, nv, nn, end_stream ? NULL : &prd, s);
+    if (id < 0) sharp_nv_pin_drop(&hc->pins, pin);
     if (nv != nv_local) free(nv);
     if (id < 0) {
         fail_later(s, SHARP_RESET_LOCAL, nghttp2_strerror(id));

@@ -32,6 +32,53 @@ static void test_add_get_lowercases(void **state)
     sharp_headers_free(&h);
 }
 
+/* Names of every length up to 24 (words, a word and a tail, four-byte
+ * halves, bytes): a lookup in any case finds its own name and no other of
+ * that length, whichever byte differs; :status first answers the status. */
+static void test_name_compare_lengths(void **state)
+{
+    (void)state;
+    for (size_t len = 1; len <= 24; len++) {
+        sharp_headers_t h;
+        sharp_headers_init(&h);
+        char name[32], q[32];
+        for (size_t k = 0; k < len; k++) name[k] = (char)('a' + k % 26);
+        /* the same name with one byte changed, at each position */
+        for (size_t k = 0; k < len; k++) {
+            memcpy(q, name, len);
+            q[k] = q[k] == 'z' ? 'y' : 'z';
+            sharp_headers_add(&h, q, len, "other", 5);
+        }
+        sharp_headers_add(&h, name, len, "mine", 4);
+        for (size_t k = 0; k < len; k++) q[k] = (char)(name[k] - 32); /* upper case */
+        sharp_str_t v;
+        assert_true(sharp_headers_get(&h, q, len, &v));
+        assert_int_equal(v.len, 4);
+        assert_memory_equal(v.p, "mine", 4);
+        assert_int_equal(sharp_headers_find(&h, name, len, 0), (int)len);
+        /* a one-byte difference at each position misses */
+        for (size_t k = 0; k < len; k++) {
+            memcpy(q, name, len);
+            q[k] = '0';
+            assert_false(sharp_headers_get(&h, q, len, NULL));
+        }
+        sharp_headers_free(&h);
+    }
+    sharp_headers_t h;
+    sharp_headers_init(&h);
+    sharp_headers_add_cstr(&h, ":status", "204");
+    sharp_headers_add_cstr(&h, ":status", "500");
+    assert_int_equal(sharp_headers_status(&h), 204);
+    sharp_headers_clear(&h);
+    sharp_headers_add_cstr(&h, "server", "x");
+    sharp_headers_add_cstr(&h, ":Status", "302");
+    assert_int_equal(sharp_headers_status(&h), 302);
+    sharp_headers_clear(&h);
+    sharp_headers_add_cstr(&h, ":status", "20x");
+    assert_int_equal(sharp_headers_status(&h), 0);
+    sharp_headers_free(&h);
+}
+
 static void test_repeated_and_find(void **state)
 {
     sharp_headers_t h;
@@ -460,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_get_all_joined),
         cmocka_unit_test(test_add_get_lowercases),
         cmocka_unit_test(test_repeated_and_find),
+        cmocka_unit_test(test_name_compare_lengths),
         cmocka_unit_test(test_set_replaces_all_keeps_position),
         cmocka_unit_test(test_remove),
         cmocka_unit_test(test_append_pieces),
