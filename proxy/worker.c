@@ -129,6 +129,39 @@ void sharp_deadline_start(sharp_worker_t *w, sharp_deadline_t *d, void (*cb)(sha
     }
 }
 
+/* See worker.h. The due ones move to a list of this pass first: a
+ * callback may stop any of them (unlinked from there) or start one again
+ * (appended to the list's pending, for a later pass). */
+bool sharp_deadlines_run_due(sharp_worker_t *w)
+{
+    bool ran = false;
+    uint64_t now = uv_now(&w->loop);
+    for (unsigned i = 0; i < SHARP_DEADLINE_LISTS; i++) {
+        sharp_deadline_list_t *l = &w->deadlines[i];
+        if (sharp_dlist_empty(&l->pending)) continue;
+        sharp_deadline_t *first = sharp_container_of(l->pending.next, sharp_deadline_t, link);
+        if (first->due > now) continue;
+        sharp_dlist_t due;
+        sharp_dlist_init(&due);
+        while (!sharp_dlist_empty(&l->pending)) {
+            sharp_deadline_t *d = sharp_container_of(l->pending.next, sharp_deadline_t, link);
+            if (d->due > now) break;
+            sharp_dlist_remove(&d->link);
+            sharp_dlist_push(&due, &d->link);
+        }
+        while (!sharp_dlist_empty(&due)) {
+            sharp_deadline_t *d = sharp_container_of(due.next, sharp_deadline_t, link);
+            sharp_dlist_remove(&d->link);
+            d->list = NULL;
+            ran = true;
+            d->cb(d);
+        }
+        /* nothing left for the list's timer: not woken for nothing */
+        if (sharp_dlist_empty(&l->pending)) uv_timer_stop(&l->timer);
+    }
+    return ran;
+}
+
 void sharp_deadlines_init(sharp_worker_t *w)
 {
     for (unsigned i = 0; i < SHARP_DEADLINE_LISTS; i++) {
@@ -748,6 +781,9 @@ static void on_flush_check(uv_check_t *h)
 {
     sharp_worker_t *w = h->data;
     sharp_conn_flush_pending(w);
+    /* a finished stream's end (its connection's close with HTTP/1.0) in
+     * this turn, then what it wrote */
+    if (!w->stopping && sharp_deadlines_run_due(w)) sharp_conn_flush_pending(w);
     if (sharp_dlist_empty(&w->flush_list)) uv_idle_stop(&w->flush_idle);
 }
 

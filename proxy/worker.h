@@ -154,7 +154,9 @@ static inline void sharp_dlist_remove(sharp_dlist_t *n)
  * the first leaves it armed, and when it fires it runs what is due and
  * re-arms for the next one. A duration without a list of its own (more
  * distinct durations pending at once than lists) gets a libuv timer of its
- * own. */
+ * own. Deadlines due when the loop reaches its check phase (those started
+ * for 0 ms in that turn) run there, after the turn's deferred flushes, not
+ * in the next turn's timers. */
 struct sharp_deadline_list;
 typedef struct sharp_deadline {
     sharp_dlist_t link;
@@ -181,6 +183,15 @@ void sharp_deadline_stop(sharp_deadline_t *d);
  * (a deadline started after that gets a timer of its own). */
 void sharp_deadlines_init(struct sharp_worker *w);
 void sharp_deadlines_close(struct sharp_worker *w);
+/* The check phase's pass (after the turn's deferred flushes): runs the
+ * deadlines due now, those started for 0 ms while the loop polled or ran
+ * callbacks (a stream's deferred finish or reset), in the turn that
+ * started them instead of in the next turn's timers. A connection or
+ * stream handle closed there would otherwise leave a closing handle, which
+ * makes libuv poll once more without waiting (an epoll_wait per request).
+ * Only what was due before the pass runs; one started by a callback waits
+ * for its list's timer. True when any ran. */
+bool sharp_deadlines_run_due(struct sharp_worker *w);
 static inline bool sharp_deadline_pending(const sharp_deadline_t *d)
 {
     return d->list || d->own;
