@@ -1437,10 +1437,11 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     if (s->headers_timer.loop) uv_close((uv_handle_t *)&s->headers_timer, on_stream_timer_closed);
 }
 
-/* A stream is done when its response is complete. Finishing is deferred to
- * the next loop turn: the call usually comes from deep inside a filter's
- * callback (the router delivering the last byte), and the stream, its
- * filters and their state must outlive that callback. */
+/* A stream is done when its response is complete. Finishing is deferred
+ * (a 0 ms deadline, which the worker's check phase runs after the turn's
+ * flush): the call usually comes from deep inside a filter's callback (the
+ * router delivering the last byte), and the stream, its filters and their
+ * state must outlive that callback. */
 static void on_stream_finish(sharp_deadline_t *d)
 {
     sharp_stream_t *s = sharp_container_of(d, sharp_stream_t, defer);
@@ -1533,6 +1534,7 @@ void sharp_conn_flush_pending(sharp_worker_t *w)
         sharp_conn_t *c = sharp_container_of(w->flush_list.next, sharp_conn_t, flush_link);
         sharp_dlist_remove(&c->flush_link);
         c->codec->flush(c);
+        if (c->tls && !c->closing) sharp_conn_tls_flush(c); /* TLS */
     }
 }
 

@@ -710,11 +710,14 @@ void sharp_tls_conn_close_now(sharp_tls_conn_t *c, sharp_writer_t *w, uv_stream_
 {
     sharp_tls_conn_close(c);
     /* Only onto an empty queue: the socket closes now, queued writes are
-     * cancelled, and close_notify must not overtake them. */
-    char buf[256];
-    size_t n = sharp_tls_conn_drain(c, buf, sizeof buf);
-    if (n && w->queued == 0 && !w->failed) {
+     * cancelled, and close_notify must not overtake them. What the engine
+     * still holds before it (a handshake's tickets that waited for the
+     * turn's flush) goes with it; a short write ends it. */
+    static __thread char buf[4096];
+    size_t n;
+    while ((n = sharp_tls_conn_drain(c, buf, sizeof buf)) > 0) {
+        if (w->queued != 0 || w->failed) break;
         uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        uv_try_write(stream, &b, 1);
+        if (uv_try_write(stream, &b, 1) != (int)n) break;
     }
 }

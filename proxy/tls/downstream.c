@@ -187,8 +187,12 @@ void sharp_conn_tls_read(sharp_conn_t *c, const char *p, size_t n)
         if (st != SHARP_TLS_HANDSHAKING && st != SHARP_TLS_FAILED && !t->open) handshake_done(c);
         if (c->closing) return;
         /* the handshake's answers and alerts; records the codec wrote
-         * were sent as they were written */
-        if (send_ciphertext(c) < 0) return; /* the socket is gone: the read side sees it */
+         * were sent as they were written. With a flush of the codec's
+         * output due this turn (HTTP/2's SETTINGS after the handshake, a
+         * response head) what is left (the tickets after the client's
+         * Finished) waits for it and shares its write. */
+        if ((st == SHARP_TLS_FAILED || !sharp_conn_flush_deferred(c)) && send_ciphertext(c) < 0)
+            return; /* the socket is gone: the read side sees it */
         if (st == SHARP_TLS_FAILED) {
             if (!t->open) count_failure(c);
             else sharp_counter_inc(SHARP_CONN_STATS(c), c->listener->ssl.connection_error);
@@ -216,6 +220,11 @@ void sharp_conn_tls_read(sharp_conn_t *c, const char *p, size_t n)
             return;
         }
     }
+}
+
+void sharp_conn_tls_flush(sharp_conn_t *c)
+{
+    if (c->tls->engine) send_ciphertext(c);
 }
 
 void sharp_conn_tls_shutdown(sharp_conn_t *c)
