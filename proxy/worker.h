@@ -205,6 +205,7 @@ typedef union sharp_listen_handle {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
     uv_udp_t udp;
+    uv_poll_t poll; /* TCP: the worker accepts itself (sharp_listen_entry_t.fd) */
 } sharp_listen_handle_t;
 
 /* One listening socket the worker accepts on (listen_socket.h), open as
@@ -217,6 +218,12 @@ typedef struct sharp_listen_entry {
     const sharp_listener_config_t *listener; /* held by the worker's snapshot */
     bool accept_paused; /* a connection is waiting, not accepted (stop_accepting_connections) */
     bool seen;
+    /* TCP: the listening socket, watched by h.poll and accepted from one
+     * connection per readiness, with the peer's address from accept4 (as
+     * nginx without multi_accept). uv_listen accepts until EAGAIN, one
+     * failing accept4 per wakeup, and leaves the address to a
+     * getpeername. -1 for a pipe (uv_listen) or UDP. Closed with h. */
+    int fd;
     /* TCP on one address (not 0.0.0.0 or [::]): the address it is bound
      * to, every accepted connection's local address (Envoy's listener
      * asks the kernel only when listening on the any address) */
@@ -232,6 +239,10 @@ typedef struct sharp_worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t wakeup;
+    /* a descriptor held back for when accept4 fails with EMFILE/ENFILE:
+     * closed to accept and close what waits (libuv's uv_listen does the
+     * same), so a level-triggered listening socket does not spin */
+    int reserve_fd;
     uv_timer_t tick; /* 1 s housekeeping: access log flush, drain checks */
     sharp_stats_shard_t *stats;
     sharp_snapshot_t *snap;
