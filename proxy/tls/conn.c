@@ -663,7 +663,7 @@ int sharp_tls_conn_send(sharp_tls_conn_t *c, sharp_writer_t *w)
     return 0;
 }
 
-int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs,
+int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs, bool last,
                            size_t *unwritten)
 {
     *unwritten = 0;
@@ -680,7 +680,7 @@ int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_
             at += bufs[i].len;
         }
         uv_buf_t one = uv_buf_init(joined, (unsigned)total);
-        return sharp_tls_conn_encrypt(c, w, &one, 1, unwritten);
+        return sharp_tls_conn_encrypt(c, w, &one, 1, last, unwritten);
     }
     /* Every buffer is encrypted before the records go out, so one write
      * (one system call) carries them all, as a plaintext writev would; the
@@ -703,6 +703,7 @@ int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_
             off += k;
         }
     }
+    if (last) sharp_tls_conn_close(c);
     return sharp_tls_conn_send(c, w);
 }
 

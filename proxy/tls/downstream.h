@@ -32,6 +32,11 @@ void sharp_conn_tls_read(struct sharp_conn *c, const char *p, size_t n);
  * TLS 1.3 handshake's session tickets, which then share one write with
  * HTTP/2's SETTINGS) goes out if the flush wrote nothing. */
 void sharp_conn_tls_flush(struct sharp_conn *c);
+/* The codec's next write is the connection's last (an HTTP/1 response
+ * that closes it, c->tls set): close_notify is made right behind its
+ * records and goes out in the same write; the close then has nothing left
+ * to send. */
+void sharp_conn_tls_last_write(struct sharp_conn *c);
 /* A graceful close (c->tls set): close_notify, queued before the FIN. */
 void sharp_conn_tls_shutdown(struct sharp_conn *c);
 /* An abrupt close (c->tls set): close_notify if the socket takes it at once. */
