@@ -243,7 +243,12 @@ static void on_listen_readable(uv_poll_t *h, int status, int events)
     (void)events;
     sharp_worker_t *w = h->loop->data;
     sharp_listen_entry_t *e = (sharp_listen_entry_t *)h;
-    if (status < 0) return;
+    if (status < 0) {
+        /* an error condition on the socket: libuv stopped polling it */
+        sharp_log_error("worker %u: listening socket of listener '%s' failed: %s", w->index, e->listener->name,
+                        uv_strerror(status));
+        return;
+    }
     if (w->draining || accepting_stopped(e->listener)) {
         /* as for a pipe: the connection waits in the kernel's backlog and
          * the socket is not polled until accepting resumes */
