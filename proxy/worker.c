@@ -25,6 +25,7 @@
 #include "udp/udp_proxy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -129,6 +130,39 @@ void sharp_deadline_start(sharp_worker_t *w, sharp_deadline_t *d, void (*cb)(sha
     }
 }
 
+/* See worker.h. The due ones move to a list of this pass first: a
+ * callback may stop any of them (unlinked from there) or start one again
+ * (appended to the list's pending, for a later pass). */
+bool sharp_deadlines_run_due(sharp_worker_t *w)
+{
+    bool ran = false;
+    uint64_t now = uv_now(&w->loop);
+    for (unsigned i = 0; i < SHARP_DEADLINE_LISTS; i++) {
+        sharp_deadline_list_t *l = &w->deadlines[i];
+        if (sharp_dlist_empty(&l->pending)) continue;
+        sharp_deadline_t *first = sharp_container_of(l->pending.next, sharp_deadline_t, link);
+        if (first->due > now) continue;
+        sharp_dlist_t due;
+        sharp_dlist_init(&due);
+        while (!sharp_dlist_empty(&l->pending)) {
+            sharp_deadline_t *d = sharp_container_of(l->pending.next, sharp_deadline_t, link);
+            if (d->due > now) break;
+            sharp_dlist_remove(&d->link);
+            sharp_dlist_push(&due, &d->link);
+        }
+        while (!sharp_dlist_empty(&due)) {
+            sharp_deadline_t *d = sharp_container_of(due.next, sharp_deadline_t, link);
+            sharp_dlist_remove(&d->link);
+            d->list = NULL;
+            ran = true;
+            d->cb(d);
+        }
+        /* nothing left for the list's timer: not woken for nothing */
+        if (sharp_dlist_empty(&l->pending)) uv_timer_stop(&l->timer);
+    }
+    return ran;
+}
+
 void sharp_deadlines_init(sharp_worker_t *w)
 {
     for (unsigned i = 0; i < SHARP_DEADLINE_LISTS; i++) {
@@ -150,6 +184,7 @@ static bool accepting_stopped(const sharp_listener_config_t *l)
     return !l->bypass_overload_manager && sharp_overload_state(SHARP_OL_STOP_ACCEPTING_CONNECTIONS) >= 1000000u;
 }
 
+/* A pipe listener's connection (uv_listen). */
 static void on_connection(uv_stream_t *server, int status)
 {
     sharp_worker_t *w = server->loop->data;
@@ -164,7 +199,64 @@ static void on_connection(uv_stream_t *server, int status)
         e->accept_paused = true;
         return;
     }
-    sharp_conn_accept(w, l, server);
+    sharp_conn_accept(w, l, e, -1, NULL);
+}
+
+/* Out of descriptors: the reserved one is let go to accept and close what
+ * waits (the clients see their connection closed), as libuv's uv_listen
+ * does; else the level-triggered socket would wake the loop at once again. */
+static void accept_out_of_fds(sharp_worker_t *w, sharp_listen_entry_t *e)
+{
+    sharp_debug(conn_handler, "listener '%s': out of file descriptors, closing waiting connections",
+                e->listener->name);
+    if (w->reserve_fd < 0) return;
+    close(w->reserve_fd);
+    w->reserve_fd = -1;
+    int fd;
+    while ((fd = accept4(e->fd, NULL, NULL, SOCK_CLOEXEC)) >= 0 || errno == EINTR)
+        if (fd >= 0) close(fd);
+    w->reserve_fd = open("/", O_RDONLY | O_CLOEXEC);
+}
+
+/* One connection of a TCP listening socket, if one waits. */
+static void accept_one(sharp_worker_t *w, sharp_listen_entry_t *e)
+{
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    int fd;
+    do {
+        fd = accept4(e->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        /* EAGAIN: another worker sharing the socket took it; ECONNABORTED
+         * and the like: that connection is gone, the next readiness
+         * brings the next one */
+        if (errno == EMFILE || errno == ENFILE) accept_out_of_fds(w, e);
+        return;
+    }
+    if (len < sizeof(sa_family_t)) peer.ss_family = AF_UNSPEC;
+    sharp_conn_accept(w, e->listener, e, fd, &peer);
+}
+
+static void on_listen_readable(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    sharp_worker_t *w = h->loop->data;
+    sharp_listen_entry_t *e = (sharp_listen_entry_t *)h;
+    if (status < 0) {
+        /* an error condition on the socket: libuv stopped polling it */
+        sharp_log_error("worker %u: listening socket of listener '%s' failed: %s", w->index, e->listener->name,
+                        uv_strerror(status));
+        return;
+    }
+    if (w->draining || accepting_stopped(e->listener)) {
+        /* as for a pipe: the connection waits in the kernel's backlog and
+         * the socket is not polled until accepting resumes */
+        uv_poll_stop(h);
+        e->accept_paused = !w->draining;
+        return;
+    }
+    accept_one(w, e);
 }
 
 const sharp_listener_config_t *sharp_worker_listener_for(sharp_worker_t *w, const struct sockaddr_storage *a)
@@ -195,13 +287,20 @@ static void resume_accepting(sharp_worker_t *w)
         if (!e->accept_paused || w->draining) continue;
         if (accepting_stopped(e->listener)) continue;
         e->accept_paused = false;
-        sharp_conn_accept(w, e->listener, &e->h.stream);
+        if (e->fd >= 0) {
+            uv_poll_start(&e->h.poll, UV_READABLE, on_listen_readable);
+            accept_one(w, e);
+        } else {
+            sharp_conn_accept(w, e->listener, e, -1, NULL);
+        }
     }
 }
 
 static void free_listen_entry(uv_handle_t *h)
 {
-    free((sharp_listen_entry_t *)h);
+    sharp_listen_entry_t *e = (sharp_listen_entry_t *)h;
+    if (e->fd >= 0) close(e->fd); /* a poll handle does not own its descriptor */
+    free(e);
 }
 
 /* Stops accepting on a socket: its descriptor closes (the worker's own).
@@ -224,6 +323,7 @@ static void close_listeners(sharp_worker_t *w)
 static sharp_listen_entry_t *open_listen_entry(sharp_worker_t *w, const sharp_listener_config_t *l, int fd)
 {
     sharp_listen_entry_t *e = sharp_calloc(1, sizeof *e);
+    e->fd = -1;
     /* A Unix listener is a pipe handle; its accepted connections are plain
      * stream fds that the connection manager reads and writes as it does
      * TCP ones (libuv accepts a pipe server's connection into a TCP handle
@@ -249,22 +349,38 @@ static sharp_listen_entry_t *open_listen_entry(sharp_worker_t *w, const sharp_li
         sharp_dlist_push(&w->listens, &e->link);
         return e;
     }
-    if (l->addr.ss_family == AF_UNIX) {
-        uv_pipe_init(&w->loop, &e->h.pipe, 0);
-        rc = uv_pipe_open(&e->h.pipe, fd);
-    } else {
-        uv_tcp_init(&w->loop, &e->h.tcp);
-        rc = uv_tcp_open(&e->h.tcp, fd);
+    if (l->addr.ss_family != AF_UNIX) {
+        /* TCP: the worker accepts (sharp_listen_entry_t.fd) */
+        e->sock_id = l->sock->id;
+        e->listener = l;
+        rc = listen(fd, 4096) < 0 ? uv_translate_sys_error(errno) : 0;
+        if (rc == 0) rc = uv_poll_init_socket(&w->loop, &e->h.poll, fd);
+        if (rc < 0) {
+            /* no handle was made: the descriptor is still ours */
+            sharp_log_error("worker %u: listen on %s failed: %s", w->index, l->address, uv_strerror(rc));
+            close(fd);
+            free(e);
+            return NULL;
+        }
+        e->fd = fd;
+        e->h.handle.data = e;
+        rc = uv_poll_start(&e->h.poll, UV_READABLE, on_listen_readable);
+        if (rc < 0) {
+            sharp_log_error("worker %u: listen on %s failed: %s", w->index, l->address, uv_strerror(rc));
+            uv_close(&e->h.handle, free_listen_entry);
+            return NULL;
+        }
+        socklen_t len = sizeof e->local;
+        e->fixed_local = getsockname(fd, (struct sockaddr *)&e->local, &len) == 0 && !sharp_addr_is_any(&e->local);
+        sharp_dlist_push(&w->listens, &e->link);
+        return e;
     }
+    uv_pipe_init(&w->loop, &e->h.pipe, 0);
+    rc = uv_pipe_open(&e->h.pipe, fd);
     e->h.handle.data = e;
     e->sock_id = l->sock->id;
     e->listener = l;
     if (rc == 0) rc = uv_listen(&e->h.stream, 4096, on_connection);
-    if (rc == 0 && l->addr.ss_family != AF_UNIX) {
-        int len = sizeof e->local;
-        e->fixed_local = uv_tcp_getsockname(&e->h.tcp, (struct sockaddr *)&e->local, &len) == 0 &&
-                         !sharp_addr_is_any(&e->local);
-    }
     if (rc < 0) {
         sharp_log_error("worker %u: listen on %s failed: %s", w->index, l->address, uv_strerror(rc));
         /* the handle owns the descriptor once opened; otherwise close it here */
@@ -748,6 +864,9 @@ static void on_flush_check(uv_check_t *h)
 {
     sharp_worker_t *w = h->data;
     sharp_conn_flush_pending(w);
+    /* a finished stream's end (its connection's close with HTTP/1.0) in
+     * this turn, then what it wrote */
+    if (!w->stopping && sharp_deadlines_run_due(w)) sharp_conn_flush_pending(w);
     if (sharp_dlist_empty(&w->flush_list)) uv_idle_stop(&w->flush_idle);
 }
 
@@ -796,6 +915,7 @@ int sharp_worker_init(sharp_worker_t *w)
     sharp_dlist_init(&w->datadog_reporters);
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(w->index + 1) * 0xBF58476D1CE4E5B9ull) ^ sharp_now_ns();
     w->upstream_env = (sharp_upstream_env_t){&w->loop, w->stats, &w->rng, &w->draining, &w->stopping};
+    w->reserve_fd = open("/", O_RDONLY | O_CLOEXEC);
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->tick);
@@ -867,5 +987,7 @@ void sharp_worker_release(sharp_worker_t *w)
     sharp_runtime_snapshot_unref(w->runtime);
     w->runtime = NULL;
     sharp_access_log_worker_free(w);
+    if (w->reserve_fd >= 0) close(w->reserve_fd);
+    w->reserve_fd = -1;
     uv_loop_close(&w->loop);
 }

@@ -154,7 +154,9 @@ static inline void sharp_dlist_remove(sharp_dlist_t *n)
  * the first leaves it armed, and when it fires it runs what is due and
  * re-arms for the next one. A duration without a list of its own (more
  * distinct durations pending at once than lists) gets a libuv timer of its
- * own. */
+ * own. Deadlines due when the loop reaches its check phase (those started
+ * for 0 ms in that turn) run there, after the turn's deferred flushes, not
+ * in the next turn's timers. */
 struct sharp_deadline_list;
 typedef struct sharp_deadline {
     sharp_dlist_t link;
@@ -181,6 +183,15 @@ void sharp_deadline_stop(sharp_deadline_t *d);
  * (a deadline started after that gets a timer of its own). */
 void sharp_deadlines_init(struct sharp_worker *w);
 void sharp_deadlines_close(struct sharp_worker *w);
+/* The check phase's pass (after the turn's deferred flushes): runs the
+ * deadlines due now, those started for 0 ms while the loop polled or ran
+ * callbacks (a stream's deferred finish or reset), in the turn that
+ * started them instead of in the next turn's timers. A connection or
+ * stream handle closed there would otherwise leave a closing handle, which
+ * makes libuv poll once more without waiting (an epoll_wait per request).
+ * Only what was due before the pass runs; one started by a callback waits
+ * for its list's timer. True when any ran. */
+bool sharp_deadlines_run_due(struct sharp_worker *w);
 static inline bool sharp_deadline_pending(const sharp_deadline_t *d)
 {
     return d->list || d->own;
@@ -194,6 +205,7 @@ typedef union sharp_listen_handle {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
     uv_udp_t udp;
+    uv_poll_t poll; /* TCP: the worker accepts itself (sharp_listen_entry_t.fd) */
 } sharp_listen_handle_t;
 
 /* One listening socket the worker accepts on (listen_socket.h), open as
@@ -206,6 +218,12 @@ typedef struct sharp_listen_entry {
     const sharp_listener_config_t *listener; /* held by the worker's snapshot */
     bool accept_paused; /* a connection is waiting, not accepted (stop_accepting_connections) */
     bool seen;
+    /* TCP: the listening socket, watched by h.poll and accepted from one
+     * connection per readiness, with the peer's address from accept4 (as
+     * nginx without multi_accept). uv_listen accepts until EAGAIN, one
+     * failing accept4 per wakeup, and leaves the address to a
+     * getpeername. -1 for a pipe (uv_listen) or UDP. Closed with h. */
+    int fd;
     /* TCP on one address (not 0.0.0.0 or [::]): the address it is bound
      * to, every accepted connection's local address (Envoy's listener
      * asks the kernel only when listening on the any address) */
@@ -221,6 +239,10 @@ typedef struct sharp_worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t wakeup;
+    /* a descriptor held back for when accept4 fails with EMFILE/ENFILE:
+     * closed to accept and close what waits (libuv's uv_listen does the
+     * same), so a level-triggered listening socket does not spin */
+    int reserve_fd;
     uv_timer_t tick; /* 1 s housekeeping: access log flush, drain checks */
     sharp_stats_shard_t *stats;
     sharp_snapshot_t *snap;

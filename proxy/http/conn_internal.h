@@ -222,6 +222,11 @@ void sharp_conn_start_drain(sharp_conn_t *c);
  * loop turn (codec->flush runs then). */
 void sharp_conn_defer_flush(sharp_conn_t *c);
 void sharp_conn_cancel_flush(sharp_conn_t *c);
+/* A flush is due this loop turn. */
+static inline bool sharp_conn_flush_deferred(const sharp_conn_t *c)
+{
+    return c->flush_link.next != &c->flush_link;
+}
 
 /* ---- what the TLS transport (proxy/tls/downstream.c) calls ---- */
 

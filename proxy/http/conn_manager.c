@@ -28,6 +28,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void stream_touch(sharp_stream_t *s);
@@ -914,11 +915,13 @@ static void inspect_start(sharp_conn_t *c, sharp_worker_t *w, const sharp_listen
         uv_timer_start(&c->inspect_timer, on_inspect_timeout, l->listener_filters_timeout_ms, 0);
     uv_read_start((uv_stream_t *)&c->tcp, sharp_read_alloc, on_inspect_read);
 }
-void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server)
+void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, sharp_listen_entry_t *e, int fd,
+                       const struct sockaddr_storage *accepted_peer)
 {
     sharp_conn_t *c = sharp_calloc(1, sizeof *c);
     uv_tcp_init(&w->loop, &c->tcp);
-    int arc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    int arc = fd < 0 ? uv_accept(&e->h.stream, (uv_stream_t *)&c->tcp) : uv_tcp_open(&c->tcp, fd);
+    if (arc < 0 && fd >= 0) close(fd); /* not the handle's */
     /* the overload manager's accept checks (Envoy's TcpListenerImpl): a
      * refused connection is closed before anything is read from it */
     sharp_ol_admit_t adm = arc < 0 ? SHARP_OL_ADMIT
@@ -943,7 +946,6 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
      * counted or read, unless listener filters read the first bytes */
     struct sockaddr_storage local = {0}, peer = {0};
     int llen = sizeof local;
-    const sharp_listen_entry_t *e = (const sharp_listen_entry_t *)server;
     bool have_local;
     if (e->fixed_local && !l->original_dst) {
         local = e->local;
@@ -951,7 +953,13 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     } else {
         have_local = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) == 0;
     }
-    bool have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
+    bool have_peer;
+    if (accepted_peer && accepted_peer->ss_family != AF_UNSPEC) {
+        peer = *accepted_peer;
+        have_peer = true;
+    } else {
+        have_peer = sharp_stream_peer(&c->tcp, &peer) == 0;
+    }
     if (l->sock_flags & SHARP_SOCK_V4COMPAT) {
         /* an IPv4 client of an ipv4_compat listener is its IPv4 address */
         sharp_addr_unmap_v4(&local);
@@ -961,9 +969,9 @@ void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_s
     /* the original_dst listener filter: the address before an iptables
      * REDIRECT becomes the connection's local address; with
      * use_original_dst the listener bound to it takes the connection */
-    uv_os_fd_t fd = -1;
-    if (have_local && l->original_dst && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
-        sharp_original_dst(fd, &local, &local) == 0) {
+    uv_os_fd_t sock = -1;
+    if (have_local && l->original_dst && uv_fileno((uv_handle_t *)&c->tcp, &sock) == 0 &&
+        sharp_original_dst(sock, &local, &local) == 0) {
         c->local_restored = true;
         if (l->use_original_dst) {
             const sharp_listener_config_t *to = sharp_worker_listener_for(w, &local);
@@ -1437,10 +1445,11 @@ void sharp_conn_stream_destroy(sharp_stream_t *s)
     if (s->headers_timer.loop) uv_close((uv_handle_t *)&s->headers_timer, on_stream_timer_closed);
 }
 
-/* A stream is done when its response is complete. Finishing is deferred to
- * the next loop turn: the call usually comes from deep inside a filter's
- * callback (the router delivering the last byte), and the stream, its
- * filters and their state must outlive that callback. */
+/* A stream is done when its response is complete. Finishing is deferred
+ * (a 0 ms deadline, which the worker's check phase runs after the turn's
+ * flush): the call usually comes from deep inside a filter's callback (the
+ * router delivering the last byte), and the stream, its filters and their
+ * state must outlive that callback. */
 static void on_stream_finish(sharp_deadline_t *d)
 {
     sharp_stream_t *s = sharp_container_of(d, sharp_stream_t, defer);
@@ -1533,6 +1542,7 @@ void sharp_conn_flush_pending(sharp_worker_t *w)
         sharp_conn_t *c = sharp_container_of(w->flush_list.next, sharp_conn_t, flush_link);
         sharp_dlist_remove(&c->flush_link);
         c->codec->flush(c);
+        if (c->tls && !c->closing) sharp_conn_tls_flush(c); /* TLS */
     }
 }
 

@@ -10,8 +10,11 @@
 
 #include <uv.h>
 
-/* Takes an accepted connection: `fd` is already accepted, non-blocking. */
-void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, uv_stream_t *server);
+/* Takes a connection of listening socket `e` for listener `l`: `fd` (>= 0)
+ * accepted by the worker (TCP, non-blocking) from `peer`, or else (fd < 0)
+ * the one libuv has waiting on the pipe `e->h.stream` (uv_accept). */
+void sharp_conn_accept(sharp_worker_t *w, const sharp_listener_config_t *l, sharp_listen_entry_t *e, int fd,
+                       const struct sockaddr_storage *peer);
 /* Drain: idle connections close now; busy ones close after their response. */
 void sharp_conn_drain_all(sharp_worker_t *w);
 /* A listener update (xds/lds.h) changed the drain state of listeners or

@@ -10,6 +10,7 @@
 #include "http/conn_internal.h"
 #include "log.h"
 #include "overload.h"
+#include "tls/downstream.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -741,6 +742,19 @@ static void put_codec_header(sharp_sbuf_t *out, const sharp_headers_t *h, bool f
     sharp_sbuf_append(out, "\r\n", 2);
 }
 
+/* The end of a response after which the connection closes (h1_stream_done)
+ * is its last write: over TLS close_notify shares it. Not a tunnel's. A
+ * reply given while llhttp is still in the request (a body-less one is
+ * answered from its headers, before p_on_message_complete reads its
+ * keep-alive) closes when llhttp says it will not be kept alive. */
+static void last_write(sharp_conn_t *c, sharp_stream_t *s)
+{
+    if (!c->tls || c->h1.tunnel || s->upgrade_accepted) return;
+    bool closes = s->closes_connection ||
+                  (c->h1.parsing && c->h1.stream == s && !llhttp_should_keep_alive(&c->h1.parser));
+    if (closes) sharp_conn_tls_last_write(c);
+}
+
 /* Writes the status line and headers and decides the body framing:
  * no body (HEAD, 1xx, 204, 304), content-length as given, chunked for an
  * HTTP/1.1 peer, or delimited by closing the connection for HTTP/1.0. */
@@ -825,6 +839,7 @@ static void h1_encode_headers(sharp_stream_t *s, sharp_headers_t *h, bool end_st
     sharp_sbuf_append(out, "\r\n", 2);
     if (end_stream) {
         uv_buf_t b = uv_buf_init(c->h1.head.data, (unsigned)c->h1.head.len);
+        last_write(c, s);
         sharp_conn_write(c, &b, 1);
         sharp_sbuf_reset(&c->h1.head);
         s->response_complete = true;
@@ -871,6 +886,7 @@ static void h1_encode_data(sharp_stream_t *s, const char *p, size_t n, bool end_
     } else if (end_stream && s->resp_chunked) {
         b[nb++] = uv_buf_init("0\r\n\r\n", 5);
     }
+    if (nb && end_stream) last_write(c, s);
     if (nb) sharp_conn_write(c, b, nb);
     if (with_head) sharp_sbuf_reset(&c->h1.head);
     if (end_stream) {

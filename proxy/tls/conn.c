@@ -663,7 +663,7 @@ int sharp_tls_conn_send(sharp_tls_conn_t *c, sharp_writer_t *w)
     return 0;
 }
 
-int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs,
+int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs, bool last,
                            size_t *unwritten)
 {
     *unwritten = 0;
@@ -680,7 +680,7 @@ int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_
             at += bufs[i].len;
         }
         uv_buf_t one = uv_buf_init(joined, (unsigned)total);
-        return sharp_tls_conn_encrypt(c, w, &one, 1, unwritten);
+        return sharp_tls_conn_encrypt(c, w, &one, 1, last, unwritten);
     }
     /* Every buffer is encrypted before the records go out, so one write
      * (one system call) carries them all, as a plaintext writev would; the
@@ -703,6 +703,7 @@ int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_
             off += k;
         }
     }
+    if (last) sharp_tls_conn_close(c);
     return sharp_tls_conn_send(c, w);
 }
 
@@ -710,11 +711,14 @@ void sharp_tls_conn_close_now(sharp_tls_conn_t *c, sharp_writer_t *w, uv_stream_
 {
     sharp_tls_conn_close(c);
     /* Only onto an empty queue: the socket closes now, queued writes are
-     * cancelled, and close_notify must not overtake them. */
-    char buf[256];
-    size_t n = sharp_tls_conn_drain(c, buf, sizeof buf);
-    if (n && w->queued == 0 && !w->failed) {
+     * cancelled, and close_notify must not overtake them. What the engine
+     * still holds before it (a handshake's tickets that waited for the
+     * turn's flush) goes with it; a short write ends it. */
+    static __thread char buf[4096];
+    size_t n;
+    while ((n = sharp_tls_conn_drain(c, buf, sizeof buf)) > 0) {
+        if (w->queued != 0 || w->failed) break;
         uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-        uv_try_write(stream, &b, 1);
+        if (uv_try_write(stream, &b, 1) != (int)n) break;
     }
 }

@@ -84,9 +84,10 @@ void sharp_tls_conn_set_alpn(sharp_tls_conn_t *c, const uint8_t *wire, size_t le
  * its transport: the writer's queue is the one place ciphertext waits. */
 int sharp_tls_conn_send(sharp_tls_conn_t *c, sharp_writer_t *w);
 /* The body of a writer transport: encrypts the buffers and sends the
- * records. UV_ENOTCONN (with *unwritten the bytes left) when the engine
- * is not open; a writer error as it comes. */
-int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs,
+ * records (with `last`, close_notify after them, in the same write).
+ * UV_ENOTCONN (with *unwritten the bytes left) when the engine is not
+ * open; a writer error as it comes. */
+int sharp_tls_conn_encrypt(sharp_tls_conn_t *c, sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs, bool last,
                            size_t *unwritten);
 /* An abrupt close: close_notify, written only if the socket's queue is
  * empty (the close cancels queued writes, which it must not overtake). */

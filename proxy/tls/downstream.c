@@ -14,6 +14,7 @@ struct sharp_conn_tls {
     bool open;        /* the handshake completed: counted, codec chosen */
     bool peer_closed; /* the client's close_notify was handed on */
     bool ocsp_counted; /* the ClientHello's OCSP stapling was counted */
+    bool last_write;   /* the next write closes: close_notify goes with it */
     sharp_downstream_tls_info_t info;
 };
 
@@ -45,7 +46,9 @@ static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
     sharp_conn_t *c = sharp_container_of(w, sharp_conn_t, writer);
     size_t left;
-    int rc = sharp_tls_conn_encrypt(c->tls->engine, w, bufs, nbufs, &left);
+    bool last = c->tls->last_write;
+    c->tls->last_write = false;
+    int rc = sharp_tls_conn_encrypt(c->tls->engine, w, bufs, nbufs, last, &left);
     if (rc == UV_ENOTCONN)
         sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id, left);
     return rc;
@@ -187,8 +190,12 @@ void sharp_conn_tls_read(sharp_conn_t *c, const char *p, size_t n)
         if (st != SHARP_TLS_HANDSHAKING && st != SHARP_TLS_FAILED && !t->open) handshake_done(c);
         if (c->closing) return;
         /* the handshake's answers and alerts; records the codec wrote
-         * were sent as they were written */
-        if (send_ciphertext(c) < 0) return; /* the socket is gone: the read side sees it */
+         * were sent as they were written. With a flush of the codec's
+         * output due this turn (HTTP/2's SETTINGS after the handshake, a
+         * response head) what is left (the tickets after the client's
+         * Finished) waits for it and shares its write. */
+        if ((st == SHARP_TLS_FAILED || !sharp_conn_flush_deferred(c)) && send_ciphertext(c) < 0)
+            return; /* the socket is gone: the read side sees it */
         if (st == SHARP_TLS_FAILED) {
             if (!t->open) count_failure(c);
             else sharp_counter_inc(SHARP_CONN_STATS(c), c->listener->ssl.connection_error);
@@ -216,6 +223,16 @@ void sharp_conn_tls_read(sharp_conn_t *c, const char *p, size_t n)
             return;
         }
     }
+}
+
+void sharp_conn_tls_last_write(sharp_conn_t *c)
+{
+    c->tls->last_write = true;
+}
+
+void sharp_conn_tls_flush(sharp_conn_t *c)
+{
+    if (c->tls->engine) send_ciphertext(c);
 }
 
 void sharp_conn_tls_shutdown(sharp_conn_t *c)

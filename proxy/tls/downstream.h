@@ -27,6 +27,16 @@ struct sharp_downstream_tls_info;
 bool sharp_conn_tls_start(struct sharp_conn *c, struct sharp_tls_ctx *ctx);
 /* Ciphertext read from the socket (c->tls set). */
 void sharp_conn_tls_read(struct sharp_conn *c, const char *p, size_t n);
+/* The end of the loop turn's deferred flush of a TLS connection: what the
+ * engine produced for a read and left for the codec's flush to carry (a
+ * TLS 1.3 handshake's session tickets, which then share one write with
+ * HTTP/2's SETTINGS) goes out if the flush wrote nothing. */
+void sharp_conn_tls_flush(struct sharp_conn *c);
+/* The codec's next write is the connection's last (an HTTP/1 response
+ * that closes it, c->tls set): close_notify is made right behind its
+ * records and goes out in the same write; the close then has nothing left
+ * to send. */
+void sharp_conn_tls_last_write(struct sharp_conn *c);
 /* A graceful close (c->tls set): close_notify, queued before the FIN. */
 void sharp_conn_tls_shutdown(struct sharp_conn *c);
 /* An abrupt close (c->tls set): close_notify if the socket takes it at once. */

@@ -31,7 +31,7 @@ static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
     sharp_upstream_conn_t *c = sharp_container_of(w, sharp_upstream_conn_t, writer);
     size_t left;
-    int rc = sharp_tls_conn_encrypt(c->tls->engine, w, bufs, nbufs, &left);
+    int rc = sharp_tls_conn_encrypt(c->tls->engine, w, bufs, nbufs, false, &left);
     if (rc == UV_ENOTCONN)
         sharp_debug(connection, "[C%llu] TLS: %zu bytes not written (connection not open)", c->id, left);
     return rc;

@@ -908,7 +908,7 @@ static int tls_write(sharp_writer_t *w, const uv_buf_t *bufs, unsigned nbufs)
 {
     hc_conn_t *conn = sharp_container_of(w, hc_conn_t, writer);
     size_t left;
-    return sharp_tls_conn_encrypt(conn->tls, w, bufs, nbufs, &left);
+    return sharp_tls_conn_encrypt(conn->tls, w, bufs, nbufs, false, &left);
 }
 
 static bool tls_plaintext(void *ud, const uint8_t *p, size_t n)

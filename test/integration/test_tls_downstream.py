@@ -426,6 +426,46 @@ def test_close_notify_on_close(procs, upstream, pki):
     assert data.startswith(b"HTTP/1.1 200"), data
 
 
+def read_to_close_notify(s):
+    data = b""
+    while True:
+        b = s.recv(65536)  # raises SSLEOFError on an EOF without close_notify
+        if not b:
+            return data
+        data += b
+
+
+def test_close_notify_with_the_last_response(procs, upstream, pki):
+    """A response after which the connection closes carries close_notify
+    right behind it (one write): HTTP/1.0 answered from its headers (a
+    direct response, before llhttp reports the message end) or by the
+    upstream; an HTTP/1.0 keep-alive connection is not ended by it."""
+    routes = ('- match: { prefix: "/direct" }\n  direct_response: { status: 200, body: { inline_string: direct } }\n'
+              '- match: { prefix: "/" }\n  route: { cluster: app }\n')
+    t = start(procs, upstream, pki, routes=routes, alpn=("http/1.1",),
+              hcm_extra="http_protocol_options: { accept_http_10: true }\n")
+    for path in (b"/direct", b"/echo"):
+        s = py_client(t)
+        s.sendall(b"GET " + path + b" HTTP/1.0\r\nhost: x\r\n\r\n")
+        data = read_to_close_notify(s)
+        s.close()
+        assert data.startswith(b"HTTP/1.1 200"), data
+        assert data.endswith(b"direct") if path == b"/direct" else b"\r\n\r\n" in data, data
+    s = py_client(t)
+    for path in (b"/direct", b"/direct", b"/echo"):
+        s.sendall(b"GET " + path + b" HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = s.recv(65536)
+            assert b, f"the keep-alive connection ended after {head!r}"
+            head += b
+        assert head.startswith(b"HTTP/1.1 200"), head
+        if path == b"/direct":
+            while not head.endswith(b"direct"):
+                head += s.recv(65536)
+    s.close()
+
+
 def test_drain_closes_idle_tls_connections(procs, upstream, pki):
     t = start(procs, upstream, pki, hcm_extra="drain_timeout: 0.5s\n")
     s = py_client(t)

@@ -167,6 +167,31 @@ static void test_zero_next_turn(void **state)
 }
 
 /* More distinct durations pending than lists: timers of their own. */
+/* The check phase's pass runs what is due now, not what its callbacks
+ * start, nor what they stop; the list's timer then fires for nothing. */
+static void test_run_due_pass(void **state)
+{
+    (void)state;
+    probe_t a = {.id = 1}, b = {.id = 2}, c = {.id = 3}, d = {.id = 4}, later = {.id = 5};
+    sharp_deadline_start(&W, &a.d, on_fire, 0);
+    sharp_deadline_start(&W, &b.d, on_fire, 0);
+    sharp_deadline_start(&W, &c.d, on_fire, 0);
+    sharp_deadline_start(&W, &later.d, on_fire, 50);
+    to_stop = &b;    /* a's callback stops b, due in this pass */
+    to_start0 = &d;  /* and starts d for 0 ms: the next pass's */
+    assert_true(sharp_deadlines_run_due(&W));
+    assert_int_equal(nfired, 2);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 3);
+    assert_false(sharp_deadline_pending(&b.d));
+    assert_true(sharp_deadline_pending(&d.d));
+    assert_true(sharp_deadline_pending(&later.d));
+    run(4); /* d in the next turn's timers, then the 50 ms one */
+    assert_int_equal(order[2], 4);
+    assert_int_equal(order[3], 5);
+    assert_false(sharp_deadlines_run_due(&W));
+}
+
 static void test_overflow_own_timers(void **state)
 {
     (void)state;
@@ -200,6 +225,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reused_list_rearms_earlier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero_next_turn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_due_pass, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow_own_timers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
