@@ -31,7 +31,9 @@
 # [proxy/agent/policies/scaling.pol], TRAINED [flash,step,noisy,walk: the
 # shipped policy's; diurnal is held out], EPISODES [20], SEED [1], SHAPES
 # [flash diurnal step noisy walk], EVAL_ARGS [none: more sharp-train
-# eval-scaling options, e.g. --no-capacity-rules], RESULTS [bench/results].
+# eval-scaling options, e.g. --no-capacity-rules; --growth-to-hpa: the
+# guardian as the proxy runs it live; --hpa-inflight: the HPA on SHARP's
+# live metric, in flight with the queue, instead of CPU], RESULTS [bench/results].
 # Writes RESULTS/autoscale.txt, autoscale-episodes.csv, the reference
 # episodes' timelines (autoscale-<shape>-timeline.txt) and, with gnuplot,
 # autoscale.png.
@@ -69,10 +71,10 @@ done
 cp "$W/episodes.csv" "$RESULTS/autoscale-episodes.csv"
 
 set +e
-python3 - "$W/episodes.csv" "$TRAINED" "$POLICY" "$EPISODES" "$SEED" <<'PY' | tee "$RESULTS/autoscale.txt"
+python3 - "$W/episodes.csv" "$TRAINED" "$POLICY" "$EPISODES" "$SEED" "$EVAL_ARGS" <<'PY' | tee "$RESULTS/autoscale.txt"
 import collections, hashlib, statistics, sys
 
-path, trained, policy, episodes, seed = sys.argv[1:]
+path, trained, policy, episodes, seed, eval_args = sys.argv[1:]
 trained = set(trained.split(","))
 # shape,set,episode,controller,SLO-viol-s,replica-s,actions,errors,shed,peak
 data = collections.OrderedDict()
@@ -95,6 +97,8 @@ def ratio(a, b):
 digest = hashlib.sha256(open(policy, "rb").read()).hexdigest()[:16]
 print(f"policy {policy} (sha256 {digest}...), trained on {'+'.join(sorted(trained))} (randomized variants);"
       f" {episodes} episodes of an hour per set from seed {seed}")
+if eval_args.strip():
+    print(f"sharp-train eval-scaling options: {eval_args.strip()}")
 print("values: mean +- standard deviation over the episodes; vs hpa: the means' difference from the HPA's")
 failed = []
 for (shape, kind), rows in data.items():

@@ -257,9 +257,16 @@ static int guard(const sharp_guardian_t *g, double now, int current, int p, int 
             capd = (double)base + c->growth_min_pods;
         if (capd < current)
             capd = current; /* never a forced scale-down */
+        bool by_hpa = false;
+        if (c->growth_to_hpa && hpa > current && (double)hpa > capd) {
+            capd = hpa; /* as fast as the HPA rule grows */
+            by_hpa = true;
+        }
         if ((double)p > capd) {
             int cap = (int)capd; /* below p, an int */
-            if (explain)
+            if (explain && by_hpa)
+                say(d, "growth: %d > the HPA's %d", p, cap);
+            else if (explain)
                 say(d, "growth: %d > %g x %d (or + %d), the lowest count of the last %g s", p, c->max_growth, base,
                     c->growth_min_pods, c->growth_window_s);
             p = cap;

@@ -29,6 +29,14 @@
  *                                     minute, and small clusters may grow by
  *                                     the 4 pods the HPA's default scale-up
  *                                     policy allows any cluster;
+ *                                     with growth_to_hpa (off by
+ *                                     default, on live), never below the
+ *                                     HPA's recommendation when that is a
+ *                                     scale-up: the agent may grow as
+ *                                     fast as the HPA rule does on the
+ *                                     same signals (in overload SHARP's
+ *                                     rule live doubles every sync), and
+ *                                     is not made to;
  *       scale_down_cooldown           no scale-down within
  *                                     scale_down_cooldown_s (120 s) of the
  *                                     last rise of the count: no flapping;
@@ -99,13 +107,19 @@ typedef struct {
      * decision) is a scale-down and the period met the objective, no more
      * replicas than it */
     bool hpa_ceiling;
+    /* growth_to_hpa: when the HPA's recommendation is a scale-up, the
+     * growth rule allows at least it: the agent may grow as fast as the
+     * HPA rule on the same signals (its own scale-up limit, 100% or 4 pods
+     * a sync), never faster than both */
+    bool growth_to_hpa;
     int n_obs;                /* observations checked, <= SHARP_GUARDIAN_MAX_OBS */
     bool has_range;           /* lo/hi hold the trained range of each observation */
     double lo[SHARP_GUARDIAN_MAX_OBS], hi[SHARP_GUARDIAN_MAX_OBS];
     bool shadow;
 } sharp_guardian_config_t;
 
-/* min 2, max 100, steps +32/-16, doubling within 60 s, no scale-down
+/* min 2, max 100, steps +32/-16, doubling within 60 s (not growth_to_hpa),
+ * no scale-down
  * within 120 s of a rise or 30 s of a fall, none to above 70% utilization
  * of the last 60 s' highest load, no scale-up below 77% while the
  * objective is met, no more than the HPA's scale-down over a period that

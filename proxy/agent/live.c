@@ -135,6 +135,11 @@ sharp_scaling_live_t *sharp_scaling_live_new(const sharp_scaling_live_config_t *
      * the highest load of the last four periods (60 s at 15 s) */
     gc.scale_down_max_utilization = c->target_utilization >= 100 ? 1.0 : c->target_utilization / 100.0;
     gc.scale_down_window_s = 4.0 * c->sync_period_s;
+    /* the agent may grow as fast as the HPA rule on the same signals: its
+     * utilization counts queued requests, so in an overload whose requests
+     * queue it doubles the count every sync, where the minute's doubling
+     * alone held the agent at half its count (see guardian.h) */
+    gc.growth_to_hpa = true;
     gc.has_range = policy && policy->has_range;
     for (int i = 0; gc.has_range && i < SHARP_SCALE_OBS_N; i++) {
         gc.lo[i] = policy->range_lo[i];

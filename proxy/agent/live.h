@@ -23,7 +23,13 @@
  * per_replica_concurrency), given to the HPA as each ready pod's CPU usage
  * of a 1000m request; replicas asked for but not ready are unready pods.
  * In the simulator a pod's CPU is the busy share of its workers, which is
- * this ratio with workers = per_replica_concurrency. */
+ * this ratio with workers = per_replica_concurrency below saturation only:
+ * in overload the requests queued in the replicas (or in front of them)
+ * are in flight too, so this utilization passes 100% and the rule doubles
+ * the count every sync (its own scale-up limit), where the CPU stops at
+ * 100% and the simulator's HPA grows by at most 100/70 a sync. The
+ * simulator runs this rule with sharp_sim_config_t.hpa_inflight
+ * (`sharp-train eval-scaling --hpa-inflight`). */
 #ifndef SHARP_AGENT_LIVE_H
 #define SHARP_AGENT_LIVE_H
 

@@ -90,6 +90,15 @@ const char *sharp_scaling_config_check(const sharp_scaling_config_t *c)
         return "the objective's p99 range needs 0 < lo <= hi";
     if (!(c->no_adaptive_share >= 0.0 && c->no_adaptive_share <= 1.0))
         return "no_adaptive_share must be within [0, 1]";
+    if (c->boot_hi > 0.0 && !(c->boot_lo >= 0.0 && c->boot_lo <= c->boot_hi && c->boot_hi <= 3600.0))
+        return "the boot delay's range needs 0 <= lo <= hi <= 3600";
+    if (c->timeout_hi > 0.0 && !(c->timeout_lo > 0.0 && c->timeout_lo <= c->timeout_hi && c->timeout_hi <= 3600.0))
+        return "the timeout's range needs 0 < lo <= hi <= 3600";
+    if (c->init_util_hi > 0.0 &&
+        !(c->init_util_lo > 0.0 && c->init_util_lo <= c->init_util_hi && c->init_util_hi <= 1.0))
+        return "the initial utilization's range needs 0 < lo <= hi <= 1";
+    if (c->max_requests_hi > 0 && !(c->max_requests_lo >= 1 && c->max_requests_lo <= c->max_requests_hi))
+        return "max_requests' range needs 1 <= lo <= hi";
     for (int k = 0; k < SHARP_TRACE_MIXED; k++)
         if (c->kinds[k] < 0 || c->kinds[k] > SHARP_SCALING_MAX_KINDS)
             return "a trace kind's weight must be in [0, 16]";
@@ -354,21 +363,38 @@ static void start_episode(const sharp_scaling_config_t *cfg, uint64_t trace_seed
     *growth = 1.0; /* no step before the first */
 }
 
+void sharp_scaling_draw_episode(sharp_scaling_config_t *c, bool kinds, sharp_rng_t *rng)
+{
+    /* one of the kinds trained on, drawn from the episodes' stream before
+     * the trace's seed */
+    if (kinds)
+        c->trace = sharp_scaling_draw_kind(c->kinds, rng);
+    /* then the objective, when it is drawn */
+    if (c->slo_p99_hi > 0.0)
+        c->sim.slo_p99_s = sharp_rng_range(rng, c->slo_p99_lo, c->slo_p99_hi);
+    /* then whether SHARP's adaptive concurrency filter is in front */
+    if (c->no_adaptive_share > 0.0)
+        c->sim.adaptive_concurrency = !(sharp_rng_uniform(rng) < c->no_adaptive_share);
+    /* then the boot delay, the timeout and the first count's utilization,
+     * when drawn (after the others: a command without them draws as
+     * before) */
+    if (c->boot_hi > 0.0)
+        c->sim.boot_s = sharp_rng_range(rng, c->boot_lo, c->boot_hi);
+    if (c->timeout_hi > 0.0)
+        c->sim.timeout_s = sharp_rng_range(rng, c->timeout_lo, c->timeout_hi);
+    if (c->init_util_hi > 0.0)
+        c->initial_utilization = sharp_rng_range(rng, c->init_util_lo, c->init_util_hi);
+    if (c->max_requests_hi > 0)
+        c->sim.max_requests =
+            c->max_requests_lo + (int)sharp_rng_below(rng, (uint32_t)(c->max_requests_hi - c->max_requests_lo + 1));
+}
+
 static void env_reset(sharp_env_t *env, double *obs)
 {
     scaling_env_t *e = (scaling_env_t *)env;
     release(e);
     sharp_scaling_config_t *c = &e->cfg;
-    /* one of the kinds trained on, drawn from the episodes' stream before
-     * the trace's seed */
-    if (e->kinds)
-        c->trace = sharp_scaling_draw_kind(c->kinds, &e->rng);
-    /* then the objective, when it is drawn */
-    if (c->slo_p99_hi > 0.0)
-        c->sim.slo_p99_s = sharp_rng_range(&e->rng, c->slo_p99_lo, c->slo_p99_hi);
-    /* then whether SHARP's adaptive concurrency filter is in front */
-    if (c->no_adaptive_share > 0.0)
-        c->sim.adaptive_concurrency = !(sharp_rng_uniform(&e->rng) < c->no_adaptive_share);
+    sharp_scaling_draw_episode(c, e->kinds, &e->rng);
     start_episode(c, sharp_rng_next(&e->rng), 0, &e->trace, &e->sim, obs, &e->prev_rate, &e->peak, &e->busy,
                   &e->violated, &e->growth);
     e->live = true;

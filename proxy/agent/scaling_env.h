@@ -145,6 +145,24 @@ typedef struct {
      * breaker and times out, as in front of replicas that queue), drawn
      * per episode after the objective. */
     double no_adaptive_share;
+    /* Training only: when boot_hi > 0, each episode's boot delay is drawn
+     * uniformly from [boot_lo, boot_hi] s (after the draws above), so that
+     * the policy meets clusters whose replicas take longer to serve than
+     * the simulator's 30 s: a slower node, or an actuator that applies the
+     * count a poll later (KEDA polls the external scaler every 15 s), which
+     * keeps more of the count in boot; when timeout_hi > 0, the route's
+     * timeout from [timeout_lo, timeout_hi] s (a queue that times out after
+     * 5 s fails a larger share of a saturated period than after 1 s); when
+     * init_util_hi > 0, the first count's utilization from [init_util_lo,
+     * init_util_hi] (a cluster that starts at its floor, far below 70%);
+     * when max_requests_hi > 0, the circuit breaker's max_requests from
+     * [max_requests_lo, max_requests_hi] (a loose breaker in front of few
+     * replicas lets their queues grow past the timeout: failures rather
+     * than shedding). */
+    double boot_lo, boot_hi;
+    int max_requests_lo, max_requests_hi;
+    double timeout_lo, timeout_hi;
+    double init_util_lo, init_util_hi;
     /* the replicas above the need as a share of it (the need taken as at
      * least min_replicas): the excess weighed the same at every scale */
     double w_headroom;
@@ -176,6 +194,13 @@ bool sharp_scaling_has_kinds(const int kinds[SHARP_TRACE_MIXED]);
 sharp_trace_kind_t sharp_scaling_draw_kind(const int kinds[SHARP_TRACE_MIXED], sharp_rng_t *rng);
 /* "2 flash + step" into buf. */
 const char *sharp_scaling_kinds_name(const int kinds[SHARP_TRACE_MIXED], char *buf, size_t len);
+
+/* A training episode's draws into c, from the episodes' stream before the
+ * trace's seed, in this order: the kind (when `kinds`: c->kinds names
+ * kinds), the objective's p99, whether the adaptive concurrency filter is
+ * in front, the boot delay, the timeout, the first count's utilization and
+ * max_requests, each only when its range (or share) is set. */
+void sharp_scaling_draw_episode(sharp_scaling_config_t *c, bool kinds, sharp_rng_t *rng);
 
 /* The observation after a step (st: its stats; prev_rate: the offered rate
  * of the step before, has_prev false for the first step; peak_rate: the

@@ -49,6 +49,32 @@ double sharp_train_now(void)
 
 /* ---------------- training ---------------- */
 
+/* "LO,HI" with min <= LO <= HI <= max (LO > min when open_lo). */
+static int parse_range(const char *v, double min, double max, bool open_lo, double *lo, double *hi)
+{
+    char *end = NULL, *end2 = NULL;
+    double a = v ? strtod(v, &end) : NAN, b = NAN;
+    if (v && end != v && *end == ',')
+        b = strtod(end + 1, &end2);
+    if (!v || !end2 || end2 == end + 1 || *end2 != '\0' || !(a >= min && a <= b && b <= max) ||
+        (open_lo && !(a > min)))
+        return -1;
+    *lo = a;
+    *hi = b;
+    return 0;
+}
+
+/* One number in [min, max] (> min when open_lo). */
+static int parse_num(const char *v, double min, double max, bool open_lo, double *out)
+{
+    char *end = NULL;
+    double w = v ? strtod(v, &end) : NAN;
+    if (!v || end == v || *end != '\0' || !(w >= min && w <= max) || (open_lo && !(w > min)))
+        return -1;
+    *out = w;
+    return 0;
+}
+
 /* The guardian's scale_down_window_s: seconds in [0, 3600]. */
 static int parse_window(const char *v, double *out)
 {
@@ -89,6 +115,14 @@ static void train_usage(FILE *f)
           "               simulator's 250 ms): the policy meets services fast and slow against their objective\n"
           "  --no-adaptive-share P  the share of episodes without SHARP's adaptive concurrency filter in\n"
           "               front (default 0): overload queues up to the circuit breaker and times out\n"
+          "  --boot-range LO,HI  each episode's boot delay drawn from [LO, HI] s (default: the\n"
+          "               simulator's 30 s): replicas that take longer, or a count applied a poll later\n"
+          "  --timeout-range LO,HI  each episode's route timeout drawn from [LO, HI] s (default 1 s)\n"
+          "  --initial-utilization-range LO,HI  each episode's first count at a utilization drawn from\n"
+          "               [LO, HI] (default 0.7)\n"
+          "  --max-requests-range LO,HI  each episode's circuit breaker max_requests drawn from [LO, HI]\n"
+          "               (default 1024)\n"
+          "  --growth-window S  the guardian's growth window in training, seconds (default 60)\n"
           "  --ent-coef C entropy bonus (default 0.01)\n"
           "  --out FILE   where the policy goes (default: not written)\n"
           "  --quiet      print the result only\n",
@@ -216,6 +250,29 @@ int sharp_scaling_train_main(int argc, char **argv)
             cfg.slo_p99_lo = lo;
             cfg.slo_p99_hi = hi;
             i++;
+        } else if (!strcmp(a, "--boot-range")) {
+            if (parse_range(v, 0.0, 3600.0, false, &cfg.boot_lo, &cfg.boot_hi) != 0 || !(cfg.boot_hi > 0.0))
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--timeout-range")) {
+            if (parse_range(v, 0.0, 3600.0, true, &cfg.timeout_lo, &cfg.timeout_hi) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--initial-utilization-range")) {
+            if (parse_range(v, 0.0, 1.0, true, &cfg.init_util_lo, &cfg.init_util_hi) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--max-requests-range")) {
+            double lo, hi;
+            if (parse_range(v, 1.0, 1e6, false, &lo, &hi) != 0 || lo != floor(lo) || hi != floor(hi))
+                goto bad_value;
+            cfg.max_requests_lo = (int)lo;
+            cfg.max_requests_hi = (int)hi;
+            i++;
+        } else if (!strcmp(a, "--growth-window")) {
+            if (parse_window(v, &cfg.guardian.growth_window_s) != 0)
+                goto bad_value;
+            i++;
         } else if (!strcmp(a, "--out")) {
             if (!v)
                 goto bad_value;
@@ -274,6 +331,16 @@ int sharp_scaling_train_main(int argc, char **argv)
         printf("  objective p99 drawn from [%g, %g] s per episode\n", cfg.slo_p99_lo, cfg.slo_p99_hi);
     if (cfg.no_adaptive_share > 0.0)
         printf("  %g of the episodes without the adaptive concurrency filter\n", cfg.no_adaptive_share);
+    if (cfg.boot_hi > 0.0)
+        printf("  boot delay drawn from [%g, %g] s per episode\n", cfg.boot_lo, cfg.boot_hi);
+    if (cfg.timeout_hi > 0.0)
+        printf("  route timeout drawn from [%g, %g] s per episode\n", cfg.timeout_lo, cfg.timeout_hi);
+    if (cfg.init_util_hi > 0.0)
+        printf("  first count's utilization drawn from [%g, %g] per episode\n", cfg.init_util_lo, cfg.init_util_hi);
+    if (cfg.max_requests_hi > 0)
+        printf("  max_requests drawn from [%d, %d] per episode\n", cfg.max_requests_lo, cfg.max_requests_hi);
+    if (cfg.guardian.growth_window_s != 60.0)
+        printf("  guardian: growth window %g s\n", cfg.guardian.growth_window_s);
     printf("  guardian: idle_scale_up below %g, utilization_floor at %g over %g s%s\n",
            cfg.guardian.scale_up_min_utilization, cfg.guardian.scale_down_max_utilization,
            cfg.guardian.scale_down_window_s, cfg.train_hpa ? ", the HPA rule advising (hpa_ceiling)" : "");
@@ -310,6 +377,15 @@ static void eval_usage(FILE *f)
           "  --down-window S  the window of the load utilization_floor judges, seconds (default 60)\n"
           "  --no-capacity-rules  the guardian without its utilization_floor and idle_scale_up rules\n"
           "  --no-hpa-ceiling  the guardian without its hpa_ceiling rule\n"
+          "  --growth-window S  the guardian's growth window, seconds (default 60)\n"
+          "  --growth-to-hpa the guardian's growth rule allows at least the HPA rule's scale-up\n"
+          "  --boot-s S      the replicas' boot delay, seconds (default 30)\n"
+          "  --timeout-s S   the route's timeout, seconds (default 1)\n"
+          "  --initial-utilization U  the first count's utilization of the trace's first second (default 0.7)\n"
+          "  --max-requests N  the circuit breaker's max_requests (default 1024)\n"
+          "  --no-adaptive   no adaptive concurrency filter in front: overload queues and times out\n"
+          "  --hpa-inflight  the HPA rule on requests in flight over the ready replicas' concurrency,\n"
+          "                  queued ones included (SHARP's rule live) instead of CPU\n"
           "  --shadow        also run the policy with the guardian in shadow mode (acting on the HPA)\n"
           "  --log           print every guardian decision of the policy's runs\n"
           "  --timeline FILE write the first episode's steps for each controller: controller, end of the\n"
@@ -425,6 +501,33 @@ int sharp_scaling_eval_main(int argc, char **argv)
             cfg.guardian.scale_up_min_utilization = 0.0;
         } else if (!strcmp(a, "--no-hpa-ceiling")) {
             cfg.guardian.hpa_ceiling = false;
+        } else if (!strcmp(a, "--growth-window")) {
+            if (parse_window(v, &cfg.guardian.growth_window_s) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--growth-to-hpa")) {
+            cfg.guardian.growth_to_hpa = true;
+        } else if (!strcmp(a, "--boot-s")) {
+            if (parse_num(v, 0.0, 3600.0, false, &cfg.sim.boot_s) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--timeout-s")) {
+            if (parse_num(v, 0.0, 3600.0, true, &cfg.sim.timeout_s) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--initial-utilization")) {
+            if (parse_num(v, 0.0, 1.0, true, &cfg.initial_utilization) != 0)
+                goto bad_value;
+            i++;
+        } else if (!strcmp(a, "--max-requests")) {
+            if (sharp_train_parse_u64(v, 1000000, &n) != 0 || n == 0)
+                goto bad_value;
+            cfg.sim.max_requests = (int)n;
+            i++;
+        } else if (!strcmp(a, "--no-adaptive")) {
+            cfg.sim.adaptive_concurrency = false;
+        } else if (!strcmp(a, "--hpa-inflight")) {
+            cfg.sim.hpa_inflight = true;
         } else if (!strcmp(a, "--shadow")) {
             shadow = true;
         } else if (!strcmp(a, "--log")) {

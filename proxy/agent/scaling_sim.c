@@ -291,6 +291,7 @@ void sharp_sim_second(sharp_sim_t *s)
     one->seconds = 1;
     one->violation_s = (p99 > c->slo_p99_s || one->shed + errors > c->slo_error_rate * lambda) ? 1 : 0;
     s->busy_hist[s->t % 64] = busy;
+    s->inflight_hist[s->t % 64] = inflight;
     add_stats(&s->step, one);
     add_stats(&s->total, one);
     s->t++;
@@ -317,6 +318,17 @@ int sharp_sim_hpa_pods(const sharp_sim_t *s, sharp_hpa_pod_t *pods, int cap)
         busy += s->busy_hist[(s->t - i) % 64];
     if (have > 0)
         busy /= have;
+    if (c->hpa_inflight) {
+        /* SHARP's rule live: the window's mean in flight over the ready
+         * replicas' workers, unbounded */
+        double inflight = 0.0;
+        for (int i = 1; i <= have; i++)
+            inflight += s->inflight_hist[(s->t - i) % 64];
+        int ready = sharp_sim_ready(s);
+        busy = have > 0 && ready > 0 ? inflight / have / ((double)ready * c->workers) : 0.0;
+        if (busy > 1e6)
+            busy = 1e6;
+    }
     int n = s->n < cap ? s->n : cap;
     for (int i = 0; i < n; i++) {
         sharp_hpa_pod_t *p = &pods[i];

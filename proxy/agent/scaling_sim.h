@@ -76,6 +76,12 @@ typedef struct {
     double cost_per_replica_s;
     double metric_window_s;
     int64_t cpu_request_m;
+    /* The HPA's metric: false, each ready pod's CPU, the busy share of its
+     * workers (at most 1: the Kubernetes HPA on CPU); true, the requests in
+     * flight to the cluster over the ready replicas' workers, queued ones
+     * included (SHARP's own HPA rule live, see live.h), which passes 1 in
+     * overload and lets the rule double the count every sync. */
+    bool hpa_inflight;
 } sharp_sim_config_t;
 
 void sharp_sim_config_default(sharp_sim_config_t *c);
@@ -108,6 +114,7 @@ typedef struct {
     double backlog;
     double ac_limit;
     double busy_hist[64]; /* busy share of each of the last 64 seconds, t % 64 */
+    double inflight_hist[64]; /* requests in flight at the end of each, t % 64 */
     sharp_sim_stats_t second, step, total;
     int changes; /* decisions that changed the count */
 } sharp_sim_t;

@@ -1,6 +1,7 @@
 /* The scaling guardian (proxy/agent/guardian.c) on its own: every rule
  * with the verdict and reason it gives (min/max replicas, maximum step up
- * and down, no more than doubling within a minute, the scale-down
+ * and down, no more than doubling within a minute (or up to the HPA's
+ * scale-up), the scale-down
  * cooldown, the capacity rules on the load and its window, the HPA
  * ceiling), the fallback to the HPA for missing, stale, non-numeric and
  * out-of-range observations, shadow mode and its log, the history bound,
@@ -153,6 +154,46 @@ static void doubling_within_a_minute(void **state)
      * else stays) */
     sharp_guardian_decide(g, 30, 50, 60, 20, NULL, &d);
     expect(&d, 50, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL);
+    sharp_guardian_free(g);
+}
+
+/* growth_to_hpa: the growth rule allows at least the HPA rule's scale-up
+ * (never a count above both), and only a scale-up of the HPA's raises it. */
+static void growth_up_to_the_hpa(void **state)
+{
+    (void)state;
+    sharp_guardian_config_t c = base_config();
+    assert_false(c.growth_to_hpa); /* not the default */
+    c.growth_to_hpa = true;
+    sharp_guardian_t *g = make(&c);
+    sharp_guardian_decision_t d;
+    for (int t = 0; t <= 30; t += 15)
+        sharp_guardian_decide(g, t, 4, 4, 4, NULL, &d);
+    /* 4 in force: 2 x 4 (or + 4) is 8, the HPA asks for 8: 8 */
+    sharp_guardian_decide(g, 45, 4, 16, 8, NULL, &d);
+    expect(&d, 8, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 16 > 2 x 4");
+    /* 15 s later the HPA rule doubles again (16): the agent may follow,
+     * where the lowest count of the minute (4) alone allows 8 */
+    sharp_guardian_decide(g, 60, 8, 16, 16, NULL, &d);
+    expect(&d, 16, SHARP_GUARD_ACCEPT, 0, NULL);
+    /* asking for more than the HPA's is bounded by it */
+    sharp_guardian_decide(g, 75, 16, 40, 32, NULL, &d);
+    expect(&d, 32, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 40 > the HPA's 32");
+    /* an HPA holding leaves the minute's rule: 2 x 8 (4 out of the window
+     * from 105 on), which 32 in force already passes: no forced cut */
+    sharp_guardian_decide(g, 105, 32, 40, 32, NULL, &d);
+    expect(&d, 32, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 40 > 2 x 8");
+    sharp_guardian_free(g);
+
+    /* off: the minute's rule alone */
+    c.growth_to_hpa = false;
+    g = make(&c);
+    for (int t = 0; t <= 30; t += 15)
+        sharp_guardian_decide(g, t, 4, 4, 4, NULL, &d);
+    sharp_guardian_decide(g, 45, 4, 16, 8, NULL, &d);
+    expect(&d, 8, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, NULL);
+    sharp_guardian_decide(g, 60, 8, 16, 16, NULL, &d);
+    expect(&d, 8, SHARP_GUARD_CLAMP, SHARP_GUARD_RULE_GROWTH, "growth: 16 > 2 x 4");
     sharp_guardian_free(g);
 }
 
@@ -714,6 +755,7 @@ int main(void)
         cmocka_unit_test(min_and_max_replicas),
         cmocka_unit_test(maximum_steps),
         cmocka_unit_test(doubling_within_a_minute),
+        cmocka_unit_test(growth_up_to_the_hpa),
         cmocka_unit_test(scale_down_cooldown),
         cmocka_unit_test(fallback_on_bad_observations),
         cmocka_unit_test(shadow_mode),

@@ -302,6 +302,32 @@ static void active_is_clamped_by_the_guardian(void **state)
     sharp_scaling_live_free(l);
 }
 
+/* In an overload whose requests queue, the HPA rule's utilization (in
+ * flight over the ready replicas' concurrency) passes 100% and the rule
+ * doubles the count every sync; the controller's guardian lets the agent
+ * grow as fast (growth_to_hpa), where the minute's doubling alone would
+ * hold it at 8. */
+static void active_grows_as_fast_as_the_hpa_rule(void **state)
+{
+    (void)state;
+    sharp_scaling_live_t *l = make(SHARP_SCALING_ACTIVE, policy_for(9, 0.0, 1e6), NULL);
+    sharp_scaling_signals_t s = busy();
+    s.inflight_mean = 4 * 4 * 4.0; /* 400% of 4 ready x 4 */
+    sharp_scaling_step_t d;
+    assert_int_equal(sharp_scaling_live_step(l, 0.0, &s, &d), 8);
+    assert_int_equal(d.hpa.desired, 8); /* its own limit: +100% */
+    s.ready = 8;
+    s.inflight_mean = 8 * 4 * 4.0;
+    assert_int_equal(sharp_scaling_live_step(l, 15.0, &s, &d), 16);
+    assert_int_equal(d.hpa.desired, 16);
+    assert_int_equal(d.guard.verdict, SHARP_GUARD_ACCEPT);
+    /* never past the HPA's: +100% of 16 is 32, the rule says 20 (max) */
+    s.ready = 16;
+    s.inflight_mean = 16 * 4 * 4.0;
+    assert_int_equal(sharp_scaling_live_step(l, 30.0, &s, &d), 20);
+    sharp_scaling_live_free(l);
+}
+
 static void shadow_applies_the_hpa_rule(void **state)
 {
     (void)state;
@@ -438,6 +464,7 @@ int main(void)
         cmocka_unit_test(first_period_and_missing_values),
         cmocka_unit_test(active_applies_the_policy_through_the_guardian),
         cmocka_unit_test(active_is_clamped_by_the_guardian),
+        cmocka_unit_test(active_grows_as_fast_as_the_hpa_rule),
         cmocka_unit_test(shadow_applies_the_hpa_rule),
         cmocka_unit_test(off_runs_only_the_hpa_rule),
         cmocka_unit_test(fallback_outside_the_trained_range),

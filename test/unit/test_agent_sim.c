@@ -355,6 +355,121 @@ static void hpa_sees_booting_and_fresh_pods_as_unready(void **state)
     sharp_trace_free(&tr);
 }
 
+/* SHARP's own HPA rule reads requests in flight over the ready replicas'
+ * concurrency, queued ones included (live.h); with hpa_inflight the
+ * simulator gives its HPA that metric: about the CPU's below saturation,
+ * past 100% in overload, where the CPU stops at the replicas' 95%. */
+static void hpa_inflight_counts_the_queue(void **state)
+{
+    (void)state;
+    for (int overload = 0; overload < 2; overload++) {
+        sharp_sim_config_t c;
+        sharp_sim_config_default(&c);
+        c.adaptive_concurrency = false; /* overload queues */
+        c.timeout_s = 5.0;
+        c.max_requests = 100000;
+        sharp_trace_t tr;
+        constant_trace(&tr, overload ? 3000 : 1400, 120); /* 10 replicas of 200/s: 150% or 70% */
+        long long usage[2];
+        double inflight = 0.0;
+        for (int m = 0; m < 2; m++) {
+            c.hpa_inflight = m == 1;
+            sharp_sim_t s;
+            sharp_sim_init(&s, &c, &tr, 10);
+            for (int i = 0; i < 30; i++)
+                sharp_sim_second(&s);
+            sharp_hpa_pod_t pods[16];
+            int n = sharp_sim_hpa_pods(&s, pods, 16);
+            assert_int_equal(n, 10);
+            usage[m] = pods[0].usage_m;
+            for (int i = 1; i < n; i++)
+                assert_int_equal(pods[i].usage_m, usage[m]);
+            if (m == 1) {
+                /* the mean of the metrics window's seconds */
+                for (int i = 1; i <= 15; i++)
+                    inflight += s.inflight_hist[(s.t - i) % 64];
+                inflight /= 15;
+            }
+            sharp_sim_free(&s);
+        }
+        assert_true(usage[1] == llround(inflight / (10.0 * c.workers) * 1000.0));
+        if (overload) {
+            assert_true(usage[0] <= 950); /* the CPU stops at the replicas' 95% */
+            assert_true(usage[1] > 2000); /* 15 s of a growing queue */
+        } else {
+            assert_int_equal(usage[0], 700);
+            /* in service plus the M/M/k queue: a little above the CPU */
+            assert_true(usage[1] >= 700 && usage[1] < 800);
+        }
+        sharp_trace_free(&tr);
+    }
+}
+
+/* Training draws each episode's boot delay, timeout, first utilization and
+ * max_requests within their ranges when set, after the earlier draws, and
+ * nothing when unset (a command without them trains as before). */
+static void episode_draws_stay_within_their_ranges(void **state)
+{
+    (void)state;
+    sharp_scaling_config_t base;
+    sharp_scaling_config_default(&base);
+    base.slo_p99_lo = 0.2;
+    base.slo_p99_hi = 0.6;
+    base.no_adaptive_share = 0.25;
+    /* unset: the stream advances as before, nothing else changes */
+    sharp_rng_t r1, r2;
+    sharp_rng_seed(&r1, 9);
+    sharp_rng_seed(&r2, 9);
+    sharp_scaling_config_t a = base, b = base;
+    b.boot_lo = 20;
+    b.boot_hi = 60;
+    b.timeout_lo = 1;
+    b.timeout_hi = 5;
+    b.init_util_lo = 0.2;
+    b.init_util_hi = 0.8;
+    b.max_requests_lo = 512;
+    b.max_requests_hi = 12288;
+    assert_null(sharp_scaling_config_check(&b));
+    sharp_scaling_draw_episode(&a, false, &r1);
+    assert_true(a.sim.boot_s == base.sim.boot_s && a.sim.timeout_s == base.sim.timeout_s &&
+                a.initial_utilization == base.initial_utilization && a.sim.max_requests == base.sim.max_requests);
+    sharp_scaling_draw_episode(&b, false, &r2);
+    /* the earlier draws are the same with the new ones set */
+    assert_true(a.sim.slo_p99_s == b.sim.slo_p99_s && a.sim.adaptive_concurrency == b.sim.adaptive_concurrency);
+    double boot_lo = 1e9, boot_hi = 0, to_lo = 1e9, to_hi = 0, u_lo = 1e9, u_hi = 0;
+    int mr_lo = 1 << 30, mr_hi = 0;
+    for (int i = 0; i < 2000; i++) {
+        sharp_scaling_draw_episode(&b, false, &r2);
+        assert_null(sharp_scaling_config_check(&b));
+        boot_lo = fmin(boot_lo, b.sim.boot_s), boot_hi = fmax(boot_hi, b.sim.boot_s);
+        to_lo = fmin(to_lo, b.sim.timeout_s), to_hi = fmax(to_hi, b.sim.timeout_s);
+        u_lo = fmin(u_lo, b.initial_utilization), u_hi = fmax(u_hi, b.initial_utilization);
+        mr_lo = b.sim.max_requests < mr_lo ? b.sim.max_requests : mr_lo;
+        mr_hi = b.sim.max_requests > mr_hi ? b.sim.max_requests : mr_hi;
+    }
+    assert_true(boot_lo >= 20 && boot_lo < 21 && boot_hi <= 60 && boot_hi > 59);
+    assert_true(to_lo >= 1 && to_lo < 1.1 && to_hi <= 5 && to_hi > 4.9);
+    assert_true(u_lo >= 0.2 && u_lo < 0.21 && u_hi <= 0.8 && u_hi > 0.79);
+    assert_true(mr_lo >= 512 && mr_lo < 600 && mr_hi <= 12288 && mr_hi > 12200);
+    /* bad ranges are refused */
+    sharp_scaling_config_t bad = base;
+    bad.boot_lo = 60;
+    bad.boot_hi = 20;
+    assert_non_null(sharp_scaling_config_check(&bad));
+    bad = base;
+    bad.timeout_lo = 0;
+    bad.timeout_hi = 5;
+    assert_non_null(sharp_scaling_config_check(&bad));
+    bad = base;
+    bad.init_util_lo = 0.5;
+    bad.init_util_hi = 1.5;
+    assert_non_null(sharp_scaling_config_check(&bad));
+    bad = base;
+    bad.max_requests_lo = 0;
+    bad.max_requests_hi = 10;
+    assert_non_null(sharp_scaling_config_check(&bad));
+}
+
 /* ---------------- the environment ---------------- */
 
 static void actions_map_to_counts(void **state)
@@ -730,6 +845,8 @@ int main(void)
         cmocka_unit_test(adaptive_limit_bounds_queueing),
         cmocka_unit_test(simulation_is_deterministic),
         cmocka_unit_test(hpa_sees_booting_and_fresh_pods_as_unready),
+        cmocka_unit_test(hpa_inflight_counts_the_queue),
+        cmocka_unit_test(episode_draws_stay_within_their_ranges),
         cmocka_unit_test(actions_map_to_counts),
         cmocka_unit_test(env_episodes_are_deterministic),
         cmocka_unit_test(reward_weighs_violations_cost_and_changes),
