@@ -125,6 +125,8 @@ typedef struct router_state {
     uint32_t retries_left;
     uint32_t attempt;                   /* 1 for the first try */
     bool can_replay;                    /* retries are on and the body sent so far is kept */
+    bool try_sent_body;                 /* this try sent request body bytes */
+    uint8_t refused_resent;             /* times sent again after a refusal above an unknown limit */
     bool retry_slot;                    /* holds one of the cluster's retry slots */
     bool backing_off;
     bool include_attempt_count;         /* x-envoy-attempt-count on upstream requests */
@@ -536,6 +538,40 @@ static void schedule_retry(router_state_t *rs)
     sharp_debug(router, "[C%llu][S%llu] performing retry %u of cluster '%s' after %llu ms back-off (%u left)",
                 s->conn_id, s->id, rs->attempt - 1, rs->cluster->name, (unsigned long long)wait, rs->retries_left);
     uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, wait, 0);
+}
+
+/* A stream the HTTP/2 upstream refused because it was sent before the
+ * peer's first SETTINGS, above a SETTINGS_MAX_CONCURRENT_STREAMS SHARP
+ * could not know yet (a new connection takes every waiting request before
+ * it hears the limit, as Envoy's does): REFUSED_STREAM says the request
+ * was not processed (RFC 9113, section 8.7), so it goes again at once,
+ * on whatever connection the pool now has room on, whatever the retry
+ * policy, and counts no retry; up to eight times (the pool may give it
+ * another new connection that has not heard its limit either). Envoy answers 503 there unless the
+ * route retries refused streams, which its users meet as intermittent
+ * 503s under load. Only a request whose body this try sent is still at
+ * hand (kept for retries, or none sent). */
+static bool resend_refused(router_state_t *rs)
+{
+    if (!rs->ureq.refused_unknown_limit || rs->refused_resent >= 8 || rs->response_headers || rs->upgrade ||
+        rs->terminate || (rs->try_sent_body && !rs->can_replay))
+        return false;
+    rs->refused_resent++;
+    sharp_stream_t *s = rs->f->stream;
+    sharp_debug(router, "[C%llu][S%llu] refused above the upstream's stream limit before its SETTINGS: sent again",
+                s->conn_id, s->id);
+    release_upstream(rs);
+    if (rs->replay.len) {
+        sharp_sbuf_t b = {0};
+        sharp_sbuf_append(&b, rs->replay.data, rs->replay.len);
+        if (rs->pending_body.len) sharp_sbuf_append(&b, rs->pending_body.data, rs->pending_body.len);
+        sharp_sbuf_free(&rs->pending_body);
+        sharp_sbuf_free(&rs->replay);
+        rs->pending_body = b;
+    }
+    rs->backing_off = true;
+    uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, 0, 0);
+    return true;
 }
 
 static void on_timeout(sharp_deadline_t *d)
@@ -952,6 +988,7 @@ static void start_try(router_state_t *rs)
     if (rs->ntried < ROUTER_MAX_TRIED) rs->tried[rs->ntried++] = host;
     rs->counted_active = true;
     rs->response_headers = false;
+    rs->try_sent_body = false;
     atomic_fetch_add_explicit(&host->active_rq, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&host->rq_total, 1, memory_order_relaxed);
     SHARP_COPY_CSTR(s->info.upstream_host, host->address);
@@ -1315,6 +1352,7 @@ static sharp_filter_status_t router_decode_data(sharp_filter_t *f, const char *p
     if (end) rs->request_end_seen = true;
     if (rs->bound) {
         keep_for_replay(rs, p, n);
+        if (n) rs->try_sent_body = true;
         sharp_upstream_cx_send_data(rs->ureq.cx, p, n, end);
         if (end) start_try_timer(rs);
     } else {
@@ -1427,6 +1465,7 @@ static void up_on_ready(void *ctx, sharp_upstream_cx_t *cx)
         sharp_sbuf_t b = rs->pending_body;
         memset(&rs->pending_body, 0, sizeof rs->pending_body);
         keep_for_replay(rs, b.data, b.len);
+        rs->try_sent_body = true;
         sharp_upstream_cx_send_data(cx, b.data, b.len, rs->request_end_seen && !trailers);
         sharp_sbuf_free(&b);
         if (rs->upstream_active) {
@@ -1610,6 +1649,8 @@ static void up_on_reset(void *ctx, sharp_reset_reason_t why, const char *detail)
     /* the host, or its connection, cut the try (not a protocol error) */
     if (why == SHARP_RESET_REMOTE || why == SHARP_RESET_CONNECTION_TERMINATION)
         atomic_fetch_add_explicit(&rs->host->diag.resets, 1, memory_order_relaxed);
+    /* not the host's failure: SHARP went above its limit */
+    if (refused && resend_refused(rs)) return;
     if (!rs->response_headers) {
         sharp_outlier_put_local(rs->cluster, rs->host, SHARP_OUTLIER_LOCAL_CONNECT_FAILED);
         const char *body = why == SHARP_RESET_REMOTE

@@ -566,6 +566,7 @@ bool sharp_pool_acquire(sharp_pool_t *p, sharp_upstream_request_t *req,
     req->ctx = ctx;
     req->pool = p;
     req->cx = NULL;
+    req->refused_unknown_limit = false;
     sharp_dlist_init(&req->link);
     sharp_pool_check_drain(p); /* a drain the worker has not acted on yet */
     if (!sharp_dlist_empty(&p->ready)) {

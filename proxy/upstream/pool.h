@@ -66,6 +66,10 @@ typedef struct sharp_upstream_request {
     sharp_pool_t *pool;
     sharp_upstream_cx_t *cx;
     bool pending;
+    /* set by the HTTP/2 codec before an on_reset(SHARP_RESET_REFUSED_STREAM)
+     * of a stream whose HEADERS left before the peer's first SETTINGS: it
+     * exceeded a SETTINGS_MAX_CONCURRENT_STREAMS not yet known */
+    bool refused_unknown_limit;
 } sharp_upstream_request_t;
 
 /* A pool of one priority: its connections and waiting requests count in

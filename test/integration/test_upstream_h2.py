@@ -236,6 +236,31 @@ def test_peer_settings_limit_streams(procs):
     assert stat(admin, C + "upstream_cx_total") == 2
 
 
+def test_streams_refused_before_the_peers_settings_are_sent_again(procs):
+    """A new connection takes every waiting request before the upstream's
+    SETTINGS say it allows 2 streams; the streams above that are refused
+    (REFUSED_STREAM: not processed) and SHARP sends them again, with no
+    retry policy and counting no retry, where Envoy answers 503. A burst of
+    24 on a cold pool; whether the SETTINGS come before the pool's first
+    requests is a race, so a fresh SHARP tries again until one burst went
+    above the limit."""
+    u = h2_upstream(procs, extra=("--h2-max-streams", "2"))
+    for _ in range(8):
+        listen, admin, _ = start(procs, [u.port])
+        res = concurrent(listen, ["/echo?delay_ms=200"] * 24)
+        assert [r[0] for r in res] == [200] * 24, [r[0] for r in res]
+        assert stat(admin, C + "upstream_rq_retry") == 0
+        refused = stat(admin, C + "http2.stream_refused_errors")
+        if refused:
+            break
+    assert refused > 0, "no burst went above the upstream's limit"
+    assert stat(admin, "http.ingress_http.downstream_rq_5xx") == 0
+    # every connection now knows its limit: no stream is refused again
+    res = concurrent(listen, ["/echo?delay_ms=100"] * 24)
+    assert all(r[0] == 200 for r in res)
+    assert stat(admin, C + "http2.stream_refused_errors") == refused
+
+
 def test_max_requests_per_connection(procs):
     u = h2_upstream(procs)
     listen, admin, _ = start(procs, [u.port], cluster_extra=H2 + "max_requests_per_connection: 3\n")
