@@ -513,6 +513,19 @@ static void on_backoff(uv_timer_t *t)
     update_dec_pause(rs);
 }
 
+/* The body the failed try sent (kept for a replay) goes before what it had
+ * not sent yet: the next try sends it all. */
+static void replay_into_pending(router_state_t *rs)
+{
+    if (!rs->replay.len) return;
+    sharp_sbuf_t b = {0};
+    sharp_sbuf_append(&b, rs->replay.data, rs->replay.len);
+    if (rs->pending_body.len) sharp_sbuf_append(&b, rs->pending_body.data, rs->pending_body.len);
+    sharp_sbuf_free(&rs->pending_body);
+    sharp_sbuf_free(&rs->replay);
+    rs->pending_body = b;
+}
+
 /* The current try failed in a retriable way and should_retry said yes: end
  * it and start the next one after the back-off. The next try replays the
  * request body sent so far. */
@@ -525,14 +538,7 @@ static void schedule_retry(router_state_t *rs)
     rs->attempt++;
     sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry);
     sharp_counter_inc(shard(rs), route_cluster(rs)->st.rq_retry_backoff_exponential);
-    if (rs->replay.len) {
-        sharp_sbuf_t b = {0};
-        sharp_sbuf_append(&b, rs->replay.data, rs->replay.len);
-        if (rs->pending_body.len) sharp_sbuf_append(&b, rs->pending_body.data, rs->pending_body.len);
-        sharp_sbuf_free(&rs->pending_body);
-        sharp_sbuf_free(&rs->replay);
-        rs->pending_body = b;
-    }
+    replay_into_pending(rs);
     rs->backing_off = true;
     uint64_t wait = backoff_ms(rs);
     sharp_debug(router, "[C%llu][S%llu] performing retry %u of cluster '%s' after %llu ms back-off (%u left)",
@@ -561,14 +567,7 @@ static bool resend_refused(router_state_t *rs)
     sharp_debug(router, "[C%llu][S%llu] refused above the upstream's stream limit before its SETTINGS: sent again",
                 s->conn_id, s->id);
     release_upstream(rs);
-    if (rs->replay.len) {
-        sharp_sbuf_t b = {0};
-        sharp_sbuf_append(&b, rs->replay.data, rs->replay.len);
-        if (rs->pending_body.len) sharp_sbuf_append(&b, rs->pending_body.data, rs->pending_body.len);
-        sharp_sbuf_free(&rs->pending_body);
-        sharp_sbuf_free(&rs->replay);
-        rs->pending_body = b;
-    }
+    replay_into_pending(rs);
     rs->backing_off = true;
     uv_timer_start(&timer_get(rs, &rs->backoff_timer)->t, on_backoff, 0, 0);
     return true;
