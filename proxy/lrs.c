@@ -167,6 +167,10 @@ static void start_period(sharp_lrs_t *l)
     free_tracked(l->tracked, l->ntracked);
     l->tracked = t;
     l->ntracked = nt;
+    /* from now: the loop's time was read before this turn's callbacks, and
+     * a report due from then would measure a shorter interval than the
+     * server asked for */
+    uv_update_time(l->response_timer.loop);
     uv_timer_start(&l->response_timer, on_report, l->interval_ms, 0);
 }
 
