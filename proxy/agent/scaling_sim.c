@@ -310,22 +310,20 @@ int sharp_sim_hpa_pods(const sharp_sim_t *s, sharp_hpa_pod_t *pods, int cap)
 {
     const sharp_sim_config_t *c = &s->cfg;
     double now = s->t;
-    /* The metrics window: the busy share of the last whole seconds. */
+    /* The metrics window's mean of the last whole seconds: the busy share
+     * (CPU-like), or with hpa_inflight SHARP's rule live, requests in
+     * flight over the ready replicas' workers, unbounded. */
     int w = (int)c->metric_window_s;
     int have = s->t < w ? s->t : w;
+    const double *hist = c->hpa_inflight ? s->inflight_hist : s->busy_hist;
     double busy = 0.0;
     for (int i = 1; i <= have; i++)
-        busy += s->busy_hist[(s->t - i) % 64];
+        busy += hist[(s->t - i) % 64];
     if (have > 0)
         busy /= have;
     if (c->hpa_inflight) {
-        /* SHARP's rule live: the window's mean in flight over the ready
-         * replicas' workers, unbounded */
-        double inflight = 0.0;
-        for (int i = 1; i <= have; i++)
-            inflight += s->inflight_hist[(s->t - i) % 64];
         int ready = sharp_sim_ready(s);
-        busy = have > 0 && ready > 0 ? inflight / have / ((double)ready * c->workers) : 0.0;
+        busy = ready > 0 ? busy / ((double)ready * c->workers) : 0.0;
         if (busy > 1e6)
             busy = 1e6;
     }
