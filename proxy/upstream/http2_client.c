@@ -56,7 +56,6 @@ typedef struct h2_stream {
     bool protocol_error;   /* the response broke HTTP (or a limit) */
     bool closed;           /* the session is done with it (or never had it) */
     bool counted;          /* counts in the pool's active streams */
-    bool before_settings;  /* its HEADERS left before the peer's first SETTINGS */
     size_t unconsumed;     /* response DATA bytes not given back to the window */
     /* an HTTP/1.1 upgrade sent as an extended CONNECT (RFC 8441): its
      * Upgrade token, for the 101 its 200 becomes (a small block) */
@@ -79,6 +78,7 @@ struct h2_conn {
     bool in_recv;
     bool goaway;
     bool peer_settings;    /* the peer's first SETTINGS arrived */
+    int32_t settings_next_id; /* the next stream id then: the ids below were submitted before */
     bool ping_outstanding;
     bool local_error;      /* the session sent a GOAWAY with an error code */
     /* flood accounting, as Envoy's codec */
@@ -288,7 +288,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     case NGHTTP2_SETTINGS:
         /* the peer's SETTINGS_MAX_CONCURRENT_STREAMS may have changed */
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-            hc->peer_settings = true;
+            if (!hc->peer_settings) {
+                hc->peer_settings = true;
+                hc->settings_next_id = nghttp2_session_get_next_stream_id(ng);
+            }
             sharp_upstream_conn_capacity_changed(hc->c);
         }
         return 0;
@@ -390,9 +393,11 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
             why = SHARP_RESET_REFUSED_STREAM;
             detail = "remote refused stream reset";
             sharp_counter_inc(sh(hc), st(hc)->h2.stream_refused_errors);
-            /* sent before the peer said how many streams it takes: above a
-             * limit SHARP could not know (the router sends it again) */
-            if (s->before_settings) s->s.req->refused_unknown_limit = true;
+            /* submitted before the peer said how many streams it takes:
+             * above a limit SHARP could not know (the router sends it
+             * again). One submitted before but still queued when the
+             * SETTINGS came was held to the limit by nghttp2 when sent. */
+            if (!hc->peer_settings || id < hc->settings_next_id) s->s.req->refused_unknown_limit = true;
         } else if (s->remote_reset) {
             why = SHARP_RESET_REMOTE;
             detail = "remote reset";
@@ -415,11 +420,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
     h2_conn_t *hc = ud;
     sharp_nv_pin_release(&hc->pins, frame);
     if (frame->hd.type == NGHTTP2_DATA) hc->data_frames_sent++;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        hc->opened_streams++;
-        h2_stream_t *s = stream_of(ng, frame->hd.stream_id);
-        if (s) s->before_settings = !hc->peer_settings;
-    }
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) hc->opened_streams++;
     if (frame->hd.type == NGHTTP2_RST_STREAM) sharp_counter_inc(sh(hc), st(hc)->h2.tx_reset);
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         /* the session found a connection error of its own (HPACK, flow

@@ -67,7 +67,7 @@ typedef struct sharp_upstream_request {
     sharp_upstream_cx_t *cx;
     bool pending;
     /* set by the HTTP/2 codec before an on_reset(SHARP_RESET_REFUSED_STREAM)
-     * of a stream whose HEADERS left before the peer's first SETTINGS: it
+     * of a stream submitted before the peer's first SETTINGS came: it
      * exceeded a SETTINGS_MAX_CONCURRENT_STREAMS not yet known */
     bool refused_unknown_limit;
 } sharp_upstream_request_t;
